@@ -1,0 +1,1 @@
+//! The plugin manifest (`manifest.json`, seed 000): parse, validate, hand over a validated type.

@@ -1,0 +1,226 @@
+//! The command-line interface. Subcommand and flag names are a public interface that agents and
+//! scripts depend on (see the issues that fixed them): add, never rename.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Stockade: verify signed plugins and run them in a hardened Linux sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "stockade", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Print one machine-readable JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate an Ed25519 key pair in minisign's formats: NAME.key (secret, 0600) and NAME.pub.
+    Keygen(KeygenArgs),
+    /// Run a certificate authority: create roots and intermediates, issue and revoke certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Validate a plugin directory and produce one signed, shippable package file.
+    Pack(PackArgs),
+    /// Run the whole fail-closed verification of a package and print the report.
+    Verify(VerifyArgs),
+    /// Print a package's manifest, signer, chain, scope and file list without running anything.
+    Inspect(InspectArgs),
+    /// Facts about this node.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Run any executable under a sandbox policy (no package needed).
+    Exec(ExecArgs),
+}
+
+/// `stockade keygen`
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Output path prefix: writes PREFIX.key and PREFIX.pub.
+    #[arg(short = 'o', long = "output", value_name = "NAME")]
+    pub output: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `stockade ca …`
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a CA directory with a fresh key. With --parent, make it an intermediate signed by
+    /// the root in that directory.
+    Init(CaInitArgs),
+    /// Issue a certificate for a public key.
+    Issue(CaIssueArgs),
+    /// Revoke serials or keys and write a new signed, versioned, expiring revocation list.
+    Revoke(CaRevokeArgs),
+}
+
+/// `stockade ca init`
+#[derive(Debug, Args)]
+pub struct CaInitArgs {
+    /// The CA directory to create.
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Make an intermediate CA, certified by the root CA in this directory.
+    #[arg(long, value_name = "ROOT_DIR")]
+    pub parent: Option<PathBuf>,
+    /// Scope ceiling of the intermediate (with --parent): any, license:<serial> or hardware:<id>.
+    #[arg(long, default_value = "any")]
+    pub scope: String,
+    /// Validity in days.
+    #[arg(long, default_value_t = 3650)]
+    pub days: u32,
+    /// A human-readable name for the CA.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// `stockade ca issue`
+#[derive(Debug, Args)]
+pub struct CaIssueArgs {
+    /// The issuing CA directory (a root for --intermediate, an intermediate otherwise).
+    #[arg(long, value_name = "DIR")]
+    pub ca: PathBuf,
+    /// The subject's public key (minisign format).
+    #[arg(long = "pub", value_name = "KEY.pub")]
+    pub public_key: PathBuf,
+    /// any | license:<serial> | hardware:<id>
+    #[arg(long, default_value = "any")]
+    pub scope: String,
+    /// Capability ceiling (comma-separated); defaults to everything the scope allows.
+    #[arg(long, value_delimiter = ',')]
+    pub capabilities: Option<Vec<String>>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Issue an intermediate CA certificate instead of a developer certificate.
+    #[arg(long)]
+    pub intermediate: bool,
+    /// Subject name recorded in the certificate.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Output certificate file.
+    #[arg(short = 'o', long = "output", value_name = "FILE.cert")]
+    pub output: PathBuf,
+}
+
+/// `stockade ca revoke`
+#[derive(Debug, Args)]
+pub struct CaRevokeArgs {
+    /// The CA directory (the root whose key signs the list).
+    #[arg(long, value_name = "DIR")]
+    pub ca: PathBuf,
+    /// Certificate serial to revoke (repeatable).
+    #[arg(long = "serial", value_name = "SERIAL")]
+    pub serials: Vec<String>,
+    /// Public key to revoke, as a minisign .pub file (repeatable).
+    #[arg(long = "key", value_name = "KEY.pub")]
+    pub keys: Vec<PathBuf>,
+    /// Days until the list expires and must be re-issued.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Output revocation list file.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+/// `stockade pack`
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// The plugin directory (manifest.json plus the entrypoint and its files).
+    pub dir: PathBuf,
+    /// The developer's secret key (minisign format).
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+    /// The developer certificate.
+    #[arg(long, value_name = "FILE")]
+    pub devcert: PathBuf,
+    /// The intermediate CA certificate that issued the developer certificate.
+    #[arg(long, value_name = "FILE")]
+    pub intcert: PathBuf,
+    /// Output package; defaults to NAME-VERSION.stockade in the current directory.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// Trust options shared by every command that verifies a package.
+#[derive(Debug, Args, Clone)]
+pub struct TrustArgs {
+    /// Trust directory holding pinned root keys (*.pub) and the revocation list.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "STOCKADE_TRUST_DIR",
+        default_value = "/etc/stockade/trust"
+    )]
+    pub trust: PathBuf,
+    /// Also require the package to be signed by exactly this developer key.
+    #[arg(long = "pub", value_name = "KEY.pub")]
+    pub public_key: Option<PathBuf>,
+    /// Trust mode: strict (refuse), warn (load but report), disabled (skip signature checks).
+    #[arg(long, value_name = "MODE", default_value = "strict")]
+    pub trust_mode: String,
+    /// State directory (remembers the highest revocation-list version seen; holds the license).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "STOCKADE_STATE_DIR",
+        default_value = "/var/lib/stockade"
+    )]
+    pub state_dir: PathBuf,
+}
+
+/// `stockade verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The package file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// `stockade inspect`
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The package file.
+    pub file: PathBuf,
+}
+
+/// `stockade node …`
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Print this node's hardware id and license.
+    Info(NodeInfoArgs),
+}
+
+/// `stockade node info`
+#[derive(Debug, Args)]
+pub struct NodeInfoArgs {
+    /// State directory holding the license.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "STOCKADE_STATE_DIR",
+        default_value = "/var/lib/stockade"
+    )]
+    pub state_dir: PathBuf,
+}
+
+/// `stockade exec`
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Sandbox policy file (TOML); the built-in strict default when omitted.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Pass one environment variable into the sandbox (repeatable). The environment is otherwise empty.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// The program and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,75 @@
+//! Process exit codes: the contract with agents and scripts (documented in `docs/exit-codes.md`).
+//!
+//! The 64–78 range follows BSD `sysexits.h`, so shell callers can tell "you called me wrong"
+//! from "your input is bad" from "the system failed". Verification gets one code per fail-closed
+//! step (80–87) so that an agent can act on *which* check rejected a package without parsing text.
+//! `stockade exec`/`run` pass the program's own status through (128+N for signal N) and use the
+//! 125/126/127 convention of `env(1)` and container runtimes when the runtime itself fails.
+
+/// A documented exit status. The numeric values are a public interface: never renumber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// The command ran and found problems at or above the requested level (e.g. `policy lint`).
+    Findings = 1,
+    /// EX_USAGE: the command line is wrong.
+    Usage = 64,
+    /// EX_DATAERR: an input (manifest, certificate, policy, key, package layout) is malformed.
+    DataErr = 65,
+    /// EX_NOINPUT: an input file does not exist or cannot be read.
+    NoInput = 66,
+    /// EX_UNAVAILABLE: a required service or kernel feature is unavailable.
+    Unavailable = 69,
+    /// EX_SOFTWARE: an internal error (a bug in Stockade).
+    Software = 70,
+    /// EX_OSERR: an operating-system call failed.
+    OsErr = 71,
+    /// EX_CANTCREAT: an output file cannot be created (or already exists).
+    CantCreate = 73,
+    /// EX_IOERR: reading or writing failed midway.
+    IoErr = 74,
+    /// EX_TEMPFAIL: try again later (e.g. the store is locked).
+    TempFail = 75,
+    /// EX_NOPERM: the caller lacks permission.
+    NoPerm = 77,
+    /// EX_CONFIG: the configuration (trust directory, state directory) is unusable.
+    Config = 78,
+    /// Verification step 1 failed: a size cap was exceeded.
+    SizeCap = 80,
+    /// Verification step 2 failed: a signature does not verify over the bytes read.
+    Signature = 81,
+    /// Verification step 3 failed: the certificate chain does not lead to a trusted root.
+    Chain = 82,
+    /// Verification step 4 failed: a certificate (or list) is expired or not yet valid.
+    Validity = 83,
+    /// Verification step 5 failed: revoked serial or key, or a rolled-back/expired revocation list.
+    Revoked = 84,
+    /// Verification step 6 failed: the certificate scope does not admit this node, or the package
+    /// asks for more than the scope allows.
+    Scope = 85,
+    /// Verification step 7 failed: manifest and signed file map disagree with the payload.
+    FileMap = 86,
+    /// Verification step 8 failed: the archive is unsafe to extract.
+    UnsafeArchive = 87,
+    /// The sandbox runtime failed before the program started (a layer could not be enforced).
+    SandboxSetup = 125,
+    /// The program was found but could not be executed.
+    CannotExec = 126,
+    /// The program was not found.
+    NotFound = 127,
+}
+
+impl Exit {
+    /// The numeric status passed to `exit(2)`.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e.code())
+    }
+}

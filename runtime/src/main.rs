@@ -1,0 +1,34 @@
+//! The `stockade` binary: parse arguments, dispatch, print the error chain once, exit with the
+//! documented code. No logic lives here.
+
+use clap::Parser;
+use stockade_runtime::{cli::Cli, cmd, exit::Exit, output::Output};
+
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap prints help/version itself; anything else is a usage error (EX_USAGE, 64),
+            // not clap's default 2, so callers can rely on sysexits semantics.
+            let code = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            };
+            let _ = e.print();
+            return code.into();
+        }
+    };
+    let out = Output { json: cli.json };
+    match cmd::run(cli.command, out) {
+        Ok(code) => code.into(),
+        Err(err) => {
+            if out.json {
+                println!("{}", err.to_json());
+            } else {
+                eprintln!("{}", err.render_text());
+            }
+            err.exit().into()
+        }
+    }
+}

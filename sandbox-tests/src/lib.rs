@@ -1,0 +1,1 @@
+//! Escape probes and sandbox integration tests (see README in this directory).
