@@ -21,7 +21,7 @@
 //! cpu_max = "100%"         # or "1500m" millicores, or "unlimited"
 //! pids_max = 64
 //! nofile = 256
-//! nproc = 64
+//! nproc = 128
 //! fsize = "16M"
 //! core = 0
 //! memlock = "64K"
@@ -154,7 +154,8 @@ pub struct ResourcesSection {
     pub pids_max: Option<RawSize>,
     /// RLIMIT_NOFILE: open descriptors per process. Default 256.
     pub nofile: Option<RawSize>,
-    /// RLIMIT_NPROC: processes of the sandbox uid. Default 64.
+    /// RLIMIT_NPROC: processes and threads of the sandbox uid. Default 128: a backstop above
+    /// `pids_max`, so that the cgroup limit (which is reported) is the one normally hit.
     pub nproc: Option<RawSize>,
     /// RLIMIT_FSIZE: largest file a process may write. Default "16M".
     pub fsize: Option<RawSize>,
@@ -506,7 +507,7 @@ impl SandboxPolicyFile {
             cpu_max,
             pids_max: size("resources.pids_max", r.pids_max.as_ref(), Limit::Max(64))?,
             nofile: size("resources.nofile", r.nofile.as_ref(), Limit::Max(256))?,
-            nproc: size("resources.nproc", r.nproc.as_ref(), Limit::Max(64))?,
+            nproc: size("resources.nproc", r.nproc.as_ref(), Limit::Max(128))?,
             fsize: size("resources.fsize", r.fsize.as_ref(), Limit::Max(16 << 20))?,
             core: size("resources.core", r.core.as_ref(), Limit::Max(0))?,
             memlock: size(

@@ -22,7 +22,7 @@ use crate::sandbox::{self, LaunchError, LaunchSpec, Program};
 use crate::sys;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use stockade_policy::sandbox::{
     default_policy, parse_policy, SandboxPolicyError, MAX_POLICY_BYTES,
@@ -235,73 +235,108 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
 }
 
 /// Relay stdio until the program's stdout and stderr are both closed (which happens at the
-/// latest when its init exits, since that kills everything in the sandbox).
+/// latest when its init exits, since that kills everything in the sandbox). Our stdin is read
+/// only when the previous chunk has been fully written to the program (the pipe to it is
+/// non-blocking), so a program that does not read its stdin can never stall the relay of its
+/// output.
 fn relay(sb: &mut sandbox::Sandboxed, sigfd: BorrowedFd<'_>) {
-    let mut child_in: Option<OwnedFd> = sb.stdin.take();
-    let child_out = sb.stdout.take();
-    let child_err = sb.stderr.take();
-    let mut out_open = child_out.is_some();
-    let mut err_open = child_err.is_some();
-    let mut in_open = child_in.is_some();
+    let mut child_in: Option<fs::File> = sb.stdin.take().map(fs::File::from);
+    if let Some(f) = &child_in {
+        if sys::set_nonblocking(f.as_fd()).is_err() {
+            child_in = None;
+        }
+    }
+    let mut child_out: Option<fs::File> = sb.stdout.take().map(fs::File::from);
+    let mut child_err: Option<fs::File> = sb.stderr.take().map(fs::File::from);
     let stdin = io::stdin();
+    let mut stdin_open = child_in.is_some();
+    let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    while out_open || err_open {
+    while child_out.is_some() || child_err.is_some() {
         let mut fds: Vec<(BorrowedFd<'_>, i16)> = vec![(sigfd, libc::POLLIN)];
-        let idx_out = out_open.then(|| {
-            fds.push((
-                child_out.as_ref().map(|f| f.as_fd()).unwrap_or(sigfd),
-                libc::POLLIN,
-            ));
-            fds.len() - 1
-        });
-        let idx_err = err_open.then(|| {
-            fds.push((
-                child_err.as_ref().map(|f| f.as_fd()).unwrap_or(sigfd),
-                libc::POLLIN,
-            ));
-            fds.len() - 1
-        });
-        let idx_in = in_open.then(|| {
-            fds.push((stdin.as_fd(), libc::POLLIN));
-            fds.len() - 1
-        });
+
+        let i_out = push(
+            child_out.as_ref().map(|f| f.as_fd()),
+            libc::POLLIN,
+            &mut fds,
+        );
+        let i_err = push(
+            child_err.as_ref().map(|f| f.as_fd()),
+            libc::POLLIN,
+            &mut fds,
+        );
+        let i_in = push(
+            (stdin_open && pending.is_empty()).then(|| stdin.as_fd()),
+            libc::POLLIN,
+            &mut fds,
+        );
+        let i_to = push(
+            child_in
+                .as_ref()
+                .filter(|_| !pending.is_empty())
+                .map(|f| f.as_fd()),
+            libc::POLLOUT,
+            &mut fds,
+        );
         let Ok(rev) = sys::poll(&fds, -1) else { break };
         let ready = |i: Option<usize>| i.is_some_and(|i| rev[i] != 0);
         if rev[0] != 0 {
+            // Forward SIGINT/SIGTERM/SIGHUP to the program; it decides how to end.
             while let Ok(Some(sig)) = sys::read_signalfd(sigfd) {
                 let _ = sb.signal(sig);
             }
         }
-        if ready(idx_out) {
-            out_open = pump(child_out.as_ref(), &mut io::stdout().lock(), &mut buf);
+        if ready(i_out) && !pump(child_out.as_ref(), &mut io::stdout().lock(), &mut buf) {
+            child_out = None;
         }
-        if ready(idx_err) {
-            err_open = pump(child_err.as_ref(), &mut io::stderr().lock(), &mut buf);
+        if ready(i_err) && !pump(child_err.as_ref(), &mut io::stderr().lock(), &mut buf) {
+            child_err = None;
         }
-        if ready(idx_in) {
-            let n = io::stdin().lock().read(&mut buf).unwrap_or(0);
-            let ok = n > 0
-                && child_in
-                    .as_ref()
-                    .and_then(|f| f.try_clone().ok())
-                    .map(|f| fs::File::from(f).write_all(&buf[..n]).is_ok())
-                    .unwrap_or(false);
-            if !ok {
-                // Our stdin ended (or the program closed its stdin): close the program's.
-                in_open = false;
-                child_in = None;
+        if ready(i_in) {
+            match stdin.lock().read(&mut buf) {
+                Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
+                // Our stdin ended: close the program's.
+                _ => {
+                    stdin_open = false;
+                    child_in = None;
+                }
             }
         }
+        if ready(i_to) {
+            match child_in.as_ref().map(|mut f| f.write(&pending)) {
+                Some(Ok(n)) => {
+                    pending.drain(..n);
+                }
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The program closed its stdin: stop feeding it.
+                _ => {
+                    stdin_open = false;
+                    child_in = None;
+                    pending.clear();
+                }
+            }
+        }
+        if !stdin_open && pending.is_empty() {
+            child_in = None;
+        }
     }
-    drop(child_in);
+}
+
+fn push<'a>(
+    fd: Option<BorrowedFd<'a>>,
+    ev: i16,
+    fds: &mut Vec<(BorrowedFd<'a>, i16)>,
+) -> Option<usize> {
+    fd.map(|fd| {
+        fds.push((fd, ev));
+        fds.len() - 1
+    })
 }
 
 /// Copy one read's worth from `from` to `to`; false once `from` reached EOF or failed.
-fn pump(from: Option<&OwnedFd>, to: &mut dyn Write, buf: &mut [u8]) -> bool {
-    let Some(fd) = from.and_then(|f| f.try_clone().ok()) else {
-        return false;
-    };
-    match fs::File::from(fd).read(buf) {
+fn pump(from: Option<&fs::File>, to: &mut dyn Write, buf: &mut [u8]) -> bool {
+    let Some(mut f) = from else { return false };
+    match f.read(buf) {
         Ok(0) | Err(_) => false,
         Ok(n) => {
             let _ = to.write_all(&buf[..n]);

@@ -296,7 +296,9 @@ impl Cgroup {
                 peak = read(m.join("memory.peak")).trim().parse().ok();
             } else {
                 oom = key(&read(m.join("memory.oom_control")), "oom_kill ");
-                mem = read(m.join("memory.failcnt")).trim().parse().unwrap_or(0);
+                // With swap accounting the memory+swap limit is the one that fails first.
+                let fc = |f: &str| read(m.join(f)).trim().parse::<u64>().unwrap_or(0);
+                mem = fc("memory.failcnt").max(fc("memory.memsw.failcnt"));
                 peak = read(m.join("memory.max_usage_in_bytes"))
                     .trim()
                     .parse()

@@ -119,6 +119,10 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
         Ok(1) if go[0] == b'G' => {}
         _ => sys::exit_now(125),
     }
+    // Not dumpable: the program (same uid in rootless mode) must not read or write our memory
+    // through /proc/1/mem, nor read our environment, which is a copy of the runtime's. Only now:
+    // the parent needed /proc/<pid>/uid_map writable by its own uid until the go.
+    sys::set_dumpable(false).map_err(at(LaunchStep::NotDumpable))?;
     // A cgroup namespace rooted at the sandbox's own cgroup (we are in it now).
     sys::unshare(libc::CLONE_NEWCGROUP).map_err(at(LaunchStep::CgroupNamespace))?;
     // Bind sources must be mounts of *our* mount namespace (the kernel refuses to bind from

@@ -64,6 +64,8 @@ pub enum LaunchStep {
     Control,
     /// `PR_SET_PDEATHSIG` in the child.
     ParentDeathSignal,
+    /// Making the sandbox's init non-dumpable.
+    NotDumpable,
     /// Private cgroup namespace.
     CgroupNamespace,
     /// setresgid/setresuid.

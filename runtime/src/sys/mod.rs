@@ -490,3 +490,22 @@ pub fn close_all_except(keep: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Set `O_NONBLOCK` on a descriptor.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a valid borrowed descriptor; integer arguments only.
+    unsafe {
+        let fl = check(libc::fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
+        check(libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_SETFL,
+            fl | libc::O_NONBLOCK,
+        ))?;
+    }
+    Ok(())
+}
+
+/// `PR_SET_DUMPABLE`.
+pub fn set_dumpable(on: bool) -> io::Result<()> {
+    prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on)).map(drop)
+}
