@@ -230,7 +230,17 @@ impl Cgroup {
             removed: false,
         };
         for ctrl in ["memory", "pids", "cpu"] {
-            if let Err(e) = fs::write(&sc, format!("+{ctrl}")) {
+            let mut r = fs::write(&sc, format!("+{ctrl}"));
+            if r.as_ref()
+                .is_err_and(|e| e.raw_os_error() == Some(libc::EBUSY))
+            {
+                // Other processes share our cgroup (e.g. the shell or test harness that started
+                // us): they move into the supervisor leaf too. They stay below the same parent,
+                // so every limit that applied to them still does.
+                move_all(&base, &base.join("supervisor"))?;
+                r = fs::write(&sc, format!("+{ctrl}"));
+            }
+            if let Err(e) = r {
                 if ctrl == "cpu" {
                     cg.not_applied
                         .push(format!("cpu_max (cpu controller not delegated: {e})"));
@@ -254,6 +264,8 @@ impl Cgroup {
             let f = d.join("cpu.max");
             if f.exists() {
                 write(&f, &format!("{q} {PERIOD_US}"))?;
+            } else if !cg.not_applied.iter().any(|n| n.starts_with("cpu_max")) {
+                cg.not_applied.push("cpu_max (no cpu.max)".into());
             }
         }
         cg.memory = Some(d.clone());
@@ -369,6 +381,26 @@ impl Cgroup {
     }
 }
 
+/// Move every process of `from` into `to` (v2, same subtree).
+fn move_all(from: &Path, to: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_at(to)(e)),
+    }
+    let procs = from.join("cgroup.procs");
+    let text = fs::read_to_string(&procs).map_err(io_at(&procs))?;
+    for pid in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        // A process may have exited meanwhile (ESRCH): nothing to move.
+        match fs::write(to.join("cgroup.procs"), pid) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => return Err(io_at(to)(e)),
+        }
+    }
+    Ok(())
+}
+
 impl Drop for Cgroup {
     fn drop(&mut self) {
         self.kill_and_remove();
@@ -415,6 +447,35 @@ mod tests {
     fn no_controllers_is_none() {
         assert_eq!(derive_layout("0::/\n", Path::new("/x"), false), None);
         assert_eq!(derive_layout("garbage", Path::new("/x"), true), None);
+    }
+
+    #[test]
+    fn v2_group_moves_the_runtime_to_a_supervisor_leaf_first() {
+        let t = tempfile::tempdir().unwrap();
+        let own = t.path().join("own");
+        fs::create_dir(&own).unwrap();
+        fs::write(own.join("cgroup.procs"), "4242\n").unwrap();
+        let r = stockade_policy::sandbox::default_policy().resources;
+        let cg = Cgroup::create(&Layout::V2 { own: own.clone() }, "t2", &r).unwrap();
+        assert_eq!(
+            fs::read_to_string(own.join("supervisor/cgroup.procs")).unwrap(),
+            std::process::id().to_string()
+        );
+        // The last controller written wins in a plain file; the real file accumulates them.
+        assert_eq!(
+            fs::read_to_string(own.join("cgroup.subtree_control")).unwrap(),
+            "+cpu"
+        );
+        let leaf = own.join("stockade-t2");
+        assert_eq!(
+            fs::read_to_string(leaf.join("memory.max")).unwrap(),
+            (256u64 << 20).to_string()
+        );
+        assert_eq!(fs::read_to_string(leaf.join("pids.max")).unwrap(), "64");
+        assert_eq!(cg.version(), 2);
+        // The fake has no memory.swap.max / cpu.max: both are reported, not silently skipped.
+        assert_eq!(cg.not_applied.len(), 2, "{:?}", cg.not_applied);
+        std::mem::forget(cg); // the fake's files make rmdir fail; the tempdir cleans up
     }
 
     #[test]

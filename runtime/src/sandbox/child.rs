@@ -6,17 +6,19 @@
 //! is a copy of the runtime that applies every layer to itself first (identity, filesystem,
 //! rlimits, capabilities, no_new_privs, Landlock), forks the program, reaps zombies and exits with
 //! the program's status when it ends, which makes the kernel kill whatever is left in the pid
-//! namespace. It never executes anything, holds no capability and is killed with the runtime
-//! (parent-death signal).
+//! namespace. It never executes anything, holds no capability, is not dumpable, runs under its
+//! own seccomp filter allowing only wait/write/exit, and is killed with the runtime (parent-death
+//! signal).
 //!
 //! ## Order (see [`contain`])
-//! parent-death signal → wait for the parent's go (maps written, cgroup joined) → private cgroup
-//! namespace → open bind sources → identity (setresgid/setresuid to the inside ids; the user namespace keeps our
-//! capabilities for the mount work) → stdio → filesystem (mounts, pivot_root) → hostname →
-//! loopback → rlimits → capabilities (securebits locked, bounding, ambient, inheritable,
-//! permitted, effective all empty) → no_new_privs → Landlock → fork: the program gets a new
-//! session, a parent-death signal, close-on-exec on every descriptor but 0-2, seccomp, then
-//! `execveat` on the descriptor opened by the runtime.
+//! parent-death signal → wait for the parent's go (maps written, cgroup joined) → not dumpable →
+//! private cgroup namespace → open bind sources → identity (setresgid/setresuid to the inside
+//! ids; the user namespace keeps our capabilities for the mount work) → stdio → filesystem
+//! (mounts, pivot_root) → hostname → loopback → rlimits → capabilities (securebits locked,
+//! bounding, ambient, inheritable, permitted, effective all empty) → no_new_privs → Landlock →
+//! fork. The program then gets a new session, a parent-death signal, close-on-exec on every
+//! descriptor but 0-2, seccomp, and `execveat` on the descriptor opened by the runtime; init
+//! closes everything but the status pipe, installs its own filter and waits.
 
 use super::report::LayerReport;
 use super::seccomp::Filters;
@@ -274,15 +276,17 @@ fn run_init(ctx: &ChildCtx<'_>, program: i32) -> ! {
     if sys::close_all_except(ctx.status_w.as_raw_fd()).is_err() {
         sys::exit_now(125)
     }
+    let Ok(mut status_pipe) = ctx.status_w.try_clone().map(std::fs::File::from) else {
+        sys::exit_now(125)
+    };
+    // From here on init only waits, writes and exits; its own small seccomp filter says so.
+    if super::seccomp::install_init(ctx.filters).is_err() {
+        sys::exit_now(125)
+    }
     loop {
         match sys::waitpid(-1, 0) {
             Ok((pid, status)) if pid == program => {
-                let _ = std::fs::File::from(
-                    ctx.status_w
-                        .try_clone()
-                        .unwrap_or_else(|_| sys::exit_now(125)),
-                )
-                .write_all(&status.to_ne_bytes());
+                let _ = status_pipe.write_all(&status.to_ne_bytes());
                 let code = super::report::ExitInfo::from_wait_status(status).status;
                 sys::exit_now(code & 0xff)
             }

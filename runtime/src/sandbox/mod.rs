@@ -492,7 +492,7 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
     ));
     layers.push(LayerReport::full(
         "seccomp",
-        json!({"mode": "filter", "default_action": "kill_process", "groups": p.seccomp_groups, "allowed_syscalls": filters.allowed, "absent_on_arch": filters.absent, "implied": filters.implied, "filters": filters.programs.len()}),
+        json!({"mode": "filter", "default_action": "kill_process", "groups": p.seccomp_groups, "allowed_syscalls": filters.allowed, "absent_on_arch": filters.absent, "implied": filters.implied, "filters": filters.programs.len(), "init_allowed_syscalls": seccomp::INIT_SYSCALLS}),
     ));
 
     // 11. Did exec succeed? EOF on the close-on-exec pipe says yes.

@@ -79,7 +79,21 @@ pub struct Filters {
     pub absent: Vec<String>,
     /// Calls added because the launch needs them although the policy did not list them.
     pub implied: Vec<String>,
+    /// The sandbox init's own filters (prologue + [`INIT_SYSCALLS`]), see [`install_init`].
+    pub init: Vec<BpfProgram>,
 }
+
+/// All the sandbox's init does once the program runs: wait for children, write the program's
+/// status to the runtime, exit. Anything else kills it (and with it the whole pid namespace).
+pub const INIT_SYSCALLS: &[&str] = &[
+    "wait4",
+    "waitid",
+    "write",
+    "exit",
+    "exit_group",
+    "rt_sigreturn",
+    "restart_syscall",
+];
 
 /// The hand-written first filter (see the module docs for why it exists).
 pub fn prologue() -> BpfProgram {
@@ -234,17 +248,35 @@ pub fn build(policy: &ValidatedSandboxPolicy) -> Result<Filters, SeccompError> {
     // The allowlist goes last: once it is in force, `seccomp(2)` itself is no longer allowed.
     programs.push(allowlist);
 
+    let mut init_rules = BTreeMap::new();
+    for name in INIT_SYSCALLS {
+        init_rules.insert(nr(name)?, vec![]);
+    }
+    let init = vec![
+        prologue(),
+        compile(init_rules, SeccompAction::KillProcess, SeccompAction::Allow)?,
+    ];
+
     Ok(Filters {
         programs,
         allowed,
         absent,
         implied,
+        init,
     })
 }
 
 /// Install the filters on the calling thread (no_new_privs must already be set).
 pub fn install(filters: &Filters) -> Result<(), seccompiler::Error> {
     for p in &filters.programs {
+        seccompiler::apply_filter(p)?;
+    }
+    Ok(())
+}
+
+/// Install the init's filters (no_new_privs must already be set).
+pub fn install_init(filters: &Filters) -> Result<(), seccompiler::Error> {
+    for p in &filters.init {
         seccompiler::apply_filter(p)?;
     }
     Ok(())
