@@ -55,7 +55,8 @@ fn rootless_launch_works_and_reports_what_it_cannot_enforce() {
     let d = layer(&r, "distinct_uid");
     assert_eq!(d["status"], "not_enforced");
     assert_eq!(d["degradation_allowed"], true);
-    assert_eq!(layer(&r, "landlock")["status"], "fully_enforced");
+    // Fully on a recent kernel, partially (older ABI, reported) on Debian's 6.1.
+    assert_ne!(layer(&r, "landlock")["status"], "not_enforced");
     assert_eq!(layer(&r, "seccomp")["status"], "fully_enforced");
 }
 

@@ -519,6 +519,20 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
         }
     }
     let host_pid = ns_pid.and_then(|n| find_host_pid(pid, n));
+    layers.push(LayerReport::full(
+        "process",
+        json!({
+            "hostname": p.hostname,
+            "session": "new (setsid), no controlling terminal",
+            "parent_death_signal": "SIGKILL",
+            "descriptors": if spec.program.is_script { "0-2 and the script's descriptor" } else { "0-2 only" },
+            "stdio": "pipes owned by the runtime",
+            "environment": spec.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            "executed_from": "descriptor (execveat AT_EMPTY_PATH)",
+            "program": spec.program.path,
+            "init": "pid 1: not dumpable, no capabilities, seccomp (wait/write/exit only)",
+        }),
+    ));
     guard.0 = None;
     let report = Report {
         schema: REPORT_SCHEMA.into(),

@@ -1,6 +1,31 @@
 //! What a launch enforced, layer by layer, and how the program ended. This is the `--json`
 //! document of `stockade exec` (schema `stockade.sandbox.report/1`) and what `stockade run` will
 //! log; layers carry a status in rust-landlock's vocabulary so every degradation is visible.
+//!
+//! ## Schema `stockade.sandbox.report/1`
+//! ```text
+//! {
+//!   "schema": "stockade.sandbox.report/1",
+//!   "mode": "root" | "rootless",
+//!   "pid": <host pid of the program> | null,
+//!   "host_uid": u32, "host_gid": u32, "inside_uid": u32,
+//!   "layers": [ { "layer": <name>,
+//!                 "status": "fully_enforced" | "partially_enforced" | "not_enforced",
+//!                 "degradation_allowed": true,        // only present when true
+//!                 "details": { … layer-specific facts … } }, … ],
+//!   "limits_hit": { "oom_kills": u64, "memory_max_events": u64, "pids_max_events": u64,
+//!                   "memory_peak_bytes": u64 | null },
+//!   "exit": { "code": i32 | null, "signal": i32 | null, "status": i32 } | null,
+//!   "cleaned_up": bool            // every process gone, cgroup removed
+//! }
+//! ```
+//! Layer names, in launch order: `distinct_uid`, `user_namespace`, `pid_namespace`,
+//! `mount_namespace`, `network_namespace`, `ipc_namespace`, `uts_namespace`, `cgroup_namespace`,
+//! `identity`, `cgroup`, `rlimits`, `capabilities`, `no_new_privs`, `landlock`,
+//! `landlock_network` (network mode "none" only), `landlock_scope`, `filesystem`, `seccomp`,
+//! `process`. A layer whose status is below `fully_enforced` always has
+//! `degradation_allowed: true` (otherwise the launch would have stopped), except `cgroup`
+//! `partially_enforced` when a limit file is missing (listed in `details.not_applied`).
 
 use serde::{Deserialize, Serialize};
 
