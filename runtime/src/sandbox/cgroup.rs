@@ -138,9 +138,46 @@ fn limit_str(l: Limit) -> String {
     l.max().map_or("max".to_string(), |v| v.to_string())
 }
 
+/// Remove empty `stockade-<pid>-<uid>` groups left by a runtime that was killed before it could
+/// clean up (SIGKILL skips every destructor). Only groups whose runtime pid no longer exists and
+/// which hold no process are touched; errors are ignored (another runtime may race us).
+pub fn sweep_stale(layout: &Layout) {
+    let parents: Vec<&PathBuf> = match layout {
+        Layout::V1 { memory, pids, cpu } => [memory, pids, cpu].into_iter().flatten().collect(),
+        Layout::V2 { own } => vec![own],
+    };
+    for parent in parents {
+        let base = if parent.file_name().is_some_and(|n| n == "supervisor") {
+            parent.parent().unwrap_or(parent)
+        } else {
+            parent.as_path()
+        };
+        let Ok(entries) = fs::read_dir(base) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("stockade-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let empty = fs::read_to_string(e.path().join("cgroup.procs"))
+                .map(|t| t.trim().is_empty())
+                .unwrap_or(false);
+            if empty && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
 impl Cgroup {
     /// Create `stockade-<name>` below our own cgroup and apply the limits.
     pub fn create(layout: &Layout, name: &str, r: &Resources) -> Result<Cgroup, CgroupError> {
+        sweep_stale(layout);
         let leaf = format!("stockade-{name}");
         match layout {
             Layout::V1 { memory, pids, cpu } => Self::create_v1(memory, pids, cpu, &leaf, r),

@@ -213,7 +213,12 @@ impl Program {
         for path in candidates {
             let c = CString::new(path.as_os_str().as_encoded_bytes())
                 .map_err(|_| LaunchError::NotFound { path: path.clone() })?;
-            let fd = match sys::open(&c, libc::O_RDONLY) {
+            // O_RDONLY so a `#!` line can be read; an execute-only file falls back to O_PATH
+            // (then it cannot be a script: the interpreter could not read it either).
+            let fd = match sys::open(&c, libc::O_RDONLY).or_else(|e| match e.raw_os_error() {
+                Some(libc::EACCES) => sys::open(&c, libc::O_PATH),
+                _ => Err(e),
+            }) {
                 Ok(fd) => fd,
                 Err(e)
                     if e.raw_os_error() == Some(libc::ENOENT)

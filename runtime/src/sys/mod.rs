@@ -509,3 +509,23 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 pub fn set_dumpable(on: bool) -> io::Result<()> {
     prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on)).map(drop)
 }
+
+/// Reset every signal's disposition to the default. Ignored signals survive `execve` (the Rust
+/// runtime ignores SIGPIPE in the runtime), and the program must start with a clean slate.
+pub fn reset_signal_dispositions() -> io::Result<()> {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is a valid disposition for every catchable signal; the previous
+        // handler is not needed. EINVAL for numbers reserved by libc is ignored.
+        let prev = unsafe { libc::signal(sig, libc::SIG_DFL) };
+        if prev == libc::SIG_ERR {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
