@@ -511,21 +511,39 @@ pub fn set_dumpable(on: bool) -> io::Result<()> {
 }
 
 /// Reset every signal's disposition to the default. Ignored signals survive `execve` (the Rust
-/// runtime ignores SIGPIPE in the runtime), and the program must start with a clean slate.
+/// runtime ignores SIGPIPE; a parent may ignore others, including the real-time signals glibc
+/// reserves for itself, which its `signal()` wrapper refuses to touch: hence the raw call).
 pub fn reset_signal_dispositions() -> io::Result<()> {
-    for sig in 1..libc::SIGRTMAX() {
+    /// The kernel's `struct sigaction` layout on x86_64/aarch64 (not glibc's).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: SIG_DFL is a valid disposition for every catchable signal; the previous
-        // handler is not needed. EINVAL for numbers reserved by libc is ignored.
-        let prev = unsafe { libc::signal(sig, libc::SIG_DFL) };
-        if prev == libc::SIG_ERR {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINVAL) {
-                return Err(e);
-            }
-        }
+        // SAFETY: `dfl` is a valid kernel sigaction for the duration of the call, the old-action
+        // pointer is NULL, and the size is the kernel's 8-byte signal set.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+        check_long(r)?;
     }
     Ok(())
 }
