@@ -317,6 +317,9 @@ fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, LaunchE
 }
 
 /// Launch the program. On success it is running (exec done) with every layer in force.
+///
+/// Must be called while the runtime is single-threaded (checked: the launch fails otherwise),
+/// because the sandbox's init continues in a raw-`clone` copy of this process.
 pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
     let p = spec.policy;
     let (_, egid, euid) = sys::ids();
@@ -391,6 +394,14 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
     }
 
     // 7. clone into new user, pid, mount, net, ipc and uts namespaces (cgroup: after joining).
+    //    The child continues in a copy of this process without fork handlers (raw clone), which
+    //    is only sound when no other thread could hold a lock (malloc's, stdio's) at that moment.
+    if thread_count() != Some(1) {
+        return Err(LaunchError::Setup {
+            step: LaunchStep::Clone,
+            cause: io::Error::other("the runtime must be single-threaded when it launches"),
+        });
+    }
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
@@ -461,6 +472,10 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
 
     // 10. Release the child and collect what it applied.
     let sock = UnixDatagram::from(sock_parent);
+    // A child stuck in setup (e.g. a hung network filesystem under a bind source) must not hang
+    // the runtime forever: give up, and the guards kill it and clean up.
+    sock.set_read_timeout(Some(SETUP_TIMEOUT))
+        .map_err(setup(LaunchStep::Control))?;
     sock.send(b"G").map_err(setup(LaunchStep::Control))?;
     let mut ns_pid = None;
     let mut buf = vec![0u8; 64 * 1024];
@@ -561,6 +576,20 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
         stderr: Some(stderr_r),
         report,
     })
+}
+
+/// How long the sandbox's setup may take before the launch is abandoned.
+pub const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Number of threads of this process, from /proc/self/status.
+fn thread_count() -> Option<u32> {
+    fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The host pid of the process whose parent is `init` and whose innermost pid is `ns_pid`.
