@@ -148,7 +148,7 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     for (fd, target) in ctx.stdio.iter().zip(0..) {
         sys::dup2(fd.as_fd(), target).map_err(at(LaunchStep::Stdio))?;
     }
-    mounts::apply(ctx.plan, &sources).map_err(|(s, e)| (s, e.to_string()))?;
+    let applied = mounts::apply(ctx.plan, &sources).map_err(|(s, e)| (s, e.to_string()))?;
     drop(sources);
     sys::sethostname(&p.hostname).map_err(at(LaunchStep::Hostname))?;
     if p.network == NetworkMode::Loopback {
@@ -160,6 +160,11 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     let (abi, status) =
         landlock::apply(p, ctx.exec_fd.as_fd()).map_err(|e| (LaunchStep::Landlock, chain(&e)))?;
     let mut layers = vec![
+        LayerReport::full(
+            "filesystem_root",
+            json!({"staged_on": applied.stage, "pivot_root": true, "old_root": "detached",
+                   "missing_host_devices": applied.missing_dev}),
+        ),
         rl,
         LayerReport::full(
             "capabilities",
