@@ -173,3 +173,24 @@ fn oversized_policy_is_refused_before_parsing() {
         Err(SandboxPolicyError::TooLarge { .. })
     ));
 }
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_text_never_panics(s in "(?s).{0,200}") {
+        let _ = parse_policy(&s);
+    }
+
+    #[test]
+    fn arbitrary_limits_validate_or_name_the_key(mem in ".{0,12}", pids in proptest::num::u64::ANY) {
+        let text = format!("version = 1\n[resources]\nmemory_max = {mem:?}\npids_max = {pids}\n");
+        match parse_policy(&text) {
+            Ok(p) => proptest::prop_assert!(p.resources.pids_max != Limit::Max(0)),
+            Err(SandboxPolicyError::Invalid { key, .. }) => {
+                proptest::prop_assert!(key == "resources.memory_max" || key == "resources.pids_max")
+            }
+            // Large integers are out of TOML's i64 range; that is a syntax error.
+            Err(SandboxPolicyError::Syntax(_)) => {}
+            Err(e) => proptest::prop_assert!(false, "unexpected {e:?}"),
+        }
+    }
+}
