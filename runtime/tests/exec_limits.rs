@@ -180,3 +180,21 @@ fn killing_the_runtime_kills_the_sandbox() {
     }
     assert_eq!(left, 0, "sandboxed processes survived the runtime");
 }
+
+#[test]
+fn cpu_quota_throttles_a_busy_loop() {
+    if !require(is_root(), "the cgroup CPU quota needs root mode here") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(dir.path(), "version = 1\n[resources]\ncpu_max = \"10%\"\n");
+    let (o, r) = with_report(
+        &["--policy", &pol],
+        "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo done",
+    );
+    assert_eq!(out(&o), "done\n", "{}", err(&o));
+    assert!(
+        r["limits_hit"]["cpu_throttled_periods"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+}

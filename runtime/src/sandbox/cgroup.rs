@@ -125,6 +125,7 @@ pub struct Cgroup {
     dirs: Vec<PathBuf>,
     memory: Option<PathBuf>,
     pids: Option<PathBuf>,
+    cpu: Option<PathBuf>,
     /// Limits that could not be applied (e.g. swap accounting off), for the report.
     pub not_applied: Vec<String>,
     removed: bool,
@@ -136,6 +137,21 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
 
 fn limit_str(l: Limit) -> String {
     l.max().map_or("max".to_string(), |v| v.to_string())
+}
+
+/// Limit hits read from the control files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Events {
+    /// OOM kills in the group.
+    pub oom_kills: u64,
+    /// Times the memory limit was hit.
+    pub memory_max: u64,
+    /// Forks refused by pids.max.
+    pub pids_max: u64,
+    /// CPU periods in which the quota throttled the group.
+    pub cpu_throttled: u64,
+    /// Peak memory use (bytes) where the kernel reports it.
+    pub memory_peak: Option<u64>,
 }
 
 /// Remove empty `stockade-<pid>-<uid>` groups left by a runtime that was killed before it could
@@ -197,6 +213,7 @@ impl Cgroup {
             dirs: vec![],
             memory: None,
             pids: None,
+            cpu: None,
             not_applied: vec![],
             removed: false,
         };
@@ -230,6 +247,7 @@ impl Cgroup {
             write(&c.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
             write(&c.join("cpu.cfs_quota_us"), &q.to_string())?;
         }
+        cg.cpu = Some(c);
         Ok(cg)
     }
 
@@ -263,6 +281,7 @@ impl Cgroup {
             dirs: vec![],
             memory: None,
             pids: None,
+            cpu: None,
             not_applied: vec![],
             removed: false,
         };
@@ -306,7 +325,8 @@ impl Cgroup {
             }
         }
         cg.memory = Some(d.clone());
-        cg.pids = Some(d);
+        cg.pids = Some(d.clone());
+        cg.cpu = Some(d);
         Ok(cg)
     }
 
@@ -328,8 +348,8 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Limit hits so far: (oom kills, memory max events, pids max events, peak bytes).
-    pub fn events(&self) -> (u64, u64, u64, Option<u64>) {
+    /// Limit hits so far.
+    pub fn events(&self) -> Events {
         let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
         let key = |text: &str, k: &str| {
             text.lines()
@@ -357,7 +377,17 @@ impl Cgroup {
         if let Some(p) = &self.pids {
             pids = key(&read(p.join("pids.events")), "max ");
         }
-        (oom, mem, pids, peak)
+        let cpu_throttled = self
+            .cpu
+            .as_ref()
+            .map_or(0, |c| key(&read(c.join("cpu.stat")), "nr_throttled "));
+        Events {
+            oom_kills: oom,
+            memory_max: mem,
+            pids_max: pids,
+            cpu_throttled,
+            memory_peak: peak,
+        }
     }
 
     fn procs(&self) -> Vec<i32> {

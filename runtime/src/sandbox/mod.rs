@@ -681,12 +681,13 @@ impl Sandboxed {
         self.report.exit = Some(ExitInfo::from_wait_status(raw.unwrap_or(init_status)));
         let mut cleaned = true;
         if let Some(mut cg) = self.cgroup.take() {
-            let (oom, mem, pids, peak) = cg.events();
+            let ev = cg.events();
             self.report.limits_hit = LimitsHit {
-                oom_kills: oom,
-                memory_max_events: mem,
-                pids_max_events: pids,
-                memory_peak_bytes: peak,
+                oom_kills: ev.oom_kills,
+                memory_max_events: ev.memory_max,
+                pids_max_events: ev.pids_max,
+                cpu_throttled_periods: ev.cpu_throttled,
+                memory_peak_bytes: ev.memory_peak,
             };
             cleaned = cg.kill_and_remove();
         }

@@ -14,7 +14,7 @@
 //!                 "degradation_allowed": true,        // only present when true
 //!                 "details": { … layer-specific facts … } }, … ],
 //!   "limits_hit": { "oom_kills": u64, "memory_max_events": u64, "pids_max_events": u64,
-//!                   "memory_peak_bytes": u64 | null },
+//!                   "cpu_throttled_periods": u64, "memory_peak_bytes": u64 | null },
 //!   "exit": { "code": i32 | null, "signal": i32 | null, "status": i32 } | null,
 //!   "cleaned_up": bool            // every process gone, cgroup removed
 //! }
@@ -89,6 +89,8 @@ pub struct LimitsHit {
     pub memory_max_events: u64,
     /// Times a fork failed because pids.max was reached.
     pub pids_max_events: u64,
+    /// CPU periods in which the CPU quota throttled the sandbox.
+    pub cpu_throttled_periods: u64,
     /// Peak memory use in bytes, where the kernel reports it.
     pub memory_peak_bytes: Option<u64>,
 }
