@@ -163,7 +163,7 @@ fn scripts_run_through_their_descriptor() {
 }
 
 #[test]
-fn pid_file_names_the_running_program_and_is_removed_after() {
+fn pid_file_names_the_running_program_and_signals_are_forwarded() {
     let dir = tempfile::tempdir().unwrap();
     let pf = dir.path().join("pid");
     let mut child = std::process::Command::new(BIN)
@@ -173,12 +173,12 @@ fn pid_file_names_the_running_program_and_is_removed_after() {
             pf.to_str().unwrap(),
             "--",
             "/bin/sleep",
-            "3",
+            "60",
         ])
         .spawn()
         .unwrap();
     let mut pid = None;
-    for _ in 0..200 {
+    for _ in 0..1000 {
         if let Ok(t) = std::fs::read_to_string(&pf) {
             pid = t.trim().parse::<i32>().ok();
             break;
@@ -201,7 +201,14 @@ fn pid_file_names_the_running_program_and_is_removed_after() {
         let host: u32 = uid.split_whitespace().nth(1).unwrap().parse().unwrap();
         assert!((200_000..265_536).contains(&host), "{uid}");
     }
-    assert!(child.wait().unwrap().success());
+    // SIGTERM to the runtime is forwarded to the program, which dies of it: 128 + 15.
+    let runtime_pid = i32::try_from(child.id()).unwrap();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &runtime_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert_eq!(child.wait().unwrap().code(), Some(143));
     assert!(!pf.exists());
 }
 

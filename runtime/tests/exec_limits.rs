@@ -152,7 +152,7 @@ fn killing_the_runtime_kills_the_sandbox() {
         .arg(format!("sleep {marker} & sleep {marker}"))
         .spawn()
         .unwrap();
-    for _ in 0..300 {
+    for _ in 0..1000 {
         if pf.exists() {
             break;
         }
@@ -171,7 +171,7 @@ fn killing_the_runtime_kills_the_sandbox() {
             .count()
     };
     let mut left = alive();
-    for _ in 0..100 {
+    for _ in 0..500 {
         if left == 0 {
             break;
         }
