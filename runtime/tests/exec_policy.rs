@@ -163,3 +163,28 @@ fn documented_default_policy_is_the_built_in_one() {
     };
     assert_eq!(strip(documented), strip(built_in));
 }
+
+#[test]
+fn plugin_dir_is_mounted_read_only_at_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("manifest.json"), "{}").unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.path().join("manifest.json"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap();
+    let o = sh(
+        &["--plugin-dir", d],
+        "cat /plugin/manifest.json; echo; touch /plugin/x 2>/dev/null && echo writable; echo end",
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "{}\nend\n");
+    let o = sh(&["--plugin-dir", "/nonexistent/dir"], "true");
+    assert_eq!(code(&o), 66);
+}

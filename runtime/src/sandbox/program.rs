@@ -92,3 +92,37 @@ impl Program {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn resolves_like_execvp_and_detects_scripts() {
+        let t = tempfile::tempdir().unwrap();
+        let script = t.path().join("tool");
+        fs::write(&script, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        let search = format!("/nonexistent:{}", t.path().display());
+        let p = Program::open("tool", &search).unwrap();
+        assert_eq!(p.path, script);
+        assert!(p.is_script);
+        assert!(!Program::open("/bin/sh", "").unwrap().is_script);
+        assert!(matches!(
+            Program::open("tool", "/nonexistent"),
+            Err(LaunchError::NotFound { .. })
+        ));
+        assert!(matches!(
+            Program::open(t.path().to_str().unwrap(), ""),
+            Err(LaunchError::CannotExecute { .. })
+        ));
+        let data = t.path().join("data");
+        fs::write(&data, "x").unwrap();
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            Program::open(data.to_str().unwrap(), ""),
+            Err(LaunchError::CannotExecute { .. })
+        ));
+    }
+}
