@@ -118,14 +118,22 @@ fn seccomp_groups_are_respected() {
 }
 
 #[test]
-fn degradation_not_allowed_stops_the_launch() {
-    // Demanding a Landlock ABI no kernel has (and no degradation) must stop before the program.
+fn degradation_not_allowed_stops_the_launch_and_leaves_nothing() {
+    // Demanding a Landlock ABI no kernel has (and no degradation) must stop before the program,
+    // after the uid, the cgroup and the child already exist: all of them must be gone.
     let dir = tempfile::tempdir().unwrap();
     let pol = policy(
         dir.path(),
         "version = 1\n[layers]\nmin_landlock_abi = 9\nallow_degraded = []\n",
     );
-    let o = sh(&["--policy", &pol], "echo ran");
+    let child = std::process::Command::new(BIN)
+        .args(["exec", "--policy", &pol, "--", "/bin/sh", "-c", "echo ran"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runtime_pid = child.id();
+    let o = child.wait_with_output().unwrap();
     if out(&o).contains("ran") {
         // A kernel with ABI 9 satisfies the policy: nothing to check here.
         assert!(require(false, "the kernel offers Landlock ABI 9"));
@@ -133,20 +141,33 @@ fn degradation_not_allowed_stops_the_launch() {
     }
     assert_eq!(code(&o), 125, "{}", err(&o));
     assert!(err(&o).contains("landlock"), "{}", err(&o));
-    // Nothing is left behind: no sandbox cgroup of ours remains.
-    let own = std::process::id().to_string();
-    for ctrl in ["pids", "cpu"] {
-        let d = format!("/sys/fs/cgroup/{ctrl}");
-        if let Ok(rd) = std::fs::read_dir(&d) {
-            for e in rd.flatten() {
+    let prefix = format!("stockade-{runtime_pid}-");
+    let own_cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    for line in own_cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        for ctrl in ctrls
+            .split(',')
+            .filter(|c| ["memory", "pids", "cpu"].contains(c))
+        {
+            let parent = format!("/sys/fs/cgroup/{ctrl}{path}");
+            for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                assert!(
-                    !(n.starts_with("stockade-") && n.contains(&own)),
-                    "{n} left behind"
-                );
+                assert!(!n.starts_with(&prefix), "{parent}/{n} left behind");
             }
         }
     }
+    let survivors = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter(|s| s.lines().any(|l| l == format!("PPid:\t{runtime_pid}")))
+        .count();
+    assert_eq!(survivors, 0, "a child of the failed runtime survived");
 }
 
 #[test]
