@@ -426,7 +426,28 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
     }
     layers.push(LayerReport::full(
         "filesystem",
-        json!({"root": "tmpfs, read-only", "read_only": plan.steps.len(), "skipped_missing": plan.skipped, "tmp_size": plan.tmp.0, "tmp_inodes": plan.tmp.1, "proc": plan.proc, "sys": plan.sys, "package": spec.package_dir}),
+        json!({
+            "root": "tmpfs, read-only",
+            "read_only": plan.steps.iter().filter_map(|s| match s {
+                mounts::MountStep::BindRo { target, .. } => Some(target.as_str()),
+                _ => None,
+            }).collect::<Vec<_>>(),
+            "writable": plan.steps.iter().filter_map(|s| match s {
+                mounts::MountStep::BindRw { target, .. } => Some(target.as_str()),
+                _ => None,
+            }).collect::<Vec<_>>(),
+            "symlinks": plan.steps.iter().filter_map(|s| match s {
+                mounts::MountStep::Symlink { target, points_to } => Some(format!("{target} -> {points_to}")),
+                _ => None,
+            }).collect::<Vec<_>>(),
+            "generated": plan.files.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+            "skipped_missing": plan.skipped,
+            "tmp": {"size": plan.tmp.0, "inodes": plan.tmp.1, "flags": "nosuid,nodev,noexec"},
+            "proc": if plan.proc { json!({"masked_files": mounts::PROC_MASKED_FILES, "masked_dirs": mounts::PROC_MASKED_DIRS, "read_only": mounts::PROC_READ_ONLY}) } else { json!(false) },
+            "dev": mounts::DEV_NODES,
+            "sys": plan.sys,
+            "package": spec.package_dir,
+        }),
     ));
     layers.push(LayerReport::full(
         "seccomp",
