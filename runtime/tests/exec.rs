@@ -3,6 +3,7 @@
 
 mod exec_common;
 use exec_common::*;
+use std::process::Command;
 
 #[test]
 fn exit_status_is_passed_through() {
@@ -267,4 +268,14 @@ fn program_starts_with_default_signal_dispositions_and_mask() {
         out(&o),
         "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
     );
+}
+
+#[test]
+fn a_closed_output_reaches_the_program_as_sigpipe() {
+    // `stockade exec -- yes | head -1` must end: when our stdout is gone, the program's is too.
+    let o = Command::new("/bin/sh")
+        .args(["-c", &format!("{BIN} exec -- /usr/bin/yes | head -1")])
+        .output()
+        .unwrap();
+    assert_eq!(out(&o), "y\n");
 }

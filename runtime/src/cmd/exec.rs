@@ -342,15 +342,13 @@ fn push<'a>(
     })
 }
 
-/// Copy one read's worth from `from` to `to`; false once `from` reached EOF or failed.
+/// Copy one read's worth from `from` to `to`; false once `from` reached EOF or failed, or once
+/// `to` cannot take more (e.g. `stockade exec -- yes | head -1`): the caller then closes the
+/// pipe, so the program gets EPIPE/SIGPIPE exactly as it would writing to `to` directly.
 fn pump(from: Option<&fs::File>, to: &mut dyn Write, buf: &mut [u8]) -> bool {
     let Some(mut f) = from else { return false };
     match f.read(buf) {
         Ok(0) | Err(_) => false,
-        Ok(n) => {
-            let _ = to.write_all(&buf[..n]);
-            let _ = to.flush();
-            true
-        }
+        Ok(n) => to.write_all(&buf[..n]).and_then(|_| to.flush()).is_ok(),
     }
 }
