@@ -1,34 +1,15 @@
 //! Compatibility paths that this host's kernel never takes by itself, forced with a seccomp
-//! filter in a small C wrapper (compiled here with gcc; in CI gcc is installed).
+//! filter in a small C wrapper (`tests/exec_helpers/no_mount_setattr.c`, built with gcc).
 
 mod exec_common;
 use exec_common::*;
-use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn without_mount_setattr_the_remount_fallback_still_builds_a_read_only_view() {
-    if !require(
-        Path::new("/usr/bin/gcc").exists(),
-        "gcc compiles the ENOSYS wrapper",
-    ) {
+    let Some(wrapper) = helper("no_mount_setattr") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let wrapper = dir.path().join("no_mount_setattr");
-    let src = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/exec_compat/no_mount_setattr.c"
-    );
-    let cc = Command::new("gcc")
-        .args(["-O1", "-o", wrapper.to_str().unwrap(), src])
-        .output()
-        .unwrap();
-    assert!(
-        cc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+    };
     let o = Command::new(&wrapper)
         .args([BIN, "exec", "--", "/bin/sh", "-c"])
         .arg(
