@@ -227,6 +227,10 @@ pub struct ExecArgs {
     /// Also write the JSON launch report to this file when the program ends.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Mount this directory read-only at /plugin inside the sandbox (what `stockade run` does
+    /// with a verified package), e.g. to try an extracted plugin by hand.
+    #[arg(long, value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
