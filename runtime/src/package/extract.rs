@@ -447,3 +447,150 @@ fn make_parents(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&b.into_inner().unwrap()).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn map(files: &[(&str, &[u8])]) -> BTreeMap<String, FileEntry> {
+        files
+            .iter()
+            .map(|(n, d)| {
+                (
+                    n.to_string(),
+                    FileEntry::File {
+                        mode: 0o644,
+                        sha256: Sha256::digest(d).into(),
+                        size: d.len() as u64,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn run(files: &[(&str, &[u8])], limits: Limits) -> Result<Extracted, ExtractError> {
+        let d = tempfile::tempdir().unwrap();
+        extract(&tar_gz(files), &map(files), b"", d.path(), &limits)
+    }
+
+    #[test]
+    fn extracts_with_fixed_modes_and_nested_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let files: &[(&str, &[u8])] = &[("a/b/c.txt", b"hi"), ("a/d", b"x")];
+        let s = extract(
+            &tar_gz(files),
+            &map(files),
+            b"",
+            d.path(),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!((s.files, s.bytes), (2, 3));
+        assert_eq!(std::fs::read(d.path().join("a/b/c.txt")).unwrap(), b"hi");
+        let m = std::fs::metadata(d.path().join("a/b"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777;
+        assert_eq!(m, 0o755);
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let files: &[(&str, &[u8])] = &[("a", b"12345"), ("b", b"67890")];
+        let small = |f: fn(&mut Limits)| {
+            let mut l = Limits::default();
+            f(&mut l);
+            l
+        };
+        assert!(matches!(
+            run(files, small(|l| l.max_entries = 1)),
+            Err(ExtractError::TooManyEntries(1))
+        ));
+        assert!(matches!(
+            run(files, small(|l| l.max_file_bytes = 4)),
+            Err(ExtractError::Oversized { .. })
+        ));
+        assert!(matches!(
+            run(files, small(|l| l.max_total_bytes = 9)),
+            Err(ExtractError::TooLarge(9))
+        ));
+        assert!(matches!(
+            run(
+                files,
+                small(|l| {
+                    l.max_decompressed_bytes = 1024;
+                })
+            ),
+            Err(ExtractError::Bomb(_))
+        ));
+        let zeros = vec![0u8; 200_000];
+        let big: &[(&str, &[u8])] = &[("z", &zeros)];
+        assert!(matches!(
+            run(
+                big,
+                small(|l| {
+                    l.ratio_floor = 0;
+                    l.max_ratio = 10;
+                })
+            ),
+            Err(ExtractError::Bomb(_))
+        ));
+        assert!(run(big, Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn paths_are_classified() {
+        assert!(matches!(
+            classify_path(b"/etc/x"),
+            Err(ExtractError::AbsolutePath(_))
+        ));
+        assert!(matches!(
+            classify_path(b"a/../b"),
+            Err(ExtractError::DotDot(_))
+        ));
+        assert!(matches!(
+            classify_path(b"a//b"),
+            Err(ExtractError::BadPath(_))
+        ));
+        assert!(matches!(
+            classify_path(b"./a"),
+            Err(ExtractError::BadPath(_))
+        ));
+        assert!(matches!(
+            classify_path(b"\xff"),
+            Err(ExtractError::BadPath(_))
+        ));
+        assert_eq!(classify_path(b"a/b").unwrap(), "a/b");
+    }
+
+    #[test]
+    fn garbage_is_corrupt_not_a_panic() {
+        let d = tempfile::tempdir().unwrap();
+        let r = extract(
+            b"\x1f\x8bnot gzip",
+            &BTreeMap::new(),
+            b"",
+            d.path(),
+            &Limits::default(),
+        );
+        assert!(matches!(
+            r,
+            Err(ExtractError::Corrupt(_)) | Err(ExtractError::Bomb(_))
+        ));
+    }
+}
