@@ -89,8 +89,10 @@ pub struct TrustConfig {
 }
 
 impl TrustConfig {
-    /// Load the trust directory. In `disabled` mode a missing directory is fine (nothing from it
-    /// is used).
+    /// Load the trust directory. Only `strict` requires it to exist and hold a root: in `warn`
+    /// mode a missing or empty directory makes the chain step fail as a warning (useful for a
+    /// developer's `verify --pub KEY --trust-mode warn` sanity check before shipping), and in
+    /// `disabled` mode nothing from it is used.
     pub fn load(dir: &Path, mode: TrustMode, state_dir: &Path) -> Result<Self, TrustDirError> {
         let mut cfg = TrustConfig {
             mode,
@@ -102,7 +104,9 @@ impl TrustConfig {
         };
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
-            Err(_) if mode == TrustMode::Disabled => return Ok(cfg),
+            Err(e) if mode != TrustMode::Strict && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(cfg)
+            }
             Err(source) => {
                 return Err(TrustDirError::Dir {
                     path: dir.to_path_buf(),
@@ -125,7 +129,7 @@ impl TrustConfig {
             let key = load_public(&p).map_err(TrustDirError::Root)?;
             cfg.roots.push((p, key));
         }
-        if cfg.roots.is_empty() && mode != TrustMode::Disabled {
+        if cfg.roots.is_empty() && mode == TrustMode::Strict {
             return Err(TrustDirError::NoRoots(dir.to_path_buf()));
         }
         match read_capped(&dir.join(REVOCATIONS_FILE), MAX_DOC_BYTES as u64) {

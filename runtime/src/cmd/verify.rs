@@ -9,7 +9,7 @@ use crate::keyfile::{load_public, unix_now};
 use crate::node::NodeIdentity;
 use crate::output::Output;
 use crate::package::open_verified;
-use crate::package::verify::{Report, StepStatus};
+use crate::package::report::{Report, StepStatus};
 use crate::trustdir::{TrustConfig, TrustMode};
 use stockade_policy::capability::Capability;
 

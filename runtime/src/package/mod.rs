@@ -3,7 +3,11 @@
 
 pub mod build;
 pub mod container;
+pub mod errors;
 pub mod extract;
+pub mod report;
 pub mod verify;
 
-pub use verify::{open_verified, open_verified_in, Report, VerifiedPackage, VerifyError};
+pub use errors::VerifyError;
+pub use report::Report;
+pub use verify::{open_verified, open_verified_in, VerifiedPackage};
