@@ -152,3 +152,36 @@ mod tests {
         assert!(!is_canonical(br#"{"a": 1}"#));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            ".{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_is_a_fixed_point(v in json()) {
+            let c = to_vec(&v).unwrap();
+            prop_assert!(is_canonical(&c));
+            let back: Value = serde_json::from_slice(&c).unwrap();
+            prop_assert_eq!(back, v);
+        }
+    }
+}

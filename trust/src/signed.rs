@@ -126,3 +126,24 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Envelope::parse(&bytes, "certificate");
+            let _ = crate::cert::Certificate::parse(&bytes);
+            let _ = crate::crl::RevocationList::parse(&bytes);
+            let _ = crate::license::License::parse(&bytes);
+            let _ = crate::statement::Statement::parse(&bytes, &semver::Version::new(0, 1, 0));
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = crate::minisign::PublicKey::parse(&text);
+            let _ = crate::minisign::SecretKey::parse(&text);
+            let _ = crate::minisign::Signature::parse(&text);
+        }
+    }
+}
