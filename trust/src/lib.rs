@@ -15,6 +15,8 @@
 //! - [`crl`]: revocation lists (versioned, expiring, rollback-checked);
 //! - [`license`]: node licenses for `license:<serial>` scopes.
 //!
+//! The file formats are summarized for auditors in `trust/FORMATS.md`.
+//!
 //! ## Compatibility
 //! Keys and signatures are byte-compatible with minisign 0.11 (`ED` prehashed signatures;
 //! unencrypted secret keys). Document formats carry `format: 1`; a new format gets a new number.
