@@ -34,6 +34,8 @@ struct FileInfo {
 struct Report {
     file: String,
     verified: bool,
+    /// Always `not_checked`: inspect never verifies (see `stockade verify`).
+    signature_status: &'static str,
     name: String,
     version: String,
     manifest: serde_json::Value,
@@ -100,6 +102,7 @@ pub fn run(a: InspectArgs, out: Output) -> Result<Exit, CmdError> {
     let r = Report {
         file: a.file.display().to_string(),
         verified: false,
+        signature_status: "not_checked",
         name: st.manifest.name().to_string(),
         version: st.manifest.version().to_string(),
         manifest: st.manifest_value.clone(),
