@@ -343,7 +343,9 @@ fn extract_entries<R: Read>(
             summary.symlinks += 1;
             continue;
         }
-        let size = entry.header().size().map_err(ExtractError::Corrupt)?;
+        // `Entry::size` is the effective size (a PAX `size` record overrides the header), which is
+        // what the reader will yield; checking the header field alone could be bypassed.
+        let size = entry.size();
         if size > limits.max_file_bytes {
             return Err(ExtractError::Oversized {
                 path,
