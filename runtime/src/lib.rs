@@ -5,6 +5,11 @@
 //! plugin in the sandbox. The `stockade` binary (`main.rs`) only parses arguments and prints.
 //!
 //! All raw system calls live in `sys` (added with the sandbox); everything else uses safe types.
+//!
+//! Trust and packages: [`package`] (container, deterministic payload, safe extraction and the
+//! verification pipeline, `package::open_verified` for the launcher), [`trustdir`] (pinned roots,
+//! revocation list, trust modes), [`state`] (rollback memory), [`node`] (hardware id, license),
+//! [`fileio`] (capped single-fd reads, exclusive and atomic writes), [`keyfile`] (key files).
 
 pub mod cli;
 pub mod cmd;
