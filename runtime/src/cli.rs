@@ -241,7 +241,7 @@ pub enum NodeCommand {
 /// `stockade node license …`
 #[derive(Debug, Subcommand)]
 pub enum NodeLicenseCommand {
-    /// Verify a license file against the trust roots and install it as <state-dir>/license.json.
+    /// Verify a license file against the trust roots and install it as license.json in the state directory.
     Install(NodeLicenseInstallArgs),
 }
 
