@@ -121,15 +121,13 @@ fn minisign_keys_work_for_ca_and_pack() {
     std::fs::remove_file(fx.path("root/ca.key")).unwrap();
     std::fs::copy(fx.path("ms.key"), fx.path("root/ca.key")).unwrap();
     std::fs::copy(fx.path("ms.pub"), fx.path("root/ca.pub")).unwrap();
-    let id = std::fs::read_to_string(fx.path("ms.pub"))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_string();
+    // minisign prints key ids without zero padding; take ours (16 digits) from the parsed key.
+    let id = stockade_trust::minisign::PublicKey::parse(
+        &std::fs::read_to_string(fx.path("ms.pub")).unwrap(),
+    )
+    .unwrap()
+    .key_id
+    .to_string();
     let info = std::fs::read_to_string(fx.path("root/ca.json")).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&info).unwrap();
     v["key_id"] = serde_json::Value::String(id);
