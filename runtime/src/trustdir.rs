@@ -145,3 +145,49 @@ impl TrustConfig {
         self.roots.iter().map(|(_, k)| k.clone()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockade_trust::minisign::SecretKey;
+
+    #[test]
+    fn load_rules() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("trust");
+        let s = d.path().join("state");
+        // Missing directory: only strict refuses.
+        assert!(matches!(
+            TrustConfig::load(&t, TrustMode::Strict, &s),
+            Err(TrustDirError::Dir { .. })
+        ));
+        assert!(TrustConfig::load(&t, TrustMode::Warn, &s)
+            .unwrap()
+            .roots
+            .is_empty());
+        assert!(TrustConfig::load(&t, TrustMode::Disabled, &s).is_ok());
+        std::fs::create_dir(&t).unwrap();
+        assert!(matches!(
+            TrustConfig::load(&t, TrustMode::Strict, &s),
+            Err(TrustDirError::NoRoots(_))
+        ));
+        let k = SecretKey::from_seed([3; 32], [3; 8]).public_key();
+        std::fs::write(t.join("a.pub"), k.to_text()).unwrap();
+        std::fs::write(t.join("notes.txt"), "ignored").unwrap();
+        let cfg = TrustConfig::load(&t, TrustMode::Strict, &s).unwrap();
+        assert_eq!(cfg.root_keys(), vec![k]);
+        assert!(cfg.revocations.is_none());
+        std::fs::write(t.join(REVOCATIONS_FILE), b"{}").unwrap();
+        assert!(TrustConfig::load(&t, TrustMode::Strict, &s)
+            .unwrap()
+            .revocations
+            .is_some());
+        // A broken .pub is an error, never silently skipped.
+        std::fs::write(t.join("b.pub"), "garbage").unwrap();
+        assert!(matches!(
+            TrustConfig::load(&t, TrustMode::Strict, &s),
+            Err(TrustDirError::Root(_))
+        ));
+        assert!("lenient".parse::<TrustMode>().is_err());
+    }
+}
