@@ -1,0 +1,398 @@
+/* Filesystem-view probes: host-revealing or host-changing files in /proc, /sys, cgroupfs and
+ * /dev, secrets of the host (/etc/shadow, the runtime's environment, an inherited fd) and
+ * writes outside the private /tmp.
+ *
+ * A mask bound over a /proc file (a /dev/null or empty-tmpfs bind) is recognised by checking
+ * that the opened file really is on procfs: opening the mask is not an escape. All native
+ * writes write back the value already there, or create and remove a file of our own. */
+#include "probe.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+
+#ifndef SYSFS_MAGIC
+#define SYSFS_MAGIC 0x62656572
+#endif
+
+static int proc_sys_write(void)
+{
+    const char *path = "/proc/sys/vm/swappiness";
+    char cur[64];
+    if (read_file(path, cur, sizeof cur) < 0)
+        return denied("read %s: %s", path, strerror(errno));
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return denied("open %s for writing: %s (errno %d)", path, strerror(errno), errno);
+    if (!is_procfs_fd(fd))
+        return denied("%s is masked (not procfs)", path);
+    if (write(fd, cur, strlen(cur)) < 0)
+        return denied("write back %s: %s (errno %d)", path, strerror(errno), errno);
+    return escaped("wrote %s (value written back unchanged)", path);
+}
+
+static int open_proc(const char *path, int flags, const char *what)
+{
+    int fd = open(path, flags | O_CLOEXEC);
+    if (fd < 0)
+        return denied("open %s: %s (errno %d)", path, strerror(errno), errno);
+    struct stat st;
+    if (!is_procfs_fd(fd) || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        return denied("%s is masked (not a procfs file)", path);
+    return escaped("%s", what);
+}
+
+/* /proc/sysrq-trigger, or on kernels without CONFIG_MAGIC_SYSRQ another action trigger,
+ * /proc/sys/vm/drop_caches: only OPENED for writing, nothing is written. */
+static int sysrq(void)
+{
+    const char *path = access("/proc/sysrq-trigger", F_OK) == 0 || access("/proc/self", F_OK) != 0
+                           ? "/proc/sysrq-trigger"
+                           : "/proc/sys/vm/drop_caches";
+    char what[96];
+    snprintf(what, sizeof what, "opened %s for writing (nothing written)", path);
+    return open_proc(path, O_WRONLY, what);
+}
+
+/* /proc/kcore, or the first other host-revealing file runtimes mask (kernels without
+ * CONFIG_PROC_KCORE). */
+static int kcore(void)
+{
+    static const char *const masked[] = {"/proc/kcore", "/proc/keys", "/proc/timer_list",
+                                         "/proc/sched_debug"};
+    for (size_t i = 0; i < sizeof masked / sizeof masked[0]; i++) {
+        int fd = open(masked[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        struct stat st;
+        if (is_procfs_fd(fd) && fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+            return escaped("opened %s", masked[i]);
+        close(fd);
+    }
+    return denied("every one of /proc/kcore, keys, timer_list, sched_debug is absent or masked");
+}
+
+static int kallsyms(void)
+{
+    char buf[4096];
+    if (read_file("/proc/kallsyms", buf, sizeof buf) < 0)
+        return denied("read /proc/kallsyms: %s", strerror(errno));
+    for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strtoull(l, NULL, 16) != 0)
+            return escaped("kernel symbol addresses visible (%.16s)", l);
+    return denied("no non-zero kernel addresses in /proc/kallsyms");
+}
+
+static int sys_present(void)
+{
+    struct statfs sf;
+    if (statfs("/sys/kernel", &sf) != 0)
+        return denied("statfs /sys/kernel: %s", strerror(errno));
+    if (sf.f_type != SYSFS_MAGIC)
+        return denied("/sys/kernel is not sysfs");
+    return escaped("sysfs is mounted at /sys");
+}
+
+static int host_proc(void)
+{
+    if (P.harness <= 0 || P.harness_start < 0)
+        return perror_("harness= / harness_start= parameters missing");
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", P.harness);
+    if (read_file(path, buf, sizeof buf) < 0)
+        return denied("read %s: %s", path, strerror(errno));
+    char *p = strrchr(buf, ')');
+    for (int field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    if (p && atol(p + 1) == P.harness_start)
+        return escaped("host process %ld (the battery) is visible in /proc", P.harness);
+    return denied("%s belongs to another process (pid namespace)", path);
+}
+
+/* --- cgroups ----------------------------------------------------------------------------- */
+
+/* Directory of our own cgroup for a v1 controller, or the v2 one. */
+static int own_cgroup(const char *ctrl, char *dir, size_t len)
+{
+    char buf[2048];
+    if (read_file("/proc/self/cgroup", buf, sizeof buf) < 0)
+        return -1;
+    char want[32];
+    snprintf(want, sizeof want, ":%s:", ctrl);
+    for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        char *nl = strchr(l, '\n');
+        int n = nl ? (int)(nl - l) : (int)strlen(l);
+        char *m = strstr(l, want);
+        if (m && m < l + n) {
+            char *path = m + strlen(want);
+            snprintf(dir, len, "/sys/fs/cgroup/%s%.*s", ctrl, (int)(l + n - path), path);
+            return 0;
+        }
+        if (strncmp(l, "0::", 3) == 0) {
+            snprintf(dir, len, "/sys/fs/cgroup%.*s", n - 3, l + 3);
+            struct stat st;
+            char probe[600];
+            snprintf(probe, sizeof probe, "%s/cgroup.controllers", dir);
+            if (stat(probe, &st) == 0 && strstr(buf, want) == NULL)
+                return 0;
+        }
+    }
+    errno = ENOENT;
+    return -1;
+}
+
+static int write_back(const char *path)
+{
+    char cur[128];
+    if (read_file(path, cur, sizeof cur) < 0)
+        return denied("read %s: %s (errno %d)", path, strerror(errno), errno);
+    if (write_file(path, cur) != 0)
+        return denied("write back %s: %s (errno %d)", path, strerror(errno), errno);
+    return escaped("wrote %s (value written back unchanged)", path);
+}
+
+static int write_pid(const char *path)
+{
+    char pid[32];
+    snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (write_file(path, pid) != 0)
+        return denied("write own pid to %s: %s (errno %d)", path, strerror(errno), errno);
+    return escaped("moved itself via %s", path);
+}
+
+static int cg_own_procs(void)
+{
+    char dir[512], path[1024];
+    if (own_cgroup("pids", dir, sizeof dir) != 0)
+        return denied("own cgroup not found: %s", strerror(errno));
+    snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+    return write_pid(path);
+}
+
+static int cg_root_procs(void)
+{
+    struct stat st;
+    const char *path = stat("/sys/fs/cgroup/memory/cgroup.procs", &st) == 0
+                           ? "/sys/fs/cgroup/memory/cgroup.procs"
+                           : "/sys/fs/cgroup/cgroup.procs";
+    return write_pid(path);
+}
+
+static int cg_limit(const char *ctrl, const char *v1, const char *v2)
+{
+    char dir[512], path[1024];
+    struct stat st;
+    if (own_cgroup(ctrl, dir, sizeof dir) != 0)
+        return denied("own cgroup not found: %s", strerror(errno));
+    snprintf(path, sizeof path, "%s/%s", dir, v1);
+    if (stat(path, &st) != 0)
+        snprintf(path, sizeof path, "%s/%s", dir, v2);
+    if (stat(path, &st) != 0) {
+        /* our cgroup is the root, which has no limit file: use the first child's */
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            if (de->d_type != DT_DIR || de->d_name[0] == '.')
+                continue;
+            snprintf(path, sizeof path, "%s/%s/%s", dir, de->d_name, v2);
+            if (stat(path, &st) == 0)
+                break;
+            snprintf(path, sizeof path, "%s/%s/%s", dir, de->d_name, v1);
+            if (stat(path, &st) == 0)
+                break;
+        }
+        if (d)
+            closedir(d);
+    }
+    return write_back(path);
+}
+
+static int cg_memory(void) { return cg_limit("memory", "memory.limit_in_bytes", "memory.max"); }
+/* pids.max of our own cgroup; where that is the root of the hierarchy (no pids.max, as on the
+ * CI host) a control file the root does have: notify_on_release (v1) / cgroup.max.depth (v2). */
+static int cg_pids(void)
+{
+    char dir[512], path[1024];
+    struct stat st;
+    if (own_cgroup("pids", dir, sizeof dir) != 0)
+        return denied("own cgroup not found: %s", strerror(errno));
+    static const char *const files[] = {"pids.max", "notify_on_release", "cgroup.max.depth"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        if (stat(path, &st) == 0)
+            return write_back(path);
+    }
+    return denied("no pids.max in %s: %s", dir, strerror(errno));
+}
+
+/* release_agent of a v1 hierarchy root: the CVE-2022-0492 escape. Written back unchanged. */
+static int cg_release_agent(void)
+{
+    static const char *const roots[] = {"/sys/fs/cgroup/memory/release_agent",
+                                        "/sys/fs/cgroup/pids/release_agent",
+                                        "/sys/fs/cgroup/systemd/release_agent",
+                                        "/sys/fs/cgroup/release_agent"};
+    for (size_t i = 0; i < sizeof roots / sizeof roots[0]; i++)
+        if (access(roots[i], F_OK) == 0)
+            return write_back(roots[i]);
+    return denied("no cgroup v1 release_agent visible: %s", strerror(errno));
+}
+
+/* --- devices ------------------------------------------------------------------------------ */
+
+static int dev_open(const char *path, int flags)
+{
+    int fd = open(path, flags | O_CLOEXEC);
+    if (fd < 0)
+        return denied("open %s: %s (errno %d)", path, strerror(errno), errno);
+    return escaped("opened %s", path);
+}
+
+/* Make a private node in /tmp and open it: natively this reaches the driver; a missing driver
+ * (ENXIO/ENODEV) still means the node could be created and opened up to the driver. */
+static int private_node(mode_t type, unsigned maj, unsigned min, const char *what)
+{
+    char d[64], node[80];
+    snprintf(d, sizeof d, "/tmp/stockade-probe-XXXXXX");
+    if (!mkdtemp(d))
+        return denied("mkdtemp: %s", strerror(errno));
+    snprintf(node, sizeof node, "%s/node", d);
+    if (mknod(node, type | 0600, makedev(maj, min)) != 0) {
+        int e = errno;
+        rmdir(d);
+        return denied("mknod %s %u:%u: %s (errno %d)", what, maj, min, strerror(e), e);
+    }
+    int fd = open(node, O_RDONLY | O_CLOEXEC);
+    int e = errno;
+    unlink(node);
+    rmdir(d);
+    if (fd >= 0)
+        return escaped("created and opened a private %s node %u:%u", what, maj, min);
+    if (e == ENXIO || e == ENODEV)
+        return escaped("created a %s node %u:%u (driver absent: %s)", what, maj, min, strerror(e));
+    return denied("open private %s node: %s (errno %d)", what, strerror(e), e);
+}
+
+static int dev_mem(void)
+{
+    int fd = open("/dev/mem", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0)
+        return escaped("opened /dev/mem");
+    if (errno != ENOENT)
+        return denied("open /dev/mem: %s (errno %d)", strerror(errno), errno);
+    return private_node(S_IFCHR, 1, 1, "/dev/mem");
+}
+
+static int dev_kmsg(void)
+{
+    int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return denied("open /dev/kmsg: %s (errno %d)", strerror(errno), errno);
+    char rec[2048];
+    ssize_t n = read(fd, rec, sizeof rec);
+    if (n < 0 && errno != EAGAIN)
+        return denied("read /dev/kmsg: %s", strerror(errno));
+    return escaped("read the kernel log via /dev/kmsg (%zd bytes)", n);
+}
+
+static int mknod_char(void) { return private_node(S_IFCHR, 1, 3, "char (null)"); }
+
+static int dev_block(void)
+{
+    static const char *const disks[] = {"/dev/vda", "/dev/sda", "/dev/nvme0n1", "/dev/xvda", "/dev/loop0"};
+    for (size_t i = 0; i < sizeof disks / sizeof disks[0]; i++) {
+        int fd = open(disks[i], O_RDONLY | O_CLOEXEC);
+        if (fd >= 0)
+            return escaped("opened block device %s", disks[i]);
+    }
+    return private_node(S_IFBLK, 7, 0, "block (loop0)");
+}
+
+static int dev_kvm(void) { return dev_open("/dev/kvm", O_RDWR); }
+static int dev_tun(void) { return dev_open("/dev/net/tun", O_RDWR); }
+static int dev_fuse(void) { return dev_open("/dev/fuse", O_RDWR); }
+
+/* --- host secrets and writes -------------------------------------------------------------- */
+
+static int shadow(void)
+{
+    char buf[256];
+    long n = read_file("/etc/shadow", buf, sizeof buf);
+    if (n < 0)
+        return denied("read /etc/shadow: %s (errno %d)", strerror(errno), errno);
+    return escaped("read %ld bytes of /etc/shadow", n);
+}
+
+static int environ_(void)
+{
+    if (P.harness <= 0)
+        return perror_("harness= parameter missing");
+    char path[64], buf[8192];
+    snprintf(path, sizeof path, "/proc/%ld/environ", P.harness);
+    long n = read_file(path, buf, sizeof buf);
+    if (n < 0)
+        return denied("read %s: %s (errno %d)", path, strerror(errno), errno);
+    if (n == 0)
+        return denied("%s is empty", path);
+    return escaped("read %ld bytes of the battery's environment", n);
+}
+
+static int inherited_fd(void)
+{
+    if (P.secret_fd < 0 || !*P.secret)
+        return perror_("secret_fd= / secret= parameters missing");
+    char buf[256];
+    ssize_t n = pread(P.secret_fd, buf, sizeof buf - 1, 0);
+    if (n < 0)
+        return denied("fd %d: %s (errno %d)", P.secret_fd, strerror(errno), errno);
+    buf[n] = 0;
+    if (strstr(buf, P.secret))
+        return escaped("read the secret through inherited fd %d", P.secret_fd);
+    return denied("fd %d is open but is not the battery's secret", P.secret_fd);
+}
+
+static int write_in(const char *dir)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/stockade-probe-%d", dir, (int)getpid());
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return denied("create %s: %s (errno %d)", path, strerror(errno), errno);
+    close(fd);
+    unlink(path);
+    return escaped("created (and removed) %s", path);
+}
+static int write_root(void) { return write_in(""); }
+static int write_etc(void) { return write_in("/etc"); }
+static int write_usr(void) { return write_in("/usr/bin"); }
+
+const struct probe file_probes[] = {
+    {"proc-sys-write", "procfs", "write /proc/sys/vm/swappiness (same value)", proc_sys_write},
+    {"sysrq-trigger", "procfs", "open /proc/sysrq-trigger (or drop_caches) for writing", sysrq},
+    {"proc-kcore", "procfs", "open /proc/kcore", kcore},
+    {"proc-kallsyms", "procfs", "read kernel addresses from /proc/kallsyms", kallsyms},
+    {"sys-present", "procfs", "sysfs mounted at /sys", sys_present},
+    {"host-proc-visible", "procfs", "see the battery process in /proc", host_proc},
+    {"cgroup-own-procs", "cgroup", "write own pid to own cgroup.procs", cg_own_procs},
+    {"cgroup-root-procs", "cgroup", "move itself to the root cgroup", cg_root_procs},
+    {"cgroup-memory-max", "cgroup", "write own memory limit (same value)", cg_memory},
+    {"cgroup-pids-max", "cgroup", "write own pids.max (same value)", cg_pids},
+    {"cgroup-release-agent", "cgroup", "write a v1 release_agent (same value)", cg_release_agent},
+    {"dev-mem", "devices", "open /dev/mem (or a private 1:1 node)", dev_mem},
+    {"dev-kmsg", "devices", "read the kernel log from /dev/kmsg", dev_kmsg},
+    {"mknod-char", "devices", "mknod a char device (1:3) in /tmp", mknod_char},
+    {"dev-block", "devices", "open a host block device", dev_block},
+    {"dev-kvm", "devices", "open /dev/kvm", dev_kvm},
+    {"dev-tun", "devices", "open /dev/net/tun", dev_tun},
+    {"dev-fuse", "devices", "open /dev/fuse", dev_fuse},
+    {"read-shadow", "secrets", "read /etc/shadow", shadow},
+    {"runtime-environ", "secrets", "read /proc/<battery>/environ", environ_},
+    {"inherited-fd", "secrets", "read the battery's secret through an inherited fd", inherited_fd},
+    {"write-root", "fs-write", "create a file in /", write_root},
+    {"write-etc", "fs-write", "create a file in /etc", write_etc},
+    {"write-usr", "fs-write", "create a file in /usr/bin", write_usr},
+    {0},
+};

@@ -1,0 +1,299 @@
+//! The battery: run every probe natively (control) and sandboxed, judge, report.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::fixtures::{BombCaps, Fixtures};
+use crate::rules::{judge_native, judge_sandboxed, rule_for, Expected, Judgement, Rule};
+use crate::run::{run, RunOutput, Via};
+
+/// How to launch a command in the sandbox under test.
+#[derive(Debug, Clone)]
+pub enum Sandbox {
+    /// `stockade exec [--policy FILE] -- CMD…`
+    Stockade {
+        /// The `stockade` binary.
+        bin: PathBuf,
+        /// Optional policy file.
+        policy: Option<PathBuf>,
+    },
+    /// Any wrapper whose argv ends just before the command (e.g. `bwrap … --`).
+    Wrapper(Vec<OsString>),
+    /// Run only the native controls.
+    None,
+}
+
+impl Sandbox {
+    /// The argv that runs `cmd` inside this sandbox.
+    pub fn command(&self, cmd: Vec<OsString>) -> Vec<OsString> {
+        match self {
+            Sandbox::Stockade { bin, policy } => {
+                let mut v: Vec<OsString> = vec![bin.into(), "exec".into()];
+                if let Some(p) = policy {
+                    v.push("--policy".into());
+                    v.push(p.into());
+                }
+                v.push("--".into());
+                v.extend(cmd);
+                v
+            }
+            Sandbox::Wrapper(w) => w.iter().cloned().chain(cmd).collect(),
+            Sandbox::None => cmd,
+        }
+    }
+}
+
+/// Battery settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The static probe binary.
+    pub probe: PathBuf,
+    /// The sandbox under test.
+    pub sandbox: Sandbox,
+    /// Only these probes (all when empty).
+    pub only: Vec<String>,
+    /// Bomb caps.
+    pub caps: BombCaps,
+    /// Limits the sandbox must enforce.
+    pub expected: Expected,
+    /// Deadline per run.
+    pub timeout: Duration,
+}
+
+/// A probe as listed by `stockade-probe --list`.
+#[derive(Debug, Clone)]
+pub struct ProbeInfo {
+    /// Probe name.
+    pub name: String,
+    /// Category (creds, namespaces, …).
+    pub category: String,
+    /// What it attempts.
+    pub what: String,
+}
+
+/// The outcome of one probe.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The probe.
+    pub probe: ProbeInfo,
+    /// Native run and its judgement.
+    pub native: (RunOutput, Judgement),
+    /// Sandboxed run and its judgement (absent with [`Sandbox::None`]).
+    pub sandboxed: Option<(RunOutput, Judgement)>,
+}
+
+impl Outcome {
+    /// Control ok AND blocked (or control ok when only controls run).
+    pub fn passed(&self) -> bool {
+        self.native.1.is_good() && self.sandboxed.as_ref().is_none_or(|s| s.1.is_good())
+    }
+
+    /// Short verdict word for the table.
+    pub fn verdict(&self) -> &'static str {
+        match (&self.native.1, self.sandboxed.as_ref().map(|s| &s.1)) {
+            (_, Some(Judgement::Bad(_))) => "ESCAPED",
+            (Judgement::Good(_), Some(Judgement::Good(_)) | None) => "ok",
+            (Judgement::Bad(_), _) => "CONTROL-FAILED",
+            _ => "ERROR",
+        }
+    }
+}
+
+/// Everything a battery run found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Per-probe outcomes, in list order.
+    pub outcomes: Vec<Outcome>,
+    /// Problems of the host after the run (cannot fork, survivors, killed fixture).
+    pub host_problems: Vec<String>,
+}
+
+impl Report {
+    /// Number of passed probes.
+    pub fn passed(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.passed()).count()
+    }
+    /// Number of failed probes.
+    pub fn failed(&self) -> usize {
+        self.outcomes.len() - self.passed()
+    }
+    /// Whether the battery succeeded as a whole.
+    pub fn ok(&self) -> bool {
+        self.failed() == 0 && self.host_problems.is_empty() && !self.outcomes.is_empty()
+    }
+}
+
+/// Ask the probe binary for its probe list.
+pub fn list_probes(probe: &std::path::Path) -> Result<Vec<ProbeInfo>, String> {
+    let out = std::process::Command::new(probe)
+        .arg("--list")
+        .output()
+        .map_err(|e| format!("cannot run {} --list: {e}", probe.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} --list failed: {}", probe.display(), out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, '\t');
+            Some(ProbeInfo {
+                name: f.next()?.to_owned(),
+                category: f.next()?.to_owned(),
+                what: f.next().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect())
+}
+
+/// Run the battery. `progress` is called after each probe (for live output).
+pub fn run_battery(cfg: &Config, mut progress: impl FnMut(&Outcome)) -> Result<Report, String> {
+    let mut probes = list_probes(&cfg.probe)?;
+    if !cfg.only.is_empty() {
+        let unknown: Vec<&String> = cfg
+            .only
+            .iter()
+            .filter(|n| !probes.iter().any(|p| &&p.name == n))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!("unknown probe(s): {unknown:?}"));
+        }
+        probes.retain(|p| cfg.only.contains(&p.name));
+    }
+    let mut fx = Fixtures::new(&cfg.probe, cfg.caps)?;
+    let mut outcomes = Vec::new();
+    let mut host_problems = Vec::new();
+    for p in probes {
+        let rule = rule_for(&p.name);
+        let mut cmd: Vec<OsString> = vec![cfg.probe.clone().into(), p.name.clone().into()];
+        cmd.extend(fx.probe_args());
+
+        let native_out = run(&cmd, Via::Native, cfg.timeout);
+        let survivors = settle_and_reap(rule, &fx.marker);
+        let native = judge_native(rule, &native_out, survivors);
+
+        let sandboxed = match cfg.sandbox {
+            Sandbox::None => None,
+            ref s => {
+                let out = run(&s.command(cmd.clone()), Via::Wrapped, cfg.timeout);
+                let survivors = settle_and_reap(rule, &fx.marker);
+                let j = judge_sandboxed(rule, &out, survivors, cfg.expected);
+                Some((out, j))
+            }
+        };
+        let o = Outcome {
+            probe: p,
+            native: (native_out, native),
+            sandboxed,
+        };
+        progress(&o);
+        outcomes.push(o);
+        if !fx.sibling_alive() {
+            host_problems.push("the host fixture process died during the battery".into());
+            break;
+        }
+    }
+    if let Err(e) = crate::host::can_fork(&cfg.probe) {
+        host_problems.push(format!("host cannot fork after the battery: {e}"));
+    }
+    let left = crate::host::reap_marked(&fx.marker);
+    if left > 0 {
+        host_problems.push(format!(
+            "{left} marked process(es) were still alive at the end"
+        ));
+    }
+    let _ = fx.secret_fd();
+    Ok(Report {
+        outcomes,
+        host_problems,
+    })
+}
+
+/// Survivors of a run are looked for after a short settling time (a descendant may still be
+/// between fork and exec of its marker-bearing image), then killed.
+fn settle_and_reap(rule: Rule, marker: &str) -> usize {
+    if rule == Rule::Survival {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    crate::host::reap_marked(marker)
+}
+
+fn cell(s: &str, width: usize) -> String {
+    let mut t: String = s.chars().take(width).collect();
+    while t.chars().count() < width {
+        t.push(' ');
+    }
+    t
+}
+
+/// One table row.
+pub fn table_row(o: &Outcome) -> String {
+    let native = format!("{} {}", o.native.0.ending, judgement_text(&o.native.1));
+    let sandboxed = o
+        .sandboxed
+        .as_ref()
+        .map(|(r, j)| format!("{} {}", r.ending, judgement_text(j)))
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "{} {} {} {} {}",
+        cell(&o.probe.name, 20),
+        cell(&o.probe.category, 10),
+        cell(&native, 60),
+        cell(&sandboxed, 70),
+        o.verdict()
+    )
+}
+
+/// Header matching [`table_row`].
+pub fn table_header() -> String {
+    format!(
+        "{} {} {} {} verdict",
+        cell("probe", 20),
+        cell("category", 10),
+        cell("native (control)", 60),
+        cell("sandboxed", 70)
+    )
+}
+
+fn judgement_text(j: &Judgement) -> String {
+    let s = match j {
+        Judgement::Good(s) | Judgement::Bad(s) | Judgement::Error(s) => s,
+    };
+    // drop the "name: " prefix of probe lines
+    s.split_once(": ")
+        .map(|(_, r)| r.to_owned())
+        .unwrap_or_else(|| s.clone())
+}
+
+/// The machine-readable report.
+pub fn to_json(r: &Report) -> serde_json::Value {
+    let side = |out: &RunOutput, j: &Judgement| {
+        let (kind, why) = match j {
+            Judgement::Good(s) => ("good", s),
+            Judgement::Bad(s) => ("bad", s),
+            Judgement::Error(s) => ("error", s),
+        };
+        serde_json::json!({
+            "ending": out.ending.to_string(),
+            "judgement": kind,
+            "detail": why,
+            "stdout": out.stdout,
+            "stderr": out.stderr,
+            "elapsed_ms": u64::try_from(out.elapsed.as_millis()).unwrap_or(u64::MAX),
+        })
+    };
+    serde_json::json!({
+        "probes": r.outcomes.iter().map(|o| serde_json::json!({
+            "name": o.probe.name,
+            "category": o.probe.category,
+            "what": o.probe.what,
+            "native": side(&o.native.0, &o.native.1),
+            "sandboxed": o.sandboxed.as_ref().map(|(out, j)| side(out, j)),
+            "verdict": o.verdict(),
+            "passed": o.passed(),
+        })).collect::<Vec<_>>(),
+        "host_problems": r.host_problems,
+        "passed": r.passed(),
+        "failed": r.failed(),
+    })
+}
