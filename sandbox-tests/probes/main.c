@@ -22,7 +22,7 @@
 struct params P = {
     .harness = -1, .harness_start = -1, .sibling = -1, .port4 = -1, .port6 = -1, .udp4 = -1,
     .secret_fd = -1, .secret = "", .abstract_name = "", .unix_path = "", .marker = "",
-    .cpu_max = 0.9, .mem_mb = 1024, .fork_max = 1024, .fd_max = 8192, .fsize_mb = 256,
+    .cpu_max = 1.1, .mem_mb = 1024, .fork_max = 1024, .fd_max = 8192, .fsize_mb = 256,
     .inode_max = 20000,
 };
 const char *probe_name = "?";

@@ -39,7 +39,8 @@ impl Default for BombCaps {
             fd_max: 8192,
             fsize_mb: 256,
             inode_max: 20_000,
-            cpu_max: 0.9,
+            // the default policy's quota is one CPU; 10 % margin for CFS period slack
+            cpu_max: 1.1,
         }
     }
 }

@@ -14,8 +14,7 @@ const SIGSYS: i32 = 31;
 /// Evidence that a resource bomb was stopped by its limit, not by something else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BombRule {
-    /// `errno=` tokens in the probe line that name the limit (empty: exit 1 alone suffices,
-    /// e.g. the CPU bomb, which measures its share itself).
+    /// `errno=` tokens in the probe line that name the limit.
     pub errnos: &'static [&'static str],
     /// Signals that only a limit sends (OOM kill, SIGXFSZ, SIGXCPU).
     pub signals: &'static [i32],
@@ -55,7 +54,8 @@ pub fn rule_for(name: &str) -> Rule {
         // tmpfs pages are charged to the memory cgroup, so the OOM killer is a limit too
         "fsize-bomb" => bomb(&["EFBIG", "ENOSPC", "EDQUOT"], &[SIGXFSZ, SIGKILL], false),
         "inode-bomb" => bomb(&["ENOSPC", "EDQUOT"], &[SIGKILL], false),
-        "cpu-bomb" => bomb(&[], &[SIGXCPU, SIGKILL], false),
+        // the probe measures its share itself (errno=QUOTA) or reports the limit's signal
+        "cpu-bomb" => bomb(&["QUOTA", "SIGXCPU", "SIGKILL"], &[SIGXCPU, SIGKILL], false),
         "survive-daemon" | "survive-orphan" => Rule::Survival,
         _ => Rule::Standard,
     }
@@ -157,7 +157,7 @@ fn judge_bomb(b: BombRule, out: &RunOutput, line: &str, exp: Expected) -> Judgem
         }
         Ending::Exited(1) => {
             let errno = value_of(line, "errno");
-            let by_limit = b.errnos.is_empty() || errno.is_some_and(|e| b.errnos.contains(&e));
+            let by_limit = errno.is_some_and(|e| b.errnos.contains(&e));
             if !by_limit {
                 return Judgement::Error(format!("stopped, but not by a limit: {line}"));
             }
@@ -248,7 +248,14 @@ mod tests {
         assert!(judge_sandboxed(mem, &out(Ending::Signaled(9), ""), 0, NONE).is_good());
         assert!(!judge_sandboxed(mem, &out(Ending::Signaled(31), ""), 0, NONE).is_good());
         let cpu = rule_for("cpu-bomb");
-        assert!(judge_sandboxed(cpu, &out(Ending::Exited(1), "share=0.4"), 0, NONE).is_good());
+        assert!(judge_sandboxed(
+            cpu,
+            &out(Ending::Exited(1), "share=0.4 errno=QUOTA"),
+            0,
+            NONE
+        )
+        .is_good());
+        assert!(!judge_sandboxed(cpu, &out(Ending::Exited(1), "share=0.4"), 0, NONE).is_good());
     }
 
     #[test]
