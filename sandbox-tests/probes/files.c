@@ -181,56 +181,63 @@ static int cg_root_procs(void)
     return write_pid(path);
 }
 
+/* Write back the limit file of our own cgroup. Where our cgroup is the root of the hierarchy
+ * (no limit file there, as on the CI host and in the qemu guest), a temporary empty child
+ * cgroup is made, its limit written back, and removed again. */
 static int cg_limit(const char *ctrl, const char *v1, const char *v2)
 {
-    char dir[512], path[1024];
+    char dir[512], path[1024], child[600];
     struct stat st;
     if (own_cgroup(ctrl, dir, sizeof dir) != 0)
         return denied("own cgroup not found: %s", strerror(errno));
-    snprintf(path, sizeof path, "%s/%s", dir, v1);
-    if (stat(path, &st) != 0)
-        snprintf(path, sizeof path, "%s/%s", dir, v2);
-    if (stat(path, &st) != 0) {
-        /* our cgroup is the root, which has no limit file: use the first child's */
-        DIR *d = opendir(dir);
-        struct dirent *de;
-        while (d && (de = readdir(d))) {
-            if (de->d_type != DT_DIR || de->d_name[0] == '.')
-                continue;
-            snprintf(path, sizeof path, "%s/%s/%s", dir, de->d_name, v2);
-            if (stat(path, &st) == 0)
-                break;
-            snprintf(path, sizeof path, "%s/%s/%s", dir, de->d_name, v1);
-            if (stat(path, &st) == 0)
-                break;
+    for (int pass = 0; pass < 2; pass++) {
+        const char *base = pass == 0 ? dir : child;
+        snprintf(path, sizeof path, "%s/%s", base, v1);
+        if (stat(path, &st) != 0)
+            snprintf(path, sizeof path, "%s/%s", base, v2);
+        if (stat(path, &st) == 0) {
+            int rc = write_back(path);
+            if (pass == 1)
+                rmdir(child);
+            return rc;
         }
-        if (d)
-            closedir(d);
+        if (pass == 1)
+            break;
+        snprintf(child, sizeof child, "%s/stockade-probe-%d", dir, (int)getpid());
+        if (mkdir(child, 0755) != 0)
+            return denied("no %s in %s and mkdir of a child cgroup: %s (errno %d)", v2, dir,
+                          strerror(errno), errno);
     }
-    return write_back(path);
+    rmdir(child);
+    return denied("no %s in %s or in a new child cgroup", v2, dir);
 }
 
 static int cg_memory(void) { return cg_limit("memory", "memory.limit_in_bytes", "memory.max"); }
-/* pids.max of our own cgroup; where that is the root of the hierarchy (no pids.max, as on the
- * CI host) a control file the root does have: notify_on_release (v1) / cgroup.max.depth (v2). */
-static int cg_pids(void)
-{
-    char dir[512], path[1024];
-    struct stat st;
-    if (own_cgroup("pids", dir, sizeof dir) != 0)
-        return denied("own cgroup not found: %s", strerror(errno));
-    static const char *const files[] = {"pids.max", "notify_on_release", "cgroup.max.depth"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        if (stat(path, &st) == 0)
-            return write_back(path);
-    }
-    return denied("no pids.max in %s: %s", dir, strerror(errno));
-}
+static int cg_pids(void) { return cg_limit("pids", "pids.max", "pids.max"); }
 
-/* release_agent of a v1 hierarchy root: the CVE-2022-0492 escape. Written back unchanged. */
+/* release_agent of a v1 hierarchy root: the CVE-2022-0492 escape. Written back unchanged.
+ * On a pure cgroup v2 host (no release_agent exists) the global knob of the v2 root instead:
+ * cgroup.subtree_control, written back as "+ctrl ..." (enabling enabled controllers is a no-op). */
 static int cg_release_agent(void)
 {
+    if (access("/sys/fs/cgroup/cgroup.subtree_control", F_OK) == 0) {
+        char cur[256], back[300] = "";
+        if (read_file("/sys/fs/cgroup/cgroup.subtree_control", cur, sizeof cur) < 0)
+            return denied("read cgroup.subtree_control: %s", strerror(errno));
+        for (char *tok = strtok(cur, " \n"); tok; tok = strtok(NULL, " \n")) {
+            size_t n = strlen(back);
+            snprintf(back + n, sizeof back - n, "%s+%s", n ? " " : "", tok);
+        }
+        if (!*back) {
+            int fd = open("/sys/fs/cgroup/cgroup.subtree_control", O_WRONLY | O_CLOEXEC);
+            if (fd < 0)
+                return denied("open cgroup.subtree_control for writing: %s", strerror(errno));
+            return escaped("opened the v2 root's (empty) cgroup.subtree_control for writing");
+        }
+        if (write_file("/sys/fs/cgroup/cgroup.subtree_control", back) != 0)
+            return denied("write back cgroup.subtree_control: %s (errno %d)", strerror(errno), errno);
+        return escaped("wrote the v2 root's cgroup.subtree_control (%s, unchanged)", back);
+    }
     static const char *const roots[] = {"/sys/fs/cgroup/memory/release_agent",
                                         "/sys/fs/cgroup/pids/release_agent",
                                         "/sys/fs/cgroup/systemd/release_agent",
@@ -242,14 +249,6 @@ static int cg_release_agent(void)
 }
 
 /* --- devices ------------------------------------------------------------------------------ */
-
-static int dev_open(const char *path, int flags)
-{
-    int fd = open(path, flags | O_CLOEXEC);
-    if (fd < 0)
-        return denied("open %s: %s (errno %d)", path, strerror(errno), errno);
-    return escaped("opened %s", path);
-}
 
 /* Make a private node in /tmp and open it: natively this reaches the driver; a missing driver
  * (ENXIO/ENODEV) still means the node could be created and opened up to the driver. */
@@ -311,9 +310,21 @@ static int dev_block(void)
     return private_node(S_IFBLK, 7, 0, "block (loop0)");
 }
 
-static int dev_kvm(void) { return dev_open("/dev/kvm", O_RDWR); }
-static int dev_tun(void) { return dev_open("/dev/net/tun", O_RDWR); }
-static int dev_fuse(void) { return dev_open("/dev/fuse", O_RDWR); }
+/* Open a host device; where the node is absent (a minimal /dev, as in the qemu guest), create
+ * a private node with its fixed major:minor instead. */
+static int dev_open(const char *path, unsigned maj, unsigned min)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd >= 0)
+        return escaped("opened %s", path);
+    if (errno != ENOENT)
+        return denied("open %s: %s (errno %d)", path, strerror(errno), errno);
+    return private_node(S_IFCHR, maj, min, path);
+}
+
+static int dev_kvm(void) { return dev_open("/dev/kvm", 10, 232); }
+static int dev_tun(void) { return dev_open("/dev/net/tun", 10, 200); }
+static int dev_fuse(void) { return dev_open("/dev/fuse", 10, 229); }
 
 /* --- host secrets and writes -------------------------------------------------------------- */
 
@@ -380,7 +391,7 @@ const struct probe file_probes[] = {
     {"cgroup-root-procs", "cgroup", "move itself to the root cgroup", cg_root_procs},
     {"cgroup-memory-max", "cgroup", "write own memory limit (same value)", cg_memory},
     {"cgroup-pids-max", "cgroup", "write own pids.max (same value)", cg_pids},
-    {"cgroup-release-agent", "cgroup", "write a v1 release_agent (same value)", cg_release_agent},
+    {"cgroup-release-agent", "cgroup", "write a v1 release_agent / v2 root subtree_control (same value)", cg_release_agent},
     {"dev-mem", "devices", "open /dev/mem (or a private 1:1 node)", dev_mem},
     {"dev-kmsg", "devices", "read the kernel log from /dev/kmsg", dev_kmsg},
     {"mknod-char", "devices", "mknod a char device (1:3) in /tmp", mknod_char},
