@@ -78,15 +78,21 @@ static int c3_user(void) { return clone3_(CLONE_NEWUSER, "clone3(CLONE_NEWUSER)"
 static int c3_ns(void) { return clone3_(CLONE_NEWNS | CLONE_NEWPID, "clone3(CLONE_NEWNS|CLONE_NEWPID)"); }
 
 /* Join the namespace of pid 1 as seen by the probe. Where pid 1 is not inspectable (a
- * non-dumpable init, as on the Firecracker CI host) the battery's own namespace is used, which
- * natively is the same host namespace and inside the sandbox is invisible. */
+ * non-dumpable init, as on the Firecracker CI host, or the sandbox's own init) the battery's
+ * namespace is tried, which natively is the same host namespace and inside the sandbox is
+ * invisible; failing both, the probe's own namespace, so that setns(2) itself is always
+ * exercised (joining any mount/net/... namespace needs CAP_SYS_ADMIN over it). */
 static int setns_(const char *ns, int type)
 {
     char path[64];
-    snprintf(path, sizeof path, "/proc/1/ns/%s", ns);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 && (errno == EACCES || errno == EPERM) && P.harness > 0) {
-        snprintf(path, sizeof path, "/proc/%ld/ns/%s", P.harness, ns);
+    int fd = -1;
+    for (int i = 0; i < 3 && fd < 0; i++) {
+        if (i == 0)
+            snprintf(path, sizeof path, "/proc/1/ns/%s", ns);
+        else if (i == 1 && P.harness > 0)
+            snprintf(path, sizeof path, "/proc/%ld/ns/%s", P.harness, ns);
+        else
+            snprintf(path, sizeof path, "/proc/self/ns/%s", ns);
         fd = open(path, O_RDONLY | O_CLOEXEC);
     }
     if (fd < 0)
@@ -269,7 +275,7 @@ const struct probe ns_probes[] = {
     {"clone-newnet", "namespaces", "raw clone(CLONE_NEWNET)", c_net},
     {"clone3-newuser", "namespaces", "raw clone3(CLONE_NEWUSER)", c3_user},
     {"clone3-newns", "namespaces", "raw clone3(CLONE_NEWNS|CLONE_NEWPID)", c3_ns},
-    {"setns-mnt", "namespaces", "setns(/proc/1/ns/mnt)", s_mnt},
+    {"setns-mnt", "namespaces", "setns(/proc/1/ns/mnt, else battery's, else own)", s_mnt},
     {"setns-net", "namespaces", "setns(/proc/1/ns/net)", s_net},
     {"setns-uts", "namespaces", "setns(/proc/1/ns/uts)", s_uts},
     {"setns-ipc", "namespaces", "setns(/proc/1/ns/ipc)", s_ipc},
