@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/msg.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
@@ -377,6 +378,28 @@ static int write_in(const char *dir)
     return escaped("created (and removed) %s", path);
 }
 static int write_root(void) { return write_in(""); }
+static int write_dev_shm(void) { return write_in("/dev/shm"); }
+
+/* The host's filesystem through the battery's /proc/PID/root (escapes a chroot-style root). */
+static int proc_root(void)
+{
+    if (P.harness <= 0)
+        return perror_("harness= parameter missing");
+    char path[96], buf[256];
+    snprintf(path, sizeof path, "/proc/%ld/root/etc/passwd", P.harness);
+    long n = read_file(path, buf, sizeof buf);
+    if (n < 0)
+        return denied("read %s: %s (errno %d)", path, strerror(errno), errno);
+    return escaped("read the host's /etc/passwd through %s", path);
+}
+
+/* A SysV message queue created on the host by the fixture process (IPC namespace). */
+static int ipc_sysv(void)
+{
+    if (P.msg_key <= 0)
+        return perror_("msg_key= parameter missing");
+    return result(msgget((key_t)P.msg_key, 0), "msgget(host queue key)");
+}
 static int write_etc(void) { return write_in("/etc"); }
 static int write_usr(void) { return write_in("/usr/bin"); }
 
@@ -405,5 +428,8 @@ const struct probe file_probes[] = {
     {"write-root", "fs-write", "create a file in /", write_root},
     {"write-etc", "fs-write", "create a file in /etc", write_etc},
     {"write-usr", "fs-write", "create a file in /usr/bin", write_usr},
+    {"write-dev-shm", "fs-write", "create a file in the host's /dev/shm", write_dev_shm},
+    {"proc-root-escape", "secrets", "read host /etc/passwd via /proc/<battery>/root", proc_root},
+    {"ipc-sysv-host", "secrets", "open a host SysV message queue by key", ipc_sysv},
     {0},
 };

@@ -276,6 +276,14 @@ static int ioprio_rt(void)
     return result(syscall(SYS_ioprio_set, 1, 0, (1 << 13) | 4), "ioprio_set(RT)");
 }
 
+/* modify_ldt: a 16-bit segment interface with a long exploit history; reading the LDT
+ * (func 0) is harmless. */
+static int modify_ldt_(void)
+{
+    char buf[64];
+    return result(syscall(SYS_modify_ldt, 0, buf, sizeof buf), "modify_ldt(read)");
+}
+
 /* x32: bit 30 set on the syscall number. Control: the call returns (this host kernel has no
  * x32 ABI: ENOSYS; the qemu 6.1 kernel booted with syscall.x32=y: the pid). The sandbox must
  * kill the process (SIGSYS) before the call reaches the kernel. */
@@ -390,6 +398,7 @@ const struct probe kernel_probes[] = {
     {"sched-fifo", "kernel", "real-time SCHED_FIFO priority", sched_fifo},
     {"nice-raise", "kernel", "setpriority(-10)", nice_raise},
     {"ioprio-rt", "kernel", "ioprio_set(IOPRIO_CLASS_RT)", ioprio_rt},
+    {"modify-ldt", "kernel", "modify_ldt(read)", modify_ldt_},
     {"x32-syscall", "arch", "x32 syscall number (bit 30): must be SIGSYS in the sandbox", x32},
     {"int80", "arch", "i386 int 0x80 getpid: must be SIGSYS in the sandbox", int80},
     {0},

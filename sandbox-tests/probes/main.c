@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/msg.h>
 #include <sys/prctl.h>
 #include <sys/statfs.h>
 #include <sys/types.h>
@@ -23,7 +24,7 @@ struct params P = {
     .harness = -1, .harness_start = -1, .sibling = -1, .port4 = -1, .port6 = -1, .udp4 = -1,
     .secret_fd = -1, .secret = "", .abstract_name = "", .unix_path = "", .marker = "",
     .cpu_max = 1.1, .mem_mb = 1024, .fork_max = 1024, .fd_max = 8192, .fsize_mb = 256,
-    .inode_max = 20000,
+    .inode_max = 20000, .msg_key = -1,
 };
 const char *probe_name = "?";
 
@@ -202,11 +203,25 @@ static int posture_target(void)
     return 0;
 }
 
-/* fixture-sleeper: a harmless host process for signal and ptrace probes; ignores SIGUSR1. */
+/* fixture-sleeper: a harmless host process for signal and ptrace probes; ignores SIGUSR1.
+ * With msg_key= it also owns a host SysV message queue (the IPC-namespace target), removed
+ * on SIGTERM, which is also its parent-death signal. */
+static int fixture_queue = -1;
+static void fixture_term(int sig)
+{
+    (void)sig;
+    if (fixture_queue >= 0)
+        msgctl(fixture_queue, IPC_RMID, NULL);
+    _exit(0);
+}
+
 static int fixture_sleeper(void)
 {
     signal(SIGUSR1, SIG_IGN);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    signal(SIGTERM, fixture_term);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (P.msg_key > 0)
+        fixture_queue = msgget((key_t)P.msg_key, IPC_CREAT | 0600);
     for (int i = 0; i < 600; i++)
         sleep(1);
     return 0;
@@ -243,6 +258,7 @@ static void parse_param(const char *kv)
     else if (KEY("fd_max")) P.fd_max = atol(v);
     else if (KEY("fsize_mb")) P.fsize_mb = atol(v);
     else if (KEY("inode_max")) P.inode_max = atol(v);
+    else if (KEY("msg_key")) P.msg_key = atol(v);
     else fprintf(stderr, "stockade-probe: unknown parameter %.*s\n", (int)k, kv);
 #undef KEY
 }

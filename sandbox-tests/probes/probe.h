@@ -32,6 +32,7 @@ struct params {
     const char *marker;        /* marker string for survival probes */
     double cpu_max;            /* CPU share above which the CPU bomb counts as unbounded */
     long mem_mb, fork_max, fd_max, fsize_mb, inode_max; /* bomb caps */
+    long msg_key;              /* SysV message queue key the fixture process created */
 };
 extern struct params P;
 

@@ -97,8 +97,11 @@ impl Fixtures {
         let secret_file = File::open(&secret_path).map_err(|e| io("secret", e))?;
         fcntl(&secret_file, FcntlArg::F_SETFD(FdFlag::empty())).map_err(|e| io("secret fd", e))?;
 
+        // SysV IPC keys are global to an IPC namespace: derive one from our pid.
+        let msg_key = 0x5354_0000 | (me & 0xffff);
         let sibling = Command::new(probe)
             .arg("fixture-sleeper")
+            .arg(format!("msg_key={msg_key}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -110,6 +113,7 @@ impl Fixtures {
             format!("harness={me}"),
             format!("harness_start={start}"),
             format!("sibling={}", sibling.id()),
+            format!("msg_key={msg_key}"),
             format!("secret_fd={}", secret_file.as_raw_fd()),
             format!("secret={secret}"),
             format!("abstract={abstract_name}"),
@@ -163,6 +167,17 @@ impl Fixtures {
 
 impl Drop for Fixtures {
     fn drop(&mut self) {
+        // SIGTERM: the fixture removes its message queue before exiting
+        if let Ok(pid) = i32::try_from(self.sibling.id()) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM);
+        }
+        for _ in 0..50 {
+            if !matches!(self.sibling.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.sibling.kill();
         let _ = self.sibling.wait();
         crate::host::reap_marked(&self.marker);
