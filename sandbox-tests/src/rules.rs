@@ -198,6 +198,7 @@ mod tests {
         assert!(judge_native(r, &out(Ending::Exited(0), "x: ESCAPED"), 0).is_good());
         assert!(!judge_native(r, &out(Ending::Exited(1), "x: DENIED"), 0).is_good());
         assert!(judge_sandboxed(r, &out(Ending::Exited(1), "x: DENIED"), 0, NONE).is_good());
+        assert!(!judge_sandboxed(r, &out(Ending::Exited(1), "stockade: error"), 0, NONE).is_good());
         assert!(judge_sandboxed(r, &out(Ending::Signaled(31), ""), 0, NONE).is_good());
         assert!(matches!(
             judge_sandboxed(r, &out(Ending::Exited(0), "x: ESCAPED"), 0, NONE),
