@@ -127,7 +127,8 @@ pub fn judge_sandboxed(rule: Rule, out: &RunOutput, survivors: usize, exp: Expec
     match rule {
         Rule::Standard => match out.ending {
             Ending::Exited(0) => Judgement::Bad(line),
-            Ending::Exited(1) => Judgement::Good(line),
+            // exit 1 counts only with the probe's own verdict line (not a runtime's exit 1)
+            Ending::Exited(1) if line.contains(": DENIED") => Judgement::Good(line),
             Ending::Signaled(s) => {
                 Judgement::Good(format!("killed by {}", crate::run::signal_name(s)))
             }
