@@ -160,6 +160,10 @@ pub fn run_battery(cfg: &Config, mut progress: impl FnMut(&Outcome)) -> Result<R
         }
         probes.retain(|p| cfg.only.contains(&p.name));
     }
+    // One battery at a time on a host: two concurrent runs would share the CPU their CPU bombs
+    // measure and the marker scans would see each other's processes (cargo runs tests in
+    // parallel). The lock is released when the battery returns.
+    let _lock = exclusive_lock()?;
     let mut fx = Fixtures::new(&cfg.probe, cfg.caps)?;
     let mut outcomes = Vec::new();
     let mut host_problems = Vec::new();
@@ -207,6 +211,18 @@ pub fn run_battery(cfg: &Config, mut progress: impl FnMut(&Outcome)) -> Result<R
         outcomes,
         host_problems,
     })
+}
+
+fn exclusive_lock() -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    let path = std::env::temp_dir().join("stockade-battery.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock {}: {e}", path.display()))
 }
 
 /// Survivors of a run are looked for after a short settling time (a descendant may still be

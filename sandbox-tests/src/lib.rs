@@ -30,6 +30,7 @@
 
 pub mod battery;
 pub mod ci;
+pub mod expect;
 pub mod fixtures;
 pub mod host;
 pub mod posture;

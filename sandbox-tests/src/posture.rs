@@ -23,6 +23,8 @@ pub struct Expected {
     pub uid: Option<u32>,
     /// The plugin gid, likewise.
     pub gid: Option<u32>,
+    /// Half-open range every uid and gid must lie in (the policy's plugin uid range).
+    pub id_range: Option<(u32, u32)>,
     /// `/proc/PID/limits` rows that must match: (limit name, soft, hard).
     pub limits: Vec<(String, String, String)>,
 }
@@ -44,7 +46,13 @@ fn field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-fn ids_diff(status: &str, name: &str, want: Option<u32>, who: &str) -> Vec<String> {
+fn ids_diff(
+    status: &str,
+    name: &str,
+    want: Option<u32>,
+    range: Option<(u32, u32)>,
+    who: &str,
+) -> Vec<String> {
     let Some(v) = field(status, name) else {
         return vec![format!("{who}: {name} missing")];
     };
@@ -53,23 +61,28 @@ fn ids_diff(status: &str, name: &str, want: Option<u32>, who: &str) -> Vec<Strin
         .filter_map(|x| x.parse().ok())
         .collect();
     let ok = ids.len() == 4
-        && ids
-            .iter()
-            .all(|&i| i != 0 && Some(i) == want.or(Some(ids[0])));
+        && ids.iter().all(|&i| {
+            i != 0
+                && Some(i) == want.or(Some(ids[0]))
+                && range.is_none_or(|(lo, hi)| (lo..hi).contains(&i))
+        });
     if ok {
         Vec::new()
     } else {
-        let w = want.map_or("four equal non-zero ids".to_owned(), |u| {
+        let mut w = want.map_or("four equal non-zero ids".to_owned(), |u| {
             format!("{u} {u} {u} {u}")
         });
+        if let Some((lo, hi)) = range {
+            w.push_str(&format!(" in [{lo}, {hi})"));
+        }
         vec![format!("{who}: {name} expected {w}, got {v}")]
     }
 }
 
 /// Differences of one thread's `status` text.
 pub fn status_diff(status: &str, exp: &Expected, who: &str) -> Vec<String> {
-    let mut d = ids_diff(status, "Uid", exp.uid, who);
-    d.extend(ids_diff(status, "Gid", exp.gid, who));
+    let mut d = ids_diff(status, "Uid", exp.uid, exp.id_range, who);
+    d.extend(ids_diff(status, "Gid", exp.gid, exp.id_range, who));
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         match field(status, cap) {
             Some(v) if u64::from_str_radix(v, 16) == Ok(0) => {}

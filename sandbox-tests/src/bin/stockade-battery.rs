@@ -9,8 +9,12 @@
 //!                  [--expect-uid N] [--expect-gid N] [--expect-limit "NAME=SOFT/HARD"]…
 //! ```
 //! Exit status: 0 all passed; 1 a probe failed (escape, failed control, error) or the host
-//! was affected; 64 bad command line. Arguments are parsed by hand to keep the binary free of
-//! dependencies for the static qemu build.
+//! was affected; 64 bad command line; 65 unusable policy file. Arguments are parsed by hand to
+//! keep the binary small for the static qemu build.
+//!
+//! With `--stockade`, the expectations (pids limit, CPU quota, bomb caps above the limits,
+//! rlimits and uid range of the posture) come from the policy under test: `--policy FILE`, or
+//! the built-in default policy. Explicit flags override them.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -19,7 +23,7 @@ use std::time::Duration;
 
 use stockade_sandbox_tests::battery::{self, Config, Sandbox};
 use stockade_sandbox_tests::fixtures::BombCaps;
-use stockade_sandbox_tests::{posture, rules};
+use stockade_sandbox_tests::{expect, posture, rules};
 
 const USAGE: &str =
     "usage: stockade-battery [--stockade PATH | --wrapper \"CMD ARGS -- \" | --native-only] \
@@ -38,10 +42,30 @@ struct Args {
     only: Vec<String>,
     json: bool,
     timeout: u64,
-    caps: BombCaps,
+    mem_mb: Option<u64>,
+    fork_max: Option<u64>,
+    fd_max: Option<u64>,
+    fsize_mb: Option<u64>,
+    inode_max: Option<u64>,
+    cpu_max: Option<f64>,
     expect_pids: Option<u64>,
     posture: bool,
-    expect: posture::Expected,
+    expect_uid: Option<u32>,
+    expect_gid: Option<u32>,
+    expect_limits: Vec<(String, String, String)>,
+}
+
+impl Args {
+    fn caps(&self, base: BombCaps) -> BombCaps {
+        BombCaps {
+            mem_mb: self.mem_mb.unwrap_or(base.mem_mb),
+            fork_max: self.fork_max.unwrap_or(base.fork_max),
+            fd_max: self.fd_max.unwrap_or(base.fd_max),
+            fsize_mb: self.fsize_mb.unwrap_or(base.fsize_mb),
+            inode_max: self.inode_max.unwrap_or(base.inode_max),
+            cpu_max: self.cpu_max.unwrap_or(base.cpu_max),
+        }
+    }
 }
 
 fn parse() -> Result<Args, String> {
@@ -79,23 +103,22 @@ fn parse() -> Result<Args, String> {
             "--json" => a.json = true,
             "--timeout" => a.timeout = num(&value(&mut it, &flag)?, &flag)?,
             "--expect-pids" => a.expect_pids = Some(num(&value(&mut it, &flag)?, &flag)?),
-            "--mem-mb" => a.caps.mem_mb = num(&value(&mut it, &flag)?, &flag)?,
-            "--fork-max" => a.caps.fork_max = num(&value(&mut it, &flag)?, &flag)?,
-            "--fd-max" => a.caps.fd_max = num(&value(&mut it, &flag)?, &flag)?,
-            "--fsize-mb" => a.caps.fsize_mb = num(&value(&mut it, &flag)?, &flag)?,
-            "--inode-max" => a.caps.inode_max = num(&value(&mut it, &flag)?, &flag)?,
-            "--cpu-max" => a.caps.cpu_max = num(&value(&mut it, &flag)?, &flag)?,
+            "--mem-mb" => a.mem_mb = Some(num(&value(&mut it, &flag)?, &flag)?),
+            "--fork-max" => a.fork_max = Some(num(&value(&mut it, &flag)?, &flag)?),
+            "--fd-max" => a.fd_max = Some(num(&value(&mut it, &flag)?, &flag)?),
+            "--fsize-mb" => a.fsize_mb = Some(num(&value(&mut it, &flag)?, &flag)?),
+            "--inode-max" => a.inode_max = Some(num(&value(&mut it, &flag)?, &flag)?),
+            "--cpu-max" => a.cpu_max = Some(num(&value(&mut it, &flag)?, &flag)?),
             "--posture" => a.posture = true,
-            "--expect-uid" => a.expect.uid = Some(num(&value(&mut it, &flag)?, &flag)?),
-            "--expect-gid" => a.expect.gid = Some(num(&value(&mut it, &flag)?, &flag)?),
+            "--expect-uid" => a.expect_uid = Some(num(&value(&mut it, &flag)?, &flag)?),
+            "--expect-gid" => a.expect_gid = Some(num(&value(&mut it, &flag)?, &flag)?),
             "--expect-limit" => {
                 let v = value(&mut it, &flag)?;
                 let (name, sh) = v
                     .split_once('=')
                     .ok_or("--expect-limit wants NAME=SOFT/HARD")?;
                 let (s, h) = sh.split_once('/').unwrap_or((sh, sh));
-                a.expect
-                    .limits
+                a.expect_limits
                     .push((name.trim().into(), s.into(), h.into()));
             }
             "-h" | "--help" => return Err(String::new()),
@@ -134,8 +157,30 @@ fn main() -> ExitCode {
             "stockade-battery: warning: not root; most native controls need root and will fail"
         );
     }
+    // expectations from the policy under test (only meaningful for stockade itself)
+    let policy = if args.stockade.is_some() {
+        match expect::load(args.policy.as_deref()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("stockade-battery: {e}");
+                return ExitCode::from(65);
+            }
+        }
+    } else {
+        None
+    };
     if args.posture {
-        return posture_mode(&args, probe);
+        let mut exp = policy.as_ref().map(expect::posture).unwrap_or_default();
+        exp.uid = args.expect_uid.or(exp.uid);
+        exp.gid = args.expect_gid.or(exp.gid);
+        for row in &args.expect_limits {
+            exp.limits.retain(|(n, _, _)| n != &row.0);
+            exp.limits.push(row.clone());
+        }
+        if !exp.limits.iter().any(|(n, _, _)| n == "Max core file size") {
+            exp = exp.with_default_limits();
+        }
+        return posture_mode(&args, probe, &exp);
     }
     let sandbox = match (&args.stockade, &args.wrapper) {
         (Some(bin), _) => Sandbox::Stockade {
@@ -149,9 +194,11 @@ fn main() -> ExitCode {
         probe,
         sandbox,
         only: args.only.clone(),
-        caps: args.caps,
+        caps: args.caps(policy.as_ref().map(expect::bomb_caps).unwrap_or_default()),
         expected: rules::Expected {
-            pids: args.expect_pids,
+            pids: args
+                .expect_pids
+                .or(policy.as_ref().and_then(|p| expect::battery(p).pids)),
         },
         timeout: Duration::from_secs(args.timeout),
     };
@@ -188,7 +235,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn posture_mode(args: &Args, probe: PathBuf) -> ExitCode {
+fn posture_mode(args: &Args, probe: PathBuf, exp: &posture::Expected) -> ExitCode {
     let Some(bin) = &args.stockade else {
         return ExitCode::from(64);
     };
@@ -205,12 +252,11 @@ fn posture_mode(args: &Args, probe: PathBuf) -> ExitCode {
         prefix.push(p.into());
     }
     prefix.push("--".into());
-    let exp = args.expect.clone().with_default_limits();
     let res = posture::run_posture(
         &prefix,
         &probe,
         &pid_file,
-        &exp,
+        exp,
         Duration::from_secs(args.timeout),
     );
     let _ = std::fs::remove_file(&pid_file);
