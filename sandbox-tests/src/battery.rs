@@ -1,7 +1,7 @@
 //! The battery: run every probe natively (control) and sandboxed, judge, report.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::fixtures::{BombCaps, Fixtures};
@@ -11,8 +11,10 @@ use crate::run::{run, RunOutput, Via};
 /// How to launch a command in the sandbox under test.
 #[derive(Debug, Clone)]
 pub enum Sandbox {
-    /// `stockade exec [--policy FILE] -- CMD…`
+    /// `[PREFIX…] stockade exec [--pid-file F] [--policy FILE] -- CMD…`
     Stockade {
+        /// Words run before the binary, e.g. `setpriv --reuid 65534 …` for rootless mode.
+        prefix: Vec<OsString>,
         /// The `stockade` binary.
         bin: PathBuf,
         /// Optional policy file.
@@ -25,11 +27,21 @@ pub enum Sandbox {
 }
 
 impl Sandbox {
-    /// The argv that runs `cmd` inside this sandbox.
-    pub fn command(&self, cmd: Vec<OsString>) -> Vec<OsString> {
+    /// The argv that runs `cmd` inside this sandbox; `pid_file` is passed to `stockade exec`.
+    pub fn command(&self, cmd: Vec<OsString>, pid_file: Option<&Path>) -> Vec<OsString> {
         match self {
-            Sandbox::Stockade { bin, policy } => {
-                let mut v: Vec<OsString> = vec![bin.into(), "exec".into()];
+            Sandbox::Stockade {
+                prefix,
+                bin,
+                policy,
+            } => {
+                let mut v: Vec<OsString> = prefix.clone();
+                v.push(bin.into());
+                v.push("exec".into());
+                if let Some(f) = pid_file {
+                    v.push("--pid-file".into());
+                    v.push(f.into());
+                }
                 if let Some(p) = policy {
                     v.push("--policy".into());
                     v.push(p.into());
@@ -179,9 +191,25 @@ pub fn run_battery(cfg: &Config, mut progress: impl FnMut(&Outcome)) -> Result<R
         let sandboxed = match cfg.sandbox {
             Sandbox::None => None,
             ref s => {
-                let out = run(&s.command(cmd.clone()), Via::Wrapped, cfg.timeout);
+                let pid_file = fx.pid_file();
+                let _ = std::fs::remove_file(&pid_file);
+                let boost =
+                    (p.name == "cpu-bomb" && matches!(s, Sandbox::Stockade { .. })).then(|| {
+                        let f = pid_file.clone();
+                        std::thread::spawn(move || boost_autogroup(&f))
+                    });
+                let out = run(
+                    &s.command(cmd.clone(), Some(&pid_file)),
+                    Via::Wrapped,
+                    cfg.timeout,
+                );
                 let survivors = settle_and_reap(rule, &fx.marker);
-                let j = judge_sandboxed(rule, &out, survivors, cfg.expected);
+                let mut j = judge_sandboxed(rule, &out, survivors, cfg.expected);
+                if let Some(Err(e)) = boost.map(|h| h.join().unwrap_or(Err("panicked".into()))) {
+                    if j.is_good() {
+                        j = Judgement::Error(format!("inconclusive, CPU bomb not boosted: {e}"));
+                    }
+                }
                 Some((out, j))
             }
         };
@@ -211,6 +239,65 @@ pub fn run_battery(cfg: &Config, mut progress: impl FnMut(&Outcome)) -> Result<R
         outcomes,
         host_problems,
     })
+}
+
+/// Give the sandboxed CPU bomb the scheduling advantage the native one gives itself, so that
+/// host contention cannot pass for a CPU quota and only the quota can hold the bomb: wait for
+/// the pid file, then from the host raise the CPU *weight* (never the quota) of the sandbox's
+/// cpu cgroup to its maximum (`cpu.shares` on v1, `cpu.weight` on v2) and the autogroup nice
+/// of its session to -20 (autogroups decide only for tasks in the root cpu cgroup, e.g. when a
+/// rootless sandbox has no cgroup). Succeeds if either could be raised.
+fn boost_autogroup(pid_file: &Path) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    let pid = loop {
+        let pid = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if let Some(pid) = pid {
+            break pid;
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            return Err(format!("no pid in {} within 5 s", pid_file.display()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut done = Vec::new();
+    let mut errors = Vec::new();
+    let autogroup = format!("/proc/{pid}/autogroup");
+    match std::fs::write(&autogroup, "-20") {
+        Ok(()) => done.push(autogroup),
+        Err(e) => errors.push(format!("{autogroup}: {e}")),
+    }
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    for line in cgroups.lines() {
+        let mut f = line.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let candidates: Vec<(String, &str)> = if ctrls.split(',').any(|c| c == "cpu") {
+            ["cpu", "cpu,cpuacct", "cpuacct,cpu"]
+                .iter()
+                .map(|m| (format!("/sys/fs/cgroup/{m}{path}/cpu.shares"), "262144"))
+                .collect()
+        } else if ctrls.is_empty() && path != "/" {
+            vec![(format!("/sys/fs/cgroup{path}/cpu.weight"), "10000")]
+        } else {
+            continue;
+        };
+        for (file, max) in candidates {
+            if Path::new(&file).exists() {
+                match std::fs::write(&file, max) {
+                    Ok(()) => done.push(file),
+                    Err(e) => errors.push(format!("{file}: {e}")),
+                }
+            }
+        }
+    }
+    if done.is_empty() {
+        Err(errors.join("; "))
+    } else {
+        Ok(())
+    }
 }
 
 fn exclusive_lock() -> Result<nix::fcntl::Flock<std::fs::File>, String> {

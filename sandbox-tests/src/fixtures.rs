@@ -55,6 +55,7 @@ pub struct Fixtures {
     secret_file: File,
     sibling: Child,
     dir: PathBuf,
+    pid_path: PathBuf,
     params: Vec<String>,
     /// The survival marker (in every probe's argv).
     pub marker: String,
@@ -144,6 +145,8 @@ impl Fixtures {
             secret_file,
             sibling,
             dir,
+            // in the world-writable temp dir: a rootless `stockade exec` must be able to write it
+            pid_path: std::env::temp_dir().join(format!("{tag}.pid")),
             params,
             marker,
         })
@@ -157,6 +160,11 @@ impl Fixtures {
     /// Whether the sibling fixture is still alive (a probe must not have killed it).
     pub fn sibling_alive(&mut self) -> bool {
         matches!(self.sibling.try_wait(), Ok(None))
+    }
+
+    /// Where `stockade exec --pid-file` writes the sandboxed probe's host pid.
+    pub fn pid_file(&self) -> PathBuf {
+        self.pid_path.clone()
     }
 
     /// The inheritable secret fd (kept open while the battery runs).
@@ -182,5 +190,6 @@ impl Drop for Fixtures {
         let _ = self.sibling.wait();
         crate::host::reap_marked(&self.marker);
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.pid_path);
     }
 }

@@ -1,7 +1,8 @@
 //! `stockade-battery`: run the escape-probe battery or the posture check.
 //!
 //! ```text
-//! stockade-battery [--stockade PATH | --wrapper "CMD ARGS… --" | --native-only]
+//! stockade-battery [--stockade PATH [--stockade-prefix "CMD ARGS…"] | --wrapper "CMD ARGS… --"
+//!                   | --native-only]
 //!                  [--probe PATH] [--policy FILE] [--only NAME]… [--json] [--timeout SECS]
 //!                  [--expect-pids N] [--mem-mb N] [--fork-max N] [--fd-max N] [--fsize-mb N]
 //!                  [--inode-max N] [--cpu-max F]
@@ -35,6 +36,7 @@ const USAGE: &str =
 #[derive(Default)]
 struct Args {
     stockade: Option<PathBuf>,
+    stockade_prefix: Vec<OsString>,
     wrapper: Option<Vec<OsString>>,
     native_only: bool,
     probe: Option<PathBuf>,
@@ -93,6 +95,12 @@ fn parse() -> Result<Args, String> {
                         .map(OsString::from)
                         .collect(),
                 )
+            }
+            "--stockade-prefix" => {
+                a.stockade_prefix = value(&mut it, &flag)?
+                    .split_whitespace()
+                    .map(OsString::from)
+                    .collect()
             }
             "--native-only" => a.native_only = true,
             "--probe" => a.probe = Some(value(&mut it, &flag)?.into()),
@@ -184,6 +192,7 @@ fn main() -> ExitCode {
     }
     let sandbox = match (&args.stockade, &args.wrapper) {
         (Some(bin), _) => Sandbox::Stockade {
+            prefix: args.stockade_prefix.clone(),
             bin: bin.clone(),
             policy: args.policy.clone(),
         },
@@ -241,12 +250,13 @@ fn posture_mode(args: &Args, probe: PathBuf, exp: &posture::Expected) -> ExitCod
     };
     let pid_file =
         std::env::temp_dir().join(format!("stockade-posture-{}.pid", std::process::id()));
-    let mut prefix: Vec<OsString> = vec![
+    let mut prefix: Vec<OsString> = args.stockade_prefix.clone();
+    prefix.extend([
         bin.into(),
         "exec".into(),
         "--pid-file".into(),
         pid_file.clone().into(),
-    ];
+    ]);
     if let Some(p) = &args.policy {
         prefix.push("--policy".into());
         prefix.push(p.into());
