@@ -242,3 +242,22 @@ fn json_report_goes_to_stderr_after_the_output() {
         layer(&r, name);
     }
 }
+
+#[test]
+fn program_starts_with_default_signal_dispositions_and_mask() {
+    let o = stockade(
+        &[
+            "exec",
+            "--",
+            "/bin/grep",
+            "-E",
+            "^Sig(Ign|Blk):",
+            "/proc/self/status",
+        ],
+        b"",
+    );
+    assert_eq!(
+        out(&o),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+}

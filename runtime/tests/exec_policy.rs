@@ -148,3 +148,18 @@ fn degradation_not_allowed_stops_the_launch() {
         }
     }
 }
+
+#[test]
+fn documented_default_policy_is_the_built_in_one() {
+    // docs/sandbox.md shows the default policy in full; it must not drift from the code.
+    let doc = include_str!("../../docs/sandbox.md");
+    let start = doc.find("```toml\n").expect("toml block") + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let documented = stockade_policy::sandbox::parse_policy(&doc[start..end]).unwrap();
+    let built_in = stockade_policy::sandbox::default_policy();
+    let strip = |mut p: stockade_policy::sandbox::ValidatedSandboxPolicy| {
+        p.source = Default::default();
+        p
+    };
+    assert_eq!(strip(documented), strip(built_in));
+}

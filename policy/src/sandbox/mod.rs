@@ -5,7 +5,8 @@
 //! version = 1
 //!
 //! [filesystem]
-//! read_only = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc/ld.so.cache"]
+//! read_only = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+//!              "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime"]
 //! writable = []            # extra host directories bound read-write at the same path
 //! tmp_size = "16M"         # private tmpfs at /tmp
 //! tmp_inodes = 1024

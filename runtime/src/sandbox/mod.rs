@@ -213,7 +213,12 @@ impl Program {
         for path in candidates {
             let c = CString::new(path.as_os_str().as_encoded_bytes())
                 .map_err(|_| LaunchError::NotFound { path: path.clone() })?;
-            let fd = match sys::open(&c, libc::O_RDONLY) {
+            // O_RDONLY so a `#!` line can be read; an execute-only file falls back to O_PATH
+            // (then it cannot be a script: the interpreter could not read it either).
+            let fd = match sys::open(&c, libc::O_RDONLY).or_else(|e| match e.raw_os_error() {
+                Some(libc::EACCES) => sys::open(&c, libc::O_PATH),
+                _ => Err(e),
+            }) {
                 Ok(fd) => fd,
                 Err(e)
                     if e.raw_os_error() == Some(libc::ENOENT)
@@ -312,6 +317,9 @@ fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, LaunchE
 }
 
 /// Launch the program. On success it is running (exec done) with every layer in force.
+///
+/// Must be called while the runtime is single-threaded (checked: the launch fails otherwise),
+/// because the sandbox's init continues in a raw-`clone` copy of this process.
 pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
     let p = spec.policy;
     let (_, egid, euid) = sys::ids();
@@ -386,6 +394,14 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
     }
 
     // 7. clone into new user, pid, mount, net, ipc and uts namespaces (cgroup: after joining).
+    //    The child continues in a copy of this process without fork handlers (raw clone), which
+    //    is only sound when no other thread could hold a lock (malloc's, stdio's) at that moment.
+    if thread_count() != Some(1) {
+        return Err(LaunchError::Setup {
+            step: LaunchStep::Clone,
+            cause: io::Error::other("the runtime must be single-threaded when it launches"),
+        });
+    }
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
@@ -456,6 +472,10 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
 
     // 10. Release the child and collect what it applied.
     let sock = UnixDatagram::from(sock_parent);
+    // A child stuck in setup (e.g. a hung network filesystem under a bind source) must not hang
+    // the runtime forever: give up, and the guards kill it and clean up.
+    sock.set_read_timeout(Some(SETUP_TIMEOUT))
+        .map_err(setup(LaunchStep::Control))?;
     sock.send(b"G").map_err(setup(LaunchStep::Control))?;
     let mut ns_pid = None;
     let mut buf = vec![0u8; 64 * 1024];
@@ -558,6 +578,20 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
     })
 }
 
+/// How long the sandbox's setup may take before the launch is abandoned.
+pub const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Number of threads of this process, from /proc/self/status.
+fn thread_count() -> Option<u32> {
+    fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The host pid of the process whose parent is `init` and whose innermost pid is `ns_pid`.
 fn find_host_pid(init: i32, ns_pid: i32) -> Option<i32> {
     for e in fs::read_dir("/proc").ok()?.flatten() {
@@ -647,12 +681,13 @@ impl Sandboxed {
         self.report.exit = Some(ExitInfo::from_wait_status(raw.unwrap_or(init_status)));
         let mut cleaned = true;
         if let Some(mut cg) = self.cgroup.take() {
-            let (oom, mem, pids, peak) = cg.events();
+            let ev = cg.events();
             self.report.limits_hit = LimitsHit {
-                oom_kills: oom,
-                memory_max_events: mem,
-                pids_max_events: pids,
-                memory_peak_bytes: peak,
+                oom_kills: ev.oom_kills,
+                memory_max_events: ev.memory_max,
+                pids_max_events: ev.pids_max,
+                cpu_throttled_periods: ev.cpu_throttled,
+                memory_peak_bytes: ev.memory_peak,
             };
             cleaned = cg.kill_and_remove();
         }
