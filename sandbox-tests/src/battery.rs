@@ -193,11 +193,13 @@ pub fn run_battery(cfg: &Config, mut progress: impl FnMut(&Outcome)) -> Result<R
             ref s => {
                 let pid_file = fx.pid_file();
                 let _ = std::fs::remove_file(&pid_file);
-                let boost =
-                    (p.name == "cpu-bomb" && matches!(s, Sandbox::Stockade { .. })).then(|| {
-                        let f = pid_file.clone();
-                        std::thread::spawn(move || boost_autogroup(&f))
-                    });
+                let boost = (p.name == "cpu-bomb").then(|| {
+                    let find = match s {
+                        Sandbox::Stockade { .. } => Find::PidFile(pid_file.clone()),
+                        _ => Find::Marker(fx.marker.clone(), cfg.probe.clone()),
+                    };
+                    std::thread::spawn(move || boost_autogroup(&find))
+                });
                 let out = run(
                     &s.command(cmd.clone(), Some(&pid_file)),
                     Via::Wrapped,
@@ -241,62 +243,103 @@ pub fn run_battery(cfg: &Config, mut progress: impl FnMut(&Outcome)) -> Result<R
     })
 }
 
+/// How to find the host pid of the sandboxed CPU bomb.
+#[derive(Debug)]
+enum Find {
+    /// `stockade exec --pid-file`.
+    PidFile(PathBuf),
+    /// Any wrapper: the process running the probe binary as `cpu-bomb` with our marker.
+    Marker(String, PathBuf),
+}
+
+impl Find {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Find::PidFile(f) => std::fs::read_to_string(f).ok()?.trim().parse().ok(),
+            Find::Marker(marker, probe) => crate::host::processes_with_marker(marker)
+                .into_iter()
+                .find(|pid| {
+                    let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    let mut words = argv.split(|&b| b == 0);
+                    words.next() == Some(probe.as_os_str().as_encoded_bytes())
+                        && words.next() == Some(b"cpu-bomb".as_slice())
+                })
+                .and_then(|pid| u32::try_from(pid).ok()),
+        }
+    }
+}
+
 /// Give the sandboxed CPU bomb the scheduling advantage the native one gives itself, so that
 /// host contention cannot pass for a CPU quota and only the quota can hold the bomb: wait for
-/// the pid file, then from the host raise the CPU *weight* (never the quota) of the sandbox's
+/// the sandboxed probe, then from the host raise the CPU *weight* (never the quota) of the sandbox's
 /// cpu cgroup to its maximum (`cpu.shares` on v1, `cpu.weight` on v2) and the autogroup nice
 /// of its session to -20 (autogroups decide only for tasks in the root cpu cgroup, e.g. when a
 /// rootless sandbox has no cgroup). Succeeds if either could be raised.
-fn boost_autogroup(pid_file: &Path) -> Result<(), String> {
+fn boost_autogroup(find: &Find) -> Result<(), String> {
     let start = std::time::Instant::now();
     let pid = loop {
-        let pid = std::fs::read_to_string(pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
-        if let Some(pid) = pid {
+        if let Some(pid) = find.pid() {
             break pid;
         }
         if start.elapsed() > Duration::from_secs(5) {
-            return Err(format!("no pid in {} within 5 s", pid_file.display()));
+            return Err(format!(
+                "the sandboxed probe was not found within 5 s ({find:?})"
+            ));
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    // The bomb forks its spinning child at once, and the child may start its own session
+    // (a new autogroup): keep boosting the probe and its children for the first half second.
     let mut done = Vec::new();
     let mut errors = Vec::new();
-    let autogroup = format!("/proc/{pid}/autogroup");
-    match std::fs::write(&autogroup, "-20") {
-        Ok(()) => done.push(autogroup),
-        Err(e) => errors.push(format!("{autogroup}: {e}")),
+    let until = std::time::Instant::now() + Duration::from_millis(500);
+    while std::time::Instant::now() < until {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let pids =
+            std::iter::once(pid).chain(children.split_whitespace().filter_map(|c| c.parse().ok()));
+        for p in pids {
+            boost_one(p, &mut done, &mut errors);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    if done.is_empty() {
+        Err(errors.join("; "))
+    } else {
+        Ok(())
+    }
+}
+
+fn boost_one(pid: u32, done: &mut Vec<String>, errors: &mut Vec<String>) {
+    let mut write = |file: String, value: &str| match std::fs::write(&file, value) {
+        Ok(()) => done.push(file),
+        Err(e) => errors.push(format!("{file}: {e}")),
+    };
+    write(format!("/proc/{pid}/autogroup"), "-20");
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     for line in cgroups.lines() {
         let mut f = line.splitn(3, ':');
         let (Some(_), Some(ctrls), Some(path)) = (f.next(), f.next(), f.next()) else {
             continue;
         };
+        if path == "/" {
+            continue; // never touch the host's root cgroup
+        }
         let candidates: Vec<(String, &str)> = if ctrls.split(',').any(|c| c == "cpu") {
             ["cpu", "cpu,cpuacct", "cpuacct,cpu"]
                 .iter()
                 .map(|m| (format!("/sys/fs/cgroup/{m}{path}/cpu.shares"), "262144"))
                 .collect()
-        } else if ctrls.is_empty() && path != "/" {
+        } else if ctrls.is_empty() {
             vec![(format!("/sys/fs/cgroup{path}/cpu.weight"), "10000")]
         } else {
             continue;
         };
         for (file, max) in candidates {
             if Path::new(&file).exists() {
-                match std::fs::write(&file, max) {
-                    Ok(()) => done.push(file),
-                    Err(e) => errors.push(format!("{file}: {e}")),
-                }
+                write(file, max);
             }
         }
-    }
-    if done.is_empty() {
-        Err(errors.join("; "))
-    } else {
-        Ok(())
     }
 }
 
