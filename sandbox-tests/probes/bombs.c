@@ -232,7 +232,8 @@ static int cpu_bomb(void)
 
 /* Park a descendant that outlives us: it carries the marker in its argv (inherited) and lives
  * at most 30 s even if nobody kills it. Reports when it is in place. */
-static int survivor(int daemonize)
+/* Fork the descendant; returns 0 once it reported in, else the probe's exit code. */
+static int park_descendant(int daemonize)
 {
     if (!*P.marker)
         return perror_("marker= parameter missing");
@@ -254,6 +255,14 @@ static int survivor(int daemonize)
         signal(SIGTERM, SIG_IGN);
         prctl(PR_SET_PDEATHSIG, 0);
         prctl(PR_SET_NAME, "stockade-surviv");
+        /* do not hold the battery's output pipes open */
+        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        for (int fd = 0; fd <= 2; fd++) {
+            if (devnull >= 0)
+                dup2(devnull, fd);
+            else
+                close(fd);
+        }
         (void)!write(p[1], "x", 1);
         close(p[0]);
         close(p[1]);
@@ -268,11 +277,34 @@ static int survivor(int daemonize)
         waitpid(pid, NULL, 0);
     if (n != 1)
         return denied("the descendant never reported in");
+    return 0;
+}
+
+static int survivor(int daemonize)
+{
+    int rc = park_descendant(daemonize);
+    if (rc != 0)
+        return rc;
     return escaped("left a %s descendant behind (marker in argv)",
                    daemonize ? "double-forked setsid" : "orphaned");
 }
 static int survive_daemon(void) { return survivor(1); }
 static int survive_orphan(void) { return survivor(0); }
+
+/* The runtime itself dies (the battery SIGKILLs it once READY is printed): its sandbox must
+ * still die with it (PR_SET_PDEATHSIG, pid-namespace init, cgroup). Natively the battery kills
+ * the probe and the daemon lives on. */
+static int survive_runtime_kill(void)
+{
+    int rc = park_descendant(1);
+    if (rc != 0)
+        return rc;
+    printf("%s: READY descendant in place, waiting to be killed\n", probe_name);
+    fflush(stdout);
+    for (int i = 0; i < 30; i++)
+        sleep(1);
+    return perror_("was not killed within 30 s");
+}
 
 const struct probe bomb_probes[] = {
     {"fork-bomb", "bombs", "fork until a limit (cap fork_max)", fork_bomb},
@@ -283,5 +315,6 @@ const struct probe bomb_probes[] = {
     {"cpu-bomb", "bombs", "spin 16 threads for 2 s; share above cpu_max", cpu_bomb},
     {"survive-daemon", "survival", "double fork + setsid descendant outliving the run", survive_daemon},
     {"survive-orphan", "survival", "orphaned descendant ignoring SIGHUP/SIGTERM", survive_orphan},
+    {"survive-runtime-kill", "survival", "descendant outliving a SIGKILL of the runtime", survive_runtime_kill},
     {0},
 };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::fixtures::{BombCaps, Fixtures};
 use crate::rules::{judge_native, judge_sandboxed, rule_for, Expected, Judgement, Rule};
-use crate::run::{run, RunOutput, Via};
+use crate::run::{run, run_kill_on, RunOutput, Via};
 
 /// How to launch a command in the sandbox under test.
 #[derive(Debug, Clone)]
@@ -184,7 +184,14 @@ pub fn run_battery(cfg: &Config, mut progress: impl FnMut(&Outcome)) -> Result<R
         let mut cmd: Vec<OsString> = vec![cfg.probe.clone().into(), p.name.clone().into()];
         cmd.extend(fx.probe_args());
 
-        let native_out = run(&cmd, Via::Native, cfg.timeout);
+        let launch = |argv: &[OsString], via: Via| {
+            if rule == Rule::SurvivalAfterKill {
+                run_kill_on(argv, via, cfg.timeout, "READY")
+            } else {
+                run(argv, via, cfg.timeout)
+            }
+        };
+        let native_out = launch(&cmd, Via::Native);
         let survivors = settle_and_reap(rule, &fx.marker);
         let native = judge_native(rule, &native_out, survivors);
 
@@ -200,11 +207,7 @@ pub fn run_battery(cfg: &Config, mut progress: impl FnMut(&Outcome)) -> Result<R
                     };
                     std::thread::spawn(move || boost_autogroup(&find))
                 });
-                let out = run(
-                    &s.command(cmd.clone(), Some(&pid_file)),
-                    Via::Wrapped,
-                    cfg.timeout,
-                );
+                let out = launch(&s.command(cmd.clone(), Some(&pid_file)), Via::Wrapped);
                 let survivors = settle_and_reap(rule, &fx.marker);
                 let mut j = judge_sandboxed(rule, &out, survivors, cfg.expected);
                 if let Some(Err(e)) = boost.map(|h| h.join().unwrap_or(Err("panicked".into()))) {
@@ -358,7 +361,7 @@ fn exclusive_lock() -> Result<nix::fcntl::Flock<std::fs::File>, String> {
 /// Survivors of a run are looked for after a short settling time (a descendant may still be
 /// between fork and exec of its marker-bearing image), then killed.
 fn settle_and_reap(rule: Rule, marker: &str) -> usize {
-    if rule == Rule::Survival {
+    if matches!(rule, Rule::Survival | Rule::SurvivalAfterKill) {
         std::thread::sleep(Duration::from_millis(300));
     }
     crate::host::reap_marked(marker)

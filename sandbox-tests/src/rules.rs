@@ -35,6 +35,10 @@ pub enum Rule {
     /// Native: a marked descendant is alive after the probe exited. Sandboxed: none is alive
     /// after `stockade exec` returned.
     Survival,
+    /// As [`Rule::Survival`], but the battery SIGKILLs its direct child (natively the probe,
+    /// sandboxed the runtime) once the probe printed READY: the sandbox must die with its
+    /// runtime.
+    SurvivalAfterKill,
 }
 
 /// The rule for a probe name.
@@ -57,6 +61,7 @@ pub fn rule_for(name: &str) -> Rule {
         // the probe measures its share itself (errno=QUOTA) or reports the limit's signal
         "cpu-bomb" => bomb(&["QUOTA", "SIGXCPU", "SIGKILL"], &[SIGXCPU, SIGKILL], false),
         "survive-daemon" | "survive-orphan" => Rule::Survival,
+        "survive-runtime-kill" => Rule::SurvivalAfterKill,
         _ => Rule::Standard,
     }
 }
@@ -110,6 +115,13 @@ pub fn judge_native(rule: Rule, out: &RunOutput, survivors: usize) -> Judgement 
         return j;
     }
     match (&out.ending, rule) {
+        (_, Rule::SurvivalAfterKill) if survivors > 0 => Judgement::Good(format!(
+            "{survivors} marked descendant(s) outlived the killed probe"
+        )),
+        (_, Rule::SurvivalAfterKill) => Judgement::Bad(format!(
+            "no marked descendant after killing the probe: {}",
+            out.summary()
+        )),
         (Ending::Exited(0), Rule::Survival) if survivors == 0 => {
             Judgement::Bad("no marked descendant found after the run".into())
         }
@@ -140,7 +152,7 @@ pub fn judge_sandboxed(rule: Rule, out: &RunOutput, survivors: usize, exp: Expec
             ref e => Judgement::Error(format!("{e}, not SIGSYS: {line}")),
         },
         Rule::Bomb(b) => judge_bomb(b, out, &line, exp),
-        Rule::Survival => {
+        Rule::Survival | Rule::SurvivalAfterKill => {
             if survivors > 0 {
                 Judgement::Bad(format!("{survivors} marked process(es) outlived the run"))
             } else {
@@ -267,5 +279,10 @@ mod tests {
         assert!(!judge_native(r, &out(Ending::Exited(0), "ESCAPED"), 0).is_good());
         assert!(judge_sandboxed(r, &out(Ending::Exited(0), "ESCAPED"), 0, NONE).is_good());
         assert!(!judge_sandboxed(r, &out(Ending::Exited(0), "ESCAPED"), 2, NONE).is_good());
+        let k = rule_for("survive-runtime-kill");
+        assert!(judge_native(k, &out(Ending::Signaled(9), "READY"), 1).is_good());
+        assert!(!judge_native(k, &out(Ending::Signaled(9), "READY"), 0).is_good());
+        assert!(judge_sandboxed(k, &out(Ending::Signaled(9), "READY"), 0, NONE).is_good());
+        assert!(!judge_sandboxed(k, &out(Ending::Signaled(9), "READY"), 1, NONE).is_good());
     }
 }

@@ -126,6 +126,16 @@ fn drain(rx: &mpsc::Receiver<Vec<u8>>, grace: Duration) -> String {
 /// Run `argv` with stdin from /dev/null, in its own process group (so a timeout can kill a
 /// whole native bomb), with a deadline.
 pub fn run(argv: &[OsString], via: Via, timeout: Duration) -> RunOutput {
+    run_inner(argv, via, timeout, None)
+}
+
+/// Like [`run`], but SIGKILL the direct child (only it: the runtime, or natively the probe)
+/// as soon as its stdout contains `token`. Models the runtime dying under a running sandbox.
+pub fn run_kill_on(argv: &[OsString], via: Via, timeout: Duration, token: &str) -> RunOutput {
+    run_inner(argv, via, timeout, Some(token))
+}
+
+fn run_inner(argv: &[OsString], via: Via, timeout: Duration, kill_on: Option<&str>) -> RunOutput {
     let start = Instant::now();
     let Some((prog, args)) = argv.split_first() else {
         return RunOutput {
@@ -155,7 +165,18 @@ pub fn run(argv: &[OsString], via: Via, timeout: Duration) -> RunOutput {
     };
     let out_rx = child.stdout.take().map(reader);
     let err_rx = child.stderr.take().map(reader);
+    let mut early = Vec::new();
+    let mut killed = false;
     let ending = loop {
+        if let (Some(token), Some(rx), false) = (kill_on, &out_rx, killed) {
+            while let Ok(chunk) = rx.try_recv() {
+                early.extend_from_slice(&chunk);
+            }
+            if String::from_utf8_lossy(&early).contains(token) {
+                let _ = child.kill();
+                killed = true;
+            }
+        }
         match child.try_wait() {
             Ok(Some(status)) => break ending_of(status, via),
             Ok(None) if start.elapsed() > timeout => {
@@ -170,7 +191,8 @@ pub fn run(argv: &[OsString], via: Via, timeout: Duration) -> RunOutput {
     let grace = Duration::from_millis(150);
     RunOutput {
         ending,
-        stdout: out_rx.map(|r| drain(&r, grace)).unwrap_or_default(),
+        stdout: String::from_utf8_lossy(&early).into_owned()
+            + &out_rx.map(|r| drain(&r, grace)).unwrap_or_default(),
         stderr: err_rx.map(|r| drain(&r, grace)).unwrap_or_default(),
         elapsed: start.elapsed(),
     }
@@ -218,6 +240,18 @@ mod tests {
         let out = run(&argv, Via::Native, Duration::from_secs(10));
         assert_eq!(out.ending, Ending::Exited(3));
         assert_eq!(out.summary(), "hello");
+    }
+
+    #[test]
+    fn run_kill_on_kills_at_the_token() {
+        let argv: Vec<OsString> = ["sh", "-c", "echo READY; sleep 5; echo late"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        let out = run_kill_on(&argv, Via::Native, Duration::from_secs(10), "READY");
+        assert_eq!(out.ending, Ending::Signaled(9));
+        assert!(out.elapsed < Duration::from_secs(4), "{out:?}");
+        assert_eq!(out.summary(), "READY");
     }
 
     #[test]
