@@ -366,6 +366,86 @@ static int inherited_fd(void)
     return denied("fd %d is open but is not the battery's secret", P.secret_fd);
 }
 
+/* Any descriptor beyond 0/1/2 at start: the runtime must close everything it does not hand
+ * over (the battery leaves an inheritable secret fd open to make the native control hold). */
+static int extra_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return perror_("opendir /proc/self/fd: %s", strerror(errno));
+    char list[256] = "";
+    size_t off = 0;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        int fd = atoi(de->d_name);
+        if (de->d_name[0] == '.' || fd <= 2 || fd == dirfd(d))
+            continue;
+        char path[64], target[128] = "";
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t len = readlink(path, target, sizeof target - 1);
+        if (len > 0)
+            target[len] = 0;
+        n++;
+        if (off < sizeof list - 32)
+            off += (size_t)snprintf(list + off, sizeof list - off, " %d->%.40s", fd, target);
+    }
+    closedir(d);
+    if (n)
+        return escaped("%d inherited descriptor(s):%s", n, list);
+    return denied("only 0, 1, 2 are open");
+}
+
+/* Descriptors of another process reopened through /proc/PID/fd (the "Leaky Vessels" class:
+ * a runtime fd to a host directory left reachable from inside). Targets: pid 1 as seen by the
+ * probe (inside the sandbox, the runtime's init), else the battery. Pipes, sockets, anonymous
+ * inodes and /dev/null are not counted. */
+static int proc_fds_of(const char *pid, char *found, size_t len)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%s/fd", pid);
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[384], target[128] = "";
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        ssize_t l = readlink(path, target, sizeof target - 1);
+        if (l > 0)
+            target[l] = 0;
+        if (strncmp(target, "pipe:", 5) == 0 || strncmp(target, "socket:", 7) == 0 ||
+            strncmp(target, "anon_inode:", 11) == 0 || strcmp(target, "/dev/null") == 0)
+            continue;
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd >= 0) {
+            close(fd);
+            if (n++ == 0)
+                snprintf(found, len, "%.100s -> %.100s", path, target);
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+static int proc_fds(void)
+{
+    char found[300] = "", who[32];
+    int n = proc_fds_of("1", found, sizeof found);
+    int e1 = errno;
+    if (n <= 0 && P.harness > 0) {
+        snprintf(who, sizeof who, "%ld", P.harness);
+        n = proc_fds_of(who, found, sizeof found);
+    }
+    if (n > 0)
+        return escaped("reopened %d descriptor(s) of another process, e.g. %s", n, found);
+    return denied("no descriptor of pid 1 or the battery could be reopened (%s)",
+                  n < 0 ? strerror(e1) : "none");
+}
+
 static int write_in(const char *dir)
 {
     char path[128];
@@ -425,6 +505,8 @@ const struct probe file_probes[] = {
     {"read-shadow", "secrets", "read /etc/shadow", shadow},
     {"runtime-environ", "secrets", "read /proc/<battery>/environ", environ_},
     {"inherited-fd", "secrets", "read the battery's secret through an inherited fd", inherited_fd},
+    {"extra-fds", "secrets", "any descriptor beyond 0/1/2 open at start", extra_fds},
+    {"proc-fds-reopen", "secrets", "reopen pid 1's (or the battery's) files via /proc/PID/fd", proc_fds},
     {"write-root", "fs-write", "create a file in /", write_root},
     {"write-etc", "fs-write", "create a file in /etc", write_etc},
     {"write-usr", "fs-write", "create a file in /usr/bin", write_usr},
