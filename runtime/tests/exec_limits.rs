@@ -8,12 +8,7 @@ use std::path::Path;
 
 #[test]
 fn memory_limit_oom_kills_and_is_reported() {
-    if !require(is_root(), "the cgroup memory limit needs root mode here")
-        || !require(
-            Path::new("/usr/bin/python3").exists(),
-            "python3 allocates the memory",
-        )
-    {
+    if !require(is_root(), "the cgroup memory limit needs root mode here") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -21,27 +16,15 @@ fn memory_limit_oom_kills_and_is_reported() {
         dir.path(),
         "version = 1\n[resources]\nmemory_max = \"48M\"\n",
     );
-    let rep = dir.path().join("r.json");
-    let o = stockade(
-        &[
-            "exec",
-            "--report",
-            rep.to_str().unwrap(),
-            "--policy",
-            &pol,
-            "--",
-            "/usr/bin/python3",
-            "-c",
-            "x = bytearray(200 * 1024 * 1024); print('survived')",
-        ],
-        b"",
+    // The shell keeps 200 MB of command substitution output in memory.
+    let (o, r) = with_report(
+        &["--policy", &pol],
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
     );
-    assert_eq!(code(&o), 137, "{}", err(&o));
-    assert!(!out(&o).contains("survived"));
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(rep).unwrap()).unwrap();
+    assert!(!out(&o).contains("survived"), "{}", err(&o));
     assert!(r["limits_hit"]["oom_kills"].as_u64().unwrap() >= 1, "{r}");
-    assert_eq!(r["exit"]["signal"], 9);
+    assert_eq!(r["exit"]["signal"], 9, "{r}");
+    assert_eq!(code(&o), 137);
 }
 
 #[test]
@@ -152,7 +135,7 @@ fn killing_the_runtime_kills_the_sandbox() {
         .arg(format!("sleep {marker} & sleep {marker}"))
         .spawn()
         .unwrap();
-    for _ in 0..300 {
+    for _ in 0..1000 {
         if pf.exists() {
             break;
         }
@@ -171,7 +154,7 @@ fn killing_the_runtime_kills_the_sandbox() {
             .count()
     };
     let mut left = alive();
-    for _ in 0..100 {
+    for _ in 0..500 {
         if left == 0 {
             break;
         }

@@ -191,3 +191,27 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn invalid_values_carry_their_line() {
+    let text = "version = 1\n\n[resources]\n# comment\npids_max = 8\nmemory_max = \"lots\"\n";
+    match parse_policy(text) {
+        Err(e @ SandboxPolicyError::Invalid { .. }) => {
+            assert_eq!(
+                e.to_string(),
+                "invalid value for `resources.memory_max` (line 6)"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(locate_key(text, "resources.pids_max"), Some(5));
+    assert_eq!(locate_key(text, "version"), Some(1));
+    assert_eq!(locate_key(text, "network.mode"), None);
+    assert_eq!(
+        locate_key(
+            "version = 1\nlayers.min_landlock_abi = 3\n",
+            "layers.min_landlock_abi"
+        ),
+        Some(2)
+    );
+}

@@ -21,20 +21,22 @@ pub mod cgroup;
 pub mod child;
 pub mod landlock;
 pub mod mounts;
+mod program;
 pub mod report;
 pub mod seccomp;
 pub mod uid;
 
 use crate::sys::{self, Forked};
+pub use program::Program;
 use report::{ExitInfo, LayerReport, LayerStatus, LimitsHit, Report, REPORT_SCHEMA};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use stockade_policy::sandbox::{Degradation, ValidatedSandboxPolicy};
 
 /// Every step of a launch, named in errors and reports.
@@ -183,90 +185,6 @@ pub enum LaunchError {
 
 fn setup(step: LaunchStep) -> impl FnOnce(io::Error) -> LaunchError {
     move |cause| LaunchError::Setup { step, cause }
-}
-
-/// The program to run: opened once on the host, executed from the descriptor.
-#[derive(Debug)]
-pub struct Program {
-    /// The path it was opened at (for messages only).
-    pub path: PathBuf,
-    /// The open file (O_RDONLY, close-on-exec).
-    pub fd: OwnedFd,
-    /// Starts with `#!`.
-    pub is_script: bool,
-}
-
-impl Program {
-    /// Resolve `name` like `execvp` would (a name with a slash is a path; otherwise each entry of
-    /// `search_path` in order), open it, and check that it is an executable regular file.
-    pub fn open(name: &str, search_path: &str) -> Result<Program, LaunchError> {
-        let candidates: Vec<PathBuf> = if name.contains('/') {
-            vec![PathBuf::from(name)]
-        } else {
-            search_path
-                .split(':')
-                .filter(|d| !d.is_empty())
-                .map(|d| Path::new(d).join(name))
-                .collect()
-        };
-        let mut last_denied = None;
-        for path in candidates {
-            let c = CString::new(path.as_os_str().as_encoded_bytes())
-                .map_err(|_| LaunchError::NotFound { path: path.clone() })?;
-            // O_RDONLY so a `#!` line can be read; an execute-only file falls back to O_PATH
-            // (then it cannot be a script: the interpreter could not read it either).
-            let fd = match sys::open(&c, libc::O_RDONLY).or_else(|e| match e.raw_os_error() {
-                Some(libc::EACCES) => sys::open(&c, libc::O_PATH),
-                _ => Err(e),
-            }) {
-                Ok(fd) => fd,
-                Err(e)
-                    if e.raw_os_error() == Some(libc::ENOENT)
-                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
-                {
-                    continue
-                }
-                Err(cause) => {
-                    last_denied = Some(LaunchError::CannotExecute { path, cause });
-                    continue;
-                }
-            };
-            let mode = sys::fstat_mode(fd.as_fd()).map_err(|cause| LaunchError::CannotExecute {
-                path: path.clone(),
-                cause,
-            })?;
-            if mode & libc::S_IFMT != libc::S_IFREG {
-                last_denied = Some(LaunchError::CannotExecute {
-                    path,
-                    cause: io::Error::from_raw_os_error(libc::EACCES),
-                });
-                continue;
-            }
-            if let Err(cause) = sys::can_execute(fd.as_fd()) {
-                last_denied = Some(LaunchError::CannotExecute { path, cause });
-                continue;
-            }
-            let mut magic = [0u8; 2];
-            let is_script = std::os::unix::fs::FileExt::read_exact_at(
-                &fs::File::from(fd.try_clone().map_err(|cause| LaunchError::CannotExecute {
-                    path: path.clone(),
-                    cause,
-                })?),
-                &mut magic,
-                0,
-            )
-            .is_ok()
-                && &magic == b"#!";
-            return Ok(Program {
-                path,
-                fd,
-                is_script,
-            });
-        }
-        Err(last_denied.unwrap_or(LaunchError::NotFound {
-            path: PathBuf::from(name),
-        }))
-    }
 }
 
 /// Everything a launch needs. Only a validated policy is accepted.
@@ -508,7 +426,28 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
     }
     layers.push(LayerReport::full(
         "filesystem",
-        json!({"root": "tmpfs, read-only", "read_only": plan.steps.len(), "skipped_missing": plan.skipped, "tmp_size": plan.tmp.0, "tmp_inodes": plan.tmp.1, "proc": plan.proc, "sys": plan.sys, "package": spec.package_dir}),
+        json!({
+            "root": "tmpfs, read-only",
+            "read_only": plan.steps.iter().filter_map(|s| match s {
+                mounts::MountStep::BindRo { target, .. } => Some(target.as_str()),
+                _ => None,
+            }).collect::<Vec<_>>(),
+            "writable": plan.steps.iter().filter_map(|s| match s {
+                mounts::MountStep::BindRw { target, .. } => Some(target.as_str()),
+                _ => None,
+            }).collect::<Vec<_>>(),
+            "symlinks": plan.steps.iter().filter_map(|s| match s {
+                mounts::MountStep::Symlink { target, points_to } => Some(format!("{target} -> {points_to}")),
+                _ => None,
+            }).collect::<Vec<_>>(),
+            "generated": plan.files.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+            "skipped_missing": plan.skipped,
+            "tmp": {"size": plan.tmp.0, "inodes": plan.tmp.1, "flags": "nosuid,nodev,noexec"},
+            "proc": if plan.proc { json!({"masked_files": mounts::PROC_MASKED_FILES, "masked_dirs": mounts::PROC_MASKED_DIRS, "read_only": mounts::PROC_READ_ONLY}) } else { json!(false) },
+            "dev": mounts::DEV_NODES,
+            "sys": plan.sys,
+            "package": spec.package_dir,
+        }),
     ));
     layers.push(LayerReport::full(
         "seccomp",

@@ -4,7 +4,8 @@
 //! A fresh tmpfs becomes `/` (read-only once built). On it: the policy's read-only host paths
 //! (bind mounts, recursive, made read-only/nosuid/nodev with `mount_setattr(AT_RECURSIVE)` so
 //! submounts are covered too and the flags the kernel locked in our user namespace never have to
-//! be repeated); host symlinks such as merged-/usr `/bin -> usr/bin` recreated as symlinks; the
+//! be repeated; before 5.12, a `MS_REMOUNT|MS_BIND` that repeats the locked flags read back with
+//! `statvfs`); host symlinks such as merged-/usr `/bin -> usr/bin` recreated as symlinks; the
 //! package at `/plugin` read-only; generated `/etc/passwd`, `/etc/group`, `/etc/hostname`,
 //! `/etc/hosts`; a size- and inode-limited tmpfs at `/tmp` (nosuid, nodev, noexec); a fresh
 //! `/proc` of the new pid namespace with host-revealing files masked and kernel tunables
@@ -296,7 +297,59 @@ fn bind(source: &str, target: &str, attrs: u64) -> io::Result<()> {
         libc::MS_BIND | libc::MS_REC,
         None,
     )?;
-    sys::mount_setattr(&t, true, attrs, 0)
+    set_attrs(&t, true, attrs)
+}
+
+/// Add mount attributes (`mount_setattr`, or the remount fallback on kernels without it).
+fn set_attrs(target: &std::ffi::CStr, recursive: bool, attrs: u64) -> io::Result<()> {
+    match sys::mount_setattr(target, recursive, attrs, 0) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => remount_bind(target, attrs),
+        r => r,
+    }
+}
+
+/// `MOUNT_ATTR_*` → `MS_*` for the attributes we set.
+pub fn ms_flags_for(attrs: u64) -> libc::c_ulong {
+    [
+        (libc::MOUNT_ATTR_RDONLY, libc::MS_RDONLY),
+        (libc::MOUNT_ATTR_NOSUID, libc::MS_NOSUID),
+        (libc::MOUNT_ATTR_NODEV, libc::MS_NODEV),
+        (libc::MOUNT_ATTR_NOEXEC, libc::MS_NOEXEC),
+    ]
+    .iter()
+    .filter(|(a, _)| attrs & a != 0)
+    .fold(0, |acc, (_, m)| acc | m)
+}
+
+/// `ST_*` (statvfs) → `MS_*`: the flags a user namespace locks on a mount and that a remount must
+/// repeat, or the kernel answers EPERM.
+pub fn locked_ms_flags(st_flags: u64) -> libc::c_ulong {
+    [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+    ]
+    .iter()
+    .filter(|(st, _)| st_flags & st != 0)
+    .fold(0, |acc, (_, m)| acc | m)
+}
+
+/// Kernels before 5.12 have no `mount_setattr`: remount the bind itself with the requested flags
+/// plus the locked ones read back with `statvfs`. Only the top mount is changed (submounts of a
+/// recursive bind keep their flags), which is why `mount_setattr` is preferred.
+fn remount_bind(target: &std::ffi::CStr, attrs: u64) -> io::Result<()> {
+    let flags = ms_flags_for(attrs) | locked_ms_flags(sys::statvfs_flags(target)?);
+    sys::mount(
+        None,
+        target,
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | flags,
+        None,
+    )
 }
 
 fn tmpfs(target: &str, flags: libc::c_ulong, opts: &str) -> io::Result<()> {
@@ -393,7 +446,7 @@ pub fn apply(
         .and_then(|_| sys::chdir(c"/"))
         .map_err(at(LaunchStep::PivotRoot))?;
     // Only the root mount itself: /tmp and writable binds stay writable.
-    sys::mount_setattr(c"/", false, RO, 0).map_err(at(LaunchStep::RootReadOnly))?;
+    set_attrs(c"/", false, RO).map_err(at(LaunchStep::RootReadOnly))?;
     Ok(Applied { stage, missing_dev })
 }
 
@@ -435,7 +488,7 @@ fn build_dev(dev: &str) -> io::Result<Vec<String>> {
         symlink(format!("/proc/self/fd/{i}"), format!("{dev}/{name}"))?;
     }
     // The tmpfs itself read-only: no new nodes, files or sockets in /dev.
-    sys::mount_setattr(&cstr(dev)?, false, libc::MOUNT_ATTR_RDONLY, 0)?;
+    set_attrs(&cstr(dev)?, false, libc::MOUNT_ATTR_RDONLY)?;
     Ok(missing)
 }
 
@@ -515,6 +568,17 @@ mod tests {
         ));
         assert_eq!(p.tmp, (16 << 20, 1024));
         assert!(p.proc && !p.sys);
+    }
+
+    #[test]
+    fn remount_fallback_repeats_locked_flags() {
+        let locked = locked_ms_flags(libc::ST_NOSUID | libc::ST_NODEV | libc::ST_RELATIME);
+        assert_eq!(locked, libc::MS_NOSUID | libc::MS_NODEV | libc::MS_RELATIME);
+        assert_eq!(
+            ms_flags_for(RO),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV
+        );
+        assert_eq!(ms_flags_for(0), 0);
     }
 
     #[test]

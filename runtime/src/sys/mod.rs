@@ -547,3 +547,13 @@ pub fn reset_signal_dispositions() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The mount flags (`ST_*` from `statvfs`) of the filesystem at `path`.
+pub fn statvfs_flags(path: &CStr) -> io::Result<u64> {
+    // SAFETY: `st` is a valid zero-initialised out-pointer; `path` a valid C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        check(libc::statvfs(path.as_ptr(), &mut st))?;
+        Ok(st.f_flag)
+    }
+}
