@@ -239,7 +239,6 @@ pub fn run_battery(cfg: &Config, mut progress: impl FnMut(&Outcome)) -> Result<R
             "{left} marked process(es) were still alive at the end"
         ));
     }
-    let _ = fx.secret_fd();
     Ok(Report {
         outcomes,
         host_problems,

@@ -52,7 +52,8 @@ pub struct Fixtures {
     _udp4: Option<UdpSocket>,
     _abstract: UnixListener,
     _path: UnixListener,
-    secret_file: File,
+    // held open (inheritable) for the whole run: the probes aim at it
+    _secret_file: File,
     sibling: Child,
     dir: PathBuf,
     pid_path: PathBuf,
@@ -142,7 +143,7 @@ impl Fixtures {
             _udp4: udp4,
             _abstract: abs,
             _path: path,
-            secret_file,
+            _secret_file: secret_file,
             sibling,
             dir,
             // in the world-writable temp dir: a rootless `stockade exec` must be able to write it
@@ -165,11 +166,6 @@ impl Fixtures {
     /// Where `stockade exec --pid-file` writes the sandboxed probe's host pid.
     pub fn pid_file(&self) -> PathBuf {
         self.pid_path.clone()
-    }
-
-    /// The inheritable secret fd (kept open while the battery runs).
-    pub fn secret_fd(&self) -> i32 {
-        self.secret_file.as_raw_fd()
     }
 }
 
