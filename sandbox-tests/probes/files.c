@@ -420,7 +420,7 @@ static int proc_fds_of(const char *pid, char *found, size_t len)
         if (strncmp(target, "pipe:", 5) == 0 || strncmp(target, "socket:", 7) == 0 ||
             strncmp(target, "anon_inode:", 11) == 0 || strcmp(target, "/dev/null") == 0)
             continue;
-        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
         if (fd >= 0) {
             close(fd);
             if (n++ == 0)
