@@ -219,6 +219,10 @@ pub struct VerifyArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub trust: TrustArgs,
+    /// After a successful verification, move the verified, extracted tree to DIR (which must not
+    /// exist; its parent must). The tree is exactly the signed file map, nothing else.
+    #[arg(long, value_name = "DIR")]
+    pub extract_to: Option<PathBuf>,
 }
 
 /// `stockade inspect`

@@ -570,3 +570,52 @@ fn developer_sanity_check_without_trust_dir_in_warn_mode() {
         78
     );
 }
+
+#[test]
+fn extract_to_moves_exactly_the_verified_tree_into_place() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let r = fx.verify(&pkg, &["--extract-to", "out"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let out = fx.path("out");
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["entrypoint", "manifest.json"]);
+    // Readable and traversable by the sandbox's unprivileged uid.
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755);
+    assert_eq!(
+        std::fs::read(out.join("entrypoint")).unwrap(),
+        std::fs::read(fx.hello_dir().join("entrypoint")).unwrap()
+    );
+
+    // An existing destination is refused (73) and left as it was.
+    let again = fx.verify(&pkg, &["--extract-to", "out"]);
+    assert_fail(&again, 73, "extract_to_exists");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
+}
+
+#[test]
+fn extract_to_leaves_nothing_when_verification_fails() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let mut bytes = std::fs::read(fx.path(&pkg)).unwrap();
+    let needle = b"payload.tar.gz";
+    let hdr = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    bytes[hdr + 512 + 20] ^= 0xff;
+    std::fs::write(fx.path("t.stockade"), &bytes).unwrap();
+    let before: Vec<_> = std::fs::read_dir(fx.dir()).unwrap().collect();
+    let r = fx.verify("t.stockade", &["--extract-to", "out"]);
+    assert_fail(&r, 86, "file_map.payload_digest");
+    assert!(!fx.path("out").exists());
+    // No staging directory left behind next to the destination either.
+    let after: Vec<_> = std::fs::read_dir(fx.dir()).unwrap().collect();
+    assert_eq!(before.len(), after.len());
+}

@@ -1,6 +1,7 @@
 //! `stockade verify FILE [--trust DIR] [--pub KEY.pub] [--trust-mode M] [--state-dir DIR]`:
 //! run the whole fail-closed pipeline (`package::verify`) and print its report. The extracted
-//! copy is private and removed when the command ends; no plugin code is run.
+//! copy is private and removed when the command ends, unless `--extract-to DIR` asks for it to be
+//! moved into place; no plugin code is run either way.
 
 use crate::cli::VerifyArgs;
 use crate::error::CmdError;
@@ -8,9 +9,11 @@ use crate::exit::Exit;
 use crate::keyfile::{load_public, unix_now};
 use crate::node::NodeIdentity;
 use crate::output::Output;
-use crate::package::open_verified;
 use crate::package::report::{Report, StepStatus};
+use crate::package::{open_verified_in, VerifiedPackage};
 use crate::trustdir::{TrustConfig, TrustMode};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use stockade_policy::capability::Capability;
 
 /// Load the trust configuration from the shared trust flags.
@@ -114,10 +117,53 @@ pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
     let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
     })?;
-    let pkg = open_verified(&a.file, &cfg, &node, unix_now()).map_err(|e| {
+    // Extract next to the destination so that moving the tree into place is a rename on one
+    // filesystem: either the whole verified tree appears at DIR or nothing does.
+    let work_parent = match &a.extract_to {
+        Some(dest) => {
+            let parent = dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+            if dest.symlink_metadata().is_ok() {
+                return Err(CmdError::msg(
+                    Exit::CantCreate,
+                    "extract_to_exists",
+                    format!("{} already exists", dest.display()),
+                )
+                .hint("pass a path that does not exist yet"));
+            }
+            parent
+        }
+        None => std::env::temp_dir(),
+    };
+    let pkg = open_verified_in(&a.file, &cfg, &node, unix_now(), &work_parent).map_err(|e| {
         let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
         CmdError::new(exit, kind, e).hint(hint)
     })?;
-    out.emit(&pkg.report, render);
+    if let Some(dest) = &a.extract_to {
+        let report = pkg.report.clone();
+        move_into_place(pkg, dest)?;
+        out.emit(&report, render);
+        out.note(format!("verified tree extracted to {}", dest.display()));
+    } else {
+        out.emit(&pkg.report, render);
+    }
     Ok(Exit::Ok)
+}
+
+/// Move the private 0700 extraction directory to `dest` and open it up to 0755, so that the
+/// sandboxed plugin's unprivileged uid can read what was verified (files keep the fixed 0644/0755
+/// modes extraction gave them). On any failure the extracted copy is removed.
+fn move_into_place(pkg: VerifiedPackage, dest: &Path) -> Result<(), CmdError> {
+    let tmp = pkg.dir.keep();
+    let moved = std::fs::rename(&tmp, dest)
+        .and_then(|()| std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755)));
+    if let Err(e) = moved {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(CmdError::new(Exit::CantCreate, "extract_to", e)
+            .hint("check that the destination's parent directory exists and is writable"));
+    }
+    Ok(())
 }
