@@ -4,8 +4,8 @@
 //! when the sandbox stops (RAII: also on every error path).
 //!
 //! ## What `cgroups-rs` does and what stays by hand
-//! The control-file work goes through `cgroups-rs` (`cgroups_rs::fs`): creating the group
-//! (`Cgroup::create` on v1, the controller's `create` on v2), the limits (`MemController::
+//! The control-file work goes through `cgroups-rs` 0.3: creating the group (`Cgroup::create` on
+//! v1; on v2 the one directory is made by hand, see `create_v2`), the limits (`MemController::
 //! set_limit` / `set_memswap_limit`, `PidController::set_pid_max`, `CpuController::
 //! set_cfs_quota_and_period`), joining (`Cgroup::add_task_by_tgid`, which writes `cgroup.procs`,
 //! so every thread moves), the counters (`memory_stat`, `memswap`, `get_pid_events`, `cpu`),
@@ -27,11 +27,11 @@
 //! reading v2 `memory.events` (no accessor), the v1 kill loop (the crate's `kill` is v2-only),
 //! and sweeping stale groups of killed runtimes (no child listing in the crate).
 
-use cgroups_rs::fs::cpu::CpuController;
-use cgroups_rs::fs::memory::MemController;
-use cgroups_rs::fs::pid::PidController;
-use cgroups_rs::fs::{Cgroup as CrateCgroup, Controller, Hierarchy, MaxValue, Subsystem};
+use cgroups_rs::cpu::CpuController;
+use cgroups_rs::memory::MemController;
+use cgroups_rs::pid::PidController;
 use cgroups_rs::CgroupPid;
+use cgroups_rs::{Cgroup as CrateCgroup, Controller, Hierarchy, MaxValue, Subsystem};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -89,14 +89,14 @@ pub enum CgroupError {
         path: PathBuf,
         /// The crate's error.
         #[source]
-        source: cgroups_rs::fs::error::Error,
+        source: cgroups_rs::error::Error,
     },
     /// A limit does not fit the control file's signed 64-bit value.
     #[error("cgroup limit {0} is out of range")]
     OutOfRange(u64),
 }
 
-fn crate_at(path: &Path) -> impl FnOnce(cgroups_rs::fs::error::Error) -> CgroupError + '_ {
+fn crate_at(path: &Path) -> impl FnOnce(cgroups_rs::error::Error) -> CgroupError + '_ {
     move |source| CgroupError::Crate {
         path: path.to_path_buf(),
         source,
@@ -245,25 +245,13 @@ impl Hierarchy for OwnHierarchy {
         // is the directory the group's path is appended to.
         let mut subs = Vec::new();
         if let Some(p) = &self.memory {
-            subs.push(Subsystem::Mem(MemController::new(
-                p.clone(),
-                p.clone(),
-                self.v2,
-            )));
+            subs.push(Subsystem::Mem(MemController::new(p.clone(), self.v2)));
         }
         if let Some(p) = &self.pids {
-            subs.push(Subsystem::Pid(PidController::new(
-                p.clone(),
-                p.clone(),
-                self.v2,
-            )));
+            subs.push(Subsystem::Pid(PidController::new(p.clone(), self.v2)));
         }
         if let Some(p) = &self.cpu {
-            subs.push(Subsystem::Cpu(CpuController::new(
-                p.clone(),
-                p.clone(),
-                self.v2,
-            )));
+            subs.push(Subsystem::Cpu(CpuController::new(p.clone(), self.v2)));
         }
         subs
     }
@@ -463,14 +451,9 @@ impl Cgroup {
             not_applied,
             removed: false,
         };
-        // Every v2 subsystem shares the one directory: creating it through the first is enough
-        // (see above for why not `Cgroup::create`).
-        let first = cg
-            .cg
-            .subsystems()
-            .first()
-            .ok_or(CgroupError::Missing("memory"))?;
-        first.to_controller().create().map_err(crate_at(&d))?;
+        // Every v2 subsystem shares the one directory, made by hand: the crate's controller
+        // `create()` returns `()` and only logs a failure (cgroups-rs 0.3), and we must fail closed.
+        fs::create_dir(&d).map_err(io_at(&d))?;
         let mem = cg.mem().ok_or(CgroupError::Missing("memory"))?;
         let m = match r.memory_max.max() {
             Some(v) => to_i64(v)?,
