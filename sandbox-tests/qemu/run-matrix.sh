@@ -1,0 +1,166 @@
+#!/bin/bash
+# run-matrix.sh: boot Debian's 6.1 kernel under qemu (TCG) from an initramfs
+# built here, run a payload command inside, stream the console, and exit with
+# the payload's status. See README.md in this directory.
+#
+# Usage:
+#   run-matrix.sh [OPTIONS] --selfcheck
+#   run-matrix.sh [OPTIONS] --stockade PATH --battery PATH --probe PATH
+#   run-matrix.sh [OPTIONS] -- COMMAND [ARGS...]     (runs in the guest)
+#
+# Options:
+#   --add HOST:GUEST   copy a host file or directory into the guest (repeatable);
+#                      dynamic ELF files bring their shared libraries along
+#   --env KEY=VALUE    set a variable for the payload (repeatable); CI is
+#                      forwarded automatically when set on the host
+#   --battery-arg ARG  extra argument for stockade-battery (repeatable)
+#   --timeout SECS     wall-clock limit for the whole VM run (default 600)
+#   --memory MB        guest memory (default 2048)
+#   --smp N            guest CPUs (default 2)
+#   --kernel PATH      boot this bzImage instead of Debian's 6.1
+#   --append ARGS      extra kernel command line arguments
+#   --cache DIR        cache for the kernel and helpers
+#                      (default ${XDG_CACHE_HOME:-$HOME/.cache}/stockade-qemu)
+#   --log FILE         console log (default: under the cache's logs/)
+#   --no-provision     never call apt-get; fail if something is missing
+#   --keep-work        keep the staging tree and initramfs (path is printed)
+#   --quiet            do not echo the console (the log is still written)
+#
+# Exit status: the payload's, or 64 usage, 69 provisioning failed, 70 build
+# failed, 120 guest kernel panic, 121 boot failure (no status reported),
+# 124 timeout.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/lib/common.sh"
+. "$HERE/lib/provision.sh"
+. "$HERE/lib/initramfs.sh"
+. "$HERE/lib/vm.sh"
+
+usage() {
+	sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
+MODE=""
+ADDS=()
+ENVS=()
+BATTERY_ARGS=()
+PAYLOAD=()
+STOCKADE="" BATTERY="" PROBE=""
+TIMEOUT=${STOCKADE_QEMU_TIMEOUT:-600}
+MEMORY=2048
+SMP=2
+KERNEL=""
+APPEND_EXTRA=""
+CACHE=${STOCKADE_QEMU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stockade-qemu}
+LOG=""
+NO_PROVISION=0
+KEEP_WORK=0
+QUIET=0
+
+need_arg() { [ $# -ge 2 ] || die $EXIT_USAGE "$1 needs a value (see --help)"; }
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--selfcheck) MODE=selfcheck ;;
+	--stockade) need_arg "$@"; STOCKADE=$2; shift ;;
+	--battery) need_arg "$@"; BATTERY=$2; shift ;;
+	--probe) need_arg "$@"; PROBE=$2; shift ;;
+	--battery-arg) need_arg "$@"; BATTERY_ARGS+=("$2"); shift ;;
+	--add) need_arg "$@"; ADDS+=("$2"); shift ;;
+	--env) need_arg "$@"; ENVS+=("$2"); shift ;;
+	--timeout) need_arg "$@"; TIMEOUT=$2; shift ;;
+	--memory) need_arg "$@"; MEMORY=$2; shift ;;
+	--smp) need_arg "$@"; SMP=$2; shift ;;
+	--kernel) need_arg "$@"; KERNEL=$2; shift ;;
+	--append) need_arg "$@"; APPEND_EXTRA=$2; shift ;;
+	--cache) need_arg "$@"; CACHE=$2; shift ;;
+	--log) need_arg "$@"; LOG=$2; shift ;;
+	--no-provision) NO_PROVISION=1 ;;
+	--keep-work) KEEP_WORK=1 ;;
+	--quiet) QUIET=1 ;;
+	-h | --help) usage; exit 0 ;;
+	--) shift; PAYLOAD=("$@"); break ;;
+	*) die $EXIT_USAGE "unknown argument: $1 (see --help)" ;;
+	esac
+	shift
+done
+
+# --- validate the command line before touching anything ---
+if [ -n "$STOCKADE$BATTERY$PROBE" ]; then
+	[ -z "$MODE" ] || die $EXIT_USAGE "--selfcheck and --stockade/--battery/--probe exclude each other"
+	[ -n "$STOCKADE" ] && [ -n "$BATTERY" ] && [ -n "$PROBE" ] ||
+		die $EXIT_USAGE "the matrix needs all three of --stockade, --battery and --probe"
+	MODE=battery
+fi
+if [ ${#PAYLOAD[@]} -gt 0 ]; then
+	[ -z "$MODE" ] || die $EXIT_USAGE "a -- COMMAND cannot be combined with --$MODE"
+	MODE=command
+fi
+[ -n "$MODE" ] || die $EXIT_USAGE "nothing to run: give --selfcheck, --stockade/--battery/--probe, or -- COMMAND"
+for n in "$TIMEOUT:--timeout" "$MEMORY:--memory" "$SMP:--smp"; do
+	case "${n%%:*}" in
+	'' | *[!0-9]* | 0) die $EXIT_USAGE "${n#*:} needs a positive integer, got '${n%%:*}'" ;;
+	esac
+done
+for a in "${ADDS[@]+"${ADDS[@]}"}"; do
+	case "$a" in
+	*:/*) ;;
+	*) die $EXIT_USAGE "--add wants HOSTPATH:/GUEST/PATH, got '$a'" ;;
+	esac
+done
+for e in "${ENVS[@]+"${ENVS[@]}"}"; do
+	case "$e" in
+	[A-Za-z_]*=*) ;;
+	*) die $EXIT_USAGE "--env wants KEY=VALUE, got '$e'" ;;
+	esac
+done
+[ -n "${CI:-}" ] && ENVS=("CI=$CI" "${ENVS[@]+"${ENVS[@]}"}")
+for f in "$STOCKADE" "$BATTERY" "$PROBE"; do
+	[ -z "$f" ] || [ -f "$f" ] || die $EXIT_USAGE "no such file: $f"
+done
+
+# --- provision ---
+mkdir -p "$CACHE"/{kernel,helpers,logs,work} || die $EXIT_UNAVAILABLE "cannot create cache $CACHE"
+provision_host_tools
+provision_kernel
+build_helpers
+
+# --- build the initramfs ---
+WORK=$(mktemp -d "$CACHE/work/run.XXXXXX") || die $EXIT_BUILD "mktemp failed"
+cleanup() { [ "$KEEP_WORK" = 1 ] && say "work dir kept: $WORK" || rm -rf "$WORK"; }
+trap cleanup EXIT
+build_start=$(date +%s)
+initramfs_begin "$WORK/root"
+for h in "$HELPERS_DIR"/*; do add_file "$h" "/usr/local/libexec/stockade-vm/$(basename "$h")"; done
+install -m 0755 "$HERE/guest/selfcheck.sh" "$STAGE/usr/local/libexec/stockade-vm/selfcheck.sh"
+install -m 0755 "$HERE/guest/battery.sh" "$STAGE/usr/local/libexec/stockade-vm/battery.sh"
+# A dynamically linked host binary for the self-check (proves the lib copying).
+add_file "$(command -v uname)" /usr/local/bin/host-uname
+for a in "${ADDS[@]+"${ADDS[@]}"}"; do add_file "${a%%:/*}" "/${a#*:/}"; done
+
+case "$MODE" in
+selfcheck)
+	PAYLOAD=(/usr/local/libexec/stockade-vm/selfcheck.sh)
+	;;
+battery)
+	add_file "$STOCKADE" /usr/local/bin/stockade
+	add_file "$BATTERY" /usr/local/bin/stockade-battery
+	add_file "$PROBE" /usr/local/bin/stockade-probe
+	PAYLOAD=(/usr/local/libexec/stockade-vm/battery.sh "${BATTERY_ARGS[@]+"${BATTERY_ARGS[@]}"}")
+	;;
+esac
+NONCE=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+printf '%s\n' "exec $(sh_quote_all "${PAYLOAD[@]}")" >"$STAGE/etc/stockade-vm/payload"
+{
+	printf 'STOCKADE_VM_NONCE=%s\n' "$NONCE"
+	printf 'STOCKADE_VM_ENV=%s\n' "$(sh_quote "$(sh_quote_all "${ENVS[@]+"${ENVS[@]}"}")")"
+} >"$STAGE/etc/stockade-vm/run.env"
+initramfs_finish "$WORK/initramfs.cpio"
+say "initramfs: $(du -h "$WORK/initramfs.cpio" | cut -f1) built in $(($(date +%s) - build_start))s; payload: ${PAYLOAD[*]}"
+
+# --- boot ---
+[ -n "$LOG" ] || LOG="$CACHE/logs/$(date -u +%Y%m%dT%H%M%SZ)-$MODE.log"
+mkdir -p "$(dirname "$LOG")"
+status=0
+run_vm "$WORK/initramfs.cpio" "$LOG" "$NONCE" || status=$?
+exit "$status"
