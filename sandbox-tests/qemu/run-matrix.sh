@@ -58,7 +58,7 @@ NO_PROVISION=0
 KEEP_WORK=0
 QUIET=0
 
-need_arg() { [ $# -ge 2 ] || die $EXIT_USAGE "$1 needs a value (see --help)"; }
+need_arg() { [ $# -ge 2 ] || die "$EXIT_USAGE" "$1 needs a value (see --help)"; }
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--selfcheck) MODE=selfcheck ;;
@@ -80,54 +80,58 @@ while [ $# -gt 0 ]; do
 	--quiet) QUIET=1 ;;
 	-h | --help) usage; exit 0 ;;
 	--) shift; PAYLOAD=("$@"); break ;;
-	*) die $EXIT_USAGE "unknown argument: $1 (see --help)" ;;
+	*) die "$EXIT_USAGE" "unknown argument: $1 (see --help)" ;;
 	esac
 	shift
 done
 
 # --- validate the command line before touching anything ---
 if [ -n "$STOCKADE$BATTERY$PROBE" ]; then
-	[ -z "$MODE" ] || die $EXIT_USAGE "--selfcheck and --stockade/--battery/--probe exclude each other"
-	[ -n "$STOCKADE" ] && [ -n "$BATTERY" ] && [ -n "$PROBE" ] ||
-		die $EXIT_USAGE "the matrix needs all three of --stockade, --battery and --probe"
+	[ -z "$MODE" ] || die "$EXIT_USAGE" "--selfcheck and --stockade/--battery/--probe exclude each other"
+	if [ -z "$STOCKADE" ] || [ -z "$BATTERY" ] || [ -z "$PROBE" ]; then
+		die "$EXIT_USAGE" "the matrix needs all three of --stockade, --battery and --probe"
+	fi
 	MODE=battery
 fi
 if [ ${#PAYLOAD[@]} -gt 0 ]; then
-	[ -z "$MODE" ] || die $EXIT_USAGE "a -- COMMAND cannot be combined with --$MODE"
-	MODE=command
+	[ -z "$MODE" ] || die "$EXIT_USAGE" "a -- COMMAND cannot be combined with --$MODE"
+	MODE="command"
 fi
-[ -n "$MODE" ] || die $EXIT_USAGE "nothing to run: give --selfcheck, --stockade/--battery/--probe, or -- COMMAND"
+[ -n "$MODE" ] || die "$EXIT_USAGE" "nothing to run: give --selfcheck, --stockade/--battery/--probe, or -- COMMAND"
 for n in "$TIMEOUT:--timeout" "$MEMORY:--memory" "$SMP:--smp"; do
 	case "${n%%:*}" in
-	'' | *[!0-9]* | 0) die $EXIT_USAGE "${n#*:} needs a positive integer, got '${n%%:*}'" ;;
+	'' | *[!0-9]* | 0) die "$EXIT_USAGE" "${n#*:} needs a positive integer, got '${n%%:*}'" ;;
 	esac
 done
 for a in "${ADDS[@]+"${ADDS[@]}"}"; do
 	case "$a" in
-	*:/*) ;;
-	*) die $EXIT_USAGE "--add wants HOSTPATH:/GUEST/PATH, got '$a'" ;;
+	*:/*) [ -e "${a%%:/*}" ] || die "$EXIT_USAGE" "--add $a: no such host file: ${a%%:/*}" ;;
+	*) die "$EXIT_USAGE" "--add wants HOSTPATH:/GUEST/PATH, got '$a'" ;;
 	esac
 done
 for e in "${ENVS[@]+"${ENVS[@]}"}"; do
 	case "$e" in
 	[A-Za-z_]*=*) ;;
-	*) die $EXIT_USAGE "--env wants KEY=VALUE, got '$e'" ;;
+	*) die "$EXIT_USAGE" "--env wants KEY=VALUE, got '$e'" ;;
 	esac
 done
 [ -n "${CI:-}" ] && ENVS=("CI=$CI" "${ENVS[@]+"${ENVS[@]}"}")
 for f in "$STOCKADE" "$BATTERY" "$PROBE"; do
-	[ -z "$f" ] || [ -f "$f" ] || die $EXIT_USAGE "no such file: $f"
+	[ -z "$f" ] || [ -f "$f" ] || die "$EXIT_USAGE" "no such file: $f"
 done
 
 # --- provision ---
-mkdir -p "$CACHE"/{kernel,helpers,logs,work} || die $EXIT_UNAVAILABLE "cannot create cache $CACHE"
+mkdir -p "$CACHE"/{kernel,helpers,logs,work} || die "$EXIT_UNAVAILABLE" "cannot create cache $CACHE"
 provision_host_tools
 provision_kernel
 build_helpers
 
 # --- build the initramfs ---
-WORK=$(mktemp -d "$CACHE/work/run.XXXXXX") || die $EXIT_BUILD "mktemp failed"
-cleanup() { [ "$KEEP_WORK" = 1 ] && say "work dir kept: $WORK" || rm -rf "$WORK"; }
+WORK=$(mktemp -d "$CACHE/work/run.XXXXXX") || die "$EXIT_BUILD" "mktemp failed"
+# shellcheck disable=SC2317 # called by the trap
+cleanup() {
+	if [ "$KEEP_WORK" = 1 ]; then say "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}
 trap cleanup EXIT
 build_start=$(date +%s)
 initramfs_begin "$WORK/root"

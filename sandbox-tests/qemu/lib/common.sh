@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 # Shared by run-matrix.sh and its libraries: messages and the exit codes of the
 # harness itself. The payload's own status is passed through unchanged, so the
 # harness codes are chosen where test runners rarely land, and every one of

@@ -77,13 +77,13 @@ add_file() {
 	local host=$1 guest=$2 dst f
 	case "$guest" in
 	/*) ;;
-	*) die $EXIT_USAGE "guest path must be absolute: $guest" ;;
+	*) die "$EXIT_USAGE" "guest path must be absolute: $guest" ;;
 	esac
-	[ -e "$host" ] || die $EXIT_USAGE "no such host file: $host"
+	[ -e "$host" ] || die "$EXIT_USAGE" "no such host file: $host"
 	dst=$(stage_path "$guest")
 	mkdir -p "$(dirname "$dst")"
 	rm -f "$dst" # may be a busybox applet symlink
-	cp -a -L "$host" "$dst" || die $EXIT_BUILD "cannot copy $host to $guest"
+	cp -a -L "$host" "$dst" || die "$EXIT_BUILD" "cannot copy $host to $guest"
 	if [ -d "$dst" ]; then
 		while IFS= read -r -d '' f; do add_libs_of "$f"; done < <(find "$dst" -type f -perm -u+x -print0)
 	elif [ -x "$dst" ]; then
@@ -95,5 +95,5 @@ add_file() {
 initramfs_finish() {
 	local out=$1
 	(cd "$STAGE" && find . -mindepth 1 | LC_ALL=C sort |
-		cpio --quiet -o -H newc -R 0:0 >"$out") || die $EXIT_BUILD "cpio failed"
+		cpio --quiet -o -H newc -R 0:0 >"$out") || die "$EXIT_BUILD" "cpio failed"
 }

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # sets globals for run-matrix.sh
 # Provisioning: host tools from apt, and Debian's 6.1 kernel image unpacked into
 # the cache without installing it (installing a linux-image package would run
 # initramfs and bootloader hooks on the host). Idempotent and non-interactive:
@@ -28,12 +28,12 @@ provision_host_tools() {
 		missing+=(busybox-static)
 	fi
 	[ ${#missing[@]} -eq 0 ] && return 0
-	[ "$NO_PROVISION" = 1 ] && die $EXIT_UNAVAILABLE "missing packages: ${missing[*]} (and --no-provision given)"
-	[ "$(id -u)" = 0 ] || die $EXIT_UNAVAILABLE "missing packages: ${missing[*]}; run as root or: apt-get install ${missing[*]}"
+	[ "$NO_PROVISION" = 1 ] && die "$EXIT_UNAVAILABLE" "missing packages: ${missing[*]} (and --no-provision given)"
+	[ "$(id -u)" = 0 ] || die "$EXIT_UNAVAILABLE" "missing packages: ${missing[*]}; run as root or: apt-get install ${missing[*]}"
 	say "installing ${missing[*]}"
 	apt_get install -y --no-install-recommends "${missing[@]}" >&2 ||
 		{ apt_get update >&2 && apt_get install -y --no-install-recommends "${missing[@]}" >&2; } ||
-		die $EXIT_UNAVAILABLE "apt-get install ${missing[*]} failed"
+		die "$EXIT_UNAVAILABLE" "apt-get install ${missing[*]} failed"
 }
 
 # Prints the name of the versioned kernel package linux-image-amd64 depends on
@@ -53,7 +53,7 @@ resolve_kernel_package() {
 # Sets KERNEL (path to vmlinuz) and KERNEL_DESC. Uses --kernel when given.
 provision_kernel() {
 	if [ -n "$KERNEL" ]; then
-		[ -r "$KERNEL" ] || die $EXIT_USAGE "--kernel $KERNEL is not readable"
+		[ -r "$KERNEL" ] || die "$EXIT_USAGE" "--kernel $KERNEL is not readable"
 		KERNEL_DESC="$KERNEL (given)"
 		return 0
 	fi
@@ -62,11 +62,13 @@ provision_kernel() {
 	if [ -z "$pkg" ]; then
 		# Offline: fall back to whatever 6.1 kernel the cache already holds.
 		dir=$(find "$CACHE/kernel" -mindepth 1 -maxdepth 1 -type d -name 'linux-image-6.1*' 2>/dev/null | sort -V | tail -1)
-		[ -n "$dir" ] || die $EXIT_UNAVAILABLE "cannot resolve linux-image-amd64's 6.1 kernel with apt-cache, and the cache $CACHE/kernel is empty"
+		[ -n "$dir" ] || die "$EXIT_UNAVAILABLE" "cannot resolve linux-image-amd64's 6.1 kernel with apt-cache, and the cache $CACHE/kernel is empty"
 		say "apt-cache cannot resolve linux-image-amd64; using cached $(basename "$dir")"
 	else
 		ver=$(apt-cache policy "$pkg" | awk '$1 == "Candidate:" { print $2 }')
-		[ -n "$ver" ] && [ "$ver" != "(none)" ] || die $EXIT_UNAVAILABLE "apt has no candidate for $pkg"
+		if [ -z "$ver" ] || [ "$ver" = "(none)" ]; then
+			die "$EXIT_UNAVAILABLE" "apt has no candidate for $pkg"
+		fi
 		dir="$CACHE/kernel/${pkg}_$ver"
 		if [ ! -f "$dir/.complete" ]; then
 			say "fetching $pkg $ver (apt-get download, not installed)"
@@ -74,10 +76,10 @@ provision_kernel() {
 			tmp=$(mktemp -d "$CACHE/kernel/.dl.XXXXXX")
 			# apt-get download drops privileges to _apt, which cannot
 			# write under /root; download as the caller instead.
-			(cd "$tmp" && apt_get -o APT::Sandbox::User="$(id -un)" download "$pkg=$ver" >&2) || die $EXIT_UNAVAILABLE "apt-get download $pkg=$ver failed"
+			(cd "$tmp" && apt_get -o APT::Sandbox::User="$(id -un)" download "$pkg=$ver" >&2) || die "$EXIT_UNAVAILABLE" "apt-get download $pkg=$ver failed"
 			deb=$(find "$tmp" -maxdepth 1 -name '*.deb' | head -1)
 			mkdir -p "$tmp/x"
-			dpkg-deb -x "$deb" "$tmp/x" || die $EXIT_UNAVAILABLE "dpkg-deb -x $deb failed"
+			dpkg-deb -x "$deb" "$tmp/x" || die "$EXIT_UNAVAILABLE" "dpkg-deb -x $deb failed"
 			rm -rf "$dir"
 			mkdir -p "$dir"
 			# Only what the VM needs: the image and its config (for the
@@ -91,7 +93,7 @@ provision_kernel() {
 		fi
 	fi
 	KERNEL=$(find "$dir/boot" -maxdepth 1 -name 'vmlinuz-*' | head -1)
-	[ -n "$KERNEL" ] || die $EXIT_UNAVAILABLE "no boot/vmlinuz-* in $dir"
+	[ -n "$KERNEL" ] || die "$EXIT_UNAVAILABLE" "no boot/vmlinuz-* in $dir"
 	KERNEL_DESC="$(cat "$dir/.complete" 2>/dev/null || basename "$dir") ($KERNEL)"
 }
 
@@ -105,7 +107,7 @@ build_helpers() {
 	mkdir -p "$HELPERS_DIR"
 	for f in "$src"/*.c; do
 		gcc -static -O2 -Wall -Wextra -Werror -o "$HELPERS_DIR/$(basename "$f" .c)" "$f" ||
-			die $EXIT_BUILD "cannot compile $f"
+			die "$EXIT_BUILD" "cannot compile $f"
 	done
 	touch "$HELPERS_DIR/.complete"
 }

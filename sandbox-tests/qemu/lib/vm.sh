@@ -42,16 +42,16 @@ run_vm() {
 	fi
 	if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
 		say "error: timeout: the VM did not finish within ${TIMEOUT}s (killed; see $log)"
-		return $EXIT_TIMEOUT
+		return "$EXIT_TIMEOUT"
 	fi
 	if grep -a -q 'Kernel panic' "$log"; then
 		say "error: kernel panic in the guest: $(tr -d '\r' <"$log" | grep -a -m1 'Kernel panic')"
-		return $EXIT_PANIC
+		return "$EXIT_PANIC"
 	fi
 	if [ "$rc" != 0 ]; then
 		say "error: boot failure: qemu exited with status $rc: $(tr -d '\r' <"$log" | tail -3 | tr '\n' ' ')"
 	else
 		say "error: boot failure: the VM stopped after ${VM_SECONDS}s without reporting the payload's status (see $log)"
 	fi
-	return $EXIT_BOOT
+	return "$EXIT_BOOT"
 }
