@@ -23,6 +23,8 @@
 #                      (default ${XDG_CACHE_HOME:-$HOME/.cache}/stockade-qemu)
 #   --log FILE         console log (default: under the cache's logs/)
 #   --no-provision     never call apt-get; fail if something is missing
+#   --no-strip         keep debug info in added ELF files (stripped by default
+#                      in the guest copy only, to keep the initramfs small)
 #   --keep-work        keep the staging tree and initramfs (path is printed)
 #   --quiet            do not echo the console (the log is still written)
 #
@@ -57,6 +59,7 @@ LOG=""
 NO_PROVISION=0
 KEEP_WORK=0
 QUIET=0
+STRIP=1
 
 need_arg() { [ $# -ge 2 ] || die "$EXIT_USAGE" "$1 needs a value (see --help)"; }
 while [ $# -gt 0 ]; do
@@ -77,6 +80,7 @@ while [ $# -gt 0 ]; do
 	--log) need_arg "$@"; LOG=$2; shift ;;
 	--no-provision) NO_PROVISION=1 ;;
 	--keep-work) KEEP_WORK=1 ;;
+	--no-strip) STRIP=0 ;;
 	--quiet) QUIET=1 ;;
 	-h | --help) usage; exit 0 ;;
 	--) shift; PAYLOAD=("$@"); break ;;

@@ -111,6 +111,12 @@ for l in bin:usr/bin lib:usr/lib lib64:usr/lib64 sbin:usr/sbin; do
 	link=${l%%:*} target=${l#*:}
 	check "merged-usr-/$link" "/$link -> $(readlink "/$link")" [ "$(readlink "/$link")" = "$target" ]
 done
+check root-dir-mode "/ is $(stat -c %a /) owned by $(stat -c %u /)" [ "$(stat -c %a:%u /)" = 755:0 ]
+# The initial rootfs is its own parent in mountinfo; init's bind+move leaves
+# a root mount with a parent, which pivot_root(2) requires.
+# shellcheck disable=SC2016 # awk fields
+check root-is-pivotable "/ is a mount with a parent (not the initial rootfs)" \
+	awk '$5 == "/" { found = 1; if ($1 == $2) bad = 1 } END { exit (bad || !found) }' /proc/self/mountinfo
 for d in null zero full random urandom; do
 	check "dev-$d" "/dev/$d is a character device" [ -c "/dev/$d" ]
 done

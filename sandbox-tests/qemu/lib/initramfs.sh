@@ -85,10 +85,23 @@ add_file() {
 	rm -f "$dst" # may be a busybox applet symlink
 	cp -a -L "$host" "$dst" || die "$EXIT_BUILD" "cannot copy $host to $guest"
 	if [ -d "$dst" ]; then
-		while IFS= read -r -d '' f; do add_libs_of "$f"; done < <(find "$dst" -type f -perm -u+x -print0)
+		while IFS= read -r -d '' f; do add_elf "$f"; done < <(find "$dst" -type f -perm -u+x -print0)
 	elif [ -x "$dst" ]; then
-		add_libs_of "$dst"
+		add_elf "$dst"
 	fi
+}
+
+# Prepare a staged executable: drop the debug info of ELF files (a debug
+# build of the runtime is mostly DWARF, and every byte of the initramfs is
+# copied by the emulated CPU; symbols stay, so backtraces still name
+# functions), then bring its shared libraries along.
+add_elf() {
+	local f=$1
+	[ "$(head -c4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ] || return 0
+	if [ "$STRIP" = 1 ] && command -v strip >/dev/null; then
+		strip --strip-debug "$f" 2>/dev/null || say "warning: could not strip $f (kept as is)"
+	fi
+	add_libs_of "$f"
 }
 
 # initramfs_finish OUT.cpio: write the archive (entries sorted, owned by root).
