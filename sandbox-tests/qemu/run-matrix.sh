@@ -11,6 +11,9 @@
 # Options:
 #   --add HOST:GUEST   copy a host file or directory into the guest (repeatable);
 #                      dynamic ELF files bring their shared libraries along
+#   --module NAME      load this module of the Debian kernel at boot (repeatable;
+#                      default: vsock, for the AF_VSOCK probe's native control);
+#                      --no-modules loads none
 #   --env KEY=VALUE    set a variable for the payload (repeatable); CI is
 #                      forwarded automatically when set on the host
 #   --battery-arg ARG  extra argument for stockade-battery (repeatable)
@@ -46,6 +49,8 @@ usage() {
 MODE=""
 ADDS=()
 ENVS=()
+MODULES=()
+DEFAULT_MODULES=(vsock)
 BATTERY_ARGS=()
 PAYLOAD=()
 STOCKADE="" BATTERY="" PROBE=""
@@ -71,6 +76,8 @@ while [ $# -gt 0 ]; do
 	--battery-arg) need_arg "$@"; BATTERY_ARGS+=("$2"); shift ;;
 	--add) need_arg "$@"; ADDS+=("$2"); shift ;;
 	--env) need_arg "$@"; ENVS+=("$2"); shift ;;
+	--module) need_arg "$@"; MODULES+=("$2"); shift ;;
+	--no-modules) DEFAULT_MODULES=() ;;
 	--timeout) need_arg "$@"; TIMEOUT=$2; shift ;;
 	--memory) need_arg "$@"; MEMORY=$2; shift ;;
 	--smp) need_arg "$@"; SMP=$2; shift ;;
@@ -145,6 +152,11 @@ install -m 0755 "$HERE/guest/battery.sh" "$STAGE/usr/local/libexec/stockade-vm/b
 # A dynamically linked host binary for the self-check (proves the lib copying).
 add_file "$(command -v uname)" /usr/local/bin/host-uname
 for a in "${ADDS[@]+"${ADDS[@]}"}"; do add_file "${a%%:/*}" "/${a#*:/}"; done
+# The default modules only come with the Debian kernel; a --kernel of unknown
+# provenance has no modules tree.
+[ -z "$KMODS" ] && DEFAULT_MODULES=()
+MODULES=("${DEFAULT_MODULES[@]+"${DEFAULT_MODULES[@]}"}" "${MODULES[@]+"${MODULES[@]}"}")
+add_modules "${MODULES[@]+"${MODULES[@]}"}"
 
 case "$MODE" in
 selfcheck)
@@ -161,6 +173,7 @@ NONCE=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 printf '%s\n' "exec $(sh_quote_all "${PAYLOAD[@]}")" >"$STAGE/etc/stockade-vm/payload"
 {
 	printf 'STOCKADE_VM_NONCE=%s\n' "$NONCE"
+	printf 'STOCKADE_VM_MODULES=%s\n' "$(sh_quote "${MODULES[*]+"${MODULES[*]}"}")"
 	printf 'STOCKADE_VM_ENV=%s\n' "$(sh_quote "$(sh_quote_all "${ENVS[@]+"${ENVS[@]}"}")")"
 } >"$STAGE/etc/stockade-vm/run.env"
 initramfs_finish "$WORK/initramfs.cpio"

@@ -121,12 +121,22 @@ for d in null zero full random urandom; do
 	check "dev-$d" "/dev/$d is a character device" [ -c "/dev/$d" ]
 done
 check etc-passwd "root and nobody" sh -c 'grep -q "^root:" /etc/passwd && grep -q "^nobody:" /etc/passwd'
+# shellcheck disable=SC2016 # expanded by the inner shell
+check etc-shadow "mode $(stat -c %a /etc/shadow), readable by root only" \
+	sh -c '[ "$(stat -c %a:%u /etc/shadow)" = 640:0 ] && [ -s /etc/shadow ]'
 check machine-id "$(cat /etc/machine-id)" grep -qE '^[0-9a-f]{32}$' /etc/machine-id
 t=/tmp/selfcheck-tmpfs
 mkdir -p $t
 check tmpfs-limits "size=1m,nr_inodes=8" sh -c "mount -t tmpfs -o size=1m,nr_inodes=8 tmpfs $t && grep -q ' $t tmpfs .*size=1024k.*nr_inodes=8' /proc/mounts"
 umount $t 2>/dev/null
 rmdir $t
+
+# --- kernel modules the host asked for (run.env's STOCKADE_VM_MODULES) ---
+# shellcheck source=/dev/null # written by run-matrix.sh
+. /etc/stockade-vm/run.env
+for m in $STOCKADE_VM_MODULES; do
+	check "module-$m" "loaded at boot" grep -q "^$(echo "$m" | tr - _) " /proc/modules
+done
 
 # --- a dynamically linked host binary, copied with its libraries ---
 if [ -x /usr/local/bin/host-uname ]; then

@@ -41,8 +41,16 @@ PW
 	cat >"$STAGE/etc/group" <<'GR'
 root:x:0:
 tty:x:5:
+shadow:x:42:
 nogroup:x:65534:
 GR
+	# A secret only root can read natively: the read-shadow probe's control.
+	cat >"$STAGE/etc/shadow" <<'SH'
+root:*:20000:0:99999:7:::
+nobody:*:20000:0:99999:7:::
+SH
+	chmod 0640 "$STAGE/etc/shadow"
+	chgrp 42 "$STAGE/etc/shadow" 2>/dev/null || true
 	echo "stockade-vm" >"$STAGE/etc/hostname"
 	printf '127.0.0.1 localhost\n::1 localhost\n' >"$STAGE/etc/hosts"
 	: >"$STAGE/etc/machine-id" # filled at boot by /init
@@ -102,6 +110,31 @@ add_elf() {
 		strip --strip-debug "$f" 2>/dev/null || say "warning: could not strip $f (kept as is)"
 	fi
 	add_libs_of "$f"
+}
+
+# add_modules NAME...: copy kernel modules and their dependencies (from the
+# cached package's modules.dep) into the guest and index them, so that init
+# can modprobe them. Everything the sandbox itself uses is built into Debian's
+# kernel; modules are only for what the probes' native controls need, such as
+# AF_VSOCK (vsock.ko), which a Debian host would autoload on first use.
+add_modules() {
+	[ $# -gt 0 ] || return 0
+	if [ -z "$KMODS" ] || [ ! -f "$KMODS/modules.dep" ]; then
+		die "$EXIT_USAGE" "--module needs the cached Debian kernel's modules (not available with --kernel)"
+	fi
+	local name want line f dst=/lib/modules/$KVER
+	for name in "$@"; do
+		want="$(printf '%s' "$name" | tr _ -).ko"
+		line=$(awk -v w="$want" '{ p = $1; sub(/:$/, "", p); n = p; sub(/.*\//, "", n); gsub(/_/, "-", n)
+			if (n == w) { print; exit } }' "$KMODS/modules.dep")
+		[ -n "$line" ] || die "$EXIT_USAGE" "--module $name: no such module in $KMODS"
+		for f in $(printf '%s' "$line" | tr -d ':'); do
+			mkdir -p "$(dirname "$(stage_path "$dst/$f")")"
+			cp "$KMODS/$f" "$(stage_path "$dst/$f")"
+		done
+	done
+	cp "$KMODS"/modules.builtin* "$KMODS/modules.order" "$(stage_path "$dst")/" 2>/dev/null
+	/bin/busybox depmod -b "$STAGE" "$KVER" || die "$EXIT_BUILD" "depmod in the initramfs failed"
 }
 
 # initramfs_finish OUT.cpio: write the archive (entries sorted, owned by root).

@@ -55,13 +55,18 @@ provision_kernel() {
 	if [ -n "$KERNEL" ]; then
 		[ -r "$KERNEL" ] || die "$EXIT_USAGE" "--kernel $KERNEL is not readable"
 		KERNEL_DESC="$KERNEL (given)"
+		KVER="" KMODS="" # --module is unavailable with --kernel
 		return 0
 	fi
-	local pkg ver dir deb
+	local pkg ver dir deb lockfd
+	# Two runs sharing a cache must not unpack over each other.
+	exec {lockfd}>"$CACHE/kernel/.lock"
+	flock "$lockfd"
 	pkg=$(resolve_kernel_package)
 	if [ -z "$pkg" ]; then
 		# Offline: fall back to whatever 6.1 kernel the cache already holds.
-		dir=$(find "$CACHE/kernel" -mindepth 1 -maxdepth 1 -type d -name 'linux-image-6.1*' 2>/dev/null | sort -V | tail -1)
+		dir=$(find "$CACHE/kernel" -mindepth 2 -maxdepth 2 -name .complete-v2 -path '*/linux-image-6.1*' 2>/dev/null | sort -V | tail -1)
+		dir=${dir%/.complete-v2}
 		[ -n "$dir" ] || die "$EXIT_UNAVAILABLE" "cannot resolve linux-image-amd64's 6.1 kernel with apt-cache, and the cache $CACHE/kernel is empty"
 		say "apt-cache cannot resolve linux-image-amd64; using cached $(basename "$dir")"
 	else
@@ -70,31 +75,44 @@ provision_kernel() {
 			die "$EXIT_UNAVAILABLE" "apt has no candidate for $pkg"
 		fi
 		dir="$CACHE/kernel/${pkg}_$ver"
-		if [ ! -f "$dir/.complete" ]; then
+		if [ ! -f "$dir/.complete-v2" ]; then
 			say "fetching $pkg $ver (apt-get download, not installed)"
 			local tmp
 			tmp=$(mktemp -d "$CACHE/kernel/.dl.XXXXXX")
 			# apt-get download drops privileges to _apt, which cannot
 			# write under /root; download as the caller instead.
-			(cd "$tmp" && apt_get -o APT::Sandbox::User="$(id -un)" download "$pkg=$ver" >&2) || die "$EXIT_UNAVAILABLE" "apt-get download $pkg=$ver failed"
+			(cd "$tmp" && apt_get -o APT::Sandbox::User="$(id -un)" download "$pkg=$ver" >&2) ||
+				die "$EXIT_UNAVAILABLE" "apt-get download $pkg=$ver failed"
 			deb=$(find "$tmp" -maxdepth 1 -name '*.deb' | head -1)
 			mkdir -p "$tmp/x"
 			dpkg-deb -x "$deb" "$tmp/x" || die "$EXIT_UNAVAILABLE" "dpkg-deb -x $deb failed"
 			rm -rf "$dir"
-			mkdir -p "$dir"
-			# Only what the VM needs: the image and its config (for the
-			# README's feature audit) plus modules.builtin as a record.
-			# Everything the sandbox uses is built in (see README), so
-			# the 400 MB modules tree is not kept.
+			mkdir -p "$dir/root/lib"
+			# The image, its config (for the feature audit in the
+			# README) and the modules tree, indexed by busybox depmod
+			# (the package leaves modules.dep to its postinst), from
+			# which --module picks what the guest loads.
 			mv "$tmp"/x/boot "$dir/boot"
-			find "$tmp/x" -name modules.builtin -exec cp {} "$dir/boot/" \; -quit
-			printf '%s %s\n' "$pkg" "$ver" >"$dir/.complete"
+			if [ -d "$tmp/x/lib/modules" ]; then
+				mv "$tmp/x/lib/modules" "$dir/root/lib/modules"
+			elif [ -d "$tmp/x/usr/lib/modules" ]; then
+				mv "$tmp/x/usr/lib/modules" "$dir/root/lib/modules"
+			fi
+			local kv
+			for kv in "$dir"/root/lib/modules/*; do
+				/bin/busybox depmod -b "$dir/root" "$(basename "$kv")" ||
+					die "$EXIT_UNAVAILABLE" "depmod of $kv failed"
+			done
+			printf '%s %s\n' "$pkg" "$ver" >"$dir/.complete-v2"
 			rm -rf "$tmp"
 		fi
 	fi
 	KERNEL=$(find "$dir/boot" -maxdepth 1 -name 'vmlinuz-*' | head -1)
 	[ -n "$KERNEL" ] || die "$EXIT_UNAVAILABLE" "no boot/vmlinuz-* in $dir"
-	KERNEL_DESC="$(cat "$dir/.complete" 2>/dev/null || basename "$dir") ($KERNEL)"
+	KERNEL_DESC="$(cat "$dir/.complete-v2" 2>/dev/null || basename "$dir") ($KERNEL)"
+	KVER=${KERNEL##*/vmlinuz-}
+	KMODS="$dir/root/lib/modules/$KVER"
+	exec {lockfd}>&-
 }
 
 # Builds the static C helpers (landlock-abi, x32-getpid, nscheck) into the
