@@ -12,8 +12,11 @@
 #   --add HOST:GUEST   copy a host file or directory into the guest (repeatable);
 #                      dynamic ELF files bring their shared libraries along
 #   --module NAME      load this module of the Debian kernel at boot (repeatable;
-#                      default: vsock, for the AF_VSOCK probe's native control);
-#                      --no-modules loads none
+#                      default: vsock loop tun fuse kvm_amd, so that AF_VSOCK,
+#                      /dev/loop*, /dev/net/tun, /dev/fuse and /dev/kvm exist
+#                      for the probes' native controls); --no-modules: none
+#   --cgroup-layout L  root (default): the payload runs in the root cgroup;
+#                      scope: in /payload.scope, like a systemd login session
 #   --env KEY=VALUE    set a variable for the payload (repeatable); CI is
 #                      forwarded automatically when set on the host
 #   --battery-arg ARG  extra argument for stockade-battery (repeatable)
@@ -50,7 +53,8 @@ MODE=""
 ADDS=()
 ENVS=()
 MODULES=()
-DEFAULT_MODULES=(vsock)
+DEFAULT_MODULES=(vsock loop tun fuse kvm_amd)
+CGROUP_LAYOUT=root
 BATTERY_ARGS=()
 PAYLOAD=()
 STOCKADE="" BATTERY="" PROBE=""
@@ -78,6 +82,7 @@ while [ $# -gt 0 ]; do
 	--env) need_arg "$@"; ENVS+=("$2"); shift ;;
 	--module) need_arg "$@"; MODULES+=("$2"); shift ;;
 	--no-modules) DEFAULT_MODULES=() ;;
+	--cgroup-layout) need_arg "$@"; CGROUP_LAYOUT=$2; shift ;;
 	--timeout) need_arg "$@"; TIMEOUT=$2; shift ;;
 	--memory) need_arg "$@"; MEMORY=$2; shift ;;
 	--smp) need_arg "$@"; SMP=$2; shift ;;
@@ -109,6 +114,10 @@ if [ ${#PAYLOAD[@]} -gt 0 ]; then
 	MODE="command"
 fi
 [ -n "$MODE" ] || die "$EXIT_USAGE" "nothing to run: give --selfcheck, --stockade/--battery/--probe, or -- COMMAND"
+case "$CGROUP_LAYOUT" in
+root | scope) ;;
+*) die "$EXIT_USAGE" "--cgroup-layout is root or scope, got '$CGROUP_LAYOUT'" ;;
+esac
 for n in "$TIMEOUT:--timeout" "$MEMORY:--memory" "$SMP:--smp"; do
 	case "${n%%:*}" in
 	'' | *[!0-9]* | 0) die "$EXIT_USAGE" "${n#*:} needs a positive integer, got '${n%%:*}'" ;;
@@ -173,6 +182,7 @@ NONCE=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 printf '%s\n' "exec $(sh_quote_all "${PAYLOAD[@]}")" >"$STAGE/etc/stockade-vm/payload"
 {
 	printf 'STOCKADE_VM_NONCE=%s\n' "$NONCE"
+	printf 'STOCKADE_VM_CGROUP_LAYOUT=%s\n' "$CGROUP_LAYOUT"
 	printf 'STOCKADE_VM_MODULES=%s\n' "$(sh_quote "${MODULES[*]+"${MODULES[*]}"}")"
 	printf 'STOCKADE_VM_ENV=%s\n' "$(sh_quote "$(sh_quote_all "${ENVS[@]+"${ENVS[@]}"}")")"
 } >"$STAGE/etc/stockade-vm/run.env"

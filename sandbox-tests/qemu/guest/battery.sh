@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck shell=dash disable=SC3045 # busybox ash: ulimit -n/-S/-H exist
 # Guest payload of `run-matrix.sh --stockade --battery --probe`: the escape
 # battery against the sandbox on this kernel. Extra arguments go to the
 # battery runner. Prints the runner's table and its "N passed, N failed" line;

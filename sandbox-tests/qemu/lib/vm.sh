@@ -6,7 +6,7 @@
 # run_vm INITRD LOG NONCE: returns (via exit status) the final status.
 run_vm() {
 	local initrd=$1 log=$2 nonce=$3 qpid rc marker start end
-	local append="console=ttyS0 syscall.x32=y panic=-1 quiet cgroup_no_v1=all $APPEND_EXTRA"
+	local append="console=ttyS0 syscall.x32=y panic=-1 quiet${APPEND_EXTRA:+ $APPEND_EXTRA}"
 	say "kernel: $KERNEL_DESC"
 	say "cmdline: $append"
 	say "console log: $log"
