@@ -19,7 +19,9 @@
 #                      scope: in /payload.scope, like a systemd login session
 #   --env KEY=VALUE    set a variable for the payload (repeatable); CI is
 #                      forwarded automatically when set on the host
-#   --battery-arg ARG  extra argument for stockade-battery (repeatable)
+#   --battery-arg ARG  extra argument for the battery run (repeatable)
+#   --posture-arg ARG  extra argument for the posture check (repeatable)
+#   --no-posture       run the battery only
 #   --timeout SECS     wall-clock limit for the whole VM run (default 600)
 #   --memory MB        guest memory (default 2048)
 #   --smp N            guest CPUs (default 2)
@@ -56,6 +58,8 @@ MODULES=()
 DEFAULT_MODULES=(vsock loop tun fuse kvm_amd)
 CGROUP_LAYOUT=root
 BATTERY_ARGS=()
+POSTURE_ARGS=()
+POSTURE=1
 PAYLOAD=()
 STOCKADE="" BATTERY="" PROBE=""
 TIMEOUT=${STOCKADE_QEMU_TIMEOUT:-600}
@@ -78,6 +82,8 @@ while [ $# -gt 0 ]; do
 	--battery) need_arg "$@"; BATTERY=$2; shift ;;
 	--probe) need_arg "$@"; PROBE=$2; shift ;;
 	--battery-arg) need_arg "$@"; BATTERY_ARGS+=("$2"); shift ;;
+	--posture-arg) need_arg "$@"; POSTURE_ARGS+=("$2"); shift ;;
+	--no-posture) POSTURE=0 ;;
 	--add) need_arg "$@"; ADDS+=("$2"); shift ;;
 	--env) need_arg "$@"; ENVS+=("$2"); shift ;;
 	--module) need_arg "$@"; MODULES+=("$2"); shift ;;
@@ -175,7 +181,13 @@ battery)
 	add_file "$STOCKADE" /usr/local/bin/stockade
 	add_file "$BATTERY" /usr/local/bin/stockade-battery
 	add_file "$PROBE" /usr/local/bin/stockade-probe
-	PAYLOAD=(/usr/local/libexec/stockade-vm/battery.sh "${BATTERY_ARGS[@]+"${BATTERY_ARGS[@]}"}")
+	PAYLOAD=(/usr/local/libexec/stockade-vm/battery.sh)
+	sh_quote_all "${BATTERY_ARGS[@]+"${BATTERY_ARGS[@]}"}" >"$STAGE/etc/stockade-vm/battery-args"
+	if [ "$POSTURE" = 1 ]; then
+		sh_quote_all "${POSTURE_ARGS[@]+"${POSTURE_ARGS[@]}"}" >"$STAGE/etc/stockade-vm/posture-args"
+	else
+		sh_quote skip >"$STAGE/etc/stockade-vm/posture-args"
+	fi
 	;;
 esac
 NONCE=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')

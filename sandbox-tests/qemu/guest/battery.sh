@@ -1,12 +1,48 @@
 #!/bin/sh
-# shellcheck shell=dash disable=SC3045 # busybox ash: ulimit -n/-S/-H exist
+# shellcheck shell=dash
 # Guest payload of `run-matrix.sh --stockade --battery --probe`: the escape
-# battery against the sandbox on this kernel. Extra arguments go to the
-# battery runner. Prints the runner's table and its "N passed, N failed" line;
-# exits non-zero if the runner or the posture check fails.
-echo "== stockade battery on $(uname -r) =="
-/usr/local/bin/stockade-battery --stockade /usr/local/bin/stockade \
-	--probe /usr/local/bin/stockade-probe "$@"
-rc=$?
-echo "battery exit status: $rc"
-exit $rc
+# battery, then the posture check, against the sandbox on this kernel.
+# /etc/stockade-vm/battery-args and posture-args hold extra arguments (shell
+# words written by run-matrix.sh); posture-args holding "skip" skips the
+# posture check.
+#
+# The runner prints its table and "N passed, N failed"; this script then
+# prints one closing line for the whole kernel, the battery's counts with the
+# posture check counted as one more test:
+#   qemu-<release>: N passed, N failed
+B=/usr/local/bin/stockade-battery
+S=/usr/local/bin/stockade
+P=/usr/local/bin/stockade-probe
+kernel=$(uname -r)
+echo "== stockade battery on $kernel =="
+eval "set -- $(cat /etc/stockade-vm/battery-args)"
+out=/tmp/battery.out
+"$B" --stockade "$S" --probe "$P" "$@" | tee "$out"
+brc=$?
+# The pipe's status is tee's; the runner's comes from its own summary.
+summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -1)
+passed=$(echo "$summary" | sed -n 's/^\([0-9]*\) passed.*/\1/p')
+failed=$(echo "$summary" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
+if [ -z "$summary" ]; then
+	echo "stockade-vm: the battery printed no 'N passed, N failed' line"
+	passed=0 failed=1 brc=1
+elif [ "$failed" != 0 ]; then
+	brc=1
+else
+	brc=0
+fi
+
+prc=0
+pargs=$(cat /etc/stockade-vm/posture-args)
+if [ "$pargs" = "'skip'" ]; then
+	echo "== posture check skipped (--no-posture) =="
+else
+	echo "== posture check on $kernel =="
+	eval "set -- $pargs"
+	"$B" --posture --stockade "$S" --probe "$P" "$@"
+	prc=$?
+	if [ $prc = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+fi
+echo "battery status: $([ $brc = 0 ] && echo ok || echo FAILED), posture status: $([ $prc = 0 ] && echo ok || echo FAILED)"
+echo "qemu-$kernel: $passed passed, $failed failed"
+[ $brc = 0 ] && [ $prc = 0 ]

@@ -76,20 +76,30 @@ case_boot_failure() {
 case_matrix_standins() {
 	# Stand-ins for the real binaries: a dynamically linked "stockade" and
 	# "probe" (copies of host coreutils, which need their libraries) and a
-	# battery runner script that checks the command line it is given.
+	# battery runner script that checks the command lines it is given: first
+	# the battery run, then the posture check (which fails when the guest
+	# has POSTURE_FAILS=1).
 	cat >"$TMP/battery" <<'B'
 #!/bin/sh
-[ "$1 $2 $3 $4 $5" = "--stockade /usr/local/bin/stockade --probe /usr/local/bin/stockade-probe --extra" ] ||
-	{ echo "bad args: $*"; exit 99; }
 /usr/local/bin/stockade --version >/dev/null || { echo "stockade stand-in does not run"; exit 98; }
 /usr/local/bin/stockade-probe >/dev/null || { echo "probe stand-in does not run"; exit 97; }
-printf '%-20s %-8s %s\n' probe native sandboxed standin-ok ok blocked
-echo "1 passed, 0 failed"
-exit 3
+if [ "$1" = --posture ]; then
+	[ "$*" = "--posture --stockade /usr/local/bin/stockade --probe /usr/local/bin/stockade-probe --expect-uid 4242" ] ||
+		{ echo "bad posture args: $*"; exit 99; }
+	echo "posture: stand-in"
+	[ "${POSTURE_FAILS:-0}" = 0 ]
+	exit
+fi
+[ "$*" = "--stockade /usr/local/bin/stockade --probe /usr/local/bin/stockade-probe --only a b" ] ||
+	{ echo "bad battery args: $*"; exit 99; }
+printf '%-20s %-8s %s\n' probe native sandboxed standin-a ok blocked standin-b ok blocked
+echo "2 passed, 0 failed"
 B
 	chmod +x "$TMP/battery"
-	expect matrix-standins 3 '^1 passed, 0 failed$' --stockade /usr/bin/env \
-		--battery "$TMP/battery" --probe /usr/bin/true --battery-arg --extra
+	local common=(--stockade /usr/bin/env --battery "$TMP/battery" --probe /usr/bin/true
+		--battery-arg --only --battery-arg 'a b' --posture-arg --expect-uid --posture-arg 4242)
+	expect matrix-standins 0 '^qemu-6\.1\.[^:]*: 3 passed, 0 failed$' "${common[@]}"
+	expect matrix-posture-fails 1 '^qemu-6\.1\.[^:]*: 2 passed, 1 failed$' "${common[@]}" --env POSTURE_FAILS=1
 }
 
 case_selfcheck() {
