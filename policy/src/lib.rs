@@ -13,3 +13,4 @@
 
 pub mod capability;
 pub mod manifest;
+pub mod sandbox;

@@ -220,6 +220,13 @@ pub struct ExecArgs {
     /// Pass one environment variable into the sandbox (repeatable). The environment is otherwise empty.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Write the sandboxed program's host pid to this file once it is running (removed again
+    /// when it ends).
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Also write the JSON launch report to this file when the program ends.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,

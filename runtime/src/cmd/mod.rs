@@ -1,6 +1,8 @@
 //! One module per subcommand. Each `run` returns the exit status on success or a [`CmdError`]
 //! carrying its own; `main` prints.
 
+pub mod exec;
+
 use crate::cli::{CaCommand, Command, NodeCommand};
 use crate::error::CmdError;
 use crate::exit::Exit;
@@ -18,7 +20,7 @@ pub fn run(command: Command, out: Output) -> Result<Exit, CmdError> {
         Command::Verify(a) => not_yet("verify", &a),
         Command::Inspect(a) => not_yet("inspect", &a),
         Command::Node(NodeCommand::Info(a)) => not_yet("node info", &a),
-        Command::Exec(a) => not_yet("exec", &a),
+        Command::Exec(a) => exec::run(a, out),
     }
 }
 

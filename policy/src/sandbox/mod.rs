@@ -1,0 +1,672 @@
+//! The sandbox policy file: what a sandboxed program may see, reach and consume.
+//!
+//! ## Format (TOML, `version = 1`)
+//! ```toml
+//! version = 1
+//!
+//! [filesystem]
+//! read_only = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc/ld.so.cache"]
+//! writable = []            # extra host directories bound read-write at the same path
+//! tmp_size = "16M"         # private tmpfs at /tmp
+//! tmp_inodes = 1024
+//! proc = true              # a fresh /proc of the sandbox's own pid namespace
+//! sys = false              # no /sys unless asked
+//!
+//! [network]
+//! mode = "none"            # "none": empty network namespace; "loopback": only `lo`, up
+//!
+//! [resources]
+//! memory_max = "256M"
+//! swap_max = 0
+//! cpu_max = "100%"         # or "1500m" millicores, or "unlimited"
+//! pids_max = 64
+//! nofile = 256
+//! nproc = 128
+//! fsize = "16M"
+//! core = 0
+//! memlock = "64K"
+//! cpu_time_secs = 300
+//!
+//! [seccomp]
+//! groups = ["@default", "@basic-io", "@file-system", "@io-event", "@ipc", "@memory",
+//!           "@process", "@signal", "@timer", "@network-io"]
+//! allow = []               # extra system-call names
+//!
+//! [layers]
+//! min_landlock_abi = 1
+//! allow_degraded = ["landlock_network", "landlock_scope"]
+//! allow_degraded_rootless = ["distinct_uid", "cgroup"]
+//!
+//! [identity]
+//! uid_first = 200000       # host uids handed out one per live plugin (root mode)
+//! uid_count = 65536
+//! inside_uid = 1000
+//! inside_gid = 1000
+//! hostname = "stockade"
+//! ```
+//! Every key is optional except `version`; an omitted key takes the built-in default shown
+//! above, which is also what `stockade exec` uses without `--policy`. The raw file is kept in
+//! [`ValidatedSandboxPolicy::source`] with `None` for omitted keys, so later tools (`policy
+//! explain`, `lint`, `diff`) can tell "set to X" from "defaulted to X".
+//!
+//! ## Why this shape
+//! Parse ([`SandboxPolicyFile`], `deny_unknown_fields`, size-capped) → validate
+//! ([`SandboxPolicyFile::validate`], errors name the key) → hand the runtime only a
+//! [`ValidatedSandboxPolicy`], whose fields are resolved numbers and enums. Degradations are
+//! opt-in per layer: a layer the kernel or the mode cannot provide stops the launch unless the
+//! policy names it in `allow_degraded` (or `allow_degraded_rootless` for rootless launches).
+
+pub mod syscalls;
+pub mod units;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+pub use units::{CpuQuota, Limit, RawSize, UnitError};
+
+/// The only policy format version this build understands.
+pub const POLICY_VERSION: u32 = 1;
+/// Policy files larger than this are refused before parsing.
+pub const MAX_POLICY_BYTES: usize = 64 * 1024;
+
+/// Paths the sandbox builds itself; a policy cannot bind over them.
+pub const RESERVED_PATHS: &[&str] = &["/", "/proc", "/sys", "/dev", "/tmp", "/plugin"];
+
+/// The policy file as written (every key optional except `version`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxPolicyFile {
+    /// Format version; must be 1.
+    pub version: u32,
+    /// The filesystem view.
+    #[serde(default)]
+    pub filesystem: FilesystemSection,
+    /// The network namespace.
+    #[serde(default)]
+    pub network: NetworkSection,
+    /// cgroup limits and rlimits.
+    #[serde(default)]
+    pub resources: ResourcesSection,
+    /// The seccomp allowlist.
+    #[serde(default)]
+    pub seccomp: SeccompSection,
+    /// Which layers are required and which degradations are tolerated.
+    #[serde(default)]
+    pub layers: LayersSection,
+    /// Uids, gids and hostname.
+    #[serde(default)]
+    pub identity: IdentitySection,
+}
+
+/// `[filesystem]`: the sandbox sees a fresh tmpfs root holding only what is listed here.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemSection {
+    /// Host paths bound read-only at the same place (directories or files; a host symlink is
+    /// recreated as a symlink, so merged-/usr `/bin -> usr/bin` keeps working). Paths missing on
+    /// the host are skipped and reported. Default: the dynamic loader's needs (/usr, /bin, /sbin,
+    /// /lib, /lib64, ld.so.cache) and nothing else of /etc.
+    pub read_only: Option<Vec<String>>,
+    /// Host directories bound read-write at the same place. Default: none. `policy lint` flags
+    /// any entry outside the plugin's own directory.
+    pub writable: Option<Vec<String>>,
+    /// Size of the private tmpfs at /tmp. Default "16M".
+    pub tmp_size: Option<RawSize>,
+    /// Inode limit of /tmp (files + directories). Default 1024.
+    pub tmp_inodes: Option<u64>,
+    /// Mount a fresh /proc (host-revealing files masked). Default true.
+    pub proc: Option<bool>,
+    /// Bind the host's /sys read-only. Default false.
+    pub sys: Option<bool>,
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// "none" (default): an empty network namespace, no interface at all is up; only AF_UNIX
+    /// sockets can be created. "loopback": a private namespace with `lo` up, AF_INET/AF_INET6
+    /// allowed, Landlock TCP rules lifted; nothing outside the sandbox is reachable either way.
+    pub mode: Option<NetworkMode>,
+}
+
+/// How much network the sandbox has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    /// Empty network namespace.
+    #[default]
+    None,
+    /// Private network namespace with only loopback up.
+    Loopback,
+}
+
+/// `[resources]`: cgroup limits (memory, swap, CPU, pids) and rlimits (the rest).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesSection {
+    /// cgroup memory limit; the OOM killer acts inside the sandbox when it is hit. Default "256M".
+    pub memory_max: Option<RawSize>,
+    /// cgroup swap allowance. Default 0 (no swap).
+    pub swap_max: Option<RawSize>,
+    /// cgroup CPU quota: "50%" of one CPU, "1500m" millicores, or "unlimited". Default "100%".
+    pub cpu_max: Option<String>,
+    /// cgroup limit on processes + threads. Default 64.
+    pub pids_max: Option<RawSize>,
+    /// RLIMIT_NOFILE: open descriptors per process. Default 256.
+    pub nofile: Option<RawSize>,
+    /// RLIMIT_NPROC: processes and threads of the sandbox uid. Default 128: a backstop above
+    /// `pids_max`, so that the cgroup limit (which is reported) is the one normally hit.
+    pub nproc: Option<RawSize>,
+    /// RLIMIT_FSIZE: largest file a process may write. Default "16M".
+    pub fsize: Option<RawSize>,
+    /// RLIMIT_CORE. Default 0 (no core dumps, which could leak memory to the host).
+    pub core: Option<RawSize>,
+    /// RLIMIT_MEMLOCK. Default "64K".
+    pub memlock: Option<RawSize>,
+    /// RLIMIT_CPU in seconds of CPU time. Default 300.
+    pub cpu_time_secs: Option<RawSize>,
+}
+
+/// `[seccomp]`: a default-deny allowlist; anything not allowed kills the process.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompSection {
+    /// Named groups (see [`syscalls::GROUPS`]). Default: every group.
+    pub groups: Option<Vec<String>>,
+    /// Extra system-call names. Calls in [`syscalls::NEVER`] are refused.
+    pub allow: Option<Vec<String>>,
+}
+
+/// `[layers]`: isolation layers that may be missing without stopping the launch.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayersSection {
+    /// Lowest Landlock ABI accepted (0 = Landlock may be absent). Default 1.
+    pub min_landlock_abi: Option<u8>,
+    /// Degradations tolerated in every mode. Default ["landlock_network", "landlock_scope"]:
+    /// the network and pid namespaces already give what those Landlock features add.
+    pub allow_degraded: Option<Vec<Degradation>>,
+    /// Degradations tolerated only when the runtime is not root. Default ["distinct_uid",
+    /// "cgroup"]: an unprivileged caller cannot switch to another host uid, and cgroups work only
+    /// where the caller's cgroup is delegated to it; rlimits and the namespaces still apply.
+    pub allow_degraded_rootless: Option<Vec<Degradation>>,
+}
+
+/// A layer that may be missing if the policy says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Degradation {
+    /// The plugin runs as the caller's own host uid instead of a dedicated one.
+    DistinctUid,
+    /// No cgroup (no memory/CPU/pids limits beyond rlimits).
+    Cgroup,
+    /// Landlock entirely missing (or below `min_landlock_abi`).
+    Landlock,
+    /// Landlock cannot restrict TCP bind/connect (ABI < 4).
+    LandlockNetwork,
+    /// Landlock cannot scope abstract unix sockets and signals (ABI < 6).
+    LandlockScope,
+}
+
+impl Degradation {
+    /// The name used in policy files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Degradation::DistinctUid => "distinct_uid",
+            Degradation::Cgroup => "cgroup",
+            Degradation::Landlock => "landlock",
+            Degradation::LandlockNetwork => "landlock_network",
+            Degradation::LandlockScope => "landlock_scope",
+        }
+    }
+}
+
+/// `[identity]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    /// First host uid (and gid) of the per-plugin range. Default 200000.
+    pub uid_first: Option<u32>,
+    /// Size of the range. Default 65536.
+    pub uid_count: Option<u32>,
+    /// The uid the program sees for itself. Default 1000 (never 0).
+    pub inside_uid: Option<u32>,
+    /// The gid the program sees for itself. Default 1000 (never 0).
+    pub inside_gid: Option<u32>,
+    /// Hostname in the sandbox's UTS namespace. Default "stockade".
+    pub hostname: Option<String>,
+}
+
+/// A policy that passed validation: every value resolved. Only this type reaches the launcher.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValidatedSandboxPolicy {
+    /// Host paths bound read-only.
+    pub read_only: Vec<String>,
+    /// Host directories bound read-write.
+    pub writable: Vec<String>,
+    /// /tmp size in bytes.
+    pub tmp_size: u64,
+    /// /tmp inode limit.
+    pub tmp_inodes: u64,
+    /// Fresh /proc.
+    pub proc: bool,
+    /// Read-only /sys.
+    pub sys: bool,
+    /// Network mode.
+    pub network: NetworkMode,
+    /// Resolved limits.
+    pub resources: Resources,
+    /// Selected group names, in file order.
+    pub seccomp_groups: Vec<String>,
+    /// Every unconditionally allowed system-call name (groups + extras).
+    pub seccomp_allow: BTreeSet<String>,
+    /// Conditional calls enabled by the selected groups (see [`syscalls::CONDITIONAL`]).
+    pub seccomp_conditional: BTreeSet<String>,
+    /// Lowest acceptable Landlock ABI.
+    pub min_landlock_abi: u8,
+    /// Tolerated degradations in every mode.
+    pub allow_degraded: BTreeSet<Degradation>,
+    /// Tolerated degradations in rootless mode.
+    pub allow_degraded_rootless: BTreeSet<Degradation>,
+    /// Host uid range start.
+    pub uid_first: u32,
+    /// Host uid range size.
+    pub uid_count: u32,
+    /// Inside uid.
+    pub inside_uid: u32,
+    /// Inside gid.
+    pub inside_gid: u32,
+    /// Hostname.
+    pub hostname: String,
+    /// The file as written, for tools that explain where a value came from.
+    pub source: SandboxPolicyFile,
+}
+
+/// Resolved resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Resources {
+    /// cgroup memory.max.
+    pub memory_max: Limit,
+    /// cgroup swap allowance.
+    pub swap_max: Limit,
+    /// cgroup CPU quota.
+    pub cpu_max: CpuQuota,
+    /// cgroup pids.max.
+    pub pids_max: Limit,
+    /// RLIMIT_NOFILE.
+    pub nofile: Limit,
+    /// RLIMIT_NPROC.
+    pub nproc: Limit,
+    /// RLIMIT_FSIZE.
+    pub fsize: Limit,
+    /// RLIMIT_CORE.
+    pub core: Limit,
+    /// RLIMIT_MEMLOCK.
+    pub memlock: Limit,
+    /// RLIMIT_CPU (seconds).
+    pub cpu_time_secs: Limit,
+}
+
+impl ValidatedSandboxPolicy {
+    /// Whether a missing layer is tolerated in this mode.
+    pub fn allows(&self, d: Degradation, rootless: bool) -> bool {
+        self.allow_degraded.contains(&d) || (rootless && self.allow_degraded_rootless.contains(&d))
+    }
+}
+
+/// Why a policy was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxPolicyError {
+    /// Larger than [`MAX_POLICY_BYTES`].
+    #[error("policy is {size} bytes, more than the {max}-byte limit")]
+    TooLarge {
+        /// Actual size.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// Not valid TOML or not the expected shape (unknown key, wrong type); the TOML error
+    /// names the key and line.
+    #[error("policy does not parse")]
+    Syntax(#[source] toml::de::Error),
+    /// An unsupported `version`.
+    #[error("policy version {found} is not supported (this build reads version {POLICY_VERSION})")]
+    Version {
+        /// The version in the file.
+        found: u32,
+    },
+    /// A value is out of range or malformed.
+    #[error("invalid value for `{key}`")]
+    Invalid {
+        /// The dotted key, e.g. `resources.memory_max`.
+        key: String,
+        /// What is wrong with it.
+        #[source]
+        cause: FieldError,
+    },
+}
+
+/// What is wrong with one value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FieldError {
+    /// A quantity did not parse.
+    #[error(transparent)]
+    Unit(#[from] UnitError),
+    /// A path must be absolute, normalised, without `..`.
+    #[error("`{0}` must be an absolute, normalised path without `.`, `..` or `//`")]
+    BadPath(String),
+    /// A path the sandbox builds itself.
+    #[error("`{0}` is built by the sandbox and cannot be bound from the host")]
+    ReservedPath(String),
+    /// Unknown seccomp group.
+    #[error("unknown seccomp group `{0}`")]
+    UnknownGroup(String),
+    /// A system call that no policy may allow.
+    #[error("system call `{0}` can never be allowed (it would let the program leave the sandbox)")]
+    ForbiddenSyscall(String),
+    /// Not a plausible system-call name.
+    #[error("`{0}` is not a system-call name")]
+    BadSyscallName(String),
+    /// A number out of range.
+    #[error("{0}")]
+    Range(String),
+}
+
+fn invalid(key: &str, cause: impl Into<FieldError>) -> SandboxPolicyError {
+    SandboxPolicyError::Invalid {
+        key: key.to_string(),
+        cause: cause.into(),
+    }
+}
+
+/// Parse and validate policy text.
+pub fn parse_policy(text: &str) -> Result<ValidatedSandboxPolicy, SandboxPolicyError> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(SandboxPolicyError::TooLarge {
+            size: text.len(),
+            max: MAX_POLICY_BYTES,
+        });
+    }
+    let file: SandboxPolicyFile = toml::from_str(text).map_err(SandboxPolicyError::Syntax)?;
+    file.validate()
+}
+
+/// The built-in default policy (what `stockade exec` uses without `--policy`).
+pub fn default_policy() -> ValidatedSandboxPolicy {
+    let file = SandboxPolicyFile {
+        version: POLICY_VERSION,
+        ..SandboxPolicyFile::default()
+    };
+    match file.validate() {
+        Ok(p) => p,
+        // The defaults are constants checked by a unit test; reaching this is a build defect.
+        Err(e) => panic!("built-in default sandbox policy is invalid: {e}"),
+    }
+}
+
+const DEFAULT_READ_ONLY: &[&str] = &[
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+];
+
+fn check_path(key: &str, p: &str) -> Result<(), SandboxPolicyError> {
+    let ok = p.starts_with('/')
+        && !p.contains('\0')
+        && (p == "/" || !p.ends_with('/'))
+        && !p.contains("//")
+        && p.split('/').all(|c| c != "." && c != "..");
+    if !ok {
+        return Err(invalid(key, FieldError::BadPath(p.to_string())));
+    }
+    let reserved = RESERVED_PATHS
+        .iter()
+        .any(|r| p == *r || (*r != "/" && p.starts_with(&format!("{r}/"))));
+    if reserved {
+        return Err(invalid(key, FieldError::ReservedPath(p.to_string())));
+    }
+    Ok(())
+}
+
+fn size(key: &str, raw: Option<&RawSize>, default: Limit) -> Result<Limit, SandboxPolicyError> {
+    match raw {
+        None => Ok(default),
+        Some(r) => units::parse_size(r).map_err(|e| invalid(key, e)),
+    }
+}
+
+fn finite(key: &str, l: Limit) -> Result<u64, SandboxPolicyError> {
+    l.max()
+        .ok_or_else(|| invalid(key, FieldError::Range("must be a finite size".into())))
+}
+
+impl SandboxPolicyFile {
+    /// Check every value and resolve defaults. Errors name the offending key.
+    pub fn validate(self) -> Result<ValidatedSandboxPolicy, SandboxPolicyError> {
+        if self.version != POLICY_VERSION {
+            return Err(SandboxPolicyError::Version {
+                found: self.version,
+            });
+        }
+        let fs = &self.filesystem;
+        let read_only: Vec<String> = match &fs.read_only {
+            Some(v) => v.clone(),
+            None => DEFAULT_READ_ONLY.iter().map(|s| s.to_string()).collect(),
+        };
+        for p in &read_only {
+            check_path("filesystem.read_only", p)?;
+        }
+        let writable = fs.writable.clone().unwrap_or_default();
+        for p in &writable {
+            check_path("filesystem.writable", p)?;
+        }
+        let tmp_size = finite(
+            "filesystem.tmp_size",
+            size(
+                "filesystem.tmp_size",
+                fs.tmp_size.as_ref(),
+                Limit::Max(16 << 20),
+            )?,
+        )?;
+        if tmp_size < 4096 {
+            return Err(invalid(
+                "filesystem.tmp_size",
+                FieldError::Range("must be at least 4K".into()),
+            ));
+        }
+        let tmp_inodes = fs.tmp_inodes.unwrap_or(1024);
+        if tmp_inodes < 16 {
+            return Err(invalid(
+                "filesystem.tmp_inodes",
+                FieldError::Range("must be at least 16".into()),
+            ));
+        }
+
+        let r = &self.resources;
+        let cpu_max = match &r.cpu_max {
+            None => CpuQuota::Millicores(1000),
+            Some(s) => units::parse_cpu(s).map_err(|e| invalid("resources.cpu_max", e))?,
+        };
+        let resources = Resources {
+            memory_max: size(
+                "resources.memory_max",
+                r.memory_max.as_ref(),
+                Limit::Max(256 << 20),
+            )?,
+            swap_max: size("resources.swap_max", r.swap_max.as_ref(), Limit::Max(0))?,
+            cpu_max,
+            pids_max: size("resources.pids_max", r.pids_max.as_ref(), Limit::Max(64))?,
+            nofile: size("resources.nofile", r.nofile.as_ref(), Limit::Max(256))?,
+            nproc: size("resources.nproc", r.nproc.as_ref(), Limit::Max(128))?,
+            fsize: size("resources.fsize", r.fsize.as_ref(), Limit::Max(16 << 20))?,
+            core: size("resources.core", r.core.as_ref(), Limit::Max(0))?,
+            memlock: size(
+                "resources.memlock",
+                r.memlock.as_ref(),
+                Limit::Max(64 << 10),
+            )?,
+            cpu_time_secs: size(
+                "resources.cpu_time_secs",
+                r.cpu_time_secs.as_ref(),
+                Limit::Max(300),
+            )?,
+        };
+        if let Limit::Max(m) = resources.memory_max {
+            if m < (4 << 20) {
+                return Err(invalid(
+                    "resources.memory_max",
+                    FieldError::Range(
+                        "must be at least 4M (the runtime's own setup needs it)".into(),
+                    ),
+                ));
+            }
+        }
+        if resources.pids_max == Limit::Max(0) {
+            return Err(invalid(
+                "resources.pids_max",
+                FieldError::Range("must be at least 1".into()),
+            ));
+        }
+        // Descriptors 0-2 plus the runtime's descriptors during setup must fit.
+        if matches!(resources.nofile, Limit::Max(n) if n < 16) {
+            return Err(invalid(
+                "resources.nofile",
+                FieldError::Range("must be at least 16".into()),
+            ));
+        }
+
+        let groups: Vec<String> = match &self.seccomp.groups {
+            Some(g) => g.clone(),
+            None => syscalls::GROUPS
+                .iter()
+                .map(|g| g.name.to_string())
+                .collect(),
+        };
+        let mut seccomp_allow = BTreeSet::new();
+        let mut seccomp_conditional = BTreeSet::new();
+        for name in &groups {
+            let g = syscalls::group(name)
+                .ok_or_else(|| invalid("seccomp.groups", FieldError::UnknownGroup(name.clone())))?;
+            seccomp_allow.extend(g.syscalls.iter().map(|s| s.to_string()));
+            seccomp_conditional.extend(
+                syscalls::CONDITIONAL
+                    .iter()
+                    .filter(|c| c.group == g.name)
+                    .map(|c| c.name.to_string()),
+            );
+        }
+        for name in self.seccomp.allow.iter().flatten() {
+            let plausible = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !plausible {
+                return Err(invalid(
+                    "seccomp.allow",
+                    FieldError::BadSyscallName(name.clone()),
+                ));
+            }
+            if syscalls::NEVER.contains(&name.as_str())
+                || syscalls::CONDITIONAL.iter().any(|c| c.name == name)
+            {
+                return Err(invalid(
+                    "seccomp.allow",
+                    FieldError::ForbiddenSyscall(name.clone()),
+                ));
+            }
+            seccomp_allow.insert(name.clone());
+        }
+
+        let l = &self.layers;
+        let min_landlock_abi = l.min_landlock_abi.unwrap_or(1);
+        if min_landlock_abi > 9 {
+            return Err(invalid(
+                "layers.min_landlock_abi",
+                FieldError::Range("no Landlock ABI above 9 is known".into()),
+            ));
+        }
+        let allow_degraded: BTreeSet<Degradation> = match &l.allow_degraded {
+            Some(v) => v.iter().copied().collect(),
+            None => [Degradation::LandlockNetwork, Degradation::LandlockScope].into(),
+        };
+        let allow_degraded_rootless: BTreeSet<Degradation> = match &l.allow_degraded_rootless {
+            Some(v) => v.iter().copied().collect(),
+            None => [Degradation::DistinctUid, Degradation::Cgroup].into(),
+        };
+
+        let id = &self.identity;
+        let uid_first = id.uid_first.unwrap_or(200_000);
+        let uid_count = id.uid_count.unwrap_or(65_536);
+        if uid_first < 1000 || uid_count == 0 || uid_first.checked_add(uid_count).is_none() {
+            return Err(invalid(
+                "identity.uid_first",
+                FieldError::Range(
+                    "the range must start at 1000 or above, be non-empty and fit in 32 bits".into(),
+                ),
+            ));
+        }
+        let inside_uid = id.inside_uid.unwrap_or(1000);
+        let inside_gid = id.inside_gid.unwrap_or(1000);
+        if inside_uid == 0 || inside_uid == u32::MAX {
+            return Err(invalid(
+                "identity.inside_uid",
+                FieldError::Range("the sandboxed program never runs as uid 0".into()),
+            ));
+        }
+        if inside_gid == 0 || inside_gid == u32::MAX {
+            return Err(invalid(
+                "identity.inside_gid",
+                FieldError::Range("the sandboxed program never runs as gid 0".into()),
+            ));
+        }
+        let hostname = id.hostname.clone().unwrap_or_else(|| "stockade".into());
+        let host_ok = !hostname.is_empty()
+            && hostname.len() <= 64
+            && hostname
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !host_ok {
+            return Err(invalid(
+                "identity.hostname",
+                FieldError::Range("1-64 characters of [A-Za-z0-9.-]".into()),
+            ));
+        }
+
+        Ok(ValidatedSandboxPolicy {
+            read_only,
+            writable,
+            tmp_size,
+            tmp_inodes,
+            proc: fs.proc.unwrap_or(true),
+            sys: fs.sys.unwrap_or(false),
+            network: self.network.mode.unwrap_or_default(),
+            resources,
+            seccomp_groups: groups,
+            seccomp_allow,
+            seccomp_conditional,
+            min_landlock_abi,
+            allow_degraded,
+            allow_degraded_rootless,
+            uid_first,
+            uid_count,
+            inside_uid,
+            inside_gid,
+            hostname,
+            source: self,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+//! Parsing and validation tests: every error names the key that caused it.
+
+use super::*;
+
+fn err_key(text: &str) -> String {
+    match parse_policy(text) {
+        Err(SandboxPolicyError::Invalid { key, .. }) => key,
+        other => panic!("expected an Invalid error, got {other:?}"),
+    }
+}
+
+#[test]
+fn default_policy_is_strict() {
+    let p = default_policy();
+    assert_eq!(p.network, NetworkMode::None);
+    assert!(p.proc && !p.sys);
+    assert!(p.writable.is_empty());
+    assert_eq!(p.resources.memory_max, Limit::Max(256 << 20));
+    assert_eq!(p.resources.swap_max, Limit::Max(0));
+    assert_eq!(p.resources.core, Limit::Max(0));
+    assert_eq!(p.resources.pids_max, Limit::Max(64));
+    assert_eq!(p.inside_uid, 1000);
+    assert!(p.seccomp_allow.contains("read"));
+    assert!(!p.seccomp_allow.contains("ptrace"));
+    assert!(p.seccomp_conditional.contains("clone"));
+    assert!(!p.allows(Degradation::DistinctUid, false));
+    assert!(p.allows(Degradation::DistinctUid, true));
+    assert!(!p.allows(Degradation::Landlock, true));
+}
+
+#[test]
+fn module_doc_example_equals_defaults() {
+    // The example in the module documentation spells out the defaults; keep them in sync.
+    let doc = include_str!("mod.rs");
+    let example: String = doc
+        .lines()
+        .skip_while(|l| !l.starts_with("//! ```toml"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("//! ```"))
+        .map(|l| l.strip_prefix("//! ").unwrap_or("").to_string() + "\n")
+        .collect();
+    let p = parse_policy(&example).expect("doc example parses");
+    let d = default_policy();
+    assert_eq!(p.read_only.len(), 6);
+    assert_eq!(p.resources, d.resources);
+    assert_eq!(p.seccomp_allow, d.seccomp_allow);
+    assert_eq!(p.allow_degraded, d.allow_degraded);
+    assert_eq!(p.allow_degraded_rootless, d.allow_degraded_rootless);
+    assert_eq!((p.tmp_size, p.tmp_inodes), (d.tmp_size, d.tmp_inodes));
+}
+
+#[test]
+fn unknown_key_is_rejected_naming_it() {
+    let e = parse_policy("version = 1\n[network]\nmdoe = \"none\"\n").unwrap_err();
+    let msg = match &e {
+        SandboxPolicyError::Syntax(t) => t.to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert!(msg.contains("mdoe"), "{msg}");
+}
+
+#[test]
+fn version_is_required_and_checked() {
+    assert!(matches!(
+        parse_policy("[network]\n"),
+        Err(SandboxPolicyError::Syntax(_))
+    ));
+    assert!(matches!(
+        parse_policy("version = 2\n"),
+        Err(SandboxPolicyError::Version { found: 2 })
+    ));
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    assert_eq!(
+        err_key("version = 1\n[resources]\nmemory_max = \"lots\"\n"),
+        "resources.memory_max"
+    );
+    assert_eq!(
+        err_key("version = 1\n[resources]\ncpu_max = \"2 cpus\"\n"),
+        "resources.cpu_max"
+    );
+    assert_eq!(
+        err_key("version = 1\n[filesystem]\nread_only = [\"usr\"]\n"),
+        "filesystem.read_only"
+    );
+    assert_eq!(
+        err_key("version = 1\n[filesystem]\nwritable = [\"/proc/sys\"]\n"),
+        "filesystem.writable"
+    );
+    assert_eq!(
+        err_key("version = 1\n[filesystem]\nread_only = [\"/usr/../etc\"]\n"),
+        "filesystem.read_only"
+    );
+    assert_eq!(
+        err_key("version = 1\n[seccomp]\ngroups = [\"@mount\"]\n"),
+        "seccomp.groups"
+    );
+    assert_eq!(
+        err_key("version = 1\n[seccomp]\nallow = [\"ptrace\"]\n"),
+        "seccomp.allow"
+    );
+    assert_eq!(
+        err_key("version = 1\n[seccomp]\nallow = [\"clone\"]\n"),
+        "seccomp.allow"
+    );
+    assert_eq!(
+        err_key("version = 1\n[identity]\ninside_uid = 0\n"),
+        "identity.inside_uid"
+    );
+    assert_eq!(
+        err_key("version = 1\n[identity]\nhostname = \"a b\"\n"),
+        "identity.hostname"
+    );
+    assert_eq!(
+        err_key("version = 1\n[filesystem]\ntmp_size = \"unlimited\"\n"),
+        "filesystem.tmp_size"
+    );
+    assert_eq!(
+        err_key("version = 1\n[layers]\nmin_landlock_abi = 42\n"),
+        "layers.min_landlock_abi"
+    );
+}
+
+#[test]
+fn unknown_degradation_is_a_syntax_error_naming_it() {
+    let e = parse_policy("version = 1\n[layers]\nallow_degraded = [\"seccomp\"]\n").unwrap_err();
+    assert!(matches!(e, SandboxPolicyError::Syntax(_)), "{e:?}");
+}
+
+#[test]
+fn custom_policy_resolves() {
+    let p = parse_policy(
+        r#"version = 1
+[filesystem]
+read_only = ["/usr", "/etc/ssl"]
+writable = ["/var/lib/plugin-x"]
+tmp_size = "1M"
+[network]
+mode = "loopback"
+[resources]
+memory_max = "64M"
+cpu_max = "250m"
+pids_max = 8
+[seccomp]
+groups = ["@default", "@basic-io"]
+allow = ["getdents64"]
+[layers]
+min_landlock_abi = 3
+allow_degraded = []
+"#,
+    )
+    .unwrap();
+    assert_eq!(p.network, NetworkMode::Loopback);
+    assert_eq!(p.tmp_size, 1 << 20);
+    assert_eq!(p.resources.cpu_max, CpuQuota::Millicores(250));
+    assert_eq!(p.resources.pids_max, Limit::Max(8));
+    assert!(p.seccomp_allow.contains("getdents64"));
+    assert!(!p.seccomp_allow.contains("openat"));
+    assert!(p.seccomp_conditional.contains("ioctl"));
+    assert!(!p.seccomp_conditional.contains("clone"));
+    assert!(p.allow_degraded.is_empty());
+    assert_eq!(p.source.resources.pids_max, Some(RawSize::Bytes(8)));
+    assert_eq!(p.source.resources.nofile, None);
+}
+
+#[test]
+fn oversized_policy_is_refused_before_parsing() {
+    let big = "#".repeat(MAX_POLICY_BYTES + 1);
+    assert!(matches!(
+        parse_policy(&big),
+        Err(SandboxPolicyError::TooLarge { .. })
+    ));
+}

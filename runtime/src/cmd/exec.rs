@@ -1,0 +1,347 @@
+//! `stockade exec [--policy FILE] [--env KEY=VALUE]… [--pid-file PATH] [--report FILE] [--json]
+//! -- CMD [ARGS…]`: run any program under a sandbox policy.
+//!
+//! The program's stdin/stdout/stderr are pipes owned by the runtime, which relays its own stdio
+//! to and from them (a poll loop; SIGINT/SIGTERM/SIGHUP received by the runtime are forwarded to
+//! the program). The exit status is the program's, or 128+N when signal N killed it; runtime
+//! failures use 125 (setup / a layer could not be enforced), 126 (cannot execute), 127 (not
+//! found), 65 (invalid policy), 66 (policy unreadable), 64 (bad `--env`).
+//!
+//! ## The report
+//! With `--json`, the launch report (schema `stockade.sandbox.report/1`, see
+//! [`crate::sandbox::report`]) is printed on **stderr** as one JSON document after the program
+//! has ended and the sandbox is torn down, so it never mixes with the program's stdout; with
+//! `--report FILE` it is also written to FILE (atomically). Without `--json` nothing is added to
+//! the program's output.
+
+use crate::cli::ExecArgs;
+use crate::error::CmdError;
+use crate::exit::Exit;
+use crate::output::Output;
+use crate::sandbox::{self, LaunchError, LaunchSpec, Program};
+use crate::sys;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use stockade_policy::sandbox::{
+    default_policy, parse_policy, SandboxPolicyError, MAX_POLICY_BYTES,
+};
+
+/// Why `exec` could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// The policy file cannot be read.
+    #[error("cannot read policy file `{}`", path.display())]
+    ReadPolicy {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The policy file is invalid.
+    #[error("invalid policy file `{}`", path.display())]
+    Policy {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: SandboxPolicyError,
+    },
+    /// An `--env` argument is not KEY=VALUE.
+    #[error("`--env {0}` is not KEY=VALUE with a non-empty KEY without `=` or NUL")]
+    BadEnv(String),
+    /// The launch failed.
+    #[error("cannot launch the sandbox")]
+    Launch(#[source] LaunchError),
+    /// The pid or report file cannot be written.
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn launch_error(e: LaunchError) -> CmdError {
+    let (exit, kind, hint) = match &e {
+        LaunchError::NotFound { .. } => (
+            Exit::NotFound,
+            "not_found",
+            "give a path, or a name found in $PATH on the host",
+        ),
+        LaunchError::CannotExecute { .. } => (
+            Exit::CannotExec,
+            "cannot_execute",
+            "the program must be an executable regular file (and its interpreter must exist inside the sandbox)",
+        ),
+        LaunchError::NotAllowed { .. } | LaunchError::Cgroup(_) => (
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            "run as root, or allow the degradation in the policy's [layers] section",
+        ),
+        _ => (
+            Exit::SandboxSetup,
+            "sandbox_setup",
+            "the named step could not be applied on this host; see the cause",
+        ),
+    };
+    CmdError::new(exit, kind, ExecError::Launch(e)).hint(hint)
+}
+
+fn read_policy(path: &Path) -> Result<stockade_policy::sandbox::ValidatedSandboxPolicy, CmdError> {
+    let read_err = |source| {
+        CmdError::new(
+            Exit::NoInput,
+            "policy_unreadable",
+            ExecError::ReadPolicy {
+                path: path.to_path_buf(),
+                source,
+            },
+        )
+    };
+    let f = fs::File::open(path).map_err(read_err)?;
+    let mut text = String::new();
+    // Read one byte past the cap so an oversized file is reported as such by the parser.
+    f.take(MAX_POLICY_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    parse_policy(&text).map_err(|source| {
+        CmdError::new(
+            Exit::DataErr,
+            "invalid_policy",
+            ExecError::Policy {
+                path: path.to_path_buf(),
+                source,
+            },
+        )
+        .hint("fix the named key; every key is documented in stockade-policy's sandbox module")
+    })
+}
+
+fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, CmdError> {
+    let mut env: Vec<(String, String)> = sandbox::BASE_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for item in items {
+        let bad = || CmdError::new(Exit::Usage, "bad_env", ExecError::BadEnv(item.clone()));
+        let (k, v) = item.split_once('=').ok_or_else(bad)?;
+        if k.is_empty() || k.contains('\0') || v.contains('\0') {
+            return Err(bad());
+        }
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    Ok(env)
+}
+
+/// Write `contents` to `path` atomically (temp file in the same directory, fsync, rename).
+fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), CmdError> {
+    let err = |source| {
+        CmdError::new(
+            Exit::CantCreate,
+            "cannot_write",
+            ExecError::Write {
+                path: path.to_path_buf(),
+                source,
+            },
+        )
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let r = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r.map_err(err)
+}
+
+/// Run the command. On success this does not return: it exits with the program's status after
+/// the sandbox has been torn down (the status is not one of [`Exit`]'s fixed codes).
+pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
+    let policy = match &args.policy {
+        Some(p) => read_policy(p)?,
+        None => default_policy(),
+    };
+    let env = parse_env(&args.env)?;
+    let name = args.command.first().cloned().unwrap_or_default();
+    let search = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let program = Program::open(&name, &search).map_err(launch_error)?;
+
+    // Signals for the runtime arrive on a signalfd (blocked first, so none is lost); the program
+    // unblocks everything before exec.
+    let sigs = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+    let sigfd = sys::block_signals(&sigs)
+        .and_then(|_| sys::signalfd(&sigs))
+        .map_err(|e| {
+            launch_error(LaunchError::Setup {
+                step: sandbox::LaunchStep::Channels,
+                cause: e,
+            })
+        })?;
+
+    let spec = LaunchSpec {
+        policy: &policy,
+        program,
+        argv: args.command.clone(),
+        env,
+        package_dir: None,
+        uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
+    };
+    let mut sb = sandbox::launch(spec).map_err(launch_error)?;
+    if let (Some(path), Some(pid)) = (&args.pid_file, sb.pid()) {
+        if let Err(e) = write_atomic(path, format!("{pid}\n").as_bytes()) {
+            sb.kill();
+            return Err(e);
+        }
+    }
+
+    relay(&mut sb, sigfd.as_fd());
+    let report = sb.wait();
+    if let Some(path) = &args.pid_file {
+        let _ = fs::remove_file(path);
+    }
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    if let Some(path) = &args.report {
+        write_atomic(path, json.as_bytes())?;
+    }
+    if out.json {
+        eprintln!("{json}");
+    }
+    let status = report
+        .exit
+        .map_or(Exit::SandboxSetup.code().into(), |e| e.status);
+    let _ = io::stdout().flush();
+    std::process::exit(status)
+}
+
+/// Relay stdio until the program's stdout and stderr are both closed (which happens at the
+/// latest when its init exits, since that kills everything in the sandbox). Our stdin is read
+/// only when the previous chunk has been fully written to the program (the pipe to it is
+/// non-blocking), so a program that does not read its stdin can never stall the relay of its
+/// output.
+fn relay(sb: &mut sandbox::Sandboxed, sigfd: BorrowedFd<'_>) {
+    let mut child_in: Option<fs::File> = sb.stdin.take().map(fs::File::from);
+    if let Some(f) = &child_in {
+        if sys::set_nonblocking(f.as_fd()).is_err() {
+            child_in = None;
+        }
+    }
+    let mut child_out: Option<fs::File> = sb.stdout.take().map(fs::File::from);
+    let mut child_err: Option<fs::File> = sb.stderr.take().map(fs::File::from);
+    let stdin = io::stdin();
+    let mut stdin_open = child_in.is_some();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while child_out.is_some() || child_err.is_some() {
+        let mut fds: Vec<(BorrowedFd<'_>, i16)> = vec![(sigfd, libc::POLLIN)];
+
+        let i_out = push(
+            child_out.as_ref().map(|f| f.as_fd()),
+            libc::POLLIN,
+            &mut fds,
+        );
+        let i_err = push(
+            child_err.as_ref().map(|f| f.as_fd()),
+            libc::POLLIN,
+            &mut fds,
+        );
+        let i_in = push(
+            (stdin_open && pending.is_empty()).then(|| stdin.as_fd()),
+            libc::POLLIN,
+            &mut fds,
+        );
+        let i_to = push(
+            child_in
+                .as_ref()
+                .filter(|_| !pending.is_empty())
+                .map(|f| f.as_fd()),
+            libc::POLLOUT,
+            &mut fds,
+        );
+        let Ok(rev) = sys::poll(&fds, -1) else { break };
+        let ready = |i: Option<usize>| i.is_some_and(|i| rev[i] != 0);
+        if rev[0] != 0 {
+            // Forward SIGINT/SIGTERM/SIGHUP to the program; it decides how to end.
+            while let Ok(Some(sig)) = sys::read_signalfd(sigfd) {
+                let _ = sb.signal(sig);
+            }
+        }
+        if ready(i_out) && !pump(child_out.as_ref(), &mut io::stdout().lock(), &mut buf) {
+            child_out = None;
+        }
+        if ready(i_err) && !pump(child_err.as_ref(), &mut io::stderr().lock(), &mut buf) {
+            child_err = None;
+        }
+        if ready(i_in) {
+            match stdin.lock().read(&mut buf) {
+                Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
+                // Our stdin ended: close the program's.
+                _ => {
+                    stdin_open = false;
+                    child_in = None;
+                }
+            }
+        }
+        if ready(i_to) {
+            match child_in.as_ref().map(|mut f| f.write(&pending)) {
+                Some(Ok(n)) => {
+                    pending.drain(..n);
+                }
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The program closed its stdin: stop feeding it.
+                _ => {
+                    stdin_open = false;
+                    child_in = None;
+                    pending.clear();
+                }
+            }
+        }
+        if !stdin_open && pending.is_empty() {
+            child_in = None;
+        }
+    }
+}
+
+fn push<'a>(
+    fd: Option<BorrowedFd<'a>>,
+    ev: i16,
+    fds: &mut Vec<(BorrowedFd<'a>, i16)>,
+) -> Option<usize> {
+    fd.map(|fd| {
+        fds.push((fd, ev));
+        fds.len() - 1
+    })
+}
+
+/// Copy one read's worth from `from` to `to`; false once `from` reached EOF or failed.
+fn pump(from: Option<&fs::File>, to: &mut dyn Write, buf: &mut [u8]) -> bool {
+    let Some(mut f) = from else { return false };
+    match f.read(buf) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            let _ = to.write_all(&buf[..n]);
+            let _ = to.flush();
+            true
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! What runs inside the new namespaces: the sandbox's init (pid 1) and the program (pid 2).
+//!
+//! ## Why an init process
+//! The program does not run as pid 1: a pid-1 process ignores every signal it has no handler
+//! for (so `kill -TERM $$` or `kill -9 $$` would do nothing) and inherits every orphan. Our init
+//! is a copy of the runtime that applies every layer to itself first (identity, filesystem,
+//! rlimits, capabilities, no_new_privs, Landlock), forks the program, reaps zombies and exits with
+//! the program's status when it ends, which makes the kernel kill whatever is left in the pid
+//! namespace. It never executes anything, holds no capability, is not dumpable, runs under its
+//! own seccomp filter allowing only wait/write/exit, and is killed with the runtime (parent-death
+//! signal).
+//!
+//! ## Order (see [`contain`])
+//! parent-death signal → wait for the parent's go (maps written, cgroup joined) → not dumpable →
+//! private cgroup namespace → open bind sources → identity (setresgid/setresuid to the inside
+//! ids; the user namespace keeps our capabilities for the mount work) → stdio → filesystem
+//! (mounts, pivot_root) → hostname → loopback → rlimits → capabilities (securebits locked,
+//! bounding, ambient, inheritable, permitted, effective all empty) → no_new_privs → Landlock →
+//! fork. The program then gets a new session, a parent-death signal, close-on-exec on every
+//! descriptor but 0-2, seccomp, and `execveat` on the descriptor opened by the runtime; init
+//! closes everything but the status pipe, installs its own filter and waits.
+
+use super::report::LayerReport;
+use super::seccomp::Filters;
+use super::{landlock, mounts, LaunchStep};
+use crate::sys::{self, Forked};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
+use stockade_policy::sandbox::{Limit, NetworkMode, ValidatedSandboxPolicy};
+
+/// Messages from the sandbox's init to the runtime.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ChildMsg {
+    /// Layers the child applied (Landlock, capabilities …).
+    Layers(Vec<LayerReport>),
+    /// Setup failed at this step.
+    Failed {
+        /// The step.
+        step: LaunchStep,
+        /// The error chain, rendered.
+        error: String,
+    },
+    /// The program was forked and is about to exec.
+    Forked {
+        /// Its pid inside the sandbox.
+        ns_pid: i32,
+    },
+}
+
+/// What the grandchild reports through the exec pipe when it could not start the program.
+pub const EXEC_FAILED: u8 = 1;
+/// The grandchild failed before exec (seccomp, session).
+pub const PRE_EXEC_FAILED: u8 = 2;
+
+/// Everything the child needs; a fork copies it.
+pub struct ChildCtx<'a> {
+    /// The validated policy.
+    pub policy: &'a ValidatedSandboxPolicy,
+    /// Rootless launch.
+    pub rootless: bool,
+    /// The filesystem plan.
+    pub plan: &'a mounts::MountPlan,
+    /// The program.
+    pub exec_fd: &'a OwnedFd,
+    /// `#!` script: keep the descriptor open across exec (/dev/fd/N).
+    pub is_script: bool,
+    /// argv and envp.
+    pub argv: &'a [CString],
+    /// envp.
+    pub envp: &'a [CString],
+    /// Child end of the control socket.
+    pub sock: &'a OwnedFd,
+    /// stdin, stdout, stderr (child ends).
+    pub stdio: [&'a OwnedFd; 3],
+    /// Write end of the exec-status pipe (close-on-exec: EOF means exec succeeded).
+    pub exec_w: &'a OwnedFd,
+    /// Write end of the exit-status pipe (init writes the program's wait status).
+    pub status_w: &'a OwnedFd,
+    /// Compiled seccomp filters.
+    pub filters: &'a Filters,
+}
+
+type Step<T> = Result<T, (LaunchStep, String)>;
+
+fn at<E: std::fmt::Display>(step: LaunchStep) -> impl FnOnce(E) -> (LaunchStep, String) {
+    move |e| (step, e.to_string())
+}
+
+fn send(sock: &UnixDatagram, msg: &ChildMsg) {
+    if let Ok(bytes) = serde_json::to_vec(msg) {
+        let _ = sock.send(&bytes);
+    }
+}
+
+/// Entry point in the cloned child. Never returns.
+pub fn contain(ctx: &ChildCtx<'_>) -> ! {
+    let sock = match ctx.sock.try_clone() {
+        Ok(fd) => UnixDatagram::from(fd),
+        Err(_) => sys::exit_now(125),
+    };
+    match setup_and_fork(ctx, &sock) {
+        Ok(pid) => run_init(ctx, pid),
+        Err((step, error)) => {
+            send(&sock, &ChildMsg::Failed { step, error });
+            sys::exit_now(125)
+        }
+    }
+}
+
+fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
+    let p = ctx.policy;
+    sys::set_parent_death_signal(libc::SIGKILL).map_err(at(LaunchStep::ParentDeathSignal))?;
+    // Wait for the parent: it writes our uid/gid maps and moves us into the cgroup. EOF means the
+    // parent died or gave up.
+    let mut go = [0u8; 1];
+    match sock.recv(&mut go) {
+        Ok(1) if go[0] == b'G' => {}
+        _ => sys::exit_now(125),
+    }
+    // Not dumpable: the program (same uid in rootless mode) must not read or write our memory
+    // through /proc/1/mem, nor read our environment, which is a copy of the runtime's. Only now:
+    // the parent needed /proc/<pid>/uid_map writable by its own uid until the go.
+    sys::set_dumpable(false).map_err(at(LaunchStep::NotDumpable))?;
+    // A cgroup namespace rooted at the sandbox's own cgroup (we are in it now).
+    sys::unshare(libc::CLONE_NEWCGROUP).map_err(at(LaunchStep::CgroupNamespace))?;
+    // Bind sources must be mounts of *our* mount namespace (the kernel refuses to bind from
+    // another one), so they are opened here, before the staging root hides anything and while
+    // our host uid still passes the owner checks on the host paths.
+    let sources = mounts::open_sources(ctx.plan).map_err(at(LaunchStep::MountSources))?;
+    // The ids the program will have. Our host uid is not root *in this namespace* (uid 0 is not
+    // mapped), so the kernel keeps our namespace capabilities across the switch and the mount
+    // work below still works; files we create are owned by the mapped inside uid.
+    sys::setresgid(p.inside_gid).map_err(at(LaunchStep::Identity))?;
+    sys::setresuid(p.inside_uid).map_err(at(LaunchStep::Identity))?;
+    for (fd, target) in ctx.stdio.iter().zip(0..) {
+        sys::dup2(fd.as_fd(), target).map_err(at(LaunchStep::Stdio))?;
+    }
+    mounts::apply(ctx.plan, &sources).map_err(|(s, e)| (s, e.to_string()))?;
+    drop(sources);
+    sys::sethostname(&p.hostname).map_err(at(LaunchStep::Hostname))?;
+    if p.network == NetworkMode::Loopback {
+        sys::net::loopback_up().map_err(at(LaunchStep::Loopback))?;
+    }
+    let rl = set_rlimits(p).map_err(at(LaunchStep::Rlimits))?;
+    drop_capabilities().map_err(at(LaunchStep::Capabilities))?;
+    sys::set_no_new_privs().map_err(at(LaunchStep::NoNewPrivs))?;
+    let (abi, status) =
+        landlock::apply(p, ctx.exec_fd.as_fd()).map_err(|e| (LaunchStep::Landlock, chain(&e)))?;
+    let mut layers = vec![
+        rl,
+        LayerReport::full(
+            "capabilities",
+            json!({"effective": 0, "permitted": 0, "inheritable": 0, "bounding": 0, "ambient": 0,
+                   "securebits": "noroot, no_setuid_fixup, keep_caps, no_cap_ambient_raise: set and locked"}),
+        ),
+        LayerReport::full("no_new_privs", json!({"value": 1})),
+    ];
+    layers.extend(
+        landlock::evaluate(p, ctx.rootless, abi, status)
+            .map_err(|e| (LaunchStep::Landlock, chain(&e)))?,
+    );
+    send(sock, &ChildMsg::Layers(layers));
+
+    match sys::fork().map_err(at(LaunchStep::Fork))? {
+        Forked::Child => exec_program(ctx),
+        Forked::Parent(pid) => {
+            send(sock, &ChildMsg::Forked { ns_pid: pid });
+            Ok(pid)
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn set_rlimits(p: &ValidatedSandboxPolicy) -> std::io::Result<LayerReport> {
+    let r = &p.resources;
+    let v = |l: Limit| l.max().unwrap_or(libc::RLIM_INFINITY);
+    let list = [
+        (libc::RLIMIT_NOFILE, "nofile", r.nofile),
+        (libc::RLIMIT_NPROC, "nproc", r.nproc),
+        (libc::RLIMIT_FSIZE, "fsize", r.fsize),
+        (libc::RLIMIT_CORE, "core", r.core),
+        (libc::RLIMIT_MEMLOCK, "memlock", r.memlock),
+        (libc::RLIMIT_CPU, "cpu", r.cpu_time_secs),
+    ];
+    let mut details = serde_json::Map::new();
+    for (res, name, lim) in list {
+        sys::setrlimit(res, v(lim))?;
+        details.insert(name.into(), json!(lim));
+    }
+    Ok(LayerReport::full("rlimits", details.into()))
+}
+
+fn drop_capabilities() -> Result<(), Box<dyn std::error::Error>> {
+    // Securebits first (needs CAP_SETPCAP): uid 0 never regains capabilities, set*uid never
+    // adjusts them, ambient capabilities cannot be raised; each bit locked.
+    let bits = libc::SECBIT_NOROOT
+        | libc::SECBIT_NOROOT_LOCKED
+        | libc::SECBIT_NO_SETUID_FIXUP
+        | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
+        | libc::SECBIT_KEEP_CAPS_LOCKED
+        | libc::SECBIT_NO_CAP_AMBIENT_RAISE
+        | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+    sys::set_securebits(bits)?;
+    sys::drop_bounding_set()?;
+    caps::clear(None, caps::CapSet::Ambient)?;
+    caps::clear(None, caps::CapSet::Inheritable)?;
+    caps::clear(None, caps::CapSet::Effective)?;
+    caps::clear(None, caps::CapSet::Permitted)?;
+    for set in [
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Ambient,
+    ] {
+        if !caps::read(None, set)?.is_empty() {
+            return Err(format!("capability set {set:?} is not empty after clearing").into());
+        }
+    }
+    Ok(())
+}
+
+/// Tell the runtime why the program could not start, then exit.
+fn report_exec_failure(w: &OwnedFd, kind: u8, e: &std::io::Error) -> ! {
+    let errno = e.raw_os_error().unwrap_or(0);
+    let mut msg = [0u8; 5];
+    msg[0] = kind;
+    msg[1..].copy_from_slice(&errno.to_ne_bytes());
+    if let Ok(fd) = w.try_clone() {
+        let _ = std::fs::File::from(fd).write_all(&msg);
+    }
+    sys::exit_now(if kind == EXEC_FAILED { 127 } else { 125 })
+}
+
+/// The program's side of the fork: last steps, then exec. Never returns.
+fn exec_program(ctx: &ChildCtx<'_>) -> ! {
+    let pre = |r: std::io::Result<()>| {
+        if let Err(e) = r {
+            report_exec_failure(ctx.exec_w, PRE_EXEC_FAILED, &e)
+        }
+    };
+    pre(sys::setsid());
+    pre(sys::set_parent_death_signal(libc::SIGKILL));
+    pre(sys::unblock_all_signals());
+    // Everything but stdio (and the script's descriptor) closes at exec; the exec pipe too, which
+    // is how the runtime learns that exec succeeded.
+    pre(sys::cloexec_from(3));
+    if ctx.is_script {
+        pre(sys::set_cloexec(ctx.exec_fd.as_fd(), false));
+    }
+    if let Err(e) = super::seccomp::install(ctx.filters) {
+        report_exec_failure(ctx.exec_w, PRE_EXEC_FAILED, &std::io::Error::other(e))
+    }
+    let e = sys::execveat_fd(ctx.exec_fd.as_fd(), ctx.argv, ctx.envp);
+    report_exec_failure(ctx.exec_w, EXEC_FAILED, &e)
+}
+
+/// The init loop: reap everything, and when the program ends, hand its status to the runtime and
+/// exit (which kills the rest of the pid namespace).
+fn run_init(ctx: &ChildCtx<'_>, program: i32) -> ! {
+    // Keep only the status pipe: the program's stdio and the exec pipe must reach EOF when the
+    // program's side closes them, not stay open in init.
+    if sys::close_all_except(ctx.status_w.as_raw_fd()).is_err() {
+        sys::exit_now(125)
+    }
+    let Ok(mut status_pipe) = ctx.status_w.try_clone().map(std::fs::File::from) else {
+        sys::exit_now(125)
+    };
+    // From here on init only waits, writes and exits; its own small seccomp filter says so.
+    if super::seccomp::install_init(ctx.filters).is_err() {
+        sys::exit_now(125)
+    }
+    loop {
+        match sys::waitpid(-1, 0) {
+            Ok((pid, status)) if pid == program => {
+                let _ = status_pipe.write_all(&status.to_ne_bytes());
+                let code = super::report::ExitInfo::from_wait_status(status).status;
+                sys::exit_now(code & 0xff)
+            }
+            Ok(_) => continue,
+            Err(_) => sys::exit_now(125),
+        }
+    }
+}
+
+/// Read the exec pipe to its end: `Ok(None)` means exec succeeded.
+pub fn read_exec_result(fd: OwnedFd) -> std::io::Result<Option<(u8, i32)>> {
+    let mut buf = Vec::new();
+    std::fs::File::from(fd).read_to_end(&mut buf)?;
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let errno = i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    Ok(Some((buf[0], errno)))
+}

@@ -1,0 +1,205 @@
+//! Landlock: the second wall behind the mount namespace. Read and execute beneath `/`, write only
+//! beneath `/tmp`, the policy's writable directories and the device nodes in `/dev`; with ABI ≥ 4
+//! no TCP bind/connect (network mode "none"); with ABI ≥ 6 no abstract unix sockets or signals
+//! outside the sandbox's domain.
+//!
+//! The ruleset is best-effort (rust-landlock's default): the kernel enforces the subset it knows
+//! and we report which ABI that was. Whether that subset is enough is the policy's decision
+//! (`layers.min_landlock_abi` and the `landlock*` degradations), checked in [`evaluate`], which
+//! is pure so the decision table is unit-tested.
+
+use super::report::{LayerReport, LayerStatus};
+use landlock::{
+    Access, AccessFs, AccessNet, LandlockStatus, PathBeneath, PathFd, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
+use serde_json::json;
+use std::os::fd::BorrowedFd;
+use stockade_policy::sandbox::{Degradation, NetworkMode, ValidatedSandboxPolicy};
+
+/// The ABI whose rights we request: the newest one vetted against this code.
+const REQUESTED: ABI = ABI::V6;
+
+/// Why Landlock stopped the launch.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LandlockError {
+    /// The crate or kernel refused the ruleset.
+    #[error("cannot build or apply the Landlock ruleset")]
+    Ruleset(#[source] landlock::RulesetError),
+    /// A path the rules name cannot be opened.
+    #[error("cannot open `{0}` for a Landlock rule")]
+    Path(String, #[source] landlock::PathFdError),
+    /// The kernel offers less than the policy demands.
+    #[error("Landlock {what} is not available (kernel ABI {abi}) and the policy does not allow degradation `{degradation}`")]
+    Insufficient {
+        /// What is missing.
+        what: &'static str,
+        /// Kernel ABI (0 = none).
+        abi: u32,
+        /// The degradation that would allow it.
+        degradation: &'static str,
+    },
+}
+
+/// Decide whether the enforced ABI satisfies the policy; returns the layer report.
+pub fn evaluate(
+    policy: &ValidatedSandboxPolicy,
+    rootless: bool,
+    abi: u32,
+    ruleset: LayerStatus,
+) -> Result<Vec<LayerReport>, LandlockError> {
+    let allows = |d| policy.allows(d, rootless);
+    let mut out = Vec::new();
+    if abi < u32::from(policy.min_landlock_abi) && !allows(Degradation::Landlock) {
+        return Err(LandlockError::Insufficient {
+            what: "at the required ABI",
+            abi,
+            degradation: Degradation::Landlock.as_str(),
+        });
+    }
+    let fs_details = json!({"abi": abi, "min_abi": policy.min_landlock_abi, "ruleset": ruleset});
+    out.push(match (abi, ruleset) {
+        (0, _) => LayerReport::degraded("landlock", LayerStatus::NotEnforced, fs_details),
+        (_, LayerStatus::FullyEnforced) => LayerReport::full("landlock", fs_details),
+        // Partial is the normal best-effort outcome on an older kernel; accepted because the
+        // ABI is at least the policy's minimum (or the policy allows less).
+        (_, status) => LayerReport::degraded("landlock", status, fs_details),
+    });
+    if policy.network == NetworkMode::None {
+        if abi >= 4 {
+            out.push(LayerReport::full(
+                "landlock_network",
+                json!({"tcp_bind_connect": "denied"}),
+            ));
+        } else if allows(Degradation::LandlockNetwork) {
+            out.push(LayerReport::degraded(
+                "landlock_network",
+                LayerStatus::NotEnforced,
+                json!({"reason": "kernel Landlock ABI < 4; the empty network namespace still applies"}),
+            ));
+        } else {
+            return Err(LandlockError::Insufficient {
+                what: "TCP restriction",
+                abi,
+                degradation: Degradation::LandlockNetwork.as_str(),
+            });
+        }
+    }
+    if abi >= 6 {
+        out.push(LayerReport::full(
+            "landlock_scope",
+            json!({"abstract_unix_socket": "scoped", "signal": "scoped"}),
+        ));
+    } else if allows(Degradation::LandlockScope) {
+        out.push(LayerReport::degraded(
+            "landlock_scope",
+            LayerStatus::NotEnforced,
+            json!({"reason": "kernel Landlock ABI < 6; the network and pid namespaces still isolate abstract sockets and signals"}),
+        ));
+    } else {
+        return Err(LandlockError::Insufficient {
+            what: "scoping",
+            abi,
+            degradation: Degradation::LandlockScope.as_str(),
+        });
+    }
+    Ok(out)
+}
+
+fn path(p: &str) -> Result<PathFd, LandlockError> {
+    PathFd::new(p).map_err(|e| LandlockError::Path(p.into(), e))
+}
+
+/// Build and apply the ruleset to the calling thread (after pivot_root; `exec_fd` is the
+/// program, which may live outside the sandbox's tree). Returns (kernel ABI, ruleset status).
+pub fn apply(
+    policy: &ValidatedSandboxPolicy,
+    exec_fd: BorrowedFd<'_>,
+) -> Result<(u32, LayerStatus), LandlockError> {
+    let e = LandlockError::Ruleset;
+    let all = AccessFs::from_all(REQUESTED);
+    let read = AccessFs::from_read(REQUESTED);
+    let mut rs = landlock::Ruleset::default().handle_access(all).map_err(e)?;
+    if policy.network == NetworkMode::None {
+        rs = rs
+            .handle_access(AccessNet::from_all(REQUESTED))
+            .map_err(e)?;
+    }
+    rs = rs.scope(Scope::from_all(REQUESTED)).map_err(e)?;
+    let mut c = rs.create().map_err(e)?;
+    c = c.add_rule(PathBeneath::new(path("/")?, read)).map_err(e)?;
+    c = c
+        .add_rule(PathBeneath::new(path("/tmp")?, all))
+        .map_err(e)?;
+    for w in &policy.writable {
+        c = c.add_rule(PathBeneath::new(path(w)?, all)).map_err(e)?;
+    }
+    c = c
+        .add_rule(PathBeneath::new(
+            path("/dev")?,
+            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::ReadDir,
+        ))
+        .map_err(e)?;
+    // The program itself may sit outside every bound tree (it is executed from its descriptor).
+    c = c
+        .add_rule(PathBeneath::new(
+            exec_fd,
+            AccessFs::Execute | AccessFs::ReadFile,
+        ))
+        .map_err(e)?;
+    let st = c.restrict_self().map_err(e)?;
+    let abi = match st.landlock {
+        LandlockStatus::Available { effective_abi, .. } => effective_abi as u32,
+        _ => 0,
+    };
+    let status = match st.ruleset {
+        RulesetStatus::FullyEnforced => LayerStatus::FullyEnforced,
+        RulesetStatus::PartiallyEnforced => LayerStatus::PartiallyEnforced,
+        RulesetStatus::NotEnforced => LayerStatus::NotEnforced,
+    };
+    Ok((abi, status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockade_policy::sandbox::{default_policy, parse_policy};
+
+    #[test]
+    fn default_policy_accepts_abi_2_with_reported_degradations() {
+        let r = evaluate(&default_policy(), false, 2, LayerStatus::PartiallyEnforced).unwrap();
+        let names: Vec<_> = r.iter().map(|l| (l.layer.as_str(), l.status)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("landlock", LayerStatus::PartiallyEnforced),
+                ("landlock_network", LayerStatus::NotEnforced),
+                ("landlock_scope", LayerStatus::NotEnforced),
+            ]
+        );
+        assert!(r.iter().all(|l| l.degradation_allowed));
+    }
+
+    #[test]
+    fn missing_landlock_stops_the_default_policy() {
+        assert!(evaluate(&default_policy(), true, 0, LayerStatus::NotEnforced).is_err());
+    }
+
+    #[test]
+    fn strict_policy_demands_abi_and_features() {
+        let p = parse_policy("version = 1\n[layers]\nmin_landlock_abi = 6\nallow_degraded = []\n")
+            .unwrap();
+        assert!(evaluate(&p, false, 2, LayerStatus::PartiallyEnforced).is_err());
+        let r = evaluate(&p, false, 7, LayerStatus::FullyEnforced).unwrap();
+        assert!(r.iter().all(|l| l.status == LayerStatus::FullyEnforced));
+    }
+
+    #[test]
+    fn landlock_optional_when_policy_says_so() {
+        let p = parse_policy("version = 1\n[layers]\nmin_landlock_abi = 0\nallow_degraded = [\"landlock_network\", \"landlock_scope\"]\n")
+            .unwrap();
+        let r = evaluate(&p, false, 0, LayerStatus::NotEnforced).unwrap();
+        assert_eq!(r[0].status, LayerStatus::NotEnforced);
+    }
+}

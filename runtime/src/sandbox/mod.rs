@@ -1,0 +1,672 @@
+//! The launch pipeline: start one program with every isolation layer, or not at all.
+//!
+//! [`launch`] is the whole sequence on one screen, in order; each step either succeeds, is
+//! reported as a degradation the policy explicitly allows, or aborts the launch with a
+//! [`LaunchError`] naming the step. Aborting leaves nothing behind: the child is killed (its pid
+//! namespace with it), the cgroup removed and the uid lock released by RAII guards.
+//!
+//! Process roles: the **runtime** (this process) prepares, writes the id maps, places the child
+//! in the cgroup and supervises; the **init** (pid 1 of the new pid namespace, see [`child`])
+//! applies the layers to itself and forks the **program** (pid 2), which installs seccomp and
+//! `execveat`s the descriptor the runtime opened. They talk over a `SOCK_SEQPACKET` pair
+//! ([`child::ChildMsg`]) and two pipes (exec result, exit status).
+//!
+//! ## Compatibility
+//! Needs user namespaces (unprivileged ones for rootless mode), `mount_setattr` (5.12+),
+//! `close_range` (5.11+). Landlock, cgroup controllers and a distinct uid are optional only where
+//! the policy says so. Tested on a hybrid-cgroup 6.18 host; pure cgroup v2 is handled (see
+//! [`cgroup`]).
+
+pub mod cgroup;
+pub mod child;
+pub mod landlock;
+pub mod mounts;
+pub mod report;
+pub mod seccomp;
+pub mod uid;
+
+use crate::sys::{self, Forked};
+use report::{ExitInfo, LayerReport, LayerStatus, LimitsHit, Report, REPORT_SCHEMA};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use stockade_policy::sandbox::{Degradation, ValidatedSandboxPolicy};
+
+/// Every step of a launch, named in errors and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LaunchStep {
+    /// Compiling the seccomp filters.
+    Seccomp,
+    /// Allocating the host uid.
+    UidAllocation,
+    /// Opening mount sources.
+    MountSources,
+    /// Creating the cgroup.
+    Cgroup,
+    /// Creating pipes and the control socket.
+    Channels,
+    /// Dropping the runtime's supplementary groups.
+    SupplementaryGroups,
+    /// `clone` with new namespaces.
+    Clone,
+    /// Writing setgroups/uid_map/gid_map.
+    IdMaps,
+    /// Moving the child into the cgroup.
+    CgroupJoin,
+    /// Talking to the child.
+    Control,
+    /// `PR_SET_PDEATHSIG` in the child.
+    ParentDeathSignal,
+    /// Making the sandbox's init non-dumpable.
+    NotDumpable,
+    /// Private cgroup namespace.
+    CgroupNamespace,
+    /// setresgid/setresuid.
+    Identity,
+    /// Installing stdio.
+    Stdio,
+    /// Making mounts private.
+    MountPrivate,
+    /// The root tmpfs.
+    MountRoot,
+    /// Bind mounts and symlinks.
+    MountBind,
+    /// Generated /etc files.
+    MountFiles,
+    /// /tmp.
+    MountTmp,
+    /// /dev.
+    MountDev,
+    /// /proc.
+    MountProc,
+    /// /sys.
+    MountSys,
+    /// pivot_root.
+    PivotRoot,
+    /// Read-only root.
+    RootReadOnly,
+    /// sethostname.
+    Hostname,
+    /// Loopback interface.
+    Loopback,
+    /// rlimits.
+    Rlimits,
+    /// Capabilities and securebits.
+    Capabilities,
+    /// no_new_privs.
+    NoNewPrivs,
+    /// Landlock.
+    Landlock,
+    /// Forking the program.
+    Fork,
+    /// Last steps before exec (session, seccomp install).
+    PreExec,
+}
+
+impl std::fmt::Display for LaunchStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{self:?}"));
+        f.write_str(&s)
+    }
+}
+
+/// A rendered error from inside the sandbox (the child cannot send typed errors over a socket).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ChildError(pub String);
+
+/// Why a launch failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LaunchError {
+    /// A setup step in the runtime failed.
+    #[error("sandbox setup failed at step `{step}`")]
+    Setup {
+        /// The step.
+        step: LaunchStep,
+        /// The cause.
+        #[source]
+        cause: io::Error,
+    },
+    /// A setup step inside the sandbox failed.
+    #[error("sandbox setup failed inside the sandbox at step `{step}`")]
+    ChildSetup {
+        /// The step.
+        step: LaunchStep,
+        /// The cause, as reported by the child.
+        #[source]
+        cause: ChildError,
+    },
+    /// The seccomp filter could not be built.
+    #[error("cannot build the seccomp filter")]
+    Seccomp(#[source] seccomp::SeccompError),
+    /// The cgroup layer failed and the policy does not allow running without it.
+    #[error("cannot enforce the cgroup layer (policy does not allow degradation `cgroup`)")]
+    Cgroup(#[source] cgroup::CgroupError),
+    /// No per-plugin uid could be allocated.
+    #[error("cannot allocate a per-plugin uid")]
+    Uid(#[source] uid::UidError),
+    /// A layer is unavailable in this mode and the policy does not allow its degradation.
+    #[error("layer `{}` cannot be enforced in {mode} mode and the policy does not allow that degradation", degradation.as_str())]
+    NotAllowed {
+        /// The degradation that would be needed.
+        degradation: Degradation,
+        /// root or rootless.
+        mode: &'static str,
+    },
+    /// The program was not found.
+    #[error("program `{}` not found", path.display())]
+    NotFound {
+        /// What was looked for.
+        path: PathBuf,
+    },
+    /// The program exists but cannot be executed.
+    #[error("cannot execute `{}`", path.display())]
+    CannotExecute {
+        /// The program.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        cause: io::Error,
+    },
+}
+
+fn setup(step: LaunchStep) -> impl FnOnce(io::Error) -> LaunchError {
+    move |cause| LaunchError::Setup { step, cause }
+}
+
+/// The program to run: opened once on the host, executed from the descriptor.
+#[derive(Debug)]
+pub struct Program {
+    /// The path it was opened at (for messages only).
+    pub path: PathBuf,
+    /// The open file (O_RDONLY, close-on-exec).
+    pub fd: OwnedFd,
+    /// Starts with `#!`.
+    pub is_script: bool,
+}
+
+impl Program {
+    /// Resolve `name` like `execvp` would (a name with a slash is a path; otherwise each entry of
+    /// `search_path` in order), open it, and check that it is an executable regular file.
+    pub fn open(name: &str, search_path: &str) -> Result<Program, LaunchError> {
+        let candidates: Vec<PathBuf> = if name.contains('/') {
+            vec![PathBuf::from(name)]
+        } else {
+            search_path
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| Path::new(d).join(name))
+                .collect()
+        };
+        let mut last_denied = None;
+        for path in candidates {
+            let c = CString::new(path.as_os_str().as_encoded_bytes())
+                .map_err(|_| LaunchError::NotFound { path: path.clone() })?;
+            let fd = match sys::open(&c, libc::O_RDONLY) {
+                Ok(fd) => fd,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ENOENT)
+                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                {
+                    continue
+                }
+                Err(cause) => {
+                    last_denied = Some(LaunchError::CannotExecute { path, cause });
+                    continue;
+                }
+            };
+            let mode = sys::fstat_mode(fd.as_fd()).map_err(|cause| LaunchError::CannotExecute {
+                path: path.clone(),
+                cause,
+            })?;
+            if mode & libc::S_IFMT != libc::S_IFREG {
+                last_denied = Some(LaunchError::CannotExecute {
+                    path,
+                    cause: io::Error::from_raw_os_error(libc::EACCES),
+                });
+                continue;
+            }
+            if let Err(cause) = sys::can_execute(fd.as_fd()) {
+                last_denied = Some(LaunchError::CannotExecute { path, cause });
+                continue;
+            }
+            let mut magic = [0u8; 2];
+            let is_script = std::os::unix::fs::FileExt::read_exact_at(
+                &fs::File::from(fd.try_clone().map_err(|cause| LaunchError::CannotExecute {
+                    path: path.clone(),
+                    cause,
+                })?),
+                &mut magic,
+                0,
+            )
+            .is_ok()
+                && &magic == b"#!";
+            return Ok(Program {
+                path,
+                fd,
+                is_script,
+            });
+        }
+        Err(last_denied.unwrap_or(LaunchError::NotFound {
+            path: PathBuf::from(name),
+        }))
+    }
+}
+
+/// Everything a launch needs. Only a validated policy is accepted.
+#[derive(Debug)]
+pub struct LaunchSpec<'a> {
+    /// The policy.
+    pub policy: &'a ValidatedSandboxPolicy,
+    /// The program.
+    pub program: Program,
+    /// argv (argv[0] included).
+    pub argv: Vec<String>,
+    /// The complete environment (nothing else is passed).
+    pub env: Vec<(String, String)>,
+    /// A package directory mounted read-only at /plugin.
+    pub package_dir: Option<PathBuf>,
+    /// Where uid locks live (root mode).
+    pub uid_lock_dir: PathBuf,
+}
+
+/// The default environment inside the sandbox, before `--env` additions.
+pub const BASE_ENV: &[(&str, &str)] = &[
+    ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    ("HOME", "/tmp"),
+    ("TMPDIR", "/tmp"),
+];
+
+/// Kills the child (and so its pid namespace) unless disarmed.
+struct ChildGuard(Option<i32>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            let _ = sys::waitpid(pid, 0);
+        }
+    }
+}
+
+fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, LaunchError> {
+    items
+        .map(|s| {
+            CString::new(s).map_err(|_| LaunchError::Setup {
+                step: LaunchStep::Channels,
+                cause: io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argv or env"),
+            })
+        })
+        .collect()
+}
+
+/// Launch the program. On success it is running (exec done) with every layer in force.
+pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
+    let p = spec.policy;
+    let (_, egid, euid) = sys::ids();
+    let rootless = euid != 0;
+    let mode = if rootless { "rootless" } else { "root" };
+    let mut layers: Vec<LayerReport> = Vec::new();
+
+    // 1. seccomp filters: pure, so a bad policy fails before anything exists.
+    let filters = seccomp::build(p).map_err(LaunchError::Seccomp)?;
+
+    // 2. Host identity: a distinct, locked uid per sandbox in root mode; our own when rootless.
+    let (lease, host_uid, host_gid) = if rootless {
+        if !p.allows(Degradation::DistinctUid, true) {
+            return Err(LaunchError::NotAllowed {
+                degradation: Degradation::DistinctUid,
+                mode,
+            });
+        }
+        layers.push(LayerReport::degraded(
+            "distinct_uid",
+            LayerStatus::NotEnforced,
+            json!({"reason": "rootless: the program runs as the caller's own host uid", "host_uid": euid}),
+        ));
+        (None, euid, egid)
+    } else {
+        let lease = uid::allocate(&spec.uid_lock_dir, p.uid_first, p.uid_count)
+            .map_err(LaunchError::Uid)?;
+        let u = lease.uid;
+        layers.push(LayerReport::full(
+            "distinct_uid",
+            json!({"host_uid": u, "host_gid": u, "range": [p.uid_first, p.uid_first as u64 + p.uid_count as u64 - 1]}),
+        ));
+        (Some(lease), u, u)
+    };
+
+    // 3. Filesystem plan (the child opens the sources in its own mount namespace).
+    let plan = mounts::plan(p, spec.package_dir.as_deref(), mounts::host_lookup);
+
+    // 4. cgroup below our own, limits written before the child exists.
+    let name = format!("{}-{}", std::process::id(), host_uid);
+    let mut cg = match cgroup::detect()
+        .and_then(|l| cgroup::Cgroup::create(&l, &name, &p.resources))
+    {
+        Ok(cg) => Some(cg),
+        Err(e) if p.allows(Degradation::Cgroup, rootless) => {
+            layers.push(LayerReport::degraded(
+                "cgroup",
+                LayerStatus::NotEnforced,
+                json!({"reason": format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()), "rlimits": "still applied"}),
+            ));
+            None
+        }
+        Err(e) => return Err(LaunchError::Cgroup(e)),
+    };
+
+    // 5. Channels: control socket, exec-result and exit-status pipes, stdio pipes.
+    let ch = setup(LaunchStep::Channels);
+    let (sock_parent, sock_child) = sys::seqpacket_pair().map_err(ch)?;
+    let (exec_r, exec_w) = sys::pipe().map_err(setup(LaunchStep::Channels))?;
+    let (status_r, status_w) = sys::pipe().map_err(setup(LaunchStep::Channels))?;
+    let (stdin_r, stdin_w) = sys::pipe().map_err(setup(LaunchStep::Channels))?;
+    let (stdout_r, stdout_w) = sys::pipe().map_err(setup(LaunchStep::Channels))?;
+    let (stderr_r, stderr_w) = sys::pipe().map_err(setup(LaunchStep::Channels))?;
+    let argv = cstrings(spec.argv.iter().cloned())?;
+    let envp = cstrings(spec.env.iter().map(|(k, v)| format!("{k}={v}")))?;
+
+    // 6. Root mode: the runtime's supplementary groups (e.g. 0) would survive into the child,
+    //    where `setgroups` is denied; drop them from the runtime itself before cloning (it keeps
+    //    its capabilities, so it loses no access it needs).
+    if !rootless {
+        sys::clear_groups().map_err(setup(LaunchStep::SupplementaryGroups))?;
+    }
+
+    // 7. clone into new user, pid, mount, net, ipc and uts namespaces (cgroup: after joining).
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
+    let ctx = child::ChildCtx {
+        policy: p,
+        rootless,
+        plan: &plan,
+        exec_fd: &spec.program.fd,
+        is_script: spec.program.is_script,
+        argv: &argv,
+        envp: &envp,
+        sock: &sock_child,
+        stdio: [&stdin_r, &stdout_w, &stderr_w],
+        exec_w: &exec_w,
+        status_w: &status_w,
+        filters: &filters,
+    };
+    let pid = match sys::clone_fork(flags).map_err(setup(LaunchStep::Clone))? {
+        Forked::Child => child::contain(&ctx),
+        Forked::Parent(pid) => pid,
+    };
+    let mut guard = ChildGuard(Some(pid));
+    drop((sock_child, exec_w, status_w, stdin_r, stdout_w, stderr_w));
+    for ns in ["user", "pid", "mount", "network", "ipc", "uts", "cgroup"] {
+        layers.push(LayerReport::full(&format!("{ns}_namespace"), json!({})));
+    }
+
+    // 8. Id maps: one inside uid/gid mapped to the host ids; setgroups denied first.
+    let maps = (|| -> io::Result<()> {
+        fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
+        fs::write(
+            format!("/proc/{pid}/uid_map"),
+            format!("{} {host_uid} 1\n", p.inside_uid),
+        )?;
+        fs::write(
+            format!("/proc/{pid}/gid_map"),
+            format!("{} {host_gid} 1\n", p.inside_gid),
+        )
+    })();
+    maps.map_err(setup(LaunchStep::IdMaps))?;
+    layers.push(LayerReport::full(
+        "identity",
+        json!({"inside_uid": p.inside_uid, "inside_gid": p.inside_gid, "host_uid": host_uid, "host_gid": host_gid, "setgroups": "deny", "supplementary_groups_cleared": !rootless}),
+    ));
+
+    // 9. Into the cgroup before anything of the child runs.
+    if let Some(c) = &cg {
+        c.add(pid).map_err(|e| LaunchError::Setup {
+            step: LaunchStep::CgroupJoin,
+            cause: io::Error::other(e),
+        })?;
+        let mut d = json!({"version": c.version(), "paths": c.dirs(), "memory_max": p.resources.memory_max, "swap_max": p.resources.swap_max, "cpu_max": p.resources.cpu_max, "pids_max": p.resources.pids_max});
+        if c.not_applied.is_empty() {
+            layers.push(LayerReport::full("cgroup", d));
+        } else {
+            d["not_applied"] = json!(c.not_applied);
+            layers.push(LayerReport {
+                layer: "cgroup".into(),
+                status: LayerStatus::PartiallyEnforced,
+                degradation_allowed: false,
+                details: d,
+            });
+        }
+    }
+
+    // 10. Release the child and collect what it applied.
+    let sock = UnixDatagram::from(sock_parent);
+    sock.send(b"G").map_err(setup(LaunchStep::Control))?;
+    let mut ns_pid = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    while ns_pid.is_none() {
+        let n = sock.recv(&mut buf).map_err(setup(LaunchStep::Control))?;
+        if n == 0 {
+            return Err(LaunchError::Setup {
+                step: LaunchStep::Control,
+                cause: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the sandbox's init exited during setup",
+                ),
+            });
+        }
+        let msg: child::ChildMsg =
+            serde_json::from_slice(&buf[..n]).map_err(|e| LaunchError::Setup {
+                step: LaunchStep::Control,
+                cause: io::Error::other(e),
+            })?;
+        match msg {
+            child::ChildMsg::Layers(l) => layers.extend(l),
+            child::ChildMsg::Failed { step, error } => {
+                return Err(LaunchError::ChildSetup {
+                    step,
+                    cause: ChildError(error),
+                })
+            }
+            child::ChildMsg::Forked { ns_pid: n } => ns_pid = Some(n),
+        }
+    }
+    layers.push(LayerReport::full(
+        "filesystem",
+        json!({"root": "tmpfs, read-only", "read_only": plan.steps.len(), "skipped_missing": plan.skipped, "tmp_size": plan.tmp.0, "tmp_inodes": plan.tmp.1, "proc": plan.proc, "sys": plan.sys, "package": spec.package_dir}),
+    ));
+    layers.push(LayerReport::full(
+        "seccomp",
+        json!({"mode": "filter", "default_action": "kill_process", "groups": p.seccomp_groups, "allowed_syscalls": filters.allowed, "absent_on_arch": filters.absent, "implied": filters.implied, "filters": filters.programs.len(), "init_allowed_syscalls": seccomp::INIT_SYSCALLS}),
+    ));
+
+    // 11. Did exec succeed? EOF on the close-on-exec pipe says yes.
+    match child::read_exec_result(exec_r).map_err(setup(LaunchStep::Control))? {
+        None => {}
+        Some((child::EXEC_FAILED, errno)) => {
+            let cause = io::Error::from_raw_os_error(errno);
+            return Err(if errno == libc::ENOENT {
+                LaunchError::NotFound {
+                    path: spec.program.path.clone(),
+                }
+            } else {
+                LaunchError::CannotExecute {
+                    path: spec.program.path.clone(),
+                    cause,
+                }
+            });
+        }
+        Some((_, errno)) => {
+            return Err(LaunchError::Setup {
+                step: LaunchStep::PreExec,
+                cause: io::Error::from_raw_os_error(errno),
+            })
+        }
+    }
+    let host_pid = ns_pid.and_then(|n| find_host_pid(pid, n));
+    layers.push(LayerReport::full(
+        "process",
+        json!({
+            "hostname": p.hostname,
+            "session": "new (setsid), no controlling terminal",
+            "parent_death_signal": "SIGKILL",
+            "descriptors": if spec.program.is_script { "0-2 and the script's descriptor" } else { "0-2 only" },
+            "stdio": "pipes owned by the runtime",
+            "environment": spec.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            "executed_from": "descriptor (execveat AT_EMPTY_PATH)",
+            "program": spec.program.path,
+            "init": "pid 1: not dumpable, no capabilities, seccomp (wait/write/exit only)",
+        }),
+    ));
+    guard.0 = None;
+    let report = Report {
+        schema: REPORT_SCHEMA.into(),
+        mode: mode.into(),
+        pid: host_pid,
+        host_uid,
+        host_gid,
+        inside_uid: p.inside_uid,
+        layers,
+        limits_hit: LimitsHit::default(),
+        exit: None,
+        cleaned_up: false,
+    };
+    Ok(Sandboxed {
+        init_pid: Some(pid),
+        cgroup: cg.take(),
+        lease,
+        status_r: Some(status_r),
+        stdin: Some(stdin_w),
+        stdout: Some(stdout_r),
+        stderr: Some(stderr_r),
+        report,
+    })
+}
+
+/// The host pid of the process whose parent is `init` and whose innermost pid is `ns_pid`.
+fn find_host_pid(init: i32, ns_pid: i32) -> Option<i32> {
+    for e in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        };
+        let ppid_ok = field("PPid:").and_then(|v| v.first()?.parse::<i32>().ok()) == Some(init);
+        let ns_ok = field("NSpid:").and_then(|v| v.last()?.parse::<i32>().ok()) == Some(ns_pid);
+        if ppid_ok && ns_ok {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// A running sandbox. Dropping it kills everything in it and removes its cgroup.
+#[derive(Debug)]
+pub struct Sandboxed {
+    init_pid: Option<i32>,
+    cgroup: Option<cgroup::Cgroup>,
+    lease: Option<uid::UidLease>,
+    status_r: Option<OwnedFd>,
+    /// The program's stdin (write end), owned by the runtime.
+    pub stdin: Option<OwnedFd>,
+    /// The program's stdout (read end).
+    pub stdout: Option<OwnedFd>,
+    /// The program's stderr (read end).
+    pub stderr: Option<OwnedFd>,
+    report: Report,
+}
+
+impl Sandboxed {
+    /// The program's host pid (when it could be found).
+    pub fn pid(&self) -> Option<i32> {
+        self.report.pid
+    }
+
+    /// The report so far (exit absent until [`Sandboxed::wait`]).
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// Send a signal to the program.
+    pub fn signal(&self, sig: i32) -> io::Result<()> {
+        match self.report.pid {
+            Some(p) => sys::kill(p, sig),
+            None => Ok(()),
+        }
+    }
+
+    /// Kill everything in the sandbox now (init first: the kernel then kills its pid namespace).
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.init_pid {
+            let _ = sys::kill(pid, libc::SIGKILL);
+        }
+        if let Some(cg) = &mut self.cgroup {
+            cg.kill_and_remove();
+        }
+    }
+
+    /// Wait for the program to end, tear the sandbox down and return the final report.
+    pub fn wait(mut self) -> Report {
+        let Some(init) = self.init_pid.take() else {
+            return self.report.clone();
+        };
+        let init_status = sys::waitpid(init, 0)
+            .map(|(_, s)| s)
+            .unwrap_or(libc::SIGKILL);
+        let mut raw = None;
+        if let Some(fd) = self.status_r.take() {
+            let mut b = Vec::new();
+            let _ = io::Read::read_to_end(&mut fs::File::from(fd), &mut b);
+            if b.len() >= 4 {
+                raw = Some(i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+            }
+        }
+        // Without the program's own status (init was killed: OOM, cgroup kill), init's is used.
+        self.report.exit = Some(ExitInfo::from_wait_status(raw.unwrap_or(init_status)));
+        let mut cleaned = true;
+        if let Some(mut cg) = self.cgroup.take() {
+            let (oom, mem, pids, peak) = cg.events();
+            self.report.limits_hit = LimitsHit {
+                oom_kills: oom,
+                memory_max_events: mem,
+                pids_max_events: pids,
+                memory_peak_bytes: peak,
+            };
+            cleaned = cg.kill_and_remove();
+        }
+        self.lease.take();
+        self.report.cleaned_up = cleaned;
+        self.report.clone()
+    }
+}
+
+impl Drop for Sandboxed {
+    fn drop(&mut self) {
+        if let Some(pid) = self.init_pid.take() {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            let _ = sys::waitpid(pid, 0);
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! The sandbox's filesystem view: planned in the parent (pure, testable), applied in the child.
+//!
+//! ## Layout
+//! A fresh tmpfs becomes `/` (read-only once built). On it: the policy's read-only host paths
+//! (bind mounts, recursive, made read-only/nosuid/nodev with `mount_setattr(AT_RECURSIVE)` so
+//! submounts are covered too and the flags the kernel locked in our user namespace never have to
+//! be repeated); host symlinks such as merged-/usr `/bin -> usr/bin` recreated as symlinks; the
+//! package at `/plugin` read-only; generated `/etc/passwd`, `/etc/group`, `/etc/hostname`,
+//! `/etc/hosts`; a size- and inode-limited tmpfs at `/tmp` (nosuid, nodev, noexec); a fresh
+//! `/proc` of the new pid namespace with host-revealing files masked and kernel tunables
+//! read-only; a minimal read-only tmpfs `/dev` holding binds of null, zero, full, random and
+//! urandom and the `fd`/`stdin`/`stdout`/`stderr` symlinks (scripts run through `/dev/fd/N`).
+//! Then `pivot_root(".", ".")`, the old root detached, and `/` made read-only.
+//!
+//! ## Why sources are descriptors
+//! The child opens every bind source with `O_PATH` in its new mount namespace (the kernel
+//! refuses to bind a mount of another namespace) *before* mounting the staging root over `/tmp`,
+//! which may hide a source (a package extracted under `/tmp`), then mounts `/proc/self/fd/N`;
+//! the type opened is checked against the plan, so a path swapped since planning is refused.
+
+use super::LaunchStep;
+use crate::sys;
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::path::{Path, PathBuf};
+use stockade_policy::sandbox::ValidatedSandboxPolicy;
+
+/// Where the new root is assembled inside the child's private mount namespace.
+const STAGE: &str = "/tmp";
+
+/// /proc files that reveal or control the host kernel: a read-only empty file is bound over them.
+pub const PROC_MASKED_FILES: &[&str] = &[
+    "kcore",
+    "kallsyms",
+    "keys",
+    "key-users",
+    "kmsg",
+    "kpagecgroup",
+    "kpagecount",
+    "kpageflags",
+    "latency_stats",
+    "sched_debug",
+    "sysrq-trigger",
+    "timer_list",
+    "timer_stats",
+    "config.gz",
+    "modules",
+    "vmallocinfo",
+    "slabinfo",
+    "iomem",
+    "ioports",
+    "buddyinfo",
+    "pagetypeinfo",
+    "zoneinfo",
+];
+/// /proc directories hidden under an empty read-only tmpfs.
+pub const PROC_MASKED_DIRS: &[&str] = &["acpi", "scsi", "asound", "driver", "tty", "pressure"];
+/// /proc subtrees kept visible but read-only (kernel tunables and hardware knobs).
+pub const PROC_READ_ONLY: &[&str] = &["sys", "bus", "fs", "irq"];
+/// Device nodes bound from the host's /dev.
+pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom"];
+
+/// What a host path is, as far as planning cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostEntry {
+    /// A directory.
+    Dir,
+    /// A regular file (or another non-directory that can be bound, like a device).
+    File,
+    /// A symlink with this target.
+    Symlink(String),
+    /// Nothing there.
+    Missing,
+}
+
+/// One step of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountStep {
+    /// Bind a host path at the same place, read-only.
+    BindRo {
+        /// Host path (opened by the parent).
+        host: PathBuf,
+        /// Path inside the sandbox.
+        target: String,
+        /// Directory (else file).
+        dir: bool,
+    },
+    /// Bind a host directory read-write (nosuid, nodev, noexec).
+    BindRw {
+        /// Host path.
+        host: PathBuf,
+        /// Path inside the sandbox.
+        target: String,
+        /// Always true (writable binds are directories); kept for uniform source checks.
+        dir: bool,
+    },
+    /// Recreate a host symlink.
+    Symlink {
+        /// Path inside the sandbox.
+        target: String,
+        /// What it points to.
+        points_to: String,
+    },
+}
+
+/// The whole filesystem plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountPlan {
+    /// Binds and symlinks, in order.
+    pub steps: Vec<MountStep>,
+    /// Policy paths missing on the host (reported, not fatal).
+    pub skipped: Vec<String>,
+    /// Files generated on the root tmpfs: (path, contents).
+    pub files: Vec<(String, String)>,
+    /// /tmp size in bytes and inode limit.
+    pub tmp: (u64, u64),
+    /// Mount /proc.
+    pub proc: bool,
+    /// Bind /sys read-only.
+    pub sys: bool,
+}
+
+/// Build the plan from the policy and a view of the host (a fake in tests).
+pub fn plan(
+    policy: &ValidatedSandboxPolicy,
+    package_dir: Option<&Path>,
+    lookup: impl Fn(&Path) -> HostEntry,
+) -> MountPlan {
+    let mut steps = Vec::new();
+    let mut skipped = Vec::new();
+    for p in &policy.read_only {
+        match lookup(Path::new(p)) {
+            HostEntry::Dir => steps.push(MountStep::BindRo {
+                host: p.into(),
+                target: p.clone(),
+                dir: true,
+            }),
+            HostEntry::File => steps.push(MountStep::BindRo {
+                host: p.into(),
+                target: p.clone(),
+                dir: false,
+            }),
+            HostEntry::Symlink(to) => steps.push(MountStep::Symlink {
+                target: p.clone(),
+                points_to: to,
+            }),
+            HostEntry::Missing => skipped.push(p.clone()),
+        }
+    }
+    for p in &policy.writable {
+        match lookup(Path::new(p)) {
+            HostEntry::Dir => steps.push(MountStep::BindRw {
+                host: p.into(),
+                target: p.clone(),
+                dir: true,
+            }),
+            _ => skipped.push(p.clone()),
+        }
+    }
+    if let Some(pkg) = package_dir {
+        steps.push(MountStep::BindRo {
+            host: pkg.to_path_buf(),
+            target: "/plugin".into(),
+            dir: true,
+        });
+    }
+    let uid = policy.inside_uid;
+    let gid = policy.inside_gid;
+    let bound = |f: &str| {
+        policy
+            .read_only
+            .iter()
+            .any(|p| p == f || f.starts_with(&format!("{p}/")))
+    };
+    let mut files = Vec::new();
+    let generated = [
+        (
+            "/etc/passwd",
+            format!(
+                "root:x:0:0:root:/:/usr/sbin/nologin\nplugin:x:{uid}:{gid}:plugin:/tmp:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n"
+            ),
+        ),
+        (
+            "/etc/group",
+            format!("root:x:0:\nplugin:x:{gid}:\nnogroup:x:65534:\n"),
+        ),
+        ("/etc/hostname", format!("{}\n", policy.hostname)),
+        (
+            "/etc/hosts",
+            format!("127.0.0.1\tlocalhost {}\n::1\tlocalhost\n", policy.hostname),
+        ),
+        ("/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n".to_string()),
+    ];
+    for (path, contents) in generated {
+        if !bound(path) {
+            files.push((path.to_string(), contents));
+        }
+    }
+    MountPlan {
+        steps,
+        skipped,
+        files,
+        tmp: (policy.tmp_size, policy.tmp_inodes),
+        proc: policy.proc,
+        sys: policy.sys,
+    }
+}
+
+/// Look a host path up without following a final symlink.
+pub fn host_lookup(p: &Path) -> HostEntry {
+    match fs::symlink_metadata(p) {
+        Err(_) => HostEntry::Missing,
+        Ok(m) if m.file_type().is_symlink() => match fs::read_link(p) {
+            Ok(t) => HostEntry::Symlink(t.to_string_lossy().into_owned()),
+            Err(_) => HostEntry::Missing,
+        },
+        Ok(m) if m.is_dir() => HostEntry::Dir,
+        Ok(_) => HostEntry::File,
+    }
+}
+
+/// Open every bind source with `O_PATH`, in step order (`None` for symlink steps).
+pub fn open_sources(plan: &MountPlan) -> io::Result<Vec<Option<OwnedFd>>> {
+    plan.steps
+        .iter()
+        .map(|s| match s {
+            MountStep::BindRo { host, dir, .. } | MountStep::BindRw { host, dir, .. } => {
+                let c = cstr(&host.to_string_lossy())?;
+                let fd = sys::open(&c, libc::O_PATH | libc::O_NOFOLLOW)?;
+                let is_dir = sys::fstat_mode(fd.as_fd())? & libc::S_IFMT == libc::S_IFDIR;
+                if is_dir != *dir {
+                    return Err(io::Error::other(format!(
+                        "`{}` changed type since the launch was planned",
+                        host.display()
+                    )));
+                }
+                Ok(Some(fd))
+            }
+            MountStep::Symlink { .. } => Ok(None),
+        })
+        .collect()
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+fn staged(p: &str) -> String {
+    format!("{STAGE}{p}")
+}
+
+fn mkdirs(p: &str) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(p)
+}
+
+fn make_target(p: &str, dir: bool) -> io::Result<()> {
+    if dir {
+        mkdirs(p)
+    } else {
+        if let Some(parent) = Path::new(p).parent() {
+            mkdirs(&parent.to_string_lossy())?;
+        }
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+            .map(drop)
+    }
+}
+
+const RO: u64 = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+
+fn bind(source: &str, target: &str, attrs: u64) -> io::Result<()> {
+    let t = cstr(target)?;
+    sys::mount(
+        Some(&cstr(source)?),
+        &t,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
+    sys::mount_setattr(&t, true, attrs, 0)
+}
+
+fn tmpfs(target: &str, flags: libc::c_ulong, opts: &str) -> io::Result<()> {
+    sys::mount(
+        Some(c"tmpfs"),
+        &cstr(target)?,
+        Some(c"tmpfs"),
+        flags,
+        Some(&cstr(opts)?),
+    )
+}
+
+/// Apply the plan in the child (in its new mount namespace, before dropping capabilities).
+/// Returns the error tagged with the step that failed.
+pub fn apply(plan: &MountPlan, sources: &[Option<OwnedFd>]) -> Result<(), (LaunchStep, io::Error)> {
+    let at = |step: LaunchStep| move |e: io::Error| (step, e);
+    // Nothing we mount may propagate back to the host.
+    sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(at(LaunchStep::MountPrivate))?;
+    tmpfs(
+        STAGE,
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "size=4m,nr_inodes=4096,mode=0755",
+    )
+    .map_err(at(LaunchStep::MountRoot))?;
+
+    for (step, src) in plan.steps.iter().zip(sources) {
+        let r = match (step, src) {
+            (MountStep::BindRo { target, dir, .. }, Some(fd)) => {
+                let t = staged(target);
+                make_target(&t, *dir)
+                    .and_then(|_| bind(&format!("/proc/self/fd/{}", fd.as_raw_fd()), &t, RO))
+            }
+            (MountStep::BindRw { target, .. }, Some(fd)) => {
+                let t = staged(target);
+                make_target(&t, true).and_then(|_| {
+                    bind(
+                        &format!("/proc/self/fd/{}", fd.as_raw_fd()),
+                        &t,
+                        libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC,
+                    )
+                })
+            }
+            (MountStep::Symlink { target, points_to }, _) => {
+                let t = staged(target);
+                Path::new(&t)
+                    .parent()
+                    .map_or(Ok(()), |p| mkdirs(&p.to_string_lossy()))
+                    .and_then(|_| symlink(points_to, &t))
+            }
+            _ => Err(io::Error::other("mount source descriptor missing")),
+        };
+        r.map_err(at(LaunchStep::MountBind))?;
+    }
+
+    for (path, contents) in &plan.files {
+        let t = staged(path);
+        make_target(&t, false)
+            .and_then(|_| fs::write(&t, contents))
+            .map_err(at(LaunchStep::MountFiles))?;
+    }
+
+    let (size, inodes) = plan.tmp;
+    let tmp = staged("/tmp");
+    mkdirs(&tmp)
+        .and_then(|_| {
+            tmpfs(
+                &tmp,
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                &format!("size={size},nr_inodes={inodes},mode=1777"),
+            )
+        })
+        .map_err(at(LaunchStep::MountTmp))?;
+
+    build_dev().map_err(at(LaunchStep::MountDev))?;
+    if plan.proc {
+        build_proc().map_err(at(LaunchStep::MountProc))?;
+    }
+    if plan.sys {
+        let t = staged("/sys");
+        mkdirs(&t)
+            .and_then(|_| bind("/sys", &t, RO | libc::MOUNT_ATTR_NOEXEC))
+            .map_err(at(LaunchStep::MountSys))?;
+    }
+
+    sys::chdir(&cstr(STAGE).map_err(at(LaunchStep::PivotRoot))?)
+        .and_then(|_| sys::pivot_root_here())
+        .and_then(|_| sys::umount_detach(c"."))
+        .and_then(|_| sys::chdir(c"/"))
+        .map_err(at(LaunchStep::PivotRoot))?;
+    // Only the root mount itself: /tmp and writable binds stay writable.
+    sys::mount_setattr(c"/", false, RO, 0).map_err(at(LaunchStep::RootReadOnly))?;
+    Ok(())
+}
+
+fn build_dev() -> io::Result<()> {
+    let dev = staged("/dev");
+    mkdirs(&dev)?;
+    tmpfs(
+        &dev,
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "size=64k,nr_inodes=64,mode=0755",
+    )?;
+    for node in DEV_NODES {
+        let t = format!("{dev}/{node}");
+        make_target(&t, false)?;
+        bind(
+            &format!("/dev/{node}"),
+            &t,
+            libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC,
+        )?;
+    }
+    symlink("/proc/self/fd", format!("{dev}/fd"))?;
+    for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
+        symlink(format!("/proc/self/fd/{i}"), format!("{dev}/{name}"))?;
+    }
+    // The tmpfs itself read-only: no new nodes, files or sockets in /dev.
+    sys::mount_setattr(&cstr(&dev)?, false, libc::MOUNT_ATTR_RDONLY, 0)
+}
+
+fn build_proc() -> io::Result<()> {
+    let proc_ = staged("/proc");
+    mkdirs(&proc_)?;
+    sys::mount(
+        Some(c"proc"),
+        &cstr(&proc_)?,
+        Some(c"proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )?;
+    let null = staged("/dev/null");
+    for f in PROC_MASKED_FILES {
+        let t = format!("{proc_}/{f}");
+        if Path::new(&t).exists() {
+            bind(&null, &t, RO | libc::MOUNT_ATTR_NOEXEC)?;
+        }
+    }
+    for d in PROC_MASKED_DIRS {
+        let t = format!("{proc_}/{d}");
+        if Path::new(&t).is_dir() {
+            tmpfs(
+                &t,
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                "size=0,nr_inodes=2,mode=0555",
+            )?;
+        }
+    }
+    for d in PROC_READ_ONLY {
+        let t = format!("{proc_}/{d}");
+        if Path::new(&t).exists() {
+            bind(&t, &t, RO | libc::MOUNT_ATTR_NOEXEC)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockade_policy::sandbox::{default_policy, parse_policy};
+
+    fn fake(p: &Path) -> HostEntry {
+        match p.to_str().unwrap() {
+            "/usr" | "/lib" | "/etc/ld.so.conf.d" | "/srv/data" => HostEntry::Dir,
+            "/bin" => HostEntry::Symlink("usr/bin".into()),
+            "/etc/ld.so.cache" | "/etc/passwd" => HostEntry::File,
+            _ => HostEntry::Missing,
+        }
+    }
+
+    #[test]
+    fn default_plan_binds_system_paths_and_recreates_symlinks() {
+        let p = plan(&default_policy(), Some(Path::new("/var/pkg")), fake);
+        assert!(p.steps.contains(&MountStep::BindRo {
+            host: "/usr".into(),
+            target: "/usr".into(),
+            dir: true
+        }));
+        assert!(p.steps.contains(&MountStep::Symlink {
+            target: "/bin".into(),
+            points_to: "usr/bin".into()
+        }));
+        assert!(p.steps.contains(&MountStep::BindRo {
+            host: "/var/pkg".into(),
+            target: "/plugin".into(),
+            dir: true
+        }));
+        assert!(p.skipped.contains(&"/lib64".to_string()));
+        // No host /etc/passwd or shadow: a generated stub instead.
+        assert!(p
+            .files
+            .iter()
+            .any(|(f, c)| f == "/etc/passwd" && c.contains(":1000:")));
+        assert!(!p.steps.iter().any(
+            |s| matches!(s, MountStep::BindRo { target, .. } if target.starts_with("/etc/shadow"))
+        ));
+        assert_eq!(p.tmp, (16 << 20, 1024));
+        assert!(p.proc && !p.sys);
+    }
+
+    #[test]
+    fn binding_passwd_suppresses_the_stub_and_writable_needs_a_dir() {
+        let pol = parse_policy(
+            "version = 1\n[filesystem]\nread_only = [\"/etc/passwd\"]\nwritable = [\"/srv/data\", \"/srv/none\"]\n",
+        )
+        .unwrap();
+        let p = plan(&pol, None, fake);
+        assert!(!p.files.iter().any(|(f, _)| f == "/etc/passwd"));
+        assert!(p.steps.contains(&MountStep::BindRw {
+            host: "/srv/data".into(),
+            target: "/srv/data".into(),
+            dir: true
+        }));
+        assert_eq!(p.skipped, vec!["/srv/none".to_string()]);
+    }
+}

@@ -1,0 +1,164 @@
+//! What a launch enforced, layer by layer, and how the program ended. This is the `--json`
+//! document of `stockade exec` (schema `stockade.sandbox.report/1`) and what `stockade run` will
+//! log; layers carry a status in rust-landlock's vocabulary so every degradation is visible.
+//!
+//! ## Schema `stockade.sandbox.report/1`
+//! ```text
+//! {
+//!   "schema": "stockade.sandbox.report/1",
+//!   "mode": "root" | "rootless",
+//!   "pid": <host pid of the program> | null,
+//!   "host_uid": u32, "host_gid": u32, "inside_uid": u32,
+//!   "layers": [ { "layer": <name>,
+//!                 "status": "fully_enforced" | "partially_enforced" | "not_enforced",
+//!                 "degradation_allowed": true,        // only present when true
+//!                 "details": { … layer-specific facts … } }, … ],
+//!   "limits_hit": { "oom_kills": u64, "memory_max_events": u64, "pids_max_events": u64,
+//!                   "memory_peak_bytes": u64 | null },
+//!   "exit": { "code": i32 | null, "signal": i32 | null, "status": i32 } | null,
+//!   "cleaned_up": bool            // every process gone, cgroup removed
+//! }
+//! ```
+//! Layer names, in launch order: `distinct_uid`, `user_namespace`, `pid_namespace`,
+//! `mount_namespace`, `network_namespace`, `ipc_namespace`, `uts_namespace`, `cgroup_namespace`,
+//! `identity`, `cgroup`, `rlimits`, `capabilities`, `no_new_privs`, `landlock`,
+//! `landlock_network` (network mode "none" only), `landlock_scope`, `filesystem`, `seccomp`,
+//! `process`. A layer whose status is below `fully_enforced` always has
+//! `degradation_allowed: true` (otherwise the launch would have stopped), except `cgroup`
+//! `partially_enforced` when a limit file is missing (listed in `details.not_applied`).
+
+use serde::{Deserialize, Serialize};
+
+/// Report schema identifier (bump on incompatible change).
+pub const REPORT_SCHEMA: &str = "stockade.sandbox.report/1";
+
+/// How completely a layer was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerStatus {
+    /// Everything the policy asked for is in force.
+    FullyEnforced,
+    /// Some of it is (the details say what is missing).
+    PartiallyEnforced,
+    /// None of it is.
+    NotEnforced,
+}
+
+/// One isolation layer's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerReport {
+    /// Stable layer name: `user_namespace`, `distinct_uid`, `filesystem`, `landlock`, …
+    pub layer: String,
+    /// How completely it applies.
+    pub status: LayerStatus,
+    /// True when the status is below full and the policy allowed that degradation.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub degradation_allowed: bool,
+    /// Human-readable facts (ABI number, limits, uid …).
+    pub details: serde_json::Value,
+}
+
+impl LayerReport {
+    /// A fully enforced layer.
+    pub fn full(layer: &str, details: serde_json::Value) -> Self {
+        Self {
+            layer: layer.into(),
+            status: LayerStatus::FullyEnforced,
+            degradation_allowed: false,
+            details,
+        }
+    }
+
+    /// A layer below full strength that the policy tolerates.
+    pub fn degraded(layer: &str, status: LayerStatus, details: serde_json::Value) -> Self {
+        Self {
+            layer: layer.into(),
+            status,
+            degradation_allowed: true,
+            details,
+        }
+    }
+}
+
+/// Limits the program ran into.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsHit {
+    /// Processes killed by the OOM killer inside the sandbox's memory cgroup.
+    pub oom_kills: u64,
+    /// Times the memory limit was reached (v1 failcnt, v2 memory.events `max`).
+    pub memory_max_events: u64,
+    /// Times a fork failed because pids.max was reached.
+    pub pids_max_events: u64,
+    /// Peak memory use in bytes, where the kernel reports it.
+    pub memory_peak_bytes: Option<u64>,
+}
+
+/// How the program ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// The exit code when it exited normally.
+    pub code: Option<i32>,
+    /// The signal that killed it.
+    pub signal: Option<i32>,
+    /// What `stockade exec` exits with: the code, or 128 + signal.
+    pub status: i32,
+}
+
+impl ExitInfo {
+    /// From a raw `wait` status.
+    pub fn from_wait_status(raw: i32) -> Self {
+        if libc::WIFSIGNALED(raw) {
+            let s = libc::WTERMSIG(raw);
+            Self {
+                code: None,
+                signal: Some(s),
+                status: 128 + s,
+            }
+        } else {
+            let c = libc::WEXITSTATUS(raw);
+            Self {
+                code: Some(c),
+                signal: None,
+                status: c,
+            }
+        }
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Always [`REPORT_SCHEMA`].
+    pub schema: String,
+    /// `root` or `rootless`.
+    pub mode: String,
+    /// The program's pid as seen from the host.
+    pub pid: Option<i32>,
+    /// Host uid/gid the program runs as.
+    pub host_uid: u32,
+    /// Host gid.
+    pub host_gid: u32,
+    /// The uid it sees for itself.
+    pub inside_uid: u32,
+    /// Every layer, in the order the launch applied them.
+    pub layers: Vec<LayerReport>,
+    /// Limits hit while it ran.
+    pub limits_hit: LimitsHit,
+    /// How it ended (absent until it has).
+    pub exit: Option<ExitInfo>,
+    /// Whether the sandbox was torn down completely (no process left, cgroup removed).
+    pub cleaned_up: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_info_maps_signals_to_128_plus_n() {
+        // Raw wait statuses: exit(3) is 3 << 8; killed by SIGSYS (31) is 31.
+        assert_eq!(ExitInfo::from_wait_status(3 << 8).status, 3);
+        let s = ExitInfo::from_wait_status(31);
+        assert_eq!((s.signal, s.status), (Some(31), 159));
+    }
+}

@@ -1,0 +1,244 @@
+//! `stockade exec` really launching programs: status passthrough, runtime failure codes, the
+//! environment, identity and the posture seen from inside.
+
+mod exec_common;
+use exec_common::*;
+
+#[test]
+fn exit_status_is_passed_through() {
+    assert_eq!(code(&sh(&[], "exit 0")), 0);
+    assert_eq!(code(&sh(&[], "exit 7")), 7);
+    assert_eq!(code(&sh(&[], "exit 255")), 255);
+}
+
+#[test]
+fn death_by_signal_is_128_plus_n() {
+    // The program is not pid 1 of its namespace, so it can signal itself like anywhere else.
+    assert_eq!(code(&sh(&[], "kill -9 $$")), 137);
+    assert_eq!(code(&sh(&[], "kill -TERM $$")), 143);
+}
+
+#[test]
+fn missing_program_is_127_and_non_executable_is_126() {
+    let o = stockade(&["exec", "--", "/nonexistent/program"], b"");
+    assert_eq!(code(&o), 127, "{}", err(&o));
+    assert!(err(&o).contains("not found"));
+    let o = stockade(&["exec", "--", "no-such-program-anywhere"], b"");
+    assert_eq!(code(&o), 127);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("data");
+    std::fs::write(&f, "not a program").unwrap();
+    let o = stockade(&["exec", "--", f.to_str().unwrap()], b"");
+    assert_eq!(code(&o), 126, "{}", err(&o));
+    let o = stockade(&["exec", "--", "/usr"], b"");
+    assert_eq!(code(&o), 126);
+}
+
+#[test]
+fn stdio_is_relayed() {
+    let o = stockade(&["exec", "--", "/bin/cat"], b"through the pipes\n");
+    assert_eq!(code(&o), 0);
+    assert_eq!(out(&o), "through the pipes\n");
+    let o = sh(&[], "echo to-out; echo to-err >&2");
+    assert_eq!(out(&o), "to-out\n");
+    assert!(err(&o).contains("to-err"));
+}
+
+#[test]
+fn environment_is_cleared_except_base_and_env_flags() {
+    // A variable in the runtime's environment must not leak into the sandbox.
+    let o = std::process::Command::new(BIN)
+        .env("STOCKADE_TEST_SECRET", "leaked")
+        .args([
+            "exec",
+            "--env",
+            "FOO=bar",
+            "--env",
+            "PATH=/bin",
+            "--",
+            "/usr/bin/env",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let mut vars: Vec<String> = out(&o).lines().map(str::to_string).collect();
+    vars.sort();
+    assert_eq!(
+        vars,
+        vec!["FOO=bar", "HOME=/tmp", "PATH=/bin", "TMPDIR=/tmp"]
+    );
+    let o = stockade(&["exec", "--env", "NOEQUALS", "--", "/bin/true"], b"");
+    assert_eq!(code(&o), 64);
+}
+
+#[test]
+fn runs_unprivileged_with_every_restriction_in_proc_status() {
+    let o = sh(&[], "id -u; id -g; cat /proc/self/status");
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let text = out(&o);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("1000"));
+    assert_eq!(lines.next(), Some("1000"));
+    for (k, v) in [
+        ("CapInh:", "0000000000000000"),
+        ("CapPrm:", "0000000000000000"),
+        ("CapEff:", "0000000000000000"),
+        ("CapBnd:", "0000000000000000"),
+        ("CapAmb:", "0000000000000000"),
+        ("NoNewPrivs:", "1"),
+        ("Seccomp:", "2"),
+    ] {
+        let line = text.lines().find(|l| l.starts_with(k)).unwrap();
+        assert_eq!(line.split_whitespace().nth(1), Some(v), "{line}");
+    }
+    let groups = text.lines().find(|l| l.starts_with("Groups:")).unwrap();
+    assert!(
+        !groups.split_whitespace().skip(1).any(|g| g == "0"),
+        "{groups}"
+    );
+}
+
+#[test]
+fn network_is_empty() {
+    let o = sh(&[], "cat /proc/net/dev");
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let ifaces: Vec<String> = out(&o)
+        .lines()
+        .skip(2)
+        .map(|l| l.split(':').next().unwrap().trim().to_string())
+        .collect();
+    assert!(ifaces.iter().all(|i| i == "lo"), "{ifaces:?}");
+    // No interface is up: not even loopback is reachable; inet sockets cannot even be created.
+    if require(
+        std::path::Path::new("/usr/bin/python3").exists(),
+        "python3 is needed to try an AF_INET socket",
+    ) {
+        let o = stockade(
+            &["exec", "--", "/usr/bin/python3", "-c",
+              "import socket,errno\ntry:\n socket.socket(socket.AF_INET)\n print('created')\nexcept OSError as e:\n print(errno.errorcode[e.errno])"],
+            b"",
+        );
+        assert_eq!(out(&o).trim(), "EAFNOSUPPORT", "{}", err(&o));
+    }
+}
+
+#[test]
+fn tmp_is_writable_and_everything_else_read_only() {
+    let o = sh(
+        &[],
+        "echo hi > /tmp/f && cat /tmp/f; touch /usr/x 2>/dev/null && echo usr-writable; \
+         touch /x 2>/dev/null && echo root-writable; touch /etc/x 2>/dev/null && echo etc-writable; \
+         mkdir /dev/x 2>/dev/null && echo dev-writable; echo done",
+    );
+    assert_eq!(out(&o), "hi\ndone\n", "{}", err(&o));
+}
+
+#[test]
+fn host_secrets_are_absent() {
+    let o = sh(
+        &[],
+        "test -e /etc/shadow && echo shadow; test -e /root && echo root; test -e /sys && echo sys; \
+         test -e /home && echo home; cat /proc/kcore 2>/dev/null | head -c 1 | wc -c; \
+         cat /proc/1/environ | tr '\\0' '\\n' | grep -c STOCKADE_TEST; echo end",
+    );
+    assert_eq!(out(&o), "0\n0\nend\n", "{}", err(&o));
+}
+
+#[test]
+fn forbidden_syscall_kills_with_sigsys() {
+    // unshare(CLONE_NEWUSER) is outside every group: seccomp kills the process (128 + 31).
+    let o = stockade(&["exec", "--", "/usr/bin/unshare", "-U", "/bin/true"], b"");
+    assert_eq!(code(&o), 159, "{}", err(&o));
+}
+
+#[test]
+fn scripts_run_through_their_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("script.sh");
+    std::fs::write(&s, "#!/bin/sh\necho \"script $# $1\"\n").unwrap();
+    std::fs::set_permissions(&s, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = stockade(&["exec", "--", s.to_str().unwrap(), "arg"], b"");
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "script 1 arg\n");
+}
+
+#[test]
+fn pid_file_names_the_running_program_and_is_removed_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let pf = dir.path().join("pid");
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "exec",
+            "--pid-file",
+            pf.to_str().unwrap(),
+            "--",
+            "/bin/sleep",
+            "3",
+        ])
+        .spawn()
+        .unwrap();
+    let mut pid = None;
+    for _ in 0..200 {
+        if let Ok(t) = std::fs::read_to_string(&pf) {
+            pid = t.trim().parse::<i32>().ok();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pid = pid.expect("pid file written");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Name:") && l.contains("sleep")),
+        "{status}"
+    );
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"));
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert_eq!(nspid.split_whitespace().last(), Some("2"), "{nspid}");
+    if is_root() {
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        let host: u32 = uid.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!((200_000..265_536).contains(&host), "{uid}");
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(!pf.exists());
+}
+
+#[test]
+fn json_report_goes_to_stderr_after_the_output() {
+    let o = stockade(&["--json", "exec", "--", "/bin/echo", "plain"], b"");
+    assert_eq!(code(&o), 0);
+    assert_eq!(out(&o), "plain\n", "stdout holds only the program's output");
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).expect("stderr is one JSON document");
+    assert_eq!(r["schema"], "stockade.sandbox.report/1");
+    assert_eq!(r["exit"]["status"], 0);
+    assert_eq!(r["cleaned_up"], true);
+    for l in r["layers"].as_array().unwrap() {
+        let s = l["status"].as_str().unwrap();
+        let explained = l["layer"] == "cgroup" && l["details"]["not_applied"].is_array();
+        assert!(
+            s == "fully_enforced" || l["degradation_allowed"] == true || explained,
+            "a layer below full must be an allowed degradation: {l}"
+        );
+    }
+    for name in [
+        "user_namespace",
+        "pid_namespace",
+        "mount_namespace",
+        "network_namespace",
+        "ipc_namespace",
+        "uts_namespace",
+        "cgroup_namespace",
+        "identity",
+        "distinct_uid",
+        "filesystem",
+        "rlimits",
+        "capabilities",
+        "no_new_privs",
+        "landlock",
+        "seccomp",
+    ] {
+        layer(&r, name);
+    }
+}

@@ -1,0 +1,109 @@
+//! Shared helpers for the `exec*` integration tests: run the real `stockade` binary, read its
+//! report, and skip (or, with `CI=true`, fail) when the host cannot run a test.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_stockade");
+
+/// Skip a test that cannot run here, saying why; with `CI=true` a skip is a failure.
+/// Returns true when the test should go on.
+pub fn require(ok: bool, why: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("test cannot run but CI=true forbids skips: {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+/// Whether we run as root (root-mode tests need it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Run `stockade <args>` with the given stdin.
+pub fn stockade(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stockade");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait stockade");
+    let _ = writer.join();
+    out
+}
+
+/// `stockade exec [extra…] -- sh -c SCRIPT`.
+pub fn sh(extra: &[&str], script: &str) -> Output {
+    let mut args = vec!["exec"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
+    stockade(&args, b"")
+}
+
+/// Exit code (panics on death by signal: the runtime itself must never die of one).
+pub fn code(o: &Output) -> i32 {
+    o.status
+        .code()
+        .unwrap_or_else(|| panic!("stockade died by a signal: {o:?}"))
+}
+
+/// stdout as text.
+pub fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as text.
+pub fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `stockade exec --report FILE [extra…] -- sh -c SCRIPT`; returns (output, parsed report).
+pub fn with_report(extra: &[&str], script: &str) -> (Output, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let rep = dir.path().join("report.json");
+    let rep_s = rep.to_str().unwrap().to_string();
+    let mut args = vec!["--report", rep_s.as_str()];
+    args.extend_from_slice(extra);
+    let o = sh(&args, script);
+    let text = std::fs::read_to_string(&rep)
+        .unwrap_or_else(|e| panic!("no report ({e}); stderr: {}", err(&o)));
+    (o, serde_json::from_str(&text).expect("report is JSON"))
+}
+
+/// Write a policy file into a temp dir.
+pub fn policy(dir: &Path, text: &str) -> String {
+    let p = dir.join("policy.toml");
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// The layer named `name` in a report.
+pub fn layer<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == name)
+        .unwrap_or_else(|| panic!("no layer {name} in {report}"))
+}

@@ -1,0 +1,136 @@
+//! Resource limits and teardown: OOM kill, pids limit, file-size limit, the cgroup removed and
+//! no process left behind, even after a double fork and `setsid`. cgroup tests need root mode on
+//! this host (rootless callers have no delegated cgroup here).
+
+mod exec_common;
+use exec_common::*;
+use std::path::Path;
+
+#[test]
+fn memory_limit_oom_kills_and_is_reported() {
+    if !require(is_root(), "the cgroup memory limit needs root mode here")
+        || !require(
+            Path::new("/usr/bin/python3").exists(),
+            "python3 allocates the memory",
+        )
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(
+        dir.path(),
+        "version = 1\n[resources]\nmemory_max = \"48M\"\n",
+    );
+    let rep = dir.path().join("r.json");
+    let o = stockade(
+        &[
+            "exec",
+            "--report",
+            rep.to_str().unwrap(),
+            "--policy",
+            &pol,
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "x = bytearray(200 * 1024 * 1024); print('survived')",
+        ],
+        b"",
+    );
+    assert_eq!(code(&o), 137, "{}", err(&o));
+    assert!(!out(&o).contains("survived"));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rep).unwrap()).unwrap();
+    assert!(r["limits_hit"]["oom_kills"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["exit"]["signal"], 9);
+}
+
+#[test]
+fn pids_bomb_is_stopped_at_the_limit() {
+    if !require(is_root(), "the cgroup pids limit needs root mode here") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(dir.path(), "version = 1\n[resources]\npids_max = 10\n");
+    let (o, r) = with_report(
+        &["--policy", &pol],
+        "for i in $(seq 1 40); do sleep 2 & done; echo all-started",
+    );
+    // dash gives up ("Cannot fork") when fork fails with EAGAIN.
+    assert!(!out(&o).contains("all-started"), "{}", err(&o));
+    assert!(err(&o).contains("fork"), "{}", err(&o));
+    assert!(
+        r["limits_hit"]["pids_max_events"].as_u64().unwrap() >= 1,
+        "{r}"
+    );
+}
+
+#[test]
+fn file_size_limit_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(dir.path(), "version = 1\n[resources]\nfsize = \"1M\"\n");
+    let o = sh(
+        &["--policy", &pol],
+        "dd if=/dev/zero of=/tmp/big bs=1k count=2048 2>/dev/null; echo $?",
+    );
+    // dd dies of SIGXFSZ (25): its shell sees 128 + 25.
+    assert_eq!(out(&o).trim(), "153", "{}", err(&o));
+}
+
+#[test]
+fn tmpfs_is_size_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(
+        dir.path(),
+        "version = 1\n[filesystem]\ntmp_size = \"1M\"\n[resources]\nfsize = \"64M\"\n",
+    );
+    let o = sh(
+        &["--policy", &pol],
+        "dd if=/dev/zero of=/tmp/big bs=1k count=4096 2>/dev/null; ls -s /tmp/big | cut -d' ' -f1",
+    );
+    let kb: u64 = out(&o).trim().parse().unwrap_or(u64::MAX);
+    assert!(kb <= 1024, "tmp grew to {kb} KiB; {}", err(&o));
+}
+
+#[test]
+fn nothing_survives_a_double_fork_and_the_cgroup_is_removed() {
+    let marker = format!("{}", 900_000 + std::process::id() % 90_000);
+    let (o, r) = with_report(
+        &[],
+        &format!(
+            "(setsid sh -c 'sleep {marker} & sleep {marker}' &) ; sleep 0.2; echo parent-done"
+        ),
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "parent-done\n");
+    assert_eq!(r["cleaned_up"], true);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("sleep ") && c.contains(&marker))
+        .collect();
+    assert!(survivors.is_empty(), "{survivors:?}");
+    if is_root() {
+        let cg = layer(&r, "cgroup");
+        for p in cg["details"]["paths"].as_array().unwrap() {
+            assert!(
+                !Path::new(p.as_str().unwrap()).exists(),
+                "cgroup {p} left behind"
+            );
+        }
+    }
+}
+
+#[test]
+fn cpu_and_rlimits_are_visible_inside() {
+    let o = sh(&[], "ulimit -n; ulimit -c; ulimit -f");
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    // nofile 256, core 0, fsize 16M in 512-byte blocks (dash) or KiB (bash): accept both.
+    let text = out(&o);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "256");
+    assert_eq!(lines[1], "0");
+    assert!(lines[2] == "32768" || lines[2] == "16384", "{lines:?}");
+}

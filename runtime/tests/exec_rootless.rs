@@ -1,0 +1,96 @@
+//! Rootless mode: the same binary run by an unprivileged user (via `setpriv`), with
+//! unprivileged user namespaces. The default policy allows running without a distinct uid and
+//! without a cgroup in this mode and the report must say so.
+
+mod exec_common;
+use exec_common::*;
+use std::path::Path;
+use std::process::Command;
+
+fn rootless(args: &[&str]) -> Option<std::process::Output> {
+    if !require(is_root(), "switching to an unprivileged user needs root") {
+        return None;
+    }
+    if !require(
+        Path::new("/usr/bin/setpriv").exists(),
+        "setpriv (util-linux) is needed",
+    ) {
+        return None;
+    }
+    let userns = std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone")
+        .map(|s| s.trim() != "0")
+        .unwrap_or(true);
+    if !require(userns, "unprivileged user namespaces are disabled") {
+        return None;
+    }
+    let mut cmd = Command::new("/usr/bin/setpriv");
+    cmd.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        BIN,
+    ]);
+    cmd.args(args).current_dir("/");
+    Some(cmd.output().unwrap())
+}
+
+#[test]
+fn rootless_launch_works_and_reports_what_it_cannot_enforce() {
+    let Some(o) = rootless(&[
+        "--json", "exec", "--", "/bin/sh", "-c",
+        "id -u; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; echo hi > /tmp/t && cat /tmp/t",
+    ]) else {
+        return;
+    };
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(
+        out(&o),
+        "1000\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\nhi\n"
+    );
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    assert_eq!(r["mode"], "rootless");
+    assert_eq!(r["host_uid"], 65534);
+    let d = layer(&r, "distinct_uid");
+    assert_eq!(d["status"], "not_enforced");
+    assert_eq!(d["degradation_allowed"], true);
+    // Fully on a recent kernel, partially (older ABI, reported) on Debian's 6.1.
+    assert_ne!(layer(&r, "landlock")["status"], "not_enforced");
+    assert_eq!(layer(&r, "seccomp")["status"], "fully_enforced");
+}
+
+#[test]
+fn rootless_policy_without_the_degradation_is_refused() {
+    let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let pol = policy(
+        dir.path(),
+        "version = 1\n[layers]\nallow_degraded_rootless = []\n",
+    );
+    std::fs::set_permissions(&pol, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let Some(o) = rootless(&["exec", "--policy", &pol, "--", "/bin/true"]) else {
+        return;
+    };
+    assert_eq!(code(&o), 125, "{}", err(&o));
+    assert!(err(&o).contains("distinct_uid"), "{}", err(&o));
+}
+
+#[test]
+fn rootless_program_cannot_read_the_runtimes_memory_or_environment() {
+    let Some(o) = rootless(&[
+        "exec",
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /proc/1/environ >/dev/null 2>&1 && echo environ-readable; \
+         head -c1 /proc/1/mem >/dev/null 2>&1 && echo mem-readable; echo end",
+    ]) else {
+        return;
+    };
+    assert_eq!(out(&o), "end\n", "{}", err(&o));
+}

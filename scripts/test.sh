@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The one command that runs every test Stockade has, on a fresh Debian 12 machine of the CI kind.
+# It installs what it needs (apt packages, cargo tools), then runs, in order: formatting, clippy,
+# the workspace tests (unit, CLI integration, real sandbox launches, the escape battery and the
+# posture check), the kernel matrix under qemu, short fuzzing runs, and the demo as a smoke test.
+# `.ci/run` calls exactly this. With CI=true every test that would skip fails instead.
+#
+# Options (environment): STOCKADE_SKIP_QEMU=1 / STOCKADE_FUZZ_SECONDS=N for local iteration only;
+# both are refused when CI=true so CI always runs everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ "${CI:-}" = "true" ]; then
+  if [ -n "${STOCKADE_SKIP_QEMU:-}" ] || [ -n "${STOCKADE_FUZZ_SECONDS:-}" ]; then
+    echo "test.sh: STOCKADE_SKIP_QEMU / STOCKADE_FUZZ_SECONDS are for local runs; CI runs everything" >&2
+    exit 64
+  fi
+fi
+
+step "system packages"
+# Each package and why: minisign (interop tests with the stock tool), gcc/libc6-dev (static escape
+# probes), qemu-system-x86 + busybox-static + cpio (kernel-matrix VM), iproute2 (network probes'
+# fixtures), libcap2-bin (capsh, used by posture diagnostics), util-linux (setpriv for rootless runs).
+PKGS=(minisign gcc libc6-dev qemu-system-x86 busybox-static cpio iproute2 libcap2-bin util-linux)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --workspace --all-targets --locked
+
+step "workspace tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  cargo test --workspace --doc --locked
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+if [ -z "${STOCKADE_SKIP_QEMU:-}" ] && [ -x sandbox-tests/qemu/run-matrix.sh ]; then
+  step "kernel matrix (Debian 6.1 under qemu)"
+  sandbox-tests/qemu/run-matrix.sh --matrix
+fi
+
+if [ -x fuzz/run.sh ]; then
+  step "fuzzing (short)"
+  fuzz/run.sh "${STOCKADE_FUZZ_SECONDS:-20}"
+fi
+
+step "demo smoke test"
+scripts/demo.sh
+
+step "all tests passed"
