@@ -6,6 +6,8 @@
 # Usage:
 #   run-matrix.sh [OPTIONS] --selfcheck
 #   run-matrix.sh [OPTIONS] --stockade PATH --battery PATH --probe PATH
+#   run-matrix.sh [OPTIONS] --matrix [--release]   (builds the three binaries
+#                      from this checkout with cargo, then as above; CI's call)
 #   run-matrix.sh [OPTIONS] -- COMMAND [ARGS...]     (runs in the guest)
 #
 # Options:
@@ -25,6 +27,7 @@
 #   --timeout SECS     wall-clock limit for the whole VM run (default 600)
 #   --memory MB        guest memory (default 2048)
 #   --smp N            guest CPUs (default 2)
+#   --cpu MODEL        qemu CPU model (default max)
 #   --kernel PATH      boot this bzImage instead of Debian's 6.1
 #   --append ARGS      extra kernel command line arguments
 #   --cache DIR        cache for the kernel and helpers
@@ -46,12 +49,15 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib/provision.sh"
 . "$HERE/lib/initramfs.sh"
 . "$HERE/lib/vm.sh"
+. "$HERE/lib/workspace.sh"
 
 usage() {
 	sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
 }
 
 MODE=""
+MATRIX=0
+PROFILE=dev
 ADDS=()
 ENVS=()
 MODULES=()
@@ -65,6 +71,7 @@ STOCKADE="" BATTERY="" PROBE=""
 TIMEOUT=${STOCKADE_QEMU_TIMEOUT:-600}
 MEMORY=2048
 SMP=2
+CPU=max
 KERNEL=""
 APPEND_EXTRA=""
 CACHE=${STOCKADE_QEMU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stockade-qemu}
@@ -78,6 +85,8 @@ need_arg() { [ $# -ge 2 ] || die "$EXIT_USAGE" "$1 needs a value (see --help)"; 
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--selfcheck) MODE=selfcheck ;;
+	--matrix) MATRIX=1 ;;
+	--release) PROFILE=release ;;
 	--stockade) need_arg "$@"; STOCKADE=$2; shift ;;
 	--battery) need_arg "$@"; BATTERY=$2; shift ;;
 	--probe) need_arg "$@"; PROBE=$2; shift ;;
@@ -92,6 +101,7 @@ while [ $# -gt 0 ]; do
 	--timeout) need_arg "$@"; TIMEOUT=$2; shift ;;
 	--memory) need_arg "$@"; MEMORY=$2; shift ;;
 	--smp) need_arg "$@"; SMP=$2; shift ;;
+	--cpu) need_arg "$@"; CPU=$2; shift ;;
 	--kernel) need_arg "$@"; KERNEL=$2; shift ;;
 	--append) need_arg "$@"; APPEND_EXTRA=$2; shift ;;
 	--cache) need_arg "$@"; CACHE=$2; shift ;;
@@ -108,7 +118,13 @@ while [ $# -gt 0 ]; do
 done
 
 # --- validate the command line before touching anything ---
-if [ -n "$STOCKADE$BATTERY$PROBE" ]; then
+if [ "$MATRIX" = 1 ]; then
+	[ -z "$STOCKADE$BATTERY$PROBE" ] || die "$EXIT_USAGE" "--matrix builds its own binaries: drop --stockade/--battery/--probe"
+	[ -z "$MODE" ] || die "$EXIT_USAGE" "--matrix and --$MODE exclude each other"
+	MODE=battery
+elif [ "$PROFILE" = release ]; then
+	die "$EXIT_USAGE" "--release only applies to --matrix"
+elif [ -n "$STOCKADE$BATTERY$PROBE" ]; then
 	[ -z "$MODE" ] || die "$EXIT_USAGE" "--selfcheck and --stockade/--battery/--probe exclude each other"
 	if [ -z "$STOCKADE" ] || [ -z "$BATTERY" ] || [ -z "$PROBE" ]; then
 		die "$EXIT_USAGE" "the matrix needs all three of --stockade, --battery and --probe"
@@ -147,6 +163,7 @@ for f in "$STOCKADE" "$BATTERY" "$PROBE"; do
 done
 
 # --- provision ---
+[ "$MATRIX" = 1 ] && build_workspace_binaries
 mkdir -p "$CACHE"/{kernel,helpers,logs,work} || die "$EXIT_UNAVAILABLE" "cannot create cache $CACHE"
 provision_host_tools
 provision_kernel

@@ -16,7 +16,7 @@ run_vm() {
 	# qemu exit, so a panic ends the run at once. stdin is /dev/null so that
 	# qemu never puts a terminal into raw mode.
 	timeout --kill-after=10 "$TIMEOUT" \
-		qemu-system-x86_64 -accel tcg -cpu max -m "$MEMORY" -smp "$SMP" \
+		qemu-system-x86_64 -accel tcg -cpu "$CPU" -m "$MEMORY" -smp "$SMP" \
 		-nodefaults -no-user-config -display none -no-reboot \
 		-serial stdio -kernel "$KERNEL" -initrd "$initrd" -append "$append" \
 		</dev/null >"$log" 2>&1 &

@@ -43,6 +43,9 @@ case_usage() {
 	expect usage-partial-matrix 64 'all three' --stockade /usr/bin/true -- true
 	expect usage-bad-timeout 64 'positive integer' --timeout 5s -- true
 	expect usage-missing-file 64 'no such host file' --add /nonexistent:/x -- true
+	expect usage-matrix-and-paths 64 'builds its own binaries' --matrix --stockade /usr/bin/true
+	expect usage-release-alone 64 'only applies to --matrix' --release --selfcheck
+	expect usage-bad-layout 64 'root or scope' --cgroup-layout flat --selfcheck
 }
 
 case_status() {
