@@ -17,6 +17,7 @@ kernel=$(uname -r)
 echo "== stockade battery on $kernel =="
 eval "set -- $(cat /etc/stockade-vm/battery-args)"
 out=/tmp/battery.out
+t0=$(date +%s)
 "$B" --stockade "$S" --probe "$P" "$@" | tee "$out"
 brc=$?
 # The pipe's status is tee's; the runner's comes from its own summary.
@@ -32,6 +33,7 @@ else
 	brc=0
 fi
 
+t1=$(date +%s)
 prc=0
 pargs=$(cat /etc/stockade-vm/posture-args)
 if [ "$pargs" = "'skip'" ]; then
@@ -43,6 +45,7 @@ else
 	prc=$?
 	if [ $prc = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 fi
-echo "battery status: $([ $brc = 0 ] && echo ok || echo FAILED), posture status: $([ $prc = 0 ] && echo ok || echo FAILED)"
+t2=$(date +%s)
+echo "battery: $([ $brc = 0 ] && echo ok || echo FAILED) in $((t1 - t0))s, posture: $([ $prc = 0 ] && echo ok || echo FAILED) in $((t2 - t1))s"
 echo "qemu-$kernel: $passed passed, $failed failed"
 [ $brc = 0 ] && [ $prc = 0 ]
