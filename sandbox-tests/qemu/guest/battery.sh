@@ -18,7 +18,7 @@ echo "== stockade battery on $kernel =="
 eval "set -- $(cat /etc/stockade-vm/battery-args)"
 out=/tmp/battery.out
 t0=$(date +%s)
-"$B" --stockade "$S" --probe "$P" "$@" | tee "$out"
+"$B" --stockade "$S" --probe "$P" "$@" 2>&1 | tee "$out"
 brc=$?
 # The pipe's status is tee's; the runner's comes from its own summary.
 summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -1)
