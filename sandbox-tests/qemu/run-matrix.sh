@@ -21,7 +21,10 @@
 #                      scope: in /payload.scope, like a systemd login session
 #   --env KEY=VALUE    set a variable for the payload (repeatable); CI is
 #                      forwarded automatically when set on the host
-#   --battery-arg ARG  extra argument for the battery run (repeatable)
+#   --battery-arg ARG  extra argument for the battery run (repeatable; given
+#                      after the VM defaults --mem-mb 512 --fork-max 256
+#                      --fsize-mb 64 --inode-max 4096 --expect-pids 64, so a
+#                      repeated flag overrides them)
 #   --posture-arg ARG  extra argument for the posture check (repeatable)
 #   --no-posture       run the battery only
 #   --timeout SECS     wall-clock limit for the whole VM run (default 600)
@@ -64,6 +67,11 @@ MODULES=()
 DEFAULT_MODULES=(vsock loop tun fuse kvm_amd)
 CGROUP_LAYOUT=root
 BATTERY_ARGS=()
+# Bomb caps for the VM: the battery's defaults (1 GiB, 1024 processes, 256 MiB,
+# 20000 inodes) make the native controls alone take a minute under TCG; these
+# are still 2-4 times the default policy's limits (memory 256M, pids 64,
+# fsize 16M, 1024 tmp inodes), so a bomb that is not stopped still shows.
+VM_BATTERY_ARGS=(--mem-mb 512 --fork-max 256 --fsize-mb 64 --inode-max 4096 --expect-pids 64)
 POSTURE_ARGS=()
 POSTURE=1
 PAYLOAD=()
@@ -199,7 +207,7 @@ battery)
 	add_file "$BATTERY" /usr/local/bin/stockade-battery
 	add_file "$PROBE" /usr/local/bin/stockade-probe
 	PAYLOAD=(/usr/local/libexec/stockade-vm/battery.sh)
-	sh_quote_all "${BATTERY_ARGS[@]+"${BATTERY_ARGS[@]}"}" >"$STAGE/etc/stockade-vm/battery-args"
+	sh_quote_all "${VM_BATTERY_ARGS[@]}" "${BATTERY_ARGS[@]+"${BATTERY_ARGS[@]}"}" >"$STAGE/etc/stockade-vm/battery-args"
 	if [ "$POSTURE" = 1 ]; then
 		sh_quote_all "${POSTURE_ARGS[@]+"${POSTURE_ARGS[@]}"}" >"$STAGE/etc/stockade-vm/posture-args"
 	else

@@ -93,7 +93,7 @@ if [ "$1" = --posture ]; then
 	[ "${POSTURE_FAILS:-0}" = 0 ]
 	exit
 fi
-[ "$*" = "--stockade /usr/local/bin/stockade --probe /usr/local/bin/stockade-probe --only a b" ] ||
+[ "$*" = "--stockade /usr/local/bin/stockade --probe /usr/local/bin/stockade-probe --mem-mb 512 --fork-max 256 --fsize-mb 64 --inode-max 4096 --expect-pids 64 --only a b" ] ||
 	{ echo "bad battery args: $*"; exit 99; }
 printf '%-20s %-8s %s\n' probe native sandboxed standin-a ok blocked standin-b ok blocked
 echo "2 passed, 0 failed"
