@@ -27,26 +27,31 @@ run ca issue --ca "$work/intermediate" --pub "$work/dev.pub" --scope any --subje
   -o "$work/dev.cert"
 mkdir -p "$work/trust"
 cp "$work/root/ca.pub" "$work/trust/demo-root.pub"
+# An (empty) signed revocation list: without one, verification warns "revocation: not configured".
+run ca revoke --ca "$work/root" -o "$work/trust/revocations.json"
 
 say "2. pack and sign examples/hello"
 run pack examples/hello --key "$work/dev.key" --devcert "$work/dev.cert" \
-  --intcert "$work/intermediate/ca.cert" -o "$work/hello-1.0.0.stockade"
+  --intcert "$work/intermediate/ca.cert" -o "$work/hello-0.1.0.stockade"
 
 say "3. inspect, then verify against the trust root"
-run inspect "$work/hello-1.0.0.stockade"
-run verify "$work/hello-1.0.0.stockade" --trust "$work/trust" --state-dir "$work/state"
+run inspect "$work/hello-0.1.0.stockade"
+run verify "$work/hello-0.1.0.stockade" --trust "$work/trust" --state-dir "$work/state"
 
 say "4. a tampered copy is rejected"
-cp "$work/hello-1.0.0.stockade" "$work/tampered.stockade"
-size=$(stat -c %s "$work/tampered.stockade")
-# Flip one byte in the last quarter of the file (inside the signed payload).
-python3 - "$work/tampered.stockade" "$size" <<'PY'
-import sys
-path, size = sys.argv[1], int(sys.argv[2])
+cp "$work/hello-0.1.0.stockade" "$work/tampered.stockade"
+# Flip one byte in the middle of the signed payload (not in a tar header), as a corrupted
+# download or a malicious mirror would.
+python3 - "$work/tampered.stockade" <<'PY'
+import sys, tarfile
+path = sys.argv[1]
+with tarfile.open(path) as t:
+    m = t.getmember("payload.tar.gz")
+    off = m.offset_data + m.size // 2
 with open(path, "r+b") as f:
-    f.seek(size * 3 // 4)
+    f.seek(off)
     b = f.read(1)
-    f.seek(size * 3 // 4)
+    f.seek(off)
     f.write(bytes([b[0] ^ 0x01]))
 PY
 set +e
@@ -58,3 +63,16 @@ if [ "$code" -eq 0 ]; then
   exit 1
 fi
 echo "(rejected with exit code $code, as documented in docs/exit-codes.md)"
+
+say "5. run the verified plugin sandboxed (built-in strict policy)"
+run verify "$work/hello-0.1.0.stockade" --trust "$work/trust" --state-dir "$work/state" \
+  --extract-to "$work/hello" >/dev/null
+run exec --plugin-dir "$work/hello" --report "$work/sandbox-report.json" -- "$work/hello/entrypoint"
+python3 - "$work/sandbox-report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"sandbox report ({r['schema']}, {r['mode']} mode, host uid {r['host_uid']}):")
+for layer in r["layers"]:
+    print(f"  {layer['layer']:<20} {layer['status']}")
+print(f"exit: {r['exit']}")
+PY

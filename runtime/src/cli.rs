@@ -58,6 +58,34 @@ pub enum CaCommand {
     Issue(CaIssueArgs),
     /// Revoke serials or keys and write a new signed, versioned, expiring revocation list.
     Revoke(CaRevokeArgs),
+    /// Issue a signed node license (for `license:<serial>` scopes), signed by a root CA.
+    License(CaLicenseArgs),
+}
+
+/// `stockade ca license`
+#[derive(Debug, Args)]
+pub struct CaLicenseArgs {
+    /// The root CA directory whose key signs the license.
+    #[arg(long, value_name = "DIR")]
+    pub ca: PathBuf,
+    /// License serial ([A-Za-z0-9._-], at most 64).
+    #[arg(long, value_name = "SERIAL")]
+    pub serial: String,
+    /// Bind the license to this hardware id (see `stockade node info`).
+    #[arg(long, value_name = "ID")]
+    pub hardware: Option<String>,
+    /// Issue the license in the frozen state (no new plugins admitted).
+    #[arg(long)]
+    pub frozen: bool,
+    /// Validity in days; without it the license does not expire.
+    #[arg(long)]
+    pub days: Option<u32>,
+    /// Output license file.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Issue as if the current time were this (unix seconds); for back-dating and tests.
+    #[arg(long, value_name = "UNIX_SECONDS", hide = true)]
+    pub now: Option<u64>,
 }
 
 /// `stockade ca init`
@@ -78,6 +106,9 @@ pub struct CaInitArgs {
     /// A human-readable name for the CA.
     #[arg(long)]
     pub name: Option<String>,
+    /// Issue as if the current time were this (unix seconds); for back-dating and tests.
+    #[arg(long, value_name = "UNIX_SECONDS", hide = true)]
+    pub now: Option<u64>,
 }
 
 /// `stockade ca issue`
@@ -107,6 +138,9 @@ pub struct CaIssueArgs {
     /// Output certificate file.
     #[arg(short = 'o', long = "output", value_name = "FILE.cert")]
     pub output: PathBuf,
+    /// Issue as if the current time were this (unix seconds); for back-dating and tests.
+    #[arg(long, value_name = "UNIX_SECONDS", hide = true)]
+    pub now: Option<u64>,
 }
 
 /// `stockade ca revoke`
@@ -127,6 +161,9 @@ pub struct CaRevokeArgs {
     /// Output revocation list file.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
+    /// Issue as if the current time were this (unix seconds); for back-dating and tests.
+    #[arg(long, value_name = "UNIX_SECONDS", hide = true)]
+    pub now: Option<u64>,
 }
 
 /// `stockade pack`
@@ -182,6 +219,10 @@ pub struct VerifyArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub trust: TrustArgs,
+    /// After a successful verification, move the verified, extracted tree to DIR (which must not
+    /// exist; its parent must). The tree is exactly the signed file map, nothing else.
+    #[arg(long, value_name = "DIR")]
+    pub extract_to: Option<PathBuf>,
 }
 
 /// `stockade inspect`
@@ -196,6 +237,39 @@ pub struct InspectArgs {
 pub enum NodeCommand {
     /// Print this node's hardware id and license.
     Info(NodeInfoArgs),
+    /// Manage this node's license.
+    #[command(subcommand)]
+    License(NodeLicenseCommand),
+}
+
+/// `stockade node license …`
+#[derive(Debug, Subcommand)]
+pub enum NodeLicenseCommand {
+    /// Verify a license file against the trust roots and install it as license.json in the state directory.
+    Install(NodeLicenseInstallArgs),
+}
+
+/// `stockade node license install`
+#[derive(Debug, Args)]
+pub struct NodeLicenseInstallArgs {
+    /// The license file from `stockade ca license`.
+    pub file: PathBuf,
+    /// Trust directory holding the root keys that may sign licenses.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "STOCKADE_TRUST_DIR",
+        default_value = "/etc/stockade/trust"
+    )]
+    pub trust: PathBuf,
+    /// State directory to install into.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "STOCKADE_STATE_DIR",
+        default_value = "/var/lib/stockade"
+    )]
+    pub state_dir: PathBuf,
 }
 
 /// `stockade node info`
@@ -209,6 +283,9 @@ pub struct NodeInfoArgs {
         default_value = "/var/lib/stockade"
     )]
     pub state_dir: PathBuf,
+    /// Also verify the license signature against the roots in this trust directory.
+    #[arg(long, value_name = "DIR")]
+    pub trust: Option<PathBuf>,
 }
 
 /// `stockade exec`
@@ -227,6 +304,10 @@ pub struct ExecArgs {
     /// Also write the JSON launch report to this file when the program ends.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Mount this directory read-only at /plugin inside the sandbox (what `stockade run` does
+    /// with a verified package), e.g. to try an extracted plugin by hand.
+    #[arg(long, value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,

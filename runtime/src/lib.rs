@@ -5,11 +5,25 @@
 //! plugin in the sandbox. The `stockade` binary (`main.rs`) only parses arguments and prints.
 //!
 //! All raw system calls live in `sys`; everything else uses safe types.
+//!
+//! Sandbox: [`sandbox`] (the launch pipeline and every layer), [`sys`] (the only module with
+//! `unsafe`).
+//!
+//! Trust and packages: [`package`] (container, deterministic payload, safe extraction and the
+//! verification pipeline, `package::open_verified` for the launcher), [`trustdir`] (pinned roots,
+//! revocation list, trust modes), [`state`] (rollback memory), [`node`] (hardware id, license),
+//! [`fileio`] (capped single-fd reads, exclusive and atomic writes), [`keyfile`] (key files).
 
 pub mod cli;
 pub mod cmd;
 pub mod error;
 pub mod exit;
+pub mod fileio;
+pub mod keyfile;
+pub mod node;
 pub mod output;
+pub mod package;
 pub mod sandbox;
+pub mod state;
 pub mod sys;
+pub mod trustdir;

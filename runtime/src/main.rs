@@ -24,7 +24,7 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code.into(),
         Err(err) => {
             if out.json {
-                println!("{}", err.to_json());
+                stockade_runtime::output::print_stdout(&err.to_json().to_string());
             } else {
                 eprintln!("{}", err.render_text());
             }

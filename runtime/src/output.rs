@@ -3,6 +3,7 @@
 //! about what happened.
 
 use serde::Serialize;
+use std::io::Write;
 
 /// Where and how a command prints its result.
 #[derive(Debug, Clone, Copy)]
@@ -16,7 +17,7 @@ impl Output {
     pub fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce(&T) -> String) {
         if self.json {
             match serde_json::to_string_pretty(value) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => print_stdout(&s),
                 // Serialization of our own report types cannot fail (no maps with non-string
                 // keys, no custom serializers that error); if it ever does, say so loudly.
                 Err(e) => eprintln!("stockade: internal error: cannot serialize report: {e}"),
@@ -24,7 +25,7 @@ impl Output {
         } else {
             let t = text(value);
             if !t.is_empty() {
-                println!("{}", t.trim_end_matches('\n'));
+                print_stdout(t.trim_end_matches('\n'));
             }
         }
     }
@@ -36,4 +37,11 @@ impl Output {
             eprintln!("stockade: {}", msg.as_ref());
         }
     }
+}
+
+/// Write one line to stdout. A closed stdout (`stockade … | head`) is not an error worth a panic:
+/// the reader has what it wanted, and the exit code still reports the command's outcome.
+pub fn print_stdout(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }

@@ -78,54 +78,70 @@ fn custom_policy_changes_the_view_and_limits() {
 
 #[test]
 fn loopback_mode_brings_lo_up_and_allows_inet() {
-    if !require(
-        std::path::Path::new("/usr/bin/python3").exists(),
-        "python3 runs the TCP echo over loopback",
-    ) {
-        return;
-    }
+    let Some(net) = helper("net") else { return };
     let dir = tempfile::tempdir().unwrap();
     let pol = policy(dir.path(), "version = 1\n[network]\nmode = \"loopback\"\n");
     let o = stockade(
-        &["exec", "--policy", &pol, "--", "/usr/bin/python3", "-c",
-          "import socket\ns=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\nc=socket.create_connection(s.getsockname()); a,_=s.accept(); c.send(b'ok'); print(a.recv(2).decode())"],
+        &[
+            "exec",
+            "--policy",
+            &pol,
+            "--",
+            net.to_str().unwrap(),
+            "echo",
+        ],
         b"",
     );
-    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(code(&o), 0, "{} {}", out(&o), err(&o));
     assert_eq!(out(&o).trim(), "ok");
+    // The default policy (mode "none") has no loopback and no inet sockets.
+    let o = stockade(&["exec", "--", net.to_str().unwrap(), "echo"], b"");
+    assert_eq!(out(&o).trim(), "EAFNOSUPPORT");
 }
 
 #[test]
 fn seccomp_groups_are_respected() {
     // Without @network-io, connect() is not allowed: a process calling it is killed.
+    let Some(net) = helper("net") else { return };
     let dir = tempfile::tempdir().unwrap();
     let pol = policy(
         dir.path(),
         "version = 1\n[seccomp]\ngroups = [\"@default\", \"@basic-io\", \"@file-system\", \"@memory\", \"@process\", \"@signal\", \"@io-event\", \"@timer\"]\n",
     );
-    if !require(
-        std::path::Path::new("/usr/bin/python3").exists(),
-        "python3 calls connect()",
-    ) {
-        return;
-    }
     let o = stockade(
-        &["exec", "--policy", &pol, "--", "/usr/bin/python3", "-c",
-          "import socket\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect('/nonexistent')\nexcept OSError:\n pass\nprint('alive')"],
+        &[
+            "exec",
+            "--policy",
+            &pol,
+            "--",
+            net.to_str().unwrap(),
+            "unix-connect",
+        ],
         b"",
     );
     assert_eq!(code(&o), 159, "{} {}", out(&o), err(&o));
+    // With the default groups the same program lives.
+    let o = stockade(&["exec", "--", net.to_str().unwrap(), "unix-connect"], b"");
+    assert_eq!(out(&o).trim(), "alive", "{}", err(&o));
 }
 
 #[test]
-fn degradation_not_allowed_stops_the_launch() {
-    // Demanding a Landlock ABI no kernel has (and no degradation) must stop before the program.
+fn degradation_not_allowed_stops_the_launch_and_leaves_nothing() {
+    // Demanding a Landlock ABI no kernel has (and no degradation) must stop before the program,
+    // after the uid, the cgroup and the child already exist: all of them must be gone.
     let dir = tempfile::tempdir().unwrap();
     let pol = policy(
         dir.path(),
         "version = 1\n[layers]\nmin_landlock_abi = 9\nallow_degraded = []\n",
     );
-    let o = sh(&["--policy", &pol], "echo ran");
+    let child = std::process::Command::new(BIN)
+        .args(["exec", "--policy", &pol, "--", "/bin/sh", "-c", "echo ran"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runtime_pid = child.id();
+    let o = child.wait_with_output().unwrap();
     if out(&o).contains("ran") {
         // A kernel with ABI 9 satisfies the policy: nothing to check here.
         assert!(require(false, "the kernel offers Landlock ABI 9"));
@@ -133,18 +149,71 @@ fn degradation_not_allowed_stops_the_launch() {
     }
     assert_eq!(code(&o), 125, "{}", err(&o));
     assert!(err(&o).contains("landlock"), "{}", err(&o));
-    // Nothing is left behind: no sandbox cgroup of ours remains.
-    let own = std::process::id().to_string();
-    for ctrl in ["pids", "cpu"] {
-        let d = format!("/sys/fs/cgroup/{ctrl}");
-        if let Ok(rd) = std::fs::read_dir(&d) {
-            for e in rd.flatten() {
+    let prefix = format!("stockade-{runtime_pid}-");
+    let own_cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    for line in own_cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        for ctrl in ctrls
+            .split(',')
+            .filter(|c| ["memory", "pids", "cpu"].contains(c))
+        {
+            let parent = format!("/sys/fs/cgroup/{ctrl}{path}");
+            for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                assert!(
-                    !(n.starts_with("stockade-") && n.contains(&own)),
-                    "{n} left behind"
-                );
+                assert!(!n.starts_with(&prefix), "{parent}/{n} left behind");
             }
         }
     }
+    let survivors = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter(|s| s.lines().any(|l| l == format!("PPid:\t{runtime_pid}")))
+        .count();
+    assert_eq!(survivors, 0, "a child of the failed runtime survived");
+}
+
+#[test]
+fn documented_default_policy_is_the_built_in_one() {
+    // docs/sandbox.md shows the default policy in full; it must not drift from the code.
+    let doc = include_str!("../../docs/sandbox.md");
+    let start = doc.find("```toml\n").expect("toml block") + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let documented = stockade_policy::sandbox::parse_policy(&doc[start..end]).unwrap();
+    let built_in = stockade_policy::sandbox::default_policy();
+    let strip = |mut p: stockade_policy::sandbox::ValidatedSandboxPolicy| {
+        p.source = Default::default();
+        p
+    };
+    assert_eq!(strip(documented), strip(built_in));
+}
+
+#[test]
+fn plugin_dir_is_mounted_read_only_at_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("manifest.json"), "{}").unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.path().join("manifest.json"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap();
+    let o = sh(
+        &["--plugin-dir", d],
+        "cat /plugin/manifest.json; echo; touch /plugin/x 2>/dev/null && echo writable; echo end",
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "{}\nend\n");
+    let o = sh(&["--plugin-dir", "/nonexistent/dir"], "true");
+    assert_eq!(code(&o), 66);
 }

@@ -2,6 +2,35 @@
 //!
 //! Everything Stockade needs to decide whether bytes are trustworthy, as pure functions over
 //! in-memory values: minisign-format Ed25519 keys and signatures, canonical JSON, the
-//! root → intermediate → developer certificate chain with scopes, signed revocation lists and the
-//! signed package statement. No file or clock is read here: callers pass bytes and "now".
+//! root → intermediate → developer certificate chain with scopes, signed revocation lists,
+//! licenses and the signed package statement. No file or clock is read here: callers pass bytes
+//! and "now" (unix seconds), so expiry and rollback are tested without sleeping or touching disk.
+//!
+//! ## Modules, in the order verification uses them
+//! - [`minisign`]: key and signature formats, strict Ed25519 verification;
+//! - [`canonical`]: the exact bytes that are signed;
+//! - [`signed`]: the `{"<body>": …, "signature": …}` envelope shared by the signed documents;
+//! - [`statement`]: what a developer signs for a package (manifest + file map + payload digest);
+//! - [`cert`] and [`chain`]: certificates, chain, bounds and validity;
+//! - [`crl`]: revocation lists (versioned, expiring, rollback-checked);
+//! - [`license`]: node licenses for `license:<serial>` scopes.
+//!
+//! The file formats are summarized for auditors in `trust/FORMATS.md`.
+//!
+//! ## Compatibility
+//! Keys and signatures are byte-compatible with minisign 0.11 (`ED` prehashed signatures;
+//! unencrypted secret keys). Document formats carry `format: 1`; a new format gets a new number.
+//!
+//! ## Test strategy
+//! Unit tests per module with fixed seeds (deterministic keys), fixtures produced by the stock
+//! `minisign` binary, property tests that parsers never panic, and fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
+
+pub mod canonical;
+pub mod cert;
+pub mod chain;
+pub mod crl;
+pub mod license;
+pub mod minisign;
+pub mod signed;
+pub mod statement;

@@ -5,7 +5,8 @@
 //! version = 1
 //!
 //! [filesystem]
-//! read_only = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc/ld.so.cache"]
+//! read_only = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+//!              "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime"]
 //! writable = []            # extra host directories bound read-write at the same path
 //! tmp_size = "16M"         # private tmpfs at /tmp
 //! tmp_inodes = 1024
@@ -337,10 +338,12 @@ pub enum SandboxPolicyError {
         found: u32,
     },
     /// A value is out of range or malformed.
-    #[error("invalid value for `{key}`")]
+    #[error("invalid value for `{key}`{}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
     Invalid {
         /// The dotted key, e.g. `resources.memory_max`.
         key: String,
+        /// The 1-based line of the key in the text, when parsed from text.
+        line: Option<usize>,
         /// What is wrong with it.
         #[source]
         cause: FieldError,
@@ -377,6 +380,7 @@ pub enum FieldError {
 fn invalid(key: &str, cause: impl Into<FieldError>) -> SandboxPolicyError {
     SandboxPolicyError::Invalid {
         key: key.to_string(),
+        line: None,
         cause: cause.into(),
     }
 }
@@ -390,7 +394,42 @@ pub fn parse_policy(text: &str) -> Result<ValidatedSandboxPolicy, SandboxPolicyE
         });
     }
     let file: SandboxPolicyFile = toml::from_str(text).map_err(SandboxPolicyError::Syntax)?;
-    file.validate()
+    file.validate().map_err(|e| match e {
+        SandboxPolicyError::Invalid { key, cause, .. } => SandboxPolicyError::Invalid {
+            line: locate_key(text, &key),
+            key,
+            cause,
+        },
+        other => other,
+    })
+}
+
+/// The 1-based line where a dotted key (`section.key`) is set in policy text, for messages and
+/// for tools that explain which line decided a value. Understands the subset of TOML this
+/// format uses: `[section]` headers and `key = …` lines (comments and blank lines skipped).
+pub fn locate_key(text: &str, dotted: &str) -> Option<usize> {
+    let (want_section, want_key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
+    let mut section = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(h) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            section = h.trim().to_string();
+            continue;
+        }
+        let Some((k, _)) = line.split_once('=') else {
+            continue;
+        };
+        let k = k.trim().trim_matches('"');
+        let (sec, key) = match k.rsplit_once('.') {
+            // Dotted keys (`resources.memory_max = …`) at top level.
+            Some((s, k)) if section.is_empty() => (s.to_string(), k),
+            _ => (section.clone(), k),
+        };
+        if sec == want_section && key == want_key {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// The built-in default policy (what `stockade exec` uses without `--policy`).

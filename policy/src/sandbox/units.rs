@@ -169,4 +169,24 @@ mod tests {
         assert!(parse_cpu("50").is_err());
         assert_eq!(CpuQuota::Millicores(500).quota_us(100_000), Some(50_000));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_errors_without_panicking(s in ".{0,24}") {
+            let _ = parse_size(&RawSize::Text(s.clone()));
+            let _ = parse_cpu(&s);
+        }
+
+        #[test]
+        fn suffixes_scale_exactly(n in 0u64..(1 << 20), i in 0usize..4) {
+            let (suffix, shift) = [("K", 10), ("M", 20), ("G", 30), ("T", 40)][i];
+            let parsed = parse_size(&RawSize::Text(format!("{n}{suffix}")));
+            proptest::prop_assert_eq!(parsed, Ok(Limit::Max(n << shift)));
+        }
+
+        #[test]
+        fn percent_and_millicores_agree(p in 1u64..10_000) {
+            proptest::prop_assert_eq!(parse_cpu(&format!("{p}%")), parse_cpu(&format!("{}m", p * 10)));
+        }
+    }
 }

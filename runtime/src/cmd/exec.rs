@@ -1,5 +1,5 @@
-//! `stockade exec [--policy FILE] [--env KEY=VALUE]… [--pid-file PATH] [--report FILE] [--json]
-//! -- CMD [ARGS…]`: run any program under a sandbox policy.
+//! `stockade exec [--policy FILE] [--env KEY=VALUE]… [--pid-file PATH] [--report FILE]
+//! [--plugin-dir DIR] [--json] -- CMD [ARGS…]`: run any program under a sandbox policy.
 //!
 //! The program's stdin/stdout/stderr are pipes owned by the runtime, which relays its own stdio
 //! to and from them (a poll loop; SIGINT/SIGTERM/SIGHUP received by the runtime are forwarded to
@@ -183,6 +183,15 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
         None => default_policy(),
     };
     let env = parse_env(&args.env)?;
+    if let Some(dir) = &args.plugin_dir {
+        if !dir.is_dir() {
+            return Err(CmdError::msg(
+                Exit::NoInput,
+                "plugin_dir_missing",
+                format!("`--plugin-dir {}` is not a directory", dir.display()),
+            ));
+        }
+    }
     let name = args.command.first().cloned().unwrap_or_default();
     let search = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let program = Program::open(&name, &search).map_err(launch_error)?;
@@ -204,7 +213,7 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
         program,
         argv: args.command.clone(),
         env,
-        package_dir: None,
+        package_dir: args.plugin_dir.clone(),
         uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
     };
     let mut sb = sandbox::launch(spec).map_err(launch_error)?;
@@ -333,15 +342,13 @@ fn push<'a>(
     })
 }
 
-/// Copy one read's worth from `from` to `to`; false once `from` reached EOF or failed.
+/// Copy one read's worth from `from` to `to`; false once `from` reached EOF or failed, or once
+/// `to` cannot take more (e.g. `stockade exec -- yes | head -1`): the caller then closes the
+/// pipe, so the program gets EPIPE/SIGPIPE exactly as it would writing to `to` directly.
 fn pump(from: Option<&fs::File>, to: &mut dyn Write, buf: &mut [u8]) -> bool {
     let Some(mut f) = from else { return false };
     match f.read(buf) {
         Ok(0) | Err(_) => false,
-        Ok(n) => {
-            let _ = to.write_all(&buf[..n]);
-            let _ = to.flush();
-            true
-        }
+        Ok(n) => to.write_all(&buf[..n]).and_then(|_| to.flush()).is_ok(),
     }
 }

@@ -3,32 +3,33 @@
 
 pub mod exec;
 
-use crate::cli::{CaCommand, Command, NodeCommand};
+use crate::cli::{CaCommand, Command, NodeCommand, NodeLicenseCommand};
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::output::Output;
 
+pub mod ca;
+pub mod inspect;
+pub mod keygen;
+pub mod node;
+pub mod pack;
+pub mod verify;
+
 /// Dispatch a parsed command line.
 pub fn run(command: Command, out: Output) -> Result<Exit, CmdError> {
-    let _ = out;
     match command {
-        Command::Keygen(a) => not_yet("keygen", &a),
-        Command::Ca(CaCommand::Init(a)) => not_yet("ca init", &a),
-        Command::Ca(CaCommand::Issue(a)) => not_yet("ca issue", &a),
-        Command::Ca(CaCommand::Revoke(a)) => not_yet("ca revoke", &a),
-        Command::Pack(a) => not_yet("pack", &a),
-        Command::Verify(a) => not_yet("verify", &a),
-        Command::Inspect(a) => not_yet("inspect", &a),
-        Command::Node(NodeCommand::Info(a)) => not_yet("node info", &a),
+        Command::Keygen(a) => keygen::run(a, out),
+        Command::Ca(CaCommand::Init(a)) => ca::init(a, out),
+        Command::Ca(CaCommand::Issue(a)) => ca::issue(a, out),
+        Command::Ca(CaCommand::Revoke(a)) => ca::revoke(a, out),
+        Command::Ca(CaCommand::License(a)) => ca::license(a, out),
+        Command::Pack(a) => pack::run(a, out),
+        Command::Verify(a) => verify::run(a, out),
+        Command::Inspect(a) => inspect::run(a, out),
+        Command::Node(NodeCommand::Info(a)) => node::info(a, out),
+        Command::Node(NodeCommand::License(NodeLicenseCommand::Install(a))) => {
+            node::license_install(a, out)
+        }
         Command::Exec(a) => exec::run(a, out),
     }
-}
-
-/// Placeholder while the skeleton is being filled in; removed before any issue is called done.
-fn not_yet(name: &str, args: &dyn std::fmt::Debug) -> Result<Exit, CmdError> {
-    Err(CmdError::msg(
-        Exit::Software,
-        "unimplemented",
-        format!("`{name}` is not implemented yet ({args:?})"),
-    ))
 }

@@ -125,6 +125,7 @@ pub struct Cgroup {
     dirs: Vec<PathBuf>,
     memory: Option<PathBuf>,
     pids: Option<PathBuf>,
+    cpu: Option<PathBuf>,
     /// Limits that could not be applied (e.g. swap accounting off), for the report.
     pub not_applied: Vec<String>,
     removed: bool,
@@ -138,9 +139,61 @@ fn limit_str(l: Limit) -> String {
     l.max().map_or("max".to_string(), |v| v.to_string())
 }
 
+/// Limit hits read from the control files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Events {
+    /// OOM kills in the group.
+    pub oom_kills: u64,
+    /// Times the memory limit was hit.
+    pub memory_max: u64,
+    /// Forks refused by pids.max.
+    pub pids_max: u64,
+    /// CPU periods in which the quota throttled the group.
+    pub cpu_throttled: u64,
+    /// Peak memory use (bytes) where the kernel reports it.
+    pub memory_peak: Option<u64>,
+}
+
+/// Remove empty `stockade-<pid>-<uid>` groups left by a runtime that was killed before it could
+/// clean up (SIGKILL skips every destructor). Only groups whose runtime pid no longer exists and
+/// which hold no process are touched; errors are ignored (another runtime may race us).
+pub fn sweep_stale(layout: &Layout) {
+    let parents: Vec<&PathBuf> = match layout {
+        Layout::V1 { memory, pids, cpu } => [memory, pids, cpu].into_iter().flatten().collect(),
+        Layout::V2 { own } => vec![own],
+    };
+    for parent in parents {
+        let base = if parent.file_name().is_some_and(|n| n == "supervisor") {
+            parent.parent().unwrap_or(parent)
+        } else {
+            parent.as_path()
+        };
+        let Ok(entries) = fs::read_dir(base) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("stockade-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let empty = fs::read_to_string(e.path().join("cgroup.procs"))
+                .map(|t| t.trim().is_empty())
+                .unwrap_or(false);
+            if empty && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
 impl Cgroup {
     /// Create `stockade-<name>` below our own cgroup and apply the limits.
     pub fn create(layout: &Layout, name: &str, r: &Resources) -> Result<Cgroup, CgroupError> {
+        sweep_stale(layout);
         let leaf = format!("stockade-{name}");
         match layout {
             Layout::V1 { memory, pids, cpu } => Self::create_v1(memory, pids, cpu, &leaf, r),
@@ -160,6 +213,7 @@ impl Cgroup {
             dirs: vec![],
             memory: None,
             pids: None,
+            cpu: None,
             not_applied: vec![],
             removed: false,
         };
@@ -193,6 +247,7 @@ impl Cgroup {
             write(&c.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
             write(&c.join("cpu.cfs_quota_us"), &q.to_string())?;
         }
+        cg.cpu = Some(c);
         Ok(cg)
     }
 
@@ -226,6 +281,7 @@ impl Cgroup {
             dirs: vec![],
             memory: None,
             pids: None,
+            cpu: None,
             not_applied: vec![],
             removed: false,
         };
@@ -269,7 +325,8 @@ impl Cgroup {
             }
         }
         cg.memory = Some(d.clone());
-        cg.pids = Some(d);
+        cg.pids = Some(d.clone());
+        cg.cpu = Some(d);
         Ok(cg)
     }
 
@@ -291,8 +348,8 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Limit hits so far: (oom kills, memory max events, pids max events, peak bytes).
-    pub fn events(&self) -> (u64, u64, u64, Option<u64>) {
+    /// Limit hits so far.
+    pub fn events(&self) -> Events {
         let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
         let key = |text: &str, k: &str| {
             text.lines()
@@ -320,7 +377,17 @@ impl Cgroup {
         if let Some(p) = &self.pids {
             pids = key(&read(p.join("pids.events")), "max ");
         }
-        (oom, mem, pids, peak)
+        let cpu_throttled = self
+            .cpu
+            .as_ref()
+            .map_or(0, |c| key(&read(c.join("cpu.stat")), "nr_throttled "));
+        Events {
+            oom_kills: oom,
+            memory_max: mem,
+            pids_max: pids,
+            cpu_throttled,
+            memory_peak: peak,
+        }
     }
 
     fn procs(&self) -> Vec<i32> {

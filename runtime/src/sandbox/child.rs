@@ -136,10 +136,19 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // work below still works; files we create are owned by the mapped inside uid.
     sys::setresgid(p.inside_gid).map_err(at(LaunchStep::Identity))?;
     sys::setresuid(p.inside_uid).map_err(at(LaunchStep::Identity))?;
+    // The kernel clears the parent-death signal when credentials change: set it again, then
+    // make sure the runtime did not die in between (its end of the socket would be closed).
+    sys::set_parent_death_signal(libc::SIGKILL).map_err(at(LaunchStep::ParentDeathSignal))?;
+    if sys::poll(&[(ctx.sock.as_fd(), 0)], 0)
+        .map(|r| r[0] & (libc::POLLHUP | libc::POLLERR) != 0)
+        .unwrap_or(true)
+    {
+        sys::exit_now(125)
+    }
     for (fd, target) in ctx.stdio.iter().zip(0..) {
         sys::dup2(fd.as_fd(), target).map_err(at(LaunchStep::Stdio))?;
     }
-    mounts::apply(ctx.plan, &sources).map_err(|(s, e)| (s, e.to_string()))?;
+    let applied = mounts::apply(ctx.plan, &sources).map_err(|(s, e)| (s, e.to_string()))?;
     drop(sources);
     sys::sethostname(&p.hostname).map_err(at(LaunchStep::Hostname))?;
     if p.network == NetworkMode::Loopback {
@@ -151,6 +160,11 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     let (abi, status) =
         landlock::apply(p, ctx.exec_fd.as_fd()).map_err(|e| (LaunchStep::Landlock, chain(&e)))?;
     let mut layers = vec![
+        LayerReport::full(
+            "filesystem_root",
+            json!({"staged_on": applied.stage, "pivot_root": true, "old_root": "detached",
+                   "missing_host_devices": applied.missing_dev}),
+        ),
         rl,
         LayerReport::full(
             "capabilities",
@@ -254,6 +268,7 @@ fn exec_program(ctx: &ChildCtx<'_>) -> ! {
     };
     pre(sys::setsid());
     pre(sys::set_parent_death_signal(libc::SIGKILL));
+    pre(sys::reset_signal_dispositions());
     pre(sys::unblock_all_signals());
     // Everything but stdio (and the script's descriptor) closes at exec; the exec pipe too, which
     // is how the runtime learns that exec succeeded.

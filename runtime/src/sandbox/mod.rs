@@ -21,20 +21,22 @@ pub mod cgroup;
 pub mod child;
 pub mod landlock;
 pub mod mounts;
+mod program;
 pub mod report;
 pub mod seccomp;
 pub mod uid;
 
 use crate::sys::{self, Forked};
+pub use program::Program;
 use report::{ExitInfo, LayerReport, LayerStatus, LimitsHit, Report, REPORT_SCHEMA};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use stockade_policy::sandbox::{Degradation, ValidatedSandboxPolicy};
 
 /// Every step of a launch, named in errors and reports.
@@ -185,85 +187,6 @@ fn setup(step: LaunchStep) -> impl FnOnce(io::Error) -> LaunchError {
     move |cause| LaunchError::Setup { step, cause }
 }
 
-/// The program to run: opened once on the host, executed from the descriptor.
-#[derive(Debug)]
-pub struct Program {
-    /// The path it was opened at (for messages only).
-    pub path: PathBuf,
-    /// The open file (O_RDONLY, close-on-exec).
-    pub fd: OwnedFd,
-    /// Starts with `#!`.
-    pub is_script: bool,
-}
-
-impl Program {
-    /// Resolve `name` like `execvp` would (a name with a slash is a path; otherwise each entry of
-    /// `search_path` in order), open it, and check that it is an executable regular file.
-    pub fn open(name: &str, search_path: &str) -> Result<Program, LaunchError> {
-        let candidates: Vec<PathBuf> = if name.contains('/') {
-            vec![PathBuf::from(name)]
-        } else {
-            search_path
-                .split(':')
-                .filter(|d| !d.is_empty())
-                .map(|d| Path::new(d).join(name))
-                .collect()
-        };
-        let mut last_denied = None;
-        for path in candidates {
-            let c = CString::new(path.as_os_str().as_encoded_bytes())
-                .map_err(|_| LaunchError::NotFound { path: path.clone() })?;
-            let fd = match sys::open(&c, libc::O_RDONLY) {
-                Ok(fd) => fd,
-                Err(e)
-                    if e.raw_os_error() == Some(libc::ENOENT)
-                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
-                {
-                    continue
-                }
-                Err(cause) => {
-                    last_denied = Some(LaunchError::CannotExecute { path, cause });
-                    continue;
-                }
-            };
-            let mode = sys::fstat_mode(fd.as_fd()).map_err(|cause| LaunchError::CannotExecute {
-                path: path.clone(),
-                cause,
-            })?;
-            if mode & libc::S_IFMT != libc::S_IFREG {
-                last_denied = Some(LaunchError::CannotExecute {
-                    path,
-                    cause: io::Error::from_raw_os_error(libc::EACCES),
-                });
-                continue;
-            }
-            if let Err(cause) = sys::can_execute(fd.as_fd()) {
-                last_denied = Some(LaunchError::CannotExecute { path, cause });
-                continue;
-            }
-            let mut magic = [0u8; 2];
-            let is_script = std::os::unix::fs::FileExt::read_exact_at(
-                &fs::File::from(fd.try_clone().map_err(|cause| LaunchError::CannotExecute {
-                    path: path.clone(),
-                    cause,
-                })?),
-                &mut magic,
-                0,
-            )
-            .is_ok()
-                && &magic == b"#!";
-            return Ok(Program {
-                path,
-                fd,
-                is_script,
-            });
-        }
-        Err(last_denied.unwrap_or(LaunchError::NotFound {
-            path: PathBuf::from(name),
-        }))
-    }
-}
-
 /// Everything a launch needs. Only a validated policy is accepted.
 #[derive(Debug)]
 pub struct LaunchSpec<'a> {
@@ -312,6 +235,9 @@ fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, LaunchE
 }
 
 /// Launch the program. On success it is running (exec done) with every layer in force.
+///
+/// Must be called while the runtime is single-threaded (checked: the launch fails otherwise),
+/// because the sandbox's init continues in a raw-`clone` copy of this process.
 pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
     let p = spec.policy;
     let (_, egid, euid) = sys::ids();
@@ -386,6 +312,14 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
     }
 
     // 7. clone into new user, pid, mount, net, ipc and uts namespaces (cgroup: after joining).
+    //    The child continues in a copy of this process without fork handlers (raw clone), which
+    //    is only sound when no other thread could hold a lock (malloc's, stdio's) at that moment.
+    if thread_count() != Some(1) {
+        return Err(LaunchError::Setup {
+            step: LaunchStep::Clone,
+            cause: io::Error::other("the runtime must be single-threaded when it launches"),
+        });
+    }
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
@@ -456,6 +390,10 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
 
     // 10. Release the child and collect what it applied.
     let sock = UnixDatagram::from(sock_parent);
+    // A child stuck in setup (e.g. a hung network filesystem under a bind source) must not hang
+    // the runtime forever: give up, and the guards kill it and clean up.
+    sock.set_read_timeout(Some(SETUP_TIMEOUT))
+        .map_err(setup(LaunchStep::Control))?;
     sock.send(b"G").map_err(setup(LaunchStep::Control))?;
     let mut ns_pid = None;
     let mut buf = vec![0u8; 64 * 1024];
@@ -488,7 +426,28 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
     }
     layers.push(LayerReport::full(
         "filesystem",
-        json!({"root": "tmpfs, read-only", "read_only": plan.steps.len(), "skipped_missing": plan.skipped, "tmp_size": plan.tmp.0, "tmp_inodes": plan.tmp.1, "proc": plan.proc, "sys": plan.sys, "package": spec.package_dir}),
+        json!({
+            "root": "tmpfs, read-only",
+            "read_only": plan.steps.iter().filter_map(|s| match s {
+                mounts::MountStep::BindRo { target, .. } => Some(target.as_str()),
+                _ => None,
+            }).collect::<Vec<_>>(),
+            "writable": plan.steps.iter().filter_map(|s| match s {
+                mounts::MountStep::BindRw { target, .. } => Some(target.as_str()),
+                _ => None,
+            }).collect::<Vec<_>>(),
+            "symlinks": plan.steps.iter().filter_map(|s| match s {
+                mounts::MountStep::Symlink { target, points_to } => Some(format!("{target} -> {points_to}")),
+                _ => None,
+            }).collect::<Vec<_>>(),
+            "generated": plan.files.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+            "skipped_missing": plan.skipped,
+            "tmp": {"size": plan.tmp.0, "inodes": plan.tmp.1, "flags": "nosuid,nodev,noexec"},
+            "proc": if plan.proc { json!({"masked_files": mounts::PROC_MASKED_FILES, "masked_dirs": mounts::PROC_MASKED_DIRS, "read_only": mounts::PROC_READ_ONLY}) } else { json!(false) },
+            "dev": mounts::DEV_NODES,
+            "sys": plan.sys,
+            "package": spec.package_dir,
+        }),
     ));
     layers.push(LayerReport::full(
         "seccomp",
@@ -556,6 +515,20 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
         stderr: Some(stderr_r),
         report,
     })
+}
+
+/// How long the sandbox's setup may take before the launch is abandoned.
+pub const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Number of threads of this process, from /proc/self/status.
+fn thread_count() -> Option<u32> {
+    fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The host pid of the process whose parent is `init` and whose innermost pid is `ns_pid`.
@@ -647,12 +620,13 @@ impl Sandboxed {
         self.report.exit = Some(ExitInfo::from_wait_status(raw.unwrap_or(init_status)));
         let mut cleaned = true;
         if let Some(mut cg) = self.cgroup.take() {
-            let (oom, mem, pids, peak) = cg.events();
+            let ev = cg.events();
             self.report.limits_hit = LimitsHit {
-                oom_kills: oom,
-                memory_max_events: mem,
-                pids_max_events: pids,
-                memory_peak_bytes: peak,
+                oom_kills: ev.oom_kills,
+                memory_max_events: ev.memory_max,
+                pids_max_events: ev.pids_max,
+                cpu_throttled_periods: ev.cpu_throttled,
+                memory_peak_bytes: ev.memory_peak,
             };
             cleaned = cg.kill_and_remove();
         }

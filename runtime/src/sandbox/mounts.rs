@@ -4,7 +4,8 @@
 //! A fresh tmpfs becomes `/` (read-only once built). On it: the policy's read-only host paths
 //! (bind mounts, recursive, made read-only/nosuid/nodev with `mount_setattr(AT_RECURSIVE)` so
 //! submounts are covered too and the flags the kernel locked in our user namespace never have to
-//! be repeated); host symlinks such as merged-/usr `/bin -> usr/bin` recreated as symlinks; the
+//! be repeated; before 5.12, a `MS_REMOUNT|MS_BIND` that repeats the locked flags read back with
+//! `statvfs`); host symlinks such as merged-/usr `/bin -> usr/bin` recreated as symlinks; the
 //! package at `/plugin` read-only; generated `/etc/passwd`, `/etc/group`, `/etc/hostname`,
 //! `/etc/hosts`; a size- and inode-limited tmpfs at `/tmp` (nosuid, nodev, noexec); a fresh
 //! `/proc` of the new pid namespace with host-revealing files masked and kernel tunables
@@ -28,8 +29,25 @@ use std::os::unix::fs::{symlink, DirBuilderExt};
 use std::path::{Path, PathBuf};
 use stockade_policy::sandbox::ValidatedSandboxPolicy;
 
-/// Where the new root is assembled inside the child's private mount namespace.
-const STAGE: &str = "/tmp";
+/// Where the new root may be assembled inside the child's private mount namespace: the first of
+/// these that exists as a directory on the host (a minimal initramfs may lack /tmp). Mounting
+/// over it hides it only in our namespace. `/dev`, `/proc` and `/sys` are never used: binds are
+/// made from them while staging.
+pub const STAGE_CANDIDATES: &[&str] =
+    &["/tmp", "/mnt", "/run", "/var/tmp", "/media", "/srv", "/opt"];
+
+fn choose_stage() -> io::Result<&'static str> {
+    STAGE_CANDIDATES
+        .iter()
+        .copied()
+        .find(|d| fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "no directory to stage the new root on",
+            )
+        })
+}
 
 /// /proc files that reveal or control the host kernel: a read-only empty file is bound over them.
 pub const PROC_MASKED_FILES: &[&str] = &[
@@ -248,10 +266,6 @@ fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
 }
 
-fn staged(p: &str) -> String {
-    format!("{STAGE}{p}")
-}
-
 fn mkdirs(p: &str) -> io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(0o755).create(p)
 }
@@ -283,7 +297,59 @@ fn bind(source: &str, target: &str, attrs: u64) -> io::Result<()> {
         libc::MS_BIND | libc::MS_REC,
         None,
     )?;
-    sys::mount_setattr(&t, true, attrs, 0)
+    set_attrs(&t, true, attrs)
+}
+
+/// Add mount attributes (`mount_setattr`, or the remount fallback on kernels without it).
+fn set_attrs(target: &std::ffi::CStr, recursive: bool, attrs: u64) -> io::Result<()> {
+    match sys::mount_setattr(target, recursive, attrs, 0) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => remount_bind(target, attrs),
+        r => r,
+    }
+}
+
+/// `MOUNT_ATTR_*` → `MS_*` for the attributes we set.
+pub fn ms_flags_for(attrs: u64) -> libc::c_ulong {
+    [
+        (libc::MOUNT_ATTR_RDONLY, libc::MS_RDONLY),
+        (libc::MOUNT_ATTR_NOSUID, libc::MS_NOSUID),
+        (libc::MOUNT_ATTR_NODEV, libc::MS_NODEV),
+        (libc::MOUNT_ATTR_NOEXEC, libc::MS_NOEXEC),
+    ]
+    .iter()
+    .filter(|(a, _)| attrs & a != 0)
+    .fold(0, |acc, (_, m)| acc | m)
+}
+
+/// `ST_*` (statvfs) → `MS_*`: the flags a user namespace locks on a mount and that a remount must
+/// repeat, or the kernel answers EPERM.
+pub fn locked_ms_flags(st_flags: u64) -> libc::c_ulong {
+    [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+    ]
+    .iter()
+    .filter(|(st, _)| st_flags & st != 0)
+    .fold(0, |acc, (_, m)| acc | m)
+}
+
+/// Kernels before 5.12 have no `mount_setattr`: remount the bind itself with the requested flags
+/// plus the locked ones read back with `statvfs`. Only the top mount is changed (submounts of a
+/// recursive bind keep their flags), which is why `mount_setattr` is preferred.
+fn remount_bind(target: &std::ffi::CStr, attrs: u64) -> io::Result<()> {
+    let flags = ms_flags_for(attrs) | locked_ms_flags(sys::statvfs_flags(target)?);
+    sys::mount(
+        None,
+        target,
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | flags,
+        None,
+    )
 }
 
 fn tmpfs(target: &str, flags: libc::c_ulong, opts: &str) -> io::Result<()> {
@@ -298,13 +364,18 @@ fn tmpfs(target: &str, flags: libc::c_ulong, opts: &str) -> io::Result<()> {
 
 /// Apply the plan in the child (in its new mount namespace, before dropping capabilities).
 /// Returns the error tagged with the step that failed.
-pub fn apply(plan: &MountPlan, sources: &[Option<OwnedFd>]) -> Result<(), (LaunchStep, io::Error)> {
+pub fn apply(
+    plan: &MountPlan,
+    sources: &[Option<OwnedFd>],
+) -> Result<Applied, (LaunchStep, io::Error)> {
     let at = |step: LaunchStep| move |e: io::Error| (step, e);
     // Nothing we mount may propagate back to the host.
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(at(LaunchStep::MountPrivate))?;
+    let stage = choose_stage().map_err(at(LaunchStep::MountRoot))?;
+    let staged = |p: &str| format!("{stage}{p}");
     tmpfs(
-        STAGE,
+        stage,
         libc::MS_NOSUID | libc::MS_NODEV,
         "size=4m,nr_inodes=4096,mode=0755",
     )
@@ -358,9 +429,9 @@ pub fn apply(plan: &MountPlan, sources: &[Option<OwnedFd>]) -> Result<(), (Launc
         })
         .map_err(at(LaunchStep::MountTmp))?;
 
-    build_dev().map_err(at(LaunchStep::MountDev))?;
+    let missing_dev = build_dev(&staged("/dev")).map_err(at(LaunchStep::MountDev))?;
     if plan.proc {
-        build_proc().map_err(at(LaunchStep::MountProc))?;
+        build_proc(&staged("/proc"), &staged("/dev/null")).map_err(at(LaunchStep::MountProc))?;
     }
     if plan.sys {
         let t = staged("/sys");
@@ -369,25 +440,41 @@ pub fn apply(plan: &MountPlan, sources: &[Option<OwnedFd>]) -> Result<(), (Launc
             .map_err(at(LaunchStep::MountSys))?;
     }
 
-    sys::chdir(&cstr(STAGE).map_err(at(LaunchStep::PivotRoot))?)
+    sys::chdir(&cstr(stage).map_err(at(LaunchStep::PivotRoot))?)
         .and_then(|_| sys::pivot_root_here())
         .and_then(|_| sys::umount_detach(c"."))
         .and_then(|_| sys::chdir(c"/"))
         .map_err(at(LaunchStep::PivotRoot))?;
     // Only the root mount itself: /tmp and writable binds stay writable.
-    sys::mount_setattr(c"/", false, RO, 0).map_err(at(LaunchStep::RootReadOnly))?;
-    Ok(())
+    set_attrs(c"/", false, RO).map_err(at(LaunchStep::RootReadOnly))?;
+    Ok(Applied { stage, missing_dev })
 }
 
-fn build_dev() -> io::Result<()> {
-    let dev = staged("/dev");
-    mkdirs(&dev)?;
+/// Facts about the applied plan, for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Where the root was staged.
+    pub stage: &'static str,
+    /// Device nodes the host lacks (not bound).
+    pub missing_dev: Vec<String>,
+}
+
+/// Build /dev at `dev`; returns the nodes the host does not have (skipped, reported; /dev/null
+/// is required).
+fn build_dev(dev: &str) -> io::Result<Vec<String>> {
+    mkdirs(dev)?;
     tmpfs(
-        &dev,
+        dev,
         libc::MS_NOSUID | libc::MS_NOEXEC,
         "size=64k,nr_inodes=64,mode=0755",
     )?;
+    let mut missing = Vec::new();
     for node in DEV_NODES {
+        let host = format!("/dev/{node}");
+        if *node != "null" && !Path::new(&host).exists() {
+            missing.push(host);
+            continue;
+        }
         let t = format!("{dev}/{node}");
         make_target(&t, false)?;
         bind(
@@ -401,24 +488,23 @@ fn build_dev() -> io::Result<()> {
         symlink(format!("/proc/self/fd/{i}"), format!("{dev}/{name}"))?;
     }
     // The tmpfs itself read-only: no new nodes, files or sockets in /dev.
-    sys::mount_setattr(&cstr(&dev)?, false, libc::MOUNT_ATTR_RDONLY, 0)
+    set_attrs(&cstr(dev)?, false, libc::MOUNT_ATTR_RDONLY)?;
+    Ok(missing)
 }
 
-fn build_proc() -> io::Result<()> {
-    let proc_ = staged("/proc");
-    mkdirs(&proc_)?;
+fn build_proc(proc_: &str, null: &str) -> io::Result<()> {
+    mkdirs(proc_)?;
     sys::mount(
         Some(c"proc"),
-        &cstr(&proc_)?,
+        &cstr(proc_)?,
         Some(c"proc"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
     )?;
-    let null = staged("/dev/null");
     for f in PROC_MASKED_FILES {
         let t = format!("{proc_}/{f}");
         if Path::new(&t).exists() {
-            bind(&null, &t, RO | libc::MOUNT_ATTR_NOEXEC)?;
+            bind(null, &t, RO | libc::MOUNT_ATTR_NOEXEC)?;
         }
     }
     for d in PROC_MASKED_DIRS {
@@ -482,6 +568,17 @@ mod tests {
         ));
         assert_eq!(p.tmp, (16 << 20, 1024));
         assert!(p.proc && !p.sys);
+    }
+
+    #[test]
+    fn remount_fallback_repeats_locked_flags() {
+        let locked = locked_ms_flags(libc::ST_NOSUID | libc::ST_NODEV | libc::ST_RELATIME);
+        assert_eq!(locked, libc::MS_NOSUID | libc::MS_NODEV | libc::MS_RELATIME);
+        assert_eq!(
+            ms_flags_for(RO),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV
+        );
+        assert_eq!(ms_flags_for(0), 0);
     }
 
     #[test]

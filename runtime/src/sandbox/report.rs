@@ -14,14 +14,14 @@
 //!                 "degradation_allowed": true,        // only present when true
 //!                 "details": { … layer-specific facts … } }, … ],
 //!   "limits_hit": { "oom_kills": u64, "memory_max_events": u64, "pids_max_events": u64,
-//!                   "memory_peak_bytes": u64 | null },
+//!                   "cpu_throttled_periods": u64, "memory_peak_bytes": u64 | null },
 //!   "exit": { "code": i32 | null, "signal": i32 | null, "status": i32 } | null,
 //!   "cleaned_up": bool            // every process gone, cgroup removed
 //! }
 //! ```
 //! Layer names, in launch order: `distinct_uid`, `user_namespace`, `pid_namespace`,
 //! `mount_namespace`, `network_namespace`, `ipc_namespace`, `uts_namespace`, `cgroup_namespace`,
-//! `identity`, `cgroup`, `rlimits`, `capabilities`, `no_new_privs`, `landlock`,
+//! `identity`, `cgroup`, `filesystem_root`, `rlimits`, `capabilities`, `no_new_privs`, `landlock`,
 //! `landlock_network` (network mode "none" only), `landlock_scope`, `filesystem`, `seccomp`,
 //! `process`. A layer whose status is below `fully_enforced` always has
 //! `degradation_allowed: true` (otherwise the launch would have stopped), except `cgroup`
@@ -89,6 +89,8 @@ pub struct LimitsHit {
     pub memory_max_events: u64,
     /// Times a fork failed because pids.max was reached.
     pub pids_max_events: u64,
+    /// CPU periods in which the CPU quota throttled the sandbox.
+    pub cpu_throttled_periods: u64,
     /// Peak memory use in bytes, where the kernel reports it.
     pub memory_peak_bytes: Option<u64>,
 }

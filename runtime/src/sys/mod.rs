@@ -509,3 +509,51 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 pub fn set_dumpable(on: bool) -> io::Result<()> {
     prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on)).map(drop)
 }
+
+/// Reset every signal's disposition to the default. Ignored signals survive `execve` (the Rust
+/// runtime ignores SIGPIPE; a parent may ignore others, including the real-time signals glibc
+/// reserves for itself, which its `signal()` wrapper refuses to touch: hence the raw call).
+pub fn reset_signal_dispositions() -> io::Result<()> {
+    /// The kernel's `struct sigaction` layout on x86_64/aarch64 (not glibc's).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `dfl` is a valid kernel sigaction for the duration of the call, the old-action
+        // pointer is NULL, and the size is the kernel's 8-byte signal set.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+        check_long(r)?;
+    }
+    Ok(())
+}
+
+/// The mount flags (`ST_*` from `statvfs`) of the filesystem at `path`.
+pub fn statvfs_flags(path: &CStr) -> io::Result<u64> {
+    // SAFETY: `st` is a valid zero-initialised out-pointer; `path` a valid C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        check(libc::statvfs(path.as_ptr(), &mut st))?;
+        Ok(st.f_flag)
+    }
+}

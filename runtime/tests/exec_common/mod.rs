@@ -107,3 +107,43 @@ pub fn layer<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::V
         .find(|l| l["layer"] == name)
         .unwrap_or_else(|| panic!("no layer {name} in {report}"))
 }
+
+/// Compile `tests/exec_helpers/<name>.c` (static, with gcc) once per test binary and return the
+/// executable's path; `None` (a skip, a failure with CI=true) when gcc or a static libc is
+/// missing. CI installs gcc and libc6-dev.
+pub fn helper(name: &str) -> Option<std::path::PathBuf> {
+    use std::sync::Mutex;
+    static BUILT: Mutex<Vec<(String, std::path::PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some((_, p)) = built.iter().find(|(n, _)| n == name) {
+        return Some(p.clone());
+    }
+    if !require(
+        Path::new("/usr/bin/gcc").exists(),
+        "gcc builds the C test helpers",
+    ) {
+        return None;
+    }
+    let src = format!("{}/tests/exec_helpers/{name}.c", env!("CARGO_MANIFEST_DIR"));
+    // World-readable directory: root-mode sandboxes run as a distinct uid and exec it from there.
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("exec-helpers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = dir.join(name);
+    let cc = Command::new("gcc")
+        .args(["-static", "-O1", "-o", out.to_str().unwrap(), &src])
+        .output()
+        .unwrap();
+    if !require(
+        cc.status.success(),
+        &format!(
+            "gcc -static failed (libc6-dev missing?): {}",
+            String::from_utf8_lossy(&cc.stderr)
+        ),
+    ) {
+        return None;
+    }
+    built.push((name.to_string(), out.clone()));
+    Some(out)
+}

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Run every fuzz target for SECONDS seconds each (default 30). Installs cargo-fuzz if missing.
+# cargo-fuzz needs nightly-only compiler flags (-Zsanitizer); RUSTC_BOOTSTRAP=1 lets the stable
+# toolchain accept them, so no second toolchain has to be installed.
+set -eu
+SECONDS_EACH="${1:-30}"
+cd "$(dirname "$0")"
+if ! cargo fuzz --help >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+export RUSTC_BOOTSTRAP=1
+for t in manifest certificate minisign package; do
+    echo "== fuzz target $t for ${SECONDS_EACH}s"
+    mkdir -p "corpus/$t"
+    cargo fuzz run "$t" "corpus/$t" seeds/"$t" -- -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048
+done

@@ -1,0 +1,551 @@
+//! `stockade ca …`: an operator-run certificate authority (there is no vendor portal).
+//!
+//! A CA directory holds `ca.key` (0600), `ca.pub`, `ca.json` (`{"format":1, "name", "kind":
+//! "root"|"intermediate", "key_id"}`), for an intermediate also `ca.cert` (signed by its root),
+//! and for a root that has revoked something `revocations-issued.json` (the accumulated revoked
+//! serials and key ids and the last list version, so each `ca revoke` increments the version and
+//! re-signs the whole list).
+//!
+//! Issuing applies the same bounds as verification (`stockade_trust::chain::check_bounds`), so a
+//! CA cannot mint a certificate that every node would refuse: `--capabilities` may narrow the
+//! scope's ceiling, never widen it.
+
+use crate::cli::{CaInitArgs, CaIssueArgs, CaLicenseArgs, CaRevokeArgs};
+use crate::cmd::keygen::{fresh_key, write_pair};
+use crate::error::CmdError;
+use crate::exit::Exit;
+use crate::fileio::{read_capped, write_atomic};
+use crate::keyfile::{load_public, load_secret, random_bytes, secret_key_hint, unix_now};
+use crate::output::Output;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use stockade_policy::capability::{Capability, Scope};
+use stockade_trust::cert::{valid_serial, CertBody, CertKind, Certificate};
+use stockade_trust::chain::check_bounds;
+use stockade_trust::crl::{RevocationBody, RevocationList};
+use stockade_trust::license::{License, LicenseBody, LicenseState};
+use stockade_trust::minisign::SecretKey;
+
+const DAY: u64 = 86_400;
+/// File recording what this root has revoked so far.
+pub const ISSUED_REVOCATIONS: &str = "revocations-issued.json";
+
+/// Root or intermediate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaKind {
+    /// Signs intermediates, revocation lists and licenses; its `ca.pub` goes in trust dirs.
+    Root,
+    /// Signs developer certificates.
+    Intermediate,
+}
+
+/// `ca.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaInfo {
+    /// 1.
+    pub format: u32,
+    /// Human-readable name.
+    pub name: String,
+    /// Root or intermediate.
+    pub kind: CaKind,
+    /// The CA key's id.
+    pub key_id: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuedRevocations {
+    version: u64,
+    revoked_serials: BTreeSet<String>,
+    revoked_key_ids: BTreeSet<String>,
+}
+
+struct Ca {
+    dir: PathBuf,
+    info: CaInfo,
+    key: SecretKey,
+}
+
+fn usage(msg: impl Into<String>) -> CmdError {
+    CmdError::msg(Exit::Usage, "usage", msg)
+}
+
+fn load_ca(dir: &Path) -> Result<Ca, CmdError> {
+    let info_path = dir.join("ca.json");
+    let bytes = read_capped(&info_path, 64 * 1024).map_err(|e| {
+        CmdError::new(Exit::NoInput, "ca_dir", e)
+            .hint("pass a directory created by `stockade ca init -o DIR`")
+    })?;
+    let info: CaInfo = serde_json::from_slice(&bytes).map_err(|e| {
+        CmdError::new(Exit::DataErr, "ca_dir", e)
+            .hint("ca.json is corrupt; recreate the CA with `stockade ca init`")
+    })?;
+    let key = load_secret(&dir.join("ca.key")).map_err(|e| {
+        let h = secret_key_hint(&e);
+        CmdError::new(Exit::DataErr, "key", e).hint(h)
+    })?;
+    if key.public_key().key_id.to_string() != info.key_id {
+        return Err(CmdError::msg(
+            Exit::DataErr,
+            "ca_dir",
+            "ca.key does not match the key id in ca.json",
+        )
+        .hint("the CA directory was modified; restore it from backup"));
+    }
+    Ok(Ca {
+        dir: dir.to_path_buf(),
+        info,
+        key,
+    })
+}
+
+fn parse_scope(s: &str) -> Result<Scope, CmdError> {
+    s.parse().map_err(|e| {
+        CmdError::new(Exit::Usage, "usage", e).hint("use any, license:<serial> or hardware:<id>")
+    })
+}
+
+fn new_serial() -> Result<String, CmdError> {
+    Ok(hex::encode(
+        random_bytes::<16>().map_err(|e| CmdError::new(Exit::OsErr, "random", e))?,
+    ))
+}
+
+fn days_secs(days: u32) -> Result<u64, CmdError> {
+    if days == 0 {
+        return Err(usage("--days must be at least 1"));
+    }
+    Ok(u64::from(days) * DAY)
+}
+
+fn write_out(path: &Path, bytes: &[u8]) -> Result<(), CmdError> {
+    write_atomic(path, bytes, 0o644).map_err(|e| {
+        CmdError::new(Exit::CantCreate, "output", e)
+            .hint("check that the output directory exists and is writable")
+    })
+}
+
+#[derive(Serialize)]
+struct InitReport {
+    dir: PathBuf,
+    kind: CaKind,
+    name: String,
+    key_id: String,
+    certificate: Option<PathBuf>,
+}
+
+/// `stockade ca init`.
+pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
+    let now = a.now.unwrap_or_else(unix_now);
+    if a.output.exists()
+        && std::fs::read_dir(&a.output)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(CmdError::msg(
+            Exit::CantCreate,
+            "output",
+            format!(
+                "{} already exists and is not an empty directory",
+                a.output.display()
+            ),
+        )
+        .hint("choose a new directory for the CA"));
+    }
+    let parent_ca = a.parent.as_deref().map(load_ca).transpose()?;
+    if let Some(p) = &parent_ca {
+        if p.info.kind != CaKind::Root {
+            return Err(
+                usage(format!("--parent {} is not a root CA", p.dir.display()))
+                    .hint("intermediates are certified by a root CA directory"),
+            );
+        }
+    }
+    let kind = if parent_ca.is_some() {
+        CaKind::Intermediate
+    } else {
+        CaKind::Root
+    };
+    let key = fresh_key()?;
+    let key_id = key.public_key().key_id.to_string();
+    let name = a.name.clone().unwrap_or_else(|| {
+        format!(
+            "stockade {} CA {key_id}",
+            if kind == CaKind::Root {
+                "root"
+            } else {
+                "intermediate"
+            }
+        )
+    });
+    // Build everything in a private sibling directory and rename it into place, so a failure
+    // never leaves a half-made CA behind.
+    let parent_dir = match a.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".stockade-ca-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(&parent_dir)
+        .map_err(|e| {
+            CmdError::new(Exit::CantCreate, "output", e)
+                .hint("check that the parent directory exists and is writable")
+        })?;
+    write_pair(&key, &tmp.path().join("ca.key"), &tmp.path().join("ca.pub"))?;
+    let info = CaInfo {
+        format: 1,
+        name: name.clone(),
+        kind,
+        key_id: key_id.clone(),
+    };
+    let mut info_bytes = serde_json::to_vec_pretty(&info)
+        .map_err(|e| CmdError::new(Exit::Software, "internal", e))?;
+    info_bytes.push(b'\n');
+    write_out(&tmp.path().join("ca.json"), &info_bytes)?;
+    if let Some(root) = &parent_ca {
+        let scope = parse_scope(&a.scope)?;
+        let pk = key.public_key();
+        let body = CertBody {
+            format: 1,
+            kind: CertKind::Intermediate,
+            serial: new_serial()?,
+            subject: name.clone(),
+            subject_key: pk.to_base64(),
+            key_id: key_id.clone(),
+            capabilities: scope.ceiling().into_iter().collect(),
+            scope,
+            not_before: now,
+            not_after: now + days_secs(a.days)?,
+            issuer_key_id: root.info.key_id.clone(),
+        };
+        let cert = Certificate::issue(
+            &body,
+            &root.key,
+            &format!(
+                "stockade intermediate certificate {} timestamp:{now}",
+                body.serial
+            ),
+        )
+        .map_err(|e| CmdError::new(Exit::DataErr, "certificate", e))?;
+        write_out(&tmp.path().join("ca.cert"), &cert)?;
+    }
+    let kept = tmp.keep();
+    if let Err(e) = std::fs::rename(&kept, &a.output) {
+        let _ = std::fs::remove_dir_all(&kept);
+        return Err(CmdError::new(Exit::CantCreate, "output", e)
+            .hint("the output directory must not exist or be empty"));
+    }
+    let report = InitReport {
+        certificate: parent_ca.as_ref().map(|_| a.output.join("ca.cert")),
+        dir: a.output,
+        kind,
+        name,
+        key_id,
+    };
+    out.emit(&report, |r| {
+        let kind = if r.kind == CaKind::Root {
+            "root"
+        } else {
+            "intermediate"
+        };
+        let mut t = format!(
+            "created {kind} CA \"{}\" (key id {}) in {}\n",
+            r.name,
+            r.key_id,
+            r.dir.display()
+        );
+        if r.kind == CaKind::Root {
+            t.push_str(&format!(
+                "pin it on nodes: copy {} into the trust directory\n",
+                r.dir.join("ca.pub").display()
+            ));
+        } else if let Some(c) = &r.certificate {
+            t.push_str(&format!("intermediate certificate: {}\n", c.display()));
+        }
+        t
+    });
+    Ok(Exit::Ok)
+}
+
+#[derive(Serialize)]
+struct IssueReport {
+    output: PathBuf,
+    kind: CertKind,
+    serial: String,
+    subject: String,
+    key_id: String,
+    scope: String,
+    capabilities: Vec<Capability>,
+    not_before: u64,
+    not_after: u64,
+    issuer_key_id: String,
+}
+
+/// `stockade ca issue`.
+pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
+    let now = a.now.unwrap_or_else(unix_now);
+    let ca = load_ca(&a.ca)?;
+    let subject_key = load_public(&a.public_key).map_err(|e| {
+        CmdError::new(Exit::DataErr, "key", e)
+            .hint("pass a public key written by `stockade keygen` or `minisign -G`")
+    })?;
+    let scope = parse_scope(&a.scope)?;
+    let requested: Option<BTreeSet<Capability>> = a
+        .capabilities
+        .as_ref()
+        .map(|v| {
+            v.iter()
+                .map(|c| c.trim().parse::<Capability>())
+                .collect::<Result<_, _>>()
+        })
+        .transpose()
+        .map_err(|e| CmdError::new(Exit::Usage, "usage", e))?;
+    let (kind, parent) = if a.intermediate {
+        if ca.info.kind != CaKind::Root {
+            return Err(usage("`ca issue --intermediate` needs a root CA directory")
+                .hint("pass --ca ROOT_DIR (created by `stockade ca init` without --parent)"));
+        }
+        (CertKind::Intermediate, None)
+    } else {
+        if ca.info.kind != CaKind::Intermediate {
+            return Err(usage("developer certificates are issued by an intermediate CA").hint("create one with `stockade ca init -o INT_DIR --parent ROOT_DIR` and pass --ca INT_DIR, or pass --intermediate"));
+        }
+        let bytes = read_capped(&ca.dir.join("ca.cert"), 64 * 1024)
+            .map_err(|e| CmdError::new(Exit::NoInput, "ca_dir", e))?;
+        let cert = Certificate::parse(&bytes)
+            .map_err(|e| CmdError::new(Exit::DataErr, "certificate", e))?;
+        (CertKind::Developer, Some(cert))
+    };
+    let mut not_before = now;
+    let mut not_after = now + days_secs(a.days)?;
+    let default_caps: BTreeSet<Capability> = match &parent {
+        Some(p) => scope
+            .ceiling()
+            .intersection(&p.capabilities())
+            .copied()
+            .collect(),
+        None => scope.ceiling(),
+    };
+    if let Some(p) = &parent {
+        // A developer certificate cannot outlive (or predate) the intermediate that vouches for it.
+        not_before = not_before.max(p.body.not_before);
+        not_after = not_after.min(p.body.not_after);
+        if not_before >= not_after {
+            return Err(CmdError::msg(
+                Exit::DataErr,
+                "validity",
+                "the intermediate certificate's validity window does not overlap the requested one",
+            )
+            .hint("renew the intermediate CA (`stockade ca init --parent`) or adjust --days"));
+        }
+    }
+    let pk_id = subject_key.key_id.to_string();
+    let body = CertBody {
+        format: 1,
+        kind,
+        serial: new_serial()?,
+        subject: a
+            .subject
+            .clone()
+            .unwrap_or_else(|| format!("{kind} {pk_id}")),
+        subject_key: subject_key.to_base64(),
+        key_id: pk_id,
+        capabilities: requested.unwrap_or(default_caps).into_iter().collect(),
+        scope,
+        not_before,
+        not_after,
+        issuer_key_id: ca.info.key_id.clone(),
+    };
+    check_bounds(&body, parent.as_ref().map(|p| &p.body)).map_err(|e| {
+        CmdError::new(Exit::DataErr, "bounds", e).hint(
+            "--capabilities may only narrow what the scope (and the issuing intermediate) allows",
+        )
+    })?;
+    let cert = Certificate::issue(
+        &body,
+        &ca.key,
+        &format!(
+            "stockade {kind} certificate {} timestamp:{now}",
+            body.serial
+        ),
+    )
+    .map_err(|e| CmdError::new(Exit::DataErr, "certificate", e))?;
+    write_out(&a.output, &cert)?;
+    let r = IssueReport {
+        output: a.output,
+        kind,
+        serial: body.serial,
+        subject: body.subject,
+        key_id: body.key_id,
+        scope: body.scope.to_string(),
+        capabilities: body.capabilities,
+        not_before,
+        not_after,
+        issuer_key_id: body.issuer_key_id,
+    };
+    out.emit(&r, |r| {
+        format!(
+            "issued {} certificate {} for {} (key {})\nscope: {}\ncapabilities: {}\nvalid: {} .. {}\nwritten to {}\n",
+            r.kind,
+            r.serial,
+            r.subject,
+            r.key_id,
+            r.scope,
+            r.capabilities.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
+            r.not_before,
+            r.not_after,
+            r.output.display()
+        )
+    });
+    Ok(Exit::Ok)
+}
+
+#[derive(Serialize)]
+struct RevokeReport {
+    output: PathBuf,
+    version: u64,
+    issued_at: u64,
+    expires_at: u64,
+    issuer_key_id: String,
+    revoked_serials: Vec<String>,
+    revoked_key_ids: Vec<String>,
+}
+
+/// `stockade ca revoke`.
+pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
+    let now = a.now.unwrap_or_else(unix_now);
+    let ca = load_ca(&a.ca)?;
+    if ca.info.kind != CaKind::Root {
+        return Err(usage("revocation lists are signed by a root CA").hint("pass --ca ROOT_DIR"));
+    }
+    let state_path = ca.dir.join(ISSUED_REVOCATIONS);
+    let mut state: IssuedRevocations = match read_capped(&state_path, 16 * 1024 * 1024) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            CmdError::new(Exit::DataErr, "ca_dir", e)
+                .hint("revocations-issued.json is corrupt; restore it from backup")
+        })?,
+        Err(e) if e.is_not_found() => IssuedRevocations::default(),
+        Err(e) => return Err(CmdError::new(Exit::NoInput, "ca_dir", e)),
+    };
+    for s in &a.serials {
+        if !valid_serial(s) {
+            return Err(
+                usage(format!("serial `{s}` is not 32 lowercase hex digits"))
+                    .hint("copy the serial from `stockade inspect` or the `ca issue` output"),
+            );
+        }
+        state.revoked_serials.insert(s.clone());
+    }
+    for k in &a.keys {
+        let pk = load_public(k).map_err(|e| CmdError::new(Exit::DataErr, "key", e))?;
+        state.revoked_key_ids.insert(pk.key_id.to_string());
+    }
+    state.version += 1;
+    let body = RevocationBody {
+        format: 1,
+        version: state.version,
+        issued_at: now,
+        expires_at: now + days_secs(a.days)?,
+        issuer_key_id: ca.info.key_id.clone(),
+        revoked_serials: state.revoked_serials.iter().cloned().collect(),
+        revoked_key_ids: state.revoked_key_ids.iter().cloned().collect(),
+    };
+    let list = RevocationList::issue(
+        &body,
+        &ca.key,
+        &format!(
+            "stockade revocation list version {} timestamp:{now}",
+            body.version
+        ),
+    )
+    .map_err(|e| CmdError::new(Exit::DataErr, "revocation", e))?;
+    write_out(&a.output, &list)?;
+    let state_bytes = serde_json::to_vec_pretty(&state)
+        .map_err(|e| CmdError::new(Exit::Software, "internal", e))?;
+    write_atomic(&state_path, &state_bytes, 0o600)
+        .map_err(|e| CmdError::new(Exit::CantCreate, "ca_dir", e))?;
+    let r = RevokeReport {
+        output: a.output,
+        version: body.version,
+        issued_at: body.issued_at,
+        expires_at: body.expires_at,
+        issuer_key_id: body.issuer_key_id,
+        revoked_serials: body.revoked_serials,
+        revoked_key_ids: body.revoked_key_ids,
+    };
+    out.emit(&r, |r| {
+        format!(
+            "revocation list version {} ({} serials, {} keys), expires at {}\nwritten to {}; install it on nodes as <trust dir>/revocations.json\n",
+            r.version,
+            r.revoked_serials.len(),
+            r.revoked_key_ids.len(),
+            r.expires_at,
+            r.output.display()
+        )
+    });
+    Ok(Exit::Ok)
+}
+
+#[derive(Serialize)]
+struct LicenseReport {
+    output: PathBuf,
+    serial: String,
+    state: LicenseState,
+    hardware_id: Option<String>,
+    expires_at: Option<u64>,
+}
+
+/// `stockade ca license`.
+pub fn license(a: CaLicenseArgs, out: Output) -> Result<Exit, CmdError> {
+    let now = a.now.unwrap_or_else(unix_now);
+    let ca = load_ca(&a.ca)?;
+    if ca.info.kind != CaKind::Root {
+        return Err(usage("licenses are signed by a root CA").hint("pass --ca ROOT_DIR"));
+    }
+    let body = LicenseBody {
+        format: 1,
+        serial: a.serial.clone(),
+        state: if a.frozen {
+            LicenseState::Frozen
+        } else {
+            LicenseState::Active
+        },
+        hardware_id: a.hardware.clone(),
+        issued_at: now,
+        expires_at: a.days.map(days_secs).transpose()?.map(|d| now + d),
+        issuer_key_id: ca.info.key_id.clone(),
+    };
+    let bytes = License::issue(
+        &body,
+        &ca.key,
+        &format!("stockade license {} timestamp:{now}", body.serial),
+    )
+    .map_err(|e| {
+        CmdError::new(Exit::Usage, "usage", e)
+            .hint("serial and hardware id are 1-64 characters of [A-Za-z0-9._-]")
+    })?;
+    write_out(&a.output, &bytes)?;
+    let r = LicenseReport {
+        output: a.output,
+        serial: body.serial,
+        state: body.state,
+        hardware_id: body.hardware_id,
+        expires_at: body.expires_at,
+    };
+    out.emit(&r, |r| {
+        format!(
+            "license {} ({:?}{}) written to {}\ninstall it on the node with `stockade node license install {}`\n",
+            r.serial,
+            r.state,
+            r.hardware_id.as_ref().map(|h| format!(", bound to hardware {h}")).unwrap_or_default(),
+            r.output.display(),
+            r.output.display()
+        )
+    });
+    Ok(Exit::Ok)
+}

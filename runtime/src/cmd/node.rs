@@ -1,0 +1,169 @@
+//! `stockade node info` (hardware id and license) and `stockade node license install FILE`
+//! (verify a license against the trust roots, then copy it atomically to
+//! `<state-dir>/license.json`).
+
+use crate::cli::{NodeInfoArgs, NodeLicenseInstallArgs};
+use crate::error::CmdError;
+use crate::exit::Exit;
+use crate::fileio::{read_capped, write_atomic};
+use crate::keyfile::unix_now;
+use crate::node::{hardware_id, load_license, LICENSE_FILE};
+use crate::output::Output;
+use crate::package::verify::error_chain;
+use crate::state::ensure_dir;
+use crate::trustdir::{TrustConfig, TrustMode};
+use serde::Serialize;
+use std::path::PathBuf;
+use stockade_trust::license::{License, LicenseError, LicenseState};
+use stockade_trust::signed::MAX_DOC_BYTES;
+
+#[derive(Serialize)]
+struct LicenseInfo {
+    serial: String,
+    state: LicenseState,
+    hardware_id: Option<String>,
+    expires_at: Option<u64>,
+    issuer_key_id: String,
+    /// `verified`, `not_checked` (no --trust) or `invalid`.
+    signature: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+}
+
+#[derive(Serialize)]
+struct InfoReport {
+    hardware_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hardware_id_error: Option<String>,
+    license: Option<LicenseInfo>,
+    state_dir: PathBuf,
+}
+
+/// `stockade node info`.
+pub fn info(a: NodeInfoArgs, out: Output) -> Result<Exit, CmdError> {
+    let (hw, hw_err) = match hardware_id() {
+        Ok(h) => (Some(h), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let lic = load_license(&a.state_dir).map_err(|e| {
+        CmdError::new(Exit::DataErr, "license", e)
+            .hint("reinstall the license with `stockade node license install FILE`")
+    })?;
+    let roots = match &a.trust {
+        Some(t) => Some(
+            TrustConfig::load(t, TrustMode::Strict, &a.state_dir)
+                .map_err(|e| CmdError::new(Exit::Config, "trust_dir", e))?
+                .root_keys(),
+        ),
+        None => None,
+    };
+    let license = lic.map(|l| {
+        let (signature, problem) = match &roots {
+            None => ("not_checked", None),
+            Some(r) => match l.verify(r, unix_now(), hw.as_deref().unwrap_or("")) {
+                Ok(()) => ("verified", None),
+                Err(e) => ("invalid", Some(error_chain(&e))),
+            },
+        };
+        LicenseInfo {
+            serial: l.body.serial.clone(),
+            state: l.body.state,
+            hardware_id: l.body.hardware_id.clone(),
+            expires_at: l.body.expires_at,
+            issuer_key_id: l.body.issuer_key_id.clone(),
+            signature,
+            problem,
+        }
+    });
+    let r = InfoReport {
+        hardware_id: hw,
+        hardware_id_error: hw_err,
+        license,
+        state_dir: a.state_dir,
+    };
+    out.emit(&r, |r| {
+        let mut t = match (&r.hardware_id, &r.hardware_id_error) {
+            (Some(h), _) => format!("hardware id: {h}\n"),
+            (None, e) => format!(
+                "hardware id: unavailable ({})\n",
+                e.as_deref().unwrap_or("")
+            ),
+        };
+        match &r.license {
+            None => t.push_str("license: none\n"),
+            Some(l) => {
+                t.push_str(&format!(
+                    "license: {} ({}){}{} signature: {}\n",
+                    l.serial,
+                    if l.state == LicenseState::Active {
+                        "active"
+                    } else {
+                        "frozen"
+                    },
+                    l.hardware_id
+                        .as_ref()
+                        .map(|h| format!(", bound to {h}"))
+                        .unwrap_or_default(),
+                    l.expires_at
+                        .map(|e| format!(", expires at {e}"))
+                        .unwrap_or_default(),
+                    l.signature.replace('_', " ")
+                ));
+                if let Some(p) = &l.problem {
+                    t.push_str(&format!("  problem: {p}\n"));
+                }
+            }
+        }
+        t
+    });
+    Ok(Exit::Ok)
+}
+
+#[derive(Serialize)]
+struct InstallReport {
+    installed: PathBuf,
+    serial: String,
+    state: LicenseState,
+}
+
+/// `stockade node license install`.
+pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, CmdError> {
+    let bytes = read_capped(&a.file, MAX_DOC_BYTES as u64)
+        .map_err(|e| CmdError::new(Exit::NoInput, "input", e))?;
+    let lic = License::parse(&bytes).map_err(|e| {
+        CmdError::new(Exit::DataErr, "license", e)
+            .hint("pass a license file written by `stockade ca license`")
+    })?;
+    let cfg = TrustConfig::load(&a.trust, TrustMode::Strict, &a.state_dir).map_err(|e| {
+        CmdError::new(Exit::Config, "trust_dir", e)
+            .hint("pin the root CA that signed the license in the trust directory")
+    })?;
+    let hw = hardware_id().ok();
+    lic.verify(&cfg.root_keys(), unix_now(), hw.as_deref().unwrap_or("")).map_err(|e| {
+        let exit = match &e {
+            LicenseError::Signature(_) => Exit::Signature,
+            LicenseError::UnknownIssuer(_) => Exit::Chain,
+            LicenseError::Expired { .. } => Exit::Validity,
+            LicenseError::WrongHardware { .. } => Exit::Scope,
+            _ => Exit::DataErr,
+        };
+        CmdError::new(exit, "license", e).hint("ask your CA for a license for this node (`stockade node info` prints its hardware id)")
+    })?;
+    ensure_dir(&a.state_dir).map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;
+    let dest = a.state_dir.join(LICENSE_FILE);
+    write_atomic(&dest, &bytes, 0o644)
+        .map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;
+    let r = InstallReport {
+        installed: dest,
+        serial: lic.body.serial.clone(),
+        state: lic.body.state,
+    };
+    out.emit(&r, |r| {
+        format!(
+            "installed license {} at {}\n",
+            r.serial,
+            r.installed.display()
+        )
+    });
+    Ok(Exit::Ok)
+}

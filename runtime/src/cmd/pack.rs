@@ -1,0 +1,174 @@
+//! `stockade pack DIR --key K --devcert D --intcert I [-o FILE]`: validate the manifest, build
+//! the deterministic payload and its file map, sign the canonical statement with the developer's
+//! key and write one container file.
+//!
+//! The packer refuses early what verification would refuse later (a key that is not the
+//! certificate's, capabilities beyond the certificate, unsafe files), so a developer learns at
+//! pack time rather than from an operator's rejection.
+
+use crate::cli::PackArgs;
+use crate::error::CmdError;
+use crate::exit::Exit;
+use crate::fileio::{read_capped, write_atomic};
+use crate::keyfile::{load_secret, secret_key_hint, unix_now};
+use crate::output::Output;
+use crate::package::build::{build, sha256_hex};
+use crate::package::container::{self, Container};
+use crate::package::extract::Limits;
+use crate::package::verify::runtime_version;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use stockade_policy::manifest::{Manifest, MAX_MANIFEST_BYTES};
+use stockade_trust::cert::Certificate;
+use stockade_trust::chain::check_bounds;
+use stockade_trust::statement::{check_file_map, Statement};
+
+#[derive(Serialize)]
+struct Report {
+    output: PathBuf,
+    name: String,
+    version: String,
+    files: usize,
+    payload_sha256: String,
+    package_sha256: String,
+    signer_key_id: String,
+    developer_serial: String,
+}
+
+fn load_cert(path: &Path, what: &str) -> Result<(Vec<u8>, Certificate), CmdError> {
+    let bytes =
+        read_capped(path, 64 * 1024).map_err(|e| CmdError::new(Exit::NoInput, "input", e))?;
+    let cert = Certificate::parse(&bytes).map_err(|e| {
+        CmdError::new(Exit::DataErr, "certificate", e)
+            .hint(format!("pass the {what} certificate file from your CA"))
+    })?;
+    Ok((bytes, cert))
+}
+
+/// Run `stockade pack`.
+pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
+    if !a.dir.is_dir() {
+        return Err(CmdError::msg(
+            Exit::NoInput,
+            "input",
+            format!("{} is not a directory", a.dir.display()),
+        )
+        .hint("pass the plugin directory (manifest.json plus the entrypoint)"));
+    }
+    let manifest_bytes = read_capped(&a.dir.join("manifest.json"), MAX_MANIFEST_BYTES as u64)
+        .map_err(|e| {
+            CmdError::new(Exit::NoInput, "manifest", e)
+                .hint("the plugin directory must contain manifest.json")
+        })?;
+    let manifest = Manifest::parse(&manifest_bytes)
+        .and_then(|m| m.validate(&runtime_version()))
+        .map_err(|e| {
+            CmdError::new(Exit::DataErr, "manifest", e)
+                .hint("fix manifest.json (see the field named above)")
+        })?;
+    let manifest_value: serde_json::Value = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| CmdError::new(Exit::DataErr, "manifest", e))?;
+    let payload = build(&a.dir, &Limits::default()).map_err(|e| {
+        CmdError::new(Exit::DataErr, "pack", e).hint("remove or replace the offending file")
+    })?;
+    check_file_map(&payload.files, manifest.entrypoint()).map_err(|e| {
+        CmdError::new(Exit::DataErr, "pack", e)
+            .hint("the entrypoint must be a regular file with the executable bit (chmod +x)")
+    })?;
+
+    let key = load_secret(&a.key).map_err(|e| {
+        let h = secret_key_hint(&e);
+        CmdError::new(Exit::DataErr, "key", e).hint(h)
+    })?;
+    let (dev_bytes, dev) = load_cert(&a.devcert, "developer")?;
+    let (int_bytes, int) = load_cert(&a.intcert, "intermediate")?;
+    if dev.subject_key != key.public_key() {
+        return Err(CmdError::msg(
+            Exit::DataErr,
+            "key",
+            format!(
+                "--key is key {}, but the developer certificate is for key {}",
+                key.key_id, dev.subject_key.key_id
+            ),
+        )
+        .hint("sign with the key the certificate was issued for"));
+    }
+    if dev.issuer != int.subject_key.key_id || dev.verify_signature(&int.subject_key).is_err() {
+        return Err(CmdError::msg(Exit::DataErr, "certificate", "the developer certificate was not issued by the given intermediate certificate")
+            .hint("pass the intermediate certificate (ca.cert) of the CA that issued your developer certificate"));
+    }
+    check_bounds(&dev.body, Some(&int.body))
+        .map_err(|e| CmdError::new(Exit::DataErr, "certificate", e))?;
+    let ceiling = dev.capabilities();
+    if let Some(c) = manifest
+        .requested_capabilities()
+        .iter()
+        .find(|c| !ceiling.contains(c))
+    {
+        return Err(CmdError::msg(Exit::DataErr, "capability", format!("capability beyond ceiling: the manifest requests `{c}`, which the developer certificate (scope {}) does not grant", dev.body.scope))
+            .hint("request fewer capabilities, or get a certificate whose scope allows them (kv_get/kv_put need a license: or hardware: scope)"));
+    }
+
+    let payload_sha: [u8; 32] = sha2::Digest::finalize(
+        <sha2::Sha256 as sha2::Digest>::new_with_prefix(&payload.bytes),
+    )
+    .into();
+    let statement = Statement::to_canonical(
+        &manifest_value,
+        &payload.files,
+        &payload_sha,
+        payload.bytes.len() as u64,
+    )
+    .map_err(|e| {
+        CmdError::new(Exit::DataErr, "manifest", e)
+            .hint("manifest.json must not contain floating-point numbers")
+    })?;
+    let now = unix_now();
+    let sig = key
+        .sign(
+            &statement,
+            &format!(
+                "stockade package {} {} timestamp:{now}",
+                manifest.name(),
+                manifest.version()
+            ),
+        )
+        .map_err(|e| CmdError::new(Exit::Software, "internal", e))?;
+    let c = Container {
+        statement,
+        signature: sig.to_text().into_bytes(),
+        developer_cert: dev_bytes,
+        intermediate_cert: int_bytes,
+        payload: payload.bytes,
+    };
+    let bytes = container::write(&c).map_err(|e| CmdError::new(Exit::Software, "internal", e))?;
+    let output = a
+        .output
+        .unwrap_or_else(|| PathBuf::from(manifest.package_file_name()));
+    write_atomic(&output, &bytes, 0o644).map_err(|e| {
+        CmdError::new(Exit::CantCreate, "output", e)
+            .hint("check that the output directory exists and is writable")
+    })?;
+    let r = Report {
+        output,
+        name: manifest.name().to_string(),
+        version: manifest.version().to_string(),
+        files: payload.files.len(),
+        payload_sha256: hex::encode(payload_sha),
+        package_sha256: sha256_hex(&bytes),
+        signer_key_id: key.key_id.to_string(),
+        developer_serial: dev.body.serial.clone(),
+    };
+    out.emit(&r, |r| {
+        format!(
+            "packed {} {} ({} files) signed by key {}\npackage sha256 {}\nwritten to {}\n",
+            r.name,
+            r.version,
+            r.files,
+            r.signer_key_id,
+            r.package_sha256,
+            r.output.display()
+        )
+    });
+    Ok(Exit::Ok)
+}

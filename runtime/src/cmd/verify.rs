@@ -1,0 +1,169 @@
+//! `stockade verify FILE [--trust DIR] [--pub KEY.pub] [--trust-mode M] [--state-dir DIR]`:
+//! run the whole fail-closed pipeline (`package::verify`) and print its report. The extracted
+//! copy is private and removed when the command ends, unless `--extract-to DIR` asks for it to be
+//! moved into place; no plugin code is run either way.
+
+use crate::cli::VerifyArgs;
+use crate::error::CmdError;
+use crate::exit::Exit;
+use crate::keyfile::{load_public, unix_now};
+use crate::node::NodeIdentity;
+use crate::output::Output;
+use crate::package::report::{Report, StepStatus};
+use crate::package::{open_verified_in, VerifiedPackage};
+use crate::trustdir::{TrustConfig, TrustMode};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use stockade_policy::capability::Capability;
+
+/// Load the trust configuration from the shared trust flags.
+pub fn trust_config(t: &crate::cli::TrustArgs) -> Result<TrustConfig, CmdError> {
+    let mode: TrustMode = t
+        .trust_mode
+        .parse()
+        .map_err(|e| CmdError::new(Exit::Usage, "usage", e))?;
+    let mut cfg = TrustConfig::load(&t.trust, mode, &t.state_dir).map_err(|e| {
+        CmdError::new(Exit::Config, "trust_dir", e).hint("create the trust directory and copy your root CA's ca.pub into it (or pass --trust DIR)")
+    })?;
+    if let Some(p) = &t.public_key {
+        cfg.pinned_developer = Some(load_public(p).map_err(|e| {
+            CmdError::new(Exit::DataErr, "key", e).hint("pass the developer's .pub file")
+        })?);
+    }
+    Ok(cfg)
+}
+
+fn caps(c: &[Capability]) -> String {
+    if c.is_empty() {
+        return "(none)".into();
+    }
+    c.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Human rendering of a verification report.
+pub fn render(r: &Report) -> String {
+    let mut t = format!("package: {} {} ({})\n", r.name, r.version, r.file);
+    t.push_str(&format!(
+        "signature_status: {}   trust mode: {}\n",
+        serde_json::to_value(r.signature_status)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        serde_json::to_value(r.trust_mode)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+    ));
+    for s in &r.steps {
+        let tag = match s.status {
+            StepStatus::Pass => "pass",
+            StepStatus::Fail => "FAIL",
+            StepStatus::Warn => "WARN",
+            StepStatus::Skipped => "skipped",
+        };
+        t.push_str(&format!(
+            "  [{tag:>7}] {} {}: {}\n",
+            s.step, s.name, s.detail
+        ));
+    }
+    if let Some(k) = &r.signer_key_id {
+        t.push_str(&format!("signer: key {k}"));
+        if let Some(c) = &r.trusted_comment {
+            t.push_str(&format!(" (trusted comment: {c})"));
+        }
+        t.push('\n');
+    }
+    for c in &r.chain {
+        t.push_str(&format!(
+            "  {:<12} \"{}\" serial {} key {} issuer {} scope {} valid {}..{}\n",
+            c.kind,
+            c.subject,
+            c.serial,
+            c.key_id,
+            c.issuer_key_id,
+            c.scope,
+            c.not_before,
+            c.not_after
+        ));
+    }
+    if let Some(root) = &r.root_key_id {
+        t.push_str(&format!(
+            "  {:<12} key {root} (pinned in the trust directory)\n",
+            "root"
+        ));
+    }
+    if let Some(s) = &r.scope {
+        t.push_str(&format!("scope: {s}\n"));
+    }
+    t.push_str(&format!(
+        "capability ceiling: {}\n",
+        caps(&r.capability_ceiling)
+    ));
+    t.push_str(&format!("requested: {}\n", caps(&r.requested_capabilities)));
+    t.push_str(&format!("granted: {}\n", caps(&r.granted_capabilities)));
+    t.push_str(&format!(
+        "files: {}  payload sha256 {}\npackage sha256 {}\n",
+        r.file_count, r.payload_sha256, r.package_sha256
+    ));
+    for w in &r.warnings {
+        t.push_str(&format!("warning: {w}\n"));
+    }
+    t
+}
+
+/// Run `stockade verify`.
+pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
+    let cfg = trust_config(&a.trust)?;
+    let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
+        CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
+    })?;
+    // Extract next to the destination so that moving the tree into place is a rename on one
+    // filesystem: either the whole verified tree appears at DIR or nothing does.
+    let work_parent = match &a.extract_to {
+        Some(dest) => {
+            let parent = dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+            if dest.symlink_metadata().is_ok() {
+                return Err(CmdError::msg(
+                    Exit::CantCreate,
+                    "extract_to_exists",
+                    format!("{} already exists", dest.display()),
+                )
+                .hint("pass a path that does not exist yet"));
+            }
+            parent
+        }
+        None => std::env::temp_dir(),
+    };
+    let pkg = open_verified_in(&a.file, &cfg, &node, unix_now(), &work_parent).map_err(|e| {
+        let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
+        CmdError::new(exit, kind, e).hint(hint)
+    })?;
+    if let Some(dest) = &a.extract_to {
+        let report = pkg.report.clone();
+        move_into_place(pkg, dest)?;
+        out.emit(&report, render);
+        out.note(format!("verified tree extracted to {}", dest.display()));
+    } else {
+        out.emit(&pkg.report, render);
+    }
+    Ok(Exit::Ok)
+}
+
+/// Move the private 0700 extraction directory to `dest` and open it up to 0755, so that the
+/// sandboxed plugin's unprivileged uid can read what was verified (files keep the fixed 0644/0755
+/// modes extraction gave them). On any failure the extracted copy is removed.
+fn move_into_place(pkg: VerifiedPackage, dest: &Path) -> Result<(), CmdError> {
+    let tmp = pkg.dir.keep();
+    let moved = std::fs::rename(&tmp, dest)
+        .and_then(|()| std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755)));
+    if let Err(e) = moved {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(CmdError::new(Exit::CantCreate, "extract_to", e)
+            .hint("check that the destination's parent directory exists and is writable"));
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! The three ways Stockade reads and writes its own files, each with the property that matters:
+//!
+//! - [`read_capped`]: open once, `fstat` the same descriptor, read at most a cap. Package bytes
+//!   are read through one fd and never re-opened, so what is verified is what is used.
+//! - [`create_exclusive`]: `O_CREAT|O_EXCL` with the final mode given to `open(2)`, for secret
+//!   keys: a key file is never, even briefly, readable by others (no chmod-after-create).
+//! - [`write_atomic`]: temp file in the same directory, `fsync`, `rename`, `fsync` the
+//!   directory: readers see the old file or the new one, never a torn one.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// A file operation that failed, with the path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// Opening or reading failed.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is larger than allowed.
+    #[error("{} is {size} bytes, more than the {cap}-byte limit", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The cap.
+        cap: u64,
+    },
+    /// Not a regular file.
+    #[error("{} is not a regular file", path.display())]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Creating or writing failed.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl FileError {
+    /// Whether the underlying cause is "not found".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FileError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+    /// Whether the underlying cause is "already exists".
+    pub fn is_exists(&self) -> bool {
+        matches!(self, FileError::Write { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists)
+    }
+}
+
+/// Read a whole regular file through one descriptor, refusing more than `cap` bytes.
+pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
+    let rd = |source| FileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(rd)?;
+    let meta = file.metadata().map_err(rd)?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular {
+            path: path.to_path_buf(),
+        });
+    }
+    if meta.len() > cap {
+        return Err(FileError::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            cap,
+        });
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // The file may grow between fstat and read; the cap on the read itself is what counts.
+    file.take(cap + 1).read_to_end(&mut buf).map_err(rd)?;
+    if buf.len() as u64 > cap {
+        return Err(FileError::TooLarge {
+            path: path.to_path_buf(),
+            size: buf.len() as u64,
+            cap,
+        });
+    }
+    Ok(buf)
+}
+
+/// Create `path` with `O_EXCL` and `mode`, write `bytes`, fsync. Fails if it exists.
+pub fn create_exclusive(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    let wr = |source| FileError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(wr)?;
+    let result = f.write_all(bytes).and_then(|()| f.sync_all());
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(path);
+        return Err(wr(e));
+    }
+    Ok(())
+}
+
+/// Replace `path` atomically with `bytes` at `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    let wr = |source| FileError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".stockade-tmp-")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(&dir)
+        .map_err(wr)?;
+    tmp.write_all(bytes).map_err(wr)?;
+    // tempfile's mode is filtered by the umask; set it on the descriptor so the result is exact.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(wr)?;
+    tmp.as_file().sync_all().map_err(wr)?;
+    tmp.persist(path).map_err(|e| wr(e.error))?;
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(wr)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_read_exclusive_create_atomic_replace() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k");
+        create_exclusive(&p, b"secret", 0o600).unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(create_exclusive(&p, b"x", 0o600).unwrap_err().is_exists());
+        assert_eq!(read_capped(&p, 6).unwrap(), b"secret");
+        assert!(matches!(
+            read_capped(&p, 5),
+            Err(FileError::TooLarge { .. })
+        ));
+        assert!(read_capped(&d.path().join("nope"), 5)
+            .unwrap_err()
+            .is_not_found());
+        assert!(matches!(
+            read_capped(d.path(), 5),
+            Err(FileError::NotRegular { .. })
+        ));
+        write_atomic(&p, b"new", 0o644).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! This node's identity: a derived hardware id and its license.
+//!
+//! Hardware id: hex of the first 16 bytes of SHA-256(`stockade-hardware-id/v1\0` ‖ machine-id),
+//! machine-id from `/etc/machine-id` (fallback `/var/lib/dbus/machine-id`). Derived rather than
+//! raw so the id we print and put in certificates does not disclose the machine-id (which
+//! systemd documents as confidential), and stable because machine-id is.
+//!
+//! License: `<state-dir>/license.json`, written by `stockade node license install FILE` (which
+//! verifies it against the trust roots first), or copied there by an operator.
+
+use crate::fileio::{read_capped, FileError};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use stockade_trust::license::{License, LicenseError};
+use stockade_trust::signed::MAX_DOC_BYTES;
+
+/// Where the machine id is looked for, in order.
+pub const MACHINE_ID_PATHS: [&str; 2] = ["/etc/machine-id", "/var/lib/dbus/machine-id"];
+/// File name of the license inside the state directory.
+pub const LICENSE_FILE: &str = "license.json";
+
+/// Why the node identity cannot be determined.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// No machine-id file.
+    #[error("no machine id found (looked in /etc/machine-id and /var/lib/dbus/machine-id)")]
+    NoMachineId,
+    /// A machine-id file exists but is malformed.
+    #[error("machine id in {} is not 32 hex digits", .0.display())]
+    BadMachineId(PathBuf),
+    /// The license file cannot be read.
+    #[error("cannot read the node license")]
+    LicenseFile(#[source] FileError),
+    /// The license file is malformed.
+    #[error("the node license {} is malformed", path.display())]
+    License {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: LicenseError,
+    },
+}
+
+/// Derive the hardware id from a machine-id string.
+pub fn hardware_id_from_machine_id(machine_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"stockade-hardware-id/v1\0");
+    h.update(machine_id.trim().as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// This node's hardware id.
+pub fn hardware_id() -> Result<String, NodeError> {
+    hardware_id_from(&MACHINE_ID_PATHS.map(Path::new))
+}
+
+fn hardware_id_from(paths: &[&Path]) -> Result<String, NodeError> {
+    for p in paths {
+        match read_capped(p, 4096) {
+            Ok(b) => {
+                let s = String::from_utf8_lossy(&b);
+                let id = s.trim();
+                if id.len() != 32 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(NodeError::BadMachineId(p.to_path_buf()));
+                }
+                return Ok(hardware_id_from_machine_id(id));
+            }
+            Err(_) => continue,
+        }
+    }
+    Err(NodeError::NoMachineId)
+}
+
+/// What verification needs to know about this node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeIdentity {
+    /// Derived hardware id, if a machine id exists.
+    pub hardware_id: Option<String>,
+    /// The installed license (signature not yet verified), if any.
+    pub license: Option<License>,
+}
+
+impl NodeIdentity {
+    /// Read the hardware id and `<state_dir>/license.json`. A missing machine id is not an error
+    /// here (only `hardware:` scopes need it, and they fail closed without it); a malformed
+    /// license file is.
+    pub fn load(state_dir: &Path) -> Result<Self, NodeError> {
+        Ok(Self {
+            hardware_id: hardware_id().ok(),
+            license: load_license(state_dir)?,
+        })
+    }
+}
+
+/// Read and parse `<state_dir>/license.json` if it exists.
+pub fn load_license(state_dir: &Path) -> Result<Option<License>, NodeError> {
+    let path = state_dir.join(LICENSE_FILE);
+    match read_capped(&path, MAX_DOC_BYTES as u64) {
+        Ok(b) => License::parse(&b)
+            .map(Some)
+            .map_err(|source| NodeError::License { path, source }),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(NodeError::LicenseFile(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derivation_is_stable_and_not_the_raw_id() {
+        let a = hardware_id_from_machine_id("0123456789abcdef0123456789abcdef\n");
+        assert_eq!(
+            a,
+            hardware_id_from_machine_id("0123456789abcdef0123456789abcdef")
+        );
+        assert_eq!(a.len(), 32);
+        assert!(!a.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn fallback_and_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("none");
+        let good = d.path().join("mid");
+        std::fs::write(&good, "0123456789abcdef0123456789abcdef\n").unwrap();
+        assert!(hardware_id_from(&[&missing, &good]).is_ok());
+        assert!(matches!(
+            hardware_id_from(&[&missing]),
+            Err(NodeError::NoMachineId)
+        ));
+        std::fs::write(&good, "short").unwrap();
+        assert!(matches!(
+            hardware_id_from(&[&good]),
+            Err(NodeError::BadMachineId(_))
+        ));
+    }
+}

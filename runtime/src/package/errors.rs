@@ -1,0 +1,273 @@
+//! Typed errors of the verification pipeline, one enum per step, and their mapping to the
+//! documented exit codes (`exit.rs` 80–87), stable machine-readable kinds (`step.reason`) and
+//! hints. Causes are linked with `#[source]`; messages never repeat them.
+
+use super::container::ContainerError;
+use super::extract::ExtractError;
+use crate::exit::Exit;
+use crate::fileio::FileError;
+use crate::state::StateError;
+use stockade_policy::capability::Capability;
+use stockade_trust::cert::CertError;
+use stockade_trust::chain::{ChainError, ValidityError};
+use stockade_trust::crl::CrlError;
+use stockade_trust::license::LicenseError;
+use stockade_trust::minisign::{KeyId, MinisignError};
+use stockade_trust::statement::StatementError;
+
+/// Step 2 failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// The developer certificate (which carries the signing key) is unreadable.
+    #[error("cannot read the developer certificate")]
+    DeveloperCert(#[source] CertError),
+    /// The signature file is malformed.
+    #[error("statement.json.minisig is malformed")]
+    Malformed(#[source] MinisignError),
+    /// The signature does not verify with the developer certificate's key.
+    #[error("the statement signature does not verify with the developer certificate's key")]
+    Invalid(#[source] MinisignError),
+    /// `--pub` given and the package is signed by another key.
+    #[error("package is signed by key {found}, not by the pinned key {expected}")]
+    NotPinned {
+        /// `--pub` key id.
+        expected: KeyId,
+        /// The signer.
+        found: KeyId,
+    },
+}
+
+/// Step 3 failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainStepError {
+    /// The developer certificate is unreadable.
+    #[error("cannot read the developer certificate")]
+    DeveloperCert(#[source] CertError),
+    /// The intermediate certificate is unreadable.
+    #[error("cannot read the intermediate certificate")]
+    IntermediateCert(#[source] CertError),
+    /// The chain does not verify.
+    #[error("the certificate chain does not lead to a trusted root")]
+    Chain(#[source] ChainError),
+}
+
+/// Step 5 failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevocationError {
+    /// The list is unreadable or invalid (signature, expiry, rollback).
+    #[error("the revocation list is not acceptable")]
+    List(#[source] CrlError),
+    /// A certificate is revoked.
+    #[error("a certificate in the chain is revoked")]
+    Revoked(#[source] CrlError),
+    /// A list was seen before and is now missing.
+    #[error("the revocation list is missing, but version {version} from {issuer} was seen before (rollback by deletion)")]
+    Missing {
+        /// Issuer key id.
+        issuer: String,
+        /// Version seen.
+        version: u64,
+    },
+    /// The state directory cannot be used.
+    #[error("cannot use the revocation state")]
+    State(#[source] StateError),
+}
+
+/// Step 6 failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScopeError {
+    /// No machine id on this node.
+    #[error("the certificate is scoped to hardware {0}, and this node has no machine id")]
+    NoHardwareId(String),
+    /// Another node.
+    #[error("the certificate is scoped to hardware {cert}, but this node is {node}")]
+    WrongHardware {
+        /// In the cert.
+        cert: String,
+        /// This node.
+        node: String,
+    },
+    /// No license installed.
+    #[error("the certificate is scoped to license {0}, and this node has no license")]
+    NoLicense(String),
+    /// The license does not verify.
+    #[error("the node license is not acceptable")]
+    License(#[source] LicenseError),
+    /// Another license.
+    #[error("the certificate is scoped to license {cert}, but this node's license is {node}")]
+    WrongLicense {
+        /// In the cert.
+        cert: String,
+        /// Installed.
+        node: String,
+    },
+    /// Frozen license.
+    #[error("this node's license {0} is frozen: no new plugins may be admitted")]
+    Frozen(String),
+    /// Capability beyond ceiling.
+    #[error("capability beyond ceiling: the manifest requests `{capability}`, which the developer certificate (scope {scope}) does not grant")]
+    Capability {
+        /// What was requested.
+        capability: Capability,
+        /// The cert's scope.
+        scope: String,
+    },
+}
+
+/// Step 7 failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileMapError {
+    /// Payload size differs from the statement.
+    #[error("payload is {found} bytes, the signed statement says {signed}")]
+    PayloadSize {
+        /// Actual.
+        found: u64,
+        /// Signed.
+        signed: u64,
+    },
+    /// Payload digest differs.
+    #[error("payload sha256 {found} differs from the signed {signed}")]
+    PayloadDigest {
+        /// Actual.
+        found: String,
+        /// Signed.
+        signed: String,
+    },
+    /// The map breaks a structural rule.
+    #[error("the signed file map is inconsistent")]
+    Map(#[source] StatementError),
+}
+
+/// Why a package was refused. `exit()` and `kind()` give the documented code and a stable kind.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The package file cannot be read (or is too large).
+    #[error("cannot read the package")]
+    Read(#[source] FileError),
+    /// Step 1: container layout or entry caps.
+    #[error("the package container is invalid")]
+    Container(#[source] ContainerError),
+    /// Step 1: the statement is malformed.
+    #[error("the package statement is invalid")]
+    Statement(#[source] StatementError),
+    /// Step 2.
+    #[error("signature check failed")]
+    Signature(#[source] SignatureError),
+    /// Step 3.
+    #[error("certificate chain check failed")]
+    Chain(#[source] ChainStepError),
+    /// Step 4.
+    #[error("certificate validity check failed")]
+    Validity(#[source] ValidityError),
+    /// Step 5.
+    #[error("revocation check failed")]
+    Revocation(#[source] RevocationError),
+    /// Step 6.
+    #[error("scope check failed")]
+    Scope(#[source] ScopeError),
+    /// Step 7.
+    #[error("file map check failed")]
+    FileMap(#[source] FileMapError),
+    /// Step 8 (or the map check done while extracting).
+    #[error("extraction refused")]
+    Extract(#[source] ExtractError),
+    /// The private extraction directory cannot be created.
+    #[error("cannot create the private extraction directory")]
+    Workdir(#[source] std::io::Error),
+}
+
+impl VerifyError {
+    /// The documented exit code.
+    pub fn exit(&self) -> Exit {
+        match self {
+            VerifyError::Read(FileError::TooLarge { .. }) => Exit::SizeCap,
+            VerifyError::Read(e) if e.is_not_found() => Exit::NoInput,
+            VerifyError::Read(_) => Exit::NoInput,
+            VerifyError::Container(e) if e.is_size_cap() => Exit::SizeCap,
+            VerifyError::Container(_) => Exit::DataErr,
+            VerifyError::Statement(StatementError::TooLarge(_)) => Exit::SizeCap,
+            VerifyError::Statement(_) => Exit::DataErr,
+            VerifyError::Signature(_) => Exit::Signature,
+            VerifyError::Chain(_) => Exit::Chain,
+            VerifyError::Validity(_) => Exit::Validity,
+            VerifyError::Revocation(RevocationError::State(_)) => Exit::Config,
+            VerifyError::Revocation(_) => Exit::Revoked,
+            VerifyError::Scope(_) => Exit::Scope,
+            VerifyError::FileMap(_) => Exit::FileMap,
+            VerifyError::Extract(e) if e.is_file_map() => Exit::FileMap,
+            VerifyError::Extract(_) => Exit::UnsafeArchive,
+            VerifyError::Workdir(_) => Exit::OsErr,
+        }
+    }
+
+    /// A stable machine-readable kind (`step.reason`).
+    pub fn kind(&self) -> &'static str {
+        use ChainError as C;
+        match self {
+            VerifyError::Read(FileError::TooLarge { .. }) => "size_cap.package",
+            VerifyError::Read(_) => "input",
+            VerifyError::Container(e) if e.is_size_cap() => "size_cap.entry",
+            VerifyError::Container(_) => "container",
+            VerifyError::Statement(StatementError::TooLarge(_)) => "size_cap.statement",
+            VerifyError::Statement(StatementError::Manifest(_)) => "manifest",
+            VerifyError::Statement(_) => "statement",
+            VerifyError::Signature(SignatureError::NotPinned { .. }) => "signature.not_pinned",
+            VerifyError::Signature(SignatureError::DeveloperCert(_)) => "signature.developer_cert",
+            VerifyError::Signature(SignatureError::Malformed(_)) => "signature.malformed",
+            VerifyError::Signature(_) => "signature.invalid",
+            VerifyError::Chain(
+                ChainStepError::IntermediateCert(_) | ChainStepError::DeveloperCert(_),
+            ) => "chain.certificate",
+            VerifyError::Chain(ChainStepError::Chain(c)) => match c {
+                C::UnknownRoot(_) => "chain.unknown_root",
+                C::Bounds(_) => "chain.bounds",
+                C::Kind { .. } => "chain.kind",
+                C::IssuerMismatch { .. } => "chain.issuer_mismatch",
+                C::DeveloperSignature(_) | C::IntermediateSignature(_) => "chain.signature",
+                _ => "chain",
+            },
+            VerifyError::Validity(ValidityError::NotYetValid { .. }) => "validity.not_yet_valid",
+            VerifyError::Validity(_) => "validity.expired",
+            VerifyError::Revocation(r) => match r {
+                RevocationError::Revoked(CrlError::RevokedSerial { .. }) => "revocation.serial",
+                RevocationError::Revoked(_) => "revocation.key",
+                RevocationError::List(CrlError::Rollback { .. }) => "revocation.rollback",
+                RevocationError::List(CrlError::Expired { .. }) => "revocation.list_expired",
+                RevocationError::List(_) => "revocation.list_invalid",
+                RevocationError::Missing { .. } => "revocation.list_missing",
+                RevocationError::State(_) => "revocation.state",
+            },
+            VerifyError::Scope(s) => match s {
+                ScopeError::Capability { .. } => "scope.capability_beyond_ceiling",
+                ScopeError::NoHardwareId(_) | ScopeError::WrongHardware { .. } => "scope.hardware",
+                ScopeError::Frozen(_) => "scope.license_frozen",
+                _ => "scope.license",
+            },
+            VerifyError::FileMap(FileMapError::Map(_)) => "file_map.structure",
+            VerifyError::FileMap(_) => "file_map.payload_digest",
+            VerifyError::Extract(e) => e.kind(),
+            VerifyError::Workdir(_) => "workdir",
+        }
+    }
+
+    /// What the user should do.
+    pub fn hint(&self) -> &'static str {
+        match self.exit() {
+            Exit::SizeCap | Exit::DataErr => "the file is not a valid stockade package; rebuild it with `stockade pack`",
+            Exit::Signature => "the package was modified after signing or signed with another key; obtain an untampered copy",
+            Exit::Chain => "pin the issuing root's public key in the trust directory (--trust DIR), or obtain a package signed under a trusted root",
+            Exit::Validity => "a certificate is outside its validity window; check the clock or have the CA issue a new certificate",
+            Exit::Revoked => "install a current revocation list from your CA (`stockade ca revoke` re-signs it) or stop using the revoked package",
+            Exit::Scope => "this package is not for this node or asks for more than its certificate allows; check `stockade node info` and the certificate scope",
+            Exit::FileMap => "the payload does not match what was signed; obtain an untampered copy",
+            Exit::UnsafeArchive => "the payload contains entries that are unsafe to extract; do not use this package",
+            _ => "check the path and permissions",
+        }
+    }
+}

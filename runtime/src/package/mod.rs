@@ -1,0 +1,13 @@
+//! Signed plugin packages: the container format, building the payload, safe extraction and the
+//! fail-closed verification pipeline. The launcher reuses [`open_verified`].
+
+pub mod build;
+pub mod container;
+pub mod errors;
+pub mod extract;
+pub mod report;
+pub mod verify;
+
+pub use errors::VerifyError;
+pub use report::Report;
+pub use verify::{open_verified, open_verified_in, VerifiedPackage};

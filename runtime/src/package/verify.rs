@@ -1,0 +1,555 @@
+//! The fail-closed verification pipeline, in one readable function ([`open_verified_in`]).
+//!
+//! Order (each step stops at the first failure with its own error and exit code, see
+//! `exit.rs` 80–87):
+//! 1. size caps and strict container/statement syntax — the file is opened once, `fstat`ed and
+//!    read with a cap through that one descriptor; nothing is re-opened afterwards;
+//! 2. the developer's signature over the exact `statement.json` bytes read (and `--pub`);
+//! 3. the chain: developer ← intermediate ← a pinned root, kinds, bounds;
+//! 4. validity windows of both certificates at `now`;
+//! 5. revocation (signed, unexpired, not rolled back, not deleted after being seen);
+//! 6. scope against this node and requested capabilities against the ceiling;
+//! 7. the payload digest and the signed file map's structural rules;
+//! 8. safe extraction into a private 0700 directory, checking every file against the map.
+//!
+//! Trust modes: `warn` turns failures of steps 2–6 into warnings (the report's
+//! `signature_status` says which), `disabled` skips them. Steps 1, 7 and 8 protect the host and
+//! are never downgraded. No plugin code runs in any step.
+
+use super::container::{self, MAX_PACKAGE_BYTES};
+use super::errors::{
+    ChainStepError, FileMapError, RevocationError, ScopeError, SignatureError, VerifyError,
+};
+use super::extract::{extract, Limits};
+use super::report::{CertInfo, Report, SignatureStatus, Step, StepStatus};
+use crate::fileio::read_capped;
+use crate::node::NodeIdentity;
+use crate::state::RevocationState;
+use crate::trustdir::{TrustConfig, TrustMode};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::path::Path;
+use stockade_policy::capability::{Capability, Scope};
+use stockade_policy::manifest::ValidatedManifest;
+use stockade_trust::cert::{CertError, Certificate};
+use stockade_trust::chain::{check_validity, verify_chain};
+use stockade_trust::crl::RevocationList;
+use stockade_trust::license::LicenseState;
+use stockade_trust::minisign::{KeyId, Signature};
+use stockade_trust::statement::Statement;
+
+/// A package that passed verification, extracted into a private directory (removed on drop).
+#[derive(Debug)]
+pub struct VerifiedPackage {
+    /// The private extraction directory.
+    pub dir: tempfile::TempDir,
+    /// The validated manifest.
+    pub manifest: ValidatedManifest,
+    /// The developer certificate (if it parsed).
+    pub developer: Option<Certificate>,
+    /// The intermediate certificate (if it parsed).
+    pub intermediate: Option<Certificate>,
+    /// The report.
+    pub report: Report,
+}
+
+/// Verify `path` and extract it under the system temp directory.
+pub fn open_verified(
+    path: &Path,
+    cfg: &TrustConfig,
+    node: &NodeIdentity,
+    now: u64,
+) -> Result<VerifiedPackage, VerifyError> {
+    open_verified_in(path, cfg, node, now, &std::env::temp_dir())
+}
+
+/// Tracks step outcomes and applies the trust mode to steps 2–6.
+struct Steps<'a> {
+    mode: TrustMode,
+    report: &'a mut Report,
+}
+
+impl Steps<'_> {
+    fn pass(&mut self, step: u8, name: &'static str, detail: String) {
+        self.report.steps.push(Step {
+            step,
+            name,
+            status: StepStatus::Pass,
+            detail,
+        });
+    }
+    fn skip(&mut self, step: u8, name: &'static str, detail: &str) {
+        self.report.steps.push(Step {
+            step,
+            name,
+            status: StepStatus::Skipped,
+            detail: detail.into(),
+        });
+    }
+    /// A trust-step failure: an error in strict mode; a warning (and the status) in warn mode.
+    fn trust_fail(
+        &mut self,
+        step: u8,
+        name: &'static str,
+        status: SignatureStatus,
+        err: VerifyError,
+    ) -> Result<(), VerifyError> {
+        let detail = error_chain(&err);
+        if self.mode == TrustMode::Warn {
+            self.report.steps.push(Step {
+                step,
+                name,
+                status: StepStatus::Warn,
+                detail: detail.clone(),
+            });
+            self.report.warnings.push(format!(
+                "step {step} ({name}) failed, continuing because --trust-mode warn: {detail}"
+            ));
+            if self.report.signature_status == SignatureStatus::Verified {
+                self.report.signature_status = status;
+            }
+            Ok(())
+        } else {
+            self.report.steps.push(Step {
+                step,
+                name,
+                status: StepStatus::Fail,
+                detail,
+            });
+            Err(err)
+        }
+    }
+}
+
+/// The error and its causes on one line, for report details.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+const TRUST_STEPS: [(u8, &str); 5] = [
+    (2, "signature"),
+    (3, "chain"),
+    (4, "validity"),
+    (5, "revocation"),
+    (6, "scope"),
+];
+
+/// The whole pipeline; extraction goes into a new private directory under `work_parent`.
+pub fn open_verified_in(
+    path: &Path,
+    cfg: &TrustConfig,
+    node: &NodeIdentity,
+    now: u64,
+    work_parent: &Path,
+) -> Result<VerifiedPackage, VerifyError> {
+    // Step 1: one open, one fstat, one capped read; then strict container and statement syntax.
+    let bytes = read_capped(path, MAX_PACKAGE_BYTES).map_err(VerifyError::Read)?;
+    let c = container::parse(&bytes).map_err(VerifyError::Container)?;
+    let runtime_version = runtime_version();
+    let statement =
+        Statement::parse(&c.statement, &runtime_version).map_err(VerifyError::Statement)?;
+    let mut report = Report {
+        file: path.display().to_string(),
+        trust_mode: cfg.mode,
+        signature_status: SignatureStatus::Verified,
+        steps: Vec::new(),
+        warnings: Vec::new(),
+        name: statement.manifest.name().to_string(),
+        version: statement.manifest.version().to_string(),
+        package_sha256: hex::encode(Sha256::digest(&bytes)),
+        statement_sha256: hex::encode(Sha256::digest(&c.statement)),
+        payload_sha256: hex::encode(Sha256::digest(&c.payload)),
+        file_count: statement.files.len(),
+        signer_key_id: None,
+        trusted_comment: None,
+        chain: Vec::new(),
+        root_key_id: None,
+        revocation_version: None,
+        scope: None,
+        capability_ceiling: Vec::new(),
+        requested_capabilities: statement
+            .manifest
+            .requested_capabilities()
+            .iter()
+            .copied()
+            .collect(),
+        granted_capabilities: Vec::new(),
+        extracted: None,
+    };
+    report.steps.push(Step {
+        step: 1,
+        name: "size caps and container",
+        status: StepStatus::Pass,
+        detail: format!(
+            "{} bytes, 6 entries in order, statement canonical",
+            bytes.len()
+        ),
+    });
+    let dev = Certificate::parse(&c.developer_cert);
+    let int = Certificate::parse(&c.intermediate_cert);
+    for cert in [dev.as_ref().ok(), int.as_ref().ok()].into_iter().flatten() {
+        report.chain.push(CertInfo::from(cert));
+    }
+    if let Ok(d) = &dev {
+        report.scope = Some(d.body.scope.to_string());
+        report.capability_ceiling = d.body.capabilities.clone();
+    }
+    let sig = Signature::parse(&String::from_utf8_lossy(&c.signature));
+    if let Ok(s) = &sig {
+        report.signer_key_id = Some(s.key_id.to_string());
+        report.trusted_comment = Some(s.trusted_comment.clone());
+    }
+
+    let mut steps = Steps {
+        mode: cfg.mode,
+        report: &mut report,
+    };
+    if cfg.mode == TrustMode::Disabled {
+        steps.report.signature_status = SignatureStatus::Skipped;
+        for (n, name) in TRUST_STEPS {
+            steps.skip(n, name, "trust mode disabled");
+        }
+        steps.report.warnings.push("trust mode disabled: signature, chain, validity, revocation and scope were not checked".into());
+    } else {
+        // Step 2: the developer's signature over the exact statement bytes.
+        let r = check_signature(&c, &dev, cfg);
+        match r {
+            Ok(id) => steps.pass(
+                2,
+                "signature",
+                format!(
+                    "statement signed by developer key {id} (verify_strict, ED + trusted comment)"
+                ),
+            ),
+            Err(e) => steps.trust_fail(
+                2,
+                "signature",
+                SignatureStatus::Invalid,
+                VerifyError::Signature(e),
+            )?,
+        }
+        // Step 3: chain.
+        let chain = match (&dev, &int) {
+            (Ok(d), Ok(i)) => verify_chain(d, i, &cfg.root_keys()).map_err(ChainStepError::Chain),
+            (Err(_), _) => Err(ChainStepError::DeveloperCert(cert_error(&c.developer_cert))),
+            (_, Err(_)) => Err(ChainStepError::IntermediateCert(cert_error(
+                &c.intermediate_cert,
+            ))),
+        };
+        match chain {
+            Ok(ok) => {
+                steps.report.root_key_id = Some(ok.root.to_string());
+                let (d, i) = (dev.as_ref().ok(), int.as_ref().ok());
+                steps.pass(
+                    3,
+                    "chain",
+                    format!(
+                        "developer {} ({}) <- intermediate {} ({}) <- root {}",
+                        d.map_or("", |d| d.body.subject.as_str()),
+                        d.map_or("", |d| d.body.serial.as_str()),
+                        i.map_or("", |i| i.body.subject.as_str()),
+                        i.map_or("", |i| i.body.serial.as_str()),
+                        ok.root
+                    ),
+                );
+            }
+            Err(e) => steps.trust_fail(
+                3,
+                "chain",
+                SignatureStatus::Untrusted,
+                VerifyError::Chain(e),
+            )?,
+        }
+        // Step 4: validity.
+        let certs: Vec<&Certificate> = [dev.as_ref().ok(), int.as_ref().ok()]
+            .into_iter()
+            .flatten()
+            .collect();
+        match check_validity(&certs, now) {
+            Ok(()) => steps.pass(
+                4,
+                "validity",
+                format!("{} certificates valid at {now}", certs.len()),
+            ),
+            Err(e) => steps.trust_fail(
+                4,
+                "validity",
+                SignatureStatus::Expired,
+                VerifyError::Validity(e),
+            )?,
+        }
+        // Step 5: revocation.
+        match check_revocation(cfg, &certs, now) {
+            Ok(Some(v)) => {
+                steps.report.revocation_version = Some(v);
+                steps.pass(
+                    5,
+                    "revocation",
+                    format!("revocation list version {v}: no certificate revoked"),
+                );
+            }
+            Ok(None) => {
+                steps.skip(5, "revocation", "not configured");
+                steps.report.warnings.push(
+                    "revocation: not configured (no revocations.json in the trust directory)"
+                        .into(),
+                );
+            }
+            Err(e) => steps.trust_fail(
+                5,
+                "revocation",
+                SignatureStatus::Revoked,
+                VerifyError::Revocation(e),
+            )?,
+        }
+        // Step 6: scope and capabilities.
+        match dev.as_ref() {
+            Ok(d) => match check_scope(d, &statement.manifest, node, cfg, now) {
+                Ok(detail) => steps.pass(6, "scope", detail),
+                Err(e) => steps.trust_fail(
+                    6,
+                    "scope",
+                    SignatureStatus::OutOfScope,
+                    VerifyError::Scope(e),
+                )?,
+            },
+            Err(_) => steps.skip(6, "scope", "no readable developer certificate"),
+        }
+    }
+    if let Ok(d) = &dev {
+        let ceiling: BTreeSet<Capability> = d.capabilities();
+        report.granted_capabilities = statement
+            .manifest
+            .requested_capabilities()
+            .intersection(&ceiling)
+            .copied()
+            .collect();
+    }
+    // Step 7: payload digest and map structure. Never downgraded.
+    let fail = |report: &mut Report, step: u8, name: &'static str, err: VerifyError| {
+        report.steps.push(Step {
+            step,
+            name,
+            status: StepStatus::Fail,
+            detail: error_chain(&err),
+        });
+        err
+    };
+    let found = Sha256::digest(&c.payload);
+    if c.payload.len() as u64 != statement.payload_size {
+        return Err(fail(
+            &mut report,
+            7,
+            "file map",
+            VerifyError::FileMap(FileMapError::PayloadSize {
+                found: c.payload.len() as u64,
+                signed: statement.payload_size,
+            }),
+        ));
+    }
+    if found[..] != statement.payload_sha256 {
+        return Err(fail(
+            &mut report,
+            7,
+            "file map",
+            VerifyError::FileMap(FileMapError::PayloadDigest {
+                found: hex::encode(found),
+                signed: hex::encode(statement.payload_sha256),
+            }),
+        ));
+    }
+    statement.check_file_map().map_err(|e| {
+        fail(
+            &mut report,
+            7,
+            "file map",
+            VerifyError::FileMap(FileMapError::Map(e)),
+        )
+    })?;
+    report.steps.push(Step {
+        step: 7,
+        name: "file map",
+        status: StepStatus::Pass,
+        detail: format!(
+            "payload sha256 {} matches; {} files; entrypoint and manifest.json present",
+            hex::encode(found),
+            statement.files.len()
+        ),
+    });
+    // Step 8: safe extraction into a private directory.
+    let dir = tempfile::Builder::new()
+        .prefix("stockade-pkg-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir_in(work_parent)
+        .map_err(VerifyError::Workdir)?;
+    let manifest_canonical = stockade_trust::canonical::to_vec(&statement.manifest_value)
+        .map_err(|e| VerifyError::Workdir(std::io::Error::other(e)))?;
+    let extracted = extract(
+        &c.payload,
+        &statement.files,
+        &manifest_canonical,
+        dir.path(),
+        &Limits::default(),
+    )
+    .map_err(|e| fail(&mut report, 8, "extraction", VerifyError::Extract(e)))?;
+    report.steps.push(Step {
+        step: 8,
+        name: "extraction",
+        status: StepStatus::Pass,
+        detail: format!(
+            "{} files, {} symlinks, {} bytes, every digest matches the signed map",
+            extracted.files, extracted.symlinks, extracted.bytes
+        ),
+    });
+    report.extracted = Some(extracted);
+    Ok(VerifiedPackage {
+        dir,
+        manifest: statement.manifest,
+        developer: dev.ok(),
+        intermediate: int.ok(),
+        report,
+    })
+}
+
+/// This runtime's version (for `min_runtime_version`).
+pub fn runtime_version() -> semver::Version {
+    semver::Version::parse(env!("CARGO_PKG_VERSION"))
+        .unwrap_or_else(|_| semver::Version::new(0, 0, 0))
+}
+
+/// The parse error of certificate bytes. Errors are not `Clone` (they hold `serde_json` and I/O
+/// causes), so a step that reports one parses the in-memory bytes again: same input, same error.
+fn cert_error(bytes: &[u8]) -> CertError {
+    match Certificate::parse(bytes) {
+        Err(e) => e,
+        Ok(_) => CertError::Format(0),
+    }
+}
+
+fn check_signature(
+    c: &container::Container,
+    dev: &Result<Certificate, CertError>,
+    cfg: &TrustConfig,
+) -> Result<KeyId, SignatureError> {
+    let dev = dev
+        .as_ref()
+        .map_err(|_| SignatureError::DeveloperCert(cert_error(&c.developer_cert)))?;
+    let sig = Signature::parse(&String::from_utf8_lossy(&c.signature))
+        .map_err(SignatureError::Malformed)?;
+    let statement = &c.statement;
+    if let Some(pinned) = &cfg.pinned_developer {
+        if sig.key_id != pinned.key_id || dev.subject_key != *pinned {
+            return Err(SignatureError::NotPinned {
+                expected: pinned.key_id,
+                found: sig.key_id,
+            });
+        }
+    }
+    dev.subject_key
+        .verify(statement, &sig)
+        .map_err(SignatureError::Invalid)?;
+    Ok(sig.key_id)
+}
+
+fn check_revocation(
+    cfg: &TrustConfig,
+    certs: &[&Certificate],
+    now: u64,
+) -> Result<Option<u64>, RevocationError> {
+    let mut state = RevocationState::load(&cfg.state_dir).map_err(RevocationError::State)?;
+    let Some(bytes) = &cfg.revocations else {
+        if let Some((issuer, version)) = state.seen.iter().next() {
+            return Err(RevocationError::Missing {
+                issuer: issuer.clone(),
+                version: *version,
+            });
+        }
+        return Ok(None);
+    };
+    let list = RevocationList::parse(bytes).map_err(RevocationError::List)?;
+    let issuer = list.issuer.to_string();
+    // A list seen before from a different issuer must not disappear either.
+    if let Some((other, version)) = state.seen.iter().find(|(k, _)| **k != issuer) {
+        return Err(RevocationError::Missing {
+            issuer: other.clone(),
+            version: *version,
+        });
+    }
+    let seen = state.seen.get(&issuer).copied();
+    list.verify(&cfg.root_keys(), now, seen)
+        .map_err(RevocationError::List)?;
+    if seen.is_none_or(|s| list.body.version > s) {
+        state.seen.insert(issuer, list.body.version);
+        state.save(&cfg.state_dir).map_err(RevocationError::State)?;
+    }
+    list.check_certs(certs).map_err(RevocationError::Revoked)?;
+    Ok(Some(list.body.version))
+}
+
+fn check_scope(
+    dev: &Certificate,
+    manifest: &ValidatedManifest,
+    node: &NodeIdentity,
+    cfg: &TrustConfig,
+    now: u64,
+) -> Result<String, ScopeError> {
+    let detail = match &dev.body.scope {
+        Scope::Any => "scope any".to_string(),
+        Scope::Hardware(h) => {
+            let node_id = node
+                .hardware_id
+                .as_ref()
+                .ok_or_else(|| ScopeError::NoHardwareId(h.clone()))?;
+            if node_id != h {
+                return Err(ScopeError::WrongHardware {
+                    cert: h.clone(),
+                    node: node_id.clone(),
+                });
+            }
+            format!("scope hardware:{h} matches this node")
+        }
+        Scope::License(serial) => {
+            let lic = node
+                .license
+                .as_ref()
+                .ok_or_else(|| ScopeError::NoLicense(serial.clone()))?;
+            lic.verify(
+                &cfg.root_keys(),
+                now,
+                node.hardware_id.as_deref().unwrap_or(""),
+            )
+            .map_err(ScopeError::License)?;
+            if lic.body.serial != *serial {
+                return Err(ScopeError::WrongLicense {
+                    cert: serial.clone(),
+                    node: lic.body.serial.clone(),
+                });
+            }
+            if lic.body.state == LicenseState::Frozen {
+                return Err(ScopeError::Frozen(serial.clone()));
+            }
+            format!("scope license:{serial} matches this node's active license")
+        }
+    };
+    let ceiling = dev.capabilities();
+    if let Some(c) = manifest
+        .requested_capabilities()
+        .iter()
+        .find(|c| !ceiling.contains(c))
+    {
+        return Err(ScopeError::Capability {
+            capability: *c,
+            scope: dev.body.scope.to_string(),
+        });
+    }
+    Ok(format!(
+        "{detail}; requested capabilities within the certificate ceiling"
+    ))
+}

@@ -1,0 +1,193 @@
+//! The trust directory (`--trust DIR`, default `/etc/stockade/trust`) and the trust mode.
+//!
+//! Layout:
+//! - `*.pub`: pinned root public keys (minisign format). Several are allowed; a certificate chain
+//!   is trusted if any of them signed its intermediate. A `.pub` file that does not parse is an
+//!   error, not skipped: a typo in the trust store must not silently change what is trusted.
+//! - `revocations.json` (optional): the signed revocation list from `stockade ca revoke`.
+//!
+//! Trust modes (seed 002): `strict` refuses on any trust failure; `warn` loads anyway but reports
+//! a non-`verified` `signature_status` and a warning; `disabled` skips the trust steps
+//! (`signature_status: skipped`). Steps that protect the host (size caps and container syntax,
+//! file map, safe extraction) run in every mode.
+
+use crate::fileio::{read_capped, FileError};
+use crate::keyfile::{load_public, KeyFileError};
+use std::path::{Path, PathBuf};
+use stockade_trust::minisign::PublicKey;
+use stockade_trust::signed::MAX_DOC_BYTES;
+
+/// File name of the revocation list inside the trust directory.
+pub const REVOCATIONS_FILE: &str = "revocations.json";
+
+/// How trust failures are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustMode {
+    /// Refuse (default).
+    Strict,
+    /// Load, but report and warn.
+    Warn,
+    /// Skip trust checks.
+    Disabled,
+}
+
+impl std::str::FromStr for TrustMode {
+    type Err = TrustDirError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "strict" => Ok(TrustMode::Strict),
+            "warn" => Ok(TrustMode::Warn),
+            "disabled" => Ok(TrustMode::Disabled),
+            _ => Err(TrustDirError::Mode(s.to_string())),
+        }
+    }
+}
+
+/// Why the trust configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustDirError {
+    /// Unknown mode.
+    #[error("trust mode `{0}` is not one of strict, warn, disabled")]
+    Mode(String),
+    /// The directory cannot be listed.
+    #[error("cannot read trust directory {}", path.display())]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No root keys in it.
+    #[error("trust directory {} holds no root keys (*.pub)", .0.display())]
+    NoRoots(PathBuf),
+    /// A root key file is unusable.
+    #[error("a root key in the trust directory is unusable")]
+    Root(#[source] KeyFileError),
+    /// The revocation list cannot be read.
+    #[error("cannot read the revocation list")]
+    Revocations(#[source] FileError),
+}
+
+/// Everything verification needs to know about whom to trust.
+#[derive(Debug, Clone)]
+pub struct TrustConfig {
+    /// Mode.
+    pub mode: TrustMode,
+    /// The trust directory.
+    pub dir: PathBuf,
+    /// Pinned roots with the files they came from.
+    pub roots: Vec<(PathBuf, PublicKey)>,
+    /// Raw bytes of `revocations.json`, if present.
+    pub revocations: Option<Vec<u8>>,
+    /// With `--pub`: the developer key the package must be signed by.
+    pub pinned_developer: Option<PublicKey>,
+    /// State directory (revocation versions, license).
+    pub state_dir: PathBuf,
+}
+
+impl TrustConfig {
+    /// Load the trust directory. Only `strict` requires it to exist and hold a root: in `warn`
+    /// mode a missing or empty directory makes the chain step fail as a warning (useful for a
+    /// developer's `verify --pub KEY --trust-mode warn` sanity check before shipping), and in
+    /// `disabled` mode nothing from it is used.
+    pub fn load(dir: &Path, mode: TrustMode, state_dir: &Path) -> Result<Self, TrustDirError> {
+        let mut cfg = TrustConfig {
+            mode,
+            dir: dir.to_path_buf(),
+            roots: Vec::new(),
+            revocations: None,
+            pinned_developer: None,
+            state_dir: state_dir.to_path_buf(),
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if mode != TrustMode::Strict && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(cfg)
+            }
+            Err(source) => {
+                return Err(TrustDirError::Dir {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(|source| TrustDirError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        paths.sort();
+        for p in paths
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "pub"))
+        {
+            let key = load_public(&p).map_err(TrustDirError::Root)?;
+            cfg.roots.push((p, key));
+        }
+        if cfg.roots.is_empty() && mode == TrustMode::Strict {
+            return Err(TrustDirError::NoRoots(dir.to_path_buf()));
+        }
+        match read_capped(&dir.join(REVOCATIONS_FILE), MAX_DOC_BYTES as u64) {
+            Ok(b) => cfg.revocations = Some(b),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(TrustDirError::Revocations(e)),
+        }
+        Ok(cfg)
+    }
+
+    /// The root keys alone.
+    pub fn root_keys(&self) -> Vec<PublicKey> {
+        self.roots.iter().map(|(_, k)| k.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockade_trust::minisign::SecretKey;
+
+    #[test]
+    fn load_rules() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("trust");
+        let s = d.path().join("state");
+        // Missing directory: only strict refuses.
+        assert!(matches!(
+            TrustConfig::load(&t, TrustMode::Strict, &s),
+            Err(TrustDirError::Dir { .. })
+        ));
+        assert!(TrustConfig::load(&t, TrustMode::Warn, &s)
+            .unwrap()
+            .roots
+            .is_empty());
+        assert!(TrustConfig::load(&t, TrustMode::Disabled, &s).is_ok());
+        std::fs::create_dir(&t).unwrap();
+        assert!(matches!(
+            TrustConfig::load(&t, TrustMode::Strict, &s),
+            Err(TrustDirError::NoRoots(_))
+        ));
+        let k = SecretKey::from_seed([3; 32], [3; 8]).public_key();
+        std::fs::write(t.join("a.pub"), k.to_text()).unwrap();
+        std::fs::write(t.join("notes.txt"), "ignored").unwrap();
+        let cfg = TrustConfig::load(&t, TrustMode::Strict, &s).unwrap();
+        assert_eq!(cfg.root_keys(), vec![k]);
+        assert!(cfg.revocations.is_none());
+        std::fs::write(t.join(REVOCATIONS_FILE), b"{}").unwrap();
+        assert!(TrustConfig::load(&t, TrustMode::Strict, &s)
+            .unwrap()
+            .revocations
+            .is_some());
+        // A broken .pub is an error, never silently skipped.
+        std::fs::write(t.join("b.pub"), "garbage").unwrap();
+        assert!(matches!(
+            TrustConfig::load(&t, TrustMode::Strict, &s),
+            Err(TrustDirError::Root(_))
+        ));
+        assert!("lenient".parse::<TrustMode>().is_err());
+    }
+}

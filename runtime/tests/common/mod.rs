@@ -1,0 +1,356 @@
+//! Shared helpers for the CLI integration tests: run the real `stockade` binary, build a CA
+//! fixture through the CLI, craft properly signed packages around arbitrary payloads (so that
+//! the step under test, not the signature, is what rejects them), and write raw tar entries the
+//! tar crate's builder would refuse to write.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use stockade_runtime::package::container::{self, Container};
+use stockade_trust::minisign::SecretKey;
+use stockade_trust::statement::{FileEntry, Statement};
+
+/// Result of one CLI run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// stdout parsed as JSON (every command supports `--json`).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+    /// The error kind of a failed `--json` run.
+    pub fn kind(&self) -> String {
+        self.json()["error"]["kind"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+/// Run `stockade ARGS` in `cwd`.
+pub fn stockade(cwd: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("STOCKADE_TRUST_DIR")
+        .env_remove("STOCKADE_STATE_DIR")
+        .output()
+        .expect("run stockade");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Run and require success.
+pub fn ok(cwd: &Path, args: &[&str]) -> Run {
+    let r = stockade(cwd, args);
+    assert_eq!(
+        r.code, 0,
+        "stockade {args:?} failed:\nstdout: {}\nstderr: {}",
+        r.stdout, r.stderr
+    );
+    r
+}
+
+/// Whether an external tool is available. When it is not, the test is skipped with a message,
+/// except under `CI=true`, where a skip is a failure (the CI image must provide it).
+pub fn require_tool(tool: &str, why: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("`{tool}` is required in CI ({why}); install it (Debian package `{tool}`)");
+        }
+        eprintln!("SKIPPED: `{tool}` not installed ({why})");
+    }
+    found
+}
+
+/// A root CA, an intermediate, a developer key and certificate, a trust dir and a state dir.
+pub struct Fixture {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Build through the CLI.
+    pub fn new() -> Self {
+        Self::with_dev_scope(&["--scope", "any"])
+    }
+
+    /// Build with extra `ca issue` arguments for the developer certificate.
+    pub fn with_dev_scope(issue_args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        ok(d, &["ca", "init", "-o", "root", "--name", "Test Root"]);
+        ok(
+            d,
+            &[
+                "ca",
+                "init",
+                "-o",
+                "int",
+                "--parent",
+                "root",
+                "--name",
+                "Test Intermediate",
+            ],
+        );
+        ok(d, &["keygen", "-o", "dev"]);
+        let mut args = vec![
+            "ca",
+            "issue",
+            "--ca",
+            "int",
+            "--pub",
+            "dev.pub",
+            "--subject",
+            "Test Developer",
+            "-o",
+            "dev.cert",
+        ];
+        args.extend_from_slice(issue_args);
+        ok(d, &args);
+        std::fs::create_dir(d.join("trust")).unwrap();
+        std::fs::copy(d.join("root/ca.pub"), d.join("trust/root.pub")).unwrap();
+        Self { tmp }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.tmp.path().join(p)
+    }
+
+    /// Run stockade in the fixture directory.
+    pub fn run(&self, args: &[&str]) -> Run {
+        stockade(self.dir(), args)
+    }
+
+    /// `verify FILE --json --trust trust --state-dir state` plus extra args.
+    pub fn verify(&self, file: &str, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "--json",
+            "verify",
+            file,
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// Copy `examples/hello` into the fixture (so tests can modify it) and return its path.
+    pub fn hello_dir(&self) -> PathBuf {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello");
+        let dst = self.path("hello");
+        if !dst.exists() {
+            std::fs::create_dir(&dst).unwrap();
+            for f in ["manifest.json", "entrypoint"] {
+                std::fs::copy(src.join(f), dst.join(f)).unwrap();
+            }
+        }
+        dst
+    }
+
+    /// Pack the hello example into `hello.stockade`.
+    pub fn pack_hello(&self) -> String {
+        self.hello_dir();
+        ok(
+            self.dir(),
+            &[
+                "pack",
+                "hello",
+                "--key",
+                "dev.key",
+                "--devcert",
+                "dev.cert",
+                "--intcert",
+                "int/ca.cert",
+                "-o",
+                "hello.stockade",
+            ],
+        );
+        "hello.stockade".into()
+    }
+
+    /// The dev certificate's serial.
+    pub fn dev_serial(&self) -> String {
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(self.path("dev.cert")).unwrap()).unwrap();
+        v["certificate"]["serial"].as_str().unwrap().to_string()
+    }
+
+    pub fn secret(&self, p: &str) -> SecretKey {
+        SecretKey::parse(&std::fs::read_to_string(self.path(p)).unwrap()).unwrap()
+    }
+
+    /// Write a package around any manifest/file map/payload, properly signed by `key` (default
+    /// the developer key) with the fixture's certificates.
+    pub fn craft(
+        &self,
+        out: &str,
+        manifest: &Value,
+        files: &BTreeMap<String, FileEntry>,
+        payload: Vec<u8>,
+    ) {
+        self.craft_with(
+            out,
+            manifest,
+            files,
+            payload,
+            "dev.key",
+            "dev.cert",
+            "int/ca.cert",
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn craft_with(
+        &self,
+        out: &str,
+        manifest: &Value,
+        files: &BTreeMap<String, FileEntry>,
+        payload: Vec<u8>,
+        key: &str,
+        devcert: &str,
+        intcert: &str,
+    ) {
+        let sha: [u8; 32] =
+            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&payload))
+                .into();
+        let statement =
+            Statement::to_canonical(manifest, files, &sha, payload.len() as u64).unwrap();
+        let sig = self
+            .secret(key)
+            .sign(&statement, "crafted by a test")
+            .unwrap();
+        let c = Container {
+            statement,
+            signature: sig.to_text().into_bytes(),
+            developer_cert: std::fs::read(self.path(devcert)).unwrap(),
+            intermediate_cert: std::fs::read(self.path(intcert)).unwrap(),
+            payload,
+        };
+        std::fs::write(self.path(out), container::write(&c).unwrap()).unwrap();
+    }
+}
+
+/// The hello manifest as JSON.
+pub fn hello_manifest() -> Value {
+    serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello/manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+/// One raw tar entry.
+pub struct RawEntry {
+    pub name: Vec<u8>,
+    pub kind: tar::EntryType,
+    pub mode: u32,
+    pub data: Vec<u8>,
+    pub link: Vec<u8>,
+    /// Header size when it should differ from `data.len()`.
+    pub size: Option<u64>,
+}
+
+impl RawEntry {
+    pub fn file(name: &str, mode: u32, data: &[u8]) -> Self {
+        Self {
+            name: name.as_bytes().to_vec(),
+            kind: tar::EntryType::Regular,
+            mode,
+            data: data.to_vec(),
+            link: vec![],
+            size: None,
+        }
+    }
+    pub fn special(name: &str, kind: tar::EntryType, link: &str) -> Self {
+        Self {
+            name: name.as_bytes().to_vec(),
+            kind,
+            mode: 0o644,
+            data: vec![],
+            link: link.as_bytes().to_vec(),
+            size: None,
+        }
+    }
+}
+
+/// A gzip'd tar written header by header (names are copied verbatim, so `..` and absolute paths
+/// survive, which tar::Builder would refuse).
+pub fn raw_tar_gz(entries: &[RawEntry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        let mut h = tar::Header::new_old();
+        {
+            let old = h.as_old_mut();
+            old.name[..e.name.len()].copy_from_slice(&e.name);
+            old.linkname[..e.link.len()].copy_from_slice(&e.link);
+        }
+        h.set_entry_type(e.kind);
+        h.set_mode(e.mode);
+        h.set_size(e.size.unwrap_or(e.data.len() as u64));
+        h.set_mtime(0);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&e.data);
+        let pad = (512 - e.data.len() % 512) % 512;
+        out.extend(std::iter::repeat_n(0u8, pad));
+    }
+    out.extend(std::iter::repeat_n(0u8, 1024));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&out).unwrap();
+    gz.finish().unwrap()
+}
+
+/// File map entry for `data`.
+pub fn entry(mode: u32, data: &[u8]) -> FileEntry {
+    FileEntry::File {
+        mode,
+        sha256: sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(data))
+            .into(),
+        size: data.len() as u64,
+    }
+}
+
+/// The hello files (manifest bytes + entrypoint) as raw entries and map.
+pub fn hello_parts() -> (Vec<RawEntry>, BTreeMap<String, FileEntry>) {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello");
+    let m = std::fs::read(base.join("manifest.json")).unwrap();
+    let e = std::fs::read(base.join("entrypoint")).unwrap();
+    let mut map = BTreeMap::new();
+    map.insert("entrypoint".to_string(), entry(0o755, &e));
+    map.insert("manifest.json".to_string(), entry(0o644, &m));
+    (
+        vec![
+            RawEntry::file("entrypoint", 0o755, &e),
+            RawEntry::file("manifest.json", 0o644, &m),
+        ],
+        map,
+    )
+}

@@ -1,0 +1,128 @@
+//! `stockade pack` refuses at pack time what verification would refuse later.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+
+fn pack(fx: &Fixture) -> Run {
+    fx.run(&[
+        "--json",
+        "pack",
+        "hello",
+        "--key",
+        "dev.key",
+        "--devcert",
+        "dev.cert",
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        "out.stockade",
+    ])
+}
+
+fn refused(fx: &Fixture, kind: &str, needle: &str) {
+    let r = pack(fx);
+    assert_eq!(r.code, 65, "{}", r.stdout);
+    assert_eq!(r.kind(), kind);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(needle)
+            || r.stdout.contains(needle),
+        "{}",
+        r.stdout
+    );
+    assert!(!fx.path("out.stockade").exists(), "no output on failure");
+}
+
+#[test]
+fn symlink_leaving_the_tree() {
+    let fx = Fixture::new();
+    let dir = fx.hello_dir();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).unwrap();
+    refused(&fx, "pack", "symlink");
+}
+
+#[test]
+fn special_files_and_setuid() {
+    let fx = Fixture::new();
+    let dir = fx.hello_dir();
+    let fifo = dir.join("pipe");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    refused(&fx, "pack", "special file");
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::set_permissions(
+        dir.join("entrypoint"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    refused(&fx, "pack", "setuid");
+}
+
+#[test]
+fn invalid_manifest_and_non_executable_entrypoint() {
+    let fx = Fixture::new();
+    let dir = fx.hello_dir();
+    let good = std::fs::read(dir.join("manifest.json")).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    m["name"] = "Bad Name".into();
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    refused(&fx, "manifest", "name");
+    std::fs::write(dir.join("manifest.json"), &good).unwrap();
+    std::fs::set_permissions(
+        dir.join("entrypoint"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    refused(&fx, "pack", "entrypoint");
+}
+
+#[test]
+fn key_must_match_the_certificate() {
+    let fx = Fixture::new();
+    fx.hello_dir();
+    ok(fx.dir(), &["keygen", "-o", "other"]);
+    let r = fx.run(&[
+        "--json",
+        "pack",
+        "hello",
+        "--key",
+        "other.key",
+        "--devcert",
+        "dev.cert",
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        "out.stockade",
+    ]);
+    assert_eq!((r.code, r.kind().as_str()), (65, "key"));
+}
+
+#[test]
+fn in_tree_symlink_and_subdirectories_round_trip() {
+    let fx = Fixture::new();
+    let dir = fx.hello_dir();
+    std::fs::create_dir_all(dir.join("lib/deep")).unwrap();
+    std::fs::write(dir.join("lib/deep/data.txt"), b"data").unwrap();
+    std::os::unix::fs::symlink("deep/data.txt", dir.join("lib/link")).unwrap();
+    let r = pack(&fx);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let v = fx.verify("out.stockade", &[]);
+    assert_eq!(v.code, 0, "{}", v.stdout);
+    assert_eq!(v.json()["file_count"], 4);
+    let i = fx.run(&["--json", "inspect", "out.stockade"]).json();
+    let link = i["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "lib/link")
+        .unwrap()
+        .clone();
+    assert_eq!(link["symlink"], "deep/data.txt");
+}

@@ -1,0 +1,295 @@
+//! CLI tests for revocation (step 5) and scope against this node (step 6): each failing case
+//! asserts its distinct error kind and exit code.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn assert_fail(r: &Run, code: i32, kind: &str) {
+    assert_eq!(
+        r.code, code,
+        "expected exit {code} ({kind}); stdout: {}\nstderr: {}",
+        r.stdout, r.stderr
+    );
+    assert_eq!(r.kind(), kind, "stdout: {}", r.stdout);
+}
+
+fn install_list(fx: &Fixture, args: &[&str]) {
+    let mut a = vec![
+        "ca",
+        "revoke",
+        "--ca",
+        "root",
+        "-o",
+        "trust/revocations.json",
+    ];
+    a.extend_from_slice(args);
+    ok(fx.dir(), &a);
+}
+
+#[test]
+fn revoked_serial_and_key() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    install_list(&fx, &[]);
+    let r = fx.verify(&pkg, &[]);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.json()["revocation_version"], 1);
+    let serial = fx.dev_serial();
+    install_list(&fx, &["--serial", &serial]);
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.serial");
+
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    install_list(&fx, &["--key", "dev.pub"]);
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.key");
+}
+
+#[test]
+fn rolled_back_missing_and_expired_lists() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v1.json"]);
+    ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v2.json"]);
+    std::fs::copy(fx.path("v2.json"), fx.path("trust/revocations.json")).unwrap();
+    assert_eq!(fx.verify(&pkg, &[]).code, 0);
+    std::fs::copy(fx.path("v1.json"), fx.path("trust/revocations.json")).unwrap();
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.rollback");
+    std::fs::remove_file(fx.path("trust/revocations.json")).unwrap();
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.list_missing");
+
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let past = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 40 * 86_400)
+        .to_string();
+    install_list(&fx, &["--days", "30", "--now", &past]);
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.list_expired");
+}
+
+#[test]
+fn hardware_scope_mismatch() {
+    let fx = Fixture::with_dev_scope(&["--scope", "hardware:00000000000000000000000000000000"]);
+    let pkg = fx.pack_hello();
+    assert_fail(&fx.verify(&pkg, &[]), 85, "scope.hardware");
+}
+
+#[test]
+fn hardware_scope_match_on_this_node() {
+    let fx = Fixture::new();
+    let info = fx.run(&["--json", "node", "info", "--state-dir", "state"]);
+    assert_eq!(info.code, 0);
+    let Some(hw) = info.json()["hardware_id"].as_str().map(String::from) else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("no machine id on this CI machine");
+        }
+        eprintln!("SKIPPED: this machine has no /etc/machine-id");
+        return;
+    };
+    assert_eq!(hw.len(), 32);
+    ok(
+        fx.dir(),
+        &[
+            "ca",
+            "issue",
+            "--ca",
+            "int",
+            "--pub",
+            "dev.pub",
+            "--scope",
+            &format!("hardware:{hw}"),
+            "-o",
+            "dev.cert",
+        ],
+    );
+    let pkg = fx.pack_hello();
+    let r = fx.verify(&pkg, &[]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+}
+
+#[test]
+fn license_scope() {
+    let fx = Fixture::with_dev_scope(&["--scope", "license:ACME-1"]);
+    let pkg = fx.pack_hello();
+    assert_fail(&fx.verify(&pkg, &[]), 85, "scope.license");
+    // Wrong license.
+    ok(
+        fx.dir(),
+        &[
+            "ca",
+            "license",
+            "--ca",
+            "root",
+            "--serial",
+            "OTHER-2",
+            "-o",
+            "other.license",
+        ],
+    );
+    ok(
+        fx.dir(),
+        &[
+            "node",
+            "license",
+            "install",
+            "other.license",
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+        ],
+    );
+    assert_fail(&fx.verify(&pkg, &[]), 85, "scope.license");
+    // Right license.
+    ok(
+        fx.dir(),
+        &[
+            "ca",
+            "license",
+            "--ca",
+            "root",
+            "--serial",
+            "ACME-1",
+            "-o",
+            "acme.license",
+        ],
+    );
+    ok(
+        fx.dir(),
+        &[
+            "node",
+            "license",
+            "install",
+            "acme.license",
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+        ],
+    );
+    assert_eq!(fx.verify(&pkg, &[]).code, 0);
+    let info = fx
+        .run(&[
+            "--json",
+            "node",
+            "info",
+            "--state-dir",
+            "state",
+            "--trust",
+            "trust",
+        ])
+        .json();
+    assert_eq!(info["license"]["serial"], "ACME-1");
+    assert_eq!(info["license"]["signature"], "verified");
+    // Frozen license.
+    ok(
+        fx.dir(),
+        &[
+            "ca",
+            "license",
+            "--ca",
+            "root",
+            "--serial",
+            "ACME-1",
+            "--frozen",
+            "-o",
+            "frozen.license",
+        ],
+    );
+    ok(
+        fx.dir(),
+        &[
+            "node",
+            "license",
+            "install",
+            "frozen.license",
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+        ],
+    );
+    assert_fail(&fx.verify(&pkg, &[]), 85, "scope.license_frozen");
+    // A license bound to other hardware is refused at install.
+    ok(
+        fx.dir(),
+        &[
+            "ca",
+            "license",
+            "--ca",
+            "root",
+            "--serial",
+            "ACME-1",
+            "--hardware",
+            "ffff",
+            "-o",
+            "bound.license",
+        ],
+    );
+    let r = fx.run(&[
+        "--json",
+        "node",
+        "license",
+        "install",
+        "bound.license",
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+    ]);
+    assert_eq!(r.code, 85);
+    // A license from an untrusted root is refused at install.
+    ok(fx.dir(), &["ca", "init", "-o", "root2"]);
+    ok(
+        fx.dir(),
+        &[
+            "ca",
+            "license",
+            "--ca",
+            "root2",
+            "--serial",
+            "ACME-1",
+            "-o",
+            "rogue.license",
+        ],
+    );
+    assert_eq!(
+        fx.run(&[
+            "node",
+            "license",
+            "install",
+            "rogue.license",
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state"
+        ])
+        .code,
+        82
+    );
+}
+
+#[test]
+fn state_is_written_atomically_and_privately() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    install_list(&fx, &[]);
+    assert_eq!(fx.verify(&pkg, &[]).code, 0);
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(fx.path("state/revocation-state.json")).unwrap())
+            .unwrap();
+    assert_eq!(v.as_object().unwrap().values().next().unwrap(), 1);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(fx.path("state"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+}

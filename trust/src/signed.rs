@@ -1,0 +1,149 @@
+//! The signed-document envelope shared by certificates, revocation lists and licenses:
+//! `{"<body field>": {...}, "signature": "<minisign signature text>"}`.
+//!
+//! The signature is a minisign `ED` signature over the *canonical* bytes of the body value, so
+//! the file itself may be pretty-printed or re-indented without breaking it, while any change of
+//! meaning does. The signature sits beside the body it signs, never inside it, so nothing is
+//! self-referential (seed 004).
+
+use crate::canonical::{self, CanonicalError};
+use crate::minisign::{MinisignError, PublicKey, SecretKey, Signature};
+use serde_json::{Map, Value};
+
+/// Largest signed document we parse (certificates are under 2 KiB; revocation lists may list
+/// many serials).
+pub const MAX_DOC_BYTES: usize = 1024 * 1024;
+
+/// Why an envelope could not be read or made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// Larger than [`MAX_DOC_BYTES`].
+    #[error("document is {0} bytes, more than the {MAX_DOC_BYTES}-byte limit")]
+    TooLarge(usize),
+    /// Not JSON.
+    #[error("document is not JSON")]
+    Json(#[source] serde_json::Error),
+    /// Not an object with exactly the body field and `signature`.
+    #[error("document must be an object with exactly the fields `{0}` and `signature`")]
+    Shape(&'static str),
+    /// The body has no canonical form (e.g. it holds a float).
+    #[error("body cannot be canonicalized")]
+    Canonical(#[source] CanonicalError),
+    /// The signature text is malformed.
+    #[error("signature is malformed")]
+    Signature(#[source] MinisignError),
+}
+
+/// A parsed envelope: the body value, its canonical bytes and the detached signature.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The body as JSON.
+    pub body: Value,
+    /// The canonical bytes the signature covers.
+    pub canonical: Vec<u8>,
+    /// The signature.
+    pub signature: Signature,
+}
+
+impl Envelope {
+    /// Parse an envelope whose body lives under `field`.
+    pub fn parse(bytes: &[u8], field: &'static str) -> Result<Self, EnvelopeError> {
+        if bytes.len() > MAX_DOC_BYTES {
+            return Err(EnvelopeError::TooLarge(bytes.len()));
+        }
+        let v: Value = serde_json::from_slice(bytes).map_err(EnvelopeError::Json)?;
+        let Value::Object(mut m) = v else {
+            return Err(EnvelopeError::Shape(field));
+        };
+        if m.len() != 2 {
+            return Err(EnvelopeError::Shape(field));
+        }
+        let (Some(body), Some(Value::String(sig))) = (m.remove(field), m.remove("signature"))
+        else {
+            return Err(EnvelopeError::Shape(field));
+        };
+        let canonical = canonical::to_vec(&body).map_err(EnvelopeError::Canonical)?;
+        let signature = Signature::parse(&sig).map_err(EnvelopeError::Signature)?;
+        Ok(Self {
+            body,
+            canonical,
+            signature,
+        })
+    }
+
+    /// Verify the signature with `key` (strict, including the trusted comment).
+    pub fn verify(&self, key: &PublicKey) -> Result<(), MinisignError> {
+        key.verify(&self.canonical, &self.signature)
+    }
+
+    /// Sign `body` with `key` and render the envelope file (pretty JSON, trailing newline).
+    pub fn sign(
+        body: &impl serde::Serialize,
+        field: &'static str,
+        key: &SecretKey,
+        trusted_comment: &str,
+    ) -> Result<Vec<u8>, EnvelopeError> {
+        let value = serde_json::to_value(body)
+            .map_err(|e| EnvelopeError::Canonical(CanonicalError::Serialize(e)))?;
+        let canonical = canonical::to_vec(&value).map_err(EnvelopeError::Canonical)?;
+        let sig = key
+            .sign(&canonical, trusted_comment)
+            .map_err(EnvelopeError::Signature)?;
+        let mut m = Map::new();
+        m.insert(field.to_string(), value);
+        m.insert("signature".into(), Value::String(sig.to_text()));
+        let mut out = serde_json::to_vec_pretty(&Value::Object(m))
+            .map_err(|e| EnvelopeError::Canonical(CanonicalError::Serialize(e)))?;
+        out.push(b'\n');
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_parse_verify_and_tamper() {
+        let sk = SecretKey::from_seed([7; 32], [7; 8]);
+        let bytes =
+            Envelope::sign(&serde_json::json!({"b": 1, "a": "x"}), "doc", &sk, "t").unwrap();
+        let env = Envelope::parse(&bytes, "doc").unwrap();
+        env.verify(&sk.public_key()).unwrap();
+        let tampered = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"b\": 1", "\"b\": 2");
+        let env = Envelope::parse(tampered.as_bytes(), "doc").unwrap();
+        assert!(env.verify(&sk.public_key()).is_err());
+        assert!(matches!(
+            Envelope::parse(b"{\"doc\":{}}", "doc"),
+            Err(EnvelopeError::Shape(_))
+        ));
+        assert!(matches!(
+            Envelope::parse(b"[", "doc"),
+            Err(EnvelopeError::Json(_))
+        ));
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Envelope::parse(&bytes, "certificate");
+            let _ = crate::cert::Certificate::parse(&bytes);
+            let _ = crate::crl::RevocationList::parse(&bytes);
+            let _ = crate::license::License::parse(&bytes);
+            let _ = crate::statement::Statement::parse(&bytes, &semver::Version::new(0, 1, 0));
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = crate::minisign::PublicKey::parse(&text);
+            let _ = crate::minisign::SecretKey::parse(&text);
+            let _ = crate::minisign::Signature::parse(&text);
+        }
+    }
+}
