@@ -227,6 +227,11 @@ initramfs_finish "$WORK/initramfs.cpio"
 say "initramfs: $(du -h "$WORK/initramfs.cpio" | cut -f1) built in $(($(date +%s) - build_start))s; payload: ${PAYLOAD[*]}"
 
 # --- boot ---
+# Default logs go to the cache; keep the newest 20 there, and drop work dirs
+# that a killed run left behind a day ago or more.
+find "$CACHE/logs" -maxdepth 1 -name '*.log' -printf '%T@ %p\n' 2>/dev/null | sort -rn | tail -n +21 |
+	cut -d' ' -f2- | xargs -r rm -f
+find "$CACHE/work" -mindepth 1 -maxdepth 1 -name 'run.*' -mtime +0 -exec rm -rf {} + 2>/dev/null
 [ -n "$LOG" ] || LOG="$CACHE/logs/$(date -u +%Y%m%dT%H%M%SZ)-$MODE.log"
 mkdir -p "$(dirname "$LOG")"
 status=0
