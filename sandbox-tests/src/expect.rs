@@ -108,6 +108,7 @@ pub fn posture(p: &ValidatedSandboxPolicy) -> posture::Expected {
             .iter()
             .map(|(name, l)| ((*name).to_owned(), limit_text(*l), limit_text(*l)))
             .collect(),
+        own_cgroup: None,
     }
 }
 

@@ -27,6 +27,11 @@ pub struct Expected {
     pub id_range: Option<(u32, u32)>,
     /// `/proc/PID/limits` rows that must match: (limit name, soft, hard).
     pub limits: Vec<(String, String, String)>,
+    /// The runner's `/proc/self/cgroup` as it was BEFORE the launch; `None`: read it at check
+    /// time. On cgroup v2 the runtime moves every process sharing its cgroup (the runner too, when
+    /// they share one) into a `supervisor` leaf before it creates the sandbox's cgroup beside it,
+    /// so the baseline must be taken before the runtime starts.
+    pub own_cgroup: Option<String>,
 }
 
 impl Expected {
@@ -184,11 +189,13 @@ pub fn thread_diff(task: &Path, exp: &Expected, who: &str) -> Vec<String> {
     };
     push(read(&task.join("status")).map(|s| status_diff(&s, exp, who)));
     push(read(&task.join("limits")).map(|s| limits_diff(&s, exp, who)));
-    push(
-        read(&task.join("cgroup")).and_then(|s| {
-            read(Path::new("/proc/self/cgroup")).map(|own| cgroup_diff(&s, &own, who))
-        }),
-    );
+    push(read(&task.join("cgroup")).and_then(|s| {
+        let own = match &exp.own_cgroup {
+            Some(own) => Ok(own.clone()),
+            None => read(Path::new("/proc/self/cgroup")),
+        };
+        own.map(|own| cgroup_diff(&s, &own, who))
+    }));
     for ns in NAMESPACES {
         let theirs = fs::read_link(task.join("ns").join(ns));
         let mine = fs::read_link(Path::new("/proc/self/ns").join(ns));
@@ -267,6 +274,11 @@ pub fn run_posture(
     timeout: Duration,
 ) -> Result<Vec<String>, String> {
     let _ = fs::remove_file(pid_file);
+    let mut exp = exp.clone();
+    if exp.own_cgroup.is_none() {
+        exp.own_cgroup = Some(read(Path::new("/proc/self/cgroup"))?);
+    }
+    let exp = &exp;
     let mut argv: Vec<OsString> = prefix.to_vec();
     argv.push(probe.into());
     argv.push("posture-target".into());

@@ -3,16 +3,35 @@
 //! hybrid hosts; limit hits read back for the report; everything killed and the group removed
 //! when the sandbox stops (RAII: also on every error path).
 //!
-//! ## Why by hand and not `cgroups-rs`
-//! We need three controllers only, each at its *own* parent path on v1/hybrid hosts (here the
-//! memory controller's cgroup is `/process_api/<id>` while pids and cpu sit at `/`), the v2
-//! "no internal processes" dance (moving the runtime into `<own>/supervisor` before enabling
-//! controllers), and the event counters for the report. `cgroups-rs`' v1 hierarchy creates the
-//! group in *every* mounted controller (cpuset, devices, net_cls …, where cpuset needs its own
-//! initialisation) and its path handling assumes one relative path for all of them; a few file
-//! writes with typed errors were smaller than the workarounds. The kernel interface used here is
-//! only `mkdir`, `rmdir` and reading/writing the documented control files.
+//! ## What `cgroups-rs` does and what stays by hand
+//! The control-file work goes through `cgroups-rs` (`cgroups_rs::fs`): creating the group
+//! (`Cgroup::create` on v1, the controller's `create` on v2), the limits (`MemController::
+//! set_limit` / `set_memswap_limit`, `PidController::set_pid_max`, `CpuController::
+//! set_cfs_quota_and_period`), joining (`Cgroup::add_task_by_tgid`, which writes `cgroup.procs`,
+//! so every thread moves), the counters (`memory_stat`, `memswap`, `get_pid_events`, `cpu`),
+//! `Cgroup::kill` (v2 `cgroup.kill`), `Cgroup::procs` and `Cgroup::delete`.
+//!
+//! The crate's own hierarchies do not fit this host, so [`OwnHierarchy`] implements its public
+//! `Hierarchy` trait: `hierarchies::V1` returns *every* mounted controller (cpuset, devices,
+//! net_cls …; cpuset would need its own `cpus`/`mems` setup) rooted at the mount point, and
+//! `new_with_relative_paths` can re-root them per controller but not drop the unwanted ones;
+//! `hierarchies::V2` is fixed at `/sys/fs/cgroup`. Ours hands out exactly memory, pids and cpu,
+//! each at the runtime's own cgroup of *that* controller (here memory is `/process_api/<id>`
+//! while pids and cpu are at `/`).
+//!
+//! By hand, with the crate limitation named at each place: detecting our own cgroup per
+//! controller (the crate's `get_cgroups_relative_paths` returns the paths but not which
+//! version/mount applies), the v2 "no internal processes" move of the runtime into a
+//! `supervisor` leaf and enabling `cgroup.subtree_control` on our own cgroup (the crate only
+//! enables controllers from the hard-coded `/sys/fs/cgroup` root down, ignoring every error),
+//! reading v2 `memory.events` (no accessor), the v1 kill loop (the crate's `kill` is v2-only),
+//! and sweeping stale groups of killed runtimes (no child listing in the crate).
 
+use cgroups_rs::fs::cpu::CpuController;
+use cgroups_rs::fs::memory::MemController;
+use cgroups_rs::fs::pid::PidController;
+use cgroups_rs::fs::{Cgroup as CrateCgroup, Controller, Hierarchy, MaxValue, Subsystem};
+use cgroups_rs::CgroupPid;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -63,6 +82,25 @@ pub enum CgroupError {
     /// A controller the policy needs is not available.
     #[error("cgroup controller `{0}` is not available")]
     Missing(&'static str),
+    /// `cgroups-rs` failed on a group.
+    #[error("cgroup operation in `{}` failed", path.display())]
+    Crate {
+        /// The group's directory.
+        path: PathBuf,
+        /// The crate's error.
+        #[source]
+        source: cgroups_rs::fs::error::Error,
+    },
+    /// A limit does not fit the control file's signed 64-bit value.
+    #[error("cgroup limit {0} is out of range")]
+    OutOfRange(u64),
+}
+
+fn crate_at(path: &Path) -> impl FnOnce(cgroups_rs::fs::error::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Crate {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
@@ -120,12 +158,11 @@ pub fn detect() -> Result<Layout, CgroupError> {
 /// A live sandbox cgroup. Dropping it kills what is left inside and removes it.
 #[derive(Debug)]
 pub struct Cgroup {
+    /// The crate's handle on the group (one subsystem per controller we use).
+    cg: CrateCgroup,
     version: u8,
     /// The directories created (one per v1 controller, or one on v2).
     dirs: Vec<PathBuf>,
-    memory: Option<PathBuf>,
-    pids: Option<PathBuf>,
-    cpu: Option<PathBuf>,
     /// Limits that could not be applied (e.g. swap accounting off), for the report.
     pub not_applied: Vec<String>,
     removed: bool,
@@ -135,8 +172,18 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     fs::write(path, value).map_err(io_at(path))
 }
 
-fn limit_str(l: Limit) -> String {
-    l.max().map_or("max".to_string(), |v| v.to_string())
+/// The crate's view of "no limit" / a limit, for the files that take `max`.
+fn max_value(l: Limit) -> Result<MaxValue, CgroupError> {
+    match l.max() {
+        None => Ok(MaxValue::Max),
+        Some(v) => i64::try_from(v)
+            .map(MaxValue::Value)
+            .map_err(|_| CgroupError::OutOfRange(v)),
+    }
+}
+
+fn to_i64(v: u64) -> Result<i64, CgroupError> {
+    i64::try_from(v).map_err(|_| CgroupError::OutOfRange(v))
 }
 
 /// Limit hits read from the control files.
@@ -154,9 +201,95 @@ pub struct Events {
     pub memory_peak: Option<u64>,
 }
 
+/// A `cgroups-rs` hierarchy holding exactly our three controllers, each rooted at the runtime's
+/// own cgroup of that controller (see the module docs for why the crate's `V1`/`V2` don't fit).
+#[derive(Debug, Clone)]
+pub struct OwnHierarchy {
+    v2: bool,
+    /// v2: our own cgroup directory; v1: unused by the crate for our operations (the memory
+    /// controller's own directory is reported).
+    root: PathBuf,
+    memory: Option<PathBuf>,
+    pids: Option<PathBuf>,
+    cpu: Option<PathBuf>,
+}
+
+impl OwnHierarchy {
+    /// v1: one directory per controller (each must be present).
+    pub fn v1(memory: PathBuf, pids: PathBuf, cpu: PathBuf) -> OwnHierarchy {
+        OwnHierarchy {
+            v2: false,
+            root: memory.clone(),
+            memory: Some(memory),
+            pids: Some(pids),
+            cpu: Some(cpu),
+        }
+    }
+
+    /// v2: all three controllers share `base` (only those in `enabled`).
+    pub fn v2(base: PathBuf, enabled: &[&str]) -> OwnHierarchy {
+        let has = |c: &str| enabled.contains(&c).then(|| base.clone());
+        OwnHierarchy {
+            v2: true,
+            memory: has("memory"),
+            pids: has("pids"),
+            cpu: has("cpu"),
+            root: base,
+        }
+    }
+}
+
+impl Hierarchy for OwnHierarchy {
+    fn subsystems(&self) -> Vec<Subsystem> {
+        // The controllers' `base` (mount root) is only used by the crate for reporting; `point`
+        // is the directory the group's path is appended to.
+        let mut subs = Vec::new();
+        if let Some(p) = &self.memory {
+            subs.push(Subsystem::Mem(MemController::new(
+                p.clone(),
+                p.clone(),
+                self.v2,
+            )));
+        }
+        if let Some(p) = &self.pids {
+            subs.push(Subsystem::Pid(PidController::new(
+                p.clone(),
+                p.clone(),
+                self.v2,
+            )));
+        }
+        if let Some(p) = &self.cpu {
+            subs.push(Subsystem::Cpu(CpuController::new(
+                p.clone(),
+                p.clone(),
+                self.v2,
+            )));
+        }
+        subs
+    }
+
+    fn root(&self) -> PathBuf {
+        self.root.clone()
+    }
+
+    fn root_control_group(&self) -> CrateCgroup {
+        CrateCgroup::load(Box::new(self.clone()), "")
+    }
+
+    fn parent_control_group(&self, _path: &str) -> CrateCgroup {
+        // Our groups are one level below our own cgroup: their parent is the hierarchy root.
+        self.root_control_group()
+    }
+
+    fn v2(&self) -> bool {
+        self.v2
+    }
+}
+
 /// Remove empty `stockade-<pid>-<uid>` groups left by a runtime that was killed before it could
 /// clean up (SIGKILL skips every destructor). Only groups whose runtime pid no longer exists and
-/// which hold no process are touched; errors are ignored (another runtime may race us).
+/// which hold no process are touched; errors are ignored (another runtime may race us). By hand:
+/// `cgroups-rs` has no way to list the child groups of a cgroup.
 pub fn sweep_stale(layout: &Layout) {
     let parents: Vec<&PathBuf> = match layout {
         Layout::V1 { memory, pids, cpu } => [memory, pids, cpu].into_iter().flatten().collect(),
@@ -201,6 +334,18 @@ impl Cgroup {
         }
     }
 
+    fn mem(&self) -> Option<&MemController> {
+        self.cg.controller_of::<MemController>()
+    }
+
+    fn pid_ctl(&self) -> Option<&PidController> {
+        self.cg.controller_of::<PidController>()
+    }
+
+    fn cpu(&self) -> Option<&CpuController> {
+        self.cg.controller_of::<CpuController>()
+    }
+
     fn create_v1(
         memory: &Option<PathBuf>,
         pids: &Option<PathBuf>,
@@ -208,46 +353,51 @@ impl Cgroup {
         leaf: &str,
         r: &Resources,
     ) -> Result<Cgroup, CgroupError> {
+        let m = memory.clone().ok_or(CgroupError::Missing("memory"))?;
+        let p = pids.clone().ok_or(CgroupError::Missing("pids"))?;
+        let c = cpu.clone().ok_or(CgroupError::Missing("cpu"))?;
+        let dirs = vec![m.join(leaf), p.join(leaf), c.join(leaf)];
+        // Refuse an existing directory: `create` (create_dir_all) would silently adopt it, and
+        // the name (runtime pid + host uid) is ours alone while we run.
+        if let Some(d) = dirs.iter().find(|d| d.exists()) {
+            return Err(io_at(d)(io::ErrorKind::AlreadyExists.into()));
+        }
+        let hier = OwnHierarchy::v1(m, p, c);
+        let cg = CrateCgroup::load(Box::new(hier), leaf);
         let mut cg = Cgroup {
+            cg,
             version: 1,
-            dirs: vec![],
-            memory: None,
-            pids: None,
-            cpu: None,
+            dirs,
             not_applied: vec![],
             removed: false,
         };
-        let mk = |cg: &mut Cgroup, parent: &Option<PathBuf>, ctrl: &'static str| {
-            let parent = parent.as_ref().ok_or(CgroupError::Missing(ctrl))?;
-            let d = parent.join(leaf);
-            fs::create_dir(&d).map_err(io_at(&d))?;
-            cg.dirs.push(d.clone());
-            Ok::<PathBuf, CgroupError>(d)
-        };
-        let m = mk(&mut cg, memory, "memory")?;
+        // From here on, Drop removes whatever was created.
+        cg.cg.create().map_err(crate_at(&cg.dirs[0]))?;
+        let mem = cg.mem().ok_or(CgroupError::Missing("memory"))?;
+        let md = mem.path().to_path_buf();
         if let Some(max) = r.memory_max.max() {
-            write(&m.join("memory.limit_in_bytes"), &max.to_string())?;
-            let memsw = m.join("memory.memsw.limit_in_bytes");
+            mem.set_limit(to_i64(max)?).map_err(crate_at(&md))?;
             let swap = r.swap_max.max().unwrap_or(u64::MAX - max);
-            if memsw.exists() {
-                write(&memsw, &max.saturating_add(swap).to_string())?;
+            // Checked by hand: the crate's setters create missing files (a fake tree would
+            // pass), and the kernel offers memsw only with swap accounting.
+            if md.join("memory.memsw.limit_in_bytes").exists() {
+                mem.set_memswap_limit(to_i64(max.saturating_add(swap)).unwrap_or(i64::MAX))
+                    .map_err(crate_at(&md))?;
             } else if r.swap_max != Limit::Unlimited {
                 // Without swap accounting we can only discourage swapping.
-                let _ = fs::write(m.join("memory.swappiness"), "0");
+                let _ = mem.set_swappiness(0);
                 cg.not_applied
                     .push("swap_max (kernel has no swap accounting; swappiness set to 0)".into());
             }
         }
-        cg.memory = Some(m);
-        let p = mk(&mut cg, pids, "pids")?;
-        write(&p.join("pids.max"), &limit_str(r.pids_max))?;
-        cg.pids = Some(p);
-        let c = mk(&mut cg, cpu, "cpu")?;
+        let pc = cg.pid_ctl().ok_or(CgroupError::Missing("pids"))?;
+        pc.set_pid_max(max_value(r.pids_max)?)
+            .map_err(crate_at(pc.path()))?;
+        let cc = cg.cpu().ok_or(CgroupError::Missing("cpu"))?;
         if let Some(q) = r.cpu_max.quota_us(PERIOD_US) {
-            write(&c.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
-            write(&c.join("cpu.cfs_quota_us"), &q.to_string())?;
+            cc.set_cfs_quota_and_period(Some(to_i64(q)?), Some(PERIOD_US))
+                .map_err(crate_at(cc.path()))?;
         }
-        cg.cpu = Some(c);
         Ok(cg)
     }
 
@@ -266,7 +416,7 @@ impl Cgroup {
         if has_procs && base != Path::new(CGROUP_ROOT) {
             // "No internal processes": controllers can be enabled for children only once this
             // cgroup holds no process itself, so the runtime moves into a leaf (as systemd
-            // Delegate= users do).
+            // Delegate= users do). By hand: cgroups-rs has no notion of this rule.
             let sup = base.join("supervisor");
             match fs::create_dir(&sup) {
                 Ok(()) => {}
@@ -275,16 +425,12 @@ impl Cgroup {
             }
             write(&sup.join("cgroup.procs"), &std::process::id().to_string())?;
         }
+        // By hand: the crate's v2 `Cgroup::create` checks the controllers against, and enables
+        // them from, the hard-coded `/sys/fs/cgroup` root downwards and ignores every write
+        // error; we must enable them on *our* cgroup and know which ones failed.
         let sc = base.join("cgroup.subtree_control");
-        let mut cg = Cgroup {
-            version: 2,
-            dirs: vec![],
-            memory: None,
-            pids: None,
-            cpu: None,
-            not_applied: vec![],
-            removed: false,
-        };
+        let mut not_applied = vec![];
+        let mut enabled = vec![];
         for ctrl in ["memory", "pids", "cpu"] {
             let mut r = fs::write(&sc, format!("+{ctrl}"));
             if r.as_ref()
@@ -296,37 +442,63 @@ impl Cgroup {
                 move_all(&base, &base.join("supervisor"))?;
                 r = fs::write(&sc, format!("+{ctrl}"));
             }
-            if let Err(e) = r {
-                if ctrl == "cpu" {
-                    cg.not_applied
-                        .push(format!("cpu_max (cpu controller not delegated: {e})"));
-                } else {
-                    return Err(io_at(&sc)(e));
+            match r {
+                Ok(()) => enabled.push(ctrl),
+                Err(e) if ctrl == "cpu" => {
+                    not_applied.push(format!("cpu_max (cpu controller not delegated: {e})"));
                 }
+                Err(e) => return Err(io_at(&sc)(e)),
             }
         }
         let d = base.join(leaf);
-        fs::create_dir(&d).map_err(io_at(&d))?;
-        cg.dirs.push(d.clone());
-        write(&d.join("memory.max"), &limit_str(r.memory_max))?;
-        let swap = d.join("memory.swap.max");
-        if swap.exists() {
-            write(&swap, &limit_str(r.swap_max))?;
+        if d.exists() {
+            return Err(io_at(&d)(io::ErrorKind::AlreadyExists.into()));
+        }
+        let hier = OwnHierarchy::v2(base.clone(), &enabled);
+        let cg = CrateCgroup::load(Box::new(hier), leaf);
+        let mut cg = Cgroup {
+            cg,
+            version: 2,
+            dirs: vec![d.clone()],
+            not_applied,
+            removed: false,
+        };
+        // Every v2 subsystem shares the one directory: creating it through the first is enough
+        // (see above for why not `Cgroup::create`).
+        let first = cg
+            .cg
+            .subsystems()
+            .first()
+            .ok_or(CgroupError::Missing("memory"))?;
+        first.to_controller().create().map_err(crate_at(&d))?;
+        let mem = cg.mem().ok_or(CgroupError::Missing("memory"))?;
+        let m = match r.memory_max.max() {
+            Some(v) => to_i64(v)?,
+            None => -1, // the crate writes `max`
+        };
+        mem.set_limit(m).map_err(crate_at(&d))?;
+        let swap_file = d.join("memory.swap.max");
+        if swap_file.exists() {
+            let s = match r.swap_max.max() {
+                Some(v) => to_i64(v)?,
+                None => -1,
+            };
+            mem.set_memswap_limit(s).map_err(crate_at(&d))?;
         } else {
             cg.not_applied.push("swap_max (no memory.swap.max)".into());
         }
-        write(&d.join("pids.max"), &limit_str(r.pids_max))?;
+        let pc = cg.pid_ctl().ok_or(CgroupError::Missing("pids"))?;
+        pc.set_pid_max(max_value(r.pids_max)?)
+            .map_err(crate_at(&d))?;
         if let Some(q) = r.cpu_max.quota_us(PERIOD_US) {
-            let f = d.join("cpu.max");
-            if f.exists() {
-                write(&f, &format!("{q} {PERIOD_US}"))?;
-            } else if !cg.not_applied.iter().any(|n| n.starts_with("cpu_max")) {
-                cg.not_applied.push("cpu_max (no cpu.max)".into());
+            match cg.cpu() {
+                Some(cc) if d.join("cpu.max").exists() => cc
+                    .set_cfs_quota_and_period(Some(to_i64(q)?), Some(PERIOD_US))
+                    .map_err(crate_at(&d))?,
+                _ if cg.not_applied.iter().any(|n| n.starts_with("cpu_max")) => {}
+                _ => cg.not_applied.push("cpu_max (no cpu.max)".into()),
             }
         }
-        cg.memory = Some(d.clone());
-        cg.pids = Some(d.clone());
-        cg.cpu = Some(d);
         Ok(cg)
     }
 
@@ -340,47 +512,41 @@ impl Cgroup {
         &self.dirs
     }
 
-    /// Move a process (by host pid) into every directory of the group.
+    /// Move a process (by host pid) and all its threads into the group (every controller's
+    /// directory on v1). `add_task_by_tgid` writes `cgroup.procs`; `add_task` would write
+    /// `cgroup.threads`, which v2 refuses for a domain group.
     pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
-        for d in &self.dirs {
-            write(&d.join("cgroup.procs"), &pid.to_string())?;
-        }
-        Ok(())
+        let tgid = u64::try_from(pid).map_err(|_| CgroupError::OutOfRange(0))?;
+        self.cg
+            .add_task_by_tgid(CgroupPid::from(tgid))
+            .map_err(crate_at(&self.dirs[0]))
     }
 
     /// Limit hits so far.
     pub fn events(&self) -> Events {
-        let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
-        let key = |text: &str, k: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<u64>().ok()))
-                .unwrap_or(0)
-        };
-        let (mut oom, mut mem, mut pids, mut peak) = (0, 0, 0, None);
-        if let Some(m) = &self.memory {
+        let (mut oom, mut mem, mut peak) = (0, 0, None);
+        if let Some(m) = self.mem() {
+            let st = m.memory_stat();
+            peak = Some(st.max_usage_in_bytes).filter(|&p| p > 0);
             if self.version == 2 {
-                let ev = read(m.join("memory.events"));
-                oom = key(&ev, "oom_kill ");
-                mem = key(&ev, "max ");
-                peak = read(m.join("memory.peak")).trim().parse().ok();
+                // By hand: the crate's v2 `memory_stat` leaves the OOM and limit-hit counters
+                // at zero and has no `memory.events` accessor.
+                let ev = fs::read_to_string(m.path().join("memory.events")).unwrap_or_default();
+                oom = flat_key(&ev, "oom_kill");
+                mem = flat_key(&ev, "max");
             } else {
-                oom = key(&read(m.join("memory.oom_control")), "oom_kill ");
+                oom = st.oom_control.oom_kill;
                 // With swap accounting the memory+swap limit is the one that fails first.
-                let fc = |f: &str| read(m.join(f)).trim().parse::<u64>().unwrap_or(0);
-                mem = fc("memory.failcnt").max(fc("memory.memsw.failcnt"));
-                peak = read(m.join("memory.max_usage_in_bytes"))
-                    .trim()
-                    .parse()
-                    .ok();
+                mem = st.fail_cnt.max(m.memswap().fail_cnt);
             }
         }
-        if let Some(p) = &self.pids {
-            pids = key(&read(p.join("pids.events")), "max ");
-        }
+        let pids = self
+            .pid_ctl()
+            .and_then(|p| p.get_pid_events().ok())
+            .unwrap_or(0);
         let cpu_throttled = self
-            .cpu
-            .as_ref()
-            .map_or(0, |c| key(&read(c.join("cpu.stat")), "nr_throttled "));
+            .cpu()
+            .map_or(0, |c| flat_key(&c.cpu().stat, "nr_throttled"));
         Events {
             oom_kills: oom,
             memory_max: mem,
@@ -390,18 +556,6 @@ impl Cgroup {
         }
     }
 
-    fn procs(&self) -> Vec<i32> {
-        let mut out = Vec::new();
-        for d in &self.dirs {
-            if let Ok(t) = fs::read_to_string(d.join("cgroup.procs")) {
-                out.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-            }
-        }
-        out.sort_unstable();
-        out.dedup();
-        out
-    }
-
     /// Kill every process in the group and remove it. Idempotent; returns whether the group is
     /// gone (no process left, directories removed).
     pub fn kill_and_remove(&mut self) -> bool {
@@ -409,43 +563,53 @@ impl Cgroup {
             return true;
         }
         if self.version == 2 {
-            if let Some(d) = self.dirs.first() {
-                let _ = fs::write(d.join("cgroup.kill"), "1");
-            }
+            // `cgroup.kill` (5.14+); the loop below covers older kernels.
+            let _ = self.cg.kill();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        // v1 has no cgroup.kill: SIGKILL every member until none is left. The pid namespace
-        // means no member can escape by forking during the loop for long: its init is killed
-        // first by the caller, after which the kernel kills the rest of the namespace.
+        // v1 has no cgroup.kill (the crate's `kill` is v2-only): SIGKILL every member until none
+        // is left. The pid namespace means no member can escape by forking during the loop for
+        // long: its init is killed first by the caller, after which the kernel kills the rest
+        // of the namespace.
         loop {
-            let left = self.procs();
+            let left = self.cg.procs();
             if left.is_empty() {
                 break;
             }
-            for pid in left {
-                let _ = crate::sys::kill(pid, libc::SIGKILL);
+            for p in left {
+                if let Ok(pid) = i32::try_from(p.pid) {
+                    let _ = crate::sys::kill(pid, libc::SIGKILL);
+                }
             }
             if Instant::now() > deadline {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        // rmdir fails with EBUSY until the last zombie is released; retry briefly.
-        for d in self.dirs.iter().rev() {
-            loop {
-                match fs::remove_dir(d) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(_) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(_) => return false,
-                }
+        // rmdir fails with EBUSY until the last zombie is released; `delete` retries briefly
+        // itself on v1, we retry up to the deadline on both.
+        while self.dirs.iter().any(|d| d.exists()) {
+            if self.cg.delete().is_ok() && !self.dirs.iter().any(|d| d.exists()) {
+                break;
             }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
         self.removed = true;
         true
     }
+}
+
+/// A value from a flat-keyed control file (`key value` lines).
+fn flat_key(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().ok()).flatten()
+        })
+        .unwrap_or(0)
 }
 
 /// Move every process of `from` into `to` (v2, same subtree).
@@ -514,6 +678,47 @@ mod tests {
     fn no_controllers_is_none() {
         assert_eq!(derive_layout("0::/\n", Path::new("/x"), false), None);
         assert_eq!(derive_layout("garbage", Path::new("/x"), true), None);
+    }
+
+    #[test]
+    fn own_hierarchy_hands_out_exactly_our_controllers_at_their_own_paths() {
+        let h = OwnHierarchy::v1("/m/own".into(), "/p".into(), "/c".into());
+        let cg = CrateCgroup::load(Box::new(h), "stockade-x");
+        let got: Vec<(String, PathBuf)> = cg
+            .subsystems()
+            .iter()
+            .map(|s| (s.controller_name(), s.to_controller().path().to_path_buf()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("memory".into(), "/m/own/stockade-x".into()),
+                ("pids".into(), "/p/stockade-x".into()),
+                ("cpu".into(), "/c/stockade-x".into()),
+            ]
+        );
+        assert!(!cg.v2());
+        let h2 = OwnHierarchy::v2("/u/own".into(), &["memory", "pids"]);
+        let cg2 = CrateCgroup::load(Box::new(h2), "stockade-y");
+        assert!(cg2.v2());
+        let names: Vec<String> = cg2
+            .subsystems()
+            .iter()
+            .map(|s| s.controller_name())
+            .collect();
+        assert_eq!(
+            names,
+            ["memory", "pids"],
+            "cpu not delegated: not handed out"
+        );
+    }
+
+    #[test]
+    fn flat_keyed_values_match_whole_keys_only() {
+        let ev = "low 0\nhigh 0\nmax 7\noom 2\noom_kill 3\noom_group_kill 9\n";
+        assert_eq!(flat_key(ev, "max"), 7);
+        assert_eq!(flat_key(ev, "oom_kill"), 3);
+        assert_eq!(flat_key(ev, "absent"), 0);
     }
 
     #[test]

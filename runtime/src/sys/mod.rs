@@ -1,16 +1,23 @@
-//! Raw system calls: the only module of Stockade with `unsafe`.
+//! System calls: the only module of Stockade with `unsafe`.
 //!
 //! Each function wraps one call (or one tightly coupled pair) behind a safe signature: file
 //! descriptors go in as `BorrowedFd`/`OwnedFd`, strings as `CStr`, and errors come out as
-//! `std::io::Error` built from `errno` right after the call. Callers above this module never see
-//! a raw pointer. We use `libc` directly rather than `nix` because several calls we need
-//! (`clone` with namespace flags and fork semantics, `mount_setattr`, `execveat` with
-//! `AT_EMPTY_PATH`, securebits) have no safe wrapper there either, and one idiom is easier to audit
-//! than two.
+//! `std::io::Error` (from `errno`). Callers above this module never see a raw pointer.
+//!
+//! Where `nix` has a safe wrapper, the function is a thin adapter over it (typed flags, owned
+//! descriptors, `Errno` converted to `io::Error`). `unsafe` remains only where `nix` has no
+//! wrapper or its wrapper is itself `unsafe`, each place saying which:
+//! `clone` with namespace flags and fork semantics, `fork`, `_exit`, `close_range`, `mount_setattr`,
+//! `PR_SET_SECUREBITS`/`PR_CAPBSET_DROP`, `waitpid` (raw status, see there) and
+//! `rt_sigaction` for every signal number (see [`reset_signal_dispositions`]).
 
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::unistd::{Gid, Pid, Uid};
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 pub mod net;
 
@@ -29,6 +36,16 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     } else {
         Ok(ret)
     }
+}
+
+/// `nix` reports `Errno`; the sys API speaks `io::Error` like the rest of the runtime.
+fn io_err(e: Errno) -> io::Error {
+    e.into()
+}
+
+/// A signal number as `nix`'s `Signal` (standard signals only; EINVAL otherwise).
+fn signal(sig: libc::c_int) -> io::Result<Signal> {
+    Signal::try_from(sig).map_err(io_err)
 }
 
 fn check_long(ret: libc::c_long) -> io::Result<libc::c_long> {
@@ -68,67 +85,67 @@ pub fn clone_fork(flags: libc::c_int) -> io::Result<Forked> {
 
 /// Plain `fork(2)`; same single-thread precondition as [`clone_fork`].
 pub fn fork() -> io::Result<Forked> {
-    // SAFETY: fork has no memory-safety preconditions of its own; the child continues only in
-    // code that is sound in a single-threaded copy (documented precondition of the caller).
-    let ret = unsafe { libc::fork() };
-    match check(ret)? {
-        0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent(pid)),
+    // SAFETY: `nix::unistd::fork` is `unsafe` because the child of a multi-threaded process may
+    // only call async-signal-safe functions; our callers are single-threaded (documented
+    // precondition), so the child's copy holds no lock of a vanished thread.
+    match unsafe { nix::unistd::fork() }.map_err(io_err)? {
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child.as_raw())),
     }
 }
 
 /// Terminate the calling process immediately (no atexit handlers, no stdio flush): what a forked
 /// child must use so that it never runs the parent's cleanup code.
 pub fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit never returns and takes no pointers.
+    // SAFETY: (`nix` has no `_exit` wrapper) _exit never returns and takes no pointers.
     unsafe { libc::_exit(code) }
 }
 
 /// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)`: execute the file the descriptor refers to. Only
 /// returns on failure.
 pub fn execveat_fd(fd: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io::Error {
-    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
-    a.push(std::ptr::null());
-    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
-    e.push(std::ptr::null());
-    let empty = c"";
-    // SAFETY: `a` and `e` are NULL-terminated arrays of pointers into CStrings that outlive the
-    // call; `empty` is a valid C string; the fd is valid for the borrow.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            fd.as_raw_fd(),
-            empty.as_ptr(),
-            a.as_ptr(),
-            e.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        );
+    match nix::unistd::execveat(fd, c"", argv, envp, nix::fcntl::AtFlags::AT_EMPTY_PATH) {
+        Err(e) => io_err(e),
+        Ok(never) => match never {},
     }
-    io::Error::last_os_error()
 }
 
 /// Mark every descriptor from `first` upwards close-on-exec (`close_range(CLOSE_RANGE_CLOEXEC)`).
 pub fn cloexec_from(first: u32) -> io::Result<()> {
     let flags = libc::c_int::try_from(libc::CLOSE_RANGE_CLOEXEC)
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: close_range only changes descriptor flags; no pointers.
+    // SAFETY: close_range (no `nix` wrapper) only changes descriptor flags; no pointers.
     check(unsafe { libc::close_range(first, u32::MAX, flags) }).map(drop)
 }
 
 /// Set or clear `FD_CLOEXEC` on a descriptor we keep.
 pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    let flags = if on { libc::FD_CLOEXEC } else { 0 };
-    // SAFETY: F_SETFD on a valid borrowed descriptor; no pointers.
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags) }).map(drop)
+    let flags = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
+    nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(flags))
+        .map(drop)
+        .map_err(io_err)
 }
 
-/// `dup2(fd, target)`; the new descriptor is not close-on-exec.
+/// `dup2(fd, target)` for a standard stream (`target` 0, 1 or 2; anything else is EINVAL); the
+/// new descriptor is not close-on-exec. `nix` wraps exactly these three safely (any other
+/// target would close a descriptor some Rust object may own).
 pub fn dup2(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
-    // SAFETY: dup2 on a valid descriptor; `target` is a small well-known number (0, 1, 2) that we
-    // intend to replace.
-    check(unsafe { libc::dup2(fd.as_raw_fd(), target) }).map(drop)
+    match target {
+        0 => nix::unistd::dup2_stdin(fd),
+        1 => nix::unistd::dup2_stdout(fd),
+        2 => nix::unistd::dup2_stderr(fd),
+        _ => Err(Errno::EINVAL),
+    }
+    .map_err(io_err)
 }
 
+/// Raw `prctl` for the two operations `nix::sys::prctl` does not wrap: `PR_SET_SECUREBITS` and
+/// `PR_CAPBSET_DROP` (the latter over every number the kernel knows, which the `caps` crate's
+/// fixed capability list cannot do).
 fn prctl(op: libc::c_int, a: libc::c_ulong) -> io::Result<libc::c_int> {
     // SAFETY: the prctl operations used here take integer arguments only.
     check(unsafe {
@@ -144,12 +161,12 @@ fn prctl(op: libc::c_int, a: libc::c_ulong) -> io::Result<libc::c_int> {
 
 /// `PR_SET_PDEATHSIG`.
 pub fn set_parent_death_signal(sig: libc::c_int) -> io::Result<()> {
-    prctl(libc::PR_SET_PDEATHSIG, sig.unsigned_abs().into()).map(drop)
+    nix::sys::prctl::set_pdeathsig(signal(sig)?).map_err(io_err)
 }
 
 /// `PR_SET_NO_NEW_PRIVS`.
 pub fn set_no_new_privs() -> io::Result<()> {
-    prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map(drop)
+    nix::sys::prctl::set_no_new_privs().map_err(io_err)
 }
 
 /// `PR_SET_SECUREBITS`.
@@ -173,41 +190,41 @@ pub fn drop_bounding_set() -> io::Result<()> {
 
 /// `setresgid(g, g, g)`.
 pub fn setresgid(gid: u32) -> io::Result<()> {
-    // SAFETY: integer arguments only.
-    check(unsafe { libc::setresgid(gid, gid, gid) }).map(drop)
+    let g = Gid::from_raw(gid);
+    nix::unistd::setresgid(g, g, g).map_err(io_err)
 }
 
 /// `setresuid(u, u, u)`.
 pub fn setresuid(uid: u32) -> io::Result<()> {
-    // SAFETY: integer arguments only.
-    check(unsafe { libc::setresuid(uid, uid, uid) }).map(drop)
+    let u = Uid::from_raw(uid);
+    nix::unistd::setresuid(u, u, u).map_err(io_err)
 }
 
 /// `setgroups(0, NULL)`: drop every supplementary group.
 pub fn clear_groups() -> io::Result<()> {
-    // SAFETY: a zero-length list with a NULL pointer is the documented way to clear the list.
-    check(unsafe { libc::setgroups(0, std::ptr::null()) }).map(drop)
+    nix::unistd::setgroups(&[]).map_err(io_err)
 }
 
 /// The real uid/gid and effective uid.
 pub fn ids() -> (u32, u32, u32) {
-    // SAFETY: these calls cannot fail and take no arguments.
-    unsafe { (libc::getuid(), libc::getgid(), libc::geteuid()) }
+    (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+        nix::unistd::geteuid().as_raw(),
+    )
 }
 
 /// `sethostname`.
 pub fn sethostname(name: &str) -> io::Result<()> {
-    // SAFETY: pointer and length describe the bytes of `name`.
-    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+    nix::unistd::sethostname(name).map_err(io_err)
 }
 
 /// `setsid`.
 pub fn setsid() -> io::Result<()> {
-    // SAFETY: no arguments.
-    check(unsafe { libc::setsid() }).map(drop)
+    nix::unistd::setsid().map(drop).map_err(io_err)
 }
 
-/// `mount(2)`.
+/// `mount(2)`; `flags` are `MS_*` bits, passed through unchanged.
 pub fn mount(
     source: Option<&CStr>,
     target: &CStr,
@@ -215,25 +232,20 @@ pub fn mount(
     flags: libc::c_ulong,
     data: Option<&CStr>,
 ) -> io::Result<()> {
-    let p = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
-    // SAFETY: every pointer is NULL or a valid NUL-terminated string borrowed for the call.
-    check(unsafe { libc::mount(p(source), target.as_ptr(), p(fstype), flags, p(data).cast()) })
-        .map(drop)
+    let flags = nix::mount::MsFlags::from_bits_retain(flags);
+    nix::mount::mount(source, target, fstype, flags, data).map_err(io_err)
 }
 
 /// `umount2(target, MNT_DETACH)`.
 pub fn umount_detach(target: &CStr) -> io::Result<()> {
-    // SAFETY: valid C string.
-    check(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) }).map(drop)
+    nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).map_err(io_err)
 }
 
 /// `pivot_root(".", ".")`: the current directory becomes the root and the old root is stacked
 /// on top of it, to be detached with `umount_detach(".")` (the trick runc uses; it needs no
 /// directory for the old root).
 pub fn pivot_root_here() -> io::Result<()> {
-    let dot = c".";
-    // SAFETY: both arguments are the valid C string ".".
-    check_long(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) }).map(drop)
+    nix::unistd::pivot_root(c".", c".").map_err(io_err)
 }
 
 /// `mount_setattr(path, flags, {attr_set, attr_clr})`, recursive when asked: change mount flags
@@ -246,7 +258,8 @@ pub fn mount_setattr(path: &CStr, recursive: bool, set: u64, clear: u64) -> io::
         userns_fd: 0,
     };
     let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
-    // SAFETY: `attr` lives for the call and its size is passed; `path` is a valid C string.
+    // SAFETY: (no `nix` wrapper for mount_setattr) `attr` lives for the call and its size is
+    // passed; `path` is a valid C string.
     check_long(unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -262,22 +275,46 @@ pub fn mount_setattr(path: &CStr, recursive: bool, set: u64, clear: u64) -> io::
 
 /// `chdir`.
 pub fn chdir(path: &CStr) -> io::Result<()> {
-    // SAFETY: valid C string.
-    check(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
+    nix::unistd::chdir(path).map_err(io_err)
+}
+
+/// `nix`'s `Resource` for a `libc::RLIMIT_*` number (the ones the sandbox sets; EINVAL for
+/// others: `Resource` has no conversion from the raw number).
+fn rlimit_resource(
+    resource: libc::__rlimit_resource_t,
+) -> io::Result<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource as R;
+    let table = [
+        (libc::RLIMIT_NOFILE, R::RLIMIT_NOFILE),
+        (libc::RLIMIT_NPROC, R::RLIMIT_NPROC),
+        (libc::RLIMIT_FSIZE, R::RLIMIT_FSIZE),
+        (libc::RLIMIT_CORE, R::RLIMIT_CORE),
+        (libc::RLIMIT_MEMLOCK, R::RLIMIT_MEMLOCK),
+        (libc::RLIMIT_CPU, R::RLIMIT_CPU),
+        (libc::RLIMIT_AS, R::RLIMIT_AS),
+        (libc::RLIMIT_DATA, R::RLIMIT_DATA),
+        (libc::RLIMIT_STACK, R::RLIMIT_STACK),
+        (libc::RLIMIT_SIGPENDING, R::RLIMIT_SIGPENDING),
+        (libc::RLIMIT_MSGQUEUE, R::RLIMIT_MSGQUEUE),
+    ];
+    table
+        .iter()
+        .find(|(raw, _)| *raw == resource)
+        .map(|(_, r)| *r)
+        .ok_or_else(|| io_err(Errno::EINVAL))
 }
 
 /// `setrlimit(resource, {v, v})` (soft = hard, so the program cannot raise it back).
 pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
-    let r = libc::rlimit {
-        rlim_cur: value,
-        rlim_max: value,
-    };
-    // SAFETY: `r` is a valid rlimit for the duration of the call.
-    check(unsafe { libc::setrlimit(resource, &r) }).map(drop)
+    nix::sys::resource::setrlimit(rlimit_resource(resource)?, value, value).map_err(io_err)
 }
 
 /// `waitpid(pid, &status, flags)`; returns `(pid, raw status)`, pid 0 with WNOHANG when nothing
 /// changed. Retries on EINTR.
+///
+/// By hand: `nix::sys::wait::waitpid` decodes the status into `WaitStatus`, whose `Signal` enum
+/// has no real-time signals: for a child killed by e.g. SIGRTMIN it returns EINVAL *after* the
+/// child was reaped, losing its status. Callers need the raw status (128+N for any N).
 pub fn waitpid(pid: i32, flags: libc::c_int) -> io::Result<(i32, i32)> {
     loop {
         let mut status = 0;
@@ -296,191 +333,151 @@ pub fn waitpid(pid: i32, flags: libc::c_int) -> io::Result<(i32, i32)> {
 
 /// `kill(pid, sig)`.
 pub fn kill(pid: i32, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: integer arguments only.
-    check(unsafe { libc::kill(pid, sig) }).map(drop)
+    // Signal 0 (existence probe) is `None` for nix.
+    let sig = if sig == 0 { None } else { Some(signal(sig)?) };
+    nix::sys::signal::kill(Pid::from_raw(pid), sig).map_err(io_err)
 }
 
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 succeeded, so both numbers are fresh descriptors we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err)
 }
 
 /// A close-on-exec `SOCK_SEQPACKET` unix socket pair (message boundaries kept).
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors socketpair writes.
-    check(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: socketpair succeeded, so both numbers are fresh descriptors we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io_err)
 }
 
 /// `poll` on `(fd, events)` pairs; returns the `revents` of each. Retries on EINTR; a negative
 /// timeout waits forever.
 pub fn poll(fds: &[(BorrowedFd<'_>, i16)], timeout_ms: i32) -> io::Result<Vec<i16>> {
-    let mut p: Vec<libc::pollfd> = fds
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let timeout = if timeout_ms < 0 {
+        PollTimeout::NONE
+    } else {
+        PollTimeout::try_from(timeout_ms).map_err(|_| io_err(Errno::EINVAL))?
+    };
+    let mut p: Vec<PollFd<'_>> = fds
         .iter()
-        .map(|(fd, ev)| libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: *ev,
-            revents: 0,
-        })
+        .map(|(fd, ev)| PollFd::new(*fd, PollFlags::from_bits_retain(*ev)))
         .collect();
     loop {
-        // SAFETY: `p` is a valid array of `p.len()` pollfd structures.
-        let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+        match nix::poll::poll(&mut p, timeout) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(io_err(e)),
+            Ok(_) => {
+                return Ok(p
+                    .iter()
+                    .map(|x| x.revents().map_or(0, |f| f.bits()))
+                    .collect())
             }
-            return Err(e);
         }
-        return Ok(p.iter().map(|x| x.revents).collect());
     }
 }
 
 /// Non-blocking exclusive `flock`; `Ok(false)` when someone else holds it.
 pub fn try_flock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    // SAFETY: flock on a valid borrowed descriptor; no pointers.
-    let r = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
+    // `nix::fcntl::flock` is deprecated for `Flock`, which takes ownership of the descriptor and
+    // unlocks on drop; here the caller owns the descriptor and the lock lives exactly as long as
+    // it does (the uid lease), so the plain (safe) call is the one that fits.
+    #[allow(deprecated)]
+    let r = nix::fcntl::flock(fd.as_raw_fd(), nix::fcntl::FlockArg::LockExclusiveNonblock);
+    match r {
+        Ok(()) => Ok(true),
+        Err(Errno::EWOULDBLOCK) => Ok(false),
+        Err(e) => Err(io_err(e)),
     }
 }
 
 /// `open(path, flags | O_CLOEXEC)` returning an owned descriptor (used for `O_PATH` opens of
-/// mount sources and of the program).
+/// mount sources and of the program, and the uid lock files, created `0600`).
 pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: valid C string; the mode argument is ignored without O_CREAT.
-    let fd = check(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) })?;
-    // SAFETY: open succeeded, so `fd` is a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_CLOEXEC;
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+    nix::fcntl::open(path, flags, mode).map_err(io_err)
 }
 
 /// `faccessat(fd, "", X_OK, AT_EMPTY_PATH | AT_EACCESS)`: may the caller execute this file?
+/// (glibc implements the flags with the `faccessat2` system call.)
 pub fn can_execute(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: valid descriptor and C string; no out-pointers.
-    check_long(unsafe {
-        libc::syscall(
-            libc::SYS_faccessat2,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::X_OK,
-            libc::AT_EMPTY_PATH | libc::AT_EACCESS,
-        )
-    })
-    .map(drop)
+    use nix::fcntl::AtFlags;
+    nix::unistd::faccessat(
+        fd,
+        c"",
+        nix::unistd::AccessFlags::X_OK,
+        AtFlags::AT_EMPTY_PATH | AtFlags::AT_EACCESS,
+    )
+    .map_err(io_err)
+}
+
+fn sigset(sigs: &[libc::c_int]) -> io::Result<SigSet> {
+    let mut set = SigSet::empty();
+    for s in sigs {
+        set.add(signal(*s)?);
+    }
+    Ok(set)
 }
 
 /// Signal mask operations for the runtime's relay loop.
 pub fn block_signals(sigs: &[libc::c_int]) -> io::Result<()> {
-    // SAFETY: `set` is initialised by sigemptyset before use and lives for the calls.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in sigs {
-            libc::sigaddset(&mut set, *s);
-        }
-        check(libc::pthread_sigmask(
-            libc::SIG_BLOCK,
-            &set,
-            std::ptr::null_mut(),
-        ))?;
-    }
-    Ok(())
+    let set = sigset(sigs)?;
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(io_err)
 }
 
 /// Unblock every signal (a forked child must not inherit the runtime's blocked mask into exec).
 pub fn unblock_all_signals() -> io::Result<()> {
-    // SAFETY: `set` is initialised by sigemptyset before use and lives for the call.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        check(libc::pthread_sigmask(
-            libc::SIG_SETMASK,
-            &set,
-            std::ptr::null_mut(),
-        ))?;
-    }
-    Ok(())
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(io_err)
 }
 
 /// A `signalfd` for the given (already blocked) signals.
 pub fn signalfd(sigs: &[libc::c_int]) -> io::Result<OwnedFd> {
-    // SAFETY: `set` is initialised by sigemptyset; signalfd returns a fresh descriptor we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in sigs {
-            libc::sigaddset(&mut set, *s);
-        }
-        let fd = check(libc::signalfd(
-            -1,
-            &set,
-            libc::SFD_CLOEXEC | libc::SFD_NONBLOCK,
-        ))?;
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let set = sigset(sigs)?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map(OwnedFd::from)
+        .map_err(io_err)
 }
 
-/// Read one `signalfd_siginfo` and return the signal number.
+/// Read one `signalfd_siginfo` and return the signal number. (A plain `read`: `nix`'s
+/// `SignalFd::read_signal` needs the `SignalFd` itself, the caller holds a borrowed descriptor.)
 pub fn read_signalfd(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
-    // SAFETY: the buffer is a properly sized and aligned signalfd_siginfo.
-    unsafe {
-        let mut info: libc::signalfd_siginfo = std::mem::zeroed();
-        let n = libc::read(
-            fd.as_raw_fd(),
-            (&mut info as *mut libc::signalfd_siginfo).cast(),
-            std::mem::size_of::<libc::signalfd_siginfo>(),
-        );
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                return Ok(None);
-            }
-            return Err(e);
+    let mut buf = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+    match nix::unistd::read(fd, &mut buf) {
+        Err(Errno::EAGAIN) => Ok(None),
+        Err(e) => Err(io_err(e)),
+        Ok(n) if n < buf.len() => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        Ok(_) => {
+            // `ssi_signo` is the struct's first field (a u32 in native byte order).
+            let signo = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            Ok(i32::try_from(signo).ok())
         }
-        Ok(i32::try_from(info.ssi_signo).ok())
     }
 }
 
-/// `unshare(flags)`.
+/// `unshare(flags)`; `flags` are `CLONE_NEW*` bits, passed through unchanged.
 pub fn unshare(flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: integer argument only.
-    check(unsafe { libc::unshare(flags) }).map(drop)
+    nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(flags)).map_err(io_err)
 }
 
 /// `fstat` file type bits and mode of a descriptor.
 pub fn fstat_mode(fd: BorrowedFd<'_>) -> io::Result<u32> {
-    // SAFETY: `st` is a valid out-pointer, zero-initialised, for a valid descriptor.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        check(libc::fstat(fd.as_raw_fd(), &mut st))?;
-        Ok(st.st_mode)
-    }
+    nix::sys::stat::fstat(fd)
+        .map(|st| st.st_mode)
+        .map_err(io_err)
 }
 
 /// Close every descriptor except `keep` (two `close_range` calls around it).
 pub fn close_all_except(keep: RawFd) -> io::Result<()> {
     let k = u32::try_from(keep).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: close_range takes integers; the descriptors closed are this process's own and no
+    // SAFETY: close_range (no `nix` wrapper) takes integers; the descriptors closed are this process's own and no
     // Rust object still in use refers to them (callers are about to only use `keep`).
     unsafe {
         if k > 0 {
@@ -493,26 +490,21 @@ pub fn close_all_except(keep: RawFd) -> io::Result<()> {
 
 /// Set `O_NONBLOCK` on a descriptor.
 pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: F_GETFL/F_SETFL on a valid borrowed descriptor; integer arguments only.
-    unsafe {
-        let fl = check(libc::fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
-        check(libc::fcntl(
-            fd.as_raw_fd(),
-            libc::F_SETFL,
-            fl | libc::O_NONBLOCK,
-        ))?;
-    }
-    Ok(())
+    use nix::fcntl::fcntl;
+    let fl = fcntl(fd, FcntlArg::F_GETFL).map_err(io_err)?;
+    let fl = OFlag::from_bits_retain(fl) | OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(fl)).map(drop).map_err(io_err)
 }
 
 /// `PR_SET_DUMPABLE`.
 pub fn set_dumpable(on: bool) -> io::Result<()> {
-    prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on)).map(drop)
+    nix::sys::prctl::set_dumpable(on).map_err(io_err)
 }
 
 /// Reset every signal's disposition to the default. Ignored signals survive `execve` (the Rust
 /// runtime ignores SIGPIPE; a parent may ignore others, including the real-time signals glibc
-/// reserves for itself, which its `signal()` wrapper refuses to touch: hence the raw call).
+/// reserves for itself, which its `signal()` wrapper refuses to touch: hence the raw call; `nix`'s
+/// `sigaction` is itself `unsafe` and only takes the `Signal` enum, which lacks those signals).
 pub fn reset_signal_dispositions() -> io::Result<()> {
     /// The kernel's `struct sigaction` layout on x86_64/aarch64 (not glibc's).
     #[repr(C)]
@@ -550,10 +542,85 @@ pub fn reset_signal_dispositions() -> io::Result<()> {
 
 /// The mount flags (`ST_*` from `statvfs`) of the filesystem at `path`.
 pub fn statvfs_flags(path: &CStr) -> io::Result<u64> {
-    // SAFETY: `st` is a valid zero-initialised out-pointer; `path` a valid C string.
-    unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        check(libc::statvfs(path.as_ptr(), &mut st))?;
-        Ok(st.f_flag)
+    nix::sys::statvfs::statvfs(path)
+        .map(|st| st.flags().bits())
+        .map_err(io_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn pipe_and_poll_report_readiness() {
+        let (r, w) = pipe().unwrap();
+        let ev = libc::POLLIN;
+        assert_eq!(poll(&[(r.as_fd(), ev)], 0).unwrap(), vec![0]);
+        std::fs::File::from(w.try_clone().unwrap())
+            .write_all(b"x")
+            .unwrap();
+        assert_eq!(poll(&[(r.as_fd(), ev)], 1000).unwrap(), vec![ev]);
+        drop(w);
+    }
+
+    #[test]
+    fn only_the_standard_streams_can_be_dup2_targets() {
+        let (r, _w) = pipe().unwrap();
+        let e = dup2(r.as_fd(), 7).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn rlimit_numbers_map_to_the_same_resource_and_unknown_ones_are_refused() {
+        use nix::sys::resource::Resource;
+        let r = rlimit_resource(libc::RLIMIT_NOFILE).unwrap();
+        assert_eq!(r, Resource::RLIMIT_NOFILE);
+        assert_eq!(
+            rlimit_resource(4242).unwrap_err().raw_os_error(),
+            Some(libc::EINVAL)
+        );
+    }
+
+    #[test]
+    fn signalfd_yields_the_signal_number() {
+        // Blocked in this test thread only; signalfd reads signals pending for the thread.
+        block_signals(&[libc::SIGUSR2]).unwrap();
+        let fd = signalfd(&[libc::SIGUSR2]).unwrap();
+        assert_eq!(
+            read_signalfd(fd.as_fd()).unwrap(),
+            None,
+            "nothing pending yet"
+        );
+        nix::sys::signal::raise(Signal::SIGUSR2).unwrap();
+        assert_eq!(read_signalfd(fd.as_fd()).unwrap(), Some(libc::SIGUSR2));
+    }
+
+    #[test]
+    fn set_nonblocking_and_cloexec_change_the_flags() {
+        let (r, _w) = pipe().unwrap();
+        set_nonblocking(r.as_fd()).unwrap();
+        let fl = nix::fcntl::fcntl(r.as_fd(), FcntlArg::F_GETFL).unwrap();
+        assert!(OFlag::from_bits_retain(fl).contains(OFlag::O_NONBLOCK));
+        set_cloexec(r.as_fd(), false).unwrap();
+        let fd = nix::fcntl::fcntl(r.as_fd(), FcntlArg::F_GETFD).unwrap();
+        assert!(!FdFlag::from_bits_retain(fd).contains(FdFlag::FD_CLOEXEC));
+    }
+
+    #[test]
+    fn waitpid_keeps_the_raw_status_of_a_real_time_signal_death() {
+        // Why waitpid stays by hand: nix's WaitStatus cannot represent SIGRTMIN.
+        let Forked::Parent(pid) = fork().unwrap() else {
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            exit_now(0);
+        };
+        let rt = libc::SIGRTMIN();
+        // SAFETY: kill takes integers only; `pid` is our own child.
+        assert_eq!(unsafe { libc::kill(pid, rt) }, 0);
+        let (got, status) = waitpid(pid, 0).unwrap();
+        assert_eq!(got, pid);
+        assert!(libc::WIFSIGNALED(status));
+        assert_eq!(libc::WTERMSIG(status), rt);
     }
 }

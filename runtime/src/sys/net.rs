@@ -1,20 +1,21 @@
 //! Bringing the loopback interface of a fresh network namespace up (`SIOCSIFFLAGS` on `lo`), the
 //! only network configuration the sandbox ever does. A netlink library would be far more code
-//! than these two ioctls.
+//! than these two ioctls. The socket comes from `nix`; the interface ioctls stay raw (`nix` only
+//! offers macros that generate `unsafe` ioctl functions, no `SIOCSIFFLAGS` wrapper).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Set `IFF_UP` on `lo` in the current network namespace.
 pub fn loopback_up() -> io::Result<()> {
-    // SAFETY: socket takes integers only; on success we own the returned descriptor.
-    let sock = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        OwnedFd::from_raw_fd(fd)
-    };
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let sock: OwnedFd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
     // SAFETY: an all-zero ifreq is a valid value (C struct of integers/arrays/unions).
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
