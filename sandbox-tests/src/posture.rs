@@ -176,6 +176,17 @@ pub fn cgroup_diff(cgroup: &str, own: &str, who: &str) -> Vec<String> {
     d
 }
 
+/// The runtime's delegated cgroup as seen from the runner's `/proc/self/cgroup` text: on v2 the
+/// runtime moves every process that shares its cgroup (the runner too, on an earlier launch) into
+/// a `supervisor` leaf and creates sandboxes *beside* it, so a path ending in `/supervisor` stands
+/// for its parent (docs/sandbox.md, "What a launch does").
+pub fn delegated_baseline(own: &str) -> String {
+    own.lines()
+        .map(|l| l.strip_suffix("/supervisor").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn read(path: &Path) -> Result<String, String> {
     fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
@@ -276,7 +287,7 @@ pub fn run_posture(
     let _ = fs::remove_file(pid_file);
     let mut exp = exp.clone();
     if exp.own_cgroup.is_none() {
-        exp.own_cgroup = Some(read(Path::new("/proc/self/cgroup"))?);
+        exp.own_cgroup = Some(delegated_baseline(&read(Path::new("/proc/self/cgroup"))?));
     }
     let exp = &exp;
     let mut argv: Vec<OsString> = prefix.to_vec();
@@ -376,6 +387,15 @@ Max open files            64                   64                   files     \n
         exp2.limits
             .push(("Max open files".into(), "128".into(), "128".into()));
         assert_eq!(limits_diff(text, &exp2, "t").len(), 1);
+    }
+
+    #[test]
+    fn supervisor_leaf_stands_for_its_parent() {
+        let own = "0::/payload.scope/supervisor\n";
+        let base = delegated_baseline(own);
+        assert_eq!(base, "0::/payload.scope");
+        assert!(cgroup_diff("0::/payload.scope/stockade-1\n", &base, "t").is_empty());
+        assert_eq!(cgroup_diff("0::/other/stockade-1\n", &base, "t").len(), 1);
     }
 
     #[test]
