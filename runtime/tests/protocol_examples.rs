@@ -132,3 +132,56 @@ fn hello_c() {
     }
     check(&serve(&fx, &pkg), "hello-c");
 }
+
+#[test]
+fn hello_rust_with_the_sdk() {
+    if !require_root() {
+        return;
+    }
+    // `cargo test` builds the package's examples into <target>/debug/examples, named
+    // `hello_rust-<hash>` (or `hello-rust` by `cargo build --example`); take the newest.
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("examples"))
+        .unwrap();
+    let bin = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            (n == "hello-rust" || n.starts_with("hello_rust-")) && !n.contains('.')
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+        .unwrap_or_else(|| dir.join("hello-rust"));
+    if !bin.exists() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "{} missing: run the whole `cargo test` (it builds examples)",
+                bin.display()
+            );
+        }
+        eprintln!(
+            "SKIPPED: {} not built (run without --test filters)",
+            bin.display()
+        );
+        return;
+    }
+    let fx = Fixture::new();
+    let pkg = fx.path("hello-rust");
+    std::fs::create_dir(&pkg).unwrap();
+    std::fs::copy(
+        example("hello-rust/manifest.json"),
+        pkg.join("manifest.json"),
+    )
+    .unwrap();
+    std::fs::copy(&bin, pkg.join("entrypoint")).unwrap();
+    let s = serve(&fx, &pkg);
+    check(&s, "hello-rust");
+    assert_eq!(s.response(1)["result"]["allow"], true);
+    assert_eq!(s.response(2)["result"]["allow"], false);
+    assert_eq!(s.response(2)["result"]["seen"], 2);
+}

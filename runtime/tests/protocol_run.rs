@@ -442,3 +442,99 @@ fn bad_policy_and_bad_package_fail_before_launch() {
     );
     assert!(s.msgs.is_empty());
 }
+
+#[test]
+fn kv_store_and_config_values_for_a_deployment_bound_plugin() {
+    if !require_root() {
+        return;
+    }
+    // kv_* are only in the ceiling of deployment-bound scopes: issue a hardware-scoped cert.
+    let fx = Fixture::new();
+    let info = fx.run(&["--json", "node", "info", "--state-dir", "state"]);
+    let Some(hw) = info.json()["hardware_id"].as_str().map(String::from) else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("no machine id on this CI machine");
+        }
+        eprintln!("SKIPPED: this machine has no /etc/machine-id");
+        return;
+    };
+    let scope = format!("hardware:{hw}");
+    let r = fx.run(&[
+        "ca", "init", "-o", "int-hw", "--parent", "root", "--scope", &scope, "--name", "HW Int",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = fx.run(&[
+        "ca",
+        "issue",
+        "--ca",
+        "int-hw",
+        "--pub",
+        "dev.pub",
+        "--subject",
+        "HW Dev",
+        "--scope",
+        &scope,
+        "-o",
+        "dev-hw.cert",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let certs = ("dev-hw.cert", "int-hw/ca.cert");
+    let manifest = r#"{"name":"t","version":"0.1.0","author":"tests","description":"kv",
+"entrypoint":"entrypoint","requested_capabilities":["kv_get","kv_put","get_config_value","register_hook"],
+"hooks":["on:flow.new"],"api":1}"#;
+    let script = r#"hs '"kv_get","kv_put","get_config_value","register_hook"'
+while IFS= read -r line; do
+  case $line in
+    *'"method":"hook_invoke"'*)
+      id=$(id_of "$line")
+      printf '%s\n' '{"jsonrpc":"2.0","id":101,"method":"kv_get","params":{"key":"count"}}'
+      IFS= read -r before
+      printf '%s\n' '{"jsonrpc":"2.0","id":102,"method":"kv_put","params":{"key":"count","value":"1"}}'
+      IFS= read -r put
+      printf '%s\n' '{"jsonrpc":"2.0","id":103,"method":"kv_put","params":{"key":"big","value":"0123456789012345678901234567890123456789"}}'
+      IFS= read -r big
+      printf '%s\n' '{"jsonrpc":"2.0","id":104,"method":"get_config_value","params":{"key":"plugin_name"}}'
+      IFS= read -r cfg
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"before":%s,"put":%s,"big":%s,"cfg":%s}}\n' "$id" "$before" "$put" "$big" "$cfg"
+      ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done"#;
+    let policy = Some("[kv]\nmax_value_bytes = 16\n");
+    let s = session_in(
+        &fx,
+        manifest,
+        certs,
+        script,
+        policy,
+        &[],
+        &[&invoke(1, Some(5000))],
+    );
+    let r = &s.response(1)["result"];
+    assert_eq!(
+        r["before"]["result"]["value"],
+        serde_json::Value::Null,
+        "{r}"
+    );
+    assert_eq!(r["put"]["result"], json!({}));
+    assert_eq!(
+        r["big"]["error"]["code"], -32009,
+        "over quota, not terminated"
+    );
+    assert_eq!(r["cfg"]["result"]["value"], "t");
+    assert_eq!(s.final_state()["state"], "exited");
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.path("state/kv/t.json")).unwrap()).unwrap();
+    assert_eq!(stored, json!({"count": "1"}));
+    // A second run sees what the first one persisted.
+    let s = session_in(
+        &fx,
+        manifest,
+        certs,
+        script,
+        policy,
+        &[],
+        &[&invoke(1, Some(5000))],
+    );
+    assert_eq!(s.response(1)["result"]["before"]["result"]["value"], "1");
+}

@@ -91,9 +91,32 @@ impl Session {
 /// stdin (then EOF), `policy` as the policy file (if any) and `extra` arguments.
 pub fn session(script: &str, policy: Option<&str>, extra: &[&str], input: &[&str]) -> Session {
     let fx = Fixture::new();
+    session_in(
+        &fx,
+        MANIFEST,
+        ("dev.cert", "int/ca.cert"),
+        script,
+        policy,
+        extra,
+        input,
+    )
+}
+
+/// [`session`] in an existing fixture, with its own manifest and (developer, intermediate)
+/// certificates.
+pub fn session_in(
+    fx: &Fixture,
+    manifest: &str,
+    (devcert, intcert): (&str, &str),
+    script: &str,
+    policy: Option<&str>,
+    extra: &[&str],
+    input: &[&str],
+) -> Session {
     let d = fx.dir();
+    let _ = std::fs::remove_dir_all(d.join("plugin"));
     std::fs::create_dir(d.join("plugin")).unwrap();
-    std::fs::write(d.join("plugin/manifest.json"), MANIFEST).unwrap();
+    std::fs::write(d.join("plugin/manifest.json"), manifest).unwrap();
     let entry = d.join("plugin/entrypoint");
     std::fs::write(&entry, format!("{PRELUDE}{script}\n")).unwrap();
     std::fs::set_permissions(&entry, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -105,9 +128,9 @@ pub fn session(script: &str, policy: Option<&str>, extra: &[&str], input: &[&str
             "--key",
             "dev.key",
             "--devcert",
-            "dev.cert",
+            devcert,
             "--intcert",
-            "int/ca.cert",
+            intcert,
             "-o",
             "t.stockade",
         ],
