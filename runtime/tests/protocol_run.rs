@@ -93,7 +93,11 @@ sleep 5"#;
         ],
         &[&invoke(1, Some(10_000))],
     );
-    assert_eq!(s.code, 0, "{}", s.stderr);
+    assert_eq!(
+        s.code, 137,
+        "killed by the runtime (128+SIGKILL): {}",
+        s.stderr
+    );
     let ready = s
         .notes("plugin_state")
         .into_iter()
@@ -151,7 +155,11 @@ fn hang_hits_the_deadline_and_shutdown_kills_after_the_grace() {
     }
     let policy = "[protocol]\nshutdown_grace_ms = 300\n";
     let s = session(HANG, Some(policy), &[], &[&invoke(1, Some(300))]);
-    assert_eq!(s.code, 0, "{}", s.stderr);
+    assert_eq!(
+        s.code, 137,
+        "killed by the runtime (128+SIGKILL): {}",
+        s.stderr
+    );
     assert_eq!(s.error_code(1), DEADLINE_EXCEEDED);
     assert_eq!(s.responses(1), 1);
     terminated_with(&s, "shutdown_timeout");

@@ -6,9 +6,10 @@
 //! key/value store → launch (`sandbox::launch`, exit 125–127) → one event loop
 //! ([`crate::host`]) until the agent's stdin ends (graceful shutdown: pending calls finish or hit
 //! their deadline, then `shutdown`, stdin closed, grace period, cgroup kill) or SIGINT/SIGTERM/
-//! SIGHUP (the same, at once). Exit status 0 once the session ended cleanly — what happened to
-//! the plugin is reported in-band (`plugin_state`), since it is the agent's business, not a
-//! failure of `run`. stdout carries only protocol frames; human diagnostics go to stderr.
+//! SIGHUP (the same, at once). The exit status is the plugin's, as for `exec` (docs/exit-codes.md):
+//! 0 after a clean shutdown, 128+N when signal N ended it — 137 when the runtime killed it (a
+//! violation, a denied call, the shutdown grace ran out); why is reported in-band
+//! (`plugin_state`). stdout carries only protocol frames; human diagnostics go to stderr.
 
 use crate::cli::RunArgs;
 use crate::cmd::exec::launch_error;
@@ -187,10 +188,15 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         kv,
         config,
     };
-    sup.add(pcfg, sb, Instant::now()).map_err(loop_err)?;
+    let idx = sup.add(pcfg, sb, Instant::now()).map_err(loop_err)?;
     serve(&mut sup, AgentLink::new(max_frame), sigfd.as_fd());
+    let status = sup
+        .exit_status(idx)
+        .unwrap_or(Exit::SandboxSetup.code().into());
+    drop(sup);
     drop(pkg);
-    Ok(Exit::Ok)
+    let _ = io::stdout().flush();
+    std::process::exit(status)
 }
 
 /// The event loop of `run`: the agent on fd 0/1, one plugin, signals.

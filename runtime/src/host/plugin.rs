@@ -139,6 +139,7 @@ pub struct PluginHandle {
     stderr_capped: bool,
     stderr_open: bool,
     link_closed: bool,
+    exit_status: Option<i32>,
     /// Bytes for the plugin's stdin.
     pub outbound: Vec<u8>,
     /// Close the plugin's stdin once `outbound` is flushed.
@@ -172,6 +173,7 @@ impl PluginHandle {
             stderr_capped: false,
             stderr_open: true,
             link_closed: false,
+            exit_status: None,
             outbound: Vec::new(),
             close_stdin: false,
             granted: BTreeSet::new(),
@@ -194,6 +196,11 @@ impl PluginHandle {
     /// Its state.
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// The process's exit status once reaped (128+N when signal N ended it).
+    pub fn exit_status(&self) -> Option<i32> {
+        self.exit_status
     }
 
     /// Hooks it is registered for.
@@ -233,7 +240,10 @@ impl PluginHandle {
     fn fail(&self, fx: &mut Effects, agent_id: &Value, hook: &str, e: RpcError) {
         let policy = self.cfg.policy.hooks.get(hook);
         let bypass = policy.is_some_and(|h| h.failure == FailureMode::Open)
-            && !matches!(e.code, codes::INVALID_PARAMS | codes::PLUGIN_ERROR);
+            && !matches!(
+                e.code,
+                codes::INVALID_PARAMS | codes::PLUGIN_ERROR | codes::NOT_REGISTERED
+            );
         if let (true, Some(h)) = (bypass, policy) {
             fx.to_agent.push(response_ok(agent_id, default_json(h)));
             fx.to_agent.push(notification(
@@ -766,7 +776,11 @@ impl PluginHandle {
                 if kill {
                     c.kill();
                 }
-                c.wait()
+                let report = c.wait();
+                self.exit_status = report["exit"]["status"]
+                    .as_i64()
+                    .and_then(|s| i32::try_from(s).ok());
+                report
             }
             None => Value::Null,
         }

@@ -133,6 +133,11 @@ impl Supervisor {
         self.slots.iter().map(|s| s.handle.in_flight()).sum()
     }
 
+    /// The exit status of plugin `idx` once it has ended.
+    pub fn exit_status(&self, idx: usize) -> Option<i32> {
+        self.slots.get(idx).and_then(|s| s.handle.exit_status())
+    }
+
     /// Whether every plugin has ended.
     pub fn all_gone(&self) -> bool {
         self.slots.iter().all(|s| s.handle.state().is_gone())
