@@ -5,7 +5,8 @@
 #   3. inspect it, then run the full fail-closed verification against the throwaway trust root;
 #   4. show that tampering with one byte is caught (and with which exit code);
 #   5. run the verified plugin's entrypoint in the sandbox (`stockade exec`, built-in strict policy)
-#      and print which isolation layers were enforced.
+#      and print which isolation layers were enforced; then serve the package with `stockade run`
+#      and invoke its hook from this script (NDJSON JSON-RPC on stdin, docs/protocol.md).
 # Every command is the real CLI, so this script doubles as a tour of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +68,7 @@ echo "(rejected with exit code $code, as documented in docs/exit-codes.md)"
 say "5. run the verified plugin sandboxed (built-in strict policy)"
 run verify "$work/hello-0.1.0.stockade" --trust "$work/trust" --state-dir "$work/state" \
   --extract-to "$work/hello" >/dev/null
-run exec --plugin-dir "$work/hello" --report "$work/sandbox-report.json" -- "$work/hello/entrypoint"
+run exec --plugin-dir "$work/hello" --report "$work/sandbox-report.json" -- "$work/hello/entrypoint" </dev/null
 python3 - "$work/sandbox-report.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -75,4 +76,27 @@ print(f"sandbox report ({r['schema']}, {r['mode']} mode, host uid {r['host_uid']
 for layer in r["layers"]:
     print(f"  {layer['layer']:<20} {layer['status']}")
 print(f"exit: {r['exit']}")
+PY
+
+printf '\n$ printf <hook_invoke request> | stockade run hello-0.1.0.stockade ...\n'
+request='{"jsonrpc":"2.0","id":1,"method":"hook_invoke","params":{"hook":"on:flow.new","payload":{"src":"10.0.0.1","dst":"10.0.0.2"}}}'
+printf '%s\n' "$request" |
+  "$STOCKADE" run "$work/hello-0.1.0.stockade" --trust "$work/trust" --state-dir "$work/state" \
+  >"$work/session.ndjson"
+python3 - "$work/session.ndjson" <<'PY'
+import json, sys
+answered = False
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    if m.get("method") == "plugin_state":
+        p = m["params"]
+        extra = f" granted={p['granted']} hooks={p['hooks']}" if p["state"] == "ready" else ""
+        print(f"  plugin_state: {p['state']}{extra}")
+    elif m.get("method") == "log":
+        print(f"  log ({m['params']['source']}): {m['params']['message']}")
+    elif m.get("id") == 1:
+        print(f"  hook result: {json.dumps(m.get('result', m.get('error')))}")
+        answered = "result" in m
+if not answered:
+    sys.exit("demo: the hook was not answered")
 PY

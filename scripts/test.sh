@@ -21,10 +21,11 @@ if [ "${CI:-}" = "true" ]; then
 fi
 
 step "system packages"
-# Each package and why: minisign (interop tests with the stock tool), gcc/libc6-dev (static escape
+# Each package and why: minisign (interop tests with the stock tool), python3 (the Python example
+# plugin and the demo's report summary), gcc/libc6-dev (static escape
 # probes), qemu-system-x86 + busybox-static + cpio (kernel-matrix VM), iproute2 (network probes'
 # fixtures), libcap2-bin (capsh, used by posture diagnostics), util-linux (setpriv for rootless runs).
-PKGS=(minisign gcc libc6-dev qemu-system-x86 busybox-static cpio iproute2 libcap2-bin util-linux)
+PKGS=(minisign python3 gcc libc6-dev qemu-system-x86 busybox-static cpio iproute2 libcap2-bin util-linux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -13,4 +13,5 @@
 
 pub mod capability;
 pub mod manifest;
+pub mod protocol;
 pub mod sandbox;

@@ -35,6 +35,9 @@ pub enum Command {
     Node(NodeCommand),
     /// Run any executable under a sandbox policy (no package needed).
     Exec(ExecArgs),
+    /// Verify a package, launch it sandboxed and serve its hooks to the agent over this
+    /// process's stdin/stdout (NDJSON JSON-RPC, docs/protocol.md). EOF on stdin stops it.
+    Run(RunArgs),
 }
 
 /// `stockade keygen`
@@ -311,4 +314,21 @@ pub struct ExecArgs {
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// `stockade run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The package file.
+    pub package: PathBuf,
+    /// Policy file (TOML): the sandbox policy plus the host sections `[capabilities]`,
+    /// `[protocol]`, `[kv]` and `[hooks."<hook>"]`; built-in defaults when omitted.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Operator allowlist of capabilities (repeatable); combined with the policy's
+    /// `[capabilities] allow`, the stricter wins. Without either, the operator does not restrict.
+    #[arg(long = "allow-capability", value_name = "CAP")]
+    pub allow_capability: Vec<String>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }

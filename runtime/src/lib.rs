@@ -19,6 +19,7 @@ pub mod cmd;
 pub mod error;
 pub mod exit;
 pub mod fileio;
+pub mod host;
 pub mod keyfile;
 pub mod node;
 pub mod output;

@@ -67,7 +67,7 @@ pub enum ExecError {
     },
 }
 
-fn launch_error(e: LaunchError) -> CmdError {
+pub(crate) fn launch_error(e: LaunchError) -> CmdError {
     let (exit, kind, hint) = match &e {
         LaunchError::NotFound { .. } => (
             Exit::NotFound,

@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod keygen;
 pub mod node;
 pub mod pack;
+pub mod run;
 pub mod verify;
 
 /// Dispatch a parsed command line.
@@ -31,5 +32,6 @@ pub fn run(command: Command, out: Output) -> Result<Exit, CmdError> {
             node::license_install(a, out)
         }
         Command::Exec(a) => exec::run(a, out),
+        Command::Run(a) => run::run(a, out),
     }
 }

@@ -1,0 +1,280 @@
+//! The host part of the operator's policy file: which capabilities the operator allows, per-hook
+//! deadlines and failure modes, protocol limits and key/value quotas.
+//!
+//! It lives in the same TOML file as the sandbox policy (`stockade run --policy FILE`) as the
+//! sections `[capabilities]`, `[protocol]`, `[kv]` and `[hooks."<hook>"]`; [`split_policy`]
+//! takes them out and hands the rest to [`crate::sandbox::parse_policy`], so both halves keep
+//! `deny_unknown_fields`. Issue 5 brings the complete operator policy; this is its first slice.
+
+use crate::capability::Capability;
+use crate::sandbox::{parse_policy, SandboxPolicyError, ValidatedSandboxPolicy, MAX_POLICY_BYTES};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What the runtime answers when a hook's plugin fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Return the error to the agent (the default: deny-by-default also for answers).
+    #[default]
+    Closed,
+    /// Bypass the plugin: answer with the hook's `default` and report the bypass (seed 003).
+    Open,
+}
+
+/// `[hooks."<hook>"]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HookPolicy {
+    /// Milliseconds the plugin has to answer (caps an agent's `deadline_ms`).
+    pub deadline_ms: Option<u64>,
+    /// Fail open or closed.
+    #[serde(default)]
+    pub failure: FailureMode,
+    /// The fail-open answer (JSON `null` when absent).
+    pub default: Option<toml::Value>,
+}
+
+/// `[capabilities]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilityPolicy {
+    /// When set, only these may be granted.
+    pub allow: Option<BTreeSet<Capability>>,
+}
+
+/// `[protocol]`: limits on the plugin link.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtocolLimits {
+    /// Largest frame on either link.
+    pub max_frame_bytes: usize,
+    /// The handshake must arrive within this.
+    pub handshake_timeout_ms: u64,
+    /// A started frame must be completed within this (slowloris).
+    pub frame_timeout_ms: u64,
+    /// Deadline of a hook without one in policy or request.
+    pub default_deadline_ms: u64,
+    /// Grace between `shutdown` and the kill.
+    pub shutdown_grace_ms: u64,
+    /// Hook invocations in flight per plugin; more are answered `overloaded`.
+    pub max_in_flight: usize,
+    /// `emit_event` + `log` calls per second (a burst of this many is allowed).
+    pub max_events_per_sec: u32,
+    /// stderr bytes forwarded per plugin lifetime; the rest is dropped (and said so once).
+    pub max_stderr_bytes: usize,
+}
+
+impl Default for ProtocolLimits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: super::DEFAULT_MAX_FRAME,
+            handshake_timeout_ms: 5_000,
+            frame_timeout_ms: 5_000,
+            default_deadline_ms: 1_000,
+            shutdown_grace_ms: 2_000,
+            max_in_flight: 64,
+            max_events_per_sec: 100,
+            max_stderr_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[kv]`: the per-plugin store's quotas.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvQuota {
+    /// Most keys.
+    pub max_keys: usize,
+    /// Longest key (bytes).
+    pub max_key_bytes: usize,
+    /// Longest value (bytes).
+    pub max_value_bytes: usize,
+    /// Sum of key and value bytes.
+    pub max_total_bytes: usize,
+}
+
+impl Default for KvQuota {
+    fn default() -> Self {
+        Self {
+            max_keys: 1024,
+            max_key_bytes: 256,
+            max_value_bytes: 64 * 1024,
+            max_total_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The validated host policy.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HostPolicy {
+    /// `[capabilities]`.
+    #[serde(default)]
+    pub capabilities: CapabilityPolicy,
+    /// `[protocol]`.
+    #[serde(default)]
+    pub protocol: ProtocolLimits,
+    /// `[kv]`.
+    #[serde(default)]
+    pub kv: KvQuota,
+    /// `[hooks."<hook>"]`.
+    #[serde(default)]
+    pub hooks: BTreeMap<String, HookPolicy>,
+}
+
+/// Why the policy file is invalid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostPolicyError {
+    /// Not TOML (or too large).
+    #[error("policy file is not valid TOML")]
+    Syntax(#[source] toml::de::Error),
+    /// A host section is malformed.
+    #[error("invalid host section ([capabilities], [protocol], [kv], [hooks])")]
+    Host(#[source] toml::de::Error),
+    /// A value is out of range.
+    #[error("`{0}` is out of range")]
+    Range(&'static str),
+    /// The sandbox half is invalid.
+    #[error("invalid sandbox policy")]
+    Sandbox(#[source] SandboxPolicyError),
+}
+
+impl HostPolicy {
+    /// The deadline for `hook`, given the agent's wish: the smaller of the wish and the policy's
+    /// value, or the policy's (else the default) when the agent has none.
+    pub fn deadline_ms(&self, hook: &str, requested: Option<u64>) -> u64 {
+        let cap = self
+            .hooks
+            .get(hook)
+            .and_then(|h| h.deadline_ms)
+            .unwrap_or(self.protocol.default_deadline_ms);
+        requested.map_or(cap, |r| r.min(cap))
+    }
+
+    fn validate(&self) -> Result<(), HostPolicyError> {
+        let p = &self.protocol;
+        let checks: [(&'static str, bool); 6] = [
+            (
+                "protocol.max_frame_bytes",
+                (256..=16 << 20).contains(&p.max_frame_bytes),
+            ),
+            (
+                "protocol.handshake_timeout_ms",
+                (1..=600_000).contains(&p.handshake_timeout_ms),
+            ),
+            (
+                "protocol.frame_timeout_ms",
+                (1..=600_000).contains(&p.frame_timeout_ms),
+            ),
+            (
+                "protocol.default_deadline_ms",
+                (1..=3_600_000).contains(&p.default_deadline_ms),
+            ),
+            (
+                "protocol.max_in_flight",
+                (1..=65_536).contains(&p.max_in_flight),
+            ),
+            ("protocol.shutdown_grace_ms", p.shutdown_grace_ms <= 600_000),
+        ];
+        for (k, ok) in checks {
+            if !ok {
+                return Err(HostPolicyError::Range(k));
+            }
+        }
+        if self
+            .hooks
+            .values()
+            .any(|h| h.deadline_ms.is_some_and(|d| d == 0 || d > 3_600_000))
+        {
+            return Err(HostPolicyError::Range("hooks.*.deadline_ms"));
+        }
+        Ok(())
+    }
+}
+
+/// Split a policy file into its sandbox and host halves, validating both.
+pub fn split_policy(text: &str) -> Result<(ValidatedSandboxPolicy, HostPolicy), HostPolicyError> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(HostPolicyError::Sandbox(SandboxPolicyError::TooLarge {
+            size: text.len(),
+            max: MAX_POLICY_BYTES,
+        }));
+    }
+    let mut table: toml::Table = toml::from_str(text).map_err(HostPolicyError::Syntax)?;
+    let mut host = toml::Table::new();
+    for k in ["capabilities", "protocol", "kv", "hooks"] {
+        if let Some(v) = table.remove(k) {
+            host.insert(k.into(), v);
+        }
+    }
+    let hp: HostPolicy = host.try_into().map_err(HostPolicyError::Host)?;
+    hp.validate()?;
+    // Only re-serialise when something was taken out, so that sandbox errors keep the line
+    // numbers of the operator's own text whenever possible.
+    let sandbox_text = if hp == HostPolicy::default() && !text.contains("[hooks") {
+        text.to_string()
+    } else {
+        toml::to_string(&table).unwrap_or_default()
+    };
+    let sb = parse_policy(&sandbox_text).map_err(HostPolicyError::Sandbox)?;
+    Ok((sb, hp))
+}
+
+/// JSON form of a hook's fail-open default.
+pub fn default_json(h: &HookPolicy) -> serde_json::Value {
+    h.default
+        .as_ref()
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_host_sections_from_the_sandbox_policy() {
+        let text = r#"
+version = 1
+[capabilities]
+allow = ["log"]
+[protocol]
+default_deadline_ms = 250
+[hooks."on:flow.new"]
+deadline_ms = 100
+failure = "open"
+default = { allow = true }
+"#;
+        let (_, hp) = split_policy(text).unwrap();
+        assert_eq!(hp.capabilities.allow, Some([Capability::Log].into()));
+        assert_eq!(hp.deadline_ms("on:flow.new", None), 100);
+        assert_eq!(hp.deadline_ms("on:flow.new", Some(50)), 50);
+        assert_eq!(hp.deadline_ms("on:flow.new", Some(5000)), 100);
+        assert_eq!(hp.deadline_ms("other", None), 250);
+        let h = &hp.hooks["on:flow.new"];
+        assert_eq!(h.failure, FailureMode::Open);
+        assert_eq!(default_json(h), serde_json::json!({"allow": true}));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(matches!(
+            split_policy("version = 1\n[capabilities]\nallow = [\"fly\"]\n"),
+            Err(HostPolicyError::Host(_))
+        ));
+        assert!(matches!(
+            split_policy("version = 1\n[protocol]\nbogus = 1\n"),
+            Err(HostPolicyError::Host(_))
+        ));
+        assert!(matches!(
+            split_policy("version = 1\n[protocol]\nmax_frame_bytes = 1\n"),
+            Err(HostPolicyError::Range(_))
+        ));
+        assert!(matches!(
+            split_policy("version = 1\n[sandboxx]\n"),
+            Err(HostPolicyError::Sandbox(_))
+        ));
+    }
+}

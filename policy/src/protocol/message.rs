@@ -1,0 +1,397 @@
+//! JSON-RPC 2.0 messages and the typed parameters of every method (docs/protocol.md).
+//!
+//! [`Message::parse`] accepts exactly one JSON object per frame with `"jsonrpc": "2.0"` and the
+//! shape of a request, a notification or a response; anything else is a [`MessageError`]. Params
+//! are decoded per method with `deny_unknown_fields`, so a peer cannot smuggle fields the runtime
+//! would silently ignore.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+/// A request id: a JSON number or string (`null` ids are refused).
+pub type Id = Value;
+
+/// One parsed message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// A call that expects a response.
+    Request {
+        /// Its id.
+        id: Id,
+        /// The method.
+        method: String,
+        /// The params (`null` when absent).
+        params: Value,
+    },
+    /// A call without a response.
+    Notification {
+        /// The method.
+        method: String,
+        /// The params (`null` when absent).
+        params: Value,
+    },
+    /// A response to an earlier request.
+    Response {
+        /// The id it answers.
+        id: Id,
+        /// `Ok(result)` or `Err(error object)`.
+        outcome: Result<Value, RpcError>,
+    },
+}
+
+/// A JSON-RPC error object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcError {
+    /// The code (see [`codes`]).
+    pub code: i64,
+    /// A human message.
+    pub message: String,
+    /// Optional structured detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    /// An error with a code and message.
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+    /// Attach structured detail.
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+}
+
+/// Stable error codes (a public interface: never renumber). -32768..-32000 is JSON-RPC's range;
+/// Stockade's own codes are -32001..-32099.
+pub mod codes {
+    /// The frame is not JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// The JSON is not a valid JSON-RPC 2.0 message.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// No such method.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// The params do not match the method's schema.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// The hook's deadline passed before the plugin answered.
+    pub const DEADLINE_EXCEEDED: i64 = -32001;
+    /// The plugin exited (crashed) before answering.
+    pub const PLUGIN_CRASHED: i64 = -32002;
+    /// No plugin is registered for this hook.
+    pub const NOT_REGISTERED: i64 = -32003;
+    /// The call is not granted (the plugin is terminated when it is the caller).
+    pub const DENIED: i64 = -32004;
+    /// The plugin broke the protocol and was terminated.
+    pub const VIOLATION: i64 = -32005;
+    /// Too many calls in flight or buffered; try again later.
+    pub const OVERLOADED: i64 = -32006;
+    /// The plugin is not running (never started, terminated or shutting down).
+    pub const UNAVAILABLE: i64 = -32007;
+    /// The plugin answered the hook with an error of its own (in `data.plugin_error`).
+    pub const PLUGIN_ERROR: i64 = -32008;
+    /// A key/value quota would be exceeded.
+    pub const QUOTA_EXCEEDED: i64 = -32009;
+
+    /// The stable name of a code (for logs and `plugin_state` reasons).
+    pub fn name(code: i64) -> &'static str {
+        match code {
+            PARSE_ERROR => "parse_error",
+            INVALID_REQUEST => "invalid_request",
+            METHOD_NOT_FOUND => "method_not_found",
+            INVALID_PARAMS => "invalid_params",
+            DEADLINE_EXCEEDED => "deadline_exceeded",
+            PLUGIN_CRASHED => "plugin_crashed",
+            NOT_REGISTERED => "not_registered",
+            DENIED => "denied",
+            VIOLATION => "violation",
+            OVERLOADED => "overloaded",
+            UNAVAILABLE => "unavailable",
+            PLUGIN_ERROR => "plugin_error",
+            QUOTA_EXCEEDED => "quota_exceeded",
+            _ => "error",
+        }
+    }
+}
+
+/// Why a frame is not a valid message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// Not JSON.
+    #[error("not JSON")]
+    Json(#[source] serde_json::Error),
+    /// JSON, but not a JSON-RPC 2.0 object.
+    #[error("not a JSON-RPC 2.0 message: {0}")]
+    Shape(&'static str),
+}
+
+impl MessageError {
+    /// The JSON-RPC code for answering it.
+    pub fn code(&self) -> i64 {
+        match self {
+            MessageError::Json(_) => codes::PARSE_ERROR,
+            MessageError::Shape(_) => codes::INVALID_REQUEST,
+        }
+    }
+}
+
+fn valid_id(v: &Value) -> bool {
+    v.is_string() || v.is_i64() || v.is_u64()
+}
+
+impl Message {
+    /// Parse one frame.
+    pub fn parse(frame: &str) -> Result<Message, MessageError> {
+        let v: Value = serde_json::from_str(frame).map_err(MessageError::Json)?;
+        let Value::Object(mut o) = v else {
+            return Err(MessageError::Shape("not an object"));
+        };
+        if o.remove("jsonrpc") != Some(Value::String("2.0".into())) {
+            return Err(MessageError::Shape("`jsonrpc` must be \"2.0\""));
+        }
+        let id = o.remove("id");
+        if let Some(id) = &id {
+            if !valid_id(id) {
+                return Err(MessageError::Shape("`id` must be an integer or a string"));
+            }
+        }
+        if let Some(method) = o.remove("method") {
+            let Value::String(method) = method else {
+                return Err(MessageError::Shape("`method` must be a string"));
+            };
+            let params = o.remove("params").unwrap_or(Value::Null);
+            if !(params.is_object() || params.is_array() || params.is_null()) {
+                return Err(MessageError::Shape("`params` must be an object or array"));
+            }
+            if !o.is_empty() {
+                return Err(MessageError::Shape("unknown member"));
+            }
+            return Ok(match id {
+                Some(id) => Message::Request { id, method, params },
+                None => Message::Notification { method, params },
+            });
+        }
+        let Some(id) = id else {
+            return Err(MessageError::Shape("neither `method` nor `id`"));
+        };
+        let outcome = match (o.remove("result"), o.remove("error")) {
+            (Some(r), None) => Ok(r),
+            (None, Some(e)) => Err(serde_json::from_value::<RpcError>(e)
+                .map_err(|_| MessageError::Shape("malformed `error` object"))?),
+            _ => return Err(MessageError::Shape("need exactly one of `result`, `error`")),
+        };
+        if !o.is_empty() {
+            return Err(MessageError::Shape("unknown member"));
+        }
+        Ok(Message::Response { id, outcome })
+    }
+}
+
+/// A request object.
+pub fn request(id: &Id, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+/// A notification object.
+pub fn notification(method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "method": method, "params": params})
+}
+
+/// A success response.
+pub fn response_ok(id: &Id, result: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
+}
+
+/// An error response (`id` is `null` when the request's id could not be read).
+pub fn response_err(id: &Id, e: &RpcError) -> Value {
+    let mut m = Map::new();
+    m.insert("jsonrpc".into(), "2.0".into());
+    m.insert("id".into(), id.clone());
+    m.insert(
+        "error".into(),
+        serde_json::to_value(e).unwrap_or(Value::Null),
+    );
+    Value::Object(m)
+}
+
+/// `handshake` params (plugin → runtime, first message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handshake {
+    /// Must equal the manifest's name.
+    pub name: String,
+    /// Must equal the manifest's version.
+    pub version: String,
+    /// Must equal the manifest's `api`.
+    pub api: u32,
+    /// Capabilities the plugin wants (⊆ the manifest's request).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Hooks the plugin wants to handle (⊆ the manifest's hooks).
+    #[serde(default)]
+    pub hooks: Vec<String>,
+}
+
+/// `hook_invoke` params (agent → runtime: `deadline_ms` optional; runtime → plugin: always set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookInvoke {
+    /// The hook point.
+    pub hook: String,
+    /// The hook's input (opaque to the runtime).
+    #[serde(default)]
+    pub payload: Value,
+    /// Milliseconds the plugin has to answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+}
+
+/// `log` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// `debug`, `info`, `warn` or `error`.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// The line.
+    pub message: String,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+/// `emit_event` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmitEvent {
+    /// The event name.
+    pub name: String,
+    /// Its data.
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// `get_config_value`, `kv_get` and `register_hook` take one string each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Key {
+    /// The key.
+    pub key: String,
+}
+
+/// `register_hook` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterHook {
+    /// The hook point (must be declared in the manifest).
+    pub hook: String,
+}
+
+/// `kv_put` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvPut {
+    /// The key.
+    pub key: String,
+    /// The value (a string; `null` deletes).
+    pub value: Option<String>,
+}
+
+/// Decode params of a method, mapping failure to an `invalid_params` error.
+pub fn params<T: serde::de::DeserializeOwned>(p: &Value) -> Result<T, RpcError> {
+    serde_json::from_value(p.clone())
+        .map_err(|e| RpcError::new(codes::INVALID_PARAMS, format!("invalid params: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_shapes() {
+        let m = Message::parse(r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{}}"#).unwrap();
+        assert!(matches!(m, Message::Request { .. }));
+        let m = Message::parse(r#"{"jsonrpc":"2.0","method":"m"}"#).unwrap();
+        assert!(matches!(
+            m,
+            Message::Notification {
+                params: Value::Null,
+                ..
+            }
+        ));
+        let m = Message::parse(r#"{"jsonrpc":"2.0","id":"x","result":3}"#).unwrap();
+        assert_eq!(
+            m,
+            Message::Response {
+                id: json!("x"),
+                outcome: Ok(json!(3))
+            }
+        );
+        let m = Message::parse(r#"{"jsonrpc":"2.0","id":2,"error":{"code":-1,"message":"no"}}"#)
+            .unwrap();
+        assert!(matches!(
+            m,
+            Message::Response {
+                outcome: Err(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn rejects_everything_else() {
+        for bad in [
+            "hello",
+            "[]",
+            r#"{"id":1,"method":"m"}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":3}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":3}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","extra":1}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":1,"error":{"code":1,"message":""}}"#,
+            r#"{"jsonrpc":"2.0","method":"m"#,
+        ] {
+            assert!(Message::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Message::parse("x").unwrap_err().code(), codes::PARSE_ERROR);
+        assert_eq!(
+            Message::parse("{}").unwrap_err().code(),
+            codes::INVALID_REQUEST
+        );
+    }
+
+    #[test]
+    fn params_deny_unknown_fields() {
+        let e = params::<Handshake>(&json!({"name":"a","version":"1","api":1,"x":1})).unwrap_err();
+        assert_eq!(e.code, codes::INVALID_PARAMS);
+        let h: HookInvoke = params(&json!({"hook":"h"})).unwrap();
+        assert_eq!(h.deadline_ms, None);
+    }
+
+    #[test]
+    fn every_code_has_a_distinct_name() {
+        let all = [
+            codes::DEADLINE_EXCEEDED,
+            codes::PLUGIN_CRASHED,
+            codes::NOT_REGISTERED,
+            codes::DENIED,
+            codes::VIOLATION,
+            codes::OVERLOADED,
+            codes::UNAVAILABLE,
+            codes::PLUGIN_ERROR,
+            codes::QUOTA_EXCEEDED,
+        ];
+        let names: std::collections::BTreeSet<_> = all.iter().map(|c| codes::name(*c)).collect();
+        assert_eq!(names.len(), all.len());
+    }
+}

@@ -1,0 +1,295 @@
+//! `stockade run PKG [--policy FILE] [--allow-capability CAP]… [trust flags]`: verify a package,
+//! launch its entrypoint sandboxed and serve it to the agent on this process's stdin/stdout.
+//!
+//! Sequence: policy file (sandbox half + host half, both validated) → trust configuration →
+//! the fail-closed verification (`package::open_verified_in`, exit codes 80–87) → the plugin's
+//! key/value store → launch (`sandbox::launch`, exit 125–127) → one event loop
+//! ([`crate::host`]) until the agent's stdin ends (graceful shutdown: pending calls finish or hit
+//! their deadline, then `shutdown`, stdin closed, grace period, cgroup kill) or SIGINT/SIGTERM/
+//! SIGHUP (the same, at once). The exit status is the plugin's, as for `exec` (docs/exit-codes.md):
+//! 0 after a clean shutdown, 128+N when signal N ended it — 137 when the runtime killed it (a
+//! violation, a denied call, the shutdown grace ran out); why is reported in-band
+//! (`plugin_state`). stdout carries only protocol frames; human diagnostics go to stderr.
+
+use crate::cli::RunArgs;
+use crate::cmd::exec::launch_error;
+use crate::cmd::verify::trust_config;
+use crate::error::CmdError;
+use crate::exit::Exit;
+use crate::host::agent::AgentLink;
+use crate::host::kv::KvStore;
+use crate::host::plugin::PluginConfig;
+use crate::host::supervisor::Supervisor;
+use crate::keyfile::unix_now;
+use crate::node::NodeIdentity;
+use crate::output::Output;
+use crate::package::open_verified_in;
+use crate::sandbox::{self, LaunchError, LaunchSpec, Program};
+use crate::sys;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Token};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Instant;
+use stockade_policy::capability::Capability;
+use stockade_policy::protocol::frame::encode;
+use stockade_policy::protocol::host::{split_policy, HostPolicy, HostPolicyError};
+use stockade_policy::sandbox::{default_policy, ValidatedSandboxPolicy, MAX_POLICY_BYTES};
+
+const AGENT: Token = Token(0);
+const SIGNALS: Token = Token(1);
+
+/// Why `run` could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The policy file cannot be read.
+    #[error("cannot read policy file `{}`", path.display())]
+    ReadPolicy {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The policy file is invalid.
+    #[error("invalid policy file `{}`", path.display())]
+    Policy {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: HostPolicyError,
+    },
+    /// The key/value store cannot be opened.
+    #[error("cannot open the plugin's key/value store")]
+    Kv(#[source] crate::host::kv::KvError),
+    /// The event loop cannot be set up.
+    #[error("cannot set up the event loop")]
+    Loop(#[source] io::Error),
+}
+
+fn load_policy(a: &RunArgs) -> Result<(ValidatedSandboxPolicy, HostPolicy), CmdError> {
+    let (sb, mut hp) = match &a.policy {
+        None => (default_policy(), HostPolicy::default()),
+        Some(path) => {
+            let read_err = |source| {
+                let e = RunError::ReadPolicy {
+                    path: path.clone(),
+                    source,
+                };
+                CmdError::new(Exit::NoInput, "policy_unreadable", e)
+            };
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .map_err(read_err)?
+                .take(MAX_POLICY_BYTES as u64 + 1)
+                .read_to_string(&mut text)
+                .map_err(read_err)?;
+            split_policy(&text).map_err(|source| {
+                let e = RunError::Policy {
+                    path: path.clone(),
+                    source,
+                };
+                CmdError::new(Exit::DataErr, "invalid_policy", e)
+                    .hint("fix the named section; docs/protocol.md lists the host sections")
+            })?
+        }
+    };
+    if !a.allow_capability.is_empty() {
+        let mut flags = BTreeSet::new();
+        for c in &a.allow_capability {
+            let cap: Capability = c
+                .parse()
+                .map_err(|e| CmdError::new(Exit::Usage, "usage", e))?;
+            flags.insert(cap);
+        }
+        // Both given: the stricter (their intersection) wins.
+        let allow = match hp.capabilities.allow.take() {
+            Some(p) => p.intersection(&flags).copied().collect(),
+            None => flags,
+        };
+        hp.capabilities.allow = Some(allow);
+    }
+    Ok((sb, hp))
+}
+
+/// Run `stockade run`.
+pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
+    let (sandbox_policy, host_policy) = load_policy(&a)?;
+    let cfg = trust_config(&a.trust)?;
+    let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
+        CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
+    })?;
+    let pkg = open_verified_in(&a.package, &cfg, &node, unix_now(), &std::env::temp_dir())
+        .map_err(|e| {
+            let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
+            CmdError::new(exit, kind, e).hint(hint)
+        })?;
+    // The plugin's own uid must be able to read what was verified (files already have fixed
+    // 0644/0755 modes from extraction; only the private directory itself is 0700).
+    std::fs::set_permissions(pkg.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| CmdError::new(Exit::CantCreate, "extract", e))?;
+    let name = pkg.manifest.name().to_string();
+    let kv = KvStore::open(&cfg.state_dir, &name, host_policy.kv.clone())
+        .map_err(|e| CmdError::new(Exit::Config, "kv_store", RunError::Kv(e)))?;
+    let mut config = BTreeMap::new();
+    config.insert("plugin_name".to_string(), json!(name));
+    config.insert(
+        "runtime_version".to_string(),
+        json!(env!("CARGO_PKG_VERSION")),
+    );
+    if let Some(id) = &node.hardware_id {
+        config.insert("node_id".to_string(), json!(id));
+    }
+    let entry = pkg.dir.path().join(pkg.manifest.entrypoint());
+    let program = Program::open(&entry.to_string_lossy(), "").map_err(launch_error)?;
+
+    let sigs = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+    let sigfd = sys::block_signals(&sigs)
+        .and_then(|_| sys::signalfd(&sigs))
+        .map_err(|e| {
+            launch_error(LaunchError::Setup {
+                step: sandbox::LaunchStep::Channels,
+                cause: e,
+            })
+        })?;
+    let loop_err = |e| CmdError::new(Exit::OsErr, "event_loop", RunError::Loop(e));
+    let mut sup = Supervisor::new().map_err(loop_err)?;
+    sup.registry()
+        .register(
+            &mut SourceFd(&sigfd.as_raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )
+        .map_err(loop_err)?;
+
+    let spec = LaunchSpec {
+        policy: &sandbox_policy,
+        program,
+        argv: vec![format!("/plugin/{}", pkg.manifest.entrypoint())],
+        env: sandbox::BASE_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        package_dir: Some(pkg.dir.path().to_path_buf()),
+        uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
+    };
+    let sb = sandbox::launch(spec).map_err(launch_error)?;
+    let max_frame = host_policy.protocol.max_frame_bytes;
+    let pcfg = PluginConfig {
+        ceiling: pkg.report.capability_ceiling.iter().copied().collect(),
+        manifest: pkg.manifest.clone(),
+        policy: host_policy,
+        kv,
+        config,
+    };
+    let idx = sup.add(pcfg, sb, Instant::now()).map_err(loop_err)?;
+    serve(&mut sup, AgentLink::new(max_frame), sigfd.as_fd());
+    let status = sup
+        .exit_status(idx)
+        .unwrap_or(Exit::SandboxSetup.code().into());
+    drop(sup);
+    drop(pkg);
+    let _ = io::stdout().flush();
+    std::process::exit(status)
+}
+
+/// The event loop of `run`: the agent on fd 0/1, one plugin, signals.
+fn serve(sup: &mut Supervisor, mut agent: AgentLink, sigfd: std::os::fd::BorrowedFd<'_>) {
+    let stdin = io::stdin();
+    let mut agent_open = true;
+    // A pipe or socket joins the loop; a regular file or /dev/null cannot be polled (EPERM), so
+    // it is read whole now — it is finite and never blocks.
+    let polled = sys::set_nonblocking(stdin.as_fd()).is_ok()
+        && sup
+            .registry()
+            .register(&mut SourceFd(&0), AGENT, Interest::READABLE)
+            .is_ok();
+    if !polled {
+        let mut all = Vec::new();
+        let _ = stdin.lock().take(16 << 20).read_to_end(&mut all);
+        agent.on_bytes(&all, sup, Instant::now());
+        agent_open = false;
+    }
+    let mut stdout_ok = true;
+    let mut stopping = false;
+    let mut events = Events::with_capacity(64);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let now = Instant::now();
+        if !agent_open && !stopping && sup.in_flight() == 0 {
+            stopping = true;
+            sup.shutdown_all(now);
+        }
+        flush_agent(sup, &mut stdout_ok);
+        if stopping && sup.all_gone() {
+            break;
+        }
+        let timeout = sup.next_timeout(Instant::now());
+        if sup.poll(&mut events, timeout).is_err() {
+            break;
+        }
+        let now = Instant::now();
+        for ev in events.iter() {
+            match ev.token() {
+                AGENT => loop {
+                    match stdin.lock().read(&mut buf) {
+                        Ok(0) => {
+                            agent_open = false;
+                            let _ = sup.registry().deregister(&mut SourceFd(&0));
+                            break;
+                        }
+                        Ok(n) => agent.on_bytes(&buf[..n], sup, now),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => {
+                            agent_open = false;
+                            let _ = sup.registry().deregister(&mut SourceFd(&0));
+                            break;
+                        }
+                    }
+                },
+                SIGNALS => {
+                    while let Ok(Some(_)) = sys::read_signalfd(sigfd) {}
+                    agent_open = false;
+                    if !stopping {
+                        stopping = true;
+                        sup.shutdown_all(now);
+                    }
+                }
+                t if sup.owns(t) => sup.ready(t, now),
+                _ => {}
+            }
+        }
+        sup.serve_hot(now);
+        sup.fire_timers(Instant::now());
+    }
+    flush_agent(sup, &mut stdout_ok);
+}
+
+/// Write queued messages to the agent. A gone agent (EPIPE) only stops the writing; the loop
+/// still shuts the plugin down cleanly.
+fn flush_agent(sup: &mut Supervisor, ok: &mut bool) {
+    if sup.to_agent.is_empty() {
+        return;
+    }
+    let msgs: Vec<Value> = std::mem::take(&mut sup.to_agent);
+    if !*ok {
+        return;
+    }
+    let mut out = io::stdout().lock();
+    for m in &msgs {
+        if out.write_all(&encode(m)).is_err() {
+            *ok = false;
+            return;
+        }
+    }
+    if out.flush().is_err() {
+        *ok = false;
+    }
+}

@@ -1,0 +1,16 @@
+//! The host side of the protocol (docs/protocol.md): one mio event loop serving sandboxed
+//! plugins to an agent.
+//!
+//! - [`plugin`]: one plugin's protocol state machine (handshake, hook calls with deadlines and
+//!   cancellation, the deny-by-default host API, stdout/stderr policing), free of I/O;
+//! - [`supervisor`]: N plugins' pipes and timers in one [`mio::Poll`];
+//! - [`agent`]: the agent's side (requests in, responses and notifications out);
+//! - [`kv`]: the per-plugin, quota-limited, crash-safe key/value store.
+//!
+//! The wire types and every decision (framing caps, handshake rules, the grant intersection,
+//! the host policy) are in `stockade_policy::protocol`, pure and unit-tested.
+
+pub mod agent;
+pub mod kv;
+pub mod plugin;
+pub mod supervisor;

@@ -1,0 +1,808 @@
+//! One plugin's side of the host protocol, as a state machine over bytes and time.
+//!
+//! [`PluginHandle`] never touches a descriptor: the [`super::supervisor`] feeds it what was read
+//! from the plugin's stdout/stderr, the agent's `hook_invoke` calls and expired timers, and takes
+//! back bytes for the plugin's stdin, messages for the agent and timers to arm ([`Effects`]). The
+//! sandboxed process is behind the small [`Child`] trait, so the whole protocol is unit-tested
+//! against a fake (tests at the end) while the integration tests run real sandboxes.
+//!
+//! States: `starting` (only a `handshake` is accepted, within a deadline) → `ready` → `stopping`
+//! (after `shutdown`) → `exited` | `terminated` (killed for a violation or a denied call).
+//! Every transition is reported to the agent as a `plugin_state` notification.
+
+use super::kv::{KvError, KvStore};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+use stockade_policy::capability::Capability;
+use stockade_policy::manifest::ValidatedManifest;
+use stockade_policy::protocol::frame::{encode, FrameDecoder};
+use stockade_policy::protocol::host::{default_json, FailureMode, HostPolicy};
+use stockade_policy::protocol::message::{
+    self as msg, codes, notification, params, response_err, response_ok, Message, RpcError,
+};
+use stockade_policy::protocol::{check_handshake, grant};
+
+/// The sandboxed process, as the handle needs it.
+pub trait Child {
+    /// Kill everything in the sandbox now.
+    fn kill(&mut self);
+    /// Reap it (after `kill` or after its stdout closed) and return its report as JSON.
+    fn wait(self: Box<Self>) -> Value;
+}
+
+impl Child for crate::sandbox::Sandboxed {
+    fn kill(&mut self) {
+        crate::sandbox::Sandboxed::kill(self);
+    }
+    fn wait(self: Box<Self>) -> Value {
+        let r = crate::sandbox::Sandboxed::wait(*self);
+        json!({"exit": r.exit, "cleaned_up": r.cleaned_up, "limits_hit": r.limits_hit})
+    }
+}
+
+/// A timer a handle asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Timer {
+    /// The handshake deadline.
+    Handshake,
+    /// A hook call's deadline (the runtime's call id).
+    Call(u64),
+    /// Check that a started frame completes in time (slowloris).
+    Frame,
+    /// The shutdown grace period ended.
+    Grace,
+    /// Refill the event bucket / report drops.
+    Tick,
+    /// stdout closed a while ago but the process lingers: kill and reap it.
+    Reap,
+}
+
+/// What the supervisor must do after a handle call.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Messages for the agent, in order.
+    pub to_agent: Vec<Value>,
+    /// Timers to arm.
+    pub timers: Vec<(Instant, Timer)>,
+}
+
+/// Lifecycle state (the `state` of `plugin_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Waiting for the handshake.
+    Starting,
+    /// Serving hooks.
+    Ready,
+    /// `shutdown` sent, stdin closed, waiting for it to exit.
+    Stopping,
+    /// Ended by itself (or after shutdown).
+    Exited,
+    /// Killed by the runtime.
+    Terminated,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Ready => "ready",
+            State::Stopping => "stopping",
+            State::Exited => "exited",
+            State::Terminated => "terminated",
+        }
+    }
+    /// No process left.
+    pub fn is_gone(self) -> bool {
+        matches!(self, State::Exited | State::Terminated)
+    }
+}
+
+/// Everything a handle needs besides its process.
+pub struct PluginConfig {
+    /// The verified manifest.
+    pub manifest: ValidatedManifest,
+    /// The developer certificate's capability ceiling.
+    pub ceiling: BTreeSet<Capability>,
+    /// The operator's host policy.
+    pub policy: HostPolicy,
+    /// The plugin's key/value store.
+    pub kv: KvStore,
+    /// `get_config_value` answers (the allowlisted, non-secret subset).
+    pub config: BTreeMap<String, Value>,
+}
+
+struct Call {
+    agent_id: Value,
+    hook: String,
+    /// The payload until the call is sent to the plugin.
+    payload: Option<Value>,
+    deadline_ms: u64,
+}
+
+/// Bytes queued for the plugin's stdin are capped: past this, new calls are `overloaded`.
+const MAX_OUTBOUND: usize = 1024 * 1024;
+/// How long a plugin may linger after closing its stdout before it is killed.
+const LINGER: Duration = Duration::from_millis(500);
+/// Longest stderr line forwarded (the rest of the line is cut).
+const MAX_STDERR_LINE: usize = 4096;
+
+/// One plugin.
+pub struct PluginHandle {
+    cfg: PluginConfig,
+    child: Option<Box<dyn Child>>,
+    state: State,
+    decoder: FrameDecoder,
+    frame_since: Option<Instant>,
+    stderr_line: Vec<u8>,
+    stderr_bytes: usize,
+    stderr_capped: bool,
+    stderr_open: bool,
+    link_closed: bool,
+    exit_status: Option<i32>,
+    /// Bytes for the plugin's stdin.
+    pub outbound: Vec<u8>,
+    /// Close the plugin's stdin once `outbound` is flushed.
+    pub close_stdin: bool,
+    granted: BTreeSet<Capability>,
+    hooks: BTreeSet<String>,
+    calls: BTreeMap<u64, Call>,
+    backlog: VecDeque<u64>,
+    next_id: u64,
+    tokens: u32,
+    dropped: u64,
+    late: u64,
+}
+
+impl PluginHandle {
+    /// A freshly launched plugin; arms the handshake deadline.
+    pub fn new(cfg: PluginConfig, child: Box<dyn Child>, now: Instant, fx: &mut Effects) -> Self {
+        let p = &cfg.policy.protocol;
+        fx.timers
+            .push((now + ms(p.handshake_timeout_ms), Timer::Handshake));
+        fx.timers.push((now + Duration::from_secs(1), Timer::Tick));
+        let h = Self {
+            decoder: FrameDecoder::new(p.max_frame_bytes),
+            tokens: p.max_events_per_sec,
+            cfg,
+            child: Some(child),
+            state: State::Starting,
+            frame_since: None,
+            stderr_line: Vec::new(),
+            stderr_bytes: 0,
+            stderr_capped: false,
+            stderr_open: true,
+            link_closed: false,
+            exit_status: None,
+            outbound: Vec::new(),
+            close_stdin: false,
+            granted: BTreeSet::new(),
+            hooks: BTreeSet::new(),
+            calls: BTreeMap::new(),
+            backlog: VecDeque::new(),
+            next_id: 1,
+            dropped: 0,
+            late: 0,
+        };
+        h.report_state(fx, None);
+        h
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        self.cfg.manifest.name()
+    }
+
+    /// Its state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The process's exit status once reaped (128+N when signal N ended it).
+    pub fn exit_status(&self) -> Option<i32> {
+        self.exit_status
+    }
+
+    /// Hooks it is registered for.
+    pub fn hooks(&self) -> &BTreeSet<String> {
+        &self.hooks
+    }
+
+    /// Hook calls not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
+    fn report_state(&self, fx: &mut Effects, reason: Option<Value>) {
+        let mut p = json!({"plugin": self.name(), "state": self.state.as_str()});
+        if self.state == State::Ready {
+            p["granted"] = json!(self.granted);
+            p["hooks"] = json!(self.hooks);
+        }
+        if let Some(r) = reason {
+            p["reason"] = r;
+        }
+        fx.to_agent.push(notification("plugin_state", p));
+    }
+
+    fn send(&mut self, v: &Value) {
+        self.outbound.extend_from_slice(&encode(v));
+    }
+
+    fn log(&self, fx: &mut Effects, level: &str, source: &str, message: String) {
+        fx.to_agent.push(notification(
+            "log",
+            json!({"plugin": self.name(), "level": level, "source": source, "message": message}),
+        ));
+    }
+
+    /// Answer an agent's call with an error, or with the hook's default when it fails open.
+    fn fail(&self, fx: &mut Effects, agent_id: &Value, hook: &str, e: RpcError) {
+        let policy = self.cfg.policy.hooks.get(hook);
+        let bypass = policy.is_some_and(|h| h.failure == FailureMode::Open)
+            && !matches!(
+                e.code,
+                codes::INVALID_PARAMS | codes::PLUGIN_ERROR | codes::NOT_REGISTERED
+            );
+        if let (true, Some(h)) = (bypass, policy) {
+            fx.to_agent.push(response_ok(agent_id, default_json(h)));
+            fx.to_agent.push(notification(
+                "log",
+                json!({"plugin": self.name(), "level": "warn", "source": "runtime",
+                       "message": format!("hook `{hook}` bypassed (fail-open): {}", e.message),
+                       "bypass": {"hook": hook, "id": agent_id, "code": e.code, "reason": codes::name(e.code)}}),
+            ));
+        } else {
+            fx.to_agent.push(response_err(agent_id, &e));
+        }
+    }
+
+    /// An agent's `hook_invoke`.
+    pub fn invoke(
+        &mut self,
+        agent_id: Value,
+        call: msg::HookInvoke,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
+        let deadline_ms = self.cfg.policy.deadline_ms(&call.hook, call.deadline_ms);
+        let reject = |code, m: &str| RpcError::new(code, m.to_string());
+        let err = match self.state {
+            State::Ready if !self.hooks.contains(&call.hook) => Some(reject(
+                codes::NOT_REGISTERED,
+                "no plugin is registered for this hook",
+            )),
+            State::Starting | State::Ready => None,
+            _ => Some(reject(codes::UNAVAILABLE, "the plugin is not running")),
+        };
+        let err = err.or_else(|| {
+            (self.calls.len() >= self.cfg.policy.protocol.max_in_flight
+                || self.outbound.len() > MAX_OUTBOUND)
+                .then(|| reject(codes::OVERLOADED, "too many hook calls in flight"))
+        });
+        if let Some(e) = err {
+            return self.fail(fx, &agent_id, &call.hook, e);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.calls.insert(
+            id,
+            Call {
+                agent_id,
+                hook: call.hook,
+                payload: Some(call.payload),
+                deadline_ms,
+            },
+        );
+        fx.timers.push((now + ms(deadline_ms), Timer::Call(id)));
+        self.backlog.push_back(id);
+        if self.state == State::Ready {
+            self.dispatch(fx);
+        }
+    }
+
+    /// Send queued calls (those that arrived before the handshake, in order).
+    fn dispatch(&mut self, fx: &mut Effects) {
+        while let Some(id) = self.backlog.pop_front() {
+            let Some(c) = self.calls.get_mut(&id) else {
+                continue; // already timed out
+            };
+            let Some(payload) = c.payload.take() else {
+                continue;
+            };
+            if !self.hooks.contains(&c.hook) {
+                let c = self.calls.remove(&id).expect("present");
+                let e = RpcError::new(
+                    codes::NOT_REGISTERED,
+                    "no plugin is registered for this hook",
+                );
+                self.fail(fx, &c.agent_id, &c.hook, e);
+                continue;
+            }
+            let v = msg::request(
+                &json!(id),
+                "hook_invoke",
+                json!({"hook": c.hook, "payload": payload, "deadline_ms": c.deadline_ms}),
+            );
+            self.send(&v);
+        }
+    }
+
+    /// Bytes read from the plugin's stdout.
+    pub fn on_stdout(&mut self, data: &[u8], now: Instant, fx: &mut Effects) {
+        if self.state.is_gone() {
+            return;
+        }
+        let mut frames = Vec::new();
+        self.decoder.feed(data, &mut frames);
+        for f in frames {
+            if self.state.is_gone() {
+                return;
+            }
+            match f {
+                Ok(line) => match Message::parse(&line) {
+                    Ok(m) => self.on_message(m, now, fx),
+                    Err(e) => {
+                        let what = format!("stdout is not a protocol message: {e}");
+                        self.terminate(fx, codes::VIOLATION, "garbage", what);
+                    }
+                },
+                Err(e) => self.terminate(fx, codes::VIOLATION, "frame", e.to_string()),
+            }
+        }
+        if self.state.is_gone() {
+            return;
+        }
+        match (self.decoder.in_frame(), self.frame_since) {
+            (true, None) => {
+                self.frame_since = Some(now);
+                let t = self.cfg.policy.protocol.frame_timeout_ms;
+                fx.timers.push((now + ms(t), Timer::Frame));
+            }
+            (false, _) => self.frame_since = None,
+            _ => {}
+        }
+    }
+
+    fn on_message(&mut self, m: Message, now: Instant, fx: &mut Effects) {
+        match (self.state, m) {
+            (
+                State::Starting,
+                Message::Request {
+                    id,
+                    method,
+                    params: p,
+                },
+            ) if method == "handshake" => self.handshake(id, &p, fx),
+            (State::Starting, _) => self.terminate(
+                fx,
+                codes::VIOLATION,
+                "handshake",
+                "the first message must be a `handshake` request".into(),
+            ),
+            (_, Message::Response { id, outcome }) => self.on_response(id, outcome, fx),
+            (
+                _,
+                Message::Request {
+                    id,
+                    method,
+                    params: p,
+                },
+            ) => self.host_call(Some(id), &method, &p, now, fx),
+            (_, Message::Notification { method, params: p }) => {
+                self.host_call(None, &method, &p, now, fx)
+            }
+        }
+    }
+
+    fn handshake(&mut self, id: Value, p: &Value, fx: &mut Effects) {
+        let h: msg::Handshake = match params(p) {
+            Ok(h) => h,
+            Err(e) => return self.terminate(fx, codes::VIOLATION, "handshake", e.message),
+        };
+        let asked = match check_handshake(&self.cfg.manifest, &h) {
+            Ok(c) => c,
+            Err(e) => return self.terminate(fx, codes::VIOLATION, "handshake", e.to_string()),
+        };
+        self.granted = grant(
+            &asked,
+            &self.cfg.ceiling,
+            self.cfg.policy.capabilities.allow.as_ref(),
+        );
+        // The handshake's hooks are registered at once when `register_hook` is granted.
+        if self.granted.contains(&Capability::RegisterHook) {
+            self.hooks = h.hooks.into_iter().collect();
+        }
+        let pr = &self.cfg.policy.protocol;
+        let reply = json!({
+            "granted": self.granted,
+            "hooks": self.hooks,
+            "limits": {"max_frame_bytes": pr.max_frame_bytes, "max_events_per_sec": pr.max_events_per_sec},
+        });
+        self.send(&response_ok(&id, reply));
+        self.state = State::Ready;
+        self.report_state(fx, None);
+        self.dispatch(fx);
+    }
+
+    fn on_response(&mut self, id: Value, outcome: Result<Value, RpcError>, fx: &mut Effects) {
+        let n = id.as_u64().unwrap_or(0);
+        match self.calls.get(&n) {
+            Some(c) if c.payload.is_none() => {
+                let c = self.calls.remove(&n).expect("present");
+                match outcome {
+                    Ok(r) => fx.to_agent.push(response_ok(&c.agent_id, r)),
+                    Err(e) => {
+                        let e =
+                            RpcError::new(codes::PLUGIN_ERROR, "the plugin answered with an error")
+                                .with_data(json!({"plugin_error": e}));
+                        self.fail(fx, &c.agent_id, &c.hook, e);
+                    }
+                }
+            }
+            // An answer to a call we already gave up on (deadline): dropped, never delivered.
+            _ if n > 0 && n < self.next_id => self.late += 1,
+            _ => self.terminate(
+                fx,
+                codes::VIOLATION,
+                "response",
+                format!("response to id {id}, which the runtime never sent"),
+            ),
+        }
+    }
+
+    fn host_call(
+        &mut self,
+        id: Option<Value>,
+        method: &str,
+        p: &Value,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
+        let _ = now;
+        let Ok(cap) = method.parse::<Capability>() else {
+            return self.terminate(
+                fx,
+                codes::DENIED,
+                "denied",
+                format!("call to `{method}`, which is not a host API method"),
+            );
+        };
+        if !self.granted.contains(&cap) {
+            return self.terminate(
+                fx,
+                codes::DENIED,
+                "denied",
+                format!("call to `{method}`, which was not granted"),
+            );
+        }
+        let r = self.serve(cap, p, fx);
+        if self.state.is_gone() {
+            return;
+        }
+        if let Some(id) = id {
+            let v = match r {
+                Ok(v) => response_ok(&id, v),
+                Err(e) => response_err(&id, &e),
+            };
+            self.send(&v);
+        }
+    }
+
+    fn serve(&mut self, cap: Capability, p: &Value, fx: &mut Effects) -> Result<Value, RpcError> {
+        match cap {
+            Capability::Log | Capability::EmitEvent => {
+                if self.tokens == 0 {
+                    self.dropped += 1;
+                    return Err(RpcError::new(
+                        codes::OVERLOADED,
+                        "event rate limit exceeded; dropped",
+                    ));
+                }
+                self.tokens -= 1;
+                if cap == Capability::Log {
+                    let l: msg::Log = params(p)?;
+                    let level = match l.level.as_str() {
+                        "debug" | "info" | "warn" | "error" => l.level,
+                        _ => "info".into(),
+                    };
+                    self.log(fx, &level, "plugin", l.message);
+                } else {
+                    let e: msg::EmitEvent = params(p)?;
+                    fx.to_agent.push(notification(
+                        "event",
+                        json!({"plugin": self.name(), "name": e.name, "data": e.data}),
+                    ));
+                }
+                Ok(json!({}))
+            }
+            Capability::GetConfigValue => {
+                let k: msg::Key = params(p)?;
+                self.cfg
+                    .config
+                    .get(&k.key)
+                    .map(|v| json!({"value": v}))
+                    .ok_or_else(|| {
+                        RpcError::new(
+                            codes::INVALID_PARAMS,
+                            format!("unknown config key `{}`", k.key),
+                        )
+                    })
+            }
+            Capability::RegisterHook => {
+                let h: msg::RegisterHook = params(p)?;
+                if !self.cfg.manifest.manifest().hooks.contains(&h.hook) {
+                    self.terminate(
+                        fx,
+                        codes::DENIED,
+                        "denied",
+                        format!(
+                            "register_hook `{}`, which the manifest does not declare",
+                            h.hook
+                        ),
+                    );
+                    return Err(RpcError::new(codes::DENIED, "undeclared hook"));
+                }
+                self.hooks.insert(h.hook);
+                Ok(json!({"hooks": self.hooks}))
+            }
+            Capability::KvGet => {
+                let k: msg::Key = params(p)?;
+                Ok(json!({"value": self.cfg.kv.get(&k.key)}))
+            }
+            Capability::KvPut => {
+                let k: msg::KvPut = params(p)?;
+                match self.cfg.kv.put(&k.key, k.value.as_deref()) {
+                    Ok(()) => Ok(json!({})),
+                    Err(e @ KvError::Quota(_)) => {
+                        Err(RpcError::new(codes::QUOTA_EXCEEDED, e.to_string()))
+                    }
+                    Err(e) => Err(RpcError::new(codes::UNAVAILABLE, e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// The plugin's stdout reached EOF: it exited, or closed the link (which ends it too). Its
+    /// calls fail at once; the process is reaped when its stderr closes as well (all of it has
+    /// exited, so its own exit status is kept), or killed after a short delay if it lingers.
+    pub fn on_stdout_eof(&mut self, now: Instant, fx: &mut Effects) {
+        if self.state.is_gone() || self.link_closed {
+            return;
+        }
+        self.link_closed = true;
+        if self.decoder.in_frame() {
+            self.log(
+                fx,
+                "warn",
+                "runtime",
+                "stdout ended inside a frame (no newline)".into(),
+            );
+        }
+        let (code, why) = if self.state == State::Stopping {
+            (codes::UNAVAILABLE, "the plugin stopped")
+        } else {
+            (codes::PLUGIN_CRASHED, "the plugin exited before answering")
+        };
+        self.fail_all(fx, code, why);
+        if self.stderr_open {
+            fx.timers.push((now + LINGER, Timer::Reap));
+        } else {
+            self.exited(false, fx);
+        }
+    }
+
+    /// The plugin's stderr reached EOF.
+    pub fn on_stderr_eof(&mut self, fx: &mut Effects) {
+        if !self.stderr_line.is_empty() {
+            let line = std::mem::take(&mut self.stderr_line);
+            self.stderr_out(line, fx);
+        }
+        self.stderr_open = false;
+        if self.link_closed && !self.state.is_gone() {
+            self.exited(false, fx);
+        }
+    }
+
+    fn exited(&mut self, kill: bool, fx: &mut Effects) {
+        let stopping = self.state == State::Stopping;
+        self.state = State::Exited;
+        let report = self.reap(kill, fx);
+        let reason = if stopping { "shutdown" } else { "exited" };
+        self.report_state(fx, Some(json!({"kind": reason, "sandbox": report})));
+    }
+
+    /// Bytes from the plugin's stderr: forwarded as `log` lines, size- and rate-capped.
+    pub fn on_stderr(&mut self, data: &[u8], fx: &mut Effects) {
+        for &b in data {
+            if b == b'\n' {
+                let line = std::mem::take(&mut self.stderr_line);
+                self.stderr_out(line, fx);
+            } else if self.stderr_line.len() < MAX_STDERR_LINE {
+                self.stderr_line.push(b);
+            }
+        }
+    }
+
+    fn stderr_out(&mut self, line: Vec<u8>, fx: &mut Effects) {
+        self.stderr_bytes += line.len() + 1;
+        let cap = self.cfg.policy.protocol.max_stderr_bytes;
+        if self.stderr_bytes > cap || self.tokens == 0 {
+            if self.stderr_bytes > cap && !self.stderr_capped {
+                self.stderr_capped = true;
+                self.log(
+                    fx,
+                    "warn",
+                    "runtime",
+                    format!("stderr exceeded {cap} bytes; the rest is dropped"),
+                );
+            }
+            self.dropped += 1;
+            return;
+        }
+        self.tokens -= 1;
+        self.log(
+            fx,
+            "info",
+            "stderr",
+            String::from_utf8_lossy(&line).into_owned(),
+        );
+    }
+
+    /// A timer fired.
+    pub fn on_timer(&mut self, t: Timer, now: Instant, fx: &mut Effects) {
+        match t {
+            Timer::Handshake if self.state == State::Starting => self.terminate(
+                fx,
+                codes::VIOLATION,
+                "handshake_timeout",
+                "no handshake within the deadline".into(),
+            ),
+            Timer::Call(id) => {
+                let Some(c) = self.calls.remove(&id) else {
+                    return;
+                };
+                if c.payload.is_none() && !self.state.is_gone() {
+                    self.send(&notification("$/cancel", json!({"id": id})));
+                }
+                let e = RpcError::new(
+                    codes::DEADLINE_EXCEEDED,
+                    format!("no answer within {} ms", c.deadline_ms),
+                );
+                self.fail(fx, &c.agent_id, &c.hook, e);
+            }
+            Timer::Frame => {
+                let limit = ms(self.cfg.policy.protocol.frame_timeout_ms);
+                if let Some(since) = self.frame_since {
+                    if now.duration_since(since) >= limit && !self.state.is_gone() {
+                        self.terminate(
+                            fx,
+                            codes::VIOLATION,
+                            "slow_frame",
+                            "a frame was not completed in time".into(),
+                        );
+                    }
+                }
+            }
+            Timer::Reap if self.link_closed && !self.state.is_gone() => self.exited(true, fx),
+            Timer::Grace if self.state == State::Stopping => {
+                self.log(
+                    fx,
+                    "warn",
+                    "runtime",
+                    "did not exit within the shutdown grace period; killed".into(),
+                );
+                self.terminate(
+                    fx,
+                    codes::UNAVAILABLE,
+                    "shutdown_timeout",
+                    "killed after the grace period".into(),
+                );
+            }
+            Timer::Tick if !self.state.is_gone() => {
+                if self.dropped > 0 {
+                    let n = std::mem::take(&mut self.dropped);
+                    self.log(
+                        fx,
+                        "warn",
+                        "runtime",
+                        format!("{n} log/event messages dropped (rate limit)"),
+                    );
+                }
+                if self.late > 0 {
+                    let n = std::mem::take(&mut self.late);
+                    self.log(fx, "debug", "runtime", format!("{n} late answers dropped"));
+                }
+                self.tokens = self.cfg.policy.protocol.max_events_per_sec;
+                fx.timers.push((now + Duration::from_secs(1), Timer::Tick));
+            }
+            _ => {}
+        }
+    }
+
+    /// Graceful stop: `shutdown` notification, close stdin, kill after the grace period.
+    pub fn shutdown(&mut self, now: Instant, fx: &mut Effects) {
+        if !matches!(self.state, State::Starting | State::Ready) {
+            return;
+        }
+        self.fail_all(fx, codes::UNAVAILABLE, "the plugin is shutting down");
+        self.send(&notification("shutdown", json!({})));
+        self.close_stdin = true;
+        self.state = State::Stopping;
+        self.report_state(fx, None);
+        let g = self.cfg.policy.protocol.shutdown_grace_ms;
+        fx.timers.push((now + ms(g), Timer::Grace));
+    }
+
+    /// Kill the plugin for `why` and fail its calls with `code`.
+    fn terminate(&mut self, fx: &mut Effects, code: i64, kind: &str, why: String) {
+        if self.state.is_gone() {
+            return;
+        }
+        self.state = State::Terminated;
+        let report = self.reap(true, fx);
+        self.fail_all(fx, code, &why);
+        self.log(fx, "error", "runtime", format!("plugin terminated: {why}"));
+        self.report_state(
+            fx,
+            Some(json!({"kind": kind, "code": code, "message": why, "sandbox": report})),
+        );
+    }
+
+    /// Report what was dropped since the last report.
+    fn flush_counters(&mut self, fx: &mut Effects) {
+        if self.dropped > 0 {
+            let n = std::mem::take(&mut self.dropped);
+            self.log(
+                fx,
+                "warn",
+                "runtime",
+                format!("{n} log/event messages dropped (rate limit)"),
+            );
+        }
+        if self.late > 0 {
+            let n = std::mem::take(&mut self.late);
+            self.log(fx, "debug", "runtime", format!("{n} late answers dropped"));
+        }
+    }
+
+    fn reap(&mut self, kill: bool, fx: &mut Effects) -> Value {
+        self.outbound.clear();
+        self.close_stdin = true;
+        // Runs on every way out (exit, termination), so drops are never left unreported.
+        self.flush_counters(fx);
+        match self.child.take() {
+            Some(mut c) => {
+                if kill {
+                    c.kill();
+                }
+                let report = c.wait();
+                self.exit_status = report["exit"]["status"]
+                    .as_i64()
+                    .and_then(|s| i32::try_from(s).ok());
+                report
+            }
+            None => Value::Null,
+        }
+    }
+
+    fn fail_all(&mut self, fx: &mut Effects, code: i64, why: &str) {
+        self.backlog.clear();
+        for (_, c) in std::mem::take(&mut self.calls) {
+            self.fail(
+                fx,
+                &c.agent_id,
+                &c.hook,
+                RpcError::new(code, why.to_string()),
+            );
+        }
+    }
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+#[cfg(test)]
+#[path = "plugin_tests.rs"]
+mod tests;

@@ -1,0 +1,247 @@
+//! Unit tests of the protocol state machine against a fake process (no sandbox, no pipes).
+
+use super::*;
+use std::cell::Cell;
+use std::rc::Rc;
+use stockade_policy::manifest::Manifest;
+
+#[derive(Default)]
+struct Fake {
+    killed: Rc<Cell<bool>>,
+}
+
+impl Child for Fake {
+    fn kill(&mut self) {
+        self.killed.set(true);
+    }
+    fn wait(self: Box<Self>) -> Value {
+        json!({"fake": true})
+    }
+}
+
+struct T {
+    h: PluginHandle,
+    fx: Effects,
+    killed: Rc<Cell<bool>>,
+    now: Instant,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(policy: HostPolicy) -> T {
+    let m = Manifest::parse(
+        br#"{"name":"p","version":"1.0.0","author":"a","description":"d","entrypoint":"e",
+        "requested_capabilities":["log","emit_event","register_hook"],"hooks":["on:h"],"api":1}"#,
+    )
+    .unwrap()
+    .validate(&semver::Version::new(9, 0, 0))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kv = KvStore::open(dir.path(), "p", policy.kv.clone()).unwrap();
+    let cfg = PluginConfig {
+        manifest: m,
+        ceiling: [
+            Capability::Log,
+            Capability::RegisterHook,
+            Capability::EmitEvent,
+        ]
+        .into(),
+        policy,
+        kv,
+        config: BTreeMap::new(),
+    };
+    let fake = Fake::default();
+    let killed = fake.killed.clone();
+    let now = Instant::now();
+    let mut fx = Effects::default();
+    let h = PluginHandle::new(cfg, Box::new(fake), now, &mut fx);
+    T {
+        h,
+        fx,
+        killed,
+        now,
+        _dir: dir,
+    }
+}
+
+impl T {
+    fn feed(&mut self, line: &str) {
+        self.h
+            .on_stdout(format!("{line}\n").as_bytes(), self.now, &mut self.fx);
+    }
+    fn handshake(&mut self) {
+        self.feed(r#"{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"p","version":"1.0.0","api":1,"capabilities":["log","register_hook"],"hooks":["on:h"]}}"#);
+        assert_eq!(self.h.state(), State::Ready);
+    }
+    fn sent(&mut self) -> Vec<Value> {
+        let b = std::mem::take(&mut self.h.outbound);
+        String::from_utf8(b)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+    fn agent(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.fx.to_agent)
+    }
+    fn invoke(&mut self, id: u64, deadline: Option<u64>) {
+        let call = msg::HookInvoke {
+            hook: "on:h".into(),
+            payload: json!({"x": id}),
+            deadline_ms: deadline,
+        };
+        self.h.invoke(json!(id), call, self.now, &mut self.fx);
+    }
+    fn responses(&mut self) -> Vec<Value> {
+        self.agent()
+            .into_iter()
+            .filter(|m| m.get("method").is_none())
+            .collect()
+    }
+}
+
+#[test]
+fn calls_before_the_handshake_wait_and_answers_reach_the_agent() {
+    let mut t = setup(HostPolicy::default());
+    t.invoke(10, None);
+    assert!(t.sent().is_empty(), "nothing is sent before the handshake");
+    t.handshake();
+    let sent = t.sent();
+    assert_eq!(
+        sent[0]["result"]["granted"],
+        json!(["log", "register_hook"])
+    );
+    assert_eq!(sent[1]["method"], "hook_invoke");
+    assert_eq!(sent[1]["params"]["deadline_ms"], 1000);
+    let id = sent[1]["id"].as_u64().unwrap();
+    t.agent();
+    t.feed(&format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"result":{{"ok":1}}}}"#
+    ));
+    let r = t.responses();
+    assert_eq!(r, vec![json!({"jsonrpc":"2.0","id":10,"result":{"ok":1}})]);
+    assert_eq!(t.h.in_flight(), 0);
+}
+
+#[test]
+fn deadline_cancels_and_the_late_answer_is_dropped() {
+    let mut t = setup(HostPolicy::default());
+    t.handshake();
+    t.invoke(1, Some(50));
+    let id = t.sent()[1]["id"].as_u64().unwrap();
+    t.agent();
+    t.h.on_timer(Timer::Call(id), t.now, &mut t.fx);
+    assert_eq!(
+        t.sent(),
+        vec![json!({"jsonrpc":"2.0","method":"$/cancel","params":{"id":id}})]
+    );
+    let r = t.responses();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0]["error"]["code"], codes::DEADLINE_EXCEEDED);
+    t.feed(&format!(r#"{{"jsonrpc":"2.0","id":{id},"result":1}}"#));
+    assert!(t.responses().is_empty(), "a late answer is never delivered");
+    assert_eq!(t.h.state(), State::Ready);
+    // An answer to an id never sent is a violation.
+    t.feed(r#"{"jsonrpc":"2.0","id":999,"result":1}"#);
+    assert_eq!(t.h.state(), State::Terminated);
+    assert!(t.killed.get());
+}
+
+#[test]
+fn ungranted_call_terminates_and_fails_pending_calls() {
+    let mut t = setup(HostPolicy::default());
+    t.handshake();
+    t.invoke(1, None);
+    t.agent();
+    // emit_event is in the manifest and the ceiling, but the handshake did not ask for it.
+    t.feed(r#"{"jsonrpc":"2.0","method":"emit_event","params":{"name":"x"}}"#);
+    assert_eq!(t.h.state(), State::Terminated);
+    assert!(t.killed.get());
+    let agent = t.agent();
+    assert!(agent
+        .iter()
+        .any(|m| m["error"]["code"] == codes::DENIED && m["id"] == 1));
+    assert!(agent
+        .iter()
+        .any(|m| m["method"] == "plugin_state" && m["params"]["state"] == "terminated"));
+    assert!(!agent.iter().any(|m| m["method"] == "event"));
+}
+
+#[test]
+fn operator_allowlist_and_fail_open() {
+    let mut p = HostPolicy::default();
+    p.capabilities.allow = Some([Capability::RegisterHook].into());
+    p.hooks.insert(
+        "on:h".into(),
+        stockade_policy::protocol::host::HookPolicy {
+            deadline_ms: Some(10),
+            failure: FailureMode::Open,
+            default: Some(toml::Value::Boolean(true)),
+        },
+    );
+    let mut t = setup(p);
+    t.handshake();
+    assert_eq!(t.sent()[0]["result"]["granted"], json!(["register_hook"]));
+    t.invoke(3, Some(5000));
+    let sent = t.sent();
+    assert_eq!(
+        sent[0]["params"]["deadline_ms"], 10,
+        "policy caps the agent's deadline"
+    );
+    t.agent();
+    // log was asked for but the operator does not allow it: the call terminates the plugin,
+    // and the pending call fails open.
+    t.feed(r#"{"jsonrpc":"2.0","method":"log","params":{"message":"hi"}}"#);
+    let agent = t.agent();
+    assert!(agent.contains(&json!({"jsonrpc":"2.0","id":3,"result":true})));
+    assert!(agent
+        .iter()
+        .any(|m| m["params"]["bypass"]["reason"] == "denied"));
+}
+
+#[test]
+fn garbage_and_bad_handshakes_are_violations() {
+    for line in [
+        "hello",
+        r#"{"jsonrpc":"2.0","method":"log","params":{"message":"before handshake"}}"#,
+        r#"{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"q","version":"1.0.0","api":1}}"#,
+        r#"{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"p","version":"1.0.0","api":1,"hooks":["on:other"]}}"#,
+    ] {
+        let mut t = setup(HostPolicy::default());
+        t.feed(line);
+        assert_eq!(t.h.state(), State::Terminated, "{line}");
+        assert!(t.killed.get());
+    }
+    let mut t = setup(HostPolicy::default());
+    t.h.on_timer(Timer::Handshake, t.now, &mut t.fx);
+    assert_eq!(t.h.state(), State::Terminated);
+}
+
+#[test]
+fn crash_fails_calls_once_and_keeps_the_exit() {
+    let mut t = setup(HostPolicy::default());
+    t.handshake();
+    t.invoke(1, None);
+    t.invoke(2, None);
+    t.agent();
+    t.h.on_stdout_eof(t.now, &mut t.fx);
+    t.h.on_stderr_eof(&mut t.fx);
+    assert_eq!(t.h.state(), State::Exited);
+    assert!(!t.killed.get(), "an exited plugin is reaped, not killed");
+    let r = t.responses();
+    assert_eq!(r.len(), 2);
+    assert!(r
+        .iter()
+        .all(|m| m["error"]["code"] == codes::PLUGIN_CRASHED));
+    t.invoke(3, None);
+    assert_eq!(t.responses()[0]["error"]["code"], codes::UNAVAILABLE);
+}
+
+#[test]
+fn undeclared_hook_registration_terminates() {
+    let mut t = setup(HostPolicy::default());
+    t.handshake();
+    t.feed(r#"{"jsonrpc":"2.0","id":1,"method":"register_hook","params":{"hook":"on:h"}}"#);
+    assert_eq!(t.h.state(), State::Ready);
+    t.feed(r#"{"jsonrpc":"2.0","id":2,"method":"register_hook","params":{"hook":"on:nope"}}"#);
+    assert_eq!(t.h.state(), State::Terminated);
+}

@@ -1,0 +1,333 @@
+//! N plugins in one mio event loop: descriptors, readiness, the timer heap.
+//!
+//! The [`Supervisor`] owns each plugin's three pipes (non-blocking, registered edge-triggered
+//! with one [`mio::Poll`]) and a min-heap of timers; it moves bytes between the pipes and the
+//! [`PluginHandle`]s and collects what the handles say for the agent in [`Supervisor::to_agent`].
+//! No thread per plugin: one stuck or flooding plugin only costs its own reads, and every read is
+//! bounded (64 KiB per wake-up, frames capped before parsing). Writes to a plugin are queued in a
+//! bounded buffer and flushed as its pipe drains (back-pressure: a full buffer makes new calls
+//! `overloaded`). `stockade run` drives one plugin; `stockade serve` (later) reuses this for many.
+//!
+//! Tokens below [`PLUGIN_TOKEN_BASE`] belong to the caller (agent input, signals, sockets).
+
+use super::plugin::{Effects, PluginConfig, PluginHandle, Timer};
+use crate::sandbox::Sandboxed;
+use crate::sys;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use serde_json::Value;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+use stockade_policy::protocol::message::{codes, response_err, HookInvoke, RpcError};
+
+/// First token used for plugin pipes.
+pub const PLUGIN_TOKEN_BASE: usize = 16;
+
+struct Slot {
+    handle: PluginHandle,
+    stdin: Option<File>,
+    stdout: Option<File>,
+    stderr: Option<File>,
+}
+
+/// The plugins of one event loop.
+pub struct Supervisor {
+    poll: Poll,
+    slots: Vec<Slot>,
+    timers: BinaryHeap<Reverse<(Instant, usize, Timer)>>,
+    /// Messages for the agent, in order (the caller writes them out).
+    pub to_agent: Vec<Value>,
+    buf: Vec<u8>,
+    /// Tokens whose reads stopped at the per-wake-up budget (edge-triggered: no new event will
+    /// come for data already there, so they are served on the next turn without waiting).
+    hot: Vec<Token>,
+}
+
+/// Reads per pipe per wake-up; a flooding plugin yields to the others after this many.
+const READ_BUDGET: usize = 16;
+
+fn token(slot: usize, pipe: usize) -> Token {
+    Token(PLUGIN_TOKEN_BASE + slot * 3 + pipe)
+}
+
+fn pipe_file(fd: Option<OwnedFd>) -> io::Result<Option<File>> {
+    fd.map(|fd| {
+        sys::set_nonblocking(fd.as_fd())?;
+        Ok(File::from(fd))
+    })
+    .transpose()
+}
+
+impl Supervisor {
+    /// An empty supervisor with its own poller.
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            poll: Poll::new()?,
+            slots: Vec::new(),
+            timers: BinaryHeap::new(),
+            to_agent: Vec::new(),
+            buf: vec![0; 64 * 1024],
+            hot: Vec::new(),
+        })
+    }
+
+    /// The registry, for the caller's own sources.
+    pub fn registry(&self) -> &mio::Registry {
+        self.poll.registry()
+    }
+
+    /// Wait for readiness (EINTR is not an error: the caller just loops).
+    pub fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        match self.poll.poll(events, timeout) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Take over a launched sandbox: its pipes join the loop and the handshake deadline starts.
+    pub fn add(&mut self, cfg: PluginConfig, mut sb: Sandboxed, now: Instant) -> io::Result<usize> {
+        let idx = self.slots.len();
+        let stdin = pipe_file(sb.stdin.take())?;
+        let stdout = pipe_file(sb.stdout.take())?;
+        let stderr = pipe_file(sb.stderr.take())?;
+        let reg = self.poll.registry();
+        if let Some(f) = &stdin {
+            reg.register(
+                &mut SourceFd(&f.as_raw_fd()),
+                token(idx, 2),
+                Interest::WRITABLE,
+            )?;
+        }
+        if let Some(f) = &stdout {
+            reg.register(
+                &mut SourceFd(&f.as_raw_fd()),
+                token(idx, 0),
+                Interest::READABLE,
+            )?;
+        }
+        if let Some(f) = &stderr {
+            reg.register(
+                &mut SourceFd(&f.as_raw_fd()),
+                token(idx, 1),
+                Interest::READABLE,
+            )?;
+        }
+        let mut fx = Effects::default();
+        let handle = PluginHandle::new(cfg, Box::new(sb), now, &mut fx);
+        self.slots.push(Slot {
+            handle,
+            stdin,
+            stdout,
+            stderr,
+        });
+        self.apply(idx, fx);
+        Ok(idx)
+    }
+
+    /// Calls in flight across all plugins.
+    pub fn in_flight(&self) -> usize {
+        self.slots.iter().map(|s| s.handle.in_flight()).sum()
+    }
+
+    /// The exit status of plugin `idx` once it has ended.
+    pub fn exit_status(&self, idx: usize) -> Option<i32> {
+        self.slots.get(idx).and_then(|s| s.handle.exit_status())
+    }
+
+    /// Whether every plugin has ended.
+    pub fn all_gone(&self) -> bool {
+        self.slots.iter().all(|s| s.handle.state().is_gone())
+    }
+
+    /// Route an agent's `hook_invoke`: to a plugin registered for the hook, else to one still
+    /// starting (it may register it), else answer `not_registered`. (Fan-out to every registered
+    /// plugin is `serve`'s, later.)
+    pub fn invoke(&mut self, agent_id: Value, call: HookInvoke, now: Instant) {
+        use super::plugin::State;
+        let pick = self
+            .slots
+            .iter()
+            .position(|s| s.handle.state() == State::Ready && s.handle.hooks().contains(&call.hook))
+            .or_else(|| {
+                self.slots
+                    .iter()
+                    .position(|s| s.handle.state() == State::Starting)
+            })
+            .or_else(|| (!self.slots.is_empty()).then_some(0));
+        match pick {
+            Some(i) => {
+                let mut fx = Effects::default();
+                self.slots[i].handle.invoke(agent_id, call, now, &mut fx);
+                self.apply(i, fx);
+            }
+            None => self.to_agent.push(response_err(
+                &agent_id,
+                &RpcError::new(codes::NOT_REGISTERED, "no plugin is loaded"),
+            )),
+        }
+    }
+
+    /// Begin a graceful stop of every plugin.
+    pub fn shutdown_all(&mut self, now: Instant) {
+        for i in 0..self.slots.len() {
+            let mut fx = Effects::default();
+            self.slots[i].handle.shutdown(now, &mut fx);
+            self.apply(i, fx);
+        }
+    }
+
+    /// Whether `t` is one of ours.
+    pub fn owns(&self, t: Token) -> bool {
+        t.0 >= PLUGIN_TOKEN_BASE && (t.0 - PLUGIN_TOKEN_BASE) / 3 < self.slots.len()
+    }
+
+    /// Handle readiness of one of our tokens.
+    pub fn ready(&mut self, t: Token, now: Instant) {
+        let idx = (t.0 - PLUGIN_TOKEN_BASE) / 3;
+        let mut fx = Effects::default();
+        let mut budget = READ_BUDGET;
+        match (t.0 - PLUGIN_TOKEN_BASE) % 3 {
+            0 => loop {
+                if budget == 0 {
+                    self.hot.push(t);
+                    break;
+                }
+                budget -= 1;
+                let slot = &mut self.slots[idx];
+                let Some(f) = slot.stdout.as_mut() else { break };
+                match f.read(&mut self.buf) {
+                    Ok(0) => {
+                        self.drop_pipe(idx, 0);
+                        self.slots[idx].handle.on_stdout_eof(now, &mut fx);
+                        break;
+                    }
+                    Ok(n) => slot.handle.on_stdout(&self.buf[..n], now, &mut fx),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        self.drop_pipe(idx, 0);
+                        self.slots[idx].handle.on_stdout_eof(now, &mut fx);
+                        break;
+                    }
+                }
+                if self.slots[idx].handle.state().is_gone() {
+                    break;
+                }
+            },
+            1 => loop {
+                if budget == 0 {
+                    self.hot.push(t);
+                    break;
+                }
+                budget -= 1;
+                let slot = &mut self.slots[idx];
+                let Some(f) = slot.stderr.as_mut() else { break };
+                match f.read(&mut self.buf) {
+                    Ok(0) => {
+                        self.drop_pipe(idx, 1);
+                        self.slots[idx].handle.on_stderr_eof(&mut fx);
+                        break;
+                    }
+                    Ok(n) => slot.handle.on_stderr(&self.buf[..n], &mut fx),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        self.drop_pipe(idx, 1);
+                        self.slots[idx].handle.on_stderr_eof(&mut fx);
+                        break;
+                    }
+                }
+            },
+            _ => {}
+        }
+        self.apply(idx, fx);
+    }
+
+    fn drop_pipe(&mut self, idx: usize, pipe: usize) {
+        let slot = &mut self.slots[idx];
+        let f = match pipe {
+            0 => slot.stdout.take(),
+            1 => slot.stderr.take(),
+            _ => slot.stdin.take(),
+        };
+        if let Some(f) = f {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&f.as_raw_fd()));
+        }
+    }
+
+    /// Arm timers, forward agent messages, flush the plugin's stdin, release a gone plugin's fds.
+    fn apply(&mut self, idx: usize, fx: Effects) {
+        for (at, t) in fx.timers {
+            self.timers.push(Reverse((at, idx, t)));
+        }
+        self.to_agent.extend(fx.to_agent);
+        let slot = &mut self.slots[idx];
+        if let Some(f) = slot.stdin.as_mut() {
+            while !slot.handle.outbound.is_empty() {
+                match f.write(&slot.handle.outbound) {
+                    Ok(n) => {
+                        slot.handle.outbound.drain(..n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // EPIPE: the plugin closed its stdin; its stdout EOF will follow.
+                    Err(_) => {
+                        slot.handle.outbound.clear();
+                        slot.handle.close_stdin = true;
+                    }
+                }
+            }
+        }
+        let slot = &self.slots[idx];
+        if slot.handle.close_stdin && slot.handle.outbound.is_empty() && slot.stdin.is_some() {
+            self.drop_pipe(idx, 2);
+        }
+        if self.slots[idx].handle.state().is_gone() {
+            self.drop_pipe(idx, 0);
+            self.drop_pipe(idx, 1);
+            self.drop_pipe(idx, 2);
+        }
+    }
+
+    /// Serve the tokens left over by the read budget (call once per loop turn).
+    pub fn serve_hot(&mut self, now: Instant) {
+        for t in std::mem::take(&mut self.hot) {
+            self.ready(t, now);
+        }
+    }
+
+    /// How long until the next timer (None = none armed; zero when reads are left over).
+    pub fn next_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.hot.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        self.timers
+            .peek()
+            .map(|Reverse((at, _, _))| at.saturating_duration_since(now))
+    }
+
+    /// Fire every timer due at `now`.
+    pub fn fire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, idx, t))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let mut fx = Effects::default();
+            self.slots[idx].handle.on_timer(t, now, &mut fx);
+            self.apply(idx, fx);
+        }
+        // Timers of gone plugins only need to fire once more to be discarded; drop them now so an
+        // idle runtime does not wake up for nothing.
+        let slots = &self.slots;
+        self.timers
+            .retain(|Reverse((_, idx, _))| !slots[*idx].handle.state().is_gone());
+    }
+}

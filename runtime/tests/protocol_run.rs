@@ -1,0 +1,548 @@
+//! Conformance of `stockade run` with well-behaved and misbehaving plugins (issue 4): each
+//! misbehaviour gets the specified answer to the agent (a typed JSON-RPC error or the fail-open
+//! default), the plugin is terminated when required, it is reported as `plugin_state`, every
+//! request gets exactly one response, and the runtime always ends (a hard timeout in the
+//! fixture turns a hang into a failure). Every session really launches a sandbox (root).
+
+mod protocol_common;
+use protocol_common::*;
+use serde_json::json;
+
+const DEADLINE_EXCEEDED: i64 = -32001;
+const PLUGIN_CRASHED: i64 = -32002;
+const NOT_REGISTERED: i64 = -32003;
+const DENIED: i64 = -32004;
+const VIOLATION: i64 = -32005;
+const UNAVAILABLE: i64 = -32007;
+
+/// A plugin killed before the agent's request was read answers `unavailable`, one killed while
+/// the call waited answers `violation`: both are right, the order is the scheduler's.
+fn violation_or_gone(code: i64) {
+    assert!(code == VIOLATION || code == UNAVAILABLE, "{code}");
+}
+
+/// Answers every hook with `{"ok": N}` (N = the runtime's call id).
+const ANSWER: &str = r#"hs '"log","emit_event","register_hook"'
+while IFS= read -r line; do
+  case $line in
+    *'"method":"hook_invoke"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"ok":true}}\n' "$(id_of "$line")" ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done"#;
+
+/// Reads hook calls forever without answering (and ignores `shutdown`).
+const HANG: &str = r#"hs '"log","register_hook"'
+while IFS= read -r line; do :; done
+while :; do sleep 1; done"#;
+
+fn terminated_with(s: &Session, kind: &str) {
+    let st = s.final_state();
+    assert_eq!(st["state"], "terminated", "{st}");
+    assert_eq!(st["reason"]["kind"], kind, "{st}");
+    assert_eq!(st["reason"]["sandbox"]["cleaned_up"], true, "{st}");
+}
+
+#[test]
+fn well_behaved_plugin_answers_and_shuts_down() {
+    if !require_root() {
+        return;
+    }
+    let s = session(
+        ANSWER,
+        None,
+        &[],
+        &[&invoke(1, None), &invoke(2, Some(5000))],
+    );
+    assert_eq!(s.code, 0, "{}", s.stderr);
+    assert_eq!(s.response(1)["result"], json!({"ok": true}));
+    assert_eq!(s.responses(2), 1);
+    let ready = s
+        .notes("plugin_state")
+        .into_iter()
+        .find(|n| n["params"]["state"] == "ready")
+        .expect("ready")
+        .clone();
+    assert_eq!(
+        ready["params"]["granted"],
+        json!(["log", "emit_event", "register_hook"])
+    );
+    let st = s.final_state();
+    assert_eq!(st["state"], "exited");
+    assert_eq!(st["reason"]["kind"], "shutdown");
+    assert_eq!(st["reason"]["sandbox"]["exit"]["code"], 0);
+}
+
+#[test]
+fn operator_allowlist_narrows_the_grant_and_an_ungranted_call_terminates() {
+    if !require_root() {
+        return;
+    }
+    // The manifest and the certificate allow emit_event; the operator does not.
+    let script = r#"hs '"log","emit_event","register_hook"'
+IFS= read -r line
+printf '%s\n' '{"jsonrpc":"2.0","id":7,"method":"emit_event","params":{"name":"x"}}'
+sleep 5"#;
+    let s = session(
+        script,
+        None,
+        &[
+            "--allow-capability",
+            "log",
+            "--allow-capability",
+            "register_hook",
+        ],
+        &[&invoke(1, Some(10_000))],
+    );
+    assert_eq!(
+        s.code, 137,
+        "killed by the runtime (128+SIGKILL): {}",
+        s.stderr
+    );
+    let ready = s
+        .notes("plugin_state")
+        .into_iter()
+        .find(|n| n["params"]["state"] == "ready")
+        .expect("ready")
+        .clone();
+    assert_eq!(ready["params"]["granted"], json!(["log", "register_hook"]));
+    assert_eq!(s.error_code(1), DENIED);
+    terminated_with(&s, "denied");
+    assert!(
+        s.notes("event").is_empty(),
+        "the denied event must not be delivered"
+    );
+}
+
+#[test]
+fn call_outside_the_host_api_terminates() {
+    if !require_root() {
+        return;
+    }
+    let script = r#"hs '"log","register_hook"'
+printf '%s\n' '{"jsonrpc":"2.0","id":7,"method":"kv_get","params":{"key":"other-plugin/secret"}}'
+sleep 5"#;
+    let s = session(script, None, &[], &[&invoke(1, Some(10_000))]);
+    assert_eq!(s.error_code(1), DENIED);
+    terminated_with(&s, "denied");
+}
+
+#[test]
+fn crash_mid_call_is_plugin_crashed() {
+    if !require_root() {
+        return;
+    }
+    let script = r#"hs '"log","register_hook"'
+IFS= read -r line
+exit 3"#;
+    let s = session(
+        script,
+        None,
+        &[],
+        &[&invoke(1, Some(10_000)), &invoke(2, None)],
+    );
+    assert_eq!(s.error_code(1), PLUGIN_CRASHED);
+    assert_eq!(s.responses(1), 1);
+    assert_eq!(s.responses(2), 1);
+    let st = s.final_state();
+    assert_eq!(st["state"], "exited");
+    assert_eq!(st["reason"]["sandbox"]["exit"]["code"], 3);
+}
+
+#[test]
+fn hang_hits_the_deadline_and_shutdown_kills_after_the_grace() {
+    if !require_root() {
+        return;
+    }
+    let policy = "[protocol]\nshutdown_grace_ms = 300\n";
+    let s = session(HANG, Some(policy), &[], &[&invoke(1, Some(300))]);
+    assert_eq!(
+        s.code, 137,
+        "killed by the runtime (128+SIGKILL): {}",
+        s.stderr
+    );
+    assert_eq!(s.error_code(1), DEADLINE_EXCEEDED);
+    assert_eq!(s.responses(1), 1);
+    terminated_with(&s, "shutdown_timeout");
+    assert!(s.took.as_secs() < 20, "took {:?}", s.took);
+}
+
+#[test]
+fn late_answer_is_dropped_never_delivered_twice() {
+    if !require_root() {
+        return;
+    }
+    let script = r#"hs '"log","register_hook"'
+while IFS= read -r line; do
+  case $line in
+    *'"method":"hook_invoke"'*) id=$(id_of "$line"); sleep 1; printf '{"jsonrpc":"2.0","id":%s,"result":{"late":true}}\n' "$id" ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done"#;
+    let s = session(script, None, &[], &[&invoke(1, Some(200))]);
+    assert_eq!(s.error_code(1), DEADLINE_EXCEEDED);
+    assert_eq!(s.responses(1), 1, "{:#?}", s.msgs);
+}
+
+#[test]
+fn fail_open_answers_the_default_and_reports_the_bypass() {
+    if !require_root() {
+        return;
+    }
+    let policy = r#"[protocol]
+shutdown_grace_ms = 200
+[hooks."on:flow.new"]
+deadline_ms = 200
+failure = "open"
+default = { allow = true }
+"#;
+    let s = session(HANG, Some(policy), &[], &[&invoke(1, None)]);
+    assert_eq!(s.response(1)["result"], json!({"allow": true}));
+    let bypass = s
+        .notes("log")
+        .into_iter()
+        .find(|n| n["params"].get("bypass").is_some())
+        .expect("bypass reported");
+    assert_eq!(bypass["params"]["bypass"]["reason"], "deadline_exceeded");
+}
+
+#[test]
+fn garbage_on_stdout_is_a_violation() {
+    if !require_root() {
+        return;
+    }
+    let script = r#"hs '"log","register_hook"'
+IFS= read -r line
+echo "this is not JSON-RPC"
+sleep 5"#;
+    let s = session(script, None, &[], &[&invoke(1, Some(10_000))]);
+    assert_eq!(s.error_code(1), VIOLATION);
+    terminated_with(&s, "garbage");
+}
+
+#[test]
+fn stray_stdout_before_the_handshake_is_a_violation() {
+    if !require_root() {
+        return;
+    }
+    let s = session("echo starting up\nsleep 5", None, &[], &[&invoke(1, None)]);
+    violation_or_gone(s.error_code(1));
+    terminated_with(&s, "garbage");
+}
+
+#[test]
+fn oversized_frame_is_a_violation_before_its_newline() {
+    if !require_root() {
+        return;
+    }
+    // 300 bytes without a newline against a 256-byte cap, then silence: the cap must trip on
+    // the bytes alone.
+    let script = r#"hs '"log","register_hook"'
+IFS= read -r line
+printf '{"jsonrpc":"2.0","method":"log","params":{"message":"%0300d' 0
+sleep 5"#;
+    let s = session(
+        script,
+        Some("[protocol]\nmax_frame_bytes = 256\n"),
+        &[],
+        &[&invoke(1, Some(10_000))],
+    );
+    assert_eq!(s.error_code(1), VIOLATION);
+    terminated_with(&s, "frame");
+}
+
+#[test]
+fn frame_without_newline_at_exit_is_reported() {
+    if !require_root() {
+        return;
+    }
+    let script = r#"hs '"log","register_hook"'
+IFS= read -r line
+printf '{"jsonrpc":"2.0","id":1,"result":{}}'
+exit 0"#;
+    let s = session(script, None, &[], &[&invoke(1, Some(10_000))]);
+    assert_eq!(s.error_code(1), PLUGIN_CRASHED);
+    assert!(s.notes("log").iter().any(|n| n["params"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("inside a frame")));
+}
+
+#[test]
+fn slowloris_frame_is_a_violation() {
+    if !require_root() {
+        return;
+    }
+    let script = r#"hs '"log","register_hook"'
+IFS= read -r line
+printf '{"jsonrpc":'
+sleep 1; printf '"2.0",'
+sleep 1; printf '"id":1,'
+sleep 10"#;
+    let s = session(
+        script,
+        Some("[protocol]\nframe_timeout_ms = 500\n"),
+        &[],
+        &[&invoke(1, Some(20_000))],
+    );
+    assert_eq!(s.error_code(1), VIOLATION);
+    terminated_with(&s, "slow_frame");
+    assert!(s.took.as_secs() < 10, "took {:?}", s.took);
+}
+
+#[test]
+fn emit_event_flood_is_rate_limited_and_the_plugin_still_answers() {
+    if !require_root() {
+        return;
+    }
+    let script = r#"hs '"log","emit_event","register_hook"'
+i=0
+while [ $i -lt 2000 ]; do
+  printf '{"jsonrpc":"2.0","method":"emit_event","params":{"name":"flood","data":%s}}\n' $i
+  i=$((i + 1))
+done
+while IFS= read -r line; do
+  case $line in
+    *'"method":"hook_invoke"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"ok":true}}\n' "$(id_of "$line")" ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done"#;
+    let s = session(
+        script,
+        Some("[protocol]\nmax_events_per_sec = 50\n"),
+        &[],
+        &[&invoke(1, Some(10_000))],
+    );
+    assert_eq!(s.response(1)["result"], json!({"ok": true}));
+    let events = s.notes("event");
+    assert!(
+        !events.is_empty() && events.len() < 500,
+        "{} events",
+        events.len()
+    );
+    assert_eq!(
+        events[0]["params"]["plugin"], "t",
+        "events are tagged with the plugin"
+    );
+    assert!(s.notes("log").iter().any(|n| n["params"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("dropped")));
+}
+
+#[test]
+fn undeclared_hook_registration_terminates() {
+    if !require_root() {
+        return;
+    }
+    let script = r#"hs '"log","register_hook"'
+printf '%s\n' '{"jsonrpc":"2.0","id":5,"method":"register_hook","params":{"hook":"on:secret"}}'
+sleep 5"#;
+    let s = session(script, None, &[], &[&invoke(1, Some(10_000))]);
+    assert_eq!(s.error_code(1), DENIED);
+    terminated_with(&s, "denied");
+}
+
+#[test]
+fn handshake_lying_about_capabilities_terminates() {
+    if !require_root() {
+        return;
+    }
+    let s = session(
+        "hs '\"log\",\"kv_put\"'\nsleep 5",
+        None,
+        &[],
+        &[&invoke(1, Some(10_000))],
+    );
+    violation_or_gone(s.error_code(1));
+    terminated_with(&s, "handshake");
+}
+
+#[test]
+fn missing_handshake_times_out() {
+    if !require_root() {
+        return;
+    }
+    let s = session(
+        "sleep 10",
+        Some("[protocol]\nhandshake_timeout_ms = 300\n"),
+        &[],
+        &[&invoke(1, Some(10_000))],
+    );
+    assert_eq!(s.error_code(1), VIOLATION);
+    terminated_with(&s, "handshake_timeout");
+    assert!(s.took.as_secs() < 8, "took {:?}", s.took);
+}
+
+#[test]
+fn agent_errors_are_typed_and_unregistered_hooks_refused() {
+    if !require_root() {
+        return;
+    }
+    let s = session(
+        ANSWER,
+        None,
+        &[],
+        &[
+            "not json",
+            r#"{"jsonrpc":"2.0","id":3,"method":"no_such_method"}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"hook_invoke","params":{"nohook":1}}"#,
+            r#"{"jsonrpc":"2.0","id":5,"method":"hook_invoke","params":{"hook":"on:other"}}"#,
+            &invoke(6, None),
+        ],
+    );
+    assert!(s
+        .msgs
+        .iter()
+        .any(|m| m["id"].is_null() && m["error"]["code"] == -32700));
+    assert_eq!(s.error_code(3), -32601);
+    assert_eq!(s.error_code(4), -32602);
+    assert_eq!(s.error_code(5), NOT_REGISTERED);
+    assert_eq!(s.response(6)["result"], json!({"ok": true}));
+}
+
+#[test]
+fn stderr_is_forwarded_as_log() {
+    if !require_root() {
+        return;
+    }
+    let s = session(
+        &format!("echo 'from stderr' >&2\n{ANSWER}"),
+        None,
+        &[],
+        &[&invoke(1, None)],
+    );
+    assert!(s
+        .notes("log")
+        .iter()
+        .any(|n| n["params"]["source"] == "stderr" && n["params"]["message"] == "from stderr"));
+}
+
+#[test]
+fn bad_policy_and_bad_package_fail_before_launch() {
+    let s = session(
+        ANSWER,
+        Some("[capabilities]\nallow = [\"fly\"]\n"),
+        &[],
+        &[],
+    );
+    assert_eq!(s.code, 65, "{}", s.stderr);
+    let s = session(ANSWER, None, &["--allow-capability", "fly"], &[]);
+    assert_eq!(s.code, 64, "{}", s.stderr);
+    let fx = Fixture::new();
+    std::fs::write(fx.path("junk.stockade"), b"junk").unwrap();
+    let s = run_stockade(
+        fx.dir(),
+        &[
+            "run",
+            "junk.stockade",
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+        ],
+        &[],
+    );
+    assert!(
+        s.code == 65 || (80..=87).contains(&s.code),
+        "{} {}",
+        s.code,
+        s.stderr
+    );
+    assert!(s.msgs.is_empty());
+}
+
+#[test]
+fn kv_store_and_config_values_for_a_deployment_bound_plugin() {
+    if !require_root() {
+        return;
+    }
+    // kv_* are only in the ceiling of deployment-bound scopes: issue a hardware-scoped cert.
+    let fx = Fixture::new();
+    let info = fx.run(&["--json", "node", "info", "--state-dir", "state"]);
+    let Some(hw) = info.json()["hardware_id"].as_str().map(String::from) else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("no machine id on this CI machine");
+        }
+        eprintln!("SKIPPED: this machine has no /etc/machine-id");
+        return;
+    };
+    let scope = format!("hardware:{hw}");
+    let r = fx.run(&[
+        "ca", "init", "-o", "int-hw", "--parent", "root", "--scope", &scope, "--name", "HW Int",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = fx.run(&[
+        "ca",
+        "issue",
+        "--ca",
+        "int-hw",
+        "--pub",
+        "dev.pub",
+        "--subject",
+        "HW Dev",
+        "--scope",
+        &scope,
+        "-o",
+        "dev-hw.cert",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let certs = ("dev-hw.cert", "int-hw/ca.cert");
+    let manifest = r#"{"name":"t","version":"0.1.0","author":"tests","description":"kv",
+"entrypoint":"entrypoint","requested_capabilities":["kv_get","kv_put","get_config_value","register_hook"],
+"hooks":["on:flow.new"],"api":1}"#;
+    let script = r#"hs '"kv_get","kv_put","get_config_value","register_hook"'
+while IFS= read -r line; do
+  case $line in
+    *'"method":"hook_invoke"'*)
+      id=$(id_of "$line")
+      printf '%s\n' '{"jsonrpc":"2.0","id":101,"method":"kv_get","params":{"key":"count"}}'
+      IFS= read -r before
+      printf '%s\n' '{"jsonrpc":"2.0","id":102,"method":"kv_put","params":{"key":"count","value":"1"}}'
+      IFS= read -r put
+      printf '%s\n' '{"jsonrpc":"2.0","id":103,"method":"kv_put","params":{"key":"big","value":"0123456789012345678901234567890123456789"}}'
+      IFS= read -r big
+      printf '%s\n' '{"jsonrpc":"2.0","id":104,"method":"get_config_value","params":{"key":"plugin_name"}}'
+      IFS= read -r cfg
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"before":%s,"put":%s,"big":%s,"cfg":%s}}\n' "$id" "$before" "$put" "$big" "$cfg"
+      ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done"#;
+    let policy = Some("[kv]\nmax_value_bytes = 16\n");
+    let s = session_in(
+        &fx,
+        manifest,
+        certs,
+        script,
+        policy,
+        &[],
+        &[&invoke(1, Some(5000))],
+    );
+    let r = &s.response(1)["result"];
+    assert_eq!(
+        r["before"]["result"]["value"],
+        serde_json::Value::Null,
+        "{r}"
+    );
+    assert_eq!(r["put"]["result"], json!({}));
+    assert_eq!(
+        r["big"]["error"]["code"], -32009,
+        "over quota, not terminated"
+    );
+    assert_eq!(r["cfg"]["result"]["value"], "t");
+    assert_eq!(s.final_state()["state"], "exited");
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.path("state/kv/t.json")).unwrap()).unwrap();
+    assert_eq!(stored, json!({"count": "1"}));
+    // A second run sees what the first one persisted.
+    let s = session_in(
+        &fx,
+        manifest,
+        certs,
+        script,
+        policy,
+        &[],
+        &[&invoke(1, Some(5000))],
+    );
+    assert_eq!(s.response(1)["result"]["before"]["result"]["value"], "1");
+}
