@@ -43,10 +43,24 @@ fn invalid_policy_with_json_is_a_json_error() {
     assert_eq!(v["error"]["kind"], "invalid_policy");
 }
 
+/// A host directory a policy may bind: not under /tmp (the sandbox builds its own /tmp, /dev and
+/// /proc, so the runtime refuses binds there). The target dir is preferred; a checkout that
+/// itself lives under /tmp (as a CI clone may) falls back to /var/tmp.
+fn bindable_base() -> std::path::PathBuf {
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let built_by_sandbox = ["/tmp", "/dev", "/proc"]
+        .iter()
+        .any(|p| target.starts_with(p));
+    if built_by_sandbox {
+        std::path::PathBuf::from("/var/tmp")
+    } else {
+        target.to_path_buf()
+    }
+}
+
 #[test]
 fn custom_policy_changes_the_view_and_limits() {
-    // Not under /tmp: the sandbox builds its own /tmp, so policies cannot bind paths there.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tempfile::tempdir_in(bindable_base()).unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("in.txt"), "hello").unwrap();

@@ -17,6 +17,19 @@ fn assert_fail(r: &Run, code: i32, kind: &str) {
     assert_eq!(r.kind(), kind, "stdout: {}", r.stdout);
 }
 
+/// Write `t.stockade`: `pkg` with one byte of the payload's data flipped. The payload is the last
+/// container entry, so its data follows its 512-byte header.
+fn write_tampered_payload(fx: &Fixture, pkg: &str) {
+    let mut bytes = std::fs::read(fx.path(pkg)).unwrap();
+    let needle = b"payload.tar.gz";
+    let hdr = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    bytes[hdr + 512 + 20] ^= 0xff;
+    std::fs::write(fx.path("t.stockade"), &bytes).unwrap();
+}
+
 #[test]
 fn hello_verifies_with_full_report() {
     let fx = Fixture::new();
@@ -102,15 +115,7 @@ fn tampered_statement_byte_fails_signature() {
 fn tampered_payload_byte_fails_file_map() {
     let fx = Fixture::new();
     let pkg = fx.pack_hello();
-    let mut bytes = std::fs::read(fx.path(&pkg)).unwrap();
-    // The payload is the last entry: flip a byte in its data (before the two trailing zero blocks).
-    let needle = b"payload.tar.gz";
-    let hdr = bytes
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .unwrap();
-    bytes[hdr + 512 + 20] ^= 0xff;
-    std::fs::write(fx.path("t.stockade"), &bytes).unwrap();
+    write_tampered_payload(&fx, &pkg);
     assert_fail(&fx.verify("t.stockade", &[]), 86, "file_map.payload_digest");
 }
 
@@ -603,14 +608,7 @@ fn extract_to_moves_exactly_the_verified_tree_into_place() {
 fn extract_to_leaves_nothing_when_verification_fails() {
     let fx = Fixture::new();
     let pkg = fx.pack_hello();
-    let mut bytes = std::fs::read(fx.path(&pkg)).unwrap();
-    let needle = b"payload.tar.gz";
-    let hdr = bytes
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .unwrap();
-    bytes[hdr + 512 + 20] ^= 0xff;
-    std::fs::write(fx.path("t.stockade"), &bytes).unwrap();
+    write_tampered_payload(&fx, &pkg);
     let before: Vec<_> = std::fs::read_dir(fx.dir()).unwrap().collect();
     let r = fx.verify("t.stockade", &["--extract-to", "out"]);
     assert_fail(&r, 86, "file_map.payload_digest");
