@@ -11,7 +11,8 @@
 //! signal).
 //!
 //! ## Order (see [`contain`])
-//! parent-death signal → wait for the parent's go (maps written, cgroup joined) → not dumpable →
+//! parent-death signal → wait for the parent's go (maps written, cgroup joined) → not dumpable,
+//! neutral command line →
 //! private cgroup namespace → open bind sources → identity (setresgid/setresuid to the inside
 //! ids; the user namespace keeps our capabilities for the mount work) → stdio → filesystem
 //! (mounts, pivot_root) → hostname → loopback → rlimits → capabilities (securebits locked,
@@ -125,6 +126,9 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // through /proc/1/mem, nor read our environment, which is a copy of the runtime's. Only now:
     // the parent needed /proc/<pid>/uid_map writable by its own uid until the go.
     sys::set_dumpable(false).map_err(at(LaunchStep::NotDumpable))?;
+    // `/proc/1/cmdline` is readable by the program whatever the dumpable flag says, and our argv
+    // area is still the runtime's command line: replace it with a neutral name.
+    sys::set_cmdline(b"stockade-init").map_err(at(LaunchStep::HideCmdline))?;
     // A cgroup namespace rooted at the sandbox's own cgroup (we are in it now).
     sys::unshare(libc::CLONE_NEWCGROUP).map_err(at(LaunchStep::CgroupNamespace))?;
     // Bind sources must be mounts of *our* mount namespace (the kernel refuses to bind from

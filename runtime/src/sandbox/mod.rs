@@ -68,6 +68,8 @@ pub enum LaunchStep {
     ParentDeathSignal,
     /// Making the sandbox's init non-dumpable.
     NotDumpable,
+    /// Replacing the init's command line (the runtime's argv) with a neutral name.
+    HideCmdline,
     /// Private cgroup namespace.
     CgroupNamespace,
     /// setresgid/setresuid.
