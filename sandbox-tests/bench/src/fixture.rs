@@ -101,7 +101,12 @@ impl Fixture {
 
     fn trust_root(&self) -> Result<()> {
         let r = &self.root;
-        sh(self.stockade().arg("ca").arg("init").arg("-o").arg(r.join("root")))?;
+        sh(self
+            .stockade()
+            .arg("ca")
+            .arg("init")
+            .arg("-o")
+            .arg(r.join("root")))?;
         sh(self
             .stockade()
             .args(["ca", "init", "-o"])
@@ -205,11 +210,12 @@ impl Fixture {
         if which("runc").is_none() {
             return Ok(());
         }
-        sh(Command::new("runc").arg("spec").current_dir(&self.runc_bundle))?;
+        sh(Command::new("runc")
+            .arg("spec")
+            .current_dir(&self.runc_bundle))?;
         let path = self.runc_bundle.join("config.json");
         let text = fs::read_to_string(&path).map_err(|e| e.to_string())?;
-        let mut spec: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let mut spec: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
         spec["process"]["terminal"] = false.into();
         spec["process"]["args"] = serde_json::json!(["/plugin"]);
         spec["root"]["readonly"] = true.into();

@@ -85,7 +85,14 @@ impl Launcher {
                 let mut c = Command::new("bwrap");
                 c.args(["--unshare-all", "--die-with-parent", "--ro-bind"])
                     .arg(&f.plugin_dir)
-                    .args(["/plugin", "--proc", "/proc", "--dev", "/dev", "/plugin/entrypoint"]);
+                    .args([
+                        "/plugin",
+                        "--proc",
+                        "/proc",
+                        "--dev",
+                        "/dev",
+                        "/plugin/entrypoint",
+                    ]);
                 c
             }
             Launcher::Runc => {

@@ -29,7 +29,10 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "stockade-bench", about = "Stockade against its peers and the physical floor")]
+#[command(
+    name = "stockade-bench",
+    about = "Stockade against its peers and the physical floor"
+)]
 struct Args {
     /// A handful of runs per measurement (proves the harness works; figures are meaningless).
     #[arg(long)]
@@ -163,7 +166,11 @@ fn run(args: &Args) -> Result<(), String> {
         "no warm pool yet",
     ));
     if let Some(d) = &args.docs {
-        cdf_svg(&d.join("perf-launch.svg"), "Cold launch to handshake", &rows)?;
+        cdf_svg(
+            &d.join("perf-launch.svg"),
+            "Cold launch to handshake",
+            &rows,
+        )?;
         plots.push_str("![cold launch CDF](perf-launch.svg)\n\n");
     }
 
@@ -330,8 +337,17 @@ fn header(md: &mut String, stockade: &Path, quick: bool) {
             .output()
             .ok()
             .map(|o| {
-                let t = if o.stdout.is_empty() { o.stderr } else { o.stdout };
-                String::from_utf8_lossy(&t).lines().next().unwrap_or("").trim().to_string()
+                let t = if o.stdout.is_empty() {
+                    o.stderr
+                } else {
+                    o.stdout
+                };
+                String::from_utf8_lossy(&t)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
             })
             .unwrap_or_default()
     };

@@ -52,7 +52,8 @@ impl Target {
 
 /// A table of series: name, n, median, p99, median relative to `base` (index into `rows`).
 pub fn series_table(rows: &[Series], base: Option<usize>) -> String {
-    let mut s = String::from("| | runs | median | p99 | median vs baseline |\n|---|---:|---:|---:|---:|\n");
+    let mut s =
+        String::from("| | runs | median | p99 | median vs baseline |\n|---|---:|---:|---:|---:|\n");
     for r in rows {
         let rel = match base {
             Some(b) if rows[b].median() > 0.0 => format!("{:.2}×", r.median() / rows[b].median()),
@@ -103,11 +104,10 @@ pub fn cdf_svg(path: &Path, title: &str, series: &[Series]) -> Result<(), String
     for (i, s) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let n = s.us.len() as f64;
-        let points = s
-            .us
-            .iter()
-            .enumerate()
-            .map(|(k, &v)| (v, (k + 1) as f64 / n));
+        let points =
+            s.us.iter()
+                .enumerate()
+                .map(|(k, &v)| (v, (k + 1) as f64 / n));
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| e.to_string())?
