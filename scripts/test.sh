@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it starts (seconds since the script began), so a slow step shows in the log.
+step() { printf '\n==> %s  [t+%ds]\n' "$*" "$SECONDS"; }
 
 if [ "${CI:-}" = "true" ]; then
   if [ -n "${STOCKADE_SKIP_QEMU:-}" ] || [ -n "${STOCKADE_FUZZ_SECONDS:-}" ]; then
