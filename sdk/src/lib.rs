@@ -185,6 +185,10 @@ impl Plugin {
                     };
                     host.write(&frame)?;
                 }
+                // Health ping (`stockade serve`): answering proves the loop is alive.
+                Some("ping") => {
+                    host.write(&json!({"jsonrpc": "2.0", "id": msg["id"], "result": {}}))?
+                }
                 _ => {} // `$/cancel` for a call already answered, stray responses
             }
         }
@@ -243,7 +247,7 @@ impl Host {
             }
             if m["method"] == "shutdown" {
                 self.shutdown = true;
-            } else if m["method"] == "hook_invoke" {
+            } else if m["method"] == "hook_invoke" || m["method"] == "ping" {
                 self.queued.push_back(m);
             }
         }

@@ -73,8 +73,12 @@ pub enum RunError {
     Loop(#[source] io::Error),
 }
 
-fn load_policy(a: &RunArgs) -> Result<(ValidatedSandboxPolicy, HostPolicy), CmdError> {
-    let (sb, mut hp) = match &a.policy {
+/// The policy file (or the defaults) narrowed by `--allow-capability` flags (also `serve`'s).
+pub(crate) fn load_policy(
+    policy: Option<&PathBuf>,
+    allow_capability: &[String],
+) -> Result<(ValidatedSandboxPolicy, HostPolicy), CmdError> {
+    let (sb, mut hp) = match policy {
         None => (default_policy(), HostPolicy::default()),
         Some(path) => {
             let read_err = |source| {
@@ -100,9 +104,9 @@ fn load_policy(a: &RunArgs) -> Result<(ValidatedSandboxPolicy, HostPolicy), CmdE
             })?
         }
     };
-    if !a.allow_capability.is_empty() {
+    if !allow_capability.is_empty() {
         let mut flags = BTreeSet::new();
-        for c in &a.allow_capability {
+        for c in allow_capability {
             let cap: Capability = c
                 .parse()
                 .map_err(|e| CmdError::new(Exit::Usage, "usage", e))?;
@@ -120,7 +124,7 @@ fn load_policy(a: &RunArgs) -> Result<(ValidatedSandboxPolicy, HostPolicy), CmdE
 
 /// Run `stockade run`.
 pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
-    let (sandbox_policy, host_policy) = load_policy(&a)?;
+    let (sandbox_policy, host_policy) = load_policy(a.policy.as_ref(), &a.allow_capability)?;
     let cfg = trust_config(&a.trust)?;
     let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
@@ -187,6 +191,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         policy: host_policy,
         kv,
         config,
+        health: None,
     };
     let idx = sup.add(pcfg, sb, Instant::now()).map_err(loop_err)?;
     serve(&mut sup, AgentLink::new(max_frame), sigfd.as_fd());

@@ -20,6 +20,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 pub mod net;
+pub mod sock;
 
 /// Result of a fork-like call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
