@@ -311,6 +311,9 @@ impl PluginHandle {
                 codes::NOT_REGISTERED,
                 "no plugin is registered for this hook",
             )),
+            // Its stdout closed: it is exiting (reaped once stderr closes too); a call now
+            // would never be answered nor time out once the handle is gone.
+            _ if self.link_closed => Some(reject(codes::UNAVAILABLE, "the plugin is exiting")),
             State::Starting | State::Ready => None,
             _ => Some(reject(codes::UNAVAILABLE, "the plugin is not running")),
         };
@@ -653,6 +656,8 @@ impl PluginHandle {
 
     fn exited(&mut self, kill: bool, fx: &mut Effects) {
         let stopping = self.state == State::Stopping;
+        // Nothing may stay pending on a gone plugin (its timers are dropped with it).
+        self.fail_all(fx, codes::UNAVAILABLE, "the plugin exited");
         self.state = State::Exited;
         let report = self.reap(kill, fx);
         let reason = if stopping { "shutdown" } else { "exited" };

@@ -282,3 +282,22 @@ fn health_pings_any_answer_is_a_pong_and_silence_terminates_as_hung() {
         .unwrap();
     assert_eq!(last["params"]["reason"]["kind"], "hung");
 }
+
+#[test]
+fn a_call_after_stdout_closed_is_refused_and_exit_leaves_nothing_pending() {
+    let mut t = setup(HostPolicy::default());
+    t.handshake();
+    t.invoke(1, None);
+    t.sent();
+    // stdout closes (the process is exiting; stderr still open): the pending call fails.
+    t.h.on_stdout_eof(t.now, &mut t.fx);
+    assert_eq!(t.responses()[0]["error"]["code"], codes::PLUGIN_CRASHED);
+    assert_eq!(t.h.state(), State::Ready, "reaped only once stderr closes");
+    // A call now is refused at once instead of waiting on a gone plugin.
+    t.invoke(2, None);
+    assert_eq!(t.responses()[0]["error"]["code"], codes::UNAVAILABLE);
+    assert_eq!(t.h.in_flight(), 0);
+    t.h.on_stderr_eof(&mut t.fx);
+    assert_eq!(t.h.state(), State::Exited);
+    assert_eq!(t.h.in_flight(), 0);
+}

@@ -242,6 +242,8 @@ pub struct Client {
     w: UnixStream,
     /// Notifications seen while waiting for responses.
     pub notes: Vec<Value>,
+    /// Every plugin pid any `plugin_state` it read named.
+    pub seen_pids: Vec<i64>,
     next_id: u64,
 }
 
@@ -253,6 +255,7 @@ impl Client {
             r: BufReader::new(s.try_clone().unwrap()),
             w: s,
             notes: Vec::new(),
+            seen_pids: Vec::new(),
             next_id: 1000,
         }
     }
@@ -270,7 +273,12 @@ impl Client {
         if n == 0 {
             return None;
         }
-        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["method"] == "plugin_state" {
+            self.seen_pids.extend(v["params"]["pid"].as_i64());
+        }
+        Some(v)
     }
 
     /// Send a request and return its response (notifications are kept in `notes`).
@@ -306,16 +314,21 @@ impl Client {
             .unwrap_or_else(|| panic!("{method} did not fail: {r}"))
     }
 
-    /// Wait for a `plugin_state` of `plugin` in `state` (kept notes first); its params.
+    /// Wait for a `plugin_state` of `plugin` in `state` (kept notes first); its params. Notes up
+    /// to it are consumed (pids are collected first for the leak checks).
     pub fn wait_state(&mut self, plugin: &str, state: &str) -> Value {
         let hit = |m: &Value| {
             m["method"] == "plugin_state"
                 && m["params"]["plugin"] == plugin
                 && m["params"]["state"] == state
         };
+        // Notes are consumed in order up to the hit: a later wait never sees an older state.
         if let Some(i) = self.notes.iter().position(hit) {
-            return self.notes.remove(i)["params"].clone();
+            let hit = self.notes[i]["params"].clone();
+            self.notes.drain(..=i);
+            return hit;
         }
+        self.notes.clear();
         loop {
             let m = self
                 .recv()
@@ -406,4 +419,38 @@ pub fn pids_in(notes: &[Value]) -> Vec<i64> {
         .filter(|m| m["method"] == "plugin_state")
         .filter_map(|m| m["params"]["pid"].as_i64())
         .collect()
+}
+
+/// The sending half of a [`Client`], for a writer thread.
+pub struct Writer(UnixStream);
+
+impl Writer {
+    pub fn send(&mut self, v: &Value) {
+        let mut line = v.to_string();
+        line.push('\n');
+        self.0.write_all(line.as_bytes()).unwrap();
+    }
+}
+
+impl Client {
+    /// A second handle on the same connection for writing from another thread.
+    pub fn writer(&self) -> Writer {
+        Writer(self.w.try_clone().unwrap())
+    }
+}
+
+impl Client {
+    /// The next message, or None when nothing arrives within `t` (or at EOF).
+    pub fn recv_within(&mut self, t: Duration) -> Option<Value> {
+        self.w.set_read_timeout(Some(t)).unwrap();
+        let mut line = String::new();
+        let r = self.r.read_line(&mut line);
+        self.w
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        match r {
+            Ok(n) if n > 0 => Some(serde_json::from_str(&line).unwrap()),
+            _ => None,
+        }
+    }
 }
