@@ -18,7 +18,15 @@ s=socket.socket(socket.AF_UNIX)\ns.settimeout(30)\ns.connect(sys.argv[1])\n\
 if sys.argv[2]: s.sendall(sys.argv[2].encode()+b'\\n')\nprint(s.makefile().readline().strip())\n";
     let out = Command::new("setpriv")
         // The system interpreter: a per-user one (pyenv under /root) is not reachable as nobody.
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c"])
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+        ])
         .arg(script)
         .arg(sock)
         .arg(line)
@@ -47,12 +55,15 @@ fn peer_credentials_are_checked_against_the_allowlist() {
         0o660
     );
     // Past the file mode (opened up here on purpose), the uid check still refuses.
-    std::fs::set_permissions(&s.sock, std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .unwrap();
+    std::fs::set_permissions(&s.sock, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let r: serde_json::Value = serde_json::from_str(&as_nobody(&s.sock, "")).unwrap();
     assert_eq!(r["error"]["code"], PEER_REFUSED, "{r}");
     assert_eq!(r["error"]["data"]["uid"], 65534, "{r}");
-    assert!(s.log().contains("connection refused: uid 65534"), "{}", s.log());
+    assert!(
+        s.log().contains("connection refused: uid 65534"),
+        "{}",
+        s.log()
+    );
     // Root (and the daemon's own uid) are allowed.
     s.client().ok("plugin_list", json!({}));
     assert_eq!(s.stop(), 0);
@@ -60,8 +71,7 @@ fn peer_credentials_are_checked_against_the_allowlist() {
     // Allowlisted by uid.
     let fx = Fixture::new();
     let mut s = Serve::start(&fx, "[serve]\nallowed_uids = [65534]\n", None);
-    std::fs::set_permissions(&s.sock, std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .unwrap();
+    std::fs::set_permissions(&s.sock, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let r: serde_json::Value = serde_json::from_str(&as_nobody(&s.sock, LIST)).unwrap();
     assert_eq!(r["result"]["plugins"], json!([]), "{r}");
     assert_eq!(s.stop(), 0);
@@ -113,13 +123,11 @@ os.execv(sys.argv[2],sys.argv[2:])\n";
     // Ready means the config's packages were launched and the socket is served.
     let mut c = s.client();
     let st = c.ok("plugin_status", json!({"name": "a"}));
-    assert!(
-        st["state"] == "ready" || st["state"] == "starting",
-        "{st}"
-    );
+    assert!(st["state"] == "ready" || st["state"] == "starting", "{st}");
     c.wait_state("a", "ready");
     assert!(
-        s.log().contains("listening on the socket passed by systemd"),
+        s.log()
+            .contains("listening on the socket passed by systemd"),
         "{}",
         s.log()
     );
@@ -192,11 +200,7 @@ fn a_connection_that_stops_reading_is_dropped_and_others_are_served() {
     let mut c = s.client();
     c.ok("plugin_list", json!({}));
     assert!(dropped, "the slow connection was never dropped");
-    assert!(
-        s.log().contains("outbound buffer is full"),
-        "{}",
-        s.log()
-    );
+    assert!(s.log().contains("outbound buffer is full"), "{}", s.log());
     // The slow agent sees the end (EOF, or a reset: it left requests unread), never a hang.
     slow.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -207,7 +211,11 @@ fn a_connection_that_stops_reading_is_dropped_and_others_are_served() {
             Ok(0) => break,
             Ok(_) => line.clear(),
             Err(e) => {
-                assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "no end within 30 s");
+                assert_ne!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock,
+                    "no end within 30 s"
+                );
                 break;
             }
         }

@@ -497,6 +497,19 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     fcntl(fd, FcntlArg::F_SETFL(fl)).map(drop).map_err(io_err)
 }
 
+/// A descriptor's file status flags (`F_GETFL`), to restore them later with [`set_status_flags`].
+pub fn status_flags(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    nix::fcntl::fcntl(fd, FcntlArg::F_GETFL).map_err(io_err)
+}
+
+/// Restore flags read by [`status_flags`] (`F_SETFL`).
+pub fn set_status_flags(fd: BorrowedFd<'_>, flags: i32) -> io::Result<()> {
+    let fl = OFlag::from_bits_retain(flags);
+    nix::fcntl::fcntl(fd, FcntlArg::F_SETFL(fl))
+        .map(drop)
+        .map_err(io_err)
+}
+
 /// `PR_SET_DUMPABLE`.
 pub fn set_dumpable(on: bool) -> io::Result<()> {
     nix::sys::prctl::set_dumpable(on).map_err(io_err)
