@@ -382,7 +382,7 @@ impl Daemon {
         match self.cfg.host.hooks.get(hook) {
             Some(h) if h.failure == FailureMode::Open => json!({
                 "plugin": plugin, "result": default_json(h),
-                "bypassed": {"code": e.code, "reason": codes::name(e.code), "message": e.message},
+                "bypassed": {"hook": hook, "code": e.code, "reason": codes::name(e.code), "message": e.message},
             }),
             _ => json!({"plugin": plugin, "error": e}),
         }

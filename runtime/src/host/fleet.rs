@@ -376,7 +376,12 @@ impl Daemon {
                 }
                 self.note_state(name, "unloaded", json!({}));
             }
-            _ if self.stopping => {}
+            _ if self.stopping => {
+                if let Some((conn, id)) = e.pending_load.take() {
+                    let err = RpcError::new(codes::UNAVAILABLE, "the daemon is stopping");
+                    self.send(conn, &response_err(&id, &err));
+                }
+            }
             Phase::Running if !e.ever_ready => {
                 // The first launch never became ready: the load fails, nothing stays loaded.
                 let e = self.plugins.remove(name).expect("present");
