@@ -288,16 +288,26 @@ fn serve(sup: &mut Supervisor, mut agent: AgentLink, sigfd: std::os::fd::Borrowe
     let stdout = io::stdout();
     let saved_in = sys::status_flags(stdin.as_fd()).ok();
     let saved_out = sys::status_flags(stdout.as_fd()).ok();
+    // When stderr is the same file as stdout (`2>&1`), they most likely share one open file
+    // description, and O_NONBLOCK on it would make the runtime's own diagnostics fail with
+    // EAGAIN: then stdout stays blocking (the stalled-agent protection is lost, reported).
+    let shared = sys::same_file(stdout.as_fd(), io::stderr().as_fd());
+    if shared && !std::io::IsTerminal::is_terminal(&stdout) {
+        eprintln!(
+            "stockade run: stdout and stderr are the same file; writes to the agent may block"
+        );
+    }
     let mut out = AgentOut {
         buf: Vec::new(),
-        polled: sys::set_nonblocking(stdout.as_fd()).is_ok()
+        polled: !shared
+            && sys::set_nonblocking(stdout.as_fd()).is_ok()
             && sup
                 .registry()
                 .register(&mut SourceFd(&1), AGENT_OUT, Interest::WRITABLE)
                 .is_ok(),
         ok: true,
     };
-    if !out.polled {
+    if !out.polled && !shared {
         if let Some(f) = saved_out {
             let _ = sys::set_status_flags(stdout.as_fd(), f);
         }

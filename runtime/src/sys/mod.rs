@@ -475,6 +475,15 @@ pub fn fstat_mode(fd: BorrowedFd<'_>) -> io::Result<u32> {
         .map_err(io_err)
 }
 
+/// Whether two descriptors are the same file (device and inode), e.g. stdout and stderr both
+/// redirected into one pipe.
+pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    match (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) {
+        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+        _ => false,
+    }
+}
+
 /// Close every descriptor except `keep` (two `close_range` calls around it).
 pub fn close_all_except(keep: RawFd) -> io::Result<()> {
     let k = u32::try_from(keep).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
