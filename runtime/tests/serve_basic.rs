@@ -140,3 +140,56 @@ fn load_list_status_fan_out_fail_modes_unload_and_stop() {
     // Every state change reached the agent too (until the daemon closed the connection).
     while c.recv().is_some() {}
 }
+
+#[test]
+fn a_plugin_that_never_handshakes_fails_its_load_and_connections_are_capped() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let bad = pack_script(&fx, "bad", &["on:x"], "#!/bin/sh\nexit 1\n");
+    let good = pack_worker(&fx, "good", &["on:x"]);
+    let mut s = Serve::start(&fx, "[serve]\nmax_connections = 2\n", None);
+    let mut c = s.client();
+    let r = c.call("plugin_load", json!({"package": bad}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(
+        r["error"]["data"]["last_exit"]["sandbox"]["exit"]["code"], 1,
+        "{r}"
+    );
+    let un = c.wait_state("bad", "unloaded");
+    assert_eq!(un["reason"]["kind"], "load_failed", "{un}");
+    assert_eq!(c.ok("plugin_list", json!({}))["plugins"], json!([]));
+
+    // A call in flight when SIGTERM arrives is still answered (unavailable), exactly once.
+    c.ok("plugin_load", json!({"package": good}));
+    let mut c2 = s.client();
+    c2.ok("plugin_list", json!({}));
+    // The third connection is over max_connections: one refusal line, then closed.
+    let mut c3 = s.client();
+    let m = c3.recv().expect("a refusal line");
+    assert_eq!(m["error"]["code"], PEER_REFUSED, "{m}");
+    assert!(c3.recv().is_none());
+
+    c.send(&json!({"jsonrpc": "2.0", "id": 77, "method": "hook_invoke",
+                   "params": invoke("on:x", json!({"act": "hang"}), Some(30_000))}));
+    // Wait until the call is in flight before stopping.
+    while c2.ok("plugin_status", json!({"name": "good"}))["in_flight"] != 1 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = s.pid();
+    signal(pid, "TERM");
+    let mut answers = 0;
+    while let Some(m) = c.recv() {
+        if m["id"] == 77 {
+            answers += 1;
+            assert_eq!(
+                m["result"]["results"][0]["error"]["code"], UNAVAILABLE,
+                "{m}"
+            );
+        }
+    }
+    assert_eq!(answers, 1);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert_eq!(cgroups_of(pid), Vec::<std::path::PathBuf>::new());
+}

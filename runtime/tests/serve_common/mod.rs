@@ -83,6 +83,11 @@ done
 
 /// Pack a worker named `name` registered for `hooks`; returns the package path.
 pub fn pack_worker(fx: &Fixture, name: &str, hooks: &[&str]) -> PathBuf {
+    pack_script(fx, name, hooks, WORKER)
+}
+
+/// Pack `script` (`@NAME@`/`@HOOKS@` substituted) as plugin `name` declaring `hooks`.
+pub fn pack_script(fx: &Fixture, name: &str, hooks: &[&str], script: &str) -> PathBuf {
     let d = fx.dir().join(format!("src-{name}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir(&d).unwrap();
@@ -91,7 +96,7 @@ pub fn pack_worker(fx: &Fixture, name: &str, hooks: &[&str]) -> PathBuf {
         "description": "serve worker", "entrypoint": "entrypoint",
         "requested_capabilities": ["log", "register_hook"], "hooks": hooks, "api": 1});
     std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
-    let script = WORKER.replace("@NAME@", name).replace(
+    let script = script.replace("@NAME@", name).replace(
         "@HOOKS@",
         hooks_json.trim_start_matches('[').trim_end_matches(']'),
     );
