@@ -23,12 +23,16 @@ int main(void) {
     while (fgets(line, sizeof line, stdin)) {
         if (strstr(line, "\"method\":\"shutdown\""))
             return 0;
-        if (!strstr(line, "\"method\":\"hook_invoke\""))
-            continue;
         const char *id = strstr(line, "\"id\":");
         if (!id)
             continue;
         unsigned long long n = strtoull(id + 5, NULL, 10);
+        if (strstr(line, "\"method\":\"ping\"")) { /* health check (stockade serve) */
+            printf("{\"jsonrpc\":\"2.0\",\"id\":%llu,\"result\":{}}\n", n);
+            continue;
+        }
+        if (!strstr(line, "\"method\":\"hook_invoke\""))
+            continue;
         printf("{\"jsonrpc\":\"2.0\",\"id\":%llu,\"result\":{\"allow\":true,\"plugin\":\"hello-c\"}}\n", n);
     }
     return 0;

@@ -15,3 +15,4 @@ pub mod capability;
 pub mod manifest;
 pub mod protocol;
 pub mod sandbox;
+pub mod serve;

@@ -38,6 +38,9 @@ pub enum Command {
     /// Verify a package, launch it sandboxed and serve its hooks to the agent over this
     /// process's stdin/stdout (NDJSON JSON-RPC, docs/protocol.md). EOF on stdin stops it.
     Run(RunArgs),
+    /// Daemon: supervise many plugins for many agents on a Unix socket (NDJSON JSON-RPC,
+    /// docs/protocol.md); systemd socket activation and sd_notify aware. SIGTERM stops it.
+    Serve(ServeArgs),
 }
 
 /// `stockade keygen`
@@ -327,6 +330,26 @@ pub struct RunArgs {
     pub policy: Option<PathBuf>,
     /// Operator allowlist of capabilities (repeatable); combined with the policy's
     /// `[capabilities] allow`, the stricter wins. Without either, the operator does not restrict.
+    #[arg(long = "allow-capability", value_name = "CAP")]
+    pub allow_capability: Vec<String>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// `stockade serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The agent socket to create (mode 0660; a stale socket is replaced, a live one or any
+    /// other file is not). Not needed when systemd passes the socket (LISTEN_FDS).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Serve config (TOML): socket allowlist, restart/quarantine/health, packages to load.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Policy file for every plugin (as for `run`); built-in defaults when omitted.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Operator allowlist of capabilities (repeatable), as for `run`.
     #[arg(long = "allow-capability", value_name = "CAP")]
     pub allow_capability: Vec<String>,
     #[command(flatten)]

@@ -185,6 +185,10 @@ impl Plugin {
                     };
                     host.write(&frame)?;
                 }
+                // Health ping (`stockade serve`): answering proves the loop is alive.
+                Some("ping") => {
+                    host.write(&json!({"jsonrpc": "2.0", "id": msg["id"], "result": {}}))?
+                }
                 _ => {} // `$/cancel` for a call already answered, stray responses
             }
         }
@@ -243,7 +247,7 @@ impl Host {
             }
             if m["method"] == "shutdown" {
                 self.shutdown = true;
-            } else if m["method"] == "hook_invoke" {
+            } else if m["method"] == "hook_invoke" || m["method"] == "ping" {
                 self.queued.push_back(m);
             }
         }
@@ -316,6 +320,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":0,"result":{"granted":["log","register_hook","get_config_value"],"hooks":["on:a"]}}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"hook_invoke","params":{"hook":"on:a","payload":1,"deadline_ms":9}}"#,
             r#"{"jsonrpc":"2.0","id":2,"method":"hook_invoke","params":{"hook":"on:a","payload":2,"deadline_ms":9}}"#,
+            r#"{"jsonrpc":"2.0","id":5,"method":"ping","params":{}}"#,
             r#"{"jsonrpc":"2.0","id":1,"result":{"value":"node"}}"#,
             r#"{"jsonrpc":"2.0","id":3,"method":"hook_invoke","params":{"hook":"on:b","payload":3,"deadline_ms":9}}"#,
             r#"{"jsonrpc":"2.0","method":"shutdown","params":{}}"#,
@@ -346,8 +351,10 @@ mod tests {
             json!({"jsonrpc":"2.0","id":1,"result":{"payload":1,"node":"node"}})
         );
         assert_eq!(sent[3]["id"], 2);
-        assert_eq!(sent[4]["id"], 3);
-        assert_eq!(sent[4]["error"]["code"], -32000);
+        // A ping that arrived during the host call is answered in turn.
+        assert_eq!(sent[4], json!({"jsonrpc":"2.0","id":5,"result":{}}));
+        assert_eq!(sent[5]["id"], 3);
+        assert_eq!(sent[5]["error"]["code"], -32000);
     }
 
     #[test]

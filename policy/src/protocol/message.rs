@@ -97,6 +97,14 @@ pub mod codes {
     pub const PLUGIN_ERROR: i64 = -32008;
     /// A key/value quota would be exceeded.
     pub const QUOTA_EXCEEDED: i64 = -32009;
+    /// `serve`: a plugin of that name is already loaded.
+    pub const ALREADY_LOADED: i64 = -32010;
+    /// `serve`: no plugin of that name is loaded.
+    pub const UNKNOWN_PLUGIN: i64 = -32011;
+    /// `serve`: the package could not be verified or launched, or never became ready.
+    pub const LOAD_FAILED: i64 = -32012;
+    /// `serve`: the connecting peer's uid/gid is not allowed (or too many connections).
+    pub const PEER_REFUSED: i64 = -32013;
 
     /// The stable name of a code (for logs and `plugin_state` reasons).
     pub fn name(code: i64) -> &'static str {
@@ -114,6 +122,10 @@ pub mod codes {
             UNAVAILABLE => "unavailable",
             PLUGIN_ERROR => "plugin_error",
             QUOTA_EXCEEDED => "quota_exceeded",
+            ALREADY_LOADED => "already_loaded",
+            UNKNOWN_PLUGIN => "unknown_plugin",
+            LOAD_FAILED => "load_failed",
+            PEER_REFUSED => "peer_refused",
             _ => "error",
         }
     }

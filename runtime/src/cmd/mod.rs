@@ -14,6 +14,7 @@ pub mod keygen;
 pub mod node;
 pub mod pack;
 pub mod run;
+pub mod serve;
 pub mod verify;
 
 /// Dispatch a parsed command line.
@@ -33,5 +34,6 @@ pub fn run(command: Command, out: Output) -> Result<Exit, CmdError> {
         }
         Command::Exec(a) => exec::run(a, out),
         Command::Run(a) => run::run(a, out),
+        Command::Serve(a) => serve::run(a, out),
     }
 }

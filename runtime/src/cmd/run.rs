@@ -28,7 +28,7 @@ use crate::sandbox::{self, LaunchError, LaunchSpec, Program};
 use crate::sys;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
@@ -42,6 +42,7 @@ use stockade_policy::sandbox::{default_policy, ValidatedSandboxPolicy, MAX_POLIC
 
 const AGENT: Token = Token(0);
 const SIGNALS: Token = Token(1);
+const AGENT_OUT: Token = Token(2);
 
 /// Why `run` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +74,12 @@ pub enum RunError {
     Loop(#[source] io::Error),
 }
 
-fn load_policy(a: &RunArgs) -> Result<(ValidatedSandboxPolicy, HostPolicy), CmdError> {
-    let (sb, mut hp) = match &a.policy {
+/// The policy file (or the defaults) narrowed by `--allow-capability` flags (also `serve`'s).
+pub(crate) fn load_policy(
+    policy: Option<&PathBuf>,
+    allow_capability: &[String],
+) -> Result<(ValidatedSandboxPolicy, HostPolicy), CmdError> {
+    let (sb, mut hp) = match policy {
         None => (default_policy(), HostPolicy::default()),
         Some(path) => {
             let read_err = |source| {
@@ -100,9 +105,9 @@ fn load_policy(a: &RunArgs) -> Result<(ValidatedSandboxPolicy, HostPolicy), CmdE
             })?
         }
     };
-    if !a.allow_capability.is_empty() {
+    if !allow_capability.is_empty() {
         let mut flags = BTreeSet::new();
-        for c in &a.allow_capability {
+        for c in allow_capability {
             let cap: Capability = c
                 .parse()
                 .map_err(|e| CmdError::new(Exit::Usage, "usage", e))?;
@@ -120,7 +125,7 @@ fn load_policy(a: &RunArgs) -> Result<(ValidatedSandboxPolicy, HostPolicy), CmdE
 
 /// Run `stockade run`.
 pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
-    let (sandbox_policy, host_policy) = load_policy(&a)?;
+    let (sandbox_policy, host_policy) = load_policy(a.policy.as_ref(), &a.allow_capability)?;
     let cfg = trust_config(&a.trust)?;
     let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
@@ -187,6 +192,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         policy: host_policy,
         kv,
         config,
+        health: None,
     };
     let idx = sup.add(pcfg, sb, Instant::now()).map_err(loop_err)?;
     serve(&mut sup, AgentLink::new(max_frame), sigfd.as_fd());
@@ -199,8 +205,129 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     std::process::exit(status)
 }
 
-/// The event loop of `run`: the agent on fd 0/1, one plugin, signals.
+/// The agent's output (fd 1) never blocks the loop: messages are queued here and written as
+/// the pipe drains. An agent that lets [`MAX_AGENT_OUTBOUND`] bytes pile up (it stopped
+/// reading) is treated as gone, as `serve` drops such a connection: its output is discarded
+/// (reported on stderr) and the plugin is shut down as after EOF on stdin.
+struct AgentOut {
+    buf: Vec<u8>,
+    /// fd 1 is non-blocking and in the poller (a pipe or socket); else writes block (a
+    /// regular file never stalls).
+    polled: bool,
+    ok: bool,
+}
+
+/// Bytes queued for the agent at most.
+const MAX_AGENT_OUTBOUND: usize = 16 << 20;
+/// How long the agent may take to drain its output once the plugin has ended.
+const FINAL_DRAIN_MS: i32 = 10_000;
+
+impl AgentOut {
+    /// Queue what the supervisor has for the agent; false when the agent just overflowed.
+    fn queue(&mut self, sup: &mut Supervisor) -> bool {
+        for m in std::mem::take(&mut sup.to_agent) {
+            if !self.ok {
+                continue;
+            }
+            let b = encode(&m);
+            if self.buf.len() + b.len() > MAX_AGENT_OUTBOUND {
+                self.ok = false;
+                self.buf.clear();
+                eprintln!(
+                    "stockade run: the agent stopped reading ({MAX_AGENT_OUTBOUND} bytes queued); \
+                     treating it as gone"
+                );
+                return false;
+            }
+            self.buf.extend_from_slice(&b);
+        }
+        true
+    }
+
+    fn flush(&mut self) {
+        let out = io::stdout();
+        while self.ok && !self.buf.is_empty() {
+            match nix::unistd::write(out.as_fd(), &self.buf) {
+                Ok(n) => {
+                    self.buf.drain(..n);
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => break,
+                // EPIPE: the agent is gone; the loop still shuts the plugin down cleanly.
+                Err(_) => {
+                    self.ok = false;
+                    self.buf.clear();
+                }
+            }
+        }
+    }
+
+    /// At the end: give the agent a bounded time to take the rest.
+    fn drain(&mut self) {
+        let mut waited = 0;
+        self.flush();
+        while self.ok && !self.buf.is_empty() && self.polled && waited < FINAL_DRAIN_MS {
+            let _ = sys::poll(&[(io::stdout().as_fd(), libc::POLLOUT)], 100);
+            waited += 100;
+            self.flush();
+        }
+        if !self.buf.is_empty() {
+            eprintln!(
+                "stockade run: the agent did not take its last {} bytes; dropped",
+                self.buf.len()
+            );
+        }
+    }
+}
+
+/// The event loop of `run`: the agent on fd 0/1, one plugin, signals. fd 0 and fd 1 are made
+/// non-blocking for the loop and their flags restored at the end (they are shared with
+/// whoever started us).
 fn serve(sup: &mut Supervisor, mut agent: AgentLink, sigfd: std::os::fd::BorrowedFd<'_>) {
+    let stdin = io::stdin();
+    let stdout = io::stdout();
+    let saved_in = sys::status_flags(stdin.as_fd()).ok();
+    let saved_out = sys::status_flags(stdout.as_fd()).ok();
+    // When stderr is the same file as stdout (`2>&1`), they most likely share one open file
+    // description, and O_NONBLOCK on it would make the runtime's own diagnostics fail with
+    // EAGAIN: then stdout stays blocking (the stalled-agent protection is lost, reported).
+    let shared = sys::same_file(stdout.as_fd(), io::stderr().as_fd());
+    if shared && !std::io::IsTerminal::is_terminal(&stdout) {
+        eprintln!(
+            "stockade run: stdout and stderr are the same file; writes to the agent may block"
+        );
+    }
+    let mut out = AgentOut {
+        buf: Vec::new(),
+        polled: !shared
+            && sys::set_nonblocking(stdout.as_fd()).is_ok()
+            && sup
+                .registry()
+                .register(&mut SourceFd(&1), AGENT_OUT, Interest::WRITABLE)
+                .is_ok(),
+        ok: true,
+    };
+    if !out.polled && !shared {
+        if let Some(f) = saved_out {
+            let _ = sys::set_status_flags(stdout.as_fd(), f);
+        }
+    }
+    run_loop(sup, &mut agent, sigfd, &mut out);
+    out.queue(sup);
+    out.drain();
+    for (fd, saved) in [(stdin.as_fd(), saved_in), (stdout.as_fd(), saved_out)] {
+        if let Some(f) = saved {
+            let _ = sys::set_status_flags(fd, f);
+        }
+    }
+}
+
+fn run_loop(
+    sup: &mut Supervisor,
+    agent: &mut AgentLink,
+    sigfd: std::os::fd::BorrowedFd<'_>,
+    out: &mut AgentOut,
+) {
     let stdin = io::stdin();
     let mut agent_open = true;
     // A pipe or socket joins the loop; a regular file or /dev/null cannot be polled (EPERM), so
@@ -216,17 +343,22 @@ fn serve(sup: &mut Supervisor, mut agent: AgentLink, sigfd: std::os::fd::Borrowe
         agent.on_bytes(&all, sup, Instant::now());
         agent_open = false;
     }
-    let mut stdout_ok = true;
     let mut stopping = false;
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let now = Instant::now();
-        if !agent_open && !stopping && sup.in_flight() == 0 {
+        if !out.queue(sup) && agent_open {
+            agent_open = false;
+            let _ = sup.registry().deregister(&mut SourceFd(&0));
+        }
+        out.flush();
+        if !agent_open && !stopping && (sup.in_flight() == 0 || !out.ok) {
             stopping = true;
             sup.shutdown_all(now);
         }
-        flush_agent(sup, &mut stdout_ok);
+        out.queue(sup);
+        out.flush();
         if stopping && sup.all_gone() {
             break;
         }
@@ -237,7 +369,7 @@ fn serve(sup: &mut Supervisor, mut agent: AgentLink, sigfd: std::os::fd::Borrowe
         let now = Instant::now();
         for ev in events.iter() {
             match ev.token() {
-                AGENT => loop {
+                AGENT if agent_open => loop {
                     match stdin.lock().read(&mut buf) {
                         Ok(0) => {
                             agent_open = false;
@@ -254,6 +386,7 @@ fn serve(sup: &mut Supervisor, mut agent: AgentLink, sigfd: std::os::fd::Borrowe
                         }
                     }
                 },
+                AGENT_OUT => out.flush(),
                 SIGNALS => {
                     while let Ok(Some(_)) = sys::read_signalfd(sigfd) {}
                     agent_open = false;
@@ -268,28 +401,5 @@ fn serve(sup: &mut Supervisor, mut agent: AgentLink, sigfd: std::os::fd::Borrowe
         }
         sup.serve_hot(now);
         sup.fire_timers(Instant::now());
-    }
-    flush_agent(sup, &mut stdout_ok);
-}
-
-/// Write queued messages to the agent. A gone agent (EPIPE) only stops the writing; the loop
-/// still shuts the plugin down cleanly.
-fn flush_agent(sup: &mut Supervisor, ok: &mut bool) {
-    if sup.to_agent.is_empty() {
-        return;
-    }
-    let msgs: Vec<Value> = std::mem::take(&mut sup.to_agent);
-    if !*ok {
-        return;
-    }
-    let mut out = io::stdout().lock();
-    for m in &msgs {
-        if out.write_all(&encode(m)).is_err() {
-            *ok = false;
-            return;
-        }
-    }
-    if out.flush().is_err() {
-        *ok = false;
     }
 }

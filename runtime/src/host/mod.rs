@@ -11,6 +11,10 @@
 //! the host policy) are in `stockade_policy::protocol`, pure and unit-tested.
 
 pub mod agent;
+pub mod conn;
+pub mod daemon;
+pub mod fleet;
 pub mod kv;
 pub mod plugin;
 pub mod supervisor;
+pub mod systemd;

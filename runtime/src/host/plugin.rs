@@ -29,6 +29,10 @@ pub trait Child {
     fn kill(&mut self);
     /// Reap it (after `kill` or after its stdout closed) and return its report as JSON.
     fn wait(self: Box<Self>) -> Value;
+    /// Its host pid, when known.
+    fn pid(&self) -> Option<i32> {
+        None
+    }
 }
 
 impl Child for crate::sandbox::Sandboxed {
@@ -38,6 +42,9 @@ impl Child for crate::sandbox::Sandboxed {
     fn wait(self: Box<Self>) -> Value {
         let r = crate::sandbox::Sandboxed::wait(*self);
         json!({"exit": r.exit, "cleaned_up": r.cleaned_up, "limits_hit": r.limits_hit})
+    }
+    fn pid(&self) -> Option<i32> {
+        crate::sandbox::Sandboxed::pid(self)
     }
 }
 
@@ -56,6 +63,10 @@ pub enum Timer {
     Tick,
     /// stdout closed a while ago but the process lingers: kill and reap it.
     Reap,
+    /// Send a health ping (`serve`).
+    Ping,
+    /// The health ping with this id must have been answered by now.
+    PingDeadline(u64),
 }
 
 /// What the supervisor must do after a handle call.
@@ -110,6 +121,19 @@ pub struct PluginConfig {
     pub kv: KvStore,
     /// `get_config_value` answers (the allowlisted, non-secret subset).
     pub config: BTreeMap<String, Value>,
+    /// Health pings (`serve`; `run` does not ping).
+    pub health: Option<Health>,
+}
+
+/// Health ping timing: a ready plugin gets a `ping` request every `interval`; one not answered
+/// (by a result or an error: any answer proves the plugin's loop is alive) within `timeout`
+/// means the plugin hangs, and it is terminated.
+#[derive(Debug, Clone, Copy)]
+pub struct Health {
+    /// Between pings.
+    pub interval: Duration,
+    /// Answer deadline.
+    pub timeout: Duration,
 }
 
 struct Call {
@@ -152,6 +176,7 @@ pub struct PluginHandle {
     tokens: u32,
     dropped: u64,
     late: u64,
+    ping: Option<u64>,
 }
 
 impl PluginHandle {
@@ -183,6 +208,7 @@ impl PluginHandle {
             next_id: 1,
             dropped: 0,
             late: 0,
+            ping: None,
         };
         h.report_state(fx, None);
         h
@@ -213,8 +239,21 @@ impl PluginHandle {
         self.calls.len()
     }
 
+    /// Capabilities granted by the handshake.
+    pub fn granted(&self) -> &BTreeSet<Capability> {
+        &self.granted
+    }
+
+    /// The sandboxed program's host pid while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().and_then(|c| c.pid())
+    }
+
     fn report_state(&self, fx: &mut Effects, reason: Option<Value>) {
         let mut p = json!({"plugin": self.name(), "state": self.state.as_str()});
+        if let Some(pid) = self.pid() {
+            p["pid"] = json!(pid);
+        }
         if self.state == State::Ready {
             p["granted"] = json!(self.granted);
             p["hooks"] = json!(self.hooks);
@@ -272,6 +311,9 @@ impl PluginHandle {
                 codes::NOT_REGISTERED,
                 "no plugin is registered for this hook",
             )),
+            // Its stdout closed: it is exiting (reaped once stderr closes too); a call now
+            // would never be answered nor time out once the handle is gone.
+            _ if self.link_closed => Some(reject(codes::UNAVAILABLE, "the plugin is exiting")),
             State::Starting | State::Ready => None,
             _ => Some(reject(codes::UNAVAILABLE, "the plugin is not running")),
         };
@@ -373,7 +415,7 @@ impl PluginHandle {
                     method,
                     params: p,
                 },
-            ) if method == "handshake" => self.handshake(id, &p, fx),
+            ) if method == "handshake" => self.handshake(id, &p, now, fx),
             (State::Starting, _) => self.terminate(
                 fx,
                 codes::VIOLATION,
@@ -395,7 +437,7 @@ impl PluginHandle {
         }
     }
 
-    fn handshake(&mut self, id: Value, p: &Value, fx: &mut Effects) {
+    fn handshake(&mut self, id: Value, p: &Value, now: Instant, fx: &mut Effects) {
         let h: msg::Handshake = match params(p) {
             Ok(h) => h,
             Err(e) => return self.terminate(fx, codes::VIOLATION, "handshake", e.message),
@@ -422,11 +464,19 @@ impl PluginHandle {
         self.send(&response_ok(&id, reply));
         self.state = State::Ready;
         self.report_state(fx, None);
+        if let Some(h) = self.cfg.health {
+            fx.timers.push((now + h.interval, Timer::Ping));
+        }
         self.dispatch(fx);
     }
 
     fn on_response(&mut self, id: Value, outcome: Result<Value, RpcError>, fx: &mut Effects) {
         let n = id.as_u64().unwrap_or(0);
+        if n > 0 && self.ping == Some(n) {
+            // Any answer, even an error, shows the plugin's loop is alive.
+            self.ping = None;
+            return;
+        }
         match self.calls.get(&n) {
             Some(c) if c.payload.is_none() => {
                 let c = self.calls.remove(&n).expect("present");
@@ -448,118 +498,6 @@ impl PluginHandle {
                 "response",
                 format!("response to id {id}, which the runtime never sent"),
             ),
-        }
-    }
-
-    fn host_call(
-        &mut self,
-        id: Option<Value>,
-        method: &str,
-        p: &Value,
-        now: Instant,
-        fx: &mut Effects,
-    ) {
-        let _ = now;
-        let Ok(cap) = method.parse::<Capability>() else {
-            return self.terminate(
-                fx,
-                codes::DENIED,
-                "denied",
-                format!("call to `{method}`, which is not a host API method"),
-            );
-        };
-        if !self.granted.contains(&cap) {
-            return self.terminate(
-                fx,
-                codes::DENIED,
-                "denied",
-                format!("call to `{method}`, which was not granted"),
-            );
-        }
-        let r = self.serve(cap, p, fx);
-        if self.state.is_gone() {
-            return;
-        }
-        if let Some(id) = id {
-            let v = match r {
-                Ok(v) => response_ok(&id, v),
-                Err(e) => response_err(&id, &e),
-            };
-            self.send(&v);
-        }
-    }
-
-    fn serve(&mut self, cap: Capability, p: &Value, fx: &mut Effects) -> Result<Value, RpcError> {
-        match cap {
-            Capability::Log | Capability::EmitEvent => {
-                if self.tokens == 0 {
-                    self.dropped += 1;
-                    return Err(RpcError::new(
-                        codes::OVERLOADED,
-                        "event rate limit exceeded; dropped",
-                    ));
-                }
-                self.tokens -= 1;
-                if cap == Capability::Log {
-                    let l: msg::Log = params(p)?;
-                    let level = match l.level.as_str() {
-                        "debug" | "info" | "warn" | "error" => l.level,
-                        _ => "info".into(),
-                    };
-                    self.log(fx, &level, "plugin", l.message);
-                } else {
-                    let e: msg::EmitEvent = params(p)?;
-                    fx.to_agent.push(notification(
-                        "event",
-                        json!({"plugin": self.name(), "name": e.name, "data": e.data}),
-                    ));
-                }
-                Ok(json!({}))
-            }
-            Capability::GetConfigValue => {
-                let k: msg::Key = params(p)?;
-                self.cfg
-                    .config
-                    .get(&k.key)
-                    .map(|v| json!({"value": v}))
-                    .ok_or_else(|| {
-                        RpcError::new(
-                            codes::INVALID_PARAMS,
-                            format!("unknown config key `{}`", k.key),
-                        )
-                    })
-            }
-            Capability::RegisterHook => {
-                let h: msg::RegisterHook = params(p)?;
-                if !self.cfg.manifest.manifest().hooks.contains(&h.hook) {
-                    self.terminate(
-                        fx,
-                        codes::DENIED,
-                        "denied",
-                        format!(
-                            "register_hook `{}`, which the manifest does not declare",
-                            h.hook
-                        ),
-                    );
-                    return Err(RpcError::new(codes::DENIED, "undeclared hook"));
-                }
-                self.hooks.insert(h.hook);
-                Ok(json!({"hooks": self.hooks}))
-            }
-            Capability::KvGet => {
-                let k: msg::Key = params(p)?;
-                Ok(json!({"value": self.cfg.kv.get(&k.key)}))
-            }
-            Capability::KvPut => {
-                let k: msg::KvPut = params(p)?;
-                match self.cfg.kv.put(&k.key, k.value.as_deref()) {
-                    Ok(()) => Ok(json!({})),
-                    Err(e @ KvError::Quota(_)) => {
-                        Err(RpcError::new(codes::QUOTA_EXCEEDED, e.to_string()))
-                    }
-                    Err(e) => Err(RpcError::new(codes::UNAVAILABLE, e.to_string())),
-                }
-            }
         }
     }
 
@@ -606,6 +544,8 @@ impl PluginHandle {
 
     fn exited(&mut self, kill: bool, fx: &mut Effects) {
         let stopping = self.state == State::Stopping;
+        // Nothing may stay pending on a gone plugin (its timers are dropped with it).
+        self.fail_all(fx, codes::UNAVAILABLE, "the plugin exited");
         self.state = State::Exited;
         let report = self.reap(kill, fx);
         let reason = if stopping { "shutdown" } else { "exited" };
@@ -685,6 +625,26 @@ impl PluginHandle {
                 }
             }
             Timer::Reap if self.link_closed && !self.state.is_gone() => self.exited(true, fx),
+            Timer::Ping if self.state == State::Ready => {
+                let Some(h) = self.cfg.health else { return };
+                if self.ping.is_none() {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.ping = Some(id);
+                    self.send(&msg::request(&json!(id), "ping", json!({})));
+                    fx.timers.push((now + h.timeout, Timer::PingDeadline(id)));
+                }
+                fx.timers.push((now + h.interval, Timer::Ping));
+            }
+            Timer::PingDeadline(id) if self.ping == Some(id) && self.state == State::Ready => {
+                let t = self.cfg.health.map_or(0, |h| h.timeout.as_millis());
+                self.terminate(
+                    fx,
+                    codes::UNAVAILABLE,
+                    "hung",
+                    format!("no answer to a health ping within {t} ms"),
+                );
+            }
             Timer::Grace if self.state == State::Stopping => {
                 self.log(
                     fx,
@@ -802,6 +762,9 @@ impl PluginHandle {
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
+
+#[path = "plugin_host_api.rs"]
+mod host_api;
 
 #[cfg(test)]
 #[path = "plugin_tests.rs"]

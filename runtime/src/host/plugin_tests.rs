@@ -48,6 +48,7 @@ fn setup(policy: HostPolicy) -> T {
         policy,
         kv,
         config: BTreeMap::new(),
+        health: None,
     };
     let fake = Fake::default();
     let killed = fake.killed.clone();
@@ -244,4 +245,59 @@ fn undeclared_hook_registration_terminates() {
     assert_eq!(t.h.state(), State::Ready);
     t.feed(r#"{"jsonrpc":"2.0","id":2,"method":"register_hook","params":{"hook":"on:nope"}}"#);
     assert_eq!(t.h.state(), State::Terminated);
+}
+
+#[test]
+fn health_pings_any_answer_is_a_pong_and_silence_terminates_as_hung() {
+    let mut t = setup(HostPolicy::default());
+    t.h.cfg.health = Some(Health {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(50),
+    });
+    t.handshake();
+    t.sent();
+    assert!(t.fx.timers.iter().any(|(_, k)| *k == Timer::Ping));
+    // First ping answered with an error (a plugin without `ping`): alive.
+    t.h.on_timer(Timer::Ping, t.now, &mut t.fx);
+    let ping = t.sent();
+    assert_eq!(ping[0]["method"], "ping");
+    let id = ping[0]["id"].as_u64().unwrap();
+    t.feed(&format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32601,"message":"no"}}}}"#
+    ));
+    t.h.on_timer(Timer::PingDeadline(id), t.now, &mut t.fx);
+    assert_eq!(t.h.state(), State::Ready);
+    // Second ping unanswered: hung.
+    t.h.on_timer(Timer::Ping, t.now, &mut t.fx);
+    let id2 = t.sent()[0]["id"].as_u64().unwrap();
+    assert_ne!(id, id2);
+    t.h.on_timer(Timer::PingDeadline(id2), t.now, &mut t.fx);
+    assert_eq!(t.h.state(), State::Terminated);
+    assert!(t.killed.get());
+    let last = t
+        .agent()
+        .into_iter()
+        .rev()
+        .find(|m| m["method"] == "plugin_state")
+        .unwrap();
+    assert_eq!(last["params"]["reason"]["kind"], "hung");
+}
+
+#[test]
+fn a_call_after_stdout_closed_is_refused_and_exit_leaves_nothing_pending() {
+    let mut t = setup(HostPolicy::default());
+    t.handshake();
+    t.invoke(1, None);
+    t.sent();
+    // stdout closes (the process is exiting; stderr still open): the pending call fails.
+    t.h.on_stdout_eof(t.now, &mut t.fx);
+    assert_eq!(t.responses()[0]["error"]["code"], codes::PLUGIN_CRASHED);
+    assert_eq!(t.h.state(), State::Ready, "reaped only once stderr closes");
+    // A call now is refused at once instead of waiting on a gone plugin.
+    t.invoke(2, None);
+    assert_eq!(t.responses()[0]["error"]["code"], codes::UNAVAILABLE);
+    assert_eq!(t.h.in_flight(), 0);
+    t.h.on_stderr_eof(&mut t.fx);
+    assert_eq!(t.h.state(), State::Exited);
+    assert_eq!(t.h.in_flight(), 0);
 }

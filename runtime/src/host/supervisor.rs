@@ -6,7 +6,10 @@
 //! No thread per plugin: one stuck or flooding plugin only costs its own reads, and every read is
 //! bounded (64 KiB per wake-up, frames capped before parsing). Writes to a plugin are queued in a
 //! bounded buffer and flushed as its pipe drains (back-pressure: a full buffer makes new calls
-//! `overloaded`). `stockade run` drives one plugin; `stockade serve` (later) reuses this for many.
+//! `overloaded`). `stockade run` drives one plugin; `stockade serve` drives many, loading,
+//! unloading and restarting them: a slot is [`Supervisor::remove`]d once its plugin is gone and
+//! slot numbers are never reused (a restart is a new slot), so a stale token or timer can never
+//! reach the wrong plugin.
 //!
 //! Tokens below [`PLUGIN_TOKEN_BASE`] belong to the caller (agent input, signals, sockets).
 
@@ -37,7 +40,7 @@ struct Slot {
 /// The plugins of one event loop.
 pub struct Supervisor {
     poll: Poll,
-    slots: Vec<Slot>,
+    slots: Vec<Option<Slot>>,
     timers: BinaryHeap<Reverse<(Instant, usize, Timer)>>,
     /// Messages for the agent, in order (the caller writes them out).
     pub to_agent: Vec<Value>,
@@ -118,29 +121,80 @@ impl Supervisor {
         }
         let mut fx = Effects::default();
         let handle = PluginHandle::new(cfg, Box::new(sb), now, &mut fx);
-        self.slots.push(Slot {
+        self.slots.push(Some(Slot {
             handle,
             stdin,
             stdout,
             stderr,
-        });
+        }));
         self.apply(idx, fx);
         Ok(idx)
     }
 
     /// Calls in flight across all plugins.
     pub fn in_flight(&self) -> usize {
-        self.slots.iter().map(|s| s.handle.in_flight()).sum()
+        self.live().map(|s| s.handle.in_flight()).sum()
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().flatten()
+    }
+
+    fn slot(&mut self, idx: usize) -> Option<&mut Slot> {
+        self.slots.get_mut(idx).and_then(Option::as_mut)
     }
 
     /// The exit status of plugin `idx` once it has ended.
     pub fn exit_status(&self, idx: usize) -> Option<i32> {
-        self.slots.get(idx).and_then(|s| s.handle.exit_status())
+        self.handle(idx).and_then(|h| h.exit_status())
+    }
+
+    /// Plugin `idx`'s handle (None once removed).
+    pub fn handle(&self, idx: usize) -> Option<&PluginHandle> {
+        self.slots
+            .get(idx)
+            .and_then(Option::as_ref)
+            .map(|s| &s.handle)
     }
 
     /// Whether every plugin has ended.
     pub fn all_gone(&self) -> bool {
-        self.slots.iter().all(|s| s.handle.state().is_gone())
+        self.live().all(|s| s.handle.state().is_gone())
+    }
+
+    /// Forget a gone plugin's slot (its descriptors are already closed, its process reaped):
+    /// what is left of it (the handle, its timers) is dropped. Does nothing while it runs.
+    pub fn remove(&mut self, idx: usize) {
+        if self.handle(idx).is_some_and(|h| h.state().is_gone()) {
+            self.slots[idx] = None;
+            self.timers.retain(|Reverse((_, i, _))| *i != idx);
+            self.hot.retain(|t| (t.0 - PLUGIN_TOKEN_BASE) / 3 != idx);
+        }
+    }
+
+    /// Send an agent's call to plugin `idx` (`serve`'s fan-out picks the plugins).
+    pub fn invoke_on(&mut self, idx: usize, agent_id: Value, call: HookInvoke, now: Instant) {
+        let mut fx = Effects::default();
+        match self.slot(idx) {
+            Some(s) => s.handle.invoke(agent_id, call, now, &mut fx),
+            None => {
+                self.to_agent.push(response_err(
+                    &agent_id,
+                    &RpcError::new(codes::UNAVAILABLE, "the plugin is not running"),
+                ));
+                return;
+            }
+        }
+        self.apply(idx, fx);
+    }
+
+    /// Begin a graceful stop of plugin `idx`.
+    pub fn shutdown(&mut self, idx: usize, now: Instant) {
+        let mut fx = Effects::default();
+        if let Some(s) = self.slot(idx) {
+            s.handle.shutdown(now, &mut fx);
+            self.apply(idx, fx);
+        }
     }
 
     /// Route an agent's `hook_invoke`: to a plugin registered for the hook, else to one still
@@ -148,22 +202,16 @@ impl Supervisor {
     /// plugin is `serve`'s, later.)
     pub fn invoke(&mut self, agent_id: Value, call: HookInvoke, now: Instant) {
         use super::plugin::State;
-        let pick = self
-            .slots
-            .iter()
-            .position(|s| s.handle.state() == State::Ready && s.handle.hooks().contains(&call.hook))
-            .or_else(|| {
-                self.slots
-                    .iter()
-                    .position(|s| s.handle.state() == State::Starting)
-            })
-            .or_else(|| (!self.slots.is_empty()).then_some(0));
+        let live = |want: &dyn Fn(&PluginHandle) -> bool| {
+            self.slots
+                .iter()
+                .position(|s| s.as_ref().is_some_and(|s| want(&s.handle)))
+        };
+        let pick = live(&|h| h.state() == State::Ready && h.hooks().contains(&call.hook))
+            .or_else(|| live(&|h| h.state() == State::Starting))
+            .or_else(|| live(&|_| true));
         match pick {
-            Some(i) => {
-                let mut fx = Effects::default();
-                self.slots[i].handle.invoke(agent_id, call, now, &mut fx);
-                self.apply(i, fx);
-            }
+            Some(i) => self.invoke_on(i, agent_id, call, now),
             None => self.to_agent.push(response_err(
                 &agent_id,
                 &RpcError::new(codes::NOT_REGISTERED, "no plugin is loaded"),
@@ -174,20 +222,21 @@ impl Supervisor {
     /// Begin a graceful stop of every plugin.
     pub fn shutdown_all(&mut self, now: Instant) {
         for i in 0..self.slots.len() {
-            let mut fx = Effects::default();
-            self.slots[i].handle.shutdown(now, &mut fx);
-            self.apply(i, fx);
+            self.shutdown(i, now);
         }
     }
 
     /// Whether `t` is one of ours.
     pub fn owns(&self, t: Token) -> bool {
-        t.0 >= PLUGIN_TOKEN_BASE && (t.0 - PLUGIN_TOKEN_BASE) / 3 < self.slots.len()
+        t.0 >= PLUGIN_TOKEN_BASE && self.handle((t.0 - PLUGIN_TOKEN_BASE) / 3).is_some()
     }
 
     /// Handle readiness of one of our tokens.
     pub fn ready(&mut self, t: Token, now: Instant) {
         let idx = (t.0 - PLUGIN_TOKEN_BASE) / 3;
+        if self.handle(idx).is_none() {
+            return;
+        }
         let mut fx = Effects::default();
         let mut budget = READ_BUDGET;
         match (t.0 - PLUGIN_TOKEN_BASE) % 3 {
@@ -197,12 +246,17 @@ impl Supervisor {
                     break;
                 }
                 budget -= 1;
-                let slot = &mut self.slots[idx];
+                let Some(slot) = self.slots[idx].as_mut() else {
+                    break;
+                };
                 let Some(f) = slot.stdout.as_mut() else { break };
                 match f.read(&mut self.buf) {
                     Ok(0) => {
                         self.drop_pipe(idx, 0);
-                        self.slots[idx].handle.on_stdout_eof(now, &mut fx);
+                        self.slot(idx)
+                            .expect("live")
+                            .handle
+                            .on_stdout_eof(now, &mut fx);
                         break;
                     }
                     Ok(n) => slot.handle.on_stdout(&self.buf[..n], now, &mut fx),
@@ -210,11 +264,14 @@ impl Supervisor {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => {
                         self.drop_pipe(idx, 0);
-                        self.slots[idx].handle.on_stdout_eof(now, &mut fx);
+                        self.slot(idx)
+                            .expect("live")
+                            .handle
+                            .on_stdout_eof(now, &mut fx);
                         break;
                     }
                 }
-                if self.slots[idx].handle.state().is_gone() {
+                if self.handle(idx).is_some_and(|h| h.state().is_gone()) {
                     break;
                 }
             },
@@ -224,12 +281,14 @@ impl Supervisor {
                     break;
                 }
                 budget -= 1;
-                let slot = &mut self.slots[idx];
+                let Some(slot) = self.slots[idx].as_mut() else {
+                    break;
+                };
                 let Some(f) = slot.stderr.as_mut() else { break };
                 match f.read(&mut self.buf) {
                     Ok(0) => {
                         self.drop_pipe(idx, 1);
-                        self.slots[idx].handle.on_stderr_eof(&mut fx);
+                        self.slot(idx).expect("live").handle.on_stderr_eof(&mut fx);
                         break;
                     }
                     Ok(n) => slot.handle.on_stderr(&self.buf[..n], &mut fx),
@@ -237,7 +296,7 @@ impl Supervisor {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => {
                         self.drop_pipe(idx, 1);
-                        self.slots[idx].handle.on_stderr_eof(&mut fx);
+                        self.slot(idx).expect("live").handle.on_stderr_eof(&mut fx);
                         break;
                     }
                 }
@@ -248,7 +307,7 @@ impl Supervisor {
     }
 
     fn drop_pipe(&mut self, idx: usize, pipe: usize) {
-        let slot = &mut self.slots[idx];
+        let Some(slot) = self.slot(idx) else { return };
         let f = match pipe {
             0 => slot.stdout.take(),
             1 => slot.stderr.take(),
@@ -268,7 +327,9 @@ impl Supervisor {
             self.timers.push(Reverse((at, idx, t)));
         }
         self.to_agent.extend(fx.to_agent);
-        let slot = &mut self.slots[idx];
+        let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
         if let Some(f) = slot.stdin.as_mut() {
             while !slot.handle.outbound.is_empty() {
                 match f.write(&slot.handle.outbound) {
@@ -285,11 +346,10 @@ impl Supervisor {
                 }
             }
         }
-        let slot = &self.slots[idx];
         if slot.handle.close_stdin && slot.handle.outbound.is_empty() && slot.stdin.is_some() {
             self.drop_pipe(idx, 2);
         }
-        if self.slots[idx].handle.state().is_gone() {
+        if self.handle(idx).is_some_and(|h| h.state().is_gone()) {
             self.drop_pipe(idx, 0);
             self.drop_pipe(idx, 1);
             self.drop_pipe(idx, 2);
@@ -321,13 +381,18 @@ impl Supervisor {
             }
             self.timers.pop();
             let mut fx = Effects::default();
-            self.slots[idx].handle.on_timer(t, now, &mut fx);
-            self.apply(idx, fx);
+            if let Some(s) = self.slot(idx) {
+                s.handle.on_timer(t, now, &mut fx);
+                self.apply(idx, fx);
+            }
         }
         // Timers of gone plugins only need to fire once more to be discarded; drop them now so an
         // idle runtime does not wake up for nothing.
         let slots = &self.slots;
-        self.timers
-            .retain(|Reverse((_, idx, _))| !slots[*idx].handle.state().is_gone());
+        self.timers.retain(|Reverse((_, idx, _))| {
+            slots[*idx]
+                .as_ref()
+                .is_some_and(|s| !s.handle.state().is_gone())
+        });
     }
 }

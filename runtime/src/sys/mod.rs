@@ -20,6 +20,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 pub mod net;
+pub mod sock;
 
 /// Result of a fork-like call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -474,6 +475,15 @@ pub fn fstat_mode(fd: BorrowedFd<'_>) -> io::Result<u32> {
         .map_err(io_err)
 }
 
+/// Whether two descriptors are the same file (device and inode), e.g. stdout and stderr both
+/// redirected into one pipe.
+pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    match (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) {
+        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+        _ => false,
+    }
+}
+
 /// Close every descriptor except `keep` (two `close_range` calls around it).
 pub fn close_all_except(keep: RawFd) -> io::Result<()> {
     let k = u32::try_from(keep).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -494,6 +504,19 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     let fl = fcntl(fd, FcntlArg::F_GETFL).map_err(io_err)?;
     let fl = OFlag::from_bits_retain(fl) | OFlag::O_NONBLOCK;
     fcntl(fd, FcntlArg::F_SETFL(fl)).map(drop).map_err(io_err)
+}
+
+/// A descriptor's file status flags (`F_GETFL`), to restore them later with [`set_status_flags`].
+pub fn status_flags(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    nix::fcntl::fcntl(fd, FcntlArg::F_GETFL).map_err(io_err)
+}
+
+/// Restore flags read by [`status_flags`] (`F_SETFL`).
+pub fn set_status_flags(fd: BorrowedFd<'_>, flags: i32) -> io::Result<()> {
+    let fl = OFlag::from_bits_retain(flags);
+    nix::fcntl::fcntl(fd, FcntlArg::F_SETFL(fl))
+        .map(drop)
+        .map_err(io_err)
 }
 
 /// `PR_SET_DUMPABLE`.

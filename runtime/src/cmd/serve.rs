@@ -1,0 +1,253 @@
+//! `stockade serve [--socket PATH] [--config FILE] [--policy FILE] [--allow-capability CAP]…
+//! [trust flags]`: the daemon ([`crate::host::daemon`]).
+//!
+//! Sequence: policy (as `run`) → serve config (`stockade_policy::serve`, validated) → trust
+//! configuration → signals blocked and read from a signalfd (SIGINT/SIGTERM: graceful stop) →
+//! the agent socket: inherited from systemd when `LISTEN_PID`/`LISTEN_FDS` name this process
+//! (fd 3), else bound at `--socket` (mode 0660, created under umask 0117 so it is never more
+//! open, even for an instant; a stale socket nobody listens on is replaced, a live one or any
+//! other kind of file is refused) → the config's packages loaded → `READY=1` to systemd → the
+//! event loop → on a stop signal: `STOPPING=1`, every plugin stopped gracefully (then its
+//! cgroup killed), the socket removed if we created it, exit 0.
+
+use crate::cli::ServeArgs;
+use crate::cmd::run::load_policy;
+use crate::cmd::verify::trust_config;
+use crate::error::CmdError;
+use crate::exit::Exit;
+use crate::host::daemon::{log_line, Daemon, DaemonConfig};
+use crate::host::systemd;
+use crate::node::NodeIdentity;
+use crate::output::Output;
+use crate::sys;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use stockade_policy::serve::{ServeConfig, ServeConfigError, MAX_SERVE_CONFIG_BYTES};
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The config file cannot be read.
+    #[error("cannot read serve config `{}`", path.display())]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The config file is invalid.
+    #[error("invalid serve config `{}`", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: ServeConfigError,
+    },
+    /// Neither `--socket` nor an inherited socket.
+    #[error("no agent socket: pass --socket PATH or start under systemd socket activation")]
+    NoSocket,
+    /// systemd passed something unusable.
+    #[error("socket activation: {0}")]
+    Activation(String),
+    /// The inherited descriptor is not a listening Unix stream socket.
+    #[error("socket activation: fd 3 is not usable")]
+    Inherited(#[source] io::Error),
+    /// Another daemon is listening on the path.
+    #[error("`{}` is in use by a running daemon", path.display())]
+    InUse {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// Something other than a socket is at the path.
+    #[error("`{}` exists and is not a socket; refusing to replace it", path.display())]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Binding failed.
+    #[error("cannot create the socket `{}`", path.display())]
+    Bind {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The event loop cannot be set up.
+    #[error("cannot set up the event loop")]
+    Loop(#[source] io::Error),
+    /// A package of the config's `load` list cannot be loaded.
+    #[error("cannot load `{package}` at start: {message}")]
+    Load {
+        /// The package.
+        package: String,
+        /// The typed error's message.
+        message: String,
+    },
+}
+
+fn cmd(exit: Exit, kind: &'static str, e: ServeError) -> CmdError {
+    CmdError::new(exit, kind, e)
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<ServeConfig, CmdError> {
+    let Some(path) = path else {
+        return Ok(ServeConfig::default());
+    };
+    let read_err = |source| {
+        let e = ServeError::ReadConfig {
+            path: path.clone(),
+            source,
+        };
+        cmd(Exit::NoInput, "config_unreadable", e)
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(read_err)?
+        .take(MAX_SERVE_CONFIG_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    ServeConfig::parse(&text).map_err(|source| {
+        let e = ServeError::Config {
+            path: path.clone(),
+            source,
+        };
+        cmd(Exit::DataErr, "invalid_config", e)
+            .hint("fix the named key; docs/protocol.md documents the serve config")
+    })
+}
+
+/// Bind `path`, replacing a stale socket only.
+fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => match UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(ServeError::InUse {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                log_line(&format!("removing stale socket {}", path.display()));
+                std::fs::remove_file(path).map_err(|source| ServeError::Bind {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            }
+            Err(source) => {
+                return Err(ServeError::Bind {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        },
+        Ok(_) => {
+            return Err(ServeError::NotASocket {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ServeError::Bind {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    }
+    let bind_err = |source| ServeError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    let l = sys::sock::with_umask(0o117, || UnixListener::bind(path)).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_err)?;
+    Ok(l)
+}
+
+/// Run `stockade serve`.
+pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
+    let (sandbox, host) = load_policy(a.policy.as_ref(), &a.allow_capability)?;
+    let serve = load_config(a.config.as_ref())?;
+    let trust = trust_config(&a.trust)?;
+    let node = NodeIdentity::load(&trust.state_dir).map_err(|e| {
+        CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
+    })?;
+    let loop_err = |e| cmd(Exit::OsErr, "event_loop", ServeError::Loop(e));
+    let sigs = [libc::SIGINT, libc::SIGTERM];
+    let sigfd = sys::block_signals(&sigs)
+        .and_then(|_| sys::signalfd(&sigs))
+        .map_err(loop_err)?;
+
+    let inherited = systemd::listen_fds()
+        .map_err(|m| cmd(Exit::Usage, "activation", ServeError::Activation(m)))?;
+    let (listener, bound) = match inherited {
+        0 => {
+            let path = a
+                .socket
+                .clone()
+                .ok_or_else(|| cmd(Exit::Usage, "usage", ServeError::NoSocket))?;
+            let l = bind(&path).map_err(|e| {
+                let exit = match e {
+                    ServeError::InUse { .. } => Exit::TempFail,
+                    _ => Exit::CantCreate,
+                };
+                cmd(exit, "socket", e).hint("stop the other daemon or choose another --socket")
+            })?;
+            (l, Some(path))
+        }
+        1 => {
+            let l = sys::sock::inherited_listener(3)
+                .map_err(|e| cmd(Exit::Usage, "activation", ServeError::Inherited(e)))?;
+            (l, None)
+        }
+        n => {
+            let e = ServeError::Activation(format!("{n} sockets passed; serve takes exactly one"));
+            return Err(cmd(Exit::Usage, "activation", e));
+        }
+    };
+    // From here on the socket file (if ours) is removed on every way out.
+    let _cleanup = bound.clone().map(SocketFile);
+    let load = serve.serve.load.clone();
+    let cfg = DaemonConfig {
+        serve,
+        sandbox,
+        host,
+        trust,
+        node,
+    };
+    let mut d = Daemon::new(cfg, listener, sigfd).map_err(loop_err)?;
+    for p in &load {
+        if let Err(e) = d.load(Path::new(p), Instant::now()) {
+            let err = ServeError::Load {
+                package: p.clone(),
+                message: e.message,
+            };
+            return Err(
+                cmd(Exit::DataErr, "load", err).hint("fix or remove the package from [serve] load")
+            );
+        }
+    }
+    match &bound {
+        Some(p) => log_line(&format!("listening on {}", p.display())),
+        None => log_line("listening on the socket passed by systemd"),
+    }
+    if let Err(e) = systemd::notify("READY=1\nSTATUS=listening") {
+        log_line(&format!("sd_notify failed: {e}"));
+    }
+    d.run();
+    log_line("stopped");
+    Ok(Exit::Ok)
+}
+
+/// Removes the socket this process bound when dropped.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

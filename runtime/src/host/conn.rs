@@ -1,0 +1,177 @@
+//! One agent connection of `stockade serve`: NDJSON in (capped frames), NDJSON out through a
+//! bounded buffer.
+//!
+//! Slow agents: the daemon never blocks on a connection. Messages are queued in the
+//! connection's buffer and written as the socket drains; a connection that lets more than
+//! `max_outbound_bytes` pile up (it stopped reading) is **dropped**: closed, reported on stderr
+//! and counted. Dropping beats silently discarding notifications: an agent that misses a
+//! response would wait for it forever, one that is disconnected knows to reconnect.
+
+use crate::sys::sock::PeerCred;
+use mio::net::UnixStream;
+use serde_json::Value;
+use std::io::{self, Read, Write};
+use stockade_policy::protocol::frame::{encode, Frame, FrameDecoder};
+
+/// Reads per connection per wake-up (fairness between agents).
+pub const READ_BUDGET: usize = 16;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The agent closed it.
+    Eof,
+    /// A read or write failed.
+    Error,
+    /// Its outbound buffer overflowed (a slow agent).
+    Overflow,
+}
+
+/// One connection.
+pub struct Conn {
+    /// The socket (non-blocking).
+    pub stream: UnixStream,
+    /// Its peer's credentials.
+    pub peer: PeerCred,
+    decoder: FrameDecoder,
+    out: Vec<u8>,
+    max_out: usize,
+    /// Set once it must be closed.
+    pub closed: Option<Closed>,
+}
+
+/// What one read turn produced.
+pub enum ReadOutcome {
+    /// Drained the socket.
+    Drained,
+    /// Stopped at the budget with data maybe left (serve again next turn).
+    Budget,
+}
+
+impl Conn {
+    /// A connection accepting frames of at most `max_frame` bytes and queueing at most
+    /// `max_out` bytes.
+    pub fn new(stream: UnixStream, peer: PeerCred, max_frame: usize, max_out: usize) -> Self {
+        Self {
+            stream,
+            peer,
+            decoder: FrameDecoder::new(max_frame),
+            out: Vec::new(),
+            max_out,
+            closed: None,
+        }
+    }
+
+    /// Queue a message; overflowing marks the connection dropped.
+    pub fn queue(&mut self, v: &Value) {
+        if self.closed.is_some() {
+            return;
+        }
+        let b = encode(v);
+        if self.out.len() + b.len() > self.max_out {
+            self.out.clear();
+            self.closed = Some(Closed::Overflow);
+            return;
+        }
+        self.out.extend_from_slice(&b);
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Write what the socket takes now.
+    pub fn flush(&mut self) {
+        while !self.out.is_empty() && self.closed.is_none() {
+            match self.stream.write(&self.out) {
+                Ok(0) => self.closed = Some(Closed::Error),
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => self.closed = Some(Closed::Error),
+            }
+        }
+    }
+
+    /// Read up to [`READ_BUDGET`] chunks, decoding frames into `frames`.
+    pub fn read(&mut self, buf: &mut [u8], frames: &mut Vec<Frame>) -> ReadOutcome {
+        for _ in 0..READ_BUDGET {
+            if self.closed.is_some() {
+                return ReadOutcome::Drained;
+            }
+            match self.stream.read(buf) {
+                Ok(0) => {
+                    self.closed = Some(Closed::Eof);
+                    return ReadOutcome::Drained;
+                }
+                Ok(n) => self.decoder.feed(&buf[..n], frames),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
+                Err(_) => {
+                    self.closed = Some(Closed::Error);
+                    return ReadOutcome::Drained;
+                }
+            }
+        }
+        ReadOutcome::Budget
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pair(max_out: usize) -> (Conn, std::os::unix::net::UnixStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let peer = PeerCred {
+            pid: 1,
+            uid: 0,
+            gid: 0,
+        };
+        (Conn::new(UnixStream::from_std(a), peer, 1024, max_out), b)
+    }
+
+    #[test]
+    fn a_reader_gets_everything_and_a_stalled_one_is_dropped_not_waited_for() {
+        let (mut c, mut peer) = pair(8192);
+        c.queue(&json!({"a": 1}));
+        c.flush();
+        let mut buf = [0u8; 64];
+        let n = peer.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"{\"a\":1}\n");
+        // The peer stops reading: the kernel buffer fills, then ours, then the connection is
+        // dropped; nothing here ever blocks.
+        let big = json!({"x": "y".repeat(1000)});
+        let mut i = 0;
+        while c.closed.is_none() {
+            c.queue(&big);
+            c.flush();
+            i += 1;
+            assert!(i < 100_000, "never overflowed");
+        }
+        assert_eq!(c.closed, Some(Closed::Overflow));
+        assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn frames_are_decoded_with_the_cap() {
+        let (mut c, mut peer) = pair(8192);
+        peer.write_all(b"{\"a\":1}\n").unwrap();
+        peer.write_all(&vec![b'x'; 2000]).unwrap();
+        peer.write_all(b"\n").unwrap();
+        let mut frames = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        c.read(&mut buf, &mut frames);
+        assert_eq!(frames.len(), 2);
+        assert!(frames[0].is_ok());
+        assert!(frames[1].is_err());
+        drop(peer);
+        c.read(&mut buf, &mut frames);
+        assert_eq!(c.closed, Some(Closed::Eof));
+    }
+}

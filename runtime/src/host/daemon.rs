@@ -1,0 +1,556 @@
+//! `stockade serve`'s event loop: many agent connections on a Unix socket, many plugins, one
+//! [`mio::Poll`] (the [`Supervisor`]'s), one thread.
+//!
+//! Each turn: accept (peer credentials checked against the allowlist), read agent requests
+//! (bounded per connection), move plugin bytes ([`Supervisor`]), fire timers, route what the
+//! plugins said ([`Daemon::route`]: fan-out answers to their aggregate, notifications to every
+//! connection), supervise ([`super::fleet`]: restarts, quarantine, load/unload completion), then
+//! write to the connections without ever blocking ([`super::conn`]).
+//!
+//! Fan-out: `hook_invoke` goes to every plugin registered for the hook; each plugin's call gets
+//! its own runtime-internal id (a number in [`Daemon::calls`]) so the [`super::plugin`] state
+//! machine is the same as under `run`, and its one answer per call lands in one slot of the
+//! aggregate. The aggregate is answered once every slot is filled; every plugin call ends by the
+//! (same) deadline at the latest, so the whole fan-out does too.
+
+use super::conn::{Closed, Conn, ReadOutcome};
+use super::fleet::Entry;
+use super::supervisor::Supervisor;
+use crate::node::NodeIdentity;
+use crate::sys::sock::{peer_cred, PeerCred};
+use crate::trustdir::TrustConfig;
+use mio::net::UnixListener;
+use mio::{Events, Interest, Token};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Instant;
+use stockade_policy::protocol::frame::encode;
+use stockade_policy::protocol::host::{default_json, FailureMode, HostPolicy};
+use stockade_policy::protocol::message::{
+    codes, params, response_err, response_ok, HookInvoke, Message, RpcError,
+};
+use stockade_policy::sandbox::ValidatedSandboxPolicy;
+use stockade_policy::serve::{ServeConfig, SplitMix64};
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+/// Connection tokens live far above the plugins' (which grow by 3 per launch).
+const CONN_BASE: usize = 1 << 40;
+
+/// Everything the daemon is configured with.
+pub struct DaemonConfig {
+    /// The serve config.
+    pub serve: ServeConfig,
+    /// Sandbox policy for every plugin.
+    pub sandbox: ValidatedSandboxPolicy,
+    /// Host policy for every plugin.
+    pub host: HostPolicy,
+    /// Trust configuration for verification.
+    pub trust: TrustConfig,
+    /// This node.
+    pub node: NodeIdentity,
+}
+
+/// One `hook_invoke` being fanned out.
+pub(crate) struct FanOut {
+    conn: usize,
+    id: Value,
+    hook: String,
+    names: Vec<String>,
+    results: Vec<Option<Value>>,
+    pending: usize,
+}
+
+/// The daemon.
+pub struct Daemon {
+    pub(crate) sup: Supervisor,
+    pub(crate) cfg: DaemonConfig,
+    listener: Option<UnixListener>,
+    sigfd: OwnedFd,
+    conns: BTreeMap<usize, Conn>,
+    next_conn: usize,
+    hot: Vec<usize>,
+    pub(crate) plugins: BTreeMap<String, Entry>,
+    /// Runtime-internal call id → (fan-out id, result slot).
+    calls: HashMap<u64, (u64, usize)>,
+    next_call: u64,
+    fanouts: HashMap<u64, FanOut>,
+    next_fanout: u64,
+    pub(crate) rng: SplitMix64,
+    pub(crate) stopping: bool,
+    own_uid: u32,
+    /// Connections dropped because their agent stopped reading.
+    pub dropped_slow: u64,
+    pub(crate) started: Instant,
+}
+
+fn err(code: i64, m: impl Into<String>) -> RpcError {
+    RpcError::new(code, m.into())
+}
+
+/// One stderr line (the daemon's log; systemd's journal takes it from there).
+pub(crate) fn log_line(s: &str) {
+    eprintln!("stockade serve: {s}");
+}
+
+impl Daemon {
+    /// A daemon serving on `listener`, stopping on the signals read from `sigfd`.
+    pub fn new(
+        cfg: DaemonConfig,
+        listener: std::os::unix::net::UnixListener,
+        sigfd: OwnedFd,
+    ) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let mut listener = UnixListener::from_std(listener);
+        let sup = Supervisor::new()?;
+        sup.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        sup.registry().register(
+            &mut mio::unix::SourceFd(&sigfd.as_raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
+        let mut seed = [0u8; 8];
+        // Jitter only needs spread; a clock-derived seed will do if the OS has no entropy.
+        if getrandom::getrandom(&mut seed).is_err() {
+            seed = u64::from(std::process::id()).to_ne_bytes();
+        }
+        Ok(Self {
+            sup,
+            cfg,
+            listener: Some(listener),
+            sigfd,
+            conns: BTreeMap::new(),
+            next_conn: CONN_BASE,
+            hot: Vec::new(),
+            plugins: BTreeMap::new(),
+            calls: HashMap::new(),
+            next_call: 1,
+            fanouts: HashMap::new(),
+            next_fanout: 1,
+            rng: SplitMix64::new(u64::from_ne_bytes(seed)),
+            stopping: false,
+            own_uid: crate::sys::ids().0,
+            dropped_slow: 0,
+            started: Instant::now(),
+        })
+    }
+
+    /// Serve until a stop signal, then stop every plugin gracefully.
+    pub fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let now = Instant::now();
+            self.route();
+            self.supervise(now);
+            self.route();
+            self.flush_conns();
+            if self.stopping && self.sup.all_gone() {
+                break;
+            }
+            let mut timeout = self.sup.next_timeout(Instant::now());
+            if let Some(at) = self.next_restart() {
+                let d = at.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            }
+            if !self.hot.is_empty() {
+                timeout = Some(std::time::Duration::ZERO);
+            }
+            if self.sup.poll(&mut events, timeout).is_err() {
+                break;
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    SIGNALS => {
+                        while let Ok(Some(sig)) = crate::sys::read_signalfd(self.sigfd.as_fd()) {
+                            log_line(&format!("signal {sig}: stopping every plugin"));
+                        }
+                        self.stop(now);
+                    }
+                    t if t.0 >= CONN_BASE => {
+                        if ev.is_readable() || ev.is_read_closed() {
+                            self.read_conn(t.0, &mut buf, now);
+                        }
+                        if let Some(c) = self.conns.get_mut(&t.0) {
+                            c.flush();
+                        }
+                    }
+                    t if self.sup.owns(t) => self.sup.ready(t, now),
+                    _ => {}
+                }
+            }
+            for t in std::mem::take(&mut self.hot) {
+                self.read_conn(t, &mut buf, now);
+            }
+            self.sup.serve_hot(now);
+            self.sup.fire_timers(Instant::now());
+        }
+        self.route();
+        self.flush_conns();
+    }
+
+    /// Begin the graceful stop (signal): no new connections or restarts, every plugin stopped.
+    pub fn stop(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        let _ = super::systemd::notify("STOPPING=1");
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.sup.registry().deregister(&mut l);
+        }
+        self.sup.shutdown_all(now);
+    }
+
+    fn allowed(&self, p: &PeerCred) -> bool {
+        let s = &self.cfg.serve.serve;
+        p.uid == 0
+            || p.uid == self.own_uid
+            || s.allowed_uids.contains(&p.uid)
+            || s.allowed_gids.contains(&p.gid)
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(l) = self.listener.as_ref() else {
+                return;
+            };
+            let (mut stream, _) = match l.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log_line(&format!("accept failed: {e}"));
+                    return;
+                }
+            };
+            let refuse = |stream: &mut mio::net::UnixStream, why: &str, data: Value| {
+                use std::io::Write;
+                let e = err(codes::PEER_REFUSED, why).with_data(data);
+                // One best-effort line (the socket is fresh: its buffer has room), then close.
+                let _ = stream.write(&encode(&response_err(&Value::Null, &e)));
+            };
+            let peer = match peer_cred(stream.as_fd()) {
+                Ok(p) => p,
+                Err(e) => {
+                    log_line(&format!("connection refused: no peer credentials ({e})"));
+                    refuse(&mut stream, "peer credentials unavailable", Value::Null);
+                    continue;
+                }
+            };
+            let who = json!({"uid": peer.uid, "gid": peer.gid, "pid": peer.pid});
+            if !self.allowed(&peer) {
+                log_line(&format!(
+                    "connection refused: uid {} gid {} pid {} is not in the allowlist",
+                    peer.uid, peer.gid, peer.pid
+                ));
+                refuse(&mut stream, "this uid/gid may not use the socket", who);
+                continue;
+            }
+            if self.conns.len() >= self.cfg.serve.serve.max_connections {
+                log_line(&format!(
+                    "connection refused: {} connections open (max_connections)",
+                    self.conns.len()
+                ));
+                refuse(&mut stream, "too many connections", who);
+                continue;
+            }
+            let t = self.next_conn;
+            self.next_conn += 1;
+            if let Err(e) = self.sup.registry().register(
+                &mut stream,
+                Token(t),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                log_line(&format!("cannot register a connection: {e}"));
+                continue;
+            }
+            let s = &self.cfg.serve.serve;
+            let max_frame = self.cfg.host.protocol.max_frame_bytes;
+            self.conns
+                .insert(t, Conn::new(stream, peer, max_frame, s.max_outbound_bytes));
+            // Data may already be there (edge-triggered): read it on this turn.
+            self.hot.push(t);
+        }
+    }
+
+    fn read_conn(&mut self, t: usize, buf: &mut [u8], now: Instant) {
+        let mut frames = Vec::new();
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        if let ReadOutcome::Budget = c.read(buf, &mut frames) {
+            self.hot.push(t);
+        }
+        for f in frames {
+            let line = match f {
+                Ok(l) => l,
+                Err(e) => {
+                    let e = err(codes::INVALID_REQUEST, e.to_string());
+                    self.send(t, &response_err(&Value::Null, &e));
+                    continue;
+                }
+            };
+            match Message::parse(&line) {
+                Ok(Message::Request {
+                    id,
+                    method,
+                    params: p,
+                }) => self.request(t, id, &method, &p, now),
+                // Notifications and responses from an agent carry nothing serve acts on.
+                Ok(_) => {}
+                Err(e) => self.send(
+                    t,
+                    &response_err(&Value::Null, &err(e.code(), e.to_string())),
+                ),
+            }
+        }
+    }
+
+    pub(crate) fn send(&mut self, conn: usize, v: &Value) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.queue(v);
+        }
+    }
+
+    /// A notification for every connection (docs/protocol.md: serve has no subscriptions;
+    /// every allowed connection receives every notification).
+    pub(crate) fn broadcast(&mut self, v: &Value) {
+        for c in self.conns.values_mut() {
+            c.queue(v);
+        }
+    }
+
+    fn request(&mut self, conn: usize, id: Value, method: &str, p: &Value, now: Instant) {
+        let r = match method {
+            "hook_invoke" => match params::<HookInvoke>(p) {
+                Ok(call) if call.deadline_ms == Some(0) => {
+                    Err(err(codes::INVALID_PARAMS, "deadline_ms must be at least 1"))
+                }
+                Ok(call) => return self.fan_out(conn, id, call, now),
+                Err(e) => Err(e),
+            },
+            "plugin_load" => return self.plugin_load(conn, id, p, now),
+            "plugin_unload" => return self.plugin_unload(conn, id, p, now),
+            "plugin_restart" => self.plugin_restart(p, now),
+            "plugin_list" => Ok(json!({"plugins": self
+                .plugins
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|n| self.status(n))
+                .collect::<Vec<_>>()})),
+            "plugin_status" => self.name_param(p).map(|n| self.status(&n)),
+            _ => Err(err(
+                codes::METHOD_NOT_FOUND,
+                format!("unknown method `{method}`"),
+            )),
+        };
+        let v = match r {
+            Ok(v) => response_ok(&id, v),
+            Err(e) => response_err(&id, &e),
+        };
+        self.send(conn, &v);
+    }
+
+    /// `{name}` of a loaded plugin.
+    pub(crate) fn name_param(&self, p: &Value) -> Result<String, RpcError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Name {
+            name: String,
+        }
+        let n: Name = params(p)?;
+        if !self.plugins.contains_key(&n.name) {
+            return Err(err(
+                codes::UNKNOWN_PLUGIN,
+                format!("no plugin `{}` is loaded", n.name),
+            ));
+        }
+        Ok(n.name)
+    }
+
+    /// The entry for a plugin that cannot take the call now (starting, restarting,
+    /// quarantined): the hook's failure mode decides, as for a crashed plugin.
+    fn unavailable_entry(&self, plugin: &str, hook: &str, why: &str) -> Value {
+        let e = err(codes::UNAVAILABLE, why);
+        match self.cfg.host.hooks.get(hook) {
+            Some(h) if h.failure == FailureMode::Open => json!({
+                "plugin": plugin, "result": default_json(h),
+                "bypassed": {"hook": hook, "code": e.code, "reason": codes::name(e.code), "message": e.message},
+            }),
+            _ => json!({"plugin": plugin, "error": e}),
+        }
+    }
+
+    fn fan_out(&mut self, conn: usize, id: Value, call: HookInvoke, now: Instant) {
+        use super::plugin::State;
+        let targets: Vec<String> = self
+            .plugins
+            .iter()
+            .filter(|(_, e)| e.hooks.contains(&call.hook))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if targets.is_empty() {
+            let e = err(
+                codes::NOT_REGISTERED,
+                "no plugin is registered for this hook",
+            );
+            return self.send(conn, &response_err(&id, &e));
+        }
+        let fid = self.next_fanout;
+        self.next_fanout += 1;
+        let mut f = FanOut {
+            conn,
+            id,
+            hook: call.hook.clone(),
+            results: vec![None; targets.len()],
+            names: targets.clone(),
+            pending: 0,
+        };
+        let mut sends = Vec::new();
+        for (i, name) in targets.iter().enumerate() {
+            let e = &self.plugins[name];
+            let ready = e.slot.filter(|&s| {
+                self.sup
+                    .handle(s)
+                    .is_some_and(|h| h.state() == State::Ready && h.hooks().contains(&call.hook))
+            });
+            match ready {
+                Some(slot) => {
+                    let cid = self.next_call;
+                    self.next_call += 1;
+                    self.calls.insert(cid, (fid, i));
+                    f.pending += 1;
+                    sends.push((slot, cid));
+                }
+                None => {
+                    let why = format!("the plugin is {}", e.state_name(&self.sup));
+                    f.results[i] = Some(self.unavailable_entry(name, &call.hook, &why));
+                }
+            }
+        }
+        let done = f.pending == 0;
+        self.fanouts.insert(fid, f);
+        for (slot, cid) in sends {
+            self.sup.invoke_on(slot, json!(cid), call.clone(), now);
+        }
+        if done {
+            self.finish(fid);
+        }
+    }
+
+    fn finish(&mut self, fid: u64) {
+        let Some(f) = self.fanouts.remove(&fid) else {
+            return;
+        };
+        let results: Vec<Value> = f
+            .results
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
+        let v = response_ok(&f.id, json!({"hook": f.hook, "results": results}));
+        self.send(f.conn, &v);
+    }
+
+    /// Route what the plugins said: answers into their fan-out, notifications to everyone.
+    pub(crate) fn route(&mut self) {
+        let msgs = std::mem::take(&mut self.sup.to_agent);
+        if msgs.is_empty() {
+            return;
+        }
+        // Call id → its resolved slot, for the fail-open log that follows a bypassed answer.
+        let mut resolved: HashMap<u64, (u64, usize)> = HashMap::new();
+        // Answered after the whole batch, so a bypass log is folded into its entry first.
+        let mut done = Vec::new();
+        for mut m in msgs {
+            if m.get("method").is_none() {
+                let Some(cid) = m["id"].as_u64() else {
+                    continue;
+                };
+                let Some((fid, i)) = self.calls.remove(&cid) else {
+                    continue;
+                };
+                resolved.insert(cid, (fid, i));
+                let Some(f) = self.fanouts.get_mut(&fid) else {
+                    continue;
+                };
+                let name = f.names[i].clone();
+                let entry = match (m.get("result"), m.get("error")) {
+                    (Some(r), _) => json!({"plugin": name, "result": r}),
+                    (_, Some(e)) => json!({"plugin": name, "error": e}),
+                    _ => json!({"plugin": name, "error": err(codes::UNAVAILABLE, "no answer")}),
+                };
+                if f.results[i].is_none() {
+                    f.results[i] = Some(entry);
+                    f.pending -= 1;
+                }
+                if f.pending == 0 {
+                    done.push(fid);
+                }
+                continue;
+            }
+            let method = m["method"].as_str().unwrap_or("").to_string();
+            if method == "log" {
+                if let Some(b) = m["params"].get_mut("bypass") {
+                    let cid = b["id"].as_u64().unwrap_or(0);
+                    if let Some(b) = b.as_object_mut() {
+                        b.remove("id"); // internal; meaningless to agents
+                    }
+                    self.mark_bypassed(resolved.get(&cid).copied(), &m["params"]["bypass"]);
+                }
+            }
+            if method == "plugin_state" {
+                self.on_plugin_state(&m["params"]);
+            }
+            self.broadcast(&m);
+        }
+        for fid in done {
+            self.finish(fid);
+        }
+    }
+
+    fn mark_bypassed(&mut self, at: Option<(u64, usize)>, bypass: &Value) {
+        let Some((fid, i)) = at else { return };
+        if let Some(Some(e)) = self.fanouts.get_mut(&fid).map(|f| &mut f.results[i]) {
+            e["bypassed"] = bypass.clone();
+        }
+    }
+
+    fn flush_conns(&mut self) {
+        let mut gone = Vec::new();
+        for (t, c) in self.conns.iter_mut() {
+            if c.pending() > 0 {
+                c.flush();
+            }
+            if c.closed.is_some() {
+                gone.push(*t);
+            }
+        }
+        for t in gone {
+            if let Some(mut c) = self.conns.remove(&t) {
+                let _ = self.sup.registry().deregister(&mut c.stream);
+                match c.closed {
+                    Some(Closed::Overflow) => {
+                        self.dropped_slow += 1;
+                        log_line(&format!(
+                            "connection of uid {} pid {} dropped: it stopped reading and its \
+                             outbound buffer is full ({} dropped so far)",
+                            c.peer.uid, c.peer.pid, self.dropped_slow
+                        ));
+                    }
+                    Some(Closed::Error) => log_line(&format!(
+                        "connection of uid {} pid {} failed; closed",
+                        c.peer.uid, c.peer.pid
+                    )),
+                    _ => {}
+                }
+            }
+        }
+    }
+}

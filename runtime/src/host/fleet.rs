@@ -1,0 +1,460 @@
+//! The plugins of `stockade serve` and their supervision.
+//!
+//! A loaded plugin is an [`Entry`]: its verified package (kept extracted for restarts), the
+//! slot of its current incarnation in the [`Supervisor`](super::supervisor::Supervisor), and
+//! its supervision state. Life cycle (every change is a `plugin_state` notification and one
+//! stderr line):
+//!
+//! ```text
+//! plugin_load → starting → ready ─(crash, violation, hung, unasked exit)→ restarting ─(backoff)→ starting …
+//!                   │                         └─(N crashes within the window)→ quarantined
+//!                   └─(never ready on the first launch)→ plugin_load fails (load_failed), unloaded
+//! plugin_unload → stopping → unloaded          plugin_restart: quarantined|restarting|ready → starting
+//! ```
+//!
+//! Backoff is `backoff_base_ms · 2^(crashes in window − 1)`, capped, with jitter
+//! ([`stockade_policy::serve::backoff_ms`]). A quarantined plugin stays loaded (its status and
+//! last exit are kept) but gets no calls and no restarts until an agent sends `plugin_restart`
+//! (or unloads and loads it again).
+
+use super::daemon::{log_line, Daemon};
+use super::kv::KvStore;
+use super::plugin::{Health, PluginConfig, State};
+use crate::keyfile::unix_now;
+use crate::package::{open_verified_in, VerifiedPackage};
+use crate::sandbox::{self, LaunchSpec, Program};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use stockade_policy::protocol::message::{codes, params, response_err, response_ok, RpcError};
+use stockade_policy::serve::{backoff_ms, CrashWindow};
+
+/// Where a loaded plugin is in its life, beyond its current process's own state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// An incarnation is running (its handle has the details).
+    Running,
+    /// Waiting for the backoff to expire.
+    Restarting(Instant),
+    /// Crash-looped: no calls, no restarts.
+    Quarantined,
+    /// `plugin_unload`: stopping, then removed.
+    Unloading,
+    /// `plugin_restart` of a running plugin: stopping, then launched again at once.
+    Relaunch,
+}
+
+/// One loaded plugin.
+pub struct Entry {
+    pkg: VerifiedPackage,
+    pub(crate) slot: Option<usize>,
+    phase: Phase,
+    restarts: u32,
+    crashes: CrashWindow,
+    /// Hooks of the last ready incarnation (a restarting plugin still answers for them).
+    pub(crate) hooks: BTreeSet<String>,
+    granted: Vec<Value>,
+    last_exit: Option<Value>,
+    ever_ready: bool,
+    pending_load: Option<(usize, Value)>,
+    pending_unload: Vec<(usize, Value)>,
+}
+
+impl Entry {
+    /// The name `plugin_status` shows as `state`.
+    pub(crate) fn state_name(&self, sup: &super::supervisor::Supervisor) -> &'static str {
+        match self.phase {
+            Phase::Restarting(_) => "restarting",
+            Phase::Quarantined => "quarantined",
+            _ => match self.slot.and_then(|s| sup.handle(s)).map(|h| h.state()) {
+                Some(State::Starting) => "starting",
+                Some(State::Ready) => "ready",
+                Some(State::Stopping) => "stopping",
+                Some(State::Exited) => "exited",
+                Some(State::Terminated) => "terminated",
+                None => "stopped",
+            },
+        }
+    }
+}
+
+fn load_failed(msg: impl Into<String>, data: Value) -> RpcError {
+    RpcError::new(codes::LOAD_FAILED, msg.into()).with_data(data)
+}
+
+impl Daemon {
+    /// Verify and launch a package; the entry's first incarnation is starting on success.
+    pub fn load(&mut self, path: &Path, now: Instant) -> Result<String, RpcError> {
+        let pkg = open_verified_in(
+            path,
+            &self.cfg.trust,
+            &self.cfg.node,
+            unix_now(),
+            &std::env::temp_dir(),
+        )
+        .map_err(|e| {
+            load_failed(
+                format!("package `{}` failed verification: {e}", path.display()),
+                json!({"kind": e.kind(), "exit": e.exit().code(), "hint": e.hint()}),
+            )
+        })?;
+        let name = pkg.manifest.name().to_string();
+        if self.plugins.contains_key(&name) {
+            return Err(RpcError::new(
+                codes::ALREADY_LOADED,
+                format!("a plugin named `{name}` is already loaded"),
+            ));
+        }
+        // The plugin's own uid must be able to read what was verified.
+        std::fs::set_permissions(pkg.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| load_failed(format!("cannot prepare the package: {e}"), Value::Null))?;
+        let mut entry = Entry {
+            pkg,
+            slot: None,
+            phase: Phase::Running,
+            restarts: 0,
+            crashes: CrashWindow::default(),
+            hooks: BTreeSet::new(),
+            granted: Vec::new(),
+            last_exit: None,
+            ever_ready: false,
+            pending_load: None,
+            pending_unload: Vec::new(),
+        };
+        let slot = self.launch(&entry.pkg, now)?;
+        entry.slot = Some(slot);
+        self.plugins.insert(name.clone(), entry);
+        Ok(name)
+    }
+
+    fn launch(&mut self, pkg: &VerifiedPackage, now: Instant) -> Result<usize, RpcError> {
+        let name = pkg.manifest.name().to_string();
+        let kv = KvStore::open(&self.cfg.trust.state_dir, &name, self.cfg.host.kv.clone())
+            .map_err(|e| {
+                load_failed(format!("cannot open the key/value store: {e}"), Value::Null)
+            })?;
+        let mut config = BTreeMap::new();
+        config.insert("plugin_name".to_string(), json!(name));
+        config.insert(
+            "runtime_version".to_string(),
+            json!(env!("CARGO_PKG_VERSION")),
+        );
+        if let Some(id) = &self.cfg.node.hardware_id {
+            config.insert("node_id".to_string(), json!(id));
+        }
+        let entry = pkg.dir.path().join(pkg.manifest.entrypoint());
+        let launch_err = |e: sandbox::LaunchError| {
+            load_failed(format!("cannot launch the plugin: {e}"), Value::Null)
+        };
+        let program = Program::open(&entry.to_string_lossy(), "").map_err(launch_err)?;
+        let spec = LaunchSpec {
+            policy: &self.cfg.sandbox,
+            program,
+            argv: vec![format!("/plugin/{}", pkg.manifest.entrypoint())],
+            env: sandbox::BASE_ENV
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            package_dir: Some(pkg.dir.path().to_path_buf()),
+            uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
+        };
+        let sb = sandbox::launch(spec).map_err(launch_err)?;
+        let h = &self.cfg.serve.health;
+        let health = (h.ping_interval_ms > 0).then(|| Health {
+            interval: Duration::from_millis(h.ping_interval_ms),
+            timeout: Duration::from_millis(h.ping_timeout_ms),
+        });
+        let pcfg = PluginConfig {
+            ceiling: pkg.report.capability_ceiling.iter().copied().collect(),
+            manifest: pkg.manifest.clone(),
+            policy: self.cfg.host.clone(),
+            kv,
+            config,
+            health,
+        };
+        self.sup
+            .add(pcfg, sb, now)
+            .map_err(|e| load_failed(format!("cannot watch the plugin: {e}"), Value::Null))
+    }
+
+    /// `plugin_load {package}`: answered once the plugin is ready (or failed).
+    pub(crate) fn plugin_load(&mut self, conn: usize, id: Value, p: &Value, now: Instant) {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Load {
+            package: String,
+        }
+        let r = params::<Load>(p).and_then(|l| {
+            if self.stopping {
+                return Err(RpcError::new(codes::UNAVAILABLE, "the daemon is stopping"));
+            }
+            self.load(Path::new(&l.package), now)
+        });
+        match r {
+            Ok(name) => {
+                if let Some(e) = self.plugins.get_mut(&name) {
+                    e.pending_load = Some((conn, id));
+                }
+            }
+            Err(e) => self.send(conn, &response_err(&id, &e)),
+        }
+    }
+
+    /// `plugin_unload {name}`: graceful stop, then cgroup kill after the grace period;
+    /// answered once it is gone.
+    pub(crate) fn plugin_unload(&mut self, conn: usize, id: Value, p: &Value, now: Instant) {
+        let name = match self.name_param(p) {
+            Ok(n) => n,
+            Err(e) => return self.send(conn, &response_err(&id, &e)),
+        };
+        let e = self.plugins.get_mut(&name).expect("checked");
+        e.pending_unload.push((conn, id));
+        e.phase = Phase::Unloading;
+        if let Some(slot) = e.slot {
+            self.sup.shutdown(slot, now);
+        }
+        // Without a process (restarting, quarantined) `supervise` finishes it this turn.
+    }
+
+    /// `plugin_restart {name}`: out of quarantine or backoff at once (crash count cleared); a
+    /// running plugin is stopped gracefully first.
+    pub(crate) fn plugin_restart(&mut self, p: &Value, now: Instant) -> Result<Value, RpcError> {
+        let name = self.name_param(p)?;
+        if self.stopping {
+            return Err(RpcError::new(codes::UNAVAILABLE, "the daemon is stopping"));
+        }
+        let e = self.plugins.get_mut(&name).expect("checked");
+        if e.phase == Phase::Unloading {
+            return Err(RpcError::new(codes::UNAVAILABLE, "the plugin is unloading"));
+        }
+        e.crashes.clear();
+        match e.slot {
+            Some(slot) => {
+                e.phase = Phase::Relaunch;
+                self.sup.shutdown(slot, now);
+            }
+            None => e.phase = Phase::Restarting(now),
+        }
+        Ok(json!({"name": name, "restarting": true}))
+    }
+
+    /// `plugin_status` of one plugin.
+    pub(crate) fn status(&self, name: &str) -> Value {
+        let Some(e) = self.plugins.get(name) else {
+            return Value::Null;
+        };
+        let h = e.slot.and_then(|s| self.sup.handle(s));
+        json!({
+            "name": name,
+            "version": e.pkg.manifest.manifest().version.to_string(),
+            "state": e.state_name(&self.sup),
+            "pid": h.and_then(|h| h.pid()),
+            "restarts": e.restarts,
+            "crashes": e.crashes.recent(),
+            "quarantined": e.phase == Phase::Quarantined,
+            "granted": h.map_or_else(|| e.granted.clone(), |h| h.granted().iter().map(|c| json!(c)).collect()),
+            "hooks": e.hooks,
+            "in_flight": h.map_or(0, |h| h.in_flight()),
+            "last_exit": e.last_exit,
+        })
+    }
+
+    /// A `plugin_state` from a handle: log it, remember what status needs.
+    pub(crate) fn on_plugin_state(&mut self, p: &Value) {
+        let name = p["plugin"].as_str().unwrap_or("");
+        let state = p["state"].as_str().unwrap_or("");
+        let reason = p.get("reason");
+        let why = match reason {
+            Some(r) => {
+                let kind = r["kind"].as_str().unwrap_or("");
+                match r["message"].as_str() {
+                    Some(m) => format!(" ({kind}: {m})"),
+                    None => format!(" ({kind})"),
+                }
+            }
+            None if state == "restarting" => format!(
+                " (in {} ms; crash {} in the window)",
+                p["delay_ms"], p["crashes"]
+            ),
+            None => String::new(),
+        };
+        log_line(&format!("plugin {name}: {state}{why}"));
+        let Some(e) = self.plugins.get_mut(name) else {
+            return;
+        };
+        match state {
+            "ready" => {
+                e.hooks = p["hooks"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|h| h.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                e.granted = p["granted"].as_array().cloned().unwrap_or_default();
+            }
+            "exited" | "terminated" => e.last_exit = reason.cloned(),
+            _ => {}
+        }
+    }
+
+    fn note_state(&mut self, name: &str, state: &str, extra: Value) {
+        let mut p = json!({"plugin": name, "state": state});
+        if let (Some(o), Value::Object(x)) = (p.as_object_mut(), extra) {
+            o.extend(x);
+        }
+
+        let n = stockade_policy::protocol::message::notification("plugin_state", p);
+        self.sup.to_agent.push(n);
+    }
+
+    /// The earliest pending restart.
+    pub(crate) fn next_restart(&self) -> Option<Instant> {
+        if self.stopping {
+            return None;
+        }
+        self.plugins
+            .values()
+            .filter_map(|e| match e.phase {
+                Phase::Restarting(at) => Some(at),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Act on state changes: load replies, finished unloads, crashes, due restarts.
+    pub(crate) fn supervise(&mut self, now: Instant) {
+        let names: Vec<String> = self.plugins.keys().cloned().collect();
+        for name in names {
+            self.supervise_one(&name, now);
+        }
+    }
+
+    fn supervise_one(&mut self, name: &str, now: Instant) {
+        let Some(e) = self.plugins.get_mut(name) else {
+            return;
+        };
+        let state = e.slot.and_then(|s| self.sup.handle(s)).map(|h| h.state());
+        if state == Some(State::Ready) && !e.ever_ready {
+            e.ever_ready = true;
+        }
+        if state == Some(State::Ready) {
+            if let Some((conn, id)) = e.pending_load.take() {
+                let st = self.status(name);
+                self.send(conn, &response_ok(&id, st));
+            }
+            return;
+        }
+        let gone = state.is_some_and(State::is_gone);
+        if gone {
+            let slot = e.slot.take().expect("gone implies a slot");
+            self.sup.remove(slot);
+        }
+        let e = self.plugins.get_mut(name).expect("present");
+        if e.slot.is_some() {
+            return; // starting or stopping: nothing to decide yet
+        }
+        match e.phase {
+            Phase::Unloading => {
+                let e = self.plugins.remove(name).expect("present");
+                let last = e.last_exit.clone();
+                for (conn, id) in e.pending_unload {
+                    self.send(
+                        conn,
+                        &response_ok(
+                            &id,
+                            json!({"name": name, "state": "unloaded", "last_exit": last}),
+                        ),
+                    );
+                }
+                if let Some((conn, id)) = e.pending_load {
+                    let err = load_failed("unloaded before it became ready", Value::Null);
+                    self.send(conn, &response_err(&id, &err));
+                }
+                self.note_state(name, "unloaded", json!({}));
+            }
+            _ if self.stopping => {
+                if let Some((conn, id)) = e.pending_load.take() {
+                    let err = RpcError::new(codes::UNAVAILABLE, "the daemon is stopping");
+                    self.send(conn, &response_err(&id, &err));
+                }
+            }
+            Phase::Running if !e.ever_ready => {
+                // The first launch never became ready: the load fails, nothing stays loaded.
+                let e = self.plugins.remove(name).expect("present");
+                let err = load_failed(
+                    "the plugin ended before completing its handshake",
+                    json!({"last_exit": e.last_exit}),
+                );
+                if let Some((conn, id)) = e.pending_load {
+                    self.send(conn, &response_err(&id, &err));
+                }
+                self.note_state(name, "unloaded", json!({"reason": {"kind": "load_failed"}}));
+            }
+            Phase::Running if gone => self.crashed(name, now),
+            Phase::Relaunch | Phase::Restarting(_) => {
+                let due = match e.phase {
+                    Phase::Restarting(at) => at <= now,
+                    _ => true,
+                };
+                if due {
+                    self.relaunch(name, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn crashed(&mut self, name: &str, now: Instant) {
+        let q = self.cfg.serve.quarantine;
+        let r = self.cfg.serve.restart;
+        let now_ms =
+            u64::try_from(now.duration_since(self.started).as_millis()).unwrap_or(u64::MAX);
+        let random = self.rng.next_u64();
+        let e = self.plugins.get_mut(name).expect("present");
+        if e.crashes.record(&q, now_ms) {
+            e.phase = Phase::Quarantined;
+            let n = e.crashes.recent();
+            self.note_state(
+                name,
+                "quarantined",
+                json!({"crashes": n, "window_ms": q.window_ms,
+                       "reason": {"kind": "crash_loop",
+                                  "message": format!("{n} crashes within {} ms; send plugin_restart to try again", q.window_ms)}}),
+            );
+            return;
+        }
+        let delay = backoff_ms(&r, e.crashes.recent(), random);
+        e.phase = Phase::Restarting(now + Duration::from_millis(delay));
+        let (restarts, crashes) = (e.restarts, e.crashes.recent());
+        self.note_state(
+            name,
+            "restarting",
+            json!({"delay_ms": delay, "restarts": restarts, "crashes": crashes}),
+        );
+    }
+
+    fn relaunch(&mut self, name: &str, now: Instant) {
+        let e = self.plugins.remove(name).expect("present");
+        let r = self.launch(&e.pkg, now);
+        let mut e = e;
+        match r {
+            Ok(slot) => {
+                e.slot = Some(slot);
+                e.restarts += 1;
+                e.phase = Phase::Running;
+                self.plugins.insert(name.to_string(), e);
+            }
+            Err(err) => {
+                log_line(&format!("plugin {name}: restart failed: {}", err.message));
+                e.last_exit = Some(json!({"kind": "launch_failed", "message": err.message}));
+                e.phase = Phase::Running;
+                self.plugins.insert(name.to_string(), e);
+                self.crashed(name, now);
+            }
+        }
+    }
+}

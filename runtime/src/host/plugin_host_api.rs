@@ -1,0 +1,119 @@
+//! The host API side of [`PluginHandle`] (docs/protocol.md §3.7): deny-by-default dispatch of
+//! the plugin's calls to `log`, `emit_event`, `get_config_value`, `register_hook`, `kv_get` and
+//! `kv_put`. A call to anything not granted terminates the plugin.
+
+use super::*;
+
+impl PluginHandle {
+    pub(super) fn host_call(
+        &mut self,
+        id: Option<Value>,
+        method: &str,
+        p: &Value,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
+        let _ = now;
+        let Ok(cap) = method.parse::<Capability>() else {
+            return self.terminate(
+                fx,
+                codes::DENIED,
+                "denied",
+                format!("call to `{method}`, which is not a host API method"),
+            );
+        };
+        if !self.granted.contains(&cap) {
+            return self.terminate(
+                fx,
+                codes::DENIED,
+                "denied",
+                format!("call to `{method}`, which was not granted"),
+            );
+        }
+        let r = self.serve(cap, p, fx);
+        if self.state.is_gone() {
+            return;
+        }
+        if let Some(id) = id {
+            let v = match r {
+                Ok(v) => response_ok(&id, v),
+                Err(e) => response_err(&id, &e),
+            };
+            self.send(&v);
+        }
+    }
+
+    fn serve(&mut self, cap: Capability, p: &Value, fx: &mut Effects) -> Result<Value, RpcError> {
+        match cap {
+            Capability::Log | Capability::EmitEvent => {
+                if self.tokens == 0 {
+                    self.dropped += 1;
+                    return Err(RpcError::new(
+                        codes::OVERLOADED,
+                        "event rate limit exceeded; dropped",
+                    ));
+                }
+                self.tokens -= 1;
+                if cap == Capability::Log {
+                    let l: msg::Log = params(p)?;
+                    let level = match l.level.as_str() {
+                        "debug" | "info" | "warn" | "error" => l.level,
+                        _ => "info".into(),
+                    };
+                    self.log(fx, &level, "plugin", l.message);
+                } else {
+                    let e: msg::EmitEvent = params(p)?;
+                    fx.to_agent.push(notification(
+                        "event",
+                        json!({"plugin": self.name(), "name": e.name, "data": e.data}),
+                    ));
+                }
+                Ok(json!({}))
+            }
+            Capability::GetConfigValue => {
+                let k: msg::Key = params(p)?;
+                self.cfg
+                    .config
+                    .get(&k.key)
+                    .map(|v| json!({"value": v}))
+                    .ok_or_else(|| {
+                        RpcError::new(
+                            codes::INVALID_PARAMS,
+                            format!("unknown config key `{}`", k.key),
+                        )
+                    })
+            }
+            Capability::RegisterHook => {
+                let h: msg::RegisterHook = params(p)?;
+                if !self.cfg.manifest.manifest().hooks.contains(&h.hook) {
+                    self.terminate(
+                        fx,
+                        codes::DENIED,
+                        "denied",
+                        format!(
+                            "register_hook `{}`, which the manifest does not declare",
+                            h.hook
+                        ),
+                    );
+                    return Err(RpcError::new(codes::DENIED, "undeclared hook"));
+                }
+                self.hooks.insert(h.hook);
+                Ok(json!({"hooks": self.hooks}))
+            }
+            Capability::KvGet => {
+                let k: msg::Key = params(p)?;
+                Ok(json!({"value": self.cfg.kv.get(&k.key)}))
+            }
+            Capability::KvPut => {
+                let k: msg::KvPut = params(p)?;
+                match self.cfg.kv.put(&k.key, k.value.as_deref()) {
+                    Ok(()) => Ok(json!({})),
+                    Err(e @ KvError::Quota(_)) => {
+                        Err(RpcError::new(codes::QUOTA_EXCEEDED, e.to_string()))
+                    }
+                    Err(e) => Err(RpcError::new(codes::UNAVAILABLE, e.to_string())),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! `stockade serve`: the agent methods (load, list, status, unload), the fan-out of
+//! `hook_invoke` with aggregated results, fail-open vs fail-closed per hook, graceful stop on
+//! SIGTERM without leaks. Real sandboxes (root).
+
+mod serve_common;
+use serde_json::json;
+use serve_common::*;
+
+const POLICY: &str = r#"
+[hooks."on:open"]
+failure = "open"
+default = { allow = true, bypassed = true }
+"#;
+
+#[test]
+fn load_list_status_fan_out_fail_modes_unload_and_stop() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let pkgs: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| pack_worker(&fx, n, &["on:closed", "on:open"]))
+        .collect();
+    let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 200\n", Some(POLICY));
+    let mut c = s.client();
+    for (n, p) in ["a", "b", "c"].iter().zip(&pkgs) {
+        let r = c.ok("plugin_load", json!({"package": p}));
+        assert_eq!(r["name"], *n);
+        assert_eq!(r["state"], "ready", "{r}");
+        assert!(r["pid"].as_i64().unwrap() > 1);
+        assert_eq!(r["hooks"], json!(["on:closed", "on:open"]));
+        assert_eq!(r["granted"], json!(["log", "register_hook"]));
+    }
+    assert_eq!(
+        c.err("plugin_load", json!({"package": &pkgs[0]})),
+        ALREADY_LOADED
+    );
+    let bad = fx.dir().join("nope.stockade");
+    std::fs::write(&bad, b"not a package").unwrap();
+    let r = c.call("plugin_load", json!({"package": bad}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert!(r["error"]["data"]["kind"].is_string(), "{r}");
+
+    let list = c.ok("plugin_list", json!({}));
+    let names: Vec<_> = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    let st = c.ok("plugin_status", json!({"name": "b"}));
+    assert_eq!(st["state"], "ready");
+    assert_eq!(st["restarts"], 0);
+    assert_eq!(st["quarantined"], false);
+    assert_eq!(st["in_flight"], 0);
+    let pids: Vec<i64> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            c.ok("plugin_status", json!({"name": n}))["pid"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        c.err("plugin_status", json!({"name": "zz"})),
+        UNKNOWN_PLUGIN
+    );
+
+    // Fan-out to all three, one entry each, in name order.
+    let r = c.ok(
+        "hook_invoke",
+        invoke("on:closed", json!({"act": "ok"}), None),
+    );
+    assert_eq!(r["hook"], "on:closed");
+    let res = r["results"].as_array().unwrap();
+    assert_eq!(res.len(), 3);
+    for (e, n) in res.iter().zip(["a", "b", "c"]) {
+        assert_eq!(e["plugin"], n);
+        assert_eq!(e["result"]["ok"], true, "{e}");
+        assert_eq!(e["result"]["plugin"], n);
+    }
+    // b is slow: fail-closed gives b's typed error, the others still answer.
+    let r = c.ok(
+        "hook_invoke",
+        invoke("on:closed", json!({"b": "sleep"}), Some(300)),
+    );
+    let res = r["results"].as_array().unwrap();
+    assert_eq!(res[0]["result"]["ok"], true, "{r}");
+    assert_eq!(res[1]["error"]["code"], DEADLINE_EXCEEDED, "{r}");
+    assert_eq!(res[2]["result"]["ok"], true, "{r}");
+    // Fail-open: the same misbehaviour is bypassed with the hook's default, and marked.
+    let r = c.ok(
+        "hook_invoke",
+        invoke("on:open", json!({"b": "sleep"}), Some(300)),
+    );
+    let res = r["results"].as_array().unwrap();
+    assert_eq!(res[0]["result"]["ok"], true, "{r}");
+    assert_eq!(
+        res[1]["result"],
+        json!({"allow": true, "bypassed": true}),
+        "{r}"
+    );
+    assert_eq!(res[1]["bypassed"]["code"], DEADLINE_EXCEEDED, "{r}");
+    assert!(res[2].get("bypassed").is_none(), "{r}");
+    // A plugin error is never bypassed, even on a fail-open hook.
+    let r = c.ok(
+        "hook_invoke",
+        invoke("on:open", json!({"a": "error"}), None),
+    );
+    let res = r["results"].as_array().unwrap();
+    assert_eq!(res[0]["error"]["code"], -32008, "{r}");
+    assert_eq!(res[2]["result"]["ok"], true, "{r}");
+    assert_eq!(
+        c.err("hook_invoke", invoke("on:nobody", json!({}), None)),
+        NOT_REGISTERED
+    );
+    assert_eq!(c.err("no_such_method", json!({})), -32601);
+
+    // Unload b: graceful stop, answered once gone; the others keep serving.
+    let r = c.ok("plugin_unload", json!({"name": "b"}));
+    assert_eq!(r["state"], "unloaded");
+    assert_eq!(r["last_exit"]["kind"], "shutdown", "{r}");
+    c.wait_state("b", "unloaded");
+    assert_eq!(alive(&[pids[1]]), Vec::<i64>::new());
+    assert_eq!(c.err("plugin_status", json!({"name": "b"})), UNKNOWN_PLUGIN);
+    let r = c.ok("hook_invoke", invoke("on:closed", json!({}), None));
+    assert_eq!(r["results"].as_array().unwrap().len(), 2);
+
+    // SIGTERM: every plugin stopped gracefully, the daemon exits 0, nothing is left.
+    let serve_pid = s.pid();
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert_eq!(alive(&pids), Vec::<i64>::new(), "{}", s.log());
+    assert_eq!(cgroups_of(serve_pid), Vec::<std::path::PathBuf>::new());
+    assert!(!s.sock.exists(), "the socket file is removed");
+    let log = s.log();
+    assert!(log.contains("plugin a: stopping"), "{log}");
+    assert!(log.contains("plugin a: exited (shutdown)"), "{log}");
+    // Every state change reached the agent too (until the daemon closed the connection).
+    while c.recv().is_some() {}
+}
+
+#[test]
+fn a_plugin_that_never_handshakes_fails_its_load_and_connections_are_capped() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let bad = pack_script(&fx, "bad", &["on:x"], "#!/bin/sh\nexit 1\n");
+    let good = pack_worker(&fx, "good", &["on:x"]);
+    let mut s = Serve::start(&fx, "[serve]\nmax_connections = 2\n", None);
+    let mut c = s.client();
+    let r = c.call("plugin_load", json!({"package": bad}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(
+        r["error"]["data"]["last_exit"]["sandbox"]["exit"]["code"], 1,
+        "{r}"
+    );
+    let un = c.wait_state("bad", "unloaded");
+    assert_eq!(un["reason"]["kind"], "load_failed", "{un}");
+    assert_eq!(c.ok("plugin_list", json!({}))["plugins"], json!([]));
+
+    // A call in flight when SIGTERM arrives is still answered (unavailable), exactly once.
+    c.ok("plugin_load", json!({"package": good}));
+    let mut c2 = s.client();
+    c2.ok("plugin_list", json!({}));
+    // The third connection is over max_connections: one refusal line, then closed.
+    let mut c3 = s.client();
+    let m = c3.recv().expect("a refusal line");
+    assert_eq!(m["error"]["code"], PEER_REFUSED, "{m}");
+    assert!(c3.recv().is_none());
+
+    c.send(&json!({"jsonrpc": "2.0", "id": 77, "method": "hook_invoke",
+                   "params": invoke("on:x", json!({"act": "hang"}), Some(30_000))}));
+    // Wait until the call is in flight before stopping.
+    while c2.ok("plugin_status", json!({"name": "good"}))["in_flight"] != 1 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = s.pid();
+    signal(pid, "TERM");
+    let mut answers = 0;
+    while let Some(m) = c.recv() {
+        if m["id"] == 77 {
+            answers += 1;
+            assert_eq!(
+                m["result"]["results"][0]["error"]["code"], UNAVAILABLE,
+                "{m}"
+            );
+        }
+    }
+    assert_eq!(answers, 1);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert_eq!(cgroups_of(pid), Vec::<std::path::PathBuf>::new());
+}

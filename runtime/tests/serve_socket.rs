@@ -1,0 +1,231 @@
+//! `stockade serve`'s agent socket: peer credentials against the allowlist, systemd socket
+//! activation and sd_notify (READY=1 / STOPPING=1), stale-socket handling, and a slow agent
+//! connection dropped without stalling anyone else.
+
+mod serve_common;
+use serde_json::json;
+use serve_common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Connect as uid/gid 65534 (setpriv), send `line` (unless empty: a refused peer is closed at
+/// once, so it only reads), return the first line received.
+fn as_nobody(sock: &std::path::Path, line: &str) -> String {
+    let script = "import socket,sys\n\
+s=socket.socket(socket.AF_UNIX)\ns.settimeout(30)\ns.connect(sys.argv[1])\n\
+if sys.argv[2]: s.sendall(sys.argv[2].encode()+b'\\n')\nprint(s.makefile().readline().strip())\n";
+    let out = Command::new("setpriv")
+        // The system interpreter: a per-user one (pyenv under /root) is not reachable as nobody.
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+        ])
+        .arg(script)
+        .arg(sock)
+        .arg(line)
+        .output()
+        .expect("setpriv");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"plugin_list","params":{}}"#;
+
+#[test]
+fn peer_credentials_are_checked_against_the_allowlist() {
+    if !require_root() || !require_tool("setpriv", "run a client as another uid") {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut s = Serve::start(&fx, "", None);
+    let mode = std::fs::metadata(&s.sock).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o660
+    );
+    // Past the file mode (opened up here on purpose), the uid check still refuses.
+    std::fs::set_permissions(&s.sock, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&as_nobody(&s.sock, "")).unwrap();
+    assert_eq!(r["error"]["code"], PEER_REFUSED, "{r}");
+    assert_eq!(r["error"]["data"]["uid"], 65534, "{r}");
+    assert!(
+        s.log().contains("connection refused: uid 65534"),
+        "{}",
+        s.log()
+    );
+    // Root (and the daemon's own uid) are allowed.
+    s.client().ok("plugin_list", json!({}));
+    assert_eq!(s.stop(), 0);
+
+    // Allowlisted by uid.
+    let fx = Fixture::new();
+    let mut s = Serve::start(&fx, "[serve]\nallowed_uids = [65534]\n", None);
+    std::fs::set_permissions(&s.sock, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&as_nobody(&s.sock, LIST)).unwrap();
+    assert_eq!(r["result"]["plugins"], json!([]), "{r}");
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn socket_activation_and_sd_notify() {
+    if !require_root() || !require_tool("python3", "pass a listening socket as fd 3") {
+        return;
+    }
+    let fx = Fixture::new();
+    let pkg = pack_worker(&fx, "a", &["on:x"]);
+    let sock = fx.dir().join("activated.sock");
+    let notify = UnixDatagram::bind(fx.dir().join("notify.sock")).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // What systemd does: bind and listen, pass it as fd 3, LISTEN_PID = the service's pid
+    // (python execs stockade, keeping its pid), NOTIFY_SOCKET for readiness.
+    let launcher = "import os,socket,sys\n\
+s=socket.socket(socket.AF_UNIX,socket.SOCK_STREAM)\ns.bind(sys.argv[1])\ns.listen(16)\n\
+os.dup2(s.fileno(),3)\nos.set_inheritable(3,True)\n\
+os.environ['LISTEN_FDS']='1'\nos.environ['LISTEN_PID']=str(os.getpid())\n\
+os.execv(sys.argv[2],sys.argv[2:])\n";
+    let mut args = serve_args(&fx, &format!("[serve]\nload = [{:?}]\n", pkg), None);
+    args.insert(0, env!("CARGO_BIN_EXE_stockade").to_string());
+    let stderr = fx.dir().join("serve.stderr");
+    let child = Command::new("python3")
+        .arg("-c")
+        .arg(launcher)
+        .arg(&sock)
+        .args(&args)
+        .current_dir(fx.dir())
+        .env("NOTIFY_SOCKET", fx.dir().join("notify.sock"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut s = Serve {
+        child,
+        sock: sock.clone(),
+        stderr,
+    };
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
+    // Ready means the config's packages were launched and the socket is served.
+    let mut c = s.client();
+    // It may have become ready before this connection existed (then its `plugin_state` went to
+    // nobody): poll the status instead of waiting for the notification.
+    loop {
+        let st = c.ok("plugin_status", json!({"name": "a"}));
+        if st["state"] == "ready" {
+            break;
+        }
+        assert_eq!(st["state"], "starting", "{st}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        s.log()
+            .contains("listening on the socket passed by systemd"),
+        "{}",
+        s.log()
+    );
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    let n = notify.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    // The socket belongs to systemd: left in place.
+    assert!(sock.exists());
+}
+
+#[test]
+fn stale_socket_is_replaced_but_a_live_one_or_a_file_is_not() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let path = fx.dir().join("serve.sock");
+    // Stale: bound, then its listener gone.
+    drop(UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let mut s = Serve::start(&fx, "", None);
+    s.client().ok("plugin_list", json!({}));
+    assert!(s.log().contains("removing stale socket"), "{}", s.log());
+
+    // Live: a second daemon on the same path refuses (EX_TEMPFAIL) and leaves it alone.
+    let mut args = serve_args(&fx, "", None);
+    args.extend(["--socket".into(), path.to_string_lossy().into_owned()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(&args)
+        .current_dir(fx.dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    s.client().ok("plugin_list", json!({}));
+    assert_eq!(s.stop(), 0);
+
+    // A regular file: refused (EX_CANTCREAT), untouched.
+    std::fs::write(&path, b"precious").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(&args)
+        .current_dir(fx.dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(73), "{out:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+}
+
+#[test]
+fn a_connection_that_stops_reading_is_dropped_and_others_are_served() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut s = Serve::start(&fx, "[serve]\nmax_outbound_bytes = 4096\n", None);
+    let slow = UnixStream::connect(&s.sock).unwrap();
+    let mut w = slow.try_clone().unwrap();
+    // Requests, never reading the answers: kernel buffers fill, then the daemon's 4 KiB, then
+    // the daemon drops the connection (the writes then fail: stop).
+    let writer = std::thread::spawn(move || {
+        let line = format!("{LIST}\n").repeat(100);
+        for _ in 0..2000 {
+            if w.write_all(line.as_bytes()).is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    let dropped = writer.join().unwrap();
+    // Meanwhile and after, another agent is served normally.
+    let mut c = s.client();
+    c.ok("plugin_list", json!({}));
+    assert!(dropped, "the slow connection was never dropped");
+    assert!(s.log().contains("outbound buffer is full"), "{}", s.log());
+    // The slow agent sees the end (EOF, or a reset: it left requests unread), never a hang.
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut r = BufReader::new(slow);
+    let mut line = String::new();
+    loop {
+        match r.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => line.clear(),
+            Err(e) => {
+                assert_ne!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock,
+                    "no end within 30 s"
+                );
+                break;
+            }
+        }
+    }
+    assert_eq!(s.stop(), 0);
+}

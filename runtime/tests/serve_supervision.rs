@@ -1,0 +1,166 @@
+//! `stockade serve` supervision: restart with exponential backoff, the crash-loop breaker
+//! (quarantine, `plugin_restart`), hung plugins caught by health pings, violations counted as
+//! crashes, and one misbehaving plugin never delaying another's hooks. Real sandboxes (root).
+
+mod serve_common;
+use serde_json::json;
+use serve_common::*;
+
+const CONFIG: &str = "[restart]\nbackoff_base_ms = 50\nbackoff_max_ms = 400\njitter_percent = 0\n\
+[quarantine]\nmax_crashes = 3\nwindow_ms = 600000\n\
+[health]\nping_interval_ms = 100\nping_timeout_ms = 300\n";
+
+fn entry<'a>(r: &'a serde_json::Value, plugin: &str) -> &'a serde_json::Value {
+    r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["plugin"] == plugin)
+        .unwrap_or_else(|| panic!("no entry for {plugin} in {r}"))
+}
+
+#[test]
+fn crash_restart_backoff_quarantine_restart_hung_and_garbage() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let b = pack_worker(&fx, "b", &["on:x"]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    c.ok("plugin_load", json!({"package": b}));
+
+    // Crash 1: a's call fails `plugin_crashed`, b answers; a restarts after base backoff.
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    assert_eq!(entry(&r, "a")["error"]["code"], PLUGIN_CRASHED, "{r}");
+    assert_eq!(entry(&r, "b")["result"]["ok"], true, "{r}");
+    let ex = c.wait_state("a", "exited");
+    assert_eq!(ex["reason"]["sandbox"]["exit"]["code"], 3, "{ex}");
+    let rs = c.wait_state("a", "restarting");
+    assert_eq!(rs["delay_ms"], 50, "{rs}");
+    assert_eq!(rs["crashes"], 1);
+    c.wait_state("a", "ready");
+    let st = c.ok("plugin_status", json!({"name": "a"}));
+    assert_eq!(st["restarts"], 1, "{st}");
+    assert_eq!(st["last_exit"]["kind"], "exited", "{st}");
+
+    // Crash 2: the backoff doubles.
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    let rs = c.wait_state("a", "restarting");
+    assert_eq!(rs["delay_ms"], 100, "{rs}");
+    c.wait_state("a", "ready");
+
+    // Crash 3 within the window: quarantined, no restart; its calls fail fast (closed hook).
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    let q = c.wait_state("a", "quarantined");
+    assert_eq!(q["crashes"], 3, "{q}");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(entry(&r, "a")["error"]["code"], UNAVAILABLE, "{r}");
+    assert_eq!(entry(&r, "b")["result"]["ok"], true, "{r}");
+    let st = c.ok("plugin_status", json!({"name": "a"}));
+    assert_eq!(st["state"], "quarantined", "{st}");
+    assert_eq!(st["quarantined"], true);
+    assert!(st["pid"].is_null());
+
+    // plugin_restart brings it back, crash count cleared.
+    c.ok("plugin_restart", json!({"name": "a"}));
+    c.wait_state("a", "ready");
+    let st = c.ok("plugin_status", json!({"name": "a"}));
+    assert_eq!(st["quarantined"], false);
+    assert_eq!(st["crashes"], 0);
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(entry(&r, "a")["result"]["ok"], true, "{r}");
+
+    // Hung: the call hits its deadline, then the missing pong gets it killed and restarted.
+    let r = c.ok(
+        "hook_invoke",
+        invoke("on:x", json!({"a": "hang"}), Some(200)),
+    );
+    assert_eq!(entry(&r, "a")["error"]["code"], DEADLINE_EXCEEDED, "{r}");
+    let t = c.wait_state("a", "terminated");
+    assert_eq!(t["reason"]["kind"], "hung", "{t}");
+    assert_eq!(t["reason"]["sandbox"]["cleaned_up"], true, "{t}");
+    c.wait_state("a", "restarting");
+    c.wait_state("a", "ready");
+
+    // Garbage on stdout: a violation, terminated, counted as a crash, restarted.
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"a": "garbage"}), None));
+    assert_eq!(entry(&r, "a")["error"]["code"], VIOLATION, "{r}");
+    let t = c.wait_state("a", "terminated");
+    assert_eq!(t["reason"]["kind"], "garbage", "{t}");
+    let rs = c.wait_state("a", "restarting");
+    assert_eq!(rs["crashes"], 2, "{rs}");
+    c.wait_state("a", "ready");
+
+    // b was never disturbed.
+    let st = c.ok("plugin_status", json!({"name": "b"}));
+    assert_eq!(st["restarts"], 0, "{st}");
+    let serve_pid = s.pid();
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    while c.recv().is_some() {}
+    let pids = c.seen_pids.clone();
+    assert!(pids.len() >= 6, "{pids:?}");
+    assert_eq!(alive(&pids), Vec::<i64>::new());
+    assert_eq!(cgroups_of(serve_pid), Vec::<std::path::PathBuf>::new());
+    let log = s.log();
+    assert!(log.contains("plugin a: quarantined"), "{log}");
+    assert!(log.contains("plugin a: terminated (hung"), "{log}");
+}
+
+#[test]
+fn a_hung_or_crashing_plugin_never_delays_another() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:a"]);
+    let b = pack_worker(&fx, "b", &["on:b"]);
+    let cr = pack_worker(&fx, "cr", &["on:cr"]);
+    let config = "[restart]\nbackoff_base_ms = 1\nbackoff_max_ms = 5\n\
+                  [quarantine]\nmax_crashes = 1000\n[health]\nping_interval_ms = 0\n";
+    let mut s = Serve::start(&fx, config, None);
+    let mut c = s.client();
+    for p in [&a, &b, &cr] {
+        c.ok("plugin_load", json!({"package": p}));
+    }
+    // Pipelined: a hangs on call 1 (long deadline), `cr` crashes on every call, and b's 50
+    // calls are all answered before a's deadline answer arrives.
+    let req = |id: u64, p: serde_json::Value| json!({"jsonrpc": "2.0", "id": id, "method": "hook_invoke", "params": p});
+    c.send(&req(
+        1,
+        invoke("on:a", json!({"act": "hang"}), Some(20_000)),
+    ));
+    for i in 0..50u64 {
+        c.send(&req(100 + i, invoke("on:b", json!({"i": i}), None)));
+        c.send(&req(
+            1000 + i,
+            invoke("on:cr", json!({"act": "crash"}), None),
+        ));
+    }
+    let mut b_answers = 0;
+    let mut cr_answers = 0;
+    loop {
+        let m = c.recv().expect("open");
+        if m.get("method").is_some() {
+            continue;
+        }
+        let id = m["id"].as_u64().unwrap();
+        if id == 1 {
+            break;
+        }
+        if (100..150).contains(&id) {
+            assert_eq!(m["result"]["results"][0]["result"]["ok"], true, "{m}");
+            b_answers += 1;
+        } else {
+            cr_answers += 1;
+        }
+        if b_answers == 50 && cr_answers == 50 {
+            break;
+        }
+    }
+    assert_eq!(b_answers, 50, "every b call answered before a's stuck call");
+    assert_eq!(cr_answers, 50);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
