@@ -13,5 +13,6 @@
 
 pub mod capability;
 pub mod manifest;
+pub mod operator;
 pub mod protocol;
 pub mod sandbox;

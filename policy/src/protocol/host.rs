@@ -153,7 +153,8 @@ impl HostPolicy {
         requested.map_or(cap, |r| r.min(cap))
     }
 
-    fn validate(&self) -> Result<(), HostPolicyError> {
+    /// Range-check the values (used by [`split_policy`] and the operator policy merge).
+    pub fn validate(&self) -> Result<(), HostPolicyError> {
         let p = &self.protocol;
         let checks: [(&'static str, bool); 6] = [
             (
