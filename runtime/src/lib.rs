@@ -24,6 +24,7 @@ pub mod keyfile;
 pub mod node;
 pub mod output;
 pub mod package;
+pub mod policyfiles;
 pub mod sandbox;
 pub mod state;
 pub mod sys;

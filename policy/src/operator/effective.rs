@@ -65,9 +65,10 @@ pub struct EffectivePolicy {
 fn high_without_grant(
     risk: RiskClass,
     target: &str,
-    grants: &BTreeSet<String>,
+    grants: Option<&BTreeSet<String>>,
 ) -> Option<(Origin, String)> {
-    (risk == RiskClass::High && !grants.contains(target)).then(|| {
+    let missing = grants.is_some_and(|g| !g.contains(target));
+    (risk == RiskClass::High && missing).then(|| {
         (
             Origin::Grant {
                 target: target.to_string(),
@@ -78,11 +79,13 @@ fn high_without_grant(
 }
 
 /// Compute the effective policy. `grants` are the targets of the grants that verified for this
-/// plugin, version and scope (the runtime checks signatures, expiry and binding).
+/// plugin, version and scope (the runtime checks signatures, expiry and binding); `None` means
+/// grants do not apply: `stockade exec`, where the operator runs a program of their own choice
+/// under the policy as written, with no plugin to authorise.
 pub fn effective(
     op: &ResolvedPolicy,
     facts: &PluginFacts,
-    grants: &BTreeSet<String>,
+    grants: Option<&BTreeSet<String>>,
 ) -> EffectivePolicy {
     let allow_origin = op.origin("capabilities.allow");
     let mut capabilities = Vec::new();
@@ -131,7 +134,7 @@ pub fn effective(
                 if op.host.capabilities.allow.is_some() {
                     why.push("allowed by the operator");
                 }
-                if risk == RiskClass::High {
+                if risk == RiskClass::High && grants.is_some() {
                     why.push("authorised by a grant");
                 }
                 let by = if op.host.capabilities.allow.is_some() {
@@ -284,7 +287,7 @@ mod tests {
             if grant_net { grants.insert("network:loopback".into()); }
             if grant_a { grants.insert("writable:/var/lib/a".into()); }
             let facts = PluginFacts { name: "p".into(), version: Some("1.0.0".into()), scope: Some(scope.clone()), requested: Some(set(req)) };
-            let e = effective(&op, &facts, &grants);
+            let e = effective(&op, &facts, Some(&grants));
             for cap in Capability::ALL {
                 let all = set(req).contains(&cap)
                     && scope.ceiling().contains(&cap)
@@ -309,7 +312,7 @@ mod tests {
             scope: Some(Scope::Any),
             requested: Some([Capability::Log, Capability::KvPut, Capability::EmitEvent].into()),
         };
-        let e = effective(&op, &facts, &BTreeSet::new());
+        let e = effective(&op, &facts, Some(&BTreeSet::new()));
         let by = |c: &str| {
             e.capabilities
                 .iter()

@@ -25,6 +25,7 @@
 //! next to every decision.
 
 pub mod effective;
+pub mod explain;
 pub mod layers;
 pub mod lint;
 pub mod risk;
