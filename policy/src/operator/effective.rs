@@ -23,10 +23,29 @@ pub struct PluginFacts {
     pub name: String,
     /// Manifest `version`.
     pub version: Option<String>,
-    /// The developer certificate's scope.
-    pub scope: Option<Scope>,
+    /// The developer certificate's scope and the capability ceiling the verification computed
+    /// for it ([`Scope::ceiling`] for a verified chain).
+    pub ceiling: Option<Ceiling>,
     /// Manifest `requested_capabilities`.
     pub requested: Option<BTreeSet<Capability>>,
+}
+
+/// A certificate's scope and what it allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ceiling {
+    /// The scope, for reports.
+    pub scope: String,
+    /// The capabilities it allows.
+    pub capabilities: BTreeSet<Capability>,
+}
+
+impl From<&Scope> for Ceiling {
+    fn from(s: &Scope) -> Self {
+        Ceiling {
+            scope: s.to_string(),
+            capabilities: s.ceiling(),
+        }
+    }
 }
 
 /// One decision.
@@ -101,12 +120,16 @@ pub fn effective(
                     },
                     "not requested by the manifest".into(),
                 ))
-            } else if let Some(s) = facts.scope.as_ref().filter(|s| !s.ceiling().contains(&cap)) {
+            } else if let Some(c) = facts
+                .ceiling
+                .as_ref()
+                .filter(|c| !c.capabilities.contains(&cap))
+            {
                 Some((
                     Origin::Certificate {
-                        scope: s.to_string(),
+                        scope: c.scope.clone(),
                     },
-                    format!("above the ceiling of certificate scope `{s}`"),
+                    format!("above the ceiling of certificate scope `{}`", c.scope),
                 ))
             } else if op
                 .host
@@ -286,7 +309,7 @@ mod tests {
             let mut grants: BTreeSet<String> = set(grant_bits).iter().map(|c| grant_target("capability", c.as_str())).collect();
             if grant_net { grants.insert("network:loopback".into()); }
             if grant_a { grants.insert("writable:/var/lib/a".into()); }
-            let facts = PluginFacts { name: "p".into(), version: Some("1.0.0".into()), scope: Some(scope.clone()), requested: Some(set(req)) };
+            let facts = PluginFacts { name: "p".into(), version: Some("1.0.0".into()), ceiling: Some((&scope).into()), requested: Some(set(req)) };
             let e = effective(&op, &facts, Some(&grants));
             for cap in Capability::ALL {
                 let all = set(req).contains(&cap)
@@ -309,7 +332,7 @@ mod tests {
         let facts = PluginFacts {
             name: "p".into(),
             version: None,
-            scope: Some(Scope::Any),
+            ceiling: Some((&Scope::Any).into()),
             requested: Some([Capability::Log, Capability::KvPut, Capability::EmitEvent].into()),
         };
         let e = effective(&op, &facts, Some(&BTreeSet::new()));

@@ -29,6 +29,7 @@ pub mod explain;
 pub mod layers;
 pub mod lint;
 pub mod risk;
+pub mod schema;
 
 use crate::capability::Capability;
 use crate::protocol::host::{CapabilityPolicy, HookPolicy, KvQuota, ProtocolLimits};
@@ -96,7 +97,9 @@ impl fmt::Display for Origin {
 }
 
 /// Trust modes (seed 002), ordered from strictest to loosest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TrustModeName {
     /// Refuse anything that does not verify.
@@ -119,7 +122,7 @@ impl TrustModeName {
 }
 
 /// `[trust]`: where trust comes from.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrustSection {
     /// Trust mode. Default "strict". `run` and `verify` use the stricter of this and
@@ -137,7 +140,7 @@ pub struct TrustSection {
 }
 
 /// `[audit]`: where audit records go.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
     /// Append records to this file (hash-chained, fsynced, locked). Default none.
@@ -148,7 +151,7 @@ pub struct AuditSection {
 }
 
 /// The sections a `[plugin."<name>"]` or `[signer."<key id>"]` table may override.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginOverride {
     /// See [`crate::sandbox::FilesystemSection`].
@@ -173,7 +176,7 @@ pub struct PluginOverride {
 
 /// One policy file as written. Only used to check shape (with the TOML parser's line numbers);
 /// merging works on the raw tables so that "set" and "defaulted" stay distinguishable.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDocument {
     /// Format version; must be 1 in every file.

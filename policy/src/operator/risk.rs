@@ -12,7 +12,19 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// How dangerous an item is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RiskClass {
     /// Cannot affect anything outside the plugin's own output.

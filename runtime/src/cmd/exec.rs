@@ -7,6 +7,11 @@
 //! failures use 125 (setup / a layer could not be enforced), 126 (cannot execute), 127 (not
 //! found), 65 (invalid policy), 66 (policy unreadable), 64 (bad `--env`).
 //!
+//! The policy is `--policy FILE` (one whole policy, the operator layers are then not read) or
+//! else the operator layers under `--policy-root` (`/etc/stockade/policy.toml` + drop-ins;
+//! none: the built-in defaults), resolved without a plugin: `policy explain` without
+//! `--plugin` reports exactly this.
+//!
 //! ## The report
 //! With `--json`, the launch report (schema `stockade.sandbox.report/1`, see
 //! [`crate::sandbox::report`]) is printed on **stderr** as one JSON document after the program
@@ -18,38 +23,18 @@ use crate::cli::ExecArgs;
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::output::Output;
+use crate::policyfiles::{self, PolicyFilesError};
 use crate::sandbox::{self, LaunchError, LaunchSpec, Program};
 use crate::sys;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use stockade_policy::sandbox::{
-    default_policy, parse_policy, SandboxPolicyError, MAX_POLICY_BYTES,
-};
 
 /// Why `exec` could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExecError {
-    /// The policy file cannot be read.
-    #[error("cannot read policy file `{}`", path.display())]
-    ReadPolicy {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// The policy file is invalid.
-    #[error("invalid policy file `{}`", path.display())]
-    Policy {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        #[source]
-        source: SandboxPolicyError,
-    },
     /// An `--env` argument is not KEY=VALUE.
     #[error("`--env {0}` is not KEY=VALUE with a non-empty KEY without `=` or NUL")]
     BadEnv(String),
@@ -91,36 +76,6 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         ),
     };
     CmdError::new(exit, kind, ExecError::Launch(e)).hint(hint)
-}
-
-fn read_policy(path: &Path) -> Result<stockade_policy::sandbox::ValidatedSandboxPolicy, CmdError> {
-    let read_err = |source| {
-        CmdError::new(
-            Exit::NoInput,
-            "policy_unreadable",
-            ExecError::ReadPolicy {
-                path: path.to_path_buf(),
-                source,
-            },
-        )
-    };
-    let f = fs::File::open(path).map_err(read_err)?;
-    let mut text = String::new();
-    // Read one byte past the cap so an oversized file is reported as such by the parser.
-    f.take(MAX_POLICY_BYTES as u64 + 1)
-        .read_to_string(&mut text)
-        .map_err(read_err)?;
-    parse_policy(&text).map_err(|source| {
-        CmdError::new(
-            Exit::DataErr,
-            "invalid_policy",
-            ExecError::Policy {
-                path: path.to_path_buf(),
-                source,
-            },
-        )
-        .hint("fix the named key; every key is documented in stockade-policy's sandbox module")
-    })
 }
 
 fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, CmdError> {
@@ -178,10 +133,17 @@ fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), CmdError> {
 /// Run the command. On success this does not return: it exits with the program's status after
 /// the sandbox has been torn down (the status is not one of [`Exit`]'s fixed codes).
 pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
-    let policy = match &args.policy {
-        Some(p) => read_policy(p)?,
-        None => default_policy(),
-    };
+    // `--policy FILE` is one whole policy; without it the operator layers under the policy root
+    // (none: the built-in defaults). Grants do not apply: exec runs the operator's own program.
+    let merged = policyfiles::load(&policyfiles::source(
+        args.policy.as_deref(),
+        &args.root.policy_root,
+    ))
+    .map_err(PolicyFilesError::into_cmd)?;
+    let resolved = merged
+        .resolve(None, None)
+        .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
+    let policy = resolved.sandbox.clone();
     let env = parse_env(&args.env)?;
     if let Some(dir) = &args.plugin_dir {
         if !dir.is_dir() {

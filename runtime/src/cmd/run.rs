@@ -11,7 +11,7 @@
 //! violation, a denied call, the shutdown grace ran out); why is reported in-band
 //! (`plugin_state`). stdout carries only protocol frames; human diagnostics go to stderr.
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, TrustArgs};
 use crate::cmd::exec::launch_error;
 use crate::cmd::verify::trust_config;
 use crate::error::CmdError;
@@ -24,6 +24,8 @@ use crate::keyfile::unix_now;
 use crate::node::NodeIdentity;
 use crate::output::Output;
 use crate::package::open_verified_in;
+use crate::plugin_policy::{self, PackageFacts};
+use crate::policyfiles::{self, PolicyFilesError};
 use crate::sandbox::{self, LaunchError, LaunchSpec, Program};
 use crate::sys;
 use mio::unix::SourceFd;
@@ -36,9 +38,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
 use stockade_policy::capability::Capability;
+use stockade_policy::operator::{ResolvedPolicy, TrustModeName};
 use stockade_policy::protocol::frame::encode;
-use stockade_policy::protocol::host::{split_policy, HostPolicy, HostPolicyError};
-use stockade_policy::sandbox::{default_policy, ValidatedSandboxPolicy, MAX_POLICY_BYTES};
 
 const AGENT: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -47,24 +48,6 @@ const SIGNALS: Token = Token(1);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
-    /// The policy file cannot be read.
-    #[error("cannot read policy file `{}`", path.display())]
-    ReadPolicy {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// The policy file is invalid.
-    #[error("invalid policy file `{}`", path.display())]
-    Policy {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        #[source]
-        source: HostPolicyError,
-    },
     /// The key/value store cannot be opened.
     #[error("cannot open the plugin's key/value store")]
     Kv(#[source] crate::host::kv::KvError),
@@ -73,55 +56,57 @@ pub enum RunError {
     Loop(#[source] io::Error),
 }
 
-fn load_policy(a: &RunArgs) -> Result<(ValidatedSandboxPolicy, HostPolicy), CmdError> {
-    let (sb, mut hp) = match &a.policy {
-        None => (default_policy(), HostPolicy::default()),
-        Some(path) => {
-            let read_err = |source| {
-                let e = RunError::ReadPolicy {
-                    path: path.clone(),
-                    source,
-                };
-                CmdError::new(Exit::NoInput, "policy_unreadable", e)
-            };
-            let mut text = String::new();
-            std::fs::File::open(path)
-                .map_err(read_err)?
-                .take(MAX_POLICY_BYTES as u64 + 1)
-                .read_to_string(&mut text)
-                .map_err(read_err)?;
-            split_policy(&text).map_err(|source| {
-                let e = RunError::Policy {
-                    path: path.clone(),
-                    source,
-                };
-                CmdError::new(Exit::DataErr, "invalid_policy", e)
-                    .hint("fix the named section; docs/protocol.md lists the host sections")
-            })?
-        }
-    };
-    if !a.allow_capability.is_empty() {
-        let mut flags = BTreeSet::new();
-        for c in &a.allow_capability {
-            let cap: Capability = c
-                .parse()
-                .map_err(|e| CmdError::new(Exit::Usage, "usage", e))?;
-            flags.insert(cap);
-        }
-        // Both given: the stricter (their intersection) wins.
-        let allow = match hp.capabilities.allow.take() {
-            Some(p) => p.intersection(&flags).copied().collect(),
-            None => flags,
-        };
-        hp.capabilities.allow = Some(allow);
+/// The operator allowlist given with `--allow-capability` (`None`: not given).
+fn flag_allowlist(a: &RunArgs) -> Result<Option<BTreeSet<Capability>>, CmdError> {
+    if a.allow_capability.is_empty() {
+        return Ok(None);
     }
-    Ok((sb, hp))
+    let mut flags = BTreeSet::new();
+    for c in &a.allow_capability {
+        let cap: Capability = c
+            .parse()
+            .map_err(|e| CmdError::new(Exit::Usage, "usage", e))?;
+        flags.insert(cap);
+    }
+    Ok(Some(flags))
+}
+
+/// The trust flags with the policy's `[trust]` applied: the stricter mode of flag and policy,
+/// and the policy's `trust.roots` when `--trust` is left at its default.
+pub fn trust_args_with_policy(t: &TrustArgs, r: &ResolvedPolicy) -> TrustArgs {
+    let mut t = t.clone();
+    if let Some(m) = r.trust.mode {
+        let flag: Option<TrustModeName> = match t.trust_mode.as_str() {
+            "strict" => Some(TrustModeName::Strict),
+            "warn" => Some(TrustModeName::Warn),
+            "disabled" => Some(TrustModeName::Disabled),
+            _ => None,
+        };
+        // An unknown flag value is left for `trust_config` to reject as a usage error.
+        if flag.is_some_and(|f| m < f) {
+            t.trust_mode = m.as_str().to_string();
+        }
+    }
+    if let Some(roots) = &r.trust.roots {
+        if t.trust == std::path::Path::new(crate::cli::DEFAULT_TRUST_DIR) {
+            t.trust = PathBuf::from(roots);
+        }
+    }
+    t
 }
 
 /// Run `stockade run`.
 pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
-    let (sandbox_policy, host_policy) = load_policy(&a)?;
-    let cfg = trust_config(&a.trust)?;
+    let merged = policyfiles::load(&policyfiles::source(
+        a.policy.as_deref(),
+        &a.root.policy_root,
+    ))
+    .map_err(PolicyFilesError::into_cmd)?;
+    let flags = flag_allowlist(&a)?;
+    let defaults = merged
+        .resolve(None, None)
+        .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
+    let cfg = trust_config(&trust_args_with_policy(&a.trust, &defaults))?;
     let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
     })?;
@@ -135,6 +120,29 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     std::fs::set_permissions(pkg.dir.path(), std::fs::Permissions::from_mode(0o755))
         .map_err(|e| CmdError::new(Exit::CantCreate, "extract", e))?;
     let name = pkg.manifest.name().to_string();
+    let facts = PackageFacts::from_report(&pkg.report);
+    let pp = plugin_policy::for_package(&merged, &facts, &a.root.policy_root, unix_now())
+        .map_err(PolicyFilesError::into_cmd)?;
+    for w in &pp.withheld {
+        eprintln!(
+            "stockade: withheld {} ({}): {}",
+            w.target, w.kind, w.message
+        );
+    }
+    let sandbox_policy = pp.effective.sandbox.clone();
+    let mut host_policy = pp.effective.host.clone();
+    if let Some(flags) = flags {
+        // Both given: the stricter (their intersection) wins.
+        let allow = host_policy
+            .capabilities
+            .allow
+            .take()
+            .unwrap_or_default()
+            .intersection(&flags)
+            .copied()
+            .collect();
+        host_policy.capabilities.allow = Some(allow);
+    }
     let kv = KvStore::open(&cfg.state_dir, &name, host_policy.kv.clone())
         .map_err(|e| CmdError::new(Exit::Config, "kv_store", RunError::Kv(e)))?;
     let mut config = BTreeMap::new();
