@@ -307,6 +307,55 @@ pub fn verify_chain(text: &str) -> Result<usize, ChainError> {
     Ok(n)
 }
 
+/// A record about a verified package: name, version, digest and signer chain from the report.
+pub fn for_report(event: Event, outcome: &str, r: &crate::package::report::Report) -> Record {
+    let mut rec = Record::new(event, outcome);
+    rec.plugin = Some(r.name.clone());
+    rec.version = Some(r.version.clone());
+    rec.package_sha256 = Some(r.package_sha256.clone());
+    let mut chain: Vec<String> = r.signer_key_id.iter().cloned().collect();
+    for c in &r.chain {
+        for k in [&c.key_id, &c.issuer_key_id] {
+            if !chain.contains(k) {
+                chain.push(k.clone());
+            }
+        }
+    }
+    rec.signer_chain = chain;
+    rec
+}
+
+/// SHA-256 of an effective policy's explanation (what `policy explain --json` prints as items).
+pub fn policy_hash(e: &stockade_policy::operator::explain::Explanation) -> String {
+    let bytes = serde_json::to_vec(&e.items).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
+}
+
+/// Append, turning a failure into the command's error (exit 74: no unaudited action).
+pub fn append_or_fail(log: &AuditLog, r: Record) -> Result<(), crate::error::CmdError> {
+    if !log.enabled() {
+        return Ok(());
+    }
+    log.append(r).map(|_| ()).map_err(|e| {
+        crate::error::CmdError::new(crate::exit::Exit::IoErr, "audit", e)
+            .hint("fix the [audit] file in the policy (its directory must exist and be writable)")
+    })
+}
+
+/// The layers a launch report says were enforced (fully or partially), as `layer:status`.
+pub fn enforced_layers(r: &crate::sandbox::report::Report) -> Vec<String> {
+    r.layers
+        .iter()
+        .map(|l| {
+            let status = serde_json::to_value(l.status)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            format!("{}:{status}", l.layer)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

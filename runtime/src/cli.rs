@@ -382,6 +382,8 @@ pub struct VerifyArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub trust: TrustArgs,
+    #[command(flatten)]
+    pub root: PolicyRootArg,
     /// After a successful verification, move the verified, extracted tree to DIR (which must not
     /// exist; its parent must). The tree is exactly the signed file map, nothing else.
     #[arg(long, value_name = "DIR")]

@@ -81,6 +81,16 @@ pub struct EffectivePolicy {
     pub host: HostPolicy,
 }
 
+impl EffectivePolicy {
+    /// Every decision: capabilities, network, writable paths.
+    pub fn decisions(&self) -> impl Iterator<Item = &Decision> {
+        self.capabilities
+            .iter()
+            .chain(std::iter::once(&self.network))
+            .chain(self.writable.iter())
+    }
+}
+
 fn high_without_grant(
     risk: RiskClass,
     target: &str,

@@ -19,6 +19,7 @@
 //! `--report FILE` it is also written to FILE (atomically). Without `--json` nothing is added to
 //! the program's output.
 
+use crate::audit::{self, AuditLog, Event, Record};
 use crate::cli::ExecArgs;
 use crate::error::CmdError;
 use crate::exit::Exit;
@@ -30,6 +31,8 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use stockade_policy::operator::effective::{effective, PluginFacts};
+use stockade_policy::operator::explain::explain;
 
 /// Why `exec` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +147,9 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
         .resolve(None, None)
         .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
     let policy = resolved.sandbox.clone();
+    let log = AuditLog::from_policy(&resolved.audit);
+    let eff = effective(&resolved, &PluginFacts::default(), None);
+    let policy_sha256 = audit::policy_hash(&explain(&resolved, &eff));
     let env = parse_env(&args.env)?;
     if let Some(dir) = &args.plugin_dir {
         if !dir.is_dir() {
@@ -178,7 +184,25 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
         package_dir: args.plugin_dir.clone(),
         uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
     };
-    let mut sb = sandbox::launch(spec).map_err(launch_error)?;
+    let mut sb = match sandbox::launch(spec) {
+        Ok(sb) => sb,
+        Err(e) => {
+            let err = launch_error(e);
+            let mut rec = Record::new(Event::Launch, "failed");
+            rec.policy_sha256 = Some(policy_sha256);
+            rec.detail = serde_json::json!({"command": args.command, "kind": err.kind()});
+            audit::append_or_fail(&log, rec)?;
+            return Err(err);
+        }
+    };
+    let mut rec = Record::new(Event::Launch, "ok");
+    rec.policy_sha256 = Some(policy_sha256.clone());
+    rec.layers = audit::enforced_layers(sb.report());
+    rec.detail = serde_json::json!({"command": args.command, "pid": sb.pid()});
+    if let Err(e) = audit::append_or_fail(&log, rec) {
+        sb.kill();
+        return Err(e);
+    }
     if let (Some(path), Some(pid)) = (&args.pid_file, sb.pid()) {
         if let Err(e) = write_atomic(path, format!("{pid}\n").as_bytes()) {
             sb.kill();
@@ -201,6 +225,14 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     let status = report
         .exit
         .map_or(Exit::SandboxSetup.code().into(), |e| e.status);
+    let mut rec = Record::new(Event::Termination, status.to_string());
+    rec.policy_sha256 = Some(policy_sha256);
+    rec.layers = audit::enforced_layers(&report);
+    rec.detail = serde_json::json!({"command": args.command, "exit": report.exit, "limits_hit": report.limits_hit});
+    // The program has ended; a failed record is reported but does not replace its status.
+    if let Err(e) = audit::append_or_fail(&log, rec) {
+        eprintln!("{}", e.render_text());
+    }
     let _ = io::stdout().flush();
     std::process::exit(status)
 }

@@ -11,6 +11,7 @@
 //! violation, a denied call, the shutdown grace ran out); why is reported in-band
 //! (`plugin_state`). stdout carries only protocol frames; human diagnostics go to stderr.
 
+use crate::audit::{self, AuditLog, Event, Record};
 use crate::cli::{RunArgs, TrustArgs};
 use crate::cmd::exec::launch_error;
 use crate::cmd::verify::trust_config;
@@ -38,6 +39,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
 use stockade_policy::capability::Capability;
+use stockade_policy::operator::explain::explain;
+use stockade_policy::operator::risk::RiskClass;
 use stockade_policy::operator::{ResolvedPolicy, TrustModeName};
 use stockade_policy::protocol::frame::encode;
 
@@ -110,11 +113,21 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
     })?;
-    let pkg = open_verified_in(&a.package, &cfg, &node, unix_now(), &std::env::temp_dir())
-        .map_err(|e| {
+    let log = AuditLog::from_policy(&defaults.audit);
+    let pkg = match open_verified_in(&a.package, &cfg, &node, unix_now(), &std::env::temp_dir()) {
+        Ok(p) => p,
+        Err(e) => {
             let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
-            CmdError::new(exit, kind, e).hint(hint)
-        })?;
+            let mut rec = Record::new(Event::Verification, "refused");
+            rec.detail = json!({"file": a.package.display().to_string(), "kind": kind, "error": e.to_string()});
+            audit::append_or_fail(&log, rec)?;
+            return Err(CmdError::new(exit, kind, e).hint(hint));
+        }
+    };
+    audit::append_or_fail(
+        &log,
+        audit::for_report(Event::Verification, "ok", &pkg.report),
+    )?;
     // The plugin's own uid must be able to read what was verified (files already have fixed
     // 0644/0755 modes from extraction; only the private directory itself is 0700).
     std::fs::set_permissions(pkg.dir.path(), std::fs::Permissions::from_mode(0o755))
@@ -123,11 +136,29 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     let facts = PackageFacts::from_report(&pkg.report);
     let pp = plugin_policy::for_package(&merged, &facts, &a.root.policy_root, unix_now())
         .map_err(PolicyFilesError::into_cmd)?;
+    let mut base = audit::for_report(Event::Launch, "", &pkg.report);
+    base.policy_sha256 = Some(audit::policy_hash(&explain(&pp.resolved, &pp.effective)));
     for w in &pp.withheld {
         eprintln!(
             "stockade: withheld {} ({}): {}",
             w.target, w.kind, w.message
         );
+        let mut rec = base.clone();
+        rec.event = Event::Denial;
+        rec.outcome = "withheld".into();
+        rec.detail = json!(w);
+        audit::append_or_fail(&log, rec)?;
+    }
+    for d in pp
+        .effective
+        .decisions()
+        .filter(|d| d.granted && d.risk == RiskClass::High)
+    {
+        let mut rec = base.clone();
+        rec.event = Event::Grant;
+        rec.outcome = "granted".into();
+        rec.detail = json!({"item": d.item, "decided_by": d.decided_by.to_string()});
+        audit::append_or_fail(&log, rec)?;
     }
     let sandbox_policy = pp.effective.sandbox.clone();
     let mut host_policy = pp.effective.host.clone();
@@ -187,7 +218,25 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         package_dir: Some(pkg.dir.path().to_path_buf()),
         uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
     };
-    let sb = sandbox::launch(spec).map_err(launch_error)?;
+    let sb = match sandbox::launch(spec) {
+        Ok(sb) => sb,
+        Err(e) => {
+            let err = launch_error(e);
+            let mut rec = base.clone();
+            rec.outcome = "failed".into();
+            rec.detail = json!({"kind": err.kind()});
+            audit::append_or_fail(&log, rec)?;
+            return Err(err);
+        }
+    };
+    let mut rec = base.clone();
+    rec.outcome = "ok".into();
+    rec.layers = audit::enforced_layers(sb.report());
+    rec.detail = json!({"pid": sb.pid(), "granted": pp.effective.granted});
+    let layers = rec.layers.clone();
+    audit::append_or_fail(&log, rec)?;
+    base.layers = layers;
+    let run_audit = RunAudit { log, base };
     let max_frame = host_policy.protocol.max_frame_bytes;
     let pcfg = PluginConfig {
         ceiling: pkg.report.capability_ceiling.iter().copied().collect(),
@@ -197,7 +246,12 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         config,
     };
     let idx = sup.add(pcfg, sb, Instant::now()).map_err(loop_err)?;
-    serve(&mut sup, AgentLink::new(max_frame), sigfd.as_fd());
+    serve(
+        &mut sup,
+        AgentLink::new(max_frame),
+        sigfd.as_fd(),
+        &run_audit,
+    );
     let status = sup
         .exit_status(idx)
         .unwrap_or(Exit::SandboxSetup.code().into());
@@ -208,7 +262,12 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
 }
 
 /// The event loop of `run`: the agent on fd 0/1, one plugin, signals.
-fn serve(sup: &mut Supervisor, mut agent: AgentLink, sigfd: std::os::fd::BorrowedFd<'_>) {
+fn serve(
+    sup: &mut Supervisor,
+    mut agent: AgentLink,
+    sigfd: std::os::fd::BorrowedFd<'_>,
+    audit: &RunAudit,
+) {
     let stdin = io::stdin();
     let mut agent_open = true;
     // A pipe or socket joins the loop; a regular file or /dev/null cannot be polled (EPERM), so
@@ -234,7 +293,7 @@ fn serve(sup: &mut Supervisor, mut agent: AgentLink, sigfd: std::os::fd::Borrowe
             stopping = true;
             sup.shutdown_all(now);
         }
-        flush_agent(sup, &mut stdout_ok);
+        flush_agent(sup, &mut stdout_ok, audit);
         if stopping && sup.all_gone() {
             break;
         }
@@ -277,16 +336,56 @@ fn serve(sup: &mut Supervisor, mut agent: AgentLink, sigfd: std::os::fd::Borrowe
         sup.serve_hot(now);
         sup.fire_timers(Instant::now());
     }
-    flush_agent(sup, &mut stdout_ok);
+    flush_agent(sup, &mut stdout_ok, audit);
+}
+
+/// The audit log of one `run`, and the fields every record of it shares.
+struct RunAudit {
+    log: AuditLog,
+    base: Record,
+}
+
+impl RunAudit {
+    /// Record what the supervisor tells the agent about the plugin's end and about denials
+    /// (`plugin_state` terminated/exited; a `denied` reason is also a denial). The supervisor
+    /// (runtime/src/host/) is not touched: its notifications are the source.
+    fn observe(&self, m: &Value) {
+        if m["method"] != "plugin_state" {
+            return;
+        }
+        let p = &m["params"];
+        let state = p["state"].as_str().unwrap_or_default();
+        if state != "terminated" && state != "exited" {
+            return;
+        }
+        let kind = p["reason"]["kind"].as_str().unwrap_or(state).to_string();
+        let mut events = vec![Event::Termination];
+        if kind == "denied" {
+            events.insert(0, Event::Denial);
+        }
+        for ev in events {
+            let mut rec = self.base.clone();
+            rec.event = ev;
+            rec.outcome = kind.clone();
+            rec.detail = p.clone();
+            // The session goes on; a record that cannot be written is said on stderr.
+            if let Err(e) = audit::append_or_fail(&self.log, rec) {
+                eprintln!("{}", e.render_text());
+            }
+        }
+    }
 }
 
 /// Write queued messages to the agent. A gone agent (EPIPE) only stops the writing; the loop
 /// still shuts the plugin down cleanly.
-fn flush_agent(sup: &mut Supervisor, ok: &mut bool) {
+fn flush_agent(sup: &mut Supervisor, ok: &mut bool, audit: &RunAudit) {
     if sup.to_agent.is_empty() {
         return;
     }
     let msgs: Vec<Value> = std::mem::take(&mut sup.to_agent);
+    for m in &msgs {
+        audit.observe(m);
+    }
     if !*ok {
         return;
     }
