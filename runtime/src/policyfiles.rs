@@ -97,6 +97,12 @@ pub fn list(root: &Path) -> Result<Vec<Listing>, PolicyFilesError> {
         let entries = match fs::read_dir(&d) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // A directory the caller may not even traverse (e.g. root's 0700 /run/stockade, the
+            // uid-lock directory, seen by a rootless caller) is skipped: its layers are root's,
+            // and a rootless launch runs with the caller's own rights anyway. Not printed,
+            // because `exec --json` keeps stderr for the launch report; `policy explain` lists
+            // the layers that were read.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => continue,
             Err(source) => return Err(PolicyFilesError::List { path: d, source }),
         };
         for e in entries {
