@@ -163,6 +163,23 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
             String::new(),
         );
     }
+    for g in crate::sandbox::GENERATED_ETC {
+        let bound = sb
+            .read_only
+            .iter()
+            .any(|p| p == g || g.starts_with(&format!("{p}/")));
+        if !bound {
+            push(
+                "filesystem",
+                &format!("generated {g}"),
+                json!("generated stub (not the host's)"),
+                Some(true),
+                Some(0.0),
+                Origin::Default,
+                "the sandbox writes its own; list the path in read_only to see the host's".into(),
+            );
+        }
+    }
     for d in &eff.writable {
         push(
             "filesystem",

@@ -64,6 +64,17 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 pub use units::{CpuQuota, Limit, RawSize, UnitError};
 
+/// Files the sandbox generates in its own /etc unless a `read_only` entry binds the host's
+/// (stubs naming only root, the plugin's uid and nobody; the sandbox's hostname). `policy explain`
+/// lists them; the runtime's mount plan is checked against this list by a unit test.
+pub const GENERATED_ETC: &[&str] = &[
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+];
+
 /// The only policy format version this build understands.
 pub const POLICY_VERSION: u32 = 1;
 /// Policy files larger than this are refused before parsing.
