@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 const ANSWER: &str = r#"hs '"log","emit_event","register_hook"'
 while IFS= read -r line; do
   case $line in
+    *'"method":"hook_invoke"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"ok":true}}\n' "$(id_of "$line")" ;;
     *'"method":"shutdown"'*) exit 0 ;;
   esac
 done"#;
@@ -107,13 +108,12 @@ fn run_grants_exactly_what_explain_says() {
             grants_seen += 1;
         }
         let text = format!("{policy}{trust}");
-        let s = session(&fx, &text);
-        assert_eq!(s.code, 0, "{name}: {}", s.stderr);
-        let ready = s
-            .notes("plugin_state")
-            .into_iter()
-            .find(|n| n["params"]["state"] == "ready")
-            .unwrap_or_else(|| panic!("{name}: no ready state: {}", s.stderr))
+        let (msgs, code, stderr) = session(&fx, &text);
+        assert_eq!(code, 0, "{name}: {stderr} {msgs:#?}");
+        let ready = msgs
+            .iter()
+            .find(|n| n["method"] == "plugin_state" && n["params"]["state"] == "ready")
+            .unwrap_or_else(|| panic!("{name}: no ready state: {stderr} {msgs:#?}"))
             .clone();
         let got: BTreeSet<String> = ready["params"]["granted"]
             .as_array()
@@ -148,14 +148,53 @@ fn run_grants_exactly_what_explain_says() {
     assert_eq!(launch["policy_sha256"].as_str().unwrap().len(), 64);
 }
 
-fn session(fx: &Fixture, policy: &str) -> Session {
-    session_in(
+/// Pack the test plugin, then `stockade run` it with `policy`; the agent side (our stdin to it)
+/// stays open until the plugin is ready and is closed then, so the run ends with a clean
+/// shutdown. (Closing it at once races the handshake: the host may begin the shutdown while the
+/// plugin is still starting.) Returns the messages and the exit code.
+fn session(fx: &Fixture, policy: &str) -> (Vec<Value>, i32, String) {
+    use std::io::{BufRead, Read};
+    // Packs the plugin and writes policy.toml (its own run is discarded).
+    let _ = session_in(
         fx,
         MANIFEST,
         ("dev.cert", "int/ca.cert"),
         ANSWER,
         Some(policy),
+        &["--bogus-flag"],
         &[],
-        &[],
-    )
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args([
+            "run",
+            "t.stockade",
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+            "--policy",
+            "policy.toml",
+        ])
+        .current_dir(fx.dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take();
+    let mut msgs = Vec::new();
+    let reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["method"] == "plugin_state" && v["params"]["state"] != "starting" {
+            stdin = None;
+        }
+        msgs.push(v);
+    }
+    drop(stdin);
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let code = child.wait().unwrap().code().unwrap_or(-1);
+    (msgs, code, err)
 }
