@@ -116,7 +116,7 @@ printf '$ stockade policy lint policy.toml\n'
 "$STOCKADE" policy lint "$work/policy.toml" || echo "(exit $?: findings at or above --fail-level)"
 printf '$ stockade policy explain hello-0.1.0.stockade --policy policy.toml   (capabilities, network, exposure)\n'
 "$STOCKADE" policy explain "$work/hello-0.1.0.stockade" --policy "$work/policy.toml" \
-  --trust "$work/trust" --state-dir "$work/state" | grep -E '^(capability|network|withheld|→)'
+  --trust "$work/trust" --state-dir "$work/state" | grep -E '^(capability|network +mode|withheld|→)'
 printf '$ stockade policy diff <built-in defaults> policy.toml\n'
 printf 'version = 1\n' >"$work/defaults.toml"
 "$STOCKADE" policy diff "$work/defaults.toml" "$work/policy.toml"

@@ -337,6 +337,20 @@ mod tests {
     }
 
     #[test]
+    fn without_grants_exec_keeps_the_policy_as_written() {
+        // `exec` (grants = None): network and writable paths stay as the operator wrote them,
+        // and the capabilities are the operator's allowlist.
+        let op = policy(Some(0b000011), 0b111111, true, true);
+        let e = effective(&op, &PluginFacts::default(), None);
+        assert_eq!(e.sandbox, op.sandbox);
+        assert!(e.network.granted);
+        assert_eq!(e.granted, set(0b000011));
+        // The same policy for a plugin without grants withholds them all.
+        let e = effective(&op, &PluginFacts::default(), Some(&BTreeSet::new()));
+        assert!(!e.network.granted && e.sandbox.writable.is_empty() && e.granted.is_empty());
+    }
+
+    #[test]
     fn decisions_name_who_denied() {
         let op = policy(Some(0b000001), 0, false, false);
         let facts = PluginFacts {

@@ -108,11 +108,11 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         push(
             "capability",
             &d.item,
-            json!(d.risk.as_str()),
+            json!(if d.granted { "granted" } else { "withheld" }),
             Some(d.granted),
             Some(f64::from(u8::from(d.granted))),
             d.decided_by.clone(),
-            d.reason.clone(),
+            format!("{} risk; {}", d.risk.as_str(), d.reason),
         );
     }
     for (hook, h) in &op.host.hooks {

@@ -133,7 +133,7 @@ fn render_explain(r: &ExplainReport) -> String {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        if let Some(g) = i.granted {
+        if let (Some(g), false) = (i.granted, i.section == "capability") {
             v = format!("{v} ({})", if g { "yes" } else { "no" });
         }
         t.push_str(&format!(
