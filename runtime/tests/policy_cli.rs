@@ -446,3 +446,110 @@ fn explain_a_package_withholds_network_until_granted_and_verify_is_audited() {
         assert!(r.stderr.contains(record), "{name}: {}", r.stderr);
     }
 }
+
+#[test]
+fn the_policys_trust_section_reaches_verification() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let d = fx.dir();
+    let serial = fx.dev_serial();
+    ok(
+        d,
+        &[
+            "ca",
+            "revoke",
+            "--ca",
+            "root",
+            "--serial",
+            &serial,
+            "-o",
+            "revoked.json",
+        ],
+    );
+    let root = d.join("root-fs");
+    let policy = root.join("etc/stockade/policy.toml");
+    let verify = || {
+        stockade(
+            d,
+            &[
+                "--json",
+                "verify",
+                &pkg,
+                "--trust",
+                "trust",
+                "--state-dir",
+                "state",
+                "--policy-root",
+                "root-fs",
+            ],
+        )
+    };
+    // No revocation list in the trust dir: verification passes.
+    write(&policy, "version = 1\n");
+    assert_eq!(verify().code, 0);
+    // The policy's trust.revocation names one that revokes the developer certificate: 84.
+    write(
+        &policy,
+        &format!(
+            "version = 1\n[trust]\nrevocation = \"{}\"\n",
+            d.join("revoked.json").display()
+        ),
+    );
+    let r = verify();
+    assert_eq!(r.code, 84, "{}", r.stdout);
+    // A revocation list the policy names but that is missing: 78, naming the policy line.
+    write(
+        &policy,
+        "version = 1\n[trust]\nrevocation = \"/nonexistent/revocations.json\"\n",
+    );
+    let r = stockade(
+        d,
+        &[
+            "verify",
+            &pkg,
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+            "--policy-root",
+            "root-fs",
+        ],
+    );
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    assert!(r.stderr.contains("policy.toml:3"), "{}", r.stderr);
+    // trust.mode: the stricter of flag and policy wins (a flag cannot loosen a strict policy).
+    write(&policy, "version = 1\n[trust]\nmode = \"strict\"\n");
+    std::fs::write(
+        d.join("trust/root.pub"),
+        std::fs::read(d.join("dev.pub")).unwrap(),
+    )
+    .unwrap();
+    let loose = |root: &str| {
+        stockade(
+            d,
+            &[
+                "--json",
+                "verify",
+                &pkg,
+                "--trust",
+                "trust",
+                "--state-dir",
+                "state",
+                "--trust-mode",
+                "warn",
+                "--policy-root",
+                root,
+            ],
+        )
+    };
+    assert_eq!(
+        loose("root-fs").code,
+        82,
+        "strict policy, warn flag: the chain failure stops it"
+    );
+    assert_eq!(
+        loose("nonexistent").code,
+        0,
+        "no policy: the flag's warn applies"
+    );
+}

@@ -130,7 +130,8 @@ pub struct TrustSection {
     pub mode: Option<TrustModeName>,
     /// Directory of pinned root keys (`*.pub`). Default `/etc/stockade/trust`.
     pub roots: Option<String>,
-    /// Revocation list file. Default `<roots>/revocations.json`.
+    /// Revocation list file, used instead of `<trust dir>/revocations.json` (unreadable: the
+    /// command stops). Default: the trust directory's.
     pub revocation: Option<String>,
     /// Directory of signed authorization grants (`*.grant`). Default `/etc/stockade/grants`.
     pub grants: Option<String>,

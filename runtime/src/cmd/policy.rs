@@ -5,8 +5,7 @@
 //! file; 80–87 when `explain PKG` cannot verify the package.
 
 use crate::cli::{PolicyDiffArgs, PolicyExplainArgs, PolicyLintArgs};
-use crate::cmd::run::trust_args_with_policy;
-use crate::cmd::verify::trust_config;
+use crate::cmd::run::trust_config_with_policy;
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::keyfile::unix_now;
@@ -171,7 +170,7 @@ pub fn explain(a: PolicyExplainArgs, out: Output) -> Result<Exit, CmdError> {
             let defaults = m
                 .resolve(None, None)
                 .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
-            let cfg = trust_config(&trust_args_with_policy(&a.trust, &defaults))?;
+            let cfg = trust_config_with_policy(&a.trust, &defaults)?;
             let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
                 CmdError::new(Exit::Config, "node", e)
                     .hint("fix or remove <state-dir>/license.json")

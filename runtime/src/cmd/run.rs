@@ -74,6 +74,30 @@ fn flag_allowlist(a: &RunArgs) -> Result<Option<BTreeSet<Capability>>, CmdError>
     Ok(Some(flags))
 }
 
+/// The trust configuration with the policy's `[trust]` applied: [`trust_args_with_policy`], then
+/// `trust.revocation` (when set) replaces `<trust dir>/revocations.json`. A revocation list the
+/// policy names but that cannot be read stops the command (exit 78): fail closed.
+pub fn trust_config_with_policy(
+    t: &TrustArgs,
+    r: &ResolvedPolicy,
+) -> Result<crate::trustdir::TrustConfig, CmdError> {
+    let mut cfg = trust_config(&trust_args_with_policy(t, r))?;
+    if let Some(path) = &r.trust.revocation {
+        let bytes = crate::fileio::read_capped(
+            std::path::Path::new(path),
+            stockade_trust::signed::MAX_DOC_BYTES as u64,
+        )
+        .map_err(|e| {
+            CmdError::new(Exit::Config, "trust_dir", e).hint(format!(
+                "the policy's trust.revocation ({}) names a revocation list that cannot be read",
+                r.origin("trust.revocation")
+            ))
+        })?;
+        cfg.revocations = Some(bytes);
+    }
+    Ok(cfg)
+}
+
 /// The trust flags with the policy's `[trust]` applied: the stricter mode of flag and policy,
 /// and the policy's `trust.roots` when `--trust` is left at its default.
 pub fn trust_args_with_policy(t: &TrustArgs, r: &ResolvedPolicy) -> TrustArgs {
@@ -109,7 +133,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     let defaults = merged
         .resolve(None, None)
         .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
-    let cfg = trust_config(&trust_args_with_policy(&a.trust, &defaults))?;
+    let cfg = trust_config_with_policy(&a.trust, &defaults)?;
     let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
     })?;

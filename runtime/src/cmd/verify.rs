@@ -5,7 +5,7 @@
 
 use crate::audit::{append_or_fail, for_report, AuditLog, Event, Record};
 use crate::cli::VerifyArgs;
-use crate::cmd::run::trust_args_with_policy;
+use crate::cmd::run::trust_config_with_policy;
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::keyfile::{load_public, unix_now};
@@ -123,7 +123,7 @@ pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
         .resolve(None, None)
         .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
     let log = AuditLog::from_policy(&defaults.audit);
-    let cfg = trust_config(&trust_args_with_policy(&a.trust, &defaults))?;
+    let cfg = trust_config_with_policy(&a.trust, &defaults)?;
     let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
     })?;
