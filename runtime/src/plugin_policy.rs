@@ -48,10 +48,19 @@ pub struct PackageFacts {
     pub requested: BTreeSet<Capability>,
     /// The capability ceiling the verification computed (empty when no chain verified).
     pub ceiling: BTreeSet<Capability>,
+    /// Manifest hooks.
+    pub hooks: Vec<String>,
 }
 
 impl PackageFacts {
-    /// From a verification report.
+    /// From a verified package (report and manifest).
+    pub fn from_package(p: &crate::package::VerifiedPackage) -> Self {
+        let mut f = Self::from_report(&p.report);
+        f.hooks = p.manifest.manifest().hooks.clone();
+        f
+    }
+
+    /// From a verification report (no hooks: the report does not list them).
     pub fn from_report(r: &crate::package::report::Report) -> Self {
         PackageFacts {
             name: r.name.clone(),
@@ -60,6 +69,7 @@ impl PackageFacts {
             signer: r.signer_key_id.clone(),
             requested: r.requested_capabilities.iter().copied().collect(),
             ceiling: r.capability_ceiling.iter().copied().collect(),
+            hooks: Vec::new(),
         }
     }
 }
@@ -176,6 +186,7 @@ pub fn for_package(
             capabilities: facts.ceiling.clone(),
         }),
         requested: Some(facts.requested.clone()),
+        hooks: facts.hooks.clone(),
     };
     let effective = effective(&resolved, &pf, Some(&authorised));
     Ok(PluginPolicy {

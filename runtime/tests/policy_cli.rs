@@ -364,6 +364,14 @@ fn explain_a_package_withholds_network_until_granted_and_verify_is_audited() {
     assert_eq!(net(&v)["granted"], false);
     assert_eq!(net(&v)["decided_by"], "grant network:loopback");
     assert_eq!(v["withheld"][0]["kind"], "grant_missing");
+    // The manifest's hooks are explained even when the policy does not configure them.
+    assert!(v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["section"] == "hook"
+            && i["name"] == "on:flow.new failure"
+            && i["value"] == "closed"));
     // A capability above the scope is decided by the certificate; one not requested by the manifest.
     let cap = |v: &Value, c: &str| {
         v["items"]

@@ -28,6 +28,8 @@ pub struct PluginFacts {
     pub ceiling: Option<Ceiling>,
     /// Manifest `requested_capabilities`.
     pub requested: Option<BTreeSet<Capability>>,
+    /// Manifest `hooks` (empty when unknown).
+    pub hooks: Vec<String>,
 }
 
 /// A certificate's scope and what it allows.
@@ -74,6 +76,8 @@ pub struct EffectivePolicy {
     pub writable: Vec<Decision>,
     /// The granted capabilities.
     pub granted: BTreeSet<Capability>,
+    /// Hooks to explain: the manifest's and the ones the policy configures.
+    pub hooks: BTreeSet<String>,
     /// The sandbox policy to launch with (network and writable paths reduced to what is granted).
     pub sandbox: ValidatedSandboxPolicy,
     /// The host policy to serve with (`capabilities.allow` = the granted set).
@@ -256,11 +260,18 @@ pub fn effective(
 
     let mut host = op.host.clone();
     host.capabilities.allow = Some(granted.clone());
+    let hooks = facts
+        .hooks
+        .iter()
+        .chain(op.host.hooks.keys())
+        .cloned()
+        .collect();
     EffectivePolicy {
         capabilities,
         network,
         writable,
         granted,
+        hooks,
         sandbox,
         host,
     }
@@ -319,7 +330,7 @@ mod tests {
             let mut grants: BTreeSet<String> = set(grant_bits).iter().map(|c| grant_target("capability", c.as_str())).collect();
             if grant_net { grants.insert("network:loopback".into()); }
             if grant_a { grants.insert("writable:/var/lib/a".into()); }
-            let facts = PluginFacts { name: "p".into(), version: Some("1.0.0".into()), ceiling: Some((&scope).into()), requested: Some(set(req)) };
+            let facts = PluginFacts { name: "p".into(), version: Some("1.0.0".into()), ceiling: Some((&scope).into()), requested: Some(set(req)), hooks: vec![] };
             let e = effective(&op, &facts, Some(&grants));
             for cap in Capability::ALL {
                 let all = set(req).contains(&cap)
@@ -358,6 +369,7 @@ mod tests {
             version: None,
             ceiling: Some((&Scope::Any).into()),
             requested: Some([Capability::Log, Capability::KvPut, Capability::EmitEvent].into()),
+            hooks: vec![],
         };
         let e = effective(&op, &facts, Some(&BTreeSet::new()));
         let by = |c: &str| {

@@ -115,7 +115,8 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
             format!("{} risk; {}", d.risk.as_str(), d.reason),
         );
     }
-    for (hook, h) in &op.host.hooks {
+    for hook in &eff.hooks {
+        let h = op.host.hooks.get(hook).cloned().unwrap_or_default();
         let key = |k: &str| {
             format!(
                 "hooks.{}.{k}",

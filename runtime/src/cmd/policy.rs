@@ -180,7 +180,7 @@ pub fn explain(a: PolicyExplainArgs, out: Output) -> Result<Exit, CmdError> {
                     let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
                     CmdError::new(exit, kind, e).hint(hint)
                 })?;
-            let facts = PackageFacts::from_report(&vp.report);
+            let facts = PackageFacts::from_package(&vp);
             let pp = plugin_policy::for_package(&m, &facts, &a.root.policy_root, unix_now())
                 .map_err(PolicyFilesError::into_cmd)?;
             ExplainReport {

@@ -157,7 +157,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     std::fs::set_permissions(pkg.dir.path(), std::fs::Permissions::from_mode(0o755))
         .map_err(|e| CmdError::new(Exit::CantCreate, "extract", e))?;
     let name = pkg.manifest.name().to_string();
-    let facts = PackageFacts::from_report(&pkg.report);
+    let facts = PackageFacts::from_package(&pkg);
     let pp = plugin_policy::for_package(&merged, &facts, &a.root.policy_root, unix_now())
         .map_err(PolicyFilesError::into_cmd)?;
     let mut base = audit::for_report(Event::Launch, "", &pkg.report);
