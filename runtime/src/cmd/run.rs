@@ -1,15 +1,24 @@
 //! `stockade run PKG [--policy FILE] [--allow-capability CAP]… [trust flags]`: verify a package,
 //! launch its entrypoint sandboxed and serve it to the agent on this process's stdin/stdout.
 //!
-//! Sequence: policy file (sandbox half + host half, both validated) → trust configuration →
-//! the fail-closed verification (`package::open_verified_in`, exit codes 80–87) → the plugin's
-//! key/value store → launch (`sandbox::launch`, exit 125–127) → one event loop
+//! Sequence: the operator policy (`--policy FILE`, else the layers under `--policy-root`;
+//! merged and validated, 65/66) → trust configuration (the stricter trust mode of flag and
+//! policy, the policy's roots and revocation list) → the fail-closed verification
+//! (`package::open_verified_in`, exit codes 80–87) → the effective policy for this package
+//! ([`crate::plugin_policy`]: operator ∩ certificate scope ∩ manifest, high-risk items only with a
+//! verified grant; withheld ones reported on stderr) → the plugin's key/value store → launch (`sandbox::launch`, exit 125–127) → one event loop
 //! ([`crate::host`]) until the agent's stdin ends (graceful shutdown: pending calls finish or hit
 //! their deadline, then `shutdown`, stdin closed, grace period, cgroup kill) or SIGINT/SIGTERM/
 //! SIGHUP (the same, at once). The exit status is the plugin's, as for `exec` (docs/exit-codes.md):
 //! 0 after a clean shutdown, 128+N when signal N ended it — 137 when the runtime killed it (a
 //! violation, a denied call, the shutdown grace ran out); why is reported in-band
 //! (`plugin_state`). stdout carries only protocol frames; human diagnostics go to stderr.
+//!
+//! Audit ([`crate::audit`], when the policy configures a sink): verification, each grant and
+//! each withheld item, the launch (with the enforced layers and the effective-policy hash), and
+//! from the supervisor's `plugin_state` notifications the termination (plus a denial when the
+//! reason is `denied`). runtime/src/host/ is not changed for this: its notifications are read as
+//! they go to the agent.
 
 use crate::audit::{self, AuditLog, Event, Record};
 use crate::cli::{RunArgs, TrustArgs};

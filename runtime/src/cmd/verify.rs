@@ -1,7 +1,9 @@
 //! `stockade verify FILE [--trust DIR] [--pub KEY.pub] [--trust-mode M] [--state-dir DIR]`:
 //! run the whole fail-closed pipeline (`package::verify`) and print its report. The extracted
 //! copy is private and removed when the command ends, unless `--extract-to DIR` asks for it to be
-//! moved into place; no plugin code is run either way.
+//! moved into place; no plugin code is run either way. The operator policy under
+//! `--policy-root` contributes its `[trust]` section and its `[audit]` sinks (one `verification`
+//! record per run, refused or not).
 
 use crate::audit::{append_or_fail, for_report, AuditLog, Event, Record};
 use crate::cli::VerifyArgs;
