@@ -2,7 +2,8 @@
 # The one command that runs every test Stockade has, on a fresh Debian 12 machine of the CI kind.
 # It installs what it needs (apt packages, cargo tools), then runs, in order: formatting, clippy,
 # the workspace tests (unit, CLI integration, real sandbox launches, the escape battery and the
-# posture check), the kernel matrix under qemu, short fuzzing runs, and the demo as a smoke test.
+# posture check), the kernel matrix under qemu, short fuzzing runs, the demo as a smoke test and
+# the benchmark harness in quick mode.
 # `.ci/run` calls exactly this. With CI=true every test that would skip fails instead.
 #
 # Options (environment): STOCKADE_SKIP_QEMU=1 / STOCKADE_FUZZ_SECONDS=N for local iteration only;
@@ -11,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it starts (seconds since the script began), so a slow step shows in the log.
+step() { printf '\n==> %s  [t+%ds]\n' "$*" "$SECONDS"; }
 
 if [ "${CI:-}" = "true" ]; then
   if [ -n "${STOCKADE_SKIP_QEMU:-}" ] || [ -n "${STOCKADE_FUZZ_SECONDS:-}" ]; then
@@ -24,8 +26,10 @@ step "system packages"
 # Each package and why: minisign (interop tests with the stock tool), python3 (the Python example
 # plugin and the demo's report summary), gcc/libc6-dev (static escape
 # probes), qemu-system-x86 + busybox-static + cpio (kernel-matrix VM), iproute2 (network probes'
-# fixtures), libcap2-bin (capsh, used by posture diagnostics), util-linux (setpriv for rootless runs).
-PKGS=(minisign python3 gcc libc6-dev qemu-system-x86 busybox-static cpio iproute2 libcap2-bin util-linux)
+# fixtures), libcap2-bin (capsh, used by posture diagnostics), util-linux (setpriv for rootless runs),
+# bubblewrap + runc + firejail (the peers the benchmark harness measures Stockade against).
+PKGS=(minisign python3 gcc libc6-dev qemu-system-x86 busybox-static cpio iproute2 libcap2-bin util-linux
+  bubblewrap runc firejail)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -68,5 +72,8 @@ fi
 
 step "demo smoke test"
 scripts/demo.sh
+
+step "benchmark harness (quick mode: proves it runs; its figures mean nothing)"
+sandbox-tests/bench/run.sh --quick
 
 step "all tests passed"

@@ -272,3 +272,31 @@ fn a_closed_output_reaches_the_program_as_sigpipe() {
         .unwrap();
     assert_eq!(out(&o), "y\n");
 }
+
+#[test]
+fn init_command_line_does_not_reveal_the_runtime_arguments() {
+    // /proc/1/cmdline is world-readable in the pid namespace; the init is a fork of the runtime,
+    // so without care it would show the runtime's argv (host paths, --env values).
+    let o = stockade(
+        &[
+            "exec",
+            "--env",
+            "MARKER=cmdline-canary-4711",
+            "--",
+            "/bin/cat",
+            "/proc/1/cmdline",
+        ],
+        b"",
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let shown = out(&o);
+    assert!(shown.starts_with("stockade-init\0"), "{shown:?}");
+    assert!(!shown.contains("canary"), "{shown:?}");
+    assert!(!shown.contains("exec"), "{shown:?}");
+    // Native control: the same read outside a sandbox does show a process's own arguments.
+    let native = Command::new("/bin/cat")
+        .args(["/proc/self/cmdline", "cmdline-canary-4711"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&native.stdout).contains("canary"));
+}

@@ -94,3 +94,24 @@ fn rootless_program_cannot_read_the_runtimes_memory_or_environment() {
     };
     assert_eq!(out(&o), "end\n", "{}", err(&o));
 }
+
+#[test]
+fn rootless_without_a_memory_cgroup_still_bounds_memory_with_rlimit_data() {
+    let alloc = "import sys\ntry:\n    b = bytearray(400 * 1024 * 1024)\nexcept MemoryError:\n    sys.exit(3)\nprint('allocated')";
+    // Native control: the allocation itself works on this machine.
+    let native = Command::new("python3")
+        .args(["-c", alloc])
+        .output()
+        .unwrap();
+    assert_eq!(native.status.code(), Some(0), "native control failed");
+    let Some(o) = rootless(&["--json", "exec", "--", "/usr/bin/python3", "-c", alloc]) else {
+        return;
+    };
+    assert_eq!(code(&o), 3, "{}{}", out(&o), err(&o));
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let cg = layer(&r, "cgroup");
+    if cg["status"] == "not_enforced" {
+        let data = &layer(&r, "rlimits")["details"]["data"];
+        assert_eq!(data["bytes"], 256 * 1024 * 1024, "{r}");
+    }
+}

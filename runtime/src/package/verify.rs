@@ -153,6 +153,8 @@ pub fn open_verified_in(
     let bytes = read_capped(path, MAX_PACKAGE_BYTES).map_err(VerifyError::Read)?;
     let c = container::parse(&bytes).map_err(VerifyError::Container)?;
     let runtime_version = runtime_version();
+    // The payload is hashed once: the digest goes into the report and is checked in step 7.
+    let payload_digest = Sha256::digest(&c.payload);
     let statement =
         Statement::parse(&c.statement, &runtime_version).map_err(VerifyError::Statement)?;
     let mut report = Report {
@@ -165,7 +167,7 @@ pub fn open_verified_in(
         version: statement.manifest.version().to_string(),
         package_sha256: hex::encode(Sha256::digest(&bytes)),
         statement_sha256: hex::encode(Sha256::digest(&c.statement)),
-        payload_sha256: hex::encode(Sha256::digest(&c.payload)),
+        payload_sha256: hex::encode(payload_digest),
         file_count: statement.files.len(),
         signer_key_id: None,
         trusted_comment: None,
@@ -342,7 +344,7 @@ pub fn open_verified_in(
         });
         err
     };
-    let found = Sha256::digest(&c.payload);
+    let found = payload_digest;
     if c.payload.len() as u64 != statement.payload_size {
         return Err(fail(
             &mut report,

@@ -11,7 +11,8 @@
 //! signal).
 //!
 //! ## Order (see [`contain`])
-//! parent-death signal → wait for the parent's go (maps written, cgroup joined) → not dumpable →
+//! parent-death signal → wait for the parent's go (maps written, cgroup joined) → neutral
+//! command line → not dumpable →
 //! private cgroup namespace → open bind sources → identity (setresgid/setresuid to the inside
 //! ids; the user namespace keeps our capabilities for the mount work) → stdio → filesystem
 //! (mounts, pivot_root) → hostname → loopback → rlimits → capabilities (securebits locked,
@@ -78,6 +79,9 @@ pub struct ChildCtx<'a> {
     pub stdio: [&'a OwnedFd; 3],
     /// Write end of the exec-status pipe (close-on-exec: EOF means exec succeeded).
     pub exec_w: &'a OwnedFd,
+    /// RLIMIT_DATA to set because no memory cgroup enforces `memory_max` (rootless without a
+    /// delegated cgroup, degradation allowed by policy); `None` when the cgroup does.
+    pub data_limit: Option<u64>,
     /// Write end of the exit-status pipe (init writes the program's wait status).
     pub status_w: &'a OwnedFd,
     /// Compiled seccomp filters.
@@ -124,6 +128,11 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // Not dumpable: the program (same uid in rootless mode) must not read or write our memory
     // through /proc/1/mem, nor read our environment, which is a copy of the runtime's. Only now:
     // the parent needed /proc/<pid>/uid_map writable by its own uid until the go.
+    // `/proc/1/cmdline` is readable by the program whatever the dumpable flag says, and our argv
+    // area is still the runtime's command line: replace it with a neutral name. Before the
+    // dumpable flag goes: a non-dumpable process's /proc files belong to root, and rootless we
+    // could no longer open our own /proc/self/mem.
+    sys::set_cmdline(b"stockade-init").map_err(at(LaunchStep::HideCmdline))?;
     sys::set_dumpable(false).map_err(at(LaunchStep::NotDumpable))?;
     // A cgroup namespace rooted at the sandbox's own cgroup (we are in it now).
     sys::unshare(libc::CLONE_NEWCGROUP).map_err(at(LaunchStep::CgroupNamespace))?;
@@ -154,7 +163,7 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     if p.network == NetworkMode::Loopback {
         sys::net::loopback_up().map_err(at(LaunchStep::Loopback))?;
     }
-    let rl = set_rlimits(p).map_err(at(LaunchStep::Rlimits))?;
+    let rl = set_rlimits(p, ctx.data_limit).map_err(at(LaunchStep::Rlimits))?;
     drop_capabilities().map_err(at(LaunchStep::Capabilities))?;
     sys::set_no_new_privs().map_err(at(LaunchStep::NoNewPrivs))?;
     let (abi, status) =
@@ -199,7 +208,10 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn set_rlimits(p: &ValidatedSandboxPolicy) -> std::io::Result<LayerReport> {
+fn set_rlimits(
+    p: &ValidatedSandboxPolicy,
+    data_limit: Option<u64>,
+) -> std::io::Result<LayerReport> {
     let r = &p.resources;
     let v = |l: Limit| l.max().unwrap_or(libc::RLIM_INFINITY);
     let list = [
@@ -214,6 +226,13 @@ fn set_rlimits(p: &ValidatedSandboxPolicy) -> std::io::Result<LayerReport> {
     for (res, name, lim) in list {
         sys::setrlimit(res, v(lim))?;
         details.insert(name.into(), json!(lim));
+    }
+    if let Some(bytes) = data_limit {
+        sys::setrlimit(libc::RLIMIT_DATA, bytes)?;
+        details.insert(
+            "data".into(),
+            json!({"bytes": bytes, "why": "no memory cgroup: fallback for memory_max"}),
+        );
     }
     Ok(LayerReport::full("rlimits", details.into()))
 }

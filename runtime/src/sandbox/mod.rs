@@ -68,6 +68,8 @@ pub enum LaunchStep {
     ParentDeathSignal,
     /// Making the sandbox's init non-dumpable.
     NotDumpable,
+    /// Replacing the init's command line (the runtime's argv) with a neutral name.
+    HideCmdline,
     /// Private cgroup namespace.
     CgroupNamespace,
     /// setresgid/setresuid.
@@ -286,7 +288,7 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
             layers.push(LayerReport::degraded(
                 "cgroup",
                 LayerStatus::NotEnforced,
-                json!({"reason": format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()), "rlimits": "still applied"}),
+                json!({"reason": format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()), "rlimits": "still applied", "memory_fallback": "RLIMIT_DATA = memory_max (see the rlimits layer)"}),
             ));
             None
         }
@@ -339,6 +341,14 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
         exec_w: &exec_w,
         status_w: &status_w,
         filters: &filters,
+        // Without a memory cgroup, RLIMIT_DATA stands in for memory_max: weaker (it counts the
+        // private writable memory of each process, not tmpfs or page cache, and not summed over
+        // the sandbox) but far better than no bound at all.
+        data_limit: if cg.is_none() {
+            p.resources.memory_max.max()
+        } else {
+            None
+        },
     };
     let pid = match sys::clone_fork(flags).map_err(setup(LaunchStep::Clone))? {
         Forked::Child => child::contain(&ctx),

@@ -516,6 +516,53 @@ pub fn set_dumpable(on: bool) -> io::Result<()> {
     nix::sys::prctl::set_dumpable(on).map_err(io_err)
 }
 
+/// Replace this process's command line, as `/proc/<pid>/cmdline` shows it to anyone who can see
+/// the process, with `name` followed by NUL bytes.
+///
+/// Why: the sandbox's init is a fork of the runtime, so its argv area still holds the runtime's
+/// command line (host paths, `--env` values, policy file names), and `/proc/1/cmdline` is
+/// world-readable inside the pid namespace even though init is not dumpable. The kernel reads that
+/// file from the `[arg_start, arg_end)` range of the process's memory (fields 48 and 49 of
+/// `/proc/self/stat`); overwriting the range in place hides it. The write goes through
+/// `/proc/self/mem` (always permitted on oneself) rather than a raw pointer, so no `unsafe` is
+/// needed; nothing in this process reads argv afterwards (the runtime parsed it into owned
+/// strings long before). The length of the range stays visible, its content does not. `name`
+/// longer than the range is truncated (the last byte stays NUL so the kernel does not treat the
+/// area as a `setproctitle` overflow into the environment).
+pub fn set_cmdline(name: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let (start, end) = arg_range(&stat).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no argument range in /proc/self/stat",
+        )
+    })?;
+    let len = usize::try_from(end - start)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "argument range too large"))?;
+    if len == 0 {
+        return Ok(());
+    }
+    let mut area = vec![0u8; len];
+    let keep = name.len().min(len - 1);
+    area[..keep].copy_from_slice(&name[..keep]);
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/mem")?;
+    mem.write_all_at(&area, start)
+}
+
+/// Fields 48 and 49 (`arg_start`, `arg_end`) of a `/proc/<pid>/stat` line. The command name in
+/// field 2 may contain spaces and parentheses, so counting starts after its last `)`.
+fn arg_range(stat: &str) -> Option<(u64, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After ')' the first field is field 3 (state).
+    let mut fields = rest.split_ascii_whitespace().skip(48 - 3);
+    let start: u64 = fields.next()?.parse().ok()?;
+    let end: u64 = fields.next()?.parse().ok()?;
+    (start <= end).then_some((start, end))
+}
+
 /// Reset every signal's disposition to the default. Ignored signals survive `execve` (the Rust
 /// runtime ignores SIGPIPE; a parent may ignore others, including the real-time signals glibc
 /// reserves for itself, which its `signal()` wrapper refuses to touch: hence the raw call; `nix`'s
@@ -610,6 +657,39 @@ mod tests {
         );
         nix::sys::signal::raise(Signal::SIGUSR2).unwrap();
         assert_eq!(read_signalfd(fd.as_fd()).unwrap(), Some(libc::SIGUSR2));
+    }
+
+    #[test]
+    fn arg_range_counts_fields_after_the_last_parenthesis() {
+        let mut line = String::from("42 (a) b) c) S");
+        for n in 4..=52 {
+            line.push_str(&format!(" {n}"));
+        }
+        assert_eq!(arg_range(&line), Some((48, 49)));
+        assert_eq!(arg_range("42 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn set_cmdline_hides_the_arguments_of_a_forked_child() {
+        let (r, w) = pipe().unwrap();
+        let Forked::Parent(pid) = fork().unwrap() else {
+            drop(r);
+            let ok = set_cmdline(b"stockade-init").is_ok();
+            let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+            let good = ok
+                && cmdline.starts_with(b"stockade-init\0")
+                && cmdline[b"stockade-init".len()..].iter().all(|&b| b == 0);
+            let _ = nix::unistd::write(&w, &[u8::from(good)]);
+            exit_now(0);
+        };
+        drop(w);
+        let mut got = [0u8; 1];
+        let n = nix::unistd::read(&r, &mut got).unwrap();
+        waitpid(pid, 0).unwrap();
+        assert_eq!((n, got[0]), (1, 1), "the child's cmdline was not replaced");
+        // The parent's own command line is untouched.
+        let own = std::fs::read("/proc/self/cmdline").unwrap();
+        assert!(!own.starts_with(b"stockade-init"));
     }
 
     #[test]

@@ -1,0 +1,370 @@
+//! `stockade-bench`: Stockade side by side with its peers and with the physical floor, in one
+//! run, on one machine (these VMs are noisy: compare ratios measured together, not absolute
+//! times across runs). Prints tables and, with `--docs DIR`, writes `DIR/PERFORMANCE.md` and
+//! the SVG plots of the latency distributions.
+//!
+//! Measured (see `docs/PERFORMANCE.md` for the method and the analysis):
+//! 1. cold launch to handshake, Stockade against bare exec, `unshare -Upmn`, bwrap, runc, firejail;
+//! 2. hook round trip over `stockade run` at 64 B / 4 KiB / 64 KiB against a pipe ping-pong;
+//! 3. pipelined hooks per second through one plugin;
+//! 4. `stockade verify` against `sha256sum` of the same 1 / 10 / 100 MB packages.
+//!
+//! `--quick` runs every measurement a few times only: CI uses it to prove the harness works; its
+//! figures mean nothing. No test ever asserts a time.
+
+mod fixture;
+mod launch;
+mod report;
+mod rtt;
+mod stats;
+
+use clap::Parser;
+use fixture::{sh, which, Fixture};
+use launch::Launcher;
+use report::{cdf_svg, series_table, targets_table, Target};
+use stats::{fmt_us, Series};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "stockade-bench",
+    about = "Stockade against its peers and the physical floor"
+)]
+struct Args {
+    /// A handful of runs per measurement (proves the harness works; figures are meaningless).
+    #[arg(long)]
+    quick: bool,
+    /// The `stockade` binary to measure (a release build for real figures).
+    #[arg(long)]
+    stockade: PathBuf,
+    /// Write PERFORMANCE.md and the plots into this directory.
+    #[arg(long)]
+    docs: Option<PathBuf>,
+    /// Fail unless every peer is installed (CI: a missing peer is an error, not a skip).
+    #[arg(long)]
+    require_peers: bool,
+    /// Internal: the floor's echo process.
+    #[arg(long, hide = true)]
+    echo: bool,
+}
+
+struct Plan {
+    launches: usize,
+    round_trips: usize,
+    pipelined: usize,
+    verify_sizes_mb: Vec<usize>,
+    verify_runs: usize,
+}
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("echo") {
+        return match rtt::echo_loop() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
+    let args = Args::parse();
+    if args.echo {
+        return match rtt::echo_loop() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stockade-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let plan = if args.quick {
+        Plan {
+            launches: 3,
+            round_trips: 30,
+            pipelined: 500,
+            verify_sizes_mb: vec![1],
+            verify_runs: 2,
+        }
+    } else {
+        Plan {
+            launches: 40,
+            round_trips: 3000,
+            pipelined: 50_000,
+            verify_sizes_mb: vec![1, 10, 100],
+            verify_runs: 10,
+        }
+    };
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugin");
+    let stockade = std::fs::canonicalize(&args.stockade)
+        .map_err(|e| format!("{}: {e}", args.stockade.display()))?;
+    if let Some(d) = &args.docs {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let f = Fixture::build(&stockade, &src)?;
+    let mut md = String::new();
+    let mut targets = Vec::new();
+    let mut plots = String::new();
+    header(&mut md, &stockade, args.quick);
+
+    // 1. Cold launch.
+    let mut launches = Vec::new();
+    for l in Launcher::ALL {
+        if !l.available() {
+            let tool = l.tool().unwrap_or("?");
+            if args.require_peers {
+                return Err(format!("{tool} is not installed (needed for {})", l.name()));
+            }
+            eprintln!("skipping {}: {tool} is not installed", l.name());
+            continue;
+        }
+        eprintln!("cold launch: {} × {}", l.name(), plan.launches);
+        // One unmeasured run warms the page cache and the tool's own start-up.
+        l.measure(&f, 0)?;
+        let mut v = Vec::with_capacity(plan.launches);
+        for i in 1..=plan.launches {
+            v.push(l.measure(&f, i)?);
+        }
+        launches.push((l, Series::new(l.name(), &v)));
+    }
+    let find = |want: Launcher| launches.iter().position(|(l, _)| *l == want);
+    let rows: Vec<Series> = launches.iter().map(|(_, s)| s.clone()).collect();
+    let _ = writeln!(
+        md,
+        "## 1. Cold launch to handshake\n\nFrom `spawn` to the plugin's handshake line (peers, \
+         `stockade exec`) or to `plugin_state: ready` (`stockade run`: verification, every layer, \
+         handshake checked and answered). Same static plugin everywhere.\n\n{}",
+        series_table(&rows, find(Launcher::Bare))
+    );
+    match (find(Launcher::StockadeRun), find(Launcher::Bwrap)) {
+        (Some(s), Some(b)) => targets.push(Target::ratio(
+            "cold launch (`stockade run`) median ≤ 0.5× `bwrap --unshare-all`",
+            rows[s].median(),
+            rows[b].median(),
+            0.5,
+        )),
+        _ => targets.push(Target::unmeasured(
+            "cold launch median ≤ 0.5× bwrap",
+            "bwrap not installed",
+        )),
+    }
+    if let (Some(s), Some(b)) = (find(Launcher::StockadeExec), find(Launcher::Bwrap)) {
+        targets.push(Target::ratio(
+            "(for reference) `stockade exec` median ≤ 0.5× `bwrap --unshare-all`",
+            rows[s].median(),
+            rows[b].median(),
+            0.5,
+        ));
+    }
+    targets.push(Target::unmeasured(
+        "warm pool launch ≤ 2× bare exec",
+        "no warm pool yet",
+    ));
+    if let Some(d) = &args.docs {
+        cdf_svg(
+            &d.join("perf-launch.svg"),
+            "Cold launch to handshake",
+            &rows,
+        )?;
+        plots.push_str("![cold launch CDF](perf-launch.svg)\n\n");
+    }
+
+    // 2. Round trips.
+    let sizes = [(64usize, "64 B"), (4096, "4 KiB"), (65536, "64 KiB")];
+    let mut rtt_rows = Vec::new();
+    let mut pairs = Vec::new();
+    let warmup = (plan.round_trips / 10).max(5);
+    for (k, (size, label)) in sizes.iter().enumerate() {
+        eprintln!("round trip {label} × {}", plan.round_trips);
+        let mut floor = rtt::Session::floor()?;
+        let fl = floor.round_trips(*size, warmup, plan.round_trips, 1)?;
+        floor.finish()?;
+        let mut s = rtt::Session::stockade(&f)?;
+        let st = s.round_trips(*size, warmup, plan.round_trips, 1)?;
+        s.finish()?;
+        let fl = Series::new(format!("pipe floor, {label}"), &fl);
+        let st = Series::new(format!("stockade run, {label}"), &st);
+        if k == 0 {
+            targets.push(Target::ratio(
+                "hook round trip p50 ≤ 1.5× the pipe floor (64 B)",
+                st.median(),
+                fl.median(),
+                1.5,
+            ));
+            targets.push(Target {
+                goal: "hook round trip p99 ≤ 100 µs (64 B)".into(),
+                measured: fmt_us(st.p99()),
+                met: Some(st.p99() <= 100.0),
+            });
+        }
+        pairs.push((fl.clone(), st.clone()));
+        rtt_rows.push(fl);
+        rtt_rows.push(st);
+    }
+    let mut t = String::from(
+        "| payload | floor p50 | floor p99 | stockade p50 | stockade p99 | p50 ratio |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for ((fl, st), (_, label)) in pairs.iter().zip(sizes) {
+        let _ = writeln!(
+            t,
+            "| {label} | {} | {} | {} | {} | {:.2}× |",
+            fmt_us(fl.median()),
+            fmt_us(fl.p99()),
+            fmt_us(st.median()),
+            fmt_us(st.p99()),
+            st.median() / fl.median()
+        );
+    }
+    let _ = writeln!(
+        md,
+        "## 2. Hook round trip\n\nAgent → `stockade run` → plugin → runtime → agent, sequential \
+         calls ({} measured after {warmup} warm-up), payload echoed back by the plugin; the floor \
+         is the same lines ping-ponged through a pipe pair with one echo process.\n\n{t}",
+        plan.round_trips
+    );
+    if let Some(d) = &args.docs {
+        cdf_svg(&d.join("perf-rtt.svg"), "Hook round trip", &rtt_rows)?;
+        plots.push_str("![round trip CDF](perf-rtt.svg)\n\n");
+    }
+
+    // 3. Pipelined throughput.
+    eprintln!("pipelined × {}", plan.pipelined);
+    let mut s = rtt::Session::stockade(&f)?;
+    let rate = s.pipelined(64, plan.pipelined, 256)?;
+    s.finish()?;
+    let _ = writeln!(
+        md,
+        "## 3. Pipelined throughput\n\n{} hook calls of 64 B through one plugin, at most 256 in \
+         flight: **{rate:.0} hooks/s**.\n\nFan-out to 8 plugins needs `stockade serve` (not \
+         measured by this harness yet).\n",
+        plan.pipelined
+    );
+    targets.push(Target {
+        goal: "≥ 150,000 pipelined hooks/s, one plugin".into(),
+        measured: format!("{rate:.0}/s"),
+        met: Some(rate >= 150_000.0),
+    });
+    targets.push(Target::unmeasured(
+        "1,000 plugins: RSS ≤ 50 MB, hook p99 ≤ 2× one plugin",
+        "needs `stockade serve` (not measured by this harness yet)",
+    ));
+
+    // 5. Verification.
+    let mut vt = String::from(
+        "| package | sha256sum median | stockade verify median | ratio |\n|---|---:|---:|---:|\n",
+    );
+    let mut largest: Option<(f64, f64)> = None;
+    for mb in &plan.verify_sizes_mb {
+        eprintln!("verify {mb} MB × {}", plan.verify_runs);
+        let pkg = f.package_with_filler(mb * 1024 * 1024)?;
+        let size = std::fs::metadata(&pkg).map_err(|e| e.to_string())?.len();
+        let mut sha = Vec::new();
+        let mut ver = Vec::new();
+        for i in 0..=plan.verify_runs {
+            let a = time(Command::new("sha256sum").arg(&pkg))?;
+            let b = time(Command::new(&f.stockade).args(f.verify_args(&pkg)))?;
+            if i > 0 {
+                sha.push(a);
+                ver.push(b);
+            }
+        }
+        let sha = Series::new("sha256sum", &sha);
+        let ver = Series::new("stockade verify", &ver);
+        let r = ver.median() / sha.median();
+        let _ = writeln!(
+            vt,
+            "| {mb} MB ({size} bytes) | {} | {} | {r:.2}× |",
+            fmt_us(sha.median()),
+            fmt_us(ver.median())
+        );
+        // Sizes ascend: the last one is the largest, the one the target speaks of.
+        largest = Some((ver.median(), sha.median()));
+    }
+    let _ = writeln!(
+        md,
+        "## 5. Verification\n\nThe whole `stockade verify` (chain, revocation, signature, every \
+         file's digest) against `sha256sum` of the same file, page cache warm.\n\n{vt}"
+    );
+    if let Some((v, s)) = largest {
+        targets.push(Target::ratio(
+            "verification ≤ 1.2× `sha256sum` (largest package)",
+            v,
+            s,
+            1.2,
+        ));
+    }
+
+    let tt = targets_table(&targets);
+    println!("{md}");
+    println!("## Targets\n\n{tt}");
+    if let Some(d) = &args.docs {
+        let mut doc = String::from(
+            "# Performance\n\nGenerated by `sandbox-tests/bench/run.sh` (`stockade-bench --docs docs`); \
+             the analysis below the figures is written by hand.\n\n",
+        );
+        doc.push_str(&md);
+        let _ = writeln!(doc, "## Targets\n\n{tt}\n## Distributions\n\n{plots}");
+        let analysis = d.join("PERFORMANCE.analysis.md");
+        if let Ok(text) = std::fs::read_to_string(&analysis) {
+            doc.push_str(&text);
+        }
+        std::fs::write(d.join("PERFORMANCE.md"), doc).map_err(|e| e.to_string())?;
+        eprintln!("wrote {}", d.join("PERFORMANCE.md").display());
+    }
+    Ok(())
+}
+
+fn time(cmd: &mut Command) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    sh(cmd)?;
+    Ok(t0.elapsed())
+}
+
+fn header(md: &mut String, stockade: &Path, quick: bool) {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let version = |prog: &str, arg: &str| -> String {
+        if which(prog).is_none() {
+            return "not installed".into();
+        }
+        Command::new(prog)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| {
+                let t = if o.stdout.is_empty() {
+                    o.stderr
+                } else {
+                    o.stdout
+                };
+                String::from_utf8_lossy(&t)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    let _ = writeln!(
+        md,
+        "Machine: Linux {}, {cpus} CPUs. `stockade`: {} ({}). Peers: {}; {}; {}; {}.{}\n",
+        kernel.trim(),
+        stockade.display(),
+        version(&stockade.to_string_lossy(), "--version"),
+        version("bwrap", "--version"),
+        version("runc", "--version"),
+        version("firejail", "--version"),
+        version("unshare", "--version"),
+        if quick {
+            "\n\n**Quick mode: a handful of runs per figure; these numbers mean nothing.**"
+        } else {
+            ""
+        }
+    );
+}
