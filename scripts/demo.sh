@@ -6,7 +6,8 @@
 #   4. show that tampering with one byte is caught (and with which exit code);
 #   5. run the verified plugin's entrypoint in the sandbox (`stockade exec`, built-in strict policy)
 #      and print which isolation layers were enforced; then serve the package with `stockade run`
-#      and invoke its hook from this script (NDJSON JSON-RPC on stdin, docs/protocol.md).
+#      and invoke its hook from this script (NDJSON JSON-RPC on stdin, docs/protocol.md);
+#   6. audit an operator policy with `policy lint`, `policy explain` and `policy diff`.
 # Every command is the real CLI, so this script doubles as a tour of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -100,3 +101,22 @@ for line in open(sys.argv[1]):
 if not answered:
     sys.exit("demo: the hook was not answered")
 PY
+
+say "6. audit an operator policy: lint, explain (who decided what, exposure score), diff"
+cat >"$work/policy.toml" <<'TOML'
+version = 1
+[resources]
+memory_max = "64M"
+[capabilities]
+allow = ["log", "register_hook", "emit_event"]
+[network]
+mode = "loopback"
+TOML
+printf '$ stockade policy lint policy.toml\n'
+"$STOCKADE" policy lint "$work/policy.toml" || echo "(exit $?: findings at or above --fail-level)"
+printf '$ stockade policy explain hello-0.1.0.stockade --policy policy.toml   (capabilities, network, exposure)\n'
+"$STOCKADE" policy explain "$work/hello-0.1.0.stockade" --policy "$work/policy.toml" \
+  --trust "$work/trust" --state-dir "$work/state" | grep -E '^(capability|network +mode|withheld|→)'
+printf '$ stockade policy diff <built-in defaults> policy.toml\n'
+printf 'version = 1\n' >"$work/defaults.toml"
+"$STOCKADE" policy diff "$work/defaults.toml" "$work/policy.toml"

@@ -13,6 +13,7 @@
 
 pub mod capability;
 pub mod manifest;
+pub mod operator;
 pub mod protocol;
 pub mod sandbox;
 pub mod serve;

@@ -41,6 +41,163 @@ pub enum Command {
     /// Daemon: supervise many plugins for many agents on a Unix socket (NDJSON JSON-RPC,
     /// docs/protocol.md); systemd socket activation and sd_notify aware. SIGTERM stops it.
     Serve(ServeArgs),
+    /// Audit the operator policy: lint, explain, diff, schema (stockade-policy(5)).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Signed authorization grants for high-risk items: issue and verify.
+    #[command(subcommand)]
+    Grant(GrantCommand),
+    /// The hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// Where the operator policy is read from: `<DIR>/etc/stockade`, `<DIR>/run/stockade`,
+/// `<DIR>/usr/lib/stockade` (each `policy.toml` + `policy.d/*.toml`).
+#[derive(Debug, Args, Clone)]
+pub struct PolicyRootArg {
+    /// Root under which etc/, run/ and usr/lib/ are looked up (for tests and packagers).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "STOCKADE_POLICY_ROOT",
+        default_value = "/"
+    )]
+    pub policy_root: PathBuf,
+}
+
+/// `stockade policy …`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Report findings (severity + file:line); exit 1 at or above --fail-level, 65 if invalid.
+    Lint(PolicyLintArgs),
+    /// The effective decision for every item, who decided it, and an exposure score.
+    Explain(PolicyExplainArgs),
+    /// What a change from policy A to policy B widens or narrows.
+    Diff(PolicyDiffArgs),
+    /// The JSON Schema of the policy file format.
+    Schema,
+}
+
+/// `stockade policy lint`
+#[derive(Debug, Args)]
+pub struct PolicyLintArgs {
+    /// Policy files, applied as layers in the order given; the operator layers when omitted.
+    pub files: Vec<PathBuf>,
+    /// Lowest severity that makes the exit status 1: info, warning or error.
+    #[arg(long, default_value = "warning")]
+    pub fail_level: String,
+    #[command(flatten)]
+    pub root: PolicyRootArg,
+}
+
+/// `stockade policy explain`
+#[derive(Debug, Args)]
+pub struct PolicyExplainArgs {
+    /// A package: verify it and explain exactly what `stockade run` would grant it.
+    pub package: Option<PathBuf>,
+    /// Explain for this plugin name (its `[plugin."NAME"]` section; no package needed).
+    #[arg(long, value_name = "NAME", conflicts_with = "package")]
+    pub plugin: Option<String>,
+    /// Also apply this signer's `[signer."KEYID"]` section (with --plugin).
+    #[arg(long, value_name = "KEYID")]
+    pub signer: Option<String>,
+    /// One whole policy file instead of the operator layers (as `exec`/`run --policy`).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub root: PolicyRootArg,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// `stockade policy diff`
+#[derive(Debug, Args)]
+pub struct PolicyDiffArgs {
+    /// The old policy: a file, or a directory used as a policy root.
+    pub a: PathBuf,
+    /// The new policy: a file, or a directory used as a policy root.
+    pub b: PathBuf,
+    /// Compare the resolution for this plugin name.
+    #[arg(long, value_name = "NAME")]
+    pub plugin: Option<String>,
+}
+
+/// `stockade grant …`
+#[derive(Debug, Subcommand)]
+pub enum GrantCommand {
+    /// Sign a grant with an operator key.
+    Issue(GrantIssueArgs),
+    /// Check a grant against operator keys and a binding; exit 65 with the refusal's kind.
+    Verify(GrantVerifyArgs),
+}
+
+/// `stockade grant issue`
+#[derive(Debug, Args)]
+pub struct GrantIssueArgs {
+    /// Operator secret key (from `stockade keygen`).
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+    /// Plugin name.
+    #[arg(long)]
+    pub plugin: String,
+    /// Plugin version (exact).
+    #[arg(long = "plugin-version", value_name = "VERSION")]
+    pub plugin_version: String,
+    /// The developer certificate scope it is valid under.
+    #[arg(long, default_value = "any")]
+    pub scope: String,
+    /// What to authorise (repeatable): capability:<cap>, network:loopback, writable:<path>.
+    #[arg(long = "target", value_name = "TARGET", required = true)]
+    pub targets: Vec<String>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Output file (conventionally `<grants dir>/<plugin>.grant`).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Issue as if the current time were this (unix seconds); for back-dating and tests.
+    #[arg(long, value_name = "UNIX_SECONDS", hide = true)]
+    pub now: Option<u64>,
+}
+
+/// `stockade grant verify`
+#[derive(Debug, Args)]
+pub struct GrantVerifyArgs {
+    /// The grant file.
+    pub file: PathBuf,
+    /// Operator public key(s) accepted (repeatable).
+    #[arg(long = "operator-key", value_name = "KEY.pub", required = true)]
+    pub operator_keys: Vec<PathBuf>,
+    /// Required plugin name.
+    #[arg(long)]
+    pub plugin: String,
+    /// Required plugin version.
+    #[arg(long = "plugin-version", value_name = "VERSION")]
+    pub plugin_version: String,
+    /// Required scope.
+    #[arg(long, default_value = "any")]
+    pub scope: String,
+    /// Required target.
+    #[arg(long, value_name = "TARGET")]
+    pub target: String,
+    /// Check as if the current time were this (unix seconds).
+    #[arg(long, value_name = "UNIX_SECONDS", hide = true)]
+    pub now: Option<u64>,
+}
+
+/// `stockade audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check an audit log's hash chain; names the first record that breaks it.
+    Verify(AuditVerifyArgs),
+}
+
+/// `stockade audit verify`
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// The audit log file.
+    pub file: PathBuf,
 }
 
 /// `stockade keygen`
@@ -218,6 +375,9 @@ pub struct TrustArgs {
     pub state_dir: PathBuf,
 }
 
+/// The default of `--trust` (a policy's `trust.roots` replaces it when the flag is left alone).
+pub const DEFAULT_TRUST_DIR: &str = "/etc/stockade/trust";
+
 /// `stockade verify`
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -225,6 +385,8 @@ pub struct VerifyArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub trust: TrustArgs,
+    #[command(flatten)]
+    pub root: PolicyRootArg,
     /// After a successful verification, move the verified, extracted tree to DIR (which must not
     /// exist; its parent must). The tree is exactly the signed file map, nothing else.
     #[arg(long, value_name = "DIR")]
@@ -314,6 +476,8 @@ pub struct ExecArgs {
     /// with a verified package), e.g. to try an extracted plugin by hand.
     #[arg(long, value_name = "DIR")]
     pub plugin_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub root: PolicyRootArg,
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -332,6 +496,8 @@ pub struct RunArgs {
     /// `[capabilities] allow`, the stricter wins. Without either, the operator does not restrict.
     #[arg(long = "allow-capability", value_name = "CAP")]
     pub allow_capability: Vec<String>,
+    #[command(flatten)]
+    pub root: PolicyRootArg,
     #[command(flatten)]
     pub trust: TrustArgs,
 }

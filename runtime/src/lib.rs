@@ -14,6 +14,7 @@
 //! revocation list, trust modes), [`state`] (rollback memory), [`node`] (hardware id, license),
 //! [`fileio`] (capped single-fd reads, exclusive and atomic writes), [`keyfile`] (key files).
 
+pub mod audit;
 pub mod cli;
 pub mod cmd;
 pub mod error;
@@ -24,6 +25,8 @@ pub mod keyfile;
 pub mod node;
 pub mod output;
 pub mod package;
+pub mod plugin_policy;
+pub mod policyfiles;
 pub mod sandbox;
 pub mod state;
 pub mod sys;

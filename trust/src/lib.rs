@@ -30,6 +30,7 @@ pub mod canonical;
 pub mod cert;
 pub mod chain;
 pub mod crl;
+pub mod grant;
 pub mod license;
 pub mod minisign;
 pub mod signed;

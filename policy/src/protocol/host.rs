@@ -12,7 +12,7 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the runtime answers when a hook's plugin fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureMode {
     /// Return the error to the agent (the default: deny-by-default also for answers).
@@ -23,7 +23,7 @@ pub enum FailureMode {
 }
 
 /// `[hooks."<hook>"]`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HookPolicy {
     /// Milliseconds the plugin has to answer (caps an agent's `deadline_ms`).
@@ -32,11 +32,12 @@ pub struct HookPolicy {
     #[serde(default)]
     pub failure: FailureMode,
     /// The fail-open answer (JSON `null` when absent).
+    #[schemars(with = "Option<serde_json::Value>")]
     pub default: Option<toml::Value>,
 }
 
 /// `[capabilities]`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilityPolicy {
     /// When set, only these may be granted.
@@ -44,7 +45,7 @@ pub struct CapabilityPolicy {
 }
 
 /// `[protocol]`: limits on the plugin link.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProtocolLimits {
     /// Largest frame on either link.
@@ -81,7 +82,7 @@ impl Default for ProtocolLimits {
 }
 
 /// `[kv]`: the per-plugin store's quotas.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct KvQuota {
     /// Most keys.
@@ -153,7 +154,8 @@ impl HostPolicy {
         requested.map_or(cap, |r| r.min(cap))
     }
 
-    fn validate(&self) -> Result<(), HostPolicyError> {
+    /// Range-check the values (used by [`split_policy`] and the operator policy merge).
+    pub fn validate(&self) -> Result<(), HostPolicyError> {
         let p = &self.protocol;
         let checks: [(&'static str, bool); 6] = [
             (

@@ -64,6 +64,17 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 pub use units::{CpuQuota, Limit, RawSize, UnitError};
 
+/// Files the sandbox generates in its own /etc unless a `read_only` entry binds the host's
+/// (stubs naming only root, the plugin's uid and nobody; the sandbox's hostname). `policy explain`
+/// lists them; the runtime's mount plan is checked against this list by a unit test.
+pub const GENERATED_ETC: &[&str] = &[
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+];
+
 /// The only policy format version this build understands.
 pub const POLICY_VERSION: u32 = 1;
 /// Policy files larger than this are refused before parsing.
@@ -99,7 +110,7 @@ pub struct SandboxPolicyFile {
 }
 
 /// `[filesystem]`: the sandbox sees a fresh tmpfs root holding only what is listed here.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilesystemSection {
     /// Host paths bound read-only at the same place (directories or files; a host symlink is
@@ -121,7 +132,7 @@ pub struct FilesystemSection {
 }
 
 /// `[network]`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSection {
     /// "none" (default): an empty network namespace, no interface at all is up; only AF_UNIX
@@ -131,7 +142,9 @@ pub struct NetworkSection {
 }
 
 /// How much network the sandbox has.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkMode {
     /// Empty network namespace.
@@ -142,7 +155,7 @@ pub enum NetworkMode {
 }
 
 /// `[resources]`: cgroup limits (memory, swap, CPU, pids) and rlimits (the rest).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourcesSection {
     /// cgroup memory limit; the OOM killer acts inside the sandbox when it is hit. Default "256M".
@@ -169,7 +182,7 @@ pub struct ResourcesSection {
 }
 
 /// `[seccomp]`: a default-deny allowlist; anything not allowed kills the process.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeccompSection {
     /// Named groups (see [`syscalls::GROUPS`]). Default: every group.
@@ -179,7 +192,7 @@ pub struct SeccompSection {
 }
 
 /// `[layers]`: isolation layers that may be missing without stopping the launch.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LayersSection {
     /// Lowest Landlock ABI accepted (0 = Landlock may be absent). Default 1.
@@ -194,7 +207,19 @@ pub struct LayersSection {
 }
 
 /// A layer that may be missing if the policy says so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Degradation {
     /// The plugin runs as the caller's own host uid instead of a dedicated one.
@@ -223,7 +248,7 @@ impl Degradation {
 }
 
 /// `[identity]`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentitySection {
     /// First host uid (and gid) of the per-plugin range. Default 200000.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A byte quantity as written in a policy file: a plain integer (bytes) or a string with a binary
 /// suffix `K`, `M`, `G`, `T` (powers of 1024, optional trailing `i`/`B`), or `"unlimited"`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum RawSize {
     /// A number of bytes.

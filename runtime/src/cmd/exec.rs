@@ -7,6 +7,11 @@
 //! failures use 125 (setup / a layer could not be enforced), 126 (cannot execute), 127 (not
 //! found), 65 (invalid policy), 66 (policy unreadable), 64 (bad `--env`).
 //!
+//! The policy is `--policy FILE` (one whole policy, the operator layers are then not read) or
+//! else the operator layers under `--policy-root` (`/etc/stockade/policy.toml` + drop-ins;
+//! none: the built-in defaults), resolved without a plugin: `policy explain` without
+//! `--plugin` reports exactly this.
+//!
 //! ## The report
 //! With `--json`, the launch report (schema `stockade.sandbox.report/1`, see
 //! [`crate::sandbox::report`]) is printed on **stderr** as one JSON document after the program
@@ -14,42 +19,25 @@
 //! `--report FILE` it is also written to FILE (atomically). Without `--json` nothing is added to
 //! the program's output.
 
+use crate::audit::{self, AuditLog, Event, Record};
 use crate::cli::ExecArgs;
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::output::Output;
+use crate::policyfiles::{self, PolicyFilesError};
 use crate::sandbox::{self, LaunchError, LaunchSpec, Program};
 use crate::sys;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use stockade_policy::sandbox::{
-    default_policy, parse_policy, SandboxPolicyError, MAX_POLICY_BYTES,
-};
+use stockade_policy::operator::effective::{effective, PluginFacts};
+use stockade_policy::operator::explain::explain;
 
 /// Why `exec` could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExecError {
-    /// The policy file cannot be read.
-    #[error("cannot read policy file `{}`", path.display())]
-    ReadPolicy {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// The policy file is invalid.
-    #[error("invalid policy file `{}`", path.display())]
-    Policy {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        #[source]
-        source: SandboxPolicyError,
-    },
     /// An `--env` argument is not KEY=VALUE.
     #[error("`--env {0}` is not KEY=VALUE with a non-empty KEY without `=` or NUL")]
     BadEnv(String),
@@ -91,36 +79,6 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         ),
     };
     CmdError::new(exit, kind, ExecError::Launch(e)).hint(hint)
-}
-
-fn read_policy(path: &Path) -> Result<stockade_policy::sandbox::ValidatedSandboxPolicy, CmdError> {
-    let read_err = |source| {
-        CmdError::new(
-            Exit::NoInput,
-            "policy_unreadable",
-            ExecError::ReadPolicy {
-                path: path.to_path_buf(),
-                source,
-            },
-        )
-    };
-    let f = fs::File::open(path).map_err(read_err)?;
-    let mut text = String::new();
-    // Read one byte past the cap so an oversized file is reported as such by the parser.
-    f.take(MAX_POLICY_BYTES as u64 + 1)
-        .read_to_string(&mut text)
-        .map_err(read_err)?;
-    parse_policy(&text).map_err(|source| {
-        CmdError::new(
-            Exit::DataErr,
-            "invalid_policy",
-            ExecError::Policy {
-                path: path.to_path_buf(),
-                source,
-            },
-        )
-        .hint("fix the named key; every key is documented in stockade-policy's sandbox module")
-    })
 }
 
 fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, CmdError> {
@@ -178,10 +136,20 @@ fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), CmdError> {
 /// Run the command. On success this does not return: it exits with the program's status after
 /// the sandbox has been torn down (the status is not one of [`Exit`]'s fixed codes).
 pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
-    let policy = match &args.policy {
-        Some(p) => read_policy(p)?,
-        None => default_policy(),
-    };
+    // `--policy FILE` is one whole policy; without it the operator layers under the policy root
+    // (none: the built-in defaults). Grants do not apply: exec runs the operator's own program.
+    let merged = policyfiles::load(&policyfiles::source(
+        args.policy.as_deref(),
+        &args.root.policy_root,
+    ))
+    .map_err(PolicyFilesError::into_cmd)?;
+    let resolved = merged
+        .resolve(None, None)
+        .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
+    let policy = resolved.sandbox.clone();
+    let log = AuditLog::from_policy(&resolved.audit);
+    let eff = effective(&resolved, &PluginFacts::default(), None);
+    let policy_sha256 = audit::policy_hash(&explain(&resolved, &eff));
     let env = parse_env(&args.env)?;
     if let Some(dir) = &args.plugin_dir {
         if !dir.is_dir() {
@@ -216,7 +184,25 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
         package_dir: args.plugin_dir.clone(),
         uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
     };
-    let mut sb = sandbox::launch(spec).map_err(launch_error)?;
+    let mut sb = match sandbox::launch(spec) {
+        Ok(sb) => sb,
+        Err(e) => {
+            let err = launch_error(e);
+            let mut rec = Record::new(Event::Launch, "failed");
+            rec.policy_sha256 = Some(policy_sha256);
+            rec.detail = serde_json::json!({"command": args.command, "kind": err.kind()});
+            audit::append_or_fail(&log, rec)?;
+            return Err(err);
+        }
+    };
+    let mut rec = Record::new(Event::Launch, "ok");
+    rec.policy_sha256 = Some(policy_sha256.clone());
+    rec.layers = audit::enforced_layers(sb.report());
+    rec.detail = serde_json::json!({"command": args.command, "pid": sb.pid()});
+    if let Err(e) = audit::append_or_fail(&log, rec) {
+        sb.kill();
+        return Err(e);
+    }
     if let (Some(path), Some(pid)) = (&args.pid_file, sb.pid()) {
         if let Err(e) = write_atomic(path, format!("{pid}\n").as_bytes()) {
             sb.kill();
@@ -239,6 +225,14 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     let status = report
         .exit
         .map_or(Exit::SandboxSetup.code().into(), |e| e.status);
+    let mut rec = Record::new(Event::Termination, status.to_string());
+    rec.policy_sha256 = Some(policy_sha256);
+    rec.layers = audit::enforced_layers(&report);
+    rec.detail = serde_json::json!({"command": args.command, "exit": report.exit, "limits_hit": report.limits_hit});
+    // The program has ended; a failed record is reported but does not replace its status.
+    if let Err(e) = audit::append_or_fail(&log, rec) {
+        eprintln!("{}", e.render_text());
+    }
     let _ = io::stdout().flush();
     std::process::exit(status)
 }

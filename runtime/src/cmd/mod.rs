@@ -3,16 +3,21 @@
 
 pub mod exec;
 
-use crate::cli::{CaCommand, Command, NodeCommand, NodeLicenseCommand};
+use crate::cli::{
+    AuditCommand, CaCommand, Command, GrantCommand, NodeCommand, NodeLicenseCommand, PolicyCommand,
+};
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::output::Output;
 
+pub mod audit;
 pub mod ca;
+pub mod grant;
 pub mod inspect;
 pub mod keygen;
 pub mod node;
 pub mod pack;
+pub mod policy;
 pub mod run;
 pub mod serve;
 pub mod verify;
@@ -35,5 +40,12 @@ pub fn run(command: Command, out: Output) -> Result<Exit, CmdError> {
         Command::Exec(a) => exec::run(a, out),
         Command::Run(a) => run::run(a, out),
         Command::Serve(a) => serve::run(a, out),
+        Command::Policy(PolicyCommand::Lint(a)) => policy::lint(a, out),
+        Command::Policy(PolicyCommand::Explain(a)) => policy::explain(a, out),
+        Command::Policy(PolicyCommand::Diff(a)) => policy::diff(a, out),
+        Command::Policy(PolicyCommand::Schema) => policy::schema(out),
+        Command::Grant(GrantCommand::Issue(a)) => grant::issue(a, out),
+        Command::Grant(GrantCommand::Verify(a)) => grant::verify(a, out),
+        Command::Audit(AuditCommand::Verify(a)) => audit::verify(a, out),
     }
 }

@@ -1,17 +1,27 @@
 //! `stockade run PKG [--policy FILE] [--allow-capability CAP]… [trust flags]`: verify a package,
 //! launch its entrypoint sandboxed and serve it to the agent on this process's stdin/stdout.
 //!
-//! Sequence: policy file (sandbox half + host half, both validated) → trust configuration →
-//! the fail-closed verification (`package::open_verified_in`, exit codes 80–87) → the plugin's
-//! key/value store → launch (`sandbox::launch`, exit 125–127) → one event loop
+//! Sequence: the operator policy (`--policy FILE`, else the layers under `--policy-root`;
+//! merged and validated, 65/66) → trust configuration (the stricter trust mode of flag and
+//! policy, the policy's roots and revocation list) → the fail-closed verification
+//! (`package::open_verified_in`, exit codes 80–87) → the effective policy for this package
+//! ([`crate::plugin_policy`]: operator ∩ certificate scope ∩ manifest, high-risk items only with a
+//! verified grant; withheld ones reported on stderr) → the plugin's key/value store → launch (`sandbox::launch`, exit 125–127) → one event loop
 //! ([`crate::host`]) until the agent's stdin ends (graceful shutdown: pending calls finish or hit
 //! their deadline, then `shutdown`, stdin closed, grace period, cgroup kill) or SIGINT/SIGTERM/
 //! SIGHUP (the same, at once). The exit status is the plugin's, as for `exec` (docs/exit-codes.md):
 //! 0 after a clean shutdown, 128+N when signal N ended it — 137 when the runtime killed it (a
 //! violation, a denied call, the shutdown grace ran out); why is reported in-band
 //! (`plugin_state`). stdout carries only protocol frames; human diagnostics go to stderr.
+//!
+//! Audit ([`crate::audit`], when the policy configures a sink): verification, each grant and
+//! each withheld item, the launch (with the enforced layers and the effective-policy hash), and
+//! from the supervisor's `plugin_state` notifications the termination (plus a denial when the
+//! reason is `denied`). runtime/src/host/ is not changed for this: its notifications are read as
+//! they go to the agent.
 
-use crate::cli::RunArgs;
+use crate::audit::{self, AuditLog, Event, Record};
+use crate::cli::{RunArgs, TrustArgs};
 use crate::cmd::exec::launch_error;
 use crate::cmd::verify::trust_config;
 use crate::error::CmdError;
@@ -24,11 +34,13 @@ use crate::keyfile::unix_now;
 use crate::node::NodeIdentity;
 use crate::output::Output;
 use crate::package::open_verified_in;
+use crate::plugin_policy::{self, PackageFacts};
+use crate::policyfiles::{self, PolicyFilesError};
 use crate::sandbox::{self, LaunchError, LaunchSpec, Program};
 use crate::sys;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
@@ -36,6 +48,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
 use stockade_policy::capability::Capability;
+use stockade_policy::operator::explain::explain;
+use stockade_policy::operator::risk::RiskClass;
+use stockade_policy::operator::{ResolvedPolicy, TrustModeName};
 use stockade_policy::protocol::frame::encode;
 use stockade_policy::protocol::host::{split_policy, HostPolicy, HostPolicyError};
 use stockade_policy::sandbox::{default_policy, ValidatedSandboxPolicy, MAX_POLICY_BYTES};
@@ -123,23 +138,145 @@ pub(crate) fn load_policy(
     Ok((sb, hp))
 }
 
+/// The operator allowlist given with `--allow-capability` (`None`: not given).
+fn flag_allowlist(a: &RunArgs) -> Result<Option<BTreeSet<Capability>>, CmdError> {
+    if a.allow_capability.is_empty() {
+        return Ok(None);
+    }
+    let mut flags = BTreeSet::new();
+    for c in &a.allow_capability {
+        let cap: Capability = c
+            .parse()
+            .map_err(|e| CmdError::new(Exit::Usage, "usage", e))?;
+        flags.insert(cap);
+    }
+    Ok(Some(flags))
+}
+
+/// The trust configuration with the policy's `[trust]` applied: [`trust_args_with_policy`], then
+/// `trust.revocation` (when set) replaces `<trust dir>/revocations.json`. A revocation list the
+/// policy names but that cannot be read stops the command (exit 78): fail closed.
+pub fn trust_config_with_policy(
+    t: &TrustArgs,
+    r: &ResolvedPolicy,
+) -> Result<crate::trustdir::TrustConfig, CmdError> {
+    let mut cfg = trust_config(&trust_args_with_policy(t, r))?;
+    if let Some(path) = &r.trust.revocation {
+        let bytes = crate::fileio::read_capped(
+            std::path::Path::new(path),
+            stockade_trust::signed::MAX_DOC_BYTES as u64,
+        )
+        .map_err(|e| {
+            CmdError::new(Exit::Config, "trust_dir", e).hint(format!(
+                "the policy's trust.revocation ({}) names a revocation list that cannot be read",
+                r.origin("trust.revocation")
+            ))
+        })?;
+        cfg.revocations = Some(bytes);
+    }
+    Ok(cfg)
+}
+
+/// The trust flags with the policy's `[trust]` applied: the stricter mode of flag and policy,
+/// and the policy's `trust.roots` when `--trust` is left at its default.
+pub fn trust_args_with_policy(t: &TrustArgs, r: &ResolvedPolicy) -> TrustArgs {
+    let mut t = t.clone();
+    if let Some(m) = r.trust.mode {
+        let flag: Option<TrustModeName> = match t.trust_mode.as_str() {
+            "strict" => Some(TrustModeName::Strict),
+            "warn" => Some(TrustModeName::Warn),
+            "disabled" => Some(TrustModeName::Disabled),
+            _ => None,
+        };
+        // An unknown flag value is left for `trust_config` to reject as a usage error.
+        if flag.is_some_and(|f| m < f) {
+            t.trust_mode = m.as_str().to_string();
+        }
+    }
+    if let Some(roots) = &r.trust.roots {
+        if t.trust == std::path::Path::new(crate::cli::DEFAULT_TRUST_DIR) {
+            t.trust = PathBuf::from(roots);
+        }
+    }
+    t
+}
+
 /// Run `stockade run`.
 pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
-    let (sandbox_policy, host_policy) = load_policy(a.policy.as_ref(), &a.allow_capability)?;
-    let cfg = trust_config(&a.trust)?;
+    let merged = policyfiles::load(&policyfiles::source(
+        a.policy.as_deref(),
+        &a.root.policy_root,
+    ))
+    .map_err(PolicyFilesError::into_cmd)?;
+    let flags = flag_allowlist(&a)?;
+    let defaults = merged
+        .resolve(None, None)
+        .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
+    let cfg = trust_config_with_policy(&a.trust, &defaults)?;
     let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
     })?;
-    let pkg = open_verified_in(&a.package, &cfg, &node, unix_now(), &std::env::temp_dir())
-        .map_err(|e| {
+    let log = AuditLog::from_policy(&defaults.audit);
+    let pkg = match open_verified_in(&a.package, &cfg, &node, unix_now(), &std::env::temp_dir()) {
+        Ok(p) => p,
+        Err(e) => {
             let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
-            CmdError::new(exit, kind, e).hint(hint)
-        })?;
+            let mut rec = Record::new(Event::Verification, "refused");
+            rec.detail = json!({"file": a.package.display().to_string(), "kind": kind, "error": e.to_string()});
+            audit::append_or_fail(&log, rec)?;
+            return Err(CmdError::new(exit, kind, e).hint(hint));
+        }
+    };
+    audit::append_or_fail(
+        &log,
+        audit::for_report(Event::Verification, "ok", &pkg.report),
+    )?;
     // The plugin's own uid must be able to read what was verified (files already have fixed
     // 0644/0755 modes from extraction; only the private directory itself is 0700).
     std::fs::set_permissions(pkg.dir.path(), std::fs::Permissions::from_mode(0o755))
         .map_err(|e| CmdError::new(Exit::CantCreate, "extract", e))?;
     let name = pkg.manifest.name().to_string();
+    let facts = PackageFacts::from_package(&pkg);
+    let pp = plugin_policy::for_package(&merged, &facts, &a.root.policy_root, unix_now())
+        .map_err(PolicyFilesError::into_cmd)?;
+    let mut base = audit::for_report(Event::Launch, "", &pkg.report);
+    base.policy_sha256 = Some(audit::policy_hash(&explain(&pp.resolved, &pp.effective)));
+    for w in &pp.withheld {
+        eprintln!(
+            "stockade: withheld {} ({}): {}",
+            w.target, w.kind, w.message
+        );
+        let mut rec = base.clone();
+        rec.event = Event::Denial;
+        rec.outcome = "withheld".into();
+        rec.detail = json!(w);
+        audit::append_or_fail(&log, rec)?;
+    }
+    for d in pp
+        .effective
+        .decisions()
+        .filter(|d| d.granted && d.risk == RiskClass::High)
+    {
+        let mut rec = base.clone();
+        rec.event = Event::Grant;
+        rec.outcome = "granted".into();
+        rec.detail = json!({"item": d.item, "decided_by": d.decided_by.to_string()});
+        audit::append_or_fail(&log, rec)?;
+    }
+    let sandbox_policy = pp.effective.sandbox.clone();
+    let mut host_policy = pp.effective.host.clone();
+    if let Some(flags) = flags {
+        // Both given: the stricter (their intersection) wins.
+        let allow = host_policy
+            .capabilities
+            .allow
+            .take()
+            .unwrap_or_default()
+            .intersection(&flags)
+            .copied()
+            .collect();
+        host_policy.capabilities.allow = Some(allow);
+    }
     let kv = KvStore::open(&cfg.state_dir, &name, host_policy.kv.clone())
         .map_err(|e| CmdError::new(Exit::Config, "kv_store", RunError::Kv(e)))?;
     let mut config = BTreeMap::new();
@@ -184,7 +321,25 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         package_dir: Some(pkg.dir.path().to_path_buf()),
         uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
     };
-    let sb = sandbox::launch(spec).map_err(launch_error)?;
+    let sb = match sandbox::launch(spec) {
+        Ok(sb) => sb,
+        Err(e) => {
+            let err = launch_error(e);
+            let mut rec = base.clone();
+            rec.outcome = "failed".into();
+            rec.detail = json!({"kind": err.kind()});
+            audit::append_or_fail(&log, rec)?;
+            return Err(err);
+        }
+    };
+    let mut rec = base.clone();
+    rec.outcome = "ok".into();
+    rec.layers = audit::enforced_layers(sb.report());
+    rec.detail = json!({"pid": sb.pid(), "granted": pp.effective.granted});
+    let layers = rec.layers.clone();
+    audit::append_or_fail(&log, rec)?;
+    base.layers = layers;
+    let run_audit = RunAudit { log, base };
     let max_frame = host_policy.protocol.max_frame_bytes;
     let pcfg = PluginConfig {
         ceiling: pkg.report.capability_ceiling.iter().copied().collect(),
@@ -195,7 +350,12 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         health: None,
     };
     let idx = sup.add(pcfg, sb, Instant::now()).map_err(loop_err)?;
-    serve(&mut sup, AgentLink::new(max_frame), sigfd.as_fd());
+    serve(
+        &mut sup,
+        AgentLink::new(max_frame),
+        sigfd.as_fd(),
+        &run_audit,
+    );
     let status = sup
         .exit_status(idx)
         .unwrap_or(Exit::SandboxSetup.code().into());
@@ -224,8 +384,9 @@ const FINAL_DRAIN_MS: i32 = 10_000;
 
 impl AgentOut {
     /// Queue what the supervisor has for the agent; false when the agent just overflowed.
-    fn queue(&mut self, sup: &mut Supervisor) -> bool {
+    fn queue(&mut self, sup: &mut Supervisor, audit: &RunAudit) -> bool {
         for m in std::mem::take(&mut sup.to_agent) {
+            audit.observe(&m);
             if !self.ok {
                 continue;
             }
@@ -283,7 +444,12 @@ impl AgentOut {
 /// The event loop of `run`: the agent on fd 0/1, one plugin, signals. fd 0 and fd 1 are made
 /// non-blocking for the loop and their flags restored at the end (they are shared with
 /// whoever started us).
-fn serve(sup: &mut Supervisor, mut agent: AgentLink, sigfd: std::os::fd::BorrowedFd<'_>) {
+fn serve(
+    sup: &mut Supervisor,
+    mut agent: AgentLink,
+    sigfd: std::os::fd::BorrowedFd<'_>,
+    audit: &RunAudit,
+) {
     let stdin = io::stdin();
     let stdout = io::stdout();
     let saved_in = sys::status_flags(stdin.as_fd()).ok();
@@ -312,8 +478,8 @@ fn serve(sup: &mut Supervisor, mut agent: AgentLink, sigfd: std::os::fd::Borrowe
             let _ = sys::set_status_flags(stdout.as_fd(), f);
         }
     }
-    run_loop(sup, &mut agent, sigfd, &mut out);
-    out.queue(sup);
+    run_loop(sup, &mut agent, sigfd, &mut out, audit);
+    out.queue(sup, audit);
     out.drain();
     for (fd, saved) in [(stdin.as_fd(), saved_in), (stdout.as_fd(), saved_out)] {
         if let Some(f) = saved {
@@ -327,6 +493,7 @@ fn run_loop(
     agent: &mut AgentLink,
     sigfd: std::os::fd::BorrowedFd<'_>,
     out: &mut AgentOut,
+    audit: &RunAudit,
 ) {
     let stdin = io::stdin();
     let mut agent_open = true;
@@ -348,7 +515,7 @@ fn run_loop(
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let now = Instant::now();
-        if !out.queue(sup) && agent_open {
+        if !out.queue(sup, audit) && agent_open {
             agent_open = false;
             let _ = sup.registry().deregister(&mut SourceFd(&0));
         }
@@ -357,7 +524,7 @@ fn run_loop(
             stopping = true;
             sup.shutdown_all(now);
         }
-        out.queue(sup);
+        out.queue(sup, audit);
         out.flush();
         if stopping && sup.all_gone() {
             break;
@@ -401,5 +568,42 @@ fn run_loop(
         }
         sup.serve_hot(now);
         sup.fire_timers(Instant::now());
+    }
+}
+
+/// The audit log of one `run`, and the fields every record of it shares.
+struct RunAudit {
+    log: AuditLog,
+    base: Record,
+}
+
+impl RunAudit {
+    /// Record what the supervisor tells the agent about the plugin's end and about denials
+    /// (`plugin_state` terminated/exited; a `denied` reason is also a denial). The supervisor
+    /// (runtime/src/host/) is not touched: its notifications are the source.
+    fn observe(&self, m: &Value) {
+        if m["method"] != "plugin_state" {
+            return;
+        }
+        let p = &m["params"];
+        let state = p["state"].as_str().unwrap_or_default();
+        if state != "terminated" && state != "exited" {
+            return;
+        }
+        let kind = p["reason"]["kind"].as_str().unwrap_or(state).to_string();
+        let mut events = vec![Event::Termination];
+        if kind == "denied" {
+            events.insert(0, Event::Denial);
+        }
+        for ev in events {
+            let mut rec = self.base.clone();
+            rec.event = ev;
+            rec.outcome = kind.clone();
+            rec.detail = p.clone();
+            // The session goes on; a record that cannot be written is said on stderr.
+            if let Err(e) = audit::append_or_fail(&self.log, rec) {
+                eprintln!("{}", e.render_text());
+            }
+        }
     }
 }

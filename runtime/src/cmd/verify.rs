@@ -1,9 +1,13 @@
 //! `stockade verify FILE [--trust DIR] [--pub KEY.pub] [--trust-mode M] [--state-dir DIR]`:
 //! run the whole fail-closed pipeline (`package::verify`) and print its report. The extracted
 //! copy is private and removed when the command ends, unless `--extract-to DIR` asks for it to be
-//! moved into place; no plugin code is run either way.
+//! moved into place; no plugin code is run either way. The operator policy under
+//! `--policy-root` contributes its `[trust]` section and its `[audit]` sinks (one `verification`
+//! record per run, refused or not).
 
+use crate::audit::{append_or_fail, for_report, AuditLog, Event, Record};
 use crate::cli::VerifyArgs;
+use crate::cmd::run::trust_config_with_policy;
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::keyfile::{load_public, unix_now};
@@ -11,6 +15,7 @@ use crate::node::NodeIdentity;
 use crate::output::Output;
 use crate::package::report::{Report, StepStatus};
 use crate::package::{open_verified_in, VerifiedPackage};
+use crate::policyfiles::{self, PolicyFilesError, PolicySource};
 use crate::trustdir::{TrustConfig, TrustMode};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -113,7 +118,14 @@ pub fn render(r: &Report) -> String {
 
 /// Run `stockade verify`.
 pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
-    let cfg = trust_config(&a.trust)?;
+    // The operator policy contributes its [trust] mode/roots and the [audit] sinks.
+    let merged = policyfiles::load(&PolicySource::Root(a.root.policy_root.clone()))
+        .map_err(PolicyFilesError::into_cmd)?;
+    let defaults = merged
+        .resolve(None, None)
+        .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
+    let log = AuditLog::from_policy(&defaults.audit);
+    let cfg = trust_config_with_policy(&a.trust, &defaults)?;
     let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
     })?;
@@ -138,10 +150,19 @@ pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
         }
         None => std::env::temp_dir(),
     };
-    let pkg = open_verified_in(&a.file, &cfg, &node, unix_now(), &work_parent).map_err(|e| {
-        let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
-        CmdError::new(exit, kind, e).hint(hint)
-    })?;
+    let pkg = match open_verified_in(&a.file, &cfg, &node, unix_now(), &work_parent) {
+        Ok(p) => p,
+        Err(e) => {
+            let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
+            let mut rec = Record::new(Event::Verification, "refused");
+            rec.detail = serde_json::json!({"file": a.file.display().to_string(), "kind": kind, "error": e.to_string()});
+            append_or_fail(&log, rec)?;
+            return Err(CmdError::new(exit, kind, e).hint(hint));
+        }
+    };
+    let mut rec = for_report(Event::Verification, "ok", &pkg.report);
+    rec.detail = serde_json::json!({"signature_status": pkg.report.signature_status, "trust_mode": pkg.report.trust_mode});
+    append_or_fail(&log, rec)?;
     if let Some(dest) = &a.extract_to {
         let report = pkg.report.clone();
         move_into_place(pkg, dest)?;

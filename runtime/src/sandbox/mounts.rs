@@ -582,6 +582,17 @@ mod tests {
     }
 
     #[test]
+    fn generated_files_are_the_ones_policy_explain_lists() {
+        let p = stockade_policy::sandbox::default_policy();
+        let plan = plan(&p, None, fake);
+        let mut got: Vec<&str> = plan.files.iter().map(|(f, _)| f.as_str()).collect();
+        let mut want = stockade_policy::sandbox::GENERATED_ETC.to_vec();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn binding_passwd_suppresses_the_stub_and_writable_needs_a_dir() {
         let pol = parse_policy(
             "version = 1\n[filesystem]\nread_only = [\"/etc/passwd\"]\nwritable = [\"/srv/data\", \"/srv/none\"]\n",

@@ -383,6 +383,21 @@ pub fn poll(fds: &[(BorrowedFd<'_>, i16)], timeout_ms: i32) -> io::Result<Vec<i1
     }
 }
 
+/// Blocking exclusive `flock` (the audit log's writers queue on it); released when the
+/// descriptor is closed.
+pub fn flock_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
+    loop {
+        // Same reasoning as `try_flock_exclusive`: the caller owns the descriptor.
+        #[allow(deprecated)]
+        let r = nix::fcntl::flock(fd.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive);
+        match r {
+            Ok(()) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+}
+
 /// Non-blocking exclusive `flock`; `Ok(false)` when someone else holds it.
 pub fn try_flock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
     // `nix::fcntl::flock` is deprecated for `Flock`, which takes ownership of the descriptor and

@@ -1,0 +1,595 @@
+//! `policy explain` and `policy diff` as data: every effective decision as one [`Item`] with the
+//! origin that decided it, and an exposure score 0–10 in the spirit of `systemd-analyze
+//! security` (higher = more exposed).
+//!
+//! ## Exposure score
+//! The sum of the weights of the items that are exposed (weights sum to 10):
+//!
+//! | item | weight | exposed when |
+//! |---|---|---|
+//! | `network` | 2.0 | network loopback granted |
+//! | `writable` | 1.5 | any host path writable |
+//! | `trust` | 1.5 | trust mode warn (0.75) or disabled (1.5) |
+//! | `landlock_degradable` | 1.0 | Landlock may be missing (`landlock` degradable or `min_landlock_abi = 0`) |
+//! | `cgroup_degradable` | 0.5 | cgroup limits may be missing in root mode |
+//! | `memory_unlimited` | 0.7 | `resources.memory_max` unlimited |
+//! | `pids_unlimited` | 0.7 | `resources.pids_max` unlimited |
+//! | `cpu_unlimited` | 0.3 | `resources.cpu_max` unlimited |
+//! | `hook_fail_open` | 0.5 | some hook fails open |
+//! | `medium_risk_capabilities` | 0.5 | medium- or high-risk capabilities granted (share of them) |
+//! | `sys_visible` | 0.3 | `/sys` bound |
+//! | `extra_syscalls` | 0.3 | `seccomp.allow` non-empty |
+//! | `core_dumps` | 0.2 | `resources.core` not 0 |
+
+use super::effective::EffectivePolicy;
+use super::risk::RiskClass;
+use super::{Origin, ResolvedPolicy, TrustModeName};
+use crate::protocol::host::FailureMode;
+use crate::sandbox::{syscalls, CpuQuota, Degradation, Limit, NetworkMode};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// One explained decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// capability, hook, filesystem, network, resource, seccomp, layer, trust, identity.
+    pub section: String,
+    /// The item within the section.
+    pub name: String,
+    /// The effective value.
+    pub value: Value,
+    /// For grant-like items: granted or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub granted: Option<bool>,
+    /// How wide the value is, for `diff` (bigger = more exposed); `None`: not ordered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<f64>,
+    /// Who decided.
+    pub decided_by: String,
+    /// Why, when more than the value says.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+/// One contribution to the exposure score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExposureItem {
+    /// The table row.
+    pub item: String,
+    /// Its full weight.
+    pub weight: f64,
+    /// What it contributes here (0 ..= weight).
+    pub contributes: f64,
+}
+
+/// The explanation of one resolution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// The plugin it was computed for (`None`: the defaults, as `stockade exec` enforces them).
+    pub plugin: Option<String>,
+    /// Files, in application order.
+    pub layers: Vec<String>,
+    /// Every decision.
+    pub items: Vec<Item>,
+    /// Exposure score 0–10 (one decimal).
+    pub exposure: f64,
+    /// Its contributions.
+    pub exposure_items: Vec<ExposureItem>,
+}
+
+fn limit(l: Limit) -> (Value, f64) {
+    match l {
+        Limit::Max(n) => (json!(n), n as f64),
+        Limit::Unlimited => (json!("unlimited"), f64::INFINITY),
+    }
+}
+
+/// Build the explanation.
+pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
+    let mut items = Vec::new();
+    let mut push = |section: &str,
+                    name: &str,
+                    value: Value,
+                    granted: Option<bool>,
+                    width: Option<f64>,
+                    by: Origin,
+                    note: String| {
+        items.push(Item {
+            section: section.into(),
+            name: name.into(),
+            value,
+            granted,
+            width,
+            decided_by: by.to_string(),
+            note,
+        })
+    };
+    for d in &eff.capabilities {
+        push(
+            "capability",
+            &d.item,
+            json!(if d.granted { "granted" } else { "withheld" }),
+            Some(d.granted),
+            Some(f64::from(u8::from(d.granted))),
+            d.decided_by.clone(),
+            format!("{} risk; {}", d.risk.as_str(), d.reason),
+        );
+    }
+    for hook in &eff.hooks {
+        let h = op.host.hooks.get(hook).cloned().unwrap_or_default();
+        let key = |k: &str| {
+            format!(
+                "hooks.{}.{k}",
+                super::layers::dotted(std::slice::from_ref(hook))
+            )
+        };
+        let open = h.failure == FailureMode::Open;
+        push(
+            "hook",
+            &format!("{hook} failure"),
+            json!(if open { "open" } else { "closed" }),
+            None,
+            Some(f64::from(u8::from(open))),
+            op.origin(&key("failure")),
+            String::new(),
+        );
+        push(
+            "hook",
+            &format!("{hook} deadline_ms"),
+            json!(op.host.deadline_ms(hook, None)),
+            None,
+            None,
+            op.origin(&key("deadline_ms")),
+            String::new(),
+        );
+    }
+    push(
+        "hook",
+        "default deadline_ms",
+        json!(op.host.protocol.default_deadline_ms),
+        None,
+        None,
+        op.origin("protocol.default_deadline_ms"),
+        String::new(),
+    );
+    let sb = &eff.sandbox;
+    for p in &sb.read_only {
+        push(
+            "filesystem",
+            &format!("read_only {p}"),
+            json!("read-only"),
+            Some(true),
+            Some(1.0),
+            op.origin("filesystem.read_only"),
+            String::new(),
+        );
+    }
+    for g in crate::sandbox::GENERATED_ETC {
+        let bound = sb
+            .read_only
+            .iter()
+            .any(|p| p == g || g.starts_with(&format!("{p}/")));
+        if !bound {
+            push(
+                "filesystem",
+                &format!("generated {g}"),
+                json!("generated stub (not the host's)"),
+                Some(true),
+                Some(0.0),
+                Origin::Default,
+                "the sandbox writes its own; list the path in read_only to see the host's".into(),
+            );
+        }
+    }
+    for d in &eff.writable {
+        push(
+            "filesystem",
+            &format!("writable {}", d.item),
+            json!("read-write"),
+            Some(d.granted),
+            Some(f64::from(u8::from(d.granted))),
+            d.decided_by.clone(),
+            d.reason.clone(),
+        );
+    }
+    for (k, v, w) in [("proc", sb.proc, sb.proc), ("sys", sb.sys, sb.sys)] {
+        push(
+            "filesystem",
+            k,
+            json!(v),
+            Some(v),
+            Some(f64::from(u8::from(w))),
+            op.origin(&format!("filesystem.{k}")),
+            String::new(),
+        );
+    }
+    for (k, v) in [("tmp_size", sb.tmp_size), ("tmp_inodes", sb.tmp_inodes)] {
+        push(
+            "filesystem",
+            k,
+            json!(v),
+            None,
+            Some(v as f64),
+            op.origin(&format!("filesystem.{k}")),
+            String::new(),
+        );
+    }
+    let net = match sb.network {
+        NetworkMode::None => "none",
+        NetworkMode::Loopback => "loopback",
+    };
+    push(
+        "network",
+        "mode",
+        json!(net),
+        Some(eff.network.granted),
+        Some(f64::from(u8::from(eff.network.granted))),
+        eff.network.decided_by.clone(),
+        eff.network.reason.clone(),
+    );
+    let r = &sb.resources;
+    for (k, l) in [
+        ("memory_max", r.memory_max),
+        ("swap_max", r.swap_max),
+        ("pids_max", r.pids_max),
+        ("nofile", r.nofile),
+        ("nproc", r.nproc),
+        ("fsize", r.fsize),
+        ("core", r.core),
+        ("memlock", r.memlock),
+        ("cpu_time_secs", r.cpu_time_secs),
+    ] {
+        let (v, w) = limit(l);
+        push(
+            "resource",
+            k,
+            v,
+            None,
+            Some(w),
+            op.origin(&format!("resources.{k}")),
+            String::new(),
+        );
+    }
+    let (cpu, cw) = match r.cpu_max {
+        CpuQuota::Millicores(m) => (json!(format!("{m}m")), m as f64),
+        CpuQuota::Unlimited => (json!("unlimited"), f64::INFINITY),
+    };
+    push(
+        "resource",
+        "cpu_max",
+        cpu,
+        None,
+        Some(cw),
+        op.origin("resources.cpu_max"),
+        String::new(),
+    );
+    for g in syscalls::GROUPS {
+        let on = sb.seccomp_groups.iter().any(|n| n == g.name);
+        push(
+            "seccomp",
+            g.name,
+            json!(if on { "allowed" } else { "killed" }),
+            Some(on),
+            Some(f64::from(u8::from(on))),
+            op.origin("seccomp.groups"),
+            g.description.to_string(),
+        );
+    }
+    for s in sb.source.seccomp.allow.iter().flatten() {
+        push(
+            "seccomp",
+            &format!("allow {s}"),
+            json!("allowed"),
+            Some(true),
+            Some(1.0),
+            op.origin("seccomp.allow"),
+            String::new(),
+        );
+    }
+    for d in [
+        Degradation::DistinctUid,
+        Degradation::Cgroup,
+        Degradation::Landlock,
+        Degradation::LandlockNetwork,
+        Degradation::LandlockScope,
+    ] {
+        let (v, w, key) = if sb.allow_degraded.contains(&d) {
+            ("may be missing", 2.0, "layers.allow_degraded")
+        } else if sb.allow_degraded_rootless.contains(&d) {
+            (
+                "required as root, may be missing rootless",
+                1.0,
+                "layers.allow_degraded_rootless",
+            )
+        } else {
+            ("required", 0.0, "layers.allow_degraded")
+        };
+        push(
+            "layer",
+            d.as_str(),
+            json!(v),
+            None,
+            Some(w),
+            op.origin(key),
+            String::new(),
+        );
+    }
+    push(
+        "layer",
+        "min_landlock_abi",
+        json!(sb.min_landlock_abi),
+        None,
+        Some(-f64::from(sb.min_landlock_abi)),
+        op.origin("layers.min_landlock_abi"),
+        String::new(),
+    );
+    let mode = op.trust.mode.unwrap_or(TrustModeName::Strict);
+    push(
+        "trust",
+        "mode",
+        json!(mode.as_str()),
+        None,
+        Some(f64::from(mode as u8)),
+        op.origin("trust.mode"),
+        String::new(),
+    );
+    for (k, v, d) in [
+        ("roots", &op.trust.roots, "/etc/stockade/trust"),
+        (
+            "revocation",
+            &op.trust.revocation,
+            "<roots>/revocations.json",
+        ),
+        ("grants", &op.trust.grants, "/etc/stockade/grants"),
+    ] {
+        push(
+            "trust",
+            k,
+            json!(v.clone().unwrap_or_else(|| d.to_string())),
+            None,
+            None,
+            op.origin(&format!("trust.{k}")),
+            String::new(),
+        );
+    }
+    push(
+        "trust",
+        "operator_keys",
+        json!(op.trust.operator_keys.clone().unwrap_or_default()),
+        None,
+        None,
+        op.origin("trust.operator_keys"),
+        String::new(),
+    );
+    push(
+        "identity",
+        "inside uid/gid",
+        json!(format!("{}/{}", sb.inside_uid, sb.inside_gid)),
+        None,
+        None,
+        op.origin("identity.inside_uid"),
+        String::new(),
+    );
+
+    let (exposure, exposure_items) = exposure(op, eff);
+    Explanation {
+        plugin: op.plugin.clone().or(op.signer.clone()),
+        layers: op.layers.clone(),
+        items,
+        exposure,
+        exposure_items,
+    }
+}
+
+/// The exposure score and its table (see the module docs for the weights).
+pub fn exposure(op: &ResolvedPolicy, eff: &EffectivePolicy) -> (f64, Vec<ExposureItem>) {
+    let sb = &eff.sandbox;
+    let caps_medium: Vec<bool> = eff
+        .capabilities
+        .iter()
+        .filter(|d| d.risk >= RiskClass::Medium)
+        .map(|d| d.granted)
+        .collect();
+    let share = if caps_medium.is_empty() {
+        0.0
+    } else {
+        caps_medium.iter().filter(|g| **g).count() as f64 / caps_medium.len() as f64
+    };
+    let trust = match op.trust.mode.unwrap_or(TrustModeName::Strict) {
+        TrustModeName::Strict => 0.0,
+        TrustModeName::Warn => 0.5,
+        TrustModeName::Disabled => 1.0,
+    };
+    let rows: [(&str, f64, f64); 13] = [
+        ("network", 2.0, f64::from(u8::from(eff.network.granted))),
+        (
+            "writable",
+            1.5,
+            f64::from(u8::from(!sb.writable.is_empty())),
+        ),
+        ("trust", 1.5, trust),
+        (
+            "landlock_degradable",
+            1.0,
+            f64::from(u8::from(
+                sb.allow_degraded.contains(&Degradation::Landlock) || sb.min_landlock_abi == 0,
+            )),
+        ),
+        (
+            "cgroup_degradable",
+            0.5,
+            f64::from(u8::from(sb.allow_degraded.contains(&Degradation::Cgroup))),
+        ),
+        (
+            "memory_unlimited",
+            0.7,
+            f64::from(u8::from(sb.resources.memory_max == Limit::Unlimited)),
+        ),
+        (
+            "pids_unlimited",
+            0.7,
+            f64::from(u8::from(sb.resources.pids_max == Limit::Unlimited)),
+        ),
+        (
+            "cpu_unlimited",
+            0.3,
+            f64::from(u8::from(sb.resources.cpu_max == CpuQuota::Unlimited)),
+        ),
+        (
+            "hook_fail_open",
+            0.5,
+            f64::from(u8::from(
+                op.host
+                    .hooks
+                    .values()
+                    .any(|h| h.failure == FailureMode::Open),
+            )),
+        ),
+        ("medium_risk_capabilities", 0.5, share),
+        ("sys_visible", 0.3, f64::from(u8::from(sb.sys))),
+        (
+            "extra_syscalls",
+            0.3,
+            f64::from(u8::from(
+                sb.source
+                    .seccomp
+                    .allow
+                    .as_ref()
+                    .is_some_and(|a| !a.is_empty()),
+            )),
+        ),
+        (
+            "core_dumps",
+            0.2,
+            f64::from(u8::from(sb.resources.core != Limit::Max(0))),
+        ),
+    ];
+    let items: Vec<ExposureItem> = rows
+        .iter()
+        .map(|(item, weight, frac)| ExposureItem {
+            item: (*item).into(),
+            weight: *weight,
+            contributes: (weight * frac * 100.0).round() / 100.0,
+        })
+        .collect();
+    let total: f64 = items.iter().map(|i| i.contributes).sum();
+    ((total * 10.0).round() / 10.0, items)
+}
+
+/// How one item changed between two explanations.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    /// `widens`, `narrows` or `changes`.
+    pub effect: &'static str,
+    /// Section.
+    pub section: String,
+    /// Item.
+    pub name: String,
+    /// Value in A (`null`: absent).
+    pub from: Value,
+    /// Value in B (`null`: absent).
+    pub to: Value,
+    /// Who decides it in B (or A when removed).
+    pub decided_by: String,
+}
+
+/// Compare two explanations item by item.
+pub fn diff(a: &Explanation, b: &Explanation) -> Vec<Change> {
+    let key = |i: &Item| (i.section.clone(), i.name.clone());
+    let am: std::collections::BTreeMap<_, _> = a.items.iter().map(|i| (key(i), i)).collect();
+    let bm: std::collections::BTreeMap<_, _> = b.items.iter().map(|i| (key(i), i)).collect();
+    let mut out = Vec::new();
+    for (k, ia) in &am {
+        match bm.get(k) {
+            None => out.push(Change {
+                effect: if ia.granted == Some(false) {
+                    "changes"
+                } else {
+                    "narrows"
+                },
+                section: k.0.clone(),
+                name: k.1.clone(),
+                from: ia.value.clone(),
+                to: Value::Null,
+                decided_by: ia.decided_by.clone(),
+            }),
+            Some(ib) if ib.value != ia.value || ib.granted != ia.granted => {
+                let effect = match (ia.width, ib.width) {
+                    (Some(x), Some(y)) if y > x => "widens",
+                    (Some(x), Some(y)) if y < x => "narrows",
+                    _ => "changes",
+                };
+                out.push(Change {
+                    effect,
+                    section: k.0.clone(),
+                    name: k.1.clone(),
+                    from: ia.value.clone(),
+                    to: ib.value.clone(),
+                    decided_by: ib.decided_by.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    for (k, ib) in &bm {
+        if !am.contains_key(k) {
+            out.push(Change {
+                effect: if ib.granted == Some(false) {
+                    "changes"
+                } else {
+                    "widens"
+                },
+                section: k.0.clone(),
+                name: k.1.clone(),
+                from: Value::Null,
+                to: ib.value.clone(),
+                decided_by: ib.decided_by.clone(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::effective::{effective, PluginFacts};
+    use crate::operator::{merge, PolicyLayer};
+
+    fn ex(text: &str) -> Explanation {
+        let m = merge(&[PolicyLayer {
+            path: "p.toml".into(),
+            text: text.into(),
+        }])
+        .unwrap();
+        let r = m.resolve(None, None).unwrap();
+        let e = effective(&r, &PluginFacts::default(), None);
+        explain(&r, &e)
+    }
+
+    #[test]
+    fn default_policy_scores_low_and_every_item_has_an_origin() {
+        let e = ex("version = 1\n");
+        assert!(e.exposure <= 1.0, "{}", e.exposure);
+        assert!(e.items.iter().all(|i| !i.decided_by.is_empty()));
+        let weights: f64 = e.exposure_items.iter().map(|i| i.weight).sum();
+        assert!((weights - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn diff_says_what_widens_and_narrows() {
+        let a = ex("version = 1\n[resources]\nmemory_max = \"64M\"\n");
+        let b = ex("version = 1\n[resources]\nmemory_max = \"unlimited\"\npids_max = 8\n[network]\nmode = \"loopback\"\n");
+        assert!(b.exposure > a.exposure);
+        let d = diff(&a, &b);
+        let eff = |s: &str, n: &str| {
+            d.iter()
+                .find(|c| c.section == s && c.name == n)
+                .map(|c| c.effect)
+        };
+        assert_eq!(eff("resource", "memory_max"), Some("widens"));
+        assert_eq!(eff("resource", "pids_max"), Some("narrows"));
+        assert_eq!(eff("network", "mode"), Some("widens"));
+        assert_eq!(eff("resource", "nofile"), None);
+    }
+}

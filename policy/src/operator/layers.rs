@@ -1,0 +1,455 @@
+//! Layer selection (systemd precedence), key-by-key merging with provenance, and resolution of
+//! the merged layers for one plugin into validated sandbox and host policies.
+
+use super::{
+    risk_item_known, AuditSection, OperatorPolicyError, Origin, PolicyDocument, RiskClass,
+    TrustSection,
+};
+use crate::protocol::host::{HostPolicy, HostPolicyError};
+use crate::sandbox::{SandboxPolicyError, SandboxPolicyFile, ValidatedSandboxPolicy};
+use crate::sandbox::{MAX_POLICY_BYTES, POLICY_VERSION};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Where a file was found; the order is the precedence (a lower tier wins over a higher one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// `/etc/stockade`: the administrator.
+    Etc,
+    /// `/run/stockade`: runtime, volatile.
+    Run,
+    /// `/usr/lib/stockade`: the vendor package.
+    UsrLib,
+}
+
+/// One file found in a policy directory, as the runtime lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// Where.
+    pub tier: Tier,
+    /// `None` for the main `policy.toml`, else the drop-in's file name in `policy.d/`.
+    pub dropin: Option<String>,
+    /// A symlink to `/dev/null` (or an empty name): masks its namesake in lower tiers.
+    pub masked: bool,
+    /// The full path (for reading and for provenance).
+    pub path: String,
+}
+
+/// systemd's selection: per name the highest tier wins (`/etc` > `/run` > `/usr/lib`); a masked
+/// winner removes the name; drop-ins (only `*.toml`) sorted by file name come after the main
+/// file. Returns the files to read, in application order.
+pub fn select(found: &[Listing]) -> Vec<Listing> {
+    let mut winners: BTreeMap<Option<String>, &Listing> = BTreeMap::new();
+    for l in found {
+        if l.dropin.as_ref().is_some_and(|n| !n.ends_with(".toml")) {
+            continue;
+        }
+        let slot = winners.entry(l.dropin.clone()).or_insert(l);
+        if l.tier < slot.tier {
+            *slot = l;
+        }
+    }
+    // BTreeMap order: `None` (the main file) first, then drop-ins by byte-wise name, as systemd.
+    winners
+        .into_values()
+        .filter(|l| !l.masked)
+        .cloned()
+        .collect()
+}
+
+/// One file's text with its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyLayer {
+    /// Path, for provenance and messages.
+    pub path: String,
+    /// Contents.
+    pub text: String,
+}
+
+/// A leaf value and who set it.
+#[derive(Debug, Clone, PartialEq)]
+struct Leaf {
+    value: toml::Value,
+    origin: Origin,
+}
+
+/// All layers merged, not yet resolved for a plugin.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MergedPolicy {
+    /// The files, in application order.
+    pub layers: Vec<String>,
+    leaves: BTreeMap<Vec<String>, Leaf>,
+}
+
+/// Merge layers (in application order: main file first, then drop-ins). Each file must be a
+/// valid [`PolicyDocument`] on its own; values are range-checked by [`MergedPolicy::resolve`].
+pub fn merge(layers: &[PolicyLayer]) -> Result<MergedPolicy, OperatorPolicyError> {
+    let mut merged = MergedPolicy::default();
+    for layer in layers {
+        let path = layer.path.clone();
+        if layer.text.len() > MAX_POLICY_BYTES {
+            return Err(OperatorPolicyError::TooLarge {
+                path,
+                size: layer.text.len(),
+                max: MAX_POLICY_BYTES,
+            });
+        }
+        let syntax = |source| OperatorPolicyError::Syntax {
+            path: layer.path.clone(),
+            source,
+        };
+        let doc: PolicyDocument = toml::from_str(&layer.text).map_err(syntax)?;
+        let lines = key_lines(&layer.text);
+        if doc.version != POLICY_VERSION {
+            return Err(OperatorPolicyError::Version {
+                at: Origin::File {
+                    path,
+                    line: lines.get(&vec!["version".to_string()]).copied(),
+                },
+                found: doc.version.into(),
+            });
+        }
+        let table: toml::Table = toml::from_str(&layer.text).map_err(syntax)?;
+        let mut flat = Vec::new();
+        flatten(&table, &mut Vec::new(), &mut flat);
+        for (key, value) in flat {
+            let origin = Origin::File {
+                path: path.clone(),
+                line: lines.get(&key).copied(),
+            };
+            merged.leaves.insert(key, Leaf { value, origin });
+        }
+        merged.layers.push(path);
+    }
+    Ok(merged)
+}
+
+/// A table value that is one setting, not a section: a hook's fail-open `default` answer.
+fn is_leaf_table(path: &[String]) -> bool {
+    path.last().is_some_and(|k| k == "default") && path.iter().any(|k| k == "hooks")
+}
+
+fn flatten(t: &toml::Table, prefix: &mut Vec<String>, out: &mut Vec<(Vec<String>, toml::Value)>) {
+    for (k, v) in t {
+        prefix.push(k.clone());
+        match v {
+            toml::Value::Table(sub) if !is_leaf_table(prefix) => flatten(sub, prefix, out),
+            _ => out.push((prefix.clone(), v.clone())),
+        }
+        prefix.pop();
+    }
+}
+
+/// Split a TOML key or header (`a."b.c".d`) into its parts.
+fn split_key(s: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    for ch in s.chars() {
+        match (quote, ch) {
+            (None, '"' | '\'') => quote = Some(ch),
+            (Some(q), c) if c == q => quote = None,
+            (None, '.') => parts.push(std::mem::take(&mut cur).trim().to_string()),
+            (_, c) => cur.push(c),
+        }
+    }
+    parts.push(cur.trim().to_string());
+    parts
+}
+
+/// The 1-based line of every `key = …` in the text, by full key path. Understands headers,
+/// quoted and dotted keys; lines inside multi-line arrays carry no `=` outside strings and are
+/// skipped.
+fn key_lines(text: &str) -> BTreeMap<Vec<String>, usize> {
+    let mut out = BTreeMap::new();
+    let mut section: Vec<String> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if let Some(h) = line.strip_prefix('[') {
+            let h = h.trim_start_matches('[');
+            if let Some(end) = h.find(']') {
+                section = split_key(&h[..end]);
+                continue;
+            }
+        }
+        let Some(eq) = first_unquoted_eq(line) else {
+            continue;
+        };
+        let mut key = section.clone();
+        key.extend(split_key(&line[..eq]));
+        out.entry(key).or_insert(i + 1);
+    }
+    out
+}
+
+fn first_unquoted_eq(line: &str) -> Option<usize> {
+    let mut quote: Option<char> = None;
+    for (i, ch) in line.char_indices() {
+        match (quote, ch) {
+            (None, '"' | '\'') => quote = Some(ch),
+            (Some(q), c) if c == q => quote = None,
+            (None, '=') => return Some(i),
+            (None, '#' | ',' | '[' | '{') => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The dotted display form of a key path (parts with dots or colons quoted).
+pub fn dotted(path: &[String]) -> String {
+    path.iter()
+        .map(|p| {
+            if p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                p.clone()
+            } else {
+                format!("\"{p}\"")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The policy in force for one plugin (or the defaults), every value validated and every value
+/// tied to its origin.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResolvedPolicy {
+    /// The plugin name it was resolved for.
+    pub plugin: Option<String>,
+    /// The signer key id it was resolved for.
+    pub signer: Option<String>,
+    /// Files, in application order.
+    pub layers: Vec<String>,
+    /// The sandbox half.
+    pub sandbox: ValidatedSandboxPolicy,
+    /// The host half.
+    #[serde(skip)]
+    pub host: HostPolicy,
+    /// `[trust]`.
+    pub trust: TrustSection,
+    /// `[risk]` overrides.
+    pub risk: BTreeMap<String, RiskClass>,
+    /// `[audit]`.
+    pub audit: AuditSection,
+    /// Origin of every key set by some file (dotted key → origin); absent keys are defaults.
+    pub origins: BTreeMap<String, Origin>,
+}
+
+impl ResolvedPolicy {
+    /// Who decided `key` (dotted, e.g. `resources.memory_max`): a file:line or the default.
+    pub fn origin(&self, key: &str) -> Origin {
+        self.origins.get(key).cloned().unwrap_or(Origin::Default)
+    }
+
+    /// Whether some file sets `key`.
+    pub fn is_set(&self, key: &str) -> bool {
+        self.origins.contains_key(key)
+    }
+}
+
+const SANDBOX_SECTIONS: [&str; 6] = [
+    "filesystem",
+    "network",
+    "resources",
+    "seccomp",
+    "layers",
+    "identity",
+];
+const HOST_SECTIONS: [&str; 4] = ["capabilities", "protocol", "kv", "hooks"];
+
+impl MergedPolicy {
+    /// Plugin names with a `[plugin."<name>"]` section.
+    pub fn plugin_names(&self) -> Vec<String> {
+        self.named("plugin")
+    }
+
+    /// Signer key ids with a `[signer."<id>"]` section.
+    pub fn signer_ids(&self) -> Vec<String> {
+        self.named("signer")
+    }
+
+    fn named(&self, kind: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .leaves
+            .keys()
+            .filter(|k| k.len() > 2 && k[0] == kind)
+            .map(|k| k[1].clone())
+            .collect();
+        v.dedup();
+        v
+    }
+
+    /// Resolve for a plugin: the defaults, then the signer's overrides, then the plugin name's.
+    pub fn resolve(
+        &self,
+        plugin: Option<&str>,
+        signer: Option<&str>,
+    ) -> Result<ResolvedPolicy, OperatorPolicyError> {
+        let mut eff: BTreeMap<Vec<String>, &Leaf> = BTreeMap::new();
+        for (k, v) in &self.leaves {
+            if k[0] != "plugin" && k[0] != "signer" && k[0] != "version" {
+                eff.insert(k.clone(), v);
+            }
+        }
+        for (kind, who) in [("signer", signer), ("plugin", plugin)] {
+            let Some(who) = who else { continue };
+            for (k, v) in &self.leaves {
+                if k.len() > 2 && k[0] == kind && k[1] == who {
+                    eff.insert(k[2..].to_vec(), v);
+                }
+            }
+        }
+        let origins: BTreeMap<String, Origin> = eff
+            .iter()
+            .map(|(k, v)| (dotted(k), v.origin.clone()))
+            .collect();
+        let origin_of = |key: &str| -> Origin {
+            if let Some(o) = origins.get(key) {
+                return o.clone();
+            }
+            // `hooks.*.deadline_ms` and the like: the first key matching the pattern.
+            let (head, tail) = key.split_once(".*.").unwrap_or((key, ""));
+            origins
+                .iter()
+                .find(|(k, _)| k.starts_with(head) && k.ends_with(tail))
+                .map(|(_, o)| o.clone())
+                .unwrap_or(Origin::Default)
+        };
+        let mut root = toml::Table::new();
+        for (k, leaf) in &eff {
+            insert(&mut root, k, leaf.value.clone());
+        }
+        let mut sandbox_t = toml::Table::new();
+        sandbox_t.insert(
+            "version".into(),
+            toml::Value::Integer(POLICY_VERSION.into()),
+        );
+        let mut host_t = toml::Table::new();
+        for (k, v) in &root {
+            if SANDBOX_SECTIONS.contains(&k.as_str()) {
+                sandbox_t.insert(k.clone(), v.clone());
+            } else if HOST_SECTIONS.contains(&k.as_str()) {
+                host_t.insert(k.clone(), v.clone());
+            }
+        }
+        let shape = |key: &str, e: toml::de::Error| OperatorPolicyError::Value {
+            key: key.to_string(),
+            at: origin_of(key),
+            cause: Box::new(e),
+        };
+        let sfile: SandboxPolicyFile = toml::Value::Table(sandbox_t)
+            .try_into()
+            .map_err(|e| shape("sandbox", e))?;
+        let sandbox = sfile.validate().map_err(|e| match e {
+            SandboxPolicyError::Invalid { key, cause, .. } => OperatorPolicyError::Value {
+                at: origin_of(&key),
+                key,
+                cause: Box::new(cause),
+            },
+            other => OperatorPolicyError::Value {
+                key: "version".into(),
+                at: Origin::Default,
+                cause: Box::new(other),
+            },
+        })?;
+        let host: HostPolicy = toml::Value::Table(host_t)
+            .try_into()
+            .map_err(|e| shape("host", e))?;
+        host.validate().map_err(|e| {
+            let key = match &e {
+                HostPolicyError::Range(k) => (*k).to_string(),
+                _ => "host".to_string(),
+            };
+            OperatorPolicyError::Value {
+                at: origin_of(&key),
+                key,
+                cause: Box::new(e),
+            }
+        })?;
+        let section = |name: &str| root.get(name).cloned();
+        let trust: TrustSection = match section("trust") {
+            Some(v) => v.try_into().map_err(|e| shape("trust", e))?,
+            None => TrustSection::default(),
+        };
+        let audit: AuditSection = match section("audit") {
+            Some(v) => v.try_into().map_err(|e| shape("audit", e))?,
+            None => AuditSection::default(),
+        };
+        let risk: BTreeMap<String, RiskClass> = match section("risk") {
+            Some(v) => v.try_into().map_err(|e| shape("risk", e))?,
+            None => BTreeMap::new(),
+        };
+        for item in risk.keys() {
+            if !risk_item_known(item) {
+                let key = format!("risk.{item}");
+                return Err(OperatorPolicyError::Value {
+                    at: origin_of(&key),
+                    key,
+                    cause: Box::new(crate::capability::UnknownCapability(item.clone())),
+                });
+            }
+        }
+        for (k, p) in [
+            ("trust.roots", &trust.roots),
+            ("trust.revocation", &trust.revocation),
+            ("trust.grants", &trust.grants),
+            ("audit.file", &audit.file),
+        ] {
+            if p.as_ref().is_some_and(|p| !p.starts_with('/')) {
+                return Err(OperatorPolicyError::Value {
+                    key: k.into(),
+                    at: origin_of(k),
+                    cause: Box::new(crate::sandbox::FieldError::BadPath(
+                        p.clone().unwrap_or_default(),
+                    )),
+                });
+            }
+        }
+        Ok(ResolvedPolicy {
+            plugin: plugin.map(String::from),
+            signer: signer.map(String::from),
+            layers: self.layers.clone(),
+            sandbox,
+            host,
+            trust,
+            risk,
+            audit,
+            origins,
+        })
+    }
+
+    /// Resolve the defaults and every named plugin and signer section, so that an error in any
+    /// of them is found (what `policy lint` and the loaders use).
+    pub fn validate_all(&self) -> Result<ResolvedPolicy, OperatorPolicyError> {
+        for p in self.plugin_names() {
+            self.resolve(Some(&p), None)?;
+        }
+        for s in self.signer_ids() {
+            self.resolve(None, Some(&s))?;
+        }
+        self.resolve(None, None)
+    }
+}
+
+fn insert(root: &mut toml::Table, path: &[String], value: toml::Value) {
+    let mut t = root;
+    for p in &path[..path.len() - 1] {
+        let entry = t
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else {
+            return;
+        };
+        t = next;
+    }
+    t.insert(path[path.len() - 1].clone(), value);
+}

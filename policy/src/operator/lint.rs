@@ -1,0 +1,281 @@
+//! `policy lint`: findings about a valid policy that a security reviewer should look at, each
+//! with a severity and the file:line that caused it. An *invalid* policy is not linted: merging
+//! or resolving it fails with an error naming the line.
+//!
+//! | code | severity | when |
+//! |---|---|---|
+//! | `network-without-grant` | error | network mode loopback for a plugin with no grant for `network:loopback` |
+//! | `network-needs-grant` | info | network loopback in the defaults: every plugin needs its own grant |
+//! | `memory-unlimited` | error | `resources.memory_max = "unlimited"` |
+//! | `pids-unlimited` | error | `resources.pids_max = "unlimited"` |
+//! | `writable-outside-plugin` | warning | a writable path outside `/var/lib/stockade/plugins/<name>` |
+//! | `trust-not-strict` | error | `trust.mode` is warn or disabled |
+//! | `hook-fail-open` | warning / error | a hook fails open (error when its default answer allows) |
+//! | `degradation-allowed` | warning / error | a file allows a missing layer (error for `landlock`, `cgroup` in every mode) |
+//! | `landlock-optional` | warning | `layers.min_landlock_abi = 0` |
+//! | `sys-visible` | warning | `filesystem.sys = true` |
+//! | `extra-syscalls` | info | `seccomp.allow` lists calls beyond the groups |
+//! | `core-dumps` | info | `resources.core` is not 0 |
+
+use super::{MergedPolicy, Origin, ResolvedPolicy, TrustModeName};
+use crate::protocol::host::FailureMode;
+use crate::sandbox::{Degradation, Limit, NetworkMode};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth knowing.
+    Info,
+    /// Widens what a plugin can do; review it.
+    Warning,
+    /// Weakens isolation or trust; fix it or justify it.
+    Error,
+}
+
+impl Severity {
+    /// The name in reports and `--fail-level`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "info" => Ok(Severity::Info),
+            "warning" => Ok(Severity::Warning),
+            "error" => Ok(Severity::Error),
+            _ => Err(format!("`{s}` is not a severity (info, warning, error)")),
+        }
+    }
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Finding {
+    /// Where (file:line, or default).
+    pub at: Origin,
+    /// Stable code.
+    pub code: &'static str,
+    /// Severity.
+    pub severity: Severity,
+    /// The plugin section it applies to (`None`: the defaults).
+    pub plugin: Option<String>,
+    /// What and why.
+    pub message: String,
+}
+
+/// The directory a plugin's own writable data may live under.
+pub const PLUGIN_DATA_DIR: &str = "/var/lib/stockade/plugins";
+
+/// Lint every resolution (defaults, each plugin, each signer). `grants` maps a plugin name to
+/// the grant targets present for it (from the policy's grants directory).
+pub fn lint(m: &MergedPolicy, grants: &BTreeMap<String, BTreeSet<String>>) -> Vec<Finding> {
+    let mut out = BTreeSet::new();
+    let mut resolutions = Vec::new();
+    if let Ok(r) = m.resolve(None, None) {
+        resolutions.push(r);
+    }
+    for p in m.plugin_names() {
+        if let Ok(r) = m.resolve(Some(&p), None) {
+            resolutions.push(r);
+        }
+    }
+    for s in m.signer_ids() {
+        if let Ok(r) = m.resolve(None, Some(&s)) {
+            resolutions.push(r);
+        }
+    }
+    for r in &resolutions {
+        lint_one(r, grants, &mut out);
+    }
+    // The same line seen through several resolutions is reported once (for the first).
+    let mut seen = BTreeSet::new();
+    out.into_iter()
+        .filter(|f| seen.insert((f.code, f.at.clone(), f.message.clone())))
+        .collect()
+}
+
+fn lint_one(
+    r: &ResolvedPolicy,
+    grants: &BTreeMap<String, BTreeSet<String>>,
+    out: &mut BTreeSet<Finding>,
+) {
+    let plugin = r.plugin.clone().or(r.signer.clone());
+    let mut push = |key: &str, code: &'static str, severity: Severity, message: String| {
+        out.insert(Finding {
+            at: r.origin(key),
+            code,
+            severity,
+            plugin: plugin.clone(),
+            message,
+        });
+    };
+    if r.sandbox.network == NetworkMode::Loopback {
+        match &r.plugin {
+            Some(p) if !grants.get(p).is_some_and(|g| g.contains("network:loopback")) => push(
+                "network.mode",
+                "network-without-grant",
+                Severity::Error,
+                format!("plugin `{p}` gets network access but no grant for `network:loopback` is present: it will be withheld"),
+            ),
+            Some(_) => {}
+            None => push(
+                "network.mode",
+                "network-needs-grant",
+                Severity::Info,
+                "network loopback for every plugin: each needs a signed grant for `network:loopback`".into(),
+            ),
+        }
+    }
+    if r.sandbox.resources.memory_max == Limit::Unlimited {
+        push(
+            "resources.memory_max",
+            "memory-unlimited",
+            Severity::Error,
+            "no memory limit: one plugin can exhaust the host's memory".into(),
+        );
+    }
+    if r.sandbox.resources.pids_max == Limit::Unlimited {
+        push(
+            "resources.pids_max",
+            "pids-unlimited",
+            Severity::Error,
+            "no process limit: a fork bomb reaches the host's limits".into(),
+        );
+    }
+    for w in &r.sandbox.writable {
+        let own = r
+            .plugin
+            .as_ref()
+            .map(|p| format!("{PLUGIN_DATA_DIR}/{p}"))
+            .is_some_and(|own| w == &own || w.starts_with(&format!("{own}/")));
+        if !own {
+            push(
+                "filesystem.writable",
+                "writable-outside-plugin",
+                Severity::Warning,
+                format!("`{w}` is writable but outside the plugin's own {PLUGIN_DATA_DIR}/<name>"),
+            );
+        }
+    }
+    if let Some(m) = r.trust.mode.filter(|m| *m != TrustModeName::Strict) {
+        push(
+            "trust.mode",
+            "trust-not-strict",
+            Severity::Error,
+            format!(
+                "trust mode `{}`: unsigned or unverifiable packages may run",
+                m.as_str()
+            ),
+        );
+    }
+    for (hook, h) in &r.host.hooks {
+        if h.failure == FailureMode::Open {
+            let allows = h
+                .default
+                .as_ref()
+                .is_some_and(|d| d.get("allow").and_then(|a| a.as_bool()) == Some(true));
+            let key = format!(
+                "hooks.{}.failure",
+                super::layers::dotted(std::slice::from_ref(hook))
+            );
+            push(
+                &key,
+                "hook-fail-open",
+                if allows {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
+                format!(
+                    "hook `{hook}` fails open{}: a crashed or slow plugin is bypassed",
+                    if allows {
+                        " with an allowing default"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+    }
+    for (key, set, rootless) in [
+        ("layers.allow_degraded", &r.sandbox.allow_degraded, false),
+        (
+            "layers.allow_degraded_rootless",
+            &r.sandbox.allow_degraded_rootless,
+            true,
+        ),
+    ] {
+        if !r.is_set(key) {
+            continue;
+        }
+        for d in set {
+            let severe = !rootless && matches!(d, Degradation::Landlock | Degradation::Cgroup);
+            push(
+                key,
+                "degradation-allowed",
+                if severe {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
+                format!(
+                    "the launch goes on without `{}`{}",
+                    d.as_str(),
+                    if rootless { " when rootless" } else { "" }
+                ),
+            );
+        }
+    }
+    if r.sandbox.min_landlock_abi == 0 {
+        push(
+            "layers.min_landlock_abi",
+            "landlock-optional",
+            Severity::Warning,
+            "Landlock may be absent: the filesystem is then confined by mounts alone".into(),
+        );
+    }
+    if r.sandbox.sys {
+        push(
+            "filesystem.sys",
+            "sys-visible",
+            Severity::Warning,
+            "the host's /sys is visible (read-only): it reveals hardware and kernel details".into(),
+        );
+    }
+    if let Some(extra) = r
+        .sandbox
+        .source
+        .seccomp
+        .allow
+        .as_ref()
+        .filter(|a| !a.is_empty())
+    {
+        push(
+            "seccomp.allow",
+            "extra-syscalls",
+            Severity::Info,
+            format!(
+                "system calls allowed beyond the groups: {}",
+                extra.join(", ")
+            ),
+        );
+    }
+    if r.sandbox.resources.core != Limit::Max(0) {
+        push(
+            "resources.core",
+            "core-dumps",
+            Severity::Info,
+            "core dumps allowed: they may carry plugin memory to the host".into(),
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The operator policy: `/etc/stockade/policy.toml` plus `policy.d/*.toml` drop-ins, merged with
+//! provenance, resolved per plugin, and intersected with what the developer certificate and the
+//! manifest allow.
+//!
+//! ## Layers ([`layers`])
+//! systemd's rules, so that packagers and operators need learn nothing new: the main file and
+//! every drop-in name are looked up in `/etc` over `/run` over `/usr/lib` (the same name in a
+//! higher directory replaces the lower one whole; a file that is a symlink to `/dev/null` masks
+//! its namesake), drop-ins are applied after the main file sorted by file name, and a later layer
+//! wins key by key. Reading directories is the runtime's job; this module takes `(path, text)`
+//! pairs in application order ([`layers::select`] computes that order from a listing).
+//!
+//! ## Format
+//! One TOML document per file ([`PolicyDocument`], `deny_unknown_fields`, `version = 1` in every
+//! file): the sandbox sections of [`crate::sandbox`] (`[filesystem]`, `[network]`,
+//! `[resources]`, `[seccomp]`, `[layers]`, `[identity]`), the host sections of
+//! [`crate::protocol::host`] (`[capabilities]`, `[protocol]`, `[kv]`, `[hooks."<hook>"]`), and
+//! `[trust]`, `[risk]`, `[audit]`; then per-plugin overrides `[plugin."<name>".<section>]` and
+//! per-signer overrides `[signer."<key id>".<section>]` (signer first, then plugin name: the more
+//! specific wins). Lists are leaves: a later layer replaces a list, it does not append to it.
+//!
+//! ## Provenance
+//! Every leaf remembers the file and line that set it ([`Origin`]); a value no file sets is
+//! [`Origin::Default`]. Validation errors name that file and line, and `policy explain` prints it
+//! next to every decision.
+
+pub mod effective;
+pub mod explain;
+pub mod layers;
+pub mod lint;
+pub mod risk;
+pub mod schema;
+
+use crate::capability::Capability;
+use crate::protocol::host::{CapabilityPolicy, HookPolicy, KvQuota, ProtocolLimits};
+use crate::sandbox::{
+    FilesystemSection, IdentitySection, LayersSection, NetworkSection, ResourcesSection,
+    SeccompSection,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub use layers::{merge, MergedPolicy, PolicyLayer, ResolvedPolicy};
+pub use risk::RiskClass;
+
+/// Who decided a value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    /// The built-in default (no file sets it).
+    Default,
+    /// A policy file, at this 1-based line (when it can be located).
+    File {
+        /// The file's path as handed to [`merge`].
+        path: String,
+        /// The line of the key.
+        line: Option<usize>,
+    },
+    /// The developer certificate (its scope's ceiling).
+    Certificate {
+        /// The certificate's scope.
+        scope: String,
+    },
+    /// A manifest field.
+    Manifest {
+        /// The field, e.g. `requested_capabilities`.
+        field: String,
+    },
+    /// A signed authorization grant (or its absence).
+    Grant {
+        /// The grant target, e.g. `network:loopback`.
+        target: String,
+    },
+    /// A command-line flag.
+    Flag {
+        /// The flag.
+        flag: String,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File {
+                path,
+                line: Some(l),
+            } => write!(f, "{path}:{l}"),
+            Origin::File { path, line: None } => f.write_str(path),
+            Origin::Certificate { scope } => write!(f, "certificate (scope {scope})"),
+            Origin::Manifest { field } => write!(f, "manifest {field}"),
+            Origin::Grant { target } => write!(f, "grant {target}"),
+            Origin::Flag { flag } => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// Trust modes (seed 002), ordered from strictest to loosest.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustModeName {
+    /// Refuse anything that does not verify.
+    Strict,
+    /// Load, but report.
+    Warn,
+    /// Skip signature checks.
+    Disabled,
+}
+
+impl TrustModeName {
+    /// The name in files and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustModeName::Strict => "strict",
+            TrustModeName::Warn => "warn",
+            TrustModeName::Disabled => "disabled",
+        }
+    }
+}
+
+/// `[trust]`: where trust comes from.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    /// Trust mode. Default "strict". `run` and `verify` use the stricter of this and
+    /// `--trust-mode`.
+    pub mode: Option<TrustModeName>,
+    /// Directory of pinned root keys (`*.pub`). Default `/etc/stockade/trust`.
+    pub roots: Option<String>,
+    /// Revocation list file, used instead of `<trust dir>/revocations.json` (unreadable: the
+    /// command stops). Default: the trust directory's.
+    pub revocation: Option<String>,
+    /// Directory of signed authorization grants (`*.grant`). Default `/etc/stockade/grants`.
+    pub grants: Option<String>,
+    /// Operator public keys (minisign `.pub` files) whose grants are accepted. Default none: no
+    /// grant is accepted, so nothing high-risk is granted.
+    pub operator_keys: Option<Vec<String>>,
+}
+
+/// `[audit]`: where audit records go.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Append records to this file (hash-chained, fsynced, locked). Default none.
+    pub file: Option<String>,
+    /// Also write each record as one line on stderr (journald picks it up under systemd).
+    /// Default false.
+    pub stderr: Option<bool>,
+}
+
+/// The sections a `[plugin."<name>"]` or `[signer."<key id>"]` table may override.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginOverride {
+    /// See [`crate::sandbox::FilesystemSection`].
+    pub filesystem: Option<FilesystemSection>,
+    /// See [`crate::sandbox::NetworkSection`].
+    pub network: Option<NetworkSection>,
+    /// See [`crate::sandbox::ResourcesSection`].
+    pub resources: Option<ResourcesSection>,
+    /// See [`crate::sandbox::SeccompSection`].
+    pub seccomp: Option<SeccompSection>,
+    /// See [`crate::sandbox::LayersSection`].
+    pub layers: Option<LayersSection>,
+    /// See [`crate::protocol::host::CapabilityPolicy`].
+    pub capabilities: Option<CapabilityPolicy>,
+    /// See [`crate::protocol::host::KvQuota`].
+    pub kv: Option<KvQuota>,
+    /// See [`crate::protocol::host::HookPolicy`].
+    pub hooks: Option<BTreeMap<String, HookPolicy>>,
+    /// Risk class overrides.
+    pub risk: Option<BTreeMap<String, RiskClass>>,
+}
+
+/// One policy file as written. Only used to check shape (with the TOML parser's line numbers);
+/// merging works on the raw tables so that "set" and "defaulted" stay distinguishable.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDocument {
+    /// Format version; must be 1 in every file.
+    pub version: u32,
+    /// Sandbox: filesystem view.
+    pub filesystem: Option<FilesystemSection>,
+    /// Sandbox: network namespace.
+    pub network: Option<NetworkSection>,
+    /// Sandbox: cgroup limits and rlimits.
+    pub resources: Option<ResourcesSection>,
+    /// Sandbox: seccomp groups.
+    pub seccomp: Option<SeccompSection>,
+    /// Sandbox: required layers and tolerated degradations.
+    pub layers: Option<LayersSection>,
+    /// Sandbox: uids and hostname.
+    pub identity: Option<IdentitySection>,
+    /// Host: capabilities the operator allows.
+    pub capabilities: Option<CapabilityPolicy>,
+    /// Host: protocol limits.
+    pub protocol: Option<ProtocolLimits>,
+    /// Host: key/value quotas.
+    pub kv: Option<KvQuota>,
+    /// Host: per-hook deadline and failure mode.
+    pub hooks: Option<BTreeMap<String, HookPolicy>>,
+    /// Trust configuration.
+    pub trust: Option<TrustSection>,
+    /// Risk class overrides: `<capability> | network | writable = "low" | "medium" | "high"`.
+    pub risk: Option<BTreeMap<String, RiskClass>>,
+    /// Audit sinks.
+    pub audit: Option<AuditSection>,
+    /// Per-plugin overrides by plugin name.
+    pub plugin: Option<BTreeMap<String, PluginOverride>>,
+    /// Per-plugin overrides by signer key id (16 hex digits, as `stockade inspect` prints).
+    pub signer: Option<BTreeMap<String, PluginOverride>>,
+}
+
+/// Why an operator policy is invalid. Every variant names the file (and line when known).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OperatorPolicyError {
+    /// A file is larger than [`crate::sandbox::MAX_POLICY_BYTES`].
+    #[error("{path}: {size} bytes, more than the {max}-byte limit")]
+    TooLarge {
+        /// The file.
+        path: String,
+        /// Its size.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// Not TOML or not the format's shape; the cause names the line and key.
+    #[error("{path}: does not parse")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's error (with line and column).
+        #[source]
+        source: toml::de::Error,
+    },
+    /// `version` missing or not 1.
+    #[error("{at}: policy version {found} is not supported (this build reads version 1)")]
+    Version {
+        /// file:line.
+        at: Origin,
+        /// The version found.
+        found: i64,
+    },
+    /// A value is out of range or malformed; `at` is the file:line that set it.
+    #[error("{at}: invalid value for `{key}`")]
+    Value {
+        /// The dotted key.
+        key: String,
+        /// Where it was set.
+        at: Origin,
+        /// What is wrong.
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A validated capability name or risk item.
+pub fn risk_item_known(item: &str) -> bool {
+    item == "network" || item == "writable" || item.parse::<Capability>().is_ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,137 @@
+use super::layers::{select, Listing, Tier};
+use super::*;
+
+fn layer(path: &str, text: &str) -> PolicyLayer {
+    PolicyLayer {
+        path: path.into(),
+        text: text.into(),
+    }
+}
+
+fn l(tier: Tier, dropin: Option<&str>, masked: bool) -> Listing {
+    Listing {
+        tier,
+        dropin: dropin.map(String::from),
+        masked,
+        path: format!("{tier:?}/{}", dropin.unwrap_or("policy.toml")),
+    }
+}
+
+#[test]
+fn systemd_precedence_sorting_and_masking() {
+    let found = vec![
+        l(Tier::UsrLib, None, false),
+        l(Tier::Etc, None, false),
+        l(Tier::UsrLib, Some("20-net.toml"), false),
+        l(Tier::Run, Some("20-net.toml"), false),
+        l(Tier::UsrLib, Some("10-base.toml"), false),
+        l(Tier::Etc, Some("30-x.toml"), true),
+        l(Tier::UsrLib, Some("30-x.toml"), false),
+        l(Tier::Etc, Some("README"), false),
+    ];
+    let got: Vec<String> = select(&found).into_iter().map(|l| l.path).collect();
+    assert_eq!(
+        got,
+        ["Etc/policy.toml", "UsrLib/10-base.toml", "Run/20-net.toml"]
+    );
+    // A masked main file leaves only drop-ins.
+    let got = select(&[l(Tier::Etc, None, true), l(Tier::UsrLib, None, false)]);
+    assert!(got.is_empty());
+}
+
+#[test]
+fn later_layers_win_key_by_key_with_provenance() {
+    let m = merge(&[
+        layer(
+            "/etc/stockade/policy.toml",
+            "version = 1\n[resources]\nmemory_max = \"128M\"\npids_max = 32\n",
+        ),
+        layer(
+            "/etc/stockade/policy.d/50-mem.toml",
+            "version = 1\n\n[resources]\n# more\nmemory_max = \"64M\"\n",
+        ),
+    ])
+    .unwrap();
+    let r = m.resolve(None, None).unwrap();
+    assert_eq!(
+        r.sandbox.resources.memory_max,
+        crate::sandbox::Limit::Max(64 << 20)
+    );
+    assert_eq!(r.sandbox.resources.pids_max, crate::sandbox::Limit::Max(32));
+    assert_eq!(
+        r.origin("resources.memory_max").to_string(),
+        "/etc/stockade/policy.d/50-mem.toml:5"
+    );
+    assert_eq!(
+        r.origin("resources.pids_max").to_string(),
+        "/etc/stockade/policy.toml:4"
+    );
+    assert_eq!(r.origin("resources.nofile"), Origin::Default);
+}
+
+#[test]
+fn plugin_and_signer_sections_override_defaults() {
+    let text = r#"version = 1
+[network]
+mode = "none"
+[capabilities]
+allow = ["log"]
+[signer."0011223344556677".capabilities]
+allow = ["log", "emit_event"]
+[plugin."hello".network]
+mode = "loopback"
+[plugin.hello.hooks."on:flow.new"]
+failure = "open"
+default = { allow = true }
+"#;
+    let m = merge(&[layer("p.toml", text)]).unwrap();
+    assert_eq!(m.plugin_names(), ["hello"]);
+    let d = m.resolve(None, None).unwrap();
+    assert_eq!(d.sandbox.network, crate::sandbox::NetworkMode::None);
+    let h = m.resolve(Some("hello"), Some("0011223344556677")).unwrap();
+    assert_eq!(h.sandbox.network, crate::sandbox::NetworkMode::Loopback);
+    assert_eq!(h.origin("network.mode").to_string(), "p.toml:9");
+    assert_eq!(
+        h.host.capabilities.allow.as_ref().unwrap().len(),
+        2,
+        "the signer's allow replaces the default list"
+    );
+    assert_eq!(
+        h.origin("hooks.\"on:flow.new\".failure").to_string(),
+        "p.toml:11"
+    );
+    assert!(h.host.hooks["on:flow.new"].default.is_some());
+    m.validate_all().unwrap();
+}
+
+#[test]
+fn every_invalid_policy_names_the_file_and_line() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "version = 1\n[resources]\nmemory_max = \"1K\"\n",
+            "p.toml:3",
+        ),
+        ("version = 1\n[resourcez]\n", "line 2"),
+        ("version = 2\n", "p.toml:1"),
+        ("version = 1\n\n[trust]\nmode = \"lax\"\n", "line 4"),
+        ("version = 1\n[risk]\nfly = \"high\"\n", "p.toml:3"),
+        (
+            "version = 1\n[plugin.x.resources]\npids_max = 0\n",
+            "p.toml:3",
+        ),
+        ("version = 1\n[protocol]\nmax_in_flight = 0\n", "p.toml:3"),
+        ("version = 1\n[trust]\nroots = \"rel/dir\"\n", "p.toml:3"),
+        ("version = 1\n[hooks.\"a\"]\ndeadline_ms = 0\n", "p.toml:3"),
+    ];
+    for (text, want) in cases {
+        let err = merge(&[layer("p.toml", text)]).and_then(|m| m.validate_all());
+        let e = err.expect_err(text);
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        assert!(msg.contains(want), "{text:?}: {msg}");
+    }
+}

@@ -1,0 +1,293 @@
+//! `stockade policy lint|explain|diff|schema`: the security team's view of the operator policy.
+//!
+//! Exit codes (docs/exit-codes.md): 0 clean / done; 1 (`lint`) findings at or above
+//! `--fail-level`; 64 usage; 65 invalid policy (the message names file:line); 66 unreadable
+//! file; 80–87 when `explain PKG` cannot verify the package.
+
+use crate::cli::{PolicyDiffArgs, PolicyExplainArgs, PolicyLintArgs};
+use crate::cmd::run::trust_config_with_policy;
+use crate::error::CmdError;
+use crate::exit::Exit;
+use crate::keyfile::unix_now;
+use crate::node::NodeIdentity;
+use crate::output::Output;
+use crate::package::open_verified_in;
+use crate::plugin_policy::{self, grants_dir, PackageFacts, Withheld};
+use crate::policyfiles::{self, PolicyFilesError, PolicySource};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use stockade_policy::operator::effective::{effective, PluginFacts};
+use stockade_policy::operator::explain::{
+    diff as diff_items, explain as explain_items, Change, Explanation,
+};
+use stockade_policy::operator::lint::{lint as lint_policy, Finding, Severity};
+use stockade_policy::operator::MergedPolicy;
+
+#[derive(Serialize)]
+struct LintReport {
+    ok: bool,
+    layers: Vec<String>,
+    fail_level: Severity,
+    findings: Vec<Finding>,
+}
+
+/// Grant targets present (by file, unverified) per plugin, for the `network-without-grant` lint.
+fn grant_targets(m: &MergedPolicy, root: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let Ok(r) = m.resolve(None, None) else {
+        return out;
+    };
+    let Ok(entries) = std::fs::read_dir(grants_dir(&r, root)) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Ok(bytes) =
+            crate::fileio::read_capped(&e.path(), stockade_trust::grant::MAX_GRANT_BYTES as u64)
+        else {
+            continue;
+        };
+        if let Ok(g) = stockade_trust::grant::Grant::parse(&bytes) {
+            out.entry(g.body.plugin.clone())
+                .or_default()
+                .extend(g.body.targets.iter().cloned());
+        }
+    }
+    out
+}
+
+/// `policy lint`.
+pub fn lint(a: PolicyLintArgs, out: Output) -> Result<Exit, CmdError> {
+    let fail_level: Severity = a
+        .fail_level
+        .parse()
+        .map_err(|e: String| CmdError::msg(Exit::Usage, "usage", e))?;
+    let src = if a.files.is_empty() {
+        PolicySource::Root(a.root.policy_root.clone())
+    } else {
+        PolicySource::Files(a.files.clone())
+    };
+    let m = policyfiles::load(&src).map_err(PolicyFilesError::into_cmd)?;
+    let findings = lint_policy(&m, &grant_targets(&m, &a.root.policy_root));
+    let failing = findings.iter().any(|f| f.severity >= fail_level);
+    let report = LintReport {
+        ok: !failing,
+        layers: m.layers.clone(),
+        fail_level,
+        findings,
+    };
+    out.emit(&report, |r| {
+        let mut t = String::new();
+        for f in &r.findings {
+            t.push_str(&format!(
+                "{}: {}: [{}]{} {}\n",
+                f.at,
+                f.severity.as_str(),
+                f.code,
+                f.plugin
+                    .as_ref()
+                    .map(|p| format!(" (plugin {p})"))
+                    .unwrap_or_default(),
+                f.message
+            ));
+        }
+        t.push_str(&format!(
+            "{} finding(s) in {} file(s)\n",
+            r.findings.len(),
+            r.layers.len()
+        ));
+        t
+    });
+    Ok(if failing { Exit::Findings } else { Exit::Ok })
+}
+
+#[derive(Serialize)]
+struct ExplainReport {
+    #[serde(flatten)]
+    explanation: Explanation,
+    /// High-risk items withheld for lack of a valid grant (explain PKG only).
+    withheld: Vec<Withheld>,
+    /// What the decisions assume.
+    basis: String,
+}
+
+fn render_explain(r: &ExplainReport) -> String {
+    let e = &r.explanation;
+    let mut t = format!(
+        "plugin: {}\nbasis: {}\nlayers: {}\n\n",
+        e.plugin.as_deref().unwrap_or("(defaults)"),
+        r.basis,
+        if e.layers.is_empty() {
+            "(none: built-in defaults)".to_string()
+        } else {
+            e.layers.join(", ")
+        }
+    );
+    t.push_str(&format!(
+        "{:<11} {:<28} {:<24} {}\n",
+        "SECTION", "ITEM", "EFFECTIVE", "DECIDED BY"
+    ));
+    for i in &e.items {
+        let mut v = match &i.value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if let (Some(g), false) = (i.granted, i.section == "capability") {
+            v = format!("{v} ({})", if g { "yes" } else { "no" });
+        }
+        t.push_str(&format!(
+            "{:<11} {:<28} {:<24} {}",
+            i.section, i.name, v, i.decided_by
+        ));
+        if !i.note.is_empty() && i.section != "seccomp" {
+            t.push_str(&format!("  — {}", i.note));
+        }
+        t.push('\n');
+    }
+    for w in &r.withheld {
+        t.push_str(&format!(
+            "withheld {} ({}): {}\n",
+            w.target, w.kind, w.message
+        ));
+    }
+    t.push_str("\nEXPOSURE ITEM                WEIGHT  CONTRIBUTES\n");
+    for x in &e.exposure_items {
+        t.push_str(&format!(
+            "{:<28} {:>6.2}  {:>6.2}\n",
+            x.item, x.weight, x.contributes
+        ));
+    }
+    t.push_str(&format!("→ exposure {:.1}/10\n", e.exposure));
+    t
+}
+
+/// `policy explain`.
+pub fn explain(a: PolicyExplainArgs, out: Output) -> Result<Exit, CmdError> {
+    let src = policyfiles::source(a.policy.as_deref(), &a.root.policy_root);
+    let m = policyfiles::load(&src).map_err(PolicyFilesError::into_cmd)?;
+    let report = match &a.package {
+        Some(pkg) => {
+            let defaults = m
+                .resolve(None, None)
+                .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
+            let cfg = trust_config_with_policy(&a.trust, &defaults)?;
+            let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
+                CmdError::new(Exit::Config, "node", e)
+                    .hint("fix or remove <state-dir>/license.json")
+            })?;
+            let vp = open_verified_in(pkg, &cfg, &node, unix_now(), &std::env::temp_dir())
+                .map_err(|e| {
+                    let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
+                    CmdError::new(exit, kind, e).hint(hint)
+                })?;
+            let facts = PackageFacts::from_package(&vp);
+            let pp = plugin_policy::for_package(&m, &facts, &a.root.policy_root, unix_now())
+                .map_err(PolicyFilesError::into_cmd)?;
+            ExplainReport {
+                explanation: explain_items(&pp.resolved, &pp.effective),
+                withheld: pp.withheld,
+                basis: format!(
+                    "verified package {} {}: exactly what `stockade run` grants it now",
+                    facts.name, facts.version
+                ),
+            }
+        }
+        None => {
+            let r = m
+                .resolve(a.plugin.as_deref(), a.signer.as_deref())
+                .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
+            let (facts, grants, basis) = match &a.plugin {
+                Some(p) => (
+                    PluginFacts {
+                        name: p.clone(),
+                        ..PluginFacts::default()
+                    },
+                    Some(BTreeSet::new()),
+                    "plugin name only: manifest and certificate unknown (they can only narrow), grants not checked (high-risk items shown withheld; pass the package for the exact decision)".to_string(),
+                ),
+                None => (
+                    PluginFacts::default(),
+                    None,
+                    "no plugin: the policy as `stockade exec` enforces it (grants apply to plugins only)".to_string(),
+                ),
+            };
+            let e = effective(&r, &facts, grants.as_ref());
+            ExplainReport {
+                explanation: explain_items(&r, &e),
+                withheld: Vec::new(),
+                basis,
+            }
+        }
+    };
+    out.emit(&report, render_explain);
+    Ok(Exit::Ok)
+}
+
+fn explain_source(p: &Path, plugin: Option<&str>) -> Result<Explanation, CmdError> {
+    let src = if p.is_dir() {
+        PolicySource::Root(p.to_path_buf())
+    } else {
+        PolicySource::File(p.to_path_buf())
+    };
+    let m = policyfiles::load(&src).map_err(PolicyFilesError::into_cmd)?;
+    let r = m
+        .resolve(plugin, None)
+        .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
+    let facts = PluginFacts {
+        name: plugin.unwrap_or_default().to_string(),
+        ..PluginFacts::default()
+    };
+    let e = effective(&r, &facts, None);
+    Ok(explain_items(&r, &e))
+}
+
+#[derive(Serialize)]
+struct DiffReport {
+    a: String,
+    b: String,
+    exposure_a: f64,
+    exposure_b: f64,
+    widens: usize,
+    narrows: usize,
+    changes: Vec<Change>,
+}
+
+/// `policy diff`.
+pub fn diff(a: PolicyDiffArgs, out: Output) -> Result<Exit, CmdError> {
+    let ea = explain_source(&a.a, a.plugin.as_deref())?;
+    let eb = explain_source(&a.b, a.plugin.as_deref())?;
+    let changes = diff_items(&ea, &eb);
+    let report = DiffReport {
+        a: a.a.display().to_string(),
+        b: a.b.display().to_string(),
+        exposure_a: ea.exposure,
+        exposure_b: eb.exposure,
+        widens: changes.iter().filter(|c| c.effect == "widens").count(),
+        narrows: changes.iter().filter(|c| c.effect == "narrows").count(),
+        changes,
+    };
+    out.emit(&report, |r| {
+        let mut t = String::new();
+        for c in &r.changes {
+            t.push_str(&format!(
+                "{:<8} {:<10} {:<28} {} -> {}   ({})\n",
+                c.effect, c.section, c.name, c.from, c.to, c.decided_by
+            ));
+        }
+        t.push_str(&format!(
+            "{} widen(s), {} narrow(s); exposure {:.1} -> {:.1}\n",
+            r.widens, r.narrows, r.exposure_a, r.exposure_b
+        ));
+        t
+    });
+    Ok(Exit::Ok)
+}
+
+/// `policy schema`.
+pub fn schema(out: Output) -> Result<Exit, CmdError> {
+    let s = stockade_policy::operator::schema::json_schema();
+    // The schema is JSON either way; `--json` only changes nothing.
+    let _ = out;
+    crate::output::print_stdout(&serde_json::to_string_pretty(&s).unwrap_or_default());
+    Ok(Exit::Ok)
+}

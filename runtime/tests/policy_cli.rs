@@ -1,0 +1,563 @@
+//! The policy tools, grants and the audit log through the real binary: `policy lint` exit codes
+//! and file:line findings, layer precedence under `--policy-root`, `diff`, `schema`, `grant
+//! issue|verify` refusals (each with its own kind), `policy explain PKG` with and without a
+//! grant, and `audit verify` catching an edited, deleted or reordered record.
+
+mod common;
+use common::{ok, stockade, Fixture};
+use serde_json::Value;
+use std::path::Path;
+
+fn write(p: &Path, text: &str) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+#[test]
+fn lint_exit_codes_severities_and_lines() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    write(
+        &d.join("clean.toml"),
+        "version = 1\n[resources]\nmemory_max = \"64M\"\n",
+    );
+    let r = ok(d, &["policy", "lint", "clean.toml"]);
+    assert!(r.stdout.contains("0 finding(s)"), "{}", r.stdout);
+
+    write(
+        &d.join("bad.toml"),
+        "version = 1\n[resources]\nmemory_max = \"unlimited\"\npids_max = \"unlimited\"\n[trust]\nmode = \"disabled\"\n[layers]\nallow_degraded = [\"landlock\"]\n[hooks.\"pre:request\"]\nfailure = \"open\"\n[filesystem]\nwritable = [\"/srv/shared\"]\n[plugin.scanner.network]\nmode = \"loopback\"\n",
+    );
+    let r = stockade(d, &["--json", "policy", "lint", "bad.toml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    let found: Vec<(String, String, Value)> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap().to_string(),
+                f["severity"].as_str().unwrap().to_string(),
+                f["at"]["line"].clone(),
+            )
+        })
+        .collect();
+    for (code, sev, line) in [
+        ("memory-unlimited", "error", 3),
+        ("pids-unlimited", "error", 4),
+        ("trust-not-strict", "error", 6),
+        ("degradation-allowed", "error", 8),
+        ("hook-fail-open", "warning", 10),
+        ("writable-outside-plugin", "warning", 12),
+        ("network-without-grant", "error", 14),
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|f| f.0 == code && f.1 == sev && f.2 == line),
+            "{code} {sev} line {line} missing in {found:?}"
+        );
+    }
+    // Only warnings at or above the fail level count.
+    write(
+        &d.join("warn.toml"),
+        "version = 1\n[filesystem]\nsys = true\n",
+    );
+    assert_eq!(
+        stockade(d, &["policy", "lint", "warn.toml", "--fail-level", "error"]).code,
+        0
+    );
+    assert_eq!(stockade(d, &["policy", "lint", "warn.toml"]).code, 1);
+    assert_eq!(
+        stockade(d, &["policy", "lint", "warn.toml", "--fail-level", "bogus"]).code,
+        64
+    );
+
+    // Invalid: 65, naming file and line; unreadable: 66.
+    for (text, want) in [
+        (
+            "version = 1\n\n[resources]\nmemory_max = \"2K\"\n",
+            "bad2.toml:4",
+        ),
+        ("version = 1\n[network]\nmdoe = \"none\"\n", "line 3"),
+        ("version = 1\n[risk]\nteleport = \"low\"\n", "bad2.toml:3"),
+    ] {
+        write(&d.join("bad2.toml"), text);
+        let r = stockade(d, &["policy", "lint", "bad2.toml"]);
+        assert_eq!(r.code, 65, "{text}");
+        assert!(r.stderr.contains(want), "{text}: {}", r.stderr);
+    }
+    assert_eq!(stockade(d, &["policy", "lint", "missing.toml"]).code, 66);
+}
+
+#[test]
+fn layers_under_a_root_precedence_masking_and_provenance() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    write(
+        &root.join("usr/lib/stockade/policy.toml"),
+        "version = 1\n[resources]\npids_max = 10\n",
+    );
+    write(
+        &root.join("usr/lib/stockade/policy.d/10-vendor.toml"),
+        "version = 1\n[resources]\nnofile = 99\n",
+    );
+    write(
+        &root.join("run/stockade/policy.d/20-mem.toml"),
+        "version = 1\n[resources]\nmemory_max = \"96M\"\n",
+    );
+    write(
+        &root.join("etc/stockade/policy.d/20-mem.toml"),
+        "version = 1\n\n[resources]\nmemory_max = \"32M\"\n",
+    );
+    std::fs::create_dir_all(root.join("etc/stockade/policy.d")).unwrap();
+    std::os::unix::fs::symlink(
+        "/dev/null",
+        root.join("etc/stockade/policy.d/10-vendor.toml"),
+    )
+    .unwrap();
+    let r = ok(root, &["--json", "policy", "explain", "--policy-root", "."]);
+    let v = r.json();
+    let item = |name: &str| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["section"] == "resource" && i["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(item("memory_max")["value"], 32 << 20);
+    assert_eq!(
+        item("memory_max")["decided_by"],
+        "./etc/stockade/policy.d/20-mem.toml:4"
+    );
+    assert_eq!(
+        item("pids_max")["decided_by"],
+        "./usr/lib/stockade/policy.toml:3"
+    );
+    assert_eq!(
+        item("nofile")["decided_by"],
+        "default",
+        "the vendor drop-in is masked"
+    );
+    assert_eq!(v["layers"].as_array().unwrap().len(), 2);
+    // STOCKADE_POLICY_ROOT is the same as the flag.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["--json", "policy", "lint"])
+        .env("STOCKADE_POLICY_ROOT", root)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["layers"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn diff_says_what_widens_and_narrows_and_schema_is_json_schema() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    write(&d.join("a.toml"), "version = 1\n[resources]\nmemory_max = \"64M\"\n[seccomp]\ngroups = [\"@default\", \"@basic-io\", \"@file-system\", \"@memory\"]\n");
+    write(&d.join("b.toml"), "version = 1\n[resources]\nmemory_max = \"32M\"\n[trust]\nmode = \"warn\"\n[network]\nmode = \"loopback\"\n");
+    let v = ok(d, &["--json", "policy", "diff", "a.toml", "b.toml"]).json();
+    let effect = |s: &str, n: &str| {
+        v["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["section"] == s && c["name"] == n)
+            .map(|c| c["effect"].as_str().unwrap().to_string())
+    };
+    assert_eq!(effect("resource", "memory_max").as_deref(), Some("narrows"));
+    assert_eq!(effect("trust", "mode").as_deref(), Some("widens"));
+    assert_eq!(effect("network", "mode").as_deref(), Some("widens"));
+    assert_eq!(effect("seccomp", "@timer").as_deref(), Some("widens"));
+    assert_eq!(effect("resource", "nofile"), None);
+    assert!(v["exposure_b"].as_f64().unwrap() > v["exposure_a"].as_f64().unwrap());
+
+    let s: Value = serde_json::from_str(&ok(d, &["policy", "schema"]).stdout).unwrap();
+    assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert!(s["properties"]["trust"].is_object());
+}
+
+#[test]
+fn grant_refusals_each_have_their_own_kind() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["keygen", "-o", "op"]);
+    ok(d, &["keygen", "-o", "other"]);
+    let issue = |out: &str, now: &str| {
+        ok(
+            d,
+            &[
+                "grant",
+                "issue",
+                "--key",
+                "op.key",
+                "--plugin",
+                "hello",
+                "--plugin-version",
+                "0.1.0",
+                "--scope",
+                "any",
+                "--target",
+                "network:loopback",
+                "--days",
+                "1",
+                "-o",
+                out,
+                "--now",
+                now,
+            ],
+        )
+    };
+    issue("g.grant", "1000000");
+    let verify = |file: &str, key: &str, plugin: &str, target: &str, now: &str| {
+        stockade(
+            d,
+            &[
+                "--json",
+                "grant",
+                "verify",
+                file,
+                "--operator-key",
+                key,
+                "--plugin",
+                plugin,
+                "--plugin-version",
+                "0.1.0",
+                "--scope",
+                "any",
+                "--target",
+                target,
+                "--now",
+                now,
+            ],
+        )
+    };
+    assert_eq!(
+        verify("g.grant", "op.pub", "hello", "network:loopback", "1000010").code,
+        0
+    );
+    for (r, kind) in [
+        (
+            verify("g.grant", "op.pub", "hello", "writable:/srv", "1000010"),
+            "grant_missing",
+        ),
+        (
+            verify("g.grant", "op.pub", "hello", "network:loopback", "9999999"),
+            "grant_expired",
+        ),
+        (
+            verify("g.grant", "op.pub", "other", "network:loopback", "1000010"),
+            "grant_wrong_plugin",
+        ),
+        (
+            verify(
+                "g.grant",
+                "other.pub",
+                "hello",
+                "network:loopback",
+                "1000010",
+            ),
+            "grant_wrong_signer",
+        ),
+    ] {
+        assert_eq!(r.code, 65, "{kind}: {}", r.stdout);
+        assert_eq!(r.kind(), kind);
+    }
+    let text = std::fs::read_to_string(d.join("g.grant")).unwrap();
+    std::fs::write(d.join("t.grant"), text.replace("\"hello\"", "\"hellp\"")).unwrap();
+    let r = verify("t.grant", "op.pub", "hellp", "network:loopback", "1000010");
+    assert_eq!((r.code, r.kind().as_str()), (65, "grant_tampered"));
+    // Existing output is not overwritten; a bad target is a usage error.
+    assert_eq!(
+        stockade(
+            d,
+            &[
+                "grant",
+                "issue",
+                "--key",
+                "op.key",
+                "--plugin",
+                "h",
+                "--plugin-version",
+                "1.0.0",
+                "--target",
+                "network:loopback",
+                "-o",
+                "g.grant"
+            ]
+        )
+        .code,
+        73
+    );
+    assert_eq!(
+        stockade(
+            d,
+            &[
+                "grant",
+                "issue",
+                "--key",
+                "op.key",
+                "--plugin",
+                "h",
+                "--plugin-version",
+                "1.0.0",
+                "--target",
+                "root:all",
+                "-o",
+                "x.grant"
+            ]
+        )
+        .code,
+        64
+    );
+}
+
+#[test]
+fn explain_a_package_withholds_network_until_granted_and_verify_is_audited() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let d = fx.dir();
+    ok(d, &["keygen", "-o", "op"]);
+    let root = d.join("root-fs");
+    let audit = d.join("audit.log");
+    write(
+        &root.join("etc/stockade/policy.toml"),
+        &format!(
+            "version = 1\n[network]\nmode = \"loopback\"\n[trust]\noperator_keys = [\"{}\"]\ngrants = \"{}\"\n[audit]\nfile = \"{}\"\n",
+            d.join("op.pub").display(),
+            d.join("grants").display(),
+            audit.display()
+        ),
+    );
+    std::fs::create_dir(d.join("grants")).unwrap();
+    let explain = || {
+        ok(
+            d,
+            &[
+                "--json",
+                "policy",
+                "explain",
+                &pkg,
+                "--policy-root",
+                "root-fs",
+                "--trust",
+                "trust",
+                "--state-dir",
+                "state",
+            ],
+        )
+        .json()
+    };
+    let net = |v: &Value| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["section"] == "network")
+            .unwrap()
+            .clone()
+    };
+    let v = explain();
+    assert_eq!(net(&v)["granted"], false);
+    assert_eq!(net(&v)["decided_by"], "grant network:loopback");
+    assert_eq!(v["withheld"][0]["kind"], "grant_missing");
+    // The manifest's hooks are explained even when the policy does not configure them.
+    assert!(v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["section"] == "hook"
+            && i["name"] == "on:flow.new failure"
+            && i["value"] == "closed"));
+    // A capability above the scope is decided by the certificate; one not requested by the manifest.
+    let cap = |v: &Value, c: &str| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["section"] == "capability" && i["name"] == c)
+            .unwrap()["decided_by"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        cap(&v, "kv_put").starts_with("manifest") || cap(&v, "kv_put").starts_with("certificate")
+    );
+
+    ok(
+        d,
+        &[
+            "grant",
+            "issue",
+            "--key",
+            "op.key",
+            "--plugin",
+            "hello",
+            "--plugin-version",
+            "0.1.0",
+            "--target",
+            "network:loopback",
+            "-o",
+            "grants/hello.grant",
+        ],
+    );
+    let v = explain();
+    assert_eq!(net(&v)["granted"], true, "{v:#}");
+    assert!(v["exposure"].as_f64().unwrap() >= 2.0);
+
+    // `verify` writes one record per verification into the configured log.
+    for _ in 0..3 {
+        ok(
+            d,
+            &[
+                "verify",
+                &pkg,
+                "--trust",
+                "trust",
+                "--state-dir",
+                "state",
+                "--policy-root",
+                "root-fs",
+            ],
+        );
+    }
+    let r = ok(d, &["--json", "audit", "verify", "audit.log"]);
+    assert_eq!(r.json()["records"], 3);
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let rec: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["event"], "verification");
+    assert_eq!(rec["plugin"], "hello");
+    assert_eq!(rec["signer_chain"].as_array().unwrap().len(), 3);
+    assert_eq!(rec["package_sha256"].as_str().unwrap().len(), 64);
+
+    let lines: Vec<&str> = text.lines().collect();
+    for (name, bad, record) in [
+        (
+            "edited",
+            text.replacen("\"verification\"", "\"launch\"", 1),
+            "record 1",
+        ),
+        ("deleted", [lines[0], lines[2]].join("\n"), "record 2"),
+        (
+            "reordered",
+            [lines[1], lines[0], lines[2]].join("\n"),
+            "record 1",
+        ),
+    ] {
+        std::fs::write(d.join("bad.log"), bad).unwrap();
+        let r = stockade(d, &["audit", "verify", "bad.log"]);
+        assert_eq!(r.code, 65, "{name}");
+        assert!(r.stderr.contains(record), "{name}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn the_policys_trust_section_reaches_verification() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let d = fx.dir();
+    let serial = fx.dev_serial();
+    ok(
+        d,
+        &[
+            "ca",
+            "revoke",
+            "--ca",
+            "root",
+            "--serial",
+            &serial,
+            "-o",
+            "revoked.json",
+        ],
+    );
+    let root = d.join("root-fs");
+    let policy = root.join("etc/stockade/policy.toml");
+    let verify = || {
+        stockade(
+            d,
+            &[
+                "--json",
+                "verify",
+                &pkg,
+                "--trust",
+                "trust",
+                "--state-dir",
+                "state",
+                "--policy-root",
+                "root-fs",
+            ],
+        )
+    };
+    // No revocation list in the trust dir: verification passes.
+    write(&policy, "version = 1\n");
+    assert_eq!(verify().code, 0);
+    // The policy's trust.revocation names one that revokes the developer certificate: 84.
+    write(
+        &policy,
+        &format!(
+            "version = 1\n[trust]\nrevocation = \"{}\"\n",
+            d.join("revoked.json").display()
+        ),
+    );
+    let r = verify();
+    assert_eq!(r.code, 84, "{}", r.stdout);
+    // A revocation list the policy names but that is missing: 78, naming the policy line.
+    write(
+        &policy,
+        "version = 1\n[trust]\nrevocation = \"/nonexistent/revocations.json\"\n",
+    );
+    let r = stockade(
+        d,
+        &[
+            "verify",
+            &pkg,
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+            "--policy-root",
+            "root-fs",
+        ],
+    );
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    assert!(r.stderr.contains("policy.toml:3"), "{}", r.stderr);
+    // trust.mode: the stricter of flag and policy wins (a flag cannot loosen a strict policy).
+    write(&policy, "version = 1\n[trust]\nmode = \"strict\"\n");
+    std::fs::write(
+        d.join("trust/root.pub"),
+        std::fs::read(d.join("dev.pub")).unwrap(),
+    )
+    .unwrap();
+    let loose = |root: &str| {
+        stockade(
+            d,
+            &[
+                "--json",
+                "verify",
+                &pkg,
+                "--trust",
+                "trust",
+                "--state-dir",
+                "state",
+                "--trust-mode",
+                "warn",
+                "--policy-root",
+                root,
+            ],
+        )
+    };
+    assert_eq!(
+        loose("root-fs").code,
+        82,
+        "strict policy, warn flag: the chain failure stops it"
+    );
+    assert_eq!(
+        loose("nonexistent").code,
+        0,
+        "no policy: the flag's warn applies"
+    );
+}
