@@ -52,6 +52,18 @@ if [ "${#man5[@]}" -gt 0 ]; then
 fi
 shopt -u nullglob
 
+# The rpm takes the binary from here (a copy, so its mtime can be normalised below without
+# touching cargo's own outputs); cargo-deb takes target/release/stockade and sets mtimes itself.
+mkdir -p "$gen/bin"
+cp "$target_dir/release/stockade" "$gen/bin/stockade"
+
+# cargo-generate-rpm clamps file mtimes to SOURCE_DATE_EPOCH (keeps older ones), cargo-deb sets
+# them all; so a checkout whose files predate the last commit would give another .rpm than a fresh
+# copy. Give every packaged source file the same mtime (git ignores mtimes; cargo never rebuilds
+# for an input that got older).
+find README.md docs systemd packaging/policy.toml packaging/sysusers.d packaging/tmpfiles.d \
+  packaging/debian "$gen" -type f -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+
 cargo deb --locked --no-build -p stockade-runtime -o "$out/"
 cargo generate-rpm -p runtime --target-dir "$target_dir" -o "$out/"
 ls -1 "$out"
