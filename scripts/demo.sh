@@ -12,9 +12,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build -q --locked -p stockade-runtime
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-STOCKADE=${STOCKADE_BIN:-$target_dir/debug/stockade}
+# STOCKADE_BIN=/usr/bin/stockade runs the demo against an installed binary (packaging/ci.sh does),
+# with no cargo involved.
+if [ -n "${STOCKADE_BIN:-}" ]; then
+  STOCKADE=$STOCKADE_BIN
+else
+  cargo build -q --locked -p stockade-runtime
+  target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  STOCKADE=$target_dir/debug/stockade
+fi
 
 work=$(mktemp -d /tmp/stockade-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT
