@@ -3,7 +3,7 @@
 # It installs what it needs (apt packages, cargo tools), then runs, in order: formatting, clippy,
 # the workspace tests (unit, CLI integration, real sandbox launches, the escape battery and the
 # posture check), the kernel matrix under qemu, short fuzzing runs, the demo as a smoke test and
-# the benchmark harness in quick mode.
+# the benchmark harness in quick mode, and the .deb/.rpm build and install checks (packaging/ci.sh).
 # `.ci/run` calls exactly this. With CI=true every test that would skip fails instead.
 #
 # Options (environment): STOCKADE_SKIP_QEMU=1 / STOCKADE_FUZZ_SECONDS=N for local iteration only;
@@ -67,7 +67,7 @@ fi
 
 if [ -x fuzz/run.sh ]; then
   step "fuzzing (short)"
-  fuzz/run.sh "${STOCKADE_FUZZ_SECONDS:-20}"
+  fuzz/run.sh "${STOCKADE_FUZZ_SECONDS:-10}"
 fi
 
 step "demo smoke test"
@@ -75,5 +75,8 @@ scripts/demo.sh
 
 step "benchmark harness (quick mode: proves it runs; its figures mean nothing)"
 sandbox-tests/bench/run.sh --quick
+
+step "packages: .deb and .rpm built twice (reproducible), lintian, rpm checks, dpkg install/purge"
+packaging/ci.sh
 
 step "all tests passed"
