@@ -520,7 +520,8 @@ fn run_loop(
             let _ = sup.registry().deregister(&mut SourceFd(&0));
         }
         out.flush();
-        if !agent_open && !stopping && (sup.in_flight() == 0 || !out.ok) {
+        // A plugin still starting gets to finish its handshake (deadline-bounded) first.
+        if !agent_open && !stopping && (!out.ok || (sup.in_flight() == 0 && !sup.any_starting())) {
             stopping = true;
             sup.shutdown_all(now);
         }

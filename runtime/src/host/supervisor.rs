@@ -157,6 +157,14 @@ impl Supervisor {
             .map(|s| &s.handle)
     }
 
+    /// Whether a plugin is still before its handshake. `run` waits for it (bounded by the
+    /// handshake deadline) before a graceful stop: a plugin told to shut down while still
+    /// introducing itself would have its late handshake refused and be killed.
+    pub fn any_starting(&self) -> bool {
+        self.live()
+            .any(|s| s.handle.state() == super::plugin::State::Starting)
+    }
+
     /// Whether every plugin has ended.
     pub fn all_gone(&self) -> bool {
         self.live().all(|s| s.handle.state().is_gone())
