@@ -167,9 +167,12 @@ impl Fixture {
         fs::File::open("/dev/urandom")
             .and_then(|mut f| f.read_exact(&mut data))
             .map_err(|e| e.to_string())?;
-        fs::File::create(dir.join("filler.bin"))
-            .and_then(|mut f| f.write_all(&data))
-            .map_err(|e| e.to_string())?;
+        // In files of at most 32 MiB: the packer caps a single file at 64 MiB.
+        for (i, chunk) in data.chunks(32 << 20).enumerate() {
+            fs::File::create(dir.join(format!("filler-{i}.bin")))
+                .and_then(|mut f| f.write_all(chunk))
+                .map_err(|e| e.to_string())?;
+        }
         let out = self.root.join(format!("filler-{bytes}.stockade"));
         self.pack(&dir, &out)?;
         Ok(out)
