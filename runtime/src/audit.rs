@@ -12,13 +12,28 @@
 //! ## Sinks (`[audit]` in the policy)
 //! `file`: appended under an exclusive `flock` (concurrent `stockade` processes queue), the last
 //! record is read under the lock to chain to it, and the file is fsynced before the lock is
-//! released. `stderr = true`: each record also goes to stderr as `stockade-audit: {json}`, which
-//! journald collects for a service. A record that cannot be written to the file is an error for
-//! the command (fail closed: no unaudited launch).
+//! released. `journal = true`: each record as one entry on systemd's native journal socket
+//! (`/run/systemd/journal/socket`), fields `MESSAGE`, `SYSLOG_IDENTIFIER=stockade-audit`,
+//! `STOCKADE_AUDIT_EVENT`, `STOCKADE_AUDIT_SEQ`, `STOCKADE_AUDIT_HASH` and the whole record in
+//! `STOCKADE_AUDIT_RECORD`. `stderr = true`: the journal when its socket exists, else one
+//! `stockade-audit: {json}` line on stderr — but never on a stream that carries a command's
+//! machine-readable output ([`AuditLog::without_stderr`]). There is no stdout sink: stdout is
+//! the protocol under `run`, the program's under `exec`, and the `--json` document elsewhere. A
+//! record that cannot be written to a configured sink is an error for the command (fail closed:
+//! no unaudited launch).
 //!
-//! ## Limits
+//! ## Truncation: the head file
 //! A chain proves order and integrity of what is there; cutting records off the *end* leaves a
-//! valid shorter chain. Ship the file (or its last hash) elsewhere to detect truncation.
+//! valid shorter chain. So each append to `file` also replaces `<file>.head` (atomically:
+//! temporary file, fsync, rename, under the log's lock) with the record count and the last
+//! hash ([`Head`]). `audit verify` checks the log against it and names the missing records; a
+//! writer refuses to extend a log shorter than its head says (fail closed). What it defends
+//! against: a log cut short by accident (a crash, a full disk, a rotation or `truncate` by
+//! mistake) and by anyone who edits the log but not the head. What it cannot: someone who can
+//! write both files can cut the log and rewrite the head consistently (the head is not keyed:
+//! any key would sit next to it, readable by the same root); a head file deleted with the tail
+//! is reported (`--require-head` makes it a failure) but cannot say how much was lost. Against
+//! those, ship the records off the host (`journal`, forwarded) or the head's hash elsewhere.
 
 use crate::sys;
 use serde::{Deserialize, Serialize};
@@ -58,6 +73,8 @@ pub enum Event {
     Install,
     /// A package was removed.
     Removal,
+    /// A crash-looping plugin was quarantined (`stockade serve`).
+    Quarantine,
 }
 
 /// One record (what the caller fills in; `seq`, `prev` and `hash` are set by the log).
@@ -151,6 +168,89 @@ pub enum AuditError {
         /// The file.
         path: PathBuf,
     },
+    /// The log has fewer records than its head file says (it was cut short): refusing to
+    /// extend it, which would hide the loss.
+    #[error("{} holds {found} record(s) but its head file says {expected}: the log was truncated; run `stockade audit verify`", path.display())]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Records in the file.
+        found: u64,
+        /// Records the head says were written.
+        expected: u64,
+    },
+    /// The journal socket cannot take the record.
+    #[error("cannot send the audit record to the journal socket {}", path.display())]
+    Journal {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `stderr` is the only sink, and stderr carries the command's machine-readable output.
+    #[error("audit.stderr is the only audit sink, but stderr carries this command's JSON report and there is no journal socket")]
+    StderrTaken,
+}
+
+/// `<log>.head`: how many records the log had after the last append, and the last one's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Head {
+    /// Always [`HEAD_SCHEMA`].
+    pub schema: String,
+    /// Number of records (the last one's `seq` + 1).
+    pub records: u64,
+    /// The last record's `hash`.
+    pub last_hash: String,
+}
+
+/// The schema name of the head file.
+pub const HEAD_SCHEMA: &str = "stockade.audit.head/1";
+
+/// The head file of a log: `<log>.head`.
+pub fn head_path(log: &Path) -> PathBuf {
+    let mut p = log.as_os_str().to_owned();
+    p.push(".head");
+    PathBuf::from(p)
+}
+
+/// The journal's native socket (`STOCKADE_JOURNAL_SOCKET` overrides it, for tests and for
+/// containers that bind the host's journal elsewhere).
+pub fn journal_socket() -> PathBuf {
+    std::env::var_os("STOCKADE_JOURNAL_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/systemd/journal/socket"))
+}
+
+/// Send one record to the journal with the native protocol: `KEY=value` lines in one datagram.
+/// Hand-written (a dozen lines of std) because the kept crates for it (`libsystemd`,
+/// `systemd-journal-logger`) bring a logger framework or FFI for one `sendto`. Every value is
+/// one line (the record is compact JSON, which escapes newlines), so the simple form of the
+/// protocol suffices; a record above the socket's datagram limit fails (and with it the
+/// command), never truncated silently.
+fn send_journal(path: &Path, r: &Record, json: &str) -> Result<(), AuditError> {
+    let one_line = |s: &str| s.replace('\n', " ");
+    let event = serde_json::to_value(r.event)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let msg = format!(
+        "MESSAGE=stockade-audit {event} {} {}\nSYSLOG_IDENTIFIER=stockade-audit\nPRIORITY=6\n\
+         STOCKADE_AUDIT_EVENT={event}\nSTOCKADE_AUDIT_SEQ={}\nSTOCKADE_AUDIT_HASH={}\n\
+         STOCKADE_AUDIT_RECORD={json}\n",
+        one_line(&r.outcome),
+        one_line(r.plugin.as_deref().unwrap_or("-")),
+        r.seq,
+        r.hash,
+    );
+    let err = |source| AuditError::Journal {
+        path: path.to_path_buf(),
+        source,
+    };
+    let sock = std::os::unix::net::UnixDatagram::unbound().map_err(err)?;
+    sock.send_to(msg.as_bytes(), path).map_err(err)?;
+    Ok(())
 }
 
 /// Where records go.
@@ -158,6 +258,9 @@ pub enum AuditError {
 pub struct AuditLog {
     file: Option<PathBuf>,
     stderr: bool,
+    journal: bool,
+    /// stderr carries machine-readable output: the `stderr` sink may only use the journal.
+    stderr_taken: bool,
 }
 
 impl AuditLog {
@@ -166,15 +269,28 @@ impl AuditLog {
         AuditLog {
             file: a.file.as_ref().map(PathBuf::from),
             stderr: a.stderr.unwrap_or(false),
+            journal: a.journal.unwrap_or(false),
+            stderr_taken: false,
         }
+    }
+
+    /// The same sinks for a command whose stderr carries its machine-readable output (`exec
+    /// --json`): the `stderr` sink then goes to the journal or nowhere; when it would be the only
+    /// sink and there is no journal socket, this is an error (no unaudited launch).
+    pub fn without_stderr(mut self) -> Result<Self, AuditError> {
+        self.stderr_taken = true;
+        if self.stderr && self.file.is_none() && !self.journal && !journal_socket().exists() {
+            return Err(AuditError::StderrTaken);
+        }
+        Ok(self)
     }
 
     /// Whether any sink is configured.
     pub fn enabled(&self) -> bool {
-        self.file.is_some() || self.stderr
+        self.file.is_some() || self.stderr || self.journal
     }
 
-    /// Append a record (chained to the file's last one) and echo it to stderr if configured.
+    /// Append a record (chained to the file's last one) and send it to the other sinks.
     pub fn append(&self, mut r: Record) -> Result<Record, AuditError> {
         if let Some(path) = &self.file {
             r = append_to_file(path, r)?;
@@ -182,8 +298,16 @@ impl AuditLog {
             r.prev = GENESIS.into();
             r.hash = r.compute_hash()?;
         }
-        if self.stderr {
-            let line = serde_json::to_string(&r).map_err(AuditError::Encode)?;
+        if !self.journal && !self.stderr {
+            return Ok(r);
+        }
+        let line = serde_json::to_string(&r).map_err(AuditError::Encode)?;
+        let socket = journal_socket();
+        if self.journal {
+            send_journal(&socket, &r, &line)?;
+        } else if socket.exists() {
+            send_journal(&socket, &r, &line)?;
+        } else if !self.stderr_taken {
             eprintln!("stockade-audit: {line}");
         }
         Ok(r)
@@ -212,15 +336,35 @@ fn append_to_file(path: &Path, mut r: Record) -> Result<Record, AuditError> {
         .take(MAX_RECORD)
         .read_to_string(&mut tail)
         .map_err(io)?;
-    match tail.lines().rev().find(|l| !l.trim().is_empty()) {
+    let last: Option<Record> = match tail.lines().rev().find(|l| !l.trim().is_empty()) {
+        None => None,
+        Some(last) => Some(serde_json::from_str(last).map_err(|_| AuditError::BrokenTail {
+            path: path.to_path_buf(),
+        })?),
+    };
+    let found = last.as_ref().map_or(0, |l| l.seq + 1);
+    if let Some(head) = read_head(path).map_err(io)? {
+        // The head is replaced after the record is fsynced, so after a crash between the two it
+        // may be one record behind (and is healed by this append); fewer records than the head
+        // says means the log was cut short.
+        let behind_by_one = head.records + 1 == found
+            && last.as_ref().is_some_and(|l| l.prev == head.last_hash);
+        let agrees = head.records == found
+            && last.as_ref().map_or(head.last_hash == GENESIS, |l| l.hash == head.last_hash);
+        if !agrees && !behind_by_one {
+            return Err(AuditError::Truncated {
+                path: path.to_path_buf(),
+                found,
+                expected: head.records,
+            });
+        }
+    }
+    match last {
         None => {
             r.seq = 0;
             r.prev = GENESIS.into();
         }
         Some(last) => {
-            let last: Record = serde_json::from_str(last).map_err(|_| AuditError::BrokenTail {
-                path: path.to_path_buf(),
-            })?;
             r.seq = last.seq + 1;
             r.prev = last.hash;
         }
@@ -230,8 +374,70 @@ fn append_to_file(path: &Path, mut r: Record) -> Result<Record, AuditError> {
     line.push(b'\n');
     f.write_all(&line).map_err(io)?;
     f.sync_all().map_err(io)?;
+    write_head(
+        path,
+        &Head {
+            schema: HEAD_SCHEMA.into(),
+            records: r.seq + 1,
+            last_hash: r.hash.clone(),
+        },
+    )
+    .map_err(io)?;
     // The lock goes with the descriptor.
     Ok(r)
+}
+
+/// The head file of `log`, if there is one.
+pub fn read_head(log: &Path) -> std::io::Result<Option<Head>> {
+    let p = head_path(log);
+    let bytes = match crate::fileio::read_capped(&p, 4096) {
+        Ok(b) => b,
+        Err(crate::fileio::FileError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
+    serde_json::from_slice::<Head>(&bytes)
+        .ok()
+        .filter(|h| h.schema == HEAD_SCHEMA)
+        .map(Some)
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not an audit head file", p.display()),
+            )
+        })
+}
+
+/// Replace the head file atomically (called under the log's lock, so one writer at a time).
+fn write_head(log: &Path, h: &Head) -> std::io::Result<()> {
+    let p = head_path(log);
+    let mut tmp = p.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let bytes = serde_json::to_vec(h).map_err(std::io::Error::other)?;
+    let r = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &p)?;
+        // The rename itself must survive a crash, or the head could fall more than one record
+        // behind the log (which a later append would take for truncation).
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
 }
 
 /// Where and how a chain breaks.
@@ -266,10 +472,83 @@ pub enum ChainError {
         /// The expected seq.
         expected: u64,
     },
+    /// The log ends before the last record its head file names: records were cut off the end.
+    #[error("the log was truncated: it holds {records} record(s) but its head file says {expected}; records seq {first_missing_seq}..={last_missing_seq} are missing")]
+    Truncated {
+        /// Records in the log.
+        records: usize,
+        /// Records the head says were written.
+        expected: u64,
+        /// The first missing record's seq.
+        first_missing_seq: u64,
+        /// The last missing record's seq.
+        last_missing_seq: u64,
+    },
+    /// The record the head file names has another hash: the log was rewritten from there on.
+    #[error("record {record} does not have the hash the head file names: the log was rewritten at or before it")]
+    HeadMismatch {
+        /// 1-based record number the head names.
+        record: u64,
+    },
+    /// The log has more than one record after the one the head names: the head is stale or
+    /// records were appended without it.
+    #[error("the log holds {records} record(s) but its head file says {head}: records were appended without updating the head, or an older head file was put back")]
+    HeadBehind {
+        /// Records in the log.
+        records: usize,
+        /// Records the head says.
+        head: u64,
+    },
 }
 
 /// Check a whole log; the number of records on success.
 pub fn verify_chain(text: &str) -> Result<usize, ChainError> {
+    chain_hashes(text).map(|h| h.len())
+}
+
+/// Check a whole log against its head file (`None`: there is none); the number of records, and
+/// whether the head lagged one record behind (a crash between the append and the head's
+/// replacement: the record is there and chained, so nothing is missing).
+pub fn verify_with_head(text: &str, head: Option<&Head>) -> Result<(usize, bool), ChainError> {
+    let hashes = chain_hashes(text)?;
+    let n = hashes.len() as u64;
+    let Some(h) = head else {
+        return Ok((hashes.len(), false));
+    };
+    let hash_at = |records: u64| -> &str {
+        match records {
+            0 => GENESIS,
+            k => usize::try_from(k - 1)
+                .ok()
+                .and_then(|i| hashes.get(i))
+                .map_or("", String::as_str),
+        }
+    };
+    if h.records > n {
+        return Err(ChainError::Truncated {
+            records: hashes.len(),
+            expected: h.records,
+            first_missing_seq: n,
+            last_missing_seq: h.records - 1,
+        });
+    }
+    if hash_at(h.records) != h.last_hash {
+        return Err(ChainError::HeadMismatch {
+            record: h.records,
+        });
+    }
+    match n - h.records {
+        0 => Ok((hashes.len(), false)),
+        1 => Ok((hashes.len(), true)),
+        _ => Err(ChainError::HeadBehind {
+            records: hashes.len(),
+            head: h.records,
+        }),
+    }
+}
+
+fn chain_hashes(text: &str) -> Result<Vec<String>, ChainError> {
+    let mut hashes = Vec::new();
     let mut prev = GENESIS.to_string();
     let mut n = 0usize;
     for (i, line) in text.lines().enumerate() {
@@ -301,10 +580,11 @@ pub fn verify_chain(text: &str) -> Result<usize, ChainError> {
                 expected: n as u64,
             });
         }
-        prev = r.hash;
+        prev = r.hash.clone();
+        hashes.push(r.hash);
         n += 1;
     }
-    Ok(n)
+    Ok(hashes)
 }
 
 /// A record about a verified package: name, version, digest and signer chain from the report.
@@ -338,7 +618,7 @@ pub fn append_or_fail(log: &AuditLog, r: Record) -> Result<(), crate::error::Cmd
     }
     log.append(r).map(|_| ()).map_err(|e| {
         crate::error::CmdError::new(crate::exit::Exit::IoErr, "audit", e)
-            .hint("fix the [audit] file in the policy (its directory must exist and be writable)")
+            .hint("fix the [audit] sinks in the policy (a file's directory must exist and be writable; `journal` needs the journal socket); a log shorter than its head: `stockade audit verify` names what is missing")
     })
 }
 
@@ -360,13 +640,17 @@ pub fn enforced_layers(r: &crate::sandbox::report::Report) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn file_log(p: &Path) -> AuditLog {
+        AuditLog {
+            file: Some(p.to_path_buf()),
+            ..AuditLog::default()
+        }
+    }
+
     fn log(n: usize) -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("audit.log");
-        let l = AuditLog {
-            file: Some(p.clone()),
-            stderr: false,
-        };
+        let l = file_log(&p);
         for i in 0..n {
             let mut r = Record::new(Event::Launch, "ok");
             r.plugin = Some(format!("p{i}"));
@@ -410,10 +694,7 @@ mod tests {
             .map(|_| {
                 let p = p.clone();
                 std::thread::spawn(move || {
-                    let l = AuditLog {
-                        file: Some(p),
-                        stderr: false,
-                    };
+                    let l = file_log(&p);
                     for _ in 0..10 {
                         l.append(Record::new(Event::Denial, "denied")).unwrap();
                     }
@@ -423,6 +704,84 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(verify_chain(&std::fs::read_to_string(&p).unwrap()), Ok(40));
+        let text = std::fs::read_to_string(&p).unwrap();
+        let head = read_head(&p).unwrap().unwrap();
+        assert_eq!(verify_with_head(&text, Some(&head)), Ok((40, false)));
+    }
+
+    #[test]
+    fn head_detects_truncation_and_writers_refuse_to_hide_it() {
+        let (_d, p) = log(5);
+        let text = std::fs::read_to_string(&p).unwrap();
+        let head = read_head(&p).unwrap().unwrap();
+        assert_eq!(head.records, 5);
+        assert_eq!(verify_with_head(&text, Some(&head)), Ok((5, false)));
+        let lines: Vec<&str> = text.lines().collect();
+        // Cut the last two records: the chain alone is still valid, the head is not.
+        let cut = lines[..3].join("\n") + "\n";
+        assert_eq!(verify_chain(&cut), Ok(3));
+        assert_eq!(
+            verify_with_head(&cut, Some(&head)),
+            Err(ChainError::Truncated {
+                records: 3,
+                expected: 5,
+                first_missing_seq: 3,
+                last_missing_seq: 4
+            })
+        );
+        assert!(matches!(
+            verify_with_head("", Some(&head)),
+            Err(ChainError::Truncated { records: 0, .. })
+        ));
+        // A writer will not extend the cut log (it would hide the loss).
+        std::fs::write(&p, &cut).unwrap();
+        let e = file_log(&p).append(Record::new(Event::Launch, "ok")).unwrap_err();
+        assert!(matches!(e, AuditError::Truncated { found: 3, expected: 5, .. }), "{e}");
+        std::fs::write(&p, "").unwrap();
+        assert!(file_log(&p).append(Record::new(Event::Launch, "ok")).is_err());
+        // A head one record behind (crash between the append and the head's replacement) is
+        // accepted by both, and the next append heals it.
+        std::fs::write(&p, &text).unwrap();
+        let stale = Head {
+            records: 4,
+            last_hash: serde_json::from_str::<Record>(lines[3]).unwrap().hash,
+            ..head.clone()
+        };
+        assert_eq!(verify_with_head(&text, Some(&stale)), Ok((5, true)));
+        std::fs::write(head_path(&p), serde_json::to_vec(&stale).unwrap()).unwrap();
+        file_log(&p).append(Record::new(Event::Launch, "ok")).unwrap();
+        assert_eq!(read_head(&p).unwrap().unwrap().records, 6);
+        // Two behind, or a head naming another hash, is not.
+        let older = Head { records: 3, ..stale.clone() };
+        assert!(verify_with_head(&text, Some(&older)).is_err());
+        let wrong = Head { last_hash: GENESIS.into(), ..head };
+        assert_eq!(
+            verify_with_head(&text, Some(&wrong)),
+            Err(ChainError::HeadMismatch { record: 5 })
+        );
+    }
+
+    #[test]
+    fn journal_sink_sends_one_datagram_per_record() {
+        let d = tempfile::tempdir().unwrap();
+        let sock_path = d.path().join("journal.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+        let mut r = Record::new(Event::Denial, "withheld");
+        r.plugin = Some("p".into());
+        r.hash = r.compute_hash().unwrap();
+        send_journal(&sock_path, &r, &serde_json::to_string(&r).unwrap()).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = sock.recv(&mut buf).unwrap();
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(msg.contains("\nSYSLOG_IDENTIFIER=stockade-audit\n"), "{msg}");
+        assert!(msg.contains("\nSTOCKADE_AUDIT_EVENT=denial\n"), "{msg}");
+        let rec = msg
+            .lines()
+            .find_map(|l| l.strip_prefix("STOCKADE_AUDIT_RECORD="))
+            .unwrap();
+        assert_eq!(serde_json::from_str::<Record>(rec).unwrap(), r);
+        // Nobody listening: an error, not a silent loss.
+        drop(sock);
+        assert!(send_journal(&sock_path, &r, "{}").is_err());
     }
 }

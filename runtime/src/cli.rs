@@ -102,6 +102,13 @@ pub struct PolicyExplainArgs {
     /// Also apply this signer's `[signer."KEYID"]` section (with --plugin).
     #[arg(long, value_name = "KEYID")]
     pub signer: Option<String>,
+    /// With --plugin: check the grants for this exact version (a grant is bound to plugin,
+    /// version and scope) and report each high-risk item's grant status.
+    #[arg(long = "plugin-version", value_name = "VERSION", requires = "plugin")]
+    pub plugin_version: Option<String>,
+    /// With --plugin-version: the developer certificate's scope the grants must name.
+    #[arg(long = "scope", value_name = "SCOPE", default_value = "any", requires = "plugin_version")]
+    pub scope: String,
     /// One whole policy file instead of the operator layers (as `exec`/`run --policy`).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -196,8 +203,12 @@ pub enum AuditCommand {
 /// `stockade audit verify`
 #[derive(Debug, Args)]
 pub struct AuditVerifyArgs {
-    /// The audit log file.
+    /// The audit log file (its head file `<FILE>.head`, when present, is checked too).
     pub file: PathBuf,
+    /// Fail when the head file is missing (without it, records cut off the end of the log
+    /// cannot be detected).
+    #[arg(long)]
+    pub require_head: bool,
 }
 
 /// `stockade keygen`
@@ -512,12 +523,15 @@ pub struct ServeArgs {
     /// Serve config (TOML): socket allowlist, restart/quarantine/health, packages to load.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Policy file for every plugin (as for `run`); built-in defaults when omitted.
+    /// One whole policy file instead of the operator layers (as for `run`); without it the
+    /// layers under --policy-root, resolved per plugin as `run` does.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// Operator allowlist of capabilities (repeatable), as for `run`.
     #[arg(long = "allow-capability", value_name = "CAP")]
     pub allow_capability: Vec<String>,
+    #[command(flatten)]
+    pub root: PolicyRootArg,
     #[command(flatten)]
     pub trust: TrustArgs,
 }

@@ -8,7 +8,14 @@
 //! grant that verifies is withheld and the refusal (with its kind: `grant_missing`,
 //! `grant_expired`, `grant_wrong_plugin`, `grant_wrong_signer`, `grant_tampered` …) is returned
 //! for the caller to report.
+//!
+//! [`for_launch`] is the one path `stockade run` and `stockade serve` (every load and every
+//! restart) take from a verified package to what it is launched with: the effective policy,
+//! the `--allow-capability` flags, and the audit records of each grant and each withheld item.
 
+use crate::audit::{self, AuditLog, Event, Record};
+use crate::error::CmdError;
+use crate::exit::Exit;
 use crate::fileio::read_capped;
 use crate::keyfile::load_public;
 use crate::policyfiles::PolicyFilesError;
@@ -17,8 +24,10 @@ use std::path::{Path, PathBuf};
 use stockade_policy::capability::Capability;
 use stockade_policy::operator::effective::{effective, Ceiling, EffectivePolicy, PluginFacts};
 use stockade_policy::operator::risk::{class_of, grant_target, RiskClass};
+use stockade_policy::operator::explain::explain;
 use stockade_policy::operator::{MergedPolicy, ResolvedPolicy};
-use stockade_policy::sandbox::NetworkMode;
+use stockade_policy::protocol::host::HostPolicy;
+use stockade_policy::sandbox::{NetworkMode, ValidatedSandboxPolicy};
 use stockade_trust::grant::{authorise, Binding, Grant, GrantError, MAX_GRANT_BYTES};
 use stockade_trust::minisign::PublicKey;
 
@@ -83,6 +92,117 @@ pub struct PluginPolicy {
     pub effective: EffectivePolicy,
     /// Withheld high-risk items.
     pub withheld: Vec<Withheld>,
+    /// The grant check of every high-risk item the plugin could get.
+    pub grants: Vec<GrantStatus>,
+}
+
+/// One high-risk item's grant check.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GrantStatus {
+    /// The grant target (`capability:<cap>`, `network:loopback`, `writable:<path>`).
+    pub target: String,
+    /// `valid`, or the refusal's kind (`grant_missing`, `grant_expired`, …).
+    pub status: &'static str,
+    /// The refusal in words (empty when valid).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// Who a grant must be bound to.
+#[derive(Debug, Clone)]
+pub struct GrantSubject<'a> {
+    /// Plugin name.
+    pub name: &'a str,
+    /// Exact version.
+    pub version: &'a str,
+    /// Certificate scope (`any`, `license:<serial>`, `hardware:<id>`).
+    pub scope: &'a str,
+}
+
+/// The grant targets of the high-risk items a plugin could get under `resolved`: the
+/// capabilities it requests (`None`: unknown, so every capability) that are high risk, network
+/// loopback, and each writable path.
+pub fn high_risk_targets(
+    resolved: &ResolvedPolicy,
+    requested: Option<&BTreeSet<Capability>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in Capability::ALL {
+        if requested.is_some_and(|r| !r.contains(&c)) {
+            continue;
+        }
+        if class_of(c.as_str(), &resolved.risk) == RiskClass::High {
+            out.push(grant_target("capability", c.as_str()));
+        }
+    }
+    if resolved.sandbox.network == NetworkMode::Loopback
+        && class_of("network", &resolved.risk) == RiskClass::High
+    {
+        out.push(grant_target("network", "loopback"));
+    }
+    if class_of("writable", &resolved.risk) == RiskClass::High {
+        for w in &resolved.sandbox.writable {
+            out.push(grant_target("writable", w));
+        }
+    }
+    out
+}
+
+/// Check `targets` against the grants in force for `resolved` (files in its grants directory,
+/// signatures by its operator keys) at `now`: the authorised targets, the refusals (also
+/// unreadable keys and malformed grant files), and one status per target.
+pub fn check_grants(
+    resolved: &ResolvedPolicy,
+    root: &Path,
+    subject: &GrantSubject<'_>,
+    targets: &[String],
+    now: u64,
+) -> (BTreeSet<String>, Vec<Withheld>, Vec<GrantStatus>) {
+    let mut keys: Vec<PublicKey> = Vec::new();
+    let mut withheld = Vec::new();
+    let mut status = Vec::new();
+    for k in resolved.trust.operator_keys.iter().flatten() {
+        match load_public(Path::new(k)) {
+            Ok(pk) => keys.push(pk),
+            Err(e) => withheld.push(Withheld {
+                target: k.clone(),
+                kind: "operator_key_unreadable",
+                message: e.to_string(),
+            }),
+        }
+    }
+    let mut authorised = BTreeSet::new();
+    if targets.is_empty() {
+        return (authorised, withheld, status);
+    }
+    let (grants, bad) = read_grants(&grants_dir(resolved, root));
+    withheld.extend(bad);
+    let binding = Binding {
+        plugin: subject.name,
+        version: subject.version,
+        scope: subject.scope,
+    };
+    for t in targets {
+        match authorise(&grants, &keys, &binding, t, now) {
+            Ok(()) => {
+                authorised.insert(t.clone());
+                status.push(GrantStatus {
+                    target: t.clone(),
+                    status: "valid",
+                    message: String::new(),
+                });
+            }
+            Err(e) => {
+                status.push(GrantStatus {
+                    target: t.clone(),
+                    status: e.kind(),
+                    message: e.to_string(),
+                });
+                withheld.push(withheld_from(t, &e));
+            }
+        }
+    }
+    (authorised, withheld, status)
 }
 
 /// The grants directory in force.
@@ -130,54 +250,15 @@ pub fn for_package(
     let resolved = merged
         .resolve(Some(&facts.name), facts.signer.as_deref())
         .map_err(PolicyFilesError::Invalid)?;
-    let mut keys: Vec<PublicKey> = Vec::new();
-    let mut withheld = Vec::new();
-    for k in resolved.trust.operator_keys.iter().flatten() {
-        match load_public(Path::new(k)) {
-            Ok(pk) => keys.push(pk),
-            Err(e) => withheld.push(Withheld {
-                target: k.clone(),
-                kind: "operator_key_unreadable",
-                message: e.to_string(),
-            }),
-        }
-    }
     // Only the high-risk items this plugin could get need a grant.
-    let mut candidates: Vec<String> = Vec::new();
-    for c in &facts.requested {
-        if class_of(c.as_str(), &resolved.risk) == RiskClass::High {
-            candidates.push(grant_target("capability", c.as_str()));
-        }
-    }
-    if resolved.sandbox.network == NetworkMode::Loopback
-        && class_of("network", &resolved.risk) == RiskClass::High
-    {
-        candidates.push(grant_target("network", "loopback"));
-    }
-    if class_of("writable", &resolved.risk) == RiskClass::High {
-        for w in &resolved.sandbox.writable {
-            candidates.push(grant_target("writable", w));
-        }
-    }
-    let mut authorised = BTreeSet::new();
-    if !candidates.is_empty() {
-        let (grants, bad) = read_grants(&grants_dir(&resolved, root));
-        withheld.extend(bad);
-        let scope = facts.scope.clone().unwrap_or_default();
-        let binding = Binding {
-            plugin: &facts.name,
-            version: &facts.version,
-            scope: &scope,
-        };
-        for t in candidates {
-            match authorise(&grants, &keys, &binding, &t, now) {
-                Ok(()) => {
-                    authorised.insert(t);
-                }
-                Err(e) => withheld.push(withheld_from(&t, &e)),
-            }
-        }
-    }
+    let targets = high_risk_targets(&resolved, Some(&facts.requested));
+    let scope = facts.scope.clone().unwrap_or_default();
+    let subject = GrantSubject {
+        name: &facts.name,
+        version: &facts.version,
+        scope: &scope,
+    };
+    let (authorised, withheld, grants) = check_grants(&resolved, root, &subject, &targets, now);
     let pf = PluginFacts {
         name: facts.name.clone(),
         version: Some(facts.version.clone()),
@@ -193,6 +274,7 @@ pub fn for_package(
         resolved,
         effective,
         withheld,
+        grants,
     })
 }
 
@@ -202,4 +284,88 @@ fn withheld_from(target: &str, e: &GrantError) -> Withheld {
         kind: e.kind(),
         message: e.to_string(),
     }
+}
+
+/// What one launch of a verified package runs with.
+#[derive(Debug)]
+pub struct LaunchPolicy {
+    /// The sandbox policy (network and writable paths reduced to what is granted).
+    pub sandbox: ValidatedSandboxPolicy,
+    /// The host policy (`capabilities.allow` = the granted set ∩ the `--allow-capability` flags).
+    pub host: HostPolicy,
+    /// The fields every audit record about this launch shares: plugin, version, package digest,
+    /// signer chain, effective-policy hash (event and outcome are the caller's).
+    pub base: Record,
+    /// High-risk items withheld (already audited; the caller says them on its log).
+    pub withheld: Vec<Withheld>,
+}
+
+/// The `--allow-capability` flags as a set (`None`: not given).
+pub fn flag_allowlist(flags: &[String]) -> Result<Option<BTreeSet<Capability>>, CmdError> {
+    if flags.is_empty() {
+        return Ok(None);
+    }
+    let mut out = BTreeSet::new();
+    for c in flags {
+        let cap: Capability = c
+            .parse()
+            .map_err(|e| CmdError::new(Exit::Usage, "usage", e))?;
+        out.insert(cap);
+    }
+    Ok(Some(out))
+}
+
+/// The effective policy of `pkg` at `now` under `merged` (grants read under `root`), narrowed by
+/// the `--allow-capability` flags; one `denial` record per withheld item and one `grant` record
+/// per high-risk item granted. Errors: the plugin's policy sections are invalid (65), or a
+/// record cannot be written (74).
+pub fn for_launch(
+    merged: &MergedPolicy,
+    pkg: &crate::package::VerifiedPackage,
+    root: &Path,
+    flags: Option<&BTreeSet<Capability>>,
+    log: &AuditLog,
+    now: u64,
+) -> Result<LaunchPolicy, CmdError> {
+    let facts = PackageFacts::from_package(pkg);
+    let pp = for_package(merged, &facts, root, now).map_err(PolicyFilesError::into_cmd)?;
+    let mut base = audit::for_report(Event::Launch, "", &pkg.report);
+    base.policy_sha256 = Some(audit::policy_hash(&explain(&pp.resolved, &pp.effective)));
+    for w in &pp.withheld {
+        let mut rec = base.clone();
+        rec.event = Event::Denial;
+        rec.outcome = "withheld".into();
+        rec.detail = serde_json::json!(w);
+        audit::append_or_fail(log, rec)?;
+    }
+    for d in pp
+        .effective
+        .decisions()
+        .filter(|d| d.granted && d.risk == RiskClass::High)
+    {
+        let mut rec = base.clone();
+        rec.event = Event::Grant;
+        rec.outcome = "granted".into();
+        rec.detail = serde_json::json!({"item": d.item, "decided_by": d.decided_by.to_string()});
+        audit::append_or_fail(log, rec)?;
+    }
+    let mut host = pp.effective.host.clone();
+    if let Some(flags) = flags {
+        // Both given: the stricter (their intersection) wins.
+        let allow = host
+            .capabilities
+            .allow
+            .take()
+            .unwrap_or_default()
+            .intersection(flags)
+            .copied()
+            .collect();
+        host.capabilities.allow = Some(allow);
+    }
+    Ok(LaunchPolicy {
+        sandbox: pp.effective.sandbox.clone(),
+        host,
+        base,
+        withheld: pp.withheld,
+    })
 }

@@ -146,9 +146,14 @@ pub struct TrustSection {
 pub struct AuditSection {
     /// Append records to this file (hash-chained, fsynced, locked). Default none.
     pub file: Option<String>,
-    /// Also write each record as one line on stderr (journald picks it up under systemd).
-    /// Default false.
+    /// The system log: each record as one journal entry through the native journal socket
+    /// (`/run/systemd/journal/socket`) when it exists, else one `stockade-audit: {json}` line on
+    /// stderr — never on a stream that carries a command's machine-readable output (`exec
+    /// --json`'s report). Default false.
     pub stderr: Option<bool>,
+    /// Each record as one journal entry through the native journal socket, which must exist (a
+    /// record that cannot be sent stops the command, as for `file`). Default false.
+    pub journal: Option<bool>,
 }
 
 /// The sections a `[plugin."<name>"]` or `[signer."<key id>"]` table may override.

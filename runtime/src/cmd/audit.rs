@@ -1,7 +1,9 @@
-//! `stockade audit verify FILE`: check an audit log's hash chain. Exit 0 when intact, 65 naming
-//! the first broken record (edited, deleted before it, reordered, malformed), 66 unreadable.
+//! `stockade audit verify FILE [--require-head]`: check an audit log's hash chain and, through
+//! its head file `<FILE>.head`, that nothing was cut off its end. Exit 0 when intact, 65 naming
+//! the first broken record (edited, deleted before it, reordered, malformed) or the missing
+//! range (truncated), 66 unreadable.
 
-use crate::audit::verify_chain;
+use crate::audit::{head_path, read_head, verify_with_head};
 use crate::cli::AuditVerifyArgs;
 use crate::error::CmdError;
 use crate::exit::Exit;
@@ -13,13 +15,31 @@ struct Verified {
     ok: bool,
     file: String,
     records: usize,
+    /// `checked`, `behind_by_one` (a crash between an append and the head's replacement;
+    /// nothing is missing) or `missing` (truncation at the end cannot be detected).
+    head: &'static str,
 }
 
 /// `audit verify`.
 pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
     let text = std::fs::read_to_string(&a.file)
         .map_err(|e| CmdError::new(Exit::NoInput, "audit_unreadable", e))?;
-    let records = verify_chain(&text).map_err(|e| {
+    let head = read_head(&a.file).map_err(|e| {
+        CmdError::new(Exit::DataErr, "audit_head", e)
+            .hint("the head file is damaged; compare the log with a copy shipped elsewhere")
+    })?;
+    if head.is_none() && a.require_head {
+        return Err(CmdError::msg(
+            Exit::DataErr,
+            "audit_head",
+            format!(
+                "{} is missing: records cut off the end of the log cannot be detected",
+                head_path(&a.file).display()
+            ),
+        )
+        .hint("the head was deleted (possibly with the log's tail), or the log predates head files"));
+    }
+    let (records, behind) = verify_with_head(&text, head.as_ref()).map_err(|e| {
         CmdError::new(Exit::DataErr, "audit_chain", e)
             .hint("the log was altered at or before the named record; compare with a copy shipped elsewhere")
     })?;
@@ -27,9 +47,19 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
         ok: true,
         file: a.file.display().to_string(),
         records,
+        head: match (&head, behind) {
+            (None, _) => "missing",
+            (Some(_), true) => "behind_by_one",
+            (Some(_), false) => "checked",
+        },
     };
     out.emit(&r, |r| {
-        format!("{}: {} record(s), chain intact", r.file, r.records)
+        let head = match r.head {
+            "missing" => " (no head file: truncation at the end cannot be detected)",
+            "behind_by_one" => ", head one record behind (an interrupted append; nothing missing)",
+            _ => ", nothing cut off the end",
+        };
+        format!("{}: {} record(s), chain intact{head}", r.file, r.records)
     });
     Ok(Exit::Ok)
 }

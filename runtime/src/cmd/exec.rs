@@ -17,7 +17,9 @@
 //! [`crate::sandbox::report`]) is printed on **stderr** as one JSON document after the program
 //! has ended and the sandbox is torn down, so it never mixes with the program's stdout; with
 //! `--report FILE` it is also written to FILE (atomically). Without `--json` nothing is added to
-//! the program's output.
+//! the program's output. Audit records never share stderr with the report: with `--json` the
+//! policy's `audit.stderr` sink uses the journal socket or nothing (and when it is the only sink
+//! and there is no journal, exec refuses to launch, exit 74: no unaudited launch).
 
 use crate::audit::{self, AuditLog, Event, Record};
 use crate::cli::ExecArgs;
@@ -147,7 +149,14 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
         .resolve(None, None)
         .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
     let policy = resolved.sandbox.clone();
-    let log = AuditLog::from_policy(&resolved.audit);
+    let mut log = AuditLog::from_policy(&resolved.audit);
+    if out.json {
+        // stderr carries the launch report: audit records must not land in it.
+        log = log.without_stderr().map_err(|e| {
+            CmdError::new(Exit::IoErr, "audit", e)
+                .hint("configure audit.file or audit.journal in the policy, or drop --json (or use --report FILE)")
+        })?;
+    }
     let eff = effective(&resolved, &PluginFacts::default(), None);
     let policy_sha256 = audit::policy_hash(&explain(&resolved, &eff));
     let env = parse_env(&args.env)?;

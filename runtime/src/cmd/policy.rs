@@ -12,7 +12,10 @@ use crate::keyfile::unix_now;
 use crate::node::NodeIdentity;
 use crate::output::Output;
 use crate::package::open_verified_in;
-use crate::plugin_policy::{self, grants_dir, PackageFacts, Withheld};
+use crate::plugin_policy::{
+    self, check_grants, grants_dir, high_risk_targets, GrantStatus, GrantSubject, PackageFacts,
+    Withheld,
+};
 use crate::policyfiles::{self, PolicyFilesError, PolicySource};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,8 +108,11 @@ pub fn lint(a: PolicyLintArgs, out: Output) -> Result<Exit, CmdError> {
 struct ExplainReport {
     #[serde(flatten)]
     explanation: Explanation,
-    /// High-risk items withheld for lack of a valid grant (explain PKG only).
+    /// High-risk items withheld for lack of a valid grant (explain PKG, or --plugin with
+    /// --plugin-version).
     withheld: Vec<Withheld>,
+    /// The grant check of every high-risk item (empty when grants were not checked).
+    grants: Vec<GrantStatus>,
     /// What the decisions assume.
     basis: String,
 }
@@ -143,6 +149,9 @@ fn render_explain(r: &ExplainReport) -> String {
             t.push_str(&format!("  — {}", i.note));
         }
         t.push('\n');
+    }
+    for g in &r.grants {
+        t.push_str(&format!("grant {:<32} {}\n", g.target, g.status));
     }
     for w in &r.withheld {
         t.push_str(&format!(
@@ -186,6 +195,7 @@ pub fn explain(a: PolicyExplainArgs, out: Output) -> Result<Exit, CmdError> {
             ExplainReport {
                 explanation: explain_items(&pp.resolved, &pp.effective),
                 withheld: pp.withheld,
+                grants: pp.grants,
                 basis: format!(
                     "verified package {} {}: exactly what `stockade run` grants it now",
                     facts.name, facts.version
@@ -196,25 +206,47 @@ pub fn explain(a: PolicyExplainArgs, out: Output) -> Result<Exit, CmdError> {
             let r = m
                 .resolve(a.plugin.as_deref(), a.signer.as_deref())
                 .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
-            let (facts, grants, basis) = match &a.plugin {
-                Some(p) => (
-                    PluginFacts {
-                        name: p.clone(),
-                        ..PluginFacts::default()
-                    },
+            let facts = PluginFacts {
+                name: a.plugin.clone().unwrap_or_default(),
+                version: a.plugin_version.clone(),
+                ..PluginFacts::default()
+            };
+            let (grants, withheld, status, basis) = match (&a.plugin, &a.plugin_version) {
+                (Some(p), Some(v)) => {
+                    // Requested capabilities unknown: every high-risk item it could get.
+                    let targets = high_risk_targets(&r, None);
+                    let subject = GrantSubject {
+                        name: p,
+                        version: v,
+                        scope: &a.scope,
+                    };
+                    let (ok, withheld, status) =
+                        check_grants(&r, &a.root.policy_root, &subject, &targets, unix_now());
+                    (
+                        Some(ok),
+                        withheld,
+                        status,
+                        format!("plugin {p} {v}, scope {}: manifest and certificate unknown (they can only narrow); grants checked now", a.scope),
+                    )
+                }
+                (Some(_), None) => (
                     Some(BTreeSet::new()),
-                    "plugin name only: manifest and certificate unknown (they can only narrow), grants not checked (high-risk items shown withheld; pass the package for the exact decision)".to_string(),
+                    Vec::new(),
+                    Vec::new(),
+                    "plugin name only: manifest and certificate unknown (they can only narrow), grants not checked (high-risk items shown withheld; pass --plugin-version, or the package, to check them)".to_string(),
                 ),
-                None => (
-                    PluginFacts::default(),
+                _ => (
                     None,
+                    Vec::new(),
+                    Vec::new(),
                     "no plugin: the policy as `stockade exec` enforces it (grants apply to plugins only)".to_string(),
                 ),
             };
             let e = effective(&r, &facts, grants.as_ref());
             ExplainReport {
                 explanation: explain_items(&r, &e),
-                withheld: Vec::new(),
+                withheld,
+                grants: status,
                 basis,
             }
         }

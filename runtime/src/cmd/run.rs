@@ -5,8 +5,8 @@
 //! merged and validated, 65/66) → trust configuration (the stricter trust mode of flag and
 //! policy, the policy's roots and revocation list) → the fail-closed verification
 //! (`package::open_verified_in`, exit codes 80–87) → the effective policy for this package
-//! ([`crate::plugin_policy`]: operator ∩ certificate scope ∩ manifest, high-risk items only with a
-//! verified grant; withheld ones reported on stderr) → the plugin's key/value store → launch (`sandbox::launch`, exit 125–127) → one event loop
+//! ([`crate::plugin_policy::for_launch`], shared with `serve`: operator ∩ certificate scope ∩
+//! manifest, high-risk items only with a verified grant; withheld ones reported on stderr) → the plugin's key/value store → launch (`sandbox::launch`, exit 125–127) → one event loop
 //! ([`crate::host`]) until the agent's stdin ends (graceful shutdown: pending calls finish or hit
 //! their deadline, then `shutdown`, stdin closed, grace period, cgroup kill) or SIGINT/SIGTERM/
 //! SIGHUP (the same, at once). The exit status is the plugin's, as for `exec` (docs/exit-codes.md):
@@ -34,26 +34,22 @@ use crate::keyfile::unix_now;
 use crate::node::NodeIdentity;
 use crate::output::Output;
 use crate::package::open_verified_in;
-use crate::plugin_policy::{self, PackageFacts};
+use crate::plugin_policy;
 use crate::policyfiles::{self, PolicyFilesError};
 use crate::sandbox::{self, LaunchError, LaunchSpec, Program};
 use crate::sys;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
-use stockade_policy::capability::Capability;
-use stockade_policy::operator::explain::explain;
-use stockade_policy::operator::risk::RiskClass;
 use stockade_policy::operator::{ResolvedPolicy, TrustModeName};
 use stockade_policy::protocol::frame::encode;
-use stockade_policy::protocol::host::{split_policy, HostPolicy, HostPolicyError};
-use stockade_policy::sandbox::{default_policy, ValidatedSandboxPolicy, MAX_POLICY_BYTES};
+use stockade_policy::protocol::host::HostPolicyError;
 
 const AGENT: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -87,70 +83,6 @@ pub enum RunError {
     /// The event loop cannot be set up.
     #[error("cannot set up the event loop")]
     Loop(#[source] io::Error),
-}
-
-/// The policy file (or the defaults) narrowed by `--allow-capability` flags (also `serve`'s).
-pub(crate) fn load_policy(
-    policy: Option<&PathBuf>,
-    allow_capability: &[String],
-) -> Result<(ValidatedSandboxPolicy, HostPolicy), CmdError> {
-    let (sb, mut hp) = match policy {
-        None => (default_policy(), HostPolicy::default()),
-        Some(path) => {
-            let read_err = |source| {
-                let e = RunError::ReadPolicy {
-                    path: path.clone(),
-                    source,
-                };
-                CmdError::new(Exit::NoInput, "policy_unreadable", e)
-            };
-            let mut text = String::new();
-            std::fs::File::open(path)
-                .map_err(read_err)?
-                .take(MAX_POLICY_BYTES as u64 + 1)
-                .read_to_string(&mut text)
-                .map_err(read_err)?;
-            split_policy(&text).map_err(|source| {
-                let e = RunError::Policy {
-                    path: path.clone(),
-                    source,
-                };
-                CmdError::new(Exit::DataErr, "invalid_policy", e)
-                    .hint("fix the named section; docs/protocol.md lists the host sections")
-            })?
-        }
-    };
-    if !allow_capability.is_empty() {
-        let mut flags = BTreeSet::new();
-        for c in allow_capability {
-            let cap: Capability = c
-                .parse()
-                .map_err(|e| CmdError::new(Exit::Usage, "usage", e))?;
-            flags.insert(cap);
-        }
-        // Both given: the stricter (their intersection) wins.
-        let allow = match hp.capabilities.allow.take() {
-            Some(p) => p.intersection(&flags).copied().collect(),
-            None => flags,
-        };
-        hp.capabilities.allow = Some(allow);
-    }
-    Ok((sb, hp))
-}
-
-/// The operator allowlist given with `--allow-capability` (`None`: not given).
-fn flag_allowlist(a: &RunArgs) -> Result<Option<BTreeSet<Capability>>, CmdError> {
-    if a.allow_capability.is_empty() {
-        return Ok(None);
-    }
-    let mut flags = BTreeSet::new();
-    for c in &a.allow_capability {
-        let cap: Capability = c
-            .parse()
-            .map_err(|e| CmdError::new(Exit::Usage, "usage", e))?;
-        flags.insert(cap);
-    }
-    Ok(Some(flags))
 }
 
 /// The trust configuration with the policy's `[trust]` applied: [`trust_args_with_policy`], then
@@ -208,7 +140,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         &a.root.policy_root,
     ))
     .map_err(PolicyFilesError::into_cmd)?;
-    let flags = flag_allowlist(&a)?;
+    let flags = plugin_policy::flag_allowlist(&a.allow_capability)?;
     let defaults = merged
         .resolve(None, None)
         .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
@@ -236,47 +168,23 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     std::fs::set_permissions(pkg.dir.path(), std::fs::Permissions::from_mode(0o755))
         .map_err(|e| CmdError::new(Exit::CantCreate, "extract", e))?;
     let name = pkg.manifest.name().to_string();
-    let facts = PackageFacts::from_package(&pkg);
-    let pp = plugin_policy::for_package(&merged, &facts, &a.root.policy_root, unix_now())
-        .map_err(PolicyFilesError::into_cmd)?;
-    let mut base = audit::for_report(Event::Launch, "", &pkg.report);
-    base.policy_sha256 = Some(audit::policy_hash(&explain(&pp.resolved, &pp.effective)));
-    for w in &pp.withheld {
+    let lp = plugin_policy::for_launch(
+        &merged,
+        &pkg,
+        &a.root.policy_root,
+        flags.as_ref(),
+        &log,
+        unix_now(),
+    )?;
+    for w in &lp.withheld {
         eprintln!(
             "stockade: withheld {} ({}): {}",
             w.target, w.kind, w.message
         );
-        let mut rec = base.clone();
-        rec.event = Event::Denial;
-        rec.outcome = "withheld".into();
-        rec.detail = json!(w);
-        audit::append_or_fail(&log, rec)?;
     }
-    for d in pp
-        .effective
-        .decisions()
-        .filter(|d| d.granted && d.risk == RiskClass::High)
-    {
-        let mut rec = base.clone();
-        rec.event = Event::Grant;
-        rec.outcome = "granted".into();
-        rec.detail = json!({"item": d.item, "decided_by": d.decided_by.to_string()});
-        audit::append_or_fail(&log, rec)?;
-    }
-    let sandbox_policy = pp.effective.sandbox.clone();
-    let mut host_policy = pp.effective.host.clone();
-    if let Some(flags) = flags {
-        // Both given: the stricter (their intersection) wins.
-        let allow = host_policy
-            .capabilities
-            .allow
-            .take()
-            .unwrap_or_default()
-            .intersection(&flags)
-            .copied()
-            .collect();
-        host_policy.capabilities.allow = Some(allow);
-    }
+    let sandbox_policy = lp.sandbox;
+    let host_policy = lp.host;
+    let mut base = lp.base;
     let kv = KvStore::open(&cfg.state_dir, &name, host_policy.kv.clone())
         .map_err(|e| CmdError::new(Exit::Config, "kv_store", RunError::Kv(e)))?;
     let mut config = BTreeMap::new();
@@ -335,7 +243,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     let mut rec = base.clone();
     rec.outcome = "ok".into();
     rec.layers = audit::enforced_layers(sb.report());
-    rec.detail = json!({"pid": sb.pid(), "granted": pp.effective.granted});
+    rec.detail = json!({"pid": sb.pid(), "granted": host_policy.capabilities.allow});
     let layers = rec.layers.clone();
     audit::append_or_fail(&log, rec)?;
     base.layers = layers;

@@ -1,8 +1,11 @@
-//! `stockade serve [--socket PATH] [--config FILE] [--policy FILE] [--allow-capability CAP]…
-//! [trust flags]`: the daemon ([`crate::host::daemon`]).
+//! `stockade serve [--socket PATH] [--config FILE] [--policy FILE | --policy-root DIR]
+//! [--allow-capability CAP]… [trust flags]`: the daemon ([`crate::host::daemon`]).
 //!
-//! Sequence: policy (as `run`) → serve config (`stockade_policy::serve`, validated) → trust
-//! configuration → signals blocked and read from a signalfd (SIGINT/SIGTERM: graceful stop) →
+//! Sequence: the operator policy, as `run` reads it (`--policy FILE`, else the layers under
+//! `--policy-root`; merged and validated at start, 65/66; every plugin's effective policy is
+//! computed at each launch and restart by [`crate::plugin_policy::for_launch`], as under `run`)
+//! → serve config (`stockade_policy::serve`, validated) → trust configuration (the policy's
+//! `[trust]` applied as under `run`) → the audit sinks of the policy's `[audit]` → signals blocked and read from a signalfd (SIGINT/SIGTERM: graceful stop) →
 //! the agent socket: inherited from systemd when `LISTEN_PID`/`LISTEN_FDS` name this process
 //! (fd 3), else bound at `--socket` (mode 0660, created under umask 0117 so it is never more
 //! open, even for an instant; a stale socket nobody listens on is replaced, a live one or any
@@ -11,8 +14,10 @@
 //! cgroup killed), the socket removed if we created it, exit 0.
 
 use crate::cli::ServeArgs;
-use crate::cmd::run::load_policy;
-use crate::cmd::verify::trust_config;
+use crate::audit::AuditLog;
+use crate::cmd::run::trust_config_with_policy;
+use crate::plugin_policy::flag_allowlist;
+use crate::policyfiles::{self, PolicyFilesError};
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::host::daemon::{log_line, Daemon, DaemonConfig};
@@ -170,9 +175,17 @@ fn bind(path: &Path) -> Result<UnixListener, ServeError> {
 
 /// Run `stockade serve`.
 pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
-    let (sandbox, host) = load_policy(a.policy.as_ref(), &a.allow_capability)?;
+    let policy = policyfiles::load(&policyfiles::source(
+        a.policy.as_deref(),
+        &a.root.policy_root,
+    ))
+    .map_err(PolicyFilesError::into_cmd)?;
+    let allow_flags = flag_allowlist(&a.allow_capability)?;
+    let defaults = policy
+        .resolve(None, None)
+        .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
     let serve = load_config(a.config.as_ref())?;
-    let trust = trust_config(&a.trust)?;
+    let trust = trust_config_with_policy(&a.trust, &defaults)?;
     let node = NodeIdentity::load(&trust.state_dir).map_err(|e| {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
     })?;
@@ -214,8 +227,11 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
     let load = serve.serve.load.clone();
     let cfg = DaemonConfig {
         serve,
-        sandbox,
-        host,
+        audit: AuditLog::from_policy(&defaults.audit),
+        max_frame_bytes: defaults.host.protocol.max_frame_bytes,
+        policy,
+        policy_root: a.root.policy_root.clone(),
+        allow_flags,
         trust,
         node,
     };

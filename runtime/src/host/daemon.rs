@@ -16,21 +16,24 @@
 use super::conn::{Closed, Conn, ReadOutcome};
 use super::fleet::Entry;
 use super::supervisor::Supervisor;
+use crate::audit::AuditLog;
 use crate::node::NodeIdentity;
 use crate::sys::sock::{peer_cred, PeerCred};
 use crate::trustdir::TrustConfig;
 use mio::net::UnixListener;
 use mio::{Events, Interest, Token};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::time::Instant;
+use stockade_policy::capability::Capability;
+use stockade_policy::operator::MergedPolicy;
 use stockade_policy::protocol::frame::encode;
-use stockade_policy::protocol::host::{default_json, FailureMode, HostPolicy};
+use stockade_policy::protocol::host::{default_json, FailureMode};
 use stockade_policy::protocol::message::{
     codes, params, response_err, response_ok, HookInvoke, Message, RpcError,
 };
-use stockade_policy::sandbox::ValidatedSandboxPolicy;
 use stockade_policy::serve::{ServeConfig, SplitMix64};
 
 const LISTENER: Token = Token(0);
@@ -42,10 +45,17 @@ const CONN_BASE: usize = 1 << 40;
 pub struct DaemonConfig {
     /// The serve config.
     pub serve: ServeConfig,
-    /// Sandbox policy for every plugin.
-    pub sandbox: ValidatedSandboxPolicy,
-    /// Host policy for every plugin.
-    pub host: HostPolicy,
+    /// The operator policy (merged layers, or one `--policy` file); each plugin's effective
+    /// policy is computed from it at every launch, as under `run`.
+    pub policy: MergedPolicy,
+    /// The policy root (grants are read under it unless `trust.grants` says otherwise).
+    pub policy_root: PathBuf,
+    /// `--allow-capability`, narrowing every plugin's capabilities.
+    pub allow_flags: Option<BTreeSet<Capability>>,
+    /// The audit sinks of the policy's `[audit]`.
+    pub audit: AuditLog,
+    /// Frame cap for agent connections (the policy's default `protocol.max_frame_bytes`).
+    pub max_frame_bytes: usize,
     /// Trust configuration for verification.
     pub trust: TrustConfig,
     /// This node.
@@ -270,7 +280,7 @@ impl Daemon {
                 continue;
             }
             let s = &self.cfg.serve.serve;
-            let max_frame = self.cfg.host.protocol.max_frame_bytes;
+            let max_frame = self.cfg.max_frame_bytes;
             self.conns
                 .insert(t, Conn::new(stream, peer, max_frame, s.max_outbound_bytes));
             // Data may already be there (edge-triggered): read it on this turn.
@@ -379,7 +389,9 @@ impl Daemon {
     /// quarantined): the hook's failure mode decides, as for a crashed plugin.
     fn unavailable_entry(&self, plugin: &str, hook: &str, why: &str) -> Value {
         let e = err(codes::UNAVAILABLE, why);
-        match self.cfg.host.hooks.get(hook) {
+        // The plugin's own effective hook policy (its `[plugin."NAME"]` section applied).
+        let hooks = self.plugins.get(plugin).map(|e| &e.host.hooks);
+        match hooks.and_then(|h| h.get(hook)) {
             Some(h) if h.failure == FailureMode::Open => json!({
                 "plugin": plugin, "result": default_json(h),
                 "bypassed": {"hook": hook, "code": e.code, "reason": codes::name(e.code), "message": e.message},

@@ -16,10 +16,22 @@
 //! ([`stockade_policy::serve::backoff_ms`]). A quarantined plugin stays loaded (its status and
 //! last exit are kept) but gets no calls and no restarts until an agent sends `plugin_restart`
 //! (or unloads and loads it again).
+//!
+//! ## Policy and audit
+//! Every launch — the first one of a `plugin_load` (or of the config's `load` list) and every
+//! restart — computes the plugin's effective policy afresh with
+//! [`crate::plugin_policy::for_launch`], the path `stockade run` takes (so a grant that expired
+//! since the last launch is no longer honoured), and writes the records `run` writes
+//! (verification, grant, denial of a withheld item, launch) to the policy's audit sinks. Serve
+//! adds: `restart` for each relaunch (instead of `launch`), `quarantine`, a `denial` for a
+//! `plugin_load` refused (verification, the plugin's policy, or the launch), and `termination`
+//! (plus `denial` when the reason is `denied`) from each incarnation's end. A launch whose
+//! record cannot be written is undone and the load fails: no unaudited plugin.
 
 use super::daemon::{log_line, Daemon};
 use super::kv::KvStore;
 use super::plugin::{Health, PluginConfig, State};
+use crate::audit::{self, Event, Record};
 use crate::keyfile::unix_now;
 use crate::package::{open_verified_in, VerifiedPackage};
 use crate::sandbox::{self, LaunchSpec, Program};
@@ -28,6 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use stockade_policy::protocol::host::HostPolicy;
 use stockade_policy::protocol::message::{codes, params, response_err, response_ok, RpcError};
 use stockade_policy::serve::{backoff_ms, CrashWindow};
 
@@ -60,6 +73,12 @@ pub struct Entry {
     ever_ready: bool,
     pending_load: Option<(usize, Value)>,
     pending_unload: Vec<(usize, Value)>,
+    /// The effective host policy of the current incarnation (hook failure modes for calls it
+    /// cannot take).
+    pub(crate) host: HostPolicy,
+    /// What every audit record about the current incarnation shares (package, signer chain,
+    /// effective-policy hash, enforced layers).
+    audit: Record,
 }
 
 impl Entry {
@@ -85,21 +104,57 @@ fn load_failed(msg: impl Into<String>, data: Value) -> RpcError {
 }
 
 impl Daemon {
+    /// Append a record; a failure is logged (the event already happened).
+    fn audit(&self, r: Record) {
+        if let Err(e) = audit::append_or_fail(&self.cfg.audit, r) {
+            log_line(&format!("audit record not written: {}", e.chain().join(": ")));
+        }
+    }
+
+    /// Append a record that must be written before going on (fail closed).
+    fn audit_or_fail(&self, r: Record) -> Result<(), RpcError> {
+        audit::append_or_fail(&self.cfg.audit, r).map_err(|e| {
+            load_failed(
+                format!("cannot write the audit record: {}", e.chain().join(": ")),
+                json!({"kind": e.kind(), "exit": e.exit().code()}),
+            )
+        })
+    }
+
+    /// The `denial` record of a refused `plugin_load` (`base`: what is known of the package).
+    fn deny_load(&self, base: Record, path: &Path, stage: &str, kind: &str, error: &str) {
+        let mut rec = base;
+        rec.event = Event::Denial;
+        rec.outcome = "refused".into();
+        rec.detail = json!({"request": "plugin_load", "package": path.display().to_string(),
+                            "stage": stage, "kind": kind, "error": error});
+        self.audit(rec);
+    }
+
     /// Verify and launch a package; the entry's first incarnation is starting on success.
     pub fn load(&mut self, path: &Path, now: Instant) -> Result<String, RpcError> {
-        let pkg = open_verified_in(
+        let pkg = match open_verified_in(
             path,
             &self.cfg.trust,
             &self.cfg.node,
             unix_now(),
             &std::env::temp_dir(),
-        )
-        .map_err(|e| {
-            load_failed(
-                format!("package `{}` failed verification: {e}", path.display()),
-                json!({"kind": e.kind(), "exit": e.exit().code(), "hint": e.hint()}),
-            )
-        })?;
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                let (kind, exit, hint) = (e.kind(), e.exit().code(), e.hint());
+                let mut rec = Record::new(Event::Verification, "refused");
+                rec.detail = json!({"file": path.display().to_string(), "kind": kind, "error": e.to_string()});
+                self.audit_or_fail(rec)?;
+                let msg = format!("package `{}` failed verification: {e}", path.display());
+                self.deny_load(Record::new(Event::Denial, ""), path, "verification", kind, &msg);
+                return Err(load_failed(
+                    msg,
+                    json!({"kind": kind, "exit": exit, "hint": hint}),
+                ));
+            }
+        };
+        self.audit_or_fail(audit::for_report(Event::Verification, "ok", &pkg.report))?;
         let name = pkg.manifest.name().to_string();
         if self.plugins.contains_key(&name) {
             return Err(RpcError::new(
@@ -110,6 +165,7 @@ impl Daemon {
         // The plugin's own uid must be able to read what was verified.
         std::fs::set_permissions(pkg.dir.path(), std::fs::Permissions::from_mode(0o755))
             .map_err(|e| load_failed(format!("cannot prepare the package: {e}"), Value::Null))?;
+        let base = audit::for_report(Event::Launch, "", &pkg.report);
         let mut entry = Entry {
             pkg,
             slot: None,
@@ -122,19 +178,68 @@ impl Daemon {
             ever_ready: false,
             pending_load: None,
             pending_unload: Vec::new(),
+            host: HostPolicy::default(),
+            audit: base,
         };
-        let slot = self.launch(&entry.pkg, now)?;
+        let slot = match self.launch(&mut entry, now, Event::Launch, json!({})) {
+            Ok(s) => s,
+            Err((stage, err)) => {
+                let kind = err.data.as_ref().and_then(|d| d["kind"].as_str()).unwrap_or("");
+                self.deny_load(entry.audit.clone(), path, stage, kind, &err.message);
+                return Err(err);
+            }
+        };
         entry.slot = Some(slot);
         self.plugins.insert(name.clone(), entry);
         Ok(name)
     }
 
-    fn launch(&mut self, pkg: &VerifiedPackage, now: Instant) -> Result<usize, RpcError> {
+    /// Launch an incarnation of `e` under its effective policy, computed now (as `run` does),
+    /// and audit it as `event` (`launch` or `restart`). On failure, which stage refused it
+    /// (`policy`, `launch`, `audit`) and the agent's error.
+    fn launch(
+        &mut self,
+        e: &mut Entry,
+        now: Instant,
+        event: Event,
+        extra: Value,
+    ) -> Result<usize, (&'static str, RpcError)> {
+        let pkg = &e.pkg;
         let name = pkg.manifest.name().to_string();
-        let kv = KvStore::open(&self.cfg.trust.state_dir, &name, self.cfg.host.kv.clone())
-            .map_err(|e| {
-                load_failed(format!("cannot open the key/value store: {e}"), Value::Null)
-            })?;
+        let lp = crate::plugin_policy::for_launch(
+            &self.cfg.policy,
+            pkg,
+            &self.cfg.policy_root,
+            self.cfg.allow_flags.as_ref(),
+            &self.cfg.audit,
+            unix_now(),
+        )
+        .map_err(|err| {
+            let stage = if err.kind() == "audit" { "audit" } else { "policy" };
+            let msg = format!("refused by the policy: {}", err.chain().join(": "));
+            (
+                stage,
+                load_failed(msg, json!({"kind": err.kind(), "exit": err.exit().code()})),
+            )
+        })?;
+        e.audit = lp.base.clone();
+        for w in &lp.withheld {
+            log_line(&format!(
+                "plugin {name}: withheld {} ({}): {}",
+                w.target, w.kind, w.message
+            ));
+        }
+        let kv = KvStore::open(&self.cfg.trust.state_dir, &name, lp.host.kv.clone()).map_err(
+            |err| {
+                (
+                    "launch",
+                    load_failed(
+                        format!("cannot open the key/value store: {err}"),
+                        json!({"kind": "kv_store"}),
+                    ),
+                )
+            },
+        )?;
         let mut config = BTreeMap::new();
         config.insert("plugin_name".to_string(), json!(name));
         config.insert(
@@ -145,12 +250,27 @@ impl Daemon {
             config.insert("node_id".to_string(), json!(id));
         }
         let entry = pkg.dir.path().join(pkg.manifest.entrypoint());
-        let launch_err = |e: sandbox::LaunchError| {
-            load_failed(format!("cannot launch the plugin: {e}"), Value::Null)
+        let failed = |this: &Self, err: sandbox::LaunchError| {
+            let ce = crate::cmd::exec::launch_error(err);
+            let mut rec = lp.base.clone();
+            rec.event = event;
+            rec.outcome = "failed".into();
+            rec.detail = json!({"kind": ce.kind(), "error": ce.chain().join(": ")});
+            this.audit(rec);
+            (
+                "launch",
+                load_failed(
+                    format!("cannot launch the plugin: {}", ce.chain().join(": ")),
+                    json!({"kind": ce.kind(), "exit": ce.exit().code()}),
+                ),
+            )
         };
-        let program = Program::open(&entry.to_string_lossy(), "").map_err(launch_err)?;
+        let program = match Program::open(&entry.to_string_lossy(), "") {
+            Ok(p) => p,
+            Err(err) => return Err(failed(self, err)),
+        };
         let spec = LaunchSpec {
-            policy: &self.cfg.sandbox,
+            policy: &lp.sandbox,
             program,
             argv: vec![format!("/plugin/{}", pkg.manifest.entrypoint())],
             env: sandbox::BASE_ENV
@@ -160,23 +280,45 @@ impl Daemon {
             package_dir: Some(pkg.dir.path().to_path_buf()),
             uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
         };
-        let sb = sandbox::launch(spec).map_err(launch_err)?;
+        let mut sb = match sandbox::launch(spec) {
+            Ok(sb) => sb,
+            Err(err) => return Err(failed(self, err)),
+        };
+        let mut rec = lp.base.clone();
+        rec.event = event;
+        rec.outcome = "ok".into();
+        rec.layers = audit::enforced_layers(sb.report());
+        let mut detail = json!({"pid": sb.pid(), "granted": lp.host.capabilities.allow});
+        if let (Some(d), Value::Object(x)) = (detail.as_object_mut(), extra) {
+            d.extend(x);
+        }
+        rec.detail = detail;
+        e.audit.layers = rec.layers.clone();
+        if let Err(err) = self.audit_or_fail(rec) {
+            // No unaudited plugin: undo the launch.
+            sb.kill();
+            return Err(("audit", err));
+        }
         let h = &self.cfg.serve.health;
         let health = (h.ping_interval_ms > 0).then(|| Health {
             interval: Duration::from_millis(h.ping_interval_ms),
             timeout: Duration::from_millis(h.ping_timeout_ms),
         });
+        e.host = lp.host.clone();
         let pcfg = PluginConfig {
             ceiling: pkg.report.capability_ceiling.iter().copied().collect(),
             manifest: pkg.manifest.clone(),
-            policy: self.cfg.host.clone(),
+            policy: lp.host,
             kv,
             config,
             health,
         };
-        self.sup
-            .add(pcfg, sb, now)
-            .map_err(|e| load_failed(format!("cannot watch the plugin: {e}"), Value::Null))
+        self.sup.add(pcfg, sb, now).map_err(|err| {
+            (
+                "launch",
+                load_failed(format!("cannot watch the plugin: {err}"), Value::Null),
+            )
+        })
     }
 
     /// `plugin_load {package}`: answered once the plugin is ready (or failed).
@@ -281,6 +423,7 @@ impl Daemon {
             None => String::new(),
         };
         log_line(&format!("plugin {name}: {state}{why}"));
+        let mut records = Vec::new();
         let Some(e) = self.plugins.get_mut(name) else {
             return;
         };
@@ -296,8 +439,29 @@ impl Daemon {
                     .unwrap_or_default();
                 e.granted = p["granted"].as_array().cloned().unwrap_or_default();
             }
-            "exited" | "terminated" => e.last_exit = reason.cloned(),
+            "exited" | "terminated" => {
+                e.last_exit = reason.cloned();
+                let kind = reason
+                    .and_then(|r| r["kind"].as_str())
+                    .unwrap_or(state)
+                    .to_string();
+                let mut events = vec![Event::Termination];
+                if kind == "denied" {
+                    events.insert(0, Event::Denial);
+                }
+                let base = e.audit.clone();
+                for ev in events {
+                    let mut rec = base.clone();
+                    rec.event = ev;
+                    rec.outcome = kind.clone();
+                    rec.detail = p.clone();
+                    records.push(rec);
+                }
+            }
             _ => {}
+        }
+        for r in records {
+            self.audit(r);
         }
     }
 
@@ -418,6 +582,11 @@ impl Daemon {
         if e.crashes.record(&q, now_ms) {
             e.phase = Phase::Quarantined;
             let n = e.crashes.recent();
+            let mut rec = e.audit.clone();
+            rec.event = Event::Quarantine;
+            rec.outcome = "crash_loop".into();
+            rec.detail = json!({"crashes": n, "window_ms": q.window_ms, "last_exit": e.last_exit});
+            self.audit(rec);
             self.note_state(
                 name,
                 "quarantined",
@@ -438,9 +607,10 @@ impl Daemon {
     }
 
     fn relaunch(&mut self, name: &str, now: Instant) {
-        let e = self.plugins.remove(name).expect("present");
-        let r = self.launch(&e.pkg, now);
-        let mut e = e;
+        let mut e = self.plugins.remove(name).expect("present");
+        let extra = json!({"restarts": e.restarts + 1, "requested": e.phase == Phase::Relaunch,
+                           "last_exit": e.last_exit});
+        let r = self.launch(&mut e, now, Event::Restart, extra);
         match r {
             Ok(slot) => {
                 e.slot = Some(slot);
@@ -448,7 +618,7 @@ impl Daemon {
                 e.phase = Phase::Running;
                 self.plugins.insert(name.to_string(), e);
             }
-            Err(err) => {
+            Err((_, err)) => {
                 log_line(&format!("plugin {name}: restart failed: {}", err.message));
                 e.last_exit = Some(json!({"kind": "launch_failed", "message": err.message}));
                 e.phase = Phase::Running;
