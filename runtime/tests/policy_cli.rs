@@ -364,6 +364,39 @@ fn explain_a_package_withholds_network_until_granted_and_verify_is_audited() {
     assert_eq!(net(&v)["granted"], false);
     assert_eq!(net(&v)["decided_by"], "grant network:loopback");
     assert_eq!(v["withheld"][0]["kind"], "grant_missing");
+    // Without the package: --plugin-version makes explain check the grants too.
+    let explain_name = |version: &str| {
+        ok(
+            d,
+            &[
+                "--json",
+                "policy",
+                "explain",
+                "--plugin",
+                "hello",
+                "--plugin-version",
+                version,
+                "--policy-root",
+                "root-fs",
+            ],
+        )
+        .json()
+    };
+    let vn = explain_name("0.1.0");
+    assert_eq!(net(&vn)["granted"], false, "{vn:#}");
+    assert_eq!(
+        vn["grants"],
+        serde_json::json!([{"target": "network:loopback", "status": "grant_missing",
+                            "message": vn["grants"][0]["message"]}])
+    );
+    // Without --plugin-version grants are not checked (and none is reported).
+    let vn = ok(
+        d,
+        &["--json", "policy", "explain", "--plugin", "hello", "--policy-root", "root-fs"],
+    )
+    .json();
+    assert_eq!(vn["grants"], serde_json::json!([]));
+    assert!(vn["basis"].as_str().unwrap().contains("--plugin-version"));
     // The manifest's hooks are explained even when the policy does not configure them.
     assert!(v["items"]
         .as_array()
@@ -408,6 +441,14 @@ fn explain_a_package_withholds_network_until_granted_and_verify_is_audited() {
     let v = explain();
     assert_eq!(net(&v)["granted"], true, "{v:#}");
     assert!(v["exposure"].as_f64().unwrap() >= 2.0);
+    assert_eq!(v["grants"][0]["status"], "valid", "{v:#}");
+    let v = explain_name("0.1.0");
+    assert_eq!(net(&v)["granted"], true, "{v:#}");
+    assert_eq!(v["grants"][0]["status"], "valid", "{v:#}");
+    // The grant is bound to the version: another one is refused with its own kind.
+    let v = explain_name("0.2.0");
+    assert_eq!(net(&v)["granted"], false, "{v:#}");
+    assert_eq!(v["grants"][0]["status"], "grant_wrong_version", "{v:#}");
 
     // `verify` writes one record per verification into the configured log.
     for _ in 0..3 {
@@ -453,6 +494,42 @@ fn explain_a_package_withholds_network_until_granted_and_verify_is_audited() {
         assert_eq!(r.code, 65, "{name}");
         assert!(r.stderr.contains(record), "{name}: {}", r.stderr);
     }
+
+    // Truncation at the tail: the chain alone is still valid, the head file says what is gone.
+    let r = ok(d, &["--json", "audit", "verify", "audit.log", "--require-head"]);
+    assert_eq!(r.json()["head"], "checked");
+    std::fs::copy(d.join("audit.log.head"), d.join("cut.log.head")).unwrap();
+    std::fs::write(d.join("cut.log"), format!("{}\n", lines[0])).unwrap();
+    let r = stockade(d, &["audit", "verify", "cut.log"]);
+    assert_eq!(r.code, 65, "{} {}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("truncated") && r.stderr.contains("seq 1..=2"),
+        "{}",
+        r.stderr
+    );
+    // A writer refuses to extend it (that would hide the loss): verify with the cut log as the
+    // audit file fails with 74 and leaves it as it was.
+    let cut_root = d.join("cut-root");
+    write(
+        &cut_root.join("etc/stockade/policy.toml"),
+        &format!("version = 1\n[audit]\nfile = \"{}\"\n", d.join("cut.log").display()),
+    );
+    let r = stockade(
+        d,
+        &["verify", &pkg, "--trust", "trust", "--state-dir", "state", "--policy-root", "cut-root"],
+    );
+    assert_eq!(r.code, 74, "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("truncated"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(d.join("cut.log")).unwrap(),
+        format!("{}\n", lines[0])
+    );
+    // No head at all: accepted with a note, refused with --require-head.
+    std::fs::write(d.join("nohead.log"), &text).unwrap();
+    let r = ok(d, &["--json", "audit", "verify", "nohead.log"]);
+    assert_eq!(r.json()["head"], "missing");
+    let r = stockade(d, &["audit", "verify", "nohead.log", "--require-head"]);
+    assert_eq!(r.code, 65, "{}", r.stderr);
 }
 
 #[test]

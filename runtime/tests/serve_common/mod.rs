@@ -6,7 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-pub use common::Fixture;
+pub use common::{hello_manifest, hello_parts, raw_tar_gz, Fixture};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -163,6 +163,33 @@ impl Serve {
             .args(&args)
             .current_dir(fx.dir())
             .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn stockade serve");
+        let s = Serve {
+            child,
+            sock,
+            stderr,
+        };
+        s.wait_listening();
+        s
+    }
+
+    /// Start with `extra` arguments after the fixture's (no `--policy`), e.g. `--policy-root`.
+    pub fn start_with(fx: &Fixture, config: &str, extra: &[&str]) -> Serve {
+        let sock = fx.dir().join("serve.sock");
+        let mut args = serve_args(fx, config, None);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["--socket".to_string(), sock.to_string_lossy().into_owned()]);
+        let stderr = fx.dir().join("serve.stderr");
+        let child = Command::new(env!("CARGO_BIN_EXE_stockade"))
+            .args(&args)
+            .current_dir(fx.dir())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("STOCKADE_POLICY_ROOT")
+            .env_remove("STOCKADE_JOURNAL_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())

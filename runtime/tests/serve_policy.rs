@@ -1,0 +1,305 @@
+//! `stockade serve` on the operator policy, as `run` enforces it: layers under `--policy-root`
+//! (vendor file, operator drop-in, a masked vendor drop-in), per-plugin sections, signed grants
+//! for high-risk items (network loopback: granted to the plugin with a grant, withheld from the
+//! one without, each observed from inside the sandbox and checked against `policy explain`), the
+//! policy's `[trust]` refusing a load (answered with an error and a denial record), and the
+//! audit records of a whole life under serve — verification, grant, denial, launch, termination,
+//! crash restart, quarantine — in one chain that `audit verify --require-head` accepts. Real
+//! sandboxes (root); the network probe uses the host's python3 through the sandbox's read-only
+//! /usr, as the differential test does.
+
+mod serve_common;
+use serde_json::{json, Value};
+use serve_common::*;
+use std::path::Path;
+
+/// Answers each `probe` hook with whether a TCP connection over loopback works inside its
+/// sandbox (a private network namespace: only when `lo` is up, i.e. network mode loopback).
+const NET: &str = r#"#!/bin/sh
+printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"@NAME@","version":"0.1.0","api":1,"capabilities":["log","register_hook"],"hooks":[@HOOKS@]}}'
+IFS= read -r reply || exit 0
+while IFS= read -r line; do
+  id=${line#*\"id\":}; id=${id%%,*}
+  case $line in
+    *'"method":"ping"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
+    *'"method":"hook_invoke"'*)
+      if /usr/bin/python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(1); socket.create_connection(s.getsockname())" 2>/dev/null
+      then net=true; else net=false; fi
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"net":%s}}\n' "$id" "$net" ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done
+"#;
+
+fn write(p: &Path, text: &str) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+fn records(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn count(recs: &[Value], event: &str, plugin: &str) -> usize {
+    recs.iter()
+        .filter(|r| r["event"] == event && r["plugin"] == plugin)
+        .count()
+}
+
+fn result_of<'a>(r: &'a Value, plugin: &str) -> &'a Value {
+    r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["plugin"] == plugin)
+        .unwrap_or_else(|| panic!("no entry for {plugin} in {r}"))
+}
+
+/// The policy root: a vendor main file, an operator drop-in with per-plugin sections, trust
+/// (operator key, grants) and audit, and a vendor drop-in masked by the operator.
+fn policy_root(fx: &Fixture, audit: &Path) {
+    let d = fx.dir();
+    let root = d.join("root");
+    write(
+        &root.join("usr/lib/stockade/policy.toml"),
+        "version = 1\n[resources]\npids_max = 32\n[trust]\nmode = \"strict\"\n",
+    );
+    // Would leave no room for the probe's python3 if it applied: masked below.
+    write(
+        &root.join("usr/lib/stockade/policy.d/60-tight.toml"),
+        "version = 1\n[resources]\npids_max = 2\n",
+    );
+    std::fs::create_dir_all(root.join("etc/stockade/policy.d")).unwrap();
+    std::os::unix::fs::symlink("/dev/null", root.join("etc/stockade/policy.d/60-tight.toml"))
+        .unwrap();
+    write(
+        &root.join("etc/stockade/policy.d/10-operator.toml"),
+        &format!(
+            "version = 1\n[trust]\noperator_keys = [\"{}\"]\ngrants = \"{}\"\n\
+             [audit]\nfile = \"{}\"\n\
+             [plugin.netok.network]\nmode = \"loopback\"\n\
+             [plugin.netno.network]\nmode = \"loopback\"\n",
+            d.join("op.pub").display(),
+            d.join("grants").display(),
+            audit.display()
+        ),
+    );
+    std::fs::create_dir_all(d.join("grants")).unwrap();
+}
+
+/// What `policy explain PKG` says about the network for this package under the root.
+fn explained_network(fx: &Fixture, pkg: &Path) -> bool {
+    let r = fx.run(&[
+        "--json",
+        "policy",
+        "explain",
+        pkg.to_str().unwrap(),
+        "--policy-root",
+        "root",
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["section"] == "network")
+        .unwrap()["granted"]
+        .as_bool()
+        .unwrap()
+}
+
+#[test]
+fn serve_enforces_the_operator_policy_per_plugin_with_grants_and_audits_it() {
+    if !require_root() || !require_tool("python3", "the network probe inside the sandbox") {
+        return;
+    }
+    let fx = Fixture::new();
+    let d = fx.dir().to_path_buf();
+    let audit = d.join("audit.log");
+    fx.run(&["keygen", "-o", "op"]);
+    policy_root(&fx, &audit);
+    let r = fx.run(&[
+        "grant",
+        "issue",
+        "--key",
+        "op.key",
+        "--plugin",
+        "netok",
+        "--plugin-version",
+        "0.1.0",
+        "--target",
+        "network:loopback",
+        "-o",
+        "grants/netok.grant",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let ok_pkg = pack_script(&fx, "netok", &["on:probe"], NET);
+    let no_pkg = pack_script(&fx, "netno", &["on:probe"], NET);
+    let plain = pack_script(&fx, "plain", &["on:probe"], NET);
+    // Signed by a key the certificate does not name: refused in strict mode. The flag asks for
+    // warn; the policy's strict mode (the stricter) must win under serve as under run.
+    fx.run(&["keygen", "-o", "other"]);
+    let (entries, map) = hello_parts();
+    fx.craft_with(
+        "forged.stockade",
+        &hello_manifest(),
+        &map,
+        raw_tar_gz(&entries),
+        "other.key",
+        "dev.cert",
+        "int/ca.cert",
+    );
+
+    let mut s = Serve::start_with(
+        &fx,
+        "[health]\nping_interval_ms = 0\n",
+        &["--policy-root", "root", "--trust-mode", "warn"],
+    );
+    let mut c = s.client();
+    for p in [&ok_pkg, &no_pkg, &plain] {
+        c.ok("plugin_load", json!({"package": p}));
+    }
+    let r = c.ok("hook_invoke", invoke("on:probe", json!({}), Some(30_000)));
+    let observed = |n: &str| {
+        result_of(&r, n)["result"]["net"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("{n}: {r}"))
+    };
+    assert!(observed("netok"), "granted loopback, yet no network: {r}");
+    assert!(!observed("netno"), "network without a grant: {r}");
+    assert!(!observed("plain"), "network without a policy section: {r}");
+    // What serve enforced is what `policy explain` says `run` would.
+    for (n, p) in [("netok", &ok_pkg), ("netno", &no_pkg), ("plain", &plain)] {
+        assert_eq!(observed(n), explained_network(&fx, p), "{n}");
+    }
+    let log = s.log();
+    assert!(
+        // The only grant naming the target is netok's.
+        log.contains("plugin netno: withheld network:loopback (grant_wrong_plugin)"),
+        "{log}"
+    );
+
+    // Refused by the policy's trust mode: a clear error to the agent and a denial record.
+    let e = c.call(
+        "plugin_load",
+        json!({"package": d.join("forged.stockade")}),
+    );
+    assert_eq!(e["error"]["code"], LOAD_FAILED, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed verification"),
+        "{e}"
+    );
+    assert_eq!(s.stop(), 0);
+
+    let recs = records(&audit);
+    for n in ["netok", "netno", "plain"] {
+        assert_eq!(count(&recs, "verification", n), 1, "{n}");
+        assert_eq!(count(&recs, "launch", n), 1, "{n}");
+        assert_eq!(count(&recs, "termination", n), 1, "{n}");
+    }
+    assert_eq!(count(&recs, "grant", "netok"), 1);
+    assert_eq!(count(&recs, "denial", "netno"), 1);
+    assert_eq!(count(&recs, "grant", "netno") + count(&recs, "denial", "plain"), 0);
+    let launch = recs
+        .iter()
+        .find(|r| r["event"] == "launch" && r["plugin"] == "netok")
+        .unwrap();
+    assert_eq!(launch["package_sha256"].as_str().unwrap().len(), 64, "{launch}");
+    assert_eq!(launch["signer_chain"].as_array().unwrap().len(), 3, "{launch}");
+    assert_eq!(launch["policy_sha256"].as_str().unwrap().len(), 64, "{launch}");
+    assert!(launch["layers"].as_array().unwrap().len() >= 5, "{launch}");
+    // The policies differ (network granted or not), and so do their hashes.
+    let hash = |n: &str| {
+        recs.iter()
+            .find(|r| r["event"] == "launch" && r["plugin"] == n)
+            .unwrap()["policy_sha256"]
+            .clone()
+    };
+    assert_ne!(hash("netok"), hash("netno"));
+    let refused = recs
+        .iter()
+        .find(|r| r["event"] == "verification" && r["outcome"] == "refused")
+        .expect("verification refused");
+    assert!(refused["detail"]["file"].as_str().unwrap().ends_with("forged.stockade"));
+    let denial = recs
+        .iter()
+        .find(|r| r["event"] == "denial" && r["detail"]["request"] == "plugin_load")
+        .expect("load denial");
+    assert_eq!(denial["outcome"], "refused");
+    assert_eq!(denial["detail"]["stage"], "verification", "{denial}");
+    let v = fx.run(&["--json", "audit", "verify", "audit.log", "--require-head"]);
+    assert_eq!(v.code, 0, "{} {}", v.stdout, v.stderr);
+    assert_eq!(v.json()["records"], recs.len());
+}
+
+#[test]
+fn crash_restart_and_quarantine_under_serve_are_audited_in_one_chain() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let d = fx.dir().to_path_buf();
+    let audit = d.join("audit.log");
+    write(
+        &d.join("root/etc/stockade/policy.toml"),
+        &format!("version = 1\n[audit]\nfile = \"{}\"\n", audit.display()),
+    );
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let config = "[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 40\njitter_percent = 0\n\
+                  [quarantine]\nmax_crashes = 2\nwindow_ms = 600000\n[health]\nping_interval_ms = 0\n";
+    let mut s = Serve::start_with(&fx, config, &["--policy-root", "root"]);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    c.wait_state("a", "restarting");
+    c.wait_state("a", "ready");
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    c.wait_state("a", "quarantined");
+    // An agent's plugin_restart out of quarantine is a restart too.
+    c.ok("plugin_restart", json!({"name": "a"}));
+    c.wait_state("a", "ready");
+    assert_eq!(s.stop(), 0);
+
+    let recs = records(&audit);
+    let events: Vec<&str> = recs.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        [
+            "verification",
+            "launch",
+            "termination",
+            "restart",
+            "termination",
+            "quarantine",
+            "restart",
+            "termination"
+        ],
+        "{recs:#?}"
+    );
+    assert_eq!(recs[2]["outcome"], "exited", "{:#}", recs[2]);
+    assert_eq!(recs[3]["outcome"], "ok");
+    assert_eq!(recs[3]["detail"]["restarts"], 1, "{:#}", recs[3]);
+    assert!(recs[3]["layers"].as_array().unwrap().len() >= 5);
+    assert_eq!(recs[5]["outcome"], "crash_loop");
+    assert_eq!(recs[5]["detail"]["crashes"], 2);
+    assert_eq!(recs[6]["detail"]["restarts"], 2, "{:#}", recs[6]);
+    for r in &recs {
+        assert_eq!(r["plugin"], "a");
+        assert_eq!(r["package_sha256"].as_str().unwrap().len(), 64, "{r}");
+    }
+    let v = fx.run(&["--json", "audit", "verify", "audit.log", "--require-head"]);
+    assert_eq!(v.code, 0, "{} {}", v.stdout, v.stderr);
+    assert_eq!(v.json()["records"], 8);
+}
