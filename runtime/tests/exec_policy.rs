@@ -231,3 +231,59 @@ fn plugin_dir_is_mounted_read_only_at_plugin() {
     let o = sh(&["--plugin-dir", "/nonexistent/dir"], "true");
     assert_eq!(code(&o), 66);
 }
+
+/// `exec --json` prints its report as one JSON document on stderr: audit records must never
+/// land in it. With `audit.stderr = true` they go to the journal socket (here a datagram socket
+/// the test binds, named by `STOCKADE_JOURNAL_SOCKET`); with no journal and no other sink the
+/// launch is refused (74) rather than left unaudited; without `--json` stderr lines remain.
+#[test]
+fn exec_json_keeps_audit_records_out_of_its_report() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(dir.path(), "version = 1\n[audit]\nstderr = true\n");
+    let journal = dir.path().join("journal.sock");
+    let run = |json: bool, socket: &std::path::Path| {
+        let mut args = vec![];
+        if json {
+            args.push("--json");
+        }
+        args.extend(["exec", "--policy", &pol, "--", "/bin/true"]);
+        std::process::Command::new(BIN)
+            .args(&args)
+            .env("STOCKADE_JOURNAL_SOCKET", socket)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let sock = UnixDatagram::bind(&journal).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let o = run(true, &journal);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let report: serde_json::Value = serde_json::from_str(&err(&o))
+        .unwrap_or_else(|e| panic!("stderr is not one JSON document ({e}): {}", err(&o)));
+    assert_eq!(report["schema"], "stockade.sandbox.report/1");
+    let mut events = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while let Ok(n) = sock.recv(&mut buf) {
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        events.extend(
+            msg.lines()
+                .filter_map(|l| l.strip_prefix("STOCKADE_AUDIT_EVENT="))
+                .map(String::from),
+        );
+    }
+    assert_eq!(events, ["launch", "termination"]);
+
+    // No journal and stderr the only sink: refused before anything runs.
+    let missing = dir.path().join("no-journal.sock");
+    let o = run(true, &missing);
+    assert_eq!(code(&o), 74, "{} {}", out(&o), err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["error"]["kind"], "audit");
+
+    // Without --json, stderr is free for the records.
+    let o = run(false, &missing);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(err(&o).matches("stockade-audit: ").count(), 2, "{}", err(&o));
+}

@@ -157,6 +157,11 @@ impl Serve {
     pub fn start(fx: &Fixture, config: &str, policy: Option<&str>) -> Serve {
         let sock = fx.dir().join("serve.sock");
         let mut args = serve_args(fx, config, policy);
+        if policy.is_none() {
+            // The host's /etc/stockade (if a package is installed) must not leak into the test.
+            let none = fx.dir().join("no-policy-root");
+            args.extend(["--policy-root".to_string(), none.to_string_lossy().into_owned()]);
+        }
         args.extend(["--socket".to_string(), sock.to_string_lossy().into_owned()]);
         let stderr = fx.dir().join("serve.stderr");
         let child = Command::new(env!("CARGO_BIN_EXE_stockade"))
