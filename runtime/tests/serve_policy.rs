@@ -201,17 +201,80 @@ fn serve_enforces_the_operator_policy_per_plugin_with_grants_and_audits_it() {
             .contains("failed verification"),
         "{e}"
     );
+
+    // A restart computes the policy afresh: a grant issued since is honoured.
+    let r = fx.run(&[
+        "grant",
+        "issue",
+        "--key",
+        "op.key",
+        "--plugin",
+        "netno",
+        "--plugin-version",
+        "0.1.0",
+        "--target",
+        "network:loopback",
+        "-o",
+        "grants/netno.grant",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut restart_and_probe = |c: &mut Client, n: &str| {
+        c.notes.clear();
+        c.ok("plugin_restart", json!({"name": n}));
+        c.wait_state(n, "ready");
+        let r = c.ok("hook_invoke", invoke("on:probe", json!({}), Some(30_000)));
+        result_of(&r, n)["result"]["net"].as_bool().unwrap()
+    };
+    assert!(restart_and_probe(&mut c, "netno"), "grant issued, restart, no network");
+    // A policy change applies after SIGHUP (to later launches), not before.
+    write(
+        &d.join("root/etc/stockade/policy.d/20-plain.toml"),
+        "version = 1
+[plugin.plain.network]
+mode = \"loopback\"
+[plugin.plain.risk]
+network = \"low\"
+",
+    );
+    assert!(!restart_and_probe(&mut c, "plain"), "policy applied before SIGHUP");
+    signal(s.pid(), "HUP");
+    let start = std::time::Instant::now();
+    while !s.log().contains("SIGHUP: policy reloaded") {
+        assert!(start.elapsed().as_secs() < 30, "no reload: {}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(restart_and_probe(&mut c, "plain"), "policy reloaded, restart, no network");
+    // An invalid policy is not taken: the one in force stays.
+    write(
+        &d.join("root/etc/stockade/policy.d/30-bad.toml"),
+        "version = 1
+[resources]
+memory_max = \"lots\"
+",
+    );
+    signal(s.pid(), "HUP");
+    while !s.log().contains("SIGHUP: policy not reloaded") {
+        assert!(start.elapsed().as_secs() < 30, "no refusal: {}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(s.log().contains("30-bad.toml:3"), "{}", s.log());
+    assert!(restart_and_probe(&mut c, "plain"), "the valid policy must stay in force");
     assert_eq!(s.stop(), 0);
 
     let recs = records(&audit);
     for n in ["netok", "netno", "plain"] {
         assert_eq!(count(&recs, "verification", n), 1, "{n}");
         assert_eq!(count(&recs, "launch", n), 1, "{n}");
-        assert_eq!(count(&recs, "termination", n), 1, "{n}");
+    }
+    for (n, restarts) in [("netok", 0), ("netno", 1), ("plain", 3)] {
+        assert_eq!(count(&recs, "restart", n), restarts, "{n}");
+        assert_eq!(count(&recs, "termination", n), restarts + 1, "{n}");
     }
     assert_eq!(count(&recs, "grant", "netok"), 1);
+    // netno: withheld at its launch, granted at its restart.
     assert_eq!(count(&recs, "denial", "netno"), 1);
-    assert_eq!(count(&recs, "grant", "netno") + count(&recs, "denial", "plain"), 0);
+    assert_eq!(count(&recs, "grant", "netno"), 1);
+    assert_eq!(count(&recs, "grant", "plain") + count(&recs, "denial", "plain"), 0);
     let launch = recs
         .iter()
         .find(|r| r["event"] == "launch" && r["plugin"] == "netok")

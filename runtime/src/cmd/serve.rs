@@ -5,7 +5,9 @@
 //! `--policy-root`; merged and validated at start, 65/66; every plugin's effective policy is
 //! computed at each launch and restart by [`crate::plugin_policy::for_launch`], as under `run`)
 //! → serve config (`stockade_policy::serve`, validated) → trust configuration (the policy's
-//! `[trust]` applied as under `run`) → the audit sinks of the policy's `[audit]` → signals blocked and read from a signalfd (SIGINT/SIGTERM: graceful stop) →
+//! `[trust]` applied as under `run`) → the audit sinks of the policy's `[audit]` → signals
+//! blocked and read from a signalfd (SIGINT/SIGTERM: graceful stop; SIGHUP: the policy read
+//! again, for later launches and restarts) →
 //! the agent socket: inherited from systemd when `LISTEN_PID`/`LISTEN_FDS` name this process
 //! (fd 3), else bound at `--socket` (mode 0660, created under umask 0117 so it is never more
 //! open, even for an instant; a stale socket nobody listens on is replaced, a live one or any
@@ -175,11 +177,8 @@ fn bind(path: &Path) -> Result<UnixListener, ServeError> {
 
 /// Run `stockade serve`.
 pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
-    let policy = policyfiles::load(&policyfiles::source(
-        a.policy.as_deref(),
-        &a.root.policy_root,
-    ))
-    .map_err(PolicyFilesError::into_cmd)?;
+    let policy_source = policyfiles::source(a.policy.as_deref(), &a.root.policy_root);
+    let policy = policyfiles::load(&policy_source).map_err(PolicyFilesError::into_cmd)?;
     let allow_flags = flag_allowlist(&a.allow_capability)?;
     let defaults = policy
         .resolve(None, None)
@@ -190,7 +189,8 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
     })?;
     let loop_err = |e| cmd(Exit::OsErr, "event_loop", ServeError::Loop(e));
-    let sigs = [libc::SIGINT, libc::SIGTERM];
+    // SIGHUP re-reads the policy (Daemon::reload_policy); SIGINT/SIGTERM stop.
+    let sigs = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
     let sigfd = sys::block_signals(&sigs)
         .and_then(|_| sys::signalfd(&sigs))
         .map_err(loop_err)?;
@@ -230,6 +230,7 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         audit: AuditLog::from_policy(&defaults.audit),
         max_frame_bytes: defaults.host.protocol.max_frame_bytes,
         policy,
+        policy_source,
         policy_root: a.root.policy_root.clone(),
         allow_flags,
         trust,

@@ -18,6 +18,7 @@ use super::fleet::Entry;
 use super::supervisor::Supervisor;
 use crate::audit::AuditLog;
 use crate::node::NodeIdentity;
+use crate::policyfiles::PolicySource;
 use crate::sys::sock::{peer_cred, PeerCred};
 use crate::trustdir::TrustConfig;
 use mio::net::UnixListener;
@@ -48,6 +49,8 @@ pub struct DaemonConfig {
     /// The operator policy (merged layers, or one `--policy` file); each plugin's effective
     /// policy is computed from it at every launch, as under `run`.
     pub policy: MergedPolicy,
+    /// Where the policy came from (read again on SIGHUP).
+    pub policy_source: PolicySource,
     /// The policy root (grants are read under it unless `trust.grants` says otherwise).
     pub policy_root: PathBuf,
     /// `--allow-capability`, narrowing every plugin's capabilities.
@@ -176,10 +179,18 @@ impl Daemon {
                 match ev.token() {
                     LISTENER => self.accept(),
                     SIGNALS => {
+                        let mut stop = false;
                         while let Ok(Some(sig)) = crate::sys::read_signalfd(self.sigfd.as_fd()) {
-                            log_line(&format!("signal {sig}: stopping every plugin"));
+                            if sig == libc::SIGHUP {
+                                self.reload_policy();
+                            } else {
+                                log_line(&format!("signal {sig}: stopping every plugin"));
+                                stop = true;
+                            }
                         }
-                        self.stop(now);
+                        if stop {
+                            self.stop(now);
+                        }
                     }
                     t if t.0 >= CONN_BASE => {
                         if ev.is_readable() || ev.is_read_closed() {
@@ -201,6 +212,26 @@ impl Daemon {
         }
         self.route();
         self.flush_conns();
+    }
+
+    /// SIGHUP: read the policy again. A valid one applies to every later launch (loads and
+    /// restarts; running plugins keep theirs until they restart); an invalid or unreadable one
+    /// is reported and the one in force is kept. The trust configuration, the audit sinks and
+    /// the connections' frame cap stay as read at start.
+    fn reload_policy(&mut self) {
+        match crate::policyfiles::load(&self.cfg.policy_source) {
+            Ok(p) => {
+                log_line(&format!(
+                    "SIGHUP: policy reloaded ({} layer(s)); it applies from the next launch or restart",
+                    p.layers.len()
+                ));
+                self.cfg.policy = p;
+            }
+            Err(e) => log_line(&format!(
+                "SIGHUP: policy not reloaded, keeping the one in force: {}",
+                e.into_cmd().chain().join(": ")
+            )),
+        }
     }
 
     /// Begin the graceful stop (signal): no new connections or restarts, every plugin stopped.
