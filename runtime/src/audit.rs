@@ -303,9 +303,8 @@ impl AuditLog {
         }
         let line = serde_json::to_string(&r).map_err(AuditError::Encode)?;
         let socket = journal_socket();
-        if self.journal {
-            send_journal(&socket, &r, &line)?;
-        } else if socket.exists() {
+        // `journal` requires the socket; `stderr` prefers it, falling back to stderr.
+        if self.journal || socket.exists() {
             send_journal(&socket, &r, &line)?;
         } else if !self.stderr_taken {
             eprintln!("stockade-audit: {line}");
@@ -338,19 +337,23 @@ fn append_to_file(path: &Path, mut r: Record) -> Result<Record, AuditError> {
         .map_err(io)?;
     let last: Option<Record> = match tail.lines().rev().find(|l| !l.trim().is_empty()) {
         None => None,
-        Some(last) => Some(serde_json::from_str(last).map_err(|_| AuditError::BrokenTail {
-            path: path.to_path_buf(),
-        })?),
+        Some(last) => Some(
+            serde_json::from_str(last).map_err(|_| AuditError::BrokenTail {
+                path: path.to_path_buf(),
+            })?,
+        ),
     };
     let found = last.as_ref().map_or(0, |l| l.seq + 1);
     if let Some(head) = read_head(path).map_err(io)? {
         // The head is replaced after the record is fsynced, so after a crash between the two it
         // may be one record behind (and is healed by this append); fewer records than the head
         // says means the log was cut short.
-        let behind_by_one = head.records + 1 == found
-            && last.as_ref().is_some_and(|l| l.prev == head.last_hash);
+        let behind_by_one =
+            head.records + 1 == found && last.as_ref().is_some_and(|l| l.prev == head.last_hash);
         let agrees = head.records == found
-            && last.as_ref().map_or(head.last_hash == GENESIS, |l| l.hash == head.last_hash);
+            && last
+                .as_ref()
+                .map_or(head.last_hash == GENESIS, |l| l.hash == head.last_hash);
         if !agrees && !behind_by_one {
             return Err(AuditError::Truncated {
                 path: path.to_path_buf(),
@@ -431,7 +434,10 @@ fn write_head(log: &Path, h: &Head) -> std::io::Result<()> {
         std::fs::rename(&tmp, &p)?;
         // The rename itself must survive a crash, or the head could fall more than one record
         // behind the log (which a later append would take for truncation).
-        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::File::open(dir)?.sync_all()
     })();
     if r.is_err() {
@@ -533,9 +539,7 @@ pub fn verify_with_head(text: &str, head: Option<&Head>) -> Result<(usize, bool)
         });
     }
     if hash_at(h.records) != h.last_hash {
-        return Err(ChainError::HeadMismatch {
-            record: h.records,
-        });
+        return Err(ChainError::HeadMismatch { record: h.records });
     }
     match n - h.records {
         0 => Ok((hashes.len(), false)),
@@ -735,10 +739,24 @@ mod tests {
         ));
         // A writer will not extend the cut log (it would hide the loss).
         std::fs::write(&p, &cut).unwrap();
-        let e = file_log(&p).append(Record::new(Event::Launch, "ok")).unwrap_err();
-        assert!(matches!(e, AuditError::Truncated { found: 3, expected: 5, .. }), "{e}");
+        let e = file_log(&p)
+            .append(Record::new(Event::Launch, "ok"))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                AuditError::Truncated {
+                    found: 3,
+                    expected: 5,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         std::fs::write(&p, "").unwrap();
-        assert!(file_log(&p).append(Record::new(Event::Launch, "ok")).is_err());
+        assert!(file_log(&p)
+            .append(Record::new(Event::Launch, "ok"))
+            .is_err());
         // A head one record behind (crash between the append and the head's replacement) is
         // accepted by both, and the next append heals it.
         std::fs::write(&p, &text).unwrap();
@@ -749,12 +767,20 @@ mod tests {
         };
         assert_eq!(verify_with_head(&text, Some(&stale)), Ok((5, true)));
         std::fs::write(head_path(&p), serde_json::to_vec(&stale).unwrap()).unwrap();
-        file_log(&p).append(Record::new(Event::Launch, "ok")).unwrap();
+        file_log(&p)
+            .append(Record::new(Event::Launch, "ok"))
+            .unwrap();
         assert_eq!(read_head(&p).unwrap().unwrap().records, 6);
         // Two behind, or a head naming another hash, is not.
-        let older = Head { records: 3, ..stale.clone() };
+        let older = Head {
+            records: 3,
+            ..stale.clone()
+        };
         assert!(verify_with_head(&text, Some(&older)).is_err());
-        let wrong = Head { last_hash: GENESIS.into(), ..head };
+        let wrong = Head {
+            last_hash: GENESIS.into(),
+            ..head
+        };
         assert_eq!(
             verify_with_head(&text, Some(&wrong)),
             Err(ChainError::HeadMismatch { record: 5 })
@@ -773,7 +799,10 @@ mod tests {
         let mut buf = vec![0u8; 65536];
         let n = sock.recv(&mut buf).unwrap();
         let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-        assert!(msg.contains("\nSYSLOG_IDENTIFIER=stockade-audit\n"), "{msg}");
+        assert!(
+            msg.contains("\nSYSLOG_IDENTIFIER=stockade-audit\n"),
+            "{msg}"
+        );
         assert!(msg.contains("\nSTOCKADE_AUDIT_EVENT=denial\n"), "{msg}");
         let rec = msg
             .lines()

@@ -107,7 +107,12 @@ pub struct PolicyExplainArgs {
     #[arg(long = "plugin-version", value_name = "VERSION", requires = "plugin")]
     pub plugin_version: Option<String>,
     /// With --plugin-version: the developer certificate's scope the grants must name.
-    #[arg(long = "scope", value_name = "SCOPE", default_value = "any", requires = "plugin_version")]
+    #[arg(
+        long = "scope",
+        value_name = "SCOPE",
+        default_value = "any",
+        requires = "plugin_version"
+    )]
     pub scope: String,
     /// One whole policy file instead of the operator layers (as `exec`/`run --policy`).
     #[arg(long, value_name = "FILE")]

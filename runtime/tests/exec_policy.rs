@@ -285,5 +285,10 @@ fn exec_json_keeps_audit_records_out_of_its_report() {
     // Without --json, stderr is free for the records.
     let o = run(false, &missing);
     assert_eq!(code(&o), 0, "{}", err(&o));
-    assert_eq!(err(&o).matches("stockade-audit: ").count(), 2, "{}", err(&o));
+    assert_eq!(
+        err(&o).matches("stockade-audit: ").count(),
+        2,
+        "{}",
+        err(&o)
+    );
 }

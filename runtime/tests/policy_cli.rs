@@ -392,7 +392,15 @@ fn explain_a_package_withholds_network_until_granted_and_verify_is_audited() {
     // Without --plugin-version grants are not checked (and none is reported).
     let vn = ok(
         d,
-        &["--json", "policy", "explain", "--plugin", "hello", "--policy-root", "root-fs"],
+        &[
+            "--json",
+            "policy",
+            "explain",
+            "--plugin",
+            "hello",
+            "--policy-root",
+            "root-fs",
+        ],
     )
     .json();
     assert_eq!(vn["grants"], serde_json::json!([]));
@@ -496,7 +504,10 @@ fn explain_a_package_withholds_network_until_granted_and_verify_is_audited() {
     }
 
     // Truncation at the tail: the chain alone is still valid, the head file says what is gone.
-    let r = ok(d, &["--json", "audit", "verify", "audit.log", "--require-head"]);
+    let r = ok(
+        d,
+        &["--json", "audit", "verify", "audit.log", "--require-head"],
+    );
     assert_eq!(r.json()["head"], "checked");
     std::fs::copy(d.join("audit.log.head"), d.join("cut.log.head")).unwrap();
     std::fs::write(d.join("cut.log"), format!("{}\n", lines[0])).unwrap();
@@ -512,11 +523,23 @@ fn explain_a_package_withholds_network_until_granted_and_verify_is_audited() {
     let cut_root = d.join("cut-root");
     write(
         &cut_root.join("etc/stockade/policy.toml"),
-        &format!("version = 1\n[audit]\nfile = \"{}\"\n", d.join("cut.log").display()),
+        &format!(
+            "version = 1\n[audit]\nfile = \"{}\"\n",
+            d.join("cut.log").display()
+        ),
     );
     let r = stockade(
         d,
-        &["verify", &pkg, "--trust", "trust", "--state-dir", "state", "--policy-root", "cut-root"],
+        &[
+            "verify",
+            &pkg,
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+            "--policy-root",
+            "cut-root",
+        ],
     );
     assert_eq!(r.code, 74, "{} {}", r.stdout, r.stderr);
     assert!(r.stderr.contains("truncated"), "{}", r.stderr);

@@ -74,8 +74,11 @@ fn policy_root(fx: &Fixture, audit: &Path) {
         "version = 1\n[resources]\npids_max = 2\n",
     );
     std::fs::create_dir_all(root.join("etc/stockade/policy.d")).unwrap();
-    std::os::unix::fs::symlink("/dev/null", root.join("etc/stockade/policy.d/60-tight.toml"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        "/dev/null",
+        root.join("etc/stockade/policy.d/60-tight.toml"),
+    )
+    .unwrap();
     write(
         &root.join("etc/stockade/policy.d/10-operator.toml"),
         &format!(
@@ -189,10 +192,7 @@ fn serve_enforces_the_operator_policy_per_plugin_with_grants_and_audits_it() {
     );
 
     // Refused by the policy's trust mode: a clear error to the agent and a denial record.
-    let e = c.call(
-        "plugin_load",
-        json!({"package": d.join("forged.stockade")}),
-    );
+    let e = c.call("plugin_load", json!({"package": d.join("forged.stockade")}));
     assert_eq!(e["error"]["code"], LOAD_FAILED, "{e}");
     assert!(
         e["error"]["message"]
@@ -218,14 +218,17 @@ fn serve_enforces_the_operator_policy_per_plugin_with_grants_and_audits_it() {
         "grants/netno.grant",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let mut restart_and_probe = |c: &mut Client, n: &str| {
+    let restart_and_probe = |c: &mut Client, n: &str| {
         c.notes.clear();
         c.ok("plugin_restart", json!({"name": n}));
         c.wait_state(n, "ready");
         let r = c.ok("hook_invoke", invoke("on:probe", json!({}), Some(30_000)));
         result_of(&r, n)["result"]["net"].as_bool().unwrap()
     };
-    assert!(restart_and_probe(&mut c, "netno"), "grant issued, restart, no network");
+    assert!(
+        restart_and_probe(&mut c, "netno"),
+        "grant issued, restart, no network"
+    );
     // A policy change applies after SIGHUP (to later launches), not before.
     write(
         &d.join("root/etc/stockade/policy.d/20-plain.toml"),
@@ -236,14 +239,20 @@ mode = \"loopback\"
 network = \"low\"
 ",
     );
-    assert!(!restart_and_probe(&mut c, "plain"), "policy applied before SIGHUP");
+    assert!(
+        !restart_and_probe(&mut c, "plain"),
+        "policy applied before SIGHUP"
+    );
     signal(s.pid(), "HUP");
     let start = std::time::Instant::now();
     while !s.log().contains("SIGHUP: policy reloaded") {
         assert!(start.elapsed().as_secs() < 30, "no reload: {}", s.log());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(restart_and_probe(&mut c, "plain"), "policy reloaded, restart, no network");
+    assert!(
+        restart_and_probe(&mut c, "plain"),
+        "policy reloaded, restart, no network"
+    );
     // An invalid policy is not taken: the one in force stays.
     write(
         &d.join("root/etc/stockade/policy.d/30-bad.toml"),
@@ -258,7 +267,10 @@ memory_max = \"lots\"
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(s.log().contains("30-bad.toml:3"), "{}", s.log());
-    assert!(restart_and_probe(&mut c, "plain"), "the valid policy must stay in force");
+    assert!(
+        restart_and_probe(&mut c, "plain"),
+        "the valid policy must stay in force"
+    );
     assert_eq!(s.stop(), 0);
 
     let recs = records(&audit);
@@ -274,14 +286,29 @@ memory_max = \"lots\"
     // netno: withheld at its launch, granted at its restart.
     assert_eq!(count(&recs, "denial", "netno"), 1);
     assert_eq!(count(&recs, "grant", "netno"), 1);
-    assert_eq!(count(&recs, "grant", "plain") + count(&recs, "denial", "plain"), 0);
+    assert_eq!(
+        count(&recs, "grant", "plain") + count(&recs, "denial", "plain"),
+        0
+    );
     let launch = recs
         .iter()
         .find(|r| r["event"] == "launch" && r["plugin"] == "netok")
         .unwrap();
-    assert_eq!(launch["package_sha256"].as_str().unwrap().len(), 64, "{launch}");
-    assert_eq!(launch["signer_chain"].as_array().unwrap().len(), 3, "{launch}");
-    assert_eq!(launch["policy_sha256"].as_str().unwrap().len(), 64, "{launch}");
+    assert_eq!(
+        launch["package_sha256"].as_str().unwrap().len(),
+        64,
+        "{launch}"
+    );
+    assert_eq!(
+        launch["signer_chain"].as_array().unwrap().len(),
+        3,
+        "{launch}"
+    );
+    assert_eq!(
+        launch["policy_sha256"].as_str().unwrap().len(),
+        64,
+        "{launch}"
+    );
     assert!(launch["layers"].as_array().unwrap().len() >= 5, "{launch}");
     // The policies differ (network granted or not), and so do their hashes.
     let hash = |n: &str| {
@@ -295,7 +322,10 @@ memory_max = \"lots\"
         .iter()
         .find(|r| r["event"] == "verification" && r["outcome"] == "refused")
         .expect("verification refused");
-    assert!(refused["detail"]["file"].as_str().unwrap().ends_with("forged.stockade"));
+    assert!(refused["detail"]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("forged.stockade"));
     let denial = recs
         .iter()
         .find(|r| r["event"] == "denial" && r["detail"]["request"] == "plugin_load")

@@ -37,7 +37,9 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
                 head_path(&a.file).display()
             ),
         )
-        .hint("the head was deleted (possibly with the log's tail), or the log predates head files"));
+        .hint(
+            "the head was deleted (possibly with the log's tail), or the log predates head files",
+        ));
     }
     let (records, behind) = verify_with_head(&text, head.as_ref()).map_err(|e| {
         CmdError::new(Exit::DataErr, "audit_chain", e)

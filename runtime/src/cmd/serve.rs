@@ -15,17 +15,17 @@
 //! event loop → on a stop signal: `STOPPING=1`, every plugin stopped gracefully (then its
 //! cgroup killed), the socket removed if we created it, exit 0.
 
-use crate::cli::ServeArgs;
 use crate::audit::AuditLog;
+use crate::cli::ServeArgs;
 use crate::cmd::run::trust_config_with_policy;
-use crate::plugin_policy::flag_allowlist;
-use crate::policyfiles::{self, PolicyFilesError};
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::host::daemon::{log_line, Daemon, DaemonConfig};
 use crate::host::systemd;
 use crate::node::NodeIdentity;
 use crate::output::Output;
+use crate::plugin_policy::flag_allowlist;
+use crate::policyfiles::{self, PolicyFilesError};
 use crate::sys;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};

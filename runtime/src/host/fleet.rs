@@ -107,7 +107,10 @@ impl Daemon {
     /// Append a record; a failure is logged (the event already happened).
     fn audit(&self, r: Record) {
         if let Err(e) = audit::append_or_fail(&self.cfg.audit, r) {
-            log_line(&format!("audit record not written: {}", e.chain().join(": ")));
+            log_line(&format!(
+                "audit record not written: {}",
+                e.chain().join(": ")
+            ));
         }
     }
 
@@ -147,7 +150,13 @@ impl Daemon {
                 rec.detail = json!({"file": path.display().to_string(), "kind": kind, "error": e.to_string()});
                 self.audit_or_fail(rec)?;
                 let msg = format!("package `{}` failed verification: {e}", path.display());
-                self.deny_load(Record::new(Event::Denial, ""), path, "verification", kind, &msg);
+                self.deny_load(
+                    Record::new(Event::Denial, ""),
+                    path,
+                    "verification",
+                    kind,
+                    &msg,
+                );
                 return Err(load_failed(
                     msg,
                     json!({"kind": kind, "exit": exit, "hint": hint}),
@@ -184,7 +193,11 @@ impl Daemon {
         let slot = match self.launch(&mut entry, now, Event::Launch, json!({})) {
             Ok(s) => s,
             Err((stage, err)) => {
-                let kind = err.data.as_ref().and_then(|d| d["kind"].as_str()).unwrap_or("");
+                let kind = err
+                    .data
+                    .as_ref()
+                    .and_then(|d| d["kind"].as_str())
+                    .unwrap_or("");
                 self.deny_load(entry.audit.clone(), path, stage, kind, &err.message);
                 return Err(err);
             }
@@ -215,7 +228,11 @@ impl Daemon {
             unix_now(),
         )
         .map_err(|err| {
-            let stage = if err.kind() == "audit" { "audit" } else { "policy" };
+            let stage = if err.kind() == "audit" {
+                "audit"
+            } else {
+                "policy"
+            };
             let msg = format!("refused by the policy: {}", err.chain().join(": "));
             (
                 stage,
@@ -229,8 +246,8 @@ impl Daemon {
                 w.target, w.kind, w.message
             ));
         }
-        let kv = KvStore::open(&self.cfg.trust.state_dir, &name, lp.host.kv.clone()).map_err(
-            |err| {
+        let kv =
+            KvStore::open(&self.cfg.trust.state_dir, &name, lp.host.kv.clone()).map_err(|err| {
                 (
                     "launch",
                     load_failed(
@@ -238,8 +255,7 @@ impl Daemon {
                         json!({"kind": "kv_store"}),
                     ),
                 )
-            },
-        )?;
+            })?;
         let mut config = BTreeMap::new();
         config.insert("plugin_name".to_string(), json!(name));
         config.insert(

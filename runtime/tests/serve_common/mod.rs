@@ -6,7 +6,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-pub use common::{hello_manifest, hello_parts, raw_tar_gz, Fixture};
+pub use common::Fixture;
+#[allow(unused_imports)] // used by some of the serve_* test crates only
+pub use common::{hello_manifest, hello_parts, raw_tar_gz};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -160,7 +162,10 @@ impl Serve {
         if policy.is_none() {
             // The host's /etc/stockade (if a package is installed) must not leak into the test.
             let none = fx.dir().join("no-policy-root");
-            args.extend(["--policy-root".to_string(), none.to_string_lossy().into_owned()]);
+            args.extend([
+                "--policy-root".to_string(),
+                none.to_string_lossy().into_owned(),
+            ]);
         }
         args.extend(["--socket".to_string(), sock.to_string_lossy().into_owned()]);
         let stderr = fx.dir().join("serve.stderr");
