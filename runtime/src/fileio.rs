@@ -123,14 +123,27 @@ pub fn create_exclusive(path: &Path, bytes: &[u8], mode: u32) -> Result<(), File
 
 /// Replace `path` atomically with `bytes` at `mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    write_atomic_owned(path, bytes, mode, None)
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn write_atomic_owned(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<(), FileError> {
     let wr = |source| FileError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".stockade-tmp-")
         .permissions(std::fs::Permissions::from_mode(mode))
@@ -141,10 +154,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileErro
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(wr)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(tmp.as_file(), Some(uid), Some(gid)).map_err(wr)?;
+    }
     tmp.as_file().sync_all().map_err(wr)?;
     tmp.persist(path).map_err(|e| wr(e.error))?;
     File::open(&dir).and_then(|d| d.sync_all()).map_err(wr)?;
     Ok(())
+}
+
+/// [`write_atomic`] for a file in the state directory: when root writes it (an admin's
+/// `stockade node license install`, `stockade install`), the file takes the owner and group of
+/// the directory it lands in (set before the rename, so the daemon never sees it root-owned), so
+/// the daemon — which the shipped unit runs as `stockade`, owner of `/var/lib/stockade` — can
+/// still read and replace it. Anyone else writes as themselves.
+pub fn write_state_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    let owner = if nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(parent_dir(path)).map_err(|source| FileError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Some((md.uid(), md.gid()))
+    } else {
+        None
+    };
+    write_atomic_owned(path, bytes, mode, owner)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //!
 //! Written atomically (temp file + fsync + rename), created 0700/0600: only root needs it.
 
-use crate::fileio::{read_capped, write_atomic, FileError};
+use crate::fileio::{read_capped, write_state_file, FileError};
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -71,7 +71,7 @@ impl RevocationState {
                 path: state_dir.join(REVOCATION_STATE_FILE),
                 source,
             })?;
-        write_atomic(&state_dir.join(REVOCATION_STATE_FILE), &bytes, 0o600)?;
+        write_state_file(&state_dir.join(REVOCATION_STATE_FILE), &bytes, 0o600)?;
         Ok(())
     }
 }

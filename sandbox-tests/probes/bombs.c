@@ -115,10 +115,11 @@ static int fd_bomb(void)
 
 static int fsize_bomb(void)
 {
-    char path[] = "/tmp/stockade-probe-fsize-XXXXXX";
+    char path[256];
+    snprintf(path, sizeof path, "%s/stockade-probe-fsize-XXXXXX", P.tmp_dir);
     int fd = mkstemp(path);
     if (fd < 0)
-        return denied("mkstemp in /tmp: %s (errno %d) errno=%s", strerror(errno), errno, ename(errno));
+        return denied("mkstemp in %s: %s (errno %d) errno=%s", P.tmp_dir, strerror(errno), errno, ename(errno));
     unlink(path);
     static char mib[1 << 20];
     memset(mib, 'x', sizeof mib);
@@ -137,9 +138,10 @@ static int fsize_bomb(void)
 
 static int inode_bomb(void)
 {
-    char d[] = "/tmp/stockade-probe-inodes-XXXXXX";
+    char d[256];
+    snprintf(d, sizeof d, "%s/stockade-probe-inodes-XXXXXX", P.tmp_dir);
     if (!mkdtemp(d))
-        return denied("mkdtemp in /tmp: %s errno=%s", strerror(errno), ename(errno));
+        return denied("mkdtemp in %s: %s errno=%s", P.tmp_dir, strerror(errno), ename(errno));
     int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     long n = 0;
     int e = 0;

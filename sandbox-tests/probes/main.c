@@ -24,7 +24,7 @@ struct params P = {
     .harness = -1, .harness_start = -1, .sibling = -1, .port4 = -1, .port6 = -1, .udp4 = -1,
     .secret_fd = -1, .secret = "", .abstract_name = "", .unix_path = "", .marker = "",
     .cpu_max = 1.1, .mem_mb = 1024, .fork_max = 1024, .fd_max = 8192, .fsize_mb = 256,
-    .inode_max = 20000, .msg_key = -1,
+    .inode_max = 20000, .msg_key = -1, .tmp_dir = "/tmp",
 };
 const char *probe_name = "?";
 
@@ -252,6 +252,7 @@ static void parse_param(const char *kv)
     else if (KEY("abstract")) P.abstract_name = v;
     else if (KEY("unix")) P.unix_path = v;
     else if (KEY("marker")) P.marker = v;
+    else if (KEY("tmp_dir")) P.tmp_dir = v;
     else if (KEY("cpu_max")) P.cpu_max = atof(v);
     else if (KEY("mem_mb")) P.mem_mb = atol(v);
     else if (KEY("fork_max")) P.fork_max = atol(v);

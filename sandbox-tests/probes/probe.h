@@ -30,6 +30,7 @@ struct params {
     const char *abstract_name; /* abstract unix socket the battery listens on (no leading @) */
     const char *unix_path;     /* path unix socket the battery listens on */
     const char *marker;        /* marker string for survival probes */
+    const char *tmp_dir;       /* where file/inode bombs write: /tmp, or a tmpfs for native runs */
     double cpu_max;            /* CPU share above which the CPU bomb counts as unbounded */
     long mem_mb, fork_max, fd_max, fsize_mb, inode_max; /* bomb caps */
     long msg_key;              /* SysV message queue key the fixture process created */

@@ -191,7 +191,14 @@ pub fn run_battery(cfg: &Config, mut progress: impl FnMut(&Outcome)) -> Result<R
                 run(argv, via, cfg.timeout)
             }
         };
-        let native_out = launch(&cmd, Via::Native);
+        // Native controls of the file and inode bombs write to a tmpfs (/dev/shm) like the
+        // sandbox's own /tmp, not to the host's disk-backed /tmp: the same kind of file system,
+        // and 20,000 creates on a busy disk can outlast the timeout (seen on a loaded CI box).
+        let mut native_cmd = cmd.clone();
+        if native_tmpfs() {
+            native_cmd.push("tmp_dir=/dev/shm".into());
+        }
+        let native_out = launch(&native_cmd, Via::Native);
         let survivors = settle_and_reap(rule, &fx.marker);
         let native = judge_native(rule, &native_out, survivors);
 
@@ -444,4 +451,20 @@ pub fn to_json(r: &Report) -> serde_json::Value {
         "passed": r.passed(),
         "failed": r.failed(),
     })
+}
+
+/// Whether `/dev/shm` is a tmpfs this process can write to (where native bomb controls write).
+fn native_tmpfs() -> bool {
+    let is_tmpfs = std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, fstype) = (f.next(), f.next(), f.next());
+            dir == Some("/dev/shm") && fstype == Some("tmpfs")
+        })
+    });
+    is_tmpfs
+        && std::fs::metadata("/dev/shm").is_ok_and(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.is_dir() && m.permissions().mode() & 0o002 != 0
+        })
 }

@@ -5,7 +5,7 @@
 use crate::cli::{NodeInfoArgs, NodeLicenseInstallArgs};
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::fileio::{read_capped, write_atomic};
+use crate::fileio::{read_capped, write_state_file};
 use crate::keyfile::unix_now;
 use crate::node::{hardware_id, load_license, LICENSE_FILE};
 use crate::output::Output;
@@ -151,7 +151,7 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
     })?;
     ensure_dir(&a.state_dir).map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;
     let dest = a.state_dir.join(LICENSE_FILE);
-    write_atomic(&dest, &bytes, 0o644)
+    write_state_file(&dest, &bytes, 0o644)
         .map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;
     let r = InstallReport {
         installed: dest,

@@ -165,7 +165,7 @@ pub enum LaunchError {
     NotAllowed {
         /// The degradation that would be needed.
         degradation: Degradation,
-        /// root or rootless.
+        /// root, capabilities or rootless.
         mode: &'static str,
     },
     /// The program was not found.
@@ -236,6 +236,40 @@ fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, LaunchE
         .collect()
 }
 
+/// Report `mode`: euid 0 — per-plugin host uids.
+pub const MODE_ROOT: &str = "root";
+/// Report `mode`: a non-root runtime holding [`ID_CAPS`] (e.g. systemd's `User=stockade` +
+/// `AmbientCapabilities=`) — per-plugin host uids exactly as in root mode.
+pub const MODE_CAPABILITIES: &str = "capabilities";
+/// Report `mode`: neither — unprivileged user namespaces, the caller's own uid.
+pub const MODE_ROOTLESS: &str = "rootless";
+
+/// What a non-root runtime needs in its effective set to run each plugin under its own host uid:
+/// CAP_SETUID/CAP_SETGID to write a uid_map/gid_map naming a foreign host id and to drop its own
+/// supplementary groups, CAP_KILL to signal plugins that run under other uids at teardown.
+/// Nothing else root mode does needs root: cgroups are delegated (`Delegate=yes` chowns the
+/// service's subtree), and inside the new user namespace the init gets its own full set from the
+/// kernel anyway. This is what lets the shipped unit run as `User=stockade` instead of root.
+pub const ID_CAPS: [caps::Capability; 3] = [
+    caps::Capability::CAP_SETUID,
+    caps::Capability::CAP_SETGID,
+    caps::Capability::CAP_KILL,
+];
+
+/// The identity mode this process can launch in: root, capabilities, or rootless. A non-root
+/// process missing any of [`ID_CAPS`] is rootless (never a half-privileged mix).
+pub fn identity_mode(euid: u32) -> &'static str {
+    if euid == 0 {
+        return MODE_ROOT;
+    }
+    let has = |c| caps::has_cap(None, caps::CapSet::Effective, c).unwrap_or(false);
+    if ID_CAPS.iter().all(|c| has(*c)) {
+        MODE_CAPABILITIES
+    } else {
+        MODE_ROOTLESS
+    }
+}
+
 /// Launch the program. On success it is running (exec done) with every layer in force.
 ///
 /// Must be called while the runtime is single-threaded (checked: the launch fails otherwise),
@@ -243,8 +277,8 @@ fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, LaunchE
 pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
     let p = spec.policy;
     let (_, egid, euid) = sys::ids();
-    let rootless = euid != 0;
-    let mode = if rootless { "rootless" } else { "root" };
+    let mode = identity_mode(euid);
+    let rootless = mode == MODE_ROOTLESS;
     let mut layers: Vec<LayerReport> = Vec::new();
 
     // 1. seccomp filters: pure, so a bad policy fails before anything exists.

@@ -6,7 +6,7 @@
 //! ```text
 //! {
 //!   "schema": "stockade.sandbox.report/1",
-//!   "mode": "root" | "rootless",
+//!   "mode": "root" | "capabilities" | "rootless",
 //!   "pid": <host pid of the program> | null,
 //!   "host_uid": u32, "host_gid": u32, "inside_uid": u32,
 //!   "layers": [ { "layer": <name>,
@@ -132,7 +132,8 @@ impl ExitInfo {
 pub struct Report {
     /// Always [`REPORT_SCHEMA`].
     pub schema: String,
-    /// `root` or `rootless`.
+    /// `root`, `capabilities` (non-root with CAP_SETUID/SETGID/KILL: per-plugin uids as in root
+    /// mode) or `rootless`.
     pub mode: String,
     /// The program's pid as seen from the host.
     pub pid: Option<i32>,

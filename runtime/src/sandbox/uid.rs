@@ -63,8 +63,7 @@ pub fn allocate(dir: &Path, first: u32, count: u32) -> Result<UidLease, UidError
             path: path.clone(),
             source: io::Error::from(io::ErrorKind::InvalidInput),
         })?;
-        let fd =
-            sys::open(&c, libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW).map_err(err(&path))?;
+        let fd = sys::open_lock_file(&c).map_err(err(&path))?;
         if sys::try_flock_exclusive(fd.as_fd()).map_err(err(&path))? {
             return Ok(UidLease { uid, _lock: fd });
         }

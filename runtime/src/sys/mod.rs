@@ -420,6 +420,16 @@ pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
     nix::fcntl::open(path, flags, mode).map_err(io_err)
 }
 
+/// Open (creating it 0644 if absent) a lock file read-only: `flock` needs no write access, so a
+/// lock file created by root (a `stockade exec` from the shell) can still be locked by the
+/// daemon running as `stockade`, and the other way round. The directory (0700) keeps everyone
+/// else out.
+pub fn open_lock_file(path: &CStr) -> io::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o644);
+    nix::fcntl::open(path, flags, mode).map_err(io_err)
+}
+
 /// `faccessat(fd, "", X_OK, AT_EMPTY_PATH | AT_EACCESS)`: may the caller execute this file?
 /// (glibc implements the flags with the `faccessat2` system call.)
 pub fn can_execute(fd: BorrowedFd<'_>) -> io::Result<()> {
