@@ -326,6 +326,7 @@ fn append_to_file(path: &Path, mut r: Record) -> Result<Record, AuditError> {
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
         .map_err(io)?;
+    crate::fileio::adopt_dir_owner(&f, path).map_err(io)?;
     sys::flock_exclusive(f.as_fd()).map_err(io)?;
     let len = f.metadata().map_err(io)?.len();
     let start = len.saturating_sub(MAX_RECORD);
@@ -429,6 +430,7 @@ fn write_head(log: &Path, h: &Head) -> std::io::Result<()> {
             .mode(0o640)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&tmp)?;
+        crate::fileio::adopt_dir_owner(&f, &tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &p)?;

@@ -182,6 +182,22 @@ pub fn write_state_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), File
     write_atomic_owned(path, bytes, mode, owner)
 }
 
+/// For a file root just created in a directory someone else owns (the audit log in
+/// `/var/log/stockade`, which the daemon writes as `stockade`): hand it to the directory's owner,
+/// so root's CLI and the daemon can keep appending to the same file. No-op for anyone but root,
+/// and for a file that is not root's.
+pub fn adopt_dir_owner(f: &File, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() || f.metadata()?.uid() != 0 {
+        return Ok(());
+    }
+    let md = std::fs::metadata(parent_dir(path))?;
+    if md.uid() == 0 && md.gid() == 0 {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(f, Some(md.uid()), Some(md.gid()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
