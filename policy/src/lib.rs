@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod capability;
+pub mod deps;
 pub mod manifest;
 pub mod operator;
 pub mod protocol;

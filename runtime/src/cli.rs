@@ -50,6 +50,68 @@ pub enum Command {
     /// The hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Verify packages and install them into the store, dependencies first, atomically.
+    Install(InstallArgs),
+    /// The installed plugins, with signature_status, signer and dependencies.
+    List(ListArgs),
+    /// Remove an installed plugin (refused while others need it, unless --force).
+    Remove(RemoveArgs),
+}
+
+/// The store's state directory and locking behaviour.
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
+    /// State directory holding the store (`<DIR>/store`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "STOCKADE_STATE_DIR",
+        default_value = "/var/lib/stockade"
+    )]
+    pub state_dir: PathBuf,
+    /// Fail with exit 108 instead of waiting when another stockade process holds the store lock.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `stockade install`
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Package files. Several are installed together, in dependency order, in one commit.
+    #[arg(required = true, value_name = "PKG_FILE")]
+    pub packages: Vec<PathBuf>,
+    /// Allow replacing a newer installed version (downgrade) or the same version with
+    /// different content.
+    #[arg(long)]
+    pub force: bool,
+    /// Fail with exit 108 instead of waiting when another stockade process holds the store lock.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub root: PolicyRootArg,
+}
+
+/// `stockade list`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `stockade remove`
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The plugin's name.
+    pub id: String,
+    /// Remove even if other installed plugins depend on it (they are reported).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub root: PolicyRootArg,
 }
 
 /// Where the operator policy is read from: `<DIR>/etc/stockade`, `<DIR>/run/stockade`,
@@ -397,8 +459,10 @@ pub const DEFAULT_TRUST_DIR: &str = "/etc/stockade/trust";
 /// `stockade verify`
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The package file.
-    pub file: PathBuf,
+    /// A package file; or the name of an installed plugin (re-verify it and its installed tree
+    /// against the signed file map); or nothing (every installed plugin). An existing file is
+    /// always taken as a package file.
+    pub file: Option<PathBuf>,
     #[command(flatten)]
     pub trust: TrustArgs,
     #[command(flatten)]

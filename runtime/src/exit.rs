@@ -53,6 +53,25 @@ pub enum Exit {
     FileMap = 86,
     /// Verification step 8 failed: the archive is unsafe to extract.
     UnsafeArchive = 87,
+    /// Store: the node's license is frozen, so nothing new may be installed (running plugins
+    /// keep running).
+    LicenseFrozen = 100,
+    /// Store: a dependency is missing or installed in a version the requirement does not admit.
+    Dependency = 101,
+    /// Store: the dependencies form a cycle.
+    DependencyCycle = 102,
+    /// Store: other installed plugins need this one (remove, or an install that would break them).
+    InUse = 103,
+    /// Store: no plugin of that name is installed.
+    NotInstalled = 104,
+    /// Store: an installed tree no longer matches its signed file map.
+    Tampered = 105,
+    /// Store: the registry is corrupt or has an unknown schema.
+    StoreCorrupt = 106,
+    /// Store: the install would replace a newer version, or the same version with other content.
+    Conflict = 107,
+    /// Store: another stockade process holds the store lock (`--no-wait`).
+    StoreLocked = 108,
     /// The sandbox runtime failed before the program started (a layer could not be enforced).
     SandboxSetup = 125,
     /// The program was found but could not be executed.

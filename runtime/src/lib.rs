@@ -12,6 +12,7 @@
 //! Trust and packages: [`package`] (container, deterministic payload, safe extraction and the
 //! verification pipeline, `package::open_verified` for the launcher), [`trustdir`] (pinned roots,
 //! revocation list, trust modes), [`state`] (rollback memory), [`node`] (hardware id, license),
+//! [`store`] (the crash-safe plugin store: staging, commit by registry rename, recovery),
 //! [`fileio`] (capped single-fd reads, exclusive and atomic writes), [`keyfile`] (key files).
 
 pub mod audit;
@@ -29,5 +30,6 @@ pub mod plugin_policy;
 pub mod policyfiles;
 pub mod sandbox;
 pub mod state;
+pub mod store;
 pub mod sys;
 pub mod trustdir;

@@ -20,6 +20,7 @@ pub mod pack;
 pub mod policy;
 pub mod run;
 pub mod serve;
+pub mod store;
 pub mod verify;
 
 /// Dispatch a parsed command line.
@@ -47,5 +48,8 @@ pub fn run(command: Command, out: Output) -> Result<Exit, CmdError> {
         Command::Grant(GrantCommand::Issue(a)) => grant::issue(a, out),
         Command::Grant(GrantCommand::Verify(a)) => grant::verify(a, out),
         Command::Audit(AuditCommand::Verify(a)) => audit::verify(a, out),
+        Command::Install(a) => store::install(a, out),
+        Command::List(a) => store::list(a, out),
+        Command::Remove(a) => store::remove(a, out),
     }
 }

@@ -116,8 +116,27 @@ pub fn render(r: &Report) -> String {
     t
 }
 
-/// Run `stockade verify`.
+/// Run `stockade verify`: a package file, or installed plugins (`cmd::store`).
 pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
+    let installed_id = a
+        .file
+        .as_ref()
+        .is_some_and(|f| crate::cmd::store::is_installed_id(&a.trust.state_dir, f));
+    if a.extract_to.is_some() && (a.file.is_none() || installed_id) {
+        return Err(CmdError::msg(
+            Exit::Usage,
+            "usage",
+            "--extract-to needs a package file",
+        ));
+    }
+    let file = match &a.file {
+        None => return crate::cmd::store::verify_installed(a, None, out),
+        Some(f) if installed_id => {
+            let id = f.to_string_lossy().into_owned();
+            return crate::cmd::store::verify_installed(a, Some(id), out);
+        }
+        Some(f) => f.clone(),
+    };
     // The operator policy contributes its [trust] mode/roots and the [audit] sinks.
     let merged = policyfiles::load(&PolicySource::Root(a.root.policy_root.clone()))
         .map_err(PolicyFilesError::into_cmd)?;
@@ -150,12 +169,12 @@ pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
         }
         None => std::env::temp_dir(),
     };
-    let pkg = match open_verified_in(&a.file, &cfg, &node, unix_now(), &work_parent) {
+    let pkg = match open_verified_in(&file, &cfg, &node, unix_now(), &work_parent) {
         Ok(p) => p,
         Err(e) => {
             let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
             let mut rec = Record::new(Event::Verification, "refused");
-            rec.detail = serde_json::json!({"file": a.file.display().to_string(), "kind": kind, "error": e.to_string()});
+            rec.detail = serde_json::json!({"file": file.display().to_string(), "kind": kind, "error": e.to_string()});
             append_or_fail(&log, rec)?;
             return Err(CmdError::new(exit, kind, e).hint(hint));
         }

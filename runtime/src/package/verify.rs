@@ -51,6 +51,8 @@ pub struct VerifiedPackage {
     pub intermediate: Option<Certificate>,
     /// The report.
     pub report: Report,
+    /// The signed file map the extracted tree was checked against (the store keeps checking it).
+    pub files: std::collections::BTreeMap<String, stockade_trust::statement::FileEntry>,
 }
 
 /// Verify `path` and extract it under the system temp directory.
@@ -417,6 +419,7 @@ pub fn open_verified_in(
         developer: dev.ok(),
         intermediate: int.ok(),
         report,
+        files: statement.files,
     })
 }
 

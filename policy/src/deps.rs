@@ -1,0 +1,395 @@
+//! Plugin dependencies (seed 000): the order in which a set of packages is installed, and the
+//! checks that keep the installed set consistent. Pure: the store (`runtime/src/store`) hands in
+//! what is installed and what is about to be, and gets back an order or the reason it refuses.
+//!
+//! Rules:
+//! - every dependency of a plugin being installed must be satisfied by the resulting set (what is
+//!   installed, with the new packages replacing their namesakes), transitively;
+//! - no cycle may exist in the resulting set;
+//! - replacing a plugin with another version must not break an installed plugin that depends on it;
+//! - removing a plugin that an installed plugin needs is refused (the store allows `--force`).
+//!
+//! Every refusal names the chain that leads to it, from the plugin being installed to the problem
+//! (`a 1.0.0 -> b ^2 -> c ^1`), so the operator sees *why* `c` matters.
+
+use semver::{Version, VersionReq};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One plugin as far as dependencies are concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepNode {
+    /// Plugin name.
+    pub name: String,
+    /// Its version.
+    pub version: Version,
+    /// What it needs: name → requirement.
+    pub requires: BTreeMap<String, VersionReq>,
+}
+
+impl DepNode {
+    /// Build from a name, a version and `(name, requirement)` pairs (already validated).
+    pub fn new(
+        name: impl Into<String>,
+        version: Version,
+        requires: impl IntoIterator<Item = (String, VersionReq)>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            version,
+            requires: requires.into_iter().collect(),
+        }
+    }
+
+    fn label(&self) -> String {
+        format!("{} {}", self.name, self.version)
+    }
+}
+
+/// Why a set of packages cannot be installed, or a plugin cannot be removed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DepError {
+    /// A required plugin is neither installed nor part of the set.
+    #[error("unsatisfied dependency: {} ({name} is not installed)", chain.join(" -> "))]
+    Missing {
+        /// From the plugin being installed to the requirement.
+        chain: Vec<String>,
+        /// The missing plugin.
+        name: String,
+    },
+    /// A required plugin is present in a version the requirement does not admit.
+    #[error("unsatisfied dependency: {} ({name} {found} does not match)", chain.join(" -> "))]
+    Unsatisfied {
+        /// From the plugin being installed to the requirement.
+        chain: Vec<String>,
+        /// The plugin.
+        name: String,
+        /// The version that is (or would be) there.
+        found: Version,
+    },
+    /// The dependencies loop.
+    #[error("circular dependency: {}", chain.join(" -> "))]
+    Cycle {
+        /// The loop, first element repeated at the end.
+        chain: Vec<String>,
+    },
+    /// Replacing a plugin would break an installed plugin that needs the old version.
+    #[error("installing {name} {version} would break {dependent}, which requires {name} {req}")]
+    BreaksDependent {
+        /// The plugin being replaced.
+        name: String,
+        /// Its new version.
+        version: Version,
+        /// The installed plugin that needs it.
+        dependent: String,
+        /// What the dependent requires.
+        req: VersionReq,
+    },
+    /// Two packages of the set have the same name.
+    #[error("{0} is given twice")]
+    Duplicate(String),
+}
+
+impl DepError {
+    /// A stable kind for machine-readable errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DepError::Missing { .. } | DepError::Unsatisfied { .. } => "store.dependency",
+            DepError::Cycle { .. } => "store.dependency_cycle",
+            DepError::BreaksDependent { .. } => "store.breaks_dependent",
+            DepError::Duplicate(_) => "store.duplicate",
+        }
+    }
+}
+
+/// The order in which to install `new` (dependencies first) so that the installed set stays
+/// consistent, or why it cannot be done. `installed` is keyed by name.
+pub fn plan_install(
+    installed: &BTreeMap<String, DepNode>,
+    new: &[DepNode],
+) -> Result<Vec<String>, DepError> {
+    let mut after = installed.clone();
+    let mut new_names = BTreeSet::new();
+    for n in new {
+        if !new_names.insert(n.name.clone()) {
+            return Err(DepError::Duplicate(n.name.clone()));
+        }
+        after.insert(n.name.clone(), n.clone());
+    }
+    // An upgrade or downgrade must keep every installed dependent satisfied.
+    for n in new {
+        for dep in installed.values() {
+            if new_names.contains(&dep.name) {
+                continue; // replaced too: checked as a new node below
+            }
+            if let Some(req) = dep.requires.get(&n.name) {
+                if !req.matches(&n.version) {
+                    return Err(DepError::BreaksDependent {
+                        name: n.name.clone(),
+                        version: n.version.clone(),
+                        dependent: dep.label(),
+                        req: req.clone(),
+                    });
+                }
+            }
+        }
+    }
+    // Depth-first from each new package over the resulting graph: post-order is the install
+    // order; a node met again on the current path is a cycle.
+    let mut order = Vec::new();
+    let mut done = BTreeSet::new();
+    for n in new {
+        let mut path = Vec::new();
+        visit(&after, &n.name, &mut path, &mut done, &mut order)?;
+    }
+    Ok(order.into_iter().filter(|n| new_names.contains(n)).collect())
+}
+
+fn visit(
+    graph: &BTreeMap<String, DepNode>,
+    name: &str,
+    path: &mut Vec<String>,
+    done: &mut BTreeSet<String>,
+    order: &mut Vec<String>,
+) -> Result<(), DepError> {
+    if done.contains(name) {
+        return Ok(());
+    }
+    if let Some(pos) = path.iter().position(|p| p == name) {
+        let mut chain: Vec<String> = path[pos..]
+            .iter()
+            .map(|p| graph.get(p).map_or_else(|| p.clone(), DepNode::label))
+            .collect();
+        chain.push(graph.get(name).map_or_else(|| name.into(), DepNode::label));
+        return Err(DepError::Cycle { chain });
+    }
+    // Callers only pass names present in the graph.
+    let Some(node) = graph.get(name) else {
+        return Ok(());
+    };
+    path.push(name.to_string());
+    for (dep, req) in &node.requires {
+        let chain = || {
+            let mut c: Vec<String> = path
+                .iter()
+                .filter_map(|p| graph.get(p).map(DepNode::label))
+                .collect();
+            c.push(format!("{dep} {req}"));
+            c
+        };
+        match graph.get(dep) {
+            None => {
+                return Err(DepError::Missing {
+                    chain: chain(),
+                    name: dep.clone(),
+                })
+            }
+            Some(d) if !req.matches(&d.version) => {
+                return Err(DepError::Unsatisfied {
+                    chain: chain(),
+                    name: dep.clone(),
+                    found: d.version.clone(),
+                })
+            }
+            Some(_) => visit(graph, dep, path, done, order)?,
+        }
+    }
+    path.pop();
+    done.insert(name.to_string());
+    order.push(name.to_string());
+    Ok(())
+}
+
+/// The installed plugins that need `name` (label and requirement), for refusing a removal.
+pub fn dependents(installed: &BTreeMap<String, DepNode>, name: &str) -> Vec<(String, VersionReq)> {
+    installed
+        .values()
+        .filter(|n| n.name != name)
+        .filter_map(|n| n.requires.get(name).map(|r| (n.label(), r.clone())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn node(name: &str, v: &str, deps: &[(&str, &str)]) -> DepNode {
+        DepNode::new(
+            name,
+            Version::parse(v).unwrap(),
+            deps.iter()
+                .map(|(n, r)| (n.to_string(), VersionReq::parse(r).unwrap())),
+        )
+    }
+
+    fn set(nodes: &[DepNode]) -> BTreeMap<String, DepNode> {
+        nodes.iter().map(|n| (n.name.clone(), n.clone())).collect()
+    }
+
+    #[test]
+    fn orders_dependencies_first() {
+        let new = [
+            node("app", "1.0.0", &[("lib", "^1"), ("util", "^2")]),
+            node("util", "2.1.0", &[("lib", "^1.2")]),
+            node("lib", "1.3.0", &[]),
+        ];
+        let order = plan_install(&BTreeMap::new(), &new).unwrap();
+        assert_eq!(order, ["lib", "util", "app"]);
+    }
+
+    #[test]
+    fn installed_dependencies_satisfy() {
+        let installed = set(&[node("lib", "1.3.0", &[])]);
+        let order = plan_install(&installed, &[node("app", "1.0.0", &[("lib", "^1")])]).unwrap();
+        assert_eq!(order, ["app"]);
+    }
+
+    #[test]
+    fn missing_and_unsatisfied_name_the_chain() {
+        let e = plan_install(
+            &BTreeMap::new(),
+            &[
+                node("app", "1.0.0", &[("util", "^2")]),
+                node("util", "2.0.0", &[("lib", "^1")]),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            DepError::Missing {
+                chain: vec!["app 1.0.0".into(), "util 2.0.0".into(), "lib ^1".into()],
+                name: "lib".into()
+            }
+        );
+        assert!(e
+            .to_string()
+            .contains("app 1.0.0 -> util 2.0.0 -> lib ^1 (lib is not installed)"));
+        let installed = set(&[node("lib", "2.0.0", &[])]);
+        let e = plan_install(&installed, &[node("app", "1.0.0", &[("lib", "^1")])]).unwrap_err();
+        assert!(matches!(e, DepError::Unsatisfied { ref found, .. } if found.major == 2));
+        assert_eq!(e.kind(), "store.dependency");
+    }
+
+    #[test]
+    fn cycles_are_refused_with_the_loop() {
+        let e = plan_install(
+            &BTreeMap::new(),
+            &[
+                node("a", "1.0.0", &[("b", "*")]),
+                node("b", "1.0.0", &[("c", "*")]),
+                node("c", "1.0.0", &[("a", "*")]),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            DepError::Cycle {
+                chain: vec![
+                    "a 1.0.0".into(),
+                    "b 1.0.0".into(),
+                    "c 1.0.0".into(),
+                    "a 1.0.0".into()
+                ]
+            }
+        );
+        // A cycle closed through an installed plugin.
+        let installed = set(&[node("b", "1.0.0", &[("a", "*")])]);
+        let e = plan_install(&installed, &[node("a", "1.0.0", &[("b", "*")])]).unwrap_err();
+        assert_eq!(e.kind(), "store.dependency_cycle");
+    }
+
+    #[test]
+    fn upgrades_must_not_break_dependents() {
+        let installed = set(&[
+            node("lib", "1.3.0", &[]),
+            node("app", "1.0.0", &[("lib", "^1")]),
+        ]);
+        let e = plan_install(&installed, &[node("lib", "2.0.0", &[])]).unwrap_err();
+        assert!(e.to_string().contains("would break app 1.0.0"), "{e}");
+        assert!(plan_install(&installed, &[node("lib", "1.4.0", &[])]).is_ok());
+        // Upgrading both together is fine.
+        assert!(plan_install(
+            &installed,
+            &[
+                node("lib", "2.0.0", &[]),
+                node("app", "2.0.0", &[("lib", "^2")])
+            ]
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn duplicates_and_dependents() {
+        let e = plan_install(
+            &BTreeMap::new(),
+            &[node("a", "1.0.0", &[]), node("a", "2.0.0", &[])],
+        )
+        .unwrap_err();
+        assert_eq!(e, DepError::Duplicate("a".into()));
+        let installed = set(&[
+            node("lib", "1.3.0", &[]),
+            node("app", "1.0.0", &[("lib", "^1")]),
+        ]);
+        assert_eq!(dependents(&installed, "lib").len(), 1);
+        assert!(dependents(&installed, "app").is_empty());
+    }
+
+    fn arb_graph() -> impl Strategy<Value = Vec<DepNode>> {
+        // Up to 6 plugins p0..p5, each depending on a random subset of the others with a
+        // requirement on major 1 or 2; versions 1.x or 2.x.
+        proptest::collection::vec(
+            (
+                1u64..3,
+                proptest::collection::btree_map(0usize..6, 1u64..3, 0..4),
+            ),
+            1..6,
+        )
+        .prop_map(|specs| {
+            specs
+                .iter()
+                .enumerate()
+                .map(|(i, (major, deps))| {
+                    DepNode::new(
+                        format!("p{i}"),
+                        Version::new(*major, 0, 0),
+                        deps.iter().filter(|(d, _)| **d != i).map(|(d, m)| {
+                            (format!("p{d}"), VersionReq::parse(&format!("^{m}")).unwrap())
+                        }),
+                    )
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Whatever the graph: a plan lists every new plugin once, each after all its
+        /// dependencies, and every requirement holds; a refusal is a real problem.
+        #[test]
+        fn plan_is_a_valid_order_or_a_true_refusal(new in arb_graph()) {
+            let all = set(&new);
+            match plan_install(&BTreeMap::new(), &new) {
+                Ok(order) => {
+                    prop_assert_eq!(order.len(), new.len());
+                    for (i, name) in order.iter().enumerate() {
+                        for (dep, req) in &all[name].requires {
+                            let d = all.get(dep);
+                            prop_assert!(d.is_some_and(|d| req.matches(&d.version)));
+                            let pos = order.iter().position(|o| o == dep).unwrap();
+                            prop_assert!(pos < i, "{} before {}", dep, name);
+                        }
+                    }
+                }
+                Err(DepError::Missing { name, .. }) => prop_assert!(!all.contains_key(&name)),
+                Err(DepError::Unsatisfied { name, found, .. }) => {
+                    prop_assert_eq!(&all[&name].version, &found);
+                }
+                Err(DepError::Cycle { chain }) => {
+                    prop_assert!(chain.len() >= 3);
+                    prop_assert_eq!(chain.first(), chain.last());
+                }
+                Err(e) => prop_assert!(false, "unexpected {}", e),
+            }
+        }
+    }
+}

@@ -1,0 +1,590 @@
+//! `stockade install PKG_FILE…`, `stockade list`, `stockade remove ID`, and `stockade verify [ID]`
+//! for installed plugins. The crash-safety argument lives in `store/mod.rs`; dependency decisions
+//! in `stockade_policy::deps` (pure). Order of `install`, each step able to refuse with nothing
+//! changed:
+//! 1. the node license is not frozen (seed 000: installs blocked, running plugins untouched);
+//! 2. the store lock (concurrent installs queue, or exit 108 with `--no-wait`) and recovery;
+//! 3. each package is copied into staging and the copy verified (the whole fail-closed pipeline,
+//!    exit 80–87) and extracted there — no plugin code runs;
+//! 4. versions: no silent downgrade or same-version-different-content (exit 107 unless --force);
+//! 5. dependencies of the resulting set (exit 101 missing/unsatisfied, 102 cycle, 103 would break
+//!    an installed dependent), which also gives the install order;
+//! 6. commit (rename into place, registry rename), then one audit record per plugin.
+
+use crate::audit::{append_or_fail, for_report, AuditLog, Event, Record};
+use crate::cli::{InstallArgs, ListArgs, RemoveArgs, VerifyArgs};
+use crate::cmd::run::trust_config_with_policy;
+use crate::error::CmdError;
+use crate::exit::Exit;
+use crate::fileio::FileError;
+use crate::keyfile::unix_now;
+use crate::node::NodeIdentity;
+use crate::output::Output;
+use crate::package::open_verified_in;
+use crate::package::report::Report;
+use crate::policyfiles::{self, PolicyFilesError, PolicySource};
+use crate::store::{check_tree, Installed, Staged, Store, StoreError, TreeProblem, PACKAGE_FILE};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use stockade_policy::deps::{self, DepError, DepNode};
+use stockade_trust::license::LicenseState;
+
+fn store_err(e: StoreError) -> CmdError {
+    match e {
+        StoreError::Locked(_) => CmdError::new(Exit::StoreLocked, "store.locked", e)
+            .hint("another install or removal is running; retry, or drop --no-wait to queue"),
+        StoreError::Corrupt { .. } | StoreError::Schema { .. } | StoreError::BadDirName(_) => {
+            CmdError::new(Exit::StoreCorrupt, "store.corrupt", e)
+                .hint("restore <state-dir>/store/registry.json from a backup")
+        }
+        StoreError::File(FileError::TooLarge { .. }) => CmdError::new(Exit::SizeCap, "size_cap", e),
+        StoreError::File(ref f) if f.is_not_found() => CmdError::new(Exit::NoInput, "no_input", e),
+        _ => CmdError::new(Exit::IoErr, "store.io", e),
+    }
+}
+
+fn dep_err(e: DepError) -> CmdError {
+    let exit = match e {
+        DepError::Missing { .. } | DepError::Unsatisfied { .. } => Exit::Dependency,
+        DepError::Cycle { .. } => Exit::DependencyCycle,
+        DepError::BreaksDependent { .. } => Exit::InUse,
+        _ => Exit::Usage,
+    };
+    let hint = match exit {
+        Exit::Dependency => "install the missing plugins first, or pass their packages in the same `stockade install`",
+        Exit::DependencyCycle => "plugins cannot depend on each other in a loop; fix the manifests",
+        Exit::InUse => "install a version the dependent accepts, or upgrade both together",
+        _ => "give each plugin once",
+    };
+    CmdError::new(exit, e.kind(), e).hint(hint)
+}
+
+/// The operator policy's defaults (trust and audit sinks), as `verify` and `run` use them.
+fn operator_defaults(
+    root: &Path,
+) -> Result<stockade_policy::operator::ResolvedPolicy, CmdError> {
+    let merged = policyfiles::load(&PolicySource::Root(root.to_path_buf()))
+        .map_err(PolicyFilesError::into_cmd)?;
+    merged
+        .resolve(None, None)
+        .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())
+}
+
+fn status_str<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// The registry entry for a verified package.
+fn entry_for(r: &Report, requires: BTreeMap<String, String>, source: String) -> Installed {
+    let mut chain: Vec<String> = r.chain.iter().map(|c| c.key_id.clone()).collect();
+    chain.extend(r.root_key_id.iter().cloned());
+    Installed {
+        name: r.name.clone(),
+        version: r.version.clone(),
+        dir: format!("{}-{}-{}", r.name, r.version, &r.package_sha256[..12]),
+        package_sha256: r.package_sha256.clone(),
+        signature_status: status_str(&r.signature_status),
+        trust_mode: status_str(&r.trust_mode),
+        signer_key_id: r.signer_key_id.clone(),
+        signer_chain: chain,
+        signer_subject: r
+            .chain
+            .iter()
+            .find(|c| c.kind == "developer")
+            .map(|c| c.subject.clone()),
+        granted_capabilities: r.granted_capabilities.clone(),
+        requires,
+        source,
+        installed_at: unix_now(),
+    }
+}
+
+fn dep_node(p: &Installed) -> Result<DepNode, CmdError> {
+    let corrupt = |what: String| {
+        CmdError::msg(
+            Exit::StoreCorrupt,
+            "store.corrupt",
+            format!("the store registry entry for {}: {what}", p.name),
+        )
+    };
+    let version = semver::Version::parse(&p.version).map_err(|e| corrupt(e.to_string()))?;
+    let mut requires = Vec::new();
+    for (n, r) in &p.requires {
+        requires.push((
+            n.clone(),
+            semver::VersionReq::parse(r).map_err(|e| corrupt(e.to_string()))?,
+        ));
+    }
+    Ok(DepNode::new(p.name.clone(), version, requires))
+}
+
+/// What `install` prints.
+#[derive(Debug, Serialize)]
+struct InstallReport {
+    /// Installed (or already present), in install order.
+    installed: Vec<InstallItem>,
+    /// Cleaned up after an interrupted run.
+    recovered: crate::store::Recovery,
+}
+
+#[derive(Debug, Serialize)]
+struct InstallItem {
+    name: String,
+    version: String,
+    /// `installed`, `upgraded from X`, `already installed` …
+    action: String,
+    signature_status: String,
+    signer_key_id: Option<String>,
+    package_sha256: String,
+    path: String,
+    warnings: Vec<String>,
+}
+
+/// Run `stockade install`.
+pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
+    let defaults = operator_defaults(&a.root.policy_root)?;
+    let log = AuditLog::from_policy(&defaults.audit);
+    let cfg = trust_config_with_policy(&a.trust, &defaults)?;
+    let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
+        CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
+    })?;
+    // 1. A frozen license blocks every install before anything is read or written.
+    if let Some(l) = node
+        .license
+        .as_ref()
+        .filter(|l| l.body.state == LicenseState::Frozen)
+    {
+        let mut rec = Record::new(Event::Install, "refused");
+        rec.detail = json!({"kind": "store.license_frozen", "license": l.body.serial});
+        append_or_fail(&log, rec)?;
+        return Err(CmdError::msg(
+            Exit::LicenseFrozen,
+            "store.license_frozen",
+            format!(
+                "this node's license {} is frozen: no plugin may be installed or updated (installed plugins keep running)",
+                l.body.serial
+            ),
+        )
+        .hint("install an active license with `stockade node license install FILE`"));
+    }
+    // 2. Lock and recover.
+    let (mut store, recovered) = Store::open(&cfg.state_dir, a.no_wait).map_err(store_err)?;
+    if !recovered.is_empty() {
+        out.note(format!(
+            "recovered from an interrupted run: removed {} staging and {} unreferenced directories",
+            recovered.staging.len(),
+            recovered.orphans.len()
+        ));
+    }
+    // 3. Stage and verify every package. A failure drops the staged directories (and a crash
+    //    leaves them to the next start's recovery): nothing is installed.
+    let mut staged: Vec<(Staged, Installed, Vec<String>)> = Vec::new();
+    let mut reports: BTreeMap<String, Report> = BTreeMap::new();
+    for p in &a.packages {
+        let s = store.stage(p).map_err(store_err)?;
+        let mut pkg = match open_verified_in(&s.package(), &cfg, &node, unix_now(), &s.dir) {
+            Ok(pkg) => pkg,
+            Err(e) => {
+                let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
+                let mut rec = Record::new(Event::Install, "refused");
+                rec.detail = json!({"file": p.display().to_string(), "kind": kind, "error": e.to_string()});
+                append_or_fail(&log, rec)?;
+                return Err(CmdError::new(exit, kind, e).hint(hint));
+            }
+        };
+        pkg.report.file = p.display().to_string();
+        let requires: BTreeMap<String, String> = pkg
+            .manifest
+            .manifest()
+            .dependencies
+            .iter()
+            .map(|d| (d.name.clone(), d.version.clone()))
+            .collect();
+        let source = format!(
+            "file:{}",
+            std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display()
+        );
+        let entry = entry_for(&pkg.report, requires, source);
+        let warnings = pkg.report.warnings.clone();
+        store
+            .finish_staging(&s, pkg.dir.keep())
+            .map_err(store_err)?;
+        reports.insert(entry.name.clone(), pkg.report);
+        staged.push((s, entry, warnings));
+    }
+    // 4. Versions against what is installed.
+    let mut actions = BTreeMap::new();
+    for (_, e, _) in &staged {
+        let action = match store.registry().plugins.get(&e.name) {
+            None => "installed".to_string(),
+            Some(old) if old.package_sha256 == e.package_sha256 => "already installed".into(),
+            Some(old) => {
+                let (ov, nv) = (
+                    semver::Version::parse(&old.version).ok(),
+                    semver::Version::parse(&e.version).ok(),
+                );
+                let older = matches!((&ov, &nv), (Some(o), Some(n)) if n < o);
+                let same = ov == nv;
+                if (older || same) && !a.force {
+                    return Err(CmdError::msg(
+                        Exit::Conflict,
+                        "store.conflict",
+                        if same {
+                            format!("{} {} is already installed with different content (package sha256 {} vs {})", e.name, e.version, old.package_sha256, e.package_sha256)
+                        } else {
+                            format!("{} {} is installed; {} would be a downgrade", e.name, old.version, e.version)
+                        },
+                    )
+                    .hint("pass --force to replace it anyway"));
+                }
+                if older {
+                    format!("downgraded from {}", old.version)
+                } else if same {
+                    "replaced (same version, new content)".into()
+                } else {
+                    format!("upgraded from {}", old.version)
+                }
+            }
+        };
+        actions.insert(e.name.clone(), action);
+    }
+    // 5. Dependencies of the resulting set, and the order.
+    let installed: BTreeMap<String, DepNode> = store
+        .registry()
+        .plugins
+        .values()
+        .map(|p| dep_node(p).map(|n| (p.name.clone(), n)))
+        .collect::<Result<_, _>>()?;
+    let new: Vec<DepNode> = staged
+        .iter()
+        .map(|(_, e, _)| dep_node(e))
+        .collect::<Result<_, _>>()?;
+    let order = match deps::plan_install(&installed, &new) {
+        Ok(o) => o,
+        Err(e) => {
+            let mut rec = Record::new(Event::Install, "refused");
+            rec.detail = json!({"kind": e.kind(), "error": e.to_string()});
+            append_or_fail(&log, rec)?;
+            return Err(dep_err(e));
+        }
+    };
+    // 6. Commit, in dependency order.
+    let mut by_name: BTreeMap<String, (Staged, Installed, Vec<String>)> = staged
+        .into_iter()
+        .map(|t| (t.1.name.clone(), t))
+        .collect();
+    let mut items = Vec::new();
+    let mut report = InstallReport {
+        installed: Vec::new(),
+        recovered,
+    };
+    for name in &order {
+        if let Some((s, e, warnings)) = by_name.remove(name) {
+            report.installed.push(InstallItem {
+                name: e.name.clone(),
+                version: e.version.clone(),
+                action: actions.remove(&e.name).unwrap_or_default(),
+                signature_status: e.signature_status.clone(),
+                signer_key_id: e.signer_key_id.clone(),
+                package_sha256: e.package_sha256.clone(),
+                path: store
+                    .object_dir(&e)
+                    .join(PACKAGE_FILE)
+                    .display()
+                    .to_string(),
+                warnings,
+            });
+            items.push((s, e));
+        }
+    }
+    store.commit(items).map_err(store_err)?;
+    for item in &report.installed {
+        if let Some(r) = reports.get(&item.name) {
+            let mut rec = for_report(Event::Install, "ok", r);
+            rec.detail = json!({"action": item.action, "signature_status": item.signature_status});
+            append_or_fail(&log, rec)?;
+        }
+    }
+    out.emit(&report, |r| {
+        let mut t = String::new();
+        for i in &r.installed {
+            t.push_str(&format!(
+                "{} {}: {} (signature_status {}, signer {})\n",
+                i.name,
+                i.version,
+                i.action,
+                i.signature_status,
+                i.signer_key_id.as_deref().unwrap_or("-")
+            ));
+            for w in &i.warnings {
+                t.push_str(&format!("  warning: {w}\n"));
+            }
+        }
+        t
+    });
+    Ok(Exit::Ok)
+}
+
+#[derive(Debug, Serialize)]
+struct ListItem {
+    #[serde(flatten)]
+    installed: Installed,
+    /// Installed plugins that depend on this one.
+    required_by: Vec<String>,
+    /// The stored package (`stockade run` it).
+    package: String,
+}
+
+/// Run `stockade list`.
+pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
+    // Recover when this process can take the lock and write; a reader without write access (or
+    // while an install holds the lock) still gets a consistent view: the registry is only ever
+    // replaced by rename.
+    let (reg, root) = match Store::open(&a.store.state_dir, true) {
+        Ok((st, _)) => (st.registry().clone(), st.root().to_path_buf()),
+        Err(e @ (StoreError::Corrupt { .. } | StoreError::Schema { .. } | StoreError::BadDirName(_))) => {
+            return Err(store_err(e))
+        }
+        Err(_) => (
+            crate::store::read_registry(&a.store.state_dir).map_err(store_err)?,
+            std::fs::canonicalize(a.store.state_dir.join(crate::store::STORE_DIR))
+                .unwrap_or_else(|_| a.store.state_dir.join(crate::store::STORE_DIR)),
+        ),
+    };
+    let mut items = Vec::new();
+    for p in reg.plugins.values() {
+        let required_by = reg
+            .plugins
+            .values()
+            .filter(|o| o.requires.contains_key(&p.name))
+            .map(|o| format!("{} {}", o.name, o.version))
+            .collect();
+        items.push(ListItem {
+            installed: p.clone(),
+            required_by,
+            package: root
+                .join("plugins")
+                .join(&p.dir)
+                .join(PACKAGE_FILE)
+                .display()
+                .to_string(),
+        });
+    }
+    out.emit(&json!({ "plugins": items }), |_| {
+        if items.is_empty() {
+            return "no plugins installed".into();
+        }
+        let mut t = format!(
+            "{:<24} {:<12} {:<14} {:<18} {}\n",
+            "NAME", "VERSION", "SIGNATURE", "SIGNER", "REQUIRES"
+        );
+        for i in &items {
+            let p = &i.installed;
+            let req: Vec<String> = p.requires.iter().map(|(n, r)| format!("{n} {r}")).collect();
+            t.push_str(&format!(
+                "{:<24} {:<12} {:<14} {:<18} {}\n",
+                p.name,
+                p.version,
+                p.signature_status,
+                p.signer_key_id.as_deref().unwrap_or("-"),
+                if req.is_empty() { "-".into() } else { req.join(", ") }
+            ));
+        }
+        t
+    });
+    Ok(Exit::Ok)
+}
+
+/// Run `stockade remove`.
+pub fn remove(a: RemoveArgs, out: Output) -> Result<Exit, CmdError> {
+    let defaults = operator_defaults(&a.root.policy_root)?;
+    let log = AuditLog::from_policy(&defaults.audit);
+    let (mut store, _) = Store::open(&a.store.state_dir, a.store.no_wait).map_err(store_err)?;
+    let Some(p) = store.registry().plugins.get(&a.id).cloned() else {
+        return Err(CmdError::msg(
+            Exit::NotInstalled,
+            "store.not_installed",
+            format!("no plugin named `{}` is installed", a.id),
+        )
+        .hint("`stockade list` shows what is installed"));
+    };
+    let installed: BTreeMap<String, DepNode> = store
+        .registry()
+        .plugins
+        .values()
+        .map(|p| dep_node(p).map(|n| (p.name.clone(), n)))
+        .collect::<Result<_, _>>()?;
+    let needed_by: Vec<String> = deps::dependents(&installed, &a.id)
+        .into_iter()
+        .map(|(who, req)| format!("{who} (requires {} {req})", a.id))
+        .collect();
+    if !needed_by.is_empty() && !a.force {
+        let mut rec = Record::new(Event::Removal, "refused");
+        rec.plugin = Some(p.name.clone());
+        rec.version = Some(p.version.clone());
+        rec.detail = json!({"kind": "store.in_use", "needed_by": needed_by});
+        append_or_fail(&log, rec)?;
+        return Err(CmdError::msg(
+            Exit::InUse,
+            "store.in_use",
+            format!(
+                "{} {} is needed by {}",
+                p.name,
+                p.version,
+                needed_by.join(", ")
+            ),
+        )
+        .hint("remove those first, or pass --force"));
+    }
+    store.remove(std::slice::from_ref(&a.id)).map_err(store_err)?;
+    let mut rec = Record::new(Event::Removal, "ok");
+    rec.plugin = Some(p.name.clone());
+    rec.version = Some(p.version.clone());
+    rec.package_sha256 = Some(p.package_sha256.clone());
+    rec.signer_chain = p.signer_chain.clone();
+    rec.detail = json!({"forced": a.force, "broken_dependents": needed_by});
+    append_or_fail(&log, rec)?;
+    let report = json!({"removed": {"name": p.name, "version": p.version}, "broken_dependents": needed_by});
+    out.emit(&report, |_| {
+        let mut t = format!("removed {} {}\n", p.name, p.version);
+        for n in &needed_by {
+            t.push_str(&format!("warning: {n} is now missing a dependency\n"));
+        }
+        t
+    });
+    Ok(Exit::Ok)
+}
+
+#[derive(Debug, Serialize)]
+struct VerifyItem {
+    name: String,
+    version: String,
+    /// `signature_status` now (re-verified against today's trust roots and revocation list).
+    signature_status: Option<String>,
+    /// The verification error, if the stored package no longer verifies.
+    error: Option<serde_json::Value>,
+    /// Differences between the installed tree and the signed file map.
+    problems: Vec<TreeProblem>,
+    ok: bool,
+}
+
+/// `stockade verify [ID]` for installed plugins: re-run the whole verification of each stored
+/// package, check its digest against the registry, and compare the installed tree with the signed
+/// file map. Exit: the first verification failure's code, else 105 if a tree changed, else 0.
+pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Result<Exit, CmdError> {
+    let defaults = operator_defaults(&a.root.policy_root)?;
+    let log = AuditLog::from_policy(&defaults.audit);
+    let cfg = trust_config_with_policy(&a.trust, &defaults)?;
+    let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
+        CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
+    })?;
+    let (store, _) = Store::open(&cfg.state_dir, false).map_err(store_err)?;
+    let targets: Vec<Installed> = match &id {
+        Some(id) => match store.registry().plugins.get(id) {
+            Some(p) => vec![p.clone()],
+            None => {
+                return Err(CmdError::msg(
+                    Exit::NotInstalled,
+                    "store.not_installed",
+                    format!("`{id}` is neither a file nor an installed plugin"),
+                )
+                .hint("pass a package file, an installed plugin's name (`stockade list`), or nothing to check every installed plugin"))
+            }
+        },
+        None => store.registry().plugins.values().cloned().collect(),
+    };
+    let mut items = Vec::new();
+    let mut exit = Exit::Ok;
+    for p in targets {
+        let obj = store.object_dir(&p);
+        let work = tempfile::tempdir().map_err(|e| CmdError::new(Exit::IoErr, "store.io", e))?;
+        let mut item = VerifyItem {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            signature_status: None,
+            error: None,
+            problems: Vec::new(),
+            ok: false,
+        };
+        match open_verified_in(&obj.join(PACKAGE_FILE), &cfg, &node, unix_now(), work.path()) {
+            Err(e) => {
+                if exit == Exit::Ok || exit == Exit::Tampered {
+                    exit = e.exit();
+                }
+                item.error = Some(json!({"kind": e.kind(), "code": e.exit().code(), "message": crate::package::verify::error_chain(&e)}));
+                let mut rec = Record::new(Event::Verification, "refused");
+                rec.plugin = Some(p.name.clone());
+                rec.version = Some(p.version.clone());
+                rec.detail = json!({"installed": true, "kind": e.kind(), "error": e.to_string()});
+                append_or_fail(&log, rec)?;
+            }
+            Ok(pkg) => {
+                item.signature_status = Some(status_str(&pkg.report.signature_status));
+                if pkg.report.package_sha256 != p.package_sha256 {
+                    item.problems.push(TreeProblem::Changed {
+                        path: PACKAGE_FILE.into(),
+                        what: format!(
+                            "sha256 {}, installed {}",
+                            pkg.report.package_sha256, p.package_sha256
+                        ),
+                    });
+                }
+                item.problems.extend(check_tree(&obj.join(crate::store::TREE_DIR), &pkg.files));
+                let outcome = if item.problems.is_empty() { "ok" } else { "tampered" };
+                let mut rec = for_report(Event::Verification, outcome, &pkg.report);
+                rec.detail = json!({"installed": true, "problems": item.problems});
+                append_or_fail(&log, rec)?;
+                if !item.problems.is_empty() && exit == Exit::Ok {
+                    exit = Exit::Tampered;
+                }
+                item.ok = item.problems.is_empty();
+            }
+        }
+        items.push(item);
+    }
+    out.emit(&json!({ "plugins": items }), |_| {
+        let mut t = String::new();
+        if items.is_empty() {
+            t.push_str("no plugins installed\n");
+        }
+        for i in &items {
+            let verdict = if i.ok { "ok" } else { "FAILED" };
+            t.push_str(&format!(
+                "{} {}: {verdict} (signature_status {})\n",
+                i.name,
+                i.version,
+                i.signature_status.as_deref().unwrap_or("-")
+            ));
+            if let Some(e) = &i.error {
+                t.push_str(&format!("  verification: {}\n", e["message"].as_str().unwrap_or("")));
+            }
+            for pr in &i.problems {
+                t.push_str(&format!("  {pr}\n"));
+            }
+        }
+        t
+    });
+    // The report above carries every failure; the status says which kind came first.
+    Ok(exit)
+}
+
+/// Whether `stockade verify ARG` means an installed plugin: ARG is not an existing file (a
+/// directory of the same name in the working directory does not count: it cannot be a package)
+/// and the store has a plugin by that name.
+pub fn is_installed_id(state_dir: &Path, arg: &Path) -> bool {
+    if arg.metadata().is_ok_and(|m| !m.is_dir()) {
+        return false;
+    }
+    let Some(name) = arg.to_str() else {
+        return false;
+    };
+    stockade_policy::manifest::valid_name(name)
+        && crate::store::read_registry(state_dir)
+            .map(|r| r.plugins.contains_key(name))
+            .unwrap_or(false)
+}

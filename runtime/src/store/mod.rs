@@ -1,0 +1,720 @@
+//! The plugin store under the state directory (`<state>/store`), crash-safe by construction.
+//!
+//! ```text
+//! <state>/store/
+//!   lock                         flock: one writer at a time (install, remove, recovery)
+//!   registry.json                THE commit point: which object directory is installed per name
+//!   plugins/<name>-<version>-<sha12>/
+//!       package.stockade         the signed package exactly as verified (re-verified by `verify ID`)
+//!       tree/                    the verified, extracted tree (the signed file map, nothing else)
+//!   staging/<random>/            work in progress; never referenced by the registry
+//! ```
+//!
+//! Why a crash cannot leave a half-installed plugin: an object directory is built completely in
+//! `staging/` (package copied, verified, extracted, every file and directory fsynced), then
+//! renamed into `plugins/` (atomic on one filesystem), and only then does the registry — written to
+//! a temporary file, fsynced and renamed over `registry.json` — name it. A plugin is installed iff
+//! the registry names it, and whatever the registry names is complete. Whatever a crash leaves
+//! behind (staging directories, object directories the registry does not name, the superseded
+//! version's directory) is removed by [`Store::open`] on the next start, under the lock.
+//!
+//! Removal is the same in reverse: the registry drops the entry first (commit), the directory goes
+//! after.
+
+use crate::fileio::{read_capped, write_state_file, FileError};
+use crate::package::container::MAX_PACKAGE_BYTES;
+use crate::sys;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use stockade_policy::capability::Capability;
+use stockade_trust::statement::FileEntry;
+
+/// Store directory name inside the state directory.
+pub const STORE_DIR: &str = "store";
+/// The registry's schema tag.
+pub const REGISTRY_SCHEMA: &str = "stockade-store/1";
+/// The package file inside an object directory.
+pub const PACKAGE_FILE: &str = "package.stockade";
+/// The extracted tree inside an object directory.
+pub const TREE_DIR: &str = "tree";
+
+/// Why the store cannot do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A filesystem operation failed.
+    #[error("{what} {}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading or writing a file failed.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The registry cannot be parsed.
+    #[error("the store registry {} is corrupt", path.display())]
+    Corrupt {
+        /// The registry.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The registry has an unknown schema.
+    #[error("the store registry {} has schema `{found}`, expected `{REGISTRY_SCHEMA}`", path.display())]
+    Schema {
+        /// The registry.
+        path: PathBuf,
+        /// What it says.
+        found: String,
+    },
+    /// The registry names a directory that is not a plain name (edited by hand?).
+    #[error("the store registry names `{0}`, which is not a plain directory name")]
+    BadDirName(String),
+    /// Another process holds the store lock and `--no-wait` was given.
+    #[error("the store is locked by another stockade process ({})", .0.display())]
+    Locked(PathBuf),
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One installed plugin, as the registry records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Installed {
+    /// Plugin name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Object directory name under `plugins/`.
+    pub dir: String,
+    /// SHA-256 of the package file.
+    pub package_sha256: String,
+    /// `signature_status` at install time (seed 002).
+    pub signature_status: String,
+    /// The trust mode it was installed under.
+    pub trust_mode: String,
+    /// Developer key id (the signer).
+    pub signer_key_id: Option<String>,
+    /// Key ids: developer, intermediate, root.
+    pub signer_chain: Vec<String>,
+    /// The developer certificate's subject.
+    pub signer_subject: Option<String>,
+    /// Capabilities granted by the certificate ceiling ∩ manifest.
+    pub granted_capabilities: Vec<Capability>,
+    /// Dependencies: name → semver requirement.
+    pub requires: BTreeMap<String, String>,
+    /// Where it came from (`file:<absolute path>`).
+    pub source: String,
+    /// Unix seconds.
+    pub installed_at: u64,
+}
+
+/// `registry.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// Always [`REGISTRY_SCHEMA`].
+    pub schema: String,
+    /// Name → installed plugin.
+    pub plugins: BTreeMap<String, Installed>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            schema: REGISTRY_SCHEMA.into(),
+            plugins: BTreeMap::new(),
+        }
+    }
+}
+
+/// What [`Store::open`] cleaned up after an interrupted run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Recovery {
+    /// Staging directories removed.
+    pub staging: Vec<String>,
+    /// Object directories no registry entry named, removed.
+    pub orphans: Vec<String>,
+}
+
+impl Recovery {
+    /// Whether anything was cleaned.
+    pub fn is_empty(&self) -> bool {
+        self.staging.is_empty() && self.orphans.is_empty()
+    }
+}
+
+/// The store, locked for this process until dropped.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    registry: Registry,
+    _lock: OwnedFd,
+}
+
+/// A package being installed: its private staging directory.
+#[derive(Debug)]
+pub struct Staged {
+    /// `staging/<random>`.
+    pub dir: PathBuf,
+}
+
+/// A refused install removes its staging directory at once (after a commit the directory has been
+/// renamed away and this finds nothing); a crash leaves it to the next start's recovery.
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Staged {
+    /// The staged copy of the package.
+    pub fn package(&self) -> PathBuf {
+        self.dir.join(PACKAGE_FILE)
+    }
+}
+
+/// Test hook for the crash-consistency test: with `STOCKADE_TEST_CRASH_AT=N` in a debug build,
+/// the N-th crash point reached kills the process with SIGKILL (no destructor, no cleanup: what a
+/// power cut or the OOM killer does). Release builds compile it to nothing.
+fn crash_point() {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    let Some(at) = std::env::var("STOCKADE_TEST_CRASH_AT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    if SEEN.fetch_add(1, Ordering::SeqCst) + 1 == at {
+        let _ = sys::kill(std::process::id() as i32, libc::SIGKILL);
+    }
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<(), StoreError> {
+    match std::fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io("cannot create", path)(e)),
+    }
+}
+
+fn fsync_dir(path: &Path) -> Result<(), StoreError> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io("cannot fsync", path))
+}
+
+/// A registry `dir` must be one plain path component (never `..`, never a path).
+fn plain_name(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains('/') && !s.contains('\0')
+}
+
+impl Store {
+    /// Create the layout if needed, take the lock (waiting for it unless `no_wait`), and clean up
+    /// after any interrupted run.
+    pub fn open(state_dir: &Path, no_wait: bool) -> Result<(Self, Recovery), StoreError> {
+        crate::state::ensure_dir(state_dir).map_err(|e| StoreError::Io {
+            what: "cannot create state directory",
+            path: state_dir.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let root = state_dir.join(STORE_DIR);
+        mkdir(&root, 0o755)?;
+        // Absolute, so the paths `list` and `install` print work from anywhere.
+        let root = std::fs::canonicalize(&root).map_err(io("cannot resolve", &root))?;
+        let lock_path = root.join("lock");
+        let c = CString::new(lock_path.as_os_str().as_bytes())
+            .map_err(|e| io("bad path", &lock_path)(std::io::Error::other(e)))?;
+        let lock = sys::open_lock_file(&c).map_err(io("cannot open lock", &lock_path))?;
+        if no_wait {
+            if !sys::try_flock_exclusive(lock.as_fd()).map_err(io("cannot lock", &lock_path))? {
+                return Err(StoreError::Locked(lock_path));
+            }
+        } else {
+            sys::flock_exclusive(lock.as_fd()).map_err(io("cannot lock", &lock_path))?;
+        }
+        mkdir(&root.join("plugins"), 0o755)?;
+        mkdir(&root.join("staging"), 0o700)?;
+        let registry = load_registry(&root)?;
+        let mut store = Self {
+            root,
+            registry,
+            _lock: lock,
+        };
+        let recovery = store.recover()?;
+        Ok((store, recovery))
+    }
+
+    /// The registry as loaded (and as changed by [`Store::commit`]).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// `<state>/store`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The object directory of an installed plugin.
+    pub fn object_dir(&self, p: &Installed) -> PathBuf {
+        self.root.join("plugins").join(&p.dir)
+    }
+
+    fn recover(&mut self) -> Result<Recovery, StoreError> {
+        let mut r = Recovery::default();
+        let staging = self.root.join("staging");
+        for e in std::fs::read_dir(&staging).map_err(io("cannot list", &staging))? {
+            let e = e.map_err(io("cannot list", &staging))?;
+            remove_any(&e.path())?;
+            r.staging.push(e.file_name().to_string_lossy().into_owned());
+        }
+        let live: BTreeSet<&str> = self
+            .registry
+            .plugins
+            .values()
+            .map(|p| p.dir.as_str())
+            .collect();
+        let plugins = self.root.join("plugins");
+        for e in std::fs::read_dir(&plugins).map_err(io("cannot list", &plugins))? {
+            let e = e.map_err(io("cannot list", &plugins))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !live.contains(name.as_str()) {
+                remove_any(&e.path())?;
+                r.orphans.push(name);
+            }
+        }
+        if !r.is_empty() {
+            fsync_dir(&staging)?;
+            fsync_dir(&plugins)?;
+        }
+        Ok(r)
+    }
+
+    /// Copy the package file into a fresh staging directory (read once, capped, fsynced), so that
+    /// what is verified is exactly what is kept.
+    pub fn stage(&self, package: &Path) -> Result<Staged, StoreError> {
+        let bytes = read_capped(package, MAX_PACKAGE_BYTES)?;
+        let dir = tempfile::Builder::new()
+            .prefix("install-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(self.root.join("staging"))
+            .map_err(io("cannot create staging in", &self.root))?
+            .keep();
+        let staged = Staged { dir };
+        crash_point();
+        crate::fileio::create_exclusive(&staged.package(), &bytes, 0o644)?;
+        crash_point();
+        Ok(staged)
+    }
+
+    /// Move the verified extraction directory to `tree/` in the staging directory, open the
+    /// modes up (0755 directories: the sandboxed uid must read it) and fsync everything.
+    pub fn finish_staging(&self, staged: &Staged, extracted: PathBuf) -> Result<(), StoreError> {
+        let tree = staged.dir.join(TREE_DIR);
+        std::fs::rename(&extracted, &tree).map_err(io("cannot move into", &tree))?;
+        crash_point();
+        std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(0o755))
+            .map_err(io("cannot chmod", &tree))?;
+        std::fs::set_permissions(&staged.dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(io("cannot chmod", &staged.dir))?;
+        fsync_tree(&tree)?;
+        fsync_dir(&staged.dir)?;
+        crash_point();
+        Ok(())
+    }
+
+    /// Install staged packages: rename each into `plugins/`, then write the registry (the commit
+    /// point), then remove the directories the new entries superseded. Idempotent for an entry
+    /// whose object directory is already the installed one.
+    pub fn commit(&mut self, items: Vec<(Staged, Installed)>) -> Result<(), StoreError> {
+        let plugins = self.root.join("plugins");
+        let mut next = self.registry.clone();
+        let mut superseded = Vec::new();
+        for (staged, entry) in items {
+            if !plain_name(&entry.dir) {
+                return Err(StoreError::BadDirName(entry.dir));
+            }
+            let dest = plugins.join(&entry.dir);
+            if dest.symlink_metadata().is_ok() {
+                // The same package (same name, version and digest) is already there.
+                remove_any(&staged.dir)?;
+            } else {
+                std::fs::rename(&staged.dir, &dest).map_err(io("cannot move into", &dest))?;
+            }
+            crash_point();
+            if let Some(old) = next.plugins.insert(entry.name.clone(), entry) {
+                superseded.push(old.dir);
+            }
+        }
+        fsync_dir(&plugins)?;
+        fsync_dir(&self.root.join("staging"))?;
+        crash_point();
+        self.save(next)?;
+        crash_point();
+        let live: BTreeSet<String> = self
+            .registry
+            .plugins
+            .values()
+            .map(|p| p.dir.clone())
+            .collect();
+        for d in superseded.into_iter().filter(|d| !live.contains(d)) {
+            remove_any(&plugins.join(d))?;
+            crash_point();
+        }
+        Ok(())
+    }
+
+    /// Remove plugins: the registry drops them (commit), then their directories go.
+    pub fn remove(&mut self, names: &[String]) -> Result<Vec<Installed>, StoreError> {
+        let mut next = self.registry.clone();
+        let removed: Vec<Installed> = names
+            .iter()
+            .filter_map(|n| next.plugins.remove(n))
+            .collect();
+        self.save(next)?;
+        crash_point();
+        for p in &removed {
+            remove_any(&self.object_dir(p))?;
+        }
+        Ok(removed)
+    }
+
+    fn save(&mut self, next: Registry) -> Result<(), StoreError> {
+        let path = self.root.join("registry.json");
+        let bytes = serde_json::to_vec_pretty(&next).map_err(|source| StoreError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        write_state_file(&path, &bytes, 0o644)?;
+        self.registry = next;
+        Ok(())
+    }
+}
+
+fn load_registry(root: &Path) -> Result<Registry, StoreError> {
+    let path = root.join("registry.json");
+    let bytes = match read_capped(&path, 64 * 1024 * 1024) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Ok(Registry::default()),
+        Err(e) => return Err(e.into()),
+    };
+    let reg: Registry = serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+        path: path.clone(),
+        source,
+    })?;
+    if reg.schema != REGISTRY_SCHEMA {
+        return Err(StoreError::Schema {
+            path,
+            found: reg.schema,
+        });
+    }
+    if let Some(p) = reg.plugins.values().find(|p| !plain_name(&p.dir)) {
+        return Err(StoreError::BadDirName(p.dir.clone()));
+    }
+    Ok(reg)
+}
+
+/// Read the registry without locking or recovering (for read-only listing by anyone).
+pub fn read_registry(state_dir: &Path) -> Result<Registry, StoreError> {
+    load_registry(&state_dir.join(STORE_DIR))
+}
+
+fn remove_any(path: &Path) -> Result<(), StoreError> {
+    let md = match path.symlink_metadata() {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io("cannot stat", path)(e)),
+    };
+    let r = if md.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    r.map_err(io("cannot remove", path))
+}
+
+/// fsync every file and directory under `root` (directories after their entries).
+fn fsync_tree(root: &Path) -> Result<(), StoreError> {
+    for e in std::fs::read_dir(root).map_err(io("cannot list", root))? {
+        let e = e.map_err(io("cannot list", root))?;
+        let ft = e.file_type().map_err(io("cannot stat", &e.path()))?;
+        if ft.is_dir() {
+            fsync_tree(&e.path())?;
+        } else if ft.is_file() {
+            File::open(e.path())
+                .and_then(|f| f.sync_all())
+                .map_err(io("cannot fsync", &e.path()))?;
+        }
+    }
+    fsync_dir(root)
+}
+
+/// One difference between an installed tree and its signed file map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum TreeProblem {
+    /// A file of the map is gone.
+    Missing {
+        /// Path in the tree.
+        path: String,
+    },
+    /// A file of the map differs.
+    Changed {
+        /// Path in the tree.
+        path: String,
+        /// What differs.
+        what: String,
+    },
+    /// Something not in the map.
+    Extra {
+        /// Path in the tree.
+        path: String,
+    },
+}
+
+impl std::fmt::Display for TreeProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TreeProblem::Missing { path } => write!(f, "missing: {path}"),
+            TreeProblem::Changed { path, what } => write!(f, "changed: {path} ({what})"),
+            TreeProblem::Extra { path } => write!(f, "extra: {path}"),
+        }
+    }
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finalize().into());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Compare the tree at `root` with the signed file map: every entry present with its kind, mode,
+/// size and digest (or link target), and nothing else but the directories the map implies.
+pub fn check_tree(root: &Path, files: &BTreeMap<String, FileEntry>) -> Vec<TreeProblem> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for (rel, entry) in files {
+        let p = root.join(rel);
+        let md = match p.symlink_metadata() {
+            Ok(m) => m,
+            Err(_) => {
+                out.push(TreeProblem::Missing { path: rel.clone() });
+                continue;
+            }
+        };
+        let changed = |what: String| TreeProblem::Changed {
+            path: rel.clone(),
+            what,
+        };
+        match entry {
+            FileEntry::File { mode, sha256, size } => {
+                if !md.file_type().is_file() {
+                    out.push(changed("no longer a regular file".into()));
+                    continue;
+                }
+                if md.mode() & 0o7777 != *mode {
+                    out.push(changed(format!(
+                        "mode {:04o}, signed {mode:04o}",
+                        md.mode() & 0o7777
+                    )));
+                }
+                if md.size() != *size {
+                    out.push(changed(format!("size {}, signed {size}", md.size())));
+                    continue;
+                }
+                match sha256_file(&p) {
+                    Ok(d) if d == *sha256 => {}
+                    Ok(d) => out.push(changed(format!(
+                        "sha256 {}, signed {}",
+                        hex::encode(d),
+                        hex::encode(sha256)
+                    ))),
+                    Err(e) => out.push(changed(format!("unreadable: {e}"))),
+                }
+            }
+            FileEntry::Symlink { target } => match std::fs::read_link(&p) {
+                Ok(t) if t.as_os_str().as_bytes() == target.as_bytes() => {}
+                Ok(t) => out.push(changed(format!(
+                    "link to `{}`, signed `{target}`",
+                    t.display()
+                ))),
+                Err(_) => out.push(changed("no longer a symlink".into())),
+            },
+        }
+    }
+    let dirs: BTreeSet<String> = files
+        .keys()
+        .flat_map(|k| {
+            let parts: Vec<&str> = k.split('/').collect();
+            (1..parts.len())
+                .map(|i| parts[..i].join("/"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    walk_extras(root, "", files, &dirs, &mut out);
+    out
+}
+
+fn walk_extras(
+    root: &Path,
+    prefix: &str,
+    files: &BTreeMap<String, FileEntry>,
+    dirs: &BTreeSet<String>,
+    out: &mut Vec<TreeProblem>,
+) {
+    let Ok(rd) = std::fs::read_dir(root.join(prefix)) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && dirs.contains(&rel) {
+            walk_extras(root, &rel, files, dirs, out);
+        } else if !files.contains_key(&rel) {
+            out.push(TreeProblem::Extra { path: rel });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(content: &[u8], mode: u32) -> FileEntry {
+        FileEntry::File {
+            mode,
+            sha256: Sha256::digest(content).into(),
+            size: content.len() as u64,
+        }
+    }
+
+    #[test]
+    fn tree_check_reports_each_difference() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir(root.join("lib")).unwrap();
+        for (p, c, m) in [
+            ("a", &b"alpha"[..], 0o644),
+            ("lib/b", b"beta", 0o755),
+            ("c", b"gamma", 0o644),
+        ] {
+            std::fs::write(root.join(p), c).unwrap();
+            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(m)).unwrap();
+        }
+        std::os::unix::fs::symlink("a", root.join("l")).unwrap();
+        let mut files = BTreeMap::new();
+        files.insert("a".to_string(), entry(b"alpha", 0o644));
+        files.insert("lib/b".to_string(), entry(b"beta", 0o755));
+        files.insert("c".to_string(), entry(b"gamma", 0o644));
+        files.insert(
+            "l".to_string(),
+            FileEntry::Symlink { target: "a".into() },
+        );
+        assert!(check_tree(root, &files).is_empty());
+        std::fs::write(root.join("a"), b"ALPHA").unwrap();
+        std::fs::set_permissions(root.join("lib/b"), std::fs::Permissions::from_mode(0o4755))
+            .unwrap();
+        std::fs::remove_file(root.join("c")).unwrap();
+        std::fs::write(root.join("lib/extra"), b"x").unwrap();
+        std::fs::create_dir(root.join("newdir")).unwrap();
+        let p = check_tree(root, &files);
+        let s: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        assert!(s.iter().any(|s| s.starts_with("changed: a (sha256")), "{s:?}");
+        assert!(s.contains(&"changed: lib/b (mode 4755, signed 0755)".to_string()), "{s:?}");
+        assert!(s.contains(&"missing: c".to_string()), "{s:?}");
+        assert!(s.contains(&"extra: lib/extra".to_string()), "{s:?}");
+        assert!(s.contains(&"extra: newdir".to_string()), "{s:?}");
+        assert_eq!(p.len(), 5, "{s:?}");
+    }
+
+    #[test]
+    fn registry_rejects_bad_dir_names_and_schema() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut st, rec) = Store::open(d.path(), true).unwrap();
+        assert!(rec.is_empty());
+        let reg = d.path().join("store/registry.json");
+        let mut r = Registry::default();
+        r.plugins.insert(
+            "x".into(),
+            Installed {
+                name: "x".into(),
+                version: "1.0.0".into(),
+                dir: "../../etc".into(),
+                package_sha256: String::new(),
+                signature_status: "verified".into(),
+                trust_mode: "strict".into(),
+                signer_key_id: None,
+                signer_chain: vec![],
+                signer_subject: None,
+                granted_capabilities: vec![],
+                requires: BTreeMap::new(),
+                source: String::new(),
+                installed_at: 0,
+            },
+        );
+        assert!(matches!(st.save(r), Ok(())));
+        drop(st);
+        assert!(matches!(
+            Store::open(d.path(), true),
+            Err(StoreError::BadDirName(_))
+        ));
+        std::fs::write(&reg, br#"{"schema":"other/9","plugins":{}}"#).unwrap();
+        assert!(matches!(
+            Store::open(d.path(), true),
+            Err(StoreError::Schema { .. })
+        ));
+    }
+
+    #[test]
+    fn recovery_removes_staging_and_orphans_and_lock_excludes() {
+        let d = tempfile::tempdir().unwrap();
+        drop(Store::open(d.path(), true).unwrap());
+        std::fs::create_dir(d.path().join("store/staging/install-x")).unwrap();
+        std::fs::create_dir(d.path().join("store/plugins/ghost-1.0.0-abc")).unwrap();
+        let (st, rec) = Store::open(d.path(), true).unwrap();
+        assert_eq!(rec.staging, ["install-x"]);
+        assert_eq!(rec.orphans, ["ghost-1.0.0-abc"]);
+        assert!(matches!(
+            Store::open(d.path(), true),
+            Err(StoreError::Locked(_))
+        ));
+        drop(st);
+        assert!(Store::open(d.path(), true).is_ok());
+    }
+}

@@ -1,0 +1,489 @@
+//! The plugin store through the real CLI: install / list / verify ID / remove, tamper detection,
+//! bad input changing nothing, dependency order / cycle / unsatisfiable, downgrade and conflict,
+//! frozen license, the store lock, and the audit records.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Pack a copy of the hello example as NAME VERSION with these dependencies.
+fn pack(fx: &Fixture, name: &str, version: &str, deps: &[(&str, &str)]) -> String {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello");
+    let dir = fx.path(&format!("src-{name}-{version}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("entrypoint"), dir.join("entrypoint")).unwrap();
+    let mut m: Value =
+        serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
+    m["name"] = name.into();
+    m["version"] = version.into();
+    m["dependencies"] = deps
+        .iter()
+        .map(|(n, r)| serde_json::json!({"name": n, "version": r}))
+        .collect();
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    let out = format!("{name}-{version}.stockade");
+    ok(
+        fx.dir(),
+        &[
+            "pack",
+            dir.to_str().unwrap(),
+            "--key",
+            "dev.key",
+            "--devcert",
+            "dev.cert",
+            "--intcert",
+            "int/ca.cert",
+            "-o",
+            &out,
+        ],
+    );
+    out
+}
+
+const TRUST: [&str; 6] = [
+    "--trust",
+    "trust",
+    "--state-dir",
+    "state",
+    "--policy-root",
+    "policy-root",
+];
+
+fn install(fx: &Fixture, pkgs: &[&str], extra: &[&str]) -> Run {
+    let mut args = vec!["--json", "install"];
+    args.extend_from_slice(pkgs);
+    args.extend_from_slice(&TRUST);
+    args.extend_from_slice(extra);
+    fx.run(&args)
+}
+
+fn list(fx: &Fixture) -> BTreeMap<String, Value> {
+    let r = ok(fx.dir(), &["--json", "list", "--state-dir", "state"]);
+    r.json()["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_string(), p.clone()))
+        .collect()
+}
+
+fn verify_installed(fx: &Fixture, id: Option<&str>) -> Run {
+    let mut args = vec!["--json", "verify"];
+    args.extend(id);
+    args.extend_from_slice(&TRUST);
+    fx.run(&args)
+}
+
+fn remove(fx: &Fixture, id: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "--json",
+        "remove",
+        id,
+        "--state-dir",
+        "state",
+        "--policy-root",
+        "policy-root",
+    ];
+    args.extend_from_slice(extra);
+    fx.run(&args)
+}
+
+fn expect(r: &Run, code: i32, kind: &str) {
+    assert_eq!(r.code, code, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    if !kind.is_empty() {
+        assert_eq!(r.kind(), kind, "{}", r.stdout);
+    }
+}
+
+/// Every path under the store with a digest of its content: "nothing changed" is equality.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    use sha2::Digest;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            if p.is_dir() {
+                stack.push(p);
+                out.insert(rel, "dir".into());
+            } else {
+                let b = std::fs::read(&p).unwrap_or_default();
+                out.insert(rel, hex::encode(sha2::Sha256::digest(&b)));
+            }
+        }
+    }
+    out
+}
+
+/// Flip one byte of the payload's data (the payload is the last container entry; its data follows
+/// its 512-byte header): verification step 7 must refuse it.
+fn flip_payload(bytes: &mut [u8]) {
+    let needle = b"payload.tar.gz";
+    let hdr = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    bytes[hdr + 512 + 20] ^= 0xff;
+}
+
+fn setup() -> Fixture {
+    let fx = Fixture::new();
+    std::fs::create_dir_all(fx.path("policy-root")).unwrap();
+    fx
+}
+
+#[test]
+fn install_list_verify_remove() {
+    let fx = setup();
+    let pkg = pack(&fx, "hello", "0.1.0", &[]);
+    let r = install(&fx, &[&pkg], &[]);
+    expect(&r, 0, "");
+    let j = r.json();
+    assert_eq!(j["installed"][0]["action"], "installed");
+    assert_eq!(j["installed"][0]["signature_status"], "verified");
+    let l = list(&fx);
+    assert_eq!(l["hello"]["version"], "0.1.0");
+    assert_eq!(l["hello"]["signature_status"], "verified");
+    assert_eq!(l["hello"]["signer_subject"], "Test Developer");
+    assert_eq!(l["hello"]["signer_chain"].as_array().unwrap().len(), 3);
+    // The stored package is the one installed, and `run`-able as a file.
+    let stored = l["hello"]["package"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read(stored).unwrap(),
+        std::fs::read(fx.path(&pkg)).unwrap()
+    );
+    let v = verify_installed(&fx, Some("hello"));
+    expect(&v, 0, "");
+    assert_eq!(v.json()["plugins"][0]["ok"], true);
+    expect(&verify_installed(&fx, None), 0, "");
+    // Same package again: a no-op.
+    let r = install(&fx, &[&pkg], &[]);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["installed"][0]["action"], "already installed");
+    // Text list.
+    let t = ok(fx.dir(), &["list", "--state-dir", "state"]);
+    assert!(t.stdout.contains("hello") && t.stdout.contains("verified"));
+    // Remove.
+    expect(&remove(&fx, "hello", &[]), 0, "");
+    assert!(list(&fx).is_empty());
+    assert_eq!(
+        std::fs::read_dir(fx.path("state/store/plugins"))
+            .unwrap()
+            .count(),
+        0
+    );
+    expect(&remove(&fx, "hello", &[]), 104, "store.not_installed");
+    expect(&verify_installed(&fx, Some("hello")), 66, "");
+}
+
+#[test]
+fn verify_reports_a_changed_tree_and_a_changed_package() {
+    let fx = setup();
+    let pkg = pack(&fx, "hello", "0.1.0", &[]);
+    expect(&install(&fx, &[&pkg], &[]), 0, "");
+    let l = list(&fx);
+    let obj = Path::new(l["hello"]["package"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let entry = obj.join("tree/entrypoint");
+    let orig = std::fs::read(&entry).unwrap();
+    let mut changed = orig.clone();
+    changed[5] ^= 1;
+    std::fs::write(&entry, &changed).unwrap();
+    std::fs::write(obj.join("tree/dropped-in"), b"x").unwrap();
+    let r = verify_installed(&fx, Some("hello"));
+    expect(&r, 105, "");
+    let p = &r.json()["plugins"][0];
+    assert_eq!(p["ok"], false);
+    let probs = p["problems"].as_array().unwrap();
+    assert!(probs
+        .iter()
+        .any(|x| x["path"] == "entrypoint" && x["problem"] == "changed"));
+    assert!(probs
+        .iter()
+        .any(|x| x["path"] == "dropped-in" && x["problem"] == "extra"));
+    // Text mode names the file too.
+    let t = fx.run(&[
+        "verify",
+        "hello",
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+        "--policy-root",
+        "policy-root",
+    ]);
+    assert_eq!(t.code, 105);
+    assert!(t.stdout.contains("changed: entrypoint"), "{}", t.stdout);
+    // Restore the tree; break the stored package instead: the whole verification fails.
+    std::fs::write(&entry, &orig).unwrap();
+    std::fs::remove_file(obj.join("tree/dropped-in")).unwrap();
+    expect(&verify_installed(&fx, Some("hello")), 0, "");
+    let mut bytes = std::fs::read(obj.join("package.stockade")).unwrap();
+    flip_payload(&mut bytes);
+    std::fs::write(obj.join("package.stockade"), &bytes).unwrap();
+    let r = verify_installed(&fx, None);
+    assert_eq!(r.code, 86, "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.json()["plugins"][0]["error"]["kind"], "file_map.payload_digest");
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let fx = setup();
+    let good = pack(&fx, "hello", "0.1.0", &[]);
+    expect(&install(&fx, &[&good], &[]), 0, "");
+    let before = snapshot(&fx.path("state/store"));
+    // A payload byte flipped: step 7 refuses.
+    let mut bytes = std::fs::read(fx.path(&good)).unwrap();
+    flip_payload(&mut bytes);
+    std::fs::write(fx.path("bad.stockade"), &bytes).unwrap();
+    let other = pack(&fx, "other", "1.0.0", &[]);
+    let r = install(&fx, &[&other, "bad.stockade"], &[]);
+    expect(&r, 86, "");
+    // Not a package at all; missing file; unsigned by a trusted root.
+    std::fs::write(fx.path("junk.stockade"), b"not a package").unwrap();
+    expect(&install(&fx, &["junk.stockade"], &[]), 65, "container");
+    expect(&install(&fx, &["missing.stockade"], &[]), 66, "");
+    std::fs::remove_file(fx.path("trust/root.pub")).unwrap();
+    ok(fx.dir(), &["keygen", "-o", "stranger"]);
+    std::fs::copy(fx.path("stranger.pub"), fx.path("trust/root.pub")).unwrap();
+    expect(&install(&fx, &[&other], &[]), 82, "");
+    assert_eq!(snapshot(&fx.path("state/store")), before);
+}
+
+#[test]
+fn dependencies_order_cycle_unsatisfied_and_removal() {
+    let fx = setup();
+    let lib1 = pack(&fx, "lib", "1.0.0", &[]);
+    let lib2 = pack(&fx, "lib", "2.0.0", &[]);
+    let app = pack(&fx, "app", "1.0.0", &[("lib", "^1")]);
+    let tool = pack(&fx, "tool", "1.0.0", &[("app", "^1")]);
+    // Alone, app's dependency is missing: the chain is named.
+    let r = install(&fx, &[&tool, &app], &[]);
+    expect(&r, 101, "store.dependency");
+    let msg = r.json()["error"].to_string();
+    assert!(msg.contains("tool 1.0.0 -> app 1.0.0 -> lib ^1"), "{msg}");
+    assert!(list(&fx).is_empty());
+    // Together, in any order on the command line: installed dependencies first.
+    let r = install(&fx, &[&tool, &app, &lib1], &[]);
+    expect(&r, 0, "");
+    let j = r.json();
+    let names: Vec<String> = j["installed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["lib", "app", "tool"]);
+    assert_eq!(list(&fx)["lib"]["required_by"][0], "app 1.0.0");
+    // lib 2 would break app (^1).
+    let r = install(&fx, &[&lib2], &[]);
+    expect(&r, 103, "store.breaks_dependent");
+    assert!(r.json()["error"].to_string().contains("app 1.0.0"));
+    // Removing a needed plugin is refused unless forced.
+    let r = remove(&fx, "lib", &[]);
+    expect(&r, 103, "store.in_use");
+    assert!(r.json()["error"].to_string().contains("app 1.0.0"));
+    let r = remove(&fx, "lib", &["--force"]);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["broken_dependents"].as_array().unwrap().len(), 1);
+    // Unsatisfiable: the only lib on offer is 2.x.
+    expect(&remove(&fx, "tool", &[]), 0, "");
+    expect(&remove(&fx, "app", &[]), 0, "");
+    let r = install(&fx, &[&app, &lib2], &[]);
+    expect(&r, 101, "store.dependency");
+    assert!(r.json()["error"].to_string().contains("lib 2.0.0 does not match"));
+    // A cycle.
+    let a = pack(&fx, "a", "1.0.0", &[("b", "*")]);
+    let b = pack(&fx, "b", "1.0.0", &[("c", "*")]);
+    let c = pack(&fx, "c", "1.0.0", &[("a", "*")]);
+    let r = install(&fx, &[&a, &b, &c], &[]);
+    expect(&r, 102, "store.dependency_cycle");
+    assert!(r.json()["error"]
+        .to_string()
+        .contains("a 1.0.0 -> b 1.0.0 -> c 1.0.0 -> a 1.0.0"));
+    assert!(list(&fx).is_empty());
+    assert_eq!(
+        std::fs::read_dir(fx.path("state/store/staging"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn upgrade_downgrade_and_conflict() {
+    let fx = setup();
+    let v1 = pack(&fx, "lib", "1.0.0", &[]);
+    let v11 = pack(&fx, "lib", "1.1.0", &[]);
+    expect(&install(&fx, &[&v1], &[]), 0, "");
+    let r = install(&fx, &[&v11], &[]);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["installed"][0]["action"], "upgraded from 1.0.0");
+    // Only the new version's directory remains.
+    let dirs: Vec<String> = std::fs::read_dir(fx.path("state/store/plugins"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(dirs.len(), 1);
+    assert!(dirs[0].starts_with("lib-1.1.0-"));
+    expect(&install(&fx, &[&v1], &[]), 107, "store.conflict");
+    assert_eq!(list(&fx)["lib"]["version"], "1.1.0");
+    let r = install(&fx, &[&v1], &["--force"]);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["installed"][0]["action"], "downgraded from 1.1.0");
+    // Same version, other content (repacked with another description).
+    let src = fx.path("src-lib-1.0.0/manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&src).unwrap()).unwrap();
+    m["description"] = "rebuilt".into();
+    std::fs::write(&src, serde_json::to_vec(&m).unwrap()).unwrap();
+    ok(
+        fx.dir(),
+        &[
+            "pack",
+            "src-lib-1.0.0",
+            "--key",
+            "dev.key",
+            "--devcert",
+            "dev.cert",
+            "--intcert",
+            "int/ca.cert",
+            "-o",
+            "lib-rebuilt.stockade",
+        ],
+    );
+    expect(
+        &install(&fx, &["lib-rebuilt.stockade"], &[]),
+        107,
+        "store.conflict",
+    );
+}
+
+#[test]
+fn frozen_license_blocks_installs_only() {
+    let fx = setup();
+    let pkg = pack(&fx, "hello", "0.1.0", &[]);
+    expect(&install(&fx, &[&pkg], &[]), 0, "");
+    let before = snapshot(&fx.path("state/store"));
+    ok(
+        fx.dir(),
+        &[
+            "ca", "license", "--ca", "root", "--serial", "ACME-1", "--frozen", "-o", "f.license",
+        ],
+    );
+    ok(
+        fx.dir(),
+        &[
+            "node",
+            "license",
+            "install",
+            "f.license",
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+        ],
+    );
+    let other = pack(&fx, "other", "1.0.0", &[]);
+    let r = install(&fx, &[&other], &[]);
+    expect(&r, 100, "store.license_frozen");
+    assert!(r.json()["error"].to_string().contains("ACME-1"));
+    assert_eq!(snapshot(&fx.path("state/store")), before);
+    // What is installed stays installed and verifiable (scope `any`).
+    expect(&verify_installed(&fx, Some("hello")), 0, "");
+    assert!(list(&fx).contains_key("hello"));
+}
+
+#[test]
+fn the_store_lock_serialises_installs() {
+    let fx = setup();
+    let a = pack(&fx, "a", "1.0.0", &[]);
+    let b = pack(&fx, "b", "1.0.0", &[]);
+    expect(&install(&fx, &[&a], &[]), 0, "");
+    // Hold the lock as another installer would.
+    let f = std::fs::File::open(fx.path("state/store/lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    expect(&install(&fx, &[&b], &["--no-wait"]), 108, "store.locked");
+    // Without --no-wait it queues, and goes through once the lock is released.
+    let mut args: Vec<String> = ["--json", "install", &b]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(TRUST.iter().map(|s| s.to_string()));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(&args)
+        .current_dir(fx.dir())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!list(&fx).contains_key("b"), "installed while locked");
+    drop(held);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(list(&fx).contains_key("b"));
+    // Two installers racing: both succeed, the registry has both.
+    let c = pack(&fx, "c", "1.0.0", &[]);
+    let d = pack(&fx, "d", "1.0.0", &[]);
+    let spawn = |p: &str| {
+        let mut args: Vec<String> = vec!["install".into(), p.into()];
+        args.extend(TRUST.iter().map(|s| s.to_string()));
+        std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+            .args(&args)
+            .current_dir(fx.dir())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut x, mut y) = (spawn(&c), spawn(&d));
+    assert!(x.wait().unwrap().success() && y.wait().unwrap().success());
+    let l = list(&fx);
+    assert!(["a", "b", "c", "d"].iter().all(|n| l.contains_key(*n)));
+}
+
+#[test]
+fn install_and_removal_are_audited() {
+    let fx = setup();
+    let log = fx.path("audit.log");
+    std::fs::create_dir_all(fx.path("policy-root/etc/stockade")).unwrap();
+    std::fs::write(
+        fx.path("policy-root/etc/stockade/policy.toml"),
+        format!("version = 1\n[audit]\nfile = \"{}\"\n", log.display()),
+    )
+    .unwrap();
+    let pkg = pack(&fx, "hello", "0.1.0", &[]);
+    expect(&install(&fx, &[&pkg], &[]), 0, "");
+    expect(&remove(&fx, "hello", &[]), 0, "");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let events: Vec<(String, String)> = text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["event"].as_str().unwrap().to_string(),
+                v["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("install".to_string(), "ok".to_string()),
+            ("removal".to_string(), "ok".to_string())
+        ]
+    );
+    assert!(text.contains("\"package_sha256\""));
+    ok(fx.dir(), &["audit", "verify", log.to_str().unwrap()]);
+}
