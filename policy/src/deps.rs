@@ -142,7 +142,10 @@ pub fn plan_install(
         let mut path = Vec::new();
         visit(&after, &n.name, &mut path, &mut done, &mut order)?;
     }
-    Ok(order.into_iter().filter(|n| new_names.contains(n)).collect())
+    Ok(order
+        .into_iter()
+        .filter(|n| new_names.contains(n))
+        .collect())
 }
 
 fn visit(
@@ -354,7 +357,10 @@ mod tests {
                         format!("p{i}"),
                         Version::new(*major, 0, 0),
                         deps.iter().filter(|(d, _)| **d != i).map(|(d, m)| {
-                            (format!("p{d}"), VersionReq::parse(&format!("^{m}")).unwrap())
+                            (
+                                format!("p{d}"),
+                                VersionReq::parse(&format!("^{m}")).unwrap(),
+                            )
                         }),
                     )
                 })

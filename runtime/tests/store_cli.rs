@@ -9,42 +9,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Pack a copy of the hello example as NAME VERSION with these dependencies.
 fn pack(fx: &Fixture, name: &str, version: &str, deps: &[(&str, &str)]) -> String {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello");
-    let dir = fx.path(&format!("src-{name}-{version}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(src.join("entrypoint"), dir.join("entrypoint")).unwrap();
-    let mut m: Value =
-        serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
-    m["name"] = name.into();
-    m["version"] = version.into();
-    m["dependencies"] = deps
-        .iter()
-        .map(|(n, r)| serde_json::json!({"name": n, "version": r}))
-        .collect();
-    std::fs::write(
-        dir.join("manifest.json"),
-        serde_json::to_vec_pretty(&m).unwrap(),
-    )
-    .unwrap();
-    let out = format!("{name}-{version}.stockade");
-    ok(
-        fx.dir(),
-        &[
-            "pack",
-            dir.to_str().unwrap(),
-            "--key",
-            "dev.key",
-            "--devcert",
-            "dev.cert",
-            "--intcert",
-            "int/ca.cert",
-            "-o",
-            &out,
-        ],
-    );
-    out
+    fx.pack_plugin(name, version, deps)
 }
 
 const TRUST: [&str; 6] = [
@@ -236,7 +202,10 @@ fn verify_reports_a_changed_tree_and_a_changed_package() {
     std::fs::write(obj.join("package.stockade"), &bytes).unwrap();
     let r = verify_installed(&fx, None);
     assert_eq!(r.code, 86, "{} {}", r.stdout, r.stderr);
-    assert_eq!(r.json()["plugins"][0]["error"]["kind"], "file_map.payload_digest");
+    assert_eq!(
+        r.json()["plugins"][0]["error"]["kind"],
+        "file_map.payload_digest"
+    );
 }
 
 #[test]
@@ -304,7 +273,9 @@ fn dependencies_order_cycle_unsatisfied_and_removal() {
     expect(&remove(&fx, "app", &[]), 0, "");
     let r = install(&fx, &[&app, &lib2], &[]);
     expect(&r, 101, "store.dependency");
-    assert!(r.json()["error"].to_string().contains("lib 2.0.0 does not match"));
+    assert!(r.json()["error"]
+        .to_string()
+        .contains("lib 2.0.0 does not match"));
     // A cycle.
     let a = pack(&fx, "a", "1.0.0", &[("b", "*")]);
     let b = pack(&fx, "b", "1.0.0", &[("c", "*")]);
@@ -380,7 +351,15 @@ fn frozen_license_blocks_installs_only() {
     ok(
         fx.dir(),
         &[
-            "ca", "license", "--ca", "root", "--serial", "ACME-1", "--frozen", "-o", "f.license",
+            "ca",
+            "license",
+            "--ca",
+            "root",
+            "--serial",
+            "ACME-1",
+            "--frozen",
+            "-o",
+            "f.license",
         ],
     );
     ok(

@@ -62,9 +62,7 @@ fn dep_err(e: DepError) -> CmdError {
 }
 
 /// The operator policy's defaults (trust and audit sinks), as `verify` and `run` use them.
-fn operator_defaults(
-    root: &Path,
-) -> Result<stockade_policy::operator::ResolvedPolicy, CmdError> {
+fn operator_defaults(root: &Path) -> Result<stockade_policy::operator::ResolvedPolicy, CmdError> {
     let merged = policyfiles::load(&PolicySource::Root(root.to_path_buf()))
         .map_err(PolicyFilesError::into_cmd)?;
     merged
@@ -192,7 +190,8 @@ pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
             Err(e) => {
                 let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
                 let mut rec = Record::new(Event::Install, "refused");
-                rec.detail = json!({"file": p.display().to_string(), "kind": kind, "error": e.to_string()});
+                rec.detail =
+                    json!({"file": p.display().to_string(), "kind": kind, "error": e.to_string()});
                 append_or_fail(&log, rec)?;
                 return Err(CmdError::new(exit, kind, e).hint(hint));
             }
@@ -207,7 +206,9 @@ pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
             .collect();
         let source = format!(
             "file:{}",
-            std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display()
+            std::fs::canonicalize(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
         );
         let entry = entry_for(&pkg.report, requires, source);
         let warnings = pkg.report.warnings.clone();
@@ -274,10 +275,8 @@ pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
         }
     };
     // 6. Commit, in dependency order.
-    let mut by_name: BTreeMap<String, (Staged, Installed, Vec<String>)> = staged
-        .into_iter()
-        .map(|t| (t.1.name.clone(), t))
-        .collect();
+    let mut by_name: BTreeMap<String, (Staged, Installed, Vec<String>)> =
+        staged.into_iter().map(|t| (t.1.name.clone(), t)).collect();
     let mut items = Vec::new();
     let mut report = InstallReport {
         installed: Vec::new(),
@@ -347,9 +346,10 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
     // replaced by rename.
     let (reg, root) = match Store::open(&a.store.state_dir, true) {
         Ok((st, _)) => (st.registry().clone(), st.root().to_path_buf()),
-        Err(e @ (StoreError::Corrupt { .. } | StoreError::Schema { .. } | StoreError::BadDirName(_))) => {
-            return Err(store_err(e))
-        }
+        Err(
+            e
+            @ (StoreError::Corrupt { .. } | StoreError::Schema { .. } | StoreError::BadDirName(_)),
+        ) => return Err(store_err(e)),
         Err(_) => (
             crate::store::read_registry(&a.store.state_dir).map_err(store_err)?,
             std::fs::canonicalize(a.store.state_dir.join(crate::store::STORE_DIR))
@@ -392,7 +392,11 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                 p.version,
                 p.signature_status,
                 p.signer_key_id.as_deref().unwrap_or("-"),
-                if req.is_empty() { "-".into() } else { req.join(", ") }
+                if req.is_empty() {
+                    "-".into()
+                } else {
+                    req.join(", ")
+                }
             ));
         }
         t
@@ -441,7 +445,9 @@ pub fn remove(a: RemoveArgs, out: Output) -> Result<Exit, CmdError> {
         )
         .hint("remove those first, or pass --force"));
     }
-    store.remove(std::slice::from_ref(&a.id)).map_err(store_err)?;
+    store
+        .remove(std::slice::from_ref(&a.id))
+        .map_err(store_err)?;
     let mut rec = Record::new(Event::Removal, "ok");
     rec.plugin = Some(p.name.clone());
     rec.version = Some(p.version.clone());
@@ -449,7 +455,8 @@ pub fn remove(a: RemoveArgs, out: Output) -> Result<Exit, CmdError> {
     rec.signer_chain = p.signer_chain.clone();
     rec.detail = json!({"forced": a.force, "broken_dependents": needed_by});
     append_or_fail(&log, rec)?;
-    let report = json!({"removed": {"name": p.name, "version": p.version}, "broken_dependents": needed_by});
+    let report =
+        json!({"removed": {"name": p.name, "version": p.version}, "broken_dependents": needed_by});
     out.emit(&report, |_| {
         let mut t = format!("removed {} {}\n", p.name, p.version);
         for n in &needed_by {
@@ -511,12 +518,20 @@ pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Resul
             problems: Vec::new(),
             ok: false,
         };
-        match open_verified_in(&obj.join(PACKAGE_FILE), &cfg, &node, unix_now(), work.path()) {
+        match open_verified_in(
+            &obj.join(PACKAGE_FILE),
+            &cfg,
+            &node,
+            unix_now(),
+            work.path(),
+        ) {
             Err(e) => {
                 if exit == Exit::Ok || exit == Exit::Tampered {
                     exit = e.exit();
                 }
-                item.error = Some(json!({"kind": e.kind(), "code": e.exit().code(), "message": crate::package::verify::error_chain(&e)}));
+                item.error = Some(
+                    json!({"kind": e.kind(), "code": e.exit().code(), "message": crate::package::verify::error_chain(&e)}),
+                );
                 let mut rec = Record::new(Event::Verification, "refused");
                 rec.plugin = Some(p.name.clone());
                 rec.version = Some(p.version.clone());
@@ -534,8 +549,13 @@ pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Resul
                         ),
                     });
                 }
-                item.problems.extend(check_tree(&obj.join(crate::store::TREE_DIR), &pkg.files));
-                let outcome = if item.problems.is_empty() { "ok" } else { "tampered" };
+                item.problems
+                    .extend(check_tree(&obj.join(crate::store::TREE_DIR), &pkg.files));
+                let outcome = if item.problems.is_empty() {
+                    "ok"
+                } else {
+                    "tampered"
+                };
                 let mut rec = for_report(Event::Verification, outcome, &pkg.report);
                 rec.detail = json!({"installed": true, "problems": item.problems});
                 append_or_fail(&log, rec)?;
@@ -561,7 +581,10 @@ pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Resul
                 i.signature_status.as_deref().unwrap_or("-")
             ));
             if let Some(e) = &i.error {
-                t.push_str(&format!("  verification: {}\n", e["message"].as_str().unwrap_or("")));
+                t.push_str(&format!(
+                    "  verification: {}\n",
+                    e["message"].as_str().unwrap_or("")
+                ));
             }
             for pr in &i.problems {
                 t.push_str(&format!("  {pr}\n"));

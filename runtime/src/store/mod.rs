@@ -210,7 +210,7 @@ fn crash_point() {
         return;
     };
     if SEEN.fetch_add(1, Ordering::SeqCst) + 1 == at {
-        let _ = sys::kill(std::process::id() as i32, libc::SIGKILL);
+        let _ = sys::kill_self();
     }
 }
 
@@ -642,10 +642,7 @@ mod tests {
         files.insert("a".to_string(), entry(b"alpha", 0o644));
         files.insert("lib/b".to_string(), entry(b"beta", 0o755));
         files.insert("c".to_string(), entry(b"gamma", 0o644));
-        files.insert(
-            "l".to_string(),
-            FileEntry::Symlink { target: "a".into() },
-        );
+        files.insert("l".to_string(), FileEntry::Symlink { target: "a".into() });
         assert!(check_tree(root, &files).is_empty());
         std::fs::write(root.join("a"), b"ALPHA").unwrap();
         std::fs::set_permissions(root.join("lib/b"), std::fs::Permissions::from_mode(0o4755))
@@ -655,8 +652,14 @@ mod tests {
         std::fs::create_dir(root.join("newdir")).unwrap();
         let p = check_tree(root, &files);
         let s: Vec<String> = p.iter().map(|p| p.to_string()).collect();
-        assert!(s.iter().any(|s| s.starts_with("changed: a (sha256")), "{s:?}");
-        assert!(s.contains(&"changed: lib/b (mode 4755, signed 0755)".to_string()), "{s:?}");
+        assert!(
+            s.iter().any(|s| s.starts_with("changed: a (sha256")),
+            "{s:?}"
+        );
+        assert!(
+            s.contains(&"changed: lib/b (mode 4755, signed 0755)".to_string()),
+            "{s:?}"
+        );
         assert!(s.contains(&"missing: c".to_string()), "{s:?}");
         assert!(s.contains(&"extra: lib/extra".to_string()), "{s:?}");
         assert!(s.contains(&"extra: newdir".to_string()), "{s:?}");

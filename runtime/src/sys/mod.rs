@@ -339,6 +339,11 @@ pub fn kill(pid: i32, sig: libc::c_int) -> io::Result<()> {
     nix::sys::signal::kill(Pid::from_raw(pid), sig).map_err(io_err)
 }
 
+/// SIGKILL this process (the store's crash-consistency test hook): no destructor runs.
+pub fn kill_self() -> io::Result<()> {
+    nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGKILL).map_err(io_err)
+}
+
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err)

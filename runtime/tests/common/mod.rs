@@ -173,6 +173,44 @@ impl Fixture {
         dst
     }
 
+    /// Pack a copy of the hello example as NAME VERSION with these dependencies.
+    pub fn pack_plugin(&self, name: &str, version: &str, deps: &[(&str, &str)]) -> String {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello");
+        let dir = self.path(&format!("src-{name}-{version}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(src.join("entrypoint"), dir.join("entrypoint")).unwrap();
+        let mut m: Value =
+            serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
+        m["name"] = name.into();
+        m["version"] = version.into();
+        m["dependencies"] = deps
+            .iter()
+            .map(|(n, r)| serde_json::json!({"name": n, "version": r}))
+            .collect();
+        std::fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_vec_pretty(&m).unwrap(),
+        )
+        .unwrap();
+        let out = format!("{name}-{version}.stockade");
+        ok(
+            self.dir(),
+            &[
+                "pack",
+                dir.to_str().unwrap(),
+                "--key",
+                "dev.key",
+                "--devcert",
+                "dev.cert",
+                "--intcert",
+                "int/ca.cert",
+                "-o",
+                &out,
+            ],
+        );
+        out
+    }
+
     /// Pack the hello example into `hello.stockade`.
     pub fn pack_hello(&self) -> String {
         self.hello_dir();
