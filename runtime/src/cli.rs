@@ -566,7 +566,8 @@ pub struct ExecArgs {
 /// `stockade run`
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The package file.
+    /// The package file, or the name of an installed plugin (`stockade list`; an existing file
+    /// of that name wins).
     pub package: PathBuf,
     /// Policy file (TOML): the sandbox policy plus the host sections `[capabilities]`,
     /// `[protocol]`, `[kv]` and `[hooks."<hook>"]`; built-in defaults when omitted.

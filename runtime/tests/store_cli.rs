@@ -466,3 +466,42 @@ fn install_and_removal_are_audited() {
     assert!(text.contains("\"package_sha256\""));
     ok(fx.dir(), &["audit", "verify", log.to_str().unwrap()]);
 }
+
+#[test]
+fn run_takes_an_installed_plugins_name() {
+    use std::io::Write;
+    let fx = setup();
+    let pkg = pack(&fx, "hello", "0.1.0", &[]);
+    expect(&install(&fx, &[&pkg], &[]), 0, "");
+    std::fs::remove_file(fx.path(&pkg)).unwrap();
+    let mut args = vec!["run", "hello"];
+    args.extend_from_slice(&TRUST);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(&args)
+        .current_dir(fx.dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"jsonrpc":"2.0","id":1,"method":"hook_invoke","params":{"hook":"on:flow.new","payload":{}}}
+"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains(r#""id":1"#) && l.contains(r#""allow":true"#)),
+        "{stdout}"
+    );
+}

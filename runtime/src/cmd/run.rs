@@ -149,12 +149,14 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
     })?;
     let log = AuditLog::from_policy(&defaults.audit);
-    let pkg = match open_verified_in(&a.package, &cfg, &node, unix_now(), &std::env::temp_dir()) {
+    // An installed plugin's name runs its stored package (verified again, like any file).
+    let package = crate::cmd::store::resolve_package(&cfg.state_dir, &a.package);
+    let pkg = match open_verified_in(&package, &cfg, &node, unix_now(), &std::env::temp_dir()) {
         Ok(p) => p,
         Err(e) => {
             let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
             let mut rec = Record::new(Event::Verification, "refused");
-            rec.detail = json!({"file": a.package.display().to_string(), "kind": kind, "error": e.to_string()});
+            rec.detail = json!({"file": package.display().to_string(), "kind": kind, "error": e.to_string()});
             audit::append_or_fail(&log, rec)?;
             return Err(CmdError::new(exit, kind, e).hint(hint));
         }

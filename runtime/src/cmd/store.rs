@@ -70,6 +70,21 @@ fn operator_defaults(root: &Path) -> Result<stockade_policy::operator::ResolvedP
         .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())
 }
 
+/// What verifying needs, as `stockade verify` builds it: the operator policy's audit sinks, the
+/// trust configuration (flags with the policy's `[trust]`), and this node.
+fn verify_context(
+    trust: &crate::cli::TrustArgs,
+    policy_root: &Path,
+) -> Result<(AuditLog, crate::trustdir::TrustConfig, NodeIdentity), CmdError> {
+    let defaults = operator_defaults(policy_root)?;
+    let log = AuditLog::from_policy(&defaults.audit);
+    let cfg = trust_config_with_policy(trust, &defaults)?;
+    let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
+        CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
+    })?;
+    Ok((log, cfg, node))
+}
+
 fn status_str<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
@@ -145,12 +160,7 @@ struct InstallItem {
 
 /// Run `stockade install`.
 pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
-    let defaults = operator_defaults(&a.root.policy_root)?;
-    let log = AuditLog::from_policy(&defaults.audit);
-    let cfg = trust_config_with_policy(&a.trust, &defaults)?;
-    let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
-        CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
-    })?;
+    let (log, cfg, node) = verify_context(&a.trust, &a.root.policy_root)?;
     // 1. A frozen license blocks every install before anything is read or written.
     if let Some(l) = node
         .license
@@ -484,12 +494,7 @@ struct VerifyItem {
 /// package, check its digest against the registry, and compare the installed tree with the signed
 /// file map. Exit: the first verification failure's code, else 105 if a tree changed, else 0.
 pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Result<Exit, CmdError> {
-    let defaults = operator_defaults(&a.root.policy_root)?;
-    let log = AuditLog::from_policy(&defaults.audit);
-    let cfg = trust_config_with_policy(&a.trust, &defaults)?;
-    let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
-        CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
-    })?;
+    let (log, cfg, node) = verify_context(&a.trust, &a.root.policy_root)?;
     let (store, _) = Store::open(&cfg.state_dir, false).map_err(store_err)?;
     let targets: Vec<Installed> = match &id {
         Some(id) => match store.registry().plugins.get(id) {
@@ -610,4 +615,24 @@ pub fn is_installed_id(state_dir: &Path, arg: &Path) -> bool {
         && crate::store::read_registry(state_dir)
             .map(|r| r.plugins.contains_key(name))
             .unwrap_or(false)
+}
+
+/// For `stockade run ARG`: the stored package of an installed plugin named ARG (same rule as
+/// `verify`), else ARG itself.
+pub fn resolve_package(state_dir: &Path, arg: &Path) -> std::path::PathBuf {
+    if !is_installed_id(state_dir, arg) {
+        return arg.to_path_buf();
+    }
+    let name = arg.to_string_lossy();
+    match crate::store::read_registry(state_dir) {
+        Ok(r) => match r.plugins.get(name.as_ref()) {
+            Some(p) => state_dir
+                .join(crate::store::STORE_DIR)
+                .join("plugins")
+                .join(&p.dir)
+                .join(PACKAGE_FILE),
+            None => arg.to_path_buf(),
+        },
+        Err(_) => arg.to_path_buf(),
+    }
 }
