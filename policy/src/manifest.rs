@@ -65,6 +65,11 @@ pub struct Manifest {
     /// Other plugins this one needs.
     #[serde(default)]
     pub dependencies: Vec<Dependency>,
+    /// Curation tier (seed 004), e.g. `A`, `B`, `C`: set by the index curator, and a package
+    /// installed from an index must declare the same tier as its index entry. 1–16 characters of
+    /// `[A-Za-z0-9]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     /// Protocol version spoken on stdin/stdout.
     #[serde(default = "default_api")]
     pub api: u32,
@@ -126,6 +131,9 @@ pub enum ManifestError {
     /// A protocol version this runtime does not speak.
     #[error("api version {0} is not supported (this runtime speaks {SUPPORTED_API})")]
     Api(u32),
+    /// A tier that is not 1–16 characters of `[A-Za-z0-9]`.
+    #[error("tier `{0}` must be 1-16 characters of [A-Za-z0-9]")]
+    Tier(String),
     /// Author/description unreasonably long.
     #[error("field `{0}` is longer than 1024 characters")]
     FieldTooLong(&'static str),
@@ -292,6 +300,11 @@ impl Manifest {
         if self.api != SUPPORTED_API {
             return Err(ManifestError::Api(self.api));
         }
+        if let Some(t) = &self.tier {
+            if t.is_empty() || t.len() > 16 || !t.bytes().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(ManifestError::Tier(t.clone()));
+            }
+        }
         Ok(ValidatedManifest {
             inner: self,
             version,
@@ -418,6 +431,13 @@ mod tests {
             json!([{"name": "x", "version": "^1.2"}])
         ))
         .is_ok());
+        assert!(check(with("tier", json!("B"))).is_ok());
+        for bad in ["", "B C", "../x", "ABCDEFGHIJKLMNOPQ"] {
+            assert!(matches!(
+                check(with("tier", json!(bad))),
+                Err(ManifestError::Tier(_))
+            ));
+        }
         let big = vec![b' '; MAX_MANIFEST_BYTES + 1];
         assert!(matches!(
             Manifest::parse(&big),

@@ -56,6 +56,101 @@ pub enum Command {
     List(ListArgs),
     /// Remove an installed plugin (refused while others need it, unless --force).
     Remove(RemoveArgs),
+    /// Update plugins installed from sources to the newest version listed (delisted ones are
+    /// flagged and left alone).
+    Update(UpdateArgs),
+    /// Signed plugin indexes: add, list, remove, and the explicit re-pin flows.
+    #[command(subcommand)]
+    Source(SourceCommand),
+}
+
+/// `stockade update`
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Only this installed plugin.
+    pub id: Option<String>,
+    /// Fail with exit 108 instead of waiting when another stockade process holds the store lock.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub root: PolicyRootArg,
+}
+
+/// `stockade source …`
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Add a source: pin its operator key (the fingerprint is shown) and verify its index now.
+    Add(SourceAddArgs),
+    /// The configured sources, their pinned keys and last verified index.
+    List(SourceListArgs),
+    /// Remove a source (plugins installed from it stay installed and get no updates).
+    Remove(SourceRemoveArgs),
+    /// WARNING: replace a source's pinned operator key without a rotation proof.
+    Repin(SourceRepinArgs),
+    /// WARNING: replace a plugin's pinned author key without a rotation proof.
+    RepinAuthor(SourceRepinAuthorArgs),
+}
+
+/// `stockade source add`
+#[derive(Debug, Args)]
+pub struct SourceAddArgs {
+    /// A name for the source.
+    pub name: String,
+    /// URL of its index.json (file://, https://, or http:// to loopback only).
+    pub url: String,
+    /// The operator's minisign public key, obtained out of band.
+    #[arg(long, value_name = "KEY.pub")]
+    pub operator_key: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `stockade source list`
+#[derive(Debug, Args)]
+pub struct SourceListArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `stockade source remove`
+#[derive(Debug, Args)]
+pub struct SourceRemoveArgs {
+    /// The source's name.
+    pub name: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `stockade source repin`
+#[derive(Debug, Args)]
+pub struct SourceRepinArgs {
+    /// The source's name.
+    pub name: String,
+    /// The new operator key, verified out of band.
+    #[arg(long, value_name = "KEY.pub")]
+    pub operator_key: PathBuf,
+    /// Confirm: you checked the new key's fingerprint with the operator out of band.
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `stockade source repin-author`
+#[derive(Debug, Args)]
+pub struct SourceRepinAuthorArgs {
+    /// The plugin id.
+    pub id: String,
+    /// The new author key, verified out of band.
+    #[arg(long, value_name = "KEY.pub")]
+    pub author_key: PathBuf,
+    /// Confirm: you checked the new key's fingerprint with the author out of band.
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// The store's state directory and locking behaviour.
@@ -77,9 +172,11 @@ pub struct StoreArgs {
 /// `stockade install`
 #[derive(Debug, Args)]
 pub struct InstallArgs {
-    /// Package files. Several are installed together, in dependency order, in one commit.
-    #[arg(required = true, value_name = "PKG_FILE")]
-    pub packages: Vec<PathBuf>,
+    /// Package files, or `ID[@VERSION]` from the configured sources (VERSION exact, or a semver
+    /// requirement). Several are installed together, dependencies first, in one commit; with
+    /// sources, missing dependencies are fetched too. An existing file always wins.
+    #[arg(required = true, value_name = "PKG_FILE|ID[@VERSION]")]
+    pub targets: Vec<String>,
     /// Allow replacing a newer installed version (downgrade) or the same version with
     /// different content.
     #[arg(long)]

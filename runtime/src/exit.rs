@@ -53,6 +53,27 @@ pub enum Exit {
     FileMap = 86,
     /// Verification step 8 failed: the archive is unsafe to extract.
     UnsafeArchive = 87,
+    /// Index: a download failed or exceeded its cap.
+    IndexFetch = 90,
+    /// Index step 1: the index is not signed by the pinned operator key (or the key changed
+    /// without a rotation proof).
+    IndexSignature = 91,
+    /// Index step 1: rollback (older than seen) or the same version with other content.
+    IndexRollback = 92,
+    /// Index step 1: the index expired (freeze).
+    IndexExpired = 93,
+    /// No source lists the plugin at that version, or it is delisted.
+    IndexNotFound = 94,
+    /// No build of the plugin for this platform.
+    IndexUnavailable = 95,
+    /// Index step 2: the artifact's size or SHA-256 differs from the index.
+    ArtifactDigest = 96,
+    /// Index step 3: the artifact's detached signature does not verify against the author key.
+    ArtifactSignature = 97,
+    /// Index step 4: the author key changed without a rotation proof.
+    AuthorPin = 98,
+    /// Index step 5: the package disagrees with its index entry (id, version, tier, signer).
+    IndexMismatch = 99,
     /// Store: the node's license is frozen, so nothing new may be installed (running plugins
     /// keep running).
     LicenseFrozen = 100,

@@ -12,7 +12,7 @@
 //! Trust and packages: [`package`] (container, deterministic payload, safe extraction and the
 //! verification pipeline, `package::open_verified` for the launcher), [`trustdir`] (pinned roots,
 //! revocation list, trust modes), [`state`] (rollback memory), [`node`] (hardware id, license),
-//! [`store`] (the crash-safe plugin store: staging, commit by registry rename, recovery),
+//! [`sources`] (signed indexes, operator and author key pins, downloads), [`store`] (the crash-safe plugin store: staging, commit by registry rename, recovery),
 //! [`fileio`] (capped single-fd reads, exclusive and atomic writes), [`keyfile`] (key files).
 
 pub mod audit;
@@ -29,6 +29,7 @@ pub mod package;
 pub mod plugin_policy;
 pub mod policyfiles;
 pub mod sandbox;
+pub mod sources;
 pub mod state;
 pub mod store;
 pub mod sys;

@@ -316,7 +316,7 @@ fn upgrade_downgrade_and_conflict() {
     expect(&r, 0, "");
     assert_eq!(r.json()["installed"][0]["action"], "downgraded from 1.1.0");
     // Same version, other content (repacked with another description).
-    let src = fx.path("src-lib-1.0.0/manifest.json");
+    let src = fx.path("src-lib-1.0.0.stockade/manifest.json");
     let mut m: Value = serde_json::from_slice(&std::fs::read(&src).unwrap()).unwrap();
     m["description"] = "rebuilt".into();
     std::fs::write(&src, serde_json::to_vec(&m).unwrap()).unwrap();
@@ -324,7 +324,7 @@ fn upgrade_downgrade_and_conflict() {
         fx.dir(),
         &[
             "pack",
-            "src-lib-1.0.0",
+            "src-lib-1.0.0.stockade",
             "--key",
             "dev.key",
             "--devcert",

@@ -13,7 +13,8 @@
 //! - [`statement`]: what a developer signs for a package (manifest + file map + payload digest);
 //! - [`cert`] and [`chain`]: certificates, chain, bounds and validity;
 //! - [`crl`]: revocation lists (versioned, expiring, rollback-checked);
-//! - [`license`]: node licenses for `license:<serial>` scopes.
+//! - [`license`]: node licenses for `license:<serial>` scopes;
+//! - [`index`]: signed plugin indexes (seed 004): parsing, rollback/freeze, platform choice, key pins.
 //!
 //! The file formats are summarized for auditors in `trust/FORMATS.md`.
 //!
@@ -31,6 +32,7 @@ pub mod cert;
 pub mod chain;
 pub mod crl;
 pub mod grant;
+pub mod index;
 pub mod license;
 pub mod minisign;
 pub mod signed;

@@ -5,6 +5,7 @@ pub mod exec;
 
 use crate::cli::{
     AuditCommand, CaCommand, Command, GrantCommand, NodeCommand, NodeLicenseCommand, PolicyCommand,
+    SourceCommand,
 };
 use crate::error::CmdError;
 use crate::exit::Exit;
@@ -20,6 +21,7 @@ pub mod pack;
 pub mod policy;
 pub mod run;
 pub mod serve;
+pub mod source;
 pub mod store;
 pub mod verify;
 
@@ -51,5 +53,11 @@ pub fn run(command: Command, out: Output) -> Result<Exit, CmdError> {
         Command::Install(a) => store::install(a, out),
         Command::List(a) => store::list(a, out),
         Command::Remove(a) => store::remove(a, out),
+        Command::Update(a) => store::update(a, out),
+        Command::Source(SourceCommand::Add(a)) => source::add(a, out),
+        Command::Source(SourceCommand::List(a)) => source::list(a, out),
+        Command::Source(SourceCommand::Remove(a)) => source::remove(a, out),
+        Command::Source(SourceCommand::Repin(a)) => source::repin(a, out),
+        Command::Source(SourceCommand::RepinAuthor(a)) => source::repin_author(a, out),
     }
 }

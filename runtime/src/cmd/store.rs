@@ -12,7 +12,7 @@
 //! 6. commit (rename into place, registry rename), then one audit record per plugin.
 
 use crate::audit::{append_or_fail, for_report, AuditLog, Event, Record};
-use crate::cli::{InstallArgs, ListArgs, RemoveArgs, VerifyArgs};
+use crate::cli::{InstallArgs, ListArgs, RemoveArgs, UpdateArgs, VerifyArgs};
 use crate::cmd::run::trust_config_with_policy;
 use crate::error::CmdError;
 use crate::exit::Exit;
@@ -23,15 +23,19 @@ use crate::output::Output;
 use crate::package::open_verified_in;
 use crate::package::report::Report;
 use crate::policyfiles::{self, PolicyFilesError, PolicySource};
+use crate::sources::{self, Fetched, Session, SourceError, Want};
 use crate::store::{check_tree, Installed, Staged, Store, StoreError, TreeProblem, PACKAGE_FILE};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use stockade_policy::deps::{self, DepError, DepNode};
+use stockade_trust::index::PinOutcome;
 use stockade_trust::license::LicenseState;
+use stockade_trust::minisign::PublicKey;
 
-fn store_err(e: StoreError) -> CmdError {
+/// A store error as the command's error (exit 106/108/74…).
+pub(crate) fn store_err(e: StoreError) -> CmdError {
     match e {
         StoreError::Locked(_) => CmdError::new(Exit::StoreLocked, "store.locked", e)
             .hint("another install or removal is running; retry, or drop --no-wait to queue"),
@@ -111,6 +115,7 @@ fn entry_for(r: &Report, requires: BTreeMap<String, String>, source: String) -> 
             .find(|c| c.kind == "developer")
             .map(|c| c.subject.clone()),
         granted_capabilities: r.granted_capabilities.clone(),
+        tier: None,
         requires,
         source,
         installed_at: unix_now(),
@@ -153,60 +158,133 @@ struct InstallItem {
     action: String,
     signature_status: String,
     signer_key_id: Option<String>,
+    /// The author (developer) key pin.
+    author_pin: Option<PinReport>,
+    /// `file:<path>` or `index:<source>`.
+    source: String,
     package_sha256: String,
     path: String,
     warnings: Vec<String>,
 }
 
-/// Run `stockade install`.
-pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
-    let (log, cfg, node) = verify_context(&a.trust, &a.root.policy_root)?;
-    // 1. A frozen license blocks every install before anything is read or written.
-    if let Some(l) = node
-        .license
-        .as_ref()
-        .filter(|l| l.body.state == LicenseState::Frozen)
-    {
-        let mut rec = Record::new(Event::Install, "refused");
-        rec.detail = json!({"kind": "store.license_frozen", "license": l.body.serial});
-        append_or_fail(&log, rec)?;
-        return Err(CmdError::msg(
-            Exit::LicenseFrozen,
-            "store.license_frozen",
-            format!(
-                "this node's license {} is frozen: no plugin may be installed or updated (installed plugins keep running)",
-                l.body.serial
+/// One thing `install` was asked for.
+#[derive(Debug)]
+enum Target {
+    /// A package file.
+    File(PathBuf),
+    /// An id from the configured sources, optionally `@VERSION` or `@REQ`.
+    Index { id: String, want: Option<Want> },
+}
+
+/// `PKG_FILE` if it is an existing file or looks like a path; else `ID[@VERSION]`.
+fn parse_target(arg: &str) -> Result<Target, CmdError> {
+    let p = Path::new(arg);
+    if p.metadata().is_ok_and(|m| !m.is_dir()) || arg.contains('/') || arg.ends_with(".stockade") {
+        return Ok(Target::File(p.to_path_buf()));
+    }
+    let (id, ver) = match arg.split_once('@') {
+        Some((i, v)) => (i, Some(v)),
+        None => (arg, None),
+    };
+    let usage = |m: String| {
+        CmdError::msg(Exit::NoInput, "no_input", m)
+            .hint("pass an existing package file, or ID[@VERSION] listed by a source (`stockade source list`)")
+    };
+    if !stockade_policy::manifest::valid_name(id) {
+        return Err(usage(format!("`{arg}` is neither a file nor a plugin id")));
+    }
+    let want = match ver {
+        None => None,
+        Some(v) => Some(match semver::Version::parse(v) {
+            Ok(x) => Want::Exact(x),
+            Err(_) => Want::Req(
+                semver::VersionReq::parse(v)
+                    .map_err(|_| usage(format!("`{v}` is not a version or requirement")))?,
             ),
-        )
-        .hint("install an active license with `stockade node license install FILE`"));
+        }),
+    };
+    Ok(Target::Index {
+        id: id.to_string(),
+        want,
+    })
+}
+
+fn source_err(e: SourceError) -> CmdError {
+    let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
+    let c = CmdError::new(exit, kind, e);
+    if hint.is_empty() {
+        c
+    } else {
+        c.hint(hint)
     }
-    // 2. Lock and recover.
-    let (mut store, recovered) = Store::open(&cfg.state_dir, a.no_wait).map_err(store_err)?;
-    if !recovered.is_empty() {
-        out.note(format!(
-            "recovered from an interrupted run: removed {} staging and {} unreferenced directories",
-            recovered.staging.len(),
-            recovered.orphans.len()
-        ));
+}
+
+/// A package staged, verified and checked, waiting for the commit.
+struct StagedPkg {
+    staged: Staged,
+    entry: Installed,
+    warnings: Vec<String>,
+    /// The key to pin for this plugin id and what the pin check decided.
+    pin: Option<(PublicKey, PinOutcome)>,
+    report: Report,
+}
+
+/// The work of one `install` or `update`: everything is staged and checked before anything is
+/// committed.
+struct Job<'a> {
+    log: &'a AuditLog,
+    cfg: &'a crate::trustdir::TrustConfig,
+    node: &'a NodeIdentity,
+    store: &'a Store,
+    session: Option<&'a Session>,
+    staged: Vec<StagedPkg>,
+}
+
+impl Job<'_> {
+    fn refuse(&self, detail: serde_json::Value, err: CmdError) -> CmdError {
+        let mut rec = Record::new(Event::Install, "refused");
+        rec.detail = detail;
+        match append_or_fail(self.log, rec) {
+            Ok(()) => err,
+            Err(audit) => audit,
+        }
     }
-    // 3. Stage and verify every package. A failure drops the staged directories (and a crash
-    //    leaves them to the next start's recovery): nothing is installed.
-    let mut staged: Vec<(Staged, Installed, Vec<String>)> = Vec::new();
-    let mut reports: BTreeMap<String, Report> = BTreeMap::new();
-    for p in &a.packages {
-        let s = store.stage(p).map_err(store_err)?;
-        let mut pkg = match open_verified_in(&s.package(), &cfg, &node, unix_now(), &s.dir) {
+
+    /// Stage a package file (a download or the caller's file), verify it (80–87), check it
+    /// against its index entry (99) and its author pin (98).
+    fn add(&mut self, path: &Path, label: &str, fetched: Option<&Fetched>) -> Result<(), CmdError> {
+        let s = self.store.stage(path).map_err(store_err)?;
+        let mut pkg = match open_verified_in(&s.package(), self.cfg, self.node, unix_now(), &s.dir)
+        {
             Ok(pkg) => pkg,
             Err(e) => {
                 let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
-                let mut rec = Record::new(Event::Install, "refused");
-                rec.detail =
-                    json!({"file": p.display().to_string(), "kind": kind, "error": e.to_string()});
-                append_or_fail(&log, rec)?;
-                return Err(CmdError::new(exit, kind, e).hint(hint));
+                let detail = json!({"file": label, "kind": kind, "error": e.to_string()});
+                return Err(self.refuse(detail, CmdError::new(exit, kind, e).hint(hint)));
             }
         };
-        pkg.report.file = p.display().to_string();
+        pkg.report.file = label.to_string();
+        let dev_key = pkg.developer.as_ref().map(|d| d.subject_key.clone());
+        let pin = match (fetched, &dev_key) {
+            (Some(f), _) => {
+                if let Err(e) = sources::check_agreement(f, &pkg.manifest, dev_key.as_ref()) {
+                    let detail = json!({"file": label, "kind": e.kind(), "error": e.to_string()});
+                    return Err(self.refuse(detail, source_err(e)));
+                }
+                Some((f.author.clone(), f.pin.clone()))
+            }
+            (None, Some(k)) => {
+                match sources::check_file_pin(&self.cfg.state_dir, pkg.manifest.name(), k) {
+                    Ok(o) => Some((k.clone(), o)),
+                    Err(e) => {
+                        let detail =
+                            json!({"file": label, "kind": e.kind(), "error": e.to_string()});
+                        return Err(self.refuse(detail, source_err(e)));
+                    }
+                }
+            }
+            (None, None) => None,
+        };
         let requires: BTreeMap<String, String> = pkg
             .manifest
             .manifest()
@@ -214,23 +292,120 @@ pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
             .iter()
             .map(|d| (d.name.clone(), d.version.clone()))
             .collect();
-        let source = format!(
-            "file:{}",
-            std::fs::canonicalize(p)
-                .unwrap_or_else(|_| p.clone())
-                .display()
-        );
-        let entry = entry_for(&pkg.report, requires, source);
+        let source = match fetched {
+            Some(f) => format!("index:{}", f.source),
+            None => format!(
+                "file:{}",
+                std::fs::canonicalize(path)
+                    .unwrap_or_else(|_| path.to_path_buf())
+                    .display()
+            ),
+        };
+        let mut entry = entry_for(&pkg.report, requires, source);
+        entry.tier = pkg.manifest.manifest().tier.clone();
         let warnings = pkg.report.warnings.clone();
-        store
+        self.store
             .finish_staging(&s, pkg.dir.keep())
             .map_err(store_err)?;
-        reports.insert(entry.name.clone(), pkg.report);
-        staged.push((s, entry, warnings));
+        self.staged.push(StagedPkg {
+            staged: s,
+            entry,
+            warnings,
+            pin,
+            report: pkg.report,
+        });
+        Ok(())
     }
-    // 4. Versions against what is installed.
+
+    /// Steps 1–4 from the sources, then [`Job::add`].
+    fn add_from_index(
+        &mut self,
+        id: &str,
+        want: Option<&Want>,
+        source: Option<&str>,
+    ) -> Result<(), CmdError> {
+        let Some(session) = self.session else {
+            return Err(CmdError::msg(
+                Exit::IndexNotFound,
+                "index.not_found",
+                format!("`{id}` is not a file, and no source is configured to look it up"),
+            )
+            .hint("add a source with `stockade source add NAME URL --operator-key KEY.pub`"));
+        };
+        let fetched = session
+            .find(id, want, source)
+            .and_then(|(vi, e)| {
+                session.fetch(&self.cfg.state_dir, vi, e, &sources::this_platform())
+            })
+            .map_err(|e| {
+                let detail = json!({"id": id, "kind": e.kind(), "error": e.to_string()});
+                self.refuse(detail, source_err(e))
+            })?;
+        let label = format!(
+            "{}@{} from source {}",
+            fetched.entry.id, fetched.entry.version, fetched.source
+        );
+        self.add(&fetched.path.clone(), &label, Some(&fetched))
+    }
+
+    /// With sources: fetch every dependency that neither the staged set nor the store satisfies
+    /// (highest matching version), until closed. Without sources the dependency check names what
+    /// is missing.
+    fn add_missing_dependencies(&mut self) -> Result<(), CmdError> {
+        if self.session.is_none() {
+            return Ok(());
+        }
+        for _ in 0..256 {
+            let mut missing = None;
+            'outer: for p in &self.staged {
+                for (dep, req) in &p.entry.requires {
+                    let Ok(req) = semver::VersionReq::parse(req) else {
+                        continue;
+                    };
+                    let have = self
+                        .staged
+                        .iter()
+                        .map(|s| &s.entry)
+                        .find(|e| e.name == *dep)
+                        .or_else(|| self.store.registry().plugins.get(dep));
+                    let ok = have
+                        .and_then(|h| semver::Version::parse(&h.version).ok())
+                        .is_some_and(|v| req.matches(&v));
+                    if !ok && !self.staged.iter().any(|s| s.entry.name == *dep) {
+                        missing = Some((dep.clone(), req));
+                        break 'outer;
+                    }
+                }
+            }
+            let Some((dep, req)) = missing else {
+                return Ok(());
+            };
+            match self.add_from_index(&dep, Some(&Want::Req(req)), None) {
+                Ok(()) => {}
+                // Not listed anywhere: the dependency check below names the chain.
+                Err(e) if e.exit() == Exit::IndexNotFound && e.kind() == "index.not_found" => {
+                    return Ok(())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Versions, dependencies, pins, commit, audit; the report.
+fn finish(
+    log: &AuditLog,
+    cfg: &crate::trustdir::TrustConfig,
+    staged: Vec<StagedPkg>,
+    store: &mut Store,
+    force: bool,
+    recovered: crate::store::Recovery,
+) -> Result<InstallReport, CmdError> {
+    // Versions against what is installed.
     let mut actions = BTreeMap::new();
-    for (_, e, _) in &staged {
+    for p in &staged {
+        let e = &p.entry;
         let action = match store.registry().plugins.get(&e.name) {
             None => "installed".to_string(),
             Some(old) if old.package_sha256 == e.package_sha256 => "already installed".into(),
@@ -241,7 +416,7 @@ pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
                 );
                 let older = matches!((&ov, &nv), (Some(o), Some(n)) if n < o);
                 let same = ov == nv;
-                if (older || same) && !a.force {
+                if (older || same) && !force {
                     return Err(CmdError::msg(
                         Exit::Conflict,
                         "store.conflict",
@@ -264,7 +439,7 @@ pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
         };
         actions.insert(e.name.clone(), action);
     }
-    // 5. Dependencies of the resulting set, and the order.
+    // Dependencies of the resulting set, and the order.
     let installed: BTreeMap<String, DepNode> = store
         .registry()
         .plugins
@@ -273,66 +448,295 @@ pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
         .collect::<Result<_, _>>()?;
     let new: Vec<DepNode> = staged
         .iter()
-        .map(|(_, e, _)| dep_node(e))
+        .map(|p| dep_node(&p.entry))
         .collect::<Result<_, _>>()?;
     let order = match deps::plan_install(&installed, &new) {
         Ok(o) => o,
         Err(e) => {
             let mut rec = Record::new(Event::Install, "refused");
             rec.detail = json!({"kind": e.kind(), "error": e.to_string()});
-            append_or_fail(&log, rec)?;
+            append_or_fail(log, rec)?;
             return Err(dep_err(e));
         }
     };
-    // 6. Commit, in dependency order.
-    let mut by_name: BTreeMap<String, (Staged, Installed, Vec<String>)> =
-        staged.into_iter().map(|t| (t.1.name.clone(), t)).collect();
+    // Register: pins first (a pin without its plugin is harmless: it is the key that was
+    // verified), then the store's commit, in dependency order.
+    let now = unix_now();
+    let pins: Vec<(String, PublicKey, PinOutcome)> = staged
+        .iter()
+        .filter_map(|p| {
+            p.pin
+                .as_ref()
+                .map(|(k, o)| (p.entry.name.clone(), k.clone(), o.clone()))
+        })
+        .collect();
+    sources::record_pins(&cfg.state_dir, &pins, now).map_err(source_err)?;
+    let mut by_name: BTreeMap<String, StagedPkg> = staged
+        .into_iter()
+        .map(|p| (p.entry.name.clone(), p))
+        .collect();
     let mut items = Vec::new();
+    let mut reports = Vec::new();
     let mut report = InstallReport {
         installed: Vec::new(),
         recovered,
     };
     for name in &order {
-        if let Some((s, e, warnings)) = by_name.remove(name) {
+        if let Some(p) = by_name.remove(name) {
+            let e = p.entry;
             report.installed.push(InstallItem {
                 name: e.name.clone(),
                 version: e.version.clone(),
                 action: actions.remove(&e.name).unwrap_or_default(),
                 signature_status: e.signature_status.clone(),
                 signer_key_id: e.signer_key_id.clone(),
+                author_pin: p.pin.as_ref().map(|(k, o)| PinReport::new(k, o)),
+                source: e.source.clone(),
                 package_sha256: e.package_sha256.clone(),
                 path: store
                     .object_dir(&e)
                     .join(PACKAGE_FILE)
                     .display()
                     .to_string(),
-                warnings,
+                warnings: p.warnings,
             });
-            items.push((s, e));
+            reports.push(p.report);
+            items.push((p.staged, e));
         }
     }
     store.commit(items).map_err(store_err)?;
-    for item in &report.installed {
-        if let Some(r) = reports.get(&item.name) {
-            let mut rec = for_report(Event::Install, "ok", r);
-            rec.detail = json!({"action": item.action, "signature_status": item.signature_status});
-            append_or_fail(&log, rec)?;
+    for (item, r) in report.installed.iter().zip(&reports) {
+        let mut rec = for_report(Event::Install, "ok", r);
+        rec.detail = json!({"action": item.action, "signature_status": item.signature_status, "source": item.source});
+        append_or_fail(log, rec)?;
+    }
+    Ok(report)
+}
+
+/// How an author key was pinned, for the report.
+#[derive(Debug, Serialize)]
+struct PinReport {
+    key_id: String,
+    fingerprint: String,
+    /// `first-use` (newly pinned), `pinned` (matched), `rotated from KEYID`.
+    status: String,
+}
+
+impl PinReport {
+    fn new(k: &PublicKey, o: &PinOutcome) -> Self {
+        Self {
+            key_id: k.key_id.to_string(),
+            fingerprint: stockade_trust::index::fingerprint(k),
+            status: match o {
+                PinOutcome::FirstUse => "first-use".into(),
+                PinOutcome::Match => "pinned".into(),
+                PinOutcome::Rotated { from } => format!("rotated from {from}"),
+            },
         }
     }
-    out.emit(&report, |r| {
-        let mut t = String::new();
-        for i in &r.installed {
-            t.push_str(&format!(
-                "{} {}: {} (signature_status {}, signer {})\n",
-                i.name,
-                i.version,
-                i.action,
-                i.signature_status,
-                i.signer_key_id.as_deref().unwrap_or("-")
-            ));
-            for w in &i.warnings {
-                t.push_str(&format!("  warning: {w}\n"));
+}
+
+fn render_install(r: &InstallReport) -> String {
+    let mut t = String::new();
+    if r.installed.is_empty() {
+        t.push_str("nothing to do\n");
+    }
+    for i in &r.installed {
+        t.push_str(&format!(
+            "{} {}: {} (signature_status {}, signer {})\n",
+            i.name,
+            i.version,
+            i.action,
+            i.signature_status,
+            i.signer_key_id.as_deref().unwrap_or("-")
+        ));
+        if let Some(p) = &i.author_pin {
+            if p.status != "pinned" {
+                t.push_str(&format!(
+                    "  author key {} pinned ({}), fingerprint {}\n",
+                    p.key_id, p.status, p.fingerprint
+                ));
             }
+        }
+        for w in &i.warnings {
+            t.push_str(&format!("  warning: {w}\n"));
+        }
+    }
+    t
+}
+
+/// The frozen-license gate (seed 000): installs and updates are refused before anything is read
+/// or written; nothing running is touched.
+fn refuse_if_frozen(log: &AuditLog, node: &NodeIdentity) -> Result<(), CmdError> {
+    if let Some(l) = node
+        .license
+        .as_ref()
+        .filter(|l| l.body.state == LicenseState::Frozen)
+    {
+        let mut rec = Record::new(Event::Install, "refused");
+        rec.detail = json!({"kind": "store.license_frozen", "license": l.body.serial});
+        append_or_fail(log, rec)?;
+        return Err(CmdError::msg(
+            Exit::LicenseFrozen,
+            "store.license_frozen",
+            format!(
+                "this node's license {} is frozen: no plugin may be installed or updated (installed plugins keep running)",
+                l.body.serial
+            ),
+        )
+        .hint("install an active license with `stockade node license install FILE`"));
+    }
+    Ok(())
+}
+
+fn open_store(
+    state_dir: &Path,
+    no_wait: bool,
+    out: Output,
+) -> Result<(Store, crate::store::Recovery), CmdError> {
+    let (store, recovered) = Store::open(state_dir, no_wait).map_err(store_err)?;
+    if !recovered.is_empty() {
+        out.note(format!(
+            "recovered from an interrupted run: removed {} staging and {} unreferenced directories",
+            recovered.staging.len(),
+            recovered.orphans.len()
+        ));
+    }
+    Ok((store, recovered))
+}
+
+/// Run `stockade install`.
+pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
+    let targets: Vec<Target> = a
+        .targets
+        .iter()
+        .map(|t| parse_target(t))
+        .collect::<Result<_, _>>()?;
+    let (log, cfg, node) = verify_context(&a.trust, &a.root.policy_root)?;
+    refuse_if_frozen(&log, &node)?;
+    let (mut store, recovered) = open_store(&cfg.state_dir, a.no_wait, out)?;
+    let uses_index = targets.iter().any(|t| matches!(t, Target::Index { .. }));
+    let session = if uses_index {
+        Some(Session::open(&cfg.state_dir, unix_now()).map_err(source_err)?)
+    } else {
+        None
+    };
+    let mut job = Job {
+        log: &log,
+        cfg: &cfg,
+        node: &node,
+        store: &store,
+        session: session.as_ref(),
+        staged: Vec::new(),
+    };
+    for t in &targets {
+        match t {
+            Target::File(p) => job.add(p, &p.display().to_string(), None)?,
+            Target::Index { id, want } => job.add_from_index(id, want.as_ref(), None)?,
+        }
+    }
+    job.add_missing_dependencies()?;
+    let staged = job.staged;
+    let report = finish(&log, &cfg, staged, &mut store, a.force, recovered)?;
+    out.emit(&report, render_install);
+    Ok(Exit::Ok)
+}
+
+/// What `update` found for one installed plugin it did not update.
+#[derive(Debug, Serialize)]
+struct UpdateSkip {
+    name: String,
+    version: String,
+    /// `up to date`, `installed from a file`, `delisted: …`, `source … removed`.
+    reason: String,
+}
+
+/// Run `stockade update [ID]`: every plugin installed from a source (or just ID) moves to the
+/// highest version its source lists, through the whole install pipeline; delisted plugins are
+/// flagged and left alone.
+pub fn update(a: UpdateArgs, out: Output) -> Result<Exit, CmdError> {
+    let (log, cfg, node) = verify_context(&a.trust, &a.root.policy_root)?;
+    refuse_if_frozen(&log, &node)?;
+    let (mut store, recovered) = open_store(&cfg.state_dir, a.no_wait, out)?;
+    if let Some(id) = &a.id {
+        if !store.registry().plugins.contains_key(id) {
+            return Err(CmdError::msg(
+                Exit::NotInstalled,
+                "store.not_installed",
+                format!("no plugin named `{id}` is installed"),
+            ));
+        }
+    }
+    let session = Session::open(&cfg.state_dir, unix_now()).map_err(source_err)?;
+    let installed: Vec<Installed> = store
+        .registry()
+        .plugins
+        .values()
+        .filter(|p| a.id.as_ref().is_none_or(|id| *id == p.name))
+        .cloned()
+        .collect();
+    let mut skipped = Vec::new();
+    let mut todo = Vec::new();
+    for p in installed {
+        let skip = |reason: String| UpdateSkip {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            reason,
+        };
+        let Some(src) = p.source.strip_prefix("index:") else {
+            skipped.push(skip("installed from a file".into()));
+            continue;
+        };
+        if !session.indexes().iter().any(|v| v.source == src) {
+            skipped.push(skip(format!("its source `{src}` is no longer configured")));
+            continue;
+        }
+        match session.find(&p.name, None, Some(src)) {
+            Ok((_, e)) => {
+                let newer = semver::Version::parse(&p.version)
+                    .is_ok_and(|cur| stockade_trust::index::entry_version(e) > cur);
+                if newer {
+                    todo.push((p.name.clone(), e.version.clone(), src.to_string()));
+                } else {
+                    skipped.push(skip("up to date".into()));
+                }
+            }
+            Err(SourceError::Delisted { reason, .. }) => {
+                skipped.push(skip(format!("delisted: {reason}")));
+            }
+            Err(SourceError::NotFound { .. }) => {
+                skipped.push(skip("no longer listed by its source".into()));
+            }
+            Err(e) => return Err(source_err(e)),
+        }
+    }
+    let mut job = Job {
+        log: &log,
+        cfg: &cfg,
+        node: &node,
+        store: &store,
+        session: Some(&session),
+        staged: Vec::new(),
+    };
+    for (id, version, src) in &todo {
+        let want = semver::Version::parse(version).ok().map(Want::Exact);
+        job.add_from_index(id, want.as_ref(), Some(src))?;
+    }
+    job.add_missing_dependencies()?;
+    let staged = job.staged;
+    let report = finish(&log, &cfg, staged, &mut store, false, recovered)?;
+    let doc =
+        json!({"updated": report.installed, "skipped": skipped, "recovered": report.recovered});
+    out.emit(&doc, |_| {
+        let mut t = String::new();
+        for i in &report.installed {
+            t.push_str(&format!("{} {}: {}\n", i.name, i.version, i.action));
+        }
+        for s in &skipped {
+            t.push_str(&format!("{} {}: {}\n", s.name, s.version, s.reason));
+        }
+        if t.is_empty() {
+            t.push_str("nothing installed\n");
         }
         t
     });
@@ -343,6 +747,8 @@ pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
 struct ListItem {
     #[serde(flatten)]
     installed: Installed,
+    /// Why the plugin's source delisted it (from the last verified index), if it did.
+    delisted: Option<String>,
     /// Installed plugins that depend on this one.
     required_by: Vec<String>,
     /// The stored package (`stockade run` it).
@@ -374,8 +780,14 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
             .filter(|o| o.requires.contains_key(&p.name))
             .map(|o| format!("{} {}", o.name, o.version))
             .collect();
+        let delisted = p
+            .source
+            .strip_prefix("index:")
+            .and_then(|src| sources::cached(&a.store.state_dir, src))
+            .and_then(|idx| sources::delisted_in(&idx, &p.name));
         items.push(ListItem {
             installed: p.clone(),
+            delisted,
             required_by,
             package: root
                 .join("plugins")
@@ -408,6 +820,9 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                     req.join(", ")
                 }
             ));
+            if let Some(d) = &i.delisted {
+                t.push_str(&format!("  DELISTED: {d} (no updates)\n"));
+            }
         }
         t
     });

@@ -121,6 +121,9 @@ pub struct Installed {
     pub signer_subject: Option<String>,
     /// Capabilities granted by the certificate ceiling ∩ manifest.
     pub granted_capabilities: Vec<Capability>,
+    /// The manifest's curation tier, if any.
+    #[serde(default)]
+    pub tier: Option<String>,
     /// Dependencies: name → semver requirement.
     pub requires: BTreeMap<String, String>,
     /// Where it came from (`file:<absolute path>`).
@@ -686,6 +689,7 @@ mod tests {
                 signer_chain: vec![],
                 signer_subject: None,
                 granted_capabilities: vec![],
+                tier: None,
                 requires: BTreeMap::new(),
                 source: String::new(),
                 installed_at: 0,

@@ -175,8 +175,29 @@ impl Fixture {
 
     /// Pack a copy of the hello example as NAME VERSION with these dependencies.
     pub fn pack_plugin(&self, name: &str, version: &str, deps: &[(&str, &str)]) -> String {
+        self.pack_custom(
+            name,
+            version,
+            deps,
+            serde_json::json!({}),
+            "dev",
+            &format!("{name}-{version}.stockade"),
+        )
+    }
+
+    /// Pack a copy of the hello example as NAME VERSION with these dependencies, extra manifest
+    /// fields, signed by developer `<signer>.key` / `<signer>.cert`, into `out`.
+    pub fn pack_custom(
+        &self,
+        name: &str,
+        version: &str,
+        deps: &[(&str, &str)],
+        extra: Value,
+        signer: &str,
+        out: &str,
+    ) -> String {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello");
-        let dir = self.path(&format!("src-{name}-{version}"));
+        let dir = self.path(&format!("src-{out}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(src.join("entrypoint"), dir.join("entrypoint")).unwrap();
         let mut m: Value =
@@ -187,28 +208,56 @@ impl Fixture {
             .iter()
             .map(|(n, r)| serde_json::json!({"name": n, "version": r}))
             .collect();
+        if let (Some(o), Some(e)) = (m.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                o.insert(k.clone(), v.clone());
+            }
+        }
         std::fs::write(
             dir.join("manifest.json"),
             serde_json::to_vec_pretty(&m).unwrap(),
         )
         .unwrap();
-        let out = format!("{name}-{version}.stockade");
+        let (key, cert) = (format!("{signer}.key"), format!("{signer}.cert"));
         ok(
             self.dir(),
             &[
                 "pack",
                 dir.to_str().unwrap(),
                 "--key",
-                "dev.key",
+                &key,
                 "--devcert",
-                "dev.cert",
+                &cert,
                 "--intcert",
                 "int/ca.cert",
                 "-o",
-                &out,
+                out,
             ],
         );
-        out
+        out.to_string()
+    }
+
+    /// Another developer key and certificate (`<name>.key`, `<name>.cert`), scope any.
+    pub fn add_developer(&self, name: &str) {
+        let (pubf, cert) = (format!("{name}.pub"), format!("{name}.cert"));
+        ok(self.dir(), &["keygen", "-o", name]);
+        ok(
+            self.dir(),
+            &[
+                "ca",
+                "issue",
+                "--ca",
+                "int",
+                "--pub",
+                &pubf,
+                "--subject",
+                name,
+                "-o",
+                &cert,
+                "--scope",
+                "any",
+            ],
+        );
     }
 
     /// Pack the hello example into `hello.stockade`.

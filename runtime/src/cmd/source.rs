@@ -1,0 +1,235 @@
+//! `stockade source add|list|remove|repin|repin-author`: the signed indexes plugins are installed
+//! from by id, and the explicit (warning-labelled) flows that replace a pinned key without a
+//! rotation proof. Every change runs under the store lock. The steps themselves: `sources/`.
+
+use crate::cli::{
+    SourceAddArgs, SourceListArgs, SourceRemoveArgs, SourceRepinArgs, SourceRepinAuthorArgs,
+};
+use crate::error::CmdError;
+use crate::exit::Exit;
+use crate::keyfile::{load_public, unix_now};
+use crate::output::Output;
+use crate::sources::{self, Pins, Source, SourceError, Sources};
+use crate::store::Store;
+use serde_json::json;
+use std::path::Path;
+use stockade_trust::index::{describe, fingerprint};
+use stockade_trust::minisign::PublicKey;
+
+fn src_err(e: SourceError) -> CmdError {
+    let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
+    let c = CmdError::new(exit, kind, e);
+    if hint.is_empty() {
+        c
+    } else {
+        c.hint(hint)
+    }
+}
+
+fn lock(state_dir: &Path, no_wait: bool) -> Result<Store, CmdError> {
+    Store::open(state_dir, no_wait)
+        .map(|(s, _)| s)
+        .map_err(crate::cmd::store::store_err)
+}
+
+fn key(path: &Path) -> Result<PublicKey, CmdError> {
+    load_public(path).map_err(|e| {
+        CmdError::new(Exit::DataErr, "key", e).hint("pass a minisign public key file (.pub)")
+    })
+}
+
+/// Run `stockade source add`.
+pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
+    sources::check_name(&a.name).map_err(src_err)?;
+    let url = if a.url.ends_with('/') {
+        format!("{}index.json", a.url)
+    } else {
+        a.url.clone()
+    };
+    sources::check_url(&url).map_err(src_err)?;
+    let operator = key(&a.operator_key)?;
+    let state = &a.store.state_dir;
+    let _lock = lock(state, a.store.no_wait)?;
+    let before = Sources::load(state).map_err(src_err)?;
+    if before.sources.contains_key(&a.name) {
+        return Err(src_err(SourceError::SourceExists(a.name)));
+    }
+    let mut next = before.clone();
+    next.sources.insert(
+        a.name.clone(),
+        Source {
+            url: url.clone(),
+            operator_pubkey: operator.to_base64(),
+            added_at: unix_now(),
+            seen_version: None,
+            seen_sha256: None,
+            refreshed_at: None,
+        },
+    );
+    next.save(state).map_err(src_err)?;
+    // The source is kept only if its index verifies now, against the key just pinned.
+    let vi = match sources::refresh(state, &a.name, unix_now()) {
+        Ok(vi) => vi,
+        Err(e) => {
+            before.save(state).map_err(src_err)?;
+            return Err(src_err(e));
+        }
+    };
+    let report = json!({
+        "name": a.name, "url": url,
+        "operator_key_id": operator.key_id.to_string(),
+        "operator_fingerprint": fingerprint(&operator),
+        "index": {"name": vi.index.name, "operator": vi.index.operator, "version": vi.index.version,
+                  "expires": vi.index.expires, "plugins": vi.index.plugins.len()},
+    });
+    out.emit(&report, |_| {
+        format!(
+            "added source {} ({url})\npinned operator key {}\n  fingerprint {}\nindex \"{}\" version {}, {} entries, expires {}",
+            a.name,
+            operator.key_id,
+            fingerprint(&operator),
+            vi.index.name,
+            vi.index.version,
+            vi.index.plugins.len(),
+            vi.index.expires
+        )
+    });
+    Ok(Exit::Ok)
+}
+
+/// Run `stockade source list`.
+pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
+    let state = &a.store.state_dir;
+    let all = Sources::load(state).map_err(src_err)?;
+    let mut items = Vec::new();
+    for (name, s) in &all.sources {
+        let k = PublicKey::from_base64(&s.operator_pubkey).ok();
+        let cached = sources::cached(state, name);
+        items.push(json!({
+            "name": name, "url": s.url,
+            "operator_key_id": k.as_ref().map(|k| k.key_id.to_string()),
+            "operator_fingerprint": k.as_ref().map(fingerprint),
+            "seen_version": s.seen_version, "refreshed_at": s.refreshed_at,
+            "expires": cached.as_ref().map(|c| c.expires.clone()),
+            "plugins": cached.as_ref().map(|c| c.plugins.len()),
+        }));
+    }
+    out.emit(&json!({ "sources": items }), |_| {
+        if items.is_empty() {
+            return "no sources configured".into();
+        }
+        let mut t = String::new();
+        for i in &items {
+            t.push_str(&format!(
+                "{}  {}\n  operator key {} (sha256 {})\n  index version {}, expires {}\n",
+                i["name"].as_str().unwrap_or(""),
+                i["url"].as_str().unwrap_or(""),
+                i["operator_key_id"].as_str().unwrap_or("?"),
+                i["operator_fingerprint"].as_str().unwrap_or("?"),
+                i["seen_version"],
+                i["expires"].as_str().unwrap_or("-"),
+            ));
+        }
+        t
+    });
+    Ok(Exit::Ok)
+}
+
+/// Run `stockade source remove`.
+pub fn remove(a: SourceRemoveArgs, out: Output) -> Result<Exit, CmdError> {
+    let state = &a.store.state_dir;
+    let _lock = lock(state, a.store.no_wait)?;
+    let mut all = Sources::load(state).map_err(src_err)?;
+    if all.sources.remove(&a.name).is_none() {
+        return Err(src_err(SourceError::UnknownSource(a.name)));
+    }
+    all.save(state).map_err(src_err)?;
+    let cache = state.join(sources::INDEX_CACHE_DIR);
+    for f in [
+        format!("{}.json", a.name),
+        format!("{}.json.minisig", a.name),
+    ] {
+        let _ = std::fs::remove_file(cache.join(f));
+    }
+    out.emit(&json!({"removed": a.name}), |_| {
+        format!(
+            "removed source {} (plugins installed from it stay installed and get no updates)",
+            a.name
+        )
+    });
+    Ok(Exit::Ok)
+}
+
+fn confirm(
+    yes: bool,
+    what: &str,
+    old: Option<&PublicKey>,
+    new: &PublicKey,
+) -> Result<(), CmdError> {
+    if yes {
+        return Ok(());
+    }
+    Err(CmdError::msg(
+        Exit::Usage,
+        "usage",
+        format!(
+            "WARNING: this replaces the pinned {what} key {} with {} WITHOUT a rotation proof. Anyone holding the new key will be trusted for it. Check the new fingerprint with its owner out of band, then repeat with --yes.",
+            old.map_or("(none)".into(), describe),
+            describe(new)
+        ),
+    ))
+}
+
+/// Run `stockade source repin`.
+pub fn repin(a: SourceRepinArgs, out: Output) -> Result<Exit, CmdError> {
+    let state = &a.store.state_dir;
+    let new = key(&a.operator_key)?;
+    let _lock = lock(state, a.store.no_wait)?;
+    let mut all = Sources::load(state).map_err(src_err)?;
+    let Some(s) = all.sources.get_mut(&a.name) else {
+        return Err(src_err(SourceError::UnknownSource(a.name)));
+    };
+    let old = PublicKey::from_base64(&s.operator_pubkey).ok();
+    confirm(
+        a.yes,
+        &format!("operator (source {})", a.name),
+        old.as_ref(),
+        &new,
+    )?;
+    s.operator_pubkey = new.to_base64();
+    all.save(state).map_err(src_err)?;
+    out.emit(
+        &json!({"source": a.name, "operator_key_id": new.key_id.to_string(), "operator_fingerprint": fingerprint(&new)}),
+        |_| format!("source {}: operator key re-pinned to {}", a.name, describe(&new)),
+    );
+    Ok(Exit::Ok)
+}
+
+/// Run `stockade source repin-author`.
+pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdError> {
+    let state = &a.store.state_dir;
+    if !stockade_policy::manifest::valid_name(&a.id) {
+        return Err(CmdError::msg(
+            Exit::Usage,
+            "usage",
+            format!("`{}` is not a plugin id", a.id),
+        ));
+    }
+    let new = key(&a.author_key)?;
+    let _lock = lock(state, a.store.no_wait)?;
+    let mut pins = Pins::load(state).map_err(src_err)?;
+    let old = pins.key(&a.id).map_err(src_err)?;
+    confirm(
+        a.yes,
+        &format!("author (plugin {})", a.id),
+        old.as_ref(),
+        &new,
+    )?;
+    pins.set(&a.id, &new, "manual", unix_now());
+    pins.save(state).map_err(src_err)?;
+    out.emit(
+        &json!({"id": a.id, "author_key_id": new.key_id.to_string(), "author_fingerprint": fingerprint(&new)}),
+        |_| format!("{}: author key re-pinned to {}", a.id, describe(&new)),
+    );
+    Ok(Exit::Ok)
+}

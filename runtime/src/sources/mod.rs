@@ -1,0 +1,957 @@
+//! Plugin sources: signed indexes (seed 004) and the key pins that make them trustworthy. The
+//! decisions (index validation, rollback/freeze, platform choice, pin/rotation) are pure, in
+//! `stockade_trust::index`; this module fetches bytes, keeps state, and runs the steps in order.
+//!
+//! State, in the state directory (written atomically, under the store lock held by the caller):
+//! - `sources.json`: per source, its URL, the pinned operator key, and the highest index version
+//!   seen with its digest (rollback memory);
+//! - `pins.json`: per plugin id, the pinned author (developer) key — trust on first use, changed
+//!   only by a rotation proof or by `stockade source repin-author`;
+//! - `indexes/<source>.json` (+ `.minisig`): the last verified index, which `list` reads to flag
+//!   delisted plugins without a download.
+//!
+//! Install by id, in seed 004's fail-closed order (each step its own error and exit code, 90–99;
+//! no plugin code runs in any of them):
+//! 1. index signature against the source's pinned operator key (a key change is accepted only
+//!    with a rotation proof: the pinned key listed in `previous_operator_pubkeys` and a valid
+//!    `index.json.minisig.prev` by it) — then the index's version (rollback) and expiry (freeze);
+//! 2. artifact size and SHA-256 against the index entry (before any signature is looked at);
+//! 3. the artifact's detached signature against `author.pubkey`;
+//! 4. the author pin (rotation: the pinned key in `author.previous_pubkeys` and a valid
+//!    `<signature_url>.prev` by it);
+//! 5. the package's own fail-closed verification (80–87), then exact agreement of id, version,
+//!    tier and signer with the index entry (the store, `cmd/store.rs`);
+//! 6. consent: the operator policy and its grants decide at launch what the plugin may do;
+//! 7. register: the pin is recorded, then the store commits.
+//!
+//! URLs: `file://`, `https://` (rustls, webpki roots), and `http://` to loopback only (local
+//! mirrors and tests: plain HTTP elsewhere would let anyone on the path withhold or replay — the
+//! signatures stop forgery, not freeze or denial). Redirects are not followed. Every download
+//! is capped. Artifact and signature URLs may be relative to the index URL.
+
+use crate::exit::Exit;
+use crate::fileio::{read_capped, write_state_file, FileError};
+use crate::package::container::MAX_PACKAGE_BYTES;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use stockade_trust::index::{
+    self, check_pin, choose_artifact, describe, fingerprint, Entry, Index, IndexError, PinMismatch,
+    PinOutcome, MAX_INDEX_BYTES,
+};
+use stockade_trust::minisign::{PublicKey, Signature};
+
+/// Sources file in the state directory.
+pub const SOURCES_FILE: &str = "sources.json";
+/// Author pins file in the state directory.
+pub const PINS_FILE: &str = "pins.json";
+/// Verified-index cache directory in the state directory.
+pub const INDEX_CACHE_DIR: &str = "indexes";
+/// Largest signature file fetched.
+pub const MAX_SIG_BYTES: u64 = 4096;
+
+/// Why a source operation or an install by id stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// A download failed.
+    #[error("cannot fetch {url}")]
+    Fetch {
+        /// What.
+        url: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A download is larger than allowed.
+    #[error("{url} is larger than {cap} bytes")]
+    TooLarge {
+        /// What.
+        url: String,
+        /// The cap.
+        cap: u64,
+    },
+    /// A URL this host does not fetch.
+    #[error("refusing URL {url}: {why}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// Step 1: the index signature does not verify against the pinned operator key.
+    #[error(
+        "the index of source `{source_name}` is not signed by its pinned operator key {pinned}"
+    )]
+    IndexSignature {
+        /// Source.
+        source_name: String,
+        /// The pinned key, described.
+        pinned: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Step 1: the operator key changed without a rotation proof.
+    #[error("the operator key of source `{source_name}` changed")]
+    OperatorKey {
+        /// Source.
+        source_name: String,
+        /// The mismatch.
+        #[source]
+        source: PinMismatch,
+    },
+    /// Step 1: the index is malformed, rolled back or expired.
+    #[error("the index of source `{source_name}` is refused")]
+    Index {
+        /// Source.
+        source_name: String,
+        /// Why.
+        #[source]
+        source: IndexError,
+    },
+    /// No source lists the plugin (at that version).
+    #[error("no source lists {id}{}", version.as_ref().map(|v| format!(" {v}")).unwrap_or_default())]
+    NotFound {
+        /// Plugin id.
+        id: String,
+        /// Requested version or requirement.
+        version: Option<String>,
+    },
+    /// The plugin is delisted.
+    #[error("{id} is delisted by source `{source_name}`: {reason}")]
+    Delisted {
+        /// Plugin id.
+        id: String,
+        /// Source.
+        source_name: String,
+        /// Curator's reason.
+        reason: String,
+    },
+    /// No build for this platform.
+    #[error("{id} {version} is unavailable for {platform} (builds: {})", if have.is_empty() { "none".to_string() } else { have.join(", ") })]
+    Unavailable {
+        /// Plugin id.
+        id: String,
+        /// Version.
+        version: String,
+        /// This host's platform.
+        platform: String,
+        /// What exists.
+        have: Vec<String>,
+    },
+    /// Step 2: size or digest differs from the index.
+    #[error("artifact {url}: {what}")]
+    ArtifactDigest {
+        /// The artifact.
+        url: String,
+        /// What differs.
+        what: String,
+    },
+    /// Step 3: the artifact signature does not verify against the author key.
+    #[error("artifact {url} is not signed by the author key {author}")]
+    ArtifactSignature {
+        /// The artifact.
+        url: String,
+        /// The author key, described.
+        author: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Step 4: the author key changed without a rotation proof.
+    #[error("the author key of {id} changed")]
+    AuthorPin {
+        /// Plugin id.
+        id: String,
+        /// The mismatch.
+        #[source]
+        source: PinMismatch,
+    },
+    /// Step 5: the package disagrees with its index entry.
+    #[error("the package disagrees with its index entry: {0}")]
+    Mismatch(String),
+    /// An unknown source name.
+    #[error("no source named `{0}`")]
+    UnknownSource(String),
+    /// A source of that name exists.
+    #[error("a source named `{0}` already exists")]
+    SourceExists(String),
+    /// A bad source name.
+    #[error("source name `{0}` must match [a-z0-9][a-z0-9._-]{{0,63}}")]
+    BadName(String),
+    /// State files.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A state file is corrupt.
+    #[error("{} is corrupt", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl SourceError {
+    /// The documented exit code (`docs/exit-codes.md`, "Sources and indexes").
+    pub fn exit(&self) -> Exit {
+        match self {
+            SourceError::Fetch { .. } | SourceError::TooLarge { .. } => Exit::IndexFetch,
+            SourceError::Url { .. } | SourceError::BadName(_) | SourceError::UnknownSource(_) => {
+                Exit::Usage
+            }
+            SourceError::IndexSignature { .. } | SourceError::OperatorKey { .. } => {
+                Exit::IndexSignature
+            }
+            SourceError::Index { source, .. } => match source {
+                IndexError::Rollback { .. } | IndexError::Changed { .. } => Exit::IndexRollback,
+                IndexError::Expired { .. } => Exit::IndexExpired,
+                _ => Exit::DataErr,
+            },
+            SourceError::NotFound { .. } | SourceError::Delisted { .. } => Exit::IndexNotFound,
+            SourceError::Unavailable { .. } => Exit::IndexUnavailable,
+            SourceError::ArtifactDigest { .. } => Exit::ArtifactDigest,
+            SourceError::ArtifactSignature { .. } => Exit::ArtifactSignature,
+            SourceError::AuthorPin { .. } => Exit::AuthorPin,
+            SourceError::Mismatch(_) => Exit::IndexMismatch,
+            SourceError::SourceExists(_) => Exit::CantCreate,
+            SourceError::File(_) => Exit::IoErr,
+            SourceError::Corrupt { .. } => Exit::Config,
+        }
+    }
+
+    /// A stable kind for `--json`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceError::Fetch { .. } => "index.fetch",
+            SourceError::TooLarge { .. } => "index.too_large",
+            SourceError::Url { .. } => "index.url",
+            SourceError::IndexSignature { .. } => "index.signature",
+            SourceError::OperatorKey { .. } => "index.operator_key",
+            SourceError::Index { source, .. } => match source {
+                IndexError::Rollback { .. } => "index.rollback",
+                IndexError::Changed { .. } => "index.changed",
+                IndexError::Expired { .. } => "index.expired",
+                _ => "index.malformed",
+            },
+            SourceError::NotFound { .. } => "index.not_found",
+            SourceError::Delisted { .. } => "index.delisted",
+            SourceError::Unavailable { .. } => "index.unavailable",
+            SourceError::ArtifactDigest { .. } => "index.artifact_digest",
+            SourceError::ArtifactSignature { .. } => "index.artifact_signature",
+            SourceError::AuthorPin { .. } => "index.author_pin",
+            SourceError::Mismatch(_) => "index.mismatch",
+            SourceError::UnknownSource(_) => "source.unknown",
+            SourceError::SourceExists(_) => "source.exists",
+            SourceError::BadName(_) => "source.name",
+            SourceError::File(_) => "source.io",
+            SourceError::Corrupt { .. } => "source.corrupt",
+        }
+    }
+
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            SourceError::OperatorKey { .. } => "if the operator really rotated keys without a proof, verify the new key out of band and run `stockade source repin NAME --operator-key KEY.pub --yes`",
+            SourceError::AuthorPin { .. } => "if the author really changed keys without a proof, verify the new key out of band and run `stockade source repin-author ID --author-key KEY.pub --yes`",
+            SourceError::Index { .. } => "the source is serving an old, changed or expired index; ask its operator, or wait for a fresh one",
+            SourceError::Unavailable { .. } => "ask the author for a build for this platform",
+            SourceError::NotFound { .. } => "`stockade source list` shows the sources; check the id and version",
+            _ => "",
+        }
+    }
+
+    fn fetch(url: &str, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        SourceError::Fetch {
+            url: url.to_string(),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// One configured source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// The URL of `index.json` (its signature is `<url>.minisig`).
+    pub url: String,
+    /// The pinned operator key (bare base64 line).
+    pub operator_pubkey: String,
+    /// Unix seconds.
+    pub added_at: u64,
+    /// Highest index version seen.
+    #[serde(default)]
+    pub seen_version: Option<u64>,
+    /// Digest of that version's bytes.
+    #[serde(default)]
+    pub seen_sha256: Option<String>,
+    /// Last successful refresh.
+    #[serde(default)]
+    pub refreshed_at: Option<u64>,
+}
+
+/// `sources.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    /// Name → source.
+    pub sources: BTreeMap<String, Source>,
+}
+
+/// One author pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    /// The pinned key (bare base64 line).
+    pub pubkey: String,
+    /// Its key id.
+    pub key_id: String,
+    /// Its fingerprint (hex SHA-256).
+    pub fingerprint: String,
+    /// Unix seconds.
+    pub pinned_at: u64,
+    /// `first-use`, `rotation` or `manual`.
+    pub how: String,
+}
+
+/// `pins.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pins {
+    /// Plugin id → pin.
+    pub plugins: BTreeMap<String, Pin>,
+}
+
+fn load_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T, SourceError> {
+    match read_capped(path, 16 * 1024 * 1024) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| SourceError::Corrupt {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        }),
+        Err(e) if e.is_not_found() => Ok(T::default()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn save_json<T: Serialize>(path: &Path, v: &T) -> Result<(), SourceError> {
+    let bytes = serde_json::to_vec_pretty(v).map_err(|e| SourceError::Corrupt {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })?;
+    write_state_file(path, &bytes, 0o644)?;
+    Ok(())
+}
+
+impl Sources {
+    /// Load `<state>/sources.json` (absent: none).
+    pub fn load(state_dir: &Path) -> Result<Self, SourceError> {
+        load_json(&state_dir.join(SOURCES_FILE))
+    }
+    /// Save atomically.
+    pub fn save(&self, state_dir: &Path) -> Result<(), SourceError> {
+        crate::state::ensure_dir(state_dir).map_err(|e| SourceError::Corrupt {
+            path: state_dir.to_path_buf(),
+            source: Box::new(e),
+        })?;
+        save_json(&state_dir.join(SOURCES_FILE), self)
+    }
+}
+
+impl Pins {
+    /// Load `<state>/pins.json` (absent: none).
+    pub fn load(state_dir: &Path) -> Result<Self, SourceError> {
+        load_json(&state_dir.join(PINS_FILE))
+    }
+    /// Save atomically.
+    pub fn save(&self, state_dir: &Path) -> Result<(), SourceError> {
+        save_json(&state_dir.join(PINS_FILE), self)
+    }
+    /// The pinned key of `id`.
+    pub fn key(&self, id: &str) -> Result<Option<PublicKey>, SourceError> {
+        self.plugins
+            .get(id)
+            .map(|p| {
+                PublicKey::from_base64(&p.pubkey).map_err(|e| SourceError::Corrupt {
+                    path: PathBuf::from(PINS_FILE),
+                    source: Box::new(e),
+                })
+            })
+            .transpose()
+    }
+    /// Pin `key` for `id`.
+    pub fn set(&mut self, id: &str, key: &PublicKey, how: &str, now: u64) {
+        self.plugins.insert(
+            id.to_string(),
+            Pin {
+                pubkey: key.to_base64(),
+                key_id: key.key_id.to_string(),
+                fingerprint: fingerprint(key),
+                pinned_at: now,
+                how: how.into(),
+            },
+        );
+    }
+}
+
+/// Validate a source name.
+pub fn check_name(name: &str) -> Result<(), SourceError> {
+    if stockade_policy::manifest::valid_name(name) {
+        Ok(())
+    } else {
+        Err(SourceError::BadName(name.into()))
+    }
+}
+
+/// Whether this host fetches `url` at all (scheme, and loopback for plain HTTP).
+pub fn check_url(url: &str) -> Result<(), SourceError> {
+    let refuse = |why| {
+        Err(SourceError::Url {
+            url: url.into(),
+            why,
+        })
+    };
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return refuse("file:// URLs must be absolute (file:///path)");
+        }
+        return Ok(());
+    }
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    if let Some(rest) = url.strip_prefix("http://") {
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.contains('@') {
+            return refuse("credentials in URLs are not accepted");
+        }
+        let host = if let Some(v6) = authority.strip_prefix('[') {
+            v6.split(']').next().unwrap_or("")
+        } else {
+            authority.split(':').next().unwrap_or("")
+        };
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            return Ok(());
+        }
+        return refuse("plain http:// is only allowed to loopback addresses; use https://");
+    }
+    refuse("only file://, https:// and loopback http:// URLs are fetched")
+}
+
+/// `rel` relative to the URL `base` (an absolute URL is returned as is). No `..`.
+pub fn resolve(base: &str, rel: &str) -> Result<String, SourceError> {
+    if rel.contains("://") {
+        return Ok(rel.to_string());
+    }
+    if rel.starts_with('/') || rel.split('/').any(|s| s == ".." || s == ".") || rel.is_empty() {
+        return Err(SourceError::Url {
+            url: rel.into(),
+            why: "a relative artifact URL must be a plain path below the index's directory",
+        });
+    }
+    let dir = match base.rfind('/') {
+        Some(i) => &base[..=i],
+        None => base,
+    };
+    Ok(format!("{dir}{rel}"))
+}
+
+/// Download `url`, at most `cap` bytes (more is an error, not a truncation).
+pub fn fetch(url: &str, cap: u64) -> Result<Vec<u8>, SourceError> {
+    check_url(url)?;
+    let too_large = || SourceError::TooLarge {
+        url: url.into(),
+        cap,
+    };
+    if let Some(path) = url.strip_prefix("file://") {
+        return read_capped(Path::new(path), cap).map_err(|e| match e {
+            FileError::TooLarge { .. } => too_large(),
+            e => SourceError::fetch(url, e),
+        });
+    }
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .max_redirects(0)
+            .http_status_as_error(true)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build(),
+    );
+    let mut resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| SourceError::fetch(url, e))?;
+    resp.body_mut()
+        .with_config()
+        .limit(cap)
+        .read_to_vec()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => too_large(),
+            e => SourceError::fetch(url, e),
+        })
+}
+
+fn parse_sig(bytes: &[u8]) -> Result<Signature, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(Signature::parse(&String::from_utf8_lossy(bytes))?)
+}
+
+/// A verified index of one source.
+#[derive(Debug, Clone)]
+pub struct VerifiedIndex {
+    /// Source name.
+    pub source: String,
+    /// The index URL (base for relative artifact URLs).
+    pub url: String,
+    /// The document.
+    pub index: Index,
+    /// Whether the operator key was re-pinned by a rotation proof during this refresh.
+    pub rotated_operator: bool,
+}
+
+/// Step 1 for one source: fetch, verify against the pinned key (or a rotation proof), validate,
+/// refuse rollback and freeze; then remember the version and cache the verified bytes.
+pub fn refresh(state_dir: &Path, name: &str, now: u64) -> Result<VerifiedIndex, SourceError> {
+    let mut sources = Sources::load(state_dir)?;
+    let src = sources
+        .sources
+        .get(name)
+        .cloned()
+        .ok_or_else(|| SourceError::UnknownSource(name.into()))?;
+    let pinned =
+        PublicKey::from_base64(&src.operator_pubkey).map_err(|e| SourceError::Corrupt {
+            path: state_dir.join(SOURCES_FILE),
+            source: Box::new(e),
+        })?;
+    let bytes = fetch(&src.url, MAX_INDEX_BYTES as u64)?;
+    let sig_url = format!("{}.minisig", src.url);
+    let sig_bytes = fetch(&sig_url, MAX_SIG_BYTES)?;
+    let sig_err = |source| SourceError::IndexSignature {
+        source_name: name.into(),
+        pinned: describe(&pinned),
+        source,
+    };
+    let sig = parse_sig(&sig_bytes).map_err(sig_err)?;
+    let mut rotated = None;
+    if let Err(e) = pinned.verify(&bytes, &sig) {
+        // Perhaps a rotation. The document is parsed (not trusted) only to learn the key it
+        // claims; it is accepted only if that key signed it AND the pinned key vouches for the
+        // change (listed as previous, and a `.prev` signature by it over the same bytes).
+        let claimed = Index::parse(&bytes).ok();
+        let Some(claimed) = claimed.filter(|c| c.operator_pubkey != pinned) else {
+            return Err(sig_err(Box::new(e)));
+        };
+        claimed
+            .operator_pubkey
+            .verify(&bytes, &sig)
+            .map_err(|e| sig_err(Box::new(e)))?;
+        check_pin(
+            Some(&pinned),
+            &claimed.operator_pubkey,
+            &claimed.previous_operator_pubkeys,
+            |old| {
+                fetch(&format!("{sig_url}.prev"), MAX_SIG_BYTES)
+                    .ok()
+                    .and_then(|b| parse_sig(&b).ok())
+                    .is_some_and(|s| old.verify(&bytes, &s).is_ok())
+            },
+        )
+        .map_err(|source| SourceError::OperatorKey {
+            source_name: name.into(),
+            source,
+        })?;
+        rotated = Some(claimed.operator_pubkey.clone());
+    }
+    let index = Index::parse(&bytes).map_err(|source| SourceError::Index {
+        source_name: name.into(),
+        source,
+    })?;
+    let seen = match (src.seen_version, src.seen_sha256.as_deref()) {
+        (Some(v), Some(h)) => {
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(h, &mut d).map_err(|e| SourceError::Corrupt {
+                path: state_dir.join(SOURCES_FILE),
+                source: Box::new(e),
+            })?;
+            Some((v, d))
+        }
+        _ => None,
+    };
+    index
+        .check_fresh(seen, now)
+        .map_err(|source| SourceError::Index {
+            source_name: name.into(),
+            source,
+        })?;
+    // Remember: the cache first (a crash between the two leaves a cache the next refresh
+    // replaces), then the version in sources.json.
+    let cache = state_dir.join(INDEX_CACHE_DIR);
+    crate::state::ensure_dir(&cache).map_err(|e| SourceError::Corrupt {
+        path: cache.clone(),
+        source: Box::new(e),
+    })?;
+    write_state_file(&cache.join(format!("{name}.json")), &bytes, 0o644)?;
+    write_state_file(
+        &cache.join(format!("{name}.json.minisig")),
+        &sig_bytes,
+        0o644,
+    )?;
+    let entry = sources
+        .sources
+        .get_mut(name)
+        .ok_or_else(|| SourceError::UnknownSource(name.into()))?;
+    entry.seen_version = Some(index.version);
+    entry.seen_sha256 = Some(hex::encode(index.sha256));
+    entry.refreshed_at = Some(now);
+    if let Some(k) = &rotated {
+        entry.operator_pubkey = k.to_base64();
+    }
+    sources.save(state_dir)?;
+    Ok(VerifiedIndex {
+        source: name.into(),
+        url: src.url,
+        index,
+        rotated_operator: rotated.is_some(),
+    })
+}
+
+/// The last verified index of a source, from the cache, re-verified against the pinned key (no
+/// download; for flagging delisted plugins in `list`). `None` if never refreshed or unverifiable.
+pub fn cached(state_dir: &Path, name: &str) -> Option<Index> {
+    let sources = Sources::load(state_dir).ok()?;
+    let src = sources.sources.get(name)?;
+    let pinned = PublicKey::from_base64(&src.operator_pubkey).ok()?;
+    let cache = state_dir.join(INDEX_CACHE_DIR);
+    let bytes = read_capped(&cache.join(format!("{name}.json")), MAX_INDEX_BYTES as u64).ok()?;
+    let sig = read_capped(&cache.join(format!("{name}.json.minisig")), MAX_SIG_BYTES).ok()?;
+    let sig = Signature::parse(&String::from_utf8_lossy(&sig)).ok()?;
+    pinned.verify(&bytes, &sig).ok()?;
+    Index::parse(&bytes).ok()
+}
+
+/// Whether a source delists `id`: the reason, or "no longer listed" when the entry is gone.
+pub fn delisted_in(index: &Index, id: &str) -> Option<String> {
+    let entries = index.versions(id);
+    if entries.is_empty() {
+        return Some("no longer listed by its source".into());
+    }
+    entries.iter().find_map(|e| e.delisted.as_ref()).map(|d| {
+        if d.reason.is_empty() {
+            "delisted (no reason given)".to_string()
+        } else {
+            d.reason.clone()
+        }
+    })
+}
+
+/// All sources refreshed once per command.
+#[derive(Debug, Default)]
+pub struct Session {
+    indexes: Vec<VerifiedIndex>,
+}
+
+/// What to install from an index.
+#[derive(Debug, Clone)]
+pub enum Want {
+    /// Exactly this version.
+    Exact(semver::Version),
+    /// The highest version matching.
+    Req(semver::VersionReq),
+}
+
+impl std::fmt::Display for Want {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Want::Exact(v) => write!(f, "{v}"),
+            Want::Req(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+/// A package fetched and checked through steps 2–4, ready for the store (steps 5 and 7).
+#[derive(Debug)]
+pub struct Fetched {
+    _dir: tempfile::TempDir,
+    /// The downloaded package file.
+    pub path: PathBuf,
+    /// Source name.
+    pub source: String,
+    /// The index entry it was chosen from.
+    pub entry: Entry,
+    /// The author key it verified against.
+    pub author: PublicKey,
+    /// What the pin check decided (recorded at step 7).
+    pub pin: PinOutcome,
+}
+
+impl Session {
+    /// Refresh every configured source (step 1 for each; any failure stops: fail closed).
+    pub fn open(state_dir: &Path, now: u64) -> Result<Self, SourceError> {
+        let names: Vec<String> = Sources::load(state_dir)?.sources.into_keys().collect();
+        let mut indexes = Vec::new();
+        for n in names {
+            indexes.push(refresh(state_dir, &n, now)?);
+        }
+        Ok(Self { indexes })
+    }
+
+    /// The verified indexes.
+    pub fn indexes(&self) -> &[VerifiedIndex] {
+        &self.indexes
+    }
+
+    /// The best entry for `id`: the highest version matching `want` across sources (ties: the
+    /// first source by name); a delisted plugin is refused. `source` restricts the search.
+    pub fn find(
+        &self,
+        id: &str,
+        want: Option<&Want>,
+        source: Option<&str>,
+    ) -> Result<(&VerifiedIndex, &Entry), SourceError> {
+        let mut best: Option<(&VerifiedIndex, &Entry)> = None;
+        for vi in self
+            .indexes
+            .iter()
+            .filter(|v| source.is_none_or(|s| s == v.source))
+        {
+            for e in vi.index.versions(id) {
+                let v = index::entry_version(e);
+                let ok = match want {
+                    None => true,
+                    Some(Want::Exact(x)) => v == *x,
+                    Some(Want::Req(r)) => r.matches(&v),
+                };
+                if ok && best.is_none_or(|(_, b)| v > index::entry_version(b)) {
+                    best = Some((vi, e));
+                }
+            }
+        }
+        let (vi, e) = best.ok_or_else(|| SourceError::NotFound {
+            id: id.into(),
+            version: want.map(|w| w.to_string()),
+        })?;
+        if let Some(reason) = delisted_in(&vi.index, id) {
+            return Err(SourceError::Delisted {
+                id: id.into(),
+                source_name: vi.source.clone(),
+                reason,
+            });
+        }
+        Ok((vi, e))
+    }
+
+    /// Steps 2–4 for one entry: choose the build, check size and digest, the author signature,
+    /// and the author pin. Nothing is recorded yet.
+    pub fn fetch(
+        &self,
+        state_dir: &Path,
+        vi: &VerifiedIndex,
+        e: &Entry,
+        platform: &str,
+    ) -> Result<Fetched, SourceError> {
+        let art = choose_artifact(e, platform).map_err(|have| SourceError::Unavailable {
+            id: e.id.clone(),
+            version: e.version.clone(),
+            platform: platform.into(),
+            have,
+        })?;
+        // Step 2: size and digest, before any signature is read.
+        let url = resolve(&vi.url, &art.url)?;
+        if art.size > MAX_PACKAGE_BYTES {
+            return Err(SourceError::ArtifactDigest {
+                url,
+                what: format!("the index says {} bytes, over the package cap", art.size),
+            });
+        }
+        let bytes = match fetch(&url, art.size) {
+            Ok(b) => b,
+            Err(SourceError::TooLarge { .. }) => {
+                return Err(SourceError::ArtifactDigest {
+                    url,
+                    what: format!("larger than the {} bytes the index says", art.size),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        if bytes.len() as u64 != art.size {
+            return Err(SourceError::ArtifactDigest {
+                url,
+                what: format!("{} bytes, the index says {}", bytes.len(), art.size),
+            });
+        }
+        let digest = hex::encode(Sha256::digest(&bytes));
+        if digest != art.sha256 {
+            return Err(SourceError::ArtifactDigest {
+                url,
+                what: format!("sha256 {digest}, the index says {}", art.sha256),
+            });
+        }
+        // Step 3: the author's detached signature.
+        let author = PublicKey::from_base64(&e.author.pubkey).map_err(|err| {
+            SourceError::ArtifactSignature {
+                url: url.clone(),
+                author: e.author.pubkey.clone(),
+                source: Box::new(err),
+            }
+        })?;
+        let sig_url = resolve(&vi.url, &art.signature_url)?;
+        let sig_bytes = fetch(&sig_url, MAX_SIG_BYTES)?;
+        let sig_fail = |source| SourceError::ArtifactSignature {
+            url: url.clone(),
+            author: describe(&author),
+            source,
+        };
+        let sig = parse_sig(&sig_bytes).map_err(sig_fail)?;
+        author
+            .verify(&bytes, &sig)
+            .map_err(|err| sig_fail(Box::new(err)))?;
+        // Step 4: the author pin.
+        let previous: Vec<PublicKey> = e
+            .author
+            .previous_pubkeys
+            .iter()
+            .filter_map(|k| PublicKey::from_base64(k).ok())
+            .collect();
+        let pinned = Pins::load(state_dir)?.key(&e.id)?;
+        let pin = check_pin(pinned.as_ref(), &author, &previous, |old| {
+            fetch(&format!("{sig_url}.prev"), MAX_SIG_BYTES)
+                .ok()
+                .and_then(|b| parse_sig(&b).ok())
+                .is_some_and(|s| old.verify(&bytes, &s).is_ok())
+        })
+        .map_err(|source| SourceError::AuthorPin {
+            id: e.id.clone(),
+            source,
+        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("stockade-fetch-")
+            .tempdir()
+            .map_err(|err| SourceError::fetch(&url, err))?;
+        let path = dir.path().join(format!("{}-{}.stockade", e.id, e.version));
+        std::fs::write(&path, &bytes).map_err(|err| SourceError::fetch(&url, err))?;
+        Ok(Fetched {
+            _dir: dir,
+            path,
+            source: vi.source.clone(),
+            entry: e.clone(),
+            author,
+            pin,
+        })
+    }
+}
+
+/// This host's platform, `linux-x86_64` etc.
+pub fn this_platform() -> String {
+    index::platform(std::env::consts::OS, std::env::consts::ARCH)
+}
+
+/// Step 5's agreement check: the verified package against its index entry.
+pub fn check_agreement(
+    f: &Fetched,
+    manifest: &stockade_policy::manifest::ValidatedManifest,
+    developer_key: Option<&PublicKey>,
+) -> Result<(), SourceError> {
+    let e = &f.entry;
+    if manifest.name() != e.id {
+        return Err(SourceError::Mismatch(format!(
+            "manifest name `{}`, index id `{}`",
+            manifest.name(),
+            e.id
+        )));
+    }
+    if manifest.version().to_string() != e.version {
+        return Err(SourceError::Mismatch(format!(
+            "manifest version {}, index version {}",
+            manifest.version(),
+            e.version
+        )));
+    }
+    if manifest.manifest().tier != e.tier {
+        return Err(SourceError::Mismatch(format!(
+            "manifest tier {:?}, index tier {:?}",
+            manifest.manifest().tier,
+            e.tier
+        )));
+    }
+    if developer_key != Some(&f.author) {
+        return Err(SourceError::Mismatch(format!(
+            "the package is signed by developer key {}, the index names author key {}",
+            developer_key.map_or("(none)".into(), |k| k.key_id.to_string()),
+            f.author.key_id
+        )));
+    }
+    Ok(())
+}
+
+/// The author pin check for a package installed from a file: its developer key against the
+/// pin for its name (no rotation proof can come with a file: a change needs `repin-author`).
+pub fn check_file_pin(
+    state_dir: &Path,
+    id: &str,
+    developer_key: &PublicKey,
+) -> Result<PinOutcome, SourceError> {
+    let pinned = Pins::load(state_dir)?.key(id)?;
+    check_pin(pinned.as_ref(), developer_key, &[], |_| false).map_err(|source| {
+        SourceError::AuthorPin {
+            id: id.into(),
+            source,
+        }
+    })
+}
+
+/// Step 7's first half: record the pins decided for the plugins about to be committed.
+pub fn record_pins(
+    state_dir: &Path,
+    pins: &[(String, PublicKey, PinOutcome)],
+    now: u64,
+) -> Result<(), SourceError> {
+    let mut all = Pins::load(state_dir)?;
+    let mut changed = false;
+    for (id, key, outcome) in pins {
+        let how = match outcome {
+            PinOutcome::Match => continue,
+            PinOutcome::FirstUse => "first-use",
+            PinOutcome::Rotated { .. } => "rotation",
+        };
+        all.set(id, key, how, now);
+        changed = true;
+    }
+    if changed {
+        all.save(state_dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(check_url("https://example.org/index.json").is_ok());
+        assert!(check_url("file:///srv/index.json").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/index.json").is_ok());
+        assert!(check_url("http://[::1]:8080/index.json").is_ok());
+        assert!(check_url("http://localhost/x").is_ok());
+        assert!(check_url("http://10.0.0.1/index.json").is_err());
+        assert!(check_url("http://127.0.0.1.evil.example/x").is_err());
+        assert!(check_url("http://user@127.0.0.1/x").is_err());
+        assert!(check_url("ftp://x/y").is_err());
+        assert!(check_url("file://relative").is_err());
+        assert_eq!(
+            resolve("https://h/a/index.json", "p/x.stockade").unwrap(),
+            "https://h/a/p/x.stockade"
+        );
+        assert_eq!(
+            resolve("https://h/a/index.json", "https://o/x").unwrap(),
+            "https://o/x"
+        );
+        assert!(resolve("https://h/a/index.json", "../x").is_err());
+        assert!(resolve("https://h/a/index.json", "/etc/x").is_err());
+    }
+}

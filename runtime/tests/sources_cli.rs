@@ -1,0 +1,724 @@
+//! Signed indexes through the real CLI (seed 004 and issue 6): `source add` pinning the operator
+//! key, install by id, each verification step's own failure and exit code, TOFU author pinning
+//! and both rotation paths (author and operator) with and without proof, the explicit re-pin
+//! flows, rollback and freeze, per-platform choice, delisting and `update`, dependencies fetched
+//! from the index, and plain HTTP served from 127.0.0.1 (and refused elsewhere).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use stockade_trust::index::fingerprint;
+
+const PLATFORM: &str = "linux-x86_64";
+
+/// A repository directory with an index signed by `op.key`.
+struct Repo {
+    dir: PathBuf,
+    version: u64,
+    expires: String,
+    entries: Vec<Value>,
+    extra: Value,
+}
+
+fn sign(fx: &Fixture, key: &str, data: &[u8]) -> String {
+    fx.secret(key).sign(data, "test").unwrap().to_text()
+}
+
+impl Repo {
+    fn new(fx: &Fixture) -> Self {
+        let dir = fx.path("repo");
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            dir,
+            version: 1,
+            expires: "2099-01-01T00:00:00Z".into(),
+            entries: Vec::new(),
+            extra: json!({}),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}/index.json", self.dir.display())
+    }
+
+    /// Publish `pkg` (a file in the fixture) signed by `author` (a key name), as a
+    /// linux-x86_64 build. Returns the entry for further editing.
+    fn publish(
+        &mut self,
+        fx: &Fixture,
+        pkg: &str,
+        id: &str,
+        version: &str,
+        author: &str,
+    ) -> &mut Value {
+        let bytes = std::fs::read(fx.path(pkg)).unwrap();
+        std::fs::write(self.dir.join(pkg), &bytes).unwrap();
+        std::fs::write(
+            self.dir.join(format!("{pkg}.minisig")),
+            sign(fx, &format!("{author}.key"), &bytes),
+        )
+        .unwrap();
+        let author_pub = fx.secret(&format!("{author}.key")).public_key().to_base64();
+        self.entries.push(json!({
+            "id": id, "name": id, "version": version,
+            "description": "test plugin", "homepage": "https://example.org", "icon_url": "https://example.org/i.png",
+            "author": {"name": author, "pubkey": author_pub, "previous_pubkeys": [], "verified": true},
+            "platforms": {PLATFORM: {
+                "url": pkg, "sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+                "size": bytes.len(), "signature_url": format!("{pkg}.minisig")
+            }}
+        }));
+        self.entries.last_mut().unwrap()
+    }
+
+    /// Write index.json and its signature by `op`.
+    fn write(&self, fx: &Fixture, op: &str) -> Vec<u8> {
+        let mut doc = json!({
+            "format": 1, "name": "Test Index", "operator": "tester",
+            "operator_pubkey": fx.secret(&format!("{op}.key")).public_key().to_base64(),
+            "generated_at": "2026-12-01T00:00:00Z", "previous_operator_pubkeys": [],
+            "version": self.version, "expires": self.expires,
+            "a_field_from_the_future": [1, 2, 3],
+            "plugins": self.entries,
+        });
+        if let (Some(o), Some(e)) = (doc.as_object_mut(), self.extra.as_object()) {
+            for (k, v) in e {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        let bytes = serde_json::to_vec_pretty(&doc).unwrap();
+        std::fs::write(self.dir.join("index.json"), &bytes).unwrap();
+        std::fs::write(
+            self.dir.join("index.json.minisig"),
+            sign(fx, &format!("{op}.key"), &bytes),
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(self.dir.join("index.json.minisig.prev"));
+        bytes
+    }
+}
+
+const FLAGS: [&str; 6] = [
+    "--trust",
+    "trust",
+    "--state-dir",
+    "state",
+    "--policy-root",
+    "policy-root",
+];
+
+fn setup() -> (Fixture, Repo) {
+    let fx = Fixture::new();
+    std::fs::create_dir_all(fx.path("policy-root")).unwrap();
+    ok(fx.dir(), &["keygen", "-o", "op"]);
+    let repo = Repo::new(&fx);
+    (fx, repo)
+}
+
+fn add_source(fx: &Fixture, url: &str, key: &str) -> Run {
+    fx.run(&[
+        "--json",
+        "source",
+        "add",
+        "main",
+        url,
+        "--operator-key",
+        key,
+        "--state-dir",
+        "state",
+    ])
+}
+
+fn install(fx: &Fixture, targets: &[&str]) -> Run {
+    let mut args = vec!["--json", "install"];
+    args.extend_from_slice(targets);
+    args.extend_from_slice(&FLAGS);
+    fx.run(&args)
+}
+
+fn update(fx: &Fixture) -> Run {
+    let mut args = vec!["--json", "update"];
+    args.extend_from_slice(&FLAGS);
+    fx.run(&args)
+}
+
+fn expect(r: &Run, code: i32, kind: &str) {
+    assert_eq!(r.code, code, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    if !kind.is_empty() {
+        assert_eq!(r.kind(), kind, "{}", r.stdout);
+    }
+}
+
+fn installed(fx: &Fixture) -> BTreeMap<String, Value> {
+    let r = ok(fx.dir(), &["--json", "list", "--state-dir", "state"]);
+    r.json()["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_string(), p.clone()))
+        .collect()
+}
+
+fn hello(fx: &Fixture, version: &str) -> String {
+    fx.pack_plugin("hello", version, &[])
+}
+
+#[test]
+fn add_pins_the_operator_key_and_install_by_id_pins_the_author() {
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    let r = add_source(&fx, &repo.url(), "op.pub");
+    expect(&r, 0, "");
+    let op_pub = fx.secret("op.key").public_key();
+    assert_eq!(r.json()["operator_fingerprint"], fingerprint(&op_pub));
+    assert_eq!(r.json()["index"]["version"], 1);
+    let t = ok(fx.dir(), &["source", "list", "--state-dir", "state"]);
+    assert!(t.stdout.contains(&fingerprint(&op_pub)), "{}", t.stdout);
+    // Same name again.
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 73, "source.exists");
+    // Install by id: the author key is pinned on first use and shown.
+    let r = install(&fx, &["hello"]);
+    expect(&r, 0, "");
+    let item = &r.json()["installed"][0];
+    assert_eq!(item["source"], "index:main");
+    assert_eq!(item["author_pin"]["status"], "first-use");
+    let dev_pub = fx.secret("dev.key").public_key();
+    assert_eq!(item["author_pin"]["fingerprint"], fingerprint(&dev_pub));
+    let l = installed(&fx);
+    assert_eq!(l["hello"]["source"], "index:main");
+    assert!(l["hello"]["delisted"].is_null());
+    let r = install(&fx, &["hello@0.1.0"]);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["installed"][0]["action"], "already installed");
+    assert_eq!(r.json()["installed"][0]["author_pin"]["status"], "pinned");
+    // Unknown ids and versions.
+    expect(&install(&fx, &["nope"]), 94, "index.not_found");
+    expect(&install(&fx, &["hello@9.9.9"]), 94, "index.not_found");
+}
+
+#[test]
+fn a_bad_index_signature_is_refused_at_add_and_at_install() {
+    let (fx, mut repo) = setup();
+    ok(fx.dir(), &["keygen", "-o", "mallory"]);
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "mallory");
+    // Signed by someone else (who names themselves as operator): the source is not added.
+    expect(
+        &add_source(&fx, &repo.url(), "op.pub"),
+        91,
+        "index.operator_key",
+    );
+    let r = ok(
+        fx.dir(),
+        &["--json", "source", "list", "--state-dir", "state"],
+    );
+    assert_eq!(r.json()["sources"].as_array().unwrap().len(), 0);
+    // Added while good, then swapped.
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    repo.write(&fx, "mallory");
+    // mallory's index names mallory as operator but has no rotation proof from op.
+    expect(&install(&fx, &["hello"]), 91, "index.operator_key");
+    // A tampered byte under a valid-looking signature.
+    let bytes = repo.write(&fx, "op");
+    let mut t = bytes.clone();
+    let pos = t.windows(9).position(|w| w == b"Test Inde").unwrap();
+    t[pos] = b'B';
+    std::fs::write(repo.dir.join("index.json"), &t).unwrap();
+    expect(&install(&fx, &["hello"]), 91, "index.signature");
+    assert!(installed(&fx).is_empty());
+}
+
+#[test]
+fn rollback_changed_content_and_freeze() {
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.version = 5;
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    // An older, validly signed index.
+    repo.version = 4;
+    repo.write(&fx, "op");
+    let r = install(&fx, &["hello"]);
+    expect(&r, 92, "index.rollback");
+    assert!(
+        r.stdout.contains("version 4") && r.stdout.contains("version 5"),
+        "{}",
+        r.stdout
+    );
+    // Version 5 again but different content.
+    repo.version = 5;
+    repo.extra = json!({"name": "Changed"});
+    repo.write(&fx, "op");
+    expect(&install(&fx, &["hello"]), 92, "index.changed");
+    // A newer one that has expired: freeze.
+    repo.version = 6;
+    repo.expires = "2020-01-01T00:00:00Z".into();
+    repo.write(&fx, "op");
+    expect(&install(&fx, &["hello"]), 93, "index.expired");
+    // Fresh again.
+    repo.expires = "2099-01-01T00:00:00Z".into();
+    repo.write(&fx, "op");
+    expect(&install(&fx, &["hello"]), 0, "");
+    // A new source whose index is already expired is not added.
+    repo.version = 7;
+    repo.expires = "2021-01-01T00:00:00Z".into();
+    repo.write(&fx, "op");
+    let r = fx.run(&[
+        "--json",
+        "source",
+        "add",
+        "other",
+        &repo.url(),
+        "--operator-key",
+        "op.pub",
+        "--state-dir",
+        "state",
+    ]);
+    expect(&r, 93, "index.expired");
+}
+
+#[test]
+fn artifact_digest_size_signature_and_manifest_agreement() {
+    let (fx, mut repo) = setup();
+    fx.add_developer("dev2");
+    let pkg = hello(&fx, "0.1.0");
+    // Wrong digest.
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["platforms"][PLATFORM]["sha256"] =
+        json!("00".repeat(32));
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    let mut version = 1;
+    let mut republish = |repo: &mut Repo, f: &dyn Fn(&mut Value)| {
+        repo.entries.clear();
+        let e = repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+        f(e);
+        version += 1;
+        repo.version = version;
+        repo.write(&fx, "op");
+    };
+    expect(&install(&fx, &["hello"]), 96, "index.artifact_digest");
+    // Wrong size (smaller and larger than the bytes).
+    republish(&mut repo, &|e| {
+        let s = e["platforms"][PLATFORM]["size"].as_u64().unwrap();
+        e["platforms"][PLATFORM]["size"] = json!(s - 1);
+    });
+    expect(&install(&fx, &["hello"]), 96, "index.artifact_digest");
+    republish(&mut repo, &|e| {
+        let s = e["platforms"][PLATFORM]["size"].as_u64().unwrap();
+        e["platforms"][PLATFORM]["size"] = json!(s + 1);
+    });
+    expect(&install(&fx, &["hello"]), 96, "index.artifact_digest");
+    // Signature by another key than the entry's author.
+    republish(&mut repo, &|_| {});
+    std::fs::write(
+        repo.dir.join(format!("{pkg}.minisig")),
+        sign(&fx, "dev2.key", &std::fs::read(fx.path(&pkg)).unwrap()),
+    )
+    .unwrap();
+    expect(&install(&fx, &["hello"]), 97, "index.artifact_signature");
+    // Manifest agreement: version, tier, and the signer being the author.
+    republish(&mut repo, &|e| e["version"] = json!("0.2.0"));
+    expect(&install(&fx, &["hello"]), 99, "index.mismatch");
+    republish(&mut repo, &|e| e["tier"] = json!("A"));
+    let r = install(&fx, &["hello"]);
+    expect(&r, 99, "index.mismatch");
+    assert!(r.stdout.contains("tier"), "{}", r.stdout);
+    // The artifact signed (detached) by dev2, listed with dev2 as author, but the package
+    // inside is signed by dev: refused.
+    repo.entries.clear();
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev2");
+    version += 1;
+    repo.version = version;
+    repo.write(&fx, "op");
+    let r = install(&fx, &["hello"]);
+    expect(&r, 99, "index.mismatch");
+    assert!(r.stdout.contains("developer key"), "{}", r.stdout);
+    assert!(installed(&fx).is_empty());
+    // Tier agreement when both say B.
+    let tiered = fx.pack_custom(
+        "tiered",
+        "1.0.0",
+        &[],
+        json!({"tier": "B"}),
+        "dev",
+        "tiered.stockade",
+    );
+    repo.publish(&fx, &tiered, "tiered", "1.0.0", "dev")["tier"] = json!("B");
+    version += 1;
+    repo.version = version;
+    repo.write(&fx, "op");
+    expect(&install(&fx, &["tiered"]), 0, "");
+    assert_eq!(installed(&fx)["tiered"]["tier"], "B");
+}
+
+#[test]
+fn platform_choice_and_unavailable() {
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    // Only a windows build (the bare artifact) and an aarch64 one.
+    let e = repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    let art = e["platforms"][PLATFORM].clone();
+    e["platforms"] = json!({"linux-aarch64": art.clone()});
+    e["artifact"] = art;
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    let r = install(&fx, &["hello"]);
+    expect(&r, 95, "index.unavailable");
+    assert!(
+        r.stdout.contains("linux-aarch64") && r.stdout.contains("windows-x86_64"),
+        "{}",
+        r.stdout
+    );
+    // Add this platform's build: chosen.
+    repo.entries[0]["platforms"][PLATFORM] = repo.entries[0]["artifact"].clone();
+    repo.version = 2;
+    repo.write(&fx, "op");
+    expect(&install(&fx, &["hello"]), 0, "");
+}
+
+#[test]
+fn author_key_rotation_with_and_without_proof() {
+    let (fx, mut repo) = setup();
+    fx.add_developer("dev2");
+    let v1 = hello(&fx, "0.1.0");
+    repo.publish(&fx, &v1, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    expect(&install(&fx, &["hello"]), 0, "");
+    // 0.2.0 signed by a new key, no proof: blocked, both fingerprints named.
+    let v2 = fx.pack_custom(
+        "hello",
+        "0.2.0",
+        &[],
+        json!({}),
+        "dev2",
+        "hello-0.2.0-dev2.stockade",
+    );
+    repo.publish(&fx, &v2, "hello", "0.2.0", "dev2");
+    repo.version = 2;
+    repo.write(&fx, "op");
+    let r = update(&fx);
+    expect(&r, 98, "index.author_pin");
+    let (old, new) = (
+        fx.secret("dev.key").public_key(),
+        fx.secret("dev2.key").public_key(),
+    );
+    assert!(
+        r.stdout.contains(&old.key_id.to_string()) && r.stdout.contains(&new.key_id.to_string()),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(installed(&fx)["hello"]["version"], "0.1.0");
+    // Listed as previous but no .prev signature: still blocked.
+    repo.entries[1]["author"]["previous_pubkeys"] = json!([old.to_base64()]);
+    repo.version = 3;
+    repo.write(&fx, "op");
+    expect(&update(&fx), 98, "index.author_pin");
+    // With the proof: re-pinned silently, updated.
+    std::fs::write(
+        repo.dir.join(format!("{v2}.minisig.prev")),
+        sign(&fx, "dev.key", &std::fs::read(fx.path(&v2)).unwrap()),
+    )
+    .unwrap();
+    let r = update(&fx);
+    expect(&r, 0, "");
+    let u = &r.json()["updated"][0];
+    assert_eq!(u["version"], "0.2.0");
+    assert_eq!(
+        u["author_pin"]["status"],
+        format!("rotated from {}", old.key_id)
+    );
+    // The explicit flow: a third key without proof needs repin-author --yes.
+    fx.add_developer("dev3");
+    let v3 = fx.pack_custom(
+        "hello",
+        "0.3.0",
+        &[],
+        json!({}),
+        "dev3",
+        "hello-0.3.0-dev3.stockade",
+    );
+    repo.publish(&fx, &v3, "hello", "0.3.0", "dev3");
+    repo.version = 4;
+    repo.write(&fx, "op");
+    expect(&update(&fx), 98, "index.author_pin");
+    let r = fx.run(&[
+        "source",
+        "repin-author",
+        "hello",
+        "--author-key",
+        "dev3.pub",
+        "--state-dir",
+        "state",
+    ]);
+    assert_eq!(r.code, 64);
+    assert!(r.stderr.contains("WARNING"), "{}", r.stderr);
+    ok(
+        fx.dir(),
+        &[
+            "source",
+            "repin-author",
+            "hello",
+            "--author-key",
+            "dev3.pub",
+            "--yes",
+            "--state-dir",
+            "state",
+        ],
+    );
+    expect(&update(&fx), 0, "");
+    assert_eq!(installed(&fx)["hello"]["version"], "0.3.0");
+    // File installs honour the pin too: a package of that name by dev (no longer pinned).
+    let v4 = hello(&fx, "0.4.0");
+    expect(&install(&fx, &[&v4]), 98, "index.author_pin");
+}
+
+#[test]
+fn operator_key_rotation_with_and_without_proof() {
+    let (fx, mut repo) = setup();
+    ok(fx.dir(), &["keygen", "-o", "op2"]);
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    // Signed by op2, op listed as previous, but no .prev: refused naming both keys.
+    let op = fx.secret("op.key").public_key();
+    repo.extra = json!({"previous_operator_pubkeys": [op.to_base64()]});
+    repo.version = 2;
+    repo.write(&fx, "op2");
+    let r = install(&fx, &["hello"]);
+    expect(&r, 91, "index.operator_key");
+    let op2 = fx.secret("op2.key").public_key();
+    assert!(
+        r.stdout.contains(&op.key_id.to_string()) && r.stdout.contains(&op2.key_id.to_string())
+    );
+    // With index.json.minisig.prev by op: accepted, and op2 is now pinned.
+    let bytes = repo.write(&fx, "op2");
+    std::fs::write(
+        repo.dir.join("index.json.minisig.prev"),
+        sign(&fx, "op.key", &bytes),
+    )
+    .unwrap();
+    expect(&install(&fx, &["hello"]), 0, "");
+    let l = ok(
+        fx.dir(),
+        &["--json", "source", "list", "--state-dir", "state"],
+    );
+    assert_eq!(
+        l.json()["sources"][0]["operator_key_id"],
+        op2.key_id.to_string()
+    );
+    // A third key without proof; the explicit re-pin.
+    ok(fx.dir(), &["keygen", "-o", "op3"]);
+    repo.extra = json!({});
+    repo.version = 3;
+    repo.write(&fx, "op3");
+    expect(&update(&fx), 91, "index.operator_key");
+    let r = fx.run(&[
+        "source",
+        "repin",
+        "main",
+        "--operator-key",
+        "op3.pub",
+        "--state-dir",
+        "state",
+    ]);
+    assert_eq!(r.code, 64, "{}", r.stderr);
+    ok(
+        fx.dir(),
+        &[
+            "source",
+            "repin",
+            "main",
+            "--operator-key",
+            "op3.pub",
+            "--yes",
+            "--state-dir",
+            "state",
+        ],
+    );
+    expect(&update(&fx), 0, "");
+}
+
+#[test]
+fn update_and_delisting() {
+    let (fx, mut repo) = setup();
+    let v1 = hello(&fx, "0.1.0");
+    let file_only = fx.pack_plugin("local", "1.0.0", &[]);
+    repo.publish(&fx, &v1, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    expect(&install(&fx, &["hello", &file_only]), 0, "");
+    let r = update(&fx);
+    expect(&r, 0, "");
+    let skipped = r.json()["skipped"].to_string();
+    assert!(
+        skipped.contains("up to date") && skipped.contains("installed from a file"),
+        "{skipped}"
+    );
+    let v2 = hello(&fx, "0.2.0");
+    repo.publish(&fx, &v2, "hello", "0.2.0", "dev");
+    repo.version = 2;
+    repo.write(&fx, "op");
+    let r = update(&fx);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["updated"][0]["action"], "upgraded from 0.1.0");
+    // Delisted: stays installed, flagged with the reason, no update, no new install.
+    let v3 = hello(&fx, "0.3.0");
+    repo.publish(&fx, &v3, "hello", "0.3.0", "dev");
+    for e in &mut repo.entries {
+        e["delisted"] = json!({"reason": "exceeded its declared capabilities"});
+    }
+    repo.version = 3;
+    repo.write(&fx, "op");
+    let r = update(&fx);
+    expect(&r, 0, "");
+    assert!(r.json()["updated"].as_array().unwrap().is_empty());
+    assert!(r.json()["skipped"]
+        .to_string()
+        .contains("exceeded its declared capabilities"));
+    let l = installed(&fx);
+    assert_eq!(l["hello"]["version"], "0.2.0");
+    assert_eq!(l["hello"]["delisted"], "exceeded its declared capabilities");
+    let t = ok(fx.dir(), &["list", "--state-dir", "state"]);
+    assert!(t.stdout.contains("DELISTED"), "{}", t.stdout);
+    expect(&install(&fx, &["hello@0.3.0"]), 94, "index.delisted");
+}
+
+#[test]
+fn dependencies_come_from_the_index() {
+    let (fx, mut repo) = setup();
+    let lib = fx.pack_plugin("lib", "1.2.0", &[]);
+    let lib2 = fx.pack_plugin("lib", "2.0.0", &[]);
+    let app = fx.pack_plugin("app", "1.0.0", &[("lib", "^1")]);
+    let orphan = fx.pack_plugin("orphan", "1.0.0", &[("missing", "^1")]);
+    repo.publish(&fx, &lib, "lib", "1.2.0", "dev");
+    repo.publish(&fx, &lib2, "lib", "2.0.0", "dev");
+    repo.publish(&fx, &app, "app", "1.0.0", "dev");
+    repo.publish(&fx, &orphan, "orphan", "1.0.0", "dev");
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    let r = install(&fx, &["app"]);
+    expect(&r, 0, "");
+    let names: Vec<String> = r.json()["installed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{} {}",
+                i["name"].as_str().unwrap(),
+                i["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(names, ["lib 1.2.0", "app 1.0.0"]);
+    let r = install(&fx, &["orphan"]);
+    expect(&r, 101, "store.dependency");
+    assert!(
+        r.stdout.contains("orphan 1.0.0 -> missing ^1"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Serve `root` over plain HTTP on 127.0.0.1 (one thread, `Connection: close`).
+fn serve(root: PathBuf) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line
+                .split(' ')
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/');
+            let mut s = s;
+            match std::fs::read(root.join(Path::new(path))) {
+                Ok(b) => {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        b.len()
+                    );
+                    let _ = s.write_all(&b);
+                }
+                Err(_) => {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                }
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn http_on_loopback_only() {
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    let port = serve(repo.dir.clone());
+    let url = format!("http://127.0.0.1:{port}/index.json");
+    expect(&add_source(&fx, &url, "op.pub"), 0, "");
+    expect(&install(&fx, &["hello"]), 0, "");
+    // A missing artifact (404) is a fetch error.
+    std::fs::remove_file(repo.dir.join(&pkg)).unwrap();
+    fx.run(&[
+        "remove",
+        "hello",
+        "--state-dir",
+        "state",
+        "--policy-root",
+        "policy-root",
+    ]);
+    expect(&install(&fx, &["hello"]), 90, "index.fetch");
+    let other = fx.run(&[
+        "--json",
+        "source",
+        "add",
+        "lan",
+        "http://10.1.2.3/index.json",
+        "--operator-key",
+        "op.pub",
+        "--state-dir",
+        "state",
+    ]);
+    expect(&other, 64, "index.url");
+    // https to a host that does not resolve here: a fetch error (90), nothing added.
+    let r = fx.run(&[
+        "--json",
+        "source",
+        "add",
+        "far",
+        "https://stockade-test.invalid/index.json",
+        "--operator-key",
+        "op.pub",
+        "--state-dir",
+        "state",
+    ]);
+    expect(&r, 90, "index.fetch");
+}
