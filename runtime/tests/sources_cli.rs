@@ -722,3 +722,38 @@ fn http_on_loopback_only() {
     ]);
     expect(&r, 90, "index.fetch");
 }
+
+#[test]
+fn an_index_signed_by_stock_minisign() {
+    if !require_tool(
+        "minisign",
+        "operators sign indexes with the stock minisign tool",
+    ) {
+        return;
+    }
+    let (fx, mut repo) = setup();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("minisign")
+            .args(args)
+            .current_dir(fx.dir())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["-G", "-W", "-p", "msop.pub", "-s", "msop.key"]);
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    // `write` signs with our code; replace the signature with minisign's own, over the same
+    // bytes, with msop as the operator.
+    repo.write(&fx, "msop");
+    std::fs::remove_file(repo.dir.join("index.json.minisig")).unwrap();
+    let index = repo.dir.join("index.json");
+    run(&["-S", "-s", "msop.key", "-m", index.to_str().unwrap()]);
+    expect(&add_source(&fx, &repo.url(), "msop.pub"), 0, "");
+    expect(&install(&fx, &["hello"]), 0, "");
+}
