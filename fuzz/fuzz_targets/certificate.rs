@@ -1,4 +1,4 @@
-//! Certificate, revocation list, license and statement parsing plus signature verification
+//! Certificate, revocation list, license, statement and plugin index parsing plus signature verification
 //! against a fixed key: must never panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
@@ -24,6 +24,13 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(s) = Statement::parse(data, &semver::Version::new(0, 1, 0)) {
         let _ = s.check_file_map();
+    }
+    if let Ok(i) = stockade_trust::index::Index::parse(data) {
+        let _ = i.check_fresh(Some((1, [0; 32])), 0);
+        for e in &i.plugins {
+            let _ = stockade_trust::index::choose_artifact(e, "linux-x86_64");
+            let _ = i.versions(&e.id);
+        }
     }
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
         let _ = stockade_trust::canonical::to_vec(&v);
