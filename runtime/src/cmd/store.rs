@@ -44,7 +44,11 @@ pub(crate) fn store_err(e: StoreError) -> CmdError {
                 .hint("restore <state-dir>/store/registry.json from a backup")
         }
         StoreError::File(FileError::TooLarge { .. }) => CmdError::new(Exit::SizeCap, "size_cap", e),
-        StoreError::File(ref f) if f.is_not_found() => CmdError::new(Exit::NoInput, "no_input", e),
+        StoreError::File(ref f)
+            if f.is_not_found() || matches!(f, FileError::NotRegular { .. }) =>
+        {
+            CmdError::new(Exit::NoInput, "no_input", e)
+        }
         _ => CmdError::new(Exit::IoErr, "store.io", e),
     }
 }
