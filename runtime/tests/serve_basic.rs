@@ -193,3 +193,40 @@ fn a_plugin_that_never_handshakes_fails_its_load_and_connections_are_capped() {
     assert_eq!(s.stop(), 0, "{}", s.log());
     assert_eq!(cgroups_of(pid), Vec::<std::path::PathBuf>::new());
 }
+
+#[test]
+fn plugin_load_takes_an_installed_plugins_name() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let pkg = pack_worker(&fx, "stored", &["on:open"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args([
+            "install",
+            pkg.to_str().unwrap(),
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+        ])
+        .args(["--policy-root", "no-policy-root"])
+        .current_dir(fx.dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&pkg).unwrap();
+    let mut s = Serve::start(&fx, "", Some(POLICY));
+    let mut c = s.client();
+    let r = c.ok("plugin_load", json!({"package": "stored"}));
+    assert_eq!(r["name"], "stored");
+    assert_eq!(r["state"], "ready", "{r}");
+    // Neither a file nor installed: a load failure, not a crash.
+    let r = c.call("plugin_load", json!({"package": "absent"}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(s.stop(), 0);
+}

@@ -348,7 +348,11 @@ impl Daemon {
             if self.stopping {
                 return Err(RpcError::new(codes::UNAVAILABLE, "the daemon is stopping"));
             }
-            self.load(Path::new(&l.package), now)
+            // An installed plugin's name loads its stored package (verified again like any
+            // file); an existing file of that name wins.
+            let path =
+                crate::store::resolve_package(&self.cfg.trust.state_dir, Path::new(&l.package));
+            self.load(&path, now)
         });
         match r {
             Ok(name) => {

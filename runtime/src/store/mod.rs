@@ -615,6 +615,42 @@ fn walk_extras(
     }
 }
 
+/// Whether `stockade verify ARG` means an installed plugin: ARG is not an existing file (a
+/// directory of the same name in the working directory does not count: it cannot be a package)
+/// and the store has a plugin by that name.
+pub fn is_installed_id(state_dir: &Path, arg: &Path) -> bool {
+    if arg.metadata().is_ok_and(|m| !m.is_dir()) {
+        return false;
+    }
+    let Some(name) = arg.to_str() else {
+        return false;
+    };
+    stockade_policy::manifest::valid_name(name)
+        && read_registry(state_dir)
+            .map(|r| r.plugins.contains_key(name))
+            .unwrap_or(false)
+}
+
+/// For `stockade run ARG`: the stored package of an installed plugin named ARG (same rule as
+/// `verify`), else ARG itself.
+pub fn resolve_package(state_dir: &Path, arg: &Path) -> std::path::PathBuf {
+    if !is_installed_id(state_dir, arg) {
+        return arg.to_path_buf();
+    }
+    let name = arg.to_string_lossy();
+    match read_registry(state_dir) {
+        Ok(r) => match r.plugins.get(name.as_ref()) {
+            Some(p) => state_dir
+                .join(STORE_DIR)
+                .join("plugins")
+                .join(&p.dir)
+                .join(PACKAGE_FILE),
+            None => arg.to_path_buf(),
+        },
+        Err(_) => arg.to_path_buf(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
