@@ -189,6 +189,10 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
     })?;
     let loop_err = |e| cmd(Exit::OsErr, "event_loop", ServeError::Loop(e));
+    // Many plugins need many descriptors (three pipes each); the children get the policy's own.
+    if let Err(e) = sys::raise_nofile_soft_limit() {
+        eprintln!("stockade: warning: cannot raise the open-files limit: {e}");
+    }
     // SIGHUP re-reads the policy (Daemon::reload_policy); SIGINT/SIGTERM stop.
     let sigs = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
     let sigfd = sys::block_signals(&sigs)

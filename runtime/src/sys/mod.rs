@@ -310,6 +310,19 @@ pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<
     nix::sys::resource::setrlimit(rlimit_resource(resource)?, value, value).map_err(io_err)
 }
 
+/// Raise this process's soft `RLIMIT_NOFILE` to its hard limit; returns the new soft limit.
+/// `stockade serve` holds three pipes per plugin plus its agents' sockets: systemd's default
+/// soft limit of 1024 would cap it near 300 plugins. Sandboxed children are unaffected: the
+/// sandbox sets their `nofile` from the policy (default 256) before exec.
+pub fn raise_nofile_soft_limit() -> io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io_err)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io_err)?;
+    }
+    Ok(hard.max(soft))
+}
+
 /// `waitpid(pid, &status, flags)`; returns `(pid, raw status)`, pid 0 with WNOHANG when nothing
 /// changed. Retries on EINTR.
 ///

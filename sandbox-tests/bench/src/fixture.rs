@@ -178,6 +178,24 @@ impl Fixture {
         Ok(out)
     }
 
+    /// A package of the plugin under another name, registered for `hook` (the plugin reads both
+    /// from its manifest), for loading many plugins into one `stockade serve`.
+    pub fn package_named(&self, name: &str, hook: &str) -> Result<PathBuf> {
+        let dir = self.root.join(format!("named-{name}"));
+        fs::create_dir(&dir).map_err(|e| e.to_string())?;
+        let text =
+            fs::read_to_string(self.plugin_dir.join("manifest.json")).map_err(|e| e.to_string())?;
+        let mut m: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        m["name"] = name.into();
+        m["hooks"] = serde_json::json!([hook]);
+        fs::write(dir.join("manifest.json"), m.to_string()).map_err(|e| e.to_string())?;
+        fs::copy(self.plugin_dir.join("entrypoint"), dir.join("entrypoint"))
+            .map_err(|e| e.to_string())?;
+        let out = self.root.join(format!("{name}.stockade"));
+        self.pack(&dir, &out)?;
+        Ok(out)
+    }
+
     /// `stockade run PKG …` arguments for this fixture.
     pub fn run_args(&self, package: &Path) -> Vec<OsString> {
         vec![
