@@ -300,3 +300,35 @@ fn init_command_line_does_not_reveal_the_runtime_arguments() {
         .unwrap();
     assert!(String::from_utf8_lossy(&native.stdout).contains("canary"));
 }
+
+/// The runtime may hold many descriptors (`stockade serve` holds three pipes per plugin): none of
+/// them reaches the sandbox, and they do not count against the sandbox's `nofile` limit (256 by
+/// default), which used to make the Landlock step fail with EMFILE past ~250 plugins.
+#[test]
+fn inherited_descriptors_are_closed_before_the_limits() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let held: Vec<std::fs::File> = (0..400)
+        .map(|_| std::fs::File::open("/dev/null").unwrap())
+        .collect();
+    let raws: Vec<i32> = held.iter().map(|f| f.as_raw_fd()).collect();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["exec", "--", "/bin/sh", "-c", "ls /proc/self/fd | wc -l"]);
+    // SAFETY: between fork and exec only `fcntl` is called, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &raws {
+                // Clear FD_CLOEXEC: the runtime starts with 400 extra open descriptors.
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    // 0, 1, 2 and the directory `ls` reads.
+    assert_eq!(out(&o).trim(), "4", "{}", out(&o));
+    drop(held);
+}

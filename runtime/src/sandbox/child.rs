@@ -163,6 +163,21 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     if p.network == NetworkMode::Loopback {
         sys::net::loopback_up().map_err(at(LaunchStep::Loopback))?;
     }
+    // Drop every descriptor inherited from the runtime but the ones this launch uses. Under
+    // `stockade serve` those are the pipes of every other plugin: they must not live on in this
+    // sandbox's init, and past the `nofile` limit set next (256 by default) nothing could be
+    // opened any more (the Landlock ruleset, the exec-status report).
+    sys::close_all_but(&[
+        0,
+        1,
+        2,
+        sock.as_raw_fd(),
+        ctx.sock.as_raw_fd(),
+        ctx.exec_fd.as_raw_fd(),
+        ctx.exec_w.as_raw_fd(),
+        ctx.status_w.as_raw_fd(),
+    ])
+    .map_err(at(LaunchStep::Stdio))?;
     let rl = set_rlimits(p, ctx.data_limit).map_err(at(LaunchStep::Rlimits))?;
     drop_capabilities().map_err(at(LaunchStep::Capabilities))?;
     sys::set_no_new_privs().map_err(at(LaunchStep::NoNewPrivs))?;

@@ -541,6 +541,28 @@ pub fn close_all_except(keep: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Close every descriptor not in `keep` (`close_range` over the gaps between them).
+pub fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .map(|&k| u32::try_from(k).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput)))
+        .collect::<io::Result<_>>()?;
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 0u32;
+    for k in keep {
+        if k > first {
+            // SAFETY: close_range (no `nix` wrapper) takes integers; the descriptors closed are
+            // this process's own, and the caller holds no Rust object it will still use on them
+            // (everything it needs is in `keep`).
+            check(unsafe { libc::close_range(first, k - 1, 0) })?;
+        }
+        first = k.saturating_add(1);
+    }
+    // SAFETY: as above, for everything past the highest kept descriptor.
+    check(unsafe { libc::close_range(first, u32::MAX, 0) }).map(drop)
+}
+
 /// Set `O_NONBLOCK` on a descriptor.
 pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     use nix::fcntl::fcntl;

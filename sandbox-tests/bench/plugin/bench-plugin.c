@@ -3,7 +3,8 @@
  * It writes a protocol `handshake` request as its first line (the moment a launcher's "cold
  * launch" ends is when that line reaches the benchmark, or, under `stockade run`, when the runtime
  * reports the plugin `ready`), then answers every `hook_invoke` by echoing its payload back, so a
- * round trip moves the payload both ways like the raw pipe ping-pong it is compared with.
+ * round trip moves the payload both ways like the raw pipe ping-pong it is compared with, and
+ * answers `serve`'s health `ping`s.
  * Payloads in the benchmark are plain ASCII strings (no escapes), so the payload is the bytes
  * between `"payload":"` and the next `"`. Built statically so it needs nothing from any sandbox's
  * filesystem.
@@ -64,6 +65,16 @@ int main(void) {
     while (fgets(line, sizeof line, stdin)) {
         if (strstr(line, "\"method\":\"shutdown\""))
             return 0;
+        if (strstr(line, "\"method\":\"ping\"")) {
+            /* Health check under `stockade serve`: any answer with the same id. */
+            const char *pid = strstr(line, "\"id\":");
+            if (pid) {
+                printf("{\"jsonrpc\":\"2.0\",\"id\":%llu,\"result\":{}}\n",
+                       strtoull(pid + 5, NULL, 10));
+                fflush(stdout);
+            }
+            continue;
+        }
         if (!strstr(line, "\"method\":\"hook_invoke\""))
             continue;
         const char *id = strstr(line, "\"id\":");
