@@ -231,10 +231,7 @@ pub fn journal_socket() -> PathBuf {
 /// command), never truncated silently.
 fn send_journal(path: &Path, r: &Record, json: &str) -> Result<(), AuditError> {
     let one_line = |s: &str| s.replace('\n', " ");
-    let event = serde_json::to_value(r.event)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default();
+    let event = crate::output::enum_str(&r.event);
     let msg = format!(
         "MESSAGE=stockade-audit {event} {} {}\nSYSLOG_IDENTIFIER=stockade-audit\nPRIORITY=6\n\
          STOCKADE_AUDIT_EVENT={event}\nSTOCKADE_AUDIT_SEQ={}\nSTOCKADE_AUDIT_HASH={}\n\
@@ -633,10 +630,7 @@ pub fn enforced_layers(r: &crate::sandbox::report::Report) -> Vec<String> {
     r.layers
         .iter()
         .map(|l| {
-            let status = serde_json::to_value(l.status)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default();
+            let status = crate::output::enum_str(&l.status);
             format!("{}:{status}", l.layer)
         })
         .collect()

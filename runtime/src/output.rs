@@ -39,6 +39,15 @@ impl Output {
     }
 }
 
+/// The JSON string form of a unit enum (`signature_status`, `trust_mode`, …), for text output
+/// and records that must say exactly what the JSON says.
+pub fn enum_str<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 /// Write one line to stdout. A closed stdout (`stockade … | head`) is not an error worth a panic:
 /// the reader has what it wanted, and the exit code still reports the command's outcome.
 pub fn print_stdout(line: &str) {

@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use stockade_trust::index::fingerprint;
@@ -102,15 +101,6 @@ impl Repo {
     }
 }
 
-const FLAGS: [&str; 6] = [
-    "--trust",
-    "trust",
-    "--state-dir",
-    "state",
-    "--policy-root",
-    "policy-root",
-];
-
 fn setup() -> (Fixture, Repo) {
     let fx = Fixture::new();
     std::fs::create_dir_all(fx.path("policy-root")).unwrap();
@@ -133,34 +123,10 @@ fn add_source(fx: &Fixture, url: &str, key: &str) -> Run {
     ])
 }
 
-fn install(fx: &Fixture, targets: &[&str]) -> Run {
-    let mut args = vec!["--json", "install"];
-    args.extend_from_slice(targets);
-    args.extend_from_slice(&FLAGS);
-    fx.run(&args)
-}
-
 fn update(fx: &Fixture) -> Run {
     let mut args = vec!["--json", "update"];
-    args.extend_from_slice(&FLAGS);
+    args.extend_from_slice(&STORE_FLAGS);
     fx.run(&args)
-}
-
-fn expect(r: &Run, code: i32, kind: &str) {
-    assert_eq!(r.code, code, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
-    if !kind.is_empty() {
-        assert_eq!(r.kind(), kind, "{}", r.stdout);
-    }
-}
-
-fn installed(fx: &Fixture) -> BTreeMap<String, Value> {
-    let r = ok(fx.dir(), &["--json", "list", "--state-dir", "state"]);
-    r.json()["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["name"].as_str().unwrap().to_string(), p.clone()))
-        .collect()
 }
 
 fn hello(fx: &Fixture, version: &str) -> String {
@@ -183,23 +149,27 @@ fn add_pins_the_operator_key_and_install_by_id_pins_the_author() {
     // Same name again.
     expect(&add_source(&fx, &repo.url(), "op.pub"), 73, "source.exists");
     // Install by id: the author key is pinned on first use and shown.
-    let r = install(&fx, &["hello"]);
+    let r = fx.store_install(&["hello"], &[]);
     expect(&r, 0, "");
     let item = &r.json()["installed"][0];
     assert_eq!(item["source"], "index:main");
     assert_eq!(item["author_pin"]["status"], "first-use");
     let dev_pub = fx.secret("dev.key").public_key();
     assert_eq!(item["author_pin"]["fingerprint"], fingerprint(&dev_pub));
-    let l = installed(&fx);
+    let l = fx.installed();
     assert_eq!(l["hello"]["source"], "index:main");
     assert!(l["hello"]["delisted"].is_null());
-    let r = install(&fx, &["hello@0.1.0"]);
+    let r = fx.store_install(&["hello@0.1.0"], &[]);
     expect(&r, 0, "");
     assert_eq!(r.json()["installed"][0]["action"], "already installed");
     assert_eq!(r.json()["installed"][0]["author_pin"]["status"], "pinned");
     // Unknown ids and versions.
-    expect(&install(&fx, &["nope"]), 94, "index.not_found");
-    expect(&install(&fx, &["hello@9.9.9"]), 94, "index.not_found");
+    expect(&fx.store_install(&["nope"], &[]), 94, "index.not_found");
+    expect(
+        &fx.store_install(&["hello@9.9.9"], &[]),
+        94,
+        "index.not_found",
+    );
 }
 
 #[test]
@@ -225,15 +195,15 @@ fn a_bad_index_signature_is_refused_at_add_and_at_install() {
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
     repo.write(&fx, "mallory");
     // mallory's index names mallory as operator but has no rotation proof from op.
-    expect(&install(&fx, &["hello"]), 91, "index.operator_key");
+    expect(&fx.store_install(&["hello"], &[]), 91, "index.operator_key");
     // A tampered byte under a valid-looking signature.
     let bytes = repo.write(&fx, "op");
     let mut t = bytes.clone();
     let pos = t.windows(9).position(|w| w == b"Test Inde").unwrap();
     t[pos] = b'B';
     std::fs::write(repo.dir.join("index.json"), &t).unwrap();
-    expect(&install(&fx, &["hello"]), 91, "index.signature");
-    assert!(installed(&fx).is_empty());
+    expect(&fx.store_install(&["hello"], &[]), 91, "index.signature");
+    assert!(fx.installed().is_empty());
 }
 
 #[test]
@@ -247,7 +217,7 @@ fn rollback_changed_content_and_freeze() {
     // An older, validly signed index.
     repo.version = 4;
     repo.write(&fx, "op");
-    let r = install(&fx, &["hello"]);
+    let r = fx.store_install(&["hello"], &[]);
     expect(&r, 92, "index.rollback");
     assert!(
         r.stdout.contains("version 4") && r.stdout.contains("version 5"),
@@ -258,16 +228,16 @@ fn rollback_changed_content_and_freeze() {
     repo.version = 5;
     repo.extra = json!({"name": "Changed"});
     repo.write(&fx, "op");
-    expect(&install(&fx, &["hello"]), 92, "index.changed");
+    expect(&fx.store_install(&["hello"], &[]), 92, "index.changed");
     // A newer one that has expired: freeze.
     repo.version = 6;
     repo.expires = "2020-01-01T00:00:00Z".into();
     repo.write(&fx, "op");
-    expect(&install(&fx, &["hello"]), 93, "index.expired");
+    expect(&fx.store_install(&["hello"], &[]), 93, "index.expired");
     // Fresh again.
     repo.expires = "2099-01-01T00:00:00Z".into();
     repo.write(&fx, "op");
-    expect(&install(&fx, &["hello"]), 0, "");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
     // A new source whose index is already expired is not added.
     repo.version = 7;
     repo.expires = "2021-01-01T00:00:00Z".into();
@@ -305,18 +275,30 @@ fn artifact_digest_size_signature_and_manifest_agreement() {
         repo.version = version;
         repo.write(&fx, "op");
     };
-    expect(&install(&fx, &["hello"]), 96, "index.artifact_digest");
+    expect(
+        &fx.store_install(&["hello"], &[]),
+        96,
+        "index.artifact_digest",
+    );
     // Wrong size (smaller and larger than the bytes).
     republish(&mut repo, &|e| {
         let s = e["platforms"][PLATFORM]["size"].as_u64().unwrap();
         e["platforms"][PLATFORM]["size"] = json!(s - 1);
     });
-    expect(&install(&fx, &["hello"]), 96, "index.artifact_digest");
+    expect(
+        &fx.store_install(&["hello"], &[]),
+        96,
+        "index.artifact_digest",
+    );
     republish(&mut repo, &|e| {
         let s = e["platforms"][PLATFORM]["size"].as_u64().unwrap();
         e["platforms"][PLATFORM]["size"] = json!(s + 1);
     });
-    expect(&install(&fx, &["hello"]), 96, "index.artifact_digest");
+    expect(
+        &fx.store_install(&["hello"], &[]),
+        96,
+        "index.artifact_digest",
+    );
     // Signature by another key than the entry's author.
     republish(&mut repo, &|_| {});
     std::fs::write(
@@ -324,12 +306,16 @@ fn artifact_digest_size_signature_and_manifest_agreement() {
         sign(&fx, "dev2.key", &std::fs::read(fx.path(&pkg)).unwrap()),
     )
     .unwrap();
-    expect(&install(&fx, &["hello"]), 97, "index.artifact_signature");
+    expect(
+        &fx.store_install(&["hello"], &[]),
+        97,
+        "index.artifact_signature",
+    );
     // Manifest agreement: version, tier, and the signer being the author.
     republish(&mut repo, &|e| e["version"] = json!("0.2.0"));
-    expect(&install(&fx, &["hello"]), 99, "index.mismatch");
+    expect(&fx.store_install(&["hello"], &[]), 99, "index.mismatch");
     republish(&mut repo, &|e| e["tier"] = json!("A"));
-    let r = install(&fx, &["hello"]);
+    let r = fx.store_install(&["hello"], &[]);
     expect(&r, 99, "index.mismatch");
     assert!(r.stdout.contains("tier"), "{}", r.stdout);
     // The artifact signed (detached) by dev2, listed with dev2 as author, but the package
@@ -339,10 +325,10 @@ fn artifact_digest_size_signature_and_manifest_agreement() {
     version += 1;
     repo.version = version;
     repo.write(&fx, "op");
-    let r = install(&fx, &["hello"]);
+    let r = fx.store_install(&["hello"], &[]);
     expect(&r, 99, "index.mismatch");
     assert!(r.stdout.contains("developer key"), "{}", r.stdout);
-    assert!(installed(&fx).is_empty());
+    assert!(fx.installed().is_empty());
     // Tier agreement when both say B.
     let tiered = fx.pack_custom(
         "tiered",
@@ -356,8 +342,8 @@ fn artifact_digest_size_signature_and_manifest_agreement() {
     version += 1;
     repo.version = version;
     repo.write(&fx, "op");
-    expect(&install(&fx, &["tiered"]), 0, "");
-    assert_eq!(installed(&fx)["tiered"]["tier"], "B");
+    expect(&fx.store_install(&["tiered"], &[]), 0, "");
+    assert_eq!(fx.installed()["tiered"]["tier"], "B");
 }
 
 #[test]
@@ -371,7 +357,7 @@ fn platform_choice_and_unavailable() {
     e["artifact"] = art;
     repo.write(&fx, "op");
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
-    let r = install(&fx, &["hello"]);
+    let r = fx.store_install(&["hello"], &[]);
     expect(&r, 95, "index.unavailable");
     assert!(
         r.stdout.contains("linux-aarch64") && r.stdout.contains("windows-x86_64"),
@@ -382,7 +368,7 @@ fn platform_choice_and_unavailable() {
     repo.entries[0]["platforms"][PLATFORM] = repo.entries[0]["artifact"].clone();
     repo.version = 2;
     repo.write(&fx, "op");
-    expect(&install(&fx, &["hello"]), 0, "");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
 }
 
 #[test]
@@ -393,7 +379,7 @@ fn author_key_rotation_with_and_without_proof() {
     repo.publish(&fx, &v1, "hello", "0.1.0", "dev");
     repo.write(&fx, "op");
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
-    expect(&install(&fx, &["hello"]), 0, "");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
     // 0.2.0 signed by a new key, no proof: blocked, both fingerprints named.
     let v2 = fx.pack_custom(
         "hello",
@@ -417,7 +403,7 @@ fn author_key_rotation_with_and_without_proof() {
         "{}",
         r.stdout
     );
-    assert_eq!(installed(&fx)["hello"]["version"], "0.1.0");
+    assert_eq!(fx.installed()["hello"]["version"], "0.1.0");
     // Listed as previous but no .prev signature: still blocked.
     repo.entries[1]["author"]["previous_pubkeys"] = json!([old.to_base64()]);
     repo.version = 3;
@@ -476,10 +462,10 @@ fn author_key_rotation_with_and_without_proof() {
         ],
     );
     expect(&update(&fx), 0, "");
-    assert_eq!(installed(&fx)["hello"]["version"], "0.3.0");
+    assert_eq!(fx.installed()["hello"]["version"], "0.3.0");
     // File installs honour the pin too: a package of that name by dev (no longer pinned).
     let v4 = hello(&fx, "0.4.0");
-    expect(&install(&fx, &[&v4]), 98, "index.author_pin");
+    expect(&fx.store_install(&[&v4], &[]), 98, "index.author_pin");
 }
 
 #[test]
@@ -495,7 +481,7 @@ fn operator_key_rotation_with_and_without_proof() {
     repo.extra = json!({"previous_operator_pubkeys": [op.to_base64()]});
     repo.version = 2;
     repo.write(&fx, "op2");
-    let r = install(&fx, &["hello"]);
+    let r = fx.store_install(&["hello"], &[]);
     expect(&r, 91, "index.operator_key");
     let op2 = fx.secret("op2.key").public_key();
     assert!(
@@ -508,7 +494,7 @@ fn operator_key_rotation_with_and_without_proof() {
         sign(&fx, "op.key", &bytes),
     )
     .unwrap();
-    expect(&install(&fx, &["hello"]), 0, "");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
     let l = ok(
         fx.dir(),
         &["--json", "source", "list", "--state-dir", "state"],
@@ -557,7 +543,7 @@ fn update_and_delisting() {
     repo.publish(&fx, &v1, "hello", "0.1.0", "dev");
     repo.write(&fx, "op");
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
-    expect(&install(&fx, &["hello", &file_only]), 0, "");
+    expect(&fx.store_install(&["hello", &file_only], &[]), 0, "");
     let r = update(&fx);
     expect(&r, 0, "");
     let skipped = r.json()["skipped"].to_string();
@@ -586,12 +572,16 @@ fn update_and_delisting() {
     assert!(r.json()["skipped"]
         .to_string()
         .contains("exceeded its declared capabilities"));
-    let l = installed(&fx);
+    let l = fx.installed();
     assert_eq!(l["hello"]["version"], "0.2.0");
     assert_eq!(l["hello"]["delisted"], "exceeded its declared capabilities");
     let t = ok(fx.dir(), &["list", "--state-dir", "state"]);
     assert!(t.stdout.contains("DELISTED"), "{}", t.stdout);
-    expect(&install(&fx, &["hello@0.3.0"]), 94, "index.delisted");
+    expect(
+        &fx.store_install(&["hello@0.3.0"], &[]),
+        94,
+        "index.delisted",
+    );
 }
 
 #[test]
@@ -607,7 +597,7 @@ fn dependencies_come_from_the_index() {
     repo.publish(&fx, &orphan, "orphan", "1.0.0", "dev");
     repo.write(&fx, "op");
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
-    let r = install(&fx, &["app"]);
+    let r = fx.store_install(&["app"], &[]);
     expect(&r, 0, "");
     let names: Vec<String> = r.json()["installed"]
         .as_array()
@@ -622,7 +612,7 @@ fn dependencies_come_from_the_index() {
         })
         .collect();
     assert_eq!(names, ["lib 1.2.0", "app 1.0.0"]);
-    let r = install(&fx, &["orphan"]);
+    let r = fx.store_install(&["orphan"], &[]);
     expect(&r, 101, "store.dependency");
     assert!(
         r.stdout.contains("orphan 1.0.0 -> missing ^1"),
@@ -684,7 +674,7 @@ fn http_on_loopback_only() {
     let port = serve(repo.dir.clone());
     let url = format!("http://127.0.0.1:{port}/index.json");
     expect(&add_source(&fx, &url, "op.pub"), 0, "");
-    expect(&install(&fx, &["hello"]), 0, "");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
     // A missing artifact (404) is a fetch error.
     std::fs::remove_file(repo.dir.join(&pkg)).unwrap();
     fx.run(&[
@@ -695,7 +685,7 @@ fn http_on_loopback_only() {
         "--policy-root",
         "policy-root",
     ]);
-    expect(&install(&fx, &["hello"]), 90, "index.fetch");
+    expect(&fx.store_install(&["hello"], &[]), 90, "index.fetch");
     let other = fx.run(&[
         "--json",
         "source",
@@ -755,5 +745,5 @@ fn an_index_signed_by_stock_minisign() {
     let index = repo.dir.join("index.json");
     run(&["-S", "-s", "msop.key", "-m", index.to_str().unwrap()]);
     expect(&add_source(&fx, &repo.url(), "msop.pub"), 0, "");
-    expect(&install(&fx, &["hello"]), 0, "");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
 }

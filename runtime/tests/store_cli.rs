@@ -13,37 +13,10 @@ fn pack(fx: &Fixture, name: &str, version: &str, deps: &[(&str, &str)]) -> Strin
     fx.pack_plugin(name, version, deps)
 }
 
-const TRUST: [&str; 6] = [
-    "--trust",
-    "trust",
-    "--state-dir",
-    "state",
-    "--policy-root",
-    "policy-root",
-];
-
-fn install(fx: &Fixture, pkgs: &[&str], extra: &[&str]) -> Run {
-    let mut args = vec!["--json", "install"];
-    args.extend_from_slice(pkgs);
-    args.extend_from_slice(&TRUST);
-    args.extend_from_slice(extra);
-    fx.run(&args)
-}
-
-fn list(fx: &Fixture) -> BTreeMap<String, Value> {
-    let r = ok(fx.dir(), &["--json", "list", "--state-dir", "state"]);
-    r.json()["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["name"].as_str().unwrap().to_string(), p.clone()))
-        .collect()
-}
-
 fn verify_installed(fx: &Fixture, id: Option<&str>) -> Run {
     let mut args = vec!["--json", "verify"];
     args.extend(id);
-    args.extend_from_slice(&TRUST);
+    args.extend_from_slice(&STORE_FLAGS);
     fx.run(&args)
 }
 
@@ -59,13 +32,6 @@ fn remove(fx: &Fixture, id: &str, extra: &[&str]) -> Run {
     ];
     args.extend_from_slice(extra);
     fx.run(&args)
-}
-
-fn expect(r: &Run, code: i32, kind: &str) {
-    assert_eq!(r.code, code, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
-    if !kind.is_empty() {
-        assert_eq!(r.kind(), kind, "{}", r.stdout);
-    }
 }
 
 /// Every path under the store with a digest of its content: "nothing changed" is equality.
@@ -113,12 +79,12 @@ fn setup() -> Fixture {
 fn install_list_verify_remove() {
     let fx = setup();
     let pkg = pack(&fx, "hello", "0.1.0", &[]);
-    let r = install(&fx, &[&pkg], &[]);
+    let r = fx.store_install(&[&pkg], &[]);
     expect(&r, 0, "");
     let j = r.json();
     assert_eq!(j["installed"][0]["action"], "installed");
     assert_eq!(j["installed"][0]["signature_status"], "verified");
-    let l = list(&fx);
+    let l = fx.installed();
     assert_eq!(l["hello"]["version"], "0.1.0");
     assert_eq!(l["hello"]["signature_status"], "verified");
     assert_eq!(l["hello"]["signer_subject"], "Test Developer");
@@ -134,7 +100,7 @@ fn install_list_verify_remove() {
     assert_eq!(v.json()["plugins"][0]["ok"], true);
     expect(&verify_installed(&fx, None), 0, "");
     // Same package again: a no-op.
-    let r = install(&fx, &[&pkg], &[]);
+    let r = fx.store_install(&[&pkg], &[]);
     expect(&r, 0, "");
     assert_eq!(r.json()["installed"][0]["action"], "already installed");
     // Text list.
@@ -142,7 +108,7 @@ fn install_list_verify_remove() {
     assert!(t.stdout.contains("hello") && t.stdout.contains("verified"));
     // Remove.
     expect(&remove(&fx, "hello", &[]), 0, "");
-    assert!(list(&fx).is_empty());
+    assert!(fx.installed().is_empty());
     assert_eq!(
         std::fs::read_dir(fx.path("state/store/plugins"))
             .unwrap()
@@ -157,8 +123,8 @@ fn install_list_verify_remove() {
 fn verify_reports_a_changed_tree_and_a_changed_package() {
     let fx = setup();
     let pkg = pack(&fx, "hello", "0.1.0", &[]);
-    expect(&install(&fx, &[&pkg], &[]), 0, "");
-    let l = list(&fx);
+    expect(&fx.store_install(&[&pkg], &[]), 0, "");
+    let l = fx.installed();
     let obj = Path::new(l["hello"]["package"].as_str().unwrap())
         .parent()
         .unwrap()
@@ -212,23 +178,23 @@ fn verify_reports_a_changed_tree_and_a_changed_package() {
 fn bad_input_changes_nothing() {
     let fx = setup();
     let good = pack(&fx, "hello", "0.1.0", &[]);
-    expect(&install(&fx, &[&good], &[]), 0, "");
+    expect(&fx.store_install(&[&good], &[]), 0, "");
     let before = snapshot(&fx.path("state/store"));
     // A payload byte flipped: step 7 refuses.
     let mut bytes = std::fs::read(fx.path(&good)).unwrap();
     flip_payload(&mut bytes);
     std::fs::write(fx.path("bad.stockade"), &bytes).unwrap();
     let other = pack(&fx, "other", "1.0.0", &[]);
-    let r = install(&fx, &[&other, "bad.stockade"], &[]);
+    let r = fx.store_install(&[&other, "bad.stockade"], &[]);
     expect(&r, 86, "");
     // Not a package at all; missing file; unsigned by a trusted root.
     std::fs::write(fx.path("junk.stockade"), b"not a package").unwrap();
-    expect(&install(&fx, &["junk.stockade"], &[]), 65, "container");
-    expect(&install(&fx, &["missing.stockade"], &[]), 66, "");
+    expect(&fx.store_install(&["junk.stockade"], &[]), 65, "container");
+    expect(&fx.store_install(&["missing.stockade"], &[]), 66, "");
     std::fs::remove_file(fx.path("trust/root.pub")).unwrap();
     ok(fx.dir(), &["keygen", "-o", "stranger"]);
     std::fs::copy(fx.path("stranger.pub"), fx.path("trust/root.pub")).unwrap();
-    expect(&install(&fx, &[&other], &[]), 82, "");
+    expect(&fx.store_install(&[&other], &[]), 82, "");
     assert_eq!(snapshot(&fx.path("state/store")), before);
 }
 
@@ -240,13 +206,13 @@ fn dependencies_order_cycle_unsatisfied_and_removal() {
     let app = pack(&fx, "app", "1.0.0", &[("lib", "^1")]);
     let tool = pack(&fx, "tool", "1.0.0", &[("app", "^1")]);
     // Alone, app's dependency is missing: the chain is named.
-    let r = install(&fx, &[&tool, &app], &[]);
+    let r = fx.store_install(&[&tool, &app], &[]);
     expect(&r, 101, "store.dependency");
     let msg = r.json()["error"].to_string();
     assert!(msg.contains("tool 1.0.0 -> app 1.0.0 -> lib ^1"), "{msg}");
-    assert!(list(&fx).is_empty());
+    assert!(fx.installed().is_empty());
     // Together, in any order on the command line: installed dependencies first.
-    let r = install(&fx, &[&tool, &app, &lib1], &[]);
+    let r = fx.store_install(&[&tool, &app, &lib1], &[]);
     expect(&r, 0, "");
     let j = r.json();
     let names: Vec<String> = j["installed"]
@@ -256,9 +222,9 @@ fn dependencies_order_cycle_unsatisfied_and_removal() {
         .map(|i| i["name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, ["lib", "app", "tool"]);
-    assert_eq!(list(&fx)["lib"]["required_by"][0], "app 1.0.0");
+    assert_eq!(fx.installed()["lib"]["required_by"][0], "app 1.0.0");
     // lib 2 would break app (^1).
-    let r = install(&fx, &[&lib2], &[]);
+    let r = fx.store_install(&[&lib2], &[]);
     expect(&r, 103, "store.breaks_dependent");
     assert!(r.json()["error"].to_string().contains("app 1.0.0"));
     // Removing a needed plugin is refused unless forced.
@@ -271,7 +237,7 @@ fn dependencies_order_cycle_unsatisfied_and_removal() {
     // Unsatisfiable: the only lib on offer is 2.x.
     expect(&remove(&fx, "tool", &[]), 0, "");
     expect(&remove(&fx, "app", &[]), 0, "");
-    let r = install(&fx, &[&app, &lib2], &[]);
+    let r = fx.store_install(&[&app, &lib2], &[]);
     expect(&r, 101, "store.dependency");
     assert!(r.json()["error"]
         .to_string()
@@ -280,12 +246,12 @@ fn dependencies_order_cycle_unsatisfied_and_removal() {
     let a = pack(&fx, "a", "1.0.0", &[("b", "*")]);
     let b = pack(&fx, "b", "1.0.0", &[("c", "*")]);
     let c = pack(&fx, "c", "1.0.0", &[("a", "*")]);
-    let r = install(&fx, &[&a, &b, &c], &[]);
+    let r = fx.store_install(&[&a, &b, &c], &[]);
     expect(&r, 102, "store.dependency_cycle");
     assert!(r.json()["error"]
         .to_string()
         .contains("a 1.0.0 -> b 1.0.0 -> c 1.0.0 -> a 1.0.0"));
-    assert!(list(&fx).is_empty());
+    assert!(fx.installed().is_empty());
     assert_eq!(
         std::fs::read_dir(fx.path("state/store/staging"))
             .unwrap()
@@ -299,8 +265,8 @@ fn upgrade_downgrade_and_conflict() {
     let fx = setup();
     let v1 = pack(&fx, "lib", "1.0.0", &[]);
     let v11 = pack(&fx, "lib", "1.1.0", &[]);
-    expect(&install(&fx, &[&v1], &[]), 0, "");
-    let r = install(&fx, &[&v11], &[]);
+    expect(&fx.store_install(&[&v1], &[]), 0, "");
+    let r = fx.store_install(&[&v11], &[]);
     expect(&r, 0, "");
     assert_eq!(r.json()["installed"][0]["action"], "upgraded from 1.0.0");
     // Only the new version's directory remains.
@@ -310,43 +276,28 @@ fn upgrade_downgrade_and_conflict() {
         .collect();
     assert_eq!(dirs.len(), 1);
     assert!(dirs[0].starts_with("lib-1.1.0-"));
-    expect(&install(&fx, &[&v1], &[]), 107, "store.conflict");
-    assert_eq!(list(&fx)["lib"]["version"], "1.1.0");
-    let r = install(&fx, &[&v1], &["--force"]);
+    expect(&fx.store_install(&[&v1], &[]), 107, "store.conflict");
+    assert_eq!(fx.installed()["lib"]["version"], "1.1.0");
+    let r = fx.store_install(&[&v1], &["--force"]);
     expect(&r, 0, "");
     assert_eq!(r.json()["installed"][0]["action"], "downgraded from 1.1.0");
     // Same version, other content (repacked with another description).
-    let src = fx.path("src-lib-1.0.0.stockade/manifest.json");
-    let mut m: Value = serde_json::from_slice(&std::fs::read(&src).unwrap()).unwrap();
-    m["description"] = "rebuilt".into();
-    std::fs::write(&src, serde_json::to_vec(&m).unwrap()).unwrap();
-    ok(
-        fx.dir(),
-        &[
-            "pack",
-            "src-lib-1.0.0.stockade",
-            "--key",
-            "dev.key",
-            "--devcert",
-            "dev.cert",
-            "--intcert",
-            "int/ca.cert",
-            "-o",
-            "lib-rebuilt.stockade",
-        ],
+    let rebuilt = fx.pack_custom(
+        "lib",
+        "1.0.0",
+        &[],
+        serde_json::json!({"description": "rebuilt"}),
+        "dev",
+        "lib-rebuilt.stockade",
     );
-    expect(
-        &install(&fx, &["lib-rebuilt.stockade"], &[]),
-        107,
-        "store.conflict",
-    );
+    expect(&fx.store_install(&[&rebuilt], &[]), 107, "store.conflict");
 }
 
 #[test]
 fn frozen_license_blocks_installs_only() {
     let fx = setup();
     let pkg = pack(&fx, "hello", "0.1.0", &[]);
-    expect(&install(&fx, &[&pkg], &[]), 0, "");
+    expect(&fx.store_install(&[&pkg], &[]), 0, "");
     let before = snapshot(&fx.path("state/store"));
     ok(
         fx.dir(),
@@ -376,13 +327,13 @@ fn frozen_license_blocks_installs_only() {
         ],
     );
     let other = pack(&fx, "other", "1.0.0", &[]);
-    let r = install(&fx, &[&other], &[]);
+    let r = fx.store_install(&[&other], &[]);
     expect(&r, 100, "store.license_frozen");
     assert!(r.json()["error"].to_string().contains("ACME-1"));
     assert_eq!(snapshot(&fx.path("state/store")), before);
     // What is installed stays installed and verifiable (scope `any`).
     expect(&verify_installed(&fx, Some("hello")), 0, "");
-    assert!(list(&fx).contains_key("hello"));
+    assert!(fx.installed().contains_key("hello"));
 }
 
 #[test]
@@ -390,17 +341,21 @@ fn the_store_lock_serialises_installs() {
     let fx = setup();
     let a = pack(&fx, "a", "1.0.0", &[]);
     let b = pack(&fx, "b", "1.0.0", &[]);
-    expect(&install(&fx, &[&a], &[]), 0, "");
+    expect(&fx.store_install(&[&a], &[]), 0, "");
     // Hold the lock as another installer would.
     let f = std::fs::File::open(fx.path("state/store/lock")).unwrap();
     let held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
-    expect(&install(&fx, &[&b], &["--no-wait"]), 108, "store.locked");
+    expect(
+        &fx.store_install(&[&b], &["--no-wait"]),
+        108,
+        "store.locked",
+    );
     // Without --no-wait it queues, and goes through once the lock is released.
     let mut args: Vec<String> = ["--json", "install", &b]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    args.extend(TRUST.iter().map(|s| s.to_string()));
+    args.extend(STORE_FLAGS.iter().map(|s| s.to_string()));
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
         .args(&args)
         .current_dir(fx.dir())
@@ -408,17 +363,17 @@ fn the_store_lock_serialises_installs() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(!list(&fx).contains_key("b"), "installed while locked");
+    assert!(!fx.installed().contains_key("b"), "installed while locked");
     drop(held);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert!(list(&fx).contains_key("b"));
+    assert!(fx.installed().contains_key("b"));
     // Two installers racing: both succeed, the registry has both.
     let c = pack(&fx, "c", "1.0.0", &[]);
     let d = pack(&fx, "d", "1.0.0", &[]);
     let spawn = |p: &str| {
         let mut args: Vec<String> = vec!["install".into(), p.into()];
-        args.extend(TRUST.iter().map(|s| s.to_string()));
+        args.extend(STORE_FLAGS.iter().map(|s| s.to_string()));
         std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
             .args(&args)
             .current_dir(fx.dir())
@@ -428,7 +383,7 @@ fn the_store_lock_serialises_installs() {
     };
     let (mut x, mut y) = (spawn(&c), spawn(&d));
     assert!(x.wait().unwrap().success() && y.wait().unwrap().success());
-    let l = list(&fx);
+    let l = fx.installed();
     assert!(["a", "b", "c", "d"].iter().all(|n| l.contains_key(*n)));
 }
 
@@ -443,7 +398,7 @@ fn install_and_removal_are_audited() {
     )
     .unwrap();
     let pkg = pack(&fx, "hello", "0.1.0", &[]);
-    expect(&install(&fx, &[&pkg], &[]), 0, "");
+    expect(&fx.store_install(&[&pkg], &[]), 0, "");
     expect(&remove(&fx, "hello", &[]), 0, "");
     let text = std::fs::read_to_string(&log).unwrap();
     let events: Vec<(String, String)> = text
@@ -472,10 +427,10 @@ fn run_takes_an_installed_plugins_name() {
     use std::io::Write;
     let fx = setup();
     let pkg = pack(&fx, "hello", "0.1.0", &[]);
-    expect(&install(&fx, &[&pkg], &[]), 0, "");
+    expect(&fx.store_install(&[&pkg], &[]), 0, "");
     std::fs::remove_file(fx.path(&pkg)).unwrap();
     let mut args = vec!["run", "hello"];
-    args.extend_from_slice(&TRUST);
+    args.extend_from_slice(&STORE_FLAGS);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
         .args(&args)
         .current_dir(fx.dir())

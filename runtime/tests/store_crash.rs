@@ -22,27 +22,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-const FLAGS: [&str; 6] = [
-    "--trust",
-    "trust",
-    "--state-dir",
-    "state",
-    "--policy-root",
-    "policy-root",
-];
-
 fn versions(fx: &Fixture) -> BTreeMap<String, String> {
-    let r = ok(fx.dir(), &["--json", "list", "--state-dir", "state"]);
-    r.json()["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap().to_string(),
-                p["version"].as_str().unwrap().to_string(),
-            )
-        })
+    fx.installed()
+        .into_iter()
+        .map(|(n, p)| (n, p["version"].as_str().unwrap().to_string()))
         .collect()
 }
 
@@ -106,7 +89,7 @@ fn check(fx: &Fixture, old: &BTreeMap<String, String>, new: &BTreeMap<String, St
     present.sort();
     assert_eq!(named, present, "{at}: object directories vs registry");
     let mut args = vec!["--json", "verify"];
-    args.extend_from_slice(&FLAGS);
+    args.extend_from_slice(&STORE_FLAGS);
     let r = stockade(fx.dir(), &args);
     assert_eq!(
         r.code, 0,
@@ -125,7 +108,7 @@ fn sigkill_anywhere_leaves_old_or_new_state() {
     let app2 = fx.pack_plugin("app", "1.1.0", &[("lib", "^1.1")]);
     let tool = fx.pack_plugin("tool", "1.0.0", &[("app", "^1.1")]);
     let mut args = vec!["install", lib1.as_str(), app1.as_str()];
-    args.extend_from_slice(&FLAGS);
+    args.extend_from_slice(&STORE_FLAGS);
     ok(fx.dir(), &args);
     Command::new("cp")
         .args(["-a", "state", "pristine"])
@@ -135,7 +118,7 @@ fn sigkill_anywhere_leaves_old_or_new_state() {
     let old = map(&[("lib", "1.0.0"), ("app", "1.0.0")]);
     let new = map(&[("lib", "1.1.0"), ("app", "1.1.0"), ("tool", "1.0.0")]);
     let mut install = vec!["install", tool.as_str(), app2.as_str(), lib2.as_str()];
-    install.extend_from_slice(&FLAGS);
+    install.extend_from_slice(&STORE_FLAGS);
 
     // Uncrashed: how long an install takes here.
     let mut durations = Vec::new();
@@ -171,7 +154,7 @@ fn sigkill_anywhere_leaves_old_or_new_state() {
     // Removal: the registry commit, then the directory.
     restore(&fx, "pristine");
     let mut rm = vec!["remove", "app"];
-    rm.extend_from_slice(&FLAGS[2..]);
+    rm.extend_from_slice(&STORE_FLAGS[2..]);
     let st = command(&fx, &rm)
         .env("STOCKADE_TEST_CRASH_AT", "1")
         .status()

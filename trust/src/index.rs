@@ -284,18 +284,14 @@ impl Index {
     /// Every entry for `id`, highest version first.
     pub fn versions(&self, id: &str) -> Vec<&Entry> {
         let mut v: Vec<&Entry> = self.plugins.iter().filter(|e| e.id == id).collect();
-        v.sort_by_key(|e| std::cmp::Reverse(version(e)));
+        v.sort_by_key(|e| std::cmp::Reverse(entry_version(e)));
         v
     }
 }
 
-fn version(e: &Entry) -> semver::Version {
-    semver::Version::parse(&e.version).unwrap_or_else(|_| semver::Version::new(0, 0, 0))
-}
-
 /// The entry's version (validated by [`Index::parse`]).
 pub fn entry_version(e: &Entry) -> semver::Version {
-    version(e)
+    semver::Version::parse(&e.version).unwrap_or_else(|_| semver::Version::new(0, 0, 0))
 }
 
 /// This host's platform key, `<os>-<arch>` as seed 004 spells it (`linux-x86_64`).

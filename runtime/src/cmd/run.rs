@@ -150,7 +150,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     })?;
     let log = AuditLog::from_policy(&defaults.audit);
     // An installed plugin's name runs its stored package (verified again, like any file).
-    let package = crate::cmd::store::resolve_package(&cfg.state_dir, &a.package);
+    let package = crate::store::resolve_package(&cfg.state_dir, &a.package);
     let pkg = match open_verified_in(&package, &cfg, &node, unix_now(), &std::env::temp_dir()) {
         Ok(p) => p,
         Err(e) => {

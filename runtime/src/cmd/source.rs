@@ -16,16 +16,6 @@ use std::path::Path;
 use stockade_trust::index::{describe, fingerprint};
 use stockade_trust::minisign::PublicKey;
 
-fn src_err(e: SourceError) -> CmdError {
-    let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
-    let c = CmdError::new(exit, kind, e);
-    if hint.is_empty() {
-        c
-    } else {
-        c.hint(hint)
-    }
-}
-
 fn lock(state_dir: &Path, no_wait: bool) -> Result<Store, CmdError> {
     Store::open(state_dir, no_wait)
         .map(|(s, _)| s)
@@ -40,19 +30,19 @@ fn key(path: &Path) -> Result<PublicKey, CmdError> {
 
 /// Run `stockade source add`.
 pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
-    sources::check_name(&a.name).map_err(src_err)?;
+    sources::check_name(&a.name).map_err(SourceError::into_cmd)?;
     let url = if a.url.ends_with('/') {
         format!("{}index.json", a.url)
     } else {
         a.url.clone()
     };
-    sources::check_url(&url).map_err(src_err)?;
+    sources::check_url(&url).map_err(SourceError::into_cmd)?;
     let operator = key(&a.operator_key)?;
     let state = &a.store.state_dir;
     let _lock = lock(state, a.store.no_wait)?;
-    let before = Sources::load(state).map_err(src_err)?;
+    let before = Sources::load(state).map_err(SourceError::into_cmd)?;
     if before.sources.contains_key(&a.name) {
-        return Err(src_err(SourceError::SourceExists(a.name)));
+        return Err(SourceError::SourceExists(a.name).into_cmd());
     }
     let mut next = before.clone();
     next.sources.insert(
@@ -66,13 +56,13 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
             refreshed_at: None,
         },
     );
-    next.save(state).map_err(src_err)?;
+    next.save(state).map_err(SourceError::into_cmd)?;
     // The source is kept only if its index verifies now, against the key just pinned.
     let vi = match sources::refresh(state, &a.name, unix_now()) {
         Ok(vi) => vi,
         Err(e) => {
-            before.save(state).map_err(src_err)?;
-            return Err(src_err(e));
+            before.save(state).map_err(SourceError::into_cmd)?;
+            return Err(e.into_cmd());
         }
     };
     let report = json!({
@@ -100,7 +90,7 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
 /// Run `stockade source list`.
 pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
-    let all = Sources::load(state).map_err(src_err)?;
+    let all = Sources::load(state).map_err(SourceError::into_cmd)?;
     let mut items = Vec::new();
     for (name, s) in &all.sources {
         let k = PublicKey::from_base64(&s.operator_pubkey).ok();
@@ -139,11 +129,11 @@ pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
 pub fn remove(a: SourceRemoveArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
     let _lock = lock(state, a.store.no_wait)?;
-    let mut all = Sources::load(state).map_err(src_err)?;
+    let mut all = Sources::load(state).map_err(SourceError::into_cmd)?;
     if all.sources.remove(&a.name).is_none() {
-        return Err(src_err(SourceError::UnknownSource(a.name)));
+        return Err(SourceError::UnknownSource(a.name).into_cmd());
     }
-    all.save(state).map_err(src_err)?;
+    all.save(state).map_err(SourceError::into_cmd)?;
     let cache = state.join(sources::INDEX_CACHE_DIR);
     for f in [
         format!("{}.json", a.name),
@@ -185,9 +175,9 @@ pub fn repin(a: SourceRepinArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
     let new = key(&a.operator_key)?;
     let _lock = lock(state, a.store.no_wait)?;
-    let mut all = Sources::load(state).map_err(src_err)?;
+    let mut all = Sources::load(state).map_err(SourceError::into_cmd)?;
     let Some(s) = all.sources.get_mut(&a.name) else {
-        return Err(src_err(SourceError::UnknownSource(a.name)));
+        return Err(SourceError::UnknownSource(a.name).into_cmd());
     };
     let old = PublicKey::from_base64(&s.operator_pubkey).ok();
     confirm(
@@ -197,7 +187,7 @@ pub fn repin(a: SourceRepinArgs, out: Output) -> Result<Exit, CmdError> {
         &new,
     )?;
     s.operator_pubkey = new.to_base64();
-    all.save(state).map_err(src_err)?;
+    all.save(state).map_err(SourceError::into_cmd)?;
     out.emit(
         &json!({"source": a.name, "operator_key_id": new.key_id.to_string(), "operator_fingerprint": fingerprint(&new)}),
         |_| format!("source {}: operator key re-pinned to {}", a.name, describe(&new)),
@@ -217,8 +207,8 @@ pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdEr
     }
     let new = key(&a.author_key)?;
     let _lock = lock(state, a.store.no_wait)?;
-    let mut pins = Pins::load(state).map_err(src_err)?;
-    let old = pins.key(&a.id).map_err(src_err)?;
+    let mut pins = Pins::load(state).map_err(SourceError::into_cmd)?;
+    let old = pins.key(&a.id).map_err(SourceError::into_cmd)?;
     confirm(
         a.yes,
         &format!("author (plugin {})", a.id),
@@ -226,7 +216,7 @@ pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdEr
         &new,
     )?;
     pins.set(&a.id, &new, "manual", unix_now());
-    pins.save(state).map_err(src_err)?;
+    pins.save(state).map_err(SourceError::into_cmd)?;
     out.emit(
         &json!({"id": a.id, "author_key_id": new.key_id.to_string(), "author_fingerprint": fingerprint(&new)}),
         |_| format!("{}: author key re-pinned to {}", a.id, describe(&new)),

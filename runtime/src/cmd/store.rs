@@ -13,7 +13,7 @@
 
 use crate::audit::{append_or_fail, for_report, AuditLog, Event, Record};
 use crate::cli::{InstallArgs, ListArgs, RemoveArgs, UpdateArgs, VerifyArgs};
-use crate::cmd::run::trust_config_with_policy;
+use crate::cmd::verify::{operator_defaults, verify_context};
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::FileError;
@@ -22,7 +22,6 @@ use crate::node::NodeIdentity;
 use crate::output::Output;
 use crate::package::open_verified_in;
 use crate::package::report::Report;
-use crate::policyfiles::{self, PolicyFilesError, PolicySource};
 use crate::sources::{self, Fetched, Session, SourceError, Want};
 use crate::store::{check_tree, Installed, Staged, Store, StoreError, TreeProblem, PACKAGE_FILE};
 use serde::Serialize;
@@ -69,37 +68,6 @@ fn dep_err(e: DepError) -> CmdError {
     CmdError::new(exit, e.kind(), e).hint(hint)
 }
 
-/// The operator policy's defaults (trust and audit sinks), as `verify` and `run` use them.
-fn operator_defaults(root: &Path) -> Result<stockade_policy::operator::ResolvedPolicy, CmdError> {
-    let merged = policyfiles::load(&PolicySource::Root(root.to_path_buf()))
-        .map_err(PolicyFilesError::into_cmd)?;
-    merged
-        .resolve(None, None)
-        .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())
-}
-
-/// What verifying needs, as `stockade verify` builds it: the operator policy's audit sinks, the
-/// trust configuration (flags with the policy's `[trust]`), and this node.
-fn verify_context(
-    trust: &crate::cli::TrustArgs,
-    policy_root: &Path,
-) -> Result<(AuditLog, crate::trustdir::TrustConfig, NodeIdentity), CmdError> {
-    let defaults = operator_defaults(policy_root)?;
-    let log = AuditLog::from_policy(&defaults.audit);
-    let cfg = trust_config_with_policy(trust, &defaults)?;
-    let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
-        CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
-    })?;
-    Ok((log, cfg, node))
-}
-
-fn status_str<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
-
 /// The registry entry for a verified package.
 fn entry_for(r: &Report, requires: BTreeMap<String, String>, source: String) -> Installed {
     let mut chain: Vec<String> = r.chain.iter().map(|c| c.key_id.clone()).collect();
@@ -109,8 +77,8 @@ fn entry_for(r: &Report, requires: BTreeMap<String, String>, source: String) -> 
         version: r.version.clone(),
         dir: format!("{}-{}-{}", r.name, r.version, &r.package_sha256[..12]),
         package_sha256: r.package_sha256.clone(),
-        signature_status: status_str(&r.signature_status),
-        trust_mode: status_str(&r.trust_mode),
+        signature_status: crate::output::enum_str(&r.signature_status),
+        trust_mode: crate::output::enum_str(&r.trust_mode),
         signer_key_id: r.signer_key_id.clone(),
         signer_chain: chain,
         signer_subject: r
@@ -143,6 +111,14 @@ fn dep_node(p: &Installed) -> Result<DepNode, CmdError> {
         ));
     }
     Ok(DepNode::new(p.name.clone(), version, requires))
+}
+
+/// The installed plugins as a dependency graph, by name.
+fn registry_nodes(reg: &crate::store::Registry) -> Result<BTreeMap<String, DepNode>, CmdError> {
+    reg.plugins
+        .values()
+        .map(|p| dep_node(p).map(|n| (p.name.clone(), n)))
+        .collect()
 }
 
 /// What `install` prints.
@@ -213,16 +189,6 @@ fn parse_target(arg: &str) -> Result<Target, CmdError> {
     })
 }
 
-fn source_err(e: SourceError) -> CmdError {
-    let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
-    let c = CmdError::new(exit, kind, e);
-    if hint.is_empty() {
-        c
-    } else {
-        c.hint(hint)
-    }
-}
-
 /// A package staged, verified and checked, waiting for the commit.
 struct StagedPkg {
     staged: Staged,
@@ -273,7 +239,7 @@ impl Job<'_> {
             (Some(f), _) => {
                 if let Err(e) = sources::check_agreement(f, &pkg.manifest, dev_key.as_ref()) {
                     let detail = json!({"file": label, "kind": e.kind(), "error": e.to_string()});
-                    return Err(self.refuse(detail, source_err(e)));
+                    return Err(self.refuse(detail, e.into_cmd()));
                 }
                 Some((f.author.clone(), f.pin.clone()))
             }
@@ -283,7 +249,7 @@ impl Job<'_> {
                     Err(e) => {
                         let detail =
                             json!({"file": label, "kind": e.kind(), "error": e.to_string()});
-                        return Err(self.refuse(detail, source_err(e)));
+                        return Err(self.refuse(detail, e.into_cmd()));
                     }
                 }
             }
@@ -343,13 +309,13 @@ impl Job<'_> {
             })
             .map_err(|e| {
                 let detail = json!({"id": id, "kind": e.kind(), "error": e.to_string()});
-                self.refuse(detail, source_err(e))
+                self.refuse(detail, e.into_cmd())
             })?;
         let label = format!(
             "{}@{} from source {}",
             fetched.entry.id, fetched.entry.version, fetched.source
         );
-        self.add(&fetched.path.clone(), &label, Some(&fetched))
+        self.add(&fetched.path, &label, Some(&fetched))
     }
 
     /// With sources: fetch every dependency that neither the staged set nor the store satisfies
@@ -366,16 +332,19 @@ impl Job<'_> {
                     let Ok(req) = semver::VersionReq::parse(req) else {
                         continue;
                     };
-                    let have = self
-                        .staged
-                        .iter()
-                        .map(|s| &s.entry)
-                        .find(|e| e.name == *dep)
-                        .or_else(|| self.store.registry().plugins.get(dep));
-                    let ok = have
+                    // A staged plugin is never fetched again: if its version does not fit,
+                    // the dependency check names the chain.
+                    if self.staged.iter().any(|s| s.entry.name == *dep) {
+                        continue;
+                    }
+                    let installed_fits = self
+                        .store
+                        .registry()
+                        .plugins
+                        .get(dep)
                         .and_then(|h| semver::Version::parse(&h.version).ok())
                         .is_some_and(|v| req.matches(&v));
-                    if !ok && !self.staged.iter().any(|s| s.entry.name == *dep) {
+                    if !installed_fits {
                         missing = Some((dep.clone(), req));
                         break 'outer;
                     }
@@ -444,12 +413,7 @@ fn finish(
         actions.insert(e.name.clone(), action);
     }
     // Dependencies of the resulting set, and the order.
-    let installed: BTreeMap<String, DepNode> = store
-        .registry()
-        .plugins
-        .values()
-        .map(|p| dep_node(p).map(|n| (p.name.clone(), n)))
-        .collect::<Result<_, _>>()?;
+    let installed = registry_nodes(store.registry())?;
     let new: Vec<DepNode> = staged
         .iter()
         .map(|p| dep_node(&p.entry))
@@ -474,7 +438,7 @@ fn finish(
                 .map(|(k, o)| (p.entry.name.clone(), k.clone(), o.clone()))
         })
         .collect();
-    sources::record_pins(&cfg.state_dir, &pins, now).map_err(source_err)?;
+    sources::record_pins(&cfg.state_dir, &pins, now).map_err(SourceError::into_cmd)?;
     let mut by_name: BTreeMap<String, StagedPkg> = staged
         .into_iter()
         .map(|p| (p.entry.name.clone(), p))
@@ -621,7 +585,7 @@ pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
     let (mut store, recovered) = open_store(&cfg.state_dir, a.no_wait, out)?;
     let uses_index = targets.iter().any(|t| matches!(t, Target::Index { .. }));
     let session = if uses_index {
-        Some(Session::open(&cfg.state_dir, unix_now()).map_err(source_err)?)
+        Some(Session::open(&cfg.state_dir, unix_now()).map_err(SourceError::into_cmd)?)
     } else {
         None
     };
@@ -671,7 +635,7 @@ pub fn update(a: UpdateArgs, out: Output) -> Result<Exit, CmdError> {
             ));
         }
     }
-    let session = Session::open(&cfg.state_dir, unix_now()).map_err(source_err)?;
+    let session = Session::open(&cfg.state_dir, unix_now()).map_err(SourceError::into_cmd)?;
     let installed: Vec<Installed> = store
         .registry()
         .plugins
@@ -711,7 +675,7 @@ pub fn update(a: UpdateArgs, out: Output) -> Result<Exit, CmdError> {
             Err(SourceError::NotFound { .. }) => {
                 skipped.push(skip("no longer listed by its source".into()));
             }
-            Err(e) => return Err(source_err(e)),
+            Err(e) => return Err(e.into_cmd()),
         }
     }
     let mut job = Job {
@@ -793,9 +757,7 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
             installed: p.clone(),
             delisted,
             required_by,
-            package: root
-                .join("plugins")
-                .join(&p.dir)
+            package: crate::store::object_dir_in(&root, p)
                 .join(PACKAGE_FILE)
                 .display()
                 .to_string(),
@@ -846,12 +808,7 @@ pub fn remove(a: RemoveArgs, out: Output) -> Result<Exit, CmdError> {
         )
         .hint("`stockade list` shows what is installed"));
     };
-    let installed: BTreeMap<String, DepNode> = store
-        .registry()
-        .plugins
-        .values()
-        .map(|p| dep_node(p).map(|n| (p.name.clone(), n)))
-        .collect::<Result<_, _>>()?;
+    let installed = registry_nodes(store.registry())?;
     let needed_by: Vec<String> = deps::dependents(&installed, &a.id)
         .into_iter()
         .map(|(who, req)| format!("{who} (requires {} {req})", a.id))
@@ -963,7 +920,7 @@ pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Resul
                 append_or_fail(&log, rec)?;
             }
             Ok(pkg) => {
-                item.signature_status = Some(status_str(&pkg.report.signature_status));
+                item.signature_status = Some(crate::output::enum_str(&pkg.report.signature_status));
                 if pkg.report.package_sha256 != p.package_sha256 {
                     item.problems.push(TreeProblem::Changed {
                         path: PACKAGE_FILE.into(),
@@ -1019,5 +976,3 @@ pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Resul
     // The report above carries every failure; the status says which kind came first.
     Ok(exit)
 }
-
-pub use crate::store::{is_installed_id, resolve_package};

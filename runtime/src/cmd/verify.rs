@@ -50,14 +50,8 @@ pub fn render(r: &Report) -> String {
     let mut t = format!("package: {} {} ({})\n", r.name, r.version, r.file);
     t.push_str(&format!(
         "signature_status: {}   trust mode: {}\n",
-        serde_json::to_value(r.signature_status)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
-        serde_json::to_value(r.trust_mode)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
+        crate::output::enum_str(&r.signature_status),
+        crate::output::enum_str(&r.trust_mode),
     ));
     for s in &r.steps {
         let tag = match s.status {
@@ -116,12 +110,39 @@ pub fn render(r: &Report) -> String {
     t
 }
 
+/// The operator policy's defaults: its `[trust]` section and `[audit]` sinks, which every command
+/// that verifies packages (`verify`, `install`, `update`, `remove`) applies.
+pub fn operator_defaults(
+    root: &Path,
+) -> Result<stockade_policy::operator::ResolvedPolicy, CmdError> {
+    let merged = policyfiles::load(&PolicySource::Root(root.to_path_buf()))
+        .map_err(PolicyFilesError::into_cmd)?;
+    merged
+        .resolve(None, None)
+        .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())
+}
+
+/// What verifying needs: the operator policy's audit log, the trust configuration (flags with
+/// the policy's `[trust]`), and this node.
+pub fn verify_context(
+    trust: &crate::cli::TrustArgs,
+    policy_root: &Path,
+) -> Result<(AuditLog, TrustConfig, NodeIdentity), CmdError> {
+    let defaults = operator_defaults(policy_root)?;
+    let log = AuditLog::from_policy(&defaults.audit);
+    let cfg = trust_config_with_policy(trust, &defaults)?;
+    let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
+        CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
+    })?;
+    Ok((log, cfg, node))
+}
+
 /// Run `stockade verify`: a package file, or installed plugins (`cmd::store`).
 pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
     let installed_id = a
         .file
         .as_ref()
-        .is_some_and(|f| crate::cmd::store::is_installed_id(&a.trust.state_dir, f));
+        .is_some_and(|f| crate::store::is_installed_id(&a.trust.state_dir, f));
     if a.extract_to.is_some() && (a.file.is_none() || installed_id) {
         return Err(CmdError::msg(
             Exit::Usage,
@@ -137,17 +158,7 @@ pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
         }
         Some(f) => f.clone(),
     };
-    // The operator policy contributes its [trust] mode/roots and the [audit] sinks.
-    let merged = policyfiles::load(&PolicySource::Root(a.root.policy_root.clone()))
-        .map_err(PolicyFilesError::into_cmd)?;
-    let defaults = merged
-        .resolve(None, None)
-        .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
-    let log = AuditLog::from_policy(&defaults.audit);
-    let cfg = trust_config_with_policy(&a.trust, &defaults)?;
-    let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
-        CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
-    })?;
+    let (log, cfg, node) = verify_context(&a.trust, &a.root.policy_root)?;
     // Extract next to the destination so that moving the tree into place is a rename on one
     // filesystem: either the whole verified tree appears at DIR or nothing does.
     let work_parent = match &a.extract_to {

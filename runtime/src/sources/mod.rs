@@ -265,6 +265,17 @@ impl SourceError {
         }
     }
 
+    /// As the command's error: its exit code, kind and hint.
+    pub fn into_cmd(self) -> crate::error::CmdError {
+        let (exit, kind, hint) = (self.exit(), self.kind(), self.hint());
+        let c = crate::error::CmdError::new(exit, kind, self);
+        if hint.is_empty() {
+            c
+        } else {
+            c.hint(hint)
+        }
+    }
+
     fn fetch(url: &str, e: impl std::error::Error + Send + Sync + 'static) -> Self {
         SourceError::Fetch {
             url: url.to_string(),
@@ -501,6 +512,15 @@ fn parse_sig(bytes: &[u8]) -> Result<Signature, Box<dyn std::error::Error + Send
     Ok(Signature::parse(&String::from_utf8_lossy(bytes))?)
 }
 
+/// The rotation proof's second half (seed 004): a detached signature by the pinned (old) key
+/// over the same bytes, published at `<signature URL>.prev`. Fetched only when a key changed.
+fn prev_signature_vouches(sig_url: &str, old: &PublicKey, bytes: &[u8]) -> bool {
+    fetch(&format!("{sig_url}.prev"), MAX_SIG_BYTES)
+        .ok()
+        .and_then(|b| parse_sig(&b).ok())
+        .is_some_and(|s| old.verify(bytes, &s).is_ok())
+}
+
 /// A verified index of one source.
 #[derive(Debug, Clone)]
 pub struct VerifiedIndex {
@@ -554,12 +574,7 @@ pub fn refresh(state_dir: &Path, name: &str, now: u64) -> Result<VerifiedIndex, 
             Some(&pinned),
             &claimed.operator_pubkey,
             &claimed.previous_operator_pubkeys,
-            |old| {
-                fetch(&format!("{sig_url}.prev"), MAX_SIG_BYTES)
-                    .ok()
-                    .and_then(|b| parse_sig(&b).ok())
-                    .is_some_and(|s| old.verify(&bytes, &s).is_ok())
-            },
+            |old| prev_signature_vouches(&sig_url, old, &bytes),
         )
         .map_err(|source| SourceError::OperatorKey {
             source_name: name.into(),
@@ -819,10 +834,7 @@ impl Session {
             .collect();
         let pinned = Pins::load(state_dir)?.key(&e.id)?;
         let pin = check_pin(pinned.as_ref(), &author, &previous, |old| {
-            fetch(&format!("{sig_url}.prev"), MAX_SIG_BYTES)
-                .ok()
-                .and_then(|b| parse_sig(&b).ok())
-                .is_some_and(|s| old.verify(&bytes, &s).is_ok())
+            prev_signature_vouches(&sig_url, old, &bytes)
         })
         .map_err(|source| SourceError::AuthorPin {
             id: e.id.clone(),

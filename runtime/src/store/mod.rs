@@ -64,6 +64,9 @@ pub enum StoreError {
     /// Reading or writing a file failed.
     #[error(transparent)]
     File(#[from] FileError),
+    /// The state directory cannot be created.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// The registry cannot be parsed.
     #[error("the store registry {} is corrupt", path.display())]
     Corrupt {
@@ -240,11 +243,7 @@ impl Store {
     /// Create the layout if needed, take the lock (waiting for it unless `no_wait`), and clean up
     /// after any interrupted run.
     pub fn open(state_dir: &Path, no_wait: bool) -> Result<(Self, Recovery), StoreError> {
-        crate::state::ensure_dir(state_dir).map_err(|e| StoreError::Io {
-            what: "cannot create state directory",
-            path: state_dir.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        crate::state::ensure_dir(state_dir)?;
         let root = state_dir.join(STORE_DIR);
         mkdir(&root, 0o755)?;
         // Absolute, so the paths `list` and `install` print work from anywhere.
@@ -284,7 +283,7 @@ impl Store {
 
     /// The object directory of an installed plugin.
     pub fn object_dir(&self, p: &Installed) -> PathBuf {
-        self.root.join("plugins").join(&p.dir)
+        object_dir_in(&self.root, p)
     }
 
     fn recover(&mut self) -> Result<Recovery, StoreError> {
@@ -619,36 +618,36 @@ fn walk_extras(
 /// directory of the same name in the working directory does not count: it cannot be a package)
 /// and the store has a plugin by that name.
 pub fn is_installed_id(state_dir: &Path, arg: &Path) -> bool {
-    if arg.metadata().is_ok_and(|m| !m.is_dir()) {
-        return false;
-    }
-    let Some(name) = arg.to_str() else {
-        return false;
-    };
-    stockade_policy::manifest::valid_name(name)
-        && read_registry(state_dir)
+    candidate_name(arg).is_some_and(|name| {
+        read_registry(state_dir)
             .map(|r| r.plugins.contains_key(name))
             .unwrap_or(false)
+    })
 }
 
-/// For `stockade run ARG`: the stored package of an installed plugin named ARG (same rule as
-/// `verify`), else ARG itself.
-pub fn resolve_package(state_dir: &Path, arg: &Path) -> std::path::PathBuf {
-    if !is_installed_id(state_dir, arg) {
-        return arg.to_path_buf();
+/// ARG as a plugin name, unless it is an existing file (which always wins) or not a valid name.
+fn candidate_name(arg: &Path) -> Option<&str> {
+    if arg.metadata().is_ok_and(|m| !m.is_dir()) {
+        return None;
     }
-    let name = arg.to_string_lossy();
-    match read_registry(state_dir) {
-        Ok(r) => match r.plugins.get(name.as_ref()) {
-            Some(p) => state_dir
-                .join(STORE_DIR)
-                .join("plugins")
-                .join(&p.dir)
-                .join(PACKAGE_FILE),
-            None => arg.to_path_buf(),
-        },
-        Err(_) => arg.to_path_buf(),
-    }
+    arg.to_str()
+        .filter(|n| stockade_policy::manifest::valid_name(n))
+}
+
+/// The object directory of `p` under the store directory `root` (`<state>/store`).
+pub fn object_dir_in(root: &Path, p: &Installed) -> PathBuf {
+    root.join("plugins").join(&p.dir)
+}
+
+/// For `stockade run ARG` and serve's `plugin_load`: the stored package of an installed plugin
+/// named ARG (same rule as `verify`), else ARG itself.
+pub fn resolve_package(state_dir: &Path, arg: &Path) -> PathBuf {
+    let stored = candidate_name(arg).and_then(|name| {
+        let registry = read_registry(state_dir).ok()?;
+        let p = registry.plugins.get(name)?;
+        Some(object_dir_in(&state_dir.join(STORE_DIR), p).join(PACKAGE_FILE))
+    });
+    stored.unwrap_or_else(|| arg.to_path_buf())
 }
 
 #[cfg(test)]

@@ -441,3 +441,43 @@ pub fn hello_parts() -> (Vec<RawEntry>, BTreeMap<String, FileEntry>) {
         map,
     )
 }
+
+/// Trust, state and (empty) policy root of the fixture, as the store and source tests pass them.
+pub const STORE_FLAGS: [&str; 6] = [
+    "--trust",
+    "trust",
+    "--state-dir",
+    "state",
+    "--policy-root",
+    "policy-root",
+];
+
+/// Assert a run's exit code and, when `kind` is not empty, its `--json` error kind.
+pub fn expect(r: &Run, code: i32, kind: &str) {
+    assert_eq!(r.code, code, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    if !kind.is_empty() {
+        assert_eq!(r.kind(), kind, "{}", r.stdout);
+    }
+}
+
+impl Fixture {
+    /// `--json install TARGETS… STORE_FLAGS EXTRA…`.
+    pub fn store_install(&self, targets: &[&str], extra: &[&str]) -> Run {
+        let mut args = vec!["--json", "install"];
+        args.extend_from_slice(targets);
+        args.extend_from_slice(&STORE_FLAGS);
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// `list --json`, by plugin name.
+    pub fn installed(&self) -> BTreeMap<String, Value> {
+        let r = ok(self.dir(), &["--json", "list", "--state-dir", "state"]);
+        r.json()["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap().to_string(), p.clone()))
+            .collect()
+    }
+}
