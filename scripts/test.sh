@@ -27,9 +27,10 @@ step "system packages"
 # plugin and the demo's report summary), gcc/libc6-dev (static escape
 # probes), qemu-system-x86 + busybox-static + cpio (kernel-matrix VM), iproute2 (network probes'
 # fixtures), libcap2-bin (capsh, used by posture diagnostics), util-linux (setpriv for rootless runs),
-# bubblewrap + runc + firejail (the peers the benchmark harness measures Stockade against).
+# bubblewrap + runc + firejail (the peers the benchmark harness measures Stockade against), nodejs
+# (seed 003's Node.js example plugins, run unchanged by runtime/tests/sertone_http.rs).
 PKGS=(minisign python3 gcc libc6-dev qemu-system-x86 busybox-static cpio iproute2 libcap2-bin util-linux
-  bubblewrap runc firejail)
+  bubblewrap runc firejail nodejs)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

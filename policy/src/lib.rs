@@ -17,4 +17,5 @@ pub mod manifest;
 pub mod operator;
 pub mod protocol;
 pub mod sandbox;
+pub mod sertone;
 pub mod serve;

@@ -10,7 +10,7 @@
 
 use crate::capability::Capability;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Largest `manifest.json` we parse. A manifest is a few hundred bytes; the cap bounds the work an
 /// attacker can make us do before anything is verified.
@@ -34,6 +34,81 @@ pub struct Dependency {
     pub name: String,
     /// A semver requirement, e.g. `^1.2`.
     pub version: String,
+}
+
+/// `http` (seed 003): the plugin is a small HTTP service instead of a stdio speaker.
+///
+/// The runtime starts `interpreter entrypoint` (or the entrypoint itself) inside the sandbox with
+/// `PORT` set, waits for `GET /sertone/info` on `127.0.0.1:port` of the plugin's own network
+/// namespace, and maps the hooks `on:sertone.pre_request` / `on:sertone.post_response` onto
+/// `POST /sertone/pre-request` / `POST /sertone/post-response` (docs/http-plugins.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTransport {
+    /// The TCP port the plugin listens on inside its sandbox (each plugin has its own network
+    /// namespace, so two plugins may both use the seed's default 4001).
+    pub port: u16,
+    /// An absolute host path run with the entrypoint as its argument (`/usr/bin/node`), for
+    /// plugins that are scripts without a `#!` line. Without it the entrypoint is executed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<String>,
+    /// Environment for the plugin (the seed's examples are configured this way: `MAX_REQUESTS`,
+    /// `LOG_DIR`, ...). `PORT` is set from `port` and may not be given here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// The hooks an `http` plugin may declare, with the path each maps to.
+pub const HTTP_HOOKS: &[(&str, &str)] = &[
+    ("on:sertone.pre_request", "/sertone/pre-request"),
+    ("on:sertone.post_response", "/sertone/post-response"),
+];
+
+/// Most `http.env` entries.
+pub const MAX_HTTP_ENV: usize = 64;
+
+fn valid_env_name(k: &str) -> bool {
+    let b = k.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_uppercase() || b[0] == b'_')
+        && b.iter()
+            .all(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+}
+
+impl HttpTransport {
+    fn check(&self, hooks: &BTreeSet<&str>) -> Result<(), &'static str> {
+        if self.port == 0 {
+            return Err("port must be 1-65535");
+        }
+        if let Some(i) = &self.interpreter {
+            let rel = i.strip_prefix('/').unwrap_or("");
+            if !valid_relative_path(rel) || i.contains(char::is_whitespace) {
+                return Err("interpreter must be a normalized absolute path");
+            }
+        }
+        if self.env.len() > MAX_HTTP_ENV {
+            return Err("env has more than 64 entries");
+        }
+        for (k, v) in &self.env {
+            if !valid_env_name(k) {
+                return Err("env names must match [A-Z_][A-Z0-9_]*");
+            }
+            if k == "PORT" || k.starts_with("STOCKADE_") {
+                return Err("env may not set PORT (it comes from `port`) or STOCKADE_*");
+            }
+            if v.len() > 4096 || v.contains('\0') {
+                return Err("env values must be at most 4096 bytes without NUL");
+            }
+        }
+        if hooks
+            .iter()
+            .any(|h| !HTTP_HOOKS.iter().any(|(n, _)| n == h))
+        {
+            return Err("an http plugin may only declare on:sertone.pre_request and on:sertone.post_response");
+        }
+        Ok(())
+    }
 }
 
 /// `manifest.json` as written by the plugin author, before validation.
@@ -73,6 +148,9 @@ pub struct Manifest {
     /// Protocol version spoken on stdin/stdout.
     #[serde(default = "default_api")]
     pub api: u32,
+    /// Set for an HTTP plugin (seed 003); absent for a stdio plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpTransport>,
 }
 
 /// Why a manifest was rejected. Each variant names the field so the author knows what to fix.
@@ -134,6 +212,9 @@ pub enum ManifestError {
     /// A tier that is not 1–16 characters of `[A-Za-z0-9]`.
     #[error("tier `{0}` must be 1-16 characters of [A-Za-z0-9]")]
     Tier(String),
+    /// An invalid `http` section.
+    #[error("http: {0}")]
+    Http(&'static str),
     /// Author/description unreasonably long.
     #[error("field `{0}` is longer than 1024 characters")]
     FieldTooLong(&'static str),
@@ -167,6 +248,10 @@ impl ValidatedManifest {
     /// Requested capabilities as a set.
     pub fn requested_capabilities(&self) -> &BTreeSet<Capability> {
         &self.capabilities
+    }
+    /// The HTTP transport, for an HTTP plugin.
+    pub fn http(&self) -> Option<&HttpTransport> {
+        self.inner.http.as_ref()
     }
     /// `NAME-VERSION.stockade`, the conventional package file name.
     pub fn package_file_name(&self) -> String {
@@ -305,6 +390,9 @@ impl Manifest {
                 return Err(ManifestError::Tier(t.clone()));
             }
         }
+        if let Some(h) = &self.http {
+            h.check(&hooks).map_err(ManifestError::Http)?;
+        }
         Ok(ValidatedManifest {
             inner: self,
             version,
@@ -332,6 +420,63 @@ mod tests {
 
     fn check(v: serde_json::Value) -> Result<ValidatedManifest, ManifestError> {
         Manifest::parse(&serde_json::to_vec(&v).unwrap())?.validate(&rt())
+    }
+
+    #[test]
+    fn http_plugins_declare_a_port_an_interpreter_and_only_sertone_hooks() {
+        let http = |h: serde_json::Value, hooks: serde_json::Value| {
+            let mut v = base();
+            v["http"] = h;
+            v["hooks"] = hooks;
+            Manifest::from_value(v).and_then(|m| m.validate(&rt()))
+        };
+        let sertone = serde_json::json!(["on:sertone.pre_request", "on:sertone.post_response"]);
+        let m = http(
+            serde_json::json!({"port": 4001, "interpreter": "/usr/bin/node", "env": {"MAX_REQUESTS": "3"}}),
+            sertone.clone(),
+        )
+        .unwrap();
+        assert_eq!(m.http().unwrap().port, 4001);
+        // Serialized back without the section when absent (the signed statement is unchanged).
+        let plain = Manifest::from_value(base()).unwrap();
+        assert!(serde_json::to_value(&plain).unwrap().get("http").is_none());
+        for (h, hooks, why) in [
+            (serde_json::json!({"port": 0}), sertone.clone(), "port"),
+            (
+                serde_json::json!({"port": 1, "interpreter": "node"}),
+                sertone.clone(),
+                "absolute",
+            ),
+            (
+                serde_json::json!({"port": 1, "interpreter": "/usr/../bin/sh"}),
+                sertone.clone(),
+                "absolute",
+            ),
+            (
+                serde_json::json!({"port": 1, "env": {"PORT": "1"}}),
+                sertone.clone(),
+                "PORT",
+            ),
+            (
+                serde_json::json!({"port": 1, "env": {"lower": "1"}}),
+                sertone.clone(),
+                "names",
+            ),
+            (
+                serde_json::json!({"port": 1, "env": {"STOCKADE_X": "1"}}),
+                sertone.clone(),
+                "STOCKADE_",
+            ),
+            (
+                serde_json::json!({"port": 1}),
+                serde_json::json!(["on:flow.new"]),
+                "only declare",
+            ),
+        ] {
+            let e = http(h.clone(), hooks).unwrap_err().to_string();
+            assert!(e.contains(why), "{h}: {e}");
+        }
+        assert!(http(serde_json::json!({"port": 1, "extra": 1}), sertone).is_err());
     }
 
     #[test]

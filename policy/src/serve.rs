@@ -60,6 +60,32 @@ impl Default for ServeSection {
     }
 }
 
+/// `[sertone]`: the HTTP front for Sertone-style hook plugins (seed 003, docs/http-plugins.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SertoneSection {
+    /// `IP:PORT` to listen on (`--sertone-listen` overrides); none: no front.
+    pub listen: Option<String>,
+    /// Every answer is sent within this many milliseconds; plugins that have not answered by
+    /// then are bypassed (and told so through their call deadline).
+    pub deadline_ms: u64,
+    /// Accept a non-loopback listen address and non-loopback peers. Off: loopback only.
+    pub allow_remote: bool,
+    /// HTTP connections open at once; more are closed at accept.
+    pub max_connections: usize,
+}
+
+impl Default for SertoneSection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            deadline_ms: 500,
+            allow_remote: false,
+            max_connections: 256,
+        }
+    }
+}
+
 /// `[restart]`: exponential backoff between restarts of a crashed plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -139,6 +165,9 @@ pub struct ServeConfig {
     /// `[health]`.
     #[serde(default)]
     pub health: HealthPolicy,
+    /// `[sertone]`.
+    #[serde(default)]
+    pub sertone: SertoneSection,
 }
 
 impl Default for ServeConfig {
@@ -149,6 +178,7 @@ impl Default for ServeConfig {
             restart: RestartPolicy::default(),
             quarantine: QuarantinePolicy::default(),
             health: HealthPolicy::default(),
+            sertone: SertoneSection::default(),
         }
     }
 }
@@ -188,7 +218,13 @@ impl ServeConfig {
             return Err(ServeConfigError::Version(self.version));
         }
         let (s, r, q, h) = (&self.serve, &self.restart, &self.quarantine, &self.health);
-        let checks: [(&'static str, bool); 10] = [
+        let t = &self.sertone;
+        let checks: [(&'static str, bool); 12] = [
+            ("sertone.deadline_ms", (1..=60_000).contains(&t.deadline_ms)),
+            (
+                "sertone.max_connections",
+                (1..=4096).contains(&t.max_connections),
+            ),
             (
                 "serve.max_connections",
                 (1..=4096).contains(&s.max_connections),

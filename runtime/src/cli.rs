@@ -62,6 +62,10 @@ pub enum Command {
     /// Signed plugin indexes: add, list, remove, and the explicit re-pin flows.
     #[command(subcommand)]
     Source(SourceCommand),
+    /// Internal: the program an HTTP plugin's sandbox runs (docs/http-plugins.md). Not for
+    /// people: it expects /plugin and the runtime on its stdin/stdout.
+    #[command(hide = true)]
+    HttpBridge,
 }
 
 /// `stockade update`
@@ -697,6 +701,11 @@ pub struct ServeArgs {
     /// Operator allowlist of capabilities (repeatable), as for `run`.
     #[arg(long = "allow-capability", value_name = "CAP")]
     pub allow_capability: Vec<String>,
+    /// Serve the Sertone plugin API (GET /sertone/info, POST /sertone/pre-request and
+    /// /sertone/post-response) on IP:PORT, fanned out to the loaded HTTP plugins (seed 003).
+    /// Loopback only unless the serve config sets `[sertone] allow_remote = true`.
+    #[arg(long, value_name = "IP:PORT")]
+    pub sertone_listen: Option<String>,
     #[command(flatten)]
     pub root: PolicyRootArg,
     #[command(flatten)]

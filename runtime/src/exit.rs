@@ -93,6 +93,12 @@ pub enum Exit {
     Conflict = 107,
     /// Store: another stockade process holds the store lock (`--no-wait`).
     StoreLocked = 108,
+    /// HTTP plugin (seed 003): it cannot be launched as configured (its policy's network mode
+    /// is not `loopback`, or its interpreter is missing).
+    HttpTransport = 110,
+    /// `serve --sertone-listen`: the address is refused (not loopback and the config does not
+    /// allow more) or cannot be bound.
+    SertoneListen = 111,
     /// The sandbox runtime failed before the program started (a layer could not be enforced).
     SandboxSetup = 125,
     /// The program was found but could not be executed.

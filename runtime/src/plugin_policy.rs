@@ -369,3 +369,45 @@ pub fn for_launch(
         withheld: pp.withheld,
     })
 }
+
+/// The program a verified package runs as, with its argv: the entrypoint for a stdio plugin; for
+/// an HTTP plugin (seed 003) this very binary as `stockade http-bridge`, which starts the plugin
+/// inside the same sandbox (cmd/http_bridge.rs says why). An HTTP plugin needs the policy's
+/// network mode `loopback` — its own namespace where only `lo` is up — and is refused otherwise
+/// rather than given a network it was not granted; its interpreter must be a host file the
+/// sandbox's read-only binds show.
+pub fn program_for(
+    pkg: &crate::package::verify::VerifiedPackage,
+    sandbox: &ValidatedSandboxPolicy,
+) -> Result<(crate::sandbox::Program, Vec<String>), crate::sandbox::LaunchError> {
+    use crate::sandbox::{LaunchError, Program};
+    let Some(http) = pkg.manifest.http() else {
+        let entry = pkg.dir.path().join(pkg.manifest.entrypoint());
+        let program = Program::open(&entry.to_string_lossy(), "")?;
+        return Ok((
+            program,
+            vec![format!("/plugin/{}", pkg.manifest.entrypoint())],
+        ));
+    };
+    if sandbox.network != NetworkMode::Loopback {
+        return Err(LaunchError::HttpTransport(format!(
+            "{} listens on a TCP port, so its policy must set [network] mode = \"loopback\" \
+             (now: {:?})",
+            pkg.manifest.name(),
+            sandbox.network
+        )));
+    }
+    if let Some(i) = &http.interpreter {
+        let shown = sandbox
+            .read_only
+            .iter()
+            .any(|r| Path::new(i).starts_with(r));
+        if !shown || !Path::new(i).is_file() {
+            return Err(LaunchError::HttpTransport(format!(
+                "interpreter {i} is not a file under the policy's [filesystem] read_only paths"
+            )));
+        }
+    }
+    let program = Program::open("/proc/self/exe", "")?;
+    Ok((program, vec!["stockade".into(), "http-bridge".into()]))
+}

@@ -69,6 +69,12 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "cannot_execute",
             "the program must be an executable regular file (and its interpreter must exist inside the sandbox)",
         ),
+        LaunchError::HttpTransport(_) => (
+            Exit::HttpTransport,
+            "http_transport",
+            "an HTTP plugin needs `[network] mode = \"loopback\"` in its policy (its own network \
+             namespace with only `lo`) and its interpreter inside the sandbox",
+        ),
         LaunchError::NotAllowed { .. } | LaunchError::Cgroup(_) => (
             Exit::SandboxSetup,
             "layer_unavailable",

@@ -14,6 +14,7 @@ use crate::output::Output;
 pub mod audit;
 pub mod ca;
 pub mod grant;
+pub mod http_bridge;
 pub mod inspect;
 pub mod keygen;
 pub mod node;
@@ -43,6 +44,7 @@ pub fn run(command: Command, out: Output) -> Result<Exit, CmdError> {
         Command::Exec(a) => exec::run(a, out),
         Command::Run(a) => run::run(a, out),
         Command::Serve(a) => serve::run(a, out),
+        Command::HttpBridge => http_bridge::run(),
         Command::Policy(PolicyCommand::Lint(a)) => policy::lint(a, out),
         Command::Policy(PolicyCommand::Explain(a)) => policy::explain(a, out),
         Command::Policy(PolicyCommand::Diff(a)) => policy::diff(a, out),

@@ -36,7 +36,7 @@ use crate::output::Output;
 use crate::package::open_verified_in;
 use crate::plugin_policy;
 use crate::policyfiles::{self, PolicyFilesError};
-use crate::sandbox::{self, LaunchError, LaunchSpec, Program};
+use crate::sandbox::{self, LaunchError, LaunchSpec};
 use crate::sys;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
@@ -198,8 +198,8 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     if let Some(id) = &node.hardware_id {
         config.insert("node_id".to_string(), json!(id));
     }
-    let entry = pkg.dir.path().join(pkg.manifest.entrypoint());
-    let program = Program::open(&entry.to_string_lossy(), "").map_err(launch_error)?;
+    let (program, argv) =
+        plugin_policy::program_for(&pkg, &sandbox_policy).map_err(launch_error)?;
 
     let sigs = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
     let sigfd = sys::block_signals(&sigs)
@@ -223,7 +223,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     let spec = LaunchSpec {
         policy: &sandbox_policy,
         program,
-        argv: vec![format!("/plugin/{}", pkg.manifest.entrypoint())],
+        argv,
         env: sandbox::BASE_ENV
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -21,7 +21,7 @@ use crate::cmd::run::trust_config_with_policy;
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::host::daemon::{log_line, Daemon, DaemonConfig};
-use crate::host::systemd;
+use crate::host::{sertone, systemd};
 use crate::node::NodeIdentity;
 use crate::output::Output;
 use crate::plugin_policy::flag_allowlist;
@@ -89,6 +89,9 @@ pub enum ServeError {
     /// The event loop cannot be set up.
     #[error("cannot set up the event loop")]
     Loop(#[source] io::Error),
+    /// The Sertone front's address is refused or cannot be bound.
+    #[error("--sertone-listen: {0}")]
+    Sertone(String),
     /// A package of the config's `load` list cannot be loaded.
     #[error("cannot load `{package}` at start: {message}")]
     Load {
@@ -240,7 +243,33 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         trust,
         node,
     };
+    // The Sertone front is bound before any plugin starts: a refused address changes nothing.
+    let front = match a
+        .sertone_listen
+        .as_ref()
+        .or(cfg.serve.sertone.listen.as_ref())
+    {
+        None => None,
+        Some(s) => {
+            let refused = |m: String| {
+                cmd(
+                    Exit::SertoneListen,
+                    "sertone_listen",
+                    ServeError::Sertone(m),
+                )
+            };
+            let addr = sertone::listen_addr(s, cfg.serve.sertone.allow_remote).map_err(refused)?;
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| refused(format!("cannot listen on {addr}: {e}")))?;
+            Some((addr, l))
+        }
+    };
     let mut d = Daemon::new(cfg, listener, sigfd).map_err(loop_err)?;
+    if let Some((addr, l)) = front {
+        let f = sertone::Front::new(l, &d.cfg.serve.sertone).map_err(loop_err)?;
+        d.set_front(f).map_err(loop_err)?;
+        log_line(&format!("sertone front on http://{addr}"));
+    }
     for p in &load {
         if let Err(e) = d.load(Path::new(p), Instant::now()) {
             let err = ServeError::Load {

@@ -73,6 +73,8 @@ pub(crate) struct FanOut {
     names: Vec<String>,
     results: Vec<Option<Value>>,
     pending: usize,
+    /// When the answer is due whatever the plugins do (the Sertone front's deadline).
+    deadline: Option<Instant>,
 }
 
 /// The daemon.
@@ -96,6 +98,8 @@ pub struct Daemon {
     /// Connections dropped because their agent stopped reading.
     pub dropped_slow: u64,
     pub(crate) started: Instant,
+    /// The Sertone HTTP front (`--sertone-listen`), if configured.
+    pub(crate) front: Option<super::sertone::Front>,
 }
 
 fn err(code: i64, m: impl Into<String>) -> RpcError {
@@ -147,7 +151,34 @@ impl Daemon {
             own_uid: crate::sys::ids().0,
             dropped_slow: 0,
             started: Instant::now(),
+            front: None,
         })
+    }
+
+    /// Serve the Sertone HTTP front too (host/sertone.rs).
+    pub fn set_front(&mut self, mut front: super::sertone::Front) -> std::io::Result<()> {
+        front.register(self.sup.registry())?;
+        self.front = Some(front);
+        Ok(())
+    }
+
+    /// The earliest fan-out deadline (the front's answers are due then).
+    fn next_fanout_deadline(&self) -> Option<Instant> {
+        self.fanouts.values().filter_map(|f| f.deadline).min()
+    }
+
+    /// Answer every fan-out whose deadline passed with what it has; the silent plugins are
+    /// bypassed. Their late answers find no fan-out and are dropped.
+    fn expire_fanouts(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .fanouts
+            .iter()
+            .filter(|(_, f)| f.deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for fid in due {
+            self.finish(fid);
+        }
     }
 
     /// Serve until a stop signal, then stop every plugin gracefully.
@@ -164,6 +195,10 @@ impl Daemon {
                 break;
             }
             let mut timeout = self.sup.next_timeout(Instant::now());
+            if let Some(at) = self.next_fanout_deadline() {
+                let d = at.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            }
             if let Some(at) = self.next_restart() {
                 let d = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(d, |t| t.min(d)));
@@ -178,6 +213,8 @@ impl Daemon {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
+                    super::sertone::LISTENER => self.sertone_accept(),
+                    t if t.0 >= super::sertone::HTTP_BASE => self.sertone_event(t.0, now),
                     SIGNALS => {
                         let mut stop = false;
                         while let Ok(Some(sig)) = crate::sys::read_signalfd(self.sigfd.as_fd()) {
@@ -209,6 +246,8 @@ impl Daemon {
             }
             self.sup.serve_hot(now);
             self.sup.fire_timers(Instant::now());
+            self.route();
+            self.expire_fanouts(Instant::now());
         }
         self.route();
         self.flush_conns();
@@ -372,7 +411,7 @@ impl Daemon {
                 Ok(call) if call.deadline_ms == Some(0) => {
                     Err(err(codes::INVALID_PARAMS, "deadline_ms must be at least 1"))
                 }
-                Ok(call) => return self.fan_out(conn, id, call, now),
+                Ok(call) => return self.fan_out(conn, id, call, now, None),
                 Err(e) => Err(e),
             },
             "plugin_load" => return self.plugin_load(conn, id, p, now),
@@ -431,12 +470,24 @@ impl Daemon {
         }
     }
 
-    fn fan_out(&mut self, conn: usize, id: Value, call: HookInvoke, now: Instant) {
+    pub(crate) fn fan_out(
+        &mut self,
+        conn: usize,
+        id: Value,
+        call: HookInvoke,
+        now: Instant,
+        deadline: Option<Instant>,
+    ) {
         use super::plugin::State;
         let targets: Vec<String> = self
             .plugins
             .iter()
-            .filter(|(_, e)| e.hooks.contains(&call.hook))
+            // The Sertone front also counts plugins that are not ready yet (or never were):
+            // they are bypassed by name rather than silently absent from the answer.
+            .filter(|(_, e)| {
+                e.hooks.contains(&call.hook)
+                    || (conn >= super::sertone::HTTP_BASE && e.declares(&call.hook))
+            })
             .map(|(n, _)| n.clone())
             .collect();
         if targets.is_empty() {
@@ -455,6 +506,7 @@ impl Daemon {
             results: vec![None; targets.len()],
             names: targets.clone(),
             pending: 0,
+            deadline,
         };
         let mut sends = Vec::new();
         for (i, name) in targets.iter().enumerate() {
@@ -492,6 +544,10 @@ impl Daemon {
         let Some(f) = self.fanouts.remove(&fid) else {
             return;
         };
+        if f.conn >= super::sertone::HTTP_BASE {
+            let results = f.names.into_iter().zip(f.results).collect();
+            return self.sertone_finish(f.conn, &f.hook, results);
+        }
         let results: Vec<Value> = f
             .results
             .into_iter()

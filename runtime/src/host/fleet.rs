@@ -34,7 +34,7 @@ use super::plugin::{Health, PluginConfig, State};
 use crate::audit::{self, Event, Record};
 use crate::keyfile::unix_now;
 use crate::package::{open_verified_in, VerifiedPackage};
-use crate::sandbox::{self, LaunchSpec, Program};
+use crate::sandbox::{self, LaunchSpec};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -82,6 +82,11 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether the plugin's verified manifest declares `hook` (whatever its state now).
+    pub(crate) fn declares(&self, hook: &str) -> bool {
+        self.pkg.manifest.manifest().hooks.iter().any(|h| h == hook)
+    }
+
     /// The name `plugin_status` shows as `state`.
     pub(crate) fn state_name(&self, sup: &super::supervisor::Supervisor) -> &'static str {
         match self.phase {
@@ -265,7 +270,6 @@ impl Daemon {
         if let Some(id) = &self.cfg.node.hardware_id {
             config.insert("node_id".to_string(), json!(id));
         }
-        let entry = pkg.dir.path().join(pkg.manifest.entrypoint());
         let failed = |this: &Self, err: sandbox::LaunchError| {
             let ce = crate::cmd::exec::launch_error(err);
             let mut rec = lp.base.clone();
@@ -281,14 +285,14 @@ impl Daemon {
                 ),
             )
         };
-        let program = match Program::open(&entry.to_string_lossy(), "") {
+        let (program, argv) = match crate::plugin_policy::program_for(pkg, &lp.sandbox) {
             Ok(p) => p,
             Err(err) => return Err(failed(self, err)),
         };
         let spec = LaunchSpec {
             policy: &lp.sandbox,
             program,
-            argv: vec![format!("/plugin/{}", pkg.manifest.entrypoint())],
+            argv,
             env: sandbox::BASE_ENV
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -16,5 +16,6 @@ pub mod daemon;
 pub mod fleet;
 pub mod kv;
 pub mod plugin;
+pub mod sertone;
 pub mod supervisor;
 pub mod systemd;

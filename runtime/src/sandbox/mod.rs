@@ -168,6 +168,9 @@ pub enum LaunchError {
         /// root, capabilities or rootless.
         mode: &'static str,
     },
+    /// An HTTP plugin (seed 003) cannot run under this policy.
+    #[error("http plugin: {0}")]
+    HttpTransport(String),
     /// The program was not found.
     #[error("program `{}` not found", path.display())]
     NotFound {

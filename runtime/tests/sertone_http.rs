@@ -1,0 +1,624 @@
+//! HTTP hook plugins (seed 003) through `stockade serve --sertone-listen`: the seed's own example
+//! plugins — extracted from `../shared/seeds/003_*.txt` at test time by
+//! `sandbox-tests/sertone/extract.py` (Node.js unchanged; Python with only its indentation
+//! restored) — packed, signed, launched sandboxed and driven through the HTTP front; then the
+//! faults (crash, hang, garbage, an invalid fee) bypassed within the front's deadline, and a
+//! plugin that tries to reach anything but its own loopback failing, with a native control.
+
+mod serve_common;
+
+use serde_json::{json, Value};
+use serve_common::{require_root, require_tool, Fixture, Serve};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn seed_file() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seeds");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("003_"))
+        })
+        .expect("seed 003 in ../shared/seeds")
+}
+
+/// Extract the seed's examples into `<fixture>/seed/<name>/`.
+fn extract(fx: &Fixture) -> PathBuf {
+    let out = fx.dir().join("seed");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sandbox-tests/sertone/extract.py");
+    let r = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(seed_file())
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "extract.py: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    out
+}
+
+/// Pack `dir/file` as HTTP plugin `name` run by `interpreter`, with `env`.
+fn pack_http(fx: &Fixture, name: &str, src: &Path, interpreter: &str, env: Value) -> PathBuf {
+    let d = fx.dir().join(format!("pkg-{name}"));
+    std::fs::create_dir_all(&d).unwrap();
+    let file = src.file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::copy(src, d.join(&file)).unwrap();
+    // The seed's scripts have no `#!` line; the interpreter runs them, but an entrypoint is 0755.
+    std::fs::set_permissions(
+        d.join(&file),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let manifest = json!({"name": name, "version": "1.0.0", "author": "seed 003",
+        "entrypoint": file, "requested_capabilities": ["register_hook"],
+        "hooks": ["on:sertone.pre_request", "on:sertone.post_response"],
+        "http": {"port": 4001, "interpreter": interpreter, "env": env}});
+    std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
+    let out = fx.dir().join(format!("{name}.stockade"));
+    serve_common::ok_run(
+        fx,
+        &[
+            "pack",
+            d.to_str().unwrap(),
+            "--key",
+            "dev.key",
+            "--devcert",
+            "dev.cert",
+            "--intcert",
+            "int/ca.cert",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    out
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 exchange with the front (Connection: close). Returns (status, JSON body).
+fn http(port: u16, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let b = if method == "GET" {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{b}",
+        b.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("the front answers");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn pre(hash: &str, id: &str) -> Value {
+    json!({"request_id": id, "api_id": "api-1", "consumer_wallet_hash": hash,
+           "endpoint_path": "/v1/data", "timestamp": 1_764_000_000_000_u64,
+           "request_body": "SECRET-PAYLOAD", "authorization": "Bearer SECRET-TOKEN"})
+}
+
+fn post(status: u16, latency: u64) -> Value {
+    json!({"request_id": "r-post", "api_id": "api-1", "latency_ms": latency,
+           "status_code": status, "settled_usdc": "0.00095", "timestamp": 1_764_000_000_000_u64,
+           "response_body": "SECRET-PAYLOAD"})
+}
+
+const POLICY: &str = "[network]\nmode = \"loopback\"\n[risk]\nnetwork = \"low\"\n";
+
+fn start(fx: &Fixture, pkgs: &[&PathBuf], extra_policy: &str, config: &str) -> (Serve, u16) {
+    std::fs::write(
+        fx.dir().join("policy.toml"),
+        format!("version = 1\n{POLICY}{extra_policy}"),
+    )
+    .unwrap();
+    let load: Vec<String> = pkgs.iter().map(|p| p.display().to_string()).collect();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = format!(
+        "[serve]\nload = {}\n[health]\nping_interval_ms = 1000\nping_timeout_ms = 3000\n{config}",
+        serde_json::to_string(&load).unwrap()
+    );
+    let none = fx.dir().join("no-policy-root");
+    let s = Serve::start_with(
+        fx,
+        &config,
+        &[
+            "--policy",
+            "policy.toml",
+            "--policy-root",
+            none.to_str().unwrap(),
+            "--sertone-listen",
+            &addr,
+        ],
+    );
+    // Wait until every plugin answered its GET /sertone/info (ready).
+    let t = Instant::now();
+    loop {
+        let (st, info) = http(port, "GET", "/sertone/info", &Value::Null);
+        assert_eq!(st, 200, "{}", s.log());
+        assert_eq!(info["name"], "Stockade");
+        let plugins = info["plugins"].as_array().unwrap();
+        if plugins.len() == pkgs.len() && plugins.iter().all(|p| p["state"] == "ready") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "not ready: {info}\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (s, port)
+}
+
+fn runnable() -> bool {
+    require_root()
+        && require_tool(
+            "node",
+            "the seed's Node.js examples run under Debian's nodejs",
+        )
+        && require_tool("python3", "the seed's Python examples and extract.py")
+}
+
+#[test]
+fn the_seed_examples_run_sandboxed_behind_the_front() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let seed = extract(&fx);
+    // Outside /tmp, which the sandbox replaces with its own.
+    let logs_dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let logs = logs_dir.path().to_path_buf();
+    // The logger's own uid (a per-plugin host uid) must be able to write there.
+    std::fs::set_permissions(&logs, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let node = "/usr/bin/node";
+    let py = "/usr/bin/python3";
+    let pkgs = [
+        pack_http(
+            &fx,
+            "hello-node",
+            &seed.join("hello-node/server.js"),
+            node,
+            json!({}),
+        ),
+        pack_http(
+            &fx,
+            "ratelimiter",
+            &seed.join("ratelimiter-node/server.js"),
+            node,
+            json!({"MAX_REQUESTS": "3", "WINDOW_MS": "3600000"}),
+        ),
+        pack_http(
+            &fx,
+            "hello-python",
+            &seed.join("hello-python/plugin.py"),
+            py,
+            json!({}),
+        ),
+        pack_http(
+            &fx,
+            "logger",
+            &seed.join("logger-python/plugin.py"),
+            py,
+            json!({"LOG_DIR": logs.to_str().unwrap()}),
+        ),
+        pack_http(
+            &fx,
+            "geofw",
+            &seed.join("geofw-python/plugin.py"),
+            py,
+            json!({"BLOCKED_PREFIXES": "dead,beef"}),
+        ),
+    ];
+    // Only the logger gets a writable directory: its own.
+    let logger_policy = format!(
+        "[plugin.logger.filesystem]\nwritable = [\"{}\"]\n[plugin.logger.risk]\nwritable = \"low\"\n",
+        logs.display()
+    );
+    let refs: Vec<&PathBuf> = pkgs.iter().collect();
+    let (mut s, port) = start(&fx, &refs, &logger_policy, "");
+    let (_, info) = http(port, "GET", "/sertone/info", &Value::Null);
+    let states: Vec<(String, String)> = info["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(states.len(), 5, "{info}");
+    assert!(states.iter().all(|(_, st)| st == "ready"), "{info}");
+
+    // Everyone allows an ordinary consumer, MAX_REQUESTS times.
+    let ok_hash = "0a1b2c3d";
+    for i in 1..=3 {
+        let (st, r) = http(
+            port,
+            "POST",
+            "/sertone/pre-request",
+            &pre(ok_hash, &format!("r{i}")),
+        );
+        assert_eq!(st, 200);
+        assert_eq!(r["allow"], true, "request {i}: {r}");
+        assert_eq!(r["bypassed"], json!([]), "{r}");
+    }
+    // The rate limiter's denial after MAX_REQUESTS, with its own reason.
+    let (_, r) = http(port, "POST", "/sertone/pre-request", &pre(ok_hash, "r4"));
+    assert_eq!(r["allow"], false, "{r}");
+    assert_eq!(r["denials"][0]["plugin"], "ratelimiter");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Rate limit exceeded (3 requests per 60 min)"),
+        "{r}"
+    );
+    // The firewall by prefix (and the limiter's window is per consumer).
+    let (_, r) = http(
+        port,
+        "POST",
+        "/sertone/pre-request",
+        &pre("DEADBEEF00", "r5"),
+    );
+    assert_eq!(r["allow"], false, "{r}");
+    assert_eq!(r["denials"][0]["plugin"], "geofw");
+    assert_eq!(r["reason"], "Consumer blocked by geographic policy.");
+    let (_, r) = http(port, "POST", "/sertone/pre-request", &pre("beef", "r6"));
+    assert_eq!(r["denials"][0]["plugin"], "geofw", "{r}");
+    let (_, r) = http(port, "POST", "/sertone/pre-request", &pre("cafe", "r7"));
+    assert_eq!(r["allow"], true, "{r}");
+
+    // Quality: the minimum of the signals (hello: 1 always; limiter/logger: -1 on 5xx).
+    let (_, r) = http(port, "POST", "/sertone/post-response", &post(200, 10));
+    assert_eq!(r["quality_signal"], 1, "{r}");
+    assert_eq!(r["signals"].as_array().unwrap().len(), 5, "{r}");
+    let (_, r) = http(port, "POST", "/sertone/post-response", &post(503, 10));
+    assert_eq!(r["quality_signal"], -1, "{r}");
+    let (_, r) = http(port, "POST", "/sertone/post-response", &post(200, 5000));
+    assert_eq!(r["quality_signal"], 0, "{r}");
+
+    // Bad input to the front: a clear 400, nothing fanned out.
+    let (st, r) = http(
+        port,
+        "POST",
+        "/sertone/pre-request",
+        &json!({"request_id": 5}),
+    );
+    assert_eq!(st, 400);
+    assert!(r["error"].as_str().unwrap().contains("request_id"), "{r}");
+    let (st, _) = http(port, "GET", "/sertone/pre-request", &Value::Null);
+    assert_eq!(st, 405);
+    let (st, _) = http(port, "GET", "/elsewhere", &Value::Null);
+    assert_eq!(st, 404);
+
+    // The logger wrote JSONL only in its own directory, and only metadata reached it.
+    let files: Vec<PathBuf> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].extension().is_some_and(|e| e == "jsonl"));
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let entries: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let requests = entries.iter().filter(|e| e["_type"] == "request").count();
+    let responses = entries.iter().filter(|e| e["_type"] == "response").count();
+    assert_eq!((requests, responses), (7, 3), "{text}");
+    assert!(
+        !text.contains("SECRET"),
+        "a payload reached a plugin: {text}"
+    );
+    let first = &entries[0];
+    let mut keys: Vec<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "_ts",
+            "_type",
+            "api_id",
+            "consumer_wallet_hash",
+            "endpoint_path",
+            "request_id",
+            "timestamp"
+        ]
+    );
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// A Python HTTP plugin that misbehaves on pre-request as `MODE` says.
+const FAULTY: &str = r#"import json, os, sys, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+MODE = os.environ["MODE"]
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def answer(self, raw):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+    def do_GET(self):
+        self.answer(json.dumps({"name": MODE, "version": "1.0.0"}).encode())
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/sertone/post-response":
+            return self.answer(b'{"quality_signal": 1}')
+        if MODE == "crash":
+            os._exit(3)
+        if MODE == "hang":
+            time.sleep(3600)
+        if MODE == "garbage":
+            return self.answer(b"<html>not json")
+        if MODE == "badfee":
+            return self.answer(b'{"allow": true, "additional_fee_usdc": "0.5"}')
+        self.answer(b'{"allow": true}')
+HTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+#[test]
+fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let seed = extract(&fx);
+    let src = fx.dir().join("faulty.py");
+    std::fs::write(&src, FAULTY).unwrap();
+    let mut pkgs = vec![pack_http(
+        &fx,
+        "hello-node",
+        &seed.join("hello-node/server.js"),
+        "/usr/bin/node",
+        json!({}),
+    )];
+    for mode in ["crash", "hang", "garbage", "badfee"] {
+        pkgs.push(pack_http(
+            &fx,
+            mode,
+            &src,
+            "/usr/bin/python3",
+            json!({"MODE": mode}),
+        ));
+    }
+    let refs: Vec<&PathBuf> = pkgs.iter().collect();
+    let (mut s, port) = start(
+        &fx,
+        &refs,
+        "",
+        "[sertone]\ndeadline_ms = 400\n[restart]\nbackoff_base_ms = 50\nbackoff_max_ms = 200\n\
+         [quarantine]\nmax_crashes = 1000\n",
+    );
+    for round in 0..3 {
+        let t = Instant::now();
+        let (st, r) = http(
+            port,
+            "POST",
+            "/sertone/pre-request",
+            &pre("0a", &format!("f{round}")),
+        );
+        let took = t.elapsed();
+        assert_eq!(st, 200);
+        // Fail-open: the request is allowed, each faulty plugin named.
+        assert_eq!(r["allow"], true, "round {round}: {r}");
+        let bypassed: Vec<&str> = r["bypassed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["plugin"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            bypassed,
+            ["badfee", "crash", "garbage", "hang"],
+            "round {round}: {r}"
+        );
+        assert!(
+            r["bypassed"][0]["why"]
+                .as_str()
+                .unwrap()
+                .contains("fee_destination"),
+            "{r}"
+        );
+        // Liveness, not performance: the answer never waits for the hung plugin's hour.
+        assert!(
+            took < Duration::from_secs(10),
+            "round {round} took {took:?}"
+        );
+        // Let the crashed one come back before the next round.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, r) = http(port, "POST", "/sertone/post-response", &post(200, 1));
+    assert_eq!(r["quality_signal"], 1, "{r}");
+    let log = s.log();
+    assert!(
+        log.contains("plugin hang bypassed (fail-open)"),
+        "the bypass is reported: {log}"
+    );
+    assert!(
+        log.contains("plugin crash: restarting") || log.contains("plugin crash: crashed"),
+        "{log}"
+    );
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// On pre-request, try its own port, the host's listener on 127.0.0.1 and two outside addresses;
+/// answer the outcomes as the denial reason (JSON).
+const PROBE: &str = r#"import json, os, socket, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+HOST_PORT = int(os.environ["HOST_PORT"])
+def reach(addr):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect(addr)
+        return "connected"
+    except OSError as e:
+        return "errno %d" % (e.errno or 0)
+    finally:
+        s.close()
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def answer(self, raw):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+    def do_GET(self):
+        self.answer(b'{"name": "probe"}')
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        out = {"own": reach(("127.0.0.1", int(os.environ["PORT"]))),
+               "host_loopback": reach(("127.0.0.1", HOST_PORT)),
+               "outside": reach(("1.1.1.1", 53)),
+               "gateway": reach(("10.0.2.2", 80))}
+        self.answer(json.dumps({"allow": False, "reason": json.dumps(out)}).encode())
+from socketserver import ThreadingMixIn
+class S(ThreadingMixIn, HTTPServer): pass
+S(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+#[test]
+fn a_plugin_reaches_nothing_but_its_own_loopback() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    host.set_nonblocking(true).unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    // Native control: from the host, the listener is reachable.
+    drop(TcpStream::connect(("127.0.0.1", host_port)).expect("control: host loopback"));
+    let (mut c, _) = loop {
+        match host.accept() {
+            Ok(x) => break x,
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    drop(c.write(b""));
+    let src = fx.dir().join("probe.py");
+    std::fs::write(&src, PROBE).unwrap();
+    let pkg = pack_http(
+        &fx,
+        "probe",
+        &src,
+        "/usr/bin/python3",
+        json!({"HOST_PORT": host_port.to_string()}),
+    );
+    let (mut s, port) = start(&fx, &[&pkg], "", "[sertone]\ndeadline_ms = 8000\n");
+    let (_, r) = http(port, "POST", "/sertone/pre-request", &pre("0a", "p1"));
+    let reason = r["reason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}\n{}", s.log()));
+    let out: Value = serde_json::from_str(reason).unwrap();
+    assert_eq!(out["own"], "connected", "the probe itself works: {out}");
+    for k in ["host_loopback", "outside", "gateway"] {
+        assert_ne!(out[k], "connected", "{k} reached: {out}");
+    }
+    assert!(
+        host.accept().is_err(),
+        "the host's listener got a connection from the sandbox"
+    );
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+#[test]
+fn refused_configurations_change_nothing() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let seed = extract(&fx);
+    let pkg = pack_http(
+        &fx,
+        "hello-node",
+        &seed.join("hello-node/server.js"),
+        "/usr/bin/node",
+        json!({}),
+    );
+    // A non-loopback front without the config's consent: refused before anything starts.
+    std::fs::write(fx.dir().join("serve.toml"), "version = 1\n").unwrap();
+    let r = fx.run(&[
+        "serve",
+        "--config",
+        "serve.toml",
+        "--socket",
+        "s.sock",
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+        "--sertone-listen",
+        "0.0.0.0:4999",
+    ]);
+    assert_eq!(r.code, 111, "{}", r.stderr);
+    assert!(r.stderr.contains("not a loopback address"), "{}", r.stderr);
+    assert!(!fx.dir().join("s.sock").exists());
+    // An HTTP plugin under a policy without loopback networking is not launched (110).
+    std::fs::write(fx.dir().join("none.toml"), "version = 1\n").unwrap();
+    let r = fx.run(&[
+        "run",
+        pkg.to_str().unwrap(),
+        "--policy",
+        "none.toml",
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+    ]);
+    assert_eq!(r.code, 110, "{}", r.stderr);
+    assert!(r.stderr.contains("mode = \"loopback\""), "{}", r.stderr);
+    // A manifest that sets PORT itself is refused at pack time.
+    let d = fx.dir().join("pkg-hello-node");
+    let mut m: Value =
+        serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
+    m["http"]["env"] = json!({"PORT": "80"});
+    std::fs::write(d.join("manifest.json"), m.to_string()).unwrap();
+    let r = fx.run(&[
+        "pack",
+        d.to_str().unwrap(),
+        "--key",
+        "dev.key",
+        "--devcert",
+        "dev.cert",
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        "bad.stockade",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("http: env may not set PORT"),
+        "{}",
+        r.stderr
+    );
+}
