@@ -577,6 +577,8 @@ fn refused_configurations_change_nothing() {
         "trust",
         "--state-dir",
         "state",
+        "--policy-root",
+        "no-policy-root",
         "--sertone-listen",
         "0.0.0.0:4999",
     ]);
