@@ -12,11 +12,19 @@ this script puts the indentation back: it tracks blocks (a line ending in ':' op
 and `if __name__` to the module) and uses a short table for the few lines where a block's end
 cannot be inferred from the text. It then checks that every output line, stripped, is exactly
 the seed's line, and that the result compiles.
+
+The document must be exactly seed 003 (its SHA-256 is pinned below): the tests read
+`../shared/seeds/003_*.txt` next to the checkout when it is there, else `seed-003.txt`, the
+verbatim copy kept beside this script so a clone elsewhere (CI) runs the same bytes. A changed
+document is refused until the extraction has been reviewed against it and the pin updated.
 """
+import hashlib
 import json
 import py_compile
 import sys
 from pathlib import Path
+
+SEED_SHA256 = "6b79df01441401a52c14073dda68addef9fd89b8873ab21495395ab396b345f9"
 
 # name -> (file written, first line prefix, line that ends the example (excluded))
 EXAMPLES = {
@@ -110,7 +118,11 @@ def reindent(name, lines):
 
 def main():
     seed, outdir = Path(sys.argv[1]), Path(sys.argv[2])
-    lines = seed.read_text(encoding="utf-8").splitlines()
+    raw = seed.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != SEED_SHA256:
+        sys.exit(f"{seed}: SHA-256 {digest} is not seed 003's ({SEED_SHA256})")
+    lines = raw.decode("utf-8").splitlines()
     written = {}
     for name, (fname, start, end) in EXAMPLES.items():
         starts = [i for i, l in enumerate(lines) if l.startswith(start)]

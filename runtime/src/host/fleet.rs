@@ -514,8 +514,18 @@ impl Daemon {
     }
 
     /// Act on state changes: load replies, finished unloads, crashes, due restarts.
+    ///
+    /// Only plugins that can have changed are looked at: those without a running incarnation
+    /// (restarting, quarantined, relaunching, unloading) and those whose slot the supervisor
+    /// acted on since the last turn. A slot nobody touched is in the state it was last seen in.
     pub(crate) fn supervise(&mut self, now: Instant) {
-        let names: Vec<String> = self.plugins.keys().cloned().collect();
+        let touched = self.sup.take_touched();
+        let names: Vec<String> = self
+            .plugins
+            .iter()
+            .filter(|(_, e)| e.slot.is_none_or(|s| touched.contains(&s)))
+            .map(|(n, _)| n.clone())
+            .collect();
         for name in names {
             self.supervise_one(&name, now);
         }
