@@ -254,7 +254,7 @@ fn run(args: &Args) -> Result<(), String> {
     s.finish()?;
     // 3b. Fan-out through `stockade serve`.
     eprintln!("serve fan-out to 8 plugins");
-    let mut sv = serve::Serve::start(&f)?;
+    let mut sv = serve::Serve::start(f)?;
     for i in 0..8 {
         sv.load(&f.package_named(&format!("fan{i}"), "on:bench.fan")?)?;
     }
@@ -426,17 +426,18 @@ fn header(md: &mut String, stockade: &Path, quick: bool) {
     );
 }
 
-type ScaleRow = Option<(u64, f64)>;
+/// The scale section's table, the first size's (RSS KiB, hook p99) and the last size's
+/// (plugins, RSS KiB, hook p99).
+type ScaleResult = (String, Option<(u64, f64)>, Option<(usize, u64, f64)>);
 
-/// The scale section: grow one `stockade serve` to each size and measure it. Returns the table,
-/// the first size's (RSS KiB, hook p99) and the last size's (plugins, RSS KiB, hook p99).
+/// The scale section: grow one `stockade serve` to each size and measure it.
 fn scale(
     f: &Fixture,
     sizes: &[usize],
     warmup: usize,
     scale_calls: usize,
-) -> Result<(String, ScaleRow, Option<(usize, u64, f64)>), String> {
-    let mut sv = serve::Serve::start(&f)?;
+) -> Result<ScaleResult, String> {
+    let mut sv = serve::Serve::start(f)?;
     sv.load(&f.package_named("probe", "on:bench.echo")?)?;
     let mut loaded = 1;
     let mut st = String::from(
