@@ -46,6 +46,10 @@ pub struct ServeSection {
     pub max_outbound_bytes: usize,
     /// Packages loaded at start.
     pub load: Vec<String>,
+    /// The warm pool: keep one pre-built sandbox (every layer applied, the program not yet
+    /// forked) per loaded plugin, so a restart only forks and executes. Costs one idle init
+    /// process, a uid and a cgroup per plugin; off by default.
+    pub warm: bool,
 }
 
 impl Default for ServeSection {
@@ -56,6 +60,7 @@ impl Default for ServeSection {
             max_connections: 64,
             max_outbound_bytes: 4 << 20,
             load: Vec::new(),
+            warm: false,
         }
     }
 }

@@ -42,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use stockade_policy::protocol::host::HostPolicy;
 use stockade_policy::protocol::message::{codes, params, response_err, response_ok, RpcError};
+use stockade_policy::sandbox::ValidatedSandboxPolicy;
 use stockade_policy::serve::{backoff_ms, CrashWindow};
 
 /// Where a loaded plugin is in its life, beyond its current process's own state.
@@ -57,6 +58,35 @@ pub enum Phase {
     Unloading,
     /// `plugin_restart` of a running plugin: stopping, then launched again at once.
     Relaunch,
+}
+
+/// A held sandbox for a plugin's next incarnation (`[serve] warm`): built, with every layer in
+/// force, up to the program's fork. Used only if the next launch computes the same sandbox
+/// policy (a SIGHUP'd policy or a changed grant makes it stale: it is dropped, which kills its
+/// init and removes its cgroup, and the launch is cold).
+struct Spare {
+    held: sandbox::Held,
+    policy: ValidatedSandboxPolicy,
+}
+
+/// The launch of a verified package under `policy` (the plugin's program and argv, the base
+/// environment, the package at /plugin).
+fn spec_for<'a>(
+    pkg: &VerifiedPackage,
+    policy: &'a ValidatedSandboxPolicy,
+) -> Result<LaunchSpec<'a>, sandbox::LaunchError> {
+    let (program, argv) = crate::plugin_policy::program_for(pkg, policy)?;
+    Ok(LaunchSpec {
+        policy,
+        program,
+        argv,
+        env: sandbox::BASE_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        package_dir: Some(pkg.dir.path().to_path_buf()),
+        uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
+    })
 }
 
 /// One loaded plugin.
@@ -79,6 +109,16 @@ pub struct Entry {
     /// What every audit record about the current incarnation shares (package, signer chain,
     /// effective-policy hash, enforced layers).
     audit: Record,
+    /// The warm pool's spare, if any.
+    spare: Option<Spare>,
+    /// The current incarnation's sandbox policy (a spare is built under it once ready).
+    policy: Option<ValidatedSandboxPolicy>,
+    /// When the current incarnation's launch began; taken when it is ready.
+    launch_started: Option<Instant>,
+    /// Launch → ready of the last incarnation (`plugin_status.launch_us`).
+    last_launch_us: Option<u64>,
+    /// Whether the current incarnation came from a spare.
+    warm: bool,
 }
 
 impl Entry {
@@ -194,6 +234,11 @@ impl Daemon {
             pending_unload: Vec::new(),
             host: HostPolicy::default(),
             audit: base,
+            spare: None,
+            policy: None,
+            launch_started: None,
+            last_launch_us: None,
+            warm: false,
         };
         let slot = match self.launch(&mut entry, now, Event::Launch, json!({})) {
             Ok(s) => s,
@@ -285,25 +330,20 @@ impl Daemon {
                 ),
             )
         };
-        let (program, argv) = match crate::plugin_policy::program_for(pkg, &lp.sandbox) {
-            Ok(p) => p,
-            Err(err) => return Err(failed(self, err)),
+        let started = Instant::now();
+        // The warm pool: a spare built under this very policy skips the construction.
+        let spare = e.spare.take().filter(|sp| sp.policy == lp.sandbox);
+        e.warm = spare.is_some();
+        let launched = match spare {
+            Some(sp) => sp.held.release(),
+            None => spec_for(pkg, &lp.sandbox).and_then(sandbox::launch),
         };
-        let spec = LaunchSpec {
-            policy: &lp.sandbox,
-            program,
-            argv,
-            env: sandbox::BASE_ENV
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            package_dir: Some(pkg.dir.path().to_path_buf()),
-            uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
-        };
-        let mut sb = match sandbox::launch(spec) {
+        let mut sb = match launched {
             Ok(sb) => sb,
             Err(err) => return Err(failed(self, err)),
         };
+        e.launch_started = Some(started);
+        e.policy = Some(lp.sandbox.clone());
         let mut rec = lp.base.clone();
         rec.event = event;
         rec.outcome = "ok".into();
@@ -424,7 +464,34 @@ impl Daemon {
             "hooks": e.hooks,
             "in_flight": h.map_or(0, |h| h.in_flight()),
             "last_exit": e.last_exit,
+            "launch_us": e.last_launch_us,
+            "warm": e.warm,
+            "spare": e.spare.is_some(),
         })
+    }
+
+    /// `[serve] warm`: build the next incarnation's sandbox now, while this one runs, so a
+    /// restart only forks and executes. Costs one idle init, a uid and a cgroup per plugin.
+    fn refill_spare(&mut self, name: &str) {
+        if !self.cfg.serve.serve.warm || self.stopping {
+            return;
+        }
+        let Some(e) = self.plugins.get_mut(name) else {
+            return;
+        };
+        if e.spare.is_some() {
+            return;
+        }
+        let Some(policy) = e.policy.clone() else {
+            return;
+        };
+        match spec_for(&e.pkg, &policy).and_then(sandbox::prepare_held) {
+            Ok(held) => e.spare = Some(Spare { held, policy }),
+            Err(err) => log_line(&format!(
+                "plugin {name}: no warm spare: {}",
+                crate::cmd::exec::launch_error(err).chain().join(": ")
+            )),
+        }
     }
 
     /// A `plugin_state` from a handle: log it, remember what status needs.
@@ -462,6 +529,10 @@ impl Daemon {
                     })
                     .unwrap_or_default();
                 e.granted = p["granted"].as_array().cloned().unwrap_or_default();
+                e.last_launch_us = e
+                    .launch_started
+                    .take()
+                    .map(|t| u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
             }
             "exited" | "terminated" => {
                 e.last_exit = reason.cloned();
@@ -486,6 +557,9 @@ impl Daemon {
         }
         for r in records {
             self.audit(r);
+        }
+        if state == "ready" {
+            self.refill_spare(name);
         }
     }
 

@@ -86,6 +86,9 @@ pub struct ChildCtx<'a> {
     pub status_w: &'a OwnedFd,
     /// Compiled seccomp filters.
     pub filters: &'a Filters,
+    /// Warm pool: after reporting the layers, wait for the runtime's `R` before forking the
+    /// program (EOF instead: the held sandbox was discarded; exit).
+    pub hold: bool,
 }
 
 type Step<T> = Result<T, (LaunchStep, String)>;
@@ -202,6 +205,13 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
             .map_err(|e| (LaunchStep::Landlock, chain(&e)))?,
     );
     send(sock, &ChildMsg::Layers(layers));
+    if ctx.hold {
+        let mut go = [0u8; 1];
+        match sock.recv(&mut go) {
+            Ok(1) if go[0] == b'R' => {}
+            _ => sys::exit_now(0),
+        }
+    }
 
     match sys::fork().map_err(at(LaunchStep::Fork))? {
         Forked::Child => exec_program(ctx),

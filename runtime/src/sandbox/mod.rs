@@ -278,6 +278,149 @@ pub fn identity_mode(euid: u32) -> &'static str {
 /// Must be called while the runtime is single-threaded (checked: the launch fails otherwise),
 /// because the sandbox's init continues in a raw-`clone` copy of this process.
 pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
+    prepare(spec, false)?.release()
+}
+
+/// Build the whole sandbox — uid, cgroup, namespaces, id maps, mounts, rlimits, capabilities,
+/// no_new_privs, Landlock — and hold it there: the init waits, the program is not forked yet.
+/// [`Held::release`] then only forks, installs seccomp and executes (the warm pool of `stockade
+/// serve`, docs/protocol.md §5). Dropping a [`Held`] kills its init and removes its cgroup.
+pub fn prepare_held(spec: LaunchSpec<'_>) -> Result<Held, LaunchError> {
+    prepare(spec, true)
+}
+
+/// A sandbox built up to the program's fork (see [`prepare_held`]); also the second half of
+/// every [`launch`], which is `prepare` and `release` back to back. Field order is drop order:
+/// the init is killed before its cgroup is removed and its uid lease released.
+pub struct Held {
+    guard: ChildGuard,
+    cgroup: Option<cgroup::Cgroup>,
+    lease: Option<uid::UidLease>,
+    hold: bool,
+    pid: i32,
+    sock: UnixDatagram,
+    exec_r: OwnedFd,
+    status_r: OwnedFd,
+    stdin_w: OwnedFd,
+    stdout_r: OwnedFd,
+    stderr_r: OwnedFd,
+    layers: Vec<LayerReport>,
+    mode: &'static str,
+    host_uid: u32,
+    host_gid: u32,
+    inside_uid: u32,
+    process: serde_json::Value,
+    program_path: PathBuf,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("pid", &self.pid)
+            .field("hold", &self.hold)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Held {
+    /// Let the program run: fork, seccomp, `execveat`; back once exec succeeded.
+    pub fn release(mut self) -> Result<Sandboxed, LaunchError> {
+        if self.hold {
+            self.sock.send(b"R").map_err(setup(LaunchStep::Control))?;
+        }
+        let mut ns_pid = None;
+        let mut buf = vec![0u8; 64 * 1024];
+        while ns_pid.is_none() {
+            match recv_child(&self.sock, &mut buf)? {
+                child::ChildMsg::Layers(l) => self.layers.extend(l),
+                child::ChildMsg::Failed { step, error } => {
+                    return Err(LaunchError::ChildSetup {
+                        step,
+                        cause: ChildError(error),
+                    })
+                }
+                child::ChildMsg::Forked { ns_pid: n } => ns_pid = Some(n),
+            }
+        }
+        // Did exec succeed? EOF on the close-on-exec pipe says yes.
+        match child::read_exec_result(self.exec_r).map_err(setup(LaunchStep::Control))? {
+            None => {}
+            Some((child::EXEC_FAILED, errno)) => {
+                let cause = io::Error::from_raw_os_error(errno);
+                return Err(if errno == libc::ENOENT {
+                    LaunchError::NotFound {
+                        path: self.program_path,
+                    }
+                } else {
+                    LaunchError::CannotExecute {
+                        path: self.program_path,
+                        cause,
+                    }
+                });
+            }
+            Some((_, errno)) => {
+                return Err(LaunchError::Setup {
+                    step: LaunchStep::PreExec,
+                    cause: io::Error::from_raw_os_error(errno),
+                })
+            }
+        }
+        let pid = self.pid;
+        let host_pid = ns_pid.and_then(|n| find_host_pid(pid, n));
+        let mut process = self.process;
+        process["prepared"] = json!(if self.hold {
+            "held (warm pool)"
+        } else {
+            "at launch"
+        });
+        self.layers.push(LayerReport::full("process", process));
+        self.guard.0 = None;
+        let report = Report {
+            schema: REPORT_SCHEMA.into(),
+            mode: self.mode.into(),
+            pid: host_pid,
+            host_uid: self.host_uid,
+            host_gid: self.host_gid,
+            inside_uid: self.inside_uid,
+            layers: self.layers,
+            limits_hit: LimitsHit::default(),
+            exit: None,
+            cleaned_up: false,
+        };
+        Ok(Sandboxed {
+            init_pid: Some(pid),
+            cgroup: self.cgroup.take(),
+            lease: self.lease.take(),
+            status_r: Some(self.status_r),
+            stdin: Some(self.stdin_w),
+            stdout: Some(self.stdout_r),
+            stderr: Some(self.stderr_r),
+            report,
+        })
+    }
+}
+
+/// One message from the sandbox's init (EOF: it exited during setup).
+fn recv_child(sock: &UnixDatagram, buf: &mut [u8]) -> Result<child::ChildMsg, LaunchError> {
+    let n = sock.recv(buf).map_err(setup(LaunchStep::Control))?;
+    if n == 0 {
+        return Err(LaunchError::Setup {
+            step: LaunchStep::Control,
+            cause: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the sandbox's init exited during setup",
+            ),
+        });
+    }
+    serde_json::from_slice(&buf[..n]).map_err(|e| LaunchError::Setup {
+        step: LaunchStep::Control,
+        cause: io::Error::other(e),
+    })
+}
+
+/// The launch sequence, top to bottom, up to the program's fork (`hold`: the init then waits
+/// for [`Held::release`]; otherwise it goes straight on).
+fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
     let p = spec.policy;
     let (_, egid, euid) = sys::ids();
     let mode = identity_mode(euid);
@@ -378,6 +521,7 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
         exec_w: &exec_w,
         status_w: &status_w,
         filters: &filters,
+        hold,
         // Without a memory cgroup, RLIMIT_DATA stands in for memory_max: weaker (it counts the
         // private writable memory of each process, not tmpfs or page cache, and not summed over
         // the sandbox) but far better than no bound at all.
@@ -435,40 +579,28 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
         }
     }
 
-    // 10. Release the child and collect what it applied.
+    // 10. Release the child and collect what it applied (up to Landlock; the fork follows in
+    //     `Held::release`, at once unless held).
     let sock = UnixDatagram::from(sock_parent);
     // A child stuck in setup (e.g. a hung network filesystem under a bind source) must not hang
     // the runtime forever: give up, and the guards kill it and clean up.
     sock.set_read_timeout(Some(SETUP_TIMEOUT))
         .map_err(setup(LaunchStep::Control))?;
     sock.send(b"G").map_err(setup(LaunchStep::Control))?;
-    let mut ns_pid = None;
     let mut buf = vec![0u8; 64 * 1024];
-    while ns_pid.is_none() {
-        let n = sock.recv(&mut buf).map_err(setup(LaunchStep::Control))?;
-        if n == 0 {
+    match recv_child(&sock, &mut buf)? {
+        child::ChildMsg::Layers(l) => layers.extend(l),
+        child::ChildMsg::Failed { step, error } => {
+            return Err(LaunchError::ChildSetup {
+                step,
+                cause: ChildError(error),
+            })
+        }
+        child::ChildMsg::Forked { .. } => {
             return Err(LaunchError::Setup {
                 step: LaunchStep::Control,
-                cause: io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the sandbox's init exited during setup",
-                ),
-            });
-        }
-        let msg: child::ChildMsg =
-            serde_json::from_slice(&buf[..n]).map_err(|e| LaunchError::Setup {
-                step: LaunchStep::Control,
-                cause: io::Error::other(e),
-            })?;
-        match msg {
-            child::ChildMsg::Layers(l) => layers.extend(l),
-            child::ChildMsg::Failed { step, error } => {
-                return Err(LaunchError::ChildSetup {
-                    step,
-                    cause: ChildError(error),
-                })
-            }
-            child::ChildMsg::Forked { ns_pid: n } => ns_pid = Some(n),
+                cause: io::Error::other("the init forked before reporting its layers"),
+            })
         }
     }
     layers.push(LayerReport::full(
@@ -500,67 +632,37 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
         "seccomp",
         json!({"mode": "filter", "default_action": "kill_process", "groups": p.seccomp_groups, "allowed_syscalls": filters.allowed, "absent_on_arch": filters.absent, "implied": filters.implied, "filters": filters.programs.len(), "init_allowed_syscalls": seccomp::INIT_SYSCALLS}),
     ));
-
-    // 11. Did exec succeed? EOF on the close-on-exec pipe says yes.
-    match child::read_exec_result(exec_r).map_err(setup(LaunchStep::Control))? {
-        None => {}
-        Some((child::EXEC_FAILED, errno)) => {
-            let cause = io::Error::from_raw_os_error(errno);
-            return Err(if errno == libc::ENOENT {
-                LaunchError::NotFound {
-                    path: spec.program.path.clone(),
-                }
-            } else {
-                LaunchError::CannotExecute {
-                    path: spec.program.path.clone(),
-                    cause,
-                }
-            });
-        }
-        Some((_, errno)) => {
-            return Err(LaunchError::Setup {
-                step: LaunchStep::PreExec,
-                cause: io::Error::from_raw_os_error(errno),
-            })
-        }
-    }
-    let host_pid = ns_pid.and_then(|n| find_host_pid(pid, n));
-    layers.push(LayerReport::full(
-        "process",
-        json!({
-            "hostname": p.hostname,
-            "session": "new (setsid), no controlling terminal",
-            "parent_death_signal": "SIGKILL",
-            "descriptors": if spec.program.is_script { "0-2 and the script's descriptor" } else { "0-2 only" },
-            "stdio": "pipes owned by the runtime",
-            "environment": spec.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-            "executed_from": "descriptor (execveat AT_EMPTY_PATH)",
-            "program": spec.program.path,
-            "init": "pid 1: not dumpable, no capabilities, seccomp (wait/write/exit only)",
-        }),
-    ));
-    guard.0 = None;
-    let report = Report {
-        schema: REPORT_SCHEMA.into(),
-        mode: mode.into(),
-        pid: host_pid,
+    let process = json!({
+        "hostname": p.hostname,
+        "session": "new (setsid), no controlling terminal",
+        "parent_death_signal": "SIGKILL",
+        "descriptors": if spec.program.is_script { "0-2 and the script's descriptor" } else { "0-2 only" },
+        "stdio": "pipes owned by the runtime",
+        "environment": spec.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        "executed_from": "descriptor (execveat AT_EMPTY_PATH)",
+        "program": spec.program.path,
+        "init": "pid 1: not dumpable, no capabilities, seccomp (wait/write/exit only)",
+    });
+    let guard = ChildGuard(guard.0.take());
+    Ok(Held {
+        guard,
+        cgroup: cg.take(),
+        lease,
+        hold,
+        pid,
+        sock,
+        exec_r,
+        status_r,
+        stdin_w,
+        stdout_r,
+        stderr_r,
+        layers,
+        mode,
         host_uid,
         host_gid,
         inside_uid: p.inside_uid,
-        layers,
-        limits_hit: LimitsHit::default(),
-        exit: None,
-        cleaned_up: false,
-    };
-    Ok(Sandboxed {
-        init_pid: Some(pid),
-        cgroup: cg.take(),
-        lease,
-        status_r: Some(status_r),
-        stdin: Some(stdin_w),
-        stdout: Some(stdout_r),
-        stderr: Some(stderr_r),
-        report,
+        process,
+        program_path: spec.program.path.clone(),
     })
 }
 
@@ -579,11 +681,27 @@ fn thread_count() -> Option<u32> {
 }
 
 /// The host pid of the process whose parent is `init` and whose innermost pid is `ns_pid`.
+///
+/// The init's children are listed in `/proc/<init>/task/<init>/children` (the program is its
+/// only one); scanning every process in /proc is the fallback for kernels without that file —
+/// it costs a read per process on the host, milliseconds under a daemon with many plugins.
 fn find_host_pid(init: i32, ns_pid: i32) -> Option<i32> {
-    for e in fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
+    let listed: Option<Vec<i32>> = fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+        .ok()
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        });
+    let candidates: Vec<i32> = match listed {
+        Some(v) => v,
+        None => fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+            .collect(),
+    };
+    for pid in candidates {
         let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
             continue;
         };

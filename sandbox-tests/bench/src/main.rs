@@ -176,10 +176,48 @@ fn run(args: &Args) -> Result<(), String> {
             0.5,
         ));
     }
-    targets.push(Target::unmeasured(
-        "warm pool launch ≤ 2× bare exec",
-        "no warm pool yet",
-    ));
+    // 1b. The warm pool: a restart inside `stockade serve`, cold and from a held spare.
+    let mut pool = Vec::new();
+    let pool_pkg = f.package_named("pool", "on:bench.echo")?;
+    for warm in [false, true] {
+        let what = if warm { "warm spare" } else { "cold" };
+        eprintln!("serve restart ({what}) × {}", plan.launches);
+        let mut sv = serve::Serve::start_with(
+            &f,
+            &format!("[serve]\nwarm = {warm}\n[health]\nping_interval_ms = 0\n"),
+        )?;
+        sv.load(&pool_pkg)?;
+        sv.restart_launch("pool")?;
+        let mut v = Vec::with_capacity(plan.launches);
+        for _ in 0..plan.launches {
+            let (d, was_warm) = sv.restart_launch("pool")?;
+            if was_warm != warm {
+                return Err(format!("a {what} restart reported warm = {was_warm}"));
+            }
+            v.push(d);
+        }
+        sv.stop()?;
+        pool.push(Series::new(format!("serve restart, {what}"), &v));
+    }
+    if let Some(b) = find(Launcher::Bare) {
+        let mut rows = vec![launches[b].1.clone()];
+        rows.extend(pool.iter().cloned());
+        let _ = writeln!(
+            md,
+            "### Warm pool\n\n`stockade serve` with `[serve] warm`: each loaded plugin has a held \
+             spare sandbox (uid, cgroup, namespaces, mounts, rlimits, capabilities, Landlock all \
+             applied; the program not yet forked). A restart then only forks, installs seccomp \
+             and executes. Measured by the daemon itself, from the start of the launch to the \
+             handshake processed (`plugin_status.launch_us`), against bare exec as above.\n\n{}",
+            series_table(&rows, Some(0))
+        );
+        targets.push(Target::ratio(
+            "warm pool launch median ≤ 2× bare exec",
+            pool[1].median(),
+            rows[0].median(),
+            2.0,
+        ));
+    }
     if let Some(d) = &args.docs {
         cdf_svg(
             &d.join("perf-launch.svg"),
@@ -254,7 +292,7 @@ fn run(args: &Args) -> Result<(), String> {
     s.finish()?;
     // 3b. Fan-out through `stockade serve`.
     eprintln!("serve fan-out to 8 plugins");
-    let mut sv = serve::Serve::start(f)?;
+    let mut sv = serve::Serve::start(&f)?;
     for i in 0..8 {
         sv.load(&f.package_named(&format!("fan{i}"), "on:bench.fan")?)?;
     }

@@ -36,10 +36,16 @@ fn invoke(id: u64, hook: &str, size: usize) -> Vec<u8> {
 impl Serve {
     /// Start `stockade serve` on a socket in the fixture and connect.
     pub fn start(f: &Fixture) -> Result<Self, String> {
+        Self::start_with(f, "")
+    }
+
+    /// Start with these serve-config lines.
+    pub fn start_with(f: &Fixture, config_lines: &str) -> Result<Self, String> {
         let sock: PathBuf = f.root.join("serve.sock");
         let _ = std::fs::remove_file(&sock);
         let config = f.root.join("serve.toml");
-        std::fs::write(&config, "version = 1\n").map_err(|e| e.to_string())?;
+        std::fs::write(&config, format!("version = 1\n{config_lines}"))
+            .map_err(|e| e.to_string())?;
         let child = Command::new(&f.stockade)
             .arg("serve")
             .arg("--config")
@@ -102,6 +108,49 @@ impl Serve {
                 return Ok(l);
             }
         }
+    }
+
+    /// One request; its `result`.
+    fn call(
+        &mut self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req =
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        writeln!(self.writer, "{req}").map_err(|e| e.to_string())?;
+        let l = self.answer(id)?;
+        let v: serde_json::Value = serde_json::from_str(&l).map_err(|e| e.to_string())?;
+        Ok(v["result"].clone())
+    }
+
+    /// `plugin_restart` of `name`, then wait for the new incarnation to be ready: the daemon's
+    /// own launch → ready time of it (`plugin_status.launch_us`), and whether it ran in a warm
+    /// spare.
+    pub fn restart_launch(&mut self, name: &str) -> Result<(Duration, bool), String> {
+        let st = self.call("plugin_status", serde_json::json!({"name": name}))?;
+        let before = st["restarts"].as_u64().unwrap_or(0);
+        self.call("plugin_restart", serde_json::json!({"name": name}))?;
+        let t0 = Instant::now();
+        loop {
+            let st = self.call("plugin_status", serde_json::json!({"name": name}))?;
+            if st["restarts"].as_u64().unwrap_or(0) > before && st["state"] == "ready" {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                return Err(format!("{name} did not come back: {st}"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // `launch_us` is set in the loop turn that saw the handshake; ask once more after it.
+        std::thread::sleep(Duration::from_millis(2));
+        let st = self.call("plugin_status", serde_json::json!({"name": name}))?;
+        let us = st["launch_us"]
+            .as_u64()
+            .ok_or_else(|| format!("no launch_us: {st}"))?;
+        Ok((Duration::from_micros(us), st["warm"] == true))
     }
 
     /// Load a package and wait until its plugin is ready.
@@ -213,6 +262,16 @@ impl Serve {
             Ok(())
         } else {
             Err(format!("serve exited with {st}"))
+        }
+    }
+}
+
+/// A daemon left running by an error path would outlive the harness (and hold its output open).
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }

@@ -1,0 +1,107 @@
+//! `[serve] warm`: the warm pool. A loaded plugin gets a held spare sandbox (every layer built,
+//! the program not forked); a restart or a crash uses it; a policy change makes it stale (the
+//! next launch is cold and a new spare is built under the new policy); unloading and stopping
+//! leave no held sandbox, cgroup or process behind. Real sandboxes (root).
+
+mod serve_common;
+use serde_json::json;
+use serve_common::*;
+
+const CONFIG: &str =
+    "[serve]\nwarm = true\n[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 100\n\
+jitter_percent = 0\n[quarantine]\nmax_crashes = 100\n[health]\nping_interval_ms = 0\n";
+
+fn status(c: &mut Client, name: &str) -> serde_json::Value {
+    c.ok("plugin_status", json!({"name": name}))
+}
+
+/// The sandboxes' inits under the daemon (running and held alike are its children).
+fn inits(serve_pid: i32) -> usize {
+    children_of(serve_pid).len()
+}
+
+#[test]
+fn restarts_use_the_held_spare_and_a_policy_change_makes_it_stale() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let mut s = Serve::start(&fx, CONFIG, Some("[resources]\npids_max = 32\n"));
+    let serve_pid = s.pid();
+    let mut c = s.client();
+    let r = c.ok("plugin_load", json!({"package": a}));
+    assert_eq!(r["state"], "ready", "{r}");
+    let st = status(&mut c, "a");
+    assert_eq!(st["warm"], false, "the first launch is cold: {st}");
+    assert!(st["launch_us"].as_u64().unwrap() > 0, "{st}");
+    assert_eq!(st["spare"], true, "a spare is built once ready: {st}");
+    assert_eq!(inits(serve_pid), 2, "the running sandbox and the held one");
+    let cgroups_with_spare = cgroups_of(serve_pid).len();
+
+    // A requested restart runs in the spare, and a new spare follows.
+    c.ok("plugin_restart", json!({"name": "a"}));
+    c.wait_state("a", "exited");
+    c.wait_state("a", "starting");
+    c.wait_state("a", "ready");
+    let st = status(&mut c, "a");
+    assert_eq!(st["warm"], true, "{st}");
+    assert_eq!(st["spare"], true, "{st}");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"act": "ok"}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+
+    // A crash too.
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    assert_eq!(r["results"][0]["error"]["code"], PLUGIN_CRASHED, "{r}");
+    c.wait_state("a", "restarting");
+    c.wait_state("a", "starting");
+    c.wait_state("a", "ready");
+    let st = status(&mut c, "a");
+    assert_eq!(st["warm"], true, "{st}");
+    assert_eq!(inits(serve_pid), 2, "no spare left over: {st}");
+
+    // A new policy (SIGHUP): the spare was built under the old one, so it is not used.
+    std::fs::write(
+        fx.dir().join("policy.toml"),
+        "version = 1\n[resources]\npids_max = 16\n",
+    )
+    .unwrap();
+    signal(serve_pid, "HUP");
+    let t = std::time::Instant::now();
+    while !s.log().contains("SIGHUP: policy reloaded") {
+        assert!(t.elapsed().as_secs() < 30, "{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    c.ok("plugin_restart", json!({"name": "a"}));
+    c.wait_state("a", "exited");
+    c.wait_state("a", "starting");
+    c.wait_state("a", "ready");
+    let st = status(&mut c, "a");
+    assert_eq!(st["warm"], false, "a stale spare must not be used: {st}");
+    assert_eq!(st["spare"], true, "{st}");
+    // The next restart uses the spare built under the new policy.
+    c.ok("plugin_restart", json!({"name": "a"}));
+    c.wait_state("a", "exited");
+    c.wait_state("a", "starting");
+    c.wait_state("a", "ready");
+    assert_eq!(status(&mut c, "a")["warm"], true);
+    assert_eq!(inits(serve_pid), 2);
+    assert_eq!(cgroups_of(serve_pid).len(), cgroups_with_spare);
+
+    // Unload: the running sandbox and the held one are gone, cgroups too.
+    c.ok("plugin_unload", json!({"name": "a"}));
+    assert_eq!(inits(serve_pid), 0, "a held sandbox outlived its plugin");
+    assert_eq!(cgroups_of(serve_pid), Vec::<std::path::PathBuf>::new());
+
+    // Stop with a spare held: nothing is left either.
+    let b = pack_worker(&fx, "b", &["on:x"]);
+    c.ok("plugin_load", json!({"package": b}));
+    assert_eq!(status(&mut c, "b")["spare"], true);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert_eq!(cgroups_of(serve_pid), Vec::<std::path::PathBuf>::new());
+    let t = std::time::Instant::now();
+    while !children_of(serve_pid).is_empty() {
+        assert!(t.elapsed().as_secs() < 10, "processes left after stop");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
