@@ -461,6 +461,13 @@ fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
     }
     let (_, r) = http(port, "POST", "/sertone/post-response", &post(200, 1));
     assert_eq!(r["quality_signal"], 1, "{r}");
+    // The hung server no longer answers GET /sertone/info, so its health pings go unanswered
+    // and the daemon restarts it (the bridge alone being alive is not enough).
+    let t = Instant::now();
+    while !s.log().contains("plugin hang: terminated (hung") {
+        assert!(t.elapsed() < Duration::from_secs(30), "never restarted as hung: {}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let log = s.log();
     assert!(
         log.contains("plugin hang bypassed (fail-open)"),

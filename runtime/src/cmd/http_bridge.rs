@@ -18,8 +18,9 @@
 //! neither ptrace it nor open its descriptors through /proc.
 //!
 //! The bridge is sequential: one HTTP call at a time (the seed's Python servers are
-//! single-threaded anyway). A hung plugin therefore also stops answering health pings, and the
-//! daemon restarts it — which is what a hung plugin should get.
+//! single-threaded anyway). A health `ping` is answered only after the plugin answered
+//! `GET /sertone/info` (the seed's own liveness check); a hung plugin therefore stops answering
+//! pings, and the daemon restarts it — which is what a hung plugin should get.
 
 use crate::error::CmdError;
 use crate::exit::Exit;
@@ -225,7 +226,14 @@ pub fn run() -> Result<Exit, CmdError> {
         match msg.get("method").and_then(|m| m.as_str()) {
             Some("shutdown") => return Ok(Exit::Ok),
             Some("ping") => {
-                if let Some(id) = id {
+                // Alive means the plugin answers `GET /sertone/info` (seed 003's liveness check),
+                // not merely that the bridge runs: otherwise no pong, and the daemon's ping
+                // deadline restarts the plugin as hung.
+                let alive = matches!(
+                    exchange(http.port, "GET", "/sertone/info", b"", Duration::from_secs(2)),
+                    Ok((200, _))
+                );
+                if let (Some(id), true) = (id, alive) {
                     send(
                         &mut out,
                         &serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {}}),

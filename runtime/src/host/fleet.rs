@@ -267,6 +267,8 @@ impl Daemon {
         event: Event,
         extra: Value,
     ) -> Result<usize, (&'static str, RpcError)> {
+        // `launch_us` counts everything from here: policy, key/value store, sandbox, handshake.
+        let started = Instant::now();
         let pkg = &e.pkg;
         let name = pkg.manifest.name().to_string();
         let lp = crate::plugin_policy::for_launch(
@@ -330,7 +332,6 @@ impl Daemon {
                 ),
             )
         };
-        let started = Instant::now();
         // The warm pool: a spare built under this very policy skips the construction.
         let spare = e.spare.take().filter(|sp| sp.policy == lp.sandbox);
         e.warm = spare.is_some();
