@@ -465,7 +465,11 @@ fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
     // and the daemon restarts it (the bridge alone being alive is not enough).
     let t = Instant::now();
     while !s.log().contains("plugin hang: terminated (hung") {
-        assert!(t.elapsed() < Duration::from_secs(30), "never restarted as hung: {}", s.log());
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "never restarted as hung: {}",
+            s.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let log = s.log();

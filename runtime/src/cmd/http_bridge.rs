@@ -230,7 +230,13 @@ pub fn run() -> Result<Exit, CmdError> {
                 // not merely that the bridge runs: otherwise no pong, and the daemon's ping
                 // deadline restarts the plugin as hung.
                 let alive = matches!(
-                    exchange(http.port, "GET", "/sertone/info", b"", Duration::from_secs(2)),
+                    exchange(
+                        http.port,
+                        "GET",
+                        "/sertone/info",
+                        b"",
+                        Duration::from_secs(2)
+                    ),
                     Ok((200, _))
                 );
                 if let (Some(id), true) = (id, alive) {
