@@ -53,6 +53,9 @@ struct Args {
     /// profiling one figure without the ten-minute run.
     #[arg(long, value_delimiter = ',', value_name = "N,N")]
     only_scale: Vec<usize>,
+    /// Only the warm-pool section (this many restarts each), printed, nothing written.
+    #[arg(long, value_name = "N")]
+    only_warm: Option<usize>,
     /// Internal: the floor's echo process.
     #[arg(long, hide = true)]
     echo: bool,
@@ -117,6 +120,17 @@ fn run(args: &Args) -> Result<(), String> {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
     let f = Fixture::build(&stockade, &src)?;
+    if let Some(n) = args.only_warm {
+        for series in warm_pool(&f, n)? {
+            println!(
+                "{}: median {:.0} µs, p99 {:.0} µs",
+                series.name,
+                series.median(),
+                series.p99()
+            );
+        }
+        return Ok(());
+    }
     if !args.only_scale.is_empty() {
         let (st, _, _) = scale(&f, &args.only_scale, 50, plan.round_trips / 5)?;
         println!("{st}");
@@ -177,28 +191,7 @@ fn run(args: &Args) -> Result<(), String> {
         ));
     }
     // 1b. The warm pool: a restart inside `stockade serve`, cold and from a held spare.
-    let mut pool = Vec::new();
-    let pool_pkg = f.package_named("pool", "on:bench.echo")?;
-    for warm in [false, true] {
-        let what = if warm { "warm spare" } else { "cold" };
-        eprintln!("serve restart ({what}) × {}", plan.launches);
-        let mut sv = serve::Serve::start_with(
-            &f,
-            &format!("[serve]\nwarm = {warm}\n[health]\nping_interval_ms = 0\n"),
-        )?;
-        sv.load(&pool_pkg)?;
-        sv.restart_launch("pool")?;
-        let mut v = Vec::with_capacity(plan.launches);
-        for _ in 0..plan.launches {
-            let (d, was_warm) = sv.restart_launch("pool")?;
-            if was_warm != warm {
-                return Err(format!("a {what} restart reported warm = {was_warm}"));
-            }
-            v.push(d);
-        }
-        sv.stop()?;
-        pool.push(Series::new(format!("serve restart, {what}"), &v));
-    }
+    let pool = warm_pool(&f, plan.launches)?;
     if let Some(b) = find(Launcher::Bare) {
         let mut rows = vec![launches[b].1.clone()];
         rows.extend(pool.iter().cloned());
@@ -512,4 +505,31 @@ fn scale(
     }
     sv.stop()?;
     Ok((st, first, last))
+}
+
+/// Restarts inside `stockade serve`, cold then from a held spare: the daemon's launch → ready.
+fn warm_pool(f: &Fixture, launches: usize) -> Result<Vec<Series>, String> {
+    let mut pool = Vec::new();
+    let pool_pkg = f.package_named("pool", "on:bench.echo")?;
+    for warm in [false, true] {
+        let what = if warm { "warm spare" } else { "cold" };
+        eprintln!("serve restart ({what}) × {}", launches);
+        let mut sv = serve::Serve::start_with(
+            f,
+            &format!("[serve]\nwarm = {warm}\n[health]\nping_interval_ms = 0\n"),
+        )?;
+        sv.load(&pool_pkg)?;
+        sv.restart_launch("pool")?;
+        let mut v = Vec::with_capacity(launches);
+        for _ in 0..launches {
+            let (d, was_warm) = sv.restart_launch("pool")?;
+            if was_warm != warm {
+                return Err(format!("a {what} restart reported warm = {was_warm}"));
+            }
+            v.push(d);
+        }
+        sv.stop()?;
+        pool.push(Series::new(format!("serve restart, {what}"), &v));
+    }
+    Ok(pool)
 }
