@@ -277,3 +277,82 @@ pub fn run() -> Result<Exit, CmdError> {
     }
     Ok(Exit::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A one-shot fake plugin: accepts one connection, reads the request, writes `answer`.
+    fn fake(answer: &'static [u8], delay: Duration) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                req.extend_from_slice(&buf[..n]);
+            }
+            std::thread::sleep(delay);
+            let _ = s.write_all(answer);
+            req
+        });
+        (port, t)
+    }
+
+    #[test]
+    fn exchanges_parse_status_and_body_and_honour_content_length() {
+        let (port, t) = fake(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{\"allow\":true}trailing",
+            Duration::ZERO,
+        );
+        let (code, body) = exchange(
+            port,
+            "POST",
+            "/sertone/pre-request",
+            b"{}",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(code, 200);
+        assert_eq!(body, b"{\"allow\":true");
+        let req = String::from_utf8(t.join().unwrap()).unwrap();
+        assert!(
+            req.starts_with("POST /sertone/pre-request HTTP/1.0\r\n"),
+            "{req}"
+        );
+        assert!(req.contains("Content-Length: 2\r\n"), "{req}");
+    }
+
+    #[test]
+    fn bad_short_and_slow_answers_are_errors() {
+        let (port, _t) = fake(b"<html>not http", Duration::ZERO);
+        assert!(exchange(port, "GET", "/sertone/info", b"", Duration::from_secs(5)).is_err());
+        let (port, _t) = fake(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}",
+            Duration::ZERO,
+        );
+        let e = exchange(port, "GET", "/sertone/info", b"", Duration::from_secs(5)).unwrap_err();
+        assert!(e.to_string().contains("shorter"), "{e}");
+        let (port, _t) = fake(b"HTTP/1.1 200 OK\r\n\r\n{}", Duration::from_secs(3));
+        let t0 = Instant::now();
+        assert!(exchange(
+            port,
+            "GET",
+            "/sertone/info",
+            b"",
+            Duration::from_millis(200)
+        )
+        .is_err());
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "the deadline bounds the wait"
+        );
+        let (port, _t) = fake(b"HTTP/1.1 503 Busy\r\n\r\n", Duration::ZERO);
+        let (code, _) =
+            exchange(port, "GET", "/sertone/info", b"", Duration::from_secs(5)).unwrap();
+        assert_eq!(code, 503);
+    }
+}
