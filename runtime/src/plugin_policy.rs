@@ -411,3 +411,25 @@ pub fn program_for(
     let program = Program::open("/proc/self/exe", "")?;
     Ok((program, vec!["stockade".into(), "http-bridge".into()]))
 }
+
+/// The launch of a verified package under `policy`, as `run` and `serve` (and serve's warm
+/// pool) do it: the program and argv of [`program_for`], the base environment, the package at
+/// /plugin, the system uid lock directory.
+pub fn launch_spec<'a>(
+    pkg: &crate::package::verify::VerifiedPackage,
+    policy: &'a ValidatedSandboxPolicy,
+) -> Result<crate::sandbox::LaunchSpec<'a>, crate::sandbox::LaunchError> {
+    use crate::sandbox;
+    let (program, argv) = program_for(pkg, policy)?;
+    Ok(sandbox::LaunchSpec {
+        policy,
+        program,
+        argv,
+        env: sandbox::BASE_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        package_dir: Some(pkg.dir.path().to_path_buf()),
+        uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
+    })
+}

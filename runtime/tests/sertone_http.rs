@@ -64,22 +64,26 @@ fn pack_http(fx: &Fixture, name: &str, src: &Path, interpreter: &str, env: Value
         "http": {"port": 4001, "interpreter": interpreter, "env": env}});
     std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
     let out = fx.dir().join(format!("{name}.stockade"));
-    serve_common::ok_run(
-        fx,
-        &[
-            "pack",
-            d.to_str().unwrap(),
-            "--key",
-            "dev.key",
-            "--devcert",
-            "dev.cert",
-            "--intcert",
-            "int/ca.cert",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (code, stderr) = pack(fx, &d, &out);
+    assert_eq!(code, 0, "{stderr}");
     out
+}
+
+/// `stockade pack DIR -o OUT` signed by the fixture's developer: (exit code, stderr).
+fn pack(fx: &Fixture, dir: &Path, out: &Path) -> (i32, String) {
+    let r = fx.run(&[
+        "pack",
+        dir.to_str().unwrap(),
+        "--key",
+        "dev.key",
+        "--devcert",
+        "dev.cert",
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    (r.code, r.stderr)
 }
 
 fn free_port() -> u16 {
@@ -618,22 +622,7 @@ fn refused_configurations_change_nothing() {
         serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
     m["http"]["env"] = json!({"PORT": "80"});
     std::fs::write(d.join("manifest.json"), m.to_string()).unwrap();
-    let r = fx.run(&[
-        "pack",
-        d.to_str().unwrap(),
-        "--key",
-        "dev.key",
-        "--devcert",
-        "dev.cert",
-        "--intcert",
-        "int/ca.cert",
-        "-o",
-        "bad.stockade",
-    ]);
-    assert_ne!(r.code, 0);
-    assert!(
-        r.stderr.contains("http: env may not set PORT"),
-        "{}",
-        r.stderr
-    );
+    let (code, stderr) = pack(&fx, &d, &fx.dir().join("bad.stockade"));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("http: env may not set PORT"), "{stderr}");
 }

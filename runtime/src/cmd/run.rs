@@ -36,7 +36,7 @@ use crate::output::Output;
 use crate::package::open_verified_in;
 use crate::plugin_policy;
 use crate::policyfiles::{self, PolicyFilesError};
-use crate::sandbox::{self, LaunchError, LaunchSpec};
+use crate::sandbox::{self, LaunchError};
 use crate::sys;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
@@ -198,8 +198,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     if let Some(id) = &node.hardware_id {
         config.insert("node_id".to_string(), json!(id));
     }
-    let (program, argv) =
-        plugin_policy::program_for(&pkg, &sandbox_policy).map_err(launch_error)?;
+    let spec = plugin_policy::launch_spec(&pkg, &sandbox_policy).map_err(launch_error)?;
 
     let sigs = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
     let sigfd = sys::block_signals(&sigs)
@@ -220,17 +219,6 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         )
         .map_err(loop_err)?;
 
-    let spec = LaunchSpec {
-        policy: &sandbox_policy,
-        program,
-        argv,
-        env: sandbox::BASE_ENV
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        package_dir: Some(pkg.dir.path().to_path_buf()),
-        uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
-    };
     let sb = match sandbox::launch(spec) {
         Ok(sb) => sb,
         Err(e) => {

@@ -34,11 +34,11 @@ use super::plugin::{Health, PluginConfig, State};
 use crate::audit::{self, Event, Record};
 use crate::keyfile::unix_now;
 use crate::package::{open_verified_in, VerifiedPackage};
-use crate::sandbox::{self, LaunchSpec};
+use crate::sandbox;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use stockade_policy::protocol::host::HostPolicy;
 use stockade_policy::protocol::message::{codes, params, response_err, response_ok, RpcError};
@@ -67,26 +67,6 @@ pub enum Phase {
 struct Spare {
     held: sandbox::Held,
     policy: ValidatedSandboxPolicy,
-}
-
-/// The launch of a verified package under `policy` (the plugin's program and argv, the base
-/// environment, the package at /plugin).
-fn spec_for<'a>(
-    pkg: &VerifiedPackage,
-    policy: &'a ValidatedSandboxPolicy,
-) -> Result<LaunchSpec<'a>, sandbox::LaunchError> {
-    let (program, argv) = crate::plugin_policy::program_for(pkg, policy)?;
-    Ok(LaunchSpec {
-        policy,
-        program,
-        argv,
-        env: sandbox::BASE_ENV
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        package_dir: Some(pkg.dir.path().to_path_buf()),
-        uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
-    })
 }
 
 /// One loaded plugin.
@@ -337,7 +317,7 @@ impl Daemon {
         e.warm = spare.is_some();
         let launched = match spare {
             Some(sp) => sp.held.release(),
-            None => spec_for(pkg, &lp.sandbox).and_then(sandbox::launch),
+            None => crate::plugin_policy::launch_spec(pkg, &lp.sandbox).and_then(sandbox::launch),
         };
         let mut sb = match launched {
             Ok(sb) => sb,
@@ -488,7 +468,7 @@ impl Daemon {
         let Some(policy) = e.policy.clone() else {
             return;
         };
-        match spec_for(&e.pkg, &policy).and_then(sandbox::prepare_held) {
+        match crate::plugin_policy::launch_spec(&e.pkg, &policy).and_then(sandbox::prepare_held) {
             Ok(held) => e.spare = Some(Spare { held, policy }),
             Err(err) => log_line(&format!(
                 "plugin {name}: no warm spare: {}",

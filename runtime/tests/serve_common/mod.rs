@@ -496,8 +496,3 @@ impl Client {
         }
     }
 }
-
-/// Run the CLI in the fixture directory and require success.
-pub fn ok_run(fx: &Fixture, args: &[&str]) {
-    common::ok(fx.dir(), args);
-}
