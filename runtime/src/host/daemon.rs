@@ -411,7 +411,7 @@ impl Daemon {
                 Ok(call) if call.deadline_ms == Some(0) => {
                     Err(err(codes::INVALID_PARAMS, "deadline_ms must be at least 1"))
                 }
-                Ok(call) => return self.fan_out(conn, id, call, now, None),
+                Ok(call) => return self.fan_out(conn, id, call, now),
                 Err(e) => Err(e),
             },
             "plugin_load" => return self.plugin_load(conn, id, p, now),
@@ -470,24 +470,12 @@ impl Daemon {
         }
     }
 
-    pub(crate) fn fan_out(
-        &mut self,
-        conn: usize,
-        id: Value,
-        call: HookInvoke,
-        now: Instant,
-        deadline: Option<Instant>,
-    ) {
-        use super::plugin::State;
+    /// An agent's `hook_invoke`: to every plugin whose ready incarnation registered the hook.
+    fn fan_out(&mut self, conn: usize, id: Value, call: HookInvoke, now: Instant) {
         let targets: Vec<String> = self
             .plugins
             .iter()
-            // The Sertone front also counts plugins that are not ready yet (or never were):
-            // they are bypassed by name rather than silently absent from the answer.
-            .filter(|(_, e)| {
-                e.hooks.contains(&call.hook)
-                    || (conn >= super::sertone::HTTP_BASE && e.declares(&call.hook))
-            })
+            .filter(|(_, e)| e.hooks.contains(&call.hook))
             .map(|(n, _)| n.clone())
             .collect();
         if targets.is_empty() {
@@ -497,6 +485,22 @@ impl Daemon {
             );
             return self.send(conn, &response_err(&id, &e));
         }
+        self.fan_out_to(conn, id, call, targets, now, None);
+    }
+
+    /// Send `call` to each of `targets` (not empty) and collect one entry per plugin into the
+    /// answer for `conn`; a target that is not ready gets its unavailable entry at once. With a
+    /// `deadline`, the answer is due then whatever the plugins do (`expire_fanouts`).
+    pub(crate) fn fan_out_to(
+        &mut self,
+        conn: usize,
+        id: Value,
+        call: HookInvoke,
+        targets: Vec<String>,
+        now: Instant,
+        deadline: Option<Instant>,
+    ) {
+        use super::plugin::State;
         let fid = self.next_fanout;
         self.next_fanout += 1;
         let mut f = FanOut {

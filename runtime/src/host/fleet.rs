@@ -91,7 +91,8 @@ pub struct Entry {
     audit: Record,
     /// The warm pool's spare, if any.
     spare: Option<Spare>,
-    /// The current incarnation's sandbox policy (a spare is built under it once ready).
+    /// The current incarnation's sandbox policy, with `[serve] warm` only: the spare built once
+    /// it is ready takes it over.
     policy: Option<ValidatedSandboxPolicy>,
     /// When the current incarnation's launch began; taken when it is ready.
     launch_started: Option<Instant>,
@@ -465,7 +466,8 @@ impl Daemon {
         if e.spare.is_some() {
             return;
         }
-        let Some(policy) = e.policy.clone() else {
+        // The spare takes the policy over; the next launch records it again.
+        let Some(policy) = e.policy.take() else {
             return;
         };
         match crate::plugin_policy::launch_spec(&e.pkg, &policy).and_then(sandbox::prepare_held) {

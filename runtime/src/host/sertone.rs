@@ -366,12 +366,16 @@ impl Daemon {
                 }
             };
             c.busy = true;
-            let targets = self
+            // Every plugin whose manifest declares the hook, ready or not: one not ready is
+            // bypassed by name rather than silently absent from the answer. (A handshake can
+            // only register hooks its manifest declares, so this includes every ready one.)
+            let targets: Vec<String> = self
                 .plugins
                 .iter()
-                .filter(|(_, e)| e.hooks.contains(hook) || e.declares(hook))
-                .count();
-            if targets == 0 {
+                .filter(|(_, e)| e.declares(hook))
+                .map(|(n, _)| n.clone())
+                .collect();
+            if targets.is_empty() {
                 self.sertone_answer(t, hook, &[]);
                 continue;
             }
@@ -380,7 +384,7 @@ impl Daemon {
                 payload,
                 deadline_ms: Some(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)),
             };
-            self.fan_out(t, Value::Null, call, now, Some(now + deadline));
+            self.fan_out_to(t, Value::Null, call, targets, now, Some(now + deadline));
             return;
         }
     }

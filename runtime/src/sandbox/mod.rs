@@ -328,20 +328,14 @@ impl Held {
         if self.hold {
             self.sock.send(b"R").map_err(setup(LaunchStep::Control))?;
         }
-        let mut ns_pid = None;
         let mut buf = vec![0u8; 64 * 1024];
-        while ns_pid.is_none() {
+        let ns_pid = loop {
             match recv_child(&self.sock, &mut buf)? {
+                child::ChildMsg::Forked { ns_pid } => break ns_pid,
                 child::ChildMsg::Layers(l) => self.layers.extend(l),
-                child::ChildMsg::Failed { step, error } => {
-                    return Err(LaunchError::ChildSetup {
-                        step,
-                        cause: ChildError(error),
-                    })
-                }
-                child::ChildMsg::Forked { ns_pid: n } => ns_pid = Some(n),
+                child::ChildMsg::Failed { .. } => unreachable!("recv_child returns it as an error"),
             }
-        }
+        };
         // Did exec succeed? EOF on the close-on-exec pipe says yes.
         match child::read_exec_result(self.exec_r).map_err(setup(LaunchStep::Control))? {
             None => {}
@@ -366,7 +360,7 @@ impl Held {
             }
         }
         let pid = self.pid;
-        let host_pid = ns_pid.and_then(|n| find_host_pid(pid, n));
+        let host_pid = find_host_pid(pid, ns_pid);
         let mut process = self.process;
         process["prepared"] = json!(if self.hold {
             "held (warm pool)"
@@ -400,7 +394,8 @@ impl Held {
     }
 }
 
-/// One message from the sandbox's init (EOF: it exited during setup).
+/// One message from the sandbox's init; its `Failed` report and EOF (it exited during setup)
+/// are errors.
 fn recv_child(sock: &UnixDatagram, buf: &mut [u8]) -> Result<child::ChildMsg, LaunchError> {
     let n = sock.recv(buf).map_err(setup(LaunchStep::Control))?;
     if n == 0 {
@@ -412,10 +407,17 @@ fn recv_child(sock: &UnixDatagram, buf: &mut [u8]) -> Result<child::ChildMsg, La
             ),
         });
     }
-    serde_json::from_slice(&buf[..n]).map_err(|e| LaunchError::Setup {
-        step: LaunchStep::Control,
-        cause: io::Error::other(e),
-    })
+    match serde_json::from_slice(&buf[..n]) {
+        Ok(child::ChildMsg::Failed { step, error }) => Err(LaunchError::ChildSetup {
+            step,
+            cause: ChildError(error),
+        }),
+        Ok(msg) => Ok(msg),
+        Err(e) => Err(LaunchError::Setup {
+            step: LaunchStep::Control,
+            cause: io::Error::other(e),
+        }),
+    }
 }
 
 /// The launch sequence, top to bottom, up to the program's fork (`hold`: the init then waits
@@ -535,7 +537,7 @@ fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
         Forked::Child => child::contain(&ctx),
         Forked::Parent(pid) => pid,
     };
-    let mut guard = ChildGuard(Some(pid));
+    let guard = ChildGuard(Some(pid));
     drop((sock_child, exec_w, status_w, stdin_r, stdout_w, stderr_w));
     for ns in ["user", "pid", "mount", "network", "ipc", "uts", "cgroup"] {
         layers.push(LayerReport::full(&format!("{ns}_namespace"), json!({})));
@@ -590,12 +592,7 @@ fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
     let mut buf = vec![0u8; 64 * 1024];
     match recv_child(&sock, &mut buf)? {
         child::ChildMsg::Layers(l) => layers.extend(l),
-        child::ChildMsg::Failed { step, error } => {
-            return Err(LaunchError::ChildSetup {
-                step,
-                cause: ChildError(error),
-            })
-        }
+        child::ChildMsg::Failed { .. } => unreachable!("recv_child returns it as an error"),
         child::ChildMsg::Forked { .. } => {
             return Err(LaunchError::Setup {
                 step: LaunchStep::Control,
@@ -643,7 +640,6 @@ fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
         "program": spec.program.path,
         "init": "pid 1: not dumpable, no capabilities, seccomp (wait/write/exit only)",
     });
-    let guard = ChildGuard(guard.0.take());
     Ok(Held {
         guard,
         cgroup: cg.take(),
