@@ -64,26 +64,9 @@ fn pack_http(fx: &Fixture, name: &str, src: &Path, interpreter: &str, env: Value
         "http": {"port": 4001, "interpreter": interpreter, "env": env}});
     std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
     let out = fx.dir().join(format!("{name}.stockade"));
-    let (code, stderr) = pack(fx, &d, &out);
-    assert_eq!(code, 0, "{stderr}");
+    let r = fx.pack_dir(d.to_str().unwrap(), out.to_str().unwrap());
+    assert_eq!(r.code, 0, "{}", r.stderr);
     out
-}
-
-/// `stockade pack DIR -o OUT` signed by the fixture's developer: (exit code, stderr).
-fn pack(fx: &Fixture, dir: &Path, out: &Path) -> (i32, String) {
-    let r = fx.run(&[
-        "pack",
-        dir.to_str().unwrap(),
-        "--key",
-        "dev.key",
-        "--devcert",
-        "dev.cert",
-        "--intcert",
-        "int/ca.cert",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    (r.code, r.stderr)
 }
 
 fn free_port() -> u16 {
@@ -363,10 +346,23 @@ fn the_seed_examples_run_sandboxed_behind_the_front() {
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
 
-/// A Python HTTP plugin that misbehaves on pre-request as `MODE` says.
-const FAULTY: &str = r#"import json, os, sys, time
+/// A Python HTTP plugin that misbehaves on pre-request as `MODE` says; `probe` tries its own
+/// port, the host's listener on 127.0.0.1 (`HOST_PORT`) and two outside addresses and answers the
+/// outcomes as the denial reason (JSON). Single-threaded, as the seed's Python servers are: a
+/// hung one no longer answers `GET /sertone/info` either.
+const FAULTY: &str = r#"import json, os, socket, sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 MODE = os.environ["MODE"]
+def reach(addr):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect(addr)
+        return "connected"
+    except OSError as e:
+        return "errno %d" % (e.errno or 0)
+    finally:
+        s.close()
 class H(BaseHTTPRequestHandler):
     def log_message(self, *a): pass
     def answer(self, raw):
@@ -388,6 +384,12 @@ class H(BaseHTTPRequestHandler):
             return self.answer(b"<html>not json")
         if MODE == "badfee":
             return self.answer(b'{"allow": true, "additional_fee_usdc": "0.5"}')
+        if MODE == "probe":
+            out = {"own": reach(("127.0.0.1", int(os.environ["PORT"]))),
+                   "host_loopback": reach(("127.0.0.1", int(os.environ["HOST_PORT"]))),
+                   "outside": reach(("1.1.1.1", 53)),
+                   "gateway": reach(("10.0.2.2", 80))}
+            return self.answer(json.dumps({"allow": False, "reason": json.dumps(out)}).encode())
         self.answer(b'{"allow": true}')
 HTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 "#;
@@ -488,42 +490,6 @@ fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
 
-/// On pre-request, try its own port, the host's listener on 127.0.0.1 and two outside addresses;
-/// answer the outcomes as the denial reason (JSON).
-const PROBE: &str = r#"import json, os, socket, sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-HOST_PORT = int(os.environ["HOST_PORT"])
-def reach(addr):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(2)
-    try:
-        s.connect(addr)
-        return "connected"
-    except OSError as e:
-        return "errno %d" % (e.errno or 0)
-    finally:
-        s.close()
-class H(BaseHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def answer(self, raw):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-    def do_GET(self):
-        self.answer(b'{"name": "probe"}')
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        out = {"own": reach(("127.0.0.1", int(os.environ["PORT"]))),
-               "host_loopback": reach(("127.0.0.1", HOST_PORT)),
-               "outside": reach(("1.1.1.1", 53)),
-               "gateway": reach(("10.0.2.2", 80))}
-        self.answer(json.dumps({"allow": False, "reason": json.dumps(out)}).encode())
-from socketserver import ThreadingMixIn
-class S(ThreadingMixIn, HTTPServer): pass
-S(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
-"#;
-
 #[test]
 fn a_plugin_reaches_nothing_but_its_own_loopback() {
     if !runnable() {
@@ -543,13 +509,13 @@ fn a_plugin_reaches_nothing_but_its_own_loopback() {
     };
     drop(c.write(b""));
     let src = fx.dir().join("probe.py");
-    std::fs::write(&src, PROBE).unwrap();
+    std::fs::write(&src, FAULTY).unwrap();
     let pkg = pack_http(
         &fx,
         "probe",
         &src,
         "/usr/bin/python3",
-        json!({"HOST_PORT": host_port.to_string()}),
+        json!({"MODE": "probe", "HOST_PORT": host_port.to_string()}),
     );
     let (mut s, port) = start(&fx, &[&pkg], "", "[sertone]\ndeadline_ms = 8000\n");
     let (_, r) = http(port, "POST", "/sertone/pre-request", &pre("0a", "p1"));
@@ -622,7 +588,11 @@ fn refused_configurations_change_nothing() {
         serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
     m["http"]["env"] = json!({"PORT": "80"});
     std::fs::write(d.join("manifest.json"), m.to_string()).unwrap();
-    let (code, stderr) = pack(&fx, &d, &fx.dir().join("bad.stockade"));
-    assert_ne!(code, 0);
-    assert!(stderr.contains("http: env may not set PORT"), "{stderr}");
+    let r = fx.pack_dir(d.to_str().unwrap(), "bad.stockade");
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("http: env may not set PORT"),
+        "{}",
+        r.stderr
+    );
 }

@@ -260,24 +260,28 @@ impl Fixture {
         );
     }
 
+    /// `stockade pack DIR -o OUT`, signed by the fixture's developer (`dev.key`, `dev.cert`,
+    /// the intermediate's certificate); paths relative to the fixture directory or absolute.
+    pub fn pack_dir(&self, dir: &str, out: &str) -> Run {
+        self.run(&[
+            "pack",
+            dir,
+            "--key",
+            "dev.key",
+            "--devcert",
+            "dev.cert",
+            "--intcert",
+            "int/ca.cert",
+            "-o",
+            out,
+        ])
+    }
+
     /// Pack the hello example into `hello.stockade`.
     pub fn pack_hello(&self) -> String {
         self.hello_dir();
-        ok(
-            self.dir(),
-            &[
-                "pack",
-                "hello",
-                "--key",
-                "dev.key",
-                "--devcert",
-                "dev.cert",
-                "--intcert",
-                "int/ca.cert",
-                "-o",
-                "hello.stockade",
-            ],
-        );
+        let r = self.pack_dir("hello", "hello.stockade");
+        assert_eq!(r.code, 0, "pack failed: {}", r.stderr);
         "hello.stockade".into()
     }
 

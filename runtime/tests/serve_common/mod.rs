@@ -106,21 +106,8 @@ pub fn pack_script(fx: &Fixture, name: &str, hooks: &[&str], script: &str) -> Pa
     std::fs::write(&entry, script).unwrap();
     std::fs::set_permissions(&entry, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = format!("{name}.stockade");
-    common::ok(
-        fx.dir(),
-        &[
-            "pack",
-            d.to_str().unwrap(),
-            "--key",
-            "dev.key",
-            "--devcert",
-            "dev.cert",
-            "--intcert",
-            "int/ca.cert",
-            "-o",
-            &out,
-        ],
-    );
+    let r = fx.pack_dir(d.to_str().unwrap(), &out);
+    assert_eq!(r.code, 0, "pack failed: {}", r.stderr);
     fx.dir().join(out)
 }
 
