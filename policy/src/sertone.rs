@@ -192,7 +192,7 @@ pub fn combine_pre(results: &[(String, Outcome)]) -> Value {
     let mut fees = Vec::new();
     let mut bypassed = Vec::new();
     for (plugin, out) in results {
-        let failed = |why: String, closed: bool| (why, closed);
+        // A failure: (why, whether it denies).
         let fail = match out {
             Outcome::Answer(v) => match pre_answer(v) {
                 Ok(a) if !a.allow => {
@@ -207,9 +207,9 @@ pub fn combine_pre(results: &[(String, Outcome)]) -> Value {
                     }
                     None
                 }
-                Err(e) => Some(failed(format!("invalid answer: {e}"), false)),
+                Err(e) => Some((format!("invalid answer: {e}"), false)),
             },
-            Outcome::Failed { why, closed } => Some(failed(why.clone(), *closed)),
+            Outcome::Failed { why, closed } => Some((why.clone(), *closed)),
         };
         if let Some((why, closed)) = fail {
             if closed {

@@ -155,15 +155,10 @@ impl Serve {
 
     /// Load a package and wait until its plugin is ready.
     pub fn load(&mut self, package: &std::path::Path) -> Result<(), String> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let req = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "plugin_load",
-            "params": {"package": package}});
-        writeln!(self.writer, "{req}").map_err(|e| e.to_string())?;
-        let l = self.answer(id)?;
-        if !l.contains("\"ready\"") {
+        let st = self.call("plugin_load", serde_json::json!({"package": package}))?;
+        if st["state"] != "ready" {
             return Err(format!(
-                "load of {} did not reach ready: {l}",
+                "load of {} did not reach ready: {st}",
                 package.display()
             ));
         }
