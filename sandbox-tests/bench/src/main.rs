@@ -56,6 +56,10 @@ struct Args {
     /// Only the warm-pool section (this many restarts each), printed, nothing written.
     #[arg(long, value_name = "N")]
     only_warm: Option<usize>,
+    /// Only the 64 B round trip (this many calls, floor and `stockade run`), printed, nothing
+    /// written.
+    #[arg(long, value_name = "N")]
+    only_rtt: Option<usize>,
     /// Internal: the floor's echo process.
     #[arg(long, hide = true)]
     echo: bool,
@@ -124,6 +128,23 @@ fn run(args: &Args) -> Result<(), String> {
         for series in warm_pool(&f, n)? {
             println!(
                 "{}: median {:.0} µs, p99 {:.0} µs",
+                series.name,
+                series.median(),
+                series.p99()
+            );
+        }
+        return Ok(());
+    }
+    if let Some(n) = args.only_rtt {
+        let mut floor = rtt::Session::floor()?;
+        let fl = Series::new("pipe floor, 64 B", &floor.round_trips(64, n / 10, n, 1)?);
+        floor.finish()?;
+        let mut s = rtt::Session::stockade(&f)?;
+        let st = Series::new("stockade run, 64 B", &s.round_trips(64, n / 10, n, 1)?);
+        s.finish()?;
+        for series in [fl, st] {
+            println!(
+                "{}: median {:.1} µs, p99 {:.1} µs",
                 series.name,
                 series.median(),
                 series.p99()
