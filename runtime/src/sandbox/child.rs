@@ -15,7 +15,8 @@
 //! command line → not dumpable →
 //! private cgroup namespace → open bind sources → identity (setresgid/setresuid to the inside
 //! ids; the user namespace keeps our capabilities for the mount work) → stdio → filesystem
-//! (mounts, pivot_root) → hostname → loopback → rlimits → capabilities (securebits locked,
+//! (mounts, pivot_root) → hostname → loopback → default signal dispositions → rlimits →
+//! capabilities (securebits locked,
 //! bounding, ambient, inheritable, permitted, effective all empty) → no_new_privs → Landlock →
 //! fork. The program then gets a new session, a parent-death signal, close-on-exec on every
 //! descriptor but 0-2, seccomp, and `execveat` on the descriptor opened by the runtime; init
@@ -24,7 +25,7 @@
 use super::report::LayerReport;
 use super::seccomp::Filters;
 use super::{landlock, mounts, LaunchStep};
-use crate::sys::{self, Forked};
+use crate::sys;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::ffi::CString;
@@ -181,6 +182,11 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
         ctx.status_w.as_raw_fd(),
     ])
     .map_err(at(LaunchStep::Stdio))?;
+    // Signals the runtime ignores (SIGPIPE: Rust's default) would stay ignored across the
+    // program's exec; reset once here (64 calls) rather than on the program's critical path.
+    // Handlers need no reset: exec drops them. As pid 1 of its namespace, init is not
+    // killed by default-action signals from inside it.
+    sys::reset_signal_dispositions().map_err(at(LaunchStep::SignalDispositions))?;
     let rl = set_rlimits(p, ctx.data_limit).map_err(at(LaunchStep::Rlimits))?;
     drop_capabilities().map_err(at(LaunchStep::Capabilities))?;
     sys::set_no_new_privs().map_err(at(LaunchStep::NoNewPrivs))?;
@@ -205,6 +211,9 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
             .map_err(|e| (LaunchStep::Landlock, chain(&e)))?,
     );
     send(sock, &ChildMsg::Layers(layers));
+    // The program's stack until its exec (256 KiB: the pre-exec steps and nix's argv copy
+    // use a few KiB).
+    let mut stack = sys::ChildStack::new(256 * 1024).map_err(at(LaunchStep::Fork))?;
     if ctx.hold {
         let mut go = [0u8; 1];
         match sock.recv(&mut go) {
@@ -213,13 +222,12 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
         }
     }
 
-    match sys::fork().map_err(at(LaunchStep::Fork))? {
-        Forked::Child => exec_program(ctx),
-        Forked::Parent(pid) => {
-            send(sock, &ChildMsg::Forked { ns_pid: pid });
-            Ok(pid)
-        }
-    }
+    // We (the init) are single-threaded: vfork_exec's precondition. It returns once the
+    // program executed (or failed to, which the exec pipe reports).
+    let pid =
+        sys::vfork_exec(&mut stack, &mut || exec_program(ctx)).map_err(at(LaunchStep::Fork))?;
+    send(sock, &ChildMsg::Forked { ns_pid: pid });
+    Ok(pid)
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -312,7 +320,7 @@ fn exec_program(ctx: &ChildCtx<'_>) -> ! {
     };
     pre(sys::setsid());
     pre(sys::set_parent_death_signal(libc::SIGKILL));
-    pre(sys::reset_signal_dispositions());
+    // Dispositions are already the defaults (init reset them); the mask is the runtime's.
     pre(sys::unblock_all_signals());
     // Everything but stdio (and the script's descriptor) closes at exec; the exec pipe too, which
     // is how the runtime learns that exec succeeded.

@@ -100,6 +100,8 @@ pub enum LaunchStep {
     Hostname,
     /// Loopback interface.
     Loopback,
+    /// Default signal dispositions (what the runtime ignores would survive exec).
+    SignalDispositions,
     /// rlimits.
     Rlimits,
     /// Capabilities and securebits.

@@ -7,7 +7,8 @@
 //! Where `nix` has a safe wrapper, the function is a thin adapter over it (typed flags, owned
 //! descriptors, `Errno` converted to `io::Error`). `unsafe` remains only where `nix` has no
 //! wrapper or its wrapper is itself `unsafe`, each place saying which:
-//! `clone` with namespace flags and fork semantics, `fork`, `_exit`, `close_range`, `mount_setattr`,
+//! `clone` with namespace flags and fork semantics, `fork`, `clone(CLONE_VM | CLONE_VFORK)` on
+//! its own stack (see [`vfork_exec`]), `_exit`, `close_range`, `mount_setattr`,
 //! `PR_SET_SECUREBITS`/`PR_CAPBSET_DROP`, `waitpid` (raw status, see there) and
 //! `rt_sigaction` for every signal number (see [`reset_signal_dispositions`]).
 
@@ -82,6 +83,94 @@ pub fn clone_fork(flags: libc::c_int) -> io::Result<Forked> {
             i32::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?,
         )),
     }
+}
+
+/// A stack for [`vfork_exec`]'s child: an anonymous mapping whose lowest page is inaccessible,
+/// so an overflow faults instead of writing into memory the parent owns.
+#[derive(Debug)]
+pub struct ChildStack {
+    base: std::ptr::NonNull<libc::c_void>,
+    len: usize,
+}
+
+impl ChildStack {
+    /// `usable` bytes of stack (rounded up to pages) plus the guard page.
+    pub fn new(usable: usize) -> io::Result<Self> {
+        let page = usize::try_from(check_long(
+            // SAFETY: sysconf takes no pointers.
+            unsafe { libc::sysconf(libc::_SC_PAGESIZE) },
+        )?)
+        .map_err(|_| io::Error::other("page size"))?;
+        let len = usable.div_ceil(page) * page + page;
+        // SAFETY: a fresh private anonymous mapping at an address the kernel picks; nothing
+        // else refers to it. MAP_FAILED is checked below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = std::ptr::NonNull::new(base).ok_or_else(|| io::Error::other("mmap"))?;
+        let stack = Self { base, len };
+        // SAFETY: the first page of the mapping made above (dropped, hence unmapped, on error).
+        check(unsafe { libc::mprotect(base.as_ptr(), page, libc::PROT_NONE) })?;
+        Ok(stack)
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made in `new`; no child runs on it any more (a
+        // `vfork_exec` child has executed or exited before the call returned).
+        unsafe { libc::munmap(self.base.as_ptr(), self.len) };
+    }
+}
+
+/// `clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn` does: `child` runs on `stack`, in our
+/// memory, while we are suspended until it executes a program or exits. Unlike [`fork`],
+/// no page table is copied at the clone and none is torn down at the child's exec — for a
+/// process cloned from the runtime that is most of the cost of starting the program. Returns
+/// the child's pid once it has executed or exited.
+///
+/// Precondition (as for [`fork`]): the caller is single-threaded, so no lock is held by a
+/// thread the child cannot see; the child ends in exec or `_exit` (`_exit(127)` if `child`
+/// returns).
+pub fn vfork_exec(stack: &mut ChildStack, child: &mut dyn FnMut()) -> io::Result<i32> {
+    type Child<'a> = &'a mut dyn FnMut();
+    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` points at the `Child` below, which lives in the frame of
+        // `vfork_exec`; that frame is suspended (CLONE_VFORK) for as long as the child runs
+        // in this memory.
+        let f = unsafe { &mut *arg.cast::<Child<'_>>() };
+        f();
+        // Returning would run the parent's code on a stack that is not its own.
+        exit_now(127)
+    }
+    let mut f: Child<'_> = child;
+    // The stack grows down from the end of the mapping (page-aligned, so 16-byte aligned).
+    // SAFETY: `len` is the mapping's length: one past its end, never dereferenced here.
+    let top = unsafe { stack.base.as_ptr().cast::<u8>().add(stack.len) };
+    // SAFETY: `trampoline` runs on the guarded stack mapped by `stack` (borrowed mutably for
+    // the duration, so no other child uses it); `arg` is valid as argued in `trampoline`;
+    // no CLONE_*SETTID/SETTLS flag, so the variadic tid/tls arguments are not read. Sharing
+    // memory without CLONE_THREAD/CLONE_SIGHAND/CLONE_FILES leaves the child its own
+    // descriptors, signal handlers and seccomp filters.
+    let pid = unsafe {
+        libc::clone(
+            trampoline,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::from_mut(&mut f).cast(),
+        )
+    };
+    check(pid)
 }
 
 /// Plain `fork(2)`; same single-thread precondition as [`clone_fork`].
