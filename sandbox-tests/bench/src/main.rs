@@ -136,13 +136,15 @@ fn run(args: &Args) -> Result<(), String> {
         return Ok(());
     }
     if let Some(n) = args.only_rtt {
-        let mut floor = rtt::Session::floor()?;
-        let fl = Series::new("pipe floor, 64 B", &floor.round_trips(64, n / 10, n, 1)?);
-        floor.finish()?;
-        let mut s = rtt::Session::stockade(&f)?;
-        let st = Series::new("stockade run, 64 B", &s.round_trips(64, n / 10, n, 1)?);
-        s.finish()?;
-        for series in [fl, st] {
+        let (fl, st) = rtt_pair(&f, 64, n / 10, n)?;
+        let (fl1, st1) = rtt::on_one_cpu(|| rtt_pair(&f, 64, n / 10, n))?;
+        for (series, label) in [
+            (fl, "pipe floor"),
+            (st, "stockade run"),
+            (fl1, "pipe floor, one CPU"),
+            (st1, "stockade run, one CPU"),
+        ] {
+            let series = Series::new(format!("{label}, 64 B"), &series);
             println!(
                 "{}: median {:.1} µs, p99 {:.1} µs",
                 series.name,
@@ -248,12 +250,7 @@ fn run(args: &Args) -> Result<(), String> {
     let warmup = (plan.round_trips / 10).max(5);
     for (k, (size, label)) in sizes.iter().enumerate() {
         eprintln!("round trip {label} × {}", plan.round_trips);
-        let mut floor = rtt::Session::floor()?;
-        let fl = floor.round_trips(*size, warmup, plan.round_trips, 1)?;
-        floor.finish()?;
-        let mut s = rtt::Session::stockade(&f)?;
-        let st = s.round_trips(*size, warmup, plan.round_trips, 1)?;
-        s.finish()?;
+        let (fl, st) = rtt_pair(&f, *size, warmup, plan.round_trips)?;
         let fl = Series::new(format!("pipe floor, {label}"), &fl);
         let st = Series::new(format!("stockade run, {label}"), &st);
         if k == 0 {
@@ -276,7 +273,16 @@ fn run(args: &Args) -> Result<(), String> {
     let mut t = String::from(
         "| payload | floor p50 | floor p99 | stockade p50 | stockade p99 | p50 ratio |\n|---|---:|---:|---:|---:|---:|\n",
     );
-    for ((fl, st), (_, label)) in pairs.iter().zip(sizes) {
+    // The same 64 B calls with every process on one CPU: what the processes themselves cost,
+    // without the wake-ups of an idle CPU (see PERFORMANCE.md, "Round trip").
+    eprintln!("round trip 64 B on one CPU × {}", plan.round_trips);
+    let (fl1, st1) = rtt::on_one_cpu(|| rtt_pair(&f, 64, warmup, plan.round_trips))?;
+    let one_cpu = (
+        Series::new("pipe floor, 64 B, one CPU", &fl1),
+        Series::new("stockade run, 64 B, one CPU", &st1),
+    );
+    let labels = sizes.iter().map(|(_, l)| *l).chain(["64 B, one CPU"]);
+    for ((fl, st), label) in pairs.iter().chain([&one_cpu]).zip(labels) {
         let _ = writeln!(
             t,
             "| {label} | {} | {} | {} | {} | {:.2}× |",
@@ -291,7 +297,10 @@ fn run(args: &Args) -> Result<(), String> {
         md,
         "## 2. Hook round trip\n\nAgent → `stockade run` → plugin → runtime → agent, sequential \
          calls ({} measured after {warmup} warm-up), payload echoed back by the plugin; the floor \
-         is the same lines ping-ponged through a pipe pair with one echo process.\n\n{t}",
+         is the same lines ping-ponged through a pipe pair with one echo process. The last row \
+         runs the benchmark (the agent), the echo process, `stockade run` and its plugin all on \
+         one CPU (an inherited affinity): the cost of the processes without the wake-up of an \
+         idle CPU.\n\n{t}",
         plan.round_trips
     );
     if let Some(d) = &args.docs {
@@ -426,6 +435,22 @@ fn run(args: &Args) -> Result<(), String> {
         eprintln!("wrote {}", d.join("PERFORMANCE.md").display());
     }
     Ok(())
+}
+
+/// Sequential round trips through the floor, then through `stockade run`.
+fn rtt_pair(
+    f: &Fixture,
+    size: usize,
+    warmup: usize,
+    n: usize,
+) -> Result<(Vec<Duration>, Vec<Duration>), String> {
+    let mut floor = rtt::Session::floor()?;
+    let fl = floor.round_trips(size, warmup, n, 1)?;
+    floor.finish()?;
+    let mut s = rtt::Session::stockade(f)?;
+    let st = s.round_trips(size, warmup, n, 1)?;
+    s.finish()?;
+    Ok((fl, st))
 }
 
 fn time(cmd: &mut Command) -> Result<Duration, String> {

@@ -174,6 +174,26 @@ impl Session {
     }
 }
 
+/// Runs `f` with this process — and every process it starts meanwhile, which inherit the
+/// affinity: the floor's echo, `stockade run` and its plugin — on one CPU (the last one), then
+/// restores the affinity. Isolates what the processes cost from what waking an idle CPU costs.
+pub fn on_one_cpu<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let me = Pid::from_raw(0);
+    let saved = sched_getaffinity(me).map_err(|e| format!("sched_getaffinity: {e}"))?;
+    let cpu = (0..CpuSet::count())
+        .filter(|&c| saved.is_set(c).unwrap_or(false))
+        .last()
+        .ok_or("no CPU in the affinity mask")?;
+    let mut one = CpuSet::new();
+    one.set(cpu).map_err(|e| e.to_string())?;
+    sched_setaffinity(me, &one).map_err(|e| format!("sched_setaffinity: {e}"))?;
+    let r = f();
+    sched_setaffinity(me, &saved).map_err(|e| format!("sched_setaffinity: {e}"))?;
+    r
+}
+
 /// The floor's side: echo every line back (the hidden `echo` subcommand).
 pub fn echo_loop() -> std::io::Result<()> {
     let stdin = std::io::stdin();
