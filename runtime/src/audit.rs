@@ -614,11 +614,14 @@ pub fn policy_hash(e: &stockade_policy::operator::explain::Explanation) -> Strin
     hex::encode(Sha256::digest(&bytes))
 }
 
-/// Append, turning a failure into the command's error (exit 74: no unaudited action).
-pub fn append_or_fail(log: &AuditLog, r: Record) -> Result<(), crate::error::CmdError> {
+/// Append, turning a failure into the command's error (exit 74: no unaudited action). The
+/// record is stamped with the time it is written: records are built from fields a launch
+/// computed once (its `base`), and a termination hours later must not carry the launch's time.
+pub fn append_or_fail(log: &AuditLog, mut r: Record) -> Result<(), crate::error::CmdError> {
     if !log.enabled() {
         return Ok(());
     }
+    r.time = crate::keyfile::unix_now();
     log.append(r).map(|_| ()).map_err(|e| {
         crate::error::CmdError::new(crate::exit::Exit::IoErr, "audit", e)
             .hint("fix the [audit] sinks in the policy (a file's directory must exist and be writable; `journal` needs the journal socket); a log shorter than its head: `stockade audit verify` names what is missing")

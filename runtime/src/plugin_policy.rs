@@ -32,7 +32,7 @@ use stockade_trust::grant::{authorise, Binding, Grant, GrantError, MAX_GRANT_BYT
 use stockade_trust::minisign::PublicKey;
 
 /// A high-risk item that was withheld, and why.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Withheld {
     /// The grant target.
     pub target: String,
@@ -94,6 +94,8 @@ pub struct PluginPolicy {
     pub withheld: Vec<Withheld>,
     /// The grant check of every high-risk item the plugin could get.
     pub grants: Vec<GrantStatus>,
+    /// Whether any high-risk item needed a grant (then grant files and the clock were read).
+    pub grants_needed: bool,
 }
 
 /// One high-risk item's grant check.
@@ -259,6 +261,7 @@ pub fn for_package(
         scope: &scope,
     };
     let (authorised, withheld, grants) = check_grants(&resolved, root, &subject, &targets, now);
+    let grants_needed = !targets.is_empty();
     let pf = PluginFacts {
         name: facts.name.clone(),
         version: Some(facts.version.clone()),
@@ -275,6 +278,7 @@ pub fn for_package(
         effective,
         withheld,
         grants,
+        grants_needed,
     })
 }
 
@@ -287,7 +291,7 @@ fn withheld_from(target: &str, e: &GrantError) -> Withheld {
 }
 
 /// What one launch of a verified package runs with.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LaunchPolicy {
     /// The sandbox policy (network and writable paths reduced to what is granted).
     pub sandbox: ValidatedSandboxPolicy,
@@ -298,6 +302,10 @@ pub struct LaunchPolicy {
     pub base: Record,
     /// High-risk items withheld (already audited; the caller says them on its log).
     pub withheld: Vec<Withheld>,
+    /// The decision depends only on the operator policy, the package and the flags: no
+    /// high-risk item needed a grant (no grant file, no clock, no record written) and nothing
+    /// was withheld. `serve`'s warm pool reuses such a decision until the policy is reloaded.
+    pub reusable: bool,
 }
 
 /// The `--allow-capability` flags as a set (`None`: not given).
@@ -366,6 +374,7 @@ pub fn for_launch(
         sandbox: pp.effective.sandbox.clone(),
         host,
         base,
+        reusable: !pp.grants_needed && pp.withheld.is_empty(),
         withheld: pp.withheld,
     })
 }

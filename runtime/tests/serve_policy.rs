@@ -396,3 +396,74 @@ fn crash_restart_and_quarantine_under_serve_are_audited_in_one_chain() {
     assert_eq!(v.code, 0, "{} {}", v.stdout, v.stderr);
     assert_eq!(v.json()["records"], 8);
 }
+
+/// The warm pool keeps a launch decision only when no grant went into it: a plugin whose
+/// network needs a grant gets its decision computed afresh at every restart, so a revoked
+/// grant is not honoured by the spare built under it; a plugin without any grant restarts in
+/// its spare with the decision kept.
+#[test]
+fn warm_restarts_recompute_a_decision_that_needed_a_grant() {
+    if !require_root() || !require_tool("python3", "the network probe inside the sandbox") {
+        return;
+    }
+    let fx = Fixture::new();
+    let d = fx.dir().to_path_buf();
+    let audit = d.join("audit.log");
+    fx.run(&["keygen", "-o", "op"]);
+    policy_root(&fx, &audit);
+    let r = fx.run(&[
+        "grant",
+        "issue",
+        "--key",
+        "op.key",
+        "--plugin",
+        "netok",
+        "--plugin-version",
+        "0.1.0",
+        "--target",
+        "network:loopback",
+        "-o",
+        "grants/netok.grant",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let ok_pkg = pack_script(&fx, "netok", &["on:probe"], NET);
+    let plain = pack_script(&fx, "plain", &["on:probe"], NET);
+    let mut s = Serve::start_with(
+        &fx,
+        "[serve]\nwarm = true\n[health]\nping_interval_ms = 0\n",
+        &["--policy-root", "root"],
+    );
+    let mut c = s.client();
+    for p in [&ok_pkg, &plain] {
+        c.ok("plugin_load", json!({"package": p}));
+    }
+    let probe = |c: &mut Client, n: &str| {
+        let r = c.ok("hook_invoke", invoke("on:probe", json!({}), Some(30_000)));
+        result_of(&r, n)["result"]["net"].as_bool().unwrap()
+    };
+    let restart = |c: &mut Client, n: &str| {
+        c.notes.clear();
+        c.ok("plugin_restart", json!({"name": n}));
+        c.wait_state(n, "ready");
+        c.ok("plugin_status", json!({"name": n}))
+    };
+    assert!(probe(&mut c, "netok"), "granted loopback, yet no network");
+    // No grant involved: the spare's decision is reused and the restart is warm.
+    let st = restart(&mut c, "plain");
+    assert_eq!(st["warm"], true, "{st}");
+    assert!(!probe(&mut c, "plain"));
+    // The grant is revoked (its file removed) while netok's spare holds a granted network.
+    std::fs::remove_file(d.join("grants/netok.grant")).unwrap();
+    let st = restart(&mut c, "netok");
+    assert_eq!(
+        st["warm"], false,
+        "the spare was built with the revoked grant: {st}"
+    );
+    assert!(!probe(&mut c, "netok"), "a revoked grant was honoured");
+    assert!(
+        s.log().contains("plugin netok: withheld network:loopback"),
+        "{}",
+        s.log()
+    );
+    assert_eq!(s.stop(), 0);
+}

@@ -98,6 +98,9 @@ pub struct Daemon {
     /// Connections dropped because their agent stopped reading.
     pub dropped_slow: u64,
     pub(crate) started: Instant,
+    /// Bumped by every policy reload: a launch decision kept by the warm pool is reused only
+    /// under the generation it was computed in.
+    pub(crate) policy_generation: u64,
     /// The Sertone HTTP front (`--sertone-listen`), if configured.
     pub(crate) front: Option<super::sertone::Front>,
 }
@@ -151,6 +154,7 @@ impl Daemon {
             own_uid: crate::sys::ids().0,
             dropped_slow: 0,
             started: Instant::now(),
+            policy_generation: 0,
             front: None,
         })
     }
@@ -265,6 +269,7 @@ impl Daemon {
                     p.layers.len()
                 ));
                 self.cfg.policy = p;
+                self.policy_generation += 1;
             }
             Err(e) => log_line(&format!(
                 "SIGHUP: policy not reloaded, keeping the one in force: {}",

@@ -21,7 +21,10 @@
 //! Every launch — the first one of a `plugin_load` (or of the config's `load` list) and every
 //! restart — computes the plugin's effective policy afresh with
 //! [`crate::plugin_policy::for_launch`], the path `stockade run` takes (so a grant that expired
-//! since the last launch is no longer honoured), and writes the records `run` writes
+//! since the last launch is no longer honoured) — except a warm-pool launch whose spare was
+//! built under a decision that involved no grant and no withheld item, under the policy still
+//! in force (no SIGHUP since): that decision is a function of the policy and the package alone
+//! and is reused as is (`LaunchPolicy::reusable`) — and writes the records `run` writes
 //! (verification, grant, denial of a withheld item, launch) to the policy's audit sinks. Serve
 //! adds: `restart` for each relaunch (instead of `launch`), `quarantine`, a `denial` for a
 //! `plugin_load` refused (verification, the plugin's policy, or the launch), and `termination`
@@ -34,6 +37,7 @@ use super::plugin::{Health, PluginConfig, State};
 use crate::audit::{self, Event, Record};
 use crate::keyfile::unix_now;
 use crate::package::{open_verified_in, VerifiedPackage};
+use crate::plugin_policy::LaunchPolicy;
 use crate::sandbox;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,7 +46,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use stockade_policy::protocol::host::HostPolicy;
 use stockade_policy::protocol::message::{codes, params, response_err, response_ok, RpcError};
-use stockade_policy::sandbox::ValidatedSandboxPolicy;
 use stockade_policy::serve::{backoff_ms, CrashWindow};
 
 /// Where a loaded plugin is in its life, beyond its current process's own state.
@@ -66,7 +69,9 @@ pub enum Phase {
 /// init and removes its cgroup, and the launch is cold).
 struct Spare {
     held: sandbox::Held,
-    policy: ValidatedSandboxPolicy,
+    /// The decision the spare was built under, and the policy generation it was computed in.
+    decision: LaunchPolicy,
+    generation: u64,
 }
 
 /// One loaded plugin.
@@ -91,9 +96,9 @@ pub struct Entry {
     audit: Record,
     /// The warm pool's spare, if any.
     spare: Option<Spare>,
-    /// The current incarnation's sandbox policy, with `[serve] warm` only: the spare built once
-    /// it is ready takes it over.
-    policy: Option<ValidatedSandboxPolicy>,
+    /// The current incarnation's launch decision and its policy generation, with `[serve] warm`
+    /// only: the spare built once it is ready takes it over.
+    decision: Option<(u64, LaunchPolicy)>,
     /// When the current incarnation's launch began; taken when it is ready.
     launch_started: Option<Instant>,
     /// Launch → ready of the last incarnation (`plugin_status.launch_us`).
@@ -216,7 +221,7 @@ impl Daemon {
             host: HostPolicy::default(),
             audit: base,
             spare: None,
-            policy: None,
+            decision: None,
             launch_started: None,
             last_launch_us: None,
             warm: false,
@@ -250,28 +255,44 @@ impl Daemon {
     ) -> Result<usize, (&'static str, RpcError)> {
         // `launch_us` counts everything from here: policy, key/value store, sandbox, handshake.
         let started = Instant::now();
+        let generation = self.policy_generation;
         let pkg = &e.pkg;
         let name = pkg.manifest.name().to_string();
-        let lp = crate::plugin_policy::for_launch(
-            &self.cfg.policy,
-            pkg,
-            &self.cfg.policy_root,
-            self.cfg.allow_flags.as_ref(),
-            &self.cfg.audit,
-            unix_now(),
-        )
-        .map_err(|err| {
-            let stage = if err.kind() == "audit" {
-                "audit"
-            } else {
-                "policy"
-            };
-            let msg = format!("refused by the policy: {}", err.chain().join(": "));
-            (
-                stage,
-                load_failed(msg, json!({"kind": err.kind(), "exit": err.exit().code()})),
-            )
-        })?;
+        // The warm pool: a spare whose decision involved no grant, computed under the policy
+        // still in force, is used with that decision (it cannot have changed); otherwise the
+        // decision is computed afresh and the spare serves only if its sandbox policy is the
+        // new decision's, to the byte.
+        let (lp, spare) = match e.spare.take() {
+            Some(sp) if sp.decision.reusable && sp.generation == generation => {
+                (sp.decision, Some(sp.held))
+            }
+            spare => {
+                let lp = crate::plugin_policy::for_launch(
+                    &self.cfg.policy,
+                    pkg,
+                    &self.cfg.policy_root,
+                    self.cfg.allow_flags.as_ref(),
+                    &self.cfg.audit,
+                    unix_now(),
+                )
+                .map_err(|err| {
+                    let stage = if err.kind() == "audit" {
+                        "audit"
+                    } else {
+                        "policy"
+                    };
+                    let msg = format!("refused by the policy: {}", err.chain().join(": "));
+                    (
+                        stage,
+                        load_failed(msg, json!({"kind": err.kind(), "exit": err.exit().code()})),
+                    )
+                })?;
+                let held = spare
+                    .filter(|sp| sp.decision.sandbox == lp.sandbox)
+                    .map(|sp| sp.held);
+                (lp, held)
+            }
+        };
         e.audit = lp.base.clone();
         for w in &lp.withheld {
             log_line(&format!(
@@ -313,11 +334,10 @@ impl Daemon {
                 ),
             )
         };
-        // The warm pool: a spare built under this very policy skips the construction.
-        let spare = e.spare.take().filter(|sp| sp.policy == lp.sandbox);
+        // A spare built under this very policy skips the construction.
         e.warm = spare.is_some();
         let launched = match spare {
-            Some(sp) => sp.held.release(),
+            Some(held) => held.release(),
             None => crate::plugin_policy::launch_spec(pkg, &lp.sandbox).and_then(sandbox::launch),
         };
         let mut sb = match launched {
@@ -326,7 +346,7 @@ impl Daemon {
         };
         e.launch_started = Some(started);
         // Kept only for the warm pool's next spare (~17 KiB per plugin otherwise wasted).
-        e.policy = self.cfg.serve.serve.warm.then(|| lp.sandbox.clone());
+        e.decision = self.cfg.serve.serve.warm.then(|| (generation, lp.clone()));
         let mut rec = lp.base.clone();
         rec.event = event;
         rec.outcome = "ok".into();
@@ -466,12 +486,20 @@ impl Daemon {
         if e.spare.is_some() {
             return;
         }
-        // The spare takes the policy over; the next launch records it again.
-        let Some(policy) = e.policy.take() else {
+        // The spare takes the decision over; the next launch records it again.
+        let Some((generation, decision)) = e.decision.take() else {
             return;
         };
-        match crate::plugin_policy::launch_spec(&e.pkg, &policy).and_then(sandbox::prepare_held) {
-            Ok(held) => e.spare = Some(Spare { held, policy }),
+        match crate::plugin_policy::launch_spec(&e.pkg, &decision.sandbox)
+            .and_then(sandbox::prepare_held)
+        {
+            Ok(held) => {
+                e.spare = Some(Spare {
+                    held,
+                    decision,
+                    generation,
+                })
+            }
             Err(err) => log_line(&format!(
                 "plugin {name}: no warm spare: {}",
                 crate::cmd::exec::launch_error(err).chain().join(": ")

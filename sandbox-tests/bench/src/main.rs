@@ -60,6 +60,10 @@ struct Args {
     /// written.
     #[arg(long, value_name = "N")]
     only_rtt: Option<usize>,
+    /// Only the cold launches of bare exec, bwrap, `stockade exec` and `stockade run` (this many
+    /// each), printed, nothing written.
+    #[arg(long, value_name = "N")]
+    only_launch: Option<usize>,
     /// Internal: the floor's echo process.
     #[arg(long, hide = true)]
     echo: bool,
@@ -126,6 +130,27 @@ fn run(args: &Args) -> Result<(), String> {
     let f = Fixture::build(&stockade, &src)?;
     if let Some(n) = args.only_warm {
         for series in warm_pool(&f, n)? {
+            println!(
+                "{}: median {:.0} µs, p99 {:.0} µs",
+                series.name,
+                series.median(),
+                series.p99()
+            );
+        }
+        return Ok(());
+    }
+    if let Some(n) = args.only_launch {
+        for l in [
+            Launcher::Bare,
+            Launcher::Bwrap,
+            Launcher::StockadeExec,
+            Launcher::StockadeRun,
+        ] {
+            l.measure(&f, 0)?;
+            let v = (1..=n)
+                .map(|i| l.measure(&f, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let series = Series::new(l.name(), &v);
             println!(
                 "{}: median {:.0} µs, p99 {:.0} µs",
                 series.name,

@@ -183,8 +183,8 @@ pub fn on_one_cpu<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String>
     let me = Pid::from_raw(0);
     let saved = sched_getaffinity(me).map_err(|e| format!("sched_getaffinity: {e}"))?;
     let cpu = (0..CpuSet::count())
-        .filter(|&c| saved.is_set(c).unwrap_or(false))
-        .last()
+        .rev()
+        .find(|&c| saved.is_set(c).unwrap_or(false))
         .ok_or("no CPU in the affinity mask")?;
     let mut one = CpuSet::new();
     one.set(cpu).map_err(|e| e.to_string())?;
