@@ -274,6 +274,40 @@ fn thread_count(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |e| e.count())
 }
 
+/// How the sandbox joined its cgroup, from the launch report (`stockade exec --report`): on
+/// cgroup v2 it must be born there (`clone3` with `CLONE_INTO_CGROUP`), on v1 moved through
+/// `cgroup.procs` before it runs. No cgroup layer (an allowed degradation): nothing to check.
+pub fn cgroup_join_diff(report: &str) -> Vec<String> {
+    let v: serde_json::Value = match serde_json::from_str(report) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("launch report: not JSON: {e}")],
+    };
+    let Some(layer) = v["layers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["layer"] == "cgroup"))
+    else {
+        return Vec::new();
+    };
+    let d = &layer["details"];
+    let want = match d["version"].as_u64() {
+        Some(2) => "at clone (CLONE_INTO_CGROUP)",
+        Some(1) => "cgroup.procs before the child runs",
+        _ => {
+            return vec![format!(
+                "launch report: cgroup layer without a version: {d}"
+            )]
+        }
+    };
+    if d["joined"] == want {
+        Vec::new()
+    } else {
+        vec![format!(
+            "cgroup v{}: joined {}, expected {want:?}",
+            d["version"], d["joined"]
+        )]
+    }
+}
+
 /// Launch the posture target under `sandbox_argv_prefix` (a `stockade exec … --pid-file P --`
 /// prefix built by the caller with `pid_file`), check it, kill it. Returns the differences
 /// (empty: the posture is as expected) or an error when the target never ran.
@@ -346,6 +380,27 @@ mod tests {
     const GOOD: &str = "Name:\tx\nUid:\t1000\t1000\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\n\
 CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n\
 CapBnd:\t0000000000000000\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n";
+
+    #[test]
+    fn cgroup_join_is_checked_per_version() {
+        let r = |v: u8, joined: &str| {
+            format!(
+                r#"{{"layers":[{{"layer":"cgroup","details":{{"version":{v},"joined":"{joined}"}}}}]}}"#
+            )
+        };
+        assert!(cgroup_join_diff(&r(2, "at clone (CLONE_INTO_CGROUP)")).is_empty());
+        assert!(cgroup_join_diff(&r(1, "cgroup.procs before the child runs")).is_empty());
+        assert_eq!(
+            cgroup_join_diff(&r(2, "cgroup.procs before the child runs")).len(),
+            1
+        );
+        assert_eq!(
+            cgroup_join_diff(&r(1, "at clone (CLONE_INTO_CGROUP)")).len(),
+            1
+        );
+        assert!(cgroup_join_diff(r#"{"layers":[]}"#).is_empty());
+        assert_eq!(cgroup_join_diff("nope").len(), 1);
+    }
 
     #[test]
     fn clean_status_has_no_diff() {

@@ -495,6 +495,19 @@ impl Cgroup {
         &self.dirs
     }
 
+    /// On v2, the group's directory opened for `clone3(CLONE_INTO_CGROUP)`, so the sandbox is
+    /// born in it (no `add` then); on v1 `None`: the flag only knows the unified hierarchy.
+    pub fn clone_target(&self) -> Result<Option<std::os::fd::OwnedFd>, CgroupError> {
+        if self.version != 2 {
+            return Ok(None);
+        }
+        let d = &self.dirs[0];
+        // A read-only open of a directory (O_DIRECTORY implied by what it is; close-on-exec by
+        // std): what CLONE_INTO_CGROUP takes.
+        let f = fs::File::open(d).map_err(io_at(d))?;
+        Ok(Some(f.into()))
+    }
+
     /// Move a process (by host pid) and all its threads into the group (every controller's
     /// directory on v1). `add_task_by_tgid` writes `cgroup.procs`; `add_task` would write
     /// `cgroup.threads`, which v2 refuses for a domain group.

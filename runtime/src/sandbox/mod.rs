@@ -34,7 +34,7 @@ use serde_json::json;
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use stockade_policy::sandbox::{Degradation, ValidatedSandboxPolicy};
@@ -535,7 +535,17 @@ fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
             None
         },
     };
-    let pid = match sys::clone_fork(flags).map_err(setup(LaunchStep::Clone))? {
+    // On cgroup v2 the child is born in its cgroup (step 9 then has nothing to move).
+    let into = match &cg {
+        Some(c) => c.clone_target().map_err(|e| LaunchError::Setup {
+            step: LaunchStep::CgroupJoin,
+            cause: io::Error::other(e),
+        })?,
+        None => None,
+    };
+    let pid = match sys::clone_fork(flags, into.as_ref().map(AsFd::as_fd))
+        .map_err(setup(LaunchStep::Clone))?
+    {
         Forked::Child => child::contain(&ctx),
         Forked::Parent(pid) => pid,
     };
@@ -563,13 +573,20 @@ fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
         json!({"inside_uid": p.inside_uid, "inside_gid": p.inside_gid, "host_uid": host_uid, "host_gid": host_gid, "setgroups": "deny", "supplementary_groups_cleared": !rootless}),
     ));
 
-    // 9. Into the cgroup before anything of the child runs.
+    // 9. Into the cgroup before anything of the child runs (v2: it was born there).
     if let Some(c) = &cg {
-        c.add(pid).map_err(|e| LaunchError::Setup {
-            step: LaunchStep::CgroupJoin,
-            cause: io::Error::other(e),
-        })?;
-        let mut d = json!({"version": c.version(), "paths": c.dirs(), "memory_max": p.resources.memory_max, "swap_max": p.resources.swap_max, "cpu_max": p.resources.cpu_max, "pids_max": p.resources.pids_max});
+        if into.is_none() {
+            c.add(pid).map_err(|e| LaunchError::Setup {
+                step: LaunchStep::CgroupJoin,
+                cause: io::Error::other(e),
+            })?;
+        }
+        let joined = if into.is_some() {
+            "at clone (CLONE_INTO_CGROUP)"
+        } else {
+            "cgroup.procs before the child runs"
+        };
+        let mut d = json!({"version": c.version(), "paths": c.dirs(), "joined": joined, "memory_max": p.resources.memory_max, "swap_max": p.resources.swap_max, "cpu_max": p.resources.cpu_max, "pids_max": p.resources.pids_max});
         if c.not_applied.is_empty() {
             layers.push(LayerReport::full("cgroup", d));
         } else {

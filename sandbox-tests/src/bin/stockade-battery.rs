@@ -250,12 +250,16 @@ fn posture_mode(args: &Args, probe: PathBuf, exp: &posture::Expected) -> ExitCod
     };
     let pid_file =
         std::env::temp_dir().join(format!("stockade-posture-{}.pid", std::process::id()));
+    let report_file =
+        std::env::temp_dir().join(format!("stockade-posture-{}.report", std::process::id()));
     let mut prefix: Vec<OsString> = args.stockade_prefix.clone();
     prefix.extend([
         bin.into(),
         "exec".into(),
         "--pid-file".into(),
         pid_file.clone().into(),
+        "--report".into(),
+        report_file.clone().into(),
     ]);
     if let Some(p) = &args.policy {
         prefix.push("--policy".into());
@@ -270,6 +274,15 @@ fn posture_mode(args: &Args, probe: PathBuf, exp: &posture::Expected) -> ExitCod
         Duration::from_secs(args.timeout),
     );
     let _ = std::fs::remove_file(&pid_file);
+    // The report is written when the target ends (run_posture killed and reaped it).
+    let res = res.map(|mut diff| {
+        match std::fs::read_to_string(&report_file) {
+            Ok(r) => diff.extend(posture::cgroup_join_diff(&r)),
+            Err(e) => diff.push(format!("launch report {}: {e}", report_file.display())),
+        }
+        diff
+    });
+    let _ = std::fs::remove_file(&report_file);
     match res {
         Ok(diff) if diff.is_empty() => {
             println!("posture: no differences (every thread as expected)");
