@@ -1,5 +1,6 @@
 //! Malicious payloads, each wrapped in a properly signed package (so signature, chain and file
-//! map pass and extraction is what rejects it), each with its own error kind and exit 87.
+//! map pass and extraction is what rejects it), each with its own error kind and exit 87 —
+//! whether the entries are only checked (`verify`) or written as they are (`--extract-to`).
 
 mod common;
 
@@ -27,6 +28,13 @@ fn refused(extra: Vec<RawEntry>, map_extra: Vec<(&str, FileEntry)>, kind: &str) 
     );
     assert_eq!(r.kind(), kind);
     // Nothing escaped next to the fixture.
+    assert!(!fx.path("escaped").exists());
+    // `verify` alone checks without writing; with --extract-to the entries are written as they
+    // are checked: the same refusal, and nothing left at the destination.
+    let r = fx.verify("evil.stockade", &["--extract-to", "tree"]);
+    assert_eq!(r.code, 87, "{kind} (written): {}", r.stderr);
+    assert_eq!(r.kind(), kind, "written");
+    assert!(!fx.path("tree").exists());
     assert!(!fx.path("escaped").exists());
 }
 

@@ -1,7 +1,8 @@
 //! `stockade verify FILE [--trust DIR] [--pub KEY.pub] [--trust-mode M] [--state-dir DIR]`:
-//! run the whole fail-closed pipeline (`package::verify`) and print its report. The extracted
-//! copy is private and removed when the command ends, unless `--extract-to DIR` asks for it to be
-//! moved into place; no plugin code is run either way. The operator policy under
+//! run the whole fail-closed pipeline (`package::verify`) and print its report. Without
+//! `--extract-to` every payload entry is checked as extraction would check it but nothing is
+//! written (`package::verify_only`); with `--extract-to DIR` the tree is extracted into a private
+//! directory beside DIR and moved into place; no plugin code is run either way. The operator policy under
 //! `--policy-root` contributes its `[trust]` section and its `[audit]` sinks (one `verification`
 //! record per run, refused or not).
 
@@ -14,7 +15,7 @@ use crate::keyfile::{load_public, unix_now};
 use crate::node::NodeIdentity;
 use crate::output::Output;
 use crate::package::report::{Report, StepStatus};
-use crate::package::{open_verified_in, VerifiedPackage};
+use crate::package::{open_verified_in, verify_only, VerifiedPackage};
 use crate::policyfiles::{self, PolicyFilesError, PolicySource};
 use crate::trustdir::{TrustConfig, TrustMode};
 use std::os::unix::fs::PermissionsExt;
@@ -180,8 +181,14 @@ pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
         }
         None => std::env::temp_dir(),
     };
-    let pkg = match open_verified_in(&file, &cfg, &node, unix_now(), &work_parent) {
-        Ok(p) => p,
+    // Without --extract-to nothing needs the tree: every entry is checked, none is written.
+    let verified = match &a.extract_to {
+        Some(_) => open_verified_in(&file, &cfg, &node, unix_now(), &work_parent)
+            .map(|p| (p.report.clone(), Some(p))),
+        None => verify_only(&file, &cfg, &node, unix_now()).map(|r| (r, None)),
+    };
+    let (report, pkg) = match verified {
+        Ok(v) => v,
         Err(e) => {
             let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
             let mut rec = Record::new(Event::Verification, "refused");
@@ -190,16 +197,16 @@ pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
             return Err(CmdError::new(exit, kind, e).hint(hint));
         }
     };
-    let mut rec = for_report(Event::Verification, "ok", &pkg.report);
-    rec.detail = serde_json::json!({"signature_status": pkg.report.signature_status, "trust_mode": pkg.report.trust_mode});
+    let mut rec = for_report(Event::Verification, "ok", &report);
+    rec.detail = serde_json::json!({"signature_status": report.signature_status, "trust_mode": report.trust_mode});
     append_or_fail(&log, rec)?;
-    if let Some(dest) = &a.extract_to {
-        let report = pkg.report.clone();
+    // The tree is in place before the report says so (a failed move reports only the error).
+    if let (Some(dest), Some(pkg)) = (&a.extract_to, pkg) {
         move_into_place(pkg, dest)?;
         out.emit(&report, render);
         out.note(format!("verified tree extracted to {}", dest.display()));
     } else {
-        out.emit(&pkg.report, render);
+        out.emit(&report, render);
     }
     Ok(Exit::Ok)
 }

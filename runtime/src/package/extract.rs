@@ -244,12 +244,14 @@ fn classify_path(raw: &[u8]) -> Result<String, ExtractError> {
 
 /// Extract `payload` (tar.gz) into `dest` (an existing, empty, private directory), checking
 /// every entry against `map` and `manifest_canonical` (the canonical bytes of the signed
-/// manifest).
+/// manifest). `dest` `None`: every check, nothing written (the conflicts a write would meet —
+/// duplicates, an entry below a file or symlink — are refused from the bookkeeping alone, as
+/// they are before any write when `dest` is given).
 pub fn extract(
     payload: &[u8],
     map: &BTreeMap<String, FileEntry>,
     manifest_canonical: &[u8],
-    dest: &Path,
+    dest: Option<&Path>,
     limits: &Limits,
 ) -> Result<Extracted, ExtractError> {
     let ratio_cap = (payload.len() as u64)
@@ -278,7 +280,7 @@ fn extract_entries<R: Read>(
     archive: &mut tar::Archive<R>,
     map: &BTreeMap<String, FileEntry>,
     manifest_canonical: &[u8],
-    dest: &Path,
+    dest: Option<&Path>,
     limits: &Limits,
 ) -> Result<Extracted, ExtractError> {
     let mut dirs: BTreeSet<String> = BTreeSet::new();
@@ -315,6 +317,11 @@ fn extract_entries<R: Read>(
         if !seen.insert(path.clone()) {
             return Err(ExtractError::Duplicate(path));
         }
+        // An entry where an earlier one's parent directory was made (a write would meet the
+        // directory; refused here so that checking without writing refuses it too).
+        if dirs.contains(&path) {
+            return Err(ExtractError::BadPath(path));
+        }
         make_parents(dest, &path, &mut dirs, &seen)?;
         let wr = |p: &str| {
             let p = p.to_string();
@@ -339,7 +346,9 @@ fn extract_entries<R: Read>(
                 }
                 Some(FileEntry::Symlink { .. }) => {}
             }
-            std::os::unix::fs::symlink(&target, dest.join(&path)).map_err(wr(&path))?;
+            if let Some(dest) = dest {
+                std::os::unix::fs::symlink(&target, dest.join(&path)).map_err(wr(&path))?;
+            }
             summary.symlinks += 1;
             continue;
         }
@@ -365,13 +374,18 @@ fn extract_entries<R: Read>(
         if size != want_size {
             return Err(ExtractError::DigestMismatch(path));
         }
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(dest.join(&path))
-            .map_err(wr(&path))?;
+        let mut f = match dest {
+            Some(dest) => Some(
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(dest.join(&path))
+                    .map_err(wr(&path))?,
+            ),
+            None => None,
+        };
         let mut hasher = Sha256::new();
         let mut manifest_bytes = Vec::new();
         let mut buf = [0u8; 64 * 1024];
@@ -386,14 +400,18 @@ fn extract_entries<R: Read>(
             if path == "manifest.json" {
                 manifest_bytes.extend_from_slice(&buf[..n]);
             }
-            f.write_all(&buf[..n]).map_err(wr(&path))?;
+            if let Some(f) = f.as_mut() {
+                f.write_all(&buf[..n]).map_err(wr(&path))?;
+            }
             written += n as u64;
         }
         if written != size || <[u8; 32]>::from(hasher.finalize()) != want_sha {
             return Err(ExtractError::DigestMismatch(path));
         }
-        f.set_permissions(std::fs::Permissions::from_mode(want_mode))
-            .map_err(wr(&path))?;
+        if let Some(f) = &f {
+            f.set_permissions(std::fs::Permissions::from_mode(want_mode))
+                .map_err(wr(&path))?;
+        }
         if path == "manifest.json" {
             let same = serde_json::from_slice::<serde_json::Value>(&manifest_bytes)
                 .ok()
@@ -414,7 +432,7 @@ fn extract_entries<R: Read>(
 /// Create the parent directories of `path` under `dest`, each exactly once, refusing a parent
 /// that is an entry we already wrote (a file or symlink).
 fn make_parents(
-    dest: &Path,
+    dest: Option<&Path>,
     path: &str,
     dirs: &mut BTreeSet<String>,
     seen: &BTreeSet<String>,
@@ -432,6 +450,10 @@ fn make_parents(
         if seen.contains(&prefix) {
             return Err(ExtractError::BadPath(path.to_string()));
         }
+        let Some(dest) = dest else {
+            dirs.insert(prefix.clone());
+            continue;
+        };
         std::fs::DirBuilder::new()
             .mode(0o755)
             .create(dest.join(&prefix))
@@ -484,9 +506,56 @@ mod tests {
             .collect()
     }
 
+    /// Extract into a fresh directory and check without writing: both must reach the same
+    /// verdict (the same error variant, or the same summary).
     fn run(files: &[(&str, &[u8])], limits: Limits) -> Result<Extracted, ExtractError> {
         let d = tempfile::tempdir().unwrap();
-        extract(&tar_gz(files), &map(files), b"", d.path(), &limits)
+        let (payload, m) = (tar_gz(files), map(files));
+        let written = extract(&payload, &m, b"", Some(d.path()), &limits);
+        let checked = extract(&payload, &m, b"", None, &limits);
+        match (&written, &checked) {
+            (Ok(a), Ok(b)) => assert_eq!((a.files, a.bytes), (b.files, b.bytes)),
+            (Err(a), Err(b)) => assert_eq!(
+                std::mem::discriminant(a),
+                std::mem::discriminant(b),
+                "{a} / {b}"
+            ),
+            _ => panic!("written {written:?}, checked {checked:?}"),
+        }
+        if checked.is_ok() {
+            assert!(std::fs::read_dir(d.path()).unwrap().next().is_some());
+        }
+        written
+    }
+
+    #[test]
+    fn an_entry_where_a_directory_was_made_is_refused_written_or_not() {
+        let files: &[(&str, &[u8])] = &[("a/b", b"x"), ("a", b"y")];
+        assert!(matches!(
+            run(files, Limits::default()),
+            Err(ExtractError::BadPath(p)) if p == "a"
+        ));
+    }
+
+    #[test]
+    fn checking_writes_nothing() {
+        let files: &[(&str, &[u8])] = &[("a/b/c.txt", b"hi"), ("a/d", b"x")];
+        let s = extract(&tar_gz(files), &map(files), b"", None, &Limits::default()).unwrap();
+        assert_eq!((s.files, s.bytes), (2, 3));
+        // A wrong digest is still found.
+        let mut m = map(files);
+        m.insert(
+            "a/d".into(),
+            FileEntry::File {
+                mode: 0o644,
+                sha256: [0; 32],
+                size: 1,
+            },
+        );
+        assert!(matches!(
+            extract(&tar_gz(files), &m, b"", None, &Limits::default()),
+            Err(ExtractError::DigestMismatch(p)) if p == "a/d"
+        ));
     }
 
     #[test]
@@ -497,7 +566,7 @@ mod tests {
             &tar_gz(files),
             &map(files),
             b"",
-            d.path(),
+            Some(d.path()),
             &Limits::default(),
         )
         .unwrap();
@@ -587,7 +656,7 @@ mod tests {
             b"\x1f\x8bnot gzip",
             &BTreeMap::new(),
             b"",
-            d.path(),
+            Some(d.path()),
             &Limits::default(),
         );
         assert!(matches!(

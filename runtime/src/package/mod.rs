@@ -10,4 +10,4 @@ pub mod verify;
 
 pub use errors::VerifyError;
 pub use report::Report;
-pub use verify::{open_verified, open_verified_in, VerifiedPackage};
+pub use verify::{open_verified, open_verified_in, verify_only, VerifiedPackage};

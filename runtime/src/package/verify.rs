@@ -151,6 +151,52 @@ pub fn open_verified_in(
     now: u64,
     work_parent: &Path,
 ) -> Result<VerifiedPackage, VerifyError> {
+    let v = verify_core(path, cfg, node, now, Some(work_parent))?;
+    let dir = v.dir.ok_or_else(|| {
+        VerifyError::Workdir(std::io::Error::other("no extraction directory was made"))
+    })?;
+    Ok(VerifiedPackage {
+        dir,
+        manifest: v.manifest,
+        developer: v.developer,
+        intermediate: v.intermediate,
+        report: v.report,
+        files: v.files,
+    })
+}
+
+/// Every step of [`open_verified_in`], with step 8 checking every entry of the payload against
+/// the signed map exactly as extraction does (paths, types, limits, sizes, digests, the
+/// manifest) but writing nothing: what `stockade verify` without `--extract-to` needs, without
+/// the cost of writing the tree and removing it again (≈ 50 ms per 100 MB here).
+pub fn verify_only(
+    path: &Path,
+    cfg: &TrustConfig,
+    node: &NodeIdentity,
+    now: u64,
+) -> Result<Report, VerifyError> {
+    Ok(verify_core(path, cfg, node, now, None)?.report)
+}
+
+/// What the pipeline produced; `dir` is `None` when nothing was to be written.
+struct Verified {
+    dir: Option<tempfile::TempDir>,
+    manifest: ValidatedManifest,
+    developer: Option<Certificate>,
+    intermediate: Option<Certificate>,
+    report: Report,
+    files: std::collections::BTreeMap<String, stockade_trust::statement::FileEntry>,
+}
+
+/// The pipeline (module docs); `work_parent`: where the private extraction directory goes,
+/// `None` to check the payload without writing it.
+fn verify_core(
+    path: &Path,
+    cfg: &TrustConfig,
+    node: &NodeIdentity,
+    now: u64,
+    work_parent: Option<&Path>,
+) -> Result<Verified, VerifyError> {
     // Step 1: one open, one fstat, one capped read; then strict container and statement syntax.
     let bytes = read_capped(path, MAX_PACKAGE_BYTES).map_err(VerifyError::Read)?;
     let c = container::parse(&bytes).map_err(VerifyError::Container)?;
@@ -395,19 +441,24 @@ pub fn open_verified_in(
             statement.files.len()
         ),
     });
-    // Step 8: safe extraction into a private directory.
-    let dir = tempfile::Builder::new()
-        .prefix("stockade-pkg-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir_in(work_parent)
-        .map_err(VerifyError::Workdir)?;
+    // Step 8: safe extraction into a private directory (or the same checks, writing nothing).
+    let dir = match work_parent {
+        Some(parent) => Some(
+            tempfile::Builder::new()
+                .prefix("stockade-pkg-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir_in(parent)
+                .map_err(VerifyError::Workdir)?,
+        ),
+        None => None,
+    };
     let manifest_canonical = stockade_trust::canonical::to_vec(&statement.manifest_value)
         .map_err(|e| VerifyError::Workdir(std::io::Error::other(e)))?;
     let extracted = extract(
         &c.payload,
         &statement.files,
         &manifest_canonical,
-        dir.path(),
+        dir.as_ref().map(tempfile::TempDir::path),
         &Limits::default(),
     )
     .map_err(|e| fail(&mut report, 8, "extraction", VerifyError::Extract(e)))?;
@@ -416,12 +467,19 @@ pub fn open_verified_in(
         name: "extraction",
         status: StepStatus::Pass,
         detail: format!(
-            "{} files, {} symlinks, {} bytes, every digest matches the signed map",
-            extracted.files, extracted.symlinks, extracted.bytes
+            "{} files, {} symlinks, {} bytes, every digest matches the signed map{}",
+            extracted.files,
+            extracted.symlinks,
+            extracted.bytes,
+            if dir.is_some() {
+                ""
+            } else {
+                " (checked, not written)"
+            }
         ),
     });
     report.extracted = Some(extracted);
-    Ok(VerifiedPackage {
+    Ok(Verified {
         dir,
         manifest: statement.manifest,
         developer: dev.ok(),

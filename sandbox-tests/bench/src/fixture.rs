@@ -15,7 +15,7 @@ pub type Result<T> = std::result::Result<T, String>;
 /// The prepared directory.
 pub struct Fixture {
     /// Keeps the directory alive.
-    _dir: TempDir,
+    _dir: Option<TempDir>,
     /// The directory's path.
     pub root: PathBuf,
     /// The `stockade` binary under test.
@@ -80,7 +80,7 @@ impl Fixture {
             runc_bundle: root.join("bundle"),
             plugin_dir,
             root,
-            _dir: dir,
+            _dir: Some(dir),
         };
         f.trust_root()?;
         f.pack(&f.plugin_dir, &f.package)?;
@@ -208,6 +208,14 @@ impl Fixture {
             "--policy".into(),
             self.policy.clone().into(),
         ]
+    }
+
+    /// Leave the fixture's directory in place when the fixture is dropped (for profiling by
+    /// hand what the harness printed).
+    pub fn keep(mut self) {
+        if let Some(d) = self._dir.take() {
+            let _ = d.keep();
+        }
     }
 
     /// `stockade verify PKG …` arguments.

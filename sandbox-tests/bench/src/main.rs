@@ -64,6 +64,10 @@ struct Args {
     /// each), printed, nothing written.
     #[arg(long, value_name = "N")]
     only_launch: Option<usize>,
+    /// Only the verification of one package of this many MB (5 runs), printed; the fixture is
+    /// kept and the verify command printed (for profiling `stockade verify` by hand).
+    #[arg(long, value_name = "MB")]
+    only_verify: Option<usize>,
     /// Internal: the floor's echo process.
     #[arg(long, hide = true)]
     echo: bool,
@@ -137,6 +141,29 @@ fn run(args: &Args) -> Result<(), String> {
                 series.p99()
             );
         }
+        return Ok(());
+    }
+    if let Some(mb) = args.only_verify {
+        let pkg = f.package_with_filler(mb * 1024 * 1024)?;
+        let (mut sha, mut ver) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            sha.push(time(Command::new("sha256sum").arg(&pkg))?);
+            ver.push(time(Command::new(&f.stockade).args(f.verify_args(&pkg)))?);
+        }
+        let (sha, ver) = (Series::new("sha256sum", &sha), Series::new("verify", &ver));
+        println!(
+            "sha256sum {:.1} ms, stockade verify {:.1} ms ({:.2}×); kept: {} {}",
+            sha.median() / 1000.0,
+            ver.median() / 1000.0,
+            ver.median() / sha.median(),
+            f.stockade.display(),
+            f.verify_args(&pkg)
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        f.keep();
         return Ok(());
     }
     if let Some(n) = args.only_launch {
