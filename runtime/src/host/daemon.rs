@@ -87,6 +87,10 @@ pub struct Daemon {
     next_conn: usize,
     hot: Vec<usize>,
     pub(crate) plugins: BTreeMap<String, Entry>,
+    /// Hook → the plugins whose ready incarnation registered it (each entry's `hooks`,
+    /// inverted): a `hook_invoke` looks its targets up here instead of scanning every loaded
+    /// plugin (that scan was most of the 1,000-plugin round trip's growth).
+    hook_index: BTreeMap<String, BTreeSet<String>>,
     /// Runtime-internal call id → (fan-out id, result slot).
     calls: HashMap<u64, (u64, usize)>,
     next_call: u64,
@@ -145,6 +149,7 @@ impl Daemon {
             next_conn: CONN_BASE,
             hot: Vec::new(),
             plugins: BTreeMap::new(),
+            hook_index: BTreeMap::new(),
             calls: HashMap::new(),
             next_call: 1,
             fanouts: HashMap::new(),
@@ -475,14 +480,45 @@ impl Daemon {
         }
     }
 
-    /// An agent's `hook_invoke`: to every plugin whose ready incarnation registered the hook.
+    /// Plugin `name` registered `hooks` (its entry's `hooks` is about to become them).
+    pub(crate) fn index_hooks(&mut self, name: &str, hooks: &BTreeSet<String>) {
+        self.unindex_hooks(name);
+        for h in hooks {
+            self.hook_index
+                .entry(h.clone())
+                .or_default()
+                .insert(name.to_string());
+        }
+    }
+
+    /// Plugin `name`'s hooks leave the index (before its entry is removed or its hooks change).
+    pub(crate) fn unindex_hooks(&mut self, name: &str) {
+        let Some(e) = self.plugins.get(name) else {
+            return;
+        };
+        for h in &e.hooks {
+            if let Some(set) = self.hook_index.get_mut(h) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.hook_index.remove(h);
+                }
+            }
+        }
+    }
+
+    /// An agent's `hook_invoke`: to every plugin whose ready incarnation registered the hook
+    /// (in name order, as the index keeps them).
     fn fan_out(&mut self, conn: usize, id: Value, call: HookInvoke, now: Instant) {
         let targets: Vec<String> = self
-            .plugins
-            .iter()
-            .filter(|(_, e)| e.hooks.contains(&call.hook))
-            .map(|(n, _)| n.clone())
-            .collect();
+            .hook_index
+            .get(&call.hook)
+            .map(|set| {
+                set.iter()
+                    .filter(|n| self.plugins.contains_key(*n))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         if targets.is_empty() {
             let e = err(
                 codes::NOT_REGISTERED,

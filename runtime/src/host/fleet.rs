@@ -528,19 +528,25 @@ impl Daemon {
         };
         log_line(&format!("plugin {name}: {state}{why}"));
         let mut records = Vec::new();
+        if state == "ready" && self.plugins.contains_key(name) {
+            let hooks: BTreeSet<String> = p["hooks"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|h| h.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.index_hooks(name, &hooks);
+            if let Some(e) = self.plugins.get_mut(name) {
+                e.hooks = hooks;
+            }
+        }
         let Some(e) = self.plugins.get_mut(name) else {
             return;
         };
         match state {
             "ready" => {
-                e.hooks = p["hooks"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|h| h.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default();
                 e.granted = p["granted"].as_array().cloned().unwrap_or_default();
                 e.last_launch_us = e
                     .launch_started
@@ -644,6 +650,7 @@ impl Daemon {
         }
         match e.phase {
             Phase::Unloading => {
+                self.unindex_hooks(name);
                 let e = self.plugins.remove(name).expect("present");
                 let last = e.last_exit.clone();
                 for (conn, id) in e.pending_unload {
@@ -669,6 +676,7 @@ impl Daemon {
             }
             Phase::Running if !e.ever_ready => {
                 // The first launch never became ready: the load fails, nothing stays loaded.
+                self.unindex_hooks(name);
                 let e = self.plugins.remove(name).expect("present");
                 let err = load_failed(
                     "the plugin ended before completing its handshake",

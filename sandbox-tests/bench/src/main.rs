@@ -207,7 +207,7 @@ fn run(args: &Args) -> Result<(), String> {
         return Ok(());
     }
     if !args.only_scale.is_empty() {
-        let (st, _, _) = scale(&f, &args.only_scale, 50, plan.round_trips / 5)?;
+        let (st, _, _) = scale(&f, &args.only_scale, 50, plan.round_trips)?;
         println!("{st}");
         return Ok(());
     }
@@ -396,7 +396,8 @@ fn run(args: &Args) -> Result<(), String> {
     });
 
     // 4. Scale.
-    let scale_calls = (plan.round_trips / 5).max(20);
+    // As many calls as the round-trip section: a p99 needs enough samples to mean something.
+    let scale_calls = plan.round_trips.max(20);
     let (st, first, last) = scale(&f, &plan.scale_sizes, warmup, scale_calls)?;
     let _ = writeln!(
         md,
