@@ -1,6 +1,7 @@
 //! The package container parser, and payload extraction into a temporary directory. The input
 //! is split: the whole input as a container, and as a raw tar.gz payload extracted against an
-//! empty and a permissive-looking map. Must never panic, and never write outside the tempdir.
+//! empty and a permissive-looking map, written and checked without writing (`verify`'s mode);
+//! both modes must reach the same verdict. Must never panic, and never write outside the tempdir.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
@@ -21,11 +22,17 @@ fuzz_target!(|data: &[u8]| {
         max_ratio: 200,
         ratio_floor: 1 << 20,
     };
-    let _ = extract(data, &BTreeMap::new(), b"", dir.path(), &limits);
+    let _ = extract(data, &BTreeMap::new(), b"", Some(dir.path()), &limits);
     // A map with symlink and file entries so the fuzzer can reach the write paths.
     let mut map = BTreeMap::new();
     map.insert("a".to_string(), FileEntry::File { mode: 0o644, sha256: [0; 32], size: 0 });
     map.insert("l".to_string(), FileEntry::Symlink { target: "a".into() });
     let dir2 = tempfile::tempdir().expect("tempdir");
-    let _ = extract(data, &map, b"", dir2.path(), &limits);
+    let written = extract(data, &map, b"", Some(dir2.path()), &limits);
+    let checked = extract(data, &map, b"", None, &limits);
+    assert_eq!(
+        written.as_ref().map(|e| (e.files, e.symlinks, e.bytes)).map_err(std::mem::discriminant),
+        checked.as_ref().map(|e| (e.files, e.symlinks, e.bytes)).map_err(std::mem::discriminant),
+        "written {written:?}, checked {checked:?}"
+    );
 });
