@@ -230,3 +230,46 @@ fn plugin_load_takes_an_installed_plugins_name() {
     assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
     assert_eq!(s.stop(), 0);
 }
+
+/// Handshakes with no hook, then registers `on:late` with `register_hook`.
+const LATE: &str = r#"#!/bin/sh
+printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"@NAME@","version":"0.1.0","api":1,"capabilities":["log","register_hook"],"hooks":[]}}'
+IFS= read -r reply || exit 0
+printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"register_hook","params":{"hook":"on:late"}}'
+while IFS= read -r line; do
+  id=${line#*\"id\":}; id=${id%%,*}
+  case $line in
+    *'"method":"hook_invoke"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"late":true}}\n' "$id" ;;
+    *'"method":"ping"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done
+"#;
+
+#[test]
+fn a_hook_registered_after_the_handshake_is_routed() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let late = pack_script(&fx, "late", &["on:late"], LATE);
+    let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 0\n", None);
+    let mut c = s.client();
+    let r = c.ok("plugin_load", json!({"package": late}));
+    assert_eq!(r["state"], "ready", "{r}");
+    // The registration follows the handshake: announced by a second `ready` with the hook.
+    let t = std::time::Instant::now();
+    loop {
+        let r = c.call("hook_invoke", invoke("on:late", json!({}), None));
+        if r["error"]["code"] != NOT_REGISTERED {
+            assert_eq!(r["result"]["results"][0]["result"]["late"], true, "{r}");
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 10, "never routed: {}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let st = c.ok("plugin_status", json!({"name": "late"}));
+    assert_eq!(st["hooks"], json!(["on:late"]), "{st}");
+    assert!(st["launch_us"].as_u64().is_some(), "{st}");
+    assert_eq!(s.stop(), 0);
+}

@@ -548,10 +548,11 @@ impl Daemon {
         match state {
             "ready" => {
                 e.granted = p["granted"].as_array().cloned().unwrap_or_default();
-                e.last_launch_us = e
-                    .launch_started
-                    .take()
-                    .map(|t| u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+                // A repeated `ready` (a hook registered after the handshake) keeps the figure.
+                if let Some(t) = e.launch_started.take() {
+                    e.last_launch_us =
+                        Some(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+                }
             }
             "exited" | "terminated" => {
                 e.last_exit = reason.cloned();

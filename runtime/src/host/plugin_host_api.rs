@@ -97,7 +97,11 @@ impl PluginHandle {
                     );
                     return Err(RpcError::new(codes::DENIED, "undeclared hook"));
                 }
-                self.hooks.insert(h.hook);
+                // A hook registered after the handshake is announced like the handshake's: a
+                // `plugin_state` ready with the new set (serve routes calls by it).
+                if self.hooks.insert(h.hook) && self.state == State::Ready {
+                    self.report_state(fx, None);
+                }
                 Ok(json!({"hooks": self.hooks}))
             }
             Capability::KvGet => {

@@ -248,6 +248,31 @@ fn undeclared_hook_registration_terminates() {
 }
 
 #[test]
+fn a_hook_registered_after_the_handshake_is_announced_once() {
+    let mut t = setup(HostPolicy::default());
+    t.feed(r#"{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"p","version":"1.0.0","api":1,"capabilities":["log","register_hook"],"hooks":[]}}"#);
+    assert_eq!(t.h.state(), State::Ready);
+    let ready = |msgs: Vec<Value>| -> Vec<Value> {
+        msgs.into_iter()
+            .filter(|m| m["method"] == "plugin_state" && m["params"]["state"] == "ready")
+            .collect()
+    };
+    let first = ready(t.agent());
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0]["params"]["hooks"], json!([]));
+    t.feed(r#"{"jsonrpc":"2.0","id":1,"method":"register_hook","params":{"hook":"on:h"}}"#);
+    let again = ready(t.agent());
+    assert_eq!(again.len(), 1, "a new hook is announced");
+    assert_eq!(again[0]["params"]["hooks"], json!(["on:h"]));
+    // Registering it again changes nothing and says nothing.
+    t.feed(r#"{"jsonrpc":"2.0","id":2,"method":"register_hook","params":{"hook":"on:h"}}"#);
+    assert!(ready(t.agent()).is_empty());
+    // And it is invocable.
+    t.invoke(7, None);
+    assert!(t.sent().iter().any(|m| m["method"] == "hook_invoke"));
+}
+
+#[test]
 fn health_pings_any_answer_is_a_pong_and_silence_terminates_as_hung() {
     let mut t = setup(HostPolicy::default());
     t.h.cfg.health = Some(Health {
