@@ -94,6 +94,36 @@ fn policy_root(fx: &Fixture, audit: &Path) {
     std::fs::create_dir_all(d.join("grants")).unwrap();
 }
 
+/// A fixture with an operator key, the policy root (audit log `audit.log`) and a loopback
+/// grant for `netok`.
+fn root_with_netok_grant() -> Fixture {
+    let fx = Fixture::new();
+    fx.run(&["keygen", "-o", "op"]);
+    policy_root(&fx, &fx.dir().join("audit.log"));
+    grant_loopback(&fx, "netok");
+    fx
+}
+
+/// An operator grant of `network:loopback` to `plugin` 0.1.0, under `grants/`.
+fn grant_loopback(fx: &Fixture, plugin: &str) {
+    let out = format!("grants/{plugin}.grant");
+    let r = fx.run(&[
+        "grant",
+        "issue",
+        "--key",
+        "op.key",
+        "--plugin",
+        plugin,
+        "--plugin-version",
+        "0.1.0",
+        "--target",
+        "network:loopback",
+        "-o",
+        &out,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
 /// What `policy explain PKG` says about the network for this package under the root.
 fn explained_network(fx: &Fixture, pkg: &Path) -> bool {
     let r = fx.run(&[
@@ -125,26 +155,9 @@ fn serve_enforces_the_operator_policy_per_plugin_with_grants_and_audits_it() {
     if !require_root() || !require_tool("python3", "the network probe inside the sandbox") {
         return;
     }
-    let fx = Fixture::new();
+    let fx = root_with_netok_grant();
     let d = fx.dir().to_path_buf();
     let audit = d.join("audit.log");
-    fx.run(&["keygen", "-o", "op"]);
-    policy_root(&fx, &audit);
-    let r = fx.run(&[
-        "grant",
-        "issue",
-        "--key",
-        "op.key",
-        "--plugin",
-        "netok",
-        "--plugin-version",
-        "0.1.0",
-        "--target",
-        "network:loopback",
-        "-o",
-        "grants/netok.grant",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
     let ok_pkg = pack_script(&fx, "netok", &["on:probe"], NET);
     let no_pkg = pack_script(&fx, "netno", &["on:probe"], NET);
     let plain = pack_script(&fx, "plain", &["on:probe"], NET);
@@ -203,21 +216,7 @@ fn serve_enforces_the_operator_policy_per_plugin_with_grants_and_audits_it() {
     );
 
     // A restart computes the policy afresh: a grant issued since is honoured.
-    let r = fx.run(&[
-        "grant",
-        "issue",
-        "--key",
-        "op.key",
-        "--plugin",
-        "netno",
-        "--plugin-version",
-        "0.1.0",
-        "--target",
-        "network:loopback",
-        "-o",
-        "grants/netno.grant",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    grant_loopback(&fx, "netno");
     let restart_and_probe = |c: &mut Client, n: &str| {
         c.notes.clear();
         c.ok("plugin_restart", json!({"name": n}));
@@ -406,26 +405,8 @@ fn warm_restarts_recompute_a_decision_that_needed_a_grant() {
     if !require_root() || !require_tool("python3", "the network probe inside the sandbox") {
         return;
     }
-    let fx = Fixture::new();
+    let fx = root_with_netok_grant();
     let d = fx.dir().to_path_buf();
-    let audit = d.join("audit.log");
-    fx.run(&["keygen", "-o", "op"]);
-    policy_root(&fx, &audit);
-    let r = fx.run(&[
-        "grant",
-        "issue",
-        "--key",
-        "op.key",
-        "--plugin",
-        "netok",
-        "--plugin-version",
-        "0.1.0",
-        "--target",
-        "network:loopback",
-        "-o",
-        "grants/netok.grant",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
     let ok_pkg = pack_script(&fx, "netok", &["on:probe"], NET);
     let plain = pack_script(&fx, "plain", &["on:probe"], NET);
     let mut s = Serve::start_with(

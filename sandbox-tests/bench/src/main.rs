@@ -134,12 +134,7 @@ fn run(args: &Args) -> Result<(), String> {
     let f = Fixture::build(&stockade, &src)?;
     if let Some(n) = args.only_warm {
         for series in warm_pool(&f, n)? {
-            println!(
-                "{}: median {:.0} µs, p99 {:.0} µs",
-                series.name,
-                series.median(),
-                series.p99()
-            );
+            print_series(&series);
         }
         return Ok(());
     }
@@ -177,13 +172,7 @@ fn run(args: &Args) -> Result<(), String> {
             let v = (1..=n)
                 .map(|i| l.measure(&f, i))
                 .collect::<Result<Vec<_>, _>>()?;
-            let series = Series::new(l.name(), &v);
-            println!(
-                "{}: median {:.0} µs, p99 {:.0} µs",
-                series.name,
-                series.median(),
-                series.p99()
-            );
+            print_series(&Series::new(l.name(), &v));
         }
         return Ok(());
     }
@@ -196,13 +185,7 @@ fn run(args: &Args) -> Result<(), String> {
             (fl1, "pipe floor, one CPU"),
             (st1, "stockade run, one CPU"),
         ] {
-            let series = Series::new(format!("{label}, 64 B"), &series);
-            println!(
-                "{}: median {:.1} µs, p99 {:.1} µs",
-                series.name,
-                series.median(),
-                series.p99()
-            );
+            print_series(&Series::new(format!("{label}, 64 B"), &series));
         }
         return Ok(());
     }
@@ -488,6 +471,16 @@ fn run(args: &Args) -> Result<(), String> {
         eprintln!("wrote {}", d.join("PERFORMANCE.md").display());
     }
     Ok(())
+}
+
+/// One line for an `--only-…` run: the series' median and p99.
+fn print_series(s: &Series) {
+    println!(
+        "{}: median {:.1} µs, p99 {:.1} µs",
+        s.name,
+        s.median(),
+        s.p99()
+    );
 }
 
 /// Sequential round trips through the floor, then through `stockade run`.
