@@ -6,19 +6,7 @@ use common::*;
 use std::os::unix::fs::PermissionsExt;
 
 fn pack(fx: &Fixture) -> Run {
-    fx.run(&[
-        "--json",
-        "pack",
-        "hello",
-        "--key",
-        "dev.key",
-        "--devcert",
-        "dev.cert",
-        "--intcert",
-        "int/ca.cert",
-        "-o",
-        "out.stockade",
-    ])
+    fx.pack_dir_with(&["--json"], "hello", "out.stockade")
 }
 
 fn refused(fx: &Fixture, kind: &str, needle: &str) {

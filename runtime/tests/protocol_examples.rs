@@ -16,18 +16,7 @@ fn example(name: &str) -> PathBuf {
 /// Pack `dir` in the fixture and run it with two hook calls.
 fn serve(fx: &Fixture, dir: &Path) -> Session {
     let dir = dir.to_str().unwrap();
-    let r = fx.run(&[
-        "pack",
-        dir,
-        "--key",
-        "dev.key",
-        "--devcert",
-        "dev.cert",
-        "--intcert",
-        "int/ca.cert",
-        "-o",
-        "p.stockade",
-    ]);
+    let r = fx.pack_dir(dir, "p.stockade");
     assert_eq!(r.code, 0, "{}", r.stderr);
     let call = |id: u64, payload: serde_json::Value| {
         json!({"jsonrpc":"2.0","id":id,"method":"hook_invoke",

@@ -26,18 +26,7 @@ fn pack(fx: &Fixture) {
     let entry = d.join("plugin/entrypoint");
     std::fs::write(&entry, format!("{PRELUDE}{ANSWER}\n")).unwrap();
     std::fs::set_permissions(&entry, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let r = fx.run(&[
-        "pack",
-        "plugin",
-        "--key",
-        "dev.key",
-        "--devcert",
-        "dev.cert",
-        "--intcert",
-        "int/ca.cert",
-        "-o",
-        "t.stockade",
-    ]);
+    let r = fx.pack_dir("plugin", "t.stockade");
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 

@@ -250,19 +250,7 @@ fn capability_beyond_ceiling() {
     // The packer refuses...
     let dir = fx.hello_dir();
     std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
-    let r = fx.run(&[
-        "--json",
-        "pack",
-        "hello",
-        "--key",
-        "dev.key",
-        "--devcert",
-        "dev.cert",
-        "--intcert",
-        "int/ca.cert",
-        "-o",
-        "x.stockade",
-    ]);
+    let r = fx.pack_dir_with(&["--json"], "hello", "x.stockade");
     assert_eq!(r.code, 65);
     assert_eq!(r.kind(), "capability");
     // ...and a package signed anyway is refused at verification.

@@ -263,7 +263,13 @@ impl Fixture {
     /// `stockade pack DIR -o OUT`, signed by the fixture's developer (`dev.key`, `dev.cert`,
     /// the intermediate's certificate); paths relative to the fixture directory or absolute.
     pub fn pack_dir(&self, dir: &str, out: &str) -> Run {
-        self.run(&[
+        self.pack_dir_with(&[], dir, out)
+    }
+
+    /// [`Fixture::pack_dir`] with global flags before the subcommand (e.g. `--json`).
+    pub fn pack_dir_with(&self, global: &[&str], dir: &str, out: &str) -> Run {
+        let mut args = global.to_vec();
+        args.extend([
             "pack",
             dir,
             "--key",
@@ -274,7 +280,8 @@ impl Fixture {
             "int/ca.cert",
             "-o",
             out,
-        ])
+        ]);
+        self.run(&args)
     }
 
     /// Pack the hello example into `hello.stockade`.
