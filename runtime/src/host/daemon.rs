@@ -480,14 +480,17 @@ impl Daemon {
         }
     }
 
-    /// Plugin `name` registered `hooks` (its entry's `hooks` is about to become them).
-    pub(crate) fn index_hooks(&mut self, name: &str, hooks: &BTreeSet<String>) {
+    /// Plugin `name`'s registered hooks are now `hooks`: its entry and the index, together.
+    pub(crate) fn set_hooks(&mut self, name: &str, hooks: BTreeSet<String>) {
         self.unindex_hooks(name);
-        for h in hooks {
+        for h in &hooks {
             self.hook_index
                 .entry(h.clone())
                 .or_default()
                 .insert(name.to_string());
+        }
+        if let Some(e) = self.plugins.get_mut(name) {
+            e.hooks = hooks;
         }
     }
 

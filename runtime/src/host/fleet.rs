@@ -529,7 +529,7 @@ impl Daemon {
         log_line(&format!("plugin {name}: {state}{why}"));
         let mut records = Vec::new();
         if state == "ready" && self.plugins.contains_key(name) {
-            let hooks: BTreeSet<String> = p["hooks"]
+            let hooks = p["hooks"]
                 .as_array()
                 .map(|a| {
                     a.iter()
@@ -537,10 +537,7 @@ impl Daemon {
                         .collect()
                 })
                 .unwrap_or_default();
-            self.index_hooks(name, &hooks);
-            if let Some(e) = self.plugins.get_mut(name) {
-                e.hooks = hooks;
-            }
+            self.set_hooks(name, hooks);
         }
         let Some(e) = self.plugins.get_mut(name) else {
             return;

@@ -4,7 +4,7 @@
 //! The program does not run as pid 1: a pid-1 process ignores every signal it has no handler
 //! for (so `kill -TERM $$` or `kill -9 $$` would do nothing) and inherits every orphan. Our init
 //! is a copy of the runtime that applies every layer to itself first (identity, filesystem,
-//! rlimits, capabilities, no_new_privs, Landlock), forks the program, reaps zombies and exits with
+//! rlimits, capabilities, no_new_privs, Landlock), starts the program, reaps zombies and exits with
 //! the program's status when it ends, which makes the kernel kill whatever is left in the pid
 //! namespace. It never executes anything, holds no capability, is not dumpable, runs under its
 //! own seccomp filter allowing only wait/write/exit, and is killed with the runtime (parent-death
@@ -18,7 +18,8 @@
 //! (mounts, pivot_root) → hostname → loopback → default signal dispositions → rlimits →
 //! capabilities (securebits locked,
 //! bounding, ambient, inheritable, permitted, effective all empty) → no_new_privs → Landlock →
-//! fork. The program then gets a new session, a parent-death signal, close-on-exec on every
+//! start the program (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no copy of our page
+//! tables; we resume once it executed). The program then gets a new session, a parent-death signal, close-on-exec on every
 //! descriptor but 0-2, seccomp, and `execveat` on the descriptor opened by the runtime; init
 //! closes everything but the status pipe, installs its own filter and waits.
 
@@ -311,7 +312,8 @@ fn report_exec_failure(w: &OwnedFd, kind: u8, e: &std::io::Error) -> ! {
     sys::exit_now(if kind == EXEC_FAILED { 127 } else { 125 })
 }
 
-/// The program's side of the fork: last steps, then exec. Never returns.
+/// The program's side (it runs in our memory until exec, see `sys::vfork_exec`): last steps,
+/// then exec. Never returns.
 fn exec_program(ctx: &ChildCtx<'_>) -> ! {
     let pre = |r: std::io::Result<()>| {
         if let Err(e) = r {

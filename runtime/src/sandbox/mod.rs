@@ -325,7 +325,8 @@ impl std::fmt::Debug for Held {
 }
 
 impl Held {
-    /// Let the program run: fork, seccomp, `execveat`; back once exec succeeded.
+    /// Let the program run: start it (`clone(CLONE_VM|CLONE_VFORK)`), seccomp, `execveat`;
+    /// back once exec succeeded.
     pub fn release(mut self) -> Result<Sandboxed, LaunchError> {
         if self.hold {
             self.sock.send(b"R").map_err(setup(LaunchStep::Control))?;
@@ -575,16 +576,15 @@ fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
 
     // 9. Into the cgroup before anything of the child runs (v2: it was born there).
     if let Some(c) = &cg {
-        if into.is_none() {
-            c.add(pid).map_err(|e| LaunchError::Setup {
-                step: LaunchStep::CgroupJoin,
-                cause: io::Error::other(e),
-            })?;
-        }
-        let joined = if into.is_some() {
-            "at clone (CLONE_INTO_CGROUP)"
-        } else {
-            "cgroup.procs before the child runs"
+        let joined = match into {
+            Some(_) => "at clone (CLONE_INTO_CGROUP)",
+            None => {
+                c.add(pid).map_err(|e| LaunchError::Setup {
+                    step: LaunchStep::CgroupJoin,
+                    cause: io::Error::other(e),
+                })?;
+                "cgroup.procs before the child runs"
+            }
         };
         let mut d = json!({"version": c.version(), "paths": c.dirs(), "joined": joined, "memory_max": p.resources.memory_max, "swap_max": p.resources.swap_max, "cpu_max": p.resources.cpu_max, "pids_max": p.resources.pids_max});
         if c.not_applied.is_empty() {

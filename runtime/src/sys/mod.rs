@@ -7,7 +7,7 @@
 //! Where `nix` has a safe wrapper, the function is a thin adapter over it (typed flags, owned
 //! descriptors, `Errno` converted to `io::Error`). `unsafe` remains only where `nix` has no
 //! wrapper or its wrapper is itself `unsafe`, each place saying which:
-//! `clone3` with namespace flags and fork semantics, `fork`, `clone(CLONE_VM | CLONE_VFORK)` on
+//! `clone3` with namespace flags and fork semantics, `clone(CLONE_VM | CLONE_VFORK)` on
 //! its own stack (see [`vfork_exec`]), `_exit`, `close_range`, `mount_setattr`,
 //! `PR_SET_SECUREBITS`/`PR_CAPBSET_DROP`, `waitpid` (raw status, see there) and
 //! `rt_sigaction` for every signal number (see [`reset_signal_dispositions`]).
@@ -148,12 +148,12 @@ impl Drop for ChildStack {
 }
 
 /// `clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn` does: `child` runs on `stack`, in our
-/// memory, while we are suspended until it executes a program or exits. Unlike [`fork`],
+/// memory, while we are suspended until it executes a program or exits. Unlike a fork,
 /// no page table is copied at the clone and none is torn down at the child's exec — for a
 /// process cloned from the runtime that is most of the cost of starting the program. Returns
 /// the child's pid once it has executed or exited.
 ///
-/// Precondition (as for [`fork`]): the caller is single-threaded, so no lock is held by a
+/// Precondition (as for [`clone_fork`]): the caller is single-threaded, so no lock is held by a
 /// thread the child cannot see; the child ends in exec or `_exit` (`_exit(127)` if `child`
 /// returns).
 pub fn vfork_exec(stack: &mut ChildStack, child: &mut dyn FnMut()) -> io::Result<i32> {
@@ -187,8 +187,10 @@ pub fn vfork_exec(stack: &mut ChildStack, child: &mut dyn FnMut()) -> io::Result
     check(pid)
 }
 
-/// Plain `fork(2)`; same single-thread precondition as [`clone_fork`].
-pub fn fork() -> io::Result<Forked> {
+/// Plain `fork(2)` (glibc's, with its fork handlers): only the tests' children still use it —
+/// the sandbox starts its processes with [`clone_fork`] and [`vfork_exec`].
+#[cfg(test)]
+fn fork() -> io::Result<Forked> {
     // SAFETY: `nix::unistd::fork` is `unsafe` because the child of a multi-threaded process may
     // only call async-signal-safe functions; our callers are single-threaded (documented
     // precondition), so the child's copy holds no lock of a vanished thread.

@@ -9,7 +9,7 @@
 //!    arch*; the allowlist would kill them anyway, but this makes the guarantee explicit and
 //!    independent of the table.
 //! 2. **allowlist** (seccompiler's rules behind a hand-written search on the syscall number,
-//!    see [`compile_allowlist`] for why): the policy's groups; mismatch kills the process. `clone` only
+//!    see `compile_allowlist` for why): the policy's groups; mismatch kills the process. `clone` only
 //!    when no `CLONE_NEW*` flag is set (masked compare); `ioctl` unless the low 32 bits of the
 //!    request are TIOCSTI or TIOCLINUX (the kernel compares `cmd` as 32 bits, so high bits cannot
 //!    smuggle them past a 64-bit compare).
