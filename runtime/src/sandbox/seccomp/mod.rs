@@ -1,27 +1,29 @@
-//! The seccomp layer: a default-deny allowlist built with `seccompiler`, plus stacked filters
-//! that close what a plain allowlist leaves open.
+//! The seccomp layer: one filter per process, a default-deny allowlist whose per-call
+//! verdicts close what a plain allowlist leaves open.
 //!
-//! The kernel runs every installed filter and applies the most severe verdict (kill > errno >
-//! allow), so each concern gets its own small filter:
-//! 1. **prologue** (hand-written BPF, see [`prologue`]): kill on a foreign architecture (e.g.
-//!    `int 0x80` i386 calls on x86_64) and on x32 numbers (bit 30 set). seccompiler checks the
-//!    architecture but compares numbers exactly, and x32 calls arrive *with the x86_64 audit
-//!    arch*; the allowlist would kill them anyway, but this makes the guarantee explicit and
-//!    independent of the table.
-//! 2. **allowlist** (seccompiler's rules behind a hand-written search on the syscall number,
-//!    see `compile_allowlist` for why): the policy's groups; mismatch kills the process. `clone` only
-//!    when no `CLONE_NEW*` flag is set (masked compare); `ioctl` unless the low 32 bits of the
-//!    request are TIOCSTI or TIOCLINUX (the kernel compares `cmd` as 32 bits, so high bits cannot
-//!    smuggle them past a 64-bit compare).
-//! 3. **clone3 → ENOSYS**: clone3's flags sit in memory seccomp cannot read; glibc then falls
-//!    back to `clone`, whose flags filter 2 checks.
-//! 4. **socket families → EAFNOSUPPORT**: only AF_UNIX (plus AF_INET/AF_INET6 in loopback mode);
-//!    an error rather than a kill because programs probe families routinely.
+//! What the filter decides, for the program:
+//! - **a foreign architecture** (e.g. `int 0x80` i386 calls on x86_64) and **x32 numbers** (bit
+//!   30 set, which arrive *with the x86_64 audit arch*): kill. Checked first and explicitly, so
+//!   the guarantee does not depend on the table.
+//! - **the policy's groups**: allow; anything not listed kills the process. `clone` only when no
+//!   `CLONE_NEW*` flag is set (masked compare); `ioctl` unless the low 32 bits of the request are
+//!   TIOCSTI or TIOCLINUX (the kernel compares `cmd` as 32 bits, so high bits cannot smuggle them
+//!   past a 64-bit compare).
+//! - **clone3 → ENOSYS** (when the policy admits thread creation): its flags sit in memory
+//!   seccomp cannot read; glibc then falls back to `clone`, whose flags are checked.
+//! - **socket families → EAFNOSUPPORT**: only AF_UNIX (plus AF_INET/AF_INET6 in loopback mode);
+//!   an error rather than a kill because programs probe families routinely.
 //!
-//! Installation order is 1, 3, 4, 2 (the verdict does not depend on order; the allowlist must
-//! come last because it does not admit `seccomp(2)` itself). Installed last among the layers,
-//! immediately before `execveat`, which the allowlist always admits (the program
-//! could not start otherwise; the report says when the policy did not list it).
+//! These used to be four stacked filters (the kernel applies the most severe verdict of all);
+//! they are one program now because every attached filter has a fixed cost (allocation,
+//! conversion, JIT, and the kernel's per-number action-cache emulation): 4 filters took
+//! ≈ 180 µs to attach per launch here, the single one ≈ 50 µs (see [`compile_dispatch`]).
+//! A unit test checks, on a BPF interpreter, that the single program's verdict is the stacked
+//! filters' for every number, architecture and rule-exercising argument.
+//!
+//! Installed last among the layers, immediately before `execveat`, which the allowlist always
+//! admits (the program could not start otherwise; the report says when the policy did not list
+//! it). The sandbox's init gets its own, smaller filter of the same form ([`INIT_SYSCALLS`]).
 
 pub mod table;
 
@@ -55,6 +57,7 @@ const ARCH: TargetArch = TargetArch::aarch64;
 const AUDIT_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
 
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
+const RET_ERRNO: u32 = 0x0005_0000;
 const RET_ALLOW: u32 = 0x7fff_0000;
 
 /// Why a filter could not be built.
@@ -72,19 +75,19 @@ pub enum SeccompError {
     Dispatch(&'static str),
 }
 
-/// The compiled filters, in installation order, plus what went into them.
+/// The compiled filters, plus what went into them.
 #[derive(Debug)]
 pub struct Filters {
-    /// BPF programs, installed in order.
-    pub programs: Vec<BpfProgram>,
+    /// The program's filter.
+    pub program: BpfProgram,
     /// Number of unconditionally allowed calls.
     pub allowed: usize,
     /// Names from the policy's groups absent on this architecture (fine, e.g. `open` on arm64).
     pub absent: Vec<String>,
     /// Calls added because the launch needs them although the policy did not list them.
     pub implied: Vec<String>,
-    /// The sandbox init's own filters (prologue + [`INIT_SYSCALLS`]), see [`install_init`].
-    pub init: Vec<BpfProgram>,
+    /// The sandbox init's own filter ([`INIT_SYSCALLS`]), see [`install_init`].
+    pub init: BpfProgram,
 }
 
 /// All the sandbox's init does once the program runs: wait for children, write the program's
@@ -99,36 +102,6 @@ pub const INIT_SYSCALLS: &[&str] = &[
     "restart_syscall",
 ];
 
-/// The hand-written first filter (see the module docs for why it exists).
-pub fn prologue() -> BpfProgram {
-    let (stmt, jump) = (bpf_stmt, bpf_jump);
-    let ld_abs = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    vec![
-        // 0: A = seccomp_data.arch
-        stmt(ld_abs, 4),
-        // 1: native arch? continue : kill (-> 5)
-        jump(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-            AUDIT_ARCH,
-            0,
-            3,
-        ),
-        // 2: A = seccomp_data.nr
-        stmt(ld_abs, 0),
-        // 3: x32 bit set? kill (-> 5) : allow (-> 4)
-        jump(
-            libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K,
-            X32_SYSCALL_BIT,
-            1,
-            0,
-        ),
-        // 4
-        stmt(libc::BPF_RET | libc::BPF_K, RET_ALLOW),
-        // 5
-        stmt(libc::BPF_RET | libc::BPF_K, RET_KILL_PROCESS),
-    ]
-}
-
 fn cond(arg: u8, len: Len, op: Op, v: u64) -> Result<Cond, SeccompError> {
     Cond::new(arg, len, op, v).map_err(SeccompError::Compile)
 }
@@ -141,69 +114,81 @@ fn nr(name: &str) -> Result<i64, SeccompError> {
     table::number(name).ok_or_else(|| SeccompError::UnknownSyscall(name.into()))
 }
 
-/// Allowlist entries per block (see [`compile_allowlist`]).
-const BLOCK_SYSCALLS: usize = 12;
+/// What a filter answers for one system call number (a number absent from the map: kill).
+#[derive(Debug)]
+enum Verdict {
+    Allow,
+    Errno(i32),
+    /// Argument rules, compiled by seccompiler: `on_match` when a rule matches, else `mismatch`.
+    Rules {
+        rules: Vec<SeccompRule>,
+        on_match: SeccompAction,
+        mismatch: SeccompAction,
+    },
+}
 
-/// The allowlist (kill on anything not listed) as a binary search on the syscall number over
-/// blocks: a run of up to [`BLOCK_SYSCALLS`] unconditional calls is one `jeq nr → allow` per
-/// call; a call with argument rules is a block of its own compiled by seccompiler (its own
-/// architecture check, the rules, kill for anything else).
+/// Where a number ends up: a `ret` of this value, or the rule block with this index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaf {
+    Ret(u32),
+    Block(usize),
+}
+
+/// A subtree of the dispatch and its unpatched jumps to rule blocks: (index in the code, block).
+type Subtree = (BpfProgram, Vec<(usize, usize)>);
+
+/// One filter from per-number verdicts: the architecture and x32 checks, then a binary search
+/// on the number over the intervals with one verdict — a run of allowed numbers and the gap
+/// after it are one interval each, whose leaf is a single `ret`; a number with argument rules is
+/// an interval of its own whose leaf jumps to a block compiled by seccompiler.
 ///
-/// Written by hand because of what attaching a filter costs. seccompiler emits five
-/// instructions per unconditional call behind a partial search (≈ 1,350 instructions for the
-/// default policy, up to 536 executed for one number), and at attach the kernel (a) emulates
-/// the new filter for every syscall number to fill its action cache (`seccomp_cache_prepare`)
-/// and (b) converts and JIT-compiles it in several passes: ≈ 0.5 ms per launch here, most of a
-/// warm-pool launch. This layout is under a third of the size with at most a few dozen instructions
-/// per number. The verdict for every number and argument is the single seccompiler filter's; a
-/// test checks that on an interpreter.
-fn compile_allowlist(rules: BTreeMap<i64, Vec<SeccompRule>>) -> Result<BpfProgram, SeccompError> {
-    // Runs of up to BLOCK_SYSCALLS unconditional calls; a call with argument rules alone.
-    let mut chunks: Vec<Vec<(i64, Vec<SeccompRule>)>> = Vec::new();
-    for (nr, r) in rules {
-        match chunks.last_mut() {
-            Some(c) if r.is_empty() && c.len() < BLOCK_SYSCALLS && c[0].1.is_empty() => {
-                c.push((nr, r));
-            }
-            _ => chunks.push(vec![(nr, r)]),
-        }
-    }
-    // Block i handles numbers from starts[i] up to (not including) starts[i + 1]; block 0
-    // starts at 0 and the last one runs to u32::MAX, so every number lands in exactly one.
+/// Written by hand because of what attaching a filter costs, which no crate addresses.
+/// seccompiler emits five instructions per unconditional call behind a partial search
+/// (≈ 1,350 instructions for the default policy, up to 536 executed for one number) and one
+/// filter per action; at attach the kernel (a) converts and JIT-compiles the program, with a
+/// fixed cost per filter, and (b) emulates it for every syscall number of every architecture to
+/// fill its action cache (`seccomp_cache_prepare`). Here: one filter, ≈ 200 instructions for the
+/// default policy, about a dozen executed per number.
+fn compile_dispatch(verdicts: BTreeMap<u32, Verdict>) -> Result<BpfProgram, SeccompError> {
+    // Intervals: (first number, leaf); each runs up to the next one's first number, the last
+    // to u32::MAX, so every number lands in exactly one. Neighbours never share a `ret` leaf.
     let mut starts: Vec<u32> = Vec::new();
+    let mut leaves: Vec<Leaf> = Vec::new();
     let mut blocks: Vec<BpfProgram> = Vec::new();
-    for chunk in chunks {
-        let first = u32::try_from(chunk[0].0).map_err(|_| SeccompError::Dispatch("number"))?;
-        starts.push(if starts.is_empty() { 0 } else { first });
-        if !chunk[0].1.is_empty() {
-            let rules = chunk.into_iter().collect();
-            blocks.push(compile(
+    let push = |starts: &mut Vec<u32>, leaves: &mut Vec<Leaf>, at: u32, leaf: Leaf| {
+        if leaves.last() != Some(&leaf) || matches!(leaf, Leaf::Block(_)) {
+            starts.push(at);
+            leaves.push(leaf);
+        }
+    };
+    let mut next = 0u32;
+    for (nr, verdict) in verdicts {
+        if nr > next {
+            push(&mut starts, &mut leaves, next, Leaf::Ret(RET_KILL_PROCESS));
+        }
+        let leaf = match verdict {
+            Verdict::Allow => Leaf::Ret(RET_ALLOW),
+            Verdict::Errno(e) => Leaf::Ret(
+                RET_ERRNO | u32::try_from(e).map_err(|_| SeccompError::Dispatch("errno"))? & 0xffff,
+            ),
+            Verdict::Rules {
                 rules,
-                SeccompAction::KillProcess,
-                SeccompAction::Allow,
-            )?);
-            continue;
-        }
-        // i: `A == nr_i`? jump to the allow at index m + 1 : next; m: kill.
-        let m = chunk.len();
-        let mut block = Vec::with_capacity(m + 2);
-        for (i, (nr, _)) in chunk.iter().enumerate() {
-            let nr = u32::try_from(*nr).map_err(|_| SeccompError::Dispatch("number"))?;
-            let jt = u8::try_from(m - i).map_err(|_| SeccompError::Dispatch("block jump"))?;
-            block.push(bpf_jump(
-                libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-                nr,
-                jt,
-                0,
-            ));
-        }
-        block.push(bpf_stmt(libc::BPF_RET | libc::BPF_K, RET_KILL_PROCESS));
-        block.push(bpf_stmt(libc::BPF_RET | libc::BPF_K, RET_ALLOW));
-        blocks.push(block);
+                on_match,
+                mismatch,
+            } => {
+                let mut one = BTreeMap::new();
+                one.insert(i64::from(nr), rules);
+                blocks.push(compile(one, mismatch, on_match)?);
+                Leaf::Block(blocks.len() - 1)
+            }
+        };
+        push(&mut starts, &mut leaves, nr, leaf);
+        next = nr.checked_add(1).ok_or(SeccompError::Dispatch("number"))?;
     }
+    push(&mut starts, &mut leaves, next, Leaf::Ret(RET_KILL_PROCESS));
     let ld_abs = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
     let mut prog = vec![
-        // A = arch; native? skip the kill : kill. Blocks compiled by seccompiler check again.
+        // 0: A = arch; 1: native? skip the kill : 2: kill.
         bpf_stmt(ld_abs, 4),
         bpf_jump(
             libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
@@ -212,21 +197,26 @@ fn compile_allowlist(rules: BTreeMap<i64, Vec<SeccompRule>>) -> Result<BpfProgra
             0,
         ),
         bpf_stmt(libc::BPF_RET | libc::BPF_K, RET_KILL_PROCESS),
-        // A = nr
+        // 3: A = nr; 4: x32 bit set? 5: kill : on to the search.
         bpf_stmt(ld_abs, 0),
+        bpf_jump(
+            libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K,
+            X32_SYSCALL_BIT,
+            0,
+            1,
+        ),
+        bpf_stmt(libc::BPF_RET | libc::BPF_K, RET_KILL_PROCESS),
     ];
-    if blocks.is_empty() {
-        prog.push(bpf_stmt(libc::BPF_RET | libc::BPF_K, RET_KILL_PROCESS));
-        return Ok(prog);
-    }
-    let mut leaves = Vec::new();
-    dispatch_tree(&mut prog, &starts, 0, blocks.len(), &mut leaves)?;
+    let base = prog.len();
+    let (tree, jumps) = dispatch_tree(&starts, &leaves, 0, leaves.len())?;
+    prog.extend(tree);
     let mut block_at = Vec::with_capacity(blocks.len());
     for b in blocks {
         block_at.push(prog.len());
         prog.extend(b);
     }
-    for (at, block) in leaves {
+    for (at, block) in jumps {
+        let at = base + at;
         // `ja` is relative to the next instruction; blocks always follow the tree.
         prog[at].k =
             u32::try_from(block_at[block] - at - 1).map_err(|_| SeccompError::Dispatch("jump"))?;
@@ -237,32 +227,47 @@ fn compile_allowlist(rules: BTreeMap<i64, Vec<SeccompRule>>) -> Result<BpfProgra
     Ok(prog)
 }
 
-/// Emit the search over blocks `lo..hi` (A holds the number): `A >= starts[mid]` jumps over
-/// the left half; a leaf is an `ja` to its block, patched once the blocks are laid out.
+/// The search over intervals `lo..hi` (A holds the number): `A >= starts[mid]` goes to the right
+/// half. Conditional jumps reach 255 instructions; a larger left half is jumped over with `ja`.
 fn dispatch_tree(
-    prog: &mut BpfProgram,
     starts: &[u32],
+    leaves: &[Leaf],
     lo: usize,
     hi: usize,
-    leaves: &mut Vec<(usize, usize)>,
-) -> Result<(), SeccompError> {
+) -> Result<Subtree, SeccompError> {
     if hi - lo == 1 {
-        leaves.push((prog.len(), lo));
-        prog.push(bpf_stmt(libc::BPF_JMP | libc::BPF_JA, 0));
-        return Ok(());
+        return Ok(match leaves[lo] {
+            Leaf::Ret(k) => (vec![bpf_stmt(libc::BPF_RET | libc::BPF_K, k)], vec![]),
+            Leaf::Block(b) => (
+                vec![bpf_stmt(libc::BPF_JMP | libc::BPF_JA, 0)],
+                vec![(0, b)],
+            ),
+        });
     }
     let mid = (lo + hi) / 2;
-    let at = prog.len();
-    prog.push(bpf_jump(
-        libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
-        starts[mid],
-        0,
-        0,
-    ));
-    dispatch_tree(prog, starts, lo, mid, leaves)?;
-    prog[at].jt =
-        u8::try_from(prog.len() - at - 1).map_err(|_| SeccompError::Dispatch("tree jump"))?;
-    dispatch_tree(prog, starts, mid, hi, leaves)
+    let (left, left_jumps) = dispatch_tree(starts, leaves, lo, mid)?;
+    let (right, right_jumps) = dispatch_tree(starts, leaves, mid, hi)?;
+    let jge = libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K;
+    let mut code = match u8::try_from(left.len()) {
+        Ok(over) => vec![bpf_jump(jge, starts[mid], over, 0)],
+        Err(_) => vec![
+            // true → the `ja` over the left half; false → skip it.
+            bpf_jump(jge, starts[mid], 0, 1),
+            bpf_stmt(
+                libc::BPF_JMP | libc::BPF_JA,
+                u32::try_from(left.len()).map_err(|_| SeccompError::Dispatch("tree jump"))?,
+            ),
+        ],
+    };
+    let mut jumps: Vec<(usize, usize)> = left_jumps
+        .into_iter()
+        .map(|(at, b)| (at + code.len(), b))
+        .collect();
+    let right_base = code.len() + left.len();
+    jumps.extend(right_jumps.into_iter().map(|(at, b)| (at + right_base, b)));
+    code.extend(left);
+    code.extend(right);
+    Ok((code, jumps))
 }
 
 // BPF opcodes are 16-bit; libc exposes the class/size/mode constants as u32.
@@ -342,7 +347,7 @@ fn allow_rules(policy: &ValidatedSandboxPolicy) -> Result<AllowRules, SeccompErr
         );
     }
     if cond_on("clone3") {
-        // Admitted here so that filter 3 decides (ENOSYS) instead of a kill.
+        // Admitted so that its verdict is ENOSYS (see `build`) instead of a kill.
         allow.insert(nr("clone3")?, vec![]);
     }
     if cond_on("ioctl") {
@@ -367,77 +372,72 @@ fn allow_rules(policy: &ValidatedSandboxPolicy) -> Result<AllowRules, SeccompErr
     })
 }
 
-/// Build every filter for a policy.
+/// Build the filters for a policy.
 pub fn build(policy: &ValidatedSandboxPolicy) -> Result<Filters, SeccompError> {
     let AllowRules {
-        rules: allow,
+        rules,
         allowed,
         absent,
         implied,
     } = allow_rules(policy)?;
-    let allowlist = compile_allowlist(allow)?;
-    let mut programs = vec![prologue()];
-
-    let mut enosys = BTreeMap::new();
-    enosys.insert(nr("clone3")?, vec![]);
-    programs.push(compile(
-        enosys,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-    )?);
-
+    let (clone3, socket, socketpair) = (nr("clone3")?, nr("socket")?, nr("socketpair")?);
     let unix = libc::AF_UNIX as u64;
-    let mut family_conds = vec![cond(0, Len::Dword, Op::Ne, unix)?];
-    if policy.network == NetworkMode::Loopback {
-        family_conds.push(cond(0, Len::Dword, Op::Ne, libc::AF_INET as u64)?);
-        family_conds.push(cond(0, Len::Dword, Op::Ne, libc::AF_INET6 as u64)?);
+    let mut verdicts = BTreeMap::new();
+    for (n, r) in rules {
+        // `allow_rules` gives clone3, socket and socketpair no argument rules of their own.
+        debug_assert!(r.is_empty() || ![clone3, socket, socketpair].contains(&n));
+        let verdict = if n == clone3 {
+            Verdict::Errno(libc::ENOSYS)
+        } else if n == socket || n == socketpair {
+            // Admitted calls, restricted to the families the network mode allows.
+            let mut not_allowed = vec![cond(0, Len::Dword, Op::Ne, unix)?];
+            if n == socket && policy.network == NetworkMode::Loopback {
+                not_allowed.push(cond(0, Len::Dword, Op::Ne, libc::AF_INET as u64)?);
+                not_allowed.push(cond(0, Len::Dword, Op::Ne, libc::AF_INET6 as u64)?);
+            }
+            Verdict::Rules {
+                rules: vec![rule(not_allowed)?],
+                on_match: SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
+                mismatch: SeccompAction::Allow,
+            }
+        } else if r.is_empty() {
+            Verdict::Allow
+        } else {
+            Verdict::Rules {
+                rules: r,
+                on_match: SeccompAction::Allow,
+                mismatch: SeccompAction::KillProcess,
+            }
+        };
+        verdicts.insert(syscall_u32(n)?, verdict);
     }
-    let mut families = BTreeMap::new();
-    families.insert(nr("socket")?, vec![rule(family_conds)?]);
-    families.insert(
-        nr("socketpair")?,
-        vec![rule(vec![cond(0, Len::Dword, Op::Ne, unix)?])?],
-    );
-    programs.push(compile(
-        families,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
-    )?);
-    // The allowlist goes last: once it is in force, `seccomp(2)` itself is no longer allowed.
-    programs.push(allowlist);
+    let program = compile_dispatch(verdicts)?;
 
-    let mut init_rules = BTreeMap::new();
+    let mut init = BTreeMap::new();
     for name in INIT_SYSCALLS {
-        init_rules.insert(nr(name)?, vec![]);
+        init.insert(syscall_u32(nr(name)?)?, Verdict::Allow);
     }
-    let init = vec![
-        prologue(),
-        compile(init_rules, SeccompAction::KillProcess, SeccompAction::Allow)?,
-    ];
-
     Ok(Filters {
-        programs,
+        program,
         allowed,
         absent,
         implied,
-        init,
+        init: compile_dispatch(init)?,
     })
 }
 
-/// Install the filters on the calling thread (no_new_privs must already be set).
-pub fn install(filters: &Filters) -> Result<(), seccompiler::Error> {
-    for p in &filters.programs {
-        seccompiler::apply_filter(p)?;
-    }
-    Ok(())
+fn syscall_u32(n: i64) -> Result<u32, SeccompError> {
+    u32::try_from(n).map_err(|_| SeccompError::Dispatch("number"))
 }
 
-/// Install the init's filters (no_new_privs must already be set).
+/// Install the program's filter on the calling thread (no_new_privs must already be set).
+pub fn install(filters: &Filters) -> Result<(), seccompiler::Error> {
+    seccompiler::apply_filter(&filters.program)
+}
+
+/// Install the init's filter (no_new_privs must already be set).
 pub fn install_init(filters: &Filters) -> Result<(), seccompiler::Error> {
-    for p in &filters.init {
-        seccompiler::apply_filter(p)?;
-    }
-    Ok(())
+    seccompiler::apply_filter(&filters.init)
 }
 
 #[cfg(test)]
@@ -446,24 +446,19 @@ mod tests {
     use stockade_policy::sandbox::{default_policy, parse_policy};
 
     #[test]
-    fn prologue_kills_foreign_arch_and_x32() {
-        let p = prologue();
-        assert_eq!(p.len(), 6);
-        assert_eq!(p[1].k, AUDIT_ARCH);
-        // Both failure branches land on the kill instruction.
-        assert_eq!(1 + 1 + usize::from(p[1].jf), 5);
-        assert_eq!(p[3].k, X32_SYSCALL_BIT);
-        assert_eq!(3 + 1 + usize::from(p[3].jt), 5);
-        assert_eq!(p[5].k, RET_KILL_PROCESS);
-        assert_eq!(p[4].k, RET_ALLOW);
-    }
-
-    #[test]
-    fn default_policy_compiles_to_four_filters() {
+    fn one_filter_that_starts_with_the_arch_and_x32_checks() {
         let f = build(&default_policy()).unwrap();
-        assert_eq!(f.programs.len(), 4);
+        let p = &f.program;
+        assert_eq!(p[1].k, AUDIT_ARCH);
+        // A foreign arch falls through to the kill; x32 jumps to it.
+        assert_eq!(usize::from(p[1].jf), 0);
+        assert_eq!(p[2].k, RET_KILL_PROCESS);
+        assert_eq!(p[4].k, X32_SYSCALL_BIT);
+        assert_eq!(p[5].k, RET_KILL_PROCESS);
         assert!(f.allowed > 100);
         assert!(f.implied.is_empty());
+        // Far below seccompiler's single chain of the same rules (≈ 1,350).
+        assert!(p.len() < 400, "{} instructions", p.len());
     }
 
     #[test]
@@ -533,12 +528,80 @@ mod tests {
         }
     }
 
-    /// The dispatched allowlist gives the single seccompiler chain's verdict for every syscall
-    /// number (x32 aliases included) under arguments that exercise every rule, and no walk
-    /// through it is long.
+    /// The stacked filters this module used to install (and what a straightforward use of
+    /// seccompiler gives): the arch/x32 prologue, clone3 → ENOSYS, socket families →
+    /// EAFNOSUPPORT, and the allowlist as seccompiler's single chain.
+    fn stacked_reference(p: &ValidatedSandboxPolicy) -> Vec<BpfProgram> {
+        let (stmt, jump) = (bpf_stmt, bpf_jump);
+        let ld_abs = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+        let prologue = vec![
+            stmt(ld_abs, 4),
+            jump(
+                libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                AUDIT_ARCH,
+                0,
+                3,
+            ),
+            stmt(ld_abs, 0),
+            jump(
+                libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K,
+                X32_SYSCALL_BIT,
+                1,
+                0,
+            ),
+            stmt(libc::BPF_RET | libc::BPF_K, RET_ALLOW),
+            stmt(libc::BPF_RET | libc::BPF_K, RET_KILL_PROCESS),
+        ];
+        let mut enosys = BTreeMap::new();
+        enosys.insert(nr("clone3").unwrap(), vec![]);
+        let unix = libc::AF_UNIX as u64;
+        let mut family = vec![cond(0, Len::Dword, Op::Ne, unix).unwrap()];
+        if p.network == NetworkMode::Loopback {
+            family.push(cond(0, Len::Dword, Op::Ne, libc::AF_INET as u64).unwrap());
+            family.push(cond(0, Len::Dword, Op::Ne, libc::AF_INET6 as u64).unwrap());
+        }
+        let mut families = BTreeMap::new();
+        families.insert(nr("socket").unwrap(), vec![rule(family).unwrap()]);
+        families.insert(
+            nr("socketpair").unwrap(),
+            vec![rule(vec![cond(0, Len::Dword, Op::Ne, unix).unwrap()]).unwrap()],
+        );
+        let chain = allow_rules(p).unwrap().rules;
+        vec![
+            prologue,
+            compile(
+                enosys,
+                SeccompAction::Allow,
+                SeccompAction::Errno(libc::ENOSYS as u32),
+            )
+            .unwrap(),
+            compile(
+                families,
+                SeccompAction::Allow,
+                SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
+            )
+            .unwrap(),
+            compile(chain, SeccompAction::KillProcess, SeccompAction::Allow).unwrap(),
+        ]
+    }
+
+    /// What the kernel returns for a stack of filters: the most severe action (the action bits
+    /// compared as a signed number, as `seccomp_run_filters` does).
+    #[allow(clippy::cast_possible_wrap)]
+    fn run_stack(stack: &[BpfProgram], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+        stack
+            .iter()
+            .map(|f| run_bpf_arch(f, arch, nr, args).0)
+            .min_by_key(|v| (v & 0xffff_0000) as i32)
+            .unwrap()
+    }
+
+    /// The single filter gives the stacked filters' verdict for every syscall number (x32
+    /// aliases included), on the native and a foreign architecture, under arguments that exercise
+    /// every rule, and no walk through it is long.
     #[test]
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // syscall numbers
-    fn dispatched_allowlist_matches_the_single_chain() {
+    fn one_filter_matches_the_stacked_filters() {
         let thread = (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
         let args: Vec<[u64; 6]> = vec![
             [0; 6],
@@ -550,75 +613,83 @@ mod tests {
             [0, libc::TIOCGWINSZ, 0, 0, 0, 0],
             [libc::AF_UNIX as u64, 1, 0, 0, 0, 0],
             [libc::AF_INET as u64, 1, 0, 0, 0, 0],
+            [libc::AF_INET6 as u64, 1, 0, 0, 0, 0],
+            [libc::AF_NETLINK as u64, 1, 0, 0, 0, 0],
+            [libc::AF_UNIX as u64 | (1 << 32), 1, 0, 0, 0, 0],
             [u64::MAX; 6],
         ];
+        let enosys = RET_ERRNO | libc::ENOSYS as u32;
+        let eafnosupport = RET_ERRNO | libc::EAFNOSUPPORT as u32;
         for text in [
             None,
             Some("version = 1\n[network]\nmode = \"loopback\"\n"),
             Some("version = 1\n[seccomp]\ngroups = []\n"),
+            Some("version = 1\n[seccomp]\ngroups = [\"@default\", \"@basic-io\"]\n"),
         ] {
             let p = match text {
                 None => default_policy(),
                 Some(t) => parse_policy(t).unwrap(),
             };
-            let single = {
-                // The same rules as build() uses, compiled as one chain.
-                let f = build(&p).unwrap();
-                let chain_rules = allow_rules(&p).unwrap().rules;
-                (
-                    f,
-                    compile(
-                        chain_rules,
-                        SeccompAction::KillProcess,
-                        SeccompAction::Allow,
-                    )
-                    .unwrap(),
-                )
-            };
-            let (filters, chain) = single;
-            let dispatched = filters.programs.last().unwrap();
-            assert!(dispatched.len() < 4096);
-            let (mut allowed, mut killed, mut longest) = (0, 0, 0);
-            for base in 0u32..1024 {
-                for nr in [base, base | X32_SYSCALL_BIT, base.wrapping_neg()] {
-                    for a in &args {
-                        let (want, _) = run_bpf(&chain, nr, *a);
-                        let (got, steps) = run_bpf(dispatched, nr, *a);
-                        assert_eq!(got, want, "nr {nr:#x} args {a:?}");
-                        longest = longest.max(steps);
-                        match got {
-                            RET_ALLOW => allowed += 1,
-                            RET_KILL_PROCESS => killed += 1,
-                            v => panic!("unexpected verdict {v:#x}"),
+            let stack = stacked_reference(&p);
+            let one = build(&p).unwrap().program;
+            let mut seen = std::collections::BTreeMap::<u32, usize>::new();
+            let mut longest = 0;
+            for arch in [AUDIT_ARCH, 0x4000_0003] {
+                for base in 0u32..1024 {
+                    for nr in [base, base | X32_SYSCALL_BIT, base.wrapping_neg()] {
+                        for a in &args {
+                            let want = run_stack(&stack, arch, nr, *a);
+                            let (got, steps) = run_bpf_arch(&one, arch, nr, *a);
+                            assert_eq!(got, want, "{text:?}: arch {arch:#x} nr {nr:#x} args {a:?}");
+                            longest = longest.max(steps);
+                            *seen.entry(got).or_default() += 1;
                         }
                     }
                 }
             }
-            assert!(allowed > 0 && killed > 0);
-            // A foreign architecture is killed whatever the number (i386 `int 0x80`).
-            for nr in 0u32..512 {
-                assert_eq!(
-                    run_bpf_arch(dispatched, 0x4000_0003, nr, [0; 6]).0,
-                    RET_KILL_PROCESS
-                );
-                assert_eq!(
-                    run_bpf_arch(&chain, 0x4000_0003, nr, [0; 6]).0,
-                    RET_KILL_PROCESS
-                );
+            assert!(seen.contains_key(&RET_ALLOW) && seen.contains_key(&RET_KILL_PROCESS));
+            if text.is_none() || text.is_some_and(|t| t.contains("loopback")) {
+                // The default groups admit threads (clone3 → ENOSYS) and sockets.
+                assert!(seen.contains_key(&enosys), "{seen:?}");
+                assert!(seen.contains_key(&eafnosupport), "{seen:?}");
             }
             let read = table::number("read").unwrap() as u32;
-            let want_read = match text {
-                Some(t) if t.contains("groups = []") => RET_KILL_PROCESS,
-                _ => RET_ALLOW,
+            let want_read = if text.is_some_and(|t| t.ends_with("groups = []\n")) {
+                RET_KILL_PROCESS
+            } else {
+                RET_ALLOW
             };
-            assert_eq!(run_bpf(dispatched, read, [0; 6]).0, want_read);
+            assert_eq!(run_bpf(&one, read, [0; 6]).0, want_read);
             let kexec = table::number("kexec_load").unwrap() as u32;
-            assert_eq!(run_bpf(dispatched, kexec, [0; 6]).0, RET_KILL_PROCESS);
-            // Bounded walk: the tree plus one block, far below the single chain's length.
-            assert!(
-                longest < 150,
-                "longest walk {longest}, chain {}",
-                chain.len()
+            assert_eq!(run_bpf(&one, kexec, [0; 6]).0, RET_KILL_PROCESS);
+            // Bounded walk: the checks, the search, at most one rule block.
+            assert!(longest < 60, "longest walk {longest}");
+        }
+    }
+
+    /// The init's filter admits exactly [`INIT_SYSCALLS`] (native arch) and kills the rest.
+    #[test]
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    fn init_filter_admits_only_its_calls() {
+        let init = build(&default_policy()).unwrap().init;
+        let admitted: Vec<u32> = INIT_SYSCALLS
+            .iter()
+            .map(|n| table::number(n).unwrap() as u32)
+            .collect();
+        for nr in 0u32..1024 {
+            let want = if admitted.contains(&nr) {
+                RET_ALLOW
+            } else {
+                RET_KILL_PROCESS
+            };
+            assert_eq!(run_bpf(&init, nr, [0; 6]).0, want, "nr {nr}");
+            assert_eq!(
+                run_bpf_arch(&init, 0x4000_0003, nr, [0; 6]).0,
+                RET_KILL_PROCESS
+            );
+            assert_eq!(
+                run_bpf(&init, nr | X32_SYSCALL_BIT, [0; 6]).0,
+                RET_KILL_PROCESS
             );
         }
     }
