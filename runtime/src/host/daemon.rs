@@ -113,9 +113,14 @@ fn err(code: i64, m: impl Into<String>) -> RpcError {
     RpcError::new(code, m.into())
 }
 
-/// One stderr line (the daemon's log; systemd's journal takes it from there).
+/// One stderr line (the daemon's log; systemd's journal takes it from there), written with one
+/// `write`: `eprintln!` writes the prefix, the message and the newline separately (stderr is
+/// unbuffered), which is three wake-ups of the journal's reader per line and lets another
+/// writer's bytes land inside a line.
 pub(crate) fn log_line(s: &str) {
-    eprintln!("stockade serve: {s}");
+    use std::io::Write;
+    let line = format!("stockade serve: {s}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 impl Daemon {

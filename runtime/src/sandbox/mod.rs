@@ -701,7 +701,7 @@ fn thread_count() -> Option<u32> {
 /// only one); scanning every process in /proc is the fallback for kernels without that file —
 /// it costs a read per process on the host, milliseconds under a daemon with many plugins.
 fn find_host_pid(init: i32, ns_pid: i32) -> Option<i32> {
-    let listed: Option<Vec<i32>> = fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+    let listed: Option<Vec<i32>> = read_proc_file(&format!("/proc/{init}/task/{init}/children"))
         .ok()
         .map(|s| {
             s.split_whitespace()
@@ -717,7 +717,7 @@ fn find_host_pid(init: i32, ns_pid: i32) -> Option<i32> {
             .collect(),
     };
     for pid in candidates {
-        let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        let Ok(status) = read_proc_file(&format!("/proc/{pid}/status")) else {
             continue;
         };
         let field = |k: &str| {
@@ -733,6 +733,28 @@ fn find_host_pid(init: i32, ns_pid: i32) -> Option<i32> {
         }
     }
     None
+}
+
+/// A small /proc file as text, in one `read` when it fits 4 KiB. `fs::read_to_string` asks the
+/// size first (`statx`, `lseek`: /proc says 0) and then grows its buffer from 32 bytes, ten
+/// system calls for a `status` file: this is on the launch path of every plugin.
+fn read_proc_file(path: &str) -> io::Result<String> {
+    let mut f = fs::File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match io::Read::read(&mut f, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(io::Error::other)
 }
 
 /// A running sandbox. Dropping it kills everything in it and removes its cgroup.
