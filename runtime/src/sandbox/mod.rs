@@ -735,9 +735,9 @@ fn find_host_pid(init: i32, ns_pid: i32) -> Option<i32> {
     None
 }
 
-/// A small /proc file as text, in one `read` when it fits 4 KiB. `fs::read_to_string` asks the
-/// size first (`statx`, `lseek`: /proc says 0) and then grows its buffer from 32 bytes, ten
-/// system calls for a `status` file: this is on the launch path of every plugin.
+/// A small /proc file as text: open, one `read` of up to 4 KiB, one more that says the end.
+/// `fs::read_to_string` asks the size first (`statx`, `lseek`: /proc says 0) and then grows its
+/// buffer from 32 bytes, ten system calls for a `status` file; this is on every launch's path.
 fn read_proc_file(path: &str) -> io::Result<String> {
     let mut f = fs::File::open(path)?;
     let mut buf = vec![0u8; 4096];
