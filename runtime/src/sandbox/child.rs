@@ -88,8 +88,9 @@ pub struct ChildCtx<'a> {
     pub status_w: &'a OwnedFd,
     /// Compiled seccomp filters.
     pub filters: &'a Filters,
-    /// Warm pool: after reporting the layers, wait for the runtime's `R` before forking the
-    /// program (EOF instead: the held sandbox was discarded; exit).
+    /// Warm pool: after reporting the layers, fork the program's process and have it wait for
+    /// the runtime's `R` before its seccomp and exec (EOF instead: the held sandbox was
+    /// discarded; it exits).
     pub hold: bool,
 }
 
@@ -215,18 +216,12 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // The program's stack until its exec (256 KiB: the pre-exec steps and nix's argv copy
     // use a few KiB).
     let mut stack = sys::ChildStack::new(256 * 1024).map_err(at(LaunchStep::Fork))?;
-    if ctx.hold {
-        let mut go = [0u8; 1];
-        match sock.recv(&mut go) {
-            Ok(1) if go[0] == b'R' => {}
-            _ => sys::exit_now(0),
-        }
-    }
-
     // We (the init) are single-threaded: vfork_exec's precondition. It returns once the
-    // program executed (or failed to, which the exec pipe reports).
-    let pid =
-        sys::vfork_exec(&mut stack, &mut || exec_program(ctx)).map_err(at(LaunchStep::Fork))?;
+    // program executed (or failed to, which the exec pipe reports). Held (the warm pool), the
+    // program's process waits for the runtime's `R` before its seccomp and exec, so the go
+    // costs neither the fork nor the steps before the filter.
+    let pid = sys::vfork_exec(&mut stack, &mut || exec_program(ctx, sock))
+        .map_err(at(LaunchStep::Fork))?;
     send(sock, &ChildMsg::Forked { ns_pid: pid });
     Ok(pid)
 }
@@ -313,8 +308,8 @@ fn report_exec_failure(w: &OwnedFd, kind: u8, e: &std::io::Error) -> ! {
 }
 
 /// The program's side (it runs in our memory until exec, see `sys::vfork_exec`): last steps,
-/// then exec. Never returns.
-fn exec_program(ctx: &ChildCtx<'_>) -> ! {
+/// the runtime's go when held, seccomp, exec. Never returns.
+fn exec_program(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> ! {
     let pre = |r: std::io::Result<()>| {
         if let Err(e) = r {
             report_exec_failure(ctx.exec_w, PRE_EXEC_FAILED, &e)
@@ -329,6 +324,20 @@ fn exec_program(ctx: &ChildCtx<'_>) -> ! {
     pre(sys::cloexec_from(3));
     if ctx.is_script {
         pre(sys::set_cloexec(ctx.exec_fd.as_fd(), false));
+    }
+    if ctx.hold {
+        // Anything but `R` (EOF: the runtime discarded the held sandbox) ends here, reported
+        // as a failure before exec so that the exec pipe's EOF never reads as a success.
+        let mut go = [0u8; 1];
+        match sock.recv(&mut go) {
+            Ok(1) if go[0] == b'R' => {}
+            Ok(_) => report_exec_failure(
+                ctx.exec_w,
+                PRE_EXEC_FAILED,
+                &std::io::Error::other("the held sandbox was discarded"),
+            ),
+            Err(e) => report_exec_failure(ctx.exec_w, PRE_EXEC_FAILED, &e),
+        }
     }
     if let Err(e) = super::seccomp::install(ctx.filters) {
         report_exec_failure(ctx.exec_w, PRE_EXEC_FAILED, &std::io::Error::other(e))

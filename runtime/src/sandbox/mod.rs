@@ -284,14 +284,16 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
 }
 
 /// Build the whole sandbox — uid, cgroup, namespaces, id maps, mounts, rlimits, capabilities,
-/// no_new_privs, Landlock — and hold it there: the init waits, the program is not forked yet.
-/// [`Held::release`] then only forks, installs seccomp and executes (the warm pool of `stockade
-/// serve`, docs/protocol.md §5). Dropping a [`Held`] kills its init and removes its cgroup.
+/// no_new_privs, Landlock — and hold it there: the program's process is forked (its session,
+/// parent-death signal, signal mask and descriptors set) and waits. [`Held::release`] then
+/// only has it install seccomp and execute (the warm pool of `stockade serve`, docs/protocol.md
+/// §5). Dropping a [`Held`] kills its init (and with it the waiting process) and removes its
+/// cgroup.
 pub fn prepare_held(spec: LaunchSpec<'_>) -> Result<Held, LaunchError> {
     prepare(spec, true)
 }
 
-/// A sandbox built up to the program's fork (see [`prepare_held`]); also the second half of
+/// A sandbox built up to the program's seccomp and exec (see [`prepare_held`]); also the second half of
 /// every [`launch`], which is `prepare` and `release` back to back. Field order is drop order:
 /// the init is killed before its cgroup is removed and its uid lease released.
 pub struct Held {
@@ -325,8 +327,8 @@ impl std::fmt::Debug for Held {
 }
 
 impl Held {
-    /// Let the program run: start it (`clone(CLONE_VM|CLONE_VFORK)`), seccomp, `execveat`;
-    /// back once exec succeeded.
+    /// Let the program run: held, the go to its waiting process; otherwise the init starts it
+    /// (`clone(CLONE_VM|CLONE_VFORK)`); then seccomp and `execveat`. Back once exec succeeded.
     pub fn release(mut self) -> Result<Sandboxed, LaunchError> {
         if self.hold {
             self.sock.send(b"R").map_err(setup(LaunchStep::Control))?;
@@ -423,8 +425,8 @@ fn recv_child(sock: &UnixDatagram, buf: &mut [u8]) -> Result<child::ChildMsg, La
     }
 }
 
-/// The launch sequence, top to bottom, up to the program's fork (`hold`: the init then waits
-/// for [`Held::release`]; otherwise it goes straight on).
+/// The launch sequence, top to bottom, up to the program's seccomp and exec (`hold`: its forked
+/// process then waits for [`Held::release`]; otherwise it goes straight on).
 fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
     let p = spec.policy;
     let (_, egid, euid) = sys::ids();
