@@ -325,11 +325,21 @@ fn exec_program(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> ! {
     if ctx.is_script {
         pre(sys::set_cloexec(ctx.exec_fd.as_fd(), false));
     }
+    let seccomp = || {
+        if let Err(e) = super::seccomp::install(ctx.filters) {
+            report_exec_failure(ctx.exec_w, PRE_EXEC_FAILED, &std::io::Error::other(e))
+        }
+    };
+    // Held, the filter goes on before the wait when it admits the `read` the wait is.
+    let filter_first = ctx.hold && ctx.filters.admits_read;
+    if filter_first {
+        seccomp();
+    }
     if ctx.hold {
         // Anything but `R` (EOF: the runtime discarded the held sandbox) ends here, reported
         // as a failure before exec so that the exec pipe's EOF never reads as a success.
         let mut go = [0u8; 1];
-        match sock.recv(&mut go) {
+        match sys::read_fd(sock.as_fd(), &mut go) {
             Ok(1) if go[0] == b'R' => {}
             Ok(_) => report_exec_failure(
                 ctx.exec_w,
@@ -339,8 +349,8 @@ fn exec_program(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> ! {
             Err(e) => report_exec_failure(ctx.exec_w, PRE_EXEC_FAILED, &e),
         }
     }
-    if let Err(e) = super::seccomp::install(ctx.filters) {
-        report_exec_failure(ctx.exec_w, PRE_EXEC_FAILED, &std::io::Error::other(e))
+    if !filter_first {
+        seccomp();
     }
     let e = sys::execveat_fd(ctx.exec_fd.as_fd(), ctx.argv, ctx.envp);
     report_exec_failure(ctx.exec_w, EXEC_FAILED, &e)

@@ -285,9 +285,9 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
 
 /// Build the whole sandbox — uid, cgroup, namespaces, id maps, mounts, rlimits, capabilities,
 /// no_new_privs, Landlock — and hold it there: the program's process is forked (its session,
-/// parent-death signal, signal mask and descriptors set) and waits. [`Held::release`] then
-/// only has it install seccomp and execute (the warm pool of `stockade serve`, docs/protocol.md
-/// §5). Dropping a [`Held`] kills its init (and with it the waiting process) and removes its
+/// parent-death signal, signal mask and descriptors set; its seccomp filter too when the filter
+/// admits the `read` it waits in) and waits. [`Held::release`] then only has it execute (the
+/// warm pool of `stockade serve`, docs/protocol.md §5). Dropping a [`Held`] kills its init (and with it the waiting process) and removes its
 /// cgroup.
 pub fn prepare_held(spec: LaunchSpec<'_>) -> Result<Held, LaunchError> {
     prepare(spec, true)

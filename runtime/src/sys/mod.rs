@@ -595,6 +595,17 @@ pub fn signalfd(sigs: &[libc::c_int]) -> io::Result<OwnedFd> {
         .map_err(io_err)
 }
 
+/// A plain `read(2)` (on a datagram socket: one datagram), for a process whose seccomp filter
+/// admits `read` but not necessarily `recvfrom`.
+pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Err(Errno::EINTR) => {}
+            r => return r.map_err(io_err),
+        }
+    }
+}
+
 /// Read one `signalfd_siginfo` and return the signal number. (A plain `read`: `nix`'s
 /// `SignalFd::read_signal` needs the `SignalFd` itself, the caller holds a borrowed descriptor.)
 pub fn read_signalfd(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {

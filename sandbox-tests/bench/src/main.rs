@@ -257,8 +257,8 @@ fn run(args: &Args) -> Result<(), String> {
             md,
             "### Warm pool\n\n`stockade serve` with `[serve] warm`: each loaded plugin has a held \
              spare sandbox (uid, cgroup, namespaces, mounts, rlimits, capabilities, Landlock all \
-             applied; the program's process forked and waiting before its seccomp and exec). A \
-             restart then only gives it the go: it installs seccomp and executes. Measured by the daemon itself, from the start of the launch to the \
+             applied; the program's process forked, under its seccomp filter, waiting before its \
+             exec). A restart then only gives it the go: it executes. Measured by the daemon itself, from the start of the launch to the \
              handshake processed (`plugin_status.launch_us`), against bare exec as above.\n\n{}",
             series_table(&rows, Some(0))
         );

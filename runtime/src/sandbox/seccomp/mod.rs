@@ -88,6 +88,10 @@ pub struct Filters {
     pub implied: Vec<String>,
     /// The sandbox init's own filter ([`INIT_SYSCALLS`]), see [`install_init`].
     pub init: BpfProgram,
+    /// The program's filter admits `read` whatever its arguments: a held program process (the
+    /// warm pool) can install it first and then wait for the go in `read`, taking the attach
+    /// off the go's path; otherwise it installs it after the go.
+    pub admits_read: bool,
 }
 
 /// All the sandbox's init does once the program runs: wait for children, write the program's
@@ -413,6 +417,8 @@ pub fn build(policy: &ValidatedSandboxPolicy) -> Result<Filters, SeccompError> {
         };
         verdicts.insert(syscall_u32(n)?, verdict);
     }
+    let read = syscall_u32(nr("read")?)?;
+    let admits_read = matches!(verdicts.get(&read), Some(Verdict::Allow));
     let program = compile_dispatch(verdicts)?;
 
     let mut init = BTreeMap::new();
@@ -425,6 +431,7 @@ pub fn build(policy: &ValidatedSandboxPolicy) -> Result<Filters, SeccompError> {
         absent,
         implied,
         init: compile_dispatch(init)?,
+        admits_read,
     })
 }
 
@@ -459,6 +466,9 @@ mod tests {
         assert_eq!(p[5].k, RET_KILL_PROCESS);
         assert!(f.allowed > 100);
         assert!(f.implied.is_empty());
+        assert!(f.admits_read);
+        let bare = parse_policy("version = 1\n[seccomp]\ngroups = []\n").unwrap();
+        assert!(!build(&bare).unwrap().admits_read);
         // Far below seccompiler's single chain of the same rules (≈ 1,350).
         assert!(p.len() < 400, "{} instructions", p.len());
     }
