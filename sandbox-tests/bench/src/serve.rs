@@ -153,6 +153,22 @@ impl Serve {
         Ok((Duration::from_micros(us), st["warm"] == true))
     }
 
+    /// Wait until `name` holds a spare again (the daemon builds it after each ready): nothing
+    /// of the daemon's is then running beside what is measured next.
+    pub fn wait_spare(&mut self, name: &str) -> Result<(), String> {
+        let t0 = Instant::now();
+        loop {
+            let st = self.call("plugin_status", serde_json::json!({"name": name}))?;
+            if st["spare"] == true {
+                return Ok(());
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                return Err(format!("{name} holds no spare: {st}"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Load a package and wait until its plugin is ready.
     pub fn load(&mut self, package: &std::path::Path) -> Result<(), String> {
         let st = self.call("plugin_load", serde_json::json!({"package": package}))?;
