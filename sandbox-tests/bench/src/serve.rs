@@ -133,17 +133,9 @@ impl Serve {
         let st = self.call("plugin_status", serde_json::json!({"name": name}))?;
         let before = st["restarts"].as_u64().unwrap_or(0);
         self.call("plugin_restart", serde_json::json!({"name": name}))?;
-        let t0 = Instant::now();
-        loop {
-            let st = self.call("plugin_status", serde_json::json!({"name": name}))?;
-            if st["restarts"].as_u64().unwrap_or(0) > before && st["state"] == "ready" {
-                break;
-            }
-            if t0.elapsed() > Duration::from_secs(20) {
-                return Err(format!("{name} did not come back: {st}"));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.wait_status(name, "did not come back", |st| {
+            st["restarts"].as_u64().unwrap_or(0) > before && st["state"] == "ready"
+        })?;
         // `launch_us` is set in the loop turn that saw the handshake; ask once more after it.
         std::thread::sleep(Duration::from_millis(2));
         let st = self.call("plugin_status", serde_json::json!({"name": name}))?;
@@ -156,14 +148,25 @@ impl Serve {
     /// Wait until `name` holds a spare again (the daemon builds it after each ready): nothing
     /// of the daemon's is then running beside what is measured next.
     pub fn wait_spare(&mut self, name: &str) -> Result<(), String> {
+        self.wait_status(name, "holds no spare", |st| st["spare"] == true)
+    }
+
+    /// Poll `plugin_status` of `name` every millisecond until `done` says so (20 s at most;
+    /// then the error says `name` `what` and shows the last status).
+    fn wait_status(
+        &mut self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<(), String> {
         let t0 = Instant::now();
         loop {
             let st = self.call("plugin_status", serde_json::json!({"name": name}))?;
-            if st["spare"] == true {
+            if done(&st) {
                 return Ok(());
             }
             if t0.elapsed() > Duration::from_secs(20) {
-                return Err(format!("{name} holds no spare: {st}"));
+                return Err(format!("{name} {what}: {st}"));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
