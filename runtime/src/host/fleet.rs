@@ -64,7 +64,7 @@ pub enum Phase {
 }
 
 /// A held sandbox for a plugin's next incarnation (`[serve] warm`): built, with every layer in
-/// force, up to the program's seccomp and exec. Used only if the next launch computes the same sandbox
+/// force, up to the program's exec. Used only if the next launch computes the same sandbox
 /// policy (a SIGHUP'd policy or a changed grant makes it stale: it is dropped, which kills its
 /// init and removes its cgroup, and the launch is cold).
 struct Spare {

@@ -19,9 +19,11 @@
 //! capabilities (securebits locked,
 //! bounding, ambient, inheritable, permitted, effective all empty) → no_new_privs → Landlock →
 //! start the program (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no copy of our page
-//! tables; we resume once it executed). The program then gets a new session, a parent-death signal, close-on-exec on every
-//! descriptor but 0-2, seccomp, and `execveat` on the descriptor opened by the runtime; init
-//! closes everything but the status pipe, installs its own filter and waits.
+//! tables; we resume once it executed). The program then gets a new session, a parent-death
+//! signal, close-on-exec on every descriptor but 0-2, seccomp, and `execveat` on the
+//! descriptor opened by the runtime (held for the warm pool: everything but the exec — and the
+//! filter, when it does not admit the `read` the wait is — happens before the go); init closes
+//! everything but the status pipe, installs its own filter and waits.
 
 use super::report::LayerReport;
 use super::seccomp::Filters;

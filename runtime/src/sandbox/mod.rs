@@ -287,14 +287,14 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
 /// no_new_privs, Landlock — and hold it there: the program's process is forked (its session,
 /// parent-death signal, signal mask and descriptors set; its seccomp filter too when the filter
 /// admits the `read` it waits in) and waits. [`Held::release`] then only has it execute (the
-/// warm pool of `stockade serve`, docs/protocol.md §5). Dropping a [`Held`] kills its init (and with it the waiting process) and removes its
-/// cgroup.
+/// warm pool of `stockade serve`, docs/protocol.md §5). Dropping a [`Held`] kills its init
+/// (and with it the waiting process) and removes its cgroup.
 pub fn prepare_held(spec: LaunchSpec<'_>) -> Result<Held, LaunchError> {
     prepare(spec, true)
 }
 
-/// A sandbox built up to the program's seccomp and exec (see [`prepare_held`]); also the second half of
-/// every [`launch`], which is `prepare` and `release` back to back. Field order is drop order:
+/// A sandbox built up to the program's seccomp and exec (see [`prepare_held`]); also the second
+/// half of every [`launch`], which is `prepare` and `release` back to back. Field order is drop order:
 /// the init is killed before its cgroup is removed and its uid lease released.
 pub struct Held {
     guard: ChildGuard,
