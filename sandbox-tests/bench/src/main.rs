@@ -140,13 +140,13 @@ fn run(args: &Args) -> Result<(), String> {
         let quiet = Series::new("bare exec, quiet", &quiet);
         print_series(&quiet);
         let pool = warm_pool(&f, n)?;
-        for series in &pool {
+        for series in pool.rows() {
             print_series(series);
         }
         println!(
             "warm spare / bare exec: {:.2}× quiet, {:.2}× between the restarts",
-            pool[2].median() / quiet.median(),
-            pool[2].median() / pool[0].median()
+            pool.warm.median() / quiet.median(),
+            pool.warm.median() / pool.bare_between.median()
         );
         return Ok(());
     }
@@ -261,13 +261,13 @@ fn run(args: &Args) -> Result<(), String> {
         ));
     }
     // 1b. The warm pool: a restart inside `stockade serve`, cold and from a held spare, against
-    // bare exec measured between the warm restarts.
+    // the quiet bare exec of section 1 (the target) and a bare exec made between the restarts.
     let pool = warm_pool(&f, plan.launches)?;
     let quiet = find(Launcher::Bare)
         .map(|b| launches[b].1.clone())
         .ok_or("the bare exec baseline is missing")?;
     let mut rows = vec![quiet];
-    rows.extend(pool.iter().cloned());
+    rows.extend(pool.rows().into_iter().cloned());
     let _ = writeln!(
         md,
         "### Warm pool\n\n`stockade serve` with `[serve] warm`: each loaded plugin has a held \
@@ -280,12 +280,12 @@ fn run(args: &Args) -> Result<(), String> {
          the daemon holds its next spare, which shares the restarts' conditions (the kernel's \
          deferred clean-up of the previous incarnation's namespaces and cgroups): warm spare \
          / that baseline = {:.2}×.\n\n{}",
-        pool[2].median() / pool[0].median(),
+        pool.warm.median() / pool.bare_between.median(),
         series_table(&rows, Some(0))
     );
     targets.push(Target::ratio(
         "warm pool launch median ≤ 2× bare exec",
-        pool[2].median(),
+        pool.warm.median(),
         rows[0].median(),
         2.0,
     ));
@@ -619,44 +619,71 @@ fn scale(
     Ok((st, first, last))
 }
 
-/// Restarts inside `stockade serve`, cold then from a held spare: the daemon's launch → ready;
-/// first in the result, a bare exec made after each warm restart once the daemon holds its next
-/// spare. That second baseline shares the restarts' conditions — the kernel's deferred clean-up
-/// of the previous incarnation (its network namespace, its cgroups) runs on — and is slower than
-/// a bare exec on a quiet machine; the target is judged against the quiet one.
-fn warm_pool(f: &Fixture, launches: usize) -> Result<Vec<Series>, String> {
-    let mut pool = Vec::new();
-    let mut bare = Vec::with_capacity(launches);
-    let pool_pkg = f.package_named("pool", "on:bench.echo")?;
-    for warm in [false, true] {
-        let what = if warm { "warm spare" } else { "cold" };
-        eprintln!("serve restart ({what}) × {}", launches);
-        let mut sv = serve::Serve::start_with(
-            f,
-            &format!("[serve]\nwarm = {warm}\n[health]\nping_interval_ms = 0\n"),
-        )?;
-        sv.load(&pool_pkg)?;
-        sv.restart_launch("pool")?;
-        let mut v = Vec::with_capacity(launches);
-        for _ in 0..launches {
-            let (d, was_warm) = sv.restart_launch("pool")?;
-            if was_warm != warm {
-                return Err(format!("a {what} restart reported warm = {was_warm}"));
-            }
-            v.push(d);
-            if warm {
-                // Not while the daemon builds the next spare (milliseconds of work on a
-                // two-CPU machine): that would slow the baseline.
-                sv.wait_spare("pool")?;
-                bare.push(Launcher::Bare.measure(f, bare.len())?);
-            }
-        }
-        sv.stop()?;
-        pool.push(Series::new(format!("serve restart, {what}"), &v));
+/// The warm-pool section's series.
+struct WarmPool {
+    /// A bare exec made after each warm restart once the daemon holds its next spare. It shares
+    /// the restarts' conditions — the kernel's deferred clean-up of the previous incarnation (its
+    /// network namespace, its cgroups) runs on — and is slower than a bare exec on a quiet
+    /// machine; the target is judged against the quiet one.
+    bare_between: Series,
+    /// Restarts inside `stockade serve` without the warm pool: the daemon's launch → ready.
+    cold: Series,
+    /// Restarts from a held spare.
+    warm: Series,
+}
+
+impl WarmPool {
+    fn rows(&self) -> [&Series; 3] {
+        [&self.bare_between, &self.cold, &self.warm]
     }
-    pool.insert(
-        0,
-        Series::new("bare exec, between the warm restarts", &bare),
-    );
-    Ok(pool)
+}
+
+/// Restarts inside `stockade serve`, cold then from a held spare, and the bare exec between the
+/// warm ones (see [`WarmPool`]).
+fn warm_pool(f: &Fixture, launches: usize) -> Result<WarmPool, String> {
+    let pool_pkg = f.package_named("pool", "on:bench.echo")?;
+    let cold = restarts(f, &pool_pkg, launches, None)?;
+    let mut bare = Vec::with_capacity(launches);
+    let warm = restarts(f, &pool_pkg, launches, Some(&mut bare))?;
+    Ok(WarmPool {
+        bare_between: Series::new("bare exec, between the warm restarts", &bare),
+        cold,
+        warm,
+    })
+}
+
+/// `launches` restarts of the `pool` plugin in a fresh `stockade serve`, with the warm pool when
+/// `bare` is given — and then, after each, a bare exec into `bare` once the daemon holds its next
+/// spare.
+fn restarts(
+    f: &Fixture,
+    pkg: &std::path::Path,
+    launches: usize,
+    mut bare: Option<&mut Vec<Duration>>,
+) -> Result<Series, String> {
+    let warm = bare.is_some();
+    let what = if warm { "warm spare" } else { "cold" };
+    eprintln!("serve restart ({what}) × {launches}");
+    let mut sv = serve::Serve::start_with(
+        f,
+        &format!("[serve]\nwarm = {warm}\n[health]\nping_interval_ms = 0\n"),
+    )?;
+    sv.load(pkg)?;
+    sv.restart_launch("pool")?;
+    let mut v = Vec::with_capacity(launches);
+    for _ in 0..launches {
+        let (d, was_warm) = sv.restart_launch("pool")?;
+        if was_warm != warm {
+            return Err(format!("a {what} restart reported warm = {was_warm}"));
+        }
+        v.push(d);
+        if let Some(bare) = bare.as_deref_mut() {
+            // Not while the daemon builds the next spare (milliseconds of work on a two-CPU
+            // machine): that would slow the baseline.
+            sv.wait_spare("pool")?;
+            bare.push(Launcher::Bare.measure(f, bare.len())?);
+        }
+    }
+    sv.stop()?;
+    Ok(Series::new(format!("serve restart, {what}"), &v))
 }
