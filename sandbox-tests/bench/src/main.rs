@@ -53,7 +53,8 @@ struct Args {
     /// profiling one figure without the ten-minute run.
     #[arg(long, value_delimiter = ',', value_name = "N,N")]
     only_scale: Vec<usize>,
-    /// Only the warm-pool section (this many restarts each), printed, nothing written.
+    /// Only the warm-pool section (this many restarts each, and as many quiet bare execs first),
+    /// printed with both ratios, nothing written.
     #[arg(long, value_name = "N")]
     only_warm: Option<usize>,
     /// Only the 64 B round trip (this many calls, floor and `stockade run`), printed, nothing
