@@ -22,6 +22,12 @@ use stockade_runtime::cli::Cli;
 /// The binary name users type; completions and pages are registered under it.
 const BIN: &str = "stockade";
 
+/// The whole clap tree at once (the runtime builds each subcommand's arguments only when the
+/// command line selects it).
+fn full_tree() -> clap::Command {
+    stockade_runtime::cli::eagerly(Cli::command)
+}
+
 /// Write every page and completion file below `out`, which is emptied first.
 fn generate(out: &Path) -> std::io::Result<()> {
     if out.exists() {
@@ -29,7 +35,7 @@ fn generate(out: &Path) -> std::io::Result<()> {
     }
     let man1 = out.join("man").join("man1");
     std::fs::create_dir_all(&man1)?;
-    clap_mangen::generate_to(Cli::command(), &man1)?;
+    clap_mangen::generate_to(full_tree(), &man1)?;
 
     for (shell, dir) in [
         (Shell::Bash, "bash"),
@@ -38,7 +44,7 @@ fn generate(out: &Path) -> std::io::Result<()> {
     ] {
         let dir = out.join("completions").join(dir);
         std::fs::create_dir_all(&dir)?;
-        let mut cmd = Cli::command();
+        let mut cmd = full_tree();
         let written = generate_to(shell, &mut cmd, BIN, &dir)?;
         // clap_complete names bash's file `stockade.bash`; bash-completion's lazy loader looks
         // up /usr/share/bash-completion/completions/<command>, i.e. `stockade`.
@@ -86,7 +92,7 @@ mod tests {
         generate(&out).unwrap();
 
         let mut want = Vec::new();
-        expected_pages(&Cli::command(), BIN, &mut want);
+        expected_pages(&full_tree(), BIN, &mut want);
         want.sort();
         let mut got: Vec<String> = std::fs::read_dir(out.join("man/man1"))
             .unwrap()

@@ -4,8 +4,8 @@
 pub mod exec;
 
 use crate::cli::{
-    AuditCommand, CaCommand, Command, GrantCommand, NodeCommand, NodeLicenseCommand, PolicyCommand,
-    SourceCommand,
+    AuditCommand, CaCommand, Command, Deferred as D, GrantCommand, NodeCommand, NodeLicenseCommand,
+    PolicyCommand, SourceCommand,
 };
 use crate::error::CmdError;
 use crate::exit::Exit;
@@ -29,37 +29,37 @@ pub mod verify;
 /// Dispatch a parsed command line.
 pub fn run(command: Command, out: Output) -> Result<Exit, CmdError> {
     match command {
-        Command::Keygen(a) => keygen::run(a, out),
-        Command::Ca(CaCommand::Init(a)) => ca::init(a, out),
-        Command::Ca(CaCommand::Issue(a)) => ca::issue(a, out),
-        Command::Ca(CaCommand::Revoke(a)) => ca::revoke(a, out),
-        Command::Ca(CaCommand::License(a)) => ca::license(a, out),
-        Command::Pack(a) => pack::run(a, out),
-        Command::Verify(a) => verify::run(a, out),
-        Command::Inspect(a) => inspect::run(a, out),
-        Command::Node(NodeCommand::Info(a)) => node::info(a, out),
-        Command::Node(NodeCommand::License(NodeLicenseCommand::Install(a))) => {
+        Command::Keygen(D(a)) => keygen::run(a, out),
+        Command::Ca(D(CaCommand::Init(a))) => ca::init(a, out),
+        Command::Ca(D(CaCommand::Issue(a))) => ca::issue(a, out),
+        Command::Ca(D(CaCommand::Revoke(a))) => ca::revoke(a, out),
+        Command::Ca(D(CaCommand::License(a))) => ca::license(a, out),
+        Command::Pack(D(a)) => pack::run(a, out),
+        Command::Verify(D(a)) => verify::run(a, out),
+        Command::Inspect(D(a)) => inspect::run(a, out),
+        Command::Node(D(NodeCommand::Info(a))) => node::info(a, out),
+        Command::Node(D(NodeCommand::License(NodeLicenseCommand::Install(a)))) => {
             node::license_install(a, out)
         }
-        Command::Exec(a) => exec::run(a, out),
-        Command::Run(a) => run::run(a, out),
-        Command::Serve(a) => serve::run(a, out),
+        Command::Exec(D(a)) => exec::run(a, out),
+        Command::Run(D(a)) => run::run(a, out),
+        Command::Serve(D(a)) => serve::run(a, out),
         Command::HttpBridge => http_bridge::run(),
-        Command::Policy(PolicyCommand::Lint(a)) => policy::lint(a, out),
-        Command::Policy(PolicyCommand::Explain(a)) => policy::explain(a, out),
-        Command::Policy(PolicyCommand::Diff(a)) => policy::diff(a, out),
-        Command::Policy(PolicyCommand::Schema) => policy::schema(out),
-        Command::Grant(GrantCommand::Issue(a)) => grant::issue(a, out),
-        Command::Grant(GrantCommand::Verify(a)) => grant::verify(a, out),
-        Command::Audit(AuditCommand::Verify(a)) => audit::verify(a, out),
-        Command::Install(a) => store::install(a, out),
-        Command::List(a) => store::list(a, out),
-        Command::Remove(a) => store::remove(a, out),
-        Command::Update(a) => store::update(a, out),
-        Command::Source(SourceCommand::Add(a)) => source::add(a, out),
-        Command::Source(SourceCommand::List(a)) => source::list(a, out),
-        Command::Source(SourceCommand::Remove(a)) => source::remove(a, out),
-        Command::Source(SourceCommand::Repin(a)) => source::repin(a, out),
-        Command::Source(SourceCommand::RepinAuthor(a)) => source::repin_author(a, out),
+        Command::Policy(D(PolicyCommand::Lint(a))) => policy::lint(a, out),
+        Command::Policy(D(PolicyCommand::Explain(a))) => policy::explain(a, out),
+        Command::Policy(D(PolicyCommand::Diff(a))) => policy::diff(a, out),
+        Command::Policy(D(PolicyCommand::Schema)) => policy::schema(out),
+        Command::Grant(D(GrantCommand::Issue(a))) => grant::issue(a, out),
+        Command::Grant(D(GrantCommand::Verify(a))) => grant::verify(a, out),
+        Command::Audit(D(AuditCommand::Verify(a))) => audit::verify(a, out),
+        Command::Install(D(a)) => store::install(a, out),
+        Command::List(D(a)) => store::list(a, out),
+        Command::Remove(D(a)) => store::remove(a, out),
+        Command::Update(D(a)) => store::update(a, out),
+        Command::Source(D(SourceCommand::Add(a))) => source::add(a, out),
+        Command::Source(D(SourceCommand::List(a))) => source::list(a, out),
+        Command::Source(D(SourceCommand::Remove(a))) => source::remove(a, out),
+        Command::Source(D(SourceCommand::Repin(a))) => source::repin(a, out),
+        Command::Source(D(SourceCommand::RepinAuthor(a))) => source::repin_author(a, out),
     }
 }
