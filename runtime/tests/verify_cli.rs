@@ -605,3 +605,50 @@ fn extract_to_leaves_nothing_when_verification_fails() {
     let after: Vec<_> = std::fs::read_dir(fx.dir()).unwrap().collect();
     assert_eq!(before.len(), after.len());
 }
+
+/// The package's and the payload's digests are computed in turn for a small package and on two
+/// threads from 16 MiB on (`verify.rs`, `PARALLEL_DIGESTS_MIN`): both ways report the digest of
+/// the exact file and the signed payload digest.
+#[test]
+fn digests_are_right_whichever_way_they_are_computed() {
+    use sha2::{Digest, Sha256};
+    let fx = Fixture::new();
+    fx.pack_hello();
+    let dir = fx.hello_dir();
+    // 17 MiB that do not compress (xorshift), so the package itself is past 16 MiB.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let filler: Vec<u8> = (0..17 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect();
+    std::fs::create_dir_all(fx.path("big")).unwrap();
+    for f in ["manifest.json", "entrypoint"] {
+        std::fs::copy(dir.join(f), fx.path("big").join(f)).unwrap();
+    }
+    std::fs::write(fx.path("big/filler.bin"), &filler).unwrap();
+    let r = fx.pack_dir("big", "big.stockade");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for (pkg, large) in [("hello.stockade", false), ("big.stockade", true)] {
+        let bytes = std::fs::read(fx.path(pkg)).unwrap();
+        assert_eq!(
+            bytes.len() >= 16 << 20,
+            large,
+            "{pkg}: {} bytes",
+            bytes.len()
+        );
+        let r = fx.verify(pkg, &[]);
+        assert_eq!(r.code, 0, "{pkg}: {}{}", r.stdout, r.stderr);
+        let j = r.json();
+        assert_eq!(
+            j["package_sha256"],
+            hex::encode(Sha256::digest(&bytes)),
+            "{pkg}"
+        );
+        let signed = fx.run(&["--json", "inspect", pkg]).json()["payload_sha256"].clone();
+        assert_eq!(j["payload_sha256"], signed, "{pkg}");
+    }
+}
