@@ -740,8 +740,17 @@ pub fn eagerly<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-fn eager() -> bool {
-    EAGER.with(std::cell::Cell::get)
+/// `cmd` with its part added now (inside [`eagerly`]) or deferred until it is selected.
+fn augment(
+    cmd: clap::Command,
+    now: fn(clap::Command) -> clap::Command,
+    later: fn(clap::Command) -> clap::Command,
+) -> clap::Command {
+    if EAGER.with(std::cell::Cell::get) {
+        now(cmd)
+    } else {
+        cmd.defer(later)
+    }
 }
 
 /// The deferred builders keep the subcommand's own `about`: the derive sets it from the
@@ -800,37 +809,29 @@ impl<T: Args> Args for Deferred<T> {
     }
 
     fn augment_args(cmd: clap::Command) -> clap::Command {
-        if eager() {
-            T::augment_args(cmd)
-        } else {
-            cmd.defer(deferred_args::<T>)
-        }
+        augment(cmd, T::augment_args, deferred_args::<T>)
     }
 
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        if eager() {
-            T::augment_args_for_update(cmd)
-        } else {
-            cmd.defer(deferred_args_for_update::<T>)
-        }
+        augment(
+            cmd,
+            T::augment_args_for_update,
+            deferred_args_for_update::<T>,
+        )
     }
 }
 
 impl<T: Subcommand> Subcommand for Deferred<T> {
     fn augment_subcommands(cmd: clap::Command) -> clap::Command {
-        if eager() {
-            T::augment_subcommands(cmd)
-        } else {
-            cmd.defer(deferred_subcommands::<T>)
-        }
+        augment(cmd, T::augment_subcommands, deferred_subcommands::<T>)
     }
 
     fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
-        if eager() {
-            T::augment_subcommands_for_update(cmd)
-        } else {
-            cmd.defer(deferred_subcommands_for_update::<T>)
-        }
+        augment(
+            cmd,
+            T::augment_subcommands_for_update,
+            deferred_subcommands_for_update::<T>,
+        )
     }
 
     fn has_subcommand(name: &str) -> bool {
