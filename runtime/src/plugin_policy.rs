@@ -18,6 +18,7 @@ use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::read_capped;
 use crate::keyfile::load_public;
+use crate::package::PackageView;
 use crate::policyfiles::PolicyFilesError;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -63,8 +64,8 @@ pub struct PackageFacts {
 
 impl PackageFacts {
     /// From a verified package (report and manifest).
-    pub fn from_package(p: &crate::package::VerifiedPackage) -> Self {
-        let mut f = Self::from_report(&p.report);
+    pub fn from_package(p: PackageView<'_>) -> Self {
+        let mut f = Self::from_report(p.report);
         f.hooks = p.manifest.manifest().hooks.clone();
         f
     }
@@ -329,22 +330,45 @@ pub fn flag_allowlist(flags: &[String]) -> Result<Option<BTreeSet<Capability>>, 
 /// record cannot be written (74).
 pub fn for_launch(
     merged: &MergedPolicy,
-    pkg: &crate::package::VerifiedPackage,
+    pkg: PackageView<'_>,
     root: &Path,
     flags: Option<&BTreeSet<Capability>>,
     log: &AuditLog,
     now: u64,
 ) -> Result<LaunchPolicy, CmdError> {
+    let (lp, records) = decide(merged, pkg, root, flags, now)?;
+    record(log, records)?;
+    Ok(lp)
+}
+
+/// Append the records [`decide`] returned, in order (exit 74 when one cannot be written).
+pub fn record(log: &AuditLog, records: Vec<Record>) -> Result<(), CmdError> {
+    records
+        .into_iter()
+        .try_for_each(|r| audit::append_or_fail(log, r))
+}
+
+/// [`for_launch`] with its denial and grant records returned rather than written: `run`
+/// decides before the package's files are extracted and writes them once they are, after the
+/// verification's own record (cmd/run.rs).
+pub fn decide(
+    merged: &MergedPolicy,
+    pkg: PackageView<'_>,
+    root: &Path,
+    flags: Option<&BTreeSet<Capability>>,
+    now: u64,
+) -> Result<(LaunchPolicy, Vec<Record>), CmdError> {
     let facts = PackageFacts::from_package(pkg);
     let pp = for_package(merged, &facts, root, now).map_err(PolicyFilesError::into_cmd)?;
-    let mut base = audit::for_report(Event::Launch, "", &pkg.report);
+    let mut base = audit::for_report(Event::Launch, "", pkg.report);
     base.policy_sha256 = Some(audit::policy_hash(&explain(&pp.resolved, &pp.effective)));
+    let mut records = Vec::new();
     for w in &pp.withheld {
         let mut rec = base.clone();
         rec.event = Event::Denial;
         rec.outcome = "withheld".into();
         rec.detail = serde_json::json!(w);
-        audit::append_or_fail(log, rec)?;
+        records.push(rec);
     }
     for d in pp
         .effective
@@ -355,7 +379,7 @@ pub fn for_launch(
         rec.event = Event::Grant;
         rec.outcome = "granted".into();
         rec.detail = serde_json::json!({"item": d.item, "decided_by": d.decided_by.to_string()});
-        audit::append_or_fail(log, rec)?;
+        records.push(rec);
     }
     let mut host = pp.effective.host.clone();
     if let Some(flags) = flags {
@@ -370,13 +394,14 @@ pub fn for_launch(
             .collect();
         host.capabilities.allow = Some(allow);
     }
-    Ok(LaunchPolicy {
+    let lp = LaunchPolicy {
         sandbox: pp.effective.sandbox.clone(),
         host,
         base,
         reusable: !pp.grants_needed && pp.withheld.is_empty(),
         withheld: pp.withheld,
-    })
+    };
+    Ok((lp, records))
 }
 
 /// The program a verified package runs as, with its argv: the entrypoint for a stdio plugin; for
@@ -386,17 +411,14 @@ pub fn for_launch(
 /// rather than given a network it was not granted; its interpreter must be a host file the
 /// sandbox's read-only binds show.
 pub fn program_for(
-    pkg: &crate::package::verify::VerifiedPackage,
+    pkg: PackageView<'_>,
     sandbox: &ValidatedSandboxPolicy,
 ) -> Result<(crate::sandbox::Program, Vec<String>), crate::sandbox::LaunchError> {
     use crate::sandbox::{LaunchError, Program};
     let Some(http) = pkg.manifest.http() else {
-        let entry = pkg.dir.path().join(pkg.manifest.entrypoint());
+        let entry = pkg.dir.join(pkg.manifest.entrypoint());
         let program = Program::open(&entry.to_string_lossy(), "")?;
-        return Ok((
-            program,
-            vec![format!("/plugin/{}", pkg.manifest.entrypoint())],
-        ));
+        return Ok((program, entry_argv(pkg)));
     };
     if sandbox.network != NetworkMode::Loopback {
         return Err(LaunchError::HttpTransport(format!(
@@ -425,12 +447,25 @@ pub fn program_for(
 /// pool) do it: the program and argv of [`program_for`], the base environment, the package at
 /// /plugin, the system uid lock directory.
 pub fn launch_spec<'a>(
-    pkg: &crate::package::verify::VerifiedPackage,
+    pkg: PackageView<'_>,
     policy: &'a ValidatedSandboxPolicy,
 ) -> Result<crate::sandbox::LaunchSpec<'a>, crate::sandbox::LaunchError> {
+    Ok(spec_with(pkg, policy, program_for(pkg, policy)?))
+}
+
+/// A stdio plugin's argv: its entrypoint as the sandbox sees it.
+pub fn entry_argv(pkg: PackageView<'_>) -> Vec<String> {
+    vec![format!("/plugin/{}", pkg.manifest.entrypoint())]
+}
+
+/// The [`launch_spec`] of `pkg` with this program and argv.
+pub fn spec_with<'a>(
+    pkg: PackageView<'_>,
+    policy: &'a ValidatedSandboxPolicy,
+    (program, argv): (crate::sandbox::Program, Vec<String>),
+) -> crate::sandbox::LaunchSpec<'a> {
     use crate::sandbox;
-    let (program, argv) = program_for(pkg, policy)?;
-    Ok(sandbox::LaunchSpec {
+    sandbox::LaunchSpec {
         policy,
         program,
         argv,
@@ -438,7 +473,7 @@ pub fn launch_spec<'a>(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        package_dir: Some(pkg.dir.path().to_path_buf()),
+        package_dir: Some(pkg.dir.to_path_buf()),
         uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
-    })
+    }
 }

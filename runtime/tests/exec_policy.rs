@@ -2,7 +2,9 @@
 //! are refused with exit 65 and a message naming the key, and unreadable ones with 66.
 
 mod exec_common;
+mod leftovers;
 use exec_common::*;
+use leftovers::assert_no_sandbox_left;
 
 #[test]
 fn invalid_policy_is_rejected_naming_the_key() {
@@ -163,33 +165,7 @@ fn degradation_not_allowed_stops_the_launch_and_leaves_nothing() {
     }
     assert_eq!(code(&o), 125, "{}", err(&o));
     assert!(err(&o).contains("landlock"), "{}", err(&o));
-    let prefix = format!("stockade-{runtime_pid}-");
-    let own_cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    for line in own_cgroups.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, ctrls, path) = (
-            parts.next(),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-        );
-        for ctrl in ctrls
-            .split(',')
-            .filter(|c| ["memory", "pids", "cpu"].contains(c))
-        {
-            let parent = format!("/sys/fs/cgroup/{ctrl}{path}");
-            for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                assert!(!n.starts_with(&prefix), "{parent}/{n} left behind");
-            }
-        }
-    }
-    let survivors = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
-        .filter(|s| s.lines().any(|l| l == format!("PPid:\t{runtime_pid}")))
-        .count();
-    assert_eq!(survivors, 0, "a child of the failed runtime survived");
+    assert_no_sandbox_left(runtime_pid);
 }
 
 #[test]

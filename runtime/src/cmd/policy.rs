@@ -189,7 +189,7 @@ pub fn explain(a: PolicyExplainArgs, out: Output) -> Result<Exit, CmdError> {
                     let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
                     CmdError::new(exit, kind, e).hint(hint)
                 })?;
-            let facts = PackageFacts::from_package(&vp);
+            let facts = PackageFacts::from_package(vp.view());
             let pp = plugin_policy::for_package(&m, &facts, &a.root.policy_root, unix_now())
                 .map_err(PolicyFilesError::into_cmd)?;
             ExplainReport {

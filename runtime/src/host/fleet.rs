@@ -269,7 +269,7 @@ impl Daemon {
             spare => {
                 let lp = crate::plugin_policy::for_launch(
                     &self.cfg.policy,
-                    pkg,
+                    pkg.view(),
                     &self.cfg.policy_root,
                     self.cfg.allow_flags.as_ref(),
                     &self.cfg.audit,
@@ -338,7 +338,9 @@ impl Daemon {
         e.warm = spare.is_some();
         let launched = match spare {
             Some(held) => held.release(),
-            None => crate::plugin_policy::launch_spec(pkg, &lp.sandbox).and_then(sandbox::launch),
+            None => {
+                crate::plugin_policy::launch_spec(pkg.view(), &lp.sandbox).and_then(sandbox::launch)
+            }
         };
         let mut sb = match launched {
             Ok(sb) => sb,
@@ -490,7 +492,7 @@ impl Daemon {
         let Some((generation, decision)) = e.decision.take() else {
             return;
         };
-        match crate::plugin_policy::launch_spec(&e.pkg, &decision.sandbox)
+        match crate::plugin_policy::launch_spec(e.pkg.view(), &decision.sandbox)
             .and_then(sandbox::prepare_held)
         {
             Ok(held) => {

@@ -6,10 +6,13 @@
 //! honours modes, ownership and link types from the archive.
 //!
 //! Why this is enough against path tricks without `openat2(RESOLVE_BENEATH)`: the destination is
-//! a fresh 0700 directory no one else can write; every parent directory of an entry is one we
-//! created in this run (tracked in `dirs`), never a symlink (the signed map forbids an entry
-//! being a prefix of another, and we re-check here); and the final component is created with
-//! `O_EXCL`, which does not follow symlinks.
+//! a fresh directory no one else can write (0700; `run` makes it 0755 for the plugin's uid to
+//! read, still writable by us alone); every parent directory of an entry is one we created in
+//! this run (tracked in `dirs`), never a symlink (the signed map forbids an entry being a prefix
+//! of another, and we re-check here); and the final component is created with `O_EXCL`, which
+//! does not follow symlinks — or, for the one file [`reserve`] made ahead (the entrypoint `run`
+//! builds the sandbox around), opened with `O_NOFOLLOW` and accepted only as that same empty
+//! inode.
 //!
 //! Rejected (exit 87, "unsafe archive"): absolute paths, `..`, non-normalized paths, symlinks
 //! leaving the tree, hardlinks, devices, FIFOs, directories and other entry types,
@@ -22,7 +25,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use stockade_policy::manifest::valid_relative_path;
 use stockade_trust::statement::{resolve_symlink, FileEntry};
@@ -242,16 +245,99 @@ fn classify_path(raw: &[u8]) -> Result<String, ExtractError> {
     Ok(s)
 }
 
-/// Extract `payload` (tar.gz) into `dest` (an existing, empty, private directory), checking
-/// every entry against `map` and `manifest_canonical` (the canonical bytes of the signed
-/// manifest). `dest` `None`: every check, nothing written (the conflicts a write would meet —
-/// duplicates, an entry below a file or symlink — are refused from the bookkeeping alone, as
-/// they are before any write when `dest` is given).
+/// A file made empty ahead of extraction, with its parent directories, so that a launch can
+/// open it while extraction runs (`stockade run` builds the sandbox meanwhile, cmd/run.rs).
+/// [`extract`] writes the signed content into this same inode: it opens the path without
+/// `O_CREAT`, with `O_NOFOLLOW`, and refuses it unless it is still the empty regular file made
+/// here (same device and inode). Its parents count as directories this run made.
+#[derive(Debug)]
+pub struct Reserved {
+    path: String,
+    dirs: BTreeSet<String>,
+    dev: u64,
+    ino: u64,
+    /// An `O_PATH` descriptor keeps the inode alive, so its number cannot be reused by another
+    /// file (it is no writer: exec of the file is not refused with `ETXTBSY` for it).
+    _pin: std::fs::File,
+}
+
+impl Reserved {
+    /// The entry's path, relative to the extraction directory.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+/// Make `path` (a normalized relative path) under `dest` (the fresh, empty extraction
+/// directory) an empty 0600 file, creating its parents as extraction would.
+pub fn reserve(dest: &Path, path: &str) -> Result<Reserved, ExtractError> {
+    let path = classify_path(path.as_bytes())?;
+    let mut dirs = BTreeSet::new();
+    make_parents(Some(dest), &path, &mut dirs, &BTreeSet::new())?;
+    let full = dest.join(&path);
+    let pinned = (|| {
+        let made = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&full)?
+            .metadata()?;
+        let pin = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&full)?;
+        let m = pin.metadata()?;
+        if (m.dev(), m.ino()) != (made.dev(), made.ino()) {
+            return Err(std::io::Error::other(
+                "the file changed while it was reserved",
+            ));
+        }
+        Ok((pin, m))
+    })();
+    let (pin, m) = pinned.map_err(|source| ExtractError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Reserved {
+        path,
+        dirs,
+        dev: m.dev(),
+        ino: m.ino(),
+        _pin: pin,
+    })
+}
+
+/// The file an entry's content goes to: a new one (`O_EXCL`, so never through a symlink or over
+/// anything), or the one [`reserve`] made for it.
+fn create(dest: &Path, path: &str, reserved: Option<&Reserved>) -> std::io::Result<std::fs::File> {
+    let mut o = OpenOptions::new();
+    o.write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    let Some(r) = reserved.filter(|r| r.path == path) else {
+        return o.create_new(true).mode(0o600).open(dest.join(path));
+    };
+    let f = o.open(dest.join(path))?;
+    let md = f.metadata()?;
+    if (md.dev(), md.ino()) != (r.dev, r.ino) || !md.is_file() || md.len() != 0 {
+        return Err(std::io::Error::other(
+            "the file reserved for this entry is no longer the empty file made for it",
+        ));
+    }
+    Ok(f)
+}
+
+/// Extract `payload` (tar.gz) into `dest` (an existing, private directory, empty but for what
+/// `reserved` made), checking every entry against `map` and `manifest_canonical` (the canonical
+/// bytes of the signed manifest). `dest` `None`: every check, nothing written (the conflicts a
+/// write would meet — duplicates, an entry below a file or symlink — are refused from the
+/// bookkeeping alone, as they are before any write when `dest` is given).
 pub fn extract(
     payload: &[u8],
     map: &BTreeMap<String, FileEntry>,
     manifest_canonical: &[u8],
     dest: Option<&Path>,
+    reserved: Option<&Reserved>,
     limits: &Limits,
 ) -> Result<Extracted, ExtractError> {
     let ratio_cap = (payload.len() as u64)
@@ -265,7 +351,14 @@ pub fn extract(
         tripped: false,
     };
     let mut archive = tar::Archive::new(counting);
-    let result = extract_entries(&mut archive, map, manifest_canonical, dest, limits);
+    let result = extract_entries(
+        &mut archive,
+        map,
+        manifest_canonical,
+        dest,
+        reserved,
+        limits,
+    );
     let counting = archive.into_inner();
     if counting.tripped {
         return Err(ExtractError::Bomb(format!(
@@ -281,9 +374,10 @@ fn extract_entries<R: Read>(
     map: &BTreeMap<String, FileEntry>,
     manifest_canonical: &[u8],
     dest: Option<&Path>,
+    reserved: Option<&Reserved>,
     limits: &Limits,
 ) -> Result<Extracted, ExtractError> {
-    let mut dirs: BTreeSet<String> = BTreeSet::new();
+    let mut dirs: BTreeSet<String> = reserved.map(|r| r.dirs.clone()).unwrap_or_default();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut summary = Extracted {
         files: 0,
@@ -375,15 +469,7 @@ fn extract_entries<R: Read>(
             return Err(ExtractError::DigestMismatch(path));
         }
         let mut f = match dest {
-            Some(dest) => Some(
-                OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                    .open(dest.join(&path))
-                    .map_err(wr(&path))?,
-            ),
+            Some(dest) => Some(create(dest, &path, reserved).map_err(wr(&path))?),
             None => None,
         };
         let mut hasher = Sha256::new();
@@ -511,8 +597,8 @@ mod tests {
     fn run(files: &[(&str, &[u8])], limits: Limits) -> Result<Extracted, ExtractError> {
         let d = tempfile::tempdir().unwrap();
         let (payload, m) = (tar_gz(files), map(files));
-        let written = extract(&payload, &m, b"", Some(d.path()), &limits);
-        let checked = extract(&payload, &m, b"", None, &limits);
+        let written = extract(&payload, &m, b"", Some(d.path()), None, &limits);
+        let checked = extract(&payload, &m, b"", None, None, &limits);
         match (&written, &checked) {
             (Ok(a), Ok(b)) => assert_eq!((a.files, a.bytes), (b.files, b.bytes)),
             (Err(a), Err(b)) => assert_eq!(
@@ -540,7 +626,15 @@ mod tests {
     #[test]
     fn checking_writes_nothing() {
         let files: &[(&str, &[u8])] = &[("a/b/c.txt", b"hi"), ("a/d", b"x")];
-        let s = extract(&tar_gz(files), &map(files), b"", None, &Limits::default()).unwrap();
+        let s = extract(
+            &tar_gz(files),
+            &map(files),
+            b"",
+            None,
+            None,
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!((s.files, s.bytes), (2, 3));
         // A wrong digest is still found.
         let mut m = map(files);
@@ -553,7 +647,7 @@ mod tests {
             },
         );
         assert!(matches!(
-            extract(&tar_gz(files), &m, b"", None, &Limits::default()),
+            extract(&tar_gz(files), &m, b"", None, None, &Limits::default()),
             Err(ExtractError::DigestMismatch(p)) if p == "a/d"
         ));
     }
@@ -567,6 +661,7 @@ mod tests {
             &map(files),
             b"",
             Some(d.path()),
+            None,
             &Limits::default(),
         )
         .unwrap();
@@ -657,11 +752,104 @@ mod tests {
             &BTreeMap::new(),
             b"",
             Some(d.path()),
+            None,
             &Limits::default(),
         );
         assert!(matches!(
             r,
             Err(ExtractError::Corrupt(_)) | Err(ExtractError::Bomb(_))
         ));
+    }
+
+    fn into_reserved(
+        files: &[(&str, &[u8])],
+        m: &BTreeMap<String, FileEntry>,
+        dest: &Path,
+        r: &Reserved,
+    ) -> Result<Extracted, ExtractError> {
+        extract(
+            &tar_gz(files),
+            m,
+            b"",
+            Some(dest),
+            Some(r),
+            &Limits::default(),
+        )
+    }
+
+    #[test]
+    fn a_reserved_file_receives_its_content_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        let files: &[(&str, &[u8])] = &[("bin/tool", b"\x7fELF..."), ("bin/x", b"y")];
+        let r = reserve(d.path(), "bin/tool").unwrap();
+        let before = std::fs::metadata(d.path().join("bin/tool")).unwrap();
+        assert_eq!(
+            (before.len(), before.permissions().mode() & 0o777),
+            (0, 0o600)
+        );
+        let s = into_reserved(files, &map(files), d.path(), &r).unwrap();
+        assert_eq!((s.files, s.bytes), (2, 8));
+        let after = std::fs::metadata(d.path().join("bin/tool")).unwrap();
+        assert_eq!(after.ino(), before.ino(), "written into the reserved inode");
+        assert_eq!(after.permissions().mode() & 0o777, 0o644, "the signed mode");
+        assert_eq!(
+            std::fs::read(d.path().join("bin/tool")).unwrap(),
+            b"\x7fELF..."
+        );
+    }
+
+    #[test]
+    fn a_reserved_file_that_changed_is_refused() {
+        let files: &[(&str, &[u8])] = &[("tool", b"content")];
+        // Replaced by another file (another inode), or no longer empty.
+        for tamper in [
+            |p: &Path| {
+                std::fs::remove_file(p).unwrap();
+                std::fs::write(p, b"").unwrap();
+            },
+            |p: &Path| std::fs::write(p, b"x").unwrap(),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            let r = reserve(d.path(), "tool").unwrap();
+            tamper(&d.path().join("tool"));
+            let e = into_reserved(files, &map(files), d.path(), &r);
+            assert!(
+                matches!(e, Err(ExtractError::Write { ref path, .. }) if path == "tool"),
+                "{e:?}"
+            );
+        }
+        // Replaced by a symlink: O_NOFOLLOW refuses it before anything is written through it.
+        let d = tempfile::tempdir().unwrap();
+        let r = reserve(d.path(), "tool").unwrap();
+        std::fs::remove_file(d.path().join("tool")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("tool")).unwrap();
+        let e = into_reserved(files, &map(files), d.path(), &r);
+        assert!(matches!(e, Err(ExtractError::Write { .. })), "{e:?}");
+        // The path is checked like an archive's.
+        assert!(matches!(
+            reserve(d.path(), "../x"),
+            Err(ExtractError::DotDot(_))
+        ));
+    }
+
+    #[test]
+    fn a_reserved_file_the_payload_lacks_is_missing() {
+        let d = tempfile::tempdir().unwrap();
+        let files: &[(&str, &[u8])] = &[("a", b"1")];
+        let mut m = map(files);
+        m.insert(
+            "tool".into(),
+            FileEntry::File {
+                mode: 0o755,
+                sha256: Sha256::digest(b"").into(),
+                size: 0,
+            },
+        );
+        let r = reserve(d.path(), "tool").unwrap();
+        let e = into_reserved(files, &m, d.path(), &r);
+        assert!(
+            matches!(e, Err(ExtractError::Missing(ref p)) if p == "tool"),
+            "{e:?}"
+        );
     }
 }

@@ -10,4 +10,7 @@ pub mod verify;
 
 pub use errors::VerifyError;
 pub use report::Report;
-pub use verify::{open_verified, open_verified_in, verify_only, VerifiedPackage};
+pub use verify::{
+    check_in, open_verified, open_verified_in, verify_only, CheckedPackage, PackageView,
+    VerifiedPackage,
+};

@@ -12,6 +12,10 @@
 //! 7. the payload digest and the signed file map's structural rules;
 //! 8. safe extraction into a private 0700 directory, checking every file against the map.
 //!
+//! `stockade run` takes the pipeline in two parts: [`check_in`] (steps 1–7 and the directory)
+//! gives a [`CheckedPackage`], from which the launch is decided and the sandbox built while
+//! [`CheckedPackage::extract`] (step 8) runs; only that returns the [`VerifiedPackage`].
+//!
 //! Trust modes: `warn` turns failures of steps 2–6 into warnings (the report's
 //! `signature_status` says which), `disabled` skips them. Steps 1, 7 and 8 protect the host and
 //! are never downgraded. No plugin code runs in any step.
@@ -20,7 +24,7 @@ use super::container::{self, MAX_PACKAGE_BYTES};
 use super::errors::{
     ChainStepError, FileMapError, RevocationError, ScopeError, SignatureError, VerifyError,
 };
-use super::extract::{extract, Limits};
+use super::extract::{extract, reserve, Limits, Reserved};
 use super::report::{CertInfo, Report, SignatureStatus, Step, StepStatus};
 use crate::fileio::read_capped;
 use crate::node::NodeIdentity;
@@ -151,7 +155,117 @@ pub fn open_verified_in(
     now: u64,
     work_parent: &Path,
 ) -> Result<VerifiedPackage, VerifyError> {
-    let v = verify_core(path, cfg, node, now, Some(work_parent))?;
+    check_in(path, cfg, node, now, work_parent)?.extract()
+}
+
+/// What a launch is decided and prepared from: the signed manifest, the report, the package's
+/// directory. A [`VerifiedPackage`] or, before its files are written, a [`CheckedPackage`].
+#[derive(Debug, Clone, Copy)]
+pub struct PackageView<'a> {
+    /// The validated manifest.
+    pub manifest: &'a ValidatedManifest,
+    /// The report (steps 1–7 at least).
+    pub report: &'a Report,
+    /// The private directory the package is (or is being) extracted into.
+    pub dir: &'a Path,
+}
+
+impl VerifiedPackage {
+    /// The view a launch is decided from.
+    pub fn view(&self) -> PackageView<'_> {
+        PackageView {
+            manifest: &self.manifest,
+            report: &self.report,
+            dir: self.dir.path(),
+        }
+    }
+}
+
+/// A package past steps 1–7 — signature, chain, validity, revocation, scope, payload digest and
+/// file map — with its private directory made and nothing extracted yet. `stockade run` decides
+/// the launch from it and builds the sandbox while [`CheckedPackage::extract`] (step 8) writes the
+/// files (cmd/run.rs); the program runs only after that returned a [`VerifiedPackage`].
+#[derive(Debug)]
+pub struct CheckedPackage {
+    checked: Checked,
+    dir: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checked")
+            .field("name", &self.report.name)
+            .field("reserved", &self.reserved)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The smallest entrypoint [`CheckedPackage::reserve_entrypoint`] reserves. Building the sandbox
+/// beside extraction saves at most the extraction's time, which is small for a small payload;
+/// and a `#!` script (known only once written) cannot start from the sandbox built around it,
+/// so `run` builds another one, a waste of ≈ 3 ms. Scripts are small, compiled programs are not
+/// (a static "hello" in C is ≈ 750 KB, a dynamic one ≈ 16 KB).
+pub const RESERVE_MIN_BYTES: u64 = 64 * 1024;
+
+/// Steps 1–7 of [`open_verified_in`] and its private directory under `work_parent`.
+pub fn check_in(
+    path: &Path,
+    cfg: &TrustConfig,
+    node: &NodeIdentity,
+    now: u64,
+    work_parent: &Path,
+) -> Result<CheckedPackage, VerifyError> {
+    let checked = check(path, cfg, node, now, Some(work_parent))?;
+    let dir = checked
+        .dir
+        .as_ref()
+        .map(|d| d.path().to_path_buf())
+        .ok_or_else(|| {
+            VerifyError::Workdir(std::io::Error::other("no extraction directory was made"))
+        })?;
+    Ok(CheckedPackage { checked, dir })
+}
+
+impl CheckedPackage {
+    /// The view a launch is decided from (the report has steps 1–7).
+    pub fn view(&self) -> PackageView<'_> {
+        PackageView {
+            manifest: &self.checked.statement.manifest,
+            report: &self.checked.report,
+            dir: &self.dir,
+        }
+    }
+
+    /// Make the entrypoint's file now, empty (and its parent directories), so that a launch can
+    /// open it before step 8 writes it; step 8 then fills that same file. Returns its path, or
+    /// `None` when there is nothing to reserve — the caller then extracts first: an HTTP plugin
+    /// (its program is the runtime), an entrypoint the signed map does not list as an
+    /// executable regular file (a symlink is resolved on the extracted tree), or one smaller
+    /// than [`RESERVE_MIN_BYTES`]. At most once.
+    pub fn reserve_entrypoint(&mut self) -> Result<Option<std::path::PathBuf>, VerifyError> {
+        let manifest = &self.checked.statement.manifest;
+        if manifest.http().is_some() || self.checked.reserved.is_some() {
+            return Ok(None);
+        }
+        let entry = manifest.entrypoint();
+        match self.checked.statement.files.get(entry) {
+            Some(stockade_trust::statement::FileEntry::File { mode, size, .. })
+                if mode & 0o111 != 0 && *size >= RESERVE_MIN_BYTES => {}
+            _ => return Ok(None),
+        }
+        let r = reserve(&self.dir, entry).map_err(VerifyError::Extract)?;
+        let path = self.dir.join(r.path());
+        self.checked.reserved = Some(r);
+        Ok(Some(path))
+    }
+
+    /// Step 8: extract and check every file; the package is verified once this returns.
+    pub fn extract(self) -> Result<VerifiedPackage, VerifyError> {
+        verified_package(self.checked.extract()?)
+    }
+}
+
+fn verified_package(v: Verified) -> Result<VerifiedPackage, VerifyError> {
     let dir = v.dir.ok_or_else(|| {
         VerifyError::Workdir(std::io::Error::other("no extraction directory was made"))
     })?;
@@ -197,6 +311,39 @@ fn verify_core(
     now: u64,
     work_parent: Option<&Path>,
 ) -> Result<Verified, VerifyError> {
+    check(path, cfg, node, now, work_parent)?.extract()
+}
+
+/// Steps 1–7 passed, the private directory made (when `work_parent` is given), step 8 to come.
+struct Checked {
+    dir: Option<tempfile::TempDir>,
+    payload: Vec<u8>,
+    statement: Statement,
+    developer: Option<Certificate>,
+    intermediate: Option<Certificate>,
+    report: Report,
+    reserved: Option<Reserved>,
+}
+
+/// A failed step 7 or 8 in the report, and its error.
+fn fail(report: &mut Report, step: u8, name: &'static str, err: VerifyError) -> VerifyError {
+    report.steps.push(Step {
+        step,
+        name,
+        status: StepStatus::Fail,
+        detail: error_chain(&err),
+    });
+    err
+}
+
+/// Steps 1–7 of the pipeline, then the private extraction directory under `work_parent`.
+fn check(
+    path: &Path,
+    cfg: &TrustConfig,
+    node: &NodeIdentity,
+    now: u64,
+    work_parent: Option<&Path>,
+) -> Result<Checked, VerifyError> {
     // Step 1: one open, one fstat, one capped read; then strict container and statement syntax.
     let bytes = read_capped(path, MAX_PACKAGE_BYTES).map_err(VerifyError::Read)?;
     let c = container::parse(&bytes).map_err(VerifyError::Container)?;
@@ -395,15 +542,6 @@ fn verify_core(
             .collect();
     }
     // Step 7: payload digest and map structure. Never downgraded.
-    let fail = |report: &mut Report, step: u8, name: &'static str, err: VerifyError| {
-        report.steps.push(Step {
-            step,
-            name,
-            status: StepStatus::Fail,
-            detail: error_chain(&err),
-        });
-        err
-    };
     let found = payload_digest;
     if c.payload.len() as u64 != statement.payload_size {
         return Err(fail(
@@ -445,7 +583,7 @@ fn verify_core(
             statement.files.len()
         ),
     });
-    // Step 8: safe extraction into a private directory (or the same checks, writing nothing).
+    // The private directory step 8 extracts into.
     let dir = match work_parent {
         Some(parent) => Some(
             tempfile::Builder::new()
@@ -456,41 +594,66 @@ fn verify_core(
         ),
         None => None,
     };
-    let manifest_canonical = stockade_trust::canonical::to_vec(&statement.manifest_value)
-        .map_err(|e| VerifyError::Workdir(std::io::Error::other(e)))?;
-    let extracted = extract(
-        &c.payload,
-        &statement.files,
-        &manifest_canonical,
-        dir.as_ref().map(tempfile::TempDir::path),
-        &Limits::default(),
-    )
-    .map_err(|e| fail(&mut report, 8, "extraction", VerifyError::Extract(e)))?;
-    report.steps.push(Step {
-        step: 8,
-        name: "extraction",
-        status: StepStatus::Pass,
-        detail: format!(
-            "{} files, {} symlinks, {} bytes, every digest matches the signed map{}",
-            extracted.files,
-            extracted.symlinks,
-            extracted.bytes,
-            if dir.is_some() {
-                ""
-            } else {
-                " (checked, not written)"
-            }
-        ),
-    });
-    report.extracted = Some(extracted);
-    Ok(Verified {
+    Ok(Checked {
         dir,
-        manifest: statement.manifest,
+        payload: c.payload,
+        statement,
         developer: dev.ok(),
         intermediate: int.ok(),
         report,
-        files: statement.files,
+        reserved: None,
     })
+}
+
+impl Checked {
+    /// Step 8: safe extraction into the private directory (or the same checks, writing nothing).
+    fn extract(self) -> Result<Verified, VerifyError> {
+        let Checked {
+            dir,
+            payload,
+            statement,
+            developer,
+            intermediate,
+            mut report,
+            reserved,
+        } = self;
+        let manifest_canonical = stockade_trust::canonical::to_vec(&statement.manifest_value)
+            .map_err(|e| VerifyError::Workdir(std::io::Error::other(e)))?;
+        let extracted = extract(
+            &payload,
+            &statement.files,
+            &manifest_canonical,
+            dir.as_ref().map(tempfile::TempDir::path),
+            reserved.as_ref(),
+            &Limits::default(),
+        )
+        .map_err(|e| fail(&mut report, 8, "extraction", VerifyError::Extract(e)))?;
+        report.steps.push(Step {
+            step: 8,
+            name: "extraction",
+            status: StepStatus::Pass,
+            detail: format!(
+                "{} files, {} symlinks, {} bytes, every digest matches the signed map{}",
+                extracted.files,
+                extracted.symlinks,
+                extracted.bytes,
+                if dir.is_some() {
+                    ""
+                } else {
+                    " (checked, not written)"
+                }
+            ),
+        });
+        report.extracted = Some(extracted);
+        Ok(Verified {
+            dir,
+            manifest: statement.manifest,
+            developer,
+            intermediate,
+            report,
+            files: statement.files,
+        })
+    }
 }
 
 /// From this package size on, the package's and the payload's digests are computed on two

@@ -144,6 +144,13 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     sys::set_dumpable(false).map_err(at(LaunchStep::NotDumpable))?;
     // A cgroup namespace rooted at the sandbox's own cgroup (we are in it now).
     sys::unshare(libc::CLONE_NEWCGROUP).map_err(at(LaunchStep::CgroupNamespace))?;
+    // Network, IPC and UTS namespaces: made here rather than by the runtime's `clone`, owned
+    // by our user namespace exactly as they would be then. A new network namespace is the
+    // costliest part of the clone (≈ 0.4 ms of its ≈ 0.6 ms here); made here, it is built
+    // while the runtime does something useful (`stockade run` extracts the package meanwhile).
+    // Nothing ran in the host's ones: this process has opened nothing since the clone.
+    sys::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS)
+        .map_err(at(LaunchStep::Namespaces))?;
     // Bind sources must be mounts of *our* mount namespace (the kernel refuses to bind from
     // another one), so they are opened here, before the staging root hides anything and while
     // our host uid still passes the owner checks on the host paths.

@@ -72,6 +72,8 @@ pub enum LaunchStep {
     HideCmdline,
     /// Private cgroup namespace.
     CgroupNamespace,
+    /// Network, IPC and UTS namespaces (made by the init after its go).
+    Namespaces,
     /// setresgid/setresuid.
     Identity,
     /// Installing stdio.
@@ -280,7 +282,7 @@ pub fn identity_mode(euid: u32) -> &'static str {
 /// Must be called while the runtime is single-threaded (checked: the launch fails otherwise),
 /// because the sandbox's init continues in a raw-`clone` copy of this process.
 pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
-    prepare(spec, false)?.release()
+    prepare(spec, false, None)?.release()
 }
 
 /// Build the whole sandbox — uid, cgroup, namespaces, id maps, mounts, rlimits, capabilities,
@@ -290,7 +292,18 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Sandboxed, LaunchError> {
 /// warm pool of `stockade serve`, docs/protocol.md §5). Dropping a [`Held`] kills its init
 /// (and with it the waiting process) and removes its cgroup.
 pub fn prepare_held(spec: LaunchSpec<'_>) -> Result<Held, LaunchError> {
-    prepare(spec, true)
+    prepare(spec, true, None)
+}
+
+/// [`prepare_held`], calling `during` once the sandbox's init has its go and builds its side
+/// (mount table, Landlock, …), while this process would only wait for it: `stockade run`
+/// extracts the package then. `during` is not called when the launch fails before that point
+/// (the caller can tell: its own state is untouched).
+pub fn prepare_held_during(
+    spec: LaunchSpec<'_>,
+    during: &mut dyn FnMut(),
+) -> Result<Held, LaunchError> {
+    prepare(spec, true, Some(during))
 }
 
 /// A sandbox built up to the program's seccomp and exec (see [`prepare_held`]); also the second
@@ -301,6 +314,8 @@ pub struct Held {
     cgroup: Option<cgroup::Cgroup>,
     lease: Option<uid::UidLease>,
     hold: bool,
+    /// How it was built, for the report's `process` layer.
+    prepared: &'static str,
     pid: i32,
     sock: UnixDatagram,
     exec_r: OwnedFd,
@@ -367,11 +382,7 @@ impl Held {
         let pid = self.pid;
         let host_pid = find_host_pid(pid, ns_pid);
         let mut process = self.process;
-        process["prepared"] = json!(if self.hold {
-            "held (warm pool)"
-        } else {
-            "at launch"
-        });
+        process["prepared"] = json!(self.prepared);
         self.layers.push(LayerReport::full("process", process));
         self.guard.0 = None;
         let report = Report {
@@ -427,7 +438,11 @@ fn recv_child(sock: &UnixDatagram, buf: &mut [u8]) -> Result<child::ChildMsg, La
 
 /// The launch sequence, top to bottom, up to the program's seccomp and exec (`hold`: its forked
 /// process then waits for [`Held::release`]; otherwise it goes straight on).
-fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
+fn prepare(
+    spec: LaunchSpec<'_>,
+    hold: bool,
+    during: Option<&mut dyn FnMut()>,
+) -> Result<Held, LaunchError> {
     let p = spec.policy;
     let (_, egid, euid) = sys::ids();
     let mode = identity_mode(euid);
@@ -500,8 +515,8 @@ fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
         sys::clear_groups().map_err(setup(LaunchStep::SupplementaryGroups))?;
     }
 
-    // 7. clone into new user, pid, mount, net, ipc and uts namespaces (cgroup: after joining).
-    //    The child continues in a copy of this process without fork handlers (raw clone), which
+    // 7. clone into new user, pid and mount namespaces (cgroup after joining; net, ipc and uts
+    //    by the init once it has its go, see child.rs). The child continues in a copy of this process without fork handlers (raw clone), which
     //    is only sound when no other thread could hold a lock (malloc's, stdio's) at that moment.
     if thread_count() != Some(1) {
         return Err(LaunchError::Setup {
@@ -509,12 +524,7 @@ fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
             cause: io::Error::other("the runtime must be single-threaded when it launches"),
         });
     }
-    let flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
+    let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS;
     let ctx = child::ChildCtx {
         policy: p,
         rootless,
@@ -610,6 +620,14 @@ fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
     sock.set_read_timeout(Some(SETUP_TIMEOUT))
         .map_err(setup(LaunchStep::Control))?;
     sock.send(b"G").map_err(setup(LaunchStep::Control))?;
+    let prepared = match (during, hold) {
+        (Some(during), _) => {
+            during();
+            PREPARED_BESIDE
+        }
+        (None, true) => "held (warm pool)",
+        (None, false) => "at launch",
+    };
     let mut buf = vec![0u8; 64 * 1024];
     match recv_child(&sock, &mut buf)? {
         child::ChildMsg::Layers(l) => layers.extend(l),
@@ -666,6 +684,7 @@ fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
         cgroup: cg.take(),
         lease,
         hold,
+        prepared,
         pid,
         sock,
         exec_r,
@@ -682,6 +701,9 @@ fn prepare(spec: LaunchSpec<'_>, hold: bool) -> Result<Held, LaunchError> {
         program_path: spec.program.path.clone(),
     })
 }
+
+/// The `process` layer's `prepared` for a sandbox built by [`prepare_held_during`].
+pub const PREPARED_BESIDE: &str = "beside the package's extraction";
 
 /// How long the sandbox's setup may take before the launch is abandoned.
 pub const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -21,6 +21,29 @@ pub struct Program {
 }
 
 impl Program {
+    /// A file that is not written yet: the entrypoint `stockade run` reserves before extracting
+    /// the package, so that the sandbox can be built around its descriptor meanwhile. Nothing
+    /// is checked here (the file is empty); before the sandbox is let go, the caller opens the
+    /// written file with [`Program::open`], which checks it, and compares the two (cmd/run.rs).
+    pub fn reserved(path: &Path) -> Result<Program, LaunchError> {
+        let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+            LaunchError::NotFound {
+                path: path.to_path_buf(),
+            }
+        })?;
+        let fd = sys::open(&c, libc::O_RDONLY | libc::O_NOFOLLOW).map_err(|cause| {
+            LaunchError::CannotExecute {
+                path: path.to_path_buf(),
+                cause,
+            }
+        })?;
+        Ok(Program {
+            path: path.to_path_buf(),
+            fd,
+            is_script: false,
+        })
+    }
+
     /// Resolve `name` like `execvp` would (a name with a slash is a path; otherwise each entry of
     /// `search_path` in order), open it, and check that it is an executable regular file.
     pub fn open(name: &str, search_path: &str) -> Result<Program, LaunchError> {

@@ -1,0 +1,269 @@
+//! `stockade run` builds the sandbox while the package is extracted (verification step 8,
+//! cmd/run.rs `extract_beside_build`): a compiled plugin starts from that sandbox; a large `#!`
+//! script is found out once written and gets a sandbox of its own; a package step 8 refuses
+//! while its sandbox is being built is refused as always (exit 87, an audit `refused` record,
+//! no launch record) and leaves no extraction directory, cgroup or process behind. The audit
+//! record of each launch says how its sandbox was built (`detail.prepared`).
+
+mod common;
+mod leftovers;
+
+use common::*;
+use leftovers::assert_no_sandbox_left;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Whether this test can run here (root launches per-plugin uids); with `CI=true` it must.
+fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "these tests launch real sandboxes and need root; CI=true forbids skips"
+    );
+    eprintln!("SKIPPED: these tests launch real sandboxes as root");
+    false
+}
+
+/// examples/hello-c built static (≈ 750 KB: far above `RESERVE_MIN_BYTES`).
+fn static_hello_c(out: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-c/hello.c");
+    let st = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(out)
+        .arg(src)
+        .status()
+        .expect("cc (CI installs gcc and libc6-dev)");
+    assert!(st.success(), "cc -static failed");
+}
+
+fn hello_c_manifest() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-c/manifest.json"),
+    )
+    .unwrap()
+}
+
+/// A policy that writes audit records to `audit.log` in the fixture.
+fn audit_policy(fx: &Fixture) -> PathBuf {
+    let p = fx.path("policy.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "version = 1\n[audit]\nfile = \"{}\"\n",
+            fx.path("audit.log").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn audit_records(fx: &Fixture) -> Vec<Value> {
+    std::fs::read_to_string(fx.path("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+struct Ran {
+    code: i32,
+    stderr: String,
+    ready: bool,
+    runtime_pid: u32,
+}
+
+/// `stockade run PKG` with the audit policy and TMPDIR inside the fixture; the agent's side
+/// stays open until the plugin is ready (or the run ends), then closes: a clean shutdown.
+/// Killed after 60 s (a hang is a failure, never a stuck test run).
+fn run(fx: &Fixture, pkg: &str) -> Ran {
+    let tmp = fx.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let policy = audit_policy(fx);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["run", pkg, "--trust", "trust", "--state-dir", "state"])
+        .arg("--policy")
+        .arg(&policy)
+        .env("TMPDIR", &tmp)
+        .current_dir(fx.dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runtime_pid = child.id();
+    let mut stdin = child.stdin.take();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let v: Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["method"] == "plugin_state" && v["params"]["state"] == "ready" {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let start = std::time::Instant::now();
+    let mut ready = false;
+    let status = loop {
+        if rx.try_recv().is_ok() {
+            ready = true;
+            // The end of the agent's input: a clean shutdown.
+            if let Some(mut s) = stdin.take() {
+                let _ = s.flush();
+            }
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("stockade run hung (killed after 60 s)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    drop(stdin);
+    reader.join().unwrap();
+    ready |= rx.try_recv().is_ok();
+    Ran {
+        code: status.code().unwrap_or(-1),
+        stderr: err.join().unwrap(),
+        ready,
+        runtime_pid,
+    }
+}
+
+fn pack(fx: &Fixture, dir: &str, out: &str) {
+    let r = fx.pack_dir(dir, out);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// The launch record's `detail.prepared` (exactly one launch record).
+fn prepared(fx: &Fixture) -> String {
+    let launches: Vec<Value> = audit_records(fx)
+        .into_iter()
+        .filter(|r| r["event"] == "launch")
+        .collect();
+    assert_eq!(launches.len(), 1, "{launches:?}");
+    launches[0]["detail"]["prepared"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Nothing of the run is left: its extraction directory, its cgroups, its processes.
+fn nothing_left(fx: &Fixture, runtime_pid: u32) {
+    let left: Vec<_> = std::fs::read_dir(fx.path("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+    assert_no_sandbox_left(runtime_pid);
+}
+
+#[test]
+fn a_compiled_plugin_starts_from_the_sandbox_built_beside_extraction() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    std::fs::create_dir(fx.path("plugin")).unwrap();
+    static_hello_c(&fx.path("plugin/entrypoint"));
+    std::fs::write(fx.path("plugin/manifest.json"), hello_c_manifest()).unwrap();
+    pack(&fx, "plugin", "c.stockade");
+    let r = run(&fx, "c.stockade");
+    assert!(r.ready, "never ready: {}", r.stderr);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(prepared(&fx), "beside the package's extraction");
+    nothing_left(&fx, r.runtime_pid);
+}
+
+#[test]
+fn a_large_script_gets_a_sandbox_of_its_own() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    std::fs::create_dir(fx.path("plugin")).unwrap();
+    // A `#!` entrypoint above the reservation threshold: reserved, found to be a script once
+    // written, so launched afresh (its descriptor must reach the interpreter).
+    let mut script = String::from(concat!(
+        "#!/bin/sh\n",
+        r#"printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"t","version":"0.1.0","api":1,"capabilities":["log","register_hook"],"hooks":["on:flow.new"]}}'"#,
+        "\nIFS= read -r reply\n",
+        "while IFS= read -r line; do case $line in *'\"method\":\"shutdown\"'*) exit 0 ;; esac; done\n",
+        "exit 0\n",
+    ));
+    while script.len() < 80 * 1024 {
+        script.push_str("# padding: a large script is still a script\n");
+    }
+    std::fs::write(fx.path("plugin/entrypoint"), script).unwrap();
+    std::fs::set_permissions(
+        fx.path("plugin/entrypoint"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        fx.path("plugin/manifest.json"),
+        r#"{"name":"t","version":"0.1.0","author":"tests","description":"large script",
+"entrypoint":"entrypoint","requested_capabilities":["log","register_hook"],
+"hooks":["on:flow.new"],"api":1}"#,
+    )
+    .unwrap();
+    pack(&fx, "plugin", "s.stockade");
+    let r = run(&fx, "s.stockade");
+    assert!(r.ready, "never ready: {}", r.stderr);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(prepared(&fx), "at launch");
+    nothing_left(&fx, r.runtime_pid);
+}
+
+#[test]
+fn a_package_refused_while_its_sandbox_is_built_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    static_hello_c(&fx.path("hello-c"));
+    let exe = std::fs::read(fx.path("hello-c")).unwrap();
+    let manifest: Value = serde_json::from_str(&hello_c_manifest()).unwrap();
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let mut map = std::collections::BTreeMap::new();
+    map.insert("entrypoint".to_string(), entry(0o755, &exe));
+    map.insert("manifest.json".to_string(), entry(0o644, &manifest_bytes));
+    // Signed and consistent up to step 7; step 8 meets the absolute path after having written
+    // the entrypoint into its reserved file.
+    let payload = raw_tar_gz(&[
+        RawEntry::file("entrypoint", 0o755, &exe),
+        RawEntry::file("manifest.json", 0o644, &manifest_bytes),
+        RawEntry::file("/tmp/stockade-escaped", 0o644, b"x"),
+    ]);
+    fx.craft("evil.stockade", &manifest, &map, payload);
+    let r = run(&fx, "evil.stockade");
+    assert_eq!(r.code, 87, "{}", r.stderr);
+    assert!(!r.ready);
+    assert!(r.stderr.contains("absolute path"), "{}", r.stderr);
+    assert!(!Path::new("/tmp/stockade-escaped").exists());
+    let records = audit_records(&fx);
+    let events: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(events, ["verification"], "{records:?}");
+    assert_eq!(records[0]["outcome"], "refused");
+    assert_eq!(records[0]["detail"]["kind"], "unsafe_archive.absolute_path");
+    nothing_left(&fx, r.runtime_pid);
+}
