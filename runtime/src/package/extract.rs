@@ -256,8 +256,8 @@ pub struct Reserved {
     dirs: BTreeSet<String>,
     dev: u64,
     ino: u64,
-    /// An `O_PATH` descriptor keeps the inode alive, so its number cannot be reused by another
-    /// file (it is no writer: exec of the file is not refused with `ETXTBSY` for it).
+    /// The read-only descriptor `reserve` created it with keeps the inode alive, so its number
+    /// cannot be reused by another file (it is no writer: exec is not refused with `ETXTBSY`).
     _pin: std::fs::File,
 }
 
@@ -274,28 +274,19 @@ pub fn reserve(dest: &Path, path: &str) -> Result<Reserved, ExtractError> {
     let path = classify_path(path.as_bytes())?;
     let mut dirs = BTreeSet::new();
     make_parents(Some(dest), &path, &mut dirs, &BTreeSet::new())?;
-    let full = dest.join(&path);
-    let pinned = (|| {
-        let made = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&full)?
-            .metadata()?;
-        let pin = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&full)?;
-        let m = pin.metadata()?;
-        if (m.dev(), m.ino()) != (made.dev(), made.ino()) {
-            return Err(std::io::Error::other(
-                "the file changed while it was reserved",
-            ));
-        }
-        Ok((pin, m))
-    })();
-    let (pin, m) = pinned.map_err(|source| ExtractError::Write {
+    // One open creates the file (0600) and keeps it: read-only, so no writer that would make
+    // its exec fail with `ETXTBSY`, and holding the inode so that its number is not reused.
+    let pinned = std::ffi::CString::new(dest.join(&path).into_os_string().into_encoded_bytes())
+        .map_err(std::io::Error::other)
+        .and_then(|c| {
+            crate::sys::open(
+                &c,
+                libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            )
+        })
+        .map(std::fs::File::from)
+        .and_then(|pin| Ok((pin.metadata()?, pin)));
+    let (m, pin) = pinned.map_err(|source| ExtractError::Write {
         path: path.clone(),
         source,
     })?;

@@ -187,8 +187,9 @@ impl VerifiedPackage {
 /// files (cmd/run.rs); the program runs only after that returned a [`VerifiedPackage`].
 #[derive(Debug)]
 pub struct CheckedPackage {
+    /// Its `dir` is `None`: the directory is this struct's own until step 8.
     checked: Checked,
-    dir: std::path::PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for Checked {
@@ -215,14 +216,10 @@ pub fn check_in(
     now: u64,
     work_parent: &Path,
 ) -> Result<CheckedPackage, VerifyError> {
-    let checked = check(path, cfg, node, now, Some(work_parent))?;
-    let dir = checked
-        .dir
-        .as_ref()
-        .map(|d| d.path().to_path_buf())
-        .ok_or_else(|| {
-            VerifyError::Workdir(std::io::Error::other("no extraction directory was made"))
-        })?;
+    let mut checked = check(path, cfg, node, now, Some(work_parent))?;
+    let dir = checked.dir.take().ok_or_else(|| {
+        VerifyError::Workdir(std::io::Error::other("no extraction directory was made"))
+    })?;
     Ok(CheckedPackage { checked, dir })
 }
 
@@ -232,7 +229,7 @@ impl CheckedPackage {
         PackageView {
             manifest: &self.checked.statement.manifest,
             report: &self.checked.report,
-            dir: &self.dir,
+            dir: self.dir.path(),
         }
     }
 
@@ -253,15 +250,17 @@ impl CheckedPackage {
                 if mode & 0o111 != 0 && *size >= RESERVE_MIN_BYTES => {}
             _ => return Ok(None),
         }
-        let r = reserve(&self.dir, entry).map_err(VerifyError::Extract)?;
-        let path = self.dir.join(r.path());
+        let r = reserve(self.dir.path(), entry).map_err(VerifyError::Extract)?;
+        let path = self.dir.path().join(r.path());
         self.checked.reserved = Some(r);
         Ok(Some(path))
     }
 
     /// Step 8: extract and check every file; the package is verified once this returns.
     pub fn extract(self) -> Result<VerifiedPackage, VerifyError> {
-        verified_package(self.checked.extract()?)
+        let CheckedPackage { mut checked, dir } = self;
+        checked.dir = Some(dir);
+        verified_package(checked.extract()?)
     }
 }
 

@@ -516,8 +516,9 @@ fn prepare(
     }
 
     // 7. clone into new user, pid and mount namespaces (cgroup after joining; net, ipc and uts
-    //    by the init once it has its go, see child.rs). The child continues in a copy of this process without fork handlers (raw clone), which
-    //    is only sound when no other thread could hold a lock (malloc's, stdio's) at that moment.
+    //    by the init once it has its go, see child.rs). The child continues in a copy of this
+    //    process without fork handlers (raw clone), which is only sound when no other thread
+    //    could hold a lock (malloc's, stdio's) at that moment.
     if thread_count() != Some(1) {
         return Err(LaunchError::Setup {
             step: LaunchStep::Clone,

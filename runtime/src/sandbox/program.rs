@@ -26,12 +26,7 @@ impl Program {
     /// is checked here (the file is empty); before the sandbox is let go, the caller opens the
     /// written file with [`Program::open`], which checks it, and compares the two (cmd/run.rs).
     pub fn reserved(path: &Path) -> Result<Program, LaunchError> {
-        let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
-            LaunchError::NotFound {
-                path: path.to_path_buf(),
-            }
-        })?;
-        let fd = sys::open(&c, libc::O_RDONLY | libc::O_NOFOLLOW).map_err(|cause| {
+        let fd = sys::open(&c_path(path)?, libc::O_RDONLY | libc::O_NOFOLLOW).map_err(|cause| {
             LaunchError::CannotExecute {
                 path: path.to_path_buf(),
                 cause,
@@ -58,8 +53,7 @@ impl Program {
         };
         let mut last_denied = None;
         for path in candidates {
-            let c = CString::new(path.as_os_str().as_encoded_bytes())
-                .map_err(|_| LaunchError::NotFound { path: path.clone() })?;
+            let c = c_path(&path)?;
             // O_RDONLY so a `#!` line can be read; an execute-only file falls back to O_PATH
             // (then it cannot be a script: the interpreter could not read it either).
             let fd = match sys::open(&c, libc::O_RDONLY).or_else(|e| match e.raw_os_error() {
@@ -114,6 +108,13 @@ impl Program {
             path: PathBuf::from(name),
         }))
     }
+}
+
+/// `path` for a system call (a NUL byte in it: no such program).
+fn c_path(path: &Path) -> Result<CString, LaunchError> {
+    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| LaunchError::NotFound {
+        path: path.to_path_buf(),
+    })
 }
 
 #[cfg(test)]
