@@ -3,7 +3,8 @@
 //! script is found out once written and gets a sandbox of its own; a package step 8 refuses
 //! while its sandbox is being built is refused as always (exit 87, an audit `refused` record,
 //! no launch record) and leaves no extraction directory, cgroup or process behind. The audit
-//! record of each launch says how its sandbox was built (`detail.prepared`).
+//! record of each launch says how its sandbox was built (`detail.prepared`) and where its files
+//! came from (`detail.tree`: a tree kept from an earlier run, one kept now, or temporary).
 
 mod common;
 mod leftovers;
@@ -48,13 +49,13 @@ fn hello_c_manifest() -> String {
     .unwrap()
 }
 
-/// A policy that writes audit records to `audit.log` in the fixture.
-fn audit_policy(fx: &Fixture) -> PathBuf {
+/// A policy that writes audit records to `audit.log` in the fixture, plus `extra`.
+fn audit_policy(fx: &Fixture, extra: &str) -> PathBuf {
     let p = fx.path("policy.toml");
     std::fs::write(
         &p,
         format!(
-            "version = 1\n[audit]\nfile = \"{}\"\n",
+            "version = 1\n[audit]\nfile = \"{}\"\n{extra}",
             fx.path("audit.log").display()
         ),
     )
@@ -81,10 +82,15 @@ struct Ran {
 /// stays open until the plugin is ready (or the run ends), then closes: a clean shutdown.
 /// Killed after 60 s (a hang is a failure, never a stuck test run).
 fn run(fx: &Fixture, pkg: &str) -> Ran {
+    run_with(fx, pkg, "")
+}
+
+/// [`run`] with `extra` appended to the policy.
+fn run_with(fx: &Fixture, pkg: &str, extra: &str) -> Ran {
     let tmp = fx.path("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let policy = audit_policy(fx);
+    let policy = audit_policy(fx, extra);
     let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
         .args(["run", pkg, "--trust", "trust", "--state-dir", "state"])
         .arg("--policy")
@@ -163,7 +169,28 @@ fn prepared(fx: &Fixture) -> String {
         .to_string()
 }
 
-/// Nothing of the run is left: its extraction directory, its cgroups, its processes.
+/// The launch records' `detail` (one per launch, in order).
+fn launch_details(fx: &Fixture) -> Vec<Value> {
+    audit_records(fx)
+        .into_iter()
+        .filter(|r| r["event"] == "launch")
+        .map(|r| r["detail"].clone())
+        .collect()
+}
+
+/// The names in the state directory's kept trees (none when it was never made).
+fn trees(fx: &Fixture) -> Vec<String> {
+    std::fs::read_dir(fx.path("state/trees"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Nothing of the run is left but what it kept: no extraction directory (in TMPDIR or a work
+/// directory among the trees), no cgroup, no process.
 fn nothing_left(fx: &Fixture, runtime_pid: u32) {
     let left: Vec<_> = std::fs::read_dir(fx.path("tmp"))
         .unwrap()
@@ -171,6 +198,11 @@ fn nothing_left(fx: &Fixture, runtime_pid: u32) {
         .map(|e| e.file_name())
         .collect();
     assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+    let work: Vec<String> = trees(fx)
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(work.is_empty(), "left among the trees: {work:?}");
     assert_no_sandbox_left(runtime_pid);
 }
 
@@ -266,4 +298,78 @@ fn a_package_refused_while_its_sandbox_is_built_leaves_nothing() {
     assert_eq!(records[0]["outcome"], "refused");
     assert_eq!(records[0]["detail"]["kind"], "unsafe_archive.absolute_path");
     nothing_left(&fx, r.runtime_pid);
+    assert!(
+        trees(&fx).is_empty(),
+        "a refused package kept: {:?}",
+        trees(&fx)
+    );
+}
+
+/// `trust.keep_trees`: the first run keeps the tree it extracted, the next one checks and reuses
+/// it (its sandbox built around the kept entrypoint meanwhile); a kept tree changed since is
+/// found out, set aside and the package extracted again, reported on stderr and in the
+/// verification record, and the plugin still starts; with `keep_trees = 0` nothing is kept.
+#[test]
+fn a_kept_tree_is_reused_and_one_changed_since_is_set_aside() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    // Trees are kept in the state directory, which a run does not make (packaging does).
+    std::fs::create_dir_all(fx.path("state")).unwrap();
+    std::fs::create_dir(fx.path("plugin")).unwrap();
+    static_hello_c(&fx.path("plugin/entrypoint"));
+    std::fs::write(fx.path("plugin/manifest.json"), hello_c_manifest()).unwrap();
+    pack(&fx, "plugin", "c.stockade");
+    let ok = |r: &Ran| {
+        assert!(r.ready, "never ready: {}", r.stderr);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        nothing_left(&fx, r.runtime_pid);
+    };
+    let last = |fx: &Fixture| launch_details(fx).pop().unwrap();
+
+    let r = run(&fx, "c.stockade");
+    ok(&r);
+    assert_eq!(last(&fx)["tree"], "kept", "{}", r.stderr);
+    let kept = trees(&fx);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let entry = fx.path("state/trees").join(&kept[0]).join("entrypoint");
+
+    let r = run(&fx, "c.stockade");
+    ok(&r);
+    assert_eq!(last(&fx)["tree"], "reused");
+    assert_eq!(last(&fx)["prepared"], "beside the package's extraction");
+    assert!(!r.stderr.contains("signed map"), "{}", r.stderr);
+
+    // Changed in place, same size: only the digest tells.
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let last_byte = bytes.len() - 1;
+    bytes[last_byte] ^= 0xff;
+    std::fs::write(&entry, &bytes).unwrap();
+    let r = run(&fx, "c.stockade");
+    ok(&r);
+    assert!(
+        r.stderr.contains("did not match its signed map") && r.stderr.contains("entrypoint"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(last(&fx)["tree"], "kept");
+    let verified: Vec<Value> = audit_records(&fx)
+        .into_iter()
+        .filter(|r| r["event"] == "verification")
+        .collect();
+    let warned = verified[verified.len() - 1]["detail"]["warnings"].to_string();
+    assert!(warned.contains("set aside"), "{verified:?}");
+    assert_eq!(trees(&fx), kept, "the tree is the package's again");
+    assert_ne!(std::fs::read(&entry).unwrap(), bytes);
+
+    let r = run(&fx, "c.stockade");
+    ok(&r);
+    assert_eq!(last(&fx)["tree"], "reused");
+
+    // Off: extracted into TMPDIR and removed, whatever is kept is left alone.
+    let r = run_with(&fx, "c.stockade", "[trust]\nkeep_trees = 0\n");
+    ok(&r);
+    assert_eq!(last(&fx)["tree"], "temporary");
+    assert_eq!(trees(&fx), kept);
 }

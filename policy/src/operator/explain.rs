@@ -362,6 +362,15 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         String::new(),
     );
     push(
+        "trust",
+        "keep_trees",
+        json!(op.trust.keep_trees.unwrap_or(super::DEFAULT_KEEP_TREES)),
+        None,
+        None,
+        op.origin("trust.keep_trees"),
+        String::new(),
+    );
+    push(
         "identity",
         "inside uid/gid",
         json!(format!("{}/{}", sb.inside_uid, sb.inside_gid)),

@@ -138,7 +138,14 @@ pub struct TrustSection {
     /// Operator public keys (minisign `.pub` files) whose grants are accepted. Default none: no
     /// grant is accepted, so nothing high-risk is granted.
     pub operator_keys: Option<Vec<String>>,
+    /// How many verified package trees `stockade run` keeps under `<state-dir>/trees`, most
+    /// recently used first, so that a package it ran before is checked file by file against
+    /// its signed map instead of extracted again. Default 8; 0 keeps none.
+    pub keep_trees: Option<u32>,
 }
+
+/// `trust.keep_trees` when unset.
+pub const DEFAULT_KEEP_TREES: u32 = 8;
 
 /// `[audit]`: where audit records go.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]

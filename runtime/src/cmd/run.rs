@@ -37,6 +37,7 @@ use crate::host::supervisor::Supervisor;
 use crate::keyfile::unix_now;
 use crate::node::NodeIdentity;
 use crate::output::Output;
+use crate::package::trees::Trees;
 use crate::package::{check_in, CheckedPackage, VerifiedPackage, VerifyError};
 use crate::plugin_policy;
 use crate::policyfiles::{self, PolicyFilesError};
@@ -166,9 +167,22 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
             Err(audit_err) => audit_err,
         }
     };
-    // Steps 1–7 (signature, chain, validity, revocation, scope, payload digest, file map).
-    let checked =
-        check_in(&package, &cfg, &node, unix_now(), &std::env::temp_dir()).map_err(refused)?;
+    // Steps 1–7 (signature, chain, validity, revocation, scope, payload digest, file map), and
+    // the tree kept from an earlier run of this package, if any, for step 8 to check.
+    let keep = defaults
+        .trust
+        .keep_trees
+        .unwrap_or(stockade_policy::operator::DEFAULT_KEEP_TREES);
+    let trees = Trees::new(&cfg.state_dir, keep as usize);
+    let checked = check_in(
+        &package,
+        &cfg,
+        &node,
+        unix_now(),
+        &std::env::temp_dir(),
+        Some(&trees),
+    )
+    .map_err(refused)?;
     // The plugin's own uid must be able to read what is verified (files get fixed 0644/0755
     // modes from extraction; only the private directory itself is made 0700).
     std::fs::set_permissions(checked.view().dir, std::fs::Permissions::from_mode(0o755))
@@ -211,10 +225,16 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
 
     // Step 8 and the sandbox's build side by side; nothing of the plugin runs before both.
     let (pkg, prepared) = extract_beside_build(checked, &sandbox_policy).map_err(refused)?;
-    audit::append_or_fail(
-        &log,
-        audit::for_report(Event::Verification, "ok", &pkg.report),
-    )?;
+    // What verification let pass with a warning (a trust mode below strict, a kept tree set
+    // aside) is reported on stderr and in the record.
+    let mut verified = audit::for_report(Event::Verification, "ok", &pkg.report);
+    if !pkg.report.warnings.is_empty() {
+        verified.detail = json!({"warnings": pkg.report.warnings});
+    }
+    for w in &pkg.report.warnings {
+        eprintln!("stockade: warning: {w}");
+    }
+    audit::append_or_fail(&log, verified)?;
     plugin_policy::record(&log, records)?;
     for w in &lp.withheld {
         eprintln!(
@@ -245,6 +265,14 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
             return Err(err);
         }
     };
+    // The plugin started from these files: kept for the next run of this package.
+    let reused = pkg.dir.is_kept();
+    let pkg = pkg.keep_tree(&trees);
+    let tree = match (reused, pkg.dir.is_kept()) {
+        (true, _) => "reused",
+        (false, true) => "kept",
+        (false, false) => "temporary",
+    };
     let mut rec = base.clone();
     rec.outcome = "ok".into();
     rec.layers = audit::enforced_layers(sb.report());
@@ -255,8 +283,12 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         .iter()
         .find(|l| l.layer == "process")
         .map(|l| l.details["prepared"].clone());
-    rec.detail =
-        json!({"pid": sb.pid(), "granted": host_policy.capabilities.allow, "prepared": prepared});
+    rec.detail = json!({
+        "pid": sb.pid(),
+        "granted": host_policy.capabilities.allow,
+        "prepared": prepared,
+        "tree": tree,
+    });
     let layers = rec.layers.clone();
     audit::append_or_fail(&log, rec)?;
     base.layers = layers;
@@ -313,7 +345,10 @@ impl Prepared<'_> {
 /// held sandbox is dropped — its init killed, its cgroup removed — before anything ran, and a
 /// launch that failed is reported only for a package that verified (the order of `open_verified`
 /// then `launch`). No entrypoint to reserve (an HTTP plugin, a symlinked entrypoint): extract,
-/// then launch, in turn.
+/// then launch, in turn. A tree kept from an earlier run of the package (`trust.keep_trees`) is
+/// handled the same way: its entrypoint is opened, the sandbox built around it while step 8
+/// checks the tree file by file; one that does not match is set aside and the package extracted
+/// anew, and the sandbox built around the set-aside tree is dropped for a new one.
 fn extract_beside_build(
     mut checked: CheckedPackage,
     policy: &ValidatedSandboxPolicy,
@@ -329,6 +364,7 @@ fn extract_beside_build(
         Err(e) => return Ok((checked.extract()?, Err(e))),
     };
     let reserved_id = file_id(program.fd.as_fd());
+    let built_around = checked.view().dir.to_path_buf();
     let spec = plugin_policy::spec_with(checked.view(), policy, (program, argv.clone()));
     let mut slot = Some(checked);
     let mut extracted = None;
@@ -344,6 +380,13 @@ fn extract_beside_build(
             )))
         }
     };
+    // A kept tree that did not match was set aside and the package extracted elsewhere: the
+    // sandbox built around the set-aside tree goes (whatever became of it), a new one is made.
+    if pkg.view().dir != built_around {
+        drop(held);
+        let spec = plugin_policy::launch_spec(pkg.view(), policy).map(Prepared::Spec);
+        return Ok((pkg, spec));
+    }
     let held = match held {
         Ok(h) => h,
         Err(e) => return Ok((pkg, Err(e))),

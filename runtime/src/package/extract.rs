@@ -489,14 +489,8 @@ fn extract_entries<R: Read>(
             f.set_permissions(std::fs::Permissions::from_mode(want_mode))
                 .map_err(wr(&path))?;
         }
-        if path == "manifest.json" {
-            let same = serde_json::from_slice::<serde_json::Value>(&manifest_bytes)
-                .ok()
-                .and_then(|v| stockade_trust::canonical::to_vec(&v).ok())
-                .is_some_and(|c| c == manifest_canonical);
-            if !same {
-                return Err(ExtractError::ManifestMismatch);
-            }
+        if path == "manifest.json" && !same_manifest(&manifest_bytes, manifest_canonical) {
+            return Err(ExtractError::ManifestMismatch);
         }
         summary.files += 1;
     }
@@ -504,6 +498,15 @@ fn extract_entries<R: Read>(
         return Err(ExtractError::Missing(missing.clone()));
     }
     Ok(summary)
+}
+
+/// Whether `bytes` (a `manifest.json` read from a payload or a kept tree) is the signed manifest
+/// (`canonical`: its canonical bytes).
+pub fn same_manifest(bytes: &[u8], canonical: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| stockade_trust::canonical::to_vec(&v).ok())
+        .is_some_and(|c| c == canonical)
 }
 
 /// Create the parent directories of `path` under `dest`, each exactly once, refusing a parent

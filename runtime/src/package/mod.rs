@@ -6,11 +6,12 @@ pub mod container;
 pub mod errors;
 pub mod extract;
 pub mod report;
+pub mod trees;
 pub mod verify;
 
 pub use errors::VerifyError;
 pub use report::Report;
 pub use verify::{
-    check_in, open_verified, open_verified_in, verify_only, CheckedPackage, PackageView,
-    VerifiedPackage,
+    check_in, open_verified, open_verified_in, verify_only, CheckedPackage, PackageDir,
+    PackageView, VerifiedPackage,
 };

@@ -26,6 +26,7 @@ use super::errors::{
 };
 use super::extract::{extract, reserve, Limits, Reserved};
 use super::report::{CertInfo, Report, SignatureStatus, Step, StepStatus};
+use super::trees::{check_kept, KeptTree, Trees, WorkDir};
 use crate::fileio::read_capped;
 use crate::node::NodeIdentity;
 use crate::state::RevocationState;
@@ -42,11 +43,48 @@ use stockade_trust::license::LicenseState;
 use stockade_trust::minisign::{KeyId, Signature};
 use stockade_trust::statement::Statement;
 
-/// A package that passed verification, extracted into a private directory (removed on drop).
+/// Where a package's files are.
+#[derive(Debug)]
+pub enum PackageDir {
+    /// A private directory made for this use (removed on drop).
+    Fresh(tempfile::TempDir),
+    /// A private work directory among the kept trees (removed on drop unless kept).
+    Work(WorkDir),
+    /// A tree kept from an earlier run of the same package ([`super::trees`]).
+    Kept(KeptTree),
+}
+
+impl PackageDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        match self {
+            PackageDir::Fresh(d) => d.path(),
+            PackageDir::Work(w) => w.dir.path(),
+            PackageDir::Kept(k) => k.path(),
+        }
+    }
+
+    /// Leave the directory where it is (not removed on drop) and give its path.
+    pub fn keep(self) -> std::path::PathBuf {
+        match self {
+            PackageDir::Fresh(d) => d.keep(),
+            PackageDir::Work(w) => w.dir.keep(),
+            PackageDir::Kept(k) => k.path().to_path_buf(),
+        }
+    }
+
+    /// Whether the files are a kept tree (checked file by file, not extracted).
+    pub fn is_kept(&self) -> bool {
+        matches!(self, PackageDir::Kept(_))
+    }
+}
+
+/// A package that passed verification, extracted into a private directory (removed on drop) or
+/// checked in a kept tree.
 #[derive(Debug)]
 pub struct VerifiedPackage {
-    /// The private extraction directory.
-    pub dir: tempfile::TempDir,
+    /// The package's files.
+    pub dir: PackageDir,
     /// The validated manifest.
     pub manifest: ValidatedManifest,
     /// The developer certificate (if it parsed).
@@ -155,7 +193,7 @@ pub fn open_verified_in(
     now: u64,
     work_parent: &Path,
 ) -> Result<VerifiedPackage, VerifyError> {
-    check_in(path, cfg, node, now, work_parent)?.extract()
+    check_in(path, cfg, node, now, work_parent, None)?.extract()
 }
 
 /// What a launch is decided and prepared from: the signed manifest, the report, the package's
@@ -171,6 +209,20 @@ pub struct PackageView<'a> {
 }
 
 impl VerifiedPackage {
+    /// Keep its work directory as the tree of this package (`stockade run`, once the plugin
+    /// started from it): the next run checks it instead of extracting. A fresh directory, a
+    /// kept tree, or a name another run took first stay as they are.
+    pub fn keep_tree(self, trees: &Trees) -> VerifiedPackage {
+        let dir = match self.dir {
+            PackageDir::Work(w) => match trees.keep(&self.report.statement_sha256, w) {
+                Ok(k) => PackageDir::Kept(k),
+                Err(w) => PackageDir::Work(w),
+            },
+            other => other,
+        };
+        VerifiedPackage { dir, ..self }
+    }
+
     /// The view a launch is decided from.
     pub fn view(&self) -> PackageView<'_> {
         PackageView {
@@ -189,7 +241,7 @@ impl VerifiedPackage {
 pub struct CheckedPackage {
     /// Its `dir` is `None`: the directory is this struct's own until step 8.
     checked: Checked,
-    dir: tempfile::TempDir,
+    dir: PackageDir,
 }
 
 impl std::fmt::Debug for Checked {
@@ -208,19 +260,50 @@ impl std::fmt::Debug for Checked {
 /// (a static "hello" in C is ≈ 750 KB, a dynamic one ≈ 16 KB).
 pub const RESERVE_MIN_BYTES: u64 = 64 * 1024;
 
-/// Steps 1–7 of [`open_verified_in`] and its private directory under `work_parent`.
+/// Steps 1–7 of [`open_verified_in`] and the package's directory: with `trees` (`stockade
+/// run`), the tree kept from an earlier run of this very package (step 8 then checks it file
+/// by file instead of extracting) or a work directory among the trees (kept once the plugin
+/// started); else, or when no work directory can be made there (the report says why), a
+/// private directory under `work_parent`.
 pub fn check_in(
     path: &Path,
     cfg: &TrustConfig,
     node: &NodeIdentity,
     now: u64,
     work_parent: &Path,
+    trees: Option<&Trees>,
 ) -> Result<CheckedPackage, VerifyError> {
-    let mut checked = check(path, cfg, node, now, Some(work_parent))?;
-    let dir = checked.dir.take().ok_or_else(|| {
-        VerifyError::Workdir(std::io::Error::other("no extraction directory was made"))
-    })?;
+    let mut checked = check(path, cfg, node, now, None)?;
+    let dir = match trees.filter(|t| t.enabled()) {
+        Some(t) => match t.find(&checked.report.statement_sha256) {
+            Some(kept) => PackageDir::Kept(kept),
+            None => match t.work_dir() {
+                Ok(w) => PackageDir::Work(w),
+                // No state directory (packaging makes it): nothing is kept, as with none.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    PackageDir::Fresh(private_dir(work_parent)?)
+                }
+                Err(e) => {
+                    checked.report.warnings.push(format!(
+                        "no tree can be kept for this package (a work directory under the \
+                         state directory: {e}); extracted into a temporary directory"
+                    ));
+                    PackageDir::Fresh(private_dir(work_parent)?)
+                }
+            },
+        },
+        None => PackageDir::Fresh(private_dir(work_parent)?),
+    };
     Ok(CheckedPackage { checked, dir })
+}
+
+/// A new private (0700) extraction directory under `parent`.
+fn private_dir(parent: &Path) -> Result<tempfile::TempDir, VerifyError> {
+    tempfile::Builder::new()
+        .prefix("stockade-pkg-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir_in(parent)
+        .map_err(VerifyError::Workdir)
 }
 
 impl CheckedPackage {
@@ -249,6 +332,10 @@ impl CheckedPackage {
             Some(stockade_trust::statement::FileEntry::File { mode, size, .. })
                 if mode & 0o111 != 0 && *size >= RESERVE_MIN_BYTES => {}
             _ => return Ok(None),
+        }
+        // A kept tree has the file already: step 8 checks it (and that it is this one).
+        if self.dir.is_kept() {
+            return Ok(Some(self.dir.path().join(entry)));
         }
         let r = reserve(self.dir.path(), entry).map_err(VerifyError::Extract)?;
         let path = self.dir.path().join(r.path());
@@ -293,7 +380,7 @@ pub fn verify_only(
 
 /// What the pipeline produced; `dir` is `None` when nothing was to be written.
 struct Verified {
-    dir: Option<tempfile::TempDir>,
+    dir: Option<PackageDir>,
     manifest: ValidatedManifest,
     developer: Option<Certificate>,
     intermediate: Option<Certificate>,
@@ -315,7 +402,7 @@ fn verify_core(
 
 /// Steps 1–7 passed, the private directory made (when `work_parent` is given), step 8 to come.
 struct Checked {
-    dir: Option<tempfile::TempDir>,
+    dir: Option<PackageDir>,
     payload: Vec<u8>,
     statement: Statement,
     developer: Option<Certificate>,
@@ -584,13 +671,7 @@ fn check(
     });
     // The private directory step 8 extracts into.
     let dir = match work_parent {
-        Some(parent) => Some(
-            tempfile::Builder::new()
-                .prefix("stockade-pkg-")
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .tempdir_in(parent)
-                .map_err(VerifyError::Workdir)?,
-        ),
+        Some(parent) => Some(PackageDir::Fresh(private_dir(parent)?)),
         None => None,
     };
     Ok(Checked {
@@ -618,15 +699,36 @@ impl Checked {
         } = self;
         let manifest_canonical = stockade_trust::canonical::to_vec(&statement.manifest_value)
             .map_err(|e| VerifyError::Workdir(std::io::Error::other(e)))?;
-        let extracted = extract(
-            &payload,
-            &statement.files,
-            &manifest_canonical,
-            dir.as_ref().map(tempfile::TempDir::path),
-            reserved.as_ref(),
-            &Limits::default(),
-        )
-        .map_err(|e| fail(&mut report, 8, "extraction", VerifyError::Extract(e)))?;
+        // A kept tree is checked file by file; one that does not match is set aside and the
+        // payload extracted again, into a new work directory.
+        let (dir, reserved, kept) = match dir {
+            Some(PackageDir::Kept(k)) => {
+                match check_kept(k.path(), &statement.files, &manifest_canonical) {
+                    Ok(summary) => (Some(PackageDir::Kept(k)), reserved, Some(summary)),
+                    Err(mismatch) => {
+                        report.warnings.push(format!(
+                            "the tree kept for this package did not match its signed map \
+                             ({mismatch}): set aside, the package extracted again"
+                        ));
+                        let work = k.discard_for_work().map_err(VerifyError::Workdir)?;
+                        (Some(PackageDir::Work(work)), None, None)
+                    }
+                }
+            }
+            other => (other, reserved, None),
+        };
+        let extracted = match kept {
+            Some(summary) => summary,
+            None => extract(
+                &payload,
+                &statement.files,
+                &manifest_canonical,
+                dir.as_ref().map(PackageDir::path),
+                reserved.as_ref(),
+                &Limits::default(),
+            )
+            .map_err(|e| fail(&mut report, 8, "extraction", VerifyError::Extract(e)))?,
+        };
         report.steps.push(Step {
             step: 8,
             name: "extraction",
@@ -636,10 +738,10 @@ impl Checked {
                 extracted.files,
                 extracted.symlinks,
                 extracted.bytes,
-                if dir.is_some() {
-                    ""
-                } else {
-                    " (checked, not written)"
+                match &dir {
+                    Some(d) if d.is_kept() => " (a kept tree, checked file by file)",
+                    Some(_) => "",
+                    None => " (checked, not written)",
                 }
             ),
         });

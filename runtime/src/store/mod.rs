@@ -23,19 +23,19 @@
 
 use crate::fileio::{read_capped, write_state_file, FileError};
 use crate::package::container::MAX_PACKAGE_BYTES;
+/// The tree check is the kept trees' too (package/trees.rs); `stockade store verify` reports its
+/// every finding.
+pub use crate::package::trees::{check_tree, TreeProblem};
 use crate::sys;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use stockade_policy::capability::Capability;
-use stockade_trust::statement::FileEntry;
 
 /// Store directory name inside the state directory.
 pub const STORE_DIR: &str = "store";
@@ -475,145 +475,6 @@ fn fsync_tree(root: &Path) -> Result<(), StoreError> {
     fsync_dir(root)
 }
 
-/// One difference between an installed tree and its signed file map.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "problem", rename_all = "snake_case")]
-pub enum TreeProblem {
-    /// A file of the map is gone.
-    Missing {
-        /// Path in the tree.
-        path: String,
-    },
-    /// A file of the map differs.
-    Changed {
-        /// Path in the tree.
-        path: String,
-        /// What differs.
-        what: String,
-    },
-    /// Something not in the map.
-    Extra {
-        /// Path in the tree.
-        path: String,
-    },
-}
-
-impl std::fmt::Display for TreeProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TreeProblem::Missing { path } => write!(f, "missing: {path}"),
-            TreeProblem::Changed { path, what } => write!(f, "changed: {path} ({what})"),
-            TreeProblem::Extra { path } => write!(f, "extra: {path}"),
-        }
-    }
-}
-
-fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finalize().into());
-        }
-        h.update(&buf[..n]);
-    }
-}
-
-/// Compare the tree at `root` with the signed file map: every entry present with its kind, mode,
-/// size and digest (or link target), and nothing else but the directories the map implies.
-pub fn check_tree(root: &Path, files: &BTreeMap<String, FileEntry>) -> Vec<TreeProblem> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = Vec::new();
-    for (rel, entry) in files {
-        let p = root.join(rel);
-        let md = match p.symlink_metadata() {
-            Ok(m) => m,
-            Err(_) => {
-                out.push(TreeProblem::Missing { path: rel.clone() });
-                continue;
-            }
-        };
-        let changed = |what: String| TreeProblem::Changed {
-            path: rel.clone(),
-            what,
-        };
-        match entry {
-            FileEntry::File { mode, sha256, size } => {
-                if !md.file_type().is_file() {
-                    out.push(changed("no longer a regular file".into()));
-                    continue;
-                }
-                if md.mode() & 0o7777 != *mode {
-                    out.push(changed(format!(
-                        "mode {:04o}, signed {mode:04o}",
-                        md.mode() & 0o7777
-                    )));
-                }
-                if md.size() != *size {
-                    out.push(changed(format!("size {}, signed {size}", md.size())));
-                    continue;
-                }
-                match sha256_file(&p) {
-                    Ok(d) if d == *sha256 => {}
-                    Ok(d) => out.push(changed(format!(
-                        "sha256 {}, signed {}",
-                        hex::encode(d),
-                        hex::encode(sha256)
-                    ))),
-                    Err(e) => out.push(changed(format!("unreadable: {e}"))),
-                }
-            }
-            FileEntry::Symlink { target } => match std::fs::read_link(&p) {
-                Ok(t) if t.as_os_str().as_bytes() == target.as_bytes() => {}
-                Ok(t) => out.push(changed(format!(
-                    "link to `{}`, signed `{target}`",
-                    t.display()
-                ))),
-                Err(_) => out.push(changed("no longer a symlink".into())),
-            },
-        }
-    }
-    let dirs: BTreeSet<String> = files
-        .keys()
-        .flat_map(|k| {
-            let parts: Vec<&str> = k.split('/').collect();
-            (1..parts.len())
-                .map(|i| parts[..i].join("/"))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    walk_extras(root, "", files, &dirs, &mut out);
-    out
-}
-
-fn walk_extras(
-    root: &Path,
-    prefix: &str,
-    files: &BTreeMap<String, FileEntry>,
-    dirs: &BTreeSet<String>,
-    out: &mut Vec<TreeProblem>,
-) {
-    let Ok(rd) = std::fs::read_dir(root.join(prefix)) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir && dirs.contains(&rel) {
-            walk_extras(root, &rel, files, dirs, out);
-        } else if !files.contains_key(&rel) {
-            out.push(TreeProblem::Extra { path: rel });
-        }
-    }
-}
-
 /// Whether `stockade verify ARG` means an installed plugin: ARG is not an existing file (a
 /// directory of the same name in the working directory does not count: it cannot be a package)
 /// and the store has a plugin by that name.
@@ -653,56 +514,6 @@ pub fn resolve_package(state_dir: &Path, arg: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entry(content: &[u8], mode: u32) -> FileEntry {
-        FileEntry::File {
-            mode,
-            sha256: Sha256::digest(content).into(),
-            size: content.len() as u64,
-        }
-    }
-
-    #[test]
-    fn tree_check_reports_each_difference() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path();
-        std::fs::create_dir(root.join("lib")).unwrap();
-        for (p, c, m) in [
-            ("a", &b"alpha"[..], 0o644),
-            ("lib/b", b"beta", 0o755),
-            ("c", b"gamma", 0o644),
-        ] {
-            std::fs::write(root.join(p), c).unwrap();
-            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(m)).unwrap();
-        }
-        std::os::unix::fs::symlink("a", root.join("l")).unwrap();
-        let mut files = BTreeMap::new();
-        files.insert("a".to_string(), entry(b"alpha", 0o644));
-        files.insert("lib/b".to_string(), entry(b"beta", 0o755));
-        files.insert("c".to_string(), entry(b"gamma", 0o644));
-        files.insert("l".to_string(), FileEntry::Symlink { target: "a".into() });
-        assert!(check_tree(root, &files).is_empty());
-        std::fs::write(root.join("a"), b"ALPHA").unwrap();
-        std::fs::set_permissions(root.join("lib/b"), std::fs::Permissions::from_mode(0o4755))
-            .unwrap();
-        std::fs::remove_file(root.join("c")).unwrap();
-        std::fs::write(root.join("lib/extra"), b"x").unwrap();
-        std::fs::create_dir(root.join("newdir")).unwrap();
-        let p = check_tree(root, &files);
-        let s: Vec<String> = p.iter().map(|p| p.to_string()).collect();
-        assert!(
-            s.iter().any(|s| s.starts_with("changed: a (sha256")),
-            "{s:?}"
-        );
-        assert!(
-            s.contains(&"changed: lib/b (mode 4755, signed 0755)".to_string()),
-            "{s:?}"
-        );
-        assert!(s.contains(&"missing: c".to_string()), "{s:?}");
-        assert!(s.contains(&"extra: lib/extra".to_string()), "{s:?}");
-        assert!(s.contains(&"extra: newdir".to_string()), "{s:?}");
-        assert_eq!(p.len(), 5, "{s:?}");
-    }
 
     #[test]
     fn registry_rejects_bad_dir_names_and_schema() {

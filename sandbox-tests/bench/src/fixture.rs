@@ -30,6 +30,8 @@ pub struct Fixture {
     pub state: PathBuf,
     /// Policy for `stockade run`: frames large enough for 64 KiB payloads echoed back.
     pub policy: PathBuf,
+    /// The same policy with `trust.keep_trees = 0`.
+    pub policy_no_trees: PathBuf,
     /// An OCI bundle whose rootfs holds only the plugin.
     pub runc_bundle: PathBuf,
 }
@@ -77,6 +79,7 @@ impl Fixture {
             trust: root.join("trust"),
             state: root.join("state"),
             policy: root.join("policy.toml"),
+            policy_no_trees: root.join("policy-no-trees.toml"),
             runc_bundle: root.join("bundle"),
             plugin_dir,
             root,
@@ -84,9 +87,12 @@ impl Fixture {
         };
         f.trust_root()?;
         f.pack(&f.plugin_dir, &f.package)?;
+        let policy = "version = 1\n\n[protocol]\nmax_frame_bytes = 262144\ndefault_deadline_ms = 10000\nmax_in_flight = 512\n";
+        fs::write(&f.policy, policy).map_err(|e| e.to_string())?;
+        // The same with no tree kept between runs: every run extracts, as a package's first does.
         fs::write(
-            &f.policy,
-            "version = 1\n\n[protocol]\nmax_frame_bytes = 262144\ndefault_deadline_ms = 10000\nmax_in_flight = 512\n",
+            &f.policy_no_trees,
+            format!("{policy}\n[trust]\nkeep_trees = 0\n"),
         )
         .map_err(|e| e.to_string())?;
         f.runc_bundle()?;

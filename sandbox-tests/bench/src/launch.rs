@@ -27,13 +27,17 @@ pub enum Launcher {
     Firejail,
     /// `stockade exec` with the built-in strict policy (every layer).
     StockadeExec,
-    /// `stockade run PKG`: verification + every layer + the handshake.
+    /// `stockade run PKG`: verification + every layer + the handshake, the package's tree kept
+    /// from its earlier runs (checked file by file).
     StockadeRun,
+    /// The same with no tree kept (`trust.keep_trees = 0`): the payload extracted, as in a
+    /// package's first run.
+    StockadeRunFirst,
 }
 
 impl Launcher {
     /// Every launcher, peers first.
-    pub const ALL: [Launcher; 7] = [
+    pub const ALL: [Launcher; 8] = [
         Launcher::Bare,
         Launcher::Unshare,
         Launcher::Bwrap,
@@ -41,6 +45,7 @@ impl Launcher {
         Launcher::Firejail,
         Launcher::StockadeExec,
         Launcher::StockadeRun,
+        Launcher::StockadeRunFirst,
     ];
 
     /// Display name (the command line a user would type).
@@ -53,6 +58,7 @@ impl Launcher {
             Launcher::Firejail => "firejail --noprofile --net=none",
             Launcher::StockadeExec => "stockade exec",
             Launcher::StockadeRun => "stockade run (to ready)",
+            Launcher::StockadeRunFirst => "stockade run, package extracted",
         }
     }
 
@@ -122,14 +128,26 @@ impl Launcher {
                 c.args(f.run_args(&f.package));
                 c
             }
+            Launcher::StockadeRunFirst => {
+                let mut args = f.run_args(&f.package);
+                // The last argument is the policy's path.
+                if let Some(p) = args.last_mut() {
+                    *p = f.policy_no_trees.clone().into();
+                }
+                let mut c = Command::new(&f.stockade);
+                c.args(args);
+                c
+            }
         }
     }
 
     /// Whether `line` (from the launcher's stdout) marks the end of the launch.
     fn is_ready(self, line: &str) -> bool {
         match self {
-            Launcher::StockadeRun => serde_json::from_str::<serde_json::Value>(line)
-                .is_ok_and(|m| m["method"] == "plugin_state" && m["params"]["state"] == "ready"),
+            Launcher::StockadeRun | Launcher::StockadeRunFirst => {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .is_ok_and(|m| m["method"] == "plugin_state" && m["params"]["state"] == "ready")
+            }
             _ => line.contains("\"method\":\"handshake\""),
         }
     }
