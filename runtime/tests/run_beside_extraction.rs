@@ -51,15 +51,18 @@ fn hello_c_manifest() -> String {
 
 /// A policy that writes audit records to `audit.log` in the fixture, plus `extra`.
 fn audit_policy(fx: &Fixture, extra: &str) -> PathBuf {
+    // Written aside and renamed: runs at once must never read a half-written policy.
     let p = fx.path("policy.toml");
+    let aside = fx.path(&format!("policy.toml.{:?}", std::thread::current().id()));
     std::fs::write(
-        &p,
+        &aside,
         format!(
             "version = 1\n[audit]\nfile = \"{}\"\n{extra}",
             fx.path("audit.log").display()
         ),
     )
     .unwrap();
+    std::fs::rename(&aside, &p).unwrap();
     p
 }
 
@@ -372,4 +375,43 @@ fn a_kept_tree_is_reused_and_one_changed_since_is_set_aside() {
     ok(&r);
     assert_eq!(last(&fx)["tree"], "temporary");
     assert_eq!(trees(&fx), kept);
+}
+
+/// Runs of one package at once, none with a tree kept yet: each extracts into a work directory
+/// of its own, one of them keeps its tree (the name is taken once, by a rename that never
+/// replaces), the others' directories are removed when they end; every plugin starts.
+#[test]
+fn runs_at_once_keep_one_tree_and_leave_no_work_directory() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    std::fs::create_dir_all(fx.path("state")).unwrap();
+    std::fs::create_dir(fx.path("plugin")).unwrap();
+    static_hello_c(&fx.path("plugin/entrypoint"));
+    std::fs::write(fx.path("plugin/manifest.json"), hello_c_manifest()).unwrap();
+    pack(&fx, "plugin", "c.stockade");
+    let runs: Vec<Ran> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| run(&fx, "c.stockade"))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &runs {
+        assert!(r.ready, "never ready: {}", r.stderr);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_no_sandbox_left(r.runtime_pid);
+    }
+    let trees_left = trees(&fx);
+    assert_eq!(trees_left.len(), 1, "{trees_left:?}");
+    assert!(!trees_left[0].starts_with('.'), "{trees_left:?}");
+    let tmp: Vec<_> = std::fs::read_dir(fx.path("tmp"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    let kinds: Vec<String> = launch_details(&fx)
+        .iter()
+        .map(|d| d["tree"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "kept"), "{kinds:?}");
 }
