@@ -42,6 +42,18 @@ fn static_hello_c(out: &Path) {
     assert!(st.success(), "cc -static failed");
 }
 
+/// A fixture with examples/hello-c built static and packed as `c.stockade`, and a state
+/// directory: trees are kept there, and a run does not make it (packaging does).
+fn hello_c_fixture() -> Fixture {
+    let fx = Fixture::new();
+    std::fs::create_dir_all(fx.path("state")).unwrap();
+    std::fs::create_dir(fx.path("plugin")).unwrap();
+    static_hello_c(&fx.path("plugin/entrypoint"));
+    std::fs::write(fx.path("plugin/manifest.json"), hello_c_manifest()).unwrap();
+    pack(&fx, "plugin", "c.stockade");
+    fx
+}
+
 fn hello_c_manifest() -> String {
     std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-c/manifest.json"),
@@ -214,11 +226,7 @@ fn a_compiled_plugin_starts_from_the_sandbox_built_beside_extraction() {
     if !require_root() {
         return;
     }
-    let fx = Fixture::new();
-    std::fs::create_dir(fx.path("plugin")).unwrap();
-    static_hello_c(&fx.path("plugin/entrypoint"));
-    std::fs::write(fx.path("plugin/manifest.json"), hello_c_manifest()).unwrap();
-    pack(&fx, "plugin", "c.stockade");
+    let fx = hello_c_fixture();
     let r = run(&fx, "c.stockade");
     assert!(r.ready, "never ready: {}", r.stderr);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -317,13 +325,7 @@ fn a_kept_tree_is_reused_and_one_changed_since_is_set_aside() {
     if !require_root() {
         return;
     }
-    let fx = Fixture::new();
-    // Trees are kept in the state directory, which a run does not make (packaging does).
-    std::fs::create_dir_all(fx.path("state")).unwrap();
-    std::fs::create_dir(fx.path("plugin")).unwrap();
-    static_hello_c(&fx.path("plugin/entrypoint"));
-    std::fs::write(fx.path("plugin/manifest.json"), hello_c_manifest()).unwrap();
-    pack(&fx, "plugin", "c.stockade");
+    let fx = hello_c_fixture();
     let ok = |r: &Ran| {
         assert!(r.ready, "never ready: {}", r.stderr);
         assert_eq!(r.code, 0, "{}", r.stderr);
@@ -385,12 +387,7 @@ fn runs_at_once_keep_one_tree_and_leave_no_work_directory() {
     if !require_root() {
         return;
     }
-    let fx = Fixture::new();
-    std::fs::create_dir_all(fx.path("state")).unwrap();
-    std::fs::create_dir(fx.path("plugin")).unwrap();
-    static_hello_c(&fx.path("plugin/entrypoint"));
-    std::fs::write(fx.path("plugin/manifest.json"), hello_c_manifest()).unwrap();
-    pack(&fx, "plugin", "c.stockade");
+    let fx = hello_c_fixture();
     let runs: Vec<Ran> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4).map(|_| s.spawn(|| run(&fx, "c.stockade"))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
