@@ -367,6 +367,20 @@ fn a_kept_tree_is_reused_and_one_changed_since_is_set_aside() {
     assert!(warned.contains("set aside"), "{verified:?}");
     assert_eq!(trees(&fx), kept, "the tree is the package's again");
     assert_ne!(std::fs::read(&entry).unwrap(), bytes);
+    // Readable by the plugin's uid, as a first extraction's.
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(mode(entry.parent().unwrap()), 0o755);
+
+    // The entrypoint gone: it cannot be opened to build the sandbox around; extracted again.
+    std::fs::remove_file(&entry).unwrap();
+    let r = run(&fx, "c.stockade");
+    ok(&r);
+    assert!(r.stderr.contains("missing: entrypoint"), "{}", r.stderr);
+    assert_eq!(last(&fx)["tree"], "kept");
+    assert_eq!(mode(entry.parent().unwrap()), 0o755);
 
     let r = run(&fx, "c.stockade");
     ok(&r);

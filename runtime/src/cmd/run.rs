@@ -183,10 +183,6 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         Some(&trees),
     )
     .map_err(refused)?;
-    // The plugin's own uid must be able to read what is verified (files get fixed 0644/0755
-    // modes from extraction; only the private directory itself is made 0700).
-    std::fs::set_permissions(checked.view().dir, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| CmdError::new(Exit::CantCreate, "extract", e))?;
     let name = checked.view().manifest.name().to_string();
     // The launch is decided from the signed manifest; its records are written once the package
     // is verified. A package step 8 refuses is reported as such whatever the policy makes of it.
@@ -225,6 +221,11 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
 
     // Step 8 and the sandbox's build side by side; nothing of the plugin runs before both.
     let (pkg, prepared) = extract_beside_build(checked, &sandbox_policy).map_err(refused)?;
+    // The plugin's own uid must be able to read what is verified (files get fixed 0644/0755
+    // modes from extraction; only the private directory itself is made 0700). Before the
+    // sandbox goes: the init bound the directory as its owner, the plugin reads it only after.
+    std::fs::set_permissions(pkg.view().dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| CmdError::new(Exit::CantCreate, "extract", e))?;
     // What verification let pass with a warning (a trust mode below strict, a kept tree set
     // aside) is reported on stderr and in the record.
     let mut verified = audit::for_report(Event::Verification, "ok", &pkg.report);
@@ -353,15 +354,19 @@ fn extract_beside_build(
     mut checked: CheckedPackage,
     policy: &ValidatedSandboxPolicy,
 ) -> Result<(VerifiedPackage, Result<Prepared<'_>, LaunchError>), VerifyError> {
-    let Some(entry) = checked.reserve_entrypoint()? else {
+    let in_turn = |checked: CheckedPackage| {
         let pkg = checked.extract()?;
         let spec = plugin_policy::launch_spec(pkg.view(), policy).map(Prepared::Spec);
-        return Ok((pkg, spec));
+        Ok((pkg, spec))
+    };
+    let Some(entry) = checked.reserve_entrypoint()? else {
+        return in_turn(checked);
     };
     let argv = plugin_policy::entry_argv(checked.view());
-    let program = match sandbox::Program::reserved(&entry) {
-        Ok(p) => p,
-        Err(e) => return Ok((checked.extract()?, Err(e))),
+    // Not openable (a kept tree that lost its entrypoint: step 8 finds it out and extracts the
+    // package again): extract, then launch, in turn.
+    let Ok(program) = sandbox::Program::reserved(&entry) else {
+        return in_turn(checked);
     };
     let reserved_id = file_id(program.fd.as_fd());
     let built_around = checked.view().dir.to_path_buf();
