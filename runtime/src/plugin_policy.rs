@@ -473,7 +473,8 @@ pub fn spec_with<'a>(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        package_dir: Some(pkg.dir.to_path_buf()),
+        package_dir: Some(pkg.bind.0.to_path_buf()),
+        package_dir_id: pkg.bind.1,
         uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
     }
 }

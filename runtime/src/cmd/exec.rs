@@ -197,6 +197,7 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
         argv: args.command.clone(),
         env,
         package_dir: args.plugin_dir.clone(),
+        package_dir_id: None,
         uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
     };
     let mut sb = match sandbox::launch(spec) {

@@ -14,9 +14,12 @@
 //! one link, the signed size and digest, symlinks with the signed target, directories owned by
 //! this uid and writable by no one else, `manifest.json` equal to the signed manifest. One that
 //! does not match is set aside and the package extracted again (the report says so). The
-//! directory is this uid's alone (0711 under the state directory), so only this uid (root for
-//! the system service) can change a tree between the check and the plugin's reads — the same
-//! principal that can change the runtime itself.
+//! trees directory is this uid's alone (0711), opened once and reached only through its
+//! descriptor (`/proc/self/fd/N/…`, [`Anchor`]): the state directory above it may belong to
+//! another user (the service's, in the packaged layout), who could otherwise rename `trees`
+//! between the check and the sandbox's bind. So only this uid (root for a root `run`) can
+//! change a tree between the check and the plugin's reads — the principal that can change the
+//! runtime itself.
 //!
 //! Concurrency: every user of a tree (a run on a kept one, a run extracting into a work
 //! directory here) holds a shared `flock` on it for as long as its plugin may read it; the
@@ -25,13 +28,16 @@
 //! of a complete work directory, so a kept name never shows a partial tree.
 
 use super::extract::Extracted;
-use nix::fcntl::{Flock, FlockArg, RenameFlags};
+use nix::fcntl::{Flock, FlockArg, OFlag, RenameFlags};
+use nix::sys::stat::Mode;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use stockade_trust::statement::FileEntry;
 
@@ -45,8 +51,28 @@ const LEFTOVER_AGE: Duration = Duration::from_secs(60);
 /// The kept trees of one state directory.
 #[derive(Debug, Clone)]
 pub struct Trees {
-    dir: PathBuf,
+    state_dir: PathBuf,
     keep: usize,
+}
+
+/// The trees directory, opened once (`openat` from the state directory, not following a
+/// symlink, checked to be this uid's and writable by it alone) and then reached only through
+/// its descriptor: every path handed out is `/proc/self/fd/N/…`. Why: in the packaged layout
+/// the state directory belongs to the service's user, not to root, and a path through it could
+/// be redirected between the check of a tree and its use (a rename of `trees`); a descriptor
+/// cannot. The sandbox's init, cloned from the runtime, holds the same descriptor number.
+#[derive(Debug)]
+struct Anchor {
+    fd: OwnedFd,
+    /// Its path (what the sandbox's init binds from: it must open it in its own mount
+    /// namespace, and checks that it opened the very directory, [`KeptTree::bind_source`]).
+    host: PathBuf,
+}
+
+impl Anchor {
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
 }
 
 /// A kept tree in use: its path and the shared lock that keeps eviction off it.
@@ -54,46 +80,56 @@ pub struct Trees {
 pub struct KeptTree {
     path: PathBuf,
     key: String,
-    trees: Trees,
+    id: (u64, u64),
+    host: PathBuf,
     _lock: Flock<File>,
+    anchor: Arc<Anchor>,
 }
 
 impl KeptTree {
-    /// The tree's directory.
+    /// The tree's directory (through the trees directory's descriptor).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The path the sandbox binds the tree from, and the device and inode it must be there.
+    pub fn bind_source(&self) -> (&Path, Option<(u64, u64)>) {
+        (&self.host, Some(self.id))
+    }
+
     /// Set this tree aside (it did not match its package's signed map): renamed out of its name
-    /// at once, removed when no run uses it any more (now or at a later eviction).
-    pub fn discard(self) {
-        let aside = self
-            .trees
-            .dir
+    /// at once, removed when no run uses it any more (now or at a later eviction); then a new
+    /// work directory to extract the package into instead.
+    pub fn discard_for_work(self) -> std::io::Result<WorkDir> {
+        let anchor = self.anchor.clone();
+        let aside = anchor
+            .path()
             .join(format!(".discard-{}-{}", self.key, std::process::id()));
-        if std::fs::rename(&self.path, &aside).is_ok() {
-            drop(self);
+        let renamed = std::fs::rename(&self.path, &aside).is_ok();
+        drop(self);
+        if renamed {
             remove_if_unused(&aside);
         }
-    }
-}
-
-impl KeptTree {
-    /// [`KeptTree::discard`], and a new work directory to extract the package into instead.
-    pub fn discard_for_work(self) -> std::io::Result<WorkDir> {
-        let trees = self.trees.clone();
-        self.discard();
-        trees.work_dir()
+        work_dir_in(anchor)
     }
 }
 
 /// A fresh work directory among the trees, locked like a kept tree.
 #[derive(Debug)]
 pub struct WorkDir {
-    /// The directory (removed on drop unless kept).
+    /// The directory (removed on drop unless kept; dropped first, while the anchor is open).
     pub dir: tempfile::TempDir,
-    /// Its shared lock.
-    pub lock: Flock<File>,
+    id: (u64, u64),
+    host: PathBuf,
+    lock: Flock<File>,
+    anchor: Arc<Anchor>,
+}
+
+impl WorkDir {
+    /// The path the sandbox binds the directory from, and the device and inode it must be there.
+    pub fn bind_source(&self) -> (&Path, Option<(u64, u64)>) {
+        (&self.host, Some(self.id))
+    }
 }
 
 impl Trees {
@@ -101,7 +137,7 @@ impl Trees {
     /// on disk before a tree is needed.
     pub fn new(state_dir: &Path, keep: usize) -> Trees {
         Trees {
-            dir: state_dir.join(TREES_DIR),
+            state_dir: state_dir.to_path_buf(),
             keep,
         }
     }
@@ -111,13 +147,45 @@ impl Trees {
         self.keep > 0
     }
 
+    /// The trees directory, made when `create` and missing.
+    fn anchor(&self, create: bool) -> std::io::Result<Arc<Anchor>> {
+        let state = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&self.state_dir)?;
+        if create {
+            match nix::sys::stat::mkdirat(&state, TREES_DIR, Mode::from_bits_truncate(0o711)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let fd = nix::fcntl::openat(
+            &state,
+            TREES_DIR,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = nix::sys::stat::fstat(&fd)?;
+        if st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o022 != 0 {
+            return Err(std::io::Error::other(format!(
+                "{} is not a directory of this uid's alone",
+                self.state_dir.join(TREES_DIR).display()
+            )));
+        }
+        Ok(Arc::new(Anchor {
+            fd,
+            host: self.state_dir.join(TREES_DIR),
+        }))
+    }
+
     /// The kept tree for `key` (a statement digest), locked and its use recorded; `None` when
-    /// there is none. Not checked yet: [`check_tree`] is the caller's.
+    /// there is none. Not checked yet: [`check_kept`] is the caller's.
     pub fn find(&self, key: &str) -> Option<KeptTree> {
         if !self.enabled() || !is_key(key) {
             return None;
         }
-        let path = self.dir.join(key);
+        let anchor = self.anchor(false).ok()?;
+        let path = anchor.path().join(key);
         let lock = Flock::lock(open_dir(&path).ok()?, FlockArg::LockShared).ok()?;
         // Still under its name (an eviction may have renamed it before this lock was granted).
         let linked = std::fs::symlink_metadata(&path).ok()?;
@@ -130,21 +198,16 @@ impl Trees {
         Some(KeptTree {
             path,
             key: key.to_string(),
-            trees: self.clone(),
+            id: (held.dev(), held.ino()),
+            host: anchor.host.join(key),
             _lock: lock,
+            anchor,
         })
     }
 
     /// A new private (0700) work directory among the trees, locked.
     pub fn work_dir(&self) -> std::io::Result<WorkDir> {
-        self.ensure_dir()?;
-        let dir = tempfile::Builder::new()
-            .prefix(".work-")
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir_in(&self.dir)?;
-        let lock = Flock::lock(open_dir(dir.path())?, FlockArg::LockShared)
-            .map_err(|(_, e)| std::io::Error::from(e))?;
-        Ok(WorkDir { dir, lock })
+        work_dir_in(self.anchor(true)?)
     }
 
     /// Keep `work` (a verified, launched package's tree) as the tree for `key`, then evict the
@@ -155,7 +218,7 @@ impl Trees {
         if !self.enabled() || !is_key(key) {
             return Err(work);
         }
-        let path = self.dir.join(key);
+        let path = work.anchor.path().join(key);
         let renamed = nix::fcntl::renameat2(
             nix::fcntl::AT_FDCWD,
             work.dir.path(),
@@ -166,76 +229,81 @@ impl Trees {
         if renamed.is_err() {
             return Err(work);
         }
-        let WorkDir { dir, lock } = work;
+        let WorkDir {
+            dir,
+            id,
+            lock,
+            anchor,
+            ..
+        } = work;
         // Renamed: the temporary directory's path is gone; nothing to remove on its drop.
         let _ = dir.keep();
         let _ = lock.set_modified(SystemTime::now());
-        self.evict();
+        evict(&anchor, self.keep);
         Ok(KeptTree {
             path,
             key: key.to_string(),
-            trees: self.clone(),
+            id,
+            host: anchor.host.join(key),
             _lock: lock,
+            anchor,
         })
     }
+}
 
-    fn ensure_dir(&self) -> std::io::Result<()> {
-        match std::fs::create_dir(&self.dir) {
-            Ok(()) => std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o711)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let m = std::fs::symlink_metadata(&self.dir)?;
-                if !m.is_dir()
-                    || m.uid() != nix::unistd::geteuid().as_raw()
-                    || m.mode() & 0o022 != 0
-                {
-                    return Err(std::io::Error::other(format!(
-                        "{} is not a directory of this uid's alone",
-                        self.dir.display()
-                    )));
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
+fn work_dir_in(anchor: Arc<Anchor>) -> std::io::Result<WorkDir> {
+    let dir = tempfile::Builder::new()
+        .prefix(".work-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(anchor.path())?;
+    let lock = Flock::lock(open_dir(dir.path())?, FlockArg::LockShared)
+        .map_err(|(_, e)| std::io::Error::from(e))?;
+    let m = lock.metadata()?;
+    let host = anchor.host.join(dir.path().file_name().unwrap_or_default());
+    Ok(WorkDir {
+        dir,
+        id: (m.dev(), m.ino()),
+        host,
+        lock,
+        anchor,
+    })
+}
+
+/// Remove the least recently used trees beyond `keep`, and the leftovers of runs that ended
+/// without cleaning up (killed): whatever no run holds a lock on.
+fn evict(anchor: &Anchor, keep: usize) {
+    let dir = anchor.path();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    let mut kept = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(m) = e.metadata() else { continue };
+        let modified = m.modified().unwrap_or(now);
+        if is_key(&name) {
+            kept.push((modified, name));
+        } else if name.starts_with(".discard-")
+            || (name.starts_with(".work-")
+                && now.duration_since(modified).unwrap_or_default() > LEFTOVER_AGE)
+        {
+            remove_if_unused(&e.path());
         }
     }
-
-    /// Remove the least recently used trees beyond the limit, and the leftovers of runs that
-    /// ended without cleaning up (killed): whatever no run holds a lock on.
-    fn evict(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
+    kept.sort_by_key(|k| std::cmp::Reverse(k.0));
+    for (_, name) in kept.into_iter().skip(keep) {
+        let path = dir.join(&name);
+        let Ok(f) = open_dir(&path) else { continue };
+        // In use: left for a later eviction.
+        let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) else {
+            continue;
         };
-        let now = SystemTime::now();
-        let mut kept = Vec::new();
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Ok(m) = e.metadata() else { continue };
-            let modified = m.modified().unwrap_or(now);
-            if is_key(&name) {
-                kept.push((modified, name));
-            } else if name.starts_with(".discard-")
-                || (name.starts_with(".work-")
-                    && now.duration_since(modified).unwrap_or_default() > LEFTOVER_AGE)
-            {
-                remove_if_unused(&e.path());
-            }
+        let aside = dir.join(format!(".discard-{name}-{}", std::process::id()));
+        if std::fs::rename(&path, &aside).is_ok() {
+            let _ = std::fs::remove_dir_all(&aside);
         }
-        kept.sort_by_key(|k| std::cmp::Reverse(k.0));
-        for (_, name) in kept.into_iter().skip(self.keep) {
-            let path = self.dir.join(&name);
-            let Ok(f) = open_dir(&path) else { continue };
-            // In use: left for a later eviction.
-            let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) else {
-                continue;
-            };
-            let aside = self
-                .dir
-                .join(format!(".discard-{name}-{}", std::process::id()));
-            if std::fs::rename(&path, &aside).is_ok() {
-                let _ = std::fs::remove_dir_all(&aside);
-            }
-            drop(lock);
-        }
+        drop(lock);
     }
 }
 
@@ -745,7 +813,10 @@ mod tests {
         assert!(trees.find(KEY_A).is_none());
         let (w, map) = work_with_tree(&trees);
         let kept = trees.keep(KEY_A, w).unwrap();
-        assert_eq!(kept.path(), state.path().join("trees").join(KEY_A));
+        assert_eq!(
+            std::fs::canonicalize(kept.path()).unwrap(),
+            std::fs::canonicalize(state.path().join("trees").join(KEY_A)).unwrap()
+        );
         let mode = std::fs::metadata(state.path().join("trees"))
             .unwrap()
             .mode();
@@ -813,6 +884,40 @@ mod tests {
         drop(trees.keep(KEY_B, w2).unwrap());
         assert!(!names().iter().any(|n| aside(n)), "{:?}", names());
         drop(work);
+    }
+
+    /// The paths handed out go through the trees directory's descriptor: renaming the
+    /// directory away and putting another in its place (what the owner of the state directory
+    /// could do) changes nothing for a tree in use.
+    #[test]
+    fn a_tree_in_use_cannot_be_redirected_by_renaming_the_trees_directory() {
+        let state = tempfile::tempdir().unwrap();
+        let trees = Trees::new(state.path(), 4);
+        let (w, map) = work_with_tree(&trees);
+        drop(trees.keep(KEY_A, w).unwrap());
+        let found = trees.find(KEY_A).unwrap();
+        let dir = state.path().join(TREES_DIR);
+        std::fs::rename(&dir, state.path().join("moved")).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        let decoy = dir.join(KEY_A);
+        std::fs::create_dir(&decoy).unwrap();
+        std::fs::write(decoy.join("manifest.json"), b"{}").unwrap();
+        check_kept(found.path(), &map, &canonical()).unwrap();
+        assert_eq!(
+            std::fs::read(found.path().join("data/x")).unwrap(),
+            b"payload"
+        );
+    }
+
+    #[test]
+    fn a_trees_directory_that_is_a_symlink_is_refused() {
+        let state = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), state.path().join(TREES_DIR)).unwrap();
+        let trees = Trees::new(state.path(), 4);
+        assert!(trees.work_dir().is_err());
+        assert!(trees.find(KEY_A).is_none());
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -73,6 +73,17 @@ impl PackageDir {
         }
     }
 
+    /// The path the sandbox binds the directory from and, when that path may pass through a
+    /// directory another user owns (the trees, under the state directory), the device and inode
+    /// it must be there: what the runtime wrote or checked through its descriptors.
+    pub fn bind_source(&self) -> (&Path, Option<(u64, u64)>) {
+        match self {
+            PackageDir::Fresh(d) => (d.path(), None),
+            PackageDir::Work(w) => w.bind_source(),
+            PackageDir::Kept(k) => k.bind_source(),
+        }
+    }
+
     /// Whether the files are a kept tree (checked file by file, not extracted).
     pub fn is_kept(&self) -> bool {
         matches!(self, PackageDir::Kept(_))
@@ -204,8 +215,12 @@ pub struct PackageView<'a> {
     pub manifest: &'a ValidatedManifest,
     /// The report (steps 1–7 at least).
     pub report: &'a Report,
-    /// The private directory the package is (or is being) extracted into.
+    /// The private directory the package is (or is being) extracted into, as this process
+    /// reaches it.
     pub dir: &'a Path,
+    /// Where the sandbox binds it from, and the device and inode it must be there
+    /// ([`PackageDir::bind_source`]).
+    pub bind: (&'a Path, Option<(u64, u64)>),
 }
 
 impl VerifiedPackage {
@@ -229,6 +244,7 @@ impl VerifiedPackage {
             manifest: &self.manifest,
             report: &self.report,
             dir: self.dir.path(),
+            bind: self.dir.bind_source(),
         }
     }
 }
@@ -313,6 +329,7 @@ impl CheckedPackage {
             manifest: &self.checked.statement.manifest,
             report: &self.checked.report,
             dir: self.dir.path(),
+            bind: self.dir.bind_source(),
         }
     }
 

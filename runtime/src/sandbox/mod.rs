@@ -209,6 +209,9 @@ pub struct LaunchSpec<'a> {
     pub env: Vec<(String, String)>,
     /// A package directory mounted read-only at /plugin.
     pub package_dir: Option<PathBuf>,
+    /// The device and inode `package_dir` must be when the init opens it (the directory the
+    /// runtime verified, whatever happened to the path since); `None`: not checked.
+    pub package_dir_id: Option<(u64, u64)>,
     /// Where uid locks live (root mode).
     pub uid_lock_dir: PathBuf,
 }
@@ -478,7 +481,11 @@ fn prepare(
     };
 
     // 3. Filesystem plan (the child opens the sources in its own mount namespace).
-    let plan = mounts::plan(p, spec.package_dir.as_deref(), mounts::host_lookup);
+    let package = spec
+        .package_dir
+        .as_deref()
+        .map(|d| (d, spec.package_dir_id));
+    let plan = mounts::plan(p, package, mounts::host_lookup);
 
     // 4. cgroup below our own, limits written before the child exists.
     let name = format!("{}-{}", std::process::id(), host_uid);

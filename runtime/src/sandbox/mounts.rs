@@ -105,6 +105,9 @@ pub enum MountStep {
         target: String,
         /// Directory (else file).
         dir: bool,
+        /// The device and inode the source must be (the package's directory as the runtime
+        /// verified it: its path may pass through a directory another user owns).
+        id: Option<(u64, u64)>,
     },
     /// Bind a host directory read-write (nosuid, nodev, noexec).
     BindRw {
@@ -144,7 +147,7 @@ pub struct MountPlan {
 /// Build the plan from the policy and a view of the host (a fake in tests).
 pub fn plan(
     policy: &ValidatedSandboxPolicy,
-    package_dir: Option<&Path>,
+    package_dir: Option<(&Path, Option<(u64, u64)>)>,
     lookup: impl Fn(&Path) -> HostEntry,
 ) -> MountPlan {
     let mut steps = Vec::new();
@@ -155,11 +158,13 @@ pub fn plan(
                 host: p.into(),
                 target: p.clone(),
                 dir: true,
+                id: None,
             }),
             HostEntry::File => steps.push(MountStep::BindRo {
                 host: p.into(),
                 target: p.clone(),
                 dir: false,
+                id: None,
             }),
             HostEntry::Symlink(to) => steps.push(MountStep::Symlink {
                 target: p.clone(),
@@ -178,11 +183,12 @@ pub fn plan(
             _ => skipped.push(p.clone()),
         }
     }
-    if let Some(pkg) = package_dir {
+    if let Some((pkg, id)) = package_dir {
         steps.push(MountStep::BindRo {
             host: pkg.to_path_buf(),
             target: "/plugin".into(),
             dir: true,
+            id,
         });
     }
     let uid = policy.inside_uid;
@@ -245,21 +251,31 @@ pub fn open_sources(plan: &MountPlan) -> io::Result<Vec<Option<OwnedFd>>> {
     plan.steps
         .iter()
         .map(|s| match s {
-            MountStep::BindRo { host, dir, .. } | MountStep::BindRw { host, dir, .. } => {
-                let c = cstr(&host.to_string_lossy())?;
-                let fd = sys::open(&c, libc::O_PATH | libc::O_NOFOLLOW)?;
-                let is_dir = sys::fstat_mode(fd.as_fd())? & libc::S_IFMT == libc::S_IFDIR;
-                if is_dir != *dir {
-                    return Err(io::Error::other(format!(
-                        "`{}` changed type since the launch was planned",
-                        host.display()
-                    )));
-                }
-                Ok(Some(fd))
-            }
+            MountStep::BindRo { host, dir, id, .. } => open_source(host, *dir, *id).map(Some),
+            MountStep::BindRw { host, dir, .. } => open_source(host, *dir, None).map(Some),
             MountStep::Symlink { .. } => Ok(None),
         })
         .collect()
+}
+
+/// One bind source, opened and checked: the planned type, and the planned file when `id` says.
+fn open_source(host: &Path, dir: bool, id: Option<(u64, u64)>) -> io::Result<OwnedFd> {
+    let c = cstr(&host.to_string_lossy())?;
+    let fd = sys::open(&c, libc::O_PATH | libc::O_NOFOLLOW)?;
+    let is_dir = sys::fstat_mode(fd.as_fd())? & libc::S_IFMT == libc::S_IFDIR;
+    if is_dir != dir {
+        return Err(io::Error::other(format!(
+            "`{}` changed type since the launch was planned",
+            host.display()
+        )));
+    }
+    if id.is_some_and(|id| sys::file_id(fd.as_fd()).ok() != Some(id)) {
+        return Err(io::Error::other(format!(
+            "`{}` is no longer the directory that was verified",
+            host.display()
+        )));
+    }
+    Ok(fd)
 }
 
 fn cstr(s: &str) -> io::Result<CString> {
@@ -540,13 +556,33 @@ mod tests {
         }
     }
 
+    /// The package's directory is bound only if it is the one the runtime verified: a path
+    /// that leads elsewhere now is refused, whatever is there.
+    #[test]
+    fn a_source_that_is_not_the_verified_directory_is_refused() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let m = std::fs::metadata(d.path()).unwrap();
+        let id = (m.dev(), m.ino());
+        assert!(open_source(d.path(), true, Some(id)).is_ok());
+        let other = tempfile::tempdir().unwrap();
+        let e = open_source(other.path(), true, Some(id)).unwrap_err();
+        assert!(e.to_string().contains("no longer the directory"), "{e}");
+        assert!(open_source(other.path(), true, None).is_ok());
+    }
+
     #[test]
     fn default_plan_binds_system_paths_and_recreates_symlinks() {
-        let p = plan(&default_policy(), Some(Path::new("/var/pkg")), fake);
+        let p = plan(
+            &default_policy(),
+            Some((Path::new("/var/pkg"), Some((7, 9)))),
+            fake,
+        );
         assert!(p.steps.contains(&MountStep::BindRo {
             host: "/usr".into(),
             target: "/usr".into(),
-            dir: true
+            dir: true,
+            id: None,
         }));
         assert!(p.steps.contains(&MountStep::Symlink {
             target: "/bin".into(),
@@ -555,7 +591,8 @@ mod tests {
         assert!(p.steps.contains(&MountStep::BindRo {
             host: "/var/pkg".into(),
             target: "/plugin".into(),
-            dir: true
+            dir: true,
+            id: Some((7, 9)),
         }));
         assert!(p.skipped.contains(&"/lib64".to_string()));
         // No host /etc/passwd or shadow: a generated stub instead.

@@ -634,6 +634,13 @@ pub fn fstat_mode(fd: BorrowedFd<'_>) -> io::Result<u32> {
         .map_err(io_err)
 }
 
+/// Device and inode of a descriptor's file.
+pub fn file_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    nix::sys::stat::fstat(fd)
+        .map(|st| (st.st_dev, st.st_ino))
+        .map_err(io_err)
+}
+
 /// Whether two descriptors are the same file (device and inode), e.g. stdout and stderr both
 /// redirected into one pipe.
 pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
