@@ -802,6 +802,23 @@ mod tests {
         (w, map)
     }
 
+    /// A state directory with one tree kept, under `KEY_A` (at most 4 kept), and its map.
+    fn with_a_kept() -> (tempfile::TempDir, Trees, BTreeMap<String, FileEntry>) {
+        let state = tempfile::tempdir().unwrap();
+        let trees = Trees::new(state.path(), 4);
+        let (w, map) = work_with_tree(&trees);
+        drop(trees.keep(KEY_A, w).unwrap());
+        (state, trees, map)
+    }
+
+    /// The names in the trees directory of `state`.
+    fn tree_names(state: &Path) -> Vec<String> {
+        std::fs::read_dir(state.join(TREES_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
     const KEY_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const KEY_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
     const KEY_C: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
@@ -851,32 +868,21 @@ mod tests {
         // Now nothing is in use: keeping C leaves only C, the most recent.
         let (w, _) = work_with_tree(&trees);
         let c = trees.keep(KEY_C, w).unwrap();
-        let names: Vec<String> = std::fs::read_dir(state.path().join("trees"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let names = tree_names(state.path());
         assert_eq!(names, vec![KEY_C.to_string()], "{names:?}");
         drop(c);
     }
 
     #[test]
     fn a_discarded_tree_leaves_its_name_and_goes_when_unused() {
-        let state = tempfile::tempdir().unwrap();
-        let trees = Trees::new(state.path(), 4);
-        let (w, _) = work_with_tree(&trees);
-        drop(trees.keep(KEY_A, w).unwrap());
+        let (state, trees, _) = with_a_kept();
         let user = trees.find(KEY_A).unwrap();
         let other = trees.find(KEY_A).unwrap();
         // Another run still uses it: renamed aside at once, removed later.
         let work = user.discard_for_work().unwrap();
         assert!(trees.find(KEY_A).is_none());
         let aside = |n: &str| n.starts_with(".discard-");
-        let names = || -> Vec<String> {
-            std::fs::read_dir(state.path().join("trees"))
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        };
+        let names = || tree_names(state.path());
         assert!(names().iter().any(|n| aside(n)), "{:?}", names());
         drop(other);
         // The next keep evicts what no one holds.
@@ -891,10 +897,7 @@ mod tests {
     /// could do) changes nothing for a tree in use.
     #[test]
     fn a_tree_in_use_cannot_be_redirected_by_renaming_the_trees_directory() {
-        let state = tempfile::tempdir().unwrap();
-        let trees = Trees::new(state.path(), 4);
-        let (w, map) = work_with_tree(&trees);
-        drop(trees.keep(KEY_A, w).unwrap());
+        let (state, trees, map) = with_a_kept();
         let found = trees.find(KEY_A).unwrap();
         let dir = state.path().join(TREES_DIR);
         std::fs::rename(&dir, state.path().join("moved")).unwrap();

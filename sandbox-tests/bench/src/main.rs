@@ -258,21 +258,24 @@ fn run(args: &Args) -> Result<(), String> {
             "bwrap not installed",
         )),
     }
-    if let (Some(s), Some(b)) = (find(Launcher::StockadeRunFirst), find(Launcher::Bwrap)) {
-        targets.push(Target::ratio(
+    for (launcher, what) in [
+        (
+            Launcher::StockadeRunFirst,
             "(for reference) `stockade run`, package extracted, median ≤ 0.5× `bwrap --unshare-all`",
-            rows[s].median(),
-            rows[b].median(),
-            0.5,
-        ));
-    }
-    if let (Some(s), Some(b)) = (find(Launcher::StockadeExec), find(Launcher::Bwrap)) {
-        targets.push(Target::ratio(
+        ),
+        (
+            Launcher::StockadeExec,
             "(for reference) `stockade exec` median ≤ 0.5× `bwrap --unshare-all`",
-            rows[s].median(),
-            rows[b].median(),
-            0.5,
-        ));
+        ),
+    ] {
+        if let (Some(s), Some(b)) = (find(launcher), find(Launcher::Bwrap)) {
+            targets.push(Target::ratio(
+                what,
+                rows[s].median(),
+                rows[b].median(),
+                0.5,
+            ));
+        }
     }
     // 1b. The warm pool: a restart inside `stockade serve`, cold and from a held spare, against
     // the quiet bare exec of section 1 (the target) and a bare exec made between the restarts.
