@@ -60,7 +60,9 @@ pub struct Trees {
 /// its descriptor: every path handed out is `/proc/self/fd/N/…`. Why: in the packaged layout
 /// the state directory belongs to the service's user, not to root, and a path through it could
 /// be redirected between the check of a tree and its use (a rename of `trees`); a descriptor
-/// cannot. The sandbox's init, cloned from the runtime, holds the same descriptor number.
+/// cannot. The sandbox's init alone binds from the path (a bind must come from a mount of its
+/// own mount namespace), and only if it opens there the very inode checked here
+/// (`LaunchSpec::package_dir_id`).
 #[derive(Debug)]
 struct Anchor {
     fd: OwnedFd,
