@@ -15,7 +15,7 @@
 //! this uid and writable by no one else, `manifest.json` equal to the signed manifest. One that
 //! does not match is set aside and the package extracted again (the report says so). The
 //! trees directory is this uid's alone (0711), opened once and reached only through its
-//! descriptor (`/proc/self/fd/N/…`, [`Anchor`]): the state directory above it may belong to
+//! descriptor (`/proc/self/fd/N/…`, `Anchor`): the state directory above it may belong to
 //! another user (the service's, in the packaged layout), who could otherwise rename `trees`
 //! between the check and the sandbox's bind. So only this uid (root for a root `run`) can
 //! change a tree between the check and the plugin's reads — the principal that can change the
