@@ -184,6 +184,13 @@ fn prepared(fx: &Fixture) -> String {
         .to_string()
 }
 
+/// The plugin became ready, the run ended cleanly, and [`nothing_left`] of it.
+fn started_and_left_nothing(fx: &Fixture, r: &Ran) {
+    assert!(r.ready, "never ready: {}", r.stderr);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    nothing_left(fx, r.runtime_pid);
+}
+
 /// The launch records' `detail` (one per launch, in order).
 fn launch_details(fx: &Fixture) -> Vec<Value> {
     audit_records(fx)
@@ -228,10 +235,8 @@ fn a_compiled_plugin_starts_from_the_sandbox_built_beside_extraction() {
     }
     let fx = hello_c_fixture();
     let r = run(&fx, "c.stockade");
-    assert!(r.ready, "never ready: {}", r.stderr);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    started_and_left_nothing(&fx, &r);
     assert_eq!(prepared(&fx), "beside the package's extraction");
-    nothing_left(&fx, r.runtime_pid);
 }
 
 #[test]
@@ -268,10 +273,8 @@ fn a_large_script_gets_a_sandbox_of_its_own() {
     .unwrap();
     pack(&fx, "plugin", "s.stockade");
     let r = run(&fx, "s.stockade");
-    assert!(r.ready, "never ready: {}", r.stderr);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    started_and_left_nothing(&fx, &r);
     assert_eq!(prepared(&fx), "at launch");
-    nothing_left(&fx, r.runtime_pid);
 }
 
 #[test]
@@ -326,11 +329,7 @@ fn a_kept_tree_is_reused_and_one_changed_since_is_set_aside() {
         return;
     }
     let fx = hello_c_fixture();
-    let ok = |r: &Ran| {
-        assert!(r.ready, "never ready: {}", r.stderr);
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        nothing_left(&fx, r.runtime_pid);
-    };
+    let ok = |r: &Ran| started_and_left_nothing(&fx, r);
     let last = |fx: &Fixture| launch_details(fx).pop().unwrap();
 
     let r = run(&fx, "c.stockade");

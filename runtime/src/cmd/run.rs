@@ -354,11 +354,12 @@ fn extract_beside_build(
     mut checked: CheckedPackage,
     policy: &ValidatedSandboxPolicy,
 ) -> Result<(VerifiedPackage, Result<Prepared<'_>, LaunchError>), VerifyError> {
-    let in_turn = |checked: CheckedPackage| {
-        let pkg = checked.extract()?;
+    // A launch made from the verified package, once its files are in place.
+    let launch_after = |pkg: VerifiedPackage| {
         let spec = plugin_policy::launch_spec(pkg.view(), policy).map(Prepared::Spec);
         Ok((pkg, spec))
     };
+    let in_turn = |checked: CheckedPackage| launch_after(checked.extract()?);
     let Some(entry) = checked.reserve_entrypoint()? else {
         return in_turn(checked);
     };
@@ -368,7 +369,7 @@ fn extract_beside_build(
     let Ok(program) = sandbox::Program::reserved(&entry) else {
         return in_turn(checked);
     };
-    let reserved_id = file_id(program.fd.as_fd());
+    let reserved_id = sys::file_id(program.fd.as_fd());
     let built_around = checked.view().dir.to_path_buf();
     let spec = plugin_policy::spec_with(checked.view(), policy, (program, argv.clone()));
     let mut slot = Some(checked);
@@ -389,8 +390,7 @@ fn extract_beside_build(
     // sandbox built around the set-aside tree goes (whatever became of it), a new one is made.
     if pkg.view().dir != built_around {
         drop(held);
-        let spec = plugin_policy::launch_spec(pkg.view(), policy).map(Prepared::Spec);
-        return Ok((pkg, spec));
+        return launch_after(pkg);
     }
     let held = match held {
         Ok(h) => h,
@@ -400,20 +400,13 @@ fn extract_beside_build(
         Ok(p) => p,
         Err(e) => return Ok((pkg, Err(e))),
     };
-    let same = matches!((file_id(written.fd.as_fd()), reserved_id), (Ok(a), Ok(b)) if a == b);
+    let same = matches!((sys::file_id(written.fd.as_fd()), reserved_id), (Ok(a), Ok(b)) if a == b);
     if same && !written.is_script {
         return Ok((pkg, Ok(Prepared::Held(held))));
     }
     drop(held);
     let spec = plugin_policy::spec_with(pkg.view(), policy, (written, argv));
     Ok((pkg, Ok(Prepared::Spec(spec))))
-}
-
-/// Device and inode of an open file.
-fn file_id(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::File::from(fd.try_clone_to_owned()?).metadata()?;
-    Ok((m.dev(), m.ino()))
 }
 
 /// The agent's output (fd 1) never blocks the loop: messages are queued here and written as

@@ -644,10 +644,7 @@ pub fn file_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
 /// Whether two descriptors are the same file (device and inode), e.g. stdout and stderr both
 /// redirected into one pipe.
 pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
-    match (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) {
-        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
-        _ => false,
-    }
+    matches!((file_id(a), file_id(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 /// Close every descriptor except `keep` (two `close_range` calls around it).
