@@ -732,12 +732,18 @@ thread_local! {
 
 /// Run `f` with [`Deferred`] building its part at once, as clap's derive does by default: for the
 /// man page and completion generators, which walk the whole tree, e.g.
-/// `cli::eagerly(Cli::command)`. Only this thread, only for the call.
+/// `cli::eagerly(Cli::command)`. Only this thread, only for the call (also when `f` panics and
+/// the panic is caught: the flag is restored as the stack unwinds).
 pub fn eagerly<R>(f: impl FnOnce() -> R) -> R {
-    let before = EAGER.with(|e| e.replace(true));
-    let r = f();
-    EAGER.with(|e| e.set(before));
-    r
+    /// Puts the flag back on drop.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            EAGER.with(|e| e.set(self.0));
+        }
+    }
+    let _restore = Restore(EAGER.with(|e| e.replace(true)));
+    f()
 }
 
 /// `cmd` with its part added now (inside [`eagerly`]) or deferred until it is selected.
@@ -885,6 +891,25 @@ mod tests {
             .get_arguments()
             .next()
             .is_some());
+    }
+
+    #[test]
+    fn eagerly_restores_the_flag_also_after_a_panic() {
+        let deferred = || {
+            find(&Cli::command(), "exec")
+                .get_arguments()
+                .next()
+                .is_none()
+        };
+        let caught = std::panic::catch_unwind(|| eagerly(|| panic!("in a generator")));
+        assert!(caught.is_err());
+        assert!(deferred(), "back to deferred after the panic");
+        // Nested: the inner call gives the outer one its eager flag back.
+        eagerly(|| {
+            eagerly(|| ());
+            assert!(!deferred());
+        });
+        assert!(deferred());
     }
 
     #[test]

@@ -26,7 +26,11 @@
 #                      --fsize-mb 64 --inode-max 4096 --expect-pids 64, so a
 #                      repeated flag overrides them)
 #   --posture-arg ARG  extra argument for the posture check (repeatable)
-#   --no-posture       run the battery only
+#   --no-posture       skip the posture check
+#   --no-package-run   skip the package run (guest/pkgrun.sh: `stockade run`
+#                      of a package signed in the guest, its tree kept,
+#                      reused and set aside after a change; it needs a real
+#                      stockade binary, so stand-ins pass this)
 #   --timeout SECS     wall-clock limit for the whole VM run (default 600)
 #   --memory MB        guest memory (default 2048)
 #   --smp N            guest CPUs (default 2)
@@ -74,6 +78,7 @@ BATTERY_ARGS=()
 VM_BATTERY_ARGS=(--mem-mb 512 --fork-max 256 --fsize-mb 64 --inode-max 4096 --expect-pids 64)
 POSTURE_ARGS=()
 POSTURE=1
+PKGRUN=1
 PAYLOAD=()
 STOCKADE="" BATTERY="" PROBE=""
 TIMEOUT=${STOCKADE_QEMU_TIMEOUT:-600}
@@ -101,6 +106,7 @@ while [ $# -gt 0 ]; do
 	--battery-arg) need_arg "$@"; BATTERY_ARGS+=("$2"); shift ;;
 	--posture-arg) need_arg "$@"; POSTURE_ARGS+=("$2"); shift ;;
 	--no-posture) POSTURE=0 ;;
+	--no-package-run) PKGRUN=0 ;;
 	--add) need_arg "$@"; ADDS+=("$2"); shift ;;
 	--env) need_arg "$@"; ENVS+=("$2"); shift ;;
 	--module) need_arg "$@"; MODULES+=("$2"); shift ;;
@@ -176,6 +182,7 @@ mkdir -p "$CACHE"/{kernel,helpers,logs,work} || die "$EXIT_UNAVAILABLE" "cannot 
 provision_host_tools
 provision_kernel
 build_helpers
+[ "$MODE" = battery ] && [ "$PKGRUN" = 1 ] && build_plugin
 
 # --- build the initramfs ---
 WORK=$(mktemp -d "$CACHE/work/run.XXXXXX") || die "$EXIT_BUILD" "mktemp failed"
@@ -189,6 +196,7 @@ initramfs_begin "$WORK/root"
 for h in "$HELPERS_DIR"/*; do add_file "$h" "/usr/local/libexec/stockade-vm/$(basename "$h")"; done
 install -m 0755 "$HERE/guest/selfcheck.sh" "$STAGE/usr/local/libexec/stockade-vm/selfcheck.sh"
 install -m 0755 "$HERE/guest/battery.sh" "$STAGE/usr/local/libexec/stockade-vm/battery.sh"
+install -m 0755 "$HERE/guest/pkgrun.sh" "$STAGE/usr/local/libexec/stockade-vm/pkgrun.sh"
 # A dynamically linked host binary for the self-check (proves the lib copying).
 add_file "$(command -v uname)" /usr/local/bin/host-uname
 for a in "${ADDS[@]+"${ADDS[@]}"}"; do add_file "${a%%:/*}" "/${a#*:/}"; done
@@ -212,6 +220,15 @@ battery)
 		sh_quote_all "${POSTURE_ARGS[@]+"${POSTURE_ARGS[@]}"}" >"$STAGE/etc/stockade-vm/posture-args"
 	else
 		sh_quote skip >"$STAGE/etc/stockade-vm/posture-args"
+	fi
+	if [ "$PKGRUN" = 1 ]; then
+		# The plugin directory pkgrun.sh packs: the static bench plugin.
+		mkdir -p "$STAGE/usr/local/libexec/stockade-vm/plugin"
+		install -m 0755 "$PLUGIN_BIN" "$STAGE/usr/local/libexec/stockade-vm/plugin/entrypoint"
+		install -m 0644 "$PLUGIN_SRC/manifest.json" "$STAGE/usr/local/libexec/stockade-vm/plugin/manifest.json"
+		echo run >"$STAGE/etc/stockade-vm/pkgrun"
+	else
+		echo skip >"$STAGE/etc/stockade-vm/pkgrun"
 	fi
 	;;
 esac

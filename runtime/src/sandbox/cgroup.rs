@@ -24,7 +24,8 @@
 //! version/mount applies), the v2 "no internal processes" move of the runtime into a
 //! `supervisor` leaf and enabling `cgroup.subtree_control` on our own cgroup (the crate only
 //! enables controllers from the hard-coded `/sys/fs/cgroup` root down, ignoring every error),
-//! reading v2 `memory.events` (no accessor), the v1 kill loop (the crate's `kill` is v2-only),
+//! reading v2 `memory.events` (no accessor), the v1 kill loop (the crate's `kill` is v2-only;
+//! by pidfd, see `kill_members`),
 //! and sweeping stale groups of killed runtimes (no child listing in the crate).
 
 use cgroups_rs::cpu::CpuController;
@@ -567,15 +568,16 @@ impl Cgroup {
         // is left. The pid namespace means no member can escape by forking during the loop for
         // long: its init is killed first by the caller, after which the kernel kills the rest
         // of the namespace.
+        let members = || -> Vec<i32> {
+            self.cg
+                .procs()
+                .into_iter()
+                .filter_map(|p| i32::try_from(p.pid).ok())
+                .collect()
+        };
         loop {
-            let left = self.cg.procs();
-            if left.is_empty() {
+            if !kill_members(members) {
                 break;
-            }
-            for p in left {
-                if let Ok(pid) = i32::try_from(p.pid) {
-                    let _ = crate::sys::kill(pid, libc::SIGKILL);
-                }
             }
             if Instant::now() > deadline {
                 return false;
@@ -596,6 +598,34 @@ impl Cgroup {
         self.removed = true;
         true
     }
+}
+
+/// SIGKILL every process `members` lists (a group's `cgroup.procs`); false when it listed none.
+///
+/// By pidfd, not by number: a member may exit between the listing and the signal, and its pid
+/// be reused by a process outside the group — which a `kill(pid)` would then hit (`serve` is
+/// long-lived and holds CAP_KILL). So each listed pid is first pinned with a pidfd, the group
+/// listed again, and only a process listed again *and* not exited since is signalled: alive
+/// from its pidfd's opening to after the second listing, it held that pid all along, so the
+/// second listing named it.
+fn kill_members(members: impl Fn() -> Vec<i32>) -> bool {
+    let listed = members();
+    if listed.is_empty() {
+        return false;
+    }
+    // A pid that is already gone (ESRCH) needs no signal.
+    let pinned: Vec<(i32, std::os::fd::OwnedFd)> = listed
+        .into_iter()
+        .filter_map(|pid| Some((pid, crate::sys::pidfd_open(pid).ok()?)))
+        .collect();
+    let again = members();
+    for (pid, fd) in pinned {
+        use std::os::fd::AsFd;
+        if again.contains(&pid) && !crate::sys::pidfd_exited(fd.as_fd()).unwrap_or(true) {
+            let _ = crate::sys::pidfd_kill(fd.as_fd(), libc::SIGKILL);
+        }
+    }
+    true
 }
 
 /// A value from a flat-keyed control file (`key value` lines).
@@ -786,5 +816,45 @@ mod tests {
         }
         assert!(cg.kill_and_remove());
         assert!(!m.exists());
+    }
+
+    fn sleeper() -> (std::process::Child, i32) {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        (child, pid)
+    }
+
+    #[test]
+    fn a_member_listed_both_times_is_killed() {
+        use std::os::unix::process::ExitStatusExt;
+        let (mut child, pid) = sleeper();
+        assert!(kill_members(|| vec![pid]));
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert!(!kill_members(Vec::new), "an empty group: nothing left");
+    }
+
+    #[test]
+    fn a_pid_no_longer_listed_is_not_signalled() {
+        // Listed once, then gone from the group (exited, its number reused by this process
+        // outside the group): not signalled.
+        let (mut child, pid) = sleeper();
+        let calls = std::cell::Cell::new(0);
+        let members = || {
+            calls.set(calls.get() + 1);
+            if calls.get() == 1 {
+                vec![pid]
+            } else {
+                Vec::new()
+            }
+        };
+        assert!(kill_members(members));
+        assert_eq!(calls.get(), 2);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(child.try_wait().unwrap().is_none(), "still running");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

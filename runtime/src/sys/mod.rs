@@ -9,8 +9,8 @@
 //! wrapper or its wrapper is itself `unsafe`, each place saying which:
 //! `clone3` with namespace flags and fork semantics, `clone(CLONE_VM | CLONE_VFORK)` on
 //! its own stack (see [`vfork_exec`]), `_exit`, `close_range`, `mount_setattr`,
-//! `PR_SET_SECUREBITS`/`PR_CAPBSET_DROP`, `waitpid` (raw status, see there) and
-//! `rt_sigaction` for every signal number (see [`reset_signal_dispositions`]).
+//! `PR_SET_SECUREBITS`/`PR_CAPBSET_DROP`, `waitpid` (raw status, see there), the pidfd calls
+//! and `rt_sigaction` for every signal number (see [`reset_signal_dispositions`]).
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag};
@@ -457,6 +457,41 @@ pub fn kill(pid: i32, sig: libc::c_int) -> io::Result<()> {
     nix::sys::signal::kill(Pid::from_raw(pid), sig).map_err(io_err)
 }
 
+/// `pidfd_open(pid, 0)`: a descriptor naming the process that has `pid` now, which keeps naming
+/// it (and nothing else) after it exits and its number is reused.
+///
+/// By hand: `nix` 0.30 has no pidfd wrappers.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and a flags word, no pointers; on success the returned
+    // descriptor is new and owned by nobody else, so `OwnedFd` may take it.
+    let fd = check_long(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    let fd = RawFd::try_from(fd).map_err(|_| io_err(Errno::EBADF))?;
+    // SAFETY: see above: a fresh descriptor from the kernel, closed only by this `OwnedFd`.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Whether the process of a pidfd has exited (the descriptor polls readable from then on).
+pub fn pidfd_exited(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let revents = poll(&[(fd, libc::POLLIN)], 0)?;
+    Ok(revents.first().is_some_and(|r| r & libc::POLLIN != 0))
+}
+
+/// `pidfd_send_signal(fd, sig, NULL, 0)`: signal the very process the descriptor names.
+pub fn pidfd_kill(fd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: `fd` is a live descriptor for the duration of the call; the siginfo pointer is
+    // NULL (the kernel fills it in as for kill(2)) and the flags are 0.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
 /// SIGKILL this process (the store's crash-consistency test hook): no destructor runs.
 pub fn kill_self() -> io::Result<()> {
     nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGKILL).map_err(io_err)
@@ -818,6 +853,29 @@ mod tests {
             .unwrap();
         assert_eq!(poll(&[(r.as_fd(), ev)], 1000).unwrap(), vec![ev]);
         drop(w);
+    }
+
+    #[test]
+    fn a_pidfd_names_its_process_and_sees_it_exit() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let fd = pidfd_open(pid).unwrap();
+        assert!(!pidfd_exited(fd.as_fd()).unwrap());
+        pidfd_kill(fd.as_fd(), libc::SIGKILL).unwrap();
+        // Exited (a zombie, not reaped yet): readable from now on.
+        assert_eq!(
+            poll(&[(fd.as_fd(), libc::POLLIN)], 5000).unwrap(),
+            vec![libc::POLLIN]
+        );
+        assert!(pidfd_exited(fd.as_fd()).unwrap());
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        // Reaped: the number may be anyone's now, the descriptor still names the dead process.
+        let e = pidfd_kill(fd.as_fd(), libc::SIGKILL).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
     }
 
     #[test]

@@ -1,15 +1,17 @@
 #!/bin/sh
 # shellcheck shell=dash
 # Guest payload of `run-matrix.sh --stockade --battery --probe`: the kernel
-# self-check, then the escape battery, then the posture check, against the
-# sandbox on this kernel.
+# self-check, then the escape battery, then the posture check, then the
+# package run (pkgrun.sh: `stockade run` end to end), against the sandbox on
+# this kernel.
 # /etc/stockade-vm/battery-args and posture-args hold extra arguments (shell
 # words written by run-matrix.sh); posture-args holding "skip" skips the
-# posture check.
+# posture check, /etc/stockade-vm/pkgrun holding "skip" the package run.
 #
 # The runner prints its table and "N passed, N failed"; this script then
 # prints one closing line for the whole kernel: the battery's counts plus the
-# self-check's, with the posture check counted as one more test:
+# self-check's, with the posture check and the package run counted as one
+# more test each:
 #   qemu-<release>: N passed, N failed
 B=/usr/local/bin/stockade-battery
 S=/usr/local/bin/stockade
@@ -55,8 +57,17 @@ else
 	if [ $prc = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 fi
 t2=$(date +%s)
+krc=0
+if [ "$(cat /etc/stockade-vm/pkgrun)" = skip ]; then
+	echo "== package run skipped (--no-package-run) =="
+else
+	/usr/local/libexec/stockade-vm/pkgrun.sh
+	krc=$?
+	if [ $krc = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+fi
+t3=$(date +%s)
 passed=$((passed + sc_passed))
 failed=$((failed + sc_failed))
-echo "selfcheck: $([ "$sc_failed" = 0 ] && echo ok || echo FAILED), battery: $([ $brc = 0 ] && echo ok || echo FAILED) in $((t1 - t0))s, posture: $([ $prc = 0 ] && echo ok || echo FAILED) in $((t2 - t1))s"
+echo "selfcheck: $([ "$sc_failed" = 0 ] && echo ok || echo FAILED), battery: $([ $brc = 0 ] && echo ok || echo FAILED) in $((t1 - t0))s, posture: $([ $prc = 0 ] && echo ok || echo FAILED) in $((t2 - t1))s, package run: $([ $krc = 0 ] && echo ok || echo FAILED) in $((t3 - t2))s"
 echo "qemu-$kernel: $passed passed, $failed failed"
-[ $brc = 0 ] && [ $prc = 0 ] && [ "$sc_failed" = 0 ]
+[ $brc = 0 ] && [ $prc = 0 ] && [ $krc = 0 ] && [ "$sc_failed" = 0 ]

@@ -129,3 +129,18 @@ build_helpers() {
 	done
 	touch "$HELPERS_DIR/.complete"
 }
+
+# Builds the benchmark's static plugin (sandbox-tests/bench/plugin: handshake,
+# then echo every hook) into the cache for the guest's package run, keyed by
+# the hash of its source; sets PLUGIN_SRC and PLUGIN_BIN.
+build_plugin() {
+	PLUGIN_SRC=$(cd "$HERE/../bench/plugin" && pwd) || die "$EXIT_BUILD" "no sandbox-tests/bench/plugin"
+	local hash
+	hash=$(sha256sum <"$PLUGIN_SRC/bench-plugin.c" | cut -c1-16)
+	PLUGIN_BIN="$CACHE/helpers/plugin-$hash/entrypoint"
+	[ -f "$PLUGIN_BIN" ] && return 0
+	mkdir -p "$(dirname "$PLUGIN_BIN")"
+	gcc -static -O2 -Wall -Wextra -Werror -o "$PLUGIN_BIN.tmp" "$PLUGIN_SRC/bench-plugin.c" ||
+		die "$EXIT_BUILD" "cannot compile $PLUGIN_SRC/bench-plugin.c"
+	mv "$PLUGIN_BIN.tmp" "$PLUGIN_BIN"
+}

@@ -100,7 +100,7 @@ echo "2 passed, 0 failed"
 B
 	chmod +x "$TMP/battery"
 	local common=(--stockade /usr/bin/env --battery "$TMP/battery" --probe /usr/bin/true
-		--battery-arg --only --battery-arg 'a b' --posture-arg --expect-uid --posture-arg 4242)
+		--battery-arg --only --battery-arg 'a b' --posture-arg --expect-uid --posture-arg 4242 --no-package-run)
 	# The closing line adds the battery's 2, the posture check's 1 and the
 	# guest self-check's (4x) passes.
 	expect matrix-standins 0 '^qemu-6\.1\.[^:]*: [1-9][0-9]+ passed, 0 failed$' "${common[@]}"
