@@ -110,6 +110,108 @@ fn crash_restart_backoff_quarantine_restart_hung_and_garbage() {
 }
 
 #[test]
+fn a_quarantine_outlives_the_daemon_until_plugin_restart_or_unload() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let config = "[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 40\njitter_percent = 0\n\
+                  [quarantine]\nmax_crashes = 2\nwindow_ms = 600000\n[health]\nping_interval_ms = 0\n";
+    let record = fx.dir().join("state/quarantine.json");
+    let recorded = || std::fs::read_to_string(&record).unwrap_or_default();
+    let mut pids = Vec::new();
+    let crash_loop = |c: &mut Client| {
+        c.ok("plugin_load", json!({"package": a}));
+        c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+        c.wait_state("a", "restarting");
+        c.wait_state("a", "ready");
+        c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+        let q = c.wait_state("a", "quarantined");
+        assert_eq!(q["crashes"], 2, "{q}");
+    };
+
+    // Daemon 1: crash-loops into quarantine, which is recorded with the package's digest.
+    let mut s = Serve::start(&fx, config, None);
+    let mut c = s.client();
+    crash_loop(&mut c);
+    assert!(recorded().contains("\"a\""), "{}", recorded());
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    while c.recv().is_some() {}
+    pids.extend(c.seen_pids.clone());
+
+    // Daemon 2: the same package is loaded quarantined, never launched; its hook gets the
+    // failure mode's answer; plugin_restart lifts the record and launches it.
+    let mut s = Serve::start(&fx, config, None);
+    let mut c = s.client();
+    let st = c.ok("plugin_load", json!({"package": a}));
+    assert_eq!(st["state"], "quarantined", "{st}");
+    assert!(st["pid"].is_null(), "{st}");
+    let q = c.wait_state("a", "quarantined");
+    assert_eq!(q["restored"], true, "{q}");
+    assert_eq!(q["crashes"], 2, "{q}");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(entry(&r, "a")["error"]["code"], UNAVAILABLE, "{r}");
+    c.ok("plugin_restart", json!({"name": "a"}));
+    c.wait_state("a", "ready");
+    assert!(!recorded().contains("\"a\""), "{}", recorded());
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(entry(&r, "a")["result"]["ok"], true, "{r}");
+    // A crash after the restart is a crash, not a failed load.
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    c.wait_state("a", "restarting");
+    c.wait_state("a", "ready");
+    // Quarantined again, then unloaded: the record goes with it.
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    c.wait_state("a", "quarantined");
+    assert!(recorded().contains("\"a\""), "{}", recorded());
+    c.ok("plugin_unload", json!({"name": "a"}));
+    assert!(!recorded().contains("\"a\""), "{}", recorded());
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    while c.recv().is_some() {}
+    pids.extend(c.seen_pids.clone());
+    let log = s.log();
+    assert!(
+        log.contains("plugin a: quarantined (crash_loop: quarantined by an earlier run"),
+        "{log}"
+    );
+
+    // Daemon 3: nothing recorded, the package launches as any other.
+    let mut s = Serve::start(&fx, config, None);
+    let mut c = s.client();
+    let st = c.ok("plugin_load", json!({"package": a}));
+    assert_eq!(st["state"], "ready", "{st}");
+    let serve_pid = s.pid();
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    while c.recv().is_some() {}
+    pids.extend(c.seen_pids.clone());
+    assert!(pids.len() >= 4, "{pids:?}");
+    assert_eq!(alive(&pids), Vec::<i64>::new());
+    assert_eq!(cgroups_of(serve_pid), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn an_unreadable_quarantine_record_stops_the_daemon_at_start() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    std::fs::create_dir_all(fx.dir().join("state")).unwrap();
+    std::fs::write(fx.dir().join("state/quarantine.json"), "{\"a\": 1}").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(serve_args(&fx, "", None))
+        .args(["--policy-root", "no-policy-root", "--socket", "serve.sock"])
+        .current_dir(fx.dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("quarantine.json"), "{err}");
+    assert!(!fx.dir().join("serve.sock").exists(), "nothing was served");
+}
+
+#[test]
 fn a_hung_or_crashing_plugin_never_delays_another() {
     if !require_root() {
         return;

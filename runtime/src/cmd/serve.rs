@@ -191,6 +191,13 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
     let node = NodeIdentity::load(&trust.state_dir).map_err(|e| {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
     })?;
+    // A record that cannot be read stops the daemon: ignoring it would run what it quarantines.
+    let quarantines =
+        crate::host::quarantine::Quarantines::load(&trust.state_dir).map_err(|e| {
+            CmdError::new(Exit::Config, "quarantine", e).hint(
+                "fix or remove <state-dir>/quarantine.json (removing it lifts every recorded quarantine)",
+            )
+        })?;
     let loop_err = |e| cmd(Exit::OsErr, "event_loop", ServeError::Loop(e));
     // Many plugins need many descriptors (three pipes each); the children get the policy's own.
     if let Err(e) = sys::raise_nofile_soft_limit() {
@@ -264,7 +271,7 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
             Some((addr, l))
         }
     };
-    let mut d = Daemon::new(cfg, listener, sigfd).map_err(loop_err)?;
+    let mut d = Daemon::new(cfg, quarantines, listener, sigfd).map_err(loop_err)?;
     if let Some((addr, l)) = front {
         let f = sertone::Front::new(l, &d.cfg.serve.sertone).map_err(loop_err)?;
         d.set_front(f).map_err(loop_err)?;

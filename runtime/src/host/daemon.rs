@@ -107,6 +107,8 @@ pub struct Daemon {
     pub(crate) policy_generation: u64,
     /// The Sertone HTTP front (`--sertone-listen`), if configured.
     pub(crate) front: Option<super::sertone::Front>,
+    /// Crash-loop quarantines recorded in the state directory (they outlive the daemon).
+    pub(crate) quarantines: super::quarantine::Quarantines,
 }
 
 fn err(code: i64, m: impl Into<String>) -> RpcError {
@@ -124,9 +126,11 @@ pub(crate) fn log_line(s: &str) {
 }
 
 impl Daemon {
-    /// A daemon serving on `listener`, stopping on the signals read from `sigfd`.
+    /// A daemon serving on `listener`, stopping on the signals read from `sigfd`, honouring the
+    /// quarantines an earlier daemon recorded.
     pub fn new(
         cfg: DaemonConfig,
+        quarantines: super::quarantine::Quarantines,
         listener: std::os::unix::net::UnixListener,
         sigfd: OwnedFd,
     ) -> std::io::Result<Self> {
@@ -166,6 +170,7 @@ impl Daemon {
             started: Instant::now(),
             policy_generation: 0,
             front: None,
+            quarantines,
         })
     }
 

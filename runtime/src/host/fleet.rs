@@ -15,7 +15,9 @@
 //! Backoff is `backoff_base_ms · 2^(crashes in window − 1)`, capped, with jitter
 //! ([`stockade_policy::serve::backoff_ms`]). A quarantined plugin stays loaded (its status and
 //! last exit are kept) but gets no calls and no restarts until an agent sends `plugin_restart`
-//! (or unloads and loads it again).
+//! (or unloads and loads it again). The quarantine is also recorded in the state directory
+//! ([`super::quarantine`]): after a restart of the daemon, loading the same package brings the
+//! plugin back quarantined without launching it, until `plugin_restart` or `plugin_unload`.
 //!
 //! ## Policy and audit
 //! Every launch — the first one of a `plugin_load` (or of the config's `load` list) and every
@@ -34,6 +36,7 @@
 use super::daemon::{log_line, Daemon};
 use super::kv::KvStore;
 use super::plugin::{Health, PluginConfig, State};
+use super::quarantine::{OnLoad, Quarantined};
 use crate::audit::{self, Event, Record};
 use crate::keyfile::unix_now;
 use crate::package::{open_verified_in, VerifiedPackage};
@@ -202,6 +205,17 @@ impl Daemon {
                 format!("a plugin named `{name}` is already loaded"),
             ));
         }
+        let recorded = self
+            .quarantines
+            .on_load(&name, &pkg.report.package_sha256)
+            .unwrap_or_else(|err| {
+                // Only dropping another package's record can fail here; it does not match
+                // this package, so the load goes on.
+                log_line(&format!(
+                    "plugin {name}: cannot drop the quarantine recorded for another package: {err}"
+                ));
+                OnLoad::Clear
+            });
         // The plugin's own uid must be able to read what was verified.
         std::fs::set_permissions(pkg.dir.path(), std::fs::Permissions::from_mode(0o755))
             .map_err(|e| load_failed(format!("cannot prepare the package: {e}"), Value::Null))?;
@@ -226,6 +240,9 @@ impl Daemon {
             last_launch_us: None,
             warm: false,
         };
+        if let OnLoad::Quarantined(q) = recorded {
+            return self.load_quarantined(name, entry, &q);
+        }
         let slot = match self.launch(&mut entry, now, Event::Launch, json!({})) {
             Ok(s) => s,
             Err((stage, err)) => {
@@ -240,6 +257,44 @@ impl Daemon {
         };
         entry.slot = Some(slot);
         self.plugins.insert(name.clone(), entry);
+        Ok(name)
+    }
+
+    /// Load the package an earlier daemon quarantined, without launching it: loaded, quarantined,
+    /// its declared hooks answered by their failure mode, as if it had crash-looped here.
+    fn load_quarantined(
+        &mut self,
+        name: String,
+        mut entry: Entry,
+        q: &Quarantined,
+    ) -> Result<String, RpcError> {
+        entry.phase = Phase::Quarantined;
+        // Its incarnations were ready before they crashed: after `plugin_restart`, a crash is
+        // counted like any other, not taken for a failed load.
+        entry.ever_ready = true;
+        let mut rec = entry.audit.clone();
+        rec.event = Event::Quarantine;
+        rec.outcome = "crash_loop".into();
+        rec.detail = json!({"restored": true, "since": q.since, "crashes": q.crashes,
+                            "window_ms": q.window_ms});
+        self.audit_or_fail(rec)?;
+        let hooks = entry
+            .pkg
+            .manifest
+            .manifest()
+            .hooks
+            .iter()
+            .cloned()
+            .collect();
+        self.plugins.insert(name.clone(), entry);
+        self.set_hooks(&name, hooks);
+        self.note_state(
+            &name,
+            "quarantined",
+            json!({"crashes": q.crashes, "window_ms": q.window_ms, "since": q.since, "restored": true,
+                   "reason": {"kind": "crash_loop",
+                              "message": format!("quarantined by an earlier run of the daemon at {} ({} crashes within {} ms); send plugin_restart to try again", q.since, q.crashes, q.window_ms)}}),
+        );
         Ok(name)
     }
 
@@ -405,6 +460,11 @@ impl Daemon {
             self.load(&path, now)
         });
         match r {
+            // Quarantined by an earlier daemon: loaded as it is, answered now.
+            Ok(name) if self.plugins.get(&name).map(|e| e.phase) == Some(Phase::Quarantined) => {
+                let st = self.status(&name);
+                self.send(conn, &response_ok(&id, st));
+            }
             Ok(name) => {
                 if let Some(e) = self.plugins.get_mut(&name) {
                     e.pending_load = Some((conn, id));
@@ -437,10 +497,18 @@ impl Daemon {
         if self.stopping {
             return Err(RpcError::new(codes::UNAVAILABLE, "the daemon is stopping"));
         }
-        let e = self.plugins.get_mut(&name).expect("checked");
-        if e.phase == Phase::Unloading {
+        if self.plugins[&name].phase == Phase::Unloading {
             return Err(RpcError::new(codes::UNAVAILABLE, "the plugin is unloading"));
         }
+        // Lifted on disk first: if that fails the plugin stays quarantined (the record would
+        // quarantine it again at the daemon's next start).
+        self.quarantines.clear(&name).map_err(|err| {
+            RpcError::new(
+                codes::UNAVAILABLE,
+                format!("cannot lift the recorded quarantine: {err}"),
+            )
+        })?;
+        let e = self.plugins.get_mut(&name).expect("checked");
         e.crashes.clear();
         match e.slot {
             Some(slot) => {
@@ -650,6 +718,12 @@ impl Daemon {
         }
         match e.phase {
             Phase::Unloading => {
+                // Unloaded on purpose: a quarantine recorded for it ends with it.
+                if let Err(err) = self.quarantines.clear(name) {
+                    log_line(&format!(
+                        "plugin {name}: cannot lift the recorded quarantine: {err}"
+                    ));
+                }
                 self.unindex_hooks(name);
                 let e = self.plugins.remove(name).expect("present");
                 let last = e.last_exit.clone();
@@ -712,9 +786,27 @@ impl Daemon {
             e.phase = Phase::Quarantined;
             let n = e.crashes.recent();
             let mut rec = e.audit.clone();
+            let recorded = Quarantined {
+                package_sha256: e.pkg.report.package_sha256.clone(),
+                since: unix_now(),
+                crashes: n,
+                window_ms: q.window_ms,
+            };
             rec.event = Event::Quarantine;
             rec.outcome = "crash_loop".into();
-            rec.detail = json!({"crashes": n, "window_ms": q.window_ms, "last_exit": e.last_exit});
+            // Recorded so that a restart of the daemon does not run it again; if that fails the
+            // quarantine still holds for this daemon's life, and the record says so.
+            let persisted = match self.quarantines.record(name, recorded) {
+                Ok(()) => true,
+                Err(err) => {
+                    log_line(&format!(
+                        "plugin {name}: cannot record the quarantine in the state directory: {err}"
+                    ));
+                    false
+                }
+            };
+            rec.detail = json!({"crashes": n, "window_ms": q.window_ms, "last_exit": e.last_exit,
+                                "persisted": persisted});
             self.audit(rec);
             self.note_state(
                 name,

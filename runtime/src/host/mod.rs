@@ -6,6 +6,8 @@
 //! - [`supervisor`]: N plugins' pipes and timers in one [`mio::Poll`];
 //! - [`agent`]: the agent's side (requests in, responses and notifications out);
 //! - [`kv`]: the per-plugin, quota-limited, crash-safe key/value store.
+//! - [`quarantine`]: crash-loop quarantines recorded in the state directory, so that a restart
+//!   of the daemon does not run a quarantined package again.
 //!
 //! The wire types and every decision (framing caps, handshake rules, the grant intersection,
 //! the host policy) are in `stockade_policy::protocol`, pure and unit-tested.
@@ -16,6 +18,7 @@ pub mod daemon;
 pub mod fleet;
 pub mod kv;
 pub mod plugin;
+pub mod quarantine;
 pub mod sertone;
 pub mod supervisor;
 pub mod systemd;
