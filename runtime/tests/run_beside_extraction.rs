@@ -390,6 +390,11 @@ fn a_kept_tree_is_reused_and_one_changed_since_is_set_aside() {
     ok(&r);
     assert_eq!(last(&fx)["tree"], "temporary");
     assert_eq!(trees(&fx), kept);
+    // A size budget of 0 keeps none either.
+    let r = run_with(&fx, "c.stockade", "[trust]\nkeep_trees_max_mib = 0\n");
+    ok(&r);
+    assert_eq!(last(&fx)["tree"], "temporary");
+    assert_eq!(trees(&fx), kept);
 }
 
 /// Runs of one package at once, none with a tree kept yet: each extracts into a work directory

@@ -371,6 +371,18 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         String::new(),
     );
     push(
+        "trust",
+        "keep_trees_max_mib",
+        json!(op
+            .trust
+            .keep_trees_max_mib
+            .unwrap_or(super::DEFAULT_KEEP_TREES_MAX_MIB)),
+        None,
+        None,
+        op.origin("trust.keep_trees_max_mib"),
+        String::new(),
+    );
+    push(
         "identity",
         "inside uid/gid",
         json!(format!("{}/{}", sb.inside_uid, sb.inside_gid)),

@@ -142,10 +142,17 @@ pub struct TrustSection {
     /// recently used first, so that a package it ran before is checked file by file against
     /// its signed map instead of extracted again. Default 8; 0 keeps none.
     pub keep_trees: Option<u32>,
+    /// Largest total size, in MiB, of the files of the trees `stockade run` keeps; the least
+    /// recently used beyond it are removed, and a tree larger than all of it is not kept.
+    /// Default 1024; 0 keeps none.
+    pub keep_trees_max_mib: Option<u32>,
 }
 
 /// `trust.keep_trees` when unset.
 pub const DEFAULT_KEEP_TREES: u32 = 8;
+
+/// `trust.keep_trees_max_mib` when unset.
+pub const DEFAULT_KEEP_TREES_MAX_MIB: u32 = 1024;
 
 /// `[audit]`: where audit records go.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]

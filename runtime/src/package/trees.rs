@@ -26,6 +26,12 @@
 //! eviction of the least recently used trees beyond the limit takes an exclusive lock without
 //! waiting and skips what is in use. A tree is made visible by one `renameat2(RENAME_NOREPLACE)`
 //! of a complete work directory, so a kept name never shows a partial tree.
+//!
+//! Bounds: at most `trust.keep_trees` trees, and at most `trust.keep_trees_max_mib` of their
+//! files together (the sum of the files' sizes, measured by walking each tree when one is kept:
+//! a handful of `lstat`s per file, once per new package, while its plugin starts). A tree
+//! larger than the whole budget is not kept at all; a tree in use stays even beyond either
+//! bound, and goes at a later eviction.
 
 use super::extract::Extracted;
 use nix::fcntl::{Flock, FlockArg, OFlag, RenameFlags};
@@ -53,6 +59,7 @@ const LEFTOVER_AGE: Duration = Duration::from_secs(60);
 pub struct Trees {
     state_dir: PathBuf,
     keep: usize,
+    max_bytes: u64,
 }
 
 /// The trees directory, opened once (`openat` from the state directory, not following a
@@ -141,12 +148,18 @@ impl Trees {
         Trees {
             state_dir: state_dir.to_path_buf(),
             keep,
+            max_bytes: u64::MAX,
         }
+    }
+
+    /// The same, with the kept trees' files at most `max_bytes` together (0: none are kept).
+    pub fn with_max_bytes(self, max_bytes: u64) -> Trees {
+        Trees { max_bytes, ..self }
     }
 
     /// Whether trees are kept at all.
     pub fn enabled(&self) -> bool {
-        self.keep > 0
+        self.keep > 0 && self.max_bytes > 0
     }
 
     /// The trees directory, made when `create` and missing.
@@ -217,7 +230,7 @@ impl Trees {
     /// taken (another run kept the same package first) or the rename fails: it stays a
     /// temporary directory.
     pub fn keep(&self, key: &str, work: WorkDir) -> Result<KeptTree, WorkDir> {
-        if !self.enabled() || !is_key(key) {
+        if !self.enabled() || !is_key(key) || tree_bytes(work.dir.path()) > self.max_bytes {
             return Err(work);
         }
         let path = work.anchor.path().join(key);
@@ -241,7 +254,7 @@ impl Trees {
         // Renamed: the temporary directory's path is gone; nothing to remove on its drop.
         let _ = dir.keep();
         let _ = lock.set_modified(SystemTime::now());
-        evict(&anchor, self.keep);
+        evict(&anchor, self.keep, self.max_bytes);
         Ok(KeptTree {
             path,
             key: key.to_string(),
@@ -271,9 +284,9 @@ fn work_dir_in(anchor: Arc<Anchor>) -> std::io::Result<WorkDir> {
     })
 }
 
-/// Remove the least recently used trees beyond `keep`, and the leftovers of runs that ended
-/// without cleaning up (killed): whatever no run holds a lock on.
-fn evict(anchor: &Anchor, keep: usize) {
+/// Remove the least recently used trees beyond `keep` trees or `max_bytes` of files, and the
+/// leftovers of runs that ended without cleaning up (killed): whatever no run holds a lock on.
+fn evict(anchor: &Anchor, keep: usize, max_bytes: u64) {
     let dir = anchor.path();
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return;
@@ -294,11 +307,23 @@ fn evict(anchor: &Anchor, keep: usize) {
         }
     }
     kept.sort_by_key(|k| std::cmp::Reverse(k.0));
-    for (_, name) in kept.into_iter().skip(keep) {
+    // Most recent first: a tree stays while both bounds hold with it.
+    let mut total: u64 = 0;
+    for (i, (_, name)) in kept.into_iter().enumerate() {
         let path = dir.join(&name);
+        let bytes = if max_bytes == u64::MAX {
+            0
+        } else {
+            tree_bytes(&path)
+        };
+        if i < keep && total.saturating_add(bytes) <= max_bytes {
+            total = total.saturating_add(bytes);
+            continue;
+        }
         let Ok(f) = open_dir(&path) else { continue };
-        // In use: left for a later eviction.
+        // In use: left for a later eviction (its files still take their room).
         let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) else {
+            total = total.saturating_add(bytes);
             continue;
         };
         let aside = dir.join(format!(".discard-{name}-{}", std::process::id()));
@@ -307,6 +332,22 @@ fn evict(anchor: &Anchor, keep: usize) {
         }
         drop(lock);
     }
+}
+
+/// The sum of the sizes of the regular files under `root` (symlinks not followed; what cannot be
+/// read counts as nothing).
+fn tree_bytes(root: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .fold(0, u64::saturating_add)
 }
 
 /// Remove `path` unless some run holds a lock on it.
@@ -873,6 +914,34 @@ mod tests {
         let names = tree_names(state.path());
         assert_eq!(names, vec![KEY_C.to_string()], "{names:?}");
         drop(c);
+    }
+
+    #[test]
+    fn the_size_bound_evicts_the_least_recently_used_and_refuses_a_tree_too_large() {
+        // Each test tree holds 29 bytes of files.
+        let state = tempfile::tempdir().unwrap();
+        let trees = Trees::new(state.path(), 8).with_max_bytes(40);
+        let (w, _) = work_with_tree(&trees);
+        assert_eq!(tree_bytes(w.dir.path()), 29);
+        drop(trees.keep(KEY_A, w).unwrap());
+        let (w, _) = work_with_tree(&trees);
+        let b = trees.keep(KEY_B, w).unwrap();
+        // A and B would take 58 > 40: A, the older and unused, goes.
+        assert_eq!(tree_names(state.path()), vec![KEY_B.to_string()]);
+        // In use, B stays even when C alone fills the budget.
+        let (w, _) = work_with_tree(&trees);
+        let c = trees.keep(KEY_C, w).unwrap();
+        let mut names = tree_names(state.path());
+        names.sort();
+        assert_eq!(names, vec![KEY_B.to_string(), KEY_C.to_string()]);
+        drop((b, c));
+        // Larger than the whole budget: not kept, it stays a temporary directory.
+        let small = Trees::new(state.path(), 8).with_max_bytes(20);
+        let (w, _) = work_with_tree(&small);
+        let back = small.keep(KEY_A, w).unwrap_err();
+        assert!(back.dir.path().exists());
+        // A budget of 0 keeps nothing, like `keep_trees = 0`.
+        assert!(!Trees::new(state.path(), 8).with_max_bytes(0).enabled());
     }
 
     #[test]
