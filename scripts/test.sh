@@ -62,6 +62,8 @@ fi
 if [ -z "${STOCKADE_SKIP_QEMU:-}" ] && [ -x sandbox-tests/qemu/run-matrix.sh ]; then
   step "kernel matrix (Debian 6.1 under qemu)"
   sandbox-tests/qemu/run-matrix.sh --matrix
+  step "the shipped systemd units under systemd (Debian 6.1 under qemu)"
+  sandbox-tests/qemu/run-matrix.sh --matrix --systemd --timeout 300
   step "kernel-matrix harness tests (status, timeout, panic, env forwarding)"
   sandbox-tests/qemu/tests/test-run-matrix.sh
 fi

@@ -9,6 +9,9 @@
 #   run-matrix.sh [OPTIONS] --matrix [--release]   (builds the three binaries
 #                      from this checkout with cargo, then as above; CI's call)
 #   run-matrix.sh [OPTIONS] -- COMMAND [ARGS...]     (runs in the guest)
+#   run-matrix.sh [OPTIONS] --systemd (--matrix [--release] | --stockade PATH)
+#                      (systemd as pid 1 in the guest, running the shipped
+#                      stockade.socket/.service: guest/systemd-check.sh)
 #
 # Options:
 #   --add HOST:GUEST   copy a host file or directory into the guest (repeatable);
@@ -64,6 +67,7 @@ usage() {
 
 MODE=""
 MATRIX=0
+SYSTEMD=0
 PROFILE=dev
 ADDS=()
 ENVS=()
@@ -99,6 +103,7 @@ while [ $# -gt 0 ]; do
 	case "$1" in
 	--selfcheck) MODE=selfcheck ;;
 	--matrix) MATRIX=1 ;;
+	--systemd) SYSTEMD=1 ;;
 	--release) PROFILE=release ;;
 	--stockade) need_arg "$@"; STOCKADE=$2; shift ;;
 	--battery) need_arg "$@"; BATTERY=$2; shift ;;
@@ -132,7 +137,14 @@ while [ $# -gt 0 ]; do
 done
 
 # --- validate the command line before touching anything ---
-if [ "$MATRIX" = 1 ]; then
+if [ "$SYSTEMD" = 1 ]; then
+	# Only the runtime runs in this mode; --matrix builds it (and the others).
+	[ -z "$MODE" ] || die "$EXIT_USAGE" "--systemd and --$MODE exclude each other"
+	[ "$MATRIX" = 1 ] || [ -n "$STOCKADE" ] || die "$EXIT_USAGE" "--systemd needs --matrix or --stockade PATH"
+	[ "$MATRIX" = 0 ] || [ -z "$STOCKADE$BATTERY$PROBE" ] || die "$EXIT_USAGE" "--matrix builds its own binaries: drop --stockade/--battery/--probe"
+	[ "$MATRIX" = 1 ] || [ "$PROFILE" = dev ] || die "$EXIT_USAGE" "--release only applies to --matrix"
+	MODE=systemd
+elif [ "$MATRIX" = 1 ]; then
 	[ -z "$STOCKADE$BATTERY$PROBE" ] || die "$EXIT_USAGE" "--matrix builds its own binaries: drop --stockade/--battery/--probe"
 	[ -z "$MODE" ] || die "$EXIT_USAGE" "--matrix and --$MODE exclude each other"
 	MODE=battery
@@ -178,11 +190,15 @@ done
 
 # --- provision ---
 [ "$MATRIX" = 1 ] && build_workspace_binaries
+# --systemd boots the host's own systemd in the guest.
+[ "$MODE" = systemd ] && HOST_NEEDS+=(/usr/lib/systemd/systemd:systemd /usr/bin/systemctl:systemd)
 mkdir -p "$CACHE"/{kernel,helpers,logs,work} || die "$EXIT_UNAVAILABLE" "cannot create cache $CACHE"
 provision_host_tools
 provision_kernel
 build_helpers
-[ "$MODE" = battery ] && [ "$PKGRUN" = 1 ] && build_plugin
+if { [ "$MODE" = battery ] && [ "$PKGRUN" = 1 ]; } || [ "$MODE" = systemd ]; then
+	build_plugin
+fi
 
 # --- build the initramfs ---
 WORK=$(mktemp -d "$CACHE/work/run.XXXXXX") || die "$EXIT_BUILD" "mktemp failed"
@@ -230,6 +246,34 @@ battery)
 	else
 		echo skip >"$STAGE/etc/stockade-vm/pkgrun"
 	fi
+	;;
+systemd)
+	# The shipped units and snippets as the packages install them, the host's
+	# systemd (Debian 12's, with the few targets the units' default
+	# dependencies name), and the check (guest/systemd/, systemd-check.sh).
+	REPO=$(cd "$HERE/../.." && pwd)
+	add_file "$STOCKADE" /usr/bin/stockade
+	for b in /usr/lib/systemd/systemd /usr/bin/systemctl /usr/bin/systemd-sysusers /usr/bin/systemd-tmpfiles; do
+		[ -x "$b" ] || die "$EXIT_UNAVAILABLE" "--systemd needs the host's systemd: no $b"
+		add_file "$b" "$b"
+	done
+	for t in sysinit basic sockets shutdown local-fs local-fs-pre swap slices paths timers multi-user umount final; do
+		add_file "/usr/lib/systemd/system/$t.target" "/usr/lib/systemd/system/$t.target"
+	done
+	add_file "$REPO/systemd/stockade.service" /usr/lib/systemd/system/stockade.service
+	add_file "$REPO/systemd/stockade.socket" /usr/lib/systemd/system/stockade.socket
+	add_file "$REPO/packaging/sysusers.d/stockade.conf" /usr/lib/sysusers.d/stockade.conf
+	add_file "$REPO/packaging/tmpfiles.d/stockade.conf" /usr/lib/tmpfiles.d/stockade.conf
+	add_file "$REPO/packaging/policy.toml" /etc/stockade/policy.toml
+	for u in "$HERE"/guest/systemd/*; do add_file "$u" "/etc/systemd/system/$(basename "$u")"; done
+	install -m 0755 "$HERE/guest/systemd-check.sh" "$STAGE/usr/local/libexec/stockade-vm/systemd-check.sh"
+	mkdir -p "$STAGE/usr/local/libexec/stockade-vm/plugin"
+	install -m 0755 "$PLUGIN_BIN" "$STAGE/usr/local/libexec/stockade-vm/plugin/entrypoint"
+	install -m 0644 "$PLUGIN_SRC/manifest.json" "$STAGE/usr/local/libexec/stockade-vm/plugin/manifest.json"
+	printf 'passwd: files\ngroup: files\nshadow: files\ngshadow: files\n' >"$STAGE/etc/nsswitch.conf"
+	tr -d '-' </proc/sys/kernel/random/uuid >"$STAGE/etc/machine-id"
+	touch "$STAGE/etc/stockade-vm/systemd"
+	PAYLOAD=(/usr/local/libexec/stockade-vm/systemd-check.sh)
 	;;
 esac
 NONCE=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')

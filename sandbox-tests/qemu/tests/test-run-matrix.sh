@@ -46,6 +46,8 @@ case_usage() {
 	expect usage-matrix-and-paths 64 'builds its own binaries' --matrix --stockade /usr/bin/true
 	expect usage-release-alone 64 'only applies to --matrix' --release --selfcheck
 	expect usage-bad-layout 64 'root or scope' --cgroup-layout flat --selfcheck
+	expect usage-systemd-alone 64 'needs --matrix or --stockade' --systemd
+	expect usage-systemd-and-selfcheck 64 'exclude each other' --selfcheck --systemd
 }
 
 case_status() {
