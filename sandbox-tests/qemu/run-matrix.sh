@@ -213,6 +213,7 @@ for h in "$HELPERS_DIR"/*; do add_file "$h" "/usr/local/libexec/stockade-vm/$(ba
 install -m 0755 "$HERE/guest/selfcheck.sh" "$STAGE/usr/local/libexec/stockade-vm/selfcheck.sh"
 install -m 0755 "$HERE/guest/battery.sh" "$STAGE/usr/local/libexec/stockade-vm/battery.sh"
 install -m 0755 "$HERE/guest/pkgrun.sh" "$STAGE/usr/local/libexec/stockade-vm/pkgrun.sh"
+install -m 0755 "$HERE/guest/sign-plugin.sh" "$STAGE/usr/local/libexec/stockade-vm/sign-plugin.sh"
 # A dynamically linked host binary for the self-check (proves the lib copying).
 add_file "$(command -v uname)" /usr/local/bin/host-uname
 for a in "${ADDS[@]+"${ADDS[@]}"}"; do add_file "${a%%:/*}" "/${a#*:/}"; done

@@ -16,7 +16,6 @@
 # directories, no sandbox cgroup.
 # Prints "pkgrun: ok" or "pkgrun: FAILED (why)"; exit status 0 or 1.
 S=/usr/local/bin/stockade
-PLUGIN=/usr/local/libexec/stockade-vm/plugin
 W=/tmp/pkgrun
 
 fail() {
@@ -54,13 +53,7 @@ rm -rf "$W"
 mkdir -p "$W/trust" || fail "mkdir $W"
 cd "$W" || fail "cd $W"
 echo "== package run on $(uname -r) =="
-step "$S" ca init -o root --name "VM Root"
-step "$S" ca init -o int --parent root --name "VM Intermediate"
-step "$S" keygen -o dev
-step "$S" ca issue --ca int --pub dev.pub --scope any -o dev.cert
-step "$S" pack "$PLUGIN" --key dev.key --devcert dev.cert --intcert int/ca.cert -o pkg.stockade
-cp root/ca.pub trust/ || fail "cp root/ca.pub"
-step "$S" ca revoke --ca root -o trust/revocations.json
+/usr/local/libexec/stockade-vm/sign-plugin.sh "$W/ca" "$W/pkg.stockade" "$W/trust" || fail "signing the plugin"
 printf 'version = 1\n[audit]\nfile = "%s/audit.log"\n' "$W" >policy.toml
 mkdir -m 0700 state || fail "mkdir state"
 

@@ -52,25 +52,15 @@ check socket-listening sh -c "systemctl is-active stockade.socket && [ -S $SOCK 
 	[ \"\$(stat -c '%a %U:%G' $SOCK)\" = '660 root:stockade' ] || { ls -l $SOCK; false; }"
 check daemon-not-started-before-a-client sh -c '! systemctl is-active stockade.service'
 
-# A throwaway CA, the bench plugin signed, the root pinned where the shipped
+# The bench plugin signed by a throwaway CA, its root pinned where the shipped
 # unit reads it (/etc/stockade/trust), an audit file in its LogsDirectory.
-step() {
-	"$@" >/tmp/step.out 2>&1 || {
-		echo "FAIL prepare: $*"
-		sed 's/^/    /' /tmp/step.out
-		failed=$((failed + 1))
-		finish
-	}
-}
-mkdir -p "$W" /srv/plugins /etc/stockade/trust /etc/stockade/policy.d
+mkdir -p "$W" /srv/plugins /etc/stockade/policy.d
 cd "$W" || exit 1
-step "$S" ca init -o root --name "VM Root"
-step "$S" ca init -o int --parent root --name "VM Intermediate"
-step "$S" keygen -o dev
-step "$S" ca issue --ca int --pub dev.pub --scope any -o dev.cert
-step "$S" pack "$H/plugin" --key dev.key --devcert dev.cert --intcert int/ca.cert -o /srv/plugins/bench.stockade
-step cp root/ca.pub /etc/stockade/trust/vm-root.pub
-step "$S" ca revoke --ca root -o /etc/stockade/trust/revocations.json
+if ! "$H/sign-plugin.sh" "$W/ca" /srv/plugins/bench.stockade /etc/stockade/trust; then
+	echo "FAIL prepare"
+	failed=$((failed + 1))
+	finish
+fi
 chmod 0644 /srv/plugins/bench.stockade
 printf 'version = 1\n[audit]\nfile = "/var/log/stockade/audit.log"\n' >/etc/stockade/policy.d/50-audit.toml
 
