@@ -12,7 +12,8 @@
  * Under Stockade the package is mounted at /plugin: the name and hooks announced in the
  * handshake are taken from /plugin/manifest.json when it is there (so the serve benchmark can
  * load many copies under different names and hooks); elsewhere they are `bench` and
- * `on:bench.echo`. */
+ * `on:bench.echo`. A payload of exactly `crash` ends it with status 3 instead (the kernel
+ * matrix's systemd check crash-loops it into quarantine). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,8 @@ int main(void) {
         const char *end = strchr(p, '"');
         if (!end)
             continue;
+        if (end - p == 5 && !memcmp(p, "crash", 5))
+            return 3;
         printf("{\"jsonrpc\":\"2.0\",\"id\":%llu,\"result\":{\"echo\":\"", n);
         fwrite(p, 1, (size_t)(end - p), stdout);
         fputs("\"}}\n", stdout);

@@ -14,6 +14,9 @@
 #   - the plugin's program runs under its own uid from the policy's range, with
 #     no capabilities, seccomp filtering and no_new_privs, in a cgroup below the
 #     service's delegated one;
+#   - two crashes quarantine the plugin, recorded in the service's
+#     StateDirectory; after `systemctl restart stockade.service` loading the
+#     package finds it still quarantined, until plugin_restart;
 #   - the audit log in the service's LogsDirectory verifies;
 #   - `systemctl stop` leaves no plugin process, no sandbox cgroup, no socket.
 # Prints PASS/FAIL lines, then "systemd-<release>: N passed, N failed" and the
@@ -63,6 +66,10 @@ if ! "$H/sign-plugin.sh" "$W/ca" /srv/plugins/bench.stockade /etc/stockade/trust
 fi
 chmod 0644 /srv/plugins/bench.stockade
 printf 'version = 1\n[audit]\nfile = "/var/log/stockade/audit.log"\n' >/etc/stockade/policy.d/50-audit.toml
+# The serve config the test drop-in names: quick backoff, two crashes quarantine.
+printf 'version = 1\n[restart]\nbackoff_base_ms = 50\nbackoff_max_ms = 100\njitter_percent = 0\n[quarantine]\nmax_crashes = 2\nwindow_ms = 600000\n' \
+	>/etc/stockade/serve.toml
+chmod 0644 /etc/stockade/serve.toml
 
 # The agent: load, call, status, each answered before the next is sent.
 cat >requests <<'REQ'
@@ -99,6 +106,45 @@ check plugin-identity-and-layers sh -c "echo program $prog, sandbox init $init \
 	[ \"\$(sed -n 's/^NoNewPrivs:[[:space:]]*//p' $ps)\" = 1 ] &&
 	[ \"\$(sed -n 's/^Seccomp:[[:space:]]*//p' $ps)\" = 2 ] &&
 	grep -q '^0::/system.slice/stockade.service/' /proc/$prog/cgroup"
+
+# A crash loop under the real unit: two crashes quarantine the plugin, the
+# record lands in the service's StateDirectory, and a restart of the service
+# (what Restart=on-failure does after a crash of the daemon) does not run the
+# package again until an agent sends plugin_restart.
+call() {
+	printf '%s\n' "$@" | "$H/sockcall" "$SOCK" 30000
+}
+# until SECONDS COMMAND...: retry once a second.
+until_ok() {
+	n=$1
+	shift
+	while [ "$n" -gt 0 ]; do
+		"$@" && return 0
+		sleep 1
+		n=$((n - 1))
+	done
+	return 1
+}
+ready() {
+	call '{"jsonrpc":"2.0","id":9,"method":"plugin_status","params":{"name":"bench"}}' |
+		grep -q '"state":"ready"'
+}
+recorded() {
+	grep -q '"bench"' /var/lib/stockade/quarantine.json 2>/dev/null
+}
+lifted() {
+	cat lift.out && until_ok 30 ready && ! recorded
+}
+crash='{"jsonrpc":"2.0","id":5,"method":"hook_invoke","params":{"hook":"on:bench.echo","payload":"crash"}}'
+call "$crash" >crash1.out 2>&1
+check crash-restarts-the-plugin until_ok 30 ready
+call "$crash" >crash2.out 2>&1
+check second-crash-quarantines-on-disk until_ok 30 recorded
+systemctl restart stockade.service
+call '{"jsonrpc":"2.0","id":6,"method":"plugin_load","params":{"package":"/srv/plugins/bench.stockade"}}' >reload.out 2>&1
+check restarted-daemon-keeps-it-quarantined sh -c "cat reload.out; grep '\"id\":6[,}]' reload.out | grep -q '\"state\":\"quarantined\"'"
+call '{"jsonrpc":"2.0","id":7,"method":"plugin_restart","params":{"name":"bench"}}' >lift.out 2>&1
+check plugin-restart-lifts-it lifted
 
 systemctl stop stockade.service stockade.socket
 check stop-leaves-nothing sh -c "[ ! -d /proc/$init ] && [ ! -d /proc/$prog ] && [ ! -e $SOCK ] &&
