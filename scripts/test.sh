@@ -59,11 +59,28 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
+# qemu_matrix ARGS...: one run-matrix.sh call. When the VM itself did not report (124 timeout,
+# 120 guest panic, 121 no status line) it is run once more: under TCG the guest has been seen to
+# stall outside Stockade's code (a soft lockup in the battery runner during a native control, a
+# hang in the self-check's shell), which a test failure is not. A payload failure (any other
+# status) fails at once, and so does a second VM-level failure.
+qemu_matrix() {
+  local rc=0
+  sandbox-tests/qemu/run-matrix.sh "$@" || rc=$?
+  case $rc in
+  120 | 121 | 124)
+    echo "test.sh: warning: the VM did not report (status $rc, log above); running it once more" >&2
+    sandbox-tests/qemu/run-matrix.sh "$@"
+    ;;
+  *) return "$rc" ;;
+  esac
+}
+
 if [ -z "${STOCKADE_SKIP_QEMU:-}" ] && [ -x sandbox-tests/qemu/run-matrix.sh ]; then
   step "kernel matrix (Debian 6.1 under qemu)"
-  sandbox-tests/qemu/run-matrix.sh --matrix
+  qemu_matrix --matrix --timeout 300
   step "the shipped systemd units under systemd (Debian 6.1 under qemu)"
-  sandbox-tests/qemu/run-matrix.sh --matrix --systemd --timeout 300
+  qemu_matrix --matrix --systemd --timeout 300
   step "kernel-matrix harness tests (status, timeout, panic, env forwarding)"
   sandbox-tests/qemu/tests/test-run-matrix.sh
 fi
