@@ -28,8 +28,9 @@
 //! of a complete work directory, so a kept name never shows a partial tree.
 //!
 //! Bounds: at most `trust.keep_trees` trees, and at most `trust.keep_trees_max_mib` of their
-//! files together (the sum of the files' sizes, measured by walking each tree when one is kept:
-//! a handful of `lstat`s per file, once per new package, while its plugin starts). A tree
+//! files together (the sum of the files' sizes: the signed map's for the tree being kept, and
+//! measured by walking the others, an `lstat` per file, once per new package while its plugin
+//! starts). A tree
 //! larger than the whole budget is not kept at all; a tree in use stays even beyond either
 //! bound, and goes at a later eviction.
 
@@ -225,12 +226,12 @@ impl Trees {
         work_dir_in(self.anchor(true)?)
     }
 
-    /// Keep `work` (a verified, launched package's tree) as the tree for `key`, then evict the
-    /// least recently used trees beyond the limit. `Err` gives `work` back when the name is
+    /// Keep `work` (a verified, launched package's tree, `bytes` of files by its signed map) as
+    /// the tree for `key`, then evict the least recently used trees beyond the limits. `Err` gives `work` back when the name is
     /// taken (another run kept the same package first) or the rename fails: it stays a
     /// temporary directory.
-    pub fn keep(&self, key: &str, work: WorkDir) -> Result<KeptTree, WorkDir> {
-        if !self.enabled() || !is_key(key) || tree_bytes(work.dir.path()) > self.max_bytes {
+    pub fn keep(&self, key: &str, work: WorkDir, bytes: u64) -> Result<KeptTree, WorkDir> {
+        if !self.enabled() || !is_key(key) || bytes > self.max_bytes {
             return Err(work);
         }
         let path = work.anchor.path().join(key);
@@ -600,6 +601,11 @@ pub fn check_kept(
             what: "not the signed manifest".into(),
         });
     }
+    Ok(summary_of(map))
+}
+
+/// What extraction reports for a tree it wrote from `map`: its files, symlinks and bytes.
+pub fn summary_of(map: &BTreeMap<String, FileEntry>) -> Extracted {
     let mut summary = Extracted {
         files: 0,
         symlinks: 0,
@@ -614,7 +620,7 @@ pub fn check_kept(
             FileEntry::Symlink { .. } => summary.symlinks += 1,
         }
     }
-    Ok(summary)
+    summary
 }
 
 #[cfg(test)]
@@ -850,7 +856,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let trees = Trees::new(state.path(), 4);
         let (w, map) = work_with_tree(&trees);
-        drop(trees.keep(KEY_A, w).unwrap());
+        drop(trees.keep(KEY_A, w, TREE_BYTES).unwrap());
         (state, trees, map)
     }
 
@@ -862,6 +868,9 @@ mod tests {
             .collect()
     }
 
+    /// The bytes of files `tree` writes.
+    const TREE_BYTES: u64 = 29;
+
     const KEY_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const KEY_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
     const KEY_C: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
@@ -872,7 +881,7 @@ mod tests {
         let trees = Trees::new(state.path(), 4);
         assert!(trees.find(KEY_A).is_none());
         let (w, map) = work_with_tree(&trees);
-        let kept = trees.keep(KEY_A, w).unwrap();
+        let kept = trees.keep(KEY_A, w, TREE_BYTES).unwrap();
         assert_eq!(
             std::fs::canonicalize(kept.path()).unwrap(),
             std::fs::canonicalize(state.path().join("trees").join(KEY_A)).unwrap()
@@ -886,12 +895,12 @@ mod tests {
         check_kept(found.path(), &map, &canonical()).unwrap();
         // A second run that kept the same package later: its directory stays temporary.
         let (w2, _) = work_with_tree(&trees);
-        let back = trees.keep(KEY_A, w2).unwrap_err();
+        let back = trees.keep(KEY_A, w2, TREE_BYTES).unwrap_err();
         assert!(back.dir.path().exists());
         // Not a statement digest: never looked up, never kept under that name.
         assert!(trees.find("../x").is_none());
         let (w3, _) = work_with_tree(&trees);
-        assert!(trees.keep("../x", w3).is_err());
+        assert!(trees.keep("../x", w3, TREE_BYTES).is_err());
         // Off: nothing is found or kept.
         let off = Trees::new(state.path(), 0);
         assert!(off.find(KEY_A).is_none());
@@ -902,15 +911,15 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let trees = Trees::new(state.path(), 1);
         let (w, _) = work_with_tree(&trees);
-        let a = trees.keep(KEY_A, w).unwrap();
+        let a = trees.keep(KEY_A, w, TREE_BYTES).unwrap();
         // A is in use (locked) while B is kept beyond the limit of one: A stays.
         let (w, _) = work_with_tree(&trees);
-        let b = trees.keep(KEY_B, w).unwrap();
+        let b = trees.keep(KEY_B, w, TREE_BYTES).unwrap();
         assert!(a.path().exists() && b.path().exists());
         drop((a, b));
         // Now nothing is in use: keeping C leaves only C, the most recent.
         let (w, _) = work_with_tree(&trees);
-        let c = trees.keep(KEY_C, w).unwrap();
+        let c = trees.keep(KEY_C, w, TREE_BYTES).unwrap();
         let names = tree_names(state.path());
         assert_eq!(names, vec![KEY_C.to_string()], "{names:?}");
         drop(c);
@@ -918,19 +927,20 @@ mod tests {
 
     #[test]
     fn the_size_bound_evicts_the_least_recently_used_and_refuses_a_tree_too_large() {
-        // Each test tree holds 29 bytes of files.
+        // Each test tree holds TREE_BYTES = 29 bytes of files.
         let state = tempfile::tempdir().unwrap();
         let trees = Trees::new(state.path(), 8).with_max_bytes(40);
+        let (w, map) = work_with_tree(&trees);
+        assert_eq!(tree_bytes(w.dir.path()), TREE_BYTES);
+        assert_eq!(summary_of(&map).bytes, TREE_BYTES);
+        drop(trees.keep(KEY_A, w, TREE_BYTES).unwrap());
         let (w, _) = work_with_tree(&trees);
-        assert_eq!(tree_bytes(w.dir.path()), 29);
-        drop(trees.keep(KEY_A, w).unwrap());
-        let (w, _) = work_with_tree(&trees);
-        let b = trees.keep(KEY_B, w).unwrap();
+        let b = trees.keep(KEY_B, w, TREE_BYTES).unwrap();
         // A and B would take 58 > 40: A, the older and unused, goes.
         assert_eq!(tree_names(state.path()), vec![KEY_B.to_string()]);
         // In use, B stays even when C alone fills the budget.
         let (w, _) = work_with_tree(&trees);
-        let c = trees.keep(KEY_C, w).unwrap();
+        let c = trees.keep(KEY_C, w, TREE_BYTES).unwrap();
         let mut names = tree_names(state.path());
         names.sort();
         assert_eq!(names, vec![KEY_B.to_string(), KEY_C.to_string()]);
@@ -938,7 +948,7 @@ mod tests {
         // Larger than the whole budget: not kept, it stays a temporary directory.
         let small = Trees::new(state.path(), 8).with_max_bytes(20);
         let (w, _) = work_with_tree(&small);
-        let back = small.keep(KEY_A, w).unwrap_err();
+        let back = small.keep(KEY_A, w, TREE_BYTES).unwrap_err();
         assert!(back.dir.path().exists());
         // A budget of 0 keeps nothing, like `keep_trees = 0`.
         assert!(!Trees::new(state.path(), 8).with_max_bytes(0).enabled());
@@ -958,7 +968,7 @@ mod tests {
         drop(other);
         // The next keep evicts what no one holds.
         let (w2, _) = work_with_tree(&trees);
-        drop(trees.keep(KEY_B, w2).unwrap());
+        drop(trees.keep(KEY_B, w2, TREE_BYTES).unwrap());
         assert!(!names().iter().any(|n| aside(n)), "{:?}", names());
         drop(work);
     }

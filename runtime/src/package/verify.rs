@@ -229,7 +229,11 @@ impl VerifiedPackage {
     /// kept tree, or a name another run took first stay as they are.
     pub fn keep_tree(self, trees: &Trees) -> VerifiedPackage {
         let dir = match self.dir {
-            PackageDir::Work(w) => match trees.keep(&self.report.statement_sha256, w) {
+            PackageDir::Work(w) => match trees.keep(
+                &self.report.statement_sha256,
+                w,
+                super::trees::summary_of(&self.files).bytes,
+            ) {
                 Ok(k) => PackageDir::Kept(k),
                 Err(w) => PackageDir::Work(w),
             },
@@ -289,26 +293,25 @@ pub fn check_in(
     work_parent: &Path,
     trees: Option<&Trees>,
 ) -> Result<CheckedPackage, VerifyError> {
-    let mut checked = check(path, cfg, node, now, None)?;
+    let mut checked = check(path, cfg, node, now)?;
+    let fresh = || private_dir(work_parent).map(PackageDir::Fresh);
     let dir = match trees.filter(|t| t.enabled()) {
         Some(t) => match t.find(&checked.report.statement_sha256) {
             Some(kept) => PackageDir::Kept(kept),
             None => match t.work_dir() {
                 Ok(w) => PackageDir::Work(w),
                 // No state directory (packaging makes it): nothing is kept, as with none.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    PackageDir::Fresh(private_dir(work_parent)?)
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => fresh()?,
                 Err(e) => {
                     checked.report.warnings.push(format!(
                         "no tree can be kept for this package (a work directory under the \
                          state directory: {e}); extracted into a temporary directory"
                     ));
-                    PackageDir::Fresh(private_dir(work_parent)?)
+                    fresh()?
                 }
             },
         },
-        None => PackageDir::Fresh(private_dir(work_parent)?),
+        None => fresh()?,
     };
     Ok(CheckedPackage { checked, dir })
 }
@@ -392,7 +395,7 @@ pub fn verify_only(
     node: &NodeIdentity,
     now: u64,
 ) -> Result<Report, VerifyError> {
-    Ok(verify_core(path, cfg, node, now, None)?.report)
+    Ok(check(path, cfg, node, now)?.extract()?.report)
 }
 
 /// What the pipeline produced; `dir` is `None` when nothing was to be written.
@@ -405,19 +408,8 @@ struct Verified {
     files: std::collections::BTreeMap<String, stockade_trust::statement::FileEntry>,
 }
 
-/// The pipeline (module docs); `work_parent`: where the private extraction directory goes,
-/// `None` to check the payload without writing it.
-fn verify_core(
-    path: &Path,
-    cfg: &TrustConfig,
-    node: &NodeIdentity,
-    now: u64,
-    work_parent: Option<&Path>,
-) -> Result<Verified, VerifyError> {
-    check(path, cfg, node, now, work_parent)?.extract()
-}
-
-/// Steps 1–7 passed, the private directory made (when `work_parent` is given), step 8 to come.
+/// Steps 1–7 passed, step 8 to come: into `dir` when the caller gave one ([`check_in`]), else
+/// checked without writing.
 struct Checked {
     dir: Option<PackageDir>,
     payload: Vec<u8>,
@@ -439,13 +431,12 @@ fn fail(report: &mut Report, step: u8, name: &'static str, err: VerifyError) -> 
     err
 }
 
-/// Steps 1–7 of the pipeline, then the private extraction directory under `work_parent`.
+/// Steps 1–7 of the pipeline (module docs).
 fn check(
     path: &Path,
     cfg: &TrustConfig,
     node: &NodeIdentity,
     now: u64,
-    work_parent: Option<&Path>,
 ) -> Result<Checked, VerifyError> {
     // Step 1: one open, one fstat, one capped read; then strict container and statement syntax.
     let bytes = read_capped(path, MAX_PACKAGE_BYTES).map_err(VerifyError::Read)?;
@@ -686,13 +677,8 @@ fn check(
             statement.files.len()
         ),
     });
-    // The private directory step 8 extracts into.
-    let dir = match work_parent {
-        Some(parent) => Some(PackageDir::Fresh(private_dir(parent)?)),
-        None => None,
-    };
     Ok(Checked {
-        dir,
+        dir: None,
         payload: c.payload,
         statement,
         developer: dev.ok(),
