@@ -52,28 +52,47 @@ pub struct RevocationState {
 impl RevocationState {
     /// Load (an absent file is an empty state).
     pub fn load(state_dir: &Path) -> Result<Self, StateError> {
-        let path = state_dir.join(REVOCATION_STATE_FILE);
-        match read_capped(&path, 1024 * 1024) {
-            Ok(b) => Ok(Self {
-                seen: serde_json::from_slice(&b)
-                    .map_err(|source| StateError::Corrupt { path, source })?,
-            }),
-            Err(e) if e.is_not_found() => Ok(Self::default()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(Self {
+            seen: load_json(state_dir, REVOCATION_STATE_FILE, 1024 * 1024)?,
+        })
     }
 
     /// Save atomically, creating the directory (0700) if needed.
     pub fn save(&self, state_dir: &Path) -> Result<(), StateError> {
-        ensure_dir(state_dir)?;
-        let bytes =
-            serde_json::to_vec_pretty(&self.seen).map_err(|source| StateError::Corrupt {
-                path: state_dir.join(REVOCATION_STATE_FILE),
-                source,
-            })?;
-        write_state_file(&state_dir.join(REVOCATION_STATE_FILE), &bytes, 0o600)?;
-        Ok(())
+        save_json(state_dir, REVOCATION_STATE_FILE, &self.seen)
     }
+}
+
+/// The JSON state file `name` under `state_dir`, at most `cap` bytes; an absent file is
+/// `T::default()`, one that does not parse an error.
+pub fn load_json<T: Default + serde::de::DeserializeOwned>(
+    state_dir: &Path,
+    name: &str,
+    cap: u64,
+) -> Result<T, StateError> {
+    let path = state_dir.join(name);
+    match read_capped(&path, cap) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|source| StateError::Corrupt { path, source }),
+        Err(e) if e.is_not_found() => Ok(T::default()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Write the JSON state file `name` under `state_dir` atomically (0600), creating the directory
+/// (0700) if needed.
+pub fn save_json<T: serde::Serialize>(
+    state_dir: &Path,
+    name: &str,
+    value: &T,
+) -> Result<(), StateError> {
+    let path = state_dir.join(name);
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| StateError::Corrupt {
+        path: path.clone(),
+        source,
+    })?;
+    ensure_dir(state_dir)?;
+    write_state_file(&path, &bytes, 0o600)?;
+    Ok(())
 }
 
 /// Create the state directory with mode 0700 if it does not exist.

@@ -9,12 +9,11 @@
 //! crashed (its SHA-256): loading that package again brings the plugin back quarantined, without
 //! a launch; loading another package of that name (a fixed version) clears it.
 //!
-//! The file is written atomically (`fileio::write_state_file`, 0600) on every change. One that
+//! The file is written atomically (`state::save_json`, 0600) on every change. One that
 //! does not parse stops the daemon at start (exit 78, like the other state files): ignoring it
 //! would run what it quarantines.
 
-use crate::fileio::{read_capped, write_state_file};
-use crate::state::StateError;
+use crate::state::{load_json, save_json, StateError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -54,17 +53,9 @@ pub enum OnLoad {
 impl Quarantines {
     /// The quarantines recorded under `state_dir` (an absent file is none).
     pub fn load(state_dir: &Path) -> Result<Self, StateError> {
-        let path = state_dir.join(QUARANTINE_FILE);
-        let map = match read_capped(&path, 4 * 1024 * 1024) {
-            Ok(b) => {
-                serde_json::from_slice(&b).map_err(|source| StateError::Corrupt { path, source })?
-            }
-            Err(e) if e.is_not_found() => BTreeMap::new(),
-            Err(e) => return Err(e.into()),
-        };
         Ok(Self {
             dir: state_dir.to_path_buf(),
-            map,
+            map: load_json(state_dir, QUARANTINE_FILE, 4 * 1024 * 1024)?,
         })
     }
 
@@ -97,14 +88,7 @@ impl Quarantines {
     }
 
     fn save(&self) -> Result<(), StateError> {
-        let path = self.dir.join(QUARANTINE_FILE);
-        let bytes = serde_json::to_vec_pretty(&self.map).map_err(|source| StateError::Corrupt {
-            path: path.clone(),
-            source,
-        })?;
-        crate::state::ensure_dir(&self.dir)?;
-        write_state_file(&path, &bytes, 0o600)?;
-        Ok(())
+        save_json(&self.dir, QUARANTINE_FILE, &self.map)
     }
 }
 
