@@ -202,8 +202,8 @@ impl Fixture {
         Ok(out)
     }
 
-    /// `stockade run PKG …` arguments for this fixture.
-    pub fn run_args(&self, package: &Path) -> Vec<OsString> {
+    /// `stockade run PKG …` arguments for this fixture, under `policy` (one of its own).
+    pub fn run_args(&self, package: &Path, policy: &Path) -> Vec<OsString> {
         vec![
             "run".into(),
             package.into(),
@@ -212,7 +212,7 @@ impl Fixture {
             "--state-dir".into(),
             self.state.clone().into(),
             "--policy".into(),
-            self.policy.clone().into(),
+            policy.into(),
         ]
     }
 

@@ -123,19 +123,14 @@ impl Launcher {
                     .arg(&entry);
                 c
             }
-            Launcher::StockadeRun => {
+            Launcher::StockadeRun | Launcher::StockadeRunFirst => {
+                let policy = if self == Launcher::StockadeRun {
+                    &f.policy
+                } else {
+                    &f.policy_no_trees
+                };
                 let mut c = Command::new(&f.stockade);
-                c.args(f.run_args(&f.package));
-                c
-            }
-            Launcher::StockadeRunFirst => {
-                let mut args = f.run_args(&f.package);
-                // The last argument is the policy's path.
-                if let Some(p) = args.last_mut() {
-                    *p = f.policy_no_trees.clone().into();
-                }
-                let mut c = Command::new(&f.stockade);
-                c.args(args);
+                c.args(f.run_args(&f.package, policy));
                 c
             }
         }

@@ -40,7 +40,7 @@ impl Session {
     /// Starts `stockade run` on the fixture's package and waits until the plugin is ready.
     pub fn stockade(f: &Fixture) -> Result<Self, String> {
         let mut c = Command::new(&f.stockade);
-        c.args(f.run_args(&f.package));
+        c.args(f.run_args(&f.package, &f.policy));
         Self::start(&mut c, true)
     }
 
