@@ -83,6 +83,7 @@ VM_BATTERY_ARGS=(--mem-mb 512 --fork-max 256 --fsize-mb 64 --inode-max 4096 --ex
 POSTURE_ARGS=()
 POSTURE=1
 PKGRUN=1
+PLUGIN_BIN="" PLUGIN_SRC="" # set by build_plugin
 PAYLOAD=()
 STOCKADE="" BATTERY="" PROBE=""
 TIMEOUT=${STOCKADE_QEMU_TIMEOUT:-600}
@@ -214,6 +215,13 @@ install -m 0755 "$HERE/guest/selfcheck.sh" "$STAGE/usr/local/libexec/stockade-vm
 install -m 0755 "$HERE/guest/battery.sh" "$STAGE/usr/local/libexec/stockade-vm/battery.sh"
 install -m 0755 "$HERE/guest/pkgrun.sh" "$STAGE/usr/local/libexec/stockade-vm/pkgrun.sh"
 install -m 0755 "$HERE/guest/sign-plugin.sh" "$STAGE/usr/local/libexec/stockade-vm/sign-plugin.sh"
+# The plugin directory sign-plugin.sh packs (package run, systemd check): the
+# static bench plugin, when build_plugin made it.
+if [ -n "$PLUGIN_BIN" ]; then
+	mkdir -p "$STAGE/usr/local/libexec/stockade-vm/plugin"
+	install -m 0755 "$PLUGIN_BIN" "$STAGE/usr/local/libexec/stockade-vm/plugin/entrypoint"
+	install -m 0644 "$PLUGIN_SRC/manifest.json" "$STAGE/usr/local/libexec/stockade-vm/plugin/manifest.json"
+fi
 # A dynamically linked host binary for the self-check (proves the lib copying).
 add_file "$(command -v uname)" /usr/local/bin/host-uname
 for a in "${ADDS[@]+"${ADDS[@]}"}"; do add_file "${a%%:/*}" "/${a#*:/}"; done
@@ -239,10 +247,6 @@ battery)
 		sh_quote skip >"$STAGE/etc/stockade-vm/posture-args"
 	fi
 	if [ "$PKGRUN" = 1 ]; then
-		# The plugin directory pkgrun.sh packs: the static bench plugin.
-		mkdir -p "$STAGE/usr/local/libexec/stockade-vm/plugin"
-		install -m 0755 "$PLUGIN_BIN" "$STAGE/usr/local/libexec/stockade-vm/plugin/entrypoint"
-		install -m 0644 "$PLUGIN_SRC/manifest.json" "$STAGE/usr/local/libexec/stockade-vm/plugin/manifest.json"
 		echo run >"$STAGE/etc/stockade-vm/pkgrun"
 	else
 		echo skip >"$STAGE/etc/stockade-vm/pkgrun"
@@ -268,9 +272,6 @@ systemd)
 	add_file "$REPO/packaging/policy.toml" /etc/stockade/policy.toml
 	for u in "$HERE"/guest/systemd/*; do add_file "$u" "/etc/systemd/system/$(basename "$u")"; done
 	install -m 0755 "$HERE/guest/systemd-check.sh" "$STAGE/usr/local/libexec/stockade-vm/systemd-check.sh"
-	mkdir -p "$STAGE/usr/local/libexec/stockade-vm/plugin"
-	install -m 0755 "$PLUGIN_BIN" "$STAGE/usr/local/libexec/stockade-vm/plugin/entrypoint"
-	install -m 0644 "$PLUGIN_SRC/manifest.json" "$STAGE/usr/local/libexec/stockade-vm/plugin/manifest.json"
 	printf 'passwd: files\ngroup: files\nshadow: files\ngshadow: files\n' >"$STAGE/etc/nsswitch.conf"
 	tr -d '-' </proc/sys/kernel/random/uuid >"$STAGE/etc/machine-id"
 	touch "$STAGE/etc/stockade-vm/systemd"
