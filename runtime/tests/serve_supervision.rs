@@ -98,9 +98,7 @@ fn crash_restart_backoff_quarantine_restart_hung_and_garbage() {
     let st = c.ok("plugin_status", json!({"name": "b"}));
     assert_eq!(st["restarts"], 0, "{st}");
     let serve_pid = s.pid();
-    assert_eq!(s.stop(), 0, "{}", s.log());
-    while c.recv().is_some() {}
-    let pids = c.seen_pids.clone();
+    let pids = s.stop_and_drain(&mut c);
     assert!(pids.len() >= 6, "{pids:?}");
     assert_eq!(alive(&pids), Vec::<i64>::new());
     assert_eq!(cgroups_of(serve_pid), Vec::<std::path::PathBuf>::new());
@@ -136,9 +134,7 @@ fn a_quarantine_outlives_the_daemon_until_plugin_restart_or_unload() {
     let mut c = s.client();
     crash_loop(&mut c);
     assert!(recorded().contains("\"a\""), "{}", recorded());
-    assert_eq!(s.stop(), 0, "{}", s.log());
-    while c.recv().is_some() {}
-    pids.extend(c.seen_pids.clone());
+    pids.extend(s.stop_and_drain(&mut c));
 
     // Daemon 2: the same package is loaded quarantined, never launched; its hook gets the
     // failure mode's answer; plugin_restart lifts the record and launches it.
@@ -167,9 +163,7 @@ fn a_quarantine_outlives_the_daemon_until_plugin_restart_or_unload() {
     assert!(recorded().contains("\"a\""), "{}", recorded());
     c.ok("plugin_unload", json!({"name": "a"}));
     assert!(!recorded().contains("\"a\""), "{}", recorded());
-    assert_eq!(s.stop(), 0, "{}", s.log());
-    while c.recv().is_some() {}
-    pids.extend(c.seen_pids.clone());
+    pids.extend(s.stop_and_drain(&mut c));
     let log = s.log();
     assert!(
         log.contains("plugin a: quarantined (crash_loop: quarantined by an earlier run"),
@@ -182,9 +176,7 @@ fn a_quarantine_outlives_the_daemon_until_plugin_restart_or_unload() {
     let st = c.ok("plugin_load", json!({"package": a}));
     assert_eq!(st["state"], "ready", "{st}");
     let serve_pid = s.pid();
-    assert_eq!(s.stop(), 0, "{}", s.log());
-    while c.recv().is_some() {}
-    pids.extend(c.seen_pids.clone());
+    pids.extend(s.stop_and_drain(&mut c));
     assert!(pids.len() >= 4, "{pids:?}");
     assert_eq!(alive(&pids), Vec::<i64>::new());
     assert_eq!(cgroups_of(serve_pid), Vec::<std::path::PathBuf>::new());

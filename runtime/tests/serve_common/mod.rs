@@ -244,6 +244,14 @@ impl Serve {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// Stop cleanly (exit 0, else the log is shown), read what `c` still had coming until the
+    /// daemon closed it, and return every plugin pid `c` saw (for the leak checks).
+    pub fn stop_and_drain(&mut self, c: &mut Client) -> Vec<i64> {
+        assert_eq!(self.stop(), 0, "{}", self.log());
+        while c.recv().is_some() {}
+        c.seen_pids.clone()
+    }
 }
 
 impl Drop for Serve {
