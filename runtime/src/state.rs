@@ -85,13 +85,24 @@ pub fn save_json<T: serde::Serialize>(
     name: &str,
     value: &T,
 ) -> Result<(), StateError> {
+    save_json_mode(state_dir, name, value, 0o600)
+}
+
+/// [`save_json`] with the file's `mode`: for state that is no secret and that the operator's
+/// tools read without root (the sources' pins and index versions, 0644).
+pub fn save_json_mode<T: serde::Serialize>(
+    state_dir: &Path,
+    name: &str,
+    value: &T,
+    mode: u32,
+) -> Result<(), StateError> {
     let path = state_dir.join(name);
     let bytes = serde_json::to_vec_pretty(value).map_err(|source| StateError::Corrupt {
         path: path.clone(),
         source,
     })?;
     ensure_dir(state_dir)?;
-    write_state_file(&path, &bytes, 0o600)?;
+    write_state_file(&path, &bytes, mode)?;
     Ok(())
 }
 

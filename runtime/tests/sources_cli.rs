@@ -173,6 +173,43 @@ fn add_pins_the_operator_key_and_install_by_id_pins_the_author() {
 }
 
 #[test]
+fn corrupt_source_state_is_refused_and_left_as_it_is() {
+    use std::os::unix::fs::PermissionsExt;
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
+    // No secret in either file: readable by the operator's tools without root.
+    for f in ["sources.json", "pins.json"] {
+        let mode = std::fs::metadata(fx.path("state").join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "{f}");
+    }
+    // A file that does not parse stops the command (78) and is not rewritten.
+    for f in ["sources.json", "pins.json"] {
+        let path = fx.path("state").join(f);
+        let good = std::fs::read(&path).unwrap();
+        std::fs::write(&path, b"{ not json").unwrap();
+        if f == "sources.json" {
+            let r = fx.run(&["--json", "source", "list", "--state-dir", "state"]);
+            expect(&r, 78, "source.corrupt");
+            assert!(r.stdout.contains(f), "{}", r.stdout);
+        }
+        // The install by id reads both (the source's index, then the author's pin).
+        let r = fx.store_install(&["hello"], &[]);
+        expect(&r, 78, "source.corrupt");
+        assert!(r.stdout.contains(f), "{f}: {}", r.stdout);
+        assert_eq!(std::fs::read(&path).unwrap(), b"{ not json", "{f}");
+        std::fs::write(&path, good).unwrap();
+    }
+    expect(&update(&fx), 0, "");
+}
+
+#[test]
 fn a_bad_index_signature_is_refused_at_add_and_at_install() {
     let (fx, mut repo) = setup();
     ok(fx.dir(), &["keygen", "-o", "mallory"]);

@@ -32,6 +32,7 @@
 use crate::exit::Exit;
 use crate::fileio::{read_capped, write_state_file, FileError};
 use crate::package::container::MAX_PACKAGE_BYTES;
+use crate::state::{load_json, save_json_mode, StateError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -185,6 +186,10 @@ pub enum SourceError {
     /// State files.
     #[error(transparent)]
     File(#[from] FileError),
+    /// A state file (`sources.json`, `pins.json`) cannot be read, parsed or written, or the
+    /// state directory cannot be made.
+    #[error(transparent)]
+    State(#[from] StateError),
     /// A state file is corrupt.
     #[error("{} is corrupt", path.display())]
     Corrupt {
@@ -220,6 +225,9 @@ impl SourceError {
             SourceError::Mismatch(_) => Exit::IndexMismatch,
             SourceError::SourceExists(_) => Exit::CantCreate,
             SourceError::File(_) => Exit::IoErr,
+            SourceError::State(StateError::Corrupt { .. }) => Exit::Config,
+            SourceError::State(StateError::Create { .. }) => Exit::CantCreate,
+            SourceError::State(_) => Exit::IoErr,
             SourceError::Corrupt { .. } => Exit::Config,
         }
     }
@@ -249,6 +257,8 @@ impl SourceError {
             SourceError::SourceExists(_) => "source.exists",
             SourceError::BadName(_) => "source.name",
             SourceError::File(_) => "source.io",
+            SourceError::State(StateError::Corrupt { .. }) => "source.corrupt",
+            SourceError::State(_) => "source.io",
             SourceError::Corrupt { .. } => "source.corrupt",
         }
     }
@@ -337,49 +347,28 @@ pub struct Pins {
     pub plugins: BTreeMap<String, Pin>,
 }
 
-fn load_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T, SourceError> {
-    match read_capped(path, 16 * 1024 * 1024) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| SourceError::Corrupt {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        }),
-        Err(e) if e.is_not_found() => Ok(T::default()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn save_json<T: Serialize>(path: &Path, v: &T) -> Result<(), SourceError> {
-    let bytes = serde_json::to_vec_pretty(v).map_err(|e| SourceError::Corrupt {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    })?;
-    write_state_file(path, &bytes, 0o644)?;
-    Ok(())
-}
+/// Cap on `sources.json` and `pins.json` (one entry per source or plugin id).
+const STATE_FILE_CAP: u64 = 16 * 1024 * 1024;
 
 impl Sources {
     /// Load `<state>/sources.json` (absent: none).
     pub fn load(state_dir: &Path) -> Result<Self, SourceError> {
-        load_json(&state_dir.join(SOURCES_FILE))
+        Ok(load_json(state_dir, SOURCES_FILE, STATE_FILE_CAP)?)
     }
-    /// Save atomically.
+    /// Save atomically (0644: no secret in it), creating the state directory if needed.
     pub fn save(&self, state_dir: &Path) -> Result<(), SourceError> {
-        crate::state::ensure_dir(state_dir).map_err(|e| SourceError::Corrupt {
-            path: state_dir.to_path_buf(),
-            source: Box::new(e),
-        })?;
-        save_json(&state_dir.join(SOURCES_FILE), self)
+        Ok(save_json_mode(state_dir, SOURCES_FILE, self, 0o644)?)
     }
 }
 
 impl Pins {
     /// Load `<state>/pins.json` (absent: none).
     pub fn load(state_dir: &Path) -> Result<Self, SourceError> {
-        load_json(&state_dir.join(PINS_FILE))
+        Ok(load_json(state_dir, PINS_FILE, STATE_FILE_CAP)?)
     }
-    /// Save atomically.
+    /// Save atomically (0644: no secret in it), creating the state directory if needed.
     pub fn save(&self, state_dir: &Path) -> Result<(), SourceError> {
-        save_json(&state_dir.join(PINS_FILE), self)
+        Ok(save_json_mode(state_dir, PINS_FILE, self, 0o644)?)
     }
     /// The pinned key of `id`.
     pub fn key(&self, id: &str) -> Result<Option<PublicKey>, SourceError> {
@@ -606,10 +595,7 @@ pub fn refresh(state_dir: &Path, name: &str, now: u64) -> Result<VerifiedIndex, 
     // Remember: the cache first (a crash between the two leaves a cache the next refresh
     // replaces), then the version in sources.json.
     let cache = state_dir.join(INDEX_CACHE_DIR);
-    crate::state::ensure_dir(&cache).map_err(|e| SourceError::Corrupt {
-        path: cache.clone(),
-        source: Box::new(e),
-    })?;
+    crate::state::ensure_dir(&cache)?;
     write_state_file(&cache.join(format!("{name}.json")), &bytes, 0o644)?;
     write_state_file(
         &cache.join(format!("{name}.json.minisig")),
