@@ -11,6 +11,10 @@ run_vm() {
 	say "cmdline: $append"
 	say "console log: $log"
 	start=$(date +%s)
+	# The log exists before tail looks for it: qemu's redirection below is made
+	# in the background job, and a `tail -f` (not -F) that starts first finds
+	# no file and gives up silently — the console was then not streamed.
+	: >"$log"
 	# -nodefaults: no VGA, NIC, monitor or parallel port, only the serial
 	# console on stdio; -no-reboot: the guest's panic=-1 reboot becomes a
 	# qemu exit, so a panic ends the run at once. stdin is /dev/null so that
