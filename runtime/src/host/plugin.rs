@@ -660,19 +660,7 @@ impl PluginHandle {
                 );
             }
             Timer::Tick if !self.state.is_gone() => {
-                if self.dropped > 0 {
-                    let n = std::mem::take(&mut self.dropped);
-                    self.log(
-                        fx,
-                        "warn",
-                        "runtime",
-                        format!("{n} log/event messages dropped (rate limit)"),
-                    );
-                }
-                if self.late > 0 {
-                    let n = std::mem::take(&mut self.late);
-                    self.log(fx, "debug", "runtime", format!("{n} late answers dropped"));
-                }
+                self.flush_counters(fx);
                 self.tokens = self.cfg.policy.protocol.max_events_per_sec;
                 fx.timers.push((now + Duration::from_secs(1), Timer::Tick));
             }
