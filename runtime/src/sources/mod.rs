@@ -225,8 +225,11 @@ impl SourceError {
             SourceError::Mismatch(_) => Exit::IndexMismatch,
             SourceError::SourceExists(_) => Exit::CantCreate,
             SourceError::File(_) => Exit::IoErr,
-            SourceError::State(StateError::Corrupt { .. }) => Exit::Config,
-            SourceError::State(StateError::Create { .. }) => Exit::CantCreate,
+            // docs/exit-codes.md: 78 is "the state directory is unusable" (as for the
+            // revocation state); a file that cannot be read or written stays 74, as before.
+            SourceError::State(StateError::Corrupt { .. } | StateError::Create { .. }) => {
+                Exit::Config
+            }
             SourceError::State(_) => Exit::IoErr,
             SourceError::Corrupt { .. } => Exit::Config,
         }
