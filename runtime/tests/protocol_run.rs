@@ -149,6 +149,33 @@ exit 3"#;
 }
 
 #[test]
+fn a_plugin_that_closes_its_stdio_but_keeps_running_is_killed_not_waited_for() {
+    if !require_root() {
+        return;
+    }
+    // The agent's input stays open (a long deadline on the call), so only the runtime's own
+    // linger limit can end this session: a blocking reap would hang until the fixture's 60 s.
+    let script = r#"hs '"log","register_hook"'
+IFS= read -r line
+exec >&- 2>&-
+while :; do sleep 5; done"#;
+    let s = session(script, None, &[], &[&invoke(1, Some(30_000))]);
+    assert_eq!(s.error_code(1), PLUGIN_CRASHED);
+    assert_eq!(s.responses(1), 1);
+    let st = s.final_state();
+    assert_eq!(st["state"], "exited", "{st}");
+    assert_eq!(st["reason"]["sandbox"]["exit"]["signal"], 9, "{st}");
+    assert_eq!(st["reason"]["sandbox"]["cleaned_up"], true, "{st}");
+    assert!(
+        s.notes("log").iter().any(|m| m["params"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not exit"))),
+        "{:?}",
+        s.notes("log")
+    );
+}
+
+#[test]
 fn hang_hits_the_deadline_and_shutdown_kills_after_the_grace() {
     if !require_root() {
         return;

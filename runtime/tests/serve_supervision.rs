@@ -258,3 +258,35 @@ fn a_hung_or_crashing_plugin_never_delays_another() {
     assert_eq!(cr_answers, 50);
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
+
+#[test]
+fn a_plugin_that_closes_its_stdio_but_keeps_running_never_freezes_the_daemon() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:a"]);
+    let b = pack_worker(&fx, "b", &["on:b"]);
+    let config = "[restart]\nbackoff_base_ms = 50\n[quarantine]\nmax_crashes = 1000\n\
+                  [health]\nping_interval_ms = 0\n";
+    let mut s = Serve::start(&fx, config, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    c.ok("plugin_load", json!({"package": b}));
+    // a closes stdout and stderr and sleeps on: its call fails at once (the link is closed)...
+    let r = c.ok(
+        "hook_invoke",
+        invoke("on:a", json!({"act": "close"}), Some(30_000)),
+    );
+    assert_eq!(entry(&r, "a")["error"]["code"], PLUGIN_CRASHED, "{r}");
+    // ... the daemon goes on serving others while a lingers (a blocking reap of a would stall
+    // this call until the client's 60 s read timeout) ...
+    let r = c.ok("hook_invoke", invoke("on:b", json!({}), None));
+    assert_eq!(entry(&r, "b")["result"]["ok"], true, "{r}");
+    // ... and a is killed once it has lingered, reported, and restarted.
+    let ex = c.wait_state("a", "exited");
+    assert_eq!(ex["reason"]["sandbox"]["exit"]["signal"], 9, "{ex}");
+    assert_eq!(ex["reason"]["sandbox"]["cleaned_up"], true, "{ex}");
+    c.wait_state("a", "ready");
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}

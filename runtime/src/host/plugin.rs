@@ -27,7 +27,11 @@ use stockade_policy::protocol::{check_handshake, grant};
 pub trait Child {
     /// Kill everything in the sandbox now.
     fn kill(&mut self);
-    /// Reap it (after `kill` or after its stdout closed) and return its report as JSON.
+    /// Whether it has ended by itself. Never blocks: the event loop serves every other plugin
+    /// and the agent, so a process that closed its stdio but lingers must not hold it up.
+    fn has_exited(&mut self) -> bool;
+    /// Reap it and return its report as JSON. Blocks until it is gone, so it is called only
+    /// after `kill` or once `has_exited` said so.
     fn wait(self: Box<Self>) -> Value;
     /// Its host pid, when known.
     fn pid(&self) -> Option<i32> {
@@ -38,6 +42,9 @@ pub trait Child {
 impl Child for crate::sandbox::Sandboxed {
     fn kill(&mut self) {
         crate::sandbox::Sandboxed::kill(self);
+    }
+    fn has_exited(&mut self) -> bool {
+        crate::sandbox::Sandboxed::has_exited(self)
     }
     fn wait(self: Box<Self>) -> Value {
         let r = crate::sandbox::Sandboxed::wait(*self);
@@ -61,7 +68,8 @@ pub enum Timer {
     Grace,
     /// Refill the event bucket / report drops.
     Tick,
-    /// stdout closed a while ago but the process lingers: kill and reap it.
+    /// stdout closed: see whether the process has ended; kill and reap it once it has
+    /// lingered past [`LINGER`].
     Reap,
     /// Send a health ping (`serve`).
     Ping,
@@ -148,6 +156,11 @@ struct Call {
 const MAX_OUTBOUND: usize = 1024 * 1024;
 /// How long a plugin may linger after closing its stdout before it is killed.
 const LINGER: Duration = Duration::from_millis(500);
+/// First and longest wait between two looks at whether a plugin whose stdio closed has ended.
+/// Its stdio closes a moment before its init exits, so the first look comes soon; the
+/// kernel's pidfd would say it without polling, but would cost a descriptor and a token per
+/// plugin for an event that occurs once per plugin's life.
+const REAP_POLL: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(50));
 /// Longest stderr line forwarded (the rest of the line is cut).
 const MAX_STDERR_LINE: usize = 4096;
 
@@ -163,6 +176,10 @@ pub struct PluginHandle {
     stderr_capped: bool,
     stderr_open: bool,
     link_closed: bool,
+    /// Set when stdout closed: past this, a process still there is killed.
+    linger_until: Option<Instant>,
+    /// Wait before the next look at whether it has ended (doubles up to `REAP_POLL.1`).
+    reap_poll: Duration,
     exit_status: Option<i32>,
     /// Bytes for the plugin's stdin.
     pub outbound: Vec<u8>,
@@ -198,6 +215,8 @@ impl PluginHandle {
             stderr_capped: false,
             stderr_open: true,
             link_closed: false,
+            linger_until: None,
+            reap_poll: REAP_POLL.0,
             exit_status: None,
             outbound: Vec::new(),
             close_stdin: false,
@@ -502,13 +521,15 @@ impl PluginHandle {
     }
 
     /// The plugin's stdout reached EOF: it exited, or closed the link (which ends it too). Its
-    /// calls fail at once; the process is reaped when its stderr closes as well (all of it has
-    /// exited, so its own exit status is kept), or killed after a short delay if it lingers.
+    /// calls fail at once; the process is reaped once it has ended by itself after its stderr
+    /// closed as well (so its own exit status is kept and its last lines are forwarded), or
+    /// killed if it lingers past [`LINGER`]. Nothing here waits: see [`Child::has_exited`].
     pub fn on_stdout_eof(&mut self, now: Instant, fx: &mut Effects) {
         if self.state.is_gone() || self.link_closed {
             return;
         }
         self.link_closed = true;
+        self.linger_until = Some(now + LINGER);
         if self.decoder.in_frame() {
             self.log(
                 fx,
@@ -526,20 +547,38 @@ impl PluginHandle {
         if self.stderr_open {
             fx.timers.push((now + LINGER, Timer::Reap));
         } else {
-            self.exited(false, fx);
+            self.try_reap(now, fx);
         }
     }
 
     /// The plugin's stderr reached EOF.
-    pub fn on_stderr_eof(&mut self, fx: &mut Effects) {
+    pub fn on_stderr_eof(&mut self, now: Instant, fx: &mut Effects) {
         if !self.stderr_line.is_empty() {
             let line = std::mem::take(&mut self.stderr_line);
             self.stderr_out(line, fx);
         }
         self.stderr_open = false;
         if self.link_closed && !self.state.is_gone() {
-            self.exited(false, fx);
+            self.try_reap(now, fx);
         }
+    }
+
+    /// Its stdio is closed: reap it if it has ended, kill it if it lingered too long, else look
+    /// again a little later.
+    fn try_reap(&mut self, now: Instant, fx: &mut Effects) {
+        let ended = self.child.as_mut().is_none_or(|c| c.has_exited());
+        let deadline = self.linger_until.unwrap_or(now);
+        if ended || now >= deadline {
+            if !ended {
+                let t = LINGER.as_millis();
+                let m = format!("closed its stdout but did not exit within {t} ms; killed");
+                self.log(fx, "warn", "runtime", m);
+            }
+            return self.exited(!ended, fx);
+        }
+        let next = (now + self.reap_poll).min(deadline);
+        self.reap_poll = (self.reap_poll * 2).min(REAP_POLL.1);
+        fx.timers.push((next, Timer::Reap));
     }
 
     fn exited(&mut self, kill: bool, fx: &mut Effects) {
@@ -624,7 +663,7 @@ impl PluginHandle {
                     }
                 }
             }
-            Timer::Reap if self.link_closed && !self.state.is_gone() => self.exited(true, fx),
+            Timer::Reap if self.link_closed && !self.state.is_gone() => self.try_reap(now, fx),
             Timer::Ping if self.state == State::Ready => {
                 let Some(h) = self.cfg.health else { return };
                 if self.ping.is_none() {

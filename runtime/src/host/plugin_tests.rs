@@ -8,11 +8,16 @@ use stockade_policy::manifest::Manifest;
 #[derive(Default)]
 struct Fake {
     killed: Rc<Cell<bool>>,
+    /// Still running after its stdio closed (the default: it has exited).
+    lingers: Rc<Cell<bool>>,
 }
 
 impl Child for Fake {
     fn kill(&mut self) {
         self.killed.set(true);
+    }
+    fn has_exited(&mut self) -> bool {
+        !self.lingers.get()
     }
     fn wait(self: Box<Self>) -> Value {
         json!({"fake": true})
@@ -23,6 +28,7 @@ struct T {
     h: PluginHandle,
     fx: Effects,
     killed: Rc<Cell<bool>>,
+    lingers: Rc<Cell<bool>>,
     now: Instant,
     _dir: tempfile::TempDir,
 }
@@ -52,6 +58,7 @@ fn setup(policy: HostPolicy) -> T {
     };
     let fake = Fake::default();
     let killed = fake.killed.clone();
+    let lingers = fake.lingers.clone();
     let now = Instant::now();
     let mut fx = Effects::default();
     let h = PluginHandle::new(cfg, Box::new(fake), now, &mut fx);
@@ -59,6 +66,7 @@ fn setup(policy: HostPolicy) -> T {
         h,
         fx,
         killed,
+        lingers,
         now,
         _dir: dir,
     }
@@ -225,7 +233,7 @@ fn crash_fails_calls_once_and_keeps_the_exit() {
     t.invoke(2, None);
     t.agent();
     t.h.on_stdout_eof(t.now, &mut t.fx);
-    t.h.on_stderr_eof(&mut t.fx);
+    t.h.on_stderr_eof(t.now, &mut t.fx);
     assert_eq!(t.h.state(), State::Exited);
     assert!(!t.killed.get(), "an exited plugin is reaped, not killed");
     let r = t.responses();
@@ -322,7 +330,54 @@ fn a_call_after_stdout_closed_is_refused_and_exit_leaves_nothing_pending() {
     t.invoke(2, None);
     assert_eq!(t.responses()[0]["error"]["code"], codes::UNAVAILABLE);
     assert_eq!(t.h.in_flight(), 0);
-    t.h.on_stderr_eof(&mut t.fx);
+    t.h.on_stderr_eof(t.now, &mut t.fx);
     assert_eq!(t.h.state(), State::Exited);
     assert_eq!(t.h.in_flight(), 0);
+}
+
+#[test]
+fn a_plugin_that_closes_its_stdio_but_lingers_is_polled_never_waited_for_then_killed() {
+    let mut t = setup(HostPolicy::default());
+    t.handshake();
+    t.lingers.set(true);
+    t.h.on_stdout_eof(t.now, &mut t.fx);
+    t.h.on_stderr_eof(t.now, &mut t.fx);
+    // Not reaped (that would block on a running process): a look is scheduled instead.
+    assert_eq!(t.h.state(), State::Ready);
+    let reap: Vec<Instant> =
+        t.fx.timers
+            .iter()
+            .filter(|(_, k)| *k == Timer::Reap)
+            .map(|(at, _)| *at)
+            .collect();
+    assert!(reap.iter().any(|at| *at < t.now + LINGER), "{reap:?}");
+    // Looks before the linger deadline find it running and back off.
+    let mut at = t.now;
+    for _ in 0..4 {
+        at += Duration::from_millis(5);
+        t.h.on_timer(Timer::Reap, at, &mut t.fx);
+        assert_eq!(t.h.state(), State::Ready);
+    }
+    assert!(!t.killed.get());
+    // Past the deadline it is killed, and says so.
+    t.h.on_timer(Timer::Reap, t.now + LINGER, &mut t.fx);
+    assert_eq!(t.h.state(), State::Exited);
+    assert!(t.killed.get());
+    assert!(t.agent().iter().any(|m| m["params"]["message"]
+        .as_str()
+        .is_some_and(|s| s.contains("did not exit"))));
+}
+
+#[test]
+fn a_plugin_that_ends_just_after_its_stdio_closed_is_reaped_not_killed() {
+    let mut t = setup(HostPolicy::default());
+    t.handshake();
+    t.lingers.set(true);
+    t.h.on_stdout_eof(t.now, &mut t.fx);
+    t.h.on_stderr_eof(t.now, &mut t.fx);
+    assert_eq!(t.h.state(), State::Ready);
+    t.lingers.set(false);
+    t.h.on_timer(Timer::Reap, t.now + Duration::from_millis(1), &mut t.fx);
+    assert_eq!(t.h.state(), State::Exited);
+    assert!(!t.killed.get(), "its own exit is kept");
 }

@@ -304,7 +304,10 @@ impl Supervisor {
                 match f.read(&mut self.buf) {
                     Ok(0) => {
                         self.drop_pipe(idx, 1);
-                        self.slot(idx).expect("live").handle.on_stderr_eof(&mut fx);
+                        self.slot(idx)
+                            .expect("live")
+                            .handle
+                            .on_stderr_eof(now, &mut fx);
                         break;
                     }
                     Ok(n) => slot.handle.on_stderr(&self.buf[..n], &mut fx),
@@ -312,7 +315,10 @@ impl Supervisor {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => {
                         self.drop_pipe(idx, 1);
-                        self.slot(idx).expect("live").handle.on_stderr_eof(&mut fx);
+                        self.slot(idx)
+                            .expect("live")
+                            .handle
+                            .on_stderr_eof(now, &mut fx);
                         break;
                     }
                 }

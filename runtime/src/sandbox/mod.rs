@@ -402,6 +402,7 @@ impl Held {
         };
         Ok(Sandboxed {
             init_pid: Some(pid),
+            init_status: None,
             cgroup: self.cgroup.take(),
             lease: self.lease.take(),
             status_r: Some(self.status_r),
@@ -792,7 +793,11 @@ fn read_proc_file(path: &str) -> io::Result<String> {
 /// A running sandbox. Dropping it kills everything in it and removes its cgroup.
 #[derive(Debug)]
 pub struct Sandboxed {
+    /// The sandbox's init while it is not yet reaped (its pid may be reused once reaped, so it is
+    /// never signalled after that).
     init_pid: Option<i32>,
+    /// Init's wait status, when [`Sandboxed::has_exited`] reaped it.
+    init_status: Option<i32>,
     cgroup: Option<cgroup::Cgroup>,
     lease: Option<uid::UidLease>,
     status_r: Option<OwnedFd>,
@@ -845,14 +850,36 @@ impl Sandboxed {
         }
     }
 
+    /// Whether the sandbox ended by itself, without blocking: its init is reaped if it has
+    /// exited (then [`Sandboxed::wait`] returns at once). The event loop asks this instead of
+    /// waiting, since a program may close its stdio and go on running.
+    pub fn has_exited(&mut self) -> bool {
+        let Some(init) = self.init_pid else {
+            return true;
+        };
+        match sys::waitpid(init, libc::WNOHANG) {
+            Ok((0, _)) => false,
+            Ok((_, s)) => {
+                self.init_pid = None;
+                self.init_status = Some(s);
+                true
+            }
+            // ECHILD: not ours to wait for any more; `wait` reports it as killed.
+            Err(_) => {
+                self.init_pid = None;
+                true
+            }
+        }
+    }
+
     /// Wait for the program to end, tear the sandbox down and return the final report.
     pub fn wait(mut self) -> Report {
-        let Some(init) = self.init_pid.take() else {
-            return self.report.clone();
+        let init_status = match (self.init_pid.take(), self.init_status) {
+            (Some(init), _) => sys::waitpid(init, 0)
+                .map(|(_, s)| s)
+                .unwrap_or(libc::SIGKILL),
+            (None, s) => s.unwrap_or(libc::SIGKILL),
         };
-        let init_status = sys::waitpid(init, 0)
-            .map(|(_, s)| s)
-            .unwrap_or(libc::SIGKILL);
         let mut raw = None;
         if let Some(fd) = self.status_r.take() {
             let mut b = Vec::new();

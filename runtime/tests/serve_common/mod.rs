@@ -73,6 +73,7 @@ while IFS= read -r line; do
       case $line in
         *'"act":"crash"'*|*'"@NAME@":"crash"'*) exit 3 ;;
         *'"act":"hang"'*|*'"@NAME@":"hang"'*) while :; do sleep 5; done ;;
+        *'"act":"close"'*|*'"@NAME@":"close"'*) exec >&- 2>&-; while :; do sleep 5; done ;;
         *'"act":"garbage"'*|*'"@NAME@":"garbage"'*) printf 'this is not json\n' ;;
         *'"act":"sleep"'*|*'"@NAME@":"sleep"'*) sleep 1; printf '{"jsonrpc":"2.0","id":%s,"result":{"ok":true,"plugin":"@NAME@","n":%s}}\n' "$id" "$n" ;;
         *'"act":"error"'*|*'"@NAME@":"error"'*) printf '{"jsonrpc":"2.0","id":%s,"error":{"code":-32000,"message":"no"}}\n' "$id" ;;
