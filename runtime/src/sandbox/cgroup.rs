@@ -83,6 +83,10 @@ pub enum CgroupError {
     /// A controller the policy needs is not available.
     #[error("cgroup controller `{0}` is not available")]
     Missing(&'static str),
+    /// The sandbox's group already exists. Never adopted (it may hold another sandbox or carry
+    /// someone else's limits) and never a reason to run without cgroups: the launch stops.
+    #[error("cgroup `{}` already exists", .0.display())]
+    Exists(PathBuf),
     /// `cgroups-rs` failed on a group.
     #[error("cgroup operation in `{}` failed", path.display())]
     Crate {
@@ -275,7 +279,7 @@ impl Hierarchy for OwnHierarchy {
     }
 }
 
-/// Remove empty `stockade-<pid>-<uid>` groups left by a runtime that was killed before it could
+/// Remove empty `stockade-<pid>-<uid>-<n>` groups left by a runtime that was killed before it could
 /// clean up (SIGKILL skips every destructor). Only groups whose runtime pid no longer exists and
 /// which hold no process are touched; errors are ignored (another runtime may race us). By hand:
 /// `cgroups-rs` has no way to list the child groups of a cgroup.
@@ -347,9 +351,9 @@ impl Cgroup {
         let c = cpu.clone().ok_or(CgroupError::Missing("cpu"))?;
         let dirs = vec![m.join(leaf), p.join(leaf), c.join(leaf)];
         // Refuse an existing directory: `create` (create_dir_all) would silently adopt it, and
-        // the name (runtime pid + host uid) is ours alone while we run.
+        // the name (runtime pid + host uid + sandbox number) is ours alone while we run.
         if let Some(d) = dirs.iter().find(|d| d.exists()) {
-            return Err(io_at(d)(io::ErrorKind::AlreadyExists.into()));
+            return Err(CgroupError::Exists(d.clone()));
         }
         let hier = OwnHierarchy::v1(m, p, c);
         let cg = CrateCgroup::load(Box::new(hier), leaf);
@@ -441,7 +445,7 @@ impl Cgroup {
         }
         let d = base.join(leaf);
         if d.exists() {
-            return Err(io_at(&d)(io::ErrorKind::AlreadyExists.into()));
+            return Err(CgroupError::Exists(d));
         }
         let hier = OwnHierarchy::v2(base.clone(), &enabled);
         let cg = CrateCgroup::load(Box::new(hier), leaf);
@@ -454,7 +458,15 @@ impl Cgroup {
         };
         // Every v2 subsystem shares the one directory, made by hand: the crate's controller
         // `create()` returns `()` and only logs a failure (cgroups-rs 0.3), and we must fail closed.
-        fs::create_dir(&d).map_err(io_at(&d))?;
+        match fs::create_dir(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // Made by someone else since the check above: not ours to remove on Drop.
+                cg.removed = true;
+                return Err(CgroupError::Exists(d));
+            }
+            Err(e) => return Err(io_at(&d)(e)),
+        }
         let mem = cg.mem().ok_or(CgroupError::Missing("memory"))?;
         let m = match r.memory_max.max() {
             Some(v) => to_i64(v)?,
@@ -774,6 +786,37 @@ mod tests {
         // The fake has no memory.swap.max / cpu.max: both are reported, not silently skipped.
         assert_eq!(cg.not_applied.len(), 2, "{:?}", cg.not_applied);
         std::mem::forget(cg); // the fake's files make rmdir fail; the tempdir cleans up
+    }
+
+    #[test]
+    fn an_existing_group_is_a_clash_never_adopted_nor_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let r = stockade_policy::sandbox::default_policy().resources;
+        let mk = |c: &str| {
+            let d = t.path().join(c);
+            fs::create_dir_all(&d).unwrap();
+            Some(d)
+        };
+        let v1 = Layout::V1 {
+            memory: mk("memory"),
+            pids: mk("pids"),
+            cpu: mk("cpu"),
+        };
+        let first = Cgroup::create(&v1, "same", &r).unwrap();
+        let e = Cgroup::create(&v1, "same", &r).unwrap_err();
+        assert!(matches!(e, CgroupError::Exists(_)), "{e:?}");
+        assert!(
+            t.path().join("memory/stockade-same").is_dir(),
+            "the first group stays"
+        );
+        std::mem::forget(first);
+        let own = t.path().join("own");
+        fs::create_dir(&own).unwrap();
+        fs::write(own.join("cgroup.procs"), "").unwrap();
+        fs::create_dir(own.join("stockade-same")).unwrap();
+        let e = Cgroup::create(&Layout::V2 { own: own.clone() }, "same", &r).unwrap_err();
+        assert!(matches!(e, CgroupError::Exists(_)), "{e:?}");
+        assert!(own.join("stockade-same").is_dir());
     }
 
     #[test]

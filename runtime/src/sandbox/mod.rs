@@ -488,13 +488,18 @@ fn prepare(
         .map(|d| (d, spec.package_dir_id));
     let plan = mounts::plan(p, package, mounts::host_lookup);
 
-    // 4. cgroup below our own, limits written before the child exists.
-    let name = format!("{}-{}", std::process::id(), host_uid);
+    // 4. cgroup below our own, limits written before the child exists. A group that already
+    //    exists is a hard error even where running without cgroups is allowed: that degradation
+    //    is for hosts without usable cgroups, not for a name clash.
+    let name = cgroup_name(host_uid);
     let mut cg = match cgroup::detect()
         .and_then(|l| cgroup::Cgroup::create(&l, &name, &p.resources))
     {
         Ok(cg) => Some(cg),
-        Err(e) if p.allows(Degradation::Cgroup, rootless) => {
+        Err(e)
+            if !matches!(e, cgroup::CgroupError::Exists(_))
+                && p.allows(Degradation::Cgroup, rootless) =>
+        {
             layers.push(LayerReport::degraded(
                 "cgroup",
                 LayerStatus::NotEnforced,
@@ -790,6 +795,16 @@ fn read_proc_file(path: &str) -> io::Result<String> {
     String::from_utf8(buf).map_err(io::Error::other)
 }
 
+/// The sandbox's cgroup name: `<runtime pid>-<host uid>-<n>`, `n` counting this process's
+/// sandboxes. The uid alone does not tell sandboxes apart (rootless, every sandbox of a `serve`
+/// or warm pool runs as the caller's uid), and a clash must never be taken for "no cgroups
+/// here". The pid comes first: `cgroup::sweep_stale` reads it to find leftovers of dead runtimes.
+fn cgroup_name(host_uid: u32) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{host_uid}-{n}", std::process::id())
+}
+
 /// A running sandbox. Dropping it kills everything in it and removes its cgroup.
 #[derive(Debug)]
 pub struct Sandboxed {
@@ -914,5 +929,16 @@ impl Drop for Sandboxed {
             let _ = sys::kill(pid, libc::SIGKILL);
             let _ = sys::waitpid(pid, 0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_sandbox_of_a_process_gets_its_own_cgroup_name() {
+        let (a, b) = (super::cgroup_name(1000), super::cgroup_name(1000));
+        assert_ne!(a, b);
+        let pid = std::process::id().to_string();
+        assert_eq!(a.split('-').next(), Some(pid.as_str()), "{a}");
     }
 }
