@@ -660,4 +660,27 @@ fn the_policys_trust_section_reaches_verification() {
         0,
         "no policy: the flag's warn applies"
     );
+    // A policy that says nothing about trust is strict (as `policy explain` reports it).
+    write(&policy, "version = 1\n[resources]\npids_max = 32\n");
+    let r = loose("root-fs");
+    assert_eq!(
+        r.code, 82,
+        "a silent policy, warn flag: strict wins: {}",
+        r.stdout
+    );
+    let r = stockade(
+        d,
+        &["--json", "policy", "explain", "--policy-root", "root-fs"],
+    );
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let mode = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["section"] == "trust" && i["name"] == "mode")
+        .unwrap();
+    assert_eq!(mode["value"], "strict", "{mode}");
+    // Loosening is the policy's to say: mode = "warn" lets the flag's warn through.
+    write(&policy, "version = 1\n[trust]\nmode = \"warn\"\n");
+    assert_eq!(loose("root-fs").code, 0, "the policy allows warn");
 }

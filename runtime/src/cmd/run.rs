@@ -116,10 +116,17 @@ pub fn trust_config_with_policy(
 }
 
 /// The trust flags with the policy's `[trust]` applied: the stricter mode of flag and policy,
-/// and the policy's `trust.roots` when `--trust` is left at its default.
+/// and the policy's `trust.roots` when `--trust` is left at its default. A policy file in force
+/// that leaves `trust.mode` unset means strict, as `policy explain` and stockade-policy(5) say:
+/// a caller's `--trust-mode warn` cannot loosen an operator's policy by its silence. Only with
+/// no policy file at all does the flag decide alone.
 pub fn trust_args_with_policy(t: &TrustArgs, r: &ResolvedPolicy) -> TrustArgs {
     let mut t = t.clone();
-    if let Some(m) = r.trust.mode {
+    let policy_mode = r
+        .trust
+        .mode
+        .or((!r.layers.is_empty()).then_some(TrustModeName::Strict));
+    if let Some(m) = policy_mode {
         let flag: Option<TrustModeName> = match t.trust_mode.as_str() {
             "strict" => Some(TrustModeName::Strict),
             "warn" => Some(TrustModeName::Warn),
