@@ -590,9 +590,17 @@ fn chain_hashes(text: &str) -> Result<Vec<String>, ChainError> {
     Ok(hashes)
 }
 
-/// A record about a verified package: name, version, digest and signer chain from the report.
+/// A record about a verified package: name, version, digest and signer chain from the report,
+/// and in `detail` how it was trusted (`signature_status`, `trust_mode`, and the `warnings` a
+/// trust mode below strict let pass): every command that verifies records the same, so an
+/// auditor sees a package admitted in `warn` mode whichever command admitted it.
 pub fn for_report(event: Event, outcome: &str, r: &crate::package::report::Report) -> Record {
     let mut rec = Record::new(event, outcome);
+    rec.detail =
+        serde_json::json!({"signature_status": r.signature_status, "trust_mode": r.trust_mode});
+    if !r.warnings.is_empty() {
+        rec.detail["warnings"] = serde_json::json!(r.warnings);
+    }
     rec.plugin = Some(r.name.clone());
     rec.version = Some(r.version.clone());
     rec.package_sha256 = Some(r.package_sha256.clone());

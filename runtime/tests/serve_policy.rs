@@ -448,3 +448,57 @@ fn warm_restarts_recompute_a_decision_that_needed_a_grant() {
     );
     assert_eq!(s.stop(), 0);
 }
+
+#[test]
+fn a_package_admitted_in_warn_mode_says_so_in_status_log_and_audit() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let d = fx.dir().to_path_buf();
+    // Signed by a key its developer certificate does not name: admitted only below strict.
+    fx.run(&["keygen", "-o", "other"]);
+    let (entries, map) = hello_parts();
+    fx.craft_with(
+        "forged.stockade",
+        &hello_manifest(),
+        &map,
+        raw_tar_gz(&entries),
+        "other.key",
+        "dev.cert",
+        "int/ca.cert",
+    );
+    let audit = d.join("audit.log");
+    write(
+        &d.join("policy.toml"),
+        &format!(
+            "version = 1\n[trust]\nmode = \"warn\"\n[audit]\nfile = \"{}\"\n",
+            audit.display()
+        ),
+    );
+    let mut s = Serve::start_with(
+        &fx,
+        "[health]\nping_interval_ms = 0\n",
+        &["--policy", "policy.toml", "--trust-mode", "warn"],
+    );
+    let mut c = s.client();
+    let st = c.ok("plugin_load", json!({"package": d.join("forged.stockade")}));
+    assert_eq!(st["signature_status"], "invalid", "{st}");
+    assert!(!st["warnings"].as_array().unwrap().is_empty(), "{st}");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["signature_status"], "invalid", "{st}");
+    assert_eq!(s.stop(), 0);
+    assert!(s.log().contains("plugin hello: warning:"), "{}", s.log());
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let rec: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["event"] == "verification")
+        .expect("a verification record");
+    assert_eq!(rec["detail"]["signature_status"], "invalid", "{rec}");
+    assert_eq!(rec["detail"]["trust_mode"], "warn", "{rec}");
+    assert!(
+        !rec["detail"]["warnings"].as_array().unwrap().is_empty(),
+        "{rec}"
+    );
+}

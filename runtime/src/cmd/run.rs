@@ -239,10 +239,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         .map_err(|e| CmdError::new(Exit::CantCreate, "extract", e))?;
     // What verification let pass with a warning (a trust mode below strict, a kept tree set
     // aside) is reported on stderr and in the record.
-    let mut verified = audit::for_report(Event::Verification, "ok", &pkg.report);
-    if !pkg.report.warnings.is_empty() {
-        verified.detail = json!({"warnings": pkg.report.warnings});
-    }
+    let verified = audit::for_report(Event::Verification, "ok", &pkg.report);
     for w in &pkg.report.warnings {
         eprintln!("stockade: warning: {w}");
     }

@@ -938,7 +938,8 @@ pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Resul
                     "tampered"
                 };
                 let mut rec = for_report(Event::Verification, outcome, &pkg.report);
-                rec.detail = json!({"installed": true, "problems": item.problems});
+                rec.detail["installed"] = json!(true);
+                rec.detail["problems"] = json!(item.problems);
                 append_or_fail(&log, rec)?;
                 if !item.problems.is_empty() && exit == Exit::Ok {
                     exit = Exit::Tampered;

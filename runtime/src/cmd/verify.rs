@@ -197,9 +197,7 @@ pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
             return Err(CmdError::new(exit, kind, e).hint(hint));
         }
     };
-    let mut rec = for_report(Event::Verification, "ok", &report);
-    rec.detail = serde_json::json!({"signature_status": report.signature_status, "trust_mode": report.trust_mode});
-    append_or_fail(&log, rec)?;
+    append_or_fail(&log, for_report(Event::Verification, "ok", &report))?;
     // The tree is in place before the report says so (a failed move reports only the error).
     if let (Some(dest), Some(pkg)) = (&a.extract_to, pkg) {
         move_into_place(pkg, dest)?;

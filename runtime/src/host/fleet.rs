@@ -205,6 +205,11 @@ impl Daemon {
                 format!("a plugin named `{name}` is already loaded"),
             ));
         }
+        // What a trust mode below strict let pass goes to the daemon's log as `run` puts it on
+        // stderr; `plugin_status` carries it for as long as the plugin is loaded.
+        for w in &pkg.report.warnings {
+            log_line(&format!("plugin {name}: warning: {w}"));
+        }
         let recorded = self
             .quarantines
             .on_load(&name, &pkg.report.package_sha256)
@@ -529,6 +534,8 @@ impl Daemon {
         json!({
             "name": name,
             "version": e.pkg.manifest.manifest().version.to_string(),
+            "signature_status": e.pkg.report.signature_status,
+            "warnings": e.pkg.report.warnings,
             "state": e.state_name(&self.sup),
             "pid": h.and_then(|h| h.pid()),
             "restarts": e.restarts,
