@@ -289,13 +289,15 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
     for d in [
         Degradation::DistinctUid,
         Degradation::Cgroup,
+        Degradation::CgroupPartial,
         Degradation::Landlock,
         Degradation::LandlockNetwork,
         Degradation::LandlockScope,
     ] {
-        let (v, w, key) = if sb.allow_degraded.contains(&d) {
+        // `allows`, not the lists: `cgroup_partial` is also allowed wherever `cgroup` is.
+        let (v, w, key) = if sb.allows(d, false) {
             ("may be missing", 2.0, "layers.allow_degraded")
-        } else if sb.allow_degraded_rootless.contains(&d) {
+        } else if sb.allows(d, true) {
             (
                 "required as root, may be missing rootless",
                 1.0,

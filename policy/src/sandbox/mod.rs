@@ -226,6 +226,10 @@ pub enum Degradation {
     DistinctUid,
     /// No cgroup (no memory/CPU/pids limits beyond rlimits).
     Cgroup,
+    /// A cgroup whose limits cannot all be applied: `cpu_max` when the cpu controller is not
+    /// delegated, `swap_max` without swap accounting. Implied by `cgroup` (a group with some
+    /// limits is less degraded than none).
+    CgroupPartial,
     /// Landlock entirely missing (or below `min_landlock_abi`).
     Landlock,
     /// Landlock cannot restrict TCP bind/connect (ABI < 4).
@@ -240,6 +244,7 @@ impl Degradation {
         match self {
             Degradation::DistinctUid => "distinct_uid",
             Degradation::Cgroup => "cgroup",
+            Degradation::CgroupPartial => "cgroup_partial",
             Degradation::Landlock => "landlock",
             Degradation::LandlockNetwork => "landlock_network",
             Degradation::LandlockScope => "landlock_scope",
@@ -336,7 +341,11 @@ pub struct Resources {
 impl ValidatedSandboxPolicy {
     /// Whether a missing layer is tolerated in this mode.
     pub fn allows(&self, d: Degradation, rootless: bool) -> bool {
-        self.allow_degraded.contains(&d) || (rootless && self.allow_degraded_rootless.contains(&d))
+        let allowed = |d| {
+            self.allow_degraded.contains(&d)
+                || (rootless && self.allow_degraded_rootless.contains(&d))
+        };
+        allowed(d) || (d == Degradation::CgroupPartial && allowed(Degradation::Cgroup))
     }
 }
 

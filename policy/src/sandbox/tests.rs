@@ -29,6 +29,27 @@ fn default_policy_is_strict() {
 }
 
 #[test]
+fn partial_cgroup_limits_fail_closed_as_root_unless_allowed() {
+    let p = default_policy();
+    assert!(
+        !p.allows(Degradation::CgroupPartial, false),
+        "root: all limits or no launch"
+    );
+    assert!(
+        p.allows(Degradation::CgroupPartial, true),
+        "implied by the rootless `cgroup`"
+    );
+    let p = parse_policy("version = 1\n[layers]\nallow_degraded = [\"cgroup_partial\"]\n").unwrap();
+    assert!(p.allows(Degradation::CgroupPartial, false));
+    assert!(
+        !p.allows(Degradation::Cgroup, false),
+        "partial does not imply none"
+    );
+    let p = parse_policy("version = 1\n[layers]\nallow_degraded_rootless = []\n").unwrap();
+    assert!(!p.allows(Degradation::CgroupPartial, true));
+}
+
+#[test]
 fn module_doc_example_equals_defaults() {
     // The example in the module documentation spells out the defaults; keep them in sync.
     let doc = include_str!("mod.rs");

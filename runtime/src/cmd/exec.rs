@@ -75,7 +75,9 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "an HTTP plugin needs `[network] mode = \"loopback\"` in its policy (its own network \
              namespace with only `lo`) and its interpreter inside the sandbox",
         ),
-        LaunchError::NotAllowed { .. } | LaunchError::Cgroup(_) => (
+        LaunchError::NotAllowed { .. }
+        | LaunchError::Cgroup(_)
+        | LaunchError::CgroupPartial(_) => (
             Exit::SandboxSetup,
             "layer_unavailable",
             "run as root, or allow the degradation in the policy's [layers] section",

@@ -161,6 +161,12 @@ pub enum LaunchError {
     /// The cgroup layer failed and the policy does not allow running without it.
     #[error("cannot enforce the cgroup layer (policy does not allow degradation `cgroup`)")]
     Cgroup(#[source] cgroup::CgroupError),
+    /// The sandbox's cgroup exists already (never adopted, never a reason to run without one).
+    #[error("cannot create the sandbox's cgroup")]
+    CgroupClash(#[source] cgroup::CgroupError),
+    /// Some cgroup limits cannot be applied and the policy does not allow `cgroup_partial`.
+    #[error("cgroup limits not applicable here: {0} (policy does not allow degradation `cgroup_partial`)")]
+    CgroupPartial(String),
     /// No per-plugin uid could be allocated.
     #[error("cannot allocate a per-plugin uid")]
     Uid(#[source] uid::UidError),
@@ -507,8 +513,18 @@ fn prepare(
             ));
             None
         }
+        Err(e @ cgroup::CgroupError::Exists(_)) => return Err(LaunchError::CgroupClash(e)),
         Err(e) => return Err(LaunchError::Cgroup(e)),
     };
+    //    Limits the group could not take (no cpu controller delegated, no swap accounting) stop
+    //    the launch unless the policy allows `cgroup_partial`; the group is removed on return.
+    let partial_ok = p.allows(Degradation::CgroupPartial, rootless);
+    if let Some(c) = cg
+        .as_ref()
+        .filter(|c| !c.not_applied.is_empty() && !partial_ok)
+    {
+        return Err(LaunchError::CgroupPartial(c.not_applied.join("; ")));
+    }
 
     // 5. Channels: control socket, exec-result and exit-status pipes, stdio pipes.
     let ch = setup(LaunchStep::Channels);
@@ -617,12 +633,11 @@ fn prepare(
             layers.push(LayerReport::full("cgroup", d));
         } else {
             d["not_applied"] = json!(c.not_applied);
-            layers.push(LayerReport {
-                layer: "cgroup".into(),
-                status: LayerStatus::PartiallyEnforced,
-                degradation_allowed: false,
-                details: d,
-            });
+            layers.push(LayerReport::degraded(
+                "cgroup",
+                LayerStatus::PartiallyEnforced,
+                d,
+            ));
         }
     }
 

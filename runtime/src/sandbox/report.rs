@@ -24,8 +24,9 @@
 //! `identity`, `cgroup`, `filesystem_root`, `rlimits`, `capabilities`, `no_new_privs`, `landlock`,
 //! `landlock_network` (network mode "none" only), `landlock_scope`, `filesystem`, `seccomp`,
 //! `process`. A layer whose status is below `fully_enforced` always has
-//! `degradation_allowed: true` (otherwise the launch would have stopped), except `cgroup`
-//! `partially_enforced` when a limit file is missing (listed in `details.not_applied`).
+//! `degradation_allowed: true` (otherwise the launch would have stopped): `cgroup`
+//! `partially_enforced` lists the limits it lacks in `details.not_applied` and needs the
+//! `cgroup_partial` degradation (implied by `cgroup`).
 
 use serde::{Deserialize, Serialize};
 

@@ -11,6 +11,8 @@
 #   3. one byte of the kept tree changed: set aside, the package extracted
 #      again ("kept"), with the warning on stderr and in the verification
 #      record.
+#   4. in a cgroup whose parent does not delegate the cpu controller:
+#      refused as root (cgroup_partial), run once the policy allows it.
 # Then the audit log's hash chain, the core layers of every launch fully
 # enforced, and nothing left behind: one kept tree, no work or discarded
 # directories, no sandbox cgroup.
@@ -80,6 +82,35 @@ for n in 1 2 3; do
 		fail "run $n: landlock not enforced: $layers"
 done
 landlock=$(echo "$layers" | grep -o '"landlock:[a-z_]*"' | tr -d '"')
+
+# 4. A cgroup without the cpu controller (its parent delegates only memory
+#    and pids): cpu_max cannot be applied. As root that stops the launch
+#    (125, naming cgroup_partial) unless the policy allows cgroup_partial;
+#    then it runs with the cgroup layer partially enforced.
+N=/sys/fs/cgroup/vm-nocpu
+mkdir -p "$N/r4" "$N/r5" || fail "mkdir $N/r4 $N/r5"
+echo "+memory +pids" >"$N/cgroup.subtree_control" || fail "cannot delegate memory and pids to $N"
+# in_nocpu LEAF CMD...: CMD in a fresh leaf of $N (the runtime then enables
+# controllers on it, after which no process can join it any more).
+in_nocpu() { sh -c 'echo $$ >"$0/cgroup.procs" && shift && exec "$@"' "$N/$1" "$@"; }
+in_nocpu r4 "$S" run pkg.stockade --trust trust --state-dir state --policy policy.toml \
+	</dev/null >run4.out 2>run4.err
+rc=$?
+[ $rc = 125 ] || { cat run4.out run4.err; fail "no cpu controller: run exited $rc, expected 125"; }
+grep -q cgroup_partial run4.err || { cat run4.err; fail "no cpu controller: the error does not name cgroup_partial"; }
+! grep -q '"state":"ready"' run4.out || fail "no cpu controller: the plugin ran"
+cp policy.toml policy-partial.toml
+printf '[layers]\nallow_degraded = ["landlock_network", "landlock_scope", "cgroup_partial"]\n' >>policy-partial.toml
+in_nocpu r5 "$S" run pkg.stockade --trust trust --state-dir state --policy policy-partial.toml \
+	</dev/null >run5.out 2>run5.err
+rc=$?
+[ $rc = 0 ] && grep -q '"state":"ready"' run5.out || { cat run5.out run5.err; fail "cgroup_partial allowed: run exited $rc"; }
+record launch 4 | grep -q '"outcome":"failed".*"kind":"layer_unavailable"' || fail "no cpu controller: the refused launch's record: $(record launch 4)"
+record launch 5 | grep -q '"cgroup:partially_enforced"' || fail "cgroup_partial allowed: the launch record does not say partially_enforced: $(record launch 5)"
+for d in "$N/r4/supervisor" "$N/r4" "$N/r5/supervisor" "$N/r5" "$N"; do
+	[ -d "$d" ] && rmdir "$d" 2>/dev/null
+done
+echo "   no cpu controller: refused as root (125, cgroup_partial), run once the policy allows it (cgroup:partially_enforced)"
 step "$S" audit verify audit.log
 
 left=$(ls -A state/trees)
