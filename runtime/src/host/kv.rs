@@ -6,10 +6,20 @@
 //! is persisted crash-safely: write a temp file in the same directory, fsync it, rename it over
 //! the old one, fsync the directory — after a crash the store is either the old or the new map.
 //! Quotas (keys, key and value size, total bytes) are checked before anything changes.
+//!
+//! Several runtimes may hold one plugin's store at once (two `stockade run`s, a run beside
+//! `serve`). A put is therefore a read-modify-write under an exclusive `flock` of
+//! `<plugin-name>.lock`: the map on disk is read again, the one key changed, the result written,
+//! so no acknowledged put of another process is lost (the last put of a key wins). A get reads
+//! the file again when it was replaced since it was last read, so it sees the other processes'
+//! puts too. "Replaced" is told by inode, which is exact only because the store keeps the file
+//! it read open: an inode in use cannot be handed to a new file (a freed one often is, at once).
 
+use nix::fcntl::{Flock, FlockArg};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use stockade_policy::protocol::host::KvQuota;
 
@@ -39,6 +49,8 @@ pub enum KvError {
 pub struct KvStore {
     path: PathBuf,
     map: BTreeMap<String, String>,
+    /// The file `map` was read from, kept open (None: there was none).
+    seen: Option<fs::File>,
     quota: KvQuota,
 }
 
@@ -50,35 +62,72 @@ impl KvStore {
     /// Open (or start empty) the store of `plugin` under `state_dir/kv/`.
     pub fn open(state_dir: &Path, plugin: &str, quota: KvQuota) -> Result<Self, KvError> {
         let path = state_dir.join("kv").join(format!("{plugin}.json"));
-        let map = match fs::File::open(&path) {
-            Ok(f) => {
-                let mut text = String::new();
-                let cap = (quota.max_total_bytes * 2 + 4096) as u64;
-                let load = |source| KvError::Load {
-                    path: path.clone(),
-                    source,
-                };
-                f.take(cap).read_to_string(&mut text).map_err(load)?;
-                serde_json::from_str(&text)
-                    .map_err(|e| load(io::Error::new(io::ErrorKind::InvalidData, e)))?
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => return Err(KvError::Load { path, source }),
+        let mut s = Self {
+            path,
+            map: BTreeMap::new(),
+            seen: None,
+            quota,
         };
-        Ok(Self { path, map, quota })
+        s.reload()?;
+        Ok(s)
     }
 
-    /// Read a key.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.map.get(key).map(String::as_str)
+    /// Read the file again if it is not the one `map` came from.
+    fn reload(&mut self) -> Result<(), KvError> {
+        let load = |source| KvError::Load {
+            path: self.path.clone(),
+            source,
+        };
+        let id = |m: &fs::Metadata| (m.dev(), m.ino());
+        match fs::metadata(&self.path) {
+            Ok(now) => {
+                let held = self.seen.as_ref().and_then(|f| f.metadata().ok());
+                if held.is_some_and(|h| id(&h) == id(&now)) {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.map.clear();
+                self.seen = None;
+                return Ok(());
+            }
+            Err(e) => return Err(load(e)),
+        }
+        // Replaced since: read what is there now (and hold that very file).
+        let mut f = fs::File::open(&self.path).map_err(load)?;
+        let mut text = String::new();
+        let cap = (self.quota.max_total_bytes * 2 + 4096) as u64;
+        (&mut f).take(cap).read_to_string(&mut text).map_err(load)?;
+        self.map = serde_json::from_str(&text)
+            .map_err(|e| load(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        self.seen = Some(f);
+        Ok(())
+    }
+
+    /// Read a key (as the store is now, other processes' puts included).
+    pub fn get(&mut self, key: &str) -> Result<Option<&str>, KvError> {
+        self.reload()?;
+        Ok(self.map.get(key).map(String::as_str))
     }
 
     /// Set (or with `None` delete) a key, persisting before returning.
     pub fn put(&mut self, key: &str, value: Option<&str>) -> Result<(), KvError> {
-        let q = &self.quota;
-        if key.is_empty() || key.len() > q.max_key_bytes {
+        if key.is_empty() || key.len() > self.quota.max_key_bytes {
             return Err(KvError::Quota("key size"));
         }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(KvError::Persist)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.path.with_extension("lock"))
+            .map_err(KvError::Persist)?;
+        // Held until the new map is in place (dropped at return).
+        let _lock = Flock::lock(lock, FlockArg::LockExclusive)
+            .map_err(|(_, e)| KvError::Persist(e.into()))?;
+        self.reload()?;
+        let q = &self.quota;
         let mut next = self.map.clone();
         match value {
             Some(v) => {
@@ -97,14 +146,14 @@ impl KvStore {
         if total(&next) > q.max_total_bytes {
             return Err(KvError::Quota("total bytes"));
         }
-        self.persist(&next).map_err(KvError::Persist)?;
+        self.seen = Some(self.persist(&next).map_err(KvError::Persist)?);
         self.map = next;
         Ok(())
     }
 
-    fn persist(&self, map: &BTreeMap<String, String>) -> io::Result<()> {
+    /// Write `map` in place of the file; returns the new file, open.
+    fn persist(&self, map: &BTreeMap<String, String>) -> io::Result<fs::File> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
         let tmp = dir.join(format!(
             ".{}.{}.tmp",
             self.path
@@ -118,7 +167,8 @@ impl KvStore {
             f.write_all(&serde_json::to_vec(map).map_err(io::Error::other)?)?;
             f.sync_all()?;
             fs::rename(&tmp, &self.path)?;
-            fs::File::open(dir)?.sync_all()
+            fs::File::open(dir)?.sync_all()?;
+            Ok(f)
         })();
         if r.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -145,13 +195,20 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut a = KvStore::open(d.path(), "alpha", quota()).unwrap();
         a.put("k", Some("v")).unwrap();
-        let b = KvStore::open(d.path(), "beta", quota()).unwrap();
-        assert_eq!(b.get("k"), None, "another plugin's store is separate");
-        let a2 = KvStore::open(d.path(), "alpha", quota()).unwrap();
-        assert_eq!(a2.get("k"), Some("v"));
+        let mut b = KvStore::open(d.path(), "beta", quota()).unwrap();
+        assert_eq!(
+            b.get("k").unwrap(),
+            None,
+            "another plugin's store is separate"
+        );
+        let mut a2 = KvStore::open(d.path(), "alpha", quota()).unwrap();
+        assert_eq!(a2.get("k").unwrap(), Some("v"));
         a.put("k", None).unwrap();
         assert_eq!(
-            KvStore::open(d.path(), "alpha", quota()).unwrap().get("k"),
+            KvStore::open(d.path(), "alpha", quota())
+                .unwrap()
+                .get("k")
+                .unwrap(),
             None
         );
     }
@@ -178,9 +235,12 @@ mod tests {
             s.put("c", Some("1")),
             Err(KvError::Quota("number of keys"))
         ));
-        assert_eq!(s.get("c"), None);
+        assert_eq!(s.get("c").unwrap(), None);
         assert_eq!(
-            KvStore::open(d.path(), "p", quota()).unwrap().get("b"),
+            KvStore::open(d.path(), "p", quota())
+                .unwrap()
+                .get("b")
+                .unwrap(),
             Some("1")
         );
     }
@@ -194,5 +254,57 @@ mod tests {
             KvStore::open(d.path(), "p", quota()),
             Err(KvError::Load { .. })
         ));
+    }
+
+    #[test]
+    fn two_holders_of_one_store_never_lose_each_others_puts() {
+        let d = tempfile::tempdir().unwrap();
+        let q = KvQuota {
+            max_keys: 100,
+            ..quota()
+        };
+        let mut a = KvStore::open(d.path(), "p", q.clone()).unwrap();
+        let mut b = KvStore::open(d.path(), "p", q.clone()).unwrap();
+        a.put("a", Some("1")).unwrap();
+        b.put("b", Some("2")).unwrap();
+        assert_eq!(a.get("b").unwrap(), Some("2"), "a sees b's put");
+        a.put("c", Some("3")).unwrap();
+        let mut fresh = KvStore::open(d.path(), "p", q).unwrap();
+        for (k, v) in [("a", "1"), ("b", "2"), ("c", "3")] {
+            assert_eq!(fresh.get(k).unwrap(), Some(v), "{k}");
+        }
+        // Quotas count what is on disk, not what this holder last read.
+        b.put("b", None).unwrap();
+        assert_eq!(a.get("b").unwrap(), None);
+    }
+
+    #[test]
+    fn concurrent_puts_from_threads_are_all_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let q = KvQuota {
+            max_keys: 1000,
+            max_total_bytes: 1 << 20,
+            ..quota()
+        };
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (dir, q) = (d.path().to_path_buf(), q.clone());
+                std::thread::spawn(move || {
+                    let mut s = KvStore::open(&dir, "p", q).unwrap();
+                    for i in 0..25 {
+                        s.put(&format!("{t}-{i}"), Some("v")).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut s = KvStore::open(d.path(), "p", q).unwrap();
+        for t in 0..4 {
+            for i in 0..25 {
+                assert_eq!(s.get(&format!("{t}-{i}")).unwrap(), Some("v"), "{t}-{i}");
+            }
+        }
     }
 }

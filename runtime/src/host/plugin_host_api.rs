@@ -106,7 +106,10 @@ impl PluginHandle {
             }
             Capability::KvGet => {
                 let k: msg::Key = params(p)?;
-                Ok(json!({"value": self.cfg.kv.get(&k.key)}))
+                match self.cfg.kv.get(&k.key) {
+                    Ok(v) => Ok(json!({"value": v})),
+                    Err(e) => Err(RpcError::new(codes::UNAVAILABLE, e.to_string())),
+                }
             }
             Capability::KvPut => {
                 let k: msg::KvPut = params(p)?;
