@@ -74,8 +74,8 @@ pub enum Exit {
     AuthorPin = 98,
     /// Index step 5: the package disagrees with its index entry (id, version, tier, signer).
     IndexMismatch = 99,
-    /// Store: the node's license is frozen, so nothing new may be installed (running plugins
-    /// keep running).
+    /// The node's license is frozen, so nothing new may be installed, nor started by `run` or
+    /// `serve` unless installed before the freeze (installed plugins keep running).
     LicenseFrozen = 100,
     /// Store: a dependency is missing or installed in a version the requirement does not admit.
     Dependency = 101,

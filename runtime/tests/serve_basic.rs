@@ -229,6 +229,45 @@ fn plugin_load_takes_an_installed_plugins_name() {
     let r = c.call("plugin_load", json!({"package": "absent"}));
     assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
     assert_eq!(s.stop(), 0);
+
+    // A frozen license admits nothing new: a package that is not installed is refused
+    // (license_frozen, exit 100 in the data), the installed plugin still loads.
+    for args in [
+        &[
+            "ca",
+            "license",
+            "--ca",
+            "root",
+            "--serial",
+            "ACME-1",
+            "--frozen",
+            "-o",
+            "f.license",
+        ][..],
+        &[
+            "node",
+            "license",
+            "install",
+            "f.license",
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+        ],
+    ] {
+        let r = fx.run(args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let fresh = pack_worker(&fx, "fresh", &["on:open"]);
+    let mut s = Serve::start(&fx, "", Some(POLICY));
+    let mut c = s.client();
+    let r = c.call("plugin_load", json!({"package": fresh}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "license_frozen", "{r}");
+    assert_eq!(r["error"]["data"]["exit"], 100, "{r}");
+    let r = c.ok("plugin_load", json!({"package": "stored"}));
+    assert_eq!(r["state"], "ready", "{r}");
+    assert_eq!(s.stop(), 0);
 }
 
 /// Handshakes with no hook, then registers `on:late` with `register_hook`.

@@ -334,6 +334,31 @@ fn frozen_license_blocks_installs_only() {
     // What is installed stays installed and verifiable (scope `any`).
     expect(&verify_installed(&fx, Some("hello")), 0, "");
     assert!(fx.installed().contains_key("hello"));
+    // `run` admits nothing new either: a package that is not installed is refused before any
+    // of it runs (and the refusal is audited) ...
+    let run = |target: &str| {
+        let mut args = vec!["--json", "run", target];
+        args.extend_from_slice(&STORE_FLAGS);
+        fx.run(&args)
+    };
+    let r = run(&other);
+    expect(&r, 100, "license_frozen");
+    assert!(r.stdout.contains("ACME-1"), "{}", r.stdout);
+    assert!(!r.stderr.contains("plugin_state"), "{}", r.stderr);
+    // ... nor a copy of an installed plugin's name with other bytes ...
+    let hello2 = fx.pack_custom(
+        "hello",
+        "0.1.0",
+        &[],
+        serde_json::json!({"description": "not the installed one"}),
+        "dev",
+        "hello-other.stockade",
+    );
+    expect(&run(&hello2), 100, "license_frozen");
+    // ... while the installed plugin itself still runs (to ready and back: stdin is at EOF).
+    let r = run("hello");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("\"state\":\"ready\""), "{}", r.stdout);
 }
 
 #[test]

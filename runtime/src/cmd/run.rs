@@ -195,6 +195,21 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     )
     .map_err(refused)?;
     let name = checked.view().manifest.name().to_string();
+    // A frozen license admits nothing new (seed 000): only the installed package itself starts.
+    let report = checked.view().report;
+    if let Err(serial) =
+        crate::store::frozen_admission(&cfg.state_dir, &node, &name, &report.package_sha256)
+    {
+        let mut rec = audit::for_report(Event::Denial, "refused", report);
+        rec.detail = json!({"kind": "license_frozen", "license": serial});
+        audit::append_or_fail(&log, rec)?;
+        return Err(CmdError::msg(
+            Exit::LicenseFrozen,
+            "license_frozen",
+            crate::store::frozen_refusal(&serial, &name),
+        )
+        .hint("install an active license with `stockade node license install FILE`"));
+    }
     // The launch is decided from the signed manifest; its records are written once the package
     // is verified. A package step 8 refuses is reported as such whatever the policy makes of it.
     let (lp, records) = match plugin_policy::decide(

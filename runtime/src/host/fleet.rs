@@ -205,6 +205,23 @@ impl Daemon {
                 format!("a plugin named `{name}` is already loaded"),
             ));
         }
+        // A frozen license admits nothing new (seed 000): only the installed package itself.
+        let frozen = crate::store::frozen_admission(
+            &self.cfg.trust.state_dir,
+            &self.cfg.node,
+            &name,
+            &pkg.report.package_sha256,
+        );
+        if let Err(serial) = frozen {
+            let msg = crate::store::frozen_refusal(&serial, &name);
+            let base = audit::for_report(Event::Denial, "", &pkg.report);
+            self.deny_load(base, path, "license", "license_frozen", &msg);
+            let exit = crate::exit::Exit::LicenseFrozen.code();
+            return Err(load_failed(
+                msg,
+                json!({"kind": "license_frozen", "exit": exit, "license": serial}),
+            ));
+        }
         // What a trust mode below strict let pass goes to the daemon's log as `run` puts it on
         // stderr; `plugin_status` carries it for as long as the plugin is loaded.
         for w in &pkg.report.warnings {

@@ -105,9 +105,6 @@ pub enum ScopeError {
         /// Installed.
         node: String,
     },
-    /// Frozen license.
-    #[error("this node's license {0} is frozen: no new plugins may be admitted")]
-    Frozen(String),
     /// Capability beyond ceiling.
     #[error("capability beyond ceiling: the manifest requests `{capability}`, which the developer certificate (scope {scope}) does not grant")]
     Capability {
@@ -246,7 +243,6 @@ impl VerifyError {
             VerifyError::Scope(s) => match s {
                 ScopeError::Capability { .. } => "scope.capability_beyond_ceiling",
                 ScopeError::NoHardwareId(_) | ScopeError::WrongHardware { .. } => "scope.hardware",
-                ScopeError::Frozen(_) => "scope.license_frozen",
                 _ => "scope.license",
             },
             VerifyError::FileMap(FileMapError::Map(_)) => "file_map.structure",

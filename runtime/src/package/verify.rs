@@ -881,10 +881,14 @@ fn check_scope(
                     node: lic.body.serial.clone(),
                 });
             }
+            // A frozen license still matches: the package was (or will be) judged an
+            // admission or not where it is started (`store::frozen_admission`), so the plugins
+            // installed before the freeze keep running (seed 000).
             if lic.body.state == LicenseState::Frozen {
-                return Err(ScopeError::Frozen(serial.clone()));
+                format!("scope license:{serial} matches this node's license (frozen: only plugins installed before the freeze may start)")
+            } else {
+                format!("scope license:{serial} matches this node's active license")
             }
-            format!("scope license:{serial} matches this node's active license")
         }
     };
     let ceiling = dev.capabilities();

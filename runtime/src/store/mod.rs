@@ -511,6 +511,45 @@ pub fn resolve_package(state_dir: &Path, arg: &Path) -> PathBuf {
     stored.unwrap_or_else(|| arg.to_path_buf())
 }
 
+/// The frozen-license rule for starting a plugin (seed 000: installs are blocked while the
+/// node's license is frozen; already running plugins keep going). A frozen node admits nothing
+/// new: only a package installed before the freeze — this very package, by name and SHA-256 —
+/// may still be started (by `run` or a `serve` load; a loaded plugin's restarts are no
+/// admission). `Err` names the frozen license. An unreadable registry counts as "not
+/// installed": refused.
+pub fn frozen_admission(
+    state_dir: &Path,
+    node: &crate::node::NodeIdentity,
+    name: &str,
+    package_sha256: &str,
+) -> Result<(), String> {
+    let Some(l) = node
+        .license
+        .as_ref()
+        .filter(|l| l.body.state == stockade_trust::license::LicenseState::Frozen)
+    else {
+        return Ok(());
+    };
+    let installed = read_registry(state_dir).is_ok_and(|r| {
+        r.plugins
+            .get(name)
+            .is_some_and(|p| p.package_sha256 == package_sha256)
+    });
+    if installed {
+        Ok(())
+    } else {
+        Err(l.body.serial.clone())
+    }
+}
+
+/// What a start refused by [`frozen_admission`] says (`run`, `serve`).
+pub fn frozen_refusal(serial: &str, name: &str) -> String {
+    format!(
+        "this node's license {serial} is frozen: no new plugin may be admitted, and this package \
+         is not the installed `{name}` (installed plugins keep running)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
