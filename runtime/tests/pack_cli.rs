@@ -114,3 +114,27 @@ fn in_tree_symlink_and_subdirectories_round_trip() {
         .clone();
     assert_eq!(link["symlink"], "deep/data.txt");
 }
+
+#[test]
+fn a_package_for_a_newer_runtime_is_packed_with_a_note_and_refused_where_too_old() {
+    let fx = Fixture::new();
+    let dir = fx.hello_dir();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    // The seed's own manifest example: its bound under the seed's name.
+    m.as_object_mut().unwrap().remove("min_runtime_version");
+    m["min_agent_version"] = "1000.0.0".into();
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    let r = fx.pack_dir("hello", "out.stockade");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("1000.0.0 or newer"), "{}", r.stderr);
+    // This runtime is older than that: verification refuses it.
+    let v = fx.verify("out.stockade", &[]);
+    assert_ne!(v.code, 0, "{}", v.stdout);
+    assert!(v.stdout.contains("1000.0.0"), "{}", v.stdout);
+    // A malformed bound is still refused at pack time.
+    m["min_agent_version"] = "soon".into();
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    std::fs::remove_file(fx.path("out.stockade")).unwrap();
+    refused(&fx, "manifest", "min_runtime_version");
+}

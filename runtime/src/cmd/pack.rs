@@ -18,7 +18,7 @@ use crate::package::extract::Limits;
 use crate::package::verify::runtime_version;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use stockade_policy::manifest::{Manifest, MAX_MANIFEST_BYTES};
+use stockade_policy::manifest::{Manifest, ManifestError, MAX_MANIFEST_BYTES};
 use stockade_trust::cert::Certificate;
 use stockade_trust::chain::check_bounds;
 use stockade_trust::statement::{check_file_map, Statement};
@@ -60,12 +60,29 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
             CmdError::new(Exit::NoInput, "manifest", e)
                 .hint("the plugin directory must contain manifest.json")
         })?;
-    let manifest = Manifest::parse(&manifest_bytes)
-        .and_then(|m| m.validate(&runtime_version()))
-        .map_err(|e| {
-            CmdError::new(Exit::DataErr, "manifest", e)
-                .hint("fix manifest.json (see the field named above)")
-        })?;
+    // Every rule is checked, but the minimum runtime version against no runtime in particular:
+    // a package may well be built for a newer runtime than the packer's own (the seed's example
+    // asks for 1.0.0). The runtime that verifies it enforces the bound; the packer says so.
+    let parsed = Manifest::parse(&manifest_bytes).map_err(|e| {
+        CmdError::new(Exit::DataErr, "manifest", e)
+            .hint("fix manifest.json (see the field named above)")
+    })?;
+    let newer_than_this = matches!(
+        parsed.clone().validate(&runtime_version()),
+        Err(ManifestError::RuntimeTooOld { .. })
+    );
+    let min = parsed.min_runtime_version.clone().unwrap_or_default();
+    let any_runtime = semver::Version::new(u64::MAX, u64::MAX, u64::MAX);
+    let manifest = parsed.validate(&any_runtime).map_err(|e| {
+        CmdError::new(Exit::DataErr, "manifest", e)
+            .hint("fix manifest.json (see the field named above)")
+    })?;
+    if newer_than_this {
+        out.note(format!(
+            "the manifest asks for runtime {min} or newer: this runtime ({}) will refuse to run it",
+            runtime_version()
+        ));
+    }
     let manifest_value: serde_json::Value = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| CmdError::new(Exit::DataErr, "manifest", e))?;
     let payload = build(&a.dir, &Limits::default()).map_err(|e| {
