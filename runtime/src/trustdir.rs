@@ -82,6 +82,8 @@ pub struct TrustConfig {
     pub roots: Vec<(PathBuf, PublicKey)>,
     /// Raw bytes of `revocations.json`, if present.
     pub revocations: Option<Vec<u8>>,
+    /// The policy's `trust.require_revocation`: no list fails the revocation step.
+    pub require_revocations: bool,
     /// With `--pub`: the developer key the package must be signed by.
     pub pinned_developer: Option<PublicKey>,
     /// State directory (revocation versions, license).
@@ -99,6 +101,7 @@ impl TrustConfig {
             dir: dir.to_path_buf(),
             roots: Vec::new(),
             revocations: None,
+            require_revocations: false,
             pinned_developer: None,
             state_dir: state_dir.to_path_buf(),
         };

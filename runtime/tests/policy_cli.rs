@@ -592,9 +592,14 @@ fn the_policys_trust_section_reaches_verification() {
             ],
         )
     };
-    // No revocation list in the trust dir: verification passes.
+    // No revocation list in the trust dir: verification passes ...
     write(&policy, "version = 1\n");
     assert_eq!(verify().code, 0);
+    // ... unless the policy requires one.
+    write(&policy, "version = 1\n[trust]\nrequire_revocation = true\n");
+    let r = verify();
+    assert_eq!(r.code, 84, "{}", r.stdout);
+    assert!(r.stdout.contains("revocation.list_missing"), "{}", r.stdout);
     // The policy's trust.revocation names one that revokes the developer certificate: 84.
     write(
         &policy,
@@ -605,6 +610,21 @@ fn the_policys_trust_section_reaches_verification() {
     );
     let r = verify();
     assert_eq!(r.code, 84, "{}", r.stdout);
+    // With the list there, the requirement is met (the same developer is revoked by it).
+    write(
+        &policy,
+        &format!(
+            "version = 1\n[trust]\nrequire_revocation = true\nrevocation = \"{}\"\n",
+            d.join("revoked.json").display()
+        ),
+    );
+    let r = verify();
+    assert_eq!(r.code, 84, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("revocation.serial") || r.stdout.contains("revocation.key"),
+        "{}",
+        r.stdout
+    );
     // A revocation list the policy names but that is missing: 78, naming the policy line.
     write(
         &policy,

@@ -356,6 +356,15 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
     }
     push(
         "trust",
+        "require_revocation",
+        json!(op.trust.require_revocation.unwrap_or(false)),
+        None,
+        None,
+        op.origin("trust.require_revocation"),
+        String::new(),
+    );
+    push(
+        "trust",
         "operator_keys",
         json!(op.trust.operator_keys.clone().unwrap_or_default()),
         None,

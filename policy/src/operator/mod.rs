@@ -133,6 +133,10 @@ pub struct TrustSection {
     /// Revocation list file, used instead of `<trust dir>/revocations.json` (unreadable: the
     /// command stops). Default: the trust directory's.
     pub revocation: Option<String>,
+    /// Refuse to verify without a revocation list (the revocation step fails instead of being
+    /// `skipped`). Default false: a node that never had a list verifies without one, but once
+    /// a list was seen its disappearance always fails (rollback by deletion).
+    pub require_revocation: Option<bool>,
     /// Directory of signed authorization grants (`*.grant`). Default `/etc/stockade/grants`.
     pub grants: Option<String>,
     /// Operator public keys (minisign `.pub` files) whose grants are accepted. Default none: no

@@ -99,6 +99,7 @@ pub fn trust_config_with_policy(
     r: &ResolvedPolicy,
 ) -> Result<crate::trustdir::TrustConfig, CmdError> {
     let mut cfg = trust_config(&trust_args_with_policy(t, r))?;
+    cfg.require_revocations = r.trust.require_revocation.unwrap_or(false);
     if let Some(path) = &r.trust.revocation {
         let bytes = crate::fileio::read_capped(
             std::path::Path::new(path),

@@ -71,6 +71,9 @@ pub enum RevocationError {
         /// Version seen.
         version: u64,
     },
+    /// There is no revocation list and the policy requires one.
+    #[error("there is no revocation list, and the policy requires one (trust.require_revocation)")]
+    Required,
     /// The state directory cannot be used.
     #[error("cannot use the revocation state")]
     State(#[source] StateError),
@@ -237,7 +240,9 @@ impl VerifyError {
                 RevocationError::List(CrlError::Rollback { .. }) => "revocation.rollback",
                 RevocationError::List(CrlError::Expired { .. }) => "revocation.list_expired",
                 RevocationError::List(_) => "revocation.list_invalid",
-                RevocationError::Missing { .. } => "revocation.list_missing",
+                RevocationError::Missing { .. } | RevocationError::Required => {
+                    "revocation.list_missing"
+                }
                 RevocationError::State(_) => "revocation.state",
             },
             VerifyError::Scope(s) => match s {

@@ -820,6 +820,9 @@ fn check_revocation(
                 version: *version,
             });
         }
+        if cfg.require_revocations {
+            return Err(RevocationError::Required);
+        }
         return Ok(None);
     };
     let list = RevocationList::parse(bytes).map_err(RevocationError::List)?;
