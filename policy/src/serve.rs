@@ -78,6 +78,34 @@ pub struct SertoneSection {
     pub allow_remote: bool,
     /// HTTP connections open at once; more are closed at accept.
     pub max_connections: usize,
+    /// Who pays the plugins' fees, as `GET /sertone/info` tells the control center (seed 003):
+    /// the operator's deployment decision (provider- or consumer-side install), not something
+    /// the plugins can know.
+    pub fee_model: FeeModel,
+}
+
+/// Seed 003's `fee_model`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeeModel {
+    /// The provider's control center pays.
+    Provider,
+    /// The consumer's control center pays.
+    Consumer,
+    /// No fees (the default).
+    #[default]
+    None,
+}
+
+impl FeeModel {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeeModel::Provider => "provider",
+            FeeModel::Consumer => "consumer",
+            FeeModel::None => "none",
+        }
+    }
 }
 
 impl Default for SertoneSection {
@@ -87,6 +115,7 @@ impl Default for SertoneSection {
             deadline_ms: 500,
             allow_remote: false,
             max_connections: 256,
+            fee_model: FeeModel::None,
         }
     }
 }

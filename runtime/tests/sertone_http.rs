@@ -228,6 +228,7 @@ fn the_seed_examples_run_sandboxed_behind_the_front() {
     let refs: Vec<&PathBuf> = pkgs.iter().collect();
     let (mut s, port) = start(&fx, &refs, &logger_policy, "");
     let (_, info) = http(port, "GET", "/sertone/info", &Value::Null);
+    assert_eq!(info["fee_model"], "none", "the default: {info}");
     let states: Vec<(String, String)> = info["plugins"]
         .as_array()
         .unwrap()
@@ -424,9 +425,11 @@ fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
         &fx,
         &refs,
         "",
-        "[sertone]\ndeadline_ms = 400\n[restart]\nbackoff_base_ms = 50\nbackoff_max_ms = 200\n\
-         [quarantine]\nmax_crashes = 1000\n",
+        "[sertone]\ndeadline_ms = 400\nfee_model = \"provider\"\n\
+         [restart]\nbackoff_base_ms = 50\nbackoff_max_ms = 200\n[quarantine]\nmax_crashes = 1000\n",
     );
+    let (_, info) = http(port, "GET", "/sertone/info", &Value::Null);
+    assert_eq!(info["fee_model"], "provider", "as configured: {info}");
     for round in 0..3 {
         let t = Instant::now();
         let (st, r) = http(

@@ -401,7 +401,7 @@ impl Daemon {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Runs each registered plugin in its own sandbox and combines their answers.",
             "author": "Stockade",
-            "fee_model": "none",
+            "fee_model": self.cfg.serve.sertone.fee_model.as_str(),
             "plugins": plugins,
         })
     }
