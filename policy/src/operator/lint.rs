@@ -173,7 +173,7 @@ fn lint_one(
             "trust-not-strict",
             Severity::Error,
             format!(
-                "trust mode `{}`: unsigned or unverifiable packages may run",
+                "trust mode `{}`: packages are admitted without passing the signature, chain, validity, revocation and scope checks (each must still carry a signature)",
                 m.as_str()
             ),
         );
