@@ -151,6 +151,10 @@ pub struct SourceRepinAuthorArgs {
     /// The new author key, verified out of band.
     #[arg(long, value_name = "KEY.pub")]
     pub author_key: PathBuf,
+    /// Also re-pin this author name (an index's `author.name`), whose key is pinned apart
+    /// from the plugin id's.
+    #[arg(long, value_name = "NAME")]
+    pub author: Option<String>,
     /// Confirm: you checked the new key's fingerprint with the author out of band.
     #[arg(long)]
     pub yes: bool,

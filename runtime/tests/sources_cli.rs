@@ -506,6 +506,54 @@ fn author_key_rotation_with_and_without_proof() {
 }
 
 #[test]
+fn a_known_authors_name_is_pinned_too_so_a_new_plugin_under_it_needs_its_key() {
+    let (fx, mut repo) = setup();
+    fx.add_developer("dev2");
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["author"]["name"] = json!("acme");
+    // Another plugin id, never installed, published under the same author name with another
+    // key: its id pin would be first-use, but the author's is not.
+    let other = fx.pack_custom("other", "1.0.0", &[], json!({}), "dev2", "other.stockade");
+    repo.publish(&fx, &other, "other", "1.0.0", "dev2")["author"]["name"] = json!("acme");
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    let r = fx.store_install(&["hello"], &[]);
+    expect(&r, 0, "");
+    let item = &r.json()["installed"][0];
+    assert_eq!(item["author_name_pin"]["name"], "acme", "{item}");
+    assert_eq!(item["author_name_pin"]["status"], "first-use", "{item}");
+    let r = fx.store_install(&["other"], &[]);
+    expect(&r, 98, "index.author_pin");
+    assert!(r.stdout.contains("author `acme`"), "{}", r.stdout);
+    assert!(!fx.installed().contains_key("other"));
+    // The explicit flow re-pins the name as well as the id.
+    ok(
+        fx.dir(),
+        &[
+            "source",
+            "repin-author",
+            "other",
+            "--author-key",
+            "dev2.pub",
+            "--author",
+            "acme",
+            "--yes",
+            "--state-dir",
+            "state",
+        ],
+    );
+    let r = fx.store_install(&["other"], &[]);
+    expect(&r, 0, "");
+    assert_eq!(
+        r.json()["installed"][0]["author_name_pin"]["status"],
+        "pinned"
+    );
+    let pins: Value =
+        serde_json::from_slice(&std::fs::read(fx.path("state/pins.json")).unwrap()).unwrap();
+    assert_eq!(pins["authors"]["acme"]["how"], "manual", "{pins}");
+}
+
+#[test]
 fn operator_key_rotation_with_and_without_proof() {
     let (fx, mut repo) = setup();
     ok(fx.dir(), &["keygen", "-o", "op2"]);

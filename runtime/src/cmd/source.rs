@@ -9,7 +9,7 @@ use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::keyfile::{load_public, unix_now};
 use crate::output::Output;
-use crate::sources::{self, Pins, Source, SourceError, Sources};
+use crate::sources::{self, PinKind, Pins, Source, SourceError, Sources};
 use crate::store::Store;
 use serde_json::json;
 use std::path::Path;
@@ -215,10 +215,18 @@ pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdEr
         old.as_ref(),
         &new,
     )?;
-    pins.set(&a.id, &new, "manual", unix_now());
+    let now = unix_now();
+    pins.set(&a.id, &new, "manual", now);
+    if let Some(name) = &a.author {
+        let old = pins
+            .key_of(PinKind::Author, name)
+            .map_err(SourceError::into_cmd)?;
+        confirm(a.yes, &format!("author `{name}`"), old.as_ref(), &new)?;
+        pins.set_of(PinKind::Author, name, &new, "manual", now);
+    }
     pins.save(state).map_err(SourceError::into_cmd)?;
     out.emit(
-        &json!({"id": a.id, "author_key_id": new.key_id.to_string(), "author_fingerprint": fingerprint(&new)}),
+        &json!({"id": a.id, "author": a.author, "author_key_id": new.key_id.to_string(), "author_fingerprint": fingerprint(&new)}),
         |_| format!("{}: author key re-pinned to {}", a.id, describe(&new)),
     );
     Ok(Exit::Ok)

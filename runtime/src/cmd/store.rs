@@ -22,7 +22,7 @@ use crate::node::NodeIdentity;
 use crate::output::Output;
 use crate::package::open_verified_in;
 use crate::package::report::Report;
-use crate::sources::{self, Fetched, Session, SourceError, Want};
+use crate::sources::{self, Fetched, PinKind, Session, SourceError, Want};
 use crate::store::{check_tree, Installed, Staged, Store, StoreError, TreeProblem, PACKAGE_FILE};
 use serde::Serialize;
 use serde_json::json;
@@ -138,8 +138,11 @@ struct InstallItem {
     action: String,
     signature_status: String,
     signer_key_id: Option<String>,
-    /// The author (developer) key pin.
+    /// The author (developer) key pin, by plugin id.
     author_pin: Option<PinReport>,
+    /// The same key's pin by the index's author name (installs from a source naming one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    author_name_pin: Option<NamePinReport>,
     /// `file:<path>` or `index:<source>`.
     source: String,
     package_sha256: String,
@@ -196,6 +199,8 @@ struct StagedPkg {
     warnings: Vec<String>,
     /// The key to pin for this plugin id and what the pin check decided.
     pin: Option<(PublicKey, PinOutcome)>,
+    /// The index's author name and what its pin check decided.
+    author_pin: Option<(String, PinOutcome)>,
     report: Report,
 }
 
@@ -282,6 +287,7 @@ impl Job<'_> {
             entry,
             warnings,
             pin,
+            author_pin: fetched.and_then(|f| f.author_pin.clone()),
             report: pkg.report,
         });
         Ok(())
@@ -430,14 +436,15 @@ fn finish(
     // Register: pins first (a pin without its plugin is harmless: it is the key that was
     // verified), then the store's commit, in dependency order.
     let now = unix_now();
-    let pins: Vec<(String, PublicKey, PinOutcome)> = staged
-        .iter()
-        .filter_map(|p| {
-            p.pin
-                .as_ref()
-                .map(|(k, o)| (p.entry.name.clone(), k.clone(), o.clone()))
-        })
-        .collect();
+    let mut pins: Vec<(PinKind, String, PublicKey, PinOutcome)> = Vec::new();
+    for p in &staged {
+        if let Some((k, o)) = &p.pin {
+            pins.push((PinKind::Plugin, p.entry.name.clone(), k.clone(), o.clone()));
+            if let Some((name, ao)) = &p.author_pin {
+                pins.push((PinKind::Author, name.clone(), k.clone(), ao.clone()));
+            }
+        }
+    }
     sources::record_pins(&cfg.state_dir, &pins, now).map_err(SourceError::into_cmd)?;
     let mut by_name: BTreeMap<String, StagedPkg> = staged
         .into_iter()
@@ -459,6 +466,10 @@ fn finish(
                 signature_status: e.signature_status.clone(),
                 signer_key_id: e.signer_key_id.clone(),
                 author_pin: p.pin.as_ref().map(|(k, o)| PinReport::new(k, o)),
+                author_name_pin: p.author_pin.as_ref().map(|(name, o)| NamePinReport {
+                    name: name.clone(),
+                    status: pin_status(o),
+                }),
                 source: e.source.clone(),
                 package_sha256: e.package_sha256.clone(),
                 path: store
@@ -495,12 +506,25 @@ impl PinReport {
         Self {
             key_id: k.key_id.to_string(),
             fingerprint: stockade_trust::index::fingerprint(k),
-            status: match o {
-                PinOutcome::FirstUse => "first-use".into(),
-                PinOutcome::Match => "pinned".into(),
-                PinOutcome::Rotated { from } => format!("rotated from {from}"),
-            },
+            status: pin_status(o),
         }
+    }
+}
+
+/// The author-name pin of an install from a source.
+#[derive(Debug, Serialize)]
+struct NamePinReport {
+    /// The index's `author.name`.
+    name: String,
+    /// As [`PinReport`]'s.
+    status: String,
+}
+
+fn pin_status(o: &PinOutcome) -> String {
+    match o {
+        PinOutcome::FirstUse => "first-use".into(),
+        PinOutcome::Match => "pinned".into(),
+        PinOutcome::Rotated { from } => format!("rotated from {from}"),
     }
 }
 

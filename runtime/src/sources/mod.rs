@@ -5,8 +5,10 @@
 //! State, in the state directory (written atomically, under the store lock held by the caller):
 //! - `sources.json`: per source, its URL, the pinned operator key, and the highest index version
 //!   seen with its digest (rollback memory);
-//! - `pins.json`: per plugin id, the pinned author (developer) key — trust on first use, changed
-//!   only by a rotation proof or by `stockade source repin-author`;
+//! - `pins.json`: per plugin id, and per author name an index gives (seed 004: "the first
+//!   install of any plugin by an author pins that author's public key"), the pinned author
+//!   (developer) key — trust on first use, changed only by a rotation proof or by
+//!   `stockade source repin-author`;
 //! - `indexes/<source>.json` (+ `.minisig`): the last verified index, which `list` reads to flag
 //!   delisted plugins without a download.
 //!
@@ -348,6 +350,19 @@ pub struct Pin {
 pub struct Pins {
     /// Plugin id → pin.
     pub plugins: BTreeMap<String, Pin>,
+    /// Author name (an index entry's `author.name`) → pin: a new plugin under a known author's
+    /// name must be signed by that author's key. Absent in files written before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub authors: BTreeMap<String, Pin>,
+}
+
+/// Which pin: a plugin id's or an author name's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinKind {
+    /// Keyed by plugin id.
+    Plugin,
+    /// Keyed by author name.
+    Author,
 }
 
 /// Cap on `sources.json` and `pins.json` (one entry per source or plugin id).
@@ -375,8 +390,12 @@ impl Pins {
     }
     /// The pinned key of `id`.
     pub fn key(&self, id: &str) -> Result<Option<PublicKey>, SourceError> {
-        self.plugins
-            .get(id)
+        self.key_of(PinKind::Plugin, id)
+    }
+    /// The pinned key of plugin id or author name `k`.
+    pub fn key_of(&self, kind: PinKind, k: &str) -> Result<Option<PublicKey>, SourceError> {
+        self.map(kind)
+            .get(k)
             .map(|p| {
                 PublicKey::from_base64(&p.pubkey).map_err(|e| SourceError::Corrupt {
                     path: PathBuf::from(PINS_FILE),
@@ -385,10 +404,24 @@ impl Pins {
             })
             .transpose()
     }
+    fn map(&self, kind: PinKind) -> &BTreeMap<String, Pin> {
+        match kind {
+            PinKind::Plugin => &self.plugins,
+            PinKind::Author => &self.authors,
+        }
+    }
     /// Pin `key` for `id`.
     pub fn set(&mut self, id: &str, key: &PublicKey, how: &str, now: u64) {
-        self.plugins.insert(
-            id.to_string(),
+        self.set_of(PinKind::Plugin, id, key, how, now);
+    }
+    /// Pin `key` for plugin id or author name `k`.
+    pub fn set_of(&mut self, kind: PinKind, k: &str, key: &PublicKey, how: &str, now: u64) {
+        let map = match kind {
+            PinKind::Plugin => &mut self.plugins,
+            PinKind::Author => &mut self.authors,
+        };
+        map.insert(
+            k.to_string(),
             Pin {
                 pubkey: key.to_base64(),
                 key_id: key.key_id.to_string(),
@@ -691,6 +724,8 @@ pub struct Fetched {
     pub author: PublicKey,
     /// What the pin check decided (recorded at step 7).
     pub pin: PinOutcome,
+    /// The index's author name and what its pin check decided (None: the entry names none).
+    pub author_pin: Option<(String, PinOutcome)>,
 }
 
 impl Session {
@@ -821,7 +856,8 @@ impl Session {
             .iter()
             .filter_map(|k| PublicKey::from_base64(k).ok())
             .collect();
-        let pinned = Pins::load(state_dir)?.key(&e.id)?;
+        let pins = Pins::load(state_dir)?;
+        let pinned = pins.key(&e.id)?;
         let pin = check_pin(pinned.as_ref(), &author, &previous, |old| {
             prev_signature_vouches(&sig_url, old, &bytes)
         })
@@ -829,6 +865,22 @@ impl Session {
             id: e.id.clone(),
             source,
         })?;
+        // The same rule for the author's name, so that a new plugin published under a known
+        // author's name with another key is refused (seed 004 pins per author).
+        let author_pin = match e.author.name.as_str() {
+            "" => None,
+            name => {
+                let pinned = pins.key_of(PinKind::Author, name)?;
+                let o = check_pin(pinned.as_ref(), &author, &previous, |old| {
+                    prev_signature_vouches(&sig_url, old, &bytes)
+                })
+                .map_err(|source| SourceError::AuthorPin {
+                    id: format!("author `{name}` (plugin {})", e.id),
+                    source,
+                })?;
+                Some((name.to_string(), o))
+            }
+        };
         let dir = tempfile::Builder::new()
             .prefix("stockade-fetch-")
             .tempdir()
@@ -842,6 +894,7 @@ impl Session {
             entry: e.clone(),
             author,
             pin,
+            author_pin,
         })
     }
 }
@@ -905,21 +958,22 @@ pub fn check_file_pin(
     })
 }
 
-/// Step 7's first half: record the pins decided for the plugins about to be committed.
+/// Step 7's first half: record the pins (by plugin id and by author name) decided for the
+/// plugins about to be committed.
 pub fn record_pins(
     state_dir: &Path,
-    pins: &[(String, PublicKey, PinOutcome)],
+    pins: &[(PinKind, String, PublicKey, PinOutcome)],
     now: u64,
 ) -> Result<(), SourceError> {
     let mut all = Pins::load(state_dir)?;
     let mut changed = false;
-    for (id, key, outcome) in pins {
+    for (kind, k, key, outcome) in pins {
         let how = match outcome {
             PinOutcome::Match => continue,
             PinOutcome::FirstUse => "first-use",
             PinOutcome::Rotated { .. } => "rotation",
         };
-        all.set(id, key, how, now);
+        all.set_of(*kind, k, key, how, now);
         changed = true;
     }
     if changed {
