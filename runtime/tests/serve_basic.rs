@@ -312,3 +312,29 @@ fn a_hook_registered_after_the_handshake_is_routed() {
     assert!(st["launch_us"].as_u64().is_some(), "{st}");
     assert_eq!(s.stop(), 0);
 }
+
+#[test]
+fn a_cached_hook_is_answered_without_the_plugin_until_its_ttl_ends() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let pkg = pack_worker(&fx, "w", &["on:pure", "on:other"]);
+    let policy = "[hooks.\"on:pure\"]\ncache_ttl_ms = 60000\n";
+    let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 0\n", Some(policy));
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": pkg}));
+    // The worker answers with how many calls it has served (`n`).
+    let n = |r: &serde_json::Value| r["results"][0]["result"]["n"].clone();
+    let r = c.ok("hook_invoke", invoke("on:pure", json!({"q": 1}), None));
+    assert_eq!(n(&r), 1, "{r}");
+    let r = c.ok("hook_invoke", invoke("on:pure", json!({"q": 1}), None));
+    assert_eq!(n(&r), 1, "the same payload: the cached answer: {r}");
+    let r = c.ok("hook_invoke", invoke("on:pure", json!({"q": 2}), None));
+    assert_eq!(n(&r), 2, "another payload reaches the plugin: {r}");
+    let r = c.ok("hook_invoke", invoke("on:other", json!({"q": 1}), None));
+    assert_eq!(n(&r), 3, "a hook without cache_ttl_ms always does: {r}");
+    let r = c.ok("hook_invoke", invoke("on:other", json!({"q": 1}), None));
+    assert_eq!(n(&r), 4, "{r}");
+    assert_eq!(s.stop(), 0);
+}

@@ -142,6 +142,15 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
             op.origin(&key("deadline_ms")),
             String::new(),
         );
+        push(
+            "hook",
+            &format!("{hook} cache_ttl_ms"),
+            json!(h.cache_ttl_ms.unwrap_or(0)),
+            None,
+            None,
+            op.origin(&key("cache_ttl_ms")),
+            String::new(),
+        );
     }
     push(
         "hook",

@@ -34,6 +34,12 @@ pub struct HookPolicy {
     /// The fail-open answer (JSON `null` when absent).
     #[schemars(with = "Option<serde_json::Value>")]
     pub default: Option<toml::Value>,
+    /// Keep the plugin's successful answers this long and answer a repeated call from them
+    /// without calling the plugin (seed 001's deterministic cache: the key is BLAKE3 over the
+    /// plugin's name and version, the hook and the payload as canonical JSON). Only for a hook
+    /// whose answer depends on nothing but its payload, which the operator asserts by setting
+    /// it. Absent or 0: no cache. At most 86 400 000 (24 h, the seed's longest default TTL).
+    pub cache_ttl_ms: Option<u64>,
 }
 
 /// `[capabilities]`.
@@ -191,6 +197,13 @@ impl HostPolicy {
             .any(|h| h.deadline_ms.is_some_and(|d| d == 0 || d > 3_600_000))
         {
             return Err(HostPolicyError::Range("hooks.*.deadline_ms"));
+        }
+        if self
+            .hooks
+            .values()
+            .any(|h| h.cache_ttl_ms.is_some_and(|t| t > 86_400_000))
+        {
+            return Err(HostPolicyError::Range("hooks.*.cache_ttl_ms"));
         }
         Ok(())
     }

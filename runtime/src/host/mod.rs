@@ -6,6 +6,7 @@
 //! - [`supervisor`]: N plugins' pipes and timers in one [`mio::Poll`];
 //! - [`agent`]: the agent's side (requests in, responses and notifications out);
 //! - [`kv`]: the per-plugin, quota-limited, crash-safe key/value store.
+//! - [`answer_cache`]: hook answers kept for `[hooks."<hook>"] cache_ttl_ms` (seed 001's key).
 //! - [`quarantine`]: crash-loop quarantines recorded in the state directory, so that a restart
 //!   of the daemon does not run a quarantined package again.
 //!
@@ -13,6 +14,7 @@
 //! the host policy) are in `stockade_policy::protocol`, pure and unit-tested.
 
 pub mod agent;
+pub mod answer_cache;
 pub mod conn;
 pub mod daemon;
 pub mod fleet;

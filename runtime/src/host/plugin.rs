@@ -10,6 +10,7 @@
 //! (after `shutdown`) → `exited` | `terminated` (killed for a violation or a denied call).
 //! Every transition is reported to the agent as a `plugin_state` notification.
 
+use super::answer_cache::{self, AnswerCache};
 use super::kv::{KvError, KvStore};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -150,6 +151,8 @@ struct Call {
     /// The payload until the call is sent to the plugin.
     payload: Option<Value>,
     deadline_ms: u64,
+    /// Where a successful answer is cached, and for how long (`cache_ttl_ms`).
+    cache: Option<(answer_cache::Key, Duration)>,
 }
 
 /// Bytes queued for the plugin's stdin are capped: past this, new calls are `overloaded`.
@@ -194,6 +197,8 @@ pub struct PluginHandle {
     dropped: u64,
     late: u64,
     ping: Option<u64>,
+    answers: AnswerCache,
+    cache_hits: u64,
 }
 
 impl PluginHandle {
@@ -228,6 +233,8 @@ impl PluginHandle {
             dropped: 0,
             late: 0,
             ping: None,
+            answers: AnswerCache::default(),
+            cache_hits: 0,
         };
         h.report_state(fx, None);
         h
@@ -336,6 +343,23 @@ impl PluginHandle {
             State::Starting | State::Ready => None,
             _ => Some(reject(codes::UNAVAILABLE, "the plugin is not running")),
         };
+        // `[hooks."<hook>"] cache_ttl_ms`: a call the plugin answered before (same payload)
+        // is answered from the cache, needing nothing of the plugin, not even room in its queue.
+        let ttl = self
+            .cfg
+            .policy
+            .hooks
+            .get(&call.hook)
+            .and_then(|h| h.cache_ttl_ms);
+        let cache = ttl.filter(|t| *t > 0 && err.is_none()).map(|t| {
+            let m = self.cfg.manifest.manifest();
+            let k = answer_cache::key(m.name.as_str(), &m.version, &call.hook, &call.payload);
+            (k, ms(t))
+        });
+        if let Some(v) = cache.and_then(|(k, _)| self.answers.get(&k, now).cloned()) {
+            self.cache_hits += 1;
+            return fx.to_agent.push(response_ok(&agent_id, v));
+        }
         let err = err.or_else(|| {
             (self.calls.len() >= self.cfg.policy.protocol.max_in_flight
                 || self.outbound.len() > MAX_OUTBOUND)
@@ -353,6 +377,7 @@ impl PluginHandle {
                 hook: call.hook,
                 payload: Some(call.payload),
                 deadline_ms,
+                cache,
             },
         );
         fx.timers.push((now + ms(deadline_ms), Timer::Call(id)));
@@ -441,7 +466,7 @@ impl PluginHandle {
                 "handshake",
                 "the first message must be a `handshake` request".into(),
             ),
-            (_, Message::Response { id, outcome }) => self.on_response(id, outcome, fx),
+            (_, Message::Response { id, outcome }) => self.on_response(id, outcome, now, fx),
             (
                 _,
                 Message::Request {
@@ -489,7 +514,13 @@ impl PluginHandle {
         self.dispatch(fx);
     }
 
-    fn on_response(&mut self, id: Value, outcome: Result<Value, RpcError>, fx: &mut Effects) {
+    fn on_response(
+        &mut self,
+        id: Value,
+        outcome: Result<Value, RpcError>,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
         let n = id.as_u64().unwrap_or(0);
         if n > 0 && self.ping == Some(n) {
             // Any answer, even an error, shows the plugin's loop is alive.
@@ -500,7 +531,12 @@ impl PluginHandle {
             Some(c) if c.payload.is_none() => {
                 let c = self.calls.remove(&n).expect("present");
                 match outcome {
-                    Ok(r) => fx.to_agent.push(response_ok(&c.agent_id, r)),
+                    Ok(r) => {
+                        if let Some((k, ttl)) = c.cache {
+                            self.answers.put(k, r.clone(), now, now + ttl);
+                        }
+                        fx.to_agent.push(response_ok(&c.agent_id, r));
+                    }
                     Err(e) => {
                         let e =
                             RpcError::new(codes::PLUGIN_ERROR, "the plugin answered with an error")
@@ -750,6 +786,11 @@ impl PluginHandle {
         if self.late > 0 {
             let n = std::mem::take(&mut self.late);
             self.log(fx, "debug", "runtime", format!("{n} late answers dropped"));
+        }
+        if self.cache_hits > 0 {
+            let n = std::mem::take(&mut self.cache_hits);
+            let m = format!("{n} hook calls answered from the cache (cache_ttl_ms)");
+            self.log(fx, "debug", "runtime", m);
         }
     }
 

@@ -185,6 +185,7 @@ fn operator_allowlist_and_fail_open() {
             deadline_ms: Some(10),
             failure: FailureMode::Open,
             default: Some(toml::Value::Boolean(true)),
+            cache_ttl_ms: None,
         },
     );
     let mut t = setup(p);
@@ -380,4 +381,59 @@ fn a_plugin_that_ends_just_after_its_stdio_closed_is_reaped_not_killed() {
     t.h.on_timer(Timer::Reap, t.now + Duration::from_millis(1), &mut t.fx);
     assert_eq!(t.h.state(), State::Exited);
     assert!(!t.killed.get(), "its own exit is kept");
+}
+
+#[test]
+fn cached_answers_are_served_without_the_plugin_until_they_expire() {
+    let mut p = HostPolicy::default();
+    p.hooks.insert(
+        "on:h".into(),
+        stockade_policy::protocol::host::HookPolicy {
+            cache_ttl_ms: Some(1000),
+            ..Default::default()
+        },
+    );
+    let mut t = setup(p);
+    t.handshake();
+    t.sent();
+    t.agent();
+    let t0 = t.now;
+    let call = |t: &mut T, agent_id: u64, x: u64, now: Instant| {
+        let c = msg::HookInvoke {
+            hook: "on:h".into(),
+            payload: json!({"x": x}),
+            deadline_ms: None,
+        };
+        t.h.invoke(json!(agent_id), c, now, &mut t.fx);
+    };
+    let answer = |t: &mut T, result: &str| {
+        let id = t.sent()[0]["id"].as_u64().unwrap();
+        t.feed(&format!(r#"{{"jsonrpc":"2.0","id":{id},{result}}}"#));
+    };
+    // First call: the plugin answers; the answer is kept.
+    call(&mut t, 1, 7, t0);
+    answer(&mut t, r#""result":{"v":7}"#);
+    assert_eq!(t.responses()[0]["result"], json!({"v": 7}));
+    // Same payload: answered at once, nothing sent to the plugin.
+    call(&mut t, 2, 7, t0 + Duration::from_millis(999));
+    assert!(t.sent().is_empty());
+    let r = t.responses();
+    assert_eq!(
+        (r[0]["id"].clone(), r[0]["result"].clone()),
+        (json!(2), json!({"v": 7}))
+    );
+    // Another payload goes to the plugin; an error answer is not kept.
+    call(&mut t, 3, 8, t0);
+    answer(&mut t, r#""error":{"code":1,"message":"no"}"#);
+    t.agent();
+    call(&mut t, 4, 8, t0);
+    assert_eq!(t.sent().len(), 1, "the error was not cached");
+    // Expired: the plugin is asked again. The hits are reported on the tick.
+    call(&mut t, 5, 7, t0 + Duration::from_millis(1000));
+    assert_eq!(t.sent().len(), 1);
+    t.agent();
+    t.h.on_timer(Timer::Tick, t0, &mut t.fx);
+    assert!(t.agent().iter().any(|m| m["params"]["message"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("1 hook calls answered from the cache"))));
 }
