@@ -115,6 +115,7 @@ rpm -qip "$rpmf"
 rpm -qlp "$rpmf" | tee "$work/rpm-files"
 for f in /usr/bin/stockade /usr/share/man/man1/stockade.1 /usr/share/man/man1/stockade-exec.1 \
   /usr/lib/systemd/system/stockade.service /usr/lib/systemd/system/stockade.socket \
+  /usr/lib/systemd/system/stockade-refresh.service /usr/lib/systemd/system/stockade-refresh.timer \
   /etc/stockade/policy.toml /usr/lib/sysusers.d/stockade.conf /usr/lib/tmpfiles.d/stockade.conf; do
   grep -qx "$f" "$work/rpm-files" || fail "the rpm lacks $f"
 done
@@ -162,6 +163,11 @@ head -n 20 "$work/man-stockade"
 grep -q 'stockade' "$work/man-stockade" || fail "man stockade"
 man -P cat stockade-exec >"$work/man-exec" || fail "man stockade-exec"
 grep -q -- 'policy' "$work/man-exec" || fail "man stockade-exec lacks --policy"
+# The scheduled index refresh (seed 004): its units ship, not enabled, and its man page exists.
+for f in /usr/lib/systemd/system/stockade-refresh.service /usr/lib/systemd/system/stockade-refresh.timer; do
+  grep -qx "$f" "$work/deb-files" || fail "the .deb lacks $f"
+done
+man -P cat stockade-source-refresh >/dev/null || fail "man stockade-source-refresh"
 if ls docs/man/*.5 >/dev/null 2>&1; then
   for p in docs/man/*.5; do
     page=$(basename "$p" .5)
@@ -176,7 +182,8 @@ stockade exec --policy /etc/stockade/policy.toml -- /bin/true || fail "the shipp
 STOCKADE_BIN=/usr/bin/stockade scripts/demo.sh
 
 phase "systemd-analyze verify + security on the installed units"
-units=(/usr/lib/systemd/system/stockade.service /usr/lib/systemd/system/stockade.socket)
+units=(/usr/lib/systemd/system/stockade.service /usr/lib/systemd/system/stockade.socket
+  /usr/lib/systemd/system/stockade-refresh.service /usr/lib/systemd/system/stockade-refresh.timer)
 verify_out=$(systemd-analyze verify "${units[@]}" 2>&1) || { echo "$verify_out"; fail "systemd-analyze verify"; }
 if [ -n "$verify_out" ]; then
   echo "$verify_out"

@@ -92,6 +92,10 @@ pub enum SourceCommand {
     List(SourceListArgs),
     /// Remove a source (plugins installed from it stay installed and get no updates).
     Remove(SourceRemoveArgs),
+    /// Fetch and verify every source's index now (or one's), as install and update do: rollback,
+    /// freeze and key checks; the verified index replaces the cached one (delistings then show
+    /// in `list`). Run on a schedule by stockade-refresh.timer.
+    Refresh(SourceRefreshArgs),
     /// WARNING: replace a source's pinned operator key without a rotation proof.
     Repin(SourceRepinArgs),
     /// WARNING: replace a plugin's pinned author key without a rotation proof.
@@ -115,6 +119,15 @@ pub struct SourceAddArgs {
 /// `stockade source list`
 #[derive(Debug, Args)]
 pub struct SourceListArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `stockade source refresh`
+#[derive(Debug, Args)]
+pub struct SourceRefreshArgs {
+    /// Only this source.
+    pub name: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
 }

@@ -667,6 +667,46 @@ fn update_and_delisting() {
         94,
         "index.delisted",
     );
+    // `source refresh` (what the timer runs) verifies the index without installing anything
+    // and names the installed plugins it delists; a rolled-back index fails it (the cached one
+    // stays the last good one).
+    let refresh = || fx.run(&["--json", "source", "refresh", "--state-dir", "state"]);
+    repo.version = 4;
+    repo.write(&fx, "op");
+    let r = refresh();
+    expect(&r, 0, "");
+    let s = &r.json()["refreshed"][0];
+    assert_eq!(
+        (s["name"].clone(), s["version"].clone()),
+        (json!("main"), json!(4))
+    );
+    assert_eq!(s["delisted_installed"][0]["plugin"], "hello", "{s}");
+    repo.version = 3;
+    repo.write(&fx, "op");
+    let r = refresh();
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("index.rollback") || r.stdout.contains("rollback"),
+        "{}",
+        r.stdout
+    );
+    let l = ok(
+        fx.dir(),
+        &["--json", "source", "list", "--state-dir", "state"],
+    );
+    assert_eq!(l.json()["sources"][0]["seen_version"], 4);
+    expect(
+        &fx.run(&[
+            "--json",
+            "source",
+            "refresh",
+            "nope",
+            "--state-dir",
+            "state",
+        ]),
+        64,
+        "source.unknown",
+    );
 }
 
 #[test]

@@ -59,6 +59,7 @@ pub fn run(command: Command, out: Output) -> Result<Exit, CmdError> {
         Command::Source(D(SourceCommand::Add(a))) => source::add(a, out),
         Command::Source(D(SourceCommand::List(a))) => source::list(a, out),
         Command::Source(D(SourceCommand::Remove(a))) => source::remove(a, out),
+        Command::Source(D(SourceCommand::Refresh(a))) => source::refresh(a, out),
         Command::Source(D(SourceCommand::Repin(a))) => source::repin(a, out),
         Command::Source(D(SourceCommand::RepinAuthor(a))) => source::repin_author(a, out),
     }

@@ -3,7 +3,8 @@
 //! rotation proof. Every change runs under the store lock. The steps themselves: `sources/`.
 
 use crate::cli::{
-    SourceAddArgs, SourceListArgs, SourceRemoveArgs, SourceRepinArgs, SourceRepinAuthorArgs,
+    SourceAddArgs, SourceListArgs, SourceRefreshArgs, SourceRemoveArgs, SourceRepinArgs,
+    SourceRepinAuthorArgs,
 };
 use crate::error::CmdError;
 use crate::exit::Exit;
@@ -119,6 +120,65 @@ pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
                 i["seen_version"],
                 i["expires"].as_str().unwrap_or("-"),
             ));
+        }
+        t
+    });
+    Ok(Exit::Ok)
+}
+
+/// Run `stockade source refresh`: step 1 of an install for each source (fail closed: the first
+/// source that does not verify stops the command with its code, and its cached index stays the
+/// last good one), then the installed plugins each refreshed index delists.
+pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
+    let state = &a.store.state_dir;
+    let _lock = lock(state, a.store.no_wait)?;
+    let names: Vec<String> = match a.name {
+        Some(n) => vec![n],
+        None => Sources::load(state)
+            .map_err(SourceError::into_cmd)?
+            .sources
+            .into_keys()
+            .collect(),
+    };
+    let installed = crate::store::read_registry(state).map_err(crate::cmd::store::store_err)?;
+    let mut items = Vec::new();
+    for name in &names {
+        let v = sources::refresh(state, name, unix_now()).map_err(SourceError::into_cmd)?;
+        let delisted: Vec<serde_json::Value> = installed
+            .plugins
+            .values()
+            .filter(|p| p.source == format!("index:{name}"))
+            .filter_map(|p| {
+                sources::delisted_in(&v.index, &p.name)
+                    .map(|why| json!({"plugin": p.name, "reason": why}))
+            })
+            .collect();
+        items.push(json!({
+            "name": name, "version": v.index.version, "expires": v.index.expires,
+            "plugins": v.index.plugins.len(), "rotated_operator_key": v.rotated_operator,
+            "delisted_installed": delisted,
+        }));
+    }
+    out.emit(&json!({ "refreshed": items }), |_| {
+        if items.is_empty() {
+            return "no sources configured".into();
+        }
+        let mut t = String::new();
+        for i in &items {
+            t.push_str(&format!(
+                "{}: index version {} verified ({} entries, expires {})\n",
+                i["name"].as_str().unwrap_or(""),
+                i["version"],
+                i["plugins"],
+                i["expires"].as_str().unwrap_or("-"),
+            ));
+            for d in i["delisted_installed"].as_array().into_iter().flatten() {
+                t.push_str(&format!(
+                    "  installed plugin {} is delisted: {}\n",
+                    d["plugin"].as_str().unwrap_or(""),
+                    d["reason"].as_str().unwrap_or("")
+                ));
+            }
         }
         t
     });
