@@ -558,8 +558,12 @@ done"#;
     );
     assert_eq!(r["cfg"]["result"]["value"], "t");
     assert_eq!(s.final_state()["state"], "exited");
+    // Kept per signer: under the fingerprint of the developer key that signed it.
+    let dev = fx.secret("dev.key").public_key();
+    let fp = stockade_trust::index::fingerprint(&dev);
     let stored: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fx.path("state/kv/t.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(fx.path(&format!("state/kv/{fp}/t.json"))).unwrap())
+            .unwrap();
     assert_eq!(stored, json!({"count": "1"}));
     // A second run sees what the first one persisted.
     let s = session_in(
@@ -572,4 +576,38 @@ done"#;
         &[&invoke(1, Some(5000))],
     );
     assert_eq!(s.response(1)["result"]["before"]["result"]["value"], "1");
+    // A package of the same name from another developer (same scope) has its own store: it
+    // does not see the first one's data.
+    assert_eq!(fx.run(&["keygen", "-o", "dev2"]).code, 0);
+    let r = fx.run(&[
+        "ca",
+        "issue",
+        "--ca",
+        "int-hw",
+        "--pub",
+        "dev2.pub",
+        "--subject",
+        "Other",
+        "--scope",
+        &scope,
+        "-o",
+        "dev2-hw.cert",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s = session_signed(
+        &fx,
+        "dev2.key",
+        manifest,
+        ("dev2-hw.cert", "int-hw/ca.cert"),
+        script,
+        policy,
+        &[],
+        &[&invoke(1, Some(5000))],
+    );
+    let r = &s.response(1)["result"];
+    assert_eq!(
+        r["before"]["result"]["value"],
+        serde_json::Value::Null,
+        "{r}"
+    );
 }

@@ -267,7 +267,8 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
             w.target, w.kind, w.message
         );
     }
-    let kv = KvStore::open(&cfg.state_dir, &name, host_policy.kv.clone())
+    let kv = crate::host::kv::store_name(&cfg.state_dir, &pkg)
+        .and_then(|store| KvStore::open(&cfg.state_dir, &store, host_policy.kv.clone()))
         .map_err(|e| CmdError::new(Exit::Config, "kv_store", RunError::Kv(e)))?;
     let mut config = BTreeMap::new();
     config.insert("plugin_name".to_string(), json!(name));

@@ -377,8 +377,10 @@ impl Daemon {
                 w.target, w.kind, w.message
             ));
         }
-        let kv =
-            KvStore::open(&self.cfg.trust.state_dir, &name, lp.host.kv.clone()).map_err(|err| {
+        let state = &self.cfg.trust.state_dir;
+        let kv = crate::host::kv::store_name(state, pkg)
+            .and_then(|store| KvStore::open(state, &store, lp.host.kv.clone()))
+            .map_err(|err| {
                 (
                     "launch",
                     load_failed(

@@ -1,8 +1,12 @@
 //! The per-plugin key/value store behind `kv_get` / `kv_put`.
 //!
-//! One JSON file per plugin, `<state-dir>/kv/<plugin-name>.json`. The file name comes from the
-//! verified manifest's name (validated: `[a-z0-9_-]`), never from the plugin's messages, and keys
-//! are looked up inside that one map, so no message can name another plugin's store. Every put
+//! One JSON file per plugin and signer, `<state-dir>/kv/<signer>/<plugin-name>.json`
+//! ([`store_name`]): `<signer>` is the fingerprint of the developer key whose signature verified,
+//! so a package of the same name from another developer never reads this one's data, and
+//! `unverified` for packages admitted below strict (their claimed signer proves nothing). The
+//! name comes from the verified manifest (validated: `[a-z0-9._-]`), never from the plugin's
+//! messages, and keys are looked up inside that one map, so no message can name another
+//! plugin's store. Every put
 //! is persisted crash-safely: write a temp file in the same directory, fsync it, rename it over
 //! the old one, fsync the directory — after a crash the store is either the old or the new map.
 //! Quotas (keys, key and value size, total bytes) are checked before anything changes.
@@ -44,6 +48,51 @@ pub enum KvError {
     Persist(#[source] io::Error),
 }
 
+/// The store of a verified package, relative to `<state-dir>/kv` (see the module docs). A store
+/// of the layout before signers (`kv/<name>.json`) is moved to the signer's place the first time
+/// the installed package of that name (name and SHA-256: its owner) opens it.
+pub fn store_name(
+    state_dir: &Path,
+    pkg: &crate::package::VerifiedPackage,
+) -> Result<String, KvError> {
+    use crate::package::report::SignatureStatus;
+    let name = pkg.manifest.name();
+    let signer = pkg
+        .developer
+        .as_ref()
+        .filter(|_| pkg.report.signature_status == SignatureStatus::Verified)
+        .map(|d| stockade_trust::index::fingerprint(&d.subject_key));
+    let Some(signer) = signer else {
+        return Ok(format!("unverified/{name}"));
+    };
+    let owner = || crate::store::is_installed(state_dir, name, &pkg.report.package_sha256);
+    adopt_legacy(&state_dir.join("kv"), name, &signer, owner)?;
+    Ok(format!("{signer}/{name}"))
+}
+
+/// Move `kv/<name>.json` (the layout before signers) to `kv/<signer>/<name>.json` when there is
+/// no store there yet and `owner()` says the package opening it owns the old one.
+fn adopt_legacy(
+    kv: &Path,
+    name: &str,
+    signer: &str,
+    owner: impl FnOnce() -> bool,
+) -> Result<(), KvError> {
+    let (legacy, now) = (
+        kv.join(format!("{name}.json")),
+        kv.join(signer).join(format!("{name}.json")),
+    );
+    if legacy.is_file() && !now.exists() && owner() {
+        fs::create_dir_all(kv.join(signer))
+            .and_then(|()| fs::rename(&legacy, &now))
+            .map_err(|source| KvError::Load {
+                path: legacy.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 /// One plugin's store.
 #[derive(Debug)]
 pub struct KvStore {
@@ -59,9 +108,9 @@ fn total(map: &BTreeMap<String, String>) -> usize {
 }
 
 impl KvStore {
-    /// Open (or start empty) the store of `plugin` under `state_dir/kv/`.
-    pub fn open(state_dir: &Path, plugin: &str, quota: KvQuota) -> Result<Self, KvError> {
-        let path = state_dir.join("kv").join(format!("{plugin}.json"));
+    /// Open (or start empty) the store `name` (from [`store_name`]) under `state_dir/kv/`.
+    pub fn open(state_dir: &Path, name: &str, quota: KvQuota) -> Result<Self, KvError> {
+        let path = state_dir.join("kv").join(format!("{name}.json"));
         let mut s = Self {
             path,
             map: BTreeMap::new(),
@@ -306,5 +355,27 @@ mod tests {
                 assert_eq!(s.get(&format!("{t}-{i}")).unwrap(), Some("v"), "{t}-{i}");
             }
         }
+    }
+
+    #[test]
+    fn a_store_of_the_old_layout_goes_to_its_owner_only() {
+        let d = tempfile::tempdir().unwrap();
+        let kv = d.path().join("kv");
+        fs::create_dir(&kv).unwrap();
+        fs::write(kv.join("p.json"), r#"{"k":"v"}"#).unwrap();
+        // Not the installed package: left where it is.
+        adopt_legacy(&kv, "p", "aa", || false).unwrap();
+        assert!(kv.join("p.json").exists() && !kv.join("aa").exists());
+        // The owner: moved, and then read under the signer.
+        adopt_legacy(&kv, "p", "bb", || true).unwrap();
+        assert!(!kv.join("p.json").exists());
+        let mut s = KvStore::open(d.path(), "bb/p", quota()).unwrap();
+        assert_eq!(s.get("k").unwrap(), Some("v"));
+        // Never over an existing store.
+        fs::write(kv.join("p.json"), r#"{"k":"old"}"#).unwrap();
+        adopt_legacy(&kv, "p", "bb", || true).unwrap();
+        assert!(kv.join("p.json").exists());
+        let mut s = KvStore::open(d.path(), "bb/p", quota()).unwrap();
+        assert_eq!(s.get("k").unwrap(), Some("v"));
     }
 }

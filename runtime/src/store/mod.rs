@@ -530,16 +530,21 @@ pub fn frozen_admission(
     else {
         return Ok(());
     };
-    let installed = read_registry(state_dir).is_ok_and(|r| {
-        r.plugins
-            .get(name)
-            .is_some_and(|p| p.package_sha256 == package_sha256)
-    });
-    if installed {
+    if is_installed(state_dir, name, package_sha256) {
         Ok(())
     } else {
         Err(l.body.serial.clone())
     }
+}
+
+/// Whether this very package (name and SHA-256) is the one installed under its name. An
+/// unreadable registry counts as "no".
+pub fn is_installed(state_dir: &Path, name: &str, package_sha256: &str) -> bool {
+    read_registry(state_dir).is_ok_and(|r| {
+        r.plugins
+            .get(name)
+            .is_some_and(|p| p.package_sha256 == package_sha256)
+    })
 }
 
 /// What a start refused by [`frozen_admission`] says (`run`, `serve`).

@@ -107,6 +107,21 @@ pub fn session(script: &str, policy: Option<&str>, extra: &[&str], input: &[&str
 pub fn session_in(
     fx: &Fixture,
     manifest: &str,
+    certs: (&str, &str),
+    script: &str,
+    policy: Option<&str>,
+    extra: &[&str],
+    input: &[&str],
+) -> Session {
+    session_signed(fx, "dev.key", manifest, certs, script, policy, extra, input)
+}
+
+/// [`session_in`], signed with `key` (the developer certificate's key).
+#[allow(clippy::too_many_arguments)]
+pub fn session_signed(
+    fx: &Fixture,
+    key: &str,
+    manifest: &str,
     (devcert, intcert): (&str, &str),
     script: &str,
     policy: Option<&str>,
@@ -126,7 +141,7 @@ pub fn session_in(
             "pack",
             "plugin",
             "--key",
-            "dev.key",
+            key,
             "--devcert",
             devcert,
             "--intcert",
