@@ -186,33 +186,7 @@ fn license_scope() {
     assert_eq!(info["license"]["serial"], "ACME-1");
     assert_eq!(info["license"]["signature"], "verified");
     // Frozen license.
-    ok(
-        fx.dir(),
-        &[
-            "ca",
-            "license",
-            "--ca",
-            "root",
-            "--serial",
-            "ACME-1",
-            "--frozen",
-            "-o",
-            "frozen.license",
-        ],
-    );
-    ok(
-        fx.dir(),
-        &[
-            "node",
-            "license",
-            "install",
-            "frozen.license",
-            "--trust",
-            "trust",
-            "--state-dir",
-            "state",
-        ],
-    );
+    fx.install_frozen_license("ACME-1");
     // Verification still passes (the scope matches the node's license) and says the license is
     // frozen; what is refused is starting a package that is not installed (store_cli tests the
     // installed side).

@@ -232,32 +232,7 @@ fn plugin_load_takes_an_installed_plugins_name() {
 
     // A frozen license admits nothing new: a package that is not installed is refused
     // (license_frozen, exit 100 in the data), the installed plugin still loads.
-    for args in [
-        &[
-            "ca",
-            "license",
-            "--ca",
-            "root",
-            "--serial",
-            "ACME-1",
-            "--frozen",
-            "-o",
-            "f.license",
-        ][..],
-        &[
-            "node",
-            "license",
-            "install",
-            "f.license",
-            "--trust",
-            "trust",
-            "--state-dir",
-            "state",
-        ],
-    ] {
-        let r = fx.run(args);
-        assert_eq!(r.code, 0, "{}", r.stderr);
-    }
+    fx.install_frozen_license("ACME-1");
     let fresh = pack_worker(&fx, "fresh", &["on:open"]);
     let mut s = Serve::start(&fx, "", Some(POLICY));
     let mut c = s.client();

@@ -299,33 +299,7 @@ fn frozen_license_blocks_installs_only() {
     let pkg = pack(&fx, "hello", "0.1.0", &[]);
     expect(&fx.store_install(&[&pkg], &[]), 0, "");
     let before = snapshot(&fx.path("state/store"));
-    ok(
-        fx.dir(),
-        &[
-            "ca",
-            "license",
-            "--ca",
-            "root",
-            "--serial",
-            "ACME-1",
-            "--frozen",
-            "-o",
-            "f.license",
-        ],
-    );
-    ok(
-        fx.dir(),
-        &[
-            "node",
-            "license",
-            "install",
-            "f.license",
-            "--trust",
-            "trust",
-            "--state-dir",
-            "state",
-        ],
-    );
+    fx.install_frozen_license("ACME-1");
     let other = pack(&fx, "other", "1.0.0", &[]);
     let r = fx.store_install(&[&other], &[]);
     expect(&r, 100, "store.license_frozen");

@@ -336,13 +336,19 @@ fn a_call_after_stdout_closed_is_refused_and_exit_leaves_nothing_pending() {
     assert_eq!(t.h.in_flight(), 0);
 }
 
-#[test]
-fn a_plugin_that_closes_its_stdio_but_lingers_is_polled_never_waited_for_then_killed() {
+/// A ready plugin that closed stdout and stderr but is still running.
+fn lingering_after_closing_its_stdio() -> T {
     let mut t = setup(HostPolicy::default());
     t.handshake();
     t.lingers.set(true);
     t.h.on_stdout_eof(t.now, &mut t.fx);
     t.h.on_stderr_eof(t.now, &mut t.fx);
+    t
+}
+
+#[test]
+fn a_plugin_that_closes_its_stdio_but_lingers_is_polled_never_waited_for_then_killed() {
+    let mut t = lingering_after_closing_its_stdio();
     // Not reaped (that would block on a running process): a look is scheduled instead.
     assert_eq!(t.h.state(), State::Ready);
     let reap: Vec<Instant> =
@@ -371,11 +377,7 @@ fn a_plugin_that_closes_its_stdio_but_lingers_is_polled_never_waited_for_then_ki
 
 #[test]
 fn a_plugin_that_ends_just_after_its_stdio_closed_is_reaped_not_killed() {
-    let mut t = setup(HostPolicy::default());
-    t.handshake();
-    t.lingers.set(true);
-    t.h.on_stdout_eof(t.now, &mut t.fx);
-    t.h.on_stderr_eof(t.now, &mut t.fx);
+    let mut t = lingering_after_closing_its_stdio();
     assert_eq!(t.h.state(), State::Ready);
     t.lingers.set(false);
     t.h.on_timer(Timer::Reap, t.now + Duration::from_millis(1), &mut t.fx);

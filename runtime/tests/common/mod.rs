@@ -299,6 +299,30 @@ impl Fixture {
         v["certificate"]["serial"].as_str().unwrap().to_string()
     }
 
+    /// Issue license `serial` from the root CA in the frozen state and install it on this node
+    /// (`state`): the node then admits no new plugin.
+    pub fn install_frozen_license(&self, serial: &str) {
+        let out = format!("{serial}-frozen.license");
+        for args in [
+            &[
+                "ca", "license", "--ca", "root", "--serial", serial, "--frozen", "-o", &out,
+            ][..],
+            &[
+                "node",
+                "license",
+                "install",
+                &out,
+                "--trust",
+                "trust",
+                "--state-dir",
+                "state",
+            ],
+        ] {
+            let r = self.run(args);
+            assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        }
+    }
+
     pub fn secret(&self, p: &str) -> SecretKey {
         SecretKey::parse(&std::fs::read_to_string(self.path(p)).unwrap()).unwrap()
     }
