@@ -59,6 +59,22 @@ fn result_of<'a>(r: &'a Value, plugin: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no entry for {plugin} in {r}"))
 }
 
+/// `forged.stockade`: the hello example signed by a key (`other`) its developer certificate
+/// does not name, so its signature step fails (refused in strict mode, admitted below).
+fn craft_forged(fx: &Fixture) {
+    fx.run(&["keygen", "-o", "other"]);
+    let (entries, map) = hello_parts();
+    fx.craft_with(
+        "forged.stockade",
+        &hello_manifest(),
+        &map,
+        raw_tar_gz(&entries),
+        "other.key",
+        "dev.cert",
+        "int/ca.cert",
+    );
+}
+
 /// The policy root: a vendor main file, an operator drop-in with per-plugin sections, trust
 /// (operator key, grants) and audit, and a vendor drop-in masked by the operator.
 fn policy_root(fx: &Fixture, audit: &Path) {
@@ -163,17 +179,7 @@ fn serve_enforces_the_operator_policy_per_plugin_with_grants_and_audits_it() {
     let plain = pack_script(&fx, "plain", &["on:probe"], NET);
     // Signed by a key the certificate does not name: refused in strict mode. The flag asks for
     // warn; the policy's strict mode (the stricter) must win under serve as under run.
-    fx.run(&["keygen", "-o", "other"]);
-    let (entries, map) = hello_parts();
-    fx.craft_with(
-        "forged.stockade",
-        &hello_manifest(),
-        &map,
-        raw_tar_gz(&entries),
-        "other.key",
-        "dev.cert",
-        "int/ca.cert",
-    );
+    craft_forged(&fx);
 
     let mut s = Serve::start_with(
         &fx,
@@ -457,17 +463,7 @@ fn a_package_admitted_in_warn_mode_says_so_in_status_log_and_audit() {
     let fx = Fixture::new();
     let d = fx.dir().to_path_buf();
     // Signed by a key its developer certificate does not name: admitted only below strict.
-    fx.run(&["keygen", "-o", "other"]);
-    let (entries, map) = hello_parts();
-    fx.craft_with(
-        "forged.stockade",
-        &hello_manifest(),
-        &map,
-        raw_tar_gz(&entries),
-        "other.key",
-        "dev.cert",
-        "int/ca.cert",
-    );
+    craft_forged(&fx);
     let audit = d.join("audit.log");
     write(
         &d.join("policy.toml"),
