@@ -100,6 +100,20 @@ impl DepError {
             DepError::Duplicate(_) => "store.duplicate",
         }
     }
+
+    /// The plugin the refusal starts from: the first link of its chain (`app` of
+    /// `app 1.0.0 -> lib ^1`), or the plugin replaced or given twice.
+    pub fn first_plugin(&self) -> &str {
+        match self {
+            DepError::Missing { chain, .. }
+            | DepError::Unsatisfied { chain, .. }
+            | DepError::Cycle { chain } => chain
+                .first()
+                .and_then(|c| c.split(' ').next())
+                .unwrap_or_default(),
+            DepError::BreaksDependent { name, .. } | DepError::Duplicate(name) => name,
+        }
+    }
 }
 
 /// The order in which to install `new` (dependencies first) so that the installed set stays
@@ -268,6 +282,7 @@ mod tests {
         assert!(e
             .to_string()
             .contains("app 1.0.0 -> util 2.0.0 -> lib ^1 (lib is not installed)"));
+        assert_eq!(e.first_plugin(), "app");
         let installed = set(&[node("lib", "2.0.0", &[])]);
         let e = plan_install(&installed, &[node("app", "1.0.0", &[("lib", "^1")])]).unwrap_err();
         assert!(matches!(e, DepError::Unsatisfied { ref found, .. } if found.major == 2));
@@ -296,6 +311,7 @@ mod tests {
                 ]
             }
         );
+        assert_eq!(e.first_plugin(), "a");
         // A cycle closed through an installed plugin.
         let installed = set(&[node("b", "1.0.0", &[("a", "*")])]);
         let e = plan_install(&installed, &[node("a", "1.0.0", &[("b", "*")])]).unwrap_err();

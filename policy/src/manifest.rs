@@ -257,6 +257,18 @@ impl ValidatedManifest {
     pub fn package_file_name(&self) -> String {
         format!("{}-{}.stockade", self.inner.name, self.version)
     }
+    /// This plugin as a node of the dependency graph ([`crate::deps`]). `validate` checked
+    /// every requirement, so none is dropped here.
+    pub fn dep_node(&self) -> crate::deps::DepNode {
+        crate::deps::DepNode::new(
+            self.inner.name.clone(),
+            self.version.clone(),
+            self.inner.dependencies.iter().filter_map(|d| {
+                let req = semver::VersionReq::parse(&d.version).ok()?;
+                Some((d.name.clone(), req))
+            }),
+        )
+    }
 }
 
 /// Whether `name` matches `[a-z0-9][a-z0-9._-]{0,63}`.
@@ -571,11 +583,21 @@ mod tests {
             )),
             Err(ManifestError::Dependency { .. })
         ));
-        assert!(check(with(
+        let m = check(with(
             "dependencies",
-            json!([{"name": "x", "version": "^1.2"}])
+            json!([{"name": "x", "version": "^1.2"}, {"name": "y", "version": ">=2, <3"}]),
         ))
-        .is_ok());
+        .unwrap();
+        let node = m.dep_node();
+        assert_eq!(node.name, m.name());
+        assert_eq!(&node.version, m.version());
+        assert_eq!(
+            node.requires
+                .iter()
+                .map(|(n, r)| (n.as_str(), r.to_string()))
+                .collect::<Vec<_>>(),
+            [("x", "^1.2".to_string()), ("y", ">=2, <3".to_string())]
+        );
         assert!(check(with("tier", json!("B"))).is_ok());
         for bad in ["", "B C", "../x", "ABCDEFGHIJKLMNOPQ"] {
             assert!(matches!(

@@ -313,3 +313,147 @@ fn a_cached_hook_is_answered_without_the_plugin_until_its_ttl_ends() {
     assert_eq!(n(&r), 4, "{r}");
     assert_eq!(s.stop(), 0);
 }
+
+/// Poll `plugin_status` until `name` is ready (a plugin of the load list may have become ready
+/// before this client connected, so its `plugin_state` went to nobody).
+fn poll_ready(c: &mut Client, name: &str) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let st = c.ok("plugin_status", json!({ "name": name }));
+        if st["state"] == "ready" {
+            return;
+        }
+        assert_eq!(st["state"], "starting", "{st}");
+        assert!(
+            std::time::Instant::now() < until,
+            "{name} not ready in 60 s: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `serve` with `config` that must refuse to start: its exit status and stderr.
+fn serve_refuses(fx: &Fixture, config: &str) -> (i32, String) {
+    let mut args = serve_args(fx, config, Some(POLICY));
+    args.extend(["--socket".into(), "refused.sock".into()]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(&args)
+        .current_dir(fx.dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > until {
+            child.kill().unwrap();
+            panic!("serve did not refuse to start within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Seed 000: the operator does not manage load order. `[serve] load` is started dependencies
+/// first whatever its order, takes installed plugins' names, adds an installed dependency it
+/// lacks, and refuses to start (65, nothing launched) on a missing dependency or a cycle.
+#[test]
+fn the_load_list_starts_dependencies_first_and_refuses_what_cannot_be_satisfied() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let needs = |n: &str, r: &str| json!({"dependencies": [{"name": n, "version": r}]});
+    let lib = pack_worker(&fx, "lib", &["on:lib"]);
+    let app = pack_script_with(&fx, "app", &["on:app"], WORKER, needs("lib", "^0.1"));
+    let toml = |items: &[&str]| format!("[serve]\nload = {items:?}\n");
+    let (a, l) = (app.to_str().unwrap(), lib.to_str().unwrap());
+
+    // Listed app first: lib is launched first all the same.
+    let mut s = Serve::start(&fx, &toml(&[a, l]), Some(POLICY));
+    let mut c = s.client();
+    poll_ready(&mut c, "lib");
+    poll_ready(&mut c, "app");
+    let log = s.log();
+    let at = |what: &str| {
+        log.find(what)
+            .unwrap_or_else(|| panic!("`{what}` not in the log:\n{log}"))
+    };
+    assert!(
+        at("plugin lib: starting") < at("plugin app: starting"),
+        "{log}"
+    );
+    assert_eq!(s.stop(), 0);
+
+    // A dependency neither listed nor installed: refused before anything is launched.
+    let (code, err) = serve_refuses(&fx, &toml(&[a]));
+    assert_eq!(code, 65, "{err}");
+    assert!(
+        err.contains("app 0.1.0 -> lib ^0.1 (lib is not installed)"),
+        "{err}"
+    );
+    assert!(!err.contains("starting"), "{err}");
+    // Listed in a version the requirement refuses.
+    let (code, err) = serve_refuses(
+        &fx,
+        &toml(&[
+            a,
+            pack_script_with(&fx, "app2", &["on:b"], WORKER, needs("lib", "^2"))
+                .to_str()
+                .unwrap(),
+            l,
+        ]),
+    );
+    assert_eq!(code, 65, "{err}");
+    assert!(
+        err.contains("app2 0.1.0 -> lib ^2 (lib 0.1.0 does not match)"),
+        "{err}"
+    );
+    // A cycle.
+    let c1 = pack_script_with(&fx, "c1", &["on:c1"], WORKER, needs("c2", "*"));
+    let c2 = pack_script_with(&fx, "c2", &["on:c2"], WORKER, needs("c1", "*"));
+    let (code, err) = serve_refuses(&fx, &toml(&[c1.to_str().unwrap(), c2.to_str().unwrap()]));
+    assert_eq!(code, 65, "{err}");
+    assert!(
+        err.contains("circular dependency: c1 0.1.0 -> c2 0.1.0 -> c1 0.1.0"),
+        "{err}"
+    );
+    assert!(!err.contains("starting"), "{err}");
+
+    // lib installed: a list naming only app loads it from the store, first; and an installed
+    // plugin's name is an entry of its own.
+    let r = fx.run(&[
+        "install",
+        l,
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+        "--policy-root",
+        "no-policy-root",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    std::fs::remove_file(&lib).unwrap();
+    let mut s = Serve::start(&fx, &toml(&[a]), Some(POLICY));
+    let mut c = s.client();
+    poll_ready(&mut c, "app");
+    poll_ready(&mut c, "lib");
+    let log = s.log();
+    assert!(
+        log.contains("loading installed lib 0.1.0 (needed by app)"),
+        "{log}"
+    );
+    assert!(
+        log.find("plugin lib: starting") < log.find("plugin app: starting"),
+        "{log}"
+    );
+    assert_eq!(s.stop(), 0);
+    let mut s = Serve::start(&fx, &toml(&["lib"]), Some(POLICY));
+    poll_ready(&mut s.client(), "lib");
+    assert_eq!(s.stop(), 0);
+}

@@ -277,16 +277,15 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         d.set_front(f).map_err(loop_err)?;
         log_line(&format!("sertone front on http://{addr}"));
     }
-    for p in &load {
-        if let Err(e) = d.load(Path::new(p), Instant::now()) {
-            let err = ServeError::Load {
-                package: p.clone(),
-                message: e.message,
-            };
-            return Err(
-                cmd(Exit::DataErr, "load", err).hint("fix or remove the package from [serve] load")
-            );
-        }
+    // All verified, then launched dependencies first (a dependency refusal launches nothing).
+    if let Err((package, e)) = d.load_start_set(&load, Instant::now()) {
+        let err = ServeError::Load {
+            package,
+            message: e.message,
+        };
+        return Err(
+            cmd(Exit::DataErr, "load", err).hint("fix or remove the package from [serve] load")
+        );
     }
     match &bound {
         Some(p) => log_line(&format!("listening on {}", p.display())),

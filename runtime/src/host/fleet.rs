@@ -170,6 +170,93 @@ impl Daemon {
 
     /// Verify and launch a package; the entry's first incarnation is starting on success.
     pub fn load(&mut self, path: &Path, now: Instant) -> Result<String, RpcError> {
+        let pkg = self.verify_for_load(path)?;
+        self.start_verified(path, pkg, now)
+    }
+
+    /// `[serve] load` at start (seed 000: the operator does not manage load order). Every
+    /// entry (a package file, or an installed plugin's name) is verified first; a dependency
+    /// the list lacks is added from the store when an installed version satisfies it; then the
+    /// plugins are launched dependencies first. A dependency neither listed nor installed in a
+    /// fitting version, or a cycle, refuses the start before anything is launched, naming the
+    /// chain. `Err` carries the entry it concerns.
+    pub fn load_start_set(
+        &mut self,
+        entries: &[String],
+        now: Instant,
+    ) -> Result<Vec<String>, (String, RpcError)> {
+        let state_dir = self.cfg.trust.state_dir.clone();
+        let mut set: Vec<(String, std::path::PathBuf, VerifiedPackage)> = Vec::new();
+        for e in entries {
+            let path = crate::store::resolve_package(&state_dir, Path::new(e));
+            let pkg = self
+                .verify_for_load(&path)
+                .map_err(|err| (e.clone(), err))?;
+            if set
+                .iter()
+                .any(|(_, _, p)| p.manifest.name() == pkg.manifest.name())
+            {
+                let msg = format!("`{}` is listed twice", pkg.manifest.name());
+                return Err((e.clone(), RpcError::new(codes::ALREADY_LOADED, msg)));
+            }
+            set.push((e.clone(), path, pkg));
+        }
+        // Close the set over installed dependencies (a bounded walk: each round adds one).
+        while let Some((needed_by, dep)) = set.iter().find_map(|(_, _, p)| {
+            p.manifest
+                .dep_node()
+                .requires
+                .into_keys()
+                .find(|d| !set.iter().any(|(_, _, q)| q.manifest.name() == d))
+                .map(|d| (p.manifest.name().to_string(), d))
+        }) {
+            let Some(path) = crate::store::installed_package(&state_dir, &dep) else {
+                break; // named by the order check below
+            };
+            let pkg = self
+                .verify_for_load(&path)
+                .map_err(|err| (dep.clone(), err))?;
+            if pkg.manifest.name() != dep {
+                let msg = format!(
+                    "the store's package for `{dep}` is named `{}`",
+                    pkg.manifest.name()
+                );
+                return Err((dep, load_failed(msg, Value::Null)));
+            }
+            log_line(&format!(
+                "loading installed {dep} {} (needed by {needed_by})",
+                pkg.manifest.version()
+            ));
+            set.push((dep.clone(), path, pkg));
+        }
+        let nodes: Vec<_> = set.iter().map(|(_, _, p)| p.manifest.dep_node()).collect();
+        let order =
+            stockade_policy::deps::plan_install(&BTreeMap::new(), &nodes).map_err(|err| {
+                let entry = set
+                    .iter()
+                    .find(|(_, _, p)| p.manifest.name() == err.first_plugin())
+                    .map_or_else(|| err.first_plugin().to_string(), |(e, _, _)| e.clone());
+                (
+                    entry,
+                    load_failed(err.to_string(), json!({"kind": err.kind()})),
+                )
+            })?;
+        let mut names = Vec::new();
+        for name in order {
+            let Some(i) = set.iter().position(|(_, _, p)| p.manifest.name() == name) else {
+                continue;
+            };
+            let (entry, path, pkg) = set.swap_remove(i);
+            names.push(
+                self.start_verified(&path, pkg, now)
+                    .map_err(|err| (entry, err))?,
+            );
+        }
+        Ok(names)
+    }
+
+    /// Verification of a package to load, audited; a refusal is audited as a denial too.
+    fn verify_for_load(&self, path: &Path) -> Result<VerifiedPackage, RpcError> {
         let pkg = match open_verified_in(
             path,
             &self.cfg.trust,
@@ -198,6 +285,16 @@ impl Daemon {
             }
         };
         self.audit_or_fail(audit::for_report(Event::Verification, "ok", &pkg.report))?;
+        Ok(pkg)
+    }
+
+    /// Admission (name, frozen license, quarantine) and the first launch of a verified package.
+    fn start_verified(
+        &mut self,
+        path: &Path,
+        pkg: VerifiedPackage,
+        now: Instant,
+    ) -> Result<String, RpcError> {
         let name = pkg.manifest.name().to_string();
         if self.plugins.contains_key(&name) {
             return Err(RpcError::new(

@@ -503,12 +503,16 @@ pub fn object_dir_in(root: &Path, p: &Installed) -> PathBuf {
 /// For `stockade run ARG` and serve's `plugin_load`: the stored package of an installed plugin
 /// named ARG (same rule as `verify`), else ARG itself.
 pub fn resolve_package(state_dir: &Path, arg: &Path) -> PathBuf {
-    let stored = candidate_name(arg).and_then(|name| {
-        let registry = read_registry(state_dir).ok()?;
-        let p = registry.plugins.get(name)?;
-        Some(object_dir_in(&state_dir.join(STORE_DIR), p).join(PACKAGE_FILE))
-    });
+    let stored = candidate_name(arg).and_then(|name| installed_package(state_dir, name));
     stored.unwrap_or_else(|| arg.to_path_buf())
+}
+
+/// The stored package of the installed plugin `name`, if there is one (by name only: no file
+/// of that name is looked for, as serve's dependency lookup needs).
+pub fn installed_package(state_dir: &Path, name: &str) -> Option<PathBuf> {
+    let registry = read_registry(state_dir).ok()?;
+    let p = registry.plugins.get(name)?;
+    Some(object_dir_in(&state_dir.join(STORE_DIR), p).join(PACKAGE_FILE))
 }
 
 /// The frozen-license rule for starting a plugin (seed 000: installs are blocked while the

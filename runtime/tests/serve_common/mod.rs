@@ -91,13 +91,27 @@ pub fn pack_worker(fx: &Fixture, name: &str, hooks: &[&str]) -> PathBuf {
 
 /// Pack `script` (`@NAME@`/`@HOOKS@` substituted) as plugin `name` declaring `hooks`.
 pub fn pack_script(fx: &Fixture, name: &str, hooks: &[&str], script: &str) -> PathBuf {
+    pack_script_with(fx, name, hooks, script, json!({}))
+}
+
+/// [`pack_script`] with `extra` manifest fields (e.g. `dependencies`) merged in.
+pub fn pack_script_with(
+    fx: &Fixture,
+    name: &str,
+    hooks: &[&str],
+    script: &str,
+    extra: Value,
+) -> PathBuf {
     let d = fx.dir().join(format!("src-{name}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir(&d).unwrap();
     let hooks_json = serde_json::to_string(hooks).unwrap();
-    let manifest = json!({"name": name, "version": "0.1.0", "author": "tests",
+    let mut manifest = json!({"name": name, "version": "0.1.0", "author": "tests",
         "description": "serve worker", "entrypoint": "entrypoint",
         "requested_capabilities": ["log", "register_hook"], "hooks": hooks, "api": 1});
+    if let (Some(m), Some(e)) = (manifest.as_object_mut(), extra.as_object()) {
+        m.extend(e.clone());
+    }
     std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
     let script = script.replace("@NAME@", name).replace(
         "@HOOKS@",
