@@ -231,17 +231,25 @@ fn plugin_load_takes_an_installed_plugins_name() {
     assert_eq!(s.stop(), 0);
 
     // A frozen license admits nothing new: a package that is not installed is refused
-    // (license_frozen, exit 100 in the data), the installed plugin still loads.
-    fx.install_frozen_license("ACME-1");
+    // (license_frozen, exit 100 in the data), the installed plugin still loads — also when the
+    // license froze while the daemon was running.
     let fresh = pack_worker(&fx, "fresh", &["on:open"]);
     let mut s = Serve::start(&fx, "", Some(POLICY));
     let mut c = s.client();
+    fx.install_frozen_license("ACME-1");
     let r = c.call("plugin_load", json!({"package": fresh}));
     assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
     assert_eq!(r["error"]["data"]["kind"], "license_frozen", "{r}");
     assert_eq!(r["error"]["data"]["exit"], 100, "{r}");
     let r = c.ok("plugin_load", json!({"package": "stored"}));
     assert_eq!(r["state"], "ready", "{r}");
+    assert_eq!(s.stop(), 0);
+    // At start, from `[serve] load`: 100 as `run` says, not the config's 65.
+    let (code, err) = serve_refuses(&fx, &format!("[serve]\nload = [{fresh:?}]\n"));
+    assert_eq!(code, 100, "{err}");
+    assert!(err.contains("is frozen"), "{err}");
+    let mut s = Serve::start(&fx, "[serve]\nload = [\"stored\"]\n", Some(POLICY));
+    poll_ready(&mut s.client(), "stored");
     assert_eq!(s.stop(), 0);
 }
 

@@ -279,13 +279,23 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
     }
     // All verified, then launched dependencies first (a dependency refusal launches nothing).
     if let Err((package, e)) = d.load_start_set(&load, Instant::now()) {
+        // A frozen license refuses as it does for `run` (100); any other refusal is the
+        // config's (65).
+        let frozen = e
+            .data
+            .as_ref()
+            .is_some_and(|d| d["kind"] == "license_frozen");
+        let exit = if frozen {
+            Exit::LicenseFrozen
+        } else {
+            Exit::DataErr
+        };
         let err = ServeError::Load {
             package,
             message: e.message,
         };
-        return Err(
-            cmd(Exit::DataErr, "load", err).hint("fix or remove the package from [serve] load")
-        );
+        let kind = if frozen { "license_frozen" } else { "load" };
+        return Err(cmd(exit, kind, err).hint("fix or remove the package from [serve] load"));
     }
     match &bound {
         Some(p) => log_line(&format!("listening on {}", p.display())),

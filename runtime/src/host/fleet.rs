@@ -256,7 +256,25 @@ impl Daemon {
     }
 
     /// Verification of a package to load, audited; a refusal is audited as a denial too.
-    fn verify_for_load(&self, path: &Path) -> Result<VerifiedPackage, RpcError> {
+    fn verify_for_load(&mut self, path: &Path) -> Result<VerifiedPackage, RpcError> {
+        // The license can change while the daemon runs (`stockade node license install`, a
+        // freeze): each admission reads it again, for the certificate scopes and the frozen
+        // rule alike. One that cannot be read admits nothing.
+        match crate::node::load_license(&self.cfg.trust.state_dir) {
+            Ok(l) => self.cfg.node.license = l,
+            Err(e) => {
+                let msg = format!("cannot read this node's license: {e}");
+                let exit = crate::exit::Exit::Config.code();
+                self.deny_load(
+                    Record::new(Event::Denial, ""),
+                    path,
+                    "license",
+                    "node",
+                    &msg,
+                );
+                return Err(load_failed(msg, json!({"kind": "node", "exit": exit})));
+            }
+        }
         let pkg = match open_verified_in(
             path,
             &self.cfg.trust,
