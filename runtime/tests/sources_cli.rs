@@ -513,10 +513,29 @@ fn a_known_authors_name_is_pinned_too_so_a_new_plugin_under_it_needs_its_key() {
     repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["author"]["name"] = json!("acme");
     // Another plugin id, never installed, published under the same author name with another
     // key: its id pin would be first-use, but the author's is not.
+    // Spelled otherwise: still the same author.
     let other = fx.pack_custom("other", "1.0.0", &[], json!({}), "dev2", "other.stockade");
-    repo.publish(&fx, &other, "other", "1.0.0", "dev2")["author"]["name"] = json!("acme");
+    repo.publish(&fx, &other, "other", "1.0.0", "dev2")["author"]["name"] = json!(" ACME ");
     repo.write(&fx, "op");
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    // Both in one command, nothing pinned yet: the name's first use cannot pin two keys.
+    let r = fx.store_install(&["hello", "other"], &[]);
+    expect(&r, 98, "index.author_pin");
+    assert!(
+        r.stdout.contains("another package of this command"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("--author NAME"), "{}", r.stdout);
+    assert!(fx.installed().is_empty());
+    assert!(
+        !fx.path("state/pins.json").exists() || {
+            let pins: Value =
+                serde_json::from_slice(&std::fs::read(fx.path("state/pins.json")).unwrap())
+                    .unwrap();
+            pins["authors"].is_null()
+        }
+    );
     let r = fx.store_install(&["hello"], &[]);
     expect(&r, 0, "");
     let item = &r.json()["installed"][0];
@@ -524,7 +543,7 @@ fn a_known_authors_name_is_pinned_too_so_a_new_plugin_under_it_needs_its_key() {
     assert_eq!(item["author_name_pin"]["status"], "first-use", "{item}");
     let r = fx.store_install(&["other"], &[]);
     expect(&r, 98, "index.author_pin");
-    assert!(r.stdout.contains("author `acme`"), "{}", r.stdout);
+    assert!(r.stdout.contains("author ` ACME `"), "{}", r.stdout);
     assert!(!fx.installed().contains_key("other"));
     // The explicit flow re-pins the name as well as the id.
     ok(
@@ -536,7 +555,7 @@ fn a_known_authors_name_is_pinned_too_so_a_new_plugin_under_it_needs_its_key() {
             "--author-key",
             "dev2.pub",
             "--author",
-            "acme",
+            "Acme",
             "--yes",
             "--state-dir",
             "state",

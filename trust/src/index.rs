@@ -228,6 +228,13 @@ impl Index {
             if !seen.insert((e.id.clone(), e.version.clone())) {
                 return Err(bad(format!("version {} is listed twice", e.version)));
             }
+            if e.author.name.chars().count() > MAX_AUTHOR_NAME_CHARS
+                || e.author.name.chars().any(char::is_control)
+            {
+                return Err(bad(format!(
+                    "author.name must be at most {MAX_AUTHOR_NAME_CHARS} characters, none a control character"
+                )));
+            }
             key(format!("{}.author.pubkey", e.id), &e.author.pubkey)?;
             for k in &e.author.previous_pubkeys {
                 key(format!("{}.author.previous_pubkeys", e.id), k)?;
@@ -330,6 +337,20 @@ pub fn fingerprint(k: &PublicKey) -> String {
 /// `KEYID (sha256 abcd…)`: what messages print.
 pub fn describe(k: &PublicKey) -> String {
     format!("{} (sha256 {})", k.key_id, &fingerprint(k)[..16])
+}
+
+/// The longest `author.name` an index entry may carry: it keys a pin in the host's state.
+pub const MAX_AUTHOR_NAME_CHARS: usize = 128;
+
+/// The form of an author's name that its pin is kept under: surrounding white space dropped,
+/// inner runs of it made one space, lower case. "Alice", " alice " and "ALICE" are one author,
+/// so a changed spelling cannot pass for a new author with a new key. Look-alike letters of other
+/// scripts (a Cyrillic "А") are not folded: that needs the Unicode confusables tables.
+pub fn author_pin_key(name: &str) -> String {
+    name.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// What a pin check decided.
@@ -466,7 +487,25 @@ mod tests {
         let mut d = doc(json!({}));
         d["plugins"][0]["id"] = json!("../etc");
         assert!(matches!(parse(&d), Err(IndexError::Entry { .. })));
+        for name in ["a\u{7}b".to_string(), "x".repeat(MAX_AUTHOR_NAME_CHARS + 1)] {
+            let mut d = doc(json!({}));
+            d["plugins"][0]["author"]["name"] = json!(name);
+            let e = parse(&d).unwrap_err();
+            assert!(e.to_string().contains("author.name"), "{e}");
+        }
+        let mut d = doc(json!({}));
+        d["plugins"][0]["author"]["name"] = json!("é".repeat(MAX_AUTHOR_NAME_CHARS));
+        assert!(parse(&d).is_ok());
         assert!(matches!(Index::parse(b"{"), Err(IndexError::Malformed(_))));
+    }
+
+    #[test]
+    fn author_names_pin_by_one_spelling() {
+        for n in ["Alice Smith", " alice  smith ", "ALICE\tSMITH"] {
+            assert_eq!(author_pin_key(n), "alice smith");
+        }
+        assert_ne!(author_pin_key("Alice"), author_pin_key("Alicia"));
+        assert_eq!(author_pin_key("ÉLODIE"), "élodie");
     }
 
     #[test]

@@ -242,7 +242,9 @@ impl Job<'_> {
         let dev_key = pkg.developer.as_ref().map(|d| d.subject_key.clone());
         let pin = match (fetched, &dev_key) {
             (Some(f), _) => {
-                if let Err(e) = sources::check_agreement(f, &pkg.manifest, dev_key.as_ref()) {
+                if let Err(e) = sources::check_agreement(f, &pkg.manifest, dev_key.as_ref())
+                    .and_then(|()| sources::check_name_pin_within(f, self.staged_authors()))
+                {
                     let detail = json!({"file": label, "kind": e.kind(), "error": e.to_string()});
                     return Err(self.refuse(detail, e.into_cmd()));
                 }
@@ -291,6 +293,15 @@ impl Job<'_> {
             report: pkg.report,
         });
         Ok(())
+    }
+
+    /// The author names and keys of what this job staged from the sources.
+    fn staged_authors(&self) -> impl Iterator<Item = (&str, &PublicKey)> {
+        self.staged.iter().filter_map(|p| {
+            let (name, _) = p.author_pin.as_ref()?;
+            let (key, _) = p.pin.as_ref()?;
+            Some((name.as_str(), key))
+        })
     }
 
     /// Steps 1–4 from the sources, then [`Job::add`].

@@ -41,8 +41,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use stockade_trust::index::{
-    self, check_pin, choose_artifact, describe, fingerprint, Entry, Index, IndexError, PinMismatch,
-    PinOutcome, MAX_INDEX_BYTES,
+    self, author_pin_key, check_pin, choose_artifact, describe, fingerprint, Entry, Index,
+    IndexError, PinMismatch, PinOutcome, MAX_INDEX_BYTES,
 };
 use stockade_trust::minisign::{PublicKey, Signature};
 
@@ -272,7 +272,7 @@ impl SourceError {
     pub fn hint(&self) -> &'static str {
         match self {
             SourceError::OperatorKey { .. } => "if the operator really rotated keys without a proof, verify the new key out of band and run `stockade source repin NAME --operator-key KEY.pub --yes`",
-            SourceError::AuthorPin { .. } => "if the author really changed keys without a proof, verify the new key out of band and run `stockade source repin-author ID --author-key KEY.pub --yes`",
+            SourceError::AuthorPin { .. } => "if the author really changed keys without a proof, verify the new key out of band and run `stockade source repin-author ID --author-key KEY.pub --yes` (with `--author NAME` when the author's name is what refused it)",
             SourceError::Index { .. } => "the source is serving an old, changed or expired index; ask its operator, or wait for a fresh one",
             SourceError::Unavailable { .. } => "ask the author for a build for this platform",
             SourceError::NotFound { .. } => "`stockade source list` shows the sources; check the id and version",
@@ -392,23 +392,28 @@ impl Pins {
     pub fn key(&self, id: &str) -> Result<Option<PublicKey>, SourceError> {
         self.key_of(PinKind::Plugin, id)
     }
-    /// The pinned key of plugin id or author name `k`.
+    /// The pinned key of plugin id or author name `k` (an author by [`author_pin_key`]: a
+    /// pin written under another spelling by an earlier build still counts).
     pub fn key_of(&self, kind: PinKind, k: &str) -> Result<Option<PublicKey>, SourceError> {
-        self.map(kind)
-            .get(k)
-            .map(|p| {
-                PublicKey::from_base64(&p.pubkey).map_err(|e| SourceError::Corrupt {
-                    path: PathBuf::from(PINS_FILE),
-                    source: Box::new(e),
+        let pin = match kind {
+            PinKind::Plugin => self.plugins.get(k),
+            PinKind::Author => {
+                let want = author_pin_key(k);
+                self.authors.get(&want).or_else(|| {
+                    self.authors
+                        .iter()
+                        .find(|(n, _)| author_pin_key(n) == want)
+                        .map(|(_, p)| p)
                 })
+            }
+        };
+        pin.map(|p| {
+            PublicKey::from_base64(&p.pubkey).map_err(|e| SourceError::Corrupt {
+                path: PathBuf::from(PINS_FILE),
+                source: Box::new(e),
             })
-            .transpose()
-    }
-    fn map(&self, kind: PinKind) -> &BTreeMap<String, Pin> {
-        match kind {
-            PinKind::Plugin => &self.plugins,
-            PinKind::Author => &self.authors,
-        }
+        })
+        .transpose()
     }
     /// Pin `key` for `id`.
     pub fn set(&mut self, id: &str, key: &PublicKey, how: &str, now: u64) {
@@ -416,12 +421,17 @@ impl Pins {
     }
     /// Pin `key` for plugin id or author name `k`.
     pub fn set_of(&mut self, kind: PinKind, k: &str, key: &PublicKey, how: &str, now: u64) {
-        let map = match kind {
-            PinKind::Plugin => &mut self.plugins,
-            PinKind::Author => &mut self.authors,
+        let (map, k) = match kind {
+            PinKind::Plugin => (&mut self.plugins, k.to_string()),
+            PinKind::Author => {
+                // One entry per author: other spellings an earlier build kept go.
+                let k = author_pin_key(k);
+                self.authors.retain(|n, _| author_pin_key(n) != k);
+                (&mut self.authors, k)
+            }
         };
         map.insert(
-            k.to_string(),
+            k,
             Pin {
                 pubkey: key.to_base64(),
                 key_id: key.key_id.to_string(),
@@ -938,6 +948,32 @@ pub fn check_agreement(
             developer_key.map_or("(none)".into(), |k| k.key_id.to_string()),
             f.author.key_id
         )));
+    }
+    Ok(())
+}
+
+/// Step 4 within one command: the pins of `pins.json` are written when the command commits, so
+/// two packages it fetches under one author's name must carry the same key — else the first
+/// use of that name would pin whichever came last.
+pub fn check_name_pin_within<'a>(
+    f: &Fetched,
+    staged: impl IntoIterator<Item = (&'a str, &'a PublicKey)>,
+) -> Result<(), SourceError> {
+    let Some((name, _)) = &f.author_pin else {
+        return Ok(());
+    };
+    let want = author_pin_key(name);
+    for (other, key) in staged {
+        if author_pin_key(other) == want && *key != f.author {
+            return Err(SourceError::AuthorPin {
+                id: format!("author `{name}` (plugin {})", f.entry.id),
+                source: PinMismatch {
+                    pinned: describe(key),
+                    offered: describe(&f.author),
+                    why: "another package of this command names the same author with that key",
+                },
+            });
+        }
     }
     Ok(())
 }
