@@ -268,7 +268,12 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         );
     }
     let kv = crate::host::kv::store_name(&cfg.state_dir, &pkg)
-        .and_then(|store| KvStore::open(&cfg.state_dir, &store, host_policy.kv.clone()))
+        .and_then(|(store, note)| {
+            if let Some(note) = note {
+                eprintln!("stockade: warning: {note}");
+            }
+            KvStore::open(&cfg.state_dir, &store, host_policy.kv.clone())
+        })
         .map_err(|e| CmdError::new(Exit::Config, "kv_store", RunError::Kv(e)))?;
     let mut config = BTreeMap::new();
     config.insert("plugin_name".to_string(), json!(name));

@@ -494,7 +494,12 @@ impl Daemon {
         }
         let state = &self.cfg.trust.state_dir;
         let kv = crate::host::kv::store_name(state, pkg)
-            .and_then(|store| KvStore::open(state, &store, lp.host.kv.clone()))
+            .and_then(|(store, note)| {
+                if let Some(note) = note {
+                    log_line(&format!("plugin {name}: warning: {note}"));
+                }
+                KvStore::open(state, &store, lp.host.kv.clone())
+            })
             .map_err(|err| {
                 (
                     "launch",

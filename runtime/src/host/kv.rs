@@ -18,11 +18,21 @@
 //! the file again when it was replaced since it was last read, so it sees the other processes'
 //! puts too. "Replaced" is told by inode, which is exact only because the store keeps the file
 //! it read open: an inode in use cannot be handed to a new file (a freed one often is, at once).
+//!
+//! Sharing crosses uids: the packaged daemon runs as `stockade`, owner of `/var/lib/stockade`,
+//! and root's `stockade run` uses the same state directory. So the store's directory is held
+//! open ([`Dirs`]) and every file is reached relative to it with `O_NOFOLLOW` (no link planted
+//! in a directory the other uid owns sends root's writes elsewhere), the lock is taken on a
+//! read-only descriptor, and what root creates there is handed to the state directory's owner.
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, Flock, FlockArg, OFlag};
+use nix::sys::stat::{fstatat, Mode};
+use nix::unistd::UnlinkatFlags;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use stockade_policy::protocol::host::KvQuota;
@@ -48,13 +58,14 @@ pub enum KvError {
     Persist(#[source] io::Error),
 }
 
-/// The store of a verified package, relative to `<state-dir>/kv` (see the module docs). A store
-/// of the layout before signers (`kv/<name>.json`) is moved to the signer's place the first time
-/// the installed package of that name (name and SHA-256: its owner) opens it.
+/// The store of a verified package, relative to `<state-dir>/kv` (see the module docs), and a
+/// note for the operator when a store of the layout before signers (`kv/<name>.json`) could not
+/// be moved to it. That old store is moved to the signer's place the first time the installed
+/// package of that name (name and SHA-256: its owner) opens it.
 pub fn store_name(
     state_dir: &Path,
     pkg: &crate::package::VerifiedPackage,
-) -> Result<String, KvError> {
+) -> Result<(String, Option<String>), KvError> {
     use crate::package::report::SignatureStatus;
     let name = pkg.manifest.name();
     let signer = pkg
@@ -63,40 +74,190 @@ pub fn store_name(
         .filter(|_| pkg.report.signature_status == SignatureStatus::Verified)
         .map(|d| stockade_trust::index::fingerprint(&d.subject_key));
     let Some(signer) = signer else {
-        return Ok(format!("unverified/{name}"));
+        return Ok((format!("unverified/{name}"), None));
     };
     let owner = || crate::store::is_installed(state_dir, name, &pkg.report.package_sha256);
-    adopt_legacy(&state_dir.join("kv"), name, &signer, owner)?;
-    Ok(format!("{signer}/{name}"))
+    let note = adopt_legacy(state_dir, name, &signer, owner)?;
+    Ok((format!("{signer}/{name}"), note))
 }
 
-/// Move `kv/<name>.json` (the layout before signers) to `kv/<signer>/<name>.json` when there is
-/// no store there yet and `owner()` says the package opening it owns the old one.
+/// Move `kv/<name>.json` (the layout before signers) to `kv/<signer>/<name>.json` when
+/// `owner()` says the package opening it owns the old one: under the new store's lock, by
+/// `linkat` (which never replaces: a store already there is kept, and the old one left with a
+/// note) and then `unlinkat`.
 fn adopt_legacy(
-    kv: &Path,
+    state_dir: &Path,
     name: &str,
     signer: &str,
     owner: impl FnOnce() -> bool,
-) -> Result<(), KvError> {
-    let (legacy, now) = (
-        kv.join(format!("{name}.json")),
-        kv.join(signer).join(format!("{name}.json")),
-    );
-    if legacy.is_file() && !now.exists() && owner() {
-        fs::create_dir_all(kv.join(signer))
-            .and_then(|()| fs::rename(&legacy, &now))
-            .map_err(|source| KvError::Load {
-                path: legacy.clone(),
-                source,
-            })?;
+) -> Result<Option<String>, KvError> {
+    let legacy = format!("{name}.json");
+    let path = state_dir.join("kv").join(&legacy);
+    let load = |source: io::Error| KvError::Load {
+        path: path.clone(),
+        source,
+    };
+    let kv = match Dirs::open(state_dir, &[], false) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(load(e)),
+    };
+    let is_file = fstatat(&kv.fd, legacy.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG);
+    if !is_file || !owner() {
+        return Ok(None);
     }
-    Ok(())
+    let dir = Dirs::open(state_dir, &[signer], true).map_err(load)?;
+    let _lock = dir.lock(name).map_err(load)?;
+    match nix::unistd::linkat(
+        &kv.fd,
+        legacy.as_str(),
+        &dir.fd,
+        legacy.as_str(),
+        AtFlags::empty(),
+    ) {
+        Ok(()) => {}
+        Err(Errno::EEXIST) => {
+            return Ok(Some(format!(
+                "the key/value store {} (the layout before per-signer stores) is left in place: \
+                 this signer's store kv/{signer}/{legacy} exists already",
+                path.display()
+            )))
+        }
+        // Gone meanwhile: another runtime moved it.
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(load(e.into())),
+    }
+    nix::unistd::unlinkat(&kv.fd, legacy.as_str(), UnlinkatFlags::NoRemoveDir)
+        .map_err(|e| load(e.into()))?;
+    nix::unistd::fsync(&dir.fd)
+        .and_then(|()| nix::unistd::fsync(&kv.fd))
+        .map_err(|e| load(e.into()))?;
+    Ok(None)
 }
+
+/// A store's directory (`<state>/kv[/<signer>]`), held open. Everything in it is reached
+/// relative to this descriptor with `O_NOFOLLOW`, and each directory on the way was opened
+/// without following a symlink and accepted only if it belongs to this uid or to the state
+/// directory's owner and is writable by no one else: root's `stockade run` beside the
+/// `stockade`-user daemon shares the store, and no link planted in it can send root's writes
+/// elsewhere. What root creates in a state directory someone else owns is handed to that owner,
+/// so the daemon can still read and replace it.
+#[derive(Debug)]
+struct Dirs {
+    fd: OwnedFd,
+    /// The owner new files and directories are given (root writing another's state directory).
+    hand_to: Option<(u32, u32)>,
+}
+
+impl Dirs {
+    /// `<state>/kv/<sub…>`, made (mode 0700) when `create` and missing.
+    fn open(state_dir: &Path, sub: &[&str], create: bool) -> io::Result<Dirs> {
+        if create {
+            // The state directory is the operator's choice (as everywhere): made if missing.
+            fs::create_dir_all(state_dir)?;
+        }
+        let state = fs::File::open(state_dir)?;
+        let st = nix::sys::stat::fstat(&state)?;
+        let me = nix::unistd::geteuid().as_raw();
+        let hand_to = (me == 0 && st.st_uid != 0).then_some((st.st_uid, st.st_gid));
+        let mut fd = OwnedFd::from(state);
+        for c in std::iter::once("kv").chain(sub.iter().copied()) {
+            if c.is_empty() || c == "." || c == ".." || c.contains('/') {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "bad store name",
+                ));
+            }
+            if create {
+                match nix::sys::stat::mkdirat(&fd, c, Mode::from_bits_truncate(0o700)) {
+                    Ok(()) => {
+                        if let Some((uid, gid)) = hand_to {
+                            let d = openat(&fd, c, DIR_FLAGS, Mode::empty())?;
+                            std::os::unix::fs::fchown(&d, Some(uid), Some(gid))?;
+                        }
+                    }
+                    Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let next = openat(&fd, c, DIR_FLAGS, Mode::empty())?;
+            let mut st = nix::sys::stat::fstat(&next)?;
+            if st.st_uid == me && st.st_mode & 0o022 != 0 {
+                // Ours, made under a permissive umask by an earlier build: closed, not refused.
+                let mode = Mode::from_bits_truncate(st.st_mode & 0o755);
+                nix::sys::stat::fchmod(&next, mode)?;
+                st = nix::sys::stat::fstat(&next)?;
+            }
+            let owner_ok = st.st_uid == me || hand_to.is_some_and(|(u, _)| u == st.st_uid);
+            if !owner_ok || st.st_mode & 0o022 != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "`{c}` is owned by uid {} with mode {:o}: a store directory must be this \
+                         uid's or the state directory owner's, writable by no one else",
+                        st.st_uid,
+                        st.st_mode & 0o7777
+                    ),
+                ));
+            }
+            fd = next;
+        }
+        Ok(Dirs { fd, hand_to })
+    }
+
+    /// Create (mode 0600, exclusively, not through a link) and hand over a file.
+    fn create(&self, name: &str) -> io::Result<fs::File> {
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+        let f = fs::File::from(openat(
+            &self.fd,
+            name,
+            flags | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )?);
+        self.hand_over(&f)?;
+        Ok(f)
+    }
+
+    fn hand_over(&self, f: &fs::File) -> io::Result<()> {
+        match self.hand_to {
+            Some((uid, gid)) => std::os::unix::fs::fchown(f, Some(uid), Some(gid)),
+            None => Ok(()),
+        }
+    }
+
+    /// The exclusive lock of store `name` (`<name>.lock`: opened read-only, which `flock`
+    /// needs no more than, so another uid sharing the store can take it too).
+    fn lock(&self, name: &str) -> io::Result<Flock<fs::File>> {
+        let lock = format!("{name}.lock");
+        let flags = OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let f = fs::File::from(openat(
+            &self.fd,
+            lock.as_str(),
+            flags,
+            Mode::from_bits_truncate(0o644),
+        )?);
+        if f.metadata()?.uid() == 0 {
+            self.hand_over(&f)?;
+        }
+        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e.into())
+    }
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
 
 /// One plugin's store.
 #[derive(Debug)]
 pub struct KvStore {
+    /// `<state>/kv/<signer>/<name>.json`, for messages.
     path: PathBuf,
+    /// Its directory, held.
+    dir: Dirs,
+    /// `<name>`.
+    name: String,
     map: BTreeMap<String, String>,
     /// The file `map` was read from, kept open (None: there was none).
     seen: Option<fs::File>,
@@ -108,11 +269,23 @@ fn total(map: &BTreeMap<String, String>) -> usize {
 }
 
 impl KvStore {
-    /// Open (or start empty) the store `name` (from [`store_name`]) under `state_dir/kv/`.
+    /// Open (or start empty) the store `name` (from [`store_name`]: `<signer>/<plugin>`, or a
+    /// bare `<plugin>`) under `state_dir/kv/`; its directories are made as needed.
     pub fn open(state_dir: &Path, name: &str, quota: KvQuota) -> Result<Self, KvError> {
         let path = state_dir.join("kv").join(format!("{name}.json"));
+        let load = |source| KvError::Load {
+            path: path.clone(),
+            source,
+        };
+        let (sub, plugin) = match name.rsplit_once('/') {
+            Some((signer, plugin)) => (vec![signer], plugin),
+            None => (vec![], name),
+        };
+        let dir = Dirs::open(state_dir, &sub, true).map_err(load)?;
         let mut s = Self {
             path,
+            dir,
+            name: plugin.to_string(),
             map: BTreeMap::new(),
             seen: None,
             quota,
@@ -121,29 +294,36 @@ impl KvStore {
         Ok(s)
     }
 
+    fn file(&self) -> String {
+        format!("{}.json", self.name)
+    }
+
     /// Read the file again if it is not the one `map` came from.
     fn reload(&mut self) -> Result<(), KvError> {
         let load = |source| KvError::Load {
             path: self.path.clone(),
             source,
         };
-        let id = |m: &fs::Metadata| (m.dev(), m.ino());
-        match fs::metadata(&self.path) {
+        let file = self.file();
+        match fstatat(&self.dir.fd, file.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(now) => {
                 let held = self.seen.as_ref().and_then(|f| f.metadata().ok());
-                if held.is_some_and(|h| id(&h) == id(&now)) {
+                if held.is_some_and(|h| (h.dev(), h.ino()) == (now.st_dev, now.st_ino)) {
                     return Ok(());
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(Errno::ENOENT) => {
                 self.map.clear();
                 self.seen = None;
                 return Ok(());
             }
-            Err(e) => return Err(load(e)),
+            Err(e) => return Err(load(e.into())),
         }
         // Replaced since: read what is there now (and hold that very file).
-        let mut f = fs::File::open(&self.path).map_err(load)?;
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mut f = openat(&self.dir.fd, file.as_str(), flags, Mode::empty())
+            .map(fs::File::from)
+            .map_err(|e| load(e.into()))?;
         let mut text = String::new();
         let cap = (self.quota.max_total_bytes * 2 + 4096) as u64;
         (&mut f).take(cap).read_to_string(&mut text).map_err(load)?;
@@ -164,17 +344,8 @@ impl KvStore {
         if key.is_empty() || key.len() > self.quota.max_key_bytes {
             return Err(KvError::Quota("key size"));
         }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(KvError::Persist)?;
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.path.with_extension("lock"))
-            .map_err(KvError::Persist)?;
         // Held until the new map is in place (dropped at return).
-        let _lock = Flock::lock(lock, FlockArg::LockExclusive)
-            .map_err(|(_, e)| KvError::Persist(e.into()))?;
+        let _lock = self.dir.lock(&self.name).map_err(KvError::Persist)?;
         self.reload()?;
         let q = &self.quota;
         let mut next = self.map.clone();
@@ -200,27 +371,22 @@ impl KvStore {
         Ok(())
     }
 
-    /// Write `map` in place of the file; returns the new file, open.
+    /// Write `map` in place of the file (called under the lock); returns the new file, open.
     fn persist(&self, map: &BTreeMap<String, String>) -> io::Result<fs::File> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            self.path
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
+        let (file, d) = (self.file(), &self.dir.fd);
+        let tmp = format!(".{file}.{}.tmp", std::process::id());
+        // A leftover of a crashed process that had this pid: under the lock, nobody's.
+        let _ = nix::unistd::unlinkat(d, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         let r = (|| {
-            let mut f = fs::File::create(&tmp)?;
+            let mut f = self.dir.create(&tmp)?;
             f.write_all(&serde_json::to_vec(map).map_err(io::Error::other)?)?;
             f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            fs::File::open(dir)?.sync_all()?;
+            nix::fcntl::renameat(d, tmp.as_str(), d, file.as_str())?;
+            nix::unistd::fsync(d)?;
             Ok(f)
         })();
         if r.is_err() {
-            let _ = fs::remove_file(&tmp);
+            let _ = nix::unistd::unlinkat(d, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         }
         r
     }
@@ -229,6 +395,7 @@ impl KvStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn quota() -> KvQuota {
         KvQuota {
@@ -361,21 +528,98 @@ mod tests {
     fn a_store_of_the_old_layout_goes_to_its_owner_only() {
         let d = tempfile::tempdir().unwrap();
         let kv = d.path().join("kv");
+        // No kv directory at all: nothing to do.
+        assert_eq!(adopt_legacy(d.path(), "p", "aa", || true).unwrap(), None);
         fs::create_dir(&kv).unwrap();
         fs::write(kv.join("p.json"), r#"{"k":"v"}"#).unwrap();
         // Not the installed package: left where it is.
-        adopt_legacy(&kv, "p", "aa", || false).unwrap();
+        adopt_legacy(d.path(), "p", "aa", || false).unwrap();
         assert!(kv.join("p.json").exists() && !kv.join("aa").exists());
         // The owner: moved, and then read under the signer.
-        adopt_legacy(&kv, "p", "bb", || true).unwrap();
+        assert_eq!(adopt_legacy(d.path(), "p", "bb", || true).unwrap(), None);
         assert!(!kv.join("p.json").exists());
         let mut s = KvStore::open(d.path(), "bb/p", quota()).unwrap();
         assert_eq!(s.get("k").unwrap(), Some("v"));
-        // Never over an existing store.
+        // Never over an existing store: the old one stays, and the caller is told.
         fs::write(kv.join("p.json"), r#"{"k":"old"}"#).unwrap();
-        adopt_legacy(&kv, "p", "bb", || true).unwrap();
+        let note = adopt_legacy(d.path(), "p", "bb", || true).unwrap().unwrap();
+        assert!(
+            note.contains("left in place") && note.contains("kv/bb/p.json"),
+            "{note}"
+        );
         assert!(kv.join("p.json").exists());
         let mut s = KvStore::open(d.path(), "bb/p", quota()).unwrap();
         assert_eq!(s.get("k").unwrap(), Some("v"));
+    }
+
+    #[test]
+    fn no_link_or_shared_directory_is_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let kv = d.path().join("kv");
+        fs::create_dir(&kv).unwrap();
+        // A signer directory that is a link: refused, nothing written through it.
+        std::os::unix::fs::symlink(elsewhere.path(), kv.join("s")).unwrap();
+        assert!(matches!(
+            KvStore::open(d.path(), "s/p", quota()),
+            Err(KvError::Load { .. })
+        ));
+        // The store file a link: refused on read, and a put does not write through it.
+        fs::create_dir(kv.join("t")).unwrap();
+        fs::set_permissions(kv.join("t"), fs::Permissions::from_mode(0o700)).unwrap();
+        let target = elsewhere.path().join("victim");
+        fs::write(&target, "{}").unwrap();
+        std::os::unix::fs::symlink(&target, kv.join("t/p.json")).unwrap();
+        assert!(matches!(
+            KvStore::open(d.path(), "t/p", quota()),
+            Err(KvError::Load { .. })
+        ));
+        // One of ours that others may write to (an earlier build, a permissive umask): closed.
+        fs::create_dir(kv.join("u")).unwrap();
+        fs::set_permissions(kv.join("u"), fs::Permissions::from_mode(0o777)).unwrap();
+        KvStore::open(d.path(), "u/p", quota()).unwrap();
+        let m = fs::metadata(kv.join("u")).unwrap().permissions().mode();
+        assert_eq!(m & 0o777, 0o755);
+        // Another uid's (not the state directory's owner): refused.
+        if nix::unistd::geteuid().is_root() {
+            fs::create_dir(kv.join("v")).unwrap();
+            std::os::unix::fs::chown(kv.join("v"), Some(65534), Some(65534)).unwrap();
+            let e = KvStore::open(d.path(), "v/p", quota()).unwrap_err();
+            let why = std::error::Error::source(&e).unwrap().to_string();
+            assert!(why.contains("owned by uid 65534"), "{why}");
+        }
+        assert_eq!(fs::read_to_string(&target).unwrap(), "{}");
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 1);
+    }
+
+    /// Root's `stockade run` in the state directory of the `stockade` user: what it creates is
+    /// handed to that user (so the daemon can read and replace it), modes 0700/0600.
+    #[test]
+    fn root_hands_what_it_creates_to_the_state_directory_owner() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI runs as root: this test must run"
+            );
+            eprintln!("skipped: needs root to create files for another uid");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(d.path(), Some(65534), Some(65534)).unwrap();
+        let mut s = KvStore::open(d.path(), "sig/p", quota()).unwrap();
+        s.put("k", Some("v")).unwrap();
+        for (p, mode) in [
+            ("kv", 0o700),
+            ("kv/sig", 0o700),
+            ("kv/sig/p.json", 0o600),
+            ("kv/sig/p.lock", 0o644),
+        ] {
+            let m = fs::metadata(d.path().join(p)).unwrap();
+            assert_eq!((m.uid(), m.gid()), (65534, 65534), "{p}");
+            assert_eq!(m.permissions().mode() & 0o777, mode, "{p}");
+        }
+        // And the other uid's directories are accepted by root.
+        let mut again = KvStore::open(d.path(), "sig/p", quota()).unwrap();
+        assert_eq!(again.get("k").unwrap(), Some("v"));
     }
 }
