@@ -94,7 +94,8 @@ pub enum SourceCommand {
     Remove(SourceRemoveArgs),
     /// Fetch and verify every source's index now (or one's), as install and update do: rollback,
     /// freeze and key checks; the verified index replaces the cached one (delistings then show
-    /// in `list`). Run on a schedule by stockade-refresh.timer.
+    /// in `list`). Every source is tried; one that fails keeps its cached index and is reported,
+    /// and the status is the first failure's code. Run on a schedule by stockade-refresh.timer.
     Refresh(SourceRefreshArgs),
     /// WARNING: replace a source's pinned operator key without a rotation proof.
     Repin(SourceRepinArgs),

@@ -703,17 +703,62 @@ fn update_and_delisting() {
     repo.version = 3;
     repo.write(&fx, "op");
     let r = refresh();
-    assert_ne!(r.code, 0, "{}", r.stdout);
-    assert!(
-        r.stdout.contains("index.rollback") || r.stdout.contains("rollback"),
-        "{}",
-        r.stdout
+    assert_eq!(r.code, 92, "{}", r.stdout);
+    let s = &r.json()["refreshed"][0];
+    assert_eq!(
+        (&s["ok"], &s["error"]["kind"]),
+        (&json!(false), &json!("index.rollback")),
+        "{s}"
     );
     let l = ok(
         fx.dir(),
         &["--json", "source", "list", "--state-dir", "state"],
     );
     assert_eq!(l.json()["sources"][0]["seen_version"], 4);
+    // One source unreachable: reported with its code, and the others refreshed all the same
+    // (sources go in name order: `aaa` first).
+    let mirror = fx.path("mirror");
+    std::fs::create_dir_all(&mirror).unwrap();
+    for f in ["index.json", "index.json.minisig"] {
+        std::fs::copy(repo.dir.join(f), mirror.join(f)).unwrap();
+    }
+    let url = format!("file://{}/index.json", mirror.display());
+    let add = [
+        "--json",
+        "source",
+        "add",
+        "aaa",
+        &url,
+        "--operator-key",
+        "op.pub",
+    ];
+    expect(
+        &fx.run(&[&add[..], &["--state-dir", "state"]].concat()),
+        0,
+        "",
+    );
+    std::fs::remove_dir_all(&mirror).unwrap();
+    repo.version = 5;
+    repo.write(&fx, "op");
+    let r = refresh();
+    assert_eq!(r.code, 90, "{}", r.stdout);
+    let items = &r.json()["refreshed"];
+    assert_eq!(items[0]["name"], "aaa", "{items}");
+    assert_eq!(items[0]["ok"], false, "{items}");
+    assert_eq!(items[0]["error"]["exit"], 90, "{items}");
+    assert_eq!(items[1]["name"], "main", "{items}");
+    assert_eq!(items[1]["version"], 5, "{items}");
+    assert_eq!(
+        items[1]["delisted_installed"][0]["plugin"], "hello",
+        "{items}"
+    );
+    let t = fx.run(&["source", "refresh", "--state-dir", "state"]);
+    assert!(
+        t.stdout.contains("aaa: FAILED, cached index kept")
+            && t.stdout.contains("main: index version 5 verified"),
+        "{}",
+        t.stdout
+    );
     expect(
         &fx.run(&[
             "--json",

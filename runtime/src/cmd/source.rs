@@ -126,24 +126,40 @@ pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
     Ok(Exit::Ok)
 }
 
-/// Run `stockade source refresh`: step 1 of an install for each source (fail closed: the first
-/// source that does not verify stops the command with its code, and its cached index stays the
-/// last good one), then the installed plugins each refreshed index delists.
+/// Run `stockade source refresh`: step 1 of an install for each source, then the installed
+/// plugins each refreshed index delists. Every source is tried: one that does not verify (or
+/// cannot be reached) keeps its cached index, the last good one, and is reported with its
+/// error; the others are refreshed all the same (an unreachable mirror must not hide another
+/// source's delistings). The status is the first failure's code (0 when all passed).
 pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
     let _lock = lock(state, a.store.no_wait)?;
+    let configured = Sources::load(state).map_err(SourceError::into_cmd)?.sources;
     let names: Vec<String> = match a.name {
+        // A name that is not configured is the caller's mistake, not a source's failure.
+        Some(n) if !configured.contains_key(&n) => {
+            return Err(SourceError::UnknownSource(n).into_cmd())
+        }
         Some(n) => vec![n],
-        None => Sources::load(state)
-            .map_err(SourceError::into_cmd)?
-            .sources
-            .into_keys()
-            .collect(),
+        None => configured.into_keys().collect(),
     };
     let installed = crate::store::read_registry(state).map_err(crate::cmd::store::store_err)?;
     let mut items = Vec::new();
+    let mut exit = Exit::Ok;
     for name in &names {
-        let v = sources::refresh(state, name, unix_now()).map_err(SourceError::into_cmd)?;
+        let v = match sources::refresh(state, name, unix_now()) {
+            Ok(v) => v,
+            Err(e) => {
+                if exit == Exit::Ok {
+                    exit = e.exit();
+                }
+                let cmd = e.into_cmd();
+                let mut error = cmd.to_json()["error"].take();
+                error["exit"] = json!(cmd.exit().code());
+                items.push(json!({"name": name, "ok": false, "error": error}));
+                continue;
+            }
+        };
         let delisted: Vec<serde_json::Value> = installed
             .plugins
             .values()
@@ -154,7 +170,7 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
             })
             .collect();
         items.push(json!({
-            "name": name, "version": v.index.version, "expires": v.index.expires,
+            "name": name, "ok": true, "version": v.index.version, "expires": v.index.expires,
             "plugins": v.index.plugins.len(), "rotated_operator_key": v.rotated_operator,
             "delisted_installed": delisted,
         }));
@@ -165,9 +181,19 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
         }
         let mut t = String::new();
         for i in &items {
+            let name = i["name"].as_str().unwrap_or("");
+            if i["ok"] == false {
+                t.push_str(&format!(
+                    "{name}: FAILED, cached index kept: {}\n",
+                    i["error"]["message"].as_str().unwrap_or("")
+                ));
+                for c in i["error"]["causes"].as_array().into_iter().flatten() {
+                    t.push_str(&format!("  caused by: {}\n", c.as_str().unwrap_or("")));
+                }
+                continue;
+            }
             t.push_str(&format!(
-                "{}: index version {} verified ({} entries, expires {})\n",
-                i["name"].as_str().unwrap_or(""),
+                "{name}: index version {} verified ({} entries, expires {})\n",
                 i["version"],
                 i["plugins"],
                 i["expires"].as_str().unwrap_or("-"),
@@ -182,7 +208,7 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
         }
         t
     });
-    Ok(Exit::Ok)
+    Ok(exit)
 }
 
 /// Run `stockade source remove`.
