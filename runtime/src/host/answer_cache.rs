@@ -46,26 +46,34 @@ pub struct AnswerCache {
     bytes: usize,
 }
 
+/// An answer is kept serialized: its bytes are what the bounds count, exactly (a parsed `Value`
+/// takes several times its text — 32 bytes per array element — so a bound on the text would not
+/// bound the memory), and a hit parses them again, which costs far less than the round trip
+/// through the plugin it saves.
 #[derive(Debug)]
 struct Entry {
     expires: Instant,
-    answer: Value,
-    size: usize,
+    answer: Box<str>,
 }
 
 impl AnswerCache {
     /// The answer kept for `k`, if it has not expired (an expired one is dropped).
-    pub fn get(&mut self, k: &Key, now: Instant) -> Option<&Value> {
+    pub fn get(&mut self, k: &Key, now: Instant) -> Option<Value> {
         if self.entries.get(k).is_some_and(|e| e.expires <= now) {
             self.remove(k);
         }
-        self.entries.get(k).map(|e| &e.answer)
+        self.entries
+            .get(k)
+            .and_then(|e| serde_json::from_str(&e.answer).ok())
     }
 
     /// Keep `answer` for `k` until `expires` (unless it is too large), making room first:
     /// expired entries go, then those that expire soonest.
-    pub fn put(&mut self, k: Key, answer: Value, now: Instant, expires: Instant) {
-        let size = serde_json::to_vec(&answer).map_or(usize::MAX, |b| b.len());
+    pub fn put(&mut self, k: Key, answer: &Value, now: Instant, expires: Instant) {
+        let Ok(answer) = serde_json::to_string(answer) else {
+            return;
+        };
+        let size = answer.len();
         if size > MAX_ANSWER_BYTES {
             return;
         }
@@ -95,15 +103,14 @@ impl AnswerCache {
             k,
             Entry {
                 expires,
-                answer,
-                size,
+                answer: answer.into_boxed_str(),
             },
         );
     }
 
     fn remove(&mut self, k: &Key) {
         if let Some(e) = self.entries.remove(k) {
-            self.bytes -= e.size;
+            self.bytes -= e.answer.len();
         }
     }
 
@@ -149,18 +156,23 @@ mod tests {
         let now = Instant::now();
         let mut c = AnswerCache::default();
         let k = key("p", "1", "h", &json!(1));
-        c.put(k, json!({"ok": true}), now, now + Duration::from_millis(10));
-        assert_eq!(c.get(&k, now), Some(&json!({"ok": true})));
+        c.put(
+            k,
+            &json!({"ok": true}),
+            now,
+            now + Duration::from_millis(10),
+        );
+        assert_eq!(c.get(&k, now), Some(json!({"ok": true})));
         assert_eq!(c.get(&k, now + Duration::from_millis(10)), None, "expired");
         assert_eq!(c.len(), 0);
         // Too large: not kept.
         let big = json!("x".repeat(MAX_ANSWER_BYTES));
-        c.put(k, big, now, now + Duration::from_secs(60));
+        c.put(k, &big, now, now + Duration::from_secs(60));
         assert_eq!(c.get(&k, now), None);
         // Full: the entry expiring soonest makes room.
         for i in 0..MAX_ENTRIES as u64 + 10 {
             let k = key("p", "1", "h", &json!(i));
-            c.put(k, json!(i), now, now + Duration::from_secs(10 + i));
+            c.put(k, &json!(i), now, now + Duration::from_secs(10 + i));
         }
         assert_eq!(c.len(), MAX_ENTRIES);
         assert_eq!(
@@ -171,7 +183,7 @@ mod tests {
         let last = MAX_ENTRIES as u64 + 9;
         assert_eq!(
             c.get(&key("p", "1", "h", &json!(last)), now),
-            Some(&json!(last))
+            Some(json!(last))
         );
         // Bytes: 100 answers of 60 KiB cannot all stay.
         let mut c = AnswerCache::default();
@@ -179,12 +191,20 @@ mod tests {
             let v = json!("y".repeat(60 * 1024));
             c.put(
                 key("p", "1", "h", &json!(i)),
-                v,
+                &v,
                 now,
                 now + Duration::from_secs(60),
             );
         }
         assert!(c.bytes <= MAX_TOTAL_BYTES, "{}", c.bytes);
         assert!(c.len() < 100);
+        // What is counted is what is held: the stored text, not the answer's length in some
+        // other form (an array of 20,000 zeros is 40 KiB of text, 640 KiB as parsed values).
+        let mut c = AnswerCache::default();
+        let zeros = json!(vec![0; 20_000]);
+        c.put(k, &zeros, now, now + Duration::from_secs(60));
+        let held: usize = c.entries.values().map(|e| e.answer.len()).sum();
+        assert_eq!((c.bytes, held), (40_001, 40_001));
+        assert_eq!(c.get(&k, now), Some(zeros));
     }
 }

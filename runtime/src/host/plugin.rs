@@ -356,7 +356,7 @@ impl PluginHandle {
             let k = answer_cache::key(m.name.as_str(), &m.version, &call.hook, &call.payload);
             (k, ms(t))
         });
-        if let Some(v) = cache.and_then(|(k, _)| self.answers.get(&k, now).cloned()) {
+        if let Some(v) = cache.and_then(|(k, _)| self.answers.get(&k, now)) {
             self.cache_hits += 1;
             return fx.to_agent.push(response_ok(&agent_id, v));
         }
@@ -533,7 +533,7 @@ impl PluginHandle {
                 match outcome {
                     Ok(r) => {
                         if let Some((k, ttl)) = c.cache {
-                            self.answers.put(k, r.clone(), now, now + ttl);
+                            self.answers.put(k, &r, now, now + ttl);
                         }
                         fx.to_agent.push(response_ok(&c.agent_id, r));
                     }
