@@ -75,12 +75,21 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "an HTTP plugin needs `[network] mode = \"loopback\"` in its policy (its own network \
              namespace with only `lo`) and its interpreter inside the sandbox",
         ),
-        LaunchError::NotAllowed { .. }
-        | LaunchError::Cgroup(_)
-        | LaunchError::CgroupPartial(_) => (
+        LaunchError::NotAllowed { .. } | LaunchError::Cgroup(_) => (
             Exit::SandboxSetup,
             "layer_unavailable",
             "run as root, or allow the degradation in the policy's [layers] section",
+        ),
+        // Only root gets here (rootless, `cgroup` implies `cgroup_partial`).
+        LaunchError::CgroupPartial(_) => (
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            "delegate the missing controller to the runtime's cgroup (systemd: Delegate=cpu), set              that limit to \"unlimited\", or allow `cgroup_partial` in the policy's [layers]",
+        ),
+        LaunchError::CgroupClash(_) => (
+            Exit::SandboxSetup,
+            "cgroup_clash",
+            "a group of that name already exists below the runtime's cgroup (never adopted):              remove the leftover, or find what else creates stockade-* groups there",
         ),
         _ => (
             Exit::SandboxSetup,
@@ -362,5 +371,32 @@ fn pump(from: Option<&fs::File>, to: &mut dyn Write, buf: &mut [u8]) -> bool {
     match f.read(buf) {
         Ok(0) | Err(_) => false,
         Ok(n) => to.write_all(&buf[..n]).and_then(|_| to.flush()).is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::launch_error;
+    use crate::sandbox::{cgroup::CgroupError, LaunchError};
+
+    /// The kinds 125 carries are an interface (audit `detail.kind`, serve's `data.kind`): each
+    /// cgroup refusal has its own, and a hint that fits it.
+    #[test]
+    fn cgroup_refusals_carry_their_own_kind_and_hint() {
+        let clash = launch_error(LaunchError::CgroupClash(CgroupError::Exists(
+            "/sys/fs/cgroup/stockade-1-0-0".into(),
+        )));
+        assert_eq!((clash.exit().code(), clash.kind()), (125, "cgroup_clash"));
+        let partial = launch_error(LaunchError::CgroupPartial("cpu_max".into()));
+        assert_eq!(
+            (partial.exit().code(), partial.kind()),
+            (125, "layer_unavailable")
+        );
+        let j = partial.to_json();
+        let hint = j["error"]["hint"].as_str().unwrap();
+        assert!(
+            hint.contains("cgroup_partial") && !hint.contains("run as root"),
+            "{hint}"
+        );
     }
 }

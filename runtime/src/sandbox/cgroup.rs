@@ -382,6 +382,10 @@ impl Cgroup {
                 cg.not_applied
                     .push("swap_max (kernel has no swap accounting; swappiness set to 0)".into());
             }
+        } else if r.swap_max != Limit::Unlimited {
+            // v1 limits memory and swap together (memsw): with memory unlimited, so is swap.
+            cg.not_applied
+                .push("swap_max (cgroup v1 limits swap only together with memory_max)".into());
         }
         let pc = cg.pid_ctl().ok_or(CgroupError::Missing("pids"))?;
         pc.set_pid_max(max_value(r.pids_max)?)
@@ -425,18 +429,20 @@ impl Cgroup {
         let mut not_applied = vec![];
         let mut enabled = vec![];
         for ctrl in ["memory", "pids", "cpu"] {
-            let mut r = fs::write(&sc, format!("+{ctrl}"));
-            if r.as_ref()
+            let mut w = fs::write(&sc, format!("+{ctrl}"));
+            if w.as_ref()
                 .is_err_and(|e| e.raw_os_error() == Some(libc::EBUSY))
             {
                 // Other processes share our cgroup (e.g. the shell or test harness that started
                 // us): they move into the supervisor leaf too. They stay below the same parent,
                 // so every limit that applied to them still does.
                 move_all(&base, &base.join("supervisor"))?;
-                r = fs::write(&sc, format!("+{ctrl}"));
+                w = fs::write(&sc, format!("+{ctrl}"));
             }
-            match r {
+            match w {
                 Ok(()) => enabled.push(ctrl),
+                // Missing only matters when there is a quota to enforce.
+                Err(_) if ctrl == "cpu" && r.cpu_max.quota_us(PERIOD_US).is_none() => {}
                 Err(e) if ctrl == "cpu" => {
                     not_applied.push(format!("cpu_max (cpu controller not delegated: {e})"));
                 }
@@ -480,7 +486,7 @@ impl Cgroup {
                 None => -1,
             };
             mem.set_memswap_limit(s).map_err(crate_at(&d))?;
-        } else {
+        } else if r.swap_max != Limit::Unlimited {
             cg.not_applied.push("swap_max (no memory.swap.max)".into());
         }
         let pc = cg.pid_ctl().ok_or(CgroupError::Missing("pids"))?;
@@ -679,6 +685,7 @@ impl Drop for Cgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stockade_policy::sandbox::CpuQuota;
 
     const HYBRID: &str =
         "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/abc\n1:cpu,cpuacct:/\n0::/\n";
@@ -786,6 +793,50 @@ mod tests {
         // The fake has no memory.swap.max / cpu.max: both are reported, not silently skipped.
         assert_eq!(cg.not_applied.len(), 2, "{:?}", cg.not_applied);
         std::mem::forget(cg); // the fake's files make rmdir fail; the tempdir cleans up
+                              // Nothing to enforce, nothing missing: unlimited swap and CPU need neither file (a root
+                              // launch would otherwise be refused for want of `cgroup_partial`).
+        let unlimited = Resources {
+            swap_max: Limit::Unlimited,
+            cpu_max: CpuQuota::Unlimited,
+            ..r
+        };
+        let cg = Cgroup::create(&Layout::V2 { own: own.clone() }, "t3", &unlimited).unwrap();
+        assert_eq!(cg.not_applied, Vec::<String>::new());
+        std::mem::forget(cg);
+    }
+
+    #[test]
+    fn v1_swap_without_a_memory_limit_is_reported_not_assumed() {
+        let t = tempfile::tempdir().unwrap();
+        let mk = |c: &str| {
+            let d = t.path().join(c);
+            fs::create_dir_all(&d).unwrap();
+            Some(d)
+        };
+        let layout = Layout::V1 {
+            memory: mk("memory"),
+            pids: mk("pids"),
+            cpu: mk("cpu"),
+        };
+        let r = Resources {
+            memory_max: Limit::Unlimited,
+            ..stockade_policy::sandbox::default_policy().resources
+        };
+        assert_eq!(r.swap_max, Limit::Max(0));
+        let cg = Cgroup::create(&layout, "s1", &r).unwrap();
+        assert!(
+            cg.not_applied.iter().any(|n| n.starts_with("swap_max")),
+            "{:?}",
+            cg.not_applied
+        );
+        std::mem::forget(cg);
+        let both = Resources {
+            swap_max: Limit::Unlimited,
+            ..r
+        };
+        let cg = Cgroup::create(&layout, "s2", &both).unwrap();
+        assert_eq!(cg.not_applied, Vec::<String>::new());
+        std::mem::forget(cg);
     }
 
     #[test]

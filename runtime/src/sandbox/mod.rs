@@ -498,24 +498,14 @@ fn prepare(
     //    exists is a hard error even where running without cgroups is allowed: that degradation
     //    is for hosts without usable cgroups, not for a name clash.
     let name = cgroup_name(host_uid);
-    let mut cg = match cgroup::detect()
-        .and_then(|l| cgroup::Cgroup::create(&l, &name, &p.resources))
-    {
-        Ok(cg) => Some(cg),
-        Err(e)
-            if !matches!(e, cgroup::CgroupError::Exists(_))
-                && p.allows(Degradation::Cgroup, rootless) =>
-        {
-            layers.push(LayerReport::degraded(
-                "cgroup",
-                LayerStatus::NotEnforced,
-                json!({"reason": format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()), "rlimits": "still applied", "memory_fallback": "RLIMIT_DATA = memory_max (see the rlimits layer)"}),
-            ));
-            None
-        }
-        Err(e @ cgroup::CgroupError::Exists(_)) => return Err(LaunchError::CgroupClash(e)),
-        Err(e) => return Err(LaunchError::Cgroup(e)),
-    };
+    let mut cg =
+        match cgroup::detect().and_then(|l| cgroup::Cgroup::create(&l, &name, &p.resources)) {
+            Ok(cg) => Some(cg),
+            Err(e) => {
+                layers.push(cgroup_failure(e, p.allows(Degradation::Cgroup, rootless))?);
+                None
+            }
+        };
     //    Limits the group could not take (no cpu controller delegated, no swap accounting) stop
     //    the launch unless the policy allows `cgroup_partial`; the group is removed on return.
     let partial_ok = p.allows(Degradation::CgroupPartial, rootless);
@@ -810,6 +800,24 @@ fn read_proc_file(path: &str) -> io::Result<String> {
     String::from_utf8(buf).map_err(io::Error::other)
 }
 
+/// A cgroup that could not be made: the launch goes on without the layer (reported, rlimits
+/// still applied) only where the policy allows the `cgroup` degradation — which is for hosts
+/// without usable cgroups, never for a group of that name existing already (a clash).
+fn cgroup_failure(e: cgroup::CgroupError, degrade_ok: bool) -> Result<LayerReport, LaunchError> {
+    match e {
+        cgroup::CgroupError::Exists(_) => Err(LaunchError::CgroupClash(e)),
+        e if degrade_ok => {
+            let cause = std::error::Error::source(&e).map(|s| s.to_string());
+            Ok(LayerReport::degraded(
+                "cgroup",
+                LayerStatus::NotEnforced,
+                json!({"reason": format!("{e}: {}", cause.unwrap_or_default()), "rlimits": "still applied", "memory_fallback": "RLIMIT_DATA = memory_max (see the rlimits layer)"}),
+            ))
+        }
+        e => Err(LaunchError::Cgroup(e)),
+    }
+}
+
 /// The sandbox's cgroup name: `<runtime pid>-<host uid>-<n>`, `n` counting this process's
 /// sandboxes. The uid alone does not tell sandboxes apart (rootless, every sandbox of a `serve`
 /// or warm pool runs as the caller's uid), and a clash must never be taken for "no cgroups
@@ -955,5 +963,29 @@ mod tests {
         assert_ne!(a, b);
         let pid = std::process::id().to_string();
         assert_eq!(a.split('-').next(), Some(pid.as_str()), "{a}");
+    }
+
+    #[test]
+    fn a_cgroup_clash_stops_the_launch_even_where_running_without_cgroups_is_allowed() {
+        use super::{cgroup::CgroupError, cgroup_failure, LaunchError};
+        let clash = || CgroupError::Exists("/sys/fs/cgroup/x/stockade-1-2-3".into());
+        for allowed in [true, false] {
+            assert!(matches!(
+                cgroup_failure(clash(), allowed),
+                Err(LaunchError::CgroupClash(_))
+            ));
+        }
+        // No usable cgroups: degraded (and reported) where allowed, refused otherwise.
+        let r = cgroup_failure(CgroupError::Missing("pids"), true).unwrap();
+        assert_eq!(r.layer, "cgroup");
+        assert!(r.degradation_allowed, "{r:?}");
+        assert!(
+            r.details["reason"].as_str().unwrap().contains("pids"),
+            "{r:?}"
+        );
+        assert!(matches!(
+            cgroup_failure(CgroupError::Missing("pids"), false),
+            Err(LaunchError::Cgroup(_))
+        ));
     }
 }

@@ -402,7 +402,7 @@ pub fn invoke(hook: &str, payload: Value, deadline_ms: Option<u64>) -> Value {
     p
 }
 
-/// Cgroup directories the daemon with `pid` created (`stockade-<pid>-<uid>`), anywhere under
+/// Cgroup directories the daemon with `pid` created (`stockade-<pid>-<uid>-<n>`), anywhere under
 /// /sys/fs/cgroup.
 pub fn cgroups_of(pid: i32) -> Vec<PathBuf> {
     let prefix = format!("stockade-{pid}-");
