@@ -206,6 +206,60 @@ fn pid_file_names_the_running_program_and_signals_are_forwarded() {
     assert!(!pf.exists());
 }
 
+/// A program that closed its stdout and stderr but runs on still gets the signals the
+/// runtime receives (the runtime no longer relays, but must not stop listening).
+#[test]
+fn signals_are_forwarded_after_the_program_closed_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let pf = dir.path().join("pid");
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "exec",
+            "--pid-file",
+            pf.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+        ])
+        .arg("exec >&- 2>&-; exec /bin/sleep 60")
+        .spawn()
+        .unwrap();
+    // Running as sleep, with its output closed.
+    let mut closed = false;
+    for _ in 0..1000 {
+        let pid = std::fs::read_to_string(&pf).unwrap_or_default();
+        let proc = format!("/proc/{}", pid.trim());
+        let comm = std::fs::read_to_string(format!("{proc}/comm")).unwrap_or_default();
+        if comm.trim() == "sleep" && std::fs::symlink_metadata(format!("{proc}/fd/1")).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(closed, "the program did not start or close its output");
+    // The runtime sees the EOFs and is past the relay.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let runtime_pid = child.id().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &runtime_pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    // Not a timing assertion: a guard so that a regression fails instead of hanging 60 s.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > until {
+            child.kill().unwrap();
+            panic!("SIGTERM was not forwarded to a program that closed its output");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(143));
+}
+
 #[test]
 fn json_report_goes_to_stderr_after_the_output() {
     let o = stockade(&["--json", "exec", "--", "/bin/echo", "plain"], b"");

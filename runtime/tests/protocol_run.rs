@@ -246,6 +246,25 @@ sleep 5"#;
     terminated_with(&s, "garbage");
 }
 
+/// The counters of a killed sandbox are read before its cgroup goes: a plugin that ran into
+/// pids_max (default 64) and was then terminated says so in its report.
+#[test]
+fn a_terminated_plugins_report_keeps_its_limit_counters() {
+    if !require_root() {
+        return;
+    }
+    let script = r#"hs '"log","register_hook"'
+IFS= read -r line
+i=0
+(while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); done) 2>/dev/null
+echo "this is not JSON-RPC"
+sleep 5"#;
+    let s = session(script, None, &[], &[&invoke(1, Some(10_000))]);
+    terminated_with(&s, "garbage");
+    let hit = &s.final_state()["reason"]["sandbox"]["limits_hit"];
+    assert!(hit["pids_max_events"].as_u64().unwrap_or(0) > 0, "{hit}");
+}
+
 #[test]
 fn stray_stdout_before_the_handshake_is_a_violation() {
     if !require_root() {

@@ -238,6 +238,7 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     }
 
     relay(&mut sb, sigfd.as_fd());
+    wait_forwarding(&mut sb, sigfd.as_fd());
     let report = sb.wait();
     if let Some(path) = &args.pid_file {
         let _ = fs::remove_file(path);
@@ -262,6 +263,21 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     }
     let _ = io::stdout().flush();
     std::process::exit(status)
+}
+
+/// The program closed its stdout and stderr, but may go on running: wait for the sandbox to
+/// end while still forwarding the signals it is owed (SIGINT/SIGTERM/SIGHUP stay blocked for
+/// the signalfd, so a blocking wait would leave them unanswered for as long as it runs).
+fn wait_forwarding(sb: &mut sandbox::Sandboxed, sigfd: BorrowedFd<'_>) {
+    let mut pause_ms = 1;
+    while !sb.has_exited() {
+        if sys::poll(&[(sigfd, libc::POLLIN)], pause_ms).is_ok_and(|r| r[0] != 0) {
+            while let Ok(Some(sig)) = sys::read_signalfd(sigfd) {
+                let _ = sb.signal(sig);
+            }
+        }
+        pause_ms = (pause_ms * 2).min(50);
+    }
 }
 
 /// Relay stdio until the program's stdout and stderr are both closed (which happens at the

@@ -344,6 +344,8 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         .exit_status(idx)
         .unwrap_or(Exit::SandboxSetup.code().into());
     drop(sup);
+    // A killed sandbox that had not ended is gone only now (its cgroup and uid released).
+    crate::host::plugin::join_reapers();
     drop(pkg);
     let _ = io::stdout().flush();
     std::process::exit(status)

@@ -305,6 +305,9 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         log_line(&format!("sd_notify failed: {e}"));
     }
     d.run();
+    drop(d);
+    // A killed sandbox that had not ended is gone only now (its cgroup and uid released).
+    crate::host::plugin::join_reapers();
     log_line("stopped");
     Ok(Exit::Ok)
 }

@@ -24,15 +24,16 @@ use stockade_policy::protocol::message::{
 };
 use stockade_policy::protocol::{check_handshake, grant};
 
-/// The sandboxed process, as the handle needs it.
-pub trait Child {
-    /// Kill everything in the sandbox now.
+/// The sandboxed process, as the handle needs it (`Send`: a sandbox that does not end at once
+/// when killed is reaped on a thread of its own, see [`KILL_WAIT`]).
+pub trait Child: Send {
+    /// Kill everything in the sandbox now: signals only, nothing here waits.
     fn kill(&mut self);
     /// Whether it has ended by itself. Never blocks: the event loop serves every other plugin
     /// and the agent, so a process that closed its stdio but lingers must not hold it up.
     fn has_exited(&mut self) -> bool;
-    /// Reap it and return its report as JSON. Blocks until it is gone, so it is called only
-    /// after `kill` or once `has_exited` said so.
+    /// Reap it and return its report as JSON. Blocks until it is gone, so the loop calls it
+    /// only once `has_exited` said so (a killed child that does not end goes to a reaper thread).
     fn wait(self: Box<Self>) -> Value;
     /// Its host pid, when known.
     fn pid(&self) -> Option<i32> {
@@ -164,6 +165,60 @@ const LINGER: Duration = Duration::from_millis(500);
 /// kernel's pidfd would say it without polling, but would cost a descriptor and a token per
 /// plugin for an event that occurs once per plugin's life.
 const REAP_POLL: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(50));
+/// How long the loop waits for a killed sandbox to end before a reaper thread takes it over.
+/// SIGKILL ends a sandbox within moments, unless one of its processes sleeps uninterruptibly
+/// (a write to a dead NFS server): the kernel then holds the namespace's init — and a
+/// `waitpid` on it — until that process wakes, and the loop serves every other plugin and the
+/// agent.
+const KILL_WAIT: Duration = Duration::from_millis(100);
+
+/// Reaper threads still waiting for a killed sandbox; [`join_reapers`] waits for them.
+static REAPERS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Wait for every sandbox handed to a reaper thread to be gone (a runtime about to exit: its
+/// sandboxes' cgroups and uid leases are released only then).
+pub fn join_reapers() {
+    let handles = std::mem::take(&mut *REAPERS.lock().unwrap_or_else(|e| e.into_inner()));
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+/// Wait up to `limit` for a killed child to end (looking at it without blocking).
+fn ended_within(c: &mut dyn Child, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        if c.has_exited() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return false;
+        }
+        std::thread::sleep(pause.min(until - now));
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// Hand a killed child that has not ended to a thread that waits for it; what is known now
+/// stands in for its report.
+fn reap_in_background(c: Box<dyn Child>) -> Value {
+    let pid = c.pid();
+    let spawned = std::thread::Builder::new()
+        .name("stockade-reaper".into())
+        .spawn(move || drop(c.wait()));
+    // Could not spawn: the closure (and the sandbox) was dropped, whose Drop waited for it.
+    if let Ok(h) = spawned {
+        REAPERS.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+    }
+    let t = KILL_WAIT.as_millis();
+    json!({"exit": null, "cleaned_up": false, "pid": pid,
+           "reaping": format!("in the background: the sandbox had not ended {t} ms after SIGKILL \
+                               (a process in uninterruptible sleep)")})
+}
+
 /// Longest stderr line forwarded (the rest of the line is cut).
 const MAX_STDERR_LINE: usize = 4096;
 
@@ -804,7 +859,11 @@ impl PluginHandle {
                 if kill {
                     c.kill();
                 }
-                let report = c.wait();
+                let report = if kill && !ended_within(c.as_mut(), KILL_WAIT) {
+                    reap_in_background(c)
+                } else {
+                    c.wait()
+                };
                 self.exit_status = report["exit"]["status"]
                     .as_i64()
                     .and_then(|s| i32::try_from(s).ok());

@@ -1,15 +1,36 @@
 //! Unit tests of the protocol state machine against a fake process (no sandbox, no pipes).
 
 use super::*;
-use std::cell::Cell;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
 use stockade_policy::manifest::Manifest;
+
+/// A flag shared between the fake and the test.
+#[derive(Default, Clone)]
+struct Flag(Arc<AtomicBool>);
+
+impl Flag {
+    fn get(&self) -> bool {
+        self.0.load(SeqCst)
+    }
+    fn set(&self, v: bool) {
+        self.0.store(v, SeqCst);
+    }
+}
 
 #[derive(Default)]
 struct Fake {
-    killed: Rc<Cell<bool>>,
+    killed: Flag,
     /// Still running after its stdio closed (the default: it has exited).
-    lingers: Rc<Cell<bool>>,
+    lingers: Flag,
+    /// Does not end even when killed (a process in uninterruptible sleep).
+    stuck: Flag,
+}
+
+impl Fake {
+    fn ended(&self) -> bool {
+        (!self.lingers.get() || self.killed.get()) && !self.stuck.get()
+    }
 }
 
 impl Child for Fake {
@@ -17,9 +38,15 @@ impl Child for Fake {
         self.killed.set(true);
     }
     fn has_exited(&mut self) -> bool {
-        !self.lingers.get()
+        self.ended()
     }
     fn wait(self: Box<Self>) -> Value {
+        // The loop must never wait for a process that has not ended: only a reaper may.
+        let reaper = std::thread::current().name() == Some("stockade-reaper");
+        assert!(
+            self.ended() || reaper,
+            "the event loop waited for a live child"
+        );
         json!({"fake": true})
     }
 }
@@ -27,8 +54,9 @@ impl Child for Fake {
 struct T {
     h: PluginHandle,
     fx: Effects,
-    killed: Rc<Cell<bool>>,
-    lingers: Rc<Cell<bool>>,
+    killed: Flag,
+    lingers: Flag,
+    stuck: Flag,
     now: Instant,
     _dir: tempfile::TempDir,
 }
@@ -57,8 +85,11 @@ fn setup(policy: HostPolicy) -> T {
         health: None,
     };
     let fake = Fake::default();
-    let killed = fake.killed.clone();
-    let lingers = fake.lingers.clone();
+    let (killed, lingers, stuck) = (
+        fake.killed.clone(),
+        fake.lingers.clone(),
+        fake.stuck.clone(),
+    );
     let now = Instant::now();
     let mut fx = Effects::default();
     let h = PluginHandle::new(cfg, Box::new(fake), now, &mut fx);
@@ -67,6 +98,7 @@ fn setup(policy: HostPolicy) -> T {
         fx,
         killed,
         lingers,
+        stuck,
         now,
         _dir: dir,
     }
@@ -373,6 +405,35 @@ fn a_plugin_that_closes_its_stdio_but_lingers_is_polled_never_waited_for_then_ki
     assert!(t.agent().iter().any(|m| m["params"]["message"]
         .as_str()
         .is_some_and(|s| s.contains("did not exit"))));
+}
+
+#[test]
+fn a_killed_plugin_that_does_not_end_is_left_to_a_reaper_not_waited_for() {
+    let mut t = setup(HostPolicy::default());
+    t.handshake();
+    t.stuck.set(true);
+    let started = Instant::now();
+    // A violation terminates it; SIGKILL does not end it (uninterruptible sleep).
+    t.feed(r#"{"jsonrpc":"2.0","id":999,"result":1}"#);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the loop was held"
+    );
+    assert_eq!(t.h.state(), State::Terminated);
+    assert!(t.killed.get());
+    let note = t
+        .agent()
+        .into_iter()
+        .find(|m| m["params"]["state"] == "terminated")
+        .unwrap();
+    let sandbox = &note["params"]["reason"]["sandbox"];
+    assert!(
+        sandbox["reaping"]
+            .as_str()
+            .is_some_and(|s| s.contains("background")),
+        "{note}"
+    );
+    join_reapers();
 }
 
 #[test]

@@ -571,6 +571,25 @@ impl Cgroup {
         }
     }
 
+    /// SIGKILL every process in the group, once, without waiting for them to end.
+    pub fn signal_all(&mut self) {
+        if self.removed {
+            return;
+        }
+        if self.version == 2 {
+            let _ = self.cg.kill();
+        } else {
+            let members = || -> Vec<i32> {
+                self.cg
+                    .procs()
+                    .into_iter()
+                    .filter_map(|p| i32::try_from(p.pid).ok())
+                    .collect()
+            };
+            kill_members(members);
+        }
+    }
+
     /// Kill every process in the group and remove it. Idempotent; returns whether the group is
     /// gone (no process left, directories removed).
     pub fn kill_and_remove(&mut self) -> bool {

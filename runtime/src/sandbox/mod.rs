@@ -870,21 +870,24 @@ impl Sandboxed {
         self.report.layers.shrink_to_fit();
     }
 
-    /// Send a signal to the program.
+    /// Send a signal to the program, while its sandbox lives: the program is its init's child,
+    /// reaped by the init, so once the init has been reaped here its pid may be anyone's.
     pub fn signal(&self, sig: i32) -> io::Result<()> {
-        match self.report.pid {
+        match self.report.pid.filter(|_| self.init_pid.is_some()) {
             Some(p) => sys::kill(p, sig),
             None => Ok(()),
         }
     }
 
-    /// Kill everything in the sandbox now (init first: the kernel then kills its pid namespace).
+    /// Kill everything in the sandbox now (init first: the kernel then kills its pid namespace;
+    /// then every member of its cgroup, once). Signals only: it does not wait for them to end,
+    /// and the group is removed by [`Sandboxed::wait`] once the init is reaped.
     pub fn kill(&mut self) {
         if let Some(pid) = self.init_pid {
             let _ = sys::kill(pid, libc::SIGKILL);
         }
         if let Some(cg) = &mut self.cgroup {
-            cg.kill_and_remove();
+            cg.signal_all();
         }
     }
 
