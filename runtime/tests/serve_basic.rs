@@ -396,6 +396,16 @@ fn the_load_list_starts_dependencies_first_and_refuses_what_cannot_be_satisfied(
         at("plugin lib: starting") < at("plugin app: starting"),
         "{log}"
     );
+    // What a loaded plugin needs is not unloaded from under it (as `remove` refuses).
+    let r = c.call("plugin_unload", json!({"name": "lib"}));
+    assert_eq!(r["error"]["code"], IN_USE, "{r}");
+    assert_eq!(r["error"]["data"]["dependents"], json!(["app"]), "{r}");
+    assert_eq!(
+        c.ok("plugin_status", json!({"name": "lib"}))["state"],
+        "ready"
+    );
+    c.ok("plugin_unload", json!({"name": "app"}));
+    c.ok("plugin_unload", json!({"name": "lib"}));
     assert_eq!(s.stop(), 0);
 
     // A dependency neither listed nor installed: refused before anything is launched.
@@ -459,6 +469,15 @@ fn the_load_list_starts_dependencies_first_and_refuses_what_cannot_be_satisfied(
     assert!(
         log.find("plugin lib: starting") < log.find("plugin app: starting"),
         "{log}"
+    );
+    // Forced: unloaded, and the log names what now lacks it.
+    let r = c.ok("plugin_unload", json!({"name": "lib", "force": true}));
+    assert_eq!(r["state"], "unloaded", "{r}");
+    assert!(
+        s.log()
+            .contains("plugin lib: unloaded by force; now without a dependency: app"),
+        "{}",
+        s.log()
     );
     assert_eq!(s.stop(), 0);
     let mut s = Serve::start(&fx, &toml(&["lib"]), Some(POLICY));

@@ -105,6 +105,8 @@ pub mod codes {
     pub const LOAD_FAILED: i64 = -32012;
     /// `serve`: the connecting peer's uid/gid is not allowed (or too many connections).
     pub const PEER_REFUSED: i64 = -32013;
+    /// `serve`: a loaded plugin depends on the one to unload (`force` unloads it anyway).
+    pub const IN_USE: i64 = -32014;
 
     /// The stable name of a code (for logs and `plugin_state` reasons).
     pub fn name(code: i64) -> &'static str {
@@ -126,6 +128,7 @@ pub mod codes {
             UNKNOWN_PLUGIN => "unknown_plugin",
             LOAD_FAILED => "load_failed",
             PEER_REFUSED => "peer_refused",
+            IN_USE => "in_use",
             _ => "error",
         }
     }

@@ -621,7 +621,33 @@ impl Daemon {
     /// `plugin_unload {name}`: graceful stop, then cgroup kill after the grace period;
     /// answered once it is gone.
     pub(crate) fn plugin_unload(&mut self, conn: usize, id: Value, p: &Value, now: Instant) {
-        let name = match self.name_param(p) {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Unload {
+            name: String,
+            #[serde(default)]
+            force: bool,
+        }
+        let checked = params::<Unload>(p).and_then(|u| {
+            self.name_param(&json!({"name": u.name}))?;
+            // As `stockade remove` refuses to remove what an installed plugin needs, a plugin
+            // another loaded one depends on stays unless forced (then the log names them).
+            let needed_by = self.loaded_dependents(&u.name);
+            if !needed_by.is_empty() && !u.force {
+                let msg = format!("{} is needed by {}", u.name, needed_by.join(", "));
+                return Err(RpcError::new(codes::IN_USE, msg)
+                    .with_data(json!({"dependents": needed_by, "hint": "unload those first, or pass \"force\": true"})));
+            }
+            if !needed_by.is_empty() {
+                log_line(&format!(
+                    "plugin {}: unloaded by force; now without a dependency: {}",
+                    u.name,
+                    needed_by.join(", ")
+                ));
+            }
+            Ok(u.name)
+        });
+        let name = match checked {
             Ok(n) => n,
             Err(e) => return self.send(conn, &response_err(&id, &e)),
         };
@@ -632,6 +658,16 @@ impl Daemon {
             self.sup.shutdown(slot, now);
         }
         // Without a process (restarting, quarantined) `supervise` finishes it this turn.
+    }
+
+    /// The loaded plugins (not being unloaded) whose manifests depend on `name`.
+    fn loaded_dependents(&self, name: &str) -> Vec<String> {
+        self.plugins
+            .iter()
+            .filter(|(n, e)| *n != name && e.phase != Phase::Unloading)
+            .filter(|(_, e)| e.pkg.manifest.dep_node().requires.contains_key(name))
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// `plugin_restart {name}`: out of quarantine or backoff at once (crash count cleared); a

@@ -25,6 +25,7 @@ pub const ALREADY_LOADED: i64 = -32010;
 pub const UNKNOWN_PLUGIN: i64 = -32011;
 pub const LOAD_FAILED: i64 = -32012;
 pub const PEER_REFUSED: i64 = -32013;
+pub const IN_USE: i64 = -32014;
 
 /// Skip a test that cannot run here, saying why; with `CI=true` a skip is a failure.
 pub fn require_root() -> bool {
