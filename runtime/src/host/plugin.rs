@@ -214,7 +214,9 @@ fn reap_in_background(c: Box<dyn Child>) -> Value {
         REAPERS.lock().unwrap_or_else(|e| e.into_inner()).push(h);
     }
     let t = KILL_WAIT.as_millis();
-    json!({"exit": null, "cleaned_up": false, "pid": pid,
+    // It was sent SIGKILL and ends of it when the kernel lets it go: that is its status.
+    let killed = json!({"code": null, "signal": libc::SIGKILL, "status": 128 + libc::SIGKILL});
+    json!({"exit": killed, "cleaned_up": false, "pid": pid,
            "reaping": format!("in the background: the sandbox had not ended {t} ms after SIGKILL \
                                (a process in uninterruptible sleep)")})
 }

@@ -433,6 +433,7 @@ fn a_killed_plugin_that_does_not_end_is_left_to_a_reaper_not_waited_for() {
             .is_some_and(|s| s.contains("background")),
         "{note}"
     );
+    assert_eq!(t.h.exit_status(), Some(137), "killed: 128 + SIGKILL");
     join_reapers();
 }
 
