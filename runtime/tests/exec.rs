@@ -160,17 +160,7 @@ fn scripts_run_through_their_descriptor() {
 fn pid_file_names_the_running_program_and_signals_are_forwarded() {
     let dir = tempfile::tempdir().unwrap();
     let pf = dir.path().join("pid");
-    let mut child = std::process::Command::new(BIN)
-        .args([
-            "exec",
-            "--pid-file",
-            pf.to_str().unwrap(),
-            "--",
-            "/bin/sleep",
-            "60",
-        ])
-        .spawn()
-        .unwrap();
+    let mut child = exec_with_pid_file(&pf, &["/bin/sleep", "60"]);
     let mut pid = None;
     for _ in 0..1000 {
         if let Ok(t) = std::fs::read_to_string(&pf) {
@@ -196,12 +186,7 @@ fn pid_file_names_the_running_program_and_signals_are_forwarded() {
         assert!((200_000..265_536).contains(&host), "{uid}");
     }
     // SIGTERM to the runtime is forwarded to the program, which dies of it: 128 + 15.
-    let runtime_pid = i32::try_from(child.id()).unwrap();
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &runtime_pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    sigterm(&child);
     assert_eq!(child.wait().unwrap().code(), Some(143));
     assert!(!pf.exists());
 }
@@ -212,18 +197,8 @@ fn pid_file_names_the_running_program_and_signals_are_forwarded() {
 fn signals_are_forwarded_after_the_program_closed_its_output() {
     let dir = tempfile::tempdir().unwrap();
     let pf = dir.path().join("pid");
-    let mut child = std::process::Command::new(BIN)
-        .args([
-            "exec",
-            "--pid-file",
-            pf.to_str().unwrap(),
-            "--",
-            "/bin/sh",
-            "-c",
-        ])
-        .arg("exec >&- 2>&-; exec /bin/sleep 60")
-        .spawn()
-        .unwrap();
+    let command = ["/bin/sh", "-c", "exec >&- 2>&-; exec /bin/sleep 60"];
+    let mut child = exec_with_pid_file(&pf, &command);
     // Running as sleep, with its output closed.
     let mut closed = false;
     for _ in 0..1000 {
@@ -239,12 +214,7 @@ fn signals_are_forwarded_after_the_program_closed_its_output() {
     assert!(closed, "the program did not start or close its output");
     // The runtime sees the EOFs and is past the relay.
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let runtime_pid = child.id().to_string();
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &runtime_pid])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    sigterm(&child);
     // Not a timing assertion: a guard so that a regression fails instead of hanging 60 s.
     let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let status = loop {

@@ -123,18 +123,8 @@ fn killing_the_runtime_kills_the_sandbox() {
     let marker = format!("{}", 800_000 + std::process::id() % 90_000);
     let dir = tempfile::tempdir().unwrap();
     let pf = dir.path().join("pid");
-    let mut rt = std::process::Command::new(BIN)
-        .args([
-            "exec",
-            "--pid-file",
-            pf.to_str().unwrap(),
-            "--",
-            "/bin/sh",
-            "-c",
-        ])
-        .arg(format!("sleep {marker} & sleep {marker}"))
-        .spawn()
-        .unwrap();
+    let script = format!("sleep {marker} & sleep {marker}");
+    let mut rt = exec_with_pid_file(&pf, &["/bin/sh", "-c", &script]);
     for _ in 0..1000 {
         if pf.exists() {
             break;

@@ -194,6 +194,13 @@ fn a_plugin_that_never_handshakes_fails_its_load_and_connections_are_capped() {
     assert_eq!(cgroups_of(pid), Vec::<std::path::PathBuf>::new());
 }
 
+/// `stockade install PKG` into the fixture's store.
+fn install(fx: &Fixture, pkg: &str) {
+    let args = ["install", pkg, "--trust", "trust", "--state-dir", "state"];
+    let r = fx.run(&[&args[..], &["--policy-root", "no-policy-root"]].concat());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
 #[test]
 fn plugin_load_takes_an_installed_plugins_name() {
     if !require_root() {
@@ -201,24 +208,7 @@ fn plugin_load_takes_an_installed_plugins_name() {
     }
     let fx = Fixture::new();
     let pkg = pack_worker(&fx, "stored", &["on:open"]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args([
-            "install",
-            pkg.to_str().unwrap(),
-            "--trust",
-            "trust",
-            "--state-dir",
-            "state",
-        ])
-        .args(["--policy-root", "no-policy-root"])
-        .current_dir(fx.dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    install(&fx, pkg.to_str().unwrap());
     std::fs::remove_file(&pkg).unwrap();
     let mut s = Serve::start(&fx, "", Some(POLICY));
     let mut c = s.client();
@@ -445,17 +435,7 @@ fn the_load_list_starts_dependencies_first_and_refuses_what_cannot_be_satisfied(
 
     // lib installed: a list naming only app loads it from the store, first; and an installed
     // plugin's name is an entry of its own.
-    let r = fx.run(&[
-        "install",
-        l,
-        "--trust",
-        "trust",
-        "--state-dir",
-        "state",
-        "--policy-root",
-        "no-policy-root",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    install(&fx, l);
     std::fs::remove_file(&lib).unwrap();
     let mut s = Serve::start(&fx, &toml(&[a]), Some(POLICY));
     let mut c = s.client();

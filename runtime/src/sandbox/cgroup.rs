@@ -706,6 +706,20 @@ mod tests {
     use super::*;
     use stockade_policy::sandbox::CpuQuota;
 
+    /// A v1 layout over plain directories `memory`, `pids`, `cpu` below `root`.
+    fn fake_v1(root: &Path) -> Layout {
+        let mk = |c: &str| {
+            let d = root.join(c);
+            fs::create_dir_all(&d).unwrap();
+            Some(d)
+        };
+        Layout::V1 {
+            memory: mk("memory"),
+            pids: mk("pids"),
+            cpu: mk("cpu"),
+        }
+    }
+
     const HYBRID: &str =
         "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/abc\n1:cpu,cpuacct:/\n0::/\n";
 
@@ -827,16 +841,7 @@ mod tests {
     #[test]
     fn v1_swap_without_a_memory_limit_is_reported_not_assumed() {
         let t = tempfile::tempdir().unwrap();
-        let mk = |c: &str| {
-            let d = t.path().join(c);
-            fs::create_dir_all(&d).unwrap();
-            Some(d)
-        };
-        let layout = Layout::V1 {
-            memory: mk("memory"),
-            pids: mk("pids"),
-            cpu: mk("cpu"),
-        };
+        let layout = fake_v1(t.path());
         let r = Resources {
             memory_max: Limit::Unlimited,
             ..stockade_policy::sandbox::default_policy().resources
@@ -862,16 +867,7 @@ mod tests {
     fn an_existing_group_is_a_clash_never_adopted_nor_removed() {
         let t = tempfile::tempdir().unwrap();
         let r = stockade_policy::sandbox::default_policy().resources;
-        let mk = |c: &str| {
-            let d = t.path().join(c);
-            fs::create_dir_all(&d).unwrap();
-            Some(d)
-        };
-        let v1 = Layout::V1 {
-            memory: mk("memory"),
-            pids: mk("pids"),
-            cpu: mk("cpu"),
-        };
+        let v1 = fake_v1(t.path());
         let first = Cgroup::create(&v1, "same", &r).unwrap();
         let e = Cgroup::create(&v1, "same", &r).unwrap_err();
         assert!(matches!(e, CgroupError::Exists(_)), "{e:?}");
@@ -892,16 +888,7 @@ mod tests {
     #[test]
     fn v1_group_in_a_fake_tree_gets_limits_and_is_removed() {
         let t = tempfile::tempdir().unwrap();
-        let mk = |c: &str| {
-            let d = t.path().join(c);
-            fs::create_dir_all(&d).unwrap();
-            Some(d)
-        };
-        let layout = Layout::V1 {
-            memory: mk("memory"),
-            pids: mk("pids"),
-            cpu: mk("cpu"),
-        };
+        let layout = fake_v1(t.path());
         let r = stockade_policy::sandbox::default_policy().resources;
         let mut cg = Cgroup::create(&layout, "t1", &r).unwrap();
         let m = t.path().join("memory/stockade-t1");

@@ -147,3 +147,21 @@ pub fn helper(name: &str) -> Option<std::path::PathBuf> {
     built.push((name.to_string(), out.clone()));
     Some(out)
 }
+
+/// `stockade exec --pid-file PF -- COMMAND…`, running in the background.
+pub fn exec_with_pid_file(pf: &Path, command: &[&str]) -> std::process::Child {
+    Command::new(BIN)
+        .args(["exec", "--pid-file", pf.to_str().unwrap(), "--"])
+        .args(command)
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM to a running runtime (as an operator's `kill` sends it).
+pub fn sigterm(child: &std::process::Child) {
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+}
