@@ -579,15 +579,17 @@ impl Cgroup {
         if self.version == 2 {
             let _ = self.cg.kill();
         } else {
-            let members = || -> Vec<i32> {
-                self.cg
-                    .procs()
-                    .into_iter()
-                    .filter_map(|p| i32::try_from(p.pid).ok())
-                    .collect()
-            };
-            kill_members(members);
+            kill_members(|| self.members());
         }
+    }
+
+    /// The pids in the group now.
+    fn members(&self) -> Vec<i32> {
+        self.cg
+            .procs()
+            .into_iter()
+            .filter_map(|p| i32::try_from(p.pid).ok())
+            .collect()
     }
 
     /// Kill every process in the group and remove it. Idempotent; returns whether the group is
@@ -605,15 +607,8 @@ impl Cgroup {
         // is left. The pid namespace means no member can escape by forking during the loop for
         // long: its init is killed first by the caller, after which the kernel kills the rest
         // of the namespace.
-        let members = || -> Vec<i32> {
-            self.cg
-                .procs()
-                .into_iter()
-                .filter_map(|p| i32::try_from(p.pid).ok())
-                .collect()
-        };
         loop {
-            if !kill_members(members) {
+            if !kill_members(|| self.members()) {
                 break;
             }
             if Instant::now() > deadline {
