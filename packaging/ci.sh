@@ -179,6 +179,13 @@ bash -c 'source /usr/share/bash-completion/completions/stockade && complete -p s
 [ -s /usr/share/zsh/vendor-completions/_stockade ] || fail "zsh completion"
 [ -s /usr/share/fish/vendor_completions.d/stockade.fish ] || fail "fish completion"
 stockade exec --policy /etc/stockade/policy.toml -- /bin/true || fail "the shipped policy is rejected"
+# The installed policy allows no rootless degradation: an unprivileged launch (what a unit stripped
+# of its capabilities would do) is refused, naming the layer, instead of running without a uid of
+# its own or cgroup limits.
+rc=0
+out=$(cd / && setpriv --reuid 65534 --regid 65534 --clear-groups stockade exec -- /bin/true 2>&1) || rc=$?
+[ "$rc" = 125 ] && [[ "$out" == *distinct_uid* ]] ||
+  { echo "$out"; fail "a rootless launch under the installed policy was not refused (exit $rc)"; }
 STOCKADE_BIN=/usr/bin/stockade scripts/demo.sh
 
 phase "systemd-analyze verify + security on the installed units"

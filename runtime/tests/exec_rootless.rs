@@ -61,6 +61,30 @@ fn rootless_launch_works_and_reports_what_it_cannot_enforce() {
 }
 
 #[test]
+fn rootless_launch_without_json_warns_of_each_degradation_on_stderr() {
+    let Some(o) = rootless(&["exec", "--", "/bin/echo", "out"]) else {
+        return;
+    };
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    // The program's stdout is untouched; the warnings go to stderr, one line per layer.
+    assert_eq!(out(&o), "out\n");
+    let e = err(&o);
+    assert!(
+        e.lines().any(|l| l.starts_with(
+            "stockade: warning: layer `distinct_uid` is not enforced (rootless mode; \
+             the policy allows this degradation): rootless:"
+        )),
+        "{e}"
+    );
+    assert!(
+        e.lines()
+            .filter(|l| !l.is_empty())
+            .all(|l| l.starts_with("stockade: warning: layer `")),
+        "{e}"
+    );
+}
+
+#[test]
 fn rootless_policy_without_the_degradation_is_refused() {
     let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
     std::fs::set_permissions(

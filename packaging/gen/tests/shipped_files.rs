@@ -11,14 +11,20 @@ fn shipped(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The conffile claims to be the built-in strict default written out: keep that true, so an
-/// auditor reading /etc/stockade/policy.toml sees what the runtime would do without it.
+/// The conffile claims to be the built-in strict default written out but for one line: keep
+/// that true, so an auditor reading /etc/stockade/policy.toml sees what the runtime would do
+/// without it.
 #[test]
-fn default_policy_conffile_is_exactly_the_builtin_default() {
+fn default_policy_conffile_is_the_builtin_default_but_refuses_rootless_degradation() {
     let text = shipped("policy.toml");
     let mut parsed =
         stockade_policy::sandbox::parse_policy(&text).expect("shipped policy is valid");
     let default = stockade_policy::sandbox::default_policy();
+    // The one difference: an installed system never runs plugins rootless without a uid of
+    // their own or cgroup limits (the built-in default allows it for a developer's run).
+    assert!(parsed.allow_degraded_rootless.is_empty());
+    assert!(!default.allow_degraded_rootless.is_empty());
+    parsed.allow_degraded_rootless = default.allow_degraded_rootless.clone();
     // `source` is the file as written (every key present); every resolved value must match.
     parsed.source = default.source.clone();
     assert_eq!(parsed, default);
@@ -32,6 +38,7 @@ fn default_policy_conffile_is_accepted_by_run_and_serve() {
         stockade_policy::protocol::host::split_policy(&text).expect("run's loader accepts it");
     let default = stockade_policy::sandbox::default_policy();
     sandbox.source = default.source.clone();
+    sandbox.allow_degraded_rootless = default.allow_degraded_rootless.clone();
     assert_eq!(sandbox, default);
 }
 

@@ -222,6 +222,13 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
             return Err(err);
         }
     };
+    // Every degradation the policy allowed, said where a person reads it (with --json stderr
+    // carries only the report document, which lists them).
+    if !out.json {
+        for d in sb.report().degradations() {
+            eprintln!("stockade: warning: {d}");
+        }
+    }
     let mut rec = Record::new(Event::Launch, "ok");
     rec.policy_sha256 = Some(policy_sha256.clone());
     rec.layers = audit::enforced_layers(sb.report());

@@ -304,6 +304,9 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         (false, true) => "kept",
         (false, false) => "temporary",
     };
+    for d in sb.report().degradations() {
+        eprintln!("stockade: warning: {d}");
+    }
     let mut rec = base.clone();
     rec.outcome = "ok".into();
     rec.layers = audit::enforced_layers(sb.report());

@@ -546,6 +546,9 @@ impl Daemon {
             Err(err) => return Err(failed(self, err)),
         };
         e.launch_started = Some(started);
+        for d in sb.report().degradations() {
+            log_line(&format!("plugin {name}: warning: {d}"));
+        }
         // Kept only for the warm pool's next spare (~17 KiB per plugin otherwise wasted).
         e.decision = self.cfg.serve.serve.warm.then(|| (generation, lp.clone()));
         let mut rec = lp.base.clone();

@@ -154,9 +154,86 @@ pub struct Report {
     pub cleaned_up: bool,
 }
 
+impl Report {
+    /// One sentence per layer below full strength, for a person: `stockade exec` and `run` print
+    /// them on stderr, `serve` on its log, so a degradation the policy allowed is never visible
+    /// only to whoever parses the JSON report or the audit log.
+    pub fn degradations(&self) -> Vec<String> {
+        self.layers
+            .iter()
+            .filter(|l| l.status != LayerStatus::FullyEnforced)
+            .map(|l| {
+                let how = match l.status {
+                    LayerStatus::PartiallyEnforced => "is only partly enforced",
+                    _ => "is not enforced",
+                };
+                let mut m = format!(
+                    "layer `{}` {how} ({} mode; the policy allows this degradation)",
+                    l.layer, self.mode
+                );
+                if let Some(r) = l.details.get("reason").and_then(|r| r.as_str()) {
+                    m.push_str(": ");
+                    m.push_str(r);
+                }
+                if let Some(missing) = l.details.get("not_applied").and_then(|n| n.as_array()) {
+                    let missing: Vec<&str> = missing.iter().filter_map(|n| n.as_str()).collect();
+                    m.push_str("; not applied: ");
+                    m.push_str(&missing.join(", "));
+                }
+                m
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn report(layers: Vec<LayerReport>) -> Report {
+        Report {
+            schema: REPORT_SCHEMA.into(),
+            mode: "rootless".into(),
+            pid: None,
+            host_uid: 1000,
+            host_gid: 1000,
+            inside_uid: 0,
+            layers,
+            limits_hit: LimitsHit::default(),
+            exit: None,
+            cleaned_up: false,
+        }
+    }
+
+    #[test]
+    fn degradations_name_each_weakened_layer_with_its_reason() {
+        let r = report(vec![
+            LayerReport::full("seccomp", json!({})),
+            LayerReport::degraded(
+                "distinct_uid",
+                LayerStatus::NotEnforced,
+                json!({"reason": "rootless: the program runs as the caller's own host uid"}),
+            ),
+            LayerReport::degraded(
+                "cgroup",
+                LayerStatus::PartiallyEnforced,
+                json!({"not_applied": ["pids_max (no pids controller)", "swap_max"]}),
+            ),
+        ]);
+        assert_eq!(
+            r.degradations(),
+            [
+                "layer `distinct_uid` is not enforced (rootless mode; the policy allows this \
+                 degradation): rootless: the program runs as the caller's own host uid",
+                "layer `cgroup` is only partly enforced (rootless mode; the policy allows this \
+                 degradation); not applied: pids_max (no pids controller), swap_max",
+            ]
+        );
+        assert!(report(vec![LayerReport::full("seccomp", json!({}))])
+            .degradations()
+            .is_empty());
+    }
 
     #[test]
     fn exit_info_maps_signals_to_128_plus_n() {
