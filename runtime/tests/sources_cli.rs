@@ -513,9 +513,9 @@ fn a_known_authors_name_is_pinned_too_so_a_new_plugin_under_it_needs_its_key() {
     repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["author"]["name"] = json!("acme");
     // Another plugin id, never installed, published under the same author name with another
     // key: its id pin would be first-use, but the author's is not.
-    // Spelled otherwise: still the same author.
+    // Spelled otherwise (case, spaces, a zero-width space): still the same author.
     let other = fx.pack_custom("other", "1.0.0", &[], json!({}), "dev2", "other.stockade");
-    repo.publish(&fx, &other, "other", "1.0.0", "dev2")["author"]["name"] = json!(" ACME ");
+    repo.publish(&fx, &other, "other", "1.0.0", "dev2")["author"]["name"] = json!(" AC\u{200B}ME ");
     repo.write(&fx, "op");
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
     // Both in one command, nothing pinned yet: the name's first use cannot pin two keys.
@@ -543,7 +543,7 @@ fn a_known_authors_name_is_pinned_too_so_a_new_plugin_under_it_needs_its_key() {
     assert_eq!(item["author_name_pin"]["status"], "first-use", "{item}");
     let r = fx.store_install(&["other"], &[]);
     expect(&r, 98, "index.author_pin");
-    assert!(r.stdout.contains("author ` ACME `"), "{}", r.stdout);
+    assert!(r.stdout.contains("author ` AC\u{200B}ME `"), "{}", r.stdout);
     assert!(!fx.installed().contains_key("other"));
     // The explicit flow re-pins the name as well as the id.
     ok(
@@ -570,6 +570,26 @@ fn a_known_authors_name_is_pinned_too_so_a_new_plugin_under_it_needs_its_key() {
     let pins: Value =
         serde_json::from_slice(&std::fs::read(fx.path("state/pins.json")).unwrap()).unwrap();
     assert_eq!(pins["authors"]["acme"]["how"], "manual", "{pins}");
+}
+
+#[test]
+fn a_name_with_nothing_visible_pins_no_author() {
+    let (fx, mut repo) = setup();
+    fx.add_developer("dev2");
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["author"]["name"] = json!("  ");
+    let other = fx.pack_custom("other", "1.0.0", &[], json!({}), "dev2", "other.stockade");
+    repo.publish(&fx, &other, "other", "1.0.0", "dev2")["author"]["name"] =
+        json!("\u{200B}\u{3164}");
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    // Two keys, two names that show nothing: not one author (each id is pinned on its own).
+    let r = fx.store_install(&["hello", "other"], &[]);
+    expect(&r, 0, "");
+    for item in r.json()["installed"].as_array().unwrap() {
+        assert!(item["author_name_pin"].is_null(), "{item}");
+        assert_eq!(item["author_pin"]["status"], "first-use", "{item}");
+    }
 }
 
 #[test]

@@ -229,10 +229,11 @@ impl Index {
                 return Err(bad(format!("version {} is listed twice", e.version)));
             }
             if e.author.name.chars().count() > MAX_AUTHOR_NAME_CHARS
-                || e.author.name.chars().any(char::is_control)
+                || e.author.name.chars().any(refused_in_name)
             {
                 return Err(bad(format!(
-                    "author.name must be at most {MAX_AUTHOR_NAME_CHARS} characters, none a control character"
+                    "author.name must be at most {MAX_AUTHOR_NAME_CHARS} characters, none a control \
+                     character or a bidirectional override, embedding or isolate"
                 )));
             }
             key(format!("{}.author.pubkey", e.id), &e.author.pubkey)?;
@@ -342,12 +343,47 @@ pub fn describe(k: &PublicKey) -> String {
 /// The longest `author.name` an index entry may carry: it keys a pin in the host's state.
 pub const MAX_AUTHOR_NAME_CHARS: usize = 128;
 
-/// The form of an author's name that its pin is kept under: surrounding white space dropped,
-/// inner runs of it made one space, lower case. "Alice", " alice " and "ALICE" are one author,
-/// so a changed spelling cannot pass for a new author with a new key. Look-alike letters of other
-/// scripts (a Cyrillic "А") are not folded: that needs the Unicode confusables tables.
+/// Characters an author's name may not hold at all: control characters, and the bidirectional
+/// embeddings, overrides (U+202A–U+202E) and isolates (U+2066–U+2069), which reorder how the
+/// rest of the name is displayed ("Trojan Source"): a reviewer reading a pin prompt or `store
+/// show` must see the name the pin is kept under. Other format characters (a ZWNJ in a Persian
+/// spelling) are allowed and left out of the pin key ([`author_pin_key`]).
+pub fn refused_in_name(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that show nothing, so that two names differing only in them look the same: every
+/// format character (general category Cf: zero-width space/joiners, soft hyphen, BOM, tags…),
+/// the variation selectors, the combining grapheme joiner, the Mongolian variation selectors,
+/// the Hangul fillers and the blank braille pattern. The category comes from the Unicode
+/// tables of `unicode-properties`; the rest are not Cf but render as nothing all the same.
+fn invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c.general_category() == GeneralCategory::Format
+        || matches!(
+            c,
+            '\u{034F}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{E0100}'..='\u{E01EF}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{3164}'
+                | '\u{FFA0}'
+                | '\u{2800}'
+        )
+}
+
+/// The form of an author's name that its pin is kept under: characters that show nothing
+/// dropped, surrounding white space dropped, inner runs of it made one space, lower case.
+/// "Alice", " alice ", "ALICE" and "Ali\u{200B}ce" are one author, so a changed spelling cannot
+/// pass for a new author with a new key. An empty key (a name of only white space or invisible
+/// characters) names no author: no pin is kept for it. Look-alike letters of other scripts (a
+/// Cyrillic "А") are not folded: that needs the Unicode confusables tables.
 pub fn author_pin_key(name: &str) -> String {
-    name.split_whitespace()
+    let visible: String = name.chars().filter(|c| !invisible(*c)).collect();
+    visible
+        .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .to_lowercase()
@@ -506,6 +542,38 @@ mod tests {
         }
         assert_ne!(author_pin_key("Alice"), author_pin_key("Alicia"));
         assert_eq!(author_pin_key("ÉLODIE"), "élodie");
+        // What shows nothing is not part of the name.
+        for n in [
+            "Ali\u{200B}ce Smith",
+            "\u{FEFF}Alice\u{00AD} Smith",
+            "Alice\u{FE0F} \u{2800}Smith",
+            "Alice \u{3164} Smith\u{E0041}",
+            "Al\u{034F}ice\u{200D} Smith",
+        ] {
+            assert_eq!(author_pin_key(n), "alice smith", "{n:?}");
+        }
+        for n in ["", "   ", "\u{200B}", " \u{3164}\u{FEFF} ", "\u{2800}"] {
+            assert_eq!(author_pin_key(n), "", "{n:?}");
+        }
+    }
+
+    #[test]
+    fn author_names_refuse_controls_and_bidi_reordering_only() {
+        for bad in [
+            "Alice\u{202E}htims",
+            "\u{202A}Alice",
+            "\u{2066}Alice\u{2069}",
+            "Ali\u{7}ce",
+        ] {
+            let mut d = doc(json!({}));
+            d["plugins"][0]["author"]["name"] = json!(bad);
+            let e = parse(&d).unwrap_err();
+            assert!(e.to_string().contains("bidirectional"), "{bad:?}: {e}");
+        }
+        // A ZWNJ is part of Persian spelling: accepted (and left out of the pin key).
+        let mut d = doc(json!({}));
+        d["plugins"][0]["author"]["name"] = json!("می\u{200C}خواهم");
+        assert!(parse(&d).is_ok());
     }
 
     #[test]

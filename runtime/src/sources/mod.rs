@@ -877,8 +877,10 @@ impl Session {
         })?;
         // The same rule for the author's name, so that a new plugin published under a known
         // author's name with another key is refused (seed 004 pins per author).
+        // A name with nothing visible in it names no author: no pin (else every such entry
+        // would share the one empty key).
         let author_pin = match e.author.name.as_str() {
-            "" => None,
+            name if author_pin_key(name).is_empty() => None,
             name => {
                 let pinned = pins.key_of(PinKind::Author, name)?;
                 let o = check_pin(pinned.as_ref(), &author, &previous, |old| {
