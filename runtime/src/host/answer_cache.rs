@@ -152,6 +152,30 @@ mod tests {
     }
 
     #[test]
+    fn cached_floats_come_back_bit_for_bit() {
+        // An answer kept as text must parse back to the very number the plugin sent: serde_json's
+        // default float parser may be one ulp off (the workspace enables `float_roundtrip`).
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let mut c = AnswerCache::default();
+        let mut bits: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..2000u64 {
+            // xorshift over bit patterns: every exponent, sign and mantissa shape.
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            let f = f64::from_bits(bits);
+            if !f.is_finite() {
+                continue;
+            }
+            let k = key("p", "1", "h", &json!(i));
+            c.put(k, &json!(f), now, later);
+            let back = c.get(&k, now).and_then(|v| v.as_f64());
+            assert_eq!(back.map(f64::to_bits), Some(f.to_bits()), "{f:e}");
+        }
+    }
+
+    #[test]
     fn answers_expire_and_the_cache_stays_bounded() {
         let now = Instant::now();
         let mut c = AnswerCache::default();
