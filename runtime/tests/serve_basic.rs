@@ -241,6 +241,32 @@ fn plugin_load_takes_an_installed_plugins_name() {
     let mut s = Serve::start(&fx, "[serve]\nload = [\"stored\"]\n", Some(POLICY));
     poll_ready(&mut s.client(), "stored");
     assert_eq!(s.stop(), 0);
+    // A refused entry after an admitted one: every entry is admitted before any launches, so
+    // `stored` is not started (and then killed unaudited) on the way to the refusal.
+    let zzz = pack_worker(&fx, "zzz", &["on:open"]);
+    let audit = fx.dir().join("start-audit.log");
+    let policy = format!("{POLICY}\n[audit]\nfile = {audit:?}\n");
+    let mut args = serve_args(
+        &fx,
+        &format!("[serve]\nload = [\"stored\", {zzz:?}]\n"),
+        Some(&policy),
+    );
+    args.extend(["--socket".into(), "refused.sock".into()]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(&args)
+        .current_dir(fx.dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(100), "{err}");
+    assert!(err.contains("zzz"), "{err}");
+    let records = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        !records.lines().any(|l| l.contains("\"event\":\"launch\"")),
+        "{records}"
+    );
+    assert!(records.contains("license_frozen"), "{records}");
 }
 
 /// Handshakes with no hook, then registers `on:late` with `register_hook`.

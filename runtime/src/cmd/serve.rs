@@ -279,6 +279,13 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
     }
     // All verified, then launched dependencies first (a dependency refusal launches nothing).
     if let Err((package, e)) = d.load_start_set(&load, Instant::now()) {
+        // Every entry was admitted before any launched, but a later launch can still fail:
+        // what started is stopped the graceful, audited way (shutdown, then SIGKILL after the
+        // grace), never left to the Drop's SIGKILL.
+        d.stop(Instant::now());
+        d.run();
+        drop(d);
+        crate::host::plugin::join_reapers();
         // A frozen license refuses as it does for `run` (100); any other refusal is the
         // config's (65).
         let frozen = e

@@ -241,6 +241,10 @@ impl Daemon {
                     load_failed(err.to_string(), json!({"kind": err.kind()})),
                 )
             })?;
+        // Every entry admitted before any launches: a refusal leaves nothing running.
+        for (entry, path, pkg) in &set {
+            self.admit(path, pkg).map_err(|err| (entry.clone(), err))?;
+        }
         let mut names = Vec::new();
         for name in order {
             let Some(i) = set.iter().position(|(_, _, p)| p.manifest.name() == name) else {
@@ -306,15 +310,12 @@ impl Daemon {
         Ok(pkg)
     }
 
-    /// Admission (name, frozen license, quarantine) and the first launch of a verified package.
-    fn start_verified(
-        &mut self,
-        path: &Path,
-        pkg: VerifiedPackage,
-        now: Instant,
-    ) -> Result<String, RpcError> {
-        let name = pkg.manifest.name().to_string();
-        if self.plugins.contains_key(&name) {
+    /// Whether a verified package may be loaded at all: its name is not loaded already and a
+    /// frozen license admits it. A refusal is audited. `[serve] load` asks this of every entry
+    /// before it launches any, so a refusal there never leaves earlier entries running.
+    fn admit(&self, path: &Path, pkg: &VerifiedPackage) -> Result<(), RpcError> {
+        let name = pkg.manifest.name();
+        if self.plugins.contains_key(name) {
             return Err(RpcError::new(
                 codes::ALREADY_LOADED,
                 format!("a plugin named `{name}` is already loaded"),
@@ -324,11 +325,11 @@ impl Daemon {
         let frozen = crate::store::frozen_admission(
             &self.cfg.trust.state_dir,
             &self.cfg.node,
-            &name,
+            name,
             &pkg.report.package_sha256,
         );
         if let Err(serial) = frozen {
-            let msg = crate::store::frozen_refusal(&serial, &name);
+            let msg = crate::store::frozen_refusal(&serial, name);
             let base = audit::for_report(Event::Denial, "", &pkg.report);
             self.deny_load(base, path, "license", "license_frozen", &msg);
             let exit = crate::exit::Exit::LicenseFrozen.code();
@@ -337,6 +338,18 @@ impl Daemon {
                 json!({"kind": "license_frozen", "exit": exit, "license": serial}),
             ));
         }
+        Ok(())
+    }
+
+    /// Admission ([`Self::admit`], quarantine) and the first launch of a verified package.
+    fn start_verified(
+        &mut self,
+        path: &Path,
+        pkg: VerifiedPackage,
+        now: Instant,
+    ) -> Result<String, RpcError> {
+        self.admit(path, &pkg)?;
+        let name = pkg.manifest.name().to_string();
         // What a trust mode below strict let pass goes to the daemon's log as `run` puts it on
         // stderr; `plugin_status` carries it for as long as the plugin is loaded.
         for w in &pkg.report.warnings {
