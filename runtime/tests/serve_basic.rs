@@ -490,3 +490,52 @@ fn the_load_list_starts_dependencies_first_and_refuses_what_cannot_be_satisfied(
     poll_ready(&mut s.client(), "lib");
     assert_eq!(s.stop(), 0);
 }
+
+/// The handshake window (`protocol.handshake_timeout_ms`) is the plugin's own: it runs from the
+/// launch, not from the `plugin_load` request, so the time spent verifying and extracting a
+/// large package (seconds on a slow or busy host) is not taken from it.
+#[test]
+fn verifying_a_large_package_does_not_eat_the_plugins_handshake_window() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let d = fx.dir().join("src-big");
+    std::fs::create_dir(&d).unwrap();
+    let manifest = json!({"name": "big", "version": "0.1.0", "author": "tests",
+        "description": "a worker with a large data file", "entrypoint": "entrypoint",
+        "requested_capabilities": ["log", "register_hook"], "hooks": ["on:open"], "api": 1});
+    std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
+    let script = WORKER
+        .replace("@NAME@", "big")
+        .replace("@HOOKS@", "\"on:open\"");
+    std::fs::write(d.join("entrypoint"), script).unwrap();
+    std::fs::set_permissions(
+        d.join("entrypoint"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // Incompressible data, so that verification hashes and extracts all of it.
+    let mut data = vec![0u8; 40 << 20];
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(d.join("data.bin"), &data).unwrap();
+    drop(data);
+    let r = fx.pack_dir(d.to_str().unwrap(), "big.stockade");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Verifying 40 MiB takes well over half a second in a debug build (the tests'), the
+    // worker's handshake a few tens of milliseconds after its launch.
+    let policy = format!("{POLICY}\n[protocol]\nhandshake_timeout_ms = 500\n");
+    let mut s = Serve::start(&fx, "", Some(&policy));
+    let mut c = s.client();
+    let t = std::time::Instant::now();
+    let r = c.call("plugin_load", json!({"package": "big.stockade"}));
+    eprintln!("plugin_load took {:?}: {r}", t.elapsed());
+    assert_eq!(r["result"]["state"], "ready", "{r}\n{}", s.log());
+    assert_eq!(s.stop(), 0);
+}

@@ -278,7 +278,7 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         log_line(&format!("sertone front on http://{addr}"));
     }
     // All verified, then launched dependencies first (a dependency refusal launches nothing).
-    if let Err((package, e)) = d.load_start_set(&load, Instant::now()) {
+    if let Err((package, e)) = d.load_start_set(&load) {
         // Every entry was admitted before any launched, but a later launch can still fail:
         // what started is stopped the graceful, audited way (shutdown, then SIGKILL after the
         // grace), never left to the Drop's SIGKILL.

@@ -434,7 +434,7 @@ impl Daemon {
                 Ok(call) => return self.fan_out(conn, id, call, now),
                 Err(e) => Err(e),
             },
-            "plugin_load" => return self.plugin_load(conn, id, p, now),
+            "plugin_load" => return self.plugin_load(conn, id, p),
             "plugin_unload" => return self.plugin_unload(conn, id, p, now),
             "plugin_restart" => self.plugin_restart(p, now),
             "plugin_list" => Ok(json!({"plugins": self

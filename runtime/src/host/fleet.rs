@@ -169,9 +169,9 @@ impl Daemon {
     }
 
     /// Verify and launch a package; the entry's first incarnation is starting on success.
-    pub fn load(&mut self, path: &Path, now: Instant) -> Result<String, RpcError> {
+    pub fn load(&mut self, path: &Path) -> Result<String, RpcError> {
         let pkg = self.verify_for_load(path)?;
-        self.start_verified(path, pkg, now)
+        self.start_verified(path, pkg)
     }
 
     /// `[serve] load` at start (seed 000: the operator does not manage load order). Every
@@ -183,7 +183,6 @@ impl Daemon {
     pub fn load_start_set(
         &mut self,
         entries: &[String],
-        now: Instant,
     ) -> Result<Vec<String>, (String, RpcError)> {
         let state_dir = self.cfg.trust.state_dir.clone();
         let mut set: Vec<(String, std::path::PathBuf, VerifiedPackage)> = Vec::new();
@@ -252,7 +251,7 @@ impl Daemon {
             };
             let (entry, path, pkg) = set.swap_remove(i);
             names.push(
-                self.start_verified(&path, pkg, now)
+                self.start_verified(&path, pkg)
                     .map_err(|err| (entry, err))?,
             );
         }
@@ -342,12 +341,7 @@ impl Daemon {
     }
 
     /// Admission ([`Self::admit`], quarantine) and the first launch of a verified package.
-    fn start_verified(
-        &mut self,
-        path: &Path,
-        pkg: VerifiedPackage,
-        now: Instant,
-    ) -> Result<String, RpcError> {
+    fn start_verified(&mut self, path: &Path, pkg: VerifiedPackage) -> Result<String, RpcError> {
         self.admit(path, &pkg)?;
         let name = pkg.manifest.name().to_string();
         // What a trust mode below strict let pass goes to the daemon's log as `run` puts it on
@@ -393,7 +387,7 @@ impl Daemon {
         if let OnLoad::Quarantined(q) = recorded {
             return self.load_quarantined(name, entry, &q);
         }
-        let slot = match self.launch(&mut entry, now, Event::Launch, json!({})) {
+        let slot = match self.launch(&mut entry, Event::Launch, json!({})) {
             Ok(s) => s,
             Err((stage, err)) => {
                 let kind = err
@@ -454,7 +448,6 @@ impl Daemon {
     fn launch(
         &mut self,
         e: &mut Entry,
-        now: Instant,
         event: Event,
         extra: Value,
     ) -> Result<usize, (&'static str, RpcError)> {
@@ -594,7 +587,10 @@ impl Daemon {
             config,
             health,
         };
-        self.sup.add(pcfg, sb, now).map_err(|err| {
+        // The handshake deadline runs from here, when the program exists: not from when the
+        // request arrived, before verification, extraction and the sandbox's construction
+        // (which for a large package on a slow or busy host can take most of it).
+        self.sup.add(pcfg, sb, Instant::now()).map_err(|err| {
             (
                 "launch",
                 load_failed(format!("cannot watch the plugin: {err}"), Value::Null),
@@ -603,7 +599,7 @@ impl Daemon {
     }
 
     /// `plugin_load {package}`: answered once the plugin is ready (or failed).
-    pub(crate) fn plugin_load(&mut self, conn: usize, id: Value, p: &Value, now: Instant) {
+    pub(crate) fn plugin_load(&mut self, conn: usize, id: Value, p: &Value) {
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Load {
@@ -617,7 +613,7 @@ impl Daemon {
             // file); an existing file of that name wins.
             let path =
                 crate::store::resolve_package(&self.cfg.trust.state_dir, Path::new(&l.package));
-            self.load(&path, now)
+            self.load(&path)
         });
         match r {
             // Quarantined by an earlier daemon: loaded as it is, answered now.
@@ -1029,7 +1025,7 @@ impl Daemon {
         let mut e = self.plugins.remove(name).expect("present");
         let extra = json!({"restarts": e.restarts + 1, "requested": e.phase == Phase::Relaunch,
                            "last_exit": e.last_exit});
-        let r = self.launch(&mut e, now, Event::Restart, extra);
+        let r = self.launch(&mut e, Event::Restart, extra);
         match r {
             Ok(slot) => {
                 e.slot = Some(slot);
