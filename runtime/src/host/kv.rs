@@ -24,6 +24,12 @@
 //! open ([`Dirs`]) and every file is reached relative to it with `O_NOFOLLOW` (no link planted
 //! in a directory the other uid owns sends root's writes elsewhere), the lock is taken on a
 //! read-only descriptor, and what root creates there is handed to the state directory's owner.
+//! The other uid is not trusted by root: existing files are opened without blocking and used
+//! only if regular (a FIFO would hang root's open), only a lock file root just created is ever
+//! chowned (never one found there, which may be a hard link to a file of root's), a store file
+//! or directory must belong to the state directory's owner (a file of root's moved in is not
+//! read into a plugin's map; one an earlier build left is refused with a `chown` hint), and a
+//! lock held by another process delays a put at most two seconds.
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, Flock, FlockArg, OFlag};
@@ -117,6 +123,9 @@ fn adopt_legacy(
         AtFlags::empty(),
     ) {
         Ok(()) => {}
+        // A move a crash cut between the link and the unlink: the same file under both
+        // names. Finished below.
+        Err(Errno::EEXIST) if same_file(&kv.fd, &dir.fd, &legacy) => {}
         Err(Errno::EEXIST) => {
             return Ok(Some(format!(
                 "the key/value store {} (the layout before per-signer stores) is left in place: \
@@ -134,6 +143,15 @@ fn adopt_legacy(
         .and_then(|()| nix::unistd::fsync(&kv.fd))
         .map_err(|e| load(e.into()))?;
     Ok(None)
+}
+
+/// Whether `name` in `a` and in `b` is one file (one inode, not through a symlink).
+fn same_file(a: &OwnedFd, b: &OwnedFd, name: &str) -> bool {
+    let st = |d: &OwnedFd| fstatat(d, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok();
+    match (st(a), st(b)) {
+        (Some(x), Some(y)) => (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino),
+        _ => false,
+    }
 }
 
 /// A store's directory (`<state>/kv[/<signer>]`), held open. Everything in it is reached
@@ -183,19 +201,23 @@ impl Dirs {
             }
             let next = openat(&fd, c, DIR_FLAGS, Mode::empty())?;
             let mut st = nix::sys::stat::fstat(&next)?;
-            if st.st_uid == me && st.st_mode & 0o022 != 0 {
+            // Root in another's state directory hands over all it makes, so every directory
+            // must be that owner's: one of root's (an earlier build's) would be used by root
+            // alone and unreadable to the daemon.
+            let expected = hand_to.map_or(me, |(uid, _)| uid);
+            if st.st_uid == me && st.st_uid == expected && st.st_mode & 0o022 != 0 {
                 // Ours, made under a permissive umask by an earlier build: closed, not refused.
                 let mode = Mode::from_bits_truncate(st.st_mode & 0o755);
                 nix::sys::stat::fchmod(&next, mode)?;
                 st = nix::sys::stat::fstat(&next)?;
             }
-            let owner_ok = st.st_uid == me || hand_to.is_some_and(|(u, _)| u == st.st_uid);
-            if !owner_ok || st.st_mode & 0o022 != 0 {
+            if st.st_uid != expected || st.st_mode & 0o022 != 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,
                     format!(
-                        "`{c}` is owned by uid {} with mode {:o}: a store directory must be this \
-                         uid's or the state directory owner's, writable by no one else",
+                        "`{c}` is owned by uid {} with mode {:o}: a store directory must be uid \
+                         {expected}'s (the state directory's owner), writable by no one else (if \
+                         an earlier build left it so, `chown -R {expected} <state-dir>/kv`)",
                         st.st_uid,
                         st.st_mode & 0o7777
                     ),
@@ -227,22 +249,82 @@ impl Dirs {
     }
 
     /// The exclusive lock of store `name` (`<name>.lock`: opened read-only, which `flock`
-    /// needs no more than, so another uid sharing the store can take it too).
+    /// needs no more than, so another uid sharing the store can take it too). The file is made
+    /// exclusively, so only a lock file this call created is handed over: an existing one (the
+    /// other uid's, a crash leftover of root's, or a hard link to someone's file planted there)
+    /// is only locked, never chowned. Another process holding the lock delays this one at most
+    /// [`LOCK_WAIT`] (a put holds it for one write and fsync): `serve` answers on one event
+    /// loop, which a lock held forever must not stall.
     fn lock(&self, name: &str) -> io::Result<Flock<fs::File>> {
         let lock = format!("{name}.lock");
-        let flags = OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let f = fs::File::from(openat(
+        let flags =
+            OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mut f = match openat(
             &self.fd,
             lock.as_str(),
             flags,
             Mode::from_bits_truncate(0o644),
-        )?);
-        if f.metadata()?.uid() == 0 {
-            self.hand_over(&f)?;
+        ) {
+            Ok(fd) => {
+                let f = fs::File::from(fd);
+                self.hand_over(&f)?;
+                f
+            }
+            Err(Errno::EEXIST) => self.open_regular(&lock)?,
+            Err(e) => return Err(e.into()),
+        };
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => return Ok(l),
+                Err((back, Errno::EINTR)) => f = back,
+                Err((back, Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                    f = back;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!(
+                            "`{lock}` stayed locked by another process for {} ms",
+                            LOCK_WAIT.as_millis()
+                        ),
+                    ))
+                }
+                Err((_, e)) => return Err(e.into()),
+            }
         }
-        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e.into())
+    }
+
+    /// Open an existing file of the store read-only: not through a symlink, without blocking
+    /// (a FIFO planted in its place would hang the open until a writer came), and only if it
+    /// is a regular file.
+    fn open_regular(&self, name: &str) -> io::Result<fs::File> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let f = fs::File::from(openat(&self.fd, name, flags, Mode::empty())?);
+        if !f.metadata()?.file_type().is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("`{name}` is not a regular file"),
+            ));
+        }
+        Ok(f)
+    }
+
+    /// The uid every file and directory of the store must belong to: the state directory's
+    /// owner when root writes someone else's state directory (root hands over all it makes
+    /// there, so a file of root's in it was not made by this runtime: a file of root's moved
+    /// in by the other uid is never read into a plugin's map), else this uid.
+    fn expected_owner(&self) -> u32 {
+        self.hand_to
+            .map_or_else(|| nix::unistd::geteuid().as_raw(), |(uid, _)| uid)
     }
 }
+
+/// How long a put waits for another process's lock of the same store.
+/// (A put holds it through two fsyncs, which a busy disk can stretch to a good part of a
+/// second; a holder that never lets go costs each put this long, then `unavailable`.)
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_DIRECTORY)
@@ -320,10 +402,19 @@ impl KvStore {
             Err(e) => return Err(load(e.into())),
         }
         // Replaced since: read what is there now (and hold that very file).
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let mut f = openat(&self.dir.fd, file.as_str(), flags, Mode::empty())
-            .map(fs::File::from)
-            .map_err(|e| load(e.into()))?;
+        let mut f = self.dir.open_regular(&file).map_err(load)?;
+        let uid = f.metadata().map_err(load)?.uid();
+        let expected = self.dir.expected_owner();
+        if uid != expected {
+            return Err(load(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "`{file}` is owned by uid {uid}, not {expected}: a store's files belong to \
+                     the state directory's owner (if an earlier build left it so, `chown -R \
+                     {expected} <state-dir>/kv`)"
+                ),
+            )));
+        }
         let mut text = String::new();
         let cap = (self.quota.max_total_bytes * 2 + 4096) as u64;
         (&mut f).take(cap).read_to_string(&mut text).map_err(load)?;
@@ -396,6 +487,19 @@ impl KvStore {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Whether the test can run (as root); a skip is an error under CI, which runs as root.
+    fn root_or_skip(why: &str) -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root: this test must run ({why})"
+        );
+        eprintln!("skipped: {why}");
+        false
+    }
 
     fn quota() -> KvQuota {
         KvQuota {
@@ -592,16 +696,112 @@ mod tests {
         assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 1);
     }
 
+    #[test]
+    fn a_fifo_in_place_of_a_store_file_is_refused_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("kv/s");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(d.path().join("kv"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        nix::unistd::mkfifo(&dir.join("p.json"), Mode::from_bits_truncate(0o600)).unwrap();
+        nix::unistd::mkfifo(&dir.join("q.lock"), Mode::from_bits_truncate(0o600)).unwrap();
+        // Both would block an open for reading until a writer came; neither may hang.
+        let e = KvStore::open(d.path(), "s/p", quota()).unwrap_err();
+        let why = std::error::Error::source(&e).unwrap().to_string();
+        assert!(why.contains("not a regular file"), "{why}");
+        let mut q = KvStore::open(d.path(), "s/q", quota()).unwrap();
+        let e = q.put("k", Some("v")).unwrap_err();
+        let why = std::error::Error::source(&e).unwrap().to_string();
+        assert!(why.contains("not a regular file"), "{why}");
+    }
+
+    #[test]
+    fn a_lock_held_elsewhere_delays_a_put_only_briefly() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = KvStore::open(d.path(), "s/p", quota()).unwrap();
+        s.put("k", Some("1")).unwrap();
+        // Another open file description holding the lock (as another process would).
+        let held = Flock::lock(
+            fs::File::open(d.path().join("kv/s/p.lock")).unwrap(),
+            FlockArg::LockExclusive,
+        )
+        .unwrap();
+        let e = s.put("k", Some("2")).unwrap_err();
+        let why = std::error::Error::source(&e).unwrap().to_string();
+        assert!(why.contains("stayed locked"), "{why}");
+        assert_eq!(s.get("k").unwrap(), Some("1"), "nothing changed");
+        drop(held);
+        s.put("k", Some("2")).unwrap();
+        assert_eq!(s.get("k").unwrap(), Some("2"));
+    }
+
+    #[test]
+    fn a_move_cut_between_link_and_unlink_is_finished() {
+        let d = tempfile::tempdir().unwrap();
+        let kv = d.path().join("kv");
+        fs::create_dir_all(kv.join("bb")).unwrap();
+        fs::set_permissions(&kv, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(kv.join("bb"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(kv.join("p.json"), r#"{"k":"v"}"#).unwrap();
+        fs::hard_link(kv.join("p.json"), kv.join("bb/p.json")).unwrap();
+        assert_eq!(adopt_legacy(d.path(), "p", "bb", || true).unwrap(), None);
+        assert!(!kv.join("p.json").exists());
+        assert_eq!(fs::metadata(kv.join("bb/p.json")).unwrap().nlink(), 1);
+        let mut s = KvStore::open(d.path(), "bb/p", quota()).unwrap();
+        assert_eq!(s.get("k").unwrap(), Some("v"));
+    }
+
+    /// Root in the `stockade` user's state directory does not trust what that user can place
+    /// there: a lock file that is a hard link to a file of root's is locked but never chowned,
+    /// a file of root's moved in as the store is not read, and a directory of root's (an
+    /// earlier build's) is refused with a hint instead of being used by root alone.
+    #[test]
+    fn root_never_hands_over_or_reads_a_file_of_roots_found_in_the_store() {
+        if !root_or_skip("needs root to create files for another uid") {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let secret = tempfile::NamedTempFile::new_in(d.path()).unwrap();
+        fs::write(secret.path(), r#"{"password":"hunter2"}"#).unwrap();
+        std::os::unix::fs::chown(d.path(), Some(65534), Some(65534)).unwrap();
+        KvStore::open(d.path(), "sig/p", quota()).unwrap();
+        let sig = d.path().join("kv/sig");
+        // The lock: a hard link to root's file (fs.protected_hardlinks=0 allows the other uid
+        // to make one; root can here).
+        fs::hard_link(secret.path(), sig.join("p.lock")).unwrap();
+        let mut s = KvStore::open(d.path(), "sig/p", quota()).unwrap();
+        s.put("k", Some("v")).unwrap();
+        let m = fs::metadata(secret.path()).unwrap();
+        assert_eq!((m.uid(), m.gid()), (0, 0), "root's file was given away");
+        // The store: root's file moved in (one link, same filesystem).
+        let other = d.path().join("roots.json");
+        fs::write(&other, r#"{"password":"hunter2"}"#).unwrap();
+        fs::rename(&other, sig.join("p.json")).unwrap();
+        let mut fresh = KvStore::open(d.path(), "sig/q", quota()).unwrap();
+        fresh.put("x", Some("y")).unwrap();
+        let e = KvStore::open(d.path(), "sig/p", quota()).unwrap_err();
+        let why = std::error::Error::source(&e).unwrap().to_string();
+        assert!(
+            why.contains("owned by uid 0") && why.contains("chown"),
+            "{why}"
+        );
+        // A directory of root's where the store's signer directory goes: refused, not used.
+        fs::create_dir(d.path().join("kv/old")).unwrap();
+        fs::set_permissions(d.path().join("kv/old"), fs::Permissions::from_mode(0o700)).unwrap();
+        let e = KvStore::open(d.path(), "old/p", quota()).unwrap_err();
+        let why = std::error::Error::source(&e).unwrap().to_string();
+        assert!(
+            why.contains("owned by uid 0") && why.contains("chown"),
+            "{why}"
+        );
+        assert!(!d.path().join("kv/old/p.lock").exists());
+    }
+
     /// Root's `stockade run` in the state directory of the `stockade` user: what it creates is
     /// handed to that user (so the daemon can read and replace it), modes 0700/0600.
     #[test]
     fn root_hands_what_it_creates_to_the_state_directory_owner() {
-        if !nix::unistd::geteuid().is_root() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI runs as root: this test must run"
-            );
-            eprintln!("skipped: needs root to create files for another uid");
+        if !root_or_skip("needs root to create files for another uid") {
             return;
         }
         let d = tempfile::tempdir().unwrap();
