@@ -568,8 +568,8 @@ impl Daemon {
         rec.detail = detail;
         e.audit.layers = rec.layers.clone();
         if let Err(err) = self.audit_or_fail(rec) {
-            // No unaudited plugin: undo the launch.
-            sb.kill();
+            // No unaudited plugin: undo the launch (without a blocking wait in the loop).
+            super::plugin::discard(Box::new(sb));
             return Err(("audit", err));
         }
         sb.shed_layer_details();

@@ -211,7 +211,11 @@ fn reap_in_background(c: Box<dyn Child>) -> Value {
         .spawn(move || drop(c.wait()));
     // Could not spawn: the closure (and the sandbox) was dropped, whose Drop waited for it.
     if let Ok(h) = spawned {
-        REAPERS.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+        let mut reapers = REAPERS.lock().unwrap_or_else(|e| e.into_inner());
+        // A long-running daemon keeps only the reapers still waiting (a finished one has
+        // nothing left to join).
+        reapers.retain(|r| !r.is_finished());
+        reapers.push(h);
     }
     let t = KILL_WAIT.as_millis();
     // It was sent SIGKILL and ends of it when the kernel lets it go: that is its status.
@@ -219,6 +223,18 @@ fn reap_in_background(c: Box<dyn Child>) -> Value {
     json!({"exit": killed, "cleaned_up": false, "pid": pid,
            "reaping": format!("in the background: the sandbox had not ended {t} ms after SIGKILL \
                                (a process in uninterruptible sleep)")})
+}
+
+/// Undo a launch that must not go on (its audit record could not be written): killed at once,
+/// and waited for at most [`KILL_WAIT`] on the event loop, then by a reaper thread — never a
+/// blocking wait in the loop for a sandbox a process in uninterruptible sleep holds up.
+pub fn discard(mut c: Box<dyn Child>) {
+    c.kill();
+    if ended_within(c.as_mut(), KILL_WAIT) {
+        drop(c.wait());
+    } else {
+        reap_in_background(c);
+    }
 }
 
 /// Longest stderr line forwarded (the rest of the line is cut).
