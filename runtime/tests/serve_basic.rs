@@ -491,6 +491,62 @@ fn the_load_list_starts_dependencies_first_and_refuses_what_cannot_be_satisfied(
     assert_eq!(s.stop(), 0);
 }
 
+/// `plugin_load` at run time loads what the package needs first, as `[serve] load` does: an
+/// installed dependency that is not loaded is loaded from the store before it; a loaded one
+/// counts in the version it runs; an unsatisfiable one refuses before anything is launched.
+#[test]
+fn plugin_load_loads_installed_dependencies_first() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let needs = |n: &str, r: &str| json!({"dependencies": [{"name": n, "version": r}]});
+    let lib = pack_worker(&fx, "lib", &["on:lib"]);
+    install(&fx, lib.to_str().unwrap());
+    std::fs::remove_file(&lib).unwrap();
+    let app = pack_script_with(&fx, "app", &["on:app"], WORKER, needs("lib", "^0.1"));
+    let app2 = pack_script_with(&fx, "app2", &["on:app2"], WORKER, needs("lib", "^2"));
+    let app3 = pack_script_with(&fx, "app3", &["on:app3"], WORKER, needs("nothere", "*"));
+    let mut s = Serve::start(&fx, "", Some(POLICY));
+    let mut c = s.client();
+    let r = c.ok("plugin_load", json!({"package": app}));
+    assert_eq!(
+        (&r["name"], &r["state"]),
+        (&json!("app"), &json!("ready")),
+        "{r}"
+    );
+    poll_ready(&mut c, "lib");
+    let log = s.log();
+    assert!(
+        log.contains("loading installed lib 0.1.0 (needed by app)"),
+        "{log}"
+    );
+    assert!(
+        log.find("plugin lib: starting") < log.find("plugin app: starting"),
+        "{log}"
+    );
+    // lib is loaded in 0.1.0: app2's ^2 cannot be met, and nothing of it is launched.
+    let r = c.call("plugin_load", json!({"package": app2}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("app2 0.1.0 -> lib ^2 (lib 0.1.0 does not match)"),
+        "{r}"
+    );
+    // Neither loaded nor installed.
+    let r = c.call("plugin_load", json!({"package": app3}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("(nothere is not installed)"), "{r}");
+    let log = s.log();
+    assert!(!log.contains("plugin app2: starting"), "{log}");
+    assert!(!log.contains("plugin app3: starting"), "{log}");
+    // Already loaded: the same answer as before dependencies were looked at.
+    let r = c.call("plugin_load", json!({"package": app}));
+    assert_eq!(r["error"]["code"], ALREADY_LOADED, "{r}");
+    assert_eq!(s.stop(), 0);
+}
+
 /// The handshake window (`protocol.handshake_timeout_ms`) is the plugin's own: it runs from the
 /// launch, not from the `plugin_load` request, so the time spent verifying and extracting a
 /// large package (seconds on a slow or busy host) is not taken from it.

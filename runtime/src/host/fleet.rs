@@ -168,18 +168,16 @@ impl Daemon {
         self.audit(rec);
     }
 
-    /// Verify and launch a package; the entry's first incarnation is starting on success.
-    pub fn load(&mut self, path: &Path) -> Result<String, RpcError> {
-        let pkg = self.verify_for_load(path)?;
-        self.start_verified(path, pkg)
-    }
-
-    /// `[serve] load` at start (seed 000: the operator does not manage load order). Every
-    /// entry (a package file, or an installed plugin's name) is verified first; a dependency
-    /// the list lacks is added from the store when an installed version satisfies it; then the
-    /// plugins are launched dependencies first. A dependency neither listed nor installed in a
-    /// fitting version, or a cycle, refuses the start before anything is launched, naming the
-    /// chain. `Err` carries the entry it concerns.
+    /// `[serve] load` at start, and `plugin_load` at run time (seed 000: the operator does not
+    /// manage load order). Every entry (a package file, or an installed plugin's name) is
+    /// verified first; a dependency neither in the list nor loaded is added from the store when
+    /// an installed version satisfies it; then the plugins are launched dependencies first. A
+    /// dependency neither listed, loaded nor installed in a fitting version (a loaded plugin
+    /// counts in the version it runs), or a cycle, refuses before anything is launched, naming
+    /// the chain; so does an entry the node does not admit ([`Self::admit`]). A launch that
+    /// fails after others started names them (`data.started`; they stay loaded). `Err` carries
+    /// the entry it concerns. The names come back in launch order: an entry's dependencies
+    /// before it.
     pub fn load_start_set(
         &mut self,
         entries: &[String],
@@ -198,6 +196,7 @@ impl Daemon {
                 let msg = format!("`{}` is listed twice", pkg.manifest.name());
                 return Err((e.clone(), RpcError::new(codes::ALREADY_LOADED, msg)));
             }
+            self.admit(&path, &pkg).map_err(|err| (e.clone(), err))?;
             set.push((e.clone(), path, pkg));
         }
         // Close the set over installed dependencies (a bounded walk: each round adds one).
@@ -206,7 +205,10 @@ impl Daemon {
                 .dep_node()
                 .requires
                 .into_keys()
-                .find(|d| !set.iter().any(|(_, _, q)| q.manifest.name() == d))
+                .find(|d| {
+                    !set.iter().any(|(_, _, q)| q.manifest.name() == d)
+                        && !self.plugins.contains_key(d)
+                })
                 .map(|d| (p.manifest.name().to_string(), d))
         }) {
             let Some(path) = crate::store::installed_package(&state_dir, &dep) else {
@@ -222,6 +224,7 @@ impl Daemon {
                 );
                 return Err((dep, load_failed(msg, Value::Null)));
             }
+            self.admit(&path, &pkg).map_err(|err| (dep.clone(), err))?;
             log_line(&format!(
                 "loading installed {dep} {} (needed by {needed_by})",
                 pkg.manifest.version()
@@ -229,31 +232,47 @@ impl Daemon {
             set.push((dep.clone(), path, pkg));
         }
         let nodes: Vec<_> = set.iter().map(|(_, _, p)| p.manifest.dep_node()).collect();
-        let order =
-            stockade_policy::deps::plan_install(&BTreeMap::new(), &nodes).map_err(|err| {
-                let entry = set
-                    .iter()
-                    .find(|(_, _, p)| p.manifest.name() == err.first_plugin())
-                    .map_or_else(|| err.first_plugin().to_string(), |(e, _, _)| e.clone());
-                (
-                    entry,
-                    load_failed(err.to_string(), json!({"kind": err.kind()})),
-                )
-            })?;
-        // Every entry admitted before any launches: a refusal leaves nothing running.
-        for (entry, path, pkg) in &set {
-            self.admit(path, pkg).map_err(|err| (entry.clone(), err))?;
-        }
+        // What is loaded counts in the version it runs.
+        let loaded: BTreeMap<_, _> = self
+            .plugins
+            .iter()
+            .map(|(n, e)| (n.clone(), e.pkg.manifest.dep_node()))
+            .collect();
+        let order = stockade_policy::deps::plan_install(&loaded, &nodes).map_err(|err| {
+            let entry = set
+                .iter()
+                .find(|(_, _, p)| p.manifest.name() == err.first_plugin())
+                .map_or_else(|| err.first_plugin().to_string(), |(e, _, _)| e.clone());
+            (
+                entry,
+                load_failed(err.to_string(), json!({"kind": err.kind()})),
+            )
+        })?;
+        // Every entry was admitted above, before any launches: a refusal leaves nothing running.
         let mut names = Vec::new();
         for name in order {
             let Some(i) = set.iter().position(|(_, _, p)| p.manifest.name() == name) else {
                 continue;
             };
             let (entry, path, pkg) = set.swap_remove(i);
-            names.push(
-                self.start_verified(&path, pkg)
-                    .map_err(|err| (entry, err))?,
-            );
+            match self.start_verified(&path, pkg) {
+                Ok(n) => names.push(n),
+                Err(mut err) if !names.is_empty() => {
+                    err.message = format!(
+                        "{} (started before it, and still loaded: {})",
+                        err.message,
+                        names.join(", ")
+                    );
+                    let mut data = match err.data.take() {
+                        Some(Value::Object(m)) => m,
+                        _ => serde_json::Map::new(),
+                    };
+                    data.insert("started".into(), json!(names));
+                    err.data = Some(Value::Object(data));
+                    return Err((entry, err));
+                }
+                Err(err) => return Err((entry, err)),
+            }
         }
         Ok(names)
     }
@@ -611,9 +630,15 @@ impl Daemon {
             }
             // An installed plugin's name loads its stored package (verified again like any
             // file); an existing file of that name wins.
-            let path =
-                crate::store::resolve_package(&self.cfg.trust.state_dir, Path::new(&l.package));
-            self.load(&path)
+            // Its installed dependencies that are not loaded yet are loaded first, as for
+            // `[serve] load`; the plugin named is the last one launched.
+            let names = self
+                .load_start_set(std::slice::from_ref(&l.package))
+                .map_err(|(_, err)| err)?;
+            names
+                .last()
+                .cloned()
+                .ok_or_else(|| load_failed("nothing was loaded", Value::Null))
         });
         match r {
             // Quarantined by an earlier daemon: loaded as it is, answered now.
