@@ -171,6 +171,8 @@ pub struct Cgroup {
     /// Limits that could not be applied (e.g. swap accounting off), for the report.
     pub not_applied: Vec<String>,
     removed: bool,
+    /// `stockade-<name>`, registered in `HELD` while this handle lives.
+    leaf: String,
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
@@ -279,11 +281,25 @@ impl Hierarchy for OwnHierarchy {
     }
 }
 
+/// The groups this process made and has not dropped. A runtime SIGKILLed before it could clean
+/// up leaves `stockade-<its pid>-…` behind; once that pid is reused by a later runtime, the pid
+/// is alive (it is ours) and only this registry tells our live groups from the dead one's. It is
+/// locked across a sweep and the registration of the next group, so no sweep of one thread takes
+/// a group another thread just made (empty until its process joins) for a leftover.
+static HELD: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn held() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<String>> {
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Remove empty `stockade-<pid>-<uid>-<n>` groups left by a runtime that was killed before it could
-/// clean up (SIGKILL skips every destructor). Only groups whose runtime pid no longer exists and
-/// which hold no process are touched; errors are ignored (another runtime may race us). By hand:
-/// `cgroups-rs` has no way to list the child groups of a cgroup.
-pub fn sweep_stale(layout: &Layout) {
+/// clean up (SIGKILL skips every destructor): those whose runtime pid no longer exists, and those
+/// named with this process's own pid (a dead runtime's, whose pid we now have) that this process
+/// does not hold. A group holding a process is never touched; errors are ignored (another
+/// runtime may race us). By hand: `cgroups-rs` has no way to list the child groups of a cgroup.
+fn sweep_stale(layout: &Layout, held: &std::collections::BTreeSet<String>) {
+    let me = std::process::id();
     let parents: Vec<&PathBuf> = match layout {
         Layout::V1 { memory, pids, cpu } => [memory, pids, cpu].into_iter().flatten().collect(),
         Layout::V2 { own } => vec![own],
@@ -309,7 +325,12 @@ pub fn sweep_stale(layout: &Layout) {
             let empty = fs::read_to_string(e.path().join("cgroup.procs"))
                 .map(|t| t.trim().is_empty())
                 .unwrap_or(false);
-            if empty && !Path::new(&format!("/proc/{pid}")).exists() {
+            let dead = if pid == me {
+                !held.contains(&name)
+            } else {
+                !Path::new(&format!("/proc/{pid}")).exists()
+            };
+            if empty && dead {
                 let _ = fs::remove_dir(e.path());
             }
         }
@@ -319,12 +340,21 @@ pub fn sweep_stale(layout: &Layout) {
 impl Cgroup {
     /// Create `stockade-<name>` below our own cgroup and apply the limits.
     pub fn create(layout: &Layout, name: &str, r: &Resources) -> Result<Cgroup, CgroupError> {
-        sweep_stale(layout);
         let leaf = format!("stockade-{name}");
-        match layout {
+        // Registered before it exists, under the same lock as the sweep (see `HELD`).
+        let fresh = {
+            let mut held = held();
+            sweep_stale(layout, &held);
+            held.insert(leaf.clone())
+        };
+        let made = match layout {
             Layout::V1 { memory, pids, cpu } => Self::create_v1(memory, pids, cpu, &leaf, r),
             Layout::V2 { own } => Self::create_v2(own, &leaf, r),
+        };
+        if made.is_err() && fresh {
+            held().remove(&leaf);
         }
+        made
     }
 
     fn mem(&self) -> Option<&MemController> {
@@ -363,6 +393,7 @@ impl Cgroup {
             dirs,
             not_applied: vec![],
             removed: false,
+            leaf: leaf.to_string(),
         };
         // From here on, Drop removes whatever was created.
         cg.cg.create().map_err(crate_at(&cg.dirs[0]))?;
@@ -461,6 +492,7 @@ impl Cgroup {
             dirs: vec![d.clone()],
             not_applied,
             removed: false,
+            leaf: leaf.to_string(),
         };
         // Every v2 subsystem shares the one directory, made by hand: the crate's controller
         // `create()` returns `()` and only logs a failure (cgroups-rs 0.3), and we must fail closed.
@@ -693,6 +725,8 @@ fn move_all(from: &Path, to: &Path) -> Result<(), CgroupError> {
 impl Drop for Cgroup {
     fn drop(&mut self) {
         self.kill_and_remove();
+        // Removed or not, it is no longer this process's: a later sweep may take it if empty.
+        held().remove(&self.leaf);
     }
 }
 
@@ -856,6 +890,46 @@ mod tests {
         let cg = Cgroup::create(&layout, "s2", &both).unwrap();
         assert_eq!(cg.not_applied, Vec::<String>::new());
         std::mem::forget(cg);
+    }
+
+    /// On this host's real hierarchy (cgroupfs allows rmdir of an empty group, a fake tree
+    /// does not): a runtime SIGKILLed with groups left, whose pid the kernel then gives to this
+    /// process. Its leftover is swept by the next create; this process's own live group is not.
+    #[test]
+    fn a_leftover_named_with_our_own_pid_is_swept_but_not_our_live_groups() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI runs as root: this test must run"
+            );
+            eprintln!("skipped: making cgroups on the host's hierarchy needs root");
+            return;
+        }
+        let layout = detect().expect("this host has cgroups (CI's does)");
+        let r = stockade_policy::sandbox::default_policy().resources;
+        let me = std::process::id();
+        let live = Cgroup::create(&layout, &format!("{me}-0-900001"), &r).unwrap();
+        let bases: Vec<PathBuf> = live
+            .dirs()
+            .iter()
+            .map(|d| d.parent().unwrap().to_path_buf())
+            .collect();
+        let dead = format!("stockade-{me}-0-900002");
+        for b in &bases {
+            fs::create_dir(b.join(&dead)).unwrap();
+        }
+        let next = Cgroup::create(&layout, &format!("{me}-0-900003"), &r).unwrap();
+        let left: Vec<_> = bases.iter().filter(|b| b.join(&dead).exists()).collect();
+        // Cleaned up before asserting, so a failure leaves nothing on the host.
+        for b in &left {
+            let _ = fs::remove_dir(b.join(&dead));
+        }
+        assert!(left.is_empty(), "the leftover stayed in {left:?}");
+        assert!(
+            live.dirs().iter().all(|d| d.is_dir()),
+            "our own group was swept"
+        );
+        drop((live, next));
     }
 
     #[test]
