@@ -491,6 +491,67 @@ fn the_load_list_starts_dependencies_first_and_refuses_what_cannot_be_satisfied(
     assert_eq!(s.stop(), 0);
 }
 
+/// A `[serve] load` entry whose launch fails after an earlier entry started (its key/value store
+/// cannot be opened: a FIFO stands where the file goes): the start is refused, and the plugin
+/// already running is stopped the graceful, audited way (a termination record), not SIGKILLed
+/// by the daemon's teardown without a trace.
+#[test]
+fn a_launch_failing_in_the_load_list_stops_what_started_gracefully() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:a"]);
+    let zzz = pack_worker(&fx, "zzz", &["on:z"]);
+    // One run of `a` makes the signer's store directory (kv/<key fingerprint>/).
+    let mut s = Serve::start(&fx, &format!("[serve]\nload = [{a:?}]\n"), Some(POLICY));
+    poll_ready(&mut s.client(), "a");
+    assert_eq!(s.stop(), 0);
+    let signer = std::fs::read_dir(fx.dir().join("state/kv"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .expect("the signer's store directory");
+    nix::unistd::mkfifo(
+        &signer.join("zzz.json"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let audit = fx.dir().join("start-audit.log");
+    let policy = format!("{POLICY}\n[audit]\nfile = {audit:?}\n");
+    let config = format!("[serve]\nload = [{a:?}, {zzz:?}]\n");
+    let mut args = serve_args(&fx, &config, Some(&policy));
+    args.extend(["--socket".into(), "refused.sock".into()]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(&args)
+        .current_dir(fx.dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(65), "{err}");
+    assert!(err.contains("key/value store"), "{err}");
+    assert!(
+        err.contains("started before it, and still loaded: a"),
+        "{err}"
+    );
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of_a = |event: &str| {
+        records
+            .iter()
+            .any(|r| r["event"] == event && r["plugin"] == "a")
+    };
+    assert!(of_a("launch"), "{records:?}");
+    assert!(
+        of_a("termination"),
+        "a was not stopped the audited way: {records:?}"
+    );
+}
+
 /// `plugin_load` at run time loads what the package needs first, as `[serve] load` does: an
 /// installed dependency that is not loaded is loaded from the store before it; a loaded one
 /// counts in the version it runs; an unsatisfiable one refuses before anything is launched.
