@@ -531,10 +531,7 @@ fn a_launch_failing_in_the_load_list_stops_what_started_gracefully() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(65), "{err}");
     assert!(err.contains("key/value store"), "{err}");
-    assert!(
-        err.contains("started before it, and still loaded: a"),
-        "{err}"
-    );
+    assert!(err.contains("(started before it: a)"), "{err}");
     let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
         .unwrap()
         .lines()
@@ -550,6 +547,8 @@ fn a_launch_failing_in_the_load_list_stops_what_started_gracefully() {
         of_a("termination"),
         "a was not stopped the audited way: {records:?}"
     );
+    // Stopped while starting, its handshake possibly unread: not taken for a denied call.
+    assert!(!of_a("denial"), "{records:?}");
 }
 
 /// `plugin_load` at run time loads what the package needs first, as `[serve] load` does: an
@@ -605,6 +604,25 @@ fn plugin_load_loads_installed_dependencies_first() {
     // Already loaded: the same answer as before dependencies were looked at.
     let r = c.call("plugin_load", json!({"package": app}));
     assert_eq!(r["error"]["code"], ALREADY_LOADED, "{r}");
+    // A loaded plugin counts as it is: app's lib unloaded by force does not refuse a plugin
+    // that needs app.
+    c.ok("plugin_unload", json!({"name": "lib", "force": true}));
+    let app4 = pack_script_with(&fx, "app4", &["on:app4"], WORKER, needs("app", "^0.1"));
+    let r = c.ok("plugin_load", json!({"package": app4}));
+    assert_eq!(r["state"], "ready", "{r}");
+    assert_eq!(s.stop(), 0);
+
+    // A package an earlier daemon quarantined is answered at once, quarantined, without its
+    // dependencies being looked for (app3's cannot be found).
+    use sha2::Digest;
+    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&app3).unwrap()));
+    let record =
+        json!({"app3": {"package_sha256": sha, "since": 1, "crashes": 2, "window_ms": 60000}});
+    std::fs::write(fx.dir().join("state/quarantine.json"), record.to_string()).unwrap();
+    let mut s = Serve::start(&fx, "", Some(POLICY));
+    let mut c = s.client();
+    let r = c.ok("plugin_load", json!({"package": app3}));
+    assert_eq!(r["state"], "quarantined", "{r}");
     assert_eq!(s.stop(), 0);
 }
 
@@ -645,9 +663,9 @@ fn verifying_a_large_package_does_not_eat_the_plugins_handshake_window() {
     drop(data);
     let r = fx.pack_dir(d.to_str().unwrap(), "big.stockade");
     assert_eq!(r.code, 0, "{}", r.stderr);
-    // Verifying 40 MiB takes well over half a second in a debug build (the tests'), the
+    // Verifying 40 MiB takes well over a second in a debug build (the tests', ≈ 1.8 s here), the
     // worker's handshake a few tens of milliseconds after its launch.
-    let policy = format!("{POLICY}\n[protocol]\nhandshake_timeout_ms = 500\n");
+    let policy = format!("{POLICY}\n[protocol]\nhandshake_timeout_ms = 1000\n");
     let mut s = Serve::start(&fx, "", Some(&policy));
     let mut c = s.client();
     let t = std::time::Instant::now();

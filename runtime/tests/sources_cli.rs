@@ -485,6 +485,23 @@ fn author_key_rotation_with_and_without_proof() {
     ]);
     assert_eq!(r.code, 64);
     assert!(r.stderr.contains("WARNING"), "{}", r.stderr);
+    // A name that shows nothing (or reorders what is shown) is no author name: refused.
+    for name in ["\u{200B} ", "Ali\u{202E}ce"] {
+        let r = fx.run(&[
+            "source",
+            "repin-author",
+            "hello",
+            "--author-key",
+            "dev3.pub",
+            "--author",
+            name,
+            "--yes",
+            "--state-dir",
+            "state",
+        ]);
+        assert_eq!(r.code, 64, "{}", r.stderr);
+        assert!(r.stderr.contains("not an author name"), "{}", r.stderr);
+    }
     ok(
         fx.dir(),
         &[

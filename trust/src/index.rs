@@ -353,19 +353,25 @@ pub fn refused_in_name(c: char) -> bool {
 }
 
 /// Characters that show nothing, so that two names differing only in them look the same: every
-/// format character (general category Cf: zero-width space/joiners, soft hyphen, BOM, tags…),
-/// the variation selectors, the combining grapheme joiner, the Mongolian variation selectors,
-/// the Hangul fillers and the blank braille pattern. The category comes from the Unicode
-/// tables of `unicode-properties`; the rest are not Cf but render as nothing all the same.
+/// format character (general category Cf: zero-width space/joiners, soft hyphen, BOM, tags…)
+/// and the rest of Unicode's default-ignorable code points (the variation selectors, the
+/// combining grapheme joiner, the Khmer inherent vowels, the Mongolian variation selectors,
+/// U+2065, U+FFF0–U+FFF8, the whole U+E0000 block), the Hangul fillers and the blank braille
+/// pattern. The category comes from the Unicode tables of `unicode-properties` (which has no
+/// Default_Ignorable_Code_Point property: the non-Cf part of it is listed here).
 fn invisible(c: char) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     c.general_category() == GeneralCategory::Format
         || matches!(
             c,
             '\u{034F}'
+                | '\u{17B4}'
+                | '\u{17B5}'
                 | '\u{180B}'..='\u{180F}'
+                | '\u{2065}'
                 | '\u{FE00}'..='\u{FE0F}'
-                | '\u{E0100}'..='\u{E01EF}'
+                | '\u{FFF0}'..='\u{FFF8}'
+                | '\u{E0000}'..='\u{E0FFF}'
                 | '\u{115F}'
                 | '\u{1160}'
                 | '\u{3164}'
@@ -549,6 +555,7 @@ mod tests {
             "Alice\u{FE0F} \u{2800}Smith",
             "Alice \u{3164} Smith\u{E0041}",
             "Al\u{034F}ice\u{200D} Smith",
+            "Ali\u{17B4}ce Smith\u{E0FFF}\u{FFF0}",
         ] {
             assert_eq!(author_pin_key(n), "alice smith", "{n:?}");
         }

@@ -17,7 +17,8 @@
 //! [`crate::sandbox::report`]) is printed on **stderr** as one JSON document after the program
 //! has ended and the sandbox is torn down, so it never mixes with the program's stdout; with
 //! `--report FILE` it is also written to FILE (atomically). Without `--json` nothing is added to
-//! the program's output. Audit records never share stderr with the report: with `--json` the
+//! the program's output but one `stockade: warning: layer …` line on stderr per degradation the
+//! policy allowed (the report lists them with `--json`). Audit records never share stderr with the report: with `--json` the
 //! policy's `audit.stderr` sink uses the journal socket or nothing (and when it is the only sink
 //! and there is no journal, exec refuses to launch, exit 74: no unaudited launch).
 
@@ -78,7 +79,8 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         LaunchError::NotAllowed { .. } | LaunchError::Cgroup(_) => (
             Exit::SandboxSetup,
             "layer_unavailable",
-            "run as root, or allow the degradation in the policy's [layers] section",
+            "run as root (or through stockade.service), or allow the degradation in the policy's \
+             [layers] section (a policy of your own: --policy FILE)",
         ),
         // Only root gets here (rootless, `cgroup` implies `cgroup_partial`).
         LaunchError::CgroupPartial(_) => (

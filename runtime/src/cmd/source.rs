@@ -291,6 +291,18 @@ pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdEr
             format!("`{}` is not a plugin id", a.id),
         ));
     }
+    // A name with nothing visible names no author (no pin is ever kept or checked for it).
+    if let Some(name) = &a.author {
+        if stockade_trust::index::author_pin_key(name).is_empty()
+            || name.chars().any(stockade_trust::index::refused_in_name)
+        {
+            return Err(CmdError::msg(
+                Exit::Usage,
+                "usage",
+                format!("`{name}` is not an author name an index could pin"),
+            ));
+        }
+    }
     let new = key(&a.author_key)?;
     let _lock = lock(state, a.store.no_wait)?;
     let mut pins = Pins::load(state).map_err(SourceError::into_cmd)?;

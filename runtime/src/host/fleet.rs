@@ -199,10 +199,18 @@ impl Daemon {
             self.admit(&path, &pkg).map_err(|err| (e.clone(), err))?;
             set.push((e.clone(), path, pkg));
         }
+        // A package an earlier daemon quarantined is loaded without running (answered at once,
+        // quarantined): nothing is launched for it, so nothing it needs is looked for.
+        let node = |this: &Self, p: &VerifiedPackage| {
+            let mut n = p.manifest.dep_node();
+            if this.quarantines.holds(&n.name, &p.report.package_sha256) {
+                n.requires.clear();
+            }
+            n
+        };
         // Close the set over installed dependencies (a bounded walk: each round adds one).
         while let Some((needed_by, dep)) = set.iter().find_map(|(_, _, p)| {
-            p.manifest
-                .dep_node()
+            node(self, p)
                 .requires
                 .into_keys()
                 .find(|d| {
@@ -231,12 +239,17 @@ impl Daemon {
             ));
             set.push((dep.clone(), path, pkg));
         }
-        let nodes: Vec<_> = set.iter().map(|(_, _, p)| p.manifest.dep_node()).collect();
-        // What is loaded counts in the version it runs.
+        let nodes: Vec<_> = set.iter().map(|(_, _, p)| node(self, p)).collect();
+        // What is loaded counts in the version it runs, as a leaf: its own dependencies were
+        // checked when it was loaded (one unloaded since by force does not refuse this load).
         let loaded: BTreeMap<_, _> = self
             .plugins
             .iter()
-            .map(|(n, e)| (n.clone(), e.pkg.manifest.dep_node()))
+            .map(|(n, e)| {
+                let mut d = e.pkg.manifest.dep_node();
+                d.requires.clear();
+                (n.clone(), d)
+            })
             .collect();
         let order = stockade_policy::deps::plan_install(&loaded, &nodes).map_err(|err| {
             let entry = set
@@ -258,11 +271,8 @@ impl Daemon {
             match self.start_verified(&path, pkg) {
                 Ok(n) => names.push(n),
                 Err(mut err) if !names.is_empty() => {
-                    err.message = format!(
-                        "{} (started before it, and still loaded: {})",
-                        err.message,
-                        names.join(", ")
-                    );
+                    err.message =
+                        format!("{} (started before it: {})", err.message, names.join(", "));
                     let mut data = match err.data.take() {
                         Some(Value::Object(m)) => m,
                         _ => serde_json::Map::new(),
@@ -329,7 +339,7 @@ impl Daemon {
     }
 
     /// Whether a verified package may be loaded at all: its name is not loaded already and a
-    /// frozen license admits it. A refusal is audited. `[serve] load` asks this of every entry
+    /// frozen license admits it (a frozen-license refusal is audited as a denial). `[serve] load` asks this of every entry
     /// before it launches any, so a refusal there never leaves earlier entries running.
     fn admit(&self, path: &Path, pkg: &VerifiedPackage) -> Result<(), RpcError> {
         let name = pkg.manifest.name();

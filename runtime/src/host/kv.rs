@@ -26,7 +26,8 @@
 //! read-only descriptor, and what root creates there is handed to the state directory's owner.
 //! The other uid is not trusted by root: existing files are opened without blocking and used
 //! only if regular (a FIFO would hang root's open), only a lock file root just created is ever
-//! chowned (never one found there, which may be a hard link to a file of root's), a store file
+//! chowned (never one found there; one with a second link, perhaps to a file of root's, is
+//! refused), a store file
 //! or directory must belong to the state directory's owner (a file of root's moved in is not
 //! read into a plugin's map; one an earlier build left is refused with a `chown` hint), and a
 //! lock held by another process delays a put at most two seconds.
@@ -156,8 +157,9 @@ fn same_file(a: &OwnedFd, b: &OwnedFd, name: &str) -> bool {
 
 /// A store's directory (`<state>/kv[/<signer>]`), held open. Everything in it is reached
 /// relative to this descriptor with `O_NOFOLLOW`, and each directory on the way was opened
-/// without following a symlink and accepted only if it belongs to this uid or to the state
-/// directory's owner and is writable by no one else: root's `stockade run` beside the
+/// without following a symlink and accepted only if it belongs to the state directory's owner
+/// (this uid, unless root writes another's state directory) and is writable by no one else:
+/// root's `stockade run` beside the
 /// `stockade`-user daemon shares the store, and no link planted in it can send root's writes
 /// elsewhere. What root creates in a state directory someone else owns is handed to that owner,
 /// so the daemon can still read and replace it.
@@ -251,11 +253,15 @@ impl Dirs {
     /// The exclusive lock of store `name` (`<name>.lock`: opened read-only, which `flock`
     /// needs no more than, so another uid sharing the store can take it too). The file is made
     /// exclusively, so only a lock file this call created is handed over: an existing one (the
-    /// other uid's, a crash leftover of root's, or a hard link to someone's file planted there)
-    /// is only locked, never chowned. Another process holding the lock delays this one at most
-    /// [`LOCK_WAIT`] (a put holds it for one write and fsync): `serve` answers on one event
-    /// loop, which a lock held forever must not stall.
-    fn lock(&self, name: &str) -> io::Result<Flock<fs::File>> {
+    /// other uid's, or a crash leftover of root's) is only locked, never chowned, and one with a
+    /// second link (a hard link to someone's file planted there) is refused. Threads of this
+    /// process take turns first ([`LocalTurn`]), so `flock` only ever arbitrates between
+    /// processes; another process holding the lock delays this one at most [`LOCK_WAIT`] (a put
+    /// holds it for one write and two fsyncs): `serve` answers on one event loop, which a lock
+    /// held forever must not stall.
+    fn lock(&self, name: &str) -> io::Result<StoreLock> {
+        let st = nix::sys::stat::fstat(&self.fd)?;
+        let turn = LocalTurn::take((st.st_dev, st.st_ino, name.to_string()));
         let lock = format!("{name}.lock");
         let flags =
             OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -267,20 +273,50 @@ impl Dirs {
         ) {
             Ok(fd) => {
                 let f = fs::File::from(fd);
-                self.hand_over(&f)?;
+                if let Err(e) = self.hand_over(&f) {
+                    // Not left behind as root's: the other uid could never open it again.
+                    let _ =
+                        nix::unistd::unlinkat(&self.fd, lock.as_str(), UnlinkatFlags::NoRemoveDir);
+                    return Err(e);
+                }
                 f
             }
-            Err(Errno::EEXIST) => self.open_regular(&lock)?,
+            Err(Errno::EEXIST) => {
+                let f = self.open_regular(&lock).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "`{lock}`: {e} (if an earlier run left it so, `chown -R {} \
+                             <state-dir>/kv`)",
+                            self.expected_owner()
+                        ),
+                    )
+                })?;
+                if f.metadata()?.nlink() > 1 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("`{lock}` has another link: not a lock file this store made"),
+                    ));
+                }
+                f
+            }
             Err(e) => return Err(e.into()),
         };
         let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut pause = std::time::Duration::from_millis(1);
         loop {
             match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-                Ok(l) => return Ok(l),
+                Ok(l) => {
+                    return Ok(StoreLock {
+                        _flock: l,
+                        _turn: turn,
+                    })
+                }
                 Err((back, Errno::EINTR)) => f = back,
                 Err((back, Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
                     f = back;
-                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(10));
                 }
                 Err((_, Errno::EWOULDBLOCK)) => {
                     return Err(io::Error::new(
@@ -318,6 +354,49 @@ impl Dirs {
     fn expected_owner(&self) -> u32 {
         self.hand_to
             .map_or_else(|| nix::unistd::geteuid().as_raw(), |(uid, _)| uid)
+    }
+}
+
+/// A store's lock held: the `flock` (released first), then this process's turn.
+struct StoreLock {
+    _flock: Flock<fs::File>,
+    _turn: LocalTurn,
+}
+
+/// This process's threads' turns at a store (directory's device and inode, store name): they
+/// queue here, in the order the OS wakes them, rather than race for the `flock` by polling —
+/// where one thread putting again and again would win every time and starve the others past
+/// [`LOCK_WAIT`]. A turn is held only around one put, so the wait here needs no bound.
+struct LocalTurn((u64, u64, String));
+
+type TurnKey = (u64, u64, String);
+static TURNS: (
+    std::sync::Mutex<std::collections::BTreeSet<TurnKey>>,
+    std::sync::Condvar,
+) = (
+    std::sync::Mutex::new(std::collections::BTreeSet::new()),
+    std::sync::Condvar::new(),
+);
+
+impl LocalTurn {
+    fn take(key: TurnKey) -> Self {
+        let (set, cv) = &TURNS;
+        let mut held = set.lock().unwrap_or_else(|e| e.into_inner());
+        while held.contains(&key) {
+            held = cv.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        held.insert(key.clone());
+        Self(key)
+    }
+}
+
+impl Drop for LocalTurn {
+    fn drop(&mut self) {
+        let (set, cv) = &TURNS;
+        set.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
+        cv.notify_all();
     }
 }
 
@@ -770,9 +849,19 @@ mod tests {
         // to make one; root can here).
         fs::hard_link(secret.path(), sig.join("p.lock")).unwrap();
         let mut s = KvStore::open(d.path(), "sig/p", quota()).unwrap();
-        s.put("k", Some("v")).unwrap();
+        let e = s.put("k", Some("v")).unwrap_err();
+        let why = std::error::Error::source(&e).unwrap().to_string();
+        assert!(why.contains("another link"), "{why}");
         let m = fs::metadata(secret.path()).unwrap();
         assert_eq!((m.uid(), m.gid()), (0, 0), "root's file was given away");
+        // A lock file of root's with one link (a crash between create and chown): locked as it
+        // is, not chowned (it may be a file of root's moved in).
+        fs::remove_file(sig.join("p.lock")).unwrap();
+        let moved = d.path().join("roots-lock");
+        fs::write(&moved, "").unwrap();
+        fs::rename(&moved, sig.join("p.lock")).unwrap();
+        s.put("k", Some("v")).unwrap();
+        assert_eq!(fs::metadata(sig.join("p.lock")).unwrap().uid(), 0);
         // The store: root's file moved in (one link, same filesystem).
         let other = d.path().join("roots.json");
         fs::write(&other, r#"{"password":"hunter2"}"#).unwrap();

@@ -269,6 +269,9 @@ pub struct PluginHandle {
     tokens: u32,
     dropped: u64,
     late: u64,
+    /// Shut down while starting, before its handshake was read: the handshake still to come is
+    /// dropped (the plugin ends on the `shutdown` that follows), not taken for a host call.
+    shut_before_handshake: bool,
     ping: Option<u64>,
     answers: AnswerCache,
     cache_hits: u64,
@@ -305,6 +308,7 @@ impl PluginHandle {
             next_id: 1,
             dropped: 0,
             late: 0,
+            shut_before_handshake: false,
             ping: None,
             answers: AnswerCache::default(),
             cache_hits: 0,
@@ -539,6 +543,11 @@ impl PluginHandle {
                 "handshake",
                 "the first message must be a `handshake` request".into(),
             ),
+            (State::Stopping, Message::Request { method, .. })
+                if method == "handshake" && self.shut_before_handshake =>
+            {
+                self.shut_before_handshake = false;
+            }
             (_, Message::Response { id, outcome }) => self.on_response(id, outcome, now, fx),
             (
                 _,
@@ -821,6 +830,7 @@ impl PluginHandle {
         if !matches!(self.state, State::Starting | State::Ready) {
             return;
         }
+        self.shut_before_handshake = self.state == State::Starting;
         self.fail_all(fx, codes::UNAVAILABLE, "the plugin is shutting down");
         self.send(&notification("shutdown", json!({})));
         self.close_stdin = true;

@@ -518,3 +518,17 @@ fn a_discarded_launch_that_does_not_end_goes_to_a_reaper_not_the_loop() {
     stuck.set(false);
     join_reapers();
 }
+
+#[test]
+fn a_plugin_shut_down_before_its_handshake_was_read_is_not_terminated_for_it() {
+    let mut t = setup(HostPolicy::default());
+    // The daemon stops while the plugin starts: its handshake was already on the way.
+    t.h.shutdown(t.now, &mut t.fx);
+    assert_eq!(t.h.state(), State::Stopping);
+    t.feed(r#"{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"p","version":"1.0.0","api":1,"capabilities":["log"],"hooks":["on:h"]}}"#);
+    assert_eq!(t.h.state(), State::Stopping, "not a denied host call");
+    assert!(!t.killed.get());
+    // Anything after it is judged as before: a second `handshake` is no host API method.
+    t.feed(r#"{"jsonrpc":"2.0","id":1,"method":"handshake","params":{}}"#);
+    assert_eq!(t.h.state(), State::Terminated);
+}

@@ -72,6 +72,13 @@ impl Quarantines {
         }
     }
 
+    /// Whether that very package is quarantined (looking only: nothing is dropped).
+    pub fn holds(&self, name: &str, package_sha256: &str) -> bool {
+        self.map
+            .get(name)
+            .is_some_and(|q| q.package_sha256 == package_sha256)
+    }
+
     /// Record `name` as quarantined.
     pub fn record(&mut self, name: &str, q: Quarantined) -> Result<(), StateError> {
         self.map.insert(name.to_string(), q);
