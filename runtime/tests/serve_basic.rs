@@ -246,20 +246,9 @@ fn plugin_load_takes_an_installed_plugins_name() {
     let zzz = pack_worker(&fx, "zzz", &["on:open"]);
     let audit = fx.dir().join("start-audit.log");
     let policy = format!("{POLICY}\n[audit]\nfile = {audit:?}\n");
-    let mut args = serve_args(
-        &fx,
-        &format!("[serve]\nload = [\"stored\", {zzz:?}]\n"),
-        Some(&policy),
-    );
-    args.extend(["--socket".into(), "refused.sock".into()]);
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args(&args)
-        .current_dir(fx.dir())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(100), "{err}");
+    let config = format!("[serve]\nload = [\"stored\", {zzz:?}]\n");
+    let (code, err) = serve_refuses_under(&fx, &config, &policy);
+    assert_eq!(code, 100, "{err}");
     assert!(err.contains("zzz"), "{err}");
     let records = std::fs::read_to_string(&audit).unwrap();
     assert!(
@@ -358,7 +347,12 @@ fn poll_ready(c: &mut Client, name: &str) {
 
 /// `serve` with `config` that must refuse to start: its exit status and stderr.
 fn serve_refuses(fx: &Fixture, config: &str) -> (i32, String) {
-    let mut args = serve_args(fx, config, Some(POLICY));
+    serve_refuses_under(fx, config, POLICY)
+}
+
+/// [`serve_refuses`] under `policy`.
+fn serve_refuses_under(fx: &Fixture, config: &str, policy: &str) -> (i32, String) {
+    let mut args = serve_args(fx, config, Some(policy));
     args.extend(["--socket".into(), "refused.sock".into()]);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
         .args(&args)
@@ -520,16 +514,8 @@ fn a_launch_failing_in_the_load_list_stops_what_started_gracefully() {
     let audit = fx.dir().join("start-audit.log");
     let policy = format!("{POLICY}\n[audit]\nfile = {audit:?}\n");
     let config = format!("[serve]\nload = [{a:?}, {zzz:?}]\n");
-    let mut args = serve_args(&fx, &config, Some(&policy));
-    args.extend(["--socket".into(), "refused.sock".into()]);
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args(&args)
-        .current_dir(fx.dir())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(65), "{err}");
+    let (code, err) = serve_refuses_under(&fx, &config, &policy);
+    assert_eq!(code, 65, "{err}");
     assert!(err.contains("key/value store"), "{err}");
     assert!(err.contains("(started before it: a)"), "{err}");
     let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
