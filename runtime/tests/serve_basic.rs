@@ -621,21 +621,9 @@ fn verifying_a_large_package_does_not_eat_the_plugins_handshake_window() {
         return;
     }
     let fx = Fixture::new();
+    // The worker's package, packed again with a large file beside its entrypoint.
+    pack_worker(&fx, "big", &["on:open"]);
     let d = fx.dir().join("src-big");
-    std::fs::create_dir(&d).unwrap();
-    let manifest = json!({"name": "big", "version": "0.1.0", "author": "tests",
-        "description": "a worker with a large data file", "entrypoint": "entrypoint",
-        "requested_capabilities": ["log", "register_hook"], "hooks": ["on:open"], "api": 1});
-    std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
-    let script = WORKER
-        .replace("@NAME@", "big")
-        .replace("@HOOKS@", "\"on:open\"");
-    std::fs::write(d.join("entrypoint"), script).unwrap();
-    std::fs::set_permissions(
-        d.join("entrypoint"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
     // Incompressible data, so that verification hashes and extracts all of it.
     let mut data = vec![0u8; 40 << 20];
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
