@@ -596,6 +596,15 @@ fn plugin_load_loads_installed_dependencies_first() {
     let app4 = pack_script_with(&fx, "app4", &["on:app4"], WORKER, needs("app", "^0.1"));
     let r = c.ok("plugin_load", json!({"package": app4}));
     assert_eq!(r["state"], "ready", "{r}");
+    // …while a lib the loaded app cannot use is still refused.
+    let lib2 = pack_script_with(&fx, "lib", &["on:lib"], WORKER, json!({"version": "2.0.0"}));
+    let r = c.call("plugin_load", json!({"package": lib2}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("would break app 0.1.0, which requires lib ^0.1"),
+        "{r}"
+    );
     assert_eq!(s.stop(), 0);
 
     // A package an earlier daemon quarantined is answered at once, quarantined, without its
@@ -609,6 +618,15 @@ fn plugin_load_loads_installed_dependencies_first() {
     let mut c = s.client();
     let r = c.ok("plugin_load", json!({"package": app3}));
     assert_eq!(r["state"], "quarantined", "{r}");
+    // Lifting the quarantine would launch it: what it needs must be there.
+    let r = c.call("plugin_restart", json!({"name": "app3"}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("(nothere is not installed)"), "{r}");
+    assert_eq!(
+        c.ok("plugin_status", json!({"name": "app3"}))["state"],
+        "quarantined"
+    );
     assert_eq!(s.stop(), 0);
 }
 

@@ -47,6 +47,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use stockade_policy::deps::DepNode;
 use stockade_policy::protocol::host::HostPolicy;
 use stockade_policy::protocol::message::{codes, params, response_err, response_ok, RpcError};
 use stockade_policy::serve::{backoff_ms, CrashWindow};
@@ -240,17 +241,8 @@ impl Daemon {
             set.push((dep.clone(), path, pkg));
         }
         let nodes: Vec<_> = set.iter().map(|(_, _, p)| node(self, p)).collect();
-        // What is loaded counts in the version it runs, as a leaf: its own dependencies were
-        // checked when it was loaded (one unloaded since by force does not refuse this load).
-        let loaded: BTreeMap<_, _> = self
-            .plugins
-            .iter()
-            .map(|(n, e)| {
-                let mut d = e.pkg.manifest.dep_node();
-                d.requires.clear();
-                (n.clone(), d)
-            })
-            .collect();
+        let in_set: BTreeSet<String> = nodes.iter().map(|n| n.name.clone()).collect();
+        let loaded = self.loaded_nodes(|dep| in_set.contains(dep));
         let order = stockade_policy::deps::plan_install(&loaded, &nodes).map_err(|err| {
             let entry = set
                 .iter()
@@ -707,6 +699,35 @@ impl Daemon {
         // Without a process (restarting, quarantined) `supervise` finishes it this turn.
     }
 
+    /// The loaded plugins as dependency nodes, each in the version it runs. A requirement is
+    /// kept only where it names a loaded plugin or one `keep` names (about to be loaded): one
+    /// whose plugin was unloaded by force since does not refuse an unrelated load, while a new
+    /// version of a plugin a loaded one needs is still checked against that need.
+    fn loaded_nodes(&self, keep: impl Fn(&str) -> bool) -> BTreeMap<String, DepNode> {
+        self.plugins
+            .iter()
+            .map(|(n, e)| {
+                let mut d = e.pkg.manifest.dep_node();
+                d.requires
+                    .retain(|dep, _| self.plugins.contains_key(dep) || keep(dep));
+                (n.clone(), d)
+            })
+            .collect()
+    }
+
+    /// Whether what `name` needs is loaded in fitting versions (a quarantine lifted: the plugin
+    /// was loaded without looking, as one an earlier daemon quarantined is).
+    fn dependencies_loaded(&self, name: &str) -> Result<(), RpcError> {
+        let mut loaded = self.loaded_nodes(|_| false);
+        if loaded.remove(name).is_none() {
+            return Ok(());
+        }
+        let node = self.plugins[name].pkg.manifest.dep_node();
+        stockade_policy::deps::plan_install(&loaded, &[node])
+            .map(|_| ())
+            .map_err(|err| load_failed(err.to_string(), json!({"kind": err.kind()})))
+    }
+
     /// The loaded plugins (not being unloaded) whose manifests depend on `name`.
     fn loaded_dependents(&self, name: &str) -> Vec<String> {
         self.plugins
@@ -726,6 +747,9 @@ impl Daemon {
         }
         if self.plugins[&name].phase == Phase::Unloading {
             return Err(RpcError::new(codes::UNAVAILABLE, "the plugin is unloading"));
+        }
+        if self.plugins[&name].phase == Phase::Quarantined {
+            self.dependencies_loaded(&name)?;
         }
         // Lifted on disk first: if that fails the plugin stays quarantined (the record would
         // quarantine it again at the daemon's next start).

@@ -260,29 +260,55 @@ impl Dirs {
     /// holds it for one write and two fsyncs): `serve` answers on one event loop, which a lock
     /// held forever must not stall.
     fn lock(&self, name: &str) -> io::Result<StoreLock> {
-        let st = nix::sys::stat::fstat(&self.fd)?;
-        let turn = LocalTurn::take((st.st_dev, st.st_ino, name.to_string()));
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
         let lock = format!("{name}.lock");
+        let busy = || {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "`{lock}` stayed locked by another process for {} ms",
+                    LOCK_WAIT.as_millis()
+                ),
+            )
+        };
+        let st = nix::sys::stat::fstat(&self.fd)?;
+        let turn =
+            LocalTurn::take((st.st_dev, st.st_ino, name.to_string()), deadline).ok_or_else(busy)?;
+        loop {
+            let f = self.open_lock(&lock)?;
+            let held = flock_until(f, deadline)?.ok_or_else(busy)?;
+            // Unlinked (and perhaps made anew) between the open and the lock: a lock on an
+            // inode no longer under the name excludes no one. Again, with the file there now.
+            let mine = held.metadata()?;
+            let now = fstatat(&self.fd, lock.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW);
+            if now.is_ok_and(|n| (n.st_dev, n.st_ino) == (mine.dev(), mine.ino())) {
+                return Ok(StoreLock {
+                    _flock: held,
+                    _turn: turn,
+                });
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(busy());
+            }
+        }
+    }
+
+    /// The lock file, made (exclusively, then handed over) or opened as it is.
+    fn open_lock(&self, lock: &str) -> io::Result<fs::File> {
         let flags =
             OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let mut f = match openat(
-            &self.fd,
-            lock.as_str(),
-            flags,
-            Mode::from_bits_truncate(0o644),
-        ) {
+        match openat(&self.fd, lock, flags, Mode::from_bits_truncate(0o644)) {
             Ok(fd) => {
                 let f = fs::File::from(fd);
                 if let Err(e) = self.hand_over(&f) {
                     // Not left behind as root's: the other uid could never open it again.
-                    let _ =
-                        nix::unistd::unlinkat(&self.fd, lock.as_str(), UnlinkatFlags::NoRemoveDir);
+                    let _ = nix::unistd::unlinkat(&self.fd, lock, UnlinkatFlags::NoRemoveDir);
                     return Err(e);
                 }
-                f
+                Ok(f)
             }
             Err(Errno::EEXIST) => {
-                let f = self.open_regular(&lock).map_err(|e| {
+                let f = self.open_regular(lock).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!(
@@ -298,37 +324,9 @@ impl Dirs {
                         format!("`{lock}` has another link: not a lock file this store made"),
                     ));
                 }
-                f
+                Ok(f)
             }
-            Err(e) => return Err(e.into()),
-        };
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
-        let mut pause = std::time::Duration::from_millis(1);
-        loop {
-            match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-                Ok(l) => {
-                    return Ok(StoreLock {
-                        _flock: l,
-                        _turn: turn,
-                    })
-                }
-                Err((back, Errno::EINTR)) => f = back,
-                Err((back, Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
-                    f = back;
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(std::time::Duration::from_millis(10));
-                }
-                Err((_, Errno::EWOULDBLOCK)) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WouldBlock,
-                        format!(
-                            "`{lock}` stayed locked by another process for {} ms",
-                            LOCK_WAIT.as_millis()
-                        ),
-                    ))
-                }
-                Err((_, e)) => return Err(e.into()),
-            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -357,6 +355,28 @@ impl Dirs {
     }
 }
 
+/// `flock` `f` exclusively, retrying without blocking until `deadline` (None: still held by
+/// another process then).
+fn flock_until(
+    mut f: fs::File,
+    deadline: std::time::Instant,
+) -> io::Result<Option<Flock<fs::File>>> {
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Ok(Some(l)),
+            Err((back, Errno::EINTR)) => f = back,
+            Err((back, Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                f = back;
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(10));
+            }
+            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((_, e)) => return Err(e.into()),
+        }
+    }
+}
+
 /// A store's lock held: the `flock` (released first), then this process's turn.
 struct StoreLock {
     _flock: Flock<fs::File>,
@@ -366,7 +386,7 @@ struct StoreLock {
 /// This process's threads' turns at a store (directory's device and inode, store name): they
 /// queue here, in the order the OS wakes them, rather than race for the `flock` by polling —
 /// where one thread putting again and again would win every time and starve the others past
-/// [`LOCK_WAIT`]. A turn is held only around one put, so the wait here needs no bound.
+/// [`LOCK_WAIT`]. The wait for a turn counts against the same deadline as the `flock`.
 struct LocalTurn((u64, u64, String));
 
 type TurnKey = (u64, u64, String);
@@ -379,14 +399,20 @@ static TURNS: (
 );
 
 impl LocalTurn {
-    fn take(key: TurnKey) -> Self {
+    /// This thread's turn at `key`, unless another thread of this process keeps it past
+    /// `deadline`.
+    fn take(key: TurnKey, deadline: std::time::Instant) -> Option<Self> {
         let (set, cv) = &TURNS;
         let mut held = set.lock().unwrap_or_else(|e| e.into_inner());
         while held.contains(&key) {
-            held = cv.wait(held).unwrap_or_else(|e| e.into_inner());
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            held = cv
+                .wait_timeout(held, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         held.insert(key.clone());
-        Self(key)
+        Some(Self(key))
     }
 }
 

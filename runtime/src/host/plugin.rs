@@ -528,6 +528,8 @@ impl PluginHandle {
     }
 
     fn on_message(&mut self, m: Message, now: Instant, fx: &mut Effects) {
+        // Only the first message after a shutdown sent while starting may be that handshake.
+        let late_handshake = std::mem::take(&mut self.shut_before_handshake);
         match (self.state, m) {
             (
                 State::Starting,
@@ -544,10 +546,7 @@ impl PluginHandle {
                 "the first message must be a `handshake` request".into(),
             ),
             (State::Stopping, Message::Request { method, .. })
-                if method == "handshake" && self.shut_before_handshake =>
-            {
-                self.shut_before_handshake = false;
-            }
+                if method == "handshake" && late_handshake => {}
             (_, Message::Response { id, outcome }) => self.on_response(id, outcome, now, fx),
             (
                 _,
