@@ -530,9 +530,11 @@ fn a_known_authors_name_is_pinned_too_so_a_new_plugin_under_it_needs_its_key() {
     repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["author"]["name"] = json!("acme");
     // Another plugin id, never installed, published under the same author name with another
     // key: its id pin would be first-use, but the author's is not.
-    // Spelled otherwise (case, spaces, a zero-width space): still the same author.
+    // Spelled otherwise (case, spaces, a zero-width space, a Cyrillic "А" for the "A"): still
+    // the same author.
     let other = fx.pack_custom("other", "1.0.0", &[], json!({}), "dev2", "other.stockade");
-    repo.publish(&fx, &other, "other", "1.0.0", "dev2")["author"]["name"] = json!(" AC\u{200B}ME ");
+    repo.publish(&fx, &other, "other", "1.0.0", "dev2")["author"]["name"] =
+        json!(" \u{0410}C\u{200B}ME ");
     repo.write(&fx, "op");
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
     // Both in one command, nothing pinned yet: the name's first use cannot pin two keys.
@@ -560,7 +562,11 @@ fn a_known_authors_name_is_pinned_too_so_a_new_plugin_under_it_needs_its_key() {
     assert_eq!(item["author_name_pin"]["status"], "first-use", "{item}");
     let r = fx.store_install(&["other"], &[]);
     expect(&r, 98, "index.author_pin");
-    assert!(r.stdout.contains("author ` AC\u{200B}ME `"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("author ` \u{0410}C\u{200B}ME `"),
+        "{}",
+        r.stdout
+    );
     assert!(!fx.installed().contains_key("other"));
     // The explicit flow re-pins the name as well as the id.
     ok(

@@ -380,12 +380,12 @@ fn invisible(c: char) -> bool {
         )
 }
 
-/// The form of an author's name that its pin is kept under: characters that show nothing
-/// dropped, surrounding white space dropped, inner runs of it made one space, lower case.
-/// "Alice", " alice ", "ALICE" and "Ali\u{200B}ce" are one author, so a changed spelling cannot
-/// pass for a new author with a new key. An empty key (a name of only white space or invisible
-/// characters) names no author: no pin is kept for it. Look-alike letters of other scripts (a
-/// Cyrillic "А") are not folded: that needs the Unicode confusables tables.
+/// The form of an author's name that its pin is kept under (readable: what pins.json shows):
+/// characters that show nothing dropped, surrounding white space dropped, inner runs of it made
+/// one space, lower case. "Alice", " alice ", "ALICE" and "Ali\u{200B}ce" are one author, so a
+/// changed spelling cannot pass for a new author with a new key. An empty key (a name of only
+/// white space or invisible characters) names no author: no pin is kept for it. Names are
+/// compared by [`author_match_key`], which also folds look-alike letters.
 pub fn author_pin_key(name: &str) -> String {
     let visible: String = name.chars().filter(|c| !invisible(*c)).collect();
     visible
@@ -393,6 +393,23 @@ pub fn author_pin_key(name: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
         .to_lowercase()
+}
+
+/// What two author names are compared by: the [`author_pin_key`] taken to its UTS #39
+/// skeleton (`unicode-security`: the Unicode confusables table), so names that look alike are
+/// one author — a Cyrillic "Асме" or "Аcme", a mathematical "𝐀𝐜𝐦𝐞", a "0" for an "o" are all
+/// "acme" and must come with acme's key. The skeleton folds some look-alikes within one script
+/// too ("rn" and "m", "l" and "I"): two real authors whose names differ only so are taken for one,
+/// and the second needs `source repin-author` (the safe side of the mistake).
+pub fn author_match_key(name: &str) -> String {
+    let skeleton: String =
+        unicode_security::confusable_detection::skeleton(&author_pin_key(name)).collect();
+    // Lower case again (the table maps to some capitals), white space again (to some spaces).
+    skeleton
+        .to_lowercase()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What a pin check decided.
@@ -562,6 +579,34 @@ mod tests {
         for n in ["", "   ", "\u{200B}", " \u{3164}\u{FEFF} ", "\u{2800}"] {
             assert_eq!(author_pin_key(n), "", "{n:?}");
         }
+    }
+
+    #[test]
+    fn look_alike_author_names_match() {
+        let acme = author_match_key("Acme");
+        for n in [
+            "\u{0410}\u{0441}m\u{0435}", // Cyrillic А, с and е around a Latin m
+            "\u{0410}cme",               // a Cyrillic capital A
+            "\u{1D400}\u{1D41C}\u{1D426}\u{1D41E}", // mathematical bold
+            " ACME ",
+            "Ac\u{200B}me",
+        ] {
+            assert_eq!(author_match_key(n), acme, "{n:?}");
+        }
+        assert_eq!(author_match_key("Micr0soft"), author_match_key("microsoft"));
+        // All-Cyrillic "раура" and a Latin "l": PayPal.
+        assert_eq!(
+            author_match_key("\u{0440}\u{0430}\u{0443}\u{0440}\u{0430}l"),
+            author_match_key("PayPal")
+        );
+        assert_ne!(author_match_key("Acme"), author_match_key("Acne"));
+        assert_ne!(author_match_key("Alice"), author_match_key("Alicia"));
+        // Composed and decomposed accents are one name.
+        assert_eq!(
+            author_match_key("\u{00C9}lodie"),
+            author_match_key("E\u{0301}lodie")
+        );
+        assert_eq!(author_match_key("\u{200B}"), "");
     }
 
     #[test]

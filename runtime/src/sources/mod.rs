@@ -41,8 +41,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use stockade_trust::index::{
-    self, author_pin_key, check_pin, choose_artifact, describe, fingerprint, Entry, Index,
-    IndexError, PinMismatch, PinOutcome, MAX_INDEX_BYTES,
+    self, author_match_key, author_pin_key, check_pin, choose_artifact, describe, fingerprint,
+    Entry, Index, IndexError, PinMismatch, PinOutcome, MAX_INDEX_BYTES,
 };
 use stockade_trust::minisign::{PublicKey, Signature};
 
@@ -392,20 +392,18 @@ impl Pins {
     pub fn key(&self, id: &str) -> Result<Option<PublicKey>, SourceError> {
         self.key_of(PinKind::Plugin, id)
     }
-    /// The pinned key of plugin id or author name `k` (an author by [`author_pin_key`]: a
-    /// pin written under another spelling by an earlier build still counts).
+    /// The pinned key of plugin id or author name `k` (an author by [`author_match_key`]: a
+    /// pin written under another spelling, or a look-alike of it, counts).
     pub fn key_of(&self, kind: PinKind, k: &str) -> Result<Option<PublicKey>, SourceError> {
         let pin = match kind {
             PinKind::Plugin => self.plugins.get(k),
-            PinKind::Author => {
-                let want = author_pin_key(k);
-                self.authors.get(&want).or_else(|| {
-                    self.authors
-                        .iter()
-                        .find(|(n, _)| author_pin_key(n) == want)
-                        .map(|(_, p)| p)
-                })
-            }
+            PinKind::Author => self.authors.get(&author_pin_key(k)).or_else(|| {
+                let want = author_match_key(k);
+                self.authors
+                    .iter()
+                    .find(|(n, _)| author_match_key(n) == want)
+                    .map(|(_, p)| p)
+            }),
         };
         pin.map(|p| {
             PublicKey::from_base64(&p.pubkey).map_err(|e| SourceError::Corrupt {
@@ -424,10 +422,10 @@ impl Pins {
         let (map, k) = match kind {
             PinKind::Plugin => (&mut self.plugins, k.to_string()),
             PinKind::Author => {
-                // One entry per author: other spellings an earlier build kept go.
-                let k = author_pin_key(k);
-                self.authors.retain(|n, _| author_pin_key(n) != k);
-                (&mut self.authors, k)
+                // One entry per author: other spellings (and look-alikes) kept before go.
+                let want = author_match_key(k);
+                self.authors.retain(|n, _| author_match_key(n) != want);
+                (&mut self.authors, author_pin_key(k))
             }
         };
         map.insert(
@@ -964,9 +962,9 @@ pub fn check_name_pin_within<'a>(
     let Some((name, _)) = &f.author_pin else {
         return Ok(());
     };
-    let want = author_pin_key(name);
+    let want = author_match_key(name);
     for (other, key) in staged {
-        if author_pin_key(other) == want && *key != f.author {
+        if author_match_key(other) == want && *key != f.author {
             return Err(SourceError::AuthorPin {
                 id: format!("author `{name}` (plugin {})", f.entry.id),
                 source: PinMismatch {
