@@ -595,6 +595,53 @@ fn a_known_authors_name_is_pinned_too_so_a_new_plugin_under_it_needs_its_key() {
     assert_eq!(pins["authors"]["acme"]["how"], "manual", "{pins}");
 }
 
+/// Pins an earlier build kept for two look-alike spellings with different keys (before names
+/// were compared by skeleton) refuse any install under either name until one is re-pinned;
+/// `repin-author` says which spellings it replaces.
+#[test]
+fn look_alike_author_pins_that_disagree_refuse_until_repinned() {
+    let (fx, mut repo) = setup();
+    fx.add_developer("dev2");
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["author"]["name"] = json!("acme");
+    let other = fx.pack_custom("other", "1.0.0", &[], json!({}), "dev2", "other.stockade");
+    repo.publish(&fx, &other, "other", "1.0.0", "dev2")["author"]["name"] = json!("zed");
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    expect(&fx.store_install(&["hello", "other"], &[]), 0, "");
+    // As an earlier build could have left it: dev2's pin under a Cyrillic "аcme".
+    let path = fx.path("state/pins.json");
+    let mut pins: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let zed = pins["authors"]["zed"].take();
+    let authors = pins["authors"].as_object_mut().unwrap();
+    authors.remove("zed");
+    authors.insert("\u{0430}cme".into(), zed);
+    std::fs::write(&path, pins.to_string()).unwrap();
+    let v2 = hello(&fx, "0.2.0");
+    repo.publish(&fx, &v2, "hello", "0.2.0", "dev")["author"]["name"] = json!("acme");
+    repo.version = 2;
+    repo.write(&fx, "op");
+    let r = update(&fx);
+    expect(&r, 98, "index.author_pin");
+    assert!(r.stdout.contains("look-alike author names"), "{}", r.stdout);
+    let r = fx.run(&[
+        "--json",
+        "source",
+        "repin-author",
+        "hello",
+        "--author-key",
+        "dev.pub",
+        "--author",
+        "Acme",
+        "--yes",
+        "--state-dir",
+        "state",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["replaced_author_pins"], json!(["\u{0430}cme"]));
+    expect(&update(&fx), 0, "");
+}
+
 #[test]
 fn a_name_with_nothing_visible_pins_no_author() {
     let (fx, mut repo) = setup();

@@ -387,29 +387,34 @@ fn invisible(c: char) -> bool {
 /// white space or invisible characters) names no author: no pin is kept for it. Names are
 /// compared by [`author_match_key`], which also folds look-alike letters.
 pub fn author_pin_key(name: &str) -> String {
-    let visible: String = name.chars().filter(|c| !invisible(*c)).collect();
-    visible
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
+    visible_words(name).to_lowercase()
 }
 
-/// What two author names are compared by: the [`author_pin_key`] taken to its UTS #39
-/// skeleton (`unicode-security`: the Unicode confusables table), so names that look alike are
-/// one author — a Cyrillic "Асме" or "Аcme", a mathematical "𝐀𝐜𝐦𝐞", a "0" for an "o" are all
-/// "acme" and must come with acme's key. The skeleton folds some look-alikes within one script
-/// too ("rn" and "m", "l" and "I"): two real authors whose names differ only so are taken for one,
-/// and the second needs `source repin-author` (the safe side of the mistake).
+/// `name` without what shows nothing, its white space trimmed and collapsed.
+fn visible_words(name: &str) -> String {
+    let visible: String = name.chars().filter(|c| !invisible(*c)).collect();
+    words(&visible)
+}
+
+fn words(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What two author names are compared by: the visible name taken to its UTS #39 skeleton
+/// (`unicode-security`: the Unicode confusables table), lower-cased, and taken to its skeleton
+/// again, with `i` read as `l` — so names that look alike are one author whatever their case:
+/// a Cyrillic "Аcme" or "АСМЕ", a Greek "ΝΟΚΙΑ", a mathematical "𝐀𝐜𝐦𝐞", "PayPaI" with a capital
+/// I, "Micr0soft" all match their Latin spelling and must come with its key. Skeletons are
+/// case-sensitive (a capital I is an l, a small i is not; a capital Cyrillic М is an M, a
+/// small м is not an m), hence the two passes around the lower-casing and the `i`. The table
+/// folds some look-alikes within a script too ("rn" and "m", "l", "I" and "i"): two real authors
+/// whose names differ only so are taken for one, and the second needs `source repin-author`
+/// (the safe side of the mistake; the first's pin is then replaced, which repin-author says).
 pub fn author_match_key(name: &str) -> String {
-    let skeleton: String =
-        unicode_security::confusable_detection::skeleton(&author_pin_key(name)).collect();
-    // Lower case again (the table maps to some capitals), white space again (to some spaces).
-    skeleton
-        .to_lowercase()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    use unicode_security::confusable_detection::skeleton;
+    let once: String = skeleton(&visible_words(name)).collect();
+    let twice: String = skeleton(&once.to_lowercase()).collect();
+    words(&twice.to_lowercase().replace('i', "l"))
 }
 
 /// What a pin check decided.
@@ -594,6 +599,18 @@ mod tests {
             assert_eq!(author_match_key(n), acme, "{n:?}");
         }
         assert_eq!(author_match_key("Micr0soft"), author_match_key("microsoft"));
+        // Capitals of other scripts, and a capital I for an l, whatever the case.
+        for (a, b) in [
+            ("\u{0410}\u{0421}\u{041C}\u{0415}", "ACME"), // Cyrillic capitals
+            ("\u{0410}\u{0421}\u{041C}\u{0415}", "acme"),
+            ("\u{0412}\u{041C}W", "BMW"),
+            ("\u{039D}\u{039F}\u{039A}\u{0399}\u{0391}", "Nokia"), // Greek capitals
+            ("\u{0397}\u{0395}\u{03A1}\u{0391}", "HEPA"),
+            ("PayPaI", "PayPal"),
+            ("ALICE", "alice"),
+        ] {
+            assert_eq!(author_match_key(a), author_match_key(b), "{a:?} {b:?}");
+        }
         // All-Cyrillic "раура" and a Latin "l": PayPal.
         assert_eq!(
             author_match_key("\u{0440}\u{0430}\u{0443}\u{0440}\u{0430}l"),

@@ -316,16 +316,29 @@ pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdEr
     )?;
     let now = unix_now();
     pins.set(&a.id, &new, "manual", now);
+    let mut replaced = Vec::new();
     if let Some(name) = &a.author {
-        let old = pins
-            .key_of(PinKind::Author, name)
-            .map_err(SourceError::into_cmd)?;
-        confirm(a.yes, &format!("author `{name}`"), old.as_ref(), &new)?;
+        // Look-alike spellings pinned before are one author with this name: their pins go
+        // (said in the prompt and the output). Pins that disagree are replaced too.
+        replaced = pins.lookalikes(name);
+        let old = pins.key_of(PinKind::Author, name).ok().flatten();
+        let what = match replaced.is_empty() {
+            true => format!("author `{name}`"),
+            false => format!(
+                "author `{name}` (replacing the pins of the look-alike names {})",
+                replaced
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        confirm(a.yes, &what, old.as_ref(), &new)?;
         pins.set_of(PinKind::Author, name, &new, "manual", now);
     }
     pins.save(state).map_err(SourceError::into_cmd)?;
     out.emit(
-        &json!({"id": a.id, "author": a.author, "author_key_id": new.key_id.to_string(), "author_fingerprint": fingerprint(&new)}),
+        &json!({"id": a.id, "author": a.author, "replaced_author_pins": replaced, "author_key_id": new.key_id.to_string(), "author_fingerprint": fingerprint(&new)}),
         |_| format!("{}: author key re-pinned to {}", a.id, describe(&new)),
     );
     Ok(Exit::Ok)

@@ -397,13 +397,42 @@ impl Pins {
     pub fn key_of(&self, kind: PinKind, k: &str) -> Result<Option<PublicKey>, SourceError> {
         let pin = match kind {
             PinKind::Plugin => self.plugins.get(k),
-            PinKind::Author => self.authors.get(&author_pin_key(k)).or_else(|| {
+            PinKind::Author => {
+                // Every pin of a look-alike spelling counts; an earlier build (before names were
+                // compared by skeleton) may have pinned two of them to different keys: refused
+                // until one is re-pinned, whichever the name at hand is.
                 let want = author_match_key(k);
-                self.authors
+                let mut found: Option<&Pin> = None;
+                for (_, p) in self
+                    .authors
                     .iter()
-                    .find(|(n, _)| author_match_key(n) == want)
-                    .map(|(_, p)| p)
-            }),
+                    .filter(|(n, _)| author_match_key(n) == want)
+                {
+                    match found {
+                        Some(f) if f.pubkey != p.pubkey => {
+                            let show = |p: &Pin| {
+                                format!(
+                                    "{} (sha256 {})",
+                                    p.key_id,
+                                    p.fingerprint.get(..16).unwrap_or(&p.fingerprint)
+                                )
+                            };
+                            return Err(SourceError::AuthorPin {
+                                id: format!("author `{k}`"),
+                                source: PinMismatch {
+                                    pinned: show(f),
+                                    offered: show(p),
+                                    why: "look-alike author names are pinned to different keys \
+                                          (kept by an earlier build): keep one with \
+                                          `stockade source repin-author`",
+                                },
+                            });
+                        }
+                        _ => found = Some(p),
+                    }
+                }
+                found
+            }
         };
         pin.map(|p| {
             PublicKey::from_base64(&p.pubkey).map_err(|e| SourceError::Corrupt {
@@ -412,6 +441,16 @@ impl Pins {
             })
         })
         .transpose()
+    }
+    /// The spellings pinned apart from `k`'s own that look like it (the pins `set_of` for `k`
+    /// replaces).
+    pub fn lookalikes(&self, k: &str) -> Vec<String> {
+        let (own, want) = (author_pin_key(k), author_match_key(k));
+        self.authors
+            .keys()
+            .filter(|n| **n != own && author_match_key(n) == want)
+            .cloned()
+            .collect()
     }
     /// Pin `key` for `id`.
     pub fn set(&mut self, id: &str, key: &PublicKey, how: &str, now: u64) {
