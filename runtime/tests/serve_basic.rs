@@ -377,6 +377,25 @@ fn serve_refuses_under(fx: &Fixture, config: &str, policy: &str) -> (i32, String
     )
 }
 
+/// `lib` was started before `app` (each line must be in the log), and, when `from_store`, it
+/// was taken from the store for app.
+fn assert_lib_started_first(log: &str, from_store: bool) {
+    if from_store {
+        assert!(
+            log.contains("loading installed lib 0.1.0 (needed by app)"),
+            "{log}"
+        );
+    }
+    let at = |what: &str| {
+        log.find(what)
+            .unwrap_or_else(|| panic!("`{what}` not in the log:\n{log}"))
+    };
+    assert!(
+        at("plugin lib: starting") < at("plugin app: starting"),
+        "{log}"
+    );
+}
+
 /// Seed 000: the operator does not manage load order. `[serve] load` is started dependencies
 /// first whatever its order, takes installed plugins' names, adds an installed dependency it
 /// lacks, and refuses to start (65, nothing launched) on a missing dependency or a cycle.
@@ -397,15 +416,7 @@ fn the_load_list_starts_dependencies_first_and_refuses_what_cannot_be_satisfied(
     let mut c = s.client();
     poll_ready(&mut c, "lib");
     poll_ready(&mut c, "app");
-    let log = s.log();
-    let at = |what: &str| {
-        log.find(what)
-            .unwrap_or_else(|| panic!("`{what}` not in the log:\n{log}"))
-    };
-    assert!(
-        at("plugin lib: starting") < at("plugin app: starting"),
-        "{log}"
-    );
+    assert_lib_started_first(&s.log(), false);
     // What a loaded plugin needs is not unloaded from under it (as `remove` refuses).
     let r = c.call("plugin_unload", json!({"name": "lib"}));
     assert_eq!(r["error"]["code"], IN_USE, "{r}");
@@ -461,19 +472,7 @@ fn the_load_list_starts_dependencies_first_and_refuses_what_cannot_be_satisfied(
     let mut c = s.client();
     poll_ready(&mut c, "app");
     poll_ready(&mut c, "lib");
-    let log = s.log();
-    assert!(
-        log.contains("loading installed lib 0.1.0 (needed by app)"),
-        "{log}"
-    );
-    let at = |what: &str| {
-        log.find(what)
-            .unwrap_or_else(|| panic!("`{what}` not in the log:\n{log}"))
-    };
-    assert!(
-        at("plugin lib: starting") < at("plugin app: starting"),
-        "{log}"
-    );
+    assert_lib_started_first(&s.log(), true);
     // Forced: unloaded, and the log names what now lacks it.
     let r = c.ok("plugin_unload", json!({"name": "lib", "force": true}));
     assert_eq!(r["state"], "unloaded", "{r}");
@@ -566,19 +565,7 @@ fn plugin_load_loads_installed_dependencies_first() {
         "{r}"
     );
     poll_ready(&mut c, "lib");
-    let log = s.log();
-    assert!(
-        log.contains("loading installed lib 0.1.0 (needed by app)"),
-        "{log}"
-    );
-    let at = |what: &str| {
-        log.find(what)
-            .unwrap_or_else(|| panic!("`{what}` not in the log:\n{log}"))
-    };
-    assert!(
-        at("plugin lib: starting") < at("plugin app: starting"),
-        "{log}"
-    );
+    assert_lib_started_first(&s.log(), true);
     // lib is loaded in 0.1.0: app2's ^2 cannot be met, and nothing of it is launched.
     let r = c.call("plugin_load", json!({"package": app2}));
     assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");

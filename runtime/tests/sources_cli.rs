@@ -133,6 +133,29 @@ fn hello(fx: &Fixture, version: &str) -> String {
     fx.pack_plugin("hello", version, &[])
 }
 
+/// `[GLOBAL…] source repin-author ID --author-key KEY [EXTRA…] --state-dir state`.
+fn repin_author(fx: &Fixture, global: &[&str], id: &str, key: &str, extra: &[&str]) -> Run {
+    let mut args = global.to_vec();
+    args.extend(["source", "repin-author", id, "--author-key", key]);
+    args.extend_from_slice(extra);
+    args.extend(["--state-dir", "state"]);
+    fx.run(&args)
+}
+
+/// A source listing `hello` 0.1.0 by dev under author name `hello_author` and `other` 1.0.0 by
+/// dev2 under `other_author`, added (nothing installed yet).
+fn two_authors(hello_author: &str, other_author: &str) -> (Fixture, Repo) {
+    let (fx, mut repo) = setup();
+    fx.add_developer("dev2");
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["author"]["name"] = json!(hello_author);
+    let other = fx.pack_custom("other", "1.0.0", &[], json!({}), "dev2", "other.stockade");
+    repo.publish(&fx, &other, "other", "1.0.0", "dev2")["author"]["name"] = json!(other_author);
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    (fx, repo)
+}
+
 #[test]
 fn add_pins_the_operator_key_and_install_by_id_pins_the_author() {
     let (fx, mut repo) = setup();
@@ -474,47 +497,17 @@ fn author_key_rotation_with_and_without_proof() {
     repo.version = 4;
     repo.write(&fx, "op");
     expect(&update(&fx), 98, "index.author_pin");
-    let r = fx.run(&[
-        "source",
-        "repin-author",
-        "hello",
-        "--author-key",
-        "dev3.pub",
-        "--state-dir",
-        "state",
-    ]);
+    let r = repin_author(&fx, &[], "hello", "dev3.pub", &[]);
     assert_eq!(r.code, 64);
     assert!(r.stderr.contains("WARNING"), "{}", r.stderr);
     // A name that shows nothing (or reorders what is shown) is no author name: refused.
     for name in ["\u{200B} ", "Ali\u{202E}ce"] {
-        let r = fx.run(&[
-            "source",
-            "repin-author",
-            "hello",
-            "--author-key",
-            "dev3.pub",
-            "--author",
-            name,
-            "--yes",
-            "--state-dir",
-            "state",
-        ]);
+        let r = repin_author(&fx, &[], "hello", "dev3.pub", &["--author", name, "--yes"]);
         assert_eq!(r.code, 64, "{}", r.stderr);
         assert!(r.stderr.contains("not an author name"), "{}", r.stderr);
     }
-    ok(
-        fx.dir(),
-        &[
-            "source",
-            "repin-author",
-            "hello",
-            "--author-key",
-            "dev3.pub",
-            "--yes",
-            "--state-dir",
-            "state",
-        ],
-    );
+    let r = repin_author(&fx, &[], "hello", "dev3.pub", &["--yes"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     expect(&update(&fx), 0, "");
     assert_eq!(fx.installed()["hello"]["version"], "0.3.0");
     // File installs honour the pin too: a package of that name by dev (no longer pinned).
@@ -524,19 +517,11 @@ fn author_key_rotation_with_and_without_proof() {
 
 #[test]
 fn a_known_authors_name_is_pinned_too_so_a_new_plugin_under_it_needs_its_key() {
-    let (fx, mut repo) = setup();
-    fx.add_developer("dev2");
-    let pkg = hello(&fx, "0.1.0");
-    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["author"]["name"] = json!("acme");
     // Another plugin id, never installed, published under the same author name with another
     // key: its id pin would be first-use, but the author's is not.
     // Spelled otherwise (case, spaces, a zero-width space, a Cyrillic "А" for the "A"): still
     // the same author.
-    let other = fx.pack_custom("other", "1.0.0", &[], json!({}), "dev2", "other.stockade");
-    repo.publish(&fx, &other, "other", "1.0.0", "dev2")["author"]["name"] =
-        json!(" \u{0410}C\u{200B}ME ");
-    repo.write(&fx, "op");
-    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    let (fx, _repo) = two_authors("acme", " \u{0410}C\u{200B}ME ");
     // Both in one command, nothing pinned yet: the name's first use cannot pin two keys.
     let r = fx.store_install(&["hello", "other"], &[]);
     expect(&r, 98, "index.author_pin");
@@ -569,21 +554,14 @@ fn a_known_authors_name_is_pinned_too_so_a_new_plugin_under_it_needs_its_key() {
     );
     assert!(!fx.installed().contains_key("other"));
     // The explicit flow re-pins the name as well as the id.
-    ok(
-        fx.dir(),
-        &[
-            "source",
-            "repin-author",
-            "other",
-            "--author-key",
-            "dev2.pub",
-            "--author",
-            "Acme",
-            "--yes",
-            "--state-dir",
-            "state",
-        ],
+    let r = repin_author(
+        &fx,
+        &[],
+        "other",
+        "dev2.pub",
+        &["--author", "Acme", "--yes"],
     );
+    assert_eq!(r.code, 0, "{}", r.stderr);
     let r = fx.store_install(&["other"], &[]);
     expect(&r, 0, "");
     assert_eq!(
@@ -600,14 +578,7 @@ fn a_known_authors_name_is_pinned_too_so_a_new_plugin_under_it_needs_its_key() {
 /// `repin-author` says which spellings it replaces.
 #[test]
 fn look_alike_author_pins_that_disagree_refuse_until_repinned() {
-    let (fx, mut repo) = setup();
-    fx.add_developer("dev2");
-    let pkg = hello(&fx, "0.1.0");
-    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["author"]["name"] = json!("acme");
-    let other = fx.pack_custom("other", "1.0.0", &[], json!({}), "dev2", "other.stockade");
-    repo.publish(&fx, &other, "other", "1.0.0", "dev2")["author"]["name"] = json!("zed");
-    repo.write(&fx, "op");
-    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    let (fx, mut repo) = two_authors("acme", "zed");
     expect(&fx.store_install(&["hello", "other"], &[]), 0, "");
     // As an earlier build could have left it: dev2's pin under a Cyrillic "аcme".
     let path = fx.path("state/pins.json");
@@ -624,19 +595,13 @@ fn look_alike_author_pins_that_disagree_refuse_until_repinned() {
     let r = update(&fx);
     expect(&r, 98, "index.author_pin");
     assert!(r.stdout.contains("look-alike author names"), "{}", r.stdout);
-    let r = fx.run(&[
-        "--json",
-        "source",
-        "repin-author",
+    let r = repin_author(
+        &fx,
+        &["--json"],
         "hello",
-        "--author-key",
         "dev.pub",
-        "--author",
-        "Acme",
-        "--yes",
-        "--state-dir",
-        "state",
-    ]);
+        &["--author", "Acme", "--yes"],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["replaced_author_pins"], json!(["\u{0430}cme"]));
     expect(&update(&fx), 0, "");
@@ -644,15 +609,7 @@ fn look_alike_author_pins_that_disagree_refuse_until_repinned() {
 
 #[test]
 fn a_name_with_nothing_visible_pins_no_author() {
-    let (fx, mut repo) = setup();
-    fx.add_developer("dev2");
-    let pkg = hello(&fx, "0.1.0");
-    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["author"]["name"] = json!("  ");
-    let other = fx.pack_custom("other", "1.0.0", &[], json!({}), "dev2", "other.stockade");
-    repo.publish(&fx, &other, "other", "1.0.0", "dev2")["author"]["name"] =
-        json!("\u{200B}\u{3164}");
-    repo.write(&fx, "op");
-    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    let (fx, _repo) = two_authors("  ", "\u{200B}\u{3164}");
     // Two keys, two names that show nothing: not one author (each id is pinned on its own).
     let r = fx.store_install(&["hello", "other"], &[]);
     expect(&r, 0, "");
