@@ -33,4 +33,6 @@ pub mod sources;
 pub mod state;
 pub mod store;
 pub mod sys;
+#[cfg(test)]
+mod test_support;
 pub mod trustdir;

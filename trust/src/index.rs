@@ -228,9 +228,7 @@ impl Index {
             if !seen.insert((e.id.clone(), e.version.clone())) {
                 return Err(bad(format!("version {} is listed twice", e.version)));
             }
-            if e.author.name.chars().count() > MAX_AUTHOR_NAME_CHARS
-                || e.author.name.chars().any(refused_in_name)
-            {
+            if !allowed_author_name(&e.author.name) {
                 return Err(bad(format!(
                     "author.name must be at most {MAX_AUTHOR_NAME_CHARS} characters, none a control \
                      character or a bidirectional override, embedding or isolate"
@@ -350,6 +348,13 @@ pub const MAX_AUTHOR_NAME_CHARS: usize = 128;
 /// spelling) are allowed and left out of the pin key ([`author_pin_key`]).
 pub fn refused_in_name(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Whether an index may carry `name` as an author's name: at most [`MAX_AUTHOR_NAME_CHARS`]
+/// characters, none [`refused_in_name`]. (An empty or blank name is allowed: it names no
+/// author.)
+pub fn allowed_author_name(name: &str) -> bool {
+    name.chars().count() <= MAX_AUTHOR_NAME_CHARS && !name.chars().any(refused_in_name)
 }
 
 /// Characters that show nothing, so that two names differing only in them look the same: every

@@ -18,9 +18,10 @@
 //! has ended and the sandbox is torn down, so it never mixes with the program's stdout; with
 //! `--report FILE` it is also written to FILE (atomically). Without `--json` nothing is added to
 //! the program's output but one `stockade: warning: layer …` line on stderr per degradation the
-//! policy allowed (the report lists them with `--json`). Audit records never share stderr with the report: with `--json` the
-//! policy's `audit.stderr` sink uses the journal socket or nothing (and when it is the only sink
-//! and there is no journal, exec refuses to launch, exit 74: no unaudited launch).
+//! policy allowed (the report lists them with `--json`). Audit records never share stderr with
+//! the report: with `--json` the policy's `audit.stderr` sink uses the journal socket or nothing
+//! (and when it is the only sink and there is no journal, exec refuses to launch, exit 74: no
+//! unaudited launch).
 
 use crate::audit::{self, AuditLog, Event, Record};
 use crate::cli::ExecArgs;

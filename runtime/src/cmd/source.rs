@@ -294,8 +294,7 @@ pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdEr
     // A name with nothing visible names no author (no pin is ever kept or checked for it).
     if let Some(name) = &a.author {
         if stockade_trust::index::author_pin_key(name).is_empty()
-            || name.chars().any(stockade_trust::index::refused_in_name)
-            || name.chars().count() > stockade_trust::index::MAX_AUTHOR_NAME_CHARS
+            || !stockade_trust::index::allowed_author_name(name)
         {
             return Err(CmdError::msg(
                 Exit::Usage,

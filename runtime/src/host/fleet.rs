@@ -331,8 +331,9 @@ impl Daemon {
     }
 
     /// Whether a verified package may be loaded at all: its name is not loaded already and a
-    /// frozen license admits it (a frozen-license refusal is audited as a denial). `[serve] load` asks this of every entry
-    /// before it launches any, so a refusal there never leaves earlier entries running.
+    /// frozen license admits it (a frozen-license refusal is audited as a denial).
+    /// [`Self::load_start_set`] asks this of every entry before it launches any, so a refusal
+    /// never leaves earlier entries running.
     fn admit(&self, path: &Path, pkg: &VerifiedPackage) -> Result<(), RpcError> {
         let name = pkg.manifest.name();
         if self.plugins.contains_key(name) {
@@ -590,7 +591,7 @@ impl Daemon {
         e.audit.layers = rec.layers.clone();
         if let Err(err) = self.audit_or_fail(rec) {
             // No unaudited plugin: undo the launch (without a blocking wait in the loop).
-            super::plugin::discard(Box::new(sb));
+            super::plugin::kill_and_reap(Box::new(sb));
             return Err(("audit", err));
         }
         sb.shed_layer_details();

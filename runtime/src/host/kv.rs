@@ -206,7 +206,7 @@ impl Dirs {
             // Root in another's state directory hands over all it makes, so every directory
             // must be that owner's: one of root's (an earlier build's) would be used by root
             // alone and unreadable to the daemon.
-            let expected = hand_to.map_or(me, |(uid, _)| uid);
+            let expected = store_owner(hand_to);
             if st.st_uid == me && st.st_uid == expected && st.st_mode & 0o022 != 0 {
                 // Ours, made under a permissive umask by an earlier build: closed, not refused.
                 let mode = Mode::from_bits_truncate(st.st_mode & 0o755);
@@ -218,10 +218,10 @@ impl Dirs {
                     io::ErrorKind::PermissionDenied,
                     format!(
                         "`{c}` is owned by uid {} with mode {:o}: a store directory must be uid \
-                         {expected}'s (the state directory's owner), writable by no one else (if \
-                         an earlier build left it so, `chown -R {expected} <state-dir>/kv`)",
+                         {expected}'s (the state directory's owner), writable by no one else ({})",
                         st.st_uid,
-                        st.st_mode & 0o7777
+                        st.st_mode & 0o7777,
+                        chown_hint(expected)
                     ),
                 ));
             }
@@ -311,11 +311,7 @@ impl Dirs {
                 let f = self.open_regular(lock).map_err(|e| {
                     io::Error::new(
                         e.kind(),
-                        format!(
-                            "`{lock}`: {e} (if an earlier run left it so, `chown -R {} \
-                             <state-dir>/kv`)",
-                            self.expected_owner()
-                        ),
+                        format!("`{lock}`: {e} ({})", chown_hint(self.expected_owner())),
                     )
                 })?;
                 if f.metadata()?.nlink() > 1 {
@@ -350,9 +346,19 @@ impl Dirs {
     /// there, so a file of root's in it was not made by this runtime: a file of root's moved
     /// in by the other uid is never read into a plugin's map), else this uid.
     fn expected_owner(&self) -> u32 {
-        self.hand_to
-            .map_or_else(|| nix::unistd::geteuid().as_raw(), |(uid, _)| uid)
+        store_owner(self.hand_to)
     }
+}
+
+/// The owner of every store file and directory: the state directory's owner when root writes
+/// another's state directory (`hand_to`), else this uid.
+fn store_owner(hand_to: Option<(u32, u32)>) -> u32 {
+    hand_to.map_or_else(|| nix::unistd::geteuid().as_raw(), |(uid, _)| uid)
+}
+
+/// How an operator repairs a store an earlier build or run left with the wrong owner.
+fn chown_hint(owner: u32) -> String {
+    format!("if an earlier build or run left it so: `chown -R {owner} <state-dir>/kv`")
 }
 
 /// `flock` `f` exclusively, retrying without blocking until `deadline` (None: still held by
@@ -515,8 +521,8 @@ impl KvStore {
                 io::ErrorKind::PermissionDenied,
                 format!(
                     "`{file}` is owned by uid {uid}, not {expected}: a store's files belong to \
-                     the state directory's owner (if an earlier build left it so, `chown -R \
-                     {expected} <state-dir>/kv`)"
+                     the state directory's owner ({})",
+                    chown_hint(expected)
                 ),
             )));
         }
@@ -591,20 +597,8 @@ impl KvStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::root_or_skip;
     use std::os::unix::fs::PermissionsExt;
-
-    /// Whether the test can run (as root); a skip is an error under CI, which runs as root.
-    fn root_or_skip(why: &str) -> bool {
-        if nix::unistd::geteuid().is_root() {
-            return true;
-        }
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI runs as root: this test must run ({why})"
-        );
-        eprintln!("skipped: {why}");
-        false
-    }
 
     fn quota() -> KvQuota {
         KvQuota {

@@ -225,15 +225,17 @@ fn reap_in_background(c: Box<dyn Child>) -> Value {
                                (a process in uninterruptible sleep)")})
 }
 
-/// Undo a launch that must not go on (its audit record could not be written): killed at once,
-/// and waited for at most [`KILL_WAIT`] on the event loop, then by a reaper thread — never a
-/// blocking wait in the loop for a sandbox a process in uninterruptible sleep holds up.
-pub fn discard(mut c: Box<dyn Child>) {
+/// Kill a child and reap it: waited for at most [`KILL_WAIT`] on the event loop, then by a
+/// reaper thread — never a blocking wait in the loop for a sandbox a process in uninterruptible
+/// sleep holds up. Its report, or what is known now when a reaper took it. Used for a plugin
+/// terminated or killed after its grace, and for a launch undone (its audit record could not be
+/// written).
+pub fn kill_and_reap(mut c: Box<dyn Child>) -> Value {
     c.kill();
     if ended_within(c.as_mut(), KILL_WAIT) {
-        drop(c.wait());
+        c.wait()
     } else {
-        reap_in_background(c);
+        reap_in_background(c)
     }
 }
 
@@ -882,15 +884,8 @@ impl PluginHandle {
         // Runs on every way out (exit, termination), so drops are never left unreported.
         self.flush_counters(fx);
         match self.child.take() {
-            Some(mut c) => {
-                if kill {
-                    c.kill();
-                }
-                let report = if kill && !ended_within(c.as_mut(), KILL_WAIT) {
-                    reap_in_background(c)
-                } else {
-                    c.wait()
-                };
+            Some(c) => {
+                let report = if kill { kill_and_reap(c) } else { c.wait() };
                 self.exit_status = report["exit"]["status"]
                     .as_i64()
                     .and_then(|s| i32::try_from(s).ok());

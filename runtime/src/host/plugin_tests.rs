@@ -503,17 +503,17 @@ fn cached_answers_are_served_without_the_plugin_until_they_expire() {
 }
 
 #[test]
-fn a_discarded_launch_that_does_not_end_goes_to_a_reaper_not_the_loop() {
+fn a_killed_child_that_does_not_end_goes_to_a_reaper_not_the_loop() {
     // Ends when killed: waited for here.
     let f = Fake::default();
     let killed = f.killed.clone();
-    discard(Box::new(f));
+    kill_and_reap(Box::new(f));
     assert!(killed.get());
     // Does not end (uninterruptible sleep): the Fake's wait asserts it runs on a reaper.
     let f = Fake::default();
     let (killed, stuck) = (f.killed.clone(), f.stuck.clone());
     stuck.set(true);
-    discard(Box::new(f));
+    kill_and_reap(Box::new(f));
     assert!(killed.get());
     stuck.set(false);
     join_reapers();
