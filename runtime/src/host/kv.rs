@@ -27,7 +27,8 @@
 //! The other uid is not trusted by root: existing files are opened without blocking and used
 //! only if regular (a FIFO would hang root's open), only a lock file root just created is ever
 //! chowned (never one found there; one with a second link, perhaps to a file of root's, is
-//! refused), a store file
+//! refused; root's is chowned before it has its name, so no crash leaves one of root's), a
+//! store file
 //! or directory must belong to the state directory's owner (a file of root's moved in is not
 //! read into a plugin's map; one an earlier build left is refused with a `chown` hint), and a
 //! lock held by another process delays a put at most two seconds.
@@ -293,21 +294,15 @@ impl Dirs {
         }
     }
 
-    /// The lock file, made (exclusively, then handed over) or opened as it is.
+    /// The lock file, made (exclusively, handed over before it has its name) or opened as it is.
     fn open_lock(&self, lock: &str) -> io::Result<fs::File> {
-        let flags =
-            OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        match openat(&self.fd, lock, flags, Mode::from_bits_truncate(0o644)) {
-            Ok(fd) => {
-                let f = fs::File::from(fd);
-                if let Err(e) = self.hand_over(&f) {
-                    // Not left behind as root's: the other uid could never open it again.
-                    let _ = nix::unistd::unlinkat(&self.fd, lock, UnlinkatFlags::NoRemoveDir);
-                    return Err(e);
-                }
-                Ok(f)
-            }
-            Err(Errno::EEXIST) => {
+        let made = match self.hand_to {
+            None => self.create_lock_directly(lock),
+            Some(owner) => self.create_lock_handed_over(lock, owner),
+        };
+        match made {
+            Ok(f) => Ok(f),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 let f = self.open_regular(lock).map_err(|e| {
                     io::Error::new(
                         e.kind(),
@@ -322,8 +317,50 @@ impl Dirs {
                 }
                 Ok(f)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
+    }
+
+    /// A lock file of this uid's own (no hand-over): `O_EXCL` (EEXIST: there is one).
+    fn create_lock_directly(&self, lock: &str) -> io::Result<fs::File> {
+        let flags =
+            OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        Ok(fs::File::from(openat(
+            &self.fd,
+            lock,
+            flags,
+            Mode::from_bits_truncate(0o644),
+        )?))
+    }
+
+    /// Root's lock file in another owner's store: made as an unnamed file (`O_TMPFILE`), given
+    /// to that owner, and only then linked under its name (`linkat` never replaces: EEXIST, there
+    /// is one). So the name never shows a file of root's: a crash between the create and the
+    /// `fchown` (which `O_EXCL` on the name would leave behind — a lock of root's, 0600 under
+    /// umask 077, that the owner's daemon could never open again) leaves nothing at all. A
+    /// filesystem without `O_TMPFILE` gets the `O_EXCL` create with the hand-over right after it,
+    /// and the name removed again if the hand-over fails.
+    fn create_lock_handed_over(&self, lock: &str, (uid, gid): (u32, u32)) -> io::Result<fs::File> {
+        let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+        let f = match openat(&self.fd, ".", flags, Mode::from_bits_truncate(0o644)) {
+            Ok(fd) => fs::File::from(fd),
+            Err(Errno::EOPNOTSUPP | Errno::EISDIR) => {
+                let f = self.create_lock_directly(lock)?;
+                #[cfg(test)]
+                test_hooks::crash_point()?;
+                if let Err(e) = std::os::unix::fs::fchown(&f, Some(uid), Some(gid)) {
+                    let _ = nix::unistd::unlinkat(&self.fd, lock, UnlinkatFlags::NoRemoveDir);
+                    return Err(e);
+                }
+                return Ok(f);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        #[cfg(test)]
+        test_hooks::crash_point()?;
+        link_unnamed(&f, &self.fd, lock)?;
+        Ok(f)
     }
 
     /// Open an existing file of the store read-only: not through a symlink, without blocking
@@ -359,6 +396,46 @@ fn store_owner(hand_to: Option<(u32, u32)>) -> u32 {
 /// How an operator repairs a store an earlier build or run left with the wrong owner.
 fn chown_hint(owner: u32) -> String {
     format!("if an earlier build or run left it so: `chown -R {owner} <state-dir>/kv`")
+}
+
+/// Give the unnamed (`O_TMPFILE`) file `f` the name `name` in `dir`, never replacing one.
+/// `linkat(AT_EMPTY_PATH)` needs `CAP_DAC_READ_SEARCH` (before Linux 6.10, which lets the file's
+/// opener link it without); a root without it links through the file's `/proc/self/fd` entry
+/// instead ([`link_through_proc`]), which needs none.
+fn link_unnamed(f: &fs::File, dir: &OwnedFd, name: &str) -> io::Result<()> {
+    match nix::unistd::linkat(f, "", dir, name, AtFlags::AT_EMPTY_PATH) {
+        Err(Errno::EPERM | Errno::ENOENT) => link_through_proc(f, dir, name),
+        r => r.map_err(io::Error::from),
+    }
+}
+
+/// `linkat` of `f`'s `/proc/self/fd` entry, following that magic link to the file itself.
+fn link_through_proc(f: &fs::File, dir: &OwnedFd, name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let proc_path = format!("/proc/self/fd/{}", f.as_raw_fd());
+    let here = nix::fcntl::AT_FDCWD;
+    nix::unistd::linkat(
+        here,
+        proc_path.as_str(),
+        dir,
+        name,
+        AtFlags::AT_SYMLINK_FOLLOW,
+    )
+    .map_err(io::Error::from)
+}
+
+/// A fault point for tests: the process "crashes" (returns at once, cleaning nothing up) where
+/// a real crash would leave the most behind.
+#[cfg(test)]
+mod test_hooks {
+    use std::cell::Cell;
+    thread_local!(pub static CRASH: Cell<bool> = const { Cell::new(false) });
+    pub fn crash_point() -> std::io::Result<()> {
+        if CRASH.with(Cell::get) {
+            return Err(std::io::Error::other("simulated crash"));
+        }
+        Ok(())
+    }
 }
 
 /// `flock` `f` exclusively, retrying without blocking until `deadline` (None: still held by
@@ -874,8 +951,8 @@ mod tests {
         assert!(why.contains("another link"), "{why}");
         let m = fs::metadata(secret.path()).unwrap();
         assert_eq!((m.uid(), m.gid()), (0, 0), "root's file was given away");
-        // A lock file of root's with one link (a crash between create and chown): locked as it
-        // is, not chowned (it may be a file of root's moved in).
+        // A lock file of root's with one link (a file of root's moved in: no crash of this
+        // runtime leaves one, see below): locked as it is, not chowned.
         fs::remove_file(sig.join("p.lock")).unwrap();
         let moved = d.path().join("roots-lock");
         fs::write(&moved, "").unwrap();
@@ -904,6 +981,66 @@ mod tests {
             "{why}"
         );
         assert!(!d.path().join("kv/old/p.lock").exists());
+    }
+
+    /// Root's lock file in another owner's store never has its name while it is still root's:
+    /// a crash between its creation and the hand-over leaves no file the owner cannot open.
+    #[test]
+    fn a_crash_before_the_lock_is_handed_over_leaves_no_lock_of_roots() {
+        if !root_or_skip("needs root to create files for another uid") {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(d.path(), Some(65534), Some(65534)).unwrap();
+        let mut s = KvStore::open(d.path(), "sig/p", quota()).unwrap();
+        test_hooks::CRASH.with(|c| c.set(true));
+        let crashed = s.put("k", Some("v"));
+        test_hooks::CRASH.with(|c| c.set(false));
+        let why = std::error::Error::source(&crashed.unwrap_err())
+            .unwrap()
+            .to_string();
+        assert!(why.contains("simulated crash"), "{why}");
+        let left: Vec<_> = fs::read_dir(d.path().join("kv/sig"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        // The next put makes the lock, the owner's.
+        s.put("k", Some("v")).unwrap();
+        let m = fs::metadata(d.path().join("kv/sig/p.lock")).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.nlink()), (65534, 65534, 1));
+    }
+
+    /// The unnamed file gets its name by either way of linking it (the first when this thread
+    /// may `linkat(AT_EMPTY_PATH)` — capabilities are per thread: dropped here for this thread
+    /// alone; since Linux 6.10 the opener may without — the second always), never over an
+    /// existing name.
+    #[test]
+    fn an_unnamed_file_is_linked_either_way() {
+        let d = tempfile::tempdir().unwrap();
+        let d = d.path().to_path_buf();
+        std::thread::spawn(move || {
+            let cap = caps::Capability::CAP_DAC_READ_SEARCH;
+            let _ = caps::drop(None, caps::CapSet::Effective, cap);
+            assert!(!caps::has_cap(None, caps::CapSet::Effective, cap).unwrap());
+            type Link = fn(&fs::File, &OwnedFd, &str) -> io::Result<()>;
+            let ways: [(&str, Link); 2] = [("linkat", link_unnamed), ("proc", link_through_proc)];
+            for (name, link) in ways {
+                let dir = OwnedFd::from(fs::File::open(&d).unwrap());
+                let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+                let f = fs::File::from(
+                    openat(&dir, ".", flags, Mode::from_bits_truncate(0o600)).unwrap(),
+                );
+                (&f).write_all(b"x").unwrap();
+                link(&f, &dir, name).unwrap();
+                let named = fs::metadata(d.join(name)).unwrap();
+                assert_eq!(named.ino(), f.metadata().unwrap().ino(), "{name}");
+                let again = link(&f, &dir, name).unwrap_err();
+                assert_eq!(again.raw_os_error(), Some(libc::EEXIST), "{name}");
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     /// Root's `stockade run` in the state directory of the `stockade` user: what it creates is
