@@ -73,11 +73,10 @@ fn hello_python() {
     if !require_root() {
         return;
     }
-    if !Path::new("/usr/bin/python3").exists() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("/usr/bin/python3 is required in CI (Debian package python3)");
-        }
-        eprintln!("SKIPPED: /usr/bin/python3 not installed");
+    if !require(
+        Path::new("/usr/bin/python3").exists(),
+        "/usr/bin/python3 not installed (Debian package python3)",
+    ) {
         return;
     }
     let fx = Fixture::new();
@@ -112,10 +111,8 @@ fn hello_c() {
     match out {
         Ok(o) if o.status.success() => {}
         other => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("cc -static is required in CI (Debian packages gcc, libc6-dev): {other:?}");
-            }
-            eprintln!("SKIPPED: cannot build hello-c: {other:?}");
+            let why = format!("cannot build hello-c with cc -static (gcc, libc6-dev): {other:?}");
+            require(false, &why);
             return;
         }
     }
@@ -146,17 +143,11 @@ fn hello_rust_with_the_sdk() {
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
         .map(|e| e.path())
         .unwrap_or_else(|| dir.join("hello-rust"));
-    if !bin.exists() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!(
-                "{} missing: run the whole `cargo test` (it builds examples)",
-                bin.display()
-            );
-        }
-        eprintln!(
-            "SKIPPED: {} not built (run without --test filters)",
-            bin.display()
-        );
+    let why = format!(
+        "{} not built (run the whole `cargo test`: it builds examples)",
+        bin.display()
+    );
+    if !require(bin.exists(), &why) {
         return;
     }
     let fx = Fixture::new();

@@ -17,19 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Whether this test can run here (root launches per-plugin uids); with `CI=true` it must.
-fn require_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "these tests launch real sandboxes and need root; CI=true forbids skips"
-    );
-    eprintln!("SKIPPED: these tests launch real sandboxes as root");
-    false
-}
-
 /// examples/hello-c built static (≈ 750 KB: far above `RESERVE_MIN_BYTES`).
 fn static_hello_c(out: &Path) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-c/hello.c");

@@ -4,6 +4,11 @@
 //! tar crate's builder would refuse to write.
 #![allow(dead_code)]
 
+#[path = "../skip/mod.rs"]
+mod skip;
+#[allow(unused_imports)] // each test crate uses its own subset
+pub use skip::{is_root, require, require_root};
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -74,13 +79,10 @@ pub fn require_tool(tool: &str, why: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("`{tool}` is required in CI ({why}); install it (Debian package `{tool}`)");
-        }
-        eprintln!("SKIPPED: `{tool}` not installed ({why})");
-    }
-    found
+    require(
+        found,
+        &format!("`{tool}` is not installed ({why}; Debian package `{tool}`)"),
+    )
 }
 
 /// A root CA, an intermediate, a developer key and certificate, a trust dir and a state dir.

@@ -2,37 +2,17 @@
 //! report, and skip (or, with `CI=true`, fail) when the host cannot run a test.
 #![allow(dead_code)]
 
+#[path = "../skip/mod.rs"]
+mod skip;
+#[allow(unused_imports)] // each test crate uses its own subset
+pub use skip::{is_root, require};
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_stockade");
-
-/// Skip a test that cannot run here, saying why; with `CI=true` a skip is a failure.
-/// Returns true when the test should go on.
-pub fn require(ok: bool, why: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("test cannot run but CI=true forbids skips: {why}");
-    }
-    eprintln!("SKIPPED: {why}");
-    false
-}
-
-/// Whether we run as root (root-mode tests need it).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 /// Run `stockade <args>` with the given stdin.
 pub fn stockade(args: &[&str], stdin: &[u8]) -> Output {

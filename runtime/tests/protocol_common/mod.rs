@@ -6,31 +6,12 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-pub use common::Fixture;
+#[allow(unused_imports)] // each test crate uses its own subset
+pub use common::{require, require_root, Fixture};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Skip a test that cannot run here, saying why; with `CI=true` a skip is a failure.
-pub fn require_root() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if root {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("protocol tests launch real sandboxes and need root, but CI=true forbids skips");
-    }
-    eprintln!("SKIPPED: protocol tests launch real sandboxes as root");
-    false
-}
 
 /// Helpers every test plugin starts with: `hs CAPS` sends the handshake (CAPS is a JSON list
 /// body such as `"log","emit_event"`) and reads the reply; `id_of LINE` extracts a numeric id.

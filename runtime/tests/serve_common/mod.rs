@@ -6,9 +6,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-pub use common::Fixture;
 #[allow(unused_imports)] // used by some of the serve_* test crates only
 pub use common::{hello_manifest, hello_parts, raw_tar_gz};
+pub use common::{require_root, Fixture};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -26,29 +26,6 @@ pub const UNKNOWN_PLUGIN: i64 = -32011;
 pub const LOAD_FAILED: i64 = -32012;
 pub const PEER_REFUSED: i64 = -32013;
 pub const IN_USE: i64 = -32014;
-
-/// Skip a test that cannot run here, saying why; with `CI=true` a skip is a failure.
-pub fn require_root() -> bool {
-    if nix_is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("serve tests launch real sandboxes and need root, but CI=true forbids skips");
-    }
-    eprintln!("SKIPPED: serve tests launch real sandboxes as root");
-    false
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 /// Whether a tool exists (skip otherwise; failure under CI=true).
 pub fn require_tool(tool: &str, why: &str) -> bool {
