@@ -1,8 +1,9 @@
 //! The no-skip rule for every integration-test crate of `stockade-runtime`, written once: a
 //! test that cannot run here says why on stderr and returns early; with `CI=true` (CI runs as
 //! root, with every tool installed) the skip is a failure instead. Each helper module
-//! (`common`, `exec_common`, `protocol_common`, …) includes this file by `#[path]` — test
-//! crates are separate crates and cannot share a module any other way without a support crate.
+//! (`common`, `exec_common`, `protocol_common`, …) and the crate's unit tests
+//! (`src/test_support.rs`) include this file by `#[path]`: test crates are separate crates and
+//! cannot share a module any other way without a support crate.
 #![allow(dead_code)]
 
 /// Go on (true) when `ok`; otherwise skip, saying `why` — or fail under `CI=true`.
