@@ -63,7 +63,10 @@ impl FileError {
     }
 }
 
-/// Read a whole regular file through one descriptor, refusing more than `cap` bytes.
+/// Read a whole regular file through one descriptor, refusing more than `cap` bytes. Opened
+/// without blocking (`O_NONBLOCK`): a FIFO given as a package or policy would otherwise hang the
+/// open until a writer came — in `serve`, the whole daemon — before its type could be refused.
+/// (The flag changes nothing for the regular files read.)
 pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
     let rd = |source| FileError::Read {
         path: path.to_path_buf(),
@@ -71,7 +74,7 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
     };
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(path)
         .map_err(rd)?;
     let meta = file.metadata().map_err(rd)?;
@@ -226,6 +229,7 @@ mod tests {
         ));
         write_atomic(&p, b"new", 0o644).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert_eq!(read_capped(&p, 3).unwrap(), b"new");
         assert_eq!(
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o644
@@ -235,5 +239,25 @@ mod tests {
             1,
             "no temp file left"
         );
+    }
+
+    /// A FIFO is refused at once, not waited on for a writer (the read runs on a thread so a
+    /// regression fails here instead of hanging the test run).
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pkg.stockade");
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let q = p.clone();
+        std::thread::spawn(move || tx.send(read_capped(&q, 1 << 20)).unwrap());
+        match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(r) => assert!(matches!(r, Err(FileError::NotRegular { .. })), "{r:?}"),
+            Err(_) => {
+                // Unblock the stuck open so the thread ends, then fail.
+                let _ = std::fs::OpenOptions::new().write(true).open(&p);
+                panic!("read_capped blocked on a FIFO");
+            }
+        }
     }
 }
