@@ -72,7 +72,9 @@ impl FrameDecoder {
             if self.buf.len() + chunk.len() > self.max + usize::from(!complete) {
                 // `+1` while incomplete leaves room for a `\r` before the newline; the frame is
                 // reported as soon as it cannot fit, not when its newline finally arrives.
-                let with_cr = complete && chunk.last() == Some(&b'\r');
+                // (The `\r` may have come in an earlier read, the newline alone in this one.)
+                let last = chunk.last().or(self.buf.last());
+                let with_cr = complete && last == Some(&b'\r');
                 if !(with_cr && self.buf.len() + chunk.len() - 1 <= self.max) {
                     self.buf.clear();
                     self.discarding = !complete;
@@ -147,6 +149,12 @@ mod tests {
         assert_eq!(run(3, &[b"abc\n"]), vec![Ok("abc".into())]);
         assert_eq!(run(3, &[b"abc\r\n"]), vec![Ok("abc".into())]);
         assert_eq!(run(3, &[b"ab", b"c", b"\n"]), vec![Ok("abc".into())]);
+        assert_eq!(run(3, &[b"abc\r", b"\n"]), vec![Ok("abc".into())]);
+        assert_eq!(run(3, &[b"ab", b"c\r", b"\n"]), vec![Ok("abc".into())]);
+        assert_eq!(
+            run(3, &[b"abcd", b"\n"]),
+            vec![Err(FrameError::TooLong { max: 3 })]
+        );
         assert_eq!(
             run(3, &[b"abcd\n"]),
             vec![Err(FrameError::TooLong { max: 3 })]

@@ -499,6 +499,9 @@ impl PluginHandle {
             return;
         }
         let mut frames = Vec::new();
+        // A newline in this read ended the frame that was open before it: whatever is open
+        // now started in this read.
+        let frame_ended = data.contains(&b'\n');
         self.decoder.feed(data, &mut frames);
         for f in frames {
             if self.state.is_gone() {
@@ -518,12 +521,16 @@ impl PluginHandle {
         if self.state.is_gone() {
             return;
         }
+        // The slow-frame clock times the frame open now, from its first byte (this read's time):
+        // a plugin streaming frames whose reads end mid-line completes each in time. One timer
+        // runs while frames are open; it re-arms itself for a frame started after it was set.
         match (self.decoder.in_frame(), self.frame_since) {
             (true, None) => {
                 self.frame_since = Some(now);
                 let t = self.cfg.policy.protocol.frame_timeout_ms;
                 fx.timers.push((now + ms(t), Timer::Frame));
             }
+            (true, Some(_)) if frame_ended => self.frame_since = Some(now),
             (false, _) => self.frame_since = None,
             _ => {}
         }
@@ -771,8 +778,9 @@ impl PluginHandle {
             }
             Timer::Frame => {
                 let limit = ms(self.cfg.policy.protocol.frame_timeout_ms);
-                if let Some(since) = self.frame_since {
-                    if now.duration_since(since) >= limit && !self.state.is_gone() {
+                match self.frame_since {
+                    Some(_) if self.state.is_gone() => {}
+                    Some(since) if now.duration_since(since) >= limit => {
                         self.terminate(
                             fx,
                             codes::VIOLATION,
@@ -780,6 +788,9 @@ impl PluginHandle {
                             "a frame was not completed in time".into(),
                         );
                     }
+                    // A frame begun after this timer was set: its own deadline.
+                    Some(since) => fx.timers.push((since + limit, Timer::Frame)),
+                    None => {}
                 }
             }
             Timer::Reap if self.link_closed && !self.state.is_gone() => self.try_reap(now, fx),

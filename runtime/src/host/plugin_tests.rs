@@ -532,3 +532,56 @@ fn a_plugin_shut_down_before_its_handshake_was_read_is_not_terminated_for_it() {
     t.feed(r#"{"jsonrpc":"2.0","id":1,"method":"handshake","params":{}}"#);
     assert_eq!(t.h.state(), State::Terminated);
 }
+
+/// The slow-frame clock times the frame open now: a plugin streaming frames whose reads end
+/// mid-line (each frame done well in time) is not killed, while a frame that itself takes too
+/// long still is — also when it began after the one timer was set.
+#[test]
+fn the_slow_frame_clock_times_the_open_frame_not_the_first_one() {
+    let mut t = setup(HostPolicy::default());
+    t.handshake();
+    let limit = Duration::from_millis(HostPolicy::default().protocol.frame_timeout_ms);
+    let line = r#"{"jsonrpc":"2.0","method":"log","params":{"message":"tick"}}"#.to_string() + "\n";
+    let (head, tail) = line.split_at(line.len() / 2);
+    let step = limit / 4;
+    let mut now = t.now;
+    t.h.on_stdout(head.as_bytes(), now, &mut t.fx);
+    // Each read completes the open frame and opens the next, for 3 frame timeouts.
+    for _ in 0..12 {
+        now += step;
+        let chunk = format!("{tail}{head}");
+        t.h.on_stdout(chunk.as_bytes(), now, &mut t.fx);
+        fire_due(&mut t, now);
+        assert_eq!(
+            t.h.state(),
+            State::Ready,
+            "killed while every frame was on time"
+        );
+    }
+    // Now the open frame stalls: killed once it is older than the limit, not before.
+    now += limit - step / 2;
+    fire_due(&mut t, now);
+    assert_eq!(t.h.state(), State::Ready);
+    now += step;
+    fire_due(&mut t, now);
+    assert_eq!(t.h.state(), State::Terminated);
+    let agent = t.agent();
+    assert!(
+        agent
+            .iter()
+            .any(|m| m["method"] == "plugin_state" && m["params"]["reason"]["kind"] == "slow_frame"),
+        "{agent:?}"
+    );
+}
+
+/// Fire the handle's timers due by `now` (as the supervisor's heap would), in time order.
+fn fire_due(t: &mut T, now: Instant) {
+    loop {
+        t.fx.timers.sort_by_key(|(at, _)| *at);
+        let Some(i) = t.fx.timers.iter().position(|(at, _)| *at <= now) else {
+            return;
+        };
+        let (at, timer) = t.fx.timers.remove(i);
+        t.h.on_timer(timer, at, &mut t.fx);
+    }
+}
