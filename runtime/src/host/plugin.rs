@@ -158,6 +158,10 @@ struct Call {
 
 /// Bytes queued for the plugin's stdin are capped: past this, new calls are `overloaded`.
 const MAX_OUTBOUND: usize = 1024 * 1024;
+/// Answers to the plugin's own calls queued for its stdin, on top of the calls: past
+/// [`PluginHandle::unread_cap`] the plugin is terminated (`stdin_unread`), since only it can
+/// drain them and it is not reading.
+const MAX_UNREAD_ANSWERS: usize = 4 * MAX_OUTBOUND;
 /// How long a plugin may linger after closing its stdout before it is killed.
 const LINGER: Duration = Duration::from_millis(500);
 /// First and longest wait between two looks at whether a plugin whose stdio closed has ended.
@@ -371,6 +375,12 @@ impl PluginHandle {
 
     fn send(&mut self, v: &Value) {
         self.outbound.extend_from_slice(&encode(v));
+    }
+
+    /// The most bytes the plugin's stdin queue may hold before an answer to its own call is
+    /// queued: the calls' cap, the answers' allowance, and room for one frame of each.
+    pub(super) fn unread_cap(&self) -> usize {
+        MAX_OUTBOUND + MAX_UNREAD_ANSWERS + 2 * self.cfg.policy.protocol.max_frame_bytes
     }
 
     fn log(&self, fx: &mut Effects, level: &str, source: &str, message: String) {

@@ -39,6 +39,16 @@ impl PluginHandle {
                 Ok(v) => response_ok(&id, v),
                 Err(e) => response_err(&id, &e),
             };
+            // Answers queue for the plugin's stdin; one that calls without reading them would
+            // grow that queue (each answer echoes an id of up to a frame) without end.
+            if self.outbound.len() > self.unread_cap() {
+                let why = format!(
+                    "the plugin does not read its stdin: {} bytes of answers to its own calls \
+                     are queued",
+                    self.outbound.len()
+                );
+                return self.terminate(fx, codes::VIOLATION, "stdin_unread", why);
+            }
             self.send(&v);
         }
     }

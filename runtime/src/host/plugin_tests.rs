@@ -585,3 +585,51 @@ fn fire_due(t: &mut T, now: Instant) {
         t.h.on_timer(timer, at, &mut t.fx);
     }
 }
+
+/// A plugin that calls the host without ever reading its stdin cannot grow the answers queued
+/// for it without end: past the cap it is terminated, and until then it is served.
+#[test]
+fn a_plugin_that_never_reads_its_answers_is_terminated_at_the_cap() {
+    let mut t = setup(HostPolicy::default());
+    t.handshake();
+    t.sent();
+    // Ids as long as a frame allows (the answers echo them); `log` is rate-limited, so most
+    // answers are `overloaded` — answers all the same.
+    let id = "i".repeat(60_000);
+    let mut n = 0;
+    while t.h.state() == State::Ready {
+        assert!(
+            t.h.outbound.len() <= t.h.unread_cap() + 61_000,
+            "queue grew past the cap"
+        );
+        t.feed(&format!(
+            r#"{{"jsonrpc":"2.0","id":"{id}{n}","method":"log","params":{{"message":"x"}}}}"#
+        ));
+        n += 1;
+        assert!(n < 1_000, "never terminated");
+    }
+    assert!(n > 60, "terminated after {n} calls: before the cap");
+    assert_eq!(t.h.state(), State::Terminated);
+    let agent = t.agent();
+    assert!(
+        agent
+            .iter()
+            .any(|m| m["method"] == "plugin_state"
+                && m["params"]["reason"]["kind"] == "stdin_unread"),
+        "{:?}",
+        agent
+            .iter()
+            .filter(|m| m["method"] == "plugin_state")
+            .collect::<Vec<_>>()
+    );
+    // A plugin that reads (here: the queue drained between calls) is never stopped.
+    let mut t = setup(HostPolicy::default());
+    t.handshake();
+    for n in 0..200 {
+        t.feed(&format!(
+            r#"{{"jsonrpc":"2.0","id":"{id}{n}","method":"log","params":{{"message":"x"}}}}"#
+        ));
+        t.sent();
+    }
+    assert_eq!(t.h.state(), State::Ready);
+}
