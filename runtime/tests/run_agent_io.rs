@@ -108,3 +108,140 @@ fn a_stalled_agent_does_not_stall_run_and_fd_flags_are_restored() {
         serde_json::from_str::<serde_json::Value>(l).unwrap();
     }
 }
+
+/// `stockade run t.stockade` in the fixture, stdout and stderr as given.
+fn run_cmd(fx: &Fixture) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stockade"));
+    c.args([
+        "run",
+        "t.stockade",
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+    ])
+    .current_dir(fx.dir());
+    c
+}
+
+/// Requests answered by the runtime itself (an unknown method, named in the answer: no plugin
+/// round trip), more than 16 MiB of them, and their answers more than the 16 MiB the agent's
+/// output may queue.
+fn many_requests(n: usize) -> String {
+    let method = format!("no_such_method_{}", "x".repeat(240));
+    let mut s = String::new();
+    for i in 1..=n {
+        s.push_str(&format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"{method}\"}}\n"
+        ));
+    }
+    assert!(s.len() > 16 << 20);
+    s
+}
+
+/// Exactly one answer per request, each id once.
+fn check_every_answer(out: &str, n: usize) {
+    let mut seen = vec![false; n + 1];
+    for l in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if let Some(id) = v["id"].as_u64().and_then(|i| usize::try_from(i).ok()) {
+            assert!(!seen[id], "id {id} answered twice");
+            seen[id] = true;
+        }
+    }
+    let missing = seen[1..].iter().filter(|s| !**s).count();
+    assert_eq!(missing, 0, "{missing} of {n} requests got no answer");
+}
+
+/// An agent that writes all its requests before reading (a file, a fast pipe) gets every
+/// answer: the runtime reads its input in turns, only while the answers have room, instead of
+/// reading it all at once and declaring the agent gone when the answers piled past 16 MiB
+/// (and a regular file on stdin is no longer cut at 16 MiB).
+#[test]
+fn a_pipelining_agent_gets_every_answer_from_a_file_or_a_pipe() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    pack(&fx);
+    let n = 70_000;
+    let input = many_requests(n);
+    std::fs::write(fx.dir().join("in.ndjson"), &input).unwrap();
+    // stdin a regular file, stdout a file.
+    let out = run_cmd(&fx)
+        .stdin(std::fs::File::open(fx.dir().join("in.ndjson")).unwrap())
+        .stdout(std::fs::File::create(fx.dir().join("out1")).unwrap())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("stopped reading"), "{stderr}");
+    check_every_answer(&std::fs::read_to_string(fx.dir().join("out1")).unwrap(), n);
+    // stdin a pipe written as fast as it drains, stdout a pipe read by the agent.
+    let mut child = run_cmd(&fx)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(input.as_bytes()).unwrap());
+    let mut answers = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut answers)
+        .unwrap();
+    writer.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    check_every_answer(&answers, n);
+}
+
+/// An agent that closes its end of the runtime's stdout is gone: the plugin is shut down at
+/// once (said on stderr), without waiting for the agent's stdin to end.
+#[test]
+fn an_agent_whose_output_is_gone_ends_the_session() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    pack(&fx);
+    let mut child = run_cmd(&fx)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // Wait for the first line (the plugin's state), then go away on that side only.
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let start = Instant::now();
+    let status = loop {
+        // Keep giving it something to answer (and keep stdin open).
+        let _ = stdin.write_all(format!("{}\n", invoke(1, None)).as_bytes());
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "run kept going with its agent's output gone"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("cannot write to the agent"), "{stderr}");
+    assert_eq!(status.code(), Some(0), "a graceful stop: {stderr}");
+}

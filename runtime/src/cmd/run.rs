@@ -445,7 +445,8 @@ fn extract_beside_build(
 }
 
 /// The agent's output (fd 1) never blocks the loop: messages are queued here and written as
-/// the pipe drains. An agent that lets [`MAX_AGENT_OUTBOUND`] bytes pile up (it stopped
+/// the pipe drains (and the agent's input is read only while it has room: [`AgentInput`]). An
+/// agent that lets [`MAX_AGENT_OUTBOUND`] bytes pile up all the same (it stopped
 /// reading) is treated as gone, as `serve` drops such a connection: its output is discarded
 /// (reported on stderr) and the plugin is shut down as after EOF on stdin.
 struct AgentOut {
@@ -493,8 +494,12 @@ impl AgentOut {
                 }
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(nix::errno::Errno::EAGAIN) => break,
-                // EPIPE: the agent is gone; the loop still shuts the plugin down cleanly.
-                Err(_) => {
+                // EPIPE: the agent is gone; the loop shuts the plugin down as after EOF.
+                Err(e) => {
+                    eprintln!(
+                        "stockade run: cannot write to the agent ({e}); dropping its output and \
+                         shutting the plugin down"
+                    );
                     self.ok = false;
                     self.buf.clear();
                 }
@@ -575,32 +580,40 @@ fn run_loop(
     audit: &RunAudit,
 ) {
     let stdin = io::stdin();
-    let mut agent_open = true;
-    // A pipe or socket joins the loop; a regular file or /dev/null cannot be polled (EPERM), so
-    // it is read whole now — it is finite and never blocks.
+    // A pipe or socket joins the loop; a regular file or /dev/null cannot be polled (EPERM):
+    // it never blocks, so it is always "readable" and read in turns like a pipe.
     let polled = sys::set_nonblocking(stdin.as_fd()).is_ok()
         && sup
             .registry()
             .register(&mut SourceFd(&0), AGENT, Interest::READABLE)
             .is_ok();
-    if !polled {
-        let mut all = Vec::new();
-        let _ = stdin.lock().take(16 << 20).read_to_end(&mut all);
-        agent.on_bytes(&all, sup, Instant::now());
-        agent_open = false;
-    }
+    let mut input = AgentInput {
+        open: true,
+        more: true,
+        polled,
+    };
     let mut stopping = false;
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let now = Instant::now();
-        if !out.queue(sup, audit) && agent_open {
-            agent_open = false;
-            let _ = sup.registry().deregister(&mut SourceFd(&0));
+        if !out.queue(sup, audit) {
+            input.close(sup);
         }
         out.flush();
+        if input.readable(out) {
+            input.read(&stdin, &mut buf, agent, sup, now);
+            if !out.queue(sup, audit) {
+                input.close(sup);
+            }
+            out.flush();
+        }
+        if !out.ok {
+            // The agent's end of stdout is gone (EPIPE) or it stopped reading: as after EOF.
+            input.close(sup);
+        }
         // A plugin still starting gets to finish its handshake (deadline-bounded) first.
-        if !agent_open && !stopping && (!out.ok || (sup.in_flight() == 0 && !sup.any_starting())) {
+        if !input.open && !stopping && (!out.ok || (sup.in_flight() == 0 && !sup.any_starting())) {
             stopping = true;
             sup.shutdown_all(now);
         }
@@ -609,34 +622,22 @@ fn run_loop(
         if stopping && sup.all_gone() {
             break;
         }
-        let timeout = sup.next_timeout(Instant::now());
+        let timeout = if input.readable(out) {
+            Some(std::time::Duration::ZERO)
+        } else {
+            sup.next_timeout(Instant::now())
+        };
         if sup.poll(&mut events, timeout).is_err() {
             break;
         }
         let now = Instant::now();
         for ev in events.iter() {
             match ev.token() {
-                AGENT if agent_open => loop {
-                    match stdin.lock().read(&mut buf) {
-                        Ok(0) => {
-                            agent_open = false;
-                            let _ = sup.registry().deregister(&mut SourceFd(&0));
-                            break;
-                        }
-                        Ok(n) => agent.on_bytes(&buf[..n], sup, now),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(_) => {
-                            agent_open = false;
-                            let _ = sup.registry().deregister(&mut SourceFd(&0));
-                            break;
-                        }
-                    }
-                },
+                AGENT => input.more = true,
                 AGENT_OUT => out.flush(),
                 SIGNALS => {
                     while let Ok(Some(_)) = sys::read_signalfd(sigfd) {}
-                    agent_open = false;
+                    input.close(sup);
                     if !stopping {
                         stopping = true;
                         sup.shutdown_all(now);
@@ -648,6 +649,61 @@ fn run_loop(
         }
         sup.serve_hot(now);
         sup.fire_timers(Instant::now());
+    }
+}
+
+/// Reads of the agent's input per loop turn at most (64 KiB each): the plugin, timers and the
+/// agent's output are served between turns however fast the agent writes.
+const AGENT_READ_BUDGET: usize = 4;
+/// The agent's input is read only while less than this is queued for its output: an agent
+/// that writes requests faster than it reads the answers is slowed to its own pace (its
+/// writes block) instead of growing the queue toward [`MAX_AGENT_OUTBOUND`].
+const AGENT_INPUT_HIGH_WATER: usize = 1 << 20;
+
+/// The agent's side of fd 0: whether it is still open, and whether it may have unread bytes
+/// (the poller is edge-triggered: input left unread for the budget or for back-pressure gets no
+/// second event, so it is read again when there is room).
+struct AgentInput {
+    open: bool,
+    more: bool,
+    polled: bool,
+}
+
+impl AgentInput {
+    /// Input may be waiting and the agent's output has room for its answers.
+    fn readable(&self, out: &AgentOut) -> bool {
+        self.open && self.more && out.buf.len() < AGENT_INPUT_HIGH_WATER
+    }
+
+    /// Read up to [`AGENT_READ_BUDGET`] chunks and hand them to the agent link.
+    fn read(
+        &mut self,
+        stdin: &io::Stdin,
+        buf: &mut [u8],
+        agent: &mut AgentLink,
+        sup: &mut Supervisor,
+        now: Instant,
+    ) {
+        for _ in 0..AGENT_READ_BUDGET {
+            match stdin.lock().read(buf) {
+                Ok(0) => return self.close(sup),
+                Ok(n) => agent.on_bytes(&buf[..n], sup, now),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.more = false;
+                    return;
+                }
+                Err(_) => return self.close(sup),
+            }
+        }
+    }
+
+    /// No more input: EOF, a read error, a signal, or an agent whose output is gone.
+    fn close(&mut self, sup: &mut Supervisor) {
+        if self.open && self.polled {
+            let _ = sup.registry().deregister(&mut SourceFd(&0));
+        }
+        self.open = false;
     }
 }
 
