@@ -229,3 +229,37 @@ fn a_connection_that_stops_reading_is_dropped_and_others_are_served() {
     }
     assert_eq!(s.stop(), 0);
 }
+
+/// An agent that sends its requests and then shuts down its writing side (`socat` and `nc -N`
+/// with piped input do) gets every answer — a `hook_invoke` answered later by a plugin too —
+/// and then the end of the connection.
+#[test]
+fn a_half_closed_connection_gets_every_answer_then_the_end() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let pkg = pack_worker(&fx, "w", &["on:x"]);
+    let mut s = Serve::start(&fx, "[serve]\n", None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": pkg}));
+    let sock = UnixStream::connect(&s.sock).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut w = sock.try_clone().unwrap();
+    let params = invoke("on:x", json!({"n": 1}), Some(10_000));
+    let hook = json!({"jsonrpc": "2.0", "id": 2, "method": "hook_invoke", "params": params});
+    w.write_all(format!("{LIST}\n{hook}\n").as_bytes()).unwrap();
+    w.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut ids = Vec::new();
+    for line in BufReader::new(sock).lines() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v.get("method").is_none() {
+            assert!(v.get("result").is_some(), "{v}");
+            ids.push(v["id"].as_i64().unwrap());
+        }
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2], "every request answered before the end");
+    assert_eq!(s.stop(), 0);
+}

@@ -6,6 +6,11 @@
 //! `max_outbound_bytes` pile up (it stopped reading) is **dropped**: closed, reported on stderr
 //! and counted. Dropping beats silently discarding notifications: an agent that misses a
 //! response would wait for it forever, one that is disconnected knows to reconnect.
+//!
+//! End of input is not the end of the connection: an agent that sends its requests and then
+//! shuts down its writing side (`shutdown(SHUT_WR)`, as `socat` and `nc -N` do with piped input)
+//! still gets every answer. The daemon closes such a connection once nothing it asked for is
+//! pending and its answers are written.
 
 use crate::sys::sock::PeerCred;
 use mio::net::UnixStream;
@@ -38,6 +43,8 @@ pub struct Conn {
     max_out: usize,
     /// Set once it must be closed.
     pub closed: Option<Closed>,
+    /// The agent's input ended (EOF): nothing more is read; answers still go out.
+    pub read_closed: bool,
 }
 
 /// What one read turn produced.
@@ -59,6 +66,7 @@ impl Conn {
             out: Vec::new(),
             max_out,
             closed: None,
+            read_closed: false,
         }
     }
 
@@ -91,6 +99,8 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // After its EOF, an agent that closed the whole socket: gone, not a failure.
+                Err(_) if self.read_closed => self.closed = Some(Closed::Eof),
                 Err(_) => self.closed = Some(Closed::Error),
             }
         }
@@ -99,12 +109,12 @@ impl Conn {
     /// Read up to [`READ_BUDGET`] chunks, decoding frames into `frames`.
     pub fn read(&mut self, buf: &mut [u8], frames: &mut Vec<Frame>) -> ReadOutcome {
         for _ in 0..READ_BUDGET {
-            if self.closed.is_some() {
+            if self.closed.is_some() || self.read_closed {
                 return ReadOutcome::Drained;
             }
             match self.stream.read(buf) {
                 Ok(0) => {
-                    self.closed = Some(Closed::Eof);
+                    self.read_closed = true;
                     return ReadOutcome::Drained;
                 }
                 Ok(n) => self.decoder.feed(&buf[..n], frames),
@@ -170,8 +180,22 @@ mod tests {
         assert_eq!(frames.len(), 2);
         assert!(frames[0].is_ok());
         assert!(frames[1].is_err());
-        drop(peer);
+        // The peer's end of input (a half-close): nothing more is read, answers still go out.
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
         c.read(&mut buf, &mut frames);
+        assert!(c.read_closed);
+        assert_eq!(c.closed, None, "still open for the answers");
+        c.queue(&json!({"answer": 1}));
+        c.flush();
+        let mut got = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&peer), &mut got).unwrap();
+        assert_eq!(got, "{\"answer\":1}\n");
+        // The peer gone altogether: a write after its EOF ends the connection quietly.
+        drop(peer);
+        while c.closed.is_none() {
+            c.queue(&json!({"answer": 2}));
+            c.flush();
+        }
         assert_eq!(c.closed, Some(Closed::Eof));
     }
 }

@@ -411,6 +411,12 @@ impl Daemon {
         }
     }
 
+    /// Whether connection `t` still has a request in progress: a `hook_invoke` fan-out, or a
+    /// `plugin_load` / `plugin_unload` answered when the plugin is ready or gone.
+    fn awaits_answers(&self, t: usize) -> bool {
+        self.fanouts.values().any(|f| f.conn == t) || self.fleet_awaits(t)
+    }
+
     pub(crate) fn send(&mut self, conn: usize, v: &Value) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.queue(v);
@@ -681,12 +687,24 @@ impl Daemon {
 
     fn flush_conns(&mut self) {
         let mut gone = Vec::new();
+        let mut ended = Vec::new();
         for (t, c) in self.conns.iter_mut() {
             if c.pending() > 0 {
                 c.flush();
             }
             if c.closed.is_some() {
                 gone.push(*t);
+            } else if c.read_closed && c.pending() == 0 {
+                ended.push(*t);
+            }
+        }
+        // Input ended and every answer written: closed once nothing it asked for is pending.
+        for t in ended {
+            if !self.awaits_answers(t) {
+                if let Some(c) = self.conns.get_mut(&t) {
+                    c.closed = Some(Closed::Eof);
+                }
+                gone.push(t);
             }
         }
         for t in gone {

@@ -658,6 +658,15 @@ impl Daemon {
         }
     }
 
+    /// Whether connection `conn` waits for a `plugin_load` (answered once ready) or a
+    /// `plugin_unload` (once gone).
+    pub(crate) fn fleet_awaits(&self, conn: usize) -> bool {
+        self.plugins.values().any(|e| {
+            e.pending_load.as_ref().is_some_and(|(c, _)| *c == conn)
+                || e.pending_unload.iter().any(|(c, _)| *c == conn)
+        })
+    }
+
     /// `plugin_unload {name}`: graceful stop, then cgroup kill after the grace period;
     /// answered once it is gone.
     pub(crate) fn plugin_unload(&mut self, conn: usize, id: Value, p: &Value, now: Instant) {
