@@ -6,7 +6,10 @@
  * probe prints the evidence as key=value pairs (count=, cap=, errno=) that the battery checks:
  * fork -> EAGAIN (pids.max / RLIMIT_NPROC), memory -> SIGKILL by the OOM killer or ENOMEM,
  * fds -> EMFILE, file size -> SIGXFSZ/EFBIG/ENOSPC, tmpfs inodes -> ENOSPC, CPU -> a measured
- * share below cpu_max (or SIGXCPU).
+ * share below cpu_max (or SIGXCPU), inotify instances -> SIGSYS (not in the default seccomp
+ * groups) or EMFILE (the user namespace's cap), queued signals -> EAGAIN (RLIMIT_SIGPENDING).
+ * The last two have fixed caps: what they exhaust is the quota of the user that owns the
+ * sandbox's user namespace (the runtime's: root's), shared with the whole host.
  *
  * Survival probes leave a process behind (the marker is in its argv, inherited from ours); the
  * battery decides by scanning the host /proc for the marker after the probe's run returned. */
@@ -16,6 +19,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -161,6 +165,53 @@ static int inode_bomb(void)
     }
     rmdir(d);
     return capped(n, P.inode_max, e, "inodes");
+}
+
+/* Natively: root's inotify quota (fs.inotify.max_user_instances, 128 by default, shared with
+ * every root process) must leave room for the cap. */
+#define INOTIFY_CAP 32
+
+static int inotify_bomb(void)
+{
+    int fds[INOTIFY_CAP];
+    long n = 0;
+    int e = 0;
+    for (; n < INOTIFY_CAP; n++) {
+        fds[n] = inotify_init1(IN_CLOEXEC);
+        if (fds[n] < 0) {
+            e = errno;
+            break;
+        }
+    }
+    for (long i = 0; i < n; i++)
+        close(fds[i]);
+    return capped(n, INOTIFY_CAP, e, "inotify instances");
+}
+
+/* Above the sandbox's RLIMIT_SIGPENDING (128), below root's on any host (the kernel's default is
+ * half its thread limit: thousands, even on a small VM). */
+#define SIGQUEUE_CAP 1024
+
+static int sigqueue_bomb(void)
+{
+    sigset_t rt;
+    sigemptyset(&rt);
+    sigaddset(&rt, SIGRTMIN);
+    if (sigprocmask(SIG_BLOCK, &rt, NULL) != 0)
+        return perror_("sigprocmask: %s", strerror(errno));
+    union sigval v = {.sival_int = 0};
+    long n = 0;
+    int e = 0;
+    for (; n < SIGQUEUE_CAP; n++)
+        if (sigqueue(getpid(), SIGRTMIN, v) != 0) {
+            e = errno;
+            break;
+        }
+    /* Take them back (a blocked, queued signal is freed when it is received). */
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&rt, NULL, &zero) >= 0)
+        ;
+    return capped(n, SIGQUEUE_CAP, e, "queued signals");
 }
 
 static void *spin(void *arg)
@@ -315,6 +366,8 @@ const struct probe bomb_probes[] = {
     {"fsize-bomb", "bombs", "grow a /tmp file (cap fsize_mb)", fsize_bomb},
     {"inode-bomb", "bombs", "create empty /tmp files (cap inode_max)", inode_bomb},
     {"cpu-bomb", "bombs", "spin 16 threads for 2 s; share above cpu_max", cpu_bomb},
+    {"inotify-bomb", "bombs", "create inotify instances (cap 32)", inotify_bomb},
+    {"sigqueue-bomb", "bombs", "queue real-time signals to itself (cap 1024)", sigqueue_bomb},
     {"survive-daemon", "survival", "double fork + setsid descendant outliving the run", survive_daemon},
     {"survive-orphan", "survival", "orphaned descendant ignoring SIGHUP/SIGTERM", survive_orphan},
     {"survive-runtime-kill", "survival", "descendant outliving a SIGKILL of the runtime", survive_runtime_kill},

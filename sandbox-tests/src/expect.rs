@@ -99,6 +99,10 @@ pub fn posture(p: &ValidatedSandboxPolicy) -> posture::Expected {
         ("Max core file size", r.core),
         ("Max locked memory", r.memlock),
         ("Max cpu time", r.cpu_time_secs),
+        (
+            "Max pending signals",
+            Limit::Max(stockade_policy::sandbox::SIGPENDING),
+        ),
     ];
     posture::Expected {
         uid: None,
@@ -128,7 +132,7 @@ mod tests {
         assert!(caps.fsize_mb * MIB > p.tmp_size);
         assert_eq!(battery(&p).pids, r.pids_max.max());
         let post = posture(&p);
-        assert_eq!(post.limits.len(), 6);
+        assert_eq!(post.limits.len(), 7);
         assert!(post
             .limits
             .iter()

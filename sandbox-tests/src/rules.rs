@@ -60,6 +60,10 @@ pub fn rule_for(name: &str) -> Rule {
         "inode-bomb" => bomb(&["ENOSPC", "EDQUOT"], &[SIGKILL], false),
         // the probe measures its share itself (errno=QUOTA) or reports the limit's signal
         "cpu-bomb" => bomb(&["QUOTA", "SIGXCPU", "SIGKILL"], &[SIGXCPU, SIGKILL], false),
+        // not in the default seccomp groups (SIGSYS); under `@file-watch` the user
+        // namespace's own cap (EMFILE)
+        "inotify-bomb" => bomb(&["EMFILE"], &[SIGSYS], false),
+        "sigqueue-bomb" => bomb(&["EAGAIN"], &[], false),
         "survive-daemon" | "survive-orphan" => Rule::Survival,
         "survive-runtime-kill" => Rule::SurvivalAfterKill,
         _ => Rule::Standard,

@@ -185,7 +185,8 @@ pub struct ResourcesSection {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeccompSection {
-    /// Named groups (see [`syscalls::GROUPS`]). Default: every group.
+    /// Named groups (see [`syscalls::GROUPS`]). Default: every group but the opt-in ones
+    /// ([`syscalls::OPT_IN`]: `@file-watch`).
     pub groups: Option<Vec<String>>,
     /// Extra system-call names. Calls in [`syscalls::NEVER`] are refused.
     pub allow: Option<Vec<String>>,
@@ -312,6 +313,14 @@ pub struct ValidatedSandboxPolicy {
     /// The file as written, for tools that explain where a value came from.
     pub source: SandboxPolicyFile,
 }
+
+/// Queued signals a sandbox may have pending (`RLIMIT_SIGPENDING`, set on every launch; not a
+/// policy key). Per-user signal counts are charged up the user-namespace chain to the
+/// namespace's owner — the runtime's user, root — and checked there against the limit that user
+/// had when the namespace was made: without a limit of its own, a plugin could queue root's whole
+/// `RLIMIT_SIGPENDING` (tens of thousands) and make every `sigqueue` to root's processes fail.
+/// POSIX asks for at least 32 (`_POSIX_SIGQUEUE_MAX`).
+pub const SIGPENDING: u64 = 128;
 
 /// Resolved resource limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -622,6 +631,7 @@ impl SandboxPolicyFile {
             Some(g) => g.clone(),
             None => syscalls::GROUPS
                 .iter()
+                .filter(|g| !syscalls::OPT_IN.contains(&g.name))
                 .map(|g| g.name.to_string())
                 .collect(),
         };

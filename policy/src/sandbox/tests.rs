@@ -23,6 +23,12 @@ fn default_policy_is_strict() {
     assert!(p.seccomp_allow.contains("read"));
     assert!(!p.seccomp_allow.contains("ptrace"));
     assert!(p.seccomp_conditional.contains("clone"));
+    // Opt-in groups only by name: inotify reaches past the sandbox.
+    assert!(!p.seccomp_groups.iter().any(|g| g == "@file-watch"));
+    assert!(!p.seccomp_allow.contains("inotify_init1"));
+    let named =
+        parse_policy("version = 1\n[seccomp]\ngroups = [\"@default\", \"@file-watch\"]\n").unwrap();
+    assert!(named.seccomp_allow.contains("inotify_init1"));
     assert!(!p.allows(Degradation::DistinctUid, false));
     assert!(p.allows(Degradation::DistinctUid, true));
     assert!(!p.allows(Degradation::Landlock, true));

@@ -35,7 +35,7 @@ use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
-use stockade_policy::sandbox::{Limit, NetworkMode, ValidatedSandboxPolicy};
+use stockade_policy::sandbox::{Limit, NetworkMode, ValidatedSandboxPolicy, SIGPENDING};
 
 /// Messages from the sandbox's init to the runtime.
 #[derive(Debug, Serialize, Deserialize)]
@@ -151,6 +151,8 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // Nothing ran in the host's ones: this process has opened nothing since the clone.
     sys::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS)
         .map_err(at(LaunchStep::Namespaces))?;
+    // While the host's /proc is still here and we hold our namespace's capabilities.
+    let watch_caps = cap_file_watches(p).map_err(at(LaunchStep::UserNamespaceLimits))?;
     // Bind sources must be mounts of *our* mount namespace (the kernel refuses to bind from
     // another one), so they are opened here, before the staging root hides anything and while
     // our host uid still passes the owner checks on the host paths.
@@ -198,7 +200,10 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // Handlers need no reset: exec drops them. As pid 1 of its namespace, init is not
     // killed by default-action signals from inside it.
     sys::reset_signal_dispositions().map_err(at(LaunchStep::SignalDispositions))?;
-    let rl = set_rlimits(p, ctx.data_limit).map_err(at(LaunchStep::Rlimits))?;
+    let mut rl = set_rlimits(p, ctx.data_limit).map_err(at(LaunchStep::Rlimits))?;
+    if let Some(caps) = watch_caps {
+        rl.details["inotify"] = caps;
+    }
     drop_capabilities().map_err(at(LaunchStep::Capabilities))?;
     sys::set_no_new_privs().map_err(at(LaunchStep::NoNewPrivs))?;
     let (abi, status) =
@@ -246,6 +251,35 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// inotify instances and watches a sandbox allowed `@file-watch` may hold. They are counted
+/// against the runtime user's quota (`fs.inotify.max_user_instances`, 128 by default), as
+/// queued signals are ([`SIGPENDING`]); the user namespace's own `max_inotify_*` (unlimited by default) bound this
+/// sandbox's share.
+pub const INOTIFY_INSTANCES: u64 = 8;
+/// See [`INOTIFY_INSTANCES`].
+pub const INOTIFY_WATCHES: u64 = 8192;
+
+/// Cap inotify in this (the sandbox's) user namespace when its seccomp filter lets the program
+/// use it at all; `/proc/sys/user/*` are per user namespace and writable with our namespace's
+/// `CAP_SYS_RESOURCE`. Returns the caps for the report.
+fn cap_file_watches(p: &ValidatedSandboxPolicy) -> std::io::Result<Option<serde_json::Value>> {
+    let allowed = ["inotify_init", "inotify_init1"]
+        .iter()
+        .any(|s| p.seccomp_allow.contains(*s));
+    if !allowed {
+        return Ok(None);
+    }
+    for (file, n) in [
+        ("max_inotify_instances", INOTIFY_INSTANCES),
+        ("max_inotify_watches", INOTIFY_WATCHES),
+    ] {
+        std::fs::write(format!("/proc/sys/user/{file}"), n.to_string())?;
+    }
+    Ok(Some(
+        json!({"instances": INOTIFY_INSTANCES, "watches": INOTIFY_WATCHES}),
+    ))
+}
+
 fn set_rlimits(
     p: &ValidatedSandboxPolicy,
     data_limit: Option<u64>,
@@ -259,6 +293,11 @@ fn set_rlimits(
         (libc::RLIMIT_CORE, "core", r.core),
         (libc::RLIMIT_MEMLOCK, "memlock", r.memlock),
         (libc::RLIMIT_CPU, "cpu", r.cpu_time_secs),
+        (
+            libc::RLIMIT_SIGPENDING,
+            "sigpending",
+            Limit::Max(SIGPENDING),
+        ),
     ];
     let mut details = serde_json::Map::new();
     for (res, name, lim) in list {

@@ -74,6 +74,8 @@ pub enum LaunchStep {
     CgroupNamespace,
     /// Network, IPC and UTS namespaces (made by the init after its go).
     Namespaces,
+    /// The sandbox user namespace's own caps on per-user kernel objects (inotify).
+    UserNamespaceLimits,
     /// setresgid/setresuid.
     Identity,
     /// Installing stdio.
