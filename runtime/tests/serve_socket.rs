@@ -263,3 +263,36 @@ fn a_half_closed_connection_gets_every_answer_then_the_end() {
     assert_eq!(ids, vec![1, 2], "every request answered before the end");
     assert_eq!(s.stop(), 0);
 }
+
+/// An agent that pipelines requests as fast as it can while reading the answers as fast as it
+/// can is slowed to its reading pace, never dropped: its requests are read only while its
+/// answers have room (answers of one turn's reading used to overflow a small outbound cap).
+#[test]
+fn a_pipelining_agent_that_reads_is_slowed_not_dropped() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut s = Serve::start(&fx, "[serve]\nmax_outbound_bytes = 65536\n", None);
+    let sock = UnixStream::connect(&s.sock).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut w = sock.try_clone().unwrap();
+    let n = 30_000;
+    let writer = std::thread::spawn(move || {
+        let line = format!("{LIST}\n").repeat(n);
+        w.write_all(line.as_bytes()).unwrap();
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut answers = 0;
+    for line in BufReader::new(sock).lines() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v.get("result").is_some() {
+            answers += 1;
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(answers, n, "log: {}", s.log());
+    assert!(!s.log().contains("outbound buffer is full"), "{}", s.log());
+    assert_eq!(s.stop(), 0);
+}

@@ -7,6 +7,12 @@
 //! and counted. Dropping beats silently discarding notifications: an agent that misses a
 //! response would wait for it forever, one that is disconnected knows to reconnect.
 //!
+//! Fast agents: a connection's requests are read only while less than a quarter of
+//! `max_outbound_bytes` waits to be written to it ([`Conn::has_room`]), so an agent that
+//! pipelines requests as fast as it can, and reads the answers as fast as it can, is slowed to
+//! its own reading pace (its writes block) instead of being dropped for answers that piled up
+//! within one turn.
+//!
 //! End of input is not the end of the connection: an agent that sends its requests and then
 //! shuts down its writing side (`shutdown(SHUT_WR)`, as `socat` and `nc -N` do with piped input)
 //! still gets every answer. The daemon closes such a connection once nothing it asked for is
@@ -45,6 +51,9 @@ pub struct Conn {
     pub closed: Option<Closed>,
     /// The agent's input ended (EOF): nothing more is read; answers still go out.
     pub read_closed: bool,
+    /// Input was left unread for back-pressure ([`Conn::has_room`]): read it once there is
+    /// room (the poller is edge-triggered and will not say again).
+    pub paused: bool,
 }
 
 /// What one read turn produced.
@@ -67,7 +76,14 @@ impl Conn {
             max_out,
             closed: None,
             read_closed: false,
+            paused: false,
         }
+    }
+
+    /// Whether its answers have room for more requests to be read: less than a quarter of the
+    /// outbound cap is waiting.
+    pub fn has_room(&self) -> bool {
+        self.out.len() < self.max_out / 4
     }
 
     /// Queue a message; overflowing marks the connection dropped.
@@ -106,9 +122,9 @@ impl Conn {
         }
     }
 
-    /// Read up to [`READ_BUDGET`] chunks, decoding frames into `frames`.
-    pub fn read(&mut self, buf: &mut [u8], frames: &mut Vec<Frame>) -> ReadOutcome {
-        for _ in 0..READ_BUDGET {
+    /// Read up to `budget` chunks, decoding frames into `frames`.
+    pub fn read(&mut self, buf: &mut [u8], frames: &mut Vec<Frame>, budget: usize) -> ReadOutcome {
+        for _ in 0..budget {
             if self.closed.is_some() || self.read_closed {
                 return ReadOutcome::Drained;
             }
@@ -176,13 +192,13 @@ mod tests {
         peer.write_all(b"\n").unwrap();
         let mut frames = Vec::new();
         let mut buf = vec![0u8; 4096];
-        c.read(&mut buf, &mut frames);
+        c.read(&mut buf, &mut frames, READ_BUDGET);
         assert_eq!(frames.len(), 2);
         assert!(frames[0].is_ok());
         assert!(frames[1].is_err());
         // The peer's end of input (a half-close): nothing more is read, answers still go out.
         peer.shutdown(std::net::Shutdown::Write).unwrap();
-        c.read(&mut buf, &mut frames);
+        c.read(&mut buf, &mut frames, READ_BUDGET);
         assert!(c.read_closed);
         assert_eq!(c.closed, None, "still open for the answers");
         c.queue(&json!({"answer": 1}));

@@ -13,7 +13,7 @@
 //! aggregate. The aggregate is answered once every slot is filled; every plugin call ends by the
 //! (same) deadline at the latest, so the whole fan-out does too.
 
-use super::conn::{Closed, Conn, ReadOutcome};
+use super::conn::{Closed, Conn, ReadOutcome, READ_BUDGET};
 use super::fleet::Entry;
 use super::supervisor::Supervisor;
 use crate::audit::AuditLog;
@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use stockade_policy::capability::Capability;
 use stockade_policy::operator::MergedPolicy;
-use stockade_policy::protocol::frame::encode;
+use stockade_policy::protocol::frame::{encode, Frame};
 use stockade_policy::protocol::host::{default_json, FailureMode};
 use stockade_policy::protocol::message::{
     codes, params, response_err, response_ok, HookInvoke, Message, RpcError,
@@ -378,14 +378,29 @@ impl Daemon {
         }
     }
 
+    /// Read and answer a connection's requests, a chunk at a time, up to [`READ_BUDGET`] chunks
+    /// (then it is served again next turn) and only while its answers have room (else it waits,
+    /// `paused`, until `flush_conns` sees them drained).
     fn read_conn(&mut self, t: usize, buf: &mut [u8], now: Instant) {
-        let mut frames = Vec::new();
-        let Some(c) = self.conns.get_mut(&t) else {
-            return;
-        };
-        if let ReadOutcome::Budget = c.read(buf, &mut frames) {
-            self.hot.push(t);
+        for _ in 0..READ_BUDGET {
+            let mut frames = Vec::new();
+            let Some(c) = self.conns.get_mut(&t) else {
+                return;
+            };
+            if !c.has_room() {
+                c.paused = true;
+                return;
+            }
+            let outcome = c.read(buf, &mut frames, 1);
+            self.answer_frames(t, frames, now);
+            if let ReadOutcome::Drained = outcome {
+                return;
+            }
         }
+        self.hot.push(t);
+    }
+
+    fn answer_frames(&mut self, t: usize, frames: Vec<Frame>, now: Instant) {
         for f in frames {
             let line = match f {
                 Ok(l) => l,
@@ -696,6 +711,13 @@ impl Daemon {
                 gone.push(*t);
             } else if c.read_closed && c.pending() == 0 {
                 ended.push(*t);
+            }
+        }
+        // Input left unread for back-pressure: read again now that its answers have drained.
+        for (t, c) in self.conns.iter_mut() {
+            if c.paused && c.closed.is_none() && c.has_room() {
+                c.paused = false;
+                self.hot.push(*t);
             }
         }
         // Input ended and every answer written: closed once nothing it asked for is pending.
