@@ -138,9 +138,10 @@ pub mod codes {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MessageError {
-    /// Not JSON.
-    #[error("not JSON")]
-    Json(#[source] serde_json::Error),
+    /// Not JSON (serde's reason in the message — e.g. nesting past its 128 levels — since the
+    /// peer sees only this line).
+    #[error("not JSON: {0}")]
+    Json(serde_json::Error),
     /// JSON, but not a JSON-RPC 2.0 object.
     #[error("not a JSON-RPC 2.0 message: {0}")]
     Shape(&'static str),
@@ -319,15 +320,66 @@ pub struct KvPut {
     pub value: Option<String>,
 }
 
-/// Decode params of a method, mapping failure to an `invalid_params` error.
+/// Decode params of a method, mapping failure to an `invalid_params` error. Params are by name
+/// (an object; the documented schemas are objects): serde would also fill a struct from an
+/// array, in field order, which the protocol does not define.
 pub fn params<T: serde::de::DeserializeOwned>(p: &Value) -> Result<T, RpcError> {
+    if p.is_array() {
+        return Err(RpcError::new(
+            codes::INVALID_PARAMS,
+            "invalid params: by name (an object), not by position",
+        ));
+    }
     serde_json::from_value(p.clone())
         .map_err(|e| RpcError::new(codes::INVALID_PARAMS, format!("invalid params: {e}")))
+}
+
+/// Params of a method that takes none: absent, `null` or `{}`.
+pub fn no_params(p: &Value) -> Result<(), RpcError> {
+    match p {
+        Value::Null => Ok(()),
+        Value::Object(o) if o.is_empty() => Ok(()),
+        _ => Err(RpcError::new(
+            codes::INVALID_PARAMS,
+            "invalid params: this method takes none",
+        )),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn params_are_by_name_and_a_method_without_params_takes_none() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct P {
+            a: u32,
+            b: String,
+        }
+        let ok: P = params(&serde_json::json!({"a": 1, "b": "x"})).unwrap();
+        assert_eq!(ok.a, 1);
+        let e = params::<P>(&serde_json::json!([1, "x"])).unwrap_err();
+        assert_eq!(e.code, codes::INVALID_PARAMS);
+        assert!(no_params(&Value::Null).is_ok());
+        assert!(no_params(&serde_json::json!({})).is_ok());
+        for bad in [
+            serde_json::json!({"x": 1}),
+            serde_json::json!([]),
+            serde_json::json!(1),
+        ] {
+            assert_eq!(no_params(&bad).unwrap_err().code, codes::INVALID_PARAMS);
+        }
+    }
+
+    #[test]
+    fn a_frame_nested_too_deep_says_so() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let e = Message::parse(&deep).unwrap_err();
+        assert_eq!(e.code(), codes::PARSE_ERROR);
+        assert!(e.to_string().contains("recursion limit"), "{e}");
+    }
 
     #[test]
     fn parses_the_three_shapes() {

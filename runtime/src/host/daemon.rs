@@ -33,7 +33,7 @@ use stockade_policy::operator::MergedPolicy;
 use stockade_policy::protocol::frame::{encode, Frame};
 use stockade_policy::protocol::host::{default_json, FailureMode};
 use stockade_policy::protocol::message::{
-    codes, params, response_err, response_ok, HookInvoke, Message, RpcError,
+    codes, no_params, params, response_err, response_ok, HookInvoke, Message, RpcError,
 };
 use stockade_policy::serve::{ServeConfig, SplitMix64};
 
@@ -458,14 +458,16 @@ impl Daemon {
             "plugin_load" => return self.plugin_load(conn, id, p),
             "plugin_unload" => return self.plugin_unload(conn, id, p, now),
             "plugin_restart" => self.plugin_restart(p, now),
-            "plugin_list" => Ok(json!({"plugins": self
+            "plugin_list" => no_params(p).map(|()| {
+                json!({"plugins": self
                 .plugins
                 .keys()
                 .cloned()
                 .collect::<Vec<_>>()
                 .iter()
                 .map(|n| self.status(n))
-                .collect::<Vec<_>>()})),
+                .collect::<Vec<_>>()})
+            }),
             "plugin_status" => self.name_param(p).map(|n| self.status(&n)),
             _ => Err(err(
                 codes::METHOD_NOT_FOUND,

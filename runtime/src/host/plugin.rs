@@ -752,7 +752,10 @@ impl PluginHandle {
                     format!("stderr exceeded {cap} bytes; the rest is dropped"),
                 );
             }
-            self.dropped += 1;
+            // Past the cap the one warning above says it all; only the rate limit is counted.
+            if self.stderr_bytes <= cap {
+                self.dropped += 1;
+            }
             return;
         }
         self.tokens -= 1;

@@ -68,7 +68,12 @@ impl PluginHandle {
                     let l: msg::Log = params(p)?;
                     let level = match l.level.as_str() {
                         "debug" | "info" | "warn" | "error" => l.level,
-                        _ => "info".into(),
+                        _ => {
+                            return Err(RpcError::new(
+                                codes::INVALID_PARAMS,
+                                "`level` must be debug, info, warn or error",
+                            ))
+                        }
                     };
                     self.log(fx, &level, "plugin", l.message);
                 } else {

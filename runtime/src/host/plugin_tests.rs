@@ -633,3 +633,52 @@ fn a_plugin_that_never_reads_its_answers_is_terminated_at_the_cap() {
     }
     assert_eq!(t.h.state(), State::Ready);
 }
+
+/// A `log` with a level the protocol does not define is `invalid_params`, not an `info` line.
+#[test]
+fn an_unknown_log_level_is_invalid_params() {
+    let mut t = setup(HostPolicy::default());
+    t.handshake();
+    t.sent();
+    t.feed(
+        r#"{"jsonrpc":"2.0","id":7,"method":"log","params":{"level":"EMERGENCY","message":"x"}}"#,
+    );
+    let sent = t.sent();
+    assert_eq!(sent[0]["id"], 7);
+    assert_eq!(sent[0]["error"]["code"], codes::INVALID_PARAMS);
+    assert!(!t
+        .agent()
+        .iter()
+        .any(|m| m["method"] == "log" && m["params"]["source"] == "plugin"));
+    assert_eq!(t.h.state(), State::Ready);
+}
+
+/// stderr past `max_stderr_bytes` is announced once, not counted as rate-limited drops.
+#[test]
+fn stderr_past_its_cap_is_not_reported_as_rate_limited() {
+    let mut p = HostPolicy::default();
+    p.protocol.max_stderr_bytes = 100;
+    let mut t = setup(p);
+    t.handshake();
+    let line = format!("{}\n", "e".repeat(60));
+    for _ in 0..5 {
+        t.h.on_stderr(line.as_bytes(), &mut t.fx);
+    }
+    t.h.on_timer(Timer::Tick, t.now, &mut t.fx);
+    let logs: Vec<String> = t
+        .agent()
+        .iter()
+        .filter(|m| m["method"] == "log")
+        .map(|m| {
+            m["params"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        logs.iter().any(|l| l.contains("stderr exceeded 100 bytes")),
+        "{logs:?}"
+    );
+    assert!(!logs.iter().any(|l| l.contains("rate limit")), "{logs:?}");
+}
