@@ -87,6 +87,23 @@ static int kallsyms(void)
     return denied("no non-zero kernel addresses in /proc/kallsyms");
 }
 
+/* The host kernel's command line: boot parameters, and on VMs and cloud images often more
+ * (orchestration arguments, addresses, sometimes credentials). */
+static int proc_cmdline(void)
+{
+    char buf[4096];
+    int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return denied("open /proc/cmdline: %s", strerror(errno));
+    int procfs = is_procfs_fd(fd);
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (!procfs || n <= 0)
+        return denied("/proc/cmdline is masked (procfs: %d, %zd bytes)", procfs, n);
+    buf[n] = 0;
+    return escaped("the host's kernel command line: %.40s", buf);
+}
+
 static int sys_present(void)
 {
     struct statfs sf;
@@ -488,6 +505,7 @@ const struct probe file_probes[] = {
     {"sysrq-trigger", "procfs", "open /proc/sysrq-trigger (or drop_caches) for writing", sysrq},
     {"proc-kcore", "procfs", "open /proc/kcore", kcore},
     {"proc-kallsyms", "procfs", "read kernel addresses from /proc/kallsyms", kallsyms},
+    {"proc-cmdline", "procfs", "read the host kernel's command line", proc_cmdline},
     {"sys-present", "procfs", "sysfs mounted at /sys", sys_present},
     {"host-proc-visible", "procfs", "see the battery process in /proc", host_proc},
     {"cgroup-own-procs", "cgroup", "write own pid to own cgroup.procs", cg_own_procs},

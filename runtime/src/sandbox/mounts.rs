@@ -50,7 +50,10 @@ fn choose_stage() -> io::Result<&'static str> {
 }
 
 /// /proc files that reveal or control the host kernel: a read-only empty file is bound over them.
+/// (`cmdline`: the host's boot parameters, which on VMs and cloud images can carry orchestration
+/// arguments and credentials.)
 pub const PROC_MASKED_FILES: &[&str] = &[
+    "cmdline",
     "kcore",
     "kallsyms",
     "keys",
