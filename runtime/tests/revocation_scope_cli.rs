@@ -71,6 +71,33 @@ fn rolled_back_missing_and_expired_lists() {
     assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.list_expired");
 }
 
+/// Where a list from one root was seen, a list from another is refused for what it is: one
+/// signed by a key that is not a pinned root says so (not "missing"), and a valid one from
+/// another pinned root does not replace the first.
+#[test]
+fn a_list_from_another_root_is_refused_for_what_it_is() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    install_list(&fx, &[]);
+    assert_eq!(fx.verify(&pkg, &[]).code, 0);
+    ok(
+        fx.dir(),
+        &["ca", "init", "-o", "root2", "--name", "Other Root"],
+    );
+    ok(
+        fx.dir(),
+        &["ca", "revoke", "--ca", "root2", "-o", "other.json"],
+    );
+    std::fs::copy(fx.path("other.json"), fx.path("trust/revocations.json")).unwrap();
+    let r = fx.verify(&pkg, &[]);
+    assert_fail(&r, 84, "revocation.list_invalid");
+    assert!(!r.stdout.contains("missing"), "{}", r.stdout);
+    std::fs::copy(fx.path("root2/ca.pub"), fx.path("trust/root2.pub")).unwrap();
+    let r = fx.verify(&pkg, &[]);
+    assert_fail(&r, 84, "revocation.other_issuer");
+    assert!(r.stdout.contains("does not replace"), "{}", r.stdout);
+}
+
 #[test]
 fn hardware_scope_mismatch() {
     let fx = Fixture::with_dev_scope(&["--scope", "hardware:00000000000000000000000000000000"]);

@@ -71,6 +71,17 @@ pub enum RevocationError {
         /// Version seen.
         version: u64,
     },
+    /// A valid list from another issuer where one was seen before: it does not replace that one
+    /// (whose latest revocations would otherwise disappear with it).
+    #[error("the revocation list is signed by {issuer}, but version {version} from {seen_issuer} was seen before: a list from another root does not replace it")]
+    OtherIssuer {
+        /// The issuer of the list seen before.
+        seen_issuer: String,
+        /// Its version seen.
+        version: u64,
+        /// The issuer of the list given now.
+        issuer: String,
+    },
     /// There is no revocation list and the policy requires one.
     #[error("there is no revocation list, and the policy requires one (trust.require_revocation)")]
     Required,
@@ -243,6 +254,7 @@ impl VerifyError {
                 RevocationError::Missing { .. } | RevocationError::Required => {
                     "revocation.list_missing"
                 }
+                RevocationError::OtherIssuer { .. } => "revocation.other_issuer",
                 RevocationError::State(_) => "revocation.state",
             },
             VerifyError::Scope(s) => match s {

@@ -827,16 +827,18 @@ fn check_revocation(
     };
     let list = RevocationList::parse(bytes).map_err(RevocationError::List)?;
     let issuer = list.issuer.to_string();
-    // A list seen before from a different issuer must not disappear either.
-    if let Some((other, version)) = state.seen.iter().find(|(k, _)| **k != issuer) {
-        return Err(RevocationError::Missing {
-            issuer: other.clone(),
-            version: *version,
-        });
-    }
     let seen = state.seen.get(&issuer).copied();
+    // Verified first, so a list signed by a key that is not a pinned root says exactly that.
     list.verify(&cfg.root_keys(), now, seen)
         .map_err(RevocationError::List)?;
+    // A list seen before from a different issuer must not disappear either.
+    if let Some((other, version)) = state.seen.iter().find(|(k, _)| **k != issuer) {
+        return Err(RevocationError::OtherIssuer {
+            seen_issuer: other.clone(),
+            version: *version,
+            issuer,
+        });
+    }
     if seen.is_none_or(|s| list.body.version > s) {
         state.seen.insert(issuer, list.body.version);
         state.save(&cfg.state_dir).map_err(RevocationError::State)?;
