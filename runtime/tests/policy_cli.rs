@@ -808,3 +808,114 @@ fn policy_sections_no_plugin_or_signer_can_match_stop_every_command() {
         assert_eq!(stockade(d, &args).code, 64, "{args:?}");
     }
 }
+
+/// Values that passed validation and `lint` but that no launch here could enforce (an unknown
+/// system call, an rlimit above the runtime's hard limit or fs.nr_open, a CPU quota or pid limit
+/// above the kernel's maxima) failed only at launch, with 125. They are invalid policies now:
+/// 65 with their file:line, before anything launches, for every command that loads the policy.
+#[test]
+fn policy_values_no_launch_here_could_enforce_are_invalid_policies() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    // The runtime's hard limits, lowered for this run only (always allowed): the policy is
+    // checked against the limits of the process that loads it.
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", script, env!("CARGO_BIN_EXE_stockade")])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let limits = "ulimit -l 1024 && ulimit -n 4096 &&";
+    let mut cases = vec![
+        (
+            "[seccomp]\nallow = [\"foobar\"]",
+            "seccomp.allow",
+            "`foobar` is not a system call",
+        ),
+        (
+            "[resources]\nnofile = \"unlimited\"",
+            "resources.nofile",
+            "cannot be unlimited",
+        ),
+        (
+            "[resources]\nnofile = \"1T\"",
+            "resources.nofile",
+            "fs.nr_open",
+        ),
+        (
+            "[resources]\nnofile = 5000",
+            "resources.nofile",
+            "hard limit (4096)",
+        ),
+        (
+            "[resources]\nmemlock = \"unlimited\"",
+            "resources.memlock",
+            "RLIMIT_MEMLOCK unlimited is above this process's hard limit (1M)",
+        ),
+        (
+            "[resources]\ncpu_max = \"99999999999999999%\"",
+            "resources.cpu_max",
+            "at most",
+        ),
+        (
+            "[resources]\npids_max = 5000000",
+            "resources.pids_max",
+            "at most 4194304",
+        ),
+    ];
+    if cfg!(target_arch = "x86_64") {
+        cases.push((
+            "[seccomp]\nallow = [\"vm86\"]",
+            "seccomp.allow",
+            "not a system call on x86_64",
+        ));
+    }
+    for (section, key, why) in &cases {
+        write(
+            &d.join("p.toml"),
+            &format!("version = 1\n# {key}\n{section}\n"),
+        );
+        for cmd in [
+            "\"$0\" exec --policy p.toml -- /bin/true",
+            "\"$0\" policy lint p.toml",
+            "\"$0\" policy explain --policy p.toml",
+            "\"$0\" run --policy p.toml missing.stockade",
+        ] {
+            let (code, stderr) = sh(&format!("{limits} {cmd}"));
+            assert_eq!(code, 65, "{section} / {cmd}: {stderr}");
+            let at = format!("p.toml:4: invalid value for `{key}`");
+            assert!(
+                stderr.contains(&at) && stderr.contains(why),
+                "{section} / {cmd}: want {at:?} and {why:?} in {stderr}"
+            );
+        }
+    }
+    // At the ceilings themselves the policy is valid.
+    write(
+        &d.join("p.toml"),
+        "version = 1\n[resources]\nmemlock = \"1M\"\nnofile = 4096\n[seccomp]\nallow = [\"getdents64\"]\n",
+    );
+    let (code, stderr) = sh(&format!(
+        "{limits} \"$0\" policy lint p.toml --fail-level error"
+    ));
+    assert_eq!(code, 0, "{stderr}");
+
+    // Under a policy root, a plugin's section: the drop-in's file:line.
+    write(&d.join("root/etc/stockade/policy.toml"), "version = 1\n");
+    write(
+        &d.join("root/etc/stockade/policy.d/50-x.toml"),
+        "version = 1\n\n[plugin.x.seccomp]\nallow = [\"foobar\"]\n",
+    );
+    let (code, stderr) = sh("\"$0\" policy lint --policy-root root");
+    assert_eq!(code, 65, "{stderr}");
+    assert!(
+        stderr
+            .contains("root/etc/stockade/policy.d/50-x.toml:4: invalid value for `seccomp.allow`"),
+        "{stderr}"
+    );
+}

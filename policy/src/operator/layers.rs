@@ -476,13 +476,27 @@ impl MergedPolicy {
     /// Resolve the defaults and every named plugin and signer section, so that an error in any
     /// of them is found (what `policy lint` and the loaders use).
     pub fn validate_all(&self) -> Result<ResolvedPolicy, OperatorPolicyError> {
+        self.validate_all_with(|_| Ok(()))
+    }
+
+    /// [`Self::validate_all`], with `check` run on each resolution: how the runtime adds what
+    /// only the host can know (its architecture's system calls, the limits it can hand down),
+    /// so that those errors too stop every loader and name the file:line of the value
+    /// ([`ResolvedPolicy::origin`]). Every value a plugin can get comes from the defaults, its
+    /// signer's section or its name's, so checking each of those resolutions covers them all.
+    pub fn validate_all_with(
+        &self,
+        check: impl Fn(&ResolvedPolicy) -> Result<(), OperatorPolicyError>,
+    ) -> Result<ResolvedPolicy, OperatorPolicyError> {
         for p in self.plugin_names() {
-            self.resolve(Some(&p), None)?;
+            check(&self.resolve(Some(&p), None)?)?;
         }
         for s in self.signer_ids() {
-            self.resolve(None, Some(&s))?;
+            check(&self.resolve(None, Some(&s))?)?;
         }
-        self.resolve(None, None)
+        let defaults = self.resolve(None, None)?;
+        check(&defaults)?;
+        Ok(defaults)
     }
 }
 

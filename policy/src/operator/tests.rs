@@ -274,3 +274,51 @@ fn signer_ids_are_exactly_the_printed_form() {
         );
     }
 }
+
+#[test]
+fn host_checks_see_every_resolution_and_name_the_line_of_the_value() {
+    let text = "version = 1\n[resources]\nmemlock = \"1M\"\n[signer.\"0011223344556677\".resources]\nmemlock = \"2M\"\n[plugin.p.resources]\nmemlock = \"unlimited\"\n";
+    let m = merge(&[layer("p.toml", text)]).unwrap();
+    let seen = std::cell::RefCell::new(Vec::new());
+    m.validate_all_with(|r| {
+        seen.borrow_mut().push(r.sandbox.resources.memlock);
+        Ok(())
+    })
+    .unwrap();
+    use crate::sandbox::Limit;
+    assert_eq!(
+        seen.into_inner(),
+        [Limit::Unlimited, Limit::Max(2 << 20), Limit::Max(1 << 20)],
+        "plugin, signer, defaults"
+    );
+    // A host that cannot apply unlimited memlock: the error names the plugin section's line.
+    let e = m
+        .validate_all_with(|r| match r.sandbox.resources.memlock {
+            Limit::Unlimited => Err(OperatorPolicyError::Value {
+                key: "resources.memlock".into(),
+                at: r.origin("resources.memlock"),
+                cause: "above the hard limit".into(),
+            }),
+            _ => Ok(()),
+        })
+        .unwrap_err();
+    assert_eq!(
+        chain(&e),
+        "p.toml:7: invalid value for `resources.memlock`: above the hard limit"
+    );
+}
+
+#[test]
+fn sandbox_values_no_kernel_can_apply_name_their_file_and_line() {
+    let e = merge(&[layer(
+        "p.toml",
+        "version = 1\n[plugin.x.resources]\nnofile = \"unlimited\"\n",
+    )])
+    .and_then(|m| m.validate_all())
+    .unwrap_err();
+    assert!(
+        chain(&e).starts_with("p.toml:3: invalid value for `resources.nofile`"),
+        "{}",
+        chain(&e)
+    );
+}
