@@ -279,10 +279,11 @@ pub struct PolicyExplainArgs {
     /// A package: verify it and explain exactly what `stockade run` would grant it.
     pub package: Option<PathBuf>,
     /// Explain for this plugin name (its `[plugin."NAME"]` section; no package needed).
-    #[arg(long, value_name = "NAME", conflicts_with = "package")]
+    #[arg(long, value_name = "NAME", conflicts_with = "package", value_parser = plugin_name)]
     pub plugin: Option<String>,
-    /// Also apply this signer's `[signer."KEYID"]` section (with --plugin).
-    #[arg(long, value_name = "KEYID")]
+    /// Also apply this signer's `[signer."KEYID"]` section (with --plugin): 16 uppercase hex
+    /// digits, as `stockade inspect` prints it.
+    #[arg(long, value_name = "KEYID", value_parser = signer_id)]
     pub signer: Option<String>,
     /// With --plugin: check the grants for this exact version (a grant is bound to plugin,
     /// version and scope) and report each high-risk item's grant status.
@@ -313,8 +314,26 @@ pub struct PolicyDiffArgs {
     /// The new policy: a file, or a directory used as a policy root.
     pub b: PathBuf,
     /// Compare the resolution for this plugin name.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = plugin_name)]
     pub plugin: Option<String>,
+}
+
+/// `--plugin NAME` of the policy tools: a manifest name, the only kind a `[plugin."NAME"]`
+/// section can have (any other would explain a plugin that cannot exist).
+fn plugin_name(s: &str) -> Result<String, stockade_policy::manifest::ManifestError> {
+    if stockade_policy::manifest::valid_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(stockade_policy::manifest::ManifestError::Name(
+            s.to_string(),
+        ))
+    }
+}
+
+/// `--signer KEYID`: the form `[signer."KEYID"]` sections must use, so that a lowercase id is
+/// refused here as it is in the policy file instead of silently matching no section.
+fn signer_id(s: &str) -> Result<String, stockade_policy::operator::SignerIdError> {
+    stockade_policy::operator::check_signer_id(s).map(|()| s.to_string())
 }
 
 /// `stockade grant …`

@@ -5,15 +5,21 @@
 //! The root is `/` unless `--policy-root DIR` (or `STOCKADE_POLICY_ROOT`) says otherwise, so
 //! tests and packagers can assemble a tree elsewhere. Selecting and merging the files is pure
 //! code in `stockade_policy::operator`; this module only lists directories, notices masks
-//! (symlinks to `/dev/null`) and reads text, capped.
+//! (symlinks to `/dev/null`) and reads text, capped, and adds the checks only the host can
+//! make (system-call names of this architecture, the rlimits this process can hand down), so
+//! that every command refuses what no launch here could enforce.
 
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::{read_capped, FileError};
+use crate::sandbox::check_enforceable;
+use crate::sandbox::rlimits::Ceilings;
 use std::fs;
 use std::path::{Path, PathBuf};
 use stockade_policy::operator::layers::{select, Listing, Tier};
-use stockade_policy::operator::{merge, MergedPolicy, OperatorPolicyError, PolicyLayer};
+use stockade_policy::operator::{
+    merge, MergedPolicy, OperatorPolicyError, PolicyLayer, ResolvedPolicy,
+};
 use stockade_policy::sandbox::MAX_POLICY_BYTES;
 
 /// The three configuration directories, by precedence.
@@ -145,12 +151,25 @@ pub fn read_layers(src: &PolicySource) -> Result<Vec<PolicyLayer>, PolicyFilesEr
     }
 }
 
-/// Read and merge (every plugin and signer section validated too).
+/// Read and merge (every plugin and signer section validated too, and checked against what
+/// this host can enforce: [`crate::sandbox::check_enforceable`]).
 pub fn load(src: &PolicySource) -> Result<MergedPolicy, PolicyFilesError> {
     let layers = read_layers(src)?;
     let m = merge(&layers).map_err(PolicyFilesError::Invalid)?;
-    m.validate_all().map_err(PolicyFilesError::Invalid)?;
+    let ceilings = Ceilings::of_this_process();
+    m.validate_all_with(|r| enforceable(r, &ceilings))
+        .map_err(PolicyFilesError::Invalid)?;
     Ok(m)
+}
+
+/// The host's half of validation for one resolution, its error tied to the file:line that set
+/// the value (or the default).
+fn enforceable(r: &ResolvedPolicy, ceilings: &Ceilings) -> Result<(), OperatorPolicyError> {
+    check_enforceable(&r.sandbox, ceilings).map_err(|e| OperatorPolicyError::Value {
+        key: e.key().to_string(),
+        at: r.origin(e.key()),
+        cause: Box::new(e),
+    })
 }
 
 /// The source for `exec`/`run`: `--policy FILE` when given, else the layers under the root.

@@ -490,4 +490,22 @@ mod tests {
         assert_eq!(id.to_string(), "C603685EE3C43B1B");
         assert_eq!("C603685EE3C43B1B".parse::<KeyId>().unwrap(), id);
     }
+
+    /// The operator policy's `[signer."<key id>"]` sections are matched against this text, and
+    /// the policy crate refuses any other spelling: the two must agree.
+    #[test]
+    fn key_id_display_is_the_form_signer_sections_use() {
+        for id in [
+            [0u8; 8],
+            [0xff; 8],
+            [0x1b, 0x3b, 0xc4, 0xe3, 0x5e, 0x68, 0x03, 0xc6],
+        ] {
+            let shown = KeyId(id).to_string();
+            assert_eq!(
+                stockade_policy::operator::check_signer_id(&shown),
+                Ok(()),
+                "{shown}"
+            );
+        }
+    }
 }

@@ -2,9 +2,10 @@
 //! the merged layers for one plugin into validated sandbox and host policies.
 
 use super::{
-    risk_item_known, AuditSection, OperatorPolicyError, Origin, PolicyDocument, RiskClass,
-    TrustSection,
+    check_signer_id, risk_item_known, AuditSection, OperatorPolicyError, Origin, PolicyDocument,
+    RiskClass, TrustSection,
 };
+use crate::manifest::{valid_name, ManifestError};
 use crate::protocol::host::{HostPolicy, HostPolicyError};
 use crate::sandbox::{SandboxPolicyError, SandboxPolicyFile, ValidatedSandboxPolicy};
 use crate::sandbox::{MAX_POLICY_BYTES, POLICY_VERSION};
@@ -110,6 +111,7 @@ pub fn merge(layers: &[PolicyLayer]) -> Result<MergedPolicy, OperatorPolicyError
                 found: doc.version.into(),
             });
         }
+        check_section_names(&doc, &lines, &path)?;
         let table: toml::Table = toml::from_str(&layer.text).map_err(syntax)?;
         let mut flat = Vec::new();
         flatten(&table, &mut Vec::new(), &mut flat);
@@ -123,6 +125,50 @@ pub fn merge(layers: &[PolicyLayer]) -> Result<MergedPolicy, OperatorPolicyError
         merged.layers.push(path);
     }
     Ok(merged)
+}
+
+/// Refuse a `[plugin."<name>"]` or `[signer."<key id>"]` section that no plugin or signer can
+/// match: resolution compares names exactly, so such a section would be accepted and then never
+/// apply — the restriction an operator wrote would silently not exist. Plugin names follow the
+/// manifest's own rule; signer ids the form the runtime prints ([`check_signer_id`]).
+fn check_section_names(
+    doc: &PolicyDocument,
+    lines: &BTreeMap<Vec<String>, usize>,
+    path: &str,
+) -> Result<(), OperatorPolicyError> {
+    for (kind, sections) in [("plugin", &doc.plugin), ("signer", &doc.signer)] {
+        for name in sections.iter().flat_map(|m| m.keys()) {
+            let cause: Box<dyn std::error::Error + Send + Sync> = match kind {
+                "plugin" if !valid_name(name) => Box::new(ManifestError::Name(name.clone())),
+                "signer" => match check_signer_id(name) {
+                    Err(e) => Box::new(e),
+                    Ok(()) => continue,
+                },
+                _ => continue,
+            };
+            return Err(OperatorPolicyError::SectionName {
+                kind,
+                name: name.clone(),
+                at: Origin::File {
+                    path: path.to_string(),
+                    line: section_line(lines, kind, name),
+                },
+                cause,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The first line of a named section: its header, or its first key (dotted and inline forms);
+/// else the line of the `plugin =` / `signer =` key that holds it inline.
+fn section_line(lines: &BTreeMap<Vec<String>, usize>, kind: &str, name: &str) -> Option<usize> {
+    lines
+        .iter()
+        .filter(|(k, _)| k.len() >= 2 && k[0] == kind && k[1] == name)
+        .map(|(_, l)| *l)
+        .min()
+        .or_else(|| lines.get(&vec![kind.to_string()]).copied())
 }
 
 /// A table value that is one setting, not a section: a hook's fail-open `default` answer.
@@ -141,7 +187,8 @@ fn flatten(t: &toml::Table, prefix: &mut Vec<String>, out: &mut Vec<(Vec<String>
     }
 }
 
-/// Split a TOML key or header (`a."b.c".d`) into its parts.
+/// Split a TOML key or header (`a."b.c".d`) into its parts. Whitespace counts only inside
+/// quotes (bare keys cannot hold it), so `"x "` stays `x ` as the TOML parser reads it.
 fn split_key(s: &str) -> Vec<String> {
     let mut parts = Vec::new();
     let mut cur = String::new();
@@ -150,17 +197,18 @@ fn split_key(s: &str) -> Vec<String> {
         match (quote, ch) {
             (None, '"' | '\'') => quote = Some(ch),
             (Some(q), c) if c == q => quote = None,
-            (None, '.') => parts.push(std::mem::take(&mut cur).trim().to_string()),
+            (None, '.') => parts.push(std::mem::take(&mut cur)),
+            (None, c) if c.is_whitespace() => {}
             (_, c) => cur.push(c),
         }
     }
-    parts.push(cur.trim().to_string());
+    parts.push(cur);
     parts
 }
 
-/// The 1-based line of every `key = …` in the text, by full key path. Understands headers,
-/// quoted and dotted keys; lines inside multi-line arrays carry no `=` outside strings and are
-/// skipped.
+/// The 1-based line of every `key = …` and of every `[header]` in the text, by full key path.
+/// Understands headers, quoted and dotted keys; lines inside multi-line arrays carry no `=`
+/// outside strings and are skipped.
 fn key_lines(text: &str) -> BTreeMap<Vec<String>, usize> {
     let mut out = BTreeMap::new();
     let mut section: Vec<String> = Vec::new();
@@ -173,6 +221,7 @@ fn key_lines(text: &str) -> BTreeMap<Vec<String>, usize> {
             let h = h.trim_start_matches('[');
             if let Some(end) = h.find(']') {
                 section = split_key(&h[..end]);
+                out.entry(section.clone()).or_insert(i + 1);
                 continue;
             }
         }
@@ -427,13 +476,27 @@ impl MergedPolicy {
     /// Resolve the defaults and every named plugin and signer section, so that an error in any
     /// of them is found (what `policy lint` and the loaders use).
     pub fn validate_all(&self) -> Result<ResolvedPolicy, OperatorPolicyError> {
+        self.validate_all_with(|_| Ok(()))
+    }
+
+    /// [`Self::validate_all`], with `check` run on each resolution: how the runtime adds what
+    /// only the host can know (its architecture's system calls, the limits it can hand down),
+    /// so that those errors too stop every loader and name the file:line of the value
+    /// ([`ResolvedPolicy::origin`]). Every value a plugin can get comes from the defaults, its
+    /// signer's section or its name's, so checking each of those resolutions covers them all.
+    pub fn validate_all_with(
+        &self,
+        check: impl Fn(&ResolvedPolicy) -> Result<(), OperatorPolicyError>,
+    ) -> Result<ResolvedPolicy, OperatorPolicyError> {
         for p in self.plugin_names() {
-            self.resolve(Some(&p), None)?;
+            check(&self.resolve(Some(&p), None)?)?;
         }
         for s in self.signer_ids() {
-            self.resolve(None, Some(&s))?;
+            check(&self.resolve(None, Some(&s))?)?;
         }
-        self.resolve(None, None)
+        let defaults = self.resolve(None, None)?;
+        check(&defaults)?;
+        Ok(defaults)
     }
 }
 

@@ -18,6 +18,10 @@
 //! `[trust]`, `[risk]`, `[audit]`; then per-plugin overrides `[plugin."<name>".<section>]` and
 //! per-signer overrides `[signer."<key id>".<section>]` (signer first, then plugin name: the more
 //! specific wins). Lists are leaves: a later layer replaces a list, it does not append to it.
+//! A section name no plugin or signer can have (`[plugin."Hello"]`: not a manifest name;
+//! `[signer."ee91afadf064d0f4"]`: not the uppercase form the runtime compares) makes the file
+//! invalid, because its restrictions would otherwise silently never apply ([`check_signer_id`],
+//! [`crate::manifest::valid_name`]).
 //!
 //! ## Provenance
 //! Every leaf remembers the file and line that set it ([`Origin`]); a value no file sets is
@@ -231,9 +235,11 @@ pub struct PolicyDocument {
     pub risk: Option<BTreeMap<String, RiskClass>>,
     /// Audit sinks.
     pub audit: Option<AuditSection>,
-    /// Per-plugin overrides by plugin name.
+    /// Per-plugin overrides by plugin name (a manifest name, `[a-z0-9][a-z0-9._-]{0,63}`; any
+    /// other name is refused, since no plugin could ever match it).
     pub plugin: Option<BTreeMap<String, PluginOverride>>,
-    /// Per-plugin overrides by signer key id (16 hex digits, as `stockade inspect` prints).
+    /// Per-plugin overrides by signer key id: 16 uppercase hex digits, exactly as `stockade
+    /// inspect` prints it (any other spelling is refused, since no signer could ever match it).
     pub signer: Option<BTreeMap<String, PluginOverride>>,
 }
 
@@ -268,6 +274,20 @@ pub enum OperatorPolicyError {
         /// The version found.
         found: i64,
     },
+    /// A `[plugin."<name>"]` or `[signer."<key id>"]` section whose name no plugin or signer can
+    /// have: left alone, its settings would silently never apply.
+    #[error("{at}: [{kind}.{name:?}] can match no {kind}, so its settings would never apply")]
+    SectionName {
+        /// `plugin` or `signer`.
+        kind: &'static str,
+        /// The name as written.
+        name: String,
+        /// The file and the line where the section starts.
+        at: Origin,
+        /// Why no plugin or signer has that name.
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A value is out of range or malformed; `at` is the file:line that set it.
     #[error("{at}: invalid value for `{key}`")]
     Value {
@@ -279,6 +299,44 @@ pub enum OperatorPolicyError {
         #[source]
         cause: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// Why a string is not a signer key id as the runtime compares them.
+///
+/// The runtime looks `[signer."<key id>"]` up by the exact text of the developer key's id, which
+/// it prints (as `minisign` does) as 16 uppercase hex digits; so any other spelling can never
+/// match. A lowercase id is refused rather than folded: one spelling means the id an operator
+/// reads in `stockade inspect`, `policy explain` and the audit log is the one in the file, and
+/// `grep` finds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignerIdError {
+    /// Right digits, wrong case.
+    #[error("signer key ids are uppercase, as `stockade inspect` prints them: write `{upper}`")]
+    Case {
+        /// The id as it must be written.
+        upper: String,
+    },
+    /// Not 16 hex digits at all (wrong length, spaces, other characters).
+    #[error(
+        "`{0}` is not a signer key id: 16 uppercase hex digits, as `stockade inspect` prints it"
+    )]
+    Syntax(String),
+}
+
+/// Check that `id` is a signer key id as `stockade inspect` prints it: exactly 16 characters of
+/// `0-9A-F`.
+pub fn check_signer_id(id: &str) -> Result<(), SignerIdError> {
+    let hex16 = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex16 {
+        return Err(SignerIdError::Syntax(id.to_string()));
+    }
+    if id.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(SignerIdError::Case {
+            upper: id.to_ascii_uppercase(),
+        });
+    }
+    Ok(())
 }
 
 /// A validated capability name or risk item.

@@ -135,3 +135,190 @@ fn every_invalid_policy_names_the_file_and_line() {
         assert!(msg.contains(want), "{text:?}: {msg}");
     }
 }
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
+
+#[test]
+fn sections_no_plugin_or_signer_can_match_are_refused_at_their_line() {
+    let long = "a".repeat(65);
+    let cases: Vec<(String, &str, &str, &str)> = vec![
+        // (text, kind, file:line, what the cause says)
+        (
+            "version = 1\n[signer.\"ee91afadf064d0f4\".capabilities]\nallow = [\"log\"]\n".into(),
+            "signer",
+            "p.toml:2",
+            "write `EE91AFADF064D0F4`",
+        ),
+        (
+            "version = 1\n\n[signer.\"EE91AFADF064D0F4 \".network]\nmode = \"none\"\n".into(),
+            "signer",
+            "p.toml:3",
+            "`EE91AFADF064D0F4 ` is not a signer key id",
+        ),
+        (
+            "version = 1\n[signer.EE91AFADF064D0F.network]\nmode = \"none\"\n".into(),
+            "signer",
+            "p.toml:2",
+            "16 uppercase hex digits",
+        ),
+        (
+            "version = 1\n# x\nsigner.\"0xE91AFADF064D0F4\".network.mode = \"none\"\n".into(),
+            "signer",
+            "p.toml:3",
+            "is not a signer key id",
+        ),
+        (
+            "version = 1\n[plugin.\"Hello\".network]\nmode = \"loopback\"\n".into(),
+            "plugin",
+            "p.toml:2",
+            "name `Hello` must match [a-z0-9][a-z0-9._-]{0,63}",
+        ),
+        // An empty section sets nothing, but it still says the operator meant some plugin.
+        (
+            "version = 1\n[network]\nmode = \"none\"\n[plugin.\"Hello\"]\n".into(),
+            "plugin",
+            "p.toml:4",
+            "must match",
+        ),
+        (
+            "version = 1\n[plugin.\"hello \".resources]\npids_max = 8\n".into(),
+            "plugin",
+            "p.toml:2",
+            "name `hello ` must match",
+        ),
+        (
+            "version = 1\n[plugin]\n\"-x\" = { network = { mode = \"none\" } }\n".into(),
+            "plugin",
+            "p.toml:3",
+            "must match",
+        ),
+        (
+            format!("version = 1\n[plugin.{long}.kv]\nmax_keys = 1\n"),
+            "plugin",
+            "p.toml:2",
+            "must match",
+        ),
+    ];
+    for (text, kind, at, cause) in &cases {
+        let e = merge(&[layer("p.toml", text)]).expect_err(text);
+        let msg = chain(&e);
+        assert!(
+            matches!(&e, OperatorPolicyError::SectionName { kind: k, .. } if k == kind),
+            "{text:?}: {msg}"
+        );
+        assert!(
+            msg.starts_with(&format!("{at}: [{kind}.\"")),
+            "{text:?}: {msg}"
+        );
+        assert!(msg.contains("can match no"), "{text:?}: {msg}");
+        assert!(msg.contains(cause), "{text:?}: {msg}");
+    }
+}
+
+#[test]
+fn a_bad_section_name_in_a_drop_in_names_the_drop_in() {
+    let e = merge(&[
+        layer("/etc/stockade/policy.toml", "version = 1\n"),
+        layer(
+            "/etc/stockade/policy.d/50-x.toml",
+            "version = 1\n\n[signer.\"abcdef0123456789\".kv]\nmax_keys = 1\n",
+        ),
+    ])
+    .unwrap_err();
+    assert!(
+        chain(&e).starts_with("/etc/stockade/policy.d/50-x.toml:3: [signer.\"abcdef0123456789\"]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn names_a_plugin_or_signer_can_have_are_accepted() {
+    let long = "a".repeat(64);
+    let text = format!(
+        "version = 1\n[plugin.\"a.b-c_d\".kv]\nmax_keys = 1\n[plugin.{long}.kv]\nmax_keys = 2\n\
+         [plugin.0x.kv]\nmax_keys = 3\n[signer.\"0123456789ABCDEF\".kv]\nmax_keys = 4\n"
+    );
+    let m = merge(&[layer("p.toml", &text)]).unwrap();
+    m.validate_all().unwrap();
+    assert_eq!(m.signer_ids(), ["0123456789ABCDEF"]);
+}
+
+#[test]
+fn signer_ids_are_exactly_the_printed_form() {
+    assert_eq!(check_signer_id("0123456789ABCDEF"), Ok(()));
+    assert_eq!(
+        check_signer_id("0123456789abcdef"),
+        Err(SignerIdError::Case {
+            upper: "0123456789ABCDEF".into()
+        })
+    );
+    for bad in [
+        "",
+        "0123456789ABCDE",
+        "0123456789ABCDEF0",
+        " 123456789ABCDEF",
+        "0123456789ABCDEG",
+    ] {
+        assert_eq!(
+            check_signer_id(bad),
+            Err(SignerIdError::Syntax(bad.into())),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn host_checks_see_every_resolution_and_name_the_line_of_the_value() {
+    let text = "version = 1\n[resources]\nmemlock = \"1M\"\n[signer.\"0011223344556677\".resources]\nmemlock = \"2M\"\n[plugin.p.resources]\nmemlock = \"unlimited\"\n";
+    let m = merge(&[layer("p.toml", text)]).unwrap();
+    let seen = std::cell::RefCell::new(Vec::new());
+    m.validate_all_with(|r| {
+        seen.borrow_mut().push(r.sandbox.resources.memlock);
+        Ok(())
+    })
+    .unwrap();
+    use crate::sandbox::Limit;
+    assert_eq!(
+        seen.into_inner(),
+        [Limit::Unlimited, Limit::Max(2 << 20), Limit::Max(1 << 20)],
+        "plugin, signer, defaults"
+    );
+    // A host that cannot apply unlimited memlock: the error names the plugin section's line.
+    let e = m
+        .validate_all_with(|r| match r.sandbox.resources.memlock {
+            Limit::Unlimited => Err(OperatorPolicyError::Value {
+                key: "resources.memlock".into(),
+                at: r.origin("resources.memlock"),
+                cause: "above the hard limit".into(),
+            }),
+            _ => Ok(()),
+        })
+        .unwrap_err();
+    assert_eq!(
+        chain(&e),
+        "p.toml:7: invalid value for `resources.memlock`: above the hard limit"
+    );
+}
+
+#[test]
+fn sandbox_values_no_kernel_can_apply_name_their_file_and_line() {
+    let e = merge(&[layer(
+        "p.toml",
+        "version = 1\n[plugin.x.resources]\nnofile = \"unlimited\"\n",
+    )])
+    .and_then(|m| m.validate_all())
+    .unwrap_err();
+    assert!(
+        chain(&e).starts_with("p.toml:3: invalid value for `resources.nofile`"),
+        "{}",
+        chain(&e)
+    );
+}

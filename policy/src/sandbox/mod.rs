@@ -50,6 +50,12 @@
 //! [`ValidatedSandboxPolicy::source`] with `None` for omitted keys, so later tools (`policy
 //! explain`, `lint`, `diff`) can tell "set to X" from "defaulted to X".
 //!
+//! Validation refuses, besides malformed values, what no kernel could apply (`nofile`
+//! unlimited, `pids_max` or `cpu_max` above the kernel's maxima). What depends on the host —
+//! this architecture's system-call names, the hard rlimits the runtime can hand down — the
+//! runtime checks when it loads a policy, before anything launches (an invalid policy, not a
+//! launch failure).
+//!
 //! ## Why this shape
 //! Parse ([`SandboxPolicyFile`], `deny_unknown_fields`, size-capped) → validate
 //! ([`SandboxPolicyFile::validate`], errors name the key) → hand the runtime only a
@@ -63,6 +69,17 @@ pub mod units;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 pub use units::{CpuQuota, Limit, RawSize, UnitError};
+
+/// The largest `pids_max`: the kernel's `PID_MAX_LIMIT` on 64-bit (4194304); `pids.max` refuses
+/// anything above it (EINVAL), so a larger value could never be applied.
+pub const MAX_PIDS: u64 = 4 << 20;
+
+/// The largest `nofile`: no kernel lets `RLIMIT_NOFILE` exceed `fs.nr_open`, and no `fs.nr_open`
+/// exceeds this (`INT_MAX` rounded down to a multiple of 64, the kernel's `sysctl_nr_open_max`);
+/// so `nofile` can be neither `"unlimited"` nor above it. The host's own `fs.nr_open` (1048576
+/// unless raised) and the runtime's hard limits are the runtime's to check, when it loads the
+/// policy.
+pub const MAX_NOFILE: u64 = 2_147_483_584;
 
 /// Files the sandbox generates in its own /etc unless a `read_only` entry binds the host's
 /// (stubs naming only root, the plugin's uid and nobody; the sandbox's hostname). `policy explain`
@@ -154,7 +171,9 @@ pub enum NetworkMode {
     Loopback,
 }
 
-/// `[resources]`: cgroup limits (memory, swap, CPU, pids) and rlimits (the rest).
+/// `[resources]`: cgroup limits (memory, swap, CPU, pids) and rlimits (the rest). Each rlimit
+/// must fit under the hard limit of the runtime that launches (checked when the runtime loads
+/// the policy): the sandbox can lower a hard limit, never raise it.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourcesSection {
@@ -163,10 +182,13 @@ pub struct ResourcesSection {
     /// cgroup swap allowance. Default 0 (no swap).
     pub swap_max: Option<RawSize>,
     /// cgroup CPU quota: "50%" of one CPU, "1500m" millicores, or "unlimited". Default "100%".
+    /// At most 175921860444m (the kernel's largest quota per 100 ms period).
     pub cpu_max: Option<String>,
-    /// cgroup limit on processes + threads. Default 64.
+    /// cgroup limit on processes + threads. Default 64. At most 4194304 (the kernel's pid limit),
+    /// or "unlimited".
     pub pids_max: Option<RawSize>,
-    /// RLIMIT_NOFILE: open descriptors per process. Default 256.
+    /// RLIMIT_NOFILE: open descriptors per process. Default 256. Never "unlimited": the kernel
+    /// caps it at `fs.nr_open` (1048576 unless raised).
     pub nofile: Option<RawSize>,
     /// RLIMIT_NPROC: processes and threads of the sandbox uid. Default 128: a backstop above
     /// `pids_max`, so that the cgroup limit (which is reported) is the one normally hit.
@@ -188,7 +210,9 @@ pub struct SeccompSection {
     /// Named groups (see [`syscalls::GROUPS`]). Default: every group but the opt-in ones
     /// ([`syscalls::OPT_IN`]: `@file-watch`).
     pub groups: Option<Vec<String>>,
-    /// Extra system-call names. Calls in [`syscalls::NEVER`] are refused.
+    /// Extra system-call names. Calls in [`syscalls::NEVER`] are refused. A name this host's
+    /// architecture does not have (`vm86` on x86_64) is refused when the runtime loads the
+    /// policy, unless a group lists it (the groups name both spellings, e.g. `open`/`openat`).
     pub allow: Option<Vec<String>>,
 }
 
@@ -613,10 +637,32 @@ impl SandboxPolicyFile {
                 ));
             }
         }
+        if let CpuQuota::Millicores(m) = resources.cpu_max {
+            if m > units::MAX_CPU_MILLICORES {
+                return Err(invalid(
+                    "resources.cpu_max",
+                    FieldError::Range(format!(
+                        "must be at most {}m: the kernel refuses a CPU quota above {} µs per \
+                         {} µs period (or use \"unlimited\")",
+                        units::MAX_CPU_MILLICORES,
+                        units::MAX_CPU_QUOTA_US,
+                        units::CPU_PERIOD_US
+                    )),
+                ));
+            }
+        }
         if resources.pids_max == Limit::Max(0) {
             return Err(invalid(
                 "resources.pids_max",
                 FieldError::Range("must be at least 1".into()),
+            ));
+        }
+        if matches!(resources.pids_max, Limit::Max(n) if n > MAX_PIDS) {
+            return Err(invalid(
+                "resources.pids_max",
+                FieldError::Range(format!(
+                    "must be at most {MAX_PIDS}, the kernel's pid limit (or \"unlimited\")"
+                )),
             ));
         }
         // Descriptors 0-2 plus the runtime's descriptors during setup must fit.
@@ -624,6 +670,20 @@ impl SandboxPolicyFile {
             return Err(invalid(
                 "resources.nofile",
                 FieldError::Range("must be at least 16".into()),
+            ));
+        }
+        let nofile_over = match resources.nofile {
+            Limit::Unlimited => Some("cannot be unlimited"),
+            Limit::Max(n) if n > MAX_NOFILE => Some("is too large"),
+            Limit::Max(_) => None,
+        };
+        if let Some(what) = nofile_over {
+            return Err(invalid(
+                "resources.nofile",
+                FieldError::Range(format!(
+                    "{what}: the kernel caps open descriptors at fs.nr_open (1048576 unless \
+                     raised, {MAX_NOFILE} at most)"
+                )),
             ));
         }
 

@@ -242,3 +242,72 @@ fn invalid_values_carry_their_line() {
         Some(2)
     );
 }
+
+/// Values that passed validation and then failed every launch (125) at the cgroup or rlimits
+/// step: no kernel applies them, so they are invalid policies, naming their key and line.
+#[test]
+fn values_no_kernel_can_apply_are_refused() {
+    let res = |kv: &str| parse_policy(&format!("version = 1\n[resources]\n{kv}\n"));
+    for (kv, key, why) in [
+        (
+            "cpu_max = \"99999999999999999%\"",
+            "resources.cpu_max",
+            "at most 175921860444m",
+        ),
+        (
+            "cpu_max = \"175921860445m\"",
+            "resources.cpu_max",
+            "17592186044415 µs per 100000 µs",
+        ),
+        (
+            "pids_max = 4194305",
+            "resources.pids_max",
+            "at most 4194304",
+        ),
+        (
+            "pids_max = \"1T\"",
+            "resources.pids_max",
+            "the kernel's pid limit",
+        ),
+        (
+            "nofile = \"unlimited\"",
+            "resources.nofile",
+            "cannot be unlimited",
+        ),
+        (
+            "nofile = \"1T\"",
+            "resources.nofile",
+            "is too large: the kernel caps",
+        ),
+        (
+            "nofile = 2147483585",
+            "resources.nofile",
+            "2147483584 at most",
+        ),
+    ] {
+        match res(kv) {
+            Err(e @ SandboxPolicyError::Invalid { .. }) => {
+                let SandboxPolicyError::Invalid {
+                    key: k,
+                    line,
+                    cause,
+                } = &e
+                else {
+                    unreachable!()
+                };
+                assert_eq!((k.as_str(), *line), (key, Some(3)), "{kv}");
+                assert!(cause.to_string().contains(why), "{kv}: {cause}");
+            }
+            other => panic!("{kv}: {other:?}"),
+        }
+    }
+    // The maxima themselves apply (checked against a 6.18 kernel: one more is EINVAL).
+    let p = res("cpu_max = \"175921860444m\"\npids_max = 4194304\nnofile = 2147483584").unwrap();
+    assert_eq!(
+        p.resources.cpu_max.quota_us(units::CPU_PERIOD_US),
+        Some(17_592_186_044_400)
+    );
+    assert_eq!(p.resources.pids_max, Limit::Max(MAX_PIDS));
+    assert_eq!(p.resources.nofile, Limit::Max(MAX_NOFILE));
+    assert!(res("pids_max = \"unlimited\"\ncpu_max = \"unlimited\"").is_ok());
+}

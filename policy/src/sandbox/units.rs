@@ -91,6 +91,19 @@ pub fn parse_size(raw: &RawSize) -> Result<Limit, UnitError> {
         .ok_or_else(|| UnitError::Overflow(s.to_string()))
 }
 
+/// The CFS period the runtime writes with every CPU quota (`cpu.max`, `cpu.cfs_period_us`):
+/// 100 ms, the kernel's default. Here, beside [`CpuQuota::quota_us`], because the largest
+/// `cpu_max` that can be applied depends on it ([`MAX_CPU_MILLICORES`]).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// The largest CFS quota the kernel accepts, in µs: `max_cfs_runtime` (kernel/sched/core.c),
+/// 2^44 − 1 µs, about 203 days; a larger one is refused with EINVAL.
+pub const MAX_CPU_QUOTA_US: u64 = (1 << 44) - 1;
+
+/// The largest `cpu_max` that can be applied: [`MAX_CPU_QUOTA_US`] per [`CPU_PERIOD_US`], in
+/// millicores (175921860444m: some 176 million CPUs, so only a typo reaches it).
+pub const MAX_CPU_MILLICORES: u64 = MAX_CPU_QUOTA_US * 1000 / CPU_PERIOD_US;
+
 /// A CPU quota, normalised to millicores (1000 = one full CPU).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

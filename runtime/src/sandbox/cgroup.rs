@@ -43,7 +43,8 @@ use stockade_policy::sandbox::{Limit, Resources};
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// The v1 controllers we use.
 pub const V1_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
-const PERIOD_US: u64 = 100_000;
+/// The CFS period written with every quota; the policy bounds `cpu_max` by it.
+const PERIOD_US: u64 = stockade_policy::sandbox::units::CPU_PERIOD_US;
 
 /// Which cgroup version the host uses for our controllers, and our own cgroup in each.
 #[derive(Debug, Clone, PartialEq, Eq)]

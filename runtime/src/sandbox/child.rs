@@ -27,7 +27,7 @@
 
 use super::report::LayerReport;
 use super::seccomp::Filters;
-use super::{landlock, mounts, LaunchStep};
+use super::{landlock, mounts, rlimits, LaunchStep};
 use crate::sys;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -284,26 +284,18 @@ fn set_rlimits(
     p: &ValidatedSandboxPolicy,
     data_limit: Option<u64>,
 ) -> std::io::Result<LayerReport> {
-    let r = &p.resources;
-    let v = |l: Limit| l.max().unwrap_or(libc::RLIM_INFINITY);
-    let list = [
-        (libc::RLIMIT_NOFILE, "nofile", r.nofile),
-        (libc::RLIMIT_NPROC, "nproc", r.nproc),
-        (libc::RLIMIT_FSIZE, "fsize", r.fsize),
-        (libc::RLIMIT_CORE, "core", r.core),
-        (libc::RLIMIT_MEMLOCK, "memlock", r.memlock),
-        (libc::RLIMIT_CPU, "cpu", r.cpu_time_secs),
-        (
-            libc::RLIMIT_SIGPENDING,
-            "sigpending",
-            Limit::Max(SIGPENDING),
-        ),
-    ];
+    // Each within the ceilings checked when the policy was loaded (rlimits::Ceilings).
     let mut details = serde_json::Map::new();
-    for (res, name, lim) in list {
-        sys::setrlimit(res, v(lim))?;
-        details.insert(name.into(), json!(lim));
+    for rl in rlimits::list(&p.resources) {
+        sys::setrlimit(rl.resource, rlimits::raw(rl.limit))?;
+        details.insert(rl.report_name.into(), json!(rl.limit));
     }
+    // Not a policy key (docs/sandbox.md): at most SIGPENDING, and never above the hard limit
+    // the runtime hands down (which a sandbox cannot raise).
+    let hard = sys::hard_rlimit(libc::RLIMIT_SIGPENDING).unwrap_or(SIGPENDING);
+    let sigpending = SIGPENDING.min(hard);
+    sys::setrlimit(libc::RLIMIT_SIGPENDING, sigpending)?;
+    details.insert("sigpending".into(), json!(Limit::Max(sigpending)));
     if let Some(bytes) = data_limit {
         sys::setrlimit(libc::RLIMIT_DATA, bytes)?;
         details.insert(

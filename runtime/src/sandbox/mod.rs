@@ -23,6 +23,7 @@ pub mod landlock;
 pub mod mounts;
 mod program;
 pub mod report;
+pub mod rlimits;
 pub mod seccomp;
 pub mod uid;
 
@@ -286,6 +287,43 @@ pub fn identity_mode(euid: u32) -> &'static str {
     } else {
         MODE_ROOTLESS
     }
+}
+
+/// A value of a validated policy that sandboxes launched from this host can never have.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unenforceable {
+    /// A `seccomp.allow` name the filter cannot hold on this architecture.
+    #[error(transparent)]
+    Syscall(#[from] seccomp::SeccompError),
+    /// An rlimit above what this process can hand down.
+    #[error(transparent)]
+    Rlimit(#[from] rlimits::RlimitError),
+}
+
+impl Unenforceable {
+    /// The policy key at fault.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Unenforceable::Syscall(_) => "seccomp.allow",
+            Unenforceable::Rlimit(e) => e.key(),
+        }
+    }
+}
+
+/// What the pure policy validation cannot know, checked before anything launches: that every
+/// extra system-call name exists on this architecture, and that every rlimit fits under the
+/// `ceilings` of the process that launches. Run on every resolution of the operator policy
+/// when it is loaded (`policyfiles::load`), so such a value is an invalid policy (65, its
+/// file:line) for every command, instead of a launch that fails at the seccomp or rlimits step
+/// (125). Pure computation: `ceilings` were read once by the caller.
+pub fn check_enforceable(
+    p: &ValidatedSandboxPolicy,
+    ceilings: &rlimits::Ceilings,
+) -> Result<(), Unenforceable> {
+    seccomp::check_names(p)?;
+    ceilings.check(&p.resources)?;
+    Ok(())
 }
 
 /// Launch the program. On success it is running (exec done) with every layer in force.

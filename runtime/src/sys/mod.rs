@@ -415,6 +415,13 @@ pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<
     nix::sys::resource::setrlimit(rlimit_resource(resource)?, value, value).map_err(io_err)
 }
 
+/// This process's hard limit of `resource` (`RLIM_INFINITY` when unlimited): the most a
+/// sandbox it launches can be given (see `sandbox::rlimits`).
+pub fn hard_rlimit(resource: libc::__rlimit_resource_t) -> io::Result<u64> {
+    let (_, hard) = nix::sys::resource::getrlimit(rlimit_resource(resource)?).map_err(io_err)?;
+    Ok(hard)
+}
+
 /// Raise this process's soft `RLIMIT_NOFILE` to its hard limit; returns the new soft limit.
 /// `stockade serve` holds three pipes per plugin plus its agents' sockets: systemd's default
 /// soft limit of 1024 would cap it near 300 plugins. Sandboxed children are unaffected: the

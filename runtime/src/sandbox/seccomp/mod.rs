@@ -55,6 +55,12 @@ const AUDIT_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
 const ARCH: TargetArch = TargetArch::aarch64;
 #[cfg(target_arch = "aarch64")]
 const AUDIT_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+/// The architecture whose system-call names [`table`] knows, for messages.
+#[cfg(target_arch = "x86_64")]
+pub const ARCH_NAME: &str = "x86_64";
+/// The architecture whose system-call names [`table`] knows, for messages.
+#[cfg(target_arch = "aarch64")]
+pub const ARCH_NAME: &str = "aarch64";
 
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
@@ -65,7 +71,7 @@ const RET_ALLOW: u32 = 0x7fff_0000;
 #[non_exhaustive]
 pub enum SeccompError {
     /// A policy names a call this architecture does not have and no group explains it.
-    #[error("system call `{0}` is unknown on this architecture")]
+    #[error("`{0}` is not a system call on {arch}, the architecture of this build", arch = ARCH_NAME)]
     UnknownSyscall(String),
     /// seccompiler refused the rules.
     #[error("cannot compile the seccomp filter")]
@@ -314,21 +320,42 @@ struct AllowRules {
     implied: Vec<String>,
 }
 
+/// A name of the policy's allowlist on this architecture: its number; `None` for a group
+/// member this architecture lacks (expected: the groups list both spellings, e.g. `open` and
+/// `openat`); an error for any other name the table does not know (a typo, or a call of
+/// another architecture such as `vm86`), which no filter could ever admit.
+fn resolve(name: &str) -> Result<Option<i64>, SeccompError> {
+    match table::number(name) {
+        Some(n) => Ok(Some(n)),
+        None if stockade_policy::sandbox::syscalls::GROUPS
+            .iter()
+            .any(|g| g.syscalls.contains(&name)) =>
+        {
+            Ok(None)
+        }
+        None => Err(SeccompError::UnknownSyscall(name.to_string())),
+    }
+}
+
+/// Whether every name of the policy's allowlist resolves here as [`build`] needs: checked
+/// when the policy is loaded (`sandbox::check_enforceable`), so that a name the filter cannot
+/// hold is an invalid policy naming its file:line, not a launch failure.
+pub fn check_names(policy: &ValidatedSandboxPolicy) -> Result<(), SeccompError> {
+    for name in &policy.seccomp_allow {
+        resolve(name)?;
+    }
+    Ok(())
+}
+
 fn allow_rules(policy: &ValidatedSandboxPolicy) -> Result<AllowRules, SeccompError> {
     let mut allow: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     let mut absent = Vec::new();
-    let group_names: std::collections::BTreeSet<&str> = stockade_policy::sandbox::syscalls::GROUPS
-        .iter()
-        .flat_map(|g| g.syscalls.iter().copied())
-        .collect();
     for name in &policy.seccomp_allow {
-        match table::number(name) {
+        match resolve(name)? {
             Some(n) => {
                 allow.insert(n, vec![]);
             }
-            // Group members missing on this arch are expected; an explicit extra is a mistake.
-            None if group_names.contains(name.as_str()) => absent.push(name.clone()),
-            None => return Err(SeccompError::UnknownSyscall(name.clone())),
+            None => absent.push(name.clone()),
         }
     }
     let mut implied = Vec::new();
@@ -711,11 +738,44 @@ mod tests {
         let p = parse_policy("version = 1\n[seccomp]\ngroups = []\nallow = [\"no_such_call\"]\n")
             .unwrap();
         assert!(matches!(build(&p), Err(SeccompError::UnknownSyscall(_))));
+        assert!(matches!(
+            check_names(&p),
+            Err(SeccompError::UnknownSyscall(n)) if n == "no_such_call"
+        ));
         let p = parse_policy("version = 1\n[seccomp]\ngroups = []\n").unwrap();
         let f = build(&p).unwrap();
         assert_eq!(
             f.implied,
             vec!["execveat".to_string(), "exit_group".to_string()]
+        );
+    }
+
+    /// What the policy loader checks is exactly what `build` needs: the names it refuses are
+    /// the ones `build` would fail on, and a group member this architecture lacks (listed as an
+    /// extra too, for a policy shared across architectures) passes both.
+    #[test]
+    fn load_time_check_agrees_with_build() {
+        #[cfg(target_arch = "x86_64")]
+        let (foreign, absent_member) = ("vm86", "map_shadow_stack");
+        #[cfg(target_arch = "aarch64")]
+        let (foreign, absent_member) = ("vm86", "open");
+        for extra in ["foobar", foreign, "getdents64", absent_member] {
+            let p = parse_policy(&format!(
+                "version = 1\n[seccomp]\ngroups = [\"@default\"]\nallow = [\"{extra}\"]\n"
+            ))
+            .unwrap();
+            assert_eq!(
+                check_names(&p).is_ok(),
+                build(&p).is_ok(),
+                "{extra}: {:?}",
+                check_names(&p)
+            );
+        }
+        assert!(check_names(&default_policy()).is_ok());
+        let p = parse_policy("version = 1\n[seccomp]\nallow = [\"vm86\"]\n").unwrap();
+        assert_eq!(
+            check_names(&p).unwrap_err().to_string(),
+            format!("`vm86` is not a system call on {ARCH_NAME}, the architecture of this build")
         );
     }
 }
