@@ -666,10 +666,11 @@ pub struct ExecArgs {
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
     /// Write the sandboxed program's host pid to this file once it is running (removed again
-    /// when it ends).
+    /// when it ends). Its directory must be writable: checked before anything runs (73).
     #[arg(long, value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
-    /// Also write the JSON launch report to this file when the program ends.
+    /// Also write the JSON launch report to this file when the program ends. Its directory must
+    /// be writable: checked before anything runs (73).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// Mount this directory read-only at /plugin inside the sandbox (what `stockade run` does
