@@ -496,9 +496,12 @@ pub struct CaIssueArgs {
     /// Subject name recorded in the certificate.
     #[arg(long)]
     pub subject: Option<String>,
-    /// Output certificate file.
+    /// Output certificate file (refused if it exists, unless --force).
     #[arg(short = 'o', long = "output", value_name = "FILE.cert")]
     pub output: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
     /// Issue as if the current time were this (unix seconds); for back-dating and tests.
     #[arg(long, value_name = "UNIX_SECONDS", hide = true)]
     pub now: Option<u64>,
@@ -541,9 +544,13 @@ pub struct PackArgs {
     /// The intermediate CA certificate that issued the developer certificate.
     #[arg(long, value_name = "FILE")]
     pub intcert: PathBuf,
-    /// Output package; defaults to NAME-VERSION.stockade in the current directory.
+    /// Output package; defaults to NAME-VERSION.stockade in the current directory. Refused if
+    /// it exists, unless --force.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Trust options shared by every command that verifies a package.

@@ -679,7 +679,7 @@ fn verifying_a_large_package_does_not_eat_the_plugins_handshake_window() {
     }
     std::fs::write(d.join("data.bin"), &data).unwrap();
     drop(data);
-    let r = fx.pack_dir(d.to_str().unwrap(), "big.stockade");
+    let r = fx.pack_dir_replacing(d.to_str().unwrap(), "big.stockade");
     assert_eq!(r.code, 0, "{}", r.stderr);
     // A window shorter than this host's verification of the package (≈ 1.8 s in a debug
     // build here) and long enough for the worker's handshake after its launch (tens of ms).

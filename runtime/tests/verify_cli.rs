@@ -225,7 +225,7 @@ fn expired_and_not_yet_valid_certificates() {
         fx.dir(),
         &[
             "ca", "issue", "--ca", "int", "--pub", "dev.pub", "--days", "1", "--now", &past, "-o",
-            "dev.cert",
+            "dev.cert", "--force",
         ],
     );
     let pkg = fx.pack_hello();
@@ -236,6 +236,7 @@ fn expired_and_not_yet_valid_certificates() {
         fx.dir(),
         &[
             "ca", "issue", "--ca", "int", "--pub", "dev.pub", "--now", &future, "-o", "dev.cert",
+            "--force",
         ],
     );
     let pkg = fx.pack_hello();
