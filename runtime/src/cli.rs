@@ -515,9 +515,12 @@ pub struct CaIssueArgs {
     /// Subject name recorded in the certificate.
     #[arg(long)]
     pub subject: Option<String>,
-    /// Output certificate file.
+    /// Output certificate file (refused if it exists, unless --force).
     #[arg(short = 'o', long = "output", value_name = "FILE.cert")]
     pub output: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
     /// Issue as if the current time were this (unix seconds); for back-dating and tests.
     #[arg(long, value_name = "UNIX_SECONDS", hide = true)]
     pub now: Option<u64>,
@@ -560,9 +563,13 @@ pub struct PackArgs {
     /// The intermediate CA certificate that issued the developer certificate.
     #[arg(long, value_name = "FILE")]
     pub intcert: PathBuf,
-    /// Output package; defaults to NAME-VERSION.stockade in the current directory.
+    /// Output package; defaults to NAME-VERSION.stockade in the current directory. Refused if
+    /// it exists, unless --force.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Trust options shared by every command that verifies a package.
@@ -685,10 +692,11 @@ pub struct ExecArgs {
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
     /// Write the sandboxed program's host pid to this file once it is running (removed again
-    /// when it ends).
+    /// when it ends). Its directory must be writable: checked before anything runs (73).
     #[arg(long, value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
-    /// Also write the JSON launch report to this file when the program ends.
+    /// Also write the JSON launch report to this file when the program ends. Its directory must
+    /// be writable: checked before anything runs (73).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// Mount this directory read-only at /plugin inside the sandbox (what `stockade run` does

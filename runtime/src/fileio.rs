@@ -6,6 +6,9 @@
 //!   keys: a key file is never, even briefly, readable by others (no chmod-after-create).
 //! - [`write_atomic`]: temp file in the same directory, `fsync`, `rename`, `fsync` the
 //!   directory: readers see the old file or the new one, never a torn one.
+//!   [`write_atomic_new`] is the same for a file that must not exist yet (an issued certificate,
+//!   a signed package): the temp file is linked into place only if the name is free, so an
+//!   existing file is never replaced, even by a race.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -129,6 +132,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileErro
     write_atomic_owned(path, bytes, mode, None)
 }
 
+/// [`write_atomic`], but fails with `AlreadyExists` ([`FileError::is_exists`]) when `path`
+/// exists, leaving it untouched.
+pub fn write_atomic_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    write_atomic_inner(path, bytes, mode, None, false)
+}
+
 fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -141,6 +150,16 @@ fn write_atomic_owned(
     bytes: &[u8],
     mode: u32,
     owner: Option<(u32, u32)>,
+) -> Result<(), FileError> {
+    write_atomic_inner(path, bytes, mode, owner, true)
+}
+
+fn write_atomic_inner(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    replace: bool,
 ) -> Result<(), FileError> {
     let wr = |source| FileError::Write {
         path: path.to_path_buf(),
@@ -161,7 +180,11 @@ fn write_atomic_owned(
         std::os::unix::fs::fchown(tmp.as_file(), Some(uid), Some(gid)).map_err(wr)?;
     }
     tmp.as_file().sync_all().map_err(wr)?;
-    tmp.persist(path).map_err(|e| wr(e.error))?;
+    if replace {
+        tmp.persist(path).map_err(|e| wr(e.error))?;
+    } else {
+        tmp.persist_noclobber(path).map_err(|e| wr(e.error))?;
+    }
     File::open(&dir).and_then(|d| d.sync_all()).map_err(wr)?;
     Ok(())
 }
@@ -239,6 +262,15 @@ mod tests {
             1,
             "no temp file left"
         );
+        // A new file: written when the name is free, never over an existing one.
+        assert!(write_atomic_new(&p, b"other", 0o644)
+            .unwrap_err()
+            .is_exists());
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        let q = d.path().join("fresh");
+        write_atomic_new(&q, b"fresh", 0o644).unwrap();
+        assert_eq!(std::fs::read(&q).unwrap(), b"fresh");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
     }
 
     /// A FIFO is refused at once, not waited on for a writer (the read runs on a thread so a

@@ -475,6 +475,8 @@ pub fn spec_with<'a>(
             .collect(),
         package_dir: Some(pkg.bind.0.to_path_buf()),
         package_dir_id: pkg.bind.1,
+        // The pid from /proc: a plugin that ended before it was found has nothing to signal.
+        pid_required: false,
         uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
     }
 }

@@ -356,3 +356,66 @@ fn inherited_descriptors_are_closed_before_the_limits() {
     assert_eq!(out(&o).trim(), "4", "{}", out(&o));
     drop(held);
 }
+
+/// `--pid-file` and `--report` that cannot be written refuse with 73 before anything runs (the
+/// report used to be refused after the program ran, the pid file skipped without a word), and
+/// leave nothing behind.
+#[test]
+fn outputs_that_cannot_be_written_refuse_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("a-directory");
+    std::fs::create_dir(&sub).unwrap();
+    let sub = sub.to_str().unwrap();
+    for (flag, path) in [
+        ("--pid-file", "/nonexistent/d/pid"),
+        ("--report", "/nonexistent/d/r.json"),
+        ("--pid-file", sub),
+        ("--report", sub),
+    ] {
+        let o = stockade(&["exec", flag, path, "--", "/bin/echo", "RAN"], b"");
+        assert_eq!(code(&o), 73, "{flag} {path}: {}", err(&o));
+        assert_eq!(out(&o), "", "{flag} {path}: the program ran");
+        assert!(err(&o).contains(path), "{}", err(&o));
+    }
+    // Nothing left in the directories that exist (no temporary file, no output).
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(sub).unwrap().count(), 0);
+}
+
+/// A program that ends at once still has its host pid known (the kernel names its process at
+/// the launch): the pid file asked for is written and the report says the pid, where the /proc
+/// lookup alone found nothing once the init had reaped it.
+#[test]
+fn a_program_that_ends_at_once_still_has_its_pid() {
+    let Some(quick) = helper("quick_exit") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pf = dir.path().join("pid");
+    let rep = dir.path().join("report.json");
+    for _ in 0..12 {
+        let o = stockade(
+            &[
+                "exec",
+                "--pid-file",
+                pf.to_str().unwrap(),
+                "--report",
+                rep.to_str().unwrap(),
+                "--",
+                quick.to_str().unwrap(),
+            ],
+            b"",
+        );
+        assert_eq!(code(&o), 0, "{}", err(&o));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+        assert!(
+            report["pid"].as_i64().is_some_and(|p| p > 1),
+            "no pid in the report: {report}"
+        );
+        // Written, and removed again when the program ended.
+        assert!(!pf.exists());
+    }
+    // Only the report: no temporary file left.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}

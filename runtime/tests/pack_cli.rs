@@ -138,3 +138,74 @@ fn a_package_for_a_newer_runtime_is_packed_with_a_note_and_refused_where_too_old
     std::fs::remove_file(fx.path("out.stockade")).unwrap();
     refused(&fx, "manifest", "min_runtime_version");
 }
+
+/// `pack` and `ca issue` refuse an existing output (73, the file unchanged) unless `--force`,
+/// as `keygen` does: a package or certificate already handed out is not replaced by accident.
+#[test]
+fn existing_outputs_are_refused_unless_forced() {
+    let fx = Fixture::new();
+    fx.hello_dir();
+    let before = b"someone else's file".to_vec();
+    std::fs::write(fx.path("out.stockade"), &before).unwrap();
+    let r = pack(&fx);
+    assert_eq!((r.code, r.kind().as_str()), (73, "output"), "{}", r.stdout);
+    assert!(r.stdout.contains("--force"), "{}", r.stdout);
+    assert_eq!(std::fs::read(fx.path("out.stockade")).unwrap(), before);
+    // The default name (NAME-VERSION.stockade) too.
+    std::fs::write(fx.path("hello-0.1.0.stockade"), &before).unwrap();
+    let r = fx.run(&[
+        "--json",
+        "pack",
+        "hello",
+        "--key",
+        "dev.key",
+        "--devcert",
+        "dev.cert",
+        "--intcert",
+        "int/ca.cert",
+    ]);
+    assert_eq!((r.code, r.kind().as_str()), (73, "output"), "{}", r.stdout);
+    assert_eq!(
+        std::fs::read(fx.path("hello-0.1.0.stockade")).unwrap(),
+        before
+    );
+    // --force replaces it with a package that verifies.
+    let args = [
+        "--json",
+        "pack",
+        "hello",
+        "--key",
+        "dev.key",
+        "--devcert",
+        "dev.cert",
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        "out.stockade",
+        "--force",
+    ];
+    assert_eq!(fx.run(&args).code, 0);
+    assert_eq!(fx.verify("out.stockade", &[]).code, 0);
+
+    let issue = |force: bool| {
+        let mut args = vec![
+            "--json", "ca", "issue", "--ca", "int", "--pub", "dev.pub", "-o", "dev.cert",
+        ];
+        if force {
+            args.push("--force");
+        }
+        fx.run(&args)
+    };
+    let cert = std::fs::read(fx.path("dev.cert")).unwrap();
+    let r = issue(false);
+    assert_eq!((r.code, r.kind().as_str()), (73, "output"), "{}", r.stdout);
+    assert_eq!(std::fs::read(fx.path("dev.cert")).unwrap(), cert);
+    assert_eq!(issue(true).code, 0);
+    assert_ne!(std::fs::read(fx.path("dev.cert")).unwrap(), cert);
+    // Nothing but the outputs was written (no temporary file left beside them).
+    assert!(!std::fs::read_dir(fx.dir()).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".stockade-tmp")));
+}

@@ -129,6 +129,7 @@ fn hardware_scope_match_on_this_node() {
             &format!("hardware:{hw}"),
             "-o",
             "dev.cert",
+            "--force",
         ],
     );
     let pkg = fx.pack_hello();

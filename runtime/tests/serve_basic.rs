@@ -258,6 +258,37 @@ fn plugin_load_takes_an_installed_plugins_name() {
     assert!(records.contains("license_frozen"), "{records}");
 }
 
+/// A name (or a dependency) looked up in a store whose registry cannot be read is refused as
+/// the store's corruption (106, `store.corrupt`), at start and by `plugin_load`, not as a
+/// missing package file; a package file still loads when it needs nothing from the store.
+#[test]
+fn a_corrupt_registry_refuses_loads_by_name_as_corrupt() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let pkg = pack_worker(&fx, "stored", &["on:open"]);
+    install(&fx, pkg.to_str().unwrap());
+    let needs = json!({"dependencies": [{"name": "stored", "version": "*"}]});
+    let app = pack_script_with(&fx, "app", &["on:app"], WORKER, needs);
+    let alone = pack_worker(&fx, "alone", &["on:open"]);
+    std::fs::write(fx.dir().join("state/store/registry.json"), b"{x").unwrap();
+    let (code, err) = serve_refuses(&fx, "[serve]\nload = [\"stored\"]\n");
+    assert_eq!(code, 106, "{err}");
+    assert!(err.contains("registry"), "{err}");
+    let mut s = Serve::start(&fx, "", Some(POLICY));
+    let mut c = s.client();
+    for package in [json!("stored"), json!(app)] {
+        let r = c.call("plugin_load", json!({ "package": package }));
+        assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+        assert_eq!(r["error"]["data"]["kind"], "store.corrupt", "{r}");
+        assert_eq!(r["error"]["data"]["exit"], 106, "{r}");
+    }
+    let r = c.ok("plugin_load", json!({ "package": alone }));
+    assert_eq!(r["state"], "ready", "{r}");
+    assert_eq!(s.stop(), 0);
+}
+
 /// Handshakes with no hook, then registers `on:late` with `register_hook`.
 const LATE: &str = r#"#!/bin/sh
 printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"@NAME@","version":"0.1.0","api":1,"capabilities":["log","register_hook"],"hooks":[]}}'
@@ -648,7 +679,7 @@ fn verifying_a_large_package_does_not_eat_the_plugins_handshake_window() {
     }
     std::fs::write(d.join("data.bin"), &data).unwrap();
     drop(data);
-    let r = fx.pack_dir(d.to_str().unwrap(), "big.stockade");
+    let r = fx.pack_dir_replacing(d.to_str().unwrap(), "big.stockade");
     assert_eq!(r.code, 0, "{}", r.stderr);
     // A window shorter than this host's verification of the package (≈ 1.8 s in a debug
     // build here) and long enough for the worker's handshake after its launch (tens of ms).

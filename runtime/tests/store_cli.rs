@@ -459,3 +459,69 @@ fn run_takes_an_installed_plugins_name() {
         "{stdout}"
     );
 }
+
+/// A registry that cannot be read is said as such (106) whenever a name needs it — by `run`,
+/// `verify` and `list` alike — and never taken for an empty store, which made `run NAME` report
+/// "cannot read NAME" (66) about a file nobody meant. A package file is still used as a file
+/// (the registry is not read for it), and nothing is changed.
+#[test]
+fn a_corrupt_registry_is_reported_by_name_lookups() {
+    let fx = setup();
+    let pkg = pack(&fx, "hello", "0.1.0", &[]);
+    expect(&fx.store_install(&[&pkg], &[]), 0, "");
+    let reg = fx.path("state/store/registry.json");
+    let good: Value = serde_json::from_slice(&std::fs::read(&reg).unwrap()).unwrap();
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut v = good.clone();
+        edit(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    };
+    let corrupt: Vec<(&str, Vec<u8>)> = vec![
+        ("not JSON", b"{x".to_vec()),
+        (
+            "unknown schema",
+            with(&|v| v["schema"] = "stockade-store/9".into()),
+        ),
+        (
+            "unknown field",
+            with(&|v| v["plugins"]["hello"]["extra"] = true.into()),
+        ),
+        (
+            "dir with ..",
+            with(&|v| v["plugins"]["hello"]["dir"] = "../../x".into()),
+        ),
+        (
+            "absolute dir",
+            with(&|v| v["plugins"]["hello"]["dir"] = "/etc".into()),
+        ),
+    ];
+    // `hello` is also a directory in the working directory: not a package, so still a name.
+    fx.hello_dir();
+    for (what, bytes) in corrupt {
+        std::fs::write(&reg, &bytes).unwrap();
+        let before = snapshot(&fx.path("state"));
+        let mut run = vec!["--json", "run", "hello"];
+        run.extend_from_slice(&STORE_FLAGS);
+        let r = fx.run(&run);
+        assert_eq!(r.code, 106, "run, {what}: {}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.kind(), "store.corrupt", "run, {what}");
+        assert!(
+            !r.stdout.contains("cannot read hello"),
+            "{what}: {}",
+            r.stdout
+        );
+        let r = verify_installed(&fx, Some("hello"));
+        assert_eq!(r.code, 106, "verify, {what}: {}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.kind(), "store.corrupt", "verify, {what}");
+        let r = fx.run(&["--json", "list", "--state-dir", "state"]);
+        assert_eq!(r.code, 106, "list, {what}: {}", r.stdout);
+        // A package file is a file: the registry is not needed, and not read.
+        let mut args = vec!["--json", "verify", pkg.as_str()];
+        args.extend_from_slice(&STORE_FLAGS);
+        expect(&fx.run(&args), 0, "");
+        assert_eq!(snapshot(&fx.path("state")), before, "{what}");
+    }
+    // Neither a file nor a valid name: a missing file, as before (the registry is not asked).
+    std::fs::write(&reg, b"{x").unwrap();
+    expect(&verify_installed(&fx, Some("./absent.stockade")), 66, "");
+}

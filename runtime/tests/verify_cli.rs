@@ -225,7 +225,7 @@ fn expired_and_not_yet_valid_certificates() {
         fx.dir(),
         &[
             "ca", "issue", "--ca", "int", "--pub", "dev.pub", "--days", "1", "--now", &past, "-o",
-            "dev.cert",
+            "dev.cert", "--force",
         ],
     );
     let pkg = fx.pack_hello();
@@ -236,6 +236,7 @@ fn expired_and_not_yet_valid_certificates() {
         fx.dir(),
         &[
             "ca", "issue", "--ca", "int", "--pub", "dev.pub", "--now", &future, "-o", "dev.cert",
+            "--force",
         ],
     );
     let pkg = fx.pack_hello();
@@ -501,6 +502,70 @@ fn size_caps_and_container_layout() {
     std::fs::write(fx.path("junk.stockade"), vec![7u8; 4096]).unwrap();
     assert_fail(&fx.verify("junk.stockade", &[]), 65, "container");
     assert_eq!(fx.verify("missing.stockade", &[]).code, 66);
+}
+
+/// The container is exactly the six ustar entries and the end-of-archive marker: bytes hidden
+/// after the marker (which `install` would store byte for byte), a file without the marker, a
+/// GNU-format header, and the zero padding to a 10 KiB record other tar writers add are all
+/// refused as container errors (65) — by `verify`, `inspect` and `install` alike, which then
+/// stores nothing.
+#[test]
+fn only_the_exact_container_is_accepted() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let good = std::fs::read(fx.path(&pkg)).unwrap();
+    assert_eq!(fx.verify(&pkg, &[]).code, 0);
+    let mut hidden = good.clone();
+    hidden.extend(std::iter::repeat_n(0u8, 1536));
+    hidden.extend(b"HIDDEN".repeat(2500));
+    let mut record = good.clone();
+    record.resize(good.len().div_ceil(10240) * 10240 + 10240, 0);
+    let no_marker = good[..good.len() - 1024].to_vec();
+    // The first entry's header in GNU's format (magic `ustar  \0`), checksum made valid again.
+    let mut gnu = good.clone();
+    let mut h = tar::Header::from_byte_slice(&gnu[..512]).clone();
+    h.as_mut_bytes()[257..265].copy_from_slice(b"ustar  \0");
+    h.set_cksum();
+    gnu[..512].copy_from_slice(h.as_bytes());
+    std::fs::create_dir_all(fx.path("policy-root")).unwrap();
+    for (name, bytes, needle) in [
+        (
+            "hidden.stockade",
+            hidden,
+            "follow the end-of-archive marker",
+        ),
+        (
+            "record.stockade",
+            record,
+            "follow the end-of-archive marker",
+        ),
+        ("no-marker.stockade", no_marker, "end-of-archive marker"),
+        ("gnu.stockade", gnu, "ustar header"),
+    ] {
+        std::fs::write(fx.path(name), &bytes).unwrap();
+        let r = fx.verify(name, &[]);
+        assert_fail(&r, 65, "container");
+        assert!(r.stdout.contains(needle), "{name}: {}", r.stdout);
+        assert_fail(&fx.run(&["--json", "inspect", name]), 65, "container");
+        let r = fx.run(&[
+            "--json",
+            "install",
+            name,
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+            "--policy-root",
+            "policy-root",
+        ]);
+        assert_fail(&r, 65, "container");
+    }
+    let plugins = fx.path("state/store/plugins");
+    assert_eq!(
+        std::fs::read_dir(plugins).unwrap().count(),
+        0,
+        "nothing stored"
+    );
 }
 
 #[test]

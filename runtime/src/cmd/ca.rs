@@ -6,6 +6,10 @@
 //! serials and key ids and the last list version, so each `ca revoke` increments the version and
 //! re-signs the whole list).
 //!
+//! `ca issue` refuses an existing output unless `--force` (a certificate handed out, with its
+//! random serial, is not replaced by accident); `ca revoke` writes its list over the previous one
+//! on purpose: the list is re-issued whole, with a higher version, each time.
+//!
 //! Issuing applies the same bounds as verification (`stockade_trust::chain::check_bounds`), so a
 //! CA cannot mint a certificate that every node would refuse: `--capabilities` may narrow the
 //! scope's ceiling, never widen it.
@@ -375,7 +379,7 @@ pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
         ),
     )
     .map_err(|e| CmdError::new(Exit::DataErr, "certificate", e))?;
-    write_out(&a.output, &cert)?;
+    crate::cmd::write_output(&a.output, &cert, a.force)?;
     let r = IssueReport {
         output: a.output,
         kind,

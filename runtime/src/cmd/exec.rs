@@ -16,12 +16,14 @@
 //! With `--json`, the launch report (schema `stockade.sandbox.report/1`, see
 //! [`crate::sandbox::report`]) is printed on **stderr** as one JSON document after the program
 //! has ended and the sandbox is torn down, so it never mixes with the program's stdout; with
-//! `--report FILE` it is also written to FILE (atomically). Without `--json` nothing is added to
-//! the program's output but one `stockade: warning: layer …` line on stderr per degradation the
-//! policy allowed (the report lists them with `--json`). Audit records never share stderr with
-//! the report: with `--json` the policy's `audit.stderr` sink uses the journal socket or nothing
-//! (and when it is the only sink and there is no journal, exec refuses to launch, exit 74: no
-//! unaudited launch).
+//! `--report FILE` it is also written to FILE (atomically). `--pid-file` and `--report` are
+//! reserved before anything launches (a temporary file in their directory, renamed into place
+//! when written), so an output that cannot be written refuses with 73 and runs nothing. Without
+//! `--json` nothing is added to the program's output but one `stockade: warning: layer …` line
+//! on stderr per degradation the policy allowed (the report lists them with `--json`). Audit
+//! records never share stderr with the report: with `--json` the policy's `audit.stderr` sink
+//! uses the journal socket or nothing (and when it is the only sink and there is no journal,
+//! exec refuses to launch, exit 74: no unaudited launch).
 
 use crate::audit::{self, AuditLog, Event, Record};
 use crate::cli::ExecArgs;
@@ -34,6 +36,7 @@ use crate::sys;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use stockade_policy::operator::effective::{effective, PluginFacts};
 use stockade_policy::operator::explain::explain;
@@ -120,39 +123,74 @@ fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, CmdError> {
     Ok(env)
 }
 
-/// Write `contents` to `path` atomically (temp file in the same directory, fsync, rename).
-fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), CmdError> {
-    let err = |source| {
-        CmdError::new(
-            Exit::CantCreate,
-            "cannot_write",
-            ExecError::Write {
-                path: path.to_path_buf(),
-                source,
-            },
-        )
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let r = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
+/// An output file (`--pid-file`, `--report`), reserved before anything launches: a temporary
+/// file is created in its directory at once and renamed over the path when the contents are
+/// known. So an output that cannot be written (a missing or read-only directory, a path that is
+/// a directory) refuses the command with 73 before the program runs — not after it ran (the
+/// report) or never (the pid file) — and the path itself appears only complete.
+struct Reserved {
+    path: PathBuf,
+    tmp: tempfile::NamedTempFile,
+}
+
+impl Reserved {
+    fn new(path: &Path) -> Result<Self, CmdError> {
+        let err = |source| {
+            write_error(path, source)
+                .hint("the output's directory must exist and be writable; nothing was run")
+        };
+        if path.is_dir() {
+            return Err(err(io::Error::from(io::ErrorKind::IsADirectory)));
+        }
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let prefix = format!(
+            ".{}.",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        );
+        // 0666 less the umask, as a plain create would give.
+        let tmp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".tmp")
+            .permissions(fs::Permissions::from_mode(0o666))
+            .tempfile_in(dir)
+            .map_err(err)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+        })
     }
-    r.map_err(err)
+
+    /// Write, fsync and rename into place (a failure removes the temporary file).
+    fn commit(mut self, contents: &[u8]) -> Result<(), CmdError> {
+        let path = self.path;
+        let written = self
+            .tmp
+            .write_all(contents)
+            .and_then(|()| self.tmp.as_file().sync_all());
+        if let Err(e) = written {
+            return Err(write_error(&path, e));
+        }
+        self.tmp
+            .persist(&path)
+            .map(drop)
+            .map_err(|e| write_error(&path, e.error))
+    }
+}
+
+fn write_error(path: &Path, source: io::Error) -> CmdError {
+    CmdError::new(
+        Exit::CantCreate,
+        "cannot_write",
+        ExecError::Write {
+            path: path.to_path_buf(),
+            source,
+        },
+    )
 }
 
 /// Run the command. On success this does not return: it exits with the program's status after
@@ -189,6 +227,9 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
             ));
         }
     }
+    // Outputs first: one that cannot be written refuses before anything runs.
+    let pid_file = args.pid_file.as_deref().map(Reserved::new).transpose()?;
+    let report_file = args.report.as_deref().map(Reserved::new).transpose()?;
     let name = args.command.first().cloned().unwrap_or_default();
     let search = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let program = Program::open(&name, &search).map_err(launch_error)?;
@@ -212,6 +253,8 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
         env,
         package_dir: args.plugin_dir.clone(),
         package_dir_id: None,
+        // A pid file asked for must be written, also for a program that ends at once.
+        pid_required: args.pid_file.is_some(),
         uid_lock_dir: PathBuf::from(sandbox::uid::LOCK_DIR),
     };
     let mut sb = match sandbox::launch(spec) {
@@ -240,8 +283,18 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
         sb.kill();
         return Err(e);
     }
-    if let (Some(path), Some(pid)) = (&args.pid_file, sb.pid()) {
-        if let Err(e) = write_atomic(path, format!("{pid}\n").as_bytes()) {
+    // A pid file asked for is written: the kernel named the program's process at its launch,
+    // even one that has already ended (the file is then removed again below).
+    if let Some(reserved) = pid_file {
+        let written = match sb.pid() {
+            Some(pid) => reserved.commit(format!("{pid}\n").as_bytes()),
+            None => Err(CmdError::msg(
+                Exit::SandboxSetup,
+                "pid_unknown",
+                "the sandboxed program's host pid is not known, so --pid-file cannot be written",
+            )),
+        };
+        if let Err(e) = written {
             sb.kill();
             return Err(e);
         }
@@ -254,8 +307,8 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
         let _ = fs::remove_file(path);
     }
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-    if let Some(path) = &args.report {
-        write_atomic(path, json.as_bytes())?;
+    if let Some(reserved) = report_file {
+        reserved.commit(json.as_bytes())?;
     }
     if out.json {
         eprintln!("{json}");

@@ -26,6 +26,44 @@ pub mod source;
 pub mod store;
 pub mod verify;
 
+/// Write a command's output file (a signed package, an issued certificate). One that exists is
+/// refused with 73 unless `force`, the rule `keygen` and `grant issue` follow too: an issued
+/// artifact (a certificate's random serial, a package already handed out) is never replaced by
+/// accident. Checked at the write, after the inputs (a bad input is reported as such first):
+/// without `force` the new file is linked into place only if the name is still free (no
+/// check-then-write race); with it, replaced atomically.
+pub(crate) fn write_output(
+    path: &std::path::Path,
+    bytes: &[u8],
+    force: bool,
+) -> Result<(), CmdError> {
+    let written = if force {
+        crate::fileio::write_atomic(path, bytes, 0o644)
+    } else {
+        crate::fileio::write_atomic_new(path, bytes, 0o644)
+    };
+    written.map_err(|e| {
+        if e.is_exists() {
+            output_exists(path)
+        } else {
+            CmdError::new(Exit::CantCreate, "output", e)
+                .hint("check that the output directory exists and is writable")
+        }
+    })
+}
+
+fn output_exists(path: &std::path::Path) -> CmdError {
+    CmdError::msg(
+        Exit::CantCreate,
+        "output",
+        format!(
+            "{} already exists and --force was not given",
+            path.display()
+        ),
+    )
+    .hint("choose another output name, or pass --force to replace it")
+}
+
 /// Dispatch a parsed command line.
 pub fn run(command: Command, out: Output) -> Result<Exit, CmdError> {
     match command {

@@ -1,6 +1,7 @@
 //! `stockade pack DIR --key K --devcert D --intcert I [-o FILE]`: validate the manifest, build
 //! the deterministic payload and its file map, sign the canonical statement with the developer's
-//! key and write one container file.
+//! key and write one container file. An existing output is refused (73) unless `--force`: a
+//! package already handed out is not replaced by accident (as `keygen` and `ca issue`).
 //!
 //! The packer refuses early what verification would refuse later (a key that is not the
 //! certificate's, capabilities beyond the certificate, unsafe files), so a developer learns at
@@ -9,7 +10,7 @@
 use crate::cli::PackArgs;
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::fileio::{read_capped, write_atomic};
+use crate::fileio::read_capped;
 use crate::keyfile::{load_secret, secret_key_hint, unix_now};
 use crate::output::Output;
 use crate::package::build::{build, sha256_hex};
@@ -162,10 +163,7 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
     let output = a
         .output
         .unwrap_or_else(|| PathBuf::from(manifest.package_file_name()));
-    write_atomic(&output, &bytes, 0o644).map_err(|e| {
-        CmdError::new(Exit::CantCreate, "output", e)
-            .hint("check that the output directory exists and is writable")
-    })?;
+    crate::cmd::write_output(&output, &bytes, a.force)?;
     let r = Report {
         output,
         name: manifest.name().to_string(),

@@ -163,8 +163,10 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
     })?;
     let log = AuditLog::from_policy(&defaults.audit);
-    // An installed plugin's name runs its stored package (verified again, like any file).
-    let package = crate::store::resolve_package(&cfg.state_dir, &a.package);
+    // An installed plugin's name runs its stored package (verified again, like any file); a
+    // name looked up in a corrupt registry is refused as such (106).
+    let package = crate::store::resolve_package(&cfg.state_dir, &a.package)
+        .map_err(crate::cmd::store::store_err)?;
     let refused = |e: VerifyError| -> CmdError {
         let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
         let mut rec = Record::new(Event::Verification, "refused");

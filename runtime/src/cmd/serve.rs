@@ -286,23 +286,33 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         d.run();
         drop(d);
         crate::host::plugin::join_reapers();
-        // A frozen license refuses as it does for `run` (100); any other refusal is the
-        // config's (65).
-        let frozen = e
-            .data
-            .as_ref()
-            .is_some_and(|d| d["kind"] == "license_frozen");
-        let exit = if frozen {
-            Exit::LicenseFrozen
+        // A frozen license refuses as it does for `run` (100), a registry that cannot be read
+        // as the store commands do (106); any other refusal is the config's (65).
+        let kind_is = |k: &str| e.data.as_ref().is_some_and(|d| d["kind"] == k);
+        let (exit, kind, hint) = if kind_is("license_frozen") {
+            (
+                Exit::LicenseFrozen,
+                "license_frozen",
+                "fix or remove the package from [serve] load",
+            )
+        } else if kind_is("store.corrupt") {
+            (
+                Exit::StoreCorrupt,
+                "store.corrupt",
+                "restore <state-dir>/store/registry.json from a backup",
+            )
         } else {
-            Exit::DataErr
+            (
+                Exit::DataErr,
+                "load",
+                "fix or remove the package from [serve] load",
+            )
         };
         let err = ServeError::Load {
             package,
             message: e.message,
         };
-        let kind = if frozen { "license_frozen" } else { "load" };
-        return Err(cmd(exit, kind, err).hint("fix or remove the package from [serve] load"));
+        return Err(cmd(exit, kind, err).hint(hint));
     }
     match &bound {
         Some(p) => log_line(&format!("listening on {}", p.display())),

@@ -169,6 +169,26 @@ impl Daemon {
         self.audit(rec);
     }
 
+    /// A name could not be looked up because the store's registry cannot be read (corrupt,
+    /// unknown schema, a non-plain directory): refused, audited, with the store's own kind and
+    /// exit code (`store.corrupt`, 106), never taken for a missing file.
+    fn store_unreadable(&self, entry: &Path, e: crate::store::StoreError) -> RpcError {
+        let err = crate::cmd::store::store_err(e);
+        let msg = format!(
+            "cannot look up `{}`: {}",
+            entry.display(),
+            err.chain().join(": ")
+        );
+        self.deny_load(
+            Record::new(Event::Denial, ""),
+            entry,
+            "store",
+            err.kind(),
+            &msg,
+        );
+        load_failed(msg, json!({"kind": err.kind(), "exit": err.exit().code()}))
+    }
+
     /// `[serve] load` at start, and `plugin_load` at run time (seed 000: the operator does not
     /// manage load order). Every entry (a package file, or an installed plugin's name) is
     /// verified first; a dependency neither in the list nor loaded is added from the store when
@@ -186,7 +206,8 @@ impl Daemon {
         let state_dir = self.cfg.trust.state_dir.clone();
         let mut set: Vec<(String, std::path::PathBuf, VerifiedPackage)> = Vec::new();
         for e in entries {
-            let path = crate::store::resolve_package(&state_dir, Path::new(e));
+            let path = crate::store::resolve_package(&state_dir, Path::new(e))
+                .map_err(|err| (e.clone(), self.store_unreadable(Path::new(e), err)))?;
             let pkg = self
                 .verify_for_load(&path)
                 .map_err(|err| (e.clone(), err))?;
@@ -220,7 +241,9 @@ impl Daemon {
                 })
                 .map(|d| (p.manifest.name().to_string(), d))
         }) {
-            let Some(path) = crate::store::installed_package(&state_dir, &dep) else {
+            let installed = crate::store::installed_package(&state_dir, &dep)
+                .map_err(|err| (dep.clone(), self.store_unreadable(Path::new(&dep), err)))?;
+            let Some(path) = installed else {
                 break; // named by the order check below
             };
             let pkg = self

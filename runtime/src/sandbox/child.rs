@@ -49,12 +49,22 @@ pub enum ChildMsg {
         /// The error chain, rendered.
         error: String,
     },
+    /// Sent by the program's own process, before its exec, when the launch asks for it
+    /// (`LaunchSpec::pid_required`; [`PROGRAM_MSG`]): the kernel attaches
+    /// that process's pid to the message, in the runtime's pid namespace, which is how the
+    /// runtime knows the program's host pid even when it has already ended (and been reaped)
+    /// by the time the runtime looks.
+    Program,
     /// The program was forked and is about to exec.
     Forked {
         /// Its pid inside the sandbox.
         ns_pid: i32,
     },
 }
+
+/// [`ChildMsg::Program`] as sent: the program's process runs in the init's memory until its
+/// exec (`sys::vfork_exec`), where nothing may allocate, so the message is a constant.
+pub const PROGRAM_MSG: &[u8] = b"\"Program\"";
 
 /// What the grandchild reports through the exec pipe when it could not start the program.
 pub const EXEC_FAILED: u8 = 1;
@@ -94,6 +104,9 @@ pub struct ChildCtx<'a> {
     /// the runtime's `R` before its seccomp and exec (EOF instead: the held sandbox was
     /// discarded; it exits).
     pub hold: bool,
+    /// The program's process sends [`ChildMsg::Program`] before its exec, so the runtime learns
+    /// its host pid from the kernel (`LaunchSpec::pid_required`).
+    pub announce_program: bool,
 }
 
 type Step<T> = Result<T, (LaunchStep, String)>;
@@ -355,6 +368,12 @@ fn exec_program(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> ! {
             report_exec_failure(ctx.exec_w, PRE_EXEC_FAILED, &e)
         }
     };
+    // First, so the runtime learns this process's host pid from the kernel whatever happens
+    // next (a failure before exec is reported, and the pid unused). Lost, the runtime falls
+    // back to looking in /proc.
+    if ctx.announce_program {
+        let _ = sock.send(PROGRAM_MSG);
+    }
     pre(sys::setsid());
     pre(sys::set_parent_death_signal(libc::SIGKILL));
     // Dispositions are already the defaults (init reset them); the mask is the runtime's.
@@ -433,4 +452,15 @@ pub fn read_exec_result(fd: OwnedFd) -> std::io::Result<Option<(u8, i32)>> {
     }
     let errno = i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]);
     Ok(Some((buf[0], errno)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The constant the program's process sends is the message the runtime decodes.
+    #[test]
+    fn program_msg_is_the_serialized_variant() {
+        assert_eq!(serde_json::to_vec(&ChildMsg::Program).unwrap(), PROGRAM_MSG);
+    }
 }

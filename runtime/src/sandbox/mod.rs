@@ -221,6 +221,12 @@ pub struct LaunchSpec<'a> {
     /// The device and inode `package_dir` must be when the init opens it (the directory the
     /// runtime verified, whatever happened to the path since); `None`: not checked.
     pub package_dir_id: Option<(u64, u64)>,
+    /// The program's host pid must be known even if it ends at once (`exec --pid-file`): its
+    /// process then reports itself on the control socket before its exec, and the kernel names
+    /// it (`SO_PASSCRED`). Otherwise the pid is looked up in `/proc`, which finds nothing once
+    /// the program has ended; the message costs the launch one more wake-up of the runtime
+    /// (≈ 100 µs, more than the `/proc` read: docs/PERFORMANCE.md), so only when asked.
+    pub pid_required: bool,
     /// Where uid locks live (root mode).
     pub uid_lock_dir: PathBuf,
 }
@@ -398,11 +404,15 @@ impl Held {
             self.sock.send(b"R").map_err(setup(LaunchStep::Control))?;
         }
         let mut buf = vec![0u8; 64 * 1024];
+        let mut program_pid = None;
         let ns_pid = loop {
             match recv_child(&self.sock, &mut buf)? {
-                child::ChildMsg::Forked { ns_pid } => break ns_pid,
-                child::ChildMsg::Layers(l) => self.layers.extend(l),
-                child::ChildMsg::Failed { .. } => unreachable!("recv_child returns it as an error"),
+                (child::ChildMsg::Forked { ns_pid }, _) => break ns_pid,
+                (child::ChildMsg::Layers(l), _) => self.layers.extend(l),
+                (child::ChildMsg::Program, sender) => program_pid = sender,
+                (child::ChildMsg::Failed { .. }, _) => {
+                    unreachable!("recv_child returns it as an error")
+                }
             }
         };
         // Did exec succeed? EOF on the close-on-exec pipe says yes.
@@ -429,7 +439,9 @@ impl Held {
             }
         }
         let pid = self.pid;
-        let host_pid = find_host_pid(pid, ns_pid);
+        // The kernel's word (the program's process said `Program`) needs no /proc; the lookup
+        // is the fallback, and finds nothing once the program has ended.
+        let host_pid = program_pid.or_else(|| find_host_pid(pid, ns_pid));
         let mut process = self.process;
         process["prepared"] = json!(self.prepared);
         self.layers.push(LayerReport::full("process", process));
@@ -462,8 +474,13 @@ impl Held {
 
 /// One message from the sandbox's init; its `Failed` report and EOF (it exited during setup)
 /// are errors.
-fn recv_child(sock: &UnixDatagram, buf: &mut [u8]) -> Result<child::ChildMsg, LaunchError> {
-    let n = sock.recv(buf).map_err(setup(LaunchStep::Control))?;
+/// The next message from the sandbox, with the pid of the process that sent it (the init, or
+/// the program's process before its exec), as the kernel recorded it.
+fn recv_child(
+    sock: &UnixDatagram,
+    buf: &mut [u8],
+) -> Result<(child::ChildMsg, Option<i32>), LaunchError> {
+    let (n, sender) = sys::recv_with_pid(sock.as_fd(), buf).map_err(setup(LaunchStep::Control))?;
     if n == 0 {
         return Err(LaunchError::Setup {
             step: LaunchStep::Control,
@@ -478,7 +495,7 @@ fn recv_child(sock: &UnixDatagram, buf: &mut [u8]) -> Result<child::ChildMsg, La
             step,
             cause: ChildError(error),
         }),
-        Ok(msg) => Ok(msg),
+        Ok(msg) => Ok((msg, sender)),
         Err(e) => Err(LaunchError::Setup {
             step: LaunchStep::Control,
             cause: io::Error::other(e),
@@ -558,7 +575,15 @@ fn prepare(
 
     // 5. Channels: control socket, exec-result and exit-status pipes, stdio pipes.
     let ch = setup(LaunchStep::Channels);
-    let (sock_parent, sock_child) = sys::seqpacket_pair().map_err(ch)?;
+    // With `pid_required` the runtime's end receives each message with its sender's pid: the
+    // program's own process says `Program` before its exec, so its host pid is known even if it
+    // ends at once.
+    let (sock_parent, sock_child) = if spec.pid_required {
+        sys::seqpacket_pair_with_credentials()
+    } else {
+        sys::seqpacket_pair()
+    }
+    .map_err(ch)?;
     let (exec_r, exec_w) = sys::pipe().map_err(setup(LaunchStep::Channels))?;
     let (status_r, status_w) = sys::pipe().map_err(setup(LaunchStep::Channels))?;
     let (stdin_r, stdin_w) = sys::pipe().map_err(setup(LaunchStep::Channels))?;
@@ -599,6 +624,7 @@ fn prepare(
         status_w: &status_w,
         filters: &filters,
         hold,
+        announce_program: spec.pid_required,
         // Without a memory cgroup, RLIMIT_DATA stands in for memory_max: weaker (it counts the
         // private writable memory of each process, not tmpfs or page cache, and not summed over
         // the sandbox) but far better than no bound at all.
@@ -688,10 +714,10 @@ fn prepare(
         (None, false) => "at launch",
     };
     let mut buf = vec![0u8; 64 * 1024];
-    match recv_child(&sock, &mut buf)? {
+    match recv_child(&sock, &mut buf)?.0 {
         child::ChildMsg::Layers(l) => layers.extend(l),
         child::ChildMsg::Failed { .. } => unreachable!("recv_child returns it as an error"),
-        child::ChildMsg::Forked { .. } => {
+        child::ChildMsg::Forked { .. } | child::ChildMsg::Program => {
             return Err(LaunchError::Setup {
                 step: LaunchStep::Control,
                 cause: io::Error::other("the init forked before reporting its layers"),

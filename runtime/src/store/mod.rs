@@ -477,13 +477,14 @@ fn fsync_tree(root: &Path) -> Result<(), StoreError> {
 
 /// Whether `stockade verify ARG` means an installed plugin: ARG is not an existing file (a
 /// directory of the same name in the working directory does not count: it cannot be a package)
-/// and the store has a plugin by that name.
-pub fn is_installed_id(state_dir: &Path, arg: &Path) -> bool {
-    candidate_name(arg).is_some_and(|name| {
-        read_registry(state_dir)
-            .map(|r| r.plugins.contains_key(name))
-            .unwrap_or(false)
-    })
+/// and the store has a plugin by that name. A registry that cannot be read is an error whenever
+/// the answer needs it (ARG could be a name): taking a corrupt store for an empty one would
+/// report "cannot read ARG" about a file nobody meant.
+pub fn is_installed_id(state_dir: &Path, arg: &Path) -> Result<bool, StoreError> {
+    match candidate_name(arg) {
+        Some(name) => Ok(read_registry(state_dir)?.plugins.contains_key(name)),
+        None => Ok(false),
+    }
 }
 
 /// ARG as a plugin name, unless it is an existing file (which always wins) or not a valid name.
@@ -501,18 +502,26 @@ pub fn object_dir_in(root: &Path, p: &Installed) -> PathBuf {
 }
 
 /// For `stockade run ARG` and serve's `plugin_load`: the stored package of an installed plugin
-/// named ARG (same rule as `verify`), else ARG itself.
-pub fn resolve_package(state_dir: &Path, arg: &Path) -> PathBuf {
-    let stored = candidate_name(arg).and_then(|name| installed_package(state_dir, name));
-    stored.unwrap_or_else(|| arg.to_path_buf())
+/// named ARG (same rule as `verify`), else ARG itself. An existing file is used as it is, without
+/// reading the registry; otherwise a registry that cannot be read is the error (not "cannot read
+/// ARG", which would send the operator looking for a file).
+pub fn resolve_package(state_dir: &Path, arg: &Path) -> Result<PathBuf, StoreError> {
+    let stored = match candidate_name(arg) {
+        Some(name) => installed_package(state_dir, name)?,
+        None => None,
+    };
+    Ok(stored.unwrap_or_else(|| arg.to_path_buf()))
 }
 
 /// The stored package of the installed plugin `name`, if there is one (by name only: no file
-/// of that name is looked for, as serve's dependency lookup needs).
-pub fn installed_package(state_dir: &Path, name: &str) -> Option<PathBuf> {
-    let registry = read_registry(state_dir).ok()?;
-    let p = registry.plugins.get(name)?;
-    Some(object_dir_in(&state_dir.join(STORE_DIR), p).join(PACKAGE_FILE))
+/// of that name is looked for, as serve's dependency lookup needs). `Err` when the registry
+/// cannot be read: a corrupt store is not an empty one.
+pub fn installed_package(state_dir: &Path, name: &str) -> Result<Option<PathBuf>, StoreError> {
+    let registry = read_registry(state_dir)?;
+    Ok(registry
+        .plugins
+        .get(name)
+        .map(|p| object_dir_in(&state_dir.join(STORE_DIR), p).join(PACKAGE_FILE)))
 }
 
 /// The frozen-license rule for starting a plugin (seed 000: installs are blocked while the

@@ -521,6 +521,46 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     .map_err(io_err)
 }
 
+/// A close-on-exec `SOCK_SEQPACKET` pair whose first end receives every message with its
+/// sender's credentials (`SO_PASSCRED`, set before any message can be sent): the kernel records
+/// the sending process at the send, so a process that has ended since (a program that exits at
+/// once) is still named, and names its pid in the receiver's pid namespace.
+pub fn seqpacket_pair_with_credentials() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let (a, b) = seqpacket_pair()?;
+    setsockopt(&a, sockopt::PassCred, &true).map_err(io_err)?;
+    Ok((a, b))
+}
+
+/// One message into `buf` (its length), with the sending process's pid as the kernel recorded
+/// it (`SCM_CREDENTIALS`, in our pid namespace) when the socket passes credentials
+/// ([`seqpacket_pair_with_credentials`]). Honours the socket's receive timeout.
+pub fn recv_with_pid(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<i32>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(libc::ucred);
+    let msg = loop {
+        match recvmsg::<UnixAddr>(
+            fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            r => break r.map_err(io_err)?,
+        }
+    };
+    let pid = msg.cmsgs().ok().and_then(|mut c| {
+        c.find_map(|m| match m {
+            ControlMessageOwned::ScmCredentials(u) => Some(u.pid()),
+            _ => None,
+        })
+    });
+    // 0: the sender is not in our pid namespace (never the case for our own sandboxes).
+    let pid = pid.filter(|&p| p > 0);
+    Ok((msg.bytes, pid))
+}
+
 /// `poll` on `(fd, events)` pairs; returns the `revents` of each. Retries on EINTR; a negative
 /// timeout waits forever.
 pub fn poll(fds: &[(BorrowedFd<'_>, i16)], timeout_ms: i32) -> io::Result<Vec<i16>> {

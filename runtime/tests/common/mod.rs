@@ -270,6 +270,16 @@ impl Fixture {
 
     /// [`Fixture::pack_dir`] with global flags before the subcommand (e.g. `--json`).
     pub fn pack_dir_with(&self, global: &[&str], dir: &str, out: &str) -> Run {
+        self.pack_args(global, dir, out, &[])
+    }
+
+    /// [`Fixture::pack_dir`] replacing an existing `out` (`--force`), for tests that pack
+    /// again over their own earlier package.
+    pub fn pack_dir_replacing(&self, dir: &str, out: &str) -> Run {
+        self.pack_args(&[], dir, out, &["--force"])
+    }
+
+    fn pack_args(&self, global: &[&str], dir: &str, out: &str, extra: &[&str]) -> Run {
         let mut args = global.to_vec();
         args.extend([
             "pack",
@@ -283,13 +293,15 @@ impl Fixture {
             "-o",
             out,
         ]);
+        args.extend_from_slice(extra);
         self.run(&args)
     }
 
-    /// Pack the hello example into `hello.stockade`.
+    /// Pack the hello example into `hello.stockade`, replacing it (`--force`): tests pack it
+    /// again after changing the tree or the developer certificate.
     pub fn pack_hello(&self) -> String {
         self.hello_dir();
-        let r = self.pack_dir("hello", "hello.stockade");
+        let r = self.pack_dir_replacing("hello", "hello.stockade");
         assert_eq!(r.code, 0, "pack failed: {}", r.stderr);
         "hello.stockade".into()
     }

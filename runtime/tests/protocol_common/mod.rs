@@ -129,6 +129,8 @@ pub fn session_signed(
             intcert,
             "-o",
             "t.stockade",
+            // Each session packs its plugin again over the last one's.
+            "--force",
         ],
     );
     let mut args = vec![
