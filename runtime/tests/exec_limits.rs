@@ -171,3 +171,58 @@ fn cpu_quota_throttles_a_busy_loop() {
         "{r}"
     );
 }
+
+/// inotify is opt-in (`@file-watch`: not in the default groups, SIGSYS without it) and a
+/// sandbox allowed it gets 8 instances of its own, set through its own /proc — with /proc in
+/// the sandbox and without (a private procfs is mounted for the write) — and reported.
+#[test]
+fn file_watch_is_opt_in_and_capped_per_sandbox() {
+    let Some(bin) = helper("inotify") else {
+        return;
+    };
+    let bin = bin.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rep = dir.path().join("r.json");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["exec", "--report", rep.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", bin]);
+        let o = stockade(&args, b"");
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+        (o, r)
+    };
+    let (o, _) = run(&[]);
+    assert_eq!(code(&o), 128 + 31, "killed by SIGSYS: {}", err(&o));
+    let groups = "\"@default\", \"@basic-io\", \"@file-system\", \"@file-watch\", \"@memory\", \
+                  \"@process\", \"@signal\"";
+    for proc_ in [true, false] {
+        let text =
+            format!("version = 1\n[filesystem]\nproc = {proc_}\n[seccomp]\ngroups = [{groups}]\n");
+        let pol = policy(dir.path(), &text);
+        let (o, r) = run(&["--policy", &pol]);
+        assert_eq!(code(&o), 0, "proc = {proc_}: {}", err(&o));
+        assert_eq!(out(&o).trim(), "count=8 errno=EMFILE", "proc = {proc_}");
+        let caps = &layer(&r, "rlimits")["details"]["user_namespace"];
+        assert_eq!(caps["max_inotify_instances"], 8, "{r}");
+        assert_eq!(caps["max_inotify_watches"], 8192, "{r}");
+    }
+    // The runtime's own /proc without /proc/sys (systemd's ProcSubset=pid, as the shipped
+    // stockade.service has): the caps still go through the sandbox's own procfs.
+    if !require(
+        Path::new("/usr/bin/unshare").exists(),
+        "unshare (util-linux) gives the runtime a pid-only /proc",
+    ) {
+        return;
+    }
+    let text = format!("version = 1\n[seccomp]\ngroups = [{groups}]\n");
+    let pol = policy(dir.path(), &text);
+    let o = std::process::Command::new("/usr/bin/unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t proc -o subset=pid proc /proc && test ! -e /proc/sys && exec \"$@\"")
+        .args(["sh", BIN, "exec", "--policy", &pol, "--", bin])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "under a pid-only /proc: {}", err(&o));
+    assert_eq!(out(&o).trim(), "count=8 errno=EMFILE");
+}

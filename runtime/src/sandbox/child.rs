@@ -164,8 +164,6 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // Nothing ran in the host's ones: this process has opened nothing since the clone.
     sys::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS)
         .map_err(at(LaunchStep::Namespaces))?;
-    // While the host's /proc is still here and we hold our namespace's capabilities.
-    let watch_caps = cap_file_watches(p).map_err(at(LaunchStep::UserNamespaceLimits))?;
     // Bind sources must be mounts of *our* mount namespace (the kernel refuses to bind from
     // another one), so they are opened here, before the staging root hides anything and while
     // our host uid still passes the owner checks on the host paths.
@@ -214,8 +212,15 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // killed by default-action signals from inside it.
     sys::reset_signal_dispositions().map_err(at(LaunchStep::SignalDispositions))?;
     let mut rl = set_rlimits(p, ctx.data_limit).map_err(at(LaunchStep::Rlimits))?;
-    if let Some(caps) = watch_caps {
-        rl.details["inotify"] = caps;
+    if !ctx.plan.user_ns_limits.is_empty() {
+        // Set by mounts::apply through the sandbox's own /proc.
+        let caps: serde_json::Map<_, _> = ctx
+            .plan
+            .user_ns_limits
+            .iter()
+            .map(|(file, n)| ((*file).to_string(), json!(n)))
+            .collect();
+        rl.details["user_namespace"] = caps.into();
     }
     drop_capabilities().map_err(at(LaunchStep::Capabilities))?;
     sys::set_no_new_privs().map_err(at(LaunchStep::NoNewPrivs))?;
@@ -262,35 +267,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-/// inotify instances and watches a sandbox allowed `@file-watch` may hold. They are counted
-/// against the runtime user's quota (`fs.inotify.max_user_instances`, 128 by default), as
-/// queued signals are ([`SIGPENDING`]); the user namespace's own `max_inotify_*` (unlimited by default) bound this
-/// sandbox's share.
-pub const INOTIFY_INSTANCES: u64 = 8;
-/// See [`INOTIFY_INSTANCES`].
-pub const INOTIFY_WATCHES: u64 = 8192;
-
-/// Cap inotify in this (the sandbox's) user namespace when its seccomp filter lets the program
-/// use it at all; `/proc/sys/user/*` are per user namespace and writable with our namespace's
-/// `CAP_SYS_RESOURCE`. Returns the caps for the report.
-fn cap_file_watches(p: &ValidatedSandboxPolicy) -> std::io::Result<Option<serde_json::Value>> {
-    let allowed = ["inotify_init", "inotify_init1"]
-        .iter()
-        .any(|s| p.seccomp_allow.contains(*s));
-    if !allowed {
-        return Ok(None);
-    }
-    for (file, n) in [
-        ("max_inotify_instances", INOTIFY_INSTANCES),
-        ("max_inotify_watches", INOTIFY_WATCHES),
-    ] {
-        std::fs::write(format!("/proc/sys/user/{file}"), n.to_string())?;
-    }
-    Ok(Some(
-        json!({"instances": INOTIFY_INSTANCES, "watches": INOTIFY_WATCHES}),
-    ))
 }
 
 fn set_rlimits(

@@ -145,6 +145,32 @@ pub struct MountPlan {
     pub proc: bool,
     /// Bind /sys read-only.
     pub sys: bool,
+    /// `/proc/sys/user/<file>` values to set in the sandbox's user namespace ([`user_ns_limits`]).
+    pub user_ns_limits: Vec<(&'static str, u64)>,
+}
+
+/// inotify instances and watches a sandbox allowed `@file-watch` may hold. They are counted
+/// against the quota of the user owning the sandbox's user namespace — the runtime's
+/// (`fs.inotify.max_user_instances`, 128 by default, for all of root's processes), as queued
+/// signals are (`SIGPENDING`); the namespace's own `max_inotify_*` (unlimited by default) bound
+/// this sandbox's share.
+pub const INOTIFY_INSTANCES: u64 = 8;
+/// See [`INOTIFY_INSTANCES`].
+pub const INOTIFY_WATCHES: u64 = 8192;
+
+/// The per-user-namespace caps a policy needs: the inotify ones when its seccomp filter admits
+/// inotify at all (`@file-watch`), else none.
+pub fn user_ns_limits(policy: &ValidatedSandboxPolicy) -> Vec<(&'static str, u64)> {
+    let watches = ["inotify_init", "inotify_init1"]
+        .iter()
+        .any(|s| policy.seccomp_allow.contains(*s));
+    if !watches {
+        return Vec::new();
+    }
+    vec![
+        ("max_inotify_instances", INOTIFY_INSTANCES),
+        ("max_inotify_watches", INOTIFY_WATCHES),
+    ]
 }
 
 /// Build the plan from the policy and a view of the host (a fake in tests).
@@ -233,6 +259,7 @@ pub fn plan(
         tmp: (policy.tmp_size, policy.tmp_inodes),
         proc: policy.proc,
         sys: policy.sys,
+        user_ns_limits: user_ns_limits(policy),
     }
 }
 
@@ -450,7 +477,17 @@ pub fn apply(
 
     let missing_dev = build_dev(&staged("/dev")).map_err(at(LaunchStep::MountDev))?;
     if plan.proc {
-        build_proc(&staged("/proc"), &staged("/dev/null")).map_err(at(LaunchStep::MountProc))?;
+        build_proc(&staged("/proc"), &staged("/dev/null"), &plan.user_ns_limits)
+            .map_err(at(LaunchStep::MountProc))?;
+    } else if !plan.user_ns_limits.is_empty() {
+        // No /proc for the program, but the caps need one: a private instance, removed again.
+        let t = staged("/.proc-limits");
+        mkdirs(&t)
+            .and_then(|_| mount_proc(&t))
+            .and_then(|_| set_user_ns_limits(&t, &plan.user_ns_limits))
+            .and_then(|_| sys::umount_detach(&cstr(&t)?))
+            .and_then(|_| fs::remove_dir(&t))
+            .map_err(at(LaunchStep::UserNamespaceLimits))?;
     }
     if plan.sys {
         let t = staged("/sys");
@@ -511,15 +548,33 @@ fn build_dev(dev: &str) -> io::Result<Vec<String>> {
     Ok(missing)
 }
 
-fn build_proc(proc_: &str, null: &str) -> io::Result<()> {
-    mkdirs(proc_)?;
+fn mount_proc(target: &str) -> io::Result<()> {
     sys::mount(
         Some(c"proc"),
-        &cstr(proc_)?,
+        &cstr(target)?,
         Some(c"proc"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
-    )?;
+    )
+}
+
+/// Write the user namespace's caps through `proc_`, a procfs of this (the sandbox's) mount
+/// namespace: `/proc/sys/user/*` are per user namespace and writable with our namespace's
+/// `CAP_SYS_RESOURCE`. Not through the /proc inherited from the runtime, which may be no full
+/// procfs (systemd's `ProcSubset=pid`: no /proc/sys) or read-only (`ProtectKernelTunables=`,
+/// containers).
+fn set_user_ns_limits(proc_: &str, limits: &[(&str, u64)]) -> io::Result<()> {
+    for (file, n) in limits {
+        fs::write(format!("{proc_}/sys/user/{file}"), n.to_string())?;
+    }
+    Ok(())
+}
+
+fn build_proc(proc_: &str, null: &str, user_ns_limits: &[(&str, u64)]) -> io::Result<()> {
+    mkdirs(proc_)?;
+    mount_proc(proc_)?;
+    // Before /proc/sys is made read-only below.
+    set_user_ns_limits(proc_, user_ns_limits)?;
     for f in PROC_MASKED_FILES {
         let t = format!("{proc_}/{f}");
         if Path::new(&t).exists() {
