@@ -7,11 +7,14 @@
 //! and counted. Dropping beats silently discarding notifications: an agent that misses a
 //! response would wait for it forever, one that is disconnected knows to reconnect.
 //!
-//! Fast agents: a connection's requests are read only while less than a quarter of
-//! `max_outbound_bytes` waits to be written to it ([`Conn::has_room`]), so an agent that
+//! Fast agents: a connection's requests are answered one at a time, and only while less than a
+//! quarter of `max_outbound_bytes` waits to be written to it ([`Conn::has_room`]); the rest wait
+//! decoded in its backlog, and nothing more is read until they are answered. An agent that
 //! pipelines requests as fast as it can, and reads the answers as fast as it can, is slowed to
 //! its own reading pace (its writes block) instead of being dropped for answers that piled up
-//! within one turn.
+//! within one turn — however large each answer is next to its request. One that stops reading
+//! altogether stalls: with answers waiting and not one byte taken for [`STALL`], it is dropped
+//! as a slow agent.
 //!
 //! End of input is not the end of the connection: an agent that sends its requests and then
 //! shuts down its writing side (`shutdown(SHUT_WR)`, as `socat` and `nc -N` do with piped input)
@@ -21,11 +24,17 @@
 use crate::sys::sock::PeerCred;
 use mio::net::UnixStream;
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 use stockade_policy::protocol::frame::{encode, Frame, FrameDecoder};
 
 /// Reads per connection per wake-up (fairness between agents).
 pub const READ_BUDGET: usize = 16;
+
+/// How long a connection may hold unanswered requests for lack of room while the agent takes
+/// none of its answers, before it is dropped as a slow agent.
+pub const STALL: Duration = Duration::from_secs(10);
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +45,8 @@ pub enum Closed {
     Error,
     /// Its outbound buffer overflowed (a slow agent).
     Overflow,
+    /// It held requests for lack of room while its agent took nothing for [`STALL`].
+    Stalled,
 }
 
 /// One connection.
@@ -54,6 +65,10 @@ pub struct Conn {
     /// Input was left unread for back-pressure ([`Conn::has_room`]): read it once there is
     /// room (the poller is edge-triggered and will not say again).
     pub paused: bool,
+    /// Requests read and decoded, not yet answered (for lack of room).
+    pub backlog: VecDeque<Frame>,
+    /// Since when the connection has been paused without the agent taking a byte.
+    stalled_since: Option<Instant>,
 }
 
 /// What one read turn produced.
@@ -77,7 +92,26 @@ impl Conn {
             closed: None,
             read_closed: false,
             paused: false,
+            backlog: VecDeque::new(),
+            stalled_since: None,
         }
+    }
+
+    /// Note a turn on which the connection is paused without room: true once it has stalled
+    /// for [`STALL`] (then it is marked dropped, as an overflow is).
+    pub fn stalled(&mut self, now: Instant) -> bool {
+        let since = *self.stalled_since.get_or_insert(now);
+        if now.duration_since(since) >= STALL {
+            self.out.clear();
+            self.closed = Some(Closed::Stalled);
+            return true;
+        }
+        false
+    }
+
+    /// When a paused connection counts as stalled (for the loop's timeout).
+    pub fn stall_deadline(&self) -> Option<Instant> {
+        self.stalled_since.map(|s| s + STALL)
     }
 
     /// Whether its answers have room for more requests to be read: less than a quarter of the
@@ -112,6 +146,7 @@ impl Conn {
                 Ok(0) => self.closed = Some(Closed::Error),
                 Ok(n) => {
                     self.out.drain(..n);
+                    self.stalled_since = None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

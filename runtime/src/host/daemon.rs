@@ -218,6 +218,10 @@ impl Daemon {
                 let d = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(d, |t| t.min(d)));
             }
+            if let Some(at) = self.conns.values().filter_map(Conn::stall_deadline).min() {
+                let d = at.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            }
             if let Some(at) = self.next_restart() {
                 let d = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(d, |t| t.min(d)));
@@ -378,12 +382,13 @@ impl Daemon {
         }
     }
 
-    /// Read and answer a connection's requests, a chunk at a time, up to [`READ_BUDGET`] chunks
-    /// (then it is served again next turn) and only while its answers have room (else it waits,
-    /// `paused`, until `flush_conns` sees them drained).
+    /// Answer a connection's requests one at a time while its answers have room (else it waits,
+    /// `paused`, the rest in its backlog, until `flush_conns` sees them drained), reading a chunk
+    /// whenever the backlog is empty, up to [`READ_BUDGET`] chunks (then it is served again next
+    /// turn).
     fn read_conn(&mut self, t: usize, buf: &mut [u8], now: Instant) {
-        for _ in 0..READ_BUDGET {
-            let mut frames = Vec::new();
+        let mut reads = 0;
+        loop {
             let Some(c) = self.conns.get_mut(&t) else {
                 return;
             };
@@ -391,38 +396,44 @@ impl Daemon {
                 c.paused = true;
                 return;
             }
+            if let Some(f) = c.backlog.pop_front() {
+                self.answer_frame(t, f, now);
+                continue;
+            }
+            if reads == READ_BUDGET {
+                self.hot.push(t);
+                return;
+            }
+            reads += 1;
+            let mut frames = Vec::new();
             let outcome = c.read(buf, &mut frames, 1);
-            self.answer_frames(t, frames, now);
-            if let ReadOutcome::Drained = outcome {
+            c.backlog.extend(frames);
+            if matches!(outcome, ReadOutcome::Drained) && c.backlog.is_empty() {
                 return;
             }
         }
-        self.hot.push(t);
     }
 
-    fn answer_frames(&mut self, t: usize, frames: Vec<Frame>, now: Instant) {
-        for f in frames {
-            let line = match f {
-                Ok(l) => l,
-                Err(e) => {
-                    let e = err(codes::INVALID_REQUEST, e.to_string());
-                    self.send(t, &response_err(&Value::Null, &e));
-                    continue;
-                }
-            };
-            match Message::parse(&line) {
-                Ok(Message::Request {
-                    id,
-                    method,
-                    params: p,
-                }) => self.request(t, id, &method, &p, now),
-                // Notifications and responses from an agent carry nothing serve acts on.
-                Ok(_) => {}
-                Err(e) => self.send(
-                    t,
-                    &response_err(&Value::Null, &err(e.code(), e.to_string())),
-                ),
+    fn answer_frame(&mut self, t: usize, f: Frame, now: Instant) {
+        let line = match f {
+            Ok(l) => l,
+            Err(e) => {
+                let e = err(codes::INVALID_REQUEST, e.to_string());
+                return self.send(t, &response_err(&Value::Null, &e));
             }
+        };
+        match Message::parse(&line) {
+            Ok(Message::Request {
+                id,
+                method,
+                params: p,
+            }) => self.request(t, id, &method, &p, now),
+            // Notifications and responses from an agent carry nothing serve acts on.
+            Ok(_) => {}
+            Err(e) => self.send(
+                t,
+                &response_err(&Value::Null, &err(e.code(), e.to_string())),
+            ),
         }
     }
 
@@ -711,15 +722,22 @@ impl Daemon {
             }
             if c.closed.is_some() {
                 gone.push(*t);
-            } else if c.read_closed && c.pending() == 0 {
+            } else if c.read_closed && c.pending() == 0 && c.backlog.is_empty() {
                 ended.push(*t);
             }
         }
-        // Input left unread for back-pressure: read again now that its answers have drained.
+        // Input left unread for back-pressure: read again now that its answers have drained;
+        // one whose agent takes nothing at all stalls and is dropped (STALL).
+        let now = Instant::now();
         for (t, c) in self.conns.iter_mut() {
-            if c.paused && c.closed.is_none() && c.has_room() {
+            if !c.paused || c.closed.is_some() {
+                continue;
+            }
+            if c.has_room() {
                 c.paused = false;
                 self.hot.push(*t);
+            } else if c.stalled(now) {
+                gone.push(*t);
             }
         }
         // Input ended and every answer written: closed once nothing it asked for is pending.
@@ -741,6 +759,17 @@ impl Daemon {
                             "connection of uid {} pid {} dropped: it stopped reading and its \
                              outbound buffer is full ({} dropped so far)",
                             c.peer.uid, c.peer.pid, self.dropped_slow
+                        ));
+                    }
+                    Some(Closed::Stalled) => {
+                        self.dropped_slow += 1;
+                        log_line(&format!(
+                            "connection of uid {} pid {} dropped: it stopped reading ({} s without \
+                             taking an answer, requests waiting; {} dropped so far)",
+                            c.peer.uid,
+                            c.peer.pid,
+                            super::conn::STALL.as_secs(),
+                            self.dropped_slow
                         ));
                     }
                     Some(Closed::Error) => log_line(&format!(
