@@ -161,32 +161,75 @@ fn write_atomic_inner(
     owner: Option<(u32, u32)>,
     replace: bool,
 ) -> Result<(), FileError> {
-    let wr = |source| FileError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    reserve(path, mode)?.commit(bytes, Some(mode), owner, replace)
+}
+
+/// A file to be written atomically whose temporary file already exists in its directory
+/// ([`reserve`]): a path that cannot be written fails at the reservation, before whatever
+/// produces the contents runs (`exec --report`), and the path appears only complete
+/// ([`Reserved::commit`]). Dropped uncommitted, the temporary file is removed.
+#[derive(Debug)]
+pub struct Reserved {
+    path: PathBuf,
+    dir: PathBuf,
+    tmp: tempfile::NamedTempFile,
+}
+
+/// Reserve `path`: create its temporary file (`mode` less the umask) in its directory.
+pub fn reserve(path: &Path, mode: u32) -> Result<Reserved, FileError> {
     let dir = parent_dir(path);
-    let mut tmp = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix(".stockade-tmp-")
         .permissions(std::fs::Permissions::from_mode(mode))
         .tempfile_in(&dir)
-        .map_err(wr)?;
-    tmp.write_all(bytes).map_err(wr)?;
-    // tempfile's mode is filtered by the umask; set it on the descriptor so the result is exact.
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(wr)?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::fchown(tmp.as_file(), Some(uid), Some(gid)).map_err(wr)?;
+        .map_err(|source| FileError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(Reserved {
+        path: path.to_path_buf(),
+        dir,
+        tmp,
+    })
+}
+
+impl Reserved {
+    /// Write `bytes`, set the exact `mode` (else the umask's) and `owner` when given, fsync,
+    /// rename into place (over an existing file only when `replace`), fsync the directory.
+    pub fn commit(
+        mut self,
+        bytes: &[u8],
+        mode: Option<u32>,
+        owner: Option<(u32, u32)>,
+        replace: bool,
+    ) -> Result<(), FileError> {
+        let path = self.path;
+        let wr = |source| FileError::Write {
+            path: path.clone(),
+            source,
+        };
+        self.tmp.write_all(bytes).map_err(wr)?;
+        if let Some(mode) = mode {
+            // tempfile's mode is filtered by the umask; set it on the descriptor: exact.
+            self.tmp
+                .as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(wr)?;
+        }
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(self.tmp.as_file(), Some(uid), Some(gid)).map_err(wr)?;
+        }
+        self.tmp.as_file().sync_all().map_err(wr)?;
+        if replace {
+            self.tmp.persist(&path).map_err(|e| wr(e.error))?;
+        } else {
+            self.tmp.persist_noclobber(&path).map_err(|e| wr(e.error))?;
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(wr)?;
+        Ok(())
     }
-    tmp.as_file().sync_all().map_err(wr)?;
-    if replace {
-        tmp.persist(path).map_err(|e| wr(e.error))?;
-    } else {
-        tmp.persist_noclobber(path).map_err(|e| wr(e.error))?;
-    }
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(wr)?;
-    Ok(())
 }
 
 /// [`write_atomic`] for a file in the state directory: when root writes it (an admin's

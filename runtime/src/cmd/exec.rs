@@ -29,6 +29,7 @@ use crate::audit::{self, AuditLog, Event, Record};
 use crate::cli::ExecArgs;
 use crate::error::CmdError;
 use crate::exit::Exit;
+use crate::fileio;
 use crate::output::Output;
 use crate::policyfiles::{self, PolicyFilesError};
 use crate::sandbox::{self, LaunchError, LaunchSpec, Program};
@@ -36,7 +37,6 @@ use crate::sys;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use stockade_policy::operator::effective::{effective, PluginFacts};
 use stockade_policy::operator::explain::explain;
@@ -123,14 +123,15 @@ fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, CmdError> {
     Ok(env)
 }
 
-/// An output file (`--pid-file`, `--report`), reserved before anything launches: a temporary
-/// file is created in its directory at once and renamed over the path when the contents are
-/// known. So an output that cannot be written (a missing or read-only directory, a path that is
-/// a directory) refuses the command with 73 before the program runs — not after it ran (the
-/// report) or never (the pid file) — and the path itself appears only complete.
+/// An output file (`--pid-file`, `--report`), reserved before anything launches
+/// ([`fileio::reserve`]): a temporary file is created in its directory at once and renamed
+/// over the path when the contents are known. So an output that cannot be written (a missing
+/// or read-only directory, a path that is a directory) refuses the command with 73 before the
+/// program runs — not after it ran (the report) or never (the pid file) — and the path itself
+/// appears only complete.
 struct Reserved {
     path: PathBuf,
-    tmp: tempfile::NamedTempFile,
+    file: fileio::Reserved,
 }
 
 impl Reserved {
@@ -142,43 +143,28 @@ impl Reserved {
         if path.is_dir() {
             return Err(err(io::Error::from(io::ErrorKind::IsADirectory)));
         }
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let prefix = format!(
-            ".{}.",
-            path.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        );
         // 0666 less the umask, as a plain create would give.
-        let tmp = tempfile::Builder::new()
-            .prefix(&prefix)
-            .suffix(".tmp")
-            .permissions(fs::Permissions::from_mode(0o666))
-            .tempfile_in(dir)
-            .map_err(err)?;
+        let file = fileio::reserve(path, 0o666).map_err(|e| err(os_error(e)))?;
         Ok(Self {
             path: path.to_path_buf(),
-            tmp,
+            file,
         })
     }
 
     /// Write, fsync and rename into place (a failure removes the temporary file).
-    fn commit(mut self, contents: &[u8]) -> Result<(), CmdError> {
+    fn commit(self, contents: &[u8]) -> Result<(), CmdError> {
         let path = self.path;
-        let written = self
-            .tmp
-            .write_all(contents)
-            .and_then(|()| self.tmp.as_file().sync_all());
-        if let Err(e) = written {
-            return Err(write_error(&path, e));
-        }
-        self.tmp
-            .persist(&path)
-            .map(drop)
-            .map_err(|e| write_error(&path, e.error))
+        self.file
+            .commit(contents, None, None, true)
+            .map_err(|e| write_error(&path, os_error(e)))
+    }
+}
+
+/// The OS error behind a file operation's failure (the path is in `ExecError::Write`).
+fn os_error(e: fileio::FileError) -> io::Error {
+    match e {
+        fileio::FileError::Write { source, .. } | fileio::FileError::Read { source, .. } => source,
+        other => io::Error::other(other.to_string()),
     }
 }
 

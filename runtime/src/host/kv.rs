@@ -251,11 +251,12 @@ impl Dirs {
         }
     }
 
-    /// The exclusive lock of store `name` (`<name>.lock`: opened read-only, which `flock`
-    /// needs no more than, so another uid sharing the store can take it too). The file is made
-    /// exclusively, so only a lock file this call created is handed over: an existing one (the
-    /// other uid's, or a crash leftover of root's) is only locked, never chowned, and one with a
-    /// second link (a hard link to someone's file planted there) is refused. Threads of this
+    /// The exclusive lock of store `name` (`<name>.lock`: an existing one opened read-only,
+    /// which `flock` needs no more than, so another uid sharing the store can take it too; one
+    /// made unnamed is `O_RDWR`, as `O_TMPFILE` requires). The file is made exclusively, so only
+    /// a lock file this call created is handed over: an existing one (the other uid's, or a file
+    /// of root's moved in) is only locked, never chowned, and one with a second link (a hard
+    /// link to someone's file planted there) is refused. Threads of this
     /// process take turns first ([`LocalTurn`]), so `flock` only ever arbitrates between
     /// processes; another process holding the lock delays this one at most [`LOCK_WAIT`] (a put
     /// holds it for one write and two fsyncs): `serve` answers on one event loop, which a lock
@@ -1021,6 +1022,17 @@ mod tests {
         let d = d.path().to_path_buf();
         std::thread::spawn(move || {
             let cap = caps::Capability::CAP_DAC_READ_SEARCH;
+            let unnamed = |dir: &OwnedFd| {
+                let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+                fs::File::from(openat(dir, ".", flags, Mode::from_bits_truncate(0o600)).unwrap())
+            };
+            // With the capability (root), the first way itself: `linkat(AT_EMPTY_PATH)`.
+            if caps::has_cap(None, caps::CapSet::Effective, cap).unwrap() {
+                let dir = OwnedFd::from(fs::File::open(&d).unwrap());
+                let f = unnamed(&dir);
+                nix::unistd::linkat(&f, "", &dir, "direct", AtFlags::AT_EMPTY_PATH).unwrap();
+                assert!(d.join("direct").exists());
+            }
             let _ = caps::drop(None, caps::CapSet::Effective, cap);
             assert!(!caps::has_cap(None, caps::CapSet::Effective, cap).unwrap());
             type Link = fn(&fs::File, &OwnedFd, &str) -> io::Result<()>;

@@ -30,7 +30,7 @@ impl PluginHandle {
                 format!("call to `{method}`, which was not granted"),
             );
         }
-        let r = self.serve(cap, p, fx);
+        let r = self.serve(cap, p, id.is_some(), fx);
         if self.state.is_gone() {
             return;
         }
@@ -53,7 +53,15 @@ impl PluginHandle {
         }
     }
 
-    fn serve(&mut self, cap: Capability, p: &Value, fx: &mut Effects) -> Result<Value, RpcError> {
+    /// Serve one call; `answered`: it is a request (its error reaches the plugin), not a
+    /// notification.
+    fn serve(
+        &mut self,
+        cap: Capability,
+        p: &Value,
+        answered: bool,
+        fx: &mut Effects,
+    ) -> Result<Value, RpcError> {
         match cap {
             Capability::Log | Capability::EmitEvent => {
                 if self.tokens == 0 {
@@ -68,6 +76,16 @@ impl PluginHandle {
                     let l: msg::Log = params(p)?;
                     let level = match l.level.as_str() {
                         "debug" | "info" | "warn" | "error" => l.level,
+                        // A request learns it from the error; a notification has no answer,
+                        // so its message is kept, as info, and the runtime says why.
+                        other if !answered => {
+                            let why = format!(
+                                "log level `{other}` is not debug, info, warn or error; \
+                                 logged as info"
+                            );
+                            self.log(fx, "warn", "runtime", why);
+                            "info".into()
+                        }
                         _ => {
                             return Err(RpcError::new(
                                 codes::INVALID_PARAMS,

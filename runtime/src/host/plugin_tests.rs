@@ -634,9 +634,10 @@ fn a_plugin_that_never_reads_its_answers_is_terminated_at_the_cap() {
     assert_eq!(t.h.state(), State::Ready);
 }
 
-/// A `log` with a level the protocol does not define is `invalid_params`, not an `info` line.
+/// A `log` request with a level the protocol does not define is `invalid_params`; a `log`
+/// notification (no answer to carry that) is kept as info, with a runtime warning.
 #[test]
-fn an_unknown_log_level_is_invalid_params() {
+fn an_unknown_log_level_is_invalid_params_or_kept_as_info() {
     let mut t = setup(HostPolicy::default());
     t.handshake();
     t.sent();
@@ -651,6 +652,18 @@ fn an_unknown_log_level_is_invalid_params() {
         .iter()
         .any(|m| m["method"] == "log" && m["params"]["source"] == "plugin"));
     assert_eq!(t.h.state(), State::Ready);
+    // A notification has no answer to carry the error: the message is kept, and said why.
+    t.feed(r#"{"jsonrpc":"2.0","method":"log","params":{"level":"warning","message":"kept"}}"#);
+    let agent = t.agent();
+    assert!(agent.iter().any(|m| m["params"]["source"] == "plugin"
+        && m["params"]["level"] == "info"
+        && m["params"]["message"] == "kept"));
+    assert!(agent.iter().any(|m| m["params"]["source"] == "runtime"
+        && m["params"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("`warning`")));
+    assert!(t.sent().is_empty(), "nothing answers a notification");
 }
 
 /// stderr past `max_stderr_bytes` is announced once, not counted as rate-limited drops.
