@@ -32,6 +32,9 @@ use stockade_policy::protocol::frame::{encode, Frame, FrameDecoder};
 /// Reads per connection per wake-up (fairness between agents).
 pub const READ_BUDGET: usize = 16;
 
+/// Requests answered per connection per wake-up (fairness between agents and plugins).
+pub const FRAME_BUDGET: usize = 256;
+
 /// How long a connection may hold unanswered requests for lack of room while the agent takes
 /// none of its answers, before it is dropped as a slow agent.
 pub const STALL: Duration = Duration::from_secs(10);
@@ -69,6 +72,8 @@ pub struct Conn {
     pub backlog: VecDeque<Frame>,
     /// Since when the connection has been paused without the agent taking a byte.
     stalled_since: Option<Instant>,
+    /// Notifications discarded for lack of room since the agent was last told.
+    dropped_notes: u64,
 }
 
 /// What one read turn produced.
@@ -94,7 +99,35 @@ impl Conn {
             paused: false,
             backlog: VecDeque::new(),
             stalled_since: None,
+            dropped_notes: 0,
         }
+    }
+
+    /// Queue a notification (`plugin_state`, `log`, `event` of any plugin) — unless half the
+    /// outbound cap is already waiting: then it is discarded and counted, and the agent is told
+    /// how many once there is room again. Plugins decide how many notifications there are (a
+    /// burst of large events), so they must not be able to get a reading agent dropped; only
+    /// answers, which an agent waits for, are never discarded.
+    pub fn queue_notification(&mut self, v: &Value) {
+        if self.closed.is_some() {
+            return;
+        }
+        let b = encode(v);
+        if self.out.len() + b.len() > self.max_out / 2 {
+            self.dropped_notes += 1;
+            return;
+        }
+        if self.dropped_notes > 0 {
+            let n = std::mem::take(&mut self.dropped_notes);
+            self.queue(&serde_json::json!({
+                "jsonrpc": "2.0",
+                "method": "log",
+                "params": {"level": "warn", "source": "runtime", "dropped_notifications": n,
+                           "message": format!("{n} notifications dropped: this connection's \
+                                               outbound buffer was half full")},
+            }));
+        }
+        self.out.extend_from_slice(&b);
     }
 
     /// Note a turn on which the connection is paused without room: true once it has stalled

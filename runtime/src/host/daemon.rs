@@ -13,7 +13,7 @@
 //! aggregate. The aggregate is answered once every slot is filled; every plugin call ends by the
 //! (same) deadline at the latest, so the whole fan-out does too.
 
-use super::conn::{Closed, Conn, ReadOutcome, READ_BUDGET};
+use super::conn::{Closed, Conn, ReadOutcome, FRAME_BUDGET, READ_BUDGET};
 use super::fleet::Entry;
 use super::supervisor::Supervisor;
 use crate::audit::AuditLog;
@@ -384,10 +384,11 @@ impl Daemon {
 
     /// Answer a connection's requests one at a time while its answers have room (else it waits,
     /// `paused`, the rest in its backlog, until `flush_conns` sees them drained), reading a chunk
-    /// whenever the backlog is empty, up to [`READ_BUDGET`] chunks (then it is served again next
-    /// turn).
+    /// whenever the backlog is empty, up to [`READ_BUDGET`] chunks and [`FRAME_BUDGET`] requests
+    /// (then it is served again next turn, after the plugins and the other agents: one agent
+    /// pipelining as fast as it can does not stretch everyone's turn).
     fn read_conn(&mut self, t: usize, buf: &mut [u8], now: Instant) {
-        let mut reads = 0;
+        let (mut reads, mut frames) = (0, 0);
         loop {
             let Some(c) = self.conns.get_mut(&t) else {
                 return;
@@ -397,7 +398,16 @@ impl Daemon {
                 return;
             }
             if let Some(f) = c.backlog.pop_front() {
+                if frames == FRAME_BUDGET {
+                    c.backlog.push_front(f);
+                    self.hot.push(t);
+                    return;
+                }
+                frames += 1;
                 self.answer_frame(t, f, now);
+                // Answers the supervisor gave at once (`overloaded`, a cached answer) reach the
+                // connection now, so the next frame's room counts them.
+                self.route();
                 continue;
             }
             if reads == READ_BUDGET {
@@ -405,9 +415,9 @@ impl Daemon {
                 return;
             }
             reads += 1;
-            let mut frames = Vec::new();
-            let outcome = c.read(buf, &mut frames, 1);
-            c.backlog.extend(frames);
+            let mut decoded = Vec::new();
+            let outcome = c.read(buf, &mut decoded, 1);
+            c.backlog.extend(decoded);
             if matches!(outcome, ReadOutcome::Drained) && c.backlog.is_empty() {
                 return;
             }
@@ -453,7 +463,7 @@ impl Daemon {
     /// every allowed connection receives every notification).
     pub(crate) fn broadcast(&mut self, v: &Value) {
         for c in self.conns.values_mut() {
-            c.queue(v);
+            c.queue_notification(v);
         }
     }
 
