@@ -20,15 +20,31 @@ while IFS= read -r line; do
 done"#;
 
 fn pack(fx: &Fixture) {
-    let d = fx.dir();
-    std::fs::create_dir_all(d.join("plugin")).unwrap();
-    std::fs::write(d.join("plugin/manifest.json"), MANIFEST).unwrap();
-    let entry = d.join("plugin/entrypoint");
-    std::fs::write(&entry, format!("{PRELUDE}{ANSWER}\n")).unwrap();
+    pack_as(fx, "t", ANSWER);
+}
+
+/// Pack a plugin answering with `body` (after the prelude) as `<name>.stockade`.
+fn pack_as(fx: &Fixture, name: &str, body: &str) {
+    let d = fx.dir().join(format!("plugin-{name}"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("manifest.json"), MANIFEST).unwrap();
+    let entry = d.join("entrypoint");
+    std::fs::write(&entry, format!("{PRELUDE}{body}\n")).unwrap();
     std::fs::set_permissions(&entry, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let r = fx.pack_dir("plugin", "t.stockade");
+    let r = fx.pack_dir(d.to_str().unwrap(), &format!("{name}.stockade"));
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+/// Answers every hook with a 60 KB result.
+const BIG_ANSWER: &str = r#"hs '"log","register_hook"'
+x=$(head -c 60000 /dev/zero | tr '\0' a)
+while IFS= read -r line; do
+  id=${line#*\"id\":}; id=${id%%,*}
+  case $line in
+    *'"method":"hook_invoke"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"big":"%s"}}\n' "$id" "$x" ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done"#;
 
 fn nonblocking(fd: &std::os::fd::OwnedFd) -> bool {
     let fl = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL).unwrap());
@@ -242,6 +258,155 @@ fn an_agent_whose_output_is_gone_ends_the_session() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    assert!(stderr.contains("cannot write to the agent"), "{stderr}");
+    // Seen as an error event on fd 1, or as EPIPE on the next write, whichever comes first.
+    assert!(
+        stderr.contains("the agent closed its output")
+            || stderr.contains("cannot write to the agent"),
+        "{stderr}"
+    );
     assert_eq!(status.code(), Some(0), "a graceful stop: {stderr}");
+}
+
+/// Answers far larger than their requests (60 KB results, served from the answer cache at once,
+/// without the plugin), pipelined by an agent that reads slowly: every one arrives — the
+/// requests are answered one at a time while the output has room (a 64 KiB read of them used
+/// to queue gigabytes), and at the end the agent keeps its answers as long as it keeps taking
+/// them (the final drain gave up after 100 polls however fast they returned).
+#[test]
+fn large_answers_to_a_slow_pipelining_agent_all_arrive() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    pack_as(&fx, "big", BIG_ANSWER);
+    std::fs::write(
+        fx.dir().join("cache.toml"),
+        "version = 1\n[hooks.\"on:flow.new\"]\ncache_ttl_ms = 60000\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args([
+            "run",
+            "big.stockade",
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+        ])
+        .args(["--policy", "cache.toml"])
+        .current_dir(fx.dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // One payload for every call: after the first, each is a cache hit (≈ 60 KB each).
+    let n = 600;
+    let call = |i: u64| {
+        serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "hook_invoke",
+                           "params": {"hook": "on:flow.new", "payload": {"same": true}}})
+        .to_string()
+    };
+    let mut w = child.stdin.take().unwrap();
+    let mut r = child.stdout.take().unwrap();
+    // The first call fills the cache; the rest are pipelined once it has been answered.
+    w.write_all(format!("{}\n", call(1)).as_bytes()).unwrap();
+    let mut all = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    while !String::from_utf8_lossy(&all).contains("\"big\"") {
+        let k = r.read(&mut chunk).unwrap();
+        assert!(k > 0, "no first answer");
+        all.extend_from_slice(&chunk[..k]);
+    }
+    let mut input = String::new();
+    for i in 2..=n {
+        input.push_str(&call(i));
+        input.push('\n');
+    }
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(input.as_bytes());
+    });
+    loop {
+        match r.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => all.extend_from_slice(&chunk[..k]),
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    writer.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let answers = String::from_utf8(all)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"big\""))
+        .count();
+    assert_eq!(answers as u64, n, "{stderr}");
+}
+
+/// An agent that closes its end of stdout while nothing is being written to it ends the session
+/// at once (an error event on fd 1), not when its stdin ends.
+#[test]
+fn an_agent_that_closes_its_output_while_idle_ends_the_session() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    pack(&fx);
+    let mut child = run_cmd(&fx)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    // Let the runtime write what it has, then go away without asking for anything.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stdout);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "run kept going with its agent's output closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A last request without its newline at the end of the input is answered (`printf '{…}'`).
+#[test]
+fn a_last_request_without_its_newline_is_answered() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    pack(&fx);
+    let out = run_cmd(&fx)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            let mut w = c.stdin.take().unwrap();
+            w.write_all(format!("{}\n{}", invoke(1, None), invoke(2, None)).as_bytes())?;
+            drop(w);
+            c.wait_with_output()
+        })
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ids: Vec<u64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("result").is_some())
+        .filter_map(|v| v["id"].as_u64())
+        .collect();
+    assert_eq!(ids, vec![1, 2], "{text}");
 }

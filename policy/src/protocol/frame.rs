@@ -97,6 +97,20 @@ impl FrameDecoder {
     }
 }
 
+impl FrameDecoder {
+    /// The input ended: a last frame without its newline (`printf '{…}' | …`, an agent that
+    /// shuts down its writing side right after its last request) is complete too; the tail of
+    /// an over-long line is forgotten.
+    pub fn finish(&mut self, out: &mut Vec<Frame>) {
+        if std::mem::take(&mut self.discarding) {
+            return;
+        }
+        if !self.buf.is_empty() {
+            self.feed(b"\n", out);
+        }
+    }
+}
+
 /// Encode one message as a frame (compact JSON + `\n`).
 pub fn encode(v: &serde_json::Value) -> Vec<u8> {
     let mut b = serde_json::to_vec(v).unwrap_or_default();
@@ -142,6 +156,25 @@ mod tests {
         d.feed(b"end\nok\n", &mut out);
         assert_eq!(out[1], Ok("ok".into()));
         assert!(!d.in_frame());
+    }
+
+    #[test]
+    fn the_end_of_input_completes_a_last_frame_without_its_newline() {
+        let mut d = FrameDecoder::new(8);
+        let mut out = Vec::new();
+        d.feed(b"a\nbc", &mut out);
+        d.finish(&mut out);
+        assert_eq!(out, vec![Ok("a".into()), Ok("bc".into())]);
+        assert!(!d.in_frame());
+        // An over-long tail stays forgotten; nothing is made of it.
+        let mut d = FrameDecoder::new(2);
+        let mut out = Vec::new();
+        d.feed(b"toolong", &mut out);
+        d.finish(&mut out);
+        assert_eq!(out, vec![Err(FrameError::TooLong { max: 2 })]);
+        assert!(!d.in_frame());
+        d.finish(&mut out);
+        assert_eq!(out.len(), 1, "nothing more at a second end");
     }
 
     #[test]

@@ -209,6 +209,19 @@ impl Message {
     }
 }
 
+/// The id to answer a frame [`Message::parse`] refused with: the frame's own when it is JSON
+/// with a valid `id` (a request whose other members are wrong — `"params": 5` — is answered
+/// under its id, so the agent waiting for it is not left waiting), else `null`.
+pub fn error_id(frame: &str, e: &MessageError) -> Value {
+    if matches!(e, MessageError::Json(_)) {
+        return Value::Null;
+    }
+    serde_json::from_str::<Value>(frame)
+        .ok()
+        .and_then(|v| v.get("id").filter(|id| valid_id(id)).cloned())
+        .unwrap_or(Value::Null)
+}
+
 /// A request object.
 pub fn request(id: &Id, method: &str, params: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
@@ -371,6 +384,17 @@ mod tests {
         ] {
             assert_eq!(no_params(&bad).unwrap_err().code, codes::INVALID_PARAMS);
         }
+    }
+
+    #[test]
+    fn a_malformed_request_is_answered_under_its_id_when_it_has_one() {
+        let f = r#"{"jsonrpc":"2.0","id":7,"method":"m","params":5}"#;
+        let e = Message::parse(f).unwrap_err();
+        assert_eq!(error_id(f, &e), serde_json::json!(7));
+        let f = r#"{"jsonrpc":"2.0","id":null,"method":"m","params":5}"#;
+        assert_eq!(error_id(f, &Message::parse(f).unwrap_err()), Value::Null);
+        let f = "{not json";
+        assert_eq!(error_id(f, &Message::parse(f).unwrap_err()), Value::Null);
     }
 
     #[test]

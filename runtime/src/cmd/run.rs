@@ -461,7 +461,7 @@ struct AgentOut {
 
 /// Bytes queued for the agent at most.
 const MAX_AGENT_OUTBOUND: usize = 16 << 20;
-/// How long the agent may take to drain its output once the plugin has ended.
+/// How long the agent may go without taking any of its output once the plugin has ended.
 const FINAL_DRAIN_MS: i32 = 10_000;
 
 impl AgentOut {
@@ -509,14 +509,31 @@ impl AgentOut {
         }
     }
 
-    /// At the end: give the agent a bounded time to take the rest.
+    /// The agent's end of stdout is closed (an error event on it): as EPIPE, said at once.
+    fn gone(&mut self) {
+        if self.ok {
+            eprintln!(
+                "stockade run: the agent closed its output; dropping it and shutting the plugin \
+                 down"
+            );
+        }
+        self.ok = false;
+        self.buf.clear();
+    }
+
+    /// At the end: the agent takes the rest for as long as it keeps taking some; it is given up
+    /// after [`FINAL_DRAIN_MS`] without taking a byte.
     fn drain(&mut self) {
-        let mut waited = 0;
+        let idle_limit = std::time::Duration::from_millis(FINAL_DRAIN_MS as u64);
+        let mut progress = Instant::now();
         self.flush();
-        while self.ok && !self.buf.is_empty() && self.polled && waited < FINAL_DRAIN_MS {
+        while self.ok && !self.buf.is_empty() && self.polled && progress.elapsed() < idle_limit {
+            let before = self.buf.len();
             let _ = sys::poll(&[(io::stdout().as_fd(), libc::POLLOUT)], 100);
-            waited += 100;
             self.flush();
+            if self.buf.len() < before {
+                progress = Instant::now();
+            }
         }
         if !self.buf.is_empty() {
             eprintln!(
@@ -603,11 +620,8 @@ fn run_loop(
             input.close(sup);
         }
         out.flush();
-        if input.readable(out) {
-            input.read(&stdin, &mut buf, agent, sup, now);
-            if !out.queue(sup, audit) {
-                input.close(sup);
-            }
+        if input.readable(out, agent) {
+            input.pump(&stdin, &mut buf, agent, sup, out, audit, now);
             out.flush();
         }
         if !out.ok {
@@ -615,7 +629,8 @@ fn run_loop(
             input.close(sup);
         }
         // A plugin still starting gets to finish its handshake (deadline-bounded) first.
-        if !input.open && !stopping && (!out.ok || (sup.in_flight() == 0 && !sup.any_starting())) {
+        let idle = !agent.has_backlog() && sup.in_flight() == 0 && !sup.any_starting();
+        if !input.open && !stopping && (!out.ok || idle) {
             stopping = true;
             sup.shutdown_all(now);
         }
@@ -624,7 +639,7 @@ fn run_loop(
         if stopping && sup.all_gone() {
             break;
         }
-        let timeout = if input.readable(out) {
+        let timeout = if input.readable(out, agent) {
             Some(std::time::Duration::ZERO)
         } else {
             sup.next_timeout(Instant::now())
@@ -636,6 +651,8 @@ fn run_loop(
         for ev in events.iter() {
             match ev.token() {
                 AGENT => input.more = true,
+                // The agent closed its end of stdout: said at once, not at the next write.
+                AGENT_OUT if ev.is_error() || ev.is_write_closed() => out.gone(),
                 AGENT_OUT => out.flush(),
                 SIGNALS => {
                     while let Ok(Some(_)) = sys::read_signalfd(sigfd) {}
@@ -654,12 +671,16 @@ fn run_loop(
     }
 }
 
-/// Reads of the agent's input per loop turn at most (64 KiB each): the plugin, timers and the
-/// agent's output are served between turns however fast the agent writes.
+/// Reads of the agent's input per loop turn at most (64 KiB each), and requests answered: the
+/// plugin, timers and the agent's output are served between turns however fast the agent
+/// writes.
 const AGENT_READ_BUDGET: usize = 4;
-/// The agent's input is read only while less than this is queued for its output: an agent
-/// that writes requests faster than it reads the answers is slowed to its own pace (its
-/// writes block) instead of growing the queue toward [`MAX_AGENT_OUTBOUND`].
+/// See [`AGENT_READ_BUDGET`].
+const AGENT_FRAME_BUDGET: usize = 256;
+/// The agent's requests are answered only while less than this is queued for its output, one
+/// at a time (an answer can be far larger than its request: a cached one, a plugin's result):
+/// an agent that writes requests faster than it reads the answers is slowed to its own pace
+/// (its writes block) instead of growing the queue toward [`MAX_AGENT_OUTBOUND`].
 const AGENT_INPUT_HIGH_WATER: usize = 1 << 20;
 
 /// The agent's side of fd 0: whether it is still open, and whether it may have unread bytes
@@ -672,30 +693,47 @@ struct AgentInput {
 }
 
 impl AgentInput {
-    /// Input may be waiting and the agent's output has room for its answers.
-    fn readable(&self, out: &AgentOut) -> bool {
-        self.open && self.more && out.buf.len() < AGENT_INPUT_HIGH_WATER
+    /// Requests wait, or input may, and the agent's output has room for their answers.
+    fn readable(&self, out: &AgentOut, agent: &AgentLink) -> bool {
+        let waiting = agent.has_backlog() || (self.open && self.more);
+        out.ok && waiting && out.buf.len() < AGENT_INPUT_HIGH_WATER
     }
 
-    /// Read up to [`AGENT_READ_BUDGET`] chunks and hand them to the agent link.
-    fn read(
+    /// Answer the agent's requests one at a time while its output has room, reading a chunk
+    /// whenever none waits, within the turn's budgets.
+    #[allow(clippy::too_many_arguments)] // the loop's parts, borrowed for one turn
+    fn pump(
         &mut self,
         stdin: &io::Stdin,
         buf: &mut [u8],
         agent: &mut AgentLink,
         sup: &mut Supervisor,
+        out: &mut AgentOut,
+        audit: &RunAudit,
         now: Instant,
     ) {
-        for _ in 0..AGENT_READ_BUDGET {
-            match stdin.lock().read(buf) {
-                Ok(0) => return self.close(sup),
-                Ok(n) => agent.on_bytes(&buf[..n], sup, now),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.more = false;
-                    return;
+        let (mut reads, mut frames) = (0, 0);
+        while out.ok && out.buf.len() < AGENT_INPUT_HIGH_WATER && frames < AGENT_FRAME_BUDGET {
+            if agent.answer_next(sup, now) {
+                frames += 1;
+                if !out.queue(sup, audit) {
+                    return self.close(sup);
                 }
-                Err(_) => return self.close(sup),
+                continue;
+            }
+            if !self.open || !self.more || reads == AGENT_READ_BUDGET {
+                return;
+            }
+            reads += 1;
+            match stdin.lock().read(buf) {
+                Ok(0) => {
+                    agent.finish();
+                    self.close(sup);
+                }
+                Ok(n) => agent.feed(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.more = false,
+                Err(_) => self.close(sup),
             }
         }
     }

@@ -4,15 +4,19 @@
 
 use super::supervisor::Supervisor;
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::time::Instant;
-use stockade_policy::protocol::frame::FrameDecoder;
+use stockade_policy::protocol::frame::{Frame, FrameDecoder};
 use stockade_policy::protocol::message::{
-    codes, params, response_err, HookInvoke, Message, RpcError,
+    codes, error_id, params, response_err, HookInvoke, Message, RpcError,
 };
 
-/// One agent connection's input side.
+/// One agent connection's input side: frames decoded from the agent's bytes wait in a backlog
+/// and are answered one at a time ([`AgentLink::answer_next`]), so the caller can stop while the
+/// answers have no room (back-pressure per request, however large each answer is).
 pub struct AgentLink {
     decoder: FrameDecoder,
+    backlog: VecDeque<Frame>,
 }
 
 impl AgentLink {
@@ -20,20 +24,41 @@ impl AgentLink {
     pub fn new(max_frame: usize) -> Self {
         Self {
             decoder: FrameDecoder::new(max_frame),
+            backlog: VecDeque::new(),
         }
     }
 
-    /// Bytes from the agent.
-    pub fn on_bytes(&mut self, data: &[u8], sup: &mut Supervisor, now: Instant) {
+    /// Bytes from the agent, decoded into the backlog.
+    pub fn feed(&mut self, data: &[u8]) {
         let mut frames = Vec::new();
         self.decoder.feed(data, &mut frames);
-        for f in frames {
+        self.backlog.extend(frames);
+    }
+
+    /// The agent's input ended: a last request without its newline is one too.
+    pub fn finish(&mut self) {
+        let mut frames = Vec::new();
+        self.decoder.finish(&mut frames);
+        self.backlog.extend(frames);
+    }
+
+    /// Whether requests wait to be answered.
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// Answer the oldest waiting request (false: none waits).
+    pub fn answer_next(&mut self, sup: &mut Supervisor, now: Instant) -> bool {
+        let Some(f) = self.backlog.pop_front() else {
+            return false;
+        };
+        {
             let line = match f {
                 Ok(l) => l,
                 Err(e) => {
                     let err = RpcError::new(codes::INVALID_REQUEST, e.to_string());
                     sup.to_agent.push(response_err(&Value::Null, &err));
-                    continue;
+                    return true;
                 }
             };
             match Message::parse(&line) {
@@ -59,15 +84,11 @@ impl AgentLink {
                 // Notifications and responses from the agent carry nothing `run` acts on.
                 Ok(_) => {}
                 Err(e) => sup.to_agent.push(response_err(
-                    &Value::Null,
+                    &error_id(&line, &e),
                     &RpcError::new(e.code(), e.to_string()),
                 )),
             }
         }
-    }
-
-    /// True when the agent's input stopped inside a frame.
-    pub fn truncated(&self) -> bool {
-        self.decoder.in_frame()
+        true
     }
 }

@@ -198,6 +198,8 @@ impl Conn {
             }
             match self.stream.read(buf) {
                 Ok(0) => {
+                    // A last request without its newline is one too.
+                    self.decoder.finish(frames);
                     self.read_closed = true;
                     return ReadOutcome::Drained;
                 }

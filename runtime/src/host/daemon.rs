@@ -33,7 +33,7 @@ use stockade_policy::operator::MergedPolicy;
 use stockade_policy::protocol::frame::{encode, Frame};
 use stockade_policy::protocol::host::{default_json, FailureMode};
 use stockade_policy::protocol::message::{
-    codes, no_params, params, response_err, response_ok, HookInvoke, Message, RpcError,
+    codes, error_id, no_params, params, response_err, response_ok, HookInvoke, Message, RpcError,
 };
 use stockade_policy::serve::{ServeConfig, SplitMix64};
 
@@ -442,7 +442,7 @@ impl Daemon {
             Ok(_) => {}
             Err(e) => self.send(
                 t,
-                &response_err(&Value::Null, &err(e.code(), e.to_string())),
+                &response_err(&error_id(&line, &e), &err(e.code(), e.to_string())),
             ),
         }
     }
