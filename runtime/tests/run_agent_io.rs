@@ -66,17 +66,7 @@ fn a_stalled_agent_does_not_stall_run_and_fd_flags_are_restored() {
     // flags the child leaves on them are visible here.
     let in_r_probe = in_r.try_clone().unwrap();
     let out_w_probe = out_w.try_clone().unwrap();
-    let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args([
-            "run",
-            "t.stockade",
-            "--trust",
-            "trust",
-            "--state-dir",
-            "state",
-        ])
-        .current_dir(fx.dir())
+    let mut child = run_cmd(&fx)
         .stdin(Stdio::from(in_r))
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::piped())
@@ -94,16 +84,12 @@ fn a_stalled_agent_does_not_stall_run_and_fd_flags_are_restored() {
         let _ = w.write_all(input.as_bytes());
     });
     let mut err = child.stderr.take().unwrap();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "stockade run stalled behind its agent"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_within(
+        &mut child,
+        Duration::from_secs(90),
+        "stockade run stalled behind its agent",
+        || {},
+    );
     writer.join().unwrap();
     let mut stderr = String::new();
     err.read_to_string(&mut stderr).unwrap();
@@ -127,17 +113,43 @@ fn a_stalled_agent_does_not_stall_run_and_fd_flags_are_restored() {
 
 /// `stockade run t.stockade` in the fixture, stdout and stderr as given.
 fn run_cmd(fx: &Fixture) -> Command {
+    run_pkg(fx, "t.stockade", &[])
+}
+
+/// `stockade run PKG EXTRA…` in the fixture.
+fn run_pkg(fx: &Fixture, pkg: &str, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_stockade"));
-    c.args([
-        "run",
-        "t.stockade",
-        "--trust",
-        "trust",
-        "--state-dir",
-        "state",
-    ])
-    .current_dir(fx.dir());
+    c.args(["run", pkg, "--trust", "trust", "--state-dir", "state"])
+        .args(extra)
+        .current_dir(fx.dir());
     c
+}
+
+/// `cmd` started with its three stdio descriptors piped.
+fn spawn_piped(cmd: &mut Command) -> std::process::Child {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait for `child` to end, calling `meanwhile` every 50 ms; fails after `limit`.
+fn wait_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+    mut meanwhile: impl FnMut(),
+) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        meanwhile();
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Requests answered by the runtime itself (an unknown method, named in the answer: no plugin
@@ -195,12 +207,7 @@ fn a_pipelining_agent_gets_every_answer_from_a_file_or_a_pipe() {
     assert!(!stderr.contains("stopped reading"), "{stderr}");
     check_every_answer(&std::fs::read_to_string(fx.dir().join("out1")).unwrap(), n);
     // stdin a pipe written as fast as it drains, stdout a pipe read by the agent.
-    let mut child = run_cmd(&fx)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&mut run_cmd(&fx));
     let mut w = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || w.write_all(input.as_bytes()).unwrap());
     let mut answers = String::new();
@@ -226,31 +233,22 @@ fn an_agent_whose_output_is_gone_ends_the_session() {
     }
     let fx = Fixture::new();
     pack(&fx);
-    let mut child = run_cmd(&fx)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&mut run_cmd(&fx));
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     // Wait for the first line (the plugin's state), then go away on that side only.
     let mut first = [0u8; 1];
     stdout.read_exact(&mut first).unwrap();
     drop(stdout);
-    let start = Instant::now();
-    let status = loop {
-        // Keep giving it something to answer (and keep stdin open).
-        let _ = stdin.write_all(format!("{}\n", invoke(1, None)).as_bytes());
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "run kept going with its agent's output gone"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // Keep giving it something to answer (and keep stdin open).
+    let status = wait_within(
+        &mut child,
+        Duration::from_secs(30),
+        "run kept going with its agent's output gone",
+        || {
+            let _ = stdin.write_all(format!("{}\n", invoke(1, None)).as_bytes());
+        },
+    );
     let mut stderr = String::new();
     child
         .stderr
@@ -284,22 +282,11 @@ fn large_answers_to_a_slow_pipelining_agent_all_arrive() {
         "version = 1\n[hooks.\"on:flow.new\"]\ncache_ttl_ms = 60000\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args([
-            "run",
-            "big.stockade",
-            "--trust",
-            "trust",
-            "--state-dir",
-            "state",
-        ])
-        .args(["--policy", "cache.toml"])
-        .current_dir(fx.dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&mut run_pkg(
+        &fx,
+        "big.stockade",
+        &["--policy", "cache.toml"],
+    ));
     // One payload for every call: after the first, each is a cache hit (≈ 60 KB each).
     let n = 600;
     let call = |i: u64| {
@@ -354,12 +341,7 @@ fn an_agent_that_closes_its_output_while_idle_ends_the_session() {
     }
     let fx = Fixture::new();
     pack(&fx);
-    let mut child = run_cmd(&fx)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&mut run_cmd(&fx));
     let _stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let mut first = [0u8; 1];
@@ -367,17 +349,12 @@ fn an_agent_that_closes_its_output_while_idle_ends_the_session() {
     // Let the runtime write what it has, then go away without asking for anything.
     std::thread::sleep(Duration::from_millis(300));
     drop(stdout);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "run kept going with its agent's output closed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_within(
+        &mut child,
+        Duration::from_secs(20),
+        "run kept going with its agent's output closed",
+        || {},
+    );
     assert_eq!(status.code(), Some(0));
 }
 

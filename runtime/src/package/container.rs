@@ -258,18 +258,23 @@ pub fn parse(bytes: &[u8]) -> Result<Container, ContainerError> {
     })
 }
 
-/// Serialize a container: each entry's [`header`], its data, zero padding to the block, then
-/// the end-of-archive marker (byte for byte what the tar crate's builder writes for these
-/// headers, so packages made before this function wrote them by hand are unchanged).
-pub fn write(c: &Container) -> Result<Vec<u8>, std::io::Error> {
-    let parts: [&[u8]; 6] = [
+/// The entries' contents, in [`ENTRIES`] order.
+fn parts(c: &Container) -> [&[u8]; 6] {
+    [
         MARKER_CONTENT,
         &c.statement,
         &c.signature,
         &c.developer_cert,
         &c.intermediate_cert,
         &c.payload,
-    ];
+    ]
+}
+
+/// Serialize a container: each entry's [`header`], its data, zero padding to the block, then
+/// the end-of-archive marker (byte for byte what the tar crate's builder writes for these
+/// headers, so packages made before this function wrote them by hand are unchanged).
+pub fn write(c: &Container) -> Result<Vec<u8>, std::io::Error> {
+    let parts = parts(c);
     let total: usize = parts.iter().map(|d| BLOCK + padded(d.len())).sum();
     let mut out = Vec::with_capacity(total + END_MARKER);
     for ((name, _), data) in ENTRIES.iter().zip(parts) {
@@ -329,15 +334,7 @@ mod tests {
     /// wrote the headers itself).
     fn tar_builder(c: &Container) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
-        let parts: [&[u8]; 6] = [
-            MARKER_CONTENT,
-            &c.statement,
-            &c.signature,
-            &c.developer_cert,
-            &c.intermediate_cert,
-            &c.payload,
-        ];
-        for ((name, _), data) in ENTRIES.iter().zip(parts) {
+        for ((name, _), data) in ENTRIES.iter().zip(parts(c)) {
             let mut h = tar::Header::new_ustar();
             h.set_entry_type(tar::EntryType::Regular);
             h.set_mode(0o644);
