@@ -153,38 +153,15 @@ fn existing_outputs_are_refused_unless_forced() {
     assert_eq!(std::fs::read(fx.path("out.stockade")).unwrap(), before);
     // The default name (NAME-VERSION.stockade) too.
     std::fs::write(fx.path("hello-0.1.0.stockade"), &before).unwrap();
-    let r = fx.run(&[
-        "--json",
-        "pack",
-        "hello",
-        "--key",
-        "dev.key",
-        "--devcert",
-        "dev.cert",
-        "--intcert",
-        "int/ca.cert",
-    ]);
+    let r = fx.pack_args(&["--json"], "hello", None, &[]);
     assert_eq!((r.code, r.kind().as_str()), (73, "output"), "{}", r.stdout);
     assert_eq!(
         std::fs::read(fx.path("hello-0.1.0.stockade")).unwrap(),
         before
     );
     // --force replaces it with a package that verifies.
-    let args = [
-        "--json",
-        "pack",
-        "hello",
-        "--key",
-        "dev.key",
-        "--devcert",
-        "dev.cert",
-        "--intcert",
-        "int/ca.cert",
-        "-o",
-        "out.stockade",
-        "--force",
-    ];
-    assert_eq!(fx.run(&args).code, 0);
+    let r = fx.pack_args(&["--json"], "hello", Some("out.stockade"), &["--force"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
     assert_eq!(fx.verify("out.stockade", &[]).code, 0);
 
     let issue = |force: bool| {

@@ -547,18 +547,7 @@ fn only_the_exact_container_is_accepted() {
         assert_fail(&r, 65, "container");
         assert!(r.stdout.contains(needle), "{name}: {}", r.stdout);
         assert_fail(&fx.run(&["--json", "inspect", name]), 65, "container");
-        let r = fx.run(&[
-            "--json",
-            "install",
-            name,
-            "--trust",
-            "trust",
-            "--state-dir",
-            "state",
-            "--policy-root",
-            "policy-root",
-        ]);
-        assert_fail(&r, 65, "container");
+        assert_fail(&fx.store_install(&[name], &[]), 65, "container");
     }
     let plugins = fx.path("state/store/plugins");
     assert_eq!(

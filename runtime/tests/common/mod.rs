@@ -270,16 +270,18 @@ impl Fixture {
 
     /// [`Fixture::pack_dir`] with global flags before the subcommand (e.g. `--json`).
     pub fn pack_dir_with(&self, global: &[&str], dir: &str, out: &str) -> Run {
-        self.pack_args(global, dir, out, &[])
+        self.pack_args(global, dir, Some(out), &[])
     }
 
     /// [`Fixture::pack_dir`] replacing an existing `out` (`--force`), for tests that pack
     /// again over their own earlier package.
     pub fn pack_dir_replacing(&self, dir: &str, out: &str) -> Run {
-        self.pack_args(&[], dir, out, &["--force"])
+        self.pack_args(&[], dir, Some(out), &["--force"])
     }
 
-    fn pack_args(&self, global: &[&str], dir: &str, out: &str, extra: &[&str]) -> Run {
+    /// `GLOBAL… pack DIR` with the fixture's keys, `-o OUT` when given (else the default name,
+    /// NAME-VERSION.stockade), then `EXTRA…`.
+    pub fn pack_args(&self, global: &[&str], dir: &str, out: Option<&str>, extra: &[&str]) -> Run {
         let mut args = global.to_vec();
         args.extend([
             "pack",
@@ -290,9 +292,10 @@ impl Fixture {
             "dev.cert",
             "--intcert",
             "int/ca.cert",
-            "-o",
-            out,
         ]);
+        if let Some(out) = out {
+            args.extend(["-o", out]);
+        }
         args.extend_from_slice(extra);
         self.run(&args)
     }
