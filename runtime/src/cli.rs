@@ -184,7 +184,8 @@ pub struct StoreArgs {
         long,
         value_name = "DIR",
         env = "STOCKADE_STATE_DIR",
-        default_value = "/var/lib/stockade"
+        default_value = "/var/lib/stockade",
+        value_parser = state_dir
     )]
     pub state_dir: PathBuf,
     /// Fail with exit 108 instead of waiting when another stockade process holds the store lock.
@@ -316,6 +317,19 @@ pub struct PolicyDiffArgs {
     /// Compare the resolution for this plugin name.
     #[arg(long, value_name = "NAME", value_parser = plugin_name)]
     pub plugin: Option<String>,
+}
+
+/// `--state-dir DIR`: made when missing, but something there that is not a directory (a file
+/// given by mistake) is refused here, by name, instead of surfacing as "cannot read
+/// DIR/license.json: Not a directory" from whichever file is read first.
+fn state_dir(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    match std::fs::metadata(&p) {
+        Ok(m) if !m.is_dir() => Err(format!(
+            "`{s}` exists and is not a directory (the state directory is created when missing)"
+        )),
+        _ => Ok(p),
+    }
 }
 
 /// `--plugin NAME` of the policy tools: a manifest name, the only kind a `[plugin."NAME"]`
@@ -594,7 +608,8 @@ pub struct TrustArgs {
         long,
         value_name = "DIR",
         env = "STOCKADE_STATE_DIR",
-        default_value = "/var/lib/stockade"
+        default_value = "/var/lib/stockade",
+        value_parser = state_dir
     )]
     pub state_dir: PathBuf,
 }
@@ -661,7 +676,8 @@ pub struct NodeLicenseInstallArgs {
         long,
         value_name = "DIR",
         env = "STOCKADE_STATE_DIR",
-        default_value = "/var/lib/stockade"
+        default_value = "/var/lib/stockade",
+        value_parser = state_dir
     )]
     pub state_dir: PathBuf,
 }
@@ -674,7 +690,8 @@ pub struct NodeInfoArgs {
         long,
         value_name = "DIR",
         env = "STOCKADE_STATE_DIR",
-        default_value = "/var/lib/stockade"
+        default_value = "/var/lib/stockade",
+        value_parser = state_dir
     )]
     pub state_dir: PathBuf,
     /// Also verify the license signature against the roots in this trust directory.

@@ -706,3 +706,29 @@ fn digests_are_right_whichever_way_they_are_computed() {
         assert_eq!(j["payload_sha256"], signed, "{pkg}");
     }
 }
+
+/// A `--state-dir` that exists but is not a directory is refused by name (64), not reported as
+/// whichever file under it was read first.
+#[test]
+fn a_state_dir_that_is_a_file_is_refused_by_name() {
+    let fx = Fixture::new();
+    std::fs::write(fx.path("not-a-dir"), "x").unwrap();
+    let r = fx.run(&["node", "info", "--state-dir", "not-a-dir"]);
+    assert_eq!(r.code, 64, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("`not-a-dir` exists and is not a directory"),
+        "{}",
+        r.stderr
+    );
+    let r = fx.run(&[
+        "verify",
+        "x.stockade",
+        "--trust",
+        "trust",
+        "--state-dir",
+        "not-a-dir",
+    ]);
+    assert_eq!(r.code, 64, "{}", r.stderr);
+    assert!(r.stderr.contains("is not a directory"), "{}", r.stderr);
+}

@@ -42,6 +42,13 @@ impl Program {
     /// Resolve `name` like `execvp` would (a name with a slash is a path; otherwise each entry of
     /// `search_path` in order), open it, and check that it is an executable regular file.
     pub fn open(name: &str, search_path: &str) -> Result<Program, LaunchError> {
+        // An empty name would be joined onto each $PATH directory and name the directory
+        // itself (`/bin/`): no program, as execvp says (ENOENT).
+        if name.is_empty() {
+            return Err(LaunchError::NotFound {
+                path: PathBuf::new(),
+            });
+        }
         let candidates: Vec<PathBuf> = if name.contains('/') {
             vec![PathBuf::from(name)]
         } else {
@@ -135,6 +142,11 @@ mod tests {
         assert!(!Program::open("/bin/sh", "").unwrap().is_script);
         assert!(matches!(
             Program::open("tool", "/nonexistent"),
+            Err(LaunchError::NotFound { .. })
+        ));
+        // An empty name is no program (not the first $PATH directory).
+        assert!(matches!(
+            Program::open("", "/bin:/usr/bin"),
             Err(LaunchError::NotFound { .. })
         ));
         assert!(matches!(
