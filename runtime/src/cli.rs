@@ -185,7 +185,7 @@ pub struct StoreArgs {
         value_name = "DIR",
         env = "STOCKADE_STATE_DIR",
         default_value = "/var/lib/stockade",
-        value_parser = state_dir
+        value_parser = state_dir_parser()
     )]
     pub state_dir: PathBuf,
     /// Fail with exit 108 instead of waiting when another stockade process holds the store lock.
@@ -322,11 +322,23 @@ pub struct PolicyDiffArgs {
 /// `--state-dir DIR`: made when missing, but something there that is not a directory (a file
 /// given by mistake) is refused here, by name, instead of surfacing as "cannot read
 /// DIR/license.json: Not a directory" from whichever file is read first.
-fn state_dir(s: &str) -> Result<PathBuf, String> {
+fn state_dir_parser() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    // OsString: a path need not be UTF-8 (clap's PathBuf parser takes any; so does this one).
+    clap::builder::OsStringValueParser::new().try_map(|s| state_dir(&s))
+}
+
+fn state_dir(s: &std::ffi::OsStr) -> Result<PathBuf, String> {
     let p = PathBuf::from(s);
+    if p.as_os_str().is_empty() {
+        return Err(
+            "the state directory cannot be empty (STOCKADE_STATE_DIR set but empty?)".into(),
+        );
+    }
     match std::fs::metadata(&p) {
         Ok(m) if !m.is_dir() => Err(format!(
-            "`{s}` exists and is not a directory (the state directory is created when missing)"
+            "`{}` exists and is not a directory (the state directory is created when missing)",
+            p.display()
         )),
         _ => Ok(p),
     }
@@ -609,7 +621,7 @@ pub struct TrustArgs {
         value_name = "DIR",
         env = "STOCKADE_STATE_DIR",
         default_value = "/var/lib/stockade",
-        value_parser = state_dir
+        value_parser = state_dir_parser()
     )]
     pub state_dir: PathBuf,
 }
@@ -677,7 +689,7 @@ pub struct NodeLicenseInstallArgs {
         value_name = "DIR",
         env = "STOCKADE_STATE_DIR",
         default_value = "/var/lib/stockade",
-        value_parser = state_dir
+        value_parser = state_dir_parser()
     )]
     pub state_dir: PathBuf,
 }
@@ -691,7 +703,7 @@ pub struct NodeInfoArgs {
         value_name = "DIR",
         env = "STOCKADE_STATE_DIR",
         default_value = "/var/lib/stockade",
-        value_parser = state_dir
+        value_parser = state_dir_parser()
     )]
     pub state_dir: PathBuf,
     /// Also verify the license signature against the roots in this trust directory.

@@ -708,7 +708,7 @@ fn digests_are_right_whichever_way_they_are_computed() {
 }
 
 /// A `--state-dir` that exists but is not a directory is refused by name (64), not reported as
-/// whichever file under it was read first.
+/// whichever file under it was read first; an empty one too.
 #[test]
 fn a_state_dir_that_is_a_file_is_refused_by_name() {
     let fx = Fixture::new();
@@ -731,4 +731,8 @@ fn a_state_dir_that_is_a_file_is_refused_by_name() {
     ]);
     assert_eq!(r.code, 64, "{}", r.stderr);
     assert!(r.stderr.contains("is not a directory"), "{}", r.stderr);
+    // Nor is an empty one (it would put the state in the working directory).
+    let r = fx.run(&["node", "info", "--state-dir", ""]);
+    assert_eq!(r.code, 64, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot be empty"), "{}", r.stderr);
 }

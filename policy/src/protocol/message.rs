@@ -216,8 +216,11 @@ pub fn error_id(frame: &str, e: &MessageError) -> Value {
     if matches!(e, MessageError::Json(_)) {
         return Value::Null;
     }
+    // Only a request's: a malformed *response* under its id could be taken for the answer to
+    // one of the peer's own calls.
     serde_json::from_str::<Value>(frame)
         .ok()
+        .filter(|v| v.get("method").is_some())
         .and_then(|v| v.get("id").filter(|id| valid_id(id)).cloned())
         .unwrap_or(Value::Null)
 }
@@ -394,6 +397,8 @@ mod tests {
         let f = r#"{"jsonrpc":"2.0","id":null,"method":"m","params":5}"#;
         assert_eq!(error_id(f, &Message::parse(f).unwrap_err()), Value::Null);
         let f = "{not json";
+        assert_eq!(error_id(f, &Message::parse(f).unwrap_err()), Value::Null);
+        let f = r#"{"jsonrpc":"2.0","id":7,"result":1,"error":{}}"#;
         assert_eq!(error_id(f, &Message::parse(f).unwrap_err()), Value::Null);
     }
 

@@ -522,14 +522,21 @@ impl AgentOut {
     }
 
     /// At the end: the agent takes the rest for as long as it keeps taking some; it is given up
-    /// after [`FINAL_DRAIN_MS`] without taking a byte.
-    fn drain(&mut self) {
+    /// after [`FINAL_DRAIN_MS`] without taking a byte, or at a signal (SIGINT/SIGTERM/SIGHUP
+    /// arrive on `sigfd`, blocked otherwise).
+    fn drain(&mut self, sigfd: std::os::fd::BorrowedFd<'_>) {
         let idle_limit = std::time::Duration::from_millis(FINAL_DRAIN_MS as u64);
         let mut progress = Instant::now();
         self.flush();
         while self.ok && !self.buf.is_empty() && self.polled && progress.elapsed() < idle_limit {
             let before = self.buf.len();
-            let _ = sys::poll(&[(io::stdout().as_fd(), libc::POLLOUT)], 100);
+            let ready = sys::poll(
+                &[(io::stdout().as_fd(), libc::POLLOUT), (sigfd, libc::POLLIN)],
+                100,
+            );
+            if ready.is_ok_and(|r| r[1] & libc::POLLIN != 0) {
+                break;
+            }
             self.flush();
             if self.buf.len() < before {
                 progress = Instant::now();
@@ -583,7 +590,7 @@ fn serve(
     }
     run_loop(sup, &mut agent, sigfd, &mut out, audit);
     out.queue(sup, audit);
-    out.drain();
+    out.drain(sigfd);
     for (fd, saved) in [(stdin.as_fd(), saved_in), (stdout.as_fd(), saved_out)] {
         if let Some(f) = saved {
             let _ = sys::set_status_flags(fd, f);

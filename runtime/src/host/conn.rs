@@ -3,9 +3,11 @@
 //!
 //! Slow agents: the daemon never blocks on a connection. Messages are queued in the
 //! connection's buffer and written as the socket drains; a connection that lets more than
-//! `max_outbound_bytes` pile up (it stopped reading) is **dropped**: closed, reported on stderr
-//! and counted. Dropping beats silently discarding notifications: an agent that misses a
-//! response would wait for it forever, one that is disconnected knows to reconnect.
+//! `max_outbound_bytes` of answers pile up (it stopped reading) is **dropped**: closed, reported
+//! on stderr and counted. Dropping beats silently discarding answers: an agent that misses a
+//! response would wait for it forever, one that is disconnected knows to reconnect. Plugins'
+//! `log` and `event` notifications are another matter ([`Conn::queue_notification`]): they are
+//! discarded and counted past an eighth of the cap, so no plugin can get agents dropped.
 //!
 //! Fast agents: a connection's requests are answered one at a time, and only while less than a
 //! quarter of `max_outbound_bytes` waits to be written to it ([`Conn::has_room`]); the rest wait
@@ -103,31 +105,43 @@ impl Conn {
         }
     }
 
-    /// Queue a notification (`plugin_state`, `log`, `event` of any plugin) — unless half the
-    /// outbound cap is already waiting: then it is discarded and counted, and the agent is told
-    /// how many once there is room again. Plugins decide how many notifications there are (a
-    /// burst of large events), so they must not be able to get a reading agent dropped; only
-    /// answers, which an agent waits for, are never discarded.
+    /// Queue a plugin's notification (`log`, `event`) — unless an eighth of the outbound cap
+    /// is already waiting: then it is discarded and counted, and the agent is told how many once
+    /// there is room again ([`Conn::report_dropped`]). Plugins decide how many of these there
+    /// are (a burst of large events), so they must not be able to get a reading agent dropped,
+    /// nor keep its requests waiting: below [`Conn::has_room`]'s quarter, notifications alone
+    /// never hold up its requests. Answers, which an agent waits for, and `plugin_state`, which
+    /// it tracks, are never discarded ([`Conn::queue`]).
     pub fn queue_notification(&mut self, v: &Value) {
         if self.closed.is_some() {
             return;
         }
+        if v["method"] == "plugin_state" {
+            return self.queue(v);
+        }
         let b = encode(v);
-        if self.out.len() + b.len() > self.max_out / 2 {
+        if self.out.len() + b.len() > self.max_out / 8 {
             self.dropped_notes += 1;
             return;
         }
-        if self.dropped_notes > 0 {
-            let n = std::mem::take(&mut self.dropped_notes);
-            self.queue(&serde_json::json!({
-                "jsonrpc": "2.0",
-                "method": "log",
-                "params": {"level": "warn", "source": "runtime", "dropped_notifications": n,
-                           "message": format!("{n} notifications dropped: this connection's \
-                                               outbound buffer was half full")},
-            }));
-        }
+        self.report_dropped();
         self.out.extend_from_slice(&b);
+    }
+
+    /// Tell the agent how many notifications were discarded for it, if any, when there is
+    /// room for the message (called as notifications are queued and as the buffer drains).
+    pub fn report_dropped(&mut self) {
+        if self.dropped_notes == 0 || self.out.len() >= self.max_out / 8 {
+            return;
+        }
+        let n = std::mem::take(&mut self.dropped_notes);
+        self.queue(&serde_json::json!({
+            "jsonrpc": "2.0",
+            "method": "log",
+            "params": {"level": "warn", "source": "runtime", "dropped_notifications": n,
+                       "message": format!("{n} notifications dropped: this connection's \
+                                           outbound buffer was too full to take them")},
+        }));
     }
 
     /// Note a turn on which the connection is paused without room: true once it has stalled
@@ -252,6 +266,37 @@ mod tests {
         }
         assert_eq!(c.closed, Some(Closed::Overflow));
         assert_eq!(c.pending(), 0);
+    }
+
+    /// Plugins' notifications never fill a connection past the point where its requests wait
+    /// (they are discarded and counted first); `plugin_state` is never discarded; the count is
+    /// told once there is room.
+    #[test]
+    fn notifications_are_discarded_before_they_hold_up_requests() {
+        let (mut c, mut peer) = pair(64 * 1024);
+        let event =
+            json!({"jsonrpc": "2.0", "method": "event", "params": {"data": "x".repeat(1000)}});
+        for _ in 0..200 {
+            c.queue_notification(&event);
+            assert!(c.has_room(), "notifications alone held up requests");
+        }
+        assert!(c.dropped_notes > 0);
+        let state =
+            json!({"jsonrpc": "2.0", "method": "plugin_state", "params": {"state": "ready"}});
+        let before = c.pending();
+        c.queue_notification(&state);
+        assert!(c.pending() > before, "plugin_state is never discarded");
+        c.flush();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0;
+        while got < before {
+            got += peer.read(&mut buf).unwrap();
+        }
+        c.report_dropped();
+        c.flush();
+        let n = peer.read(&mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.contains("dropped_notifications"), "{text}");
     }
 
     #[test]

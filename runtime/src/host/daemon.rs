@@ -233,6 +233,9 @@ impl Daemon {
                 break;
             }
             let now = Instant::now();
+            // Connections left over from the last turn; those this turn's reads leave over wait
+            // for the next one (each is served once a turn).
+            let hot = std::mem::take(&mut self.hot);
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -264,7 +267,7 @@ impl Daemon {
                     _ => {}
                 }
             }
-            for t in std::mem::take(&mut self.hot) {
+            for t in hot {
                 self.read_conn(t, &mut buf, now);
             }
             self.sup.serve_hot(now);
@@ -378,7 +381,7 @@ impl Daemon {
             self.conns
                 .insert(t, Conn::new(stream, peer, max_frame, s.max_outbound_bytes));
             // Data may already be there (edge-triggered): read it on this turn.
-            self.hot.push(t);
+            self.mark_hot(t);
         }
     }
 
@@ -400,7 +403,7 @@ impl Daemon {
             if let Some(f) = c.backlog.pop_front() {
                 if frames == FRAME_BUDGET {
                     c.backlog.push_front(f);
-                    self.hot.push(t);
+                    self.mark_hot(t);
                     return;
                 }
                 frames += 1;
@@ -411,7 +414,7 @@ impl Daemon {
                 continue;
             }
             if reads == READ_BUDGET {
-                self.hot.push(t);
+                self.mark_hot(t);
                 return;
             }
             reads += 1;
@@ -444,6 +447,13 @@ impl Daemon {
                 t,
                 &response_err(&error_id(&line, &e), &err(e.code(), e.to_string())),
             ),
+        }
+    }
+
+    /// Serve connection `t` again on the next turn (once).
+    fn mark_hot(&mut self, t: usize) {
+        if !self.hot.contains(&t) {
+            self.hot.push(t);
         }
     }
 
@@ -740,12 +750,15 @@ impl Daemon {
         // one whose agent takes nothing at all stalls and is dropped (STALL).
         let now = Instant::now();
         for (t, c) in self.conns.iter_mut() {
+            c.report_dropped();
             if !c.paused || c.closed.is_some() {
                 continue;
             }
             if c.has_room() {
                 c.paused = false;
-                self.hot.push(*t);
+                if !self.hot.contains(t) {
+                    self.hot.push(*t);
+                }
             } else if c.stalled(now) {
                 gone.push(*t);
             }
