@@ -244,22 +244,16 @@ fn a_half_closed_connection_gets_every_answer_then_the_end() {
     let mut s = Serve::start(&fx, "[serve]\n", None);
     let mut c = s.client();
     c.ok("plugin_load", json!({"package": pkg}));
-    let sock = UnixStream::connect(&s.sock).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut w = sock.try_clone().unwrap();
+    let (sock, mut w) = connect_raw(&s, Duration::from_secs(30));
     let params = invoke("on:x", json!({"n": 1}), Some(10_000));
     let hook = json!({"jsonrpc": "2.0", "id": 2, "method": "hook_invoke", "params": params});
     // The last request without its newline: the end of input completes it.
     w.write_all(format!("{LIST}\n{hook}").as_bytes()).unwrap();
     w.shutdown(std::net::Shutdown::Write).unwrap();
     let mut ids = Vec::new();
-    for line in BufReader::new(sock).lines() {
-        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        if v.get("method").is_none() {
-            assert!(v.get("result").is_some(), "{v}");
-            ids.push(v["id"].as_i64().unwrap());
-        }
+    for v in answers_until_eof(sock).0 {
+        assert!(v.get("result").is_some(), "{v}");
+        ids.push(v["id"].as_i64().unwrap());
     }
     ids.sort_unstable();
     assert_eq!(ids, vec![1, 2], "every request answered before the end");
@@ -289,10 +283,7 @@ fn a_pipelining_agent_that_reads_is_slowed_not_dropped() {
     let call = json!({"jsonrpc": "2.0", "id": 2, "method": "hook_invoke",
                       "params": {"hook": "on:x", "payload": {}}});
     for (request, amplify) in [(LIST.to_string(), 10), (call.to_string(), 1)] {
-        let sock = UnixStream::connect(&s.sock).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        let mut w = sock.try_clone().unwrap();
+        let (sock, mut w) = connect_raw(&s, Duration::from_secs(60));
         let n = 5_000;
         let line = format!("{request}\n");
         let len = line.len();
@@ -300,17 +291,9 @@ fn a_pipelining_agent_that_reads_is_slowed_not_dropped() {
             w.write_all(line.repeat(n).as_bytes()).unwrap();
             w.shutdown(std::net::Shutdown::Write).unwrap();
         });
-        let (mut answers, mut bytes) = (0, 0);
-        for line in BufReader::new(sock).lines() {
-            let line = line.unwrap();
-            bytes += line.len();
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            if v.get("id").is_some() && v.get("method").is_none() {
-                answers += 1;
-            }
-        }
+        let (answers, bytes) = answers_until_eof(sock);
         writer.join().unwrap();
-        assert_eq!(answers, n, "{request}: log: {}", s.log());
+        assert_eq!(answers.len(), n, "{request}: log: {}", s.log());
         assert!(bytes > amplify * n * len, "answers amplify: {bytes} bytes");
         assert!(!s.log().contains("stopped reading"), "{}", s.log());
     }
@@ -318,7 +301,7 @@ fn a_pipelining_agent_that_reads_is_slowed_not_dropped() {
 }
 
 /// A plugin's burst of large notifications cannot get agents dropped — one reading as fast as
-/// it can, nor one not reading for a while: past half its outbound cap a connection's
+/// it can, nor one not reading for a while: past an eighth of its outbound cap a connection's
 /// notifications are discarded and counted (a `log` says how many), never its answers.
 #[test]
 fn a_burst_of_notifications_discards_notifications_not_agents() {
@@ -345,11 +328,7 @@ done
 "#;
     let pkg = pack_script(&fx, "flood", &["on:x"], flood);
     let mut s = Serve::start(&fx, "[serve]\n", None);
-    let reader = UnixStream::connect(&s.sock).unwrap();
-    reader
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let mut w = reader.try_clone().unwrap();
+    let (reader, mut w) = connect_raw(&s, Duration::from_secs(2));
     let seen = std::thread::spawn(move || {
         let (mut big, mut dropped) = (0, 0u64);
         for line in BufReader::new(reader).lines() {
@@ -389,4 +368,27 @@ done
     w.write_all(format!("{LIST}\n").as_bytes()).unwrap();
     assert!(!s.log().contains("stopped reading"), "{}", s.log());
     assert_eq!(s.stop(), 0);
+}
+
+/// A raw connection to the daemon (reading end with `timeout`, writing end).
+fn connect_raw(s: &Serve, timeout: Duration) -> (UnixStream, UnixStream) {
+    let sock = UnixStream::connect(&s.sock).unwrap();
+    sock.set_read_timeout(Some(timeout)).unwrap();
+    let w = sock.try_clone().unwrap();
+    (sock, w)
+}
+
+/// Every answer (a message with an id and no method) read until the daemon ends the
+/// connection, and the bytes of all lines read.
+fn answers_until_eof(sock: UnixStream) -> (Vec<serde_json::Value>, usize) {
+    let (mut answers, mut bytes) = (Vec::new(), 0);
+    for line in BufReader::new(sock).lines() {
+        let line = line.unwrap();
+        bytes += line.len();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v.get("id").is_some() && v.get("method").is_none() {
+            answers.push(v);
+        }
+    }
+    (answers, bytes)
 }

@@ -95,9 +95,7 @@ impl FrameDecoder {
             }
         }
     }
-}
 
-impl FrameDecoder {
     /// The input ended: a last frame without its newline (`printf '{…}' | …`, an agent that
     /// shuts down its writing side right after its last request) is complete too; the tail of
     /// an over-long line is forgotten.

@@ -5,6 +5,7 @@
 //! are decoded per method with `deny_unknown_fields`, so a peer cannot smuggle fields the runtime
 //! would silently ignore.
 
+use super::frame::Frame;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -209,10 +210,29 @@ impl Message {
     }
 }
 
+/// One frame from an agent as a message, or the error response it gets instead: an over-long
+/// or non-UTF-8 frame is `invalid_request` (id `null`), a line that is no JSON-RPC message is
+/// answered under [`error_id`]. The one decoding step of both agent links (`run`'s stdin and
+/// `serve`'s connections).
+pub fn from_frame(f: Frame) -> Result<Message, Value> {
+    let line = f.map_err(|e| {
+        response_err(
+            &Value::Null,
+            &RpcError::new(codes::INVALID_REQUEST, e.to_string()),
+        )
+    })?;
+    Message::parse(&line).map_err(|e| {
+        response_err(
+            &error_id(&line, &e),
+            &RpcError::new(e.code(), e.to_string()),
+        )
+    })
+}
+
 /// The id to answer a frame [`Message::parse`] refused with: the frame's own when it is JSON
 /// with a valid `id` (a request whose other members are wrong — `"params": 5` — is answered
 /// under its id, so the agent waiting for it is not left waiting), else `null`.
-pub fn error_id(frame: &str, e: &MessageError) -> Value {
+fn error_id(frame: &str, e: &MessageError) -> Value {
     if matches!(e, MessageError::Json(_)) {
         return Value::Null;
     }

@@ -3,12 +3,11 @@
 //! trusted to drive the runtime, so a bad frame is answered with an error, not a disconnect.
 
 use super::supervisor::Supervisor;
-use serde_json::Value;
 use std::collections::VecDeque;
 use std::time::Instant;
 use stockade_policy::protocol::frame::{Frame, FrameDecoder};
 use stockade_policy::protocol::message::{
-    codes, error_id, params, response_err, HookInvoke, Message, RpcError,
+    codes, from_frame, params, response_err, HookInvoke, Message, RpcError,
 };
 
 /// One agent connection's input side: frames decoded from the agent's bytes wait in a backlog
@@ -52,42 +51,35 @@ impl AgentLink {
         let Some(f) = self.backlog.pop_front() else {
             return false;
         };
-        {
-            let line = match f {
-                Ok(l) => l,
-                Err(e) => {
-                    let err = RpcError::new(codes::INVALID_REQUEST, e.to_string());
-                    sup.to_agent.push(response_err(&Value::Null, &err));
-                    return true;
-                }
-            };
-            match Message::parse(&line) {
-                Ok(Message::Request {
-                    id,
-                    method,
-                    params: p,
-                }) if method == "hook_invoke" => match params::<HookInvoke>(&p) {
-                    Ok(call) if call.deadline_ms == Some(0) => sup.to_agent.push(response_err(
-                        &id,
-                        &RpcError::new(codes::INVALID_PARAMS, "deadline_ms must be at least 1"),
-                    )),
-                    Ok(call) => sup.invoke(id, call, now),
-                    Err(e) => sup.to_agent.push(response_err(&id, &e)),
-                },
-                Ok(Message::Request { id, method, .. }) => sup.to_agent.push(response_err(
-                    &id,
-                    &RpcError::new(
-                        codes::METHOD_NOT_FOUND,
-                        format!("unknown method `{method}`"),
-                    ),
-                )),
-                // Notifications and responses from the agent carry nothing `run` acts on.
-                Ok(_) => {}
-                Err(e) => sup.to_agent.push(response_err(
-                    &error_id(&line, &e),
-                    &RpcError::new(e.code(), e.to_string()),
-                )),
+        let m = match from_frame(f) {
+            Ok(m) => m,
+            Err(answer) => {
+                sup.to_agent.push(answer);
+                return true;
             }
+        };
+        match m {
+            Message::Request {
+                id,
+                method,
+                params: p,
+            } if method == "hook_invoke" => match params::<HookInvoke>(&p) {
+                Ok(call) if call.deadline_ms == Some(0) => sup.to_agent.push(response_err(
+                    &id,
+                    &RpcError::new(codes::INVALID_PARAMS, "deadline_ms must be at least 1"),
+                )),
+                Ok(call) => sup.invoke(id, call, now),
+                Err(e) => sup.to_agent.push(response_err(&id, &e)),
+            },
+            Message::Request { id, method, .. } => sup.to_agent.push(response_err(
+                &id,
+                &RpcError::new(
+                    codes::METHOD_NOT_FOUND,
+                    format!("unknown method `{method}`"),
+                ),
+            )),
+            // Notifications and responses from the agent carry nothing `run` acts on.
+            _ => {}
         }
         true
     }

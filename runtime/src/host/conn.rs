@@ -78,12 +78,12 @@ pub struct Conn {
     dropped_notes: u64,
 }
 
-/// What one read turn produced.
+/// What one read produced.
 pub enum ReadOutcome {
-    /// Drained the socket.
+    /// Nothing more to read now (the socket is drained, at its end, or failed).
     Drained,
-    /// Stopped at the budget with data maybe left (serve again next turn).
-    Budget,
+    /// A chunk was read; more may wait.
+    More,
 }
 
 impl Conn {
@@ -204,29 +204,32 @@ impl Conn {
         }
     }
 
-    /// Read up to `budget` chunks, decoding frames into `frames`.
-    pub fn read(&mut self, buf: &mut [u8], frames: &mut Vec<Frame>, budget: usize) -> ReadOutcome {
-        for _ in 0..budget {
+    /// Read one chunk, decoding frames into `frames` (the daemon answers them before it reads
+    /// the next: [`Conn::has_room`]).
+    pub fn read_chunk(&mut self, buf: &mut [u8], frames: &mut Vec<Frame>) -> ReadOutcome {
+        loop {
             if self.closed.is_some() || self.read_closed {
                 return ReadOutcome::Drained;
             }
-            match self.stream.read(buf) {
+            return match self.stream.read(buf) {
                 Ok(0) => {
                     // A last request without its newline is one too.
                     self.decoder.finish(frames);
                     self.read_closed = true;
-                    return ReadOutcome::Drained;
+                    ReadOutcome::Drained
                 }
-                Ok(n) => self.decoder.feed(&buf[..n], frames),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
+                Ok(n) => {
+                    self.decoder.feed(&buf[..n], frames);
+                    ReadOutcome::More
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::Drained,
                 Err(_) => {
                     self.closed = Some(Closed::Error);
-                    return ReadOutcome::Drained;
+                    ReadOutcome::Drained
                 }
-            }
+            };
         }
-        ReadOutcome::Budget
     }
 }
 
@@ -307,13 +310,13 @@ mod tests {
         peer.write_all(b"\n").unwrap();
         let mut frames = Vec::new();
         let mut buf = vec![0u8; 4096];
-        c.read(&mut buf, &mut frames, READ_BUDGET);
+        c.read_chunk(&mut buf, &mut frames);
         assert_eq!(frames.len(), 2);
         assert!(frames[0].is_ok());
         assert!(frames[1].is_err());
         // The peer's end of input (a half-close): nothing more is read, answers still go out.
         peer.shutdown(std::net::Shutdown::Write).unwrap();
-        c.read(&mut buf, &mut frames, READ_BUDGET);
+        c.read_chunk(&mut buf, &mut frames);
         assert!(c.read_closed);
         assert_eq!(c.closed, None, "still open for the answers");
         c.queue(&json!({"answer": 1}));

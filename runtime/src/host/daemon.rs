@@ -33,7 +33,7 @@ use stockade_policy::operator::MergedPolicy;
 use stockade_policy::protocol::frame::{encode, Frame};
 use stockade_policy::protocol::host::{default_json, FailureMode};
 use stockade_policy::protocol::message::{
-    codes, error_id, no_params, params, response_err, response_ok, HookInvoke, Message, RpcError,
+    codes, from_frame, no_params, params, response_err, response_ok, HookInvoke, Message, RpcError,
 };
 use stockade_policy::serve::{ServeConfig, SplitMix64};
 
@@ -419,7 +419,7 @@ impl Daemon {
             }
             reads += 1;
             let mut decoded = Vec::new();
-            let outcome = c.read(buf, &mut decoded, 1);
+            let outcome = c.read_chunk(buf, &mut decoded);
             c.backlog.extend(decoded);
             if matches!(outcome, ReadOutcome::Drained) && c.backlog.is_empty() {
                 return;
@@ -428,14 +428,7 @@ impl Daemon {
     }
 
     fn answer_frame(&mut self, t: usize, f: Frame, now: Instant) {
-        let line = match f {
-            Ok(l) => l,
-            Err(e) => {
-                let e = err(codes::INVALID_REQUEST, e.to_string());
-                return self.send(t, &response_err(&Value::Null, &e));
-            }
-        };
-        match Message::parse(&line) {
+        match from_frame(f) {
             Ok(Message::Request {
                 id,
                 method,
@@ -443,10 +436,7 @@ impl Daemon {
             }) => self.request(t, id, &method, &p, now),
             // Notifications and responses from an agent carry nothing serve acts on.
             Ok(_) => {}
-            Err(e) => self.send(
-                t,
-                &response_err(&error_id(&line, &e), &err(e.code(), e.to_string())),
-            ),
+            Err(answer) => self.send(t, &answer),
         }
     }
 
@@ -734,34 +724,30 @@ impl Daemon {
     }
 
     fn flush_conns(&mut self) {
-        let mut gone = Vec::new();
-        let mut ended = Vec::new();
+        let (mut gone, mut ended, mut resume) = (Vec::new(), Vec::new(), Vec::new());
+        let now = Instant::now();
         for (t, c) in self.conns.iter_mut() {
             if c.pending() > 0 {
                 c.flush();
             }
+            c.report_dropped();
             if c.closed.is_some() {
                 gone.push(*t);
+            } else if c.paused {
+                // Input left unread for back-pressure: read again now that its answers have
+                // drained; one whose agent takes nothing at all stalls and is dropped (STALL).
+                if c.has_room() {
+                    c.paused = false;
+                    resume.push(*t);
+                } else if c.stalled(now) {
+                    gone.push(*t);
+                }
             } else if c.read_closed && c.pending() == 0 && c.backlog.is_empty() {
                 ended.push(*t);
             }
         }
-        // Input left unread for back-pressure: read again now that its answers have drained;
-        // one whose agent takes nothing at all stalls and is dropped (STALL).
-        let now = Instant::now();
-        for (t, c) in self.conns.iter_mut() {
-            c.report_dropped();
-            if !c.paused || c.closed.is_some() {
-                continue;
-            }
-            if c.has_room() {
-                c.paused = false;
-                if !self.hot.contains(t) {
-                    self.hot.push(*t);
-                }
-            } else if c.stalled(now) {
-                gone.push(*t);
-            }
+        for t in resume {
+            self.mark_hot(t);
         }
         // Input ended and every answer written: closed once nothing it asked for is pending.
         for t in ended {
