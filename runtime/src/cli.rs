@@ -392,9 +392,13 @@ pub struct GrantIssueArgs {
     /// Validity in days.
     #[arg(long, default_value_t = 30)]
     pub days: u32,
-    /// Output file (conventionally `<grants dir>/<plugin>.grant`).
+    /// Output file (conventionally `<grants dir>/<plugin>.grant`); refused if it exists,
+    /// unless --force.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
+    /// Replace an existing output file (renewing a grant).
+    #[arg(long)]
+    pub force: bool,
     /// Issue as if the current time were this (unix seconds); for back-dating and tests.
     #[arg(long, value_name = "UNIX_SECONDS", hide = true)]
     pub now: Option<u64>,
@@ -486,9 +490,12 @@ pub struct CaLicenseArgs {
     /// Validity in days; without it the license does not expire.
     #[arg(long)]
     pub days: Option<u32>,
-    /// Output license file.
+    /// Output license file (refused if it exists, unless --force).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
     /// Issue as if the current time were this (unix seconds); for back-dating and tests.
     #[arg(long, value_name = "UNIX_SECONDS", hide = true)]
     pub now: Option<u64>,

@@ -270,28 +270,33 @@ fn grant_refusals_each_have_their_own_kind() {
     std::fs::write(d.join("t.grant"), text.replace("\"hello\"", "\"hellp\"")).unwrap();
     let r = verify("t.grant", "op.pub", "hellp", "network:loopback", "1000010");
     assert_eq!((r.code, r.kind().as_str()), (65, "grant_tampered"));
-    // Existing output is not overwritten; a bad target is a usage error.
-    assert_eq!(
-        stockade(
-            d,
-            &[
-                "grant",
-                "issue",
-                "--key",
-                "op.key",
-                "--plugin",
-                "h",
-                "--plugin-version",
-                "1.0.0",
-                "--target",
-                "network:loopback",
-                "-o",
-                "g.grant"
-            ]
-        )
-        .code,
-        73
-    );
+    // Existing output is not overwritten unless --force (renewal); a bad target is a usage error.
+    let renew = |extra: &[&str]| {
+        let mut args = vec![
+            "grant",
+            "issue",
+            "--key",
+            "op.key",
+            "--plugin",
+            "h",
+            "--plugin-version",
+            "1.0.0",
+            "--target",
+            "network:loopback",
+            "-o",
+            "g.grant",
+        ];
+        args.extend_from_slice(extra);
+        stockade(d, &args)
+    };
+    let r = renew(&[]);
+    assert_eq!(r.code, 73, "{}", r.stderr);
+    assert!(r.stderr.contains("--force"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(d.join("g.grant")).unwrap(), text);
+    assert_eq!(renew(&["--force"]).code, 0);
+    assert!(std::fs::read_to_string(d.join("g.grant"))
+        .unwrap()
+        .contains("\"h\""));
     assert_eq!(
         stockade(
             d,

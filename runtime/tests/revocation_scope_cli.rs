@@ -170,6 +170,28 @@ fn license_scope() {
         ],
     );
     assert_fail(&fx.verify(&pkg, &[]), 85, "scope.license");
+    // A license file handed out is not replaced by accident: --force.
+    let reissue = |extra: &[&str]| {
+        let mut args = vec![
+            "ca",
+            "license",
+            "--ca",
+            "root",
+            "--serial",
+            "OTHER-3",
+            "-o",
+            "other.license",
+        ];
+        args.extend_from_slice(extra);
+        fx.run(&args)
+    };
+    let before = std::fs::read(fx.path("other.license")).unwrap();
+    let r = reissue(&[]);
+    assert_eq!(r.code, 73, "{}", r.stderr);
+    assert!(r.stderr.contains("--force"), "{}", r.stderr);
+    assert_eq!(std::fs::read(fx.path("other.license")).unwrap(), before);
+    assert_eq!(reissue(&["--force"]).code, 0);
+    assert_ne!(std::fs::read(fx.path("other.license")).unwrap(), before);
     // Right license.
     ok(
         fx.dir(),

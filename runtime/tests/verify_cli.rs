@@ -736,3 +736,18 @@ fn a_state_dir_that_is_a_file_is_refused_by_name() {
     assert_eq!(r.code, 64, "{}", r.stderr);
     assert!(r.stderr.contains("cannot be empty"), "{}", r.stderr);
 }
+
+/// An installed license that cannot be parsed makes the state directory unusable: every command
+/// that reads it says so with the same code (78), `node info` included (it said 65).
+#[test]
+fn a_malformed_installed_license_is_78_everywhere() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    std::fs::create_dir_all(fx.path("state")).unwrap();
+    std::fs::write(fx.path("state/license.json"), "{not json").unwrap();
+    let info = fx.run(&["--json", "node", "info", "--state-dir", "state"]);
+    assert_eq!(info.code, 78, "{}", info.stdout);
+    assert_eq!(info.kind(), "node");
+    let r = fx.verify(&pkg, &[]);
+    assert_eq!(r.code, 78, "{}", r.stdout);
+}

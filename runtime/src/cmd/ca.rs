@@ -6,9 +6,10 @@
 //! serials and key ids and the last list version, so each `ca revoke` increments the version and
 //! re-signs the whole list).
 //!
-//! `ca issue` refuses an existing output unless `--force` (a certificate handed out, with its
-//! random serial, is not replaced by accident); `ca revoke` writes its list over the previous one
-//! on purpose: the list is re-issued whole, with a higher version, each time.
+//! `ca issue` and `ca license` refuse an existing output unless `--force` (a certificate or a
+//! license handed out, with its random serial or its state, is not replaced by accident);
+//! `ca revoke` writes its list over the previous one on purpose: the list is re-issued whole,
+//! with a higher version, each time.
 //!
 //! Issuing applies the same bounds as verification (`stockade_trust::chain::check_bounds`), so a
 //! CA cannot mint a certificate that every node would refuse: `--capabilities` may narrow the
@@ -533,7 +534,7 @@ pub fn license(a: CaLicenseArgs, out: Output) -> Result<Exit, CmdError> {
         CmdError::new(Exit::Usage, "usage", e)
             .hint("serial and hardware id are 1-64 characters of [A-Za-z0-9._-]")
     })?;
-    write_out(&a.output, &bytes)?;
+    crate::cmd::write_output(&a.output, &bytes, a.force)?;
     let r = LicenseReport {
         output: a.output,
         serial: body.serial,

@@ -9,7 +9,7 @@
 use crate::cli::{GrantIssueArgs, GrantVerifyArgs};
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::fileio::{create_exclusive, read_capped};
+use crate::fileio::read_capped;
 use crate::keyfile::{load_public, load_secret, secret_key_hint, unix_now};
 use crate::output::Output;
 use serde::Serialize;
@@ -43,14 +43,7 @@ pub fn issue(a: GrantIssueArgs, out: Output) -> Result<Exit, CmdError> {
         CmdError::new(Exit::Usage, "grant_invalid", e)
             .hint("targets are capability:<cap>, network:loopback or writable:<absolute path>; the version is semver")
     })?;
-    create_exclusive(&a.output, &bytes, 0o644).map_err(|e| {
-        let exit = if e.is_exists() {
-            Exit::CantCreate
-        } else {
-            Exit::IoErr
-        };
-        CmdError::new(exit, "write", e)
-    })?;
+    crate::cmd::write_output(&a.output, &bytes, a.force)?;
     let r = Issued {
         ok: true,
         file: a.output.display().to_string(),

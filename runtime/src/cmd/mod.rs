@@ -26,8 +26,8 @@ pub mod source;
 pub mod store;
 pub mod verify;
 
-/// Write a command's output file (a signed package, an issued certificate). One that exists is
-/// refused with 73 unless `force`, the rule `keygen` and `grant issue` follow too: an issued
+/// Write a command's output file (a signed package, an issued certificate, license or grant).
+/// One that exists is refused with 73 unless `force`, the rule `keygen` follows too: an issued
 /// artifact (a certificate's random serial, a package already handed out) is never replaced by
 /// accident. Checked at the write, after the inputs (a bad input is reported as such first):
 /// without `force` the new file is linked into place only if the name is still free (no

@@ -45,9 +45,12 @@ pub fn info(a: NodeInfoArgs, out: Output) -> Result<Exit, CmdError> {
         Ok(h) => (Some(h), None),
         Err(e) => (None, Some(e.to_string())),
     };
+    // An installed license that cannot be read makes the state directory unusable: 78, as for
+    // `verify`, `run` and `serve`, which read the same file.
     let lic = load_license(&a.state_dir).map_err(|e| {
-        CmdError::new(Exit::DataErr, "license", e)
-            .hint("reinstall the license with `stockade node license install FILE`")
+        CmdError::new(Exit::Config, "node", e).hint(
+            "fix or remove <state-dir>/license.json, or reinstall it with `stockade node license install FILE`",
+        )
     })?;
     let roots = match &a.trust {
         Some(t) => Some(
