@@ -265,6 +265,69 @@ fn an_agent_whose_output_is_gone_ends_the_session() {
     assert_eq!(status.code(), Some(0), "a graceful stop: {stderr}");
 }
 
+/// An agent that sends its requests, closes its stdin and never reads its answers stalls: once
+/// the answers queued reach the 1 MiB after which requests wait (60 KB cached answers here), and
+/// it takes not a byte for 10 s, it is treated as gone and the plugin shut down. Its requests
+/// waiting, the session used to never become idle, and `run` and the plugin lived until a
+/// signal.
+#[test]
+fn an_agent_that_closes_stdin_and_never_reads_is_given_up() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    pack_as(&fx, "big", BIG_ANSWER);
+    std::fs::write(
+        fx.dir().join("cache.toml"),
+        "version = 1\n[hooks.\"on:flow.new\"]\ncache_ttl_ms = 60000\n",
+    )
+    .unwrap();
+    let mut child = spawn_piped(&mut run_pkg(
+        &fx,
+        "big.stockade",
+        &["--policy", "cache.toml"],
+    ));
+    let call = |i: u64| {
+        serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "hook_invoke",
+                           "params": {"hook": "on:flow.new", "payload": {"same": true}}})
+        .to_string()
+    };
+    let mut w = child.stdin.take().unwrap();
+    let mut r = child.stdout.take().unwrap();
+    // The first call fills the cache; then 100 more (6 MB of answers, short of the 16 MiB
+    // overflow), stdin closed, and nothing more read.
+    w.write_all(format!("{}\n", call(1)).as_bytes()).unwrap();
+    let mut first = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    while !String::from_utf8_lossy(&first).contains("\"big\"") {
+        let k = r.read(&mut chunk).unwrap();
+        assert!(k > 0, "no first answer");
+        first.extend_from_slice(&chunk[..k]);
+    }
+    let input: String = (2..=101).map(|i| format!("{}\n", call(i))).collect();
+    w.write_all(input.as_bytes()).unwrap();
+    drop(w);
+    let status = wait_within(
+        &mut child,
+        Duration::from_secs(60),
+        "run waited for ever on an agent that stopped reading after closing its stdin",
+        || {},
+    );
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("the agent stopped reading (10 s"),
+        "{stderr}"
+    );
+    assert_eq!(status.code(), Some(0), "a graceful stop: {stderr}");
+    drop(r);
+}
+
 /// Answers far larger than their requests (60 KB results, served from the answer cache at once,
 /// without the plugin), pipelined by an agent that reads slowly: every one arrives — the
 /// requests are answered one at a time while the output has room (a 64 KiB read of them used

@@ -31,6 +31,7 @@ use crate::cmd::verify::trust_config;
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::host::agent::AgentLink;
+use crate::host::conn::STALL;
 use crate::host::kv::KvStore;
 use crate::host::plugin::PluginConfig;
 use crate::host::supervisor::Supervisor;
@@ -450,13 +451,18 @@ fn extract_beside_build(
 /// the pipe drains (and the agent's input is read only while it has room: [`AgentInput`]). An
 /// agent that lets [`MAX_AGENT_OUTBOUND`] bytes pile up all the same (it stopped
 /// reading) is treated as gone, as `serve` drops such a connection: its output is discarded
-/// (reported on stderr) and the plugin is shut down as after EOF on stdin.
+/// (reported on stderr) and the plugin is shut down as after EOF on stdin. So is one that
+/// stalls — requests wait for room while it takes not one byte for [`STALL`], `serve`'s rule —
+/// whether or not its stdin has ended: without the rule, an agent that closed its stdin and
+/// never read kept the session, and the plugin, alive until a signal.
 struct AgentOut {
     buf: Vec<u8>,
     /// fd 1 is non-blocking and in the poller (a pipe or socket); else writes block (a
     /// regular file never stalls).
     polled: bool,
     ok: bool,
+    /// Since when requests have waited for room with nothing taken (reset by any write).
+    stalled_since: Option<Instant>,
 }
 
 /// Bytes queued for the agent at most.
@@ -493,6 +499,7 @@ impl AgentOut {
             match nix::unistd::write(out.as_fd(), &self.buf) {
                 Ok(n) => {
                     self.buf.drain(..n);
+                    self.stalled_since = None;
                 }
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(nix::errno::Errno::EAGAIN) => break,
@@ -507,6 +514,26 @@ impl AgentOut {
                 }
             }
         }
+    }
+
+    /// Note a turn on which requests wait for room ([`AgentInput::paused`]): once the agent
+    /// has taken nothing for [`STALL`], it is treated as gone (said on stderr).
+    fn stall(&mut self, now: Instant) {
+        let since = *self.stalled_since.get_or_insert(now);
+        if self.ok && now.duration_since(since) >= STALL {
+            eprintln!(
+                "stockade run: the agent stopped reading ({} s without taking an answer, requests \
+                 waiting); dropping its output and shutting the plugin down",
+                STALL.as_secs()
+            );
+            self.ok = false;
+            self.buf.clear();
+        }
+    }
+
+    /// When waiting requests make the agent stalled, if they still wait then.
+    fn stall_deadline(&self) -> Option<Instant> {
+        self.stalled_since.map(|s| s + STALL)
     }
 
     /// The agent's end of stdout is closed (an error event on it): as EPIPE, said at once.
@@ -582,6 +609,7 @@ fn serve(
                 .register(&mut SourceFd(&1), AGENT_OUT, Interest::WRITABLE)
                 .is_ok(),
         ok: true,
+        stalled_since: None,
     };
     if !out.polled && !shared {
         if let Some(f) = saved_out {
@@ -631,6 +659,11 @@ fn run_loop(
             input.pump(&stdin, &mut buf, agent, sup, out, audit, now);
             out.flush();
         }
+        if input.paused(out, agent) {
+            out.stall(now);
+        } else {
+            out.stalled_since = None;
+        }
         if !out.ok {
             // The agent's end of stdout is gone (EPIPE) or it stopped reading: as after EOF.
             input.close(sup);
@@ -649,7 +682,14 @@ fn run_loop(
         let timeout = if input.readable(out, agent) {
             Some(std::time::Duration::ZERO)
         } else {
-            sup.next_timeout(Instant::now())
+            let now = Instant::now();
+            let stall = out
+                .stall_deadline()
+                .map(|at| at.saturating_duration_since(now));
+            match (sup.next_timeout(now), stall) {
+                (Some(t), Some(s)) => Some(t.min(s)),
+                (t, s) => t.or(s),
+            }
         };
         if sup.poll(&mut events, timeout).is_err() {
             break;
@@ -702,8 +742,17 @@ struct AgentInput {
 impl AgentInput {
     /// Requests wait, or input may, and the agent's output has room for their answers.
     fn readable(&self, out: &AgentOut, agent: &AgentLink) -> bool {
-        let waiting = agent.has_backlog() || (self.open && self.more);
-        out.ok && waiting && out.buf.len() < AGENT_INPUT_HIGH_WATER
+        out.ok && self.waiting(agent) && out.buf.len() < AGENT_INPUT_HIGH_WATER
+    }
+
+    /// Requests wait, or input may, for lack of room in the agent's output (back-pressure):
+    /// the agent is not taking its answers.
+    fn paused(&self, out: &AgentOut, agent: &AgentLink) -> bool {
+        out.ok && self.waiting(agent) && out.buf.len() >= AGENT_INPUT_HIGH_WATER
+    }
+
+    fn waiting(&self, agent: &AgentLink) -> bool {
+        agent.has_backlog() || (self.open && self.more)
     }
 
     /// Answer the agent's requests one at a time while its output has room, reading a chunk
