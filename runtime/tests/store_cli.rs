@@ -116,7 +116,18 @@ fn install_list_verify_remove() {
         0
     );
     expect(&remove(&fx, "hello", &[]), 104, "store.not_installed");
-    expect(&verify_installed(&fx, Some("hello")), 66, "");
+    // A name that is no file and not installed is the store's to answer (104), by `verify`
+    // and `run` alike: it said "cannot read hello" (66), as if a file were meant.
+    let r = verify_installed(&fx, Some("hello"));
+    expect(&r, 104, "store.not_installed");
+    assert!(
+        r.stdout.contains("neither a file nor an installed plugin"),
+        "{}",
+        r.stdout
+    );
+    let mut run = vec!["--json", "run", "hello"];
+    run.extend_from_slice(&STORE_FLAGS);
+    expect(&fx.run(&run), 104, "store.not_installed");
 }
 
 #[test]

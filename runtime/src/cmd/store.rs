@@ -42,6 +42,8 @@ pub(crate) fn store_err(e: StoreError) -> CmdError {
             CmdError::new(Exit::StoreCorrupt, "store.corrupt", e)
                 .hint("restore <state-dir>/store/registry.json from a backup")
         }
+        StoreError::NotInstalled(_) => CmdError::new(Exit::NotInstalled, "store.not_installed", e)
+            .hint("pass a package file or an installed plugin's name (`stockade list` shows them)"),
         StoreError::File(FileError::TooLarge { .. }) => CmdError::new(Exit::SizeCap, "size_cap", e),
         StoreError::File(ref f)
             if f.is_not_found() || matches!(f, FileError::NotRegular { .. }) =>
@@ -910,14 +912,7 @@ pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Resul
     let targets: Vec<Installed> = match &id {
         Some(id) => match store.registry().plugins.get(id) {
             Some(p) => vec![p.clone()],
-            None => {
-                return Err(CmdError::msg(
-                    Exit::NotInstalled,
-                    "store.not_installed",
-                    format!("`{id}` is neither a file nor an installed plugin"),
-                )
-                .hint("pass a package file, an installed plugin's name (`stockade list`), or nothing to check every installed plugin"))
-            }
+            None => return Err(store_err(StoreError::NotInstalled(id.clone()))),
         },
         None => store.registry().plugins.values().cloned().collect(),
     };

@@ -140,12 +140,9 @@ pub fn verify_context(
 
 /// Run `stockade verify`: a package file, or installed plugins (`cmd::store`).
 pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
-    // A name needs the registry: a corrupt one is said (106), not taken for "no such file".
-    let installed_id = match &a.file {
-        Some(f) => crate::store::is_installed_id(&a.trust.state_dir, f)
-            .map_err(crate::cmd::store::store_err)?,
-        None => false,
-    };
+    // A name is the store's to answer: not installed 104, a corrupt registry 106 — not
+    // "no such file".
+    let installed_id = a.file.as_deref().is_some_and(crate::store::names_a_plugin);
     if a.extract_to.is_some() && (a.file.is_none() || installed_id) {
         return Err(CmdError::msg(
             Exit::Usage,

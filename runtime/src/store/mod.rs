@@ -90,6 +90,9 @@ pub enum StoreError {
     /// Another process holds the store lock and `--no-wait` was given.
     #[error("the store is locked by another stockade process ({})", .0.display())]
     Locked(PathBuf),
+    /// An argument that can only be a plugin name (no such file) names no installed plugin.
+    #[error("`{0}` is neither a file nor an installed plugin")]
+    NotInstalled(String),
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -477,14 +480,11 @@ fn fsync_tree(root: &Path) -> Result<(), StoreError> {
 
 /// Whether `stockade verify ARG` means an installed plugin: ARG is not an existing file (a
 /// directory of the same name in the working directory does not count: it cannot be a package)
-/// and the store has a plugin by that name. A registry that cannot be read is an error whenever
-/// the answer needs it (ARG could be a name): taking a corrupt store for an empty one would
-/// report "cannot read ARG" about a file nobody meant.
-pub fn is_installed_id(state_dir: &Path, arg: &Path) -> Result<bool, StoreError> {
-    match candidate_name(arg) {
-        Some(name) => Ok(read_registry(state_dir)?.plugins.contains_key(name)),
-        None => Ok(false),
-    }
+/// and is a valid plugin name. The store answers from there: a name it does not have is
+/// [`StoreError::NotInstalled`] (104), a registry that cannot be read is the error (106) —
+/// never "cannot read ARG" about a file nobody meant.
+pub fn names_a_plugin(arg: &Path) -> bool {
+    candidate_name(arg).is_some()
 }
 
 /// ARG as a plugin name, unless it is an existing file (which always wins) or not a valid name.
@@ -503,14 +503,15 @@ pub fn object_dir_in(root: &Path, p: &Installed) -> PathBuf {
 
 /// For `stockade run ARG` and serve's `plugin_load`: the stored package of an installed plugin
 /// named ARG (same rule as `verify`), else ARG itself. An existing file is used as it is, without
-/// reading the registry; otherwise a registry that cannot be read is the error (not "cannot read
-/// ARG", which would send the operator looking for a file).
+/// reading the registry; an ARG that can only be a name and is not installed is
+/// [`StoreError::NotInstalled`], and a registry that cannot be read is the error (not "cannot
+/// read ARG", which would send the operator looking for a file).
 pub fn resolve_package(state_dir: &Path, arg: &Path) -> Result<PathBuf, StoreError> {
-    let stored = match candidate_name(arg) {
-        Some(name) => installed_package(state_dir, name)?,
-        None => None,
-    };
-    Ok(stored.unwrap_or_else(|| arg.to_path_buf()))
+    match candidate_name(arg) {
+        Some(name) => installed_package(state_dir, name)?
+            .ok_or_else(|| StoreError::NotInstalled(name.to_string())),
+        None => Ok(arg.to_path_buf()),
+    }
 }
 
 /// The stored package of the installed plugin `name`, if there is one (by name only: no file
