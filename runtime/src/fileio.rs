@@ -9,6 +9,10 @@
 //!   [`write_atomic_new`] is the same for a file that must not exist yet (an issued certificate,
 //!   a signed package): the temp file is linked into place only if the name is free, so an
 //!   existing file is never replaced, even by a race.
+//! - [`HeldDir`]: a directory of the state directory that this process writes and removes
+//!   things in, opened without following a symlink, checked to be changeable by no one else,
+//!   and reached through its descriptor from then on (the state directory itself may belong to
+//!   the daemon's user, who could otherwise swap the directory for a symlink under root's feet).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -229,6 +233,144 @@ impl Reserved {
             .and_then(|d| d.sync_all())
             .map_err(wr)?;
         Ok(())
+    }
+}
+
+/// A directory `NAME` of a parent directory, opened (created first, at `mode`, if asked)
+/// without following a symlink at `NAME`, and accepted only if it belongs to this process's
+/// user or to root and nobody else may write it. From then on it is reached through its
+/// descriptor ([`HeldDir::path`], `/proc/self/fd/N`), so renaming or replacing `NAME` in the
+/// parent — which another user may own: `/var/lib/stockade` belongs to the daemon's user, and
+/// root's CLI works in it — changes nothing this process writes or removes. Without it, a
+/// `store` that was a symlink (or became one between a check and a use) made root's
+/// `stockade list` remove every directory tree it pointed at. The kept trees' anchor
+/// (package/trees.rs) is the same idea with a stricter owner rule.
+#[derive(Debug)]
+pub struct HeldDir {
+    fd: std::os::fd::OwnedFd,
+    shown: PathBuf,
+}
+
+/// Why a directory cannot be held ([`HeldDir::open`]).
+#[derive(Debug, thiserror::Error)]
+pub enum HeldDirError {
+    /// Creating, opening or checking it failed.
+    #[error("cannot open {}", path.display())]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error (ELOOP/ENOTDIR: a symlink or not a directory).
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is a directory someone else could change.
+    #[error("{} {why}", path.display())]
+    Unsafe {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+impl HeldDir {
+    /// Open `parent/name` as described on [`HeldDir`]; `create`: make it first at this mode
+    /// when missing (an existing entry of that name is then opened and checked like any).
+    pub fn open(parent: &Path, name: &str, create: Option<u32>) -> Result<Self, HeldDirError> {
+        Self::open_as(parent, parent.join(name), name, create)
+    }
+
+    /// [`HeldDir::open`] for `name` inside this held directory (reached through it).
+    pub fn open_child(&self, name: &str, create: Option<u32>) -> Result<Self, HeldDirError> {
+        Self::open_as(&self.path(), self.shown.join(name), name, create)
+    }
+
+    fn open_as(
+        parent: &Path,
+        shown: PathBuf,
+        name: &str,
+        create: Option<u32>,
+    ) -> Result<Self, HeldDirError> {
+        use nix::fcntl::{openat, OFlag};
+        use nix::sys::stat::{fstat, mkdirat, Mode};
+        let fail = |e: nix::errno::Errno| HeldDirError::Io {
+            path: shown.clone(),
+            source: e.into(),
+        };
+        // The parent is the caller's (the state directory as given: it may be a symlink).
+        let parent_fd = nix::fcntl::open(
+            parent,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(fail)?;
+        if let Some(mode) = create {
+            match mkdirat(&parent_fd, name, Mode::from_bits_truncate(mode)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        let fd = openat(
+            &parent_fd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => HeldDirError::Unsafe {
+                path: shown.clone(),
+                why: "is a symlink or not a directory".into(),
+            },
+            e => fail(e),
+        })?;
+        let st = fstat(&fd).map_err(fail)?;
+        let me = nix::unistd::geteuid().as_raw();
+        if st.st_uid != me && st.st_uid != 0 {
+            return Err(HeldDirError::Unsafe {
+                path: shown,
+                why: format!(
+                    "belongs to uid {}, neither this user ({me}) nor root",
+                    st.st_uid
+                ),
+            });
+        }
+        if st.st_mode & 0o022 != 0 {
+            return Err(HeldDirError::Unsafe {
+                path: shown,
+                why: format!(
+                    "is writable by group or others (mode {:o})",
+                    st.st_mode & 0o7777
+                ),
+            });
+        }
+        let held = Self { fd, shown };
+        // The descriptor's path must lead to the very directory (no /proc, or a foreign one,
+        // would send every later path elsewhere).
+        let via = std::fs::metadata(held.path()).map_err(|source| HeldDirError::Io {
+            path: held.path(),
+            source,
+        })?;
+        {
+            use std::os::unix::fs::MetadataExt;
+            if (via.dev(), via.ino()) != (st.st_dev, st.st_ino) {
+                return Err(HeldDirError::Unsafe {
+                    path: held.shown.clone(),
+                    why: "cannot be reached through its descriptor (is /proc mounted?)".into(),
+                });
+            }
+        }
+        Ok(held)
+    }
+
+    /// The directory through its descriptor (`/proc/self/fd/N`): for every operation.
+    pub fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// The path it was opened as: for messages.
+    pub fn shown(&self) -> &Path {
+        &self.shown
     }
 }
 

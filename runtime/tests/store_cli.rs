@@ -536,3 +536,71 @@ fn a_corrupt_registry_is_reported_by_name_lookups() {
     std::fs::write(&reg, b"{x").unwrap();
     expect(&verify_installed(&fx, Some("./absent.stockade")), 66, "");
 }
+
+/// The packaged layout: the state directory belongs to the daemon's user, and root's CLI works
+/// in it. That user must not be able to turn root's store commands against the host: a store
+/// of its own holding a `staging` symlink made root's `list` empty the directory it pointed at
+/// (recovery removes whatever staging holds), and a `store` symlink likewise. Both are refused
+/// now (78 `store.unsafe`), the target untouched. And `source refresh`, which the shipped timer
+/// runs as that user, takes root's store lock without recovering root's staging (it failed
+/// with 74 on a store root had created) and without creating a store of its own.
+#[test]
+fn the_daemons_user_cannot_turn_roots_store_commands_against_the_host() {
+    use std::os::unix::fs::{chown, symlink, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    if !require_root() {
+        return;
+    }
+    let fx = setup();
+    let nobody = 65534;
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let victim = fx.path("victim");
+    std::fs::create_dir_all(victim.join("important")).unwrap();
+    std::fs::write(victim.join("file.conf"), "x").unwrap();
+    let state = fx.path("state");
+    std::fs::create_dir(&state).unwrap();
+    chown(&state, Some(nobody), Some(nobody)).unwrap();
+    let list = || fx.run(&["--json", "list", "--state-dir", "state"]);
+    // Its own store, with staging pointing at the victim.
+    std::fs::create_dir(state.join("store")).unwrap();
+    symlink(&victim, state.join("store/staging")).unwrap();
+    chown(state.join("store"), Some(nobody), Some(nobody)).unwrap();
+    expect(&list(), 78, "store.unsafe");
+    // The store itself a symlink.
+    std::fs::remove_file(state.join("store/staging")).unwrap();
+    std::fs::remove_dir(state.join("store")).unwrap();
+    symlink(&victim, state.join("store")).unwrap();
+    let r = list();
+    expect(&r, 78, "store.unsafe");
+    assert!(r.stdout.contains("is a symlink"), "{}", r.stdout);
+    assert!(victim.join("file.conf").exists() && victim.join("important").exists());
+    // Root's store; a leftover of an interrupted install of root's in staging.
+    std::fs::remove_file(state.join("store")).unwrap();
+    expect(&list(), 0, "");
+    std::fs::create_dir(state.join("store/staging/install-x")).unwrap();
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+            .args(args)
+            .current_dir(fx.dir())
+            .env_remove("STOCKADE_STATE_DIR")
+            .uid(nobody)
+            .gid(nobody)
+            .output()
+            .unwrap()
+    };
+    let o = as_nobody(&["source", "refresh", "--state-dir", "state"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(state.join("store/staging/install-x").exists());
+    // Without a store, it creates none.
+    let fresh = fx.path("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    chown(&fresh, Some(nobody), Some(nobody)).unwrap();
+    let o = as_nobody(&["source", "refresh", "--state-dir", "fresh"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(!fresh.join("store").exists());
+}

@@ -133,7 +133,12 @@ pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
 /// source's delistings). The status is the first failure's code (0 when all passed).
 pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
-    let _lock = lock(state, a.store.no_wait)?;
+    // The lock only: the shipped timer runs this as the daemon's user, which must neither
+    // create the store (it would be that user's, and root refuses to work in another user's
+    // store) nor recover root's (it cannot: root's staging is 0700). No store, no lock: nothing
+    // is installed yet.
+    let _lock =
+        Store::lock_existing(state, a.store.no_wait).map_err(crate::cmd::store::store_err)?;
     let configured = Sources::load(state).map_err(SourceError::into_cmd)?.sources;
     let names: Vec<String> = match a.name {
         // A name that is not configured is the caller's mistake, not a source's failure.

@@ -16,7 +16,7 @@ use crate::cli::{InstallArgs, ListArgs, RemoveArgs, UpdateArgs, VerifyArgs};
 use crate::cmd::verify::{operator_defaults, verify_context};
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::fileio::FileError;
+use crate::fileio::{FileError, HeldDirError};
 use crate::keyfile::unix_now;
 use crate::node::NodeIdentity;
 use crate::output::Output;
@@ -41,6 +41,12 @@ pub(crate) fn store_err(e: StoreError) -> CmdError {
         StoreError::Corrupt { .. } | StoreError::Schema { .. } | StoreError::BadDirName(_) => {
             CmdError::new(Exit::StoreCorrupt, "store.corrupt", e)
                 .hint("restore <state-dir>/store/registry.json from a backup")
+        }
+        StoreError::Held(HeldDirError::Unsafe { .. }) => {
+            CmdError::new(Exit::Config, "store.unsafe", e).hint(
+                "the store directory must be a real directory of the user running stockade (or \
+                 root) that no one else may write; move it aside and run the command again",
+            )
         }
         StoreError::NotInstalled(_) => CmdError::new(Exit::NotInstalled, "store.not_installed", e)
             .hint("pass a package file or an installed plugin's name (`stockade list` shows them)"),
@@ -768,8 +774,10 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
     let (reg, root) = match Store::open(&a.store.state_dir, true) {
         Ok((st, _)) => (st.registry().clone(), st.root().to_path_buf()),
         Err(
-            e
-            @ (StoreError::Corrupt { .. } | StoreError::Schema { .. } | StoreError::BadDirName(_)),
+            e @ (StoreError::Corrupt { .. }
+            | StoreError::Schema { .. }
+            | StoreError::BadDirName(_)
+            | StoreError::Held(HeldDirError::Unsafe { .. })),
         ) => return Err(store_err(e)),
         Err(_) => (
             crate::store::read_registry(&a.store.state_dir).map_err(store_err)?,

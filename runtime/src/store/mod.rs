@@ -21,7 +21,7 @@
 //! Removal is the same in reverse: the registry drops the entry first (commit), the directory goes
 //! after.
 
-use crate::fileio::{read_capped, write_state_file, FileError};
+use crate::fileio::{read_capped, write_state_file, FileError, HeldDir, HeldDirError};
 use crate::package::container::MAX_PACKAGE_BYTES;
 /// The tree check is the kept trees' too (package/trees.rs); `stockade store verify` reports its
 /// every finding.
@@ -33,8 +33,9 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use stockade_policy::capability::Capability;
 
 /// Store directory name inside the state directory.
@@ -90,6 +91,10 @@ pub enum StoreError {
     /// Another process holds the store lock and `--no-wait` was given.
     #[error("the store is locked by another stockade process ({})", .0.display())]
     Locked(PathBuf),
+    /// The store directory cannot be held safely: a symlink, another user's, writable by others
+    /// ([`HeldDir`]).
+    #[error(transparent)]
+    Held(#[from] HeldDirError),
     /// An argument that can only be a plugin name (no such file) names no installed plugin.
     #[error("`{0}` is neither a file nor an installed plugin")]
     NotInstalled(String),
@@ -173,19 +178,57 @@ impl Recovery {
     }
 }
 
-/// The store, locked for this process until dropped.
+/// The store, locked for this process until dropped. Everything it writes or removes goes
+/// through the store directory's descriptor ([`HeldDir`]): `<state>/store` replaced by a
+/// symlink, before or after the check, cannot send a removal or a write outside it.
 #[derive(Debug)]
 pub struct Store {
+    /// `/proc/self/fd/N/`: the held store directory, for every operation.
+    ops: PathBuf,
+    /// `<state>/store` as a path, for messages and for callers (reading through it is safe:
+    /// whatever is read there is verified).
     root: PathBuf,
+    /// Keeps the descriptor `root` goes through open.
+    _held: HeldDir,
+    /// `staging/` and `plugins/`, held the same way (only this user or root could have made
+    /// either a symlink, but a removal that follows one is too costly to leave to that).
+    staging: Arc<HeldDir>,
+    plugins: Arc<HeldDir>,
     registry: Registry,
     _lock: OwnedFd,
+}
+
+/// The store's lock without the store ([`Store::lock_existing`]), held until dropped.
+#[derive(Debug)]
+pub struct StoreLock {
+    _lock: OwnedFd,
+    _held: HeldDir,
+}
+
+/// Open the held store directory's lock file and take it (waiting unless `no_wait`).
+fn take_lock(held: &HeldDir, no_wait: bool) -> Result<OwnedFd, StoreError> {
+    let shown = std::fs::canonicalize(held.shown()).unwrap_or_else(|_| held.shown().into());
+    let lock_path = shown.join("lock");
+    let c = CString::new(held.path().join("lock").as_os_str().as_bytes())
+        .map_err(|e| io("bad path", &lock_path)(std::io::Error::other(e)))?;
+    let lock = sys::open_lock_file(&c).map_err(io("cannot open lock", &lock_path))?;
+    if no_wait {
+        if !sys::try_flock_exclusive(lock.as_fd()).map_err(io("cannot lock", &lock_path))? {
+            return Err(StoreError::Locked(lock_path));
+        }
+    } else {
+        sys::flock_exclusive(lock.as_fd()).map_err(io("cannot lock", &lock_path))?;
+    }
+    Ok(lock)
 }
 
 /// A package being installed: its private staging directory.
 #[derive(Debug)]
 pub struct Staged {
-    /// `staging/<random>`.
+    /// `staging/<random>`, through the held store directory.
     pub dir: PathBuf,
+    /// Keeps the descriptor `dir` goes through open until the directory is gone.
+    _held: Arc<HeldDir>,
 }
 
 /// A refused install removes its staging directory at once (after a commit the directory has been
@@ -223,14 +266,6 @@ fn crash_point() {
     }
 }
 
-fn mkdir(path: &Path, mode: u32) -> Result<(), StoreError> {
-    match std::fs::DirBuilder::new().mode(mode).create(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io("cannot create", path)(e)),
-    }
-}
-
 fn fsync_dir(path: &Path) -> Result<(), StoreError> {
     File::open(path)
         .and_then(|d| d.sync_all())
@@ -247,26 +282,20 @@ impl Store {
     /// after any interrupted run.
     pub fn open(state_dir: &Path, no_wait: bool) -> Result<(Self, Recovery), StoreError> {
         crate::state::ensure_dir(state_dir)?;
-        let root = state_dir.join(STORE_DIR);
-        mkdir(&root, 0o755)?;
+        let held = HeldDir::open(state_dir, STORE_DIR, Some(0o755))?;
+        let root = held.path();
         // Absolute, so the paths `list` and `install` print work from anywhere.
-        let root = std::fs::canonicalize(&root).map_err(io("cannot resolve", &root))?;
-        let lock_path = root.join("lock");
-        let c = CString::new(lock_path.as_os_str().as_bytes())
-            .map_err(|e| io("bad path", &lock_path)(std::io::Error::other(e)))?;
-        let lock = sys::open_lock_file(&c).map_err(io("cannot open lock", &lock_path))?;
-        if no_wait {
-            if !sys::try_flock_exclusive(lock.as_fd()).map_err(io("cannot lock", &lock_path))? {
-                return Err(StoreError::Locked(lock_path));
-            }
-        } else {
-            sys::flock_exclusive(lock.as_fd()).map_err(io("cannot lock", &lock_path))?;
-        }
-        mkdir(&root.join("plugins"), 0o755)?;
-        mkdir(&root.join("staging"), 0o700)?;
+        let shown = std::fs::canonicalize(held.shown()).unwrap_or_else(|_| held.shown().into());
+        let lock = take_lock(&held, no_wait)?;
+        let plugins = Arc::new(held.open_child("plugins", Some(0o755))?);
+        let staging = Arc::new(held.open_child("staging", Some(0o700))?);
         let registry = load_registry(&root)?;
         let mut store = Self {
-            root,
+            ops: root,
+            root: shown,
+            _held: held,
+            staging,
+            plugins,
             registry,
             _lock: lock,
         };
@@ -274,24 +303,46 @@ impl Store {
         Ok((store, recovery))
     }
 
+    /// The store's lock alone, for a command that changes only the state directory's source
+    /// files (`source refresh`, which the shipped timer runs as the daemon's user): the store is
+    /// neither created — root would then find a store of another user's and refuse to work in it
+    /// ([`HeldDir`]) — nor recovered (root's staging is not that user's to clean). `None`: there
+    /// is no store yet, so nothing is installed and nothing to wait for.
+    pub fn lock_existing(state_dir: &Path, no_wait: bool) -> Result<Option<StoreLock>, StoreError> {
+        let held = match HeldDir::open(state_dir, STORE_DIR, None) {
+            Ok(h) => h,
+            Err(HeldDirError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let lock = take_lock(&held, no_wait)?;
+        Ok(Some(StoreLock {
+            _lock: lock,
+            _held: held,
+        }))
+    }
+
     /// The registry as loaded (and as changed by [`Store::commit`]).
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
-    /// `<state>/store`.
+    /// `<state>/store` (as a path: for messages and reading).
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// The object directory of an installed plugin.
+    /// The object directory of an installed plugin (as a path: for messages and reading).
     pub fn object_dir(&self, p: &Installed) -> PathBuf {
         object_dir_in(&self.root, p)
     }
 
     fn recover(&mut self) -> Result<Recovery, StoreError> {
         let mut r = Recovery::default();
-        let staging = self.root.join("staging");
+        let staging = self.staging.path();
         for e in std::fs::read_dir(&staging).map_err(io("cannot list", &staging))? {
             let e = e.map_err(io("cannot list", &staging))?;
             remove_any(&e.path())?;
@@ -303,7 +354,7 @@ impl Store {
             .values()
             .map(|p| p.dir.as_str())
             .collect();
-        let plugins = self.root.join("plugins");
+        let plugins = self.plugins.path();
         for e in std::fs::read_dir(&plugins).map_err(io("cannot list", &plugins))? {
             let e = e.map_err(io("cannot list", &plugins))?;
             let name = e.file_name().to_string_lossy().into_owned();
@@ -326,10 +377,13 @@ impl Store {
         let dir = tempfile::Builder::new()
             .prefix("install-")
             .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir_in(self.root.join("staging"))
+            .tempdir_in(self.staging.path())
             .map_err(io("cannot create staging in", &self.root))?
             .keep();
-        let staged = Staged { dir };
+        let staged = Staged {
+            dir,
+            _held: Arc::clone(&self.staging),
+        };
         crash_point();
         crate::fileio::create_exclusive(&staged.package(), &bytes, 0o644)?;
         crash_point();
@@ -356,7 +410,7 @@ impl Store {
     /// point), then remove the directories the new entries superseded. Idempotent for an entry
     /// whose object directory is already the installed one.
     pub fn commit(&mut self, items: Vec<(Staged, Installed)>) -> Result<(), StoreError> {
-        let plugins = self.root.join("plugins");
+        let plugins = self.plugins.path();
         let mut next = self.registry.clone();
         let mut superseded = Vec::new();
         for (staged, entry) in items {
@@ -376,7 +430,7 @@ impl Store {
             }
         }
         fsync_dir(&plugins)?;
-        fsync_dir(&self.root.join("staging"))?;
+        fsync_dir(&self.staging.path())?;
         crash_point();
         self.save(next)?;
         crash_point();
@@ -403,13 +457,13 @@ impl Store {
         self.save(next)?;
         crash_point();
         for p in &removed {
-            remove_any(&self.object_dir(p))?;
+            remove_any(&self.plugins.path().join(&p.dir))?;
         }
         Ok(removed)
     }
 
     fn save(&mut self, next: Registry) -> Result<(), StoreError> {
-        let path = self.root.join("registry.json");
+        let path = self.ops.join("registry.json");
         let bytes = serde_json::to_vec_pretty(&next).map_err(|source| StoreError::Corrupt {
             path: path.clone(),
             source,
@@ -627,5 +681,73 @@ mod tests {
         ));
         drop(st);
         assert!(Store::open(d.path(), true).is_ok());
+    }
+
+    /// A store, `staging/` or `plugins/` that is a symlink is refused before anything is
+    /// listed or removed through it: recovery used to empty whatever directory it pointed at
+    /// (the daemon's user owns the state directory and can plant one for root's CLI).
+    #[test]
+    fn symlinked_store_directories_are_refused_and_their_targets_untouched() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::create_dir_all(victim.join("tree")).unwrap();
+        std::fs::write(victim.join("file.conf"), "x").unwrap();
+        let unsafe_open = |state: &Path| {
+            matches!(
+                Store::open(state, true),
+                Err(StoreError::Held(HeldDirError::Unsafe { .. }))
+            )
+        };
+        // store -> victim
+        let a = d.path().join("a");
+        std::fs::create_dir(&a).unwrap();
+        std::os::unix::fs::symlink(&victim, a.join(STORE_DIR)).unwrap();
+        assert!(unsafe_open(&a));
+        // store/staging -> victim, store/plugins -> victim
+        for sub in ["staging", "plugins"] {
+            let b = d.path().join(format!("b-{sub}"));
+            std::fs::create_dir_all(b.join(STORE_DIR)).unwrap();
+            std::os::unix::fs::symlink(&victim, b.join(STORE_DIR).join(sub)).unwrap();
+            assert!(unsafe_open(&b), "{sub}");
+        }
+        assert!(victim.join("file.conf").exists() && victim.join("tree").exists());
+    }
+
+    /// A store that others may write, or that belongs to another user, is refused: whoever can
+    /// change it could redirect what this process removes or writes there.
+    #[test]
+    fn a_store_others_may_change_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        drop(Store::open(d.path(), true).unwrap());
+        let store = d.path().join(STORE_DIR);
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let e = Store::open(d.path(), true).unwrap_err();
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(Store::open(d.path(), true).is_ok());
+        if !crate::test_support::root_or_skip("chown to another uid needs root") {
+            return;
+        }
+        std::os::unix::fs::chown(&store, Some(65534), None).unwrap();
+        let e = Store::open(d.path(), true).unwrap_err();
+        assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+    }
+
+    /// `source refresh`'s lock neither creates a store nor recovers one.
+    #[test]
+    fn lock_existing_creates_nothing_and_recovers_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(Store::lock_existing(d.path(), true).unwrap().is_none());
+        assert!(!d.path().join(STORE_DIR).exists());
+        drop(Store::open(d.path(), true).unwrap());
+        std::fs::create_dir(d.path().join("store/staging/install-x")).unwrap();
+        let l = Store::lock_existing(d.path(), true).unwrap();
+        assert!(l.is_some());
+        assert!(matches!(
+            Store::open(d.path(), true),
+            Err(StoreError::Locked(_))
+        ));
+        drop(l);
+        assert!(d.path().join("store/staging/install-x").exists());
     }
 }
