@@ -226,3 +226,40 @@ fn file_watch_is_opt_in_and_capped_per_sandbox() {
     assert_eq!(code(&o), 0, "under a pid-only /proc: {}", err(&o));
     assert_eq!(out(&o).trim(), "count=8 errno=EMFILE");
 }
+
+/// A controller's directory that is not a cgroup mount of it (here a tmpfs over
+/// `/sys/fs/cgroup/cpu`, in a mount namespace of the test's own) is no controller: the launch
+/// stops (125, fail closed) instead of writing the group and its limits as plain files on the
+/// tmpfs and reporting the CPU quota as enforced while nothing throttled the program.
+#[test]
+fn a_controller_directory_that_is_no_cgroup_mount_is_not_taken_for_one() {
+    if !require(
+        is_root(),
+        "mounting over /sys/fs/cgroup in a private mount namespace needs root",
+    ) {
+        return;
+    }
+    if !require(
+        Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists(),
+        "this test fakes the v1 cpu controller of a hybrid host (CI's is one)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(dir.path(), "version = 1\n[resources]\ncpu_max = \"50%\"\n");
+    let report = dir.path().join("r.json");
+    let o = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs none /sys/fs/cgroup/cpu && exec \"$0\" \"$@\"")
+        .args([BIN, "exec", "--policy", &pol, "--report"])
+        .arg(&report)
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 125, "{}", err(&o));
+    assert!(
+        err(&o).contains("cgroup controller `cpu` is not available"),
+        "{}",
+        err(&o)
+    );
+}

@@ -116,9 +116,70 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
     }
 }
 
+/// Where each of our v1 controllers is mounted, from the text of `/proc/self/mountinfo`: the
+/// hierarchy path the mount shows (its "root" field, `/` unless a sub-tree is bind-mounted) and
+/// the mount point. A controller is looked for where the kernel says it is mounted, not at
+/// `/sys/fs/cgroup/<name>`: a hierarchy mounted under another name (`cpu,cpuacct` without the
+/// `cpu` symlink) is found, and a path that is no cgroup mount of that controller is never
+/// taken for one (pure).
+pub fn v1_mounts(mountinfo: &str) -> [Option<(String, PathBuf)>; 3] {
+    let mut found: [Option<(String, PathBuf)>; 3] = [None, None, None];
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut post = post.split(' ');
+        let (Some("cgroup"), Some(_), Some(opts)) = (post.next(), post.next(), post.next()) else {
+            continue;
+        };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let (Some(root), Some(point)) = (pre.get(3), pre.get(4)) else {
+            continue;
+        };
+        for (i, c) in V1_CONTROLLERS.iter().enumerate() {
+            if found[i].is_none() && opts.split(',').any(|o| o == *c) {
+                found[i] = Some((
+                    unescape_mountinfo(root),
+                    PathBuf::from(unescape_mountinfo(point)),
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` (octal).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], oct) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Derive our own cgroup directories from the text of `/proc/self/cgroup` (pure; `v2_only` says
-/// whether `/sys/fs/cgroup` is a cgroup2 mount).
-pub fn derive_layout(proc_self_cgroup: &str, root: &Path, v2_only: bool) -> Option<Layout> {
+/// whether `root` is a cgroup2 mount; `mounts` is [`v1_mounts`]: a v1 controller with no mount
+/// there, or whose mount shows a hierarchy path our own cgroup is not below, is `None`).
+pub fn derive_layout(
+    proc_self_cgroup: &str,
+    root: &Path,
+    v2_only: bool,
+    mounts: &[Option<(String, PathBuf)>; 3],
+) -> Option<Layout> {
     let mut v1: [Option<PathBuf>; 3] = [None, None, None];
     let mut unified = None;
     for line in proc_self_cgroup.lines() {
@@ -131,7 +192,10 @@ pub fn derive_layout(proc_self_cgroup: &str, root: &Path, v2_only: bool) -> Opti
         }
         for c in ctrls.split(',') {
             if let Some(i) = V1_CONTROLLERS.iter().position(|x| *x == c) {
-                v1[i] = Some(root.join(c).join(rel));
+                v1[i] = mounts[i].as_ref().and_then(|(mroot, point)| {
+                    let below = Path::new(path).strip_prefix(mroot).ok()?;
+                    Some(point.join(below))
+                });
             }
         }
     }
@@ -148,16 +212,41 @@ pub fn derive_layout(proc_self_cgroup: &str, root: &Path, v2_only: bool) -> Opti
     Some(Layout::V1 { memory, pids, cpu })
 }
 
-/// Detect the layout of this host for this process.
+/// Detect the layout of this host for this process. Every directory handed out is checked to
+/// be on a cgroup filesystem of the right version (`statfs`): on a directory that is not (a
+/// tmpfs where a controller should be mounted), `cgroups-rs` would create the group and its
+/// control files as plain files, and the launch would report limits that nothing enforces.
+/// A v1 controller that fails the check is absent (the launch stops unless the policy allows
+/// running without it); a v2 own cgroup that fails it is an error.
 pub fn detect() -> Result<Layout, CgroupError> {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
     let text = fs::read_to_string("/proc/self/cgroup").map_err(CgroupError::Detect)?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::Detect)?;
     let root = Path::new(CGROUP_ROOT);
-    let v2_only = root.join("cgroup.controllers").exists();
-    derive_layout(&text, root, v2_only).ok_or_else(|| {
+    let is = |p: &Path, magic| statfs(p).is_ok_and(|s| s.filesystem_type() == magic);
+    let v2_only = is(root, CGROUP2_SUPER_MAGIC);
+    let layout = derive_layout(&text, root, v2_only, &v1_mounts(&mountinfo)).ok_or_else(|| {
         CgroupError::Detect(io::Error::new(
             io::ErrorKind::NotFound,
             "no memory, pids or cpu controller in /proc/self/cgroup",
         ))
+    })?;
+    Ok(match layout {
+        Layout::V1 { memory, pids, cpu } => {
+            let real = |d: Option<PathBuf>| d.filter(|d| is(d, CGROUP_SUPER_MAGIC));
+            Layout::V1 {
+                memory: real(memory),
+                pids: real(pids),
+                cpu: real(cpu),
+            }
+        }
+        Layout::V2 { own } if is(&own, CGROUP2_SUPER_MAGIC) => Layout::V2 { own },
+        Layout::V2 { own } => {
+            return Err(CgroupError::Io {
+                path: own,
+                source: io::Error::other("not on a cgroup2 filesystem"),
+            })
+        }
     })
 }
 
@@ -753,9 +842,19 @@ mod tests {
     const HYBRID: &str =
         "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/abc\n1:cpu,cpuacct:/\n0::/\n";
 
+    /// This host's mounts (one controller each, `cpu` and `cpuacct` apart).
+    const HYBRID_MOUNTS: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
     #[test]
     fn hybrid_host_uses_each_controllers_own_path() {
-        let l = derive_layout(HYBRID, Path::new("/sys/fs/cgroup"), false).unwrap();
+        let m = v1_mounts(HYBRID_MOUNTS);
+        let l = derive_layout(HYBRID, Path::new("/sys/fs/cgroup"), false, &m).unwrap();
         assert_eq!(
             l,
             Layout::V1 {
@@ -766,12 +865,44 @@ mod tests {
         );
     }
 
+    /// A controller is where the kernel mounted it, whatever the directory is called; one not
+    /// mounted (or a directory of that name that is no cgroup mount of it) is absent, and a
+    /// bind mount of a sub-tree maps our path below it.
+    #[test]
+    fn controllers_are_found_by_their_mounts_not_by_name() {
+        let mounts = "\
+1 0 0:1 / /sys/fs/cgroup rw - tmpfs tmpfs rw
+2 1 0:2 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+3 1 0:3 /process_api /mnt/my\\040mem rw - cgroup cgroup rw,memory
+4 1 0:4 / /sys/fs/cgroup/pids rw - tmpfs none rw
+";
+        let m = v1_mounts(mounts);
+        assert_eq!(m[0], Some(("/process_api".into(), "/mnt/my mem".into())));
+        assert_eq!(m[1], None, "a tmpfs named pids is not the pids controller");
+        let l = derive_layout(HYBRID, Path::new("/sys/fs/cgroup"), false, &m).unwrap();
+        assert_eq!(
+            l,
+            Layout::V1 {
+                memory: Some("/mnt/my mem/abc".into()),
+                pids: None,
+                cpu: Some("/sys/fs/cgroup/cpu,cpuacct/".into()),
+            }
+        );
+        // Our cgroup outside the bind-mounted sub-tree: not reachable there.
+        let other = "4:memory:/elsewhere\n";
+        assert_eq!(
+            derive_layout(other, Path::new("/sys/fs/cgroup"), false, &m),
+            None
+        );
+    }
+
     #[test]
     fn pure_v2_uses_the_unified_line() {
         let l = derive_layout(
             "0::/user.slice/session-1.scope\n",
             Path::new("/sys/fs/cgroup"),
             true,
+            &[None, None, None],
         )
         .unwrap();
         assert_eq!(
@@ -784,8 +915,9 @@ mod tests {
 
     #[test]
     fn no_controllers_is_none() {
-        assert_eq!(derive_layout("0::/\n", Path::new("/x"), false), None);
-        assert_eq!(derive_layout("garbage", Path::new("/x"), true), None);
+        let none = [None, None, None];
+        assert_eq!(derive_layout("0::/\n", Path::new("/x"), false, &none), None);
+        assert_eq!(derive_layout("garbage", Path::new("/x"), true, &none), None);
     }
 
     #[test]
