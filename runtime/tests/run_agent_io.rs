@@ -265,6 +265,48 @@ fn an_agent_whose_output_is_gone_ends_the_session() {
     assert_eq!(status.code(), Some(0), "a graceful stop: {stderr}");
 }
 
+/// The same call every time (one payload: after the first, each is a cache hit, ≈ 60 KB).
+fn cached_call(i: u64) -> String {
+    serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "hook_invoke",
+                       "params": {"hook": "on:flow.new", "payload": {"same": true}}})
+    .to_string()
+}
+
+/// `run` of a plugin answering with 60 KB, its answers cached for a minute, after the first
+/// [`cached_call`] filled the cache: the child, its stdin and stdout, and what was read so far.
+fn start_cached_big(
+    fx: &Fixture,
+) -> (
+    std::process::Child,
+    std::process::ChildStdin,
+    std::process::ChildStdout,
+    Vec<u8>,
+) {
+    pack_as(fx, "big", BIG_ANSWER);
+    std::fs::write(
+        fx.dir().join("cache.toml"),
+        "version = 1\n[hooks.\"on:flow.new\"]\ncache_ttl_ms = 60000\n",
+    )
+    .unwrap();
+    let mut child = spawn_piped(&mut run_pkg(
+        fx,
+        "big.stockade",
+        &["--policy", "cache.toml"],
+    ));
+    let mut w = child.stdin.take().unwrap();
+    let mut r = child.stdout.take().unwrap();
+    w.write_all(format!("{}\n", cached_call(1)).as_bytes())
+        .unwrap();
+    let mut first = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    while !String::from_utf8_lossy(&first).contains("\"big\"") {
+        let k = r.read(&mut chunk).unwrap();
+        assert!(k > 0, "no first answer");
+        first.extend_from_slice(&chunk[..k]);
+    }
+    (child, w, r, first)
+}
+
 /// An agent that sends its requests, closes its stdin and never reads its answers stalls: once
 /// the answers queued reach the 1 MiB after which requests wait (60 KB cached answers here), and
 /// it takes not a byte for 10 s, it is treated as gone and the plugin shut down. Its requests
@@ -276,35 +318,10 @@ fn an_agent_that_closes_stdin_and_never_reads_is_given_up() {
         return;
     }
     let fx = Fixture::new();
-    pack_as(&fx, "big", BIG_ANSWER);
-    std::fs::write(
-        fx.dir().join("cache.toml"),
-        "version = 1\n[hooks.\"on:flow.new\"]\ncache_ttl_ms = 60000\n",
-    )
-    .unwrap();
-    let mut child = spawn_piped(&mut run_pkg(
-        &fx,
-        "big.stockade",
-        &["--policy", "cache.toml"],
-    ));
-    let call = |i: u64| {
-        serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "hook_invoke",
-                           "params": {"hook": "on:flow.new", "payload": {"same": true}}})
-        .to_string()
-    };
-    let mut w = child.stdin.take().unwrap();
-    let mut r = child.stdout.take().unwrap();
-    // The first call fills the cache; then 100 more (6 MB of answers, short of the 16 MiB
-    // overflow), stdin closed, and nothing more read.
-    w.write_all(format!("{}\n", call(1)).as_bytes()).unwrap();
-    let mut first = Vec::new();
-    let mut chunk = vec![0u8; 4096];
-    while !String::from_utf8_lossy(&first).contains("\"big\"") {
-        let k = r.read(&mut chunk).unwrap();
-        assert!(k > 0, "no first answer");
-        first.extend_from_slice(&chunk[..k]);
-    }
-    let input: String = (2..=101).map(|i| format!("{}\n", call(i))).collect();
+    let (mut child, mut w, r, _) = start_cached_big(&fx);
+    // 100 more calls (6 MB of answers, short of the 16 MiB overflow), stdin closed, and
+    // nothing more read.
+    let input: String = (2..=101).map(|i| format!("{}\n", cached_call(i))).collect();
     w.write_all(input.as_bytes()).unwrap();
     drop(w);
     let status = wait_within(
@@ -339,40 +356,11 @@ fn large_answers_to_a_slow_pipelining_agent_all_arrive() {
         return;
     }
     let fx = Fixture::new();
-    pack_as(&fx, "big", BIG_ANSWER);
-    std::fs::write(
-        fx.dir().join("cache.toml"),
-        "version = 1\n[hooks.\"on:flow.new\"]\ncache_ttl_ms = 60000\n",
-    )
-    .unwrap();
-    let mut child = spawn_piped(&mut run_pkg(
-        &fx,
-        "big.stockade",
-        &["--policy", "cache.toml"],
-    ));
-    // One payload for every call: after the first, each is a cache hit (≈ 60 KB each).
+    // After the first call, each is a cache hit; the rest are pipelined once it was answered.
+    let (child, mut w, mut r, mut all) = start_cached_big(&fx);
     let n = 600;
-    let call = |i: u64| {
-        serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "hook_invoke",
-                           "params": {"hook": "on:flow.new", "payload": {"same": true}}})
-        .to_string()
-    };
-    let mut w = child.stdin.take().unwrap();
-    let mut r = child.stdout.take().unwrap();
-    // The first call fills the cache; the rest are pipelined once it has been answered.
-    w.write_all(format!("{}\n", call(1)).as_bytes()).unwrap();
-    let mut all = Vec::new();
+    let input: String = (2..=n).map(|i| format!("{}\n", cached_call(i))).collect();
     let mut chunk = vec![0u8; 4096];
-    while !String::from_utf8_lossy(&all).contains("\"big\"") {
-        let k = r.read(&mut chunk).unwrap();
-        assert!(k > 0, "no first answer");
-        all.extend_from_slice(&chunk[..k]);
-    }
-    let mut input = String::new();
-    for i in 2..=n {
-        input.push_str(&call(i));
-        input.push('\n');
-    }
     let writer = std::thread::spawn(move || {
         let _ = w.write_all(input.as_bytes());
     });
