@@ -995,3 +995,34 @@ fn policy_values_no_launch_here_could_enforce_are_invalid_policies() {
         "{stderr}"
     );
 }
+
+/// stockade-policy(5) is written by hand (packaging/build.sh copies it; the clap tree does not
+/// know the policy format): every key of a `[hooks."HOOK"]` table, as the policy's JSON Schema
+/// names them, has its entry in the page's section for it.
+#[test]
+fn man_page_documents_every_hook_key() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let page = std::fs::read_to_string(repo.join("docs/man/stockade-policy.5")).unwrap();
+    let start = page
+        .find(".SS [hooks.\"HOOK\"]")
+        .expect("the hooks section");
+    let section = &page[start + 1..];
+    let section = &section[..section.find("\n.SS ").unwrap_or(section.len())];
+    let t = tempfile::tempdir().unwrap();
+    let schema = ok(t.path(), &["policy", "schema"]).json();
+    let hook = schema["$defs"]["HookPolicy"]["properties"]
+        .as_object()
+        .expect("HookPolicy in the schema");
+    assert!(hook.contains_key("default"));
+    // An entry is a `.TP` paragraph tagged `.B key` (a `.B key` inside another entry's text
+    // is a mention, not its documentation).
+    let lines: Vec<&str> = section.lines().collect();
+    for key in hook.keys() {
+        assert!(
+            lines
+                .windows(2)
+                .any(|w| w[0] == ".TP" && w[1] == format!(".B {key}")),
+            "stockade-policy(5) [hooks.\"HOOK\"] does not document `{key}`"
+        );
+    }
+}
