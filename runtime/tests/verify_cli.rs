@@ -167,6 +167,61 @@ fn manifest_json_differs_from_signed_manifest() {
     );
 }
 
+/// A payload `manifest.json` other than the signed manifest is a file-map failure (86) and is
+/// named as one, also when found while extracting and when a trust mode below strict let a
+/// tampered statement's signature through with a warning.
+#[test]
+fn manifest_mismatch_is_named_as_the_file_map_step() {
+    let fx = Fixture::new();
+    ok(fx.dir(), &["keygen", "-o", "other"]);
+    let (mut entries, mut map) = hello_parts();
+    let mut other = hello_manifest();
+    other["description"] = json!("something else");
+    let bytes = serde_json::to_vec(&other).unwrap();
+    entries[1].data = bytes.clone();
+    map.insert("manifest.json".into(), entry(0o644, &bytes));
+    fx.craft_with(
+        "p.stockade",
+        &hello_manifest(),
+        &map,
+        raw_tar_gz(&entries),
+        "other.key",
+        "dev.cert",
+        "int/ca.cert",
+    );
+    for (i, extract) in [false, true].into_iter().enumerate() {
+        let out = format!("out{i}");
+        let mut extra = vec!["--trust-mode", "warn"];
+        if extract {
+            extra.extend(["--extract-to", &out]);
+        }
+        let r = fx.verify("p.stockade", &extra);
+        assert_fail(&r, 86, "file_map.manifest_mismatch");
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            msg.contains("file map") && !msg.contains("extraction"),
+            "{msg}"
+        );
+        let mut args = vec![
+            "verify",
+            "p.stockade",
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+        ];
+        args.extend(&extra);
+        let r = fx.run(&args);
+        assert_eq!(r.code, 86, "{}", r.stderr);
+        assert!(
+            r.stderr.contains("file map check failed") && !r.stderr.contains("extraction refused"),
+            "{}",
+            r.stderr
+        );
+        assert!(!fx.path(&out).exists());
+    }
+}
+
 #[test]
 fn wrong_key_fails_signature() {
     let fx = Fixture::new();
