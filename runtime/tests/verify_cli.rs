@@ -283,8 +283,23 @@ fn expired_and_not_yet_valid_certificates() {
             "dev.cert", "--force",
         ],
     );
-    let pkg = fx.pack_hello();
-    assert_fail(&fx.verify(&pkg, &[]), 83, "validity.expired");
+    // The packer refuses an expired certificate (83, as every node would)...
+    fx.hello_dir();
+    let r = fx.pack_dir_with(&["--json"], "hello", "expired.stockade");
+    assert_fail(&r, 83, "validity.expired");
+    assert!(
+        r.json()["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("stockade ca issue"),
+        "{}",
+        r.stdout
+    );
+    assert!(!fx.path("expired.stockade").exists());
+    // ...and a package signed under one anyway is refused at verification.
+    let (entries, map) = hello_parts();
+    fx.craft("p.stockade", &hello_manifest(), &map, raw_tar_gz(&entries));
+    assert_fail(&fx.verify("p.stockade", &[]), 83, "validity.expired");
 
     let future = (now + 10 * 86_400).to_string();
     ok(
@@ -294,8 +309,20 @@ fn expired_and_not_yet_valid_certificates() {
             "--force",
         ],
     );
-    let pkg = fx.pack_hello();
-    assert_fail(&fx.verify(&pkg, &[]), 83, "validity.not_yet_valid");
+    // A certificate not valid yet may be by the time the package is installed: packed, with a
+    // warning on stderr; refused until then.
+    let r = fx.pack_dir_with(&[], "hello", "future.stockade");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("warning") && r.stderr.contains("not valid before"),
+        "{}",
+        r.stderr
+    );
+    assert_fail(
+        &fx.verify("future.stockade", &[]),
+        83,
+        "validity.not_yet_valid",
+    );
 }
 
 #[test]
