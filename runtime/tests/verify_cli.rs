@@ -734,6 +734,22 @@ fn extract_to_moves_exactly_the_verified_tree_into_place() {
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
 }
 
+/// An output that cannot be created is 73 (docs/exit-codes.md), also when the destination's
+/// parent is missing or is not a directory: said before anything is read, nothing left behind.
+#[test]
+fn extract_to_under_a_missing_parent_is_cant_create() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    std::fs::write(fx.path("plain"), b"x").unwrap();
+    for dest in ["/nonexistent-parent/sub", "missing/sub", "plain/sub"] {
+        let r = fx.verify(&pkg, &["--extract-to", dest]);
+        assert_fail(&r, 73, "extract_to");
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains("not an existing directory"), "{msg}");
+    }
+    assert!(!fx.path("missing").exists());
+}
+
 #[test]
 fn extract_to_leaves_nothing_when_verification_fails() {
     let fx = Fixture::new();

@@ -185,6 +185,21 @@ pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
                 )
                 .hint("pass a path that does not exist yet"));
             }
+            // The tree is extracted beside DIR: without a parent directory no output can be
+            // created (73), found before the package is read rather than as an OS error (71)
+            // from making the private work directory.
+            if !parent.is_dir() {
+                return Err(CmdError::msg(
+                    Exit::CantCreate,
+                    "extract_to",
+                    format!(
+                        "cannot create {}: its parent {} is not an existing directory",
+                        term(&dest.display().to_string()),
+                        term(&parent.display().to_string())
+                    ),
+                )
+                .hint("create the parent directory first, or pass a path inside an existing one"));
+            }
             parent
         }
         None => std::env::temp_dir(),
