@@ -6,6 +6,7 @@
 //! chain is printed exactly once, by [`CmdError::render_text`] or [`CmdError::to_json`].
 
 use crate::exit::Exit;
+use crate::output::{term, term_text};
 use serde_json::json;
 use std::error::Error as StdError;
 
@@ -64,16 +65,19 @@ impl CmdError {
     }
 
     /// Human-readable rendering: the message, each cause on its own line, then the hint.
+    /// Messages embed untrusted strings (names, paths, comments from packages and indexes):
+    /// each is printed through [`term`], so none can move the cursor, repaint the line or
+    /// start a line of its own.
     pub fn render_text(&self) -> String {
         let chain = self.chain();
-        let mut s = format!("stockade: error: {}", chain[0]);
+        let mut s = format!("stockade: error: {}", term(&chain[0]));
         for cause in &chain[1..] {
             s.push_str("\n  caused by: ");
-            s.push_str(cause);
+            s.push_str(&term(cause));
         }
         if let Some(h) = &self.hint {
             s.push_str("\n  hint: ");
-            s.push_str(h);
+            s.push_str(&term_text(h));
         }
         s
     }
@@ -125,5 +129,22 @@ mod tests {
         assert_eq!(j["exit_code"], 74);
         assert_eq!(j["error"]["kind"], "io");
         assert_eq!(j["error"]["causes"][0], "inner");
+    }
+
+    #[test]
+    fn text_rendering_escapes_what_messages_embed() {
+        let e = CmdError::new(
+            Exit::DataErr,
+            "statement",
+            Outer(std::io::Error::other("path `a\u{1b}[2J\rb\n  hint: ok`")),
+        );
+        let t = e.render_text();
+        assert!(!t.contains('\u{1b}') && !t.contains('\r'), "{t:?}");
+        assert_eq!(t.lines().count(), 2, "{t}");
+        // JSON keeps the message as it is (serde escapes it).
+        assert!(e.to_json()["error"]["causes"][0]
+            .as_str()
+            .unwrap()
+            .contains('\u{1b}'));
     }
 }

@@ -30,7 +30,8 @@ pub enum Exit {
     CantCreate = 73,
     /// EX_IOERR: reading or writing failed midway.
     IoErr = 74,
-    /// EX_TEMPFAIL: try again later (e.g. the store is locked).
+    /// EX_TEMPFAIL: try again later (`serve`: another daemon listens on the socket; a locked
+    /// store is [`Exit::StoreLocked`]).
     TempFail = 75,
     /// EX_NOPERM: the caller lacks permission.
     NoPerm = 77,
@@ -117,5 +118,27 @@ impl Exit {
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {
         std::process::ExitCode::from(e.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Exit;
+
+    /// docs/exit-codes.md's row for a code must name what uses it: 75 is `serve` finding another
+    /// daemon on its socket; a locked store has its own code (108), which the row once claimed.
+    #[test]
+    fn documented_temp_fail_names_its_one_use() {
+        let doc = include_str!("../../docs/exit-codes.md");
+        let row = |code: Exit| {
+            let prefix = format!("| {} |", code.code());
+            doc.lines()
+                .find(|l| l.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("no row for {}", code.code()))
+        };
+        let temp = row(Exit::TempFail);
+        assert!(temp.contains("serve"), "{temp}");
+        assert!(!temp.contains("store is locked"), "{temp}");
+        assert!(row(Exit::StoreLocked).contains("store.locked"));
     }
 }

@@ -3,6 +3,8 @@
 //! about what happened.
 
 use serde::Serialize;
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::Write;
 
 /// Where and how a command prints its result.
@@ -23,9 +25,12 @@ impl Output {
                 Err(e) => eprintln!("stockade: internal error: cannot serialize report: {e}"),
             }
         } else {
+            // Each renderer escapes the untrusted strings it lays out ([`term`]); the whole text
+            // is passed through [`term_text`] once more, so that a string a renderer missed can
+            // still break no more than its own line.
             let t = text(value);
             if !t.is_empty() {
-                print_stdout(t.trim_end_matches('\n'));
+                print_stdout(&term_text(t.trim_end_matches('\n')));
             }
         }
     }
@@ -34,7 +39,7 @@ impl Output {
     /// report carries the same information.
     pub fn note(&self, msg: impl AsRef<str>) {
         if !self.json {
-            eprintln!("stockade: {}", msg.as_ref());
+            eprintln!("stockade: {}", term_text(msg.as_ref()));
         }
     }
 }
@@ -53,4 +58,83 @@ pub fn enum_str<T: Serialize>(v: &T) -> String {
 pub fn print_stdout(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// Whether a terminal could act on `c` instead of showing it: a control character (C0, DEL,
+/// C1: escape sequences, carriage return, backspace, CSI), or an invisible format character
+/// that reorders or hides what follows it (bidi marks, embeddings, overrides and isolates,
+/// zero-width characters, line and paragraph separators, the BOM) — "Trojan Source" display.
+fn terminal_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
+}
+
+fn escape_if(s: &str, unsafe_char: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !s.chars().any(&unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if !unsafe_char(c) {
+            out.push(c);
+        } else if c.is_ascii() {
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// An untrusted string (from a package, an index, a certificate, a license, a grant, a file
+/// name) as it may be printed to a terminal in text output: every control and format character
+/// a terminal would act on is shown escaped (`\x1b`, `\r` as `\x0d`, U+202E as `\u{202e}`),
+/// newlines and tabs included, so the string stays on its line and reads as what it is. The
+/// bytes themselves are kept as they are in JSON output (`--json`), where serde escapes.
+pub fn term(s: &str) -> Cow<'_, str> {
+    escape_if(s, terminal_unsafe)
+}
+
+/// [`term`] for text laid out by us, as a whole: newlines and tabs are kept, everything else a
+/// terminal would act on is escaped. The last line of defence in [`Output::emit`],
+/// [`Output::note`] and the error printer; renderers still escape each untrusted field with
+/// [`term`], which alone keeps an embedded newline from forging a line.
+pub fn term_text(s: &str) -> Cow<'_, str> {
+    escape_if(s, |c| c != '\n' && c != '\t' && terminal_unsafe(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn term_escapes_controls_and_format_characters() {
+        assert!(matches!(term("plain caf\u{e9} \u{4e2d}"), Cow::Borrowed(_)));
+        assert_eq!(
+            term("x\u{1b}[31mRED\u{1b}[0m\rentrypoint"),
+            "x\\x1b[31mRED\\x1b[0m\\x0dentrypoint"
+        );
+        assert_eq!(term("a\nb\tc\u{7f}\u{9b}"), "a\\x0ab\\x09c\\x7f\\u{9b}");
+        for (c, shown) in [
+            ('\u{202A}', "\\u{202a}"),
+            ('\u{202E}', "\\u{202e}"),
+            ('\u{2066}', "\\u{2066}"),
+            ('\u{2069}', "\\u{2069}"),
+            ('\u{200E}', "\\u{200e}"),
+            ('\u{200F}', "\\u{200f}"),
+            ('\u{061C}', "\\u{61c}"),
+        ] {
+            assert_eq!(term(&format!("A{c}B")), format!("A{shown}B"));
+        }
+        assert_eq!(term_text("a\nb\t\u{1b}\u{202e}"), "a\nb\t\\x1b\\u{202e}");
+    }
 }

@@ -91,6 +91,77 @@ fn lint_exit_codes_severities_and_lines() {
     assert_eq!(stockade(d, &["policy", "lint", "missing.toml"]).code, 66);
 }
 
+/// The policy files we ship or print as "the built-in default" lint clean: an operator's CI that
+/// runs `stockade policy lint /etc/stockade/policy.toml` must not fail on a fresh install. They
+/// spell the default degradations out, which is no weakening; one beyond the default still is.
+#[test]
+fn shipped_and_documented_default_policies_lint_clean() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let doc = std::fs::read_to_string(repo.join("docs/sandbox.md")).unwrap();
+    // The example under "## The policy file" (the one fenced ```toml block that claims to be
+    // the built-in default).
+    let section = &doc[doc
+        .find("## The policy file")
+        .expect("docs/sandbox.md section")..];
+    let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    assert!(
+        section[..start].contains("this example *is* the built-in default"),
+        "docs/sandbox.md no longer says which block is the default"
+    );
+    write(&d.join("doc-default.toml"), example);
+    let shipped = repo.join("packaging/policy.toml");
+    for file in [shipped.to_str().unwrap(), "doc-default.toml"] {
+        let r = stockade(d, &["--json", "policy", "lint", file]);
+        assert_eq!(r.code, 0, "{file}: {}{}", r.stdout, r.stderr);
+        let v = r.json();
+        let loud: Vec<&Value> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["severity"] != "info")
+            .collect();
+        assert!(loud.is_empty(), "{file}: {loud:?}");
+    }
+    // A degradation beyond the built-in default is still reported, in either mode.
+    for (text, code, sev) in [
+        (
+            "version = 1\n[layers]\nallow_degraded = [\"landlock_network\", \"cgroup_partial\"]\n",
+            "cgroup_partial",
+            "warning",
+        ),
+        (
+            "version = 1\n[layers]\nallow_degraded = [\"cgroup\"]\n",
+            "cgroup",
+            "error",
+        ),
+        (
+            "version = 1\n[layers]\nallow_degraded_rootless = [\"distinct_uid\", \"landlock\"]\n",
+            "landlock",
+            "warning",
+        ),
+    ] {
+        write(&d.join("weaker.toml"), text);
+        let r = stockade(d, &["--json", "policy", "lint", "weaker.toml"]);
+        assert_eq!(r.code, 1, "{text}");
+        let v = r.json();
+        let found: Vec<&Value> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["code"] == "degradation-allowed")
+            .collect();
+        assert_eq!(found.len(), 1, "{text}: {found:?}");
+        assert_eq!(found[0]["severity"], sev, "{text}");
+        assert!(
+            found[0]["message"].as_str().unwrap().contains(code),
+            "{text}: {found:?}"
+        );
+    }
+}
+
 #[test]
 fn layers_under_a_root_precedence_masking_and_provenance() {
     let t = tempfile::tempdir().unwrap();
@@ -923,4 +994,35 @@ fn policy_values_no_launch_here_could_enforce_are_invalid_policies() {
             .contains("root/etc/stockade/policy.d/50-x.toml:4: invalid value for `seccomp.allow`"),
         "{stderr}"
     );
+}
+
+/// stockade-policy(5) is written by hand (packaging/build.sh copies it; the clap tree does not
+/// know the policy format): every key of a `[hooks."HOOK"]` table, as the policy's JSON Schema
+/// names them, has its entry in the page's section for it.
+#[test]
+fn man_page_documents_every_hook_key() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let page = std::fs::read_to_string(repo.join("docs/man/stockade-policy.5")).unwrap();
+    let start = page
+        .find(".SS [hooks.\"HOOK\"]")
+        .expect("the hooks section");
+    let section = &page[start + 1..];
+    let section = &section[..section.find("\n.SS ").unwrap_or(section.len())];
+    let t = tempfile::tempdir().unwrap();
+    let schema = ok(t.path(), &["policy", "schema"]).json();
+    let hook = schema["$defs"]["HookPolicy"]["properties"]
+        .as_object()
+        .expect("HookPolicy in the schema");
+    assert!(hook.contains_key("default"));
+    // An entry is a `.TP` paragraph tagged `.B key` (a `.B key` inside another entry's text
+    // is a mention, not its documentation).
+    let lines: Vec<&str> = section.lines().collect();
+    for key in hook.keys() {
+        assert!(
+            lines
+                .windows(2)
+                .any(|w| w[0] == ".TP" && w[1] == format!(".B {key}")),
+            "stockade-policy(5) [hooks.\"HOOK\"] does not document `{key}`"
+        );
+    }
 }

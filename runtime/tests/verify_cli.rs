@@ -167,6 +167,61 @@ fn manifest_json_differs_from_signed_manifest() {
     );
 }
 
+/// A payload `manifest.json` other than the signed manifest is a file-map failure (86) and is
+/// named as one, also when found while extracting and when a trust mode below strict let a
+/// tampered statement's signature through with a warning.
+#[test]
+fn manifest_mismatch_is_named_as_the_file_map_step() {
+    let fx = Fixture::new();
+    ok(fx.dir(), &["keygen", "-o", "other"]);
+    let (mut entries, mut map) = hello_parts();
+    let mut other = hello_manifest();
+    other["description"] = json!("something else");
+    let bytes = serde_json::to_vec(&other).unwrap();
+    entries[1].data = bytes.clone();
+    map.insert("manifest.json".into(), entry(0o644, &bytes));
+    fx.craft_with(
+        "p.stockade",
+        &hello_manifest(),
+        &map,
+        raw_tar_gz(&entries),
+        "other.key",
+        "dev.cert",
+        "int/ca.cert",
+    );
+    for (i, extract) in [false, true].into_iter().enumerate() {
+        let out = format!("out{i}");
+        let mut extra = vec!["--trust-mode", "warn"];
+        if extract {
+            extra.extend(["--extract-to", &out]);
+        }
+        let r = fx.verify("p.stockade", &extra);
+        assert_fail(&r, 86, "file_map.manifest_mismatch");
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            msg.contains("file map") && !msg.contains("extraction"),
+            "{msg}"
+        );
+        let mut args = vec![
+            "verify",
+            "p.stockade",
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+        ];
+        args.extend(&extra);
+        let r = fx.run(&args);
+        assert_eq!(r.code, 86, "{}", r.stderr);
+        assert!(
+            r.stderr.contains("file map check failed") && !r.stderr.contains("extraction refused"),
+            "{}",
+            r.stderr
+        );
+        assert!(!fx.path(&out).exists());
+    }
+}
+
 #[test]
 fn wrong_key_fails_signature() {
     let fx = Fixture::new();
@@ -228,8 +283,23 @@ fn expired_and_not_yet_valid_certificates() {
             "dev.cert", "--force",
         ],
     );
-    let pkg = fx.pack_hello();
-    assert_fail(&fx.verify(&pkg, &[]), 83, "validity.expired");
+    // The packer refuses an expired certificate (83, as every node would)...
+    fx.hello_dir();
+    let r = fx.pack_dir_with(&["--json"], "hello", "expired.stockade");
+    assert_fail(&r, 83, "validity.expired");
+    assert!(
+        r.json()["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("stockade ca issue"),
+        "{}",
+        r.stdout
+    );
+    assert!(!fx.path("expired.stockade").exists());
+    // ...and a package signed under one anyway is refused at verification.
+    let (entries, map) = hello_parts();
+    fx.craft("p.stockade", &hello_manifest(), &map, raw_tar_gz(&entries));
+    assert_fail(&fx.verify("p.stockade", &[]), 83, "validity.expired");
 
     let future = (now + 10 * 86_400).to_string();
     ok(
@@ -239,8 +309,20 @@ fn expired_and_not_yet_valid_certificates() {
             "--force",
         ],
     );
-    let pkg = fx.pack_hello();
-    assert_fail(&fx.verify(&pkg, &[]), 83, "validity.not_yet_valid");
+    // A certificate not valid yet may be by the time the package is installed: packed, with a
+    // warning on stderr; refused until then.
+    let r = fx.pack_dir_with(&[], "hello", "future.stockade");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("warning") && r.stderr.contains("not valid before"),
+        "{}",
+        r.stderr
+    );
+    assert_fail(
+        &fx.verify("future.stockade", &[]),
+        83,
+        "validity.not_yet_valid",
+    );
 }
 
 #[test]
@@ -652,6 +734,22 @@ fn extract_to_moves_exactly_the_verified_tree_into_place() {
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
 }
 
+/// An output that cannot be created is 73 (docs/exit-codes.md), also when the destination's
+/// parent is missing or is not a directory: said before anything is read, nothing left behind.
+#[test]
+fn extract_to_under_a_missing_parent_is_cant_create() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    std::fs::write(fx.path("plain"), b"x").unwrap();
+    for dest in ["/nonexistent-parent/sub", "missing/sub", "plain/sub"] {
+        let r = fx.verify(&pkg, &["--extract-to", dest]);
+        assert_fail(&r, 73, "extract_to");
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains("not an existing directory"), "{msg}");
+    }
+    assert!(!fx.path("missing").exists());
+}
+
 #[test]
 fn extract_to_leaves_nothing_when_verification_fails() {
     let fx = Fixture::new();
@@ -756,4 +854,147 @@ fn a_malformed_installed_license_is_78_everywhere() {
     assert_eq!(info.kind(), "node");
     let r = fx.verify(&pkg, &[]);
     assert_eq!(r.code, 78, "{}", r.stdout);
+}
+
+/// Write `out`: `manifest` and `map` over `payload`, signed by the fixture's developer key with
+/// `comment` as the trusted comment (set after signing when the signer refuses it, as a forger
+/// would write it).
+fn craft_commented(
+    fx: &Fixture,
+    out: &str,
+    manifest: &serde_json::Value,
+    map: &std::collections::BTreeMap<String, stockade_trust::statement::FileEntry>,
+    payload: Vec<u8>,
+    comment: &str,
+) {
+    use stockade_runtime::package::container::{self, Container};
+    let sha: [u8; 32] =
+        sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&payload)).into();
+    let statement = stockade_trust::statement::Statement::to_canonical(
+        manifest,
+        map,
+        &sha,
+        payload.len() as u64,
+    )
+    .unwrap();
+    let key = fx.secret("dev.key");
+    let sig = key.sign(&statement, comment).unwrap_or_else(|_| {
+        let mut s = key.sign(&statement, "x").unwrap();
+        s.trusted_comment = comment.into();
+        s
+    });
+    let c = Container {
+        statement,
+        signature: sig.to_text().into_bytes(),
+        developer_cert: std::fs::read(fx.path("dev.cert")).unwrap(),
+        intermediate_cert: std::fs::read(fx.path("int/ca.cert")).unwrap(),
+        payload,
+    };
+    std::fs::write(fx.path(out), container::write(&c).unwrap()).unwrap();
+}
+
+/// Nothing a package says reaches the terminal raw in text output: no escape sequence, carriage
+/// return or bidi override from a trusted comment, a file name or the manifest (`inspect`,
+/// `verify`, error messages); control characters in file names and trusted comments are refused
+/// outright (pack 65, verify 65 / 81); `--json` keeps the strings as they are.
+#[test]
+fn text_output_never_prints_a_package_string_raw() {
+    let raw = |r: &Run| {
+        let all = format!("{}{}", r.stdout, r.stderr);
+        all.contains('\u{1b}') || all.contains('\r') || all.contains('\u{202e}')
+    };
+    let fx = Fixture::new();
+    let verify_text =
+        |file: &str| fx.run(&["verify", file, "--trust", "trust", "--state-dir", "state"]);
+    let (entries, map) = hello_parts();
+
+    // A trusted comment with a bidi override (a character minisign may carry): escaped.
+    craft_commented(
+        &fx,
+        "bidi.stockade",
+        &hello_manifest(),
+        &map,
+        raw_tar_gz(&entries),
+        "ok \u{202e}txt.exe",
+    );
+    for r in [
+        fx.run(&["inspect", "bidi.stockade"]),
+        verify_text("bidi.stockade"),
+    ] {
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(!raw(&r), "{:?}", r.stdout);
+        assert!(
+            r.stdout.contains("(trusted comment: ok \\u{202e}txt.exe)"),
+            "{}",
+            r.stdout
+        );
+    }
+    let j = fx.verify("bidi.stockade", &[]).json();
+    assert_eq!(j["trusted_comment"], "ok \u{202e}txt.exe");
+
+    // An escape sequence or carriage return in the trusted comment: refused at parse.
+    craft_commented(
+        &fx,
+        "esc.stockade",
+        &hello_manifest(),
+        &map,
+        raw_tar_gz(&entries),
+        "x\u{1b}[2J\rsigned by root",
+    );
+    let r = verify_text("esc.stockade");
+    assert_eq!(r.code, 81, "{}", r.stderr);
+    assert!(r.stderr.contains("control character"), "{}", r.stderr);
+    let r = fx.run(&["inspect", "esc.stockade"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!raw(&r), "{:?}", r.stdout);
+
+    // A manifest author with a bidi override: inspect escapes it (JSON leaves it as it is).
+    let mut m = hello_manifest();
+    m["author"] = json!("Mallory \u{202e}srepoleved edakcotS");
+    let bytes = serde_json::to_vec(&m).unwrap();
+    let (mut e2, mut map2) = hello_parts();
+    e2[1].data = bytes.clone();
+    map2.insert("manifest.json".into(), entry(0o644, &bytes));
+    craft_commented(&fx, "author.stockade", &m, &map2, raw_tar_gz(&e2), "tc");
+    let r = fx.run(&["inspect", "author.stockade"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!raw(&r), "{:?}", r.stdout);
+    assert!(
+        r.stdout.contains("Mallory \\u{202e}srepoleved"),
+        "{}",
+        r.stdout
+    );
+    let j = fx.run(&["--json", "inspect", "author.stockade"]).json();
+    assert_eq!(j["manifest"]["author"], m["author"]);
+
+    // A payload file named with an escape sequence and a carriage return: the packer refuses
+    // it, and a package that lists it anyway is malformed (65) for verify and inspect alike.
+    let evil = "x\u{1b}[31mRED\u{1b}[0m\rentrypoint";
+    let dir = fx.hello_dir();
+    std::fs::write(dir.join(evil), b"x").unwrap();
+    let r = fx.pack_dir_with(&[], "hello", "evil.stockade");
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(!raw(&r), "{:?}", r.stderr);
+    assert!(r.stderr.contains("x\\x1b[31mRED"), "{}", r.stderr);
+    std::fs::remove_file(dir.join(evil)).unwrap();
+    let (mut e3, mut map3) = hello_parts();
+    e3.push(RawEntry::file(evil, 0o644, b"x"));
+    map3.insert(evil.into(), entry(0o644, b"x"));
+    craft_commented(
+        &fx,
+        "path.stockade",
+        &hello_manifest(),
+        &map3,
+        raw_tar_gz(&e3),
+        "tc",
+    );
+    for r in [
+        verify_text("path.stockade"),
+        fx.run(&["inspect", "path.stockade"]),
+    ] {
+        assert_eq!(r.code, 65, "{}", r.stderr);
+        assert!(!raw(&r), "{:?}", r.stderr);
+        assert!(r.stderr.contains("control character"), "{}", r.stderr);
+    }
+    assert_fail(&fx.verify("path.stockade", &[]), 65, "statement");
 }

@@ -105,6 +105,9 @@ pub enum MinisignError {
     /// A trusted comment containing a newline.
     #[error("trusted comment must be one line")]
     Multiline,
+    /// A trusted comment holding a control character other than tab.
+    #[error("trusted comment holds a control character (only tab is allowed)")]
+    ControlCharacter,
     /// Key id not 16 hex digits.
     #[error("key id must be 16 hex digits")]
     KeyIdSyntax,
@@ -160,6 +163,16 @@ fn lines(text: &str) -> Result<Vec<&str>, MinisignError> {
         return Err(MinisignError::TooLarge);
     }
     Ok(text.lines().collect())
+}
+
+/// Whether a trusted comment holds only characters a terminal shows as text: no control
+/// character (C0, DEL, C1) except tab. The comment is signed, but by whoever made the
+/// signature, and it is printed to operators (`verify`, `inspect`): an escape sequence or a
+/// carriage return in it could repaint what they read. minisign itself writes one line, its
+/// default comment separated by tabs (`timestamp:…\tfile:…\thashed`), so nothing it produces
+/// is refused.
+fn trusted_comment_chars_ok(comment: &str) -> bool {
+    !comment.chars().any(|c| c.is_control() && c != '\t')
 }
 
 /// The untrusted comment of the first line, or a layout error.
@@ -338,6 +351,9 @@ impl SecretKey {
         if trusted_comment.contains(['\n', '\r']) {
             return Err(MinisignError::Multiline);
         }
+        if !trusted_comment_chars_ok(trusted_comment) {
+            return Err(MinisignError::ControlCharacter);
+        }
         let sig = self.key.sign(&Blake2b512::digest(data)).to_bytes();
         let mut global = sig.to_vec();
         global.extend_from_slice(trusted_comment.as_bytes());
@@ -377,6 +393,9 @@ impl Signature {
             ))?
             .trim_end_matches('\r')
             .to_string();
+        if !trusted_comment_chars_ok(&trusted_comment) {
+            return Err(MinisignError::ControlCharacter);
+        }
         let g = decode(
             l.get(3)
                 .ok_or(MinisignError::Layout("missing global signature"))?,
@@ -482,6 +501,34 @@ mod tests {
         assert!(PublicKey::parse("hello").is_err());
         assert!(Signature::parse("untrusted comment: x\n!!!\n").is_err());
         assert!(key(1).sign(b"x", "a\nb").is_err());
+    }
+
+    #[test]
+    fn trusted_comment_control_characters_are_refused_tab_is_not() {
+        let sk = key(4);
+        // minisign's own default comment separates its fields with tabs.
+        let tabbed = "timestamp:1\tfile:x\thashed";
+        let sig = Signature::parse(&sk.sign(b"x", tabbed).unwrap().to_text()).unwrap();
+        assert_eq!(sig.trusted_comment, tabbed);
+        for bad in ["a\x1b[31mred", "a\rb", "a\u{7f}", "a\u{9b}31m", "a\0b"] {
+            assert!(
+                matches!(
+                    sk.sign(b"x", bad),
+                    Err(MinisignError::ControlCharacter | MinisignError::Multiline)
+                ),
+                "{bad:?} signed"
+            );
+            // A signature made elsewhere (forged layout, same bytes signed): refused at parse.
+            let mut s = sk.sign(b"x", "placeholder").unwrap();
+            s.trusted_comment = bad.into();
+            assert!(
+                matches!(
+                    Signature::parse(&s.to_text()),
+                    Err(MinisignError::ControlCharacter)
+                ),
+                "{bad:?} parsed"
+            );
+        }
     }
 
     #[test]

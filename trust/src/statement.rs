@@ -9,7 +9,8 @@
 //! `{"symlink":"relative/target"}`.
 //!
 //! Map rules (checked by [`Statement::check_file_map`], verification step 7): paths are
-//! normalized relative paths; no entry is a directory prefix of another (so every parent of an
+//! normalized relative paths without control characters ([`valid_file_path`], checked at parse
+//! and by the packer); no entry is a directory prefix of another (so every parent of an
 //! entry is a real directory, never a symlink); a symlink's target stays inside the tree and
 //! names a regular file in the map, so resolving a link never passes through another link;
 //! `manifest.json` and the entrypoint are regular files and the entrypoint is executable.
@@ -104,12 +105,24 @@ impl FileEntry {
                     size,
                 })
             }
+            (None, None, None, Some(t)) if t.chars().any(char::is_control) => {
+                Err(bad("symlink target holds a control character"))
+            }
             (None, None, None, Some(t)) => Ok(FileEntry::Symlink {
                 target: t.to_string(),
             }),
             _ => Err(bad("must be either {mode, sha256, size} or {symlink}")),
         }
     }
+}
+
+/// Whether `p` may name a file in a package: a normalized relative path
+/// ([`valid_relative_path`]) with no control character (C0, DEL, C1). Paths are printed to
+/// operators (`inspect`, error messages), where an escape sequence or a carriage return would
+/// repaint the terminal; no plugin needs one in a file name. The packer refuses such a name
+/// with this rule, and [`Statement::parse`] a signed map holding one.
+pub fn valid_file_path(p: &str) -> bool {
+    valid_relative_path(p) && !p.chars().any(char::is_control)
 }
 
 /// Parse 64 lowercase hex digits.
@@ -166,6 +179,9 @@ pub enum StatementError {
     /// Malformed path.
     #[error("file map path `{0}` is not a normalized relative path")]
     Path(String),
+    /// A path holding a control character (shown escaped).
+    #[error("file map path {0:?} holds a control character")]
+    PathControl(String),
     /// Malformed entry.
     #[error("file map entry `{path}`: {reason}")]
     Entry {
@@ -219,6 +235,9 @@ impl Statement {
         }
         let mut files = BTreeMap::new();
         for (p, w) in &wire.files {
+            if p.chars().any(char::is_control) {
+                return Err(StatementError::PathControl(p.clone()));
+            }
             if !valid_relative_path(p) {
                 return Err(StatementError::Path(p.clone()));
             }
@@ -400,6 +419,45 @@ mod tests {
         m.remove("esc");
         m.insert("entrypoint".to_string(), file(0o644));
         assert!(check_file_map(&m, "entrypoint").is_err(), "not executable");
+    }
+
+    #[test]
+    fn control_characters_in_paths_and_link_targets_are_refused() {
+        let manifest = serde_json::json!({"name": "p", "version": "1.0.0"});
+        let rt = semver::Version::new(0, 1, 0);
+        for bad in [
+            "x\u{1b}[31mRED\u{1b}[0m\rentrypoint",
+            "a\tb",
+            "a\u{7f}",
+            "a\u{85}",
+        ] {
+            assert!(!valid_file_path(bad));
+            let mut m = BTreeMap::new();
+            m.insert("manifest.json".to_string(), file(0o644));
+            m.insert("entrypoint".to_string(), file(0o755));
+            m.insert(bad.to_string(), file(0o644));
+            let bytes = Statement::to_canonical(&manifest, &m, &[1; 32], 5).unwrap();
+            assert!(matches!(
+                Statement::parse(&bytes, &rt),
+                Err(StatementError::PathControl(_))
+            ));
+            let mut m = BTreeMap::new();
+            m.insert("manifest.json".to_string(), file(0o644));
+            m.insert("entrypoint".to_string(), file(0o755));
+            m.insert(
+                "link".to_string(),
+                FileEntry::Symlink {
+                    target: format!("{bad}/../entrypoint"),
+                },
+            );
+            let bytes = Statement::to_canonical(&manifest, &m, &[1; 32], 5).unwrap();
+            assert!(matches!(
+                Statement::parse(&bytes, &rt),
+                Err(StatementError::Entry { .. })
+            ));
+        }
+        // Other Unicode (a bidi override included) is a name, shown escaped, not refused.
+        assert!(valid_file_path("caf\u{e9}/\u{202e}txt"));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! | `writable-outside-plugin` | warning | a writable path outside `/var/lib/stockade/plugins/<name>` |
 //! | `trust-not-strict` | error | `trust.mode` is warn or disabled |
 //! | `hook-fail-open` | warning / error | a hook fails open (error when its default answer allows) |
-//! | `degradation-allowed` | warning / error | a file allows a missing layer (error for `landlock`, `cgroup` in every mode) |
+//! | `degradation-allowed` | warning / error | a file allows a missing layer beyond the built-in default (`landlock_network`, `landlock_scope`; rootless also `distinct_uid`, `cgroup`); error for `landlock`, `cgroup` in every mode |
 //! | `landlock-optional` | warning | `layers.min_landlock_abi = 0` |
 //! | `sys-visible` | warning | `filesystem.sys = true` |
 //! | `extra-syscalls` | info | `seccomp.allow` lists calls beyond the groups |
@@ -19,7 +19,9 @@
 
 use super::{MergedPolicy, Origin, ResolvedPolicy, TrustModeName};
 use crate::protocol::host::FailureMode;
-use crate::sandbox::{Degradation, Limit, NetworkMode};
+use crate::sandbox::{
+    Degradation, Limit, NetworkMode, DEFAULT_ALLOW_DEGRADED, DEFAULT_ALLOW_DEGRADED_ROOTLESS,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -218,7 +220,15 @@ fn lint_one(
         if !r.is_set(key) {
             continue;
         }
-        for d in set {
+        // What the built-in default tolerates in that mode is no finding: the lint reports
+        // what a file weakens, and a file that writes the default out (the shipped
+        // /etc/stockade/policy.toml, docs/sandbox.md's example) weakens nothing — it must lint
+        // as clean as a file that leaves the key out. Anything beyond it still is one.
+        let default_in_mode = |d: &Degradation| {
+            DEFAULT_ALLOW_DEGRADED.contains(d)
+                || (rootless && DEFAULT_ALLOW_DEGRADED_ROOTLESS.contains(d))
+        };
+        for d in set.iter().filter(|d| !default_in_mode(d)) {
             let severe = !rootless && matches!(d, Degradation::Landlock | Degradation::Cgroup);
             push(
                 key,

@@ -231,6 +231,17 @@ pub struct LayersSection {
     pub allow_degraded_rootless: Option<Vec<Degradation>>,
 }
 
+/// `layers.allow_degraded` when no file sets it: what the network and pid namespaces already
+/// give, so a kernel without these newer Landlock features loses nothing. `policy lint` does
+/// not report these (a file that spells the default out weakens nothing).
+pub const DEFAULT_ALLOW_DEGRADED: [Degradation; 2] =
+    [Degradation::LandlockNetwork, Degradation::LandlockScope];
+
+/// `layers.allow_degraded_rootless` when no file sets it: what an unprivileged caller cannot
+/// have (another host uid, an undelegated cgroup). Not reported by `policy lint` either.
+pub const DEFAULT_ALLOW_DEGRADED_ROOTLESS: [Degradation; 2] =
+    [Degradation::DistinctUid, Degradation::Cgroup];
+
 /// A layer that may be missing if the policy says so.
 #[derive(
     Debug,
@@ -741,11 +752,11 @@ impl SandboxPolicyFile {
         }
         let allow_degraded: BTreeSet<Degradation> = match &l.allow_degraded {
             Some(v) => v.iter().copied().collect(),
-            None => [Degradation::LandlockNetwork, Degradation::LandlockScope].into(),
+            None => DEFAULT_ALLOW_DEGRADED.into(),
         };
         let allow_degraded_rootless: BTreeSet<Degradation> = match &l.allow_degraded_rootless {
             Some(v) => v.iter().copied().collect(),
-            None => [Degradation::DistinctUid, Degradation::Cgroup].into(),
+            None => DEFAULT_ALLOW_DEGRADED_ROOTLESS.into(),
         };
 
         let id = &self.identity;

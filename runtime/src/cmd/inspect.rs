@@ -6,7 +6,7 @@ use crate::cli::InspectArgs;
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::read_capped;
-use crate::output::Output;
+use crate::output::{term, term_text, Output};
 use crate::package::container::{self, MAX_PACKAGE_BYTES};
 use crate::package::report::CertInfo;
 use crate::package::verify::{error_chain, runtime_version};
@@ -117,46 +117,49 @@ pub fn run(a: InspectArgs, out: Output) -> Result<Exit, CmdError> {
         files,
     };
     out.emit(&r, |r| {
-        let mut t = format!("package: {} {} ({})\nNOT VERIFIED: inspect shows what the package claims; run `stockade verify` to check it\n", r.name, r.version, r.file);
+        // Everything below but our own labels comes from the package, which anyone can make:
+        // each string is escaped for the terminal (`term`). The manifest is shown as JSON, whose
+        // string escapes leave format characters (a bidi override in `author`) as they are.
+        let mut t = format!("package: {} {} ({})\nNOT VERIFIED: inspect shows what the package claims; run `stockade verify` to check it\n", term(&r.name), term(&r.version), term(&r.file));
         t.push_str(&format!(
             "manifest: {}\n",
-            serde_json::to_string_pretty(&r.manifest).unwrap_or_default().replace('\n', "\n  ")
+            term_text(&serde_json::to_string_pretty(&r.manifest).unwrap_or_default()).replace('\n', "\n  ")
         ));
         t.push_str(&format!("signer: key {}", r.signer_key_id.as_deref().unwrap_or("(unreadable signature)")));
         if let Some(c) = &r.trusted_comment {
-            t.push_str(&format!(" (trusted comment: {c})"));
+            t.push_str(&format!(" (trusted comment: {})", term(c)));
         }
         t.push('\n');
         for c in &r.chain {
             t.push_str(&format!(
                 "  {:<12} \"{}\" serial {} key {} issuer {} scope {} capabilities [{}] valid {}..{}\n",
                 c.kind,
-                c.subject,
-                c.serial,
-                c.key_id,
-                c.issuer_key_id,
-                c.scope,
+                term(&c.subject),
+                term(&c.serial),
+                term(&c.key_id),
+                term(&c.issuer_key_id),
+                term(&c.scope),
                 c.capabilities.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
                 c.not_before,
                 c.not_after
             ));
         }
         for e in &r.certificate_errors {
-            t.push_str(&format!("  error: {e}\n"));
+            t.push_str(&format!("  error: {}\n", term(e)));
         }
         if let Some(s) = &r.scope {
-            t.push_str(&format!("scope: {s}\n"));
+            t.push_str(&format!("scope: {}\n", term(s)));
         }
         t.push_str(&format!("payload: {} bytes, sha256 {}\nfiles ({}):\n", r.payload_size, r.payload_sha256, r.files.len()));
         for f in &r.files {
             match &f.symlink {
-                Some(target) => t.push_str(&format!("  {} -> {}\n", f.path, target)),
+                Some(target) => t.push_str(&format!("  {} -> {}\n", term(&f.path), term(target))),
                 None => t.push_str(&format!(
                     "  {} {} {:>9} {}\n",
                     f.mode.as_deref().unwrap_or(""),
                     f.sha256.as_deref().unwrap_or(""),
                     f.size.unwrap_or(0),
-                    f.path
+                    term(&f.path)
                 )),
             }
         }

@@ -4,8 +4,8 @@
 //! package already handed out is not replaced by accident (as `keygen` and `ca issue`).
 //!
 //! The packer refuses early what verification would refuse later (a key that is not the
-//! certificate's, capabilities beyond the certificate, unsafe files), so a developer learns at
-//! pack time rather than from an operator's rejection.
+//! certificate's, capabilities beyond the certificate, an expired certificate, unsafe files), so
+//! a developer learns at pack time rather than from an operator's rejection.
 
 use crate::cli::PackArgs;
 use crate::error::CmdError;
@@ -21,7 +21,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use stockade_policy::manifest::{Manifest, ManifestError, MAX_MANIFEST_BYTES};
 use stockade_trust::cert::Certificate;
-use stockade_trust::chain::check_bounds;
+use stockade_trust::chain::{check_bounds, check_validity, ValidityError};
 use stockade_trust::statement::{check_file_map, Statement};
 
 #[derive(Serialize)]
@@ -34,6 +34,9 @@ struct Report {
     package_sha256: String,
     signer_key_id: String,
     developer_serial: String,
+    /// What verification will refuse for now (a certificate not valid yet); also on stderr.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 fn load_cert(path: &Path, what: &str) -> Result<(Vec<u8>, Certificate), CmdError> {
@@ -117,6 +120,26 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
     }
     check_bounds(&dev.body, Some(&int.body))
         .map_err(|e| CmdError::new(Exit::DataErr, "certificate", e))?;
+    // As `ca issue` refuses to mint a certificate every node would refuse: a package signed
+    // under an expired certificate is refused by every node (83, step 4), so it is not made.
+    // One not yet valid may well become valid before it is installed: made, with a warning.
+    let now = unix_now();
+    let mut warnings = Vec::new();
+    for cert in [&dev, &int] {
+        match check_validity(&[cert], now) {
+            Ok(()) => {}
+            Err(e @ ValidityError::Expired { .. }) => {
+                return Err(CmdError::new(Exit::Validity, "validity.expired", e).hint(
+                    "every node refuses a package whose certificate has expired: renew it with `stockade ca issue` (an intermediate: `stockade ca init --parent`) and pack again",
+                ));
+            }
+            Err(e) => {
+                let w = format!("{e}: every node refuses this package until then");
+                out.note(format!("warning: {w}"));
+                warnings.push(w);
+            }
+        }
+    }
     let ceiling = dev.capabilities();
     if let Some(c) = manifest
         .requested_capabilities()
@@ -141,7 +164,6 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
         CmdError::new(Exit::DataErr, "manifest", e)
             .hint("manifest.json must not contain floating-point numbers")
     })?;
-    let now = unix_now();
     let sig = key
         .sign(
             &statement,
@@ -173,6 +195,7 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
         package_sha256: sha256_hex(&bytes),
         signer_key_id: key.key_id.to_string(),
         developer_serial: dev.body.serial.clone(),
+        warnings,
     };
     out.emit(&r, |r| {
         format!(

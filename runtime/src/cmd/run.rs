@@ -260,14 +260,16 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     // aside) is reported on stderr and in the record.
     let verified = audit::for_report(Event::Verification, "ok", &pkg.report);
     for w in &pkg.report.warnings {
-        eprintln!("stockade: warning: {w}");
+        eprintln!("stockade: warning: {}", crate::output::term(w));
     }
     audit::append_or_fail(&log, verified)?;
     plugin_policy::record(&log, records)?;
     for w in &lp.withheld {
         eprintln!(
             "stockade: withheld {} ({}): {}",
-            w.target, w.kind, w.message
+            crate::output::term(&w.target.to_string()),
+            w.kind,
+            crate::output::term(&w.message)
         );
     }
     let kv = crate::host::kv::store_name(&cfg.state_dir, &pkg)

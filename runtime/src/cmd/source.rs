@@ -9,7 +9,7 @@ use crate::cli::{
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::keyfile::{load_public, unix_now};
-use crate::output::Output;
+use crate::output::{term, Output};
 use crate::sources::{self, PinKind, Pins, Source, SourceError, Sources};
 use crate::store::Store;
 use serde_json::json;
@@ -75,14 +75,15 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
     });
     out.emit(&report, |_| {
         format!(
-            "added source {} ({url})\npinned operator key {}\n  fingerprint {}\nindex \"{}\" version {}, {} entries, expires {}",
-            a.name,
+            "added source {} ({})\npinned operator key {}\n  fingerprint {}\nindex \"{}\" version {}, {} entries, expires {}",
+            term(&a.name),
+            term(&url),
             operator.key_id,
             fingerprint(&operator),
-            vi.index.name,
+            term(&vi.index.name),
             vi.index.version,
             vi.index.plugins.len(),
-            vi.index.expires
+            term(&vi.index.expires)
         )
     });
     Ok(Exit::Ok)
@@ -113,12 +114,12 @@ pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
         for i in &items {
             t.push_str(&format!(
                 "{}  {}\n  operator key {} (sha256 {})\n  index version {}, expires {}\n",
-                i["name"].as_str().unwrap_or(""),
-                i["url"].as_str().unwrap_or(""),
+                term(i["name"].as_str().unwrap_or("")),
+                term(i["url"].as_str().unwrap_or("")),
                 i["operator_key_id"].as_str().unwrap_or("?"),
                 i["operator_fingerprint"].as_str().unwrap_or("?"),
                 i["seen_version"],
-                i["expires"].as_str().unwrap_or("-"),
+                term(i["expires"].as_str().unwrap_or("-")),
             ));
         }
         t
@@ -186,14 +187,17 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
         }
         let mut t = String::new();
         for i in &items {
-            let name = i["name"].as_str().unwrap_or("");
+            let name = term(i["name"].as_str().unwrap_or(""));
             if i["ok"] == false {
                 t.push_str(&format!(
                     "{name}: FAILED, cached index kept: {}\n",
-                    i["error"]["message"].as_str().unwrap_or("")
+                    term(i["error"]["message"].as_str().unwrap_or(""))
                 ));
                 for c in i["error"]["causes"].as_array().into_iter().flatten() {
-                    t.push_str(&format!("  caused by: {}\n", c.as_str().unwrap_or("")));
+                    t.push_str(&format!(
+                        "  caused by: {}\n",
+                        term(c.as_str().unwrap_or(""))
+                    ));
                 }
                 continue;
             }
@@ -201,13 +205,13 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
                 "{name}: index version {} verified ({} entries, expires {})\n",
                 i["version"],
                 i["plugins"],
-                i["expires"].as_str().unwrap_or("-"),
+                term(i["expires"].as_str().unwrap_or("-")),
             ));
             for d in i["delisted_installed"].as_array().into_iter().flatten() {
                 t.push_str(&format!(
                     "  installed plugin {} is delisted: {}\n",
-                    d["plugin"].as_str().unwrap_or(""),
-                    d["reason"].as_str().unwrap_or("")
+                    term(d["plugin"].as_str().unwrap_or("")),
+                    term(d["reason"].as_str().unwrap_or(""))
                 ));
             }
         }

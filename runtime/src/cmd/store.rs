@@ -19,7 +19,7 @@ use crate::exit::Exit;
 use crate::fileio::{FileError, HeldDirError};
 use crate::keyfile::unix_now;
 use crate::node::NodeIdentity;
-use crate::output::Output;
+use crate::output::{term, Output};
 use crate::package::open_verified_in;
 use crate::package::report::Report;
 use crate::sources::{self, Fetched, PinKind, Session, SourceError, Want};
@@ -555,11 +555,11 @@ fn render_install(r: &InstallReport) -> String {
     for i in &r.installed {
         t.push_str(&format!(
             "{} {}: {} (signature_status {}, signer {})\n",
-            i.name,
-            i.version,
-            i.action,
+            term(&i.name),
+            term(&i.version),
+            term(&i.action),
             i.signature_status,
-            i.signer_key_id.as_deref().unwrap_or("-")
+            term(i.signer_key_id.as_deref().unwrap_or("-"))
         ));
         if let Some(p) = &i.author_pin {
             if p.status != "pinned" {
@@ -570,7 +570,7 @@ fn render_install(r: &InstallReport) -> String {
             }
         }
         for w in &i.warnings {
-            t.push_str(&format!("  warning: {w}\n"));
+            t.push_str(&format!("  warning: {}\n", term(w)));
         }
     }
     t
@@ -741,10 +741,20 @@ pub fn update(a: UpdateArgs, out: Output) -> Result<Exit, CmdError> {
     out.emit(&doc, |_| {
         let mut t = String::new();
         for i in &report.installed {
-            t.push_str(&format!("{} {}: {}\n", i.name, i.version, i.action));
+            t.push_str(&format!(
+                "{} {}: {}\n",
+                term(&i.name),
+                term(&i.version),
+                term(&i.action)
+            ));
         }
         for s in &skipped {
-            t.push_str(&format!("{} {}: {}\n", s.name, s.version, s.reason));
+            t.push_str(&format!(
+                "{} {}: {}\n",
+                term(&s.name),
+                term(&s.version),
+                term(&s.reason)
+            ));
         }
         if t.is_empty() {
             t.push_str("nothing installed\n");
@@ -818,13 +828,19 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
         );
         for i in &items {
             let p = &i.installed;
-            let req: Vec<String> = p.requires.iter().map(|(n, r)| format!("{n} {r}")).collect();
+            // The registry holds what verified packages and indexes said: names, versions and
+            // a delisting reason are the publishers' words, escaped for the terminal.
+            let req: Vec<String> = p
+                .requires
+                .iter()
+                .map(|(n, r)| format!("{} {}", term(n), term(r)))
+                .collect();
             t.push_str(&format!(
                 "{:<24} {:<12} {:<14} {:<18} {}\n",
-                p.name,
-                p.version,
-                p.signature_status,
-                p.signer_key_id.as_deref().unwrap_or("-"),
+                term(&p.name),
+                term(&p.version),
+                term(&p.signature_status),
+                term(p.signer_key_id.as_deref().unwrap_or("-")),
                 if req.is_empty() {
                     "-".into()
                 } else {
@@ -832,7 +848,7 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                 }
             ));
             if let Some(d) = &i.delisted {
-                t.push_str(&format!("  DELISTED: {d} (no updates)\n"));
+                t.push_str(&format!("  DELISTED: {} (no updates)\n", term(d)));
             }
         }
         t
@@ -889,9 +905,12 @@ pub fn remove(a: RemoveArgs, out: Output) -> Result<Exit, CmdError> {
     let report =
         json!({"removed": {"name": p.name, "version": p.version}, "broken_dependents": needed_by});
     out.emit(&report, |_| {
-        let mut t = format!("removed {} {}\n", p.name, p.version);
+        let mut t = format!("removed {} {}\n", term(&p.name), term(&p.version));
         for n in &needed_by {
-            t.push_str(&format!("warning: {n} is now missing a dependency\n"));
+            t.push_str(&format!(
+                "warning: {} is now missing a dependency\n",
+                term(n)
+            ));
         }
         t
     });
@@ -996,18 +1015,18 @@ pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Resul
             let verdict = if i.ok { "ok" } else { "FAILED" };
             t.push_str(&format!(
                 "{} {}: {verdict} (signature_status {})\n",
-                i.name,
-                i.version,
+                term(&i.name),
+                term(&i.version),
                 i.signature_status.as_deref().unwrap_or("-")
             ));
             if let Some(e) = &i.error {
                 t.push_str(&format!(
                     "  verification: {}\n",
-                    e["message"].as_str().unwrap_or("")
+                    term(e["message"].as_str().unwrap_or(""))
                 ));
             }
             for pr in &i.problems {
-                t.push_str(&format!("  {pr}\n"));
+                t.push_str(&format!("  {}\n", term(&pr.to_string())));
             }
         }
         t

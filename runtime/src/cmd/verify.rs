@@ -13,7 +13,7 @@ use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::keyfile::{load_public, unix_now};
 use crate::node::NodeIdentity;
-use crate::output::Output;
+use crate::output::{term, Output};
 use crate::package::report::{Report, StepStatus};
 use crate::package::{open_verified_in, verify_only, VerifiedPackage};
 use crate::policyfiles::{self, PolicyFilesError, PolicySource};
@@ -46,9 +46,16 @@ fn caps(c: &[Capability]) -> String {
     c.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// Human rendering of a verification report.
+/// Human rendering of a verification report. Names, the trusted comment, certificate subjects
+/// and step details come from the package (and its signer, who may be anyone in a trust mode
+/// that only warns): each is escaped for the terminal.
 pub fn render(r: &Report) -> String {
-    let mut t = format!("package: {} {} ({})\n", r.name, r.version, r.file);
+    let mut t = format!(
+        "package: {} {} ({})\n",
+        term(&r.name),
+        term(&r.version),
+        term(&r.file)
+    );
     t.push_str(&format!(
         "signature_status: {}   trust mode: {}\n",
         crate::output::enum_str(&r.signature_status),
@@ -63,13 +70,15 @@ pub fn render(r: &Report) -> String {
         };
         t.push_str(&format!(
             "  [{tag:>7}] {} {}: {}\n",
-            s.step, s.name, s.detail
+            s.step,
+            s.name,
+            term(&s.detail)
         ));
     }
     if let Some(k) = &r.signer_key_id {
-        t.push_str(&format!("signer: key {k}"));
+        t.push_str(&format!("signer: key {}", term(k)));
         if let Some(c) = &r.trusted_comment {
-            t.push_str(&format!(" (trusted comment: {c})"));
+            t.push_str(&format!(" (trusted comment: {})", term(c)));
         }
         t.push('\n');
     }
@@ -77,11 +86,11 @@ pub fn render(r: &Report) -> String {
         t.push_str(&format!(
             "  {:<12} \"{}\" serial {} key {} issuer {} scope {} valid {}..{}\n",
             c.kind,
-            c.subject,
-            c.serial,
-            c.key_id,
-            c.issuer_key_id,
-            c.scope,
+            term(&c.subject),
+            term(&c.serial),
+            term(&c.key_id),
+            term(&c.issuer_key_id),
+            term(&c.scope),
             c.not_before,
             c.not_after
         ));
@@ -93,7 +102,7 @@ pub fn render(r: &Report) -> String {
         ));
     }
     if let Some(s) = &r.scope {
-        t.push_str(&format!("scope: {s}\n"));
+        t.push_str(&format!("scope: {}\n", term(s)));
     }
     t.push_str(&format!(
         "capability ceiling: {}\n",
@@ -106,7 +115,7 @@ pub fn render(r: &Report) -> String {
         r.file_count, r.payload_sha256, r.package_sha256
     ));
     for w in &r.warnings {
-        t.push_str(&format!("warning: {w}\n"));
+        t.push_str(&format!("warning: {}\n", term(w)));
     }
     t
 }
@@ -176,6 +185,21 @@ pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
                 )
                 .hint("pass a path that does not exist yet"));
             }
+            // The tree is extracted beside DIR: without a parent directory no output can be
+            // created (73), found before the package is read rather than as an OS error (71)
+            // from making the private work directory.
+            if !parent.is_dir() {
+                return Err(CmdError::msg(
+                    Exit::CantCreate,
+                    "extract_to",
+                    format!(
+                        "cannot create {}: its parent {} is not an existing directory",
+                        term(&dest.display().to_string()),
+                        term(&parent.display().to_string())
+                    ),
+                )
+                .hint("create the parent directory first, or pass a path inside an existing one"));
+            }
             parent
         }
         None => std::env::temp_dir(),
@@ -201,7 +225,10 @@ pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
     if let (Some(dest), Some(pkg)) = (&a.extract_to, pkg) {
         move_into_place(pkg, dest)?;
         out.emit(&report, render);
-        out.note(format!("verified tree extracted to {}", dest.display()));
+        out.note(format!(
+            "verified tree extracted to {}",
+            term(&dest.display().to_string())
+        ));
     } else {
         out.emit(&report, render);
     }

@@ -11,8 +11,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use stockade_policy::manifest::valid_relative_path;
-use stockade_trust::statement::FileEntry;
+use stockade_trust::statement::{valid_file_path, FileEntry};
 
 /// Why a directory cannot be packed.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +26,8 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
-    /// A name that is not a clean UTF-8 relative path.
-    #[error("{} has a name that cannot be packaged (must be UTF-8, no backslash, at most 255 bytes)", .0.display())]
+    /// A name (or symlink target) that is not a clean UTF-8 relative path.
+    #[error("{} has a name or link target that cannot be packaged (must be UTF-8, no backslash or control character, at most 255 bytes)", .0.display())]
     Name(PathBuf),
     /// Device, FIFO or socket.
     #[error("{} is a special file (device, FIFO or socket); only regular files, directories and symlinks can be packaged", .0.display())]
@@ -98,7 +97,7 @@ fn walk(
         } else {
             format!("{rel}/{name}")
         };
-        if !valid_relative_path(&r) {
+        if !valid_file_path(&r) {
             return Err(BuildError::Name(path));
         }
         let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
@@ -131,6 +130,7 @@ fn walk(
             let target = std::fs::read_link(&path).map_err(io(&path))?;
             let target = target
                 .to_str()
+                .filter(|t| !t.chars().any(char::is_control))
                 .ok_or_else(|| BuildError::Name(path.clone()))?
                 .to_string();
             out.push(Item::Link { rel: r, target });

@@ -185,12 +185,22 @@ pub enum VerifyError {
     /// Step 7.
     #[error("file map check failed")]
     FileMap(#[source] FileMapError),
-    /// Step 8 (or the map check done while extracting).
-    #[error("extraction refused")]
+    /// Step 8, or step 7's map check done while extracting (a file that is not the signed one,
+    /// a `manifest.json` that is not the signed manifest): then the message names the file map,
+    /// as the exit code (86) and the kind (`file_map.…`) do.
+    #[error("{}", extract_message(.0))]
     Extract(#[source] ExtractError),
     /// The private extraction directory cannot be created.
     #[error("cannot create the private extraction directory")]
     Workdir(#[source] std::io::Error),
+}
+
+fn extract_message(e: &ExtractError) -> &'static str {
+    if e.is_file_map() {
+        "file map check failed (while extracting)"
+    } else {
+        "extraction refused"
+    }
 }
 
 impl VerifyError {

@@ -730,7 +730,14 @@ impl Checked {
                 reserved.as_ref(),
                 &Limits::default(),
             )
-            .map_err(|e| fail(&mut report, 8, "extraction", VerifyError::Extract(e)))?,
+            .map_err(|e| {
+                // The map's own failures found on the way are step 7's, as their code (86) is.
+                let (step, name) = match e.is_file_map() {
+                    true => (7, "file map"),
+                    false => (8, "extraction"),
+                };
+                fail(&mut report, step, name, VerifyError::Extract(e))
+            })?,
         };
         report.steps.push(Step {
             step: 8,
