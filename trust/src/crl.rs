@@ -271,4 +271,27 @@ mod tests {
             Err(CrlError::Field("revoked_serials"))
         ));
     }
+
+    /// An empty serial list put in front of the signed one (a first-wins reader would see
+    /// nothing revoked) is a malformed list.
+    #[test]
+    fn a_repeated_key_is_a_malformed_list() {
+        let root = SecretKey::from_seed([1; 32], [1; 8]);
+        let body = RevocationBody {
+            format: 1,
+            version: 2,
+            issued_at: 10,
+            expires_at: 100,
+            issuer_key_id: root.public_key().key_id.to_string(),
+            revoked_serials: vec!["0".repeat(32)],
+            revoked_key_ids: vec![],
+        };
+        let bytes = RevocationList::issue(&body, &root, "").unwrap();
+        let dup = crate::signed::tests::prepend_in_body(&bytes, FIELD, r#""revoked_serials": []"#);
+        crate::signed::tests::lenient_reading_verifies(&dup, FIELD, &root.public_key());
+        assert!(matches!(
+            RevocationList::parse(&dup),
+            Err(CrlError::Envelope(EnvelopeError::DuplicateKey(_)))
+        ));
+    }
 }
