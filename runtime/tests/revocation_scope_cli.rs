@@ -336,3 +336,118 @@ fn state_is_written_atomically_and_privately() {
         0o700
     );
 }
+
+/// Makes a directory unwritable for the life of the guard — to root too (`chattr +i`), since
+/// these tests run as root in CI; to anyone else by its mode.
+struct Unwritable(std::path::PathBuf);
+
+impl Unwritable {
+    fn new(dir: std::path::PathBuf) -> Option<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        if is_root() {
+            let done = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !require(
+                done,
+                "`chattr +i` is unavailable here (no chattr, or a filesystem without the immutable flag)",
+            ) {
+                return None;
+            }
+        } else {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        Some(Self(dir))
+    }
+}
+
+impl Drop for Unwritable {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if is_root() {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        } else {
+            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+}
+
+fn list_version(fx: &Fixture, p: &str) -> u64 {
+    let v: Value = serde_json::from_slice(&std::fs::read(fx.path(p)).unwrap()).unwrap();
+    v["revocations"]["version"].as_u64().unwrap()
+}
+
+/// `ca revoke` records the new version in the CA directory before it writes the list: when the
+/// record cannot be written, no list is written either (a list of version N out in the world
+/// while the CA still believes N-1 would be followed by another list under the same N).
+#[test]
+fn ca_revoke_writes_no_list_when_it_cannot_record_it() {
+    let fx = Fixture::new();
+    ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v1.json"]);
+    assert_eq!(list_version(&fx, "v1.json"), 1);
+    let serial = fx.dev_serial();
+    std::fs::create_dir(fx.path("out")).unwrap();
+    {
+        let Some(_guard) = Unwritable::new(fx.path("root")) else {
+            return;
+        };
+        let r = fx.run(&[
+            "--json",
+            "ca",
+            "revoke",
+            "--ca",
+            "root",
+            "--serial",
+            &serial,
+            "-o",
+            "out/v2.json",
+        ]);
+        assert_eq!(r.code, 73, "{}\n{}", r.stdout, r.stderr);
+        // Nothing at the output, and no temporary file left beside it.
+        assert_eq!(
+            std::fs::read_dir(fx.path("out")).unwrap().count(),
+            0,
+            "a list was written although the CA did not record its version"
+        );
+        assert_eq!(r.kind(), "ca_dir", "{}", r.stdout);
+        assert!(r.stdout.contains("no list was written"), "{}", r.stdout);
+    }
+    // The CA still issues version 2, once, with the serial.
+    ok(
+        fx.dir(),
+        &[
+            "ca",
+            "revoke",
+            "--ca",
+            "root",
+            "--serial",
+            &serial,
+            "-o",
+            "out/v2.json",
+        ],
+    );
+    assert_eq!(list_version(&fx, "out/v2.json"), 2);
+    let issued: Value =
+        serde_json::from_slice(&std::fs::read(fx.path("root/revocations-issued.json")).unwrap())
+            .unwrap();
+    assert_eq!(issued["version"], 2, "{issued}");
+    // An output that cannot be written records nothing either.
+    let r = fx.run(&[
+        "--json",
+        "ca",
+        "revoke",
+        "--ca",
+        "root",
+        "-o",
+        "missing/v3.json",
+    ]);
+    assert_eq!(r.code, 73, "{}", r.stdout);
+    assert_eq!(r.kind(), "output", "{}", r.stdout);
+    ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v3.json"]);
+    assert_eq!(list_version(&fx, "v3.json"), 3);
+}
