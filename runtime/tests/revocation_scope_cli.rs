@@ -325,8 +325,18 @@ fn state_is_written_atomically_and_privately() {
     let v: Value =
         serde_json::from_slice(&std::fs::read(fx.path("state/revocation-state.json")).unwrap())
             .unwrap();
-    assert_eq!(v.as_object().unwrap().values().next().unwrap(), 1);
+    let seen = &v[root_key_id(&fx)];
+    assert_eq!(seen["version"], 1, "{v}");
+    assert_eq!(seen["body_sha256"].as_str().unwrap().len(), 64, "{v}");
     use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(fx.path("state/revocation-state.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     assert_eq!(
         std::fs::metadata(fx.path("state"))
             .unwrap()
@@ -450,4 +460,126 @@ fn ca_revoke_writes_no_list_when_it_cannot_record_it() {
     assert_eq!(r.kind(), "output", "{}", r.stdout);
     ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v3.json"]);
     assert_eq!(list_version(&fx, "v3.json"), 3);
+}
+
+fn root_key_id(fx: &Fixture) -> String {
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(fx.path("root/ca.json")).unwrap()).unwrap();
+    v["key_id"].as_str().unwrap().to_string()
+}
+
+/// Two lists signed by the root under version 1: `revoking.json` revokes the developer's
+/// serial, `undoing.json` does not. (The CA never does this itself; a second copy of its
+/// directory, or a CA that lost its record, does.)
+fn two_lists_under_one_version(fx: &Fixture) {
+    let copy = std::process::Command::new("cp")
+        .args(["-a", "root", "root-copy"])
+        .current_dir(fx.dir())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let serial = fx.dev_serial();
+    ok(
+        fx.dir(),
+        &[
+            "ca",
+            "revoke",
+            "--ca",
+            "root",
+            "--serial",
+            &serial,
+            "-o",
+            "revoking.json",
+        ],
+    );
+    ok(
+        fx.dir(),
+        &["ca", "revoke", "--ca", "root-copy", "-o", "undoing.json"],
+    );
+    assert_eq!(list_version(fx, "revoking.json"), 1);
+    assert_eq!(list_version(fx, "undoing.json"), 1);
+}
+
+fn install(fx: &Fixture, list: &str) {
+    std::fs::copy(fx.path(list), fx.path("trust/revocations.json")).unwrap();
+}
+
+/// A node remembers the digest of the list it accepted with its version: another list under the
+/// same version — here one that silently drops a revocation — is refused (84
+/// `revocation.list_changed`), while the same list, even re-indented, is still the same list.
+#[test]
+fn a_second_list_under_the_same_version_is_refused() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    two_lists_under_one_version(&fx);
+    install(&fx, "revoking.json");
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.serial");
+    install(&fx, "undoing.json");
+    let r = fx.verify(&pkg, &[]);
+    assert_fail(&r, 84, "revocation.list_changed");
+    assert!(
+        r.stdout
+            .contains("version 1 was seen before with other content"),
+        "{}",
+        r.stdout
+    );
+    // The list seen, re-indented: the same signed body, the same list.
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(fx.path("revoking.json")).unwrap()).unwrap();
+    std::fs::write(
+        fx.path("trust/revocations.json"),
+        serde_json::to_vec(&v).unwrap(),
+    )
+    .unwrap();
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.serial");
+    // A higher version moves on.
+    ok(
+        fx.dir(),
+        &["ca", "revoke", "--ca", "root-copy", "-o", "v2.json"],
+    );
+    install(&fx, "v2.json");
+    assert_eq!(fx.verify(&pkg, &[]).code, 0);
+    install(&fx, "revoking.json");
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.rollback");
+}
+
+/// State written by an earlier build holds the version alone: it still guards against rollback,
+/// and the digest is recorded the next time a list of that version is accepted, after which
+/// another list of that version is refused. The file stays private.
+#[test]
+fn version_only_state_of_an_earlier_build_keeps_working() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    two_lists_under_one_version(&fx);
+    let issuer = root_key_id(&fx);
+    std::fs::create_dir(fx.path("state")).unwrap();
+    std::fs::write(
+        fx.path("state/revocation-state.json"),
+        format!("{{\"{issuer}\": 2}}"),
+    )
+    .unwrap();
+    install(&fx, "revoking.json");
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.rollback");
+    std::fs::write(
+        fx.path("state/revocation-state.json"),
+        format!("{{\"{issuer}\": 1}}"),
+    )
+    .unwrap();
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.serial");
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(fx.path("state/revocation-state.json")).unwrap())
+            .unwrap();
+    assert_eq!(v[&issuer]["version"], 1, "{v}");
+    assert_eq!(v[&issuer]["body_sha256"].as_str().unwrap().len(), 64, "{v}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(fx.path("state/revocation-state.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    install(&fx, "undoing.json");
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.list_changed");
 }
