@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = stockade_trust::chain::verify_chain(&c, &c, std::slice::from_ref(&key));
     }
     if let Ok(l) = RevocationList::parse(data) {
-        let _ = l.verify(std::slice::from_ref(&key), 0, Some(1));
+        let seen = stockade_trust::crl::Seen {
+            version: 1,
+            body_sha256: Some([0; 32]),
+        };
+        let _ = l.verify(std::slice::from_ref(&key), 0, Some(seen));
     }
     if let Ok(l) = License::parse(data) {
         let _ = l.verify(std::slice::from_ref(&key), 0, "");

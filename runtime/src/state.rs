@@ -1,18 +1,26 @@
 //! The state directory (`--state-dir`, default `/var/lib/stockade`, env `STOCKADE_STATE_DIR`).
 //!
-//! - `revocation-state.json`: `{"<issuer key id>": <highest revocation list version seen>}`. It
-//!   is what makes rollback detectable: a list older than one seen before is refused, and a list
-//!   that was seen before but is now missing is refused too (rollback by deletion).
+//! - `revocation-state.json`: `{"<issuer key id>": {"version": N, "body_sha256": "<hex>"}}`, the
+//!   highest revocation list version seen and the SHA-256 of that list's canonical signed body.
+//!   It is what makes rollback detectable: a list older than one seen before is refused, a list
+//!   that was seen before but is now missing is refused too (rollback by deletion), and so is a
+//!   list of the same version with another body (equivocation: a second list signed under one
+//!   version could leave out a serial the first revoked). State written by earlier builds holds
+//!   the version alone (`{"<issuer key id>": N}`); it is still read, and the digest is recorded
+//!   the next time a list of that version is accepted (until then only versions are compared:
+//!   the first list of that version seen after the upgrade is the one remembered).
 //! - `license.json`: this node's license (see `node.rs`).
 //!
 //! Written atomically (temp file + fsync + rename), created 0700/0600: only root needs it.
 
 use crate::fileio::{read_capped, write_state_file, FileError};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use stockade_trust::crl::Seen;
 
-/// File recording the highest revocation list version seen per issuer.
+/// File recording the highest revocation list version seen per issuer, with its body's digest.
 pub const REVOCATION_STATE_FILE: &str = "revocation-state.json";
 
 /// Why the state directory cannot be used.
@@ -42,24 +50,79 @@ pub enum StateError {
     },
 }
 
-/// Highest revocation list version seen, per issuer key id.
+/// The last revocation list accepted, per issuer key id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevocationState {
-    /// Issuer key id → version.
-    pub seen: BTreeMap<String, u64>,
+    /// Issuer key id → its version and body digest.
+    pub seen: BTreeMap<String, Seen>,
+}
+
+/// One issuer's entry as written: a bare version (earlier builds) or the version with the body
+/// digest.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum SeenWire {
+    Record(SeenRecord),
+    Version(u64),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeenRecord {
+    version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body_sha256: Option<String>,
 }
 
 impl RevocationState {
     /// Load (an absent file is an empty state).
     pub fn load(state_dir: &Path) -> Result<Self, StateError> {
-        Ok(Self {
-            seen: load_json(state_dir, REVOCATION_STATE_FILE, 1024 * 1024)?,
-        })
+        let wire: BTreeMap<String, SeenWire> =
+            load_json(state_dir, REVOCATION_STATE_FILE, 1024 * 1024)?;
+        let mut seen = BTreeMap::new();
+        for (issuer, w) in wire {
+            let s = match w {
+                SeenWire::Version(version) => Seen {
+                    version,
+                    body_sha256: None,
+                },
+                SeenWire::Record(r) => Seen {
+                    version: r.version,
+                    body_sha256: r
+                        .body_sha256
+                        .map(|h| {
+                            let mut d = [0u8; 32];
+                            hex::decode_to_slice(&h, &mut d).map(|()| d).map_err(|e| {
+                                StateError::Corrupt {
+                                    path: state_dir.join(REVOCATION_STATE_FILE),
+                                    source: serde::de::Error::custom(format_args!(
+                                        "`{issuer}`: body_sha256 is not 64 hex digits: {e}"
+                                    )),
+                                }
+                            })
+                        })
+                        .transpose()?,
+                },
+            };
+            seen.insert(issuer, s);
+        }
+        Ok(Self { seen })
     }
 
-    /// Save atomically, creating the directory (0700) if needed.
+    /// Save atomically (0600), creating the directory (0700) if needed.
     pub fn save(&self, state_dir: &Path) -> Result<(), StateError> {
-        save_json(state_dir, REVOCATION_STATE_FILE, &self.seen)
+        let wire: BTreeMap<&String, SeenWire> = self
+            .seen
+            .iter()
+            .map(|(issuer, s)| {
+                let record = SeenRecord {
+                    version: s.version,
+                    body_sha256: s.body_sha256.map(hex::encode),
+                };
+                (issuer, SeenWire::Record(record))
+            })
+            .collect();
+        save_json(state_dir, REVOCATION_STATE_FILE, &wire)
     }
 }
 
@@ -131,13 +194,63 @@ mod tests {
             RevocationState::default()
         );
         let mut s = RevocationState::default();
-        s.seen.insert("AB".into(), 3);
+        s.seen.insert(
+            "AB".into(),
+            Seen {
+                version: 3,
+                body_sha256: Some([0xab; 32]),
+            },
+        );
+        s.seen.insert(
+            "CD".into(),
+            Seen {
+                version: 1,
+                body_sha256: None,
+            },
+        );
         s.save(&sd).unwrap();
         assert_eq!(RevocationState::load(&sd).unwrap(), s);
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(sd.join(REVOCATION_STATE_FILE)).unwrap())
+                .unwrap();
+        assert_eq!(
+            written,
+            serde_json::json!({
+                "AB": {"version": 3, "body_sha256": "ab".repeat(32)},
+                "CD": {"version": 1},
+            })
+        );
         std::fs::write(sd.join(REVOCATION_STATE_FILE), b"{").unwrap();
         assert!(matches!(
             RevocationState::load(&sd),
             Err(StateError::Corrupt { .. })
         ));
+        for bad in [
+            r#"{"AB": {"version": 3, "body_sha256": "xyz"}}"#,
+            r#"{"AB": {"version": 3, "extra": 1}}"#,
+            r#"{"AB": "3"}"#,
+        ] {
+            std::fs::write(sd.join(REVOCATION_STATE_FILE), bad).unwrap();
+            assert!(
+                matches!(RevocationState::load(&sd), Err(StateError::Corrupt { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    /// State written by earlier builds (a bare version per issuer) is read as that version with
+    /// no digest.
+    #[test]
+    fn version_only_state_of_earlier_builds_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(REVOCATION_STATE_FILE), br#"{"AB": 7}"#).unwrap();
+        let s = RevocationState::load(d.path()).unwrap();
+        assert_eq!(
+            s.seen.get("AB"),
+            Some(&Seen {
+                version: 7,
+                body_sha256: None
+            })
+        );
     }
 }

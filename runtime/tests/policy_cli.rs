@@ -341,6 +341,30 @@ fn grant_refusals_each_have_their_own_kind() {
     std::fs::write(d.join("t.grant"), text.replace("\"hello\"", "\"hellp\"")).unwrap();
     let r = verify("t.grant", "op.pub", "hellp", "network:loopback", "1000010");
     assert_eq!((r.code, r.kind().as_str()), (65, "grant_tampered"));
+    // A key named twice in the body (targets in front of the signed ones, which serde_json
+    // would overwrite, leaving the signature intact) is a malformed grant.
+    std::fs::write(
+        d.join("dup.grant"),
+        text.replacen(
+            "\"grant\": {",
+            "\"grant\": {\n    \"targets\": [\"writable:/srv\"],",
+            1,
+        ),
+    )
+    .unwrap();
+    let r = verify(
+        "dup.grant",
+        "op.pub",
+        "hello",
+        "network:loopback",
+        "1000010",
+    );
+    assert_eq!(
+        (r.code, r.kind().as_str()),
+        (65, "grant_malformed"),
+        "{}",
+        r.stdout
+    );
     // Existing output is not overwritten unless --force (renewal); a bad target is a usage error.
     let renew = |extra: &[&str]| {
         let mut args = vec![

@@ -325,8 +325,18 @@ fn state_is_written_atomically_and_privately() {
     let v: Value =
         serde_json::from_slice(&std::fs::read(fx.path("state/revocation-state.json")).unwrap())
             .unwrap();
-    assert_eq!(v.as_object().unwrap().values().next().unwrap(), 1);
+    let seen = &v[root_key_id(&fx)];
+    assert_eq!(seen["version"], 1, "{v}");
+    assert_eq!(seen["body_sha256"].as_str().unwrap().len(), 64, "{v}");
     use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(fx.path("state/revocation-state.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     assert_eq!(
         std::fs::metadata(fx.path("state"))
             .unwrap()
@@ -335,4 +345,241 @@ fn state_is_written_atomically_and_privately() {
             & 0o777,
         0o700
     );
+}
+
+/// Makes a directory unwritable for the life of the guard — to root too (`chattr +i`), since
+/// these tests run as root in CI; to anyone else by its mode.
+struct Unwritable(std::path::PathBuf);
+
+impl Unwritable {
+    fn new(dir: std::path::PathBuf) -> Option<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        if is_root() {
+            let done = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !require(
+                done,
+                "`chattr +i` is unavailable here (no chattr, or a filesystem without the immutable flag)",
+            ) {
+                return None;
+            }
+        } else {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        Some(Self(dir))
+    }
+}
+
+impl Drop for Unwritable {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if is_root() {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        } else {
+            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+}
+
+fn list_version(fx: &Fixture, p: &str) -> u64 {
+    let v: Value = serde_json::from_slice(&std::fs::read(fx.path(p)).unwrap()).unwrap();
+    v["revocations"]["version"].as_u64().unwrap()
+}
+
+/// `ca revoke` records the new version in the CA directory before it writes the list: when the
+/// record cannot be written, no list is written either (a list of version N out in the world
+/// while the CA still believes N-1 would be followed by another list under the same N).
+#[test]
+fn ca_revoke_writes_no_list_when_it_cannot_record_it() {
+    let fx = Fixture::new();
+    ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v1.json"]);
+    assert_eq!(list_version(&fx, "v1.json"), 1);
+    let serial = fx.dev_serial();
+    std::fs::create_dir(fx.path("out")).unwrap();
+    {
+        let Some(_guard) = Unwritable::new(fx.path("root")) else {
+            return;
+        };
+        let r = fx.run(&[
+            "--json",
+            "ca",
+            "revoke",
+            "--ca",
+            "root",
+            "--serial",
+            &serial,
+            "-o",
+            "out/v2.json",
+        ]);
+        assert_eq!(r.code, 73, "{}\n{}", r.stdout, r.stderr);
+        // Nothing at the output, and no temporary file left beside it.
+        assert_eq!(
+            std::fs::read_dir(fx.path("out")).unwrap().count(),
+            0,
+            "a list was written although the CA did not record its version"
+        );
+        assert_eq!(r.kind(), "ca_dir", "{}", r.stdout);
+        assert!(r.stdout.contains("no list was written"), "{}", r.stdout);
+    }
+    // The CA still issues version 2, once, with the serial.
+    ok(
+        fx.dir(),
+        &[
+            "ca",
+            "revoke",
+            "--ca",
+            "root",
+            "--serial",
+            &serial,
+            "-o",
+            "out/v2.json",
+        ],
+    );
+    assert_eq!(list_version(&fx, "out/v2.json"), 2);
+    let issued: Value =
+        serde_json::from_slice(&std::fs::read(fx.path("root/revocations-issued.json")).unwrap())
+            .unwrap();
+    assert_eq!(issued["version"], 2, "{issued}");
+    // An output that cannot be written records nothing either.
+    let r = fx.run(&[
+        "--json",
+        "ca",
+        "revoke",
+        "--ca",
+        "root",
+        "-o",
+        "missing/v3.json",
+    ]);
+    assert_eq!(r.code, 73, "{}", r.stdout);
+    assert_eq!(r.kind(), "output", "{}", r.stdout);
+    ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v3.json"]);
+    assert_eq!(list_version(&fx, "v3.json"), 3);
+}
+
+fn root_key_id(fx: &Fixture) -> String {
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(fx.path("root/ca.json")).unwrap()).unwrap();
+    v["key_id"].as_str().unwrap().to_string()
+}
+
+/// Two lists signed by the root under version 1: `revoking.json` revokes the developer's
+/// serial, `undoing.json` does not. (The CA never does this itself; a second copy of its
+/// directory, or a CA that lost its record, does.)
+fn two_lists_under_one_version(fx: &Fixture) {
+    let copy = std::process::Command::new("cp")
+        .args(["-a", "root", "root-copy"])
+        .current_dir(fx.dir())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let serial = fx.dev_serial();
+    ok(
+        fx.dir(),
+        &[
+            "ca",
+            "revoke",
+            "--ca",
+            "root",
+            "--serial",
+            &serial,
+            "-o",
+            "revoking.json",
+        ],
+    );
+    ok(
+        fx.dir(),
+        &["ca", "revoke", "--ca", "root-copy", "-o", "undoing.json"],
+    );
+    assert_eq!(list_version(fx, "revoking.json"), 1);
+    assert_eq!(list_version(fx, "undoing.json"), 1);
+}
+
+fn install(fx: &Fixture, list: &str) {
+    std::fs::copy(fx.path(list), fx.path("trust/revocations.json")).unwrap();
+}
+
+/// A node remembers the digest of the list it accepted with its version: another list under the
+/// same version — here one that silently drops a revocation — is refused (84
+/// `revocation.list_changed`), while the same list, even re-indented, is still the same list.
+#[test]
+fn a_second_list_under_the_same_version_is_refused() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    two_lists_under_one_version(&fx);
+    install(&fx, "revoking.json");
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.serial");
+    install(&fx, "undoing.json");
+    let r = fx.verify(&pkg, &[]);
+    assert_fail(&r, 84, "revocation.list_changed");
+    assert!(
+        r.stdout
+            .contains("version 1 was seen before with other content"),
+        "{}",
+        r.stdout
+    );
+    // The list seen, re-indented: the same signed body, the same list.
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(fx.path("revoking.json")).unwrap()).unwrap();
+    std::fs::write(
+        fx.path("trust/revocations.json"),
+        serde_json::to_vec(&v).unwrap(),
+    )
+    .unwrap();
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.serial");
+    // A higher version moves on.
+    ok(
+        fx.dir(),
+        &["ca", "revoke", "--ca", "root-copy", "-o", "v2.json"],
+    );
+    install(&fx, "v2.json");
+    assert_eq!(fx.verify(&pkg, &[]).code, 0);
+    install(&fx, "revoking.json");
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.rollback");
+}
+
+/// State written by an earlier build holds the version alone: it still guards against rollback,
+/// and the digest is recorded the next time a list of that version is accepted, after which
+/// another list of that version is refused. The file stays private.
+#[test]
+fn version_only_state_of_an_earlier_build_keeps_working() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    two_lists_under_one_version(&fx);
+    let issuer = root_key_id(&fx);
+    std::fs::create_dir(fx.path("state")).unwrap();
+    std::fs::write(
+        fx.path("state/revocation-state.json"),
+        format!("{{\"{issuer}\": 2}}"),
+    )
+    .unwrap();
+    install(&fx, "revoking.json");
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.rollback");
+    std::fs::write(
+        fx.path("state/revocation-state.json"),
+        format!("{{\"{issuer}\": 1}}"),
+    )
+    .unwrap();
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.serial");
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(fx.path("state/revocation-state.json")).unwrap())
+            .unwrap();
+    assert_eq!(v[&issuer]["version"], 1, "{v}");
+    assert_eq!(v[&issuer]["body_sha256"].as_str().unwrap().len(), 64, "{v}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(fx.path("state/revocation-state.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    install(&fx, "undoing.json");
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.list_changed");
 }

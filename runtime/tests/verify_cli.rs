@@ -998,3 +998,141 @@ fn text_output_never_prints_a_package_string_raw() {
     }
     assert_fail(&fx.verify("path.stockade", &[]), 65, "statement");
 }
+
+/// `path` (a signed document as the CLI writes it) with `key_value` put first in the body object
+/// under `field`: serde_json keeps the last of a repeated key, so the signature still holds, and
+/// a reader that keeps the first sees `key_value` instead.
+fn prepend_in_body(fx: &Fixture, path: &str, field: &str, key_value: &str, out: &str) {
+    let text = std::fs::read_to_string(fx.path(path)).unwrap();
+    let open = format!("\"{field}\": {{");
+    assert!(text.contains(&open), "{text}");
+    let dup = text.replacen(&open, &format!("{open}\n    {key_value},"), 1);
+    std::fs::write(fx.path(out), dup).unwrap();
+}
+
+/// A key named twice in one object of a signed document (certificate, revocation list, license)
+/// is a malformed document, refused with that document's own code and kind — never read as the
+/// last value while other tools read the first.
+#[test]
+fn a_key_named_twice_in_a_signed_document_is_malformed() {
+    let fx = Fixture::new();
+    let (entries, map) = hello_parts();
+    let payload = raw_tar_gz(&entries);
+    // Developer certificate: 81, as any malformed developer certificate.
+    prepend_in_body(
+        &fx,
+        "dev.cert",
+        "certificate",
+        r#""subject": "Someone Else""#,
+        "dev-dup.cert",
+    );
+    fx.craft_with(
+        "dev-dup.stockade",
+        &hello_manifest(),
+        &map,
+        payload.clone(),
+        "dev.key",
+        "dev-dup.cert",
+        "int/ca.cert",
+    );
+    let r = fx.verify("dev-dup.stockade", &[]);
+    assert_fail(&r, 81, "signature.developer_cert");
+    assert!(r.stdout.contains("duplicate key `subject`"), "{}", r.stdout);
+    // Intermediate certificate: 82.
+    prepend_in_body(
+        &fx,
+        "int/ca.cert",
+        "certificate",
+        r#""capabilities": []"#,
+        "int-dup.cert",
+    );
+    fx.craft_with(
+        "int-dup.stockade",
+        &hello_manifest(),
+        &map,
+        payload.clone(),
+        "dev.key",
+        "dev.cert",
+        "int-dup.cert",
+    );
+    assert_fail(&fx.verify("int-dup.stockade", &[]), 82, "chain.certificate");
+    // The package itself is fine.
+    fx.craft("good.stockade", &hello_manifest(), &map, payload.clone());
+    assert_eq!(fx.verify("good.stockade", &[]).code, 0);
+
+    // Revocation list: 84 revocation.list_invalid; an empty list of serials in front of the
+    // signed one would read as "nothing revoked" to a first-wins reader.
+    let serial = fx.dev_serial();
+    ok(
+        fx.dir(),
+        &[
+            "ca",
+            "revoke",
+            "--ca",
+            "root",
+            "-o",
+            "list.json",
+            "--serial",
+            &serial,
+        ],
+    );
+    prepend_in_body(
+        &fx,
+        "list.json",
+        "revocations",
+        r#""revoked_serials": []"#,
+        "trust/revocations.json",
+    );
+    let r = fx.verify("good.stockade", &[]);
+    assert_fail(&r, 84, "revocation.list_invalid");
+    assert!(r.stdout.contains("duplicate key"), "{}", r.stdout);
+    // The repeated key may be the body field itself, in the outer object.
+    let text = std::fs::read_to_string(fx.path("list.json")).unwrap();
+    let outer = text.replacen("{\n", "{\n  \"revocations\": {},\n", 1);
+    std::fs::write(fx.path("trust/revocations.json"), outer).unwrap();
+    assert_fail(
+        &fx.verify("good.stockade", &[]),
+        84,
+        "revocation.list_invalid",
+    );
+    std::fs::remove_file(fx.path("trust/revocations.json")).unwrap();
+
+    // License: refused at install (65 `license`), and one already installed makes the state
+    // directory unusable (78), as any malformed installed license.
+    ok(
+        fx.dir(),
+        &[
+            "ca",
+            "license",
+            "--ca",
+            "root",
+            "--serial",
+            "ACME-1",
+            "--frozen",
+            "-o",
+            "f.license",
+        ],
+    );
+    prepend_in_body(
+        &fx,
+        "f.license",
+        "license",
+        r#""state": "active""#,
+        "dup.license",
+    );
+    let r = fx.run(&[
+        "--json",
+        "node",
+        "license",
+        "install",
+        "dup.license",
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+    ]);
+    assert_fail(&r, 65, "license");
+    std::fs::create_dir_all(fx.path("state")).unwrap();
+    std::fs::copy(fx.path("dup.license"), fx.path("state/license.json")).unwrap();
+    assert_eq!(fx.verify("good.stockade", &[]).code, 78);
+}

@@ -9,8 +9,16 @@
 //! Hand-written because no well-kept crate implements exactly this subset over `serde_json::Value`
 //! (the RFC 8785 crates also canonicalize floats, which we want to reject outright); the whole
 //! encoder is the forty lines below.
+//!
+//! A document that names a key twice in one object has no canonical form: serde_json keeps the
+//! last value, other JSON readers keep the first (or refuse), so the signature would cover one
+//! reading while another tool acts on the other — and a key can be put in front of the signed
+//! one without breaking the signature. Signed documents are therefore read with
+//! [`from_slice_unique`], which refuses them; `statement.json` is refused by [`is_canonical`]
+//! (the parsed value, re-encoded, is shorter than the bytes).
 
-use serde_json::Value;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 
 /// Why a value has no canonical form.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +56,79 @@ pub fn is_canonical(bytes: &[u8]) -> bool {
         .ok()
         .and_then(|v| to_vec(&v).ok())
         .is_some_and(|c| c == bytes)
+}
+
+/// Parse `bytes` as one JSON value like `serde_json::from_slice`, but refuse an object that
+/// names the same key twice instead of keeping the last value.
+///
+/// The refusal is the only *data* error this parser produces (`serde_json::Error::is_data`);
+/// its message names the key and the position (`duplicate key `serial` at line 3 column 14`).
+/// Everything else (syntax, end of input, nesting beyond serde_json's limit) is what
+/// `serde_json::from_slice` reports.
+pub fn from_slice_unique(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<Unique>(bytes).map(|u| u.0)
+}
+
+/// A [`Value`] whose objects were read without a repeated key.
+struct Unique(Value);
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        // JSON has no NaN or infinity, so `from_f64` always succeeds on parsed input.
+        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut m = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if m.contains_key(&k) {
+                return Err(de::Error::custom(format_args!("duplicate key `{k}`")));
+            }
+            let Unique(v) = map.next_value()?;
+            m.insert(k, v);
+        }
+        Ok(Value::Object(m))
+    }
 }
 
 fn write(
@@ -150,6 +231,29 @@ mod tests {
         assert!(is_canonical(br#"{"a":1,"b":2}"#));
         assert!(!is_canonical(br#"{"b":2,"a":1}"#));
         assert!(!is_canonical(br#"{"a": 1}"#));
+        assert!(!is_canonical(br#"{"a":0,"a":1}"#));
+    }
+
+    #[test]
+    fn unique_parse_refuses_a_repeated_key_at_any_depth() {
+        for doc in [
+            r#"{"a":1,"a":1}"#,
+            r#"{"a":1,"b":{"c":[{"d":1,"e":2,"d":3}]}}"#,
+            r#"[{"x":null,"x":null}]"#,
+        ] {
+            let e = from_slice_unique(doc.as_bytes()).unwrap_err();
+            assert!(e.is_data(), "{doc}: {e}");
+            assert!(e.to_string().starts_with("duplicate key `"), "{e}");
+        }
+        let e = from_slice_unique(br#"{"a":1,"b":{"z":0,"z":1}}"#).unwrap_err();
+        assert_eq!(e.to_string(), "duplicate key `z` at line 1 column 21");
+        // Keys that differ only after unescaping are the same key.
+        assert!(from_slice_unique(br#"{"a":1,"\u0061":2}"#)
+            .unwrap_err()
+            .is_data());
+        // Syntax errors stay syntax errors.
+        assert!(from_slice_unique(b"{").unwrap_err().is_eof());
+        assert!(from_slice_unique(b"{} x").unwrap_err().is_syntax());
     }
 }
 
@@ -181,7 +285,14 @@ mod props {
             let c = to_vec(&v).unwrap();
             prop_assert!(is_canonical(&c));
             let back: Value = serde_json::from_slice(&c).unwrap();
-            prop_assert_eq!(back, v);
+            prop_assert_eq!(&back, &v);
+        }
+
+        /// Without a repeated key, the strict parser reads exactly what serde_json reads.
+        #[test]
+        fn unique_parse_agrees_with_serde_json(v in json()) {
+            let pretty = serde_json::to_vec_pretty(&v).unwrap();
+            prop_assert_eq!(from_slice_unique(&pretty).unwrap(), v);
         }
     }
 }

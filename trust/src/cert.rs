@@ -270,4 +270,25 @@ pub(crate) mod tests {
             Err(CertError::Envelope(EnvelopeError::Canonical(_)))
         ));
     }
+
+    /// A scope put in front of the signed one (serde_json reads the signed one, so the signature
+    /// holds; a first-wins reader would see `any`) is a malformed certificate.
+    #[test]
+    fn a_repeated_key_is_a_malformed_certificate() {
+        let root = SecretKey::from_seed([1; 32], [1; 8]);
+        let int = SecretKey::from_seed([2; 32], [2; 8]);
+        let b = body(
+            CertKind::Intermediate,
+            &int,
+            &root,
+            Scope::Hardware("abcd".into()),
+        );
+        let bytes = Certificate::issue(&b, &root, "t").unwrap();
+        let dup = crate::signed::tests::prepend_in_body(&bytes, FIELD, r#""scope": "any""#);
+        crate::signed::tests::lenient_reading_verifies(&dup, FIELD, &root.public_key());
+        assert!(matches!(
+            Certificate::parse(&dup),
+            Err(CertError::Envelope(EnvelopeError::DuplicateKey(_)))
+        ));
+    }
 }

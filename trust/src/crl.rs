@@ -3,13 +3,21 @@
 //! File (conventionally `revocations.json` in the trust directory):
 //! `{"revocations": {format, version, issued_at, expires_at, issuer_key_id, revoked_serials,
 //! revoked_key_ids}, "signature": "..."}`. The caller remembers the highest version seen per
-//! issuer (the runtime keeps it in its state directory) and passes it in, so an attacker who can
-//! write the trust directory cannot roll the list back to before a revocation.
+//! issuer, with the digest of that list's signed body ([`Seen`]; the runtime keeps it in its
+//! state directory), and passes it in, so an attacker who can write the trust directory cannot
+//! roll the list back to before a revocation, nor swap in another list signed under the same
+//! version (one without the serial — the CA's mistake or a stolen key): a list is never
+//! re-issued under a version already used, so the same version with other content is
+//! equivocation, refused like a rollback.
+//!
+//! The digest is of the canonical signed body, not of the file: the file may be re-indented
+//! (the signature covers the body's canonical bytes), and a re-indented list is the same list.
 
 use crate::cert::{valid_serial, Certificate};
 use crate::minisign::{KeyId, MinisignError, PublicKey, SecretKey};
 use crate::signed::{Envelope, EnvelopeError};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// The envelope field holding the body.
 pub const FIELD: &str = "revocations";
@@ -71,6 +79,16 @@ pub enum CrlError {
         /// Highest version remembered.
         seen: u64,
     },
+    /// The same version as the list seen before, with another signed body.
+    #[error("revocation list version {version} was seen before with other content (signed body sha256 {seen}, now {found}): a list is never re-issued under a version already used")]
+    Changed {
+        /// The version.
+        version: u64,
+        /// Hex SHA-256 of the body seen before.
+        seen: String,
+        /// Hex SHA-256 of this list's body.
+        found: String,
+    },
     /// A certificate's serial is revoked.
     #[error("{kind} certificate serial {serial} is revoked")]
     RevokedSerial {
@@ -90,6 +108,18 @@ pub enum CrlError {
     /// Signing failed.
     #[error("cannot sign the revocation list")]
     Sign(#[source] EnvelopeError),
+}
+
+/// What a node remembers of the latest list accepted from one issuer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// Its version: a lower one is a rollback.
+    pub version: u64,
+    /// SHA-256 of its canonical signed body ([`RevocationList::body_sha256`]): the same version
+    /// with another digest is refused. `None` where only the version was remembered (state
+    /// written before digests were kept); the caller records the digest when it next accepts
+    /// that version.
+    pub body_sha256: Option<[u8; 32]>,
 }
 
 /// A syntactically valid list whose signature has not been checked yet.
@@ -151,9 +181,21 @@ impl RevocationList {
         Envelope::sign(body, FIELD, key, trusted_comment).map_err(CrlError::Sign)
     }
 
-    /// Verify signature (by any root with the issuer id), expiry and monotonicity against
-    /// `seen`, the highest version remembered for this issuer.
-    pub fn verify(&self, roots: &[PublicKey], now: u64, seen: Option<u64>) -> Result<(), CrlError> {
+    /// SHA-256 of the canonical bytes of the signed body: what identifies this list's content
+    /// (the file around it may be re-indented).
+    pub fn body_sha256(&self) -> [u8; 32] {
+        Sha256::digest(&self.envelope.canonical).into()
+    }
+
+    /// Verify signature (by any root with the issuer id), expiry, and freshness against `seen`,
+    /// what is remembered of the last list accepted from this issuer: not an older version, and
+    /// not the same version with another body.
+    pub fn verify(
+        &self,
+        roots: &[PublicKey],
+        now: u64,
+        seen: Option<Seen>,
+    ) -> Result<(), CrlError> {
         let mut candidates = roots.iter().filter(|r| r.key_id == self.issuer).peekable();
         if candidates.peek().is_none() {
             return Err(CrlError::UnknownIssuer(self.issuer));
@@ -178,11 +220,22 @@ impl RevocationList {
             });
         }
         if let Some(seen) = seen {
-            if self.body.version < seen {
+            if self.body.version < seen.version {
                 return Err(CrlError::Rollback {
                     found: self.body.version,
-                    seen,
+                    seen: seen.version,
                 });
+            }
+            let found = self.body_sha256();
+            match seen.body_sha256 {
+                Some(d) if self.body.version == seen.version && d != found => {
+                    return Err(CrlError::Changed {
+                        version: seen.version,
+                        seen: hex::encode(d),
+                        found: hex::encode(found),
+                    });
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -233,14 +286,21 @@ mod tests {
         (root, l)
     }
 
+    fn seen(version: u64) -> Option<Seen> {
+        Some(Seen {
+            version,
+            body_sha256: None,
+        })
+    }
+
     #[test]
     fn verify_expiry_rollback() {
         let (root, l) = list(5, vec!["0".repeat(32)]);
         let roots = [root.public_key()];
-        l.verify(&roots, 50, Some(5)).unwrap();
+        l.verify(&roots, 50, seen(5)).unwrap();
         l.verify(&roots, 50, None).unwrap();
         assert!(matches!(
-            l.verify(&roots, 50, Some(6)),
+            l.verify(&roots, 50, seen(6)),
             Err(CrlError::Rollback { found: 5, seen: 6 })
         ));
         assert!(matches!(
@@ -252,6 +312,49 @@ mod tests {
             l.verify(&[other], 50, None),
             Err(CrlError::UnknownIssuer(_))
         ));
+    }
+
+    /// Two lists signed under one version, the second without the serial: once the first is
+    /// remembered with its digest, the second is refused (and the first still accepted, even
+    /// re-indented); a higher version is accepted whatever its digest; without a remembered
+    /// digest (older state) only the version is compared.
+    #[test]
+    fn same_version_other_content_is_refused() {
+        let (root, revoking) = list(5, vec!["0".repeat(32)]);
+        let (_, undoing) = list(5, vec![]);
+        let roots = [root.public_key()];
+        let remembered = Some(Seen {
+            version: 5,
+            body_sha256: Some(revoking.body_sha256()),
+        });
+        revoking.verify(&roots, 50, remembered).unwrap();
+        match undoing.verify(&roots, 50, remembered) {
+            Err(CrlError::Changed {
+                version: 5,
+                seen,
+                found,
+            }) => {
+                assert_eq!(seen, hex::encode(revoking.body_sha256()));
+                assert_eq!(found, hex::encode(undoing.body_sha256()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = undoing.verify(&roots, 50, remembered).unwrap_err();
+        assert!(
+            e.to_string().contains("seen before with other content"),
+            "{e}"
+        );
+        // The digest is of the signed body: the same list re-indented is the same list.
+        let reindented: serde_json::Value =
+            serde_json::from_slice(&RevocationList::issue(&revoking.body, &root, "").unwrap())
+                .unwrap();
+        let compact = RevocationList::parse(&serde_json::to_vec(&reindented).unwrap()).unwrap();
+        assert_eq!(compact.body_sha256(), revoking.body_sha256());
+        compact.verify(&roots, 50, remembered).unwrap();
+        // A higher version moves on; older state (no digest) compares versions only.
+        let (_, next) = list(6, vec![]);
+        next.verify(&roots, 50, remembered).unwrap();
+        undoing.verify(&roots, 50, seen(5)).unwrap();
     }
 
     #[test]
@@ -269,6 +372,29 @@ mod tests {
         assert!(matches!(
             RevocationList::issue(&body, &root, ""),
             Err(CrlError::Field("revoked_serials"))
+        ));
+    }
+
+    /// An empty serial list put in front of the signed one (a first-wins reader would see
+    /// nothing revoked) is a malformed list.
+    #[test]
+    fn a_repeated_key_is_a_malformed_list() {
+        let root = SecretKey::from_seed([1; 32], [1; 8]);
+        let body = RevocationBody {
+            format: 1,
+            version: 2,
+            issued_at: 10,
+            expires_at: 100,
+            issuer_key_id: root.public_key().key_id.to_string(),
+            revoked_serials: vec!["0".repeat(32)],
+            revoked_key_ids: vec![],
+        };
+        let bytes = RevocationList::issue(&body, &root, "").unwrap();
+        let dup = crate::signed::tests::prepend_in_body(&bytes, FIELD, r#""revoked_serials": []"#);
+        crate::signed::tests::lenient_reading_verifies(&dup, FIELD, &root.public_key());
+        assert!(matches!(
+            RevocationList::parse(&dup),
+            Err(CrlError::Envelope(EnvelopeError::DuplicateKey(_)))
         ));
     }
 }

@@ -382,4 +382,20 @@ mod tests {
             Err(GrantError::Field("expires_at"))
         ));
     }
+
+    /// Targets put in front of the signed ones are a malformed grant (`grant_malformed`).
+    #[test]
+    fn a_repeated_key_is_a_malformed_grant() {
+        let op = SecretKey::from_seed([3; 32], [3; 8]);
+        let bytes = Grant::issue(&body(&op), &op).unwrap();
+        let dup =
+            crate::signed::tests::prepend_in_body(&bytes, FIELD, r#""targets": ["network:host"]"#);
+        crate::signed::tests::lenient_reading_verifies(&dup, FIELD, &op.public_key());
+        let e = Grant::parse(&dup).unwrap_err();
+        assert!(
+            matches!(e, GrantError::Envelope(EnvelopeError::DuplicateKey(_))),
+            "{e:?}"
+        );
+        assert_eq!(e.kind(), "grant_malformed");
+    }
 }

@@ -216,4 +216,27 @@ mod tests {
             Err(LicenseError::UnknownIssuer(_))
         ));
     }
+
+    /// `"state": "active"` put in front of a frozen license's signed state is a malformed
+    /// license, not a second reading of it.
+    #[test]
+    fn a_repeated_key_is_a_malformed_license() {
+        let root = SecretKey::from_seed([1; 32], [1; 8]);
+        let body = LicenseBody {
+            format: 1,
+            serial: "ACME-1".into(),
+            state: LicenseState::Frozen,
+            hardware_id: None,
+            issued_at: 1,
+            expires_at: None,
+            issuer_key_id: root.public_key().key_id.to_string(),
+        };
+        let bytes = License::issue(&body, &root, "").unwrap();
+        let dup = crate::signed::tests::prepend_in_body(&bytes, FIELD, r#""state": "active""#);
+        crate::signed::tests::lenient_reading_verifies(&dup, FIELD, &root.public_key());
+        assert!(matches!(
+            License::parse(&dup),
+            Err(LicenseError::Envelope(EnvelopeError::DuplicateKey(_)))
+        ));
+    }
 }

@@ -5,6 +5,12 @@
 //! the file itself may be pretty-printed or re-indented without breaking it, while any change of
 //! meaning does. The signature sits beside the body it signs, never inside it, so nothing is
 //! self-referential (seed 004).
+//!
+//! The whole document, body and outer object alike, is read with
+//! [`canonical::from_slice_unique`]: a key named twice in one object is refused
+//! ([`EnvelopeError::DuplicateKey`]), because serde_json keeps the last value while other readers
+//! keep the first — a key put in front of a signed one would leave the signature intact and make
+//! another tool read another document.
 
 use crate::canonical::{self, CanonicalError};
 use crate::minisign::{MinisignError, PublicKey, SecretKey, Signature};
@@ -24,6 +30,11 @@ pub enum EnvelopeError {
     /// Not JSON.
     #[error("document is not JSON")]
     Json(#[source] serde_json::Error),
+    /// An object names the same key twice (the cause names it and where).
+    #[error(
+        "document names a key twice in one object: JSON readers disagree on which value counts"
+    )]
+    DuplicateKey(#[source] serde_json::Error),
     /// Not an object with exactly the body field and `signature`.
     #[error("document must be an object with exactly the fields `{0}` and `signature`")]
     Shape(&'static str),
@@ -52,7 +63,13 @@ impl Envelope {
         if bytes.len() > MAX_DOC_BYTES {
             return Err(EnvelopeError::TooLarge(bytes.len()));
         }
-        let v: Value = serde_json::from_slice(bytes).map_err(EnvelopeError::Json)?;
+        let v = canonical::from_slice_unique(bytes).map_err(|e| {
+            if e.is_data() {
+                EnvelopeError::DuplicateKey(e)
+            } else {
+                EnvelopeError::Json(e)
+            }
+        })?;
         let Value::Object(mut m) = v else {
             return Err(EnvelopeError::Shape(field));
         };
@@ -101,8 +118,27 @@ impl Envelope {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// `doc` (as [`Envelope::sign`] writes it) with `key_value` (`"key": value`) put first in
+    /// the body object under `field`: what an attacker does to leave the signature intact.
+    pub(crate) fn prepend_in_body(doc: &[u8], field: &str, key_value: &str) -> Vec<u8> {
+        let text = String::from_utf8(doc.to_vec()).unwrap();
+        let open = format!("\"{field}\": {{");
+        assert!(text.contains(&open), "{text}");
+        text.replacen(&open, &format!("{open}\n    {key_value},"), 1)
+            .into_bytes()
+    }
+
+    /// What a reader that keeps the last of a repeated key (serde_json) makes of `doc`: the
+    /// signature over its body verifies with `key` — the duplicate does not break it.
+    pub(crate) fn lenient_reading_verifies(doc: &[u8], field: &str, key: &PublicKey) {
+        let v: Value = serde_json::from_slice(doc).unwrap();
+        let canonical = canonical::to_vec(&v[field]).unwrap();
+        let sig = Signature::parse(v["signature"].as_str().unwrap()).unwrap();
+        key.verify(&canonical, &sig).unwrap();
+    }
 
     #[test]
     fn sign_parse_verify_and_tamper() {
@@ -123,6 +159,37 @@ mod tests {
         assert!(matches!(
             Envelope::parse(b"[", "doc"),
             Err(EnvelopeError::Json(_))
+        ));
+    }
+
+    /// A key put in front of a signed one leaves the canonical bytes (last value wins) and so the
+    /// signature intact; it is refused, in the body and in the outer object.
+    #[test]
+    fn a_repeated_key_is_refused_in_the_body_and_the_envelope() {
+        let sk = SecretKey::from_seed([7; 32], [7; 8]);
+        let bytes =
+            Envelope::sign(&serde_json::json!({"b": 1, "a": "x"}), "doc", &sk, "t").unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let body_dup = text.replacen("\"a\": \"x\"", "\"a\": \"evil\", \"a\": \"x\"", 1);
+        let outer_dup = text.replacen("{\n", "{\n  \"doc\": {\"a\": \"evil\", \"b\": 1},\n", 1);
+        for doc in [&body_dup, &outer_dup] {
+            assert_ne!(doc, &text);
+            // What serde_json alone makes of it: the signed document, signature intact.
+            let lenient: Value = serde_json::from_str(doc).unwrap();
+            let canonical = canonical::to_vec(&lenient["doc"]).unwrap();
+            let sig = Signature::parse(lenient["signature"].as_str().unwrap()).unwrap();
+            sk.public_key().verify(&canonical, &sig).unwrap();
+            match Envelope::parse(doc.as_bytes(), "doc") {
+                Err(EnvelopeError::DuplicateKey(e)) => {
+                    assert!(e.to_string().contains("duplicate key"), "{e}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let sig_dup = text.replacen("{\n", "{\n  \"signature\": \"x\",\n", 1);
+        assert!(matches!(
+            Envelope::parse(sig_dup.as_bytes(), "doc"),
+            Err(EnvelopeError::DuplicateKey(_))
         ));
     }
 }

@@ -9,7 +9,9 @@
 //! `ca issue` and `ca license` refuse an existing output unless `--force` (a certificate or a
 //! license handed out, with its random serial or its state, is not replaced by accident);
 //! `ca revoke` writes its list over the previous one on purpose: the list is re-issued whole,
-//! with a higher version, each time.
+//! with a higher version, each time. It records the new version in `revocations-issued.json`
+//! before the list is written, so no list is ever out whose version the CA has not recorded
+//! (which would let the next `ca revoke` sign another list under the same version).
 //!
 //! Issuing applies the same bounds as verification (`stockade_trust::chain::check_bounds`), so a
 //! CA cannot mint a certificate that every node would refuse: `--capabilities` may narrow the
@@ -19,7 +21,7 @@ use crate::cli::{CaInitArgs, CaIssueArgs, CaLicenseArgs, CaRevokeArgs};
 use crate::cmd::keygen::{fresh_key, write_pair};
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::fileio::{read_capped, write_atomic};
+use crate::fileio::{read_capped, reserve, write_atomic, FileError};
 use crate::keyfile::{load_public, load_secret, random_bytes, secret_key_hint, unix_now};
 use crate::output::Output;
 use serde::{Deserialize, Serialize};
@@ -128,10 +130,12 @@ fn days_secs(days: u32) -> Result<u64, CmdError> {
 }
 
 fn write_out(path: &Path, bytes: &[u8]) -> Result<(), CmdError> {
-    write_atomic(path, bytes, 0o644).map_err(|e| {
-        CmdError::new(Exit::CantCreate, "output", e)
-            .hint("check that the output directory exists and is writable")
-    })
+    write_atomic(path, bytes, 0o644).map_err(output_error)
+}
+
+fn output_error(e: FileError) -> CmdError {
+    CmdError::new(Exit::CantCreate, "output", e)
+        .hint("check that the output directory exists and is writable")
 }
 
 #[derive(Serialize)]
@@ -469,11 +473,32 @@ pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
         ),
     )
     .map_err(|e| CmdError::new(Exit::DataErr, "revocation", e))?;
-    write_out(&a.output, &list)?;
     let state_bytes = serde_json::to_vec_pretty(&state)
         .map_err(|e| CmdError::new(Exit::Software, "internal", e))?;
-    write_atomic(&state_path, &state_bytes, 0o600)
-        .map_err(|e| CmdError::new(Exit::CantCreate, "ca_dir", e))?;
+    // The CA records a version before any list of that version exists: a list out in the world
+    // whose version the CA has not recorded would be followed by another list under the same
+    // version, perhaps without the serials revoked by the first. So: reserve the output (an unwritable one fails here,
+    // with nothing recorded), commit the state (a failure drops the reservation: no list), then
+    // commit the list. A failure at that last step leaves a version recorded and no list of it,
+    // which costs only the number: the next `ca revoke` issues the one after it.
+    let reserved = reserve(&a.output, 0o644).map_err(output_error)?;
+    write_atomic(&state_path, &state_bytes, 0o600).map_err(|e| {
+        CmdError::new(Exit::CantCreate, "ca_dir", e).hint(format!(
+            "nothing was issued: {} is unchanged and no list was written; make the CA directory \
+             writable and run `ca revoke` again",
+            ISSUED_REVOCATIONS
+        ))
+    })?;
+    reserved
+        .commit(&list, Some(0o644), None, true)
+        .map_err(|e| {
+            output_error(e).hint(format!(
+                "version {} is recorded in {ISSUED_REVOCATIONS} but no list of it was written; \
+                 run `ca revoke` again (it issues version {}, with the same revocations)",
+                body.version,
+                body.version + 1
+            ))
+        })?;
     let r = RevokeReport {
         output: a.output,
         version: body.version,

@@ -57,7 +57,8 @@ pub enum ChainStepError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RevocationError {
-    /// The list is unreadable or invalid (signature, expiry, rollback).
+    /// The list is unreadable or invalid (signature, expiry, rollback, the same version with
+    /// other content).
     #[error("the revocation list is not acceptable")]
     List(#[source] CrlError),
     /// A certificate is revoked.
@@ -259,6 +260,7 @@ impl VerifyError {
                 RevocationError::Revoked(CrlError::RevokedSerial { .. }) => "revocation.serial",
                 RevocationError::Revoked(_) => "revocation.key",
                 RevocationError::List(CrlError::Rollback { .. }) => "revocation.rollback",
+                RevocationError::List(CrlError::Changed { .. }) => "revocation.list_changed",
                 RevocationError::List(CrlError::Expired { .. }) => "revocation.list_expired",
                 RevocationError::List(_) => "revocation.list_invalid",
                 RevocationError::Missing { .. } | RevocationError::Required => {

@@ -38,7 +38,7 @@ use stockade_policy::capability::{Capability, Scope};
 use stockade_policy::manifest::ValidatedManifest;
 use stockade_trust::cert::{CertError, Certificate};
 use stockade_trust::chain::{check_validity, verify_chain};
-use stockade_trust::crl::RevocationList;
+use stockade_trust::crl::{RevocationList, Seen};
 use stockade_trust::license::LicenseState;
 use stockade_trust::minisign::{KeyId, Signature};
 use stockade_trust::statement::Statement;
@@ -821,10 +821,10 @@ fn check_revocation(
 ) -> Result<Option<u64>, RevocationError> {
     let mut state = RevocationState::load(&cfg.state_dir).map_err(RevocationError::State)?;
     let Some(bytes) = &cfg.revocations else {
-        if let Some((issuer, version)) = state.seen.iter().next() {
+        if let Some((issuer, seen)) = state.seen.iter().next() {
             return Err(RevocationError::Missing {
                 issuer: issuer.clone(),
-                version: *version,
+                version: seen.version,
             });
         }
         if cfg.require_revocations {
@@ -839,15 +839,21 @@ fn check_revocation(
     list.verify(&cfg.root_keys(), now, seen)
         .map_err(RevocationError::List)?;
     // A list seen before from a different issuer must not disappear either.
-    if let Some((other, version)) = state.seen.iter().find(|(k, _)| **k != issuer) {
+    if let Some((other, s)) = state.seen.iter().find(|(k, _)| **k != issuer) {
         return Err(RevocationError::OtherIssuer {
             seen_issuer: other.clone(),
-            version: *version,
+            version: s.version,
             issuer,
         });
     }
-    if seen.is_none_or(|s| list.body.version > s) {
-        state.seen.insert(issuer, list.body.version);
+    // Remember a higher version with its digest; for the version already remembered, only a
+    // digest that state of earlier builds lacks (verify refused any other body).
+    if seen.is_none_or(|s| list.body.version > s.version || s.body_sha256.is_none()) {
+        let accepted = Seen {
+            version: list.body.version,
+            body_sha256: Some(list.body_sha256()),
+        };
+        state.seen.insert(issuer, accepted);
         state.save(&cfg.state_dir).map_err(RevocationError::State)?;
     }
     list.check_certs(certs).map_err(RevocationError::Revoked)?;
