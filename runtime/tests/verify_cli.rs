@@ -503,7 +503,11 @@ fn size_caps_and_container_layout() {
     assert_fail(&fx.verify("junk.stockade", &[]), 65, "container");
     assert_eq!(fx.verify("./missing.stockade", &[]).code, 66);
     // Without a path separator it could be a plugin's name: not installed either (104).
-    assert_fail(&fx.verify("missing.stockade", &[]), 104, "store.not_installed");
+    assert_fail(
+        &fx.verify("missing.stockade", &[]),
+        104,
+        "store.not_installed",
+    );
 }
 
 /// The container is exactly the six ustar entries and the end-of-archive marker: bytes hidden
