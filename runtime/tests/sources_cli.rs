@@ -983,3 +983,111 @@ fn an_index_signed_by_stock_minisign() {
     expect(&add_source(&fx, &repo.url(), "msop.pub"), 0, "");
     expect(&fx.store_install(&["hello"], &[]), 0, "");
 }
+
+/// `(inode, bytes)` of `state/sources.json`, `None` when it does not exist.
+fn sources_file(fx: &Fixture) -> Option<(u64, Vec<u8>)> {
+    use std::os::unix::fs::MetadataExt;
+    let p = fx.path("state/sources.json");
+    let m = std::fs::metadata(&p).ok()?;
+    Some((m.ino(), std::fs::read(&p).unwrap()))
+}
+
+/// `source add` verifies the index against the source in memory and saves `sources.json` only
+/// after: a refused index leaves it exactly as it was (not even rewritten), and no cached index.
+#[test]
+fn source_add_writes_nothing_until_the_index_verifies() {
+    let (fx, mut repo) = setup();
+    ok(fx.dir(), &["keygen", "-o", "mallory"]);
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "mallory");
+    std::fs::create_dir_all(fx.path("state")).unwrap();
+    // No sources.json before: none after.
+    expect(
+        &add_source(&fx, &repo.url(), "op.pub"),
+        91,
+        "index.operator_key",
+    );
+    assert_eq!(sources_file(&fx), None);
+    assert!(!fx.path("state/indexes/main.json").exists());
+    // With another source configured: the file is not touched (same inode, same bytes).
+    repo.write(&fx, "op");
+    let r = fx.run(&[
+        "--json",
+        "source",
+        "add",
+        "first",
+        &repo.url(),
+        "--operator-key",
+        "op.pub",
+        "--state-dir",
+        "state",
+    ]);
+    expect(&r, 0, "");
+    let before = sources_file(&fx).unwrap();
+    repo.write(&fx, "mallory");
+    expect(
+        &add_source(&fx, &repo.url(), "op.pub"),
+        91,
+        "index.operator_key",
+    );
+    assert_eq!(sources_file(&fx).unwrap(), before);
+    assert!(!fx.path("state/indexes/main.json").exists());
+    // A malformed signature file (refused after the point the old code had saved) likewise.
+    std::fs::write(repo.dir.join("index.json.minisig"), "not a signature").unwrap();
+    expect(
+        &add_source(&fx, &repo.url(), "op.pub"),
+        91,
+        "index.signature",
+    );
+    assert_eq!(sources_file(&fx).unwrap(), before);
+}
+
+/// `source add` killed while it fetches the index (a server that accepts and never answers)
+/// leaves no source behind: nothing was saved before the index verified, so a later install by
+/// id is not failed closed by a half-added source, and the same `source add` works (not 73).
+#[test]
+fn source_add_killed_while_fetching_adds_nothing() {
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    std::fs::create_dir_all(fx.path("state")).unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/index.json",
+        silent.local_addr().unwrap().port()
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args([
+            "source",
+            "add",
+            "main",
+            &url,
+            "--operator-key",
+            "op.pub",
+            "--state-dir",
+            "state",
+        ])
+        .current_dir(fx.dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The connection is accepted once the command is fetching: past the point where the old
+    // code had saved the source. It is never answered.
+    let (_conn, _) = silent.accept().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(sources_file(&fx), None);
+    let r = ok(
+        fx.dir(),
+        &["--json", "source", "list", "--state-dir", "state"],
+    );
+    assert_eq!(r.json()["sources"].as_array().unwrap().len(), 0);
+    // Installing by id is "not found", not a fail-closed fetch of a half-added source; and the
+    // source can be added now.
+    expect(&fx.store_install(&["hello"], &[]), 94, "index.not_found");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
+}

@@ -615,6 +615,46 @@ pub fn refresh(state_dir: &Path, name: &str, now: u64) -> Result<VerifiedIndex, 
         .get(name)
         .cloned()
         .ok_or_else(|| SourceError::UnknownSource(name.into()))?;
+    let checked = check_index(state_dir, name, src, now)?;
+    remember(state_dir, &mut sources, checked)
+}
+
+/// `source add`: step 1 for a source that is not configured yet, verified as given (in memory)
+/// and saved only once its index passed (docs/sources.md: "the index must verify right then or
+/// the source is not added"). Nothing is written before: a failure, or a crash or kill while
+/// the index is fetched, leaves `sources.json` as it was (it used to be saved first, and a
+/// killed add left a source with no verified index that failed every later install closed).
+pub fn add(
+    state_dir: &Path,
+    name: &str,
+    src: Source,
+    now: u64,
+) -> Result<VerifiedIndex, SourceError> {
+    let mut sources = Sources::load(state_dir)?;
+    if sources.sources.contains_key(name) {
+        return Err(SourceError::SourceExists(name.into()));
+    }
+    let checked = check_index(state_dir, name, src, now)?;
+    remember(state_dir, &mut sources, checked)
+}
+
+/// An index that passed step 1, not yet remembered.
+struct CheckedIndex {
+    /// The source with what this index makes of it (version seen, a rotated key).
+    src: Source,
+    bytes: Vec<u8>,
+    sig_bytes: Vec<u8>,
+    vi: VerifiedIndex,
+}
+
+/// Step 1 against the source `src` as given: fetch, signature (or rotation proof), parse,
+/// rollback and freeze. Writes nothing.
+fn check_index(
+    state_dir: &Path,
+    name: &str,
+    mut src: Source,
+    now: u64,
+) -> Result<CheckedIndex, SourceError> {
     let pinned =
         PublicKey::from_base64(&src.operator_pubkey).map_err(|e| SourceError::Corrupt {
             path: state_dir.join(SOURCES_FILE),
@@ -675,33 +715,46 @@ pub fn refresh(state_dir: &Path, name: &str, now: u64) -> Result<VerifiedIndex, 
             source_name: name.into(),
             source,
         })?;
-    // Remember: the cache first (a crash between the two leaves a cache the next refresh
-    // replaces), then the version in sources.json.
+    src.seen_version = Some(index.version);
+    src.seen_sha256 = Some(hex::encode(index.sha256));
+    src.refreshed_at = Some(now);
+    if let Some(k) = &rotated {
+        src.operator_pubkey = k.to_base64();
+    }
+    Ok(CheckedIndex {
+        vi: VerifiedIndex {
+            source: name.into(),
+            url: src.url.clone(),
+            index,
+            rotated_operator: rotated.is_some(),
+        },
+        src,
+        bytes,
+        sig_bytes,
+    })
+}
+
+/// Remember a checked index: the cache first, then the source in `sources.json` (the commit).
+/// A crash between the two leaves, for `add`, a cache no configured source reads (`cached`
+/// reads only a configured source's, verified against its pinned key) and, for a refresh, one
+/// the next refresh replaces — never a source without its verified index.
+fn remember(
+    state_dir: &Path,
+    sources: &mut Sources,
+    c: CheckedIndex,
+) -> Result<VerifiedIndex, SourceError> {
+    let name = &c.vi.source;
     let cache = state_dir.join(INDEX_CACHE_DIR);
     crate::state::ensure_dir(&cache)?;
-    write_state_file(&cache.join(format!("{name}.json")), &bytes, 0o644)?;
+    write_state_file(&cache.join(format!("{name}.json")), &c.bytes, 0o644)?;
     write_state_file(
         &cache.join(format!("{name}.json.minisig")),
-        &sig_bytes,
+        &c.sig_bytes,
         0o644,
     )?;
-    let entry = sources
-        .sources
-        .get_mut(name)
-        .ok_or_else(|| SourceError::UnknownSource(name.into()))?;
-    entry.seen_version = Some(index.version);
-    entry.seen_sha256 = Some(hex::encode(index.sha256));
-    entry.refreshed_at = Some(now);
-    if let Some(k) = &rotated {
-        entry.operator_pubkey = k.to_base64();
-    }
+    sources.sources.insert(name.clone(), c.src);
     sources.save(state_dir)?;
-    Ok(VerifiedIndex {
-        source: name.into(),
-        url: src.url,
-        index,
-        rotated_operator: rotated.is_some(),
-    })
+    Ok(c.vi)
 }
 
 /// The last verified index of a source, from the cache, re-verified against the pinned key (no
