@@ -1091,3 +1091,66 @@ fn source_add_killed_while_fetching_adds_nothing() {
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
     expect(&fx.store_install(&["hello"], &[]), 0, "");
 }
+
+/// A signed entry of an index served over HTTP may not point its artifact or signature at a
+/// `file://` URL: `install ID` refuses it (64, `index.url`) before reading the file, so neither
+/// the error nor anything else says the file's size or digest. A `file://` index may name
+/// `file://` URLs (local mirrors), and a loopback index loopback ones.
+#[test]
+fn an_index_may_not_point_at_urls_more_local_than_itself() {
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    // A local file standing for /etc/machine-id: its digest must not come out.
+    let secret = fx.path("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let secret_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read(&secret).unwrap(),
+    ));
+    let secret_url = format!("file://{}", secret.display());
+    // Its size given, so that without the rule the download passes the size check and the
+    // mismatch error would carry the file's SHA-256.
+    let e = &mut repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["platforms"][PLATFORM];
+    e["url"] = json!(secret_url);
+    e["size"] = json!(std::fs::metadata(&secret).unwrap().len());
+    repo.write(&fx, "op");
+    let port = serve(repo.dir.clone());
+    let url = format!("http://127.0.0.1:{port}/index.json");
+    expect(&add_source(&fx, &url, "op.pub"), 0, "");
+    let r = fx.store_install(&["hello"], &[]);
+    expect(&r, 64, "index.url");
+    assert!(r.stdout.contains("file://"), "{}", r.stdout);
+    assert!(!r.stdout.contains(&secret_sha), "{}", r.stdout);
+    assert!(!r.stderr.contains(&secret_sha), "{}", r.stderr);
+    // The signature URL likewise (the artifact itself being fine).
+    repo.entries.clear();
+    let sig = format!(
+        "file://{}",
+        repo.dir.join(format!("{pkg}.minisig")).display()
+    );
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["platforms"][PLATFORM]["signature_url"] =
+        json!(sig);
+    repo.version = 2;
+    repo.write(&fx, "op");
+    expect(&fx.store_install(&["hello"], &[]), 64, "index.url");
+    assert!(fx.installed().is_empty());
+    // Loopback from a loopback index is fine.
+    repo.entries.clear();
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["platforms"][PLATFORM]["url"] =
+        json!(format!("http://localhost:{port}/{pkg}"));
+    repo.version = 3;
+    repo.write(&fx, "op");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
+    // A file:// index may name absolute file:// URLs.
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    let dir = repo.dir.clone();
+    let e = repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    e["platforms"][PLATFORM]["url"] = json!(format!("file://{}", dir.join(&pkg).display()));
+    e["platforms"][PLATFORM]["signature_url"] = json!(format!(
+        "file://{}",
+        dir.join(format!("{pkg}.minisig")).display()
+    ));
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
+}

@@ -29,7 +29,10 @@
 //! URLs: `file://`, `https://` (rustls, webpki roots), and `http://` to loopback only (local
 //! mirrors and tests: plain HTTP elsewhere would let anyone on the path withhold or replay — the
 //! signatures stop forgery, not freeze or denial). Redirects are not followed. Every download
-//! is capped. Artifact and signature URLs may be relative to the index URL.
+//! is capped. Artifact and signature URLs may be relative to the index URL, and may not be more
+//! local than it ([`check_entry_url`]): an index served from elsewhere must not make this host
+//! read its own files (`file:///etc/machine-id`) or its loopback services and report what it got
+//! (a size, a SHA-256) in an error and the audit log.
 
 use crate::exit::Exit;
 use crate::fileio::{read_capped, write_state_file, FileError};
@@ -528,6 +531,115 @@ pub fn check_url(url: &str) -> Result<(), SourceError> {
     refuse("only file://, https:// and loopback http:// URLs are fetched")
 }
 
+/// How close to this host a URL's target is; ordered, so that "more local" is `>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Locality {
+    /// Another host (https, or http that [`check_url`] refuses anyway).
+    Remote,
+    /// A loopback (or unspecified) address, or a `localhost` name: this host's services.
+    Loopback,
+    /// A `file://` URL: this host's files.
+    File,
+}
+
+/// Where `url` points ([`Locality`]). A host counts as loopback if it is `localhost` or a
+/// `.localhost` name (RFC 6761), or an address in any spelling a resolver accepts for one —
+/// `127.1`, `0x7f000001`, `2130706433`, `[::ffff:127.0.0.1]` — or the unspecified address
+/// (`0.0.0.0`, `[::]`, which connect to this host). Names that resolve to loopback through DNS
+/// cannot be told without resolving them, and are not.
+pub fn locality(url: &str) -> Locality {
+    if url.starts_with("file://") {
+        return Locality::File;
+    }
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return Locality::Remote;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit('@').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let local_ip = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
+        }
+    };
+    let local = host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(local_ip)
+        || inet_aton(&host).is_some_and(|v4| local_ip(v4.into()));
+    if local {
+        Locality::Loopback
+    } else {
+        Locality::Remote
+    }
+}
+
+/// An IPv4 address in the forms `inet_aton(3)` (and so a resolver) accepts: one to four parts,
+/// each decimal, octal (`0` prefix) or hex (`0x`), the last filling the remaining bytes.
+fn inet_aton(s: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut nums = Vec::with_capacity(parts.len());
+    for p in &parts {
+        let n = if let Some(h) = p.strip_prefix("0x") {
+            u32::from_str_radix(h, 16).ok()?
+        } else if p.len() > 1 && p.starts_with('0') {
+            u32::from_str_radix(&p[1..], 8).ok()?
+        } else {
+            p.parse::<u32>().ok()?
+        };
+        nums.push(n);
+    }
+    let (last, head) = nums.split_last()?;
+    let (mut addr, mut rest_bits) = (0u32, 32u32);
+    for &n in head {
+        if n > 0xff {
+            return None;
+        }
+        rest_bits -= 8;
+        addr |= n << rest_bits;
+    }
+    if rest_bits < 32 && *last >= (1u32 << rest_bits) {
+        return None;
+    }
+    Some(std::net::Ipv4Addr::from(addr | last))
+}
+
+/// An artifact or signature URL of an index entry (already resolved against `index_url`): not
+/// more local than the index it came from. A `file://` index may name files (local mirrors and
+/// tests); an index from loopback may name loopback, not files; an index from another host
+/// neither. Otherwise a signed entry could make `install ID` read `/etc/machine-id` or a local
+/// service and print its digest.
+pub fn check_entry_url(index_url: &str, url: &str) -> Result<(), SourceError> {
+    let (from, to) = (locality(index_url), locality(url));
+    if to <= from {
+        return Ok(());
+    }
+    Err(SourceError::Url {
+        url: url.into(),
+        why: match to {
+            Locality::File => {
+                "an index that is not itself a file:// URL may not point at file:// URLs"
+            }
+            _ => "an index from another host may not point at a loopback address",
+        },
+    })
+}
+
 /// `rel` relative to the URL `base` (an absolute URL is returned as is). No `..`.
 pub fn resolve(base: &str, rel: &str) -> Result<String, SourceError> {
     if rel.contains("://") {
@@ -899,8 +1011,13 @@ impl Session {
             platform: platform.into(),
             have,
         })?;
-        // Step 2: size and digest, before any signature is read.
+        // Step 2: size and digest, before any signature is read. Both URLs are checked against
+        // the index's own before anything is fetched, so a digest in an error is always of
+        // something the index may point at.
         let url = resolve(&vi.url, &art.url)?;
+        check_entry_url(&vi.url, &url)?;
+        let sig_url = resolve(&vi.url, &art.signature_url)?;
+        check_entry_url(&vi.url, &sig_url)?;
         if art.size > MAX_PACKAGE_BYTES {
             return Err(SourceError::ArtifactDigest {
                 url,
@@ -938,7 +1055,6 @@ impl Session {
                 source: Box::new(err),
             }
         })?;
-        let sig_url = resolve(&vi.url, &art.signature_url)?;
         let sig_bytes = fetch(&sig_url, MAX_SIG_BYTES)?;
         let sig_fail = |source| SourceError::ArtifactSignature {
             url: url.clone(),
@@ -1136,5 +1252,74 @@ mod tests {
         );
         assert!(resolve("https://h/a/index.json", "../x").is_err());
         assert!(resolve("https://h/a/index.json", "/etc/x").is_err());
+    }
+
+    #[test]
+    fn localities() {
+        use Locality::*;
+        for (url, want) in [
+            ("file:///etc/machine-id", File),
+            ("https://plugins.example.org/x", Remote),
+            ("https://127.0.0.1/x", Loopback),
+            ("https://user@127.0.0.1:8443/x", Loopback),
+            ("https://evil.example@127.0.0.1/x", Loopback),
+            ("https://127.0.0.1@evil.example/x", Remote),
+            ("http://localhost:80/x", Loopback),
+            ("http://LOCALHOST./x", Loopback),
+            ("https://a.localhost/x", Loopback),
+            ("https://localhost.example/x", Remote),
+            ("https://[::1]/x", Loopback),
+            ("https://[::]/x", Loopback),
+            ("https://[::ffff:127.0.0.1]/x", Loopback),
+            ("https://0.0.0.0/x", Loopback),
+            ("https://127.1/x", Loopback),
+            ("https://2130706433/x", Loopback),
+            ("https://0x7f000001/x", Loopback),
+            ("https://0177.0.0.1/x", Loopback),
+            ("https://127.255.255.254?q", Loopback),
+            ("https://128.0.0.1/x", Remote),
+            ("https://10.0.0.1/x", Remote),
+            ("https://1.2.3.4.5/x", Remote),
+            ("https://example.org#127.0.0.1", Remote),
+        ] {
+            assert_eq!(locality(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn entry_urls_are_not_more_local_than_their_index() {
+        let remote = "https://plugins.example.org/index.json";
+        let lo = "http://127.0.0.1:8080/index.json";
+        let file = "file:///srv/repo/index.json";
+        // From a file index: anything (local mirrors and tests).
+        for u in [
+            "file:///srv/repo/x",
+            "http://127.0.0.1/x",
+            "https://o.example/x",
+        ] {
+            check_entry_url(file, u).unwrap();
+        }
+        // From loopback: loopback and remote, no files.
+        check_entry_url(lo, "http://localhost:9/x").unwrap();
+        check_entry_url(lo, "https://o.example/x").unwrap();
+        assert!(matches!(
+            check_entry_url(lo, "file:///etc/machine-id"),
+            Err(SourceError::Url { .. })
+        ));
+        // From another host: neither files nor this host's services.
+        check_entry_url(remote, "https://cdn.example.net/x.stockade").unwrap();
+        for u in [
+            "file:///etc/machine-id",
+            "http://127.0.0.1:631/x",
+            "https://localhost/x",
+            "https://[::1]/x",
+            "https://2130706433/x",
+        ] {
+            let e = check_entry_url(remote, u).unwrap_err();
+            assert_eq!((e.exit(), e.kind()), (Exit::Usage, "index.url"), "{u}");
+        }
+        // A relative URL resolves under the index, so it is as local as the index.
+        let r = resolve(remote, "p/x.stockade").unwrap();
+        check_entry_url(remote, &r).unwrap();
     }
 }
