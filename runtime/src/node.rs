@@ -83,7 +83,8 @@ impl NodeError {
         match self {
             NodeError::Rollback(_) => "install the latest license of this node again with `stockade node license install FILE` (one at least as new as the one named)",
             NodeError::Memory(_) => "fix <state-dir>/license-state.json (removing it forgets which licenses were installed: an older one would be accepted again)",
-            _ => "fix or remove <state-dir>/license.json, or reinstall it with `stockade node license install FILE`",
+            // Not "remove it": once a license was installed, a missing one is a rollback.
+            _ => "reinstall the license with `stockade node license install FILE`, or fix <state-dir>/license.json",
         }
     }
 
