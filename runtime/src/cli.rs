@@ -386,10 +386,11 @@ pub struct GrantIssueArgs {
     /// The developer certificate scope it is valid under.
     #[arg(long, default_value = "any")]
     pub scope: String,
-    /// What to authorise (repeatable): capability:<cap>, network:loopback, writable:<path>.
+    /// What to authorise (repeatable): capability:<cap>, network:loopback,
+    /// writable:<absolute normalised path>.
     #[arg(long = "target", value_name = "TARGET", required = true)]
     pub targets: Vec<String>,
-    /// Validity in days.
+    /// Validity in days (at least 1).
     #[arg(long, default_value_t = 30)]
     pub days: u32,
     /// Output file (conventionally `<grants dir>/<plugin>.grant`); refused if it exists,
@@ -513,7 +514,7 @@ pub struct CaInitArgs {
     /// Scope ceiling of the intermediate (with --parent): any, license:<serial> or hardware:<id>.
     #[arg(long, default_value = "any")]
     pub scope: String,
-    /// Validity in days.
+    /// Validity in days (at least 1).
     #[arg(long, default_value_t = 3650)]
     pub days: u32,
     /// A human-readable name for the CA.
@@ -539,7 +540,7 @@ pub struct CaIssueArgs {
     /// Capability ceiling (comma-separated); defaults to everything the scope allows.
     #[arg(long, value_delimiter = ',')]
     pub capabilities: Option<Vec<String>>,
-    /// Validity in days.
+    /// Validity in days (at least 1).
     #[arg(long, default_value_t = 365)]
     pub days: u32,
     /// Issue an intermediate CA certificate instead of a developer certificate.

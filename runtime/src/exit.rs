@@ -45,7 +45,8 @@ pub enum Exit {
     Chain = 82,
     /// Verification step 4 failed: a certificate (or list) is expired or not yet valid.
     Validity = 83,
-    /// Verification step 5 failed: revoked serial or key, or a rolled-back/expired revocation list.
+    /// Verification step 5 failed: revoked serial or key, or a rolled-back/expired revocation list;
+    /// also the node license rolled back (older than one installed before, or deleted).
     Revoked = 84,
     /// Verification step 6 failed: the certificate scope does not admit this node, or the package
     /// asks for more than the scope allows.

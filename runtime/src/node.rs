@@ -7,11 +7,21 @@
 //!
 //! License: `<state-dir>/license.json`, written by `stockade node license install FILE` (which
 //! verifies it against the trust roots first), or copied there by an operator.
+//!
+//! Rollback: `node license install` remembers the highest `issued_at` per serial
+//! (`<state-dir>/license-state.json`, [`crate::state::LicenseMemory`]) before it writes the
+//! license. Every reader of the license ([`load_license`]: `verify`, `run`, `install`, `serve`'s
+//! loads, `node info`) refuses an older license of a remembered serial and a missing file once
+//! one was installed (exit 84, as a rolled back revocation list): a freeze must not be lifted by
+//! putting an old active license back, or by deleting the frozen one.
 
+use crate::error::CmdError;
+use crate::exit::Exit;
 use crate::fileio::{read_capped, FileError};
+use crate::state::{LicenseMemory, StateError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use stockade_trust::license::{License, LicenseError};
+use stockade_trust::license::{check_installed, License, LicenseError};
 use stockade_trust::signed::MAX_DOC_BYTES;
 
 /// Where the machine id is looked for, in order.
@@ -41,6 +51,48 @@ pub enum NodeError {
         #[source]
         source: LicenseError,
     },
+    /// What was installed before cannot be read (`license-state.json`).
+    #[error("cannot read which licenses were installed on this node")]
+    Memory(#[source] StateError),
+    /// The license is older than one installed before, or missing after one was installed.
+    #[error("the node license is rolled back")]
+    Rollback(#[source] LicenseError),
+}
+
+impl NodeError {
+    /// The documented exit code: 84 for a rollback (as for a revocation list), else 78 (the
+    /// state directory is unusable).
+    pub fn exit(&self) -> Exit {
+        match self {
+            NodeError::Rollback(_) => Exit::Revoked,
+            _ => Exit::Config,
+        }
+    }
+
+    /// A stable kind for `--json`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeError::Rollback(LicenseError::Missing { .. }) => "license.missing",
+            NodeError::Rollback(_) => "license.rollback",
+            _ => "node",
+        }
+    }
+
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            NodeError::Rollback(_) => "install the latest license of this node again with `stockade node license install FILE` (one at least as new as the one named)",
+            NodeError::Memory(_) => "fix <state-dir>/license-state.json (removing it forgets which licenses were installed: an older one would be accepted again)",
+            // Not "remove it": once a license was installed, a missing one is a rollback.
+            _ => "reinstall the license with `stockade node license install FILE`, or fix <state-dir>/license.json",
+        }
+    }
+
+    /// As the command's error: its exit code, kind and hint.
+    pub fn into_cmd(self) -> CmdError {
+        let (exit, kind, hint) = (self.exit(), self.kind(), self.hint());
+        CmdError::new(exit, kind, self).hint(hint)
+    }
 }
 
 /// Derive the hardware id from a machine-id string.
@@ -85,7 +137,7 @@ pub struct NodeIdentity {
 impl NodeIdentity {
     /// Read the hardware id and `<state_dir>/license.json`. A missing machine id is not an error
     /// here (only `hardware:` scopes need it, and they fail closed without it); a malformed
-    /// license file is.
+    /// or rolled back license file is.
     pub fn load(state_dir: &Path) -> Result<Self, NodeError> {
         Ok(Self {
             hardware_id: hardware_id().ok(),
@@ -94,16 +146,20 @@ impl NodeIdentity {
     }
 }
 
-/// Read and parse `<state_dir>/license.json` if it exists.
+/// Read and parse `<state_dir>/license.json` if it exists, and refuse it if it is older than a
+/// license of its serial installed before, or missing when one was (rollback).
 pub fn load_license(state_dir: &Path) -> Result<Option<License>, NodeError> {
     let path = state_dir.join(LICENSE_FILE);
-    match read_capped(&path, MAX_DOC_BYTES as u64) {
+    let license = match read_capped(&path, MAX_DOC_BYTES as u64) {
         Ok(b) => License::parse(&b)
             .map(Some)
-            .map_err(|source| NodeError::License { path, source }),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(NodeError::LicenseFile(e)),
-    }
+            .map_err(|source| NodeError::License { path, source })?,
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(NodeError::LicenseFile(e)),
+    };
+    let memory = LicenseMemory::load(state_dir).map_err(NodeError::Memory)?;
+    check_installed(license.as_ref(), &memory.seen).map_err(NodeError::Rollback)?;
+    Ok(license)
 }
 
 #[cfg(test)]

@@ -10,6 +10,11 @@
 //!   the next time a list of that version is accepted (until then only versions are compared:
 //!   the first list of that version seen after the upgrade is the one remembered).
 //! - `license.json`: this node's license (see `node.rs`).
+//! - `license-state.json`: `{"<license serial>": <highest issued_at installed>}`, written by
+//!   `stockade node license install` before the license itself. The same memory for licenses: an
+//!   older license of a serial is refused, and so is a missing `license.json` once one was
+//!   installed (else deleting a frozen license, or installing an older active one, would lift
+//!   the freeze).
 //!
 //! Written atomically (temp file + fsync + rename), created 0700/0600: only root needs it.
 
@@ -22,6 +27,9 @@ use stockade_trust::crl::Seen;
 
 /// File recording the highest revocation list version seen per issuer, with its body's digest.
 pub const REVOCATION_STATE_FILE: &str = "revocation-state.json";
+
+/// File recording the highest license `issued_at` installed per serial.
+pub const LICENSE_STATE_FILE: &str = "license-state.json";
 
 /// Why the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +131,27 @@ impl RevocationState {
             })
             .collect();
         save_json(state_dir, REVOCATION_STATE_FILE, &wire)
+    }
+}
+
+/// Highest license `issued_at` installed, per license serial.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LicenseMemory {
+    /// Serial → `issued_at`.
+    pub seen: BTreeMap<String, u64>,
+}
+
+impl LicenseMemory {
+    /// Load (an absent file: nothing installed yet).
+    pub fn load(state_dir: &Path) -> Result<Self, StateError> {
+        Ok(Self {
+            seen: load_json(state_dir, LICENSE_STATE_FILE, 1024 * 1024)?,
+        })
+    }
+
+    /// Save atomically (0600), creating the directory (0700) if needed.
+    pub fn save(&self, state_dir: &Path) -> Result<(), StateError> {
+        save_json(state_dir, LICENSE_STATE_FILE, &self.seen)
     }
 }
 
@@ -252,5 +281,22 @@ mod tests {
                 body_sha256: None
             })
         );
+    }
+
+    #[test]
+    fn license_memory_round_trip_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let sd = d.path().join("state");
+        assert_eq!(LicenseMemory::load(&sd).unwrap(), LicenseMemory::default());
+        let mut m = LicenseMemory::default();
+        m.seen.insert("L1".into(), 7);
+        m.save(&sd).unwrap();
+        assert_eq!(LicenseMemory::load(&sd).unwrap(), m);
+        let mode = std::fs::metadata(sd.join(LICENSE_STATE_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

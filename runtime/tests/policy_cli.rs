@@ -251,6 +251,88 @@ fn diff_says_what_widens_and_narrows_and_schema_is_json_schema() {
     assert!(s["properties"]["trust"].is_object());
 }
 
+/// `grant issue` signs only what could ever match: a capability of the fixed set, the network
+/// mode the runtime grants (loopback), an absolute normalised writable path, a manifest plugin
+/// name and a parseable scope; anything else, and `--days 0`, is 64 with nothing written.
+/// `grant verify` refuses the same inputs the same way (64, `grant_invalid`), before it reads
+/// the grant.
+#[test]
+fn grant_issue_and_verify_refuse_what_could_never_match() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["keygen", "-o", "op"]);
+    let issue = |plugin: &str, scope: &str, target: &str, days: &str, out: &str| {
+        stockade(
+            d,
+            &[
+                "--json",
+                "grant",
+                "issue",
+                "--key",
+                "op.key",
+                "--plugin",
+                plugin,
+                "--plugin-version",
+                "0.1.0",
+                "--scope",
+                scope,
+                "--target",
+                target,
+                "--days",
+                days,
+                "-o",
+                out,
+            ],
+        )
+    };
+    let good = issue("hello", "any", "capability:kv_put", "1", "good.grant");
+    assert_eq!(good.code, 0, "{}", good.stdout);
+    let verify = |plugin: &str, scope: &str, target: &str| {
+        stockade(
+            d,
+            &[
+                "--json",
+                "grant",
+                "verify",
+                "good.grant",
+                "--operator-key",
+                "op.pub",
+                "--plugin",
+                plugin,
+                "--plugin-version",
+                "0.1.0",
+                "--scope",
+                scope,
+                "--target",
+                target,
+            ],
+        )
+    };
+    assert_eq!(verify("hello", "any", "capability:kv_put").code, 0);
+    for (plugin, scope, target) in [
+        ("hello", "any", "capability:bogus"),
+        ("hello", "any", "network:all"),
+        ("hello", "any", "writable:relative"),
+        ("hello", "any", "writable:/a/../etc"),
+        ("hello", "any", "writable:/srv/"),
+        ("Hello World/../x", "any", "network:loopback"),
+        ("hello", "nonsense scope", "network:loopback"),
+    ] {
+        let r = issue(plugin, scope, target, "1", "bad.grant");
+        assert_eq!(r.code, 64, "{plugin} {scope} {target}: {}", r.stdout);
+        assert_eq!(r.kind(), "grant_invalid", "{}", r.stdout);
+        assert!(!d.join("bad.grant").exists(), "{plugin} {scope} {target}");
+        let r = verify(plugin, scope, target);
+        assert_eq!(r.code, 64, "verify {plugin} {scope} {target}: {}", r.stdout);
+        assert_eq!(r.kind(), "grant_invalid", "{}", r.stdout);
+    }
+    // --days 0 is refused as `ca` refuses it (it was silently one day).
+    let r = issue("hello", "any", "network:loopback", "0", "zero.grant");
+    assert_eq!(r.code, 64, "{}", r.stdout);
+    assert!(r.stdout.contains("--days"), "{}", r.stdout);
+    assert!(!d.join("zero.grant").exists());
+}
+
 #[test]
 fn grant_refusals_each_have_their_own_kind() {
     let t = tempfile::tempdir().unwrap();

@@ -583,3 +583,123 @@ fn version_only_state_of_an_earlier_build_keeps_working() {
     install(&fx, "undoing.json");
     assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.list_changed");
 }
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `ca license --serial SERIAL --now AT [--frozen] -o OUT`.
+fn issue_license(fx: &Fixture, serial: &str, at: u64, frozen: bool, out: &str) {
+    let at = at.to_string();
+    let mut args = vec![
+        "ca", "license", "--ca", "root", "--serial", serial, "--now", &at, "-o", out,
+    ];
+    if frozen {
+        args.push("--frozen");
+    }
+    ok(fx.dir(), &args);
+}
+
+fn install_license(fx: &Fixture, file: &str) -> Run {
+    fx.run(&[
+        "--json",
+        "node",
+        "license",
+        "install",
+        file,
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+    ])
+}
+
+/// A frozen license may not be lifted by rolling it back: installing an older active license of
+/// the same serial is refused (84, `license.rollback`), and deleting (or replacing by hand)
+/// `license.json` makes every reader refuse (84, `license.missing` / `license.rollback`) instead
+/// of taking it for "no license"; installing the latest license again is the way back.
+#[test]
+fn a_frozen_license_cannot_be_rolled_back() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let now = unix_now();
+    issue_license(&fx, "L1", now - 2000, false, "active.license");
+    issue_license(&fx, "L1", now - 1000, true, "frozen.license");
+    expect(&install_license(&fx, "active.license"), 0, "");
+    expect(&install_license(&fx, "frozen.license"), 0, "");
+    let frozen = std::fs::read(fx.path("state/license.json")).unwrap();
+    // The older active license of the same serial is refused, and nothing changes.
+    let r = install_license(&fx, "active.license");
+    expect(&r, 84, "license.rollback");
+    assert!(r.stdout.contains("L1"), "{}", r.stdout);
+    assert_eq!(
+        std::fs::read(fx.path("state/license.json")).unwrap(),
+        frozen
+    );
+    let run = |target: &str| {
+        let mut args = vec!["--json", "run", target];
+        args.extend_from_slice(&STORE_FLAGS);
+        fx.run(&args)
+    };
+    expect(&run(&pkg), 100, "license_frozen");
+    // Deleting the frozen license does not lift the freeze: every reader refuses.
+    std::fs::remove_file(fx.path("state/license.json")).unwrap();
+    expect(&fx.verify(&pkg, &[]), 84, "license.missing");
+    expect(&run(&pkg), 84, "license.missing");
+    expect(&fx.store_install(&[&pkg], &[]), 84, "license.missing");
+    let info = fx.run(&["--json", "node", "info", "--state-dir", "state"]);
+    expect(&info, 84, "license.missing");
+    assert!(info.stdout.contains("L1"), "{}", info.stdout);
+    // Nor does copying the older license in place by hand.
+    std::fs::copy(fx.path("active.license"), fx.path("state/license.json")).unwrap();
+    expect(&fx.verify(&pkg, &[]), 84, "license.rollback");
+    expect(&run(&pkg), 84, "license.rollback");
+    // The older one still cannot be installed; the latest one can, and the node works again
+    // (frozen).
+    expect(
+        &install_license(&fx, "active.license"),
+        84,
+        "license.rollback",
+    );
+    expect(&install_license(&fx, "frozen.license"), 0, "");
+    expect(&fx.verify(&pkg, &[]), 0, "");
+    expect(&run(&pkg), 100, "license_frozen");
+    // A newer active license of the serial lifts the freeze, as the CA meant.
+    issue_license(&fx, "L1", now - 500, false, "renewed.license");
+    expect(&install_license(&fx, "renewed.license"), 0, "");
+    assert_eq!(
+        fx.run(&["--json", "node", "info", "--state-dir", "state"])
+            .json()["license"]["state"],
+        "active"
+    );
+    // The memory is private, as the revocation state.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(fx.path("state/license-state.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// A license issued later than now (beyond the 300 s clock-skew allowance) is not valid yet:
+/// 83 at install, and nothing is written or remembered (its `issued_at` would otherwise refuse
+/// every honest license of the serial issued before it).
+#[test]
+fn a_license_from_the_future_is_refused() {
+    let fx = Fixture::new();
+    let now = unix_now();
+    issue_license(&fx, "L1", now + 3600, false, "future.license");
+    let r = install_license(&fx, "future.license");
+    expect(&r, 83, "license");
+    assert!(r.stdout.contains("not valid before"), "{}", r.stdout);
+    assert!(!fx.path("state/license.json").exists());
+    assert!(!fx.path("state/license-state.json").exists());
+    // An honest license issued now still installs; a CA clock a minute ahead is tolerated.
+    issue_license(&fx, "L1", now, false, "now.license");
+    expect(&install_license(&fx, "now.license"), 0, "");
+    issue_license(&fx, "L1", now + 60, false, "skewed.license");
+    expect(&install_license(&fx, "skewed.license"), 0, "");
+}

@@ -983,3 +983,174 @@ fn an_index_signed_by_stock_minisign() {
     expect(&add_source(&fx, &repo.url(), "msop.pub"), 0, "");
     expect(&fx.store_install(&["hello"], &[]), 0, "");
 }
+
+/// `(inode, bytes)` of `state/sources.json`, `None` when it does not exist.
+fn sources_file(fx: &Fixture) -> Option<(u64, Vec<u8>)> {
+    use std::os::unix::fs::MetadataExt;
+    let p = fx.path("state/sources.json");
+    let m = std::fs::metadata(&p).ok()?;
+    Some((m.ino(), std::fs::read(&p).unwrap()))
+}
+
+/// `source add` verifies the index against the source in memory and saves `sources.json` only
+/// after: a refused index leaves it exactly as it was (not even rewritten), and no cached index.
+#[test]
+fn source_add_writes_nothing_until_the_index_verifies() {
+    let (fx, mut repo) = setup();
+    ok(fx.dir(), &["keygen", "-o", "mallory"]);
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "mallory");
+    std::fs::create_dir_all(fx.path("state")).unwrap();
+    // No sources.json before: none after.
+    expect(
+        &add_source(&fx, &repo.url(), "op.pub"),
+        91,
+        "index.operator_key",
+    );
+    assert_eq!(sources_file(&fx), None);
+    assert!(!fx.path("state/indexes/main.json").exists());
+    // With another source configured: the file is not touched (same inode, same bytes).
+    repo.write(&fx, "op");
+    let r = fx.run(&[
+        "--json",
+        "source",
+        "add",
+        "first",
+        &repo.url(),
+        "--operator-key",
+        "op.pub",
+        "--state-dir",
+        "state",
+    ]);
+    expect(&r, 0, "");
+    let before = sources_file(&fx).unwrap();
+    repo.write(&fx, "mallory");
+    expect(
+        &add_source(&fx, &repo.url(), "op.pub"),
+        91,
+        "index.operator_key",
+    );
+    assert_eq!(sources_file(&fx).unwrap(), before);
+    assert!(!fx.path("state/indexes/main.json").exists());
+    // A malformed signature file (refused after the point the old code had saved) likewise.
+    std::fs::write(repo.dir.join("index.json.minisig"), "not a signature").unwrap();
+    expect(
+        &add_source(&fx, &repo.url(), "op.pub"),
+        91,
+        "index.signature",
+    );
+    assert_eq!(sources_file(&fx).unwrap(), before);
+}
+
+/// `source add` killed while it fetches the index (a server that accepts and never answers)
+/// leaves no source behind: nothing was saved before the index verified, so a later install by
+/// id is not failed closed by a half-added source, and the same `source add` works (not 73).
+#[test]
+fn source_add_killed_while_fetching_adds_nothing() {
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    std::fs::create_dir_all(fx.path("state")).unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/index.json",
+        silent.local_addr().unwrap().port()
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args([
+            "source",
+            "add",
+            "main",
+            &url,
+            "--operator-key",
+            "op.pub",
+            "--state-dir",
+            "state",
+        ])
+        .current_dir(fx.dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The connection is accepted once the command is fetching: past the point where the old
+    // code had saved the source. It is never answered.
+    let (_conn, _) = silent.accept().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(sources_file(&fx), None);
+    let r = ok(
+        fx.dir(),
+        &["--json", "source", "list", "--state-dir", "state"],
+    );
+    assert_eq!(r.json()["sources"].as_array().unwrap().len(), 0);
+    // Installing by id is "not found", not a fail-closed fetch of a half-added source; and the
+    // source can be added now.
+    expect(&fx.store_install(&["hello"], &[]), 94, "index.not_found");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
+}
+
+/// A signed entry of an index served over HTTP may not point its artifact or signature at a
+/// `file://` URL: `install ID` refuses it (64, `index.url`) before reading the file, so neither
+/// the error nor anything else says the file's size or digest. A `file://` index may name
+/// `file://` URLs (local mirrors), and a loopback index loopback ones.
+#[test]
+fn an_index_may_not_point_at_urls_more_local_than_itself() {
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    // A local file standing for /etc/machine-id: its digest must not come out.
+    let secret = fx.path("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let secret_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read(&secret).unwrap(),
+    ));
+    let secret_url = format!("file://{}", secret.display());
+    // Its size given, so that without the rule the download passes the size check and the
+    // mismatch error would carry the file's SHA-256.
+    let e = &mut repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["platforms"][PLATFORM];
+    e["url"] = json!(secret_url);
+    e["size"] = json!(std::fs::metadata(&secret).unwrap().len());
+    repo.write(&fx, "op");
+    let port = serve(repo.dir.clone());
+    let url = format!("http://127.0.0.1:{port}/index.json");
+    expect(&add_source(&fx, &url, "op.pub"), 0, "");
+    let r = fx.store_install(&["hello"], &[]);
+    expect(&r, 64, "index.url");
+    assert!(r.stdout.contains("file://"), "{}", r.stdout);
+    assert!(!r.stdout.contains(&secret_sha), "{}", r.stdout);
+    assert!(!r.stderr.contains(&secret_sha), "{}", r.stderr);
+    // The signature URL likewise (the artifact itself being fine).
+    repo.entries.clear();
+    let sig = format!(
+        "file://{}",
+        repo.dir.join(format!("{pkg}.minisig")).display()
+    );
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["platforms"][PLATFORM]["signature_url"] =
+        json!(sig);
+    repo.version = 2;
+    repo.write(&fx, "op");
+    expect(&fx.store_install(&["hello"], &[]), 64, "index.url");
+    assert!(fx.installed().is_empty());
+    // Loopback from a loopback index is fine.
+    repo.entries.clear();
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev")["platforms"][PLATFORM]["url"] =
+        json!(format!("http://localhost:{port}/{pkg}"));
+    repo.version = 3;
+    repo.write(&fx, "op");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
+    // A file:// index may name absolute file:// URLs.
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    let dir = repo.dir.clone();
+    let e = repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    e["platforms"][PLATFORM]["url"] = json!(format!("file://{}", dir.join(&pkg).display()));
+    e["platforms"][PLATFORM]["signature_url"] = json!(format!(
+        "file://{}",
+        dir.join(format!("{pkg}.minisig")).display()
+    ));
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
+}

@@ -7,10 +7,19 @@
 //! the same canonical-JSON envelope as certificates and licenses ([`crate::signed`]), signed by
 //! an operator key from `stockade keygen`. Every refusal has its own variant so that an operator
 //! (and a test) can tell a missing grant from an expired, misbound, foreign or tampered one.
+//!
+//! A grant names only what could ever match ([`check_target`], [`check_binding`]): a plugin
+//! name by the manifest's rule, a certificate scope by its parser, a capability of the fixed
+//! set, the one network mode that is granted (`loopback`: `none` needs no grant), and writable
+//! paths in the absolute, normalised form the sandbox binds. Anything else is refused when the
+//! grant is issued (and read), rather than signed and silently never matching.
 
 use crate::minisign::{KeyId, MinisignError, PublicKey, SecretKey};
 use crate::signed::{Envelope, EnvelopeError};
 use serde::{Deserialize, Serialize};
+use stockade_policy::capability::{Capability, Scope};
+use stockade_policy::manifest::valid_name;
+use stockade_policy::sandbox::is_normalised_absolute;
 
 /// The envelope field holding the body.
 pub const FIELD: &str = "grant";
@@ -58,6 +67,24 @@ pub enum GrantError {
     /// A field is invalid.
     #[error("grant field `{0}` is invalid")]
     Field(&'static str),
+    /// A target that no item could ever match.
+    #[error("grant target `{target}` is invalid: {why}")]
+    Target {
+        /// The target.
+        target: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The plugin name, version or scope a grant is bound to could never be a plugin's.
+    #[error("grant {field} `{value}` is invalid: {why}")]
+    Binding {
+        /// `plugin`, `plugin_version` or `scope`.
+        field: &'static str,
+        /// The value.
+        value: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// Signed by a key that is not one of the policy's operator keys.
     #[error("grant is signed by key {0}, which is not an operator key of the policy")]
     WrongSigner(KeyId),
@@ -114,9 +141,11 @@ impl GrantError {
     pub fn kind(&self) -> &'static str {
         match self {
             GrantError::Missing { .. } => "grant_missing",
-            GrantError::Envelope(_) | GrantError::Body(_) | GrantError::Field(_) => {
-                "grant_malformed"
-            }
+            GrantError::Envelope(_)
+            | GrantError::Body(_)
+            | GrantError::Field(_)
+            | GrantError::Target { .. }
+            | GrantError::Binding { .. } => "grant_malformed",
             GrantError::WrongSigner(_) => "grant_wrong_signer",
             GrantError::Tampered(_) => "grant_tampered",
             GrantError::Expired { .. } => "grant_expired",
@@ -150,24 +179,90 @@ pub struct Grant {
     envelope: Envelope,
 }
 
+/// Longest target accepted (a writable path).
+pub const MAX_TARGET_BYTES: usize = 4096;
+
+/// Whether `target` is one an item could ever need: `capability:<one of the fixed set>`,
+/// `network:loopback` (the only network mode the runtime grants: `none` is no risk, and there
+/// is no other), or `writable:<absolute, normalised path>` (no `.`, `..`, empty component or
+/// trailing `/`: the policy's writable paths have that form, and a grant is matched by exact
+/// string).
+pub fn check_target(target: &str) -> Result<(), GrantError> {
+    let bad = |why| {
+        Err(GrantError::Target {
+            target: target.to_string(),
+            why,
+        })
+    };
+    if target.len() > MAX_TARGET_BYTES {
+        return bad("longer than 4096 bytes");
+    }
+    if let Some(c) = target.strip_prefix("capability:") {
+        if c.parse::<Capability>().is_err() {
+            return bad("not a capability (log, emit_event, get_config_value, register_hook, kv_get, kv_put)");
+        }
+        return Ok(());
+    }
+    if let Some(n) = target.strip_prefix("network:") {
+        if n != "loopback" {
+            return bad("the only network mode granted is loopback");
+        }
+        return Ok(());
+    }
+    if let Some(p) = target.strip_prefix("writable:") {
+        if !is_normalised_absolute(p) {
+            return bad("a writable path must be absolute and normalised (no `.`, `..`, `//` or trailing `/`)");
+        }
+        return Ok(());
+    }
+    bad("a target is capability:<cap>, network:loopback or writable:<absolute path>")
+}
+
+/// Whether a binding could be a plugin's: the plugin name by the manifest's rule
+/// ([`valid_name`]), the version semver, the scope `any`, `license:<serial>` or
+/// `hardware:<id>`.
+pub fn check_binding(b: &Binding<'_>) -> Result<(), GrantError> {
+    let bad = |field, value: &str, why| {
+        Err(GrantError::Binding {
+            field,
+            value: value.to_string(),
+            why,
+        })
+    };
+    if !valid_name(b.plugin) {
+        return bad(
+            "plugin",
+            b.plugin,
+            "a plugin name is 1-64 characters of [a-z0-9._-], starting with a letter or digit",
+        );
+    }
+    if semver::Version::parse(b.version).is_err() {
+        return bad("plugin_version", b.version, "not a semver version");
+    }
+    if b.scope.parse::<Scope>().is_err() {
+        return bad(
+            "scope",
+            b.scope,
+            "a scope is any, license:<serial> or hardware:<id>",
+        );
+    }
+    Ok(())
+}
+
 fn check(body: &GrantBody) -> Result<KeyId, GrantError> {
     if body.format != 1 {
         return Err(GrantError::Field("format"));
     }
-    if body.plugin.is_empty() || body.plugin.len() > 128 {
-        return Err(GrantError::Field("plugin"));
-    }
-    if semver::Version::parse(&body.plugin_version).is_err() {
-        return Err(GrantError::Field("plugin_version"));
-    }
-    let target_ok = |t: &String| {
-        t.len() <= 4096
-            && ["capability:", "network:", "writable:"]
-                .iter()
-                .any(|p| t.strip_prefix(p).is_some_and(|v| !v.is_empty()))
-    };
-    if body.targets.is_empty() || !body.targets.iter().all(target_ok) {
+    check_binding(&Binding {
+        plugin: &body.plugin,
+        version: &body.plugin_version,
+        scope: &body.scope,
+    })?;
+    if body.targets.is_empty() {
         return Err(GrantError::Field("targets"));
+    }
+    for t in &body.targets {
+        check_target(t)?;
     }
     if body.expires_at <= body.issued_at {
         return Err(GrantError::Field("expires_at"));
@@ -373,6 +468,12 @@ mod tests {
         b.targets = vec!["root:everything".into()];
         assert!(matches!(
             Grant::issue(&b, &op),
+            Err(GrantError::Target { .. })
+        ));
+        let mut b = body(&op);
+        b.targets = vec![];
+        assert!(matches!(
+            Grant::issue(&b, &op),
             Err(GrantError::Field("targets"))
         ));
         let mut b = body(&op);
@@ -397,5 +498,78 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(e.kind(), "grant_malformed");
+    }
+
+    #[test]
+    fn targets_that_could_never_match_are_refused() {
+        for good in [
+            "capability:kv_put",
+            "capability:log",
+            "network:loopback",
+            "writable:/var/lib/x",
+            "writable:/",
+        ] {
+            check_target(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "capability:bogus",
+            "capability:",
+            "capability:KV_PUT",
+            "network:all",
+            "network:none",
+            "network:",
+            "writable:relative",
+            "writable:/a/../etc",
+            "writable:/a/./b",
+            "writable:/a//b",
+            "writable:/a/",
+            "writable:",
+            "writable:/a\0b",
+            "root:everything",
+            "loopback",
+        ] {
+            let e = check_target(bad).unwrap_err();
+            assert!(matches!(e, GrantError::Target { .. }), "{bad}: {e:?}");
+            assert_eq!(e.kind(), "grant_malformed");
+        }
+        let long = format!("writable:/{}", "a".repeat(MAX_TARGET_BYTES));
+        assert!(check_target(&long).is_err());
+    }
+
+    #[test]
+    fn bindings_that_could_never_be_a_plugins_are_refused() {
+        check_binding(&B).unwrap();
+        check_binding(&Binding {
+            scope: "license:ACME-1",
+            ..B
+        })
+        .unwrap();
+        for (plugin, version, scope, field) in [
+            ("Hello World/../x", "0.1.0", "any", "plugin"),
+            ("Hello", "0.1.0", "any", "plugin"),
+            ("", "0.1.0", "any", "plugin"),
+            ("hello", "1", "any", "plugin_version"),
+            ("hello", "0.1.0", "nonsense scope", "scope"),
+            ("hello", "0.1.0", "license:", "scope"),
+            ("hello", "0.1.0", "hardware:a b", "scope"),
+        ] {
+            let b = Binding {
+                plugin,
+                version,
+                scope,
+            };
+            match check_binding(&b) {
+                Err(GrantError::Binding { field: f, .. }) => assert_eq!(f, field, "{b:?}"),
+                other => panic!("{b:?}: {other:?}"),
+            }
+        }
+        // A grant file carrying such a binding or target does not parse either.
+        let op = SecretKey::from_seed([3; 32], [3; 8]);
+        let mut b = body(&op);
+        b.scope = "nonsense scope".into();
+        assert!(matches!(
+            Grant::issue(&b, &op),
+            Err(GrantError::Binding { field: "scope", .. })
+        ));
     }
 }

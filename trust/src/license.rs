@@ -4,13 +4,27 @@
 //! File: `{"license": {format, serial, state, hardware_id?, issued_at, expires_at?,
 //! issuer_key_id}, "signature": "..."}`. A `license:<serial>` scope admits a node only if its
 //! license verifies, is active, unexpired, bound to this node (if bound) and has that serial.
+//!
+//! Rollback: a node remembers the highest `issued_at` it installed per serial (the runtime keeps
+//! that map in its state directory). A license older than that for its serial is refused
+//! ([`License::check_not_rolled_back`]), and so is a node with no license once one was installed
+//! ([`check_installed`]): otherwise an old active license, or deleting the file, would lift a
+//! freeze — as a revocation list may not go back to an older version or disappear.
+//! A license issued later than now (beyond [`MAX_CLOCK_SKEW`]) is not valid yet: its
+//! `issued_at` would otherwise be remembered and refuse every honest license issued before it.
 
 use crate::minisign::{KeyId, MinisignError, PublicKey, SecretKey};
 use crate::signed::{Envelope, EnvelopeError};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The envelope field holding the body.
 pub const FIELD: &str = "license";
+
+/// How far a license's `issued_at` may be ahead of this node's clock (seconds): a CA's clock a
+/// little ahead must not make a license it just issued uninstallable, while one issued days
+/// ahead (a clock far off, or a license meant for later) is refused as not yet valid.
+pub const MAX_CLOCK_SKEW: u64 = 300;
 
 /// License state (seed 000: installs are blocked while frozen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +84,34 @@ pub enum LicenseError {
         serial: String,
         /// Expiry.
         expires_at: u64,
+    },
+    /// Issued in the future (beyond [`MAX_CLOCK_SKEW`]).
+    #[error("license {serial} is not valid before {issued_at} (now {now})")]
+    NotYetValid {
+        /// Serial.
+        serial: String,
+        /// Its `issued_at`.
+        issued_at: u64,
+        /// Now.
+        now: u64,
+    },
+    /// Older than a license of the same serial installed before.
+    #[error("license {serial} was issued at {issued_at}, but one issued at {seen} was installed before (rollback)")]
+    Rollback {
+        /// Serial.
+        serial: String,
+        /// Its `issued_at`.
+        issued_at: u64,
+        /// The highest `issued_at` seen for the serial.
+        seen: u64,
+    },
+    /// No license, but one was installed before.
+    #[error("the node license is missing, but license {serial} issued at {issued_at} was installed before (rollback by deletion)")]
+    Missing {
+        /// The serial installed last (the highest `issued_at` remembered).
+        serial: String,
+        /// Its `issued_at`.
+        issued_at: u64,
     },
     /// Bound to another node.
     #[error("license {serial} is bound to hardware id {bound}, not this node ({node})")]
@@ -141,8 +183,10 @@ impl License {
         Envelope::sign(body, FIELD, key, trusted_comment).map_err(LicenseError::Sign)
     }
 
-    /// Verify the signature by a trusted root, expiry at `now`, and the hardware binding against
-    /// `node_hardware_id`. The state (active/frozen) is reported, not judged, here.
+    /// Verify the signature by a trusted root, the validity window at `now` (`issued_at` at most
+    /// [`MAX_CLOCK_SKEW`] ahead, before `expires_at`), and the hardware binding against
+    /// `node_hardware_id`. The state (active/frozen) is reported, not judged, here; rollback is
+    /// [`License::check_not_rolled_back`]'s.
     pub fn verify(
         &self,
         roots: &[PublicKey],
@@ -162,6 +206,13 @@ impl License {
             }
         }
         result.map_err(LicenseError::Signature)?;
+        if self.body.issued_at > now.saturating_add(MAX_CLOCK_SKEW) {
+            return Err(LicenseError::NotYetValid {
+                serial: self.body.serial.clone(),
+                issued_at: self.body.issued_at,
+                now,
+            });
+        }
         if let Some(exp) = self.body.expires_at {
             if now >= exp {
                 return Err(LicenseError::Expired {
@@ -180,6 +231,50 @@ impl License {
             }
         }
         Ok(())
+    }
+
+    /// Refuse this license if one of its serial with a later `issued_at` is in `seen` (serial →
+    /// highest `issued_at` installed). The same `issued_at` passes: reinstalling the license in
+    /// force is no rollback.
+    pub fn check_not_rolled_back(&self, seen: &BTreeMap<String, u64>) -> Result<(), LicenseError> {
+        match seen.get(&self.body.serial) {
+            Some(&s) if self.body.issued_at < s => Err(LicenseError::Rollback {
+                serial: self.body.serial.clone(),
+                issued_at: self.body.issued_at,
+                seen: s,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Record this license in `seen`; whether that changed it (then it must be saved).
+    pub fn remember(&self, seen: &mut BTreeMap<String, u64>) -> bool {
+        match seen.get(&self.body.serial) {
+            Some(&s) if s >= self.body.issued_at => false,
+            _ => {
+                seen.insert(self.body.serial.clone(), self.body.issued_at);
+                true
+            }
+        }
+    }
+}
+
+/// The license a node reads (`installed`, `None` when there is no file) against what it
+/// installed before (`seen`): an older one of a serial is a rollback, none at all after one was
+/// installed a rollback by deletion (named by the serial with the latest `issued_at`).
+pub fn check_installed(
+    installed: Option<&License>,
+    seen: &BTreeMap<String, u64>,
+) -> Result<(), LicenseError> {
+    match installed {
+        Some(l) => l.check_not_rolled_back(seen),
+        None => match seen.iter().max_by_key(|(_, &t)| t) {
+            Some((serial, &issued_at)) => Err(LicenseError::Missing {
+                serial: serial.clone(),
+                issued_at,
+            }),
+            None => Ok(()),
+        },
     }
 }
 
@@ -237,6 +332,94 @@ mod tests {
         assert!(matches!(
             License::parse(&dup),
             Err(LicenseError::Envelope(EnvelopeError::DuplicateKey(_)))
+        ));
+    }
+
+    fn issued(serial: &str, state: LicenseState, issued_at: u64) -> License {
+        let root = SecretKey::from_seed([1; 32], [1; 8]);
+        let body = LicenseBody {
+            format: 1,
+            serial: serial.into(),
+            state,
+            hardware_id: None,
+            issued_at,
+            expires_at: None,
+            issuer_key_id: root.public_key().key_id.to_string(),
+        };
+        License::parse(&License::issue(&body, &root, "").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_license_from_the_future_is_not_valid_yet() {
+        let roots = [SecretKey::from_seed([1; 32], [1; 8]).public_key()];
+        let l = issued("L1", LicenseState::Active, 10_000);
+        // Within the allowed skew: a CA clock a little ahead.
+        l.verify(&roots, 10_000 - MAX_CLOCK_SKEW, "").unwrap();
+        assert!(matches!(
+            l.verify(&roots, 10_000 - MAX_CLOCK_SKEW - 1, ""),
+            Err(LicenseError::NotYetValid {
+                issued_at: 10_000,
+                ..
+            })
+        ));
+        // No overflow at the end of time.
+        issued("L1", LicenseState::Active, u64::MAX)
+            .verify(&roots, u64::MAX, "")
+            .unwrap();
+    }
+
+    #[test]
+    fn an_older_license_of_a_serial_seen_is_a_rollback() {
+        let mut seen = BTreeMap::new();
+        let active = issued("L1", LicenseState::Active, 100);
+        let frozen = issued("L1", LicenseState::Frozen, 200);
+        assert!(active.remember(&mut seen));
+        frozen.check_not_rolled_back(&seen).unwrap();
+        assert!(frozen.remember(&mut seen));
+        assert!(!frozen.remember(&mut seen), "nothing new to save");
+        assert_eq!(seen.get("L1"), Some(&200));
+        // The older active license may not lift the freeze ...
+        assert!(matches!(
+            active.check_not_rolled_back(&seen),
+            Err(LicenseError::Rollback {
+                issued_at: 100,
+                seen: 200,
+                ..
+            })
+        ));
+        // ... nor does remembering it lower the mark.
+        assert!(!active.remember(&mut seen));
+        assert_eq!(seen.get("L1"), Some(&200));
+        // The same license again, a newer one, and another serial pass.
+        frozen.check_not_rolled_back(&seen).unwrap();
+        issued("L1", LicenseState::Active, 300)
+            .check_not_rolled_back(&seen)
+            .unwrap();
+        issued("L2", LicenseState::Active, 1)
+            .check_not_rolled_back(&seen)
+            .unwrap();
+        // A first license of serial with issued_at 0 is remembered too.
+        let mut empty = BTreeMap::new();
+        assert!(issued("L0", LicenseState::Active, 0).remember(&mut empty));
+    }
+
+    #[test]
+    fn no_license_after_one_was_installed_is_a_rollback_by_deletion() {
+        let none = BTreeMap::new();
+        check_installed(None, &none).unwrap();
+        let mut seen = BTreeMap::new();
+        seen.insert("L1".to_string(), 200);
+        seen.insert("L0".to_string(), 50);
+        match check_installed(None, &seen) {
+            Err(LicenseError::Missing { serial, issued_at }) => {
+                assert_eq!((serial.as_str(), issued_at), ("L1", 200));
+            }
+            other => panic!("{other:?}"),
+        }
+        check_installed(Some(&issued("L1", LicenseState::Frozen, 200)), &seen).unwrap();
+        assert!(matches!(
+            check_installed(Some(&issued("L1", LicenseState::Active, 199)), &seen),
+            Err(LicenseError::Rollback { .. })
         ));
     }
 }

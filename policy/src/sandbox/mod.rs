@@ -537,13 +537,19 @@ const DEFAULT_READ_ONLY: &[&str] = &[
     "/etc/localtime",
 ];
 
-fn check_path(key: &str, p: &str) -> Result<(), SandboxPolicyError> {
-    let ok = p.starts_with('/')
+/// Whether `p` is an absolute, normalised path: starts with `/`, no empty, `.` or `..`
+/// component, no trailing `/` (except `/` itself), no NUL. The form the sandbox binds (and so
+/// the form a `writable:<path>` grant must name to ever match one).
+pub fn is_normalised_absolute(p: &str) -> bool {
+    p.starts_with('/')
         && !p.contains('\0')
         && (p == "/" || !p.ends_with('/'))
         && !p.contains("//")
-        && p.split('/').all(|c| c != "." && c != "..");
-    if !ok {
+        && p.split('/').all(|c| c != "." && c != "..")
+}
+
+fn check_path(key: &str, p: &str) -> Result<(), SandboxPolicyError> {
+    if !is_normalised_absolute(p) {
         return Err(invalid(key, FieldError::BadPath(p.to_string())));
     }
     let reserved = RESERVED_PATHS

@@ -5,6 +5,11 @@
 //! refusal's own kind (`grant_missing`, `grant_expired`, `grant_wrong_plugin`,
 //! `grant_wrong_version`, `grant_wrong_scope`, `grant_wrong_signer`, `grant_tampered`,
 //! `grant_malformed`); 66 when a file cannot be read.
+//!
+//! Both refuse, with 64 (`grant_invalid`), a plugin name, version, scope or target that no
+//! plugin or item could ever have (`stockade_trust::grant::{check_binding, check_target}`):
+//! `issue` would otherwise sign a grant that never matches, and `verify` answer "missing" for
+//! what is a typo. `issue --days 0` is 64 too, as for `ca` (it was silently one day).
 
 use crate::cli::{GrantIssueArgs, GrantVerifyArgs};
 use crate::error::CmdError;
@@ -13,7 +18,15 @@ use crate::fileio::read_capped;
 use crate::keyfile::{load_public, load_secret, secret_key_hint, unix_now};
 use crate::output::Output;
 use serde::Serialize;
-use stockade_trust::grant::{authorise, Binding, Grant, GrantBody, MAX_GRANT_BYTES};
+use stockade_trust::grant::{
+    authorise, check_binding, check_target, Binding, Grant, GrantBody, GrantError, MAX_GRANT_BYTES,
+};
+
+const TARGET_HINT: &str = "targets are capability:<log|emit_event|get_config_value|register_hook|kv_get|kv_put>, network:loopback or writable:<absolute normalised path>; the plugin is a manifest name, the version semver, the scope any, license:<serial> or hardware:<id>";
+
+fn invalid(e: GrantError) -> CmdError {
+    CmdError::new(Exit::Usage, "grant_invalid", e).hint(TARGET_HINT)
+}
 
 #[derive(Serialize)]
 struct Issued {
@@ -28,6 +41,12 @@ pub fn issue(a: GrantIssueArgs, out: Output) -> Result<Exit, CmdError> {
         let hint = secret_key_hint(&e);
         CmdError::new(Exit::DataErr, "key", e).hint(hint)
     })?;
+    if a.days == 0 {
+        return Err(
+            CmdError::msg(Exit::Usage, "usage", "--days must be at least 1")
+                .hint("a grant always expires; pass the number of days it is valid"),
+        );
+    }
     let now = a.now.unwrap_or_else(unix_now);
     let body = GrantBody {
         format: 1,
@@ -36,13 +55,10 @@ pub fn issue(a: GrantIssueArgs, out: Output) -> Result<Exit, CmdError> {
         scope: a.scope,
         targets: a.targets,
         issued_at: now,
-        expires_at: now + u64::from(a.days.max(1)) * 86_400,
+        expires_at: now.saturating_add(u64::from(a.days) * 86_400),
         issuer_key_id: key.public_key().key_id.to_string(),
     };
-    let bytes = Grant::issue(&body, &key).map_err(|e| {
-        CmdError::new(Exit::Usage, "grant_invalid", e)
-            .hint("targets are capability:<cap>, network:loopback or writable:<absolute path>; the version is semver")
-    })?;
+    let bytes = Grant::issue(&body, &key).map_err(invalid)?;
     crate::cmd::write_output(&a.output, &bytes, a.force)?;
     let r = Issued {
         ok: true,
@@ -72,6 +88,13 @@ struct Verified {
 
 /// `grant verify`.
 pub fn verify(a: GrantVerifyArgs, out: Output) -> Result<Exit, CmdError> {
+    let binding = Binding {
+        plugin: &a.plugin,
+        version: &a.plugin_version,
+        scope: &a.scope,
+    };
+    check_binding(&binding).map_err(invalid)?;
+    check_target(&a.target).map_err(invalid)?;
     let mut keys = Vec::new();
     for k in &a.operator_keys {
         keys.push(load_public(k).map_err(|e| CmdError::new(Exit::DataErr, "key", e))?);
@@ -79,11 +102,6 @@ pub fn verify(a: GrantVerifyArgs, out: Output) -> Result<Exit, CmdError> {
     let bytes = read_capped(&a.file, MAX_GRANT_BYTES as u64)
         .map_err(|e| CmdError::new(Exit::NoInput, "grant_unreadable", e))?;
     let g = Grant::parse(&bytes).map_err(|e| CmdError::new(Exit::DataErr, e.kind(), e))?;
-    let binding = Binding {
-        plugin: &a.plugin,
-        version: &a.plugin_version,
-        scope: &a.scope,
-    };
     let now = a.now.unwrap_or_else(unix_now);
     authorise(std::slice::from_ref(&g), &keys, &binding, &a.target, now).map_err(|e| {
         CmdError::new(Exit::DataErr, e.kind(), e)

@@ -1,5 +1,6 @@
 //! `stockade node info` (hardware id and license) and `stockade node license install FILE`
-//! (verify a license against the trust roots, then copy it atomically to
+//! (verify a license against the trust roots, refuse one older than a license of its serial
+//! installed before, remember its `issued_at`, then copy it atomically to
 //! `<state-dir>/license.json`).
 
 use crate::cli::{NodeInfoArgs, NodeLicenseInstallArgs};
@@ -7,10 +8,10 @@ use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::{read_capped, write_state_file};
 use crate::keyfile::unix_now;
-use crate::node::{hardware_id, load_license, LICENSE_FILE};
+use crate::node::{hardware_id, load_license, NodeError, LICENSE_FILE};
 use crate::output::Output;
 use crate::package::verify::error_chain;
-use crate::state::ensure_dir;
+use crate::state::{ensure_dir, LicenseMemory};
 use crate::trustdir::{TrustConfig, TrustMode};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -46,12 +47,9 @@ pub fn info(a: NodeInfoArgs, out: Output) -> Result<Exit, CmdError> {
         Err(e) => (None, Some(e.to_string())),
     };
     // An installed license that cannot be read makes the state directory unusable: 78, as for
-    // `verify`, `run` and `serve`, which read the same file.
-    let lic = load_license(&a.state_dir).map_err(|e| {
-        CmdError::new(Exit::Config, "node", e).hint(
-            "fix or remove <state-dir>/license.json, or reinstall it with `stockade node license install FILE`",
-        )
-    })?;
+    // `verify`, `run` and `serve`, which read the same file; a rolled back one (older than one
+    // installed before, or deleted) is 84 everywhere too, with the license to put back named.
+    let lic = load_license(&a.state_dir).map_err(NodeError::into_cmd)?;
     let roots = match &a.trust {
         Some(t) => Some(
             TrustConfig::load(t, TrustMode::Strict, &a.state_dir)
@@ -146,13 +144,28 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
         let exit = match &e {
             LicenseError::Signature(_) => Exit::Signature,
             LicenseError::UnknownIssuer(_) => Exit::Chain,
-            LicenseError::Expired { .. } => Exit::Validity,
+            LicenseError::Expired { .. } | LicenseError::NotYetValid { .. } => Exit::Validity,
             LicenseError::WrongHardware { .. } => Exit::Scope,
             _ => Exit::DataErr,
         };
         CmdError::new(exit, "license", e).hint("ask your CA for a license for this node (`stockade node info` prints its hardware id)")
     })?;
+    // Rollback: an older license of a serial installed before would undo what replaced it (a
+    // freeze). The currently installed file is not needed for this (installing is how a
+    // deleted one is put back), only the memory.
+    let mut memory =
+        LicenseMemory::load(&a.state_dir).map_err(|e| NodeError::Memory(e).into_cmd())?;
+    lic.check_not_rolled_back(&memory.seen)
+        .map_err(|e| NodeError::Rollback(e).into_cmd())?;
     ensure_dir(&a.state_dir).map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;
+    // Remembered before the license is written: a crash between the two leaves a node that
+    // refuses the older file still in place (fail closed, fixed by installing again), never a
+    // new license that is not remembered.
+    if lic.remember(&mut memory.seen) {
+        memory
+            .save(&a.state_dir)
+            .map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;
+    }
     let dest = a.state_dir.join(LICENSE_FILE);
     write_state_file(&dest, &bytes, 0o644)
         .map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;

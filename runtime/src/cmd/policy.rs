@@ -180,10 +180,8 @@ pub fn explain(a: PolicyExplainArgs, out: Output) -> Result<Exit, CmdError> {
                 .resolve(None, None)
                 .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
             let cfg = trust_config_with_policy(&a.trust, &defaults)?;
-            let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
-                CmdError::new(Exit::Config, "node", e)
-                    .hint("fix or remove <state-dir>/license.json")
-            })?;
+            let node =
+                NodeIdentity::load(&cfg.state_dir).map_err(crate::node::NodeError::into_cmd)?;
             let vp = open_verified_in(pkg, &cfg, &node, unix_now(), &std::env::temp_dir())
                 .map_err(|e| {
                     let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());

@@ -160,9 +160,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         .resolve(None, None)
         .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
     let cfg = trust_config_with_policy(&a.trust, &defaults)?;
-    let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
-        CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
-    })?;
+    let node = NodeIdentity::load(&cfg.state_dir).map_err(crate::node::NodeError::into_cmd)?;
     let log = AuditLog::from_policy(&defaults.audit);
     // An installed plugin's name runs its stored package (verified again, like any file); a
     // name looked up in a corrupt registry is refused as such (106).

@@ -188,9 +188,7 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
     let serve = load_config(a.config.as_ref())?;
     let trust = trust_config_with_policy(&a.trust, &defaults)?;
-    let node = NodeIdentity::load(&trust.state_dir).map_err(|e| {
-        CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
-    })?;
+    let node = NodeIdentity::load(&trust.state_dir).map_err(crate::node::NodeError::into_cmd)?;
     // A record that cannot be read stops the daemon: ignoring it would run what it quarantines.
     let quarantines =
         crate::host::quarantine::Quarantines::load(&trust.state_dir).map_err(|e| {

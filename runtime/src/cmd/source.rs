@@ -41,31 +41,17 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
     let operator = key(&a.operator_key)?;
     let state = &a.store.state_dir;
     let _lock = lock(state, a.store.no_wait)?;
-    let before = Sources::load(state).map_err(SourceError::into_cmd)?;
-    if before.sources.contains_key(&a.name) {
-        return Err(SourceError::SourceExists(a.name).into_cmd());
-    }
-    let mut next = before.clone();
-    next.sources.insert(
-        a.name.clone(),
-        Source {
-            url: url.clone(),
-            operator_pubkey: operator.to_base64(),
-            added_at: unix_now(),
-            seen_version: None,
-            seen_sha256: None,
-            refreshed_at: None,
-        },
-    );
-    next.save(state).map_err(SourceError::into_cmd)?;
-    // The source is kept only if its index verifies now, against the key just pinned.
-    let vi = match sources::refresh(state, &a.name, unix_now()) {
-        Ok(vi) => vi,
-        Err(e) => {
-            before.save(state).map_err(SourceError::into_cmd)?;
-            return Err(e.into_cmd());
-        }
+    // The source is added only if its index verifies now, against the key given: verified in
+    // memory first, saved after (a kill while fetching leaves nothing added).
+    let src = Source {
+        url: url.clone(),
+        operator_pubkey: operator.to_base64(),
+        added_at: unix_now(),
+        seen_version: None,
+        seen_sha256: None,
+        refreshed_at: None,
     };
+    let vi = sources::add(state, &a.name, src, unix_now()).map_err(SourceError::into_cmd)?;
     let report = json!({
         "name": a.name, "url": url,
         "operator_key_id": operator.key_id.to_string(),

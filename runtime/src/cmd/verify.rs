@@ -141,9 +141,7 @@ pub fn verify_context(
     let defaults = operator_defaults(policy_root)?;
     let log = AuditLog::from_policy(&defaults.audit);
     let cfg = trust_config_with_policy(trust, &defaults)?;
-    let node = NodeIdentity::load(&cfg.state_dir).map_err(|e| {
-        CmdError::new(Exit::Config, "node", e).hint("fix or remove <state-dir>/license.json")
-    })?;
+    let node = NodeIdentity::load(&cfg.state_dir).map_err(crate::node::NodeError::into_cmd)?;
     Ok((log, cfg, node))
 }
 

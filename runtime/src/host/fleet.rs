@@ -306,20 +306,19 @@ impl Daemon {
     fn verify_for_load(&mut self, path: &Path) -> Result<VerifiedPackage, RpcError> {
         // The license can change while the daemon runs (`stockade node license install`, a
         // freeze): each admission reads it again, for the certificate scopes and the frozen
-        // rule alike. One that cannot be read admits nothing.
+        // rule alike. One that cannot be read (`node`, 78), or is rolled back (an older one
+        // put back, or the file deleted after an install: `license.rollback` /
+        // `license.missing`, 84), admits nothing.
         match crate::node::load_license(&self.cfg.trust.state_dir) {
             Ok(l) => self.cfg.node.license = l,
             Err(e) => {
-                let msg = format!("cannot read this node's license: {e}");
-                let exit = crate::exit::Exit::Config.code();
-                self.deny_load(
-                    Record::new(Event::Denial, ""),
-                    path,
-                    "license",
-                    "node",
-                    &msg,
+                let msg = format!(
+                    "cannot use this node's license: {}",
+                    crate::package::verify::error_chain(&e)
                 );
-                return Err(load_failed(msg, json!({"kind": "node", "exit": exit})));
+                let (kind, exit) = (e.kind(), e.exit().code());
+                self.deny_load(Record::new(Event::Denial, ""), path, "license", kind, &msg);
+                return Err(load_failed(msg, json!({"kind": kind, "exit": exit})));
             }
         }
         let pkg = match open_verified_in(

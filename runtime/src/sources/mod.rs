@@ -29,7 +29,10 @@
 //! URLs: `file://`, `https://` (rustls, webpki roots), and `http://` to loopback only (local
 //! mirrors and tests: plain HTTP elsewhere would let anyone on the path withhold or replay — the
 //! signatures stop forgery, not freeze or denial). Redirects are not followed. Every download
-//! is capped. Artifact and signature URLs may be relative to the index URL.
+//! is capped. Artifact and signature URLs may be relative to the index URL, and may not be more
+//! local than it ([`check_entry_url`]): an index served from elsewhere must not make this host
+//! read its own files (`file:///etc/machine-id`) or its loopback services and report what it got
+//! (a size, a SHA-256) in an error and the audit log.
 
 use crate::exit::Exit;
 use crate::fileio::{read_capped, write_state_file, FileError};
@@ -528,6 +531,115 @@ pub fn check_url(url: &str) -> Result<(), SourceError> {
     refuse("only file://, https:// and loopback http:// URLs are fetched")
 }
 
+/// How close to this host a URL's target is; ordered, so that "more local" is `>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Locality {
+    /// Another host (https, or http that [`check_url`] refuses anyway).
+    Remote,
+    /// A loopback (or unspecified) address, or a `localhost` name: this host's services.
+    Loopback,
+    /// A `file://` URL: this host's files.
+    File,
+}
+
+/// Where `url` points ([`Locality`]). A host counts as loopback if it is `localhost` or a
+/// `.localhost` name (RFC 6761), or an address in any spelling a resolver accepts for one —
+/// `127.1`, `0x7f000001`, `2130706433`, `[::ffff:127.0.0.1]` — or the unspecified address
+/// (`0.0.0.0`, `[::]`, which connect to this host). Names that resolve to loopback through DNS
+/// cannot be told without resolving them, and are not.
+pub fn locality(url: &str) -> Locality {
+    if url.starts_with("file://") {
+        return Locality::File;
+    }
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return Locality::Remote;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit('@').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let local_ip = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
+        }
+    };
+    let local = host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(local_ip)
+        || inet_aton(&host).is_some_and(|v4| local_ip(v4.into()));
+    if local {
+        Locality::Loopback
+    } else {
+        Locality::Remote
+    }
+}
+
+/// An IPv4 address in the forms `inet_aton(3)` (and so a resolver) accepts: one to four parts,
+/// each decimal, octal (`0` prefix) or hex (`0x`), the last filling the remaining bytes.
+fn inet_aton(s: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut nums = Vec::with_capacity(parts.len());
+    for p in &parts {
+        let n = if let Some(h) = p.strip_prefix("0x") {
+            u32::from_str_radix(h, 16).ok()?
+        } else if p.len() > 1 && p.starts_with('0') {
+            u32::from_str_radix(&p[1..], 8).ok()?
+        } else {
+            p.parse::<u32>().ok()?
+        };
+        nums.push(n);
+    }
+    let (last, head) = nums.split_last()?;
+    let (mut addr, mut rest_bits) = (0u32, 32u32);
+    for &n in head {
+        if n > 0xff {
+            return None;
+        }
+        rest_bits -= 8;
+        addr |= n << rest_bits;
+    }
+    if rest_bits < 32 && *last >= (1u32 << rest_bits) {
+        return None;
+    }
+    Some(std::net::Ipv4Addr::from(addr | last))
+}
+
+/// An artifact or signature URL of an index entry (already resolved against `index_url`): not
+/// more local than the index it came from. A `file://` index may name files (local mirrors and
+/// tests); an index from loopback may name loopback, not files; an index from another host
+/// neither. Otherwise a signed entry could make `install ID` read `/etc/machine-id` or a local
+/// service and print its digest.
+pub fn check_entry_url(index_url: &str, url: &str) -> Result<(), SourceError> {
+    let (from, to) = (locality(index_url), locality(url));
+    if to <= from {
+        return Ok(());
+    }
+    Err(SourceError::Url {
+        url: url.into(),
+        why: match to {
+            Locality::File => {
+                "an index that is not itself a file:// URL may not point at file:// URLs"
+            }
+            _ => "an index from another host may not point at a loopback address",
+        },
+    })
+}
+
 /// `rel` relative to the URL `base` (an absolute URL is returned as is). No `..`.
 pub fn resolve(base: &str, rel: &str) -> Result<String, SourceError> {
     if rel.contains("://") {
@@ -615,6 +727,46 @@ pub fn refresh(state_dir: &Path, name: &str, now: u64) -> Result<VerifiedIndex, 
         .get(name)
         .cloned()
         .ok_or_else(|| SourceError::UnknownSource(name.into()))?;
+    let checked = check_index(state_dir, name, src, now)?;
+    remember(state_dir, &mut sources, checked)
+}
+
+/// `source add`: step 1 for a source that is not configured yet, verified as given (in memory)
+/// and saved only once its index passed (docs/sources.md: "the index must verify right then or
+/// the source is not added"). Nothing is written before: a failure, or a crash or kill while
+/// the index is fetched, leaves `sources.json` as it was (it used to be saved first, and a
+/// killed add left a source with no verified index that failed every later install closed).
+pub fn add(
+    state_dir: &Path,
+    name: &str,
+    src: Source,
+    now: u64,
+) -> Result<VerifiedIndex, SourceError> {
+    let mut sources = Sources::load(state_dir)?;
+    if sources.sources.contains_key(name) {
+        return Err(SourceError::SourceExists(name.into()));
+    }
+    let checked = check_index(state_dir, name, src, now)?;
+    remember(state_dir, &mut sources, checked)
+}
+
+/// An index that passed step 1, not yet remembered.
+struct CheckedIndex {
+    /// The source with what this index makes of it (version seen, a rotated key).
+    src: Source,
+    bytes: Vec<u8>,
+    sig_bytes: Vec<u8>,
+    vi: VerifiedIndex,
+}
+
+/// Step 1 against the source `src` as given: fetch, signature (or rotation proof), parse,
+/// rollback and freeze. Writes nothing.
+fn check_index(
+    state_dir: &Path,
+    name: &str,
+    mut src: Source,
+    now: u64,
+) -> Result<CheckedIndex, SourceError> {
     let pinned =
         PublicKey::from_base64(&src.operator_pubkey).map_err(|e| SourceError::Corrupt {
             path: state_dir.join(SOURCES_FILE),
@@ -675,33 +827,46 @@ pub fn refresh(state_dir: &Path, name: &str, now: u64) -> Result<VerifiedIndex, 
             source_name: name.into(),
             source,
         })?;
-    // Remember: the cache first (a crash between the two leaves a cache the next refresh
-    // replaces), then the version in sources.json.
+    src.seen_version = Some(index.version);
+    src.seen_sha256 = Some(hex::encode(index.sha256));
+    src.refreshed_at = Some(now);
+    if let Some(k) = &rotated {
+        src.operator_pubkey = k.to_base64();
+    }
+    Ok(CheckedIndex {
+        vi: VerifiedIndex {
+            source: name.into(),
+            url: src.url.clone(),
+            index,
+            rotated_operator: rotated.is_some(),
+        },
+        src,
+        bytes,
+        sig_bytes,
+    })
+}
+
+/// Remember a checked index: the cache first, then the source in `sources.json` (the commit).
+/// A crash between the two leaves, for `add`, a cache no configured source reads (`cached`
+/// reads only a configured source's, verified against its pinned key) and, for a refresh, one
+/// the next refresh replaces — never a source without its verified index.
+fn remember(
+    state_dir: &Path,
+    sources: &mut Sources,
+    c: CheckedIndex,
+) -> Result<VerifiedIndex, SourceError> {
+    let name = &c.vi.source;
     let cache = state_dir.join(INDEX_CACHE_DIR);
     crate::state::ensure_dir(&cache)?;
-    write_state_file(&cache.join(format!("{name}.json")), &bytes, 0o644)?;
+    write_state_file(&cache.join(format!("{name}.json")), &c.bytes, 0o644)?;
     write_state_file(
         &cache.join(format!("{name}.json.minisig")),
-        &sig_bytes,
+        &c.sig_bytes,
         0o644,
     )?;
-    let entry = sources
-        .sources
-        .get_mut(name)
-        .ok_or_else(|| SourceError::UnknownSource(name.into()))?;
-    entry.seen_version = Some(index.version);
-    entry.seen_sha256 = Some(hex::encode(index.sha256));
-    entry.refreshed_at = Some(now);
-    if let Some(k) = &rotated {
-        entry.operator_pubkey = k.to_base64();
-    }
+    sources.sources.insert(name.clone(), c.src);
     sources.save(state_dir)?;
-    Ok(VerifiedIndex {
-        source: name.into(),
-        url: src.url,
-        index,
-        rotated_operator: rotated.is_some(),
-    })
+    Ok(c.vi)
 }
 
 /// The last verified index of a source, from the cache, re-verified against the pinned key (no
@@ -846,8 +1011,13 @@ impl Session {
             platform: platform.into(),
             have,
         })?;
-        // Step 2: size and digest, before any signature is read.
+        // Step 2: size and digest, before any signature is read. Both URLs are checked against
+        // the index's own before anything is fetched, so a digest in an error is always of
+        // something the index may point at.
         let url = resolve(&vi.url, &art.url)?;
+        check_entry_url(&vi.url, &url)?;
+        let sig_url = resolve(&vi.url, &art.signature_url)?;
+        check_entry_url(&vi.url, &sig_url)?;
         if art.size > MAX_PACKAGE_BYTES {
             return Err(SourceError::ArtifactDigest {
                 url,
@@ -885,7 +1055,6 @@ impl Session {
                 source: Box::new(err),
             }
         })?;
-        let sig_url = resolve(&vi.url, &art.signature_url)?;
         let sig_bytes = fetch(&sig_url, MAX_SIG_BYTES)?;
         let sig_fail = |source| SourceError::ArtifactSignature {
             url: url.clone(),
@@ -1083,5 +1252,74 @@ mod tests {
         );
         assert!(resolve("https://h/a/index.json", "../x").is_err());
         assert!(resolve("https://h/a/index.json", "/etc/x").is_err());
+    }
+
+    #[test]
+    fn localities() {
+        use Locality::*;
+        for (url, want) in [
+            ("file:///etc/machine-id", File),
+            ("https://plugins.example.org/x", Remote),
+            ("https://127.0.0.1/x", Loopback),
+            ("https://user@127.0.0.1:8443/x", Loopback),
+            ("https://evil.example@127.0.0.1/x", Loopback),
+            ("https://127.0.0.1@evil.example/x", Remote),
+            ("http://localhost:80/x", Loopback),
+            ("http://LOCALHOST./x", Loopback),
+            ("https://a.localhost/x", Loopback),
+            ("https://localhost.example/x", Remote),
+            ("https://[::1]/x", Loopback),
+            ("https://[::]/x", Loopback),
+            ("https://[::ffff:127.0.0.1]/x", Loopback),
+            ("https://0.0.0.0/x", Loopback),
+            ("https://127.1/x", Loopback),
+            ("https://2130706433/x", Loopback),
+            ("https://0x7f000001/x", Loopback),
+            ("https://0177.0.0.1/x", Loopback),
+            ("https://127.255.255.254?q", Loopback),
+            ("https://128.0.0.1/x", Remote),
+            ("https://10.0.0.1/x", Remote),
+            ("https://1.2.3.4.5/x", Remote),
+            ("https://example.org#127.0.0.1", Remote),
+        ] {
+            assert_eq!(locality(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn entry_urls_are_not_more_local_than_their_index() {
+        let remote = "https://plugins.example.org/index.json";
+        let lo = "http://127.0.0.1:8080/index.json";
+        let file = "file:///srv/repo/index.json";
+        // From a file index: anything (local mirrors and tests).
+        for u in [
+            "file:///srv/repo/x",
+            "http://127.0.0.1/x",
+            "https://o.example/x",
+        ] {
+            check_entry_url(file, u).unwrap();
+        }
+        // From loopback: loopback and remote, no files.
+        check_entry_url(lo, "http://localhost:9/x").unwrap();
+        check_entry_url(lo, "https://o.example/x").unwrap();
+        assert!(matches!(
+            check_entry_url(lo, "file:///etc/machine-id"),
+            Err(SourceError::Url { .. })
+        ));
+        // From another host: neither files nor this host's services.
+        check_entry_url(remote, "https://cdn.example.net/x.stockade").unwrap();
+        for u in [
+            "file:///etc/machine-id",
+            "http://127.0.0.1:631/x",
+            "https://localhost/x",
+            "https://[::1]/x",
+            "https://2130706433/x",
+        ] {
+            let e = check_entry_url(remote, u).unwrap_err();
+            assert_eq!((e.exit(), e.kind()), (Exit::Usage, "index.url"), "{u}");
+        }
+        // A relative URL resolves under the index, so it is as local as the index.
+        let r = resolve(remote, "p/x.stockade").unwrap();
+        check_entry_url(remote, &r).unwrap();
     }
 }
