@@ -614,7 +614,7 @@ impl Daemon {
         e.audit.layers = rec.layers.clone();
         if let Err(err) = self.audit_or_fail(rec) {
             // No unaudited plugin: undo the launch (without a blocking wait in the loop).
-            super::plugin::kill_and_reap(Box::new(sb));
+            self.sup.kill_and_reap(&name, sb);
             return Err(("audit", err));
         }
         sb.shed_layer_details();
