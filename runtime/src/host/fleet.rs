@@ -70,7 +70,7 @@ pub enum Phase {
 /// A held sandbox for a plugin's next incarnation (`[serve] warm`): built, with every layer in
 /// force, up to the program's exec. Used only if the next launch computes the same sandbox
 /// policy (a SIGHUP'd policy or a changed grant makes it stale: it is dropped, which kills its
-/// init and removes its cgroup, and the launch is cold).
+/// init and removes its cgroup, and the launch is cold). A quarantine drops it too.
 struct Spare {
     held: sandbox::Held,
     /// The decision the spare was built under, and the policy generation it was computed in.
@@ -1070,6 +1070,12 @@ impl Daemon {
         let e = self.plugins.get_mut(name).expect("present");
         if e.crashes.record(&q, now_ms) {
             e.phase = Phase::Quarantined;
+            // No incarnation is coming until `plugin_restart`: the warm pool's spare (its init,
+            // waiting program, host uid and cgroup) goes now, not at unload or stop. Dropping
+            // it kills its init and removes its cgroup; `plugin_restart` launches cold and a
+            // new spare is built once that incarnation is ready (`refill_spare`).
+            e.spare = None;
+            e.decision = None;
             let n = e.crashes.recent();
             let mut rec = e.audit.clone();
             let recorded = Quarantined {
