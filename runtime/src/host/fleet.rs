@@ -39,7 +39,8 @@ use super::plugin::{Health, PluginConfig, State};
 use super::quarantine::{OnLoad, Quarantined};
 use crate::audit::{self, Event, Record};
 use crate::keyfile::unix_now;
-use crate::package::{open_verified_in, VerifiedPackage};
+use crate::package::trees::Trees;
+use crate::package::{open_verified_among, VerifiedPackage};
 use crate::plugin_policy::LaunchPolicy;
 use crate::sandbox;
 use serde_json::{json, Value};
@@ -322,11 +323,15 @@ impl Daemon {
                 return Err(load_failed(msg, json!({"kind": "node", "exit": exit})));
             }
         }
-        let pkg = match open_verified_in(
+        // Extracted under the state directory, locked while loaded: a killed daemon's trees
+        // are swept by the next one (`serve` start), never left in the temp directory.
+        let trees = Trees::new(&self.cfg.trust.state_dir, 0);
+        let pkg = match open_verified_among(
             path,
             &self.cfg.trust,
             &self.cfg.node,
             unix_now(),
+            &trees,
             &std::env::temp_dir(),
         ) {
             Ok(p) => p,
