@@ -703,3 +703,63 @@ fn verifying_a_large_package_does_not_eat_the_plugins_handshake_window() {
     );
     assert_eq!(s.stop(), 0);
 }
+
+/// The work directories of a daemon's extracted packages under `<state>/trees`.
+fn work_dirs(fx: &Fixture, serve_pid: i32) -> Vec<std::path::PathBuf> {
+    let prefix = format!(".work-{serve_pid}-");
+    std::fs::read_dir(fx.dir().join("state/trees"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A loaded package is extracted under the state directory, locked while loaded (not in the
+/// temp directory, which nothing sweeps): what a SIGKILLed daemon left there is removed by the
+/// next daemon's start, and what a stopped one had is removed at its stop.
+#[test]
+fn a_killed_daemons_extracted_packages_are_swept_by_the_next_one() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 0\n", None);
+    let killed_pid = s.pid();
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    let left = work_dirs(&fx, killed_pid);
+    assert_eq!(
+        left.len(),
+        1,
+        "one work directory for the package: {left:?}"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&left[0]).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o755, "the plugin's uid reads the tree");
+    assert!(left[0].join("entrypoint").is_file());
+    drop(c);
+    // SIGKILL: nothing of the daemon cleans up.
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    assert!(left[0].exists());
+    // Past the moment a fresh directory may still be unlocked (DEAD_MAKER_AGE).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 0\n", None);
+    assert!(
+        !left[0].exists(),
+        "the killed daemon's package was left: {left:?}"
+    );
+    // The new daemon's own, in use, is kept while loaded and removed at its stop.
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    let mine = work_dirs(&fx, s.pid());
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    drop(c);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert!(!mine[0].exists(), "a stopped daemon's package was left");
+}

@@ -290,3 +290,140 @@ fn a_plugin_that_closes_its_stdio_but_keeps_running_never_freezes_the_daemon() {
     c.wait_state("a", "ready");
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
+
+/// A v1 freezer cgroup holding one process, thawed and removed when dropped (a failed test
+/// must not leave a frozen process behind: its sandbox could never end).
+struct Frozen(std::path::PathBuf);
+
+impl Frozen {
+    /// Freeze `pid` in a new freezer cgroup; None when this host has no v1 freezer.
+    fn freeze(pid: i64) -> Option<Frozen> {
+        let root = std::path::Path::new("/sys/fs/cgroup/freezer");
+        if !root.join("cgroup.procs").exists() {
+            return None;
+        }
+        let d = root.join(format!("stockade-test-{}-{pid}", std::process::id()));
+        std::fs::create_dir(&d).unwrap();
+        let f = Frozen(d);
+        std::fs::write(f.0.join("cgroup.procs"), pid.to_string()).unwrap();
+        std::fs::write(f.0.join("freezer.state"), "FROZEN").unwrap();
+        let t = std::time::Instant::now();
+        while std::fs::read_to_string(f.0.join("freezer.state"))
+            .unwrap()
+            .trim()
+            != "FROZEN"
+        {
+            assert!(t.elapsed().as_secs() < 10, "the freezer never froze {pid}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Some(f)
+    }
+
+    fn thaw(&self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.thaw();
+        let t = std::time::Instant::now();
+        while std::fs::remove_dir(&self.0).is_err() && t.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+fn threads_of(pid: i32) -> String {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    st.lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A killed sandbox the kernel holds (its program frozen by the v1 freezer: SIGKILL waits for
+/// the thaw, as for a process in uninterruptible sleep) is left for the event loop to reap
+/// later, never to a thread: launches need the daemon single-threaded, so another plugin
+/// loads meanwhile. Once it can end it is reaped and its cgroups removed.
+#[test]
+fn a_killed_sandbox_that_does_not_end_never_stops_other_launches() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let b = pack_worker(&fx, "b", &["on:x"]);
+    let config = "[quarantine]\nmax_crashes = 1000\n[health]\nping_interval_ms = 0\n";
+    let mut s = Serve::start(&fx, config, Some("[protocol]\nshutdown_grace_ms = 200\n"));
+    let serve_pid = s.pid();
+    let mut c = s.client();
+    let st = c.ok("plugin_load", json!({"package": a}));
+    let pid = st["pid"].as_i64().unwrap();
+    let a_cgroups = cgroups_of(serve_pid);
+    assert!(!a_cgroups.is_empty());
+    let Some(frozen) = Frozen::freeze(pid) else {
+        require(
+            false,
+            "no v1 freezer controller at /sys/fs/cgroup/freezer: nothing here can hold a \
+             killed sandbox",
+        );
+        return;
+    };
+    // Unloaded: not answering its shutdown, it is killed after the grace, and does not end.
+    let r = c.ok("plugin_unload", json!({"name": "a"}));
+    assert_eq!(r["state"], "unloaded", "{r}");
+    let note = c.wait_state("a", "terminated");
+    assert!(
+        note["reason"]["sandbox"]["reaping"].is_string(),
+        "the sandbox ended after all: {note}"
+    );
+    assert_eq!(
+        alive(&[pid]),
+        vec![pid],
+        "the frozen program is still there"
+    );
+    // Another plugin loads meanwhile (a launch needs the daemon single-threaded).
+    let st = c.ok("plugin_load", json!({"package": b}));
+    assert_eq!(st["state"], "ready", "{st}");
+    assert_eq!(
+        threads_of(serve_pid),
+        "1",
+        "a thread waits for the stuck sandbox"
+    );
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(entry(&r, "b")["result"]["ok"], true, "{r}");
+    assert!(
+        a_cgroups.iter().all(|d| d.exists()),
+        "the stuck sandbox's cgroups are kept until it ends"
+    );
+    // Thawed, it ends: reaped by the loop, cgroups removed, said in a log line.
+    frozen.thaw();
+    loop {
+        let m = c.recv().expect("serve closed the connection");
+        if m["method"] == "log"
+            && m["params"]["plugin"] == "a"
+            && m["params"]["message"]
+                .as_str()
+                .is_some_and(|t| t.contains("reaped"))
+        {
+            assert!(
+                m["params"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("cleaned_up: true"),
+                "{m}"
+            );
+            break;
+        }
+    }
+    assert!(alive(&[pid]).is_empty(), "the program was not reaped");
+    assert!(
+        a_cgroups.iter().all(|d| !d.exists()),
+        "cgroups left: {a_cgroups:?}"
+    );
+    assert_eq!(children_of(serve_pid).len(), 1, "only b's sandbox is left");
+    drop(frozen);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}

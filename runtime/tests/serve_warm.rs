@@ -1,7 +1,7 @@
 //! `[serve] warm`: the warm pool. A loaded plugin gets a held spare sandbox (every layer built,
 //! the program not forked); a restart or a crash uses it; a policy change makes it stale (the
-//! next launch is cold and a new spare is built under the new policy); unloading and stopping
-//! leave no held sandbox, cgroup or process behind. Real sandboxes (root).
+//! next launch is cold and a new spare is built under the new policy); unloading, stopping and
+//! a quarantine leave no held sandbox, cgroup or process behind. Real sandboxes (root).
 
 mod serve_common;
 use serde_json::json;
@@ -104,4 +104,70 @@ fn restarts_use_the_held_spare_and_a_policy_change_makes_it_stale() {
         assert!(t.elapsed().as_secs() < 10, "processes left after stop");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// A crash-looping plugin's spare goes with its quarantine (no incarnation is coming to use
+/// it): no held init, uid or cgroup is kept for a plugin that gets no restarts. After
+/// `plugin_restart` the plugin runs again and gets a spare once ready.
+#[test]
+fn a_quarantined_plugin_keeps_no_spare_until_plugin_restart() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let config = "[serve]\nwarm = true\n[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 100\n\
+                  jitter_percent = 0\n[quarantine]\nmax_crashes = 2\nwindow_ms = 600000\n\
+                  [health]\nping_interval_ms = 0\n";
+    let mut s = Serve::start(&fx, config, None);
+    let serve_pid = s.pid();
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    assert_eq!(status(&mut c, "a")["spare"], true);
+    // Crash 1: restarted in the spare; a new spare follows once ready.
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    assert_eq!(r["results"][0]["error"]["code"], PLUGIN_CRASHED, "{r}");
+    c.wait_state("a", "restarting");
+    c.wait_state("a", "ready");
+    let st = status(&mut c, "a");
+    assert_eq!(
+        (&st["warm"], &st["spare"]),
+        (&json!(true), &json!(true)),
+        "{st}"
+    );
+    let spare_pids: Vec<i64> = children_of(serve_pid).into_iter().map(i64::from).collect();
+    assert_eq!(
+        spare_pids.len(),
+        2,
+        "the running sandbox's init and the spare's"
+    );
+    // Crash 2: quarantined, and the spare is gone with everything it held.
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    assert_eq!(r["results"][0]["error"]["code"], PLUGIN_CRASHED, "{r}");
+    c.wait_state("a", "quarantined");
+    let st = status(&mut c, "a");
+    assert_eq!(st["state"], "quarantined", "{st}");
+    assert_eq!(
+        st["spare"], false,
+        "a quarantined plugin kept its spare: {st}"
+    );
+    assert_eq!(
+        alive(&spare_pids),
+        Vec::<i64>::new(),
+        "the spare's init is left"
+    );
+    assert_eq!(inits(serve_pid), 0);
+    assert_eq!(cgroups_of(serve_pid), Vec::<std::path::PathBuf>::new());
+    // Out of quarantine: launched (cold), then a spare again.
+    c.ok("plugin_restart", json!({"name": "a"}));
+    c.wait_state("a", "starting");
+    c.wait_state("a", "ready");
+    let st = status(&mut c, "a");
+    assert_eq!(
+        (&st["warm"], &st["spare"]),
+        (&json!(false), &json!(true)),
+        "{st}"
+    );
+    assert_eq!(inits(serve_pid), 2);
+    assert_eq!(s.stop(), 0, "{}", s.log());
 }

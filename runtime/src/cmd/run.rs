@@ -349,9 +349,14 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     let status = sup
         .exit_status(idx)
         .unwrap_or(Exit::SandboxSetup.code().into());
+    if sup.stuck() > 0 {
+        eprintln!(
+            "stockade: waiting for the killed sandbox to end (a process in uninterruptible sleep)"
+        );
+    }
+    // Dropping the supervisor waits for a killed sandbox that had not ended: it is gone only
+    // now (its cgroup and uid released).
     drop(sup);
-    // A killed sandbox that had not ended is gone only now (its cgroup and uid released).
-    crate::host::plugin::join_reapers();
     drop(pkg);
     let _ = io::stdout().flush();
     std::process::exit(status)

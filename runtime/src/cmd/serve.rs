@@ -196,6 +196,12 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
                 "fix or remove <state-dir>/quarantine.json (removing it lifts every recorded quarantine)",
             )
         })?;
+    // Packages are extracted under <state-dir>/trees, each locked while loaded: what a daemon
+    // killed before it could clean up left there (no process holds its lock) goes now. The
+    // state directory is the operator's choice, made if missing (as the key/value store makes
+    // it); one that cannot be made leaves the packages in the temp directory, as before.
+    let _ = std::fs::create_dir_all(&trust.state_dir);
+    crate::package::trees::Trees::new(&trust.state_dir, 0).sweep_leftovers();
     let loop_err = |e| cmd(Exit::OsErr, "event_loop", ServeError::Loop(e));
     // Many plugins need many descriptors (three pipes each); the children get the policy's own.
     if let Err(e) = sys::raise_nofile_soft_limit() {
@@ -282,8 +288,8 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         // grace), never left to the Drop's SIGKILL.
         d.stop(Instant::now());
         d.run();
+        // A killed sandbox that had not ended is waited for here (its cgroup and uid released).
         drop(d);
-        crate::host::plugin::join_reapers();
         // A frozen license refuses as it does for `run` (100), a registry that cannot be read
         // as the store commands do (106); any other refusal is the config's (65).
         let kind_is = |k: &str| e.data.as_ref().is_some_and(|d| d["kind"] == k);
@@ -320,9 +326,16 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         log_line(&format!("sd_notify failed: {e}"));
     }
     d.run();
+    let stuck = d.sup.stuck();
+    if stuck > 0 {
+        log_line(&format!(
+            "waiting for {stuck} killed sandbox(es) that have not ended (a process in \
+             uninterruptible sleep)"
+        ));
+    }
+    // Dropping the supervisor waits for a killed sandbox that had not ended: it is gone only
+    // now (its cgroup and uid released).
     drop(d);
-    // A killed sandbox that had not ended is gone only now (its cgroup and uid released).
-    crate::host::plugin::join_reapers();
     log_line("stopped");
     Ok(Exit::Ok)
 }

@@ -39,7 +39,8 @@ use super::plugin::{Health, PluginConfig, State};
 use super::quarantine::{OnLoad, Quarantined};
 use crate::audit::{self, Event, Record};
 use crate::keyfile::unix_now;
-use crate::package::{open_verified_in, VerifiedPackage};
+use crate::package::trees::Trees;
+use crate::package::{open_verified_among, VerifiedPackage};
 use crate::plugin_policy::LaunchPolicy;
 use crate::sandbox;
 use serde_json::{json, Value};
@@ -70,7 +71,7 @@ pub enum Phase {
 /// A held sandbox for a plugin's next incarnation (`[serve] warm`): built, with every layer in
 /// force, up to the program's exec. Used only if the next launch computes the same sandbox
 /// policy (a SIGHUP'd policy or a changed grant makes it stale: it is dropped, which kills its
-/// init and removes its cgroup, and the launch is cold).
+/// init and removes its cgroup, and the launch is cold). A quarantine drops it too.
 struct Spare {
     held: sandbox::Held,
     /// The decision the spare was built under, and the policy generation it was computed in.
@@ -321,11 +322,15 @@ impl Daemon {
                 return Err(load_failed(msg, json!({"kind": kind, "exit": exit})));
             }
         }
-        let pkg = match open_verified_in(
+        // Extracted under the state directory, locked while loaded: a killed daemon's trees
+        // are swept by the next one (`serve` start), never left in the temp directory.
+        let trees = Trees::new(&self.cfg.trust.state_dir, 0);
+        let pkg = match open_verified_among(
             path,
             &self.cfg.trust,
             &self.cfg.node,
             unix_now(),
+            &trees,
             &std::env::temp_dir(),
         ) {
             Ok(p) => p,
@@ -613,7 +618,7 @@ impl Daemon {
         e.audit.layers = rec.layers.clone();
         if let Err(err) = self.audit_or_fail(rec) {
             // No unaudited plugin: undo the launch (without a blocking wait in the loop).
-            super::plugin::kill_and_reap(Box::new(sb));
+            self.sup.kill_and_reap(&name, sb);
             return Err(("audit", err));
         }
         sb.shed_layer_details();
@@ -1069,6 +1074,12 @@ impl Daemon {
         let e = self.plugins.get_mut(name).expect("present");
         if e.crashes.record(&q, now_ms) {
             e.phase = Phase::Quarantined;
+            // No incarnation is coming until `plugin_restart`: the warm pool's spare (its init,
+            // waiting program, host uid and cgroup) goes now, not at unload or stop. Dropping
+            // it kills its init and removes its cgroup; `plugin_restart` launches cold and a
+            // new spare is built once that incarnation is ready (`refill_spare`).
+            e.spare = None;
+            e.decision = None;
             let n = e.crashes.recent();
             let mut rec = e.audit.clone();
             let recorded = Quarantined {

@@ -24,16 +24,15 @@ use stockade_policy::protocol::message::{
 };
 use stockade_policy::protocol::{check_handshake, grant};
 
-/// The sandboxed process, as the handle needs it (`Send`: a sandbox that does not end at once
-/// when killed is reaped on a thread of its own, see [`KILL_WAIT`]).
-pub trait Child: Send {
+/// The sandboxed process, as the handle needs it.
+pub trait Child {
     /// Kill everything in the sandbox now: signals only, nothing here waits.
     fn kill(&mut self);
     /// Whether it has ended by itself. Never blocks: the event loop serves every other plugin
     /// and the agent, so a process that closed its stdio but lingers must not hold it up.
     fn has_exited(&mut self) -> bool;
     /// Reap it and return its report as JSON. Blocks until it is gone, so the loop calls it
-    /// only once `has_exited` said so (a killed child that does not end goes to a reaper thread).
+    /// only once `has_exited` said so (a killed child that does not end is kept as [`Stuck`]).
     fn wait(self: Box<Self>) -> Value;
     /// Its host pid, when known.
     fn pid(&self) -> Option<i32> {
@@ -86,6 +85,8 @@ pub struct Effects {
     pub to_agent: Vec<Value>,
     /// Timers to arm.
     pub timers: Vec<(Instant, Timer)>,
+    /// Killed sandboxes that have not ended yet, for the supervisor to reap later.
+    pub stuck: Vec<Stuck>,
 }
 
 /// Lifecycle state (the `state` of `plugin_state`).
@@ -169,23 +170,63 @@ const LINGER: Duration = Duration::from_millis(500);
 /// kernel's pidfd would say it without polling, but would cost a descriptor and a token per
 /// plugin for an event that occurs once per plugin's life.
 const REAP_POLL: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(50));
-/// How long the loop waits for a killed sandbox to end before a reaper thread takes it over.
+/// How long the loop waits for a killed sandbox to end before it is left to be reaped later.
 /// SIGKILL ends a sandbox within moments, unless one of its processes sleeps uninterruptibly
 /// (a write to a dead NFS server): the kernel then holds the namespace's init — and a
 /// `waitpid` on it — until that process wakes, and the loop serves every other plugin and the
 /// agent.
 const KILL_WAIT: Duration = Duration::from_millis(100);
 
-/// Reaper threads still waiting for a killed sandbox; [`join_reapers`] waits for them.
-static REAPERS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
-    std::sync::Mutex::new(Vec::new());
+/// A killed sandbox that had not ended within [`KILL_WAIT`]: the event loop keeps it and looks
+/// again now and then ([`Stuck::try_reap`], driven by the supervisor's timer), never blocking
+/// on it. Not a thread: `sandbox::launch` needs this process single-threaded, so a reaper
+/// thread blocked for as long as the stuck process sleeps would make every launch (loads,
+/// restarts, the warm pool's spares) of every plugin fail meanwhile.
+///
+/// Dropping it waits for the sandbox to end (a runtime about to exit: its cgroup and uid lease
+/// are released before the runtime is gone).
+pub struct Stuck {
+    plugin: String,
+    since: Instant,
+    child: Option<Box<dyn Child>>,
+}
 
-/// Wait for every sandbox handed to a reaper thread to be gone (a runtime about to exit: its
-/// sandboxes' cgroups and uid leases are released only then).
-pub fn join_reapers() {
-    let handles = std::mem::take(&mut *REAPERS.lock().unwrap_or_else(|e| e.into_inner()));
-    for h in handles {
-        let _ = h.join();
+impl std::fmt::Debug for Stuck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stuck")
+            .field("plugin", &self.plugin)
+            .field("pid", &self.child.as_ref().and_then(|c| c.pid()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stuck {
+    /// The plugin it ran.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    /// Reap it if it has ended by now, without blocking: its report (the sandbox torn down,
+    /// its cgroup removed and uid lease released), or `None` while the kernel still holds it.
+    pub fn try_reap(&mut self) -> Option<Value> {
+        let c = self.child.as_mut()?;
+        if !c.has_exited() {
+            return None;
+        }
+        self.child.take().map(|c| c.wait())
+    }
+
+    /// How long ago it was killed.
+    pub fn waited(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.since)
+    }
+}
+
+impl Drop for Stuck {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.take() {
+            drop(c.wait());
+        }
     }
 }
 
@@ -206,41 +247,28 @@ fn ended_within(c: &mut dyn Child, limit: Duration) -> bool {
     }
 }
 
-/// Hand a killed child that has not ended to a thread that waits for it; what is known now
-/// stands in for its report.
-fn reap_in_background(c: Box<dyn Child>) -> Value {
-    let pid = c.pid();
-    let spawned = std::thread::Builder::new()
-        .name("stockade-reaper".into())
-        .spawn(move || drop(c.wait()));
-    // Could not spawn: the closure (and the sandbox) was dropped, whose Drop waited for it.
-    if let Ok(h) = spawned {
-        let mut reapers = REAPERS.lock().unwrap_or_else(|e| e.into_inner());
-        // A long-running daemon keeps only the reapers still waiting (a finished one has
-        // nothing left to join).
-        reapers.retain(|r| !r.is_finished());
-        reapers.push(h);
+/// Kill a child and reap it: waited for at most [`KILL_WAIT`] on the event loop; one that has
+/// not ended by then is pushed on `stuck` for the loop to reap once it ends — never a blocking
+/// wait in the loop for a sandbox a process in uninterruptible sleep holds up. Its report, or
+/// what is known now when it is left for later. Used for a plugin terminated or killed after
+/// its grace, and for a launch undone (its audit record could not be written).
+pub fn kill_and_reap(mut c: Box<dyn Child>, plugin: &str, stuck: &mut Vec<Stuck>) -> Value {
+    c.kill();
+    if ended_within(c.as_mut(), KILL_WAIT) {
+        return c.wait();
     }
+    let pid = c.pid();
+    stuck.push(Stuck {
+        plugin: plugin.to_string(),
+        since: Instant::now(),
+        child: Some(c),
+    });
     let t = KILL_WAIT.as_millis();
     // It was sent SIGKILL and ends of it when the kernel lets it go: that is its status.
     let killed = json!({"code": null, "signal": libc::SIGKILL, "status": 128 + libc::SIGKILL});
     json!({"exit": killed, "cleaned_up": false, "pid": pid,
-           "reaping": format!("in the background: the sandbox had not ended {t} ms after SIGKILL \
-                               (a process in uninterruptible sleep)")})
-}
-
-/// Kill a child and reap it: waited for at most [`KILL_WAIT`] on the event loop, then by a
-/// reaper thread — never a blocking wait in the loop for a sandbox a process in uninterruptible
-/// sleep holds up. Its report, or what is known now when a reaper took it. Used for a plugin
-/// terminated or killed after its grace, and for a launch undone (its audit record could not be
-/// written).
-pub fn kill_and_reap(mut c: Box<dyn Child>) -> Value {
-    c.kill();
-    if ended_within(c.as_mut(), KILL_WAIT) {
-        c.wait()
-    } else {
-        reap_in_background(c)
-    }
+           "reaping": format!("later: the sandbox had not ended {t} ms after SIGKILL (a process \
+                               in uninterruptible sleep); the runtime reaps it once it ends")})
 }
 
 /// Longest stderr line forwarded (the rest of the line is cut).
@@ -909,7 +937,11 @@ impl PluginHandle {
         self.flush_counters(fx);
         match self.child.take() {
             Some(c) => {
-                let report = if kill { kill_and_reap(c) } else { c.wait() };
+                let report = if kill {
+                    kill_and_reap(c, self.cfg.manifest.name(), &mut fx.stuck)
+                } else {
+                    c.wait()
+                };
                 self.exit_status = report["exit"]["status"]
                     .as_i64()
                     .and_then(|s| i32::try_from(s).ok());

@@ -41,13 +41,9 @@ impl Child for Fake {
         self.ended()
     }
     fn wait(self: Box<Self>) -> Value {
-        // The loop must never wait for a process that has not ended: only a reaper may.
-        let reaper = std::thread::current().name() == Some("stockade-reaper");
-        assert!(
-            self.ended() || reaper,
-            "the event loop waited for a live child"
-        );
-        json!({"fake": true})
+        // The loop must never wait for a process that has not ended.
+        assert!(self.ended(), "the event loop waited for a live child");
+        json!({"fake": true, "cleaned_up": true})
     }
 }
 
@@ -408,7 +404,7 @@ fn a_plugin_that_closes_its_stdio_but_lingers_is_polled_never_waited_for_then_ki
 }
 
 #[test]
-fn a_killed_plugin_that_does_not_end_is_left_to_a_reaper_not_waited_for() {
+fn a_killed_plugin_that_does_not_end_is_left_for_later_not_waited_for() {
     let mut t = setup(HostPolicy::default());
     t.handshake();
     t.stuck.set(true);
@@ -430,11 +426,21 @@ fn a_killed_plugin_that_does_not_end_is_left_to_a_reaper_not_waited_for() {
     assert!(
         sandbox["reaping"]
             .as_str()
-            .is_some_and(|s| s.contains("background")),
+            .is_some_and(|s| s.contains("reaps it once it ends")),
         "{note}"
     );
     assert_eq!(t.h.exit_status(), Some(137), "killed: 128 + SIGKILL");
-    join_reapers();
+    // Handed to the supervisor, which looks again later: not yet, then once it ended.
+    assert_eq!(t.fx.stuck.len(), 1);
+    assert_eq!(t.fx.stuck[0].plugin(), "p");
+    assert!(
+        t.fx.stuck[0].try_reap().is_none(),
+        "still held by the kernel"
+    );
+    t.stuck.set(false);
+    let report = t.fx.stuck[0].try_reap().expect("ended: reaped");
+    assert_eq!(report["cleaned_up"], true, "{report}");
+    assert!(t.fx.stuck[0].try_reap().is_none(), "reaped once");
 }
 
 #[test]
@@ -503,20 +509,25 @@ fn cached_answers_are_served_without_the_plugin_until_they_expire() {
 }
 
 #[test]
-fn a_killed_child_that_does_not_end_goes_to_a_reaper_not_the_loop() {
+fn a_killed_child_that_does_not_end_is_kept_for_later_not_waited_for() {
+    let mut later = Vec::new();
     // Ends when killed: waited for here.
     let f = Fake::default();
     let killed = f.killed.clone();
-    kill_and_reap(Box::new(f));
+    kill_and_reap(Box::new(f), "p", &mut later);
     assert!(killed.get());
-    // Does not end (uninterruptible sleep): the Fake's wait asserts it runs on a reaper.
+    assert!(later.is_empty());
+    // Does not end (uninterruptible sleep): the Fake's wait asserts nobody waits for it yet.
     let f = Fake::default();
     let (killed, stuck) = (f.killed.clone(), f.stuck.clone());
     stuck.set(true);
-    kill_and_reap(Box::new(f));
+    let report = kill_and_reap(Box::new(f), "p", &mut later);
     assert!(killed.get());
+    assert_eq!(later.len(), 1);
+    assert_eq!(report["exit"]["signal"], libc::SIGKILL, "{report}");
+    // Dropped (the runtime ends): waited for, once it can end.
     stuck.set(false);
-    join_reapers();
+    drop(later);
 }
 
 #[test]

@@ -13,19 +13,19 @@
 //!
 //! Tokens below [`PLUGIN_TOKEN_BASE`] belong to the caller (agent input, signals, sockets).
 
-use super::plugin::{Effects, PluginConfig, PluginHandle, Timer};
+use super::plugin::{Effects, PluginConfig, PluginHandle, Stuck, Timer};
 use crate::sandbox::Sandboxed;
 use crate::sys;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
-use stockade_policy::protocol::message::{codes, response_err, HookInvoke, RpcError};
+use stockade_policy::protocol::message::{codes, notification, response_err, HookInvoke, RpcError};
 
 /// First token used for plugin pipes.
 pub const PLUGIN_TOKEN_BASE: usize = 16;
@@ -54,10 +54,21 @@ pub struct Supervisor {
     touched: BTreeSet<usize>,
     /// A handle ended since the last pruning of the timer heap.
     prune_timers: bool,
+    /// Killed sandboxes the kernel still holds (see [`Stuck`]), looked at again at `stuck_at`.
+    /// Dropped with the supervisor, which waits for them: the runtime ends only once they are
+    /// gone, their cgroups and uid leases released.
+    stuck: Vec<Stuck>,
+    /// When to look at `stuck` next, and the pause after that (doubling up to [`STUCK_POLL`].1).
+    stuck_at: Option<(Instant, Duration)>,
 }
 
 /// Reads per pipe per wake-up; a flooding plugin yields to the others after this many.
 const READ_BUDGET: usize = 16;
+
+/// First and longest pause between two looks at the killed sandboxes that have not ended. A
+/// process in uninterruptible sleep may stay there for minutes (a dead NFS server); one look a
+/// second at most costs a `waitpid` per stuck sandbox, and no descriptor.
+const STUCK_POLL: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 fn token(slot: usize, pipe: usize) -> Token {
     Token(PLUGIN_TOKEN_BASE + slot * 3 + pipe)
@@ -83,6 +94,8 @@ impl Supervisor {
             hot: Vec::new(),
             touched: BTreeSet::new(),
             prune_timers: false,
+            stuck: Vec::new(),
+            stuck_at: None,
         })
     }
 
@@ -348,6 +361,60 @@ impl Supervisor {
         std::mem::take(&mut self.touched)
     }
 
+    /// Kill a sandbox that is not (or no longer) in a slot and reap it (a launch undone): as a
+    /// plugin's handle does, without waiting in the loop for one that does not end.
+    pub fn kill_and_reap(&mut self, plugin: &str, sb: Sandboxed) -> Value {
+        let mut stuck = Vec::new();
+        let report = super::plugin::kill_and_reap(Box::new(sb), plugin, &mut stuck);
+        self.keep_stuck(stuck);
+        report
+    }
+
+    /// Killed sandboxes that have not ended, to be reaped by [`Supervisor::reap_stuck`].
+    fn keep_stuck(&mut self, stuck: Vec<Stuck>) {
+        if stuck.is_empty() {
+            return;
+        }
+        self.stuck.extend(stuck);
+        self.stuck_at = Some((Instant::now() + STUCK_POLL.0, STUCK_POLL.0));
+    }
+
+    /// How many killed sandboxes have not ended yet.
+    pub fn stuck(&self) -> usize {
+        self.stuck.len()
+    }
+
+    /// Reap the killed sandboxes that have ended since the last look (each one's teardown:
+    /// cgroup removed, uid lease released), with a `log` line for the agent; look again later
+    /// at those still held.
+    fn reap_stuck(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.stuck.len() {
+            let Some(report) = self.stuck[i].try_reap() else {
+                i += 1;
+                continue;
+            };
+            let s = self.stuck.swap_remove(i);
+            let message = format!(
+                "the sandbox killed {} ms ago has ended and is reaped (cleaned_up: {})",
+                s.waited(now).as_millis(),
+                report["cleaned_up"]
+            );
+            self.to_agent.push(notification(
+                "log",
+                json!({"plugin": s.plugin(), "level": "info", "source": "runtime", "message": message}),
+            ));
+        }
+        self.stuck_at = match (self.stuck.is_empty(), self.stuck_at) {
+            (true, _) => None,
+            (false, Some((_, pause))) => {
+                let pause = (pause * 2).min(STUCK_POLL.1);
+                Some((now + pause, pause))
+            }
+            (false, None) => Some((now + STUCK_POLL.0, STUCK_POLL.0)),
+        };
+    }
+
     /// Arm timers, forward agent messages, flush the plugin's stdin, release a gone plugin's fds.
     fn apply(&mut self, idx: usize, fx: Effects) {
         self.touched.insert(idx);
@@ -355,6 +422,7 @@ impl Supervisor {
             self.timers.push(Reverse((at, idx, t)));
         }
         self.to_agent.extend(fx.to_agent);
+        self.keep_stuck(fx.stuck);
         let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
@@ -397,13 +465,19 @@ impl Supervisor {
         if !self.hot.is_empty() {
             return Some(Duration::ZERO);
         }
-        self.timers
-            .peek()
-            .map(|Reverse((at, _, _))| at.saturating_duration_since(now))
+        let next = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let stuck = self.stuck_at.map(|(at, _)| at);
+        next.into_iter()
+            .chain(stuck)
+            .min()
+            .map(|at| at.saturating_duration_since(now))
     }
 
-    /// Fire every timer due at `now`.
+    /// Fire every timer due at `now` (and look at the stuck sandboxes when it is time).
     pub fn fire_timers(&mut self, now: Instant) {
+        if self.stuck_at.is_some_and(|(at, _)| at <= now) {
+            self.reap_stuck(now);
+        }
         while let Some(Reverse((at, idx, t))) = self.timers.peek().copied() {
             if at > now {
                 break;

@@ -55,6 +55,12 @@ pub const TREES_DIR: &str = "trees";
 /// be between its `mkdir` and its owner's lock.
 const LEFTOVER_AGE: Duration = Duration::from_secs(60);
 
+/// The same, for a work directory whose name says its maker's pid and no process has that pid
+/// here: it cannot be between its `mkdir` and its lock any more, unless its maker runs in
+/// another pid namespace (a state directory shared with a container), where this pause covers
+/// that moment (microseconds).
+const DEAD_MAKER_AGE: Duration = Duration::from_secs(1);
+
 /// The kept trees of one state directory.
 #[derive(Debug, Clone)]
 pub struct Trees {
@@ -221,9 +227,36 @@ impl Trees {
         })
     }
 
-    /// A new private (0700) work directory among the trees, locked.
+    /// A new private (0700) work directory among the trees, locked (`.work-<pid>-…`). Also
+    /// what `stockade serve` extracts each loaded package into, whether or not trees are kept:
+    /// the lock is held for as long as the package is loaded, so [`Trees::sweep_leftovers`]
+    /// finds a SIGKILLed daemon's directories unlocked and removes them.
     pub fn work_dir(&self) -> std::io::Result<WorkDir> {
         work_dir_in(self.anchor(true)?)
+    }
+
+    /// Whether a sandbox's init can reach the trees directory to bind a tree from it: every
+    /// directory above it this uid's or searchable by others (the init opens the bind source
+    /// with this process's host uid, without its groups and without capabilities over the
+    /// host's files, see `sandbox::child`). In the packaged layout the state directory is the
+    /// service user's and 0750 (docs/store.md): a daemon of that user reaches it, root's does
+    /// not.
+    pub fn reachable_by_sandboxes(&self) -> bool {
+        let Ok(dir) = std::fs::canonicalize(&self.state_dir) else {
+            return false;
+        };
+        let me = nix::unistd::geteuid().as_raw();
+        dir.ancestors()
+            .all(|d| std::fs::metadata(d).is_ok_and(|m| m.uid() == me || m.mode() & 0o001 != 0))
+    }
+
+    /// Remove the leftovers of runs and daemons that ended without cleaning up (SIGKILL, a
+    /// crash): work and set-aside directories no process holds a lock on (see [`evict`]).
+    /// `stockade serve` calls this at start; a `run` that keeps a tree does it on the way.
+    pub fn sweep_leftovers(&self) {
+        if let Ok(anchor) = self.anchor(false) {
+            sweep_leftovers(&anchor);
+        }
     }
 
     /// Keep `work` (a verified, launched package's tree, `bytes` of files by its signed map) as
@@ -268,8 +301,9 @@ impl Trees {
 }
 
 fn work_dir_in(anchor: Arc<Anchor>) -> std::io::Result<WorkDir> {
+    // The maker's pid in the name lets a sweep tell a dead process's leftover at once.
     let dir = tempfile::Builder::new()
-        .prefix(".work-")
+        .prefix(&format!(".work-{}-", std::process::id()))
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(anchor.path())?;
     let lock = Flock::lock(open_dir(dir.path())?, FlockArg::LockShared)
@@ -289,6 +323,7 @@ fn work_dir_in(anchor: Arc<Anchor>) -> std::io::Result<WorkDir> {
 /// leftovers of runs that ended without cleaning up (killed): whatever no run holds a lock on.
 fn evict(anchor: &Anchor, keep: usize, max_bytes: u64) {
     let dir = anchor.path();
+    sweep_leftovers(anchor);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return;
     };
@@ -297,14 +332,8 @@ fn evict(anchor: &Anchor, keep: usize, max_bytes: u64) {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let Ok(m) = e.metadata() else { continue };
-        let modified = m.modified().unwrap_or(now);
         if is_key(&name) {
-            kept.push((modified, name));
-        } else if name.starts_with(".discard-")
-            || (name.starts_with(".work-")
-                && now.duration_since(modified).unwrap_or_default() > LEFTOVER_AGE)
-        {
-            remove_if_unused(&e.path());
+            kept.push((m.modified().unwrap_or(now), name));
         }
     }
     kept.sort_by_key(|k| std::cmp::Reverse(k.0));
@@ -333,6 +362,44 @@ fn evict(anchor: &Anchor, keep: usize, max_bytes: u64) {
         }
         drop(lock);
     }
+}
+
+/// Remove the set-aside trees and the work directories left by processes that ended without
+/// cleaning up, unless some process holds a lock on them. A work directory is a leftover once
+/// older than [`LEFTOVER_AGE`], or [`DEAD_MAKER_AGE`] when the pid its name carries is gone.
+fn sweep_leftovers(anchor: &Anchor) {
+    let Ok(entries) = std::fs::read_dir(anchor.path()) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(m) = e.metadata() else { continue };
+        let age = now
+            .duration_since(m.modified().unwrap_or(now))
+            .unwrap_or_default();
+        let leftover = match name.strip_prefix(".work-") {
+            Some(rest) => {
+                let dead_maker = work_dir_maker(rest)
+                    .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+                age > LEFTOVER_AGE || (dead_maker && age > DEAD_MAKER_AGE)
+            }
+            None => name.starts_with(".discard-"),
+        };
+        if leftover {
+            remove_if_unused(&e.path());
+        }
+    }
+}
+
+/// The pid a work directory's name (after `.work-`) carries: `<pid>-<random>`; `None` for one
+/// named before the pid was (`.work-<random>`).
+fn work_dir_maker(rest: &str) -> Option<u32> {
+    let (pid, random) = rest.split_once('-')?;
+    if random.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok().filter(|&p| p > 0)
 }
 
 /// The sum of the sizes of the regular files under `root` (symlinks not followed; what cannot be
@@ -1006,5 +1073,55 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(Trees::new(state.path(), 4).work_dir().is_err());
+    }
+
+    /// A work directory unlocked whose maker is gone is a leftover after a moment, not after
+    /// [`LEFTOVER_AGE`]; one in use (locked) stays; one of a live maker waits for the age.
+    #[test]
+    fn leftovers_of_dead_makers_are_swept_and_those_in_use_kept() {
+        let state = tempfile::tempdir().unwrap();
+        let trees = Trees::new(state.path(), 0);
+        let mine = trees.work_dir().unwrap();
+        let name = mine
+            .dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with(&format!(".work-{}-", std::process::id())),
+            "{name}"
+        );
+        let dir = state.path().join(TREES_DIR);
+        let aged = |n: &str, age: Duration| {
+            let p = dir.join(n);
+            std::fs::create_dir(&p).unwrap();
+            std::fs::write(p.join("f"), b"x").unwrap();
+            open_dir(&p)
+                .unwrap()
+                .set_modified(SystemTime::now() - age)
+                .unwrap();
+            p
+        };
+        // No pid is ever above pid_max (at most 2^22).
+        let dead = aged(".work-999999999-abc", Duration::from_secs(2));
+        let dead_fresh = aged(".work-999999998-abc", Duration::ZERO);
+        let live = aged(
+            &format!(".work-{}-xyz", std::process::id()),
+            Duration::from_secs(2),
+        );
+        let old_style = aged(".work-abcdef", Duration::from_secs(2));
+        trees.sweep_leftovers();
+        assert!(!dead.exists());
+        assert!(dead_fresh.exists(), "may be between its mkdir and its lock");
+        assert!(
+            live.exists() && old_style.exists(),
+            "younger than LEFTOVER_AGE"
+        );
+        assert!(mine.dir.path().exists(), "in use");
+        assert_eq!(work_dir_maker("12-x"), Some(12));
+        assert_eq!(work_dir_maker("abc"), None);
+        assert_eq!(work_dir_maker("0-x"), None);
     }
 }

@@ -207,6 +207,50 @@ pub fn open_verified_in(
     check_in(path, cfg, node, now, work_parent, None)?.extract()
 }
 
+/// The whole pipeline for `stockade serve`: extraction into a work directory among the trees
+/// of the state directory (`<state>/trees/.work-<pid>-…`, [`Trees::work_dir`]), whether or not
+/// trees are kept, locked for as long as the package is loaded; so a daemon that is SIGKILLed
+/// leaves its packages where the next one's [`Trees::sweep_leftovers`] removes them, not in
+/// the temp directory, which nothing sweeps. Without a state directory, or when its trees
+/// directory cannot be used (another user's, or a state directory the sandbox's init cannot
+/// search: docs/store.md), under `work_parent` as before, with a warning in the report when
+/// the state directory exists but cannot be used.
+pub fn open_verified_among(
+    path: &Path,
+    cfg: &TrustConfig,
+    node: &NodeIdentity,
+    now: u64,
+    trees: &Trees,
+    work_parent: &Path,
+) -> Result<VerifiedPackage, VerifyError> {
+    let mut checked = check(path, cfg, node, now)?;
+    let work = trees.work_dir().and_then(|w| {
+        if trees.reachable_by_sandboxes() {
+            Ok(w)
+        } else {
+            Err(std::io::Error::other(
+                "a directory above it is another user's and not searchable by others, so the \
+                 sandbox cannot bind from it",
+            ))
+        }
+    });
+    let dir = match work {
+        Ok(w) => PackageDir::Work(w),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            PackageDir::Fresh(private_dir(work_parent)?)
+        }
+        Err(e) => {
+            checked.report.warnings.push(format!(
+                "cannot extract under the state directory (a work directory among its trees: \
+                 {e}); extracted into a temporary directory, which is not swept if the daemon \
+                 is killed"
+            ));
+            PackageDir::Fresh(private_dir(work_parent)?)
+        }
+    };
+    CheckedPackage { checked, dir }.extract()
+}
+
 /// What a launch is decided and prepared from: the signed manifest, the report, the package's
 /// directory. A [`VerifiedPackage`] or, before its files are written, a [`CheckedPackage`].
 #[derive(Debug, Clone, Copy)]
