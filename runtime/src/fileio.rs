@@ -277,12 +277,24 @@ impl HeldDir {
     /// Open `parent/name` as described on [`HeldDir`]; `create`: make it first at this mode
     /// when missing (an existing entry of that name is then opened and checked like any).
     pub fn open(parent: &Path, name: &str, create: Option<u32>) -> Result<Self, HeldDirError> {
-        Self::open_as(parent, parent.join(name), name, create)
+        Self::open_as(parent, parent.join(name), name, create, true)
     }
 
     /// [`HeldDir::open`] for `name` inside this held directory (reached through it).
     pub fn open_child(&self, name: &str, create: Option<u32>) -> Result<Self, HeldDirError> {
-        Self::open_as(&self.path(), self.shown.join(name), name, create)
+        Self::open_as(&self.path(), self.shown.join(name), name, create, true)
+    }
+
+    /// [`HeldDir::open`] without the owner rule, for a directory the daemon's user may own (the
+    /// index cache, which the refresh timer writes as that user) and in which this process only
+    /// replaces whole files by rename ([`write_state_file`]): a rename replaces a symlink at the
+    /// name rather than following it, so all that must not be followed is `NAME` itself.
+    pub fn open_shared(
+        parent: &Path,
+        name: &str,
+        create: Option<u32>,
+    ) -> Result<Self, HeldDirError> {
+        Self::open_as(parent, parent.join(name), name, create, false)
     }
 
     fn open_as(
@@ -290,6 +302,7 @@ impl HeldDir {
         shown: PathBuf,
         name: &str,
         create: Option<u32>,
+        owner_rule: bool,
     ) -> Result<Self, HeldDirError> {
         use nix::fcntl::{openat, OFlag};
         use nix::sys::stat::{fstat, mkdirat, Mode};
@@ -325,7 +338,7 @@ impl HeldDir {
         })?;
         let st = fstat(&fd).map_err(fail)?;
         let me = nix::unistd::geteuid().as_raw();
-        if st.st_uid != me && st.st_uid != 0 {
+        if owner_rule && st.st_uid != me && st.st_uid != 0 {
             return Err(HeldDirError::Unsafe {
                 path: shown,
                 why: format!(
@@ -334,7 +347,7 @@ impl HeldDir {
                 ),
             });
         }
-        if st.st_mode & 0o022 != 0 {
+        if owner_rule && st.st_mode & 0o022 != 0 {
             return Err(HeldDirError::Unsafe {
                 path: shown,
                 why: format!(

@@ -1154,3 +1154,27 @@ fn an_index_may_not_point_at_urls_more_local_than_itself() {
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
     expect(&fx.store_install(&["hello"], &[]), 0, "");
 }
+
+/// The index cache is written through its directory, opened without following a symlink: the
+/// daemon's user owns the state directory and could make `indexes` point at any directory root
+/// writes to (root then wrote `<name>.json` there, handed to the directory's owner). Refused
+/// (78 `source.unsafe`), nothing written there, no source added.
+#[test]
+fn a_symlinked_index_cache_is_refused_and_its_target_untouched() {
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    let victim = fx.path("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::create_dir_all(fx.path("state")).unwrap();
+    std::os::unix::fs::symlink(&victim, fx.path("state/indexes")).unwrap();
+    let r = add_source(&fx, &repo.url(), "op.pub");
+    expect(&r, 78, "source.unsafe");
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+    assert_eq!(sources_file(&fx), None);
+    // A real directory works.
+    std::fs::remove_file(fx.path("state/indexes")).unwrap();
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    assert!(fx.path("state/indexes/main.json").exists());
+}

@@ -35,7 +35,7 @@
 //! (a size, a SHA-256) in an error and the audit log.
 
 use crate::exit::Exit;
-use crate::fileio::{read_capped, write_state_file, FileError};
+use crate::fileio::{read_capped, write_state_file, FileError, HeldDir, HeldDirError};
 use crate::package::container::MAX_PACKAGE_BYTES;
 use crate::state::{load_json, save_json_mode, StateError};
 use serde::{Deserialize, Serialize};
@@ -195,6 +195,9 @@ pub enum SourceError {
     /// state directory cannot be made.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The index cache directory is a symlink or not a directory.
+    #[error(transparent)]
+    Held(#[from] HeldDirError),
     /// A state file is corrupt.
     #[error("{} is corrupt", path.display())]
     Corrupt {
@@ -236,6 +239,8 @@ impl SourceError {
                 Exit::Config
             }
             SourceError::State(_) => Exit::IoErr,
+            SourceError::Held(HeldDirError::Unsafe { .. }) => Exit::Config,
+            SourceError::Held(_) => Exit::IoErr,
             SourceError::Corrupt { .. } => Exit::Config,
         }
     }
@@ -267,6 +272,8 @@ impl SourceError {
             SourceError::File(_) => "source.io",
             SourceError::State(StateError::Corrupt { .. }) => "source.corrupt",
             SourceError::State(_) => "source.io",
+            SourceError::Held(HeldDirError::Unsafe { .. }) => "source.unsafe",
+            SourceError::Held(_) => "source.io",
             SourceError::Corrupt { .. } => "source.corrupt",
         }
     }
@@ -856,8 +863,11 @@ fn remember(
     c: CheckedIndex,
 ) -> Result<VerifiedIndex, SourceError> {
     let name = &c.vi.source;
-    let cache = state_dir.join(INDEX_CACHE_DIR);
-    crate::state::ensure_dir(&cache)?;
+    // Through the directory's descriptor, opened without following a symlink: the daemon's
+    // user owns the state directory and could make `indexes` point anywhere root can write.
+    crate::state::ensure_dir(state_dir)?;
+    let held = HeldDir::open_shared(state_dir, INDEX_CACHE_DIR, Some(0o700))?;
+    let cache = held.path();
     write_state_file(&cache.join(format!("{name}.json")), &c.bytes, 0o644)?;
     write_state_file(
         &cache.join(format!("{name}.json.minisig")),
