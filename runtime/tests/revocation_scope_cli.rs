@@ -387,6 +387,16 @@ impl Drop for Unwritable {
     }
 }
 
+/// `--json ca revoke --ca CA [--serial SERIAL] -o OUT` (without `--json`: `[1..]`).
+fn revoke<'a>(ca: &'a str, serial: Option<&'a str>, out: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["--json", "ca", "revoke", "--ca", ca];
+    if let Some(s) = serial {
+        args.extend(["--serial", s]);
+    }
+    args.extend(["-o", out]);
+    args
+}
+
 fn list_version(fx: &Fixture, p: &str) -> u64 {
     let v: Value = serde_json::from_slice(&std::fs::read(fx.path(p)).unwrap()).unwrap();
     v["revocations"]["version"].as_u64().unwrap()
@@ -406,17 +416,7 @@ fn ca_revoke_writes_no_list_when_it_cannot_record_it() {
         let Some(_guard) = Unwritable::new(fx.path("root")) else {
             return;
         };
-        let r = fx.run(&[
-            "--json",
-            "ca",
-            "revoke",
-            "--ca",
-            "root",
-            "--serial",
-            &serial,
-            "-o",
-            "out/v2.json",
-        ]);
+        let r = fx.run(&revoke("root", Some(&serial), "out/v2.json"));
         assert_eq!(r.code, 73, "{}\n{}", r.stdout, r.stderr);
         // Nothing at the output, and no temporary file left beside it.
         assert_eq!(
@@ -428,34 +428,14 @@ fn ca_revoke_writes_no_list_when_it_cannot_record_it() {
         assert!(r.stdout.contains("no list was written"), "{}", r.stdout);
     }
     // The CA still issues version 2, once, with the serial.
-    ok(
-        fx.dir(),
-        &[
-            "ca",
-            "revoke",
-            "--ca",
-            "root",
-            "--serial",
-            &serial,
-            "-o",
-            "out/v2.json",
-        ],
-    );
+    ok(fx.dir(), &revoke("root", Some(&serial), "out/v2.json")[1..]);
     assert_eq!(list_version(&fx, "out/v2.json"), 2);
     let issued: Value =
         serde_json::from_slice(&std::fs::read(fx.path("root/revocations-issued.json")).unwrap())
             .unwrap();
     assert_eq!(issued["version"], 2, "{issued}");
     // An output that cannot be written records nothing either.
-    let r = fx.run(&[
-        "--json",
-        "ca",
-        "revoke",
-        "--ca",
-        "root",
-        "-o",
-        "missing/v3.json",
-    ]);
+    let r = fx.run(&revoke("root", None, "missing/v3.json"));
     assert_eq!(r.code, 73, "{}", r.stdout);
     assert_eq!(r.kind(), "output", "{}", r.stdout);
     ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v3.json"]);
@@ -481,16 +461,7 @@ fn two_lists_under_one_version(fx: &Fixture) {
     let serial = fx.dev_serial();
     ok(
         fx.dir(),
-        &[
-            "ca",
-            "revoke",
-            "--ca",
-            "root",
-            "--serial",
-            &serial,
-            "-o",
-            "revoking.json",
-        ],
+        &revoke("root", Some(&serial), "revoking.json")[1..],
     );
     ok(
         fx.dir(),
