@@ -128,6 +128,19 @@ fn install_list_verify_remove() {
     let mut run = vec!["--json", "run", "hello"];
     run.extend_from_slice(&STORE_FLAGS);
     expect(&fx.run(&run), 104, "store.not_installed");
+    // Looked up read-only: no state directory is made for a name that is not there, and
+    // --extract-to does not turn it into a usage error.
+    let r = fx.run(&[
+        "--json",
+        "verify",
+        "hello",
+        "--state-dir",
+        "nowhere",
+        "--extract-to",
+        "out",
+    ]);
+    expect(&r, 104, "store.not_installed");
+    assert!(!fx.path("nowhere").exists() && !fx.path("out").exists());
 }
 
 #[test]
@@ -526,6 +539,8 @@ fn a_corrupt_registry_is_reported_by_name_lookups() {
         assert_eq!(r.kind(), "store.corrupt", "verify, {what}");
         let r = fx.run(&["--json", "list", "--state-dir", "state"]);
         assert_eq!(r.code, 106, "list, {what}: {}", r.stdout);
+        // Named by its path, not by the descriptor the store is reached through.
+        assert!(!r.stdout.contains("/proc/self/fd"), "{what}: {}", r.stdout);
         // A package file is a file: the registry is not needed, and not read.
         let mut args = vec!["--json", "verify", pkg.as_str()];
         args.extend_from_slice(&STORE_FLAGS);

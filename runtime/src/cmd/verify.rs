@@ -149,7 +149,22 @@ pub fn verify_context(
 pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
     // A name is the store's to answer: not installed 104, a corrupt registry 106 — not
     // "no such file".
-    let installed_id = a.file.as_deref().is_some_and(crate::store::names_a_plugin);
+    // Looked up read-only (no store is created, locked or recovered for a name that is not
+    // there): not installed is 104 at once, before any flag check.
+    let installed_id = match a.file.as_deref() {
+        Some(f) if crate::store::names_a_plugin(f) => {
+            let name = f.to_string_lossy().into_owned();
+            let reg = crate::store::read_registry(&a.trust.state_dir)
+                .map_err(crate::cmd::store::store_err)?;
+            if !reg.plugins.contains_key(&name) {
+                return Err(crate::cmd::store::store_err(
+                    crate::store::StoreError::NotInstalled(name),
+                ));
+            }
+            true
+        }
+        _ => false,
+    };
     if a.extract_to.is_some() && (a.file.is_none() || installed_id) {
         return Err(CmdError::msg(
             Exit::Usage,

@@ -289,7 +289,7 @@ impl Store {
         let lock = take_lock(&held, no_wait)?;
         let plugins = Arc::new(held.open_child("plugins", Some(0o755))?);
         let staging = Arc::new(held.open_child("staging", Some(0o700))?);
-        let registry = load_registry(&root)?;
+        let registry = load_registry(&root, &shown)?;
         let mut store = Self {
             ops: root,
             root: shown,
@@ -474,13 +474,15 @@ impl Store {
     }
 }
 
-fn load_registry(root: &Path) -> Result<Registry, StoreError> {
-    let path = root.join("registry.json");
-    let bytes = match read_capped(&path, 64 * 1024 * 1024) {
+/// The registry of the store at `root` (read through `root`; `shown` is the store's path for
+/// messages, which must not name a `/proc/self/fd/N` that means nothing once we exit).
+fn load_registry(root: &Path, shown: &Path) -> Result<Registry, StoreError> {
+    let bytes = match read_capped(&root.join("registry.json"), 64 * 1024 * 1024) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Ok(Registry::default()),
         Err(e) => return Err(e.into()),
     };
+    let path = shown.join("registry.json");
     let reg: Registry = serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
         path: path.clone(),
         source,
@@ -499,7 +501,8 @@ fn load_registry(root: &Path) -> Result<Registry, StoreError> {
 
 /// Read the registry without locking or recovering (for read-only listing by anyone).
 pub fn read_registry(state_dir: &Path) -> Result<Registry, StoreError> {
-    load_registry(&state_dir.join(STORE_DIR))
+    let root = state_dir.join(STORE_DIR);
+    load_registry(&root, &root)
 }
 
 fn remove_any(path: &Path) -> Result<(), StoreError> {
