@@ -134,6 +134,13 @@ fn spawn_piped(cmd: &mut Command) -> std::process::Child {
         .unwrap()
 }
 
+/// All of `child`'s stderr (it has ended, or is about to).
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut s = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+    s
+}
+
 /// Wait for `child` to end, calling `meanwhile` every 50 ms; fails after `limit`.
 fn wait_within(
     child: &mut std::process::Child,
@@ -249,13 +256,7 @@ fn an_agent_whose_output_is_gone_ends_the_session() {
             let _ = stdin.write_all(format!("{}\n", invoke(1, None)).as_bytes());
         },
     );
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = stderr_of(&mut child);
     // Seen as an error event on fd 1, or as EPIPE on the next write, whichever comes first.
     assert!(
         stderr.contains("the agent closed its output")
@@ -330,13 +331,7 @@ fn an_agent_that_closes_stdin_and_never_reads_is_given_up() {
         "run waited for ever on an agent that stopped reading after closing its stdin",
         || {},
     );
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = stderr_of(&mut child);
     assert!(
         stderr.contains("the agent stopped reading (10 s"),
         "{stderr}"
