@@ -322,21 +322,11 @@ fn state_is_written_atomically_and_privately() {
     let pkg = fx.pack_hello();
     install_list(&fx, &[]);
     assert_eq!(fx.verify(&pkg, &[]).code, 0);
-    let v: Value =
-        serde_json::from_slice(&std::fs::read(fx.path("state/revocation-state.json")).unwrap())
-            .unwrap();
+    let v = revocation_state(&fx);
     let seen = &v[root_key_id(&fx)];
     assert_eq!(seen["version"], 1, "{v}");
     assert_eq!(seen["body_sha256"].as_str().unwrap().len(), 64, "{v}");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(fx.path("state/revocation-state.json"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
     assert_eq!(
         std::fs::metadata(fx.path("state"))
             .unwrap()
@@ -537,22 +527,22 @@ fn version_only_state_of_an_earlier_build_keeps_working() {
     )
     .unwrap();
     assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.serial");
-    let v: Value =
-        serde_json::from_slice(&std::fs::read(fx.path("state/revocation-state.json")).unwrap())
-            .unwrap();
+    let v = revocation_state(&fx);
     assert_eq!(v[&issuer]["version"], 1, "{v}");
     assert_eq!(v[&issuer]["body_sha256"].as_str().unwrap().len(), 64, "{v}");
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(fx.path("state/revocation-state.json"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
     install(&fx, "undoing.json");
     assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.list_changed");
+}
+
+/// The node's revocation state, which must be private (0600).
+fn revocation_state(fx: &Fixture) -> Value {
+    use std::os::unix::fs::PermissionsExt;
+    let path = fx.path("state/revocation-state.json");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 
 fn unix_now() -> u64 {
