@@ -21,7 +21,7 @@ use crate::cli::{CaInitArgs, CaIssueArgs, CaLicenseArgs, CaRevokeArgs};
 use crate::cmd::keygen::{fresh_key, write_pair};
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::fileio::{read_capped, reserve, write_atomic, FileError};
+use crate::fileio::{read_capped, reserve, write_atomic};
 use crate::keyfile::{load_public, load_secret, random_bytes, secret_key_hint, unix_now};
 use crate::output::Output;
 use serde::{Deserialize, Serialize};
@@ -129,15 +129,6 @@ fn days_secs(days: u32) -> Result<u64, CmdError> {
     Ok(u64::from(days) * DAY)
 }
 
-fn write_out(path: &Path, bytes: &[u8]) -> Result<(), CmdError> {
-    write_atomic(path, bytes, 0o644).map_err(output_error)
-}
-
-fn output_error(e: FileError) -> CmdError {
-    CmdError::new(Exit::CantCreate, "output", e)
-        .hint("check that the output directory exists and is writable")
-}
-
 #[derive(Serialize)]
 struct InitReport {
     dir: PathBuf,
@@ -215,7 +206,7 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
     let mut info_bytes = serde_json::to_vec_pretty(&info)
         .map_err(|e| CmdError::new(Exit::Software, "internal", e))?;
     info_bytes.push(b'\n');
-    write_out(&tmp.path().join("ca.json"), &info_bytes)?;
+    crate::cmd::write_output(&tmp.path().join("ca.json"), &info_bytes, true)?;
     if let Some(root) = &parent_ca {
         let scope = parse_scope(&a.scope)?;
         let pk = key.public_key();
@@ -241,7 +232,7 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
             ),
         )
         .map_err(|e| CmdError::new(Exit::DataErr, "certificate", e))?;
-        write_out(&tmp.path().join("ca.cert"), &cert)?;
+        crate::cmd::write_output(&tmp.path().join("ca.cert"), &cert, true)?;
     }
     let kept = tmp.keep();
     if let Err(e) = std::fs::rename(&kept, &a.output) {
@@ -481,7 +472,7 @@ pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
     // with nothing recorded), commit the state (a failure drops the reservation: no list), then
     // commit the list. A failure at that last step leaves a version recorded and no list of it,
     // which costs only the number: the next `ca revoke` issues the one after it.
-    let reserved = reserve(&a.output, 0o644).map_err(output_error)?;
+    let reserved = reserve(&a.output, 0o644).map_err(crate::cmd::output_error)?;
     write_atomic(&state_path, &state_bytes, 0o600).map_err(|e| {
         CmdError::new(Exit::CantCreate, "ca_dir", e).hint(format!(
             "nothing was issued: {} is unchanged and no list was written; make the CA directory \
@@ -492,7 +483,7 @@ pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
     reserved
         .commit(&list, Some(0o644), None, true)
         .map_err(|e| {
-            output_error(e).hint(format!(
+            crate::cmd::output_error(e).hint(format!(
                 "version {} is recorded in {ISSUED_REVOCATIONS} but no list of it was written; \
                  run `ca revoke` again (it issues version {}, with the same revocations)",
                 body.version,

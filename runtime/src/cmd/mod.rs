@@ -46,10 +46,15 @@ pub(crate) fn write_output(
         if e.is_exists() {
             output_exists(path)
         } else {
-            CmdError::new(Exit::CantCreate, "output", e)
-                .hint("check that the output directory exists and is writable")
+            output_error(e)
         }
     })
+}
+
+/// An output that cannot be written (73 `output`).
+pub(crate) fn output_error(e: crate::fileio::FileError) -> CmdError {
+    CmdError::new(Exit::CantCreate, "output", e)
+        .hint("check that the output directory exists and is writable")
 }
 
 fn output_exists(path: &std::path::Path) -> CmdError {
