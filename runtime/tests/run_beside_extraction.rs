@@ -417,3 +417,55 @@ fn runs_at_once_keep_one_tree_and_leave_no_work_directory() {
     assert_eq!(kinds.len(), 4, "{kinds:?}");
     assert!(kinds.iter().any(|k| k == "kept"), "{kinds:?}");
 }
+
+/// The packaged layout: root's `run` on a state directory of the service user's. At 0750 the
+/// sandbox (root's host uid, no capability over the host's files) cannot search it, so no tree
+/// is kept or made there and the package is extracted into TMPDIR, with a warning — the launch
+/// failed (125, `mount_sources`) when a tree was made there. Searchable (0755), root keeps its
+/// trees in `trees-0`, leaving `trees` to the directory's owner.
+#[test]
+fn root_on_the_service_users_state_directory_keeps_trees_only_where_a_sandbox_reaches() {
+    if !require_root() {
+        return;
+    }
+    let fx = hello_c_fixture();
+    let state = fx.path("state");
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o750)).unwrap();
+    let trees_dirs = || -> Vec<String> {
+        std::fs::read_dir(&state)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("trees"))
+            .collect()
+    };
+    let r = run(&fx, "c.stockade");
+    started_and_left_nothing(&fx, &r);
+    assert!(
+        r.stderr.contains("no tree can be kept") && r.stderr.contains("not searchable by others"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(launch_details(&fx).pop().unwrap()["tree"], "temporary");
+    assert!(trees_dirs().is_empty(), "{:?}", trees_dirs());
+
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let r = run(&fx, "c.stockade");
+    started_and_left_nothing(&fx, &r);
+    assert_eq!(
+        launch_details(&fx).pop().unwrap()["tree"],
+        "kept",
+        "{}",
+        r.stderr
+    );
+    assert_eq!(trees_dirs(), ["trees-0"]);
+    let r = run(&fx, "c.stockade");
+    started_and_left_nothing(&fx, &r);
+    assert_eq!(
+        launch_details(&fx).pop().unwrap()["tree"],
+        "reused",
+        "{}",
+        r.stderr
+    );
+}

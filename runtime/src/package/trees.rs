@@ -7,7 +7,9 @@
 //!
 //! What is kept is exactly what step 8 wrote for a package that verified and launched, under
 //! `<state-dir>/trees/<statement sha256>` (the signed statement commits to the payload, the map
-//! and the manifest). A kept tree is never trusted as it is: every use checks it against the
+//! and the manifest); `trees-<uid>` instead of `trees` for a uid other than the state
+//! directory's owner ([`Trees::open_anchor`]), and nothing at all when a sandbox of this uid
+//! could not bind from there (root on the service user's 0750 state directory). A kept tree is never trusted as it is: every use checks it against the
 //! signed map of the package being run, as extraction checks the payload ([`check_kept`]: the
 //! [`check_tree`] that `stockade store verify` makes of installed trees, and the manifest):
 //! the same set of paths, no other entry, regular files owned by this uid with the signed mode,
@@ -169,35 +171,63 @@ impl Trees {
         self.keep > 0 && self.max_bytes > 0
     }
 
-    /// The trees directory, made when `create` and missing.
+    /// This uid's trees directory, made when `create` and missing, once a sandbox of this uid
+    /// can reach it (else `PermissionDenied`, and nothing is made: a tree there could never be
+    /// bound). `NotFound` when the state directory is missing.
     fn anchor(&self, create: bool) -> std::io::Result<Arc<Anchor>> {
-        let state = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(&self.state_dir)?;
+        let state = open_state_dir(&self.state_dir)?;
+        if !self.reachable_by_sandboxes() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "a directory above {} is another user's and not searchable by others, so \
+                     a sandbox of this uid cannot bind from it",
+                    self.state_dir.display()
+                ),
+            ));
+        }
+        self.open_anchor(&state, create)
+    }
+
+    /// This uid's trees directory under the open state directory, whether or not a sandbox can
+    /// reach it (what [`Trees::sweep_leftovers`] needs).
+    ///
+    /// Its name: `trees` for the state directory's owner, `trees-<uid>` for any other uid (root's
+    /// `run` on the service user's state directory in the packaged layout). Why one per uid: the
+    /// directory must be its uid's alone, and two uids using one state directory (root's `run`
+    /// and the service user's `serve`) would otherwise take it from each other — whoever made it
+    /// first kept it, the other extracted into `$TMPDIR` with a warning on every load or run.
+    /// The owner's name stays `trees`, as it was before there were two: when it finds a
+    /// `trees` of another uid there (an earlier build's root `run` made it), it renames it to
+    /// that uid's name and makes its own; it never touches what is inside.
+    fn open_anchor(&self, state: &File, create: bool) -> std::io::Result<Arc<Anchor>> {
+        let me = nix::unistd::geteuid().as_raw();
+        let owner = state.metadata()?.uid();
+        let name = trees_dir_name(owner, me);
         if create {
-            match nix::sys::stat::mkdirat(&state, TREES_DIR, Mode::from_bits_truncate(0o711)) {
+            if owner == me {
+                move_foreign_trees_aside(state, me);
+            }
+            match nix::sys::stat::mkdirat(state, name.as_str(), Mode::from_bits_truncate(0o711)) {
                 Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
                 Err(e) => return Err(e.into()),
             }
         }
         let fd = nix::fcntl::openat(
-            &state,
-            TREES_DIR,
+            state,
+            name.as_str(),
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
         let st = nix::sys::stat::fstat(&fd)?;
-        if st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o022 != 0 {
+        let host = self.state_dir.join(&name);
+        if st.st_uid != me || st.st_mode & 0o022 != 0 {
             return Err(std::io::Error::other(format!(
                 "{} is not a directory of this uid's alone",
-                self.state_dir.join(TREES_DIR).display()
+                host.display()
             )));
         }
-        Ok(Arc::new(Anchor {
-            fd,
-            host: self.state_dir.join(TREES_DIR),
-        }))
+        Ok(Arc::new(Anchor { fd, host }))
     }
 
     /// The kept tree for `key` (a statement digest), locked and its use recorded; `None` when
@@ -241,7 +271,7 @@ impl Trees {
     /// host's files, see `sandbox::child`). In the packaged layout the state directory is the
     /// service user's and 0750 (docs/store.md): a daemon of that user reaches it, root's does
     /// not.
-    pub fn reachable_by_sandboxes(&self) -> bool {
+    fn reachable_by_sandboxes(&self) -> bool {
         let Ok(dir) = std::fs::canonicalize(&self.state_dir) else {
             return false;
         };
@@ -254,7 +284,9 @@ impl Trees {
     /// crash): work and set-aside directories no process holds a lock on (see [`evict`]).
     /// `stockade serve` calls this at start; a `run` that keeps a tree does it on the way.
     pub fn sweep_leftovers(&self) {
-        if let Ok(anchor) = self.anchor(false) {
+        let anchor =
+            open_state_dir(&self.state_dir).and_then(|state| self.open_anchor(&state, false));
+        if let Ok(anchor) = anchor {
             sweep_leftovers(&anchor);
         }
     }
@@ -297,6 +329,36 @@ impl Trees {
             _lock: lock,
             anchor,
         })
+    }
+}
+
+/// The name of uid `me`'s trees directory in a state directory `owner` owns
+/// ([`Trees::open_anchor`]).
+fn trees_dir_name(owner: u32, me: u32) -> String {
+    if owner == me {
+        TREES_DIR.to_string()
+    } else {
+        format!("{TREES_DIR}-{me}")
+    }
+}
+
+/// In a state directory of uid `me`'s, rename a `trees` directory of another uid to that uid's
+/// name (`trees-<uid>`), unless that name is taken; anything else (this uid's, a symlink, a
+/// file) stays, and the open that follows decides.
+fn move_foreign_trees_aside(state: &File, me: u32) {
+    let Ok(st) =
+        nix::sys::stat::fstatat(state, TREES_DIR, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+    else {
+        return;
+    };
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_uid != me {
+        let _ = nix::fcntl::renameat2(
+            state,
+            TREES_DIR,
+            state,
+            format!("{TREES_DIR}-{}", st.st_uid).as_str(),
+            RenameFlags::RENAME_NOREPLACE,
+        );
     }
 }
 
@@ -426,6 +488,14 @@ fn remove_if_unused(path: &Path) {
             drop(lock);
         }
     }
+}
+
+/// The state directory (a symlink to it is followed: the operator may place it anywhere).
+fn open_state_dir(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
 }
 
 fn open_dir(path: &Path) -> std::io::Result<File> {
@@ -1073,6 +1143,80 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(Trees::new(state.path(), 4).work_dir().is_err());
+    }
+
+    /// Two uids on one state directory (root's `run` and the service user's `serve` in the
+    /// packaged layout) each get a trees directory of their own: `trees` is the owner's,
+    /// `trees-<uid>` another's; an owner finding a `trees` of another uid (an earlier build's)
+    /// renames it to that uid's name, contents untouched, and makes its own.
+    #[test]
+    fn each_uid_has_its_own_trees_directory() {
+        if !crate::test_support::root_or_skip("chown to another uid needs root") {
+            return;
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        let other = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(other.path(), Some(4242), None).unwrap();
+        std::fs::set_permissions(other.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let w = Trees::new(other.path(), 4).work_dir().unwrap();
+        assert_eq!(tree_names_in(other.path()), [format!("trees-{me}")]);
+        assert!(w.dir.path().starts_with("/proc/self/fd/"));
+        assert_eq!(
+            w.bind_source().0.parent().unwrap(),
+            other.path().join(format!("trees-{me}"))
+        );
+
+        let mine = tempfile::tempdir().unwrap();
+        let foreign = mine.path().join(TREES_DIR);
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::write(foreign.join("theirs"), b"x").unwrap();
+        std::os::unix::fs::chown(&foreign, Some(4242), None).unwrap();
+        let w = Trees::new(mine.path(), 4).work_dir().unwrap();
+        assert_eq!(
+            tree_names_in(mine.path()),
+            [TREES_DIR.to_string(), "trees-4242".to_string()]
+        );
+        assert!(mine.path().join("trees-4242/theirs").exists());
+        assert_eq!(
+            w.bind_source().0.parent().unwrap(),
+            mine.path().join(TREES_DIR)
+        );
+    }
+
+    /// A state directory a sandbox of this uid cannot search (root's `run` on the service user's
+    /// 0750 one): no tree is kept or made there — the sandbox's bind would fail (125) — and the
+    /// error says why.
+    #[test]
+    fn nothing_is_made_where_no_sandbox_could_bind_from() {
+        if !crate::test_support::root_or_skip("chown to another uid needs root") {
+            return;
+        }
+        let state = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(state.path(), Some(4242), None).unwrap();
+        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
+        let trees = Trees::new(state.path(), 4);
+        let e = trees.work_dir().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("not searchable by others"), "{e}");
+        assert!(trees.find(KEY_A).is_none());
+        assert!(tree_names_in(state.path()).is_empty());
+        // A missing state directory is still `NotFound` (nothing is kept, silently).
+        let gone = Trees::new(&state.path().join("missing"), 4)
+            .work_dir()
+            .unwrap_err();
+        assert_eq!(gone.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    /// The names of the trees directories in a state directory.
+    fn tree_names_in(state: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(state)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(TREES_DIR))
+            .collect();
+        v.sort();
+        v
     }
 
     /// A work directory unlocked whose maker is gone is a leftover after a moment, not after

@@ -211,10 +211,11 @@ pub fn open_verified_in(
 /// of the state directory (`<state>/trees/.work-<pid>-…`, [`Trees::work_dir`]), whether or not
 /// trees are kept, locked for as long as the package is loaded; so a daemon that is SIGKILLed
 /// leaves its packages where the next one's [`Trees::sweep_leftovers`] removes them, not in
-/// the temp directory, which nothing sweeps. Without a state directory, or when its trees
-/// directory cannot be used (another user's, or a state directory the sandbox's init cannot
-/// search: docs/store.md), under `work_parent` as before, with a warning in the report when
-/// the state directory exists but cannot be used.
+/// the temp directory, which nothing sweeps. Without a state directory, or when this uid's
+/// trees directory cannot be used (a state directory the sandbox's init cannot search, as
+/// root's on the service user's 0750 one: docs/store.md; a trees directory not this uid's
+/// alone), under `work_parent` as before, with a warning in the report when the state
+/// directory exists but cannot be used.
 pub fn open_verified_among(
     path: &Path,
     cfg: &TrustConfig,
@@ -224,16 +225,7 @@ pub fn open_verified_among(
     work_parent: &Path,
 ) -> Result<VerifiedPackage, VerifyError> {
     let mut checked = check(path, cfg, node, now)?;
-    let work = trees.work_dir().and_then(|w| {
-        if trees.reachable_by_sandboxes() {
-            Ok(w)
-        } else {
-            Err(std::io::Error::other(
-                "a directory above it is another user's and not searchable by others, so the \
-                 sandbox cannot bind from it",
-            ))
-        }
-    });
+    let work = trees.work_dir();
     let dir = match work {
         Ok(w) => PackageDir::Work(w),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
