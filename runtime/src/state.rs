@@ -200,14 +200,20 @@ pub fn save_json_mode<T: serde::Serialize>(
 
 /// Create the state directory with mode 0700 if it does not exist.
 pub fn ensure_dir(state_dir: &Path) -> Result<(), StateError> {
+    make_dir(state_dir).map_err(|source| StateError::Create {
+        path: state_dir.to_path_buf(),
+        source,
+    })
+}
+
+/// [`ensure_dir`] for callers with an I/O error of their own (`serve`, the key/value store):
+/// made 0700 (and its missing parents), never with the umask's mode — it holds keys, rollback
+/// memory and the trees sandboxes bind from.
+pub fn make_dir(state_dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(state_dir)
-        .map_err(|source| StateError::Create {
-            path: state_dir.to_path_buf(),
-            source,
-        })
 }
 
 #[cfg(test)]

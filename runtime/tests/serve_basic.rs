@@ -727,8 +727,19 @@ fn a_killed_daemons_extracted_packages_are_swept_by_the_next_one() {
     }
     let fx = Fixture::new();
     let a = pack_worker(&fx, "a", &["on:x"]);
+    assert!(!fx.dir().join("state").exists());
     let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 0\n", None);
     let killed_pid = s.pid();
+    let state_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(fx.dir().join("state"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(
+        state_mode & 0o777,
+        0o700,
+        "made by the daemon, not with the umask's mode"
+    );
     let mut c = s.client();
     c.ok("plugin_load", json!({"package": a}));
     let left = work_dirs(&fx, killed_pid);

@@ -199,8 +199,8 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
     // Packages are extracted under <state-dir>/trees, each locked while loaded: what a daemon
     // killed before it could clean up left there (no process holds its lock) goes now. The
     // state directory is the operator's choice, made if missing (as the key/value store makes
-    // it); one that cannot be made leaves the packages in the temp directory, as before.
-    let _ = std::fs::create_dir_all(&trust.state_dir);
+    // it, 0700); one that cannot be made leaves the packages in the temp directory, as before.
+    let _ = crate::state::make_dir(&trust.state_dir);
     crate::package::trees::Trees::new(&trust.state_dir, 0).sweep_leftovers();
     let loop_err = |e| cmd(Exit::OsErr, "event_loop", ServeError::Loop(e));
     // Many plugins need many descriptors (three pipes each); the children get the policy's own.

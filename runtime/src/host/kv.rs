@@ -176,7 +176,7 @@ impl Dirs {
     fn open(state_dir: &Path, sub: &[&str], create: bool) -> io::Result<Dirs> {
         if create {
             // The state directory is the operator's choice (as everywhere): made if missing.
-            fs::create_dir_all(state_dir)?;
+            crate::state::make_dir(state_dir)?;
         }
         let state = fs::File::open(state_dir)?;
         let st = nix::sys::stat::fstat(&state)?;
