@@ -216,7 +216,10 @@ pub fn grants_dir(r: &ResolvedPolicy, root: &Path) -> PathBuf {
     }
 }
 
-fn read_grants(dir: &Path) -> (Vec<Grant>, Vec<Withheld>) {
+/// The grant files (`*.grant`) of `dir`, parsed (signatures not checked yet), and one
+/// `grant_malformed` [`Withheld`] for each that cannot be read or parsed (its `target` is the
+/// file's path). A missing directory holds none.
+pub(crate) fn read_grants(dir: &Path) -> (Vec<Grant>, Vec<Withheld>) {
     let mut grants = Vec::new();
     let mut bad = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {

@@ -91,6 +91,48 @@ fn lint_exit_codes_severities_and_lines() {
     assert_eq!(stockade(d, &["policy", "lint", "missing.toml"]).code, 66);
 }
 
+/// A grant file in the policy's grants directory that cannot be parsed (hand-edited, truncated,
+/// or deployed before a stricter parser) authorises nothing at launch (withheld whole): `policy
+/// lint` names it as an error, `grant-malformed`, so the operator learns it before a plugin
+/// loses its grants. Files that are not `*.grant` are not grants and are not looked at.
+#[test]
+fn lint_names_a_grant_file_that_is_refused_when_read() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let policy = format!(
+        "version = 1\n[resources]\nmemory_max = \"64M\"\n[trust]\ngrants = \"{}\"\n",
+        d.join("grants").display()
+    );
+    write(&d.join("p.toml"), &policy);
+    write(&d.join("grants/README"), "not a grant\n");
+    let r = ok(d, &["policy", "lint", "p.toml"]);
+    assert!(r.stdout.contains("0 finding(s)"), "{}", r.stdout);
+
+    write(
+        &d.join("grants/old.grant"),
+        "{\"body\": {\"plugin\": \"x\"}}\n",
+    );
+    let r = stockade(d, &["--json", "policy", "lint", "p.toml"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let v = r.json();
+    let f = &v["findings"][0];
+    assert_eq!(f["code"], "grant-malformed", "{v:#}");
+    assert_eq!(f["severity"], "error", "{v:#}");
+    assert_eq!(
+        f["at"]["path"],
+        d.join("grants/old.grant").display().to_string(),
+        "{v:#}"
+    );
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("authorises nothing"),
+        "{v:#}"
+    );
+    assert_eq!(v["findings"].as_array().unwrap().len(), 1, "{v:#}");
+}
+
 /// The policy files we ship or print as "the built-in default" lint clean: an operator's CI that
 /// runs `stockade policy lint /etc/stockade/policy.toml` must not fail on a fresh install. They
 /// spell the default degradations out, which is no weakening; one beyond the default still is.

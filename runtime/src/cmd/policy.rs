@@ -13,8 +13,8 @@ use crate::node::NodeIdentity;
 use crate::output::Output;
 use crate::package::open_verified_in;
 use crate::plugin_policy::{
-    self, check_grants, grants_dir, high_risk_targets, GrantStatus, GrantSubject, PackageFacts,
-    Withheld,
+    self, check_grants, grants_dir, high_risk_targets, read_grants, GrantStatus, GrantSubject,
+    PackageFacts, Withheld,
 };
 use crate::policyfiles::{self, PolicyFilesError, PolicySource};
 use serde::Serialize;
@@ -25,7 +25,7 @@ use stockade_policy::operator::explain::{
     diff as diff_items, explain as explain_items, Change, Explanation,
 };
 use stockade_policy::operator::lint::{lint as lint_policy, Finding, Severity};
-use stockade_policy::operator::MergedPolicy;
+use stockade_policy::operator::{MergedPolicy, Origin};
 
 #[derive(Serialize)]
 struct LintReport {
@@ -35,28 +35,44 @@ struct LintReport {
     findings: Vec<Finding>,
 }
 
-/// Grant targets present (by file, unverified) per plugin, for the `network-without-grant` lint.
-fn grant_targets(m: &MergedPolicy, root: &Path) -> BTreeMap<String, BTreeSet<String>> {
+/// Grant targets present (by file, unverified) per plugin, for the `network-without-grant`
+/// lint; and a `grant-malformed` finding for every grant file that cannot be read or parsed.
+/// Why the second: a launch withholds such a file whole (`grant_malformed`, every target in
+/// it), so a grant deployed before a stricter parser (one target it now refuses) silently stops
+/// authorising anything after an upgrade; `policy lint` in the operator's CI says which file
+/// and why before a plugin loses its grants.
+fn grant_targets(
+    m: &MergedPolicy,
+    root: &Path,
+) -> (BTreeMap<String, BTreeSet<String>>, Vec<Finding>) {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let Ok(r) = m.resolve(None, None) else {
-        return out;
+        return (out, Vec::new());
     };
-    let Ok(entries) = std::fs::read_dir(grants_dir(&r, root)) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let Ok(bytes) =
-            crate::fileio::read_capped(&e.path(), stockade_trust::grant::MAX_GRANT_BYTES as u64)
-        else {
-            continue;
-        };
-        if let Ok(g) = stockade_trust::grant::Grant::parse(&bytes) {
-            out.entry(g.body.plugin.clone())
-                .or_default()
-                .extend(g.body.targets.iter().cloned());
-        }
+    let (grants, bad) = read_grants(&grants_dir(&r, root));
+    for g in grants {
+        out.entry(g.body.plugin.clone())
+            .or_default()
+            .extend(g.body.targets.iter().cloned());
     }
-    out
+    let findings = bad
+        .into_iter()
+        .map(|w| Finding {
+            at: Origin::File {
+                path: w.target,
+                line: None,
+            },
+            code: "grant-malformed",
+            severity: Severity::Error,
+            plugin: None,
+            message: format!(
+                "this grant file is refused when read, so it authorises nothing (a launch \
+                 withholds it whole, `grant_malformed`): {}",
+                w.message
+            ),
+        })
+        .collect();
+    (out, findings)
 }
 
 /// `policy lint`.
@@ -71,7 +87,8 @@ pub fn lint(a: PolicyLintArgs, out: Output) -> Result<Exit, CmdError> {
         PolicySource::Files(a.files.clone())
     };
     let m = policyfiles::load(&src).map_err(PolicyFilesError::into_cmd)?;
-    let findings = lint_policy(&m, &grant_targets(&m, &a.root.policy_root));
+    let (grants, mut findings) = grant_targets(&m, &a.root.policy_root);
+    findings.extend(lint_policy(&m, &grants));
     let failing = findings.iter().any(|f| f.severity >= fail_level);
     let report = LintReport {
         ok: !failing,
