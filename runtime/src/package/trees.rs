@@ -176,17 +176,21 @@ impl Trees {
     /// bound). `NotFound` when the state directory is missing.
     fn anchor(&self, create: bool) -> std::io::Result<Arc<Anchor>> {
         let state = open_state_dir(&self.state_dir)?;
-        if !self.reachable_by_sandboxes() {
+        // The sandbox binds from the state directory's real path, the one checked here: through
+        // a symlink the init would also walk the directories above the link, which a check of
+        // the target's ancestors does not see (a link in a 0700 home of another user: 125).
+        let real = std::fs::canonicalize(&self.state_dir)?;
+        if !reachable_by_sandboxes(&real) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 format!(
                     "a directory above {} is another user's and not searchable by others, so \
                      a sandbox of this uid cannot bind from it",
-                    self.state_dir.display()
+                    real.display()
                 ),
             ));
         }
-        self.open_anchor(&state, create)
+        self.open_anchor(&state, &real, create)
     }
 
     /// This uid's trees directory under the open state directory, whether or not a sandbox can
@@ -200,7 +204,7 @@ impl Trees {
     /// The owner's name stays `trees`, as it was before there were two: when it finds a
     /// `trees` of another uid there (an earlier build's root `run` made it), it renames it to
     /// that uid's name and makes its own; it never touches what is inside.
-    fn open_anchor(&self, state: &File, create: bool) -> std::io::Result<Arc<Anchor>> {
+    fn open_anchor(&self, state: &File, real: &Path, create: bool) -> std::io::Result<Arc<Anchor>> {
         let me = nix::unistd::geteuid().as_raw();
         let owner = state.metadata()?.uid();
         let name = trees_dir_name(owner, me);
@@ -220,7 +224,7 @@ impl Trees {
             Mode::empty(),
         )?;
         let st = nix::sys::stat::fstat(&fd)?;
-        let host = self.state_dir.join(&name);
+        let host = real.join(&name);
         if st.st_uid != me || st.st_mode & 0o022 != 0 {
             return Err(std::io::Error::other(format!(
                 "{} is not a directory of this uid's alone",
@@ -265,27 +269,12 @@ impl Trees {
         work_dir_in(self.anchor(true)?)
     }
 
-    /// Whether a sandbox's init can reach the trees directory to bind a tree from it: every
-    /// directory above it this uid's or searchable by others (the init opens the bind source
-    /// with this process's host uid, without its groups and without capabilities over the
-    /// host's files, see `sandbox::child`). In the packaged layout the state directory is the
-    /// service user's and 0750 (docs/store.md): a daemon of that user reaches it, root's does
-    /// not.
-    fn reachable_by_sandboxes(&self) -> bool {
-        let Ok(dir) = std::fs::canonicalize(&self.state_dir) else {
-            return false;
-        };
-        let me = nix::unistd::geteuid().as_raw();
-        dir.ancestors()
-            .all(|d| std::fs::metadata(d).is_ok_and(|m| m.uid() == me || m.mode() & 0o001 != 0))
-    }
-
     /// Remove the leftovers of runs and daemons that ended without cleaning up (SIGKILL, a
     /// crash): work and set-aside directories no process holds a lock on (see [`evict`]).
     /// `stockade serve` calls this at start; a `run` that keeps a tree does it on the way.
     pub fn sweep_leftovers(&self) {
-        let anchor =
-            open_state_dir(&self.state_dir).and_then(|state| self.open_anchor(&state, false));
+        let anchor = open_state_dir(&self.state_dir)
+            .and_then(|state| self.open_anchor(&state, &self.state_dir, false));
         if let Ok(anchor) = anchor {
             sweep_leftovers(&anchor);
         }
@@ -330,6 +319,18 @@ impl Trees {
             anchor,
         })
     }
+}
+
+/// Whether a sandbox's init can reach a trees directory in the state directory `real` (its real
+/// path) to bind a tree from it: every directory from `/` to it this uid's or searchable by
+/// others (the init opens the bind source with this process's host uid, without its groups and
+/// without capabilities over the host's files, see `sandbox::child`). In the packaged layout
+/// the state directory is the service user's and 0750 (docs/store.md): a daemon of that user
+/// reaches it, root's does not.
+fn reachable_by_sandboxes(real: &Path) -> bool {
+    let me = nix::unistd::geteuid().as_raw();
+    real.ancestors()
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.uid() == me || m.mode() & 0o001 != 0))
 }
 
 /// The name of uid `me`'s trees directory in a state directory `owner` owns
@@ -1205,6 +1206,27 @@ mod tests {
             .work_dir()
             .unwrap_err();
         assert_eq!(gone.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    /// A state directory named through a symlink that sits in a directory the sandbox cannot
+    /// search: the tree is bound from the state directory's real path, whose every directory
+    /// was checked, not through the link (the init's open failed there: 125).
+    #[test]
+    fn trees_are_bound_from_the_state_directorys_real_path() {
+        if !crate::test_support::root_or_skip("chown to another uid needs root") {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("state");
+        std::fs::create_dir(&real).unwrap();
+        let private = t.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        std::os::unix::fs::symlink(&real, private.join("link")).unwrap();
+        std::os::unix::fs::chown(&private, Some(4242), None).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let w = Trees::new(&private.join("link"), 4).work_dir().unwrap();
+        let real = std::fs::canonicalize(&real).unwrap();
+        assert_eq!(w.bind_source().0.parent().unwrap(), real.join(TREES_DIR));
     }
 
     /// The names of the trees directories in a state directory.
