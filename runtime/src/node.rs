@@ -10,10 +10,12 @@
 //!
 //! Rollback: `node license install` remembers the highest `issued_at` per serial
 //! (`<state-dir>/license-state.json`, [`crate::state::LicenseMemory`]) before it writes the
-//! license. Every reader of the license ([`load_license`]: `verify`, `run`, `install`, `serve`'s
-//! loads, `node info`) refuses an older license of a remembered serial and a missing file once
-//! one was installed (exit 84, as a rolled back revocation list): a freeze must not be lifted by
-//! putting an old active license back, or by deleting the frozen one.
+//! license, and refuses a license issued before the newest remembered, of any serial
+//! ([`License::check_not_rolled_back`]). Every reader of the license ([`load_license`]:
+//! `verify`, `run`, `install`, `serve`'s loads, `node info`) refuses such a license too, and a
+//! missing file once one was installed (exit 84, as a rolled back revocation list): a freeze
+//! must not be lifted by putting an old active license back — of the frozen one's serial or of
+//! another — or by deleting the frozen one.
 
 use crate::error::CmdError;
 use crate::exit::Exit;
@@ -146,8 +148,8 @@ impl NodeIdentity {
     }
 }
 
-/// Read and parse `<state_dir>/license.json` if it exists, and refuse it if it is older than a
-/// license of its serial installed before, or missing when one was (rollback).
+/// Read and parse `<state_dir>/license.json` if it exists, and refuse it if it was issued before
+/// the newest license installed before (of any serial), or missing when one was (rollback).
 pub fn load_license(state_dir: &Path) -> Result<Option<License>, NodeError> {
     let path = state_dir.join(LICENSE_FILE);
     let license = match read_capped(&path, MAX_DOC_BYTES as u64) {
@@ -165,6 +167,7 @@ pub fn load_license(state_dir: &Path) -> Result<Option<License>, NodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::error::Error as _;
 
     #[test]
     fn derivation_is_stable_and_not_the_raw_id() {
@@ -175,6 +178,52 @@ mod tests {
         );
         assert_eq!(a.len(), 32);
         assert!(!a.contains("0123456789abcdef"));
+    }
+
+    /// A license file put in place by hand that was issued before the newest license installed,
+    /// of another serial, is a rollback to every reader — read against a `license-state.json`
+    /// as an earlier build wrote it (serial → highest `issued_at`).
+    #[test]
+    fn an_older_license_of_another_serial_is_refused_by_readers() {
+        use stockade_trust::license::{LicenseBody, LicenseState};
+        use stockade_trust::minisign::SecretKey;
+        let root = SecretKey::from_seed([7; 32], [7; 8]);
+        let write = |dir: &Path, serial: &str, state, issued_at| {
+            let body = LicenseBody {
+                format: 1,
+                serial: serial.into(),
+                state,
+                hardware_id: None,
+                issued_at,
+                expires_at: None,
+                issuer_key_id: root.public_key().key_id.to_string(),
+            };
+            std::fs::write(
+                dir.join(LICENSE_FILE),
+                License::issue(&body, &root, "").unwrap(),
+            )
+            .unwrap();
+        };
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join(crate::state::LICENSE_STATE_FILE),
+            r#"{"L1": 200, "L2": 100}"#,
+        )
+        .unwrap();
+        write(d.path(), "L1", LicenseState::Frozen, 200);
+        assert_eq!(load_license(d.path()).unwrap().unwrap().body.serial, "L1");
+        for (serial, at) in [("L2", 100), ("L3", 150)] {
+            write(d.path(), serial, LicenseState::Active, at);
+            let e = load_license(d.path()).unwrap_err();
+            assert_eq!((e.exit(), e.kind()), (Exit::Revoked, "license.rollback"));
+            assert!(
+                e.source().unwrap().to_string().contains("license L1"),
+                "{e:?}"
+            );
+        }
+        // A license the CA issues now, under a new serial, is read.
+        write(d.path(), "L3", LicenseState::Active, 300);
+        assert_eq!(load_license(d.path()).unwrap().unwrap().body.serial, "L3");
     }
 
     #[test]

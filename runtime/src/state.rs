@@ -28,7 +28,8 @@ use stockade_trust::crl::Seen;
 /// File recording the highest revocation list version seen per issuer, with its body's digest.
 pub const REVOCATION_STATE_FILE: &str = "revocation-state.json";
 
-/// File recording the highest license `issued_at` installed per serial.
+/// File recording the highest license `issued_at` installed per serial (the newest of them
+/// bounds every license: `stockade_trust::license::License::check_not_rolled_back`).
 pub const LICENSE_STATE_FILE: &str = "license-state.json";
 
 /// Why the state directory cannot be used.

@@ -645,6 +645,58 @@ fn a_frozen_license_cannot_be_rolled_back() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// Nor by a license of another serial: an old active license the node had before, or one of a
+/// serial it never had, issued before the frozen one, is refused (84, `license.rollback`, naming
+/// the frozen license) at install and, put in place by hand, by every reader; a replacement the
+/// CA issues after the freeze, under a new serial, installs and lifts it.
+#[test]
+fn a_frozen_license_is_not_lifted_by_another_serial() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let now = unix_now();
+    issue_license(&fx, "L2", now - 3000, false, "old-active.license");
+    issue_license(&fx, "L1", now - 1000, true, "frozen.license");
+    issue_license(&fx, "L3", now - 2000, false, "stale-other.license");
+    expect(&install_license(&fx, "old-active.license"), 0, "");
+    expect(&install_license(&fx, "frozen.license"), 0, "");
+    let frozen = std::fs::read(fx.path("state/license.json")).unwrap();
+    let run = |target: &str| {
+        let mut args = vec!["--json", "run", target];
+        args.extend_from_slice(&STORE_FLAGS);
+        fx.run(&args)
+    };
+    expect(&run(&pkg), 100, "license_frozen");
+    for file in ["old-active.license", "stale-other.license"] {
+        let r = install_license(&fx, file);
+        expect(&r, 84, "license.rollback");
+        assert!(r.stdout.contains("license L1"), "{file}: {}", r.stdout);
+        assert_eq!(
+            std::fs::read(fx.path("state/license.json")).unwrap(),
+            frozen
+        );
+        expect(&run(&pkg), 100, "license_frozen");
+        // Copied in by hand: every reader refuses it.
+        std::fs::copy(fx.path(file), fx.path("state/license.json")).unwrap();
+        expect(&fx.verify(&pkg, &[]), 84, "license.rollback");
+        expect(&run(&pkg), 84, "license.rollback");
+        expect(&fx.store_install(&[&pkg], &[]), 84, "license.rollback");
+        std::fs::write(fx.path("state/license.json"), &frozen).unwrap();
+    }
+    // The CA's replacement under a new serial, issued after the freeze, lifts it.
+    issue_license(&fx, "L3", now - 500, false, "replacement.license");
+    expect(&install_license(&fx, "replacement.license"), 0, "");
+    let info = fx.run(&["--json", "node", "info", "--state-dir", "state"]);
+    assert_eq!(info.json()["license"]["serial"], "L3");
+    assert_eq!(info.json()["license"]["state"], "active");
+    expect(&fx.verify(&pkg, &[]), 0, "");
+    // And from then on the frozen L1 is the old one.
+    expect(
+        &install_license(&fx, "frozen.license"),
+        84,
+        "license.rollback",
+    );
+}
+
 /// A license issued later than now (beyond the 300 s clock-skew allowance) is not valid yet:
 /// 83 at install, and nothing is written or remembered (its `issued_at` would otherwise refuse
 /// every honest license of the serial issued before it).

@@ -6,10 +6,13 @@
 //! license verifies, is active, unexpired, bound to this node (if bound) and has that serial.
 //!
 //! Rollback: a node remembers the highest `issued_at` it installed per serial (the runtime keeps
-//! that map in its state directory). A license older than that for its serial is refused
-//! ([`License::check_not_rolled_back`]), and so is a node with no license once one was installed
-//! ([`check_installed`]): otherwise an old active license, or deleting the file, would lift a
-//! freeze — as a revocation list may not go back to an older version or disappear.
+//! that map in its state directory). A license issued before the newest of them — of its own
+//! serial or of any other — is refused ([`License::check_not_rolled_back`]), and so is a node
+//! with no license once one was installed ([`check_installed`]): otherwise an old active
+//! license, of the frozen one's serial or of a serial the node had before, or deleting the
+//! file, would lift a freeze — as a revocation list may not go back to an older version or
+//! disappear. A CA that moves a node to another serial issues that license now, so it is the
+//! newest; the same `issued_at` passes (reinstalling the license in force), whatever the serial.
 //! A license issued later than now (beyond [`MAX_CLOCK_SKEW`]) is not valid yet: its
 //! `issued_at` would otherwise be remembered and refuse every honest license issued before it.
 
@@ -95,14 +98,16 @@ pub enum LicenseError {
         /// Now.
         now: u64,
     },
-    /// Older than a license of the same serial installed before.
-    #[error("license {serial} was issued at {issued_at}, but one issued at {seen} was installed before (rollback)")]
+    /// Issued before the newest license installed before (of any serial).
+    #[error("license {serial} was issued at {issued_at}, but license {newer} issued at {seen} was installed before (rollback)")]
     Rollback {
         /// Serial.
         serial: String,
         /// Its `issued_at`.
         issued_at: u64,
-        /// The highest `issued_at` seen for the serial.
+        /// The serial of the newest license installed before (this one's or another).
+        newer: String,
+        /// Its `issued_at`: the highest seen.
         seen: u64,
     },
     /// No license, but one was installed before.
@@ -233,14 +238,16 @@ impl License {
         Ok(())
     }
 
-    /// Refuse this license if one of its serial with a later `issued_at` is in `seen` (serial →
-    /// highest `issued_at` installed). The same `issued_at` passes: reinstalling the license in
-    /// force is no rollback.
+    /// Refuse this license if any license in `seen` (serial → highest `issued_at` installed)
+    /// was issued later, whatever its serial: an old active license of another serial would
+    /// lift a newer one's freeze as surely as one of the same serial. The same `issued_at`
+    /// passes: reinstalling the license in force is no rollback.
     pub fn check_not_rolled_back(&self, seen: &BTreeMap<String, u64>) -> Result<(), LicenseError> {
-        match seen.get(&self.body.serial) {
-            Some(&s) if self.body.issued_at < s => Err(LicenseError::Rollback {
+        match newest(seen) {
+            Some((newer, s)) if self.body.issued_at < s => Err(LicenseError::Rollback {
                 serial: self.body.serial.clone(),
                 issued_at: self.body.issued_at,
+                newer: newer.to_string(),
                 seen: s,
             }),
             _ => Ok(()),
@@ -259,18 +266,27 @@ impl License {
     }
 }
 
+/// The newest license in `seen`: its serial and `issued_at` (of several issued in the same
+/// second, the last serial in order).
+fn newest(seen: &BTreeMap<String, u64>) -> Option<(&str, u64)> {
+    seen.iter()
+        .max_by_key(|(_, &t)| t)
+        .map(|(serial, &t)| (serial.as_str(), t))
+}
+
 /// The license a node reads (`installed`, `None` when there is no file) against what it
-/// installed before (`seen`): an older one of a serial is a rollback, none at all after one was
-/// installed a rollback by deletion (named by the serial with the latest `issued_at`).
+/// installed before (`seen`): one issued before the newest installed (of any serial) is a
+/// rollback, none at all after one was installed a rollback by deletion (named by the serial
+/// with the latest `issued_at`).
 pub fn check_installed(
     installed: Option<&License>,
     seen: &BTreeMap<String, u64>,
 ) -> Result<(), LicenseError> {
     match installed {
         Some(l) => l.check_not_rolled_back(seen),
-        None => match seen.iter().max_by_key(|(_, &t)| t) {
-            Some((serial, &issued_at)) => Err(LicenseError::Missing {
-                serial: serial.clone(),
+        None => match newest(seen) {
+            Some((serial, issued_at)) => Err(LicenseError::Missing {
+                serial: serial.to_string(),
                 issued_at,
             }),
             None => Ok(()),
@@ -390,17 +406,55 @@ mod tests {
         // ... nor does remembering it lower the mark.
         assert!(!active.remember(&mut seen));
         assert_eq!(seen.get("L1"), Some(&200));
-        // The same license again, a newer one, and another serial pass.
+        // The same license again and a newer one pass.
         frozen.check_not_rolled_back(&seen).unwrap();
         issued("L1", LicenseState::Active, 300)
-            .check_not_rolled_back(&seen)
-            .unwrap();
-        issued("L2", LicenseState::Active, 1)
             .check_not_rolled_back(&seen)
             .unwrap();
         // A first license of serial with issued_at 0 is remembered too.
         let mut empty = BTreeMap::new();
         assert!(issued("L0", LicenseState::Active, 0).remember(&mut empty));
+    }
+
+    /// An old active license of another serial lifts a freeze as well as one of the frozen
+    /// license's serial would: refused too, whether the node had that serial before or never.
+    /// A replacement the CA issues now, of any serial, passes.
+    #[test]
+    fn an_older_license_of_another_serial_is_a_rollback_too() {
+        let mut seen = BTreeMap::new();
+        let old_active = issued("L2", LicenseState::Active, 100);
+        assert!(old_active.remember(&mut seen));
+        let frozen = issued("L1", LicenseState::Frozen, 200);
+        frozen.check_not_rolled_back(&seen).unwrap();
+        assert!(frozen.remember(&mut seen));
+        for (serial, at) in [("L2", 100), ("L3", 150), ("L3", 199)] {
+            match issued(serial, LicenseState::Active, at).check_not_rolled_back(&seen) {
+                Err(LicenseError::Rollback {
+                    serial: s,
+                    issued_at,
+                    newer,
+                    seen: 200,
+                }) => assert_eq!((s.as_str(), issued_at, newer.as_str()), (serial, at, "L1")),
+                other => panic!("{serial}@{at}: {other:?}"),
+            }
+            // Put in place by hand, the reader refuses it too.
+            assert!(matches!(
+                check_installed(Some(&issued(serial, LicenseState::Active, at)), &seen),
+                Err(LicenseError::Rollback { .. })
+            ));
+        }
+        // The same second is not older; a later license of any serial is the CA's word.
+        for serial in ["L1", "L2", "L3"] {
+            for at in [200, 201] {
+                issued(serial, LicenseState::Active, at)
+                    .check_not_rolled_back(&seen)
+                    .unwrap();
+            }
+        }
+        // A state file of an earlier build (one entry per serial) is read the same way.
+        let earlier: BTreeMap<String, u64> =
+            serde_json::from_str(r#"{"L2": 100, "L1": 200}"#).unwrap();
+        assert!(old_active.check_not_rolled_back(&earlier).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `stockade node info` (hardware id and license) and `stockade node license install FILE`
-//! (verify a license against the trust roots, refuse one older than a license of its serial
-//! installed before, remember its `issued_at`, then copy it atomically to
+//! (verify a license against the trust roots, refuse one issued before the newest license
+//! installed before — of any serial —, remember its `issued_at`, then copy it atomically to
 //! `<state-dir>/license.json`).
 
 use crate::cli::{NodeInfoArgs, NodeLicenseInstallArgs};
@@ -150,9 +150,9 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
         };
         CmdError::new(exit, "license", e).hint("ask your CA for a license for this node (`stockade node info` prints its hardware id)")
     })?;
-    // Rollback: an older license of a serial installed before would undo what replaced it (a
-    // freeze). The currently installed file is not needed for this (installing is how a
-    // deleted one is put back), only the memory.
+    // Rollback: a license issued before the newest installed, of its serial or another, would
+    // undo what replaced it (a freeze). The currently installed file is not needed for this
+    // (installing is how a deleted one is put back), only the memory.
     let mut memory =
         LicenseMemory::load(&a.state_dir).map_err(|e| NodeError::Memory(e).into_cmd())?;
     lic.check_not_rolled_back(&memory.seen)

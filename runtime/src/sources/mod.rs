@@ -32,7 +32,10 @@
 //! is capped. Artifact and signature URLs may be relative to the index URL, and may not be more
 //! local than it ([`check_entry_url`]): an index served from elsewhere must not make this host
 //! read its own files (`file:///etc/machine-id`) or its loopback services and report what it got
-//! (a size, a SHA-256) in an error and the audit log.
+//! (a size, a SHA-256) in an error and the audit log. Both rules and the download read a URL
+//! one way ([`check_url`], [`locality`]: the `url` crate's parse, whose serialization is what
+//! ureq is given), so no spelling of a host can mean one thing to a rule and another to the
+//! connection.
 
 use crate::exit::Exit;
 use crate::fileio::{read_capped, write_state_file, FileError, HeldDir, HeldDirError};
@@ -499,43 +502,57 @@ pub fn check_name(name: &str) -> Result<(), SourceError> {
     }
 }
 
-/// Whether this host fetches `url` at all (scheme, and loopback for plain HTTP).
-pub fn check_url(url: &str) -> Result<(), SourceError> {
+/// A URL parsed once, the one way both rules below and the download read it: the WHATWG URL
+/// standard (the `url` crate), as a browser does. That reading takes every spelling of a host
+/// apart before anything looks at it — percent-encoding (`%31%32%37.0.0.1`), IDNA (a fullwidth
+/// `ｌｏｃａｌｈｏｓｔ`), case, every IPv4 form `inet_aton(3)` knows (`127.1`, `2130706433`,
+/// `0x7f.1`, `0177.0.0.1`, a trailing dot), userinfo, `?` and `#` — and refuses what it cannot
+/// read (an IPv6 zone, `[::1%251]`, which the standard has no place for). What is fetched is
+/// this parse's serialization, never the string given, so the host checked is the host
+/// connected to.
+fn parse_url(url: &str) -> Result<url::Url, SourceError> {
+    url::Url::parse(url).map_err(|_| SourceError::Url {
+        url: url.into(),
+        why: "not a URL this host can read (RFC 3986 / WHATWG)",
+    })
+}
+
+/// Whether this host fetches `url` at all, and the URL to fetch: `file:///absolute/path` (no
+/// host, query or fragment), `https://` anywhere, `http://` only where [`locality`] says
+/// loopback and no DNS server is asked (an address, or `localhost`); no credentials in any.
+pub fn check_url(url: &str) -> Result<url::Url, SourceError> {
     let refuse = |why| {
         Err(SourceError::Url {
             url: url.into(),
             why,
         })
     };
-    if let Some(path) = url.strip_prefix("file://") {
-        if !path.starts_with('/') {
-            return refuse("file:// URLs must be absolute (file:///path)");
-        }
-        return Ok(());
+    let u = parse_url(url)?;
+    if !u.username().is_empty() || u.password().is_some() {
+        return refuse("credentials in URLs are not accepted");
     }
-    if url.starts_with("https://") {
-        return Ok(());
-    }
-    if let Some(rest) = url.strip_prefix("http://") {
-        let authority = rest.split('/').next().unwrap_or("");
-        if authority.contains('@') {
-            return refuse("credentials in URLs are not accepted");
+    // Plain HTTP only where no DNS server gives the answer: a loopback (or unspecified)
+    // address, or `localhost` itself (`/etc/hosts`). `a.localhost` and `localhost.` are
+    // loopback to [`check_entry_url`] (refused from a remote index) but may be asked of DNS.
+    let no_dns = !matches!(u.host(), Some(url::Host::Domain(d)) if d != "localhost");
+    match (u.scheme(), locality_of(&u)) {
+        ("file", _) => {
+            // `file://relative` reads as the host `relative`; `file:///a#b` would read `/a`.
+            if u.host().is_some() || u.to_file_path().is_err() {
+                return refuse("file:// URLs must be absolute (file:///path)");
+            }
+            if u.query().is_some() || u.fragment().is_some() {
+                return refuse(
+                    "a file:// URL has no query or fragment (percent-encode `?` and `#` in a path)",
+                );
+            }
+            Ok(u)
         }
-        let host = if let Some(v6) = authority.strip_prefix('[') {
-            v6.split(']').next().unwrap_or("")
-        } else {
-            authority.split(':').next().unwrap_or("")
-        };
-        let loopback = host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if loopback {
-            return Ok(());
-        }
-        return refuse("plain http:// is only allowed to loopback addresses; use https://");
+        ("https", _) => Ok(u),
+        ("http", Locality::Loopback) if no_dns => Ok(u),
+        ("http", _) => refuse("plain http:// is only allowed to loopback addresses; use https://"),
+        _ => refuse("only file://, https:// and loopback http:// URLs are fetched"),
     }
-    refuse("only file://, https:// and loopback http:// URLs are fetched")
 }
 
 /// How close to this host a URL's target is; ordered, so that "more local" is `>`.
@@ -549,32 +566,23 @@ pub enum Locality {
     File,
 }
 
-/// Where `url` points ([`Locality`]). A host counts as loopback if it is `localhost` or a
-/// `.localhost` name (RFC 6761), or an address in any spelling a resolver accepts for one —
-/// `127.1`, `0x7f000001`, `2130706433`, `[::ffff:127.0.0.1]` — or the unspecified address
-/// (`0.0.0.0`, `[::]`, which connect to this host). Names that resolve to loopback through DNS
-/// cannot be told without resolving them, and are not.
-pub fn locality(url: &str) -> Locality {
-    if url.starts_with("file://") {
-        return Locality::File;
-    }
-    let Some(rest) = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-    else {
-        return Locality::Remote;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let authority = authority.rsplit('@').next().unwrap_or("");
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        authority.split(':').next().unwrap_or("")
-    };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let local_ip = |ip: std::net::IpAddr| match ip {
-        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified(),
-        std::net::IpAddr::V6(v6) => {
+/// Where `url` points ([`Locality`]), as [`check_url`] and the download read it ([`parse_url`]).
+/// A host counts as loopback if it is `localhost` or a `.localhost` name (RFC 6761; a trailing
+/// dot or upper case changes nothing), or an address in any spelling — `127.1`, `0x7f000001`,
+/// `2130706433`, `[::ffff:127.0.0.1]` — in the loopback ranges or unspecified (`0.0.0.0`,
+/// `[::]`, which connect to this host). Names that resolve to loopback through DNS or
+/// `/etc/hosts` cannot be told without resolving them, and are not.
+pub fn locality(url: &str) -> Result<Locality, SourceError> {
+    parse_url(url).map(|u| locality_of(&u))
+}
+
+/// The one host rule, on a parsed URL (a scheme other than `file` with no host — which the
+/// standard leaves to `data:` and the like, never fetched — is [`Locality::Remote`]).
+fn locality_of(u: &url::Url) -> Locality {
+    use std::net::IpAddr;
+    let local_ip = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified(),
+        IpAddr::V6(v6) => {
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6
@@ -582,10 +590,19 @@ pub fn locality(url: &str) -> Locality {
                     .is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
         }
     };
-    let local = host == "localhost"
-        || host.ends_with(".localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(local_ip)
-        || inet_aton(&host).is_some_and(|v4| local_ip(v4.into()));
+    if u.scheme() == "file" {
+        return Locality::File;
+    }
+    let local = match u.host() {
+        // Lower case and IDNA-mapped by the parse; only the root's dot(s) are left to drop.
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.');
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(v4)) => local_ip(v4.into()),
+        Some(url::Host::Ipv6(v6)) => local_ip(v6.into()),
+        None => false,
+    };
     if local {
         Locality::Loopback
     } else {
@@ -593,46 +610,13 @@ pub fn locality(url: &str) -> Locality {
     }
 }
 
-/// An IPv4 address in the forms `inet_aton(3)` (and so a resolver) accepts: one to four parts,
-/// each decimal, octal (`0` prefix) or hex (`0x`), the last filling the remaining bytes.
-fn inet_aton(s: &str) -> Option<std::net::Ipv4Addr> {
-    let parts: Vec<&str> = s.split('.').collect();
-    if parts.is_empty() || parts.len() > 4 {
-        return None;
-    }
-    let mut nums = Vec::with_capacity(parts.len());
-    for p in &parts {
-        let n = if let Some(h) = p.strip_prefix("0x") {
-            u32::from_str_radix(h, 16).ok()?
-        } else if p.len() > 1 && p.starts_with('0') {
-            u32::from_str_radix(&p[1..], 8).ok()?
-        } else {
-            p.parse::<u32>().ok()?
-        };
-        nums.push(n);
-    }
-    let (last, head) = nums.split_last()?;
-    let (mut addr, mut rest_bits) = (0u32, 32u32);
-    for &n in head {
-        if n > 0xff {
-            return None;
-        }
-        rest_bits -= 8;
-        addr |= n << rest_bits;
-    }
-    if rest_bits < 32 && *last >= (1u32 << rest_bits) {
-        return None;
-    }
-    Some(std::net::Ipv4Addr::from(addr | last))
-}
-
 /// An artifact or signature URL of an index entry (already resolved against `index_url`): not
 /// more local than the index it came from. A `file://` index may name files (local mirrors and
 /// tests); an index from loopback may name loopback, not files; an index from another host
 /// neither. Otherwise a signed entry could make `install ID` read `/etc/machine-id` or a local
-/// service and print its digest.
+/// service and print its digest. A URL that does not parse is refused here too.
 pub fn check_entry_url(index_url: &str, url: &str) -> Result<(), SourceError> {
-    let (from, to) = (locality(index_url), locality(url));
+    let (from, to) = (locality(index_url)?, locality(url)?);
     if to <= from {
         return Ok(());
     }
@@ -647,33 +631,49 @@ pub fn check_entry_url(index_url: &str, url: &str) -> Result<(), SourceError> {
     })
 }
 
-/// `rel` relative to the URL `base` (an absolute URL is returned as is). No `..`.
+/// `rel` relative to the URL `base` (an absolute URL is returned as is): a plain path below the
+/// index's directory, as the URL parser reads it — no `..` or `.` segment in any spelling
+/// (`%2e%2e`, `..\`), no absolute path, no other host.
 pub fn resolve(base: &str, rel: &str) -> Result<String, SourceError> {
     if rel.contains("://") {
         return Ok(rel.to_string());
     }
-    if rel.starts_with('/') || rel.split('/').any(|s| s == ".." || s == ".") || rel.is_empty() {
-        return Err(SourceError::Url {
-            url: rel.into(),
-            why: "a relative artifact URL must be a plain path below the index's directory",
-        });
-    }
-    let dir = match base.rfind('/') {
-        Some(i) => &base[..=i],
-        None => base,
+    let refuse = || SourceError::Url {
+        url: rel.into(),
+        why: "a relative artifact URL must be a plain path below the index's directory",
     };
-    Ok(format!("{dir}{rel}"))
+    if rel.is_empty() || rel.starts_with(['/', '\\']) {
+        return Err(refuse());
+    }
+    let base = parse_url(base)?;
+    let joined = base.join(rel).map_err(|_| refuse())?;
+    let dir = base.join(".").map_err(|_| refuse())?;
+    // The joined URL is normalised (dot segments removed, `\` read as `/`): one that climbed out
+    // of the directory, or stood for it, no longer starts below it.
+    let dot_segment = rel.split(['/', '\\']).any(|s| {
+        let s = s.to_ascii_lowercase().replace("%2e", ".");
+        s == "." || s == ".."
+    });
+    if dot_segment || joined.path() == dir.path() || !joined.as_str().starts_with(dir.as_str()) {
+        return Err(refuse());
+    }
+    Ok(joined.into())
 }
 
 /// Download `url`, at most `cap` bytes (more is an error, not a truncation).
 pub fn fetch(url: &str, cap: u64) -> Result<Vec<u8>, SourceError> {
-    check_url(url)?;
+    let u = check_url(url)?;
     let too_large = || SourceError::TooLarge {
         url: url.into(),
         cap,
     };
-    if let Some(path) = url.strip_prefix("file://") {
-        return read_capped(Path::new(path), cap).map_err(|e| match e {
+    if u.scheme() == "file" {
+        // check_url took it only with a path.
+        let path = u.to_file_path().map_err(|()| SourceError::Url {
+            url: url.into(),
+            why: "file:// URLs must be absolute (file:///path)",
+        })?;
+        return read_capped(&path, cap).map_err(|e| match e {
             FileError::TooLarge { .. } => too_large(),
             e => SourceError::fetch(url, e),
         });
@@ -685,8 +685,11 @@ pub fn fetch(url: &str, cap: u64) -> Result<Vec<u8>, SourceError> {
             .timeout_global(Some(Duration::from_secs(120)))
             .build(),
     );
+    // The parse's serialization, not `url`: ureq reads it with another parser (`http::Uri`),
+    // which must see the host checked (it does, given a serialization: no userinfo, no `%`,
+    // `\` or non-ASCII in the host, one canonical spelling of an address).
     let mut resp = agent
-        .get(url)
+        .get(u.as_str())
         .call()
         .map_err(|e| SourceError::fetch(url, e))?;
     resp.body_mut()
@@ -1240,59 +1243,205 @@ pub fn record_pins(
 mod tests {
     use super::*;
 
+    /// Where a URL points, as both rules (and the download) must read it.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum At {
+        Remote,
+        Loopback,
+        File,
+        /// Not a URL the parser reads: refused by both rules.
+        Unreadable,
+    }
+
+    /// Every spelling of a host the two rules once read apart: the URL, whether [`check_url`]
+    /// fetches it, and where it points. Rows marked OLD were wrong before there was one host
+    /// function; BYPASS ones let a remote index reach this host (ureq 3 connected to loopback:
+    /// `http::Uri` keeps an IPv6 zone, std's `SocketAddr` parser reads a numeric one, and
+    /// Linux ignores a zone on a loopback address).
+    const SPELLINGS: &[(&str, bool, At)] = &[
+        ("https://example.org/index.json", true, At::Remote),
+        ("file:///srv/index.json", true, At::File),
+        ("http://127.0.0.1:8080/index.json", true, At::Loopback),
+        ("http://[::1]:8080/index.json", true, At::Loopback),
+        ("http://localhost/x", true, At::Loopback),
+        ("http://LocalHost:80/x", true, At::Loopback), // OLD: check_url refused
+        ("http://LOCALHOST./x", false, At::Loopback),  // may ask DNS: no plain http
+        ("https://LOCALHOST./x", true, At::Loopback),
+        ("http://a.localhost/x", false, At::Loopback), // may ask DNS: no plain http
+        ("https://a.localhost/x", true, At::Loopback),
+        ("https://localhost.example/x", true, At::Remote),
+        ("http://[::ffff:127.0.0.1]/x", true, At::Loopback), // OLD: check_url refused
+        ("https://[::ffff:7f00:1]/x", true, At::Loopback),
+        ("http://0.0.0.0/", true, At::Loopback), // OLD: check_url refused (it is this host)
+        ("https://[::]/x", true, At::Loopback),
+        ("http://127.1/", true, At::Loopback), // OLD: check_url refused
+        ("https://127.1/x", true, At::Loopback),
+        ("http://2130706433/", true, At::Loopback), // OLD: check_url refused
+        ("https://0x7f000001/x", true, At::Loopback),
+        ("https://0177.0.0.1/x", true, At::Loopback),
+        ("https://127.0x.0x.1/x", true, At::Loopback), // OLD: Remote
+        ("https://0x/x", true, At::Loopback),          // OLD: Remote (0.0.0.0)
+        ("https://0/x", true, At::Loopback),
+        ("https://127.0.0.1./x", true, At::Loopback),
+        ("https://127.255.255.254?q", true, At::Loopback),
+        ("http://evil@127.0.0.1/", false, At::Loopback),
+        ("https://evil@127.0.0.1/", false, At::Loopback), // OLD: check_url fetched it
+        ("https://evil.example@127.0.0.1/x", false, At::Loopback), // OLD: check_url fetched it
+        ("https://127.0.0.1@evil.example/x", false, At::Remote), // OLD: check_url fetched it
+        ("https://127.0.0.1:443@example.com/", false, At::Remote), // OLD: check_url fetched it
+        ("https://:pw@example.org/x", false, At::Remote), // OLD: check_url fetched it
+        ("https://127.0.0.1#@example.com/", true, At::Loopback),
+        ("http://127.0.0.1#@example.com/", true, At::Loopback), // OLD: check_url refused
+        ("https://127.0.0.1?@example.com/", true, At::Loopback),
+        ("https://example.org#127.0.0.1", true, At::Remote),
+        ("https://%31%32%37.0.0.1/x", true, At::Loopback), // OLD: Remote
+        ("https://%6c%6fcalhost/x", true, At::Loopback),   // OLD: Remote
+        (
+            "https://\u{ff4c}\u{ff4f}\u{ff43}\u{ff41}\u{ff4c}\u{ff48}\u{ff4f}\u{ff53}\u{ff54}/x",
+            true,
+            At::Loopback,
+        ), // OLD: Remote (fullwidth)
+        (
+            "https://\u{2460}\u{2461}\u{2466}.0.0.1/x",
+            true,
+            At::Loopback,
+        ), // OLD: Remote (circled digits)
+        ("https://127.0.0.1\\@example.com/", true, At::Loopback), // OLD: Remote (`\` is `/`)
+        ("https://example.com\\@127.0.0.1/", true, At::Remote), // OLD: Loopback
+        ("https://[::1%251]:631/x", false, At::Unreadable), // OLD: BYPASS (fetched ::1)
+        ("https://[::1%25]/x", false, At::Unreadable),     // OLD: BYPASS (scope 25)
+        ("https://[::ffff:127.0.0.1%251]/x", false, At::Unreadable), // OLD: BYPASS
+        ("https://1.2.3.4.5/x", false, At::Unreadable),    // OLD: fetched (as a DNS name)
+        ("https://[::127.0.0.1]/x", true, At::Remote),     // IPv4-compatible: not routed here
+        ("https://128.0.0.1/x", true, At::Remote),
+        ("https://10.0.0.1/x", true, At::Remote), // private ranges are not this host
+        ("http://10.0.0.1/index.json", false, At::Remote),
+        ("http://127.0.0.1.evil.example/x", false, At::Remote),
+        ("FILE:///etc/machine-id", true, At::File), // OLD: Remote (not fetched)
+        ("HTTPS://127.0.0.1/x", true, At::Loopback), // OLD: Remote (not fetched)
+        ("file:///srv/a#b", false, At::File),       // OLD: read `/srv/a#b`
+        ("file:///srv/a?b", false, At::File),       // OLD: read `/srv/a?b`
+        ("file://relative", false, At::File),
+        ("ftp://x/y", false, At::Remote),
+    ];
+
     #[test]
-    fn urls() {
-        assert!(check_url("https://example.org/index.json").is_ok());
-        assert!(check_url("file:///srv/index.json").is_ok());
-        assert!(check_url("http://127.0.0.1:8080/index.json").is_ok());
-        assert!(check_url("http://[::1]:8080/index.json").is_ok());
-        assert!(check_url("http://localhost/x").is_ok());
-        assert!(check_url("http://10.0.0.1/index.json").is_err());
-        assert!(check_url("http://127.0.0.1.evil.example/x").is_err());
-        assert!(check_url("http://user@127.0.0.1/x").is_err());
-        assert!(check_url("ftp://x/y").is_err());
-        assert!(check_url("file://relative").is_err());
-        assert_eq!(
-            resolve("https://h/a/index.json", "p/x.stockade").unwrap(),
-            "https://h/a/p/x.stockade"
-        );
-        assert_eq!(
-            resolve("https://h/a/index.json", "https://o/x").unwrap(),
-            "https://o/x"
-        );
-        assert!(resolve("https://h/a/index.json", "../x").is_err());
-        assert!(resolve("https://h/a/index.json", "/etc/x").is_err());
+    fn check_url_reads_every_spelling() {
+        let mut wrong = Vec::new();
+        for &(u, fetched, _) in SPELLINGS {
+            match check_url(u) {
+                Ok(_) if fetched => {}
+                Err(e) if !fetched && (e.exit(), e.kind()) == (Exit::Usage, "index.url") => {}
+                r => wrong.push(format!("{u}: {:?}", r.map(drop))),
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
     }
 
     #[test]
-    fn localities() {
-        use Locality::*;
-        for (url, want) in [
-            ("file:///etc/machine-id", File),
-            ("https://plugins.example.org/x", Remote),
-            ("https://127.0.0.1/x", Loopback),
-            ("https://user@127.0.0.1:8443/x", Loopback),
-            ("https://evil.example@127.0.0.1/x", Loopback),
-            ("https://127.0.0.1@evil.example/x", Remote),
-            ("http://localhost:80/x", Loopback),
-            ("http://LOCALHOST./x", Loopback),
-            ("https://a.localhost/x", Loopback),
-            ("https://localhost.example/x", Remote),
-            ("https://[::1]/x", Loopback),
-            ("https://[::]/x", Loopback),
-            ("https://[::ffff:127.0.0.1]/x", Loopback),
-            ("https://0.0.0.0/x", Loopback),
-            ("https://127.1/x", Loopback),
-            ("https://2130706433/x", Loopback),
-            ("https://0x7f000001/x", Loopback),
-            ("https://0177.0.0.1/x", Loopback),
-            ("https://127.255.255.254?q", Loopback),
-            ("https://128.0.0.1/x", Remote),
-            ("https://10.0.0.1/x", Remote),
-            ("https://1.2.3.4.5/x", Remote),
-            ("https://example.org#127.0.0.1", Remote),
+    fn the_entry_rule_reads_every_spelling() {
+        let from = [
+            (At::Remote, "https://plugins.example.org/index.json"),
+            (At::Loopback, "http://127.0.0.1:8080/index.json"),
+            (At::File, "file:///srv/repo/index.json"),
+        ];
+        let mut wrong = Vec::new();
+        for &(u, _, at) in SPELLINGS {
+            for (index_at, index) in from {
+                let ok = at != At::Unreadable && at as u8 <= index_at as u8;
+                match check_entry_url(index, u) {
+                    Ok(()) if ok => {}
+                    Err(e) if !ok && (e.exit(), e.kind()) == (Exit::Usage, "index.url") => {}
+                    r => wrong.push(format!("{u} from {index:?}: {r:?}")),
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    #[test]
+    fn locality_reads_every_spelling() {
+        let mut wrong = Vec::new();
+        for &(u, _, at) in SPELLINGS {
+            let want = match at {
+                At::Remote => Some(Locality::Remote),
+                At::Loopback => Some(Locality::Loopback),
+                At::File => Some(Locality::File),
+                At::Unreadable => None,
+            };
+            if locality(u).ok() != want {
+                wrong.push(format!("{u}: {:?}", locality(u).ok()));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    /// What is fetched is what was checked: the parse's serialization, one spelling of the host.
+    #[test]
+    fn the_url_fetched_is_the_url_checked() {
+        for (u, fetched) in [
+            ("https://%31%32%37.0.0.1/x", "https://127.0.0.1/x"),
+            ("http://LocalHost:8080/x", "http://localhost:8080/x"),
+            ("http://127.1:8080/a/../x", "http://127.0.0.1:8080/x"),
+            (
+                "https://example.com\\@127.0.0.1/",
+                "https://example.com/@127.0.0.1/",
+            ),
         ] {
-            assert_eq!(locality(url), want, "{url}");
+            assert_eq!(check_url(u).unwrap().as_str(), fetched, "{u}");
+        }
+        let u = check_url("file:///srv/my%20repo/index.json").unwrap();
+        assert_eq!(
+            u.to_file_path().unwrap(),
+            Path::new("/srv/my repo/index.json")
+        );
+    }
+
+    /// The bypass itself: an entry of a remote index naming this host's loopback with an IPv6
+    /// zone passed the entry rule (its hand parser read no address), and ureq connected to it
+    /// (a TCP connection, then rustls refused the name: an open port and a closed one gave
+    /// different errors). Now nothing connects.
+    #[test]
+    fn a_zoned_loopback_address_reaches_no_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let u = format!("https://[::ffff:127.0.0.1%251]:{port}/x.stockade");
+        let r = check_entry_url("https://plugins.example.org/index.json", &u)
+            .and_then(|()| fetch(&u, 10).map(drop));
+        assert!(
+            matches!(l.accept(), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{u} reached the loopback listener ({r:?})"
+        );
+        let e = r.unwrap_err();
+        assert_eq!((e.exit(), e.kind()), (Exit::Usage, "index.url"), "{e}");
+    }
+
+    #[test]
+    fn relative_urls_stay_below_the_index() {
+        let base = "https://h/a/index.json";
+        for (rel, want) in [
+            ("p/x.stockade", "https://h/a/p/x.stockade"),
+            ("x.stockade?v=1", "https://h/a/x.stockade?v=1"),
+            ("https://o/x", "https://o/x"),
+        ] {
+            assert_eq!(resolve(base, rel).unwrap(), want, "{rel}");
+        }
+        for rel in [
+            "../x",
+            "/etc/x",
+            "",
+            ".",
+            "p/../../x",
+            "%2e%2e/x",   // OLD: accepted (the parser reads it as `..`)
+            "%2E./x",     // OLD: accepted
+            "..\\x",      // OLD: accepted (`\` is `/` to the parser)
+            "\\\\evil/x", // OLD: accepted
+            "//evil.example/x",
+            "http:evil.example/x", // another scheme: absolute to the parser
+        ] {
+            let e = resolve(base, rel).unwrap_err();
+            assert_eq!((e.exit(), e.kind()), (Exit::Usage, "index.url"), "{rel}");
         }
     }
 
