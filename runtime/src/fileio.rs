@@ -410,6 +410,19 @@ impl HeldDir {
         &self.shown
     }
 
+    /// The same directory, shown as its parent's canonical path (absolute, no symlink) and its
+    /// name, so that what is printed reads the same from any working directory; as before when
+    /// the parent cannot be resolved. For messages only: nothing is reached through it.
+    pub fn canonical_shown(mut self) -> Self {
+        if let (Ok(parent), Some(name)) = (
+            std::fs::canonicalize(parent_dir(&self.shown)),
+            self.shown.file_name(),
+        ) {
+            self.shown = parent.join(name);
+        }
+        self
+    }
+
     /// The directory itself as a [`HeldPath`].
     pub fn at(&self) -> HeldPath {
         HeldPath {

@@ -207,8 +207,7 @@ pub struct StoreLock {
 
 /// Open the held store directory's lock file and take it (waiting unless `no_wait`).
 fn take_lock(held: &HeldDir, no_wait: bool) -> Result<OwnedFd, StoreError> {
-    let shown = std::fs::canonicalize(held.shown()).unwrap_or_else(|_| held.shown().into());
-    let lock_path = shown.join("lock");
+    let lock_path = held.shown().join("lock");
     let c = CString::new(held.path().join("lock").as_os_str().as_bytes())
         .map_err(|e| io("bad path", &lock_path)(std::io::Error::other(e)))?;
     let lock = sys::open_lock_file(&c).map_err(io("cannot open lock", &lock_path))?;
@@ -282,10 +281,11 @@ impl Store {
     /// after any interrupted run.
     pub fn open(state_dir: &Path, no_wait: bool) -> Result<(Self, Recovery), StoreError> {
         crate::state::ensure_dir(state_dir)?;
-        let held = HeldDir::open(state_dir, STORE_DIR, Some(0o755))?;
+        // Shown absolute, so the paths `list` and `install` print work from anywhere (and so
+        // are `staging/` and `plugins/`, opened through it).
+        let held = HeldDir::open(state_dir, STORE_DIR, Some(0o755))?.canonical_shown();
         let root = held.path();
-        // Absolute, so the paths `list` and `install` print work from anywhere.
-        let shown = std::fs::canonicalize(held.shown()).unwrap_or_else(|_| held.shown().into());
+        let shown = held.shown().to_path_buf();
         let lock = take_lock(&held, no_wait)?;
         let plugins = Arc::new(held.open_child("plugins", Some(0o755))?);
         let staging = Arc::new(held.open_child("staging", Some(0o700))?);
@@ -310,7 +310,7 @@ impl Store {
     /// is no store yet, so nothing is installed and nothing to wait for.
     pub fn lock_existing(state_dir: &Path, no_wait: bool) -> Result<Option<StoreLock>, StoreError> {
         let held = match HeldDir::open(state_dir, STORE_DIR, None) {
-            Ok(h) => h,
+            Ok(h) => h.canonical_shown(),
             Err(HeldDirError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
