@@ -876,4 +876,124 @@ mod tests {
         }
         assert_names(&Store::open(d.path(), true).unwrap_err(), &left);
     }
+
+    /// What a store directory holds, file by file with contents ("nothing changed" is equality).
+    fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(dir) = todo.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                let rel = p.strip_prefix(root).unwrap().to_path_buf();
+                if p.is_dir() {
+                    todo.push(p);
+                    out.insert(rel, b"<dir>".to_vec());
+                } else {
+                    out.insert(rel, std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    /// The descriptor claim, proved: once [`Store::open`] has returned, `store` — or `staging`
+    /// and `plugins` in it — replaced by a symlink to another directory (the daemon's user owns
+    /// the state directory and can do that at any moment) changes nothing the store does. Stage,
+    /// finish, commit (an upgrade, so a superseded directory is removed), recover and remove
+    /// all go to the directories opened at the start; the symlinks' target, which holds an
+    /// entry of every name those operations write or remove, is left exactly as it was.
+    #[test]
+    fn directories_swapped_for_symlinks_after_open_redirect_nothing() {
+        for swap in ["store", "staging and plugins"] {
+            let d = tempfile::tempdir().unwrap();
+            let state = d.path().join("state");
+            let store = state.join(STORE_DIR);
+            // The target: a store-like tree whose every entry would be hit by an operation
+            // that followed a path instead of a descriptor.
+            let victim = d.path().join("victim");
+            for f in [
+                "registry.json",
+                "lock",
+                "staging/install-left/f",
+                "plugins/p-1.0.0-aaa/f",
+                "plugins/p-2.0.0-bbb/f",
+                "plugins/ghost-1.0.0-ccc/f",
+            ] {
+                let f = victim.join(f);
+                std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+                std::fs::write(&f, "the victim's").unwrap();
+            }
+            let before = snapshot(&victim);
+            let pkg = d.path().join("pkg.stockade");
+            std::fs::write(&pkg, "package bytes").unwrap();
+
+            let (mut st, _) = Store::open(&state, true).unwrap();
+            // Where the held directories are now.
+            let moved = state.join("store.moved");
+            let (held_store, held_staging, held_plugins) = if swap == "store" {
+                std::fs::rename(&store, &moved).unwrap();
+                std::os::unix::fs::symlink(&victim, &store).unwrap();
+                (moved.clone(), moved.join("staging"), moved.join("plugins"))
+            } else {
+                let mut held = vec![];
+                for sub in ["staging", "plugins"] {
+                    let to = store.join(format!("{sub}.moved"));
+                    std::fs::rename(store.join(sub), &to).unwrap();
+                    std::os::unix::fs::symlink(victim.join(sub), store.join(sub)).unwrap();
+                    held.push(to);
+                }
+                (store.clone(), held[0].clone(), held[1].clone())
+            };
+            let install = |st: &mut Store, version: &str, dir: &str| {
+                let staged = st.stage(&pkg).unwrap();
+                let staging_dir = only_entry(&held_staging);
+                assert!(
+                    staging_dir.join(PACKAGE_FILE).is_file(),
+                    "{swap}: staged there"
+                );
+                let extracted = staging_dir.join("x");
+                std::fs::create_dir(&extracted).unwrap();
+                std::fs::write(extracted.join("main"), "tree").unwrap();
+                st.finish_staging(&staged, extracted).unwrap();
+                st.commit(vec![(staged, entry("p", version, dir))]).unwrap();
+                assert!(held_plugins.join(dir).join("tree/main").is_file(), "{swap}");
+            };
+            install(&mut st, "1.0.0", "p-1.0.0-aaa");
+            // The upgrade removes the superseded p-1.0.0-aaa: the held one.
+            install(&mut st, "2.0.0", "p-2.0.0-bbb");
+            assert!(!held_plugins.join("p-1.0.0-aaa").exists(), "{swap}");
+            let reg: Registry =
+                serde_json::from_slice(&std::fs::read(held_store.join("registry.json")).unwrap())
+                    .unwrap();
+            assert_eq!(reg.plugins["p"].dir, "p-2.0.0-bbb", "{swap}");
+            // Recovery removes the held leftovers.
+            std::fs::create_dir(held_staging.join("install-left")).unwrap();
+            std::fs::create_dir(held_plugins.join("ghost-1.0.0-ccc")).unwrap();
+            let r = st.recover().unwrap();
+            assert_eq!(r.staging, ["install-left"], "{swap}");
+            assert_eq!(r.orphans, ["ghost-1.0.0-ccc"], "{swap}");
+            // Removal: registry first, then the held object directory.
+            st.remove(&["p".to_string()]).unwrap();
+            assert!(!held_plugins.join("p-2.0.0-bbb").exists(), "{swap}");
+            let reg: Registry =
+                serde_json::from_slice(&std::fs::read(held_store.join("registry.json")).unwrap())
+                    .unwrap();
+            assert!(reg.plugins.is_empty(), "{swap}");
+            drop(st);
+            assert_eq!(
+                snapshot(&victim),
+                before,
+                "{swap}: the symlinks' target changed"
+            );
+            // And the next start refuses the symlinks rather than follow them.
+            assert!(
+                matches!(
+                    Store::open(&state, true),
+                    Err(StoreError::Held(HeldDirError::Unsafe { .. }))
+                ),
+                "{swap}"
+            );
+            assert_eq!(snapshot(&victim), before, "{swap}");
+        }
+    }
 }
