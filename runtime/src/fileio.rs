@@ -68,6 +68,19 @@ impl FileError {
     pub fn is_exists(&self) -> bool {
         matches!(self, FileError::Write { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists)
     }
+
+    /// The same error, naming `shown` as the file: for a file reached through a held
+    /// directory's descriptor, whose error would otherwise name `/proc/self/fd/N/…`
+    /// ([`HeldPath::shown`]).
+    pub fn shown_as(mut self, shown: &Path) -> Self {
+        match &mut self {
+            FileError::Read { path, .. }
+            | FileError::TooLarge { path, .. }
+            | FileError::NotRegular { path }
+            | FileError::Write { path, .. } => *path = shown.to_path_buf(),
+        }
+        self
+    }
 }
 
 /// Read a whole regular file through one descriptor, refusing more than `cap` bytes. Opened
@@ -182,10 +195,20 @@ pub struct Reserved {
 /// Reserve `path`: create its temporary file (`mode` less the umask) in its directory.
 pub fn reserve(path: &Path, mode: u32) -> Result<Reserved, FileError> {
     let dir = parent_dir(path);
+    // Opened here rather than by `tempfile_in`, which appends the temporary file's path to the
+    // error ("… at path …"): through a held directory that is a `/proc/self/fd/N/…` the reader
+    // cannot use, and the error names `path` already.
     let tmp = tempfile::Builder::new()
         .prefix(".stockade-tmp-")
-        .permissions(std::fs::Permissions::from_mode(mode))
-        .tempfile_in(&dir)
+        .make_in(&dir, |tmp| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(tmp)
+        })
         .map_err(|source| FileError::Write {
             path: path.to_path_buf(),
             source,
@@ -212,7 +235,8 @@ impl Reserved {
             path: path.clone(),
             source,
         };
-        self.tmp.write_all(bytes).map_err(wr)?;
+        // Through the file, not the `NamedTempFile`: its writes append the temporary path.
+        self.tmp.as_file_mut().write_all(bytes).map_err(wr)?;
         if let Some(mode) = mode {
             // tempfile's mode is filtered by the umask; set it on the descriptor: exact.
             self.tmp
@@ -360,7 +384,7 @@ impl HeldDir {
         // The descriptor's path must lead to the very directory (no /proc, or a foreign one,
         // would send every later path elsewhere).
         let via = std::fs::metadata(held.path()).map_err(|source| HeldDirError::Io {
-            path: held.path(),
+            path: held.shown.clone(),
             source,
         })?;
         {
@@ -384,6 +408,66 @@ impl HeldDir {
     /// The path it was opened as: for messages.
     pub fn shown(&self) -> &Path {
         &self.shown
+    }
+
+    /// The same directory, shown as its parent's canonical path (absolute, no symlink) and its
+    /// name, so that what is printed reads the same from any working directory; as before when
+    /// the parent cannot be resolved. For messages only: nothing is reached through it.
+    pub fn canonical_shown(mut self) -> Self {
+        if let (Ok(parent), Some(name)) = (
+            std::fs::canonicalize(parent_dir(&self.shown)),
+            self.shown.file_name(),
+        ) {
+            self.shown = parent.join(name);
+        }
+        self
+    }
+
+    /// The directory itself as a [`HeldPath`].
+    pub fn at(&self) -> HeldPath {
+        HeldPath {
+            path: self.path(),
+            shown: self.shown.clone(),
+        }
+    }
+
+    /// `name` inside the directory, reached through its descriptor ([`HeldPath`]).
+    pub fn join(&self, name: impl AsRef<Path>) -> HeldPath {
+        self.at().join(name)
+    }
+}
+
+/// A path inside a [`HeldDir`], twice: [`HeldPath::path`] goes through the directory's
+/// descriptor, for every operation; [`HeldPath::shown`] is the same place under the path the
+/// directory was opened as, for every message — a `/proc/self/fd/N/…` tells whoever reads it
+/// nothing (least of all once this process has exited). Keeping both together is what keeps an
+/// error from naming the one meant for the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldPath {
+    path: PathBuf,
+    shown: PathBuf,
+}
+
+impl HeldPath {
+    /// Through the held directory's descriptor: for every operation.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Under the held directory's shown path: for messages.
+    pub fn shown(&self) -> &Path {
+        &self.shown
+    }
+
+    /// `name` below this path (a plain name or a relative path: an absolute one would leave
+    /// the held directory).
+    pub fn join(&self, name: impl AsRef<Path>) -> Self {
+        let name = name.as_ref();
+        debug_assert!(name.is_relative(), "{}", name.display());
+        Self {
+            path: self.path.join(name),
+            shown: self.shown.join(name),
+        }
     }
 }
 
@@ -469,6 +553,33 @@ mod tests {
         write_atomic_new(&q, b"fresh", 0o644).unwrap();
         assert_eq!(std::fs::read(&q).unwrap(), b"fresh");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+
+    /// A write that fails names the file, and only the file: `tempfile` appends the temporary
+    /// file's path to its errors ("… at path …"), which through a held directory is a
+    /// `/proc/self/fd/N/…` path; a held directory's file is named by its shown path.
+    #[test]
+    fn a_failed_write_names_the_file_not_a_temporary_or_a_descriptor() {
+        let d = tempfile::tempdir().unwrap();
+        let text = |e: FileError| format!("{e}: {}", std::error::Error::source(&e).unwrap());
+        let p = d.path().join("missing/f");
+        let e = text(write_atomic(&p, b"x", 0o644).unwrap_err());
+        assert!(e.contains(&p.display().to_string()), "{e}");
+        assert!(!e.contains(".stockade-tmp-"), "{e}");
+        std::fs::create_dir(d.path().join("held")).unwrap();
+        let held = HeldDir::open(d.path(), "held", None).unwrap();
+        let at = held.join("missing/f");
+        assert!(at.path().starts_with("/proc/self/fd/"));
+        let e = write_state_file(at.path(), b"x", 0o644).unwrap_err();
+        let e = text(e.shown_as(at.shown()));
+        assert!(
+            e.contains(&d.path().join("held/missing/f").display().to_string()),
+            "{e}"
+        );
+        assert!(
+            !e.contains("/proc/self/fd") && !e.contains(".stockade-tmp-"),
+            "{e}"
+        );
     }
 
     /// A FIFO is refused at once, not waited on for a writer (the read runs on a thread so a

@@ -9,3 +9,8 @@ mod skip;
 pub(crate) fn root_or_skip(why: &str) -> bool {
     skip::require(skip::is_root(), why)
 }
+
+/// Whether a test that needs something this host may lack (`ok`) can run; the same skip rule.
+pub(crate) fn require(ok: bool, why: &str) -> bool {
+    skip::require(ok, why)
+}

@@ -1178,3 +1178,23 @@ fn a_symlinked_index_cache_is_refused_and_its_target_untouched() {
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
     assert!(fx.path("state/indexes/main.json").exists());
 }
+
+/// The index cache is written through its directory's descriptor, but a write that fails names
+/// `<state>/indexes/<name>.json`, not the `/proc/self/fd/N/…` it went through.
+#[test]
+fn an_index_cache_write_that_fails_names_the_cache_path() {
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    // A directory where the cached index goes: it cannot be replaced by a file.
+    std::fs::create_dir_all(fx.path("state/indexes/main.json")).unwrap();
+    let r = add_source(&fx, &repo.url(), "op.pub");
+    expect(&r, 74, "source.io");
+    assert!(
+        r.stdout.contains("state/indexes/main.json") && !r.stdout.contains("/proc/self/fd"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(sources_file(&fx), None);
+}

@@ -552,6 +552,42 @@ fn a_corrupt_registry_is_reported_by_name_lookups() {
     expect(&verify_installed(&fx, Some("./absent.stockade")), 66, "");
 }
 
+/// The store is worked on through its directories' descriptors, but what the commands say names
+/// `<state>/store/…`, not the `/proc/self/fd/N/…` the process reached it through (which tells
+/// the operator nothing, least of all once the command has exited): a registry that cannot be
+/// read, and a staging directory nothing can be made in.
+#[test]
+fn store_errors_name_the_store_not_its_descriptor() {
+    let fx = setup();
+    let pkg = pack(&fx, "hello", "0.1.0", &[]);
+    expect(&fx.store_install(&[&pkg], &[]), 0, "");
+    let names = |r: &Run, path: &str| {
+        assert!(
+            r.code != 0 && r.stdout.contains(path) && !r.stdout.contains("/proc/self/fd"),
+            "expected {path}: {}\n{}",
+            r.stdout,
+            r.stderr
+        );
+    };
+    // The registry is a directory.
+    let reg = fx.path("state/store/registry.json");
+    std::fs::rename(&reg, fx.path("registry.saved")).unwrap();
+    std::fs::create_dir(&reg).unwrap();
+    names(
+        &fx.store_install(&[&pkg], &[]),
+        "/state/store/registry.json",
+    );
+    std::fs::remove_dir(&reg).unwrap();
+    std::fs::rename(fx.path("registry.saved"), &reg).unwrap();
+    // Staging cannot make the install's directory.
+    let Some(_guard) = Unwritable::new(fx.path("state/store/staging")) else {
+        return;
+    };
+    let r = fx.store_install(&[&pkg], &[]);
+    expect(&r, 74, "store.io");
+    names(&r, "/state/store/staging");
+}
+
 /// The packaged layout: the state directory belongs to the daemon's user, and root's CLI works
 /// in it. That user must not be able to turn root's store commands against the host: a store
 /// of its own holding a `staging` symlink made root's `list` empty the directory it pointed at

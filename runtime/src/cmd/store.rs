@@ -20,8 +20,8 @@ use crate::fileio::{FileError, HeldDirError};
 use crate::keyfile::unix_now;
 use crate::node::NodeIdentity;
 use crate::output::{term, Output};
-use crate::package::open_verified_in;
 use crate::package::report::Report;
+use crate::package::{open_verified_in, VerifyError};
 use crate::sources::{self, Fetched, PinKind, Session, SourceError, Want};
 use crate::store::{check_tree, Installed, Staged, Store, StoreError, TreeProblem, PACKAGE_FILE};
 use serde::Serialize;
@@ -212,6 +212,21 @@ struct StagedPkg {
     report: Report,
 }
 
+/// The staged copy is verified and extracted through the staging directory's descriptor: an
+/// error that names where is made to name the staging directory's path instead of
+/// `/proc/self/fd/N/…`, which tells the reader nothing. (`tempfile` appends the directory it
+/// could not make to its error; that one keeps its kind and names the staging directory.)
+fn shown_in_staging(e: VerifyError, s: &Staged) -> VerifyError {
+    match e {
+        VerifyError::Read(f) => VerifyError::Read(f.shown_as(s.package().shown())),
+        VerifyError::Workdir(io) => VerifyError::Workdir(std::io::Error::new(
+            io.kind(),
+            format!("{} in {}", io.kind(), s.dir().shown().display()),
+        )),
+        e => e,
+    }
+}
+
 /// The work of one `install` or `update`: everything is staged and checked before anything is
 /// committed.
 struct Job<'a> {
@@ -237,8 +252,14 @@ impl Job<'_> {
     /// against its index entry (99) and its author pin (98).
     fn add(&mut self, path: &Path, label: &str, fetched: Option<&Fetched>) -> Result<(), CmdError> {
         let s = self.store.stage(path).map_err(store_err)?;
-        let mut pkg = match open_verified_in(&s.package(), self.cfg, self.node, unix_now(), &s.dir)
-        {
+        let verified = open_verified_in(
+            s.package().path(),
+            self.cfg,
+            self.node,
+            unix_now(),
+            s.dir().path(),
+        );
+        let mut pkg = match verified.map_err(|e| shown_in_staging(e, &s)) {
             Ok(pkg) => pkg,
             Err(e) => {
                 let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());

@@ -869,14 +869,15 @@ fn remember(
     // Through the directory's descriptor, opened without following a symlink: the daemon's
     // user owns the state directory and could make `indexes` point anywhere root can write.
     crate::state::ensure_dir(state_dir)?;
+    // Errors name `<state>/indexes/…`, not the descriptor's `/proc/self/fd/N/…`.
     let held = HeldDir::open_shared(state_dir, INDEX_CACHE_DIR, Some(0o700))?;
-    let cache = held.path();
-    write_state_file(&cache.join(format!("{name}.json")), &c.bytes, 0o644)?;
-    write_state_file(
-        &cache.join(format!("{name}.json.minisig")),
-        &c.sig_bytes,
-        0o644,
-    )?;
+    for (file, bytes) in [
+        (format!("{name}.json"), &c.bytes),
+        (format!("{name}.json.minisig"), &c.sig_bytes),
+    ] {
+        let at = held.join(file);
+        write_state_file(at.path(), bytes, 0o644).map_err(|e| e.shown_as(at.shown()))?;
+    }
     sources.sources.insert(name.clone(), c.src);
     sources.save(state_dir)?;
     Ok(c.vi)

@@ -21,7 +21,7 @@
 //! Removal is the same in reverse: the registry drops the entry first (commit), the directory goes
 //! after.
 
-use crate::fileio::{read_capped, write_state_file, FileError, HeldDir, HeldDirError};
+use crate::fileio::{read_capped, write_state_file, FileError, HeldDir, HeldDirError, HeldPath};
 use crate::package::container::MAX_PACKAGE_BYTES;
 /// The tree check is the kept trees' too (package/trees.rs); `stockade store verify` reports its
 /// every finding.
@@ -33,7 +33,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use stockade_policy::capability::Capability;
@@ -180,16 +180,14 @@ impl Recovery {
 
 /// The store, locked for this process until dropped. Everything it writes or removes goes
 /// through the store directory's descriptor ([`HeldDir`]): `<state>/store` replaced by a
-/// symlink, before or after the check, cannot send a removal or a write outside it.
+/// symlink, before or after the check, cannot send a removal or a write outside it. Every
+/// message names the path under `<state>/store` ([`HeldPath::shown`]), never the descriptor's.
 #[derive(Debug)]
 pub struct Store {
-    /// `/proc/self/fd/N/`: the held store directory, for every operation.
-    ops: PathBuf,
-    /// `<state>/store` as a path, for messages and for callers (reading through it is safe:
+    /// The held store directory: its descriptor for every operation, its shown path (the
+    /// canonical `<state>/store`) for messages and for callers (reading through it is safe:
     /// whatever is read there is verified).
-    root: PathBuf,
-    /// Keeps the descriptor `root` goes through open.
-    _held: HeldDir,
+    dir: HeldDir,
     /// `staging/` and `plugins/`, held the same way (only this user or root could have made
     /// either a symlink, but a removal that follows one is too costly to leave to that).
     staging: Arc<HeldDir>,
@@ -207,17 +205,17 @@ pub struct StoreLock {
 
 /// Open the held store directory's lock file and take it (waiting unless `no_wait`).
 fn take_lock(held: &HeldDir, no_wait: bool) -> Result<OwnedFd, StoreError> {
-    let shown = std::fs::canonicalize(held.shown()).unwrap_or_else(|_| held.shown().into());
-    let lock_path = shown.join("lock");
-    let c = CString::new(held.path().join("lock").as_os_str().as_bytes())
-        .map_err(|e| io("bad path", &lock_path)(std::io::Error::other(e)))?;
-    let lock = sys::open_lock_file(&c).map_err(io("cannot open lock", &lock_path))?;
+    let lock_path = held.join("lock");
+    let shown = lock_path.shown();
+    let c = CString::new(lock_path.path().as_os_str().as_bytes())
+        .map_err(|e| io("bad path", shown)(std::io::Error::other(e)))?;
+    let lock = sys::open_lock_file(&c).map_err(io("cannot open lock", shown))?;
     if no_wait {
-        if !sys::try_flock_exclusive(lock.as_fd()).map_err(io("cannot lock", &lock_path))? {
-            return Err(StoreError::Locked(lock_path));
+        if !sys::try_flock_exclusive(lock.as_fd()).map_err(io("cannot lock", shown))? {
+            return Err(StoreError::Locked(shown.to_path_buf()));
         }
     } else {
-        sys::flock_exclusive(lock.as_fd()).map_err(io("cannot lock", &lock_path))?;
+        sys::flock_exclusive(lock.as_fd()).map_err(io("cannot lock", shown))?;
     }
     Ok(lock)
 }
@@ -225,8 +223,8 @@ fn take_lock(held: &HeldDir, no_wait: bool) -> Result<OwnedFd, StoreError> {
 /// A package being installed: its private staging directory.
 #[derive(Debug)]
 pub struct Staged {
-    /// `staging/<random>`, through the held store directory.
-    pub dir: PathBuf,
+    /// `staging/<random>`, through the held staging directory.
+    dir: HeldPath,
     /// Keeps the descriptor `dir` goes through open until the directory is gone.
     _held: Arc<HeldDir>,
 }
@@ -235,13 +233,18 @@ pub struct Staged {
 /// renamed away and this finds nothing); a crash leaves it to the next start's recovery.
 impl Drop for Staged {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(self.dir.path());
     }
 }
 
 impl Staged {
+    /// The staging directory (`path()` to work in it, `shown()` to name it).
+    pub fn dir(&self) -> &HeldPath {
+        &self.dir
+    }
+
     /// The staged copy of the package.
-    pub fn package(&self) -> PathBuf {
+    pub fn package(&self) -> HeldPath {
         self.dir.join(PACKAGE_FILE)
     }
 }
@@ -266,10 +269,10 @@ fn crash_point() {
     }
 }
 
-fn fsync_dir(path: &Path) -> Result<(), StoreError> {
-    File::open(path)
+fn fsync_dir(dir: &HeldPath) -> Result<(), StoreError> {
+    File::open(dir.path())
         .and_then(|d| d.sync_all())
-        .map_err(io("cannot fsync", path))
+        .map_err(io("cannot fsync", dir.shown()))
 }
 
 /// A registry `dir` must be one plain path component (never `..`, never a path).
@@ -282,18 +285,16 @@ impl Store {
     /// after any interrupted run.
     pub fn open(state_dir: &Path, no_wait: bool) -> Result<(Self, Recovery), StoreError> {
         crate::state::ensure_dir(state_dir)?;
-        let held = HeldDir::open(state_dir, STORE_DIR, Some(0o755))?;
-        let root = held.path();
-        // Absolute, so the paths `list` and `install` print work from anywhere.
-        let shown = std::fs::canonicalize(held.shown()).unwrap_or_else(|_| held.shown().into());
+        // Shown absolute, so the paths `list` and `install` print work from anywhere (and so
+        // are `staging/` and `plugins/`, opened through it).
+        let held = HeldDir::open(state_dir, STORE_DIR, Some(0o755))?.canonical_shown();
         let lock = take_lock(&held, no_wait)?;
         let plugins = Arc::new(held.open_child("plugins", Some(0o755))?);
         let staging = Arc::new(held.open_child("staging", Some(0o700))?);
-        let registry = load_registry(&root, &shown)?;
+        let registry = held.join("registry.json");
+        let registry = load_registry(registry.path(), registry.shown())?;
         let mut store = Self {
-            ops: root,
-            root: shown,
-            _held: held,
+            dir: held,
             staging,
             plugins,
             registry,
@@ -310,7 +311,7 @@ impl Store {
     /// is no store yet, so nothing is installed and nothing to wait for.
     pub fn lock_existing(state_dir: &Path, no_wait: bool) -> Result<Option<StoreLock>, StoreError> {
         let held = match HeldDir::open(state_dir, STORE_DIR, None) {
-            Ok(h) => h,
+            Ok(h) => h.canonical_shown(),
             Err(HeldDirError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
@@ -332,20 +333,20 @@ impl Store {
 
     /// `<state>/store` (as a path: for messages and reading).
     pub fn root(&self) -> &Path {
-        &self.root
+        self.dir.shown()
     }
 
     /// The object directory of an installed plugin (as a path: for messages and reading).
     pub fn object_dir(&self, p: &Installed) -> PathBuf {
-        object_dir_in(&self.root, p)
+        object_dir_in(self.root(), p)
     }
 
     fn recover(&mut self) -> Result<Recovery, StoreError> {
         let mut r = Recovery::default();
-        let staging = self.staging.path();
-        for e in std::fs::read_dir(&staging).map_err(io("cannot list", &staging))? {
-            let e = e.map_err(io("cannot list", &staging))?;
-            remove_any(&e.path())?;
+        let staging = self.staging.at();
+        for e in std::fs::read_dir(staging.path()).map_err(io("cannot list", staging.shown()))? {
+            let e = e.map_err(io("cannot list", staging.shown()))?;
+            remove_any(&staging.join(e.file_name()))?;
             r.staging.push(e.file_name().to_string_lossy().into_owned());
         }
         let live: BTreeSet<&str> = self
@@ -354,12 +355,12 @@ impl Store {
             .values()
             .map(|p| p.dir.as_str())
             .collect();
-        let plugins = self.plugins.path();
-        for e in std::fs::read_dir(&plugins).map_err(io("cannot list", &plugins))? {
-            let e = e.map_err(io("cannot list", &plugins))?;
+        let plugins = self.plugins.at();
+        for e in std::fs::read_dir(plugins.path()).map_err(io("cannot list", plugins.shown()))? {
+            let e = e.map_err(io("cannot list", plugins.shown()))?;
             let name = e.file_name().to_string_lossy().into_owned();
             if !live.contains(name.as_str()) {
-                remove_any(&e.path())?;
+                remove_any(&plugins.join(e.file_name()))?;
                 r.orphans.push(name);
             }
         }
@@ -374,32 +375,40 @@ impl Store {
     /// what is verified is exactly what is kept.
     pub fn stage(&self, package: &Path) -> Result<Staged, StoreError> {
         let bytes = read_capped(package, MAX_PACKAGE_BYTES)?;
-        let dir = tempfile::Builder::new()
+        // `make_in` with our own mkdir rather than `tempdir_in`, whose error would end in the
+        // descriptor's path ("… at path \"/proc/self/fd/N/install-…\"").
+        let made = tempfile::Builder::new()
             .prefix("install-")
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir_in(self.staging.path())
-            .map_err(io("cannot create staging in", &self.root))?
-            .keep();
+            .disable_cleanup(true)
+            .make_in(self.staging.path(), |dir| {
+                std::fs::DirBuilder::new().mode(0o700).create(dir)
+            })
+            .map_err(io("cannot create a directory in", self.staging.shown()))?;
+        let name = made.path().file_name().unwrap_or_default().to_owned();
         let staged = Staged {
-            dir,
+            dir: self.staging.join(name),
             _held: Arc::clone(&self.staging),
         };
         crash_point();
-        crate::fileio::create_exclusive(&staged.package(), &bytes, 0o644)?;
+        let package = staged.package();
+        crate::fileio::create_exclusive(package.path(), &bytes, 0o644)
+            .map_err(|e| e.shown_as(package.shown()))?;
         crash_point();
         Ok(staged)
     }
 
     /// Move the verified extraction directory to `tree/` in the staging directory, open the
     /// modes up (0755 directories: the sandboxed uid must read it) and fsync everything.
+    /// `extracted` is a directory inside the staging directory, reached through it
+    /// ([`Staged::dir`]'s `path()`).
     pub fn finish_staging(&self, staged: &Staged, extracted: PathBuf) -> Result<(), StoreError> {
         let tree = staged.dir.join(TREE_DIR);
-        std::fs::rename(&extracted, &tree).map_err(io("cannot move into", &tree))?;
+        std::fs::rename(&extracted, tree.path()).map_err(io("cannot move into", tree.shown()))?;
         crash_point();
-        std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(0o755))
-            .map_err(io("cannot chmod", &tree))?;
-        std::fs::set_permissions(&staged.dir, std::fs::Permissions::from_mode(0o755))
-            .map_err(io("cannot chmod", &staged.dir))?;
+        for d in [&tree, &staged.dir] {
+            std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755))
+                .map_err(io("cannot chmod", d.shown()))?;
+        }
         fsync_tree(&tree)?;
         fsync_dir(&staged.dir)?;
         crash_point();
@@ -410,7 +419,7 @@ impl Store {
     /// point), then remove the directories the new entries superseded. Idempotent for an entry
     /// whose object directory is already the installed one.
     pub fn commit(&mut self, items: Vec<(Staged, Installed)>) -> Result<(), StoreError> {
-        let plugins = self.plugins.path();
+        let plugins = self.plugins.at();
         let mut next = self.registry.clone();
         let mut superseded = Vec::new();
         for (staged, entry) in items {
@@ -418,11 +427,12 @@ impl Store {
                 return Err(StoreError::BadDirName(entry.dir));
             }
             let dest = plugins.join(&entry.dir);
-            if dest.symlink_metadata().is_ok() {
+            if dest.path().symlink_metadata().is_ok() {
                 // The same package (same name, version and digest) is already there.
                 remove_any(&staged.dir)?;
             } else {
-                std::fs::rename(&staged.dir, &dest).map_err(io("cannot move into", &dest))?;
+                std::fs::rename(staged.dir.path(), dest.path())
+                    .map_err(io("cannot move into", dest.shown()))?;
             }
             crash_point();
             if let Some(old) = next.plugins.insert(entry.name.clone(), entry) {
@@ -430,7 +440,7 @@ impl Store {
             }
         }
         fsync_dir(&plugins)?;
-        fsync_dir(&self.staging.path())?;
+        fsync_dir(&self.staging.at())?;
         crash_point();
         self.save(next)?;
         crash_point();
@@ -457,32 +467,33 @@ impl Store {
         self.save(next)?;
         crash_point();
         for p in &removed {
-            remove_any(&self.plugins.path().join(&p.dir))?;
+            remove_any(&self.plugins.join(&p.dir))?;
         }
         Ok(removed)
     }
 
     fn save(&mut self, next: Registry) -> Result<(), StoreError> {
-        let path = self.ops.join("registry.json");
+        let path = self.dir.join("registry.json");
         let bytes = serde_json::to_vec_pretty(&next).map_err(|source| StoreError::Corrupt {
-            path: path.clone(),
+            path: path.shown().to_path_buf(),
             source,
         })?;
-        write_state_file(&path, &bytes, 0o644)?;
+        write_state_file(path.path(), &bytes, 0o644).map_err(|e| e.shown_as(path.shown()))?;
         self.registry = next;
         Ok(())
     }
 }
 
-/// The registry of the store at `root` (read through `root`; `shown` is the store's path for
-/// messages, which must not name a `/proc/self/fd/N` that means nothing once we exit).
-fn load_registry(root: &Path, shown: &Path) -> Result<Registry, StoreError> {
-    let bytes = match read_capped(&root.join("registry.json"), 64 * 1024 * 1024) {
+/// The registry file: read at `path` (through the held store directory's descriptor, or the
+/// plain path of a read-only lookup), named `shown` in every error — never a `/proc/self/fd/N`
+/// that means nothing once we exit.
+fn load_registry(path: &Path, shown: &Path) -> Result<Registry, StoreError> {
+    let bytes = match read_capped(path, 64 * 1024 * 1024) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Ok(Registry::default()),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e.shown_as(shown).into()),
     };
-    let path = shown.join("registry.json");
+    let path = shown.to_path_buf();
     let reg: Registry = serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
         path: path.clone(),
         source,
@@ -501,35 +512,36 @@ fn load_registry(root: &Path, shown: &Path) -> Result<Registry, StoreError> {
 
 /// Read the registry without locking or recovering (for read-only listing by anyone).
 pub fn read_registry(state_dir: &Path) -> Result<Registry, StoreError> {
-    let root = state_dir.join(STORE_DIR);
-    load_registry(&root, &root)
+    let path = state_dir.join(STORE_DIR).join("registry.json");
+    load_registry(&path, &path)
 }
 
-fn remove_any(path: &Path) -> Result<(), StoreError> {
-    let md = match path.symlink_metadata() {
+fn remove_any(at: &HeldPath) -> Result<(), StoreError> {
+    let md = match at.path().symlink_metadata() {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io("cannot stat", path)(e)),
+        Err(e) => return Err(io("cannot stat", at.shown())(e)),
     };
     let r = if md.is_dir() {
-        std::fs::remove_dir_all(path)
+        std::fs::remove_dir_all(at.path())
     } else {
-        std::fs::remove_file(path)
+        std::fs::remove_file(at.path())
     };
-    r.map_err(io("cannot remove", path))
+    r.map_err(io("cannot remove", at.shown()))
 }
 
 /// fsync every file and directory under `root` (directories after their entries).
-fn fsync_tree(root: &Path) -> Result<(), StoreError> {
-    for e in std::fs::read_dir(root).map_err(io("cannot list", root))? {
-        let e = e.map_err(io("cannot list", root))?;
-        let ft = e.file_type().map_err(io("cannot stat", &e.path()))?;
+fn fsync_tree(root: &HeldPath) -> Result<(), StoreError> {
+    for e in std::fs::read_dir(root.path()).map_err(io("cannot list", root.shown()))? {
+        let e = e.map_err(io("cannot list", root.shown()))?;
+        let at = root.join(e.file_name());
+        let ft = e.file_type().map_err(io("cannot stat", at.shown()))?;
         if ft.is_dir() {
-            fsync_tree(&e.path())?;
+            fsync_tree(&at)?;
         } else if ft.is_file() {
-            File::open(e.path())
+            File::open(at.path())
                 .and_then(|f| f.sync_all())
-                .map_err(io("cannot fsync", &e.path()))?;
+                .map_err(io("cannot fsync", at.shown()))?;
         }
     }
     fsync_dir(root)
@@ -630,6 +642,26 @@ pub fn frozen_refusal(serial: &str, name: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A registry entry for `name` in the object directory `dir`.
+    fn entry(name: &str, version: &str, dir: &str) -> Installed {
+        Installed {
+            name: name.into(),
+            version: version.into(),
+            dir: dir.into(),
+            package_sha256: String::new(),
+            signature_status: "verified".into(),
+            trust_mode: "strict".into(),
+            signer_key_id: None,
+            signer_chain: vec![],
+            signer_subject: None,
+            granted_capabilities: vec![],
+            tier: None,
+            requires: BTreeMap::new(),
+            source: String::new(),
+            installed_at: 0,
+        }
+    }
+
     #[test]
     fn registry_rejects_bad_dir_names_and_schema() {
         let d = tempfile::tempdir().unwrap();
@@ -637,25 +669,8 @@ mod tests {
         assert!(rec.is_empty());
         let reg = d.path().join("store/registry.json");
         let mut r = Registry::default();
-        r.plugins.insert(
-            "x".into(),
-            Installed {
-                name: "x".into(),
-                version: "1.0.0".into(),
-                dir: "../../etc".into(),
-                package_sha256: String::new(),
-                signature_status: "verified".into(),
-                trust_mode: "strict".into(),
-                signer_key_id: None,
-                signer_chain: vec![],
-                signer_subject: None,
-                granted_capabilities: vec![],
-                tier: None,
-                requires: BTreeMap::new(),
-                source: String::new(),
-                installed_at: 0,
-            },
-        );
+        r.plugins
+            .insert("x".into(), entry("x", "1.0.0", "../../etc"));
         assert!(matches!(st.save(r), Ok(())));
         drop(st);
         assert!(matches!(
@@ -752,5 +767,233 @@ mod tests {
         ));
         drop(l);
         assert!(d.path().join("store/staging/install-x").exists());
+    }
+
+    /// An error as the CLI prints it: the message and every cause.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text = format!("{text}: {c}");
+            cause = c.source();
+        }
+        text
+    }
+
+    /// The error names `shown` and no path through a descriptor.
+    fn assert_names(e: &StoreError, shown: &Path) {
+        let text = chain(e);
+        assert!(
+            text.contains(&shown.display().to_string()) && !text.contains("/proc/self/fd"),
+            "expected {}: {text}",
+            shown.display()
+        );
+    }
+
+    /// The one entry of `dir` (the directory a `stage` made in `staging/`).
+    fn only_entry(dir: &Path) -> PathBuf {
+        let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(all.len(), 1, "{all:?}");
+        all.remove(0)
+    }
+
+    /// The store works through `/proc/self/fd/N/…` (its held directories), but what it says names
+    /// `<state>/store/…`: a descriptor's path tells the reader nothing, least of all once the
+    /// command has exited. Staging, moving the tree into place, committing and the registry's
+    /// write and read each fail here for real, and each error names the store's path.
+    #[test]
+    fn io_errors_name_the_store_path_not_its_descriptor() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        let store = std::fs::canonicalize(d.path()).unwrap().join("state/store");
+        let pkg = d.path().join("pkg.stockade");
+        std::fs::write(&pkg, "not verified here").unwrap();
+        // Staging: the staging directory is gone, nothing can be made in it.
+        let (st, _) = Store::open(&state, true).unwrap();
+        std::fs::remove_dir(store.join("staging")).unwrap();
+        assert_names(&st.stage(&pkg).unwrap_err(), &store.join("staging"));
+        drop(st);
+        // Moving the extracted tree into the staging directory: a file is where `tree` goes.
+        let (mut st, _) = Store::open(&state, true).unwrap();
+        let staged = st.stage(&pkg).unwrap();
+        let dir = only_entry(&store.join("staging"));
+        std::fs::write(dir.join(TREE_DIR), "").unwrap();
+        let extracted = d.path().join("extracted");
+        std::fs::create_dir(&extracted).unwrap();
+        let e = st.finish_staging(&staged, extracted).unwrap_err();
+        assert_names(&e, &dir.join(TREE_DIR));
+        // Committing: the staging directory is gone before it is moved into `plugins/`.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = st
+            .commit(vec![(staged, entry("p", "1.0.0", "p-1.0.0-abc"))])
+            .unwrap_err();
+        assert_names(&e, &store.join("plugins/p-1.0.0-abc"));
+        // The registry cannot be replaced (a directory is in its place)…
+        std::fs::create_dir(store.join("registry.json")).unwrap();
+        assert_names(&st.remove(&[]).unwrap_err(), &store.join("registry.json"));
+        drop(st);
+        // … nor read.
+        let e = Store::open(&state, true).unwrap_err();
+        assert_names(&e, &store.join("registry.json"));
+    }
+
+    /// Recovery that cannot remove a leftover (an immutable file in it: root's `chattr +i`)
+    /// names it under `<state>/store/staging`.
+    #[test]
+    fn a_leftover_recovery_cannot_remove_is_named_by_its_store_path() {
+        if !crate::test_support::root_or_skip("chattr +i needs root") {
+            return;
+        }
+        /// Lifts the immutable flag again, whatever the test does, so the tempdir can go.
+        struct Immutable(PathBuf);
+        impl Drop for Immutable {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("chattr")
+                    .arg("-i")
+                    .arg(&self.0)
+                    .status();
+            }
+        }
+        let d = tempfile::tempdir().unwrap();
+        let store = std::fs::canonicalize(d.path()).unwrap().join(STORE_DIR);
+        drop(Store::open(d.path(), true).unwrap());
+        let left = store.join("staging/install-x");
+        std::fs::create_dir(&left).unwrap();
+        std::fs::write(left.join("f"), "").unwrap();
+        let chattr = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(left.join("f"))
+            .status();
+        let _undo = Immutable(left.join("f"));
+        if !crate::test_support::require(
+            chattr.is_ok_and(|s| s.success()),
+            "chattr +i is not available here (e2fsprogs, a filesystem with the flag)",
+        ) {
+            return;
+        }
+        assert_names(&Store::open(d.path(), true).unwrap_err(), &left);
+    }
+
+    /// What a store directory holds, file by file with contents ("nothing changed" is equality).
+    fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(dir) = todo.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                let rel = p.strip_prefix(root).unwrap().to_path_buf();
+                if p.is_dir() {
+                    todo.push(p);
+                    out.insert(rel, b"<dir>".to_vec());
+                } else {
+                    out.insert(rel, std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    /// The descriptor claim, proved: once [`Store::open`] has returned, `store` — or `staging`
+    /// and `plugins` in it — replaced by a symlink to another directory (the daemon's user owns
+    /// the state directory and can do that at any moment) changes nothing the store does. Stage,
+    /// finish, commit (an upgrade, so a superseded directory is removed), recover and remove
+    /// all go to the directories opened at the start; the symlinks' target, which holds an
+    /// entry of every name those operations write or remove, is left exactly as it was.
+    #[test]
+    fn directories_swapped_for_symlinks_after_open_redirect_nothing() {
+        for swap in ["store", "staging and plugins"] {
+            let d = tempfile::tempdir().unwrap();
+            let state = d.path().join("state");
+            let store = state.join(STORE_DIR);
+            // The target: a store-like tree whose every entry would be hit by an operation
+            // that followed a path instead of a descriptor.
+            let victim = d.path().join("victim");
+            for f in [
+                "registry.json",
+                "lock",
+                "staging/install-left/f",
+                "plugins/p-1.0.0-aaa/f",
+                "plugins/p-2.0.0-bbb/f",
+                "plugins/ghost-1.0.0-ccc/f",
+            ] {
+                let f = victim.join(f);
+                std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+                std::fs::write(&f, "the victim's").unwrap();
+            }
+            let before = snapshot(&victim);
+            let pkg = d.path().join("pkg.stockade");
+            std::fs::write(&pkg, "package bytes").unwrap();
+
+            let (mut st, _) = Store::open(&state, true).unwrap();
+            // Where the held directories are now.
+            let moved = state.join("store.moved");
+            let (held_store, held_staging, held_plugins) = if swap == "store" {
+                std::fs::rename(&store, &moved).unwrap();
+                std::os::unix::fs::symlink(&victim, &store).unwrap();
+                (moved.clone(), moved.join("staging"), moved.join("plugins"))
+            } else {
+                let mut held = vec![];
+                for sub in ["staging", "plugins"] {
+                    let to = store.join(format!("{sub}.moved"));
+                    std::fs::rename(store.join(sub), &to).unwrap();
+                    std::os::unix::fs::symlink(victim.join(sub), store.join(sub)).unwrap();
+                    held.push(to);
+                }
+                (store.clone(), held[0].clone(), held[1].clone())
+            };
+            let install = |st: &mut Store, version: &str, dir: &str| {
+                let staged = st.stage(&pkg).unwrap();
+                let staging_dir = only_entry(&held_staging);
+                assert!(
+                    staging_dir.join(PACKAGE_FILE).is_file(),
+                    "{swap}: staged there"
+                );
+                let extracted = staging_dir.join("x");
+                std::fs::create_dir(&extracted).unwrap();
+                std::fs::write(extracted.join("main"), "tree").unwrap();
+                st.finish_staging(&staged, extracted).unwrap();
+                st.commit(vec![(staged, entry("p", version, dir))]).unwrap();
+                assert!(held_plugins.join(dir).join("tree/main").is_file(), "{swap}");
+            };
+            install(&mut st, "1.0.0", "p-1.0.0-aaa");
+            // The upgrade removes the superseded p-1.0.0-aaa: the held one.
+            install(&mut st, "2.0.0", "p-2.0.0-bbb");
+            assert!(!held_plugins.join("p-1.0.0-aaa").exists(), "{swap}");
+            let reg: Registry =
+                serde_json::from_slice(&std::fs::read(held_store.join("registry.json")).unwrap())
+                    .unwrap();
+            assert_eq!(reg.plugins["p"].dir, "p-2.0.0-bbb", "{swap}");
+            // Recovery removes the held leftovers.
+            std::fs::create_dir(held_staging.join("install-left")).unwrap();
+            std::fs::create_dir(held_plugins.join("ghost-1.0.0-ccc")).unwrap();
+            let r = st.recover().unwrap();
+            assert_eq!(r.staging, ["install-left"], "{swap}");
+            assert_eq!(r.orphans, ["ghost-1.0.0-ccc"], "{swap}");
+            // Removal: registry first, then the held object directory.
+            st.remove(&["p".to_string()]).unwrap();
+            assert!(!held_plugins.join("p-2.0.0-bbb").exists(), "{swap}");
+            let reg: Registry =
+                serde_json::from_slice(&std::fs::read(held_store.join("registry.json")).unwrap())
+                    .unwrap();
+            assert!(reg.plugins.is_empty(), "{swap}");
+            drop(st);
+            assert_eq!(
+                snapshot(&victim),
+                before,
+                "{swap}: the symlinks' target changed"
+            );
+            // And the next start refuses the symlinks rather than follow them.
+            assert!(
+                matches!(
+                    Store::open(&state, true),
+                    Err(StoreError::Held(HeldDirError::Unsafe { .. }))
+                ),
+                "{swap}"
+            );
+            assert_eq!(snapshot(&victim), before, "{swap}");
+        }
     }
 }

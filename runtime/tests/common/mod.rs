@@ -85,6 +85,47 @@ pub fn require_tool(tool: &str, why: &str) -> bool {
     )
 }
 
+/// Makes a directory unwritable for the life of the guard — to root too (`chattr +i`), since
+/// these tests run as root in CI; to anyone else by its mode.
+pub struct Unwritable(std::path::PathBuf);
+
+impl Unwritable {
+    /// `None`: skipped (said on stderr), unless CI forbids it.
+    pub fn new(dir: std::path::PathBuf) -> Option<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        if is_root() {
+            let done = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !require(
+                done,
+                "`chattr +i` is unavailable here (no chattr, or a filesystem without the immutable flag)",
+            ) {
+                return None;
+            }
+        } else {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        Some(Self(dir))
+    }
+}
+
+impl Drop for Unwritable {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if is_root() {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        } else {
+            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+}
+
 /// A root CA, an intermediate, a developer key and certificate, a trust dir and a state dir.
 pub struct Fixture {
     pub tmp: tempfile::TempDir,
