@@ -38,10 +38,11 @@ pub(crate) fn store_err(e: StoreError) -> CmdError {
     match e {
         StoreError::Locked(_) => CmdError::new(Exit::StoreLocked, "store.locked", e)
             .hint("another install or removal is running; retry, or drop --no-wait to queue"),
-        StoreError::Corrupt { .. } | StoreError::Schema { .. } | StoreError::BadDirName(_) => {
-            CmdError::new(Exit::StoreCorrupt, "store.corrupt", e)
-                .hint("restore <state-dir>/store/registry.json from a backup")
-        }
+        StoreError::Corrupt { .. }
+        | StoreError::NotARegistry { .. }
+        | StoreError::Schema { .. }
+        | StoreError::BadDirName(_) => CmdError::new(Exit::StoreCorrupt, "store.corrupt", e)
+            .hint("restore <state-dir>/store/registry.json from a backup"),
         StoreError::Held(HeldDirError::Unsafe { .. }) => {
             CmdError::new(Exit::Config, "store.unsafe", e).hint(
                 "the store directory must be a real directory of the user running stockade (or \

@@ -77,6 +77,12 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// The registry is not a regular file (a directory, a FIFO, a device put in its place).
+    #[error("the store registry {} is not a regular file", path.display())]
+    NotARegistry {
+        /// The registry.
+        path: PathBuf,
+    },
     /// The registry has an unknown schema.
     #[error("the store registry {} has schema `{found}`, expected `{REGISTRY_SCHEMA}`", path.display())]
     Schema {
@@ -491,6 +497,12 @@ fn load_registry(path: &Path, shown: &Path) -> Result<Registry, StoreError> {
     let bytes = match read_capped(path, 64 * 1024 * 1024) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Ok(Registry::default()),
+        // Not the operator's input: the store's own file, damaged (106, not 66 "no input").
+        Err(FileError::NotRegular { .. }) => {
+            return Err(StoreError::NotARegistry {
+                path: shown.to_path_buf(),
+            })
+        }
         Err(e) => return Err(e.shown_as(shown).into()),
     };
     let path = shown.to_path_buf();
