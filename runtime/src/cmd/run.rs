@@ -273,7 +273,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     let kv = crate::host::kv::store_name(&cfg.state_dir, &pkg)
         .and_then(|(store, note)| {
             if let Some(note) = note {
-                eprintln!("stockade: warning: {note}");
+                eprintln!("stockade: warning: {}", crate::output::term(&note));
             }
             KvStore::open(&cfg.state_dir, &store, host_policy.kv.clone())
         })
