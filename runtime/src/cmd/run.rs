@@ -109,7 +109,7 @@ pub fn trust_config_with_policy(
         .map_err(|e| {
             CmdError::new(Exit::Config, "trust_dir", e).hint(format!(
                 "the policy's trust.revocation ({}) names a revocation list that cannot be read",
-                r.origin("trust.revocation")
+                crate::output::term(&r.origin("trust.revocation").to_string())
             ))
         })?;
         cfg.revocations = Some(bytes);
