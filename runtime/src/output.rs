@@ -104,6 +104,12 @@ pub fn term(s: &str) -> Cow<'_, str> {
     escape_if(s, terminal_unsafe)
 }
 
+/// [`term`] for a path (a file or directory name is untrusted too), as `Path::display` shows
+/// it.
+pub fn term_path(p: &std::path::Path) -> String {
+    term(&p.display().to_string()).into_owned()
+}
+
 /// [`term`] for text laid out by us, as a whole: newlines and tabs are kept, everything else a
 /// terminal would act on is escaped. The last line of defence in [`Output::emit`],
 /// [`Output::note`] and the error printer; renderers still escape each untrusted field with

@@ -2,7 +2,9 @@
 //! stall the runtime, and the flags of the descriptors shared with the agent (O_NONBLOCK) are
 //! restored when it ends. Real sandboxes (root).
 
+mod leftovers;
 mod protocol_common;
+use leftovers::assert_no_sandbox_left;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use protocol_common::*;
 use std::io::{Read, Write};
@@ -338,6 +340,77 @@ fn an_agent_that_closes_stdin_and_never_reads_is_given_up() {
     );
     assert_eq!(status.code(), Some(0), "a graceful stop: {stderr}");
     drop(r);
+}
+
+/// Wait for a `run` whose agent keeps its stdin open (`w`) and never reads its stdout (`r`) to
+/// end on its own: it must be given up as stalled (10 s without taking a byte, its output full),
+/// the plugin shut down gracefully (exit 0), and no sandbox left. Killed after a generous 60 s
+/// if it did not end: that is the failure.
+fn given_up_with_stdin_open(
+    mut child: std::process::Child,
+    w: std::process::ChildStdin,
+    r: std::process::ChildStdout,
+    what: &str,
+) {
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let pid = child.id();
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stderr = stderr_of(&mut child);
+    drop((w, r));
+    let Some(status) = status else {
+        panic!("{what}: run did not end in 60 s (killed) with its agent's stdin open:\n{stderr}");
+    };
+    assert!(
+        stderr.contains("the agent stopped reading (10 s"),
+        "{what}: {stderr}"
+    );
+    assert_eq!(status.code(), Some(0), "{what}: a graceful stop: {stderr}");
+    assert_no_sandbox_left(pid);
+}
+
+/// The stall rule with the agent's stdin still open: an agent that keeps it open, sends
+/// requests whose 60 KB answers fill the pipe and the 1 MiB after which requests wait, and never
+/// reads its stdout, is given up once it has taken nothing for 10 s — with requests left
+/// waiting (cached answers, given at once), and with none left (every request passed to the
+/// plugin before its answers arrived and filled the output: nothing counted as stalled, and the
+/// session, the plugin with it, lived until a signal).
+#[test]
+fn an_agent_that_keeps_stdin_open_and_never_reads_is_given_up() {
+    if !require_root() {
+        return;
+    }
+    // Requests left waiting: 100 more cached calls (6 MB of answers, short of the 16 MiB
+    // overflow).
+    let fx = Fixture::new();
+    let (child, mut w, r, _) = start_cached_big(&fx);
+    let input: String = (2..=101).map(|i| format!("{}\n", cached_call(i))).collect();
+    w.write_all(input.as_bytes()).unwrap();
+    given_up_with_stdin_open(child, w, r, "requests waiting");
+
+    // None left waiting: 100 calls the plugin answers (not cached), all read and passed to it
+    // at once; their 6 MB of answers fill the output only afterwards.
+    let fx = Fixture::new();
+    pack_as(&fx, "big", BIG_ANSWER);
+    let mut child = spawn_piped(&mut run_pkg(&fx, "big.stockade", &[]));
+    let mut w = child.stdin.take().unwrap();
+    let r = child.stdout.take().unwrap();
+    let input: String = (1..=100)
+        .map(|i| format!("{}\n", invoke(i, Some(30_000))))
+        .collect();
+    w.write_all(input.as_bytes()).unwrap();
+    given_up_with_stdin_open(child, w, r, "no request waiting");
 }
 
 /// Answers far larger than their requests (60 KB results, served from the answer cache at once,

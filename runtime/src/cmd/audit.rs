@@ -7,7 +7,7 @@ use crate::audit::{head_path, read_head, verify_with_head};
 use crate::cli::AuditVerifyArgs;
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::output::Output;
+use crate::output::{term, Output};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -61,7 +61,11 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
             "behind_by_one" => ", head one record behind (an interrupted append; nothing missing)",
             _ => ", nothing cut off the end",
         };
-        format!("{}: {} record(s), chain intact{head}", r.file, r.records)
+        format!(
+            "{}: {} record(s), chain intact{head}",
+            term(&r.file),
+            r.records
+        )
     });
     Ok(Exit::Ok)
 }

@@ -23,7 +23,7 @@ use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::{read_capped, reserve, write_atomic};
 use crate::keyfile::{load_public, load_secret, random_bytes, secret_key_hint, unix_now};
-use crate::output::Output;
+use crate::output::{term, term_path, Output};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -255,17 +255,17 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
         };
         let mut t = format!(
             "created {kind} CA \"{}\" (key id {}) in {}\n",
-            r.name,
-            r.key_id,
-            r.dir.display()
+            term(&r.name),
+            term(&r.key_id),
+            term_path(&r.dir)
         );
         if r.kind == CaKind::Root {
             t.push_str(&format!(
                 "pin it on nodes: copy {} into the trust directory\n",
-                r.dir.join("ca.pub").display()
+                term_path(&r.dir.join("ca.pub"))
             ));
         } else if let Some(c) = &r.certificate {
-            t.push_str(&format!("intermediate certificate: {}\n", c.display()));
+            t.push_str(&format!("intermediate certificate: {}\n", term_path(c)));
         }
         t
     });
@@ -392,14 +392,14 @@ pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
         format!(
             "issued {} certificate {} for {} (key {})\nscope: {}\ncapabilities: {}\nvalid: {} .. {}\nwritten to {}\n",
             r.kind,
-            r.serial,
-            r.subject,
-            r.key_id,
-            r.scope,
+            term(&r.serial),
+            term(&r.subject),
+            term(&r.key_id),
+            term(&r.scope),
             r.capabilities.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
             r.not_before,
             r.not_after,
-            r.output.display()
+            term_path(&r.output)
         )
     });
     Ok(Exit::Ok)
@@ -506,7 +506,7 @@ pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
             r.revoked_serials.len(),
             r.revoked_key_ids.len(),
             r.expires_at,
-            r.output.display()
+            term_path(&r.output)
         )
     });
     Ok(Exit::Ok)
@@ -561,11 +561,11 @@ pub fn license(a: CaLicenseArgs, out: Output) -> Result<Exit, CmdError> {
     out.emit(&r, |r| {
         format!(
             "license {} ({:?}{}) written to {}\ninstall it on the node with `stockade node license install {}`\n",
-            r.serial,
+            term(&r.serial),
             r.state,
-            r.hardware_id.as_ref().map(|h| format!(", bound to hardware {h}")).unwrap_or_default(),
-            r.output.display(),
-            r.output.display()
+            r.hardware_id.as_ref().map(|h| format!(", bound to hardware {}", term(h))).unwrap_or_default(),
+            term_path(&r.output),
+            term_path(&r.output)
         )
     });
     Ok(Exit::Ok)

@@ -16,7 +16,7 @@ use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::read_capped;
 use crate::keyfile::{load_public, load_secret, secret_key_hint, unix_now};
-use crate::output::Output;
+use crate::output::{term, Output};
 use serde::Serialize;
 use stockade_trust::grant::{
     authorise, check_binding, check_target, Binding, Grant, GrantBody, GrantError, MAX_GRANT_BYTES,
@@ -68,11 +68,16 @@ pub fn issue(a: GrantIssueArgs, out: Output) -> Result<Exit, CmdError> {
     out.emit(&r, |r| {
         format!(
             "wrote {}: {} {} ({}) may have {} until {}",
-            r.file,
-            r.grant.plugin,
-            r.grant.plugin_version,
-            r.grant.scope,
-            r.grant.targets.join(", "),
+            term(&r.file),
+            term(&r.grant.plugin),
+            term(&r.grant.plugin_version),
+            term(&r.grant.scope),
+            r.grant
+                .targets
+                .iter()
+                .map(|t| term(t))
+                .collect::<Vec<_>>()
+                .join(", "),
             r.grant.expires_at
         )
     });
@@ -115,7 +120,10 @@ pub fn verify(a: GrantVerifyArgs, out: Output) -> Result<Exit, CmdError> {
     out.emit(&r, |r| {
         format!(
             "grant ok: {} {} may have {} until {}",
-            r.grant.plugin, r.grant.plugin_version, r.target, r.grant.expires_at
+            term(&r.grant.plugin),
+            term(&r.grant.plugin_version),
+            term(&r.target),
+            r.grant.expires_at
         )
     });
     Ok(Exit::Ok)

@@ -91,8 +91,8 @@ pub fn run(a: KeygenArgs, out: Output) -> Result<Exit, CmdError> {
         format!(
             "key id {}\nsecret key: {} (mode 0600, keep it private)\npublic key: {}\n",
             r.key_id,
-            r.secret_key.display(),
-            r.public_key.display()
+            crate::output::term_path(&r.secret_key),
+            crate::output::term_path(&r.public_key)
         )
     });
     Ok(Exit::Ok)

@@ -9,7 +9,7 @@ use crate::exit::Exit;
 use crate::fileio::{read_capped, write_state_file};
 use crate::keyfile::unix_now;
 use crate::node::{hardware_id, load_license, NodeError, LICENSE_FILE};
-use crate::output::Output;
+use crate::output::{term, term_path, Output};
 use crate::package::verify::error_chain;
 use crate::state::{ensure_dir, LicenseMemory};
 use crate::trustdir::{TrustConfig, TrustMode};
@@ -84,10 +84,10 @@ pub fn info(a: NodeInfoArgs, out: Output) -> Result<Exit, CmdError> {
     };
     out.emit(&r, |r| {
         let mut t = match (&r.hardware_id, &r.hardware_id_error) {
-            (Some(h), _) => format!("hardware id: {h}\n"),
+            (Some(h), _) => format!("hardware id: {}\n", term(h)),
             (None, e) => format!(
                 "hardware id: unavailable ({})\n",
-                e.as_deref().unwrap_or("")
+                term(e.as_deref().unwrap_or(""))
             ),
         };
         match &r.license {
@@ -95,7 +95,7 @@ pub fn info(a: NodeInfoArgs, out: Output) -> Result<Exit, CmdError> {
             Some(l) => {
                 t.push_str(&format!(
                     "license: {} ({}){}{} signature: {}\n",
-                    l.serial,
+                    term(&l.serial),
                     if l.state == LicenseState::Active {
                         "active"
                     } else {
@@ -103,7 +103,7 @@ pub fn info(a: NodeInfoArgs, out: Output) -> Result<Exit, CmdError> {
                     },
                     l.hardware_id
                         .as_ref()
-                        .map(|h| format!(", bound to {h}"))
+                        .map(|h| format!(", bound to {}", term(h)))
                         .unwrap_or_default(),
                     l.expires_at
                         .map(|e| format!(", expires at {e}"))
@@ -111,7 +111,7 @@ pub fn info(a: NodeInfoArgs, out: Output) -> Result<Exit, CmdError> {
                     l.signature.replace('_', " ")
                 ));
                 if let Some(p) = &l.problem {
-                    t.push_str(&format!("  problem: {p}\n"));
+                    t.push_str(&format!("  problem: {}\n", term(p)));
                 }
             }
         }
@@ -177,8 +177,8 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
     out.emit(&r, |r| {
         format!(
             "installed license {} at {}\n",
-            r.serial,
-            r.installed.display()
+            term(&r.serial),
+            term_path(&r.installed)
         )
     });
     Ok(Exit::Ok)

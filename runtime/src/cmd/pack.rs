@@ -205,7 +205,7 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
             r.files,
             r.signer_key_id,
             r.package_sha256,
-            r.output.display()
+            crate::output::term_path(&r.output)
         )
     });
     Ok(Exit::Ok)

@@ -10,7 +10,7 @@ use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::keyfile::unix_now;
 use crate::node::NodeIdentity;
-use crate::output::Output;
+use crate::output::{term, Output};
 use crate::package::open_verified_in;
 use crate::plugin_policy::{
     self, check_grants, grants_dir, high_risk_targets, read_grants, GrantStatus, GrantSubject,
@@ -101,14 +101,14 @@ pub fn lint(a: PolicyLintArgs, out: Output) -> Result<Exit, CmdError> {
         for f in &r.findings {
             t.push_str(&format!(
                 "{}: {}: [{}]{} {}\n",
-                f.at,
+                term(&f.at.to_string()),
                 f.severity.as_str(),
                 f.code,
                 f.plugin
                     .as_ref()
-                    .map(|p| format!(" (plugin {p})"))
+                    .map(|p| format!(" (plugin {})", term(p)))
                     .unwrap_or_default(),
-                f.message
+                term(&f.message)
             ));
         }
         t.push_str(&format!(
@@ -134,16 +134,31 @@ struct ExplainReport {
     basis: String,
 }
 
+/// An explained value as text: a string as it is, anything else as JSON.
+fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Every string laid out here can come from outside: the package's name and version (explain
+/// PKG), the policy layers' file names, paths and plugin names, grant targets and the grant
+/// check's refusals; each is escaped with [`term`].
 fn render_explain(r: &ExplainReport) -> String {
     let e = &r.explanation;
     let mut t = format!(
         "plugin: {}\nbasis: {}\nlayers: {}\n\n",
-        e.plugin.as_deref().unwrap_or("(defaults)"),
-        r.basis,
+        term(e.plugin.as_deref().unwrap_or("(defaults)")),
+        term(&r.basis),
         if e.layers.is_empty() {
             "(none: built-in defaults)".to_string()
         } else {
-            e.layers.join(", ")
+            e.layers
+                .iter()
+                .map(|l| term(l))
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     );
     t.push_str(&format!(
@@ -151,36 +166,40 @@ fn render_explain(r: &ExplainReport) -> String {
         "SECTION", "ITEM", "EFFECTIVE", "DECIDED BY"
     ));
     for i in &e.items {
-        let mut v = match &i.value {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
+        let mut v = term(&value_text(&i.value)).into_owned();
         if let (Some(g), false) = (i.granted, i.section == "capability") {
             v = format!("{v} ({})", if g { "yes" } else { "no" });
         }
         t.push_str(&format!(
             "{:<11} {:<28} {:<24} {}",
-            i.section, i.name, v, i.decided_by
+            term(&i.section),
+            term(&i.name),
+            v,
+            term(&i.decided_by)
         ));
         if !i.note.is_empty() && i.section != "seccomp" {
-            t.push_str(&format!("  — {}", i.note));
+            t.push_str(&format!("  — {}", term(&i.note)));
         }
         t.push('\n');
     }
     for g in &r.grants {
-        t.push_str(&format!("grant {:<32} {}\n", g.target, g.status));
+        t.push_str(&format!("grant {:<32} {}\n", term(&g.target), g.status));
     }
     for w in &r.withheld {
         t.push_str(&format!(
             "withheld {} ({}): {}\n",
-            w.target, w.kind, w.message
+            term(&w.target),
+            w.kind,
+            term(&w.message)
         ));
     }
     t.push_str("\nEXPOSURE ITEM                WEIGHT  CONTRIBUTES\n");
     for x in &e.exposure_items {
         t.push_str(&format!(
             "{:<28} {:>6.2}  {:>6.2}\n",
-            x.item, x.weight, x.contributes
+            term(&x.item),
+            x.weight,
+            x.contributes
         ));
     }
     t.push_str(&format!("→ exposure {:.1}/10\n", e.exposure));
@@ -318,7 +337,12 @@ pub fn diff(a: PolicyDiffArgs, out: Output) -> Result<Exit, CmdError> {
         for c in &r.changes {
             t.push_str(&format!(
                 "{:<8} {:<10} {:<28} {} -> {}   ({})\n",
-                c.effect, c.section, c.name, c.from, c.to, c.decided_by
+                c.effect,
+                term(&c.section),
+                term(&c.name),
+                term(&c.from.to_string()),
+                term(&c.to.to_string()),
+                term(&c.decided_by)
             ));
         }
         t.push_str(&format!(

@@ -109,7 +109,7 @@ pub fn trust_config_with_policy(
         .map_err(|e| {
             CmdError::new(Exit::Config, "trust_dir", e).hint(format!(
                 "the policy's trust.revocation ({}) names a revocation list that cannot be read",
-                r.origin("trust.revocation")
+                crate::output::term(&r.origin("trust.revocation").to_string())
             ))
         })?;
         cfg.revocations = Some(bytes);
@@ -273,7 +273,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     let kv = crate::host::kv::store_name(&cfg.state_dir, &pkg)
         .and_then(|(store, note)| {
             if let Some(note) = note {
-                eprintln!("stockade: warning: {note}");
+                eprintln!("stockade: warning: {}", crate::output::term(&note));
             }
             KvStore::open(&cfg.state_dir, &store, host_policy.kv.clone())
         })
@@ -457,9 +457,12 @@ fn extract_beside_build(
 /// agent that lets [`MAX_AGENT_OUTBOUND`] bytes pile up all the same (it stopped
 /// reading) is treated as gone, as `serve` drops such a connection: its output is discarded
 /// (reported on stderr) and the plugin is shut down as after EOF on stdin. So is one that
-/// stalls — requests wait for room while it takes not one byte for [`STALL`], `serve`'s rule —
-/// whether or not its stdin has ended: without the rule, an agent that closed its stdin and
-/// never read kept the session, and the plugin, alive until a signal.
+/// stalls — its output full ([`AGENT_INPUT_HIGH_WATER`] queued: requests wait for room, or
+/// would) while it takes not one byte for [`STALL`], `serve`'s rule — whether or not its stdin
+/// has ended, and whether or not a request is left waiting: without the rule, an agent that
+/// closed its stdin and never read kept the session, and the plugin, alive until a signal; and
+/// so did one that kept its stdin open once every request it sent had gone to the plugin
+/// before their answers filled its output (none waited, so none counted as stalled).
 struct AgentOut {
     buf: Vec<u8>,
     /// fd 1 is non-blocking and in the poller (a pipe or socket); else writes block (a
@@ -521,14 +524,22 @@ impl AgentOut {
         }
     }
 
-    /// Note a turn on which requests wait for room ([`AgentInput::paused`]): once the agent
-    /// has taken nothing for [`STALL`], it is treated as gone (said on stderr).
+    /// The agent's output has no room (back-pressure): requests wait for it, or would. Not
+    /// only while some wait: when every request already went to the plugin before the answers
+    /// filled the output, none waits, and an agent that takes none of them must stall all the
+    /// same (its stdin open, nothing else would end the session).
+    fn full(&self) -> bool {
+        self.ok && self.buf.len() >= AGENT_INPUT_HIGH_WATER
+    }
+
+    /// Note a turn on which the agent's output has no room ([`AgentOut::full`]): once the
+    /// agent has taken nothing for [`STALL`], it is treated as gone (said on stderr).
     fn stall(&mut self, now: Instant) {
         let since = *self.stalled_since.get_or_insert(now);
         if self.ok && now.duration_since(since) >= STALL {
             eprintln!(
-                "stockade run: the agent stopped reading ({} s without taking an answer, requests \
-                 waiting); dropping its output and shutting the plugin down",
+                "stockade run: the agent stopped reading ({} s without taking an answer, its \
+                 output full); dropping its output and shutting the plugin down",
                 STALL.as_secs()
             );
             self.ok = false;
@@ -536,7 +547,7 @@ impl AgentOut {
         }
     }
 
-    /// When waiting requests make the agent stalled, if they still wait then.
+    /// When the agent counts as stalled, if its output has had no room since.
     fn stall_deadline(&self) -> Option<Instant> {
         self.stalled_since.map(|s| s + STALL)
     }
@@ -664,7 +675,7 @@ fn run_loop(
             input.pump(&stdin, &mut buf, agent, sup, out, audit, now);
             out.flush();
         }
-        if input.paused(out, agent) {
+        if out.full() {
             out.stall(now);
         } else {
             out.stalled_since = None;
@@ -748,12 +759,6 @@ impl AgentInput {
     /// Requests wait, or input may, and the agent's output has room for their answers.
     fn readable(&self, out: &AgentOut, agent: &AgentLink) -> bool {
         out.ok && self.waiting(agent) && out.buf.len() < AGENT_INPUT_HIGH_WATER
-    }
-
-    /// Requests wait, or input may, for lack of room in the agent's output (back-pressure):
-    /// the agent is not taking its answers.
-    fn paused(&self, out: &AgentOut, agent: &AgentLink) -> bool {
-        out.ok && self.waiting(agent) && out.buf.len() >= AGENT_INPUT_HIGH_WATER
     }
 
     fn waiting(&self, agent: &AgentLink) -> bool {

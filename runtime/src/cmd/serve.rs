@@ -143,7 +143,10 @@ fn bind(path: &Path) -> Result<UnixListener, ServeError> {
                 })
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                log_line(&format!("removing stale socket {}", path.display()));
+                log_line(&format!(
+                    "removing stale socket {}",
+                    crate::output::term_path(path)
+                ));
                 std::fs::remove_file(path).map_err(|source| ServeError::Bind {
                     path: path.to_path_buf(),
                     source,
@@ -319,7 +322,7 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         return Err(cmd(exit, kind, err).hint(hint));
     }
     match &bound {
-        Some(p) => log_line(&format!("listening on {}", p.display())),
+        Some(p) => log_line(&format!("listening on {}", crate::output::term_path(p))),
         None => log_line("listening on the socket passed by systemd"),
     }
     if let Err(e) = systemd::notify("READY=1\nSTATUS=listening") {

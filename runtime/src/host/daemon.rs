@@ -18,6 +18,7 @@ use super::fleet::Entry;
 use super::supervisor::Supervisor;
 use crate::audit::AuditLog;
 use crate::node::NodeIdentity;
+use crate::output::{term, term_text};
 use crate::policyfiles::PolicySource;
 use crate::sys::sock::{peer_cred, PeerCred};
 use crate::trustdir::TrustConfig;
@@ -119,9 +120,15 @@ fn err(code: i64, m: impl Into<String>) -> RpcError {
 /// `write`: `eprintln!` writes the prefix, the message and the newline separately (stderr is
 /// unbuffered), which is three wake-ups of the journal's reader per line and lets another
 /// writer's bytes land inside a line.
+///
+/// Lines carry plugin names, what plugins said (a handshake's name, a refusal's message),
+/// paths and errors: each caller escapes those with [`term`] where it formats them, so that
+/// none can start a line of its own (a forged `stockade serve: plugin x: ready`) or act on a
+/// terminal; the whole line goes through [`term_text`] as well, the backstop `Output::emit`
+/// has, for a string a caller missed.
 pub(crate) fn log_line(s: &str) {
     use std::io::Write;
-    let line = format!("stockade serve: {s}\n");
+    let line = format!("stockade serve: {}\n", term_text(s));
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
@@ -295,7 +302,7 @@ impl Daemon {
             }
             Err(e) => log_line(&format!(
                 "SIGHUP: policy not reloaded, keeping the one in force: {}",
-                e.into_cmd().chain().join(": ")
+                term(&e.into_cmd().chain().join(": "))
             )),
         }
     }

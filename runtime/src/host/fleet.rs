@@ -39,6 +39,7 @@ use super::plugin::{Health, PluginConfig, State};
 use super::quarantine::{OnLoad, Quarantined};
 use crate::audit::{self, Event, Record};
 use crate::keyfile::unix_now;
+use crate::output::term;
 use crate::package::trees::Trees;
 use crate::package::{open_verified_among, VerifiedPackage};
 use crate::plugin_policy::LaunchPolicy;
@@ -139,13 +140,37 @@ fn load_failed(msg: impl Into<String>, data: Value) -> RpcError {
     RpcError::new(codes::LOAD_FAILED, msg.into()).with_data(data)
 }
 
+/// The daemon's log line for a `plugin_state` (after `stockade serve: `). The reason's message
+/// is often the plugin's own words (a handshake naming another plugin, a refused frame), so
+/// every string in it is escaped ([`term`]): a newline in it cannot start a line that reads as
+/// the daemon's own (`plugin x: ready`), an escape sequence cannot act on a terminal.
+pub(crate) fn state_line(p: &Value) -> String {
+    let name = p["plugin"].as_str().unwrap_or("");
+    let state = p["state"].as_str().unwrap_or("");
+    let why = match p.get("reason") {
+        Some(r) => {
+            let kind = term(r["kind"].as_str().unwrap_or(""));
+            match r["message"].as_str() {
+                Some(m) => format!(" ({kind}: {})", term(m)),
+                None => format!(" ({kind})"),
+            }
+        }
+        None if state == "restarting" => format!(
+            " (in {} ms; crash {} in the window)",
+            p["delay_ms"], p["crashes"]
+        ),
+        None => String::new(),
+    };
+    format!("plugin {}: {}{why}", term(name), term(state))
+}
+
 impl Daemon {
     /// Append a record; a failure is logged (the event already happened).
     fn audit(&self, r: Record) {
         if let Err(e) = audit::append_or_fail(&self.cfg.audit, r) {
             log_line(&format!(
                 "audit record not written: {}",
-                e.chain().join(": ")
+                term(&e.chain().join(": "))
             ));
         }
     }
@@ -259,8 +284,10 @@ impl Daemon {
             }
             self.admit(&path, &pkg).map_err(|err| (dep.clone(), err))?;
             log_line(&format!(
-                "loading installed {dep} {} (needed by {needed_by})",
-                pkg.manifest.version()
+                "loading installed {} {} (needed by {})",
+                term(&dep),
+                term(&pkg.manifest.version().to_string()),
+                term(&needed_by)
             ));
             set.push((dep.clone(), path, pkg));
         }
@@ -396,7 +423,7 @@ impl Daemon {
         // What a trust mode below strict let pass goes to the daemon's log as `run` puts it on
         // stderr; `plugin_status` carries it for as long as the plugin is loaded.
         for w in &pkg.report.warnings {
-            log_line(&format!("plugin {name}: warning: {w}"));
+            log_line(&format!("plugin {}: warning: {}", term(&name), term(w)));
         }
         let recorded = self
             .quarantines
@@ -405,7 +432,9 @@ impl Daemon {
                 // Only dropping another package's record can fail here; it does not match
                 // this package, so the load goes on.
                 log_line(&format!(
-                    "plugin {name}: cannot drop the quarantine recorded for another package: {err}"
+                    "plugin {}: cannot drop the quarantine recorded for another package: {}",
+                    term(&name),
+                    term(&err.to_string())
                 ));
                 OnLoad::Clear
             });
@@ -543,15 +572,18 @@ impl Daemon {
         e.audit = lp.base.clone();
         for w in &lp.withheld {
             log_line(&format!(
-                "plugin {name}: withheld {} ({}): {}",
-                w.target, w.kind, w.message
+                "plugin {}: withheld {} ({}): {}",
+                term(&name),
+                term(&w.target),
+                w.kind,
+                term(&w.message)
             ));
         }
         let state = &self.cfg.trust.state_dir;
         let kv = crate::host::kv::store_name(state, pkg)
             .and_then(|(store, note)| {
                 if let Some(note) = note {
-                    log_line(&format!("plugin {name}: warning: {note}"));
+                    log_line(&format!("plugin {}: warning: {}", term(&name), term(&note)));
                 }
                 KvStore::open(state, &store, lp.host.kv.clone())
             })
@@ -602,7 +634,7 @@ impl Daemon {
         };
         e.launch_started = Some(started);
         for d in sb.report().degradations() {
-            log_line(&format!("plugin {name}: warning: {d}"));
+            log_line(&format!("plugin {}: warning: {}", term(&name), term(&d)));
         }
         // Kept only for the warm pool's next spare (~17 KiB per plugin otherwise wasted).
         e.decision = self.cfg.serve.serve.warm.then(|| (generation, lp.clone()));
@@ -717,8 +749,8 @@ impl Daemon {
             if !needed_by.is_empty() {
                 log_line(&format!(
                     "plugin {}: unloaded by force; now without a dependency: {}",
-                    u.name,
-                    needed_by.join(", ")
+                    term(&u.name),
+                    term(&needed_by.join(", "))
                 ));
             }
             Ok(u.name)
@@ -861,8 +893,9 @@ impl Daemon {
                 })
             }
             Err(err) => log_line(&format!(
-                "plugin {name}: no warm spare: {}",
-                crate::cmd::exec::launch_error(err).chain().join(": ")
+                "plugin {}: no warm spare: {}",
+                term(name),
+                term(&crate::cmd::exec::launch_error(err).chain().join(": "))
             )),
         }
     }
@@ -872,21 +905,7 @@ impl Daemon {
         let name = p["plugin"].as_str().unwrap_or("");
         let state = p["state"].as_str().unwrap_or("");
         let reason = p.get("reason");
-        let why = match reason {
-            Some(r) => {
-                let kind = r["kind"].as_str().unwrap_or("");
-                match r["message"].as_str() {
-                    Some(m) => format!(" ({kind}: {m})"),
-                    None => format!(" ({kind})"),
-                }
-            }
-            None if state == "restarting" => format!(
-                " (in {} ms; crash {} in the window)",
-                p["delay_ms"], p["crashes"]
-            ),
-            None => String::new(),
-        };
-        log_line(&format!("plugin {name}: {state}{why}"));
+        log_line(&state_line(p));
         let mut records = Vec::new();
         if state == "ready" && self.plugins.contains_key(name) {
             let hooks = p["hooks"]
@@ -1011,7 +1030,9 @@ impl Daemon {
                 // Unloaded on purpose: a quarantine recorded for it ends with it.
                 if let Err(err) = self.quarantines.clear(name) {
                     log_line(&format!(
-                        "plugin {name}: cannot lift the recorded quarantine: {err}"
+                        "plugin {}: cannot lift the recorded quarantine: {}",
+                        term(name),
+                        term(&err.to_string())
                     ));
                 }
                 self.unindex_hooks(name);
@@ -1096,7 +1117,9 @@ impl Daemon {
                 Ok(()) => true,
                 Err(err) => {
                     log_line(&format!(
-                        "plugin {name}: cannot record the quarantine in the state directory: {err}"
+                        "plugin {}: cannot record the quarantine in the state directory: {}",
+                        term(name),
+                        term(&err.to_string())
                     ));
                     false
                 }
@@ -1136,12 +1159,52 @@ impl Daemon {
                 self.plugins.insert(name.to_string(), e);
             }
             Err((_, err)) => {
-                log_line(&format!("plugin {name}: restart failed: {}", err.message));
+                log_line(&format!(
+                    "plugin {}: restart failed: {}",
+                    term(name),
+                    term(&err.message)
+                ));
                 e.last_exit = Some(json!({"kind": "launch_failed", "message": err.message}));
                 e.phase = Phase::Running;
                 self.plugins.insert(name.to_string(), e);
                 self.crashed(name, now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::state_line;
+    use serde_json::json;
+
+    /// A plugin's own words in a `plugin_state` reason (here the name its handshake claimed)
+    /// stay inside the daemon's log line: the newline that would start a forged `plugin t:
+    /// ready` line, the escape sequence and the bidi override are shown escaped.
+    #[test]
+    fn a_state_line_escapes_what_the_plugin_said() {
+        let said = "Evil\nstockade serve: plugin t: ready\u{1b}[2J\u{202e}X";
+        let p = json!({"plugin": "t", "state": "terminated",
+                       "reason": {"kind": "handshake", "code": -32010,
+                                  "message": format!("handshake name `{said}` is not the manifest's `t`")}});
+        let line = state_line(&p);
+        assert!(!line.contains('\n'), "{line:?}");
+        assert!(
+            !line.contains('\u{1b}') && !line.contains('\u{202e}'),
+            "{line:?}"
+        );
+        assert_eq!(
+            line,
+            "plugin t: terminated (handshake: handshake name `Evil\\x0astockade serve: plugin t: \
+             ready\\x1b[2J\\u{202e}X` is not the manifest's `t`)"
+        );
+        // The kind and the state, strings of the notification too, are escaped as well.
+        let p = json!({"plugin": "t", "state": "x\ny", "reason": {"kind": "k\u{1b}"}});
+        assert_eq!(state_line(&p), "plugin t: x\\x0ay (k\\x1b)");
+        let p = json!({"plugin": "t", "state": "restarting", "delay_ms": 250, "crashes": 2});
+        assert_eq!(
+            state_line(&p),
+            "plugin t: restarting (in 250 ms; crash 2 in the window)"
+        );
     }
 }

@@ -457,9 +457,10 @@ impl Daemon {
         if let Some(b) = v["bypassed"].as_array() {
             for x in b {
                 log_line(&format!(
-                    "sertone: {hook}: plugin {} bypassed (fail-open): {}",
-                    x["plugin"].as_str().unwrap_or("?"),
-                    x["why"].as_str().unwrap_or("?")
+                    "sertone: {}: plugin {} bypassed (fail-open): {}",
+                    crate::output::term(hook),
+                    crate::output::term(x["plugin"].as_str().unwrap_or("?")),
+                    crate::output::term(x["why"].as_str().unwrap_or("?"))
                 ));
             }
         }
