@@ -231,6 +231,70 @@ fn a_connection_that_stops_reading_is_dropped_and_others_are_served() {
     assert_eq!(s.stop(), 0);
 }
 
+/// A plugin whose every hook answer carries 32 KiB (built with shell builtins only; a plugin's
+/// frame is at most 64 KiB).
+const BIG_ANSWERS: &str = r#"#!/bin/sh
+printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"@NAME@","version":"0.1.0","api":1,"capabilities":["log","register_hook"],"hooks":[@HOOKS@]}}'
+IFS= read -r reply || exit 0
+b=x; i=0; while [ $i -lt 15 ]; do b=$b$b; i=$((i + 1)); done
+while IFS= read -r line; do
+  id=${line#*\"id\":}; id=${id%%,*}
+  case $line in
+    *'"method":"ping"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
+    *'"method":"hook_invoke"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"big":"%s"}}\n' "$id" "$b" ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done
+"#;
+
+/// An agent that sends a few small requests at once, keeps its side open and never reads, while
+/// the answers (plugins', coming later) pile up past the point where its input would be paused
+/// but below the overflow cap: nothing of it is left unread, so it was never paused, and it held
+/// a connection and its buffered answers for as long as the daemon ran. The stall rule counts
+/// any connection whose answers fill it, paused or not: dropped after conn::STALL (10 s).
+#[test]
+fn a_connection_whose_answers_pile_up_unread_is_dropped_though_nothing_waits() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let pkg = pack_script(&fx, "big", &["on:x"], BIG_ANSWERS);
+    // A quarter of the cap (256 KiB) is exceeded by 24 answers of 32 KiB less what the kernel's
+    // socket buffers take (≈ 200 KiB); the cap (1 MiB) is not reached.
+    let mut s = Serve::start(
+        &fx,
+        "[serve]\nmax_outbound_bytes = 1048576\n[health]\nping_interval_ms = 0\n",
+        None,
+    );
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": pkg}));
+    let (sock, mut w) = connect_raw(&s, Duration::from_secs(60));
+    let mut batch = String::new();
+    for id in 1..=24 {
+        let params = invoke("on:x", json!({"n": id}), Some(30_000));
+        batch.push_str(
+            &json!({"jsonrpc": "2.0", "id": id, "method": "hook_invoke", "params": params})
+                .to_string(),
+        );
+        batch.push('\n');
+    }
+    w.write_all(batch.as_bytes()).unwrap();
+    // Never read; never closed. Within 40 s (STALL is 10 s) the daemon says it dropped it.
+    let until = std::time::Instant::now() + Duration::from_secs(40);
+    while !s.log().contains("it stopped reading") {
+        assert!(
+            std::time::Instant::now() < until,
+            "a connection holding unread answers was never dropped: {}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Another agent is served meanwhile and after.
+    c.ok("plugin_list", json!({}));
+    drop((sock, w));
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
 /// An agent that sends its requests and then shuts down its writing side (`socat` and `nc -N`
 /// with piped input do) gets every answer — a `hook_invoke` answered later by a plugin too —
 /// and then the end of the connection.

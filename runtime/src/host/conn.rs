@@ -15,7 +15,8 @@
 //! pipelines requests as fast as it can, and reads the answers as fast as it can, is slowed to
 //! its own reading pace (its writes block) instead of being dropped for answers that piled up
 //! within one turn — however large each answer is next to its request. One that stops reading
-//! altogether stalls: with answers waiting and not one byte taken for [`STALL`], it is dropped
+//! altogether stalls: with a quarter of the cap of answers waiting (its input paused, or every
+//! request read before the answers came) and not one byte taken for [`STALL`], it is dropped
 //! as a slow agent.
 //!
 //! End of input is not the end of the connection: an agent that sends its requests and then
@@ -37,8 +38,8 @@ pub const READ_BUDGET: usize = 16;
 /// Requests answered per connection per wake-up (fairness between agents and plugins).
 pub const FRAME_BUDGET: usize = 256;
 
-/// How long a connection may hold unanswered requests for lack of room while the agent takes
-/// none of its answers, before it is dropped as a slow agent.
+/// How long a connection may be without room (a quarter of the cap of answers waiting) while
+/// the agent takes none of its answers, before it is dropped as a slow agent.
 pub const STALL: Duration = Duration::from_secs(10);
 
 /// Why a connection ended.
@@ -50,7 +51,7 @@ pub enum Closed {
     Error,
     /// Its outbound buffer overflowed (a slow agent).
     Overflow,
-    /// It held requests for lack of room while its agent took nothing for [`STALL`].
+    /// It was without room while its agent took nothing for [`STALL`].
     Stalled,
 }
 
@@ -144,7 +145,7 @@ impl Conn {
         }));
     }
 
-    /// Note a turn on which the connection is paused without room: true once it has stalled
+    /// Note a turn on which the connection has no room (answers waiting): true once it has stalled
     /// for [`STALL`] (then it is marked dropped, as an overflow is).
     pub fn stalled(&mut self, now: Instant) -> bool {
         let since = *self.stalled_since.get_or_insert(now);
@@ -156,7 +157,7 @@ impl Conn {
         false
     }
 
-    /// When a paused connection counts as stalled (for the loop's timeout).
+    /// When a connection without room counts as stalled (for the loop's timeout).
     pub fn stall_deadline(&self) -> Option<Instant> {
         self.stalled_since.map(|s| s + STALL)
     }

@@ -740,15 +740,18 @@ impl Daemon {
             c.report_dropped();
             if c.closed.is_some() {
                 gone.push(*t);
-            } else if c.paused {
-                // Input left unread for back-pressure: read again now that its answers have
-                // drained; one whose agent takes nothing at all stalls and is dropped (STALL).
-                if c.has_room() {
-                    c.paused = false;
-                    resume.push(*t);
-                } else if c.stalled(now) {
+            } else if !c.has_room() {
+                // Answers pile up: whether its input is paused for back-pressure or every
+                // request was read before the answers came, an agent that takes nothing at all
+                // stalls and is dropped (STALL) — else one that never reads held its connection
+                // and up to the cap of answers for as long as the daemon ran.
+                if c.stalled(now) {
                     gone.push(*t);
                 }
+            } else if c.paused {
+                // Input left unread for back-pressure: read again now that its answers drained.
+                c.paused = false;
+                resume.push(*t);
             } else if c.read_closed && c.pending() == 0 && c.backlog.is_empty() {
                 ended.push(*t);
             }
@@ -781,7 +784,7 @@ impl Daemon {
                         self.dropped_slow += 1;
                         log_line(&format!(
                             "connection of uid {} pid {} dropped: it stopped reading ({} s without \
-                             taking an answer, requests waiting; {} dropped so far)",
+                             taking an answer, its answers piling up; {} dropped so far)",
                             c.peer.uid,
                             c.peer.pid,
                             super::conn::STALL.as_secs(),
