@@ -312,7 +312,8 @@ impl HeldDir {
     /// [`HeldDir::open`] without the owner rule, for a directory the daemon's user may own (the
     /// index cache, which the refresh timer writes as that user) and in which this process only
     /// replaces whole files by rename ([`write_state_file`]): a rename replaces a symlink at the
-    /// name rather than following it, so all that must not be followed is `NAME` itself.
+    /// name rather than following it, so all that must not be followed is `NAME` itself. Opened
+    /// by root in a parent another user owns, it is handed to that user (made, or found root's).
     pub fn open_shared(
         parent: &Path,
         name: &str,
@@ -379,6 +380,21 @@ impl HeldDir {
                     st.st_mode & 0o7777
                 ),
             });
+        }
+        // A shared directory (the index cache) is the state directory owner's, whoever made it:
+        // root's `source add` in the service user's state directory made it root's 0700, and
+        // every refresh the timer runs as that user then failed (74). Through the descriptor:
+        // nothing at the name can be swapped in between.
+        if !owner_rule && me == 0 && st.st_uid == 0 {
+            let parent_st = fstat(&parent_fd).map_err(fail)?;
+            if parent_st.st_uid != 0 {
+                nix::unistd::fchown(
+                    &fd,
+                    Some(parent_st.st_uid.into()),
+                    Some(parent_st.st_gid.into()),
+                )
+                .map_err(fail)?;
+            }
         }
         let held = Self { fd, shown };
         // The descriptor's path must lead to the very directory (no /proc, or a foreign one,

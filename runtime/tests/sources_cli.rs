@@ -1198,3 +1198,103 @@ fn an_index_cache_write_that_fails_names_the_cache_path() {
     );
     assert_eq!(sources_file(&fx), None);
 }
+
+/// The packaged layout: root's `source add` in the state directory of the daemon's user, then
+/// `source refresh` as that user (the shipped timer runs it so). The index cache root made must
+/// be that user's, or every refresh fails: root made `indexes/` 0700 for itself, and the files
+/// in it took that directory's owner.
+#[test]
+fn the_daemons_user_refreshes_what_root_added() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    if !require_root() {
+        return;
+    }
+    let (fx, mut repo) = setup();
+    let nobody = 65534;
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    let state = fx.path("state");
+    std::fs::create_dir(&state).unwrap();
+    chown(&state, Some(nobody), Some(nobody)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    for p in [
+        "indexes",
+        "indexes/main.json",
+        "indexes/main.json.minisig",
+        "sources.json",
+    ] {
+        assert_eq!(
+            std::fs::metadata(state.join(p)).unwrap().uid(),
+            nobody,
+            "{p}"
+        );
+    }
+    repo.version = 2;
+    repo.write(&fx, "op");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["--json", "source", "refresh", "--state-dir", "state"])
+        .current_dir(fx.dir())
+        .env_remove("STOCKADE_STATE_DIR")
+        .uid(nobody)
+        .gid(nobody)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let cached: Value =
+        serde_json::from_slice(&std::fs::read(state.join("indexes/main.json")).unwrap()).unwrap();
+    assert_eq!(cached["version"], 2);
+}
+
+/// The same layout: the daemon's user replaces `indexes` with a symlink to a directory of root's
+/// holding `<source>.json`; root's `source remove` deleted those files through it. Now it is
+/// refused (78 `source.unsafe`) before anything changes: the source stays, the files too.
+#[test]
+fn source_remove_deletes_nothing_through_an_indexes_symlink() {
+    use std::os::unix::fs::{chown, symlink, PermissionsExt};
+    if !require_root() {
+        return;
+    }
+    let (fx, repo) = setup();
+    repo.write(&fx, "op");
+    let state = fx.path("state");
+    std::fs::create_dir(&state).unwrap();
+    chown(&state, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    let victim = fx.path("victim");
+    std::fs::create_dir(&victim).unwrap();
+    for f in ["main.json", "main.json.minisig"] {
+        std::fs::write(victim.join(f), "root's").unwrap();
+    }
+    std::fs::rename(state.join("indexes"), state.join("indexes.real")).unwrap();
+    symlink(&victim, state.join("indexes")).unwrap();
+    let r = fx.run(&["--json", "source", "remove", "main", "--state-dir", "state"]);
+    expect(&r, 78, "source.unsafe");
+    for f in ["main.json", "main.json.minisig"] {
+        assert!(victim.join(f).exists(), "{f} removed through the symlink");
+    }
+    let listed = ok(
+        fx.dir(),
+        &["--json", "source", "list", "--state-dir", "state"],
+    );
+    assert!(listed.stdout.contains("\"main\""), "{}", listed.stdout);
+    // With the cache back in place, the source goes, and its cached index with it.
+    std::fs::remove_file(state.join("indexes")).unwrap();
+    std::fs::rename(state.join("indexes.real"), state.join("indexes")).unwrap();
+    expect(
+        &fx.run(&["--json", "source", "remove", "main", "--state-dir", "state"]),
+        0,
+        "",
+    );
+    assert!(!state.join("indexes/main.json").exists());
+}

@@ -214,14 +214,9 @@ pub fn remove(a: SourceRemoveArgs, out: Output) -> Result<Exit, CmdError> {
     if all.sources.remove(&a.name).is_none() {
         return Err(SourceError::UnknownSource(a.name).into_cmd());
     }
+    let cache = sources::IndexCache::hold(state).map_err(SourceError::into_cmd)?;
     all.save(state).map_err(SourceError::into_cmd)?;
-    let cache = state.join(sources::INDEX_CACHE_DIR);
-    for f in [
-        format!("{}.json", a.name),
-        format!("{}.json.minisig", a.name),
-    ] {
-        let _ = std::fs::remove_file(cache.join(f));
-    }
+    cache.forget(&a.name);
     out.emit(&json!({"removed": a.name}), |_| {
         format!(
             "removed source {} (plugins installed from it stay installed and get no updates)",

@@ -883,6 +883,35 @@ fn remember(
     Ok(c.vi)
 }
 
+/// The index cache's directory held for removing `name`'s cached index ([`IndexCache::forget`]),
+/// or `None` when there is no cache. Opened first, before anything changes, without following a
+/// symlink: the daemon's user owns the state directory and could make `indexes` point at a
+/// directory of root's, whose `<name>.json` root's `source remove` would then delete.
+pub struct IndexCache(Option<HeldDir>);
+
+impl IndexCache {
+    /// Hold the cache of `state_dir` (78 `source.unsafe` when `indexes` is a symlink).
+    pub fn hold(state_dir: &Path) -> Result<IndexCache, SourceError> {
+        match HeldDir::open_shared(state_dir, INDEX_CACHE_DIR, None) {
+            Ok(h) => Ok(IndexCache(Some(h))),
+            Err(HeldDirError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(IndexCache(None))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Remove `name`'s cached index and signature (what is not there is fine).
+    pub fn forget(&self, name: &str) {
+        let Some(held) = &self.0 else { return };
+        for f in [format!("{name}.json"), format!("{name}.json.minisig")] {
+            let _ = std::fs::remove_file(held.path().join(f));
+        }
+    }
+}
+
 /// The last verified index of a source, from the cache, re-verified against the pinned key (no
 /// download; for flagging delisted plugins in `list`). `None` if never refreshed or unverifiable.
 pub fn cached(state_dir: &Path, name: &str) -> Option<Index> {
