@@ -184,8 +184,8 @@ impl Trees {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 format!(
-                    "a directory above {} is another user's and not searchable by others, so \
-                     a sandbox of this uid cannot bind from it",
+                    "{} (or a directory above it) is another user's and not searchable by \
+                     others, so a sandbox of this uid cannot bind from it",
                     real.display()
                 ),
             ));
