@@ -578,6 +578,15 @@ fn store_errors_name_the_store_not_its_descriptor() {
     expect(&r, 106, "store.corrupt");
     names(&r, "/state/store/registry.json");
     std::fs::remove_dir(&reg).unwrap();
+    // Larger than any registry (a sparse file): 106 too, not 80 (a package's size cap).
+    std::fs::File::create(&reg)
+        .unwrap()
+        .set_len((64 << 20) + 1)
+        .unwrap();
+    let r = fx.store_install(&[&pkg], &[]);
+    expect(&r, 106, "store.corrupt");
+    names(&r, "/state/store/registry.json");
+    std::fs::remove_file(&reg).unwrap();
     std::fs::rename(fx.path("registry.saved"), &reg).unwrap();
     // Staging cannot make the install's directory.
     let Some(_guard) = Unwritable::new(fx.path("state/store/staging")) else {

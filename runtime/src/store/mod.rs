@@ -77,11 +77,14 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
-    /// The registry is not a regular file (a directory, a FIFO, a device put in its place).
-    #[error("the store registry {} is not a regular file", path.display())]
+    /// The registry is not a registry: not a regular file (a directory, a FIFO, a device put in
+    /// its place), or larger than any registry (64 MiB).
+    #[error("the store registry {} {why}", path.display())]
     NotARegistry {
         /// The registry.
         path: PathBuf,
+        /// What it is instead.
+        why: &'static str,
     },
     /// The registry has an unknown schema.
     #[error("the store registry {} has schema `{found}`, expected `{REGISTRY_SCHEMA}`", path.display())]
@@ -490,17 +493,24 @@ impl Store {
     }
 }
 
+/// No registry is larger (one entry is well under 4 KiB): a larger file is not one.
+const MAX_REGISTRY_BYTES: u64 = 64 << 20;
+
 /// The registry file: read at `path` (through the held store directory's descriptor, or the
 /// plain path of a read-only lookup), named `shown` in every error — never a `/proc/self/fd/N`
 /// that means nothing once we exit.
 fn load_registry(path: &Path, shown: &Path) -> Result<Registry, StoreError> {
-    let bytes = match read_capped(path, 64 * 1024 * 1024) {
+    let bytes = match read_capped(path, MAX_REGISTRY_BYTES) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Ok(Registry::default()),
         // Not the operator's input: the store's own file, damaged (106, not 66 "no input").
-        Err(FileError::NotRegular { .. }) => {
+        Err(e @ (FileError::NotRegular { .. } | FileError::TooLarge { .. })) => {
             return Err(StoreError::NotARegistry {
                 path: shown.to_path_buf(),
+                why: match e {
+                    FileError::NotRegular { .. } => "is not a regular file",
+                    _ => "is larger than 64 MiB",
+                },
             })
         }
         Err(e) => return Err(e.shown_as(shown).into()),
