@@ -216,16 +216,25 @@ struct StagedPkg {
 /// The staged copy is verified and extracted through the staging directory's descriptor: an
 /// error that names where is made to name the staging directory's path instead of
 /// `/proc/self/fd/N/…`, which tells the reader nothing. (`tempfile` appends the directory it
-/// could not make to its error; that one keeps its kind and names the staging directory.)
+/// could not make to its error, as "{OS error} at path {path}": that one is given as its OS
+/// error — text, kind and errno — in the staging directory; the others name no path.)
 fn shown_in_staging(e: VerifyError, s: &Staged) -> VerifyError {
     match e {
         VerifyError::Read(f) => VerifyError::Read(f.shown_as(s.package().shown())),
-        VerifyError::Workdir(io) => VerifyError::Workdir(std::io::Error::new(
-            io.kind(),
-            format!("{} in {}", io.kind(), s.dir().shown().display()),
-        )),
+        VerifyError::Workdir(io) if io.to_string().contains("/proc/self/fd/") => {
+            VerifyError::Workdir(os_error_in(io, s.dir().shown()))
+        }
         e => e,
     }
+}
+
+/// `io` (tempfile's "{OS error} at path /proc/self/fd/N/…") as its OS error in `dir`: the same
+/// kind and text. (tempfile's wrapper gives no access to the OS error it holds — its `source`
+/// skips it — so the text before " at path" is that error's.)
+fn os_error_in(io: std::io::Error, dir: &Path) -> std::io::Error {
+    let text = io.to_string();
+    let os = text.split(" at path ").next().unwrap_or_default();
+    std::io::Error::new(io.kind(), format!("{os} in {}", dir.display()))
 }
 
 /// The work of one `install` or `update`: everything is staged and checked before anything is
@@ -1055,4 +1064,29 @@ pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Resul
     });
     // The report above carries every failure; the status says which kind came first.
     Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// tempfile's error for a directory it could not make names the `/proc/self/fd` path it
+    /// was given; the operator is told the OS error (its text and kind, the errno's) in the
+    /// staging directory instead — not "other error", not the descriptor's path.
+    #[test]
+    fn a_work_directory_error_keeps_its_os_error_and_names_the_staging_directory() {
+        let e = tempfile::Builder::new()
+            .tempdir_in("/proc/self/fd/999999/nowhere")
+            .unwrap_err();
+        assert!(e.to_string().contains("/proc/self/fd/"), "{e}");
+        let shown = os_error_in(e, Path::new("/var/lib/stockade/store/staging/install-x"));
+        let text = shown.to_string();
+        assert_eq!(shown.kind(), std::io::ErrorKind::NotFound, "{text}");
+        assert!(!text.contains("/proc/self/fd"), "{text}");
+        assert!(text.contains("(os error 2)"), "{text}");
+        assert!(
+            text.ends_with(" in /var/lib/stockade/store/staging/install-x"),
+            "{text}"
+        );
+    }
 }
