@@ -90,6 +90,15 @@ pub enum SourceError {
         /// Why.
         why: &'static str,
     },
+    /// A URL the WHATWG URL parser cannot read (an IPv6 zone, a bad port, an empty host…).
+    #[error("refusing URL {url}: not a WHATWG URL")]
+    UrlSyntax {
+        /// The URL.
+        url: String,
+        /// What the parser said.
+        #[source]
+        source: url::ParseError,
+    },
     /// Step 1: the index signature does not verify against the pinned operator key.
     #[error(
         "the index of source `{source_name}` is not signed by its pinned operator key {pinned}"
@@ -217,9 +226,10 @@ impl SourceError {
     pub fn exit(&self) -> Exit {
         match self {
             SourceError::Fetch { .. } | SourceError::TooLarge { .. } => Exit::IndexFetch,
-            SourceError::Url { .. } | SourceError::BadName(_) | SourceError::UnknownSource(_) => {
-                Exit::Usage
-            }
+            SourceError::Url { .. }
+            | SourceError::UrlSyntax { .. }
+            | SourceError::BadName(_)
+            | SourceError::UnknownSource(_) => Exit::Usage,
             SourceError::IndexSignature { .. } | SourceError::OperatorKey { .. } => {
                 Exit::IndexSignature
             }
@@ -253,7 +263,7 @@ impl SourceError {
         match self {
             SourceError::Fetch { .. } => "index.fetch",
             SourceError::TooLarge { .. } => "index.too_large",
-            SourceError::Url { .. } => "index.url",
+            SourceError::Url { .. } | SourceError::UrlSyntax { .. } => "index.url",
             SourceError::IndexSignature { .. } => "index.signature",
             SourceError::OperatorKey { .. } => "index.operator_key",
             SourceError::Index { source, .. } => match source {
@@ -511,9 +521,9 @@ pub fn check_name(name: &str) -> Result<(), SourceError> {
 /// this parse's serialization, never the string given, so the host checked is the host
 /// connected to.
 fn parse_url(url: &str) -> Result<url::Url, SourceError> {
-    url::Url::parse(url).map_err(|_| SourceError::Url {
+    url::Url::parse(url).map_err(|source| SourceError::UrlSyntax {
         url: url.into(),
-        why: "not a URL this host can read (RFC 3986 / WHATWG)",
+        source,
     })
 }
 
@@ -650,6 +660,12 @@ pub fn resolve(base: &str, rel: &str) -> Result<String, SourceError> {
     let dir = base.join(".").map_err(|_| refuse())?;
     // The joined URL is normalised (dot segments removed, `\` read as `/`): one that climbed out
     // of the directory, or stood for it, no longer starts below it.
+    // An encoded separator is one too once a file:// URL becomes a path (`to_file_path`
+    // decodes `%2F`), where the parser's check below does not see it: refused in any case.
+    let lower = rel.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
+        return Err(refuse());
+    }
     let dot_segment = rel.split(['/', '\\']).any(|s| {
         let s = s.to_ascii_lowercase().replace("%2e", ".");
         s == "." || s == ".."
@@ -1366,6 +1382,13 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{wrong:#?}");
+        // What the parser could not read is said, as the error's cause.
+        let e = check_url("https://[::1%251]:631/x").unwrap_err();
+        let cause = std::error::Error::source(&e).map(|c| c.to_string());
+        assert!(
+            cause.as_deref().is_some_and(|c| c.contains("IPv6")),
+            "{e}: {cause:?}"
+        );
     }
 
     #[test]
@@ -1469,6 +1492,8 @@ mod tests {
             "\\\\evil/x", // OLD: accepted
             "//evil.example/x",
             "http:evil.example/x", // another scheme: absolute to the parser
+            "..%2F..%2Fetc%2Fmachine-id", // a file:// path decodes `%2F` to `/`
+            "a%5c..%5c..%5cx",
         ] {
             let e = resolve(base, rel).unwrap_err();
             assert_eq!((e.exit(), e.kind()), (Exit::Usage, "index.url"), "{rel}");
