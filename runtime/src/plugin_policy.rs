@@ -218,12 +218,23 @@ pub fn grants_dir(r: &ResolvedPolicy, root: &Path) -> PathBuf {
 
 /// The grant files (`*.grant`) of `dir`, parsed (signatures not checked yet), and one
 /// `grant_malformed` [`Withheld`] for each that cannot be read or parsed (its `target` is the
-/// file's path). A missing directory holds none.
+/// file's path), or for the directory when it cannot be read. A missing directory holds none.
 pub(crate) fn read_grants(dir: &Path) -> (Vec<Grant>, Vec<Withheld>) {
     let mut grants = Vec::new();
     let mut bad = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (grants, bad);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (grants, bad),
+        // Not silently "no grants": `policy lint` must say it could not look (a launch
+        // withholds the same, as it would without the directory).
+        Err(e) => {
+            bad.push(Withheld {
+                target: dir.display().to_string(),
+                kind: "grant_malformed",
+                message: format!("cannot read the grants directory: {e}"),
+            });
+            return (grants, bad);
+        }
     };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))

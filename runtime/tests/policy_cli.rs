@@ -94,7 +94,8 @@ fn lint_exit_codes_severities_and_lines() {
 /// A grant file in the policy's grants directory that cannot be parsed (hand-edited, truncated,
 /// or deployed before a stricter parser) authorises nothing at launch (withheld whole): `policy
 /// lint` names it as an error, `grant-malformed`, so the operator learns it before a plugin
-/// loses its grants. Files that are not `*.grant` are not grants and are not looked at.
+/// loses its grants; likewise a grants directory it cannot read. Files that are not `*.grant`
+/// are not grants and are not looked at.
 #[test]
 fn lint_names_a_grant_file_that_is_refused_when_read() {
     let t = tempfile::tempdir().unwrap();
@@ -131,6 +132,19 @@ fn lint_names_a_grant_file_that_is_refused_when_read() {
         "{v:#}"
     );
     assert_eq!(v["findings"].as_array().unwrap().len(), 1, "{v:#}");
+
+    // A grants directory that cannot be read is said too, not taken for one without grants.
+    std::fs::remove_dir_all(d.join("grants")).unwrap();
+    write(&d.join("grants"), "a file, not a directory\n");
+    let r = stockade(d, &["--json", "policy", "lint", "p.toml"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let v = r.json();
+    assert_eq!(v["findings"][0]["code"], "grant-malformed", "{v:#}");
+    assert_eq!(
+        v["findings"][0]["at"]["path"],
+        d.join("grants").display().to_string(),
+        "{v:#}"
+    );
 }
 
 /// The policy files we ship or print as "the built-in default" lint clean: an operator's CI that

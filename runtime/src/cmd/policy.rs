@@ -66,8 +66,9 @@ fn grant_targets(
             severity: Severity::Error,
             plugin: None,
             message: format!(
-                "this grant file is refused when read, so it authorises nothing (a launch \
-                 withholds it whole, `grant_malformed`): {}",
+                "cannot be used, so it authorises nothing (a launch withholds it whole, \
+                 `grant_malformed`; as this user — the daemon may read what this user cannot): \
+                 {}",
                 w.message
             ),
         })
