@@ -420,7 +420,8 @@ fn runs_at_once_keep_one_tree_and_leave_no_work_directory() {
 
 /// The packaged layout: root's `run` on a state directory of the service user's. At 0750 the
 /// sandbox (root's host uid, no capability over the host's files) cannot search it, so no tree
-/// is kept or made there and the package is extracted into TMPDIR, with a warning — the launch
+/// is kept or made there and the package is extracted into TMPDIR (a warning only when the
+/// policy asks for trees explicitly) — the launch
 /// failed (125, `mount_sources`) when a tree was made there. Searchable (0755), root keeps its
 /// trees in `trees-0`, leaving `trees` to the directory's owner.
 #[test]
@@ -440,7 +441,14 @@ fn root_on_the_service_users_state_directory_keeps_trees_only_where_a_sandbox_re
             .filter(|n| n.starts_with("trees"))
             .collect()
     };
+    // By default (trust.keep_trees not set) that is the layout's normal case: no warning.
     let r = run(&fx, "c.stockade");
+    started_and_left_nothing(&fx, &r);
+    assert!(!r.stderr.contains("no tree can be kept"), "{}", r.stderr);
+    assert_eq!(launch_details(&fx).pop().unwrap()["tree"], "temporary");
+    assert!(trees_dirs().is_empty(), "{:?}", trees_dirs());
+    // Asked for by the operator: said at every run.
+    let r = run_with(&fx, "c.stockade", "[trust]\nkeep_trees = 8\n");
     started_and_left_nothing(&fx, &r);
     assert!(
         r.stderr.contains("no tree can be kept") && r.stderr.contains("not searchable by others"),

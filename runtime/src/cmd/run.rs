@@ -186,7 +186,11 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         .trust
         .keep_trees_max_mib
         .unwrap_or(stockade_policy::operator::DEFAULT_KEEP_TREES_MAX_MIB);
-    let trees = Trees::new(&cfg.state_dir, keep as usize).with_max_bytes(u64::from(max_mib) << 20);
+    let trees = Trees::new(&cfg.state_dir, keep as usize)
+        .with_max_bytes(u64::from(max_mib) << 20)
+        .explicit(
+            defaults.trust.keep_trees.is_some() || defaults.trust.keep_trees_max_mib.is_some(),
+        );
     let checked = check_in(
         &package,
         &cfg,

@@ -69,6 +69,9 @@ pub struct Trees {
     state_dir: PathBuf,
     keep: usize,
     max_bytes: u64,
+    /// The operator asked for trees (`trust.keep_trees` set): say so when none can be kept
+    /// where no sandbox could bind from ([`Trees::explicit`]).
+    explicit: bool,
 }
 
 /// The trees directory, opened once (`openat` from the state directory, not following a
@@ -158,7 +161,22 @@ impl Trees {
             state_dir: state_dir.to_path_buf(),
             keep,
             max_bytes: u64::MAX,
+            explicit: false,
         }
+    }
+
+    /// The same, marked as asked for by the operator (`trust.keep_trees` set, not the
+    /// default): then a state directory no sandbox of this uid can bind from is a warning at
+    /// every run. By default it is not — root's `run` on the service user's 0750 state
+    /// directory is the packaged layout's normal case, and a warning on every normal run
+    /// teaches operators to ignore warnings.
+    pub fn explicit(self, explicit: bool) -> Trees {
+        Trees { explicit, ..self }
+    }
+
+    /// Whether the operator asked for trees ([`Trees::explicit`]).
+    pub fn is_explicit(&self) -> bool {
+        self.explicit
     }
 
     /// The same, with the kept trees' files at most `max_bytes` together (0: none are kept).

@@ -338,6 +338,11 @@ pub fn check_in(
                 Ok(w) => PackageDir::Work(w),
                 // No state directory (packaging makes it): nothing is kept, as with none.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => fresh()?,
+                // Out of the sandbox's reach (root on the service user's 0750 state
+                // directory): by default that is the layout, not news (Trees::explicit).
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !t.is_explicit() => {
+                    fresh()?
+                }
                 Err(e) => {
                     checked.report.warnings.push(format!(
                         "no tree can be kept for this package (a work directory under the \
