@@ -473,7 +473,8 @@ struct AgentOut {
     /// regular file never stalls).
     polled: bool,
     ok: bool,
-    /// Since when requests have waited for room with nothing taken (reset by any write).
+    /// Since when the output has been full (requests waiting for room, or would) with nothing
+    /// taken (reset by any write).
     stalled_since: Option<Instant>,
 }
 

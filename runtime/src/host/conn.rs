@@ -73,7 +73,8 @@ pub struct Conn {
     pub paused: bool,
     /// Requests read and decoded, not yet answered (for lack of room).
     pub backlog: VecDeque<Frame>,
-    /// Since when the connection has been paused without the agent taking a byte.
+    /// Since when the connection has been without room ([`Conn::has_room`]) while the agent
+    /// took no byte.
     stalled_since: Option<Instant>,
     /// Notifications discarded for lack of room since the agent was last told.
     dropped_notes: u64,

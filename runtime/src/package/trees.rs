@@ -9,8 +9,9 @@
 //! `<state-dir>/trees/<statement sha256>` (the signed statement commits to the payload, the map
 //! and the manifest); `trees-<uid>` instead of `trees` for a uid other than the state
 //! directory's owner ([`Trees::open_anchor`]), and nothing at all when a sandbox of this uid
-//! could not bind from there (root on the service user's 0750 state directory). A kept tree is never trusted as it is: every use checks it against the
-//! signed map of the package being run, as extraction checks the payload ([`check_kept`]: the
+//! could not bind from there (root on the service user's 0750 state directory). A kept tree is
+//! never trusted as it is: every use checks it against the signed map of the package being
+//! run, as extraction checks the payload ([`check_kept`]: the
 //! [`check_tree`] that `stockade store verify` makes of installed trees, and the manifest):
 //! the same set of paths, no other entry, regular files owned by this uid with the signed mode,
 //! one link, the signed size and digest, symlinks with the signed target, directories owned by
@@ -197,7 +198,8 @@ impl Trees {
         // The sandbox binds from the state directory's real path, the one checked here: through
         // a symlink the init would also walk the directories above the link, which a check of
         // the target's ancestors does not see (a link in a 0700 home of another user: 125).
-        let real = std::fs::canonicalize(&self.state_dir)?;
+        // The path of the directory opened, not the name resolved again (one object decides).
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", state.as_raw_fd()))?;
         if !reachable_by_sandboxes(&real) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
