@@ -259,18 +259,26 @@ fn a_connection_whose_answers_pile_up_unread_is_dropped_though_nothing_waits() {
     }
     let fx = Fixture::new();
     let pkg = pack_script(&fx, "big", &["on:x"], BIG_ANSWERS);
-    // A quarter of the cap (256 KiB) is exceeded by 24 answers of 32 KiB less what the kernel's
-    // socket buffers take (≈ 200 KiB); the cap (1 MiB) is not reached.
+    // The answers must fill the daemon's buffer past a quarter of its cap, and not to the cap,
+    // whatever the kernel's socket buffer (≤ wmem_default of data) takes first: with a cap of
+    // at least 4 × wmem_default, wmem_default + half the cap of answers leaves between a half
+    // and three quarters of it to the daemon.
+    let wmem: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_default")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(212_992);
+    let cap = (4 * wmem).max(1 << 20);
+    let answers = (wmem + cap / 2).div_ceil(32 * 1024);
     let mut s = Serve::start(
         &fx,
-        "[serve]\nmax_outbound_bytes = 1048576\n[health]\nping_interval_ms = 0\n",
+        &format!("[serve]\nmax_outbound_bytes = {cap}\n[health]\nping_interval_ms = 0\n"),
         None,
     );
     let mut c = s.client();
     c.ok("plugin_load", json!({"package": pkg}));
     let (sock, mut w) = connect_raw(&s, Duration::from_secs(60));
     let mut batch = String::new();
-    for id in 1..=24 {
+    for id in 1..=answers {
         let params = invoke("on:x", json!({"n": id}), Some(30_000));
         batch.push_str(
             &json!({"jsonrpc": "2.0", "id": id, "method": "hook_invoke", "params": params})
