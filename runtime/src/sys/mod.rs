@@ -634,9 +634,16 @@ pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
 /// through the descriptor, since the umask is taken off the one given to `open` — under a
 /// hardened root's 077 a uid lock file would be 0600 root's, and the daemon could never lock
 /// that uid again (nor the refresh timer the store's lock). An existing file keeps its mode.
+///
+/// Never blocks and takes only a lock file: the directory may be another user's (the daemon's
+/// owns /run/stockade/uids and the state directory), and a FIFO planted at the name made the
+/// plain open wait for a writer forever — root's `exec` hung in `open`, deaf to SIGTERM. So
+/// `O_NONBLOCK` (which changes nothing for `flock`), then `fstat`: anything but a regular file
+/// with one link (a FIFO, a device, a hard link to some other file) is refused with
+/// `InvalidData`, as is a symlink (`O_NOFOLLOW`: ELOOP).
 pub fn open_lock_file(path: &CStr) -> io::Result<OwnedFd> {
-    use nix::sys::stat::{fchmod, Mode};
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     let mode = Mode::from_bits_truncate(0o644);
     // A file removed between the create that found it and the open that wanted it is made
     // again; a few rounds, not forever.
@@ -650,7 +657,22 @@ pub fn open_lock_file(path: &CStr) -> io::Result<OwnedFd> {
             Err(e) => return Err(io_err(e)),
         }
         match nix::fcntl::open(path, flags, Mode::empty()) {
-            Ok(fd) => return Ok(fd),
+            Ok(fd) => {
+                let st = fstat(&fd).map_err(io_err)?;
+                let regular =
+                    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+                if !regular || st.st_nlink != 1 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        if regular {
+                            "not a lock file: it has another link"
+                        } else {
+                            "not a lock file: not a regular file"
+                        },
+                    ));
+                }
+                return Ok(fd);
+            }
             Err(Errno::ENOENT) => {}
             Err(e) => return Err(io_err(e)),
         }
