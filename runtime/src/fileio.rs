@@ -512,15 +512,35 @@ pub fn write_state_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), File
     write_atomic_owned(path, bytes, mode, owner)
 }
 
+/// Refuse an opened file that is not a regular file of one link (`InvalidData`): for a file
+/// opened at a name in a directory another user may change (the audit log in the daemon's
+/// `/var/log/stockade`), where a FIFO or device would block or misbehave and a hard link to
+/// some other file — possible where `fs.protected_hardlinks` is 0 — would have root write to,
+/// or hand over, that file.
+pub fn single_regular(f: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = f.metadata()?;
+    let why = if !md.is_file() {
+        "is not a regular file"
+    } else if md.nlink() != 1 {
+        "has another link (a hard link to it elsewhere): refusing to write to it"
+    } else {
+        return Ok(());
+    };
+    Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why))
+}
+
 /// For a file root just created in a directory someone else owns (the audit log in
 /// `/var/log/stockade`, which the daemon writes as `stockade`): hand it to the directory's owner,
 /// so root's CLI and the daemon can keep appending to the same file. No-op for anyone but root,
-/// and for a file that is not root's.
+/// and for a file that is not root's; refused ([`single_regular`]) for anything but a regular
+/// file of one link, so a planted hard link never gives another file of root's away.
 pub fn adopt_dir_owner(f: &File, path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     if !nix::unistd::geteuid().is_root() || f.metadata()?.uid() != 0 {
         return Ok(());
     }
+    single_regular(f)?;
     let md = std::fs::metadata(parent_dir(path))?;
     if md.uid() == 0 && md.gid() == 0 {
         return Ok(());
