@@ -325,7 +325,8 @@ impl HeldDir {
     /// [`HeldDir::open`] without the owner rule, for a directory the daemon's user may own (the
     /// index cache, which the refresh timer writes as that user) and in which this process only
     /// replaces whole files by rename ([`write_state_file`]): a rename replaces a symlink at the
-    /// name rather than following it, so all that must not be followed is `NAME` itself.
+    /// name rather than following it, so all that must not be followed is `NAME` itself. Made
+    /// by root, it is given to the parent's owner (at `mode`), so that user can write it too.
     pub fn open_shared(
         parent: &Path,
         name: &str,
@@ -394,6 +395,18 @@ impl HeldDir {
                     st.st_mode & 0o7777
                 ),
             });
+        }
+        if created.is_some() && !owner_rule && me == 0 {
+            // A shared directory root makes (the index cache, by `source add`) is the parent's
+            // owner's, as the files root writes there are (`write_state_file`): root's, 0700,
+            // it made every later refresh by the daemon's user (the timer) fail.
+            let parent = fstat(&parent_fd).map_err(fail)?;
+            std::os::unix::fs::fchown(&fd, Some(parent.st_uid), Some(parent.st_gid)).map_err(
+                |source| HeldDirError::Io {
+                    path: shown.clone(),
+                    source,
+                },
+            )?;
         }
         if let Some(mode) = created.filter(|_| st.st_uid == me) {
             // `mkdirat` takes the umask off the mode: root's CLI under a hardened umask (027,

@@ -1198,3 +1198,43 @@ fn an_index_cache_write_that_fails_names_the_cache_path() {
     );
     assert_eq!(sources_file(&fx), None);
 }
+
+/// The packaged layout: the state directory is the daemon's user's, root adds a source, and the
+/// refresh timer refreshes it as that user. The index cache root's `source add` made must be
+/// that user's to write: it was root's, 0700 (and under root's umask), so every refresh after
+/// an add failed.
+#[test]
+fn the_refresh_timers_user_can_refresh_a_source_root_added() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    if !require_root() {
+        return;
+    }
+    let (fx, mut repo) = setup();
+    let nobody = 65534;
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = fx.path("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
+    chown(&state, Some(nobody), Some(nobody)).unwrap();
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    let md = std::fs::metadata(state.join("indexes")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (nobody, nobody));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["source", "refresh", "--state-dir", "state"])
+        .current_dir(fx.dir())
+        .env_remove("STOCKADE_STATE_DIR")
+        .uid(nobody)
+        .gid(nobody)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
