@@ -315,14 +315,7 @@ fn append_to_file(path: &Path, mut r: Record) -> Result<Record, AuditError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut f = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(io)?;
+    let mut f = open_log(path).map_err(io)?;
     crate::fileio::adopt_dir_owner(&f, path).map_err(io)?;
     sys::flock_exclusive(f.as_fd()).map_err(io)?;
     let len = f.metadata().map_err(io)?.len();
@@ -388,6 +381,51 @@ fn append_to_file(path: &Path, mut r: Record) -> Result<Record, AuditError> {
     Ok(r)
 }
 
+/// Open the log (created 0640, exactly, when absent) to read and append. Its directory may be
+/// another user's (`/var/log/stockade` is the daemon's, and root's CLI appends to the same
+/// log), so what is at the name is checked before anything is written: no symlink is followed,
+/// the open does not block (`O_NONBLOCK`, cleared once the file is known to be regular: a FIFO
+/// made there would hang root's command, and through the log's lock every other writer's),
+/// and only a regular file of one link is taken (a hard link to some other file would have
+/// root append to that file and give it to the directory's owner: [`fileio::single_regular`]).
+///
+/// [`fileio::single_regular`]: crate::fileio::single_regular
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    let open = |create: bool| {
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(create)
+            .mode(0o640)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    // A log removed between the create that found it and the open that wanted it is made
+    // again; a few rounds, not forever.
+    let mut rounds = 0;
+    let (f, created) = loop {
+        match open(true) {
+            Ok(f) => break (f, true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        match open(false) {
+            Ok(f) => break (f, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && rounds < 3 => rounds += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    crate::fileio::single_regular(&f)?;
+    if created {
+        // The umask took its bits off the 0640 given to `open`.
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o640))?;
+    }
+    let flags = sys::status_flags(f.as_fd())?;
+    sys::set_status_flags(f.as_fd(), flags & !libc::O_NONBLOCK)?;
+    Ok(f)
+}
+
 /// The head file of `log`, if there is one.
 pub fn read_head(log: &Path) -> std::io::Result<Option<Head>> {
     let p = head_path(log);
@@ -412,37 +450,21 @@ pub fn read_head(log: &Path) -> std::io::Result<Option<Head>> {
         })
 }
 
-/// Replace the head file atomically (called under the log's lock, so one writer at a time).
+/// Replace the head file atomically (called under the log's lock, so one writer at a time):
+/// a temporary file of a fresh name made with `O_EXCL` in the log's directory, 0640 exactly
+/// and given to the directory's owner when root writes it, fsynced, renamed over the head, the
+/// directory fsynced ([`crate::fileio::write_state_file`]). The temporary name used to be
+/// fixed (`<log>.head.tmp`) and opened `O_CREAT|O_TRUNC` without `O_EXCL`: the directory's
+/// owner could put a FIFO there (root's command hung holding the log's lock) or a hard link to
+/// another file (root truncated it and gave it away). The rename replaces whatever is at the
+/// head's name without opening it, and must survive a crash, or the head could fall more than
+/// one record behind the log (which a later append would take for truncation).
 fn write_head(log: &Path, h: &Head) -> std::io::Result<()> {
-    let p = head_path(log);
-    let mut tmp = p.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
     let bytes = serde_json::to_vec(h).map_err(std::io::Error::other)?;
-    let r = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o640)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        crate::fileio::adopt_dir_owner(&f, &tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &p)?;
-        // The rename itself must survive a crash, or the head could fall more than one record
-        // behind the log (which a later append would take for truncation).
-        let dir = p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
+    crate::fileio::write_state_file(&head_path(log), &bytes, 0o640).map_err(|e| match e {
+        crate::fileio::FileError::Write { source, .. } => source,
+        e => std::io::Error::other(e),
+    })
 }
 
 /// Where and how a chain breaks.

@@ -3,7 +3,12 @@
 //! - [`read_capped`]: open once, `fstat` the same descriptor, read at most a cap. Package bytes
 //!   are read through one fd and never re-opened, so what is verified is what is used.
 //! - [`create_exclusive`]: `O_CREAT|O_EXCL` with the final mode given to `open(2)`, for secret
-//!   keys: a key file is never, even briefly, readable by others (no chmod-after-create).
+//!   keys: a key file is never, even briefly, readable by others (the `fchmod` after the create
+//!   only puts back what the umask took off, for the files other users must read).
+//!
+//! Every file and directory made here has the mode asked for, not that mode less the umask:
+//! root's CLI writes into the daemon's state directory, and a hardened root umask (027, 077)
+//! would otherwise leave files there that the daemon cannot read.
 //! - [`write_atomic`]: temp file in the same directory, `fsync`, `rename`, `fsync` the
 //!   directory: readers see the old file or the new one, never a torn one.
 //!   [`write_atomic_new`] is the same for a file that must not exist yet (an issued certificate,
@@ -123,7 +128,8 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
     Ok(buf)
 }
 
-/// Create `path` with `O_EXCL` and `mode`, write `bytes`, fsync. Fails if it exists.
+/// Create `path` with `O_EXCL` at exactly `mode` (the umask does not apply), write `bytes`,
+/// fsync. Fails if it exists.
 pub fn create_exclusive(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
     let wr = |source| FileError::Write {
         path: path.to_path_buf(),
@@ -136,7 +142,13 @@ pub fn create_exclusive(path: &Path, bytes: &[u8], mode: u32) -> Result<(), File
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
         .map_err(wr)?;
-    let result = f.write_all(bytes).and_then(|()| f.sync_all());
+    // `open` took the umask off `mode` (which can only remove bits: a key stays 0600 at most);
+    // set it exactly on the descriptor, or a package root stores under umask 077 would be 0600
+    // and the daemon, another user, could not read it.
+    let result = f
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| f.write_all(bytes))
+        .and_then(|()| f.sync_all());
     if let Err(e) = result {
         let _ = std::fs::remove_file(path);
         return Err(wr(e));
@@ -299,7 +311,8 @@ pub enum HeldDirError {
 
 impl HeldDir {
     /// Open `parent/name` as described on [`HeldDir`]; `create`: make it first at this mode
-    /// when missing (an existing entry of that name is then opened and checked like any).
+    /// when missing — exactly this mode, whatever the umask — (an existing entry of that name
+    /// is then opened and checked like any, its mode left as it is).
     pub fn open(parent: &Path, name: &str, create: Option<u32>) -> Result<Self, HeldDirError> {
         Self::open_as(parent, parent.join(name), name, create, true)
     }
@@ -342,9 +355,11 @@ impl HeldDir {
             Mode::empty(),
         )
         .map_err(fail)?;
+        let mut created = None;
         if let Some(mode) = create {
             match mkdirat(&parent_fd, name, Mode::from_bits_truncate(mode)) {
-                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Ok(()) => created = Some(mode),
+                Err(nix::errno::Errno::EEXIST) => {}
                 Err(e) => return Err(fail(e)),
             }
         }
@@ -395,6 +410,13 @@ impl HeldDir {
                 )
                 .map_err(fail)?;
             }
+        }
+        if let Some(mode) = created.filter(|_| st.st_uid == me) {
+            // `mkdirat` takes the umask off the mode: root's CLI under a hardened umask (027,
+            // 077) made `store/` and `store/plugins/` 0750 root's, and the daemon, another
+            // user, could no longer read the registry. The mode asked for, exactly, through
+            // the descriptor (never a directory this process did not just make).
+            nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(fail)?;
         }
         let held = Self { fd, shown };
         // The descriptor's path must lead to the very directory (no /proc, or a foreign one,
@@ -506,15 +528,35 @@ pub fn write_state_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), File
     write_atomic_owned(path, bytes, mode, owner)
 }
 
+/// Refuse an opened file that is not a regular file of one link (`InvalidData`): for a file
+/// opened at a name in a directory another user may change (the audit log in the daemon's
+/// `/var/log/stockade`), where a FIFO or device would block or misbehave and a hard link to
+/// some other file — possible where `fs.protected_hardlinks` is 0 — would have root write to,
+/// or hand over, that file.
+pub fn single_regular(f: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = f.metadata()?;
+    let why = if !md.is_file() {
+        "is not a regular file"
+    } else if md.nlink() != 1 {
+        "has another link (a hard link to it elsewhere): refusing to write to it"
+    } else {
+        return Ok(());
+    };
+    Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why))
+}
+
 /// For a file root just created in a directory someone else owns (the audit log in
 /// `/var/log/stockade`, which the daemon writes as `stockade`): hand it to the directory's owner,
 /// so root's CLI and the daemon can keep appending to the same file. No-op for anyone but root,
-/// and for a file that is not root's.
+/// and for a file that is not root's; refused ([`single_regular`]) for anything but a regular
+/// file of one link, so a planted hard link never gives another file of root's away.
 pub fn adopt_dir_owner(f: &File, path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     if !nix::unistd::geteuid().is_root() || f.metadata()?.uid() != 0 {
         return Ok(());
     }
+    single_regular(f)?;
     let md = std::fs::metadata(parent_dir(path))?;
     if md.uid() == 0 && md.gid() == 0 {
         return Ok(());

@@ -1169,3 +1169,147 @@ fn man_page_documents_every_hook_key() {
         );
     }
 }
+
+/// `stockade ARGS` in `d`, failing the test (and killing it) if it has not ended in 30 s: a
+/// FIFO planted in the audit log's directory hung root's commands for good.
+fn stockade_within_30s(d: &Path, args: &[&str]) -> common::Run {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(args)
+        .current_dir(d)
+        .env_remove("STOCKADE_TRUST_DIR")
+        .env_remove("STOCKADE_STATE_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("stockade {args:?} blocked");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    common::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The audit log's directory is another user's in the packaged layout (`/var/log/stockade`, the
+/// daemon's), and root's CLI writes there. What that user can put at the log's names must
+/// neither hang root's command nor have root write to, or give away, another file:
+/// - a FIFO at the old fixed temporary name `<log>.head.tmp` (which root opened for writing
+///   and blocked on, holding the log's lock) is not used at all: the head is written through a
+///   fresh `O_EXCL` temporary file;
+/// - a hard link to a file of root's there (root truncated it and gave it to the directory's
+///   owner) is not touched either;
+/// - a FIFO at the log itself is refused at once, 74 (the audit failure code, docs/audit.md);
+/// - a hard link at the log itself (root appended to the linked file and gave it away) too.
+#[test]
+fn what_the_log_directorys_owner_plants_neither_hangs_nor_redirects_roots_audit_writes() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    if !common::require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let d = fx.dir();
+    let nobody = 65534;
+    let logs = d.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o750)).unwrap();
+    chown(&logs, Some(nobody), Some(nobody)).unwrap();
+    let log = logs.join("audit.log");
+    write(
+        &d.join("root-fs/etc/stockade/policy.toml"),
+        &format!("version = 1\n[audit]\nfile = \"{}\"\n", log.display()),
+    );
+    let verify = || {
+        stockade_within_30s(
+            d,
+            &[
+                "verify",
+                &pkg,
+                "--trust",
+                "trust",
+                "--state-dir",
+                "state",
+                "--policy-root",
+                "root-fs",
+            ],
+        )
+    };
+    let fifo = |p: &Path| {
+        nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        chown(p, Some(nobody), Some(nobody)).unwrap();
+    };
+    // Root's files the directory's owner links in (as that owner could where
+    // fs.protected_hardlinks is 0; root makes the links here).
+    let victim = d.join("victim");
+    std::fs::write(&victim, "root's own\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let untouched = |why: &str| {
+        let md = std::fs::metadata(&victim).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "root's own\n",
+            "{why}"
+        );
+        assert_eq!((md.uid(), md.gid()), (0, 0), "{why}");
+    };
+
+    // The old temporary name: a FIFO, then a hard link.
+    let tmp = logs.join("audit.log.head.tmp");
+    fifo(&tmp);
+    let r = verify();
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &tmp.symlink_metadata().unwrap().file_type()
+    ));
+    std::fs::remove_file(&tmp).unwrap();
+    std::fs::hard_link(&victim, &tmp).unwrap();
+    let r = verify();
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    untouched("a hard link at <log>.head.tmp");
+    let r = ok(d, &["--json", "audit", "verify", log.to_str().unwrap()]);
+    assert_eq!(r.json()["records"], 2);
+    assert_eq!(r.json()["head"], "checked");
+    // The log and its head were given to the directory's owner, 0640 whatever the umask.
+    for p in [log.clone(), logs.join("audit.log.head")] {
+        let md = std::fs::metadata(&p).unwrap();
+        assert_eq!(
+            (md.uid(), md.mode() & 0o777),
+            (nobody, 0o640),
+            "{}",
+            p.display()
+        );
+    }
+    // No temporary file left behind.
+    let names: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".stockade-tmp-")),
+        "{names:?}"
+    );
+
+    // The log itself: a FIFO, then a hard link.
+    std::fs::remove_file(&log).unwrap();
+    std::fs::remove_file(logs.join("audit.log.head")).unwrap();
+    fifo(&log);
+    let r = verify();
+    assert_eq!(r.code, 74, "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    std::fs::remove_file(&log).unwrap();
+    std::fs::hard_link(&victim, &log).unwrap();
+    let r = verify();
+    untouched("a hard link at the log");
+    assert_eq!(r.code, 74, "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("another link"), "{}", r.stderr);
+}

@@ -664,3 +664,96 @@ fn the_daemons_user_cannot_turn_roots_store_commands_against_the_host() {
     assert_eq!(o.status.code(), Some(0));
     assert!(!fresh.join("store").exists());
 }
+
+/// Root's CLI under a hardened umask (077) still makes the store the daemon's user must read
+/// with the modes the store asks for: `store/`, `store/plugins/` and an object directory
+/// 0755, `store/lock`, the registry and the stored package 0644. The umask used to be taken
+/// off them (0700 and 0600 here), and the daemon's user could neither `list` the store nor
+/// take its lock (`source refresh`, the timer's job), nor read a stored package.
+#[test]
+fn the_store_root_makes_under_a_restrictive_umask_is_the_daemons_to_read() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    if !require_root() {
+        return;
+    }
+    let fx = setup();
+    let nobody = 65534;
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The packaged layout: the state directory is the daemon's user's, 0750.
+    let state = fx.path("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
+    chown(&state, Some(nobody), Some(nobody)).unwrap();
+    let pkg = pack(&fx, "hello", "0.1.0", &[]);
+    let mut args = vec!["--json", "install", &pkg];
+    args.extend_from_slice(&STORE_FLAGS);
+    let mut root = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"));
+    root.args(&args)
+        .current_dir(fx.dir())
+        .env_remove("STOCKADE_TRUST_DIR")
+        .env_remove("STOCKADE_STATE_DIR");
+    // SAFETY: `umask` is async-signal-safe and touches nothing but the child's own mask.
+    unsafe {
+        root.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    }
+    let o = root.output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let l = fx.installed();
+    let object = Path::new(l["hello"]["package"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+    for (p, want) in [
+        (state.join("store"), 0o755),
+        (state.join("store/plugins"), 0o755),
+        (state.join("store/staging"), 0o700),
+        (state.join("store/lock"), 0o644),
+        (state.join("store/registry.json"), 0o644),
+        (object.clone(), 0o755),
+        (object.join("package.stockade"), 0o644),
+        (object.join("tree"), 0o755),
+    ] {
+        assert_eq!(mode(&p), want, "{}: {:o}", p.display(), mode(&p));
+    }
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+            .args(args)
+            .current_dir(fx.dir())
+            .env_remove("STOCKADE_STATE_DIR")
+            .uid(nobody)
+            .gid(nobody)
+            .output()
+            .unwrap()
+    };
+    let o = as_nobody(&["--json", "list", "--state-dir", "state"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("\"hello\""), "{out}");
+    let o = as_nobody(&["source", "refresh", "--state-dir", "state"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // What the daemon loads from: the stored package and its tree.
+    let o = std::process::Command::new("cat")
+        .arg(object.join("package.stockade"))
+        .arg(object.join("tree/manifest.json"))
+        .uid(nobody)
+        .gid(nobody)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -228,12 +228,14 @@ impl Trees {
         let me = nix::unistd::geteuid().as_raw();
         let owner = state.metadata()?.uid();
         let name = trees_dir_name(owner, me);
+        let mut created = false;
         if create {
             if owner == me {
                 move_foreign_trees_aside(state, me);
             }
             match nix::sys::stat::mkdirat(state, name.as_str(), Mode::from_bits_truncate(0o711)) {
-                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Ok(()) => created = true,
+                Err(nix::errno::Errno::EEXIST) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -250,6 +252,11 @@ impl Trees {
                 "{} is not a directory of this uid's alone",
                 host.display()
             )));
+        }
+        if created {
+            // 0711 exactly: the umask (the shipped units' 077, a hardened root's) would leave
+            // it 0700, and no sandbox's uid could reach the trees it binds.
+            nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o711))?;
         }
         Ok(Arc::new(Anchor { fd, host }))
     }

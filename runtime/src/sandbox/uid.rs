@@ -36,6 +36,22 @@ pub enum UidError {
         /// Range size.
         count: u32,
     },
+    /// No uid of the range is free, and some of them only because their lock file is not one
+    /// ([`allocate`]): the first such file is named.
+    #[error("no uid of the {count} from {first} is free: {unusable} of their lock files cannot be used, the first `{}`", path.display())]
+    Unusable {
+        /// Range start.
+        first: u32,
+        /// Range size.
+        count: u32,
+        /// How many lock files were refused.
+        unusable: u32,
+        /// The first one refused.
+        path: PathBuf,
+        /// Why (not a regular file, another link, a symlink, not ours to open).
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// A held uid; dropping it releases the lock.
@@ -47,6 +63,14 @@ pub struct UidLease {
 }
 
 /// Take the first free uid of `[first, first + count)` under `dir`.
+///
+/// A uid whose lock file cannot be used — a FIFO, device, symlink or hard link planted at its
+/// name, or a file this user may not open — is passed over like a busy one
+/// ([`sys::open_lock_file`] refuses it without blocking). That fails closed: the uid is not
+/// taken, so no two sandboxes can come to share it through it. And it does not let the owner
+/// of `dir` (the daemon's user, in the packaged layout) deny root every sandbox with one file,
+/// as refusing the allocation would; that user can keep uids busy anyway, by holding their
+/// locks. When no uid is left and some were passed over, the error names the first such file.
 pub fn allocate(dir: &Path, first: u32, count: u32) -> Result<UidLease, UidError> {
     let err = |path: &Path| {
         let path = path.to_path_buf();
@@ -57,18 +81,45 @@ pub fn allocate(dir: &Path, first: u32, count: u32) -> Result<UidLease, UidError
         .mode(0o700)
         .create(dir)
         .map_err(err(dir))?;
+    let mut unusable: Option<(u32, PathBuf, io::Error)> = None;
     for uid in first..first.saturating_add(count) {
         let path = dir.join(format!("{uid}.lock"));
         let c = CString::new(path.to_string_lossy().as_bytes()).map_err(|_| UidError::Io {
             path: path.clone(),
             source: io::Error::from(io::ErrorKind::InvalidInput),
         })?;
-        let fd = sys::open_lock_file(&c).map_err(err(&path))?;
+        let fd = match sys::open_lock_file(&c) {
+            Ok(fd) => fd,
+            Err(e) if passed_over(&e) => {
+                match &mut unusable {
+                    Some((n, ..)) => *n += 1,
+                    None => unusable = Some((1, path, e)),
+                }
+                continue;
+            }
+            Err(e) => return Err(err(&path)(e)),
+        };
         if sys::try_flock_exclusive(fd.as_fd()).map_err(err(&path))? {
             return Ok(UidLease { uid, _lock: fd });
         }
     }
-    Err(UidError::Exhausted { first, count })
+    Err(match unusable {
+        None => UidError::Exhausted { first, count },
+        Some((unusable, path, source)) => UidError::Unusable {
+            first,
+            count,
+            unusable,
+            path,
+            source,
+        },
+    })
+}
+
+/// Whether a lock file's open failed because of what is at its name (passed over), not
+/// because of this host (every other error ends the allocation).
+fn passed_over(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidData
+        || matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EACCES))
 }
 
 #[cfg(test)]
@@ -88,5 +139,58 @@ mod tests {
         let freed = a.uid;
         drop(a);
         assert_eq!(allocate(t.path(), 300_000, 2).unwrap().uid, freed);
+    }
+
+    /// `allocate` on a thread: a regression that blocks fails the test after 10 s instead of
+    /// hanging the run (the stuck open is then released by opening the FIFO for writing).
+    fn allocate_within_10s(
+        dir: &Path,
+        first: u32,
+        count: u32,
+        fifo: &Path,
+    ) -> Result<UidLease, UidError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.to_path_buf();
+        std::thread::spawn(move || tx.send(allocate(&d, first, count)).unwrap());
+        match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = fs::OpenOptions::new().write(true).open(fifo);
+                panic!("allocate blocked on the FIFO at {}", fifo.display());
+            }
+        }
+    }
+
+    /// A FIFO at a uid's lock file (the lock directory's owner can make one) is passed over at
+    /// once: it hung root's `exec` in `open` for good. So is a hard link to another file; with
+    /// no other uid left, the error names the file.
+    #[test]
+    fn a_fifo_or_a_hard_link_at_a_lock_file_is_passed_over_without_blocking() {
+        use nix::sys::stat::Mode;
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("300000.lock");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o644)).unwrap();
+        let lease = allocate_within_10s(t.path(), 300_000, 2, &fifo).unwrap();
+        assert_eq!(lease.uid, 300_001);
+        match allocate_within_10s(t.path(), 300_000, 1, &fifo) {
+            Err(UidError::Unusable {
+                unusable: 1, path, ..
+            }) => assert_eq!(path, fifo),
+            other => panic!("{other:?}"),
+        }
+        // Busy and unusable together: still the unusable one named.
+        assert!(matches!(
+            allocate_within_10s(t.path(), 300_000, 2, &fifo),
+            Err(UidError::Unusable { unusable: 1, .. })
+        ));
+        drop(lease);
+        let other = t.path().join("elsewhere");
+        fs::write(&other, "").unwrap();
+        fs::remove_file(t.path().join("300001.lock")).unwrap();
+        fs::hard_link(&other, t.path().join("300001.lock")).unwrap();
+        assert!(matches!(
+            allocate_within_10s(t.path(), 300_000, 2, &fifo),
+            Err(UidError::Unusable { unusable: 2, .. })
+        ));
     }
 }

@@ -629,10 +629,55 @@ pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
 /// lock file created by root (a `stockade exec` from the shell) can still be locked by the
 /// daemon running as `stockade`, and the other way round. The directory (0700) keeps everyone
 /// else out.
+///
+/// 0644 exactly: a file this call creates (`O_EXCL`, so it is known to be new) gets its mode
+/// through the descriptor, since the umask is taken off the one given to `open` — under a
+/// hardened root's 077 a uid lock file would be 0600 root's, and the daemon could never lock
+/// that uid again (nor the refresh timer the store's lock). An existing file keeps its mode.
+///
+/// Never blocks and takes only a lock file: the directory may be another user's (the daemon's
+/// owns /run/stockade/uids and the state directory), and a FIFO planted at the name made the
+/// plain open wait for a writer forever — root's `exec` hung in `open`, deaf to SIGTERM. So
+/// `O_NONBLOCK` (which changes nothing for `flock`), then `fstat`: anything but a regular file
+/// with one link (a FIFO, a device, a hard link to some other file) is refused with
+/// `InvalidData`, as is a symlink (`O_NOFOLLOW`: ELOOP).
 pub fn open_lock_file(path: &CStr) -> io::Result<OwnedFd> {
-    let flags = OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mode = nix::sys::stat::Mode::from_bits_truncate(0o644);
-    nix::fcntl::open(path, flags, mode).map_err(io_err)
+    use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let mode = Mode::from_bits_truncate(0o644);
+    // A file removed between the create that found it and the open that wanted it is made
+    // again; a few rounds, not forever.
+    for _ in 0..3 {
+        match nix::fcntl::open(path, flags | OFlag::O_CREAT | OFlag::O_EXCL, mode) {
+            Ok(fd) => {
+                fchmod(&fd, mode).map_err(io_err)?;
+                return Ok(fd);
+            }
+            Err(Errno::EEXIST) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        match nix::fcntl::open(path, flags, Mode::empty()) {
+            Ok(fd) => {
+                let st = fstat(&fd).map_err(io_err)?;
+                let regular =
+                    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+                if !regular || st.st_nlink != 1 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        if regular {
+                            "not a lock file: it has another link"
+                        } else {
+                            "not a lock file: not a regular file"
+                        },
+                    ));
+                }
+                return Ok(fd);
+            }
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    Err(io_err(Errno::ENOENT))
 }
 
 /// `faccessat(fd, "", X_OK, AT_EMPTY_PATH | AT_EACCESS)`: may the caller execute this file?
