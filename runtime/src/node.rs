@@ -8,15 +8,17 @@
 //! License: `<state-dir>/license.json`, written by `stockade node license install FILE` (which
 //! verifies it against the trust roots first), or copied there by an operator.
 //!
-//! Rollback: `node license install` remembers the highest `issued_at` per serial
-//! (`<state-dir>/license-state.json`, [`crate::state::LicenseMemory`]) before it writes the
-//! license, and refuses a license issued before the newest remembered, of any serial
-//! ([`License::check_not_rolled_back`]). Every reader of the license ([`load_license`]:
-//! `verify`, `run`, `install`, `serve`'s loads, `node info`) refuses such a license too, and a
-//! missing file once one was installed (exit 84, as a rolled back revocation list): a freeze
-//! must not be lifted by putting an old active license back — of the frozen one's serial or of
-//! another — or by deleting the frozen one.
-
+//! Rollback: `node license install` remembers the highest `issued_at` per serial and the
+//! license it installs as the one installed last (`<state-dir>/license-state.json`,
+//! [`crate::state::LicenseMemory`]) before it writes the license, and refuses a license issued
+//! before the newest remembered of its serial, or not after the one installed last (of any
+//! serial) unless it is that same file ([`License::check_not_rolled_back`]). Every reader of
+//! the license ([`load_license`]: `verify`, `run`, `install`, `serve`'s loads, `node info`)
+//! refuses such a license too, and a missing file once one was installed (exit 84, as a rolled
+//! back revocation list): a freeze must not be lifted by putting an old active license back —
+//! of the frozen one's serial or of another — or by deleting the frozen one. A memory without
+//! the license installed last (written by an earlier build) bounds each serial only, until the
+//! next install.
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::{read_capped, FileError};
@@ -83,7 +85,7 @@ impl NodeError {
     /// What to do about it.
     pub fn hint(&self) -> &'static str {
         match self {
-            NodeError::Rollback(_) => "install the latest license of this node again with `stockade node license install FILE` (one at least as new as the one named)",
+            NodeError::Rollback(_) => "install the latest license of this node again with `stockade node license install FILE` (the one named, or one issued after it)",
             NodeError::Memory(_) => "fix <state-dir>/license-state.json (removing it forgets which licenses were installed: an older one would be accepted again)",
             // Not "remove it": once a license was installed, a missing one is a rollback.
             _ => "reinstall the license with `stockade node license install FILE`, or fix <state-dir>/license.json",
@@ -148,8 +150,10 @@ impl NodeIdentity {
     }
 }
 
-/// Read and parse `<state_dir>/license.json` if it exists, and refuse it if it was issued before
-/// the newest license installed before (of any serial), or missing when one was (rollback).
+/// Read and parse `<state_dir>/license.json` if it exists, and refuse it if it is a rollback
+/// ([`License::check_not_rolled_back`] against `license-state.json`: older than the newest of
+/// its serial installed, or not newer than the license installed last unless it is that file),
+/// or missing when one was installed (rollback by deletion).
 pub fn load_license(state_dir: &Path) -> Result<Option<License>, NodeError> {
     let path = state_dir.join(LICENSE_FILE);
     let license = match read_capped(&path, MAX_DOC_BYTES as u64) {
@@ -160,7 +164,8 @@ pub fn load_license(state_dir: &Path) -> Result<Option<License>, NodeError> {
         Err(e) => return Err(NodeError::LicenseFile(e)),
     };
     let memory = LicenseMemory::load(state_dir).map_err(NodeError::Memory)?;
-    check_installed(license.as_ref(), &memory.seen).map_err(NodeError::Rollback)?;
+    check_installed(license.as_ref(), &memory.seen, memory.floor.as_ref())
+        .map_err(NodeError::Rollback)?;
     Ok(license)
 }
 
@@ -180,50 +185,85 @@ mod tests {
         assert!(!a.contains("0123456789abcdef"));
     }
 
-    /// A license file put in place by hand that was issued before the newest license installed,
-    /// of another serial, is a rollback to every reader — read against a `license-state.json`
-    /// as an earlier build wrote it (serial → highest `issued_at`).
-    #[test]
-    fn an_older_license_of_another_serial_is_refused_by_readers() {
-        use stockade_trust::license::{LicenseBody, LicenseState};
+    /// Writes `<dir>/license.json`, a license signed by a test root, and returns it.
+    fn write_license(
+        dir: &Path,
+        serial: &str,
+        state: stockade_trust::license::LicenseState,
+        issued_at: u64,
+    ) -> License {
+        use stockade_trust::license::LicenseBody;
         use stockade_trust::minisign::SecretKey;
         let root = SecretKey::from_seed([7; 32], [7; 8]);
-        let write = |dir: &Path, serial: &str, state, issued_at| {
-            let body = LicenseBody {
-                format: 1,
-                serial: serial.into(),
-                state,
-                hardware_id: None,
-                issued_at,
-                expires_at: None,
-                issuer_key_id: root.public_key().key_id.to_string(),
-            };
-            std::fs::write(
-                dir.join(LICENSE_FILE),
-                License::issue(&body, &root, "").unwrap(),
-            )
-            .unwrap();
+        let body = LicenseBody {
+            format: 1,
+            serial: serial.into(),
+            state,
+            hardware_id: None,
+            issued_at,
+            expires_at: None,
+            issuer_key_id: root.public_key().key_id.to_string(),
         };
+        let bytes = License::issue(&body, &root, "").unwrap();
+        std::fs::write(dir.join(LICENSE_FILE), &bytes).unwrap();
+        License::parse(&bytes).unwrap()
+    }
+
+    fn assert_rollback_past(dir: &Path, named: &str) {
+        let e = load_license(dir).unwrap_err();
+        assert_eq!((e.exit(), e.kind()), (Exit::Revoked, "license.rollback"));
+        assert!(
+            e.source().unwrap().to_string().contains(named),
+            "{named}: {e:?}"
+        );
+    }
+
+    /// A license file put in place by hand that was issued before the license installed last,
+    /// of another serial, or in the same second without being that file, is a rollback to every
+    /// reader.
+    #[test]
+    fn an_older_license_of_another_serial_is_refused_by_readers() {
+        use stockade_trust::license::LicenseState;
+        let d = tempfile::tempdir().unwrap();
+        let frozen = write_license(d.path(), "L1", LicenseState::Frozen, 200);
+        let mut memory = LicenseMemory::default();
+        memory.seen.insert("L2".into(), 100);
+        frozen.remember(&mut memory.seen);
+        memory.floor = Some(frozen.floor());
+        memory.save(d.path()).unwrap();
+        assert_eq!(load_license(d.path()).unwrap().unwrap().body.serial, "L1");
+        for (serial, state, at) in [
+            ("L2", LicenseState::Active, 100),
+            ("L3", LicenseState::Active, 150),
+            ("L3", LicenseState::Active, 200),
+            ("L1", LicenseState::Active, 200),
+        ] {
+            write_license(d.path(), serial, state, at);
+            assert_rollback_past(d.path(), "license L1 issued at 200");
+        }
+        // A license the CA issues now, under a new serial, is read.
+        write_license(d.path(), "L3", LicenseState::Active, 300);
+        assert_eq!(load_license(d.path()).unwrap().unwrap().body.serial, "L3");
+    }
+
+    /// An earlier build let license A issued at 500 be installed, then license B issued at 300
+    /// (of another serial): its memory `{"A": 500, "B": 300}` has no floor, and B still reads
+    /// (the per-serial rule alone); an older license of a serial does not.
+    #[test]
+    fn an_earlier_builds_memory_keeps_the_installed_license() {
+        use stockade_trust::license::LicenseState;
         let d = tempfile::tempdir().unwrap();
         std::fs::write(
             d.path().join(crate::state::LICENSE_STATE_FILE),
-            r#"{"L1": 200, "L2": 100}"#,
+            r#"{"A": 500, "B": 300}"#,
         )
         .unwrap();
-        write(d.path(), "L1", LicenseState::Frozen, 200);
-        assert_eq!(load_license(d.path()).unwrap().unwrap().body.serial, "L1");
-        for (serial, at) in [("L2", 100), ("L3", 150)] {
-            write(d.path(), serial, LicenseState::Active, at);
-            let e = load_license(d.path()).unwrap_err();
-            assert_eq!((e.exit(), e.kind()), (Exit::Revoked, "license.rollback"));
-            assert!(
-                e.source().unwrap().to_string().contains("license L1"),
-                "{e:?}"
-            );
-        }
-        // A license the CA issues now, under a new serial, is read.
-        write(d.path(), "L3", LicenseState::Active, 300);
-        assert_eq!(load_license(d.path()).unwrap().unwrap().body.serial, "L3");
+        write_license(d.path(), "B", LicenseState::Active, 300);
+        assert_eq!(load_license(d.path()).unwrap().unwrap().body.serial, "B");
+        write_license(d.path(), "A", LicenseState::Active, 500);
+        assert_eq!(load_license(d.path()).unwrap().unwrap().body.serial, "A");
+        write_license(d.path(), "B", LicenseState::Active, 299);
+        assert_rollback_past(d.path(), "license B issued at 300");
     }
 
     #[test]

@@ -10,26 +10,38 @@
 //!   the next time a list of that version is accepted (until then only versions are compared:
 //!   the first list of that version seen after the upgrade is the one remembered).
 //! - `license.json`: this node's license (see `node.rs`).
-//! - `license-state.json`: `{"<license serial>": <highest issued_at installed>}`, written by
-//!   `stockade node license install` before the license itself. The same memory for licenses: an
-//!   older license of a serial is refused, and so is a missing `license.json` once one was
-//!   installed (else deleting a frozen license, or installing an older active one, would lift
-//!   the freeze).
+//! - `license-state.json`: `{"<license serial>": <highest issued_at installed>, ...,
+//!   "#installed-last:<serial>:<license sha256>:<entries sha256>": <its issued_at>}`, written by
+//!   `stockade node license install` before the license itself. The same memory for licenses:
+//!   a license older than the newest installed of its serial, or not newer than the license
+//!   installed last (the `#installed-last` entry, the floor) without being that file, is
+//!   refused, and so is a missing `license.json` once one was installed (else deleting a frozen
+//!   license, or installing an older active one, would lift the freeze). The floor is written as
+//!   one more entry of the map, not as a field of its own, because earlier builds read the file
+//!   as a map of serial to integer and refuse anything else (exit 78 everywhere): to them it is
+//!   a serial no license has, issued when a serial of the map was, so they read the file and
+//!   apply their rule as before, and keep the entry when they save it. `<entries sha256>` is the
+//!   SHA-256 of the serial entries (compact JSON) as they were when the floor was written: if an
+//!   earlier build installed a license since, they changed, and the floor (which that license
+//!   may be older than) is not applied — as with no floor at all (state of earlier builds):
+//!   the per-serial rule alone, until the next install records one.
 //!
 //! Written atomically (temp file + fsync + rename), created 0700/0600: only root needs it.
 
 use crate::fileio::{read_capped, write_state_file, FileError};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use stockade_trust::crl::Seen;
+use stockade_trust::license::{is_valid_serial, Floor};
 
 /// File recording the highest revocation list version seen per issuer, with its body's digest.
 pub const REVOCATION_STATE_FILE: &str = "revocation-state.json";
 
-/// File recording the highest license `issued_at` installed per serial (the newest of them
-/// bounds every license: `stockade_trust::license::License::check_not_rolled_back`).
+/// File recording the highest license `issued_at` installed per serial and the license installed
+/// last (`stockade_trust::license::License::check_not_rolled_back`).
 pub const LICENSE_STATE_FILE: &str = "license-state.json";
 
 /// Why the state directory cannot be used.
@@ -135,24 +147,89 @@ impl RevocationState {
     }
 }
 
-/// Highest license `issued_at` installed, per license serial.
+/// Highest license `issued_at` installed, per license serial, and the license installed last.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LicenseMemory {
     /// Serial → `issued_at`.
     pub seen: BTreeMap<String, u64>,
+    /// The license installed last; `None` before the first install of this build, or when an
+    /// earlier build installed one after it (then it no longer applies).
+    pub floor: Option<Floor>,
+}
+
+/// Prefix of the floor's entry: `#` is no serial character and sorts before all of them, so an
+/// earlier build never names it (of entries with the same `issued_at`, it names the last).
+const FLOOR_PREFIX: &str = "#installed-last:";
+
+/// SHA-256 of the serial entries, compact JSON in key order (a map of strings to integers always
+/// serializes).
+fn entries_sha256(seen: &BTreeMap<String, u64>) -> [u8; 32] {
+    Sha256::digest(serde_json::to_vec(seen).unwrap_or_default()).into()
+}
+
+/// `<serial>:<license sha256>:<entries sha256>` of a floor entry.
+fn parse_floor_key(rest: &str) -> Option<(String, [u8; 32], [u8; 32])> {
+    let mut parts = rest.split(':');
+    let (serial, file, entries) = (parts.next()?, parts.next()?, parts.next()?);
+    let digest = |h: &str| {
+        let mut d = [0u8; 32];
+        hex::decode_to_slice(h, &mut d).ok().map(|()| d)
+    };
+    match (parts.next(), is_valid_serial(serial)) {
+        (None, true) => Some((serial.to_string(), digest(file)?, digest(entries)?)),
+        _ => None,
+    }
 }
 
 impl LicenseMemory {
-    /// Load (an absent file: nothing installed yet).
+    /// Load (an absent file: nothing installed yet). A floor entry that does not parse, or more
+    /// than one, makes the file corrupt; one written with other serial entries than the file
+    /// holds now is dropped (an earlier build installed a license since).
     pub fn load(state_dir: &Path) -> Result<Self, StateError> {
-        Ok(Self {
-            seen: load_json(state_dir, LICENSE_STATE_FILE, 1024 * 1024)?,
-        })
+        let mut seen: BTreeMap<String, u64> =
+            load_json(state_dir, LICENSE_STATE_FILE, 1024 * 1024)?;
+        let corrupt = |msg: String| StateError::Corrupt {
+            path: state_dir.join(LICENSE_STATE_FILE),
+            source: serde::de::Error::custom(msg),
+        };
+        let keys: Vec<String> = seen
+            .keys()
+            .filter(|k| k.starts_with('#'))
+            .cloned()
+            .collect();
+        let floor = match keys.as_slice() {
+            [] => None,
+            [key] => {
+                let issued_at = seen.remove(key).unwrap_or_default();
+                let (serial, sha256, entries) = key
+                    .strip_prefix(FLOOR_PREFIX)
+                    .and_then(parse_floor_key)
+                    .ok_or_else(|| corrupt(format!("`{key}` is not a floor entry")))?;
+                (entries == entries_sha256(&seen)).then_some(Floor {
+                    serial,
+                    issued_at,
+                    sha256,
+                })
+            }
+            _ => return Err(corrupt(format!("more than one floor entry: {keys:?}"))),
+        };
+        Ok(Self { seen, floor })
     }
 
-    /// Save atomically (0600), creating the directory (0700) if needed.
+    /// Save atomically (0600), creating the directory (0700) if needed: the serial entries and,
+    /// if there is a floor, its entry.
     pub fn save(&self, state_dir: &Path) -> Result<(), StateError> {
-        save_json(state_dir, LICENSE_STATE_FILE, &self.seen)
+        let mut wire = self.seen.clone();
+        if let Some(f) = &self.floor {
+            let key = format!(
+                "{FLOOR_PREFIX}{}:{}:{}",
+                f.serial,
+                hex::encode(f.sha256),
+                hex::encode(entries_sha256(&self.seen))
+            );
+            wire.insert(key, f.issued_at);
+        }
+        save_json(state_dir, LICENSE_STATE_FILE, &wire)
     }
 }
 
@@ -305,5 +382,76 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    fn floor(serial: &str, issued_at: u64) -> Floor {
+        Floor {
+            serial: serial.into(),
+            issued_at,
+            sha256: [0xab; 32],
+        }
+    }
+
+    /// The floor is one more integer entry of the map, so that an earlier build, which reads a
+    /// map of serial to integer, still reads the file, and takes it for a serial no license has.
+    #[test]
+    fn license_floor_round_trip_readable_by_earlier_builds() {
+        let d = tempfile::tempdir().unwrap();
+        let mut m = LicenseMemory::default();
+        m.seen.insert("A".into(), 500);
+        m.seen.insert("B".into(), 300);
+        m.floor = Some(floor("B", 300));
+        m.save(d.path()).unwrap();
+        assert_eq!(LicenseMemory::load(d.path()).unwrap(), m);
+        let bytes = std::fs::read(d.path().join(LICENSE_STATE_FILE)).unwrap();
+        let earlier: BTreeMap<String, u64> = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(earlier.len(), 3);
+        let (key, &at) = earlier.iter().next().unwrap();
+        assert!(key.starts_with("#installed-last:B:abab"), "{key}");
+        assert_eq!(at, 300);
+    }
+
+    /// State of earlier builds (no floor) reads with none; so does a floor written with other
+    /// serial entries than the file holds now (an earlier build installed a license after it).
+    /// A floor entry that does not parse, or two, make the file corrupt.
+    #[test]
+    fn license_floor_absent_stale_or_corrupt() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(LICENSE_STATE_FILE);
+        std::fs::write(&path, r#"{"A": 500, "B": 300}"#).unwrap();
+        let m = LicenseMemory::load(d.path()).unwrap();
+        assert_eq!((m.seen.len(), m.floor), (2, None));
+        let mut m = LicenseMemory::default();
+        m.seen.insert("A".into(), 500);
+        m.floor = Some(floor("A", 500));
+        m.save(d.path()).unwrap();
+        // What an earlier build does when it installs B: add the serial, keep the rest.
+        let mut earlier: BTreeMap<String, u64> =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        earlier.insert("B".into(), 300);
+        std::fs::write(&path, serde_json::to_vec(&earlier).unwrap()).unwrap();
+        let m = LicenseMemory::load(d.path()).unwrap();
+        assert_eq!(m.floor, None);
+        assert_eq!(m.seen, [("A".into(), 500), ("B".into(), 300)].into());
+        let hex = "ab".repeat(32);
+        for bad in [
+            r##"{"#installed-last:A": 5}"##.to_string(),
+            format!(r##"{{"#installed-last:A:{hex}:xyz": 5}}"##),
+            format!(r##"{{"#installed-last:A/B:{hex}:{hex}": 5}}"##),
+            format!(r##"{{"#installed-last:A:{hex}:{hex}:": 5}}"##),
+            format!(r##"{{"#other:A:{hex}:{hex}": 5}}"##),
+            format!(
+                r##"{{"#installed-last:A:{hex}:{hex}": 5, "#installed-last:B:{hex}:{hex}": 5}}"##
+            ),
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            assert!(
+                matches!(
+                    LicenseMemory::load(d.path()),
+                    Err(StateError::Corrupt { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 }

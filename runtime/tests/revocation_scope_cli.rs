@@ -192,7 +192,8 @@ fn license_scope() {
     assert_eq!(std::fs::read(fx.path("other.license")).unwrap(), before);
     assert_eq!(reissue(&["--force"]).code, 0);
     assert_ne!(std::fs::read(fx.path("other.license")).unwrap(), before);
-    // Right license.
+    // Right license, issued after the wrong one (a license of the same second as the one
+    // installed last is refused).
     ok(
         fx.dir(),
         &[
@@ -202,6 +203,8 @@ fn license_scope() {
             "root",
             "--serial",
             "ACME-1",
+            "--now",
+            &fx.next_license_time(),
             "-o",
             "acme.license",
         ],
@@ -655,6 +658,81 @@ fn a_frozen_license_is_not_lifted_by_another_serial() {
         84,
         "license.rollback",
     );
+}
+
+/// An earlier build (per-serial rule only) let a node install license A renewed at T, then
+/// license B of another serial issued before T (bought earlier, installed later): its
+/// `license-state.json` is `{"A": T, "B": T-1000}` and `license.json` is B. After the upgrade the
+/// node keeps working with B — every reader accepts it and B installs again, which records B as
+/// the license installed last —, A's latest license still installs over it, and from then on B
+/// is the older one.
+#[test]
+fn a_license_installed_after_a_newer_one_by_an_earlier_build_keeps_working() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let now = unix_now();
+    let (a_at, b_at) = (now - 2000, now - 3000);
+    issue_license(&fx, "A", a_at, false, "a.license");
+    issue_license(&fx, "B", b_at, false, "b.license");
+    // The node as the earlier build left it.
+    std::fs::create_dir_all(fx.path("state")).unwrap();
+    std::fs::set_permissions(fx.path("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(
+        fx.path("state/license-state.json"),
+        format!(r#"{{"A": {a_at}, "B": {b_at}}}"#),
+    )
+    .unwrap();
+    std::fs::copy(fx.path("b.license"), fx.path("state/license.json")).unwrap();
+    let info = || fx.run(&["--json", "node", "info", "--state-dir", "state"]);
+    expect(&fx.verify(&pkg, &[]), 0, "");
+    let r = info();
+    expect(&r, 0, "");
+    assert_eq!(r.json()["license"]["serial"], "B");
+    expect(&install_license(&fx, "b.license"), 0, "");
+    expect(&fx.verify(&pkg, &[]), 0, "");
+    expect(&fx.store_install(&[&pkg], &[]), 0, "");
+    // The floor is one more integer entry: the earlier build still reads the file.
+    let memory: std::collections::BTreeMap<String, u64> =
+        serde_json::from_slice(&std::fs::read(fx.path("state/license-state.json")).unwrap())
+            .unwrap();
+    assert_eq!(memory.len(), 3, "{memory:?}");
+    expect(&install_license(&fx, "a.license"), 0, "");
+    assert_eq!(info().json()["license"]["serial"], "A");
+    let r = install_license(&fx, "b.license");
+    expect(&r, 84, "license.rollback");
+    assert!(r.stdout.contains("license A"), "{}", r.stdout);
+}
+
+/// A license of the same second as the license installed last is another license unless it is
+/// that very file: of another serial, or an active one of the frozen one's serial, it is refused
+/// at install and, copied in by hand, by every reader; the same file installs again.
+#[test]
+fn a_license_of_the_same_second_as_the_last_one_is_refused() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let at = unix_now() - 1000;
+    issue_license(&fx, "L1", at, true, "frozen.license");
+    issue_license(&fx, "L3", at, false, "other.license");
+    issue_license(&fx, "L1", at, false, "active.license");
+    expect(&install_license(&fx, "frozen.license"), 0, "");
+    let frozen = std::fs::read(fx.path("state/license.json")).unwrap();
+    for file in ["other.license", "active.license"] {
+        let r = install_license(&fx, file);
+        expect(&r, 84, "license.rollback");
+        assert!(r.stdout.contains("license L1"), "{file}: {}", r.stdout);
+        assert_eq!(
+            std::fs::read(fx.path("state/license.json")).unwrap(),
+            frozen
+        );
+        std::fs::copy(fx.path(file), fx.path("state/license.json")).unwrap();
+        expect(&fx.verify(&pkg, &[]), 84, "license.rollback");
+        expect(&fx.store_install(&[&pkg], &[]), 84, "license.rollback");
+        std::fs::write(fx.path("state/license.json"), &frozen).unwrap();
+    }
+    expect(&install_license(&fx, "frozen.license"), 0, "");
+    expect(&fx.verify(&pkg, &[]), 0, "");
+    expect(&fx.store_install(&[&pkg], &[]), 100, "store.license_frozen");
 }
 
 /// A license issued later than now (beyond the 300 s clock-skew allowance) is not valid yet:

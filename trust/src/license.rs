@@ -5,20 +5,27 @@
 //! issuer_key_id}, "signature": "..."}`. A `license:<serial>` scope admits a node only if its
 //! license verifies, is active, unexpired, bound to this node (if bound) and has that serial.
 //!
-//! Rollback: a node remembers the highest `issued_at` it installed per serial (the runtime keeps
-//! that map in its state directory). A license issued before the newest of them — of its own
-//! serial or of any other — is refused ([`License::check_not_rolled_back`]), and so is a node
-//! with no license once one was installed ([`check_installed`]): otherwise an old active
-//! license, of the frozen one's serial or of a serial the node had before, or deleting the
-//! file, would lift a freeze — as a revocation list may not go back to an older version or
-//! disappear. A CA that moves a node to another serial issues that license now, so it is the
-//! newest; the same `issued_at` passes (reinstalling the license in force), whatever the serial.
+//! Rollback: a node remembers the highest `issued_at` it installed per serial, and the license
+//! it installed last: its serial, `issued_at` and the SHA-256 of its file ([`Floor`]; the
+//! runtime keeps both in its state directory). A license is refused
+//! ([`License::check_not_rolled_back`]) if it was issued before the newest installed of its own
+//! serial, or before the license installed last — of any serial —, or in the same second as
+//! that one without being that very file; so is a node with no license once one was installed
+//! ([`check_installed`]): otherwise an old active license, of the frozen one's serial or of
+//! another serial, or deleting the file, would lift a freeze — as a revocation list may not go
+//! back to an older version or disappear. A CA that moves a node to another serial issues that
+//! license now, so it is newer than the one installed last. The bound is the license installed
+//! last, not the newest ever installed: a node may hold a license issued before a license of
+//! another serial it had earlier (bought earlier, installed later) and keeps working with it.
+//! With no floor recorded (memory written by an earlier build) only the per-serial rule
+//! applies, until the next install records one.
 //! A license issued later than now (beyond [`MAX_CLOCK_SKEW`]) is not valid yet: its
 //! `issued_at` would otherwise be remembered and refuse every honest license issued before it.
 
 use crate::minisign::{KeyId, MinisignError, PublicKey, SecretKey};
 use crate::signed::{Envelope, EnvelopeError};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// The envelope field holding the body.
@@ -98,22 +105,25 @@ pub enum LicenseError {
         /// Now.
         now: u64,
     },
-    /// Issued before the newest license installed before (of any serial).
+    /// Issued before the newest license of its serial installed before, or not after the license
+    /// installed last (of any serial) without being that file.
     #[error("license {serial} was issued at {issued_at}, but license {newer} issued at {seen} was installed before (rollback)")]
     Rollback {
         /// Serial.
         serial: String,
         /// Its `issued_at`.
         issued_at: u64,
-        /// The serial of the newest license installed before (this one's or another).
+        /// The serial of the license it does not replace: its own serial's newest, or the
+        /// license installed last.
         newer: String,
-        /// Its `issued_at`: the highest seen.
+        /// That license's `issued_at`.
         seen: u64,
     },
     /// No license, but one was installed before.
     #[error("the node license is missing, but license {serial} issued at {issued_at} was installed before (rollback by deletion)")]
     Missing {
-        /// The serial installed last (the highest `issued_at` remembered).
+        /// The serial installed last (with no floor recorded, the highest `issued_at`
+        /// remembered).
         serial: String,
         /// Its `issued_at`.
         issued_at: u64,
@@ -141,22 +151,41 @@ pub struct License {
     /// Issuer id.
     pub issuer: KeyId,
     envelope: Envelope,
+    file_sha256: [u8; 32],
+}
+
+/// The license installed last: no license issued before it, nor another one issued in the same
+/// second, may take its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Floor {
+    /// Its serial.
+    pub serial: String,
+    /// Its `issued_at`.
+    pub issued_at: u64,
+    /// SHA-256 of its file, as installed ([`License::file_sha256`]).
+    pub sha256: [u8; 32],
+}
+
+/// Whether `s` is a valid license serial (or hardware id): `[A-Za-z0-9._-]{1,64}`.
+pub fn is_valid_serial(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn check(body: &LicenseBody) -> Result<KeyId, LicenseError> {
     if body.format != 1 {
         return Err(LicenseError::Field("format"));
     }
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    };
-    if !ok(&body.serial) {
+    if !is_valid_serial(&body.serial) {
         return Err(LicenseError::Field("serial"));
     }
-    if body.hardware_id.as_deref().is_some_and(|h| !ok(h)) {
+    if body
+        .hardware_id
+        .as_deref()
+        .is_some_and(|h| !is_valid_serial(h))
+    {
         return Err(LicenseError::Field("hardware_id"));
     }
     body.issuer_key_id
@@ -175,7 +204,23 @@ impl License {
             body,
             issuer,
             envelope,
+            file_sha256: Sha256::digest(bytes).into(),
         })
+    }
+
+    /// SHA-256 of the file this license was parsed from: the same license file installed again
+    /// is no rollback, another one issued in the same second is.
+    pub fn file_sha256(&self) -> [u8; 32] {
+        self.file_sha256
+    }
+
+    /// This license as the one installed last.
+    pub fn floor(&self) -> Floor {
+        Floor {
+            serial: self.body.serial.clone(),
+            issued_at: self.body.issued_at,
+            sha256: self.file_sha256,
+        }
     }
 
     /// Sign a license body with a root key.
@@ -238,18 +283,37 @@ impl License {
         Ok(())
     }
 
-    /// Refuse this license if any license in `seen` (serial → highest `issued_at` installed)
-    /// was issued later, whatever its serial: an old active license of another serial would
-    /// lift a newer one's freeze as surely as one of the same serial. The same `issued_at`
-    /// passes: reinstalling the license in force is no rollback.
-    pub fn check_not_rolled_back(&self, seen: &BTreeMap<String, u64>) -> Result<(), LicenseError> {
-        match newest(seen) {
-            Some((newer, s)) if self.body.issued_at < s => Err(LicenseError::Rollback {
-                serial: self.body.serial.clone(),
-                issued_at: self.body.issued_at,
-                newer: newer.to_string(),
-                seen: s,
-            }),
+    /// Refuse this license if it was issued before the newest license of its serial in `seen`
+    /// (serial → highest `issued_at` installed), or if `floor` (the license installed last) is
+    /// set and this one is not issued after it, unless it is that very file. An old active
+    /// license of another serial would lift a newer one's freeze as surely as one of the same
+    /// serial; one of the same second is another license (an active and a frozen one can be
+    /// issued in one second); the same file again is no rollback (reinstalling the license in
+    /// force). Bounding by the license installed last rather than the newest of `seen` keeps a
+    /// node working that was given a license of a serial issued before one of another serial it
+    /// had earlier.
+    pub fn check_not_rolled_back(
+        &self,
+        seen: &BTreeMap<String, u64>,
+        floor: Option<&Floor>,
+    ) -> Result<(), LicenseError> {
+        let rollback = |newer: &str, s: u64| LicenseError::Rollback {
+            serial: self.body.serial.clone(),
+            issued_at: self.body.issued_at,
+            newer: newer.to_string(),
+            seen: s,
+        };
+        match seen.get(&self.body.serial) {
+            Some(&s) if self.body.issued_at < s => return Err(rollback(&self.body.serial, s)),
+            _ => {}
+        }
+        match floor {
+            Some(f)
+                if self.body.issued_at < f.issued_at
+                    || (self.body.issued_at == f.issued_at && self.file_sha256 != f.sha256) =>
+            {
+                Err(rollback(&f.serial, f.issued_at))
+            }
             _ => Ok(()),
         }
     }
@@ -275,16 +339,20 @@ fn newest(seen: &BTreeMap<String, u64>) -> Option<(&str, u64)> {
 }
 
 /// The license a node reads (`installed`, `None` when there is no file) against what it
-/// installed before (`seen`): one issued before the newest installed (of any serial) is a
-/// rollback, none at all after one was installed a rollback by deletion (named by the serial
-/// with the latest `issued_at`).
+/// installed before (`seen`, and `floor`, the license installed last): one that is a rollback
+/// by [`License::check_not_rolled_back`] is refused, and none at all after one was installed is
+/// a rollback by deletion (named by the floor, else by the serial with the latest `issued_at`).
 pub fn check_installed(
     installed: Option<&License>,
     seen: &BTreeMap<String, u64>,
+    floor: Option<&Floor>,
 ) -> Result<(), LicenseError> {
     match installed {
-        Some(l) => l.check_not_rolled_back(seen),
-        None => match newest(seen) {
+        Some(l) => l.check_not_rolled_back(seen, floor),
+        None => match floor
+            .map(|f| (f.serial.as_str(), f.issued_at))
+            .or_else(|| newest(seen))
+        {
             Some((serial, issued_at)) => Err(LicenseError::Missing {
                 serial: serial.to_string(),
                 issued_at,
@@ -384,32 +452,58 @@ mod tests {
             .unwrap();
     }
 
+    /// What `node license install` does: check, then remember the license and make it the
+    /// floor.
+    fn install(
+        l: &License,
+        seen: &mut BTreeMap<String, u64>,
+        floor: &mut Option<Floor>,
+    ) -> Result<(), LicenseError> {
+        l.check_not_rolled_back(seen, floor.as_ref())?;
+        l.remember(seen);
+        *floor = Some(l.floor());
+        Ok(())
+    }
+
+    fn assert_rollback(r: Result<(), LicenseError>, newer_serial: &str, newer_at: u64) {
+        match r {
+            Err(LicenseError::Rollback { newer, seen, .. }) => {
+                assert_eq!((newer.as_str(), seen), (newer_serial, newer_at));
+            }
+            other => panic!("expected a rollback past {newer_serial}@{newer_at}: {other:?}"),
+        }
+    }
+
     #[test]
     fn an_older_license_of_a_serial_seen_is_a_rollback() {
         let mut seen = BTreeMap::new();
         let active = issued("L1", LicenseState::Active, 100);
         let frozen = issued("L1", LicenseState::Frozen, 200);
         assert!(active.remember(&mut seen));
-        frozen.check_not_rolled_back(&seen).unwrap();
+        frozen.check_not_rolled_back(&seen, None).unwrap();
         assert!(frozen.remember(&mut seen));
         assert!(!frozen.remember(&mut seen), "nothing new to save");
         assert_eq!(seen.get("L1"), Some(&200));
-        // The older active license may not lift the freeze ...
-        assert!(matches!(
-            active.check_not_rolled_back(&seen),
-            Err(LicenseError::Rollback {
-                issued_at: 100,
-                seen: 200,
-                ..
-            })
-        ));
+        // The older active license may not lift the freeze, with or without a floor ...
+        for floor in [None, Some(&frozen.floor())] {
+            assert!(matches!(
+                active.check_not_rolled_back(&seen, floor),
+                Err(LicenseError::Rollback {
+                    issued_at: 100,
+                    seen: 200,
+                    ..
+                })
+            ));
+        }
         // ... nor does remembering it lower the mark.
         assert!(!active.remember(&mut seen));
         assert_eq!(seen.get("L1"), Some(&200));
         // The same license again and a newer one pass.
-        frozen.check_not_rolled_back(&seen).unwrap();
+        frozen
+            .check_not_rolled_back(&seen, Some(&frozen.floor()))
+            .unwrap();
         issued("L1", LicenseState::Active, 300)
-            .check_not_rolled_back(&seen)
+            .check_not_rolled_back(&seen, Some(&frozen.floor()))
             .unwrap();
         // A first license of serial with issued_at 0 is remembered too.
         let mut empty = BTreeMap::new();
@@ -421,58 +515,113 @@ mod tests {
     /// A replacement the CA issues now, of any serial, passes.
     #[test]
     fn an_older_license_of_another_serial_is_a_rollback_too() {
-        let mut seen = BTreeMap::new();
+        let (mut seen, mut floor) = (BTreeMap::new(), None);
         let old_active = issued("L2", LicenseState::Active, 100);
-        assert!(old_active.remember(&mut seen));
+        install(&old_active, &mut seen, &mut floor).unwrap();
         let frozen = issued("L1", LicenseState::Frozen, 200);
-        frozen.check_not_rolled_back(&seen).unwrap();
-        assert!(frozen.remember(&mut seen));
+        install(&frozen, &mut seen, &mut floor).unwrap();
         for (serial, at) in [("L2", 100), ("L3", 150), ("L3", 199)] {
-            match issued(serial, LicenseState::Active, at).check_not_rolled_back(&seen) {
-                Err(LicenseError::Rollback {
-                    serial: s,
-                    issued_at,
-                    newer,
-                    seen: 200,
-                }) => assert_eq!((s.as_str(), issued_at, newer.as_str()), (serial, at, "L1")),
-                other => panic!("{serial}@{at}: {other:?}"),
-            }
+            let l = issued(serial, LicenseState::Active, at);
+            assert_rollback(l.check_not_rolled_back(&seen, floor.as_ref()), "L1", 200);
             // Put in place by hand, the reader refuses it too.
-            assert!(matches!(
-                check_installed(Some(&issued(serial, LicenseState::Active, at)), &seen),
-                Err(LicenseError::Rollback { .. })
-            ));
+            assert_rollback(check_installed(Some(&l), &seen, floor.as_ref()), "L1", 200);
         }
-        // The same second is not older; a later license of any serial is the CA's word.
+        // A later license of any serial is the CA's word.
         for serial in ["L1", "L2", "L3"] {
-            for at in [200, 201] {
-                issued(serial, LicenseState::Active, at)
-                    .check_not_rolled_back(&seen)
-                    .unwrap();
-            }
+            issued(serial, LicenseState::Active, 201)
+                .check_not_rolled_back(&seen, floor.as_ref())
+                .unwrap();
         }
-        // A state file of an earlier build (one entry per serial) is read the same way.
-        let earlier: BTreeMap<String, u64> =
-            serde_json::from_str(r#"{"L2": 100, "L1": 200}"#).unwrap();
-        assert!(old_active.check_not_rolled_back(&earlier).is_err());
+        // The original hole: L2 active, then L1 frozen, then L2 again — still refused once the
+        // memory holds the floor, and the floor only moves forward.
+        assert_rollback(install(&old_active, &mut seen, &mut floor), "L1", 200);
+        assert_eq!(floor, Some(frozen.floor()));
+    }
+
+    /// Another license issued in the same second as the one installed last is not that license:
+    /// of another serial or of the same one (an active and a frozen license can be issued in
+    /// one second), it is refused; the very file installed last is accepted again.
+    #[test]
+    fn a_license_of_the_same_second_is_refused_unless_it_is_the_same_file() {
+        let (mut seen, mut floor) = (BTreeMap::new(), None);
+        let frozen = issued("L1", LicenseState::Frozen, 200);
+        install(&frozen, &mut seen, &mut floor).unwrap();
+        for l in [
+            issued("L3", LicenseState::Active, 200),
+            issued("L1", LicenseState::Active, 200),
+        ] {
+            assert_rollback(l.check_not_rolled_back(&seen, floor.as_ref()), "L1", 200);
+            assert_rollback(check_installed(Some(&l), &seen, floor.as_ref()), "L1", 200);
+        }
+        // The same file, parsed again, is the license in force.
+        let again = License::parse(
+            &License::issue(&frozen.body, &SecretKey::from_seed([1; 32], [1; 8]), "").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(again.file_sha256(), frozen.file_sha256());
+        install(&again, &mut seen, &mut floor).unwrap();
+        check_installed(Some(&again), &seen, floor.as_ref()).unwrap();
+    }
+
+    /// A node that an earlier build (per-serial rule only) let install license A issued at 500,
+    /// then license B issued at 300, holds `{"A": 500, "B": 300}` and B: it keeps working. With
+    /// no floor the per-serial rule alone applies; installing B again records B as the floor,
+    /// and A's latest license still installs over it (it is newer than B).
+    #[test]
+    fn the_bound_is_the_license_installed_last_not_the_newest_serial() {
+        let mut seen: BTreeMap<String, u64> =
+            serde_json::from_str(r#"{"A": 500, "B": 300}"#).unwrap();
+        let mut floor = None;
+        let a = issued("A", LicenseState::Active, 500);
+        let b = issued("B", LicenseState::Active, 300);
+        check_installed(Some(&b), &seen, None).unwrap();
+        install(&b, &mut seen, &mut floor).unwrap();
+        assert_eq!(
+            seen,
+            serde_json::from_str(r#"{"A": 500, "B": 300}"#).unwrap()
+        );
+        assert_eq!(floor, Some(b.floor()));
+        check_installed(Some(&b), &seen, floor.as_ref()).unwrap();
+        // Older than the floor, or than A's newest, is refused; A's latest is not.
+        assert_rollback(
+            issued("C", LicenseState::Active, 299).check_not_rolled_back(&seen, floor.as_ref()),
+            "B",
+            300,
+        );
+        assert_rollback(
+            issued("A", LicenseState::Active, 400).check_not_rolled_back(&seen, floor.as_ref()),
+            "A",
+            500,
+        );
+        install(&a, &mut seen, &mut floor).unwrap();
+        // From then on B is the older one.
+        assert_rollback(install(&b, &mut seen, &mut floor), "A", 500);
+        // With no floor (an earlier build's memory), only the per-serial rule applies.
+        issued("C", LicenseState::Active, 1)
+            .check_not_rolled_back(&seen, None)
+            .unwrap();
     }
 
     #[test]
     fn no_license_after_one_was_installed_is_a_rollback_by_deletion() {
         let none = BTreeMap::new();
-        check_installed(None, &none).unwrap();
+        check_installed(None, &none, None).unwrap();
         let mut seen = BTreeMap::new();
         seen.insert("L1".to_string(), 200);
         seen.insert("L0".to_string(), 50);
-        match check_installed(None, &seen) {
-            Err(LicenseError::Missing { serial, issued_at }) => {
-                assert_eq!((serial.as_str(), issued_at), ("L1", 200));
+        // Named by the newest serial without a floor, by the floor with one.
+        let l0 = issued("L0", LicenseState::Active, 50);
+        for (floor, named) in [(None, ("L1", 200)), (Some(l0.floor()), ("L0", 50))] {
+            match check_installed(None, &seen, floor.as_ref()) {
+                Err(LicenseError::Missing { serial, issued_at }) => {
+                    assert_eq!((serial.as_str(), issued_at), named);
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
-        check_installed(Some(&issued("L1", LicenseState::Frozen, 200)), &seen).unwrap();
+        check_installed(Some(&issued("L1", LicenseState::Frozen, 200)), &seen, None).unwrap();
         assert!(matches!(
-            check_installed(Some(&issued("L1", LicenseState::Active, 199)), &seen),
+            check_installed(Some(&issued("L1", LicenseState::Active, 199)), &seen, None),
             Err(LicenseError::Rollback { .. })
         ));
     }

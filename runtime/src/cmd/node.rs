@@ -1,6 +1,7 @@
 //! `stockade node info` (hardware id and license) and `stockade node license install FILE`
-//! (verify a license against the trust roots, refuse one issued before the newest license
-//! installed before — of any serial —, remember its `issued_at`, then copy it atomically to
+//! (verify a license against the trust roots, refuse a rollback — one issued before the newest
+//! of its serial installed, or not after the license installed last unless it is that file —,
+//! remember it as the license installed last, then copy it atomically to
 //! `<state-dir>/license.json`).
 
 use crate::cli::{NodeInfoArgs, NodeLicenseInstallArgs};
@@ -150,18 +151,23 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
         };
         CmdError::new(exit, "license", e).hint("ask your CA for a license for this node (`stockade node info` prints its hardware id)")
     })?;
-    // Rollback: a license issued before the newest installed, of its serial or another, would
-    // undo what replaced it (a freeze). The currently installed file is not needed for this
-    // (installing is how a deleted one is put back), only the memory.
+    // Rollback: a license older than the newest of its serial, or not newer than the license
+    // installed last (of any serial) unless it is that file, would undo what replaced it (a
+    // freeze). The currently installed file is not needed for this (installing is how a deleted
+    // one is put back), only the memory.
     let mut memory =
         LicenseMemory::load(&a.state_dir).map_err(|e| NodeError::Memory(e).into_cmd())?;
-    lic.check_not_rolled_back(&memory.seen)
+    lic.check_not_rolled_back(&memory.seen, memory.floor.as_ref())
         .map_err(|e| NodeError::Rollback(e).into_cmd())?;
     ensure_dir(&a.state_dir).map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;
-    // Remembered before the license is written: a crash between the two leaves a node that
-    // refuses the older file still in place (fail closed, fixed by installing again), never a
-    // new license that is not remembered.
-    if lic.remember(&mut memory.seen) {
+    // Remembered, with this license as the one installed last, before the license is written
+    // (one atomic write of the memory): a crash between the two leaves a node that refuses the
+    // older file still in place (fail closed, fixed by installing again), never a new license
+    // that is not remembered.
+    let changed = lic.remember(&mut memory.seen);
+    let floor = Some(lic.floor());
+    if changed || memory.floor != floor {
+        memory.floor = floor;
         memory
             .save(&a.state_dir)
             .map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;

@@ -357,13 +357,30 @@ impl Fixture {
         v["certificate"]["serial"].as_str().unwrap().to_string()
     }
 
+    /// When to issue this node's next license (`ca license --now`): now, or a second after the
+    /// license installed in `state` if it was issued this second — a license issued in the same
+    /// second as the one installed last is refused as a rollback (unless it is that file).
+    pub fn next_license_time(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let last = std::fs::read(self.path("state/license.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["license"]["issued_at"].as_u64());
+        last.map_or(now, |t| now.max(t + 1)).to_string()
+    }
+
     /// Issue license `serial` from the root CA in the frozen state and install it on this node
     /// (`state`): the node then admits no new plugin.
     pub fn install_frozen_license(&self, serial: &str) {
         let out = format!("{serial}-frozen.license");
+        let at = self.next_license_time();
         for args in [
             &[
-                "ca", "license", "--ca", "root", "--serial", serial, "--frozen", "-o", &out,
+                "ca", "license", "--ca", "root", "--serial", serial, "--frozen", "--now", &at,
+                "-o", &out,
             ][..],
             &[
                 "node",
