@@ -255,6 +255,7 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         policy_root: a.root.policy_root.clone(),
         allow_flags,
         trust,
+        trust_args: a.trust.clone(),
         node,
     };
     // The Sertone front is bound before any plugin starts: a refused address changes nothing.

@@ -60,8 +60,12 @@ pub struct DaemonConfig {
     pub audit: AuditLog,
     /// Frame cap for agent connections (the policy's default `protocol.max_frame_bytes`).
     pub max_frame_bytes: usize,
-    /// Trust configuration for verification.
+    /// Trust configuration for verification: as read at start, then as read again by the last
+    /// load, restart or SIGHUP ([`Daemon::reread_trust`]); its state directory never changes.
     pub trust: TrustConfig,
+    /// The trust flags, from which `trust` is read again (with the `[trust]` of the policy in
+    /// force).
+    pub trust_args: crate::cli::TrustArgs,
     /// This node.
     pub node: NodeIdentity,
 }

@@ -349,6 +349,17 @@ impl Daemon {
                 return Err(load_failed(msg, json!({"kind": kind, "exit": exit})));
             }
         }
+        // So can the trust directory (a new revocation list, a root added or removed) and, after
+        // SIGHUP, the policy's `[trust]`: every verification reads them again, as `run` would.
+        if let Err(e) = self.reread_trust() {
+            let msg = format!(
+                "cannot read the trust configuration: {}",
+                e.chain().join(": ")
+            );
+            let (kind, exit) = (e.kind(), e.exit().code());
+            self.deny_load(Record::new(Event::Denial, ""), path, "trust", kind, &msg);
+            return Err(load_failed(msg, json!({"kind": kind, "exit": exit})));
+        }
         // Extracted under the state directory, locked while loaded: a killed daemon's trees
         // are swept by the next one (`serve` start), never left in the temp directory.
         let trees = Trees::new(&self.cfg.trust.state_dir, 0);
@@ -1144,6 +1155,22 @@ impl Daemon {
             "restarting",
             json!({"delay_ms": delay, "restarts": restarts, "crashes": crashes}),
         );
+    }
+
+    /// Read the trust configuration again — the trust directory (root keys, revocation list)
+    /// with the `[trust]` of the policy in force, as `run` reads them — and use it from now on.
+    /// A few small files: read at each load, restart and SIGHUP, never per call. The state
+    /// directory is the one the daemon started with, whatever the policy says now.
+    pub(crate) fn reread_trust(&mut self) -> Result<(), crate::error::CmdError> {
+        let defaults = self
+            .cfg
+            .policy
+            .resolve(None, None)
+            .map_err(|e| crate::policyfiles::PolicyFilesError::Invalid(e).into_cmd())?;
+        let mut t = crate::cmd::run::trust_config_with_policy(&self.cfg.trust_args, &defaults)?;
+        t.state_dir = self.cfg.trust.state_dir.clone();
+        self.cfg.trust = t;
+        Ok(())
     }
 
     fn relaunch(&mut self, name: &str, now: Instant) {
