@@ -1,6 +1,6 @@
 //! `stockade serve` and a trust configuration that changes while it runs: a revocation list
-//! installed in the trust directory applies to the next `plugin_load` without restarting the
-//! daemon. Real sandboxes (root).
+//! installed in the trust directory applies to the next `plugin_load` and to every restart
+//! without restarting the daemon. Real sandboxes (root).
 
 mod serve_common;
 use serde_json::{json, Value};
@@ -48,6 +48,18 @@ fn two_workers(fx: &Fixture) -> (std::path::PathBuf, std::path::PathBuf) {
     ]);
     assert_eq!(r.code, 0, "pack: {}", r.stderr);
     (hello, fx.dir().join("other.stockade"))
+}
+
+/// Poll `plugin_status` until `name` is ready again (its notifications may have gone by).
+fn wait_ready(c: &mut Client, name: &str) {
+    let start = std::time::Instant::now();
+    while c.ok("plugin_status", json!({"name": name}))["state"] != "ready" {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{name} never ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// The `load_failed` error of a `plugin_load` that must be refused.
@@ -124,5 +136,50 @@ fn a_newer_list_seen_by_verify_is_no_rollback_for_the_daemon() {
     c.ok("plugin_unload", json!({"name": "hello"}));
     let e = refused_load(&mut c, &hello);
     assert_eq!(e["data"]["kind"], "revocation.key", "{e}");
+    s.stop_and_drain(&mut c);
+}
+
+/// Restarts verify the package's trust again: after the list revoking its signer is installed,
+/// a crashed plugin is not started again but quarantined for that reason (84's kind, not a
+/// crash loop), `plugin_restart` is refused with the kind, while a plugin of another signer
+/// restarts as before. Without the check a revoked signer's plugin ran again at every crash.
+#[test]
+fn a_restart_after_the_signer_was_revoked_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, other) = two_workers(&fx);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    c.ok("plugin_load", json!({"package": other}));
+    install_list(&fx, &["--key", "dev.pub"]);
+
+    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    let q = c.wait_state("hello", "quarantined");
+    assert_eq!(q["reason"]["kind"], "revocation.key", "{q}");
+    wait_ready(&mut c, "other");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["quarantined"], true, "{st}");
+    assert_eq!(st["pid"], Value::Null, "{st}");
+    assert_eq!(st["trust_refusal"]["kind"], "revocation.key", "{st}");
+    assert_eq!(st["trust_refusal"]["exit"], 84, "{st}");
+    // Its hooks are answered as for any plugin that cannot take the call.
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(r["results"][0]["plugin"], "hello", "{r}");
+    assert_eq!(r["results"][0]["error"]["code"], UNAVAILABLE, "{r}");
+    assert_eq!(r["results"][1]["result"]["ok"], true, "{r}");
+
+    let r = c.call("plugin_restart", json!({"name": "hello"}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "revocation.key", "{r}");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "quarantined", "{st}");
+    // Nothing of it is written as a crash-loop quarantine (a daemon restarted later verifies
+    // the package again anyway).
+    assert!(!fx.path("state/quarantine.json").exists());
+    c.ok("plugin_unload", json!({"name": "hello"}));
     s.stop_and_drain(&mut c);
 }

@@ -40,8 +40,10 @@ use super::quarantine::{OnLoad, Quarantined};
 use crate::audit::{self, Event, Record};
 use crate::keyfile::unix_now;
 use crate::output::term;
+use crate::package::errors::RevocationError;
+use crate::package::report::SignatureStatus;
 use crate::package::trees::Trees;
-use crate::package::{open_verified_among, VerifiedPackage};
+use crate::package::{open_verified_among, VerifiedPackage, VerifyError};
 use crate::plugin_policy::LaunchPolicy;
 use crate::sandbox;
 use serde_json::{json, Value};
@@ -111,6 +113,9 @@ pub struct Entry {
     last_launch_us: Option<u64>,
     /// Whether the current incarnation came from a spare.
     warm: bool,
+    /// Why the last trust check of its package (a restart's, SIGHUP's) refused it — `{kind,
+    /// exit, message}` as a load's `load_failed` data has them — while that holds.
+    trust_refusal: Option<Value>,
 }
 
 impl Entry {
@@ -133,6 +138,24 @@ impl Entry {
                 None => "stopped",
             },
         }
+    }
+}
+
+/// Why a loaded plugin's package is not trusted any longer ([`Daemon::check_loaded`]).
+struct TrustRefusal {
+    /// The verification's kind (`revocation.key`, …) or the configuration's (`trust_dir`).
+    kind: &'static str,
+    /// Its exit code, as `run` and `verify` would exit.
+    exit: u8,
+    message: String,
+    /// Whether it is about this package's certificates (revoked, not under a pinned root),
+    /// rather than a configuration that cannot be used now.
+    condemns: bool,
+}
+
+impl TrustRefusal {
+    fn to_json(&self) -> Value {
+        json!({"kind": self.kind, "exit": self.exit, "message": self.message})
     }
 }
 
@@ -472,6 +495,7 @@ impl Daemon {
             launch_started: None,
             last_launch_us: None,
             warm: false,
+            trust_refusal: None,
         };
         if let OnLoad::Quarantined(q) = recorded {
             return self.load_quarantined(name, entry, &q);
@@ -831,6 +855,26 @@ impl Daemon {
         if self.plugins[&name].phase == Phase::Quarantined {
             self.dependencies_loaded(&name)?;
         }
+        // Verified again before anything is stopped or lifted: a package the trust
+        // configuration now refuses is not started again. When its certificate itself is
+        // refused (revoked, no longer under a pinned root), a running incarnation is stopped too,
+        // as at SIGHUP; a refusal of the configuration (an invalid list) only refuses the restart.
+        if let Err(refusal) = self.recheck(&name) {
+            let err = load_failed(
+                refusal.message.clone(),
+                json!({"kind": refusal.kind, "exit": refusal.exit}),
+            );
+            let mut rec = self.plugins[&name].audit.clone();
+            rec.event = Event::Denial;
+            rec.outcome = "refused".into();
+            rec.detail = json!({"request": "plugin_restart", "stage": "verification",
+                                "kind": refusal.kind, "error": refusal.message});
+            self.audit(rec);
+            if refusal.condemns {
+                self.trust_quarantine(&name, refusal, "plugin_restart", now);
+            }
+            return Err(err);
+        }
         // Lifted on disk first: if that fails the plugin stays quarantined (the record would
         // quarantine it again at the daemon's next start).
         self.quarantines.clear(&name).map_err(|err| {
@@ -874,6 +918,7 @@ impl Daemon {
             "launch_us": e.last_launch_us,
             "warm": e.warm,
             "spare": e.spare.is_some(),
+            "trust_refusal": e.trust_refusal,
         })
     }
 
@@ -1173,7 +1218,114 @@ impl Daemon {
         Ok(())
     }
 
+    /// [`Self::reread_trust`], then [`Self::check_loaded`].
+    fn recheck(&mut self, name: &str) -> Result<(), TrustRefusal> {
+        if let Err(e) = self.reread_trust() {
+            return Err(TrustRefusal {
+                kind: e.kind(),
+                exit: e.exit().code(),
+                message: format!(
+                    "cannot read the trust configuration: {}",
+                    e.chain().join(": ")
+                ),
+                condemns: false,
+            });
+        }
+        self.check_loaded(name)
+    }
+
+    /// Whether loaded plugin `name`'s package is still trusted under the trust configuration
+    /// in force ([`crate::package::recheck_trust`]: chain and revocation). What a trust mode
+    /// below strict lets pass is logged and shown in its status, as at the load.
+    fn check_loaded(&mut self, name: &str) -> Result<(), TrustRefusal> {
+        let Some(e) = self.plugins.get_mut(name) else {
+            return Ok(());
+        };
+        match crate::package::recheck_trust(&e.pkg, &self.cfg.trust, unix_now()) {
+            Ok(passed) => {
+                if let Some((status, warning)) = passed {
+                    if !e.pkg.report.warnings.contains(&warning) {
+                        log_line(&format!(
+                            "plugin {}: warning: {}",
+                            term(name),
+                            term(&warning)
+                        ));
+                        e.pkg.report.warnings.push(warning);
+                    }
+                    if e.pkg.report.signature_status == SignatureStatus::Verified {
+                        e.pkg.report.signature_status = status;
+                    }
+                }
+                e.trust_refusal = None;
+                Ok(())
+            }
+            Err(v) => Err(TrustRefusal {
+                kind: v.kind(),
+                exit: v.exit().code(),
+                message: format!(
+                    "the package of `{name}` is no longer trusted: {}",
+                    crate::package::verify::error_chain(&v)
+                ),
+                condemns: matches!(
+                    v,
+                    VerifyError::Chain(_) | VerifyError::Revocation(RevocationError::Revoked(_))
+                ),
+            }),
+        }
+    }
+
+    /// A loaded plugin the trust configuration refuses (`request`: what found out — a
+    /// `restart`, `plugin_restart`, `sighup`) is not run any longer: a running incarnation is
+    /// stopped gracefully, the warm spare dropped, and the plugin stays loaded, quarantined for
+    /// that reason (`plugin_status.trust_refusal`), until `plugin_restart` finds it trusted again
+    /// or it is unloaded. Not recorded in the state directory: a later daemon verifies the
+    /// package again at its load anyway. One never ready yet is unloaded instead (its
+    /// `plugin_load` fails).
+    fn trust_quarantine(&mut self, name: &str, refusal: TrustRefusal, request: &str, now: Instant) {
+        let Some(e) = self.plugins.get_mut(name) else {
+            return;
+        };
+        e.spare = None;
+        e.decision = None;
+        let reason = refusal.to_json();
+        e.trust_refusal = Some(reason.clone());
+        e.phase = if e.ever_ready {
+            Phase::Quarantined
+        } else {
+            Phase::Unloading
+        };
+        if let Some(slot) = e.slot {
+            self.sup.shutdown(slot, now);
+        }
+        let mut rec = e.audit.clone();
+        rec.event = Event::Quarantine;
+        rec.outcome = refusal.kind.into();
+        rec.detail = json!({"request": request, "reason": reason});
+        let quarantined = e.phase == Phase::Quarantined;
+        self.audit(rec);
+        if quarantined {
+            self.note_state(name, "quarantined", json!({"reason": reason}));
+        } else {
+            log_line(&format!(
+                "plugin {}: unloaded before it became ready: {}",
+                term(name),
+                term(&refusal.message)
+            ));
+        }
+    }
+
     fn relaunch(&mut self, name: &str, now: Instant) {
+        // A restart is a new launch of the package: whom the trust directory trusts now decides
+        // it, not whom it trusted at the load. Refused, it is not a crash: quarantined for the
+        // refusal's reason until `plugin_restart` finds the package trusted again.
+        if let Err(refusal) = self.recheck(name) {
+            log_line(&format!(
+                "plugin {}: not restarted: {}",
+                term(name),
+                term(&refusal.message)
+            ));
+            return self.trust_quarantine(name, refusal, "restart", now);
+        }
         let mut e = self.plugins.remove(name).expect("present");
         let extra = json!({"restarts": e.restarts + 1, "requested": e.phase == Phase::Relaunch,
                            "last_exit": e.last_exit});
