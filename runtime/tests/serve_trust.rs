@@ -1,6 +1,6 @@
 //! `stockade serve` and a trust configuration that changes while it runs: a revocation list
-//! installed in the trust directory applies to the next `plugin_load` and to every restart
-//! without restarting the daemon. Real sandboxes (root).
+//! installed in the trust directory applies to the next `plugin_load`, to every restart and, on
+//! SIGHUP, to the plugins already running — without restarting the daemon. Real sandboxes (root).
 
 mod serve_common;
 use serde_json::{json, Value};
@@ -139,6 +139,43 @@ fn a_newer_list_seen_by_verify_is_no_rollback_for_the_daemon() {
     s.stop_and_drain(&mut c);
 }
 
+/// A list that is no valid list (here: not even JSON) refuses every load, with `run`'s kind and
+/// exit code (84, `revocation.list_invalid`): fail closed. Plugins already running keep running
+/// (nothing about them is known to have changed), and the log says so at SIGHUP.
+#[test]
+fn an_invalid_list_refuses_loads_and_leaves_running_plugins_alone() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, other) = two_workers(&fx);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    let pid = c.ok("plugin_load", json!({"package": hello}))["pid"].clone();
+    std::fs::write(fx.path("trust/revocations.json"), b"{ not a list").unwrap();
+    let e = refused_load(&mut c, &other);
+    assert_eq!(e["data"]["kind"], "revocation.list_invalid", "{e}");
+    assert_eq!(e["data"]["exit"], 84, "{e}");
+    signal(s.pid(), "HUP");
+    let start = std::time::Instant::now();
+    while !s
+        .log()
+        .contains("SIGHUP: the trust configuration refuses every load and restart")
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "ready", "{st}");
+    assert_eq!(st["pid"], pid, "{st}");
+    s.stop_and_drain(&mut c);
+}
+
 /// Restarts verify the package's trust again: after the list revoking its signer is installed,
 /// a crashed plugin is not started again but quarantined for that reason (84's kind, not a
 /// crash loop), `plugin_restart` is refused with the kind, while a plugin of another signer
@@ -182,4 +219,36 @@ fn a_restart_after_the_signer_was_revoked_is_refused() {
     assert!(!fx.path("state/quarantine.json").exists());
     c.ok("plugin_unload", json!({"name": "hello"}));
     s.stop_and_drain(&mut c);
+}
+
+/// SIGHUP reads the trust configuration again and checks every loaded plugin against it: one
+/// whose signer is now revoked is stopped and quarantined for that reason; the others keep
+/// running, undisturbed.
+#[test]
+fn sighup_stops_a_running_plugin_whose_signer_was_revoked() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, other) = two_workers(&fx);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    let other_pid = c.ok("plugin_load", json!({"package": other}))["pid"].clone();
+    install_list(&fx, &["--key", "dev.pub"]);
+    signal(s.pid(), "HUP");
+    let q = c.wait_state("hello", "quarantined");
+    assert_eq!(q["reason"]["kind"], "revocation.key", "{q}");
+    let st = c.ok("plugin_status", json!({"name": "other"}));
+    assert_eq!(st["state"], "ready", "{st}");
+    assert_eq!(st["pid"], other_pid, "{st}");
+    assert_eq!(st["trust_refusal"], Value::Null, "{st}");
+    let log = s.log();
+    assert!(
+        log.contains("plugin hello: quarantined (revocation.key"),
+        "{log}"
+    );
+    let pids = s.stop_and_drain(&mut c);
+    assert!(alive(&pids).is_empty());
 }

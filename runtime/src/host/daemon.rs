@@ -256,7 +256,7 @@ impl Daemon {
                         let mut stop = false;
                         while let Ok(Some(sig)) = crate::sys::read_signalfd(self.sigfd.as_fd()) {
                             if sig == libc::SIGHUP {
-                                self.reload_policy();
+                                self.reload_policy(now);
                             } else {
                                 log_line(&format!("signal {sig}: stopping every plugin"));
                                 stop = true;
@@ -292,9 +292,10 @@ impl Daemon {
 
     /// SIGHUP: read the policy again. A valid one applies to every later launch (loads and
     /// restarts; running plugins keep theirs until they restart); an invalid or unreadable one
-    /// is reported and the one in force is kept. The trust configuration, the audit sinks and
-    /// the connections' frame cap stay as read at start.
-    fn reload_policy(&mut self) {
+    /// is reported and the one in force is kept. Then the trust configuration is read again
+    /// and every loaded plugin checked against it ([`Daemon::recheck_loaded`]). The audit sinks
+    /// and the connections' frame cap stay as read at start.
+    fn reload_policy(&mut self, now: Instant) {
         match crate::policyfiles::load(&self.cfg.policy_source) {
             Ok(p) => {
                 log_line(&format!(
@@ -309,6 +310,7 @@ impl Daemon {
                 term(&e.into_cmd().chain().join(": "))
             )),
         }
+        self.recheck_loaded(now);
     }
 
     /// Begin the graceful stop (signal): no new connections or restarts, every plugin stopped.

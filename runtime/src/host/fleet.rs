@@ -32,6 +32,17 @@
 //! `plugin_load` refused (verification, the plugin's policy, or the launch), and `termination`
 //! (plus `denial` when the reason is `denied`) from each incarnation's end. A launch whose
 //! record cannot be written is undone and the load fails: no unaudited plugin.
+//!
+//! ## Trust
+//! The trust configuration (trust directory and the policy's `[trust]`) is read again at every
+//! load ([`Daemon::reread_trust`]), as the license is, so a revocation list installed while the
+//! daemon runs applies to the next `plugin_load`, and a newer list that root's `verify` or `run`
+//! remembered in the state directory is never taken for a rollback. A restart is a new launch:
+//! before it the package's chain and revocation are checked again against the configuration
+//! read then ([`crate::package::recheck_trust`]); a refusal quarantines the plugin for that
+//! reason instead of counting a crash. SIGHUP checks every loaded plugin: one whose certificate
+//! is now refused is stopped and quarantined; a configuration that cannot be used (an invalid
+//! list) stops nothing that runs but refuses every load and restart until fixed.
 
 use super::daemon::{log_line, Daemon};
 use super::kv::KvStore;
@@ -1311,6 +1322,46 @@ impl Daemon {
                 term(name),
                 term(&refusal.message)
             ));
+        }
+    }
+
+    /// SIGHUP: the trust configuration read again and every loaded plugin checked against it.
+    /// One whose certificate it refuses (revoked, no longer under a pinned root) is stopped and
+    /// quarantined ([`Self::trust_quarantine`]). A configuration that cannot be used (an
+    /// unreadable trust directory, an invalid, expired or rolled-back list) says nothing about
+    /// any one plugin: the running ones keep running, the log says that loads and restarts are
+    /// refused until it is fixed.
+    pub(crate) fn recheck_loaded(&mut self, now: Instant) {
+        const REFUSES: &str = "SIGHUP: the trust configuration refuses every load and restart \
+                               until it is fixed (running plugins keep running)";
+        if let Err(e) = self.reread_trust() {
+            return log_line(&format!("{REFUSES}: {}", term(&e.chain().join(": "))));
+        }
+        let names: Vec<String> = self
+            .plugins
+            .iter()
+            .filter(|(_, e)| !matches!(e.phase, Phase::Quarantined | Phase::Unloading))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut said = false;
+        for name in names {
+            match self.check_loaded(&name) {
+                Ok(()) => {}
+                Err(r) if r.condemns => {
+                    log_line(&format!(
+                        "SIGHUP: plugin {}: {}: {}; stopping it",
+                        term(&name),
+                        r.kind,
+                        term(&r.message)
+                    ));
+                    self.trust_quarantine(&name, r, "sighup", now);
+                }
+                Err(r) if !said => {
+                    said = true;
+                    log_line(&format!("{REFUSES}: {}: {}", r.kind, term(&r.message)));
+                }
+                Err(_) => {}
+            }
         }
     }
 
