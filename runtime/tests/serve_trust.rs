@@ -252,3 +252,44 @@ fn sighup_stops_a_running_plugin_whose_signer_was_revoked() {
     let pids = s.stop_and_drain(&mut c);
     assert!(alive(&pids).is_empty());
 }
+
+/// `--trust-mode warn` lets the restart check's failure pass as it lets the load's: the crashed
+/// plugin restarts, and its status says what was let pass (`signature_status: revoked`, the
+/// warning); SIGHUP stops nothing.
+#[test]
+fn in_warn_mode_a_revoked_signer_restarts_with_a_warning() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, _) = two_workers(&fx);
+    install_list(&fx, &[]);
+    let none = fx.path("no-policy-root");
+    let mut s = Serve::start_with(
+        &fx,
+        CONFIG,
+        &[
+            "--trust-mode",
+            "warn",
+            "--policy-root",
+            none.to_str().unwrap(),
+        ],
+    );
+    let mut c = s.client();
+    let r = c.ok("plugin_load", json!({"package": hello}));
+    assert_eq!(r["signature_status"], "verified", "{r}");
+    install_list(&fx, &["--key", "dev.pub"]);
+    signal(s.pid(), "HUP");
+    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    c.wait_state("hello", "restarting");
+    wait_ready(&mut c, "hello");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["signature_status"], "revoked", "{st}");
+    assert_eq!(st["restarts"], 1, "{st}");
+    assert_eq!(st["trust_refusal"], Value::Null, "{st}");
+    assert!(
+        st["warnings"].to_string().contains("--trust-mode warn"),
+        "{st}"
+    );
+    s.stop_and_drain(&mut c);
+}
