@@ -293,3 +293,31 @@ fn in_warn_mode_a_revoked_signer_restarts_with_a_warning() {
     );
     s.stop_and_drain(&mut c);
 }
+
+/// The daemon need not wait for SIGHUP once it has read a new list: the load that reads it
+/// checks the running plugins too, and the one whose signer it revokes is stopped and
+/// quarantined, while the package loaded goes on.
+#[test]
+fn a_load_that_reads_a_new_list_stops_the_revoked_running_plugin() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, other) = two_workers(&fx);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    install_list(&fx, &["--key", "dev.pub"]);
+    let r = c.ok("plugin_load", json!({"package": other}));
+    assert_eq!(r["state"], "ready", "{r}");
+    let q = c.wait_state("hello", "quarantined");
+    assert_eq!(q["reason"]["kind"], "revocation.key", "{q}");
+    let log = s.log();
+    assert!(
+        log.contains("new trust configuration: plugin hello: revocation.key"),
+        "{log}"
+    );
+    let pids = s.stop_and_drain(&mut c);
+    assert!(alive(&pids).is_empty());
+}

@@ -40,9 +40,10 @@
 //! remembered in the state directory is never taken for a rollback. A restart is a new launch:
 //! before it the package's chain and revocation are checked again against the configuration
 //! read then ([`crate::package::recheck_trust`]); a refusal quarantines the plugin for that
-//! reason instead of counting a crash. SIGHUP checks every loaded plugin: one whose certificate
-//! is now refused is stopped and quarantined; a configuration that cannot be used (an invalid
-//! list) stops nothing that runs but refuses every load and restart until fixed.
+//! reason instead of counting a crash. SIGHUP, and a load or restart that finds the
+//! configuration changed, check every loaded plugin: one whose certificate is now refused is
+//! stopped and quarantined; a configuration that cannot be used (an invalid list) stops nothing
+//! that runs but refuses every load and restart until fixed.
 
 use super::daemon::{log_line, Daemon};
 use super::kv::KvStore;
@@ -124,8 +125,9 @@ pub struct Entry {
     last_launch_us: Option<u64>,
     /// Whether the current incarnation came from a spare.
     warm: bool,
-    /// Why the last trust check of its package (a restart's, SIGHUP's) refused it — `{kind,
-    /// exit, message}` as a load's `load_failed` data has them — while that holds.
+    /// Why the last trust check of its package since its load (a restart's, SIGHUP's, a changed
+    /// configuration's) refused it — `{kind, exit, message}` as a load's `load_failed` data has
+    /// them — while that holds.
     trust_refusal: Option<Value>,
 }
 
@@ -151,6 +153,12 @@ impl Entry {
         }
     }
 }
+
+/// What the log says when the trust configuration cannot be used.
+const REFUSES: &str = "the trust configuration refuses every load and restart until it is fixed \
+                       (running plugins keep running)";
+/// The log's name for a load or restart that found the trust configuration changed.
+const NEW_TRUST: &str = "new trust configuration";
 
 /// Why a loaded plugin's package is not trusted any longer ([`Daemon::check_loaded`]).
 struct TrustRefusal {
@@ -385,14 +393,19 @@ impl Daemon {
         }
         // So can the trust directory (a new revocation list, a root added or removed) and, after
         // SIGHUP, the policy's `[trust]`: every verification reads them again, as `run` would.
-        if let Err(e) = self.reread_trust() {
-            let msg = format!(
-                "cannot read the trust configuration: {}",
-                e.chain().join(": ")
-            );
-            let (kind, exit) = (e.kind(), e.exit().code());
-            self.deny_load(Record::new(Event::Denial, ""), path, "trust", kind, &msg);
-            return Err(load_failed(msg, json!({"kind": kind, "exit": exit})));
+        // A configuration that changed is applied to the loaded plugins too: the daemon knows it.
+        match self.reread_trust() {
+            Ok(false) => {}
+            Ok(true) => self.check_all(Instant::now(), NEW_TRUST, "trust_change", None),
+            Err(e) => {
+                let msg = format!(
+                    "cannot read the trust configuration: {}",
+                    e.chain().join(": ")
+                );
+                let (kind, exit) = (e.kind(), e.exit().code());
+                self.deny_load(Record::new(Event::Denial, ""), path, "trust", kind, &msg);
+                return Err(load_failed(msg, json!({"kind": kind, "exit": exit})));
+            }
         }
         // Extracted under the state directory, locked while loaded: a killed daemon's trees
         // are swept by the next one (`serve` start), never left in the temp directory.
@@ -870,7 +883,7 @@ impl Daemon {
         // configuration now refuses is not started again. When its certificate itself is
         // refused (revoked, no longer under a pinned root), a running incarnation is stopped too,
         // as at SIGHUP; a refusal of the configuration (an invalid list) only refuses the restart.
-        if let Err(refusal) = self.recheck(&name) {
+        if let Err(refusal) = self.recheck(&name, now) {
             let err = load_failed(
                 refusal.message.clone(),
                 json!({"kind": refusal.kind, "exit": refusal.exit}),
@@ -1216,8 +1229,9 @@ impl Daemon {
     /// Read the trust configuration again — the trust directory (root keys, revocation list)
     /// with the `[trust]` of the policy in force, as `run` reads them — and use it from now on.
     /// A few small files: read at each load, restart and SIGHUP, never per call. The state
-    /// directory is the one the daemon started with, whatever the policy says now.
-    pub(crate) fn reread_trust(&mut self) -> Result<(), crate::error::CmdError> {
+    /// directory is the one the daemon started with, whatever the policy says now. Whether
+    /// what decides trust (mode, roots, list) changed since it was last read.
+    pub(crate) fn reread_trust(&mut self) -> Result<bool, crate::error::CmdError> {
         let defaults = self
             .cfg
             .policy
@@ -1225,13 +1239,23 @@ impl Daemon {
             .map_err(|e| crate::policyfiles::PolicyFilesError::Invalid(e).into_cmd())?;
         let mut t = crate::cmd::run::trust_config_with_policy(&self.cfg.trust_args, &defaults)?;
         t.state_dir = self.cfg.trust.state_dir.clone();
+        let old = &self.cfg.trust;
+        let changed = t.mode != old.mode
+            || t.revocations != old.revocations
+            || t.require_revocations != old.require_revocations
+            || t.root_keys() != old.root_keys();
         self.cfg.trust = t;
-        Ok(())
+        Ok(changed)
     }
 
-    /// [`Self::reread_trust`], then [`Self::check_loaded`].
-    fn recheck(&mut self, name: &str) -> Result<(), TrustRefusal> {
-        if let Err(e) = self.reread_trust() {
+    /// [`Self::reread_trust`], then [`Self::check_loaded`]; a configuration that changed is
+    /// applied to the other loaded plugins too ([`Self::check_all`]).
+    fn recheck(&mut self, name: &str, now: Instant) -> Result<(), TrustRefusal> {
+        let reread = self.reread_trust();
+        if let Ok(true) = reread {
+            self.check_all(now, NEW_TRUST, "trust_change", Some(name));
+        }
+        if let Err(e) = reread {
             return Err(TrustRefusal {
                 kind: e.kind(),
                 exit: e.exit().code(),
@@ -1286,7 +1310,7 @@ impl Daemon {
     }
 
     /// A loaded plugin the trust configuration refuses (`request`: what found out — a
-    /// `restart`, `plugin_restart`, `sighup`) is not run any longer: a running incarnation is
+    /// `restart`, `plugin_restart`, `sighup`, `trust_change`) is not run any longer: a running incarnation is
     /// stopped gracefully, the warm spare dropped, and the plugin stays loaded, quarantined for
     /// that reason (`plugin_status.trust_refusal`), until `plugin_restart` finds it trusted again
     /// or it is unloaded. Not recorded in the state directory: a later daemon verifies the
@@ -1325,22 +1349,33 @@ impl Daemon {
         }
     }
 
-    /// SIGHUP: the trust configuration read again and every loaded plugin checked against it.
-    /// One whose certificate it refuses (revoked, no longer under a pinned root) is stopped and
-    /// quarantined ([`Self::trust_quarantine`]). A configuration that cannot be used (an
-    /// unreadable trust directory, an invalid, expired or rolled-back list) says nothing about
-    /// any one plugin: the running ones keep running, the log says that loads and restarts are
-    /// refused until it is fixed.
+    /// SIGHUP: the trust configuration read again and every loaded plugin checked against it
+    /// ([`Self::check_all`]).
     pub(crate) fn recheck_loaded(&mut self, now: Instant) {
-        const REFUSES: &str = "SIGHUP: the trust configuration refuses every load and restart \
-                               until it is fixed (running plugins keep running)";
-        if let Err(e) = self.reread_trust() {
-            return log_line(&format!("{REFUSES}: {}", term(&e.chain().join(": "))));
+        match self.reread_trust() {
+            Ok(_) => self.check_all(now, "SIGHUP", "sighup", None),
+            Err(e) => log_line(&format!(
+                "SIGHUP: {REFUSES}: {}",
+                term(&e.chain().join(": "))
+            )),
         }
+    }
+
+    /// Every loaded plugin (but `except`) checked against the trust configuration in force, at
+    /// SIGHUP and whenever a load or restart finds it changed (`trigger` and `request` say which,
+    /// in the log and the audit record): the daemon knows it now. One whose certificate it
+    /// refuses (revoked, no longer under a pinned root) is stopped and quarantined
+    /// ([`Self::trust_quarantine`]). A configuration that cannot be used (an invalid, expired or
+    /// rolled-back list) says nothing about any one plugin: the running ones keep running, the
+    /// log says that loads and restarts are refused until it is fixed.
+    fn check_all(&mut self, now: Instant, trigger: &str, request: &str, except: Option<&str>) {
         let names: Vec<String> = self
             .plugins
             .iter()
-            .filter(|(_, e)| !matches!(e.phase, Phase::Quarantined | Phase::Unloading))
+            .filter(|(n, e)| {
+                Some(n.as_str()) != except
+                    && !matches!(e.phase, Phase::Quarantined | Phase::Unloading)
+            })
             .map(|(n, _)| n.clone())
             .collect();
         let mut said = false;
@@ -1349,16 +1384,20 @@ impl Daemon {
                 Ok(()) => {}
                 Err(r) if r.condemns => {
                     log_line(&format!(
-                        "SIGHUP: plugin {}: {}: {}; stopping it",
+                        "{trigger}: plugin {}: {}: {}; stopping it",
                         term(&name),
                         r.kind,
                         term(&r.message)
                     ));
-                    self.trust_quarantine(&name, r, "sighup", now);
+                    self.trust_quarantine(&name, r, request, now);
                 }
                 Err(r) if !said => {
                     said = true;
-                    log_line(&format!("{REFUSES}: {}: {}", r.kind, term(&r.message)));
+                    log_line(&format!(
+                        "{trigger}: {REFUSES}: {}: {}",
+                        r.kind,
+                        term(&r.message)
+                    ));
                 }
                 Err(_) => {}
             }
@@ -1369,7 +1408,7 @@ impl Daemon {
         // A restart is a new launch of the package: whom the trust directory trusts now decides
         // it, not whom it trusted at the load. Refused, it is not a crash: quarantined for the
         // refusal's reason until `plugin_restart` finds the package trusted again.
-        if let Err(refusal) = self.recheck(name) {
+        if let Err(refusal) = self.recheck(name, now) {
             log_line(&format!(
                 "plugin {}: not restarted: {}",
                 term(name),
