@@ -5,9 +5,11 @@
 //! `--policy-root`; merged and validated at start, 65/66; every plugin's effective policy is
 //! computed at each launch and restart by [`crate::plugin_policy::for_launch`], as under `run`)
 //! → serve config (`stockade_policy::serve`, validated) → trust configuration (the policy's
-//! `[trust]` applied as under `run`) → the audit sinks of the policy's `[audit]` → signals
-//! blocked and read from a signalfd (SIGINT/SIGTERM: graceful stop; SIGHUP: the policy read
-//! again, for later launches and restarts) →
+//! `[trust]` applied as under `run`; read again at every load, restart and SIGHUP by
+//! [`crate::host::daemon::Daemon`], so a new revocation list applies without a restart) → the
+//! audit sinks of the policy's `[audit]` → signals blocked and read from a signalfd
+//! (SIGINT/SIGTERM: graceful stop; SIGHUP: the policy read again, for later launches and
+//! restarts, and every loaded plugin checked against the trust configuration read again) →
 //! the agent socket: inherited from systemd when `LISTEN_PID`/`LISTEN_FDS` name this process
 //! (fd 3), else bound at `--socket` (mode 0660, created under umask 0117 so it is never more
 //! open, even for an instant; a stale socket nobody listens on is replaced, a live one or any
@@ -255,6 +257,7 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         policy_root: a.root.policy_root.clone(),
         allow_flags,
         trust,
+        trust_args: a.trust.clone(),
         node,
     };
     // The Sertone front is bound before any plugin starts: a refused address changes nothing.

@@ -60,8 +60,12 @@ pub struct DaemonConfig {
     pub audit: AuditLog,
     /// Frame cap for agent connections (the policy's default `protocol.max_frame_bytes`).
     pub max_frame_bytes: usize,
-    /// Trust configuration for verification.
+    /// Trust configuration for verification: as read at start, then as read again by the last
+    /// load, restart or SIGHUP ([`Daemon::reread_trust`]); its state directory never changes.
     pub trust: TrustConfig,
+    /// The trust flags, from which `trust` is read again (with the `[trust]` of the policy in
+    /// force).
+    pub trust_args: crate::cli::TrustArgs,
     /// This node.
     pub node: NodeIdentity,
 }
@@ -252,7 +256,7 @@ impl Daemon {
                         let mut stop = false;
                         while let Ok(Some(sig)) = crate::sys::read_signalfd(self.sigfd.as_fd()) {
                             if sig == libc::SIGHUP {
-                                self.reload_policy();
+                                self.reload_policy(now);
                             } else {
                                 log_line(&format!("signal {sig}: stopping every plugin"));
                                 stop = true;
@@ -288,9 +292,10 @@ impl Daemon {
 
     /// SIGHUP: read the policy again. A valid one applies to every later launch (loads and
     /// restarts; running plugins keep theirs until they restart); an invalid or unreadable one
-    /// is reported and the one in force is kept. The trust configuration, the audit sinks and
-    /// the connections' frame cap stay as read at start.
-    fn reload_policy(&mut self) {
+    /// is reported and the one in force is kept. Then the trust configuration is read again
+    /// and every loaded plugin checked against it ([`Daemon::recheck_loaded`]). The audit sinks
+    /// and the connections' frame cap stay as read at start.
+    fn reload_policy(&mut self, now: Instant) {
         match crate::policyfiles::load(&self.cfg.policy_source) {
             Ok(p) => {
                 log_line(&format!(
@@ -305,6 +310,7 @@ impl Daemon {
                 term(&e.into_cmd().chain().join(": "))
             )),
         }
+        self.recheck_loaded(now);
     }
 
     /// Begin the graceful stop (signal): no new connections or restarts, every plugin stopped.

@@ -32,6 +32,18 @@
 //! `plugin_load` refused (verification, the plugin's policy, or the launch), and `termination`
 //! (plus `denial` when the reason is `denied`) from each incarnation's end. A launch whose
 //! record cannot be written is undone and the load fails: no unaudited plugin.
+//!
+//! ## Trust
+//! The trust configuration (trust directory and the policy's `[trust]`) is read again at every
+//! load ([`Daemon::reread_trust`]), as the license is, so a revocation list installed while the
+//! daemon runs applies to the next `plugin_load`, and a newer list that root's `verify` or `run`
+//! remembered in the state directory is never taken for a rollback. A restart is a new launch:
+//! before it the package's chain and revocation are checked again against the configuration
+//! read then ([`crate::package::recheck_trust`]); a refusal quarantines the plugin for that
+//! reason instead of counting a crash. SIGHUP, and a load or restart that finds the
+//! configuration changed, check every loaded plugin: one whose certificate is now refused is
+//! stopped and quarantined; a configuration that cannot be used (an invalid list) stops nothing
+//! that runs but refuses every load and restart until fixed.
 
 use super::daemon::{log_line, Daemon};
 use super::kv::KvStore;
@@ -40,8 +52,10 @@ use super::quarantine::{OnLoad, Quarantined};
 use crate::audit::{self, Event, Record};
 use crate::keyfile::unix_now;
 use crate::output::term;
+use crate::package::errors::RevocationError;
+use crate::package::report::SignatureStatus;
 use crate::package::trees::Trees;
-use crate::package::{open_verified_among, VerifiedPackage};
+use crate::package::{open_verified_among, VerifiedPackage, VerifyError};
 use crate::plugin_policy::LaunchPolicy;
 use crate::sandbox;
 use serde_json::{json, Value};
@@ -111,6 +125,10 @@ pub struct Entry {
     last_launch_us: Option<u64>,
     /// Whether the current incarnation came from a spare.
     warm: bool,
+    /// Why the last trust check of its package since its load (a restart's, SIGHUP's, a changed
+    /// configuration's) refused it — `{kind, exit, message}` as a load's `load_failed` data has
+    /// them — while that holds.
+    trust_refusal: Option<Value>,
 }
 
 impl Entry {
@@ -133,6 +151,30 @@ impl Entry {
                 None => "stopped",
             },
         }
+    }
+}
+
+/// What the log says when the trust configuration cannot be used.
+const REFUSES: &str = "the trust configuration refuses every load and restart until it is fixed \
+                       (running plugins keep running)";
+/// The log's name for a load or restart that found the trust configuration changed.
+const NEW_TRUST: &str = "new trust configuration";
+
+/// Why a loaded plugin's package is not trusted any longer ([`Daemon::check_loaded`]).
+struct TrustRefusal {
+    /// The verification's kind (`revocation.key`, …) or the configuration's (`trust_dir`).
+    kind: &'static str,
+    /// Its exit code, as `run` and `verify` would exit.
+    exit: u8,
+    message: String,
+    /// Whether it is about this package's certificates (revoked, not under a pinned root),
+    /// rather than a configuration that cannot be used now.
+    condemns: bool,
+}
+
+impl TrustRefusal {
+    fn to_json(&self) -> Value {
+        json!({"kind": self.kind, "exit": self.exit, "message": self.message})
     }
 }
 
@@ -349,6 +391,22 @@ impl Daemon {
                 return Err(load_failed(msg, json!({"kind": kind, "exit": exit})));
             }
         }
+        // So can the trust directory (a new revocation list, a root added or removed) and, after
+        // SIGHUP, the policy's `[trust]`: every verification reads them again, as `run` would.
+        // A configuration that changed is applied to the loaded plugins too: the daemon knows it.
+        match self.reread_trust() {
+            Ok(false) => {}
+            Ok(true) => self.check_all(Instant::now(), NEW_TRUST, "trust_change", None),
+            Err(e) => {
+                let msg = format!(
+                    "cannot read the trust configuration: {}",
+                    e.chain().join(": ")
+                );
+                let (kind, exit) = (e.kind(), e.exit().code());
+                self.deny_load(Record::new(Event::Denial, ""), path, "trust", kind, &msg);
+                return Err(load_failed(msg, json!({"kind": kind, "exit": exit})));
+            }
+        }
         // Extracted under the state directory, locked while loaded: a killed daemon's trees
         // are swept by the next one (`serve` start), never left in the temp directory.
         let trees = Trees::new(&self.cfg.trust.state_dir, 0);
@@ -461,6 +519,7 @@ impl Daemon {
             launch_started: None,
             last_launch_us: None,
             warm: false,
+            trust_refusal: None,
         };
         if let OnLoad::Quarantined(q) = recorded {
             return self.load_quarantined(name, entry, &q);
@@ -820,6 +879,26 @@ impl Daemon {
         if self.plugins[&name].phase == Phase::Quarantined {
             self.dependencies_loaded(&name)?;
         }
+        // Verified again before anything is stopped or lifted: a package the trust
+        // configuration now refuses is not started again. When its certificate itself is
+        // refused (revoked, no longer under a pinned root), a running incarnation is stopped too,
+        // as at SIGHUP; a refusal of the configuration (an invalid list) only refuses the restart.
+        if let Err(refusal) = self.recheck(&name, now) {
+            let err = load_failed(
+                refusal.message.clone(),
+                json!({"kind": refusal.kind, "exit": refusal.exit}),
+            );
+            let mut rec = self.plugins[&name].audit.clone();
+            rec.event = Event::Denial;
+            rec.outcome = "refused".into();
+            rec.detail = json!({"request": "plugin_restart", "stage": "verification",
+                                "kind": refusal.kind, "error": refusal.message});
+            self.audit(rec);
+            if refusal.condemns {
+                self.trust_quarantine(&name, refusal, "plugin_restart", now);
+            }
+            return Err(err);
+        }
         // Lifted on disk first: if that fails the plugin stays quarantined (the record would
         // quarantine it again at the daemon's next start).
         self.quarantines.clear(&name).map_err(|err| {
@@ -863,6 +942,7 @@ impl Daemon {
             "launch_us": e.last_launch_us,
             "warm": e.warm,
             "spare": e.spare.is_some(),
+            "trust_refusal": e.trust_refusal,
         })
     }
 
@@ -1146,7 +1226,196 @@ impl Daemon {
         );
     }
 
+    /// Read the trust configuration again — the trust directory (root keys, revocation list)
+    /// with the `[trust]` of the policy in force, as `run` reads them — and use it from now on.
+    /// A few small files: read at each load, restart and SIGHUP, never per call. The state
+    /// directory is the one the daemon started with, whatever the policy says now. Whether
+    /// what decides trust (mode, roots, list) changed since it was last read.
+    pub(crate) fn reread_trust(&mut self) -> Result<bool, crate::error::CmdError> {
+        let defaults = self
+            .cfg
+            .policy
+            .resolve(None, None)
+            .map_err(|e| crate::policyfiles::PolicyFilesError::Invalid(e).into_cmd())?;
+        let mut t = crate::cmd::run::trust_config_with_policy(&self.cfg.trust_args, &defaults)?;
+        t.state_dir = self.cfg.trust.state_dir.clone();
+        let old = &self.cfg.trust;
+        let changed = t.mode != old.mode
+            || t.revocations != old.revocations
+            || t.require_revocations != old.require_revocations
+            || t.root_keys() != old.root_keys();
+        self.cfg.trust = t;
+        Ok(changed)
+    }
+
+    /// [`Self::reread_trust`], then [`Self::check_loaded`]; a configuration that changed is
+    /// applied to the other loaded plugins too ([`Self::check_all`]).
+    fn recheck(&mut self, name: &str, now: Instant) -> Result<(), TrustRefusal> {
+        let reread = self.reread_trust();
+        if let Ok(true) = reread {
+            self.check_all(now, NEW_TRUST, "trust_change", Some(name));
+        }
+        if let Err(e) = reread {
+            return Err(TrustRefusal {
+                kind: e.kind(),
+                exit: e.exit().code(),
+                message: format!(
+                    "cannot read the trust configuration: {}",
+                    e.chain().join(": ")
+                ),
+                condemns: false,
+            });
+        }
+        self.check_loaded(name)
+    }
+
+    /// Whether loaded plugin `name`'s package is still trusted under the trust configuration
+    /// in force ([`crate::package::recheck_trust`]: chain and revocation). What a trust mode
+    /// below strict lets pass is logged and shown in its status, as at the load.
+    fn check_loaded(&mut self, name: &str) -> Result<(), TrustRefusal> {
+        let Some(e) = self.plugins.get_mut(name) else {
+            return Ok(());
+        };
+        match crate::package::recheck_trust(&e.pkg, &self.cfg.trust, unix_now()) {
+            Ok(passed) => {
+                if let Some((status, warning)) = passed {
+                    if !e.pkg.report.warnings.contains(&warning) {
+                        log_line(&format!(
+                            "plugin {}: warning: {}",
+                            term(name),
+                            term(&warning)
+                        ));
+                        e.pkg.report.warnings.push(warning);
+                    }
+                    if e.pkg.report.signature_status == SignatureStatus::Verified {
+                        e.pkg.report.signature_status = status;
+                    }
+                }
+                e.trust_refusal = None;
+                Ok(())
+            }
+            Err(v) => Err(TrustRefusal {
+                kind: v.kind(),
+                exit: v.exit().code(),
+                message: format!(
+                    "the package of `{name}` is no longer trusted: {}",
+                    crate::package::verify::error_chain(&v)
+                ),
+                condemns: matches!(
+                    v,
+                    VerifyError::Chain(_) | VerifyError::Revocation(RevocationError::Revoked(_))
+                ),
+            }),
+        }
+    }
+
+    /// A loaded plugin the trust configuration refuses (`request`: what found out — a
+    /// `restart`, `plugin_restart`, `sighup`, `trust_change`) is not run any longer: a running incarnation is
+    /// stopped gracefully, the warm spare dropped, and the plugin stays loaded, quarantined for
+    /// that reason (`plugin_status.trust_refusal`), until `plugin_restart` finds it trusted again
+    /// or it is unloaded. Not recorded in the state directory: a later daemon verifies the
+    /// package again at its load anyway. One never ready yet is unloaded instead (its
+    /// `plugin_load` fails).
+    fn trust_quarantine(&mut self, name: &str, refusal: TrustRefusal, request: &str, now: Instant) {
+        let Some(e) = self.plugins.get_mut(name) else {
+            return;
+        };
+        e.spare = None;
+        e.decision = None;
+        let reason = refusal.to_json();
+        e.trust_refusal = Some(reason.clone());
+        e.phase = if e.ever_ready {
+            Phase::Quarantined
+        } else {
+            Phase::Unloading
+        };
+        if let Some(slot) = e.slot {
+            self.sup.shutdown(slot, now);
+        }
+        let mut rec = e.audit.clone();
+        rec.event = Event::Quarantine;
+        rec.outcome = refusal.kind.into();
+        rec.detail = json!({"request": request, "reason": reason});
+        let quarantined = e.phase == Phase::Quarantined;
+        self.audit(rec);
+        if quarantined {
+            self.note_state(name, "quarantined", json!({"reason": reason}));
+        } else {
+            log_line(&format!(
+                "plugin {}: unloaded before it became ready: {}",
+                term(name),
+                term(&refusal.message)
+            ));
+        }
+    }
+
+    /// SIGHUP: the trust configuration read again and every loaded plugin checked against it
+    /// ([`Self::check_all`]).
+    pub(crate) fn recheck_loaded(&mut self, now: Instant) {
+        match self.reread_trust() {
+            Ok(_) => self.check_all(now, "SIGHUP", "sighup", None),
+            Err(e) => log_line(&format!(
+                "SIGHUP: {REFUSES}: {}",
+                term(&e.chain().join(": "))
+            )),
+        }
+    }
+
+    /// Every loaded plugin (but `except`) checked against the trust configuration in force, at
+    /// SIGHUP and whenever a load or restart finds it changed (`trigger` and `request` say which,
+    /// in the log and the audit record): the daemon knows it now. One whose certificate it
+    /// refuses (revoked, no longer under a pinned root) is stopped and quarantined
+    /// ([`Self::trust_quarantine`]). A configuration that cannot be used (an invalid, expired or
+    /// rolled-back list) says nothing about any one plugin: the running ones keep running, the
+    /// log says that loads and restarts are refused until it is fixed.
+    fn check_all(&mut self, now: Instant, trigger: &str, request: &str, except: Option<&str>) {
+        let names: Vec<String> = self
+            .plugins
+            .iter()
+            .filter(|(n, e)| {
+                Some(n.as_str()) != except
+                    && !matches!(e.phase, Phase::Quarantined | Phase::Unloading)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut said = false;
+        for name in names {
+            match self.check_loaded(&name) {
+                Ok(()) => {}
+                Err(r) if r.condemns => {
+                    log_line(&format!(
+                        "{trigger}: plugin {}: {}: {}; stopping it",
+                        term(&name),
+                        r.kind,
+                        term(&r.message)
+                    ));
+                    self.trust_quarantine(&name, r, request, now);
+                }
+                Err(r) if !said => {
+                    said = true;
+                    log_line(&format!(
+                        "{trigger}: {REFUSES}: {}: {}",
+                        r.kind,
+                        term(&r.message)
+                    ));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
     fn relaunch(&mut self, name: &str, now: Instant) {
+        // A restart is a new launch of the package: whom the trust directory trusts now decides
+        // it, not whom it trusted at the load. Refused, it is not a crash: quarantined for the
+        // refusal's reason until `plugin_restart` finds the package trusted again.
+        if let Err(refusal) = self.recheck(name, now) {
+            log_line(&format!(
+                "plugin {}: not restarted: {}",
+                term(name),
+                term(&refusal.message)
+            ));
+            return self.trust_quarantine(name, refusal, "restart", now);
+        }
         let mut e = self.plugins.remove(name).expect("present");
         let extra = json!({"restarts": e.restarts + 1, "requested": e.phase == Phase::Relaunch,
                            "last_exit": e.last_exit});

@@ -821,6 +821,56 @@ pub fn runtime_version() -> semver::Version {
         .unwrap_or_else(|_| semver::Version::new(0, 0, 0))
 }
 
+/// Steps 3 (chain) and 5 (revocation) again, for a package verified earlier, against `cfg` as
+/// it is now: what the trust directory decides — the pinned roots, the revocation list — can
+/// have changed since (`serve` asks this before every restart and at SIGHUP; a newer list's
+/// version is remembered as at any verification). Certificates, signature, scope and files
+/// were checked at the load and are what they were. In `warn` mode a failure comes back as a
+/// warning (`Ok(Some(..))`, the status it gives); in `disabled` mode nothing is checked.
+pub fn recheck_trust(
+    pkg: &VerifiedPackage,
+    cfg: &TrustConfig,
+    now: u64,
+) -> Result<Option<(SignatureStatus, String)>, VerifyError> {
+    if cfg.mode == TrustMode::Disabled {
+        return Ok(None);
+    }
+    let result = match (&pkg.developer, &pkg.intermediate) {
+        (Some(d), Some(i)) => verify_chain(d, i, &cfg.root_keys())
+            .map_err(|e| {
+                (
+                    SignatureStatus::Untrusted,
+                    VerifyError::Chain(ChainStepError::Chain(e)),
+                )
+            })
+            .and_then(|_| {
+                check_revocation(cfg, &[d, i], now)
+                    .map_err(|e| (SignatureStatus::Revoked, VerifyError::Revocation(e)))
+            })
+            .map(|_| ()),
+        // Loaded in a mode that let an unreadable certificate pass: still none to trust.
+        (None, _) => Err((
+            SignatureStatus::Untrusted,
+            VerifyError::Chain(ChainStepError::DeveloperCert(cert_error(b""))),
+        )),
+        (_, None) => Err((
+            SignatureStatus::Untrusted,
+            VerifyError::Chain(ChainStepError::IntermediateCert(cert_error(b""))),
+        )),
+    };
+    match result {
+        Ok(()) => Ok(None),
+        Err((status, e)) if cfg.mode == TrustMode::Warn => Ok(Some((
+            status,
+            format!(
+                "trust check again failed, continuing because --trust-mode warn: {}",
+                error_chain(&e)
+            ),
+        ))),
+        Err((_, e)) => Err(e),
+    }
+}
+
 /// The parse error of certificate bytes. Errors are not `Clone` (they hold `serde_json` and I/O
 /// causes), so a step that reports one parses the in-memory bytes again: same input, same error.
 fn cert_error(bytes: &[u8]) -> CertError {

@@ -1,0 +1,323 @@
+//! `stockade serve` and a trust configuration that changes while it runs: a revocation list
+//! installed in the trust directory applies to the next `plugin_load`, to every restart and, on
+//! SIGHUP, to the plugins already running — without restarting the daemon. Real sandboxes (root).
+
+mod serve_common;
+use serde_json::{json, Value};
+use serve_common::*;
+
+/// Small backoff, no pings: a crash restarts at once and nothing else happens meanwhile.
+const CONFIG: &str = "[restart]\nbackoff_base_ms = 50\nbackoff_max_ms = 100\n\
+                      [quarantine]\nmax_crashes = 100\nwindow_ms = 600000\n\
+                      [health]\nping_interval_ms = 0\n";
+
+/// `stockade ca revoke --ca root -o trust/revocations.json EXTRA…`: the root's next list
+/// (versions count up from 1), installed in the trust directory.
+fn install_list(fx: &Fixture, extra: &[&str]) {
+    let mut args = vec![
+        "ca",
+        "revoke",
+        "--ca",
+        "root",
+        "-o",
+        "trust/revocations.json",
+    ];
+    args.extend_from_slice(extra);
+    let r = fx.run(&args);
+    assert_eq!(r.code, 0, "ca revoke: {}", r.stderr);
+}
+
+/// Worker `hello` signed by the fixture's developer (`dev`), and worker `other` signed by a
+/// second developer (`dev2`), whom no list revokes; both registered for `on:x`.
+fn two_workers(fx: &Fixture) -> (std::path::PathBuf, std::path::PathBuf) {
+    let hello = pack_worker(fx, "hello", &["on:x"]);
+    pack_worker(fx, "other", &["on:x"]);
+    fx.add_developer("dev2");
+    let r = fx.run(&[
+        "pack",
+        "src-other",
+        "--key",
+        "dev2.key",
+        "--devcert",
+        "dev2.cert",
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        "other.stockade",
+        "--force",
+    ]);
+    assert_eq!(r.code, 0, "pack: {}", r.stderr);
+    (hello, fx.dir().join("other.stockade"))
+}
+
+/// Poll `plugin_status` until `name` is ready again (its notifications may have gone by).
+fn wait_ready(c: &mut Client, name: &str) {
+    let start = std::time::Instant::now();
+    while c.ok("plugin_status", json!({"name": name}))["state"] != "ready" {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{name} never ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The `load_failed` error of a `plugin_load` that must be refused.
+fn refused_load(c: &mut Client, pkg: &std::path::Path) -> Value {
+    let r = c.call("plugin_load", json!({"package": pkg}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    r["error"].clone()
+}
+
+/// A: a revocation list installed while the daemon runs refuses the next load of a package its
+/// signer signed (84, `revocation.key`), after `plugin_unload` and after SIGHUP alike; a package
+/// of another signer still loads. The old daemon kept the list it read at start and loaded the
+/// revoked package until it was restarted.
+#[test]
+fn a_list_installed_while_serving_refuses_the_next_load() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, other) = two_workers(&fx);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    assert_eq!(
+        c.ok("plugin_load", json!({"package": hello}))["state"],
+        "ready"
+    );
+    c.ok("plugin_unload", json!({"name": "hello"}));
+
+    install_list(&fx, &["--key", "dev.pub"]);
+    let e = refused_load(&mut c, &hello);
+    assert_eq!(e["data"]["kind"], "revocation.key", "{e}");
+    assert_eq!(e["data"]["exit"], 84, "{e}");
+    signal(s.pid(), "HUP");
+    let e = refused_load(&mut c, &hello);
+    assert_eq!(e["data"]["kind"], "revocation.key", "{e}");
+    assert_eq!(
+        c.ok("plugin_load", json!({"package": other}))["state"],
+        "ready"
+    );
+    // The list version the daemon accepted is remembered (rollback memory), as by `verify`.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(fx.path("state/revocation-state.json")).unwrap())
+            .unwrap();
+    assert!(state.to_string().contains("\"version\":2"), "{state}");
+    s.stop_and_drain(&mut c);
+}
+
+/// B: root's `stockade verify` records the newer list's version in the shared state directory;
+/// the daemon, reading the list again at each load, goes on loading what that list does not
+/// revoke. The old daemon, still holding the older list, then refused every load as a rollback
+/// (`revocation.rollback`) until it was restarted.
+#[test]
+fn a_newer_list_seen_by_verify_is_no_rollback_for_the_daemon() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, other) = two_workers(&fx);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    assert_eq!(
+        c.ok("plugin_load", json!({"package": hello}))["state"],
+        "ready"
+    );
+    install_list(&fx, &["--key", "dev.pub"]);
+    let v = fx.verify("hello.stockade", &[]);
+    assert_eq!(v.code, 84, "{}", v.stdout);
+    assert_eq!(v.kind(), "revocation.key", "{}", v.stdout);
+
+    let r = c.ok("plugin_load", json!({"package": other}));
+    assert_eq!(r["state"], "ready", "{r}");
+    c.ok("plugin_unload", json!({"name": "hello"}));
+    let e = refused_load(&mut c, &hello);
+    assert_eq!(e["data"]["kind"], "revocation.key", "{e}");
+    s.stop_and_drain(&mut c);
+}
+
+/// A list that is no valid list (here: not even JSON) refuses every load, with `run`'s kind and
+/// exit code (84, `revocation.list_invalid`): fail closed. Plugins already running keep running
+/// (nothing about them is known to have changed), and the log says so at SIGHUP.
+#[test]
+fn an_invalid_list_refuses_loads_and_leaves_running_plugins_alone() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, other) = two_workers(&fx);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    let pid = c.ok("plugin_load", json!({"package": hello}))["pid"].clone();
+    std::fs::write(fx.path("trust/revocations.json"), b"{ not a list").unwrap();
+    let e = refused_load(&mut c, &other);
+    assert_eq!(e["data"]["kind"], "revocation.list_invalid", "{e}");
+    assert_eq!(e["data"]["exit"], 84, "{e}");
+    signal(s.pid(), "HUP");
+    let start = std::time::Instant::now();
+    while !s
+        .log()
+        .contains("SIGHUP: the trust configuration refuses every load and restart")
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "ready", "{st}");
+    assert_eq!(st["pid"], pid, "{st}");
+    s.stop_and_drain(&mut c);
+}
+
+/// Restarts verify the package's trust again: after the list revoking its signer is installed,
+/// a crashed plugin is not started again but quarantined for that reason (84's kind, not a
+/// crash loop), `plugin_restart` is refused with the kind, while a plugin of another signer
+/// restarts as before. Without the check a revoked signer's plugin ran again at every crash.
+#[test]
+fn a_restart_after_the_signer_was_revoked_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, other) = two_workers(&fx);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    c.ok("plugin_load", json!({"package": other}));
+    install_list(&fx, &["--key", "dev.pub"]);
+
+    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    let q = c.wait_state("hello", "quarantined");
+    assert_eq!(q["reason"]["kind"], "revocation.key", "{q}");
+    wait_ready(&mut c, "other");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["quarantined"], true, "{st}");
+    assert_eq!(st["pid"], Value::Null, "{st}");
+    assert_eq!(st["trust_refusal"]["kind"], "revocation.key", "{st}");
+    assert_eq!(st["trust_refusal"]["exit"], 84, "{st}");
+    // Its hooks are answered as for any plugin that cannot take the call.
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(r["results"][0]["plugin"], "hello", "{r}");
+    assert_eq!(r["results"][0]["error"]["code"], UNAVAILABLE, "{r}");
+    assert_eq!(r["results"][1]["result"]["ok"], true, "{r}");
+
+    let r = c.call("plugin_restart", json!({"name": "hello"}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "revocation.key", "{r}");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "quarantined", "{st}");
+    // Nothing of it is written as a crash-loop quarantine (a daemon restarted later verifies
+    // the package again anyway).
+    assert!(!fx.path("state/quarantine.json").exists());
+    c.ok("plugin_unload", json!({"name": "hello"}));
+    s.stop_and_drain(&mut c);
+}
+
+/// SIGHUP reads the trust configuration again and checks every loaded plugin against it: one
+/// whose signer is now revoked is stopped and quarantined for that reason; the others keep
+/// running, undisturbed.
+#[test]
+fn sighup_stops_a_running_plugin_whose_signer_was_revoked() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, other) = two_workers(&fx);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    let other_pid = c.ok("plugin_load", json!({"package": other}))["pid"].clone();
+    install_list(&fx, &["--key", "dev.pub"]);
+    signal(s.pid(), "HUP");
+    let q = c.wait_state("hello", "quarantined");
+    assert_eq!(q["reason"]["kind"], "revocation.key", "{q}");
+    let st = c.ok("plugin_status", json!({"name": "other"}));
+    assert_eq!(st["state"], "ready", "{st}");
+    assert_eq!(st["pid"], other_pid, "{st}");
+    assert_eq!(st["trust_refusal"], Value::Null, "{st}");
+    let log = s.log();
+    assert!(
+        log.contains("plugin hello: quarantined (revocation.key"),
+        "{log}"
+    );
+    let pids = s.stop_and_drain(&mut c);
+    assert!(alive(&pids).is_empty());
+}
+
+/// `--trust-mode warn` lets the restart check's failure pass as it lets the load's: the crashed
+/// plugin restarts, and its status says what was let pass (`signature_status: revoked`, the
+/// warning); SIGHUP stops nothing.
+#[test]
+fn in_warn_mode_a_revoked_signer_restarts_with_a_warning() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, _) = two_workers(&fx);
+    install_list(&fx, &[]);
+    let none = fx.path("no-policy-root");
+    let mut s = Serve::start_with(
+        &fx,
+        CONFIG,
+        &[
+            "--trust-mode",
+            "warn",
+            "--policy-root",
+            none.to_str().unwrap(),
+        ],
+    );
+    let mut c = s.client();
+    let r = c.ok("plugin_load", json!({"package": hello}));
+    assert_eq!(r["signature_status"], "verified", "{r}");
+    install_list(&fx, &["--key", "dev.pub"]);
+    signal(s.pid(), "HUP");
+    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    c.wait_state("hello", "restarting");
+    wait_ready(&mut c, "hello");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["signature_status"], "revoked", "{st}");
+    assert_eq!(st["restarts"], 1, "{st}");
+    assert_eq!(st["trust_refusal"], Value::Null, "{st}");
+    assert!(
+        st["warnings"].to_string().contains("--trust-mode warn"),
+        "{st}"
+    );
+    s.stop_and_drain(&mut c);
+}
+
+/// The daemon need not wait for SIGHUP once it has read a new list: the load that reads it
+/// checks the running plugins too, and the one whose signer it revokes is stopped and
+/// quarantined, while the package loaded goes on.
+#[test]
+fn a_load_that_reads_a_new_list_stops_the_revoked_running_plugin() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, other) = two_workers(&fx);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    install_list(&fx, &["--key", "dev.pub"]);
+    let r = c.ok("plugin_load", json!({"package": other}));
+    assert_eq!(r["state"], "ready", "{r}");
+    let q = c.wait_state("hello", "quarantined");
+    assert_eq!(q["reason"]["kind"], "revocation.key", "{q}");
+    let log = s.log();
+    assert!(
+        log.contains("new trust configuration: plugin hello: revocation.key"),
+        "{log}"
+    );
+    let pids = s.stop_and_drain(&mut c);
+    assert!(alive(&pids).is_empty());
+}
