@@ -9,7 +9,8 @@
 //! plugin's store. Every put
 //! is persisted crash-safely: write a temp file in the same directory, fsync it, rename it over
 //! the old one, fsync the directory — after a crash the store is either the old or the new map.
-//! Quotas (keys, key and value size, total bytes) are checked before anything changes.
+//! Quotas (keys, key and value size, total bytes) are checked before anything changes; the total
+//! counts what the file holds (escaped), so whatever a put accepted a load reads back.
 //!
 //! Several runtimes may hold one plugin's store at once (two `stockade run`s, a run beside
 //! `serve`). A put is therefore a read-modify-write under an exclusive `flock` of
@@ -535,8 +536,33 @@ pub struct KvStore {
     quota: KvQuota,
 }
 
+/// The bytes `s` takes in the store file: its JSON string body as `serde_json` writes it (`"` and
+/// `\\` take two bytes, `\n`-like controls two, other control characters six: `\u0001`).
+fn stored_len(s: &str) -> usize {
+    s.chars()
+        .map(|c| match c {
+            '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        })
+        .sum()
+}
+
+/// What the quota's total counts: the key and value bytes as stored (escaped), so the file stays
+/// within `max_total_bytes` plus a few bytes of punctuation per key ([`file_cap`]). Counting the
+/// unescaped bytes let a plugin write six times its quota (values of U+0001), past what a load
+/// reads back: the store was unreadable for good.
 fn total(map: &BTreeMap<String, String>) -> usize {
-    map.iter().map(|(k, v)| k.len() + v.len()).sum()
+    map.iter().map(|(k, v)| stored_len(k) + stored_len(v)).sum()
+}
+
+/// The largest store file a load reads: what the earlier accounting (unescaped bytes) could
+/// write — up to six bytes per byte counted — plus the punctuation (`"k":"v",`) of every key.
+/// A store within the current accounting is at most a sixth of this.
+fn file_cap(q: &KvQuota) -> u64 {
+    let bytes = q.max_total_bytes.saturating_mul(6);
+    let punctuation = q.max_keys.saturating_mul(6);
+    bytes.saturating_add(punctuation).saturating_add(4096) as u64
 }
 
 impl KvStore {
@@ -605,8 +631,17 @@ impl KvStore {
             )));
         }
         let mut text = String::new();
-        let cap = (self.quota.max_total_bytes * 2 + 4096) as u64;
-        (&mut f).take(cap).read_to_string(&mut text).map_err(load)?;
+        let cap = file_cap(&self.quota);
+        (&mut f)
+            .take(cap + 1)
+            .read_to_string(&mut text)
+            .map_err(load)?;
+        if text.len() as u64 > cap {
+            return Err(load(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("`{file}` is larger than {cap} bytes, more than its quota allows"),
+            )));
+        }
         self.map = serde_json::from_str(&text)
             .map_err(|e| load(io::Error::new(io::ErrorKind::InvalidData, e)))?;
         self.seen = Some(f);
@@ -643,7 +678,10 @@ impl KvStore {
         if next.len() > q.max_keys {
             return Err(KvError::Quota("number of keys"));
         }
-        if total(&next) > q.max_total_bytes {
+        // A store over the quota (written under the earlier accounting, or before the operator
+        // lowered it) stays readable and may shrink, but never grow.
+        let size = total(&next);
+        if size > q.max_total_bytes && size > total(&self.map) {
             return Err(KvError::Quota("total bytes"));
         }
         self.seen = Some(self.persist(&next).map_err(KvError::Persist)?);
@@ -740,6 +778,77 @@ mod tests {
                 .unwrap(),
             Some("1")
         );
+    }
+
+    #[test]
+    fn stored_len_is_what_serde_json_writes() {
+        let mut all: String = (0u8..0x80).map(char::from).collect();
+        all.push_str("é€😀\u{7f}\u{2028}");
+        for c in all.chars() {
+            let s = c.to_string();
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(stored_len(&s), json.len() - 2, "{c:?}");
+        }
+        assert_eq!(
+            stored_len(&all),
+            serde_json::to_string(&all).unwrap().len() - 2
+        );
+    }
+
+    /// The audit's scenario: 104 puts of 10,000 × U+0001 under the default quota. The earlier
+    /// accounting took them all (1,040,000 bytes counted) and wrote a 6.2 MB file that no load
+    /// read back again (EOF while parsing).
+    #[test]
+    fn whatever_a_put_accepted_loads_again_and_the_file_stays_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let q = KvQuota::default();
+        let mut s = KvStore::open(d.path(), "p", q.clone()).unwrap();
+        let value = "\u{1}".repeat(10_000);
+        let mut kept = Vec::new();
+        for i in 0..104 {
+            let key = format!("k{i:03}");
+            match s.put(&key, Some(&value)) {
+                Ok(()) => kept.push(key),
+                Err(KvError::Quota("total bytes")) => {}
+                Err(e) => panic!("put {i}: {e}"),
+            }
+        }
+        assert!(!kept.is_empty());
+        let size = fs::metadata(d.path().join("kv/p.json")).unwrap().len();
+        let bound = q.max_total_bytes + 6 * q.max_keys + 2;
+        assert!(size <= bound as u64, "{size} bytes on disk, above {bound}");
+        let mut again = KvStore::open(d.path(), "p", q).expect("the store loads again");
+        for key in &kept {
+            assert_eq!(again.get(key).unwrap(), Some(value.as_str()));
+        }
+    }
+
+    /// A store an earlier build accepted under the unescaped accounting (6.2 MB) still loads; over
+    /// the quota it may shrink but not grow.
+    #[test]
+    fn a_store_over_the_current_accounting_loads_and_only_shrinks() {
+        let d = tempfile::tempdir().unwrap();
+        let value = "\u{1}".repeat(10_000);
+        let old: BTreeMap<String, String> = (0..104)
+            .map(|i| (format!("k{i:03}"), value.clone()))
+            .collect();
+        fs::create_dir(d.path().join("kv")).unwrap();
+        fs::write(
+            d.path().join("kv/p.json"),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        let mut s = KvStore::open(d.path(), "p", KvQuota::default()).expect("loads");
+        assert_eq!(s.get("k103").unwrap(), Some(value.as_str()));
+        assert!(matches!(
+            s.put("new", Some("x")),
+            Err(KvError::Quota("total bytes"))
+        ));
+        s.put("k000", None).unwrap();
+        s.put("k001", Some("short")).unwrap();
+        let mut again = KvStore::open(d.path(), "p", KvQuota::default()).unwrap();
+        assert_eq!(again.get("k000").unwrap(), None);
+        assert_eq!(again.get("k001").unwrap(), Some("short"));
     }
 
     #[test]
