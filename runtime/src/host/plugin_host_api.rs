@@ -13,7 +13,6 @@ impl PluginHandle {
         now: Instant,
         fx: &mut Effects,
     ) {
-        let _ = now;
         let Ok(cap) = method.parse::<Capability>() else {
             return self.terminate(
                 fx,
@@ -30,7 +29,7 @@ impl PluginHandle {
                 format!("call to `{method}`, which was not granted"),
             );
         }
-        let r = self.serve(cap, p, id.is_some(), fx);
+        let r = self.serve(cap, p, id.is_some(), now, fx);
         if self.state.is_gone() {
             return;
         }
@@ -60,6 +59,7 @@ impl PluginHandle {
         cap: Capability,
         p: &Value,
         answered: bool,
+        now: Instant,
         fx: &mut Effects,
     ) -> Result<Value, RpcError> {
         match cap {
@@ -146,8 +146,13 @@ impl PluginHandle {
             }
             Capability::KvPut => {
                 let k: msg::KvPut = params(p)?;
-                match self.cfg.kv.put(&k.key, k.value.as_deref()) {
+                match self.cfg.kv.put_at(&k.key, k.value.as_deref(), now) {
                     Ok(()) => Ok(json!({})),
+                    Err(e @ KvError::Budget { retry_after_ms, .. }) => {
+                        Err(RpcError::new(codes::OVERLOADED, e.to_string()).with_data(
+                            json!({"kind": "kv_write_budget", "retry_after_ms": retry_after_ms}),
+                        ))
+                    }
                     Err(e @ KvError::Quota(_)) => {
                         Err(RpcError::new(codes::QUOTA_EXCEEDED, e.to_string()))
                     }
