@@ -97,7 +97,7 @@ pub struct KvQuota {
     pub max_key_bytes: usize,
     /// Longest value (bytes).
     pub max_value_bytes: usize,
-    /// Sum of key and value bytes.
+    /// Sum of key and value bytes as stored: JSON-escaped, as the store file holds them.
     pub max_total_bytes: usize,
 }
 

@@ -80,6 +80,8 @@ pub(crate) struct FanOut {
     pending: usize,
     /// When the answer is due whatever the plugins do (the Sertone front's deadline).
     deadline: Option<Instant>,
+    /// Per entry, when its plugin's call is due (None: answered at once, never sent).
+    due: Vec<Option<Instant>>,
 }
 
 /// The daemon.
@@ -535,7 +537,11 @@ impl Daemon {
     /// The entry for a plugin that cannot take the call now (starting, restarting,
     /// quarantined): the hook's failure mode decides, as for a crashed plugin.
     fn unavailable_entry(&self, plugin: &str, hook: &str, why: &str) -> Value {
-        let e = err(codes::UNAVAILABLE, why);
+        self.error_entry(plugin, hook, err(codes::UNAVAILABLE, why))
+    }
+
+    /// `plugin`'s fan-out entry for `e`: the error, or the hook's default when it fails open.
+    fn error_entry(&self, plugin: &str, hook: &str, e: RpcError) -> Value {
         // The plugin's own effective hook policy (its `[plugin."NAME"]` section applied).
         let hooks = self.plugins.get(plugin).map(|e| &e.host.hooks);
         match hooks.and_then(|h| h.get(hook)) {
@@ -622,6 +628,7 @@ impl Daemon {
             names: targets.clone(),
             pending: 0,
             deadline,
+            due: vec![None; targets.len()],
         };
         let mut sends = Vec::new();
         for (i, name) in targets.iter().enumerate() {
@@ -637,6 +644,9 @@ impl Daemon {
                     self.next_call += 1;
                     self.calls.insert(cid, (fid, i));
                     f.pending += 1;
+                    // The deadline the plugin's call carries (its own hook policy's cap).
+                    let ms = e.host.deadline_ms(&call.hook, call.deadline_ms);
+                    f.due[i] = Some(now + std::time::Duration::from_millis(ms));
                     sends.push((slot, cid));
                 }
                 None => {
@@ -695,10 +705,23 @@ impl Daemon {
                     continue;
                 };
                 let name = f.names[i].clone();
-                let entry = match (m.get("result"), m.get("error")) {
+                let mut entry = match (m.get("result"), m.get("error")) {
                     (Some(r), _) => json!({"plugin": name, "result": r}),
                     (_, Some(e)) => json!({"plugin": name, "error": e}),
                     _ => json!({"plugin": name, "error": err(codes::UNAVAILABLE, "no answer")}),
+                };
+                // An answer the loop takes in only after its deadline (it was busy with other
+                // plugins' work) is not delivered as if in time: the promise is "by then".
+                if overdue(&entry, f.due[i], Instant::now()) {
+                    let hook = f.hook.clone();
+                    let e = err(
+                        codes::DEADLINE_EXCEEDED,
+                        "the answer was taken in only after the deadline",
+                    );
+                    entry = self.error_entry(&name, &hook, e);
+                }
+                let Some(f) = self.fanouts.get_mut(&fid) else {
+                    continue;
                 };
                 if f.results[i].is_none() {
                     f.results[i] = Some(entry);
@@ -804,6 +827,50 @@ impl Daemon {
                     _ => {}
                 }
             }
+        }
+    }
+}
+
+/// Whether a fan-out `entry` holds a plugin's own answer (a result it gave, not a fail-open
+/// default, or its error) taken in at `now`, past that plugin's deadline (`due`).
+fn overdue(entry: &Value, due: Option<Instant>, now: Instant) -> bool {
+    let own_answer = (entry.get("result").is_some() && entry.get("bypassed").is_none())
+        || entry["error"]["code"].as_i64() == Some(codes::PLUGIN_ERROR);
+    own_answer && due.is_some_and(|d| now > d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The audit's late success: a fan-out with a 1,000 ms deadline whose plugin answer the loop
+    /// took in only 2,039 ms later. Only a plugin's own answers past its deadline are overdue;
+    /// fail-open defaults, runtime errors and answers in time are not.
+    #[test]
+    fn answers_taken_in_past_their_deadline_are_overdue() {
+        let t0 = Instant::now();
+        let due = Some(t0 + Duration::from_millis(1000));
+        let (late, in_time) = (
+            t0 + Duration::from_millis(2039),
+            t0 + Duration::from_millis(1000),
+        );
+        let own = [
+            json!({"plugin": "a", "result": {"allow": true}}),
+            json!({"plugin": "c", "error": {"code": codes::PLUGIN_ERROR, "message": "x"}}),
+        ];
+        for e in &own {
+            assert!(overdue(e, due, late), "{e}");
+            assert!(!overdue(e, due, in_time), "{e}");
+            assert!(!overdue(e, None, late), "never sent: {e}");
+        }
+        let not_own = [
+            json!({"plugin": "b", "result": {}, "bypassed": {"code": codes::DEADLINE_EXCEEDED}}),
+            json!({"plugin": "d", "error": {"code": codes::PLUGIN_CRASHED, "message": "x"}}),
+            json!({"plugin": "e", "error": {"code": codes::DEADLINE_EXCEEDED, "message": "x"}}),
+        ];
+        for e in &not_own {
+            assert!(!overdue(e, due, late), "{e}");
         }
     }
 }

@@ -9,7 +9,8 @@
 //! plugin's store. Every put
 //! is persisted crash-safely: write a temp file in the same directory, fsync it, rename it over
 //! the old one, fsync the directory — after a crash the store is either the old or the new map.
-//! Quotas (keys, key and value size, total bytes) are checked before anything changes.
+//! Quotas (keys, key and value size, total bytes) are checked before anything changes; the total
+//! counts what the file holds (escaped), so whatever a put accepted a load reads back.
 //!
 //! Several runtimes may hold one plugin's store at once (two `stockade run`s, a run beside
 //! `serve`). A put is therefore a read-modify-write under an exclusive `flock` of
@@ -31,7 +32,11 @@
 //! store file
 //! or directory must belong to the state directory's owner (a file of root's moved in is not
 //! read into a plugin's map; one an earlier build left is refused with a `chown` hint), and a
-//! lock held by another process delays a put at most two seconds.
+//! lock held by another process delays a put at most [`LOCK_WAIT`] (then the next puts fail at once
+//! for [`LOCK_BACKOFF`]).
+//!
+//! Puts run on the runtime's event loop (all of `serve`'s plugins share it), so the host API puts
+//! through [`KvStore::put_at`], which bounds each store's writes per second ([`WRITE_BUDGET`]).
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, Flock, FlockArg, OFlag};
@@ -64,6 +69,48 @@ pub enum KvError {
     /// Persisting failed (nothing changed).
     #[error("cannot persist key/value store")]
     Persist(#[source] io::Error),
+    /// The plugin's budget of writes for this second is spent ([`WRITE_BUDGET`]); nothing
+    /// changed, and a put after `retry_after_ms` may succeed.
+    #[error("key/value write budget exceeded ({what}); retry in {retry_after_ms} ms")]
+    Budget {
+        /// Which part of the budget: puts or bytes written.
+        what: &'static str,
+        /// Until the budget's second is over.
+        retry_after_ms: u64,
+    },
+}
+
+/// Each store's writes per second, for [`KvStore::put_at`]: at most `puts` puts, and files of at
+/// most `total_bytes_factor` × `max_total_bytes` written in all (every put rewrites the whole
+/// file and syncs it twice). `serve` runs every plugin's puts on its one event loop, so this bounds
+/// the time one plugin's writes take from the others; a put past it is refused at once.
+pub const WRITE_BUDGET: WriteBudgetLimits = WriteBudgetLimits {
+    puts: 32,
+    total_bytes_factor: 4,
+};
+
+/// See [`WRITE_BUDGET`].
+#[derive(Debug, Clone, Copy)]
+pub struct WriteBudgetLimits {
+    /// Puts per second.
+    pub puts: u32,
+    /// Bytes written per second, in multiples of the quota's `max_total_bytes`.
+    pub total_bytes_factor: u64,
+}
+
+/// After a put found the lock held past [`LOCK_WAIT`], further puts of this store fail at once
+/// (`unavailable`, retryable) for this long, rather than each stalling the event loop again.
+const LOCK_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The writes of the current second (see [`WRITE_BUDGET`]).
+#[derive(Debug, Default)]
+struct WriteBudget {
+    /// When the current second began.
+    since: Option<std::time::Instant>,
+    puts: u32,
+    bytes: u64,
+    /// Puts fail at once until then: the lock was held elsewhere (see [`LOCK_BACKOFF`]).
+    locked_until: Option<std::time::Instant>,
 }
 
 /// The store of a verified package, relative to `<state-dir>/kv` (see the module docs), and a
@@ -510,10 +557,11 @@ impl Drop for LocalTurn {
     }
 }
 
-/// How long a put waits for another process's lock of the same store.
-/// (A put holds it through two fsyncs, which a busy disk can stretch to a good part of a
-/// second; a holder that never lets go costs each put this long, then `unavailable`.)
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a put waits for another process's lock of the same store. (A put holds it through
+/// two fsyncs, milliseconds on a healthy disk; a holder that never lets go costs a put this long,
+/// then `unavailable`, and the next puts of [`LOCK_BACKOFF`] nothing.) The wait stalls the event
+/// loop, every plugin of `serve` with it, so it is short.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_DIRECTORY)
@@ -533,10 +581,36 @@ pub struct KvStore {
     /// The file `map` was read from, kept open (None: there was none).
     seen: Option<fs::File>,
     quota: KvQuota,
+    budget: WriteBudget,
 }
 
+/// The bytes `s` takes in the store file: its JSON string body as `serde_json` writes it (`"` and
+/// `\\` take two bytes, `\n`-like controls two, other control characters six: `\u0001`).
+fn stored_len(s: &str) -> usize {
+    s.chars()
+        .map(|c| match c {
+            '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        })
+        .sum()
+}
+
+/// What the quota's total counts: the key and value bytes as stored (escaped), so the file stays
+/// within `max_total_bytes` plus a few bytes of punctuation per key ([`file_cap`]). Counting the
+/// unescaped bytes let a plugin write six times its quota (values of U+0001), past what a load
+/// reads back: the store was unreadable for good.
 fn total(map: &BTreeMap<String, String>) -> usize {
-    map.iter().map(|(k, v)| k.len() + v.len()).sum()
+    map.iter().map(|(k, v)| stored_len(k) + stored_len(v)).sum()
+}
+
+/// The largest store file a load reads: what the earlier accounting (unescaped bytes) could
+/// write — up to six bytes per byte counted — plus the punctuation (`"k":"v",`) of every key.
+/// A store within the current accounting is at most a sixth of this.
+fn file_cap(q: &KvQuota) -> u64 {
+    let bytes = q.max_total_bytes.saturating_mul(6);
+    let punctuation = q.max_keys.saturating_mul(6);
+    bytes.saturating_add(punctuation).saturating_add(4096) as u64
 }
 
 impl KvStore {
@@ -560,6 +634,7 @@ impl KvStore {
             map: BTreeMap::new(),
             seen: None,
             quota,
+            budget: WriteBudget::default(),
         };
         s.reload()?;
         Ok(s)
@@ -605,8 +680,17 @@ impl KvStore {
             )));
         }
         let mut text = String::new();
-        let cap = (self.quota.max_total_bytes * 2 + 4096) as u64;
-        (&mut f).take(cap).read_to_string(&mut text).map_err(load)?;
+        let cap = file_cap(&self.quota);
+        (&mut f)
+            .take(cap + 1)
+            .read_to_string(&mut text)
+            .map_err(load)?;
+        if text.len() as u64 > cap {
+            return Err(load(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("`{file}` is larger than {cap} bytes, more than its quota allows"),
+            )));
+        }
         self.map = serde_json::from_str(&text)
             .map_err(|e| load(io::Error::new(io::ErrorKind::InvalidData, e)))?;
         self.seen = Some(f);
@@ -617,6 +701,69 @@ impl KvStore {
     pub fn get(&mut self, key: &str) -> Result<Option<&str>, KvError> {
         self.reload()?;
         Ok(self.map.get(key).map(String::as_str))
+    }
+
+    /// [`KvStore::put`] within the store's write budget ([`WRITE_BUDGET`]) at `now`, as the
+    /// host API calls it: a put past the budget is refused ([`KvError::Budget`]) without touching
+    /// the disk, and after one put found the lock held elsewhere past [`LOCK_WAIT`], the puts of
+    /// the next [`LOCK_BACKOFF`] fail at once.
+    pub fn put_at(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        now: std::time::Instant,
+    ) -> Result<(), KvError> {
+        let b = &mut self.budget;
+        if let Some(until) = b.locked_until.filter(|u| now < *u) {
+            return Err(KvError::Persist(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "the store stayed locked by another process a moment ago; retry in {} ms",
+                    until.duration_since(now).as_millis()
+                ),
+            )));
+        }
+        let second = std::time::Duration::from_secs(1);
+        let since = match b.since {
+            Some(s) if now.saturating_duration_since(s) < second => s,
+            _ => {
+                *b = WriteBudget {
+                    since: Some(now),
+                    ..WriteBudget::default()
+                };
+                now
+            }
+        };
+        let max_bytes = WRITE_BUDGET
+            .total_bytes_factor
+            .saturating_mul(self.quota.max_total_bytes as u64);
+        let spent = if b.puts >= WRITE_BUDGET.puts {
+            Some("puts per second")
+        } else if b.bytes >= max_bytes {
+            Some("bytes written per second")
+        } else {
+            None
+        };
+        if let Some(what) = spent {
+            let left = (since + second).saturating_duration_since(now);
+            return Err(KvError::Budget {
+                what,
+                retry_after_ms: u64::try_from(left.as_millis()).unwrap_or(1000).max(1),
+            });
+        }
+        b.puts += 1;
+        let r = self.put(key, value);
+        match &r {
+            Ok(()) => {
+                let written = self.seen.as_ref().and_then(|f| f.metadata().ok());
+                self.budget.bytes += written.map_or(0, |m| m.len());
+            }
+            Err(KvError::Persist(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.budget.locked_until = Some(now + LOCK_BACKOFF);
+            }
+            Err(_) => {}
+        }
+        r
     }
 
     /// Set (or with `None` delete) a key, persisting before returning.
@@ -643,7 +790,10 @@ impl KvStore {
         if next.len() > q.max_keys {
             return Err(KvError::Quota("number of keys"));
         }
-        if total(&next) > q.max_total_bytes {
+        // A store over the quota (written under the earlier accounting, or before the operator
+        // lowered it) stays readable and may shrink, but never grow.
+        let size = total(&next);
+        if size > q.max_total_bytes && size > total(&self.map) {
             return Err(KvError::Quota("total bytes"));
         }
         self.seen = Some(self.persist(&next).map_err(KvError::Persist)?);
@@ -740,6 +890,156 @@ mod tests {
                 .unwrap(),
             Some("1")
         );
+    }
+
+    #[test]
+    fn stored_len_is_what_serde_json_writes() {
+        let mut all: String = (0u8..0x80).map(char::from).collect();
+        all.push_str("é€😀\u{7f}\u{2028}");
+        for c in all.chars() {
+            let s = c.to_string();
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(stored_len(&s), json.len() - 2, "{c:?}");
+        }
+        assert_eq!(
+            stored_len(&all),
+            serde_json::to_string(&all).unwrap().len() - 2
+        );
+    }
+
+    /// The audit's scenario: 104 puts of 10,000 × U+0001 under the default quota. The earlier
+    /// accounting took them all (1,040,000 bytes counted) and wrote a 6.2 MB file that no load
+    /// read back again (EOF while parsing).
+    #[test]
+    fn whatever_a_put_accepted_loads_again_and_the_file_stays_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let q = KvQuota::default();
+        let mut s = KvStore::open(d.path(), "p", q.clone()).unwrap();
+        let value = "\u{1}".repeat(10_000);
+        let mut kept = Vec::new();
+        for i in 0..104 {
+            let key = format!("k{i:03}");
+            match s.put(&key, Some(&value)) {
+                Ok(()) => kept.push(key),
+                Err(KvError::Quota("total bytes")) => {}
+                Err(e) => panic!("put {i}: {e}"),
+            }
+        }
+        assert!(!kept.is_empty());
+        let size = fs::metadata(d.path().join("kv/p.json")).unwrap().len();
+        let bound = q.max_total_bytes + 6 * q.max_keys + 2;
+        assert!(size <= bound as u64, "{size} bytes on disk, above {bound}");
+        let mut again = KvStore::open(d.path(), "p", q).expect("the store loads again");
+        for key in &kept {
+            assert_eq!(again.get(key).unwrap(), Some(value.as_str()));
+        }
+    }
+
+    /// A store an earlier build accepted under the unescaped accounting (6.2 MB) still loads; over
+    /// the quota it may shrink but not grow.
+    #[test]
+    fn a_store_over_the_current_accounting_loads_and_only_shrinks() {
+        let d = tempfile::tempdir().unwrap();
+        let value = "\u{1}".repeat(10_000);
+        let old: BTreeMap<String, String> = (0..104)
+            .map(|i| (format!("k{i:03}"), value.clone()))
+            .collect();
+        fs::create_dir(d.path().join("kv")).unwrap();
+        fs::write(
+            d.path().join("kv/p.json"),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        let mut s = KvStore::open(d.path(), "p", KvQuota::default()).expect("loads");
+        assert_eq!(s.get("k103").unwrap(), Some(value.as_str()));
+        assert!(matches!(
+            s.put("new", Some("x")),
+            Err(KvError::Quota("total bytes"))
+        ));
+        s.put("k000", None).unwrap();
+        s.put("k001", Some("short")).unwrap();
+        let mut again = KvStore::open(d.path(), "p", KvQuota::default()).unwrap();
+        assert_eq!(again.get("k000").unwrap(), None);
+        assert_eq!(again.get("k001").unwrap(), Some("short"));
+    }
+
+    #[test]
+    fn puts_beyond_the_write_budget_are_refused_until_the_next_second() {
+        let d = tempfile::tempdir().unwrap();
+        let q = KvQuota {
+            max_total_bytes: 1 << 20,
+            ..quota()
+        };
+        let mut s = KvStore::open(d.path(), "p", q).unwrap();
+        let t0 = std::time::Instant::now();
+        for i in 0..WRITE_BUDGET.puts {
+            s.put_at("k", Some(&format!("{i}")), t0).unwrap();
+        }
+        let e = s.put_at("k", Some("late"), t0).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                KvError::Budget {
+                    what: "puts per second",
+                    retry_after_ms: 1000
+                }
+            ),
+            "{e:?}"
+        );
+        let last = format!("{}", WRITE_BUDGET.puts - 1);
+        assert_eq!(s.get("k").unwrap(), Some(last.as_str()), "nothing changed");
+        let t1 = t0 + std::time::Duration::from_secs(1);
+        s.put_at("k", Some("next"), t1).unwrap();
+        assert_eq!(s.get("k").unwrap(), Some("next"));
+    }
+
+    #[test]
+    fn bytes_beyond_the_write_budget_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        // 4 × 24 bytes a second; each put writes {"k":"0123456789"} (18 bytes).
+        let mut s = KvStore::open(d.path(), "p", quota()).unwrap();
+        let t0 = std::time::Instant::now();
+        let mut n = 0;
+        let e = loop {
+            match s.put_at("k", Some("0123456789"), t0) {
+                Ok(()) => n += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(n, 6, "18 bytes a put, refused once 96 were written");
+        assert!(
+            matches!(
+                e,
+                KvError::Budget {
+                    what: "bytes written per second",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn after_a_lock_held_elsewhere_puts_fail_at_once_for_a_while() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = KvStore::open(d.path(), "p", quota()).unwrap();
+        let t0 = std::time::Instant::now();
+        s.put_at("k", Some("1"), t0).unwrap();
+        let held = Flock::lock(
+            fs::File::open(d.path().join("kv/p.lock")).unwrap(),
+            FlockArg::LockExclusive,
+        )
+        .unwrap();
+        let e = s.put_at("k", Some("2"), t0).unwrap_err();
+        assert!(matches!(e, KvError::Persist(ref e) if e.kind() == io::ErrorKind::WouldBlock));
+        drop(held);
+        // Released now, but the store does not try (and wait) again before the backoff ends.
+        let e = s.put_at("k", Some("3"), t0).unwrap_err();
+        let why = std::error::Error::source(&e).unwrap().to_string();
+        assert!(why.contains("a moment ago"), "{why}");
+        assert_eq!(s.get("k").unwrap(), Some("1"));
+        s.put_at("k", Some("4"), t0 + LOCK_BACKOFF).unwrap();
+        assert_eq!(s.get("k").unwrap(), Some("4"));
     }
 
     #[test]

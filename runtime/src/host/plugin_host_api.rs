@@ -13,7 +13,6 @@ impl PluginHandle {
         now: Instant,
         fx: &mut Effects,
     ) {
-        let _ = now;
         let Ok(cap) = method.parse::<Capability>() else {
             return self.terminate(
                 fx,
@@ -30,7 +29,7 @@ impl PluginHandle {
                 format!("call to `{method}`, which was not granted"),
             );
         }
-        let r = self.serve(cap, p, id.is_some(), fx);
+        let r = self.serve(cap, p, id.is_some(), now, fx);
         if self.state.is_gone() {
             return;
         }
@@ -60,6 +59,7 @@ impl PluginHandle {
         cap: Capability,
         p: &Value,
         answered: bool,
+        now: Instant,
         fx: &mut Effects,
     ) -> Result<Value, RpcError> {
         match cap {
@@ -146,8 +146,13 @@ impl PluginHandle {
             }
             Capability::KvPut => {
                 let k: msg::KvPut = params(p)?;
-                match self.cfg.kv.put(&k.key, k.value.as_deref()) {
+                match self.cfg.kv.put_at(&k.key, k.value.as_deref(), now) {
                     Ok(()) => Ok(json!({})),
+                    Err(e @ KvError::Budget { retry_after_ms, .. }) => {
+                        Err(RpcError::new(codes::OVERLOADED, e.to_string()).with_data(
+                            json!({"kind": "kv_write_budget", "retry_after_ms": retry_after_ms}),
+                        ))
+                    }
                     Err(e @ KvError::Quota(_)) => {
                         Err(RpcError::new(codes::QUOTA_EXCEEDED, e.to_string()))
                     }
@@ -155,5 +160,74 @@ impl PluginHandle {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockade_policy::manifest::Manifest;
+
+    struct Fake;
+
+    impl Child for Fake {
+        fn kill(&mut self) {}
+        fn has_exited(&mut self) -> bool {
+            true
+        }
+        fn wait(self: Box<Self>) -> Value {
+            json!({"fake": true, "cleaned_up": true})
+        }
+    }
+
+    /// A plugin spamming `kv_put` gets its puts of one second bounded (the audit: thousands of
+    /// puts stalled `serve`'s loop); past the budget each is refused at once, `overloaded`.
+    #[test]
+    fn kv_puts_past_the_write_budget_are_overloaded() {
+        let m = Manifest::parse(
+            br#"{"name":"p","version":"1.0.0","author":"a","description":"d","entrypoint":"e",
+            "requested_capabilities":["kv_get","kv_put"],"hooks":[],"api":1}"#,
+        )
+        .unwrap()
+        .validate(&semver::Version::new(9, 0, 0))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let policy = HostPolicy::default();
+        let cfg = PluginConfig {
+            manifest: m,
+            ceiling: [Capability::KvGet, Capability::KvPut].into(),
+            kv: KvStore::open(dir.path(), "p", policy.kv.clone()).unwrap(),
+            policy,
+            config: BTreeMap::new(),
+            health: None,
+        };
+        let now = Instant::now();
+        let mut fx = Effects::default();
+        let mut h = PluginHandle::new(cfg, Box::new(Fake), now, &mut fx);
+        let hs = r#"{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"p","version":"1.0.0","api":1,"capabilities":["kv_get","kv_put"]}}"#;
+        h.on_stdout(format!("{hs}\n").as_bytes(), now, &mut fx);
+        assert_eq!(h.state(), State::Ready);
+        h.outbound.clear();
+        let mut lines = String::new();
+        for i in 1..=100 {
+            lines.push_str(&format!(
+                r#"{{"jsonrpc":"2.0","id":{i},"method":"kv_put","params":{{"key":"k","value":"{i}"}}}}"#
+            ));
+            lines.push('\n');
+        }
+        h.on_stdout(lines.as_bytes(), now, &mut fx);
+        let answers: Vec<Value> = String::from_utf8(std::mem::take(&mut h.outbound))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(answers.len(), 100);
+        let ok = answers.iter().filter(|a| a.get("result").is_some()).count();
+        assert_eq!(ok, crate::host::kv::WRITE_BUDGET.puts as usize);
+        for a in &answers[ok..] {
+            assert_eq!(a["error"]["code"], codes::OVERLOADED, "{a}");
+            assert_eq!(a["error"]["data"]["kind"], "kv_write_budget", "{a}");
+        }
+        assert_eq!(h.state(), State::Ready, "refused, not terminated");
     }
 }

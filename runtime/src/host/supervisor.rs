@@ -13,7 +13,7 @@
 //!
 //! Tokens below [`PLUGIN_TOKEN_BASE`] belong to the caller (agent input, signals, sockets).
 
-use super::plugin::{Effects, PluginConfig, PluginHandle, Stuck, Timer};
+use super::plugin::{Child, Effects, PluginConfig, PluginHandle, Stuck, Timer};
 use crate::sandbox::Sandboxed;
 use crate::sys;
 use mio::unix::SourceFd;
@@ -114,10 +114,22 @@ impl Supervisor {
 
     /// Take over a launched sandbox: its pipes join the loop and the handshake deadline starts.
     pub fn add(&mut self, cfg: PluginConfig, mut sb: Sandboxed, now: Instant) -> io::Result<usize> {
+        let pipes = [sb.stdin.take(), sb.stdout.take(), sb.stderr.take()];
+        self.add_child(cfg, Box::new(sb), pipes, now)
+    }
+
+    /// [`Supervisor::add`] of any [`Child`] with its stdin, stdout and stderr.
+    fn add_child(
+        &mut self,
+        cfg: PluginConfig,
+        child: Box<dyn Child>,
+        [stdin, stdout, stderr]: [Option<OwnedFd>; 3],
+        now: Instant,
+    ) -> io::Result<usize> {
         let idx = self.slots.len();
-        let stdin = pipe_file(sb.stdin.take())?;
-        let stdout = pipe_file(sb.stdout.take())?;
-        let stderr = pipe_file(sb.stderr.take())?;
+        let stdin = pipe_file(stdin)?;
+        let stdout = pipe_file(stdout)?;
+        let stderr = pipe_file(stderr)?;
         let reg = self.poll.registry();
         if let Some(f) = &stdin {
             reg.register(
@@ -141,7 +153,7 @@ impl Supervisor {
             )?;
         }
         let mut fx = Effects::default();
-        let handle = PluginHandle::new(cfg, Box::new(sb), now, &mut fx);
+        let handle = PluginHandle::new(cfg, child, now, &mut fx);
         self.slots.push(Some(Slot {
             handle,
             stdin,
@@ -483,6 +495,14 @@ impl Supervisor {
                 break;
             }
             self.timers.pop();
+            // The pong may be in the pipe already, unread only because this turn was busy with
+            // other work (another plugin's calls): read what has arrived before deciding that
+            // the plugin hangs, so a stall elsewhere never kills it for an answer it sent.
+            if matches!(t, Timer::PingDeadline(_))
+                && self.handle(idx).is_some_and(|h| !h.state().is_gone())
+            {
+                self.ready(token(idx, 0), now);
+            }
             let mut fx = Effects::default();
             if let Some(s) = self.slot(idx) {
                 s.handle.on_timer(t, now, &mut fx);
@@ -503,3 +523,7 @@ impl Supervisor {
         });
     }
 }
+
+#[cfg(test)]
+#[path = "supervisor_tests.rs"]
+mod tests;
