@@ -706,3 +706,25 @@ fn stderr_past_its_cap_is_not_reported_as_rate_limited() {
     );
     assert!(!logs.iter().any(|l| l.contains("rate limit")), "{logs:?}");
 }
+
+/// Only `log` and `emit_event` may be notifications: a request-only method sent without an id is
+/// a violation, and is not executed.
+#[test]
+fn a_request_only_method_sent_as_a_notification_is_a_violation_not_executed() {
+    let mut t = setup(HostPolicy::default());
+    t.feed(r#"{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"p","version":"1.0.0","api":1,"capabilities":["log","emit_event","register_hook"],"hooks":[]}}"#);
+    t.agent();
+    t.feed(r#"{"jsonrpc":"2.0","method":"log","params":{"message":"fine"}}"#);
+    t.feed(r#"{"jsonrpc":"2.0","method":"emit_event","params":{"name":"fine"}}"#);
+    assert_eq!(t.h.state(), State::Ready);
+    t.feed(r#"{"jsonrpc":"2.0","method":"register_hook","params":{"hook":"on:h"}}"#);
+    assert_eq!(t.h.state(), State::Terminated);
+    assert!(t.h.hooks().is_empty(), "executed all the same");
+    let agent = t.agent();
+    let st = agent
+        .iter()
+        .rfind(|m| m["method"] == "plugin_state")
+        .unwrap();
+    assert_eq!(st["params"]["reason"]["kind"], "notification", "{st}");
+    assert_eq!(st["params"]["reason"]["code"], codes::VIOLATION, "{st}");
+}
