@@ -657,3 +657,26 @@ done"#;
         s.msgs
     );
 }
+
+/// A plugin error as deep as the plugin's frame allows would make `run`'s answer (which wraps it
+/// in `error.data.plugin_error`) deeper than the agent's parser takes: a violation instead.
+#[test]
+fn a_plugin_error_too_deep_for_the_answer_terminates() {
+    if !require_root() {
+        return;
+    }
+    // The frame nests 127 levels: itself, `error`, then 125 in `data`.
+    let deep = format!("{}1{}", "[".repeat(125), "]".repeat(125));
+    let script = r#"hs '"log","register_hook"'
+while IFS= read -r line; do
+  case $line in
+    *'"method":"hook_invoke"'*) printf '{"jsonrpc":"2.0","id":%s,"error":{"code":1,"message":"deep","data":%s}}\n' "$(id_of "$line")" '@DEEP@' ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done"#
+        .replace("@DEEP@", &deep);
+    // The fixture parses every line the runtime writes with serde_json.
+    let s = session(&script, None, &[], &[&invoke(1, Some(10_000))]);
+    assert_eq!(s.error_code(1), VIOLATION);
+    terminated_with(&s, "too_deep");
+}

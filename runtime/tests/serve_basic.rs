@@ -774,3 +774,43 @@ fn a_killed_daemons_extracted_packages_are_swept_by_the_next_one() {
     assert_eq!(s.stop(), 0, "{}", s.log());
     assert!(!mine[0].exists(), "a stopped daemon's package was left");
 }
+
+/// Answers every hook with a result nested 126 levels deep (its frame: 127, the most a parser
+/// takes).
+const DEEP: &str = r#"#!/bin/sh
+printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"@NAME@","version":"0.1.0","api":1,"capabilities":["log","register_hook"],"hooks":[@HOOKS@]}}'
+IFS= read -r reply || exit 0
+while IFS= read -r line; do
+  id=${line#*\"id\":}; id=${id%%,*}
+  case $line in
+    *'"method":"hook_invoke"'*) printf '{"jsonrpc":"2.0","id":%s,"result":%s}\n' "$id" '@DEEP@' ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done
+"#;
+
+/// A plugin's result as deep as its frame allows would make the aggregate deeper than an agent's
+/// parser takes (the answer refused whole, the other plugins' results with it): it is a
+/// violation of that plugin, and the others' results arrive.
+#[test]
+fn a_result_too_deep_for_the_aggregate_is_that_plugins_violation() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let deep = format!("{}1{}", "[".repeat(126), "]".repeat(126));
+    let a = pack_script(&fx, "a", &["on:deep"], &DEEP.replace("@DEEP@", &deep));
+    let b = pack_worker(&fx, "b", &["on:deep"]);
+    let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 0\n", None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    c.ok("plugin_load", json!({"package": b}));
+    // The client's parser is serde_json's: an answer past 127 levels fails here.
+    let r = c.ok("hook_invoke", invoke("on:deep", json!({}), Some(5000)));
+    assert_eq!(r["results"][0]["plugin"], "a", "{r}");
+    assert_eq!(r["results"][0]["error"]["code"], VIOLATION, "{r}");
+    assert_eq!(r["results"][1]["result"]["ok"], true, "{r}");
+    let st = c.wait_state("a", "terminated");
+    assert_eq!(st["reason"]["kind"], "too_deep", "{st}");
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}

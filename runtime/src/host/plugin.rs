@@ -271,6 +271,27 @@ pub fn kill_and_reap(mut c: Box<dyn Child>, plugin: &str, stuck: &mut Vec<Stuck>
                                in uninterruptible sleep); the runtime reaps it once it ends")})
 }
 
+/// How deep a hook answer's `result` (or its `error` object) may nest (arrays and objects, the
+/// error object itself counting one). The plugin's frame may nest 127 levels (its parser's and
+/// most agents' limit: serde_json refuses the 128th), so its `result` up to 126; but the runtime
+/// wraps what a plugin answered before an agent reads it — `serve`'s aggregate puts a result 4
+/// levels down (`{result: {results: [{result: …}]}}`) and a plugin error 6 (`… {error: {data:
+/// {plugin_error: …}}}`), `run` a plugin error 3 — and an answer nested past 127 is refused by
+/// the agent's parser whole, with the other plugins' results in it. So an answer deeper than
+/// this is a violation (`too_deep`), under `run` as under `serve`, and every wrapped answer stays
+/// within 127.
+const MAX_ANSWER_DEPTH: usize = 120;
+
+/// How many arrays and objects `v` nests (a scalar: 0). The values come from frames the parser
+/// already bounded to 127 levels, so the recursion is bounded too.
+fn nesting(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Longest stderr line forwarded (the rest of the line is cut).
 const MAX_STDERR_LINE: usize = 4096;
 
@@ -657,6 +678,17 @@ impl PluginHandle {
         }
         match self.calls.get(&n) {
             Some(c) if c.payload.is_none() => {
+                let depth = match &outcome {
+                    Ok(r) => nesting(r),
+                    Err(e) => 1 + e.data.as_ref().map_or(0, nesting),
+                };
+                if depth > MAX_ANSWER_DEPTH {
+                    let why = format!(
+                        "its answer to a hook call nests {depth} levels, more than the \
+                         {MAX_ANSWER_DEPTH} an answer may"
+                    );
+                    return self.terminate(fx, codes::VIOLATION, "too_deep", why);
+                }
                 let c = self.calls.remove(&n).expect("present");
                 match outcome {
                     Ok(r) => {

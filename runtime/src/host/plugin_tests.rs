@@ -728,3 +728,57 @@ fn a_request_only_method_sent_as_a_notification_is_a_violation_not_executed() {
     assert_eq!(st["params"]["reason"]["kind"], "notification", "{st}");
     assert_eq!(st["params"]["reason"]["code"], codes::VIOLATION, "{st}");
 }
+
+/// A value nested `depth` levels (arrays), with a string at the bottom.
+fn nested(depth: usize) -> String {
+    format!("{}\"x\"{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// An answer whose result (or error object) nests deeper than the runtime's wrapping leaves room
+/// for is a violation; one at the limit reaches the agent.
+#[test]
+fn an_answer_nested_too_deep_for_its_wrapping_is_a_violation() {
+    for (answer, ok) in [
+        (format!(r#""result":{}"#, nested(MAX_ANSWER_DEPTH)), true),
+        (
+            format!(r#""result":{}"#, nested(MAX_ANSWER_DEPTH + 1)),
+            false,
+        ),
+        (format!(r#""result":{}"#, nested(126)), false),
+        (
+            format!(
+                r#""error":{{"code":1,"message":"m","data":{}}}"#,
+                nested(MAX_ANSWER_DEPTH - 1)
+            ),
+            true,
+        ),
+        (
+            format!(
+                r#""error":{{"code":1,"message":"m","data":{}}}"#,
+                nested(MAX_ANSWER_DEPTH)
+            ),
+            false,
+        ),
+    ] {
+        let mut t = setup(HostPolicy::default());
+        t.handshake();
+        t.invoke(10, None);
+        let id = t.sent()[1]["id"].as_u64().unwrap();
+        t.agent();
+        t.feed(&format!(r#"{{"jsonrpc":"2.0","id":{id},{answer}}}"#));
+        let agent = t.agent();
+        let r = agent.iter().find(|m| m["id"] == 10).expect("answered");
+        if ok {
+            assert_eq!(t.h.state(), State::Ready, "{answer}");
+            assert_ne!(r["error"]["code"], codes::VIOLATION, "{r}");
+        } else {
+            assert_eq!(t.h.state(), State::Terminated, "{answer}");
+            assert_eq!(r["error"]["code"], codes::VIOLATION, "{r}");
+            let st = agent
+                .iter()
+                .rfind(|m| m["method"] == "plugin_state")
+                .unwrap();
+            assert_eq!(st["params"]["reason"]["kind"], "too_deep", "{st}");
+        }
+    }
+}
