@@ -144,9 +144,11 @@ impl PluginHandle {
                     return Err(RpcError::new(codes::DENIED, "undeclared hook"));
                 }
                 // A hook registered after the handshake is announced like the handshake's: a
-                // `plugin_state` ready with the new set (serve routes calls by it).
-                if self.hooks.insert(h.hook) && self.state == State::Ready {
-                    self.report_state(fx, None);
+                // `plugin_state` ready with the new set (serve routes calls by it), once for all
+                // those of this read at its end, at most once per `ANNOUNCE_INTERVAL`
+                // (`announce_hooks`). A hook registered already changes nothing.
+                if self.hooks.insert(h.hook) {
+                    self.hooks_unannounced = true;
                 }
                 Ok(json!({"hooks": self.hooks}))
             }
