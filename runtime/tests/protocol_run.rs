@@ -628,3 +628,55 @@ done"#;
         "{r}"
     );
 }
+
+/// Only `log` and `emit_event` may be notifications (docs/protocol.md §3.7): a request-only host
+/// method sent without an id is a violation — never executed with its answer and errors thrown
+/// away, which let a plugin drive host work without reading its stdin.
+#[test]
+fn a_request_only_host_method_sent_as_a_notification_terminates() {
+    if !require_root() {
+        return;
+    }
+    let script = r#"hs '"log","register_hook"'
+printf '%s\n' '{"jsonrpc":"2.0","method":"log","params":{"message":"a notification may log"}}'
+printf '%s\n' '{"jsonrpc":"2.0","method":"register_hook","params":{"hook":"on:flow.new"}}'
+while IFS= read -r line; do
+  case $line in
+    *'"method":"hook_invoke"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"ok":true}}\n' "$(id_of "$line")" ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done"#;
+    let s = session(script, None, &[], &[&invoke(1, Some(10_000))]);
+    violation_or_gone(s.error_code(1));
+    terminated_with(&s, "notification");
+    assert!(
+        s.notes("log")
+            .iter()
+            .any(|m| m["params"]["message"] == "a notification may log"),
+        "{:?}",
+        s.msgs
+    );
+}
+
+/// A plugin error as deep as the plugin's frame allows would make `run`'s answer (which wraps it
+/// in `error.data.plugin_error`) deeper than the agent's parser takes: a violation instead.
+#[test]
+fn a_plugin_error_too_deep_for_the_answer_terminates() {
+    if !require_root() {
+        return;
+    }
+    // The frame nests 127 levels: itself, `error`, then 125 in `data`.
+    let deep = format!("{}1{}", "[".repeat(125), "]".repeat(125));
+    let script = r#"hs '"log","register_hook"'
+while IFS= read -r line; do
+  case $line in
+    *'"method":"hook_invoke"'*) printf '{"jsonrpc":"2.0","id":%s,"error":{"code":1,"message":"deep","data":%s}}\n' "$(id_of "$line")" '@DEEP@' ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done"#
+        .replace("@DEEP@", &deep);
+    // The fixture parses every line the runtime writes with serde_json.
+    let s = session(&script, None, &[], &[&invoke(1, Some(10_000))]);
+    assert_eq!(s.error_code(1), VIOLATION);
+    terminated_with(&s, "too_deep");
+}

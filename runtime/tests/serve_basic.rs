@@ -774,3 +774,110 @@ fn a_killed_daemons_extracted_packages_are_swept_by_the_next_one() {
     assert_eq!(s.stop(), 0, "{}", s.log());
     assert!(!mine[0].exists(), "a stopped daemon's package was left");
 }
+
+/// Handshakes with no hook, then registers `@N@` declared hooks one by one (requests; their
+/// answers drained by a `cat` in the background), as fast as the shell writes.
+const FLOOD: &str = r#"#!/bin/sh
+printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"@NAME@","version":"0.1.0","api":1,"capabilities":["log","register_hook"],"hooks":[]}}'
+IFS= read -r reply || exit 0
+exec 3<&0
+cat <&3 >/dev/null &
+i=0
+while [ $i -lt @N@ ]; do
+  i=$((i + 1))
+  printf '{"jsonrpc":"2.0","id":%s,"method":"register_hook","params":{"hook":"on:h%s"}}\n' "$i" "$i"
+done
+wait
+"#;
+
+/// A plugin registering its many declared hooks one by one after its handshake costs the agents
+/// a few `plugin_state`s, not one carrying the whole growing list per registration (5,900 of
+/// them took the daemon to 1.1 GB and got every agent dropped; here 600 before the fix): the
+/// agent is kept, the daemon answers, the routing has every hook.
+#[test]
+fn hooks_registered_one_by_one_are_announced_in_a_few_plugin_states() {
+    if !require_root() {
+        return;
+    }
+    // Each answer to `register_hook` carries the whole list too, to the plugin: 600 keep them
+    // (2 MB) within what a plugin may have queued for it in one turn (`stdin_unread`).
+    const N: usize = 600;
+    let fx = Fixture::new();
+    let hooks: Vec<String> = (1..=N).map(|i| format!("on:h{i}")).collect();
+    let hooks: Vec<&str> = hooks.iter().map(String::as_str).collect();
+    let pkg = pack_script(&fx, "flood", &hooks, &FLOOD.replace("@N@", &N.to_string()));
+    let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 0\n", None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": pkg}));
+    // Every `ready` of the plugin, up to the one with all its hooks.
+    let mut readies = 0;
+    let mut pending = std::mem::take(&mut c.notes).into_iter();
+    loop {
+        let m = match pending.next() {
+            Some(m) => m,
+            None => c.recv().expect("the agent was dropped"),
+        };
+        let p = &m["params"];
+        if m["method"] == "plugin_state" && p["plugin"] == "flood" && p["state"] == "ready" {
+            readies += 1;
+            if p["hooks"].as_array().map(Vec::len) == Some(N) {
+                break;
+            }
+        }
+    }
+    assert!(
+        readies <= 40,
+        "{readies} plugin_state ready for {N} registrations"
+    );
+    let st = c.ok("plugin_status", json!({"name": "flood"}));
+    assert_eq!(st["hooks"].as_array().map(Vec::len), Some(N), "{st}");
+    assert_eq!(st["state"], "ready", "{st}");
+    let log = s.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("plugin flood: ready"))
+        .count();
+    assert!(lines <= 40, "{lines} log lines: {log}");
+    assert!(!log.contains("dropped"), "{log}");
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// Answers every hook with a result nested 126 levels deep (its frame: 127, the most a parser
+/// takes).
+const DEEP: &str = r#"#!/bin/sh
+printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"@NAME@","version":"0.1.0","api":1,"capabilities":["log","register_hook"],"hooks":[@HOOKS@]}}'
+IFS= read -r reply || exit 0
+while IFS= read -r line; do
+  id=${line#*\"id\":}; id=${id%%,*}
+  case $line in
+    *'"method":"hook_invoke"'*) printf '{"jsonrpc":"2.0","id":%s,"result":%s}\n' "$id" '@DEEP@' ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done
+"#;
+
+/// A plugin's result as deep as its frame allows would make the aggregate deeper than an agent's
+/// parser takes (the answer refused whole, the other plugins' results with it): it is a
+/// violation of that plugin, and the others' results arrive.
+#[test]
+fn a_result_too_deep_for_the_aggregate_is_that_plugins_violation() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let deep = format!("{}1{}", "[".repeat(126), "]".repeat(126));
+    let a = pack_script(&fx, "a", &["on:deep"], &DEEP.replace("@DEEP@", &deep));
+    let b = pack_worker(&fx, "b", &["on:deep"]);
+    let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 0\n", None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    c.ok("plugin_load", json!({"package": b}));
+    // The client's parser is serde_json's: an answer past 127 levels fails here.
+    let r = c.ok("hook_invoke", invoke("on:deep", json!({}), Some(5000)));
+    assert_eq!(r["results"][0]["plugin"], "a", "{r}");
+    assert_eq!(r["results"][0]["error"]["code"], VIOLATION, "{r}");
+    assert_eq!(r["results"][1]["result"]["ok"], true, "{r}");
+    let st = c.wait_state("a", "terminated");
+    assert_eq!(st["reason"]["kind"], "too_deep", "{st}");
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}

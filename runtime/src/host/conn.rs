@@ -113,7 +113,9 @@ impl Conn {
     /// are (a burst of large events), so they must not be able to get a reading agent dropped,
     /// nor keep its requests waiting: below [`Conn::has_room`]'s quarter, notifications alone
     /// never hold up its requests. Answers, which an agent waits for, and `plugin_state`, which
-    /// it tracks, are never discarded ([`Conn::queue`]).
+    /// it tracks, are never discarded ([`Conn::queue`]): a plugin's `plugin_state`s are few (its
+    /// changes of state, and its late hook registrations gathered, at most one list per 100 ms:
+    /// `plugin::ANNOUNCE_INTERVAL`).
     pub fn queue_notification(&mut self, v: &Value) {
         if self.closed.is_some() {
             return;

@@ -76,6 +76,8 @@ pub enum Timer {
     Ping,
     /// The health ping with this id must have been answered by now.
     PingDeadline(u64),
+    /// Hooks registered after the handshake wait to be announced ([`ANNOUNCE_INTERVAL`]).
+    Announce,
 }
 
 /// What the supervisor must do after a handle call.
@@ -271,6 +273,38 @@ pub fn kill_and_reap(mut c: Box<dyn Child>, plugin: &str, stuck: &mut Vec<Stuck>
                                in uninterruptible sleep); the runtime reaps it once it ends")})
 }
 
+/// Least time between two announcements of hooks registered after the handshake. Each one is a
+/// `plugin_state` carrying the whole hook list (up to a manifest's worth, 64 KiB), which every
+/// agent gets and none may miss (it is never discarded, unlike `log` and `event`): announcing
+/// every registration made a plugin registering its 5,900 declared hooks one by one cost the
+/// daemon 5,900 messages of up to 64 KiB for each agent (1 GB, agents dropped). Registrations are
+/// instead gathered: those of one read are announced once, at its end, and one coming less than
+/// this after the last announcement waits for the interval's end, with every other until then.
+/// So a plugin costs each agent at most one hook list per interval, and a plugin registering a
+/// hook or two after its handshake has it announced at once.
+const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How deep a hook answer's `result` (or its `error` object) may nest (arrays and objects, the
+/// error object itself counting one). The plugin's frame may nest 127 levels (its parser's and
+/// most agents' limit: serde_json refuses the 128th), so its `result` up to 126; but the runtime
+/// wraps what a plugin answered before an agent reads it — `serve`'s aggregate puts a result 4
+/// levels down (`{result: {results: [{result: …}]}}`) and a plugin error 6 (`… {error: {data:
+/// {plugin_error: …}}}`), `run` a plugin error 3 — and an answer nested past 127 is refused by
+/// the agent's parser whole, with the other plugins' results in it. So an answer deeper than
+/// this is a violation (`too_deep`), under `run` as under `serve`, and every wrapped answer stays
+/// within 127.
+const MAX_ANSWER_DEPTH: usize = 120;
+
+/// How many arrays and objects `v` nests (a scalar: 0). The values come from frames the parser
+/// already bounded to 127 levels, so the recursion is bounded too.
+fn nesting(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Longest stderr line forwarded (the rest of the line is cut).
 const MAX_STDERR_LINE: usize = 4096;
 
@@ -309,6 +343,12 @@ pub struct PluginHandle {
     ping: Option<u64>,
     answers: AnswerCache,
     cache_hits: u64,
+    /// Hooks were registered since the last `plugin_state` said which (see
+    /// [`ANNOUNCE_INTERVAL`]).
+    hooks_unannounced: bool,
+    /// The last announcement of late hooks, and whether a [`Timer::Announce`] is armed.
+    announced_at: Option<Instant>,
+    announce_armed: bool,
 }
 
 impl PluginHandle {
@@ -346,6 +386,9 @@ impl PluginHandle {
             ping: None,
             answers: AnswerCache::default(),
             cache_hits: 0,
+            hooks_unannounced: false,
+            announced_at: None,
+            announce_armed: false,
         };
         h.report_state(fx, None);
         h
@@ -399,6 +442,27 @@ impl PluginHandle {
             p["reason"] = r;
         }
         fx.to_agent.push(notification("plugin_state", p));
+    }
+
+    /// Announce the hooks registered since the last announcement, once for all of them: now, or
+    /// at the end of the [`ANNOUNCE_INTERVAL`] that began with the last one.
+    fn announce_hooks(&mut self, now: Instant, fx: &mut Effects) {
+        if !self.hooks_unannounced || self.state != State::Ready {
+            return;
+        }
+        match self.announced_at.map(|t| t + ANNOUNCE_INTERVAL) {
+            Some(due) if due > now => {
+                if !self.announce_armed {
+                    self.announce_armed = true;
+                    fx.timers.push((due, Timer::Announce));
+                }
+            }
+            _ => {
+                self.hooks_unannounced = false;
+                self.announced_at = Some(now);
+                self.report_state(fx, None);
+            }
+        }
     }
 
     fn send(&mut self, v: &Value) {
@@ -559,6 +623,7 @@ impl PluginHandle {
         if self.state.is_gone() {
             return;
         }
+        self.announce_hooks(now, fx);
         // The slow-frame clock times the frame open now, from its first byte (this read's time):
         // a plugin streaming frames whose reads end mid-line completes each in time. One timer
         // runs while frames are open; it re-arms itself for a frame started after it was set.
@@ -657,6 +722,17 @@ impl PluginHandle {
         }
         match self.calls.get(&n) {
             Some(c) if c.payload.is_none() => {
+                let depth = match &outcome {
+                    Ok(r) => nesting(r),
+                    Err(e) => 1 + e.data.as_ref().map_or(0, nesting),
+                };
+                if depth > MAX_ANSWER_DEPTH {
+                    let why = format!(
+                        "its answer to a hook call nests {depth} levels, more than the \
+                         {MAX_ANSWER_DEPTH} an answer may"
+                    );
+                    return self.terminate(fx, codes::VIOLATION, "too_deep", why);
+                }
                 let c = self.calls.remove(&n).expect("present");
                 match outcome {
                     Ok(r) => {
@@ -868,6 +944,10 @@ impl PluginHandle {
                     "shutdown_timeout",
                     "killed after the grace period".into(),
                 );
+            }
+            Timer::Announce => {
+                self.announce_armed = false;
+                self.announce_hooks(now, fx);
             }
             Timer::Tick if !self.state.is_gone() => {
                 self.flush_counters(fx);

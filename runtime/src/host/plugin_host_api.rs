@@ -1,6 +1,7 @@
 //! The host API side of [`PluginHandle`] (docs/protocol.md §3.7): deny-by-default dispatch of
 //! the plugin's calls to `log`, `emit_event`, `get_config_value`, `register_hook`, `kv_get` and
-//! `kv_put`. A call to anything not granted terminates the plugin.
+//! `kv_put`. A call to anything not granted terminates the plugin, and so does a notification of
+//! any but `log` and `emit_event`.
 
 use super::*;
 
@@ -27,6 +28,18 @@ impl PluginHandle {
                 codes::DENIED,
                 "denied",
                 format!("call to `{method}`, which was not granted"),
+            );
+        }
+        // Only `log` and `emit_event` may be notifications (§3.7): the others are requests, whose
+        // answer is the point. Executed unanswered, they swallowed their errors and let a plugin
+        // drive host work (a `kv_put` to disk, a `register_hook`) without ever reading its stdin,
+        // where the answers it does not read would stop it (`stdin_unread`).
+        if id.is_none() && !matches!(cap, Capability::Log | Capability::EmitEvent) {
+            return self.terminate(
+                fx,
+                codes::VIOLATION,
+                "notification",
+                format!("`{method}` sent as a notification: only `log` and `emit_event` may be"),
             );
         }
         let r = self.serve(cap, p, id.is_some(), now, fx);
@@ -131,9 +144,11 @@ impl PluginHandle {
                     return Err(RpcError::new(codes::DENIED, "undeclared hook"));
                 }
                 // A hook registered after the handshake is announced like the handshake's: a
-                // `plugin_state` ready with the new set (serve routes calls by it).
-                if self.hooks.insert(h.hook) && self.state == State::Ready {
-                    self.report_state(fx, None);
+                // `plugin_state` ready with the new set (serve routes calls by it), once for all
+                // those of this read at its end, at most once per `ANNOUNCE_INTERVAL`
+                // (`announce_hooks`). A hook registered already changes nothing.
+                if self.hooks.insert(h.hook) {
+                    self.hooks_unannounced = true;
                 }
                 Ok(json!({"hooks": self.hooks}))
             }

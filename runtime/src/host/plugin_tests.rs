@@ -58,13 +58,18 @@ struct T {
 }
 
 fn setup(policy: HostPolicy) -> T {
-    let m = Manifest::parse(
-        br#"{"name":"p","version":"1.0.0","author":"a","description":"d","entrypoint":"e",
-        "requested_capabilities":["log","emit_event","register_hook"],"hooks":["on:h"],"api":1}"#,
-    )
-    .unwrap()
-    .validate(&semver::Version::new(9, 0, 0))
-    .unwrap();
+    setup_hooks(policy, &["on:h".to_string()])
+}
+
+/// [`setup`] with a manifest declaring `hooks`.
+fn setup_hooks(policy: HostPolicy, hooks: &[String]) -> T {
+    let manifest = json!({"name":"p","version":"1.0.0","author":"a","description":"d",
+        "entrypoint":"e","requested_capabilities":["log","emit_event","register_hook"],
+        "hooks":hooks,"api":1});
+    let m = Manifest::parse(manifest.to_string().as_bytes())
+        .unwrap()
+        .validate(&semver::Version::new(9, 0, 0))
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kv = KvStore::open(dir.path(), "p", policy.kv.clone()).unwrap();
     let cfg = PluginConfig {
@@ -705,4 +710,136 @@ fn stderr_past_its_cap_is_not_reported_as_rate_limited() {
         "{logs:?}"
     );
     assert!(!logs.iter().any(|l| l.contains("rate limit")), "{logs:?}");
+}
+
+/// Hooks registered after the handshake are announced together: those of one read once, and
+/// later ones at most once per `ANNOUNCE_INTERVAL` — not a `plugin_state` with the whole list for
+/// each (2,000 registrations made 2,000 of them, the list growing to 2,000 hooks).
+#[test]
+fn hooks_registered_after_the_handshake_are_announced_together_not_one_by_one() {
+    let hooks: Vec<String> = (0..2000).map(|i| format!("on:h{i}")).collect();
+    let mut t = setup_hooks(HostPolicy::default(), &hooks);
+    t.feed(r#"{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"p","version":"1.0.0","api":1,"capabilities":["log","register_hook"],"hooks":[]}}"#);
+    assert_eq!(t.h.state(), State::Ready);
+    t.agent();
+    let register = |i: usize| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"register_hook","params":{{"hook":"on:h{i}"}}}}"#,
+            i + 1
+        )
+    };
+    let ready = |msgs: &[Value]| -> Vec<Value> {
+        msgs.iter()
+            .filter(|m| m["method"] == "plugin_state" && m["params"]["state"] == "ready")
+            .map(|m| m["params"]["hooks"].clone())
+            .collect()
+    };
+    // One read with 1,000 registrations: one announcement, at its end, with all of them.
+    let batch: String = (0..1000).map(|i| register(i) + "\n").collect();
+    t.h.on_stdout(batch.as_bytes(), t.now, &mut t.fx);
+    let a = ready(&t.agent());
+    assert_eq!(a.len(), 1, "one announcement for the read");
+    assert_eq!(a[0].as_array().unwrap().len(), 1000);
+    t.sent();
+    // 1,000 more, a read each, within the interval: said once, when it ends.
+    for i in 1000..2000 {
+        t.feed(&register(i));
+        t.h.outbound.clear();
+    }
+    assert!(
+        ready(&t.agent()).is_empty(),
+        "announced within the interval"
+    );
+    assert_eq!(
+        t.fx.timers
+            .iter()
+            .filter(|(_, k)| *k == Timer::Announce)
+            .count(),
+        1
+    );
+    let later = t.now + ANNOUNCE_INTERVAL;
+    fire_due(&mut t, later);
+    let a = ready(&t.agent());
+    assert_eq!(a.len(), 1, "the rest in one announcement");
+    assert_eq!(a[0].as_array().unwrap().len(), 2000);
+    // Registering a hook again says nothing, even past the interval.
+    t.now = later + ANNOUNCE_INTERVAL;
+    t.feed(&register(5));
+    assert!(ready(&t.agent()).is_empty());
+}
+
+/// Only `log` and `emit_event` may be notifications: a request-only method sent without an id is
+/// a violation, and is not executed.
+#[test]
+fn a_request_only_method_sent_as_a_notification_is_a_violation_not_executed() {
+    let mut t = setup(HostPolicy::default());
+    t.feed(r#"{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"p","version":"1.0.0","api":1,"capabilities":["log","emit_event","register_hook"],"hooks":[]}}"#);
+    t.agent();
+    t.feed(r#"{"jsonrpc":"2.0","method":"log","params":{"message":"fine"}}"#);
+    t.feed(r#"{"jsonrpc":"2.0","method":"emit_event","params":{"name":"fine"}}"#);
+    assert_eq!(t.h.state(), State::Ready);
+    t.feed(r#"{"jsonrpc":"2.0","method":"register_hook","params":{"hook":"on:h"}}"#);
+    assert_eq!(t.h.state(), State::Terminated);
+    assert!(t.h.hooks().is_empty(), "executed all the same");
+    let agent = t.agent();
+    let st = agent
+        .iter()
+        .rfind(|m| m["method"] == "plugin_state")
+        .unwrap();
+    assert_eq!(st["params"]["reason"]["kind"], "notification", "{st}");
+    assert_eq!(st["params"]["reason"]["code"], codes::VIOLATION, "{st}");
+}
+
+/// A value nested `depth` levels (arrays), with a string at the bottom.
+fn nested(depth: usize) -> String {
+    format!("{}\"x\"{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// An answer whose result (or error object) nests deeper than the runtime's wrapping leaves room
+/// for is a violation; one at the limit reaches the agent.
+#[test]
+fn an_answer_nested_too_deep_for_its_wrapping_is_a_violation() {
+    for (answer, ok) in [
+        (format!(r#""result":{}"#, nested(MAX_ANSWER_DEPTH)), true),
+        (
+            format!(r#""result":{}"#, nested(MAX_ANSWER_DEPTH + 1)),
+            false,
+        ),
+        (format!(r#""result":{}"#, nested(126)), false),
+        (
+            format!(
+                r#""error":{{"code":1,"message":"m","data":{}}}"#,
+                nested(MAX_ANSWER_DEPTH - 1)
+            ),
+            true,
+        ),
+        (
+            format!(
+                r#""error":{{"code":1,"message":"m","data":{}}}"#,
+                nested(MAX_ANSWER_DEPTH)
+            ),
+            false,
+        ),
+    ] {
+        let mut t = setup(HostPolicy::default());
+        t.handshake();
+        t.invoke(10, None);
+        let id = t.sent()[1]["id"].as_u64().unwrap();
+        t.agent();
+        t.feed(&format!(r#"{{"jsonrpc":"2.0","id":{id},{answer}}}"#));
+        let agent = t.agent();
+        let r = agent.iter().find(|m| m["id"] == 10).expect("answered");
+        if ok {
+            assert_eq!(t.h.state(), State::Ready, "{answer}");
+            assert_ne!(r["error"]["code"], codes::VIOLATION, "{r}");
+        } else {
+            assert_eq!(t.h.state(), State::Terminated, "{answer}");
+            assert_eq!(r["error"]["code"], codes::VIOLATION, "{r}");
+            let st = agent
+                .iter()
+                .rfind(|m| m["method"] == "plugin_state")
+                .unwrap();
+            assert_eq!(st["params"]["reason"]["kind"], "too_deep", "{st}");
+        }
+    }
 }
