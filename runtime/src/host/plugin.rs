@@ -155,6 +155,9 @@ struct Call {
     /// The payload until the call is sent to the plugin.
     payload: Option<Value>,
     deadline_ms: u64,
+    /// When its deadline passes: an answer taken in later (the loop was busy when it came) is
+    /// `deadline_exceeded` like one that never came — never a late success.
+    due: Instant,
     /// Where a successful answer is cached, and for how long (`cache_ttl_ms`).
     cache: Option<(answer_cache::Key, Duration)>,
 }
@@ -558,6 +561,7 @@ impl PluginHandle {
                 hook: call.hook,
                 payload: Some(call.payload),
                 deadline_ms,
+                due: now + ms(deadline_ms),
                 cache,
             },
         );
@@ -734,6 +738,16 @@ impl PluginHandle {
                     return self.terminate(fx, codes::VIOLATION, "too_deep", why);
                 }
                 let c = self.calls.remove(&n).expect("present");
+                if now > c.due {
+                    // Its deadline timer is still queued behind this turn's input: the agent
+                    // was promised an answer by the deadline, and gets the deadline's.
+                    self.late += 1;
+                    let e = RpcError::new(
+                        codes::DEADLINE_EXCEEDED,
+                        format!("no answer within {} ms", c.deadline_ms),
+                    );
+                    return self.fail(fx, &c.agent_id, &c.hook, e);
+                }
                 match outcome {
                     Ok(r) => {
                         if let Some((k, ttl)) = c.cache {

@@ -188,6 +188,43 @@ fn deadline_cancels_and_the_late_answer_is_dropped() {
     assert!(t.killed.get());
 }
 
+/// An answer taken in after its deadline (the loop was busy: the deadline's timer is still
+/// queued behind the input) is the deadline's error, not a late success; its timer then finds
+/// nothing. An answer in time is delivered as ever.
+#[test]
+fn an_answer_taken_in_past_its_deadline_is_deadline_exceeded() {
+    let mut t = setup(HostPolicy::default());
+    t.handshake();
+    t.invoke(1, Some(50));
+    t.invoke(2, Some(50));
+    let sent = t.sent();
+    let (a, b) = (
+        sent[1]["id"].as_u64().unwrap(),
+        sent[2]["id"].as_u64().unwrap(),
+    );
+    t.agent();
+    t.now += Duration::from_millis(50);
+    t.feed(&format!(
+        r#"{{"jsonrpc":"2.0","id":{a},"result":{{"ok":1}}}}"#
+    ));
+    assert_eq!(
+        t.responses(),
+        vec![json!({"jsonrpc":"2.0","id":1,"result":{"ok":1}})],
+        "at the deadline: in time"
+    );
+    t.now += Duration::from_millis(10);
+    t.feed(&format!(
+        r#"{{"jsonrpc":"2.0","id":{b},"result":{{"ok":1}}}}"#
+    ));
+    let r = t.responses();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["id"], 2);
+    assert_eq!(r[0]["error"]["code"], codes::DEADLINE_EXCEEDED, "{r:?}");
+    t.h.on_timer(Timer::Call(b), t.now, &mut t.fx);
+    assert!(t.responses().is_empty(), "answered once");
+    assert_eq!(t.h.state(), State::Ready);
+}
+
 #[test]
 fn ungranted_call_terminates_and_fails_pending_calls() {
     let mut t = setup(HostPolicy::default());
