@@ -17,8 +17,8 @@
 //! refuses such a license too, and a missing file once one was installed (exit 84, as a rolled
 //! back revocation list): a freeze must not be lifted by putting an old active license back —
 //! of the frozen one's serial or of another — or by deleting the frozen one. A memory without
-//! the license installed last (written by an earlier build) bounds each serial only, until the
-//! next install.
+//! the license installed last (written by an earlier build) bounds each serial only for readers,
+//! until the next install, which takes the license in place for the one installed last.
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::{read_capped, FileError};

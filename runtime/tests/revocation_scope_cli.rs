@@ -704,6 +704,40 @@ fn a_license_installed_after_a_newer_one_by_an_earlier_build_keeps_working() {
     assert!(r.stdout.contains("license A"), "{}", r.stdout);
 }
 
+/// A node whose memory an earlier build wrote (no license installed last recorded) and whose
+/// license in place is a frozen one: the first install after the upgrade must not put an older
+/// active license of another serial over it. The license in place stands for the one installed
+/// last until an install records one.
+#[test]
+fn after_an_upgrade_an_older_license_of_another_serial_does_not_lift_the_freeze() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let now = unix_now();
+    let (l2_at, l1_at) = (now - 3000, now - 2000);
+    issue_license(&fx, "L2", l2_at, false, "l2-active.license");
+    issue_license(&fx, "L1", l1_at, true, "l1-frozen.license");
+    std::fs::create_dir_all(fx.path("state")).unwrap();
+    std::fs::set_permissions(fx.path("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(
+        fx.path("state/license-state.json"),
+        format!(r#"{{"L2": {l2_at}, "L1": {l1_at}}}"#),
+    )
+    .unwrap();
+    std::fs::copy(fx.path("l1-frozen.license"), fx.path("state/license.json")).unwrap();
+    let r = install_license(&fx, "l2-active.license");
+    expect(&r, 84, "license.rollback");
+    assert!(r.stdout.contains("license L1"), "{}", r.stdout);
+    expect(&fx.store_install(&[&pkg], &[]), 100, "store.license_frozen");
+    // The frozen license itself installs again (and is then recorded as the last).
+    expect(&install_license(&fx, "l1-frozen.license"), 0, "");
+    expect(
+        &install_license(&fx, "l2-active.license"),
+        84,
+        "license.rollback",
+    );
+}
+
 /// A license of the same second as the license installed last is another license unless it is
 /// that very file: of another serial, or an active one of the frozen one's serial, it is refused
 /// at install and, copied in by hand, by every reader; the same file installs again.

@@ -15,10 +15,11 @@
 //! another serial, or deleting the file, would lift a freeze — as a revocation list may not go
 //! back to an older version or disappear. A CA that moves a node to another serial issues that
 //! license now, so it is newer than the one installed last. The bound is the license installed
-//! last, not the newest ever installed: a node may hold a license issued before a license of
-//! another serial it had earlier (bought earlier, installed later) and keeps working with it.
-//! With no floor recorded (memory written by an earlier build) only the per-serial rule
-//! applies, until the next install records one.
+//! last, not the newest ever installed (the same under this rule, as each install must be
+//! issued after the last): a node an earlier build let hold a license issued before one of
+//! another serial it had (bought earlier, installed later) keeps working with it. With no floor
+//! recorded (memory written by an earlier build) the caller decides: the runtime's readers
+//! apply the per-serial rule only, its install takes the license in place as the floor.
 //! A license issued later than now (beyond [`MAX_CLOCK_SKEW`]) is not valid yet: its
 //! `issued_at` would otherwise be remembered and refuse every honest license issued before it.
 

@@ -157,7 +157,16 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
     // one is put back), only the memory.
     let mut memory =
         LicenseMemory::load(&a.state_dir).map_err(|e| NodeError::Memory(e).into_cmd())?;
-    lic.check_not_rolled_back(&memory.seen, memory.floor.as_ref())
+    // Memory an earlier build wrote records no license installed last: the license in place
+    // (if it passes the per-serial rule) is that one. Else an old active license of another
+    // serial would be installed over a frozen one on the first install after an upgrade.
+    let floor = memory.floor.clone().or_else(|| {
+        load_license(&a.state_dir)
+            .ok()
+            .flatten()
+            .map(|in_place| in_place.floor())
+    });
+    lic.check_not_rolled_back(&memory.seen, floor.as_ref())
         .map_err(|e| NodeError::Rollback(e).into_cmd())?;
     ensure_dir(&a.state_dir).map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;
     // Remembered, with this license as the one installed last, before the license is written
