@@ -116,10 +116,15 @@ pub fn allocate(dir: &Path, first: u32, count: u32) -> Result<UidLease, UidError
 }
 
 /// Whether a lock file's open failed because of what is at its name (passed over), not
-/// because of this host (every other error ends the allocation).
+/// because of this host (the allocation ends): every error but those of the host as a whole —
+/// out of descriptors or memory, a read-only, full or failing filesystem. A socket (ENXIO), a
+/// device without a driver (ENODEV), a busy executable (ETXTBSY) or anything else another user
+/// can put at one uid's name must cost that uid, not every sandbox root starts.
 fn passed_over(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::InvalidData
-        || matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EACCES))
+    !matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOSPC | libc::EROFS | libc::EIO)
+    )
 }
 
 #[cfg(test)]
@@ -191,6 +196,16 @@ mod tests {
         assert!(matches!(
             allocate_within_10s(t.path(), 300_000, 2, &fifo),
             Err(UidError::Unusable { unusable: 2, .. })
+        ));
+        // A socket (its open fails with ENXIO) is passed over too, not the end of allocation.
+        fs::remove_file(t.path().join("300001.lock")).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(t.path().join("300001.lock")).unwrap();
+        fs::remove_file(&fifo).unwrap();
+        let lease = allocate_within_10s(t.path(), 300_000, 2, &fifo).unwrap();
+        assert_eq!(lease.uid, 300_000);
+        assert!(matches!(
+            allocate_within_10s(t.path(), 300_000, 2, &fifo),
+            Err(UidError::Unusable { unusable: 1, .. })
         ));
     }
 }
