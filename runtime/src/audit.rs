@@ -386,8 +386,9 @@ fn append_to_file(path: &Path, mut r: Record) -> Result<Record, AuditError> {
 /// log), so what is at the name is checked before anything is written: no symlink is followed,
 /// the open does not block (`O_NONBLOCK`, cleared once the file is known to be regular: a FIFO
 /// made there would hang root's command, and through the log's lock every other writer's),
-/// and only a regular file of one link is taken (a hard link to some other file would have
-/// root append to that file and give it to the directory's owner: [`fileio::single_regular`]).
+/// and only a regular file is taken, of one link when the writer is root or the file another
+/// user's (a hard link to some other file would have root append to that file and give it to
+/// the directory's owner: [`fileio::single_regular`]; a non-root writer's own file may be linked).
 ///
 /// [`fileio::single_regular`]: crate::fileio::single_regular
 fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
@@ -415,7 +416,19 @@ fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
             Err(e) => return Err(e),
         }
     };
-    crate::fileio::single_regular(&f)?;
+    // A hard link matters where it could make this process write to, or give away, a file it
+    // would not otherwise: root's, or one of another owner. The daemon appending to its own
+    // log that a backup tool hard-linked (rsnapshot-style) is not that, and must not fail
+    // every audited action (74).
+    let owner = std::os::unix::fs::MetadataExt::uid(&f.metadata()?);
+    if links_matter(nix::unistd::geteuid().as_raw(), owner) {
+        crate::fileio::single_regular(&f)?;
+    } else if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "is not a regular file",
+        ));
+    }
     if created {
         // The umask took its bits off the 0640 given to `open`.
         use std::os::unix::fs::PermissionsExt;
@@ -424,6 +437,12 @@ fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
     let flags = sys::status_flags(f.as_fd())?;
     sys::set_status_flags(f.as_fd(), flags & !libc::O_NONBLOCK)?;
     Ok(f)
+}
+
+/// Whether a second link to the log refuses it ([`open_log`]): for root, and for a file of
+/// another user than the writer.
+fn links_matter(euid: u32, owner: u32) -> bool {
+    euid == 0 || owner != euid
 }
 
 /// The head file of `log`, if there is one.
@@ -672,6 +691,17 @@ pub fn enforced_layers(r: &crate::sandbox::report::Report) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Root never writes through a second link (it could be to a file of root's); a user's
+    /// own log hard-linked by a backup tool is still written by that user (the daemon).
+    #[test]
+    fn a_second_link_matters_for_root_and_for_another_users_file_only() {
+        assert!(links_matter(0, 0));
+        assert!(links_matter(0, 995));
+        assert!(links_matter(995, 0));
+        assert!(links_matter(995, 996));
+        assert!(!links_matter(995, 995));
+    }
 
     fn file_log(p: &Path) -> AuditLog {
         AuditLog {
