@@ -808,6 +808,7 @@ fn hooks_registered_one_by_one_are_announced_in_a_few_plugin_states() {
     let pkg = pack_script(&fx, "flood", &hooks, &FLOOD.replace("@N@", &N.to_string()));
     let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 0\n", None);
     let mut c = s.client();
+    let started = std::time::Instant::now();
     c.ok("plugin_load", json!({"package": pkg}));
     // Every `ready` of the plugin, up to the one with all its hooks.
     let mut readies = 0;
@@ -825,9 +826,12 @@ fn hooks_registered_one_by_one_are_announced_in_a_few_plugin_states() {
             }
         }
     }
+    // At most one announcement per 100 ms (however slow a loaded machine makes the script),
+    // and far fewer than the registrations.
+    let bound = (started.elapsed().as_millis() / 100) as usize + 3;
     assert!(
-        readies <= 40,
-        "{readies} plugin_state ready for {N} registrations"
+        readies <= bound.min(N / 4),
+        "{readies} plugin_state ready for {N} registrations (bound {bound})"
     );
     let st = c.ok("plugin_status", json!({"name": "flood"}));
     assert_eq!(st["hooks"].as_array().map(Vec::len), Some(N), "{st}");
@@ -837,7 +841,7 @@ fn hooks_registered_one_by_one_are_announced_in_a_few_plugin_states() {
         .lines()
         .filter(|l| l.contains("plugin flood: ready"))
         .count();
-    assert!(lines <= 40, "{lines} log lines: {log}");
+    assert!(lines <= bound.min(N / 4), "{lines} log lines: {log}");
     assert!(!log.contains("dropped"), "{log}");
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
