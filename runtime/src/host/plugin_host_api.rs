@@ -171,7 +171,12 @@ impl PluginHandle {
                     Err(e @ KvError::Quota(_)) => {
                         Err(RpcError::new(codes::QUOTA_EXCEEDED, e.to_string()))
                     }
-                    Err(e) => Err(RpcError::new(codes::UNAVAILABLE, e.to_string())),
+                    // With its cause: "cannot persist …" alone hid "stayed locked by another
+                    // process …; retry in N ms", which is what the plugin can act on.
+                    Err(e) => Err(RpcError::new(
+                        codes::UNAVAILABLE,
+                        crate::package::verify::error_chain(&e),
+                    )),
                 }
             }
         }
@@ -244,5 +249,23 @@ mod tests {
             assert_eq!(a["error"]["data"]["kind"], "kv_write_budget", "{a}");
         }
         assert_eq!(h.state(), State::Ready, "refused, not terminated");
+
+        // A store another process holds locked: `unavailable`, saying so and when to retry
+        // (the message was "cannot persist key/value store" alone).
+        let held = nix::fcntl::Flock::lock(
+            std::fs::File::open(dir.path().join("kv/p.lock")).unwrap(),
+            nix::fcntl::FlockArg::LockExclusive,
+        )
+        .unwrap();
+        let later = now + std::time::Duration::from_secs(5);
+        let put =
+            r#"{"jsonrpc":"2.0","id":200,"method":"kv_put","params":{"key":"k","value":"x"}}"#;
+        h.on_stdout(format!("{put}\n").as_bytes(), later, &mut fx);
+        let a: Value =
+            serde_json::from_slice(std::mem::take(&mut h.outbound).trim_ascii()).unwrap();
+        assert_eq!(a["error"]["code"], codes::UNAVAILABLE, "{a}");
+        let why = a["error"]["message"].as_str().unwrap();
+        assert!(why.contains("stayed locked"), "{a}");
+        drop(held);
     }
 }
