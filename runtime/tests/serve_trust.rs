@@ -321,3 +321,56 @@ fn a_load_that_reads_a_new_list_stops_the_revoked_running_plugin() {
     let pids = s.stop_and_drain(&mut c);
     assert!(alive(&pids).is_empty());
 }
+
+/// A configuration that cannot be used (here an invalid list) says nothing about the plugin
+/// that crashed meanwhile: its restart is refused but it is not quarantined — it stays
+/// `restarting`, the refusal in its status, and is tried again after its backoff, so it comes
+/// back by itself once the list is fixed. The old daemon quarantined it for the list's kind, and
+/// it needed a `plugin_restart` after the fix.
+#[test]
+fn a_restart_refused_by_an_invalid_list_is_retried_until_the_list_is_fixed() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let hello = pack_worker(&fx, "hello", &["on:x"]);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    std::fs::write(fx.path("trust/revocations.json"), b"{ not a list").unwrap();
+
+    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    let start = std::time::Instant::now();
+    while !s.log().contains("plugin hello: not restarted") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Let a few retries go by: still restarting, never quarantined.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "restarting", "{st}");
+    assert_eq!(st["quarantined"], false, "{st}");
+    assert_eq!(
+        st["trust_refusal"]["kind"], "revocation.list_invalid",
+        "{st}"
+    );
+    assert_eq!(st["trust_refusal"]["exit"], 84, "{st}");
+    assert!(
+        !s.log().contains("plugin hello: quarantined"),
+        "{}",
+        s.log()
+    );
+
+    install_list(&fx, &[]);
+    wait_ready(&mut c, "hello");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["restarts"], 1, "{st}");
+    assert_eq!(st["trust_refusal"], Value::Null, "{st}");
+    assert!(!fx.path("state/quarantine.json").exists());
+    s.stop_and_drain(&mut c);
+}

@@ -127,8 +127,12 @@ pub struct Entry {
     warm: bool,
     /// Why the last trust check of its package since its load (a restart's, SIGHUP's, a changed
     /// configuration's) refused it — `{kind, exit, message}` as a load's `load_failed` data has
-    /// them — while that holds.
+    /// them — while that holds: the reason of its trust quarantine, of a restart put off
+    /// ([`Daemon::retry_later`]), or of the failure of its pending `plugin_load`.
     trust_refusal: Option<Value>,
+    /// Restarts in a row refused by a trust configuration that cannot be used
+    /// ([`Daemon::retry_later`]): each waits longer, up to the backoff's cap.
+    trust_retries: u32,
 }
 
 impl Entry {
@@ -520,6 +524,7 @@ impl Daemon {
             last_launch_us: None,
             warm: false,
             trust_refusal: None,
+            trust_retries: 0,
         };
         if let OnLoad::Quarantined(q) = recorded {
             return self.load_quarantined(name, entry, &q);
@@ -1404,19 +1409,55 @@ impl Daemon {
         }
     }
 
+    /// A restart the trust configuration refuses without saying anything about the package (it
+    /// cannot be read, its list is invalid, expired or missing while required): not a crash
+    /// and no quarantine — the configuration is what is wrong, and it stops nothing that runs.
+    /// The plugin stays `restarting`, the refusal in its status, and is tried again after its
+    /// backoff, longer at each refusal in a row up to `backoff_max_ms` (the crash count
+    /// unchanged), so it comes back by itself once the configuration is fixed.
+    fn retry_later(&mut self, name: &str, refusal: TrustRefusal, now: Instant) {
+        let r = self.cfg.serve.restart;
+        let random = self.rng.next_u64();
+        let e = self.plugins.get_mut(name).expect("present");
+        let crashes = e.crashes.recent();
+        e.trust_retries = e.trust_retries.saturating_add(1);
+        let delay = backoff_ms(&r, crashes.max(1).saturating_add(e.trust_retries), random);
+        e.phase = Phase::Restarting(now + Duration::from_millis(delay));
+        let reason = refusal.to_json();
+        e.trust_refusal = Some(reason.clone());
+        let restarts = e.restarts;
+        log_line(&format!(
+            "plugin {}: not restarted, trying again in {delay} ms: {REFUSES}: {}: {}",
+            term(name),
+            refusal.kind,
+            term(&refusal.message)
+        ));
+        self.note_state(
+            name,
+            "restarting",
+            json!({"delay_ms": delay, "restarts": restarts, "crashes": crashes,
+                   "reason": reason}),
+        );
+    }
+
     fn relaunch(&mut self, name: &str, now: Instant) {
         // A restart is a new launch of the package: whom the trust directory trusts now decides
-        // it, not whom it trusted at the load. Refused, it is not a crash: quarantined for the
-        // refusal's reason until `plugin_restart` finds the package trusted again.
+        // it, not whom it trusted at the load. Refused, it is not a crash: when the refusal is
+        // about the package, quarantined for its reason until `plugin_restart` finds it trusted
+        // again; when the configuration cannot be used, tried again later.
         if let Err(refusal) = self.recheck(name, now) {
-            log_line(&format!(
-                "plugin {}: not restarted: {}",
-                term(name),
-                term(&refusal.message)
-            ));
-            return self.trust_quarantine(name, refusal, "restart", now);
+            if refusal.condemns {
+                log_line(&format!(
+                    "plugin {}: not restarted: {}",
+                    term(name),
+                    term(&refusal.message)
+                ));
+                return self.trust_quarantine(name, refusal, "restart", now);
+            }
+            return self.retry_later(name, refusal, now);
         }
         let mut e = self.plugins.remove(name).expect("present");
+        e.trust_retries = 0;
         let extra = json!({"restarts": e.restarts + 1, "requested": e.phase == Phase::Relaunch,
                            "last_exit": e.last_exit});
         let r = self.launch(&mut e, Event::Restart, extra);
