@@ -374,3 +374,126 @@ fn a_restart_refused_by_an_invalid_list_is_retried_until_the_list_is_fixed() {
     assert!(!fx.path("state/quarantine.json").exists());
     s.stop_and_drain(&mut c);
 }
+
+/// Poll `plugin_status` until `name` is in `state` (its notifications may have gone by).
+fn wait_status(c: &mut Client, name: &str, state: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let st = c.ok("plugin_status", json!({"name": name}));
+        if st["state"] == state {
+            return st;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{name} never {state}: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A package a `warn` load let pass with a failure no recheck decides again (here its
+/// developer certificate's scope is another machine's hardware) is refused once the policy says
+/// strict: at SIGHUP it is stopped and quarantined (`trust_mode.unverified`, the step's exit
+/// code, 85), `plugin_restart` is refused, and a verified plugin runs on. The old daemon only
+/// checked the chain and the list again and kept running — and restarting — it under strict.
+#[test]
+fn sighup_to_strict_stops_a_plugin_that_only_warn_let_load() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let hello = pack_worker(&fx, "hello", &["on:x"]);
+    pack_worker(&fx, "other", &["on:x"]);
+    let r = fx.run(&["keygen", "-o", "dev3"]);
+    assert_eq!(r.code, 0, "keygen: {}", r.stderr);
+    let r = fx.run(&[
+        "ca",
+        "issue",
+        "--ca",
+        "int",
+        "--pub",
+        "dev3.pub",
+        "--subject",
+        "dev3",
+        "-o",
+        "dev3.cert",
+        "--scope",
+        "hardware:00000000000000000000000000000000",
+    ]);
+    assert_eq!(r.code, 0, "ca issue: {}", r.stderr);
+    let r = fx.run(&[
+        "pack",
+        "src-other",
+        "--key",
+        "dev3.key",
+        "--devcert",
+        "dev3.cert",
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        "other.stockade",
+        "--force",
+    ]);
+    assert_eq!(r.code, 0, "pack: {}", r.stderr);
+    let other = fx.dir().join("other.stockade");
+    install_list(&fx, &[]);
+    std::fs::write(
+        fx.path("policy.toml"),
+        "version = 1\n[trust]\nmode = \"warn\"\n",
+    )
+    .unwrap();
+    let none = fx.path("no-policy-root");
+    let mut s = Serve::start_with(
+        &fx,
+        CONFIG,
+        &[
+            "--policy",
+            "policy.toml",
+            "--trust-mode",
+            "warn",
+            "--policy-root",
+            none.to_str().unwrap(),
+        ],
+    );
+    let mut c = s.client();
+    let hello_pid = c.ok("plugin_load", json!({"package": hello}))["pid"].clone();
+    let r = c.ok("plugin_load", json!({"package": other}));
+    assert_eq!(r["state"], "ready", "{r}");
+    assert_eq!(r["signature_status"], "out_of_scope", "{r}");
+
+    std::fs::write(
+        fx.path("policy.toml"),
+        "version = 1\n[trust]\nmode = \"strict\"\n",
+    )
+    .unwrap();
+    signal(s.pid(), "HUP");
+    let mut st = wait_status(&mut c, "other", "quarantined");
+    // Stopped gracefully: its process is gone soon after.
+    let start = std::time::Instant::now();
+    while st["pid"] != Value::Null {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "{st}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        st = c.ok("plugin_status", json!({"name": "other"}));
+    }
+    assert_eq!(st["state"], "quarantined", "{st}");
+    assert_eq!(st["trust_refusal"]["kind"], "trust_mode.unverified", "{st}");
+    assert_eq!(st["trust_refusal"]["exit"], 85, "{st}");
+    assert!(
+        st["trust_refusal"]["message"]
+            .to_string()
+            .contains("step 6 (scope)"),
+        "{st}"
+    );
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "ready", "{st}");
+    assert_eq!(st["pid"], hello_pid, "{st}");
+
+    let r = c.call("plugin_restart", json!({"name": "other"}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "trust_mode.unverified", "{r}");
+    assert_eq!(
+        c.ok("plugin_status", json!({"name": "other"}))["state"],
+        "quarantined"
+    );
+    s.stop_and_drain(&mut c);
+}

@@ -58,6 +58,7 @@ use crate::package::trees::Trees;
 use crate::package::{open_verified_among, VerifiedPackage, VerifyError};
 use crate::plugin_policy::LaunchPolicy;
 use crate::sandbox;
+use crate::trustdir::TrustMode;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -161,6 +162,9 @@ impl Entry {
 /// What the log says when the trust configuration cannot be used.
 const REFUSES: &str = "the trust configuration refuses every load and restart until it is fixed \
                        (running plugins keep running)";
+/// The refusal's kind for a package loaded under `warn` (or `disabled`) with a failure no
+/// recheck decides again, once the mode in force is strict ([`crate::package::unverified_at_load`]).
+const UNVERIFIED: &str = "trust_mode.unverified";
 /// The log's name for a load or restart that found the trust configuration changed.
 const NEW_TRUST: &str = "new trust configuration";
 
@@ -1275,8 +1279,9 @@ impl Daemon {
     }
 
     /// Whether loaded plugin `name`'s package is still trusted under the trust configuration
-    /// in force ([`crate::package::recheck_trust`]: chain and revocation). What a trust mode
-    /// below strict lets pass is logged and shown in its status, as at the load.
+    /// in force ([`crate::package::recheck_trust`]: chain and revocation; under strict also
+    /// what a `warn` or `disabled` load let pass, [`crate::package::unverified_at_load`]). What
+    /// a trust mode below strict lets pass is logged and shown in its status, as at the load.
     fn check_loaded(&mut self, name: &str) -> Result<(), TrustRefusal> {
         let Some(e) = self.plugins.get_mut(name) else {
             return Ok(());
@@ -1294,6 +1299,22 @@ impl Daemon {
                     }
                     if e.pkg.report.signature_status == SignatureStatus::Verified {
                         e.pkg.report.signature_status = status;
+                    }
+                }
+                // What a `warn` (or `disabled`) load let pass and no recheck decides again: under
+                // strict, that load would have failed, so the package is refused now.
+                if self.cfg.trust.mode == TrustMode::Strict {
+                    if let Some(u) = crate::package::unverified_at_load(&e.pkg.report) {
+                        return Err(TrustRefusal {
+                            kind: UNVERIFIED,
+                            exit: u.exit.code(),
+                            message: format!(
+                                "the package of `{name}` is not trusted under --trust-mode \
+                                 strict: {}",
+                                u.detail
+                            ),
+                            condemns: true,
+                        });
                     }
                 }
                 e.trust_refusal = None;
