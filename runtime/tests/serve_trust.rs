@@ -497,3 +497,43 @@ fn sighup_to_strict_stops_a_plugin_that_only_warn_let_load() {
     );
     s.stop_and_drain(&mut c);
 }
+
+/// A plugin still starting its first launch when SIGHUP finds its signer revoked is unloaded,
+/// and its `plugin_load` fails with the refusal's kind and exit (`data`), as a load refused at
+/// once does. The old daemon answered with no `data`.
+#[test]
+fn a_plugin_revoked_before_it_was_ready_fails_its_load_with_the_kind() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let slow = pack_script(
+        &fx,
+        "slow",
+        &["on:x"],
+        &WORKER.replacen("#!/bin/sh\n", "#!/bin/sh\nsleep 3\n", 1),
+    );
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    let mut loader = s.client();
+    loader.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "plugin_load",
+                        "params": {"package": slow}}));
+    let start = std::time::Instant::now();
+    while c.call("plugin_status", json!({"name": "slow"}))["result"]["state"] != "starting" {
+        assert!(start.elapsed() < std::time::Duration::from_secs(3));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    install_list(&fx, &["--key", "dev.pub"]);
+    signal(s.pid(), "HUP");
+    let r = loop {
+        let m = loader.recv().expect("an answer to plugin_load");
+        if m["id"] == 1 {
+            break m;
+        }
+    };
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "revocation.key", "{r}");
+    assert_eq!(r["error"]["data"]["exit"], 84, "{r}");
+    s.stop_and_drain(&mut c);
+}

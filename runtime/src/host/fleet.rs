@@ -1137,7 +1137,17 @@ impl Daemon {
                     );
                 }
                 if let Some((conn, id)) = e.pending_load {
-                    let err = load_failed("unloaded before it became ready", Value::Null);
+                    // Dropped by a trust check before it was ready: the load fails for that
+                    // refusal, its kind and exit as any refused load's.
+                    let err = match &e.trust_refusal {
+                        Some(r) => load_failed(
+                            r["message"]
+                                .as_str()
+                                .unwrap_or("unloaded before it became ready"),
+                            json!({"kind": r["kind"], "exit": r["exit"]}),
+                        ),
+                        None => load_failed("unloaded before it became ready", Value::Null),
+                    };
                     self.send(conn, &response_err(&id, &err));
                 }
                 self.note_state(name, "unloaded", json!({}));
