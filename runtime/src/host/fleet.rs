@@ -39,11 +39,18 @@
 //! daemon runs applies to the next `plugin_load`, and a newer list that root's `verify` or `run`
 //! remembered in the state directory is never taken for a rollback. A restart is a new launch:
 //! before it the package's chain and revocation are checked again against the configuration
-//! read then ([`crate::package::recheck_trust`]); a refusal quarantines the plugin for that
-//! reason instead of counting a crash. SIGHUP, and a load or restart that finds the
-//! configuration changed, check every loaded plugin: one whose certificate is now refused is
-//! stopped and quarantined; a configuration that cannot be used (an invalid list) stops nothing
-//! that runs but refuses every load and restart until fixed.
+//! read then ([`crate::package::recheck_trust`]), and, under strict, a signature, validity or
+//! scope failure a `warn` load let pass refuses it too ([`crate::package::unverified_at_load`]).
+//! A refusal about the package quarantines the plugin for that reason instead of counting a
+//! crash (until `plugin_restart` finds it trusted again). SIGHUP, and a load or restart that
+//! finds the configuration changed, check every loaded plugin the same way: one whose package is
+//! now refused is stopped and quarantined. A configuration that cannot be used (unreadable, an
+//! invalid or expired list, a required list missing) says nothing about any package: it stops
+//! nothing that runs and quarantines nothing, but refuses every load and restart until fixed —
+//! a crashed plugin stays `restarting` and is tried again after its backoff
+//! ([`Daemon::retry_later`]), so it comes back by itself once the configuration is fixed. The
+//! `quarantine` audit record's `detail.request` says what found the refusal: `restart`,
+//! `plugin_restart`, `sighup` or `trust_change`.
 
 use super::daemon::{log_line, Daemon};
 use super::kv::KvStore;
