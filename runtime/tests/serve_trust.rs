@@ -321,3 +321,219 @@ fn a_load_that_reads_a_new_list_stops_the_revoked_running_plugin() {
     let pids = s.stop_and_drain(&mut c);
     assert!(alive(&pids).is_empty());
 }
+
+/// A configuration that cannot be used (here an invalid list) says nothing about the plugin
+/// that crashed meanwhile: its restart is refused but it is not quarantined — it stays
+/// `restarting`, the refusal in its status, and is tried again after its backoff, so it comes
+/// back by itself once the list is fixed. The old daemon quarantined it for the list's kind, and
+/// it needed a `plugin_restart` after the fix.
+#[test]
+fn a_restart_refused_by_an_invalid_list_is_retried_until_the_list_is_fixed() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let hello = pack_worker(&fx, "hello", &["on:x"]);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    std::fs::write(fx.path("trust/revocations.json"), b"{ not a list").unwrap();
+
+    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    let start = std::time::Instant::now();
+    while !s.log().contains("plugin hello: not restarted") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Let a few retries go by: still restarting, never quarantined.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "restarting", "{st}");
+    assert_eq!(st["quarantined"], false, "{st}");
+    assert_eq!(
+        st["trust_refusal"]["kind"], "revocation.list_invalid",
+        "{st}"
+    );
+    assert_eq!(st["trust_refusal"]["exit"], 84, "{st}");
+    assert!(
+        !s.log().contains("plugin hello: quarantined"),
+        "{}",
+        s.log()
+    );
+
+    install_list(&fx, &[]);
+    wait_ready(&mut c, "hello");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["restarts"], 1, "{st}");
+    assert_eq!(st["trust_refusal"], Value::Null, "{st}");
+    assert!(!fx.path("state/quarantine.json").exists());
+    s.stop_and_drain(&mut c);
+}
+
+/// Poll `plugin_status` until `name` is in `state` (its notifications may have gone by).
+fn wait_status(c: &mut Client, name: &str, state: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let st = c.ok("plugin_status", json!({"name": name}));
+        if st["state"] == state {
+            return st;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{name} never {state}: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A package a `warn` load let pass with a failure no recheck decides again (here its
+/// developer certificate's scope is another machine's hardware) is refused once the policy says
+/// strict: at SIGHUP it is stopped and quarantined (`trust_mode.unverified`, the step's exit
+/// code, 85), `plugin_restart` is refused, and a verified plugin runs on. The old daemon only
+/// checked the chain and the list again and kept running — and restarting — it under strict.
+#[test]
+fn sighup_to_strict_stops_a_plugin_that_only_warn_let_load() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let hello = pack_worker(&fx, "hello", &["on:x"]);
+    pack_worker(&fx, "other", &["on:x"]);
+    let r = fx.run(&["keygen", "-o", "dev3"]);
+    assert_eq!(r.code, 0, "keygen: {}", r.stderr);
+    let r = fx.run(&[
+        "ca",
+        "issue",
+        "--ca",
+        "int",
+        "--pub",
+        "dev3.pub",
+        "--subject",
+        "dev3",
+        "-o",
+        "dev3.cert",
+        "--scope",
+        "hardware:00000000000000000000000000000000",
+    ]);
+    assert_eq!(r.code, 0, "ca issue: {}", r.stderr);
+    let r = fx.run(&[
+        "pack",
+        "src-other",
+        "--key",
+        "dev3.key",
+        "--devcert",
+        "dev3.cert",
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        "other.stockade",
+        "--force",
+    ]);
+    assert_eq!(r.code, 0, "pack: {}", r.stderr);
+    let other = fx.dir().join("other.stockade");
+    install_list(&fx, &[]);
+    std::fs::write(
+        fx.path("policy.toml"),
+        "version = 1\n[trust]\nmode = \"warn\"\n",
+    )
+    .unwrap();
+    let none = fx.path("no-policy-root");
+    let mut s = Serve::start_with(
+        &fx,
+        CONFIG,
+        &[
+            "--policy",
+            "policy.toml",
+            "--trust-mode",
+            "warn",
+            "--policy-root",
+            none.to_str().unwrap(),
+        ],
+    );
+    let mut c = s.client();
+    let hello_pid = c.ok("plugin_load", json!({"package": hello}))["pid"].clone();
+    let r = c.ok("plugin_load", json!({"package": other}));
+    assert_eq!(r["state"], "ready", "{r}");
+    assert_eq!(r["signature_status"], "out_of_scope", "{r}");
+
+    std::fs::write(
+        fx.path("policy.toml"),
+        "version = 1\n[trust]\nmode = \"strict\"\n",
+    )
+    .unwrap();
+    signal(s.pid(), "HUP");
+    let mut st = wait_status(&mut c, "other", "quarantined");
+    // Stopped gracefully: its process is gone soon after.
+    let start = std::time::Instant::now();
+    while st["pid"] != Value::Null {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "{st}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        st = c.ok("plugin_status", json!({"name": "other"}));
+    }
+    assert_eq!(st["state"], "quarantined", "{st}");
+    assert_eq!(st["trust_refusal"]["kind"], "trust_mode.unverified", "{st}");
+    assert_eq!(st["trust_refusal"]["exit"], 85, "{st}");
+    assert!(
+        st["trust_refusal"]["message"]
+            .to_string()
+            .contains("step 6 (scope)"),
+        "{st}"
+    );
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "ready", "{st}");
+    assert_eq!(st["pid"], hello_pid, "{st}");
+
+    let r = c.call("plugin_restart", json!({"name": "other"}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "trust_mode.unverified", "{r}");
+    assert_eq!(
+        c.ok("plugin_status", json!({"name": "other"}))["state"],
+        "quarantined"
+    );
+    s.stop_and_drain(&mut c);
+}
+
+/// A plugin still starting its first launch when SIGHUP finds its signer revoked is unloaded,
+/// and its `plugin_load` fails with the refusal's kind and exit (`data`), as a load refused at
+/// once does. The old daemon answered with no `data`.
+#[test]
+fn a_plugin_revoked_before_it_was_ready_fails_its_load_with_the_kind() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let slow = pack_script(
+        &fx,
+        "slow",
+        &["on:x"],
+        &WORKER.replacen("#!/bin/sh\n", "#!/bin/sh\nsleep 3\n", 1),
+    );
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    let mut loader = s.client();
+    loader.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "plugin_load",
+                        "params": {"package": slow}}));
+    let start = std::time::Instant::now();
+    while c.call("plugin_status", json!({"name": "slow"}))["result"]["state"] != "starting" {
+        assert!(start.elapsed() < std::time::Duration::from_secs(3));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    install_list(&fx, &["--key", "dev.pub"]);
+    signal(s.pid(), "HUP");
+    let r = loop {
+        let m = loader.recv().expect("an answer to plugin_load");
+        if m["id"] == 1 {
+            break m;
+        }
+    };
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "revocation.key", "{r}");
+    assert_eq!(r["error"]["data"]["exit"], 84, "{r}");
+    s.stop_and_drain(&mut c);
+}

@@ -39,11 +39,18 @@
 //! daemon runs applies to the next `plugin_load`, and a newer list that root's `verify` or `run`
 //! remembered in the state directory is never taken for a rollback. A restart is a new launch:
 //! before it the package's chain and revocation are checked again against the configuration
-//! read then ([`crate::package::recheck_trust`]); a refusal quarantines the plugin for that
-//! reason instead of counting a crash. SIGHUP, and a load or restart that finds the
-//! configuration changed, check every loaded plugin: one whose certificate is now refused is
-//! stopped and quarantined; a configuration that cannot be used (an invalid list) stops nothing
-//! that runs but refuses every load and restart until fixed.
+//! read then ([`crate::package::recheck_trust`]), and, under strict, a signature, validity or
+//! scope failure a `warn` load let pass refuses it too ([`crate::package::unverified_at_load`]).
+//! A refusal about the package quarantines the plugin for that reason instead of counting a
+//! crash (until `plugin_restart` finds it trusted again). SIGHUP, and a load or restart that
+//! finds the configuration changed, check every loaded plugin the same way: one whose package is
+//! now refused is stopped and quarantined. A configuration that cannot be used (unreadable, an
+//! invalid or expired list, a required list missing) says nothing about any package: it stops
+//! nothing that runs and quarantines nothing, but refuses every load and restart until fixed —
+//! a crashed plugin stays `restarting` and is tried again after its backoff
+//! ([`Daemon::retry_later`]), so it comes back by itself once the configuration is fixed. The
+//! `quarantine` audit record's `detail.request` says what found the refusal: `restart`,
+//! `plugin_restart`, `sighup` or `trust_change`.
 
 use super::daemon::{log_line, Daemon};
 use super::kv::KvStore;
@@ -58,6 +65,7 @@ use crate::package::trees::Trees;
 use crate::package::{open_verified_among, VerifiedPackage, VerifyError};
 use crate::plugin_policy::LaunchPolicy;
 use crate::sandbox;
+use crate::trustdir::TrustMode;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -127,8 +135,12 @@ pub struct Entry {
     warm: bool,
     /// Why the last trust check of its package since its load (a restart's, SIGHUP's, a changed
     /// configuration's) refused it — `{kind, exit, message}` as a load's `load_failed` data has
-    /// them — while that holds.
+    /// them — while that holds: the reason of its trust quarantine, of a restart put off
+    /// ([`Daemon::retry_later`]), or of the failure of its pending `plugin_load`.
     trust_refusal: Option<Value>,
+    /// Restarts in a row refused by a trust configuration that cannot be used
+    /// ([`Daemon::retry_later`]): each waits longer, up to the backoff's cap.
+    trust_retries: u32,
 }
 
 impl Entry {
@@ -157,6 +169,9 @@ impl Entry {
 /// What the log says when the trust configuration cannot be used.
 const REFUSES: &str = "the trust configuration refuses every load and restart until it is fixed \
                        (running plugins keep running)";
+/// The refusal's kind for a package loaded under `warn` (or `disabled`) with a failure no
+/// recheck decides again, once the mode in force is strict ([`crate::package::unverified_at_load`]).
+const UNVERIFIED: &str = "trust_mode.unverified";
 /// The log's name for a load or restart that found the trust configuration changed.
 const NEW_TRUST: &str = "new trust configuration";
 
@@ -520,6 +535,7 @@ impl Daemon {
             last_launch_us: None,
             warm: false,
             trust_refusal: None,
+            trust_retries: 0,
         };
         if let OnLoad::Quarantined(q) = recorded {
             return self.load_quarantined(name, entry, &q);
@@ -1128,7 +1144,17 @@ impl Daemon {
                     );
                 }
                 if let Some((conn, id)) = e.pending_load {
-                    let err = load_failed("unloaded before it became ready", Value::Null);
+                    // Dropped by a trust check before it was ready: the load fails for that
+                    // refusal, its kind and exit as any refused load's.
+                    let err = match &e.trust_refusal {
+                        Some(r) => load_failed(
+                            r["message"]
+                                .as_str()
+                                .unwrap_or("unloaded before it became ready"),
+                            json!({"kind": r["kind"], "exit": r["exit"]}),
+                        ),
+                        None => load_failed("unloaded before it became ready", Value::Null),
+                    };
                     self.send(conn, &response_err(&id, &err));
                 }
                 self.note_state(name, "unloaded", json!({}));
@@ -1270,8 +1296,9 @@ impl Daemon {
     }
 
     /// Whether loaded plugin `name`'s package is still trusted under the trust configuration
-    /// in force ([`crate::package::recheck_trust`]: chain and revocation). What a trust mode
-    /// below strict lets pass is logged and shown in its status, as at the load.
+    /// in force ([`crate::package::recheck_trust`]: chain and revocation; under strict also
+    /// what a `warn` or `disabled` load let pass, [`crate::package::unverified_at_load`]). What
+    /// a trust mode below strict lets pass is logged and shown in its status, as at the load.
     fn check_loaded(&mut self, name: &str) -> Result<(), TrustRefusal> {
         let Some(e) = self.plugins.get_mut(name) else {
             return Ok(());
@@ -1289,6 +1316,22 @@ impl Daemon {
                     }
                     if e.pkg.report.signature_status == SignatureStatus::Verified {
                         e.pkg.report.signature_status = status;
+                    }
+                }
+                // What a `warn` (or `disabled`) load let pass and no recheck decides again: under
+                // strict, that load would have failed, so the package is refused now.
+                if self.cfg.trust.mode == TrustMode::Strict {
+                    if let Some(u) = crate::package::unverified_at_load(&e.pkg.report) {
+                        return Err(TrustRefusal {
+                            kind: UNVERIFIED,
+                            exit: u.exit.code(),
+                            message: format!(
+                                "the package of `{name}` is not trusted under --trust-mode \
+                                 strict: {}",
+                                u.detail
+                            ),
+                            condemns: true,
+                        });
                     }
                 }
                 e.trust_refusal = None;
@@ -1404,19 +1447,55 @@ impl Daemon {
         }
     }
 
+    /// A restart the trust configuration refuses without saying anything about the package (it
+    /// cannot be read, its list is invalid, expired or missing while required): not a crash
+    /// and no quarantine — the configuration is what is wrong, and it stops nothing that runs.
+    /// The plugin stays `restarting`, the refusal in its status, and is tried again after its
+    /// backoff, longer at each refusal in a row up to `backoff_max_ms` (the crash count
+    /// unchanged), so it comes back by itself once the configuration is fixed.
+    fn retry_later(&mut self, name: &str, refusal: TrustRefusal, now: Instant) {
+        let r = self.cfg.serve.restart;
+        let random = self.rng.next_u64();
+        let e = self.plugins.get_mut(name).expect("present");
+        let crashes = e.crashes.recent();
+        e.trust_retries = e.trust_retries.saturating_add(1);
+        let delay = backoff_ms(&r, crashes.max(1).saturating_add(e.trust_retries), random);
+        e.phase = Phase::Restarting(now + Duration::from_millis(delay));
+        let reason = refusal.to_json();
+        e.trust_refusal = Some(reason.clone());
+        let restarts = e.restarts;
+        log_line(&format!(
+            "plugin {}: not restarted, trying again in {delay} ms: {REFUSES}: {}: {}",
+            term(name),
+            refusal.kind,
+            term(&refusal.message)
+        ));
+        self.note_state(
+            name,
+            "restarting",
+            json!({"delay_ms": delay, "restarts": restarts, "crashes": crashes,
+                   "reason": reason}),
+        );
+    }
+
     fn relaunch(&mut self, name: &str, now: Instant) {
         // A restart is a new launch of the package: whom the trust directory trusts now decides
-        // it, not whom it trusted at the load. Refused, it is not a crash: quarantined for the
-        // refusal's reason until `plugin_restart` finds the package trusted again.
+        // it, not whom it trusted at the load. Refused, it is not a crash: when the refusal is
+        // about the package, quarantined for its reason until `plugin_restart` finds it trusted
+        // again; when the configuration cannot be used, tried again later.
         if let Err(refusal) = self.recheck(name, now) {
-            log_line(&format!(
-                "plugin {}: not restarted: {}",
-                term(name),
-                term(&refusal.message)
-            ));
-            return self.trust_quarantine(name, refusal, "restart", now);
+            if refusal.condemns {
+                log_line(&format!(
+                    "plugin {}: not restarted: {}",
+                    term(name),
+                    term(&refusal.message)
+                ));
+                return self.trust_quarantine(name, refusal, "restart", now);
+            }
+            return self.retry_later(name, refusal, now);
         }
         let mut e = self.plugins.remove(name).expect("present");
+        e.trust_retries = 0;
         let extra = json!({"restarts": e.restarts + 1, "requested": e.phase == Phase::Relaunch,
                            "last_exit": e.last_exit});
         let r = self.launch(&mut e, Event::Restart, extra);

@@ -12,6 +12,6 @@ pub mod verify;
 pub use errors::VerifyError;
 pub use report::Report;
 pub use verify::{
-    check_in, open_verified, open_verified_among, open_verified_in, recheck_trust, verify_only,
-    CheckedPackage, PackageDir, PackageView, VerifiedPackage,
+    check_in, open_verified, open_verified_among, open_verified_in, recheck_trust,
+    unverified_at_load, verify_only, CheckedPackage, PackageDir, PackageView, VerifiedPackage,
 };

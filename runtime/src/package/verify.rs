@@ -871,6 +871,51 @@ pub fn recheck_trust(
     }
 }
 
+/// What a load in a mode below strict let pass that [`recheck_trust`] does not check again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unverified {
+    /// The exit code `run` uses for that step's failure (81 signature, 83 validity, 85 scope).
+    pub exit: crate::exit::Exit,
+    /// What was let pass, for the log and the refusal's message.
+    pub detail: String,
+}
+
+/// The first trust step the load of the package behind `report` did not pass and that
+/// [`recheck_trust`] cannot check again: a signature (2), validity (4) or scope (6) failure a
+/// `warn` load downgraded to a warning, or every step, for a load with trust `disabled`. Chain
+/// (3) and revocation (5) are not named: `recheck_trust` decides them anew. `serve` refuses
+/// such a package once the mode in force is strict: the load that let it pass would now fail.
+pub fn unverified_at_load(report: &Report) -> Option<Unverified> {
+    use crate::exit::Exit;
+    if report.trust_mode == TrustMode::Disabled {
+        return Some(Unverified {
+            exit: Exit::Signature,
+            detail: "loaded with trust mode disabled: signature, chain, validity, revocation \
+                     and scope were never checked"
+                .into(),
+        });
+    }
+    report
+        .steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Warn)
+        .find_map(|s| {
+            let exit = match s.step {
+                2 => Exit::Signature,
+                4 => Exit::Validity,
+                6 => Exit::Scope,
+                _ => return None,
+            };
+            Some(Unverified {
+                exit,
+                detail: format!(
+                    "step {} ({}) failed at the load, let pass by --trust-mode warn: {}",
+                    s.step, s.name, s.detail
+                ),
+            })
+        })
+}
+
 /// The parse error of certificate bytes. Errors are not `Clone` (they hold `serde_json` and I/O
 /// causes), so a step that reports one parses the in-memory bytes again: same input, same error.
 fn cert_error(bytes: &[u8]) -> CertError {
@@ -1014,4 +1059,74 @@ fn check_scope(
     Ok(format!(
         "{detail}; requested capabilities within the certificate ceiling"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{unverified_at_load, Report, SignatureStatus, Step, StepStatus, TrustMode};
+    use crate::exit::Exit;
+
+    /// A load report in `mode` whose trust steps 2–6 ended as `statuses` says.
+    fn report(mode: TrustMode, statuses: [StepStatus; 5]) -> Report {
+        let names = ["signature", "chain", "validity", "revocation", "scope"];
+        Report {
+            file: "p.stockade".into(),
+            trust_mode: mode,
+            signature_status: SignatureStatus::Verified,
+            steps: (2u8..)
+                .zip(names.iter().zip(statuses))
+                .map(|(step, (name, status))| Step {
+                    step,
+                    name,
+                    status,
+                    detail: format!("{name} detail"),
+                })
+                .collect(),
+            warnings: Vec::new(),
+            name: "p".into(),
+            version: "0.1.0".into(),
+            package_sha256: String::new(),
+            statement_sha256: String::new(),
+            payload_sha256: String::new(),
+            file_count: 0,
+            signer_key_id: None,
+            trusted_comment: None,
+            chain: Vec::new(),
+            root_key_id: None,
+            revocation_version: None,
+            scope: None,
+            capability_ceiling: Vec::new(),
+            requested_capabilities: Vec::new(),
+            granted_capabilities: Vec::new(),
+            extracted: None,
+        }
+    }
+
+    /// Only what a recheck cannot decide again is named: a chain or revocation warning is left
+    /// to `recheck_trust`, a signature, validity or scope warning is named with its step's exit
+    /// code, and a `disabled` load names everything.
+    #[test]
+    fn unverified_at_load_names_only_the_steps_no_recheck_decides() {
+        use StepStatus::{Pass, Skipped, Warn};
+        let clean = report(TrustMode::Strict, [Pass, Pass, Pass, Skipped, Pass]);
+        assert_eq!(unverified_at_load(&clean), None);
+        let rechecked = report(TrustMode::Warn, [Pass, Warn, Pass, Warn, Pass]);
+        assert_eq!(unverified_at_load(&rechecked), None);
+        for (i, exit) in [(0, Exit::Signature), (2, Exit::Validity), (4, Exit::Scope)] {
+            let mut s = [Pass, Warn, Pass, Pass, Pass];
+            s[i] = Warn;
+            let u = unverified_at_load(&report(TrustMode::Warn, s)).expect("named");
+            assert_eq!(u.exit, exit);
+            assert!(
+                u.detail.contains(&format!("step {}", i + 2)),
+                "{}",
+                u.detail
+            );
+        }
+        let disabled = report(TrustMode::Disabled, [Skipped; 5]);
+        assert_eq!(
+            unverified_at_load(&disabled).map(|u| u.exit),
+            Some(Exit::Signature)
+        );
+    }
 }
