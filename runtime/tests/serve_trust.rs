@@ -62,6 +62,29 @@ fn wait_ready(c: &mut Client, name: &str) {
     }
 }
 
+/// [`two_workers`], an empty list installed, the daemon started (CONFIG) and a client: what most
+/// tests here start from. Returns the daemon, the client and the two packages.
+fn serving(fx: &Fixture) -> (Serve, Client, std::path::PathBuf, std::path::PathBuf) {
+    let (hello, other) = two_workers(fx);
+    install_list(fx, &[]);
+    let s = Serve::start(fx, CONFIG, None);
+    let c = s.client();
+    (s, c, hello, other)
+}
+
+/// Wait until the daemon's log says `needle` (30 s at most).
+fn wait_log(s: &Serve, needle: &str) {
+    let start = std::time::Instant::now();
+    while !s.log().contains(needle) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never logged `{needle}`: {}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The `load_failed` error of a `plugin_load` that must be refused.
 fn refused_load(c: &mut Client, pkg: &std::path::Path) -> Value {
     let r = c.call("plugin_load", json!({"package": pkg}));
@@ -79,10 +102,7 @@ fn a_list_installed_while_serving_refuses_the_next_load() {
         return;
     }
     let fx = Fixture::new();
-    let (hello, other) = two_workers(&fx);
-    install_list(&fx, &[]);
-    let mut s = Serve::start(&fx, CONFIG, None);
-    let mut c = s.client();
+    let (mut s, mut c, hello, other) = serving(&fx);
     assert_eq!(
         c.ok("plugin_load", json!({"package": hello}))["state"],
         "ready"
@@ -118,10 +138,7 @@ fn a_newer_list_seen_by_verify_is_no_rollback_for_the_daemon() {
         return;
     }
     let fx = Fixture::new();
-    let (hello, other) = two_workers(&fx);
-    install_list(&fx, &[]);
-    let mut s = Serve::start(&fx, CONFIG, None);
-    let mut c = s.client();
+    let (mut s, mut c, hello, other) = serving(&fx);
     assert_eq!(
         c.ok("plugin_load", json!({"package": hello}))["state"],
         "ready"
@@ -148,28 +165,17 @@ fn an_invalid_list_refuses_loads_and_leaves_running_plugins_alone() {
         return;
     }
     let fx = Fixture::new();
-    let (hello, other) = two_workers(&fx);
-    install_list(&fx, &[]);
-    let mut s = Serve::start(&fx, CONFIG, None);
-    let mut c = s.client();
+    let (mut s, mut c, hello, other) = serving(&fx);
     let pid = c.ok("plugin_load", json!({"package": hello}))["pid"].clone();
     std::fs::write(fx.path("trust/revocations.json"), b"{ not a list").unwrap();
     let e = refused_load(&mut c, &other);
     assert_eq!(e["data"]["kind"], "revocation.list_invalid", "{e}");
     assert_eq!(e["data"]["exit"], 84, "{e}");
     signal(s.pid(), "HUP");
-    let start = std::time::Instant::now();
-    while !s
-        .log()
-        .contains("SIGHUP: the trust configuration refuses every load and restart")
-    {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
-            "{}",
-            s.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_log(
+        &s,
+        "SIGHUP: the trust configuration refuses every load and restart",
+    );
     let st = c.ok("plugin_status", json!({"name": "hello"}));
     assert_eq!(st["state"], "ready", "{st}");
     assert_eq!(st["pid"], pid, "{st}");
@@ -186,10 +192,7 @@ fn a_restart_after_the_signer_was_revoked_is_refused() {
         return;
     }
     let fx = Fixture::new();
-    let (hello, other) = two_workers(&fx);
-    install_list(&fx, &[]);
-    let mut s = Serve::start(&fx, CONFIG, None);
-    let mut c = s.client();
+    let (mut s, mut c, hello, other) = serving(&fx);
     c.ok("plugin_load", json!({"package": hello}));
     c.ok("plugin_load", json!({"package": other}));
     install_list(&fx, &["--key", "dev.pub"]);
@@ -230,10 +233,7 @@ fn sighup_stops_a_running_plugin_whose_signer_was_revoked() {
         return;
     }
     let fx = Fixture::new();
-    let (hello, other) = two_workers(&fx);
-    install_list(&fx, &[]);
-    let mut s = Serve::start(&fx, CONFIG, None);
-    let mut c = s.client();
+    let (mut s, mut c, hello, other) = serving(&fx);
     c.ok("plugin_load", json!({"package": hello}));
     let other_pid = c.ok("plugin_load", json!({"package": other}))["pid"].clone();
     install_list(&fx, &["--key", "dev.pub"]);
@@ -303,10 +303,7 @@ fn a_load_that_reads_a_new_list_stops_the_revoked_running_plugin() {
         return;
     }
     let fx = Fixture::new();
-    let (hello, other) = two_workers(&fx);
-    install_list(&fx, &[]);
-    let mut s = Serve::start(&fx, CONFIG, None);
-    let mut c = s.client();
+    let (mut s, mut c, hello, other) = serving(&fx);
     c.ok("plugin_load", json!({"package": hello}));
     install_list(&fx, &["--key", "dev.pub"]);
     let r = c.ok("plugin_load", json!({"package": other}));
@@ -341,15 +338,7 @@ fn a_restart_refused_by_an_invalid_list_is_retried_until_the_list_is_fixed() {
     std::fs::write(fx.path("trust/revocations.json"), b"{ not a list").unwrap();
 
     c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
-    let start = std::time::Instant::now();
-    while !s.log().contains("plugin hello: not restarted") {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
-            "{}",
-            s.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_log(&s, "plugin hello: not restarted");
     // Let a few retries go by: still restarting, never quarantined.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let st = c.ok("plugin_status", json!({"name": "hello"}));
