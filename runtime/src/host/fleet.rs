@@ -137,7 +137,7 @@ pub struct Entry {
     /// configuration's) refused it — `{kind, exit, message}` as a load's `load_failed` data has
     /// them — while that holds: the reason of its trust quarantine, of a restart put off
     /// ([`Daemon::retry_later`]), or of the failure of its pending `plugin_load`.
-    trust_refusal: Option<Value>,
+    trust_refusal: Option<TrustRefusal>,
     /// Restarts in a row refused by a trust configuration that cannot be used
     /// ([`Daemon::retry_later`]): each waits longer, up to the backoff's cap.
     trust_retries: u32,
@@ -176,6 +176,7 @@ const UNVERIFIED: &str = "trust_mode.unverified";
 const NEW_TRUST: &str = "new trust configuration";
 
 /// Why a loaded plugin's package is not trusted any longer ([`Daemon::check_loaded`]).
+#[derive(Debug, Clone)]
 struct TrustRefusal {
     /// The verification's kind (`revocation.key`, …) or the configuration's (`trust_dir`).
     kind: &'static str,
@@ -188,8 +189,29 @@ struct TrustRefusal {
 }
 
 impl TrustRefusal {
+    /// The trust configuration cannot be read or used: nothing about any one package.
+    fn unusable(e: &crate::error::CmdError) -> TrustRefusal {
+        TrustRefusal {
+            kind: e.kind(),
+            exit: e.exit().code(),
+            message: format!(
+                "cannot read the trust configuration: {}",
+                e.chain().join(": ")
+            ),
+            condemns: false,
+        }
+    }
+
     fn to_json(&self) -> Value {
         json!({"kind": self.kind, "exit": self.exit, "message": self.message})
+    }
+
+    /// The `load_failed` error a load or restart it refuses is answered with.
+    fn load_failed(&self) -> RpcError {
+        load_failed(
+            self.message.clone(),
+            json!({"kind": self.kind, "exit": self.exit}),
+        )
     }
 }
 
@@ -413,13 +435,15 @@ impl Daemon {
             Ok(false) => {}
             Ok(true) => self.check_all(Instant::now(), NEW_TRUST, "trust_change", None),
             Err(e) => {
-                let msg = format!(
-                    "cannot read the trust configuration: {}",
-                    e.chain().join(": ")
+                let r = TrustRefusal::unusable(&e);
+                self.deny_load(
+                    Record::new(Event::Denial, ""),
+                    path,
+                    "trust",
+                    r.kind,
+                    &r.message,
                 );
-                let (kind, exit) = (e.kind(), e.exit().code());
-                self.deny_load(Record::new(Event::Denial, ""), path, "trust", kind, &msg);
-                return Err(load_failed(msg, json!({"kind": kind, "exit": exit})));
+                return Err(r.load_failed());
             }
         }
         // Extracted under the state directory, locked while loaded: a killed daemon's trees
@@ -900,10 +924,7 @@ impl Daemon {
         // refused (revoked, no longer under a pinned root), a running incarnation is stopped too,
         // as at SIGHUP; a refusal of the configuration (an invalid list) only refuses the restart.
         if let Err(refusal) = self.recheck(&name, now) {
-            let err = load_failed(
-                refusal.message.clone(),
-                json!({"kind": refusal.kind, "exit": refusal.exit}),
-            );
+            let err = refusal.load_failed();
             let mut rec = self.plugins[&name].audit.clone();
             rec.event = Event::Denial;
             rec.outcome = "refused".into();
@@ -958,7 +979,7 @@ impl Daemon {
             "launch_us": e.last_launch_us,
             "warm": e.warm,
             "spare": e.spare.is_some(),
-            "trust_refusal": e.trust_refusal,
+            "trust_refusal": e.trust_refusal.as_ref().map(TrustRefusal::to_json),
         })
     }
 
@@ -1147,12 +1168,7 @@ impl Daemon {
                     // Dropped by a trust check before it was ready: the load fails for that
                     // refusal, its kind and exit as any refused load's.
                     let err = match &e.trust_refusal {
-                        Some(r) => load_failed(
-                            r["message"]
-                                .as_str()
-                                .unwrap_or("unloaded before it became ready"),
-                            json!({"kind": r["kind"], "exit": r["exit"]}),
-                        ),
+                        Some(r) => r.load_failed(),
                         None => load_failed("unloaded before it became ready", Value::Null),
                     };
                     self.send(conn, &response_err(&id, &err));
@@ -1282,15 +1298,7 @@ impl Daemon {
             self.check_all(now, NEW_TRUST, "trust_change", Some(name));
         }
         if let Err(e) = reread {
-            return Err(TrustRefusal {
-                kind: e.kind(),
-                exit: e.exit().code(),
-                message: format!(
-                    "cannot read the trust configuration: {}",
-                    e.chain().join(": ")
-                ),
-                condemns: false,
-            });
+            return Err(TrustRefusal::unusable(&e));
         }
         self.check_loaded(name)
     }
@@ -1366,7 +1374,7 @@ impl Daemon {
         e.spare = None;
         e.decision = None;
         let reason = refusal.to_json();
-        e.trust_refusal = Some(reason.clone());
+        e.trust_refusal = Some(refusal.clone());
         e.phase = if e.ever_ready {
             Phase::Quarantined
         } else {
@@ -1462,7 +1470,7 @@ impl Daemon {
         let delay = backoff_ms(&r, crashes.max(1).saturating_add(e.trust_retries), random);
         e.phase = Phase::Restarting(now + Duration::from_millis(delay));
         let reason = refusal.to_json();
-        e.trust_refusal = Some(reason.clone());
+        e.trust_refusal = Some(refusal.clone());
         let restarts = e.restarts;
         log_line(&format!(
             "plugin {}: not restarted, trying again in {delay} ms: {REFUSES}: {}: {}",
