@@ -730,11 +730,13 @@ fn run_loop(
                         sup.shutdown_all(now);
                     }
                 }
-                t if sup.owns(t) => sup.ready(t, now),
+                // Stamped with the time of the read, not the turn's (as `serve` does): an
+                // answer taken in after its deadline is the deadline's.
+                t if sup.owns(t) => sup.ready(t, Instant::now()),
                 _ => {}
             }
         }
-        sup.serve_hot(now);
+        sup.serve_hot(Instant::now());
         sup.fire_timers(Instant::now());
     }
 }

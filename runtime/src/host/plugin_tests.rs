@@ -223,6 +223,17 @@ fn an_answer_taken_in_past_its_deadline_is_deadline_exceeded() {
     t.h.on_timer(Timer::Call(b), t.now, &mut t.fx);
     assert!(t.responses().is_empty(), "answered once");
     assert_eq!(t.h.state(), State::Ready);
+    // The plugin's own error, taken in late, likewise.
+    t.invoke(3, Some(50));
+    let c = t.sent()[0]["id"].as_u64().unwrap();
+    t.agent();
+    t.now += Duration::from_millis(51);
+    t.feed(&format!(
+        r#"{{"jsonrpc":"2.0","id":{c},"error":{{"code":-32000,"message":"no"}}}}"#
+    ));
+    let r = t.responses();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["error"]["code"], codes::DEADLINE_EXCEEDED, "{r:?}");
 }
 
 #[test]
