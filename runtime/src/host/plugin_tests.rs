@@ -54,7 +54,8 @@ struct T {
     lingers: Flag,
     stuck: Flag,
     now: Instant,
-    _dir: tempfile::TempDir,
+    /// The state directory of its key/value store.
+    dir: tempfile::TempDir,
 }
 
 fn setup(policy: HostPolicy) -> T {
@@ -63,8 +64,22 @@ fn setup(policy: HostPolicy) -> T {
 
 /// [`setup`] with a manifest declaring `hooks`.
 fn setup_hooks(policy: HostPolicy, hooks: &[String]) -> T {
+    setup_caps(
+        policy,
+        hooks,
+        &[
+            Capability::Log,
+            Capability::RegisterHook,
+            Capability::EmitEvent,
+        ],
+    )
+}
+
+/// [`setup_hooks`] with a manifest requesting `caps`, all within the ceiling.
+fn setup_caps(policy: HostPolicy, hooks: &[String], caps: &[Capability]) -> T {
+    let requested: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
     let manifest = json!({"name":"p","version":"1.0.0","author":"a","description":"d",
-        "entrypoint":"e","requested_capabilities":["log","emit_event","register_hook"],
+        "entrypoint":"e","requested_capabilities":requested,
         "hooks":hooks,"api":1});
     let m = Manifest::parse(manifest.to_string().as_bytes())
         .unwrap()
@@ -74,12 +89,7 @@ fn setup_hooks(policy: HostPolicy, hooks: &[String]) -> T {
     let kv = KvStore::open(dir.path(), "p", policy.kv.clone()).unwrap();
     let cfg = PluginConfig {
         manifest: m,
-        ceiling: [
-            Capability::Log,
-            Capability::RegisterHook,
-            Capability::EmitEvent,
-        ]
-        .into(),
+        ceiling: caps.iter().copied().collect(),
         policy,
         kv,
         config: BTreeMap::new(),
@@ -101,7 +111,7 @@ fn setup_hooks(policy: HostPolicy, hooks: &[String]) -> T {
         lingers,
         stuck,
         now,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -890,4 +900,50 @@ fn an_answer_nested_too_deep_for_its_wrapping_is_a_violation() {
             assert_eq!(st["params"]["reason"]["kind"], "too_deep", "{st}");
         }
     }
+}
+
+/// A plugin spamming `kv_put` gets its puts of one second bounded (the audit: thousands of puts
+/// stalled `serve`'s loop); past the budget each is refused at once, `overloaded`. A store
+/// another process holds locked: `unavailable`, saying so and when to retry (the message was
+/// "cannot persist key/value store" alone).
+#[test]
+fn kv_puts_past_the_write_budget_are_overloaded() {
+    let mut t = setup_caps(
+        HostPolicy::default(),
+        &[],
+        &[Capability::KvGet, Capability::KvPut],
+    );
+    t.feed(r#"{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"p","version":"1.0.0","api":1,"capabilities":["kv_get","kv_put"]}}"#);
+    assert_eq!(t.h.state(), State::Ready);
+    t.sent();
+    let mut lines = String::new();
+    for i in 1..=100 {
+        lines.push_str(&format!(
+            r#"{{"jsonrpc":"2.0","id":{i},"method":"kv_put","params":{{"key":"k","value":"{i}"}}}}"#
+        ));
+        lines.push('\n');
+    }
+    t.h.on_stdout(lines.as_bytes(), t.now, &mut t.fx);
+    let answers = t.sent();
+    assert_eq!(answers.len(), 100);
+    let ok = answers.iter().filter(|a| a.get("result").is_some()).count();
+    assert_eq!(ok, crate::host::kv::WRITE_BUDGET.puts as usize);
+    for a in &answers[ok..] {
+        assert_eq!(a["error"]["code"], codes::OVERLOADED, "{a}");
+        assert_eq!(a["error"]["data"]["kind"], "kv_write_budget", "{a}");
+    }
+    assert_eq!(t.h.state(), State::Ready, "refused, not terminated");
+
+    let held = nix::fcntl::Flock::lock(
+        std::fs::File::open(t.dir.path().join("kv/p.lock")).unwrap(),
+        nix::fcntl::FlockArg::LockExclusive,
+    )
+    .unwrap();
+    t.now += Duration::from_secs(5);
+    t.feed(r#"{"jsonrpc":"2.0","id":200,"method":"kv_put","params":{"key":"k","value":"x"}}"#);
+    let a = t.sent().remove(0);
+    assert_eq!(a["error"]["code"], codes::UNAVAILABLE, "{a}");
+    let why = a["error"]["message"].as_str().unwrap();
+    assert!(why.contains("stayed locked"), "{a}");
+    drop(held);
 }
