@@ -155,18 +155,24 @@ impl NodeIdentity {
 /// its serial installed, or not newer than the license installed last unless it is that file),
 /// or missing when one was installed (rollback by deletion).
 pub fn load_license(state_dir: &Path) -> Result<Option<License>, NodeError> {
-    let path = state_dir.join(LICENSE_FILE);
-    let license = match read_capped(&path, MAX_DOC_BYTES as u64) {
-        Ok(b) => License::parse(&b)
-            .map(Some)
-            .map_err(|source| NodeError::License { path, source })?,
-        Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(NodeError::LicenseFile(e)),
-    };
+    let license = read_license(state_dir)?;
     let memory = LicenseMemory::load(state_dir).map_err(NodeError::Memory)?;
     check_installed(license.as_ref(), &memory.seen, memory.floor.as_ref())
         .map_err(NodeError::Rollback)?;
     Ok(license)
+}
+
+/// `<state_dir>/license.json` read and parsed (`None`: there is none), not yet checked against
+/// what the node installed before ([`load_license`] does that).
+pub fn read_license(state_dir: &Path) -> Result<Option<License>, NodeError> {
+    let path = state_dir.join(LICENSE_FILE);
+    match read_capped(&path, MAX_DOC_BYTES as u64) {
+        Ok(b) => License::parse(&b)
+            .map(Some)
+            .map_err(|source| NodeError::License { path, source }),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(NodeError::LicenseFile(e)),
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::{read_capped, write_state_file};
 use crate::keyfile::unix_now;
-use crate::node::{hardware_id, load_license, NodeError, LICENSE_FILE};
+use crate::node::{hardware_id, load_license, read_license, NodeError, LICENSE_FILE};
 use crate::output::{term, term_path, Output};
 use crate::package::verify::error_chain;
 use crate::state::{ensure_dir, LicenseMemory};
@@ -161,10 +161,11 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
     // (if it passes the per-serial rule) is that one. Else an old active license of another
     // serial would be installed over a frozen one on the first install after an upgrade.
     let floor = memory.floor.clone().or_else(|| {
-        load_license(&a.state_dir)
+        let in_place = read_license(&a.state_dir).ok().flatten()?;
+        in_place
+            .check_not_rolled_back(&memory.seen, None)
             .ok()
-            .flatten()
-            .map(|in_place| in_place.floor())
+            .map(|()| in_place.floor())
     });
     lic.check_not_rolled_back(&memory.seen, floor.as_ref())
         .map_err(|e| NodeError::Rollback(e).into_cmd())?;
