@@ -660,6 +660,21 @@ fn a_frozen_license_is_not_lifted_by_another_serial() {
     );
 }
 
+/// A node as an earlier build (per-serial memory, no license installed last recorded) left it:
+/// `license-state.json` holding `seen` (serial → highest `issued_at`), `license` in place.
+fn earlier_builds_node(fx: &Fixture, seen: &[(&str, u64)], license: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(fx.path("state")).unwrap();
+    std::fs::set_permissions(fx.path("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let memory: std::collections::BTreeMap<&str, u64> = seen.iter().copied().collect();
+    std::fs::write(
+        fx.path("state/license-state.json"),
+        serde_json::to_vec(&memory).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(fx.path(license), fx.path("state/license.json")).unwrap();
+}
+
 /// An earlier build (per-serial rule only) let a node install license A renewed at T, then
 /// license B of another serial issued before T (bought earlier, installed later): its
 /// `license-state.json` is `{"A": T, "B": T-1000}` and `license.json` is B. After the upgrade the
@@ -668,22 +683,13 @@ fn a_frozen_license_is_not_lifted_by_another_serial() {
 /// is the older one.
 #[test]
 fn a_license_installed_after_a_newer_one_by_an_earlier_build_keeps_working() {
-    use std::os::unix::fs::PermissionsExt;
     let fx = Fixture::new();
     let pkg = fx.pack_hello();
     let now = unix_now();
     let (a_at, b_at) = (now - 2000, now - 3000);
     issue_license(&fx, "A", a_at, false, "a.license");
     issue_license(&fx, "B", b_at, false, "b.license");
-    // The node as the earlier build left it.
-    std::fs::create_dir_all(fx.path("state")).unwrap();
-    std::fs::set_permissions(fx.path("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::write(
-        fx.path("state/license-state.json"),
-        format!(r#"{{"A": {a_at}, "B": {b_at}}}"#),
-    )
-    .unwrap();
-    std::fs::copy(fx.path("b.license"), fx.path("state/license.json")).unwrap();
+    earlier_builds_node(&fx, &[("A", a_at), ("B", b_at)], "b.license");
     let info = || fx.run(&["--json", "node", "info", "--state-dir", "state"]);
     expect(&fx.verify(&pkg, &[]), 0, "");
     let r = info();
@@ -710,21 +716,13 @@ fn a_license_installed_after_a_newer_one_by_an_earlier_build_keeps_working() {
 /// last until an install records one.
 #[test]
 fn after_an_upgrade_an_older_license_of_another_serial_does_not_lift_the_freeze() {
-    use std::os::unix::fs::PermissionsExt;
     let fx = Fixture::new();
     let pkg = fx.pack_hello();
     let now = unix_now();
     let (l2_at, l1_at) = (now - 3000, now - 2000);
     issue_license(&fx, "L2", l2_at, false, "l2-active.license");
     issue_license(&fx, "L1", l1_at, true, "l1-frozen.license");
-    std::fs::create_dir_all(fx.path("state")).unwrap();
-    std::fs::set_permissions(fx.path("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::write(
-        fx.path("state/license-state.json"),
-        format!(r#"{{"L2": {l2_at}, "L1": {l1_at}}}"#),
-    )
-    .unwrap();
-    std::fs::copy(fx.path("l1-frozen.license"), fx.path("state/license.json")).unwrap();
+    earlier_builds_node(&fx, &[("L2", l2_at), ("L1", l1_at)], "l1-frozen.license");
     let r = install_license(&fx, "l2-active.license");
     expect(&r, 84, "license.rollback");
     assert!(r.stdout.contains("license L1"), "{}", r.stdout);
