@@ -1206,7 +1206,6 @@ fn an_index_cache_write_that_fails_names_the_cache_path() {
 #[test]
 fn the_daemons_user_refreshes_what_root_added() {
     use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
-    use std::os::unix::process::CommandExt;
     if !require_root() {
         return;
     }
@@ -1235,21 +1234,12 @@ fn the_daemons_user_refreshes_what_root_added() {
     }
     repo.version = 2;
     repo.write(&fx, "op");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args(["--json", "source", "refresh", "--state-dir", "state"])
-        .current_dir(fx.dir())
-        .env_remove("STOCKADE_STATE_DIR")
-        .uid(nobody)
-        .gid(nobody)
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    let o = stockade_as(
+        nobody,
+        fx.dir(),
+        &["--json", "source", "refresh", "--state-dir", "state"],
     );
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     let cached: Value =
         serde_json::from_slice(&std::fs::read(state.join("indexes/main.json")).unwrap()).unwrap();
     assert_eq!(cached["version"], 2);

@@ -607,7 +607,6 @@ fn store_errors_name_the_store_not_its_descriptor() {
 #[test]
 fn the_daemons_user_cannot_turn_roots_store_commands_against_the_host() {
     use std::os::unix::fs::{chown, symlink, PermissionsExt};
-    use std::os::unix::process::CommandExt;
     if !require_root() {
         return;
     }
@@ -638,30 +637,16 @@ fn the_daemons_user_cannot_turn_roots_store_commands_against_the_host() {
     std::fs::remove_file(state.join("store")).unwrap();
     expect(&list(), 0, "");
     std::fs::create_dir(state.join("store/staging/install-x")).unwrap();
-    let as_nobody = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
-            .args(args)
-            .current_dir(fx.dir())
-            .env_remove("STOCKADE_STATE_DIR")
-            .uid(nobody)
-            .gid(nobody)
-            .output()
-            .unwrap()
-    };
+    let as_nobody = |args: &[&str]| stockade_as(nobody, fx.dir(), args);
     let o = as_nobody(&["source", "refresh", "--state-dir", "state"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(state.join("store/staging/install-x").exists());
     // Without a store, it creates none.
     let fresh = fx.path("fresh");
     std::fs::create_dir(&fresh).unwrap();
     chown(&fresh, Some(nobody), Some(nobody)).unwrap();
     let o = as_nobody(&["source", "refresh", "--state-dir", "fresh"]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(!fresh.join("store").exists());
 }
 
@@ -726,27 +711,12 @@ fn the_store_root_makes_under_a_restrictive_umask_is_the_daemons_to_read() {
     ] {
         assert_eq!(mode(&p), want, "{}: {:o}", p.display(), mode(&p));
     }
-    let as_nobody = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
-            .args(args)
-            .current_dir(fx.dir())
-            .env_remove("STOCKADE_STATE_DIR")
-            .uid(nobody)
-            .gid(nobody)
-            .output()
-            .unwrap()
-    };
+    let as_nobody = |args: &[&str]| stockade_as(nobody, fx.dir(), args);
     let o = as_nobody(&["--json", "list", "--state-dir", "state"]);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.contains("\"hello\""), "{out}");
+    assert_eq!(o.code, 0, "{}", o.stdout);
+    assert!(o.stdout.contains("\"hello\""), "{}", o.stdout);
     let o = as_nobody(&["source", "refresh", "--state-dir", "state"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
     // What the daemon loads from: the stored package and its tree.
     let o = std::process::Command::new("cat")
         .arg(object.join("package.stockade"))

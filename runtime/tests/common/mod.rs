@@ -46,7 +46,20 @@ impl Run {
 
 /// Run `stockade ARGS` in `cwd`.
 pub fn stockade(cwd: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
+    stockade_cmd(Command::new(env!("CARGO_BIN_EXE_stockade")), cwd, args)
+}
+
+/// [`stockade`] as user `uid` (its group the same number): the packaged layout's service user
+/// is another uid than root's CLI (tests use 65534).
+pub fn stockade_as(uid: u32, cwd: &Path, args: &[&str]) -> Run {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stockade"));
+    c.uid(uid).gid(uid);
+    stockade_cmd(c, cwd, args)
+}
+
+fn stockade_cmd(mut c: Command, cwd: &Path, args: &[&str]) -> Run {
+    let out = c
         .args(args)
         .current_dir(cwd)
         .env_remove("STOCKADE_TRUST_DIR")
