@@ -792,19 +792,9 @@ mod tests {
     }
 
     /// An error as the CLI prints it: the message and every cause.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut text = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            text = format!("{text}: {c}");
-            cause = c.source();
-        }
-        text
-    }
-
     /// The error names `shown` and no path through a descriptor.
     fn assert_names(e: &StoreError, shown: &Path) {
-        let text = chain(e);
+        let text = crate::package::verify::error_chain(e);
         assert!(
             text.contains(&shown.display().to_string()) && !text.contains("/proc/self/fd"),
             "expected {}: {text}",
