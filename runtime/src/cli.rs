@@ -657,8 +657,17 @@ pub struct VerifyArgs {
 /// `stockade inspect`
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The package file.
+    /// The package file, or the name of an installed plugin (its stored package).
     pub file: PathBuf,
+    /// State directory holding the store, for an installed plugin's name.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "STOCKADE_STATE_DIR",
+        default_value = "/var/lib/stockade",
+        value_parser = state_dir_parser()
+    )]
+    pub state_dir: PathBuf,
 }
 
 /// `stockade node …`

@@ -727,3 +727,58 @@ fn the_store_root_makes_under_a_restrictive_umask_is_the_daemons_to_read() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// The daemon's user (or any user who can read the state directory) verifies what root
+/// installed, by name and all at once, without changing the store: `verify NAME` used to open
+/// the store to install into it — made, locked, recovered — and failed with 74 on root's
+/// `store/staging` (0700), and its recovery would have removed root's staging leftovers.
+/// `inspect NAME` and `policy explain NAME` take an installed name as `run` and `verify` do
+/// (they said "cannot read hello", 66).
+#[test]
+fn another_user_verifies_inspects_and_explains_what_root_installed() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    if !require_root() {
+        return;
+    }
+    let fx = setup();
+    let nobody = 65534;
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = fx.path("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
+    chown(&state, Some(nobody), Some(nobody)).unwrap();
+    let pkg = pack(&fx, "hello", "0.1.0", &[]);
+    expect(&fx.store_install(&[&pkg], &[]), 0, "");
+    // An interrupted install of root's: only root's own next store command may clean it.
+    std::fs::create_dir(state.join("store/staging/install-x")).unwrap();
+    let before = snapshot(&state.join("store"));
+    let as_nobody = |args: &[&str]| stockade_as(nobody, fx.dir(), args);
+    for id in [Some("hello"), None] {
+        let mut args = vec!["--json", "verify"];
+        args.extend(id);
+        args.extend_from_slice(&STORE_FLAGS);
+        let r = as_nobody(&args);
+        expect(&r, 0, "");
+        assert_eq!(r.json()["plugins"][0]["ok"], true, "{}", r.stdout);
+    }
+    assert_eq!(snapshot(&state.join("store")), before);
+    let r = as_nobody(&["--json", "inspect", "hello", "--state-dir", "state"]);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["name"], "hello", "{}", r.stdout);
+    let mut args = vec!["--json", "policy", "explain", "hello"];
+    args.extend_from_slice(&STORE_FLAGS);
+    let r = as_nobody(&args);
+    expect(&r, 0, "");
+    assert!(
+        r.stdout.contains("verified package hello 0.1.0"),
+        "{}",
+        r.stdout
+    );
+    // A name nothing is installed under is the store's answer, as for `verify` and `run`.
+    expect(
+        &fx.run(&["--json", "inspect", "absent", "--state-dir", "state"]),
+        104,
+        "store.not_installed",
+    );
+    assert_eq!(snapshot(&state.join("store")), before);
+}

@@ -1,4 +1,4 @@
-//! `stockade inspect FILE`: show the manifest, signer, chain, scope and file list without
+//! `stockade inspect FILE|NAME`: show the manifest, signer, chain, scope and file list without
 //! verifying trust and without extracting. The container is still parsed strictly and with size
 //! caps (the same step 1 as `verify`), so inspecting a hostile file is safe.
 
@@ -57,7 +57,10 @@ fn step1(e: VerifyError) -> CmdError {
 
 /// Run `stockade inspect`.
 pub fn run(a: InspectArgs, out: Output) -> Result<Exit, CmdError> {
-    let bytes = read_capped(&a.file, MAX_PACKAGE_BYTES).map_err(|e| step1(VerifyError::Read(e)))?;
+    // An installed plugin's name means its stored package, as for `run` and `verify`.
+    let file = crate::store::resolve_package(&a.state_dir, &a.file)
+        .map_err(crate::cmd::store::store_err)?;
+    let bytes = read_capped(&file, MAX_PACKAGE_BYTES).map_err(|e| step1(VerifyError::Read(e)))?;
     let c = container::parse(&bytes).map_err(|e| step1(VerifyError::Container(e)))?;
     let st = Statement::parse(&c.statement, &runtime_version())
         .map_err(|e| step1(VerifyError::Statement(e)))?;
@@ -100,7 +103,7 @@ pub fn run(a: InspectArgs, out: Output) -> Result<Exit, CmdError> {
         })
         .collect();
     let r = Report {
-        file: a.file.display().to_string(),
+        file: file.display().to_string(),
         verified: false,
         signature_status: "not_checked",
         name: st.manifest.name().to_string(),

@@ -219,7 +219,10 @@ pub fn explain(a: PolicyExplainArgs, out: Output) -> Result<Exit, CmdError> {
             let cfg = trust_config_with_policy(&a.trust, &defaults)?;
             let node =
                 NodeIdentity::load(&cfg.state_dir).map_err(crate::node::NodeError::into_cmd)?;
-            let vp = open_verified_in(pkg, &cfg, &node, unix_now(), &std::env::temp_dir())
+            // An installed plugin's name means its stored package, as for `run`.
+            let pkg = crate::store::resolve_package(&cfg.state_dir, pkg)
+                .map_err(crate::cmd::store::store_err)?;
+            let vp = open_verified_in(&pkg, &cfg, &node, unix_now(), &std::env::temp_dir())
                 .map_err(|e| {
                     let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
                     CmdError::new(exit, kind, e).hint(hint)

@@ -23,7 +23,9 @@ use crate::output::{term, Output};
 use crate::package::report::Report;
 use crate::package::{open_verified_in, VerifyError};
 use crate::sources::{self, Fetched, PinKind, Session, SourceError, Want};
-use crate::store::{check_tree, Installed, Staged, Store, StoreError, TreeProblem, PACKAGE_FILE};
+use crate::store::{
+    check_tree_of, Installed, Staged, Store, StoreError, TreeProblem, PACKAGE_FILE,
+};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -966,18 +968,25 @@ struct VerifyItem {
 /// file map. Exit: the first verification failure's code, else 105 if a tree changed, else 0.
 pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Result<Exit, CmdError> {
     let (log, cfg, node) = verify_context(&a.trust, &a.root.policy_root)?;
-    let (store, _) = Store::open(&cfg.state_dir, false).map_err(store_err)?;
-    let targets: Vec<Installed> = match &id {
-        Some(id) => match store.registry().plugins.get(id) {
-            Some(p) => vec![p.clone()],
-            None => return Err(store_err(StoreError::NotInstalled(id.clone()))),
-        },
-        None => store.registry().plugins.values().cloned().collect(),
-    };
+    // Read under a shared lock, never recovered or made: verifying changes nothing, and
+    // whoever can read the state directory may do it (the daemon's user on root's store).
+    let store = Store::view(&cfg.state_dir).map_err(store_err)?;
+    let targets: Vec<(Installed, PathBuf, u32)> = store
+        .iter()
+        .flat_map(|s| {
+            let plugins = &s.registry().plugins;
+            plugins
+                .values()
+                .filter(|p| id.as_ref().is_none_or(|id| &p.name == id))
+                .map(|p| (p.clone(), s.object_dir(p), s.owner()))
+        })
+        .collect();
+    if let (Some(id), true) = (&id, targets.is_empty()) {
+        return Err(store_err(StoreError::NotInstalled(id.clone())));
+    }
     let mut items = Vec::new();
     let mut exit = Exit::Ok;
-    for p in targets {
-        let obj = store.object_dir(&p);
+    for (p, obj, owner) in targets {
         let work = tempfile::tempdir().map_err(|e| CmdError::new(Exit::IoErr, "store.io", e))?;
         let mut item = VerifyItem {
             name: p.name.clone(),
@@ -1018,8 +1027,11 @@ pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Resul
                         ),
                     });
                 }
-                item.problems
-                    .extend(check_tree(&obj.join(crate::store::TREE_DIR), &pkg.files));
+                item.problems.extend(check_tree_of(
+                    &obj.join(crate::store::TREE_DIR),
+                    &pkg.files,
+                    owner,
+                ));
                 let outcome = if item.problems.is_empty() {
                     "ok"
                 } else {

@@ -591,7 +591,16 @@ impl std::fmt::Display for TreeProblem {
 /// directories this uid's and writable by it alone, and nothing else but the directories the
 /// map implies. Every difference found is returned.
 pub fn check_tree(root: &Path, files: &BTreeMap<String, FileEntry>) -> Vec<TreeProblem> {
-    let uid = nix::unistd::geteuid().as_raw();
+    check_tree_of(root, files, nix::unistd::geteuid().as_raw())
+}
+
+/// [`check_tree`] of a tree `uid` made: an installed plugin's tree checked by another user
+/// than the store's owner (`verify NAME` as the daemon's user on root's store).
+pub fn check_tree_of(
+    root: &Path,
+    files: &BTreeMap<String, FileEntry>,
+    uid: u32,
+) -> Vec<TreeProblem> {
     let mut out = Vec::new();
     if let Some(what) = std::fs::symlink_metadata(root)
         .map_err(|e| e.to_string())

@@ -25,7 +25,7 @@ use crate::fileio::{read_capped, write_state_file, FileError, HeldDir, HeldDirEr
 use crate::package::container::MAX_PACKAGE_BYTES;
 /// The tree check is the kept trees' too (package/trees.rs); `stockade store verify` reports its
 /// every finding.
-pub use crate::package::trees::{check_tree, TreeProblem};
+pub use crate::package::trees::{check_tree, check_tree_of, TreeProblem};
 use crate::sys;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +33,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use stockade_policy::capability::Capability;
@@ -212,13 +212,61 @@ pub struct StoreLock {
     _held: HeldDir,
 }
 
-/// Open the held store directory's lock file and take it (waiting unless `no_wait`).
-fn take_lock(held: &HeldDir, no_wait: bool) -> Result<OwnedFd, StoreError> {
+/// The store as a reader sees it ([`Store::view`]): the held store directory, its registry,
+/// and a shared lock, so no install or removal is half done while it is read. Nothing is made,
+/// recovered or written: any user who can read the state directory can take it (the daemon's
+/// user on root's store), where [`Store::open`] needs the store's owner.
+#[derive(Debug)]
+pub struct StoreView {
+    dir: HeldDir,
+    /// The store directory's owner: whose installs these are (each object tree is its).
+    owner: u32,
+    registry: Registry,
+    _lock: OwnedFd,
+}
+
+impl StoreView {
+    /// The registry as read under the shared lock.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The object directory of an installed plugin (as a path: for messages and reading).
+    pub fn object_dir(&self, p: &Installed) -> PathBuf {
+        object_dir_in(self.dir.shown(), p)
+    }
+
+    /// The uid that installed what is here ([`check_tree`]'s owner), whoever reads it.
+    pub fn owner(&self) -> u32 {
+        self.owner
+    }
+}
+
+/// `<state>/store` held as it is (nothing made), or `None` when there is no store.
+fn held_existing(state_dir: &Path) -> Result<Option<HeldDir>, StoreError> {
+    match HeldDir::open(state_dir, STORE_DIR, None) {
+        Ok(h) => Ok(Some(h.canonical_shown())),
+        Err(HeldDirError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Open the held store directory's lock file (made if missing).
+fn open_lock(held: &HeldDir) -> Result<OwnedFd, StoreError> {
     let lock_path = held.join("lock");
     let shown = lock_path.shown();
     let c = CString::new(lock_path.path().as_os_str().as_bytes())
         .map_err(|e| io("bad path", shown)(std::io::Error::other(e)))?;
-    let lock = sys::open_lock_file(&c).map_err(io("cannot open lock", shown))?;
+    sys::open_lock_file(&c).map_err(io("cannot open lock", shown))
+}
+
+/// Open the held store directory's lock file and take it (waiting unless `no_wait`).
+fn take_lock(held: &HeldDir, no_wait: bool) -> Result<OwnedFd, StoreError> {
+    let lock = open_lock(held)?;
+    let shown = held.join("lock");
+    let shown = shown.shown();
     if no_wait {
         if !sys::try_flock_exclusive(lock.as_fd()).map_err(io("cannot lock", shown))? {
             return Err(StoreError::Locked(shown.to_path_buf()));
@@ -319,19 +367,35 @@ impl Store {
     /// ([`HeldDir`]) — nor recovered (root's staging is not that user's to clean). `None`: there
     /// is no store yet, so nothing is installed and nothing to wait for.
     pub fn lock_existing(state_dir: &Path, no_wait: bool) -> Result<Option<StoreLock>, StoreError> {
-        let held = match HeldDir::open(state_dir, STORE_DIR, None) {
-            Ok(h) => h.canonical_shown(),
-            Err(HeldDirError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(e.into()),
+        let Some(held) = held_existing(state_dir)? else {
+            return Ok(None);
         };
         let lock = take_lock(&held, no_wait)?;
         Ok(Some(StoreLock {
             _lock: lock,
             _held: held,
+        }))
+    }
+
+    /// The store for reading ([`StoreView`]), or `None` when there is none (nothing is
+    /// installed). Waits for a writer in progress.
+    pub fn view(state_dir: &Path) -> Result<Option<StoreView>, StoreError> {
+        let Some(held) = held_existing(state_dir)? else {
+            return Ok(None);
+        };
+        let lock = open_lock(&held)?;
+        let shown = held.join("lock");
+        sys::flock_shared(lock.as_fd()).map_err(io("cannot lock", shown.shown()))?;
+        let owner = std::fs::metadata(held.path())
+            .map_err(io("cannot stat", held.shown()))?
+            .uid();
+        let registry = held.join("registry.json");
+        let registry = load_registry(registry.path(), registry.shown())?;
+        Ok(Some(StoreView {
+            dir: held,
+            owner,
+            registry,
+            _lock: lock,
         }))
     }
 

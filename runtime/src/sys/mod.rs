@@ -591,10 +591,21 @@ pub fn poll(fds: &[(BorrowedFd<'_>, i16)], timeout_ms: i32) -> io::Result<Vec<i1
 /// Blocking exclusive `flock` (the audit log's writers queue on it); released when the
 /// descriptor is closed.
 pub fn flock_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
+    flock_blocking(fd, nix::fcntl::FlockArg::LockExclusive)
+}
+
+/// Blocking shared `flock` (a store's readers: `verify` of installed plugins waits out an
+/// install or removal in progress, and holds none off but them); released when the descriptor
+/// is closed.
+pub fn flock_shared(fd: BorrowedFd<'_>) -> io::Result<()> {
+    flock_blocking(fd, nix::fcntl::FlockArg::LockShared)
+}
+
+fn flock_blocking(fd: BorrowedFd<'_>, how: nix::fcntl::FlockArg) -> io::Result<()> {
     loop {
         // Same reasoning as `try_flock_exclusive`: the caller owns the descriptor.
         #[allow(deprecated)]
-        let r = nix::fcntl::flock(fd.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive);
+        let r = nix::fcntl::flock(fd.as_raw_fd(), how);
         match r {
             Ok(()) => return Ok(()),
             Err(Errno::EINTR) => continue,
