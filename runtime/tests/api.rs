@@ -46,3 +46,36 @@ fn open_verified_extracts_privately_with_signed_modes() {
     drop(v);
     assert!(!dir.exists(), "the extraction directory is removed on drop");
 }
+
+/// `recheck_trust` (serve's check before a restart and at SIGHUP) decides validity and scope
+/// again at the time and with the node it is given, as a launch by `run` would: the package
+/// verified now is refused ten years on (its certificates expired), and a license-scoped one
+/// on a node whose license is gone. It used to check the chain and revocation alone.
+#[test]
+fn recheck_trust_decides_validity_and_scope_again() {
+    use stockade_runtime::package::recheck_trust;
+    let fx = Fixture::with_dev_scope(&["--scope", "license:ACME-1"]);
+    fx.install_license("ACME-1", false);
+    let pkg = fx.pack_hello();
+    let cfg = TrustConfig::load(&fx.path("trust"), TrustMode::Strict, &fx.path("state")).unwrap();
+    let node = NodeIdentity::load(&fx.path("state")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let v = open_verified_in(&fx.path(&pkg), &cfg, &node, now, &std::env::temp_dir()).unwrap();
+    assert_eq!(recheck_trust(&v, &cfg, &node, now).unwrap(), None);
+    let later = now + 11 * 365 * 86_400;
+    let e = recheck_trust(&v, &cfg, &node, later).unwrap_err();
+    assert_eq!(e.kind(), "validity.expired");
+    let e = recheck_trust(&v, &cfg, &NodeIdentity::default(), now).unwrap_err();
+    assert_eq!(e.kind(), "scope.license");
+    // Under warn each comes back as a warning with the status it gives.
+    let warn = TrustConfig::load(&fx.path("trust"), TrustMode::Warn, &fx.path("state")).unwrap();
+    let (status, warning) = recheck_trust(&v, &warn, &node, later).unwrap().unwrap();
+    assert_eq!(
+        stockade_runtime::output::enum_str(&status),
+        "expired",
+        "{warning}"
+    );
+}

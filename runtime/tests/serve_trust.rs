@@ -380,11 +380,12 @@ fn wait_status(c: &mut Client, name: &str, state: &str) -> Value {
     }
 }
 
-/// A package a `warn` load let pass with a failure no recheck decides again (here its
-/// developer certificate's scope is another machine's hardware) is refused once the policy says
-/// strict: at SIGHUP it is stopped and quarantined (`trust_mode.unverified`, the step's exit
-/// code, 85), `plugin_restart` is refused, and a verified plugin runs on. The old daemon only
-/// checked the chain and the list again and kept running — and restarting — it under strict.
+/// A package a `warn` load let pass with a failure (here its developer certificate's scope is
+/// another machine's hardware) is refused once the policy says strict: at SIGHUP the scope is
+/// checked again and it is stopped and quarantined (`scope.hardware`, 85), `plugin_restart` is
+/// refused, and a verified plugin runs on. The old daemon only checked the chain and the list
+/// again and kept running — and restarting — it under strict. (A signature failure, which no
+/// recheck decides again, is refused as `trust_mode.unverified`: `unverified_at_load`.)
 #[test]
 fn sighup_to_strict_stops_a_plugin_that_only_warn_let_load() {
     if !require_root() {
@@ -465,12 +466,12 @@ fn sighup_to_strict_stops_a_plugin_that_only_warn_let_load() {
         st = c.ok("plugin_status", json!({"name": "other"}));
     }
     assert_eq!(st["state"], "quarantined", "{st}");
-    assert_eq!(st["trust_refusal"]["kind"], "trust_mode.unverified", "{st}");
+    assert_eq!(st["trust_refusal"]["kind"], "scope.hardware", "{st}");
     assert_eq!(st["trust_refusal"]["exit"], 85, "{st}");
     assert!(
         st["trust_refusal"]["message"]
             .to_string()
-            .contains("step 6 (scope)"),
+            .contains("scoped to hardware 00000000000000000000000000000000"),
         "{st}"
     );
     let st = c.ok("plugin_status", json!({"name": "hello"}));
@@ -479,7 +480,7 @@ fn sighup_to_strict_stops_a_plugin_that_only_warn_let_load() {
 
     let r = c.call("plugin_restart", json!({"name": "other"}));
     assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
-    assert_eq!(r["error"]["data"]["kind"], "trust_mode.unverified", "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "scope.hardware", "{r}");
     assert_eq!(
         c.ok("plugin_status", json!({"name": "other"}))["state"],
         "quarantined"
@@ -524,5 +525,57 @@ fn a_plugin_revoked_before_it_was_ready_fails_its_load_with_the_kind() {
     assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
     assert_eq!(r["error"]["data"]["kind"], "revocation.key", "{r}");
     assert_eq!(r["error"]["data"]["exit"], 84, "{r}");
+    s.stop_and_drain(&mut c);
+}
+
+/// A restart is a launch, and `run` would refuse a license-scoped package once the node's
+/// license no longer covers it: the restart checks the license read then. A license of another
+/// serial installed while the plugin runs stops nothing (the plugin keeps running), but its
+/// restart after a crash is refused — not quarantined: the license is the node's to fix, so
+/// the plugin stays `restarting` (`scope.license`, 85) and comes back by itself once the
+/// right license is installed again. The old daemon checked only chain and revocation at a
+/// restart and ran it again under any license.
+#[test]
+fn a_restart_under_a_license_that_no_longer_covers_the_plugin_waits_for_the_right_one() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::with_dev_scope(&["--scope", "license:ACME-1"]);
+    fx.install_license("ACME-1", false);
+    let hello = pack_worker(&fx, "hello", &["on:x"]);
+    install_list(&fx, &[]);
+    let audit = fx.dir().join("audit.log");
+    let policy = format!("[audit]\nfile = {audit:?}\n");
+    let mut s = Serve::start(&fx, CONFIG, Some(&policy));
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    fx.install_license("ACME-2", false);
+    // SIGHUP reads the new license: the running plugin is not stopped for it.
+    signal(s.pid(), "HUP");
+    wait_log(&s, "SIGHUP: plugin hello: scope.license");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "ready", "{st}");
+
+    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    wait_log(&s, "plugin hello: not restarted");
+    let st = wait_status(&mut c, "hello", "restarting");
+    assert_eq!(st["quarantined"], false, "{st}");
+    assert_eq!(st["trust_refusal"]["kind"], "scope.license", "{st}");
+    assert_eq!(st["trust_refusal"]["exit"], 85, "{st}");
+    // Let a few retries go by: one denial on record for the refusals in a row, not one each.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let denials = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["event"] == "denial" && r["detail"]["request"] == "restart")
+        .collect::<Vec<_>>();
+    assert_eq!(denials.len(), 1, "{denials:?}");
+    assert_eq!(denials[0]["detail"]["kind"], "scope.license", "{denials:?}");
+
+    fx.install_license("ACME-1", false);
+    wait_ready(&mut c, "hello");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["trust_refusal"], Value::Null, "{st}");
     s.stop_and_drain(&mut c);
 }

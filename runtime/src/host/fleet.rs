@@ -38,19 +38,21 @@
 //! load ([`Daemon::reread_trust`]), as the license is, so a revocation list installed while the
 //! daemon runs applies to the next `plugin_load`, and a newer list that root's `verify` or `run`
 //! remembered in the state directory is never taken for a rollback. A restart is a new launch:
-//! before it the package's chain and revocation are checked again against the configuration
-//! read then ([`crate::package::recheck_trust`]), and, under strict, a signature, validity or
-//! scope failure a `warn` load let pass refuses it too ([`crate::package::unverified_at_load`]).
-//! A refusal about the package quarantines the plugin for that reason instead of counting a
-//! crash (until `plugin_restart` finds it trusted again). SIGHUP, and a load or restart that
-//! finds the configuration changed, check every loaded plugin the same way: one whose package is
-//! now refused is stopped and quarantined. A configuration that cannot be used (unreadable, an
-//! invalid or expired list, a required list missing) says nothing about any package: it stops
-//! nothing that runs and quarantines nothing, but refuses every load and restart until fixed —
-//! a crashed plugin stays `restarting` and is tried again after its backoff
-//! ([`Daemon::retry_later`]), so it comes back by itself once the configuration is fixed. The
-//! `quarantine` audit record's `detail.request` says what found the refusal: `restart`,
-//! `plugin_restart`, `sighup` or `trust_change`.
+//! before it the package's chain, validity, revocation and scope are checked again against the
+//! configuration and license read then ([`crate::package::recheck_trust`]), and, under strict, a
+//! signature failure a `warn` load let pass refuses it too
+//! ([`crate::package::unverified_at_load`]). A refusal about the package quarantines the plugin
+//! for that reason instead of counting a crash (until `plugin_restart` finds it trusted again).
+//! SIGHUP, and a load or restart that finds the configuration or license changed, check every
+//! loaded plugin the same way: one whose package is now refused is stopped and quarantined. A
+//! license that does not cover a package ([`About::License`]) is the node's to fix: it stops
+//! nothing that runs, and restarts wait for a license that does. A configuration that cannot
+//! be used (unreadable, an invalid or expired list, a required list missing) says nothing about
+//! any package: it stops nothing that runs and quarantines nothing, but refuses every load and
+//! restart until fixed — a crashed plugin stays `restarting` and is tried again after its
+//! backoff ([`Daemon::retry_later`]), so it comes back by itself once the configuration is
+//! fixed. The `quarantine` audit record's `detail.request` says what found the refusal:
+//! `restart`, `plugin_restart`, `sighup` or `trust_change`.
 
 use super::daemon::{log_line, Daemon};
 use super::kv::KvStore;
@@ -59,7 +61,7 @@ use super::quarantine::{OnLoad, Quarantined};
 use crate::audit::{self, Event, Record};
 use crate::keyfile::unix_now;
 use crate::output::term;
-use crate::package::errors::RevocationError;
+use crate::package::errors::{RevocationError, ScopeError};
 use crate::package::report::SignatureStatus;
 use crate::package::trees::Trees;
 use crate::package::{open_verified_among, VerifiedPackage, VerifyError};
@@ -183,9 +185,35 @@ struct TrustRefusal {
     /// Its exit code, as `run` and `verify` would exit.
     exit: u8,
     message: String,
-    /// Whether it is about this package's certificates (revoked, not under a pinned root),
-    /// rather than a configuration that cannot be used now.
-    condemns: bool,
+    /// What it is about, which decides what becomes of the plugin.
+    about: About,
+}
+
+/// What a [`TrustRefusal`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum About {
+    /// The package's own certificates (revoked, expired, not under a pinned root, a ceiling
+    /// or hardware id it does not meet): the plugin is stopped and quarantined.
+    Package,
+    /// The node's license does not cover the package (none, another serial, expired): the
+    /// node's to fix. A running plugin keeps running; a restart waits for a license that does.
+    License,
+    /// A trust configuration or license file that cannot be used: nothing about any one
+    /// package, every load and restart refused until it is fixed.
+    Configuration,
+}
+
+impl About {
+    /// What the log adds after a refusal that stops nothing.
+    fn consequence(self) -> &'static str {
+        match self {
+            About::License => {
+                "the node's license does not cover it: its restarts wait for one that does \
+                 (a running incarnation keeps running)"
+            }
+            _ => REFUSES,
+        }
+    }
 }
 
 impl TrustRefusal {
@@ -198,7 +226,7 @@ impl TrustRefusal {
                 "cannot read the trust configuration: {}",
                 e.chain().join(": ")
             ),
-            condemns: false,
+            about: About::Configuration,
         }
     }
 
@@ -416,24 +444,29 @@ impl Daemon {
         // rule alike. One that cannot be read (`node`, 78), or is rolled back (an older one
         // put back, or the file deleted after an install: `license.rollback` /
         // `license.missing`, 84), admits nothing.
-        match crate::node::load_license(&self.cfg.trust.state_dir) {
-            Ok(l) => self.cfg.node.license = l,
-            Err(e) => {
-                let msg = format!(
-                    "cannot use this node's license: {}",
-                    crate::package::verify::error_chain(&e)
+        let license_changed = match self.reread_license() {
+            Ok(changed) => changed,
+            Err(r) => {
+                self.deny_load(
+                    Record::new(Event::Denial, ""),
+                    path,
+                    "license",
+                    r.kind,
+                    &r.message,
                 );
-                let (kind, exit) = (e.kind(), e.exit().code());
-                self.deny_load(Record::new(Event::Denial, ""), path, "license", kind, &msg);
-                return Err(load_failed(msg, json!({"kind": kind, "exit": exit})));
+                return Err(r.load_failed());
             }
-        }
+        };
         // So can the trust directory (a new revocation list, a root added or removed) and, after
         // SIGHUP, the policy's `[trust]`: every verification reads them again, as `run` would.
-        // A configuration that changed is applied to the loaded plugins too: the daemon knows it.
+        // A configuration or license that changed is applied to the loaded plugins too: the
+        // daemon knows it.
         match self.reread_trust() {
-            Ok(false) => {}
-            Ok(true) => self.check_all(Instant::now(), NEW_TRUST, "trust_change", None),
+            Ok(changed) => {
+                if changed || license_changed {
+                    self.check_all(Instant::now(), NEW_TRUST, "trust_change", None)
+                }
+            }
             Err(e) => {
                 let r = TrustRefusal::unusable(&e);
                 self.deny_load(
@@ -931,7 +964,7 @@ impl Daemon {
             rec.detail = json!({"request": "plugin_restart", "stage": "verification",
                                 "kind": refusal.kind, "error": refusal.message});
             self.audit(rec);
-            if refusal.condemns {
+            if refusal.about == About::Package {
                 self.trust_quarantine(&name, refusal, "plugin_restart", now);
             }
             return Err(err);
@@ -1290,28 +1323,56 @@ impl Daemon {
         Ok(changed)
     }
 
-    /// [`Self::reread_trust`], then [`Self::check_loaded`]; a configuration that changed is
-    /// applied to the other loaded plugins too ([`Self::check_all`]).
+    /// The node's license read again (`stockade node license install` and a freeze change it
+    /// while the daemon runs): `Ok(true)` when it is another than the one in force. One that
+    /// cannot be read (`node`, 78) or is rolled back (`license.rollback` / `license.missing`,
+    /// 84) refuses without saying anything about any package, as an unusable trust
+    /// configuration does; the license in force stays.
+    fn reread_license(&mut self) -> Result<bool, TrustRefusal> {
+        let l = crate::node::load_license(&self.cfg.trust.state_dir).map_err(|e| TrustRefusal {
+            kind: e.kind(),
+            exit: e.exit().code(),
+            message: format!(
+                "cannot use this node's license: {}",
+                crate::package::verify::error_chain(&e)
+            ),
+            about: About::Configuration,
+        })?;
+        let digest =
+            |l: &Option<stockade_trust::license::License>| l.as_ref().map(|l| l.file_sha256());
+        let changed = digest(&l) != digest(&self.cfg.node.license);
+        self.cfg.node.license = l;
+        Ok(changed)
+    }
+
+    /// [`Self::reread_license`] and [`Self::reread_trust`], then [`Self::check_loaded`]; a
+    /// configuration or license that changed is applied to the other loaded plugins too
+    /// ([`Self::check_all`]).
     fn recheck(&mut self, name: &str, now: Instant) -> Result<(), TrustRefusal> {
+        let license = self.reread_license();
         let reread = self.reread_trust();
-        if let Ok(true) = reread {
-            self.check_all(now, NEW_TRUST, "trust_change", Some(name));
+        if let (Ok(l), Ok(t)) = (&license, &reread) {
+            if *l || *t {
+                self.check_all(now, NEW_TRUST, "trust_change", Some(name));
+            }
         }
         if let Err(e) = reread {
             return Err(TrustRefusal::unusable(&e));
         }
+        license?;
         self.check_loaded(name)
     }
 
     /// Whether loaded plugin `name`'s package is still trusted under the trust configuration
-    /// in force ([`crate::package::recheck_trust`]: chain and revocation; under strict also
-    /// what a `warn` or `disabled` load let pass, [`crate::package::unverified_at_load`]). What
-    /// a trust mode below strict lets pass is logged and shown in its status, as at the load.
+    /// and license in force ([`crate::package::recheck_trust`]: chain, validity, revocation and
+    /// scope; under strict also what a `warn` or `disabled` load let pass,
+    /// [`crate::package::unverified_at_load`]). What a trust mode below strict lets pass is
+    /// logged and shown in its status, as at the load.
     fn check_loaded(&mut self, name: &str) -> Result<(), TrustRefusal> {
         let Some(e) = self.plugins.get_mut(name) else {
             return Ok(());
         };
-        match crate::package::recheck_trust(&e.pkg, &self.cfg.trust, unix_now()) {
+        match crate::package::recheck_trust(&e.pkg, &self.cfg.trust, &self.cfg.node, unix_now()) {
             Ok(passed) => {
                 if let Some((status, warning)) = passed {
                     if !e.pkg.report.warnings.contains(&warning) {
@@ -1338,7 +1399,7 @@ impl Daemon {
                                  strict: {}",
                                 u.detail
                             ),
-                            condemns: true,
+                            about: About::Package,
                         });
                     }
                 }
@@ -1352,10 +1413,18 @@ impl Daemon {
                     "the package of `{name}` is no longer trusted: {}",
                     crate::package::verify::error_chain(&v)
                 ),
-                condemns: matches!(
-                    v,
-                    VerifyError::Chain(_) | VerifyError::Revocation(RevocationError::Revoked(_))
-                ),
+                about: match &v {
+                    VerifyError::Scope(
+                        ScopeError::NoLicense(_)
+                        | ScopeError::License(_)
+                        | ScopeError::WrongLicense { .. },
+                    ) => About::License,
+                    VerifyError::Chain(_)
+                    | VerifyError::Validity(_)
+                    | VerifyError::Scope(_)
+                    | VerifyError::Revocation(RevocationError::Revoked(_)) => About::Package,
+                    _ => About::Configuration,
+                },
             }),
         }
     }
@@ -1403,6 +1472,9 @@ impl Daemon {
     /// SIGHUP: the trust configuration read again and every loaded plugin checked against it
     /// ([`Self::check_all`]).
     pub(crate) fn recheck_loaded(&mut self, now: Instant) {
+        if let Err(r) = self.reread_license() {
+            log_line(&format!("SIGHUP: {REFUSES}: {}", term(&r.message)));
+        }
         match self.reread_trust() {
             Ok(_) => self.check_all(now, "SIGHUP", "sighup", None),
             Err(e) => log_line(&format!(
@@ -1433,7 +1505,7 @@ impl Daemon {
         for name in names {
             match self.check_loaded(&name) {
                 Ok(()) => {}
-                Err(r) if r.condemns => {
+                Err(r) if r.about == About::Package => {
                     log_line(&format!(
                         "{trigger}: plugin {}: {}: {}; stopping it",
                         term(&name),
@@ -1442,6 +1514,13 @@ impl Daemon {
                     ));
                     self.trust_quarantine(&name, r, request, now);
                 }
+                Err(r) if r.about == About::License => log_line(&format!(
+                    "{trigger}: plugin {}: {}: {}; {}",
+                    term(&name),
+                    r.kind,
+                    term(&r.message),
+                    r.about.consequence()
+                )),
                 Err(r) if !said => {
                     said = true;
                     log_line(&format!(
@@ -1460,10 +1539,21 @@ impl Daemon {
     /// and no quarantine — the configuration is what is wrong, and it stops nothing that runs.
     /// The plugin stays `restarting`, the refusal in its status, and is tried again after its
     /// backoff, longer at each refusal in a row up to `backoff_max_ms` (the crash count
-    /// unchanged), so it comes back by itself once the configuration is fixed.
+    /// unchanged), so it comes back by itself once the configuration is fixed. The same for a
+    /// license that does not cover the package ([`About::License`]). The first refusal in a row
+    /// is audited (a `denial` of the `restart`), not each retry.
     fn retry_later(&mut self, name: &str, refusal: TrustRefusal, now: Instant) {
         let r = self.cfg.serve.restart;
         let random = self.rng.next_u64();
+        let e = self.plugins.get_mut(name).expect("present");
+        if e.trust_retries == 0 {
+            let mut rec = e.audit.clone();
+            rec.event = Event::Denial;
+            rec.outcome = "refused".into();
+            rec.detail = json!({"request": "restart", "stage": "verification",
+                                "kind": refusal.kind, "error": refusal.message});
+            self.audit(rec);
+        }
         let e = self.plugins.get_mut(name).expect("present");
         let crashes = e.crashes.recent();
         e.trust_retries = e.trust_retries.saturating_add(1);
@@ -1473,8 +1563,9 @@ impl Daemon {
         e.trust_refusal = Some(refusal.clone());
         let restarts = e.restarts;
         log_line(&format!(
-            "plugin {}: not restarted, trying again in {delay} ms: {REFUSES}: {}: {}",
+            "plugin {}: not restarted, trying again in {delay} ms: {}: {}: {}",
             term(name),
+            refusal.about.consequence(),
             refusal.kind,
             term(&refusal.message)
         ));
@@ -1492,7 +1583,7 @@ impl Daemon {
         // about the package, quarantined for its reason until `plugin_restart` finds it trusted
         // again; when the configuration cannot be used, tried again later.
         if let Err(refusal) = self.recheck(name, now) {
-            if refusal.condemns {
+            if refusal.about == About::Package {
                 log_line(&format!(
                     "plugin {}: not restarted: {}",
                     term(name),

@@ -51,6 +51,10 @@ pub enum ChainStepError {
     /// The chain does not verify.
     #[error("the certificate chain does not lead to a trusted root")]
     Chain(#[source] ChainError),
+    /// A package a `warn` or `disabled` load let pass without a readable certificate (this
+    /// one), checked again ([`crate::package::recheck_trust`]): still nothing to trust.
+    #[error("the package has no readable {0} certificate")]
+    Missing(&'static str),
 }
 
 /// Step 5 failures.
@@ -244,7 +248,9 @@ impl VerifyError {
             VerifyError::Signature(SignatureError::Malformed(_)) => "signature.malformed",
             VerifyError::Signature(_) => "signature.invalid",
             VerifyError::Chain(
-                ChainStepError::IntermediateCert(_) | ChainStepError::DeveloperCert(_),
+                ChainStepError::IntermediateCert(_)
+                | ChainStepError::DeveloperCert(_)
+                | ChainStepError::Missing(_),
             ) => "chain.certificate",
             VerifyError::Chain(ChainStepError::Chain(c)) => match c {
                 C::UnknownRoot(_) => "chain.unknown_root",

@@ -821,15 +821,18 @@ pub fn runtime_version() -> semver::Version {
         .unwrap_or_else(|_| semver::Version::new(0, 0, 0))
 }
 
-/// Steps 3 (chain) and 5 (revocation) again, for a package verified earlier, against `cfg` as
-/// it is now: what the trust directory decides — the pinned roots, the revocation list — can
-/// have changed since (`serve` asks this before every restart and at SIGHUP; a newer list's
-/// version is remembered as at any verification). Certificates, signature, scope and files
-/// were checked at the load and are what they were. In `warn` mode a failure comes back as a
-/// warning (`Ok(Some(..))`, the status it gives); in `disabled` mode nothing is checked.
+/// Steps 3 to 6 again, for a package verified earlier, against `cfg` and `node` as they are
+/// `now`: what the trust directory decides — the pinned roots, the revocation list — can have
+/// changed since, the certificates can have expired, and the node's license can have been
+/// replaced (`serve` asks this before every restart and at SIGHUP: a restart is a launch, and
+/// `run` would refuse it; a newer list's version is remembered as at any verification). The
+/// signature and the files were checked at the load and are what they were. In `warn` mode a
+/// failure comes back as a warning (`Ok(Some(..))`, the status it gives); in `disabled` mode
+/// nothing is checked.
 pub fn recheck_trust(
     pkg: &VerifiedPackage,
     cfg: &TrustConfig,
+    node: &NodeIdentity,
     now: u64,
 ) -> Result<Option<(SignatureStatus, String)>, VerifyError> {
     if cfg.mode == TrustMode::Disabled {
@@ -844,18 +847,26 @@ pub fn recheck_trust(
                 )
             })
             .and_then(|_| {
+                check_validity(&[d, i], now)
+                    .map_err(|e| (SignatureStatus::Expired, VerifyError::Validity(e)))
+            })
+            .and_then(|_| {
                 check_revocation(cfg, &[d, i], now)
                     .map_err(|e| (SignatureStatus::Revoked, VerifyError::Revocation(e)))
+            })
+            .and_then(|_| {
+                check_scope(d, &pkg.manifest, node, cfg, now)
+                    .map_err(|e| (SignatureStatus::OutOfScope, VerifyError::Scope(e)))
             })
             .map(|_| ()),
         // Loaded in a mode that let an unreadable certificate pass: still none to trust.
         (None, _) => Err((
             SignatureStatus::Untrusted,
-            VerifyError::Chain(ChainStepError::DeveloperCert(cert_error(b""))),
+            VerifyError::Chain(ChainStepError::Missing("developer")),
         )),
         (_, None) => Err((
             SignatureStatus::Untrusted,
-            VerifyError::Chain(ChainStepError::IntermediateCert(cert_error(b""))),
+            VerifyError::Chain(ChainStepError::Missing("intermediate")),
         )),
     };
     match result {
@@ -881,10 +892,11 @@ pub struct Unverified {
 }
 
 /// The first trust step the load of the package behind `report` did not pass and that
-/// [`recheck_trust`] cannot check again: a signature (2), validity (4) or scope (6) failure a
-/// `warn` load downgraded to a warning, or every step, for a load with trust `disabled`. Chain
-/// (3) and revocation (5) are not named: `recheck_trust` decides them anew. `serve` refuses
-/// such a package once the mode in force is strict: the load that let it pass would now fail.
+/// [`recheck_trust`] cannot check again: a signature (2) failure a `warn` load downgraded to a
+/// warning, or every step, for a load with trust `disabled`. Chain (3), validity (4),
+/// revocation (5) and scope (6) are not named: `recheck_trust` decides them anew. `serve`
+/// refuses such a package once the mode in force is strict: the load that let it pass would
+/// now fail.
 pub fn unverified_at_load(report: &Report) -> Option<Unverified> {
     use crate::exit::Exit;
     if report.trust_mode == TrustMode::Disabled {
@@ -902,8 +914,6 @@ pub fn unverified_at_load(report: &Report) -> Option<Unverified> {
         .find_map(|s| {
             let exit = match s.step {
                 2 => Exit::Signature,
-                4 => Exit::Validity,
-                6 => Exit::Scope,
                 _ => return None,
             };
             Some(Unverified {
@@ -1102,27 +1112,20 @@ mod tests {
         }
     }
 
-    /// Only what a recheck cannot decide again is named: a chain or revocation warning is left
-    /// to `recheck_trust`, a signature, validity or scope warning is named with its step's exit
+    /// Only what a recheck cannot decide again is named: a chain, validity, revocation or scope
+    /// warning is left to `recheck_trust`, a signature warning is named with its step's exit
     /// code, and a `disabled` load names everything.
     #[test]
     fn unverified_at_load_names_only_the_steps_no_recheck_decides() {
         use StepStatus::{Pass, Skipped, Warn};
         let clean = report(TrustMode::Strict, [Pass, Pass, Pass, Skipped, Pass]);
         assert_eq!(unverified_at_load(&clean), None);
-        let rechecked = report(TrustMode::Warn, [Pass, Warn, Pass, Warn, Pass]);
+        let rechecked = report(TrustMode::Warn, [Pass, Warn, Warn, Warn, Warn]);
         assert_eq!(unverified_at_load(&rechecked), None);
-        for (i, exit) in [(0, Exit::Signature), (2, Exit::Validity), (4, Exit::Scope)] {
-            let mut s = [Pass, Warn, Pass, Pass, Pass];
-            s[i] = Warn;
-            let u = unverified_at_load(&report(TrustMode::Warn, s)).expect("named");
-            assert_eq!(u.exit, exit);
-            assert!(
-                u.detail.contains(&format!("step {}", i + 2)),
-                "{}",
-                u.detail
-            );
-        }
+        let u = unverified_at_load(&report(TrustMode::Warn, [Warn, Pass, Warn, Pass, Pass]))
+            .expect("named");
+        assert_eq!(u.exit, Exit::Signature);
+        assert!(u.detail.contains("step 2"), "{}", u.detail);
         let disabled = report(TrustMode::Disabled, [Skipped; 5]);
         assert_eq!(
             unverified_at_load(&disabled).map(|u| u.exit),

@@ -388,13 +388,23 @@ impl Fixture {
     /// Issue license `serial` from the root CA in the frozen state and install it on this node
     /// (`state`): the node then admits no new plugin.
     pub fn install_frozen_license(&self, serial: &str) {
-        let out = format!("{serial}-frozen.license");
+        self.install_license(serial, true);
+    }
+
+    /// Issue license `serial` from the root CA (active, or `frozen`) and install it on this
+    /// node (`state`), in place of any license it had.
+    pub fn install_license(&self, serial: &str, frozen: bool) {
+        let out = format!("{serial}-{frozen}.license");
         let at = self.next_license_time();
+        let mut issue = vec![
+            "ca", "license", "--ca", "root", "--serial", serial, "--now", &at, "-o", &out,
+            "--force",
+        ];
+        if frozen {
+            issue.push("--frozen");
+        }
         for args in [
-            &[
-                "ca", "license", "--ca", "root", "--serial", serial, "--frozen", "--now", &at,
-                "-o", &out,
-            ][..],
+            &issue[..],
             &[
                 "node",
                 "license",
