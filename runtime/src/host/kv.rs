@@ -69,6 +69,17 @@ pub enum KvError {
     /// Persisting failed (nothing changed).
     #[error("cannot persist key/value store")]
     Persist(#[source] io::Error),
+    /// Another process held the store's lock past [`LOCK_WAIT`] (`source`: this put waited),
+    /// or did a moment ago (no source: the puts of the next [`LOCK_BACKOFF`] fail at once);
+    /// nothing changed, and a put after `retry_after_ms` tries the lock again.
+    #[error("key/value store locked by another process; retry in {retry_after_ms} ms")]
+    Locked {
+        /// Until the backoff is over.
+        retry_after_ms: u64,
+        /// The wait that ran out, for the put that waited.
+        #[source]
+        source: Option<io::Error>,
+    },
     /// The plugin's budget of writes for this second is spent ([`WRITE_BUDGET`]); nothing
     /// changed, and a put after `retry_after_ms` may succeed.
     #[error("key/value write budget exceeded ({what}); retry in {retry_after_ms} ms")]
@@ -600,6 +611,14 @@ fn stored_len(s: &str) -> usize {
 /// within `max_total_bytes` plus a few bytes of punctuation per key ([`file_cap`]). Counting the
 /// unescaped bytes let a plugin write six times its quota (values of U+0001), past what a load
 /// reads back: the store was unreadable for good.
+/// A wait as a plugin's `retry_after_ms`: whole milliseconds rounded up (a retry at that time
+/// is never early), at least 1.
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 fn total(map: &BTreeMap<String, String>) -> usize {
     map.iter().map(|(k, v)| stored_len(k) + stored_len(v)).sum()
 }
@@ -715,13 +734,10 @@ impl KvStore {
     ) -> Result<(), KvError> {
         let b = &mut self.budget;
         if let Some(until) = b.locked_until.filter(|u| now < *u) {
-            return Err(KvError::Persist(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!(
-                    "the store stayed locked by another process a moment ago; retry in {} ms",
-                    until.duration_since(now).as_millis()
-                ),
-            )));
+            return Err(KvError::Locked {
+                retry_after_ms: millis(until.duration_since(now)),
+                source: None,
+            });
         }
         let second = std::time::Duration::from_secs(1);
         let since = match b.since {
@@ -748,22 +764,29 @@ impl KvStore {
             let left = (since + second).saturating_duration_since(now);
             return Err(KvError::Budget {
                 what,
-                retry_after_ms: u64::try_from(left.as_millis()).unwrap_or(1000).max(1),
+                retry_after_ms: millis(left),
             });
         }
         b.puts += 1;
-        let r = self.put(key, value);
-        match &r {
+        let started = std::time::Instant::now();
+        match self.put(key, value) {
             Ok(()) => {
                 let written = self.seen.as_ref().and_then(|f| f.metadata().ok());
                 self.budget.bytes += written.map_or(0, |m| m.len());
+                Ok(())
             }
             Err(KvError::Persist(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.budget.locked_until = Some(now + LOCK_BACKOFF);
+                // The backoff counts from the end of the wait, not from `now`: the put held
+                // the loop for that wait already.
+                let until = now + started.elapsed() + LOCK_BACKOFF;
+                self.budget.locked_until = Some(until);
+                Err(KvError::Locked {
+                    retry_after_ms: millis(until.duration_since(now)),
+                    source: Some(e),
+                })
             }
-            Err(_) => {}
+            Err(e) => Err(e),
         }
-        r
     }
 
     /// Set (or with `None` delete) a key, persisting before returning.
@@ -1031,14 +1054,28 @@ mod tests {
         )
         .unwrap();
         let e = s.put_at("k", Some("2"), t0).unwrap_err();
-        assert!(matches!(e, KvError::Persist(ref e) if e.kind() == io::ErrorKind::WouldBlock));
+        // The backoff counts from the end of the wait (≥ LOCK_WAIT after t0), and says so.
+        let KvError::Locked {
+            retry_after_ms,
+            source: Some(ref why),
+        } = e
+        else {
+            panic!("{e:?}")
+        };
+        assert!(why.to_string().contains("stayed locked"), "{why}");
+        let backoff = u64::try_from((LOCK_BACKOFF + LOCK_WAIT).as_millis()).unwrap();
+        assert!(retry_after_ms >= backoff, "{retry_after_ms}");
         drop(held);
         // Released now, but the store does not try (and wait) again before the backoff ends.
-        let e = s.put_at("k", Some("3"), t0).unwrap_err();
-        let why = std::error::Error::source(&e).unwrap().to_string();
-        assert!(why.contains("a moment ago"), "{why}");
+        let later = t0 + LOCK_BACKOFF;
+        let e = s.put_at("k", Some("3"), later).unwrap_err();
+        assert!(
+            matches!(e, KvError::Locked { source: None, retry_after_ms: r } if r >= 500),
+            "{e:?}"
+        );
         assert_eq!(s.get("k").unwrap(), Some("1"));
-        s.put_at("k", Some("4"), t0 + LOCK_BACKOFF).unwrap();
+        let end = t0 + std::time::Duration::from_millis(retry_after_ms);
+        s.put_at("k", Some("4"), end).unwrap();
         assert_eq!(s.get("k").unwrap(), Some("4"));
     }
 

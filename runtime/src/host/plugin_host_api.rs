@@ -171,8 +171,14 @@ impl PluginHandle {
                     Err(e @ KvError::Quota(_)) => {
                         Err(RpcError::new(codes::QUOTA_EXCEEDED, e.to_string()))
                     }
-                    // With its cause: "cannot persist …" alone hid "stayed locked by another
-                    // process …; retry in N ms", which is what the plugin can act on.
+                    // With its cause ("`p.lock` stayed locked … for 500 ms") and, as data, when
+                    // a put may try the lock again.
+                    Err(ref e @ KvError::Locked { retry_after_ms, .. }) => Err(RpcError::new(
+                        codes::UNAVAILABLE,
+                        crate::package::verify::error_chain(e),
+                    )
+                    .with_data(json!({"kind": "kv_locked", "retry_after_ms": retry_after_ms}))),
+                    // With its cause: "cannot persist …" alone hides the OS error.
                     Err(e) => Err(RpcError::new(
                         codes::UNAVAILABLE,
                         crate::package::verify::error_chain(&e),

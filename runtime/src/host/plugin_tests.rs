@@ -945,5 +945,18 @@ fn kv_puts_past_the_write_budget_are_overloaded() {
     assert_eq!(a["error"]["code"], codes::UNAVAILABLE, "{a}");
     let why = a["error"]["message"].as_str().unwrap();
     assert!(why.contains("stayed locked"), "{a}");
+    assert_eq!(a["error"]["data"]["kind"], "kv_locked", "{a}");
+    assert!(
+        a["error"]["data"]["retry_after_ms"].as_u64().unwrap() >= 2000,
+        "{a}"
+    );
     drop(held);
+    // The puts of the backoff are refused at once, with how long is left.
+    t.feed(r#"{"jsonrpc":"2.0","id":201,"method":"kv_put","params":{"key":"k","value":"y"}}"#);
+    let a = t.sent().remove(0);
+    assert_eq!(a["error"]["data"]["kind"], "kv_locked", "{a}");
+    assert!(
+        a["error"]["data"]["retry_after_ms"].as_u64().unwrap() > 0,
+        "{a}"
+    );
 }

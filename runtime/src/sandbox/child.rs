@@ -28,6 +28,7 @@
 use super::report::LayerReport;
 use super::seccomp::Filters;
 use super::{landlock, mounts, rlimits, LaunchStep};
+use crate::package::verify::error_chain;
 use crate::sys;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -224,8 +225,8 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     }
     drop_capabilities().map_err(at(LaunchStep::Capabilities))?;
     sys::set_no_new_privs().map_err(at(LaunchStep::NoNewPrivs))?;
-    let (abi, status) =
-        landlock::apply(p, ctx.exec_fd.as_fd()).map_err(|e| (LaunchStep::Landlock, chain(&e)))?;
+    let (abi, status) = landlock::apply(p, ctx.exec_fd.as_fd())
+        .map_err(|e| (LaunchStep::Landlock, error_chain(&e)))?;
     let mut layers = vec![
         LayerReport::full(
             "filesystem_root",
@@ -242,7 +243,7 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     ];
     layers.extend(
         landlock::evaluate(p, ctx.rootless, abi, status)
-            .map_err(|e| (LaunchStep::Landlock, chain(&e)))?,
+            .map_err(|e| (LaunchStep::Landlock, error_chain(&e)))?,
     );
     send(sock, &ChildMsg::Layers(layers));
     // The program's stack until its exec (256 KiB: the pre-exec steps and nix's argv copy
@@ -256,17 +257,6 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
         .map_err(at(LaunchStep::Fork))?;
     send(sock, &ChildMsg::Forked { ns_pid: pid });
     Ok(pid)
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn set_rlimits(

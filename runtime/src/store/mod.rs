@@ -84,7 +84,7 @@ pub enum StoreError {
         /// The registry.
         path: PathBuf,
         /// What it is instead.
-        why: &'static str,
+        why: String,
     },
     /// The registry has an unknown schema.
     #[error("the store registry {} has schema `{found}`, expected `{REGISTRY_SCHEMA}`", path.display())]
@@ -572,8 +572,8 @@ fn load_registry(path: &Path, shown: &Path) -> Result<Registry, StoreError> {
             return Err(StoreError::NotARegistry {
                 path: shown.to_path_buf(),
                 why: match e {
-                    FileError::NotRegular { .. } => "is not a regular file",
-                    _ => "is larger than 64 MiB",
+                    FileError::NotRegular { .. } => "is not a regular file".into(),
+                    _ => format!("is larger than {} MiB", MAX_REGISTRY_BYTES >> 20),
                 },
             })
         }
