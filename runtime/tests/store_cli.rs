@@ -650,6 +650,20 @@ fn the_daemons_user_cannot_turn_roots_store_commands_against_the_host() {
     assert!(!fresh.join("store").exists());
 }
 
+/// The packaged layout: the fixture's `state` directory is the daemon's user's (here nobody,
+/// 65534), 0750, and the fixture readable by that user. Returns the fixture, `state` and the uid.
+fn packaged_layout() -> (Fixture, std::path::PathBuf, u32) {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let fx = setup();
+    let nobody = 65534;
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = fx.path("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
+    chown(&state, Some(nobody), Some(nobody)).unwrap();
+    (fx, state, nobody)
+}
+
 /// Root's CLI under a hardened umask (077) still makes the store the daemon's user must read
 /// with the modes the store asks for: `store/`, `store/plugins/` and an object directory
 /// 0755, `store/lock`, the registry and the stored package 0644. The umask used to be taken
@@ -657,19 +671,12 @@ fn the_daemons_user_cannot_turn_roots_store_commands_against_the_host() {
 /// take its lock (`source refresh`, the timer's job), nor read a stored package.
 #[test]
 fn the_store_root_makes_under_a_restrictive_umask_is_the_daemons_to_read() {
-    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::process::CommandExt;
     if !require_root() {
         return;
     }
-    let fx = setup();
-    let nobody = 65534;
-    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    // The packaged layout: the state directory is the daemon's user's, 0750.
-    let state = fx.path("state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
-    chown(&state, Some(nobody), Some(nobody)).unwrap();
+    let (fx, state, nobody) = packaged_layout();
     let pkg = pack(&fx, "hello", "0.1.0", &[]);
     let mut args = vec!["--json", "install", &pkg];
     args.extend_from_slice(&STORE_FLAGS);
@@ -736,17 +743,10 @@ fn the_store_root_makes_under_a_restrictive_umask_is_the_daemons_to_read() {
 /// (they said "cannot read hello", 66).
 #[test]
 fn another_user_verifies_inspects_and_explains_what_root_installed() {
-    use std::os::unix::fs::{chown, PermissionsExt};
     if !require_root() {
         return;
     }
-    let fx = setup();
-    let nobody = 65534;
-    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let state = fx.path("state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
-    chown(&state, Some(nobody), Some(nobody)).unwrap();
+    let (fx, state, nobody) = packaged_layout();
     let pkg = pack(&fx, "hello", "0.1.0", &[]);
     expect(&fx.store_install(&[&pkg], &[]), 0, "");
     // An interrupted install of root's: only root's own next store command may clean it.
