@@ -1504,6 +1504,41 @@ fn the_daemons_user_cannot_change_an_author_pin() {
     expect(&update(&p.fx), 98, "index.author_pin");
 }
 
+/// The daemon's user cannot write a pin root reads, but it can remove `pins.json` (it owns the
+/// directory): the next install would then pin whatever key comes on first use. An installed
+/// plugin always has its pin, so a first use for one is refused (98 `index.author_pin_lost`),
+/// from a source and from a file (before: dev2's 0.2.0 replaced the plugin pinned to dev).
+#[test]
+fn removing_pins_json_does_not_reset_an_installed_plugins_pin() {
+    if !require_root() {
+        return;
+    }
+    let mut p = Planted::new();
+    p.fx.add_developer("dev2");
+    let v2 = p.fx.pack_custom(
+        "hello",
+        "0.2.0",
+        &[],
+        json!({}),
+        "dev2",
+        "hello-0.2.0-dev2.stockade",
+    );
+    p.repo.publish(&p.fx, &v2, "hello", "0.2.0", "dev2");
+    p.repo.version = 2;
+    p.repo.write(&p.fx, "op");
+    std::fs::rename(p.state.join("pins.json"), p.state.join("pins.json.away")).unwrap();
+    for r in [update(&p.fx), p.fx.store_install(&[&v2], &[])] {
+        expect(&r, 98, "index.author_pin_lost");
+        assert!(r.stdout.contains("repin-author"), "{}", r.stdout);
+    }
+    assert_eq!(p.fx.installed()["hello"]["version"], "0.1.0");
+    assert!(!p.state.join("pins.json").exists());
+    // A plugin not installed yet is pinned on first use, as always.
+    let other =
+        p.fx.pack_custom("other", "1.0.0", &[], json!({}), "dev2", "other.stockade");
+    expect(&p.fx.store_install(&[&other], &[]), 0, "");
+}
+
 /// The daemon's user lowers the remembered index version, in root's file (refused) or in the
 /// shared memory it may write (lowers nothing): an older, validly signed index stays a rollback.
 #[test]

@@ -209,6 +209,15 @@ pub enum SourceError {
         #[source]
         source: PinMismatch,
     },
+    /// Step 4: no author key is pinned for a plugin the store holds, signed: the pin was
+    /// recorded when it was installed, so `pins.json` lost it.
+    #[error("no author key is pinned for {id}, yet {id} is installed (signed by key {signer}): pins.json lost its pin")]
+    PinLost {
+        /// Plugin id.
+        id: String,
+        /// The installed package's signer key id.
+        signer: String,
+    },
     /// Step 5: the package disagrees with its index entry.
     #[error("the package disagrees with its index entry: {0}")]
     Mismatch(String),
@@ -285,7 +294,7 @@ impl SourceError {
             SourceError::Unavailable { .. } => Exit::IndexUnavailable,
             SourceError::ArtifactDigest { .. } => Exit::ArtifactDigest,
             SourceError::ArtifactSignature { .. } => Exit::ArtifactSignature,
-            SourceError::AuthorPin { .. } => Exit::AuthorPin,
+            SourceError::AuthorPin { .. } | SourceError::PinLost { .. } => Exit::AuthorPin,
             SourceError::Mismatch(_) => Exit::IndexMismatch,
             SourceError::SourceExists(_) => Exit::CantCreate,
             // A planted or foreign file (symlink, FIFO, hard link, another user's): the state
@@ -326,6 +335,7 @@ impl SourceError {
             SourceError::ArtifactDigest { .. } => "index.artifact_digest",
             SourceError::ArtifactSignature { .. } => "index.artifact_signature",
             SourceError::AuthorPin { .. } => "index.author_pin",
+            SourceError::PinLost { .. } => "index.author_pin_lost",
             SourceError::Mismatch(_) => "index.mismatch",
             SourceError::UnknownSource(_) => "source.unknown",
             SourceError::SourceExists(_) => "source.exists",
@@ -348,6 +358,7 @@ impl SourceError {
         match self {
             SourceError::OperatorKey { .. } => "if the operator really rotated keys without a proof, verify the new key out of band and run `stockade source repin NAME --operator-key KEY.pub --yes`",
             SourceError::AuthorPin { .. } => "if the author really changed keys without a proof, verify the new key out of band and run `stockade source repin-author ID --author-key KEY.pub --yes` (with `--author NAME` when the author's name is what refused it)",
+            SourceError::PinLost { .. } => "pins.json was removed or replaced (the state directory's owner can do that); check the key the package is signed with out of band, then `stockade source repin-author ID --author-key KEY.pub --yes`",
             SourceError::Index { .. } => "the source is serving an old, changed or expired index; ask its operator, or wait for a fresh one",
             SourceError::Unavailable { .. } => "ask the author for a build for this platform",
             SourceError::NotFound { .. } => "`stockade source list` shows the sources; check the id and version",
@@ -1464,6 +1475,22 @@ pub fn check_file_pin(
             source,
         }
     })
+}
+
+/// Step 4 for a pin decided as first use: refused when the store already holds `id`, signed by
+/// key `installed_signer`. Every install records the signer's pin before it commits and nothing
+/// removes one, so an installed plugin without a pin means `pins.json` was removed or replaced
+/// — which the owner of the state directory (the daemon's user, in the packaged layout) can
+/// do, though it cannot write a pin root reads — and taking the package's key on first use
+/// would hand that user the author pin after all.
+pub fn check_pin_not_lost(id: &str, installed_signer: Option<&str>) -> Result<(), SourceError> {
+    match installed_signer {
+        Some(signer) => Err(SourceError::PinLost {
+            id: id.into(),
+            signer: signer.into(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Step 7's first half: record the pins (by plugin id and by author name) decided for the
