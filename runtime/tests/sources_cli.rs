@@ -1410,6 +1410,24 @@ impl Planted {
         self.fx
             .run(&["--json", "source", "refresh", "--state-dir", "state"])
     }
+
+    /// `hello` 0.2.0 by another developer (dev2), listed in index version 2: an update that
+    /// only a changed author pin lets in. Returns the package file.
+    fn publish_by_dev2(&mut self) -> String {
+        self.fx.add_developer("dev2");
+        let v2 = self.fx.pack_custom(
+            "hello",
+            "0.2.0",
+            &[],
+            json!({}),
+            "dev2",
+            "hello-0.2.0-dev2.stockade",
+        );
+        self.repo.publish(&self.fx, &v2, "hello", "0.2.0", "dev2");
+        self.repo.version = 2;
+        self.repo.write(&self.fx, "op");
+        v2
+    }
 }
 
 /// The daemon's user swaps the pinned operator key for its own: root's refresh and install by id
@@ -1477,18 +1495,7 @@ fn the_daemons_user_cannot_change_an_author_pin() {
         return;
     }
     let mut p = Planted::new();
-    p.fx.add_developer("dev2");
-    let v2 = p.fx.pack_custom(
-        "hello",
-        "0.2.0",
-        &[],
-        json!({}),
-        "dev2",
-        "hello-0.2.0-dev2.stockade",
-    );
-    p.repo.publish(&p.fx, &v2, "hello", "0.2.0", "dev2");
-    p.repo.version = 2;
-    p.repo.write(&p.fx, "op");
+    let v2 = p.publish_by_dev2();
     let dev2 = p.fx.secret("dev2.key").public_key();
     let good = p.plant("pins.json", |v| {
         let pin = &mut v["plugins"]["hello"];
@@ -1514,18 +1521,7 @@ fn removing_pins_json_does_not_reset_an_installed_plugins_pin() {
         return;
     }
     let mut p = Planted::new();
-    p.fx.add_developer("dev2");
-    let v2 = p.fx.pack_custom(
-        "hello",
-        "0.2.0",
-        &[],
-        json!({}),
-        "dev2",
-        "hello-0.2.0-dev2.stockade",
-    );
-    p.repo.publish(&p.fx, &v2, "hello", "0.2.0", "dev2");
-    p.repo.version = 2;
-    p.repo.write(&p.fx, "op");
+    let v2 = p.publish_by_dev2();
     std::fs::rename(p.state.join("pins.json"), p.state.join("pins.json.away")).unwrap();
     for r in [update(&p.fx), p.fx.store_install(&[&v2], &[])] {
         expect(&r, 98, "index.author_pin_lost");

@@ -37,7 +37,8 @@
 //! 2. artifact size and SHA-256 against the index entry (before any signature is looked at);
 //! 3. the artifact's detached signature against `author.pubkey`;
 //! 4. the author pin (rotation: the pinned key in `author.previous_pubkeys` and a valid
-//!    `<signature_url>.prev` by it);
+//!    `<signature_url>.prev` by it); no first use for a plugin the store already holds, signed
+//!    (its pin was recorded, so `pins.json` lost it: [`check_pin_not_lost`]);
 //! 5. the package's own fail-closed verification (80–87), then exact agreement of id, version,
 //!    tier and signer with the index entry (the store, `cmd/store.rs`);
 //! 6. consent: the operator policy and its grants decide at launch what the plugin may do;
@@ -490,16 +491,28 @@ fn foreign_owner(state_dir: &Path, name: &str) -> Option<u32> {
 /// the daemon's user's state directory is not handed to that user, unlike the state files
 /// both share ([`write_state_file`]).
 fn save_config<T: Serialize>(state_dir: &Path, name: &str, value: &T) -> Result<(), SourceError> {
-    let path = state_dir.join(name);
     if let Some(owner) = foreign_owner(state_dir, name) {
+        let path = state_dir.join(name);
         return Err(SourceError::NotOwner { path, owner });
     }
+    save_json(state_dir, name, value, write_atomic)
+}
+
+/// Write `value` as the JSON file `name` of the state directory (0644), through `write` (which
+/// decides the owner), creating the directory if needed.
+fn save_json<T: Serialize>(
+    state_dir: &Path,
+    name: &str,
+    value: &T,
+    write: fn(&Path, &[u8], u32) -> Result<(), FileError>,
+) -> Result<(), SourceError> {
+    let path = state_dir.join(name);
     let bytes = serde_json::to_vec_pretty(value).map_err(|source| StateError::Corrupt {
         path: path.clone(),
         source,
     })?;
     crate::state::ensure_dir(state_dir)?;
-    write_atomic(&path, &bytes, 0o644)?;
+    write(&path, &bytes, 0o644)?;
     Ok(())
 }
 
@@ -512,11 +525,6 @@ impl Sources {
     /// Save atomically, as its owner only ([`save_config`]).
     pub fn save(&self, state_dir: &Path) -> Result<(), SourceError> {
         save_config(state_dir, SOURCES_FILE, self)
-    }
-    /// Whether this user may change `sources.json`: it is absent or this user's. The refresh
-    /// timer's user, on root's configuration, may not: it records only `sources-seen.json`.
-    pub fn owned_here(state_dir: &Path) -> bool {
-        foreign_owner(state_dir, SOURCES_FILE).is_none()
     }
 }
 
@@ -552,14 +560,7 @@ impl SeenIndexes {
     /// Save atomically (0644); written by root, it is the state directory owner's, so the
     /// timer can go on raising it.
     pub fn save(&self, state_dir: &Path) -> Result<(), SourceError> {
-        let path = state_dir.join(SEEN_FILE);
-        let bytes = serde_json::to_vec_pretty(self).map_err(|source| StateError::Corrupt {
-            path: path.clone(),
-            source,
-        })?;
-        crate::state::ensure_dir(state_dir)?;
-        write_state_file(&path, &bytes, 0o644)?;
-        Ok(())
+        save_json(state_dir, SEEN_FILE, self, write_state_file)
     }
     /// What was seen of source `name`.
     pub fn seen(&self, state_dir: &Path, name: &str) -> Result<Option<SeenIndex>, SourceError> {
