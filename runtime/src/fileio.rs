@@ -62,6 +62,15 @@ pub enum FileError {
         #[source]
         source: std::io::Error,
     },
+    /// A file read by [`read_owned`] that someone else could have put there or could change: a
+    /// symlink, not a regular file, another link to it, another user's, writable by others.
+    #[error("{} {why}", path.display())]
+    Unsafe {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 impl FileError {
@@ -82,7 +91,8 @@ impl FileError {
             FileError::Read { path, .. }
             | FileError::TooLarge { path, .. }
             | FileError::NotRegular { path }
-            | FileError::Write { path, .. } => *path = shown.to_path_buf(),
+            | FileError::Write { path, .. }
+            | FileError::Unsafe { path, .. } => *path = shown.to_path_buf(),
         }
         self
     }
@@ -108,16 +118,73 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
             path: path.to_path_buf(),
         });
     }
-    if meta.len() > cap {
+    read_all_capped(path, file, meta.len(), cap)
+}
+
+/// [`read_capped`] for a file whose contents this process trusts because of who could have
+/// written it: opened without following a symlink at its name, and read only if it is a regular
+/// file of one link, belonging to this process's user, root or `also`, and writable by no one
+/// else ([`FileError::Unsafe`] otherwise). For configuration kept in a directory another user
+/// owns (`/var/lib/stockade` is the daemon's user's): that user can put any file at the name,
+/// but not one of root's that says what it wants — a hard link would be one (where
+/// `fs.protected_hardlinks` is 0), hence the link count. The checks are of the descriptor read.
+pub fn read_owned(path: &Path, cap: u64, also: Option<u32>) -> Result<Vec<u8>, FileError> {
+    use std::os::unix::fs::MetadataExt;
+    let unsafe_ = |why: String| FileError::Unsafe {
+        path: path.to_path_buf(),
+        why,
+    };
+    let rd = |source| FileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => unsafe_("is a symlink".into()),
+            _ => rd(e),
+        })?;
+    let md = file.metadata().map_err(rd)?;
+    let me = nix::unistd::geteuid().as_raw();
+    let why = if !md.is_file() {
+        "is not a regular file".to_string()
+    } else if md.nlink() != 1 {
+        "has another link (a hard link to it elsewhere)".to_string()
+    } else if md.uid() != me && md.uid() != 0 && Some(md.uid()) != also {
+        format!(
+            "belongs to uid {}, neither this user ({me}) nor root",
+            md.uid()
+        )
+    } else if md.mode() & 0o022 != 0 {
+        format!(
+            "is writable by group or others (mode {:o})",
+            md.mode() & 0o7777
+        )
+    } else {
+        return read_all_capped(path, file, md.len(), cap);
+    };
+    Err(unsafe_(why))
+}
+
+/// The rest of a capped read, on a file already opened and checked.
+fn read_all_capped(path: &Path, file: File, len: u64, cap: u64) -> Result<Vec<u8>, FileError> {
+    if len > cap {
         return Err(FileError::TooLarge {
             path: path.to_path_buf(),
-            size: meta.len(),
+            size: len,
             cap,
         });
     }
-    let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     // The file may grow between fstat and read; the cap on the read itself is what counts.
-    file.take(cap + 1).read_to_end(&mut buf).map_err(rd)?;
+    file.take(cap + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| FileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if buf.len() as u64 > cap {
         return Err(FileError::TooLarge {
             path: path.to_path_buf(),
@@ -638,6 +705,48 @@ mod tests {
             !e.contains("/proc/self/fd") && !e.contains(".stockade-tmp-"),
             "{e}"
         );
+    }
+
+    /// What [`read_owned`] refuses, each as [`FileError::Unsafe`] saying why, without following
+    /// or waiting: a symlink (to a good file), a FIFO, a second link, a file others may write.
+    #[test]
+    fn read_owned_takes_only_a_plain_file_no_one_else_can_change() {
+        let d = tempfile::tempdir().unwrap();
+        let good = d.path().join("good");
+        std::fs::write(&good, b"{}").unwrap();
+        std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_owned(&good, 2, None).unwrap(), b"{}");
+        assert!(matches!(
+            read_owned(&good, 1, None),
+            Err(FileError::TooLarge { .. })
+        ));
+        assert!(read_owned(&d.path().join("absent"), 2, None)
+            .unwrap_err()
+            .is_not_found());
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let second = d.path().join("second");
+        std::fs::write(&second, b"{}").unwrap();
+        std::fs::hard_link(&second, d.path().join("second-link")).unwrap();
+        let open = d.path().join("open");
+        std::fs::write(&open, b"{}").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o664)).unwrap();
+        for (p, why) in [
+            (&link, "symlink"),
+            (&fifo, "not a regular file"),
+            (&second, "another link"),
+            (&open, "writable by group or others"),
+        ] {
+            match read_owned(p, 1 << 20, None) {
+                Err(e @ FileError::Unsafe { .. }) => {
+                    assert!(e.to_string().contains(why), "{e}");
+                    assert!(e.to_string().contains(&p.display().to_string()), "{e}");
+                }
+                r => panic!("{}: {r:?}", p.display()),
+            }
+        }
     }
 
     /// A FIFO is refused at once, not waited on for a writer (the read runs on a thread so a

@@ -258,9 +258,8 @@ pub fn save_json<T: serde::Serialize>(
     save_json_mode(state_dir, name, value, 0o600)
 }
 
-/// [`save_json`] with the file's `mode`: for state that is no secret and that the operator's
-/// tools read without root (the sources' pins and index versions, 0644).
-pub fn save_json_mode<T: serde::Serialize>(
+/// [`save_json`] with the file's `mode`.
+fn save_json_mode<T: serde::Serialize>(
     state_dir: &Path,
     name: &str,
     value: &T,

@@ -1199,50 +1199,545 @@ fn an_index_cache_write_that_fails_names_the_cache_path() {
     assert_eq!(sources_file(&fx), None);
 }
 
+/// The service user of the packaged layout (tests use 65534).
+const NOBODY: u32 = 65534;
+
+/// The packaged layout: `state` belongs to the daemon's user (0750), and the fixture directory
+/// (the repository, the public keys) is readable by that user.
+fn packaged_state(fx: &Fixture) -> PathBuf {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = fx.path("state");
+    std::fs::create_dir(&state).unwrap();
+    chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
+    state
+}
+
+/// `source refresh` as the daemon's user, as the shipped timer runs it.
+fn timer_refresh(fx: &Fixture) -> Run {
+    stockade_as(
+        NOBODY,
+        fx.dir(),
+        &["--json", "source", "refresh", "--state-dir", "state"],
+    )
+}
+
+/// What the daemon's user can do to any file of the state directory it owns: put a file of its
+/// own, with any contents, at the name (a rename over root's).
+fn plant(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("planted");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::os::unix::fs::chown(&tmp, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// `(owner, inode, bytes)` of a file.
+fn file_state(path: &Path) -> (u32, u64, Vec<u8>) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).unwrap();
+    (m.uid(), m.ino(), std::fs::read(path).unwrap())
+}
+
 /// The packaged layout: root's `source add` in the state directory of the daemon's user, then
 /// `source refresh` as that user (the shipped timer runs it so). The index cache root made must
 /// be that user's, or every refresh fails: root made `indexes/` 0700 for itself, and the files
-/// in it took that directory's owner.
+/// in it took that directory's owner. The configuration stays root's (it was handed to that
+/// user, who could then change every pin): the timer reads it, changes none of it, and records
+/// what it saw in the shared memory, which raises root's rollback floor; a rotation of the
+/// operator key it finds it leaves to root.
 #[test]
 fn the_daemons_user_refreshes_what_root_added() {
-    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     if !require_root() {
         return;
     }
     let (fx, mut repo) = setup();
-    let nobody = 65534;
-    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let pkg = hello(&fx, "0.1.0");
     repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
     repo.write(&fx, "op");
-    let state = fx.path("state");
-    std::fs::create_dir(&state).unwrap();
-    chown(&state, Some(nobody), Some(nobody)).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let state = packaged_state(&fx);
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
-    for p in [
-        "indexes",
-        "indexes/main.json",
-        "indexes/main.json.minisig",
-        "sources.json",
+    for (p, owner) in [
+        ("sources.json", 0),
+        ("indexes", NOBODY),
+        ("indexes/main.json", NOBODY),
+        ("indexes/main.json.minisig", NOBODY),
+        ("sources-seen.json", NOBODY),
     ] {
         assert_eq!(
             std::fs::metadata(state.join(p)).unwrap().uid(),
-            nobody,
+            owner,
             "{p}"
         );
     }
+    let config = file_state(&state.join("sources.json"));
     repo.version = 2;
     repo.write(&fx, "op");
-    let o = stockade_as(
-        nobody,
-        fx.dir(),
-        &["--json", "source", "refresh", "--state-dir", "state"],
-    );
+    let o = timer_refresh(&fx);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     let cached: Value =
         serde_json::from_slice(&std::fs::read(state.join("indexes/main.json")).unwrap()).unwrap();
     assert_eq!(cached["version"], 2);
+    assert_eq!(file_state(&state.join("sources.json")), config);
+    let seen: Value =
+        serde_json::from_slice(&std::fs::read(state.join("sources-seen.json")).unwrap()).unwrap();
+    assert_eq!(seen["sources"]["main"]["version"], 2, "{seen}");
+    let l = ok(
+        fx.dir(),
+        &["--json", "source", "list", "--state-dir", "state"],
+    );
+    assert_eq!(l.json()["sources"][0]["seen_version"], 2);
+    // What the timer saw raises root's floor: version 1 again (the very bytes root accepted
+    // before) is a rollback now.
+    repo.version = 1;
+    repo.write(&fx, "op");
+    expect(&fx.store_install(&["hello"], &[]), 92, "index.rollback");
+    // A rotation proof the timer finds: it cannot pin the new key in root's configuration, so
+    // the refresh fails for that source and keeps the last verified index; root's refresh
+    // takes it.
+    ok(fx.dir(), &["keygen", "-o", "op2"]);
+    let op = fx.secret("op.key").public_key();
+    repo.extra = json!({"previous_operator_pubkeys": [op.to_base64()]});
+    repo.version = 3;
+    let bytes = repo.write(&fx, "op2");
+    std::fs::write(
+        repo.dir.join("index.json.minisig.prev"),
+        sign(&fx, "op.key", &bytes),
+    )
+    .unwrap();
+    let o = timer_refresh(&fx);
+    assert_eq!(o.code, 91, "{}{}", o.stdout, o.stderr);
+    let item = &o.json()["refreshed"][0];
+    assert_eq!(
+        item["error"]["kind"], "index.rotation_needs_owner",
+        "{item}"
+    );
+    assert_eq!(file_state(&state.join("sources.json")), config);
+    let cached: Value =
+        serde_json::from_slice(&std::fs::read(state.join("indexes/main.json")).unwrap()).unwrap();
+    assert_eq!(cached["version"], 2);
+    let r = fx.run(&["--json", "source", "refresh", "--state-dir", "state"]);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["refreshed"][0]["rotated_operator_key"], true);
+    let op2 = fx.secret("op2.key").public_key();
+    let l = ok(
+        fx.dir(),
+        &["--json", "source", "list", "--state-dir", "state"],
+    );
+    assert_eq!(
+        l.json()["sources"][0]["operator_key_id"],
+        op2.key_id.to_string()
+    );
+    assert_eq!(
+        std::fs::metadata(state.join("sources.json")).unwrap().uid(),
+        0
+    );
+    // And the timer goes on with the key root pinned.
+    repo.version = 4;
+    repo.write(&fx, "op2");
+    let o = timer_refresh(&fx);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+}
+
+/// Root's configuration in the packaged layout, as the daemon's user finds it: a source added
+/// and `hello` 0.1.0 (by dev) installed from it by root, so `sources.json` and `pins.json` hold
+/// an operator key, a URL, a floor and an author pin of root's.
+struct Planted {
+    fx: Fixture,
+    repo: Repo,
+    state: PathBuf,
+    registry: Vec<u8>,
+}
+
+impl Planted {
+    fn new() -> Self {
+        let (fx, mut repo) = setup();
+        let pkg = hello(&fx, "0.1.0");
+        repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+        repo.write(&fx, "op");
+        let state = packaged_state(&fx);
+        expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+        expect(&fx.store_install(&["hello"], &[]), 0, "");
+        let registry = std::fs::read(state.join("store/registry.json")).unwrap();
+        Self {
+            fx,
+            repo,
+            state,
+            registry,
+        }
+    }
+
+    /// `state/NAME` as JSON.
+    fn read(&self, name: &str) -> Value {
+        serde_json::from_slice(&std::fs::read(self.state.join(name)).unwrap()).unwrap()
+    }
+
+    /// The daemon's user puts its own `NAME` (changed by `edit`) in place of root's; returns
+    /// root's bytes.
+    fn plant(&self, name: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+        let good = std::fs::read(self.state.join(name)).unwrap();
+        let mut v = self.read(name);
+        edit(&mut v);
+        plant(&self.state.join(name), v.to_string().as_bytes());
+        good
+    }
+
+    /// Root's command refused the planted `NAME` (78 `source.unsafe`, naming it and its owner)
+    /// and changed nothing: the planted file is still there, the store as it was.
+    fn refused(&self, r: &Run, name: &str) {
+        expect(r, 78, "source.unsafe");
+        assert!(
+            r.stdout.contains(&format!("state/{name}")) && r.stdout.contains("uid 65534"),
+            "{}",
+            r.stdout
+        );
+        assert_eq!(file_state(&self.state.join(name)).0, NOBODY);
+        assert_eq!(
+            std::fs::read(self.state.join("store/registry.json")).unwrap(),
+            self.registry
+        );
+    }
+
+    /// Root's bytes back at `NAME` (root's again).
+    fn restore(&self, name: &str, good: &[u8]) {
+        let path = self.state.join(name);
+        std::fs::write(path.with_extension("restored"), good).unwrap();
+        std::fs::rename(path.with_extension("restored"), path).unwrap();
+    }
+
+    fn refresh(&self) -> Run {
+        self.fx
+            .run(&["--json", "source", "refresh", "--state-dir", "state"])
+    }
+
+    /// `hello` 0.2.0 by another developer (dev2), listed in index version 2: an update that
+    /// only a changed author pin lets in. Returns the package file.
+    fn publish_by_dev2(&mut self) -> String {
+        self.fx.add_developer("dev2");
+        let v2 = self.fx.pack_custom(
+            "hello",
+            "0.2.0",
+            &[],
+            json!({}),
+            "dev2",
+            "hello-0.2.0-dev2.stockade",
+        );
+        self.repo.publish(&self.fx, &v2, "hello", "0.2.0", "dev2");
+        self.repo.version = 2;
+        self.repo.write(&self.fx, "op");
+        v2
+    }
+}
+
+/// The daemon's user swaps the pinned operator key for its own: root's refresh and install by id
+/// refuse the file (before: they trusted an index that user signed).
+#[test]
+fn the_daemons_user_cannot_change_the_pinned_operator_key() {
+    if !require_root() {
+        return;
+    }
+    let mut p = Planted::new();
+    ok(p.fx.dir(), &["keygen", "-o", "mallory"]);
+    let mallory = p.fx.secret("mallory.key").public_key();
+    let good = p.plant("sources.json", |v| {
+        v["sources"]["main"]["operator_pubkey"] = json!(mallory.to_base64())
+    });
+    p.repo.version = 2;
+    p.repo.write(&p.fx, "mallory");
+    p.refused(&p.refresh(), "sources.json");
+    p.refused(&p.fx.store_install(&["hello"], &[]), "sources.json");
+    // Root's own file refuses that index.
+    p.restore("sources.json", &good);
+    let r = p.refresh();
+    expect(&r, 91, "");
+    assert_eq!(
+        r.json()["refreshed"][0]["error"]["kind"],
+        "index.operator_key"
+    );
+}
+
+/// The daemon's user points the source elsewhere (a copy of the index it signed itself, its key
+/// pinned with it): refused (before: root fetched and installed from there).
+#[test]
+fn the_daemons_user_cannot_change_a_sources_url() {
+    if !require_root() {
+        return;
+    }
+    let p = Planted::new();
+    ok(p.fx.dir(), &["keygen", "-o", "mallory"]);
+    let mallory = p.fx.secret("mallory.key").public_key();
+    let elsewhere = p.fx.path("elsewhere");
+    let mut copy = Repo::new(&p.fx);
+    copy.dir = elsewhere.clone();
+    std::fs::create_dir(&elsewhere).unwrap();
+    let v2 = hello(&p.fx, "0.2.0");
+    copy.publish(&p.fx, &v2, "hello", "0.2.0", "dev");
+    copy.version = 2;
+    copy.write(&p.fx, "mallory");
+    let good = p.plant("sources.json", |v| {
+        v["sources"]["main"]["url"] = json!(copy.url());
+        v["sources"]["main"]["operator_pubkey"] = json!(mallory.to_base64());
+    });
+    p.refused(&update(&p.fx), "sources.json");
+    assert_eq!(p.fx.installed()["hello"]["version"], "0.1.0");
+    p.restore("sources.json", &good);
+    let r = update(&p.fx);
+    expect(&r, 0, "");
+    assert_eq!(p.fx.installed()["hello"]["version"], "0.1.0");
+}
+
+/// The daemon's user re-pins `hello` to another author key: root's update and file install
+/// refuse the file (before: dev2's 0.2.0 replaced the plugin pinned to dev).
+#[test]
+fn the_daemons_user_cannot_change_an_author_pin() {
+    if !require_root() {
+        return;
+    }
+    let mut p = Planted::new();
+    let v2 = p.publish_by_dev2();
+    let dev2 = p.fx.secret("dev2.key").public_key();
+    let good = p.plant("pins.json", |v| {
+        let pin = &mut v["plugins"]["hello"];
+        pin["pubkey"] = json!(dev2.to_base64());
+        pin["key_id"] = json!(dev2.key_id.to_string());
+        pin["fingerprint"] = json!(fingerprint(&dev2));
+        pin["how"] = json!("manual");
+    });
+    p.refused(&update(&p.fx), "pins.json");
+    p.refused(&p.fx.store_install(&[&v2], &[]), "pins.json");
+    assert_eq!(p.fx.installed()["hello"]["version"], "0.1.0");
+    p.restore("pins.json", &good);
+    expect(&update(&p.fx), 98, "index.author_pin");
+}
+
+/// The daemon's user cannot write a pin root reads, but it can remove `pins.json` (it owns the
+/// directory): the next install would then pin whatever key comes on first use. An installed
+/// plugin always has its pin, so a first use for one is refused (98 `index.author_pin_lost`),
+/// from a source and from a file (before: dev2's 0.2.0 replaced the plugin pinned to dev).
+#[test]
+fn removing_pins_json_does_not_reset_an_installed_plugins_pin() {
+    if !require_root() {
+        return;
+    }
+    let mut p = Planted::new();
+    let v2 = p.publish_by_dev2();
+    std::fs::rename(p.state.join("pins.json"), p.state.join("pins.json.away")).unwrap();
+    for r in [update(&p.fx), p.fx.store_install(&[&v2], &[])] {
+        expect(&r, 98, "index.author_pin_lost");
+        assert!(r.stdout.contains("repin-author"), "{}", r.stdout);
+    }
+    assert_eq!(p.fx.installed()["hello"]["version"], "0.1.0");
+    assert!(!p.state.join("pins.json").exists());
+    // A plugin not installed yet is pinned on first use, as always.
+    let other =
+        p.fx.pack_custom("other", "1.0.0", &[], json!({}), "dev2", "other.stockade");
+    expect(&p.fx.store_install(&[&other], &[]), 0, "");
+}
+
+/// The daemon's user lowers the remembered index version, in root's file (refused) or in the
+/// shared memory it may write (lowers nothing): an older, validly signed index stays a rollback.
+#[test]
+fn the_daemons_user_cannot_lower_roots_rollback_floor() {
+    if !require_root() {
+        return;
+    }
+    let mut p = Planted::new();
+    let v1 = std::fs::read(p.repo.dir.join("index.json")).unwrap();
+    let v1_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&v1));
+    p.repo.version = 3;
+    p.repo.write(&p.fx, "op");
+    expect(&p.refresh(), 0, "");
+    // Version 1 served again, byte for byte.
+    std::fs::write(p.repo.dir.join("index.json"), &v1).unwrap();
+    let minisig = sign(&p.fx, "op.key", &v1);
+    std::fs::write(p.repo.dir.join("index.json.minisig"), minisig).unwrap();
+    let good = p.plant("sources.json", |v| {
+        v["sources"]["main"]["seen_version"] = json!(1);
+        v["sources"]["main"]["seen_sha256"] = json!(v1_sha);
+    });
+    p.refused(&p.refresh(), "sources.json");
+    p.refused(&p.fx.store_install(&["hello"], &[]), "sources.json");
+    p.restore("sources.json", &good);
+    // The same in the shared memory, which that user may write: root's own floor stands.
+    p.plant("sources-seen.json", |v| {
+        v["sources"]["main"]["version"] = json!(1);
+        v["sources"]["main"]["sha256"] = json!(v1_sha);
+    });
+    let r = p.refresh();
+    expect(&r, 92, "");
+    assert_eq!(r.json()["refreshed"][0]["error"]["kind"], "index.rollback");
+    expect(&p.fx.store_install(&["hello"], &[]), 92, "index.rollback");
+}
+
+/// A state directory an earlier build used: `sources.json` and `pins.json` are the daemon's
+/// user's (root's writes were handed to it). Root's commands refuse them (78 `source.unsafe`,
+/// with the commands that take them over) rather than trust what that user may have changed;
+/// the timer, running as that user, keeps working on them; once root has checked and taken
+/// them (`chown root:root`), root's commands work again, with the floor the timer raised.
+#[test]
+fn an_earlier_builds_state_is_refused_by_root_until_taken_over() {
+    use std::os::unix::fs::chown;
+    if !require_root() {
+        return;
+    }
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    let state = packaged_state(&fx);
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
+    // As the earlier build left them: that user's, and no shared memory.
+    for f in ["sources.json", "pins.json"] {
+        chown(state.join(f), Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let _ = std::fs::remove_file(state.join("sources-seen.json"));
+    let before: Vec<_> = ["sources.json", "pins.json"]
+        .iter()
+        .map(|f| file_state(&state.join(f)))
+        .collect();
+    let v2 = hello(&fx, "0.2.0");
+    repo.publish(&fx, &v2, "hello", "0.2.0", "dev");
+    repo.version = 2;
+    repo.write(&fx, "op");
+    for r in [
+        update(&fx),
+        fx.store_install(&["hello"], &[]),
+        fx.run(&["--json", "source", "refresh", "--state-dir", "state"]),
+    ] {
+        expect(&r, 78, "source.unsafe");
+        assert!(
+            r.stdout.contains("uid 65534") && r.stdout.contains("chown root:root"),
+            "{}",
+            r.stdout
+        );
+    }
+    let after: Vec<_> = ["sources.json", "pins.json"]
+        .iter()
+        .map(|f| file_state(&state.join(f)))
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(fx.installed()["hello"]["version"], "0.1.0");
+    // The timer works on, on its own files.
+    let o = timer_refresh(&fx);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    // The operator takes them over, as the hint says.
+    for f in ["sources.json", "pins.json"] {
+        chown(state.join(f), Some(0), Some(0)).unwrap();
+    }
+    let r = update(&fx);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["updated"][0]["version"], "0.2.0");
+    // The timer reads root's configuration now, and what it saw before is still the floor.
+    repo.version = 3;
+    repo.write(&fx, "op");
+    let o = timer_refresh(&fx);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(
+            &std::fs::metadata(state.join("sources.json")).unwrap()
+        ),
+        0
+    );
+    repo.version = 2;
+    repo.write(&fx, "op");
+    expect(&update(&fx), 92, "index.rollback");
+}
+
+/// Files that are not plain files of this user (or root) that no one else may write are not
+/// configuration: a symlink (even to a good copy), a FIFO, a second hard link, a file others
+/// may write, another user's. Each is refused (78 `source.unsafe`) without waiting or
+/// following, and left as it is; a malformed shared memory is `source.corrupt`.
+#[test]
+fn planted_source_files_are_refused_and_left_as_they_are() {
+    use std::os::unix::fs::{chown, symlink, PermissionsExt};
+    if !require_root() {
+        return;
+    }
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
+    let state = fx.path("state");
+    let copies = fx.path("copies");
+    std::fs::create_dir(&copies).unwrap();
+    for f in ["sources.json", "pins.json", "sources-seen.json"] {
+        let (path, copy) = (state.join(f), copies.join(f));
+        std::fs::copy(&path, &copy).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let put_back = || {
+            let _ = std::fs::remove_file(&path);
+            std::fs::write(&path, &good).unwrap();
+        };
+        #[allow(clippy::type_complexity)]
+        let mut cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+            (
+                "symlink",
+                Box::new(|| {
+                    std::fs::remove_file(&path).unwrap();
+                    symlink(&copy, &path).unwrap();
+                }),
+            ),
+            (
+                "fifo",
+                Box::new(|| {
+                    std::fs::remove_file(&path).unwrap();
+                    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644))
+                        .unwrap();
+                }),
+            ),
+            (
+                "hard link",
+                Box::new(|| {
+                    std::fs::remove_file(&path).unwrap();
+                    std::fs::hard_link(&copy, &path).unwrap();
+                }),
+            ),
+            (
+                "writable by others",
+                Box::new(|| {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
+                        .unwrap();
+                }),
+            ),
+        ];
+        // (The shared memory may be the state directory's owner's too: here root's own.)
+        cases.push((
+            "another user's",
+            Box::new(|| chown(&path, Some(NOBODY), Some(NOBODY)).unwrap()),
+        ));
+        for (what, make) in cases {
+            make();
+            let snapshot = std::fs::symlink_metadata(&path).unwrap();
+            // Install by id reads all three: the sources and their floors, then the pins.
+            let r = fx.store_install(&["hello"], &[]);
+            assert_eq!(r.code, 78, "{f} {what}: {}{}", r.stdout, r.stderr);
+            assert_eq!(r.kind(), "source.unsafe", "{f} {what}: {}", r.stdout);
+            let now = std::fs::symlink_metadata(&path).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(
+                (now.ino(), now.mode(), now.uid(), now.nlink()),
+                (
+                    snapshot.ino(),
+                    snapshot.mode(),
+                    snapshot.uid(),
+                    snapshot.nlink()
+                ),
+                "{f} {what}"
+            );
+            assert_eq!(std::fs::read(&copy).unwrap(), good, "{f} {what}");
+            put_back();
+        }
+        expect(&update(&fx), 0, "");
+    }
+    // A shared memory that does not parse: corrupt (78), not rewritten.
+    let seen = state.join("sources-seen.json");
+    std::fs::write(&seen, b"{ not json").unwrap();
+    expect(&update(&fx), 78, "source.corrupt");
+    assert_eq!(std::fs::read(&seen).unwrap(), b"{ not json");
 }
 
 /// The same layout: the daemon's user replaces `indexes` with a symlink to a directory of root's
@@ -1250,16 +1745,13 @@ fn the_daemons_user_refreshes_what_root_added() {
 /// refused (78 `source.unsafe`) before anything changes: the source stays, the files too.
 #[test]
 fn source_remove_deletes_nothing_through_an_indexes_symlink() {
-    use std::os::unix::fs::{chown, symlink, PermissionsExt};
+    use std::os::unix::fs::symlink;
     if !require_root() {
         return;
     }
     let (fx, repo) = setup();
     repo.write(&fx, "op");
-    let state = fx.path("state");
-    std::fs::create_dir(&state).unwrap();
-    chown(&state, Some(65534), Some(65534)).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let state = packaged_state(&fx);
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
     let victim = fx.path("victim");
     std::fs::create_dir(&victim).unwrap();

@@ -295,6 +295,23 @@ impl Index {
     }
 }
 
+/// What a host remembers of a source's index: the highest version seen and that version's
+/// SHA-256.
+pub type SeenIndex = (u64, [u8; 32]);
+
+/// The rollback floor a host enforces from two memories of one source: `own`, kept where only
+/// the configuration's owner writes, and `shared`, which a less trusted user (the refresh timer's)
+/// may write too. The higher version wins, and on a tie `own` (its digest): `shared` can raise the
+/// floor, never lower it or swap the digest of a version `own` saw. Raising it too high withholds
+/// updates, as the index operator could by a freeze; it lets nothing older in.
+pub fn floor(own: Option<SeenIndex>, shared: Option<SeenIndex>) -> Option<SeenIndex> {
+    match (own, shared) {
+        (Some(o), Some(s)) if s.0 > o.0 => Some(s),
+        (Some(o), _) => Some(o),
+        (None, s) => s,
+    }
+}
+
 /// The entry's version (validated by [`Index::parse`]).
 pub fn entry_version(e: &Entry) -> semver::Version {
     semver::Version::parse(&e.version).unwrap_or_else(|_| semver::Version::new(0, 0, 0))
@@ -668,6 +685,19 @@ mod tests {
             i.check_fresh(None, i.expires_at),
             Err(IndexError::Expired { .. })
         ));
+    }
+
+    #[test]
+    fn the_shared_memory_only_raises_the_floor() {
+        let (a, b) = ([1; 32], [2; 32]);
+        assert_eq!(floor(None, None), None);
+        assert_eq!(floor(Some((5, a)), None), Some((5, a)));
+        assert_eq!(floor(None, Some((5, b))), Some((5, b)));
+        // Lower, or the same version with another digest: the owner's own memory stands.
+        assert_eq!(floor(Some((5, a)), Some((1, b))), Some((5, a)));
+        assert_eq!(floor(Some((5, a)), Some((5, b))), Some((5, a)));
+        // Higher: raised.
+        assert_eq!(floor(Some((5, a)), Some((6, b))), Some((6, b)));
     }
 
     #[test]

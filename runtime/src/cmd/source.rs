@@ -10,7 +10,7 @@ use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::keyfile::{load_public, unix_now};
 use crate::output::{term, Output};
-use crate::sources::{self, PinKind, Pins, Source, SourceError, Sources};
+use crate::sources::{self, PinKind, Pins, SeenIndexes, Source, SourceError, Sources};
 use crate::store::Store;
 use serde_json::json;
 use std::path::Path;
@@ -79,15 +79,21 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
 pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
     let all = Sources::load(state).map_err(SourceError::into_cmd)?;
+    let seen = SeenIndexes::load(state).map_err(SourceError::into_cmd)?;
     let mut items = Vec::new();
     for (name, s) in &all.sources {
         let k = PublicKey::from_base64(&s.operator_pubkey).ok();
         let cached = sources::cached(state, name);
+        // What the next refresh enforces: the higher of the two memories (the timer's user
+        // records only the shared one when the configuration is root's), and the latest refresh.
+        let shared = seen.sources.get(name);
+        let seen_version = s.seen_version.max(shared.map(|e| e.version));
+        let refreshed_at = s.refreshed_at.max(shared.map(|e| e.refreshed_at));
         items.push(json!({
             "name": name, "url": s.url,
             "operator_key_id": k.as_ref().map(|k| k.key_id.to_string()),
             "operator_fingerprint": k.as_ref().map(fingerprint),
-            "seen_version": s.seen_version, "refreshed_at": s.refreshed_at,
+            "seen_version": seen_version, "refreshed_at": refreshed_at,
             "expires": cached.as_ref().map(|c| c.expires.clone()),
             "plugins": cached.as_ref().map(|c| c.plugins.len()),
         }));
@@ -214,8 +220,13 @@ pub fn remove(a: SourceRemoveArgs, out: Output) -> Result<Exit, CmdError> {
     if all.sources.remove(&a.name).is_none() {
         return Err(SourceError::UnknownSource(a.name).into_cmd());
     }
+    let mut seen = SeenIndexes::load(state).map_err(SourceError::into_cmd)?;
     let cache = sources::IndexCache::hold(state).map_err(SourceError::into_cmd)?;
     all.save(state).map_err(SourceError::into_cmd)?;
+    // The shared memory forgets it too: a source added later under this name starts afresh.
+    if seen.sources.remove(&a.name).is_some() {
+        seen.save(state).map_err(SourceError::into_cmd)?;
+    }
     cache.forget(&a.name);
     out.emit(&json!({"removed": a.name}), |_| {
         format!(

@@ -303,6 +303,15 @@ impl Job<'_> {
             }
             (None, None) => None,
         };
+        // A first-use pin for a plugin the store holds, signed: its pin was there and is gone.
+        if let Some((_, PinOutcome::FirstUse)) = &pin {
+            let installed = self.store.registry().plugins.get(pkg.manifest.name());
+            let signer = installed.and_then(|p| p.signer_key_id.as_deref());
+            if let Err(e) = sources::check_pin_not_lost(pkg.manifest.name(), signer) {
+                let detail = json!({"file": label, "kind": e.kind(), "error": e.to_string()});
+                return Err(self.refuse(detail, e.into_cmd()));
+            }
+        }
         let requires: BTreeMap<String, String> = pkg
             .manifest
             .manifest()

@@ -4,13 +4,30 @@
 //!
 //! State, in the state directory (written atomically, under the store lock held by the caller):
 //! - `sources.json`: per source, its URL, the pinned operator key, and the highest index version
-//!   seen with its digest (rollback memory);
+//!   seen with its digest (the owner's rollback floor);
 //! - `pins.json`: per plugin id, and per author name an index gives (seed 004: "the first
 //!   install of any plugin by an author pins that author's public key"), the pinned author
 //!   (developer) key — trust on first use, changed only by a rotation proof or by
 //!   `stockade source repin-author`;
+//! - `sources-seen.json`: the highest index version (and digest) seen per source by anyone who
+//!   refreshed, the refresh timer's user included (the shared rollback memory);
 //! - `indexes/<source>.json` (+ `.minisig`): the last verified index, which `list` reads to flag
 //!   delisted plugins without a download.
+//!
+//! Who decides what: `sources.json` and `pins.json` are the operator's configuration. They are
+//! read only if they belong to the running user or root and nobody else may write them
+//! ([`read_owned`]: no symlink, FIFO or second link either; 78 `source.unsafe` otherwise), and
+//! written only by the user they belong to (root keeps them root's, 0644), never handed to the
+//! state directory's owner: in the packaged layout that is the `stockade` user, whose timer
+//! refreshes the indexes and must not be able to change a URL, a pinned key or a floor root
+//! enforces. That timer (not the configuration's owner) records what it saw only in
+//! `sources-seen.json`, which root reads too, but only to raise its floor ([`index::floor`]: the
+//! higher version wins, and on a tie root's own digest): a lower version written there lowers
+//! nothing. A rotation proof it finds (a new operator key) it cannot pin, so that source's
+//! refresh fails (91 `index.rotation_needs_owner`) and keeps the last good index until root's
+//! next refresh takes the rotation. Files an earlier build handed to that user are refused by
+//! root's commands until the operator has checked them and made them root's (docs/sources.md,
+//! "State").
 //!
 //! Install by id, in seed 004's fail-closed order (each step its own error and exit code, 90–99;
 //! no plugin code runs in any of them):
@@ -20,7 +37,8 @@
 //! 2. artifact size and SHA-256 against the index entry (before any signature is looked at);
 //! 3. the artifact's detached signature against `author.pubkey`;
 //! 4. the author pin (rotation: the pinned key in `author.previous_pubkeys` and a valid
-//!    `<signature_url>.prev` by it);
+//!    `<signature_url>.prev` by it); no first use for a plugin the store already holds, signed
+//!    (its pin was recorded, so `pins.json` lost it: [`check_pin_not_lost`]);
 //! 5. the package's own fail-closed verification (80–87), then exact agreement of id, version,
 //!    tier and signer with the index entry (the store, `cmd/store.rs`);
 //! 6. consent: the operator policy and its grants decide at launch what the plugin may do;
@@ -38,9 +56,11 @@
 //! connection.
 
 use crate::exit::Exit;
-use crate::fileio::{read_capped, write_state_file, FileError, HeldDir, HeldDirError};
+use crate::fileio::{
+    read_capped, read_owned, write_atomic, write_state_file, FileError, HeldDir, HeldDirError,
+};
 use crate::package::container::MAX_PACKAGE_BYTES;
-use crate::state::{load_json, save_json_mode, StateError};
+use crate::state::StateError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -48,7 +68,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use stockade_trust::index::{
     self, author_match_key, author_pin_key, check_pin, choose_artifact, describe, fingerprint,
-    Entry, Index, IndexError, PinMismatch, PinOutcome, MAX_INDEX_BYTES,
+    Entry, Index, IndexError, PinMismatch, PinOutcome, SeenIndex, MAX_INDEX_BYTES,
 };
 use stockade_trust::minisign::{PublicKey, Signature};
 
@@ -56,6 +76,8 @@ use stockade_trust::minisign::{PublicKey, Signature};
 pub const SOURCES_FILE: &str = "sources.json";
 /// Author pins file in the state directory.
 pub const PINS_FILE: &str = "pins.json";
+/// The shared rollback memory in the state directory (what every refresh saw, the timer's too).
+pub const SEEN_FILE: &str = "sources-seen.json";
 /// Verified-index cache directory in the state directory.
 pub const INDEX_CACHE_DIR: &str = "indexes";
 /// Largest signature file fetched.
@@ -188,6 +210,15 @@ pub enum SourceError {
         #[source]
         source: PinMismatch,
     },
+    /// Step 4: no author key is pinned for a plugin the store holds, signed: the pin was
+    /// recorded when it was installed, so `pins.json` lost it.
+    #[error("no author key is pinned for {id}, yet {id} is installed (signed by key {signer}): pins.json lost its pin")]
+    PinLost {
+        /// Plugin id.
+        id: String,
+        /// The installed package's signer key id.
+        signer: String,
+    },
     /// Step 5: the package disagrees with its index entry.
     #[error("the package disagrees with its index entry: {0}")]
     Mismatch(String),
@@ -210,6 +241,28 @@ pub enum SourceError {
     /// The index cache directory is a symlink or not a directory.
     #[error(transparent)]
     Held(#[from] HeldDirError),
+    /// A configuration file (`sources.json`, `pins.json`) of another user: only its owner
+    /// changes it.
+    #[error("{} belongs to uid {owner}: only its owner changes the sources and pins", path.display())]
+    NotOwner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+    },
+    /// Step 1 as a user that does not own the configuration (the refresh timer's): the index
+    /// proves a rotation of the operator key, which only the configuration's owner may pin.
+    #[error("the operator key of source `{source_name}` rotated to {key} (with a proof); only the owner of {} (uid {owner}) can pin it", path.display())]
+    RotationNeedsOwner {
+        /// Source.
+        source_name: String,
+        /// The new key, described.
+        key: String,
+        /// `sources.json`.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+    },
     /// A state file is corrupt.
     #[error("{} is corrupt", path.display())]
     Corrupt {
@@ -230,9 +283,9 @@ impl SourceError {
             | SourceError::UrlSyntax { .. }
             | SourceError::BadName(_)
             | SourceError::UnknownSource(_) => Exit::Usage,
-            SourceError::IndexSignature { .. } | SourceError::OperatorKey { .. } => {
-                Exit::IndexSignature
-            }
+            SourceError::IndexSignature { .. }
+            | SourceError::OperatorKey { .. }
+            | SourceError::RotationNeedsOwner { .. } => Exit::IndexSignature,
             SourceError::Index { source, .. } => match source {
                 IndexError::Rollback { .. } | IndexError::Changed { .. } => Exit::IndexRollback,
                 IndexError::Expired { .. } => Exit::IndexExpired,
@@ -242,9 +295,14 @@ impl SourceError {
             SourceError::Unavailable { .. } => Exit::IndexUnavailable,
             SourceError::ArtifactDigest { .. } => Exit::ArtifactDigest,
             SourceError::ArtifactSignature { .. } => Exit::ArtifactSignature,
-            SourceError::AuthorPin { .. } => Exit::AuthorPin,
+            SourceError::AuthorPin { .. } | SourceError::PinLost { .. } => Exit::AuthorPin,
             SourceError::Mismatch(_) => Exit::IndexMismatch,
             SourceError::SourceExists(_) => Exit::CantCreate,
+            // A planted or foreign file (symlink, FIFO, hard link, another user's): the state
+            // directory is unusable as it is (78), as for the store (`store.unsafe`).
+            SourceError::File(FileError::Unsafe { .. })
+            | SourceError::State(StateError::File(FileError::Unsafe { .. }))
+            | SourceError::NotOwner { .. } => Exit::Config,
             SourceError::File(_) => Exit::IoErr,
             // docs/exit-codes.md: 78 is "the state directory is unusable" (as for the
             // revocation state); a file that cannot be read or written stays 74, as before.
@@ -278,10 +336,15 @@ impl SourceError {
             SourceError::ArtifactDigest { .. } => "index.artifact_digest",
             SourceError::ArtifactSignature { .. } => "index.artifact_signature",
             SourceError::AuthorPin { .. } => "index.author_pin",
+            SourceError::PinLost { .. } => "index.author_pin_lost",
             SourceError::Mismatch(_) => "index.mismatch",
             SourceError::UnknownSource(_) => "source.unknown",
             SourceError::SourceExists(_) => "source.exists",
             SourceError::BadName(_) => "source.name",
+            SourceError::RotationNeedsOwner { .. } => "index.rotation_needs_owner",
+            SourceError::File(FileError::Unsafe { .. })
+            | SourceError::State(StateError::File(FileError::Unsafe { .. })) => "source.unsafe",
+            SourceError::NotOwner { .. } => "source.not_owner",
             SourceError::File(_) => "source.io",
             SourceError::State(StateError::Corrupt { .. }) => "source.corrupt",
             SourceError::State(_) => "source.io",
@@ -296,9 +359,14 @@ impl SourceError {
         match self {
             SourceError::OperatorKey { .. } => "if the operator really rotated keys without a proof, verify the new key out of band and run `stockade source repin NAME --operator-key KEY.pub --yes`",
             SourceError::AuthorPin { .. } => "if the author really changed keys without a proof, verify the new key out of band and run `stockade source repin-author ID --author-key KEY.pub --yes` (with `--author NAME` when the author's name is what refused it)",
+            SourceError::PinLost { .. } => "pins.json was removed or replaced (the state directory's owner can do that); check the key the package is signed with out of band, then `stockade source repin-author ID --author-key KEY.pub --yes`",
             SourceError::Index { .. } => "the source is serving an old, changed or expired index; ask its operator, or wait for a fresh one",
             SourceError::Unavailable { .. } => "ask the author for a build for this platform",
             SourceError::NotFound { .. } => "`stockade source list` shows the sources; check the id and version",
+            SourceError::File(FileError::Unsafe { .. })
+            | SourceError::State(StateError::File(FileError::Unsafe { .. })) => "sources.json and pins.json must be regular files of this user or root that no one else may write (sources-seen.json may also be the state directory's owner's). Earlier builds gave them to the state directory's owner (the `stockade` user), who could have changed them: check the URLs, operator keys and author pins in them, then `chown root:root` and `chmod 644` them, or move them aside and add the sources again (docs/sources.md, \"State\"). A bad sources-seen.json may be moved aside: root's own floor is in sources.json",
+            SourceError::NotOwner { .. } => "run the command as the user the file belongs to (root)",
+            SourceError::RotationNeedsOwner { .. } => "run `stockade source refresh` as root to take the rotation (after checking the new key's fingerprint); until then the last verified index is kept",
             _ => "",
         }
     }
@@ -388,28 +456,140 @@ pub enum PinKind {
     Author,
 }
 
-/// Cap on `sources.json` and `pins.json` (one entry per source or plugin id).
+/// Cap on `sources.json`, `pins.json` and `sources-seen.json` (one entry per source or id).
 const STATE_FILE_CAP: u64 = 16 * 1024 * 1024;
 
-impl Sources {
-    /// Load `<state>/sources.json` (absent: none).
-    pub fn load(state_dir: &Path) -> Result<Self, SourceError> {
-        Ok(load_json(state_dir, SOURCES_FILE, STATE_FILE_CAP)?)
-    }
-    /// Save atomically (0644: no secret in it), creating the state directory if needed.
-    pub fn save(&self, state_dir: &Path) -> Result<(), SourceError> {
-        Ok(save_json_mode(state_dir, SOURCES_FILE, self, 0o644)?)
+/// The JSON file `name` of the state directory, read only as [`read_owned`] allows (owned by
+/// this user, root or `also`; no symlink, FIFO or second link; writable by no one else);
+/// absent: the default.
+fn load_checked<T: Default + serde::de::DeserializeOwned>(
+    state_dir: &Path,
+    name: &str,
+    also: Option<u32>,
+) -> Result<T, SourceError> {
+    let path = state_dir.join(name);
+    match read_owned(&path, STATE_FILE_CAP, also) {
+        Ok(b) => {
+            serde_json::from_slice(&b).map_err(|source| StateError::Corrupt { path, source }.into())
+        }
+        Err(e) if e.is_not_found() => Ok(T::default()),
+        Err(e) => Err(e.into()),
     }
 }
 
-impl Pins {
-    /// Load `<state>/pins.json` (absent: none).
-    pub fn load(state_dir: &Path) -> Result<Self, SourceError> {
-        Ok(load_json(state_dir, PINS_FILE, STATE_FILE_CAP)?)
+/// The owner of `<state>/name` when it exists and is not this process's user (whatever it is:
+/// a symlink, a FIFO).
+fn foreign_owner(state_dir: &Path, name: &str) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(state_dir.join(name)).ok()?;
+    (md.uid() != nix::unistd::geteuid().as_raw()).then_some(md.uid())
+}
+
+/// Save configuration file `name` atomically (0644: no secret in it, and the timer's user
+/// reads it), creating the state directory if needed. Only the user it belongs to replaces it
+/// (else [`SourceError::NotOwner`], nothing written), and it stays that user's: root's file in
+/// the daemon's user's state directory is not handed to that user, unlike the state files
+/// both share ([`write_state_file`]).
+fn save_config<T: Serialize>(state_dir: &Path, name: &str, value: &T) -> Result<(), SourceError> {
+    if let Some(owner) = foreign_owner(state_dir, name) {
+        let path = state_dir.join(name);
+        return Err(SourceError::NotOwner { path, owner });
     }
-    /// Save atomically (0644: no secret in it), creating the state directory if needed.
+    save_json(state_dir, name, value, write_atomic)
+}
+
+/// Write `value` as the JSON file `name` of the state directory (0644), through `write` (which
+/// decides the owner), creating the directory if needed.
+fn save_json<T: Serialize>(
+    state_dir: &Path,
+    name: &str,
+    value: &T,
+    write: fn(&Path, &[u8], u32) -> Result<(), FileError>,
+) -> Result<(), SourceError> {
+    let path = state_dir.join(name);
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| StateError::Corrupt {
+        path: path.clone(),
+        source,
+    })?;
+    crate::state::ensure_dir(state_dir)?;
+    write(&path, &bytes, 0o644)?;
+    Ok(())
+}
+
+impl Sources {
+    /// Load `<state>/sources.json` (absent: none), only from a file of this user or root that
+    /// no one else may write.
+    pub fn load(state_dir: &Path) -> Result<Self, SourceError> {
+        load_checked(state_dir, SOURCES_FILE, None)
+    }
+    /// Save atomically, as its owner only ([`save_config`]).
     pub fn save(&self, state_dir: &Path) -> Result<(), SourceError> {
-        Ok(save_json_mode(state_dir, PINS_FILE, self, 0o644)?)
+        save_config(state_dir, SOURCES_FILE, self)
+    }
+}
+
+/// One source's entry in `sources-seen.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeenEntry {
+    /// Highest index version seen.
+    pub version: u64,
+    /// SHA-256 of that version's bytes (hex).
+    pub sha256: String,
+    /// When (Unix seconds).
+    pub refreshed_at: u64,
+}
+
+/// `sources-seen.json`: the rollback memory every refresh writes, whoever runs it. Root's
+/// commands read it to raise their floor, never to lower it ([`index::floor`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeenIndexes {
+    /// Source name → what was seen.
+    pub sources: BTreeMap<String, SeenEntry>,
+}
+
+impl SeenIndexes {
+    /// Load `<state>/sources-seen.json` (absent: nothing seen): a file of this user, root or
+    /// the state directory's owner (the timer's user), with no symlink, FIFO or second link.
+    pub fn load(state_dir: &Path) -> Result<Self, SourceError> {
+        use std::os::unix::fs::MetadataExt;
+        let dir_owner = std::fs::metadata(state_dir).ok().map(|m| m.uid());
+        load_checked(state_dir, SEEN_FILE, dir_owner)
+    }
+    /// Save atomically (0644); written by root, it is the state directory owner's, so the
+    /// timer can go on raising it.
+    pub fn save(&self, state_dir: &Path) -> Result<(), SourceError> {
+        save_json(state_dir, SEEN_FILE, self, write_state_file)
+    }
+    /// What was seen of source `name`.
+    pub fn seen(&self, state_dir: &Path, name: &str) -> Result<Option<SeenIndex>, SourceError> {
+        self.sources
+            .get(name)
+            .map(|e| Ok((e.version, hex_digest(state_dir, SEEN_FILE, &e.sha256)?)))
+            .transpose()
+    }
+}
+
+/// A hex SHA-256 of state file `file`.
+fn hex_digest(state_dir: &Path, file: &str, h: &str) -> Result<[u8; 32], SourceError> {
+    let mut d = [0u8; 32];
+    hex::decode_to_slice(h, &mut d).map_err(|e| SourceError::Corrupt {
+        path: state_dir.join(file),
+        source: Box::new(e),
+    })?;
+    Ok(d)
+}
+
+impl Pins {
+    /// Load `<state>/pins.json` (absent: none), only from a file of this user or root that no
+    /// one else may write.
+    pub fn load(state_dir: &Path) -> Result<Self, SourceError> {
+        load_checked(state_dir, PINS_FILE, None)
+    }
+    /// Save atomically, as its owner only ([`save_config`]).
+    pub fn save(&self, state_dir: &Path) -> Result<(), SourceError> {
+        save_config(state_dir, PINS_FILE, self)
     }
     /// The pinned key of `id`.
     pub fn key(&self, id: &str) -> Result<Option<PublicKey>, SourceError> {
@@ -745,7 +925,11 @@ pub struct VerifiedIndex {
 }
 
 /// Step 1 for one source: fetch, verify against the pinned key (or a rotation proof), validate,
-/// refuse rollback and freeze; then remember the version and cache the verified bytes.
+/// refuse rollback and freeze (below the higher of the configuration's own floor and the shared
+/// memory); then remember the version and cache the verified bytes. A user that does not own
+/// `sources.json` (the refresh timer's, on root's configuration) records the version in the
+/// shared memory only, and refuses an index that rotates the operator key: it cannot pin it,
+/// and must not take it silently.
 pub fn refresh(state_dir: &Path, name: &str, now: u64) -> Result<VerifiedIndex, SourceError> {
     let mut sources = Sources::load(state_dir)?;
     let src = sources
@@ -753,8 +937,24 @@ pub fn refresh(state_dir: &Path, name: &str, now: u64) -> Result<VerifiedIndex, 
         .get(name)
         .cloned()
         .ok_or_else(|| SourceError::UnknownSource(name.into()))?;
-    let checked = check_index(state_dir, name, src, now)?;
-    remember(state_dir, &mut sources, checked)
+    let mut seen = SeenIndexes::load(state_dir)?;
+    let shared = seen.seen(state_dir, name)?;
+    let checked = check_index(state_dir, name, src, shared, now)?;
+    let owner = foreign_owner(state_dir, SOURCES_FILE);
+    if let (Some(owner), true) = (owner, checked.vi.rotated_operator) {
+        return Err(SourceError::RotationNeedsOwner {
+            source_name: name.into(),
+            key: describe(&checked.vi.index.operator_pubkey),
+            path: state_dir.join(SOURCES_FILE),
+            owner,
+        });
+    }
+    remember(
+        state_dir,
+        owner.is_none().then_some(&mut sources),
+        &mut seen,
+        checked,
+    )
 }
 
 /// `source add`: step 1 for a source that is not configured yet, verified as given (in memory)
@@ -772,8 +972,18 @@ pub fn add(
     if sources.sources.contains_key(name) {
         return Err(SourceError::SourceExists(name.into()));
     }
-    let checked = check_index(state_dir, name, src, now)?;
-    remember(state_dir, &mut sources, checked)
+    // Only the configuration's owner adds a source: refused before anything is fetched.
+    if let Some(owner) = foreign_owner(state_dir, SOURCES_FILE) {
+        return Err(SourceError::NotOwner {
+            path: state_dir.join(SOURCES_FILE),
+            owner,
+        });
+    }
+    let mut seen = SeenIndexes::load(state_dir)?;
+    // A new source starts with no floor, as it always did: an entry of that name in the shared
+    // memory (a source removed, or one the timer's user wrote) says nothing about this index.
+    let checked = check_index(state_dir, name, src, None, now)?;
+    remember(state_dir, Some(&mut sources), &mut seen, checked)
 }
 
 /// An index that passed step 1, not yet remembered.
@@ -786,11 +996,13 @@ struct CheckedIndex {
 }
 
 /// Step 1 against the source `src` as given: fetch, signature (or rotation proof), parse,
-/// rollback and freeze. Writes nothing.
+/// rollback and freeze against the higher of its own floor and `shared` ([`index::floor`]).
+/// Writes nothing.
 fn check_index(
     state_dir: &Path,
     name: &str,
     mut src: Source,
+    shared: Option<SeenIndex>,
     now: u64,
 ) -> Result<CheckedIndex, SourceError> {
     let pinned =
@@ -836,19 +1048,12 @@ fn check_index(
         source_name: name.into(),
         source,
     })?;
-    let seen = match (src.seen_version, src.seen_sha256.as_deref()) {
-        (Some(v), Some(h)) => {
-            let mut d = [0u8; 32];
-            hex::decode_to_slice(h, &mut d).map_err(|e| SourceError::Corrupt {
-                path: state_dir.join(SOURCES_FILE),
-                source: Box::new(e),
-            })?;
-            Some((v, d))
-        }
+    let own = match (src.seen_version, src.seen_sha256.as_deref()) {
+        (Some(v), Some(h)) => Some((v, hex_digest(state_dir, SOURCES_FILE, h)?)),
         _ => None,
     };
     index
-        .check_fresh(seen, now)
+        .check_fresh(index::floor(own, shared), now)
         .map_err(|source| SourceError::Index {
             source_name: name.into(),
             source,
@@ -872,13 +1077,16 @@ fn check_index(
     })
 }
 
-/// Remember a checked index: the cache first, then the source in `sources.json` (the commit).
-/// A crash between the two leaves, for `add`, a cache no configured source reads (`cached`
+/// Remember a checked index: the cache first, then the source in `sources.json` (the commit;
+/// `sources` is `None` for a user that does not own it), then the shared memory. A crash
+/// between the first two leaves, for `add`, a cache no configured source reads (`cached`
 /// reads only a configured source's, verified against its pinned key) and, for a refresh, one
-/// the next refresh replaces — never a source without its verified index.
+/// the next refresh replaces — never a source without its verified index; one before the
+/// shared memory is written leaves it lower than the owner's floor, which it never lowers.
 fn remember(
     state_dir: &Path,
-    sources: &mut Sources,
+    sources: Option<&mut Sources>,
+    seen: &mut SeenIndexes,
     c: CheckedIndex,
 ) -> Result<VerifiedIndex, SourceError> {
     let name = &c.vi.source;
@@ -894,8 +1102,17 @@ fn remember(
         let at = held.join(file);
         write_state_file(at.path(), bytes, 0o644).map_err(|e| e.shown_as(at.shown()))?;
     }
-    sources.sources.insert(name.clone(), c.src);
-    sources.save(state_dir)?;
+    let entry = SeenEntry {
+        version: c.vi.index.version,
+        sha256: hex::encode(c.vi.index.sha256),
+        refreshed_at: c.src.refreshed_at.unwrap_or_default(),
+    };
+    if let Some(sources) = sources {
+        sources.sources.insert(name.clone(), c.src);
+        sources.save(state_dir)?;
+    }
+    seen.sources.insert(name.clone(), entry);
+    seen.save(state_dir)?;
     Ok(c.vi)
 }
 
@@ -1259,6 +1476,22 @@ pub fn check_file_pin(
             source,
         }
     })
+}
+
+/// Step 4 for a pin decided as first use: refused when the store already holds `id`, signed by
+/// key `installed_signer`. Every install records the signer's pin before it commits and nothing
+/// removes one, so an installed plugin without a pin means `pins.json` was removed or replaced
+/// — which the owner of the state directory (the daemon's user, in the packaged layout) can
+/// do, though it cannot write a pin root reads — and taking the package's key on first use
+/// would hand that user the author pin after all.
+pub fn check_pin_not_lost(id: &str, installed_signer: Option<&str>) -> Result<(), SourceError> {
+    match installed_signer {
+        Some(signer) => Err(SourceError::PinLost {
+            id: id.into(),
+            signer: signer.into(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Step 7's first half: record the pins (by plugin id and by author name) decided for the
