@@ -24,8 +24,8 @@
 //!   name between the `mkdir` and the `open` and have this process `chmod` or `chown` it
 //!   ([`HeldDir`] says what that user can and cannot still do).
 //!
-//! A crash can leave what these made under temporary names: [`sweep_made_dirs`] removes this
-//! uid's stale ones where leftovers are swept.
+//! A crash can leave what these made under temporary names: [`sweep_made_dirs`] and
+//! [`sweep_reserved`] remove this uid's stale ones where leftovers are swept.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -204,7 +204,9 @@ fn write_atomic_inner(
 /// A file to be written atomically whose temporary file already exists in its directory
 /// ([`reserve`]): a path that cannot be written fails at the reservation, before whatever
 /// produces the contents runs (`exec --report`), and the path appears only complete
-/// ([`Reserved::commit`]). Dropped uncommitted, the temporary file is removed.
+/// ([`Reserved::commit`]). Dropped uncommitted, the temporary file is removed. The temporary
+/// file is `flock`ed by its maker for as long as it exists under its name, so a sweep of the
+/// directory ([`sweep_reserved`]) never takes one in use for a crash's leftover.
 #[derive(Debug)]
 pub struct Reserved {
     path: PathBuf,
@@ -212,14 +214,15 @@ pub struct Reserved {
     tmp: tempfile::NamedTempFile,
 }
 
-/// Reserve `path`: create its temporary file (`mode` less the umask) in its directory.
+/// Reserve `path`: create its temporary file (`mode` less the umask) in its directory, and lock
+/// it (`flock`, released when it is closed: committed, dropped, or its process gone).
 pub fn reserve(path: &Path, mode: u32) -> Result<Reserved, FileError> {
     let dir = parent_dir(path);
     // Opened here rather than by `tempfile_in`, which appends the temporary file's path to the
     // error ("… at path …"): through a held directory that is a `/proc/self/fd/N/…` the reader
     // cannot use, and the error names `path` already.
     let tmp = tempfile::Builder::new()
-        .prefix(".stockade-tmp-")
+        .prefix(RESERVED_PREFIX)
         .make_in(&dir, |tmp| {
             OpenOptions::new()
                 .read(true)
@@ -233,6 +236,15 @@ pub fn reserve(path: &Path, mode: u32) -> Result<Reserved, FileError> {
             path: path.to_path_buf(),
             source,
         })?;
+    // Nobody else locks a file this young ([`sweep_reserved`] looks only at older ones): this
+    // does not wait.
+    {
+        use std::os::fd::AsFd;
+        crate::sys::flock_exclusive(tmp.as_file().as_fd()).map_err(|source| FileError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
     Ok(Reserved {
         path: path.to_path_buf(),
         dir,
@@ -624,7 +636,7 @@ impl HeldPath {
 pub const MADE_DIR_PREFIX: &str = ".stockade-mkdir-";
 
 /// A leftover of a process that ended without cleaning up (a work directory among the trees, a
-/// directory [`make_dir_at`] had not renamed yet) is removed
+/// directory [`make_dir_at`] had not renamed yet, a file [`reserve`] had not committed) is removed
 /// only once older than this when its maker may still be alive: it may be between its making
 /// and the step that marks it in use (its lock, its rename).
 pub(crate) const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -938,6 +950,89 @@ pub(crate) mod test_hook {
                 f(parent, name);
             }
         });
+    }
+}
+
+/// The prefix of [`reserve`]'s temporary files.
+pub const RESERVED_PREFIX: &str = ".stockade-tmp-";
+
+/// Remove from `dir` the temporary files [`reserve`] (so [`write_atomic`] and
+/// [`write_state_file`]) left when their process ended before the rename (a crash, SIGKILL):
+/// the audit log's directory calls this when the log is opened, for its head file's. Only what
+/// is certainly such a leftover of this uid goes: named `.stockade-tmp-…`, a regular file of one
+/// link owned by this uid, unchanged for [`LEFTOVER_AGE`], and not locked — every live one is
+/// locked by its maker, across processes and pid namespaces ([`reserve`]), so neither the file
+/// being written now nor another process's (the state directory's files, a report being
+/// produced) is taken. Opened without following a symlink and without blocking (a FIFO at the
+/// name), and removed by name only while the name still leads to the file checked; a name
+/// swapped in between by whoever can write `dir` is removed then, which that user could do
+/// itself. Best effort: what cannot be checked or removed stays.
+pub fn sweep_reserved(dir: &Path) {
+    use nix::fcntl::{openat, AtFlags, OFlag};
+    use nix::sys::stat::{fstat, fstatat, Mode};
+    use std::os::fd::{AsFd, AsRawFd};
+    let Ok(d) = nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd())) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let now = std::time::SystemTime::now();
+    let id = |st: &nix::sys::stat::FileStat| (st.st_dev, st.st_ino);
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name
+            .as_encoded_bytes()
+            .starts_with(RESERVED_PREFIX.as_bytes())
+        {
+            continue;
+        }
+        let Ok(st) = fstatat(&d, &*name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(st.st_mtime).unwrap_or(0),
+                u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+            );
+        let old = now
+            .duration_since(changed)
+            .is_ok_and(|age| age > LEFTOVER_AGE);
+        let candidate = |st: &nix::sys::stat::FileStat| {
+            st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_uid == me && st.st_nlink == 1
+        };
+        if !old || !candidate(&st) {
+            continue;
+        }
+        let Ok(f) = openat(
+            &d,
+            &*name,
+            OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY
+                | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            continue;
+        };
+        let Ok(held) = fstat(&f) else { continue };
+        if id(&held) != id(&st) || !candidate(&held) {
+            continue;
+        }
+        // In use: its maker holds the lock for as long as the file has this name.
+        if !matches!(crate::sys::try_flock_exclusive(f.as_fd()), Ok(true)) {
+            continue;
+        }
+        if fstatat(&d, &*name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|now| id(&now) == id(&held))
+        {
+            let _ = nix::unistd::unlinkat(&d, &*name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
     }
 }
 
@@ -1318,5 +1413,47 @@ mod tests {
         age(&p, std::time::Duration::from_secs(120));
         sweep_made_dirs_at(d.path());
         assert!(p.exists());
+    }
+
+    /// A crash between a reserved file's create and its rename leaves `.stockade-tmp-…`: the
+    /// sweep removes this uid's stale ones, never one in use (locked by its maker, however old),
+    /// a fresh one, a second link, a symlink or anything not so named.
+    #[test]
+    fn the_reserved_sweep_removes_stale_temporaries_and_nothing_in_use() {
+        use std::time::Duration;
+        let d = tempfile::tempdir().unwrap();
+        let old = Duration::from_secs(120);
+        let tmp = |name: &str, a: Duration| {
+            let p = d.path().join(format!("{RESERVED_PREFIX}{name}"));
+            std::fs::write(&p, b"x").unwrap();
+            age(&p, a);
+            p
+        };
+        let stale = tmp("stale", old);
+        let fresh = tmp("fresh", Duration::ZERO);
+        let linked = tmp("linked", old);
+        std::fs::hard_link(&linked, d.path().join("elsewhere")).unwrap();
+        let target = d.path().join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = d.path().join(format!("{RESERVED_PREFIX}link"));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let other = d.path().join("log.head");
+        std::fs::write(&other, b"x").unwrap();
+        age(&other, old);
+        // One being written now: reserved, then aged (a long `exec --report`).
+        let in_use = reserve(&d.path().join("report.json"), 0o644).unwrap();
+        let in_use_path = named(d.path(), RESERVED_PREFIX)
+            .into_iter()
+            .map(|n| d.path().join(n))
+            .find(|p| ![&stale, &fresh, &linked, &link].contains(&p))
+            .unwrap();
+        age(&in_use_path, old);
+        sweep_reserved(d.path());
+        assert!(!stale.exists());
+        assert!(fresh.exists() && linked.exists() && other.exists());
+        assert!(std::fs::symlink_metadata(&link).is_ok() && target.exists());
+        assert!(in_use_path.exists(), "locked by its maker");
+        in_use.commit(b"{}", None, None, false).unwrap();
+        assert_eq!(std::fs::read(d.path().join("report.json")).unwrap(), b"{}");
     }
 }
