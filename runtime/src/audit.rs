@@ -34,6 +34,9 @@
 //! any key would sit next to it, readable by the same root); a head file deleted with the tail
 //! is reported (`--require-head` makes it a failure) but cannot say how much was lost. Against
 //! those, ship the records off the host (`journal`, forwarded) or the head's hash elsewhere.
+//! A crash between a head file's temporary file and its rename leaves `.stockade-tmp-…` in the
+//! log's directory; each append removes this uid's stale ones, never one a live writer holds
+//! (`fileio::sweep_reserved`).
 
 use crate::sys;
 use serde::{Deserialize, Serialize};
@@ -318,6 +321,9 @@ fn append_to_file(path: &Path, mut r: Record) -> Result<Record, AuditError> {
     let mut f = open_log(path).map_err(io)?;
     crate::fileio::adopt_dir_owner(&f, path).map_err(io)?;
     sys::flock_exclusive(f.as_fd()).map_err(io)?;
+    // A head file's temporary that a crash left (between its create and its rename): this
+    // uid's stale ones, never one in use (fileio::sweep_reserved).
+    crate::fileio::sweep_reserved(&crate::fileio::parent_dir(path));
     let len = f.metadata().map_err(io)?.len();
     let start = len.saturating_sub(MAX_RECORD);
     f.seek(SeekFrom::Start(start)).map_err(io)?;
@@ -720,6 +726,33 @@ mod tests {
             l.append(r).unwrap();
         }
         (d, p)
+    }
+
+    /// A head file's temporary left by a crash (between its create and its rename) goes when
+    /// the log is next opened: this uid's stale one, not a fresh one (it may be another
+    /// writer's, in a directory the log shares).
+    #[test]
+    fn opening_the_log_sweeps_a_crashed_writers_temporary_file() {
+        let (d, p) = log(1);
+        let tmp = |name: &str, age: std::time::Duration| {
+            let t = d.path().join(format!(".stockade-tmp-{name}"));
+            std::fs::write(&t, b"{").unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&t)
+                .unwrap()
+                .set_modified(std::time::SystemTime::now() - age)
+                .unwrap();
+            t
+        };
+        let stale = tmp("crashed", std::time::Duration::from_secs(120));
+        let fresh = tmp("fresh", std::time::Duration::ZERO);
+        file_log(&p)
+            .append(Record::new(Event::Launch, "ok"))
+            .unwrap();
+        assert!(!stale.exists());
+        assert!(fresh.exists());
+        assert_eq!(verify_chain(&std::fs::read_to_string(&p).unwrap()), Ok(2));
     }
 
     #[test]

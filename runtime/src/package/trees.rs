@@ -18,9 +18,13 @@
 //! this uid and writable by no one else, `manifest.json` equal to the signed manifest. One that
 //! does not match is set aside and the package extracted again (the report says so). The
 //! trees directory is this uid's alone (0711), opened once and reached only through its
-//! descriptor (`/proc/self/fd/N/…`, `Anchor`): the state directory above it may belong to
-//! another user (the service's, in the packaged layout), who could otherwise rename `trees`
-//! between the check and the sandbox's bind. So only this uid (root for a root `run`) can
+//! descriptor (`/proc/self/fd/N/…`, a [`crate::fileio::HeldDir`] whose owner must be this uid
+//! alone): the state directory above it may belong to another user (the service's, in the
+//! packaged layout), who could otherwise rename `trees` between the check and the sandbox's
+//! bind. It is made the way every held directory is ([`crate::fileio::make_dir_at`]): under a
+//! temporary name, checked, given 0711, then renamed to its name, so that user cannot move
+//! another directory into `trees` between the `mkdir` and the `open` and have this process
+//! `chmod` it 0711 and take it for its own. So only this uid (root for a root `run`) can
 //! change a tree between the check and the plugin's reads — the principal that can change the
 //! runtime itself.
 //!
@@ -38,31 +42,21 @@
 //! bound, and goes at a later eviction.
 
 use super::extract::Extracted;
-use nix::fcntl::{Flock, FlockArg, OFlag, RenameFlags};
-use nix::sys::stat::Mode;
+use crate::fileio::{leftover_is_stale, DirOwner, HeldDir};
+use nix::fcntl::{Flock, FlockArg, RenameFlags};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use stockade_trust::statement::FileEntry;
 
 /// The directory under the state directory.
 pub const TREES_DIR: &str = "trees";
-
-/// A work directory younger than this is not removed as a leftover even when unlocked: it may
-/// be between its `mkdir` and its owner's lock.
-const LEFTOVER_AGE: Duration = Duration::from_secs(60);
-
-/// The same, for a work directory whose name says its maker's pid and no process has that pid
-/// here: it cannot be between its `mkdir` and its lock any more, unless its maker runs in
-/// another pid namespace (a state directory shared with a container), where this pause covers
-/// that moment (microseconds).
-const DEAD_MAKER_AGE: Duration = Duration::from_secs(1);
 
 /// The kept trees of one state directory.
 #[derive(Debug, Clone)]
@@ -76,26 +70,16 @@ pub struct Trees {
 }
 
 /// The trees directory, opened once (`openat` from the state directory, not following a
-/// symlink, checked to be this uid's and writable by it alone) and then reached only through
-/// its descriptor: every path handed out is `/proc/self/fd/N/…`. Why: in the packaged layout
-/// the state directory belongs to the service's user, not to root, and a path through it could
-/// be redirected between the check of a tree and its use (a rename of `trees`); a descriptor
-/// cannot. The sandbox's init alone binds from the path (a bind must come from a mount of its
-/// own mount namespace), and only if it opens there the very inode checked here
-/// (`LaunchSpec::package_dir_id`).
-#[derive(Debug)]
-struct Anchor {
-    fd: OwnedFd,
-    /// Its path (what the sandbox's init binds from: it must open it in its own mount
-    /// namespace, and checks that it opened the very directory, [`KeptTree::bind_source`]).
-    host: PathBuf,
-}
-
-impl Anchor {
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
-    }
-}
+/// symlink, checked to be this uid's and writable by it alone: [`HeldDir`] with
+/// [`DirOwner::SelfOnly`], made by [`crate::fileio::make_dir_at`] when missing) and then reached
+/// only through its descriptor: every path handed out is `/proc/self/fd/N/…`. Why: in the
+/// packaged layout the state directory belongs to the service's user, not to root, and a path
+/// through it could be redirected between the check of a tree and its use (a rename of
+/// `trees`); a descriptor cannot. Its shown path ([`HeldDir::shown`]) is the real path of the
+/// state directory joined with its name: what the sandbox's init binds from (a bind must come
+/// from a mount of its own mount namespace), and only if it opens there the very inode checked
+/// here (`LaunchSpec::package_dir_id`, [`KeptTree::bind_source`]).
+type Anchor = HeldDir;
 
 /// A kept tree in use: its path and the shared lock that keeps eviction off it.
 #[derive(Debug)]
@@ -228,37 +212,19 @@ impl Trees {
         let me = nix::unistd::geteuid().as_raw();
         let owner = state.metadata()?.uid();
         let name = trees_dir_name(owner, me);
-        let mut created = false;
-        if create {
-            if owner == me {
-                move_foreign_trees_aside(state, me);
-            }
-            match nix::sys::stat::mkdirat(state, name.as_str(), Mode::from_bits_truncate(0o711)) {
-                Ok(()) => created = true,
-                Err(nix::errno::Errno::EEXIST) => {}
-                Err(e) => return Err(e.into()),
-            }
+        if create && owner == me {
+            move_foreign_trees_aside(state, me);
         }
-        let fd = nix::fcntl::openat(
-            state,
-            name.as_str(),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
+        // 0711 exactly when made: the umask (the shipped units' 077, a hardened root's) would
+        // leave it 0700, and no sandbox's uid could reach the trees it binds.
+        let held = HeldDir::open_in(
+            state.as_fd(),
+            real.join(&name),
+            &name,
+            create.then_some(0o711),
+            DirOwner::SelfOnly,
         )?;
-        let st = nix::sys::stat::fstat(&fd)?;
-        let host = real.join(&name);
-        if st.st_uid != me || st.st_mode & 0o022 != 0 {
-            return Err(std::io::Error::other(format!(
-                "{} is not a directory of this uid's alone",
-                host.display()
-            )));
-        }
-        if created {
-            // 0711 exactly: the umask (the shipped units' 077, a hardened root's) would leave
-            // it 0700, and no sandbox's uid could reach the trees it binds.
-            nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o711))?;
-        }
-        Ok(Arc::new(Anchor { fd, host }))
+        Ok(Arc::new(held))
     }
 
     /// The kept tree for `key` (a statement digest), locked and its use recorded; `None` when
@@ -282,7 +248,7 @@ impl Trees {
             path,
             key: key.to_string(),
             id: (held.dev(), held.ino()),
-            host: anchor.host.join(key),
+            host: anchor.shown().join(key),
             _lock: lock,
             anchor,
         })
@@ -300,9 +266,13 @@ impl Trees {
     /// crash): work and set-aside directories no process holds a lock on (see [`evict`]).
     /// `stockade serve` calls this at start; a `run` that keeps a tree does it on the way.
     pub fn sweep_leftovers(&self) {
-        let anchor = open_state_dir(&self.state_dir)
-            .and_then(|state| self.open_anchor(&state, &self.state_dir, false));
-        if let Ok(anchor) = anchor {
+        let Ok(state) = open_state_dir(&self.state_dir) else {
+            return;
+        };
+        // A trees directory whose making a crash cut short (between its `mkdirat` and its
+        // rename) is an empty temporary directory in the state directory.
+        crate::fileio::sweep_made_dirs(state.as_fd());
+        if let Ok(anchor) = self.open_anchor(&state, &self.state_dir, false) {
             sweep_leftovers(&anchor);
         }
     }
@@ -341,7 +311,7 @@ impl Trees {
             path,
             key: key.to_string(),
             id,
-            host: anchor.host.join(key),
+            host: anchor.shown().join(key),
             _lock: lock,
             anchor,
         })
@@ -399,7 +369,9 @@ fn work_dir_in(anchor: Arc<Anchor>) -> std::io::Result<WorkDir> {
     let lock = Flock::lock(open_dir(dir.path())?, FlockArg::LockShared)
         .map_err(|(_, e)| std::io::Error::from(e))?;
     let m = lock.metadata()?;
-    let host = anchor.host.join(dir.path().file_name().unwrap_or_default());
+    let host = anchor
+        .shown()
+        .join(dir.path().file_name().unwrap_or_default());
     Ok(WorkDir {
         dir,
         id: (m.dev(), m.ino()),
@@ -456,7 +428,8 @@ fn evict(anchor: &Anchor, keep: usize, max_bytes: u64) {
 
 /// Remove the set-aside trees and the work directories left by processes that ended without
 /// cleaning up, unless some process holds a lock on them. A work directory is a leftover once
-/// older than [`LEFTOVER_AGE`], or [`DEAD_MAKER_AGE`] when the pid its name carries is gone.
+/// older than [`crate::fileio::LEFTOVER_AGE`], or [`crate::fileio::DEAD_MAKER_AGE`] when the
+/// pid its name carries is gone ([`leftover_is_stale`]).
 fn sweep_leftovers(anchor: &Anchor) {
     let Ok(entries) = std::fs::read_dir(anchor.path()) else {
         return;
@@ -469,27 +442,13 @@ fn sweep_leftovers(anchor: &Anchor) {
             .duration_since(m.modified().unwrap_or(now))
             .unwrap_or_default();
         let leftover = match name.strip_prefix(".work-") {
-            Some(rest) => {
-                let dead_maker = work_dir_maker(rest)
-                    .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
-                age > LEFTOVER_AGE || (dead_maker && age > DEAD_MAKER_AGE)
-            }
+            Some(rest) => leftover_is_stale(rest, age),
             None => name.starts_with(".discard-"),
         };
         if leftover {
             remove_if_unused(&e.path());
         }
     }
-}
-
-/// The pid a work directory's name (after `.work-`) carries: `<pid>-<random>`; `None` for one
-/// named before the pid was (`.work-<random>`).
-fn work_dir_maker(rest: &str) -> Option<u32> {
-    let (pid, random) = rest.split_once('-')?;
-    if random.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    pid.parse().ok().filter(|&p| p > 0)
 }
 
 /// The sum of the sizes of the regular files under `root` (symlinks not followed; what cannot be
@@ -801,6 +760,7 @@ pub fn summary_of(map: &BTreeMap<String, FileEntry>) -> Extracted {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::time::Duration;
 
     const MANIFEST: &[u8] = br#"{"name":"t"}"#;
 
@@ -1265,6 +1225,47 @@ mod tests {
         assert_eq!(w.bind_source().0.parent().unwrap(), real.join(TREES_DIR));
     }
 
+    /// A crash between the making of the trees directory and its rename into place leaves an
+    /// empty temporary directory in the state directory (`fileio::make_dir_at`): the sweep of
+    /// leftovers removes this uid's once stale.
+    #[test]
+    fn the_sweep_removes_a_trees_directory_whose_making_a_crash_cut_short() {
+        let state = tempfile::tempdir().unwrap();
+        let left = state
+            .path()
+            .join(format!("{}999999999-a", crate::fileio::MADE_DIR_PREFIX));
+        std::fs::create_dir(&left).unwrap();
+        open_dir(&left)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(2))
+            .unwrap();
+        Trees::new(state.path(), 4).sweep_leftovers();
+        assert!(!left.exists());
+    }
+
+    /// The trees directory is made as every held directory is: a directory the state
+    /// directory's owner moves into the temporary name between the `mkdirat` and the `openat`
+    /// is refused, not `chmod`ed 0711 and used for trees.
+    #[test]
+    fn a_directory_swapped_in_while_the_trees_directory_is_made_is_refused() {
+        let state = tempfile::tempdir().unwrap();
+        let victim = state.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let _hook = crate::fileio::test_hook::set_after_mkdir(|parent, name| {
+            nix::fcntl::renameat(parent, "victim", parent, name).unwrap();
+        });
+        assert!(Trees::new(state.path(), 4).work_dir().is_err());
+        assert!(!state.path().join(TREES_DIR).exists());
+        let moved: Vec<_> = std::fs::read_dir(state.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert_eq!(std::fs::metadata(&moved[0]).unwrap().mode() & 0o7777, 0o700);
+    }
+
     /// The names of the trees directories in a state directory.
     fn tree_names_in(state: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(state)
@@ -1278,7 +1279,7 @@ mod tests {
     }
 
     /// A work directory unlocked whose maker is gone is a leftover after a moment, not after
-    /// [`LEFTOVER_AGE`]; one in use (locked) stays; one of a live maker waits for the age.
+    /// [`crate::fileio::LEFTOVER_AGE`]; one in use (locked) stays; one of a live maker waits for the age.
     #[test]
     fn leftovers_of_dead_makers_are_swept_and_those_in_use_kept() {
         let state = tempfile::tempdir().unwrap();
@@ -1322,8 +1323,9 @@ mod tests {
             "younger than LEFTOVER_AGE"
         );
         assert!(mine.dir.path().exists(), "in use");
-        assert_eq!(work_dir_maker("12-x"), Some(12));
-        assert_eq!(work_dir_maker("abc"), None);
-        assert_eq!(work_dir_maker("0-x"), None);
+        use crate::fileio::leftover_maker;
+        assert_eq!(leftover_maker("12-x"), Some(12));
+        assert_eq!(leftover_maker("abc"), None);
+        assert_eq!(leftover_maker("0-x"), None);
     }
 }

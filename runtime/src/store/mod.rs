@@ -346,6 +346,11 @@ impl Store {
         // are `staging/` and `plugins/`, opened through it).
         let held = HeldDir::open(state_dir, STORE_DIR, Some(0o755))?.canonical_shown();
         let lock = take_lock(&held, no_wait)?;
+        // The leftovers of a directory's making cut short by a crash (between its `mkdirat` and
+        // its rename, `fileio::make_dir_at`): this uid's empty temporaries, in the two
+        // directories the store makes its own in.
+        crate::fileio::sweep_made_dirs_at(state_dir);
+        held.sweep_made_dirs();
         let plugins = Arc::new(held.open_child("plugins", Some(0o755))?);
         let staging = Arc::new(held.open_child("staging", Some(0o700))?);
         let registry = held.join("registry.json");
@@ -768,6 +773,29 @@ mod tests {
             Store::open(d.path(), true),
             Err(StoreError::Schema { .. })
         ));
+    }
+
+    /// A crash between the making of `store/` (or `staging/`, `plugins/`) and its rename into
+    /// place leaves an empty temporary directory (`fileio::make_dir_at`): the store's start
+    /// removes this uid's stale ones, in the state directory and in `store/`.
+    #[test]
+    fn the_start_sweeps_directories_whose_making_a_crash_cut_short() {
+        let d = tempfile::tempdir().unwrap();
+        drop(Store::open(d.path(), true).unwrap());
+        // No pid is ever above pid_max (at most 2^22): a maker that is gone.
+        let name = format!("{}999999999-a", crate::fileio::MADE_DIR_PREFIX);
+        let left = [d.path().join(&name), d.path().join("store").join(&name)];
+        for p in &left {
+            std::fs::create_dir(p).unwrap();
+            File::open(p)
+                .unwrap()
+                .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(2))
+                .unwrap();
+        }
+        drop(Store::open(d.path(), true).unwrap());
+        for p in &left {
+            assert!(!p.exists(), "{}", p.display());
+        }
     }
 
     #[test]
