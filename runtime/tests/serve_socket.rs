@@ -583,6 +583,86 @@ done
     assert_eq!(s.stop(), 0);
 }
 
+/// Handshakes with the hooks `@FIRST@`, then registers `@N@` more (`on:late…`), one every
+/// 100 ms (their answers drained by a `cat`): one announcement of the whole list each.
+const LATE_ONE_BY_ONE: &str = r#"#!/bin/sh
+printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"@NAME@","version":"0.1.0","api":1,"capabilities":["log","register_hook"],"hooks":[@FIRST@]}}'
+IFS= read -r reply || exit 0
+exec 3<&0
+cat <&3 >/dev/null &
+i=0
+while [ $i -lt @N@ ]; do
+  i=$((i + 1))
+  printf '{"jsonrpc":"2.0","id":%s,"method":"register_hook","params":{"hook":"on:late%060d"}}\n' "$i" "$i"
+  sleep 0.1
+done
+wait
+"#;
+
+/// The audit's finding: a plugin registering a hook every 100 ms had its whole hook list (13 KiB
+/// here) announced each time, and every announcement was kept in the queue of an agent that
+/// does not read — 60 of them, 0.7 MB, past what the socket holds and the connection's 64 KiB
+/// cap: the agent dropped. A connection's queue now keeps the newest announcement of each
+/// plugin in place of the unsent ones, so the agent is kept and reads the whole list at last.
+#[test]
+fn an_agent_that_does_not_read_holds_the_newest_announcement_not_every_one() {
+    if !require_root() {
+        return;
+    }
+    const FIRST: usize = 140;
+    const LATE: usize = 60;
+    let first: Vec<String> = (1..=FIRST).map(|i| format!("on:h{i:060}")).collect();
+    let late: Vec<String> = (1..=LATE).map(|i| format!("on:late{i:060}")).collect();
+    let all: Vec<&str> = first.iter().chain(&late).map(String::as_str).collect();
+    let script = LATE_ONE_BY_ONE.replace("@N@", &LATE.to_string()).replace(
+        "@FIRST@",
+        serde_json::to_string(&first)
+            .unwrap()
+            .trim_matches(['[', ']']),
+    );
+    let fx = Fixture::new();
+    let pkg = pack_script(&fx, "late", &all, &script);
+    // Every announcement (the whole list, at most 13.5 KiB) fits in a quarter of the cap: the
+    // agent is never without room, so never dropped for a stall, however long this takes.
+    let mut s = Serve::start(
+        &fx,
+        "[serve]\nmax_outbound_bytes = 65536\n[health]\nping_interval_ms = 0\n",
+        None,
+    );
+    let (slow, _w) = connect_raw(&s, Duration::from_secs(30));
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": pkg}));
+    // The reading agent sees every registration through.
+    loop {
+        let st = c.wait_state("late", "ready");
+        if st["hooks"].as_array().map(Vec::len) == Some(FIRST + LATE) {
+            break;
+        }
+    }
+    // The one that did not read is still connected, and gets the whole list.
+    let (mut readies, mut whole) = (0, false);
+    for line in BufReader::new(slow).lines() {
+        let line = line.unwrap_or_else(|e| panic!("{e}: {}", s.log()));
+        let m: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let p = &m["params"];
+        if m["method"] == "plugin_state" && p["plugin"] == "late" && p["state"] == "ready" {
+            readies += 1;
+            whole = p["hooks"].as_array().map(Vec::len) == Some(FIRST + LATE);
+            if whole {
+                break;
+            }
+        }
+    }
+    assert!(
+        whole,
+        "the agent that did not read was dropped after {readies} announcements: {}",
+        s.log()
+    );
+    assert!(readies < LATE, "{readies} announcements: none was replaced");
+    assert!(!s.log().contains("dropped"), "{}", s.log());
+    assert_eq!(s.stop(), 0);
+}
+
 /// A raw connection to the daemon (reading end with `timeout`, writing end).
 fn connect_raw(s: &Serve, timeout: Duration) -> (UnixStream, UnixStream) {
     let sock = UnixStream::connect(&s.sock).unwrap();
