@@ -10,23 +10,24 @@ use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// `python3 -c` as uid and gid `uid`, no supplementary groups (setpriv): add the script and
+/// its arguments.
+fn python_as(uid: u32) -> Command {
+    let uid = uid.to_string();
+    let mut c = Command::new("setpriv");
+    // The system interpreter: a per-user one (pyenv under /root) is not reachable as another uid.
+    c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
+        .args(["/usr/bin/python3", "-c"]);
+    c
+}
+
 /// Connect as uid/gid 65534 (setpriv), send `line` (unless empty: a refused peer is closed at
 /// once, so it only reads), return the first line received.
 fn as_nobody(sock: &std::path::Path, line: &str) -> String {
     let script = "import socket,sys\n\
 s=socket.socket(socket.AF_UNIX)\ns.settimeout(30)\ns.connect(sys.argv[1])\n\
 if sys.argv[2]: s.sendall(sys.argv[2].encode()+b'\\n')\nprint(s.makefile().readline().strip())\n";
-    let out = Command::new("setpriv")
-        // The system interpreter: a per-user one (pyenv under /root) is not reachable as nobody.
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-        ])
+    let out = python_as(65534)
         .arg(script)
         .arg(sock)
         .arg(line)
@@ -97,17 +98,7 @@ for s in conns:
     print(line or '{}', flush=True)
 sys.stdin.read()
 "#;
-    let uid = uid.to_string();
-    let mut child = Command::new("setpriv")
-        .args([
-            "--reuid",
-            &uid,
-            "--regid",
-            &uid,
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-        ])
+    let mut child = python_as(uid)
         .arg(script)
         .arg(sock)
         .arg(n.to_string())
@@ -583,22 +574,6 @@ done
     assert_eq!(s.stop(), 0);
 }
 
-/// Handshakes with the hooks `@FIRST@`, then registers `@N@` more (`on:late…`), one every
-/// 100 ms (their answers drained by a `cat`): one announcement of the whole list each.
-const LATE_ONE_BY_ONE: &str = r#"#!/bin/sh
-printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"@NAME@","version":"0.1.0","api":1,"capabilities":["log","register_hook"],"hooks":[@FIRST@]}}'
-IFS= read -r reply || exit 0
-exec 3<&0
-cat <&3 >/dev/null &
-i=0
-while [ $i -lt @N@ ]; do
-  i=$((i + 1))
-  printf '{"jsonrpc":"2.0","id":%s,"method":"register_hook","params":{"hook":"on:late%060d"}}\n' "$i" "$i"
-  sleep 0.1
-done
-wait
-"#;
-
 /// The audit's finding: a plugin registering a hook every 100 ms had its whole hook list (13 KiB
 /// here) announced each time, and every announcement was kept in the queue of an agent that
 /// does not read — 60 of them, 0.7 MB, past what the socket holds and the connection's 64 KiB
@@ -614,12 +589,8 @@ fn an_agent_that_does_not_read_holds_the_newest_announcement_not_every_one() {
     let first: Vec<String> = (1..=FIRST).map(|i| format!("on:h{i:060}")).collect();
     let late: Vec<String> = (1..=LATE).map(|i| format!("on:late{i:060}")).collect();
     let all: Vec<&str> = first.iter().chain(&late).map(String::as_str).collect();
-    let script = LATE_ONE_BY_ONE.replace("@N@", &LATE.to_string()).replace(
-        "@FIRST@",
-        serde_json::to_string(&first)
-            .unwrap()
-            .trim_matches(['[', ']']),
-    );
+    // One registration every 100 ms: one announcement of the whole list each.
+    let script = register_one_by_one(&first, LATE, "on:late%060d", "sleep 0.1");
     let fx = Fixture::new();
     let pkg = pack_script(&fx, "late", &all, &script);
     // Every announcement (the whole list, at most 13.5 KiB) fits in a quarter of the cap: the
