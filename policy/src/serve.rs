@@ -9,6 +9,10 @@
 //! allowed_uids = [1000]        # besides root and the daemon's own uid, always allowed
 //! allowed_gids = [998]
 //! max_connections = 64
+//! max_connections_per_uid = 16 # default: a quarter of max_connections; root and the
+//!                              # daemon's own uid are not counted against it
+//! reserved_connections = 8     # default: an eighth of max_connections; only for root and
+//!                              # the daemon's own uid
 //! max_outbound_bytes = 4194304 # per agent connection; past it the connection is dropped
 //! load = ["/srv/plugins/a.stockade"]
 //! [restart]
@@ -42,6 +46,15 @@ pub struct ServeSection {
     pub allowed_gids: Vec<u32>,
     /// Agent connections open at once; more are refused with one error line.
     pub max_connections: usize,
+    /// Connections one peer uid may hold at once, root and the daemon's own uid excepted
+    /// ([`ServeSection::per_uid_limit`]): without it, one agent's uid opening connections and
+    /// leaving them idle took every slot, and no other agent, root's included, could connect.
+    pub max_connections_per_uid: Option<usize>,
+    /// Connections only root and the daemon's own uid may take ([`ServeSection::reserved`]):
+    /// with the per-uid limit alone, a few uids together could still fill every slot; these
+    /// keep the operator (and its tools) able to connect whatever the agents hold. Those two
+    /// uids can stop the daemon anyway, so nothing is kept from them.
+    pub reserved_connections: Option<usize>,
     /// Bytes queued for one agent connection; a connection that lets more pile up is dropped.
     pub max_outbound_bytes: usize,
     /// Packages loaded at start.
@@ -58,10 +71,30 @@ impl Default for ServeSection {
             allowed_uids: Vec::new(),
             allowed_gids: Vec::new(),
             max_connections: 64,
+            max_connections_per_uid: None,
+            reserved_connections: None,
             max_outbound_bytes: 4 << 20,
             load: Vec::new(),
             warm: false,
         }
+    }
+}
+
+impl ServeSection {
+    /// Connections one uid other than root and the daemon's own may hold: `max_connections_per_uid`,
+    /// by default a quarter of `max_connections` (at least 1), so that one uid is never alone
+    /// in filling the socket while a few agents of one service still fit.
+    pub fn per_uid_limit(&self) -> usize {
+        self.max_connections_per_uid
+            .unwrap_or((self.max_connections / 4).max(1))
+    }
+
+    /// Connections only root and the daemon's own uid may take: `reserved_connections`, by
+    /// default an eighth of `max_connections` (8 of the default 64; none below 8 connections,
+    /// where a deployment that small chose its numbers itself).
+    pub fn reserved(&self) -> usize {
+        self.reserved_connections
+            .unwrap_or(self.max_connections / 8)
     }
 }
 
@@ -253,7 +286,7 @@ impl ServeConfig {
         }
         let (s, r, q, h) = (&self.serve, &self.restart, &self.quarantine, &self.health);
         let t = &self.sertone;
-        let checks: [(&'static str, bool); 12] = [
+        let checks: [(&'static str, bool); 14] = [
             ("sertone.deadline_ms", (1..=60_000).contains(&t.deadline_ms)),
             (
                 "sertone.max_connections",
@@ -262,6 +295,15 @@ impl ServeConfig {
             (
                 "serve.max_connections",
                 (1..=4096).contains(&s.max_connections),
+            ),
+            (
+                "serve.max_connections_per_uid",
+                (1..=s.max_connections).contains(&s.per_uid_limit()),
+            ),
+            // Other uids keep at least one connection.
+            (
+                "serve.reserved_connections",
+                s.reserved() < s.max_connections,
             ),
             (
                 "serve.max_outbound_bytes",
@@ -402,6 +444,40 @@ mod tests {
         assert_eq!(c.quarantine.max_crashes, 3);
         assert_eq!(c.health.ping_interval_ms, 0);
         assert!(ServeConfig::parse(&"#".repeat(MAX_SERVE_CONFIG_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn connection_limits_default_to_shares_of_the_total_and_are_checked() {
+        let c = ServeConfig::default();
+        assert_eq!((c.serve.per_uid_limit(), c.serve.reserved()), (16, 8));
+        let c = ServeConfig::parse("version = 1\n[serve]\nmax_connections = 2\n").unwrap();
+        assert_eq!((c.serve.per_uid_limit(), c.serve.reserved()), (1, 0));
+        let c = ServeConfig::parse(
+            "version = 1\n[serve]\nmax_connections_per_uid = 64\nreserved_connections = 0\n",
+        )
+        .unwrap();
+        assert_eq!((c.serve.per_uid_limit(), c.serve.reserved()), (64, 0));
+        for (text, key) in [
+            (
+                "max_connections_per_uid = 0",
+                "serve.max_connections_per_uid",
+            ),
+            (
+                "max_connections_per_uid = 65",
+                "serve.max_connections_per_uid",
+            ),
+            ("reserved_connections = 64", "serve.reserved_connections"),
+            (
+                "max_connections = 4\nreserved_connections = 4",
+                "serve.reserved_connections",
+            ),
+        ] {
+            let r = ServeConfig::parse(&format!("version = 1\n[serve]\n{text}\n"));
+            assert!(
+                matches!(r, Err(ServeConfigError::Range(k)) if k == key),
+                "{text}: {r:?}"
+            );
+        }
     }
 
     #[test]

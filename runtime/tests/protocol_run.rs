@@ -463,6 +463,65 @@ fn stderr_is_forwarded_as_log() {
         .any(|n| n["params"]["source"] == "stderr" && n["params"]["message"] == "from stderr"));
 }
 
+/// The audit's finding: a plugin writing to its stderr as fast as it can past
+/// `max_stderr_bytes` was read as fast as it wrote (half a core, every byte thrown away). Its
+/// stderr is now throttled past the cap: a background loop writing 1 KiB lines, counting them,
+/// gets no more into its pipe over the session than the cap, the read that crossed it, what the
+/// pipe holds and the throttle's 16 KiB per 100 ms for as long as the whole session took (before:
+/// tens of MB); and the plugin still answers and shuts down cleanly.
+#[test]
+fn a_stderr_flood_past_the_cap_is_throttled_not_read_as_fast_as_it_comes() {
+    if !require_root() {
+        return;
+    }
+    let script = r#"hs '"log","register_hook"'
+L=$(printf '%01023d' 0)
+( n=0; while printf '%s\n' "$L" >&2; do n=$((n + 1)); echo $n > /tmp/n; done ) &
+flooder=$!
+while IFS= read -r line; do
+  case $line in
+    *'"method":"hook_invoke"'*)
+      sleep 2
+      until read -r n < /tmp/n && [ -n "$n" ]; do :; done
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"lines":%s}}\n' "$(id_of "$line")" "$n" ;;
+    *'"method":"shutdown"'*) kill $flooder; exit 0 ;;
+  esac
+done"#;
+    let cap = 65536;
+    let s = session(
+        script,
+        Some(&format!(
+            "[protocol]\nmax_stderr_bytes = {cap}\n[hooks.\"on:flow.new\"]\ndeadline_ms = 30000\n"
+        )),
+        &[],
+        &[&invoke(1, Some(30_000))],
+    );
+    assert_eq!(s.code, 0, "{}", s.stderr);
+    let r = s.response(1);
+    let written = r["result"]["lines"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{r}"))
+        * 1024;
+    // 64 KiB: the host's read buffer, and a pipe's default size.
+    let throttled = (u64::try_from(s.took.as_millis()).unwrap() / 100 + 1) * 16 * 1024;
+    let bound = cap + 65536 + 65536 + throttled;
+    assert!(
+        written <= bound,
+        "the plugin got {written} bytes into its stderr in {} ms: read faster than the \
+         throttle ({bound} at most)",
+        s.took.as_millis()
+    );
+    assert!(s.notes("log").iter().any(|n| n["params"]["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("stderr exceeded"))));
+    assert_eq!(
+        s.final_state()["reason"]["kind"],
+        "shutdown",
+        "{}",
+        s.final_state()
+    );
+}
+
 #[test]
 fn bad_policy_and_bad_package_fail_before_launch() {
     let s = session(

@@ -775,21 +775,6 @@ fn a_killed_daemons_extracted_packages_are_swept_by_the_next_one() {
     assert!(!mine[0].exists(), "a stopped daemon's package was left");
 }
 
-/// Handshakes with no hook, then registers `@N@` declared hooks one by one (requests; their
-/// answers drained by a `cat` in the background), as fast as the shell writes.
-const FLOOD: &str = r#"#!/bin/sh
-printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"@NAME@","version":"0.1.0","api":1,"capabilities":["log","register_hook"],"hooks":[]}}'
-IFS= read -r reply || exit 0
-exec 3<&0
-cat <&3 >/dev/null &
-i=0
-while [ $i -lt @N@ ]; do
-  i=$((i + 1))
-  printf '{"jsonrpc":"2.0","id":%s,"method":"register_hook","params":{"hook":"on:h%s"}}\n' "$i" "$i"
-done
-wait
-"#;
-
 /// A plugin registering its many declared hooks one by one after its handshake costs the agents
 /// a few `plugin_state`s, not one carrying the whole growing list per registration (5,900 of
 /// them took the daemon to 1.1 GB and got every agent dropped; here 600 before the fix): the
@@ -805,7 +790,8 @@ fn hooks_registered_one_by_one_are_announced_in_a_few_plugin_states() {
     let fx = Fixture::new();
     let hooks: Vec<String> = (1..=N).map(|i| format!("on:h{i}")).collect();
     let hooks: Vec<&str> = hooks.iter().map(String::as_str).collect();
-    let pkg = pack_script(&fx, "flood", &hooks, &FLOOD.replace("@N@", &N.to_string()));
+    let script = register_one_by_one(&[], N, "on:h%s", ":");
+    let pkg = pack_script(&fx, "flood", &hooks, &script);
     let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 0\n", None);
     let mut c = s.client();
     let started = std::time::Instant::now();

@@ -10,23 +10,24 @@ use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// `python3 -c` as uid and gid `uid`, no supplementary groups (setpriv): add the script and
+/// its arguments.
+fn python_as(uid: u32) -> Command {
+    let uid = uid.to_string();
+    let mut c = Command::new("setpriv");
+    // The system interpreter: a per-user one (pyenv under /root) is not reachable as another uid.
+    c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
+        .args(["/usr/bin/python3", "-c"]);
+    c
+}
+
 /// Connect as uid/gid 65534 (setpriv), send `line` (unless empty: a refused peer is closed at
 /// once, so it only reads), return the first line received.
 fn as_nobody(sock: &std::path::Path, line: &str) -> String {
     let script = "import socket,sys\n\
 s=socket.socket(socket.AF_UNIX)\ns.settimeout(30)\ns.connect(sys.argv[1])\n\
 if sys.argv[2]: s.sendall(sys.argv[2].encode()+b'\\n')\nprint(s.makefile().readline().strip())\n";
-    let out = Command::new("setpriv")
-        // The system interpreter: a per-user one (pyenv under /root) is not reachable as nobody.
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-        ])
+    let out = python_as(65534)
         .arg(script)
         .arg(sock)
         .arg(line)
@@ -74,6 +75,137 @@ fn peer_credentials_are_checked_against_the_allowlist() {
     std::fs::set_permissions(&s.sock, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let r: serde_json::Value = serde_json::from_str(&as_nobody(&s.sock, LIST)).unwrap();
     assert_eq!(r["result"]["plugins"], json!([]), "{r}");
+    assert_eq!(s.stop(), 0);
+}
+
+/// `n` connections as `uid` (setpriv), opened one after the other and held open until the
+/// returned process's stdin closes; for each, the first line it got once it sent a
+/// `plugin_list` (an answer, or the refusal the daemon sent at accept).
+fn hold_as(
+    sock: &std::path::Path,
+    uid: u32,
+    n: usize,
+) -> (std::process::Child, Vec<serde_json::Value>) {
+    let script = r#"import socket,sys
+conns=[]
+for i in range(int(sys.argv[2])):
+    s=socket.socket(socket.AF_UNIX); s.settimeout(30); s.connect(sys.argv[1]); conns.append(s)
+for s in conns:
+    try: s.sendall(sys.argv[3].encode()+b'\n')
+    except OSError: pass
+    try: line=s.makefile().readline().strip()
+    except OSError: line=''
+    print(line or '{}', flush=True)
+sys.stdin.read()
+"#;
+    let mut child = python_as(uid)
+        .arg(script)
+        .arg(sock)
+        .arg(n.to_string())
+        .arg(LIST)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let lines = (0..n)
+        .map(|_| {
+            let mut l = String::new();
+            out.read_line(&mut l).unwrap();
+            serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"))
+        })
+        .collect();
+    (child, lines)
+}
+
+/// How many of `lines` were answered, and the refusals' `data.limit`s.
+fn answered_and_refused(lines: &[serde_json::Value]) -> (usize, Vec<String>) {
+    let ok = lines
+        .iter()
+        .filter(|l| l["result"]["plugins"].is_array())
+        .count();
+    let refused = lines
+        .iter()
+        .filter(|l| l.get("result").is_none())
+        .map(|l| {
+            assert_eq!(l["error"]["code"], PEER_REFUSED, "{l}");
+            l["error"]["data"]["limit"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        })
+        .collect();
+    (ok, refused)
+}
+
+/// The audit's lock-out: one allowed uid opening as many connections as it may and leaving them
+/// idle took all 64, and every other agent was refused, root's too. Now one uid holds a quarter
+/// of them, a few uids together all but the reserved ones, and root (or the daemon's uid)
+/// always gets in; each refusal is one `peer_refused` line naming the limit, and is logged.
+#[test]
+fn one_uid_cannot_take_every_connection_and_root_always_gets_in() {
+    if !require_root() || !require_tool("setpriv", "run a client as another uid") {
+        return;
+    }
+    // The defaults: 64 in all, 16 per uid, 8 reserved.
+    let fx = Fixture::new();
+    let mut s = Serve::start(&fx, "[serve]\nallowed_uids = [65534]\n", None);
+    std::fs::set_permissions(&s.sock, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let (mut nobody, lines) = hold_as(&s.sock, 65534, 70);
+    let (ok, refused) = answered_and_refused(&lines);
+    assert_eq!(ok, 16, "answered; refused: {refused:?}");
+    assert!(
+        refused.iter().all(|l| l == "max_connections_per_uid"),
+        "{refused:?}"
+    );
+    let r = lines.iter().find(|l| l.get("error").is_some()).unwrap();
+    assert_eq!(r["error"]["data"]["uid"], 65534, "{r}");
+    assert_eq!(r["error"]["data"]["max"], 16, "{r}");
+    // Root still gets in while nobody's connections are held.
+    s.client().ok("plugin_list", json!({}));
+    assert!(
+        s.log().contains("connection refused: uid 65534")
+            && s.log().contains("(max_connections_per_uid)"),
+        "{}",
+        s.log()
+    );
+    drop(nobody.stdin.take());
+    nobody.wait().unwrap();
+    assert_eq!(s.stop(), 0);
+
+    // Two uids, the limits set: 8 in all, 4 per uid, 2 reserved.
+    let fx = Fixture::new();
+    let mut s = Serve::start(
+        &fx,
+        "[serve]\nallowed_uids = [65534, 65533]\nmax_connections = 8\n\
+         max_connections_per_uid = 4\nreserved_connections = 2\n",
+        None,
+    );
+    std::fs::set_permissions(&s.sock, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let (mut a, lines) = hold_as(&s.sock, 65534, 6);
+    assert_eq!(
+        answered_and_refused(&lines),
+        (4, vec!["max_connections_per_uid".to_string(); 2])
+    );
+    // The second uid gets what is left but the reserve.
+    let (mut b, lines) = hold_as(&s.sock, 65533, 4);
+    assert_eq!(
+        answered_and_refused(&lines),
+        (2, vec!["reserved_connections".to_string(); 2])
+    );
+    // Root takes the reserve; past it, max_connections holds for root too.
+    let mut c1 = s.client();
+    c1.ok("plugin_list", json!({}));
+    let mut c2 = s.client();
+    c2.ok("plugin_list", json!({}));
+    let m = s.client().recv().expect("a refusal line");
+    assert_eq!(m["error"]["code"], PEER_REFUSED, "{m}");
+    assert_eq!(m["error"]["data"]["limit"], "max_connections", "{m}");
+    assert!(s.log().contains("(reserved_connections)"), "{}", s.log());
+    for p in [&mut a, &mut b] {
+        drop(p.stdin.take());
+        p.wait().unwrap();
+    }
     assert_eq!(s.stop(), 0);
 }
 
@@ -439,6 +571,66 @@ done
     );
     w.write_all(format!("{LIST}\n").as_bytes()).unwrap();
     assert!(!s.log().contains("stopped reading"), "{}", s.log());
+    assert_eq!(s.stop(), 0);
+}
+
+/// The audit's finding: a plugin registering a hook every 100 ms had its whole hook list (13 KiB
+/// here) announced each time, and every announcement was kept in the queue of an agent that
+/// does not read — 60 of them, 0.7 MB, past what the socket holds and the connection's 64 KiB
+/// cap: the agent dropped. A connection's queue now keeps the newest announcement of each
+/// plugin in place of the unsent ones, so the agent is kept and reads the whole list at last.
+#[test]
+fn an_agent_that_does_not_read_holds_the_newest_announcement_not_every_one() {
+    if !require_root() {
+        return;
+    }
+    const FIRST: usize = 140;
+    const LATE: usize = 60;
+    let first: Vec<String> = (1..=FIRST).map(|i| format!("on:h{i:060}")).collect();
+    let late: Vec<String> = (1..=LATE).map(|i| format!("on:late{i:060}")).collect();
+    let all: Vec<&str> = first.iter().chain(&late).map(String::as_str).collect();
+    // One registration every 100 ms: one announcement of the whole list each.
+    let script = register_one_by_one(&first, LATE, "on:late%060d", "sleep 0.1");
+    let fx = Fixture::new();
+    let pkg = pack_script(&fx, "late", &all, &script);
+    // Every announcement (the whole list, at most 13.5 KiB) fits in a quarter of the cap: the
+    // agent is never without room, so never dropped for a stall, however long this takes.
+    let mut s = Serve::start(
+        &fx,
+        "[serve]\nmax_outbound_bytes = 65536\n[health]\nping_interval_ms = 0\n",
+        None,
+    );
+    let (slow, _w) = connect_raw(&s, Duration::from_secs(30));
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": pkg}));
+    // The reading agent sees every registration through.
+    loop {
+        let st = c.wait_state("late", "ready");
+        if st["hooks"].as_array().map(Vec::len) == Some(FIRST + LATE) {
+            break;
+        }
+    }
+    // The one that did not read is still connected, and gets the whole list.
+    let (mut readies, mut whole) = (0, false);
+    for line in BufReader::new(slow).lines() {
+        let line = line.unwrap_or_else(|e| panic!("{e}: {}", s.log()));
+        let m: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let p = &m["params"];
+        if m["method"] == "plugin_state" && p["plugin"] == "late" && p["state"] == "ready" {
+            readies += 1;
+            whole = p["hooks"].as_array().map(Vec::len) == Some(FIRST + LATE);
+            if whole {
+                break;
+            }
+        }
+    }
+    assert!(
+        whole,
+        "the agent that did not read was dropped after {readies} announcements: {}",
+        s.log()
+    );
+    assert!(readies < LATE, "{readies} announcements: none was replaced");
+    assert!(!s.log().contains("dropped"), "{}", s.log());
     assert_eq!(s.stop(), 0);
 }
 

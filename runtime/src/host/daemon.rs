@@ -1,7 +1,8 @@
 //! `stockade serve`'s event loop: many agent connections on a Unix socket, many plugins, one
 //! [`mio::Poll`] (the [`Supervisor`]'s), one thread.
 //!
-//! Each turn: accept (peer credentials checked against the allowlist), read agent requests
+//! Each turn: accept (peer credentials checked against the allowlist, then the connection
+//! limits: [`super::admit`]), read agent requests
 //! (bounded per connection), move plugin bytes ([`Supervisor`]), fire timers, route what the
 //! plugins said ([`Daemon::route`]: fan-out answers to their aggregate, notifications to every
 //! connection), supervise ([`super::fleet`]: restarts, quarantine, load/unload completion), then
@@ -13,6 +14,7 @@
 //! aggregate. The aggregate is answered once every slot is filled; every plugin call ends by the
 //! (same) deadline at the latest, so the whole fan-out does too.
 
+use super::admit::{admit, Limits, Refusal, RefusalLog};
 use super::conn::{Closed, Conn, ReadOutcome, FRAME_BUDGET, READ_BUDGET};
 use super::fleet::Entry;
 use super::supervisor::Supervisor;
@@ -89,6 +91,10 @@ pub struct Daemon {
     listener: Option<UnixListener>,
     sigfd: OwnedFd,
     conns: BTreeMap<usize, Conn>,
+    /// Open connections per peer uid (kept with `conns`, for the per-uid limit).
+    conns_of_uid: HashMap<u32, usize>,
+    /// Refusals at accept, logged at most once per interval and reason.
+    refusals: RefusalLog,
     next_conn: usize,
     hot: Vec<usize>,
     pub(crate) plugins: BTreeMap<String, Entry>,
@@ -166,6 +172,8 @@ impl Daemon {
             listener: Some(listener),
             sigfd,
             conns: BTreeMap::new(),
+            conns_of_uid: HashMap::new(),
+            refusals: RefusalLog::default(),
             next_conn: CONN_BASE,
             hot: Vec::new(),
             plugins: BTreeMap::new(),
@@ -237,6 +245,10 @@ impl Daemon {
                 let d = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(d, |t| t.min(d)));
             }
+            if let Some(at) = self.refusals.next_due() {
+                let d = at.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            }
             if !self.hot.is_empty() {
                 timeout = Some(std::time::Duration::ZERO);
             }
@@ -288,9 +300,21 @@ impl Daemon {
             self.sup.fire_timers(Instant::now());
             self.route();
             self.expire_fanouts(Instant::now());
+            self.log_held_refusals(Instant::now());
         }
         self.route();
         self.flush_conns();
+    }
+
+    /// The refusals not logged in an interval that has ended, one line per reason.
+    fn log_held_refusals(&mut self, now: Instant) {
+        for (why, n) in self.refusals.due(now) {
+            log_line(&format!(
+                "{n} more connection(s) refused ({}) in the last {} s, not logged one by one",
+                why.message(),
+                super::admit::REFUSAL_LOG_INTERVAL.as_secs()
+            ));
+        }
     }
 
     /// SIGHUP: read the policy again. A valid one applies to every later launch (loads and
@@ -331,10 +355,48 @@ impl Daemon {
 
     fn allowed(&self, p: &PeerCred) -> bool {
         let s = &self.cfg.serve.serve;
-        p.uid == 0
-            || p.uid == self.own_uid
-            || s.allowed_uids.contains(&p.uid)
-            || s.allowed_gids.contains(&p.gid)
+        self.privileged(p) || s.allowed_uids.contains(&p.uid) || s.allowed_gids.contains(&p.gid)
+    }
+
+    /// Root and the daemon's own uid: always allowed, not limited per uid, and the only peers
+    /// that may take the reserved connections ([`super::admit`]).
+    fn privileged(&self, p: &PeerCred) -> bool {
+        p.uid == 0 || p.uid == self.own_uid
+    }
+
+    /// Refuse a connection: one best-effort error line (the socket is fresh: its buffer has
+    /// room), then it is closed (dropped by the caller); the log line, rate-limited.
+    fn refuse(
+        &mut self,
+        stream: &mut mio::net::UnixStream,
+        why: Refusal,
+        peer: Option<&PeerCred>,
+        log: impl FnOnce() -> String,
+    ) {
+        use std::io::Write;
+        let mut data = match peer {
+            Some(p) => json!({"uid": p.uid, "gid": p.gid, "pid": p.pid}),
+            None => Value::Null,
+        };
+        if let Some(key) = why.limit_key() {
+            let l = Limits::of(&self.cfg.serve.serve);
+            let max = match why {
+                Refusal::PerUid => l.per_uid,
+                Refusal::Reserved => l.reserved,
+                _ => l.total,
+            };
+            data["limit"] = json!(key);
+            data["max"] = json!(max);
+        }
+        let e = err(codes::PEER_REFUSED, why.message()).with_data(data);
+        let _ = stream.write(&encode(&response_err(&Value::Null, &e)));
+        if self.refusals.note(why, Instant::now()) {
+            log_line(&format!(
+                "connection refused: {} (refusals for this reason are logged once per {} s)",
+                log(),
+                super::admit::REFUSAL_LOG_INTERVAL.as_secs()
+            ));
+        }
     }
 
     fn accept(&mut self) {
@@ -351,35 +413,38 @@ impl Daemon {
                     return;
                 }
             };
-            let refuse = |stream: &mut mio::net::UnixStream, why: &str, data: Value| {
-                use std::io::Write;
-                let e = err(codes::PEER_REFUSED, why).with_data(data);
-                // One best-effort line (the socket is fresh: its buffer has room), then close.
-                let _ = stream.write(&encode(&response_err(&Value::Null, &e)));
-            };
             let peer = match peer_cred(stream.as_fd()) {
                 Ok(p) => p,
                 Err(e) => {
-                    log_line(&format!("connection refused: no peer credentials ({e})"));
-                    refuse(&mut stream, "peer credentials unavailable", Value::Null);
+                    self.refuse(&mut stream, Refusal::Credentials, None, || {
+                        format!("no peer credentials ({e})")
+                    });
                     continue;
                 }
             };
-            let who = json!({"uid": peer.uid, "gid": peer.gid, "pid": peer.pid});
+            let who = format!("uid {} gid {} pid {}", peer.uid, peer.gid, peer.pid);
             if !self.allowed(&peer) {
-                log_line(&format!(
-                    "connection refused: uid {} gid {} pid {} is not in the allowlist",
-                    peer.uid, peer.gid, peer.pid
-                ));
-                refuse(&mut stream, "this uid/gid may not use the socket", who);
+                self.refuse(&mut stream, Refusal::Allowlist, Some(&peer), || {
+                    format!("{who} is not in the allowlist")
+                });
                 continue;
             }
-            if self.conns.len() >= self.cfg.serve.serve.max_connections {
-                log_line(&format!(
-                    "connection refused: {} connections open (max_connections)",
-                    self.conns.len()
-                ));
-                refuse(&mut stream, "too many connections", who);
+            let open = self.conns.len();
+            let of_uid = self.conns_of_uid.get(&peer.uid).copied().unwrap_or(0);
+            let limits = Limits::of(&self.cfg.serve.serve);
+            if let Err(why) = admit(&limits, self.privileged(&peer), open, of_uid) {
+                let log = || match why {
+                    Refusal::PerUid => format!(
+                        "{who}: its uid holds {of_uid} connections (max_connections_per_uid)"
+                    ),
+                    Refusal::Reserved => format!(
+                        "{who}: {open} connections open, the other {} are reserved for root and \
+                         the daemon's uid (reserved_connections)",
+                        limits.total - open
+                    ),
+                    _ => format!("{who}: {open} connections open (max_connections)"),
+                };
+                self.refuse(&mut stream, why, Some(&peer), log);
                 continue;
             }
             let t = self.next_conn;
@@ -396,6 +461,7 @@ impl Daemon {
             let max_frame = self.cfg.max_frame_bytes;
             self.conns
                 .insert(t, Conn::new(stream, peer, max_frame, s.max_outbound_bytes));
+            *self.conns_of_uid.entry(peer.uid).or_default() += 1;
             // Data may already be there (edge-triggered): read it on this turn.
             self.mark_hot(t);
         }
@@ -783,6 +849,12 @@ impl Daemon {
         for t in gone {
             if let Some(mut c) = self.conns.remove(&t) {
                 let _ = self.sup.registry().deregister(&mut c.stream);
+                if let Some(n) = self.conns_of_uid.get_mut(&c.peer.uid) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.conns_of_uid.remove(&c.peer.uid);
+                    }
+                }
                 match c.closed {
                     Some(Closed::Overflow) => {
                         self.dropped_slow += 1;

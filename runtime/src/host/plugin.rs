@@ -78,6 +78,9 @@ pub enum Timer {
     PingDeadline(u64),
     /// Hooks registered after the handshake wait to be announced ([`ANNOUNCE_INTERVAL`]).
     Announce,
+    /// The supervisor's, never the handle's: read a throttled stderr again
+    /// (`supervisor::STDERR_THROTTLE`).
+    StderrRead,
 }
 
 /// What the supervisor must do after a handle call.
@@ -322,6 +325,8 @@ pub struct PluginHandle {
     stderr_bytes: usize,
     stderr_capped: bool,
     stderr_open: bool,
+    /// Bytes read from its stderr, forwarded or not.
+    stderr_read: u64,
     link_closed: bool,
     /// Set when stdout closed: past this, a process still there is killed.
     linger_until: Option<Instant>,
@@ -372,6 +377,7 @@ impl PluginHandle {
             stderr_bytes: 0,
             stderr_capped: false,
             stderr_open: true,
+            stderr_read: 0,
             link_closed: false,
             linger_until: None,
             reap_poll: REAP_POLL.0,
@@ -847,6 +853,7 @@ impl PluginHandle {
 
     /// Bytes from the plugin's stderr: forwarded as `log` lines, size- and rate-capped.
     pub fn on_stderr(&mut self, data: &[u8], fx: &mut Effects) {
+        self.stderr_read += data.len() as u64;
         for &b in data {
             if b == b'\n' {
                 let line = std::mem::take(&mut self.stderr_line);
@@ -855,6 +862,20 @@ impl PluginHandle {
                 self.stderr_line.push(b);
             }
         }
+    }
+
+    /// Bytes read from the plugin's stderr so far, forwarded or not.
+    pub fn stderr_read(&self) -> u64 {
+        self.stderr_read
+    }
+
+    /// Whether the plugin has written more than `max_stderr_bytes` to its stderr: nothing more
+    /// of it is forwarded (or ever will be, once that much was forwarded), so the supervisor
+    /// reads the rest slowly (`supervisor::STDERR_THROTTLE`) instead of as fast as the plugin
+    /// writes. Counted in bytes read, not in lines forwarded: a flood without a newline
+    /// forwards nothing and must be throttled all the same.
+    pub fn stderr_throttled(&self) -> bool {
+        self.stderr_capped || self.stderr_read > self.cfg.policy.protocol.max_stderr_bytes as u64
     }
 
     fn stderr_out(&mut self, line: Vec<u8>, fx: &mut Effects) {

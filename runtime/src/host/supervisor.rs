@@ -11,6 +11,16 @@
 //! slot numbers are never reused (a restart is a new slot), so a stale token or timer can never
 //! reach the wrong plugin.
 //!
+//! A plugin's stderr is read as fast as it comes until the plugin has written its
+//! `max_stderr_bytes` (the most of it forwarded); past that nothing of it is forwarded, and
+//! reading it as fast as the plugin writes cost the loop half a core for nothing. It is then
+//! **throttled** ([`STDERR_THROTTLE`]): after each read of at most that many bytes the pipe
+//! leaves the poller until a timer ([`Timer::StderrRead`]) reads it again; a pipe found empty
+//! goes back into the poller, so a plugin that has gone quiet costs no wake-up. A plugin
+//! flooding it blocks on its own full pipe; the loop, and every other plugin, never wait for
+//! it. Its end (EOF, an exit, a kill) closes the pipe as before: a plugin that closed its stdout
+//! is reaped after `LINGER` whatever is left in its stderr.
+//!
 //! Tokens below [`PLUGIN_TOKEN_BASE`] belong to the caller (agent input, signals, sockets).
 
 use super::plugin::{Child, Effects, PluginConfig, PluginHandle, Stuck, Timer};
@@ -35,6 +45,8 @@ struct Slot {
     stdin: Option<File>,
     stdout: Option<File>,
     stderr: Option<File>,
+    /// Its stderr is throttled and out of the poller until its [`Timer::StderrRead`].
+    stderr_paused: bool,
 }
 
 /// The plugins of one event loop.
@@ -64,6 +76,12 @@ pub struct Supervisor {
 
 /// Reads per pipe per wake-up; a flooding plugin yields to the others after this many.
 const READ_BUDGET: usize = 16;
+
+/// A throttled stderr (past `max_stderr_bytes`): at most this many bytes per read, and at
+/// least this long between two reads that took some. 160 KiB/s: a plugin that goes on writing
+/// to its stderr at a few lines a second never fills its pipe and never notices; one that
+/// floods it blocks on it, and costs the loop ten small reads a second.
+pub const STDERR_THROTTLE: (usize, Duration) = (16 * 1024, Duration::from_millis(100));
 
 /// First and longest pause between two looks at the killed sandboxes that have not ended. A
 /// process in uninterruptible sleep may stay there for minutes (a dead NFS server); one look a
@@ -159,6 +177,7 @@ impl Supervisor {
             stdin,
             stdout,
             stderr,
+            stderr_paused: false,
         }));
         self.apply(idx, fx);
         Ok(idx)
@@ -316,41 +335,115 @@ impl Supervisor {
                     break;
                 }
             },
-            1 => loop {
-                if budget == 0 {
-                    self.hot.push(t);
-                    break;
-                }
-                budget -= 1;
-                let Some(slot) = self.slots[idx].as_mut() else {
-                    break;
-                };
-                let Some(f) = slot.stderr.as_mut() else { break };
-                match f.read(&mut self.buf) {
-                    Ok(0) => {
-                        self.drop_pipe(idx, 1);
-                        self.slot(idx)
-                            .expect("live")
-                            .handle
-                            .on_stderr_eof(now, &mut fx);
-                        break;
-                    }
-                    Ok(n) => slot.handle.on_stderr(&self.buf[..n], &mut fx),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        self.drop_pipe(idx, 1);
-                        self.slot(idx)
-                            .expect("live")
-                            .handle
-                            .on_stderr_eof(now, &mut fx);
-                        break;
-                    }
-                }
-            },
+            1 => self.read_stderr(idx, t, now, &mut fx),
             _ => {}
         }
         self.apply(idx, fx);
+    }
+
+    /// Read plugin `idx`'s stderr: up to the read budget while it is under its cap, one
+    /// throttled read once past it ([`STDERR_THROTTLE`]).
+    fn read_stderr(&mut self, idx: usize, t: Token, now: Instant, fx: &mut Effects) {
+        for budget in (0..READ_BUDGET).rev() {
+            let Some(slot) = self.slots[idx].as_mut() else {
+                return;
+            };
+            let Some(f) = slot.stderr.as_mut() else {
+                return;
+            };
+            if slot.handle.stderr_throttled() {
+                // Its timer reads it (an event from before it was paused is stale).
+                if !slot.stderr_paused {
+                    self.read_stderr_throttled(idx, now, fx);
+                }
+                return;
+            }
+            match f.read(&mut self.buf) {
+                Ok(0) => return self.stderr_ended(idx, now, fx),
+                Ok(n) => slot.handle.on_stderr(&self.buf[..n], fx),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return self.stderr_ended(idx, now, fx),
+            }
+            // Past the cap with this read: out of the poller until its timer.
+            if slot.handle.stderr_throttled() {
+                return self.pause_stderr(idx, now);
+            }
+            if budget == 0 {
+                self.hot.push(t);
+            }
+        }
+    }
+
+    /// One read of a throttled stderr, of at most [`STDERR_THROTTLE`]`.0` bytes: when it took
+    /// some, the pipe leaves the poller until [`STDERR_THROTTLE`]`.1` from now; when it was
+    /// empty, it is (back) in the poller, to be read once the plugin writes again.
+    fn read_stderr_throttled(&mut self, idx: usize, now: Instant, fx: &mut Effects) {
+        let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(f) = slot.stderr.as_mut() else {
+            return;
+        };
+        let buf = &mut self.buf[..STDERR_THROTTLE.0];
+        let r = loop {
+            match f.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => break r,
+            }
+        };
+        match r {
+            Ok(0) => self.stderr_ended(idx, now, fx),
+            Ok(n) => {
+                slot.handle.on_stderr(&buf[..n], fx);
+                self.pause_stderr(idx, now);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if slot.stderr_paused {
+                    slot.stderr_paused = false;
+                    // Registering a pipe that has data again (written since the read) reports
+                    // it at once: nothing is missed.
+                    let fd = f.as_raw_fd();
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut SourceFd(&fd), token(idx, 1), Interest::READABLE)
+                        .is_err()
+                    {
+                        // Not in the poller: its timer keeps looking instead.
+                        self.pause_stderr(idx, now);
+                    }
+                }
+            }
+            Err(_) => self.stderr_ended(idx, now, fx),
+        }
+    }
+
+    /// Take a throttled stderr out of the poller until its next read.
+    fn pause_stderr(&mut self, idx: usize, now: Instant) {
+        let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(f) = slot.stderr.as_ref() else {
+            return;
+        };
+        if !slot.stderr_paused {
+            slot.stderr_paused = true;
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&f.as_raw_fd()));
+        }
+        self.timers
+            .push(Reverse((now + STDERR_THROTTLE.1, idx, Timer::StderrRead)));
+    }
+
+    /// Plugin `idx`'s stderr reached its end (or failed): closed, and the handle told.
+    fn stderr_ended(&mut self, idx: usize, now: Instant, fx: &mut Effects) {
+        self.drop_pipe(idx, 1);
+        if let Some(s) = self.slot(idx) {
+            s.handle.on_stderr_eof(now, fx);
+        }
     }
 
     fn drop_pipe(&mut self, idx: usize, pipe: usize) {
@@ -504,6 +597,13 @@ impl Supervisor {
                 self.ready(token(idx, 0), now);
             }
             let mut fx = Effects::default();
+            if t == Timer::StderrRead {
+                if self.slot(idx).is_some_and(|s| s.stderr_paused) {
+                    self.read_stderr_throttled(idx, now, &mut fx);
+                    self.apply(idx, fx);
+                }
+                continue;
+            }
             if let Some(s) = self.slot(idx) {
                 s.handle.on_timer(t, now, &mut fx);
                 self.apply(idx, fx);

@@ -4,7 +4,7 @@ use super::*;
 use crate::host::kv::KvStore;
 use crate::host::plugin::{Health, State};
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{self, Read, Write};
 use stockade_policy::capability::Capability;
 use stockade_policy::manifest::Manifest;
 use stockade_policy::protocol::host::HostPolicy;
@@ -23,16 +23,29 @@ impl Child for Fake {
 }
 
 /// A supervisor with one plugin pinged every second, 1.5 s to answer; the test's ends of its
-/// stdin (what the plugin reads) and stdout (what it writes).
+/// stdin (what the plugin reads), stdout and stderr (what it writes).
 struct T {
     sup: Supervisor,
     idx: usize,
     to_runtime: File,
     from_runtime: File,
+    stderr: File,
     _dir: tempfile::TempDir,
 }
 
 fn setup(now: Instant) -> T {
+    setup_with(now, HostPolicy::default())
+}
+
+fn setup_with(now: Instant, policy: HostPolicy) -> T {
+    let mut sup = Supervisor::new().unwrap();
+    let mut t = add_to(&mut sup, now, policy);
+    t.sup = sup;
+    t
+}
+
+/// [`setup_with`] adding the plugin to `sup` (the returned `sup` is a fresh one: swap it in).
+fn add_to(sup: &mut Supervisor, now: Instant, policy: HostPolicy) -> T {
     let m = Manifest::parse(
         br#"{"name":"p","version":"1.0.0","author":"a","description":"d","entrypoint":"e",
         "requested_capabilities":["log"],"hooks":[],"api":1}"#,
@@ -41,7 +54,6 @@ fn setup(now: Instant) -> T {
     .validate(&semver::Version::new(9, 0, 0))
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let policy = HostPolicy::default();
     let cfg = PluginConfig {
         manifest: m,
         ceiling: [Capability::Log].into(),
@@ -55,19 +67,60 @@ fn setup(now: Instant) -> T {
     };
     let (in_r, in_w) = nix::unistd::pipe().unwrap();
     let (out_r, out_w) = nix::unistd::pipe().unwrap();
-    let mut sup = Supervisor::new().unwrap();
+    let (err_r, err_w) = nix::unistd::pipe().unwrap();
     let idx = sup
-        .add_child(cfg, Box::new(Fake), [Some(in_w), Some(out_r), None], now)
+        .add_child(
+            cfg,
+            Box::new(Fake),
+            [Some(in_w), Some(out_r), Some(err_r)],
+            now,
+        )
         .unwrap();
     let from_runtime = File::from(in_r);
     sys::set_nonblocking(from_runtime.as_fd()).unwrap();
+    let stderr = File::from(err_w);
+    sys::set_nonblocking(stderr.as_fd()).unwrap();
     T {
-        sup,
+        sup: Supervisor::new().unwrap(),
         idx,
         to_runtime: File::from(out_w),
         from_runtime,
+        stderr,
         _dir: dir,
     }
+}
+
+/// One turn of the loop at `now`, as `serve` and `run` make it: readiness, the reads left
+/// over, the timers.
+fn turn(sup: &mut Supervisor, now: Instant) {
+    let mut events = Events::with_capacity(64);
+    sup.poll(&mut events, Some(Duration::ZERO)).unwrap();
+    for ev in events.iter() {
+        if sup.owns(ev.token()) {
+            sup.ready(ev.token(), now);
+        }
+    }
+    sup.serve_hot(now);
+    sup.fire_timers(now);
+}
+
+/// Write to `f` (non-blocking) as much as it takes now, in lines of 1 KiB; how much it took.
+fn flood(f: &mut File) -> usize {
+    let line = [b"x".repeat(1023), b"\n".to_vec()].concat();
+    let mut n = 0;
+    loop {
+        match f.write(&line) {
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return n,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// What the pipe behind `f` holds at most.
+fn pipe_capacity(f: &File) -> usize {
+    let n = nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap();
+    usize::try_from(n).unwrap()
 }
 
 impl T {
@@ -87,6 +140,102 @@ impl T {
     }
     fn state(&self) -> State {
         self.sup.handle(self.idx).unwrap().state()
+    }
+}
+
+const HANDSHAKE: &str = r#"{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"p","version":"1.0.0","api":1}}"#;
+
+/// The audit's finding: past `max_stderr_bytes` a plugin's stderr was still read as fast as it
+/// wrote (half a core, for bytes thrown away). Now, over a second of the loop turning every
+/// 10 ms with the pipe refilled at every turn, the host takes the cap (with the read that
+/// crossed it), then at most one throttled read per interval: the plugin gets in no more than
+/// that and what its pipe holds, 0.3 MB (before: 64 KiB a turn, 6 MB). Another plugin's stderr, under its cap, is read as it comes,
+/// every line forwarded on the turn it was written.
+#[test]
+fn a_flooding_stderr_is_read_at_the_throttle_s_pace_and_a_quiet_one_as_it_comes() {
+    let t0 = Instant::now();
+    let cap = 4096;
+    let mut policy = HostPolicy::default();
+    policy.protocol.max_stderr_bytes = cap;
+    policy.protocol.max_events_per_sec = 1000;
+    let mut t = setup_with(t0, policy.clone());
+    let mut quiet = add_to(&mut t.sup, t0, policy);
+    for p in [&mut t, &mut quiet] {
+        p.write(HANDSHAKE);
+    }
+    turn(&mut t.sup, t0);
+    let mut written = 0;
+    let turns = 100;
+    let step = Duration::from_millis(10);
+    for k in 1..=turns {
+        let now = t0 + step * k;
+        written += flood(&mut t.stderr);
+        let line = format!("quiet {k}\n");
+        quiet.stderr.write_all(line.as_bytes()).unwrap();
+        turn(&mut t.sup, now);
+        let said = t
+            .sup
+            .to_agent
+            .drain(..)
+            .any(|m| m["method"] == "log" && m["params"]["message"] == line.trim_end());
+        assert!(
+            said,
+            "the quiet plugin's line {k} was not forwarded on its turn"
+        );
+    }
+    let elapsed = step * turns;
+    let reads = usize::try_from(elapsed.as_millis() / STDERR_THROTTLE.1.as_millis()).unwrap() + 1;
+    // The cap, the read that crossed it (one buffer), what the pipe holds, the throttled reads.
+    let bound = cap + t.sup.buf.len() + pipe_capacity(&t.stderr) + reads * STDERR_THROTTLE.0;
+    assert!(
+        written <= bound,
+        "the plugin wrote {written} bytes to its stderr in {} ms of the loop: it is read faster \
+         than the throttle ({bound} at most)",
+        elapsed.as_millis()
+    );
+    let h = t.sup.handle(t.idx).unwrap();
+    assert!(h.stderr_read() <= written as u64);
+    assert_eq!(h.state(), State::Ready);
+}
+
+/// A plugin whose stderr is throttled still ends as any other: one that exits (its pipes
+/// closed, its stderr full) is reaped once it lingered, one that hangs is killed; either way
+/// its stderr pipe is closed.
+#[test]
+fn a_throttled_stderr_does_not_keep_a_plugin_from_being_reaped_or_killed() {
+    for hang in [false, true] {
+        let t0 = Instant::now();
+        let mut policy = HostPolicy::default();
+        policy.protocol.max_stderr_bytes = 1024;
+        let mut t = setup_with(t0, policy);
+        t.write(HANDSHAKE);
+        turn(&mut t.sup, t0);
+        flood(&mut t.stderr);
+        turn(&mut t.sup, t0);
+        assert!(
+            t.sup.slots[t.idx].as_ref().unwrap().stderr_paused,
+            "not throttled"
+        );
+        flood(&mut t.stderr);
+        if !hang {
+            // Exits with its stderr full: its ends of stdout and stderr closed.
+            t.to_runtime = File::open("/dev/null").unwrap();
+            t.stderr = File::open("/dev/null").unwrap();
+        }
+        let mut now = t0;
+        while !t.state().is_gone() {
+            now += Duration::from_millis(10);
+            assert!(now < t0 + Duration::from_secs(10), "never ended");
+            turn(&mut t.sup, now);
+        }
+        let want = if hang {
+            State::Terminated
+        } else {
+            State::Exited
+        };
+        assert_eq!(t.state(), want);
+        let slot = t.sup.slots[t.idx].as_ref().unwrap();
+        assert!(slot.stderr.is_none(), "its stderr pipe is still open");
     }
 }
 

@@ -62,6 +62,34 @@ while IFS= read -r line; do
 done
 "#;
 
+/// Handshakes with the hooks `@FIRST@` (JSON strings, none when empty), then registers `@N@`
+/// declared hooks one by one, the i-th named by the `printf` format `@HOOK@` of i (requests,
+/// their answers drained by a `cat` in the background), running `@PAUSE@` after each (`:` for
+/// as fast as the shell writes).
+pub const REGISTER_ONE_BY_ONE: &str = r#"#!/bin/sh
+printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"@NAME@","version":"0.1.0","api":1,"capabilities":["log","register_hook"],"hooks":[@FIRST@]}}'
+IFS= read -r reply || exit 0
+exec 3<&0
+cat <&3 >/dev/null &
+i=0
+while [ $i -lt @N@ ]; do
+  i=$((i + 1))
+  printf '{"jsonrpc":"2.0","id":%s,"method":"register_hook","params":{"hook":"@HOOK@"}}\n' "$i" "$i"
+  @PAUSE@
+done
+wait
+"#;
+
+/// [`REGISTER_ONE_BY_ONE`] with its parameters.
+pub fn register_one_by_one(first: &[String], n: usize, hook: &str, pause: &str) -> String {
+    let first = serde_json::to_string(first).unwrap();
+    REGISTER_ONE_BY_ONE
+        .replace("@FIRST@", first.trim_matches(['[', ']']))
+        .replace("@N@", &n.to_string())
+        .replace("@HOOK@", hook)
+        .replace("@PAUSE@", pause)
+}
+
 /// Pack a worker named `name` registered for `hooks`; returns the package path.
 pub fn pack_worker(fx: &Fixture, name: &str, hooks: &[&str]) -> PathBuf {
     pack_script(fx, name, hooks, WORKER)
