@@ -1,14 +1,12 @@
-//! The three ways Stockade reads and writes its own files, each with the property that matters:
+//! The ways Stockade reads and writes its own files, each with the property that matters:
 //!
 //! - [`read_capped`]: open once, `fstat` the same descriptor, read at most a cap. Package bytes
 //!   are read through one fd and never re-opened, so what is verified is what is used.
+//!   [`read_owned`] is the same for configuration in a directory another user owns: only a
+//!   plain file of one link that no other user could have put there or changed.
 //! - [`create_exclusive`]: `O_CREAT|O_EXCL` with the final mode given to `open(2)`, for secret
 //!   keys: a key file is never, even briefly, readable by others (the `fchmod` after the create
 //!   only puts back what the umask took off, for the files other users must read).
-//!
-//! Every file and directory made here has the mode asked for, not that mode less the umask:
-//! root's CLI writes into the daemon's state directory, and a hardened root umask (027, 077)
-//! would otherwise leave files there that the daemon cannot read.
 //! - [`write_atomic`]: temp file in the same directory, `fsync`, `rename`, `fsync` the
 //!   directory: readers see the old file or the new one, never a torn one.
 //!   [`write_atomic_new`] is the same for a file that must not exist yet (an issued certificate,
@@ -24,8 +22,11 @@
 //!   name between the `mkdir` and the `open` and have this process `chmod` or `chown` it
 //!   ([`HeldDir`] says what that user can and cannot still do).
 //!
-//! A crash can leave what these made under temporary names: [`sweep_made_dirs`] and
-//! [`sweep_reserved`] remove this uid's stale ones where leftovers are swept.
+//! Every file and directory made here has the mode asked for, not that mode less the umask:
+//! root's CLI writes into the daemon's state directory, and a hardened root umask (027, 077)
+//! would otherwise leave files there that the daemon cannot read. A crash can leave what these
+//! made under temporary names: [`sweep_made_dirs`] and [`sweep_reserved`] remove this uid's
+//! stale ones where leftovers are swept.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
