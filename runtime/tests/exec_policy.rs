@@ -268,3 +268,76 @@ fn exec_json_keeps_audit_records_out_of_its_report() {
         err(&o)
     );
 }
+
+/// `stockade exec` with `/etc/subuid` replaced, in a private mount namespace of its own, by
+/// `subuid` (a bind of a temporary file: the host's file is never touched).
+fn exec_with_subuid(subuid: &str, policy: &str, report: &std::path::Path) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("subuid");
+    std::fs::write(&file, subuid).unwrap();
+    std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+        .arg(r#"mount --bind "$1" /etc/subuid && shift && exec "$@""#)
+        .arg("sh")
+        .arg(&file)
+        .args([BIN, "exec", "--policy", policy, "--report"])
+        .arg(report)
+        .args(["--", "/bin/true"])
+        .output()
+        .expect("run unshare")
+}
+
+/// Subordinate ids another user holds in the plugins' uid range (the auditor's case: `bob`
+/// added before the package, 165536–231071, reaching into 200000–265535) let that user become a
+/// plugin's uid with `newuidmap`: the launch stops with 125, naming the file, the user and the
+/// range, unless the policy allows degradation `distinct_uid` — then it runs and the report says
+/// the layer is only partly enforced, and why. The service user's own registration, root's and
+/// this user's are trusted. The old runtime ran it with `distinct_uid` fully enforced.
+#[test]
+fn a_plugin_uid_range_delegated_to_another_user_is_refused_unless_allowed() {
+    if !require(
+        is_root(),
+        "needs root: per-plugin uids and a private mount namespace",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let strict = policy(dir.path(), "version = 1\n");
+    let o = exec_with_subuid(
+        "alice:100000:65536\nbob:165536:65536\nstockade:200000:65536\n",
+        &strict,
+        &report,
+    );
+    assert_eq!(code(&o), 125, "{}", err(&o));
+    assert!(
+        err(&o).contains("/etc/subuid delegates ids 165536–231071 to `bob`"),
+        "{}",
+        err(&o)
+    );
+    assert!(!report.exists(), "nothing ran");
+
+    let o = exec_with_subuid(
+        "stockade:200000:65536\nroot:100000:200000\n",
+        &strict,
+        &report,
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+
+    let allowing = dir.path().join("allowing.toml");
+    std::fs::write(
+        &allowing,
+        "version = 1\n[layers]\nallow_degraded = [\"distinct_uid\", \"landlock_network\", \"landlock_scope\"]\n",
+    )
+    .unwrap();
+    let o = exec_with_subuid("bob:165536:65536\n", allowing.to_str().unwrap(), &report);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let l = layer(&r, "distinct_uid");
+    assert_eq!(l["status"], "partially_enforced", "{l}");
+    assert!(
+        l["details"]["reason"].as_str().unwrap().contains("`bob`"),
+        "{l}"
+    );
+}

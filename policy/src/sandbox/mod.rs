@@ -63,6 +63,7 @@
 //! opt-in per layer: a layer the kernel or the mode cannot provide stops the launch unless the
 //! policy names it in `allow_degraded` (or `allow_degraded_rootless` for rootless launches).
 
+pub mod subids;
 pub mod syscalls;
 pub mod units;
 

@@ -534,13 +534,33 @@ fn prepare(
         ));
         (None, euid, egid)
     } else {
+        let last = p.uid_first as u64 + p.uid_count as u64 - 1;
+        // Another user holding subordinate ids in the range could become the plugin's uid.
+        let delegated =
+            uid::foreign_delegations(p.uid_first, p.uid_count).map_err(LaunchError::Uid)?;
+        if let Some(found) = delegated.first() {
+            if !p.allows(Degradation::DistinctUid, false) {
+                return Err(LaunchError::Uid(uid::UidError::Delegated {
+                    first: p.uid_first,
+                    last,
+                    found: found.clone(),
+                }));
+            }
+        }
         let lease = uid::allocate(&spec.uid_lock_dir, p.uid_first, p.uid_count)
             .map_err(LaunchError::Uid)?;
         let u = lease.uid;
-        layers.push(LayerReport::full(
-            "distinct_uid",
-            json!({"host_uid": u, "host_gid": u, "range": [p.uid_first, p.uid_first as u64 + p.uid_count as u64 - 1]}),
-        ));
+        let detail = json!({"host_uid": u, "host_gid": u, "range": [p.uid_first, last]});
+        layers.push(match delegated.first() {
+            None => LayerReport::full("distinct_uid", detail),
+            Some(found) => {
+                let mut detail = detail;
+                detail["reason"] = json!(format!(
+                    "{found}: that user can become the plugin's uid with newuidmap"
+                ));
+                LayerReport::degraded("distinct_uid", LayerStatus::PartiallyEnforced, detail)
+            }
+        });
         (Some(lease), u, u)
     };
 

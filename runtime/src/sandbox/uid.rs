@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use stockade_policy::sandbox::subids::{overlapping, Delegation};
 
 /// Default lock directory.
 pub const LOCK_DIR: &str = "/run/stockade/uids";
@@ -27,6 +28,17 @@ pub enum UidError {
         /// The OS error.
         #[source]
         source: io::Error,
+    },
+    /// Some ids of the range are delegated to another user ([`foreign_delegations`]) and the
+    /// policy does not allow degradation `distinct_uid`.
+    #[error("the plugins' uid range {first}–{last} is not theirs alone: {found}; that user can become a plugin's uid with newuidmap (remove the overlap, or move [identity] uid_first, or allow degradation `distinct_uid`)")]
+    Delegated {
+        /// Range start.
+        first: u32,
+        /// Range end (inclusive).
+        last: u64,
+        /// The first delegation found.
+        found: Delegated,
     },
     /// Every uid of the range is in use.
     #[error("all {count} uids from {first} are held by live sandboxes")]
@@ -52,6 +64,90 @@ pub enum UidError {
         #[source]
         source: io::Error,
     },
+}
+
+/// A range of subordinate ids delegated to another user that reaches into the plugins' range
+/// ([`foreign_delegations`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delegated {
+    /// `/etc/subuid` or `/etc/subgid`.
+    pub file: &'static str,
+    /// The delegation.
+    pub delegation: Delegation,
+}
+
+impl std::fmt::Display for Delegated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = &self.delegation;
+        write!(
+            f,
+            "{} delegates ids {}–{} to `{}`",
+            self.file,
+            d.start,
+            d.start + d.count - 1,
+            d.owner.escape_debug()
+        )
+    }
+}
+
+/// The files shadow-utils delegates subordinate ids in.
+pub const SUBID_FILES: [&str; 2] = ["/etc/subuid", "/etc/subgid"];
+
+/// The service user the packages register the plugins' range for (`sysusers.d/stockade.conf`,
+/// the postinst): the daemon's own user, trusted with those ids as this process is.
+pub const SERVICE_USER: &str = "stockade";
+
+/// The delegations of subordinate ids in [`SUBID_FILES`] that reach into `[first, first +
+/// count)` and belong to someone other than root, this process's user or [`SERVICE_USER`]:
+/// such a user can become a plugin's uid (`newuidmap`) and signal, trace or write as it
+/// (policy/src/sandbox/subids.rs says why). A missing file delegates nothing; one that cannot be
+/// read is an error (fail closed). Read once per process and range (the files change with
+/// `useradd`, not while a launch is made; the daemon reads them again when restarted).
+pub fn foreign_delegations(first: u32, count: u32) -> Result<Vec<Delegated>, UidError> {
+    use std::sync::Mutex;
+    type Cache = Option<((u32, u32), Vec<Delegated>)>;
+    static CACHE: Mutex<Cache> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, found)) = cache.as_ref().filter(|(key, _)| *key == (first, count)) {
+        return Ok(found.clone());
+    }
+    let euid = nix::unistd::geteuid();
+    let me = nix::unistd::User::from_uid(euid)
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    let service = nix::unistd::User::from_name(SERVICE_USER)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw().to_string());
+    let trusted = |owner: &str| {
+        owner == "root"
+            || owner == "0"
+            || owner == SERVICE_USER
+            || owner == euid.as_raw().to_string()
+            || me.as_deref() == Some(owner)
+            || service.as_deref() == Some(owner)
+    };
+    let mut found = Vec::new();
+    for file in SUBID_FILES {
+        let text = match fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(UidError::Io {
+                    path: file.into(),
+                    source,
+                })
+            }
+        };
+        found.extend(
+            overlapping(&text, first, count, trusted)
+                .into_iter()
+                .map(|delegation| Delegated { file, delegation }),
+        );
+    }
+    *cache = Some(((first, count), found.clone()));
+    Ok(found)
 }
 
 /// A held uid; dropping it releases the lock.
