@@ -607,10 +607,6 @@ fn stored_len(s: &str) -> usize {
         .sum()
 }
 
-/// What the quota's total counts: the key and value bytes as stored (escaped), so the file stays
-/// within `max_total_bytes` plus a few bytes of punctuation per key ([`file_cap`]). Counting the
-/// unescaped bytes let a plugin write six times its quota (values of U+0001), past what a load
-/// reads back: the store was unreadable for good.
 /// A wait as a plugin's `retry_after_ms`: whole milliseconds rounded up (a retry at that time
 /// is never early), at least 1.
 fn millis(d: std::time::Duration) -> u64 {
@@ -619,6 +615,10 @@ fn millis(d: std::time::Duration) -> u64 {
         .max(1)
 }
 
+/// What the quota's total counts: the key and value bytes as stored (escaped), so the file stays
+/// within `max_total_bytes` plus a few bytes of punctuation per key ([`file_cap`]). Counting the
+/// unescaped bytes let a plugin write six times its quota (values of U+0001), past what a load
+/// reads back: the store was unreadable for good.
 fn total(map: &BTreeMap<String, String>) -> usize {
     map.iter().map(|(k, v)| stored_len(k) + stored_len(v)).sum()
 }
