@@ -78,8 +78,11 @@ fn valid_env_name(k: &str) -> bool {
 
 impl HttpTransport {
     fn check(&self, hooks: &BTreeSet<&str>) -> Result<(), &'static str> {
-        if self.port == 0 {
-            return Err("port must be 1-65535");
+        // The plugin runs as an unprivileged uid without capabilities in its own network
+        // namespace, where `ip_unprivileged_port_start` is the kernel's 1024: a lower port can
+        // never be bound, and the plugin would only crash-loop at every launch.
+        if self.port < 1024 {
+            return Err("port must be 1024-65535 (the plugin cannot bind a privileged port)");
         }
         if let Some(i) = &self.interpreter {
             let rel = i.strip_prefix('/').unwrap_or("");
@@ -455,32 +458,37 @@ mod tests {
         for (h, hooks, why) in [
             (serde_json::json!({"port": 0}), sertone.clone(), "port"),
             (
-                serde_json::json!({"port": 1, "interpreter": "node"}),
+                serde_json::json!({"port": 1023}),
+                sertone.clone(),
+                "1024-65535",
+            ),
+            (
+                serde_json::json!({"port": 4001, "interpreter": "node"}),
                 sertone.clone(),
                 "absolute",
             ),
             (
-                serde_json::json!({"port": 1, "interpreter": "/usr/../bin/sh"}),
+                serde_json::json!({"port": 4001, "interpreter": "/usr/../bin/sh"}),
                 sertone.clone(),
                 "absolute",
             ),
             (
-                serde_json::json!({"port": 1, "env": {"PORT": "1"}}),
+                serde_json::json!({"port": 4001, "env": {"PORT": "1"}}),
                 sertone.clone(),
                 "PORT",
             ),
             (
-                serde_json::json!({"port": 1, "env": {"lower": "1"}}),
+                serde_json::json!({"port": 4001, "env": {"lower": "1"}}),
                 sertone.clone(),
                 "names",
             ),
             (
-                serde_json::json!({"port": 1, "env": {"STOCKADE_X": "1"}}),
+                serde_json::json!({"port": 4001, "env": {"STOCKADE_X": "1"}}),
                 sertone.clone(),
                 "STOCKADE_",
             ),
             (
-                serde_json::json!({"port": 1}),
+                serde_json::json!({"port": 4001}),
                 serde_json::json!(["on:flow.new"]),
                 "only declare",
             ),
@@ -488,7 +496,7 @@ mod tests {
             let e = http(h.clone(), hooks).unwrap_err().to_string();
             assert!(e.contains(why), "{h}: {e}");
         }
-        assert!(http(serde_json::json!({"port": 1, "extra": 1}), sertone).is_err());
+        assert!(http(serde_json::json!({"port": 4001, "extra": 1}), sertone).is_err());
     }
 
     #[test]
