@@ -1523,6 +1523,9 @@ fn removing_pins_json_does_not_reset_an_installed_plugins_pin() {
     let mut p = Planted::new();
     let v2 = p.publish_by_dev2();
     std::fs::rename(p.state.join("pins.json"), p.state.join("pins.json.away")).unwrap();
+    // Where root keeps no record of its own files (a filesystem without `trusted.*` attributes;
+    // the record is what refuses the removal first: `the_daemons_user_cannot_put_back_…`).
+    xattr::remove(&p.state, "trusted.stockade.pins.json").unwrap();
     for r in [update(&p.fx), p.fx.store_install(&[&v2], &[])] {
         expect(&r, 98, "index.author_pin_lost");
         assert!(r.stdout.contains("repin-author"), "{}", r.stdout);
@@ -1588,9 +1591,10 @@ fn an_earlier_builds_state_is_refused_by_root_until_taken_over() {
     let state = packaged_state(&fx);
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
     expect(&fx.store_install(&["hello"], &[]), 0, "");
-    // As the earlier build left them: that user's, and no shared memory.
+    // As the earlier build left them: that user's, no shared memory, and no record of root's.
     for f in ["sources.json", "pins.json"] {
         chown(state.join(f), Some(NOBODY), Some(NOBODY)).unwrap();
+        xattr::remove(&state, format!("trusted.stockade.{f}")).unwrap();
     }
     let _ = std::fs::remove_file(state.join("sources-seen.json"));
     let before: Vec<_> = ["sources.json", "pins.json"]
@@ -1779,4 +1783,58 @@ fn source_remove_deletes_nothing_through_an_indexes_symlink() {
         "",
     );
     assert!(!state.join("indexes/main.json").exists());
+}
+
+/// The daemon's user may rename any entry of its directory: it keeps root's `sources.json` and
+/// `pins.json` under other names, lets root write newer ones (a raised floor, a new author
+/// pin), and puts the old ones back — still root's, one link, 0644 — or removes them. Root
+/// recorded the digest of what it wrote last in a `trusted.*` attribute of the state directory,
+/// which that user can neither set nor remove: root's commands refuse the older copy and the
+/// missing file (78 `source.replayed`, both digests named) and change nothing; the file root
+/// wrote, put back, is accepted again. The old runtime read the replayed pins and floor.
+#[test]
+fn the_daemons_user_cannot_put_back_an_older_copy_of_roots_configuration() {
+    if !require_root() {
+        return;
+    }
+    let mut p = Planted::new();
+    for f in ["sources.json", "pins.json"] {
+        std::fs::rename(p.state.join(f), p.state.join(format!(".old-{f}"))).unwrap();
+        std::fs::copy(p.state.join(format!(".old-{f}")), p.state.join(f)).unwrap();
+    }
+    // Root writes newer ones: a raised floor (index version 2) and dev2's pin.
+    p.publish_by_dev2();
+    let r = repin_author(&p.fx, &["--json"], "hello", "dev2.pub", &["--yes"]);
+    expect(&r, 0, "");
+    let r = update(&p.fx);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["updated"][0]["version"], "0.2.0");
+    let registry = std::fs::read(p.state.join("store/registry.json")).unwrap();
+    for f in ["sources.json", "pins.json"] {
+        let current = std::fs::read(p.state.join(f)).unwrap();
+        std::fs::rename(p.state.join(format!(".old-{f}")), p.state.join(f)).unwrap();
+        // What reads it: an install by id reads both, a refresh the sources.
+        let readers = |p: &Planted| match f {
+            "sources.json" => vec![p.refresh(), p.fx.store_install(&["hello"], &[])],
+            _ => vec![p.fx.store_install(&["hello"], &[])],
+        };
+        for r in readers(&p) {
+            expect(&r, 78, "source.replayed");
+            assert!(r.stdout.contains(&format!("state/{f}")), "{}", r.stdout);
+        }
+        std::fs::remove_file(p.state.join(f)).unwrap();
+        for r in readers(&p) {
+            expect(&r, 78, "source.replayed");
+            assert!(r.stdout.contains("has sha256 absent"), "{}", r.stdout);
+        }
+        assert_eq!(
+            std::fs::read(p.state.join("store/registry.json")).unwrap(),
+            registry
+        );
+        // Root's own file back: accepted.
+        std::fs::write(p.state.join(f), &current).unwrap();
+        for r in readers(&p) {
+            expect(&r, 0, "");
+        }
+    }
 }

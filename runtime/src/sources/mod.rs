@@ -27,7 +27,9 @@
 //! refresh fails (91 `index.rotation_needs_owner`) and keeps the last good index until root's
 //! next refresh takes the rotation. Files an earlier build handed to that user are refused by
 //! root's commands until the operator has checked them and made them root's (docs/sources.md,
-//! "State").
+//! "State"). That user may still rename root's files (it owns the directory): an older copy
+//! of root's put back, or a file removed, is refused too, against the digest root records of
+//! what it wrote last in a `trusted.*` attribute of the state directory (`anchor`).
 //!
 //! Install by id, in seed 004's fail-closed order (each step its own error and exit code, 90–99;
 //! no plugin code runs in any of them):
@@ -263,6 +265,27 @@ pub enum SourceError {
         /// Its owner.
         owner: u32,
     },
+    /// A configuration file of root's (`sources.json`, `pins.json`) in a state directory
+    /// another user owns is not the one root wrote last (`anchor`): an older copy put back, or
+    /// the file removed.
+    #[error("{} is not the file root wrote last (it has sha256 {found}, root recorded {recorded}): the state directory's owner put an older copy back or removed it", path.display())]
+    Replayed {
+        /// The file.
+        path: PathBuf,
+        /// The digest root recorded (`absent`: root removed it).
+        recorded: String,
+        /// The file's digest (`absent`: there is none).
+        found: String,
+    },
+    /// Root's record of a configuration file it writes cannot be kept up to date (`anchor`).
+    #[error("cannot record {} in the state directory's extended attributes", path.display())]
+    Anchor {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A state file is corrupt.
     #[error("{} is corrupt", path.display())]
     Corrupt {
@@ -302,7 +325,9 @@ impl SourceError {
             // directory is unusable as it is (78), as for the store (`store.unsafe`).
             SourceError::File(FileError::Unsafe { .. })
             | SourceError::State(StateError::File(FileError::Unsafe { .. }))
-            | SourceError::NotOwner { .. } => Exit::Config,
+            | SourceError::NotOwner { .. }
+            | SourceError::Replayed { .. } => Exit::Config,
+            SourceError::Anchor { .. } => Exit::IoErr,
             SourceError::File(_) => Exit::IoErr,
             // docs/exit-codes.md: 78 is "the state directory is unusable" (as for the
             // revocation state); a file that cannot be read or written stays 74, as before.
@@ -345,6 +370,8 @@ impl SourceError {
             SourceError::File(FileError::Unsafe { .. })
             | SourceError::State(StateError::File(FileError::Unsafe { .. })) => "source.unsafe",
             SourceError::NotOwner { .. } => "source.not_owner",
+            SourceError::Replayed { .. } => "source.replayed",
+            SourceError::Anchor { .. } => "source.io",
             SourceError::File(_) => "source.io",
             SourceError::State(StateError::Corrupt { .. }) => "source.corrupt",
             SourceError::State(_) => "source.io",
@@ -366,6 +393,7 @@ impl SourceError {
             SourceError::File(FileError::Unsafe { .. })
             | SourceError::State(StateError::File(FileError::Unsafe { .. })) => "sources.json and pins.json must be regular files of this user or root that no one else may write (sources-seen.json may also be the state directory's owner's). Earlier builds gave them to the state directory's owner (the `stockade` user), who could have changed them: check the URLs, operator keys and author pins in them, then `chown root:root` and `chmod 644` them, or move them aside and add the sources again (docs/sources.md, \"State\"). A bad sources-seen.json may be moved aside: root's own floor is in sources.json",
             SourceError::NotOwner { .. } => "run the command as the user the file belongs to (root)",
+            SourceError::Replayed { .. } => "check who can write the state directory; put the file root wrote back (its sha256 is named), or, having checked the file in place (URLs, operator keys, author pins), accept it with `setfattr -x trusted.stockade.FILE STATE_DIR` (docs/sources.md, \"State\")",
             SourceError::RotationNeedsOwner { .. } => "run `stockade source refresh` as root to take the rotation (after checking the new key's fingerprint); until then the last verified index is kept",
             _ => "",
         }
@@ -468,12 +496,148 @@ fn load_checked<T: Default + serde::de::DeserializeOwned>(
     also: Option<u32>,
 ) -> Result<T, SourceError> {
     let path = state_dir.join(name);
-    match read_owned(&path, STATE_FILE_CAP, also) {
-        Ok(b) => {
+    let bytes = read_present(&path, also)?;
+    if also.is_none() {
+        anchor::check(state_dir, name, bytes.as_deref())?;
+    }
+    match bytes {
+        Some(b) => {
             serde_json::from_slice(&b).map_err(|source| StateError::Corrupt { path, source }.into())
         }
-        Err(e) if e.is_not_found() => Ok(T::default()),
+        None => Ok(T::default()),
+    }
+}
+
+/// `path` as [`read_owned`] reads it, `None` when there is none.
+fn read_present(path: &Path, also: Option<u32>) -> Result<Option<Vec<u8>>, SourceError> {
+    match read_owned(path, STATE_FILE_CAP, also) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Root's record of the configuration it wrote in a state directory another user owns.
+///
+/// That user may rename any entry of its directory, root's files included: it can keep a copy
+/// of root's `pins.json` (or `sources.json`) under another name and put it back after root wrote
+/// a newer one (a repin after an author key was compromised, an operator key rotation, a raised
+/// floor), or remove it. The file put back is still root's, one link, 0644: nothing in it tells
+/// it from the current one. So root records the SHA-256 of each configuration file it writes in
+/// an extended attribute of the state directory itself, `trusted.stockade.<file>` — one that
+/// only a process with CAP_SYS_ADMIN may set or remove (`trusted.*`, xattr(7)), on a directory
+/// that user cannot rename (its parent is root's) — and root's commands read a configuration
+/// file only if it is the one recorded (an older file put back, or a file removed, is 78
+/// `source.replayed`). A write records the old and the new digest first, then the new one alone
+/// after the rename, so a crash between the two leaves either file accepted. A state directory
+/// of root's own (or of the running user's) needs none of this: no one else renames in it.
+mod anchor {
+    use super::SourceError;
+    use sha2::{Digest, Sha256};
+    use std::fs::File;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+    use xattr::FileExt;
+
+    /// What a missing file is recorded as.
+    const ABSENT: &str = "absent";
+
+    fn name(file: &str) -> String {
+        format!("trusted.stockade.{file}")
+    }
+
+    fn digest(bytes: Option<&[u8]>) -> String {
+        bytes.map_or(ABSENT.to_string(), |b| hex::encode(Sha256::digest(b)))
+    }
+
+    /// The state directory, when this process is root in a directory another user owns (the
+    /// only case with an anchor); `None` otherwise.
+    fn anchored_dir(state_dir: &Path) -> Option<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            return None;
+        }
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(state_dir)
+            .ok()?;
+        (dir.metadata().ok()?.uid() != 0).then_some(dir)
+    }
+
+    /// The digests recorded for `file`, if any (none on a filesystem without `trusted.*`
+    /// attributes: then nothing was recorded either).
+    fn recorded(dir: &File, file: &str) -> Vec<String> {
+        dir.get_xattr(name(file))
+            .ok()
+            .flatten()
+            .map(|v| {
+                String::from_utf8_lossy(&v)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Refuse `file` (its bytes, `None` when absent) unless it is what root recorded last.
+    pub(super) fn check(
+        state_dir: &Path,
+        file: &str,
+        bytes: Option<&[u8]>,
+    ) -> Result<(), SourceError> {
+        let Some(dir) = anchored_dir(state_dir) else {
+            return Ok(());
+        };
+        let want = recorded(&dir, file);
+        let found = digest(bytes);
+        if want.is_empty() || want.contains(&found) {
+            return Ok(());
+        }
+        Err(SourceError::Replayed {
+            path: state_dir.join(file),
+            recorded: want.last().cloned().unwrap_or_default(),
+            found,
+        })
+    }
+
+    /// Write `file` with `write`, recording its digest first (old and new) and alone after.
+    /// Where no record can be kept (no CAP_SYS_ADMIN, a filesystem without `trusted.*`), the
+    /// file is written unrecorded with a warning — unless one was recorded before, which could
+    /// then no longer match: refused, nothing written.
+    pub(super) fn write(
+        state_dir: &Path,
+        file: &str,
+        bytes: &[u8],
+        write: impl FnOnce() -> Result<(), SourceError>,
+    ) -> Result<(), SourceError> {
+        let Some(dir) = anchored_dir(state_dir) else {
+            return write();
+        };
+        let old = recorded(&dir, file);
+        let new = digest(Some(bytes));
+        let both = old.last().map_or(new.clone(), |o| format!("{o}\n{new}"));
+        if let Err(e) = dir.set_xattr(name(file), both.as_bytes()) {
+            if !old.is_empty() {
+                return Err(SourceError::Anchor {
+                    path: state_dir.join(file),
+                    source: e,
+                });
+            }
+            eprintln!(
+                "stockade: warning: cannot record {} in the state directory's `{}` ({e}): the \
+                 directory's owner could put an older copy of it back unnoticed",
+                file,
+                name(file)
+            );
+            return write();
+        }
+        write()?;
+        dir.set_xattr(name(file), new.as_bytes())
+            .map_err(|source| SourceError::Anchor {
+                path: state_dir.join(file),
+                source,
+            })
     }
 }
 
@@ -495,7 +659,26 @@ fn save_config<T: Serialize>(state_dir: &Path, name: &str, value: &T) -> Result<
         let path = state_dir.join(name);
         return Err(SourceError::NotOwner { path, owner });
     }
-    save_json(state_dir, name, value, write_atomic)
+    let (path, bytes) = to_json(state_dir, name, value)?;
+    anchor::write(state_dir, name, &bytes, || {
+        write_atomic(&path, &bytes, 0o644)?;
+        Ok(())
+    })
+}
+
+/// `value` as the bytes of JSON file `name` of the state directory (made if needed).
+fn to_json<T: Serialize>(
+    state_dir: &Path,
+    name: &str,
+    value: &T,
+) -> Result<(PathBuf, Vec<u8>), SourceError> {
+    let path = state_dir.join(name);
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| StateError::Corrupt {
+        path: path.clone(),
+        source,
+    })?;
+    crate::state::ensure_dir(state_dir)?;
+    Ok((path, bytes))
 }
 
 /// Write `value` as the JSON file `name` of the state directory (0644), through `write` (which
@@ -506,12 +689,7 @@ fn save_json<T: Serialize>(
     value: &T,
     write: fn(&Path, &[u8], u32) -> Result<(), FileError>,
 ) -> Result<(), SourceError> {
-    let path = state_dir.join(name);
-    let bytes = serde_json::to_vec_pretty(value).map_err(|source| StateError::Corrupt {
-        path: path.clone(),
-        source,
-    })?;
-    crate::state::ensure_dir(state_dir)?;
+    let (path, bytes) = to_json(state_dir, name, value)?;
     write(&path, &bytes, 0o644)?;
     Ok(())
 }
