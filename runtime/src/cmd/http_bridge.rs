@@ -77,8 +77,53 @@ fn fail(msg: String) -> CmdError {
     CmdError::new(Exit::Software, "http_bridge", std::io::Error::other(msg))
 }
 
+/// The head of an HTTP answer: its status, where its body starts, its Content-Length if any.
+struct Head {
+    code: u16,
+    body_at: usize,
+    len: Option<usize>,
+}
+
+/// The head of the answer in `buf`, once complete (`None`: more bytes are needed).
+fn head_of(buf: &[u8]) -> std::io::Result<Option<Head>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let body_at = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(std::io::Error::other(format!("not an HTTP answer: {e}"))),
+    };
+    let mut len = None;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Never sent in answer to an HTTP/1.0 request; its length could not be trusted.
+            return Err(std::io::Error::other(
+                "a Transfer-Encoding answer to an HTTP/1.0 request",
+            ));
+        }
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| std::io::Error::other("an invalid Content-Length"))?;
+            // Two different lengths: which one ends the body is anybody's guess.
+            if len.is_some_and(|l| l != n) {
+                return Err(std::io::Error::other("conflicting Content-Length headers"));
+            }
+            len = Some(n);
+        }
+    }
+    Ok(Some(Head {
+        code: resp.code.unwrap_or(0),
+        body_at,
+        len,
+    }))
+}
+
 /// One HTTP/1.0 exchange with the plugin on 127.0.0.1:`port`: HTTP/1.0 so the answer is never
-/// chunked and ends when the plugin closes the connection. Returns (status, body).
+/// chunked. The answer ends after its Content-Length — a server that keeps the connection open
+/// anyway (keep-alive) is not waited for past it — or, without one, when the plugin closes the
+/// connection (`Connection: close`). Returns (status, body).
 fn exchange(
     port: u16,
     method: &str,
@@ -88,7 +133,7 @@ fn exchange(
 ) -> std::io::Result<(u16, Vec<u8>)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let deadline = Instant::now() + timeout;
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout.max(Duration::from_millis(1)))?;
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
@@ -104,6 +149,7 @@ fn exchange(
     s.write_all(body)?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
+    let mut head = None;
     loop {
         s.set_read_timeout(Some(left()))?;
         let n = s.read(&mut chunk)?;
@@ -114,33 +160,28 @@ fn exchange(
         if buf.len() > MAX_ANSWER {
             return Err(std::io::Error::other("answer larger than 256 KiB"));
         }
+        if head.is_none() {
+            head = head_of(&buf)?;
+        }
+        if let Some(Head {
+            body_at,
+            len: Some(len),
+            ..
+        }) = head
+        {
+            if buf.len() >= body_at.saturating_add(len) {
+                break;
+            }
+        }
         if Instant::now() >= deadline {
             return Err(std::io::ErrorKind::TimedOut.into());
         }
     }
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
-    let at = match resp.parse(&buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return Err(std::io::Error::other("truncated HTTP answer"))
-        }
-        Err(e) => return Err(std::io::Error::other(format!("not an HTTP answer: {e}"))),
+    let Some(head) = head.map_or_else(|| head_of(&buf), |h| Ok(Some(h)))? else {
+        return Err(std::io::Error::other("truncated HTTP answer"));
     };
-    let code = resp.code.unwrap_or(0);
-    let len = resp
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| {
-            std::str::from_utf8(h.value)
-                .ok()?
-                .trim()
-                .parse::<usize>()
-                .ok()
-        });
-    let mut body = buf.split_off(at);
-    if let Some(n) = len {
+    let mut body = buf.split_off(head.body_at);
+    if let Some(n) = head.len {
         if body.len() < n {
             return Err(std::io::Error::other(
                 "HTTP answer shorter than its Content-Length",
@@ -148,7 +189,7 @@ fn exchange(
         }
         body.truncate(n);
     }
-    Ok((code, body))
+    Ok((head.code, body))
 }
 
 /// One frame to the runtime. The reader, the HTTP worker and the pinger all write: each frame
@@ -571,6 +612,60 @@ mod tests {
         let (code, _) =
             exchange(port, "GET", "/sertone/info", b"", Duration::from_secs(5)).unwrap();
         assert_eq!(code, 503);
+    }
+
+    /// A fake plugin that answers with a complete Content-Length body and then keeps the
+    /// connection open until the client closes it (keep-alive, `Connection: close` ignored).
+    fn keep_alive(answer: &'static [u8]) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let mut req = Vec::new();
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                req.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(answer).unwrap();
+            // Held open until the bridge closes its end (read returns 0 or fails).
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        port
+    }
+
+    #[test]
+    fn an_answer_ends_at_its_content_length_even_on_a_connection_kept_open() {
+        let port = keep_alive(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 14\r\n\r\n{\"allow\":true}",
+        );
+        // The server never closes: only the Content-Length ends this read before the deadline
+        // (reading to EOF, as the bridge once did, ends it at the deadline, with an error).
+        let (code, body) = exchange(
+            port,
+            "POST",
+            "/sertone/pre-request",
+            b"{}",
+            Duration::from_secs(10),
+        )
+        .expect("the answer, read to its Content-Length");
+        assert_eq!((code, body.as_slice()), (200, &b"{\"allow\":true}"[..]));
+    }
+
+    #[test]
+    fn chunked_and_conflicting_length_answers_are_errors() {
+        let (port, _t) = fake(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            Duration::ZERO,
+        );
+        let e = exchange(port, "GET", "/sertone/info", b"", Duration::from_secs(5)).unwrap_err();
+        assert!(e.to_string().contains("Transfer-Encoding"), "{e}");
+        let (port, _t) = fake(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}x",
+            Duration::ZERO,
+        );
+        let e = exchange(port, "GET", "/sertone/info", b"", Duration::from_secs(5)).unwrap_err();
+        assert!(e.to_string().contains("conflicting"), "{e}");
     }
 
     fn call(id: u64, due: Instant) -> Call {
