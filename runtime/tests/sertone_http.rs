@@ -360,8 +360,9 @@ fn the_seed_examples_run_sandboxed_behind_the_front() {
 }
 
 /// A Python HTTP plugin that misbehaves on pre-request as `MODE` says (`slow`: answers after
-/// `DELAY` seconds); `probe` tries its own port, the host's listener on 127.0.0.1 (`HOST_PORT`)
-/// and two outside addresses and answers the outcomes as the denial reason (JSON). Single-threaded, as the seed's Python servers are: a
+/// `DELAY` seconds; `exit`/`abort`: ends with `CODE`/SIGABRT once it answered `GET`); `probe`
+/// tries its own port, the host's listener on 127.0.0.1 (`HOST_PORT`) and two outside addresses
+/// and answers the outcomes as the denial reason (JSON). Single-threaded, as the seed's Python servers are: a
 /// hung one no longer answers `GET /sertone/info` either.
 const FAULTY: &str = r#"import json, os, socket, sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -385,6 +386,11 @@ class H(BaseHTTPRequestHandler):
         self.wfile.write(raw)
     def do_GET(self):
         self.answer(json.dumps({"name": MODE, "version": "1.0.0"}).encode())
+        self.wfile.flush()
+        if MODE == "exit":
+            os._exit(int(os.environ["CODE"]))
+        if MODE == "abort":
+            os.abort()
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path == "/sertone/post-response":
@@ -693,4 +699,75 @@ fn a_slow_plugin_flooded_with_calls_is_not_taken_for_hung() {
     let (_, r) = http(port, "POST", "/sertone/pre-request", &pre("0a", "after"));
     assert_eq!(r["bypassed"], json!([]), "{r}\n{}", s.log());
     assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// `stockade run PKG` until the plugin has ended by itself (its `plugin_state` on stdout), then
+/// the agent's stdin closed; `run`'s exit status.
+fn run_until_the_plugin_ends(fx: &Fixture, pkg: &Path) -> Option<i32> {
+    std::fs::write(
+        fx.dir().join("run-policy.toml"),
+        format!("version = 1\n{POLICY}"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["run", pkg.to_str().unwrap(), "--policy", "run-policy.toml"])
+        .args(["--trust", "trust", "--state-dir", "state"])
+        .current_dir(fx.dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Held open until the plugin is gone: no shutdown reaches the bridge before that.
+    let stdin = child.stdin.take().unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    for line in std::io::BufRead::lines(out) {
+        let m: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let state = m["params"]["state"].clone();
+        seen.push(m);
+        if ended(&state) {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|m| ended(&m["params"]["state"])),
+        "the plugin never ended: {seen:?}"
+    );
+    drop(stdin);
+    child.wait().unwrap().code()
+}
+
+fn ended(state: &Value) -> bool {
+    state == "exited" || state == "terminated"
+}
+
+#[test]
+fn run_passes_the_http_plugins_own_exit_status_through() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let src = fx.dir().join("faulty.py");
+    std::fs::write(&src, FAULTY).unwrap();
+    let exits = pack_http(
+        &fx,
+        "exits",
+        &src,
+        "/usr/bin/python3",
+        json!({"MODE": "exit", "CODE": "7"}),
+    );
+    assert_eq!(run_until_the_plugin_ends(&fx, &exits), Some(7));
+    let aborts = pack_http(
+        &fx,
+        "aborts",
+        &src,
+        "/usr/bin/python3",
+        json!({"MODE": "abort"}),
+    );
+    assert_eq!(
+        run_until_the_plugin_ends(&fx, &aborts),
+        Some(128 + libc::SIGABRT),
+        "killed by SIGABRT"
+    );
 }

@@ -34,14 +34,17 @@
 //!   of its deadline, not a fresh one — and the worker waits a little past it ([`OVERRUN`]) rather
 //!   than leave the plugin a request it would still work on while the next one queues behind.
 //!
-//! The queue is bounded ([`MAX_QUEUED`]; past it, `overloaded` at once).
+//! The queue is bounded ([`MAX_QUEUED`]; past it, `overloaded` at once). The plugin's exit status
+//! is the bridge's (128+N for signal N), so `run` passes the plugin's own status through.
 
 use crate::error::CmdError;
 use crate::exit::Exit;
+use crate::sandbox::report::ExitInfo;
 use std::collections::VecDeque;
 use std::io::{BufRead, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -343,11 +346,16 @@ pub fn run() -> Result<Exit, CmdError> {
         .spawn()
         .map_err(|e| fail(format!("cannot start {entry}: {e}")))?;
     let pid = child.id();
-    // The plugin's end is the bridge's end: the runtime sees a crash and restarts it.
+    // The plugin's end is the bridge's end: the runtime sees a crash and restarts it. The
+    // plugin's status is the bridge's, as any program's is the sandbox's (docs/exit-codes.md:
+    // `run` passes it through, 128+N for signal N).
     std::thread::spawn(move || {
         let status = child.wait();
         eprintln!("stockade http-bridge: the plugin (pid {pid}) ended: {status:?}");
-        std::process::exit(1);
+        std::process::exit(match status {
+            Ok(s) => ExitInfo::from_wait_status(s.into_raw()).status,
+            Err(_) => i32::from(Exit::Software.code()),
+        });
     });
 
     // Ready = `GET /sertone/info` answers 200 with a JSON object.
