@@ -115,6 +115,18 @@ fn post(status: u16, latency: u64) -> Value {
 const POLICY: &str = "[network]\nmode = \"loopback\"\n[risk]\nnetwork = \"low\"\n";
 
 fn start(fx: &Fixture, pkgs: &[&PathBuf], extra_policy: &str, config: &str) -> (Serve, u16) {
+    let health = "[health]\nping_interval_ms = 1000\nping_timeout_ms = 3000\n";
+    start_health(fx, pkgs, extra_policy, health, config)
+}
+
+/// [`start`] with its own `[health]` section.
+fn start_health(
+    fx: &Fixture,
+    pkgs: &[&PathBuf],
+    extra_policy: &str,
+    health: &str,
+    config: &str,
+) -> (Serve, u16) {
     std::fs::write(
         fx.dir().join("policy.toml"),
         format!("version = 1\n{POLICY}{extra_policy}"),
@@ -124,7 +136,7 @@ fn start(fx: &Fixture, pkgs: &[&PathBuf], extra_policy: &str, config: &str) -> (
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let config = format!(
-        "[serve]\nload = {}\n[health]\nping_interval_ms = 1000\nping_timeout_ms = 3000\n{config}",
+        "[serve]\nload = {}\n{health}{config}",
         serde_json::to_string(&load).unwrap()
     );
     let none = fx.dir().join("no-policy-root");
@@ -347,9 +359,10 @@ fn the_seed_examples_run_sandboxed_behind_the_front() {
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
 
-/// A Python HTTP plugin that misbehaves on pre-request as `MODE` says; `probe` tries its own
-/// port, the host's listener on 127.0.0.1 (`HOST_PORT`) and two outside addresses and answers the
-/// outcomes as the denial reason (JSON). Single-threaded, as the seed's Python servers are: a
+/// A Python HTTP plugin that misbehaves on pre-request as `MODE` says (`slow`: answers after
+/// `DELAY` seconds; `exit`/`abort`: ends with `CODE`/SIGABRT once it answered `GET`); `probe`
+/// tries its own port, the host's listener on 127.0.0.1 (`HOST_PORT`) and two outside addresses
+/// and answers the outcomes as the denial reason (JSON). Single-threaded, as the seed's Python servers are: a
 /// hung one no longer answers `GET /sertone/info` either.
 const FAULTY: &str = r#"import json, os, socket, sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -373,12 +386,19 @@ class H(BaseHTTPRequestHandler):
         self.wfile.write(raw)
     def do_GET(self):
         self.answer(json.dumps({"name": MODE, "version": "1.0.0"}).encode())
+        self.wfile.flush()
+        if MODE == "exit":
+            os._exit(int(os.environ["CODE"]))
+        if MODE == "abort":
+            os.abort()
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path == "/sertone/post-response":
             return self.answer(b'{"quality_signal": 1}')
         if MODE == "crash":
             os._exit(3)
+        if MODE == "slow":
+            time.sleep(float(os.environ["DELAY"]))
         if MODE == "hang":
             time.sleep(3600)
         if MODE == "garbage":
@@ -597,5 +617,157 @@ fn refused_configurations_change_nothing() {
         r.stderr.contains("http: env may not set PORT"),
         "{}",
         r.stderr
+    );
+}
+
+#[test]
+fn a_slow_plugin_flooded_with_calls_is_not_taken_for_hung() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let src = fx.dir().join("slow.py");
+    std::fs::write(&src, FAULTY).unwrap();
+    // Healthy but slow and single-threaded: 200 ms per call, 5 calls a second at most.
+    let pkg = pack_http(
+        &fx,
+        "slow",
+        &src,
+        "/usr/bin/python3",
+        json!({"MODE": "slow", "DELAY": "0.2"}),
+    );
+    // Pings every 200 ms, 1.5 s to answer; quarantine after 2 crashes. 40 clients keep 40 calls
+    // open, 8 s of work for the plugin: a bridge that answers a ping only after the calls
+    // queued before it misses every ping, and the plugin is restarted as hung, then quarantined.
+    let (mut s, port) = start_health(
+        &fx,
+        &[&pkg],
+        "",
+        "[health]\nping_interval_ms = 200\nping_timeout_ms = 1500\n",
+        "[sertone]\ndeadline_ms = 1000\n[quarantine]\nmax_crashes = 2\n",
+    );
+    let flood = Instant::now();
+    let clients: Vec<_> = (0..40)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let (mut answered, mut bypassed) = (0, 0);
+                let mut k = 0;
+                while flood.elapsed() < Duration::from_secs(6) {
+                    k += 1;
+                    let (st, r) = http(
+                        port,
+                        "POST",
+                        "/sertone/pre-request",
+                        &pre("0a", &format!("c{i}-{k}")),
+                    );
+                    assert_eq!(st, 200, "{r}");
+                    if r["bypassed"] == json!([]) {
+                        answered += 1;
+                    } else {
+                        bypassed += 1;
+                    }
+                }
+                (answered, bypassed)
+            })
+        })
+        .collect();
+    let (answered, bypassed) = clients
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+    let log = s.log();
+    assert!(
+        bypassed > 0,
+        "the flood exceeded what the plugin answers in time ({answered} answered): {log}"
+    );
+    assert!(answered > 0, "the plugin served during the flood: {log}");
+    for gone in ["terminated", "restarting", "quarantined"] {
+        assert!(
+            !log.contains(&format!("plugin slow: {gone}")),
+            "a slow plugin was taken for hung ({gone}): {log}"
+        );
+    }
+    assert!(
+        !fx.dir().join("state/quarantine.json").exists()
+            || !std::fs::read_to_string(fx.dir().join("state/quarantine.json"))
+                .unwrap()
+                .contains("\"slow\"")
+    );
+    // Still the same ready plugin, answering.
+    let (_, info) = http(port, "GET", "/sertone/info", &Value::Null);
+    assert_eq!(info["plugins"][0]["state"], "ready", "{info}");
+    let (_, r) = http(port, "POST", "/sertone/pre-request", &pre("0a", "after"));
+    assert_eq!(r["bypassed"], json!([]), "{r}\n{}", s.log());
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// `stockade run PKG` until the plugin has ended by itself (its `plugin_state` on stdout), then
+/// the agent's stdin closed; `run`'s exit status.
+fn run_until_the_plugin_ends(fx: &Fixture, pkg: &Path) -> Option<i32> {
+    std::fs::write(
+        fx.dir().join("run-policy.toml"),
+        format!("version = 1\n{POLICY}"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["run", pkg.to_str().unwrap(), "--policy", "run-policy.toml"])
+        .args(["--trust", "trust", "--state-dir", "state"])
+        .current_dir(fx.dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Held open until the plugin is gone: no shutdown reaches the bridge before that.
+    let stdin = child.stdin.take().unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    for line in std::io::BufRead::lines(out) {
+        let m: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let state = m["params"]["state"].clone();
+        seen.push(m);
+        if ended(&state) {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|m| ended(&m["params"]["state"])),
+        "the plugin never ended: {seen:?}"
+    );
+    drop(stdin);
+    child.wait().unwrap().code()
+}
+
+fn ended(state: &Value) -> bool {
+    state == "exited" || state == "terminated"
+}
+
+#[test]
+fn run_passes_the_http_plugins_own_exit_status_through() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let src = fx.dir().join("faulty.py");
+    std::fs::write(&src, FAULTY).unwrap();
+    let exits = pack_http(
+        &fx,
+        "exits",
+        &src,
+        "/usr/bin/python3",
+        json!({"MODE": "exit", "CODE": "7"}),
+    );
+    assert_eq!(run_until_the_plugin_ends(&fx, &exits), Some(7));
+    let aborts = pack_http(
+        &fx,
+        "aborts",
+        &src,
+        "/usr/bin/python3",
+        json!({"MODE": "abort"}),
+    );
+    assert_eq!(
+        run_until_the_plugin_ends(&fx, &aborts),
+        Some(128 + libc::SIGABRT),
+        "killed by SIGABRT"
     );
 }

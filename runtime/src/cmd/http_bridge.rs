@@ -17,19 +17,39 @@
 //! no more than the plugin's own grant, and it is not dumpable, so the plugin (same uid) can
 //! neither ptrace it nor open its descriptors through /proc.
 //!
-//! The bridge is sequential: one HTTP call at a time (the seed's Python servers are
-//! single-threaded anyway). A health `ping` is answered only after the plugin answered
-//! `GET /sertone/info` (the seed's own liveness check); a hung plugin therefore stops answering
-//! pings, and the daemon restarts it — which is what a hung plugin should get.
+//! ## Threads: a reader that never waits for the plugin
+//! Hook calls go to the plugin one at a time, in arrival order, from one HTTP worker thread (the
+//! seed's Python servers are single-threaded anyway). The reader (the main thread) only queues
+//! them, so a slow plugin with calls piling up never delays what the runtime says next:
+//! * `ping` goes to a pinger thread, which answers once the plugin answered
+//!   `GET /sertone/info` (the seed's own liveness check) — at most behind the one call the plugin
+//!   is busy with, never behind the queue. A hung plugin stops answering pings and the daemon
+//!   restarts it, which is what a hung plugin should get; a slow, healthy one is not taken for
+//!   hung (and, after N such "crashes", quarantined) merely because calls queued up.
+//! * `$/cancel` drops a waiting call unanswered (the runtime answered the agent already and drops
+//!   a late answer, docs/protocol.md §3.4), or keeps the running call's answer from being sent.
+//! * a call whose deadline (`deadline_ms`, counted from when the reader took it in) passed while
+//!   it waited is answered `deadline_exceeded` at once, without asking the plugin: the agent has
+//!   its answer, and asking would only delay the calls behind it. A running call gets what is left
+//!   of its deadline, not a fresh one — and the worker waits a little past it ([`OVERRUN`]) rather
+//!   than leave the plugin a request it would still work on while the next one queues behind.
+//!
+//! The queue is bounded ([`MAX_QUEUED`]; past it, `overloaded` at once). The plugin's exit status
+//! is the bridge's (128+N for signal N), so `run` passes the plugin's own status through.
 
 use crate::error::CmdError;
 use crate::exit::Exit;
+use crate::sandbox::report::ExitInfo;
+use std::collections::VecDeque;
 use std::io::{BufRead, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use stockade_policy::manifest::{Manifest, HTTP_HOOKS};
+use stockade_policy::protocol::message::{codes, response_err, response_ok, RpcError};
 
 /// Where the package is mounted inside the sandbox.
 const PLUGIN_DIR: &str = "/plugin";
@@ -38,13 +58,75 @@ const MAX_ANSWER: usize = 256 * 1024;
 /// How long the plugin may take to answer `GET /sertone/info` after start (the runtime's
 /// handshake timeout normally ends the wait first).
 const START_WAIT: Duration = Duration::from_secs(60);
+/// How long a health check's `GET /sertone/info` may take (the runtime's `ping_timeout_ms`
+/// normally ends the wait first).
+const PING_WAIT: Duration = Duration::from_secs(2);
+/// How long past a call's deadline the worker still waits for the plugin's answer (which is
+/// then dropped). Closing the connection at the deadline would not stop the plugin's work on
+/// it — an HTTP server carries on with a request whose client left — it would only stack the
+/// next request behind it, and with each abandoned request the plugin falls further behind
+/// (and so does its `GET /sertone/info`, the health check). Waiting keeps at most one hook
+/// request in the plugin; a plugin hung on one is the health check's to find.
+const OVERRUN: Duration = Duration::from_secs(2);
+/// Most hook calls waiting for the plugin; past it a call is answered `overloaded` at once.
+/// The runtime keeps at most `max_in_flight` calls open per plugin (64 by default), so only a
+/// runtime configured for more reaches it; the bound keeps the bridge's memory bounded anyway.
+const MAX_QUEUED: usize = 256;
+/// The error code of a hook call the plugin did not answer usably (HTTP error, not JSON,
+/// no connection): JSON-RPC's generic server error; the runtime reports it as `plugin_error`.
+const HTTP_FAILED: i64 = -32000;
 
 fn fail(msg: String) -> CmdError {
     CmdError::new(Exit::Software, "http_bridge", std::io::Error::other(msg))
 }
 
+/// The head of an HTTP answer: its status, where its body starts, its Content-Length if any.
+struct Head {
+    code: u16,
+    body_at: usize,
+    len: Option<usize>,
+}
+
+/// The head of the answer in `buf`, once complete (`None`: more bytes are needed).
+fn head_of(buf: &[u8]) -> std::io::Result<Option<Head>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let body_at = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(std::io::Error::other(format!("not an HTTP answer: {e}"))),
+    };
+    let mut len = None;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Never sent in answer to an HTTP/1.0 request; its length could not be trusted.
+            return Err(std::io::Error::other(
+                "a Transfer-Encoding answer to an HTTP/1.0 request",
+            ));
+        }
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| std::io::Error::other("an invalid Content-Length"))?;
+            // Two different lengths: which one ends the body is anybody's guess.
+            if len.is_some_and(|l| l != n) {
+                return Err(std::io::Error::other("conflicting Content-Length headers"));
+            }
+            len = Some(n);
+        }
+    }
+    Ok(Some(Head {
+        code: resp.code.unwrap_or(0),
+        body_at,
+        len,
+    }))
+}
+
 /// One HTTP/1.0 exchange with the plugin on 127.0.0.1:`port`: HTTP/1.0 so the answer is never
-/// chunked and ends when the plugin closes the connection. Returns (status, body).
+/// chunked. The answer ends after its Content-Length — a server that keeps the connection open
+/// anyway (keep-alive) is not waited for past it — or, without one, when the plugin closes the
+/// connection (`Connection: close`). Returns (status, body).
 fn exchange(
     port: u16,
     method: &str,
@@ -54,7 +136,7 @@ fn exchange(
 ) -> std::io::Result<(u16, Vec<u8>)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let deadline = Instant::now() + timeout;
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout.max(Duration::from_millis(1)))?;
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
@@ -70,6 +152,7 @@ fn exchange(
     s.write_all(body)?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
+    let mut head = None;
     loop {
         s.set_read_timeout(Some(left()))?;
         let n = s.read(&mut chunk)?;
@@ -80,33 +163,28 @@ fn exchange(
         if buf.len() > MAX_ANSWER {
             return Err(std::io::Error::other("answer larger than 256 KiB"));
         }
+        if head.is_none() {
+            head = head_of(&buf)?;
+        }
+        if let Some(Head {
+            body_at,
+            len: Some(len),
+            ..
+        }) = head
+        {
+            if buf.len() >= body_at.saturating_add(len) {
+                break;
+            }
+        }
         if Instant::now() >= deadline {
             return Err(std::io::ErrorKind::TimedOut.into());
         }
     }
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
-    let at = match resp.parse(&buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return Err(std::io::Error::other("truncated HTTP answer"))
-        }
-        Err(e) => return Err(std::io::Error::other(format!("not an HTTP answer: {e}"))),
+    let Some(head) = head.map_or_else(|| head_of(&buf), |h| Ok(Some(h)))? else {
+        return Err(std::io::Error::other("truncated HTTP answer"));
     };
-    let code = resp.code.unwrap_or(0);
-    let len = resp
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| {
-            std::str::from_utf8(h.value)
-                .ok()?
-                .trim()
-                .parse::<usize>()
-                .ok()
-        });
-    let mut body = buf.split_off(at);
-    if let Some(n) = len {
+    let mut body = buf.split_off(head.body_at);
+    if let Some(n) = head.len {
         if body.len() < n {
             return Err(std::io::Error::other(
                 "HTTP answer shorter than its Content-Length",
@@ -114,14 +192,120 @@ fn exchange(
         }
         body.truncate(n);
     }
-    Ok((code, body))
+    Ok((head.code, body))
 }
 
-fn send(out: &mut impl Write, v: &serde_json::Value) -> std::io::Result<()> {
+/// One frame to the runtime. The reader, the HTTP worker and the pinger all write: each frame
+/// is written whole under stdout's lock, so two threads' frames never interleave.
+fn send(v: &serde_json::Value) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(v).map_err(std::io::Error::other)?;
     line.push(b'\n');
+    let mut out = std::io::stdout().lock();
     out.write_all(&line)?;
     out.flush()
+}
+
+/// A hook call taken in from the runtime, waiting for the HTTP worker.
+#[derive(Debug)]
+struct Call {
+    id: serde_json::Value,
+    hook: String,
+    payload: serde_json::Value,
+    /// When its `deadline_ms` runs out, counted from when the reader took it in (which reads
+    /// as the runtime writes: the runtime's own deadline ends no later than this).
+    due: Instant,
+}
+
+/// The calls between the reader and the HTTP worker, in arrival order. Pure: no I/O, the clock
+/// passed in, so the queue, cancel and expiry rules are unit-tested on their own.
+#[derive(Debug, Default)]
+struct Pending {
+    waiting: VecDeque<Call>,
+    /// The call the worker has now, and whether the runtime cancelled it since.
+    running: Option<(serde_json::Value, bool)>,
+}
+
+impl Pending {
+    /// Queue a call; a full queue hands it back, to be answered `overloaded` at once.
+    fn push(&mut self, call: Call) -> Result<(), Call> {
+        if self.waiting.len() >= MAX_QUEUED {
+            return Err(call);
+        }
+        self.waiting.push_back(call);
+        Ok(())
+    }
+
+    /// `$/cancel`: the runtime has answered the agent already and drops any later answer
+    /// (docs/protocol.md §3.4), so a waiting call is dropped without an answer and never reaches
+    /// the plugin; the running one is marked, and its answer is not sent.
+    fn cancel(&mut self, id: &serde_json::Value) {
+        if let Some(i) = self.waiting.iter().position(|c| &c.id == id) {
+            self.waiting.remove(i);
+        } else if let Some((running, cancelled)) = &mut self.running {
+            if running == id {
+                *cancelled = true;
+            }
+        }
+    }
+
+    /// The worker's next call, and whether its deadline had passed by `now` (then it is
+    /// answered `deadline_exceeded` at once instead of being sent to the plugin).
+    fn next(&mut self, now: Instant) -> Option<(Call, bool)> {
+        let call = self.waiting.pop_front()?;
+        self.running = Some((call.id.clone(), false));
+        let expired = now >= call.due;
+        Some((call, expired))
+    }
+
+    /// The worker is done with call `id`: whether its answer is still wanted.
+    fn finish(&mut self, id: &serde_json::Value) -> bool {
+        match self.running.take() {
+            Some((running, cancelled)) if &running == id => !cancelled,
+            other => {
+                self.running = other;
+                true
+            }
+        }
+    }
+}
+
+/// [`Pending`] shared by the reader (push, cancel) and the HTTP worker (take, finish).
+#[derive(Default)]
+struct Queue {
+    pending: Mutex<Pending>,
+    added: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A panicking holder left the queue consistent (every change is one call).
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, call: Call) -> Result<(), Call> {
+        self.lock().push(call)?;
+        self.added.notify_one();
+        Ok(())
+    }
+
+    fn cancel(&self, id: &serde_json::Value) {
+        self.lock().cancel(id);
+    }
+
+    /// Wait for the next call.
+    fn take(&self) -> (Call, bool) {
+        let mut p = self.lock();
+        loop {
+            if let Some(next) = p.next(Instant::now()) {
+                return next;
+            }
+            p = self.added.wait(p).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn finish(&self, id: &serde_json::Value) -> bool {
+        self.lock().finish(id)
+    }
 }
 
 /// Run the bridge (inside the sandbox). Never returns while the plugin is alive and stdin open.
@@ -162,11 +346,16 @@ pub fn run() -> Result<Exit, CmdError> {
         .spawn()
         .map_err(|e| fail(format!("cannot start {entry}: {e}")))?;
     let pid = child.id();
-    // The plugin's end is the bridge's end: the runtime sees a crash and restarts it.
+    // The plugin's end is the bridge's end: the runtime sees a crash and restarts it. The
+    // plugin's status is the bridge's, as any program's is the sandbox's (docs/exit-codes.md:
+    // `run` passes it through, 128+N for signal N).
     std::thread::spawn(move || {
         let status = child.wait();
         eprintln!("stockade http-bridge: the plugin (pid {pid}) ended: {status:?}");
-        std::process::exit(1);
+        std::process::exit(match status {
+            Ok(s) => ExitInfo::from_wait_status(s.into_raw()).status,
+            Err(_) => i32::from(Exit::Software.code()),
+        });
     });
 
     // Ready = `GET /sertone/info` answers 200 with a JSON object.
@@ -206,16 +395,38 @@ pub fn run() -> Result<Exit, CmdError> {
             .unwrap_or("unnamed")
     );
 
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
     let io = |e: std::io::Error| fail(format!("protocol link: {e}"));
     send(
-        &mut out,
         &serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "handshake", "params": {
             "name": m.name, "version": m.version, "api": m.api,
             "capabilities": m.requested_capabilities, "hooks": m.hooks}}),
     )
     .map_err(io)?;
+
+    let queue = Arc::new(Queue::default());
+    let port = http.port;
+    let worker = queue.clone();
+    spawn("http worker", move || work(&worker, port))?;
+    // One ping at a time is ever outstanding (the runtime waits for its pong or its timeout);
+    // a second one while the first is still checked is dropped rather than queued without end.
+    let (pings, pinged) = std::sync::mpsc::sync_channel::<serde_json::Value>(1);
+    spawn("ping", move || {
+        for id in pinged {
+            // Alive means the plugin answers `GET /sertone/info` (seed 003's liveness check),
+            // not merely that the bridge runs: otherwise no pong, and the daemon's ping
+            // deadline restarts the plugin as hung.
+            let alive = matches!(
+                exchange(port, "GET", "/sertone/info", b"", PING_WAIT),
+                Ok((200, _))
+            );
+            if alive {
+                let _ = send(&response_ok(&id, serde_json::json!({})));
+            }
+        }
+    })?;
+
+    // The reader: never waits for the plugin, so a ping or a `$/cancel` is taken in as soon as
+    // the runtime sends it, whatever the HTTP worker is busy with.
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let line = line.map_err(io)?;
@@ -226,56 +437,97 @@ pub fn run() -> Result<Exit, CmdError> {
         match msg.get("method").and_then(|m| m.as_str()) {
             Some("shutdown") => return Ok(Exit::Ok),
             Some("ping") => {
-                // Alive means the plugin answers `GET /sertone/info` (seed 003's liveness check),
-                // not merely that the bridge runs: otherwise no pong, and the daemon's ping
-                // deadline restarts the plugin as hung.
-                let alive = matches!(
-                    exchange(
-                        http.port,
-                        "GET",
-                        "/sertone/info",
-                        b"",
-                        Duration::from_secs(2)
-                    ),
-                    Ok((200, _))
-                );
-                if let (Some(id), true) = (id, alive) {
-                    send(
-                        &mut out,
-                        &serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {}}),
-                    )
-                    .map_err(io)?;
+                if let Some(id) = id {
+                    let _ = pings.try_send(id);
                 }
             }
+            Some("$/cancel") => queue.cancel(&msg["params"]["id"]),
             Some("hook_invoke") => {
                 let Some(id) = id else { continue };
                 let p = &msg["params"];
-                let hook = p["hook"].as_str().unwrap_or("");
                 let deadline = Duration::from_millis(p["deadline_ms"].as_u64().unwrap_or(1000));
-                let answer = match HTTP_HOOKS.iter().find(|(h, _)| *h == hook) {
-                    None => Err(format!("{hook} has no HTTP endpoint")),
-                    Some((_, path)) => {
-                        let body = serde_json::to_vec(&p["payload"]).unwrap_or_default();
-                        match exchange(http.port, "POST", path, &body, deadline) {
-                            Ok((200, b)) => serde_json::from_slice::<serde_json::Value>(&b)
-                                .map_err(|_| format!("POST {path}: the answer is not JSON")),
-                            Ok((code, _)) => Err(format!("POST {path} answered HTTP {code}")),
-                            Err(e) => Err(format!("POST {path}: {e}")),
-                        }
-                    }
+                let now = Instant::now();
+                let call = Call {
+                    id,
+                    hook: p["hook"].as_str().unwrap_or("").to_string(),
+                    payload: p["payload"].clone(),
+                    // The runtime caps deadlines far below any overflow; an absurd one is a day.
+                    due: now
+                        .checked_add(deadline)
+                        .unwrap_or(now + Duration::from_secs(86_400)),
                 };
-                let reply = match answer {
-                    Ok(v) => serde_json::json!({"jsonrpc": "2.0", "id": id, "result": v}),
-                    Err(m) => serde_json::json!({"jsonrpc": "2.0", "id": id,
-                        "error": {"code": -32000, "message": m}}),
-                };
-                send(&mut out, &reply).map_err(io)?;
+                if let Err(c) = queue.push(call) {
+                    send(&error(
+                        &c.id,
+                        codes::OVERLOADED,
+                        format!("{MAX_QUEUED} calls already wait for the plugin"),
+                    ))
+                    .map_err(io)?;
+                }
             }
-            // Answers to nothing we asked, `$/cancel` (calls are short and sequential).
+            // Answers to nothing we asked.
             _ => {}
         }
     }
     Ok(Exit::Ok)
+}
+
+/// The HTTP worker: one call at a time, in arrival order (the seed's Python servers are
+/// single-threaded anyway), each with what is left of its deadline (and [`OVERRUN`]).
+fn work(queue: &Queue, port: u16) {
+    loop {
+        let (call, expired) = queue.take();
+        let reply = if expired {
+            // Its deadline passed while it waited: the runtime has answered the agent already,
+            // and asking the plugin now would only delay the calls behind it.
+            error(
+                &call.id,
+                codes::DEADLINE_EXCEEDED,
+                "the deadline passed before the plugin was asked".into(),
+            )
+        } else {
+            let left = call.due.saturating_duration_since(Instant::now());
+            match invoke(port, &call.hook, &call.payload, left + OVERRUN) {
+                Ok(v) => response_ok(&call.id, v),
+                Err(m) => error(&call.id, HTTP_FAILED, m),
+            }
+        };
+        // A call cancelled while the plugin had it: its answer would be dropped anyway.
+        if queue.finish(&call.id) {
+            let _ = send(&reply);
+        }
+    }
+}
+
+/// One hook call as one HTTP request; the answer's JSON, or why there is none.
+fn invoke(
+    port: u16,
+    hook: &str,
+    payload: &serde_json::Value,
+    left: Duration,
+) -> Result<serde_json::Value, String> {
+    let Some((_, path)) = HTTP_HOOKS.iter().find(|(h, _)| *h == hook) else {
+        return Err(format!("{hook} has no HTTP endpoint"));
+    };
+    let body = serde_json::to_vec(payload).unwrap_or_default();
+    match exchange(port, "POST", path, &body, left) {
+        Ok((200, b)) => serde_json::from_slice::<serde_json::Value>(&b)
+            .map_err(|_| format!("POST {path}: the answer is not JSON")),
+        Ok((code, _)) => Err(format!("POST {path} answered HTTP {code}")),
+        Err(e) => Err(format!("POST {path}: {e}")),
+    }
+}
+
+fn error(id: &serde_json::Value, code: i64, message: String) -> serde_json::Value {
+    response_err(id, &RpcError::new(code, message))
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), CmdError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| fail(format!("cannot start the {name} thread: {e}")))
 }
 
 #[cfg(test)]
@@ -368,5 +620,133 @@ mod tests {
         let (code, _) =
             exchange(port, "GET", "/sertone/info", b"", Duration::from_secs(5)).unwrap();
         assert_eq!(code, 503);
+    }
+
+    /// A fake plugin that answers with a complete Content-Length body and then keeps the
+    /// connection open until the client closes it (keep-alive, `Connection: close` ignored).
+    fn keep_alive(answer: &'static [u8]) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let mut req = Vec::new();
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                req.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(answer).unwrap();
+            // Held open until the bridge closes its end (read returns 0 or fails).
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        port
+    }
+
+    #[test]
+    fn an_answer_ends_at_its_content_length_even_on_a_connection_kept_open() {
+        let port = keep_alive(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 14\r\n\r\n{\"allow\":true}",
+        );
+        // The server never closes: only the Content-Length ends this read before the deadline
+        // (reading to EOF, as the bridge once did, ends it at the deadline, with an error).
+        let (code, body) = exchange(
+            port,
+            "POST",
+            "/sertone/pre-request",
+            b"{}",
+            Duration::from_secs(10),
+        )
+        .expect("the answer, read to its Content-Length");
+        assert_eq!((code, body.as_slice()), (200, &b"{\"allow\":true}"[..]));
+    }
+
+    #[test]
+    fn chunked_and_conflicting_length_answers_are_errors() {
+        let (port, _t) = fake(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            Duration::ZERO,
+        );
+        let e = exchange(port, "GET", "/sertone/info", b"", Duration::from_secs(5)).unwrap_err();
+        assert!(e.to_string().contains("Transfer-Encoding"), "{e}");
+        let (port, _t) = fake(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}x",
+            Duration::ZERO,
+        );
+        let e = exchange(port, "GET", "/sertone/info", b"", Duration::from_secs(5)).unwrap_err();
+        assert!(e.to_string().contains("conflicting"), "{e}");
+    }
+
+    fn call(id: u64, due: Instant) -> Call {
+        Call {
+            id: id.into(),
+            hook: "on:sertone.pre_request".into(),
+            payload: serde_json::json!({}),
+            due,
+        }
+    }
+
+    #[test]
+    fn queued_calls_run_in_order_and_expired_ones_are_marked() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut p = Pending::default();
+        p.push(call(1, t0 + s)).unwrap();
+        p.push(call(2, t0 + s)).unwrap();
+        p.push(call(3, t0 + 3 * s)).unwrap();
+        let (c, expired) = p.next(t0).unwrap();
+        assert_eq!((c.id, expired), (1.into(), false));
+        assert!(p.finish(&1.into()), "not cancelled: answered");
+        // Call 1 took the plugin past call 2's deadline: 2 is not sent, 3 still is.
+        let (c, expired) = p.next(t0 + 2 * s).unwrap();
+        assert_eq!((c.id, expired), (2.into(), true));
+        assert!(p.finish(&2.into()));
+        let (c, expired) = p.next(t0 + 2 * s).unwrap();
+        assert_eq!((c.id, expired), (3.into(), false));
+        assert!(p.next(t0).is_none());
+    }
+
+    #[test]
+    fn a_cancelled_call_is_dropped_or_its_answer_withheld() {
+        let t0 = Instant::now();
+        let due = t0 + Duration::from_secs(1);
+        let mut p = Pending::default();
+        for id in 1..=3 {
+            p.push(call(id, due)).unwrap();
+        }
+        let (c, _) = p.next(t0).unwrap();
+        assert_eq!(c.id, 1);
+        // The running call: its answer is not sent.
+        p.cancel(&1.into());
+        // A waiting call: never reaches the plugin.
+        p.cancel(&2.into());
+        // An id nobody has: nothing happens.
+        p.cancel(&9.into());
+        assert!(!p.finish(&1.into()), "cancelled while running: no answer");
+        let (c, _) = p.next(t0).unwrap();
+        assert_eq!(c.id, 3, "call 2 was dropped");
+        assert!(p.finish(&3.into()));
+        assert!(p.next(t0).is_none());
+    }
+
+    #[test]
+    fn a_full_queue_hands_the_call_back() {
+        let due = Instant::now();
+        let mut p = Pending::default();
+        for id in 0..MAX_QUEUED as u64 {
+            p.push(call(id, due)).unwrap();
+        }
+        let back = p.push(call(999, due)).unwrap_err();
+        assert_eq!(back.id, 999);
+    }
+
+    #[test]
+    fn the_worker_takes_what_the_reader_queues() {
+        let q = Arc::new(Queue::default());
+        let w = q.clone();
+        let t = std::thread::spawn(move || w.take());
+        q.push(call(5, Instant::now() + Duration::from_secs(3600)))
+            .unwrap();
+        let (c, expired) = t.join().unwrap();
+        assert_eq!((c.id, expired), (5.into(), false));
     }
 }
