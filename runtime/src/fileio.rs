@@ -1074,15 +1074,16 @@ pub const RESERVED_PREFIX: &str = ".stockade-tmp-";
 
 /// Remove from `dir` the temporary files [`reserve`] (so [`write_atomic`] and
 /// [`write_state_file`]) left when their process ended before the rename (a crash, SIGKILL):
-/// the audit log's directory calls this when the log is opened, for its head file's. Only what
-/// is certainly such a leftover of this uid goes: named `.stockade-tmp-…`, a regular file of one
-/// link owned by this uid, unchanged for [`LEFTOVER_AGE`], and not locked — every live one is
-/// locked by its maker, across processes and pid namespaces ([`reserve`]), so neither the file
-/// being written now nor another process's (the state directory's files, a report being
-/// produced) is taken. Opened without following a symlink and without blocking (a FIFO at the
-/// name), and removed by name only while the name still leads to the file checked; a name
-/// swapped in between by whoever can write `dir` is removed then, which that user could do
-/// itself. Best effort: what cannot be checked or removed stays.
+/// the audit log calls this on its directory (at its first append, then once a minute), for its
+/// head file's. Only what is certainly such a leftover of this uid goes: named
+/// `.stockade-tmp-…`, a regular file of one link owned by this uid, unchanged for
+/// [`LEFTOVER_AGE`], and not locked — every live one is locked by its maker, across processes
+/// and pid namespaces ([`reserve`]), so neither the file being written now nor another
+/// process's (the state directory's files, a report being produced) is taken. Opened without
+/// following a symlink and without blocking (a FIFO at the name), and removed by name only
+/// while the name still leads to the file checked; a name swapped in between by whoever can
+/// write `dir` is removed then, which that user could do itself. Best effort: what cannot be
+/// checked or removed stays.
 pub fn sweep_reserved(dir: &Path) {
     use nix::fcntl::{openat, AtFlags, OFlag};
     use nix::sys::stat::{fstat, fstatat, Mode};
