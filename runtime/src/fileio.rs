@@ -8,7 +8,9 @@
 //!   keys: a key file is never, even briefly, readable by others (the `fchmod` after the create
 //!   only puts back what the umask took off, for the files other users must read).
 //! - [`write_atomic`]: temp file in the same directory, `fsync`, `rename`, `fsync` the
-//!   directory: readers see the old file or the new one, never a torn one.
+//!   directory: readers see the old file or the new one, never a torn one. The temp file is
+//!   owner-only and locked without waiting until it is given its mode ([`reserve`]): another
+//!   user who could open it could otherwise lock it first and hang this process.
 //!   [`write_atomic_new`] is the same for a file that must not exist yet (an issued certificate,
 //!   a signed package): the temp file is linked into place only if the name is free, so an
 //!   existing file is never replaced, even by a race.
