@@ -35,7 +35,8 @@
 //! is reported (`--require-head` makes it a failure) but cannot say how much was lost. Against
 //! those, ship the records off the host (`journal`, forwarded) or the head's hash elsewhere.
 //! A crash between a head file's temporary file and its rename leaves `.stockade-tmp-…` in the
-//! log's directory; each append removes this uid's stale ones, never one a live writer holds
+//! log's directory; a log's first append removes this uid's stale ones, and then one append a
+//! minute (not each: the sweep lists the directory), never one a live writer holds
 //! (`fileio::sweep_reserved`).
 
 use crate::sys;
@@ -47,6 +48,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 use stockade_policy::operator::AuditSection;
 
 /// The schema name of every record.
@@ -261,6 +264,10 @@ pub struct AuditLog {
     journal: bool,
     /// stderr carries machine-readable output: the `stderr` sink may only use the journal.
     stderr_taken: bool,
+    /// When the `file`'s directory was last swept for a crash's temporary files
+    /// ([`sweep_due`]); shared by the clones, so a daemon sweeps once a minute at most,
+    /// however many records it appends.
+    swept: Arc<Mutex<Option<Instant>>>,
 }
 
 impl AuditLog {
@@ -271,6 +278,7 @@ impl AuditLog {
             stderr: a.stderr.unwrap_or(false),
             journal: a.journal.unwrap_or(false),
             stderr_taken: false,
+            swept: Arc::default(),
         }
     }
 
@@ -293,7 +301,7 @@ impl AuditLog {
     /// Append a record (chained to the file's last one) and send it to the other sinks.
     pub fn append(&self, mut r: Record) -> Result<Record, AuditError> {
         if let Some(path) = &self.file {
-            r = append_to_file(path, r)?;
+            r = append_to_file(path, r, &self.swept)?;
         } else {
             r.prev = GENESIS.into();
             r.hash = r.compute_hash()?;
@@ -313,7 +321,20 @@ impl AuditLog {
     }
 }
 
-fn append_to_file(path: &Path, mut r: Record) -> Result<Record, AuditError> {
+/// Whether the log's directory is to be swept for a crash's temporary files now, when it was
+/// last swept at `last` (`None`: not yet by this log): the first append sweeps, then one a
+/// minute ([`crate::fileio::LEFTOVER_AGE`], the age below which a leftover is not removed
+/// anyway). Not every append: a sweep lists the directory and looks at each temporary file in
+/// it, under the log's lock, and the daemon appends a record for every launch, exit and denial.
+fn sweep_due(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|t| now.saturating_duration_since(t) >= crate::fileio::LEFTOVER_AGE)
+}
+
+fn append_to_file(
+    path: &Path,
+    mut r: Record,
+    swept: &Mutex<Option<Instant>>,
+) -> Result<Record, AuditError> {
     let io = |source| AuditError::Io {
         path: path.to_path_buf(),
         source,
@@ -322,8 +343,15 @@ fn append_to_file(path: &Path, mut r: Record) -> Result<Record, AuditError> {
     crate::fileio::adopt_dir_owner(&f, path).map_err(io)?;
     sys::flock_exclusive(f.as_fd()).map_err(io)?;
     // A head file's temporary that a crash left (between its create and its rename): this
-    // uid's stale ones, never one in use (fileio::sweep_reserved).
-    crate::fileio::sweep_reserved(&crate::fileio::parent_dir(path));
+    // uid's stale ones, never one in use (fileio::sweep_reserved); when one is due.
+    {
+        let mut last = swept.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if sweep_due(*last, now) {
+            crate::fileio::sweep_reserved(&crate::fileio::parent_dir(path));
+            *last = Some(now);
+        }
+    }
     let len = f.metadata().map_err(io)?.len();
     let start = len.saturating_sub(MAX_RECORD);
     f.seek(SeekFrom::Start(start)).map_err(io)?;
@@ -753,6 +781,36 @@ mod tests {
         assert!(!stale.exists());
         assert!(fresh.exists());
         assert_eq!(verify_chain(&std::fs::read_to_string(&p).unwrap()), Ok(2));
+    }
+
+    /// The review's finding: every append listed the log's directory (the sweep), under the
+    /// log's lock, on the daemon's busiest path. A log sweeps on its first append, then once a
+    /// minute: a leftover that turns up after the first append stays through the next ones,
+    /// until a minute has gone (here: the last sweep set back) or another opening of the log
+    /// (another command) sweeps.
+    #[test]
+    fn a_log_sweeps_on_its_first_append_and_then_once_a_minute_not_every_time() {
+        let (d, p) = log(0);
+        let l = file_log(&p);
+        l.append(Record::new(Event::Launch, "ok")).unwrap();
+        let stale = d.path().join(".stockade-tmp-crashed");
+        std::fs::write(&stale, b"{").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(120))
+            .unwrap();
+        l.append(Record::new(Event::Launch, "ok")).unwrap();
+        l.clone().append(Record::new(Event::Launch, "ok")).unwrap();
+        assert!(stale.exists(), "swept again on a later append");
+        let minute_ago = Instant::now()
+            .checked_sub(crate::fileio::LEFTOVER_AGE)
+            .unwrap();
+        *l.swept.lock().unwrap() = Some(minute_ago);
+        l.append(Record::new(Event::Launch, "ok")).unwrap();
+        assert!(!stale.exists(), "not swept a minute later");
+        assert_eq!(verify_chain(&std::fs::read_to_string(&p).unwrap()), Ok(4));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //!   keys: a key file is never, even briefly, readable by others (the `fchmod` after the create
 //!   only puts back what the umask took off, for the files other users must read).
 //! - [`write_atomic`]: temp file in the same directory, `fsync`, `rename`, `fsync` the
-//!   directory: readers see the old file or the new one, never a torn one.
+//!   directory: readers see the old file or the new one, never a torn one. The temp file is
+//!   owner-only and locked without waiting until it is given its mode ([`reserve`]): another
+//!   user who could open it could otherwise lock it first and hang this process.
 //!   [`write_atomic_new`] is the same for a file that must not exist yet (an issued certificate,
 //!   a signed package): the temp file is linked into place only if the name is free, so an
 //!   existing file is never replaced, even by a race.
@@ -280,49 +282,76 @@ pub struct Reserved {
     path: PathBuf,
     dir: PathBuf,
     tmp: tempfile::NamedTempFile,
+    /// The mode [`Reserved::commit`] gives the file when it is not told one: the mode asked
+    /// for less the umask, as a plain create would have made it.
+    default_mode: u32,
 }
 
-/// Reserve `path`: create its temporary file (`mode` less the umask) in its directory, and lock
-/// it (`flock`, released when it is closed: committed, dropped, or its process gone).
+/// How many temporary names [`reserve`] tries before it gives up: each one found locked by
+/// someone else is left for a fresh one.
+const RESERVE_ROUNDS: usize = 8;
+
+/// Reserve `path`: create its temporary file in its directory, owner-only (0600) until the
+/// commit gives it its mode (`mode` less the umask, unless the commit says one), and lock it
+/// (`flock`, released when it is closed: committed, dropped, or its process gone).
+///
+/// Why 0600 and a lock that does not wait: `flock` needs only a descriptor open for reading, so
+/// any user who could read the temporary file could lock it first — the daemon's user, owner of
+/// the directory root writes `sources.json` or the audit log's head file in, can watch for
+/// `.stockade-tmp-…` names — and a blocking lock would hang root's command forever (for the
+/// head file, while it holds the log's lock, and with it every other writer). Owner-only, no
+/// other user can open it at all; should the lock still be held (a process of this uid), that
+/// file is dropped and another name tried, a few times, then this fails.
 pub fn reserve(path: &Path, mode: u32) -> Result<Reserved, FileError> {
+    use std::os::fd::AsFd;
     let dir = parent_dir(path);
-    // Opened here rather than by `tempfile_in`, which appends the temporary file's path to the
-    // error ("… at path …"): through a held directory that is a `/proc/self/fd/N/…` the reader
-    // cannot use, and the error names `path` already.
-    let tmp = tempfile::Builder::new()
-        .prefix(RESERVED_PREFIX)
-        .make_in(&dir, |tmp| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(tmp)
-        })
-        .map_err(|source| FileError::Write {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    // Nobody else locks a file this young ([`sweep_reserved`] looks only at older ones): this
-    // does not wait.
-    {
-        use std::os::fd::AsFd;
-        crate::sys::flock_exclusive(tmp.as_file().as_fd()).map_err(|source| FileError::Write {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    }
-    Ok(Reserved {
+    let wr = |source| FileError::Write {
         path: path.to_path_buf(),
-        dir,
-        tmp,
-    })
+        source,
+    };
+    // Read now, not at the commit: the mode a create at this moment would have given. Where the
+    // kernel does not say (before 4.7), the owner's bits alone: never more open than asked.
+    let default_mode = current_umask().map_or(mode & 0o700, |u| mode & !u);
+    for _ in 0..RESERVE_ROUNDS {
+        // Opened here rather than by `tempfile_in`, which appends the temporary file's path to
+        // the error ("… at path …"): through a held directory that is a `/proc/self/fd/N/…` the
+        // reader cannot use, and the error names `path` already.
+        let tmp = tempfile::Builder::new()
+            .prefix(RESERVED_PREFIX)
+            .make_in(&dir, |tmp| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(tmp)
+            })
+            .map_err(wr)?;
+        #[cfg(test)]
+        test_hook::after_reserve_create(tmp.path());
+        if crate::sys::try_flock_exclusive(tmp.as_file().as_fd()).map_err(wr)? {
+            return Ok(Reserved {
+                path: path.to_path_buf(),
+                dir,
+                tmp,
+                default_mode,
+            });
+        }
+        // Someone else holds it: this one is dropped (removed), and another name tried.
+    }
+    Err(wr(std::io::Error::new(
+        std::io::ErrorKind::WouldBlock,
+        format!(
+            "each of {RESERVE_ROUNDS} temporary files made for it was locked by another process"
+        ),
+    )))
 }
 
 impl Reserved {
-    /// Write `bytes`, set the exact `mode` (else the umask's) and `owner` when given, fsync,
-    /// rename into place (over an existing file only when `replace`), fsync the directory.
+    /// Write `bytes`, set the exact `mode` (else the mode asked of [`reserve`] less the umask)
+    /// and `owner` when given, fsync, rename into place (over an existing file only when
+    /// `replace`), fsync the directory.
     pub fn commit(
         mut self,
         bytes: &[u8],
@@ -337,13 +366,13 @@ impl Reserved {
         };
         // Through the file, not the `NamedTempFile`: its writes append the temporary path.
         self.tmp.as_file_mut().write_all(bytes).map_err(wr)?;
-        if let Some(mode) = mode {
-            // tempfile's mode is filtered by the umask; set it on the descriptor: exact.
-            self.tmp
-                .as_file()
-                .set_permissions(std::fs::Permissions::from_mode(mode))
-                .map_err(wr)?;
-        }
+        // The temporary file is 0600 until now ([`reserve`]); its mode is set on the descriptor,
+        // exactly, before it has its name.
+        let mode = mode.unwrap_or(self.default_mode);
+        self.tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(wr)?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::fchown(self.tmp.as_file(), Some(uid), Some(gid)).map_err(wr)?;
         }
@@ -983,17 +1012,22 @@ pub fn sweep_made_dirs_at(parent: &Path) {
     }
 }
 
-/// A hook between [`make_dir_at`]'s `mkdirat` and `openat`, for tests that play the parent's
-/// owner: it may swap something into the name just made (this thread's calls only).
+/// Hooks for tests that play another process: between [`make_dir_at`]'s `mkdirat` and
+/// `openat` (the parent's owner may swap something into the name just made), and between
+/// [`reserve`]'s create and its lock (another may open and lock the temporary file first).
+/// This thread's calls only.
 #[cfg(test)]
 pub(crate) mod test_hook {
     use std::cell::RefCell;
     use std::os::fd::BorrowedFd;
+    use std::path::Path;
 
     type Hook = Box<dyn FnMut(BorrowedFd<'_>, &str)>;
+    type PathHook = Box<dyn FnMut(&Path)>;
 
     thread_local! {
         static AFTER_MKDIR: RefCell<Option<Hook>> = RefCell::new(None);
+        static AFTER_RESERVE_CREATE: RefCell<Option<PathHook>> = RefCell::new(None);
     }
 
     /// Run `f(parent, name)` after every `mkdirat` of this thread's [`super::make_dir_at`] until
@@ -1003,12 +1037,20 @@ pub(crate) mod test_hook {
         Guard
     }
 
-    /// Clears the hook when dropped.
+    /// Run `f(temporary)` after every create of this thread's [`super::reserve`], before its
+    /// lock, until the guard returned is dropped.
+    pub(crate) fn set_after_reserve_create(f: impl FnMut(&Path) + 'static) -> Guard {
+        AFTER_RESERVE_CREATE.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+        Guard
+    }
+
+    /// Clears this thread's hooks when dropped.
     pub(crate) struct Guard;
 
     impl Drop for Guard {
         fn drop(&mut self) {
             AFTER_MKDIR.with(|h| *h.borrow_mut() = None);
+            AFTER_RESERVE_CREATE.with(|h| *h.borrow_mut() = None);
         }
     }
 
@@ -1019,6 +1061,14 @@ pub(crate) mod test_hook {
             }
         });
     }
+
+    pub(super) fn after_reserve_create(tmp: &Path) {
+        AFTER_RESERVE_CREATE.with(|h| {
+            if let Some(f) = h.borrow_mut().as_mut() {
+                f(tmp);
+            }
+        });
+    }
 }
 
 /// The prefix of [`reserve`]'s temporary files.
@@ -1026,15 +1076,16 @@ pub const RESERVED_PREFIX: &str = ".stockade-tmp-";
 
 /// Remove from `dir` the temporary files [`reserve`] (so [`write_atomic`] and
 /// [`write_state_file`]) left when their process ended before the rename (a crash, SIGKILL):
-/// the audit log's directory calls this when the log is opened, for its head file's. Only what
-/// is certainly such a leftover of this uid goes: named `.stockade-tmp-…`, a regular file of one
-/// link owned by this uid, unchanged for [`LEFTOVER_AGE`], and not locked — every live one is
-/// locked by its maker, across processes and pid namespaces ([`reserve`]), so neither the file
-/// being written now nor another process's (the state directory's files, a report being
-/// produced) is taken. Opened without following a symlink and without blocking (a FIFO at the
-/// name), and removed by name only while the name still leads to the file checked; a name
-/// swapped in between by whoever can write `dir` is removed then, which that user could do
-/// itself. Best effort: what cannot be checked or removed stays.
+/// the audit log calls this on its directory (at its first append, then once a minute), for its
+/// head file's. Only what is certainly such a leftover of this uid goes: named
+/// `.stockade-tmp-…`, a regular file of one link owned by this uid, unchanged for
+/// [`LEFTOVER_AGE`], and not locked — every live one is locked by its maker, across processes
+/// and pid namespaces ([`reserve`]), so neither the file being written now nor another
+/// process's (the state directory's files, a report being produced) is taken. Opened without
+/// following a symlink and without blocking (a FIFO at the name), and removed by name only
+/// while the name still leads to the file checked; a name swapped in between by whoever can
+/// write `dir` is removed then, which that user could do itself. Best effort: what cannot be
+/// checked or removed stays.
 pub fn sweep_reserved(dir: &Path) {
     use nix::fcntl::{openat, AtFlags, OFlag};
     use nix::sys::stat::{fstat, fstatat, Mode};
@@ -1565,5 +1616,98 @@ mod tests {
         assert!(in_use_path.exists(), "locked by its maker");
         in_use.commit(b"{}", None, None, false).unwrap();
         assert_eq!(std::fs::read(d.path().join("report.json")).unwrap(), b"{}");
+    }
+    /// Reserve `path` on another thread, with `lock` run on each temporary file made before
+    /// reserve locks it; the result (the temporary file's path) comes back on a channel. The
+    /// wait for it is only a guard against a hang (the blocking lock this replaced waited
+    /// forever), not a measure of anything.
+    fn reserve_beside(
+        path: PathBuf,
+        lock: impl FnMut(&Path) + Send + 'static,
+    ) -> Result<PathBuf, FileError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _hook = test_hook::set_after_reserve_create(lock);
+            let r = reserve(&path, 0o644);
+            let _ = tx.send(r.map(|r| {
+                let tmp = r.tmp.path().to_path_buf();
+                r.commit(b"done", None, None, true).unwrap();
+                tmp
+            }));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("reserve blocked on a temporary file another process had locked")
+    }
+
+    /// Open `tmp` anew (an open file description of its own, as another process would) and
+    /// lock it; the lock lasts as long as the file returned.
+    fn lock_elsewhere(tmp: &Path) -> File {
+        use std::os::fd::AsFd;
+        let f = File::open(tmp).unwrap();
+        assert!(crate::sys::try_flock_exclusive(f.as_fd()).unwrap());
+        f
+    }
+
+    /// The review's finding: `reserve` took its lock blocking, and anyone who could open the
+    /// temporary file (another user, in a directory it owns) could lock it first and hang the
+    /// command forever. A temporary file locked by another is now left for a fresh name.
+    #[test]
+    fn a_reserved_temporary_locked_by_another_is_left_for_a_fresh_one() {
+        let d = tempfile::tempdir().unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let mut n = 0;
+        let made = reserve_beside(d.path().join("report.json"), move |tmp| {
+            n += 1;
+            if n <= 2 {
+                held_tx
+                    .send((tmp.to_path_buf(), lock_elsewhere(tmp)))
+                    .unwrap();
+            }
+        })
+        .unwrap();
+        let held: Vec<(PathBuf, File)> = held_rx.try_iter().collect();
+        assert_eq!(held.len(), 2);
+        for (tmp, _) in &held {
+            assert_ne!(tmp, &made);
+            assert!(!tmp.exists(), "a temporary file given up on is removed");
+        }
+        assert_eq!(
+            std::fs::read(d.path().join("report.json")).unwrap(),
+            b"done"
+        );
+    }
+
+    /// Locked every time: an error after a few names, not a wait, and nothing left behind.
+    #[test]
+    fn a_reservation_whose_temporaries_are_all_locked_fails_and_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let err = reserve_beside(d.path().join("report.json"), move |tmp| {
+            held_tx.send(lock_elsewhere(tmp)).unwrap();
+        })
+        .unwrap_err();
+        assert_eq!(held_rx.try_iter().count(), RESERVE_ROUNDS);
+        assert!(
+            matches!(&err, FileError::Write { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    /// The temporary file is the owner's alone until the commit, whatever mode is asked for (so
+    /// no other user can open it to lock it); the commit gives it the mode asked for less the
+    /// umask, or the exact one it is told.
+    #[test]
+    fn a_reserved_temporary_is_owner_only_until_its_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let umask = current_umask().unwrap();
+        for (told, want) in [(None, 0o666 & !umask), (Some(0o640), 0o640)] {
+            let path = d.path().join("out");
+            let r = reserve(&path, 0o666).unwrap();
+            let tmp = std::fs::metadata(r.tmp.path()).unwrap();
+            assert_eq!(tmp.mode() & 0o7777, 0o600);
+            r.commit(b"x", told, None, true).unwrap();
+            assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o7777, want);
+        }
     }
 }

@@ -585,19 +585,19 @@ fn an_agent_that_does_not_read_holds_the_newest_announcement_not_every_one() {
         return;
     }
     const FIRST: usize = 140;
-    const LATE: usize = 60;
+    let (late_n, cap) = late_registrations(FIRST);
     let first: Vec<String> = (1..=FIRST).map(|i| format!("on:h{i:060}")).collect();
-    let late: Vec<String> = (1..=LATE).map(|i| format!("on:late{i:060}")).collect();
+    let late: Vec<String> = (1..=late_n).map(|i| format!("on:late{i:060}")).collect();
     let all: Vec<&str> = first.iter().chain(&late).map(String::as_str).collect();
     // One registration every 100 ms: one announcement of the whole list each.
-    let script = register_one_by_one(&first, LATE, "on:late%060d", "sleep 0.1");
+    let script = register_one_by_one(&first, late_n, "on:late%060d", "sleep 0.1");
     let fx = Fixture::new();
     let pkg = pack_script(&fx, "late", &all, &script);
-    // Every announcement (the whole list, at most 13.5 KiB) fits in a quarter of the cap: the
-    // agent is never without room, so never dropped for a stall, however long this takes.
+    // Every announcement (the whole list) fits in a quarter of the cap: the agent is never
+    // without room, so never dropped for a stall, however long this takes.
     let mut s = Serve::start(
         &fx,
-        "[serve]\nmax_outbound_bytes = 65536\n[health]\nping_interval_ms = 0\n",
+        &format!("[serve]\nmax_outbound_bytes = {cap}\n[health]\nping_interval_ms = 0\n"),
         None,
     );
     let (slow, _w) = connect_raw(&s, Duration::from_secs(30));
@@ -606,7 +606,7 @@ fn an_agent_that_does_not_read_holds_the_newest_announcement_not_every_one() {
     // The reading agent sees every registration through.
     loop {
         let st = c.wait_state("late", "ready");
-        if st["hooks"].as_array().map(Vec::len) == Some(FIRST + LATE) {
+        if st["hooks"].as_array().map(Vec::len) == Some(FIRST + late_n) {
             break;
         }
     }
@@ -618,7 +618,7 @@ fn an_agent_that_does_not_read_holds_the_newest_announcement_not_every_one() {
         let p = &m["params"];
         if m["method"] == "plugin_state" && p["plugin"] == "late" && p["state"] == "ready" {
             readies += 1;
-            whole = p["hooks"].as_array().map(Vec::len) == Some(FIRST + LATE);
+            whole = p["hooks"].as_array().map(Vec::len) == Some(FIRST + late_n);
             if whole {
                 break;
             }
@@ -629,9 +629,42 @@ fn an_agent_that_does_not_read_holds_the_newest_announcement_not_every_one() {
         "the agent that did not read was dropped after {readies} announcements: {}",
         s.log()
     );
-    assert!(readies < LATE, "{readies} announcements: none was replaced");
+    assert!(
+        readies < late_n,
+        "{readies} announcements: none was replaced"
+    );
     assert!(!s.log().contains("dropped"), "{}", s.log());
     assert_eq!(s.stop(), 0);
+}
+
+/// How many hooks the test above registers late, and the outbound cap it sets, for the test to
+/// hold on this host. What the agent that does not read gets is what the daemon's socket to it
+/// took, then what its queue held: the socket takes up to its send buffer — the host's
+/// `net.core.wmem_default`, which the daemon does not change, and half as much again (the
+/// kernel lets the write that reaches the limit through; the agent's receive buffer does not
+/// count for a Unix stream socket) — and the queue up to the cap. Every announcement carries at
+/// least the first `first` hooks (67 bytes each at least), so the agent can get no more
+/// announcements than those two hold; with more registrations than that, some must have been
+/// replaced. 60 with the usual 208 KiB (the agent got 19 announcements here); more on a host
+/// with a larger default: with 60 fixed, a default above ≈ 0.7 MB took all 60 in the socket,
+/// none needed replacing, and the test failed though nothing was wrong. The cap is kept at four
+/// times the largest announcement (and at least 64 KiB).
+fn late_registrations(first: usize) -> (usize, usize) {
+    let wmem: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_default")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (smallest, per_hook_max, overhead) = (first * 67, 71, 512);
+    let mut late = 60;
+    loop {
+        let cap = (4 * ((first + late) * per_hook_max + overhead)).max(65536);
+        let gets_at_most = (wmem * 3 / 2 + cap).div_ceil(smallest) + 1;
+        if late > gets_at_most {
+            return (late, cap);
+        }
+        late = gets_at_most + 1;
+    }
 }
 
 /// A raw connection to the daemon (reading end with `timeout`, writing end).

@@ -74,11 +74,16 @@ fn serving(fx: &Fixture) -> (Serve, Client, std::path::PathBuf, std::path::PathB
 
 /// Wait until the daemon's log says `needle` (30 s at most).
 fn wait_log(s: &Serve, needle: &str) {
+    wait_log_count(s, needle, 1);
+}
+
+/// Wait until the daemon's log holds `needle` at least `n` times (fail after 30 s).
+fn wait_log_count(s: &Serve, needle: &str, n: usize) {
     let start = std::time::Instant::now();
-    while !s.log().contains(needle) {
+    while s.log().matches(needle).count() < n {
         assert!(
             start.elapsed() < std::time::Duration::from_secs(30),
-            "never logged `{needle}`: {}",
+            "never logged `{needle}` {n} times: {}",
             s.log()
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -562,8 +567,9 @@ fn a_restart_under_a_license_that_no_longer_covers_the_plugin_waits_for_the_righ
     assert_eq!(st["quarantined"], false, "{st}");
     assert_eq!(st["trust_refusal"]["kind"], "scope.license", "{st}");
     assert_eq!(st["trust_refusal"]["exit"], 85, "{st}");
-    // Let a few retries go by: one denial on record for the refusals in a row, not one each.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Three refusals in a row (the daemon logs each retry it refuses): one denial on record for
+    // them, not one each.
+    wait_log_count(&s, "plugin hello: not restarted, trying again", 3);
     let denials = std::fs::read_to_string(&audit)
         .unwrap()
         .lines()

@@ -403,6 +403,24 @@ mod tests {
 
     fn pair(max_out: usize) -> (Conn, std::os::unix::net::UnixStream) {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        wrap(a, b, max_out)
+    }
+
+    /// [`pair`] whose kernel buffer holds `sndbuf` bytes or so (the kernel doubles it, within
+    /// its bounds) whatever the host's default (`net.core.wmem_default`): for a test that needs
+    /// a message larger than what the socket takes at once.
+    fn small_pair(max_out: usize, sndbuf: usize) -> (Conn, std::os::unix::net::UnixStream) {
+        use nix::sys::socket::{setsockopt, sockopt::SndBuf};
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        setsockopt(&a, SndBuf, &sndbuf).unwrap();
+        wrap(a, b, max_out)
+    }
+
+    fn wrap(
+        a: std::os::unix::net::UnixStream,
+        b: std::os::unix::net::UnixStream,
+        max_out: usize,
+    ) -> (Conn, std::os::unix::net::UnixStream) {
         a.set_nonblocking(true).unwrap();
         let peer = PeerCred {
             pid: 1,
@@ -558,7 +576,8 @@ mod tests {
     /// is an announcement of another process; and a message partly written stays whole.
     #[test]
     fn changes_of_state_are_kept_and_a_message_partly_written_is_not_replaced() {
-        let (mut c, mut peer) = pair(4 << 20);
+        // The big announcement below (≈ 600 KB) must not fit in the socket at once.
+        let (mut c, mut peer) = small_pair(4 << 20, 64 * 1024);
         for (s, pid) in [
             ("ready", 7),
             ("exited", 7),
