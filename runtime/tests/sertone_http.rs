@@ -77,6 +77,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Send `raw` on a fresh connection and read the whole answer: its status (0: closed with
+/// none).
+fn raw_status(port: u16, raw: &str) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)
+        .expect("the front answers and closes");
+    resp.split(' ').nth(1).map_or(0, |st| st.parse().unwrap())
+}
+
 /// One HTTP/1.1 exchange with the front (Connection: close). Returns (status, JSON body).
 fn http(port: u16, method: &str, path: &str, body: &Value) -> (u16, Value) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -88,7 +100,7 @@ fn http(port: u16, method: &str, path: &str, body: &Value) -> (u16, Value) {
     };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{b}",
         b.len()
     )
@@ -506,6 +518,13 @@ fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
         log.contains("plugin hang bypassed (fail-open)"),
         "the bypass is reported: {log}"
     );
+    // Three rounds within one log interval: one line, not one per request.
+    assert_eq!(
+        log.matches("pre_request: plugin badfee bypassed (fail-open):")
+            .count(),
+        1,
+        "{log}"
+    );
     assert!(
         log.contains("plugin crash: restarting") || log.contains("plugin crash: crashed"),
         "{log}"
@@ -770,4 +789,84 @@ fn run_passes_the_http_plugins_own_exit_status_through() {
         Some(128 + libc::SIGABRT),
         "killed by SIGABRT"
     );
+}
+
+/// The auditor's attacks on the front itself (no plugin needed): a page's simple POST and a
+/// rebound name are refused; connections holding partial heads are closed (408) in time, so
+/// they cannot keep `max_connections` full; a peer pipelining requests and never reading the
+/// answers is stopped being read, then dropped, while another client is served.
+#[test]
+fn the_front_refuses_pages_slow_heads_and_unread_floods() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (mut s, port) = start(&fx, &[], "", "[sertone]\nmax_connections = 4\n");
+    let body = pre("0a1b", "r1").to_string();
+    let page = format!(
+        "POST /sertone/pre-request HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: \
+         http://evil.example\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(raw_status(port, &page), 403);
+    let plain = page.replace("Origin: http://evil.example\r\n", "");
+    assert_eq!(raw_status(port, &plain), 415);
+    let rebound = format!("GET /sertone/info HTTP/1.1\r\nHost: evil.example:{port}\r\n\r\n");
+    assert_eq!(raw_status(port, &rebound), 421);
+
+    // Slowloris: every slot held by a partial request head.
+    let mut slow: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.write_all(b"POST /sertone/pre-request HTTP/1.1\r\n")
+                .unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            c
+        })
+        .collect();
+    for c in &mut slow {
+        let mut resp = String::new();
+        c.read_to_string(&mut resp)
+            .expect("a partial head is answered and closed in time");
+        assert!(resp.starts_with("HTTP/1.1 408 "), "{resp}");
+    }
+    assert_eq!(http(port, "GET", "/sertone/info", &Value::Null).0, 200);
+    let lines = s.log().matches("request head not whole in time").count();
+    assert_eq!(lines, 1, "one line per interval:\n{}", s.log());
+
+    // More pipelined input than one turn reads (the read cap is 72 KiB), read by a client that
+    // reads its answers: every request answered, none left stalled in the socket.
+    let n = 3000;
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let reqs = format!("GET /sertone/info HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+        .repeat(n - 1)
+        + &format!(
+            "GET /sertone/info HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        );
+    assert!(reqs.len() > 100 * 1024);
+    let writer = std::thread::spawn(move || w.write_all(reqs.as_bytes()));
+    let mut resp = String::new();
+    c.read_to_string(&mut resp)
+        .expect("every pipelined request answered");
+    writer.join().unwrap().unwrap();
+    assert_eq!(resp.matches("HTTP/1.1 200 OK").count(), n);
+
+    // A flood of pipelined requests whose answers are never read.
+    let mut flood = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = format!("GET /x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").repeat(2000);
+        // Far more than every socket buffer between the two ends holds.
+        for _ in 0..(64 << 20) / chunk.len() {
+            flood.write_all(chunk.as_bytes())?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    assert_eq!(http(port, "GET", "/sertone/info", &Value::Null).0, 200);
+    let r = writer.join().unwrap();
+    assert!(r.is_err(), "the flood was read to its end\n{}", s.log());
+    assert_eq!(http(port, "GET", "/sertone/info", &Value::Null).0, 200);
+    assert!(s.log().contains("answers not read in time"), "{}", s.log());
+    assert_eq!(s.stop(), 0, "{}", s.log());
 }

@@ -15,7 +15,9 @@
 //!
 //! Refusals are logged ([`RefusalLog`]) at most once per [`REFUSAL_LOG_INTERVAL`] per reason, the
 //! rest counted and said in one line when the interval ends: a peer that connects in a loop
-//! is refused every time (one protocol line each) but cannot flood the daemon's log.
+//! is refused every time (one protocol line each) but cannot flood the daemon's log. The same
+//! log, keyed by its own reasons, rate-limits the Sertone front's refusals and its bypass lines
+//! (host/sertone.rs).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -103,18 +105,27 @@ pub fn admit(l: &Limits, privileged: bool, open: usize, open_of_uid: usize) -> R
     Ok(())
 }
 
-/// The refusals' log, at most one line per reason per [`REFUSAL_LOG_INTERVAL`].
-#[derive(Debug, Default)]
-pub struct RefusalLog {
+/// The refusals' log, at most one line per reason per [`REFUSAL_LOG_INTERVAL`]. A reason is
+/// any ordered key: the agent socket's [`Refusal`] by default.
+#[derive(Debug)]
+pub struct RefusalLog<K = Refusal> {
     /// Per reason: when its interval ends (its last line + the interval), and the refusals
     /// not logged since.
-    held: BTreeMap<Refusal, (Instant, u64)>,
+    held: BTreeMap<K, (Instant, u64)>,
 }
 
-impl RefusalLog {
+impl<K> Default for RefusalLog<K> {
+    fn default() -> Self {
+        Self {
+            held: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone> RefusalLog<K> {
     /// A refusal for `why` at `now`: whether to log it (then its line is written now, and the
     /// interval begins), else it is counted.
-    pub fn note(&mut self, why: Refusal, now: Instant) -> bool {
+    pub fn note(&mut self, why: K, now: Instant) -> bool {
         match self.held.get_mut(&why) {
             Some((until, n)) if now < *until => {
                 *n += 1;
@@ -138,14 +149,14 @@ impl RefusalLog {
 
     /// The counts of the intervals ended by `now`, one per reason that had refusals not logged
     /// (its next one is logged at once again).
-    pub fn due(&mut self, now: Instant) -> Vec<(Refusal, u64)> {
+    pub fn due(&mut self, now: Instant) -> Vec<(K, u64)> {
         let mut out = Vec::new();
         self.held.retain(|why, (until, n)| {
             if now < *until {
                 return true;
             }
             if *n > 0 {
-                out.push((*why, *n));
+                out.push((why.clone(), *n));
             }
             false
         });

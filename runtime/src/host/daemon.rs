@@ -249,7 +249,15 @@ impl Daemon {
                 let d = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(d, |t| t.min(d)));
             }
-            if !self.hot.is_empty() {
+            if let Some(at) = self
+                .front
+                .as_ref()
+                .and_then(super::sertone::Front::next_due)
+            {
+                let d = at.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            }
+            if !self.hot.is_empty() || self.front.as_ref().is_some_and(|f| !f.hot.is_empty()) {
                 timeout = Some(std::time::Duration::ZERO);
             }
             if self.sup.poll(&mut events, timeout).is_err() {
@@ -259,6 +267,11 @@ impl Daemon {
             // Connections left over from the last turn; those this turn's reads leave over wait
             // for the next one (each is served once a turn).
             let hot = std::mem::take(&mut self.hot);
+            let front_hot = self
+                .front
+                .as_mut()
+                .map(|f| std::mem::take(&mut f.hot))
+                .unwrap_or_default();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -296,11 +309,15 @@ impl Daemon {
             for t in hot {
                 self.read_conn(t, &mut buf, now);
             }
+            for t in front_hot {
+                self.sertone_event(t, now);
+            }
             self.sup.serve_hot(Instant::now());
             self.sup.fire_timers(Instant::now());
             self.route();
             self.expire_fanouts(Instant::now());
             self.log_held_refusals(Instant::now());
+            self.sertone_timers(Instant::now());
         }
         self.route();
         self.flush_conns();
