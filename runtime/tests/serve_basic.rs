@@ -685,23 +685,30 @@ fn verifying_a_large_package_does_not_eat_the_plugins_handshake_window() {
     // build here) and long enough for the worker's handshake after its launch (tens of ms).
     let t = std::time::Instant::now();
     assert_eq!(fx.verify("big.stockade", &[]).code, 0);
-    let window = (t.elapsed() * 2 / 3).max(std::time::Duration::from_millis(500));
-    let policy = format!(
-        "{POLICY}\n[protocol]\nhandshake_timeout_ms = {}\n",
-        window.as_millis()
-    );
-    let mut s = Serve::start(&fx, "", Some(&policy));
-    let mut c = s.client();
-    let t = std::time::Instant::now();
-    let r = c.call("plugin_load", json!({"package": "big.stockade"}));
-    let took = t.elapsed();
-    assert_eq!(r["result"]["state"], "ready", "{r}\n{}", s.log());
-    // Else this run proved nothing: the whole load fitted in the window.
-    assert!(
-        took > window,
-        "the load took {took:?}, the window was {window:?}"
-    );
-    assert_eq!(s.stop(), 0);
+    let mut window = (t.elapsed() * 2 / 3).max(std::time::Duration::from_millis(500));
+    // A load that fitted in the window proved nothing (the measurement above ran while the
+    // host was busier than the load did): again with a window below what the load took.
+    for attempt in 1.. {
+        let policy = format!(
+            "{POLICY}\n[protocol]\nhandshake_timeout_ms = {}\n",
+            window.as_millis()
+        );
+        let mut s = Serve::start(&fx, "", Some(&policy));
+        let mut c = s.client();
+        let t = std::time::Instant::now();
+        let r = c.call("plugin_load", json!({"package": "big.stockade"}));
+        let took = t.elapsed();
+        assert_eq!(r["result"]["state"], "ready", "{r}\n{}", s.log());
+        assert_eq!(s.stop(), 0);
+        if took > window {
+            return;
+        }
+        assert!(
+            attempt < 3,
+            "the load took {took:?}, within the window of {window:?}, three times"
+        );
+        window = (took / 2).max(std::time::Duration::from_millis(500));
+    }
 }
 
 /// The work directories of a daemon's extracted packages under `<state>/trees`.
