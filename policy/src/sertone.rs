@@ -111,6 +111,11 @@ pub fn valid_address(s: &str) -> bool {
     s.len() == 42 && s.starts_with("0x") && s[2..].bytes().all(|c| c.is_ascii_hexdigit())
 }
 
+/// Whether `hook` is one of the Sertone hooks.
+pub fn is_sertone_hook(hook: &str) -> bool {
+    hook == PRE_REQUEST || hook == POST_RESPONSE
+}
+
 /// A plugin's valid pre-request answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreAnswer {

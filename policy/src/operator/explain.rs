@@ -123,7 +123,7 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
                 super::layers::dotted(std::slice::from_ref(hook))
             )
         };
-        let open = h.failure == FailureMode::Open;
+        let open = op.host.failure(hook) == FailureMode::Open;
         push(
             "hook",
             &format!("{hook} failure"),
@@ -480,10 +480,9 @@ pub fn exposure(op: &ResolvedPolicy, eff: &EffectivePolicy) -> (f64, Vec<Exposur
             "hook_fail_open",
             0.5,
             f64::from(u8::from(
-                op.host
-                    .hooks
-                    .values()
-                    .any(|h| h.failure == FailureMode::Open),
+                eff.hooks
+                    .iter()
+                    .any(|h| op.host.failure(h) == FailureMode::Open),
             )),
         ),
         ("medium_risk_capabilities", 0.5, share),

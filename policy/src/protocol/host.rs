@@ -12,14 +12,28 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the runtime answers when a hook's plugin fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureMode {
-    /// Return the error to the agent (the default: deny-by-default also for answers).
-    #[default]
+    /// Return the error to the agent (deny by default, also for answers): the default of
+    /// every hook but the Sertone ones ([`FailureMode::default_for`]).
     Closed,
     /// Bypass the plugin: answer with the hook's `default` and report the bypass (seed 003).
     Open,
+}
+
+impl FailureMode {
+    /// The mode of `hook` when the policy does not set `failure`: open for the Sertone hooks,
+    /// whose seed promises that a plugin's failure never blocks traffic (seed 003), closed for
+    /// every other hook (deny by default). Per hook rather than per section, so that a section
+    /// written only to raise `deadline_ms` does not also flip the mode.
+    pub fn default_for(hook: &str) -> Self {
+        if crate::sertone::is_sertone_hook(hook) {
+            Self::Open
+        } else {
+            Self::Closed
+        }
+    }
 }
 
 /// `[hooks."<hook>"]`.
@@ -28,9 +42,9 @@ pub enum FailureMode {
 pub struct HookPolicy {
     /// Milliseconds the plugin has to answer (caps an agent's `deadline_ms`).
     pub deadline_ms: Option<u64>,
-    /// Fail open or closed.
-    #[serde(default)]
-    pub failure: FailureMode,
+    /// Fail open or closed. Unset: [`FailureMode::default_for`] the hook (read it through
+    /// [`HostPolicy::failure`], never this field alone).
+    pub failure: Option<FailureMode>,
     /// The fail-open answer (JSON `null` when absent).
     #[schemars(with = "Option<serde_json::Value>")]
     pub default: Option<toml::Value>,
@@ -160,6 +174,15 @@ impl HostPolicy {
         requested.map_or(cap, |r| r.min(cap))
     }
 
+    /// The failure mode of `hook`: its section's `failure`, else the hook's default
+    /// ([`FailureMode::default_for`]).
+    pub fn failure(&self, hook: &str) -> FailureMode {
+        self.hooks
+            .get(hook)
+            .and_then(|h| h.failure)
+            .unwrap_or_else(|| FailureMode::default_for(hook))
+    }
+
     /// Range-check the values (used by [`split_policy`] and the operator policy merge).
     pub fn validate(&self) -> Result<(), HostPolicyError> {
         let p = &self.protocol;
@@ -269,8 +292,28 @@ default = { allow = true }
         assert_eq!(hp.deadline_ms("on:flow.new", Some(5000)), 100);
         assert_eq!(hp.deadline_ms("other", None), 250);
         let h = &hp.hooks["on:flow.new"];
-        assert_eq!(h.failure, FailureMode::Open);
+        assert_eq!(h.failure, Some(FailureMode::Open));
+        assert_eq!(hp.failure("on:flow.new"), FailureMode::Open);
         assert_eq!(default_json(h), serde_json::json!({"allow": true}));
+    }
+
+    #[test]
+    fn a_hook_section_without_failure_keeps_the_hooks_default_mode() {
+        // Raising a Sertone hook's deadline must not also make it fail closed (seed 003:
+        // plugin failure never blocks traffic), and other hooks stay deny-by-default.
+        let (_, hp) = split_policy(
+            "version = 1\n[hooks.\"on:sertone.pre_request\"]\ndeadline_ms = 1200\n\
+             [hooks.\"on:flow.new\"]\ndeadline_ms = 1200\n",
+        )
+        .unwrap();
+        assert_eq!(hp.failure(crate::sertone::PRE_REQUEST), FailureMode::Open);
+        assert_eq!(hp.failure(crate::sertone::POST_RESPONSE), FailureMode::Open);
+        assert_eq!(hp.failure("on:flow.new"), FailureMode::Closed);
+        assert_eq!(hp.failure("on:other"), FailureMode::Closed);
+        let (_, hp) =
+            split_policy("version = 1\n[hooks.\"on:sertone.pre_request\"]\nfailure = \"closed\"\n")
+                .unwrap();
+        assert_eq!(hp.failure(crate::sertone::PRE_REQUEST), FailureMode::Closed);
     }
 
     #[test]

@@ -417,11 +417,12 @@ impl Daemon {
         let outcomes: Vec<(String, Outcome)> = results
             .into_iter()
             .map(|(name, entry)| {
+                // The mode of the hook, not of its section (a section that only raises
+                // `deadline_ms` keeps the Sertone hooks' fail-open default).
                 let closed = self
                     .plugins
                     .get(&name)
-                    .and_then(|e| e.host.hooks.get(hook))
-                    .is_some_and(|h| h.failure == FailureMode::Closed);
+                    .is_some_and(|e| e.host.failure(hook) == FailureMode::Closed);
                 let out = match entry {
                     None => Outcome::Failed {
                         why: pending_why(deadline),
