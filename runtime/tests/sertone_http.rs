@@ -392,9 +392,21 @@ class H(BaseHTTPRequestHandler):
         if MODE == "abort":
             os.abort()
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path == "/sertone/post-response":
             return self.answer(b'{"quality_signal": 1}')
+        if MODE == "fee":
+            return self.answer(json.dumps({"allow": True, "additional_fee_usdc": os.environ["FEE"],
+                                           "fee_destination": os.environ["DEST"]}).encode())
+        if json.loads(body).get("consumer_wallet_hash") == "quiet":
+            return self.answer(b'{"allow": true}')
+        if MODE == "badallow":
+            return self.answer(b'{"allow": "yes"}')
+        if MODE == "denylong":
+            return self.answer(json.dumps({"allow": False, "reason": "r" * 600,
+                                           "additional_fee_usdc": "-1"}).encode())
+        if MODE == "echo":
+            return self.answer(json.dumps({"allow": False, "reason": body.decode()}).encode())
         if MODE == "crash":
             os._exit(3)
         if MODE == "slow":
@@ -510,6 +522,91 @@ fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
         log.contains("plugin crash: restarting") || log.contains("plugin crash: crashed"),
         "{log}"
     );
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// The operator's hook policy decides what an answer may do: `failure = "closed"` denies on an
+/// invalid answer too; a deadline-only section keeps the Sertone hooks' fail-open default; a
+/// denial is honoured despite invalid optional fields; fees are capped and their destination
+/// pinned.
+#[test]
+fn answers_are_held_to_the_operators_hook_policy() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let src = fx.dir().join("faulty.py");
+    std::fs::write(&src, FAULTY).unwrap();
+    let pin = format!("0x{}", "A".repeat(40));
+    let py = "/usr/bin/python3";
+    let fee = |name: &str, fee: &str, dest: &str| {
+        pack_http(
+            &fx,
+            name,
+            &src,
+            py,
+            json!({"MODE": "fee", "FEE": fee, "DEST": dest}),
+        )
+    };
+    let mode = |name: &str, mode: &str| pack_http(&fx, name, &src, py, json!({"MODE": mode}));
+    let pkgs = [
+        mode("badallow", "badallow"),
+        mode("denylong", "denylong"),
+        mode("echo", "echo"),
+        mode("garbage", "garbage"),
+        fee("fair", "0.05", &pin.to_ascii_lowercase()),
+        fee("greedy", "0.5", &format!("0x{}", "b".repeat(40))),
+    ];
+    let pre_hook = "hooks.\"on:sertone.pre_request\"";
+    let policy = format!(
+        "[plugin.badallow.{pre_hook}]\nfailure = \"closed\"\n\
+         [plugin.garbage.{pre_hook}]\ndeadline_ms = 1200\n\
+         [plugin.greedy.{pre_hook}]\nmax_fee_usdc = \"0.1\"\n\
+         [plugin.fair.{pre_hook}]\nmax_fee_usdc = \"0.1\"\nfee_destination = \"{pin}\"\n"
+    );
+    let refs: Vec<&PathBuf> = pkgs.iter().collect();
+    let (mut s, port) = start(&fx, &refs, &policy, "[sertone]\ndeadline_ms = 3000\n");
+
+    let (st, r) = http(port, "POST", "/sertone/pre-request", &pre("0a", "h1"));
+    assert_eq!(st, 200);
+    assert_eq!(r["allow"], false, "{r}");
+    let names = |k: &str| -> Vec<String> {
+        r[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["plugin"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // An invalid answer under `failure = "closed"` denies, as a timeout would.
+    // A denial with a 600-byte reason and a bad fee is still a denial, its reason cut.
+    assert_eq!(names("denials"), ["badallow", "denylong", "echo"], "{r}");
+    let why = r["denials"][0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("invalid answer") && why.contains("allow"),
+        "{r}"
+    );
+    assert_eq!(r["denials"][1]["reason"], "r".repeat(512), "{r}");
+    let dropped = r["denials"][1]["dropped"].to_string();
+    assert!(
+        dropped.contains("reason") && dropped.contains("additional_fee_usdc"),
+        "{r}"
+    );
+    // `deadline_ms` alone leaves the hook fail-open: garbage is bypassed, not a denial.
+    assert_eq!(names("bypassed"), ["garbage", "greedy"], "{r}");
+
+    // Fees: the one within the cap counts, to the pinned address; the one past it is invalid.
+    let (_, r) = http(port, "POST", "/sertone/pre-request", &pre("quiet", "h2"));
+    assert_eq!(r["allow"], true, "{r}");
+    assert_eq!(r["additional_fee_usdc"], "0.05", "{r}");
+    assert_eq!(r["fee_destination"], pin.as_str(), "{r}");
+    assert_eq!(r["fees"].as_array().unwrap().len(), 1, "{r}");
+    let greedy = &r["bypassed"][0];
+    assert_eq!(greedy["plugin"], "greedy", "{r}");
+    assert!(
+        greedy["why"].as_str().unwrap().contains("max_fee_usdc"),
+        "{r}"
+    );
+
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
 

@@ -151,6 +151,27 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
             op.origin(&key("cache_ttl_ms")),
             String::new(),
         );
+        if hook == crate::sertone::PRE_REQUEST {
+            // Money a control center pays on the plugin's word: shown even when unset.
+            push(
+                "hook",
+                &format!("{hook} max_fee_usdc"),
+                json!(h.max_fee_usdc.as_deref().unwrap_or("none")),
+                None,
+                None,
+                op.origin(&key("max_fee_usdc")),
+                "no fee above zero is accepted when unset".to_string(),
+            );
+            push(
+                "hook",
+                &format!("{hook} fee_destination"),
+                json!(h.fee_destination.as_deref().unwrap_or("any")),
+                None,
+                None,
+                op.origin(&key("fee_destination")),
+                String::new(),
+            );
+        }
     }
     push(
         "hook",

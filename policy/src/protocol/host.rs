@@ -54,6 +54,15 @@ pub struct HookPolicy {
     /// whose answer depends on nothing but its payload, which the operator asserts by setting
     /// it. Absent or 0: no cache. At most 86 400 000 (24 h, the seed's longest default TTL).
     pub cache_ttl_ms: Option<u64>,
+    /// `on:sertone.pre_request` only: the largest `additional_fee_usdc` a plugin's answer may
+    /// ask, a USDC decimal string (at most 6 fractional digits). Unset: no fee above zero is
+    /// accepted — a plugin's fee reaches the fields a control center pays from only when the
+    /// operator allowed that much. An answer past it is invalid (a failure, under `failure`).
+    pub max_fee_usdc: Option<String>,
+    /// `on:sertone.pre_request` only: the one EVM address (`0x` + 40 hex digits) a fee may go
+    /// to. Unset: the plugin's `fee_destination` is taken as it answers it. An answer naming
+    /// another is invalid.
+    pub fee_destination: Option<String>,
 }
 
 /// `[capabilities]`.
@@ -157,6 +166,14 @@ pub enum HostPolicyError {
     /// A value is out of range.
     #[error("`{0}` is out of range")]
     Range(&'static str),
+    /// A key that means something only on one hook is set on another.
+    #[error("`{key}` applies only to the hook `{hook}`")]
+    OnlyFor {
+        /// The key, as `hooks.*.<name>`.
+        key: &'static str,
+        /// The one hook it applies to.
+        hook: &'static str,
+    },
     /// The sandbox half is invalid.
     #[error("invalid sandbox policy")]
     Sandbox(#[source] SandboxPolicyError),
@@ -227,6 +244,34 @@ impl HostPolicy {
             .any(|h| h.cache_ttl_ms.is_some_and(|t| t > 86_400_000))
         {
             return Err(HostPolicyError::Range("hooks.*.cache_ttl_ms"));
+        }
+        for (hook, h) in &self.hooks {
+            // Fee keys on another hook would be silently meaningless: refused as a likely typo.
+            if hook != crate::sertone::PRE_REQUEST {
+                for (key, set) in [
+                    ("hooks.*.max_fee_usdc", h.max_fee_usdc.is_some()),
+                    ("hooks.*.fee_destination", h.fee_destination.is_some()),
+                ] {
+                    if set {
+                        return Err(HostPolicyError::OnlyFor {
+                            key,
+                            hook: crate::sertone::PRE_REQUEST,
+                        });
+                    }
+                }
+            }
+            if h.max_fee_usdc
+                .as_deref()
+                .is_some_and(|f| crate::sertone::micro_usdc(f).is_none())
+            {
+                return Err(HostPolicyError::Range("hooks.*.max_fee_usdc"));
+            }
+            if h.fee_destination
+                .as_deref()
+                .is_some_and(|d| !crate::sertone::valid_address(d))
+            {
+                return Err(HostPolicyError::Range("hooks.*.fee_destination"));
+            }
         }
         Ok(())
     }
@@ -314,6 +359,47 @@ default = { allow = true }
             split_policy("version = 1\n[hooks.\"on:sertone.pre_request\"]\nfailure = \"closed\"\n")
                 .unwrap();
         assert_eq!(hp.failure(crate::sertone::PRE_REQUEST), FailureMode::Closed);
+    }
+
+    #[test]
+    fn fee_keys_are_checked_and_only_for_the_pre_request_hook() {
+        let pre = "[hooks.\"on:sertone.pre_request\"]";
+        let dest = format!("0x{}", "a".repeat(40));
+        let ok =
+            format!("version = 1\n{pre}\nmax_fee_usdc = \"0.001\"\nfee_destination = \"{dest}\"\n");
+        let (_, hp) = split_policy(&ok).unwrap();
+        let r = crate::sertone::Rules::of(&hp, crate::sertone::PRE_REQUEST);
+        assert_eq!(r.max_fee, Some(1000));
+        assert_eq!(r.fee_destination, Some(dest.clone()));
+        assert!(!r.closed);
+        for (text, key) in [
+            (
+                format!("{pre}\nmax_fee_usdc = \"0.0000001\""),
+                "hooks.*.max_fee_usdc",
+            ),
+            (
+                format!("{pre}\nmax_fee_usdc = \"-1\""),
+                "hooks.*.max_fee_usdc",
+            ),
+            (
+                format!("{pre}\nfee_destination = \"0xnothex\""),
+                "hooks.*.fee_destination",
+            ),
+        ] {
+            match split_policy(&format!("version = 1\n{text}\n")) {
+                Err(HostPolicyError::Range(k)) => assert_eq!(k, key),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            split_policy(
+                "version = 1\n[hooks.\"on:sertone.post_response\"]\nmax_fee_usdc = \"1\"\n"
+            ),
+            Err(HostPolicyError::OnlyFor {
+                key: "hooks.*.max_fee_usdc",
+                ..
+            })
+        ));
     }
 
     #[test]
