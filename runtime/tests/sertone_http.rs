@@ -528,7 +528,7 @@ fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
 /// The operator's hook policy decides what an answer may do: `failure = "closed"` denies on an
 /// invalid answer too; a deadline-only section keeps the Sertone hooks' fail-open default; a
 /// denial is honoured despite invalid optional fields; fees are capped and their destination
-/// pinned.
+/// pinned; the front's deadline capped by a plugin's hook deadline is said at its launch.
 #[test]
 fn answers_are_held_to_the_operators_hook_policy() {
     if !runnable() {
@@ -606,6 +606,14 @@ fn answers_are_held_to_the_operators_hook_policy() {
         greedy["why"].as_str().unwrap().contains("max_fee_usdc"),
         "{r}"
     );
+
+    // The front's 3000 ms, above the per-hook caps (1200 for garbage, 1000 by default): said.
+    let log = s.log();
+    assert!(
+        log.contains("plugin garbage: on:sertone.pre_request: the Sertone front's deadline_ms = 3000 is capped at 1200 ms"),
+        "{log}"
+    );
+    assert!(log.contains("plugin echo: on:sertone.pre_request: the Sertone front's deadline_ms = 3000 is capped at 1000 ms"), "{log}");
 
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
