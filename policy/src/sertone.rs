@@ -149,6 +149,18 @@ pub fn is_sertone_hook(hook: &str) -> bool {
     hook == PRE_REQUEST || hook == POST_RESPONSE
 }
 
+/// The params of a call of `hook` as they may reach a plugin: a Sertone hook's rebuilt to
+/// metadata ([`pre_request`], [`post_response`]), whoever calls it — the HTTP front, an agent
+/// on the serve socket or under `run` — since seed 003's "plugins never see payloads" is about
+/// the plugin, not the path; any other hook's unchanged.
+pub fn metadata_only(hook: &str, payload: &Value) -> Result<Value, Invalid> {
+    match hook {
+        PRE_REQUEST => pre_request(payload),
+        POST_RESPONSE => post_response(payload),
+        _ => Ok(payload.clone()),
+    }
+}
+
 /// What the operator's policy asks of one plugin's pre-request answers (its effective
 /// `[hooks."on:sertone.pre_request"]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -667,6 +679,18 @@ mod tests {
             "cut back to the character boundary"
         );
         assert!(long.starts_with(&reason));
+    }
+
+    #[test]
+    fn sertone_params_are_rebuilt_on_every_path() {
+        let mut b = pre_body();
+        b["request_body"] = json!("SECRET");
+        b["authorization"] = json!("Bearer SECRET");
+        assert_eq!(metadata_only(PRE_REQUEST, &b).unwrap(), pre_body());
+        assert!(metadata_only(PRE_REQUEST, &json!({"request_body": "SECRET"})).is_err());
+        assert!(metadata_only(POST_RESPONSE, &pre_body()).is_err());
+        // Other hooks' payloads are theirs.
+        assert_eq!(metadata_only("on:flow.new", &b).unwrap(), b);
     }
 
     #[test]

@@ -106,6 +106,14 @@ fn pre(hash: &str, id: &str) -> Value {
            "request_body": "SECRET-PAYLOAD", "authorization": "Bearer SECRET-TOKEN"})
 }
 
+/// What of a [`pre`] body a plugin may see: all but its payload fields.
+fn metadata(mut pre: Value) -> Value {
+    for k in ["request_body", "authorization"] {
+        pre.as_object_mut().unwrap().remove(k);
+    }
+    pre
+}
+
 fn post(status: u16, latency: u64) -> Value {
     json!({"request_id": "r-post", "api_id": "api-1", "latency_ms": latency,
            "status_code": status, "settled_usdc": "0.00095", "timestamp": 1_764_000_000_000_u64,
@@ -528,7 +536,8 @@ fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
 /// The operator's hook policy decides what an answer may do: `failure = "closed"` denies on an
 /// invalid answer too; a deadline-only section keeps the Sertone hooks' fail-open default; a
 /// denial is honoured despite invalid optional fields; fees are capped and their destination
-/// pinned; the front's deadline capped by a plugin's hook deadline is said at its launch.
+/// pinned; an agent's `hook_invoke` of a Sertone hook on the serve socket reaches the plugin as
+/// metadata only.
 #[test]
 fn answers_are_held_to_the_operators_hook_policy() {
     if !runnable() {
@@ -615,7 +624,93 @@ fn answers_are_held_to_the_operators_hook_policy() {
     );
     assert!(log.contains("plugin echo: on:sertone.pre_request: the Sertone front's deadline_ms = 3000 is capped at 1000 ms"), "{log}");
 
+    // An agent on the serve socket: the plugin gets the metadata, never the payload fields.
+    let mut c = s.client();
+    let res = c.ok(
+        "hook_invoke",
+        serve_common::invoke("on:sertone.pre_request", pre("0a", "h3"), Some(2000)),
+    );
+    let echo = res["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["plugin"] == "echo")
+        .unwrap_or_else(|| panic!("{res}"));
+    let seen: Value = serde_json::from_str(echo["result"]["reason"].as_str().unwrap()).unwrap();
+    let want = metadata(pre("0a", "h3"));
+    assert_eq!(seen, want, "{res}");
+    // Params that cannot be rebuilt are refused, not passed on.
+    let code = c.err(
+        "hook_invoke",
+        serve_common::invoke(
+            "on:sertone.pre_request",
+            json!({"request_body": "SECRET"}),
+            None,
+        ),
+    );
+    assert_eq!(code, -32602);
     assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// Under `stockade run` too, an agent's `hook_invoke` of a Sertone hook reaches the plugin as
+/// metadata only, and params that cannot be rebuilt are refused.
+#[test]
+fn run_gives_the_plugin_metadata_only_too() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let src = fx.dir().join("faulty.py");
+    std::fs::write(&src, FAULTY).unwrap();
+    let pkg = pack_http(
+        &fx,
+        "echo",
+        &src,
+        "/usr/bin/python3",
+        json!({"MODE": "echo"}),
+    );
+    std::fs::write(
+        fx.dir().join("policy.toml"),
+        format!("version = 1\n{POLICY}"),
+    )
+    .unwrap();
+    let none = fx.dir().join("no-policy-root");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["run", pkg.to_str().unwrap(), "--policy", "policy.toml"])
+        .args(["--policy-root", none.to_str().unwrap()])
+        .args(["--trust", "trust", "--state-dir", "state"])
+        .current_dir(fx.dir())
+        .env_remove("STOCKADE_POLICY_ROOT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let call = |id: u64, payload: Value| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "hook_invoke",
+               "params": {"hook": "on:sertone.pre_request", "payload": payload, "deadline_ms": 5000}})
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", call(1, pre("0a", "run1"))).unwrap();
+    writeln!(stdin, "{}", call(2, json!({"request_body": "SECRET"}))).unwrap();
+    // End of input: `run` answers what it was asked, then stops the plugin and exits.
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let answer = |id: u64| -> Value {
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|m| m["id"] == id && m.get("method").is_none())
+            .unwrap_or_else(|| panic!("no answer to {id}: {stdout}\n{stderr}"))
+    };
+    let seen: Value =
+        serde_json::from_str(answer(1)["result"]["reason"].as_str().unwrap()).unwrap();
+    let want = metadata(pre("0a", "run1"));
+    assert_eq!(seen, want, "{stdout}");
+    assert_eq!(answer(2)["error"]["code"], -32602, "{stdout}");
+    assert!(!stdout.contains("SECRET-"), "{stdout}");
 }
 
 #[test]

@@ -551,10 +551,7 @@ impl Daemon {
 
     fn request(&mut self, conn: usize, id: Value, method: &str, p: &Value, now: Instant) {
         let r = match method {
-            "hook_invoke" => match params::<HookInvoke>(p) {
-                Ok(call) if call.deadline_ms == Some(0) => {
-                    Err(err(codes::INVALID_PARAMS, "deadline_ms must be at least 1"))
-                }
+            "hook_invoke" => match HookInvoke::from_agent(p) {
                 Ok(call) => return self.fan_out(conn, id, call, now),
                 Err(e) => Err(e),
             },
