@@ -12,10 +12,18 @@
 //! fees are listed per plugin and, when exactly one plugin charges, also copied to the seed's
 //! single-plugin fields so a stock control center honours it; the quality signal is the minimum
 //! of the valid signals (neutral `0` when there is none). A plugin that crashed, timed out or
-//! answered something invalid is bypassed (fail-open, seed 003) and listed under `bypassed` —
-//! unless the operator configured that hook `failure = "closed"` for it, in which case its
-//! failure denies.
+//! answered something invalid is bypassed (fail-open, seed 003: the Sertone hooks' default) and
+//! listed under `bypassed` — unless the operator configured that hook `failure = "closed"` for
+//! it, in which case its failure, an invalid answer included, denies.
+//!
+//! ## Fees
+//! A fee is money a control center pays on the plugin's word, so it is accepted only as far as
+//! the operator allowed it ([`Rules`]): at most `max_fee_usdc` (unset: no fee at all), to the
+//! pinned `fee_destination` when one is set, in whole micro-USDC (USDC has 6 decimals). Past
+//! that, the answer is invalid — a failure, under the hook's failure mode — never a fee trimmed
+//! to the cap, which would charge what no one asked.
 
+use crate::protocol::host::{FailureMode, HostPolicy};
 use serde_json::{json, Map, Value};
 
 /// The hook `POST /sertone/pre-request` maps to.
@@ -84,9 +92,9 @@ pub fn post_response(body: &Value) -> Result<Value, Invalid> {
     }))
 }
 
-/// A USDC amount: a decimal string (`"0.00010"`), no sign, no exponent, at most 12 integer
-/// and 18 fractional digits.
-pub fn valid_decimal(s: &str) -> bool {
+/// The digits of a decimal string (`"0.00010"`: no sign, no exponent) with at most 12 integer
+/// and `max_frac` fractional digits: (integer part, fractional part, empty when none).
+fn decimal_parts(s: &str, max_frac: usize) -> Option<(&str, &str)> {
     let (int, frac) = match s.split_once('.') {
         Some((i, f)) => (i, Some(f)),
         None => (s, None),
@@ -94,7 +102,32 @@ pub fn valid_decimal(s: &str) -> bool {
     let digits = |p: &str, max: usize| {
         !p.is_empty() && p.len() <= max && p.bytes().all(|c| c.is_ascii_digit())
     };
-    digits(int, 12) && frac.is_none_or(|f| digits(f, 18))
+    (digits(int, 12) && frac.is_none_or(|f| digits(f, max_frac))).then(|| (int, frac.unwrap_or("")))
+}
+
+/// A caller's amount (`settled_usdc`): a decimal string, no sign, no exponent, at most 12
+/// integer and 18 fractional digits. Only passed on to plugins, never acted on.
+pub fn valid_decimal(s: &str) -> bool {
+    decimal_parts(s, 18).is_some()
+}
+
+/// Fractional digits of USDC: an amount finer than this cannot be paid.
+pub const USDC_DECIMALS: usize = 6;
+
+/// A fee a control center would pay, in micro-USDC: a decimal string as [`valid_decimal`] but
+/// with at most [`USDC_DECIMALS`] fractional digits, so that it is an exact, comparable amount.
+pub fn micro_usdc(s: &str) -> Option<u64> {
+    let (int, frac) = decimal_parts(s, USDC_DECIMALS)?;
+    let mut micro: u64 = 0;
+    // 12 integer digits and 6 fractional ones: at most 10^18 - 1, below u64::MAX.
+    let padded = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(USDC_DECIMALS);
+    for c in int.bytes().chain(padded) {
+        micro = micro.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(micro)
 }
 
 fn decimal(v: &Value, k: &str) -> Result<Value, Invalid> {
@@ -111,6 +144,51 @@ pub fn valid_address(s: &str) -> bool {
     s.len() == 42 && s.starts_with("0x") && s[2..].bytes().all(|c| c.is_ascii_hexdigit())
 }
 
+/// Whether `hook` is one of the Sertone hooks.
+pub fn is_sertone_hook(hook: &str) -> bool {
+    hook == PRE_REQUEST || hook == POST_RESPONSE
+}
+
+/// The params of a call of `hook` as they may reach a plugin: a Sertone hook's rebuilt to
+/// metadata ([`pre_request`], [`post_response`]), whoever calls it — the HTTP front, an agent
+/// on the serve socket or under `run` — since seed 003's "plugins never see payloads" is about
+/// the plugin, not the path; any other hook's unchanged.
+pub fn metadata_only(hook: &str, payload: &Value) -> Result<Value, Invalid> {
+    match hook {
+        PRE_REQUEST => pre_request(payload),
+        POST_RESPONSE => post_response(payload),
+        _ => Ok(payload.clone()),
+    }
+}
+
+/// What the operator's policy asks of one plugin's pre-request answers (its effective
+/// `[hooks."on:sertone.pre_request"]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// A failure of the plugin — an invalid answer included — denies instead of being
+    /// bypassed.
+    pub closed: bool,
+    /// The largest fee accepted, in micro-USDC; `None`: no fee above zero is accepted.
+    pub max_fee: Option<u64>,
+    /// The one address a fee may go to; `None`: any valid address.
+    pub fee_destination: Option<String>,
+}
+
+impl Rules {
+    /// The rules of `hook` under a plugin's effective host policy.
+    pub fn of(host: &HostPolicy, hook: &str) -> Self {
+        let h = host.hooks.get(hook);
+        Self {
+            closed: host.failure(hook) == FailureMode::Closed,
+            // Validated at load (`HostPolicy::validate`); unparsable would mean no fee.
+            max_fee: h
+                .and_then(|h| h.max_fee_usdc.as_deref())
+                .and_then(micro_usdc),
+            fee_destination: h.and_then(|h| h.fee_destination.clone()),
+        }
+    }
+}
+
 /// A plugin's valid pre-request answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreAnswer {
@@ -120,11 +198,33 @@ pub struct PreAnswer {
     pub reason: Option<String>,
     /// A fee above zero and where it goes.
     pub fee: Option<(String, String)>,
+    /// What of a denial was not taken as the plugin sent it (a reason cut, a fee field), so
+    /// that the combined answer can say so.
+    pub dropped: Vec<String>,
 }
 
-/// Validate a pre-request answer: `allow` a boolean; `reason` a string; a fee a decimal string,
-/// and a fee above zero needs an EVM `fee_destination`.
-pub fn pre_answer(v: &Value) -> Result<PreAnswer, Invalid> {
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// Validate a pre-request answer under the operator's `rules`.
+///
+/// `allow` must be a boolean. A denial is honoured whatever else the answer holds: its fee
+/// fields are dropped (a denied request is not charged) and its reason, when not a string or
+/// longer than [`MAX_FIELD`], is dropped or cut — turning a denial into an allow because of an
+/// optional field would let a malformed answer open what its plugin closed. An allow is taken
+/// only when all of it is valid: `reason` a string; a fee a USDC decimal string
+/// ([`micro_usdc`]); a fee above zero within `rules.max_fee` and going to an EVM
+/// `fee_destination` (the pinned one when `rules` pins one).
+pub fn pre_answer(v: &Value, rules: &Rules) -> Result<PreAnswer, Invalid> {
     let o = v
         .as_object()
         .ok_or_else(|| bad("the answer is not a JSON object"))?;
@@ -132,6 +232,9 @@ pub fn pre_answer(v: &Value) -> Result<PreAnswer, Invalid> {
         .get("allow")
         .and_then(Value::as_bool)
         .ok_or_else(|| bad("`allow` must be a boolean"))?;
+    if !allow {
+        return Ok(denial(o));
+    }
     let reason = match o.get("reason") {
         None | Some(Value::Null) => None,
         Some(_) => Some(
@@ -144,23 +247,94 @@ pub fn pre_answer(v: &Value) -> Result<PreAnswer, Invalid> {
     let fee = match o.get("additional_fee_usdc") {
         None | Some(Value::Null) => None,
         Some(f) => {
-            let f = decimal(f, "additional_fee_usdc")?;
-            let f = f.as_str().unwrap_or("0").to_string();
-            if f.bytes().any(|c| (b'1'..=b'9').contains(&c)) {
-                let dest = o
-                    .get("fee_destination")
-                    .and_then(Value::as_str)
-                    .filter(|d| valid_address(d))
-                    .ok_or_else(|| {
-                        bad("a fee above zero needs `fee_destination`, an EVM address (0x + 40 hex)")
-                    })?;
-                Some((f, dest.to_string()))
-            } else {
+            let micro = f.as_str().and_then(micro_usdc).ok_or_else(|| {
+                bad(format!(
+                    "`additional_fee_usdc` must be a decimal string with at most \
+                     {USDC_DECIMALS} fractional digits, such as \"0.00010\""
+                ))
+            })?;
+            if micro == 0 {
                 None
+            } else {
+                Some(fee_within(o, f.as_str().unwrap_or(""), micro, rules)?)
             }
         }
     };
-    Ok(PreAnswer { allow, reason, fee })
+    Ok(PreAnswer {
+        allow,
+        reason,
+        fee,
+        dropped: Vec::new(),
+    })
+}
+
+/// A fee above zero (`fee`, `micro` micro-USDC), checked against the operator's rules.
+fn fee_within(
+    o: &Map<String, Value>,
+    fee: &str,
+    micro: u64,
+    rules: &Rules,
+) -> Result<(String, String), Invalid> {
+    let dest = o
+        .get("fee_destination")
+        .and_then(Value::as_str)
+        .filter(|d| valid_address(d))
+        .ok_or_else(|| {
+            bad("a fee above zero needs `fee_destination`, an EVM address (0x + 40 hex)")
+        })?;
+    match rules.max_fee {
+        None => {
+            return Err(bad(
+                "a fee above zero, and the operator set no `max_fee_usdc` for this plugin",
+            ))
+        }
+        Some(max) if micro > max => {
+            return Err(bad(format!(
+                "the fee {fee} is above the operator's `max_fee_usdc` for this plugin"
+            )))
+        }
+        Some(_) => {}
+    }
+    // Addresses differ in letter case only by their checksum spelling (EIP-55): the same one.
+    match &rules.fee_destination {
+        Some(pin) if !pin.eq_ignore_ascii_case(dest) => Err(bad(
+            "`fee_destination` is not the address the operator pinned for this plugin",
+        )),
+        Some(pin) => Ok((fee.to_string(), pin.clone())),
+        None => Ok((fee.to_string(), dest.to_string())),
+    }
+}
+
+/// A denial, honoured: what of it cannot be taken as sent is dropped and listed.
+fn denial(o: &Map<String, Value>) -> PreAnswer {
+    let mut dropped = Vec::new();
+    let reason = match o.get("reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            if s.len() > MAX_FIELD {
+                dropped.push(format!(
+                    "`reason` cut to {MAX_FIELD} bytes (it had {})",
+                    s.len()
+                ));
+            }
+            Some(truncate(s.clone(), MAX_FIELD))
+        }
+        Some(_) => {
+            dropped.push("`reason`: not a string".to_string());
+            None
+        }
+    };
+    for k in ["additional_fee_usdc", "fee_destination"] {
+        if o.get(k).is_some_and(|v| !v.is_null()) {
+            dropped.push(format!("`{k}`: a denied request is not charged"));
+        }
+    }
+    PreAnswer {
+        allow: false,
+        reason,
+        fee: None,
+        dropped,
+    }
 }
 
 /// Validate a post-response answer: `quality_signal` is -1, 0 or 1.
@@ -176,48 +350,48 @@ pub fn post_answer(v: &Value) -> Result<i64, Invalid> {
 pub enum Outcome {
     /// It answered (not yet validated).
     Answer(Value),
-    /// It failed: crashed, timed out, refused, or was not ready. `closed`: the operator made
-    /// this hook fail closed for it.
-    Failed {
-        /// What went wrong.
-        why: String,
-        /// Whether the failure denies instead of being bypassed.
-        closed: bool,
-    },
+    /// It failed: crashed, timed out, refused, or was not ready. Why.
+    Failed(String),
 }
 
+/// One plugin's call: its name, the operator's rules for it, what became of it.
+pub type PluginOutcome = (String, Rules, Outcome);
+
 /// Combine the pre-request answers (in plugin-name order) into one answer.
-pub fn combine_pre(results: &[(String, Outcome)]) -> Value {
+pub fn combine_pre(results: &[PluginOutcome]) -> Value {
     let mut denials = Vec::new();
     let mut fees = Vec::new();
     let mut bypassed = Vec::new();
-    for (plugin, out) in results {
-        // A failure: (why, whether it denies).
-        let fail = match out {
-            Outcome::Answer(v) => match pre_answer(v) {
+    for (plugin, rules, out) in results {
+        // An invalid answer is a failure like a crash or a timeout: the plugin's failure mode
+        // decides, so `failure = "closed"` cannot be sidestepped by answering garbage.
+        let why = match out {
+            Outcome::Answer(v) => match pre_answer(v, rules) {
                 Ok(a) if !a.allow => {
                     let reason = a.reason.unwrap_or_else(|| format!("denied by {plugin}"));
-                    denials.push(json!({"plugin": plugin, "reason": reason}));
-                    None
+                    let mut d = json!({"plugin": plugin, "reason": reason});
+                    if !a.dropped.is_empty() {
+                        d["dropped"] = json!(a.dropped);
+                    }
+                    denials.push(d);
+                    continue;
                 }
                 Ok(a) => {
                     if let Some((fee, dest)) = a.fee {
                         fees.push(json!({"plugin": plugin, "additional_fee_usdc": fee,
                                           "fee_destination": dest}));
                     }
-                    None
+                    continue;
                 }
-                Err(e) => Some((format!("invalid answer: {e}"), false)),
+                Err(e) => format!("invalid answer: {e}"),
             },
-            Outcome::Failed { why, closed } => Some((why.clone(), *closed)),
+            Outcome::Failed(why) => why.clone(),
         };
-        if let Some((why, closed)) = fail {
-            if closed {
-                denials.push(json!({"plugin": plugin,
-                    "reason": format!("plugin {plugin} failed and its hook fails closed: {why}")}));
-            } else {
-                bypassed.push(json!({"plugin": plugin, "why": why}));
-            }
+        if rules.closed {
+            denials.push(json!({"plugin": plugin,
+                "reason": format!("plugin {plugin} failed and its hook fails closed: {why}")}));
+        } else {
+            bypassed.push(json!({"plugin": plugin, "why": why}));
         }
     }
     let mut out = Map::new();
@@ -239,11 +413,12 @@ pub fn combine_pre(results: &[(String, Outcome)]) -> Value {
     Value::Object(out)
 }
 
-/// Combine the post-response answers: the minimum valid signal (0 when none).
-pub fn combine_post(results: &[(String, Outcome)]) -> Value {
+/// Combine the post-response answers: the minimum valid signal (0 when none). Advisory (seed
+/// 003): a failure never changes the signal, whatever the hook's failure mode.
+pub fn combine_post(results: &[PluginOutcome]) -> Value {
     let mut signals = Vec::new();
     let mut bypassed = Vec::new();
-    for (plugin, out) in results {
+    for (plugin, _, out) in results {
         match out {
             Outcome::Answer(v) => match post_answer(v) {
                 Ok(q) => signals.push(json!({"plugin": plugin, "quality_signal": q})),
@@ -251,8 +426,7 @@ pub fn combine_post(results: &[(String, Outcome)]) -> Value {
                     bypassed.push(json!({"plugin": plugin, "why": format!("invalid answer: {e}")}))
                 }
             },
-            // Advisory (seed 003): a failure never changes the signal, whatever the hook mode.
-            Outcome::Failed { why, .. } => bypassed.push(json!({"plugin": plugin, "why": why})),
+            Outcome::Failed(why) => bypassed.push(json!({"plugin": plugin, "why": why})),
         }
     }
     let q = signals
@@ -325,34 +499,51 @@ mod tests {
         assert!(!valid_address("0xYourPluginWalletAddress"));
     }
 
+    /// Rules allowing fees up to 1 USDC to any address, failing open.
+    fn fees_ok() -> Rules {
+        Rules {
+            closed: false,
+            max_fee: Some(1_000_000),
+            fee_destination: None,
+        }
+    }
+
+    fn addr(c: &str) -> String {
+        format!("0x{}", c.repeat(40))
+    }
+
     #[test]
     fn answers_are_validated() {
+        let r = fees_ok();
         assert_eq!(
-            pre_answer(&json!({"allow": true})).unwrap(),
+            pre_answer(&json!({"allow": true}), &r).unwrap(),
             PreAnswer {
                 allow: true,
                 reason: None,
-                fee: None
+                fee: None,
+                dropped: vec![],
             }
         );
-        let dest = format!("0x{}", "1".repeat(40));
-        let a = pre_answer(&json!({"allow": true, "additional_fee_usdc": "0.0001",
-                                   "fee_destination": dest}))
+        let dest = addr("1");
+        let a = pre_answer(
+            &json!({"allow": true, "additional_fee_usdc": "0.0001", "fee_destination": dest}),
+            &r,
+        )
         .unwrap();
         assert_eq!(a.fee, Some(("0.0001".into(), dest)));
         // A zero fee needs no destination and is no fee.
-        let a = pre_answer(&json!({"allow": true, "additional_fee_usdc": "0.000"})).unwrap();
+        let a = pre_answer(&json!({"allow": true, "additional_fee_usdc": "0.000"}), &r).unwrap();
         assert_eq!(a.fee, None);
         for bad in [
             json!({"allow": "yes"}),
             json!({}),
             json!("allow"),
             json!({"allow": true, "additional_fee_usdc": "0.1"}),
-            json!({"allow": true, "additional_fee_usdc": 0.1, "fee_destination": format!("0x{}", "1".repeat(40))}),
+            json!({"allow": true, "additional_fee_usdc": 0.1, "fee_destination": addr("1")}),
             json!({"allow": true, "additional_fee_usdc": "0.1", "fee_destination": "0xnothex"}),
-            json!({"allow": false, "reason": 5}),
+            json!({"allow": true, "reason": 5}),
         ] {
-            assert!(pre_answer(&bad).is_err(), "{bad}");
+            assert!(pre_answer(&bad, &r).is_err(), "{bad}");
         }
         assert_eq!(post_answer(&json!({"quality_signal": -1})), Ok(-1));
         for bad in [
@@ -365,24 +556,157 @@ mod tests {
     }
 
     #[test]
+    fn usdc_amounts_have_six_decimals_at_most() {
+        assert_eq!(micro_usdc("0.00010"), Some(100));
+        assert_eq!(micro_usdc("1"), Some(1_000_000));
+        assert_eq!(micro_usdc("12.5"), Some(12_500_000));
+        assert_eq!(
+            micro_usdc("999999999999.999999"),
+            Some(999_999_999_999_999_999)
+        );
+        for no in [
+            "0.0000001",
+            "999999999999.999999999999999999",
+            "-1",
+            "1e3",
+            "",
+            ".5",
+        ] {
+            assert_eq!(micro_usdc(no), None, "{no}");
+        }
+    }
+
+    #[test]
+    fn fees_are_capped_and_their_destination_pinned() {
+        let fee = |f: &str, d: &str| json!({"allow": true, "additional_fee_usdc": f, "fee_destination": d});
+        // No cap set: no fee above zero is accepted (a zero fee still is no fee).
+        let none = Rules::default();
+        let e = pre_answer(&fee("0.0001", &addr("1")), &none).unwrap_err();
+        assert!(e.0.contains("max_fee_usdc"), "{e}");
+        assert!(pre_answer(&fee("0", &addr("1")), &none).is_ok());
+        // Up to the cap, not past it; 18 decimals are no USDC amount.
+        let capped = Rules {
+            max_fee: Some(micro_usdc("0.001").unwrap()),
+            ..Rules::default()
+        };
+        assert!(pre_answer(&fee("0.001", &addr("1")), &capped).is_ok());
+        assert!(pre_answer(&fee("0.001001", &addr("1")), &capped).is_err());
+        assert!(pre_answer(
+            &fee("999999999999.999999999999999999", &addr("1")),
+            &fees_ok()
+        )
+        .is_err());
+        assert!(pre_answer(&fee("0.0000001", &addr("1")), &fees_ok()).is_err());
+        // A pinned destination: only it (in any letter case), and it is what is reported.
+        let pin = addr("a");
+        let pinned = Rules {
+            fee_destination: Some(pin.clone()),
+            ..fees_ok()
+        };
+        let a = pre_answer(&fee("0.5", &addr("A")), &pinned).unwrap();
+        assert_eq!(a.fee, Some(("0.5".into(), pin)));
+        let e = pre_answer(&fee("0.5", &addr("b")), &pinned).unwrap_err();
+        assert!(e.0.contains("pinned"), "{e}");
+        // Combined: a fee past the cap is a failure, never copied to the top-level fields.
+        let r = combine_pre(&[(
+            "greedy".into(),
+            capped.clone(),
+            Outcome::Answer(fee("999999999999.999999", &addr("1"))),
+        )]);
+        assert_eq!(r["allow"], true);
+        assert!(r.get("additional_fee_usdc").is_none(), "{r}");
+        assert_eq!(r["fees"], json!([]));
+        assert_eq!(r["bypassed"][0]["plugin"], "greedy");
+    }
+
+    #[test]
+    fn invalid_answers_fail_closed_when_the_hook_does() {
+        let closed = Rules {
+            closed: true,
+            ..Rules::default()
+        };
+        let long = "x".repeat(MAX_FIELD + 1);
+        for answer in [
+            json!({"allow": "yes"}),
+            json!({"allow": true, "reason": long}),
+            json!({"allow": true, "additional_fee_usdc": "-1"}),
+            json!("garbage"),
+        ] {
+            let r = combine_pre(&[("p".into(), closed.clone(), Outcome::Answer(answer.clone()))]);
+            assert_eq!(r["allow"], false, "{answer}: {r}");
+            assert!(
+                r["reason"].as_str().unwrap().contains("invalid answer"),
+                "{r}"
+            );
+            assert_eq!(r["bypassed"], json!([]));
+            // The same answer under a fail-open hook is bypassed.
+            let r = combine_pre(&[("p".into(), Rules::default(), Outcome::Answer(answer))]);
+            assert_eq!(r["allow"], true, "{r}");
+            assert_eq!(r["bypassed"][0]["plugin"], "p");
+        }
+    }
+
+    #[test]
+    fn a_denial_is_honoured_whatever_its_optional_fields() {
+        // "é" is two bytes: the cut falls inside one and must move back to a boundary.
+        let long = format!("{}{}", "a".repeat(MAX_FIELD - 1), "é".repeat(50));
+        for (answer, dropped) in [
+            (json!({"allow": false, "reason": long}), "`reason` cut"),
+            (
+                json!({"allow": false, "additional_fee_usdc": "-1"}),
+                "additional_fee_usdc",
+            ),
+            (
+                json!({"allow": false, "reason": 5, "fee_destination": "nope"}),
+                "not a string",
+            ),
+        ] {
+            let r = combine_pre(&[(
+                "p".into(),
+                Rules::default(),
+                Outcome::Answer(answer.clone()),
+            )]);
+            assert_eq!(r["allow"], false, "{answer}: {r}");
+            assert_eq!(r["bypassed"], json!([]), "{r}");
+            let d = r["denials"][0]["dropped"].to_string();
+            assert!(d.contains(dropped), "{answer}: {r}");
+        }
+        let a = pre_answer(&json!({"allow": false, "reason": long}), &Rules::default()).unwrap();
+        let reason = a.reason.unwrap();
+        assert_eq!(
+            reason.len(),
+            MAX_FIELD - 1,
+            "cut back to the character boundary"
+        );
+        assert!(long.starts_with(&reason));
+    }
+
+    #[test]
+    fn sertone_params_are_rebuilt_on_every_path() {
+        let mut b = pre_body();
+        b["request_body"] = json!("SECRET");
+        b["authorization"] = json!("Bearer SECRET");
+        assert_eq!(metadata_only(PRE_REQUEST, &b).unwrap(), pre_body());
+        assert!(metadata_only(PRE_REQUEST, &json!({"request_body": "SECRET"})).is_err());
+        assert!(metadata_only(POST_RESPONSE, &pre_body()).is_err());
+        // Other hooks' payloads are theirs.
+        assert_eq!(metadata_only("on:flow.new", &b).unwrap(), b);
+    }
+
+    #[test]
     fn any_deny_denies_fees_are_listed_and_failures_are_bypassed() {
-        let d1 = format!("0x{}", "1".repeat(40));
-        let d2 = format!("0x{}", "2".repeat(40));
+        let d1 = addr("1");
+        let d2 = addr("2");
+        let ok = fees_ok;
         let ans = |v: Value| Outcome::Answer(v);
         let fee = |f: &str, d: &str| {
             ans(json!({"allow": true, "additional_fee_usdc": f, "fee_destination": d}))
         };
         let r = combine_pre(&[
-            ("a".into(), fee("0.1", &d1)),
-            ("b".into(), ans(json!({"allow": true}))),
-            (
-                "c".into(),
-                Outcome::Failed {
-                    why: "timed out".into(),
-                    closed: false,
-                },
-            ),
-            ("d".into(), ans(json!("garbage"))),
+            ("a".into(), ok(), fee("0.1", &d1)),
+            ("b".into(), ok(), ans(json!({"allow": true}))),
+            ("c".into(), ok(), Outcome::Failed("timed out".into())),
+            ("d".into(), ok(), ans(json!("garbage"))),
         ]);
         assert_eq!(r["allow"], true);
         assert_eq!(r["additional_fee_usdc"], "0.1");
@@ -390,7 +714,10 @@ mod tests {
         assert_eq!(r["bypassed"].as_array().unwrap().len(), 2);
         assert_eq!(r["bypassed"][0]["plugin"], "c");
 
-        let r = combine_pre(&[("a".into(), fee("0.1", &d1)), ("b".into(), fee("0.2", &d2))]);
+        let r = combine_pre(&[
+            ("a".into(), ok(), fee("0.1", &d1)),
+            ("b".into(), ok(), fee("0.2", &d2)),
+        ]);
         assert_eq!(r["fees"].as_array().unwrap().len(), 2);
         assert!(
             r.get("additional_fee_usdc").is_none(),
@@ -398,26 +725,26 @@ mod tests {
         );
 
         let r = combine_pre(&[
-            ("a".into(), fee("0.1", &d1)),
+            ("a".into(), ok(), fee("0.1", &d1)),
             (
                 "b".into(),
+                ok(),
                 ans(json!({"allow": false, "reason": "rate limit"})),
             ),
-            ("c".into(), ans(json!({"allow": false}))),
+            ("c".into(), ok(), ans(json!({"allow": false}))),
         ]);
         assert_eq!(r["allow"], false);
         assert_eq!(r["reason"], "rate limit");
         assert_eq!(r["denials"].as_array().unwrap().len(), 2);
         assert_eq!(r["denials"][1]["reason"], "denied by c");
+        assert!(r["denials"][0].get("dropped").is_none(), "nothing dropped");
         assert_eq!(r["fees"], json!([]), "a denied request is not charged");
 
-        let r = combine_pre(&[(
-            "a".into(),
-            Outcome::Failed {
-                why: "crashed".into(),
-                closed: true,
-            },
-        )]);
+        let closed = Rules {
+            closed: true,
+            ..Rules::default()
+        };
+        let r = combine_pre(&[("a".into(), closed, Outcome::Failed("crashed".into()))]);
         assert_eq!(r["allow"], false);
         assert_eq!(combine_pre(&[])["allow"], true);
     }
@@ -426,21 +753,23 @@ mod tests {
     fn the_quality_signal_is_the_minimum() {
         let ans = |q: i64| Outcome::Answer(json!({"quality_signal": q}));
         let r = combine_post(&[
-            ("a".into(), ans(1)),
-            ("b".into(), ans(-1)),
-            ("c".into(), ans(0)),
+            ("a".into(), Rules::default(), ans(1)),
+            ("b".into(), Rules::default(), ans(-1)),
+            ("c".into(), Rules::default(), ans(0)),
         ]);
         assert_eq!(r["quality_signal"], -1);
+        let closed = Rules {
+            closed: true,
+            ..Rules::default()
+        };
         let r = combine_post(&[
-            ("a".into(), ans(1)),
+            ("a".into(), closed.clone(), ans(1)),
+            ("b".into(), closed.clone(), Outcome::Failed("hung".into())),
             (
-                "b".into(),
-                Outcome::Failed {
-                    why: "hung".into(),
-                    closed: true,
-                },
+                "c".into(),
+                closed,
+                Outcome::Answer(json!({"quality_signal": 7})),
             ),
-            ("c".into(), Outcome::Answer(json!({"quality_signal": 7}))),
         ]);
         assert_eq!(r["quality_signal"], 1);
         assert_eq!(r["bypassed"].as_array().unwrap().len(), 2);

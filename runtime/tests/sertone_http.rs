@@ -118,6 +118,14 @@ fn pre(hash: &str, id: &str) -> Value {
            "request_body": "SECRET-PAYLOAD", "authorization": "Bearer SECRET-TOKEN"})
 }
 
+/// What of a [`pre`] body a plugin may see: all but its payload fields.
+fn metadata(mut pre: Value) -> Value {
+    for k in ["request_body", "authorization"] {
+        pre.as_object_mut().unwrap().remove(k);
+    }
+    pre
+}
+
 fn post(status: u16, latency: u64) -> Value {
     json!({"request_id": "r-post", "api_id": "api-1", "latency_ms": latency,
            "status_code": status, "settled_usdc": "0.00095", "timestamp": 1_764_000_000_000_u64,
@@ -404,9 +412,21 @@ class H(BaseHTTPRequestHandler):
         if MODE == "abort":
             os.abort()
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path == "/sertone/post-response":
             return self.answer(b'{"quality_signal": 1}')
+        if MODE == "fee":
+            return self.answer(json.dumps({"allow": True, "additional_fee_usdc": os.environ["FEE"],
+                                           "fee_destination": os.environ["DEST"]}).encode())
+        if json.loads(body).get("consumer_wallet_hash") == "quiet":
+            return self.answer(b'{"allow": true}')
+        if MODE == "badallow":
+            return self.answer(b'{"allow": "yes"}')
+        if MODE == "denylong":
+            return self.answer(json.dumps({"allow": False, "reason": "r" * 600,
+                                           "additional_fee_usdc": "-1"}).encode())
+        if MODE == "echo":
+            return self.answer(json.dumps({"allow": False, "reason": body.decode()}).encode())
         if MODE == "crash":
             os._exit(3)
         if MODE == "slow":
@@ -530,6 +550,186 @@ fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
         "{log}"
     );
     assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// The operator's hook policy decides what an answer may do: `failure = "closed"` denies on an
+/// invalid answer too; a deadline-only section keeps the Sertone hooks' fail-open default; a
+/// denial is honoured despite invalid optional fields; fees are capped and their destination
+/// pinned; an agent's `hook_invoke` of a Sertone hook on the serve socket reaches the plugin as
+/// metadata only.
+#[test]
+fn answers_are_held_to_the_operators_hook_policy() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let src = fx.dir().join("faulty.py");
+    std::fs::write(&src, FAULTY).unwrap();
+    let pin = format!("0x{}", "A".repeat(40));
+    let py = "/usr/bin/python3";
+    let fee = |name: &str, fee: &str, dest: &str| {
+        pack_http(
+            &fx,
+            name,
+            &src,
+            py,
+            json!({"MODE": "fee", "FEE": fee, "DEST": dest}),
+        )
+    };
+    let mode = |name: &str, mode: &str| pack_http(&fx, name, &src, py, json!({"MODE": mode}));
+    let pkgs = [
+        mode("badallow", "badallow"),
+        mode("denylong", "denylong"),
+        mode("echo", "echo"),
+        mode("garbage", "garbage"),
+        fee("fair", "0.05", &pin.to_ascii_lowercase()),
+        fee("greedy", "0.5", &format!("0x{}", "b".repeat(40))),
+    ];
+    let pre_hook = "hooks.\"on:sertone.pre_request\"";
+    let policy = format!(
+        "[plugin.badallow.{pre_hook}]\nfailure = \"closed\"\n\
+         [plugin.garbage.{pre_hook}]\ndeadline_ms = 1200\n\
+         [plugin.greedy.{pre_hook}]\nmax_fee_usdc = \"0.1\"\n\
+         [plugin.fair.{pre_hook}]\nmax_fee_usdc = \"0.1\"\nfee_destination = \"{pin}\"\n"
+    );
+    let refs: Vec<&PathBuf> = pkgs.iter().collect();
+    let (mut s, port) = start(&fx, &refs, &policy, "[sertone]\ndeadline_ms = 3000\n");
+
+    let (st, r) = http(port, "POST", "/sertone/pre-request", &pre("0a", "h1"));
+    assert_eq!(st, 200);
+    assert_eq!(r["allow"], false, "{r}");
+    let names = |k: &str| -> Vec<String> {
+        r[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["plugin"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // An invalid answer under `failure = "closed"` denies, as a timeout would.
+    // A denial with a 600-byte reason and a bad fee is still a denial, its reason cut.
+    assert_eq!(names("denials"), ["badallow", "denylong", "echo"], "{r}");
+    let why = r["denials"][0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("invalid answer") && why.contains("allow"),
+        "{r}"
+    );
+    assert_eq!(r["denials"][1]["reason"], "r".repeat(512), "{r}");
+    let dropped = r["denials"][1]["dropped"].to_string();
+    assert!(
+        dropped.contains("reason") && dropped.contains("additional_fee_usdc"),
+        "{r}"
+    );
+    // `deadline_ms` alone leaves the hook fail-open: garbage is bypassed, not a denial.
+    assert_eq!(names("bypassed"), ["garbage", "greedy"], "{r}");
+
+    // Fees: the one within the cap counts, to the pinned address; the one past it is invalid.
+    let (_, r) = http(port, "POST", "/sertone/pre-request", &pre("quiet", "h2"));
+    assert_eq!(r["allow"], true, "{r}");
+    assert_eq!(r["additional_fee_usdc"], "0.05", "{r}");
+    assert_eq!(r["fee_destination"], pin.as_str(), "{r}");
+    assert_eq!(r["fees"].as_array().unwrap().len(), 1, "{r}");
+    let greedy = &r["bypassed"][0];
+    assert_eq!(greedy["plugin"], "greedy", "{r}");
+    assert!(
+        greedy["why"].as_str().unwrap().contains("max_fee_usdc"),
+        "{r}"
+    );
+
+    // The front's 3000 ms, above the per-hook caps (1200 for garbage, 1000 by default): said.
+    let log = s.log();
+    assert!(
+        log.contains("plugin garbage: on:sertone.pre_request: the Sertone front's deadline_ms = 3000 is capped at 1200 ms"),
+        "{log}"
+    );
+    assert!(log.contains("plugin echo: on:sertone.pre_request: the Sertone front's deadline_ms = 3000 is capped at 1000 ms"), "{log}");
+
+    // An agent on the serve socket: the plugin gets the metadata, never the payload fields.
+    let mut c = s.client();
+    let res = c.ok(
+        "hook_invoke",
+        serve_common::invoke("on:sertone.pre_request", pre("0a", "h3"), Some(2000)),
+    );
+    let echo = res["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["plugin"] == "echo")
+        .unwrap_or_else(|| panic!("{res}"));
+    let seen: Value = serde_json::from_str(echo["result"]["reason"].as_str().unwrap()).unwrap();
+    let want = metadata(pre("0a", "h3"));
+    assert_eq!(seen, want, "{res}");
+    // Params that cannot be rebuilt are refused, not passed on.
+    let code = c.err(
+        "hook_invoke",
+        serve_common::invoke(
+            "on:sertone.pre_request",
+            json!({"request_body": "SECRET"}),
+            None,
+        ),
+    );
+    assert_eq!(code, -32602);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// Under `stockade run` too, an agent's `hook_invoke` of a Sertone hook reaches the plugin as
+/// metadata only, and params that cannot be rebuilt are refused.
+#[test]
+fn run_gives_the_plugin_metadata_only_too() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let src = fx.dir().join("faulty.py");
+    std::fs::write(&src, FAULTY).unwrap();
+    let pkg = pack_http(
+        &fx,
+        "echo",
+        &src,
+        "/usr/bin/python3",
+        json!({"MODE": "echo"}),
+    );
+    std::fs::write(
+        fx.dir().join("policy.toml"),
+        format!("version = 1\n{POLICY}"),
+    )
+    .unwrap();
+    let none = fx.dir().join("no-policy-root");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["run", pkg.to_str().unwrap(), "--policy", "policy.toml"])
+        .args(["--policy-root", none.to_str().unwrap()])
+        .args(["--trust", "trust", "--state-dir", "state"])
+        .current_dir(fx.dir())
+        .env_remove("STOCKADE_POLICY_ROOT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let call = |id: u64, payload: Value| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "hook_invoke",
+               "params": {"hook": "on:sertone.pre_request", "payload": payload, "deadline_ms": 5000}})
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", call(1, pre("0a", "run1"))).unwrap();
+    writeln!(stdin, "{}", call(2, json!({"request_body": "SECRET"}))).unwrap();
+    // End of input: `run` answers what it was asked, then stops the plugin and exits.
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let answer = |id: u64| -> Value {
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|m| m["id"] == id && m.get("method").is_none())
+            .unwrap_or_else(|| panic!("no answer to {id}: {stdout}\n{stderr}"))
+    };
+    let seen: Value =
+        serde_json::from_str(answer(1)["result"]["reason"].as_str().unwrap()).unwrap();
+    let want = metadata(pre("0a", "run1"));
+    assert_eq!(seen, want, "{stdout}");
+    assert_eq!(answer(2)["error"]["code"], -32602, "{stdout}");
+    assert!(!stdout.contains("SECRET-"), "{stdout}");
 }
 
 #[test]

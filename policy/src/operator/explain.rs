@@ -123,7 +123,7 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
                 super::layers::dotted(std::slice::from_ref(hook))
             )
         };
-        let open = h.failure == FailureMode::Open;
+        let open = op.host.failure(hook) == FailureMode::Open;
         push(
             "hook",
             &format!("{hook} failure"),
@@ -151,6 +151,27 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
             op.origin(&key("cache_ttl_ms")),
             String::new(),
         );
+        if hook == crate::sertone::PRE_REQUEST {
+            // Money a control center pays on the plugin's word: shown even when unset.
+            push(
+                "hook",
+                &format!("{hook} max_fee_usdc"),
+                json!(h.max_fee_usdc.as_deref().unwrap_or("none")),
+                None,
+                None,
+                op.origin(&key("max_fee_usdc")),
+                "no fee above zero is accepted when unset".to_string(),
+            );
+            push(
+                "hook",
+                &format!("{hook} fee_destination"),
+                json!(h.fee_destination.as_deref().unwrap_or("any")),
+                None,
+                None,
+                op.origin(&key("fee_destination")),
+                String::new(),
+            );
+        }
     }
     push(
         "hook",
@@ -480,10 +501,9 @@ pub fn exposure(op: &ResolvedPolicy, eff: &EffectivePolicy) -> (f64, Vec<Exposur
             "hook_fail_open",
             0.5,
             f64::from(u8::from(
-                op.host
-                    .hooks
-                    .values()
-                    .any(|h| h.failure == FailureMode::Open),
+                eff.hooks
+                    .iter()
+                    .any(|h| op.host.failure(h) == FailureMode::Open),
             )),
         ),
         ("medium_risk_capabilities", 0.5, share),

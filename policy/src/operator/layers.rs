@@ -412,7 +412,9 @@ impl MergedPolicy {
             .map_err(|e| shape("host", e))?;
         host.validate().map_err(|e| {
             let key = match &e {
-                HostPolicyError::Range(k) => (*k).to_string(),
+                HostPolicyError::Range(k) | HostPolicyError::OnlyFor { key: k, .. } => {
+                    (*k).to_string()
+                }
                 _ => "host".to_string(),
             };
             OperatorPolicyError::Value {

@@ -181,7 +181,7 @@ fn lint_one(
         );
     }
     for (hook, h) in &r.host.hooks {
-        if h.failure == FailureMode::Open {
+        if r.host.failure(hook) == FailureMode::Open {
             let allows = h
                 .default
                 .as_ref()

@@ -12,14 +12,28 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the runtime answers when a hook's plugin fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureMode {
-    /// Return the error to the agent (the default: deny-by-default also for answers).
-    #[default]
+    /// Return the error to the agent (deny by default, also for answers): the default of
+    /// every hook but the Sertone ones ([`FailureMode::default_for`]).
     Closed,
     /// Bypass the plugin: answer with the hook's `default` and report the bypass (seed 003).
     Open,
+}
+
+impl FailureMode {
+    /// The mode of `hook` when the policy does not set `failure`: open for the Sertone hooks,
+    /// whose seed promises that a plugin's failure never blocks traffic (seed 003), closed for
+    /// every other hook (deny by default). Per hook rather than per section, so that a section
+    /// written only to raise `deadline_ms` does not also flip the mode.
+    pub fn default_for(hook: &str) -> Self {
+        if crate::sertone::is_sertone_hook(hook) {
+            Self::Open
+        } else {
+            Self::Closed
+        }
+    }
 }
 
 /// `[hooks."<hook>"]`.
@@ -28,9 +42,9 @@ pub enum FailureMode {
 pub struct HookPolicy {
     /// Milliseconds the plugin has to answer (caps an agent's `deadline_ms`).
     pub deadline_ms: Option<u64>,
-    /// Fail open or closed.
-    #[serde(default)]
-    pub failure: FailureMode,
+    /// Fail open or closed. Unset: [`FailureMode::default_for`] the hook (read it through
+    /// [`HostPolicy::failure`], never this field alone).
+    pub failure: Option<FailureMode>,
     /// The fail-open answer (JSON `null` when absent).
     #[schemars(with = "Option<serde_json::Value>")]
     pub default: Option<toml::Value>,
@@ -40,6 +54,15 @@ pub struct HookPolicy {
     /// whose answer depends on nothing but its payload, which the operator asserts by setting
     /// it. Absent or 0: no cache. At most 86 400 000 (24 h, the seed's longest default TTL).
     pub cache_ttl_ms: Option<u64>,
+    /// `on:sertone.pre_request` only: the largest `additional_fee_usdc` a plugin's answer may
+    /// ask, a USDC decimal string (at most 6 fractional digits). Unset: no fee above zero is
+    /// accepted — a plugin's fee reaches the fields a control center pays from only when the
+    /// operator allowed that much. An answer past it is invalid (a failure, under `failure`).
+    pub max_fee_usdc: Option<String>,
+    /// `on:sertone.pre_request` only: the one EVM address (`0x` + 40 hex digits) a fee may go
+    /// to. Unset: the plugin's `fee_destination` is taken as it answers it. An answer naming
+    /// another is invalid.
+    pub fee_destination: Option<String>,
 }
 
 /// `[capabilities]`.
@@ -143,6 +166,14 @@ pub enum HostPolicyError {
     /// A value is out of range.
     #[error("`{0}` is out of range")]
     Range(&'static str),
+    /// A key that means something only on one hook is set on another.
+    #[error("`{key}` applies only to the hook `{hook}`")]
+    OnlyFor {
+        /// The key, as `hooks.*.<name>`.
+        key: &'static str,
+        /// The one hook it applies to.
+        hook: &'static str,
+    },
     /// The sandbox half is invalid.
     #[error("invalid sandbox policy")]
     Sandbox(#[source] SandboxPolicyError),
@@ -158,6 +189,15 @@ impl HostPolicy {
             .and_then(|h| h.deadline_ms)
             .unwrap_or(self.protocol.default_deadline_ms);
         requested.map_or(cap, |r| r.min(cap))
+    }
+
+    /// The failure mode of `hook`: its section's `failure`, else the hook's default
+    /// ([`FailureMode::default_for`]).
+    pub fn failure(&self, hook: &str) -> FailureMode {
+        self.hooks
+            .get(hook)
+            .and_then(|h| h.failure)
+            .unwrap_or_else(|| FailureMode::default_for(hook))
     }
 
     /// Range-check the values (used by [`split_policy`] and the operator policy merge).
@@ -204,6 +244,34 @@ impl HostPolicy {
             .any(|h| h.cache_ttl_ms.is_some_and(|t| t > 86_400_000))
         {
             return Err(HostPolicyError::Range("hooks.*.cache_ttl_ms"));
+        }
+        for (hook, h) in &self.hooks {
+            // Fee keys on another hook would be silently meaningless: refused as a likely typo.
+            if hook != crate::sertone::PRE_REQUEST {
+                for (key, set) in [
+                    ("hooks.*.max_fee_usdc", h.max_fee_usdc.is_some()),
+                    ("hooks.*.fee_destination", h.fee_destination.is_some()),
+                ] {
+                    if set {
+                        return Err(HostPolicyError::OnlyFor {
+                            key,
+                            hook: crate::sertone::PRE_REQUEST,
+                        });
+                    }
+                }
+            }
+            if h.max_fee_usdc
+                .as_deref()
+                .is_some_and(|f| crate::sertone::micro_usdc(f).is_none())
+            {
+                return Err(HostPolicyError::Range("hooks.*.max_fee_usdc"));
+            }
+            if h.fee_destination
+                .as_deref()
+                .is_some_and(|d| !crate::sertone::valid_address(d))
+            {
+                return Err(HostPolicyError::Range("hooks.*.fee_destination"));
+            }
         }
         Ok(())
     }
@@ -269,8 +337,69 @@ default = { allow = true }
         assert_eq!(hp.deadline_ms("on:flow.new", Some(5000)), 100);
         assert_eq!(hp.deadline_ms("other", None), 250);
         let h = &hp.hooks["on:flow.new"];
-        assert_eq!(h.failure, FailureMode::Open);
+        assert_eq!(h.failure, Some(FailureMode::Open));
+        assert_eq!(hp.failure("on:flow.new"), FailureMode::Open);
         assert_eq!(default_json(h), serde_json::json!({"allow": true}));
+    }
+
+    #[test]
+    fn a_hook_section_without_failure_keeps_the_hooks_default_mode() {
+        // Raising a Sertone hook's deadline must not also make it fail closed (seed 003:
+        // plugin failure never blocks traffic), and other hooks stay deny-by-default.
+        let (_, hp) = split_policy(
+            "version = 1\n[hooks.\"on:sertone.pre_request\"]\ndeadline_ms = 1200\n\
+             [hooks.\"on:flow.new\"]\ndeadline_ms = 1200\n",
+        )
+        .unwrap();
+        assert_eq!(hp.failure(crate::sertone::PRE_REQUEST), FailureMode::Open);
+        assert_eq!(hp.failure(crate::sertone::POST_RESPONSE), FailureMode::Open);
+        assert_eq!(hp.failure("on:flow.new"), FailureMode::Closed);
+        assert_eq!(hp.failure("on:other"), FailureMode::Closed);
+        let (_, hp) =
+            split_policy("version = 1\n[hooks.\"on:sertone.pre_request\"]\nfailure = \"closed\"\n")
+                .unwrap();
+        assert_eq!(hp.failure(crate::sertone::PRE_REQUEST), FailureMode::Closed);
+    }
+
+    #[test]
+    fn fee_keys_are_checked_and_only_for_the_pre_request_hook() {
+        let pre = "[hooks.\"on:sertone.pre_request\"]";
+        let dest = format!("0x{}", "a".repeat(40));
+        let ok =
+            format!("version = 1\n{pre}\nmax_fee_usdc = \"0.001\"\nfee_destination = \"{dest}\"\n");
+        let (_, hp) = split_policy(&ok).unwrap();
+        let r = crate::sertone::Rules::of(&hp, crate::sertone::PRE_REQUEST);
+        assert_eq!(r.max_fee, Some(1000));
+        assert_eq!(r.fee_destination, Some(dest.clone()));
+        assert!(!r.closed);
+        for (text, key) in [
+            (
+                format!("{pre}\nmax_fee_usdc = \"0.0000001\""),
+                "hooks.*.max_fee_usdc",
+            ),
+            (
+                format!("{pre}\nmax_fee_usdc = \"-1\""),
+                "hooks.*.max_fee_usdc",
+            ),
+            (
+                format!("{pre}\nfee_destination = \"0xnothex\""),
+                "hooks.*.fee_destination",
+            ),
+        ] {
+            match split_policy(&format!("version = 1\n{text}\n")) {
+                Err(HostPolicyError::Range(k)) => assert_eq!(k, key),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            split_policy(
+                "version = 1\n[hooks.\"on:sertone.post_response\"]\nmax_fee_usdc = \"1\"\n"
+            ),
+            Err(HostPolicyError::OnlyFor {
+                key: "hooks.*.max_fee_usdc",
+                ..
+            })
+        ));
     }
 
     #[test]

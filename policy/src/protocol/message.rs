@@ -304,6 +304,30 @@ pub struct HookInvoke {
     pub deadline_ms: Option<u64>,
 }
 
+impl HookInvoke {
+    /// An agent's `hook_invoke` params (under `run` and on serve's socket), checked before any
+    /// plugin sees them: `deadline_ms`, when given, at least 1; a Sertone hook's payload rebuilt
+    /// to its metadata fields ([`crate::sertone::metadata_only`]), as the HTTP front rebuilds
+    /// it — seed 003's plugins never see payloads, whichever path the call takes — and refused
+    /// when it cannot be.
+    pub fn from_agent(p: &Value) -> Result<Self, RpcError> {
+        let mut call: Self = params(p)?;
+        if call.deadline_ms == Some(0) {
+            return Err(RpcError::new(
+                codes::INVALID_PARAMS,
+                "deadline_ms must be at least 1",
+            ));
+        }
+        call.payload = crate::sertone::metadata_only(&call.hook, &call.payload).map_err(|e| {
+            RpcError::new(
+                codes::INVALID_PARAMS,
+                format!("invalid params: `{}` payload: {e}", call.hook),
+            )
+        })?;
+        Ok(call)
+    }
+}
+
 /// `log` params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -459,6 +483,30 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn an_agents_sertone_call_is_rebuilt_to_metadata() {
+        let pre = json!({"request_id": "r", "api_id": "a", "consumer_wallet_hash": "h",
+                         "endpoint_path": "/p", "timestamp": 1});
+        let mut sent = pre.clone();
+        sent["request_body"] = json!("SECRET");
+        let call =
+            HookInvoke::from_agent(&json!({"hook": crate::sertone::PRE_REQUEST, "payload": sent}))
+                .unwrap();
+        assert_eq!(call.payload, pre);
+        let e = HookInvoke::from_agent(
+            &json!({"hook": crate::sertone::POST_RESPONSE, "payload": {"response_body": "x"}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, codes::INVALID_PARAMS);
+        let e = HookInvoke::from_agent(&json!({"hook": "h", "deadline_ms": 0})).unwrap_err();
+        assert_eq!(e.code, codes::INVALID_PARAMS);
+        let other = json!({"hook": "on:flow.new", "payload": {"request_body": "kept"}});
+        assert_eq!(
+            HookInvoke::from_agent(&other).unwrap().payload["request_body"],
+            "kept"
+        );
     }
 
     #[test]

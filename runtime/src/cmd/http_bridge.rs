@@ -50,6 +50,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use stockade_policy::manifest::{Manifest, HTTP_HOOKS};
 use stockade_policy::protocol::message::{codes, response_err, response_ok, RpcError};
+use stockade_policy::sertone;
 
 /// Where the package is mounted inside the sandbox.
 const PLUGIN_DIR: &str = "/plugin";
@@ -509,7 +510,10 @@ fn invoke(
     let Some((_, path)) = HTTP_HOOKS.iter().find(|(h, _)| *h == hook) else {
         return Err(format!("{hook} has no HTTP endpoint"));
     };
-    let body = serde_json::to_vec(payload).unwrap_or_default();
+    // The last hop before the plugin: metadata only here too, whatever path the call took (the
+    // runtime's entry points rebuild it already; a future one that forgot cannot undo it).
+    let payload = sertone::metadata_only(hook, payload).map_err(|e| format!("{hook}: {e}"))?;
+    let body = serde_json::to_vec(&payload).unwrap_or_default();
     match exchange(port, "POST", path, &body, left) {
         Ok((200, b)) => serde_json::from_slice::<serde_json::Value>(&b)
             .map_err(|_| format!("POST {path}: the answer is not JSON")),

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 use stockade_policy::protocol::frame::{Frame, FrameDecoder};
 use stockade_policy::protocol::message::{
-    codes, from_frame, params, response_err, HookInvoke, Message, RpcError,
+    codes, from_frame, response_err, HookInvoke, Message, RpcError,
 };
 
 /// One agent connection's input side: frames decoded from the agent's bytes wait in a backlog
@@ -63,11 +63,7 @@ impl AgentLink {
                 id,
                 method,
                 params: p,
-            } if method == "hook_invoke" => match params::<HookInvoke>(&p) {
-                Ok(call) if call.deadline_ms == Some(0) => sup.to_agent.push(response_err(
-                    &id,
-                    &RpcError::new(codes::INVALID_PARAMS, "deadline_ms must be at least 1"),
-                )),
+            } if method == "hook_invoke" => match HookInvoke::from_agent(&p) {
                 Ok(call) => sup.invoke(id, call, now),
                 Err(e) => sup.to_agent.push(response_err(&id, &e)),
             },

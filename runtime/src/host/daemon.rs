@@ -568,10 +568,7 @@ impl Daemon {
 
     fn request(&mut self, conn: usize, id: Value, method: &str, p: &Value, now: Instant) {
         let r = match method {
-            "hook_invoke" => match params::<HookInvoke>(p) {
-                Ok(call) if call.deadline_ms == Some(0) => {
-                    Err(err(codes::INVALID_PARAMS, "deadline_ms must be at least 1"))
-                }
+            "hook_invoke" => match HookInvoke::from_agent(p) {
                 Ok(call) => return self.fan_out(conn, id, call, now),
                 Err(e) => Err(e),
             },
@@ -623,10 +620,10 @@ impl Daemon {
     fn unavailable_entry(&self, plugin: &str, hook: &str, why: &str) -> Value {
         let e = err(codes::UNAVAILABLE, why);
         // The plugin's own effective hook policy (its `[plugin."NAME"]` section applied).
-        let hooks = self.plugins.get(plugin).map(|e| &e.host.hooks);
-        match hooks.and_then(|h| h.get(hook)) {
-            Some(h) if h.failure == FailureMode::Open => json!({
-                "plugin": plugin, "result": default_json(h),
+        let host = self.plugins.get(plugin).map(|e| &e.host);
+        match host {
+            Some(p) if p.failure(hook) == FailureMode::Open => json!({
+                "plugin": plugin, "result": p.hooks.get(hook).map_or(Value::Null, default_json),
                 "bypassed": {"hook": hook, "code": e.code, "reason": codes::name(e.code), "message": e.message},
             }),
             _ => json!({"plugin": plugin, "error": e}),

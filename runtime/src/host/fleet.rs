@@ -663,6 +663,7 @@ impl Daemon {
     ) -> Result<usize, (&'static str, RpcError)> {
         // `launch_us` counts everything from here: policy, key/value store, sandbox, handshake.
         let started = Instant::now();
+        let first_launch = matches!(event, Event::Launch);
         let generation = self.policy_generation;
         let pkg = &e.pkg;
         let name = pkg.manifest.name().to_string();
@@ -791,6 +792,9 @@ impl Daemon {
             interval: Duration::from_millis(h.ping_interval_ms),
             timeout: Duration::from_millis(h.ping_timeout_ms),
         });
+        if self.front.is_some() && first_launch {
+            warn_sertone_deadline(&name, e, &lp.host, self.cfg.serve.sertone.deadline_ms);
+        }
         e.host = lp.host.clone();
         let pcfg = PluginConfig {
             ceiling: pkg.report.capability_ceiling.iter().copied().collect(),
@@ -1616,6 +1620,26 @@ impl Daemon {
                 self.plugins.insert(name.to_string(), e);
                 self.crashed(name, now);
             }
+        }
+    }
+}
+
+/// Log, at a plugin's launch, each Sertone hook whose per-hook cap (`[hooks."<hook>"]
+/// deadline_ms`, else `[protocol] default_deadline_ms`) is below the front's `[sertone]
+/// deadline_ms`: the front asks for its deadline and the plugin's policy silently caps it, so an
+/// operator who raised only the front's would otherwise see the plugin time out sooner than
+/// configured, with nothing saying why.
+fn warn_sertone_deadline(name: &str, e: &Entry, host: &HostPolicy, front_ms: u64) {
+    use stockade_policy::sertone::{POST_RESPONSE, PRE_REQUEST};
+    for hook in [PRE_REQUEST, POST_RESPONSE] {
+        let capped = host.deadline_ms(hook, Some(front_ms));
+        if e.declares(hook) && capped < front_ms {
+            log_line(&format!(
+                "warning: plugin {}: {hook}: the Sertone front's deadline_ms = {front_ms} is \
+                 capped at {capped} ms by the policy's per-hook deadline; raise \
+                 [hooks.\"{hook}\"] deadline_ms (or [protocol] default_deadline_ms) for it",
+                term(name)
+            ));
         }
     }
 }

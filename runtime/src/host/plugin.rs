@@ -494,13 +494,16 @@ impl PluginHandle {
     /// Answer an agent's call with an error, or with the hook's default when it fails open.
     fn fail(&self, fx: &mut Effects, agent_id: &Value, hook: &str, e: RpcError) {
         let policy = self.cfg.policy.hooks.get(hook);
-        let bypass = policy.is_some_and(|h| h.failure == FailureMode::Open)
+        // The mode of the hook, not of its section: a section without `failure` keeps the
+        // hook's default (open for the Sertone hooks, seed 003).
+        let bypass = self.cfg.policy.failure(hook) == FailureMode::Open
             && !matches!(
                 e.code,
                 codes::INVALID_PARAMS | codes::PLUGIN_ERROR | codes::NOT_REGISTERED
             );
-        if let (true, Some(h)) = (bypass, policy) {
-            fx.to_agent.push(response_ok(agent_id, default_json(h)));
+        if bypass {
+            let default = policy.map_or(Value::Null, default_json);
+            fx.to_agent.push(response_ok(agent_id, default));
             fx.to_agent.push(notification(
                 "log",
                 json!({"plugin": self.name(), "level": "warn", "source": "runtime",

@@ -274,9 +274,9 @@ fn operator_allowlist_and_fail_open() {
         "on:h".into(),
         stockade_policy::protocol::host::HookPolicy {
             deadline_ms: Some(10),
-            failure: FailureMode::Open,
+            failure: Some(FailureMode::Open),
             default: Some(toml::Value::Boolean(true)),
-            cache_ttl_ms: None,
+            ..Default::default()
         },
     );
     let mut t = setup(p);

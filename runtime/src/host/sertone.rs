@@ -46,7 +46,6 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-use stockade_policy::protocol::host::FailureMode;
 use stockade_policy::protocol::message::HookInvoke;
 use stockade_policy::sertone::{self, Outcome};
 
@@ -779,41 +778,37 @@ impl Daemon {
         results: Vec<(String, Option<Value>)>,
     ) {
         let deadline = self.front.as_ref().map_or(Duration::ZERO, |f| f.deadline);
-        let outcomes: Vec<(String, Outcome)> = results
+        let outcomes: Vec<sertone::PluginOutcome> = results
             .into_iter()
             .map(|(name, entry)| {
-                let closed = self
+                // The plugin's own effective hook policy: its failure mode (which also decides
+                // an invalid answer) and fee limits.
+                let rules = self
                     .plugins
                     .get(&name)
-                    .and_then(|e| e.host.hooks.get(hook))
-                    .is_some_and(|h| h.failure == FailureMode::Closed);
+                    .map(|e| sertone::Rules::of(&e.host, hook))
+                    .unwrap_or_else(|| sertone::Rules::of(&Default::default(), hook));
                 let out = match entry {
-                    None => Outcome::Failed {
-                        why: pending_why(deadline),
-                        closed,
-                    },
+                    None => Outcome::Failed(pending_why(deadline)),
                     Some(e) => match (e.get("bypassed"), e.get("result"), e.get("error")) {
-                        (Some(b), _, _) => Outcome::Failed {
-                            why: b["message"].as_str().unwrap_or("bypassed").to_string(),
-                            closed: false,
-                        },
+                        (Some(b), _, _) => {
+                            Outcome::Failed(b["message"].as_str().unwrap_or("bypassed").to_string())
+                        }
                         (None, Some(r), _) => Outcome::Answer(r.clone()),
-                        (None, None, err) => Outcome::Failed {
-                            why: err
-                                .and_then(|x| x["message"].as_str())
+                        (None, None, err) => Outcome::Failed(
+                            err.and_then(|x| x["message"].as_str())
                                 .unwrap_or("no answer")
                                 .to_string(),
-                            closed,
-                        },
+                        ),
                     },
                 };
-                (name, out)
+                (name, rules, out)
             })
             .collect();
         self.sertone_answer(t, hook, &outcomes);
     }
 
-    fn sertone_answer(&mut self, t: usize, hook: &str, outcomes: &[(String, Outcome)]) {
+    fn sertone_answer(&mut self, t: usize, hook: &str, outcomes: &[sertone::PluginOutcome]) {
         let v = if hook == sertone::PRE_REQUEST {
             sertone::combine_pre(outcomes)
         } else {
