@@ -5,7 +5,9 @@
 //! `on:sertone.pre_request` / `on:sertone.post_response` to every loaded plugin registered for it
 //! — through the same fan-out, deadlines, restarts and quarantine as agent calls — and the answers
 //! are combined into one. The answer is sent within `[sertone] deadline_ms` whatever the plugins
-//! do: a plugin still silent then is bypassed (fail-open) and named under `bypassed`.
+//! do: a plugin still silent then, or whose answer is invalid, has failed, and the hook's failure
+//! mode decides — bypassed and named under `bypassed` by default (fail-open, seed 003), a denial
+//! where the operator set `failure = "closed"`.
 //!
 //! Same loop, same thread as the rest of the daemon: connections are non-blocking, requests are
 //! parsed with `httparse` (a kept crate; we write no HTTP tokenizer), heads and bodies are capped
