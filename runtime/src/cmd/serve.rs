@@ -218,6 +218,26 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         .and_then(|_| sys::signalfd(&sigs))
         .map_err(loop_err)?;
 
+    // The Sertone front is bound first, before the agent socket and before any plugin starts:
+    // a refused address changes nothing, and an agent that finds the socket listening finds the
+    // front's port bound too (it is served once the loop runs, as the socket is).
+    let front = match a.sertone_listen.as_ref().or(serve.sertone.listen.as_ref()) {
+        None => None,
+        Some(s) => {
+            let refused = |m: String| {
+                cmd(
+                    Exit::SertoneListen,
+                    "sertone_listen",
+                    ServeError::Sertone(m),
+                )
+            };
+            let addr = sertone::listen_addr(s, serve.sertone.allow_remote).map_err(refused)?;
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| refused(format!("cannot listen on {addr}: {e}")))?;
+            Some((addr, l))
+        }
+    };
+
     let inherited = systemd::listen_fds()
         .map_err(|m| cmd(Exit::Usage, "activation", ServeError::Activation(m)))?;
     let (listener, bound) = match inherited {
@@ -259,27 +279,6 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         trust,
         trust_args: a.trust.clone(),
         node,
-    };
-    // The Sertone front is bound before any plugin starts: a refused address changes nothing.
-    let front = match a
-        .sertone_listen
-        .as_ref()
-        .or(cfg.serve.sertone.listen.as_ref())
-    {
-        None => None,
-        Some(s) => {
-            let refused = |m: String| {
-                cmd(
-                    Exit::SertoneListen,
-                    "sertone_listen",
-                    ServeError::Sertone(m),
-                )
-            };
-            let addr = sertone::listen_addr(s, cfg.serve.sertone.allow_remote).map_err(refused)?;
-            let l = std::net::TcpListener::bind(addr)
-                .map_err(|e| refused(format!("cannot listen on {addr}: {e}")))?;
-            Some((addr, l))
-        }
     };
     let mut d = Daemon::new(cfg, quarantines, listener, sigfd).map_err(loop_err)?;
     if let Some((addr, l)) = front {
