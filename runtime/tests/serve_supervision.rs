@@ -427,3 +427,40 @@ fn a_killed_sandbox_that_does_not_end_never_stops_other_launches() {
     drop(frozen);
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
+
+/// A plugin an earlier daemon quarantined is loaded quarantined, and its hooks are answered by
+/// the failure mode of its own host policy, as a running plugin's would be: here the operator
+/// made `on:x` fail open with a default answer. The restored plugin's entry was given the
+/// default host policy (every hook fail-closed, Sertone's fail-open), so an operator's
+/// `failure = "closed"` on a Sertone firewall restored from quarantine let requests through,
+/// and an operator's fail-open hook answered an error.
+#[test]
+fn a_restored_quarantine_answers_by_the_plugins_own_hook_policy() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let config = "[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 40\njitter_percent = 0\n\
+                  [quarantine]\nmax_crashes = 2\nwindow_ms = 600000\n[health]\nping_interval_ms = 0\n";
+    let policy = "[hooks.\"on:x\"]\nfailure = \"open\"\ndefault = { fallback = true }\n";
+    let mut s = Serve::start(&fx, config, Some(policy));
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    c.wait_state("a", "restarting");
+    c.wait_state("a", "ready");
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    c.wait_state("a", "quarantined");
+    s.stop_and_drain(&mut c);
+
+    let mut s = Serve::start(&fx, config, Some(policy));
+    let mut c = s.client();
+    let st = c.ok("plugin_load", json!({"package": a}));
+    assert_eq!(st["state"], "quarantined", "{st}");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(entry(&r, "a")["result"], json!({"fallback": true}), "{r}");
+    assert!(entry(&r, "a").get("bypassed").is_some(), "{r}");
+    c.ok("plugin_unload", json!({"name": "a"}));
+    s.stop_and_drain(&mut c);
+}

@@ -626,6 +626,23 @@ impl Daemon {
         // Its incarnations were ready before they crashed: after `plugin_restart`, a crash is
         // counted like any other, not taken for a failed load.
         entry.ever_ready = true;
+        // Its hooks are answered by their failure mode, which is the plugin's own host policy:
+        // the default one would answer a hook the operator made fail closed (a Sertone
+        // firewall's) as failing open. Decided, not recorded: nothing is granted or launched.
+        let lp = crate::plugin_policy::decide(
+            &self.cfg.policy,
+            entry.pkg.view(),
+            &self.cfg.policy_root,
+            self.cfg.allow_flags.as_ref(),
+            unix_now(),
+        )
+        .map_err(|err| {
+            load_failed(
+                format!("refused by the policy: {}", err.chain().join(": ")),
+                json!({"kind": err.kind(), "exit": err.exit().code()}),
+            )
+        })?;
+        entry.host = lp.0.host;
         let mut rec = entry.audit.clone();
         rec.event = Event::Quarantine;
         rec.outcome = "crash_loop".into();
