@@ -365,7 +365,9 @@ impl HttpConn {
                 self.more_input = true;
                 break;
             }
-            match self.stream.read(&mut chunk) {
+            // Never past MAX_INPUT: the last read takes only what is left of it.
+            let room = (MAX_INPUT - self.inbuf.len()).min(READ_CHUNK);
+            match self.stream.read(&mut chunk[..room]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -824,7 +826,8 @@ impl Daemon {
             // of the others follows (`sertone_timers`).
             if f.bypasses.note((hook.to_string(), plugin.to_string()), now) {
                 log_line(&format!(
-                    "sertone: {}: plugin {} bypassed (fail-open): {} (logged once per {} s for                      this plugin and hook)",
+                    "sertone: {}: plugin {} bypassed (fail-open): {} (logged once per {} s for \
+                     this plugin and hook)",
                     crate::output::term(hook),
                     crate::output::term(plugin),
                     crate::output::term(x["why"].as_str().unwrap_or("?")),
@@ -836,9 +839,15 @@ impl Daemon {
             c.respond(200, &v);
         }
         self.sertone_flush(t, now);
-        // A keep-alive connection may already hold its next request.
-        self.sertone_next_request(t, now);
-        self.sertone_flush(t, now);
+        // A keep-alive connection may already hold its next request: it is taken on the next
+        // turn (`hot`), not here. Taken here, a fan-out that finishes at once (no plugin ready:
+        // all bypassed) answered from inside `sertone_next_request` would recurse once per
+        // pipelined request — thousands of frames from one write of a local client.
+        if let Some(f) = self.front.as_mut() {
+            if f.conns.contains_key(&t) && !f.hot.contains(&t) {
+                f.hot.push(t);
+            }
+        }
     }
 }
 
