@@ -269,17 +269,29 @@ fn exec_json_keeps_audit_records_out_of_its_report() {
     );
 }
 
-/// `stockade exec` with `/etc/subuid` replaced, in a private mount namespace of its own, by
-/// `subuid` (a bind of a temporary file: the host's file is never touched).
+/// `stockade exec` with `/etc/subuid` replaced by `subuid` and `/etc/subgid` by an empty file,
+/// in a private mount namespace of its own (binds of temporary files: the host's delegations
+/// play no part, and its files are never changed; one missing is made empty first, as
+/// shadow-utils' own packages make them).
 fn exec_with_subuid(subuid: &str, policy: &str, report: &std::path::Path) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("subuid");
-    std::fs::write(&file, subuid).unwrap();
+    let (uids, gids) = (dir.path().join("subuid"), dir.path().join("subgid"));
+    std::fs::write(&uids, subuid).unwrap();
+    std::fs::write(&gids, "").unwrap();
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        if !std::path::Path::new(f).exists() {
+            std::fs::write(f, "").unwrap();
+        }
+    }
     std::process::Command::new("unshare")
         .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
-        .arg(r#"mount --bind "$1" /etc/subuid && shift && exec "$@""#)
+        .arg(
+            r#"mount --bind "$1" /etc/subuid && mount --bind "$2" /etc/subgid && shift 2 &&
+               exec "$@""#,
+        )
         .arg("sh")
-        .arg(&file)
+        .arg(&uids)
+        .arg(&gids)
         .args([BIN, "exec", "--policy", policy, "--report"])
         .arg(report)
         .args(["--", "/bin/true"])

@@ -101,14 +101,33 @@ pub const SERVICE_USER: &str = "stockade";
 /// count)` and belong to someone other than root, this process's user or [`SERVICE_USER`]:
 /// such a user can become a plugin's uid (`newuidmap`) and signal, trace or write as it
 /// (policy/src/sandbox/subids.rs says why). A missing file delegates nothing; one that cannot be
-/// read is an error (fail closed). Read once per process and range (the files change with
-/// `useradd`, not while a launch is made; the daemon reads them again when restarted).
+/// read is an error (fail closed). Checked at every launch: the files are `stat`ed each time and
+/// read again only when one changed (a long-lived daemon sees a `usermod --add-subuids` made
+/// after it started), and the names resolved once per reading.
 pub fn foreign_delegations(first: u32, count: u32) -> Result<Vec<Delegated>, UidError> {
+    delegations_in(SUBID_FILES, first, count)
+}
+
+/// [`foreign_delegations`] in `files` (the tests' own).
+fn delegations_in(
+    files: [&'static str; 2],
+    first: u32,
+    count: u32,
+) -> Result<Vec<Delegated>, UidError> {
+    use std::os::unix::fs::MetadataExt;
     use std::sync::Mutex;
-    type Cache = Option<((u32, u32), Vec<Delegated>)>;
-    static CACHE: Mutex<Cache> = Mutex::new(None);
+    /// What identifies a version of each file: device, inode, size, change time (ns).
+    type Stamp = [Option<(u64, u64, u64, i64, i64)>; 2];
+    type Key = ([&'static str; 2], u32, u32, Stamp);
+    static CACHE: Mutex<Option<(Key, Vec<Delegated>)>> = Mutex::new(None);
+    let stamp: Stamp = files.map(|f| {
+        fs::metadata(f)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.size(), m.ctime(), m.ctime_nsec()))
+    });
+    let key = (files, first, count, stamp);
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, found)) = cache.as_ref().filter(|(key, _)| *key == (first, count)) {
+    if let Some((_, found)) = cache.as_ref().filter(|(k, _)| *k == key) {
         return Ok(found.clone());
     }
     let euid = nix::unistd::geteuid();
@@ -129,7 +148,7 @@ pub fn foreign_delegations(first: u32, count: u32) -> Result<Vec<Delegated>, Uid
             || service.as_deref() == Some(owner)
     };
     let mut found = Vec::new();
-    for file in SUBID_FILES {
+    for file in files {
         let text = match fs::read_to_string(file) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -146,7 +165,7 @@ pub fn foreign_delegations(first: u32, count: u32) -> Result<Vec<Delegated>, Uid
                 .map(|delegation| Delegated { file, delegation }),
         );
     }
-    *cache = Some(((first, count), found.clone()));
+    *cache = Some((key, found.clone()));
     Ok(found)
 }
 
@@ -226,6 +245,33 @@ fn passed_over(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A delegation added while the process runs (a daemon started before a `usermod
+    /// --add-subuids`) is seen at the next launch, and one removed is forgotten: the files are
+    /// read again whenever one changed. They were read once per process.
+    #[test]
+    fn delegations_are_read_again_when_the_files_change() {
+        let d = tempfile::tempdir().unwrap();
+        let leak = |p: std::path::PathBuf| -> &'static str {
+            Box::leak(p.to_str().unwrap().to_string().into_boxed_str())
+        };
+        let (uids, gids) = (leak(d.path().join("subuid")), leak(d.path().join("subgid")));
+        fs::write(uids, "alice:100000:65536\n").unwrap();
+        let owners = || -> Vec<String> {
+            delegations_in([uids, gids], 200_000, 65_536)
+                .unwrap()
+                .into_iter()
+                .map(|d| d.delegation.owner)
+                .collect()
+        };
+        assert!(owners().is_empty());
+        fs::write(uids, "alice:100000:65536\nbob:165536:65536\n").unwrap();
+        assert_eq!(owners(), ["bob"]);
+        fs::write(gids, "carol:260000:10\n").unwrap();
+        assert_eq!(owners(), ["bob", "carol"]);
+        fs::remove_file(uids).unwrap();
+        assert_eq!(owners(), ["carol"]);
+    }
 
     #[test]
     fn two_live_leases_never_share_a_uid_and_release_on_drop() {
