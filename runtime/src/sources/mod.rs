@@ -566,18 +566,24 @@ mod anchor {
     }
 
     /// The digests recorded for `file`, if any (none on a filesystem without `trusted.*`
-    /// attributes: then nothing was recorded either).
-    fn recorded(dir: &File, file: &str) -> Vec<String> {
-        dir.get_xattr(name(file))
-            .ok()
-            .flatten()
-            .map(|v| {
-                String::from_utf8_lossy(&v)
-                    .lines()
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// attributes: then nothing was recorded either). Any other error reading the record is
+    /// an error: taken for "nothing recorded", it would accept any file.
+    fn recorded(dir: &File, state_dir: &Path, file: &str) -> Result<Vec<String>, SourceError> {
+        match dir.get_xattr(name(file)) {
+            Ok(v) => Ok(v
+                .map(|v| {
+                    String::from_utf8_lossy(&v)
+                        .lines()
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(Vec::new()),
+            Err(source) => Err(SourceError::Anchor {
+                path: state_dir.join(file),
+                source,
+            }),
+        }
     }
 
     /// Refuse `file` (its bytes, `None` when absent) unless it is what root recorded last.
@@ -589,7 +595,7 @@ mod anchor {
         let Some(dir) = anchored_dir(state_dir) else {
             return Ok(());
         };
-        let want = recorded(&dir, file);
+        let want = recorded(&dir, state_dir, file)?;
         let found = digest(bytes);
         if want.is_empty() || want.contains(&found) {
             return Ok(());
@@ -614,7 +620,7 @@ mod anchor {
         let Some(dir) = anchored_dir(state_dir) else {
             return write();
         };
-        let old = recorded(&dir, file);
+        let old = recorded(&dir, state_dir, file)?;
         let new = digest(Some(bytes));
         let both = old.last().map_or(new.clone(), |o| format!("{o}\n{new}"));
         if let Err(e) = dir.set_xattr(name(file), both.as_bytes()) {
