@@ -59,9 +59,12 @@ const MAX_ANSWER: usize = 256 * 1024;
 /// How long the plugin may take to answer `GET /sertone/info` after start (the runtime's
 /// handshake timeout normally ends the wait first).
 const START_WAIT: Duration = Duration::from_secs(60);
-/// How long a health check's `GET /sertone/info` may take (the runtime's `ping_timeout_ms`
-/// normally ends the wait first).
-const PING_WAIT: Duration = Duration::from_secs(2);
+/// How long a health check's `GET /sertone/info` may take. The runtime's `ping_timeout_ms` is
+/// the judge, and the bridge does not know it: a shorter wait here would withhold the pong of a
+/// healthy single-threaded plugin busy with a call longer than this (docs/protocol.md tells
+/// operators to keep `ping_timeout_ms` above the longest hook deadline), and the runtime would
+/// take it for hung. One ping at a time is checked; the runtime sends no other meanwhile.
+const PING_WAIT: Duration = START_WAIT;
 /// How long past a call's deadline the worker still waits for the plugin's answer (which is
 /// then dropped). Closing the connection at the deadline would not stop the plugin's work on
 /// it — an HTTP server carries on with a request whose client left — it would only stack the
