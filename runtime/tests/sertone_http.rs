@@ -1070,3 +1070,46 @@ fn the_front_refuses_pages_slow_heads_and_unread_floods() {
     assert!(s.log().contains("answers not read in time"), "{}", s.log());
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
+
+/// A healthy plugin busy with one long call (3 s, within its 5 s hook deadline) while the
+/// runtime pings it, with `ping_timeout_ms` above that deadline as docs/protocol.md says: the
+/// bridge's health check waits for the plugin's `GET /sertone/info` as long as the runtime
+/// allows, so the pong comes once the call is done and the plugin is not restarted as hung. The
+/// bridge gave that `GET` 2 s, withheld the pong, and the runtime took the plugin for hung.
+#[test]
+fn a_long_call_within_its_deadline_does_not_cost_the_plugin_its_health() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let src = fx.dir().join("slow.py");
+    std::fs::write(&src, FAULTY).unwrap();
+    let pkg = pack_http(
+        &fx,
+        "slow",
+        &src,
+        "/usr/bin/python3",
+        json!({"MODE": "slow", "DELAY": "3"}),
+    );
+    let (mut s, port) = start_health(
+        &fx,
+        &[&pkg],
+        "[hooks.\"on:sertone.pre_request\"]\ndeadline_ms = 5000\n",
+        "[health]\nping_interval_ms = 200\nping_timeout_ms = 5500\n",
+        "[sertone]\ndeadline_ms = 5000\n",
+    );
+    // Calls back to back for longer than the ping timeout: a withheld pong would be found.
+    for id in ["long-1", "long-2", "long-3"] {
+        let (st, r) = http(port, "POST", "/sertone/pre-request", &pre("0a", id));
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["bypassed"], json!([]), "{r}\n{}", s.log());
+    }
+    let log = s.log();
+    for gone in ["terminated", "restarting", "quarantined"] {
+        assert!(
+            !log.contains(&format!("plugin slow: {gone}")),
+            "a busy healthy plugin was taken for hung ({gone}): {log}"
+        );
+    }
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
