@@ -495,15 +495,32 @@ fn load_checked<T: Default + serde::de::DeserializeOwned>(
     name: &str,
     also: Option<u32>,
 ) -> Result<T, SourceError> {
-    let path = state_dir.join(name);
-    let bytes = read_present(&path, also)?;
-    if also.is_none() {
-        anchor::check(state_dir, name, bytes.as_deref())?;
-    }
+    parse_state(state_dir, name, read_present(&state_dir.join(name), also)?)
+}
+
+/// Configuration file `name` (`sources.json`, `pins.json`): [`load_checked`] as this user's or
+/// root's alone, and only the file root recorded writing last where another user owns the
+/// state directory ([`anchor`]).
+fn load_config<T: Default + serde::de::DeserializeOwned>(
+    state_dir: &Path,
+    name: &str,
+) -> Result<T, SourceError> {
+    let bytes = read_present(&state_dir.join(name), None)?;
+    anchor::check(state_dir, name, bytes.as_deref())?;
+    parse_state(state_dir, name, bytes)
+}
+
+/// The bytes of state file `name` as JSON (`None`: the default).
+fn parse_state<T: Default + serde::de::DeserializeOwned>(
+    state_dir: &Path,
+    name: &str,
+    bytes: Option<Vec<u8>>,
+) -> Result<T, SourceError> {
     match bytes {
-        Some(b) => {
-            serde_json::from_slice(&b).map_err(|source| StateError::Corrupt { path, source }.into())
-        }
+        Some(b) => serde_json::from_slice(&b).map_err(|source| {
+            let path = state_dir.join(name);
+            StateError::Corrupt { path, source }.into()
+        }),
         None => Ok(T::default()),
     }
 }
@@ -702,9 +719,9 @@ fn save_json<T: Serialize>(
 
 impl Sources {
     /// Load `<state>/sources.json` (absent: none), only from a file of this user or root that
-    /// no one else may write.
+    /// no one else may write ([`load_config`]).
     pub fn load(state_dir: &Path) -> Result<Self, SourceError> {
-        load_checked(state_dir, SOURCES_FILE, None)
+        load_config(state_dir, SOURCES_FILE)
     }
     /// Save atomically, as its owner only ([`save_config`]).
     pub fn save(&self, state_dir: &Path) -> Result<(), SourceError> {
@@ -767,9 +784,9 @@ fn hex_digest(state_dir: &Path, file: &str, h: &str) -> Result<[u8; 32], SourceE
 
 impl Pins {
     /// Load `<state>/pins.json` (absent: none), only from a file of this user or root that no
-    /// one else may write.
+    /// one else may write ([`load_config`]).
     pub fn load(state_dir: &Path) -> Result<Self, SourceError> {
-        load_checked(state_dir, PINS_FILE, None)
+        load_config(state_dir, PINS_FILE)
     }
     /// Save atomically, as its owner only ([`save_config`]).
     pub fn save(&self, state_dir: &Path) -> Result<(), SourceError> {
