@@ -247,6 +247,15 @@ fn load_failed(msg: impl Into<String>, data: Value) -> RpcError {
     RpcError::new(codes::LOAD_FAILED, msg.into()).with_data(data)
 }
 
+/// The `load_failed` of a plugin whose policy could not be decided (its sections are invalid,
+/// or a record could not be written).
+fn policy_refusal(err: &crate::error::CmdError) -> RpcError {
+    load_failed(
+        format!("refused by the policy: {}", err.chain().join(": ")),
+        json!({"kind": err.kind(), "exit": err.exit().code()}),
+    )
+}
+
 /// The daemon's log line for a `plugin_state` (after `stockade serve: `). The reason's message
 /// is often the plugin's own words (a handshake naming another plugin, a refused frame), so
 /// every string in it is escaped ([`term`]): a newline in it cannot start a line that reads as
@@ -636,12 +645,7 @@ impl Daemon {
             self.cfg.allow_flags.as_ref(),
             unix_now(),
         )
-        .map_err(|err| {
-            load_failed(
-                format!("refused by the policy: {}", err.chain().join(": ")),
-                json!({"kind": err.kind(), "exit": err.exit().code()}),
-            )
-        })?;
+        .map_err(|err| policy_refusal(&err))?;
         entry.host = lp.0.host;
         let mut rec = entry.audit.clone();
         rec.event = Event::Quarantine;
@@ -707,11 +711,7 @@ impl Daemon {
                     } else {
                         "policy"
                     };
-                    let msg = format!("refused by the policy: {}", err.chain().join(": "));
-                    (
-                        stage,
-                        load_failed(msg, json!({"kind": err.kind(), "exit": err.exit().code()})),
-                    )
+                    (stage, policy_refusal(&err))
                 })?;
                 let held = spare
                     .filter(|sp| sp.decision.sandbox == lp.sandbox)
