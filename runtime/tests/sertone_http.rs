@@ -69,6 +69,16 @@ fn pack_http(fx: &Fixture, name: &str, src: &Path, interpreter: &str, env: Value
     out
 }
 
+/// Pack [`FAULTY`] (written beside the fixture once) as Python HTTP plugin `name`, configured by
+/// `env` (`MODE` and its settings).
+fn pack_faulty(fx: &Fixture, name: &str, env: Value) -> PathBuf {
+    let src = fx.dir().join("faulty.py");
+    if !src.exists() {
+        std::fs::write(&src, FAULTY).unwrap();
+    }
+    pack_http(fx, name, &src, "/usr/bin/python3", env)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -454,8 +464,6 @@ fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
     }
     let fx = Fixture::new();
     let seed = extract(&fx);
-    let src = fx.dir().join("faulty.py");
-    std::fs::write(&src, FAULTY).unwrap();
     let mut pkgs = vec![pack_http(
         &fx,
         "hello-node",
@@ -464,13 +472,7 @@ fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
         json!({}),
     )];
     for mode in ["crash", "hang", "garbage", "badfee"] {
-        pkgs.push(pack_http(
-            &fx,
-            mode,
-            &src,
-            "/usr/bin/python3",
-            json!({"MODE": mode}),
-        ));
+        pkgs.push(pack_faulty(&fx, mode, json!({"MODE": mode})));
     }
     let refs: Vec<&PathBuf> = pkgs.iter().collect();
     let (mut s, port) = start(
@@ -563,20 +565,11 @@ fn answers_are_held_to_the_operators_hook_policy() {
         return;
     }
     let fx = Fixture::new();
-    let src = fx.dir().join("faulty.py");
-    std::fs::write(&src, FAULTY).unwrap();
     let pin = format!("0x{}", "A".repeat(40));
-    let py = "/usr/bin/python3";
     let fee = |name: &str, fee: &str, dest: &str| {
-        pack_http(
-            &fx,
-            name,
-            &src,
-            py,
-            json!({"MODE": "fee", "FEE": fee, "DEST": dest}),
-        )
+        pack_faulty(&fx, name, json!({"MODE": "fee", "FEE": fee, "DEST": dest}))
     };
-    let mode = |name: &str, mode: &str| pack_http(&fx, name, &src, py, json!({"MODE": mode}));
+    let mode = |name: &str, mode: &str| pack_faulty(&fx, name, json!({"MODE": mode}));
     let pkgs = [
         mode("badallow", "badallow"),
         mode("denylong", "denylong"),
@@ -679,15 +672,7 @@ fn run_gives_the_plugin_metadata_only_too() {
         return;
     }
     let fx = Fixture::new();
-    let src = fx.dir().join("faulty.py");
-    std::fs::write(&src, FAULTY).unwrap();
-    let pkg = pack_http(
-        &fx,
-        "echo",
-        &src,
-        "/usr/bin/python3",
-        json!({"MODE": "echo"}),
-    );
+    let pkg = pack_faulty(&fx, "echo", json!({"MODE": "echo"}));
     std::fs::write(
         fx.dir().join("policy.toml"),
         format!("version = 1\n{POLICY}"),
@@ -750,13 +735,9 @@ fn a_plugin_reaches_nothing_but_its_own_loopback() {
         }
     };
     drop(c.write(b""));
-    let src = fx.dir().join("probe.py");
-    std::fs::write(&src, FAULTY).unwrap();
-    let pkg = pack_http(
+    let pkg = pack_faulty(
         &fx,
         "probe",
-        &src,
-        "/usr/bin/python3",
         json!({"MODE": "probe", "HOST_PORT": host_port.to_string()}),
     );
     let (mut s, port) = start(&fx, &[&pkg], "", "[sertone]\ndeadline_ms = 8000\n");
@@ -845,16 +826,8 @@ fn a_slow_plugin_flooded_with_calls_is_not_taken_for_hung() {
         return;
     }
     let fx = Fixture::new();
-    let src = fx.dir().join("slow.py");
-    std::fs::write(&src, FAULTY).unwrap();
     // Healthy but slow and single-threaded: 200 ms per call, 5 calls a second at most.
-    let pkg = pack_http(
-        &fx,
-        "slow",
-        &src,
-        "/usr/bin/python3",
-        json!({"MODE": "slow", "DELAY": "0.2"}),
-    );
+    let pkg = pack_faulty(&fx, "slow", json!({"MODE": "slow", "DELAY": "0.2"}));
     // Pings every 200 ms, 1.5 s to answer; quarantine after 2 crashes. 40 clients keep 40 calls
     // open, 8 s of work for the plugin: a bridge that answers a ping only after the calls
     // queued before it misses every ping, and the plugin is restarted as hung, then quarantined.
@@ -967,23 +940,9 @@ fn run_passes_the_http_plugins_own_exit_status_through() {
         return;
     }
     let fx = Fixture::new();
-    let src = fx.dir().join("faulty.py");
-    std::fs::write(&src, FAULTY).unwrap();
-    let exits = pack_http(
-        &fx,
-        "exits",
-        &src,
-        "/usr/bin/python3",
-        json!({"MODE": "exit", "CODE": "7"}),
-    );
+    let exits = pack_faulty(&fx, "exits", json!({"MODE": "exit", "CODE": "7"}));
     assert_eq!(run_until_the_plugin_ends(&fx, &exits), Some(7));
-    let aborts = pack_http(
-        &fx,
-        "aborts",
-        &src,
-        "/usr/bin/python3",
-        json!({"MODE": "abort"}),
-    );
+    let aborts = pack_faulty(&fx, "aborts", json!({"MODE": "abort"}));
     assert_eq!(
         run_until_the_plugin_ends(&fx, &aborts),
         Some(128 + libc::SIGABRT),
@@ -1082,15 +1041,7 @@ fn a_long_call_within_its_deadline_does_not_cost_the_plugin_its_health() {
         return;
     }
     let fx = Fixture::new();
-    let src = fx.dir().join("slow.py");
-    std::fs::write(&src, FAULTY).unwrap();
-    let pkg = pack_http(
-        &fx,
-        "slow",
-        &src,
-        "/usr/bin/python3",
-        json!({"MODE": "slow", "DELAY": "3"}),
-    );
+    let pkg = pack_faulty(&fx, "slow", json!({"MODE": "slow", "DELAY": "3"}));
     let (mut s, port) = start_health(
         &fx,
         &[&pkg],

@@ -107,6 +107,22 @@ fn crash_restart_backoff_quarantine_restart_hung_and_garbage() {
     assert!(log.contains("plugin a: terminated (hung"), "{log}");
 }
 
+/// Quick restarts, no pings, quarantine after two crashes: the recorded-quarantine tests' daemon.
+const QUARANTINE_AFTER_TWO: &str = "[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 40\n\
+                                    jitter_percent = 0\n[quarantine]\nmax_crashes = 2\n\
+                                    window_ms = 600000\n[health]\nping_interval_ms = 0\n";
+
+/// Load worker `a` (`pkg`) and crash it twice: quarantined (and recorded) after the second.
+fn crash_loop(c: &mut Client, pkg: &std::path::Path) {
+    c.ok("plugin_load", json!({"package": pkg}));
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    c.wait_state("a", "restarting");
+    c.wait_state("a", "ready");
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    let q = c.wait_state("a", "quarantined");
+    assert_eq!(q["crashes"], 2, "{q}");
+}
+
 #[test]
 fn a_quarantine_outlives_the_daemon_until_plugin_restart_or_unload() {
     if !require_root() {
@@ -114,25 +130,15 @@ fn a_quarantine_outlives_the_daemon_until_plugin_restart_or_unload() {
     }
     let fx = Fixture::new();
     let a = pack_worker(&fx, "a", &["on:x"]);
-    let config = "[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 40\njitter_percent = 0\n\
-                  [quarantine]\nmax_crashes = 2\nwindow_ms = 600000\n[health]\nping_interval_ms = 0\n";
+    let config = QUARANTINE_AFTER_TWO;
     let record = fx.dir().join("state/quarantine.json");
     let recorded = || std::fs::read_to_string(&record).unwrap_or_default();
     let mut pids = Vec::new();
-    let crash_loop = |c: &mut Client| {
-        c.ok("plugin_load", json!({"package": a}));
-        c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
-        c.wait_state("a", "restarting");
-        c.wait_state("a", "ready");
-        c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
-        let q = c.wait_state("a", "quarantined");
-        assert_eq!(q["crashes"], 2, "{q}");
-    };
 
     // Daemon 1: crash-loops into quarantine, which is recorded with the package's digest.
     let mut s = Serve::start(&fx, config, None);
     let mut c = s.client();
-    crash_loop(&mut c);
+    crash_loop(&mut c, &a);
     assert!(recorded().contains("\"a\""), "{}", recorded());
     pids.extend(s.stop_and_drain(&mut c));
 
@@ -441,20 +447,13 @@ fn a_restored_quarantine_answers_by_the_plugins_own_hook_policy() {
     }
     let fx = Fixture::new();
     let a = pack_worker(&fx, "a", &["on:x"]);
-    let config = "[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 40\njitter_percent = 0\n\
-                  [quarantine]\nmax_crashes = 2\nwindow_ms = 600000\n[health]\nping_interval_ms = 0\n";
     let policy = "[hooks.\"on:x\"]\nfailure = \"open\"\ndefault = { fallback = true }\n";
-    let mut s = Serve::start(&fx, config, Some(policy));
+    let mut s = Serve::start(&fx, QUARANTINE_AFTER_TWO, Some(policy));
     let mut c = s.client();
-    c.ok("plugin_load", json!({"package": a}));
-    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
-    c.wait_state("a", "restarting");
-    c.wait_state("a", "ready");
-    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
-    c.wait_state("a", "quarantined");
+    crash_loop(&mut c, &a);
     s.stop_and_drain(&mut c);
 
-    let mut s = Serve::start(&fx, config, Some(policy));
+    let mut s = Serve::start(&fx, QUARANTINE_AFTER_TWO, Some(policy));
     let mut c = s.client();
     let st = c.ok("plugin_load", json!({"package": a}));
     assert_eq!(st["state"], "quarantined", "{st}");
