@@ -369,6 +369,43 @@ fn a_restart_refused_by_an_invalid_list_is_retried_until_the_list_is_fixed() {
     s.stop_and_drain(&mut c);
 }
 
+/// A restart refused because a revocation list seen before is gone (`revocation.list_missing`)
+/// waits for the list like one refused by an invalid list, and its message blames the trust
+/// configuration, not the package: the old daemon said "the package of `hello` is no longer
+/// trusted", sending the operator to look at a package nothing is wrong with.
+#[test]
+fn a_restart_refused_by_a_deleted_list_names_the_configuration_not_the_package() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let hello = pack_worker(&fx, "hello", &["on:x"]);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    std::fs::remove_file(fx.path("trust/revocations.json")).unwrap();
+
+    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    wait_log(&s, "plugin hello: not restarted");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "restarting", "{st}");
+    assert_eq!(st["quarantined"], false, "{st}");
+    let refusal = &st["trust_refusal"];
+    assert_eq!(refusal["kind"], "revocation.list_missing", "{st}");
+    let message = refusal["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("cannot check the package of `hello`: the trust configuration"),
+        "{message}"
+    );
+    assert!(!message.contains("no longer trusted"), "{message}");
+    assert!(!s.log().contains("no longer trusted"), "{}", s.log());
+
+    install_list(&fx, &[]);
+    wait_ready(&mut c, "hello");
+    s.stop_and_drain(&mut c);
+}
+
 /// Poll `plugin_status` until `name` is in `state` (its notifications may have gone by).
 fn wait_status(c: &mut Client, name: &str, state: &str) -> Value {
     let start = std::time::Instant::now();

@@ -1427,14 +1427,8 @@ impl Daemon {
                 e.trust_refusal = None;
                 Ok(())
             }
-            Err(v) => Err(TrustRefusal {
-                kind: v.kind(),
-                exit: v.exit().code(),
-                message: format!(
-                    "the package of `{name}` is no longer trusted: {}",
-                    crate::package::verify::error_chain(&v)
-                ),
-                about: match &v {
+            Err(v) => {
+                let about = match &v {
                     VerifyError::Scope(
                         ScopeError::NoLicense(_)
                         | ScopeError::License(_)
@@ -1445,8 +1439,27 @@ impl Daemon {
                     | VerifyError::Scope(_)
                     | VerifyError::Revocation(RevocationError::Revoked(_)) => About::Package,
                     _ => About::Configuration,
-                },
-            }),
+                };
+                // The message names what is at fault, as `about` does: a revocation list gone
+                // missing or expired says nothing against the package, and an operator reading
+                // "no longer trusted" would look at the wrong thing.
+                let what = match about {
+                    About::Package => format!("the package of `{name}` is no longer trusted"),
+                    About::License => {
+                        format!("this node's license does not cover the package of `{name}`")
+                    }
+                    About::Configuration => format!(
+                        "cannot check the package of `{name}`: the trust configuration cannot \
+                         be used"
+                    ),
+                };
+                Err(TrustRefusal {
+                    kind: v.kind(),
+                    exit: v.exit().code(),
+                    message: format!("{what}: {}", crate::package::verify::error_chain(&v)),
+                    about,
+                })
+            }
         }
     }
 
