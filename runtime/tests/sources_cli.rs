@@ -1935,6 +1935,69 @@ fn the_daemons_user_cannot_put_back_an_older_copy_of_roots_configuration() {
     expect(&p.refresh(), 0, "");
 }
 
+/// The daemon's user (the refresh timer's, told where root's configuration is) running a
+/// command that would change it — `source add`, `remove`, `repin`, `repin-author` — is refused
+/// as not its owner (78 `source.not_owner`, naming root's file), before it fetches or locks
+/// anything, and nothing changes. Before, it failed first with 74 in opening root's store for
+/// writing, which said nothing of why.
+#[test]
+fn the_daemons_user_changing_roots_configuration_is_told_it_is_not_the_owner() {
+    if !require_root() {
+        return;
+    }
+    let p = Planted::new();
+    let files = || -> Vec<_> {
+        ["sources.json", "pins.json"]
+            .iter()
+            .map(|f| file_state(&config(&p.fx, f)))
+            .collect()
+    };
+    let before = files();
+    let url = p.repo.url();
+    for (args, file) in [
+        (
+            vec!["source", "add", "other", &url, "--operator-key", "op.pub"],
+            "sources.json",
+        ),
+        (vec!["source", "remove", "main"], "sources.json"),
+        (
+            vec![
+                "source",
+                "repin",
+                "main",
+                "--operator-key",
+                "op.pub",
+                "--yes",
+            ],
+            "sources.json",
+        ),
+        (
+            vec![
+                "source",
+                "repin-author",
+                "hello",
+                "--author-key",
+                "dev.pub",
+                "--yes",
+            ],
+            "pins.json",
+        ),
+    ] {
+        let mut all = vec!["--json"];
+        all.extend(args);
+        all.extend(["--state-dir", "state"]);
+        let r = stockade_as(NOBODY, p.fx.dir(), &all);
+        expect(&r, 78, "source.not_owner");
+        assert!(
+            r.stdout.contains(&format!("{SOURCES_DIR}/{file}")) && r.stdout.contains("uid 0"),
+            "{all:?}: {}",
+            r.stdout
+        );
+    }
+    assert_eq!(files(), before);
+    assert!(!p.state.join("indexes/other.json").exists());
+}
+
 /// Root's sources directory is held like the files in it: a directory others may write, one of
 /// another user's, a symlink in its place, or a parent others may write (and so rename it in)
 /// is refused (78 `source.unsafe`, naming what is wrong and where) by every command that reads

@@ -10,15 +10,21 @@ use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::keyfile::{load_public, unix_now};
 use crate::output::{term, Output};
-use crate::sources::{self, PinKind, Pins, Places, SeenIndexes, Source, SourceError, Sources};
+use crate::sources::{
+    self, PinKind, Pins, Places, SeenIndexes, Source, SourceError, Sources, PINS_FILE, SOURCES_FILE,
+};
 use crate::store::Store;
 use serde_json::json;
 use std::path::Path;
 use stockade_trust::index::{describe, fingerprint};
 use stockade_trust::minisign::PublicKey;
 
-fn lock(state_dir: &Path, no_wait: bool) -> Result<Store, CmdError> {
-    Store::open(state_dir, no_wait)
+/// The store lock for a command that changes configuration file `file`: only its owner may,
+/// which is said first (78 `source.not_owner`) — the refresh timer's user cannot open root's
+/// store for writing, and that refusal (74) said nothing of why.
+fn lock_to_change(p: &Places, file: &str, no_wait: bool) -> Result<Store, CmdError> {
+    sources::check_owner(p, file).map_err(SourceError::into_cmd)?;
+    Store::open(p.state_dir(), no_wait)
         .map(|(s, _)| s)
         .map_err(crate::cmd::store::store_err)
 }
@@ -40,7 +46,7 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
     sources::check_url(&url).map_err(SourceError::into_cmd)?;
     let operator = key(&a.operator_key)?;
     let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref());
-    let _lock = lock(places.state_dir(), a.store.no_wait)?;
+    let _lock = lock_to_change(&places, SOURCES_FILE, a.store.no_wait)?;
     // The source is added only if its index verifies now, against the key given: verified in
     // memory first, saved after (a kill while fetching leaves nothing added).
     let src = Source {
@@ -220,7 +226,7 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
 pub fn remove(a: SourceRemoveArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
     let places = Places::new(state, a.sources.sources_dir.as_deref());
-    let _lock = lock(places.state_dir(), a.store.no_wait)?;
+    let _lock = lock_to_change(&places, SOURCES_FILE, a.store.no_wait)?;
     let mut all = Sources::load(&places).map_err(SourceError::into_cmd)?;
     if all.sources.remove(&a.name).is_none() {
         return Err(SourceError::UnknownSource(a.name).into_cmd());
@@ -266,7 +272,7 @@ fn confirm(
 pub fn repin(a: SourceRepinArgs, out: Output) -> Result<Exit, CmdError> {
     let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref());
     let new = key(&a.operator_key)?;
-    let _lock = lock(places.state_dir(), a.store.no_wait)?;
+    let _lock = lock_to_change(&places, SOURCES_FILE, a.store.no_wait)?;
     let mut all = Sources::load(&places).map_err(SourceError::into_cmd)?;
     let Some(s) = all.sources.get_mut(&a.name) else {
         return Err(SourceError::UnknownSource(a.name).into_cmd());
@@ -310,7 +316,7 @@ pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdEr
         }
     }
     let new = key(&a.author_key)?;
-    let _lock = lock(places.state_dir(), a.store.no_wait)?;
+    let _lock = lock_to_change(&places, PINS_FILE, a.store.no_wait)?;
     let mut pins = Pins::load(&places).map_err(SourceError::into_cmd)?;
     let old = pins.key(&a.id).map_err(SourceError::into_cmd)?;
     confirm(
