@@ -1998,6 +1998,49 @@ fn the_daemons_user_changing_roots_configuration_is_told_it_is_not_the_owner() {
     assert!(!p.state.join("indexes/other.json").exists());
 }
 
+/// `list` flags delisted plugins from the cached indexes, verified against the keys the
+/// sources' configuration pins. A configuration that cannot be read (here root's
+/// `sources.json` made writable by others) leaves it no flags to show: it says so — a warning
+/// on stderr, `sources_error` with the refusal's kind and exit in JSON — and lists the plugins
+/// all the same (before: silently no flags, as if nothing were delisted).
+#[test]
+fn list_says_when_the_sources_cannot_be_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let (fx, mut repo) = hello_installed();
+    // Delisted by the next index, which a refresh caches.
+    repo.entries.last_mut().unwrap()["delisted"] = json!({"reason": "gone bad"});
+    repo.version = 2;
+    repo.write(&fx, "op");
+    let r = fx.run(&["--json", "source", "refresh", "--state-dir", "state"]);
+    expect(&r, 0, "");
+    let list = |json: bool| {
+        let args = ["--json", "list", "--state-dir", "state"];
+        fx.run(if json { &args } else { &args[1..] })
+    };
+    let v = list(true).json();
+    assert_eq!(v["plugins"][0]["delisted"], "gone bad", "{v}");
+    assert_eq!(v["sources_error"], Value::Null, "{v}");
+    let sources = fx.path("state/sources.json");
+    std::fs::set_permissions(&sources, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let r = list(true);
+    expect(&r, 0, "");
+    let v = r.json();
+    assert_eq!(v["plugins"][0]["name"], "hello", "{v}");
+    assert_eq!(v["plugins"][0]["delisted"], Value::Null, "{v}");
+    assert_eq!(v["sources_error"]["kind"], "source.unsafe", "{v}");
+    assert_eq!(v["sources_error"]["exit"], 78, "{v}");
+    let r = list(false);
+    expect(&r, 0, "");
+    assert!(
+        r.stderr
+            .contains("warning: delisted plugins cannot be flagged")
+            && r.stderr.contains("state/sources.json"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.contains("hello"), "{}", r.stdout);
+}
+
 /// Root's sources directory is held like the files in it: a directory others may write, one of
 /// another user's, a symlink in its place, or a parent others may write (and so rename it in)
 /// is refused (78 `source.unsafe`, naming what is wrong and where) by every command that reads

@@ -838,8 +838,27 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                 .unwrap_or_else(|_| a.store.state_dir.join(crate::store::STORE_DIR)),
         ),
     };
-    let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref());
-    let configured = Sources::load(&places).unwrap_or_default();
+    // The delisting flags come from the cached indexes, verified against the keys the sources'
+    // configuration pins; without a configuration that can be read (refused, left behind by an
+    // earlier build, corrupt) there are none, and `list` says so rather than showing every
+    // plugin as listed: a warning (stderr; `sources_error` in JSON), the plugins all the same.
+    let mut sources_error = None;
+    let configured = if reg.plugins.values().any(|p| p.source.starts_with("index:")) {
+        let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref());
+        Sources::load(&places).unwrap_or_else(|e| {
+            let cmd = e.into_cmd();
+            out.note(format!(
+                "warning: delisted plugins cannot be flagged: {}",
+                cmd.chain().join(": ")
+            ));
+            let mut error = cmd.to_json()["error"].take();
+            error["exit"] = json!(cmd.exit().code());
+            sources_error = Some(error);
+            Sources::default()
+        })
+    } else {
+        Sources::default()
+    };
     let mut items = Vec::new();
     for p in reg.plugins.values() {
         let required_by = reg
@@ -863,7 +882,8 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                 .to_string(),
         });
     }
-    out.emit(&json!({ "plugins": items }), |_| {
+    let doc = json!({ "plugins": items, "sources_error": sources_error });
+    out.emit(&doc, |_| {
         if items.is_empty() {
             return "no plugins installed".into();
         }
