@@ -153,7 +153,7 @@ echo "$version"
 getent passwd stockade || fail "the stockade system user was not created"
 grep -x 'stockade:200000:65536' /etc/subuid || fail "the plugins' uid range is not reserved in /etc/subuid"
 grep -x 'stockade:200000:65536' /etc/subgid || fail "the plugins' gid range is not reserved in /etc/subgid"
-for d in /var/lib/stockade /var/log/stockade /run/stockade /etc/stockade/trust; do
+for d in /var/lib/stockade /var/log/stockade /run/stockade /etc/stockade/trust /etc/stockade/sources; do
   [ -d "$d" ] || fail "$d was not created"
 done
 conffiles=$(dpkg-query -W -f='${Conffiles}\n' stockade)

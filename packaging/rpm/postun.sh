@@ -4,4 +4,5 @@
 if [ "$1" = 0 ]; then
     rm -rf /var/lib/stockade /var/log/stockade
     rmdir /etc/stockade/trust 2>/dev/null || :
+    rmdir /etc/stockade/sources 2>/dev/null || :
 fi

@@ -81,6 +81,8 @@ pub struct UpdateArgs {
     pub trust: TrustArgs,
     #[command(flatten)]
     pub root: PolicyRootArg,
+    #[command(flatten)]
+    pub sources: SourcesDirArg,
 }
 
 /// `stockade source …`
@@ -115,6 +117,8 @@ pub struct SourceAddArgs {
     pub operator_key: PathBuf,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub sources: SourcesDirArg,
 }
 
 /// `stockade source list`
@@ -122,6 +126,8 @@ pub struct SourceAddArgs {
 pub struct SourceListArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub sources: SourcesDirArg,
 }
 
 /// `stockade source refresh`
@@ -131,6 +137,8 @@ pub struct SourceRefreshArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub sources: SourcesDirArg,
 }
 
 /// `stockade source remove`
@@ -140,6 +148,8 @@ pub struct SourceRemoveArgs {
     pub name: String,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub sources: SourcesDirArg,
 }
 
 /// `stockade source repin`
@@ -155,6 +165,8 @@ pub struct SourceRepinArgs {
     pub yes: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub sources: SourcesDirArg,
 }
 
 /// `stockade source repin-author`
@@ -174,6 +186,8 @@ pub struct SourceRepinAuthorArgs {
     pub yes: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub sources: SourcesDirArg,
 }
 
 /// The store's state directory and locking behaviour.
@@ -191,6 +205,21 @@ pub struct StoreArgs {
     /// Fail with exit 108 instead of waiting when another stockade process holds the store lock.
     #[arg(long)]
     pub no_wait: bool,
+}
+
+/// Where root's source configuration (`sources.json`, `pins.json`) is kept when the state
+/// directory is another user's (docs/sources.md, "State").
+#[derive(Debug, Args, Clone)]
+pub struct SourcesDirArg {
+    /// Directory of the sources' configuration (sources.json, pins.json). Not given: the state
+    /// directory when it is this user's, else /etc/stockade/sources. Given: always this one.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "STOCKADE_SOURCES_DIR",
+        value_parser = sources_dir_parser()
+    )]
+    pub sources_dir: Option<PathBuf>,
 }
 
 /// `stockade install`
@@ -212,6 +241,8 @@ pub struct InstallArgs {
     pub trust: TrustArgs,
     #[command(flatten)]
     pub root: PolicyRootArg,
+    #[command(flatten)]
+    pub sources: SourcesDirArg,
 }
 
 /// `stockade list`
@@ -219,6 +250,8 @@ pub struct InstallArgs {
 pub struct ListArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub sources: SourcesDirArg,
 }
 
 /// `stockade remove`
@@ -326,6 +359,19 @@ fn state_dir_parser() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
     use clap::builder::TypedValueParser;
     // OsString: a path need not be UTF-8 (clap's PathBuf parser takes any; so does this one).
     clap::builder::OsStringValueParser::new().try_map(|s| state_dir(&s))
+}
+
+/// `--sources-dir DIR`: not empty (an empty `STOCKADE_SOURCES_DIR` is a mistake, not "the
+/// current directory").
+fn sources_dir_parser() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().try_map(|s| {
+        if s.is_empty() {
+            Err("the sources directory cannot be empty (STOCKADE_SOURCES_DIR set but empty?)")
+        } else {
+            Ok(PathBuf::from(s))
+        }
+    })
 }
 
 fn state_dir(s: &std::ffi::OsStr) -> Result<PathBuf, String> {

@@ -727,6 +727,44 @@ impl HeldPath {
     }
 }
 
+/// Refuse ([`HeldDirError::Unsafe`], naming the directory) unless every directory from `/` to
+/// `dir` (a canonical path: no symlink in it) belongs to this process's user or root and is
+/// writable by no one else, or is sticky (`/tmp`: others may add entries there but not rename
+/// or remove this user's or root's). Otherwise another user could rename a directory on the
+/// way and put one of its own in its place: what [`HeldDir`] holds below it would then be
+/// whatever that user chose, however carefully it is opened. For a directory of configuration
+/// that is not in a directory another user owns (the sources directory, `sources/mod.rs`).
+pub fn check_no_other_writer(dir: &Path) -> Result<(), HeldDirError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    for d in dir.ancestors() {
+        let md = std::fs::symlink_metadata(d).map_err(|source| HeldDirError::Io {
+            path: d.to_path_buf(),
+            source,
+        })?;
+        let why = if !md.is_dir() {
+            "is not a directory".to_string()
+        } else if md.uid() != me && md.uid() != 0 {
+            format!(
+                "belongs to uid {}, neither this user ({me}) nor root, who could replace what is below it",
+                md.uid()
+            )
+        } else if md.mode() & 0o022 != 0 && md.mode() & 0o1000 == 0 {
+            format!(
+                "is writable by group or others (mode {:o}) and not sticky: they could replace what is below it",
+                md.mode() & 0o7777
+            )
+        } else {
+            continue;
+        };
+        return Err(HeldDirError::Unsafe {
+            path: d.to_path_buf(),
+            why,
+        });
+    }
+    Ok(())
+}
+
 /// The name a directory is made under before it is renamed to its own ([`make_dir_at`]):
 /// this prefix, the maker's pid, `-`, a random part. The pid lets a sweep tell a dead maker's
 /// leftover at once ([`sweep_made_dirs`]).
@@ -1327,6 +1365,38 @@ mod tests {
                 r => panic!("{}: {r:?}", p.display()),
             }
         }
+    }
+
+    /// A directory below one others may write (and rename in) is refused, naming the one on the
+    /// way; a sticky one (`/tmp`) or one of this user's alone is fine, and so is every directory
+    /// above (the temporary directory's own chain).
+    #[test]
+    fn only_a_chain_no_one_else_may_change_is_accepted() {
+        let d = tempfile::tempdir().unwrap();
+        let (open, deep) = (d.path().join("open"), d.path().join("open/deep"));
+        std::fs::create_dir_all(&deep).unwrap();
+        check_no_other_writer(&deep).unwrap();
+        for (mode, refused) in [
+            (0o777, true),
+            (0o775, true),
+            (0o1777, false),
+            (0o755, false),
+        ] {
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(mode)).unwrap();
+            match check_no_other_writer(&deep) {
+                Err(e @ HeldDirError::Unsafe { .. }) if refused => {
+                    let text = e.to_string();
+                    assert!(text.starts_with(&open.display().to_string()), "{text}");
+                    assert!(text.contains("writable by group or others"), "{text}");
+                }
+                Ok(()) if !refused => {}
+                r => panic!("mode {mode:o}: {r:?}"),
+            }
+        }
+        assert!(matches!(
+            check_no_other_writer(&d.path().join("absent")),
+            Err(HeldDirError::Io { .. })
+        ));
     }
 
     /// A FIFO is refused at once, not waited on for a writer (the read runs on a thread so a

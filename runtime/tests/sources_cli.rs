@@ -133,6 +133,22 @@ fn hello(fx: &Fixture, version: &str) -> String {
     fx.pack_plugin("hello", version, &[])
 }
 
+/// A source `main` listing `hello` 0.1.0 by dev, added, and `hello` installed from it.
+fn hello_installed() -> (Fixture, Repo) {
+    let (fx, repo) = setup();
+    hello_installed_in(fx, repo)
+}
+
+/// [`hello_installed`] on a fixture already set up (the packaged layout's, say).
+fn hello_installed_in(fx: Fixture, mut repo: Repo) -> (Fixture, Repo) {
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    expect(&fx.store_install(&["hello"], &[]), 0, "");
+    (fx, repo)
+}
+
 /// `[GLOBAL…] source repin-author ID --author-key KEY [EXTRA…] --state-dir state`.
 fn repin_author(fx: &Fixture, global: &[&str], id: &str, key: &str, extra: &[&str]) -> Run {
     let mut args = global.to_vec();
@@ -198,12 +214,7 @@ fn add_pins_the_operator_key_and_install_by_id_pins_the_author() {
 #[test]
 fn corrupt_source_state_is_refused_and_left_as_it_is() {
     use std::os::unix::fs::PermissionsExt;
-    let (fx, mut repo) = setup();
-    let pkg = hello(&fx, "0.1.0");
-    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
-    repo.write(&fx, "op");
-    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
-    expect(&fx.store_install(&["hello"], &[]), 0, "");
+    let (fx, _repo) = hello_installed();
     // No secret in either file: readable by the operator's tools without root.
     for f in ["sources.json", "pins.json"] {
         let mode = std::fs::metadata(fx.path("state").join(f))
@@ -1203,7 +1214,8 @@ fn an_index_cache_write_that_fails_names_the_cache_path() {
 const NOBODY: u32 = 65534;
 
 /// The packaged layout: `state` belongs to the daemon's user (0750), and the fixture directory
-/// (the repository, the public keys) is readable by that user.
+/// (the repository, the public keys) is readable by that user. Root's configuration is then in
+/// the fixture's sources directory ([`SOURCES_DIR`], standing for `/etc/stockade/sources`).
 fn packaged_state(fx: &Fixture) -> PathBuf {
     use std::os::unix::fs::{chown, PermissionsExt};
     std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -1223,13 +1235,33 @@ fn timer_refresh(fx: &Fixture) -> Run {
     )
 }
 
-/// What the daemon's user can do to any file of the state directory it owns: put a file of its
-/// own, with any contents, at the name (a rename over root's).
+/// What the daemon's user can do in the state directory it owns: put a file of its own, with
+/// any contents, at any name (a rename over whatever is there).
 fn plant(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("planted");
     std::fs::write(&tmp, bytes).unwrap();
     std::os::unix::fs::chown(&tmp, Some(NOBODY), Some(NOBODY)).unwrap();
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Run `sh -c SCRIPT` in the fixture as the daemon's user: what that user can really do, not
+/// what a test running as root stands in for. Whether it succeeded.
+fn as_daemons_user(fx: &Fixture, script: &str) -> bool {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(fx.dir())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Root's configuration file `name` in the packaged layout.
+fn config(fx: &Fixture, name: &str) -> PathBuf {
+    fx.path(SOURCES_DIR).join(name)
 }
 
 /// `(owner, inode, bytes)` of a file.
@@ -1242,10 +1274,11 @@ fn file_state(path: &Path) -> (u32, u64, Vec<u8>) {
 /// The packaged layout: root's `source add` in the state directory of the daemon's user, then
 /// `source refresh` as that user (the shipped timer runs it so). The index cache root made must
 /// be that user's, or every refresh fails: root made `indexes/` 0700 for itself, and the files
-/// in it took that directory's owner. The configuration stays root's (it was handed to that
-/// user, who could then change every pin): the timer reads it, changes none of it, and records
-/// what it saw in the shared memory, which raises root's rollback floor; a rotation of the
-/// operator key it finds it leaves to root.
+/// in it took that directory's owner. The configuration is root's, in root's sources directory
+/// (made 0755 by the first write; never in the state directory, whose owner could rename it):
+/// the timer reads it there, changes none of it, and records what it saw in the shared memory,
+/// which raises root's rollback floor; a rotation of the operator key it finds it leaves to
+/// root.
 #[test]
 fn the_daemons_user_refreshes_what_root_added() {
     use std::os::unix::fs::MetadataExt;
@@ -1257,9 +1290,14 @@ fn the_daemons_user_refreshes_what_root_added() {
     repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
     repo.write(&fx, "op");
     let state = packaged_state(&fx);
+    assert!(!fx.path(SOURCES_DIR).exists());
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    let dir = std::fs::metadata(fx.path(SOURCES_DIR)).unwrap();
+    assert_eq!((dir.uid(), dir.mode() & 0o7777), (0, 0o755));
+    let cfg = std::fs::metadata(config(&fx, "sources.json")).unwrap();
+    assert_eq!((cfg.uid(), cfg.mode() & 0o7777), (0, 0o644));
+    assert!(!state.join("sources.json").exists());
     for (p, owner) in [
-        ("sources.json", 0),
         ("indexes", NOBODY),
         ("indexes/main.json", NOBODY),
         ("indexes/main.json.minisig", NOBODY),
@@ -1271,7 +1309,7 @@ fn the_daemons_user_refreshes_what_root_added() {
             "{p}"
         );
     }
-    let config = file_state(&state.join("sources.json"));
+    let config = file_state(&self::config(&fx, "sources.json"));
     repo.version = 2;
     repo.write(&fx, "op");
     let o = timer_refresh(&fx);
@@ -1279,7 +1317,7 @@ fn the_daemons_user_refreshes_what_root_added() {
     let cached: Value =
         serde_json::from_slice(&std::fs::read(state.join("indexes/main.json")).unwrap()).unwrap();
     assert_eq!(cached["version"], 2);
-    assert_eq!(file_state(&state.join("sources.json")), config);
+    assert_eq!(file_state(&self::config(&fx, "sources.json")), config);
     let seen: Value =
         serde_json::from_slice(&std::fs::read(state.join("sources-seen.json")).unwrap()).unwrap();
     assert_eq!(seen["sources"]["main"]["version"], 2, "{seen}");
@@ -1313,7 +1351,7 @@ fn the_daemons_user_refreshes_what_root_added() {
         item["error"]["kind"], "index.rotation_needs_owner",
         "{item}"
     );
-    assert_eq!(file_state(&state.join("sources.json")), config);
+    assert_eq!(file_state(&self::config(&fx, "sources.json")), config);
     let cached: Value =
         serde_json::from_slice(&std::fs::read(state.join("indexes/main.json")).unwrap()).unwrap();
     assert_eq!(cached["version"], 2);
@@ -1330,9 +1368,12 @@ fn the_daemons_user_refreshes_what_root_added() {
         op2.key_id.to_string()
     );
     assert_eq!(
-        std::fs::metadata(state.join("sources.json")).unwrap().uid(),
+        std::fs::metadata(self::config(&fx, "sources.json"))
+            .unwrap()
+            .uid(),
         0
     );
+    assert!(!state.join("sources.json").exists());
     // And the timer goes on with the key root pinned.
     repo.version = 4;
     repo.write(&fx, "op2");
@@ -1352,13 +1393,9 @@ struct Planted {
 
 impl Planted {
     fn new() -> Self {
-        let (fx, mut repo) = setup();
-        let pkg = hello(&fx, "0.1.0");
-        repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
-        repo.write(&fx, "op");
+        let (fx, repo) = setup();
         let state = packaged_state(&fx);
-        expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
-        expect(&fx.store_install(&["hello"], &[]), 0, "");
+        let (fx, repo) = hello_installed_in(fx, repo);
         let registry = std::fs::read(state.join("store/registry.json")).unwrap();
         Self {
             fx,
@@ -1368,27 +1405,55 @@ impl Planted {
         }
     }
 
-    /// `state/NAME` as JSON.
-    fn read(&self, name: &str) -> Value {
-        serde_json::from_slice(&std::fs::read(self.state.join(name)).unwrap()).unwrap()
+    /// Where `NAME` is: root's sources directory for the configuration, the state directory for
+    /// the shared memory.
+    fn at(&self, name: &str) -> PathBuf {
+        match name {
+            "sources-seen.json" => self.state.join(name),
+            _ => config(&self.fx, name),
+        }
     }
 
-    /// The daemon's user puts its own `NAME` (changed by `edit`) in place of root's; returns
-    /// root's bytes.
+    /// `NAME` as JSON.
+    fn read(&self, name: &str) -> Value {
+        serde_json::from_slice(&std::fs::read(self.at(name)).unwrap()).unwrap()
+    }
+
+    /// The daemon's user puts its own `NAME` (root's, changed by `edit`) where it can: in root's
+    /// sources directory it cannot (tried as that user: refused by the kernel, root's file as it
+    /// was), so in the state directory, where earlier builds kept the configuration and where
+    /// it may put anything (the shared memory there is its to write). Returns root's bytes.
     fn plant(&self, name: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
-        let good = std::fs::read(self.state.join(name)).unwrap();
+        let good = std::fs::read(self.at(name)).unwrap();
         let mut v = self.read(name);
         edit(&mut v);
-        plant(&self.state.join(name), v.to_string().as_bytes());
+        let mine = format!(".{name}.mine");
+        plant(&self.state.join(&mine), v.to_string().as_bytes());
+        if name != "sources-seen.json" {
+            for attempt in [
+                format!("mv -f state/{mine} {SOURCES_DIR}/{name}"),
+                format!("cat state/{mine} > {SOURCES_DIR}/{name}"),
+                format!("rm -f {SOURCES_DIR}/{name}"),
+                format!("mv {SOURCES_DIR} {SOURCES_DIR}.away"),
+            ] {
+                assert!(!as_daemons_user(&self.fx, &attempt), "{attempt}");
+            }
+            assert_eq!(std::fs::read(self.at(name)).unwrap(), good);
+        }
+        assert!(as_daemons_user(
+            &self.fx,
+            &format!("mv -f state/{mine} state/{name}")
+        ));
         good
     }
 
-    /// Root's command refused the planted `NAME` (78 `source.unsafe`, naming it and its owner)
-    /// and changed nothing: the planted file is still there, the store as it was.
+    /// Root's command refused the `NAME` the daemon's user put in the state directory (78
+    /// `source.left_behind`, naming it, the hint saying how to move it after checking it) and
+    /// changed nothing: the planted file is still there, the store as it was.
     fn refused(&self, r: &Run, name: &str) {
-        expect(r, 78, "source.unsafe");
+        expect(r, 78, "source.left_behind");
         assert!(
-            r.stdout.contains(&format!("state/{name}")) && r.stdout.contains("uid 65534"),
+            r.stdout.contains(&format!("state/{name}")) && r.stdout.contains("mv "),
             "{}",
             r.stdout
         );
@@ -1399,11 +1464,11 @@ impl Planted {
         );
     }
 
-    /// Root's bytes back at `NAME` (root's again).
+    /// The operator, having looked at the planted `NAME`, removes it; root's configuration was
+    /// never touched (`good`, its bytes).
     fn restore(&self, name: &str, good: &[u8]) {
-        let path = self.state.join(name);
-        std::fs::write(path.with_extension("restored"), good).unwrap();
-        std::fs::rename(path.with_extension("restored"), path).unwrap();
+        std::fs::remove_file(self.state.join(name)).unwrap();
+        assert_eq!(std::fs::read(self.at(name)).unwrap(), good);
     }
 
     fn refresh(&self) -> Run {
@@ -1511,10 +1576,11 @@ fn the_daemons_user_cannot_change_an_author_pin() {
     expect(&update(&p.fx), 98, "index.author_pin");
 }
 
-/// The daemon's user cannot write a pin root reads, but it can remove `pins.json` (it owns the
-/// directory): the next install would then pin whatever key comes on first use. An installed
-/// plugin always has its pin, so a first use for one is refused (98 `index.author_pin_lost`),
-/// from a source and from a file (before: dev2's 0.2.0 replaced the plugin pinned to dev).
+/// Nothing removes a pin, but `pins.json` can still be lost (removed by mistake, a backup
+/// restored without it; with earlier builds, removed by the state directory's owner): the next
+/// install would then pin whatever key comes on first use. An installed plugin always has its
+/// pin, so a first use for one is refused (98 `index.author_pin_lost`), from a source and from
+/// a file (before: dev2's 0.2.0 replaced the plugin pinned to dev).
 #[test]
 fn removing_pins_json_does_not_reset_an_installed_plugins_pin() {
     if !require_root() {
@@ -1522,16 +1588,14 @@ fn removing_pins_json_does_not_reset_an_installed_plugins_pin() {
     }
     let mut p = Planted::new();
     let v2 = p.publish_by_dev2();
-    std::fs::rename(p.state.join("pins.json"), p.state.join("pins.json.away")).unwrap();
-    // Where root keeps no record of its own files (a filesystem without `trusted.*` attributes;
-    // the record is what refuses the removal first: `the_daemons_user_cannot_put_back_…`).
-    xattr::remove(&p.state, "trusted.stockade.pins.json").unwrap();
+    let pins = config(&p.fx, "pins.json");
+    std::fs::rename(&pins, p.fx.path("pins.json.away")).unwrap();
     for r in [update(&p.fx), p.fx.store_install(&[&v2], &[])] {
         expect(&r, 98, "index.author_pin_lost");
         assert!(r.stdout.contains("repin-author"), "{}", r.stdout);
     }
     assert_eq!(p.fx.installed()["hello"]["version"], "0.1.0");
-    assert!(!p.state.join("pins.json").exists());
+    assert!(!pins.exists());
     // A plugin not installed yet is pinned on first use, as always.
     let other =
         p.fx.pack_custom("other", "1.0.0", &[], json!({}), "dev2", "other.stockade");
@@ -1573,80 +1637,89 @@ fn the_daemons_user_cannot_lower_roots_rollback_floor() {
     expect(&p.fx.store_install(&["hello"], &[]), 92, "index.rollback");
 }
 
-/// A state directory an earlier build used: `sources.json` and `pins.json` are the daemon's
-/// user's (root's writes were handed to it). Root's commands refuse them (78 `source.unsafe`,
-/// with the commands that take them over) rather than trust what that user may have changed;
-/// the timer, running as that user, keeps working on them; once root has checked and taken
-/// them (`chown root:root`), root's commands work again, with the floor the timer raised.
+/// A state directory an earlier build used: `sources.json` and `pins.json` in it — the daemon's
+/// user's (the oldest builds handed root's writes to it) or root's (the builds before the
+/// sources directory). Root's commands and the timer refuse to work while they are there (78
+/// `source.left_behind`, the hint saying how to move them after checking them) rather than read
+/// them (that user could have changed or replaced them) or ignore them (root's sources and pins
+/// would be dropped without a word), and change nothing; moved into the sources directory as
+/// the hint says, and made root's where they were that user's, they are root's configuration
+/// again (before: root read them where that user could replace them).
 #[test]
-fn an_earlier_builds_state_is_refused_by_root_until_taken_over() {
-    use std::os::unix::fs::chown;
+fn an_earlier_builds_configuration_is_refused_until_moved() {
+    use std::os::unix::fs::{chown, PermissionsExt};
     if !require_root() {
         return;
     }
-    let (fx, mut repo) = setup();
-    let pkg = hello(&fx, "0.1.0");
-    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
-    repo.write(&fx, "op");
-    let state = packaged_state(&fx);
-    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
-    expect(&fx.store_install(&["hello"], &[]), 0, "");
-    // As the earlier build left them: that user's, no shared memory, and no record of root's.
-    for f in ["sources.json", "pins.json"] {
-        chown(state.join(f), Some(NOBODY), Some(NOBODY)).unwrap();
-        xattr::remove(&state, format!("trusted.stockade.{f}")).unwrap();
+    for owner in [NOBODY, 0] {
+        // An earlier build's layout: the configuration in `state`, which is the daemon's user's.
+        let (fx, mut repo) = hello_installed();
+        let state = fx.path("state");
+        for f in ["sources.json", "pins.json"] {
+            chown(state.join(f), Some(owner), Some(owner)).unwrap();
+        }
+        chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
+        chown(state.join("indexes"), Some(NOBODY), Some(NOBODY)).unwrap();
+        std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let files = || -> Vec<_> {
+            ["sources.json", "pins.json"]
+                .iter()
+                .map(|f| file_state(&state.join(f)))
+                .collect()
+        };
+        let before = files();
+        let v2 = hello(&fx, "0.2.0");
+        repo.publish(&fx, &v2, "hello", "0.2.0", "dev");
+        repo.version = 2;
+        repo.write(&fx, "op");
+        for r in [
+            update(&fx),
+            fx.store_install(&["hello"], &[]),
+            fx.run(&["--json", "source", "refresh", "--state-dir", "state"]),
+            fx.run(&["--json", "source", "list", "--state-dir", "state"]),
+            repin_author(&fx, &["--json"], "hello", "dev.pub", &["--yes"]),
+            timer_refresh(&fx),
+        ] {
+            expect(&r, 78, "source.left_behind");
+            assert!(
+                r.stdout.contains("state/sources.json")
+                    && r.stdout.contains(SOURCES_DIR)
+                    && r.stdout.contains("mv /var/lib/stockade/"),
+                "{}",
+                r.stdout
+            );
+        }
+        assert_eq!(files(), before);
+        assert!(!fx.path(SOURCES_DIR).exists());
+        assert_eq!(fx.installed()["hello"]["version"], "0.1.0");
+        // The operator checks them and moves them into the sources directory (which the
+        // packages make: tmpfiles.d), as the hint says.
+        std::fs::create_dir(fx.path(SOURCES_DIR)).unwrap();
+        std::fs::set_permissions(fx.path(SOURCES_DIR), PermissionsExt::from_mode(0o755)).unwrap();
+        for f in ["sources.json", "pins.json"] {
+            std::fs::rename(state.join(f), config(&fx, f)).unwrap();
+        }
+        if owner == NOBODY {
+            let r = update(&fx);
+            expect(&r, 78, "source.unsafe");
+            assert!(
+                r.stdout.contains("uid 65534") && r.stdout.contains("chown root:root"),
+                "{}",
+                r.stdout
+            );
+            for f in ["sources.json", "pins.json"] {
+                chown(config(&fx, f), Some(0), Some(0)).unwrap();
+            }
+        }
+        let r = update(&fx);
+        expect(&r, 0, "");
+        assert_eq!(r.json()["updated"][0]["version"], "0.2.0");
+        // Root's floor is kept there now: version 1 again is a rollback.
+        repo.version = 1;
+        repo.write(&fx, "op");
+        expect(&update(&fx), 92, "index.rollback");
+        assert!(!state.join("sources.json").exists() && !state.join("pins.json").exists());
     }
-    let _ = std::fs::remove_file(state.join("sources-seen.json"));
-    let before: Vec<_> = ["sources.json", "pins.json"]
-        .iter()
-        .map(|f| file_state(&state.join(f)))
-        .collect();
-    let v2 = hello(&fx, "0.2.0");
-    repo.publish(&fx, &v2, "hello", "0.2.0", "dev");
-    repo.version = 2;
-    repo.write(&fx, "op");
-    for r in [
-        update(&fx),
-        fx.store_install(&["hello"], &[]),
-        fx.run(&["--json", "source", "refresh", "--state-dir", "state"]),
-    ] {
-        expect(&r, 78, "source.unsafe");
-        assert!(
-            r.stdout.contains("uid 65534") && r.stdout.contains("chown root:root"),
-            "{}",
-            r.stdout
-        );
-    }
-    let after: Vec<_> = ["sources.json", "pins.json"]
-        .iter()
-        .map(|f| file_state(&state.join(f)))
-        .collect();
-    assert_eq!(before, after);
-    assert_eq!(fx.installed()["hello"]["version"], "0.1.0");
-    // The timer works on, on its own files.
-    let o = timer_refresh(&fx);
-    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
-    // The operator takes them over, as the hint says.
-    for f in ["sources.json", "pins.json"] {
-        chown(state.join(f), Some(0), Some(0)).unwrap();
-    }
-    let r = update(&fx);
-    expect(&r, 0, "");
-    assert_eq!(r.json()["updated"][0]["version"], "0.2.0");
-    // The timer reads root's configuration now, and what it saw before is still the floor.
-    repo.version = 3;
-    repo.write(&fx, "op");
-    let o = timer_refresh(&fx);
-    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::uid(
-            &std::fs::metadata(state.join("sources.json")).unwrap()
-        ),
-        0
-    );
-    repo.version = 2;
-    repo.write(&fx, "op");
-    expect(&update(&fx), 92, "index.rollback");
 }
 
 /// Files that are not plain files of this user (or root) that no one else may write are not
@@ -1659,12 +1732,7 @@ fn planted_source_files_are_refused_and_left_as_they_are() {
     if !require_root() {
         return;
     }
-    let (fx, mut repo) = setup();
-    let pkg = hello(&fx, "0.1.0");
-    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
-    repo.write(&fx, "op");
-    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
-    expect(&fx.store_install(&["hello"], &[]), 0, "");
+    let (fx, _repo) = hello_installed();
     let state = fx.path("state");
     let copies = fx.path("copies");
     std::fs::create_dir(&copies).unwrap();
@@ -1785,56 +1853,249 @@ fn source_remove_deletes_nothing_through_an_indexes_symlink() {
     assert!(!state.join("indexes/main.json").exists());
 }
 
-/// The daemon's user may rename any entry of its directory: it keeps root's `sources.json` and
-/// `pins.json` under other names, lets root write newer ones (a raised floor, a new author
-/// pin), and puts the old ones back — still root's, one link, 0644 — or removes them. Root
-/// recorded the digest of what it wrote last in a `trusted.*` attribute of the state directory,
-/// which that user can neither set nor remove: root's commands refuse the older copy and the
-/// missing file (78 `source.replayed`, both digests named) and change nothing; the file root
-/// wrote, put back, is accepted again. The old runtime read the replayed pins and floor.
+/// The daemon's user may rename any entry of its state directory. When root's configuration was
+/// kept there, that user could keep root's `sources.json` and `pins.json` under other names,
+/// let root write newer ones (a raised floor, a re-pinned author key), and put the old ones back
+/// — still root's, one link, 0644 — or remove them. Now they are in root's sources directory:
+/// that user, trying all of it for real (as its uid), can neither move, replace nor remove them
+/// there, and what it can put in the state directory is refused, not read (78
+/// `source.left_behind`); root's commands read the current pins and floor all along (before:
+/// the replayed or missing file was refused only where root could record digests in a
+/// `trusted.*` attribute, and read everywhere else).
 #[test]
 fn the_daemons_user_cannot_put_back_an_older_copy_of_roots_configuration() {
     if !require_root() {
         return;
     }
     let mut p = Planted::new();
+    // That user keeps copies of root's files (it may read them: 0644) and tries to move the
+    // originals aside wherever they are.
+    let keep = |f: &str| {
+        format!(
+            "for d in state {SOURCES_DIR}; do [ -e $d/{f} ] && cp $d/{f} state/.old-{f}; done; \
+             [ -e state/.old-{f} ]"
+        )
+    };
     for f in ["sources.json", "pins.json"] {
-        std::fs::rename(p.state.join(f), p.state.join(format!(".old-{f}"))).unwrap();
-        std::fs::copy(p.state.join(format!(".old-{f}")), p.state.join(f)).unwrap();
+        assert!(as_daemons_user(&p.fx, &keep(f)), "{f}");
+        let aside = format!("mv {SOURCES_DIR}/{f} {SOURCES_DIR}/.{f}.aside");
+        assert!(!as_daemons_user(&p.fx, &aside), "{f}");
     }
     // Root writes newer ones: a raised floor (index version 2) and dev2's pin.
-    p.publish_by_dev2();
+    let v2 = p.publish_by_dev2();
     let r = repin_author(&p.fx, &["--json"], "hello", "dev2.pub", &["--yes"]);
     expect(&r, 0, "");
     let r = update(&p.fx);
     expect(&r, 0, "");
     assert_eq!(r.json()["updated"][0]["version"], "0.2.0");
+    let current: Vec<_> = ["sources.json", "pins.json"]
+        .iter()
+        .map(|f| file_state(&config(&p.fx, f)))
+        .collect();
+    // The old copies put back, or the current files removed: not in root's sources directory.
+    for f in ["sources.json", "pins.json"] {
+        for attempt in [
+            format!("mv -f state/.old-{f} {SOURCES_DIR}/{f}"),
+            format!("cp state/.old-{f} {SOURCES_DIR}/{f}"),
+            format!("rm -f {SOURCES_DIR}/{f}"),
+            format!("mv {SOURCES_DIR} state/.sources && mkdir {SOURCES_DIR}"),
+        ] {
+            assert!(!as_daemons_user(&p.fx, &attempt), "{attempt}");
+        }
+    }
+    let now: Vec<_> = ["sources.json", "pins.json"]
+        .iter()
+        .map(|f| file_state(&config(&p.fx, f)))
+        .collect();
+    assert_eq!(now, current);
+    // Root reads the current pins: dev's 0.1.0 (the package Planted installed, signed by the key
+    // the old pin names) is refused, dev2's pin stands.
+    expect(
+        &p.fx.store_install(&["hello-0.1.0.stockade"], &[]),
+        98,
+        "index.author_pin",
+    );
+    expect(&update(&p.fx), 0, "");
+    // In the state directory, where earlier builds kept them, that user may put them back:
+    // refused, not read, and nothing changed.
     let registry = std::fs::read(p.state.join("store/registry.json")).unwrap();
     for f in ["sources.json", "pins.json"] {
-        let current = std::fs::read(p.state.join(f)).unwrap();
-        std::fs::rename(p.state.join(format!(".old-{f}")), p.state.join(f)).unwrap();
-        // What reads it: an install by id reads both, a refresh the sources.
-        let readers = |p: &Planted| match f {
-            "sources.json" => vec![p.refresh(), p.fx.store_install(&["hello"], &[])],
-            _ => vec![p.fx.store_install(&["hello"], &[])],
-        };
-        for r in readers(&p) {
-            expect(&r, 78, "source.replayed");
+        let back = format!("mv -f state/.old-{f} state/{f}");
+        assert!(as_daemons_user(&p.fx, &back), "{f}");
+        for r in [p.refresh(), p.fx.store_install(&[&v2], &[])] {
+            expect(&r, 78, "source.left_behind");
             assert!(r.stdout.contains(&format!("state/{f}")), "{}", r.stdout);
-        }
-        std::fs::remove_file(p.state.join(f)).unwrap();
-        for r in readers(&p) {
-            expect(&r, 78, "source.replayed");
-            assert!(r.stdout.contains("has sha256 absent"), "{}", r.stdout);
         }
         assert_eq!(
             std::fs::read(p.state.join("store/registry.json")).unwrap(),
             registry
         );
-        // Root's own file back: accepted.
-        std::fs::write(p.state.join(f), &current).unwrap();
-        for r in readers(&p) {
-            expect(&r, 0, "");
-        }
+        std::fs::remove_file(p.state.join(f)).unwrap();
     }
+    expect(&p.refresh(), 0, "");
+}
+
+/// The daemon's user (the refresh timer's, told where root's configuration is) running a
+/// command that would change it — `source add`, `remove`, `repin`, `repin-author` — is refused
+/// as not its owner (78 `source.not_owner`, naming root's file), before it fetches or locks
+/// anything, and nothing changes. Before, it failed first with 74 in opening root's store for
+/// writing, which said nothing of why.
+#[test]
+fn the_daemons_user_changing_roots_configuration_is_told_it_is_not_the_owner() {
+    if !require_root() {
+        return;
+    }
+    let p = Planted::new();
+    let files = || -> Vec<_> {
+        ["sources.json", "pins.json"]
+            .iter()
+            .map(|f| file_state(&config(&p.fx, f)))
+            .collect()
+    };
+    let before = files();
+    let url = p.repo.url();
+    for (args, file) in [
+        (
+            vec!["source", "add", "other", &url, "--operator-key", "op.pub"],
+            "sources.json",
+        ),
+        (vec!["source", "remove", "main"], "sources.json"),
+        (
+            vec![
+                "source",
+                "repin",
+                "main",
+                "--operator-key",
+                "op.pub",
+                "--yes",
+            ],
+            "sources.json",
+        ),
+        (
+            vec![
+                "source",
+                "repin-author",
+                "hello",
+                "--author-key",
+                "dev.pub",
+                "--yes",
+            ],
+            "pins.json",
+        ),
+    ] {
+        let mut all = vec!["--json"];
+        all.extend(args);
+        all.extend(["--state-dir", "state"]);
+        let r = stockade_as(NOBODY, p.fx.dir(), &all);
+        expect(&r, 78, "source.not_owner");
+        assert!(
+            r.stdout.contains(&format!("{SOURCES_DIR}/{file}")) && r.stdout.contains("uid 0"),
+            "{all:?}: {}",
+            r.stdout
+        );
+    }
+    assert_eq!(files(), before);
+    assert!(!p.state.join("indexes/other.json").exists());
+}
+
+/// `list` flags delisted plugins from the cached indexes, verified against the keys the
+/// sources' configuration pins. A configuration that cannot be read (here root's
+/// `sources.json` made writable by others) leaves it no flags to show: it says so — a warning
+/// on stderr, `sources_error` with the refusal's kind and exit in JSON — and lists the plugins
+/// all the same (before: silently no flags, as if nothing were delisted).
+#[test]
+fn list_says_when_the_sources_cannot_be_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let (fx, mut repo) = hello_installed();
+    // Delisted by the next index, which a refresh caches.
+    repo.entries.last_mut().unwrap()["delisted"] = json!({"reason": "gone bad"});
+    repo.version = 2;
+    repo.write(&fx, "op");
+    let r = fx.run(&["--json", "source", "refresh", "--state-dir", "state"]);
+    expect(&r, 0, "");
+    let list = |json: bool| {
+        let args = ["--json", "list", "--state-dir", "state"];
+        fx.run(if json { &args } else { &args[1..] })
+    };
+    let v = list(true).json();
+    assert_eq!(v["plugins"][0]["delisted"], "gone bad", "{v}");
+    assert_eq!(v["sources_error"], Value::Null, "{v}");
+    let sources = fx.path("state/sources.json");
+    std::fs::set_permissions(&sources, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let r = list(true);
+    expect(&r, 0, "");
+    let v = r.json();
+    assert_eq!(v["plugins"][0]["name"], "hello", "{v}");
+    assert_eq!(v["plugins"][0]["delisted"], Value::Null, "{v}");
+    assert_eq!(v["sources_error"]["kind"], "source.unsafe", "{v}");
+    assert_eq!(v["sources_error"]["exit"], 78, "{v}");
+    let r = list(false);
+    expect(&r, 0, "");
+    assert!(
+        r.stderr
+            .contains("warning: delisted plugins cannot be flagged")
+            && r.stderr.contains("state/sources.json"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.contains("hello"), "{}", r.stdout);
+}
+
+/// Root's sources directory is held like the files in it: a directory others may write, one of
+/// another user's, a symlink in its place, or a parent others may write (and so rename it in)
+/// is refused (78 `source.unsafe`, naming what is wrong and where) by every command that reads
+/// the configuration, and nothing changes; a sticky parent (`/tmp`) is fine.
+#[test]
+fn a_sources_directory_others_could_change_is_refused() {
+    use std::os::unix::fs::{chown, symlink, PermissionsExt};
+    if !require_root() {
+        return;
+    }
+    let p = Planted::new();
+    let dir = p.fx.path(SOURCES_DIR);
+    let mode = |path: &Path, m: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let files = || -> Vec<_> {
+        ["sources.json", "pins.json"]
+            .iter()
+            .map(|f| file_state(&config(&p.fx, f)))
+            .collect()
+    };
+    let before = files();
+    let refused = |shown: &Path, why: &str| {
+        for r in [
+            update(&p.fx),
+            p.refresh(),
+            p.fx.run(&["--json", "source", "list", "--state-dir", "state"]),
+        ] {
+            expect(&r, 78, "source.unsafe");
+            assert!(
+                r.stdout.contains(&shown.display().to_string()) && r.stdout.contains(why),
+                "{}",
+                r.stdout
+            );
+        }
+    };
+    let real = std::fs::canonicalize(&dir).unwrap();
+    mode(&dir, 0o777);
+    refused(&real, "writable by group or others");
+    mode(&dir, 0o755);
+    chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    refused(&real, "belongs to uid 65534");
+    chown(&dir, Some(0), Some(0)).unwrap();
+    let parent = std::fs::canonicalize(p.fx.dir()).unwrap();
+    mode(p.fx.dir(), 0o777);
+    refused(&parent, "writable by group or others");
+    std::fs::rename(&dir, p.fx.path("elsewhere")).unwrap();
+    mode(p.fx.dir(), 0o755);
+    symlink(p.fx.path("elsewhere"), &dir).unwrap();
+    refused(&real, "is a symlink");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(p.fx.path("elsewhere"), &dir).unwrap();
+    assert_eq!(files(), before);
+    // Sticky, as /tmp: others may add entries but not rename root's.
+    mode(p.fx.dir(), 0o1777);
+    expect(&update(&p.fx), 0, "");
+    mode(p.fx.dir(), 0o755);
 }

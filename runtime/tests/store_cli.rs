@@ -668,7 +668,8 @@ fn packaged_layout() -> (Fixture, std::path::PathBuf, u32) {
 /// with the modes the store asks for: `store/`, `store/plugins/` and an object directory
 /// 0755, `store/lock`, the registry and the stored package 0644. The umask used to be taken
 /// off them (0700 and 0600 here), and the daemon's user could neither `list` the store nor
-/// take its lock (`source refresh`, the timer's job), nor read a stored package.
+/// take its lock (`source refresh`, the timer's job), nor read a stored package. Root's sources
+/// directory, made by the install's first pin, is 0755 and the pins 0644 as well.
 #[test]
 fn the_store_root_makes_under_a_restrictive_umask_is_the_daemons_to_read() {
     use std::os::unix::fs::MetadataExt;
@@ -684,7 +685,8 @@ fn the_store_root_makes_under_a_restrictive_umask_is_the_daemons_to_read() {
     root.args(&args)
         .current_dir(fx.dir())
         .env_remove("STOCKADE_TRUST_DIR")
-        .env_remove("STOCKADE_STATE_DIR");
+        .env_remove("STOCKADE_STATE_DIR")
+        .env("STOCKADE_SOURCES_DIR", fx.path(SOURCES_DIR));
     // SAFETY: `umask` is async-signal-safe and touches nothing but the child's own mask.
     unsafe {
         root.pre_exec(|| {
@@ -715,6 +717,9 @@ fn the_store_root_makes_under_a_restrictive_umask_is_the_daemons_to_read() {
         (object.clone(), 0o755),
         (object.join("package.stockade"), 0o644),
         (object.join("tree"), 0o755),
+        // Root's sources directory (made with the first pin) and its pins, which the timer reads.
+        (fx.path(SOURCES_DIR), 0o755),
+        (fx.path(SOURCES_DIR).join("pins.json"), 0o644),
     ] {
         assert_eq!(mode(&p), want, "{}: {:o}", p.display(), mode(&p));
     }

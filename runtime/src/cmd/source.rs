@@ -10,15 +10,21 @@ use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::keyfile::{load_public, unix_now};
 use crate::output::{term, Output};
-use crate::sources::{self, PinKind, Pins, SeenIndexes, Source, SourceError, Sources};
+use crate::sources::{
+    self, PinKind, Pins, Places, SeenIndexes, Source, SourceError, Sources, PINS_FILE, SOURCES_FILE,
+};
 use crate::store::Store;
 use serde_json::json;
 use std::path::Path;
 use stockade_trust::index::{describe, fingerprint};
 use stockade_trust::minisign::PublicKey;
 
-fn lock(state_dir: &Path, no_wait: bool) -> Result<Store, CmdError> {
-    Store::open(state_dir, no_wait)
+/// The store lock for a command that changes configuration file `file`: only its owner may,
+/// which is said first (78 `source.not_owner`) — the refresh timer's user cannot open root's
+/// store for writing, and that refusal (74) said nothing of why.
+fn lock_to_change(p: &Places, file: &str, no_wait: bool) -> Result<Store, CmdError> {
+    sources::check_owner(p, file).map_err(SourceError::into_cmd)?;
+    Store::open(p.state_dir(), no_wait)
         .map(|(s, _)| s)
         .map_err(crate::cmd::store::store_err)
 }
@@ -39,8 +45,8 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
     };
     sources::check_url(&url).map_err(SourceError::into_cmd)?;
     let operator = key(&a.operator_key)?;
-    let state = &a.store.state_dir;
-    let _lock = lock(state, a.store.no_wait)?;
+    let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref());
+    let _lock = lock_to_change(&places, SOURCES_FILE, a.store.no_wait)?;
     // The source is added only if its index verifies now, against the key given: verified in
     // memory first, saved after (a kill while fetching leaves nothing added).
     let src = Source {
@@ -51,7 +57,7 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
         seen_sha256: None,
         refreshed_at: None,
     };
-    let vi = sources::add(state, &a.name, src, unix_now()).map_err(SourceError::into_cmd)?;
+    let vi = sources::add(&places, &a.name, src, unix_now()).map_err(SourceError::into_cmd)?;
     let report = json!({
         "name": a.name, "url": url,
         "operator_key_id": operator.key_id.to_string(),
@@ -78,12 +84,13 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
 /// Run `stockade source list`.
 pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
-    let all = Sources::load(state).map_err(SourceError::into_cmd)?;
+    let places = Places::new(state, a.sources.sources_dir.as_deref());
+    let all = Sources::load(&places).map_err(SourceError::into_cmd)?;
     let seen = SeenIndexes::load(state).map_err(SourceError::into_cmd)?;
     let mut items = Vec::new();
     for (name, s) in &all.sources {
         let k = PublicKey::from_base64(&s.operator_pubkey).ok();
-        let cached = sources::cached(state, name);
+        let cached = sources::cached(state, &all, name);
         // What the next refresh enforces: the higher of the two memories (the timer's user
         // records only the shared one when the configuration is root's), and the latest refresh.
         let shared = seen.sources.get(name);
@@ -126,13 +133,16 @@ pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
 /// source's delistings). The status is the first failure's code (0 when all passed).
 pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
+    let places = Places::new(state, a.sources.sources_dir.as_deref());
     // The lock only: the shipped timer runs this as the daemon's user, which must neither
     // create the store (it would be that user's, and root refuses to work in another user's
     // store) nor recover root's (it cannot: root's staging is 0700). No store, no lock: nothing
     // is installed yet.
     let _lock =
         Store::lock_existing(state, a.store.no_wait).map_err(crate::cmd::store::store_err)?;
-    let configured = Sources::load(state).map_err(SourceError::into_cmd)?.sources;
+    let configured = Sources::load(&places)
+        .map_err(SourceError::into_cmd)?
+        .sources;
     let names: Vec<String> = match a.name {
         // A name that is not configured is the caller's mistake, not a source's failure.
         Some(n) if !configured.contains_key(&n) => {
@@ -145,7 +155,7 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
     let mut items = Vec::new();
     let mut exit = Exit::Ok;
     for name in &names {
-        let v = match sources::refresh(state, name, unix_now()) {
+        let v = match sources::refresh(&places, name, unix_now()) {
             Ok(v) => v,
             Err(e) => {
                 if exit == Exit::Ok {
@@ -215,14 +225,15 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
 /// Run `stockade source remove`.
 pub fn remove(a: SourceRemoveArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
-    let _lock = lock(state, a.store.no_wait)?;
-    let mut all = Sources::load(state).map_err(SourceError::into_cmd)?;
+    let places = Places::new(state, a.sources.sources_dir.as_deref());
+    let _lock = lock_to_change(&places, SOURCES_FILE, a.store.no_wait)?;
+    let mut all = Sources::load(&places).map_err(SourceError::into_cmd)?;
     if all.sources.remove(&a.name).is_none() {
         return Err(SourceError::UnknownSource(a.name).into_cmd());
     }
     let mut seen = SeenIndexes::load(state).map_err(SourceError::into_cmd)?;
     let cache = sources::IndexCache::hold(state).map_err(SourceError::into_cmd)?;
-    all.save(state).map_err(SourceError::into_cmd)?;
+    all.save(&places).map_err(SourceError::into_cmd)?;
     // The shared memory forgets it too: a source added later under this name starts afresh.
     if seen.sources.remove(&a.name).is_some() {
         seen.save(state).map_err(SourceError::into_cmd)?;
@@ -259,10 +270,10 @@ fn confirm(
 
 /// Run `stockade source repin`.
 pub fn repin(a: SourceRepinArgs, out: Output) -> Result<Exit, CmdError> {
-    let state = &a.store.state_dir;
+    let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref());
     let new = key(&a.operator_key)?;
-    let _lock = lock(state, a.store.no_wait)?;
-    let mut all = Sources::load(state).map_err(SourceError::into_cmd)?;
+    let _lock = lock_to_change(&places, SOURCES_FILE, a.store.no_wait)?;
+    let mut all = Sources::load(&places).map_err(SourceError::into_cmd)?;
     let Some(s) = all.sources.get_mut(&a.name) else {
         return Err(SourceError::UnknownSource(a.name).into_cmd());
     };
@@ -274,7 +285,7 @@ pub fn repin(a: SourceRepinArgs, out: Output) -> Result<Exit, CmdError> {
         &new,
     )?;
     s.operator_pubkey = new.to_base64();
-    all.save(state).map_err(SourceError::into_cmd)?;
+    all.save(&places).map_err(SourceError::into_cmd)?;
     out.emit(
         &json!({"source": a.name, "operator_key_id": new.key_id.to_string(), "operator_fingerprint": fingerprint(&new)}),
         |_| format!("source {}: operator key re-pinned to {}", a.name, describe(&new)),
@@ -284,7 +295,7 @@ pub fn repin(a: SourceRepinArgs, out: Output) -> Result<Exit, CmdError> {
 
 /// Run `stockade source repin-author`.
 pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdError> {
-    let state = &a.store.state_dir;
+    let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref());
     if !stockade_policy::manifest::valid_name(&a.id) {
         return Err(CmdError::msg(
             Exit::Usage,
@@ -305,8 +316,8 @@ pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdEr
         }
     }
     let new = key(&a.author_key)?;
-    let _lock = lock(state, a.store.no_wait)?;
-    let mut pins = Pins::load(state).map_err(SourceError::into_cmd)?;
+    let _lock = lock_to_change(&places, PINS_FILE, a.store.no_wait)?;
+    let mut pins = Pins::load(&places).map_err(SourceError::into_cmd)?;
     let old = pins.key(&a.id).map_err(SourceError::into_cmd)?;
     confirm(
         a.yes,
@@ -336,7 +347,7 @@ pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdEr
         confirm(a.yes, &what, old.as_ref(), &new)?;
         pins.set_of(PinKind::Author, name, &new, "manual", now);
     }
-    pins.save(state).map_err(SourceError::into_cmd)?;
+    pins.save(&places).map_err(SourceError::into_cmd)?;
     out.emit(
         &json!({"id": a.id, "author": a.author, "replaced_author_pins": replaced, "author_key_id": new.key_id.to_string(), "author_fingerprint": fingerprint(&new)}),
         |_| format!("{}: author key re-pinned to {}", a.id, describe(&new)),

@@ -22,7 +22,7 @@ use crate::node::NodeIdentity;
 use crate::output::{term, Output};
 use crate::package::report::Report;
 use crate::package::{open_verified_in, VerifyError};
-use crate::sources::{self, Fetched, PinKind, Session, SourceError, Want};
+use crate::sources::{self, Fetched, PinKind, Places, Session, SourceError, Sources, Want};
 use crate::store::{
     check_tree_of, Installed, Staged, Store, StoreError, TreeProblem, PACKAGE_FILE,
 };
@@ -244,6 +244,8 @@ fn os_error_in(io: std::io::Error, dir: &Path) -> std::io::Error {
 struct Job<'a> {
     log: &'a AuditLog,
     cfg: &'a crate::trustdir::TrustConfig,
+    /// Where the sources' configuration is (the pins read and recorded).
+    places: &'a Places,
     node: &'a NodeIdentity,
     store: &'a Store,
     session: Option<&'a Session>,
@@ -291,16 +293,13 @@ impl Job<'_> {
                 }
                 Some((f.author.clone(), f.pin.clone()))
             }
-            (None, Some(k)) => {
-                match sources::check_file_pin(&self.cfg.state_dir, pkg.manifest.name(), k) {
-                    Ok(o) => Some((k.clone(), o)),
-                    Err(e) => {
-                        let detail =
-                            json!({"file": label, "kind": e.kind(), "error": e.to_string()});
-                        return Err(self.refuse(detail, e.into_cmd()));
-                    }
+            (None, Some(k)) => match sources::check_file_pin(self.places, pkg.manifest.name(), k) {
+                Ok(o) => Some((k.clone(), o)),
+                Err(e) => {
+                    let detail = json!({"file": label, "kind": e.kind(), "error": e.to_string()});
+                    return Err(self.refuse(detail, e.into_cmd()));
                 }
-            }
+            },
             (None, None) => None,
         };
         // A first-use pin for a plugin the store holds, signed: its pin was there and is gone.
@@ -371,9 +370,7 @@ impl Job<'_> {
         };
         let fetched = session
             .find(id, want, source)
-            .and_then(|(vi, e)| {
-                session.fetch(&self.cfg.state_dir, vi, e, &sources::this_platform())
-            })
+            .and_then(|(vi, e)| session.fetch(self.places, vi, e, &sources::this_platform()))
             .map_err(|e| {
                 let detail = json!({"id": id, "kind": e.kind(), "error": e.to_string()});
                 self.refuse(detail, e.into_cmd())
@@ -436,7 +433,7 @@ impl Job<'_> {
 /// Versions, dependencies, pins, commit, audit; the report.
 fn finish(
     log: &AuditLog,
-    cfg: &crate::trustdir::TrustConfig,
+    places: &Places,
     staged: Vec<StagedPkg>,
     store: &mut Store,
     force: bool,
@@ -506,7 +503,7 @@ fn finish(
             }
         }
     }
-    sources::record_pins(&cfg.state_dir, &pins, now).map_err(SourceError::into_cmd)?;
+    sources::record_pins(places, &pins, now).map_err(SourceError::into_cmd)?;
     let mut by_name: BTreeMap<String, StagedPkg> = staged
         .into_iter()
         .map(|p| (p.entry.name.clone(), p))
@@ -668,15 +665,17 @@ pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
     let (log, cfg, node) = verify_context(&a.trust, &a.root.policy_root)?;
     refuse_if_frozen(&log, &node)?;
     let (mut store, recovered) = open_store(&cfg.state_dir, a.no_wait, out)?;
+    let places = Places::new(&cfg.state_dir, a.sources.sources_dir.as_deref());
     let uses_index = targets.iter().any(|t| matches!(t, Target::Index { .. }));
     let session = if uses_index {
-        Some(Session::open(&cfg.state_dir, unix_now()).map_err(SourceError::into_cmd)?)
+        Some(Session::open(&places, unix_now()).map_err(SourceError::into_cmd)?)
     } else {
         None
     };
     let mut job = Job {
         log: &log,
         cfg: &cfg,
+        places: &places,
         node: &node,
         store: &store,
         session: session.as_ref(),
@@ -690,7 +689,7 @@ pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
     }
     job.add_missing_dependencies()?;
     let staged = job.staged;
-    let report = finish(&log, &cfg, staged, &mut store, a.force, recovered)?;
+    let report = finish(&log, &places, staged, &mut store, a.force, recovered)?;
     out.emit(&report, render_install);
     Ok(Exit::Ok)
 }
@@ -720,7 +719,8 @@ pub fn update(a: UpdateArgs, out: Output) -> Result<Exit, CmdError> {
             ));
         }
     }
-    let session = Session::open(&cfg.state_dir, unix_now()).map_err(SourceError::into_cmd)?;
+    let places = Places::new(&cfg.state_dir, a.sources.sources_dir.as_deref());
+    let session = Session::open(&places, unix_now()).map_err(SourceError::into_cmd)?;
     let installed: Vec<Installed> = store
         .registry()
         .plugins
@@ -766,6 +766,7 @@ pub fn update(a: UpdateArgs, out: Output) -> Result<Exit, CmdError> {
     let mut job = Job {
         log: &log,
         cfg: &cfg,
+        places: &places,
         node: &node,
         store: &store,
         session: Some(&session),
@@ -777,7 +778,7 @@ pub fn update(a: UpdateArgs, out: Output) -> Result<Exit, CmdError> {
     }
     job.add_missing_dependencies()?;
     let staged = job.staged;
-    let report = finish(&log, &cfg, staged, &mut store, false, recovered)?;
+    let report = finish(&log, &places, staged, &mut store, false, recovered)?;
     let doc =
         json!({"updated": report.installed, "skipped": skipped, "recovered": report.recovered});
     out.emit(&doc, |_| {
@@ -837,6 +838,27 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                 .unwrap_or_else(|_| a.store.state_dir.join(crate::store::STORE_DIR)),
         ),
     };
+    // The delisting flags come from the cached indexes, verified against the keys the sources'
+    // configuration pins; without a configuration that can be read (refused, left behind by an
+    // earlier build, corrupt) there are none, and `list` says so rather than showing every
+    // plugin as listed: a warning (stderr; `sources_error` in JSON), the plugins all the same.
+    let mut sources_error = None;
+    let configured = if reg.plugins.values().any(|p| p.source.starts_with("index:")) {
+        let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref());
+        Sources::load(&places).unwrap_or_else(|e| {
+            let cmd = e.into_cmd();
+            out.note(format!(
+                "warning: delisted plugins cannot be flagged: {}",
+                cmd.chain().join(": ")
+            ));
+            let mut error = cmd.to_json()["error"].take();
+            error["exit"] = json!(cmd.exit().code());
+            sources_error = Some(error);
+            Sources::default()
+        })
+    } else {
+        Sources::default()
+    };
     let mut items = Vec::new();
     for p in reg.plugins.values() {
         let required_by = reg
@@ -848,7 +870,7 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
         let delisted = p
             .source
             .strip_prefix("index:")
-            .and_then(|src| sources::cached(&a.store.state_dir, src))
+            .and_then(|src| sources::cached(&a.store.state_dir, &configured, src))
             .and_then(|idx| sources::delisted_in(&idx, &p.name));
         items.push(ListItem {
             installed: p.clone(),
@@ -860,7 +882,8 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                 .to_string(),
         });
     }
-    out.emit(&json!({ "plugins": items }), |_| {
+    let doc = json!({ "plugins": items, "sources_error": sources_error });
+    out.emit(&doc, |_| {
         if items.is_empty() {
             return "no plugins installed".into();
         }

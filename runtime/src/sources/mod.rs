@@ -2,34 +2,39 @@
 //! decisions (index validation, rollback/freeze, platform choice, pin/rotation) are pure, in
 //! `stockade_trust::index`; this module fetches bytes, keeps state, and runs the steps in order.
 //!
-//! State, in the state directory (written atomically, under the store lock held by the caller):
+//! State (written atomically, under the store lock held by the caller), in the places
+//! [`Places`] says:
 //! - `sources.json`: per source, its URL, the pinned operator key, and the highest index version
-//!   seen with its digest (the owner's rollback floor);
+//!   seen with its digest (the owner's rollback floor) — configuration;
 //! - `pins.json`: per plugin id, and per author name an index gives (seed 004: "the first
 //!   install of any plugin by an author pins that author's public key"), the pinned author
 //!   (developer) key — trust on first use, changed only by a rotation proof or by
-//!   `stockade source repin-author`;
+//!   `stockade source repin-author` — configuration;
 //! - `sources-seen.json`: the highest index version (and digest) seen per source by anyone who
-//!   refreshed, the refresh timer's user included (the shared rollback memory);
+//!   refreshed, the refresh timer's user included (the shared rollback memory), in the state
+//!   directory;
 //! - `indexes/<source>.json` (+ `.minisig`): the last verified index, which `list` reads to flag
-//!   delisted plugins without a download.
+//!   delisted plugins without a download, in the state directory.
 //!
 //! Who decides what: `sources.json` and `pins.json` are the operator's configuration. They are
 //! read only if they belong to the running user or root and nobody else may write them
 //! ([`read_owned`]: no symlink, FIFO or second link either; 78 `source.unsafe` otherwise), and
-//! written only by the user they belong to (root keeps them root's, 0644), never handed to the
-//! state directory's owner: in the packaged layout that is the `stockade` user, whose timer
-//! refreshes the indexes and must not be able to change a URL, a pinned key or a floor root
-//! enforces. That timer (not the configuration's owner) records what it saw only in
+//! written only by the user they belong to (root keeps them root's, 0644). Where they are: in
+//! the state directory when it is the running user's own, and otherwise in a sources directory
+//! that no other user can write or rename in (`/etc/stockade/sources`, [`Places`]): in the
+//! packaged layout the state directory belongs to the `stockade` user, whose timer refreshes the
+//! indexes and who could rename root's files there — put back an older `pins.json` after root
+//! re-pinned a compromised author key, or remove it — which no check of the file itself can tell
+//! (an earlier build recorded digests in a `trusted.*` attribute of the state directory, which
+//! needed CAP_SYS_ADMIN and a filesystem with such attributes, and protected nothing elsewhere;
+//! the sources directory needs neither). That timer, told where root's configuration is
+//! (`STOCKADE_SOURCES_DIR` in its unit), reads it and records what it saw only in
 //! `sources-seen.json`, which root reads too, but only to raise its floor ([`index::floor`]: the
 //! higher version wins, and on a tie root's own digest): a lower version written there lowers
 //! nothing. A rotation proof it finds (a new operator key) it cannot pin, so that source's
 //! refresh fails (91 `index.rotation_needs_owner`) and keeps the last good index until root's
-//! next refresh takes the rotation. Files an earlier build handed to that user are refused by
-//! root's commands until the operator has checked them and made them root's (docs/sources.md,
-//! "State"). That user may still rename root's files (it owns the directory): an older copy
-//! of root's put back, or a file removed, is refused too, against the digest root records of
-//! what it wrote last in a `trusted.*` attribute of the state directory (`anchor`).
+//! next refresh takes the rotation. Files an earlier build left in the state directory are
+//! refused until the operator has checked and moved them ([`SourceError::LeftBehind`]).
 //!
 //! Install by id, in seed 004's fail-closed order (each step its own error and exit code, 90–99;
 //! no plugin code runs in any of them):
@@ -59,7 +64,8 @@
 
 use crate::exit::Exit;
 use crate::fileio::{
-    read_capped, read_owned, write_atomic, write_state_file, FileError, HeldDir, HeldDirError,
+    check_no_other_writer, read_capped, read_owned, write_atomic, write_state_file, FileError,
+    HeldDir, HeldDirError,
 };
 use crate::package::container::MAX_PACKAGE_BYTES;
 use crate::state::StateError;
@@ -243,7 +249,8 @@ pub enum SourceError {
     /// The index cache directory is a symlink or not a directory.
     #[error(transparent)]
     Held(#[from] HeldDirError),
-    /// A configuration file (`sources.json`, `pins.json`) of another user: only its owner
+    /// A configuration file (`sources.json`, `pins.json`) of another user, or, while there is
+    /// none, the sources directory it would be written in ([`check_owner`]): only its owner
     /// changes it.
     #[error("{} belongs to uid {owner}: only its owner changes the sources and pins", path.display())]
     NotOwner {
@@ -265,26 +272,16 @@ pub enum SourceError {
         /// Its owner.
         owner: u32,
     },
-    /// A configuration file of root's (`sources.json`, `pins.json`) in a state directory
-    /// another user owns is not the one root wrote last (`anchor`): an older copy put back, or
-    /// the file removed.
-    #[error("{} is not the file root wrote last (it has sha256 {found}, root recorded {recorded}): the state directory's owner put an older copy back or removed it", path.display())]
-    Replayed {
-        /// The file.
+    /// A configuration file (`sources.json`, `pins.json`) still in the state directory, where
+    /// an earlier build kept it, now that the configuration is in a sources directory
+    /// ([`Places`]): neither read (the state directory's owner could have replaced it) nor
+    /// ignored (its pins would be dropped without a word).
+    #[error("{} is where an earlier build kept the sources' configuration, which is read only from {} now", path.display(), config_dir.display())]
+    LeftBehind {
+        /// The file left behind.
         path: PathBuf,
-        /// The digest root recorded (`absent`: root removed it).
-        recorded: String,
-        /// The file's digest (`absent`: there is none).
-        found: String,
-    },
-    /// Root's record of a configuration file it writes cannot be kept up to date (`anchor`).
-    #[error("cannot record {} in the state directory's extended attributes", path.display())]
-    Anchor {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// The sources directory.
+        config_dir: PathBuf,
     },
     /// A state file is corrupt.
     #[error("{} is corrupt", path.display())]
@@ -326,8 +323,7 @@ impl SourceError {
             SourceError::File(FileError::Unsafe { .. })
             | SourceError::State(StateError::File(FileError::Unsafe { .. }))
             | SourceError::NotOwner { .. }
-            | SourceError::Replayed { .. } => Exit::Config,
-            SourceError::Anchor { .. } => Exit::IoErr,
+            | SourceError::LeftBehind { .. } => Exit::Config,
             SourceError::File(_) => Exit::IoErr,
             // docs/exit-codes.md: 78 is "the state directory is unusable" (as for the
             // revocation state); a file that cannot be read or written stays 74, as before.
@@ -370,8 +366,7 @@ impl SourceError {
             SourceError::File(FileError::Unsafe { .. })
             | SourceError::State(StateError::File(FileError::Unsafe { .. })) => "source.unsafe",
             SourceError::NotOwner { .. } => "source.not_owner",
-            SourceError::Replayed { .. } => "source.replayed",
-            SourceError::Anchor { .. } => "source.io",
+            SourceError::LeftBehind { .. } => "source.left_behind",
             SourceError::File(_) => "source.io",
             SourceError::State(StateError::Corrupt { .. }) => "source.corrupt",
             SourceError::State(_) => "source.io",
@@ -386,14 +381,15 @@ impl SourceError {
         match self {
             SourceError::OperatorKey { .. } => "if the operator really rotated keys without a proof, verify the new key out of band and run `stockade source repin NAME --operator-key KEY.pub --yes`",
             SourceError::AuthorPin { .. } => "if the author really changed keys without a proof, verify the new key out of band and run `stockade source repin-author ID --author-key KEY.pub --yes` (with `--author NAME` when the author's name is what refused it)",
-            SourceError::PinLost { .. } => "pins.json was removed or replaced (the state directory's owner can do that); check the key the package is signed with out of band, then `stockade source repin-author ID --author-key KEY.pub --yes`",
+            SourceError::PinLost { .. } => "pins.json was removed or replaced; check the key the package is signed with out of band, then `stockade source repin-author ID --author-key KEY.pub --yes`",
             SourceError::Index { .. } => "the source is serving an old, changed or expired index; ask its operator, or wait for a fresh one",
             SourceError::Unavailable { .. } => "ask the author for a build for this platform",
             SourceError::NotFound { .. } => "`stockade source list` shows the sources; check the id and version",
             SourceError::File(FileError::Unsafe { .. })
-            | SourceError::State(StateError::File(FileError::Unsafe { .. })) => "sources.json and pins.json must be regular files of this user or root that no one else may write (sources-seen.json may also be the state directory's owner's). Earlier builds gave them to the state directory's owner (the `stockade` user), who could have changed them: check the URLs, operator keys and author pins in them, then `chown root:root` and `chmod 644` them, or move them aside and add the sources again (docs/sources.md, \"State\"). A bad sources-seen.json may be moved aside: root's own floor is in sources.json",
+            | SourceError::State(StateError::File(FileError::Unsafe { .. }))
+            | SourceError::Held(HeldDirError::Unsafe { .. }) => "sources.json and pins.json must be regular files of this user or root that no one else may write, in a directory of this user or root that no one else may write, below directories no other user may write either (sources-seen.json and indexes/ may also be the state directory's owner's). Earlier builds gave the files to the state directory's owner (the `stockade` user), who could have changed them: check the URLs, operator keys and author pins in them, then `chown root:root` and `chmod 644` them, or move them aside and add the sources again (docs/sources.md, \"Upgrading from an earlier build\"). A bad sources-seen.json may be moved aside: root's own floor is in sources.json",
             SourceError::NotOwner { .. } => "run the command as the user the file belongs to (root)",
-            SourceError::Replayed { .. } => "check who can write the state directory; put the file root wrote back (its sha256 is named), or, having checked the file in place (URLs, operator keys, author pins), accept it with `setfattr -x trusted.stockade.FILE STATE_DIR` (docs/sources.md, \"State\")",
+            SourceError::LeftBehind { .. } => "the state directory's owner could have replaced it: check the URLs, operator keys and author pins in it, then move it into the sources directory (packaged layout: `mv /var/lib/stockade/sources.json /var/lib/stockade/pins.json /etc/stockade/sources/`) and, if it is not root's, `chown root:root` and `chmod 644` it; or move it aside and add the sources again (docs/sources.md, \"Upgrading from an earlier build\")",
             SourceError::RotationNeedsOwner { .. } => "run `stockade source refresh` as root to take the rotation (after checking the new key's fingerprint); until then the last verified index is kept",
             _ => "",
         }
@@ -487,6 +483,76 @@ pub enum PinKind {
 /// Cap on `sources.json`, `pins.json` and `sources-seen.json` (one entry per source or id).
 const STATE_FILE_CAP: u64 = 16 * 1024 * 1024;
 
+/// The default of `--sources-dir` (`STOCKADE_SOURCES_DIR`): where root's configuration lives
+/// when the state directory belongs to another user ([`Places`]).
+pub const DEFAULT_SOURCES_DIR: &str = "/etc/stockade/sources";
+
+/// Where the sources' files are. The shared state (`sources-seen.json`, `indexes/`) is always
+/// in the state directory. The configuration (`sources.json`, `pins.json`) is in the state
+/// directory only when that is this user's own — the tests', a user's private store, root's own
+/// directory: no one else can rename anything in it — and otherwise in a sources directory
+/// (`/etc/stockade/sources` unless `--sources-dir` says another): in the packaged layout the
+/// state directory is the `stockade` user's, who could rename root's files in it (put an older
+/// `pins.json` back after root re-pinned a compromised author key, or remove it), and nothing in
+/// a file tells an older copy of root's from the current one. A sources directory given
+/// explicitly is used whoever owns the state directory: that is how the refresh timer, in its
+/// own state directory, reads root's configuration (the unit sets `STOCKADE_SOURCES_DIR`).
+///
+/// The sources directory is held like the files in it: every directory above it this user's or
+/// root's and writable by no one else unless sticky ([`check_no_other_writer`]), the directory
+/// itself this user's or root's, writable by no one else, opened without following a symlink and
+/// reached through its descriptor ([`HeldDir`]); root makes it, 0755, when it writes the first
+/// file ([`crate::fileio::make_dir_at`]). Files an earlier build left in the state directory are
+/// refused, never read and never ignored, until the operator has checked and moved them
+/// ([`SourceError::LeftBehind`]): ignored, a `pins.json` would drop every pin silently.
+#[derive(Debug, Clone)]
+pub struct Places {
+    state_dir: PathBuf,
+    /// `None`: the configuration is in the state directory.
+    config_dir: Option<PathBuf>,
+}
+
+impl Places {
+    /// The places for state directory `state_dir` and the `--sources-dir` given (`None`: not
+    /// given, [`DEFAULT_SOURCES_DIR`] where the state directory is another user's).
+    pub fn new(state_dir: &Path, sources_dir: Option<&Path>) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let foreign =
+            std::fs::metadata(state_dir).is_ok_and(|m| m.uid() != nix::unistd::geteuid().as_raw());
+        let config_dir = match sources_dir {
+            Some(d) => Some(d.to_path_buf()),
+            None => foreign.then(|| PathBuf::from(DEFAULT_SOURCES_DIR)),
+        };
+        // The state directory given as the sources directory too: it is the state directory.
+        let same = |d: &PathBuf| match (std::fs::metadata(d), std::fs::metadata(state_dir)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        };
+        Self {
+            state_dir: state_dir.to_path_buf(),
+            config_dir: config_dir.filter(|d| !same(d)),
+        }
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The sources directory, when the configuration is not in the state directory.
+    pub fn config_dir(&self) -> Option<&Path> {
+        self.config_dir.as_deref()
+    }
+
+    /// Where configuration file `name` is.
+    pub fn config_path(&self, name: &str) -> PathBuf {
+        self.config_dir
+            .as_deref()
+            .unwrap_or(&self.state_dir)
+            .join(name)
+    }
+}
+
 /// The JSON file `name` of the state directory, read only as [`read_owned`] allows (owned by
 /// this user, root or `also`; no symlink, FIFO or second link; writable by no one else);
 /// absent: the default.
@@ -495,213 +561,165 @@ fn load_checked<T: Default + serde::de::DeserializeOwned>(
     name: &str,
     also: Option<u32>,
 ) -> Result<T, SourceError> {
-    parse_state(state_dir, name, read_present(&state_dir.join(name), also)?)
+    let path = state_dir.join(name);
+    parse_state(&path, read_present(&path, &path, also)?)
 }
 
-/// Configuration file `name` (`sources.json`, `pins.json`): [`load_checked`] as this user's or
-/// root's alone, and only the file root recorded writing last where another user owns the
-/// state directory ([`anchor`]).
+/// Configuration file `name` (`sources.json`, `pins.json`) as [`load_checked`] reads it, this
+/// user's or root's alone, from where [`Places`] keeps it; absent: the default.
 fn load_config<T: Default + serde::de::DeserializeOwned>(
-    state_dir: &Path,
+    p: &Places,
     name: &str,
 ) -> Result<T, SourceError> {
-    let bytes = read_present(&state_dir.join(name), None)?;
-    anchor::check(state_dir, name, bytes.as_deref())?;
-    parse_state(state_dir, name, bytes)
+    let Some(dir) = &p.config_dir else {
+        return load_checked(&p.state_dir, name, None);
+    };
+    refuse_left_behind(p, dir)?;
+    let Some(held) = hold_config_dir(dir, false)? else {
+        return Ok(T::default());
+    };
+    let at = held.join(name);
+    parse_state(at.shown(), read_present(at.path(), at.shown(), None)?)
 }
 
-/// The bytes of state file `name` as JSON (`None`: the default).
+/// The bytes of state file `path` as JSON (`None`: the default).
 fn parse_state<T: Default + serde::de::DeserializeOwned>(
-    state_dir: &Path,
-    name: &str,
+    path: &Path,
     bytes: Option<Vec<u8>>,
 ) -> Result<T, SourceError> {
     match bytes {
         Some(b) => serde_json::from_slice(&b).map_err(|source| {
-            let path = state_dir.join(name);
+            let path = path.to_path_buf();
             StateError::Corrupt { path, source }.into()
         }),
         None => Ok(T::default()),
     }
 }
 
-/// `path` as [`read_owned`] reads it, `None` when there is none.
-fn read_present(path: &Path, also: Option<u32>) -> Result<Option<Vec<u8>>, SourceError> {
+/// `path` as [`read_owned`] reads it (errors naming `shown`), `None` when there is none.
+fn read_present(
+    path: &Path,
+    shown: &Path,
+    also: Option<u32>,
+) -> Result<Option<Vec<u8>>, SourceError> {
     match read_owned(path, STATE_FILE_CAP, also) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.shown_as(shown).into()),
+    }
+}
+
+/// The sources directory `dir` held ([`Places`]): its parent's chain checked, then the
+/// directory itself, made (0755) when `create` and missing. `None` when it is missing and not
+/// to be made (no configuration yet).
+fn hold_config_dir(dir: &Path, create: bool) -> Result<Option<HeldDir>, SourceError> {
+    let missing = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound && !create;
+    let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+        return Err(HeldDirError::Unsafe {
+            path: dir.to_path_buf(),
+            why: "does not end in a directory name".into(),
+        }
+        .into());
+    };
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // Canonical, so that the chain checked is the one the directory is reached through.
+    let parent = match std::fs::canonicalize(parent) {
+        Ok(p) => p,
+        Err(e) if missing(&e) => return Ok(None),
+        Err(source) => {
+            let path = dir.to_path_buf();
+            return Err(HeldDirError::Io { path, source }.into());
+        }
+    };
+    check_no_other_writer(&parent)?;
+    match HeldDir::open(&parent, name, create.then_some(0o755)) {
+        Ok(held) => Ok(Some(held)),
+        Err(HeldDirError::Io { source, .. }) if missing(&source) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Root's record of the configuration it wrote in a state directory another user owns.
-///
-/// That user may rename any entry of its directory, root's files included: it can keep a copy
-/// of root's `pins.json` (or `sources.json`) under another name and put it back after root wrote
-/// a newer one (a repin after an author key was compromised, an operator key rotation, a raised
-/// floor), or remove it. The file put back is still root's, one link, 0644: nothing in it tells
-/// it from the current one. So root records the SHA-256 of each configuration file it writes in
-/// an extended attribute of the state directory itself, `trusted.stockade.<file>` — one that
-/// only a process with CAP_SYS_ADMIN may set or remove (`trusted.*`, xattr(7)), on a directory
-/// that user cannot rename (its parent is root's) — and root's commands read a configuration
-/// file only if it is the one recorded (an older file put back, or a file removed, is 78
-/// `source.replayed`). A write records the old and the new digest first, then the new one alone
-/// after the rename, so a crash between the two leaves either file accepted. A state directory
-/// of root's own (or of the running user's) needs none of this: no one else renames in it.
-mod anchor {
-    use super::SourceError;
-    use sha2::{Digest, Sha256};
-    use std::fs::File;
-    use std::os::unix::fs::MetadataExt;
-    use std::path::Path;
-    use xattr::FileExt;
-
-    /// What a missing file is recorded as.
-    const ABSENT: &str = "absent";
-
-    fn name(file: &str) -> String {
-        format!("trusted.stockade.{file}")
-    }
-
-    fn digest(bytes: Option<&[u8]>) -> String {
-        bytes.map_or(ABSENT.to_string(), |b| hex::encode(Sha256::digest(b)))
-    }
-
-    /// The state directory, when this process is root in a directory another user owns (the
-    /// only case with an anchor); `None` otherwise.
-    fn anchored_dir(state_dir: &Path) -> Option<File> {
-        use std::os::unix::fs::OpenOptionsExt;
-        if !nix::unistd::geteuid().is_root() {
-            return None;
-        }
-        let dir = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(state_dir)
-            .ok()?;
-        (dir.metadata().ok()?.uid() != 0).then_some(dir)
-    }
-
-    /// The digests recorded for `file`, if any (none on a filesystem without `trusted.*`
-    /// attributes: then nothing was recorded either). Any other error reading the record is
-    /// an error: taken for "nothing recorded", it would accept any file.
-    fn recorded(dir: &File, state_dir: &Path, file: &str) -> Result<Vec<String>, SourceError> {
-        match dir.get_xattr(name(file)) {
-            Ok(v) => Ok(v
-                .map(|v| {
-                    String::from_utf8_lossy(&v)
-                        .lines()
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default()),
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(Vec::new()),
-            Err(source) => Err(SourceError::Anchor {
-                path: state_dir.join(file),
-                source,
-            }),
+/// Refuse to work while `sources.json` or `pins.json` is still where an earlier build kept it,
+/// in the state directory, now that the configuration is in the sources directory `dir`:
+/// reading the new place alone would drop those sources and pins without a word, and reading
+/// the old one would trust a file the state directory's owner could have replaced.
+fn refuse_left_behind(p: &Places, dir: &Path) -> Result<(), SourceError> {
+    for name in [SOURCES_FILE, PINS_FILE] {
+        let path = p.state_dir.join(name);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            return Err(SourceError::LeftBehind {
+                path,
+                config_dir: dir.to_path_buf(),
+            });
         }
     }
-
-    /// Refuse `file` (its bytes, `None` when absent) unless it is what root recorded last.
-    pub(super) fn check(
-        state_dir: &Path,
-        file: &str,
-        bytes: Option<&[u8]>,
-    ) -> Result<(), SourceError> {
-        let Some(dir) = anchored_dir(state_dir) else {
-            return Ok(());
-        };
-        let want = recorded(&dir, state_dir, file)?;
-        let found = digest(bytes);
-        if want.is_empty() || want.contains(&found) {
-            return Ok(());
-        }
-        Err(SourceError::Replayed {
-            path: state_dir.join(file),
-            recorded: want.last().cloned().unwrap_or_default(),
-            found,
-        })
-    }
-
-    /// Write `file` with `write`, recording its digest first (old and new) and alone after.
-    /// Where no record can be kept (no CAP_SYS_ADMIN, a filesystem without `trusted.*`), the
-    /// file is written unrecorded with a warning — unless one was recorded before, which could
-    /// then no longer match: refused, nothing written.
-    pub(super) fn write(
-        state_dir: &Path,
-        file: &str,
-        bytes: &[u8],
-        write: impl FnOnce() -> Result<(), SourceError>,
-    ) -> Result<(), SourceError> {
-        let Some(dir) = anchored_dir(state_dir) else {
-            return write();
-        };
-        let old = recorded(&dir, state_dir, file)?;
-        let new = digest(Some(bytes));
-        let both = old.last().map_or(new.clone(), |o| format!("{o}\n{new}"));
-        if let Err(e) = dir.set_xattr(name(file), both.as_bytes()) {
-            if !old.is_empty() {
-                return Err(SourceError::Anchor {
-                    path: state_dir.join(file),
-                    source: e,
-                });
-            }
-            eprintln!(
-                "stockade: warning: cannot record {} in the state directory's `{}` ({e}): the \
-                 directory's owner could put an older copy of it back unnoticed",
-                file,
-                name(file)
-            );
-            return write();
-        }
-        write()?;
-        dir.set_xattr(name(file), new.as_bytes())
-            .map_err(|source| SourceError::Anchor {
-                path: state_dir.join(file),
-                source,
-            })
-    }
+    Ok(())
 }
 
-/// The owner of `<state>/name` when it exists and is not this process's user (whatever it is:
-/// a symlink, a FIFO).
-fn foreign_owner(state_dir: &Path, name: &str) -> Option<u32> {
+/// Who, other than this process's user, decides configuration file `name` (its path and uid):
+/// the owner of the file where it exists, else of the sources directory it would be written in,
+/// else of that directory's parent (where it would be made); `None` when this user may write it.
+fn foreign_config(p: &Places, name: &str) -> Option<(PathBuf, u32)> {
     use std::os::unix::fs::MetadataExt;
-    let md = std::fs::symlink_metadata(state_dir.join(name)).ok()?;
-    (md.uid() != nix::unistd::geteuid().as_raw()).then_some(md.uid())
+    let file = p.config_path(name);
+    let mut candidates = vec![file];
+    if let Some(dir) = &p.config_dir {
+        candidates.push(dir.clone());
+        candidates.extend(
+            dir.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map(Path::to_path_buf),
+        );
+    }
+    let (path, md) = candidates
+        .into_iter()
+        .find_map(|c| std::fs::symlink_metadata(&c).ok().map(|m| (c, m)))?;
+    (md.uid() != nix::unistd::geteuid().as_raw()).then_some((path, md.uid()))
+}
+
+/// Refuse ([`SourceError::NotOwner`]) a change of configuration file `name` by a user it does
+/// not belong to. Checked before anything else (the store lock included: the refresh timer's
+/// user cannot open root's store for writing, and that refusal, 74, said nothing of why).
+pub fn check_owner(p: &Places, name: &str) -> Result<(), SourceError> {
+    match foreign_config(p, name) {
+        Some((path, owner)) => Err(SourceError::NotOwner { path, owner }),
+        None => Ok(()),
+    }
 }
 
 /// Save configuration file `name` atomically (0644: no secret in it, and the timer's user
-/// reads it), creating the state directory if needed. Only the user it belongs to replaces it
-/// (else [`SourceError::NotOwner`], nothing written), and it stays that user's: root's file in
-/// the daemon's user's state directory is not handed to that user, unlike the state files
-/// both share ([`write_state_file`]).
-fn save_config<T: Serialize>(state_dir: &Path, name: &str, value: &T) -> Result<(), SourceError> {
-    if let Some(owner) = foreign_owner(state_dir, name) {
-        let path = state_dir.join(name);
-        return Err(SourceError::NotOwner { path, owner });
-    }
-    let (path, bytes) = to_json(state_dir, name, value)?;
-    anchor::write(state_dir, name, &bytes, || {
+/// reads it) where [`Places`] keeps it, making the state or sources directory if needed. Only
+/// the user it belongs to replaces it ([`check_owner`], nothing written otherwise), and it stays
+/// that user's: root's file is never handed to the state directory's owner, unlike the state
+/// files both share ([`write_state_file`]).
+fn save_config<T: Serialize>(p: &Places, name: &str, value: &T) -> Result<(), SourceError> {
+    check_owner(p, name)?;
+    let path = p.config_path(name);
+    let bytes = to_json(&path, value)?;
+    let Some(dir) = &p.config_dir else {
+        crate::state::ensure_dir(&p.state_dir)?;
         write_atomic(&path, &bytes, 0o644)?;
-        Ok(())
-    })
+        return Ok(());
+    };
+    refuse_left_behind(p, dir)?;
+    let held = hold_config_dir(dir, true)?.ok_or_else(|| HeldDirError::Io {
+        path: dir.clone(),
+        source: std::io::ErrorKind::NotFound.into(),
+    })?;
+    let at = held.join(name);
+    write_atomic(at.path(), &bytes, 0o644).map_err(|e| e.shown_as(at.shown()))?;
+    Ok(())
 }
 
-/// `value` as the bytes of JSON file `name` of the state directory (made if needed).
-fn to_json<T: Serialize>(
-    state_dir: &Path,
-    name: &str,
-    value: &T,
-) -> Result<(PathBuf, Vec<u8>), SourceError> {
-    let path = state_dir.join(name);
-    let bytes = serde_json::to_vec_pretty(value).map_err(|source| StateError::Corrupt {
-        path: path.clone(),
-        source,
-    })?;
-    crate::state::ensure_dir(state_dir)?;
-    Ok((path, bytes))
+/// `value` as the bytes of JSON file `path`.
+fn to_json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, SourceError> {
+    serde_json::to_vec_pretty(value).map_err(|source| {
+        let path = path.to_path_buf();
+        StateError::Corrupt { path, source }.into()
+    })
 }
 
 /// Write `value` as the JSON file `name` of the state directory (0644), through `write` (which
@@ -712,20 +730,22 @@ fn save_json<T: Serialize>(
     value: &T,
     write: fn(&Path, &[u8], u32) -> Result<(), FileError>,
 ) -> Result<(), SourceError> {
-    let (path, bytes) = to_json(state_dir, name, value)?;
+    let path = state_dir.join(name);
+    let bytes = to_json(&path, value)?;
+    crate::state::ensure_dir(state_dir)?;
     write(&path, &bytes, 0o644)?;
     Ok(())
 }
 
 impl Sources {
-    /// Load `<state>/sources.json` (absent: none), only from a file of this user or root that
-    /// no one else may write ([`load_config`]).
-    pub fn load(state_dir: &Path) -> Result<Self, SourceError> {
-        load_config(state_dir, SOURCES_FILE)
+    /// Load `sources.json` (absent: none), only from a file of this user or root that no one
+    /// else may write, where [`Places`] keeps it ([`load_config`]).
+    pub fn load(p: &Places) -> Result<Self, SourceError> {
+        load_config(p, SOURCES_FILE)
     }
     /// Save atomically, as its owner only ([`save_config`]).
-    pub fn save(&self, state_dir: &Path) -> Result<(), SourceError> {
-        save_config(state_dir, SOURCES_FILE, self)
+    pub fn save(&self, p: &Places) -> Result<(), SourceError> {
+        save_config(p, SOURCES_FILE, self)
     }
 }
 
@@ -767,30 +787,35 @@ impl SeenIndexes {
     pub fn seen(&self, state_dir: &Path, name: &str) -> Result<Option<SeenIndex>, SourceError> {
         self.sources
             .get(name)
-            .map(|e| Ok((e.version, hex_digest(state_dir, SEEN_FILE, &e.sha256)?)))
+            .map(|e| {
+                Ok((
+                    e.version,
+                    hex_digest(&state_dir.join(SEEN_FILE), &e.sha256)?,
+                ))
+            })
             .transpose()
     }
 }
 
-/// A hex SHA-256 of state file `file`.
-fn hex_digest(state_dir: &Path, file: &str, h: &str) -> Result<[u8; 32], SourceError> {
+/// A hex SHA-256 of state file `path`.
+fn hex_digest(path: &Path, h: &str) -> Result<[u8; 32], SourceError> {
     let mut d = [0u8; 32];
     hex::decode_to_slice(h, &mut d).map_err(|e| SourceError::Corrupt {
-        path: state_dir.join(file),
+        path: path.to_path_buf(),
         source: Box::new(e),
     })?;
     Ok(d)
 }
 
 impl Pins {
-    /// Load `<state>/pins.json` (absent: none), only from a file of this user or root that no
-    /// one else may write ([`load_config`]).
-    pub fn load(state_dir: &Path) -> Result<Self, SourceError> {
-        load_config(state_dir, PINS_FILE)
+    /// Load `pins.json` (absent: none), only from a file of this user or root that no one else
+    /// may write, where [`Places`] keeps it ([`load_config`]).
+    pub fn load(p: &Places) -> Result<Self, SourceError> {
+        load_config(p, PINS_FILE)
     }
     /// Save atomically, as its owner only ([`save_config`]).
-    pub fn save(&self, state_dir: &Path) -> Result<(), SourceError> {
-        save_config(state_dir, PINS_FILE, self)
+    pub fn save(&self, p: &Places) -> Result<(), SourceError> {
+        save_config(p, PINS_FILE, self)
     }
     /// The pinned key of `id`.
     pub fn key(&self, id: &str) -> Result<Option<PublicKey>, SourceError> {
@@ -1131,8 +1156,9 @@ pub struct VerifiedIndex {
 /// `sources.json` (the refresh timer's, on root's configuration) records the version in the
 /// shared memory only, and refuses an index that rotates the operator key: it cannot pin it,
 /// and must not take it silently.
-pub fn refresh(state_dir: &Path, name: &str, now: u64) -> Result<VerifiedIndex, SourceError> {
-    let mut sources = Sources::load(state_dir)?;
+pub fn refresh(p: &Places, name: &str, now: u64) -> Result<VerifiedIndex, SourceError> {
+    let state_dir = p.state_dir();
+    let mut sources = Sources::load(p)?;
     let src = sources
         .sources
         .get(name)
@@ -1140,19 +1166,19 @@ pub fn refresh(state_dir: &Path, name: &str, now: u64) -> Result<VerifiedIndex, 
         .ok_or_else(|| SourceError::UnknownSource(name.into()))?;
     let mut seen = SeenIndexes::load(state_dir)?;
     let shared = seen.seen(state_dir, name)?;
-    let checked = check_index(state_dir, name, src, shared, now)?;
-    let owner = foreign_owner(state_dir, SOURCES_FILE);
-    if let (Some(owner), true) = (owner, checked.vi.rotated_operator) {
+    let checked = check_index(p, name, src, shared, now)?;
+    let foreign = foreign_config(p, SOURCES_FILE);
+    if let (Some((path, owner)), true) = (&foreign, checked.vi.rotated_operator) {
         return Err(SourceError::RotationNeedsOwner {
             source_name: name.into(),
             key: describe(&checked.vi.index.operator_pubkey),
-            path: state_dir.join(SOURCES_FILE),
-            owner,
+            path: path.clone(),
+            owner: *owner,
         });
     }
     remember(
-        state_dir,
-        owner.is_none().then_some(&mut sources),
+        p,
+        foreign.is_none().then_some(&mut sources),
         &mut seen,
         checked,
     )
@@ -1163,28 +1189,18 @@ pub fn refresh(state_dir: &Path, name: &str, now: u64) -> Result<VerifiedIndex, 
 /// the source is not added"). Nothing is written before: a failure, or a crash or kill while
 /// the index is fetched, leaves `sources.json` as it was (it used to be saved first, and a
 /// killed add left a source with no verified index that failed every later install closed).
-pub fn add(
-    state_dir: &Path,
-    name: &str,
-    src: Source,
-    now: u64,
-) -> Result<VerifiedIndex, SourceError> {
-    let mut sources = Sources::load(state_dir)?;
+pub fn add(p: &Places, name: &str, src: Source, now: u64) -> Result<VerifiedIndex, SourceError> {
+    // Only the configuration's owner adds a source: refused before anything is fetched.
+    check_owner(p, SOURCES_FILE)?;
+    let mut sources = Sources::load(p)?;
     if sources.sources.contains_key(name) {
         return Err(SourceError::SourceExists(name.into()));
     }
-    // Only the configuration's owner adds a source: refused before anything is fetched.
-    if let Some(owner) = foreign_owner(state_dir, SOURCES_FILE) {
-        return Err(SourceError::NotOwner {
-            path: state_dir.join(SOURCES_FILE),
-            owner,
-        });
-    }
-    let mut seen = SeenIndexes::load(state_dir)?;
+    let mut seen = SeenIndexes::load(p.state_dir())?;
     // A new source starts with no floor, as it always did: an entry of that name in the shared
     // memory (a source removed, or one the timer's user wrote) says nothing about this index.
-    let checked = check_index(state_dir, name, src, None, now)?;
-    remember(state_dir, Some(&mut sources), &mut seen, checked)
+    let checked = check_index(p, name, src, None, now)?;
+    remember(p, Some(&mut sources), &mut seen, checked)
 }
 
 /// An index that passed step 1, not yet remembered.
@@ -1200,7 +1216,7 @@ struct CheckedIndex {
 /// rollback and freeze against the higher of its own floor and `shared` ([`index::floor`]).
 /// Writes nothing.
 fn check_index(
-    state_dir: &Path,
+    p: &Places,
     name: &str,
     mut src: Source,
     shared: Option<SeenIndex>,
@@ -1208,7 +1224,7 @@ fn check_index(
 ) -> Result<CheckedIndex, SourceError> {
     let pinned =
         PublicKey::from_base64(&src.operator_pubkey).map_err(|e| SourceError::Corrupt {
-            path: state_dir.join(SOURCES_FILE),
+            path: p.config_path(SOURCES_FILE),
             source: Box::new(e),
         })?;
     let bytes = fetch(&src.url, MAX_INDEX_BYTES as u64)?;
@@ -1250,7 +1266,7 @@ fn check_index(
         source,
     })?;
     let own = match (src.seen_version, src.seen_sha256.as_deref()) {
-        (Some(v), Some(h)) => Some((v, hex_digest(state_dir, SOURCES_FILE, h)?)),
+        (Some(v), Some(h)) => Some((v, hex_digest(&p.config_path(SOURCES_FILE), h)?)),
         _ => None,
     };
     index
@@ -1285,12 +1301,12 @@ fn check_index(
 /// the next refresh replaces — never a source without its verified index; one before the
 /// shared memory is written leaves it lower than the owner's floor, which it never lowers.
 fn remember(
-    state_dir: &Path,
+    p: &Places,
     sources: Option<&mut Sources>,
     seen: &mut SeenIndexes,
     c: CheckedIndex,
 ) -> Result<VerifiedIndex, SourceError> {
-    let name = &c.vi.source;
+    let (name, state_dir) = (&c.vi.source, p.state_dir());
     // Through the directory's descriptor, opened without following a symlink: the daemon's
     // user owns the state directory and could make `indexes` point anywhere root can write.
     crate::state::ensure_dir(state_dir)?;
@@ -1310,7 +1326,7 @@ fn remember(
     };
     if let Some(sources) = sources {
         sources.sources.insert(name.clone(), c.src);
-        sources.save(state_dir)?;
+        sources.save(p)?;
     }
     seen.sources.insert(name.clone(), entry);
     seen.save(state_dir)?;
@@ -1346,10 +1362,10 @@ impl IndexCache {
     }
 }
 
-/// The last verified index of a source, from the cache, re-verified against the pinned key (no
-/// download; for flagging delisted plugins in `list`). `None` if never refreshed or unverifiable.
-pub fn cached(state_dir: &Path, name: &str) -> Option<Index> {
-    let sources = Sources::load(state_dir).ok()?;
+/// The last verified index of source `name` of `sources` (loaded by the caller, who says when
+/// that fails), from the cache of `state_dir`, re-verified against the pinned key (no download;
+/// for flagging delisted plugins in `list`). `None` if never refreshed or unverifiable.
+pub fn cached(state_dir: &Path, sources: &Sources, name: &str) -> Option<Index> {
     let src = sources.sources.get(name)?;
     let pinned = PublicKey::from_base64(&src.operator_pubkey).ok()?;
     let cache = state_dir.join(INDEX_CACHE_DIR);
@@ -1419,11 +1435,11 @@ pub struct Fetched {
 
 impl Session {
     /// Refresh every configured source (step 1 for each; any failure stops: fail closed).
-    pub fn open(state_dir: &Path, now: u64) -> Result<Self, SourceError> {
-        let names: Vec<String> = Sources::load(state_dir)?.sources.into_keys().collect();
+    pub fn open(p: &Places, now: u64) -> Result<Self, SourceError> {
+        let names: Vec<String> = Sources::load(p)?.sources.into_keys().collect();
         let mut indexes = Vec::new();
         for n in names {
-            indexes.push(refresh(state_dir, &n, now)?);
+            indexes.push(refresh(p, &n, now)?);
         }
         Ok(Self { indexes })
     }
@@ -1477,7 +1493,7 @@ impl Session {
     /// and the author pin. Nothing is recorded yet.
     pub fn fetch(
         &self,
-        state_dir: &Path,
+        p: &Places,
         vi: &VerifiedIndex,
         e: &Entry,
         platform: &str,
@@ -1549,7 +1565,7 @@ impl Session {
             .iter()
             .filter_map(|k| PublicKey::from_base64(k).ok())
             .collect();
-        let pins = Pins::load(state_dir)?;
+        let pins = Pins::load(p)?;
         let pinned = pins.key(&e.id)?;
         let pin = check_pin(pinned.as_ref(), &author, &previous, |old| {
             prev_signature_vouches(&sig_url, old, &bytes)
@@ -1666,11 +1682,11 @@ pub fn check_name_pin_within<'a>(
 /// The author pin check for a package installed from a file: its developer key against the
 /// pin for its name (no rotation proof can come with a file: a change needs `repin-author`).
 pub fn check_file_pin(
-    state_dir: &Path,
+    p: &Places,
     id: &str,
     developer_key: &PublicKey,
 ) -> Result<PinOutcome, SourceError> {
-    let pinned = Pins::load(state_dir)?.key(id)?;
+    let pinned = Pins::load(p)?.key(id)?;
     check_pin(pinned.as_ref(), developer_key, &[], |_| false).map_err(|source| {
         SourceError::AuthorPin {
             id: id.into(),
@@ -1698,11 +1714,11 @@ pub fn check_pin_not_lost(id: &str, installed_signer: Option<&str>) -> Result<()
 /// Step 7's first half: record the pins (by plugin id and by author name) decided for the
 /// plugins about to be committed.
 pub fn record_pins(
-    state_dir: &Path,
+    p: &Places,
     pins: &[(PinKind, String, PublicKey, PinOutcome)],
     now: u64,
 ) -> Result<(), SourceError> {
-    let mut all = Pins::load(state_dir)?;
+    let mut all = Pins::load(p)?;
     let mut changed = false;
     for (kind, k, key, outcome) in pins {
         let how = match outcome {
@@ -1714,7 +1730,7 @@ pub fn record_pins(
         changed = true;
     }
     if changed {
-        all.save(state_dir)?;
+        all.save(p)?;
     }
     Ok(())
 }
@@ -1722,6 +1738,38 @@ pub fn record_pins(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The configuration is in the state directory when that is this user's own, in the
+    /// default sources directory when it is another user's, and in the one given whenever one
+    /// is (unless it is the state directory itself).
+    #[test]
+    fn the_configuration_is_kept_out_of_another_users_state_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let own = Places::new(d.path(), None);
+        assert_eq!(own.config_dir(), None);
+        assert_eq!(own.config_path(PINS_FILE), d.path().join(PINS_FILE));
+        let given = d.path().join("cfg");
+        let p = Places::new(d.path(), Some(&given));
+        assert_eq!(p.config_dir(), Some(given.as_path()));
+        assert_eq!(p.config_path(PINS_FILE), given.join(PINS_FILE));
+        assert_eq!(Places::new(d.path(), Some(d.path())).config_dir(), None);
+        // Another user's: made so as root; `/` is root's, another user's for anyone else.
+        let foreign = if nix::unistd::geteuid().is_root() {
+            let f = d.path().join("foreign");
+            std::fs::create_dir(&f).unwrap();
+            std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
+            f
+        } else {
+            PathBuf::from("/")
+        };
+        let p = Places::new(&foreign, None);
+        assert_eq!(p.config_dir(), Some(Path::new(DEFAULT_SOURCES_DIR)));
+        assert_eq!(p.state_dir(), foreign);
+        assert_eq!(
+            Places::new(&foreign, Some(&given)).config_dir(),
+            Some(given.as_path())
+        );
+    }
 
     /// Where a URL points, as both rules (and the download) must read it.
     #[derive(Debug, Clone, Copy, PartialEq)]

@@ -58,7 +58,21 @@ pub fn stockade_as(uid: u32, cwd: &Path, args: &[&str]) -> Run {
     stockade_cmd(c, cwd, args)
 }
 
+/// The sources directory of a fixture whose `state` is another user's (the packaged layout):
+/// where root keeps its source configuration there, in place of the host's
+/// `/etc/stockade/sources` (no test touches the host's own).
+pub const SOURCES_DIR: &str = "etc-sources";
+
 fn stockade_cmd(mut c: Command, cwd: &Path, args: &[&str]) -> Run {
+    use std::os::unix::fs::MetadataExt;
+    c.env_remove("STOCKADE_SOURCES_DIR");
+    // In the packaged layout (`state` not the test's user's) every run, root's and the service
+    // user's alike, is told the fixture's sources directory, as the shipped refresh unit tells
+    // the timer the host's; elsewhere the configuration stays in `state`, as it always did.
+    let me = nix::unistd::geteuid().as_raw();
+    if std::fs::metadata(cwd.join("state")).is_ok_and(|m| m.uid() != me) {
+        c.env("STOCKADE_SOURCES_DIR", cwd.join(SOURCES_DIR));
+    }
     let out = c
         .args(args)
         .current_dir(cwd)
