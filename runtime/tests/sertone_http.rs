@@ -390,13 +390,16 @@ fn the_seed_examples_run_sandboxed_behind_the_front() {
 }
 
 /// A Python HTTP plugin that misbehaves on pre-request as `MODE` says (`slow`: answers after
-/// `DELAY` seconds; `exit`/`abort`: ends with `CODE`/SIGABRT once it answered `GET`); `probe`
+/// `DELAY` seconds; `exit`/`abort`: ends with `CODE`/SIGABRT once it answered `GET`; `crash`:
+/// exits with `CODE` (3) on the call; `stopexit`: exits with `CODE` on SIGTERM); `probe`
 /// tries its own port, the host's listener on 127.0.0.1 (`HOST_PORT`) and two outside addresses
 /// and answers the outcomes as the denial reason (JSON). Single-threaded, as the seed's Python servers are: a
 /// hung one no longer answers `GET /sertone/info` either.
-const FAULTY: &str = r#"import json, os, socket, sys, time
+const FAULTY: &str = r#"import json, os, signal, socket, sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 MODE = os.environ["MODE"]
+if MODE == "stopexit":
+    signal.signal(signal.SIGTERM, lambda *a: os._exit(int(os.environ["CODE"])))
 def reach(addr):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(2)
@@ -438,7 +441,7 @@ class H(BaseHTTPRequestHandler):
         if MODE == "echo":
             return self.answer(json.dumps({"allow": False, "reason": body.decode()}).encode())
         if MODE == "crash":
-            os._exit(3)
+            os._exit(int(os.environ.get("CODE", "3")))
         if MODE == "slow":
             time.sleep(float(os.environ["DELAY"]))
         if MODE == "hang":
@@ -947,6 +950,65 @@ fn run_passes_the_http_plugins_own_exit_status_through() {
         run_until_the_plugin_ends(&fx, &aborts),
         Some(128 + libc::SIGABRT),
         "killed by SIGABRT"
+    );
+}
+
+/// `stockade run PKG` with one pre-request call and its stdin closed right after: `run`'s exit
+/// status. The runtime sends `shutdown` as soon as the call is answered.
+fn run_one_call(fx: &Fixture, pkg: &Path) -> Option<i32> {
+    std::fs::write(
+        fx.dir().join("run-policy.toml"),
+        format!("version = 1\n{POLICY}"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["run", pkg.to_str().unwrap(), "--policy", "run-policy.toml"])
+        .args(["--trust", "trust", "--state-dir", "state"])
+        .current_dir(fx.dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
+        "params": {"hook": "on:sertone.pre_request", "payload": pre("0a", "s1"), "deadline_ms": 5000}});
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{call}").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|m| m["id"] == 1),
+        "the call was answered: {stdout}"
+    );
+    out.status.code()
+}
+
+/// The session's end under `run` is the HTTP plugin's: 0 when it stops as asked, its own code
+/// when it ends otherwise. The bridge exited 0 at once on `shutdown`, so a plugin that ended
+/// with a code of its own after (or just before) it was lost and `run` said 0.
+#[test]
+fn run_ends_with_the_http_plugins_status_after_shutdown() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let quiet = pack_faulty(&fx, "quiet", json!({"MODE": "echo"}));
+    assert_eq!(run_one_call(&fx, &quiet), Some(0), "stopped cleanly");
+    let stop7 = pack_faulty(&fx, "stop7", json!({"MODE": "stopexit", "CODE": "7"}));
+    assert_eq!(
+        run_one_call(&fx, &stop7),
+        Some(7),
+        "a plugin that ends with 7 when stopped"
+    );
+    let crash7 = pack_faulty(&fx, "crash7", json!({"MODE": "crash", "CODE": "7"}));
+    assert_eq!(
+        run_one_call(&fx, &crash7),
+        Some(7),
+        "a plugin that died with 7 during the call"
     );
 }
 

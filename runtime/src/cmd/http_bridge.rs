@@ -35,7 +35,10 @@
 //!   than leave the plugin a request it would still work on while the next one queues behind.
 //!
 //! The queue is bounded ([`MAX_QUEUED`]; past it, `overloaded` at once). The plugin's exit status
-//! is the bridge's (128+N for signal N), so `run` passes the plugin's own status through.
+//! is the bridge's (128+N for signal N), so `run` passes the plugin's own status through. On
+//! `shutdown` the bridge sends the plugin SIGTERM (an HTTP server has no stdin to read it from)
+//! and exits once the plugin has ended: 0 when that SIGTERM ended it, the plugin's own status
+//! otherwise — never 0 at once, which lost the status of a plugin that ended just before.
 
 use crate::error::CmdError;
 use crate::exit::Exit;
@@ -46,6 +49,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use stockade_policy::manifest::{Manifest, HTTP_HOOKS};
@@ -350,14 +354,23 @@ pub fn run() -> Result<Exit, CmdError> {
         .spawn()
         .map_err(|e| fail(format!("cannot start {entry}: {e}")))?;
     let pid = child.id();
+    // Taken before the waiter below can reap the plugin: the stop signal sent through it can
+    // reach no other process that got the plugin's pid since.
+    let plugin = i32::try_from(pid)
+        .map_err(std::io::Error::other)
+        .and_then(crate::sys::pidfd_open)
+        .map_err(|e| fail(format!("pidfd_open of the plugin: {e}")))?;
+    let stop_sent = Arc::new(AtomicBool::new(false));
+    let stopped = stop_sent.clone();
     // The plugin's end is the bridge's end: the runtime sees a crash and restarts it. The
     // plugin's status is the bridge's, as any program's is the sandbox's (docs/exit-codes.md:
-    // `run` passes it through, 128+N for signal N).
+    // `run` passes it through, 128+N for signal N). This thread is the only one that exits
+    // while the plugin runs, so the status is never lost to a `shutdown` read meanwhile.
     std::thread::spawn(move || {
         let status = child.wait();
         eprintln!("stockade http-bridge: the plugin (pid {pid}) ended: {status:?}");
         std::process::exit(match status {
-            Ok(s) => ExitInfo::from_wait_status(s.into_raw()).status,
+            Ok(s) => exit_status(s.into_raw(), stopped.load(Ordering::SeqCst)),
             Err(_) => i32::from(Exit::Software.code()),
         });
     });
@@ -439,7 +452,7 @@ pub fn run() -> Result<Exit, CmdError> {
         };
         let id = msg.get("id").cloned();
         match msg.get("method").and_then(|m| m.as_str()) {
-            Some("shutdown") => return Ok(Exit::Ok),
+            Some("shutdown") => stop(&plugin, &stop_sent),
             Some("ping") => {
                 if let Some(id) = id {
                     let _ = pings.try_send(id);
@@ -473,7 +486,42 @@ pub fn run() -> Result<Exit, CmdError> {
             _ => {}
         }
     }
-    Ok(Exit::Ok)
+    // The runtime's end of the link closed: it is gone or stopping the plugin.
+    stop(&plugin, &stop_sent)
+}
+
+/// Stop the plugin because the runtime asked (`shutdown`, or the link's end), and leave the
+/// bridge's exit to the waiter, which passes the plugin's status on. Exiting 0 here at once, as
+/// the bridge did, lost the status of a plugin that had died (during the last call, say) just
+/// before the `shutdown`: `run` ended 0 instead of with the plugin's code.
+///
+/// A plugin already ended is not signalled, so its own status (even 128+15) stands. One still
+/// running gets SIGTERM, an HTTP server's stop signal (it has no stdin to read `shutdown` from);
+/// dying of it is the clean stop, 0 ([`exit_status`]), and any other end its own status. One
+/// that ignores it is killed with the whole sandbox when the runtime's shutdown grace ends
+/// (137), as a stdio plugin that ignores `shutdown` is.
+fn stop(plugin: &std::os::fd::OwnedFd, stop_sent: &AtomicBool) -> ! {
+    // A poll that fails (a policy without it) counts as running: SIGTERM to a process that
+    // has just ended changes nothing of its status.
+    if !crate::sys::pidfd_exited(plugin.as_fd()).unwrap_or(false) {
+        // Before the signal: the waiter reads it after the plugin's end, which follows.
+        stop_sent.store(true, Ordering::SeqCst);
+        let _ = crate::sys::pidfd_kill(plugin.as_fd(), libc::SIGTERM);
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+/// The bridge's exit status for the plugin's raw wait status: the plugin's own (128+N for
+/// signal N), except 0 for the death by the SIGTERM [`stop`] sent it, which is the clean end
+/// of a session (docs/exit-codes.md: `run` exits 0 after a clean shutdown).
+fn exit_status(raw: i32, stop_sent: bool) -> i32 {
+    let info = ExitInfo::from_wait_status(raw);
+    if stop_sent && info.signal == Some(libc::SIGTERM) {
+        return 0;
+    }
+    info.status
 }
 
 /// The HTTP worker: one call at a time, in arrival order (the seed's Python servers are
@@ -681,6 +729,32 @@ mod tests {
         );
         let e = exchange(port, "GET", "/sertone/info", b"", Duration::from_secs(5)).unwrap_err();
         assert!(e.to_string().contains("conflicting"), "{e}");
+    }
+
+    #[test]
+    fn the_plugins_status_is_the_bridges_but_for_the_stop_it_was_sent() {
+        let exited = |code: i32| code << 8;
+        let killed = |sig: i32| sig;
+        assert_eq!(exit_status(exited(7), false), 7);
+        assert_eq!(
+            exit_status(exited(7), true),
+            7,
+            "its own end, even when stopped"
+        );
+        assert_eq!(exit_status(exited(0), true), 0);
+        assert_eq!(
+            exit_status(killed(libc::SIGTERM), true),
+            0,
+            "the clean stop"
+        );
+        assert_eq!(
+            exit_status(killed(libc::SIGTERM), false),
+            128 + libc::SIGTERM
+        );
+        assert_eq!(
+            exit_status(killed(libc::SIGKILL), true),
+            128 + libc::SIGKILL
+        );
     }
 
     fn call(id: u64, due: Instant) -> Call {
