@@ -390,7 +390,8 @@ fn the_seed_examples_run_sandboxed_behind_the_front() {
 }
 
 /// A Python HTTP plugin that misbehaves on pre-request as `MODE` says (`slow`: answers after
-/// `DELAY` seconds; `exit`/`abort`: ends with `CODE`/SIGABRT once it answered `GET`; `crash`:
+/// `DELAY` seconds; `exit`/`abort`/`term`: ends with `CODE`/SIGABRT/its own SIGTERM once it
+/// answered `GET`; `crash`:
 /// exits with `CODE` (3) on the call; `stopexit`: exits with `CODE` on SIGTERM); `probe`
 /// tries its own port, the host's listener on 127.0.0.1 (`HOST_PORT`) and two outside addresses
 /// and answers the outcomes as the denial reason (JSON). Single-threaded, as the seed's Python servers are: a
@@ -424,6 +425,8 @@ class H(BaseHTTPRequestHandler):
             os._exit(int(os.environ["CODE"]))
         if MODE == "abort":
             os.abort()
+        if MODE == "term":
+            os.kill(os.getpid(), signal.SIGTERM)
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path == "/sertone/post-response":
@@ -950,6 +953,13 @@ fn run_passes_the_http_plugins_own_exit_status_through() {
         run_until_the_plugin_ends(&fx, &aborts),
         Some(128 + libc::SIGABRT),
         "killed by SIGABRT"
+    );
+    // Python's os.kill is kill(2), where abort() is tgkill: SIGTERM reaches it too.
+    let terms = pack_faulty(&fx, "terms", json!({"MODE": "term"}));
+    assert_eq!(
+        run_until_the_plugin_ends(&fx, &terms),
+        Some(128 + libc::SIGTERM),
+        "killed by its own SIGTERM"
     );
 }
 
