@@ -42,6 +42,7 @@
 
 use crate::error::CmdError;
 use crate::exit::Exit;
+use crate::host::sertone::content_length;
 use crate::sandbox::report::ExitInfo;
 use std::collections::VecDeque;
 use std::io::{BufRead, Read, Write};
@@ -104,26 +105,18 @@ fn head_of(buf: &[u8]) -> std::io::Result<Option<Head>> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(std::io::Error::other(format!("not an HTTP answer: {e}"))),
     };
-    let mut len = None;
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Never sent in answer to an HTTP/1.0 request; its length could not be trusted.
-            return Err(std::io::Error::other(
-                "a Transfer-Encoding answer to an HTTP/1.0 request",
-            ));
-        }
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .ok_or_else(|| std::io::Error::other("an invalid Content-Length"))?;
-            // Two different lengths: which one ends the body is anybody's guess.
-            if len.is_some_and(|l| l != n) {
-                return Err(std::io::Error::other("conflicting Content-Length headers"));
-            }
-            len = Some(n);
-        }
+    if resp
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        // Never sent in answer to an HTTP/1.0 request; its length could not be trusted.
+        return Err(std::io::Error::other(
+            "a Transfer-Encoding answer to an HTTP/1.0 request",
+        ));
     }
+    // As strict as the front is with its requests, by the same function.
+    let len = content_length(resp.headers).map_err(std::io::Error::other)?;
     Ok(Some(Head {
         code: resp.code.unwrap_or(0),
         body_at,
@@ -728,7 +721,30 @@ mod tests {
             Duration::ZERO,
         );
         let e = exchange(port, "GET", "/sertone/info", b"", Duration::from_secs(5)).unwrap_err();
-        assert!(e.to_string().contains("conflicting"), "{e}");
+        assert!(e.to_string().contains("more than one"), "{e}");
+    }
+
+    /// The front refuses these lengths in requests; the bridge took `+5` (and two equal
+    /// headers) in answers. One strict reader for both now.
+    #[test]
+    fn answer_lengths_are_one_run_of_digits() {
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n{}"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0x2\r\n\r\n{}",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n{}",
+            b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n{}",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+        ] {
+            assert!(
+                head_of(bad).is_err(),
+                "accepted: {}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let h = head_of(b"HTTP/1.1 200 OK\r\nContent-Length:  2 \r\n\r\n{}")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.code, h.len), (200, Some(2)));
     }
 
     #[test]

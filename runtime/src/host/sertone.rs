@@ -119,6 +119,48 @@ pub(crate) enum Parsed {
     Request(Request),
 }
 
+/// Why a `Content-Length` is refused ([`content_length`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadLength {
+    /// Two headers, equal or not: which one ends the body is a guess two readers may make
+    /// differently (request smuggling).
+    #[error("more than one Content-Length")]
+    Repeated,
+    /// Anything but a run of ASCII digits: `+5`, `0x5`, `5, 5`, empty. Rust's `parse` takes a
+    /// leading `+`, which another reader of the same bytes may not.
+    #[error("a Content-Length that is not only digits")]
+    NotDigits,
+    /// Digits only, but beyond any size this process can hold.
+    #[error("a Content-Length too large")]
+    TooLarge,
+}
+
+/// The one `Content-Length` among `headers`, read strictly: at most one such header, its value
+/// digits only (surrounding blanks aside). The front's requests and the HTTP bridge's answers
+/// (cmd/http_bridge.rs) are read by this one function, so neither is more lenient.
+pub(crate) fn content_length(headers: &[httparse::Header<'_>]) -> Result<Option<usize>, BadLength> {
+    let mut len = None;
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+    {
+        if len.is_some() {
+            return Err(BadLength::Repeated);
+        }
+        let v = h.value.trim_ascii();
+        if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+            return Err(BadLength::NotDigits);
+        }
+        // Digits only: the one error left is a number too large for usize.
+        let n = std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .ok_or(BadLength::TooLarge)?;
+        len = Some(n);
+    }
+    Ok(len)
+}
+
 /// Parse one request from the front of `buf` (pure: unit-tested below). Strict where leniency
 /// lets two readers of one request disagree: one `Content-Length` of digits only, one `Host`,
 /// one `Content-Type`, no `Transfer-Encoding`.
@@ -137,7 +179,6 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
         Err(httparse::Error::TooManyHeaders) => return Parsed::Bad(431, "too many headers"),
         Err(_) => return Parsed::Bad(400, "malformed request"),
     };
-    let mut len: Option<usize> = None;
     let mut keep_alive = req.version == Some(1);
     let (mut host, mut origin, mut content_type) = (None, false, None);
     for h in req.headers.iter() {
@@ -147,17 +188,6 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
             "transfer-encoding" => {
                 return Parsed::Bad(411, "chunked bodies are not accepted; send Content-Length")
             }
-            "content-length" if len.is_some() => {
-                return Parsed::Bad(400, "more than one Content-Length")
-            }
-            "content-length" if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) => {
-                return Parsed::Bad(400, "bad Content-Length")
-            }
-            "content-length" => match v.parse::<usize>() {
-                Ok(n) if n <= MAX_BODY => len = Some(n),
-                // Digits only: the one error left is a number too large for usize.
-                _ => return Parsed::Bad(413, "body larger than 16 KiB"),
-            },
             "host" if host.is_some() => return Parsed::Bad(400, "more than one Host"),
             "host" => host = Some(v),
             "content-type" if content_type.is_some() => {
@@ -170,7 +200,15 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
             _ => {}
         }
     }
-    let len = len.unwrap_or(0);
+    let len = match content_length(req.headers) {
+        Ok(n) => n.unwrap_or(0),
+        Err(BadLength::Repeated) => return Parsed::Bad(400, "more than one Content-Length"),
+        Err(BadLength::NotDigits) => return Parsed::Bad(400, "bad Content-Length"),
+        Err(BadLength::TooLarge) => return Parsed::Bad(413, "body larger than 16 KiB"),
+    };
+    if len > MAX_BODY {
+        return Parsed::Bad(413, "body larger than 16 KiB");
+    }
     if buf.len() < head + len {
         return Parsed::Body;
     }
