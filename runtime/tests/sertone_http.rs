@@ -899,15 +899,14 @@ fn a_slow_plugin_flooded_with_calls_is_not_taken_for_hung() {
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
 
-/// `stockade run PKG` until the plugin has ended by itself (its `plugin_state` on stdout), then
-/// the agent's stdin closed; `run`'s exit status.
-fn run_until_the_plugin_ends(fx: &Fixture, pkg: &Path) -> Option<i32> {
+/// `stockade run PKG` under [`POLICY`], stdin and stdout piped.
+fn spawn_run(fx: &Fixture, pkg: &Path) -> std::process::Child {
     std::fs::write(
         fx.dir().join("run-policy.toml"),
         format!("version = 1\n{POLICY}"),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+    std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
         .args(["run", pkg.to_str().unwrap(), "--policy", "run-policy.toml"])
         .args(["--trust", "trust", "--state-dir", "state"])
         .current_dir(fx.dir())
@@ -915,7 +914,13 @@ fn run_until_the_plugin_ends(fx: &Fixture, pkg: &Path) -> Option<i32> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// `stockade run PKG` until the plugin has ended by itself (its `plugin_state` on stdout), then
+/// the agent's stdin closed; `run`'s exit status.
+fn run_until_the_plugin_ends(fx: &Fixture, pkg: &Path) -> Option<i32> {
+    let mut child = spawn_run(fx, pkg);
     // Held open until the plugin is gone: no shutdown reaches the bridge before that.
     let stdin = child.stdin.take().unwrap();
     let out = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -966,20 +971,7 @@ fn run_passes_the_http_plugins_own_exit_status_through() {
 /// `stockade run PKG` with one pre-request call and its stdin closed right after: `run`'s exit
 /// status. The runtime sends `shutdown` as soon as the call is answered.
 fn run_one_call(fx: &Fixture, pkg: &Path) -> Option<i32> {
-    std::fs::write(
-        fx.dir().join("run-policy.toml"),
-        format!("version = 1\n{POLICY}"),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args(["run", pkg.to_str().unwrap(), "--policy", "run-policy.toml"])
-        .args(["--trust", "trust", "--state-dir", "state"])
-        .current_dir(fx.dir())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(fx, pkg);
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
         "params": {"hook": "on:sertone.pre_request", "payload": pre("0a", "s1"), "deadline_ms": 5000}});
     let mut stdin = child.stdin.take().unwrap();
