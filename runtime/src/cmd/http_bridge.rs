@@ -127,8 +127,27 @@ fn head_of(buf: &[u8]) -> std::io::Result<Option<Head>> {
 /// One HTTP/1.0 exchange with the plugin on 127.0.0.1:`port`: HTTP/1.0 so the answer is never
 /// chunked. The answer ends after its Content-Length — a server that keeps the connection open
 /// anyway (keep-alive) is not waited for past it — or, without one, when the plugin closes the
-/// connection (`Connection: close`). Returns (status, body).
+/// connection (`Connection: close`). Returns (status, body). Running out of `timeout` is an
+/// error of kind `TimedOut` that says after how long: a socket's own timeout reads as EAGAIN,
+/// "Resource temporarily unavailable", which reached the bypass reasons as such.
 fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    talk(port, method, path, body, timeout).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {} ms", timeout.as_millis()),
+        ),
+        _ => e,
+    })
+}
+
+/// [`exchange`], its timeouts still as the socket reports them.
+fn talk(
     port: u16,
     method: &str,
     path: &str,
@@ -638,6 +657,21 @@ mod tests {
             "{req}"
         );
         assert!(req.contains("Content-Length: 2\r\n"), "{req}");
+    }
+
+    #[test]
+    fn a_plugin_too_slow_to_answer_is_said_to_have_timed_out() {
+        let (port, _t) = fake(b"HTTP/1.1 200 OK\r\n\r\n{}", Duration::from_secs(3));
+        let e = exchange(
+            port,
+            "POST",
+            "/sertone/pre-request",
+            b"{}",
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        assert_eq!(e.to_string(), "no answer within 200 ms");
     }
 
     #[test]
