@@ -530,6 +530,21 @@ fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
     }
     let (_, r) = http(port, "POST", "/sertone/post-response", &post(200, 1));
     assert_eq!(r["quality_signal"], 1, "{r}");
+    // An agent calling the hook on the serve socket: the hung plugin's entry (late, or not ready
+    // if already restarted) is bypassed as the front bypasses it, with the front's meaning.
+    let mut c = s.client();
+    let res = c.ok(
+        "hook_invoke",
+        serve_common::invoke("on:sertone.pre_request", pre("0a", "agent"), Some(400)),
+    );
+    let hang = res["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["plugin"] == "hang")
+        .unwrap_or_else(|| panic!("{res}"));
+    assert_eq!(hang["result"], json!({"allow": true}), "{res}");
+    assert!(hang["bypassed"].is_object(), "{res}");
     // The hung server no longer answers GET /sertone/info, so its health pings go unanswered
     // and the daemon restarts it (the bridge alone being alive is not enough).
     let t = Instant::now();
@@ -968,25 +983,28 @@ fn run_passes_the_http_plugins_own_exit_status_through() {
     );
 }
 
-/// `stockade run PKG` with one pre-request call and its stdin closed right after: `run`'s exit
-/// status. The runtime sends `shutdown` as soon as the call is answered.
-fn run_one_call(fx: &Fixture, pkg: &Path) -> Option<i32> {
+/// `stockade run PKG` with one pre-request call (`deadline_ms`) and its stdin closed right
+/// after: what `run` wrote (the call answered) and its exit status. The runtime sends
+/// `shutdown` as soon as the call is answered.
+fn run_one_call(fx: &Fixture, pkg: &Path, deadline_ms: u64) -> (Vec<Value>, Option<i32>) {
     let mut child = spawn_run(fx, pkg);
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
-        "params": {"hook": "on:sertone.pre_request", "payload": pre("0a", "s1"), "deadline_ms": 5000}});
+        "params": {"hook": "on:sertone.pre_request", "payload": pre("0a", "s1"),
+                   "deadline_ms": deadline_ms}});
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "{call}").unwrap();
     drop(stdin);
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let msgs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     assert!(
-        stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .any(|m| m["id"] == 1),
-        "the call was answered: {stdout}"
+        msgs.iter()
+            .any(|m| m["id"] == 1 && m.get("method").is_none()),
+        "the call was answered: {msgs:?}"
     );
-    out.status.code()
+    (msgs, out.status.code())
 }
 
 /// The session's end under `run` is the HTTP plugin's: 0 when it stops as asked, its own code
@@ -999,18 +1017,45 @@ fn run_ends_with_the_http_plugins_status_after_shutdown() {
     }
     let fx = Fixture::new();
     let quiet = pack_faulty(&fx, "quiet", json!({"MODE": "echo"}));
-    assert_eq!(run_one_call(&fx, &quiet), Some(0), "stopped cleanly");
+    assert_eq!(
+        run_one_call(&fx, &quiet, 5000).1,
+        Some(0),
+        "stopped cleanly"
+    );
     let stop7 = pack_faulty(&fx, "stop7", json!({"MODE": "stopexit", "CODE": "7"}));
     assert_eq!(
-        run_one_call(&fx, &stop7),
+        run_one_call(&fx, &stop7, 5000).1,
         Some(7),
         "a plugin that ends with 7 when stopped"
     );
     let crash7 = pack_faulty(&fx, "crash7", json!({"MODE": "crash", "CODE": "7"}));
     assert_eq!(
-        run_one_call(&fx, &crash7),
+        run_one_call(&fx, &crash7, 5000).1,
         Some(7),
         "a plugin that died with 7 during the call"
+    );
+}
+
+/// An agent's own `hook_invoke` of a Sertone hook whose plugin fails (fail-open, no `default`
+/// configured: here it misses the deadline) gets what the front makes of the same failure — no
+/// objection, `allow: true` — with the bypass said in a `log`, not a bare `null` result.
+#[test]
+fn an_agents_call_of_a_failing_sertone_plugin_is_answered_as_the_front_would() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let hang = pack_faulty(&fx, "hang", json!({"MODE": "hang"}));
+    let (msgs, _) = run_one_call(&fx, &hang, 300);
+    let answer = msgs
+        .iter()
+        .find(|m| m["id"] == 1 && m.get("method").is_none())
+        .unwrap();
+    assert_eq!(answer["result"], json!({"allow": true}), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m["method"] == "log" && m["params"]["bypass"]["id"] == 1),
+        "the bypass is said: {msgs:?}"
     );
 }
 
