@@ -149,6 +149,19 @@ pub fn is_sertone_hook(hook: &str) -> bool {
     hook == PRE_REQUEST || hook == POST_RESPONSE
 }
 
+/// What a failed plugin's call of `hook` answers when the hook fails open and the operator set
+/// no `default`: what the front counts a bypassed plugin as — no objection before the request
+/// (`allow: true`), the neutral signal after it (`quality_signal: 0`). So an agent's own
+/// `hook_invoke` of a Sertone hook gets the same meaning the front gives the same failure, not
+/// a bare `null`. `None` for every other hook (its fail-open answer is the operator's `default`).
+pub fn fail_open_answer(hook: &str) -> Option<Value> {
+    match hook {
+        PRE_REQUEST => Some(json!({"allow": true})),
+        POST_RESPONSE => Some(json!({"quality_signal": 0})),
+        _ => None,
+    }
+}
+
 /// The params of a call of `hook` as they may reach a plugin: a Sertone hook's rebuilt to
 /// metadata ([`pre_request`], [`post_response`]), whoever calls it — the HTTP front, an agent
 /// on the serve socket or under `run` — since seed 003's "plugins never see payloads" is about

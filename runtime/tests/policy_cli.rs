@@ -21,8 +21,16 @@ fn lint_exit_codes_severities_and_lines() {
         &d.join("clean.toml"),
         "version = 1\n[resources]\nmemory_max = \"64M\"\n",
     );
-    let r = ok(d, &["policy", "lint", "clean.toml"]);
-    assert!(r.stdout.contains("0 finding(s)"), "{}", r.stdout);
+    let r = ok(d, &["--json", "policy", "lint", "clean.toml"]);
+    let v = r.json();
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["severity"] == "info"),
+        "{v}"
+    );
 
     write(
         &d.join("bad.toml"),
@@ -91,6 +99,75 @@ fn lint_exit_codes_severities_and_lines() {
     assert_eq!(stockade(d, &["policy", "lint", "missing.toml"]).code, 66);
 }
 
+/// The Sertone hooks fail open by default (seed 003), so a policy that never mentions them has
+/// them open: lint says so, as a note naming each hook (the file weakens nothing), and no more
+/// once a section closes it. A section that sets `failure = "open"` is the file's doing: a
+/// warning, as for any hook.
+#[test]
+fn lint_notes_the_sertone_hooks_that_fail_open_by_default() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let notes = |file: &str| -> Vec<(String, String, String)> {
+        let r = stockade(d, &["--json", "policy", "lint", file]);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        r.json()["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["code"] == "hook-fail-open")
+            .map(|f| {
+                (
+                    f["severity"].as_str().unwrap().to_string(),
+                    f["at"].to_string(),
+                    f["message"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    write(&d.join("none.toml"), "version = 1\n");
+    let found = notes("none.toml");
+    assert_eq!(found.len(), 2, "{found:?}");
+    for (hook, (sev, _, msg)) in ["on:sertone.post_response", "on:sertone.pre_request"]
+        .iter()
+        .zip(&found)
+    {
+        assert_eq!(sev, "info", "{found:?}");
+        assert!(
+            msg.contains(&format!("hook `{hook}` fails open by default")),
+            "{found:?}"
+        );
+    }
+    // A deadline-only section leaves the default mode, and says so the same way.
+    write(
+        &d.join("deadline.toml"),
+        "version = 1\n[hooks.\"on:sertone.pre_request\"]\ndeadline_ms = 900\n",
+    );
+    assert_eq!(notes("deadline.toml").len(), 2);
+    assert!(notes("deadline.toml").iter().all(|f| f.0 == "info"));
+    // Closed: no longer reported.
+    write(
+        &d.join("closed.toml"),
+        "version = 1\n[hooks.\"on:sertone.pre_request\"]\nfailure = \"closed\"\n",
+    );
+    let found = notes("closed.toml");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].2.contains("on:sertone.post_response"), "{found:?}");
+    // Opened by the file: a warning at its line.
+    write(
+        &d.join("open.toml"),
+        "version = 1\n[hooks.\"on:sertone.pre_request\"]\nfailure = \"open\"\n",
+    );
+    let r = stockade(d, &["--json", "policy", "lint", "open.toml"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.json()["findings"].as_array().unwrap().iter().any(|f| {
+            f["code"] == "hook-fail-open" && f["severity"] == "warning" && f["at"]["line"] == 3
+        }),
+        "{}",
+        r.stdout
+    );
+}
+
 /// A grant file in the policy's grants directory that cannot be parsed (hand-edited, truncated,
 /// or deployed before a stricter parser) authorises nothing at launch (withheld whole): `policy
 /// lint` names it as an error, `grant-malformed`, so the operator learns it before a plugin
@@ -106,8 +183,17 @@ fn lint_names_a_grant_file_that_is_refused_when_read() {
     );
     write(&d.join("p.toml"), &policy);
     write(&d.join("grants/README"), "not a grant\n");
-    let r = ok(d, &["policy", "lint", "p.toml"]);
-    assert!(r.stdout.contains("0 finding(s)"), "{}", r.stdout);
+    // The grant findings (the others: the notes on the Sertone hooks' default mode).
+    let grant_findings = |v: &Value| -> usize {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["code"] == "grant-malformed")
+            .count()
+    };
+    let r = ok(d, &["--json", "policy", "lint", "p.toml"]);
+    assert_eq!(grant_findings(&r.json()), 0, "{}", r.stdout);
 
     write(
         &d.join("grants/old.grant"),
@@ -131,7 +217,7 @@ fn lint_names_a_grant_file_that_is_refused_when_read() {
             .contains("authorises nothing"),
         "{v:#}"
     );
-    assert_eq!(v["findings"].as_array().unwrap().len(), 1, "{v:#}");
+    assert_eq!(grant_findings(&v), 1, "{v:#}");
 
     // A grants directory that cannot be read is said too, not taken for one without grants.
     std::fs::remove_dir_all(d.join("grants")).unwrap();

@@ -148,6 +148,45 @@ exit 3"#;
     assert_eq!(st["reason"]["sandbox"]["exit"]["code"], 3);
 }
 
+/// A Python plugin that sends itself SIGTERM during a call dies of it: `run` ends with 128+15
+/// (a plugin started with SIGTERM ignored or blocked — dispositions and mask are inherited
+/// across exec — would answer `still alive` instead).
+#[test]
+fn a_python_plugin_that_sigterms_itself_mid_call_ends_with_143() {
+    if !require_root() {
+        return;
+    }
+    if !require(
+        std::path::Path::new("/usr/bin/python3").exists(),
+        "/usr/bin/python3 not installed (Debian package python3)",
+    ) {
+        return;
+    }
+    let script = r#"exec /usr/bin/python3 -c '
+import json, os, signal, sys
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n")
+    sys.stdout.flush()
+send({"jsonrpc": "2.0", "id": 0, "method": "handshake", "params": {"name": "t",
+      "version": "0.1.0", "api": 1, "capabilities": ["register_hook"], "hooks": ["on:flow.new"]}})
+sys.stdin.readline()
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("method") == "hook_invoke":
+        os.kill(os.getpid(), signal.SIGTERM)
+        send({"jsonrpc": "2.0", "id": m["id"], "result": {"still": "alive"}})
+'"#;
+    let s = session(script, None, &[], &[&invoke(1, Some(10_000))]);
+    assert_eq!(s.error_code(1), PLUGIN_CRASHED, "{:?}", s.msgs);
+    let st = s.final_state();
+    assert_eq!(
+        st["reason"]["sandbox"]["exit"]["signal"],
+        libc::SIGTERM,
+        "{st}"
+    );
+    assert_eq!(s.code, 128 + libc::SIGTERM, "{}", s.stderr);
+}
+
 #[test]
 fn a_plugin_that_closes_its_stdio_but_keeps_running_is_killed_not_waited_for() {
     if !require_root() {

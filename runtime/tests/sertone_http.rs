@@ -390,13 +390,17 @@ fn the_seed_examples_run_sandboxed_behind_the_front() {
 }
 
 /// A Python HTTP plugin that misbehaves on pre-request as `MODE` says (`slow`: answers after
-/// `DELAY` seconds; `exit`/`abort`: ends with `CODE`/SIGABRT once it answered `GET`); `probe`
+/// `DELAY` seconds; `exit`/`abort`/`term`: ends with `CODE`/SIGABRT/its own SIGTERM once it
+/// answered `GET`; `crash`:
+/// exits with `CODE` (3) on the call; `stopexit`: exits with `CODE` on SIGTERM); `probe`
 /// tries its own port, the host's listener on 127.0.0.1 (`HOST_PORT`) and two outside addresses
 /// and answers the outcomes as the denial reason (JSON). Single-threaded, as the seed's Python servers are: a
 /// hung one no longer answers `GET /sertone/info` either.
-const FAULTY: &str = r#"import json, os, socket, sys, time
+const FAULTY: &str = r#"import json, os, signal, socket, sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 MODE = os.environ["MODE"]
+if MODE == "stopexit":
+    signal.signal(signal.SIGTERM, lambda *a: os._exit(int(os.environ["CODE"])))
 def reach(addr):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(2)
@@ -421,6 +425,8 @@ class H(BaseHTTPRequestHandler):
             os._exit(int(os.environ["CODE"]))
         if MODE == "abort":
             os.abort()
+        if MODE == "term":
+            os.kill(os.getpid(), signal.SIGTERM)
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path == "/sertone/post-response":
@@ -438,7 +444,7 @@ class H(BaseHTTPRequestHandler):
         if MODE == "echo":
             return self.answer(json.dumps({"allow": False, "reason": body.decode()}).encode())
         if MODE == "crash":
-            os._exit(3)
+            os._exit(int(os.environ.get("CODE", "3")))
         if MODE == "slow":
             time.sleep(float(os.environ["DELAY"]))
         if MODE == "hang":
@@ -524,6 +530,21 @@ fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
     }
     let (_, r) = http(port, "POST", "/sertone/post-response", &post(200, 1));
     assert_eq!(r["quality_signal"], 1, "{r}");
+    // An agent calling the hook on the serve socket: the hung plugin's entry (late, or not ready
+    // if already restarted) is bypassed as the front bypasses it, with the front's meaning.
+    let mut c = s.client();
+    let res = c.ok(
+        "hook_invoke",
+        serve_common::invoke("on:sertone.pre_request", pre("0a", "agent"), Some(400)),
+    );
+    let hang = res["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["plugin"] == "hang")
+        .unwrap_or_else(|| panic!("{res}"));
+    assert_eq!(hang["result"], json!({"allow": true}), "{res}");
+    assert!(hang["bypassed"].is_object(), "{res}");
     // The hung server no longer answers GET /sertone/info, so its health pings go unanswered
     // and the daemon restarts it (the bridge alone being alive is not enough).
     let t = Instant::now();
@@ -893,15 +914,14 @@ fn a_slow_plugin_flooded_with_calls_is_not_taken_for_hung() {
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
 
-/// `stockade run PKG` until the plugin has ended by itself (its `plugin_state` on stdout), then
-/// the agent's stdin closed; `run`'s exit status.
-fn run_until_the_plugin_ends(fx: &Fixture, pkg: &Path) -> Option<i32> {
+/// `stockade run PKG` under [`POLICY`], stdin and stdout piped.
+fn spawn_run(fx: &Fixture, pkg: &Path) -> std::process::Child {
     std::fs::write(
         fx.dir().join("run-policy.toml"),
         format!("version = 1\n{POLICY}"),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+    std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
         .args(["run", pkg.to_str().unwrap(), "--policy", "run-policy.toml"])
         .args(["--trust", "trust", "--state-dir", "state"])
         .current_dir(fx.dir())
@@ -909,7 +929,13 @@ fn run_until_the_plugin_ends(fx: &Fixture, pkg: &Path) -> Option<i32> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// `stockade run PKG` until the plugin has ended by itself (its `plugin_state` on stdout), then
+/// the agent's stdin closed; `run`'s exit status.
+fn run_until_the_plugin_ends(fx: &Fixture, pkg: &Path) -> Option<i32> {
+    let mut child = spawn_run(fx, pkg);
     // Held open until the plugin is gone: no shutdown reaches the bridge before that.
     let stdin = child.stdin.take().unwrap();
     let out = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -947,6 +973,89 @@ fn run_passes_the_http_plugins_own_exit_status_through() {
         run_until_the_plugin_ends(&fx, &aborts),
         Some(128 + libc::SIGABRT),
         "killed by SIGABRT"
+    );
+    // Python's os.kill is kill(2), where abort() is tgkill: SIGTERM reaches it too.
+    let terms = pack_faulty(&fx, "terms", json!({"MODE": "term"}));
+    assert_eq!(
+        run_until_the_plugin_ends(&fx, &terms),
+        Some(128 + libc::SIGTERM),
+        "killed by its own SIGTERM"
+    );
+}
+
+/// `stockade run PKG` with one pre-request call (`deadline_ms`) and its stdin closed right
+/// after: what `run` wrote (the call answered) and its exit status. The runtime sends
+/// `shutdown` as soon as the call is answered.
+fn run_one_call(fx: &Fixture, pkg: &Path, deadline_ms: u64) -> (Vec<Value>, Option<i32>) {
+    let mut child = spawn_run(fx, pkg);
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
+        "params": {"hook": "on:sertone.pre_request", "payload": pre("0a", "s1"),
+                   "deadline_ms": deadline_ms}});
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{call}").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let msgs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m["id"] == 1 && m.get("method").is_none()),
+        "the call was answered: {msgs:?}"
+    );
+    (msgs, out.status.code())
+}
+
+/// The session's end under `run` is the HTTP plugin's: 0 when it stops as asked, its own code
+/// when it ends otherwise. The bridge exited 0 at once on `shutdown`, so a plugin that ended
+/// with a code of its own after (or just before) it was lost and `run` said 0.
+#[test]
+fn run_ends_with_the_http_plugins_status_after_shutdown() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let quiet = pack_faulty(&fx, "quiet", json!({"MODE": "echo"}));
+    assert_eq!(
+        run_one_call(&fx, &quiet, 5000).1,
+        Some(0),
+        "stopped cleanly"
+    );
+    let stop7 = pack_faulty(&fx, "stop7", json!({"MODE": "stopexit", "CODE": "7"}));
+    assert_eq!(
+        run_one_call(&fx, &stop7, 5000).1,
+        Some(7),
+        "a plugin that ends with 7 when stopped"
+    );
+    let crash7 = pack_faulty(&fx, "crash7", json!({"MODE": "crash", "CODE": "7"}));
+    assert_eq!(
+        run_one_call(&fx, &crash7, 5000).1,
+        Some(7),
+        "a plugin that died with 7 during the call"
+    );
+}
+
+/// An agent's own `hook_invoke` of a Sertone hook whose plugin fails (fail-open, no `default`
+/// configured: here it misses the deadline) gets what the front makes of the same failure — no
+/// objection, `allow: true` — with the bypass said in a `log`, not a bare `null` result.
+#[test]
+fn an_agents_call_of_a_failing_sertone_plugin_is_answered_as_the_front_would() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let hang = pack_faulty(&fx, "hang", json!({"MODE": "hang"}));
+    let (msgs, _) = run_one_call(&fx, &hang, 300);
+    let answer = msgs
+        .iter()
+        .find(|m| m["id"] == 1 && m.get("method").is_none())
+        .unwrap();
+    assert_eq!(answer["result"], json!({"allow": true}), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m["method"] == "log" && m["params"]["bypass"]["id"] == 1),
+        "the bypass is said: {msgs:?}"
     );
 }
 

@@ -10,7 +10,7 @@
 //! | `pids-unlimited` | error | `resources.pids_max = "unlimited"` |
 //! | `writable-outside-plugin` | warning | a writable path outside `/var/lib/stockade/plugins/<name>` |
 //! | `trust-not-strict` | error | `trust.mode` is warn or disabled |
-//! | `hook-fail-open` | warning / error | a hook fails open (error when its default answer allows) |
+//! | `hook-fail-open` | info / warning / error | a hook fails open: info when nothing but the built-in default makes it (the Sertone hooks, with or without a section that leaves `failure` unset), warning when a file sets `failure = "open"`, error when a file's `default` answer allows |
 //! | `degradation-allowed` | warning / error | a file allows a missing layer beyond the built-in default (`landlock_network`, `landlock_scope`; rootless also `distinct_uid`, `cgroup`); error for `landlock`, `cgroup` in every mode |
 //! | `landlock-optional` | warning | `layers.min_landlock_abi = 0` |
 //! | `sys-visible` | warning | `filesystem.sys = true` |
@@ -180,34 +180,54 @@ fn lint_one(
             ),
         );
     }
-    for (hook, h) in &r.host.hooks {
-        if r.host.failure(hook) == FailureMode::Open {
-            let allows = h
-                .default
-                .as_ref()
-                .is_some_and(|d| d.get("allow").and_then(|a| a.as_bool()) == Some(true));
-            let key = format!(
-                "hooks.{}.failure",
-                super::layers::dotted(std::slice::from_ref(hook))
-            );
-            push(
-                &key,
-                "hook-fail-open",
-                if allows {
-                    Severity::Error
-                } else {
-                    Severity::Warning
-                },
-                format!(
-                    "hook `{hook}` fails open{}: a crashed or slow plugin is bypassed",
-                    if allows {
-                        " with an allowing default"
-                    } else {
-                        ""
-                    }
-                ),
-            );
+    // Every hook a section names, and the Sertone hooks even without one: they fail open by
+    // default (seed 003), which a policy that never mentions them must still be told.
+    let sertone = [crate::sertone::PRE_REQUEST, crate::sertone::POST_RESPONSE];
+    let hooks: BTreeSet<&str> = r
+        .host
+        .hooks
+        .keys()
+        .map(String::as_str)
+        .chain(sertone)
+        .collect();
+    for hook in hooks {
+        if r.host.failure(hook) != FailureMode::Open {
+            continue;
         }
+        let allows = r
+            .host
+            .hooks
+            .get(hook)
+            .and_then(|h| h.default.as_ref())
+            .is_some_and(|d| d.get("allow").and_then(|a| a.as_bool()) == Some(true));
+        let key = format!(
+            "hooks.{}.failure",
+            super::layers::dotted(&[hook.to_string()])
+        );
+        // What a file weakens is a warning (an error when its own default allows); the
+        // built-in fail-open of the Sertone hooks is the seed's promise, not the file's doing,
+        // and only a note — or every policy, the shipped one included, would fail the lint.
+        let (severity, message) = if allows {
+            (
+                Severity::Error,
+                format!("hook `{hook}` fails open with an allowing default: a crashed or slow plugin is bypassed"),
+            )
+        } else if r.is_set(&key) {
+            (
+                Severity::Warning,
+                format!("hook `{hook}` fails open: a crashed or slow plugin is bypassed"),
+            )
+        } else {
+            (
+                Severity::Info,
+                format!(
+                    "hook `{hook}` fails open by default (seed 003; no section sets `failure`): a \
+                     crashed or slow plugin is bypassed; set `failure = \"closed\"` in \
+                     [hooks.\"{hook}\"] to make its failure deny"
+                ),
+            )
+        };
+        push(&key, "hook-fail-open", severity, message);
     }
     for (key, set, rootless) in [
         ("layers.allow_degraded", &r.sandbox.allow_degraded, false),

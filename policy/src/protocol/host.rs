@@ -45,7 +45,7 @@ pub struct HookPolicy {
     /// Fail open or closed. Unset: [`FailureMode::default_for`] the hook (read it through
     /// [`HostPolicy::failure`], never this field alone).
     pub failure: Option<FailureMode>,
-    /// The fail-open answer (JSON `null` when absent).
+    /// The fail-open answer. Absent: the hook's own ([`HostPolicy::fail_open_default`]).
     #[schemars(with = "Option<serde_json::Value>")]
     pub default: Option<toml::Value>,
     /// Keep the plugin's successful answers this long and answer a repeated call from them
@@ -200,6 +200,18 @@ impl HostPolicy {
             .unwrap_or_else(|| FailureMode::default_for(hook))
     }
 
+    /// The answer of a call of `hook` that fails open: its section's `default`, else the
+    /// hook's own ([`crate::sertone::fail_open_answer`] for the Sertone hooks), else JSON
+    /// `null`.
+    pub fn fail_open_default(&self, hook: &str) -> serde_json::Value {
+        self.hooks
+            .get(hook)
+            .and_then(|h| h.default.as_ref())
+            .and_then(|v| serde_json::to_value(v).ok())
+            .or_else(|| crate::sertone::fail_open_answer(hook))
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     /// Range-check the values (used by [`split_policy`] and the operator policy merge).
     pub fn validate(&self) -> Result<(), HostPolicyError> {
         let p = &self.protocol;
@@ -305,14 +317,6 @@ pub fn split_policy(text: &str) -> Result<(ValidatedSandboxPolicy, HostPolicy), 
     Ok((sb, hp))
 }
 
-/// JSON form of a hook's fail-open default.
-pub fn default_json(h: &HookPolicy) -> serde_json::Value {
-    h.default
-        .as_ref()
-        .and_then(|v| serde_json::to_value(v).ok())
-        .unwrap_or(serde_json::Value::Null)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,7 +343,10 @@ default = { allow = true }
         let h = &hp.hooks["on:flow.new"];
         assert_eq!(h.failure, Some(FailureMode::Open));
         assert_eq!(hp.failure("on:flow.new"), FailureMode::Open);
-        assert_eq!(default_json(h), serde_json::json!({"allow": true}));
+        assert_eq!(
+            hp.fail_open_default("on:flow.new"),
+            serde_json::json!({"allow": true})
+        );
     }
 
     #[test]
@@ -359,6 +366,38 @@ default = { allow = true }
             split_policy("version = 1\n[hooks.\"on:sertone.pre_request\"]\nfailure = \"closed\"\n")
                 .unwrap();
         assert_eq!(hp.failure(crate::sertone::PRE_REQUEST), FailureMode::Closed);
+    }
+
+    #[test]
+    fn a_sertone_hook_fails_open_with_what_the_front_makes_of_a_bypass() {
+        use crate::sertone::{POST_RESPONSE, PRE_REQUEST};
+        let none = HostPolicy::default();
+        assert_eq!(
+            none.fail_open_default(PRE_REQUEST),
+            serde_json::json!({"allow": true})
+        );
+        assert_eq!(
+            none.fail_open_default(POST_RESPONSE),
+            serde_json::json!({"quality_signal": 0})
+        );
+        assert_eq!(
+            none.fail_open_default("on:flow.new"),
+            serde_json::Value::Null
+        );
+        // The operator's `default` wins; a section without one keeps the hook's own.
+        let (_, hp) = split_policy(
+            "version = 1\n[hooks.\"on:sertone.pre_request\"]\ndefault = { allow = false }\n\
+             [hooks.\"on:sertone.post_response\"]\ndeadline_ms = 900\n",
+        )
+        .unwrap();
+        assert_eq!(
+            hp.fail_open_default(PRE_REQUEST),
+            serde_json::json!({"allow": false})
+        );
+        assert_eq!(
+            hp.fail_open_default(POST_RESPONSE),
+            serde_json::json!({"quality_signal": 0})
+        );
     }
 
     #[test]

@@ -35,10 +35,14 @@
 //!   than leave the plugin a request it would still work on while the next one queues behind.
 //!
 //! The queue is bounded ([`MAX_QUEUED`]; past it, `overloaded` at once). The plugin's exit status
-//! is the bridge's (128+N for signal N), so `run` passes the plugin's own status through.
+//! is the bridge's (128+N for signal N), so `run` passes the plugin's own status through. On
+//! `shutdown` the bridge sends the plugin SIGTERM (an HTTP server has no stdin to read it from)
+//! and exits once the plugin has ended: 0 when that SIGTERM ended it, the plugin's own status
+//! otherwise — never 0 at once, which lost the status of a plugin that ended just before.
 
 use crate::error::CmdError;
 use crate::exit::Exit;
+use crate::host::sertone::content_length;
 use crate::sandbox::report::ExitInfo;
 use std::collections::VecDeque;
 use std::io::{BufRead, Read, Write};
@@ -46,6 +50,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use stockade_policy::manifest::{Manifest, HTTP_HOOKS};
@@ -100,26 +105,18 @@ fn head_of(buf: &[u8]) -> std::io::Result<Option<Head>> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(std::io::Error::other(format!("not an HTTP answer: {e}"))),
     };
-    let mut len = None;
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Never sent in answer to an HTTP/1.0 request; its length could not be trusted.
-            return Err(std::io::Error::other(
-                "a Transfer-Encoding answer to an HTTP/1.0 request",
-            ));
-        }
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .ok_or_else(|| std::io::Error::other("an invalid Content-Length"))?;
-            // Two different lengths: which one ends the body is anybody's guess.
-            if len.is_some_and(|l| l != n) {
-                return Err(std::io::Error::other("conflicting Content-Length headers"));
-            }
-            len = Some(n);
-        }
+    if resp
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        // Never sent in answer to an HTTP/1.0 request; its length could not be trusted.
+        return Err(std::io::Error::other(
+            "a Transfer-Encoding answer to an HTTP/1.0 request",
+        ));
     }
+    // As strict as the front is with its requests, by the same function.
+    let len = content_length(resp.headers).map_err(std::io::Error::other)?;
     Ok(Some(Head {
         code: resp.code.unwrap_or(0),
         body_at,
@@ -130,8 +127,27 @@ fn head_of(buf: &[u8]) -> std::io::Result<Option<Head>> {
 /// One HTTP/1.0 exchange with the plugin on 127.0.0.1:`port`: HTTP/1.0 so the answer is never
 /// chunked. The answer ends after its Content-Length — a server that keeps the connection open
 /// anyway (keep-alive) is not waited for past it — or, without one, when the plugin closes the
-/// connection (`Connection: close`). Returns (status, body).
+/// connection (`Connection: close`). Returns (status, body). Running out of `timeout` is an
+/// error of kind `TimedOut` that says after how long: a socket's own timeout reads as EAGAIN,
+/// "Resource temporarily unavailable", which reached the bypass reasons as such.
 fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    talk(port, method, path, body, timeout).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {} ms", timeout.as_millis()),
+        ),
+        _ => e,
+    })
+}
+
+/// [`exchange`], its timeouts still as the socket reports them.
+fn talk(
     port: u16,
     method: &str,
     path: &str,
@@ -350,14 +366,23 @@ pub fn run() -> Result<Exit, CmdError> {
         .spawn()
         .map_err(|e| fail(format!("cannot start {entry}: {e}")))?;
     let pid = child.id();
+    // Taken before the waiter below can reap the plugin: the stop signal sent through it can
+    // reach no other process that got the plugin's pid since.
+    let plugin = i32::try_from(pid)
+        .map_err(std::io::Error::other)
+        .and_then(crate::sys::pidfd_open)
+        .map_err(|e| fail(format!("pidfd_open of the plugin: {e}")))?;
+    let stop_sent = Arc::new(AtomicBool::new(false));
+    let stopped = stop_sent.clone();
     // The plugin's end is the bridge's end: the runtime sees a crash and restarts it. The
     // plugin's status is the bridge's, as any program's is the sandbox's (docs/exit-codes.md:
-    // `run` passes it through, 128+N for signal N).
+    // `run` passes it through, 128+N for signal N). This thread is the only one that exits
+    // while the plugin runs, so the status is never lost to a `shutdown` read meanwhile.
     std::thread::spawn(move || {
         let status = child.wait();
         eprintln!("stockade http-bridge: the plugin (pid {pid}) ended: {status:?}");
         std::process::exit(match status {
-            Ok(s) => ExitInfo::from_wait_status(s.into_raw()).status,
+            Ok(s) => exit_status(s.into_raw(), stopped.load(Ordering::SeqCst)),
             Err(_) => i32::from(Exit::Software.code()),
         });
     });
@@ -439,7 +464,7 @@ pub fn run() -> Result<Exit, CmdError> {
         };
         let id = msg.get("id").cloned();
         match msg.get("method").and_then(|m| m.as_str()) {
-            Some("shutdown") => return Ok(Exit::Ok),
+            Some("shutdown") => stop(&plugin, &stop_sent),
             Some("ping") => {
                 if let Some(id) = id {
                     let _ = pings.try_send(id);
@@ -473,7 +498,42 @@ pub fn run() -> Result<Exit, CmdError> {
             _ => {}
         }
     }
-    Ok(Exit::Ok)
+    // The runtime's end of the link closed: it is gone or stopping the plugin.
+    stop(&plugin, &stop_sent)
+}
+
+/// Stop the plugin because the runtime asked (`shutdown`, or the link's end), and leave the
+/// bridge's exit to the waiter, which passes the plugin's status on. Exiting 0 here at once, as
+/// the bridge did, lost the status of a plugin that had died (during the last call, say) just
+/// before the `shutdown`: `run` ended 0 instead of with the plugin's code.
+///
+/// A plugin already ended is not signalled, so its own status (even 128+15) stands. One still
+/// running gets SIGTERM, an HTTP server's stop signal (it has no stdin to read `shutdown` from);
+/// dying of it is the clean stop, 0 ([`exit_status`]), and any other end its own status. One
+/// that ignores it is killed with the whole sandbox when the runtime's shutdown grace ends
+/// (137), as a stdio plugin that ignores `shutdown` is.
+fn stop(plugin: &std::os::fd::OwnedFd, stop_sent: &AtomicBool) -> ! {
+    // A poll that fails (a policy without it) counts as running: SIGTERM to a process that
+    // has just ended changes nothing of its status.
+    if !crate::sys::pidfd_exited(plugin.as_fd()).unwrap_or(false) {
+        // Before the signal: the waiter reads it after the plugin's end, which follows.
+        stop_sent.store(true, Ordering::SeqCst);
+        let _ = crate::sys::pidfd_kill(plugin.as_fd(), libc::SIGTERM);
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+/// The bridge's exit status for the plugin's raw wait status: the plugin's own (128+N for
+/// signal N), except 0 for the death by the SIGTERM [`stop`] sent it, which is the clean end
+/// of a session (docs/exit-codes.md: `run` exits 0 after a clean shutdown).
+fn exit_status(raw: i32, stop_sent: bool) -> i32 {
+    let info = ExitInfo::from_wait_status(raw);
+    if stop_sent && info.signal == Some(libc::SIGTERM) {
+        return 0;
+    }
+    info.status
 }
 
 /// The HTTP worker: one call at a time, in arrival order (the seed's Python servers are
@@ -600,6 +660,21 @@ mod tests {
     }
 
     #[test]
+    fn a_plugin_too_slow_to_answer_is_said_to_have_timed_out() {
+        let (port, _t) = fake(b"HTTP/1.1 200 OK\r\n\r\n{}", Duration::from_secs(3));
+        let e = exchange(
+            port,
+            "POST",
+            "/sertone/pre-request",
+            b"{}",
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        assert_eq!(e.to_string(), "no answer within 200 ms");
+    }
+
+    #[test]
     fn bad_short_and_slow_answers_are_errors() {
         let (port, _t) = fake(b"<html>not http", Duration::ZERO);
         assert!(exchange(port, "GET", "/sertone/info", b"", Duration::from_secs(5)).is_err());
@@ -680,7 +755,56 @@ mod tests {
             Duration::ZERO,
         );
         let e = exchange(port, "GET", "/sertone/info", b"", Duration::from_secs(5)).unwrap_err();
-        assert!(e.to_string().contains("conflicting"), "{e}");
+        assert!(e.to_string().contains("more than one"), "{e}");
+    }
+
+    /// The front refuses these lengths in requests; the bridge took `+5` (and two equal
+    /// headers) in answers. One strict reader for both now.
+    #[test]
+    fn answer_lengths_are_one_run_of_digits() {
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n{}"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0x2\r\n\r\n{}",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n{}",
+            b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n{}",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+        ] {
+            assert!(
+                head_of(bad).is_err(),
+                "accepted: {}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let h = head_of(b"HTTP/1.1 200 OK\r\nContent-Length:  2 \r\n\r\n{}")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.code, h.len), (200, Some(2)));
+    }
+
+    #[test]
+    fn the_plugins_status_is_the_bridges_but_for_the_stop_it_was_sent() {
+        let exited = |code: i32| code << 8;
+        let killed = |sig: i32| sig;
+        assert_eq!(exit_status(exited(7), false), 7);
+        assert_eq!(
+            exit_status(exited(7), true),
+            7,
+            "its own end, even when stopped"
+        );
+        assert_eq!(exit_status(exited(0), true), 0);
+        assert_eq!(
+            exit_status(killed(libc::SIGTERM), true),
+            0,
+            "the clean stop"
+        );
+        assert_eq!(
+            exit_status(killed(libc::SIGTERM), false),
+            128 + libc::SIGTERM
+        );
+        assert_eq!(
+            exit_status(killed(libc::SIGKILL), true),
+            128 + libc::SIGKILL
+        );
     }
 
     fn call(id: u64, due: Instant) -> Call {

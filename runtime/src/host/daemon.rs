@@ -34,7 +34,7 @@ use std::time::Instant;
 use stockade_policy::capability::Capability;
 use stockade_policy::operator::MergedPolicy;
 use stockade_policy::protocol::frame::{encode, Frame};
-use stockade_policy::protocol::host::{default_json, FailureMode};
+use stockade_policy::protocol::host::FailureMode;
 use stockade_policy::protocol::message::{
     codes, from_frame, no_params, params, response_err, response_ok, HookInvoke, Message, RpcError,
 };
@@ -623,7 +623,7 @@ impl Daemon {
         let host = self.plugins.get(plugin).map(|e| &e.host);
         match host {
             Some(p) if p.failure(hook) == FailureMode::Open => json!({
-                "plugin": plugin, "result": p.hooks.get(hook).map_or(Value::Null, default_json),
+                "plugin": plugin, "result": p.fail_open_default(hook),
                 "bypassed": {"hook": hook, "code": e.code, "reason": codes::name(e.code), "message": e.message},
             }),
             _ => json!({"plugin": plugin, "error": e}),

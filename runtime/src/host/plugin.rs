@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use stockade_policy::capability::Capability;
 use stockade_policy::manifest::ValidatedManifest;
 use stockade_policy::protocol::frame::{encode, FrameDecoder};
-use stockade_policy::protocol::host::{default_json, FailureMode, HostPolicy};
+use stockade_policy::protocol::host::{FailureMode, HostPolicy};
 use stockade_policy::protocol::message::{
     self as msg, codes, notification, params, response_err, response_ok, Message, RpcError,
 };
@@ -493,7 +493,6 @@ impl PluginHandle {
 
     /// Answer an agent's call with an error, or with the hook's default when it fails open.
     fn fail(&self, fx: &mut Effects, agent_id: &Value, hook: &str, e: RpcError) {
-        let policy = self.cfg.policy.hooks.get(hook);
         // The mode of the hook, not of its section: a section without `failure` keeps the
         // hook's default (open for the Sertone hooks, seed 003).
         let bypass = self.cfg.policy.failure(hook) == FailureMode::Open
@@ -502,7 +501,7 @@ impl PluginHandle {
                 codes::INVALID_PARAMS | codes::PLUGIN_ERROR | codes::NOT_REGISTERED
             );
         if bypass {
-            let default = policy.map_or(Value::Null, default_json);
+            let default = self.cfg.policy.fail_open_default(hook);
             fx.to_agent.push(response_ok(agent_id, default));
             fx.to_agent.push(notification(
                 "log",

@@ -18,7 +18,8 @@
 //! What one connection can take, whatever its peer does:
 //! - memory: at most [`MAX_INPUT`] bytes read ahead, and answers are queued only while less than
 //!   [`MAX_OUT`] wait to be written (back-pressure: a peer that pipelines requests and never
-//!   reads the answers stops being read; one that takes no byte for [`DRAIN_TIMEOUT`] is
+//!   reads the answers stops being read; one that takes no byte for [`DRAIN_TIMEOUT`], or
+//!   takes its waiting answers slower than [`DRAIN_RATE`] on average past that grace, is
 //!   dropped). Without this, pipelined 404s never read took the daemon past a gigabyte.
 //! - time: a request head must arrive within [`HEAD_TIMEOUT`], its body within
 //!   [`BODY_TIMEOUT`], and a keep-alive connection idle for [`IDLE_TIMEOUT`] is closed, so
@@ -72,6 +73,12 @@ pub(crate) const MAX_OUT: usize = 64 * 1024;
 /// Answers waiting with not one byte taken for this long: the peer stopped reading, dropped.
 /// Generous next to any live client's pause, short next to what it would hold.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes per second a peer must take, on average, of answers that keep waiting, past a first
+/// [`DRAIN_TIMEOUT`] of grace: each byte taken buys it 1/`DRAIN_RATE` s more. Without it, a
+/// peer that took one byte every 9 s restarted the stall timer each time and kept its slot
+/// (and [`MAX_OUT`] of memory) forever. 4 KiB/s drains a full queue in 16 s; a control center
+/// on this host takes it in microseconds.
+const DRAIN_RATE: u64 = 4096;
 /// From a request's first byte to its whole head. A control center writes a head in one go;
 /// ten seconds is for a loaded host, not for a client that trickles a header a minute.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,6 +119,48 @@ pub(crate) enum Parsed {
     Request(Request),
 }
 
+/// Why a `Content-Length` is refused ([`content_length`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadLength {
+    /// Two headers, equal or not: which one ends the body is a guess two readers may make
+    /// differently (request smuggling).
+    #[error("more than one Content-Length")]
+    Repeated,
+    /// Anything but a run of ASCII digits: `+5`, `0x5`, `5, 5`, empty. Rust's `parse` takes a
+    /// leading `+`, which another reader of the same bytes may not.
+    #[error("a Content-Length that is not only digits")]
+    NotDigits,
+    /// Digits only, but beyond any size this process can hold.
+    #[error("a Content-Length too large")]
+    TooLarge,
+}
+
+/// The one `Content-Length` among `headers`, read strictly: at most one such header, its value
+/// digits only (surrounding blanks aside). The front's requests and the HTTP bridge's answers
+/// (cmd/http_bridge.rs) are read by this one function, so neither is more lenient.
+pub(crate) fn content_length(headers: &[httparse::Header<'_>]) -> Result<Option<usize>, BadLength> {
+    let mut len = None;
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+    {
+        if len.is_some() {
+            return Err(BadLength::Repeated);
+        }
+        let v = h.value.trim_ascii();
+        if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+            return Err(BadLength::NotDigits);
+        }
+        // Digits only: the one error left is a number too large for usize.
+        let n = std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .ok_or(BadLength::TooLarge)?;
+        len = Some(n);
+    }
+    Ok(len)
+}
+
 /// Parse one request from the front of `buf` (pure: unit-tested below). Strict where leniency
 /// lets two readers of one request disagree: one `Content-Length` of digits only, one `Host`,
 /// one `Content-Type`, no `Transfer-Encoding`.
@@ -130,7 +179,6 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
         Err(httparse::Error::TooManyHeaders) => return Parsed::Bad(431, "too many headers"),
         Err(_) => return Parsed::Bad(400, "malformed request"),
     };
-    let mut len: Option<usize> = None;
     let mut keep_alive = req.version == Some(1);
     let (mut host, mut origin, mut content_type) = (None, false, None);
     for h in req.headers.iter() {
@@ -140,17 +188,6 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
             "transfer-encoding" => {
                 return Parsed::Bad(411, "chunked bodies are not accepted; send Content-Length")
             }
-            "content-length" if len.is_some() => {
-                return Parsed::Bad(400, "more than one Content-Length")
-            }
-            "content-length" if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) => {
-                return Parsed::Bad(400, "bad Content-Length")
-            }
-            "content-length" => match v.parse::<usize>() {
-                Ok(n) if n <= MAX_BODY => len = Some(n),
-                // Digits only: the one error left is a number too large for usize.
-                _ => return Parsed::Bad(413, "body larger than 16 KiB"),
-            },
             "host" if host.is_some() => return Parsed::Bad(400, "more than one Host"),
             "host" => host = Some(v),
             "content-type" if content_type.is_some() => {
@@ -163,7 +200,15 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
             _ => {}
         }
     }
-    let len = len.unwrap_or(0);
+    let len = match content_length(req.headers) {
+        Ok(n) => n.unwrap_or(0),
+        Err(BadLength::Repeated) => return Parsed::Bad(400, "more than one Content-Length"),
+        Err(BadLength::NotDigits) => return Parsed::Bad(400, "bad Content-Length"),
+        Err(BadLength::TooLarge) => return Parsed::Bad(413, "body larger than 16 KiB"),
+    };
+    if len > MAX_BODY {
+        return Parsed::Bad(413, "body larger than 16 KiB");
+    }
     if buf.len() < head + len {
         return Parsed::Body;
     }
@@ -309,6 +354,9 @@ pub(crate) struct HttpConn {
     wait: (Wait, Instant),
     /// Since when `out` has waited without a byte written; none while it is empty.
     stalled_since: Option<Instant>,
+    /// Since when `out` has waited (a write left some of it), and the bytes taken since; none
+    /// while it is empty. Bounds the drain as a whole ([`DRAIN_RATE`]), not only its pauses.
+    draining: Option<(Instant, u64)>,
 }
 
 impl HttpConn {
@@ -325,6 +373,7 @@ impl HttpConn {
             held: false,
             wait: (Wait::Idle, now),
             stalled_since: None,
+            draining: None,
         }
     }
 
@@ -434,7 +483,12 @@ impl HttpConn {
         };
         let phase = phase.map(|at| (at, w));
         let drain = self.stalled_since.map(|s| (s + DRAIN_TIMEOUT, Wait::Held));
-        [phase, drain]
+        // Too slow on average, however often it takes a byte.
+        let rate = self.draining.map(|(since, taken)| {
+            let earned = Duration::from_millis(taken.saturating_mul(1000) / DRAIN_RATE);
+            (since + DRAIN_TIMEOUT + earned, Wait::Held)
+        });
+        [phase, drain, rate]
             .into_iter()
             .flatten()
             .min_by_key(|(at, _)| *at)
@@ -463,9 +517,16 @@ impl HttpConn {
         }
         if self.out.is_empty() {
             self.stalled_since = None;
+            self.draining = None;
         } else {
             if self.out.len() < before || self.stalled_since.is_none() {
                 self.stalled_since = Some(now);
+            }
+            let taken = u64::try_from(before - self.out.len()).unwrap_or(u64::MAX);
+            match &mut self.draining {
+                Some((_, sum)) => *sum = sum.saturating_add(taken),
+                // The wait begins now: what this write took came before it.
+                None => self.draining = Some((now, 0)),
             }
             return true;
         }
@@ -1040,6 +1101,64 @@ mod tests {
         assert!(c.flush(now));
         assert!(!c.out.is_empty());
         assert_eq!(c.deadline(), Some((now + DRAIN_TIMEOUT, Wait::Held)));
+    }
+
+    /// The auditor's slow reader: it pipelines requests until the front holds them back, then
+    /// takes a little of its answers every 9 s — never 10 s without a byte, so the stall timer
+    /// alone never fired and the connection kept its slot for good. On a fake clock: the
+    /// connection must come due while it trickles.
+    #[test]
+    fn a_peer_that_takes_its_answers_a_trickle_at_a_time_is_dropped() {
+        use nix::sys::socket::{setsockopt, sockopt};
+        // Small socket buffers, the peer's set before the connection (a window once offered
+        // is never taken back; an accepted socket inherits its listener's), so each of the
+        // peer's reads frees only a little room.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        setsockopt(&l, sockopt::RcvBuf, &4096).unwrap();
+        let ours = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        setsockopt(&ours, sockopt::SndBuf, &4096).unwrap();
+        let (mut peer, _) = l.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let stream = TcpStream::from_std(ours);
+        let t0 = Instant::now();
+        let mut c = HttpConn::new(stream, t0);
+        c.inbuf = b"GET /x HTTP/1.1\r\n\r\n".repeat(20_000);
+        let serve = |c: &mut HttpConn, now: Instant| {
+            while c.next_request(now).is_some() {
+                c.respond(404, &json!({"error": "not found"}));
+            }
+        };
+        serve(&mut c, t0);
+        assert!(c.flush(t0));
+        assert!(c.held, "held back: {} bytes wait", c.out.len());
+        let mut now = t0;
+        let mut buf = [0u8; 8192];
+        for step in 1..=40 {
+            now += Duration::from_secs(9);
+            // One read (what its small buffer holds, at most 8 KiB), then the front's next write
+            // once the window opens again (waiting for the kernel's window update, not a time).
+            assert!(peer.read(&mut buf).unwrap() > 0);
+            let before = c.out.len();
+            // (A loaded host may defer it to ksoftirqd: up to 10 s of 1 ms naps, no timing.)
+            for _ in 0..10_000 {
+                assert!(c.flush(now));
+                if c.out.len() < before {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(c.out.len() < before, "step {step}: the socket took nothing");
+            // The daemon's next turn takes requests again while there is room.
+            serve(&mut c, now);
+            let (due, w) = c.deadline().expect("answers wait");
+            assert_eq!(w, Wait::Held);
+            if due <= now {
+                // A few steps' grace at most: 8 KiB per 9 s is below the rate.
+                assert!(step <= 3, "due only at step {step}");
+                return;
+            }
+        }
+        panic!("a peer taking a little every 9 s kept its connection");
     }
 
     #[test]
