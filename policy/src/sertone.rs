@@ -149,6 +149,20 @@ pub fn is_sertone_hook(hook: &str) -> bool {
     hook == PRE_REQUEST || hook == POST_RESPONSE
 }
 
+/// A plugin's answer to `hook` checked as the front checks it: a pre-request answer under the
+/// operator's `rules` ([`pre_answer`]: fee cap, pinned destination), a post-response answer's
+/// signal ([`post_answer`]). Any other hook's answer is not looked at. The runtime applies it to
+/// every answer of a Sertone hook, whoever called — an agent acting as a control center pays on
+/// the same word the front does — so an invalid one is a failure under the hook's failure mode
+/// on every path, never passed on as it came.
+pub fn check_answer(hook: &str, answer: &Value, rules: &Rules) -> Result<(), Invalid> {
+    match hook {
+        PRE_REQUEST => pre_answer(answer, rules).map(drop),
+        POST_RESPONSE => post_answer(answer).map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// What a failed plugin's call of `hook` answers when the hook fails open and the operator set
 /// no `default`: what the front counts a bypassed plugin as — no objection before the request
 /// (`allow: true`), the neutral signal after it (`quality_signal: 0`). So an agent's own
@@ -523,6 +537,21 @@ mod tests {
 
     fn addr(c: &str) -> String {
         format!("0x{}", c.repeat(40))
+    }
+
+    #[test]
+    fn check_answer_looks_at_the_sertone_hooks_answers_only() {
+        let none = Rules::default();
+        let fee = json!({"allow": true, "additional_fee_usdc": "0.5",
+                         "fee_destination": addr("b")});
+        let e = check_answer(PRE_REQUEST, &fee, &none).unwrap_err();
+        assert!(e.0.contains("max_fee_usdc"), "{e}");
+        check_answer(PRE_REQUEST, &fee, &fees_ok()).unwrap();
+        check_answer(POST_RESPONSE, &json!({"quality_signal": -1}), &none).unwrap();
+        assert!(check_answer(POST_RESPONSE, &json!({"quality_signal": 2}), &none).is_err());
+        // Another hook's answer is the plugin's business.
+        check_answer("on:other", &fee, &none).unwrap();
+        check_answer("on:other", &json!("anything"), &none).unwrap();
     }
 
     #[test]

@@ -545,6 +545,19 @@ fn crashed_hung_and_garbage_plugins_are_bypassed_within_the_deadline() {
         .unwrap_or_else(|| panic!("{res}"));
     assert_eq!(hang["result"], json!({"allow": true}), "{res}");
     assert!(hang["bypassed"].is_object(), "{res}");
+    // The answers an agent gets are checked as the front checks them: the fee no operator
+    // allowed and the garbage are bypassed with the front's meaning, never passed on as they
+    // came (an agent acting as a control center got the 0.5 USDC fee as the plugin wrote it).
+    for name in ["badfee", "garbage"] {
+        let e = res["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["plugin"] == name)
+            .unwrap_or_else(|| panic!("{res}"));
+        assert_eq!(e["result"], json!({"allow": true}), "{name}: {res}");
+        assert!(e["bypassed"].is_object(), "{name}: {res}");
+    }
     // The hung server no longer answers GET /sertone/info, so its health pings go unanswered
     // and the daemon restarts it (the bridge alone being alive is not enough).
     let t = Instant::now();
@@ -916,9 +929,14 @@ fn a_slow_plugin_flooded_with_calls_is_not_taken_for_hung() {
 
 /// `stockade run PKG` under [`POLICY`], stdin and stdout piped.
 fn spawn_run(fx: &Fixture, pkg: &Path) -> std::process::Child {
+    spawn_run_with(fx, pkg, "")
+}
+
+/// [`spawn_run`] with `extra` sections in its policy file.
+fn spawn_run_with(fx: &Fixture, pkg: &Path, extra: &str) -> std::process::Child {
     std::fs::write(
         fx.dir().join("run-policy.toml"),
-        format!("version = 1\n{POLICY}"),
+        format!("version = 1\n{POLICY}{extra}"),
     )
     .unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
@@ -987,7 +1005,17 @@ fn run_passes_the_http_plugins_own_exit_status_through() {
 /// after: what `run` wrote (the call answered) and its exit status. The runtime sends
 /// `shutdown` as soon as the call is answered.
 fn run_one_call(fx: &Fixture, pkg: &Path, deadline_ms: u64) -> (Vec<Value>, Option<i32>) {
-    let mut child = spawn_run(fx, pkg);
+    run_one_call_with(fx, pkg, deadline_ms, "")
+}
+
+/// [`run_one_call`] with `extra` sections in the policy file.
+fn run_one_call_with(
+    fx: &Fixture,
+    pkg: &Path,
+    deadline_ms: u64,
+    extra: &str,
+) -> (Vec<Value>, Option<i32>) {
+    let mut child = spawn_run_with(fx, pkg, extra);
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
         "params": {"hook": "on:sertone.pre_request", "payload": pre("0a", "s1"),
                    "deadline_ms": deadline_ms}});
@@ -1005,6 +1033,45 @@ fn run_one_call(fx: &Fixture, pkg: &Path, deadline_ms: u64) -> (Vec<Value>, Opti
         "the call was answered: {msgs:?}"
     );
     (msgs, out.status.code())
+}
+
+/// Under `run` too, an agent's call of a Sertone hook gets the plugin's answer only once it is
+/// checked as the front checks it: a fee with no destination is an invalid answer,
+/// bypassed under the hook's fail-open default (`{"allow": true}`, the bypass naming why) and a
+/// `plugin_error` under `failure = "closed"` — the old runtime handed the agent the plugin's
+/// 0.5 USDC fee to an address of its choosing as it came.
+#[test]
+fn run_checks_a_sertone_answer_before_an_agent_gets_it() {
+    if !runnable() {
+        return;
+    }
+    let fx = Fixture::new();
+    let badfee = pack_faulty(&fx, "badfee", json!({"MODE": "badfee"}));
+    let (msgs, _) = run_one_call(&fx, &badfee, 5000);
+    let answer = msgs
+        .iter()
+        .find(|m| m["id"] == 1 && m.get("method").is_none())
+        .unwrap();
+    assert_eq!(answer["result"], json!({"allow": true}), "{msgs:?}");
+    let bypass = msgs
+        .iter()
+        .find(|m| m["method"] == "log" && m["params"]["bypass"]["id"] == 1)
+        .unwrap_or_else(|| panic!("the bypass is said: {msgs:?}"));
+    let why = bypass["params"]["bypass"]["message"].as_str().unwrap();
+    assert!(
+        why.starts_with("invalid answer: ") && why.contains("fee_destination"),
+        "{why}"
+    );
+
+    let closed = "[hooks.\"on:sertone.pre_request\"]\nfailure = \"closed\"\n";
+    let (msgs, _) = run_one_call_with(&fx, &badfee, 5000, closed);
+    let answer = msgs
+        .iter()
+        .find(|m| m["id"] == 1 && m.get("method").is_none())
+        .unwrap();
+    assert_eq!(answer["error"]["code"], -32008, "plugin_error: {msgs:?}");
+    let why = answer["error"]["message"].as_str().unwrap();
+    assert!(why.starts_with("invalid answer: "), "{why}");
 }
 
 /// The session's end under `run` is the HTTP plugin's: 0 when it stops as asked, its own code

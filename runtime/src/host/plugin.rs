@@ -23,6 +23,7 @@ use stockade_policy::protocol::message::{
     self as msg, codes, notification, params, response_err, response_ok, Message, RpcError,
 };
 use stockade_policy::protocol::{check_handshake, grant};
+use stockade_policy::sertone;
 
 /// The sandboxed process, as the handle needs it.
 pub trait Child {
@@ -495,11 +496,13 @@ impl PluginHandle {
     fn fail(&self, fx: &mut Effects, agent_id: &Value, hook: &str, e: RpcError) {
         // The mode of the hook, not of its section: a section without `failure` keeps the
         // hook's default (open for the Sertone hooks, seed 003).
+        // A plugin's own error answer is an answer, not a failure to bypass — except for a
+        // Sertone hook, whose error or invalid answer the front bypasses like a crash (seed
+        // 003), so an agent's call of it is answered the same way.
+        let answered = e.code == codes::PLUGIN_ERROR && !sertone::is_sertone_hook(hook);
         let bypass = self.cfg.policy.failure(hook) == FailureMode::Open
-            && !matches!(
-                e.code,
-                codes::INVALID_PARAMS | codes::PLUGIN_ERROR | codes::NOT_REGISTERED
-            );
+            && !answered
+            && !matches!(e.code, codes::INVALID_PARAMS | codes::NOT_REGISTERED);
         if bypass {
             let default = self.cfg.policy.fail_open_default(hook);
             fx.to_agent.push(response_ok(agent_id, default));
@@ -507,11 +510,25 @@ impl PluginHandle {
                 "log",
                 json!({"plugin": self.name(), "level": "warn", "source": "runtime",
                        "message": format!("hook `{hook}` bypassed (fail-open): {}", e.message),
-                       "bypass": {"hook": hook, "id": agent_id, "code": e.code, "reason": codes::name(e.code)}}),
+                       "bypass": {"hook": hook, "id": agent_id, "code": e.code, "reason": codes::name(e.code), "message": e.message}}),
             ));
         } else {
             fx.to_agent.push(response_err(agent_id, &e));
         }
+    }
+
+    /// A plugin's answer to Sertone hook `hook` checked as the front checks it
+    /// ([`sertone::check_answer`], under this plugin's fee rules): an invalid one is a
+    /// `plugin_error` (bypassed when the hook fails open, [`Self::fail`]), never passed on — an
+    /// agent's call of the hook got a fee above the operator's `max_fee_usdc` or to another
+    /// address than the pinned one as the plugin wrote it. Other hooks' answers pass unlooked at.
+    fn check_sertone_answer(&self, hook: &str, answer: &Value) -> Result<(), RpcError> {
+        if !sertone::is_sertone_hook(hook) {
+            return Ok(());
+        }
+        let rules = sertone::Rules::of(&self.cfg.policy, hook);
+        sertone::check_answer(hook, answer, &rules)
+            .map_err(|e| RpcError::new(codes::PLUGIN_ERROR, format!("invalid answer: {e}")))
     }
 
     /// An agent's `hook_invoke`.
@@ -758,6 +775,9 @@ impl PluginHandle {
                 }
                 match outcome {
                     Ok(r) => {
+                        if let Err(e) = self.check_sertone_answer(&c.hook, &r) {
+                            return self.fail(fx, &c.agent_id, &c.hook, e);
+                        }
                         if let Some((k, ttl)) = c.cache {
                             self.answers.put(k, &r, now, now + ttl);
                         }
