@@ -1,7 +1,8 @@
 //! `[serve] warm`: the warm pool. A loaded plugin gets a held spare sandbox (every layer built,
 //! the program not forked); a restart or a crash uses it; a policy change makes it stale (the
 //! next launch is cold and a new spare is built under the new policy); unloading, stopping and
-//! a quarantine leave no held sandbox, cgroup or process behind. Real sandboxes (root).
+//! a quarantine leave no held sandbox, cgroup or process behind; a spare given up that the kernel
+//! holds is reaped by the loop later, never waited for in it. Real sandboxes (root).
 
 mod serve_common;
 use serde_json::json;
@@ -169,5 +170,80 @@ fn a_quarantined_plugin_keeps_no_spare_until_plugin_restart() {
         "{st}"
     );
     assert_eq!(inits(serve_pid), 2);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// A spare the kernel holds (its waiting program frozen by the v1 freezer: SIGKILL waits for
+/// the thaw, as for a process in uninterruptible sleep) is given up as a plugin's killed sandbox
+/// is — reaped by the loop once it ends — never waited for in the loop: the unload is
+/// answered, and another plugin loads and is called meanwhile. Once thawed the spare is reaped
+/// and its cgroups removed.
+#[test]
+fn a_spare_that_does_not_end_never_stops_the_daemon() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let b = pack_worker(&fx, "b", &["on:y"]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let serve_pid = s.pid();
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    let st = status(&mut c, "a");
+    assert_eq!(st["spare"], true, "{st}");
+    // The running program's parent is its sandbox's init; the other init is the spare's, whose
+    // only child is its program, forked and waiting.
+    let program = st["pid"].as_i64().unwrap();
+    let running_init = std::fs::read_to_string(format!("/proc/{program}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .map(|p| p.trim().parse::<i32>().unwrap())
+        .unwrap();
+    let spare_init = children_of(serve_pid)
+        .into_iter()
+        .find(|p| *p != running_init)
+        .expect("the spare's init");
+    let held = children_of(spare_init);
+    assert_eq!(held.len(), 1, "the spare's waiting program: {held:?}");
+    let Some(frozen) = Frozen::freeze(i64::from(held[0])) else {
+        require(
+            false,
+            "no v1 freezer controller at /sys/fs/cgroup/freezer: nothing here can hold a spare",
+        );
+        return;
+    };
+    // Unloaded: the spare is killed and does not end; the daemon answers all the same.
+    let r = c.ok("plugin_unload", json!({"name": "a"}));
+    assert_eq!(r["state"], "unloaded", "{r}");
+    let spare_cgroups = cgroups_of(serve_pid);
+    assert!(
+        !spare_cgroups.is_empty(),
+        "the held spare's cgroups are kept until it ends"
+    );
+    assert_eq!(
+        alive(&[i64::from(spare_init)]),
+        vec![i64::from(spare_init)],
+        "the spare ended after all"
+    );
+    let st = c.ok("plugin_load", json!({"package": b}));
+    assert_eq!(st["state"], "ready", "{st}");
+    let r = c.ok("hook_invoke", invoke("on:y", json!({}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+    // Thawed, it ends: reaped by the loop, its cgroups removed.
+    frozen.thaw();
+    loop {
+        let m = c.recv().expect("serve closed the connection");
+        let msg = m["params"]["message"].as_str().unwrap_or("");
+        if m["method"] == "log" && m["params"]["plugin"] == "a" && msg.contains("reaped") {
+            assert!(msg.contains("cleaned_up: true"), "{m}");
+            break;
+        }
+    }
+    assert!(alive(&[i64::from(spare_init)]).is_empty(), "not reaped");
+    let left: Vec<_> = spare_cgroups.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "the spare's cgroups are left: {left:?}");
+    drop(frozen);
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
