@@ -81,7 +81,35 @@ fn crash_restart_backoff_quarantine_restart_hung_and_garbage() {
     assert_eq!(entry(&r, "a")["error"]["code"], DEADLINE_EXCEEDED, "{r}");
     let t = c.wait_state("a", "terminated");
     assert_eq!(t["reason"]["kind"], "hung", "{t}");
-    assert_eq!(t["reason"]["sandbox"]["cleaned_up"], true, "{t}");
+    if t["reason"]["sandbox"]["cleaned_up"] != true {
+        // Killed on a loaded machine, it may not have ended within the loop's 100 ms: then it
+        // says so, and it is reaped, its cgroup removed, once it has ended.
+        assert!(t["reason"]["sandbox"]["reaping"].is_string(), "{t}");
+        let reaped = |m: &serde_json::Value| {
+            m["method"] == "log"
+                && m["params"]["plugin"] == "a"
+                && m["params"]["message"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("reaped"))
+        };
+        let m = match c.notes.iter().find(|m| reaped(m)) {
+            Some(m) => m.clone(),
+            None => loop {
+                let m = c.recv().expect("serve closed the connection");
+                if reaped(&m) {
+                    break m;
+                }
+                c.notes.push(m);
+            },
+        };
+        assert!(
+            m["params"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("cleaned_up: true"),
+            "{m}"
+        );
+    }
     c.wait_state("a", "restarting");
     c.wait_state("a", "ready");
 
