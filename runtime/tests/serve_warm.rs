@@ -2,7 +2,8 @@
 //! the program not forked); a restart or a crash uses it; a policy change makes it stale (the
 //! next launch is cold and a new spare is built under the new policy); unloading, stopping and
 //! a quarantine leave no held sandbox, cgroup or process behind; a spare given up that the kernel
-//! holds is reaped by the loop later, never waited for in it. Real sandboxes (root).
+//! holds is reaped by the loop later, never waited for in it; one that died while held is
+//! replaced by a cold launch. Real sandboxes (root).
 
 mod serve_common;
 use serde_json::json;
@@ -19,6 +20,22 @@ fn status(c: &mut Client, name: &str) -> serde_json::Value {
 /// The sandboxes' inits under the daemon (running and held alike are its children).
 fn inits(serve_pid: i32) -> usize {
     children_of(serve_pid).len()
+}
+
+/// The held spare's init: of the daemon's children, the one that is not the parent of the
+/// running program (`st`: its `plugin_status`).
+fn spare_init(serve_pid: i32, st: &serde_json::Value) -> i32 {
+    let program = st["pid"].as_i64().unwrap();
+    let running_init = std::fs::read_to_string(format!("/proc/{program}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .map(|p| p.trim().parse::<i32>().unwrap())
+        .unwrap();
+    children_of(serve_pid)
+        .into_iter()
+        .find(|p| *p != running_init)
+        .expect("the spare's init")
 }
 
 #[test]
@@ -192,19 +209,8 @@ fn a_spare_that_does_not_end_never_stops_the_daemon() {
     c.ok("plugin_load", json!({"package": a}));
     let st = status(&mut c, "a");
     assert_eq!(st["spare"], true, "{st}");
-    // The running program's parent is its sandbox's init; the other init is the spare's, whose
-    // only child is its program, forked and waiting.
-    let program = st["pid"].as_i64().unwrap();
-    let running_init = std::fs::read_to_string(format!("/proc/{program}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .map(|p| p.trim().parse::<i32>().unwrap())
-        .unwrap();
-    let spare_init = children_of(serve_pid)
-        .into_iter()
-        .find(|p| *p != running_init)
-        .expect("the spare's init");
+    // The spare init's only child is its program, forked and waiting.
+    let spare_init = spare_init(serve_pid, &st);
     let held = children_of(spare_init);
     assert_eq!(held.len(), 1, "the spare's waiting program: {held:?}");
     let Some(frozen) = Frozen::freeze(i64::from(held[0])) else {
@@ -246,4 +252,49 @@ fn a_spare_that_does_not_end_never_stops_the_daemon() {
     assert!(left.is_empty(), "the spare's cgroups are left: {left:?}");
     drop(frozen);
     assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// A spare whose init ended while it was held (killed from outside, as an ancestor group's OOM
+/// killer would) says nothing about the plugin: the restart it was for is launched cold, not
+/// failed and counted as one more crash — which, here, would have quarantined the plugin.
+#[test]
+fn a_spare_that_died_while_held_is_replaced_by_a_cold_launch() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let config = "[serve]\nwarm = true\n[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 100\n\
+                  jitter_percent = 0\n[quarantine]\nmax_crashes = 2\nwindow_ms = 600000\n\
+                  [health]\nping_interval_ms = 0\n";
+    let mut s = Serve::start(&fx, config, None);
+    let serve_pid = s.pid();
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    let st = status(&mut c, "a");
+    assert_eq!(st["spare"], true, "{st}");
+    signal(spare_init(serve_pid, &st), "KILL");
+    // One crash: its restart finds the spare dead.
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    assert_eq!(r["results"][0]["error"]["code"], PLUGIN_CRASHED, "{r}");
+    c.wait_state("a", "restarting");
+    let next = loop {
+        let m = c.recv().expect("serve closed the connection");
+        let p = &m["params"];
+        if m["method"] == "plugin_state" && p["plugin"] == "a" && p["state"] != "starting" {
+            break p.clone();
+        }
+    };
+    assert_eq!(next["state"], "ready", "{next}\n{}", s.log());
+    let st = status(&mut c, "a");
+    assert_eq!(
+        (&st["state"], &st["crashes"], &st["warm"]),
+        (&json!("ready"), &json!(1), &json!(false)),
+        "{st}"
+    );
+    assert!(s.log().contains("could not be used"), "{}", s.log());
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"act": "ok"}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert_eq!(cgroups_of(serve_pid), Vec::<std::path::PathBuf>::new());
 }

@@ -774,12 +774,29 @@ impl Daemon {
                 ),
             )
         };
-        // A spare built under this very policy skips the construction.
-        e.warm = spare.is_some();
-        let launched = match spare {
-            Some(held) => held.release(),
+        // A spare built under this very policy skips the construction. One that cannot be
+        // released (its init ended while held: killed from outside, or by an ancestor group's
+        // OOM killer) says nothing about the plugin: the launch is made cold instead of failing
+        // and being counted as a crash.
+        let cold =
+            || crate::plugin_policy::launch_spec(pkg.view(), &lp.sandbox).and_then(sandbox::launch);
+        let launched = match spare.map(sandbox::Held::release) {
+            Some(Ok(sb)) => {
+                e.warm = true;
+                Ok(sb)
+            }
+            Some(Err(err)) => {
+                log_line(&format!(
+                    "plugin {}: the warm spare could not be used ({}); launching cold",
+                    term(&name),
+                    term(&crate::cmd::exec::launch_error(err).chain().join(": "))
+                ));
+                e.warm = false;
+                cold()
+            }
             None => {
-                crate::plugin_policy::launch_spec(pkg.view(), &lp.sandbox).and_then(sandbox::launch)
+                e.warm = false;
+                cold()
             }
         };
         let mut sb = match launched {
