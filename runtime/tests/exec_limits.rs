@@ -263,3 +263,79 @@ fn a_controller_directory_that_is_no_cgroup_mount_is_not_taken_for_one() {
         err(&o)
     );
 }
+
+/// A v1 memory group starts with its parent's `oom_kill_disable`: launched from a group whose
+/// OOM killer is off, a sandbox over its memory_max is still OOM-killed (and reported so), not
+/// left stalled at the limit. `timeout` only bounds the run should it stall (its SIGTERM is
+/// then the program's end, which the assertions refuse).
+#[test]
+fn a_parent_group_with_the_oom_killer_off_does_not_stall_the_sandbox() {
+    if !require(is_root(), "making a v1 memory group needs root") {
+        return;
+    }
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            ctrls
+                .split(',')
+                .any(|c| c == "memory")
+                .then(|| path.to_string())
+        });
+    let Some(own) = own.map(|p| format!("/sys/fs/cgroup/memory{p}")) else {
+        require(
+            false,
+            "no v1 memory controller here (CI's hybrid host has one)",
+        );
+        return;
+    };
+    if !require(
+        Path::new(&own).join("memory.oom_control").exists(),
+        "no v1 memory controller mounted at /sys/fs/cgroup/memory (CI's hybrid host has one)",
+    ) {
+        return;
+    }
+    /// The parent group, removed at the end (once the runtime in it has exited).
+    struct Group(std::path::PathBuf);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let parent = Group(Path::new(&own).join(format!("stockade-test-oom-{}", std::process::id())));
+    std::fs::create_dir(&parent.0).unwrap();
+    std::fs::write(parent.0.join("memory.oom_control"), "1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(
+        dir.path(),
+        "version = 1\n[resources]\nmemory_max = \"48M\"\n",
+    );
+    let rep = dir.path().join("r.json");
+    let o = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "sh",
+            "-c",
+            "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"",
+        ])
+        .arg(&parent.0)
+        .args([BIN, "exec", "--policy", &pol, "--report"])
+        .arg(&rep)
+        .args(["--", "/bin/sh", "-c"])
+        .arg("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived")
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&rep)
+            .unwrap_or_else(|e| panic!("no report ({e}); stderr: {}", err(&o))),
+    )
+    .unwrap();
+    assert!(!out(&o).contains("survived"), "{}", err(&o));
+    assert_eq!(
+        r["exit"]["signal"], 9,
+        "stalled at the limit, not OOM-killed: {r}"
+    );
+    assert!(r["limits_hit"]["oom_kills"].as_u64().unwrap() >= 1, "{r}");
+}

@@ -81,7 +81,35 @@ fn crash_restart_backoff_quarantine_restart_hung_and_garbage() {
     assert_eq!(entry(&r, "a")["error"]["code"], DEADLINE_EXCEEDED, "{r}");
     let t = c.wait_state("a", "terminated");
     assert_eq!(t["reason"]["kind"], "hung", "{t}");
-    assert_eq!(t["reason"]["sandbox"]["cleaned_up"], true, "{t}");
+    if t["reason"]["sandbox"]["cleaned_up"] != true {
+        // Killed on a loaded machine, it may not have ended within the loop's 100 ms: then it
+        // says so, and it is reaped, its cgroup removed, once it has ended.
+        assert!(t["reason"]["sandbox"]["reaping"].is_string(), "{t}");
+        let reaped = |m: &serde_json::Value| {
+            m["method"] == "log"
+                && m["params"]["plugin"] == "a"
+                && m["params"]["message"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("reaped"))
+        };
+        let m = match c.notes.iter().find(|m| reaped(m)) {
+            Some(m) => m.clone(),
+            None => loop {
+                let m = c.recv().expect("serve closed the connection");
+                if reaped(&m) {
+                    break m;
+                }
+                c.notes.push(m);
+            },
+        };
+        assert!(
+            m["params"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("cleaned_up: true"),
+            "{m}"
+        );
+    }
     c.wait_state("a", "restarting");
     c.wait_state("a", "ready");
 
@@ -295,49 +323,6 @@ fn a_plugin_that_closes_its_stdio_but_keeps_running_never_freezes_the_daemon() {
     assert_eq!(ex["reason"]["sandbox"]["cleaned_up"], true, "{ex}");
     c.wait_state("a", "ready");
     assert_eq!(s.stop(), 0, "{}", s.log());
-}
-
-/// A v1 freezer cgroup holding one process, thawed and removed when dropped (a failed test
-/// must not leave a frozen process behind: its sandbox could never end).
-struct Frozen(std::path::PathBuf);
-
-impl Frozen {
-    /// Freeze `pid` in a new freezer cgroup; None when this host has no v1 freezer.
-    fn freeze(pid: i64) -> Option<Frozen> {
-        let root = std::path::Path::new("/sys/fs/cgroup/freezer");
-        if !root.join("cgroup.procs").exists() {
-            return None;
-        }
-        let d = root.join(format!("stockade-test-{}-{pid}", std::process::id()));
-        std::fs::create_dir(&d).unwrap();
-        let f = Frozen(d);
-        std::fs::write(f.0.join("cgroup.procs"), pid.to_string()).unwrap();
-        std::fs::write(f.0.join("freezer.state"), "FROZEN").unwrap();
-        let t = std::time::Instant::now();
-        while std::fs::read_to_string(f.0.join("freezer.state"))
-            .unwrap()
-            .trim()
-            != "FROZEN"
-        {
-            assert!(t.elapsed().as_secs() < 10, "the freezer never froze {pid}");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        Some(f)
-    }
-
-    fn thaw(&self) {
-        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        self.thaw();
-        let t = std::time::Instant::now();
-        while std::fs::remove_dir(&self.0).is_err() && t.elapsed().as_secs() < 10 {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
 }
 
 fn threads_of(pid: i32) -> String {

@@ -1,7 +1,9 @@
 //! `[serve] warm`: the warm pool. A loaded plugin gets a held spare sandbox (every layer built,
 //! the program not forked); a restart or a crash uses it; a policy change makes it stale (the
 //! next launch is cold and a new spare is built under the new policy); unloading, stopping and
-//! a quarantine leave no held sandbox, cgroup or process behind. Real sandboxes (root).
+//! a quarantine leave no held sandbox, cgroup or process behind; a spare given up that the kernel
+//! holds is reaped by the loop later, never waited for in it; one that died while held is
+//! replaced by a cold launch. Real sandboxes (root).
 
 mod serve_common;
 use serde_json::json;
@@ -18,6 +20,22 @@ fn status(c: &mut Client, name: &str) -> serde_json::Value {
 /// The sandboxes' inits under the daemon (running and held alike are its children).
 fn inits(serve_pid: i32) -> usize {
     children_of(serve_pid).len()
+}
+
+/// The held spare's init: of the daemon's children, the one that is not the parent of the
+/// running program (`st`: its `plugin_status`).
+fn spare_init(serve_pid: i32, st: &serde_json::Value) -> i32 {
+    let program = st["pid"].as_i64().unwrap();
+    let running_init = std::fs::read_to_string(format!("/proc/{program}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .map(|p| p.trim().parse::<i32>().unwrap())
+        .unwrap();
+    children_of(serve_pid)
+        .into_iter()
+        .find(|p| *p != running_init)
+        .expect("the spare's init")
 }
 
 #[test]
@@ -170,4 +188,113 @@ fn a_quarantined_plugin_keeps_no_spare_until_plugin_restart() {
     );
     assert_eq!(inits(serve_pid), 2);
     assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// A spare the kernel holds (its waiting program frozen by the v1 freezer: SIGKILL waits for
+/// the thaw, as for a process in uninterruptible sleep) is given up as a plugin's killed sandbox
+/// is — reaped by the loop once it ends — never waited for in the loop: the unload is
+/// answered, and another plugin loads and is called meanwhile. Once thawed the spare is reaped
+/// and its cgroups removed.
+#[test]
+fn a_spare_that_does_not_end_never_stops_the_daemon() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let b = pack_worker(&fx, "b", &["on:y"]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let serve_pid = s.pid();
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    let st = status(&mut c, "a");
+    assert_eq!(st["spare"], true, "{st}");
+    // The spare init's only child is its program, forked and waiting.
+    let spare_init = spare_init(serve_pid, &st);
+    let held = children_of(spare_init);
+    assert_eq!(held.len(), 1, "the spare's waiting program: {held:?}");
+    let Some(frozen) = Frozen::freeze(i64::from(held[0])) else {
+        require(
+            false,
+            "no v1 freezer controller at /sys/fs/cgroup/freezer: nothing here can hold a spare",
+        );
+        return;
+    };
+    // Unloaded: the spare is killed and does not end; the daemon answers all the same.
+    let r = c.ok("plugin_unload", json!({"name": "a"}));
+    assert_eq!(r["state"], "unloaded", "{r}");
+    let spare_cgroups = cgroups_of(serve_pid);
+    assert!(
+        !spare_cgroups.is_empty(),
+        "the held spare's cgroups are kept until it ends"
+    );
+    assert_eq!(
+        alive(&[i64::from(spare_init)]),
+        vec![i64::from(spare_init)],
+        "the spare ended after all"
+    );
+    let st = c.ok("plugin_load", json!({"package": b}));
+    assert_eq!(st["state"], "ready", "{st}");
+    let r = c.ok("hook_invoke", invoke("on:y", json!({}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+    // Thawed, it ends: reaped by the loop, its cgroups removed.
+    frozen.thaw();
+    loop {
+        let m = c.recv().expect("serve closed the connection");
+        let msg = m["params"]["message"].as_str().unwrap_or("");
+        if m["method"] == "log" && m["params"]["plugin"] == "a" && msg.contains("reaped") {
+            assert!(msg.contains("cleaned_up: true"), "{m}");
+            break;
+        }
+    }
+    assert!(alive(&[i64::from(spare_init)]).is_empty(), "not reaped");
+    let left: Vec<_> = spare_cgroups.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "the spare's cgroups are left: {left:?}");
+    drop(frozen);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// A spare whose init ended while it was held (killed from outside, as an ancestor group's OOM
+/// killer would) says nothing about the plugin: the restart it was for is launched cold, not
+/// failed and counted as one more crash — which, here, would have quarantined the plugin.
+#[test]
+fn a_spare_that_died_while_held_is_replaced_by_a_cold_launch() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let config = "[serve]\nwarm = true\n[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 100\n\
+                  jitter_percent = 0\n[quarantine]\nmax_crashes = 2\nwindow_ms = 600000\n\
+                  [health]\nping_interval_ms = 0\n";
+    let mut s = Serve::start(&fx, config, None);
+    let serve_pid = s.pid();
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    let st = status(&mut c, "a");
+    assert_eq!(st["spare"], true, "{st}");
+    signal(spare_init(serve_pid, &st), "KILL");
+    // One crash: its restart finds the spare dead.
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    assert_eq!(r["results"][0]["error"]["code"], PLUGIN_CRASHED, "{r}");
+    c.wait_state("a", "restarting");
+    let next = loop {
+        let m = c.recv().expect("serve closed the connection");
+        let p = &m["params"];
+        if m["method"] == "plugin_state" && p["plugin"] == "a" && p["state"] != "starting" {
+            break p.clone();
+        }
+    };
+    assert_eq!(next["state"], "ready", "{next}\n{}", s.log());
+    let st = status(&mut c, "a");
+    assert_eq!(
+        (&st["state"], &st["crashes"], &st["warm"]),
+        (&json!("ready"), &json!(1), &json!(false)),
+        "{st}"
+    );
+    assert!(s.log().contains("could not be used"), "{}", s.log());
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"act": "ok"}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert_eq!(cgroups_of(serve_pid), Vec::<std::path::PathBuf>::new());
 }

@@ -95,8 +95,10 @@ pub enum Phase {
 
 /// A held sandbox for a plugin's next incarnation (`[serve] warm`): built, with every layer in
 /// force, up to the program's exec. Used only if the next launch computes the same sandbox
-/// policy (a SIGHUP'd policy or a changed grant makes it stale: it is dropped, which kills its
-/// init and removes its cgroup, and the launch is cold). A quarantine drops it too.
+/// policy (a SIGHUP'd policy or a changed grant makes it stale: it is given up, and the launch is
+/// cold). A quarantine or an unload gives it up too. Given up means killed and reaped by the
+/// loop like any killed sandbox ([`Daemon::discard_spare`]), never dropped in place: dropping a
+/// [`sandbox::Held`] waits for its init, which a process the kernel holds keeps alive.
 struct Spare {
     held: sandbox::Held,
     /// The decision the spare was built under, and the policy generation it was computed in.
@@ -713,9 +715,11 @@ impl Daemon {
                     };
                     (stage, policy_refusal(&err))
                 })?;
-                let held = spare
-                    .filter(|sp| sp.decision.sandbox == lp.sandbox)
-                    .map(|sp| sp.held);
+                let (held, stale) = match spare {
+                    Some(sp) if sp.decision.sandbox == lp.sandbox => (Some(sp.held), None),
+                    stale => (None, stale),
+                };
+                self.discard_spare(&name, stale);
                 (lp, held)
             }
         };
@@ -770,12 +774,29 @@ impl Daemon {
                 ),
             )
         };
-        // A spare built under this very policy skips the construction.
-        e.warm = spare.is_some();
-        let launched = match spare {
-            Some(held) => held.release(),
+        // A spare built under this very policy skips the construction. One that cannot be
+        // released (its init ended while held: killed from outside, or by an ancestor group's
+        // OOM killer) says nothing about the plugin: the launch is made cold instead of failing
+        // and being counted as a crash.
+        let cold =
+            || crate::plugin_policy::launch_spec(pkg.view(), &lp.sandbox).and_then(sandbox::launch);
+        let launched = match spare.map(sandbox::Held::release) {
+            Some(Ok(sb)) => {
+                e.warm = true;
+                Ok(sb)
+            }
+            Some(Err(err)) => {
+                log_line(&format!(
+                    "plugin {}: the warm spare could not be used ({}); launching cold",
+                    term(&name),
+                    term(&crate::cmd::exec::launch_error(err).chain().join(": "))
+                ));
+                e.warm = false;
+                cold()
+            }
             None => {
-                crate::plugin_policy::launch_spec(pkg.view(), &lp.sandbox).and_then(sandbox::launch)
+                e.warm = false;
+                cold()
             }
         };
         let mut sb = match launched {
@@ -800,7 +821,7 @@ impl Daemon {
         e.audit.layers = rec.layers.clone();
         if let Err(err) = self.audit_or_fail(rec) {
             // No unaudited plugin: undo the launch (without a blocking wait in the loop).
-            self.sup.kill_and_reap(&name, sb);
+            self.sup.kill_and_reap(&name, Box::new(sb));
             return Err(("audit", err));
         }
         sb.shed_layer_details();
@@ -1071,6 +1092,16 @@ impl Daemon {
         }
     }
 
+    /// Give a warm spare up (stale, quarantined, unloaded): killed, and reaped by the loop — at
+    /// once, or later if the kernel holds it (`Supervisor::kill_and_reap`), never waited for
+    /// here: its init cannot end while a process of its pid namespace sleeps uninterruptibly
+    /// or sits in a frozen cgroup, and a blocking wait would stop every plugin and agent.
+    fn discard_spare(&mut self, name: &str, spare: Option<Spare>) {
+        if let Some(sp) = spare {
+            self.sup.kill_and_reap(name, Box::new(sp.held));
+        }
+    }
+
     /// A `plugin_state` from a handle: log it, remember what status needs.
     pub(crate) fn on_plugin_state(&mut self, p: &Value) {
         let name = p["plugin"].as_str().unwrap_or("");
@@ -1207,7 +1238,8 @@ impl Daemon {
                     ));
                 }
                 self.unindex_hooks(name);
-                let e = self.plugins.remove(name).expect("present");
+                let mut e = self.plugins.remove(name).expect("present");
+                self.discard_spare(name, e.spare.take());
                 let last = e.last_exit.clone();
                 for (conn, id) in e.pending_unload {
                     self.send(
@@ -1238,7 +1270,8 @@ impl Daemon {
             Phase::Running if !e.ever_ready => {
                 // The first launch never became ready: the load fails, nothing stays loaded.
                 self.unindex_hooks(name);
-                let e = self.plugins.remove(name).expect("present");
+                let mut e = self.plugins.remove(name).expect("present");
+                self.discard_spare(name, e.spare.take());
                 let err = load_failed(
                     "the plugin ended before completing its handshake",
                     json!({"last_exit": e.last_exit}),
@@ -1272,10 +1305,10 @@ impl Daemon {
         if e.crashes.record(&q, now_ms) {
             e.phase = Phase::Quarantined;
             // No incarnation is coming until `plugin_restart`: the warm pool's spare (its init,
-            // waiting program, host uid and cgroup) goes now, not at unload or stop. Dropping
-            // it kills its init and removes its cgroup; `plugin_restart` launches cold and a
-            // new spare is built once that incarnation is ready (`refill_spare`).
-            e.spare = None;
+            // waiting program, host uid and cgroup) goes now, not at unload or stop. It is
+            // killed and reaped as any sandbox (`discard_spare`); `plugin_restart` launches cold
+            // and a new spare is built once that incarnation is ready (`refill_spare`).
+            let spare = e.spare.take();
             e.decision = None;
             let n = e.crashes.recent();
             let mut rec = e.audit.clone();
@@ -1303,6 +1336,7 @@ impl Daemon {
             rec.detail = json!({"crashes": n, "window_ms": q.window_ms, "last_exit": e.last_exit,
                                 "persisted": persisted});
             self.audit(rec);
+            self.discard_spare(name, spare);
             self.note_state(
                 name,
                 "quarantined",
@@ -1474,7 +1508,7 @@ impl Daemon {
         let Some(e) = self.plugins.get_mut(name) else {
             return;
         };
-        e.spare = None;
+        let spare = e.spare.take();
         e.decision = None;
         let reason = refusal.to_json();
         e.trust_refusal = Some(refusal.clone());
@@ -1492,6 +1526,7 @@ impl Daemon {
         rec.detail = json!({"request": request, "reason": reason});
         let quarantined = e.phase == Phase::Quarantined;
         self.audit(rec);
+        self.discard_spare(name, spare);
         if quarantined {
             self.note_state(name, "quarantined", json!({"reason": reason}));
         } else {

@@ -57,6 +57,20 @@ impl Child for crate::sandbox::Sandboxed {
     }
 }
 
+/// A warm spare given up (stale, quarantined, unloaded): it never ran the program, so its report
+/// has no exit; killed and reaped as a plugin's sandbox is ([`kill_and_reap`]).
+impl Child for crate::sandbox::Held {
+    fn kill(&mut self) {
+        crate::sandbox::Held::kill(self);
+    }
+    fn has_exited(&mut self) -> bool {
+        crate::sandbox::Held::has_exited(self)
+    }
+    fn wait(self: Box<Self>) -> Value {
+        json!({"exit": null, "cleaned_up": crate::sandbox::Held::discard(*self), "spare": true})
+    }
+}
+
 /// A timer a handle asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Timer {

@@ -466,11 +466,12 @@ impl Supervisor {
         std::mem::take(&mut self.touched)
     }
 
-    /// Kill a sandbox that is not (or no longer) in a slot and reap it (a launch undone): as a
-    /// plugin's handle does, without waiting in the loop for one that does not end.
-    pub fn kill_and_reap(&mut self, plugin: &str, sb: Sandboxed) -> Value {
+    /// Kill a sandbox that is not (or no longer) in a slot and reap it (a launch undone, a warm
+    /// spare given up): as a plugin's handle does, without waiting in the loop for one that
+    /// does not end.
+    pub fn kill_and_reap(&mut self, plugin: &str, sb: Box<dyn super::plugin::Child>) -> Value {
         let mut stuck = Vec::new();
-        let report = super::plugin::kill_and_reap(Box::new(sb), plugin, &mut stuck);
+        let report = super::plugin::kill_and_reap(sb, plugin, &mut stuck);
         self.keep_stuck(stuck);
         report
     }

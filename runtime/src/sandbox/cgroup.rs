@@ -491,6 +491,14 @@ impl Cgroup {
         let md = mem.path().to_path_buf();
         if let Some(max) = r.memory_max.max() {
             mem.set_limit(to_i64(max)?).map_err(crate_at(&md))?;
+            // v1 gives a new group its parent's `oom_kill_disable`: under a parent whose OOM
+            // killer is off (a manager's choice for its own group), a sandbox at memory_max would
+            // stall at the limit for good instead of being OOM-killed, as the report's
+            // `limits_hit` and docs/sandbox.md say it is. By hand: the crate can only disable it.
+            let oom = md.join("memory.oom_control");
+            if oom.exists() {
+                write(&oom, "0")?;
+            }
             let swap = r.swap_max.max().unwrap_or(u64::MAX - max);
             // Checked by hand: the crate's setters create missing files (a fake tree would
             // pass), and the kernel offers memsw only with swap accounting.

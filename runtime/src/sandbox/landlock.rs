@@ -29,7 +29,7 @@ pub enum LandlockError {
     Ruleset(#[source] landlock::RulesetError),
     /// A path the rules name cannot be opened.
     #[error("cannot open `{0}` for a Landlock rule")]
-    Path(String, #[source] landlock::PathFdError),
+    Path(String, #[source] std::io::Error),
     /// The kernel offers less than the policy demands.
     #[error("Landlock {what} is not available (kernel ABI {abi}) and the policy does not allow degradation `{degradation}`")]
     Insufficient {
@@ -108,7 +108,17 @@ pub fn evaluate(
 }
 
 fn path(p: &str) -> Result<PathFd, LandlockError> {
-    PathFd::new(p).map_err(|e| LandlockError::Path(p.into(), e))
+    PathFd::new(p).map_err(|e| LandlockError::Path(p.into(), open_cause(e)))
+}
+
+/// The OS error under a failed `PathFd::new`: the crate's error repeats its cause in its own
+/// message (`failed to open "…": <cause>`) and names it as its source as well, so kept as it
+/// is the cause would be printed twice in every error chain.
+fn open_cause(e: landlock::PathFdError) -> std::io::Error {
+    match e {
+        landlock::PathFdError::OpenCall { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    }
 }
 
 /// Build and apply the ruleset to the calling thread (after pivot_root; `exec_fd` is the
@@ -165,6 +175,18 @@ pub fn apply(
 mod tests {
     use super::*;
     use stockade_policy::sandbox::{default_policy, parse_policy};
+
+    #[test]
+    fn an_unopenable_rule_path_names_its_cause_once() {
+        let e = path("/nonexistent/stockade-landlock-rule").unwrap_err();
+        let chain = crate::package::verify::error_chain(&e);
+        let cause = std::io::Error::from_raw_os_error(libc::ENOENT).to_string();
+        assert_eq!(chain.matches(&cause).count(), 1, "{chain}");
+        assert!(
+            chain.contains("/nonexistent/stockade-landlock-rule"),
+            "{chain}"
+        );
+    }
 
     #[test]
     fn default_policy_accepts_abi_2_with_reported_degradations() {

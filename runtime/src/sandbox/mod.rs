@@ -397,6 +397,35 @@ impl std::fmt::Debug for Held {
 }
 
 impl Held {
+    /// Kill the held sandbox now — its init (the kernel then kills the waiting program with the
+    /// pid namespace), then every member of its cgroup, once. Signals only, as
+    /// [`Sandboxed::kill`]: a spare given up by `serve` is killed this way and reaped by its
+    /// event loop once it has ended ([`Held::has_exited`], [`Held::discard`]), never waited for
+    /// there — a process the kernel holds (uninterruptible sleep, a frozen cgroup) would stop
+    /// every other plugin for as long as it is held.
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.guard.0 {
+            let _ = sys::kill(pid, libc::SIGKILL);
+        }
+        if let Some(cg) = &mut self.cgroup {
+            cg.signal_all();
+        }
+    }
+
+    /// Whether the held sandbox's init has ended, without blocking: it is reaped if so (then
+    /// [`Held::discard`] waits for nothing).
+    pub fn has_exited(&mut self) -> bool {
+        reap_if_ended(&mut self.guard.0).is_some()
+    }
+
+    /// Tear the held sandbox down: its init killed and waited for (at once after
+    /// [`Held::has_exited`] said it ended; otherwise this blocks until it does), its cgroup
+    /// removed, its uid released. Whether the cgroup is gone (as the report's `cleaned_up`).
+    pub fn discard(mut self) -> bool {
+        drop(std::mem::replace(&mut self.guard, ChildGuard(None)));
+        self.cgroup.take().is_none_or(|mut cg| cg.kill_and_remove())
+    }
+
     /// Let the program run: held, the go to its waiting process; otherwise the init starts it
     /// (`clone(CLONE_VM|CLONE_VFORK)`); then seccomp and `execveat`. Back once exec succeeded.
     pub fn release(mut self) -> Result<Sandboxed, LaunchError> {
@@ -914,6 +943,27 @@ fn cgroup_name(host_uid: u32) -> String {
     format!("{}-{host_uid}-{n}", std::process::id())
 }
 
+/// Reap the sandbox's `init` if it has ended, without blocking: `None` while it runs; once it
+/// has ended (or was reaped before: `init` is `None`) its wait status, if known, and `init` is
+/// cleared, so its pid — anyone's once reaped — is never signalled or waited for again.
+fn reap_if_ended(init: &mut Option<i32>) -> Option<Option<i32>> {
+    let Some(pid) = *init else {
+        return Some(None);
+    };
+    match sys::waitpid(pid, libc::WNOHANG) {
+        Ok((0, _)) => None,
+        Ok((_, s)) => {
+            *init = None;
+            Some(Some(s))
+        }
+        // ECHILD: not ours to wait for any more; `wait` reports it as killed.
+        Err(_) => {
+            *init = None;
+            Some(None)
+        }
+    }
+}
+
 /// A running sandbox. Dropping it kills everything in it and removes its cgroup.
 #[derive(Debug)]
 pub struct Sandboxed {
@@ -981,19 +1031,10 @@ impl Sandboxed {
     /// exited (then [`Sandboxed::wait`] returns at once). The event loop asks this instead of
     /// waiting, since a program may close its stdio and go on running.
     pub fn has_exited(&mut self) -> bool {
-        let Some(init) = self.init_pid else {
-            return true;
-        };
-        match sys::waitpid(init, libc::WNOHANG) {
-            Ok((0, _)) => false,
-            Ok((_, s)) => {
-                self.init_pid = None;
-                self.init_status = Some(s);
-                true
-            }
-            // ECHILD: not ours to wait for any more; `wait` reports it as killed.
-            Err(_) => {
-                self.init_pid = None;
+        match reap_if_ended(&mut self.init_pid) {
+            None => false,
+            Some(status) => {
+                self.init_status = self.init_status.or(status);
                 true
             }
         }

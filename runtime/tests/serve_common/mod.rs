@@ -512,3 +512,46 @@ impl Client {
         }
     }
 }
+
+/// A v1 freezer cgroup holding one process, thawed and removed when dropped (a failed test
+/// must not leave a frozen process behind: its sandbox could never end).
+pub struct Frozen(std::path::PathBuf);
+
+impl Frozen {
+    /// Freeze `pid` in a new freezer cgroup; None when this host has no v1 freezer.
+    pub fn freeze(pid: i64) -> Option<Frozen> {
+        let root = std::path::Path::new("/sys/fs/cgroup/freezer");
+        if !root.join("cgroup.procs").exists() {
+            return None;
+        }
+        let d = root.join(format!("stockade-test-{}-{pid}", std::process::id()));
+        std::fs::create_dir(&d).unwrap();
+        let f = Frozen(d);
+        std::fs::write(f.0.join("cgroup.procs"), pid.to_string()).unwrap();
+        std::fs::write(f.0.join("freezer.state"), "FROZEN").unwrap();
+        let t = std::time::Instant::now();
+        while std::fs::read_to_string(f.0.join("freezer.state"))
+            .unwrap()
+            .trim()
+            != "FROZEN"
+        {
+            assert!(t.elapsed().as_secs() < 10, "the freezer never froze {pid}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Some(f)
+    }
+
+    pub fn thaw(&self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.thaw();
+        let t = std::time::Instant::now();
+        while std::fs::remove_dir(&self.0).is_err() && t.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
