@@ -191,7 +191,10 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
             Some(true),
             Some(1.0),
             op.origin("filesystem.read_only"),
-            String::new(),
+            // What the launch does with it depends on the host then, which a pure reading of
+            // the policy cannot see: said, so that "yes" is not read as "it will be there".
+            "bound if it exists at launch (a missing path is skipped and listed in the report)"
+                .into(),
         );
     }
     for g in crate::sandbox::GENERATED_ETC {
@@ -212,6 +215,16 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         }
     }
     for d in &eff.writable {
+        // A granted path must be a directory on the host at launch: its Landlock rule needs it
+        // open, so a missing one refuses the launch (125) rather than run without it.
+        let note = if d.granted {
+            format!(
+                "{}; must be an existing directory at launch (else the launch is refused, 125)",
+                d.reason
+            )
+        } else {
+            d.reason.clone()
+        };
         push(
             "filesystem",
             &format!("writable {}", d.item),
@@ -219,7 +232,7 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
             Some(d.granted),
             Some(f64::from(u8::from(d.granted))),
             d.decided_by.clone(),
-            d.reason.clone(),
+            note,
         );
     }
     for (k, v, w) in [("proc", sb.proc, sb.proc), ("sys", sb.sys, sb.sys)] {
@@ -635,6 +648,26 @@ mod tests {
         assert!(e.items.iter().all(|i| !i.decided_by.is_empty()));
         let weights: f64 = e.exposure_items.iter().map(|i| i.weight).sum();
         assert!((weights - 10.0).abs() < 1e-9);
+    }
+
+    /// The launch binds a `read_only` path only if the host has it, and refuses a `writable` one
+    /// the host lacks: a bare "yes" read as "it will be there" (audit C1), so each row says it.
+    #[test]
+    fn paths_say_what_the_launch_does_when_the_host_lacks_them() {
+        let e = ex("version = 1\n[filesystem]\nread_only = [\"/srv/ro\"]\n\
+                    writable = [\"/srv/rw\"]\n");
+        let note = |name: &str| {
+            let i = e.items.iter().find(|i| i.name == name).unwrap();
+            i.note.clone()
+        };
+        assert!(
+            note("read_only /srv/ro").contains("missing path is skipped"),
+            "{e:?}"
+        );
+        assert!(
+            note("writable /srv/rw").contains("launch is refused, 125"),
+            "{e:?}"
+        );
     }
 
     #[test]
