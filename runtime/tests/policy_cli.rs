@@ -166,6 +166,36 @@ fn lint_notes_the_sertone_hooks_that_fail_open_by_default() {
         "{}",
         r.stdout
     );
+    // Its built-in answer written out as the default weakens nothing more: a warning too, not
+    // the error of a default that allows where the hook would not (the old lint said error).
+    write(
+        &d.join("open-default.toml"),
+        "version = 1\n[hooks.\"on:sertone.pre_request\"]\nfailure = \"open\"\n\
+         default = { allow = true }\n",
+    );
+    let r = stockade(d, &["--json", "policy", "lint", "open-default.toml"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let sev: Vec<Value> = r.json()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "hook-fail-open" && f["at"]["line"] == 3)
+        .map(|f| f["severity"].clone())
+        .collect();
+    assert_eq!(sev, ["warning"], "{}", r.stdout);
+    // Any other allowing default on a hook is still an error.
+    write(
+        &d.join("allow.toml"),
+        "version = 1\n[hooks.\"pre:request\"]\nfailure = \"open\"\ndefault = { allow = true }\n",
+    );
+    let r = stockade(d, &["--json", "policy", "lint", "allow.toml"]);
+    assert!(
+        r.json()["findings"].as_array().unwrap().iter().any(|f| {
+            f["code"] == "hook-fail-open" && f["severity"] == "error" && f["at"]["line"] == 3
+        }),
+        "{}",
+        r.stdout
+    );
 }
 
 /// A grant file in the policy's grants directory that cannot be parsed (hand-edited, truncated,

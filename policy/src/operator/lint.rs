@@ -194,11 +194,19 @@ fn lint_one(
         if r.host.failure(hook) != FailureMode::Open {
             continue;
         }
+        // A default that allows is an error — unless it is the hook's own built-in answer
+        // written out (a Sertone pre-request hook already answers `{"allow": true}` when it
+        // fails open, `HostPolicy::fail_open_default`): that file weakens nothing more than
+        // `failure = "open"` alone, and the two must not lint as an error and a warning.
+        let builtin = crate::sertone::fail_open_answer(hook);
         let allows = r
             .host
             .hooks
             .get(hook)
             .and_then(|h| h.default.as_ref())
+            .filter(|d| {
+                builtin.is_none() || serde_json::to_value(d).ok().as_ref() != builtin.as_ref()
+            })
             .is_some_and(|d| d.get("allow").and_then(|a| a.as_bool()) == Some(true));
         let key = format!(
             "hooks.{}.failure",
