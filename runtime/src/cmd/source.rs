@@ -161,9 +161,7 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
                 if exit == Exit::Ok {
                     exit = e.exit();
                 }
-                let cmd = e.into_cmd();
-                let mut error = cmd.to_json()["error"].take();
-                error["exit"] = json!(cmd.exit().code());
+                let error = e.into_cmd().to_json_item();
                 items.push(json!({"name": name, "ok": false, "error": error}));
                 continue;
             }

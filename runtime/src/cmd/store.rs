@@ -851,9 +851,7 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                 "warning: delisted plugins cannot be flagged: {}",
                 cmd.chain().join(": ")
             ));
-            let mut error = cmd.to_json()["error"].take();
-            error["exit"] = json!(cmd.exit().code());
-            sources_error = Some(error);
+            sources_error = Some(cmd.to_json_item());
             Sources::default()
         })
     } else {
