@@ -2,7 +2,9 @@
 # Build Stockade's .deb and .rpm into OUT_DIR, reproducibly:
 #   packaging/build.sh OUT_DIR
 # Steps: release build of `stockade` and the generator → man pages + completions generated from
-# the clap tree into packaging/generated/ (+ docs/man/*.5 copied) → cargo deb → cargo generate-rpm.
+# the clap tree into packaging/generated/ (+ docs/man/*.5 copied) → the maintainer scripts with
+# packaging/subids.sh put in, into packaging/generated/{debian,rpm}/ → cargo deb → cargo
+# generate-rpm.
 #
 # Reproducibility (two builds from different checkouts and target directories give the same
 # bytes): SOURCE_DATE_EPOCH (default: the last commit's time) fixes every timestamp cargo-deb and
@@ -51,6 +53,21 @@ if [ "${#man5[@]}" -gt 0 ]; then
   cp "${man5[@]}" "$gen/man/man5/"
 fi
 shopt -u nullglob
+
+# The maintainer scripts, with the uid range's functions (packaging/subids.sh) put in place of
+# their `#STOCKADE_SUBIDS#` line: one text for the .deb's postinst and the rpm's %post.
+with_subids() {
+  awk -v frag=packaging/subids.sh '
+    $0 == "#STOCKADE_SUBIDS#" { while ((getline l < frag) > 0) print l; close(frag); n++; next }
+    { print }
+    END { if (n != 1) { print FILENAME ": no single #STOCKADE_SUBIDS# line" > "/dev/stderr"; exit 1 } }
+  ' "$1" >"$2"
+}
+mkdir -p "$gen/debian" "$gen/rpm"
+with_subids packaging/debian/postinst "$gen/debian/postinst"
+cp packaging/debian/postrm "$gen/debian/postrm"
+chmod 755 "$gen/debian/postinst" "$gen/debian/postrm"
+with_subids packaging/rpm/post.sh "$gen/rpm/post.sh"
 
 # The rpm takes the binary from here (a copy, so its mtime can be normalised below without
 # touching cargo's own outputs); cargo-deb takes target/release/stockade and sets mtimes itself.

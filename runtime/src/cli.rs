@@ -74,9 +74,8 @@ pub enum Command {
 pub struct UpdateArgs {
     /// Only this installed plugin.
     pub id: Option<String>,
-    /// Fail with exit 108 instead of waiting when another stockade process holds the store lock.
-    #[arg(long)]
-    pub no_wait: bool,
+    #[command(flatten)]
+    pub lock: StoreLockArg,
     #[command(flatten)]
     pub trust: TrustArgs,
     #[command(flatten)]
@@ -198,10 +197,18 @@ pub struct StoreArgs {
         long,
         value_name = "DIR",
         env = "STOCKADE_STATE_DIR",
-        default_value = "/var/lib/stockade",
+        default_value = DEFAULT_STATE_DIR,
         value_parser = state_dir_parser()
     )]
     pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub lock: StoreLockArg,
+}
+
+/// How a command that takes the store lock waits for it: one definition for `install`, `update`
+/// and every command of [`StoreArgs`], so their `--no-wait` and its exit code read the same.
+#[derive(Debug, Args, Clone)]
+pub struct StoreLockArg {
     /// Fail with exit 108 instead of waiting when another stockade process holds the store lock.
     #[arg(long)]
     pub no_wait: bool,
@@ -234,9 +241,8 @@ pub struct InstallArgs {
     /// different content.
     #[arg(long)]
     pub force: bool,
-    /// Fail with exit 108 instead of waiting when another stockade process holds the store lock.
-    #[arg(long)]
-    pub no_wait: bool,
+    #[command(flatten)]
+    pub lock: StoreLockArg,
     #[command(flatten)]
     pub trust: TrustArgs,
     #[command(flatten)]
@@ -660,7 +666,7 @@ pub struct TrustArgs {
         long,
         value_name = "DIR",
         env = "STOCKADE_TRUST_DIR",
-        default_value = "/etc/stockade/trust"
+        default_value = DEFAULT_TRUST_DIR
     )]
     pub trust: PathBuf,
     /// Also require the package to be signed by exactly this developer key.
@@ -674,14 +680,21 @@ pub struct TrustArgs {
         long,
         value_name = "DIR",
         env = "STOCKADE_STATE_DIR",
-        default_value = "/var/lib/stockade",
+        default_value = DEFAULT_STATE_DIR,
         value_parser = state_dir_parser()
     )]
     pub state_dir: PathBuf,
 }
 
-/// The default of `--trust` (a policy's `trust.roots` replaces it when the flag is left alone).
+/// The default of `--trust` (a policy's `trust.roots` replaces it when the flag is left alone):
+/// the `default_value` of every `--trust` that has one, so the comparison in `cmd/run.rs` cannot
+/// drift from it.
 pub const DEFAULT_TRUST_DIR: &str = "/etc/stockade/trust";
+
+/// The default of every `--state-dir`. Its copies stay apart because each one's help says what
+/// that command keeps there (the store, the rollback memory, the license); the default and the
+/// parser (`state_dir_parser`) are the same for all.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/stockade";
 
 /// `stockade verify`
 #[derive(Debug, Args)]
@@ -710,7 +723,7 @@ pub struct InspectArgs {
         long,
         value_name = "DIR",
         env = "STOCKADE_STATE_DIR",
-        default_value = "/var/lib/stockade",
+        default_value = DEFAULT_STATE_DIR,
         value_parser = state_dir_parser()
     )]
     pub state_dir: PathBuf,
@@ -743,7 +756,7 @@ pub struct NodeLicenseInstallArgs {
         long,
         value_name = "DIR",
         env = "STOCKADE_TRUST_DIR",
-        default_value = "/etc/stockade/trust"
+        default_value = DEFAULT_TRUST_DIR
     )]
     pub trust: PathBuf,
     /// State directory to install into.
@@ -751,7 +764,7 @@ pub struct NodeLicenseInstallArgs {
         long,
         value_name = "DIR",
         env = "STOCKADE_STATE_DIR",
-        default_value = "/var/lib/stockade",
+        default_value = DEFAULT_STATE_DIR,
         value_parser = state_dir_parser()
     )]
     pub state_dir: PathBuf,
@@ -765,7 +778,7 @@ pub struct NodeInfoArgs {
         long,
         value_name = "DIR",
         env = "STOCKADE_STATE_DIR",
-        default_value = "/var/lib/stockade",
+        default_value = DEFAULT_STATE_DIR,
         value_parser = state_dir_parser()
     )]
     pub state_dir: PathBuf,

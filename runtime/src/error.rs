@@ -96,6 +96,16 @@ impl CmdError {
             }
         })
     }
+
+    /// The `error` object of [`CmdError::to_json`] with the exit code in it (`exit`): for an
+    /// error reported inside a result that goes on, which has no exit code of its own to carry
+    /// it (one source's failed refresh among several, `list`'s unreadable sources
+    /// configuration).
+    pub fn to_json_item(&self) -> serde_json::Value {
+        let mut error = self.to_json()["error"].take();
+        error["exit"] = json!(self.exit.code());
+        error
+    }
 }
 
 impl std::fmt::Display for CmdError {
@@ -129,6 +139,10 @@ mod tests {
         assert_eq!(j["exit_code"], 74);
         assert_eq!(j["error"]["kind"], "io");
         assert_eq!(j["error"]["causes"][0], "inner");
+        let item = e.to_json_item();
+        assert_eq!(item["exit"], 74);
+        assert_eq!(item["kind"], "io");
+        assert_eq!(item["hint"], "check the disk");
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! verification pipeline, `package::open_verified` for the launcher), [`trustdir`] (pinned roots,
 //! revocation list, trust modes), [`state`] (rollback memory), [`node`] (hardware id, license),
 //! [`sources`] (signed indexes, operator and author key pins, downloads), [`store`] (the crash-safe plugin store: staging, commit by registry rename, recovery),
-//! [`fileio`] (capped single-fd reads, exclusive and atomic writes), [`keyfile`] (key files).
+//! [`fileio`] (capped single-fd reads, exclusive and atomic writes; directories held by
+//! descriptor and made under a temporary name: `fileio::held`), [`keyfile`] (key files).
 
 pub mod audit;
 pub mod cli;

@@ -46,7 +46,7 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
     sources::check_url(&url).map_err(SourceError::into_cmd)?;
     let operator = key(&a.operator_key)?;
     let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref());
-    let _lock = lock_to_change(&places, SOURCES_FILE, a.store.no_wait)?;
+    let _lock = lock_to_change(&places, SOURCES_FILE, a.store.lock.no_wait)?;
     // The source is added only if its index verifies now, against the key given: verified in
     // memory first, saved after (a kill while fetching leaves nothing added).
     let src = Source {
@@ -139,7 +139,7 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
     // store) nor recover root's (it cannot: root's staging is 0700). No store, no lock: nothing
     // is installed yet.
     let _lock =
-        Store::lock_existing(state, a.store.no_wait).map_err(crate::cmd::store::store_err)?;
+        Store::lock_existing(state, a.store.lock.no_wait).map_err(crate::cmd::store::store_err)?;
     let configured = Sources::load(&places)
         .map_err(SourceError::into_cmd)?
         .sources;
@@ -161,9 +161,7 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
                 if exit == Exit::Ok {
                     exit = e.exit();
                 }
-                let cmd = e.into_cmd();
-                let mut error = cmd.to_json()["error"].take();
-                error["exit"] = json!(cmd.exit().code());
+                let error = e.into_cmd().to_json_item();
                 items.push(json!({"name": name, "ok": false, "error": error}));
                 continue;
             }
@@ -226,7 +224,7 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
 pub fn remove(a: SourceRemoveArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
     let places = Places::new(state, a.sources.sources_dir.as_deref());
-    let _lock = lock_to_change(&places, SOURCES_FILE, a.store.no_wait)?;
+    let _lock = lock_to_change(&places, SOURCES_FILE, a.store.lock.no_wait)?;
     let mut all = Sources::load(&places).map_err(SourceError::into_cmd)?;
     if all.sources.remove(&a.name).is_none() {
         return Err(SourceError::UnknownSource(a.name).into_cmd());
@@ -272,7 +270,7 @@ fn confirm(
 pub fn repin(a: SourceRepinArgs, out: Output) -> Result<Exit, CmdError> {
     let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref());
     let new = key(&a.operator_key)?;
-    let _lock = lock_to_change(&places, SOURCES_FILE, a.store.no_wait)?;
+    let _lock = lock_to_change(&places, SOURCES_FILE, a.store.lock.no_wait)?;
     let mut all = Sources::load(&places).map_err(SourceError::into_cmd)?;
     let Some(s) = all.sources.get_mut(&a.name) else {
         return Err(SourceError::UnknownSource(a.name).into_cmd());
@@ -316,7 +314,7 @@ pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdEr
         }
     }
     let new = key(&a.author_key)?;
-    let _lock = lock_to_change(&places, PINS_FILE, a.store.no_wait)?;
+    let _lock = lock_to_change(&places, PINS_FILE, a.store.lock.no_wait)?;
     let mut pins = Pins::load(&places).map_err(SourceError::into_cmd)?;
     let old = pins.key(&a.id).map_err(SourceError::into_cmd)?;
     confirm(

@@ -664,7 +664,7 @@ pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
         .collect::<Result<_, _>>()?;
     let (log, cfg, node) = verify_context(&a.trust, &a.root.policy_root)?;
     refuse_if_frozen(&log, &node)?;
-    let (mut store, recovered) = open_store(&cfg.state_dir, a.no_wait, out)?;
+    let (mut store, recovered) = open_store(&cfg.state_dir, a.lock.no_wait, out)?;
     let places = Places::new(&cfg.state_dir, a.sources.sources_dir.as_deref());
     let uses_index = targets.iter().any(|t| matches!(t, Target::Index { .. }));
     let session = if uses_index {
@@ -709,7 +709,7 @@ struct UpdateSkip {
 pub fn update(a: UpdateArgs, out: Output) -> Result<Exit, CmdError> {
     let (log, cfg, node) = verify_context(&a.trust, &a.root.policy_root)?;
     refuse_if_frozen(&log, &node)?;
-    let (mut store, recovered) = open_store(&cfg.state_dir, a.no_wait, out)?;
+    let (mut store, recovered) = open_store(&cfg.state_dir, a.lock.no_wait, out)?;
     if let Some(id) = &a.id {
         if !store.registry().plugins.contains_key(id) {
             return Err(CmdError::msg(
@@ -851,9 +851,7 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                 "warning: delisted plugins cannot be flagged: {}",
                 cmd.chain().join(": ")
             ));
-            let mut error = cmd.to_json()["error"].take();
-            error["exit"] = json!(cmd.exit().code());
-            sources_error = Some(error);
+            sources_error = Some(cmd.to_json_item());
             Sources::default()
         })
     } else {
@@ -925,7 +923,8 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
 pub fn remove(a: RemoveArgs, out: Output) -> Result<Exit, CmdError> {
     let defaults = operator_defaults(&a.root.policy_root)?;
     let log = AuditLog::from_policy(&defaults.audit);
-    let (mut store, _) = Store::open(&a.store.state_dir, a.store.no_wait).map_err(store_err)?;
+    let (mut store, _) =
+        Store::open(&a.store.state_dir, a.store.lock.no_wait).map_err(store_err)?;
     let Some(p) = store.registry().plugins.get(&a.id).cloned() else {
         return Err(CmdError::msg(
             Exit::NotInstalled,

@@ -1252,7 +1252,7 @@ mod tests {
         let victim = state.path().join("victim");
         std::fs::create_dir(&victim).unwrap();
         std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let _hook = crate::fileio::test_hook::set_after_mkdir(|parent, name| {
+        let _hook = crate::fileio::held::test_hook::set_after_mkdir(|parent, name| {
             nix::fcntl::renameat(parent, "victim", parent, name).unwrap();
         });
         assert!(Trees::new(state.path(), 4).work_dir().is_err());

@@ -1,0 +1,902 @@
+//! The ways Stockade reads and writes its own files, each with the property that matters:
+//!
+//! - [`read_capped`]: open once, `fstat` the same descriptor, read at most a cap. Package bytes
+//!   are read through one fd and never re-opened, so what is verified is what is used.
+//!   [`read_owned`] is the same for configuration in a directory another user owns: only a
+//!   plain file of one link that no other user could have put there or changed.
+//! - [`create_exclusive`]: `O_CREAT|O_EXCL` with the final mode given to `open(2)`, for secret
+//!   keys: a key file is never, even briefly, readable by others (the `fchmod` after the create
+//!   only puts back what the umask took off, for the files other users must read).
+//! - [`write_atomic`]: temp file in the same directory, `fsync`, `rename`, `fsync` the
+//!   directory: readers see the old file or the new one, never a torn one. The temp file is
+//!   owner-only and locked without waiting until it is given its mode ([`reserve`]): another
+//!   user who could open it could otherwise lock it first and hang this process.
+//!   [`write_atomic_new`] is the same for a file that must not exist yet (an issued certificate,
+//!   a signed package): the temp file is linked into place only if the name is free, so an
+//!   existing file is never replaced, even by a race.
+//! - [`HeldDir`] and [`make_dir_at`] (module [`held`], re-exported here): the directories of the
+//!   state directory this process writes and removes things in, held by descriptor and made
+//!   under a temporary name, so that the state directory's owner cannot redirect them.
+//!
+//! Every file and directory made here has the mode asked for, not that mode less the umask:
+//! root's CLI writes into the daemon's state directory, and a hardened root umask (027, 077)
+//! would otherwise leave files there that the daemon cannot read. A crash can leave what these
+//! made under temporary names: [`sweep_made_dirs`] and [`sweep_reserved`] remove this uid's
+//! stale ones where leftovers are swept; what tells a stale leftover from one in the making
+//! (`leftover_is_stale`) is shared by both, and by the kept trees' sweep.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub mod held;
+
+pub use held::{
+    check_no_other_writer, make_dir_at, sweep_made_dirs, sweep_made_dirs_at, DirOwner, HeldDir,
+    HeldDirError, HeldPath, MADE_DIR_PREFIX,
+};
+
+/// A file operation that failed, with the path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// Opening or reading failed.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is larger than allowed.
+    #[error("{} is {size} bytes, more than the {cap}-byte limit", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The cap.
+        cap: u64,
+    },
+    /// Not a regular file.
+    #[error("{} is not a regular file", path.display())]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Creating or writing failed.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file read by [`read_owned`] that someone else could have put there or could change: a
+    /// symlink, not a regular file, another link to it, another user's, writable by others.
+    #[error("{} {why}", path.display())]
+    Unsafe {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+impl FileError {
+    /// Whether the underlying cause is "not found".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FileError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+    /// Whether the underlying cause is "already exists".
+    pub fn is_exists(&self) -> bool {
+        matches!(self, FileError::Write { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists)
+    }
+
+    /// The same error, naming `shown` as the file: for a file reached through a held
+    /// directory's descriptor, whose error would otherwise name `/proc/self/fd/N/…`
+    /// ([`HeldPath::shown`]).
+    pub fn shown_as(mut self, shown: &Path) -> Self {
+        match &mut self {
+            FileError::Read { path, .. }
+            | FileError::TooLarge { path, .. }
+            | FileError::NotRegular { path }
+            | FileError::Write { path, .. }
+            | FileError::Unsafe { path, .. } => *path = shown.to_path_buf(),
+        }
+        self
+    }
+}
+
+/// Read a whole regular file through one descriptor, refusing more than `cap` bytes. Opened
+/// without blocking (`O_NONBLOCK`): a FIFO given as a package or policy would otherwise hang the
+/// open until a writer came — in `serve`, the whole daemon — before its type could be refused.
+/// (The flag changes nothing for the regular files read.)
+pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
+    let rd = |source| FileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(rd)?;
+    let meta = file.metadata().map_err(rd)?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular {
+            path: path.to_path_buf(),
+        });
+    }
+    read_all_capped(path, file, meta.len(), cap)
+}
+
+/// [`read_capped`] for a file whose contents this process trusts because of who could have
+/// written it: opened without following a symlink at its name, and read only if it is a regular
+/// file of one link, belonging to this process's user, root or `also`, and writable by no one
+/// else ([`FileError::Unsafe`] otherwise). For configuration kept in a directory another user
+/// owns (`/var/lib/stockade` is the daemon's user's): that user can put any file at the name,
+/// but not one of root's that says what it wants — a hard link would be one (where
+/// `fs.protected_hardlinks` is 0), hence the link count. The checks are of the descriptor read.
+pub fn read_owned(path: &Path, cap: u64, also: Option<u32>) -> Result<Vec<u8>, FileError> {
+    use std::os::unix::fs::MetadataExt;
+    let unsafe_ = |why: String| FileError::Unsafe {
+        path: path.to_path_buf(),
+        why,
+    };
+    let rd = |source| FileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => unsafe_("is a symlink".into()),
+            _ => rd(e),
+        })?;
+    let md = file.metadata().map_err(rd)?;
+    let me = nix::unistd::geteuid().as_raw();
+    let why = if !md.is_file() {
+        "is not a regular file".to_string()
+    } else if md.nlink() != 1 {
+        "has another link (a hard link to it elsewhere)".to_string()
+    } else if md.uid() != me && md.uid() != 0 && Some(md.uid()) != also {
+        format!(
+            "belongs to uid {}, neither this user ({me}) nor root",
+            md.uid()
+        )
+    } else if md.mode() & 0o022 != 0 {
+        format!(
+            "is writable by group or others (mode {:o})",
+            md.mode() & 0o7777
+        )
+    } else {
+        return read_all_capped(path, file, md.len(), cap);
+    };
+    Err(unsafe_(why))
+}
+
+/// The rest of a capped read, on a file already opened and checked.
+fn read_all_capped(path: &Path, file: File, len: u64, cap: u64) -> Result<Vec<u8>, FileError> {
+    if len > cap {
+        return Err(FileError::TooLarge {
+            path: path.to_path_buf(),
+            size: len,
+            cap,
+        });
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    // The file may grow between fstat and read; the cap on the read itself is what counts.
+    file.take(cap + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| FileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if buf.len() as u64 > cap {
+        return Err(FileError::TooLarge {
+            path: path.to_path_buf(),
+            size: buf.len() as u64,
+            cap,
+        });
+    }
+    Ok(buf)
+}
+
+/// Create `path` with `O_EXCL` at exactly `mode` (the umask does not apply), write `bytes`,
+/// fsync. Fails if it exists.
+pub fn create_exclusive(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    let wr = |source| FileError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(wr)?;
+    // `open` took the umask off `mode` (which can only remove bits: a key stays 0600 at most);
+    // set it exactly on the descriptor, or a package root stores under umask 077 would be 0600
+    // and the daemon, another user, could not read it.
+    let result = f
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| f.write_all(bytes))
+        .and_then(|()| f.sync_all());
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(path);
+        return Err(wr(e));
+    }
+    Ok(())
+}
+
+/// Replace `path` atomically with `bytes` at `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    write_atomic_owned(path, bytes, mode, None)
+}
+
+/// [`write_atomic`], but fails with `AlreadyExists` ([`FileError::is_exists`]) when `path`
+/// exists, leaving it untouched.
+pub fn write_atomic_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    write_atomic_inner(path, bytes, mode, None, false)
+}
+
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn write_atomic_owned(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<(), FileError> {
+    write_atomic_inner(path, bytes, mode, owner, true)
+}
+
+fn write_atomic_inner(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    replace: bool,
+) -> Result<(), FileError> {
+    reserve(path, mode)?.commit(bytes, Some(mode), owner, replace)
+}
+
+/// A file to be written atomically whose temporary file already exists in its directory
+/// ([`reserve`]): a path that cannot be written fails at the reservation, before whatever
+/// produces the contents runs (`exec --report`), and the path appears only complete
+/// ([`Reserved::commit`]). Dropped uncommitted, the temporary file is removed. The temporary
+/// file is `flock`ed by its maker for as long as it exists under its name, so a sweep of the
+/// directory ([`sweep_reserved`]) never takes one in use for a crash's leftover.
+#[derive(Debug)]
+pub struct Reserved {
+    path: PathBuf,
+    dir: PathBuf,
+    tmp: tempfile::NamedTempFile,
+    /// The mode [`Reserved::commit`] gives the file when it is not told one: the mode asked
+    /// for less the umask, as a plain create would have made it.
+    default_mode: u32,
+}
+
+/// How many temporary names [`reserve`] tries before it gives up: each one found locked by
+/// someone else is left for a fresh one.
+const RESERVE_ROUNDS: usize = 8;
+
+/// Reserve `path`: create its temporary file in its directory, owner-only (0600) until the
+/// commit gives it its mode (`mode` less the umask, unless the commit says one), and lock it
+/// (`flock`, released when it is closed: committed, dropped, or its process gone).
+///
+/// Why 0600 and a lock that does not wait: `flock` needs only a descriptor open for reading, so
+/// any user who could read the temporary file could lock it first — the daemon's user, owner of
+/// the directory root writes `sources.json` or the audit log's head file in, can watch for
+/// `.stockade-tmp-…` names — and a blocking lock would hang root's command forever (for the
+/// head file, while it holds the log's lock, and with it every other writer). Owner-only, no
+/// other user can open it at all; should the lock still be held (a process of this uid), that
+/// file is dropped and another name tried, a few times, then this fails.
+pub fn reserve(path: &Path, mode: u32) -> Result<Reserved, FileError> {
+    use std::os::fd::AsFd;
+    let dir = parent_dir(path);
+    let wr = |source| FileError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    // Read now, not at the commit: the mode a create at this moment would have given. Where the
+    // kernel does not say (before 4.7), the owner's bits alone: never more open than asked.
+    let default_mode = current_umask().map_or(mode & 0o700, |u| mode & !u);
+    for _ in 0..RESERVE_ROUNDS {
+        // Opened here rather than by `tempfile_in`, which appends the temporary file's path to
+        // the error ("… at path …"): through a held directory that is a `/proc/self/fd/N/…` the
+        // reader cannot use, and the error names `path` already.
+        let tmp = tempfile::Builder::new()
+            .prefix(RESERVED_PREFIX)
+            .make_in(&dir, |tmp| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(tmp)
+            })
+            .map_err(wr)?;
+        #[cfg(test)]
+        test_hook::after_reserve_create(tmp.path());
+        if crate::sys::try_flock_exclusive(tmp.as_file().as_fd()).map_err(wr)? {
+            return Ok(Reserved {
+                path: path.to_path_buf(),
+                dir,
+                tmp,
+                default_mode,
+            });
+        }
+        // Someone else holds it: this one is dropped (removed), and another name tried.
+    }
+    Err(wr(std::io::Error::new(
+        std::io::ErrorKind::WouldBlock,
+        format!(
+            "each of {RESERVE_ROUNDS} temporary files made for it was locked by another process"
+        ),
+    )))
+}
+
+impl Reserved {
+    /// Write `bytes`, set the exact `mode` (else the mode asked of [`reserve`] less the umask)
+    /// and `owner` when given, fsync, rename into place (over an existing file only when
+    /// `replace`), fsync the directory.
+    pub fn commit(
+        mut self,
+        bytes: &[u8],
+        mode: Option<u32>,
+        owner: Option<(u32, u32)>,
+        replace: bool,
+    ) -> Result<(), FileError> {
+        let path = self.path;
+        let wr = |source| FileError::Write {
+            path: path.clone(),
+            source,
+        };
+        // Through the file, not the `NamedTempFile`: its writes append the temporary path.
+        self.tmp.as_file_mut().write_all(bytes).map_err(wr)?;
+        // The temporary file is 0600 until now ([`reserve`]); its mode is set on the descriptor,
+        // exactly, before it has its name.
+        let mode = mode.unwrap_or(self.default_mode);
+        self.tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(wr)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(self.tmp.as_file(), Some(uid), Some(gid)).map_err(wr)?;
+        }
+        self.tmp.as_file().sync_all().map_err(wr)?;
+        if replace {
+            self.tmp.persist(&path).map_err(|e| wr(e.error))?;
+        } else {
+            self.tmp.persist_noclobber(&path).map_err(|e| wr(e.error))?;
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(wr)?;
+        Ok(())
+    }
+}
+
+/// A leftover of a process that ended without cleaning up (a work directory among the trees, a
+/// directory [`make_dir_at`] had not renamed yet, a file [`reserve`] had not committed) is removed
+/// only once older than this when its maker may still be alive: it may be between its making
+/// and the step that marks it in use (its lock, its rename).
+pub(crate) const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The same, for a leftover whose name says its maker's pid and no process has that pid here: it
+/// cannot be between its making and its lock or rename any more, unless its maker runs in
+/// another pid namespace (a state directory shared with a container), where this pause covers
+/// that moment (microseconds).
+pub(crate) const DEAD_MAKER_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The pid a leftover's name carries after its prefix: `<pid>-<random>`; `None` for one named
+/// without it (`<random>`, as earlier builds named the trees' work directories).
+pub(crate) fn leftover_maker(rest: &str) -> Option<u32> {
+    let (pid, random) = rest.split_once('-')?;
+    if random.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok().filter(|&p| p > 0)
+}
+
+/// Whether a leftover whose name after its prefix is `rest`, last changed `age` ago, is stale
+/// ([`LEFTOVER_AGE`], [`DEAD_MAKER_AGE`]).
+pub(crate) fn leftover_is_stale(rest: &str, age: std::time::Duration) -> bool {
+    let dead_maker =
+        leftover_maker(rest).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+    age > LEFTOVER_AGE || (dead_maker && age > DEAD_MAKER_AGE)
+}
+
+/// This process's umask, read without changing it (`umask(2)` can only set it, process-wide):
+/// `None` where `/proc/self/status` does not say (Linux before 4.7).
+fn current_umask() -> Option<u32> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+}
+
+/// Hooks for tests that play another process: between [`reserve`]'s create and its lock
+/// (another may open and lock the temporary file first). This thread's calls only. The one for
+/// [`make_dir_at`] is [`held::test_hook`].
+#[cfg(test)]
+pub(crate) mod test_hook {
+    use std::cell::RefCell;
+    use std::path::Path;
+
+    type PathHook = Box<dyn FnMut(&Path)>;
+
+    thread_local! {
+        static AFTER_RESERVE_CREATE: RefCell<Option<PathHook>> = RefCell::new(None);
+    }
+
+    /// Run `f(temporary)` after every create of this thread's [`super::reserve`], before its
+    /// lock, until the guard returned is dropped.
+    pub(crate) fn set_after_reserve_create(f: impl FnMut(&Path) + 'static) -> Guard {
+        AFTER_RESERVE_CREATE.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+        Guard
+    }
+
+    /// Clears this thread's hook when dropped.
+    pub(crate) struct Guard;
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            AFTER_RESERVE_CREATE.with(|h| *h.borrow_mut() = None);
+        }
+    }
+
+    pub(super) fn after_reserve_create(tmp: &Path) {
+        AFTER_RESERVE_CREATE.with(|h| {
+            if let Some(f) = h.borrow_mut().as_mut() {
+                f(tmp);
+            }
+        });
+    }
+}
+
+/// The prefix of [`reserve`]'s temporary files.
+pub const RESERVED_PREFIX: &str = ".stockade-tmp-";
+
+/// Remove from `dir` the temporary files [`reserve`] (so [`write_atomic`] and
+/// [`write_state_file`]) left when their process ended before the rename (a crash, SIGKILL):
+/// the audit log calls this on its directory (at its first append, then once a minute), for its
+/// head file's. Only what is certainly such a leftover of this uid goes: named
+/// `.stockade-tmp-…`, a regular file of one link owned by this uid, unchanged for
+/// [`LEFTOVER_AGE`], and not locked — every live one is locked by its maker, across processes
+/// and pid namespaces ([`reserve`]), so neither the file being written now nor another
+/// process's (the state directory's files, a report being produced) is taken. Opened without
+/// following a symlink and without blocking (a FIFO at the name), and removed by name only
+/// while the name still leads to the file checked; a name swapped in between by whoever can
+/// write `dir` is removed then, which that user could do itself. Best effort: what cannot be
+/// checked or removed stays.
+pub fn sweep_reserved(dir: &Path) {
+    use nix::fcntl::{openat, AtFlags, OFlag};
+    use nix::sys::stat::{fstat, fstatat, Mode};
+    use std::os::fd::{AsFd, AsRawFd};
+    let Ok(d) = nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd())) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let now = std::time::SystemTime::now();
+    let id = |st: &nix::sys::stat::FileStat| (st.st_dev, st.st_ino);
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name
+            .as_encoded_bytes()
+            .starts_with(RESERVED_PREFIX.as_bytes())
+        {
+            continue;
+        }
+        let Ok(st) = fstatat(&d, &*name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(st.st_mtime).unwrap_or(0),
+                u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+            );
+        let old = now
+            .duration_since(changed)
+            .is_ok_and(|age| age > LEFTOVER_AGE);
+        let candidate = |st: &nix::sys::stat::FileStat| {
+            st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_uid == me && st.st_nlink == 1
+        };
+        if !old || !candidate(&st) {
+            continue;
+        }
+        let Ok(f) = openat(
+            &d,
+            &*name,
+            OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY
+                | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            continue;
+        };
+        let Ok(held) = fstat(&f) else { continue };
+        if id(&held) != id(&st) || !candidate(&held) {
+            continue;
+        }
+        // In use: its maker holds the lock for as long as the file has this name.
+        if !matches!(crate::sys::try_flock_exclusive(f.as_fd()), Ok(true)) {
+            continue;
+        }
+        if fstatat(&d, &*name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|now| id(&now) == id(&held))
+        {
+            let _ = nix::unistd::unlinkat(&d, &*name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}
+
+/// [`write_atomic`] for a file in the state directory: when root writes it (an admin's
+/// `stockade node license install`, `stockade install`), the file takes the owner and group of
+/// the directory it lands in (set before the rename, so the daemon never sees it root-owned), so
+/// the daemon — which the shipped unit runs as `stockade`, owner of `/var/lib/stockade` — can
+/// still read and replace it. Anyone else writes as themselves.
+pub fn write_state_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    let owner = if nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(parent_dir(path)).map_err(|source| FileError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Some((md.uid(), md.gid()))
+    } else {
+        None
+    };
+    write_atomic_owned(path, bytes, mode, owner)
+}
+
+/// Refuse an opened file that is not a regular file of one link (`InvalidData`): for a file
+/// opened at a name in a directory another user may change (the audit log in the daemon's
+/// `/var/log/stockade`), where a FIFO or device would block or misbehave and a hard link to
+/// some other file — possible where `fs.protected_hardlinks` is 0 — would have root write to,
+/// or hand over, that file.
+pub fn single_regular(f: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = f.metadata()?;
+    let why = if !md.is_file() {
+        "is not a regular file"
+    } else if md.nlink() != 1 {
+        "has another link (a hard link to it elsewhere): refusing to write to it"
+    } else {
+        return Ok(());
+    };
+    Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why))
+}
+
+/// For a file root just created in a directory someone else owns (the audit log in
+/// `/var/log/stockade`, which the daemon writes as `stockade`): hand it to the directory's owner,
+/// so root's CLI and the daemon can keep appending to the same file. No-op for anyone but root,
+/// and for a file that is not root's; refused ([`single_regular`]) for anything but a regular
+/// file of one link, so a planted hard link never gives another file of root's away.
+pub fn adopt_dir_owner(f: &File, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() || f.metadata()?.uid() != 0 {
+        return Ok(());
+    }
+    single_regular(f)?;
+    let md = std::fs::metadata(parent_dir(path))?;
+    if md.uid() == 0 && md.gid() == 0 {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(f, Some(md.uid()), Some(md.gid()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn capped_read_exclusive_create_atomic_replace() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k");
+        create_exclusive(&p, b"secret", 0o600).unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(create_exclusive(&p, b"x", 0o600).unwrap_err().is_exists());
+        assert_eq!(read_capped(&p, 6).unwrap(), b"secret");
+        assert!(matches!(
+            read_capped(&p, 5),
+            Err(FileError::TooLarge { .. })
+        ));
+        assert!(read_capped(&d.path().join("nope"), 5)
+            .unwrap_err()
+            .is_not_found());
+        assert!(matches!(
+            read_capped(d.path(), 5),
+            Err(FileError::NotRegular { .. })
+        ));
+        write_atomic(&p, b"new", 0o644).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert_eq!(read_capped(&p, 3).unwrap(), b"new");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+        // A new file: written when the name is free, never over an existing one.
+        assert!(write_atomic_new(&p, b"other", 0o644)
+            .unwrap_err()
+            .is_exists());
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        let q = d.path().join("fresh");
+        write_atomic_new(&q, b"fresh", 0o644).unwrap();
+        assert_eq!(std::fs::read(&q).unwrap(), b"fresh");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+
+    /// A write that fails names the file, and only the file: `tempfile` appends the temporary
+    /// file's path to its errors ("… at path …"), which through a held directory is a
+    /// `/proc/self/fd/N/…` path; a held directory's file is named by its shown path.
+    #[test]
+    fn a_failed_write_names_the_file_not_a_temporary_or_a_descriptor() {
+        let d = tempfile::tempdir().unwrap();
+        let text = |e: FileError| format!("{e}: {}", std::error::Error::source(&e).unwrap());
+        let p = d.path().join("missing/f");
+        let e = text(write_atomic(&p, b"x", 0o644).unwrap_err());
+        assert!(e.contains(&p.display().to_string()), "{e}");
+        assert!(!e.contains(".stockade-tmp-"), "{e}");
+        std::fs::create_dir(d.path().join("held")).unwrap();
+        let held = HeldDir::open(d.path(), "held", None).unwrap();
+        let at = held.join("missing/f");
+        assert!(at.path().starts_with("/proc/self/fd/"));
+        let e = write_state_file(at.path(), b"x", 0o644).unwrap_err();
+        let e = text(e.shown_as(at.shown()));
+        assert!(
+            e.contains(&d.path().join("held/missing/f").display().to_string()),
+            "{e}"
+        );
+        assert!(
+            !e.contains("/proc/self/fd") && !e.contains(".stockade-tmp-"),
+            "{e}"
+        );
+    }
+
+    /// What [`read_owned`] refuses, each as [`FileError::Unsafe`] saying why, without following
+    /// or waiting: a symlink (to a good file), a FIFO, a second link, a file others may write.
+    #[test]
+    fn read_owned_takes_only_a_plain_file_no_one_else_can_change() {
+        let d = tempfile::tempdir().unwrap();
+        let good = d.path().join("good");
+        std::fs::write(&good, b"{}").unwrap();
+        std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_owned(&good, 2, None).unwrap(), b"{}");
+        assert!(matches!(
+            read_owned(&good, 1, None),
+            Err(FileError::TooLarge { .. })
+        ));
+        assert!(read_owned(&d.path().join("absent"), 2, None)
+            .unwrap_err()
+            .is_not_found());
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let second = d.path().join("second");
+        std::fs::write(&second, b"{}").unwrap();
+        std::fs::hard_link(&second, d.path().join("second-link")).unwrap();
+        let open = d.path().join("open");
+        std::fs::write(&open, b"{}").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o664)).unwrap();
+        for (p, why) in [
+            (&link, "symlink"),
+            (&fifo, "not a regular file"),
+            (&second, "another link"),
+            (&open, "writable by group or others"),
+        ] {
+            match read_owned(p, 1 << 20, None) {
+                Err(e @ FileError::Unsafe { .. }) => {
+                    assert!(e.to_string().contains(why), "{e}");
+                    assert!(e.to_string().contains(&p.display().to_string()), "{e}");
+                }
+                r => panic!("{}: {r:?}", p.display()),
+            }
+        }
+    }
+
+    /// A FIFO is refused at once, not waited on for a writer (the read runs on a thread so a
+    /// regression fails here instead of hanging the test run).
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pkg.stockade");
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let q = p.clone();
+        std::thread::spawn(move || tx.send(read_capped(&q, 1 << 20)).unwrap());
+        match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(r) => assert!(matches!(r, Err(FileError::NotRegular { .. })), "{r:?}"),
+            Err(_) => {
+                // Unblock the stuck open so the thread ends, then fail.
+                let _ = std::fs::OpenOptions::new().write(true).open(&p);
+                panic!("read_capped blocked on a FIFO");
+            }
+        }
+    }
+
+    /// The entries of `dir` whose names start with `prefix`.
+    pub(super) fn named(dir: &Path, prefix: &str) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    }
+
+    /// Set `p`'s modification time `age` in the past (a directory or a file).
+    pub(super) fn age(p: &Path, age: std::time::Duration) {
+        File::open(p)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+    }
+
+    /// A crash between a reserved file's create and its rename leaves `.stockade-tmp-…`: the
+    /// sweep removes this uid's stale ones, never one in use (locked by its maker, however old),
+    /// a fresh one, a second link, a symlink or anything not so named.
+    #[test]
+    fn the_reserved_sweep_removes_stale_temporaries_and_nothing_in_use() {
+        use std::time::Duration;
+        let d = tempfile::tempdir().unwrap();
+        let old = Duration::from_secs(120);
+        let tmp = |name: &str, a: Duration| {
+            let p = d.path().join(format!("{RESERVED_PREFIX}{name}"));
+            std::fs::write(&p, b"x").unwrap();
+            age(&p, a);
+            p
+        };
+        let stale = tmp("stale", old);
+        let fresh = tmp("fresh", Duration::ZERO);
+        let linked = tmp("linked", old);
+        std::fs::hard_link(&linked, d.path().join("elsewhere")).unwrap();
+        let target = d.path().join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = d.path().join(format!("{RESERVED_PREFIX}link"));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let other = d.path().join("log.head");
+        std::fs::write(&other, b"x").unwrap();
+        age(&other, old);
+        // One being written now: reserved, then aged (a long `exec --report`).
+        let in_use = reserve(&d.path().join("report.json"), 0o644).unwrap();
+        let in_use_path = named(d.path(), RESERVED_PREFIX)
+            .into_iter()
+            .map(|n| d.path().join(n))
+            .find(|p| ![&stale, &fresh, &linked, &link].contains(&p))
+            .unwrap();
+        age(&in_use_path, old);
+        sweep_reserved(d.path());
+        assert!(!stale.exists());
+        assert!(fresh.exists() && linked.exists() && other.exists());
+        assert!(std::fs::symlink_metadata(&link).is_ok() && target.exists());
+        assert!(in_use_path.exists(), "locked by its maker");
+        in_use.commit(b"{}", None, None, false).unwrap();
+        assert_eq!(std::fs::read(d.path().join("report.json")).unwrap(), b"{}");
+    }
+    /// Reserve `path` on another thread, with `lock` run on each temporary file made before
+    /// reserve locks it; the result (the temporary file's path) comes back on a channel. The
+    /// wait for it is only a guard against a hang (the blocking lock this replaced waited
+    /// forever), not a measure of anything.
+    fn reserve_beside(
+        path: PathBuf,
+        lock: impl FnMut(&Path) + Send + 'static,
+    ) -> Result<PathBuf, FileError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _hook = test_hook::set_after_reserve_create(lock);
+            let r = reserve(&path, 0o644);
+            let _ = tx.send(r.map(|r| {
+                let tmp = r.tmp.path().to_path_buf();
+                r.commit(b"done", None, None, true).unwrap();
+                tmp
+            }));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("reserve blocked on a temporary file another process had locked")
+    }
+
+    /// Open `tmp` anew (an open file description of its own, as another process would) and
+    /// lock it; the lock lasts as long as the file returned.
+    fn lock_elsewhere(tmp: &Path) -> File {
+        use std::os::fd::AsFd;
+        let f = File::open(tmp).unwrap();
+        assert!(crate::sys::try_flock_exclusive(f.as_fd()).unwrap());
+        f
+    }
+
+    /// The review's finding: `reserve` took its lock blocking, and anyone who could open the
+    /// temporary file (another user, in a directory it owns) could lock it first and hang the
+    /// command forever. A temporary file locked by another is now left for a fresh name.
+    #[test]
+    fn a_reserved_temporary_locked_by_another_is_left_for_a_fresh_one() {
+        let d = tempfile::tempdir().unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let mut n = 0;
+        let made = reserve_beside(d.path().join("report.json"), move |tmp| {
+            n += 1;
+            if n <= 2 {
+                held_tx
+                    .send((tmp.to_path_buf(), lock_elsewhere(tmp)))
+                    .unwrap();
+            }
+        })
+        .unwrap();
+        let held: Vec<(PathBuf, File)> = held_rx.try_iter().collect();
+        assert_eq!(held.len(), 2);
+        for (tmp, _) in &held {
+            assert_ne!(tmp, &made);
+            assert!(!tmp.exists(), "a temporary file given up on is removed");
+        }
+        assert_eq!(
+            std::fs::read(d.path().join("report.json")).unwrap(),
+            b"done"
+        );
+    }
+
+    /// Locked every time: an error after a few names, not a wait, and nothing left behind.
+    #[test]
+    fn a_reservation_whose_temporaries_are_all_locked_fails_and_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let err = reserve_beside(d.path().join("report.json"), move |tmp| {
+            held_tx.send(lock_elsewhere(tmp)).unwrap();
+        })
+        .unwrap_err();
+        assert_eq!(held_rx.try_iter().count(), RESERVE_ROUNDS);
+        assert!(
+            matches!(&err, FileError::Write { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    /// The temporary file is the owner's alone until the commit, whatever mode is asked for (so
+    /// no other user can open it to lock it); the commit gives it the mode asked for less the
+    /// umask, or the exact one it is told.
+    #[test]
+    fn a_reserved_temporary_is_owner_only_until_its_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let umask = current_umask().unwrap();
+        for (told, want) in [(None, 0o666 & !umask), (Some(0o640), 0o640)] {
+            let path = d.path().join("out");
+            let r = reserve(&path, 0o666).unwrap();
+            let tmp = std::fs::metadata(r.tmp.path()).unwrap();
+            assert_eq!(tmp.mode() & 0o7777, 0o600);
+            r.commit(b"x", told, None, true).unwrap();
+            assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o7777, want);
+        }
+    }
+}
