@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every test Stockade has, on a fresh Debian 12 machine of the CI kind.
 # It installs what it needs (apt packages, cargo tools), then runs, in order: formatting, clippy,
-# the workspace tests (unit, CLI integration, real sandbox launches, the escape battery and the
+# the docs (rustdoc warnings are errors), the workspace tests (unit, CLI integration, real sandbox launches, the escape battery and the
 # posture check), the kernel matrix under qemu, short fuzzing runs, the demo as a smoke test and
 # the benchmark harness in quick mode, and the .deb/.rpm build and install checks (packaging/ci.sh).
 # `.ci/run` calls exactly this. With CI=true every test that would skip fails instead.
@@ -47,6 +47,9 @@ cargo fmt --all --check
 
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo doc (the maintainers' docs: a broken link or stray HTML tag is an error)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "build"
 cargo build --workspace --all-targets --locked

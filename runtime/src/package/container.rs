@@ -13,12 +13,12 @@
 //! Why tar: `tar tvf` works for an operator, and the signature can sit beside what it signs
 //! (nothing self-referential). Why so strict: the package file is stored and handed on byte for
 //! byte (`install` keeps it), so no byte of it may go unchecked. The container is exactly what
-//! [`write`] produces — each entry's 512-byte ustar header byte for byte as [`header`] builds it
+//! [`write()`] produces — each entry's 512-byte ustar header byte for byte as [`header`] builds it
 //! (magic `ustar\0` `00`, type `0`, mode 0644, owner 0:0, mtime 0, everything else zero: no GNU
 //! or PAX header, no prefix, no link name), its data, zeros to the next 512-byte boundary, and
 //! after the sixth entry the end-of-archive marker (two zero blocks, 1024 bytes) and nothing
 //! more. The tar crate's builder writes exactly this (no padding to a 10 KiB record), and so
-//! does [`write`], by hand, so the format does not move with the crate.
+//! does [`write()`], by hand, so the format does not move with the crate.
 
 use stockade_trust::statement::MAX_STATEMENT_BYTES;
 
@@ -70,7 +70,7 @@ pub enum ContainerError {
         /// Cap.
         cap: u64,
     },
-    /// An entry's header is not the one [`write`] puts there (another tar format, other
+    /// An entry's header is not the one [`write()`] puts there (another tar format, other
     /// metadata, bytes in unused fields).
     #[error("entry `{0}` does not have the ustar header `stockade pack` writes")]
     Header(String),
@@ -138,7 +138,7 @@ fn octal(field: &mut [u8], v: u64) -> Option<()> {
 }
 
 /// The header of entry `name` with `size` bytes of data, byte for byte: the only header
-/// [`parse`] accepts and the one [`write`] writes. `None` when `size` does not fit the field
+/// [`parse`] accepts and the one [`write()`] writes. `None` when `size` does not fit the field
 /// (8 GiB and more, far beyond every cap).
 pub fn header(name: &str, size: u64) -> Option<[u8; BLOCK]> {
     let mut h = [0u8; BLOCK];

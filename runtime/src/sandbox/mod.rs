@@ -212,7 +212,7 @@ pub struct LaunchSpec<'a> {
     pub policy: &'a ValidatedSandboxPolicy,
     /// The program.
     pub program: Program,
-    /// argv (argv[0] included).
+    /// argv (`argv[0]` included).
     pub argv: Vec<String>,
     /// The complete environment (nothing else is passed).
     pub env: Vec<(String, String)>,
