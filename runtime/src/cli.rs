@@ -680,7 +680,9 @@ pub struct TrustArgs {
     /// Trust mode: strict (refuse), warn (load but report), disabled (skip signature checks).
     #[arg(long, value_name = "MODE", default_value = "strict")]
     pub trust_mode: String,
-    /// State directory (remembers the highest revocation-list version seen; holds the license).
+    /// State directory: the highest revocation-list version seen and the license; for the
+    /// commands that install, run or serve plugins also the store, kept trees, kv data and
+    /// quarantine records.
     #[arg(
         long,
         value_name = "DIR",
