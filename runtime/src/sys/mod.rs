@@ -653,9 +653,20 @@ pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
 /// with one link (a FIFO, a device, a hard link to some other file) is refused with
 /// `InvalidData`, as is a symlink (`O_NOFOLLOW`: ELOOP).
 pub fn open_lock_file(path: &CStr) -> io::Result<OwnedFd> {
+    open_lock_file_mode(path, 0o644)
+}
+
+/// [`open_lock_file`] for a lock only its owner may take: made `mode` (0600), so no other user
+/// can open it — `flock` needs only a descriptor — and hold it forever (the sources
+/// directory's lock, in a directory the `stockade` user may read).
+pub fn open_private_lock_file(path: &CStr) -> io::Result<OwnedFd> {
+    open_lock_file_mode(path, 0o600)
+}
+
+fn open_lock_file_mode(path: &CStr, mode: u32) -> io::Result<OwnedFd> {
     use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-    let mode = Mode::from_bits_truncate(0o644);
+    let mode = Mode::from_bits_truncate(mode);
     // A file removed between the create that found it and the open that wanted it is made
     // again; a few rounds, not forever.
     for _ in 0..3 {
