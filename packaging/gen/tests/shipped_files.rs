@@ -57,10 +57,12 @@ fn sysusers_and_tmpfiles_match_the_runtime_defaults() {
         stockade_runtime_uid_lock_dir(),
         "/var/log/stockade",
         "/etc/stockade/trust",
+        stockade_runtime::sources::DEFAULT_SOURCES_DIR,
     ] {
         assert!(
             tmpfiles
                 .lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
                 .any(|l| l.split_whitespace().nth(1) == Some(dir)),
             "tmpfiles.d lacks {dir}"
         );
@@ -69,4 +71,21 @@ fn sysusers_and_tmpfiles_match_the_runtime_defaults() {
 
 fn stockade_runtime_uid_lock_dir() -> &'static str {
     stockade_runtime::sandbox::uid::LOCK_DIR
+}
+
+/// The refresh timer's service reads root's configuration where root's CLI keeps it: its
+/// `STOCKADE_SOURCES_DIR` is the runtime's default sources directory. Without it the timer
+/// reads its own state directory, finds nothing configured, and refreshes nothing.
+#[test]
+fn the_refresh_unit_names_the_default_sources_directory() {
+    let unit = shipped("../systemd/stockade-refresh.service");
+    let set: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Environment=STOCKADE_SOURCES_DIR="))
+        .collect();
+    assert_eq!(
+        set,
+        [stockade_runtime::sources::DEFAULT_SOURCES_DIR],
+        "{unit}"
+    );
 }
