@@ -1381,6 +1381,48 @@ fn the_daemons_user_refreshes_what_root_added() {
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
 }
 
+/// Root's command refused configuration file `name` in the state directory, owned by `owner`,
+/// as a stray copy (78 `source.stray_copy`): the sources directory holds the current one, so
+/// the hint says to remove it and not to move it (moving it would put an older copy of root's
+/// file back over the current one), and names no `mv`.
+fn stray_copy_refused(r: &Run, name: &str, owner: u32) {
+    expect(r, 78, "source.stray_copy");
+    let v = r.json();
+    let (message, hint) = (
+        v["error"]["message"].as_str().unwrap_or(""),
+        v["error"]["hint"].as_str().unwrap_or(""),
+    );
+    assert!(
+        message.contains(&format!("state/{name} (uid {owner})"))
+            && message.contains(&format!("{SOURCES_DIR}/{name}")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        hint.contains("remove it, do not move it") && !hint.contains("mv "),
+        "{}",
+        r.stdout
+    );
+}
+
+/// `hello` 0.2.0 by another developer (dev2), listed in index version 2: an update that only a
+/// changed author pin lets in. Returns the package file.
+fn publish_by_dev2(fx: &Fixture, repo: &mut Repo) -> String {
+    fx.add_developer("dev2");
+    let v2 = fx.pack_custom(
+        "hello",
+        "0.2.0",
+        &[],
+        json!({}),
+        "dev2",
+        "hello-0.2.0-dev2.stockade",
+    );
+    repo.publish(fx, &v2, "hello", "0.2.0", "dev2");
+    repo.version = 2;
+    repo.write(fx, "op");
+    v2
+}
+
 /// Root's configuration in the packaged layout, as the daemon's user finds it: a source added
 /// and `hello` 0.1.0 (by dev) installed from it by root, so `sources.json` and `pins.json` hold
 /// an operator key, a URL, a floor and an author pin of root's.
@@ -1448,15 +1490,11 @@ impl Planted {
     }
 
     /// Root's command refused the `NAME` the daemon's user put in the state directory (78
-    /// `source.left_behind`, naming it, the hint saying how to move it after checking it) and
-    /// changed nothing: the planted file is still there, the store as it was.
+    /// `source.stray_copy`, naming it, its owner and root's current file, the hint saying to
+    /// remove it and never to move it: root's sources directory has its own) and changed
+    /// nothing: the planted file is still there, the store as it was.
     fn refused(&self, r: &Run, name: &str) {
-        expect(r, 78, "source.left_behind");
-        assert!(
-            r.stdout.contains(&format!("state/{name}")) && r.stdout.contains("mv "),
-            "{}",
-            r.stdout
-        );
+        stray_copy_refused(r, name, NOBODY);
         assert_eq!(file_state(&self.state.join(name)).0, NOBODY);
         assert_eq!(
             std::fs::read(self.state.join("store/registry.json")).unwrap(),
@@ -1476,22 +1514,9 @@ impl Planted {
             .run(&["--json", "source", "refresh", "--state-dir", "state"])
     }
 
-    /// `hello` 0.2.0 by another developer (dev2), listed in index version 2: an update that
-    /// only a changed author pin lets in. Returns the package file.
+    /// [`publish_by_dev2`] in this layout.
     fn publish_by_dev2(&mut self) -> String {
-        self.fx.add_developer("dev2");
-        let v2 = self.fx.pack_custom(
-            "hello",
-            "0.2.0",
-            &[],
-            json!({}),
-            "dev2",
-            "hello-0.2.0-dev2.stockade",
-        );
-        self.repo.publish(&self.fx, &v2, "hello", "0.2.0", "dev2");
-        self.repo.version = 2;
-        self.repo.write(&self.fx, "op");
-        v2
+        publish_by_dev2(&self.fx, &mut self.repo)
     }
 }
 
@@ -1684,7 +1709,7 @@ fn an_earlier_builds_configuration_is_refused_until_moved() {
             assert!(
                 r.stdout.contains("state/sources.json")
                     && r.stdout.contains(SOURCES_DIR)
-                    && r.stdout.contains("mv /var/lib/stockade/"),
+                    && r.stdout.contains("mv -n /var/lib/stockade/"),
                 "{}",
                 r.stdout
             );
@@ -1916,15 +1941,17 @@ fn the_daemons_user_cannot_put_back_an_older_copy_of_roots_configuration() {
         "index.author_pin",
     );
     expect(&update(&p.fx), 0, "");
-    // In the state directory, where earlier builds kept them, that user may put them back:
-    // refused, not read, and nothing changed.
+    // In the state directory, where earlier builds kept them, that user may put them back
+    // (root's own older files, still root's after the rename): refused, not read, and nothing
+    // changed — and refused as stray copies, to be removed: the sources directory has the
+    // current ones, so these are no leftovers of an upgrade, and moving them there as a
+    // leftover's hint says (before: `mv` them in) would have put the old pin back.
     let registry = std::fs::read(p.state.join("store/registry.json")).unwrap();
     for f in ["sources.json", "pins.json"] {
         let back = format!("mv -f state/.old-{f} state/{f}");
         assert!(as_daemons_user(&p.fx, &back), "{f}");
         for r in [p.refresh(), p.fx.store_install(&[&v2], &[])] {
-            expect(&r, 78, "source.left_behind");
-            assert!(r.stdout.contains(&format!("state/{f}")), "{}", r.stdout);
+            stray_copy_refused(&r, f, NOBODY);
         }
         assert_eq!(
             std::fs::read(p.state.join("store/registry.json")).unwrap(),
@@ -2098,4 +2125,285 @@ fn a_sources_directory_others_could_change_is_refused() {
     mode(p.fx.dir(), 0o1777);
     expect(&update(&p.fx), 0, "");
     mode(p.fx.dir(), 0o755);
+}
+
+/// Run `ARGS` (a program and its arguments) in the fixture with a private `/etc`: an overlay,
+/// in a private mount namespace, whose changes land in the fixture's `etc-upper`, so the
+/// default sources directory `/etc/stockade/sources` (made first, as the packages' tmpfiles.d
+/// does) is the fixture's and the host's `/etc` is never touched. `before`: shell commands run
+/// as root in there first. No sources directory is given.
+fn with_private_etc(fx: &Fixture, before: &str, args: &[&str]) -> Run {
+    for d in ["etc-upper", "etc-work"] {
+        let _ = std::fs::create_dir(fx.path(d));
+    }
+    let script = format!(
+        "set -e; mount -t overlay overlay -o lowerdir=/etc,upperdir='{u}',workdir='{w}' /etc; \
+         mkdir -p /etc/stockade/sources; {before} exec \"$@\"",
+        u = fx.path("etc-upper").display(),
+        w = fx.path("etc-work").display(),
+    );
+    let o = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .args(args)
+        .current_dir(fx.dir())
+        .env_remove("STOCKADE_SOURCES_DIR")
+        .env_remove("STOCKADE_STATE_DIR")
+        .env_remove("STOCKADE_TRUST_DIR")
+        .output()
+        .unwrap();
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// A state directory of root's that a group may write (root:65534 2770): a member of the group
+/// may rename root's files in it, as the owner of a foreign one may. Root's configuration is
+/// kept out of it, in the default sources directory (here a private `/etc`'s), so the member's
+/// replay — keep root's `pins.json`, let root re-pin the author after a compromise, put the old
+/// one back — restores nothing: root's install of the package the old pin names is refused (98).
+/// Before: where the configuration lived depended only on who owned the state directory, so it
+/// stayed there, the old `pins.json` was put back and read, and dev's package was installed again
+/// over root's re-pin. Named as the sources directory too, such a state directory is refused
+/// (78 `source.unsafe`) rather than taken for the state directory and used.
+#[test]
+fn a_state_directory_a_group_may_write_keeps_no_configuration() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    if !require_root() || !require_tool("unshare", "a private /etc for the test") {
+        return;
+    }
+    let (fx, mut repo) = setup();
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = fx.path("state");
+    std::fs::create_dir(&state).unwrap();
+    chown(&state, Some(0), Some(NOBODY)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o2770)).unwrap();
+    let bin = env!("CARGO_BIN_EXE_stockade");
+    let root = |args: &[&str]| {
+        let mut all = vec![bin, "--json"];
+        all.extend_from_slice(args);
+        with_private_etc(&fx, "", &all)
+    };
+    let install = |target: &str| {
+        let mut args = vec!["install", target, "--force"];
+        args.extend_from_slice(&STORE_FLAGS);
+        root(&args)
+    };
+    let url = repo.url();
+    // Named as its own sources directory: refused, nothing written.
+    let r = root(&[
+        "source",
+        "add",
+        "main",
+        &url,
+        "--operator-key",
+        "op.pub",
+        "--state-dir",
+        "state",
+        "--sources-dir",
+        "state",
+    ]);
+    expect(&r, 78, "source.unsafe");
+    assert!(r.stdout.contains("is the state directory"), "{}", r.stdout);
+    assert!(!state.join("sources.json").exists());
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    let args = [
+        "source",
+        "add",
+        "main",
+        &url,
+        "--operator-key",
+        "op.pub",
+        "--state-dir",
+        "state",
+    ];
+    expect(&root(&args), 0, "");
+    expect(&install("hello"), 0, "");
+    // The member moves root's pins aside, if it finds them in the state directory: still
+    // root's, one link, 0644.
+    let kept = as_daemons_user(
+        &fx,
+        "[ -e state/pins.json ] && mv state/pins.json state/.aside",
+    );
+    // Root re-pins hello to dev2 (dev's key compromised), and updates to dev2's 0.2.0.
+    publish_by_dev2(&fx, &mut repo);
+    let args = [
+        "source",
+        "repin-author",
+        "hello",
+        "--author-key",
+        "dev2.pub",
+        "--yes",
+        "--state-dir",
+        "state",
+    ];
+    expect(&root(&args), 0, "");
+    let mut args = vec!["update"];
+    args.extend_from_slice(&STORE_FLAGS);
+    expect(&root(&args), 0, "");
+    // The member puts the old pins back.
+    if kept {
+        assert!(as_daemons_user(&fx, "mv -f state/.aside state/pins.json"));
+    }
+    expect(&install("hello-0.1.0.stockade"), 98, "index.author_pin");
+    assert!(!kept, "root's pins.json was in the state directory");
+    let pins = fx.path("etc-upper/stockade/sources/pins.json");
+    let v: Value = serde_json::from_slice(&std::fs::read(pins).unwrap()).unwrap();
+    let dev2 = fx.secret("dev2.key").public_key().to_base64();
+    assert_eq!(v["plugins"]["hello"]["pubkey"], dev2.as_str(), "{v}");
+}
+
+/// Root's command that would change a configuration file, or a sources directory, of the
+/// service user's is told it is unsafe (78 `source.unsafe`, naming the owner), with the hint
+/// for a file (chown it root's) or for a directory (no advice to chmod files) — before: for the
+/// file, 78 `source.not_owner` saying to run the command "as the user the file belongs to
+/// (root)"; for the directory, the files' `chmod 644` advice.
+#[test]
+fn root_is_told_a_service_users_file_or_directory_is_unsafe() {
+    use std::os::unix::fs::chown;
+    if !require_root() {
+        return;
+    }
+    let p = Planted::new();
+    let pins = config(&p.fx, "pins.json");
+    chown(&pins, Some(NOBODY), Some(NOBODY)).unwrap();
+    let before = file_state(&pins);
+    let r = repin_author(&p.fx, &["--json"], "hello", "dev.pub", &["--yes"]);
+    expect(&r, 78, "source.unsafe");
+    let hint = r.json()["error"]["hint"].as_str().unwrap_or("").to_string();
+    assert!(
+        r.stdout.contains("uid 65534") && hint.contains("chown root:root"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(file_state(&pins), before);
+    chown(&pins, Some(0), Some(0)).unwrap();
+    let dir = p.fx.path(SOURCES_DIR);
+    chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    for r in [
+        repin_author(&p.fx, &["--json"], "hello", "dev.pub", &["--yes"]),
+        update(&p.fx),
+    ] {
+        expect(&r, 78, "source.unsafe");
+        let hint = r.json()["error"]["hint"].as_str().unwrap_or("").to_string();
+        assert!(
+            r.stdout.contains("uid 65534")
+                && hint.contains("sources directory")
+                && !hint.contains("chmod 644"),
+            "{}",
+            r.stdout
+        );
+    }
+}
+
+/// Root's commands on two state directories of the service user's share one sources directory;
+/// each locked only its own store, so concurrent `repin-author`s lost pins (40 + 40 kept 46).
+/// Now every change of the configuration holds the sources directory's lock: after two loops
+/// of 20 re-pins each, run side by side on `state` and `state2`, all 40 pins are there.
+#[test]
+fn concurrent_changes_from_two_state_directories_lose_no_pin() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    if !require_root() {
+        return;
+    }
+    let (fx, _repo) = setup();
+    let _state = packaged_state(&fx);
+    let state2 = fx.path("state2");
+    std::fs::create_dir(&state2).unwrap();
+    chown(&state2, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::fs::set_permissions(&state2, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let sources = fx.path(SOURCES_DIR);
+    let bin = env!("CARGO_BIN_EXE_stockade");
+    let spawn = |state: &str, prefix: &str| {
+        let script = format!(
+            "for i in $(seq 1 20); do STOCKADE_SOURCES_DIR='{}' '{bin}' source repin-author \
+             {prefix}$i --author-key dev.pub --yes --state-dir {state} >/dev/null || exit 1; done",
+            sources.display()
+        );
+        std::process::Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(fx.dir())
+            .env_remove("STOCKADE_STATE_DIR")
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn("state", "a"), spawn("state2", "b"));
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    let pins: Value =
+        serde_json::from_slice(&std::fs::read(config(&fx, "pins.json")).unwrap()).unwrap();
+    let n = pins["plugins"].as_object().map_or(0, |m| m.len());
+    assert_eq!(n, 40, "{pins}");
+    // The lock file is root's alone: the service user cannot open it and hold root's commands.
+    let lock = std::fs::metadata(config(&fx, ".lock")).unwrap();
+    assert_eq!(lock.permissions().mode() & 0o777, 0o600);
+    assert!(!as_daemons_user(
+        &fx,
+        &format!("exec 3<{SOURCES_DIR}/.lock")
+    ));
+}
+
+/// A refresh timer whose unit lacks `STOCKADE_SOURCES_DIR` runs in its own state directory,
+/// where nothing is configured: it said "no sources configured" and exited 0 while root's
+/// sources in `/etc/stockade/sources` went unrefreshed. Now it warns on stderr, naming the
+/// file it does not read and the variable. The host's `/etc` is not touched: the test runs in a
+/// private mount namespace with an overlay on `/etc`, as the service user.
+#[test]
+fn a_refresh_that_reads_no_sources_while_the_default_has_some_says_so() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    if !require_root() || !require_tool("unshare", "a private /etc for the test") {
+        return;
+    }
+    let (fx, _repo) = setup();
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = fx.path("state");
+    std::fs::create_dir(&state).unwrap();
+    chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
+    let run = |with_config: bool| {
+        let make = if with_config {
+            "echo '{\"sources\":{}}' > /etc/stockade/sources/sources.json;"
+        } else {
+            "rm -f /etc/stockade/sources/sources.json;"
+        };
+        let nobody = format!("--reuid={NOBODY}");
+        let r = with_private_etc(
+            &fx,
+            make,
+            &[
+                "setpriv",
+                &nobody,
+                "--regid=65534",
+                "--clear-groups",
+                env!("CARGO_BIN_EXE_stockade"),
+                "source",
+                "refresh",
+                "--state-dir",
+                "state",
+            ],
+        );
+        (Some(r.code), r.stdout, r.stderr)
+    };
+    let (code, stdout, stderr) = run(true);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("no sources configured"), "{stdout}");
+    assert!(
+        stderr.contains("/etc/stockade/sources/sources.json exists and is not read")
+            && stderr.contains("STOCKADE_SOURCES_DIR"),
+        "{stderr}"
+    );
+    // Without a configuration there, nothing to say.
+    let (code, stdout, stderr) = run(false);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
 }

@@ -1,6 +1,8 @@
 //! `stockade source add|list|remove|repin|repin-author`: the signed indexes plugins are installed
 //! from by id, and the explicit (warning-labelled) flows that replace a pinned key without a
-//! rotation proof. Every change runs under the store lock. The steps themselves: `sources/`.
+//! rotation proof. Every change runs under the store lock, and under the sources directory's
+//! lock where the configuration is in one ([`sources::lock_config`]). The steps themselves:
+//! `sources/`.
 
 use crate::cli::{
     SourceAddArgs, SourceListArgs, SourceRefreshArgs, SourceRemoveArgs, SourceRepinArgs,
@@ -11,7 +13,8 @@ use crate::exit::Exit;
 use crate::keyfile::{load_public, unix_now};
 use crate::output::{term, Output};
 use crate::sources::{
-    self, PinKind, Pins, Places, SeenIndexes, Source, SourceError, Sources, PINS_FILE, SOURCES_FILE,
+    self, ConfigLock, PinKind, Pins, Places, SeenIndexes, Source, SourceError, Sources, PINS_FILE,
+    SOURCES_FILE,
 };
 use crate::store::Store;
 use serde_json::json;
@@ -19,14 +22,21 @@ use std::path::Path;
 use stockade_trust::index::{describe, fingerprint};
 use stockade_trust::minisign::PublicKey;
 
-/// The store lock for a command that changes configuration file `file`: only its owner may,
-/// which is said first (78 `source.not_owner`) — the refresh timer's user cannot open root's
-/// store for writing, and that refusal (74) said nothing of why.
-fn lock_to_change(p: &Places, file: &str, no_wait: bool) -> Result<Store, CmdError> {
+/// The store lock, then the sources directory's ([`sources::lock_config`]), for a command that
+/// changes configuration file `file`: only its owner may, which is said first (78
+/// `source.not_owner`) — the refresh timer's user cannot open root's store for writing, and
+/// that refusal (74) said nothing of why.
+fn lock_to_change(
+    p: &Places,
+    file: &str,
+    no_wait: bool,
+) -> Result<(Store, Option<ConfigLock>), CmdError> {
     sources::check_owner(p, file).map_err(SourceError::into_cmd)?;
-    Store::open(p.state_dir(), no_wait)
+    let store = Store::open(p.state_dir(), no_wait)
         .map(|(s, _)| s)
-        .map_err(crate::cmd::store::store_err)
+        .map_err(crate::cmd::store::store_err)?;
+    let config = sources::lock_config(p, no_wait).map_err(SourceError::into_cmd)?;
+    Ok((store, config))
 }
 
 fn key(path: &Path) -> Result<PublicKey, CmdError> {
@@ -45,7 +55,8 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
     };
     sources::check_url(&url).map_err(SourceError::into_cmd)?;
     let operator = key(&a.operator_key)?;
-    let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref());
+    let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref())
+        .map_err(SourceError::into_cmd)?;
     let _lock = lock_to_change(&places, SOURCES_FILE, a.store.lock.no_wait)?;
     // The source is added only if its index verifies now, against the key given: verified in
     // memory first, saved after (a kill while fetching leaves nothing added).
@@ -84,7 +95,8 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
 /// Run `stockade source list`.
 pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
-    let places = Places::new(state, a.sources.sources_dir.as_deref());
+    let places =
+        Places::new(state, a.sources.sources_dir.as_deref()).map_err(SourceError::into_cmd)?;
     let all = Sources::load(&places).map_err(SourceError::into_cmd)?;
     let seen = SeenIndexes::load(state).map_err(SourceError::into_cmd)?;
     let mut items = Vec::new();
@@ -133,13 +145,16 @@ pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
 /// source's delistings). The status is the first failure's code (0 when all passed).
 pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
-    let places = Places::new(state, a.sources.sources_dir.as_deref());
+    let places =
+        Places::new(state, a.sources.sources_dir.as_deref()).map_err(SourceError::into_cmd)?;
     // The lock only: the shipped timer runs this as the daemon's user, which must neither
     // create the store (it would be that user's, and root refuses to work in another user's
     // store) nor recover root's (it cannot: root's staging is 0700). No store, no lock: nothing
     // is installed yet.
     let _lock =
         Store::lock_existing(state, a.store.lock.no_wait).map_err(crate::cmd::store::store_err)?;
+    let _config =
+        sources::lock_config(&places, a.store.lock.no_wait).map_err(SourceError::into_cmd)?;
     let configured = Sources::load(&places)
         .map_err(SourceError::into_cmd)?
         .sources;
@@ -151,6 +166,20 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
         Some(n) => vec![n],
         None => configured.into_keys().collect(),
     };
+    let unread = names
+        .is_empty()
+        .then(|| sources::unread_default_config(&places, a.sources.sources_dir.as_deref()))
+        .flatten()
+        .map(|f| {
+            format!(
+                "warning: no sources are configured in {}, but {} exists and is not read: name its directory with --sources-dir or STOCKADE_SOURCES_DIR (the refresh unit's Environment=)",
+                places.config_path(SOURCES_FILE).display(),
+                f.display()
+            )
+        });
+    if let Some(w) = &unread {
+        out.note(w);
+    }
     let installed = crate::store::read_registry(state).map_err(crate::cmd::store::store_err)?;
     let mut items = Vec::new();
     let mut exit = Exit::Ok;
@@ -181,7 +210,11 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
             "delisted_installed": delisted,
         }));
     }
-    out.emit(&json!({ "refreshed": items }), |_| {
+    let mut report = json!({ "refreshed": items });
+    if let Some(w) = unread {
+        report["warning"] = json!(w);
+    }
+    out.emit(&report, |_| {
         if items.is_empty() {
             return "no sources configured".into();
         }
@@ -223,7 +256,8 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
 /// Run `stockade source remove`.
 pub fn remove(a: SourceRemoveArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
-    let places = Places::new(state, a.sources.sources_dir.as_deref());
+    let places =
+        Places::new(state, a.sources.sources_dir.as_deref()).map_err(SourceError::into_cmd)?;
     let _lock = lock_to_change(&places, SOURCES_FILE, a.store.lock.no_wait)?;
     let mut all = Sources::load(&places).map_err(SourceError::into_cmd)?;
     if all.sources.remove(&a.name).is_none() {
@@ -268,7 +302,8 @@ fn confirm(
 
 /// Run `stockade source repin`.
 pub fn repin(a: SourceRepinArgs, out: Output) -> Result<Exit, CmdError> {
-    let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref());
+    let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref())
+        .map_err(SourceError::into_cmd)?;
     let new = key(&a.operator_key)?;
     let _lock = lock_to_change(&places, SOURCES_FILE, a.store.lock.no_wait)?;
     let mut all = Sources::load(&places).map_err(SourceError::into_cmd)?;
@@ -293,7 +328,8 @@ pub fn repin(a: SourceRepinArgs, out: Output) -> Result<Exit, CmdError> {
 
 /// Run `stockade source repin-author`.
 pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdError> {
-    let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref());
+    let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref())
+        .map_err(SourceError::into_cmd)?;
     if !stockade_policy::manifest::valid_name(&a.id) {
         return Err(CmdError::msg(
             Exit::Usage,

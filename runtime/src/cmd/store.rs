@@ -665,7 +665,10 @@ pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
     let (log, cfg, node) = verify_context(&a.trust, &a.root.policy_root)?;
     refuse_if_frozen(&log, &node)?;
     let (mut store, recovered) = open_store(&cfg.state_dir, a.lock.no_wait, out)?;
-    let places = Places::new(&cfg.state_dir, a.sources.sources_dir.as_deref());
+    let places = Places::new(&cfg.state_dir, a.sources.sources_dir.as_deref())
+        .map_err(SourceError::into_cmd)?;
+    // Held until the pins are recorded: the sources and pins are loaded, changed and saved.
+    let _config = sources::lock_config(&places, a.lock.no_wait).map_err(SourceError::into_cmd)?;
     let uses_index = targets.iter().any(|t| matches!(t, Target::Index { .. }));
     let session = if uses_index {
         Some(Session::open(&places, unix_now()).map_err(SourceError::into_cmd)?)
@@ -719,7 +722,10 @@ pub fn update(a: UpdateArgs, out: Output) -> Result<Exit, CmdError> {
             ));
         }
     }
-    let places = Places::new(&cfg.state_dir, a.sources.sources_dir.as_deref());
+    let places = Places::new(&cfg.state_dir, a.sources.sources_dir.as_deref())
+        .map_err(SourceError::into_cmd)?;
+    // Held until the pins are recorded: the sources and pins are loaded, changed and saved.
+    let _config = sources::lock_config(&places, a.lock.no_wait).map_err(SourceError::into_cmd)?;
     let session = Session::open(&places, unix_now()).map_err(SourceError::into_cmd)?;
     let installed: Vec<Installed> = store
         .registry()
@@ -844,16 +850,17 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
     // plugin as listed: a warning (stderr; `sources_error` in JSON), the plugins all the same.
     let mut sources_error = None;
     let configured = if reg.plugins.values().any(|p| p.source.starts_with("index:")) {
-        let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref());
-        Sources::load(&places).unwrap_or_else(|e| {
-            let cmd = e.into_cmd();
-            out.note(format!(
-                "warning: delisted plugins cannot be flagged: {}",
-                cmd.chain().join(": ")
-            ));
-            sources_error = Some(cmd.to_json_item());
-            Sources::default()
-        })
+        Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref())
+            .and_then(|places| Sources::load(&places))
+            .unwrap_or_else(|e| {
+                let cmd = e.into_cmd();
+                out.note(format!(
+                    "warning: delisted plugins cannot be flagged: {}",
+                    cmd.chain().join(": ")
+                ));
+                sources_error = Some(cmd.to_json_item());
+                Sources::default()
+            })
     } else {
         Sources::default()
     };

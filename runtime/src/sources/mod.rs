@@ -2,7 +2,8 @@
 //! decisions (index validation, rollback/freeze, platform choice, pin/rotation) are pure, in
 //! `stockade_trust::index`; this module fetches bytes, keeps state, and runs the steps in order.
 //!
-//! State (written atomically, under the store lock held by the caller), in the places
+//! State (written atomically, under the store lock held by the caller, and the sources
+//! directory's lock where the configuration is in one: [`lock_config`]), in the places
 //! [`Places`] says:
 //! - `sources.json`: per source, its URL, the pinned operator key, and the highest index version
 //!   seen with its digest (the owner's rollback floor) — configuration;
@@ -34,7 +35,9 @@
 //! nothing. A rotation proof it finds (a new operator key) it cannot pin, so that source's
 //! refresh fails (91 `index.rotation_needs_owner`) and keeps the last good index until root's
 //! next refresh takes the rotation. Files an earlier build left in the state directory are
-//! refused until the operator has checked and moved them ([`SourceError::LeftBehind`]).
+//! refused until the operator has checked and moved them ([`SourceError::LeftBehind`]); once
+//! the sources directory holds a file of that name, one in the state directory is no leftover
+//! and is to be removed, not moved over it ([`SourceError::StrayCopy`]).
 //!
 //! Install by id, in seed 004's fail-closed order (each step its own error and exit code, 90–99;
 //! no plugin code runs in any of them):
@@ -249,9 +252,9 @@ pub enum SourceError {
     /// The index cache directory is a symlink or not a directory.
     #[error(transparent)]
     Held(#[from] HeldDirError),
-    /// A configuration file (`sources.json`, `pins.json`) of another user, or, while there is
-    /// none, the sources directory it would be written in ([`check_owner`]): only its owner
-    /// changes it.
+    /// A configuration file (`sources.json`, `pins.json`) of root's, or, while there is none,
+    /// the sources directory it would be written in ([`check_owner`]), and a user other than
+    /// root would change it: only its owner does.
     #[error("{} belongs to uid {owner}: only its owner changes the sources and pins", path.display())]
     NotOwner {
         /// The file.
@@ -282,6 +285,36 @@ pub enum SourceError {
         path: PathBuf,
         /// The sources directory.
         config_dir: PathBuf,
+    },
+    /// A configuration file (`sources.json`, `pins.json`) in the state directory while the
+    /// sources directory holds one of that name: not a leftover of an earlier build (the
+    /// operator moved that one, or root wrote the current one since), so perhaps one the state
+    /// directory's owner put there — an older copy of root's own file, which moving into place
+    /// would restore ([`refuse_left_behind`]).
+    #[error("{} (uid {owner}) is a second copy of {}, which is the configuration: not a file an earlier build left behind", path.display(), current.display())]
+    StrayCopy {
+        /// The copy in the state directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The configuration file of that name in the sources directory.
+        current: PathBuf,
+    },
+    /// `--no-wait`, and another command is changing the configuration in the sources
+    /// directory ([`lock_config`]).
+    #[error("{} is held by another command changing the sources' configuration", path.display())]
+    ConfigLocked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The sources directory's lock file cannot be opened or taken.
+    #[error("cannot lock {}", path.display())]
+    ConfigLock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// A state file is corrupt.
     #[error("{} is corrupt", path.display())]
@@ -323,7 +356,10 @@ impl SourceError {
             SourceError::File(FileError::Unsafe { .. })
             | SourceError::State(StateError::File(FileError::Unsafe { .. }))
             | SourceError::NotOwner { .. }
-            | SourceError::LeftBehind { .. } => Exit::Config,
+            | SourceError::LeftBehind { .. }
+            | SourceError::StrayCopy { .. } => Exit::Config,
+            SourceError::ConfigLocked { .. } => Exit::StoreLocked,
+            SourceError::ConfigLock { .. } => Exit::IoErr,
             SourceError::File(_) => Exit::IoErr,
             // docs/exit-codes.md: 78 is "the state directory is unusable" (as for the
             // revocation state); a file that cannot be read or written stays 74, as before.
@@ -367,6 +403,9 @@ impl SourceError {
             | SourceError::State(StateError::File(FileError::Unsafe { .. })) => "source.unsafe",
             SourceError::NotOwner { .. } => "source.not_owner",
             SourceError::LeftBehind { .. } => "source.left_behind",
+            SourceError::StrayCopy { .. } => "source.stray_copy",
+            SourceError::ConfigLocked { .. } => "source.locked",
+            SourceError::ConfigLock { .. } => "source.io",
             SourceError::File(_) => "source.io",
             SourceError::State(StateError::Corrupt { .. }) => "source.corrupt",
             SourceError::State(_) => "source.io",
@@ -385,11 +424,14 @@ impl SourceError {
             SourceError::Index { .. } => "the source is serving an old, changed or expired index; ask its operator, or wait for a fresh one",
             SourceError::Unavailable { .. } => "ask the author for a build for this platform",
             SourceError::NotFound { .. } => "`stockade source list` shows the sources; check the id and version",
+            // A directory on the way: the files' advice (chown, chmod 644 them) does not fit.
+            SourceError::Held(HeldDirError::Unsafe { .. }) => "the sources directory must be a directory (not a symlink) of this user or root that no one else may write, below directories of this user or root that no one else may write unless sticky (packaged layout: /etc/stockade/sources, root:root 0755); the state directory's indexes/ may also be its owner's, and is a cache that may be moved aside. Fix the directory named (`chown root:root`, `chmod go-w`), or name another sources directory with --sources-dir (docs/sources.md, \"Who decides what\")",
             SourceError::File(FileError::Unsafe { .. })
-            | SourceError::State(StateError::File(FileError::Unsafe { .. }))
-            | SourceError::Held(HeldDirError::Unsafe { .. }) => "sources.json and pins.json must be regular files of this user or root that no one else may write, in a directory of this user or root that no one else may write, below directories no other user may write either (sources-seen.json and indexes/ may also be the state directory's owner's). Earlier builds gave the files to the state directory's owner (the `stockade` user), who could have changed them: check the URLs, operator keys and author pins in them, then `chown root:root` and `chmod 644` them, or move them aside and add the sources again (docs/sources.md, \"Upgrading from an earlier build\"). A bad sources-seen.json may be moved aside: root's own floor is in sources.json",
-            SourceError::NotOwner { .. } => "run the command as the user the file belongs to (root)",
-            SourceError::LeftBehind { .. } => "the state directory's owner could have replaced it: check the URLs, operator keys and author pins in it, then move it into the sources directory (packaged layout: `mv /var/lib/stockade/sources.json /var/lib/stockade/pins.json /etc/stockade/sources/`) and, if it is not root's, `chown root:root` and `chmod 644` it; or move it aside and add the sources again (docs/sources.md, \"Upgrading from an earlier build\")",
+            | SourceError::State(StateError::File(FileError::Unsafe { .. })) => "sources.json and pins.json must be regular files of this user or root that no one else may write, in a directory of this user or root that no one else may write, below directories no other user may write either (sources-seen.json and indexes/ may also be the state directory's owner's). Earlier builds gave the files to the state directory's owner (the `stockade` user), who could have changed them: check the URLs, operator keys and author pins in them, then `chown root:root` and `chmod 644` them, or move them aside and add the sources again (docs/sources.md, \"Upgrading from an earlier build\"). A bad sources-seen.json may be moved aside: root's own floor is in sources.json",
+            SourceError::NotOwner { .. } => "run the command as root, whose file it is",
+            SourceError::LeftBehind { .. } => "the state directory's owner could have replaced it: check the URLs, operator keys and author pins in it, then move it into the sources directory, which has no file of that name yet (packaged layout: `mv -n /var/lib/stockade/sources.json /var/lib/stockade/pins.json /etc/stockade/sources/`) and, if it is not root's, `chown root:root` and `chmod 644` it; or move it aside and add the sources again (docs/sources.md, \"Upgrading from an earlier build\")",
+            SourceError::StrayCopy { .. } => "remove it, do not move it: it may have been planted by the state directory's owner (an older copy of root's own file, which moving it would put back over the current one); the file in the sources directory is the configuration, and stays as it is (docs/sources.md, \"Upgrading from an earlier build\")",
+            SourceError::ConfigLocked { .. } => "another command (on this or another state directory) is changing the sources or pins; retry, or drop --no-wait to queue",
             SourceError::RotationNeedsOwner { .. } => "run `stockade source refresh` as root to take the rotation (after checking the new key's fingerprint); until then the last verified index is kept",
             _ => "",
         }
@@ -490,7 +532,9 @@ pub const DEFAULT_SOURCES_DIR: &str = "/etc/stockade/sources";
 /// Where the sources' files are. The shared state (`sources-seen.json`, `indexes/`) is always
 /// in the state directory. The configuration (`sources.json`, `pins.json`) is in the state
 /// directory only when that is this user's own — the tests', a user's private store, root's own
-/// directory: no one else can rename anything in it — and otherwise in a sources directory
+/// directory: this user's, below directories no one else may write or rename in
+/// ([`own_state_dir`]), so no one else can rename anything in it — and otherwise in a sources
+/// directory
 /// (`/etc/stockade/sources` unless `--sources-dir` says another): in the packaged layout the
 /// state directory is the `stockade` user's, who could rename root's files in it (put an older
 /// `pins.json` back after root re-pinned a compromised author key, or remove it), and nothing in
@@ -514,24 +558,38 @@ pub struct Places {
 
 impl Places {
     /// The places for state directory `state_dir` and the `--sources-dir` given (`None`: not
-    /// given, [`DEFAULT_SOURCES_DIR`] where the state directory is another user's).
-    pub fn new(state_dir: &Path, sources_dir: Option<&Path>) -> Self {
+    /// given, [`DEFAULT_SOURCES_DIR`] where the state directory is not this user's own). A
+    /// sources directory given that is the state directory (the same inode) is the state
+    /// directory when that is this user's own, and refused (78 `source.unsafe`) otherwise: the
+    /// configuration would be where another user can rename it, which is what the sources
+    /// directory is for.
+    pub fn new(state_dir: &Path, sources_dir: Option<&Path>) -> Result<Self, SourceError> {
         use std::os::unix::fs::MetadataExt;
-        let foreign =
-            std::fs::metadata(state_dir).is_ok_and(|m| m.uid() != nix::unistd::geteuid().as_raw());
+        let own = own_state_dir(state_dir);
         let config_dir = match sources_dir {
             Some(d) => Some(d.to_path_buf()),
-            None => foreign.then(|| PathBuf::from(DEFAULT_SOURCES_DIR)),
+            None => (own.is_err()).then(|| PathBuf::from(DEFAULT_SOURCES_DIR)),
         };
-        // The state directory given as the sources directory too: it is the state directory.
         let same = |d: &PathBuf| match (std::fs::metadata(d), std::fs::metadata(state_dir)) {
             (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
             _ => false,
         };
-        Self {
+        let config_dir = match config_dir {
+            Some(d) if same(&d) => match own {
+                Ok(()) => None,
+                Err(why) => {
+                    let why = format!(
+                        "is the state directory, which {why}: no place for the configuration"
+                    );
+                    return Err(HeldDirError::Unsafe { path: d, why }.into());
+                }
+            },
+            d => d,
+        };
+        Ok(Self {
             state_dir: state_dir.to_path_buf(),
-            config_dir: config_dir.filter(|d| !same(d)),
-        }
+            config_dir,
+        })
     }
 
     /// The state directory.
@@ -551,6 +609,40 @@ impl Places {
             .unwrap_or(&self.state_dir)
             .join(name)
     }
+}
+
+/// Whether state directory `dir` is this user's own, where the configuration may stay: this
+/// user's, and neither it nor a directory above it writable by another user (unless sticky) or
+/// another user's but root's ([`check_no_other_writer`], on its canonical path): a group
+/// member of a group-writable directory (root:nogroup 2770, say) could rename root's files in
+/// it as the owner of a foreign one could. A missing one is judged by the nearest directory
+/// above it that exists: this user makes it there. `Err`: why not, to be said when it is named
+/// as the sources directory.
+fn own_state_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let mut at = dir;
+    let md = loop {
+        match std::fs::metadata(at) {
+            Ok(md) => break md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && at != Path::new(".") => {
+                at = at
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+            }
+            Err(e) => return Err(format!("cannot be read ({e})")),
+        }
+    };
+    if at == dir && md.uid() != me {
+        return Err(format!("belongs to uid {}, not this user ({me})", md.uid()));
+    }
+    let canonical = std::fs::canonicalize(at).map_err(|e| format!("cannot be resolved ({e})"))?;
+    check_no_other_writer(&canonical).map_err(|e| match e {
+        HeldDirError::Unsafe { path, why } if path == canonical => why,
+        HeldDirError::Unsafe { path, why } => format!("is below {}, which {why}", path.display()),
+        e => e.to_string(),
+    })
 }
 
 /// The JSON file `name` of the state directory, read only as [`read_owned`] allows (owned by
@@ -642,14 +734,35 @@ fn hold_config_dir(dir: &Path, create: bool) -> Result<Option<HeldDir>, SourceEr
     }
 }
 
-/// Refuse to work while `sources.json` or `pins.json` is still where an earlier build kept it,
-/// in the state directory, now that the configuration is in the sources directory `dir`:
-/// reading the new place alone would drop those sources and pins without a word, and reading
-/// the old one would trust a file the state directory's owner could have replaced.
+/// Refuse to work while `sources.json` or `pins.json` is in the state directory, where an
+/// earlier build kept it, now that the configuration is in the sources directory `dir`: reading
+/// the new place alone would drop those sources and pins without a word, and reading the old one
+/// would trust a file the state directory's owner could have replaced. Where the sources
+/// directory already holds a file of that name, the one in the state directory is no leftover
+/// (an upgrade leaves the state directory's copy alone only while there is no other): that
+/// owner may have put back an older copy of root's own file (readable, and still root's after a
+/// rename), and moving it into place as [`SourceError::LeftBehind`] advises would restore it,
+/// so it is [`SourceError::StrayCopy`], checked first, whose advice is to remove it.
 fn refuse_left_behind(p: &Places, dir: &Path) -> Result<(), SourceError> {
-    for name in [SOURCES_FILE, PINS_FILE] {
+    use std::os::unix::fs::MetadataExt;
+    let found = |name: &str| {
         let path = p.state_dir.join(name);
-        if std::fs::symlink_metadata(&path).is_ok() {
+        std::fs::symlink_metadata(&path)
+            .ok()
+            .map(|m| (path, m.uid()))
+    };
+    for name in [SOURCES_FILE, PINS_FILE] {
+        let current = dir.join(name);
+        if let (Some((path, owner)), true) = (found(name), current.symlink_metadata().is_ok()) {
+            return Err(SourceError::StrayCopy {
+                path,
+                owner,
+                current,
+            });
+        }
+    }
+    for name in [SOURCES_FILE, PINS_FILE] {
+        if let Some((path, _)) = found(name) {
             return Err(SourceError::LeftBehind {
                 path,
                 config_dir: dir.to_path_buf(),
@@ -680,14 +793,99 @@ fn foreign_config(p: &Places, name: &str) -> Option<(PathBuf, u32)> {
     (md.uid() != nix::unistd::geteuid().as_raw()).then_some((path, md.uid()))
 }
 
-/// Refuse ([`SourceError::NotOwner`]) a change of configuration file `name` by a user it does
-/// not belong to. Checked before anything else (the store lock included: the refresh timer's
-/// user cannot open root's store for writing, and that refusal, 74, said nothing of why).
+/// Refuse a change of configuration file `name` by a user it does not belong to. Checked
+/// before anything else (the store lock included: the refresh timer's user cannot open root's
+/// store for writing, and that refusal, 74, said nothing of why). Root's file (or directory) is
+/// [`SourceError::NotOwner`]: run the command as root. Any other user's is no configuration at
+/// all — neither this user's nor root's, it is refused wherever it is read (78
+/// `source.unsafe`) — so it is refused as that, naming its owner, with the hint that fits a
+/// file or a directory: "run it as the owner" would tell root to run it as the service user.
 pub fn check_owner(p: &Places, name: &str) -> Result<(), SourceError> {
-    match foreign_config(p, name) {
-        Some((path, owner)) => Err(SourceError::NotOwner { path, owner }),
-        None => Ok(()),
+    let Some((path, owner)) = foreign_config(p, name) else {
+        return Ok(());
+    };
+    if owner == 0 {
+        return Err(SourceError::NotOwner { path, owner });
     }
+    let me = nix::unistd::geteuid().as_raw();
+    let why = format!("belongs to uid {owner}, neither this user ({me}) nor root");
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+        return Err(HeldDirError::Unsafe { path, why }.into());
+    }
+    Err(FileError::Unsafe { path, why }.into())
+}
+
+/// The default sources directory's `sources.json` when this command reads another place and
+/// finds nothing there: no sources directory given (`sources_dir`), the configuration in the
+/// state directory (this user's own) and no `sources.json` in it, while
+/// [`DEFAULT_SOURCES_DIR`] has one. A refresh unit run as the `stockade` user without
+/// `STOCKADE_SOURCES_DIR` does exactly that: its own state directory, nothing configured in it,
+/// "no sources configured" and exit 0 every six hours while root's sources go unrefreshed.
+/// Said, not acted on: which configuration to read is the caller's to name.
+pub fn unread_default_config(p: &Places, sources_dir: Option<&Path>) -> Option<PathBuf> {
+    let default = Path::new(DEFAULT_SOURCES_DIR).join(SOURCES_FILE);
+    let unread = sources_dir.is_none()
+        && p.config_dir.is_none()
+        && std::fs::symlink_metadata(p.state_dir.join(SOURCES_FILE)).is_err()
+        && std::fs::symlink_metadata(&default).is_ok();
+    unread.then_some(default)
+}
+
+/// The name of the sources directory's lock file ([`lock_config`]).
+pub const CONFIG_LOCK_FILE: &str = ".lock";
+
+/// The lock of a sources directory, held by a command that may change the configuration in it
+/// ([`lock_config`]); released when dropped.
+#[derive(Debug)]
+pub struct ConfigLock {
+    _lock: std::os::fd::OwnedFd,
+    _held: HeldDir,
+}
+
+/// Take the sources directory's lock (waiting unless `no_wait`: then 108 `source.locked`) for
+/// a command that may load, change and save the configuration; held until dropped. Commands on
+/// different state directories share one sources directory but each locks only its own store,
+/// so without it two of them could both load `pins.json`, each add a pin and save, and the
+/// second save would drop the first's pin. Taken after the store's lock (always in that order,
+/// so no two commands wait on each other), and only where a sources directory is used and this
+/// user may write it (it is this user's, or is to be made by it): a user that cannot change the
+/// configuration (the timer's) has nothing to lose and takes none — and could not: the lock file
+/// is its owner's, 0600, so that no other user can take it and hold root's commands forever.
+/// Made with the directory when this user may make it (root, where the packages did not).
+pub fn lock_config(p: &Places, no_wait: bool) -> Result<Option<ConfigLock>, SourceError> {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(dir) = &p.config_dir else {
+        return Ok(None);
+    };
+    if foreign_config(p, SOURCES_FILE).is_some() || foreign_config(p, PINS_FILE).is_some() {
+        return Ok(None);
+    }
+    // Nothing made while an earlier build's files wait to be moved.
+    refuse_left_behind(p, dir)?;
+    let Some(held) = hold_config_dir(dir, true)? else {
+        return Ok(None);
+    };
+    let at = held.join(CONFIG_LOCK_FILE);
+    let path = at.shown().to_path_buf();
+    let err = |source| SourceError::ConfigLock {
+        path: path.clone(),
+        source,
+    };
+    let c = std::ffi::CString::new(at.path().as_os_str().as_bytes())
+        .map_err(|e| err(std::io::Error::other(e)))?;
+    let lock = crate::sys::open_private_lock_file(&c).map_err(err)?;
+    use std::os::fd::AsFd;
+    if no_wait {
+        if !crate::sys::try_flock_exclusive(lock.as_fd()).map_err(err)? {
+            return Err(SourceError::ConfigLocked { path });
+        }
+    } else {
+        crate::sys::flock_exclusive(lock.as_fd()).map_err(err)?;
+    }
+    Ok(Some(ConfigLock {
+        _lock: lock,
+        _held: held,
+    }))
 }
 
 /// Save configuration file `name` atomically (0644: no secret in it, and the timer's user
@@ -1740,19 +1938,25 @@ mod tests {
     use super::*;
 
     /// The configuration is in the state directory when that is this user's own, in the
-    /// default sources directory when it is another user's, and in the one given whenever one
-    /// is (unless it is the state directory itself).
+    /// default sources directory when it is another user's or others may write it, and in the
+    /// one given whenever one is — unless that is the state directory itself: then it is the
+    /// state directory if that is this user's own, and refused if not.
     #[test]
     fn the_configuration_is_kept_out_of_another_users_state_directory() {
+        use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
-        let own = Places::new(d.path(), None);
+        let own = Places::new(d.path(), None).unwrap();
         assert_eq!(own.config_dir(), None);
         assert_eq!(own.config_path(PINS_FILE), d.path().join(PINS_FILE));
         let given = d.path().join("cfg");
-        let p = Places::new(d.path(), Some(&given));
+        let p = Places::new(d.path(), Some(&given)).unwrap();
         assert_eq!(p.config_dir(), Some(given.as_path()));
         assert_eq!(p.config_path(PINS_FILE), given.join(PINS_FILE));
-        assert_eq!(Places::new(d.path(), Some(d.path())).config_dir(), None);
+        let same = Places::new(d.path(), Some(d.path())).unwrap();
+        assert_eq!(same.config_dir(), None);
+        // Missing: judged by where it would be made.
+        let missing = d.path().join("new/state");
+        assert_eq!(Places::new(&missing, None).unwrap().config_dir(), None);
         // Another user's: made so as root; `/` is root's, another user's for anyone else.
         let foreign = if nix::unistd::geteuid().is_root() {
             let f = d.path().join("foreign");
@@ -1762,13 +1966,35 @@ mod tests {
         } else {
             PathBuf::from("/")
         };
-        let p = Places::new(&foreign, None);
-        assert_eq!(p.config_dir(), Some(Path::new(DEFAULT_SOURCES_DIR)));
-        assert_eq!(p.state_dir(), foreign);
-        assert_eq!(
-            Places::new(&foreign, Some(&given)).config_dir(),
-            Some(given.as_path())
-        );
+        // This user's, but a group's to write (root:nogroup 2770): a member could rename the
+        // configuration in it as the owner of a foreign one could (before: kept there).
+        let shared = d.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o2770)).unwrap();
+        // This user's, below a directory others may write.
+        let open = d.path().join("open");
+        std::fs::create_dir_all(open.join("state")).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        for dir in [foreign.clone(), shared.clone(), open.join("state")] {
+            let p = Places::new(&dir, None).unwrap();
+            assert_eq!(
+                p.config_dir(),
+                Some(Path::new(DEFAULT_SOURCES_DIR)),
+                "{dir:?}"
+            );
+            assert_eq!(p.state_dir(), dir);
+            let p = Places::new(&dir, Some(&given)).unwrap();
+            assert_eq!(p.config_dir(), Some(given.as_path()), "{dir:?}");
+            // Named as the sources directory too: refused (before: taken for the state
+            // directory, and the configuration kept where others could rename it).
+            let e = Places::new(&dir, Some(&dir)).unwrap_err();
+            assert_eq!(
+                (e.exit(), e.kind()),
+                (Exit::Config, "source.unsafe"),
+                "{dir:?}"
+            );
+            assert!(e.to_string().contains("is the state directory"), "{e}");
+        }
     }
 
     /// Where a URL points, as both rules (and the download) must read it.

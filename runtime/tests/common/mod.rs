@@ -66,11 +66,12 @@ pub const SOURCES_DIR: &str = "etc-sources";
 fn stockade_cmd(mut c: Command, cwd: &Path, args: &[&str]) -> Run {
     use std::os::unix::fs::MetadataExt;
     c.env_remove("STOCKADE_SOURCES_DIR");
-    // In the packaged layout (`state` not the test's user's) every run, root's and the service
-    // user's alike, is told the fixture's sources directory, as the shipped refresh unit tells
-    // the timer the host's; elsewhere the configuration stays in `state`, as it always did.
+    // In the packaged layout (`state` not the test's user's, or others may write it: root's
+    // configuration is not kept there) every run, root's and the service user's alike, is told
+    // the fixture's sources directory, as the shipped refresh unit tells the timer the host's;
+    // elsewhere the configuration stays in `state`, as it always did.
     let me = nix::unistd::geteuid().as_raw();
-    if std::fs::metadata(cwd.join("state")).is_ok_and(|m| m.uid() != me) {
+    if std::fs::metadata(cwd.join("state")).is_ok_and(|m| m.uid() != me || m.mode() & 0o022 != 0) {
         c.env("STOCKADE_SOURCES_DIR", cwd.join(SOURCES_DIR));
     }
     let out = c
