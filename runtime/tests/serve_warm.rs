@@ -190,6 +190,23 @@ fn a_quarantined_plugin_keeps_no_spare_until_plugin_restart() {
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
 
+/// The spare's waiting program: its init's only child. `plugin_status` says `spare` once the
+/// spare is built, which can be just before its init has forked the program: looked for again
+/// until it is there.
+fn held_program(spare_init: i32) -> i32 {
+    let start = std::time::Instant::now();
+    loop {
+        let held = children_of(spare_init);
+        match held.as_slice() {
+            [one] => return *one,
+            [] if start.elapsed() < std::time::Duration::from_secs(10) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => panic!("the spare's waiting program: {held:?}"),
+        }
+    }
+}
+
 /// A spare the kernel holds (its waiting program frozen by the v1 freezer: SIGKILL waits for
 /// the thaw, as for a process in uninterruptible sleep) is given up as a plugin's killed sandbox
 /// is — reaped by the loop once it ends — never waited for in the loop: the unload is
@@ -211,9 +228,7 @@ fn a_spare_that_does_not_end_never_stops_the_daemon() {
     assert_eq!(st["spare"], true, "{st}");
     // The spare init's only child is its program, forked and waiting.
     let spare_init = spare_init(serve_pid, &st);
-    let held = children_of(spare_init);
-    assert_eq!(held.len(), 1, "the spare's waiting program: {held:?}");
-    let Some(frozen) = Frozen::freeze(i64::from(held[0])) else {
+    let Some(frozen) = Frozen::freeze(i64::from(held_program(spare_init))) else {
         require(
             false,
             "no v1 freezer controller at /sys/fs/cgroup/freezer: nothing here can hold a spare",
@@ -250,6 +265,77 @@ fn a_spare_that_does_not_end_never_stops_the_daemon() {
     assert!(alive(&[i64::from(spare_init)]).is_empty(), "not reaped");
     let left: Vec<_> = spare_cgroups.iter().filter(|d| d.exists()).collect();
     assert!(left.is_empty(), "the spare's cgroups are left: {left:?}");
+    drop(frozen);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// A spare that cannot be released because the kernel holds its program (frozen: it never
+/// reports its fork) is given up through the loop's reaping once its release fails, and the
+/// restart it was for goes cold: the daemon answers meanwhile. The old daemon dropped the failed
+/// spare in place, which waited for an init that cannot end while its program is frozen — no
+/// agent answered, no log line, until the thaw (review-80). The release itself still waits up to
+/// the setup timeout (30 s), as a cold launch whose sandbox does not move would.
+#[test]
+fn a_spare_that_cannot_be_released_is_reaped_by_the_loop_and_the_restart_goes_cold() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let serve_pid = s.pid();
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    let st = status(&mut c, "a");
+    assert_eq!(st["spare"], true, "{st}");
+    let spare_init = spare_init(serve_pid, &st);
+    let Some(frozen) = Frozen::freeze(i64::from(held_program(spare_init))) else {
+        require(
+            false,
+            "no v1 freezer controller at /sys/fs/cgroup/freezer: nothing here can hold a spare",
+        );
+        return;
+    };
+    // The crash's restart takes the frozen spare: its release fails at the setup timeout.
+    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    let start = std::time::Instant::now();
+    while !s
+        .log()
+        .contains("plugin a: the warm spare could not be used")
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(90),
+            "the failed spare was never given up: {}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Still frozen, and the daemon answers: the cold incarnation is ready and serves.
+    let start = std::time::Instant::now();
+    while status(&mut c, "a")["state"] != "ready" {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+    assert_eq!(
+        alive(&[i64::from(spare_init)]),
+        vec![i64::from(spare_init)],
+        "the frozen spare ended after all"
+    );
+    // Thawed, it ends and is reaped by the loop.
+    frozen.thaw();
+    let start = std::time::Instant::now();
+    while !alive(&[i64::from(spare_init)]).is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "not reaped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     drop(frozen);
     assert_eq!(s.stop(), 0, "{}", s.log());
 }

@@ -780,17 +780,21 @@ impl Daemon {
         // and being counted as a crash.
         let cold =
             || crate::plugin_policy::launch_spec(pkg.view(), &lp.sandbox).and_then(sandbox::launch);
-        let launched = match spare.map(sandbox::Held::release) {
+        // A spare handed back is given up like any other (`discard_spare`: killed, reaped by the
+        // loop), never dropped here, which would wait for an init that may not end.
+        let mut given_back = None;
+        let launched = match spare.map(sandbox::Held::release_or_return) {
             Some(Ok(sb)) => {
                 e.warm = true;
                 Ok(sb)
             }
-            Some(Err(err)) => {
+            Some(Err((err, back))) => {
                 log_line(&format!(
                     "plugin {}: the warm spare could not be used ({}); launching cold",
                     term(&name),
                     term(&crate::cmd::exec::launch_error(err).chain().join(": "))
                 ));
+                given_back = back;
                 e.warm = false;
                 cold()
             }
@@ -799,6 +803,9 @@ impl Daemon {
                 cold()
             }
         };
+        if let Some(held) = given_back {
+            self.sup.kill_and_reap(&name, Box::new(held));
+        }
         let mut sb = match launched {
             Ok(sb) => sb,
             Err(err) => return Err(failed(self, err)),

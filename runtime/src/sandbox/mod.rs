@@ -428,22 +428,48 @@ impl Held {
 
     /// Let the program run: held, the go to its waiting process; otherwise the init starts it
     /// (`clone(CLONE_VM|CLONE_VFORK)`); then seccomp and `execveat`. Back once exec succeeded.
-    pub fn release(mut self) -> Result<Sandboxed, LaunchError> {
+    /// On an error the sandbox is dropped here, which waits for its init ([`ChildGuard`]); a
+    /// caller that must not wait uses [`Held::release_or_return`].
+    pub fn release(self) -> Result<Sandboxed, LaunchError> {
+        self.release_or_return().map_err(|(e, _)| e)
+    }
+
+    /// [`Held::release`], but a sandbox whose program never reported its fork (its init ended,
+    /// or the program's process does not move: a frozen cgroup, an uninterruptible sleep — the
+    /// wait then ends at the setup timeout) is handed back with the error, for the caller to
+    /// kill and reap without waiting ([`Held::kill`], [`Held::has_exited`]): `serve`'s loop
+    /// gave such a spare up by dropping it, which waited for an init that could not end, and no
+    /// agent was answered until the kernel let the program go. Past the fork the program has
+    /// run or failed its exec, and the init ends by itself: `None`.
+    pub fn release_or_return(mut self) -> Result<Sandboxed, (LaunchError, Option<Held>)> {
+        match self.go() {
+            Ok((ns_pid, program_pid)) => self.started(ns_pid, program_pid).map_err(|e| (e, None)),
+            Err(e) => Err((e, Some(self))),
+        }
+    }
+
+    /// The go, then the init's messages until the program's process reports its fork: its pid
+    /// in the sandbox's pid namespace, and its host pid when it sent `Program`.
+    fn go(&mut self) -> Result<(i32, Option<i32>), LaunchError> {
         if self.hold {
             self.sock.send(b"R").map_err(setup(LaunchStep::Control))?;
         }
         let mut buf = vec![0u8; 64 * 1024];
         let mut program_pid = None;
-        let ns_pid = loop {
+        loop {
             match recv_child(&self.sock, &mut buf)? {
-                (child::ChildMsg::Forked { ns_pid }, _) => break ns_pid,
+                (child::ChildMsg::Forked { ns_pid }, _) => return Ok((ns_pid, program_pid)),
                 (child::ChildMsg::Layers(l), _) => self.layers.extend(l),
                 (child::ChildMsg::Program, sender) => program_pid = sender,
                 (child::ChildMsg::Failed { .. }, _) => {
                     unreachable!("recv_child returns it as an error")
                 }
             }
-        };
+        }
+    }
+
+    /// The program forked: whether its exec succeeded, and the running sandbox.
+    fn started(mut self, ns_pid: i32, program_pid: Option<i32>) -> Result<Sandboxed, LaunchError> {
         // Did exec succeed? EOF on the close-on-exec pipe says yes.
         match child::read_exec_result(self.exec_r).map_err(setup(LaunchStep::Control))? {
             None => {}
