@@ -804,7 +804,7 @@ impl Daemon {
             }
         };
         if let Some(held) = given_back {
-            self.sup.kill_and_reap(&name, Box::new(held));
+            self.sup.kill_and_reap(&name, held);
         }
         let mut sb = match launched {
             Ok(sb) => sb,

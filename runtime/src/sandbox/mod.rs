@@ -441,10 +441,10 @@ impl Held {
     /// gave such a spare up by dropping it, which waited for an init that could not end, and no
     /// agent was answered until the kernel let the program go. Past the fork the program has
     /// run or failed its exec, and the init ends by itself: `None`.
-    pub fn release_or_return(mut self) -> Result<Sandboxed, (LaunchError, Option<Held>)> {
+    pub fn release_or_return(mut self) -> Result<Sandboxed, (LaunchError, Option<Box<Held>>)> {
         match self.go() {
             Ok((ns_pid, program_pid)) => self.started(ns_pid, program_pid).map_err(|e| (e, None)),
-            Err(e) => Err((e, Some(self))),
+            Err(e) => Err((e, Some(Box::new(self)))),
         }
     }
 
