@@ -58,7 +58,13 @@ shopt -u nullglob
 # their `#STOCKADE_SUBIDS#` line: one text for the .deb's postinst and the rpm's %post.
 with_subids() {
   awk -v frag=packaging/subids.sh '
-    $0 == "#STOCKADE_SUBIDS#" { while ((getline l < frag) > 0) print l; close(frag); n++; next }
+    $0 == "#STOCKADE_SUBIDS#" {
+      # getline is -1 on a missing or unreadable fragment: an error, never an empty insert (the
+      # scripts would call functions that do not exist, and %post hides that behind `|| :`).
+      while ((r = (getline l < frag)) > 0) print l
+      if (r < 0) { print frag ": cannot be read" > "/dev/stderr"; exit 1 }
+      close(frag); n++; next
+    }
     { print }
     END { if (n != 1) { print FILENAME ": no single #STOCKADE_SUBIDS# line" > "/dev/stderr"; exit 1 } }
   ' "$1" >"$2"
