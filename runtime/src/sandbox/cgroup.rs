@@ -495,8 +495,11 @@ impl Cgroup {
             // killer is off (a manager's choice for its own group), a sandbox at memory_max would
             // stall at the limit for good instead of being OOM-killed, as the report's
             // `limits_hit` and docs/sandbox.md say it is. By hand: the crate can only disable it.
+            // A memory group without the file (a kernel or tree that does not offer it) keeps
+            // whatever its parent set, which this layer cannot vouch for: said, not assumed.
             let oom = md.join("memory.oom_control");
-            if oom.exists() {
+            let oom_control = oom.exists();
+            if oom_control {
                 write(&oom, "0")?;
             }
             let swap = r.swap_max.max().unwrap_or(u64::MAX - max);
@@ -510,6 +513,12 @@ impl Cgroup {
                 let _ = mem.set_swappiness(0);
                 cg.not_applied
                     .push("swap_max (kernel has no swap accounting; swappiness set to 0)".into());
+            }
+            if !oom_control {
+                cg.not_applied.push(
+                    "memory OOM killer (no memory.oom_control: the parent group's setting stands)"
+                        .into(),
+                );
             }
         } else if r.swap_max != Limit::Unlimited {
             // v1 limits memory and swap together (memsw): with memory unlimited, so is swap.
@@ -1112,6 +1121,15 @@ mod tests {
         assert!(
             !cg.not_applied.is_empty(),
             "no memsw file in the fake: reported"
+        );
+        // Nor a memory.oom_control: the OOM killer is the parent's to decide, which is said
+        // rather than reported enforced.
+        assert!(
+            cg.not_applied
+                .iter()
+                .any(|n| n.starts_with("memory OOM killer")),
+            "{:?}",
+            cg.not_applied
         );
         // A plain directory with files is not removable by rmdir; clean the fake files first.
         for d in cg.dirs().to_vec() {

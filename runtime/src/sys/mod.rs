@@ -693,6 +693,23 @@ fn open_lock_file_mode(path: &CStr, mode: u32) -> io::Result<OwnedFd> {
                         },
                     ));
                 }
+                // A private lock that another user could open (another's file, or this user's
+                // made wider since — a recursive chmod, a restore) would let that user hold it
+                // forever: another's is refused, a wider one narrowed back to `mode`.
+                if mode.bits() & 0o077 == 0 {
+                    if st.st_uid != nix::unistd::geteuid().as_raw() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "not a lock file of this user: it belongs to uid {}",
+                                st.st_uid
+                            ),
+                        ));
+                    }
+                    if st.st_mode & 0o077 != 0 {
+                        fchmod(&fd, mode).map_err(io_err)?;
+                    }
+                }
                 return Ok(fd);
             }
             Err(Errno::ENOENT) => {}
@@ -956,6 +973,31 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::fd::AsFd;
+
+    /// A private lock file found wider than 0600 is narrowed back (no other user may open it
+    /// and hold it forever); one of another user is refused; a new one is made 0600.
+    #[test]
+    fn a_private_lock_file_stays_private() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(".lock");
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let mode = || std::fs::metadata(&path).unwrap().mode() & 0o777;
+        drop(open_private_lock_file(&c).unwrap());
+        assert_eq!(mode(), 0o600);
+        std::fs::set_permissions(&path, PermissionsExt::from_mode(0o644)).unwrap();
+        drop(open_private_lock_file(&c).unwrap());
+        assert_eq!(mode(), 0o600, "narrowed back");
+        // The shared lock's mode is its own: left as it is.
+        std::fs::set_permissions(&path, PermissionsExt::from_mode(0o644)).unwrap();
+        drop(open_lock_file(&c).unwrap());
+        assert_eq!(mode(), 0o644);
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+            let e = open_private_lock_file(&c).unwrap_err();
+            assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+        }
+    }
 
     #[test]
     fn pipe_and_poll_report_readiness() {
