@@ -638,6 +638,18 @@ fn own_state_dir(dir: &Path) -> Result<(), String> {
         return Err(format!("belongs to uid {}, not this user ({me})", md.uid()));
     }
     let canonical = std::fs::canonicalize(at).map_err(|e| format!("cannot be resolved ({e})"))?;
+    // Judged on the canonical path but used by the path given: a symbolic link (or `..`) on
+    // the way is a turn another user may move — a link in a directory of theirs repointed, mid-
+    // command or at another directory of this user's holding an older pins.json — so a state
+    // directory reached that way is not where the configuration may stay.
+    let given = std::path::absolute(at).map_err(|e| format!("cannot be resolved ({e})"))?;
+    if given != canonical {
+        return Err(format!(
+            "is reached through a symbolic link or `..` ({} is {})",
+            given.display(),
+            canonical.display()
+        ));
+    }
     check_no_other_writer(&canonical).map_err(|e| match e {
         HeldDirError::Unsafe { path, why } if path == canonical => why,
         HeldDirError::Unsafe { path, why } => format!("is below {}, which {why}", path.display()),
@@ -1975,7 +1987,13 @@ mod tests {
         let open = d.path().join("open");
         std::fs::create_dir_all(open.join("state")).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-        for dir in [foreign.clone(), shared.clone(), open.join("state")] {
+        // This user's, reached through a symbolic link: judged on where it leads but used by
+        // the link, which whoever may change the link's directory can repoint (before: kept).
+        let real = d.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        for dir in [foreign.clone(), shared.clone(), open.join("state"), link] {
             let p = Places::new(&dir, None).unwrap();
             assert_eq!(
                 p.config_dir(),
