@@ -733,6 +733,16 @@ fn hold_config_dir(dir: &Path, create: bool) -> Result<Option<HeldDir>, SourceEr
     let parent = match std::fs::canonicalize(parent) {
         Ok(p) => p,
         Err(e) if missing(&e) => return Ok(None),
+        // Its parent missing too (a host without the package has no `/etc/stockade`): made the
+        // same way first, each level checked and made 0755 by this user, who may make the
+        // sources directory there (`check_owner` found the nearest existing directory to be its own).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && parent.parent().is_some() => {
+            drop(hold_config_dir(parent, true)?);
+            std::fs::canonicalize(parent).map_err(|source| HeldDirError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?
+        }
         Err(source) => {
             let path = dir.to_path_buf();
             return Err(HeldDirError::Io { path, source }.into());
@@ -792,12 +802,18 @@ fn foreign_config(p: &Places, name: &str) -> Option<(PathBuf, u32)> {
     let file = p.config_path(name);
     let mut candidates = vec![file];
     if let Some(dir) = &p.config_dir {
-        candidates.push(dir.clone());
+        // Up to the nearest directory that exists: where the sources directory would be made
+        // (none of `/etc/stockade` on a host without the package). Stopping at its parent took
+        // "nothing there" for "this user may write it", and the refresh timer tried to make the
+        // directory, failing with 74 where it has nothing to do.
         candidates.extend(
-            dir.parent()
+            dir.ancestors()
                 .filter(|d| !d.as_os_str().is_empty())
                 .map(Path::to_path_buf),
         );
+        if dir.is_relative() {
+            candidates.push(PathBuf::from("."));
+        }
     }
     let (path, md) = candidates
         .into_iter()
@@ -1953,6 +1969,40 @@ mod tests {
     /// default sources directory when it is another user's or others may write it, and in the
     /// one given whenever one is — unless that is the state directory itself: then it is the
     /// state directory if that is this user's own, and refused if not.
+    /// Root making its sources directory where its parent is missing too (no `/etc/stockade`
+    /// on a host without the package) makes the chain, 0755 each; reading makes nothing; and
+    /// the nearest existing directory above decides who may change the configuration (it
+    /// stopped at the parent: "nothing there" read as "this user's to write").
+    #[test]
+    fn a_sources_directory_whose_parents_are_missing_is_made_with_them() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("etc/stockade/sources");
+        assert!(hold_config_dir(&dir, false).unwrap().is_none());
+        assert!(!d.path().join("etc").exists(), "a read makes nothing");
+        let p = Places::new(d.path(), Some(&dir)).unwrap();
+        assert_eq!(
+            foreign_config(&p, PINS_FILE),
+            None,
+            "this user's tempdir decides"
+        );
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(d.path(), Some(65534), Some(65534)).unwrap();
+            assert_eq!(
+                foreign_config(&p, PINS_FILE),
+                Some((d.path().to_path_buf(), 65534)),
+                "the nearest existing directory is another user's"
+            );
+            std::os::unix::fs::chown(d.path(), Some(0), Some(0)).unwrap();
+        }
+        assert!(hold_config_dir(&dir, true).unwrap().is_some());
+        for made in ["etc", "etc/stockade", "etc/stockade/sources"] {
+            let md = std::fs::metadata(d.path().join(made)).unwrap();
+            assert!(md.is_dir(), "{made}");
+            assert_eq!(md.mode() & 0o777, 0o755, "{made}");
+        }
+    }
+
     #[test]
     fn the_configuration_is_kept_out_of_another_users_state_directory() {
         use std::os::unix::fs::PermissionsExt;
