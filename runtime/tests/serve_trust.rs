@@ -90,6 +90,20 @@ fn wait_log_count(s: &Serve, needle: &str, n: usize) {
     }
 }
 
+/// `hello` loaded under an empty list (the daemon started with CONFIG), the trust directory
+/// then changed by `change`, and `hello` crashed: its restart met the change and was not made.
+fn crashed_after(fx: &Fixture, change: impl FnOnce(&Fixture)) -> (Serve, Client) {
+    let hello = pack_worker(fx, "hello", &["on:x"]);
+    install_list(fx, &[]);
+    let s = Serve::start(fx, CONFIG, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    change(fx);
+    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    wait_log(&s, "plugin hello: not restarted");
+    (s, c)
+}
+
 /// The `load_failed` error of a `plugin_load` that must be refused.
 fn refused_load(c: &mut Client, pkg: &std::path::Path) -> Value {
     let r = c.call("plugin_load", json!({"package": pkg}));
@@ -335,15 +349,9 @@ fn a_restart_refused_by_an_invalid_list_is_retried_until_the_list_is_fixed() {
         return;
     }
     let fx = Fixture::new();
-    let hello = pack_worker(&fx, "hello", &["on:x"]);
-    install_list(&fx, &[]);
-    let mut s = Serve::start(&fx, CONFIG, None);
-    let mut c = s.client();
-    c.ok("plugin_load", json!({"package": hello}));
-    std::fs::write(fx.path("trust/revocations.json"), b"{ not a list").unwrap();
-
-    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
-    wait_log(&s, "plugin hello: not restarted");
+    let (mut s, mut c) = crashed_after(&fx, |fx| {
+        std::fs::write(fx.path("trust/revocations.json"), b"{ not a list").unwrap()
+    });
     // Let a few retries go by: still restarting, never quarantined.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let st = c.ok("plugin_status", json!({"name": "hello"}));
@@ -379,15 +387,9 @@ fn a_restart_refused_by_a_deleted_list_names_the_configuration_not_the_package()
         return;
     }
     let fx = Fixture::new();
-    let hello = pack_worker(&fx, "hello", &["on:x"]);
-    install_list(&fx, &[]);
-    let mut s = Serve::start(&fx, CONFIG, None);
-    let mut c = s.client();
-    c.ok("plugin_load", json!({"package": hello}));
-    std::fs::remove_file(fx.path("trust/revocations.json")).unwrap();
-
-    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
-    wait_log(&s, "plugin hello: not restarted");
+    let (mut s, mut c) = crashed_after(&fx, |fx| {
+        std::fs::remove_file(fx.path("trust/revocations.json")).unwrap()
+    });
     let st = c.ok("plugin_status", json!({"name": "hello"}));
     assert_eq!(st["state"], "restarting", "{st}");
     assert_eq!(st["quarantined"], false, "{st}");

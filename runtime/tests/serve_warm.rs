@@ -190,6 +190,23 @@ fn a_quarantined_plugin_keeps_no_spare_until_plugin_restart() {
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
 
+/// Plugin `name`'s held spare, its waiting program frozen by the v1 freezer (the kernel holds
+/// it: SIGKILL waits for the thaw, as for a process in uninterruptible sleep): the spare's init
+/// and the freeze. `None` (a `require` failure, an error under CI) without a freezer.
+fn freeze_the_spare(c: &mut Client, serve_pid: i32, name: &str) -> Option<(i32, Frozen)> {
+    let st = status(c, name);
+    assert_eq!(st["spare"], true, "{st}");
+    let spare_init = spare_init(serve_pid, &st);
+    let frozen = Frozen::freeze(i64::from(held_program(spare_init)));
+    if frozen.is_none() {
+        require(
+            false,
+            "no v1 freezer controller at /sys/fs/cgroup/freezer: nothing here can hold a spare",
+        );
+    }
+    Some((spare_init, frozen?))
+}
+
 /// The spare's waiting program: its init's only child. `plugin_status` says `spare` once the
 /// spare is built, which can be just before its init has forked the program: looked for again
 /// until it is there.
@@ -224,15 +241,7 @@ fn a_spare_that_does_not_end_never_stops_the_daemon() {
     let serve_pid = s.pid();
     let mut c = s.client();
     c.ok("plugin_load", json!({"package": a}));
-    let st = status(&mut c, "a");
-    assert_eq!(st["spare"], true, "{st}");
-    // The spare init's only child is its program, forked and waiting.
-    let spare_init = spare_init(serve_pid, &st);
-    let Some(frozen) = Frozen::freeze(i64::from(held_program(spare_init))) else {
-        require(
-            false,
-            "no v1 freezer controller at /sys/fs/cgroup/freezer: nothing here can hold a spare",
-        );
+    let Some((spare_init, frozen)) = freeze_the_spare(&mut c, serve_pid, "a") else {
         return;
     };
     // Unloaded: the spare is killed and does not end; the daemon answers all the same.
@@ -286,14 +295,7 @@ fn a_spare_that_cannot_be_released_is_reaped_by_the_loop_and_the_restart_goes_co
     let serve_pid = s.pid();
     let mut c = s.client();
     c.ok("plugin_load", json!({"package": a}));
-    let st = status(&mut c, "a");
-    assert_eq!(st["spare"], true, "{st}");
-    let spare_init = spare_init(serve_pid, &st);
-    let Some(frozen) = Frozen::freeze(i64::from(held_program(spare_init))) else {
-        require(
-            false,
-            "no v1 freezer controller at /sys/fs/cgroup/freezer: nothing here can hold a spare",
-        );
+    let Some((spare_init, frozen)) = freeze_the_spare(&mut c, serve_pid, "a") else {
         return;
     };
     // The crash's restart takes the frozen spare: its release fails at the setup timeout.
