@@ -508,12 +508,12 @@ impl PluginHandle {
 
     /// Answer an agent's call with an error, or with the hook's default when it fails open.
     fn fail(&self, fx: &mut Effects, agent_id: &Value, hook: &str, e: RpcError) {
-        // The mode of the hook, not of its section: a section without `failure` keeps the
-        // hook's default (open for the Sertone hooks, seed 003).
         // A plugin's own error answer is an answer, not a failure to bypass — except for a
         // Sertone hook, whose error or invalid answer the front bypasses like a crash (seed
         // 003), so an agent's call of it is answered the same way.
         let answered = e.code == codes::PLUGIN_ERROR && !sertone::is_sertone_hook(hook);
+        // The mode of the hook, not of its section: a section without `failure` keeps the
+        // hook's default (open for the Sertone hooks, seed 003).
         let bypass = self.cfg.policy.failure(hook) == FailureMode::Open
             && !answered
             && !matches!(e.code, codes::INVALID_PARAMS | codes::NOT_REGISTERED);
