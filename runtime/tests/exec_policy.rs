@@ -92,6 +92,49 @@ fn custom_policy_changes_the_view_and_limits() {
     );
 }
 
+/// A `writable` path must be a directory on the host: a file, a missing path or a symbolic link
+/// is refused before anything is made (125, `writable_path`, the path and what is there named),
+/// not skipped — and not left to the Landlock step, which named the path as missing inside the
+/// sandbox ("No such file or directory" for a file that plainly exists).
+#[test]
+fn writable_path_that_is_no_directory_is_refused_naming_what_is_there() {
+    let dir = tempfile::tempdir_in(bindable_base()).unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let link = dir.path().join("a-link");
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("real"), &link).unwrap();
+    let missing = dir.path().join("missing");
+    for (path, said) in [
+        (&file, "is a file on the host, not a directory"),
+        (&missing, "does not exist on the host"),
+        (&link, "is a symbolic link on the host"),
+    ] {
+        let p = path.to_str().unwrap();
+        let pol = policy(
+            dir.path(),
+            &format!("version = 1\n[filesystem]\nwritable = [\"{p}\"]\n"),
+        );
+        let child = std::process::Command::new(BIN)
+            .args([
+                "--json", "exec", "--policy", &pol, "--", "/bin/sh", "-c", "echo ran",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let runtime_pid = child.id();
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(code(&o), 125, "{} {}", out(&o), err(&o));
+        assert!(!out(&o).contains("ran"), "{}", out(&o));
+        let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+        assert_eq!(v["error"]["kind"], "writable_path", "{v}");
+        let msg = v["error"]["causes"].to_string();
+        assert!(msg.contains(p) && msg.contains(said), "{v}");
+        assert_no_sandbox_left(runtime_pid);
+    }
+}
+
 #[test]
 fn loopback_mode_brings_lo_up_and_allows_inet() {
     let Some(net) = helper("net") else { return };

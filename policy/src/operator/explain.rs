@@ -215,11 +215,12 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         }
     }
     for d in &eff.writable {
-        // A granted path must be a directory on the host at launch: its Landlock rule needs it
-        // open, so a missing one refuses the launch (125) rather than run without it.
+        // A granted path must be a directory on the host at launch (not a file, not a symbolic
+        // link): the launch refuses anything else (125) rather than run without it.
         let note = if d.granted {
             format!(
-                "{}; must be an existing directory at launch (else the launch is refused, 125)",
+                "{}; must be an existing directory (not a symbolic link) at launch (else the launch \
+                 is refused, 125)",
                 d.reason
             )
         } else {

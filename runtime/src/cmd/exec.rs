@@ -90,12 +90,21 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         LaunchError::CgroupPartial(_) => (
             Exit::SandboxSetup,
             "layer_unavailable",
-            "delegate the missing controller to the runtime's cgroup (systemd: Delegate=cpu), set              that limit to \"unlimited\", or allow `cgroup_partial` in the policy's [layers]",
+            "delegate the missing controller to the runtime's cgroup (systemd: Delegate=cpu), set \
+             that limit to \"unlimited\", or allow `cgroup_partial` in the policy's [layers]",
+        ),
+        LaunchError::WritableNotDir { .. } => (
+            Exit::SandboxSetup,
+            "writable_path",
+            "a `writable` path of the policy must be an existing directory on the host: create \
+             it (owned so the plugin's uid may write, see docs/sandbox.md), or remove it from \
+             [filesystem] writable",
         ),
         LaunchError::CgroupClash(_) => (
             Exit::SandboxSetup,
             "cgroup_clash",
-            "a group of that name already exists below the runtime's cgroup (never adopted):              remove the leftover, or find what else creates stockade-* groups there",
+            "a group of that name already exists below the runtime's cgroup (never adopted): \
+             remove the leftover, or find what else creates stockade-* groups there",
         ),
         _ => (
             Exit::SandboxSetup,

@@ -184,6 +184,14 @@ pub enum LaunchError {
     /// An HTTP plugin (seed 003) cannot run under this policy.
     #[error("http plugin: {0}")]
     HttpTransport(String),
+    /// A policy's `writable` path is no directory on the host (checked before anything is made).
+    #[error("writable path `{path}` {found}")]
+    WritableNotDir {
+        /// The policy's path.
+        path: String,
+        /// What the host has there instead.
+        found: String,
+    },
     /// The program was not found.
     #[error("program `{}` not found", path.display())]
     NotFound {
@@ -625,6 +633,12 @@ fn prepare(
         .as_deref()
         .map(|d| (d, spec.package_dir_id));
     let plan = mounts::plan(p, package, mounts::host_lookup);
+    if let Some((path, found)) = plan.writable_not_dirs.first() {
+        return Err(LaunchError::WritableNotDir {
+            path: path.clone(),
+            found: found.clone(),
+        });
+    }
 
     // 4. cgroup below our own, limits written before the child exists. A group that already
     //    exists is a hard error even where running without cgroups is allowed: that degradation

@@ -135,8 +135,13 @@ pub enum MountStep {
 pub struct MountPlan {
     /// Binds and symlinks, in order.
     pub steps: Vec<MountStep>,
-    /// Policy paths missing on the host (reported, not fatal).
+    /// `read_only` paths missing on the host (reported, not fatal).
     pub skipped: Vec<String>,
+    /// `writable` paths the host has no directory at, with what is there instead: the launch
+    /// refuses them (`LaunchError::WritableNotDir`). A writable path is a promise the plugin
+    /// may keep its data there; skipping it would run the plugin without that place, and the
+    /// Landlock step would only fail later, naming a path missing *inside* the sandbox.
+    pub writable_not_dirs: Vec<(String, String)>,
     /// Files generated on the root tmpfs: (path, contents).
     pub files: Vec<(String, String)>,
     /// /tmp size in bytes and inode limit.
@@ -202,15 +207,26 @@ pub fn plan(
             HostEntry::Missing => skipped.push(p.clone()),
         }
     }
+    let mut writable_not_dirs = Vec::new();
     for p in &policy.writable {
-        match lookup(Path::new(p)) {
-            HostEntry::Dir => steps.push(MountStep::BindRw {
-                host: p.into(),
-                target: p.clone(),
-                dir: true,
-            }),
-            _ => skipped.push(p.clone()),
-        }
+        let found = match lookup(Path::new(p)) {
+            HostEntry::Dir => {
+                steps.push(MountStep::BindRw {
+                    host: p.into(),
+                    target: p.clone(),
+                    dir: true,
+                });
+                continue;
+            }
+            HostEntry::Missing => "does not exist on the host".to_string(),
+            HostEntry::File => "is a file on the host, not a directory".to_string(),
+            // Not followed: the bind would be of wherever the link points when the launch
+            // opens it, which whoever can change the link chooses.
+            HostEntry::Symlink(to) => {
+                format!("is a symbolic link on the host (to `{to}`): name the directory itself")
+            }
+        };
+        writable_not_dirs.push((p.clone(), found));
     }
     if let Some((pkg, id)) = package_dir {
         steps.push(MountStep::BindRo {
@@ -255,6 +271,7 @@ pub fn plan(
     MountPlan {
         steps,
         skipped,
+        writable_not_dirs,
         files,
         tmp: (policy.tmp_size, policy.tmp_inodes),
         proc: policy.proc,
@@ -690,7 +707,7 @@ mod tests {
     #[test]
     fn binding_passwd_suppresses_the_stub_and_writable_needs_a_dir() {
         let pol = parse_policy(
-            "version = 1\n[filesystem]\nread_only = [\"/etc/passwd\"]\nwritable = [\"/srv/data\", \"/srv/none\"]\n",
+            "version = 1\n[filesystem]\nread_only = [\"/etc/passwd\"]\nwritable = [\"/srv/data\", \"/srv/none\", \"/etc/ld.so.cache\", \"/bin\"]\n",
         )
         .unwrap();
         let p = plan(&pol, None, fake);
@@ -700,6 +717,24 @@ mod tests {
             target: "/srv/data".into(),
             dir: true
         }));
-        assert_eq!(p.skipped, vec!["/srv/none".to_string()]);
+        // Not skipped like a missing read-only path: each is named with what the host has there,
+        // for the launch to refuse.
+        assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+        let refused: Vec<(&str, &str)> = p
+            .writable_not_dirs
+            .iter()
+            .map(|(p, f)| (p.as_str(), f.as_str()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                ("/srv/none", "does not exist on the host"),
+                ("/etc/ld.so.cache", "is a file on the host, not a directory"),
+                (
+                    "/bin",
+                    "is a symbolic link on the host (to `usr/bin`): name the directory itself"
+                ),
+            ]
+        );
     }
 }
