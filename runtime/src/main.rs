@@ -1,6 +1,10 @@
 //! The `stockade` binary: parse arguments, dispatch, print the error chain once, exit with the
 //! documented code. No logic lives here.
 
+// Diagnostics go through `output::print_stderr`: `eprintln!` panics on a stderr that cannot be
+// written, which aborts a release build mid-operation (the runtime's cleanup skipped).
+#![deny(clippy::print_stderr)]
+
 use clap::Parser;
 use stockade_runtime::{cli::Cli, cmd, exit::Exit, output::Output};
 
@@ -26,7 +30,7 @@ fn main() -> std::process::ExitCode {
             if out.json {
                 stockade_runtime::output::print_stdout(&err.to_json().to_string());
             } else {
-                eprintln!("{}", err.render_text());
+                stockade_runtime::output::print_stderr(&err.render_text());
             }
             err.exit().into()
         }

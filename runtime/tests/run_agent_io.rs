@@ -268,6 +268,45 @@ fn an_agent_whose_output_is_gone_ends_the_session() {
     assert_eq!(status.code(), Some(0), "a graceful stop: {stderr}");
 }
 
+/// `stockade run PKG 2>&1 | agent`, and the agent goes away: the runtime's diagnostic about it
+/// ("cannot write to the agent") goes to the same dead pipe. That failed write is lost, never a
+/// panic: `eprintln!` panicked there and the release build aborted (134) with the plugin up,
+/// skipping its shutdown and leaving its cgroups behind.
+#[test]
+fn an_agent_taking_stdout_and_stderr_on_one_pipe_that_goes_away_ends_the_session() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    pack(&fx);
+    let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+    let mut child = run_cmd(&fx)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(out_w.try_clone().unwrap()))
+        .stderr(Stdio::from(out_w))
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut agent = std::fs::File::from(out_r);
+    let mut first = [0u8; 1];
+    agent.read_exact(&mut first).unwrap();
+    drop(agent);
+    let status = wait_within(
+        &mut child,
+        Duration::from_secs(30),
+        "run kept going with its agent gone",
+        || {
+            let _ = stdin.write_all(format!("{}\n", invoke(1, None)).as_bytes());
+        },
+    );
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a graceful stop, not a panic: {status:?}"
+    );
+    assert_no_sandbox_left(child.id());
+}
+
 /// The same call every time (one payload: after the first, each is a cache hit, ≈ 60 KB).
 fn cached_call(i: u64) -> String {
     serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "hook_invoke",

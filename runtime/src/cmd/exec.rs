@@ -258,7 +258,7 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     // carries only the report document, which lists them).
     if !out.json {
         for d in sb.report().degradations() {
-            eprintln!("stockade: warning: {d}");
+            crate::output::print_stderr(&format!("stockade: warning: {d}"));
         }
     }
     let mut rec = Record::new(Event::Launch, "ok");
@@ -297,7 +297,7 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
         reserved.commit(json.as_bytes())?;
     }
     if out.json {
-        eprintln!("{json}");
+        crate::output::print_stderr(&json);
     }
     let status = report
         .exit
@@ -308,7 +308,7 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     rec.detail = serde_json::json!({"command": args.command, "exit": report.exit, "limits_hit": report.limits_hit});
     // The program has ended; a failed record is reported but does not replace its status.
     if let Err(e) = audit::append_or_fail(&log, rec) {
-        eprintln!("{}", e.render_text());
+        crate::output::print_stderr(&e.render_text());
     }
     let _ = io::stdout().flush();
     std::process::exit(status)

@@ -262,22 +262,25 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     // aside) is reported on stderr and in the record.
     let verified = audit::for_report(Event::Verification, "ok", &pkg.report);
     for w in &pkg.report.warnings {
-        eprintln!("stockade: warning: {}", crate::output::term(w));
+        crate::output::print_stderr(&format!("stockade: warning: {}", crate::output::term(w)));
     }
     audit::append_or_fail(&log, verified)?;
     plugin_policy::record(&log, records)?;
     for w in &lp.withheld {
-        eprintln!(
+        crate::output::print_stderr(&format!(
             "stockade: withheld {} ({}): {}",
             crate::output::term(&w.target.to_string()),
             w.kind,
             crate::output::term(&w.message)
-        );
+        ));
     }
     let kv = crate::host::kv::store_name(&cfg.state_dir, &pkg)
         .and_then(|(store, note)| {
             if let Some(note) = note {
-                eprintln!("stockade: warning: {}", crate::output::term(&note));
+                crate::output::print_stderr(&format!(
+                    "stockade: warning: {}",
+                    crate::output::term(&note)
+                ));
             }
             KvStore::open(&cfg.state_dir, &store, host_policy.kv.clone())
         })
@@ -312,7 +315,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         (false, false) => "temporary",
     };
     for d in sb.report().degradations() {
-        eprintln!("stockade: warning: {d}");
+        crate::output::print_stderr(&format!("stockade: warning: {d}"));
     }
     let mut rec = base.clone();
     rec.outcome = "ok".into();
@@ -354,8 +357,8 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         .exit_status(idx)
         .unwrap_or(Exit::SandboxSetup.code().into());
     if sup.stuck() > 0 {
-        eprintln!(
-            "stockade: waiting for the killed sandbox to end (a process in uninterruptible sleep)"
+        crate::output::print_stderr(
+            "stockade: waiting for the killed sandbox to end (a process in uninterruptible sleep)",
         );
     }
     // Dropping the supervisor waits for a killed sandbox that had not ended: it is gone only
@@ -495,10 +498,10 @@ impl AgentOut {
             if self.buf.len() + b.len() > MAX_AGENT_OUTBOUND {
                 self.ok = false;
                 self.buf.clear();
-                eprintln!(
+                crate::output::print_stderr(&format!(
                     "stockade run: the agent stopped reading ({MAX_AGENT_OUTBOUND} bytes queued); \
                      treating it as gone"
-                );
+                ));
                 return false;
             }
             self.buf.extend_from_slice(&b);
@@ -518,10 +521,10 @@ impl AgentOut {
                 Err(nix::errno::Errno::EAGAIN) => break,
                 // EPIPE: the agent is gone; the loop shuts the plugin down as after EOF.
                 Err(e) => {
-                    eprintln!(
+                    crate::output::print_stderr(&format!(
                         "stockade run: cannot write to the agent ({e}); dropping its output and \
                          shutting the plugin down"
-                    );
+                    ));
                     self.ok = false;
                     self.buf.clear();
                 }
@@ -542,11 +545,11 @@ impl AgentOut {
     fn stall(&mut self, now: Instant) {
         let since = *self.stalled_since.get_or_insert(now);
         if self.ok && now.duration_since(since) >= STALL {
-            eprintln!(
+            crate::output::print_stderr(&format!(
                 "stockade run: the agent stopped reading ({} s without taking an answer, its \
                  output full); dropping its output and shutting the plugin down",
                 STALL.as_secs()
-            );
+            ));
             self.ok = false;
             self.buf.clear();
         }
@@ -560,9 +563,9 @@ impl AgentOut {
     /// The agent's end of stdout is closed (an error event on it): as EPIPE, said at once.
     fn gone(&mut self) {
         if self.ok {
-            eprintln!(
+            crate::output::print_stderr(
                 "stockade run: the agent closed its output; dropping it and shutting the plugin \
-                 down"
+                 down",
             );
         }
         self.ok = false;
@@ -591,10 +594,10 @@ impl AgentOut {
             }
         }
         if !self.buf.is_empty() {
-            eprintln!(
+            crate::output::print_stderr(&format!(
                 "stockade run: the agent did not take its last {} bytes; dropped",
                 self.buf.len()
-            );
+            ));
         }
     }
 }
@@ -617,8 +620,8 @@ fn serve(
     // EAGAIN: then stdout stays blocking (the stalled-agent protection is lost, reported).
     let shared = sys::same_file(stdout.as_fd(), io::stderr().as_fd());
     if shared && !std::io::IsTerminal::is_terminal(&stdout) {
-        eprintln!(
-            "stockade run: stdout and stderr are the same file; writes to the agent may block"
+        crate::output::print_stderr(
+            "stockade run: stdout and stderr are the same file; writes to the agent may block",
         );
     }
     let mut out = AgentOut {
@@ -851,7 +854,7 @@ impl RunAudit {
             rec.detail = p.clone();
             // The session goes on; a record that cannot be written is said on stderr.
             if let Err(e) = audit::append_or_fail(&self.log, rec) {
-                eprintln!("{}", e.render_text());
+                crate::output::print_stderr(&e.render_text());
             }
         }
     }
