@@ -56,10 +56,30 @@ pub fn enum_str<T: Serialize>(v: &T) -> String {
 }
 
 /// Write one line to stdout. A closed stdout (`stockade … | head`) is not an error worth a panic:
-/// the reader has what it wanted, and the exit code still reports the command's outcome.
+/// the reader has what it wanted, and the exit code still reports the command's outcome. Any
+/// other failure (a full disk, an I/O error) is remembered for [`stdout_lost`]: the result is
+/// lost, and a command that would say "done" with 0 must not (`stockade --json list > f` on a
+/// full disk left an empty `f` and 0).
 pub fn print_stdout(line: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let mut lost = STDOUT_LOST.lock().unwrap_or_else(|p| p.into_inner());
+            lost.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// The first failure of [`print_stdout`] other than a reader that went away.
+static STDOUT_LOST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Why the command's output could not be written to stdout, if it could not (a reader that
+/// closed the pipe does not count). The binary turns a success whose result is lost into 74.
+pub fn stdout_lost() -> Option<String> {
+    STDOUT_LOST
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
 }
 
 /// Write one line to stderr, with one `write` where it fits, ignoring a failure. Every
