@@ -16,7 +16,9 @@
 //! SIGHUP (the same, at once). The exit status is the plugin's, as for `exec` (docs/exit-codes.md):
 //! 0 after a clean shutdown, 128+N when signal N ended it — 137 when the runtime killed it (a
 //! violation, a denied call, the shutdown grace ran out); why is reported in-band
-//! (`plugin_state`). stdout carries only protocol frames; human diagnostics go to stderr.
+//! (`plugin_state`). A session SIGINT/SIGTERM/SIGHUP N stopped, its plugin shut down cleanly,
+//! exits 128+N: it was interrupted, not finished. stdout carries only protocol frames; human
+//! diagnostics go to stderr.
 //!
 //! Audit ([`crate::audit`], when the policy configures a sink): verification, each grant and
 //! each withheld item, the launch (with the enforced layers and the effective-policy hash), and
@@ -347,7 +349,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         health: None,
     };
     let idx = sup.add(pcfg, sb, Instant::now()).map_err(loop_err)?;
-    serve(
+    let interrupted = serve(
         &mut sup,
         AgentLink::new(max_frame),
         sigfd.as_fd(),
@@ -356,6 +358,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     let status = sup
         .exit_status(idx)
         .unwrap_or(Exit::SandboxSetup.code().into());
+    let status = interrupted_status(status, interrupted);
     if sup.stuck() > 0 {
         crate::output::print_stderr(
             "stockade: waiting for the killed sandbox to end (a process in uninterruptible sleep)",
@@ -602,15 +605,27 @@ impl AgentOut {
     }
 }
 
+/// The exit status of a session that ended with the plugin's `status`, stopped by the signal
+/// `interrupted` if one came: 128+N for signal N when the plugin stopped cleanly (0), as a
+/// shell reports a command that Ctrl-C (130) or a SIGTERM (143) ended — a foreground `run`
+/// stopped so is not one that finished (a script's `stockade run … && next` must not go on).
+/// A plugin that did not stop cleanly keeps its own status (137: killed after the grace).
+fn interrupted_status(status: i32, interrupted: Option<i32>) -> i32 {
+    match interrupted {
+        Some(sig) if status == 0 => 128 + sig,
+        _ => status,
+    }
+}
+
 /// The event loop of `run`: the agent on fd 0/1, one plugin, signals. fd 0 and fd 1 are made
 /// non-blocking for the loop and their flags restored at the end (they are shared with
-/// whoever started us).
+/// whoever started us). Returns the signal that stopped the session, if one did.
 fn serve(
     sup: &mut Supervisor,
     mut agent: AgentLink,
     sigfd: std::os::fd::BorrowedFd<'_>,
     audit: &RunAudit,
-) {
+) -> Option<i32> {
     let stdin = io::stdin();
     let stdout = io::stdout();
     let saved_in = sys::status_flags(stdin.as_fd()).ok();
@@ -640,7 +655,7 @@ fn serve(
             let _ = sys::set_status_flags(stdout.as_fd(), f);
         }
     }
-    run_loop(sup, &mut agent, sigfd, &mut out, audit);
+    let interrupted = run_loop(sup, &mut agent, sigfd, &mut out, audit);
     out.queue(sup, audit);
     out.drain(sigfd);
     for (fd, saved) in [(stdin.as_fd(), saved_in), (stdout.as_fd(), saved_out)] {
@@ -648,6 +663,7 @@ fn serve(
             let _ = sys::set_status_flags(fd, f);
         }
     }
+    interrupted
 }
 
 fn run_loop(
@@ -656,7 +672,7 @@ fn run_loop(
     sigfd: std::os::fd::BorrowedFd<'_>,
     out: &mut AgentOut,
     audit: &RunAudit,
-) {
+) -> Option<i32> {
     let stdin = io::stdin();
     // A pipe or socket joins the loop; a regular file or /dev/null cannot be polled (EPERM):
     // it never blocks, so it is always "readable" and read in turns like a pipe.
@@ -671,6 +687,8 @@ fn run_loop(
         polled,
     };
     let mut stopping = false;
+    // The first signal that stopped the session (a later one changes nothing).
+    let mut interrupted = None;
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -701,7 +719,7 @@ fn run_loop(
         out.queue(sup, audit);
         out.flush();
         if stopping && sup.all_gone() {
-            break;
+            return interrupted;
         }
         let timeout = if input.readable(out, agent) {
             Some(std::time::Duration::ZERO)
@@ -716,7 +734,7 @@ fn run_loop(
             }
         };
         if sup.poll(&mut events, timeout).is_err() {
-            break;
+            return interrupted;
         }
         let now = Instant::now();
         for ev in events.iter() {
@@ -726,7 +744,9 @@ fn run_loop(
                 AGENT_OUT if ev.is_error() || ev.is_write_closed() => out.gone(),
                 AGENT_OUT => out.flush(),
                 SIGNALS => {
-                    while let Ok(Some(_)) = sys::read_signalfd(sigfd) {}
+                    while let Ok(Some(sig)) = sys::read_signalfd(sigfd) {
+                        interrupted.get_or_insert(sig);
+                    }
                     input.close(sup);
                     if !stopping {
                         stopping = true;
