@@ -92,6 +92,15 @@ pub enum RunError {
     /// The event loop cannot be set up.
     #[error("cannot set up the event loop")]
     Loop(#[source] io::Error),
+    /// The verified tree cannot be made readable to the plugin's uid.
+    #[error("cannot make `{}` readable to the plugin (mode 0755)", path.display())]
+    TreeMode {
+        /// The tree's directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The trust configuration with the policy's `[trust]` applied: [`trust_args_with_policy`], then
@@ -258,8 +267,23 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     // The plugin's own uid must be able to read what is verified (files get fixed 0644/0755
     // modes from extraction; only the private directory itself is made 0700). Before the
     // sandbox goes: the init bound the directory as its owner, the plugin reads it only after.
-    std::fs::set_permissions(pkg.view().dir, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| CmdError::new(Exit::CantCreate, "extract", e))?;
+    // A kept tree has that mode already: it is not changed again (a read-only state directory
+    // still runs what it keeps), and a change that fails names the directory.
+    let dir = pkg.view().dir;
+    if !std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o755) {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(
+            |source| {
+                CmdError::new(
+                    Exit::CantCreate,
+                    "extract",
+                    RunError::TreeMode {
+                        path: dir.to_path_buf(),
+                        source,
+                    },
+                )
+            },
+        )?;
+    }
     // What verification let pass with a warning (a trust mode below strict, a kept tree set
     // aside) is reported on stderr and in the record.
     let verified = audit::for_report(Event::Verification, "ok", &pkg.report);
