@@ -143,6 +143,10 @@ impl Reserved {
         if path.is_dir() {
             return Err(err(io::Error::from(io::ErrorKind::IsADirectory)));
         }
+        // What an earlier exec SIGKILLed before its commit left there (the report's temporary
+        // file is reserved for as long as the program runs) goes now: only this uid's stale,
+        // unlocked `.stockade-tmp-…` files, never one in use (fileio::sweep_reserved).
+        fileio::sweep_reserved(&fileio::parent_dir(path));
         // 0666 less the umask, as a plain create would give.
         let file = fileio::reserve(path, 0o666).map_err(|e| err(os_error(e)))?;
         Ok(Self {
