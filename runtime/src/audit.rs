@@ -315,7 +315,7 @@ impl AuditLog {
         if self.journal || socket.exists() {
             send_journal(&socket, &r, &line)?;
         } else if !self.stderr_taken {
-            eprintln!("stockade-audit: {line}");
+            crate::output::print_stderr(&format!("stockade-audit: {line}"));
         }
         Ok(r)
     }

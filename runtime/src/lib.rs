@@ -16,6 +16,10 @@
 //! [`fileio`] (capped single-fd reads, exclusive and atomic writes; directories held by
 //! descriptor and made under a temporary name: `fileio::held`), [`keyfile`] (key files).
 
+// Diagnostics go through `output::print_stderr`: `eprintln!` panics on a stderr that cannot be
+// written, which aborts a release build mid-operation (the runtime's cleanup skipped).
+#![deny(clippy::print_stderr)]
+
 pub mod audit;
 pub mod cli;
 pub mod cmd;

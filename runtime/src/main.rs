@@ -1,8 +1,12 @@
 //! The `stockade` binary: parse arguments, dispatch, print the error chain once, exit with the
 //! documented code. No logic lives here.
 
+// Diagnostics go through `output::print_stderr`: `eprintln!` panics on a stderr that cannot be
+// written, which aborts a release build mid-operation (the runtime's cleanup skipped).
+#![deny(clippy::print_stderr)]
+
 use clap::Parser;
-use stockade_runtime::{cli::Cli, cmd, exit::Exit, output::Output};
+use stockade_runtime::{cli::Cli, cmd, exit::Exit, output, output::Output};
 
 fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
@@ -21,12 +25,24 @@ fn main() -> std::process::ExitCode {
     };
     let out = Output { json: cli.json };
     match cmd::run(cli.command, out) {
-        Ok(code) => code.into(),
+        Ok(code) => match (code, output::stdout_lost()) {
+            // A success whose result never reached stdout (a full disk) is not reported as one:
+            // a caller would take the empty output for the answer. What the command did stays
+            // done, and stderr says so.
+            (Exit::Ok, Some(why)) => {
+                output::print_stderr(&format!(
+                    "stockade: error: the command completed, but its output could not be \
+                     written to stdout: {why}"
+                ));
+                Exit::IoErr.into()
+            }
+            _ => code.into(),
+        },
         Err(err) => {
             if out.json {
-                stockade_runtime::output::print_stdout(&err.to_json().to_string());
+                output::print_stdout(&err.to_json().to_string());
             } else {
-                eprintln!("{}", err.render_text());
+                output::print_stderr(&err.render_text());
             }
             err.exit().into()
         }

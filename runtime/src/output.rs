@@ -22,7 +22,9 @@ impl Output {
                 Ok(s) => print_stdout(&s),
                 // Serialization of our own report types cannot fail (no maps with non-string
                 // keys, no custom serializers that error); if it ever does, say so loudly.
-                Err(e) => eprintln!("stockade: internal error: cannot serialize report: {e}"),
+                Err(e) => print_stderr(&format!(
+                    "stockade: internal error: cannot serialize report: {e}"
+                )),
             }
         } else {
             // Each renderer escapes the untrusted strings it lays out ([`term`]); the whole text
@@ -39,7 +41,7 @@ impl Output {
     /// report carries the same information.
     pub fn note(&self, msg: impl AsRef<str>) {
         if !self.json {
-            eprintln!("stockade: {}", term_text(msg.as_ref()));
+            print_stderr(&format!("stockade: {}", term_text(msg.as_ref())));
         }
     }
 }
@@ -54,10 +56,44 @@ pub fn enum_str<T: Serialize>(v: &T) -> String {
 }
 
 /// Write one line to stdout. A closed stdout (`stockade … | head`) is not an error worth a panic:
-/// the reader has what it wanted, and the exit code still reports the command's outcome.
+/// the reader has what it wanted, and the exit code still reports the command's outcome. Any
+/// other failure (a full disk, an I/O error) is remembered for [`stdout_lost`]: the result is
+/// lost, and a command that would say "done" with 0 must not (`stockade --json list > f` on a
+/// full disk left an empty `f` and 0).
 pub fn print_stdout(line: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let mut lost = STDOUT_LOST.lock().unwrap_or_else(|p| p.into_inner());
+            lost.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// The first failure of [`print_stdout`] other than a reader that went away.
+static STDOUT_LOST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Why the command's output could not be written to stdout, if it could not (a reader that
+/// closed the pipe does not count). The binary turns a success whose result is lost into 74.
+pub fn stdout_lost() -> Option<String> {
+    STDOUT_LOST
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
+/// Write one line to stderr, with one `write` where it fits, ignoring a failure. Every
+/// diagnostic of the runtime goes through here, never `eprintln!`: that macro panics when
+/// stderr cannot be written (a reader that went away, `2>&1 | agent` once the agent exits; a
+/// full disk), and release builds abort on a panic, so a warning printed mid-operation would
+/// kill the runtime on the spot — no plugin shut down, no cgroup removed, no record written,
+/// the documented exit code replaced by 134. A message nobody can read is lost; the command
+/// goes on and ends as it would have (`clippy::print_stderr` is denied in this crate).
+pub fn print_stderr(line: &str) {
+    let mut text = String::with_capacity(line.len() + 1);
+    text.push_str(line);
+    text.push('\n');
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// Whether a terminal could act on `c` instead of showing it: a control character (C0, DEL,

@@ -1,6 +1,8 @@
 //! Helpers shared by the crate's unit tests.
 
 // The integration tests' no-skip rule, the one copy of it (`tests/skip/mod.rs`).
+// A test's SKIPPED line is for the person running the tests (no runtime code runs there).
+#[allow(clippy::print_stderr)]
 #[path = "../tests/skip/mod.rs"]
 mod skip;
 

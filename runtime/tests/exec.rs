@@ -382,6 +382,69 @@ fn outputs_that_cannot_be_written_refuse_before_anything_runs() {
     assert_eq!(std::fs::read_dir(sub).unwrap().count(), 0);
 }
 
+/// An exec SIGKILLed while its program runs cannot clean up: its report's temporary file (held
+/// from before the launch until the report is written) and its pid file stay. The next exec
+/// writing an output in that directory sweeps the stale temporary (this uid's, unlocked,
+/// unchanged for a minute: never one in use), and replaces the pid file, which it removes at
+/// its end as always; so nothing of the killed one is left.
+#[test]
+fn a_killed_execs_leftovers_go_with_the_next_exec_of_that_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pf, rep) = (dir.path().join("pid"), dir.path().join("r.json"));
+    let (pf_s, rep_s) = (pf.to_str().unwrap(), rep.to_str().unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["exec", "--pid-file", pf_s, "--report", rep_s, "--"])
+        .args(["/bin/sleep", "60"])
+        .spawn()
+        .unwrap();
+    for _ in 0..1000 {
+        if pf.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(pf.exists(), "pid file written");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let temporaries = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".stockade-tmp-")
+            })
+            .map(|e| e.path())
+            .collect()
+    };
+    let left = temporaries();
+    assert_eq!(left.len(), 1, "the report's temporary: {left:?}");
+    // Stale: unchanged for longer than a live writer ever leaves it.
+    std::fs::File::options()
+        .write(true)
+        .open(&left[0])
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(120))
+        .unwrap();
+    let o = stockade(
+        &[
+            "exec",
+            "--pid-file",
+            pf_s,
+            "--report",
+            rep_s,
+            "--",
+            "/bin/true",
+        ],
+        b"",
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(temporaries(), Vec::<std::path::PathBuf>::new());
+    assert!(!pf.exists(), "the pid file is removed at the end");
+    assert!(rep.exists());
+}
+
 /// A program that ends at once still has its host pid known (the kernel names its process at
 /// the launch): the pid file asked for is written and the report says the pid, where the /proc
 /// lookup alone found nothing once the init had reaped it.

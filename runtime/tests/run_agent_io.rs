@@ -7,7 +7,7 @@ mod protocol_common;
 use leftovers::assert_no_sandbox_left;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use protocol_common::*;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -266,6 +266,82 @@ fn an_agent_whose_output_is_gone_ends_the_session() {
         "{stderr}"
     );
     assert_eq!(status.code(), Some(0), "a graceful stop: {stderr}");
+}
+
+/// A foreground `run` stopped by Ctrl-C (SIGINT) or SIGTERM shuts its plugin down the graceful
+/// way and leaves nothing, and its status says it was interrupted (128+N, as a shell reports
+/// such a command), not 0: a script's `stockade run … && next` must not go on as if the
+/// session had finished. The plugin's own clean status is in its last `plugin_state`.
+#[test]
+fn a_run_stopped_by_a_signal_cleans_up_and_says_so() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    pack(&fx);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let mut child = spawn_piped(&mut run_cmd(&fx));
+        let _stdin = child.stdin.take().unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines
+            .by_ref()
+            .map(Result::unwrap)
+            .any(|l| l.contains("\"plugin_state\"") && l.contains("\"state\":\"ready\""));
+        assert!(ready, "the plugin never got ready");
+        let pid = child.id();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+            nix::sys::signal::Signal::try_from(sig).unwrap(),
+        )
+        .unwrap();
+        let rest: Vec<String> = lines.map(Result::unwrap).collect();
+        let status = child.wait().unwrap();
+        let stderr = stderr_of(&mut child);
+        assert_eq!(status.code(), Some(128 + sig), "{stderr}");
+        let last: serde_json::Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+        assert_eq!(last["params"]["state"], "exited", "{last}");
+        assert_eq!(last["params"]["reason"]["kind"], "shutdown", "{last}");
+        assert_no_sandbox_left(pid);
+    }
+}
+
+/// `stockade run PKG 2>&1 | agent`, and the agent goes away: the runtime's diagnostic about it
+/// ("cannot write to the agent") goes to the same dead pipe. That failed write is lost, never a
+/// panic: `eprintln!` panicked there and the release build aborted (134) with the plugin up,
+/// skipping its shutdown and leaving its cgroups behind.
+#[test]
+fn an_agent_taking_stdout_and_stderr_on_one_pipe_that_goes_away_ends_the_session() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    pack(&fx);
+    let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+    let mut child = run_cmd(&fx)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(out_w.try_clone().unwrap()))
+        .stderr(Stdio::from(out_w))
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut agent = std::fs::File::from(out_r);
+    let mut first = [0u8; 1];
+    agent.read_exact(&mut first).unwrap();
+    drop(agent);
+    let status = wait_within(
+        &mut child,
+        Duration::from_secs(30),
+        "run kept going with its agent gone",
+        || {
+            let _ = stdin.write_all(format!("{}\n", invoke(1, None)).as_bytes());
+        },
+    );
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a graceful stop, not a panic: {status:?}"
+    );
+    assert_no_sandbox_left(child.id());
 }
 
 /// The same call every time (one payload: after the first, each is a cache hit, ≈ 60 KB).

@@ -387,6 +387,40 @@ fn a_kept_tree_is_reused_and_one_changed_since_is_set_aside() {
 /// Runs of one package at once, none with a tree kept yet: each extracts into a work directory
 /// of its own, one of them keeps its tree (the name is taken once, by a rename that never
 /// replaces), the others' directories are removed when they end; every plugin starts.
+/// A state directory that became read-only (a full or remounted file system) still runs the
+/// tree it keeps: the tree, 0755 already, is not changed again (its chmod failed with a bare
+/// "Read-only file system" and 73, naming nothing).
+#[test]
+fn a_kept_tree_runs_from_a_read_only_state_directory() {
+    if !require_root() {
+        return;
+    }
+    let fx = hello_c_fixture();
+    started_and_left_nothing(&fx, &run(&fx, "c.stockade"));
+    assert_eq!(trees(&fx).len(), 1);
+    let state = fx.path("state");
+    let mount = |args: &[&str]| {
+        let st = Command::new("mount")
+            .args(args)
+            .arg(&state)
+            .arg(&state)
+            .status();
+        assert!(st.unwrap().success(), "mount {args:?}");
+    };
+    mount(&["--bind"]);
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    mount(&["-o", "remount,ro,bind"]);
+    let r = run(&fx, "c.stockade");
+    started_and_left_nothing(&fx, &r);
+    assert_eq!(launch_details(&fx).pop().unwrap()["tree"], "reused");
+}
+
 #[test]
 fn runs_at_once_keep_one_tree_and_leave_no_work_directory() {
     if !require_root() {

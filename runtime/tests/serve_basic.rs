@@ -2,6 +2,7 @@
 //! `hook_invoke` with aggregated results, fail-open vs fail-closed per hook, graceful stop on
 //! SIGTERM without leaks. Real sandboxes (root).
 
+mod leftovers;
 mod serve_common;
 use serde_json::json;
 use serve_common::*;
@@ -726,7 +727,9 @@ fn work_dirs(fx: &Fixture, serve_pid: i32) -> Vec<std::path::PathBuf> {
 
 /// A loaded package is extracted under the state directory, locked while loaded (not in the
 /// temp directory, which nothing sweeps): what a SIGKILLed daemon left there is removed by the
-/// next daemon's start, and what a stopped one had is removed at its stop.
+/// next daemon's start, and what a stopped one had is removed at its stop. So are the killed
+/// daemon's sandbox cgroups, at the next daemon's start, before it launches anything (a daemon
+/// whose plugins are all quarantined may launch nothing for a long time).
 #[test]
 fn a_killed_daemons_extracted_packages_are_swept_by_the_next_one() {
     if !require_root() {
@@ -771,6 +774,12 @@ fn a_killed_daemons_extracted_packages_are_swept_by_the_next_one() {
     assert!(
         !left[0].exists(),
         "the killed daemon's package was left: {left:?}"
+    );
+    // (Any launch sweeps them too: another test's may have come first.)
+    let groups = leftovers::sandbox_cgroups(killed_pid.unsigned_abs());
+    assert!(
+        groups.is_empty(),
+        "the killed daemon's cgroups were left: {groups:?}"
     );
     // The new daemon's own, in use, is kept while loaded and removed at its stop.
     let mut c = s.client();

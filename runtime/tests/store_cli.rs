@@ -787,3 +787,95 @@ fn another_user_verifies_inspects_and_explains_what_root_installed() {
     );
     assert_eq!(snapshot(&state.join("store")), before);
 }
+
+/// A tmpfs of `size` at `dir` (made, mode 0700), unmounted when dropped (also when the test
+/// fails).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs at {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A state directory that fills up while an update extracts: the staged copy of the package
+/// fits, its tree does not. That is this host's failure, not the package's: 74 `extract.io`,
+/// not 87 `unsafe_archive.write` with "do not use this package"; the store is as it was (the
+/// old version installed and verifying, no staging left), and with room the same file installs.
+#[test]
+fn an_update_that_runs_out_of_space_is_an_io_error_and_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let fx = setup();
+    let space = Tmpfs::mount(&fx.path("state"), "2m");
+    let old = pack(&fx, "big", "1.0.0", &[]);
+    expect(&fx.store_install(&[&old], &[]), 0, "");
+    // 1.1.0 carries 1.2 MB that does not compress.
+    let dir = fx.path("big-1.1.0");
+    std::fs::create_dir(&dir).unwrap();
+    for f in ["entrypoint", "manifest.json"] {
+        std::fs::copy(fx.path(&format!("src-{old}/{f}")), dir.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        manifest.replace("\"1.0.0\"", "\"1.1.0\""),
+    )
+    .unwrap();
+    let mut noise = vec![0u8; 1_200_000];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").unwrap(),
+        &mut noise,
+    )
+    .unwrap();
+    std::fs::write(dir.join("noise.bin"), &noise).unwrap();
+    let r = fx.pack_dir(dir.to_str().unwrap(), "big-1.1.0.stockade");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let before = snapshot(&fx.path("state/store"));
+    let r = fx.store_install(&["big-1.1.0.stockade"], &[]);
+    expect(&r, 74, "extract.io");
+    assert!(r.stdout.contains("No space left"), "{}", r.stdout);
+    assert_eq!(
+        snapshot(&fx.path("state/store")),
+        before,
+        "the store changed"
+    );
+    assert_eq!(fx.installed()["big"]["version"], "1.0.0");
+    expect(&verify_installed(&fx, Some("big")), 0, "");
+    space.resize("8m");
+    let r = fx.store_install(&["big-1.1.0.stockade"], &[]);
+    expect(&r, 0, "");
+    assert_eq!(fx.installed()["big"]["version"], "1.1.0");
+}

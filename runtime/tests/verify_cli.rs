@@ -67,6 +67,48 @@ fn hello_verifies_with_full_report() {
     }
 }
 
+/// Outputs that cannot be written. A result lost to a full disk is no success (74, said on
+/// stderr), while a reader that closed the pipe (`| head`) had what it wanted (0); and an error
+/// message that cannot be written still leaves the command's own code, never a panic.
+#[test]
+fn outputs_that_cannot_be_written() {
+    use std::process::{Command, Stdio};
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let verify = |stdout: Stdio, stderr: Stdio, file: &str| {
+        Command::new(env!("CARGO_BIN_EXE_stockade"))
+            .args(["--json", "verify", file, "--trust", "trust"])
+            .args(["--state-dir", "state"])
+            .current_dir(fx.dir())
+            .env_remove("STOCKADE_TRUST_DIR")
+            .env_remove("STOCKADE_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .output()
+            .unwrap()
+    };
+    let full = || Stdio::from(std::fs::File::create("/dev/full").unwrap());
+    let out = verify(full(), Stdio::piped(), &pkg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{stderr}");
+    assert!(
+        stderr.contains("could not be written to stdout"),
+        "{stderr}"
+    );
+    let (r, w) = nix::unistd::pipe().unwrap();
+    drop(r);
+    let out = verify(Stdio::from(w), Stdio::piped(), &pkg);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = verify(Stdio::null(), full(), "./missing.stockade");
+    assert_eq!(out.status.code(), Some(66), "{out:?}");
+}
+
 #[test]
 fn inspect_shows_without_verifying() {
     let fx = Fixture::new();

@@ -152,6 +152,10 @@ impl Reserved {
         if path.is_dir() {
             return Err(err(io::Error::from(io::ErrorKind::IsADirectory)));
         }
+        // What an earlier exec SIGKILLed before its commit left there (the report's temporary
+        // file is reserved for as long as the program runs) goes now: only this uid's stale,
+        // unlocked `.stockade-tmp-…` files, never one in use (fileio::sweep_reserved).
+        fileio::sweep_reserved(&fileio::parent_dir(path));
         // 0666 less the umask, as a plain create would give.
         let file = fileio::reserve(path, 0o666).map_err(|e| err(os_error(e)))?;
         Ok(Self {
@@ -267,7 +271,7 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     // carries only the report document, which lists them).
     if !out.json {
         for d in sb.report().degradations() {
-            eprintln!("stockade: warning: {d}");
+            crate::output::print_stderr(&format!("stockade: warning: {d}"));
         }
     }
     let mut rec = Record::new(Event::Launch, "ok");
@@ -306,7 +310,7 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
         reserved.commit(json.as_bytes())?;
     }
     if out.json {
-        eprintln!("{json}");
+        crate::output::print_stderr(&json);
     }
     let status = report
         .exit
@@ -317,7 +321,7 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     rec.detail = serde_json::json!({"command": args.command, "exit": report.exit, "limits_hit": report.limits_hit});
     // The program has ended; a failed record is reported but does not replace its status.
     if let Err(e) = audit::append_or_fail(&log, rec) {
-        eprintln!("{}", e.render_text());
+        crate::output::print_stderr(&e.render_text());
     }
     let _ = io::stdout().flush();
     std::process::exit(status)

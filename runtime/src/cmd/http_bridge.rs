@@ -380,7 +380,9 @@ pub fn run() -> Result<Exit, CmdError> {
     // while the plugin runs, so the status is never lost to a `shutdown` read meanwhile.
     std::thread::spawn(move || {
         let status = child.wait();
-        eprintln!("stockade http-bridge: the plugin (pid {pid}) ended: {status:?}");
+        crate::output::print_stderr(&format!(
+            "stockade http-bridge: the plugin (pid {pid}) ended: {status:?}"
+        ));
         std::process::exit(match status {
             Ok(s) => exit_status(s.into_raw(), stopped.load(Ordering::SeqCst)),
             Err(_) => i32::from(Exit::Software.code()),
@@ -416,13 +418,13 @@ pub fn run() -> Result<Exit, CmdError> {
             }
         }
     };
-    eprintln!(
+    crate::output::print_stderr(&format!(
         "stockade http-bridge: ready on 127.0.0.1:{} ({})",
         http.port,
         info.get("name")
             .and_then(|n| n.as_str())
             .unwrap_or("unnamed")
-    );
+    ));
 
     let io = |e: std::io::Error| fail(format!("protocol link: {e}"));
     send(

@@ -16,7 +16,9 @@
 //! SIGHUP (the same, at once). The exit status is the plugin's, as for `exec` (docs/exit-codes.md):
 //! 0 after a clean shutdown, 128+N when signal N ended it — 137 when the runtime killed it (a
 //! violation, a denied call, the shutdown grace ran out); why is reported in-band
-//! (`plugin_state`). stdout carries only protocol frames; human diagnostics go to stderr.
+//! (`plugin_state`). A session SIGINT/SIGTERM/SIGHUP N stopped, its plugin shut down cleanly,
+//! exits 128+N: it was interrupted, not finished. stdout carries only protocol frames; human
+//! diagnostics go to stderr.
 //!
 //! Audit ([`crate::audit`], when the policy configures a sink): verification, each grant and
 //! each withheld item, the launch (with the enforced layers and the effective-policy hash), and
@@ -90,6 +92,15 @@ pub enum RunError {
     /// The event loop cannot be set up.
     #[error("cannot set up the event loop")]
     Loop(#[source] io::Error),
+    /// The verified tree cannot be made readable to the plugin's uid.
+    #[error("cannot make `{}` readable to the plugin (mode 0755)", path.display())]
+    TreeMode {
+        /// The tree's directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The trust configuration with the policy's `[trust]` applied: [`trust_args_with_policy`], then
@@ -256,28 +267,46 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     // The plugin's own uid must be able to read what is verified (files get fixed 0644/0755
     // modes from extraction; only the private directory itself is made 0700). Before the
     // sandbox goes: the init bound the directory as its owner, the plugin reads it only after.
-    std::fs::set_permissions(pkg.view().dir, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| CmdError::new(Exit::CantCreate, "extract", e))?;
+    // A kept tree has that mode already: it is not changed again (a read-only state directory
+    // still runs what it keeps), and a change that fails names the directory.
+    let dir = pkg.view().dir;
+    if !std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o755) {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(
+            |source| {
+                CmdError::new(
+                    Exit::CantCreate,
+                    "extract",
+                    RunError::TreeMode {
+                        path: dir.to_path_buf(),
+                        source,
+                    },
+                )
+            },
+        )?;
+    }
     // What verification let pass with a warning (a trust mode below strict, a kept tree set
     // aside) is reported on stderr and in the record.
     let verified = audit::for_report(Event::Verification, "ok", &pkg.report);
     for w in &pkg.report.warnings {
-        eprintln!("stockade: warning: {}", crate::output::term(w));
+        crate::output::print_stderr(&format!("stockade: warning: {}", crate::output::term(w)));
     }
     audit::append_or_fail(&log, verified)?;
     plugin_policy::record(&log, records)?;
     for w in &lp.withheld {
-        eprintln!(
+        crate::output::print_stderr(&format!(
             "stockade: withheld {} ({}): {}",
             crate::output::term(&w.target.to_string()),
             w.kind,
             crate::output::term(&w.message)
-        );
+        ));
     }
     let kv = crate::host::kv::store_name(&cfg.state_dir, &pkg)
         .and_then(|(store, note)| {
             if let Some(note) = note {
-                eprintln!("stockade: warning: {}", crate::output::term(&note));
+                crate::output::print_stderr(&format!(
+                    "stockade: warning: {}",
+                    crate::output::term(&note)
+                ));
             }
             KvStore::open(&cfg.state_dir, &store, host_policy.kv.clone())
         })
@@ -312,7 +341,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         (false, false) => "temporary",
     };
     for d in sb.report().degradations() {
-        eprintln!("stockade: warning: {d}");
+        crate::output::print_stderr(&format!("stockade: warning: {d}"));
     }
     let mut rec = base.clone();
     rec.outcome = "ok".into();
@@ -344,7 +373,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         health: None,
     };
     let idx = sup.add(pcfg, sb, Instant::now()).map_err(loop_err)?;
-    serve(
+    let interrupted = serve(
         &mut sup,
         AgentLink::new(max_frame),
         sigfd.as_fd(),
@@ -353,9 +382,10 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     let status = sup
         .exit_status(idx)
         .unwrap_or(Exit::SandboxSetup.code().into());
+    let status = interrupted_status(status, interrupted);
     if sup.stuck() > 0 {
-        eprintln!(
-            "stockade: waiting for the killed sandbox to end (a process in uninterruptible sleep)"
+        crate::output::print_stderr(
+            "stockade: waiting for the killed sandbox to end (a process in uninterruptible sleep)",
         );
     }
     // Dropping the supervisor waits for a killed sandbox that had not ended: it is gone only
@@ -495,10 +525,10 @@ impl AgentOut {
             if self.buf.len() + b.len() > MAX_AGENT_OUTBOUND {
                 self.ok = false;
                 self.buf.clear();
-                eprintln!(
+                crate::output::print_stderr(&format!(
                     "stockade run: the agent stopped reading ({MAX_AGENT_OUTBOUND} bytes queued); \
                      treating it as gone"
-                );
+                ));
                 return false;
             }
             self.buf.extend_from_slice(&b);
@@ -518,10 +548,10 @@ impl AgentOut {
                 Err(nix::errno::Errno::EAGAIN) => break,
                 // EPIPE: the agent is gone; the loop shuts the plugin down as after EOF.
                 Err(e) => {
-                    eprintln!(
+                    crate::output::print_stderr(&format!(
                         "stockade run: cannot write to the agent ({e}); dropping its output and \
                          shutting the plugin down"
-                    );
+                    ));
                     self.ok = false;
                     self.buf.clear();
                 }
@@ -542,11 +572,11 @@ impl AgentOut {
     fn stall(&mut self, now: Instant) {
         let since = *self.stalled_since.get_or_insert(now);
         if self.ok && now.duration_since(since) >= STALL {
-            eprintln!(
+            crate::output::print_stderr(&format!(
                 "stockade run: the agent stopped reading ({} s without taking an answer, its \
                  output full); dropping its output and shutting the plugin down",
                 STALL.as_secs()
-            );
+            ));
             self.ok = false;
             self.buf.clear();
         }
@@ -560,9 +590,9 @@ impl AgentOut {
     /// The agent's end of stdout is closed (an error event on it): as EPIPE, said at once.
     fn gone(&mut self) {
         if self.ok {
-            eprintln!(
+            crate::output::print_stderr(
                 "stockade run: the agent closed its output; dropping it and shutting the plugin \
-                 down"
+                 down",
             );
         }
         self.ok = false;
@@ -591,23 +621,35 @@ impl AgentOut {
             }
         }
         if !self.buf.is_empty() {
-            eprintln!(
+            crate::output::print_stderr(&format!(
                 "stockade run: the agent did not take its last {} bytes; dropped",
                 self.buf.len()
-            );
+            ));
         }
+    }
+}
+
+/// The exit status of a session that ended with the plugin's `status`, stopped by the signal
+/// `interrupted` if one came: 128+N for signal N when the plugin stopped cleanly (0), as a
+/// shell reports a command that Ctrl-C (130) or a SIGTERM (143) ended — a foreground `run`
+/// stopped so is not one that finished (a script's `stockade run … && next` must not go on).
+/// A plugin that did not stop cleanly keeps its own status (137: killed after the grace).
+fn interrupted_status(status: i32, interrupted: Option<i32>) -> i32 {
+    match interrupted {
+        Some(sig) if status == 0 => 128 + sig,
+        _ => status,
     }
 }
 
 /// The event loop of `run`: the agent on fd 0/1, one plugin, signals. fd 0 and fd 1 are made
 /// non-blocking for the loop and their flags restored at the end (they are shared with
-/// whoever started us).
+/// whoever started us). Returns the signal that stopped the session, if one did.
 fn serve(
     sup: &mut Supervisor,
     mut agent: AgentLink,
     sigfd: std::os::fd::BorrowedFd<'_>,
     audit: &RunAudit,
-) {
+) -> Option<i32> {
     let stdin = io::stdin();
     let stdout = io::stdout();
     let saved_in = sys::status_flags(stdin.as_fd()).ok();
@@ -617,8 +659,8 @@ fn serve(
     // EAGAIN: then stdout stays blocking (the stalled-agent protection is lost, reported).
     let shared = sys::same_file(stdout.as_fd(), io::stderr().as_fd());
     if shared && !std::io::IsTerminal::is_terminal(&stdout) {
-        eprintln!(
-            "stockade run: stdout and stderr are the same file; writes to the agent may block"
+        crate::output::print_stderr(
+            "stockade run: stdout and stderr are the same file; writes to the agent may block",
         );
     }
     let mut out = AgentOut {
@@ -637,7 +679,7 @@ fn serve(
             let _ = sys::set_status_flags(stdout.as_fd(), f);
         }
     }
-    run_loop(sup, &mut agent, sigfd, &mut out, audit);
+    let interrupted = run_loop(sup, &mut agent, sigfd, &mut out, audit);
     out.queue(sup, audit);
     out.drain(sigfd);
     for (fd, saved) in [(stdin.as_fd(), saved_in), (stdout.as_fd(), saved_out)] {
@@ -645,6 +687,7 @@ fn serve(
             let _ = sys::set_status_flags(fd, f);
         }
     }
+    interrupted
 }
 
 fn run_loop(
@@ -653,7 +696,7 @@ fn run_loop(
     sigfd: std::os::fd::BorrowedFd<'_>,
     out: &mut AgentOut,
     audit: &RunAudit,
-) {
+) -> Option<i32> {
     let stdin = io::stdin();
     // A pipe or socket joins the loop; a regular file or /dev/null cannot be polled (EPERM):
     // it never blocks, so it is always "readable" and read in turns like a pipe.
@@ -668,6 +711,8 @@ fn run_loop(
         polled,
     };
     let mut stopping = false;
+    // The first signal that stopped the session (a later one changes nothing).
+    let mut interrupted = None;
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -698,7 +743,7 @@ fn run_loop(
         out.queue(sup, audit);
         out.flush();
         if stopping && sup.all_gone() {
-            break;
+            return interrupted;
         }
         let timeout = if input.readable(out, agent) {
             Some(std::time::Duration::ZERO)
@@ -713,7 +758,7 @@ fn run_loop(
             }
         };
         if sup.poll(&mut events, timeout).is_err() {
-            break;
+            return interrupted;
         }
         let now = Instant::now();
         for ev in events.iter() {
@@ -723,7 +768,9 @@ fn run_loop(
                 AGENT_OUT if ev.is_error() || ev.is_write_closed() => out.gone(),
                 AGENT_OUT => out.flush(),
                 SIGNALS => {
-                    while let Ok(Some(_)) = sys::read_signalfd(sigfd) {}
+                    while let Ok(Some(sig)) = sys::read_signalfd(sigfd) {
+                        interrupted.get_or_insert(sig);
+                    }
                     input.close(sup);
                     if !stopping {
                         stopping = true;
@@ -851,7 +898,7 @@ impl RunAudit {
             rec.detail = p.clone();
             // The session goes on; a record that cannot be written is said on stderr.
             if let Err(e) = audit::append_or_fail(&self.log, rec) {
-                eprintln!("{}", e.render_text());
+                crate::output::print_stderr(&e.render_text());
             }
         }
     }

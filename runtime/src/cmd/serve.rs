@@ -207,10 +207,15 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
     // it, 0700); one that cannot be made leaves the packages in the temp directory, as before.
     let _ = crate::state::make_dir(&trust.state_dir);
     crate::package::trees::Trees::new(&trust.state_dir, 0).sweep_leftovers();
+    // So are the empty cgroups of such a daemon's sandboxes: every launch sweeps them, but a
+    // daemon that launches nothing (no load list, every package quarantined) would keep them.
+    crate::sandbox::cgroup::sweep_leftovers();
     let loop_err = |e| cmd(Exit::OsErr, "event_loop", ServeError::Loop(e));
     // Many plugins need many descriptors (three pipes each); the children get the policy's own.
     if let Err(e) = sys::raise_nofile_soft_limit() {
-        eprintln!("stockade: warning: cannot raise the open-files limit: {e}");
+        crate::output::print_stderr(&format!(
+            "stockade: warning: cannot raise the open-files limit: {e}"
+        ));
     }
     // SIGHUP re-reads the policy (Daemon::reload_policy); SIGINT/SIGTERM stop.
     let sigs = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];

@@ -476,7 +476,8 @@ pub const RESERVED_PREFIX: &str = ".stockade-tmp-";
 /// Remove from `dir` the temporary files [`reserve`] (so [`write_atomic`] and
 /// [`write_state_file`]) left when their process ended before the rename (a crash, SIGKILL):
 /// the audit log calls this on its directory (at its first append, then once a minute), for its
-/// head file's. Only what is certainly such a leftover of this uid goes: named
+/// head file's; `exec` on the directories of its `--pid-file` and `--report` before reserving
+/// them (a report's temporary file lives as long as the program runs). Only what is certainly such a leftover of this uid goes: named
 /// `.stockade-tmp-…`, a regular file of one link owned by this uid, unchanged for
 /// [`LEFTOVER_AGE`], and not locked — every live one is locked by its maker, across processes
 /// and pid namespaces ([`reserve`]), so neither the file being written now nor another

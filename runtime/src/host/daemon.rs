@@ -127,9 +127,10 @@ fn err(code: i64, m: impl Into<String>) -> RpcError {
 }
 
 /// One stderr line (the daemon's log; systemd's journal takes it from there), written with one
-/// `write`: `eprintln!` writes the prefix, the message and the newline separately (stderr is
-/// unbuffered), which is three wake-ups of the journal's reader per line and lets another
-/// writer's bytes land inside a line.
+/// `write` ([`crate::output::print_stderr`]): `eprintln!` writes the prefix, the message and the
+/// newline separately (stderr is unbuffered), which is three wake-ups of the journal's reader
+/// per line and lets another writer's bytes land inside a line — and it panics, so aborts the
+/// daemon, when stderr cannot be written.
 ///
 /// Lines carry plugin names, what plugins said (a handshake's name, a refusal's message),
 /// paths and errors: each caller escapes those with [`term`] where it formats them, so that
@@ -137,9 +138,7 @@ fn err(code: i64, m: impl Into<String>) -> RpcError {
 /// terminal; the whole line goes through [`term_text`] as well, the backstop `Output::emit`
 /// has, for a string a caller missed.
 pub(crate) fn log_line(s: &str) {
-    use std::io::Write;
-    let line = format!("stockade serve: {}\n", term_text(s));
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    crate::output::print_stderr(&format!("stockade serve: {}", term_text(s)));
 }
 
 impl Daemon {

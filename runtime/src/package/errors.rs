@@ -203,6 +203,8 @@ pub enum VerifyError {
 fn extract_message(e: &ExtractError) -> &'static str {
     if e.is_file_map() {
         "file map check failed (while extracting)"
+    } else if e.is_host_io() {
+        "cannot write the extracted package on this host"
     } else {
         "extraction refused"
     }
@@ -227,6 +229,7 @@ impl VerifyError {
             VerifyError::Scope(_) => Exit::Scope,
             VerifyError::FileMap(_) => Exit::FileMap,
             VerifyError::Extract(e) if e.is_file_map() => Exit::FileMap,
+            VerifyError::Extract(e) if e.is_host_io() => Exit::IoErr,
             VerifyError::Extract(_) => Exit::UnsafeArchive,
             VerifyError::Workdir(_) => Exit::OsErr,
         }
@@ -298,6 +301,7 @@ impl VerifyError {
             Exit::Scope => "this package is not for this node or asks for more than its certificate allows; check `stockade node info` and the certificate scope",
             Exit::FileMap => "the payload does not match what was signed; obtain an untampered copy",
             Exit::UnsafeArchive => "the payload contains entries that are unsafe to extract; do not use this package",
+            Exit::IoErr => "the package was not judged: this host could not write its files (no space, a quota, a read-only file system, too many open files); nothing was installed or run, free the resource and try again",
             _ => "check the path and permissions",
         }
     }

@@ -170,8 +170,27 @@ impl ExtractError {
         )
     }
 
+    /// Whether writing the tree failed for a reason of this host, not of the package: no space,
+    /// a quota, a read-only file system, an I/O error, out of descriptors or memory. The
+    /// package was not judged (the same one extracts where there is room), so this is not step
+    /// 8's refusal (87, "do not use this package") but an I/O error (74). A write the package
+    /// itself causes (a path through one of its own files) stays 87.
+    pub fn is_host_io(&self) -> bool {
+        matches!(
+            self,
+            ExtractError::Write { source, .. } if matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS | libc::EIO
+                    | libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+            )
+        )
+    }
+
     /// A stable machine-readable kind.
     pub fn kind(&self) -> &'static str {
+        if self.is_host_io() {
+            return "extract.io";
+        }
         match self {
             ExtractError::AbsolutePath(_) => "unsafe_archive.absolute_path",
             ExtractError::DotDot(_) => "unsafe_archive.dotdot",

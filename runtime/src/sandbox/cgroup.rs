@@ -427,6 +427,16 @@ fn sweep_stale(layout: &Layout, held: &std::collections::BTreeSet<String>) {
     }
 }
 
+/// Remove the empty groups killed runtimes left ([`sweep_stale`]) without making one: for a
+/// process that may launch nothing for a long time after its start (`serve` whose plugins are
+/// all quarantined, or none loaded), which would otherwise leave a SIGKILLed predecessor's
+/// groups until its first launch. A host without a usable cgroup layout has nothing to sweep.
+pub fn sweep_leftovers() {
+    if let Ok(layout) = detect() {
+        sweep_stale(&layout, &held());
+    }
+}
+
 impl Cgroup {
     /// Create `stockade-<name>` below our own cgroup and apply the limits.
     pub fn create(layout: &Layout, name: &str, r: &Resources) -> Result<Cgroup, CgroupError> {
