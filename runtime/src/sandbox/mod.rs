@@ -167,6 +167,11 @@ pub enum LaunchError {
     /// The sandbox's cgroup exists already (never adopted, never a reason to run without one).
     #[error("cannot create the sandbox's cgroup")]
     CgroupClash(#[source] cgroup::CgroupError),
+    /// The cgroup could not be made for want of a resource of this host's right now (descriptors,
+    /// memory, the cgroup count): never taken for a host without cgroups, whatever the policy
+    /// allows.
+    #[error("cannot set up the sandbox's cgroup now (out of a resource, not a host without cgroups)")]
+    CgroupExhausted(#[source] cgroup::CgroupError),
     /// Some cgroup limits cannot be applied and the policy does not allow `cgroup_partial`.
     #[error("cgroup limits not applicable here: {0} (policy does not allow degradation `cgroup_partial`)")]
     CgroupPartial(String),
@@ -961,6 +966,11 @@ fn read_proc_file(path: &str) -> io::Result<String> {
 fn cgroup_failure(e: cgroup::CgroupError, degrade_ok: bool) -> Result<LayerReport, LaunchError> {
     match e {
         cgroup::CgroupError::Exists(_) => Err(LaunchError::CgroupClash(e)),
+        // The `cgroup` degradation is for hosts without usable cgroups (none mounted, none
+        // delegated, read-only): a process out of descriptors or memory, or a hierarchy at its
+        // `cgroup.max.descendants`, says nothing about the host and would run the plugin without
+        // limits for a passing reason.
+        e if out_of_a_resource(&e) => Err(LaunchError::CgroupExhausted(e)),
         e if degrade_ok => {
             let cause = std::error::Error::source(&e).map(|s| s.to_string());
             Ok(LayerReport::degraded(
@@ -971,6 +981,28 @@ fn cgroup_failure(e: cgroup::CgroupError, degrade_ok: bool) -> Result<LayerRepor
         }
         e => Err(LaunchError::Cgroup(e)),
     }
+}
+
+/// Whether an OS error in `e`'s cause chain is a resource running out (`EMFILE`, `ENFILE`,
+/// `ENOMEM`, `ENOSPC`, `EAGAIN`) rather than something the host lacks.
+fn out_of_a_resource(e: &cgroup::CgroupError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<io::Error>() {
+            if let Some(n) = io.raw_os_error() {
+                return [
+                    libc::EMFILE,
+                    libc::ENFILE,
+                    libc::ENOMEM,
+                    libc::ENOSPC,
+                    libc::EAGAIN,
+                ]
+                .contains(&n);
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The sandbox's cgroup name: `<runtime pid>-<host uid>-<n>`, `n` counting this process's
@@ -1157,5 +1189,40 @@ mod tests {
             cgroup_failure(CgroupError::Missing("pids"), false),
             Err(LaunchError::Cgroup(_))
         ));
+    }
+
+    /// A cgroup that cannot be made because this process (or the host) is out of descriptors,
+    /// memory or cgroups is refused even where running without cgroups is allowed: that
+    /// degradation is for hosts without usable cgroups, not for a passing shortage.
+    #[test]
+    fn running_out_of_a_resource_is_never_taken_for_no_cgroups() {
+        use super::{cgroup::CgroupError, cgroup_failure, LaunchError};
+        use std::io::Error;
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOSPC, libc::EAGAIN] {
+            let detect = CgroupError::Detect(Error::from_raw_os_error(errno));
+            assert!(
+                matches!(
+                    cgroup_failure(detect, true),
+                    Err(LaunchError::CgroupExhausted(_))
+                ),
+                "{errno}"
+            );
+            let made = CgroupError::Io {
+                path: "/sys/fs/cgroup/pids/stockade-1-2-3".into(),
+                source: Error::from_raw_os_error(errno),
+            };
+            assert!(matches!(
+                cgroup_failure(made, true),
+                Err(LaunchError::CgroupExhausted(_))
+            ));
+        }
+        // What a host without usable cgroups answers still degrades where allowed.
+        for errno in [libc::ENOENT, libc::EACCES, libc::EPERM, libc::EROFS] {
+            let e = CgroupError::Io {
+                path: "/sys/fs/cgroup/pids/stockade-1-2-3".into(),
+                source: Error::from_raw_os_error(errno),
+            };
+            assert!(cgroup_failure(e, true).is_ok(), "{errno}");
+        }
     }
 }
