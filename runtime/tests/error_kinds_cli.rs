@@ -1,5 +1,7 @@
-//! The agent-facing error contract from outside (docs/exit-codes.md): a usage error under
-//! `--json` is the JSON error document like any other failure.
+//! The agent-facing error contract from outside (docs/exit-codes.md, "Every `error.kind`"): a
+//! usage error under `--json` is the JSON error document like any other failure, and a kind
+//! comes with one code — each refusal below once shared its kind with another code.
+//! runtime/src/kinds.rs checks the whole table against the docs and the source.
 
 mod common;
 
@@ -62,4 +64,80 @@ fn a_usage_error_under_json_is_the_json_error_document() {
     let r = stockade(d.path(), &["--json", "--version"]);
     assert_eq!(r.code, 0);
     assert!(r.stdout.starts_with("stockade "), "{}", r.stdout);
+}
+
+/// A CA directory that cannot be read (66) or is corrupt (65) each has its own kind; `ca_dir`
+/// is the CA directory that cannot record a revocation list's version (73), as documented.
+#[test]
+fn a_ca_directory_unreadable_or_corrupt_has_the_kind_of_its_code() {
+    let fx = Fixture::new();
+    let issue = |ca: &str| {
+        fx.run(&[
+            "--json", "ca", "issue", "--ca", ca, "--pub", "dev.pub", "-o", "x.cert",
+        ])
+    };
+    refused(&issue("missing"), 66, "ca_dir_unreadable");
+    std::fs::write(fx.path("int/ca.json"), b"not json").unwrap();
+    refused(&issue("int"), 65, "ca_dir_corrupt");
+    refused(
+        &fx.run(&["--json", "ca", "revoke", "--ca", "missing", "-o", "l.json"]),
+        66,
+        "ca_dir_unreadable",
+    );
+}
+
+/// `pack` of a directory without manifest.json: an input that cannot be read (66 `input`, as
+/// for its certificates), not `manifest`, which is the malformed manifest (65).
+#[test]
+fn pack_without_a_manifest_is_an_unreadable_input() {
+    let fx = Fixture::new();
+    std::fs::create_dir(fx.path("empty")).unwrap();
+    refused(
+        &fx.pack_args(&["--json"], "empty", Some("x.stockade"), &[]),
+        66,
+        "input",
+    );
+}
+
+/// `node license install` refuses a license at the verification step whose code it exits with
+/// (82 issuer, 83 validity, 85 scope), each with a kind of its own: all were `license`, the kind
+/// of a file that does not parse (65).
+#[test]
+fn a_refused_license_has_the_kind_of_its_step() {
+    let fx = Fixture::new();
+    let install = |file: &str| {
+        fx.run(&[
+            "--json",
+            "node",
+            "license",
+            "install",
+            file,
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+        ])
+    };
+    let issue = |ca: &str, out: &str, extra: &[&str]| {
+        let mut args = vec!["ca", "license", "--ca", ca, "--serial", "S-1", "-o", out];
+        args.extend_from_slice(extra);
+        ok(fx.dir(), &args);
+    };
+    ok(fx.dir(), &["ca", "init", "-o", "other-root"]);
+    issue("other-root", "foreign.license", &[]);
+    refused(&install("foreign.license"), 82, "license.issuer");
+    issue(
+        "root",
+        "old.license",
+        &["--now", "1000000000", "--days", "1"],
+    );
+    refused(&install("old.license"), 83, "license.expired");
+    issue(
+        "root",
+        "elsewhere.license",
+        &["--hardware", "not-this-node"],
+    );
+    refused(&install("elsewhere.license"), 85, "license.hardware");
+    std::fs::write(fx.path("bad.license"), b"{}").unwrap();
+    refused(&install("bad.license"), 65, "license");
 }

@@ -776,7 +776,7 @@ fn a_license_from_the_future_is_refused() {
     let now = unix_now();
     issue_license(&fx, "L1", now + 3600, false, "future.license");
     let r = install_license(&fx, "future.license");
-    expect(&r, 83, "license");
+    expect(&r, 83, "license.not_yet_valid");
     assert!(r.stdout.contains("not valid before"), "{}", r.stdout);
     assert!(!fx.path("state/license.json").exists());
     assert!(!fx.path("state/license-state.json").exists());
