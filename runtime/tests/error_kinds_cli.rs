@@ -105,19 +105,7 @@ fn pack_without_a_manifest_is_an_unreadable_input() {
 #[test]
 fn a_refused_license_has_the_kind_of_its_step() {
     let fx = Fixture::new();
-    let install = |file: &str| {
-        fx.run(&[
-            "--json",
-            "node",
-            "license",
-            "install",
-            file,
-            "--trust",
-            "trust",
-            "--state-dir",
-            "state",
-        ])
-    };
+    let install = |file: &str| install_license(&fx, file);
     let issue = |ca: &str, out: &str, extra: &[&str]| {
         let mut args = vec!["ca", "license", "--ca", ca, "--serial", "S-1", "-o", out];
         args.extend_from_slice(extra);

@@ -527,20 +527,6 @@ fn issue_license(fx: &Fixture, serial: &str, at: u64, frozen: bool, out: &str) {
     ok(fx.dir(), &args);
 }
 
-fn install_license(fx: &Fixture, file: &str) -> Run {
-    fx.run(&[
-        "--json",
-        "node",
-        "license",
-        "install",
-        file,
-        "--trust",
-        "trust",
-        "--state-dir",
-        "state",
-    ])
-}
-
 /// A frozen license may not be lifted by rolling it back: installing an older active license of
 /// the same serial is refused (84, `license.rollback`), and deleting (or replacing by hand)
 /// `license.json` makes every reader refuse (84, `license.missing` / `license.rollback`) instead
