@@ -129,3 +129,19 @@ fn a_refused_license_has_the_kind_of_its_step() {
     std::fs::write(fx.path("bad.license"), b"{}").unwrap();
     refused(&install("bad.license"), 65, "license");
 }
+
+/// An unreadable audit log is named: the message was the OS error alone ("No such file or
+/// directory (os error 2)"), which says nothing of which file.
+#[test]
+fn an_unreadable_audit_log_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let r = stockade(d.path(), &["--json", "audit", "verify", "missing.log"]);
+    refused(&r, 66, "audit_unreadable");
+    let j = r.json();
+    assert_eq!(
+        j["error"]["message"], "cannot read missing.log",
+        "{}",
+        r.stdout
+    );
+    assert!(j["error"]["causes"][0].is_string(), "{}", r.stdout);
+}
