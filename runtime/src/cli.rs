@@ -21,6 +21,35 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Whether a command line clap refused asked for `--json`: the flag is global, so it counts
+/// anywhere before the `--` that starts a program's own arguments (`exec -- prog --json` is the
+/// program's). Said by hand because clap, having refused the line, parsed none of it, and an
+/// agent that asked for JSON must get JSON for a usage error too.
+pub fn json_requested<I, S>(args: I) -> bool
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    args.into_iter()
+        .skip(1)
+        .map_while(|a| (a.as_ref() != "--").then_some(a))
+        .any(|a| a.as_ref() == "--json")
+}
+
+/// A command line clap refused, as the command error every other usage mistake is (64
+/// `usage`): clap's first line is the message (without its `error: ` prefix), the usage and
+/// tips after it the hint.
+pub fn usage_error(e: &clap::Error) -> crate::error::CmdError {
+    let text = e.render().to_string();
+    let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    let message = first.trim().trim_start_matches("error:").trim().to_string();
+    let err = crate::error::CmdError::msg(crate::exit::Exit::Usage, "usage", message);
+    match rest.trim() {
+        "" => err,
+        rest => err.hint(rest),
+    }
+}
+
 /// Every subcommand. Each one's arguments (or nested subcommands) are built only when the command
 /// line selects it ([`Deferred`]).
 #[derive(Debug, Subcommand)]
@@ -1006,6 +1035,23 @@ impl<T: Subcommand> Subcommand for Deferred<T> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// `--json` asked for anywhere before `--`, never after it (a program's own argument), and
+    /// never by the program name (argv[0]).
+    #[test]
+    fn json_is_requested_before_the_programs_arguments_only() {
+        let asks = |line: &[&str]| json_requested(line);
+        assert!(asks(&["stockade", "--json", "bogus"]));
+        assert!(asks(&["stockade", "verify", "x", "--json"]));
+        assert!(!asks(&["stockade", "bogus"]));
+        assert!(!asks(&["stockade", "exec", "--", "prog", "--json"]));
+        assert!(!asks(&["--json", "bogus"][..1]));
+        let e = Cli::try_parse_from(["stockade", "--json", "bogus"]).unwrap_err();
+        let j = usage_error(&e).to_json();
+        assert_eq!(j["exit_code"], 64);
+        assert_eq!(j["error"]["kind"], "usage");
+        assert_eq!(j["error"]["message"], "unrecognized subcommand 'bogus'");
+    }
 
     /// Every (sub)command path of the tree, e.g. `["node", "license", "install"]`.
     fn paths(cmd: &clap::Command, prefix: &[String], out: &mut Vec<Vec<String>>) {

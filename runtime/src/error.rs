@@ -21,8 +21,16 @@ pub struct CmdError {
 }
 
 impl CmdError {
-    /// Wrap a typed error with its exit code and stable kind (e.g. `"signature"`).
+    /// Wrap a typed error with its exit code and stable kind (e.g. `"signature"`). The pair
+    /// must be one of [`crate::kinds::KINDS`]: a debug build (every test) stops on one that is
+    /// not, an undocumented kind or a kind with another code than its documented one.
     pub fn new(exit: Exit, kind: &'static str, err: impl StdError + Send + Sync + 'static) -> Self {
+        debug_assert_eq!(
+            crate::kinds::exit_of(kind),
+            Some(exit),
+            "error kind `{kind}` with exit {}: not as listed in runtime/src/kinds.rs",
+            exit.code()
+        );
         Self {
             exit,
             kind,
@@ -129,7 +137,7 @@ mod tests {
 
     #[test]
     fn chain_is_printed_once_in_order_with_hint() {
-        let e = CmdError::new(Exit::IoErr, "io", Outer(std::io::Error::other("inner")))
+        let e = CmdError::new(Exit::IoErr, "audit", Outer(std::io::Error::other("inner")))
             .hint("check the disk");
         assert_eq!(e.chain(), vec!["outer".to_string(), "inner".to_string()]);
         let t = e.render_text();
@@ -137,11 +145,11 @@ mod tests {
         assert!(t.ends_with("hint: check the disk"));
         let j = e.to_json();
         assert_eq!(j["exit_code"], 74);
-        assert_eq!(j["error"]["kind"], "io");
+        assert_eq!(j["error"]["kind"], "audit");
         assert_eq!(j["error"]["causes"][0], "inner");
         let item = e.to_json_item();
         assert_eq!(item["exit"], 74);
-        assert_eq!(item["kind"], "io");
+        assert_eq!(item["kind"], "audit");
         assert_eq!(item["hint"], "check the disk");
     }
 

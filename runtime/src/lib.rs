@@ -28,6 +28,7 @@ pub mod exit;
 pub mod fileio;
 pub mod host;
 pub mod keyfile;
+pub mod kinds;
 pub mod node;
 pub mod output;
 pub mod package;

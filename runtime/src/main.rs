@@ -6,21 +6,26 @@
 #![deny(clippy::print_stderr)]
 
 use clap::Parser;
-use stockade_runtime::{cli::Cli, cmd, exit::Exit, output, output::Output};
+use stockade_runtime::cli::{self, Cli};
+use stockade_runtime::{cmd, exit::Exit, output, output::Output};
 
 fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             // clap prints help/version itself; anything else is a usage error (EX_USAGE, 64),
-            // not clap's default 2, so callers can rely on sysexits semantics.
-            let code = if e.use_stderr() {
-                Exit::Usage
+            // not clap's default 2, so callers can rely on sysexits semantics — and with
+            // `--json` it is the JSON error document every other failure prints.
+            if !e.use_stderr() {
+                let _ = e.print();
+                return Exit::Ok.into();
+            }
+            if cli::json_requested(std::env::args_os()) {
+                output::print_stdout(&cli::usage_error(&e).to_json().to_string());
             } else {
-                Exit::Ok
-            };
-            let _ = e.print();
-            return code.into();
+                let _ = e.print();
+            }
+            return Exit::Usage.into();
         }
     };
     let out = Output { json: cli.json };

@@ -527,20 +527,6 @@ fn issue_license(fx: &Fixture, serial: &str, at: u64, frozen: bool, out: &str) {
     ok(fx.dir(), &args);
 }
 
-fn install_license(fx: &Fixture, file: &str) -> Run {
-    fx.run(&[
-        "--json",
-        "node",
-        "license",
-        "install",
-        file,
-        "--trust",
-        "trust",
-        "--state-dir",
-        "state",
-    ])
-}
-
 /// A frozen license may not be lifted by rolling it back: installing an older active license of
 /// the same serial is refused (84, `license.rollback`), and deleting (or replacing by hand)
 /// `license.json` makes every reader refuse (84, `license.missing` / `license.rollback`) instead
@@ -776,7 +762,7 @@ fn a_license_from_the_future_is_refused() {
     let now = unix_now();
     issue_license(&fx, "L1", now + 3600, false, "future.license");
     let r = install_license(&fx, "future.license");
-    expect(&r, 83, "license");
+    expect(&r, 83, "license.not_yet_valid");
     assert!(r.stdout.contains("not valid before"), "{}", r.stdout);
     assert!(!fx.path("state/license.json").exists());
     assert!(!fx.path("state/license-state.json").exists());

@@ -606,6 +606,12 @@ fn plugin_load_loads_installed_dependencies_first() {
         msg.contains("app2 0.1.0 -> lib ^2 (lib 0.1.0 does not match)"),
         "{r}"
     );
+    // The kind and exit code `install` would refuse it with: `data.exit` was missing.
+    assert_eq!(
+        r["error"]["data"],
+        json!({"kind": "store.dependency", "exit": 101}),
+        "{r}"
+    );
     // Neither loaded nor installed.
     let r = c.call("plugin_load", json!({"package": app3}));
     assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
@@ -630,6 +636,11 @@ fn plugin_load_loads_installed_dependencies_first() {
     let msg = r["error"]["message"].as_str().unwrap();
     assert!(
         msg.contains("would break app 0.1.0, which requires lib ^0.1"),
+        "{r}"
+    );
+    assert_eq!(
+        r["error"]["data"],
+        json!({"kind": "store.breaks_dependent", "exit": 103}),
         "{r}"
     );
     assert_eq!(s.stop(), 0);

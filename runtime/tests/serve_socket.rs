@@ -291,15 +291,22 @@ fn stale_socket_is_replaced_but_a_live_one_or_a_file_is_not() {
     s.client().ok("plugin_list", json!({}));
     assert!(s.log().contains("removing stale socket"), "{}", s.log());
 
-    // Live: a second daemon on the same path refuses (EX_TEMPFAIL) and leaves it alone.
+    // Live: a second daemon on the same path refuses (EX_TEMPFAIL) and leaves it alone. The
+    // kind says which of the two refusals it is (`socket` was both, 73 and 75).
     let mut args = serve_args(&fx, "", None);
     args.extend(["--socket".into(), path.to_string_lossy().into_owned()]);
+    args.push("--json".into());
+    let kind = |out: &std::process::Output| {
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        j["error"]["kind"].as_str().unwrap_or_default().to_string()
+    };
     let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
         .args(&args)
         .current_dir(fx.dir())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(75), "{out:?}");
+    assert_eq!(kind(&out), "socket_in_use", "{out:?}");
     s.client().ok("plugin_list", json!({}));
     assert_eq!(s.stop(), 0);
 
@@ -311,6 +318,7 @@ fn stale_socket_is_replaced_but_a_live_one_or_a_file_is_not() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(73), "{out:?}");
+    assert_eq!(kind(&out), "socket", "{out:?}");
     assert_eq!(std::fs::read(&path).unwrap(), b"precious");
 }
 

@@ -109,6 +109,28 @@ pub mod codes {
     /// `serve`: a loaded plugin depends on the one to unload (`force` unloads it anyway).
     pub const IN_USE: i64 = -32014;
 
+    /// Every code above: what docs/protocol.md §2 documents, each with its [`name`].
+    pub const ALL: [i64; 18] = [
+        PARSE_ERROR,
+        INVALID_REQUEST,
+        METHOD_NOT_FOUND,
+        INVALID_PARAMS,
+        DEADLINE_EXCEEDED,
+        PLUGIN_CRASHED,
+        NOT_REGISTERED,
+        DENIED,
+        VIOLATION,
+        OVERLOADED,
+        UNAVAILABLE,
+        PLUGIN_ERROR,
+        QUOTA_EXCEEDED,
+        ALREADY_LOADED,
+        UNKNOWN_PLUGIN,
+        LOAD_FAILED,
+        PEER_REFUSED,
+        IN_USE,
+    ];
+
     /// The stable name of a code (for logs and `plugin_state` reasons).
     pub fn name(code: i64) -> &'static str {
         match code {
@@ -544,18 +566,43 @@ mod tests {
 
     #[test]
     fn every_code_has_a_distinct_name() {
-        let all = [
-            codes::DEADLINE_EXCEEDED,
-            codes::PLUGIN_CRASHED,
-            codes::NOT_REGISTERED,
-            codes::DENIED,
-            codes::VIOLATION,
-            codes::OVERLOADED,
-            codes::UNAVAILABLE,
-            codes::PLUGIN_ERROR,
-            codes::QUOTA_EXCEEDED,
-        ];
-        let names: std::collections::BTreeSet<_> = all.iter().map(|c| codes::name(*c)).collect();
-        assert_eq!(names.len(), all.len());
+        let names: std::collections::BTreeSet<_> =
+            codes::ALL.iter().map(|c| codes::name(*c)).collect();
+        assert_eq!(names.len(), codes::ALL.len());
+        assert!(!names.contains("error"), "a code without a name of its own");
+        // A code added to the module and not to `ALL` would be checked by nothing.
+        let consts = include_str!("message.rs")
+            .lines()
+            .filter(|l| l.trim_start().starts_with("pub const") && l.contains(": i64 = -32"))
+            .count();
+        assert_eq!(consts, codes::ALL.len());
+    }
+
+    /// docs/protocol.md §2 lists every code with the name the runtime gives it, and nothing
+    /// else: an agent branches on the code and logs the name.
+    #[test]
+    fn every_code_is_documented_with_its_name() {
+        let doc = include_str!("../../../docs/protocol.md");
+        let start = doc
+            .find("## 2. Error codes")
+            .expect("§2 of docs/protocol.md");
+        let section = &doc[start..];
+        let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+        let mut documented = std::collections::BTreeMap::new();
+        for line in section.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (Some(code), Some(name)) = (cells.get(1), cells.get(2)) else {
+                continue;
+            };
+            let Ok(code) = code.parse::<i64>() else {
+                continue;
+            };
+            documented.insert(code, name.trim_matches('`').to_string());
+        }
+        let actual: std::collections::BTreeMap<i64, String> = codes::ALL
+            .iter()
+            .map(|&c| (c, codes::name(c).to_string()))
+            .collect();
+        assert_eq!(documented, actual);
     }
 }

@@ -22,8 +22,14 @@ struct Verified {
 
 /// `audit verify`.
 pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
-    let text = std::fs::read_to_string(&a.file)
-        .map_err(|e| CmdError::new(Exit::NoInput, "audit_unreadable", e))?;
+    // The path in the message: the OS error alone ("No such file or directory") names nothing.
+    let text = std::fs::read_to_string(&a.file).map_err(|source| {
+        let e = crate::fileio::FileError::Read {
+            path: a.file.clone(),
+            source,
+        };
+        CmdError::new(Exit::NoInput, "audit_unreadable", e)
+    })?;
     let head = read_head(&a.file).map_err(|e| {
         CmdError::new(Exit::DataErr, "audit_head", e)
             .hint("the head file is damaged; compare the log with a copy shipped elsewhere")

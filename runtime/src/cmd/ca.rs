@@ -84,11 +84,11 @@ fn usage(msg: impl Into<String>) -> CmdError {
 fn load_ca(dir: &Path) -> Result<Ca, CmdError> {
     let info_path = dir.join("ca.json");
     let bytes = read_capped(&info_path, 64 * 1024).map_err(|e| {
-        CmdError::new(Exit::NoInput, "ca_dir", e)
+        CmdError::new(Exit::NoInput, "ca_dir_unreadable", e)
             .hint("pass a directory created by `stockade ca init -o DIR`")
     })?;
     let info: CaInfo = serde_json::from_slice(&bytes).map_err(|e| {
-        CmdError::new(Exit::DataErr, "ca_dir", e)
+        CmdError::new(Exit::DataErr, "ca_dir_corrupt", e)
             .hint("ca.json is corrupt; recreate the CA with `stockade ca init`")
     })?;
     let key = load_secret(&dir.join("ca.key")).map_err(|e| {
@@ -98,7 +98,7 @@ fn load_ca(dir: &Path) -> Result<Ca, CmdError> {
     if key.public_key().key_id.to_string() != info.key_id {
         return Err(CmdError::msg(
             Exit::DataErr,
-            "ca_dir",
+            "ca_dir_corrupt",
             "ca.key does not match the key id in ca.json",
         )
         .hint("the CA directory was modified; restore it from backup"));
@@ -316,7 +316,7 @@ pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
             return Err(usage("developer certificates are issued by an intermediate CA").hint("create one with `stockade ca init -o INT_DIR --parent ROOT_DIR` and pass --ca INT_DIR, or pass --intermediate"));
         }
         let bytes = read_capped(&ca.dir.join("ca.cert"), 64 * 1024)
-            .map_err(|e| CmdError::new(Exit::NoInput, "ca_dir", e))?;
+            .map_err(|e| CmdError::new(Exit::NoInput, "ca_dir_unreadable", e))?;
         let cert = Certificate::parse(&bytes)
             .map_err(|e| CmdError::new(Exit::DataErr, "certificate", e))?;
         (CertKind::Developer, Some(cert))
@@ -426,11 +426,11 @@ pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
     let state_path = ca.dir.join(ISSUED_REVOCATIONS);
     let mut state: IssuedRevocations = match read_capped(&state_path, 16 * 1024 * 1024) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-            CmdError::new(Exit::DataErr, "ca_dir", e)
+            CmdError::new(Exit::DataErr, "ca_dir_corrupt", e)
                 .hint("revocations-issued.json is corrupt; restore it from backup")
         })?,
         Err(e) if e.is_not_found() => IssuedRevocations::default(),
-        Err(e) => return Err(CmdError::new(Exit::NoInput, "ca_dir", e)),
+        Err(e) => return Err(CmdError::new(Exit::NoInput, "ca_dir_unreadable", e)),
     };
     for s in &a.serials {
         if !valid_serial(s) {

@@ -142,14 +142,17 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
     })?;
     let hw = hardware_id().ok();
     lic.verify(&cfg.root_keys(), unix_now(), hw.as_deref().unwrap_or("")).map_err(|e| {
-        let exit = match &e {
-            LicenseError::Signature(_) => Exit::Signature,
-            LicenseError::UnknownIssuer(_) => Exit::Chain,
-            LicenseError::Expired { .. } | LicenseError::NotYetValid { .. } => Exit::Validity,
-            LicenseError::WrongHardware { .. } => Exit::Scope,
-            _ => Exit::DataErr,
+        // One kind per code: `license` alone is the malformed file (65), as when it does not
+        // parse; each refusal of a verification step has the step's code and its own kind.
+        let (exit, kind) = match &e {
+            LicenseError::Signature(_) => (Exit::Signature, "license.signature"),
+            LicenseError::UnknownIssuer(_) => (Exit::Chain, "license.issuer"),
+            LicenseError::Expired { .. } => (Exit::Validity, "license.expired"),
+            LicenseError::NotYetValid { .. } => (Exit::Validity, "license.not_yet_valid"),
+            LicenseError::WrongHardware { .. } => (Exit::Scope, "license.hardware"),
+            _ => (Exit::DataErr, "license"),
         };
-        CmdError::new(exit, "license", e).hint("ask your CA for a license for this node (`stockade node info` prints its hardware id)")
+        CmdError::new(exit, kind, e).hint("ask your CA for a license for this node (`stockade node info` prints its hardware id)")
     })?;
     // Rollback: a license older than the newest of its serial, or not newer than the license
     // installed last (of any serial) unless it is that file, would undo what replaced it (a

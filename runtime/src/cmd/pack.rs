@@ -61,7 +61,7 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
     }
     let manifest_bytes = read_capped(&a.dir.join("manifest.json"), MAX_MANIFEST_BYTES as u64)
         .map_err(|e| {
-            CmdError::new(Exit::NoInput, "manifest", e)
+            CmdError::new(Exit::NoInput, "input", e)
                 .hint("the plugin directory must contain manifest.json")
         })?;
     // Every rule is checked, but the minimum runtime version against no runtime in particular:

@@ -251,12 +251,15 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
                 .socket
                 .clone()
                 .ok_or_else(|| cmd(Exit::Usage, "usage", ServeError::NoSocket))?;
-            let l = bind(&path).map_err(|e| {
-                let exit = match e {
-                    ServeError::InUse { .. } => Exit::TempFail,
-                    _ => Exit::CantCreate,
-                };
-                cmd(exit, "socket", e).hint("stop the other daemon or choose another --socket")
+            // A daemon already there is worth a retry (75), a path that cannot be bound is
+            // not (73): two kinds, each with its own code and its own advice.
+            let l = bind(&path).map_err(|e| match e {
+                ServeError::InUse { .. } => cmd(Exit::TempFail, "socket_in_use", e)
+                    .hint("stop the other daemon or choose another --socket"),
+                _ => cmd(Exit::CantCreate, "socket", e).hint(
+                    "the socket's directory must exist and be writable by this user, and the \
+                     nothing but a socket at the path; or choose another --socket",
+                ),
             })?;
             (l, Some(path))
         }

@@ -245,7 +245,21 @@ impl TrustRefusal {
     }
 }
 
-fn load_failed(msg: impl Into<String>, data: Value) -> RpcError {
+/// A `load_failed` error. Its `data.kind`, when it has one, is the kind the CLI would fail
+/// with (runtime/src/kinds.rs), and `data.exit` the code that kind always comes with
+/// (docs/protocol.md §2): filled in from the table where the refusal did not say it (the
+/// dependency refusals, the key/value store), so an agent can branch on either as it would on
+/// the CLI's.
+fn load_failed(msg: impl Into<String>, mut data: Value) -> RpcError {
+    if let Some(kind) = data.get("kind").and_then(Value::as_str) {
+        let exit = crate::kinds::exit_of(kind).map(crate::exit::Exit::code);
+        debug_assert!(exit.is_some(), "load_failed: kind `{kind}` is not listed");
+        match (exit, data.get("exit")) {
+            (Some(exit), None) => data["exit"] = json!(exit),
+            (exit, Some(given)) => debug_assert_eq!(Some(given), exit.map(|e| json!(e)).as_ref()),
+            (None, None) => {}
+        }
+    }
     RpcError::new(codes::LOAD_FAILED, msg.into()).with_data(data)
 }
 

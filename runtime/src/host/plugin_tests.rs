@@ -960,3 +960,36 @@ fn kv_puts_past_the_write_budget_are_overloaded() {
         "{a}"
     );
 }
+
+/// Every `reason.kind` a plugin is terminated with (the literal after the code in a
+/// `terminate(fx, code, "kind", …)` of this module and its host API) is in docs/protocol.md's
+/// list of them (§4.2), which an agent reads to tell a protocol breach from a hang or a denial.
+#[test]
+fn every_termination_kind_is_documented() {
+    let doc = include_str!("../../../docs/protocol.md");
+    let list_at = doc
+        .find("`reason.kind` for a terminated plugin:")
+        .expect("§4.2's list");
+    let list = &doc[list_at..list_at + doc[list_at..].find("For an\nexited one").unwrap()];
+    let mut kinds = Vec::new();
+    for src in [
+        include_str!("plugin.rs"),
+        include_str!("plugin_host_api.rs"),
+    ] {
+        for (i, _) in src.match_indices("self.terminate(") {
+            // The third argument, after `fx` and the code.
+            let args = &src[i + "self.terminate(".len()..];
+            let third = args.splitn(3, ',').nth(2).unwrap().trim_start();
+            if let Some(k) = third.strip_prefix('"') {
+                kinds.push(k[..k.find('"').unwrap()].to_string());
+            }
+        }
+    }
+    assert!(kinds.len() >= 12, "{kinds:?}");
+    for k in &kinds {
+        assert!(
+            list.contains(&format!("`{k}`")),
+            "`{k}` is not in docs/protocol.md's list of termination kinds"
+        );
+    }
+}

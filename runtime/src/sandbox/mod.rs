@@ -170,7 +170,9 @@ pub enum LaunchError {
     /// The cgroup could not be made for want of a resource of this host's right now (descriptors,
     /// memory, the cgroup count): never taken for a host without cgroups, whatever the policy
     /// allows.
-    #[error("cannot set up the sandbox's cgroup now (out of a resource, not a host without cgroups)")]
+    #[error(
+        "cannot set up the sandbox's cgroup now (out of a resource, not a host without cgroups)"
+    )]
     CgroupExhausted(#[source] cgroup::CgroupError),
     /// Some cgroup limits cannot be applied and the policy does not allow `cgroup_partial`.
     #[error("cgroup limits not applicable here: {0} (policy does not allow degradation `cgroup_partial`)")]
@@ -1198,7 +1200,13 @@ mod tests {
     fn running_out_of_a_resource_is_never_taken_for_no_cgroups() {
         use super::{cgroup::CgroupError, cgroup_failure, LaunchError};
         use std::io::Error;
-        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOSPC, libc::EAGAIN] {
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOMEM,
+            libc::ENOSPC,
+            libc::EAGAIN,
+        ] {
             let detect = CgroupError::Detect(Error::from_raw_os_error(errno));
             assert!(
                 matches!(

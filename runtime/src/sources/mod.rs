@@ -408,6 +408,8 @@ impl SourceError {
             SourceError::ConfigLock { .. } => "source.io",
             SourceError::File(_) => "source.io",
             SourceError::State(StateError::Corrupt { .. }) => "source.corrupt",
+            // 78 as the exit says, so not `source.io` (74): a kind has one code.
+            SourceError::State(StateError::Create { .. }) => "source.state_dir",
             SourceError::State(_) => "source.io",
             SourceError::Held(HeldDirError::Unsafe { .. }) => "source.unsafe",
             SourceError::Held(_) => "source.io",
@@ -1964,6 +1966,33 @@ pub fn record_pins(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kind comes with one code (runtime/src/kinds.rs): a state directory that cannot be
+    /// made is 78, as the exit says, so its kind is not `source.io` (74, a file that cannot be
+    /// read or written), which it was.
+    #[test]
+    fn each_state_error_has_the_kind_of_its_code() {
+        let errors = [
+            StateError::Create {
+                path: PathBuf::from("/x"),
+                source: std::io::Error::other("no"),
+            },
+            StateError::Corrupt {
+                path: PathBuf::from("/x"),
+                source: serde_json::from_str::<u8>("x").unwrap_err(),
+            },
+        ];
+        for e in errors {
+            let e = SourceError::State(e);
+            assert_eq!(
+                crate::kinds::exit_of(e.kind()),
+                Some(e.exit()),
+                "{} with {}",
+                e.kind(),
+                e.exit().code()
+            );
+        }
+    }
 
     /// The configuration is in the state directory when that is this user's own, in the
     /// default sources directory when it is another user's or others may write it, and in the

@@ -600,6 +600,21 @@ pub const STORE_FLAGS: [&str; 6] = [
     "policy-root",
 ];
 
+/// `--json node license install FILE` on the fixture's node (`trust`, `state`).
+pub fn install_license(fx: &Fixture, file: &str) -> Run {
+    fx.run(&[
+        "--json",
+        "node",
+        "license",
+        "install",
+        file,
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+    ])
+}
+
 /// Assert a run's exit code and, when `kind` is not empty, its `--json` error kind.
 pub fn expect(r: &Run, code: i32, kind: &str) {
     assert_eq!(r.code, code, "stdout: {}\nstderr: {}", r.stdout, r.stderr);

@@ -1,0 +1,147 @@
+//! The agent-facing error contract from outside (docs/exit-codes.md, "Every `error.kind`"): a
+//! usage error under `--json` is the JSON error document like any other failure, and a kind
+//! comes with one code — each refusal below once shared its kind with another code.
+//! runtime/src/kinds.rs checks the whole table against the docs and the source.
+
+mod common;
+
+use common::*;
+
+/// A failed `--json` run: its code, its kind, and the document's own `exit_code` agreeing.
+fn refused(r: &Run, code: i32, kind: &str) {
+    assert_eq!(r.code, code, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    let j = r.json();
+    assert_eq!(j["ok"], false, "{}", r.stdout);
+    assert_eq!(j["exit_code"], code, "{}", r.stdout);
+    assert_eq!(j["error"]["kind"], kind, "{}", r.stdout);
+    assert!(
+        j["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{}",
+        r.stdout
+    );
+}
+
+/// clap refused these lines before any command ran; with `--json` (anywhere before `--`, the
+/// flag being global) the answer was clap's text on stderr and nothing on stdout.
+#[test]
+fn a_usage_error_under_json_is_the_json_error_document() {
+    let d = tempfile::tempdir().unwrap();
+    for args in [
+        &["--json", "bogus"][..],
+        &["bogus", "--json"],
+        &["--json"],
+        &["verify", "--json", "--no-such-flag"],
+        &["--json", "grant", "issue"],
+        &["--json", "exec", "--no-such-flag", "--", "/bin/true"],
+    ] {
+        let r = stockade(d.path(), args);
+        refused(&r, 64, "usage");
+        let j = r.json();
+        let message = j["error"]["message"].as_str().unwrap();
+        assert!(!message.starts_with("error"), "{args:?}: {message}");
+        assert!(
+            j["error"]["hint"]
+                .as_str()
+                .is_some_and(|h| h.contains("--help")),
+            "{args:?}: {}",
+            r.stdout
+        );
+        assert_eq!(r.stderr, "", "{args:?}: nothing but the document");
+    }
+    // Without --json, or with it only among a program's own arguments: clap's text, as before.
+    for args in [
+        &["bogus"][..],
+        &["exec", "--no-such-flag", "--", "/bin/true", "--json"],
+    ] {
+        let r = stockade(d.path(), args);
+        assert_eq!(r.code, 64, "{args:?}");
+        assert_eq!(r.stdout, "", "{args:?}");
+        assert!(r.stderr.starts_with("error:"), "{args:?}: {}", r.stderr);
+    }
+    // Help and version are no errors.
+    let r = stockade(d.path(), &["--json", "--version"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.starts_with("stockade "), "{}", r.stdout);
+}
+
+/// A CA directory that cannot be read (66) or is corrupt (65) each has its own kind; `ca_dir`
+/// is the CA directory that cannot record a revocation list's version (73), as documented.
+#[test]
+fn a_ca_directory_unreadable_or_corrupt_has_the_kind_of_its_code() {
+    let fx = Fixture::new();
+    let issue = |ca: &str| {
+        fx.run(&[
+            "--json", "ca", "issue", "--ca", ca, "--pub", "dev.pub", "-o", "x.cert",
+        ])
+    };
+    refused(&issue("missing"), 66, "ca_dir_unreadable");
+    std::fs::write(fx.path("int/ca.json"), b"not json").unwrap();
+    refused(&issue("int"), 65, "ca_dir_corrupt");
+    refused(
+        &fx.run(&["--json", "ca", "revoke", "--ca", "missing", "-o", "l.json"]),
+        66,
+        "ca_dir_unreadable",
+    );
+}
+
+/// `pack` of a directory without manifest.json: an input that cannot be read (66 `input`, as
+/// for its certificates), not `manifest`, which is the malformed manifest (65).
+#[test]
+fn pack_without_a_manifest_is_an_unreadable_input() {
+    let fx = Fixture::new();
+    std::fs::create_dir(fx.path("empty")).unwrap();
+    refused(
+        &fx.pack_args(&["--json"], "empty", Some("x.stockade"), &[]),
+        66,
+        "input",
+    );
+}
+
+/// `node license install` refuses a license at the verification step whose code it exits with
+/// (82 issuer, 83 validity, 85 scope), each with a kind of its own: all were `license`, the kind
+/// of a file that does not parse (65).
+#[test]
+fn a_refused_license_has_the_kind_of_its_step() {
+    let fx = Fixture::new();
+    let install = |file: &str| install_license(&fx, file);
+    let issue = |ca: &str, out: &str, extra: &[&str]| {
+        let mut args = vec!["ca", "license", "--ca", ca, "--serial", "S-1", "-o", out];
+        args.extend_from_slice(extra);
+        ok(fx.dir(), &args);
+    };
+    ok(fx.dir(), &["ca", "init", "-o", "other-root"]);
+    issue("other-root", "foreign.license", &[]);
+    refused(&install("foreign.license"), 82, "license.issuer");
+    issue(
+        "root",
+        "old.license",
+        &["--now", "1000000000", "--days", "1"],
+    );
+    refused(&install("old.license"), 83, "license.expired");
+    issue(
+        "root",
+        "elsewhere.license",
+        &["--hardware", "not-this-node"],
+    );
+    refused(&install("elsewhere.license"), 85, "license.hardware");
+    std::fs::write(fx.path("bad.license"), b"{}").unwrap();
+    refused(&install("bad.license"), 65, "license");
+}
+
+/// An unreadable audit log is named: the message was the OS error alone ("No such file or
+/// directory (os error 2)"), which says nothing of which file.
+#[test]
+fn an_unreadable_audit_log_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let r = stockade(d.path(), &["--json", "audit", "verify", "missing.log"]);
+    refused(&r, 66, "audit_unreadable");
+    let j = r.json();
+    assert_eq!(
+        j["error"]["message"], "cannot read missing.log",
+        "{}",
+        r.stdout
+    );
+    assert!(j["error"]["causes"][0].is_string(), "{}", r.stdout);
+}
