@@ -82,6 +82,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("cannot_write", Exit::CantCreate),
     ("ca_dir", Exit::CantCreate),
     ("extract", Exit::CantCreate),
+    ("extract.io", Exit::IoErr),
     ("extract_to", Exit::CantCreate),
     ("extract_to_exists", Exit::CantCreate),
     ("state_dir", Exit::CantCreate),
