@@ -366,8 +366,7 @@ fn work_dir_in(anchor: Arc<Anchor>) -> std::io::Result<WorkDir> {
         .prefix(&format!(".work-{}-", std::process::id()))
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(anchor.path())?;
-    let lock = Flock::lock(open_dir(dir.path())?, FlockArg::LockShared)
-        .map_err(|(_, e)| std::io::Error::from(e))?;
+    let lock = lock_dir_shared(dir.path())?;
     let m = lock.metadata()?;
     let host = anchor
         .shown()
@@ -468,7 +467,7 @@ fn tree_bytes(root: &Path) -> u64 {
 }
 
 /// Remove `path` unless some run holds a lock on it.
-fn remove_if_unused(path: &Path) {
+pub(super) fn remove_if_unused(path: &Path) {
     if let Ok(f) = open_dir(path) {
         if let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             let _ = std::fs::remove_dir_all(path);
@@ -483,6 +482,12 @@ fn open_state_dir(path: &Path) -> std::io::Result<File> {
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(path)
+}
+
+/// Open the directory `path` and take a shared lock on it: what marks a work or extraction
+/// directory in use for [`remove_if_unused`].
+pub(super) fn lock_dir_shared(path: &Path) -> std::io::Result<Flock<File>> {
+    Flock::lock(open_dir(path)?, FlockArg::LockShared).map_err(|(_, e)| std::io::Error::from(e))
 }
 
 fn open_dir(path: &Path) -> std::io::Result<File> {

@@ -47,7 +47,7 @@ use stockade_trust::statement::Statement;
 #[derive(Debug)]
 pub enum PackageDir {
     /// A private directory made for this use (removed on drop).
-    Fresh(tempfile::TempDir),
+    Fresh(FreshDir),
     /// A private work directory among the kept trees (removed on drop unless kept).
     Work(WorkDir),
     /// A tree kept from an earlier run of the same package ([`super::trees`]).
@@ -58,7 +58,7 @@ impl PackageDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         match self {
-            PackageDir::Fresh(d) => d.path(),
+            PackageDir::Fresh(d) => d.dir.path(),
             PackageDir::Work(w) => w.dir.path(),
             PackageDir::Kept(k) => k.path(),
         }
@@ -67,7 +67,7 @@ impl PackageDir {
     /// Leave the directory where it is (not removed on drop) and give its path.
     pub fn keep(self) -> std::path::PathBuf {
         match self {
-            PackageDir::Fresh(d) => d.keep(),
+            PackageDir::Fresh(d) => d.dir.keep(),
             PackageDir::Work(w) => w.dir.keep(),
             PackageDir::Kept(k) => k.path().to_path_buf(),
         }
@@ -78,7 +78,7 @@ impl PackageDir {
     /// it must be there: what the runtime wrote or checked through its descriptors.
     pub fn bind_source(&self) -> (&Path, Option<(u64, u64)>) {
         match self {
-            PackageDir::Fresh(d) => (d.path(), None),
+            PackageDir::Fresh(d) => (d.dir.path(), None),
             PackageDir::Work(w) => w.bind_source(),
             PackageDir::Kept(k) => k.bind_source(),
         }
@@ -357,13 +357,67 @@ pub fn check_in(
     Ok(CheckedPackage { checked, dir })
 }
 
-/// A new private (0700) extraction directory under `parent`.
-fn private_dir(parent: &Path) -> Result<tempfile::TempDir, VerifyError> {
-    tempfile::Builder::new()
-        .prefix("stockade-pkg-")
+/// A private extraction directory outside the trees (`$TMPDIR`, a store's staging directory):
+/// `<parent>/stockade-pkg-<pid>-<random>`, under a shared `flock` for as long as it is used, as
+/// the trees' work directories are. A process killed before its drop (SIGKILL: an agent's
+/// timeout) leaves it; the maker's pid and the lock let the next [`private_dir`] in the same
+/// parent tell such a leftover from a directory in use — on a tmpfs `/tmp` each one held a
+/// whole extracted package in memory until reboot.
+#[derive(Debug)]
+pub struct FreshDir {
+    dir: tempfile::TempDir,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// What [`FreshDir`]s are named with, before `<pid>-<random>`.
+const FRESH_PREFIX: &str = "stockade-pkg-";
+
+/// A new private (0700) extraction directory under `parent`, after removing the leftovers of
+/// this user's killed runs there ([`sweep_fresh_leftovers`]).
+fn private_dir(parent: &Path) -> Result<FreshDir, VerifyError> {
+    sweep_fresh_leftovers(parent);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{FRESH_PREFIX}{}-", std::process::id()))
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(parent)
-        .map_err(VerifyError::Workdir)
+        .map_err(VerifyError::Workdir)?;
+    let lock = super::trees::lock_dir_shared(dir.path()).map_err(VerifyError::Workdir)?;
+    Ok(FreshDir { dir, _lock: lock })
+}
+
+/// Remove this user's extraction directories in `parent` that no process holds a lock on and
+/// that are stale by the trees' rules (`fileio::leftover_is_stale`: the maker's pid gone, or
+/// older than a minute). Names without a pid are an earlier build's, which took no lock: one may
+/// be a long `run` session's package still in use, so they are left. Another user's are never
+/// touched (in a sticky `/tmp` they could not be anyway); errors are ignored: a sweep is tidying,
+/// never a reason to fail a run.
+fn sweep_fresh_leftovers(parent: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let now = std::time::SystemTime::now();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(FRESH_PREFIX)) else {
+            continue;
+        };
+        if crate::fileio::leftover_maker(rest).is_none() {
+            continue;
+        }
+        // `DirEntry::metadata` does not follow a symlink: only a real directory of ours.
+        let Ok(m) = e.metadata() else { continue };
+        if !m.is_dir() || m.uid() != me {
+            continue;
+        }
+        let age = now
+            .duration_since(m.modified().unwrap_or(now))
+            .unwrap_or_default();
+        if crate::fileio::leftover_is_stale(rest, age) {
+            super::trees::remove_if_unused(&e.path());
+        }
+    }
 }
 
 impl CheckedPackage {
@@ -1075,6 +1129,89 @@ fn check_scope(
 mod tests {
     use super::{unverified_at_load, Report, SignatureStatus, Step, StepStatus, TrustMode};
     use crate::exit::Exit;
+
+    /// A pid no process has (a child's, once reaped).
+    fn dead_pid() -> u32 {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    }
+
+    /// Make `parent/name` with a file in it, last changed `ago` before now.
+    fn leftover(
+        parent: &std::path::Path,
+        name: &str,
+        ago: std::time::Duration,
+    ) -> std::path::PathBuf {
+        let d = parent.join(name);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("payload"), "x").unwrap();
+        let then = std::time::SystemTime::now() - ago;
+        std::fs::File::open(&d).unwrap().set_modified(then).unwrap();
+        d
+    }
+
+    /// The extraction directories a killed run left (SIGKILL skips their drop) go with the next
+    /// one made in the same place; one in use (locked), one whose maker may still be between its
+    /// making and its lock, another user's and anything else are left.
+    #[test]
+    fn a_killed_runs_extraction_directory_goes_with_the_next_one() {
+        use std::os::unix::fs::MetadataExt;
+        use std::time::Duration;
+        let parent = tempfile::tempdir().unwrap();
+        let p = parent.path();
+        let dead = dead_pid();
+        let me = std::process::id();
+        let killed = leftover(
+            p,
+            &format!("stockade-pkg-{dead}-aaaaaa"),
+            Duration::from_secs(5),
+        );
+        // An earlier build's (no pid, no lock): maybe a long session's package still in use.
+        let old_build = leftover(p, "stockade-pkg-bbbbbb", Duration::from_secs(3600));
+        let just_made = leftover(p, &format!("stockade-pkg-{me}-cccccc"), Duration::ZERO);
+        let in_use = super::private_dir(p).unwrap();
+        // Its maker alive and well past the pause: only its lock keeps it.
+        std::fs::File::open(in_use.dir.path())
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+        let others = leftover(
+            p,
+            &format!("stockade-pkg-{dead}-dddddd"),
+            Duration::from_secs(5),
+        );
+        std::os::unix::fs::chown(&others, Some(65534), Some(65534)).unwrap();
+        let unrelated = leftover(p, &format!("other-{dead}-eeeeee"), Duration::from_secs(5));
+
+        let next = super::private_dir(p).unwrap();
+        let name = next
+            .dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(name.starts_with(&format!("stockade-pkg-{me}-")), "{name}");
+        assert!(!killed.exists(), "a dead maker's leftover stays");
+        assert!(
+            old_build.exists(),
+            "an earlier build's directory was removed"
+        );
+        assert!(
+            just_made.exists(),
+            "a live maker's fresh directory was removed"
+        );
+        assert!(in_use.dir.path().exists(), "a locked directory was removed");
+        assert_eq!(std::fs::metadata(&others).unwrap().uid(), 65534);
+        assert!(unrelated.exists());
+        // Dropped: removed as before.
+        let gone = next.dir.path().to_path_buf();
+        drop(next);
+        assert!(!gone.exists());
+    }
 
     /// A load report in `mode` whose trust steps 2–6 ended as `statuses` says.
     fn report(mode: TrustMode, statuses: [StepStatus; 5]) -> Report {
