@@ -879,3 +879,53 @@ fn an_update_that_runs_out_of_space_is_an_io_error_and_changes_nothing() {
     expect(&r, 0, "");
     assert_eq!(fx.installed()["big"]["version"], "1.1.0");
 }
+
+/// The daemon's user verifies root's store without its lock while root upgrades, removes and
+/// installs again, over and over: no verify reports a problem — a directory removed under its
+/// check is confirmed against the registry read again, and is the removal or upgrade it is.
+/// Each run's status is 0 (or 108 for a plugin installed anew at every check of it), and every
+/// plugin it reports is ok.
+#[test]
+fn a_lockless_verify_racing_installs_and_removals_reports_no_false_problem() {
+    if !require_root() {
+        return;
+    }
+    let (fx, _state, nobody) = packaged_layout();
+    let v1 = pack(&fx, "p", "1.0.0", &[]);
+    let v2 = pack(&fx, "p", "2.0.0", &[]);
+    expect(&fx.store_install(&[&v1], &[]), 0, "");
+    let flags = STORE_FLAGS.join(" ");
+    let bin = env!("CARGO_BIN_EXE_stockade");
+    let script = format!(
+        "for i in $(seq 1 12); do '{bin}' install {v2} {flags} >/dev/null && \
+         '{bin}' remove p --state-dir state --policy-root policy-root >/dev/null && \
+         '{bin}' install {v1} {flags} >/dev/null || exit 1; done"
+    );
+    let mut writer = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(fx.dir())
+        .env_remove("STOCKADE_STATE_DIR")
+        .env_remove("STOCKADE_TRUST_DIR")
+        .env("STOCKADE_SOURCES_DIR", fx.path(SOURCES_DIR))
+        .spawn()
+        .unwrap();
+    let mut args = vec!["--json", "verify"];
+    args.extend_from_slice(&STORE_FLAGS);
+    let mut runs = 0;
+    let done = loop {
+        let finished = writer.try_wait().unwrap();
+        let r = stockade_as(nobody, fx.dir(), &args);
+        runs += 1;
+        assert!(r.code == 0 || r.code == 108, "{}\n{}", r.stdout, r.stderr);
+        let j = r.json();
+        for p in j["plugins"].as_array().unwrap() {
+            let busy = p["error"]["kind"] == "store.locked";
+            assert!(p["ok"] == true || busy, "{}", r.stdout);
+        }
+        if let Some(status) = finished {
+            break status;
+        }
+    };
+    assert!(done.success(), "root's installs and removals failed");
+    assert!(runs > 1);
+}

@@ -20,8 +20,16 @@
 //!
 //! Removal is the same in reverse: the registry drops the entry first (commit), the directory goes
 //! after.
+//!
+//! Readers: the store's owner reads under the lock, shared; any other user without it
+//! ([`Store::view`]), which the order above makes safe: a reader without the lock sees a
+//! registry naming complete directories, of which one may vanish under its check when a removal
+//! or upgrade commits meanwhile — a finding it confirms against the registry read again
+//! ([`StoreView::settle`]).
 
-use crate::fileio::{read_capped, write_state_file, FileError, HeldDir, HeldDirError, HeldPath};
+use crate::fileio::{
+    read_capped, read_capped_held, write_state_file, FileError, HeldDir, HeldDirError, HeldPath,
+};
 use crate::package::container::MAX_PACKAGE_BYTES;
 /// The tree check is the kept trees' too (package/trees.rs); `stockade store verify` reports its
 /// every finding.
@@ -212,23 +220,97 @@ pub struct StoreLock {
     _held: HeldDir,
 }
 
-/// The store as a reader sees it ([`Store::view`]): the held store directory, its registry,
-/// and a shared lock, so no install or removal is half done while it is read. Nothing is made,
-/// recovered or written: any user who can read the state directory can take it (the daemon's
-/// user on root's store), where [`Store::open`] needs the store's owner.
+/// The store as a reader sees it ([`Store::view`]): the held store directory and its registry.
+/// Nothing is made, recovered or written: any user who can read the state directory can take
+/// it (the daemon's user on root's store), where [`Store::open`] needs the store's owner.
+///
+/// The store's owner reads under the lock, shared, so no install or removal is half done while
+/// it reads. Any other user reads without it (a reader must not wait on a lock another user
+/// may hold), which the store's order makes safe: the registry is replaced whole by rename, an object
+/// directory is complete before a registry names it and removed only after the registry has
+/// dropped it. So the registry it read names only complete directories — but one may be
+/// removed (or, removed and made again, changed) while it is checked, by a removal or an
+/// upgrade that committed meanwhile. A finding is therefore confirmed against the registry
+/// read again ([`StoreView::settle`]) before it is reported as one.
 #[derive(Debug)]
 pub struct StoreView {
     dir: HeldDir,
     /// The store directory's owner: whose installs these are (each object tree is its).
     owner: u32,
     registry: Registry,
-    _lock: OwnedFd,
+    /// The registry file read, kept open ([`RegistryRead`]).
+    read: RegistryRead,
+    /// The shared lock, when this user is the store's owner.
+    _lock: Option<OwnedFd>,
+}
+
+/// Which registry file was read: its device and inode, with the file kept open so that no
+/// later registry can get the same inode number (a freed inode is reused). The same identity
+/// found again means the registry was not replaced since; `None`: there was none.
+#[derive(Debug)]
+struct RegistryRead {
+    id: Option<(u64, u64)>,
+    _file: Option<File>,
+}
+
+impl PartialEq for RegistryRead {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+/// How many times [`StoreView::settle`] checks a plugin that changed in the registry each time
+/// it was checked before giving up on it ([`Settled::Busy`]).
+pub const SETTLE_ROUNDS: usize = 3;
+
+/// What the check of an installed plugin came to, once confirmed against the registry
+/// ([`StoreView::settle`]).
+#[derive(Debug)]
+pub enum Settled<T> {
+    /// The verdict on the entry the registry names: clean, or a finding the registry still
+    /// names the object of — a real one.
+    Current(Installed, T),
+    /// The plugin was removed while it was checked: the registry no longer names it, and what
+    /// the check found (a directory vanishing under it) is that removal, not a problem.
+    Removed(Installed),
+    /// The registry named another object for it each time it was checked ([`SETTLE_ROUNDS`]):
+    /// installs in progress; nothing is said of it yet.
+    Busy(Installed),
 }
 
 impl StoreView {
-    /// The registry as read under the shared lock.
+    /// The registry as first read.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Check the installed plugin `entry` (as [`StoreView::registry`] names it) with `check`,
+    /// given the entry and its object directory, and confirm a verdict that is not `clean`
+    /// against the registry read again: still the registry that named the entry (not replaced
+    /// since: a finding in a directory it names, which nothing removes while it names it) —
+    /// the verdict stands; the plugin gone from it — [`Settled::Removed`]; otherwise the entry
+    /// is checked again as the registry now names it (an upgrade, or a removal and a new
+    /// install that came between), at most [`SETTLE_ROUNDS`] times ([`Settled::Busy`]). A
+    /// clean verdict needs no confirmation: what it checked was complete and right when it
+    /// was checked. Under the owner's shared lock the registry cannot change: a finding stands
+    /// at once.
+    pub fn settle<T>(
+        &self,
+        entry: &Installed,
+        mut check: impl FnMut(&Installed, &Path) -> T,
+        clean: impl Fn(&T) -> bool,
+    ) -> Result<Settled<T>, StoreError> {
+        let name = entry.name.clone();
+        settle(
+            &self.read,
+            entry.clone(),
+            |p| check(p, &self.object_dir(p)),
+            clean,
+            || {
+                let (registry, read) = held_registry(&self.dir)?;
+                Ok((read, registry.plugins.get(&name).cloned()))
+            },
+        )
     }
 
     /// The object directory of an installed plugin (as a path: for messages and reading).
@@ -251,6 +333,13 @@ fn held_existing(state_dir: &Path) -> Result<Option<HeldDir>, StoreError> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The uid that owns the held store directory: whose installs these are, and whose lock.
+fn owner_of(held: &HeldDir) -> Result<u32, StoreError> {
+    Ok(std::fs::metadata(held.path())
+        .map_err(io("cannot stat", held.shown()))?
+        .uid())
 }
 
 /// Open the held store directory's lock file (made if missing).
@@ -383,23 +472,28 @@ impl Store {
     }
 
     /// The store for reading ([`StoreView`]), or `None` when there is none (nothing is
-    /// installed). Waits for a writer in progress.
+    /// installed). The store's owner takes its lock shared, waiting for a writer in progress;
+    /// any other user reads without it, and
+    /// [`StoreView::settle`] tells a finding from an install or removal done meanwhile.
     pub fn view(state_dir: &Path) -> Result<Option<StoreView>, StoreError> {
         let Some(held) = held_existing(state_dir)? else {
             return Ok(None);
         };
-        let lock = open_lock(&held)?;
-        let shown = held.join("lock");
-        sys::flock_shared(lock.as_fd()).map_err(io("cannot lock", shown.shown()))?;
-        let owner = std::fs::metadata(held.path())
-            .map_err(io("cannot stat", held.shown()))?
-            .uid();
-        let registry = held.join("registry.json");
-        let registry = load_registry(registry.path(), registry.shown())?;
+        let owner = owner_of(&held)?;
+        let lock = if owner == nix::unistd::geteuid().as_raw() {
+            let lock = open_lock(&held)?;
+            let shown = held.join("lock");
+            sys::flock_shared(lock.as_fd()).map_err(io("cannot lock", shown.shown()))?;
+            Some(lock)
+        } else {
+            None
+        };
+        let (registry, read) = held_registry(&held)?;
         Ok(Some(StoreView {
             dir: held,
             owner,
             registry,
+            read,
             _lock: lock,
         }))
     }
@@ -562,6 +656,51 @@ impl Store {
     }
 }
 
+/// [`StoreView::settle`] with the registry's re-reading given (`reread`: the identity of the
+/// registry read now and what it names for the plugin), so the rule can be tested against a
+/// fake registry that changes between the check and the re-read. `read`: the identity of the
+/// registry `entry` was taken from.
+fn settle<T, K: PartialEq>(
+    read: &K,
+    mut entry: Installed,
+    mut check: impl FnMut(&Installed) -> T,
+    clean: impl Fn(&T) -> bool,
+    mut reread: impl FnMut() -> Result<(K, Option<Installed>), StoreError>,
+) -> Result<Settled<T>, StoreError> {
+    // The registry the entry at hand came from (kept, so its identity stays its own).
+    let mut from: Option<K> = None;
+    for _ in 0..SETTLE_ROUNDS {
+        let verdict = check(&entry);
+        if clean(&verdict) {
+            return Ok(Settled::Current(entry, verdict));
+        }
+        let (now, named) = reread()?;
+        if from.as_ref().unwrap_or(read) == &now {
+            return Ok(Settled::Current(entry, verdict));
+        }
+        match named {
+            None => return Ok(Settled::Removed(entry)),
+            Some(e) => {
+                entry = e;
+                from = Some(now);
+            }
+        }
+    }
+    Ok(Settled::Busy(entry))
+}
+
+/// The held store's registry, with which file it was ([`RegistryRead`]).
+fn held_registry(held: &HeldDir) -> Result<(Registry, RegistryRead), StoreError> {
+    let at = held.join("registry.json");
+    let (registry, file) = load_registry_held(at.path(), at.shown())?;
+    let id = file
+        .as_ref()
+        .map(|f| f.metadata().map(|m| (m.dev(), m.ino())))
+        .transpose()
+        .map_err(io("cannot stat", at.shown()))?;
+    Ok((registry, RegistryRead { id, _file: file }))
+}
+
 /// No registry is larger (one entry is well under 4 KiB): a larger file is not one.
 const MAX_REGISTRY_BYTES: u64 = 64 << 20;
 
@@ -569,9 +708,14 @@ const MAX_REGISTRY_BYTES: u64 = 64 << 20;
 /// plain path of a read-only lookup), named `shown` in every error — never a `/proc/self/fd/N`
 /// that means nothing once we exit.
 fn load_registry(path: &Path, shown: &Path) -> Result<Registry, StoreError> {
-    let bytes = match read_capped(path, MAX_REGISTRY_BYTES) {
+    load_registry_held(path, shown).map(|(registry, _)| registry)
+}
+
+/// [`load_registry`], with the file it read kept open (`None`: there is none yet).
+fn load_registry_held(path: &Path, shown: &Path) -> Result<(Registry, Option<File>), StoreError> {
+    let (file, bytes) = match read_capped_held(path, MAX_REGISTRY_BYTES) {
         Ok(b) => b,
-        Err(e) if e.is_not_found() => return Ok(Registry::default()),
+        Err(e) if e.is_not_found() => return Ok((Registry::default(), None)),
         // Not the operator's input: the store's own file, damaged (106, not 66 "no input").
         Err(e @ (FileError::NotRegular { .. } | FileError::TooLarge { .. })) => {
             return Err(StoreError::NotARegistry {
@@ -598,7 +742,7 @@ fn load_registry(path: &Path, shown: &Path) -> Result<Registry, StoreError> {
     if let Some(p) = reg.plugins.values().find(|p| !plain_name(&p.dir)) {
         return Err(StoreError::BadDirName(p.dir.clone()));
     }
-    Ok(reg)
+    Ok((reg, Some(file)))
 }
 
 /// Read the registry without locking or recovering (for read-only listing by anyone).
@@ -863,6 +1007,161 @@ mod tests {
         std::os::unix::fs::chown(&store, Some(65534), None).unwrap();
         let e = Store::open(d.path(), true).unwrap_err();
         assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+    }
+
+    /// What a lockless reader compares: the registry file read, kept open. The same file read
+    /// again is the same registry; one a commit replaced is another, even after several
+    /// commits (a freed inode's number is reused; the one held is not freed).
+    #[test]
+    fn a_registry_replaced_since_it_was_read_is_told_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut st, _) = Store::open(d.path(), true).unwrap();
+        let held = || HeldDir::open(d.path(), STORE_DIR, None).unwrap();
+        // No registry yet, then none again: the same.
+        assert!(held_registry(&held()).unwrap().1 == held_registry(&held()).unwrap().1);
+        st.save(Registry::default()).unwrap();
+        let (_, first) = held_registry(&held()).unwrap();
+        assert!(first == held_registry(&held()).unwrap().1);
+        for v in ["1.0.0", "2.0.0", "3.0.0", "4.0.0"] {
+            let mut r = Registry::default();
+            r.plugins.insert("p".into(), entry("p", v, "p-dir"));
+            st.save(r).unwrap();
+            let (reg, now) = held_registry(&held()).unwrap();
+            assert!(first != now, "{v}");
+            assert_eq!(reg.plugins["p"].version, v);
+        }
+    }
+
+    /// The lockless reader's rule ([`settle`]) against a registry that changes between a check
+    /// and its re-read: a finding in an object directory the registry still names stands; one
+    /// made by a removal or an upgrade committed meanwhile (the directory gone under the check)
+    /// is that removal (`Removed`) or is checked again as the registry now names it, and
+    /// reported only if it is found again there; a clean check is reported at once; a plugin
+    /// installed anew at every check is `Busy` after [`SETTLE_ROUNDS`] checks. `K`: which
+    /// registry was read (a number the fake changes with every commit).
+    #[test]
+    fn a_lockless_check_reports_only_findings_the_registry_still_names() {
+        use std::cell::{Cell, RefCell};
+        let v1 = entry("p", "1.0.0", "p-1.0.0-aaa");
+        let v2 = entry("p", "2.0.0", "p-2.0.0-bbb");
+        // The fake store: which registry is current, and what it names for `p`.
+        let registry = RefCell::new((1u32, Some(v1.clone())));
+        let rereads = Cell::new(0);
+        let reread = || {
+            rereads.set(rereads.get() + 1);
+            Ok::<_, StoreError>(registry.borrow().clone())
+        };
+        // A check that finds the object directory gone when `gone` names it (a removal or an
+        // upgrade removed it after its commit), and otherwise a clean tree — or a tampered one,
+        // for the directories in `tampered`.
+        let checks = RefCell::new(Vec::new());
+        let tampered: RefCell<Vec<String>> = RefCell::new(vec![]);
+        let gone: RefCell<Vec<String>> = RefCell::new(vec![]);
+        let commit_during_check: RefCell<Option<(u32, Option<Installed>)>> = RefCell::new(None);
+        let check = |p: &Installed| {
+            checks.borrow_mut().push(p.dir.clone());
+            let missing = gone.borrow().contains(&p.dir);
+            // A commit while this check ran: its directory is then gone for good (no longer
+            // named) or made again (named anew): what is gone is so for this check only.
+            if let Some(next) = commit_during_check.borrow_mut().take() {
+                *registry.borrow_mut() = next;
+                gone.borrow_mut().clear();
+            }
+            if missing {
+                "missing"
+            } else if tampered.borrow().contains(&p.dir) {
+                "tampered"
+            } else {
+                "ok"
+            }
+        };
+        let clean = |v: &&str| *v == "ok";
+        let reset = |reg: (u32, Option<Installed>)| {
+            *registry.borrow_mut() = reg;
+            checks.borrow_mut().clear();
+            rereads.set(0);
+        };
+
+        // Clean: reported without a re-read.
+        reset((1, Some(v1.clone())));
+        let r = settle(&1, v1.clone(), check, clean, reread).unwrap();
+        assert!(
+            matches!(r, Settled::Current(ref p, "ok") if p == &v1),
+            "{r:?}"
+        );
+        assert_eq!(rereads.get(), 0);
+
+        // A real finding: the registry that named it was not replaced since.
+        reset((1, Some(v1.clone())));
+        *tampered.borrow_mut() = vec![v1.dir.clone()];
+        let r = settle(&1, v1.clone(), check, clean, reread).unwrap();
+        assert!(
+            matches!(r, Settled::Current(ref p, "tampered") if p == &v1),
+            "{r:?}"
+        );
+        tampered.borrow_mut().clear();
+
+        // Removed while checked: the registry dropped it (commit), then its directory went.
+        reset((1, Some(v1.clone())));
+        *gone.borrow_mut() = vec![v1.dir.clone()];
+        *commit_during_check.borrow_mut() = Some((2, None));
+        let r = settle(&1, v1.clone(), check, clean, reread).unwrap();
+        assert!(matches!(r, Settled::Removed(ref p) if p == &v1), "{r:?}");
+
+        // Upgraded while checked: v1's directory removed after v2's commit; v2 checked, clean.
+        reset((1, Some(v1.clone())));
+        *gone.borrow_mut() = vec![v1.dir.clone()];
+        *commit_during_check.borrow_mut() = Some((2, Some(v2.clone())));
+        let r = settle(&1, v1.clone(), check, clean, reread).unwrap();
+        assert!(
+            matches!(r, Settled::Current(ref p, "ok") if p == &v2),
+            "{r:?}"
+        );
+        assert_eq!(*checks.borrow(), [v1.dir.clone(), v2.dir.clone()]);
+
+        // Removed and installed again (same directory name) while checked: checked again, clean.
+        reset((1, Some(v1.clone())));
+        *gone.borrow_mut() = vec![v1.dir.clone()];
+        *commit_during_check.borrow_mut() = Some((3, Some(v1.clone())));
+        let r = settle(&1, v1.clone(), check, clean, reread).unwrap();
+        assert!(
+            matches!(r, Settled::Current(ref p, "ok") if p == &v1),
+            "{r:?}"
+        );
+        assert_eq!(checks.borrow().len(), 2);
+
+        // Tampered, while another plugin's install replaced the registry: checked again, and
+        // the finding stands once the registry that named it is the one read again.
+        reset((1, Some(v1.clone())));
+        *tampered.borrow_mut() = vec![v1.dir.clone()];
+        *commit_during_check.borrow_mut() = Some((2, Some(v1.clone())));
+        let r = settle(&1, v1.clone(), check, clean, reread).unwrap();
+        assert!(
+            matches!(r, Settled::Current(ref p, "tampered") if p == &v1),
+            "{r:?}"
+        );
+        assert_eq!(checks.borrow().len(), 2);
+        tampered.borrow_mut().clear();
+
+        // Installed anew at every check: nothing said after SETTLE_ROUNDS checks.
+        reset((1, Some(v1.clone())));
+        *gone.borrow_mut() = vec![v1.dir.clone(), v2.dir.clone()];
+        let n = Cell::new(1);
+        let r = settle(
+            &1,
+            v1.clone(),
+            |p| {
+                n.set(n.get() + 1);
+                let next = if n.get() % 2 == 0 { &v2 } else { &v1 };
+                *registry.borrow_mut() = (n.get(), Some(next.clone()));
+                check(p)
+            },
+            clean,
+            reread,
+        )
+        .unwrap();
+        assert!(matches!(r, Settled::Busy(_)), "{r:?}");
+        assert_eq!(checks.borrow().len(), SETTLE_ROUNDS);
     }
 
     /// `source refresh`'s lock neither creates a store nor recovers one.
