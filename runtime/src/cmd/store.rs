@@ -51,6 +51,15 @@ pub(crate) fn store_err(e: StoreError) -> CmdError {
                  root) that no one else may write; move it aside and run the command again",
             )
         }
+        StoreError::LockUnsafe { .. } => CmdError::new(Exit::Config, "store.unsafe", e).hint(
+            "the store's lock must be a regular file of the store's owner, which no one else \
+             may open; remove it (it is made again, 0600) and run the command again",
+        ),
+        StoreError::NotOwner { owner, .. } => CmdError::new(Exit::Config, "store.not_owner", e)
+            .hint(format!(
+                "only the store's owner (uid {owner}) installs, removes or recovers; run the \
+                 command as that user (`list` and `verify` read any store)"
+            )),
         StoreError::NotInstalled(_) => CmdError::new(Exit::NotInstalled, "store.not_installed", e)
             .hint("pass a package file or an installed plugin's name (`stockade list` shows them)"),
         StoreError::File(FileError::TooLarge { .. }) => CmdError::new(Exit::SizeCap, "size_cap", e),

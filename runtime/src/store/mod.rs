@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <state>/store/
-//!   lock                         flock: one writer at a time (install, remove, recovery)
+//!   lock                         flock: one writer at a time (install, remove, recovery); the
+//!                                store owner's alone (0600): anyone who can open a lock can hold it
 //!   registry.json                THE commit point: which object directory is installed per name
 //!   plugins/<name>-<version>-<sha12>/
 //!       package.stockade         the signed package exactly as verified (re-verified by `verify ID`)
@@ -21,11 +22,16 @@
 //! Removal is the same in reverse: the registry drops the entry first (commit), the directory goes
 //! after.
 //!
-//! Readers: the store's owner reads under the lock, shared; any other user without it
-//! ([`Store::view`]), which the order above makes safe: a reader without the lock sees a
-//! registry naming complete directories, of which one may vanish under its check when a removal
-//! or upgrade commits meanwhile — a finding it confirms against the registry read again
-//! ([`StoreView::settle`]).
+//! Who locks: only the store's owner changes the store, and only it can open the lock
+//! ([`open_lock`]: `flock` needs nothing but a descriptor, so a lock others could open — it was
+//! 0644 in a state directory the daemon's user and group read — was one they could hold forever,
+//! and root's every install waited). Other users read without it ([`Store::view`]); the order
+//! above is what makes that safe: a reader without the lock sees a registry naming complete
+//! directories, of which one may vanish under its check when a removal or upgrade commits
+//! meanwhile — a finding it confirms against the registry read again ([`StoreView::settle`]).
+//! Nothing else relies on a reader holding the lock: recovery removes staging directories (never
+//! read) and directories the current registry does not name, which a reader without the lock
+//! takes for removed when it finds them gone.
 
 use crate::fileio::{
     read_capped, read_capped_held, write_state_file, FileError, HeldDir, HeldDirError, HeldPath,
@@ -112,6 +118,28 @@ pub enum StoreError {
     /// ([`HeldDir`]).
     #[error(transparent)]
     Held(#[from] HeldDirError),
+    /// The store's lock file is not one this user may lock: another user's (any user who can
+    /// open a lock can hold it forever, so only the store's owner's is taken), or not a regular
+    /// file of one link (a FIFO, a device, a hard link planted at its name).
+    #[error("the store's lock {} cannot be used", path.display())]
+    LockUnsafe {
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store belongs to another user than the one running the command, which would change
+    /// it (install, remove, recover): only its owner does, under its owner's private lock.
+    #[error("the store {} belongs to uid {owner}, not to this user (uid {me})", path.display())]
+    NotOwner {
+        /// The store directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The running user.
+        me: u32,
+    },
     /// An argument that can only be a plugin name (no such file) names no installed plugin.
     #[error("`{0}` is neither a file nor an installed plugin")]
     NotInstalled(String),
@@ -225,8 +253,8 @@ pub struct StoreLock {
 /// it (the daemon's user on root's store), where [`Store::open`] needs the store's owner.
 ///
 /// The store's owner reads under the lock, shared, so no install or removal is half done while
-/// it reads. Any other user reads without it (a reader must not wait on a lock another user
-/// may hold), which the store's order makes safe: the registry is replaced whole by rename, an object
+/// it reads. Any other user reads without it (the lock is the owner's alone, [`open_lock`]),
+/// which the store's order makes safe: the registry is replaced whole by rename, an object
 /// directory is complete before a registry names it and removed only after the registry has
 /// dropped it. So the registry it read names only complete directories — but one may be
 /// removed (or, removed and made again, changed) while it is checked, by a removal or an
@@ -342,13 +370,42 @@ fn owner_of(held: &HeldDir) -> Result<u32, StoreError> {
         .uid())
 }
 
-/// Open the held store directory's lock file (made if missing).
+/// The held store directory's owner, if it is the running user; else [`StoreError::NotOwner`].
+fn check_own(held: &HeldDir) -> Result<(), StoreError> {
+    let (owner, me) = (owner_of(held)?, nix::unistd::geteuid().as_raw());
+    if owner != me {
+        return Err(StoreError::NotOwner {
+            path: held.shown().to_path_buf(),
+            owner,
+            me,
+        });
+    }
+    Ok(())
+}
+
+/// Open the held store directory's lock file (made if missing), which only the store's owner
+/// may open: `flock` needs nothing but a descriptor, so any user who could open it — it was
+/// 0644, and the packaged state directory is readable by the daemon's user and group — could
+/// hold it forever, and every install, removal and recovery of root's waited for ever (or
+/// failed with 108 under `--no-wait`). So it is made 0600, one found wider (an earlier build's
+/// 0644) is narrowed back, and one of another user refused ([`sys::open_private_lock_file`],
+/// as the sources directory's lock). Called by the store's owner only ([`check_own`]); other
+/// users read without it ([`Store::view`]).
 fn open_lock(held: &HeldDir) -> Result<OwnedFd, StoreError> {
     let lock_path = held.join("lock");
     let shown = lock_path.shown();
     let c = CString::new(lock_path.path().as_os_str().as_bytes())
         .map_err(|e| io("bad path", shown)(std::io::Error::other(e)))?;
-    sys::open_lock_file(&c).map_err(io("cannot open lock", shown))
+    sys::open_private_lock_file(&c).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::InvalidData {
+            StoreError::LockUnsafe {
+                path: shown.to_path_buf(),
+                source,
+            }
+        } else {
+            io("cannot open lock", shown)(source)
+        }
+    })
 }
 
 /// Open the held store directory's lock file and take it (waiting unless `no_wait`).
@@ -434,6 +491,9 @@ impl Store {
         // Shown absolute, so the paths `list` and `install` print work from anywhere (and so
         // are `staging/` and `plugins/`, opened through it).
         let held = HeldDir::open(state_dir, STORE_DIR, Some(0o755))?.canonical_shown();
+        // Only the owner changes the store (another user could not clean root's 0700 staging,
+        // nor open its lock): said before anything is touched.
+        check_own(&held)?;
         let lock = take_lock(&held, no_wait)?;
         // The leftovers of a directory's making cut short by a crash (between its `mkdirat` and
         // its rename, `fileio::make_dir_at`): this uid's empty temporaries, in the two
@@ -459,11 +519,19 @@ impl Store {
     /// files (`source refresh`, which the shipped timer runs as the daemon's user): the store is
     /// neither created — root would then find a store of another user's and refuse to work in it
     /// ([`HeldDir`]) — nor recovered (root's staging is not that user's to clean). `None`: there
-    /// is no store yet, so nothing is installed and nothing to wait for.
+    /// is no store yet, so nothing is installed and nothing to wait for; or the store is another
+    /// user's (root's, and this is the timer's user), whose lock is its owner's alone and not
+    /// this user's to take ([`open_lock`]). That user loses nothing by it: what its refresh
+    /// writes (`sources-seen.json`, `indexes/`) are files of its own in its own directory, each
+    /// replaced whole by rename, which it could rewrite at any moment anyway, and it reads the
+    /// registry as any lockless reader does (replaced by rename, never seen half written).
     pub fn lock_existing(state_dir: &Path, no_wait: bool) -> Result<Option<StoreLock>, StoreError> {
         let Some(held) = held_existing(state_dir)? else {
             return Ok(None);
         };
+        if owner_of(&held)? != nix::unistd::geteuid().as_raw() {
+            return Ok(None);
+        }
         let lock = take_lock(&held, no_wait)?;
         Ok(Some(StoreLock {
             _lock: lock,
@@ -473,7 +541,7 @@ impl Store {
 
     /// The store for reading ([`StoreView`]), or `None` when there is none (nothing is
     /// installed). The store's owner takes its lock shared, waiting for a writer in progress;
-    /// any other user reads without it, and
+    /// any other user reads without it (the lock is the owner's alone: [`open_lock`]), and
     /// [`StoreView::settle`] tells a finding from an install or removal done meanwhile.
     pub fn view(state_dir: &Path) -> Result<Option<StoreView>, StoreError> {
         let Some(held) = held_existing(state_dir)? else {
@@ -1007,6 +1075,49 @@ mod tests {
         std::os::unix::fs::chown(&store, Some(65534), None).unwrap();
         let e = Store::open(d.path(), true).unwrap_err();
         assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+    }
+
+    /// The store's lock is its owner's alone: made 0600 (any user who can open a lock can hold
+    /// it forever, and root's installs waited for it), an earlier build's 0644 narrowed back when
+    /// the owner opens the store, and one of another user refused (`LockUnsafe`: 78
+    /// `store.unsafe`), the store untouched.
+    #[test]
+    fn the_store_lock_is_its_owners_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let lock = d.path().join("store/lock");
+        let mode = || std::fs::metadata(&lock).unwrap().mode() & 0o7777;
+        drop(Store::open(d.path(), true).unwrap());
+        assert_eq!(mode(), 0o600);
+        // An earlier build's lock.
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(d.path(), true).unwrap());
+        assert_eq!(mode(), 0o600, "narrowed back by Store::open");
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::view(d.path()).unwrap());
+        assert_eq!(mode(), 0o600, "narrowed back by the owner's view");
+        if !crate::test_support::root_or_skip("chown to another uid needs root") {
+            return;
+        }
+        std::os::unix::fs::chown(&lock, Some(65534), Some(65534)).unwrap();
+        std::fs::create_dir(d.path().join("store/staging/install-x")).unwrap();
+        let e = Store::open(d.path(), true).unwrap_err();
+        assert!(matches!(e, StoreError::LockUnsafe { .. }), "{e:?}");
+        assert!(
+            crate::package::verify::error_chain(&e).contains("belongs to uid 65534"),
+            "{e:?}"
+        );
+        assert!(
+            d.path().join("store/staging/install-x").exists(),
+            "recovered"
+        );
+        assert!(matches!(
+            Store::view(d.path()),
+            Err(StoreError::LockUnsafe { .. })
+        ));
+        assert!(matches!(
+            Store::lock_existing(d.path(), true),
+            Err(StoreError::LockUnsafe { .. })
+        ));
     }
 
     /// What a lockless reader compares: the registry file read, kept open. The same file read
