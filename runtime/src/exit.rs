@@ -93,7 +93,8 @@ pub enum Exit {
     StoreCorrupt = 106,
     /// Store: the install would replace a newer version, or the same version with other content.
     Conflict = 107,
-    /// Store: another stockade process holds the store lock (`--no-wait`).
+    /// Store: another stockade process holds the store lock (`--no-wait`), or a plugin was
+    /// installed anew at each check of a `verify` without the lock (installs in progress).
     StoreLocked = 108,
     /// HTTP plugin (seed 003): it cannot be launched as configured (its policy's network mode
     /// is not `loopback`, or its interpreter is missing).

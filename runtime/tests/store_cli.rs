@@ -602,8 +602,8 @@ fn store_errors_name_the_store_not_its_descriptor() {
 /// of its own holding a `staging` symlink made root's `list` empty the directory it pointed at
 /// (recovery removes whatever staging holds), and a `store` symlink likewise. Both are refused
 /// now (78 `store.unsafe`), the target untouched. And `source refresh`, which the shipped timer
-/// runs as that user, takes root's store lock without recovering root's staging (it failed
-/// with 74 on a store root had created) and without creating a store of its own.
+/// runs as that user, neither recovers root's staging (it failed with 74 on a store root had
+/// created) nor creates a store of its own; it takes no lock of root's store (root's alone).
 #[test]
 fn the_daemons_user_cannot_turn_roots_store_commands_against_the_host() {
     use std::os::unix::fs::{chown, symlink, PermissionsExt};
@@ -666,9 +666,9 @@ fn packaged_layout() -> (Fixture, std::path::PathBuf, u32) {
 
 /// Root's CLI under a hardened umask (077) still makes the store the daemon's user must read
 /// with the modes the store asks for: `store/`, `store/plugins/` and an object directory
-/// 0755, `store/lock`, the registry and the stored package 0644. The umask used to be taken
-/// off them (0700 and 0600 here), and the daemon's user could neither `list` the store nor
-/// take its lock (`source refresh`, the timer's job), nor read a stored package. Root's sources
+/// 0755, the registry and the stored package 0644 (`store/lock` 0600: root's alone, which that
+/// user has no need of). The umask used to be taken off them (0700 and 0600 here), and the
+/// daemon's user could neither `list` the store nor read a stored package. Root's sources
 /// directory, made by the install's first pin, is 0755 and the pins 0644 as well.
 #[test]
 fn the_store_root_makes_under_a_restrictive_umask_is_the_daemons_to_read() {
@@ -712,7 +712,7 @@ fn the_store_root_makes_under_a_restrictive_umask_is_the_daemons_to_read() {
         (state.join("store"), 0o755),
         (state.join("store/plugins"), 0o755),
         (state.join("store/staging"), 0o700),
-        (state.join("store/lock"), 0o644),
+        (state.join("store/lock"), 0o600),
         (state.join("store/registry.json"), 0o644),
         (object.clone(), 0o755),
         (object.join("package.stockade"), 0o644),
@@ -878,4 +878,153 @@ fn an_update_that_runs_out_of_space_is_an_io_error_and_changes_nothing() {
     let r = fx.store_install(&["big-1.1.0.stockade"], &[]);
     expect(&r, 0, "");
     assert_eq!(fx.installed()["big"]["version"], "1.1.0");
+}
+
+/// Start `sh -c 'exec 3<LOCK && flock -s 3 …'` as `uid` in the fixture: what any user who can
+/// read the state directory does to hold the store's lock forever (`flock -s LOCK sleep
+/// infinity`). Whether it holds the lock (it says so once it does), and the process, to end.
+fn hold_lock_as(fx: &Fixture, uid: u32, lock: &str) -> (bool, std::process::Child) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("exec 3<{lock} && flock -s 3 && echo held && exec sleep 100000"),
+        ])
+        .current_dir(fx.dir())
+        .uid(uid)
+        .gid(uid)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    // Either "held", or nothing (EOF): the open or the flock failed and the shell exited.
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (line.trim() == "held", child)
+}
+
+/// The store's lock is root's alone. It was 0644, and `flock` needs only a descriptor: any user
+/// who can read the state directory (the daemon's user and group in the packaged layout)
+/// opened it read-only and held it forever, and every install, removal and recovery of root's
+/// waited for it — 108 `store.locked` with `--no-wait`. Now it is 0600: that user cannot open
+/// it, and root's install goes through. An earlier build's 0644 lock is narrowed back by root's
+/// next store command, and a lock of that user's is refused (78 `store.unsafe`, nothing
+/// changed, the staging leftover of root's not even recovered); that user's own install into
+/// root's store is refused as not the owner's (78 `store.not_owner`, where it failed with 74
+/// on root's staging). Its `verify` takes no lock at all: it works while root holds it.
+#[test]
+fn another_user_cannot_hold_roots_store_lock() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    if !require_root() || !require_tool("flock", "holding the lock as the other user") {
+        return;
+    }
+    let (fx, state, nobody) = packaged_layout();
+    let a = pack(&fx, "a", "1.0.0", &[]);
+    let b = pack(&fx, "b", "1.0.0", &[]);
+    let c = pack(&fx, "c", "1.0.0", &[]);
+    expect(&fx.store_install(&[&a], &[]), 0, "");
+    let lock = state.join("store/lock");
+    let mode = || std::fs::metadata(&lock).unwrap().mode() & 0o7777;
+    let (held, mut holder) = hold_lock_as(&fx, nobody, "state/store/lock");
+    let r = fx.store_install(&[&b], &["--no-wait"]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    expect(&r, 0, "");
+    assert!(!held, "another user held root's store lock");
+    assert_eq!(mode(), 0o600);
+
+    // An earlier build's lock: narrowed back by root's next store command (`list` here).
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(fx.installed().contains_key("b"));
+    assert_eq!(mode(), 0o600);
+    let (held, mut holder) = hold_lock_as(&fx, nobody, "state/store/lock");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(!held, "the narrowed lock was still open to another user");
+
+    // A lock of that user's (its own, put at the name): refused, nothing changed.
+    std::fs::create_dir(state.join("store/staging/install-x")).unwrap();
+    chown(&lock, Some(nobody), Some(nobody)).unwrap();
+    let before = snapshot(&state.join("store"));
+    let r = fx.store_install(&[&c], &["--no-wait"]);
+    expect(&r, 78, "store.unsafe");
+    assert!(r.stdout.contains("belongs to uid 65534"), "{}", r.stdout);
+    assert_eq!(snapshot(&state.join("store")), before);
+    // Removed, as the hint says: made again, root's, and the install goes through.
+    std::fs::remove_file(&lock).unwrap();
+    expect(&fx.store_install(&[&c], &["--no-wait"]), 0, "");
+    assert_eq!(std::fs::metadata(&lock).unwrap().uid(), 0);
+    assert_eq!(mode(), 0o600);
+
+    // That user's install into root's store: not its to change, said before anything is read.
+    let as_nobody = |args: &[&str]| stockade_as(nobody, fx.dir(), args);
+    let mut args = vec!["--json", "install", &a];
+    args.extend_from_slice(&STORE_FLAGS);
+    let r = as_nobody(&args);
+    expect(&r, 78, "store.not_owner");
+    assert!(r.stdout.contains("belongs to uid 0"), "{}", r.stdout);
+
+    // Its verify reads without the lock: done while root holds it, every plugin ok.
+    let f = std::fs::File::open(&lock).unwrap();
+    let _held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    let mut args = vec!["--json", "verify"];
+    args.extend_from_slice(&STORE_FLAGS);
+    let r = as_nobody(&args);
+    expect(&r, 0, "");
+    let plugins = r.json()["plugins"].as_array().unwrap().clone();
+    assert_eq!(plugins.len(), 3, "{}", r.stdout);
+    assert!(plugins.iter().all(|p| p["ok"] == true), "{}", r.stdout);
+}
+
+/// The daemon's user verifies root's store without its lock while root upgrades, removes and
+/// installs again, over and over: no verify reports a problem — a directory removed under its
+/// check is confirmed against the registry read again, and is the removal or upgrade it is.
+/// Each run's status is 0 (or 108 for a plugin installed anew at every check of it), and every
+/// plugin it reports is ok.
+#[test]
+fn a_lockless_verify_racing_installs_and_removals_reports_no_false_problem() {
+    if !require_root() {
+        return;
+    }
+    let (fx, _state, nobody) = packaged_layout();
+    let v1 = pack(&fx, "p", "1.0.0", &[]);
+    let v2 = pack(&fx, "p", "2.0.0", &[]);
+    expect(&fx.store_install(&[&v1], &[]), 0, "");
+    let flags = STORE_FLAGS.join(" ");
+    let bin = env!("CARGO_BIN_EXE_stockade");
+    let script = format!(
+        "for i in $(seq 1 12); do '{bin}' install {v2} {flags} >/dev/null && \
+         '{bin}' remove p --state-dir state --policy-root policy-root >/dev/null && \
+         '{bin}' install {v1} {flags} >/dev/null || exit 1; done"
+    );
+    let mut writer = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(fx.dir())
+        .env_remove("STOCKADE_STATE_DIR")
+        .env_remove("STOCKADE_TRUST_DIR")
+        .env("STOCKADE_SOURCES_DIR", fx.path(SOURCES_DIR))
+        .spawn()
+        .unwrap();
+    let mut args = vec!["--json", "verify"];
+    args.extend_from_slice(&STORE_FLAGS);
+    let mut runs = 0;
+    let done = loop {
+        let finished = writer.try_wait().unwrap();
+        let r = stockade_as(nobody, fx.dir(), &args);
+        runs += 1;
+        assert!(r.code == 0 || r.code == 108, "{}\n{}", r.stdout, r.stderr);
+        let j = r.json();
+        for p in j["plugins"].as_array().unwrap() {
+            let busy = p["error"]["kind"] == "store.locked";
+            assert!(p["ok"] == true || busy, "{}", r.stdout);
+        }
+        if let Some(status) = finished {
+            break status;
+        }
+    };
+    assert!(done.success(), "root's installs and removals failed");
+    assert!(runs > 1);
 }

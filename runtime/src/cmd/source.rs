@@ -150,7 +150,8 @@ pub fn refresh(a: SourceRefreshArgs, out: Output) -> Result<Exit, CmdError> {
     // The lock only: the shipped timer runs this as the daemon's user, which must neither
     // create the store (it would be that user's, and root refuses to work in another user's
     // store) nor recover root's (it cannot: root's staging is 0700). No store, no lock: nothing
-    // is installed yet.
+    // is installed yet; nor on a store of another user's (root's, for the timer), whose lock
+    // is its owner's alone (`Store::lock_existing` says why that user needs none).
     let _lock =
         Store::lock_existing(state, a.store.lock.no_wait).map_err(crate::cmd::store::store_err)?;
     let _config =

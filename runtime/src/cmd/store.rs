@@ -24,7 +24,7 @@ use crate::package::report::Report;
 use crate::package::{open_verified_in, VerifyError};
 use crate::sources::{self, Fetched, PinKind, Places, Session, SourceError, Sources, Want};
 use crate::store::{
-    check_tree_of, Installed, Staged, Store, StoreError, TreeProblem, PACKAGE_FILE,
+    check_tree_of, Installed, Settled, Staged, Store, StoreError, TreeProblem, PACKAGE_FILE,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -51,6 +51,15 @@ pub(crate) fn store_err(e: StoreError) -> CmdError {
                  root) that no one else may write; move it aside and run the command again",
             )
         }
+        StoreError::LockUnsafe { .. } => CmdError::new(Exit::Config, "store.unsafe", e).hint(
+            "the store's lock must be a regular file of the store's owner, which no one else \
+             may open; remove it (it is made again, 0600) and run the command again",
+        ),
+        StoreError::NotOwner { owner, .. } => CmdError::new(Exit::Config, "store.not_owner", e)
+            .hint(format!(
+                "only the store's owner (uid {owner}) installs, removes or recovers; run the \
+                 command as that user (`list` and `verify` read any store)"
+            )),
         StoreError::NotInstalled(_) => CmdError::new(Exit::NotInstalled, "store.not_installed", e)
             .hint("pass a package file or an installed plugin's name (`stockade list` shows them)"),
         StoreError::File(FileError::TooLarge { .. }) => CmdError::new(Exit::SizeCap, "size_cap", e),
@@ -1001,117 +1010,191 @@ struct VerifyItem {
     ok: bool,
 }
 
+/// One installed plugin checked, not yet reported: what `verify` prints of it, its audit record,
+/// and the exit status it calls for (0, 105 or its verification failure's code).
+struct Checked {
+    item: VerifyItem,
+    record: Record,
+    exit: Exit,
+}
+
+/// Verify the stored package of `p` in object directory `obj` (the whole verification, against
+/// today's trust roots and revocation list), its digest against the registry, and its tree
+/// (made by `owner`) against the signed file map.
+fn check_installed(
+    p: &Installed,
+    obj: &Path,
+    owner: u32,
+    cfg: &crate::trustdir::TrustConfig,
+    node: &NodeIdentity,
+) -> Result<Checked, CmdError> {
+    let work = tempfile::tempdir().map_err(|e| CmdError::new(Exit::IoErr, "store.io", e))?;
+    let mut item = VerifyItem {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        signature_status: None,
+        error: None,
+        problems: Vec::new(),
+        ok: false,
+    };
+    let pkg = match open_verified_in(&obj.join(PACKAGE_FILE), cfg, node, unix_now(), work.path()) {
+        Err(e) => {
+            item.error = Some(
+                json!({"kind": e.kind(), "code": e.exit().code(), "message": crate::package::verify::error_chain(&e)}),
+            );
+            let mut record = Record::new(Event::Verification, "refused");
+            record.plugin = Some(p.name.clone());
+            record.version = Some(p.version.clone());
+            record.detail = json!({"installed": true, "kind": e.kind(), "error": e.to_string()});
+            return Ok(Checked {
+                item,
+                record,
+                exit: e.exit(),
+            });
+        }
+        Ok(pkg) => pkg,
+    };
+    item.signature_status = Some(crate::output::enum_str(&pkg.report.signature_status));
+    if pkg.report.package_sha256 != p.package_sha256 {
+        item.problems.push(TreeProblem::Changed {
+            path: PACKAGE_FILE.into(),
+            what: format!(
+                "sha256 {}, installed {}",
+                pkg.report.package_sha256, p.package_sha256
+            ),
+        });
+    }
+    item.problems.extend(check_tree_of(
+        &obj.join(crate::store::TREE_DIR),
+        &pkg.files,
+        owner,
+    ));
+    item.ok = item.problems.is_empty();
+    let mut record = for_report(
+        Event::Verification,
+        if item.ok { "ok" } else { "tampered" },
+        &pkg.report,
+    );
+    record.detail["installed"] = json!(true);
+    record.detail["problems"] = json!(item.problems);
+    let exit = if item.ok { Exit::Ok } else { Exit::Tampered };
+    Ok(Checked { item, record, exit })
+}
+
+/// The status of a `verify` of several plugins so far (`exit`) once `next` is added: the first
+/// verification failure's code, else 105 if a tree changed, else 108 if a plugin kept changing
+/// while it was checked, else 0.
+fn first_failure(exit: Exit, next: Exit) -> Exit {
+    let rank = |e: Exit| match e {
+        Exit::Ok => 0,
+        Exit::StoreLocked => 1,
+        Exit::Tampered => 2,
+        _ => 3,
+    };
+    if rank(next) > rank(exit) {
+        next
+    } else {
+        exit
+    }
+}
+
 /// `stockade verify [ID]` for installed plugins: re-run the whole verification of each stored
 /// package, check its digest against the registry, and compare the installed tree with the signed
-/// file map. Exit: the first verification failure's code, else 105 if a tree changed, else 0.
+/// file map. Exit: the first verification failure's code, else 105 if a tree changed, else 0
+/// (108 for a plugin installed anew each time it was checked).
 pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Result<Exit, CmdError> {
     let (log, cfg, node) = verify_context(&a.trust, &a.root.policy_root)?;
-    // Read under a shared lock, never recovered or made: verifying changes nothing, and
-    // whoever can read the state directory may do it (the daemon's user on root's store).
+    // Never recovered or made: verifying changes nothing, and whoever can read the state
+    // directory may do it (the daemon's user on root's store), without the store's lock when
+    // it is not that user's: a finding is confirmed against the registry read again, so an
+    // install or removal done meanwhile is never reported as one (`StoreView::settle`).
     let store = Store::view(&cfg.state_dir).map_err(store_err)?;
-    let targets: Vec<(Installed, PathBuf, u32)> = store
+    let targets: Vec<Installed> = store
         .iter()
-        .flat_map(|s| {
-            let plugins = &s.registry().plugins;
-            plugins
-                .values()
-                .filter(|p| id.as_ref().is_none_or(|id| &p.name == id))
-                .map(|p| (p.clone(), s.object_dir(p), s.owner()))
-        })
+        .flat_map(|s| s.registry().plugins.values())
+        .filter(|p| id.as_ref().is_none_or(|id| &p.name == id))
+        .cloned()
         .collect();
+    let not_installed = |id: &String| store_err(StoreError::NotInstalled(id.clone()));
     if let (Some(id), true) = (&id, targets.is_empty()) {
-        return Err(store_err(StoreError::NotInstalled(id.clone())));
+        return Err(not_installed(id));
     }
     let mut items = Vec::new();
+    let mut removed = Vec::new();
     let mut exit = Exit::Ok;
-    for (p, obj, owner) in targets {
-        let work = tempfile::tempdir().map_err(|e| CmdError::new(Exit::IoErr, "store.io", e))?;
-        let mut item = VerifyItem {
-            name: p.name.clone(),
-            version: p.version.clone(),
-            signature_status: None,
-            error: None,
-            problems: Vec::new(),
-            ok: false,
-        };
-        match open_verified_in(
-            &obj.join(PACKAGE_FILE),
-            &cfg,
-            &node,
-            unix_now(),
-            work.path(),
-        ) {
-            Err(e) => {
-                if exit == Exit::Ok || exit == Exit::Tampered {
-                    exit = e.exit();
-                }
-                item.error = Some(
-                    json!({"kind": e.kind(), "code": e.exit().code(), "message": crate::package::verify::error_chain(&e)}),
+    // Targets come from a store: there is one when there are any.
+    for (p, s) in targets.iter().filter_map(|p| Some((p, store.as_ref()?))) {
+        let settled = s
+            .settle(
+                p,
+                |p, obj| check_installed(p, obj, s.owner(), &cfg, &node),
+                |c| c.as_ref().map_or(true, |c| c.item.ok),
+            )
+            .map_err(store_err)?;
+        match settled {
+            Settled::Current(_, checked) => {
+                let c = checked?;
+                append_or_fail(&log, c.record)?;
+                exit = first_failure(exit, c.exit);
+                items.push(c.item);
+            }
+            Settled::Removed(p) => {
+                out.note(format!(
+                    "{} {} was removed while it was verified",
+                    p.name, p.version
+                ));
+                removed.push(p.name);
+            }
+            Settled::Busy(p) => {
+                let why = format!(
+                    "installed anew each of the {} times it was checked: installs are in \
+                     progress; verify again",
+                    crate::store::SETTLE_ROUNDS
                 );
-                let mut rec = Record::new(Event::Verification, "refused");
-                rec.plugin = Some(p.name.clone());
-                rec.version = Some(p.version.clone());
-                rec.detail = json!({"installed": true, "kind": e.kind(), "error": e.to_string()});
-                append_or_fail(&log, rec)?;
-            }
-            Ok(pkg) => {
-                item.signature_status = Some(crate::output::enum_str(&pkg.report.signature_status));
-                if pkg.report.package_sha256 != p.package_sha256 {
-                    item.problems.push(TreeProblem::Changed {
-                        path: PACKAGE_FILE.into(),
-                        what: format!(
-                            "sha256 {}, installed {}",
-                            pkg.report.package_sha256, p.package_sha256
-                        ),
-                    });
-                }
-                item.problems.extend(check_tree_of(
-                    &obj.join(crate::store::TREE_DIR),
-                    &pkg.files,
-                    owner,
-                ));
-                let outcome = if item.problems.is_empty() {
-                    "ok"
-                } else {
-                    "tampered"
-                };
-                let mut rec = for_report(Event::Verification, outcome, &pkg.report);
-                rec.detail["installed"] = json!(true);
-                rec.detail["problems"] = json!(item.problems);
-                append_or_fail(&log, rec)?;
-                if !item.problems.is_empty() && exit == Exit::Ok {
-                    exit = Exit::Tampered;
-                }
-                item.ok = item.problems.is_empty();
+                items.push(VerifyItem {
+                    name: p.name,
+                    version: p.version,
+                    signature_status: None,
+                    error: Some(json!({"kind": "store.locked", "code": Exit::StoreLocked.code(), "message": why})),
+                    problems: Vec::new(),
+                    ok: false,
+                });
+                exit = first_failure(exit, Exit::StoreLocked);
             }
         }
-        items.push(item);
     }
-    out.emit(&json!({ "plugins": items }), |_| {
-        let mut t = String::new();
-        if items.is_empty() {
-            t.push_str("no plugins installed\n");
-        }
-        for i in &items {
-            let verdict = if i.ok { "ok" } else { "FAILED" };
-            t.push_str(&format!(
-                "{} {}: {verdict} (signature_status {})\n",
-                term(&i.name),
-                term(&i.version),
-                i.signature_status.as_deref().unwrap_or("-")
-            ));
-            if let Some(e) = &i.error {
+    // The one plugin asked for was removed meanwhile: it is not installed (any more).
+    if let (Some(id), true) = (&id, items.is_empty()) {
+        return Err(not_installed(id));
+    }
+    out.emit(
+        &json!({ "plugins": items, "removed_while_verifying": removed }),
+        |_| {
+            let mut t = String::new();
+            if items.is_empty() {
+                t.push_str("no plugins installed\n");
+            }
+            for i in &items {
+                let verdict = if i.ok { "ok" } else { "FAILED" };
                 t.push_str(&format!(
-                    "  verification: {}\n",
-                    term(e["message"].as_str().unwrap_or(""))
+                    "{} {}: {verdict} (signature_status {})\n",
+                    term(&i.name),
+                    term(&i.version),
+                    i.signature_status.as_deref().unwrap_or("-")
                 ));
+                if let Some(e) = &i.error {
+                    t.push_str(&format!(
+                        "  verification: {}\n",
+                        term(e["message"].as_str().unwrap_or(""))
+                    ));
+                }
+                for pr in &i.problems {
+                    t.push_str(&format!("  {}\n", term(&pr.to_string())));
+                }
             }
-            for pr in &i.problems {
-                t.push_str(&format!("  {}\n", term(&pr.to_string())));
-            }
-        }
-        t
-    });
+            t
+        },
+    );
     // The report above carries every failure; the status says which kind came first.
     Ok(exit)
 }

@@ -116,6 +116,14 @@ impl FileError {
 /// open until a writer came — in `serve`, the whole daemon — before its type could be refused.
 /// (The flag changes nothing for the regular files read.)
 pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
+    read_capped_held(path, cap).map(|(_, bytes)| bytes)
+}
+
+/// [`read_capped`], keeping the file read open: while it is, its inode is not freed, so no
+/// file made later gets its inode number, and a file found later at `path` with the same device
+/// and inode is this very file — the store's lockless readers tell so whether the registry was
+/// replaced since they read it (`store::StoreView`).
+pub fn read_capped_held(path: &Path, cap: u64) -> Result<(File, Vec<u8>), FileError> {
     let rd = |source| FileError::Read {
         path: path.to_path_buf(),
         source,
@@ -131,7 +139,8 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
             path: path.to_path_buf(),
         });
     }
-    read_all_capped(path, file, meta.len(), cap)
+    let bytes = read_all_capped(path, &file, meta.len(), cap)?;
+    Ok((file, bytes))
 }
 
 /// [`read_capped`] for a file whose contents this process trusts because of who could have
@@ -176,13 +185,13 @@ pub fn read_owned(path: &Path, cap: u64, also: Option<u32>) -> Result<Vec<u8>, F
             md.mode() & 0o7777
         )
     } else {
-        return read_all_capped(path, file, md.len(), cap);
+        return read_all_capped(path, &file, md.len(), cap);
     };
     Err(unsafe_(why))
 }
 
 /// The rest of a capped read, on a file already opened and checked.
-fn read_all_capped(path: &Path, file: File, len: u64, cap: u64) -> Result<Vec<u8>, FileError> {
+fn read_all_capped(path: &Path, file: &File, len: u64, cap: u64) -> Result<Vec<u8>, FileError> {
     if len > cap {
         return Err(FileError::TooLarge {
             path: path.to_path_buf(),

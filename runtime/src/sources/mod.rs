@@ -2,8 +2,9 @@
 //! decisions (index validation, rollback/freeze, platform choice, pin/rotation) are pure, in
 //! `stockade_trust::index`; this module fetches bytes, keeps state, and runs the steps in order.
 //!
-//! State (written atomically, under the store lock held by the caller, and the sources
-//! directory's lock where the configuration is in one: [`lock_config`]), in the places
+//! State (written atomically, under the store lock held by the caller — by the store's owner:
+//! the timer's user takes none of root's store, `Store::lock_existing` says why — and the
+//! sources directory's lock where the configuration is in one: [`lock_config`]), in the places
 //! [`Places`] says:
 //! - `sources.json`: per source, its URL, the pinned operator key, and the highest index version
 //!   seen with its digest (the owner's rollback floor) — configuration;
@@ -825,7 +826,8 @@ fn foreign_config(p: &Places, name: &str) -> Option<(PathBuf, u32)> {
 
 /// Refuse a change of configuration file `name` by a user it does not belong to. Checked
 /// before anything else (the store lock included: the refresh timer's user cannot open root's
-/// store for writing, and that refusal, 74, said nothing of why). Root's file (or directory) is
+/// store for writing, and that refusal, 74 then, `store.not_owner` now, says nothing of the
+/// configuration). Root's file (or directory) is
 /// [`SourceError::NotOwner`]: run the command as root. Any other user's is no configuration at
 /// all — neither this user's nor root's, it is refused wherever it is read (78
 /// `source.unsafe`) — so it is refused as that, naming its owner, with the hint that fits a

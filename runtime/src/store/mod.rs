@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <state>/store/
-//!   lock                         flock: one writer at a time (install, remove, recovery)
+//!   lock                         flock: one writer at a time (install, remove, recovery); the
+//!                                store owner's alone (0600): anyone who can open a lock can hold it
 //!   registry.json                THE commit point: which object directory is installed per name
 //!   plugins/<name>-<version>-<sha12>/
 //!       package.stockade         the signed package exactly as verified (re-verified by `verify ID`)
@@ -20,8 +21,21 @@
 //!
 //! Removal is the same in reverse: the registry drops the entry first (commit), the directory goes
 //! after.
+//!
+//! Who locks: only the store's owner changes the store, and only it can open the lock
+//! ([`open_lock`]: `flock` needs nothing but a descriptor, so a lock others could open — it was
+//! 0644 in a state directory the daemon's user and group read — was one they could hold forever,
+//! and root's every install waited). Other users read without it ([`Store::view`]); the order
+//! above is what makes that safe: a reader without the lock sees a registry naming complete
+//! directories, of which one may vanish under its check when a removal or upgrade commits
+//! meanwhile — a finding it confirms against the registry read again ([`StoreView::settle`]).
+//! Nothing else relies on a reader holding the lock: recovery removes staging directories (never
+//! read) and directories the current registry does not name, which a reader without the lock
+//! takes for removed when it finds them gone.
 
-use crate::fileio::{read_capped, write_state_file, FileError, HeldDir, HeldDirError, HeldPath};
+use crate::fileio::{
+    read_capped, read_capped_held, write_state_file, FileError, HeldDir, HeldDirError, HeldPath,
+};
 use crate::package::container::MAX_PACKAGE_BYTES;
 /// The tree check is the kept trees' too (package/trees.rs); `stockade store verify` reports its
 /// every finding.
@@ -104,6 +118,28 @@ pub enum StoreError {
     /// ([`HeldDir`]).
     #[error(transparent)]
     Held(#[from] HeldDirError),
+    /// The store's lock file is not one this user may lock: another user's (any user who can
+    /// open a lock can hold it forever, so only the store's owner's is taken), or not a regular
+    /// file of one link (a FIFO, a device, a hard link planted at its name).
+    #[error("the store's lock {} cannot be used", path.display())]
+    LockUnsafe {
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store belongs to another user than the one running the command, which would change
+    /// it (install, remove, recover): only its owner does, under its owner's private lock.
+    #[error("the store {} belongs to uid {owner}, not to this user (uid {me})", path.display())]
+    NotOwner {
+        /// The store directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The running user.
+        me: u32,
+    },
     /// An argument that can only be a plugin name (no such file) names no installed plugin.
     #[error("`{0}` is neither a file nor an installed plugin")]
     NotInstalled(String),
@@ -212,23 +248,97 @@ pub struct StoreLock {
     _held: HeldDir,
 }
 
-/// The store as a reader sees it ([`Store::view`]): the held store directory, its registry,
-/// and a shared lock, so no install or removal is half done while it is read. Nothing is made,
-/// recovered or written: any user who can read the state directory can take it (the daemon's
-/// user on root's store), where [`Store::open`] needs the store's owner.
+/// The store as a reader sees it ([`Store::view`]): the held store directory and its registry.
+/// Nothing is made, recovered or written: any user who can read the state directory can take
+/// it (the daemon's user on root's store), where [`Store::open`] needs the store's owner.
+///
+/// The store's owner reads under the lock, shared, so no install or removal is half done while
+/// it reads. Any other user reads without it (the lock is the owner's alone, [`open_lock`]),
+/// which the store's order makes safe: the registry is replaced whole by rename, an object
+/// directory is complete before a registry names it and removed only after the registry has
+/// dropped it. So the registry it read names only complete directories — but one may be
+/// removed (or, removed and made again, changed) while it is checked, by a removal or an
+/// upgrade that committed meanwhile. A finding is therefore confirmed against the registry
+/// read again ([`StoreView::settle`]) before it is reported as one.
 #[derive(Debug)]
 pub struct StoreView {
     dir: HeldDir,
     /// The store directory's owner: whose installs these are (each object tree is its).
     owner: u32,
     registry: Registry,
-    _lock: OwnedFd,
+    /// The registry file read, kept open ([`RegistryRead`]).
+    read: RegistryRead,
+    /// The shared lock, when this user is the store's owner.
+    _lock: Option<OwnedFd>,
+}
+
+/// Which registry file was read: its device and inode, with the file kept open so that no
+/// later registry can get the same inode number (a freed inode is reused). The same identity
+/// found again means the registry was not replaced since; `None`: there was none.
+#[derive(Debug)]
+struct RegistryRead {
+    id: Option<(u64, u64)>,
+    _file: Option<File>,
+}
+
+impl PartialEq for RegistryRead {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+/// How many times [`StoreView::settle`] checks a plugin that changed in the registry each time
+/// it was checked before giving up on it ([`Settled::Busy`]).
+pub const SETTLE_ROUNDS: usize = 3;
+
+/// What the check of an installed plugin came to, once confirmed against the registry
+/// ([`StoreView::settle`]).
+#[derive(Debug)]
+pub enum Settled<T> {
+    /// The verdict on the entry the registry names: clean, or a finding the registry still
+    /// names the object of — a real one.
+    Current(Installed, T),
+    /// The plugin was removed while it was checked: the registry no longer names it, and what
+    /// the check found (a directory vanishing under it) is that removal, not a problem.
+    Removed(Installed),
+    /// The registry named another object for it each time it was checked ([`SETTLE_ROUNDS`]):
+    /// installs in progress; nothing is said of it yet.
+    Busy(Installed),
 }
 
 impl StoreView {
-    /// The registry as read under the shared lock.
+    /// The registry as first read.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Check the installed plugin `entry` (as [`StoreView::registry`] names it) with `check`,
+    /// given the entry and its object directory, and confirm a verdict that is not `clean`
+    /// against the registry read again: still the registry that named the entry (not replaced
+    /// since: a finding in a directory it names, which nothing removes while it names it) —
+    /// the verdict stands; the plugin gone from it — [`Settled::Removed`]; otherwise the entry
+    /// is checked again as the registry now names it (an upgrade, or a removal and a new
+    /// install that came between), at most [`SETTLE_ROUNDS`] times ([`Settled::Busy`]). A
+    /// clean verdict needs no confirmation: what it checked was complete and right when it
+    /// was checked. Under the owner's shared lock the registry cannot change: a finding stands
+    /// at once.
+    pub fn settle<T>(
+        &self,
+        entry: &Installed,
+        mut check: impl FnMut(&Installed, &Path) -> T,
+        clean: impl Fn(&T) -> bool,
+    ) -> Result<Settled<T>, StoreError> {
+        let name = entry.name.clone();
+        settle(
+            &self.read,
+            entry.clone(),
+            |p| check(p, &self.object_dir(p)),
+            clean,
+            || {
+                let (registry, read) = held_registry(&self.dir)?;
+                Ok((read, registry.plugins.get(&name).cloned()))
+            },
+        )
     }
 
     /// The object directory of an installed plugin (as a path: for messages and reading).
@@ -253,13 +363,49 @@ fn held_existing(state_dir: &Path) -> Result<Option<HeldDir>, StoreError> {
     }
 }
 
-/// Open the held store directory's lock file (made if missing).
+/// The uid that owns the held store directory: whose installs these are, and whose lock.
+fn owner_of(held: &HeldDir) -> Result<u32, StoreError> {
+    Ok(std::fs::metadata(held.path())
+        .map_err(io("cannot stat", held.shown()))?
+        .uid())
+}
+
+/// The held store directory's owner, if it is the running user; else [`StoreError::NotOwner`].
+fn check_own(held: &HeldDir) -> Result<(), StoreError> {
+    let (owner, me) = (owner_of(held)?, nix::unistd::geteuid().as_raw());
+    if owner != me {
+        return Err(StoreError::NotOwner {
+            path: held.shown().to_path_buf(),
+            owner,
+            me,
+        });
+    }
+    Ok(())
+}
+
+/// Open the held store directory's lock file (made if missing), which only the store's owner
+/// may open: `flock` needs nothing but a descriptor, so any user who could open it — it was
+/// 0644, and the packaged state directory is readable by the daemon's user and group — could
+/// hold it forever, and every install, removal and recovery of root's waited for ever (or
+/// failed with 108 under `--no-wait`). So it is made 0600, one found wider (an earlier build's
+/// 0644) is narrowed back, and one of another user refused ([`sys::open_private_lock_file`],
+/// as the sources directory's lock). Called by the store's owner only ([`check_own`]); other
+/// users read without it ([`Store::view`]).
 fn open_lock(held: &HeldDir) -> Result<OwnedFd, StoreError> {
     let lock_path = held.join("lock");
     let shown = lock_path.shown();
     let c = CString::new(lock_path.path().as_os_str().as_bytes())
         .map_err(|e| io("bad path", shown)(std::io::Error::other(e)))?;
-    sys::open_lock_file(&c).map_err(io("cannot open lock", shown))
+    sys::open_private_lock_file(&c).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::InvalidData {
+            StoreError::LockUnsafe {
+                path: shown.to_path_buf(),
+                source,
+            }
+        } else {
+            io("cannot open lock", shown)(source)
+        }
+    })
 }
 
 /// Open the held store directory's lock file and take it (waiting unless `no_wait`).
@@ -345,6 +491,9 @@ impl Store {
         // Shown absolute, so the paths `list` and `install` print work from anywhere (and so
         // are `staging/` and `plugins/`, opened through it).
         let held = HeldDir::open(state_dir, STORE_DIR, Some(0o755))?.canonical_shown();
+        // Only the owner changes the store (another user could not clean root's 0700 staging,
+        // nor open its lock): said before anything is touched.
+        check_own(&held)?;
         let lock = take_lock(&held, no_wait)?;
         // The leftovers of a directory's making cut short by a crash (between its `mkdirat` and
         // its rename, `fileio::make_dir_at`): this uid's empty temporaries, in the two
@@ -370,11 +519,19 @@ impl Store {
     /// files (`source refresh`, which the shipped timer runs as the daemon's user): the store is
     /// neither created — root would then find a store of another user's and refuse to work in it
     /// ([`HeldDir`]) — nor recovered (root's staging is not that user's to clean). `None`: there
-    /// is no store yet, so nothing is installed and nothing to wait for.
+    /// is no store yet, so nothing is installed and nothing to wait for; or the store is another
+    /// user's (root's, and this is the timer's user), whose lock is its owner's alone and not
+    /// this user's to take ([`open_lock`]). That user loses nothing by it: what its refresh
+    /// writes (`sources-seen.json`, `indexes/`) are files of its own in its own directory, each
+    /// replaced whole by rename, which it could rewrite at any moment anyway, and it reads the
+    /// registry as any lockless reader does (replaced by rename, never seen half written).
     pub fn lock_existing(state_dir: &Path, no_wait: bool) -> Result<Option<StoreLock>, StoreError> {
         let Some(held) = held_existing(state_dir)? else {
             return Ok(None);
         };
+        if owner_of(&held)? != nix::unistd::geteuid().as_raw() {
+            return Ok(None);
+        }
         let lock = take_lock(&held, no_wait)?;
         Ok(Some(StoreLock {
             _lock: lock,
@@ -383,23 +540,28 @@ impl Store {
     }
 
     /// The store for reading ([`StoreView`]), or `None` when there is none (nothing is
-    /// installed). Waits for a writer in progress.
+    /// installed). The store's owner takes its lock shared, waiting for a writer in progress;
+    /// any other user reads without it (the lock is the owner's alone: [`open_lock`]), and
+    /// [`StoreView::settle`] tells a finding from an install or removal done meanwhile.
     pub fn view(state_dir: &Path) -> Result<Option<StoreView>, StoreError> {
         let Some(held) = held_existing(state_dir)? else {
             return Ok(None);
         };
-        let lock = open_lock(&held)?;
-        let shown = held.join("lock");
-        sys::flock_shared(lock.as_fd()).map_err(io("cannot lock", shown.shown()))?;
-        let owner = std::fs::metadata(held.path())
-            .map_err(io("cannot stat", held.shown()))?
-            .uid();
-        let registry = held.join("registry.json");
-        let registry = load_registry(registry.path(), registry.shown())?;
+        let owner = owner_of(&held)?;
+        let lock = if owner == nix::unistd::geteuid().as_raw() {
+            let lock = open_lock(&held)?;
+            let shown = held.join("lock");
+            sys::flock_shared(lock.as_fd()).map_err(io("cannot lock", shown.shown()))?;
+            Some(lock)
+        } else {
+            None
+        };
+        let (registry, read) = held_registry(&held)?;
         Ok(Some(StoreView {
             dir: held,
             owner,
             registry,
+            read,
             _lock: lock,
         }))
     }
@@ -562,6 +724,51 @@ impl Store {
     }
 }
 
+/// [`StoreView::settle`] with the registry's re-reading given (`reread`: the identity of the
+/// registry read now and what it names for the plugin), so the rule can be tested against a
+/// fake registry that changes between the check and the re-read. `read`: the identity of the
+/// registry `entry` was taken from.
+fn settle<T, K: PartialEq>(
+    read: &K,
+    mut entry: Installed,
+    mut check: impl FnMut(&Installed) -> T,
+    clean: impl Fn(&T) -> bool,
+    mut reread: impl FnMut() -> Result<(K, Option<Installed>), StoreError>,
+) -> Result<Settled<T>, StoreError> {
+    // The registry the entry at hand came from (kept, so its identity stays its own).
+    let mut from: Option<K> = None;
+    for _ in 0..SETTLE_ROUNDS {
+        let verdict = check(&entry);
+        if clean(&verdict) {
+            return Ok(Settled::Current(entry, verdict));
+        }
+        let (now, named) = reread()?;
+        if from.as_ref().unwrap_or(read) == &now {
+            return Ok(Settled::Current(entry, verdict));
+        }
+        match named {
+            None => return Ok(Settled::Removed(entry)),
+            Some(e) => {
+                entry = e;
+                from = Some(now);
+            }
+        }
+    }
+    Ok(Settled::Busy(entry))
+}
+
+/// The held store's registry, with which file it was ([`RegistryRead`]).
+fn held_registry(held: &HeldDir) -> Result<(Registry, RegistryRead), StoreError> {
+    let at = held.join("registry.json");
+    let (registry, file) = load_registry_held(at.path(), at.shown())?;
+    let id = file
+        .as_ref()
+        .map(|f| f.metadata().map(|m| (m.dev(), m.ino())))
+        .transpose()
+        .map_err(io("cannot stat", at.shown()))?;
+    Ok((registry, RegistryRead { id, _file: file }))
+}
+
 /// No registry is larger (one entry is well under 4 KiB): a larger file is not one.
 const MAX_REGISTRY_BYTES: u64 = 64 << 20;
 
@@ -569,9 +776,14 @@ const MAX_REGISTRY_BYTES: u64 = 64 << 20;
 /// plain path of a read-only lookup), named `shown` in every error — never a `/proc/self/fd/N`
 /// that means nothing once we exit.
 fn load_registry(path: &Path, shown: &Path) -> Result<Registry, StoreError> {
-    let bytes = match read_capped(path, MAX_REGISTRY_BYTES) {
+    load_registry_held(path, shown).map(|(registry, _)| registry)
+}
+
+/// [`load_registry`], with the file it read kept open (`None`: there is none yet).
+fn load_registry_held(path: &Path, shown: &Path) -> Result<(Registry, Option<File>), StoreError> {
+    let (file, bytes) = match read_capped_held(path, MAX_REGISTRY_BYTES) {
         Ok(b) => b,
-        Err(e) if e.is_not_found() => return Ok(Registry::default()),
+        Err(e) if e.is_not_found() => return Ok((Registry::default(), None)),
         // Not the operator's input: the store's own file, damaged (106, not 66 "no input").
         Err(e @ (FileError::NotRegular { .. } | FileError::TooLarge { .. })) => {
             return Err(StoreError::NotARegistry {
@@ -598,7 +810,7 @@ fn load_registry(path: &Path, shown: &Path) -> Result<Registry, StoreError> {
     if let Some(p) = reg.plugins.values().find(|p| !plain_name(&p.dir)) {
         return Err(StoreError::BadDirName(p.dir.clone()));
     }
-    Ok(reg)
+    Ok((reg, Some(file)))
 }
 
 /// Read the registry without locking or recovering (for read-only listing by anyone).
@@ -863,6 +1075,204 @@ mod tests {
         std::os::unix::fs::chown(&store, Some(65534), None).unwrap();
         let e = Store::open(d.path(), true).unwrap_err();
         assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+    }
+
+    /// The store's lock is its owner's alone: made 0600 (any user who can open a lock can hold
+    /// it forever, and root's installs waited for it), an earlier build's 0644 narrowed back when
+    /// the owner opens the store, and one of another user refused (`LockUnsafe`: 78
+    /// `store.unsafe`), the store untouched.
+    #[test]
+    fn the_store_lock_is_its_owners_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let lock = d.path().join("store/lock");
+        let mode = || std::fs::metadata(&lock).unwrap().mode() & 0o7777;
+        drop(Store::open(d.path(), true).unwrap());
+        assert_eq!(mode(), 0o600);
+        // An earlier build's lock.
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(d.path(), true).unwrap());
+        assert_eq!(mode(), 0o600, "narrowed back by Store::open");
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::view(d.path()).unwrap());
+        assert_eq!(mode(), 0o600, "narrowed back by the owner's view");
+        if !crate::test_support::root_or_skip("chown to another uid needs root") {
+            return;
+        }
+        std::os::unix::fs::chown(&lock, Some(65534), Some(65534)).unwrap();
+        std::fs::create_dir(d.path().join("store/staging/install-x")).unwrap();
+        let e = Store::open(d.path(), true).unwrap_err();
+        assert!(matches!(e, StoreError::LockUnsafe { .. }), "{e:?}");
+        assert!(
+            crate::package::verify::error_chain(&e).contains("belongs to uid 65534"),
+            "{e:?}"
+        );
+        assert!(
+            d.path().join("store/staging/install-x").exists(),
+            "recovered"
+        );
+        assert!(matches!(
+            Store::view(d.path()),
+            Err(StoreError::LockUnsafe { .. })
+        ));
+        assert!(matches!(
+            Store::lock_existing(d.path(), true),
+            Err(StoreError::LockUnsafe { .. })
+        ));
+    }
+
+    /// What a lockless reader compares: the registry file read, kept open. The same file read
+    /// again is the same registry; one a commit replaced is another, even after several
+    /// commits (a freed inode's number is reused; the one held is not freed).
+    #[test]
+    fn a_registry_replaced_since_it_was_read_is_told_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut st, _) = Store::open(d.path(), true).unwrap();
+        let held = || HeldDir::open(d.path(), STORE_DIR, None).unwrap();
+        // No registry yet, then none again: the same.
+        assert!(held_registry(&held()).unwrap().1 == held_registry(&held()).unwrap().1);
+        st.save(Registry::default()).unwrap();
+        let (_, first) = held_registry(&held()).unwrap();
+        assert!(first == held_registry(&held()).unwrap().1);
+        for v in ["1.0.0", "2.0.0", "3.0.0", "4.0.0"] {
+            let mut r = Registry::default();
+            r.plugins.insert("p".into(), entry("p", v, "p-dir"));
+            st.save(r).unwrap();
+            let (reg, now) = held_registry(&held()).unwrap();
+            assert!(first != now, "{v}");
+            assert_eq!(reg.plugins["p"].version, v);
+        }
+    }
+
+    /// The lockless reader's rule ([`settle`]) against a registry that changes between a check
+    /// and its re-read: a finding in an object directory the registry still names stands; one
+    /// made by a removal or an upgrade committed meanwhile (the directory gone under the check)
+    /// is that removal (`Removed`) or is checked again as the registry now names it, and
+    /// reported only if it is found again there; a clean check is reported at once; a plugin
+    /// installed anew at every check is `Busy` after [`SETTLE_ROUNDS`] checks. `K`: which
+    /// registry was read (a number the fake changes with every commit).
+    #[test]
+    fn a_lockless_check_reports_only_findings_the_registry_still_names() {
+        use std::cell::{Cell, RefCell};
+        let v1 = entry("p", "1.0.0", "p-1.0.0-aaa");
+        let v2 = entry("p", "2.0.0", "p-2.0.0-bbb");
+        // The fake store: which registry is current, and what it names for `p`.
+        let registry = RefCell::new((1u32, Some(v1.clone())));
+        let rereads = Cell::new(0);
+        let reread = || {
+            rereads.set(rereads.get() + 1);
+            Ok::<_, StoreError>(registry.borrow().clone())
+        };
+        // A check that finds the object directory gone when `gone` names it (a removal or an
+        // upgrade removed it after its commit), and otherwise a clean tree — or a tampered one,
+        // for the directories in `tampered`.
+        let checks = RefCell::new(Vec::new());
+        let tampered: RefCell<Vec<String>> = RefCell::new(vec![]);
+        let gone: RefCell<Vec<String>> = RefCell::new(vec![]);
+        let commit_during_check: RefCell<Option<(u32, Option<Installed>)>> = RefCell::new(None);
+        let check = |p: &Installed| {
+            checks.borrow_mut().push(p.dir.clone());
+            let missing = gone.borrow().contains(&p.dir);
+            // A commit while this check ran: its directory is then gone for good (no longer
+            // named) or made again (named anew): what is gone is so for this check only.
+            if let Some(next) = commit_during_check.borrow_mut().take() {
+                *registry.borrow_mut() = next;
+                gone.borrow_mut().clear();
+            }
+            if missing {
+                "missing"
+            } else if tampered.borrow().contains(&p.dir) {
+                "tampered"
+            } else {
+                "ok"
+            }
+        };
+        let clean = |v: &&str| *v == "ok";
+        let reset = |reg: (u32, Option<Installed>)| {
+            *registry.borrow_mut() = reg;
+            checks.borrow_mut().clear();
+            rereads.set(0);
+        };
+
+        // Clean: reported without a re-read.
+        reset((1, Some(v1.clone())));
+        let r = settle(&1, v1.clone(), check, clean, reread).unwrap();
+        assert!(
+            matches!(r, Settled::Current(ref p, "ok") if p == &v1),
+            "{r:?}"
+        );
+        assert_eq!(rereads.get(), 0);
+
+        // A real finding: the registry that named it was not replaced since.
+        reset((1, Some(v1.clone())));
+        *tampered.borrow_mut() = vec![v1.dir.clone()];
+        let r = settle(&1, v1.clone(), check, clean, reread).unwrap();
+        assert!(
+            matches!(r, Settled::Current(ref p, "tampered") if p == &v1),
+            "{r:?}"
+        );
+        tampered.borrow_mut().clear();
+
+        // Removed while checked: the registry dropped it (commit), then its directory went.
+        reset((1, Some(v1.clone())));
+        *gone.borrow_mut() = vec![v1.dir.clone()];
+        *commit_during_check.borrow_mut() = Some((2, None));
+        let r = settle(&1, v1.clone(), check, clean, reread).unwrap();
+        assert!(matches!(r, Settled::Removed(ref p) if p == &v1), "{r:?}");
+
+        // Upgraded while checked: v1's directory removed after v2's commit; v2 checked, clean.
+        reset((1, Some(v1.clone())));
+        *gone.borrow_mut() = vec![v1.dir.clone()];
+        *commit_during_check.borrow_mut() = Some((2, Some(v2.clone())));
+        let r = settle(&1, v1.clone(), check, clean, reread).unwrap();
+        assert!(
+            matches!(r, Settled::Current(ref p, "ok") if p == &v2),
+            "{r:?}"
+        );
+        assert_eq!(*checks.borrow(), [v1.dir.clone(), v2.dir.clone()]);
+
+        // Removed and installed again (same directory name) while checked: checked again, clean.
+        reset((1, Some(v1.clone())));
+        *gone.borrow_mut() = vec![v1.dir.clone()];
+        *commit_during_check.borrow_mut() = Some((3, Some(v1.clone())));
+        let r = settle(&1, v1.clone(), check, clean, reread).unwrap();
+        assert!(
+            matches!(r, Settled::Current(ref p, "ok") if p == &v1),
+            "{r:?}"
+        );
+        assert_eq!(checks.borrow().len(), 2);
+
+        // Tampered, while another plugin's install replaced the registry: checked again, and
+        // the finding stands once the registry that named it is the one read again.
+        reset((1, Some(v1.clone())));
+        *tampered.borrow_mut() = vec![v1.dir.clone()];
+        *commit_during_check.borrow_mut() = Some((2, Some(v1.clone())));
+        let r = settle(&1, v1.clone(), check, clean, reread).unwrap();
+        assert!(
+            matches!(r, Settled::Current(ref p, "tampered") if p == &v1),
+            "{r:?}"
+        );
+        assert_eq!(checks.borrow().len(), 2);
+        tampered.borrow_mut().clear();
+
+        // Installed anew at every check: nothing said after SETTLE_ROUNDS checks.
+        reset((1, Some(v1.clone())));
+        *gone.borrow_mut() = vec![v1.dir.clone(), v2.dir.clone()];
+        let n = Cell::new(1);
+        let r = settle(
+            &1,
+            v1.clone(),
+            |p| {
+                n.set(n.get() + 1);
+                let next = if n.get() % 2 == 0 { &v2 } else { &v1 };
+                *registry.borrow_mut() = (n.get(), Some(next.clone()));
+                check(p)
+            },
+            clean,
+            reread,
+        )
+        .unwrap();
+        assert!(matches!(r, Settled::Busy(_)), "{r:?}");
+        assert_eq!(checks.borrow().len(), SETTLE_ROUNDS);
     }
 
     /// `source refresh`'s lock neither creates a store nor recovers one.

@@ -639,12 +639,15 @@ pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
 /// Open (creating it 0644 if absent) a lock file read-only: `flock` needs no write access, so a
 /// lock file created by root (a `stockade exec` from the shell) can still be locked by the
 /// daemon running as `stockade`, and the other way round. The directory (0700) keeps everyone
-/// else out.
+/// else out — which is what makes 0644 harmless: any user who can open a lock file can hold it
+/// forever. The uid locks only (`/run/stockade/uids`, 0700, the daemon's user's; taken without
+/// waiting, a held one passed over: sandbox/uid.rs); a lock in a directory others can read is
+/// [`open_private_lock_file`]'s (the store's, the sources directory's).
 ///
 /// 0644 exactly: a file this call creates (`O_EXCL`, so it is known to be new) gets its mode
 /// through the descriptor, since the umask is taken off the one given to `open` — under a
 /// hardened root's 077 a uid lock file would be 0600 root's, and the daemon could never lock
-/// that uid again (nor the refresh timer the store's lock). An existing file keeps its mode.
+/// that uid again. An existing file keeps its mode.
 ///
 /// Never blocks and takes only a lock file: the directory may be another user's (the daemon's
 /// owns /run/stockade/uids and the state directory), and a FIFO planted at the name made the
@@ -657,8 +660,8 @@ pub fn open_lock_file(path: &CStr) -> io::Result<OwnedFd> {
 }
 
 /// [`open_lock_file`] for a lock only its owner may take: made `mode` (0600), so no other user
-/// can open it — `flock` needs only a descriptor — and hold it forever (the sources
-/// directory's lock, in a directory the `stockade` user may read).
+/// can open it — `flock` needs only a descriptor — and hold it forever (the store's lock and
+/// the sources directory's, in directories the `stockade` user and group may read).
 pub fn open_private_lock_file(path: &CStr) -> io::Result<OwnedFd> {
     open_lock_file_mode(path, 0o600)
 }
