@@ -101,6 +101,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("kv_store", Exit::Config),
     ("quarantine", Exit::Config),
     ("store.unsafe", Exit::Config),
+    ("store.not_owner", Exit::Config),
     ("source.unsafe", Exit::Config),
     ("source.not_owner", Exit::Config),
     ("source.left_behind", Exit::Config),
