@@ -50,20 +50,17 @@ struct Report {
     files: Vec<FileInfo>,
 }
 
-fn step1(e: VerifyError) -> CmdError {
-    let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
-    CmdError::new(exit, kind, e).hint(hint)
-}
-
 /// Run `stockade inspect`.
 pub fn run(a: InspectArgs, out: Output) -> Result<Exit, CmdError> {
     // An installed plugin's name means its stored package, as for `run` and `verify`.
     let file = crate::store::resolve_package(&a.state_dir, &a.file)
         .map_err(crate::cmd::store::store_err)?;
-    let bytes = read_capped(&file, MAX_PACKAGE_BYTES).map_err(|e| step1(VerifyError::Read(e)))?;
-    let c = container::parse(&bytes).map_err(|e| step1(VerifyError::Container(e)))?;
+    let bytes = read_capped(&file, MAX_PACKAGE_BYTES)
+        .map_err(|e| VerifyError::into_cmd(VerifyError::Read(e)))?;
+    let c =
+        container::parse(&bytes).map_err(|e| VerifyError::into_cmd(VerifyError::Container(e)))?;
     let st = Statement::parse(&c.statement, &runtime_version())
-        .map_err(|e| step1(VerifyError::Statement(e)))?;
+        .map_err(|e| VerifyError::into_cmd(VerifyError::Statement(e)))?;
     let mut chain = Vec::new();
     let mut certificate_errors = Vec::new();
     let mut scope = None;

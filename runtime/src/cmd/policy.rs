@@ -223,10 +223,7 @@ pub fn explain(a: PolicyExplainArgs, out: Output) -> Result<Exit, CmdError> {
             let pkg = crate::store::resolve_package(&cfg.state_dir, pkg)
                 .map_err(crate::cmd::store::store_err)?;
             let vp = open_verified_in(&pkg, &cfg, &node, unix_now(), &std::env::temp_dir())
-                .map_err(|e| {
-                    let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
-                    CmdError::new(exit, kind, e).hint(hint)
-                })?;
+                .map_err(crate::package::VerifyError::into_cmd)?;
             let facts = PackageFacts::from_package(vp.view());
             let pp = plugin_policy::for_package(&m, &facts, &a.root.policy_root, unix_now())
                 .map_err(PolicyFilesError::into_cmd)?;

@@ -178,12 +178,10 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     let package = crate::store::resolve_package(&cfg.state_dir, &a.package)
         .map_err(crate::cmd::store::store_err)?;
     let refused = |e: VerifyError| -> CmdError {
-        let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
         let mut rec = Record::new(Event::Verification, "refused");
-        rec.detail =
-            json!({"file": package.display().to_string(), "kind": kind, "error": e.to_string()});
+        rec.detail = json!({"file": package.display().to_string(), "kind": e.kind(), "error": e.to_string()});
         match audit::append_or_fail(&log, rec) {
-            Ok(()) => CmdError::new(exit, kind, e).hint(hint),
+            Ok(()) => e.into_cmd(),
             Err(audit_err) => audit_err,
         }
     };

@@ -285,9 +285,8 @@ impl Job<'_> {
         let mut pkg = match verified.map_err(|e| shown_in_staging(e, &s)) {
             Ok(pkg) => pkg,
             Err(e) => {
-                let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
-                let detail = json!({"file": label, "kind": kind, "error": e.to_string()});
-                return Err(self.refuse(detail, CmdError::new(exit, kind, e).hint(hint)));
+                let detail = json!({"file": label, "kind": e.kind(), "error": e.to_string()});
+                return Err(self.refuse(detail, e.into_cmd()));
             }
         };
         pkg.report.file = label.to_string();

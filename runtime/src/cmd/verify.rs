@@ -226,11 +226,10 @@ pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
     let (report, pkg) = match verified {
         Ok(v) => v,
         Err(e) => {
-            let (exit, kind, hint) = (e.exit(), e.kind(), e.hint());
             let mut rec = Record::new(Event::Verification, "refused");
-            rec.detail = serde_json::json!({"file": file.display().to_string(), "kind": kind, "error": e.to_string()});
+            rec.detail = serde_json::json!({"file": file.display().to_string(), "kind": e.kind(), "error": e.to_string()});
             append_or_fail(&log, rec)?;
-            return Err(CmdError::new(exit, kind, e).hint(hint));
+            return Err(e.into_cmd());
         }
     };
     append_or_fail(&log, for_report(Event::Verification, "ok", &report))?;

@@ -290,6 +290,12 @@ impl VerifyError {
         }
     }
 
+    /// The CLI error: this error's exit code, kind and hint.
+    pub fn into_cmd(self) -> crate::error::CmdError {
+        let (exit, kind, hint) = (self.exit(), self.kind(), self.hint());
+        crate::error::CmdError::new(exit, kind, self).hint(hint)
+    }
+
     /// What the user should do.
     pub fn hint(&self) -> &'static str {
         match self.exit() {
