@@ -41,6 +41,16 @@ where
 /// tips after it the hint.
 pub fn usage_error(e: &clap::Error) -> crate::error::CmdError {
     let text = e.render().to_string();
+    // `stockade node` alone: clap's "error" is the command's help, whose first line is its
+    // description, not what went wrong.
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return crate::error::CmdError::msg(
+            crate::exit::Exit::Usage,
+            "usage",
+            "this command needs a subcommand (listed in the hint)".to_string(),
+        )
+        .hint(text.trim());
+    }
     let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
     let message = first.trim().trim_start_matches("error:").trim().to_string();
     let err = crate::error::CmdError::msg(crate::exit::Exit::Usage, "usage", message);

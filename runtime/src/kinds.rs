@@ -203,6 +203,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     // 125–127: the runtime could not start the program.
     ("layer_unavailable", Exit::SandboxSetup),
     ("cgroup_clash", Exit::SandboxSetup),
+    ("cgroup_exhausted", Exit::SandboxSetup),
     ("writable_path", Exit::SandboxSetup),
     ("sandbox_setup", Exit::SandboxSetup),
     ("pid_unknown", Exit::SandboxSetup),

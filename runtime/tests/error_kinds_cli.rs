@@ -50,6 +50,22 @@ fn a_usage_error_under_json_is_the_json_error_document() {
         );
         assert_eq!(r.stderr, "", "{args:?}: nothing but the document");
     }
+    // A command without its subcommand: clap's "error" is the command's help, whose first line
+    // ("Facts about this node") was taken for the message.
+    for args in [&["--json", "node"][..], &["--json", "ca"]] {
+        let r = stockade(d.path(), args);
+        refused(&r, 64, "usage");
+        let j = r.json();
+        assert_eq!(
+            j["error"]["message"], "this command needs a subcommand (listed in the hint)",
+            "{args:?}"
+        );
+        assert!(
+            j["error"]["hint"].as_str().unwrap().contains("Commands:"),
+            "{args:?}: {}",
+            r.stdout
+        );
+    }
     // Without --json, or with it only among a program's own arguments: clap's text, as before.
     for args in [
         &["bogus"][..],

@@ -305,6 +305,56 @@ fn a_run_stopped_by_a_signal_cleans_up_and_says_so() {
     }
 }
 
+/// A signal that arrives while a session the agent ended is already stopping (its plugin
+/// shutting down) interrupts nothing: the status stays 0, not 128+N.
+#[test]
+fn a_signal_during_the_agents_own_stop_leaves_the_status_0() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    // Says it is draining, then takes a second to finish: the signal comes in that second.
+    pack_as(
+        &fx,
+        "t",
+        r#"hs '"log"'
+while IFS= read -r line; do
+  case $line in
+    *'"method":"shutdown"'*)
+      printf '%s\n' '{"jsonrpc":"2.0","method":"log","params":{"message":"draining"}}'
+      sleep 1
+      exit 0 ;;
+  esac
+done"#,
+    );
+    let mut child = spawn_piped(&mut run_cmd(&fx));
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .any(|l| l.contains("\"plugin_state\"") && l.contains("\"state\":\"ready\""));
+    assert!(ready, "the plugin never got ready");
+    drop(child.stdin.take());
+    let draining = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .any(|l| l.contains("\"draining\""));
+    assert!(draining, "the plugin never said it was draining");
+    let pid = child.id();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    let stderr = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let last: serde_json::Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+    assert_eq!(last["params"]["reason"]["kind"], "shutdown", "{last}");
+    assert_no_sandbox_left(pid);
+}
+
 /// `stockade run PKG 2>&1 | agent`, and the agent goes away: the runtime's diagnostic about it
 /// ("cannot write to the agent") goes to the same dead pipe. That failed write is lost, never a
 /// panic: `eprintln!` panicked there and the release build aborted (134) with the plugin up,

@@ -384,9 +384,6 @@ fn a_kept_tree_is_reused_and_one_changed_since_is_set_aside() {
     assert_eq!(trees(&fx), kept);
 }
 
-/// Runs of one package at once, none with a tree kept yet: each extracts into a work directory
-/// of its own, one of them keeps its tree (the name is taken once, by a rename that never
-/// replaces), the others' directories are removed when they end; every plugin starts.
 /// A state directory that became read-only (a full or remounted file system) still runs the
 /// tree it keeps: the tree, 0755 already, is not changed again (its chmod failed with a bare
 /// "Read-only file system" and 73, naming nothing).
@@ -421,6 +418,9 @@ fn a_kept_tree_runs_from_a_read_only_state_directory() {
     assert_eq!(launch_details(&fx).pop().unwrap()["tree"], "reused");
 }
 
+/// Runs of one package at once, none with a tree kept yet: each extracts into a work directory
+/// of its own, one of them keeps its tree (the name is taken once, by a rename that never
+/// replaces), the others' directories are removed when they end; every plugin starts.
 #[test]
 fn runs_at_once_keep_one_tree_and_leave_no_work_directory() {
     if !require_root() {

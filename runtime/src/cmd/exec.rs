@@ -93,6 +93,12 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "delegate the missing controller to the runtime's cgroup (systemd: Delegate=cpu), set \
              that limit to \"unlimited\", or allow `cgroup_partial` in the policy's [layers]",
         ),
+        LaunchError::CgroupExhausted(_) => (
+            Exit::SandboxSetup,
+            "cgroup_exhausted",
+            "the host or the runtime is out of descriptors, memory or cgroups right now (the \
+             cause says which): retry later; never taken for a host without cgroups",
+        ),
         LaunchError::WritableNotDir { .. } => (
             Exit::SandboxSetup,
             "writable_path",

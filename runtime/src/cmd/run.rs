@@ -17,7 +17,8 @@
 //! 0 after a clean shutdown, 128+N when signal N ended it — 137 when the runtime killed it (a
 //! violation, a denied call, the shutdown grace ran out); why is reported in-band
 //! (`plugin_state`). A session SIGINT/SIGTERM/SIGHUP N stopped, its plugin shut down cleanly,
-//! exits 128+N: it was interrupted, not finished. stdout carries only protocol frames; human
+//! exits 128+N: it was interrupted, not finished (a signal during a stop the agent began by
+//! ending stdin interrupts nothing). stdout carries only protocol frames; human
 //! diagnostics go to stderr.
 //!
 //! Audit ([`crate::audit`], when the policy configures a sink): verification, each grant and
@@ -767,7 +768,11 @@ fn run_loop(
                 AGENT_OUT => out.flush(),
                 SIGNALS => {
                     while let Ok(Some(sig)) = sys::read_signalfd(sigfd) {
-                        interrupted.get_or_insert(sig);
+                        // A signal during a stop the agent began (its input ended) interrupts
+                        // nothing: the session is already finishing the way it asked.
+                        if !stopping {
+                            interrupted.get_or_insert(sig);
+                        }
                     }
                     input.close(sup);
                     if !stopping {

@@ -257,8 +257,8 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
                 ServeError::InUse { .. } => cmd(Exit::TempFail, "socket_in_use", e)
                     .hint("stop the other daemon or choose another --socket"),
                 _ => cmd(Exit::CantCreate, "socket", e).hint(
-                    "the socket's directory must exist and be writable by this user, and the \
-                     nothing but a socket at the path; or choose another --socket",
+                    "the socket's directory must exist and be writable by this user, and \
+                     nothing but a socket may be at the path; or choose another --socket",
                 ),
             })?;
             (l, Some(path))

@@ -1219,10 +1219,12 @@ mod tests {
                 path: "/sys/fs/cgroup/pids/stockade-1-2-3".into(),
                 source: Error::from_raw_os_error(errno),
             };
-            assert!(matches!(
-                cgroup_failure(made, true),
-                Err(LaunchError::CgroupExhausted(_))
-            ));
+            let refused = cgroup_failure(made, true).unwrap_err();
+            assert!(matches!(refused, LaunchError::CgroupExhausted(_)));
+            // Its own kind and advice (retry later), not the generic `sandbox_setup`.
+            let e = crate::cmd::exec::launch_error(refused);
+            assert_eq!(e.kind(), "cgroup_exhausted");
+            assert_eq!(e.exit().code(), 125);
         }
         // What a host without usable cgroups answers still degrades where allowed.
         for errno in [libc::ENOENT, libc::EACCES, libc::EPERM, libc::EROFS] {
