@@ -115,16 +115,7 @@ fn writable_path_that_is_no_directory_is_refused_naming_what_is_there() {
             dir.path(),
             &format!("version = 1\n[filesystem]\nwritable = [\"{p}\"]\n"),
         );
-        let child = std::process::Command::new(BIN)
-            .args([
-                "--json", "exec", "--policy", &pol, "--", "/bin/sh", "-c", "echo ran",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let runtime_pid = child.id();
-        let o = child.wait_with_output().unwrap();
+        let (runtime_pid, o) = exec_echo_ran(&["--json"], &pol);
         assert_eq!(code(&o), 125, "{} {}", out(&o), err(&o));
         assert!(!out(&o).contains("ran"), "{}", out(&o));
         let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
@@ -184,6 +175,20 @@ fn seccomp_groups_are_respected() {
     assert_eq!(out(&o).trim(), "alive", "{}", err(&o));
 }
 
+/// `stockade GLOBAL… exec --policy POL -- sh -c 'echo ran'`: the runtime's pid (for
+/// [`assert_no_sandbox_left`]) and its output.
+fn exec_echo_ran(global: &[&str], pol: &str) -> (u32, std::process::Output) {
+    let child = std::process::Command::new(BIN)
+        .args(global)
+        .args(["exec", "--policy", pol, "--", "/bin/sh", "-c", "echo ran"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    (pid, child.wait_with_output().unwrap())
+}
+
 #[test]
 fn degradation_not_allowed_stops_the_launch_and_leaves_nothing() {
     // Demanding a Landlock ABI no kernel has (and no degradation) must stop before the program,
@@ -193,14 +198,7 @@ fn degradation_not_allowed_stops_the_launch_and_leaves_nothing() {
         dir.path(),
         "version = 1\n[layers]\nmin_landlock_abi = 9\nallow_degraded = []\n",
     );
-    let child = std::process::Command::new(BIN)
-        .args(["exec", "--policy", &pol, "--", "/bin/sh", "-c", "echo ran"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let runtime_pid = child.id();
-    let o = child.wait_with_output().unwrap();
+    let (runtime_pid, o) = exec_echo_ran(&[], &pol);
     if out(&o).contains("ran") {
         // A kernel with ABI 9 satisfies the policy: nothing to check here.
         assert!(require(false, "the kernel offers Landlock ABI 9"));

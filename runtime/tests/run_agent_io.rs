@@ -268,6 +268,41 @@ fn an_agent_whose_output_is_gone_ends_the_session() {
     assert_eq!(status.code(), Some(0), "a graceful stop: {stderr}");
 }
 
+/// Read `lines` up to the first one `pred` accepts; fails with `what` if none comes.
+fn read_until(
+    lines: &mut std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) {
+    assert!(
+        lines.by_ref().map(Result::unwrap).any(|l| pred(&l)),
+        "{what}"
+    );
+}
+
+/// The plugin's `plugin_state: ready` on `lines`.
+fn is_ready(l: &str) -> bool {
+    l.contains("\"plugin_state\"") && l.contains("\"state\":\"ready\"")
+}
+
+/// Send `sig` to `child`, then read the rest of its output and wait for it: its exit code, its
+/// stderr and its last message.
+fn signal_and_finish(
+    child: &mut std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    sig: i32,
+) -> (Option<i32>, String, serde_json::Value) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::try_from(sig).unwrap(),
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    let last = serde_json::from_str(rest.last().unwrap()).unwrap();
+    (status.code(), stderr_of(child), last)
+}
+
 /// A foreground `run` stopped by Ctrl-C (SIGINT) or SIGTERM shuts its plugin down the graceful
 /// way and leaves nothing, and its status says it was interrupted (128+N, as a shell reports
 /// such a command), not 0: a script's `stockade run … && next` must not go on as if the
@@ -283,22 +318,10 @@ fn a_run_stopped_by_a_signal_cleans_up_and_says_so() {
         let mut child = spawn_piped(&mut run_cmd(&fx));
         let _stdin = child.stdin.take().unwrap();
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = lines
-            .by_ref()
-            .map(Result::unwrap)
-            .any(|l| l.contains("\"plugin_state\"") && l.contains("\"state\":\"ready\""));
-        assert!(ready, "the plugin never got ready");
+        read_until(&mut lines, "the plugin never got ready", is_ready);
         let pid = child.id();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
-            nix::sys::signal::Signal::try_from(sig).unwrap(),
-        )
-        .unwrap();
-        let rest: Vec<String> = lines.map(Result::unwrap).collect();
-        let status = child.wait().unwrap();
-        let stderr = stderr_of(&mut child);
-        assert_eq!(status.code(), Some(128 + sig), "{stderr}");
-        let last: serde_json::Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+        let (code, stderr, last) = signal_and_finish(&mut child, lines, sig);
+        assert_eq!(code, Some(128 + sig), "{stderr}");
         assert_eq!(last["params"]["state"], "exited", "{last}");
         assert_eq!(last["params"]["reason"]["kind"], "shutdown", "{last}");
         assert_no_sandbox_left(pid);
@@ -329,28 +352,14 @@ done"#,
     );
     let mut child = spawn_piped(&mut run_cmd(&fx));
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = lines
-        .by_ref()
-        .map(Result::unwrap)
-        .any(|l| l.contains("\"plugin_state\"") && l.contains("\"state\":\"ready\""));
-    assert!(ready, "the plugin never got ready");
+    read_until(&mut lines, "the plugin never got ready", is_ready);
     drop(child.stdin.take());
-    let draining = lines
-        .by_ref()
-        .map(Result::unwrap)
-        .any(|l| l.contains("\"draining\""));
-    assert!(draining, "the plugin never said it was draining");
+    read_until(&mut lines, "the plugin never said it was draining", |l| {
+        l.contains("\"draining\"")
+    });
     let pid = child.id();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    let status = child.wait().unwrap();
-    let stderr = stderr_of(&mut child);
-    assert_eq!(status.code(), Some(0), "{stderr}");
-    let last: serde_json::Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+    let (code, stderr, last) = signal_and_finish(&mut child, lines, libc::SIGTERM);
+    assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(last["params"]["reason"]["kind"], "shutdown", "{last}");
     assert_no_sandbox_left(pid);
 }
