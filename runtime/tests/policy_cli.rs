@@ -1488,7 +1488,7 @@ fn a_member_of_the_logs_group_cannot_stall_the_audit_writers() {
 
     // The member locks the log (it can: the test would prove nothing otherwise); root's
     // command still appends.
-    let (held, holder) = common::hold_lock_as(d, member, owner, "logs/audit.log");
+    let (held, holder) = common::hold_lock_as(d, member, owner, "logs/audit.log", true);
     let r = verify();
     drop(holder);
     assert!(held, "the group's member could not lock the log");
@@ -1496,7 +1496,7 @@ fn a_member_of_the_logs_group_cannot_stall_the_audit_writers() {
     // Root made the writers' lock as the directory's owner's, 0600.
     assert_eq!(owned(&lock), (owner, owner, 0o600));
     // The writers' lock it cannot even open.
-    let (held, holder) = common::hold_lock_as(d, member, owner, "logs/audit.log.lock");
+    let (held, holder) = common::hold_lock_as(d, member, owner, "logs/audit.log.lock", true);
     drop(holder);
     assert!(!held, "the group's member held the audit writers' lock");
     let r = ok(d, &["--json", "audit", "verify", log.to_str().unwrap()]);

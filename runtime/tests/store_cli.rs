@@ -902,7 +902,7 @@ fn another_user_cannot_hold_roots_store_lock() {
     expect(&fx.store_install(&[&a], &[]), 0, "");
     let lock = state.join("store/lock");
     let mode = || std::fs::metadata(&lock).unwrap().mode() & 0o7777;
-    let (held, holder) = hold_lock_as(fx.dir(), nobody, nobody, "state/store/lock");
+    let (held, holder) = hold_lock_as(fx.dir(), nobody, nobody, "state/store/lock", false);
     let r = fx.store_install(&[&b], &["--no-wait"]);
     drop(holder);
     expect(&r, 0, "");
@@ -913,7 +913,7 @@ fn another_user_cannot_hold_roots_store_lock() {
     std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
     assert!(fx.installed().contains_key("b"));
     assert_eq!(mode(), 0o600);
-    let (held, holder) = hold_lock_as(fx.dir(), nobody, nobody, "state/store/lock");
+    let (held, holder) = hold_lock_as(fx.dir(), nobody, nobody, "state/store/lock", false);
     drop(holder);
     assert!(!held, "the narrowed lock was still open to another user");
 

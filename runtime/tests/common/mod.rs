@@ -113,17 +113,18 @@ pub fn require_tool(tool: &str, why: &str) -> bool {
     )
 }
 
-/// Start `sh -c 'exec 3<LOCK && flock -s 3 …'` as `uid`:`gid` in `cwd`: what any user who can
-/// open a file, even read-only, does to hold a lock on it for ever (`flock -s FILE sleep
-/// infinity`). Whether it holds the lock (it says so once it does), and the process, ended
-/// when dropped (also when the test fails while it holds the lock).
-pub fn hold_lock_as(cwd: &Path, uid: u32, gid: u32, lock: &str) -> (bool, Holder) {
+/// Start `sh -c 'exec 3<LOCK && flock -s 3 …'` (`-x` when `exclusive`) as `uid`:`gid` in `cwd`:
+/// what any user who can open a file or directory, even read-only, does to hold a lock on it
+/// for ever (`flock -s FILE sleep infinity`). Whether it holds the lock (it says so once it
+/// does), and the process, ended when dropped (also when the test fails while it holds it).
+pub fn hold_lock_as(cwd: &Path, uid: u32, gid: u32, lock: &str, exclusive: bool) -> (bool, Holder) {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
+    let how = if exclusive { "-x" } else { "-s" };
     let mut child = Command::new("sh")
         .args([
             "-c",
-            &format!("exec 3<{lock} && flock -s 3 && echo held && exec sleep 100000"),
+            &format!("exec 3<{lock} && flock {how} 3 && echo held && exec sleep 100000"),
         ])
         .current_dir(cwd)
         .uid(uid)
