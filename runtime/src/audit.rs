@@ -450,8 +450,9 @@ pub fn lock_path(log: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// How many times [`lock_log`] takes a lock file that is then no longer at its name before it
-/// gives up.
+/// How many rounds [`lock_log`] makes before it gives up: one to make the owner's lock file
+/// (root in another user's directory), and one for each lock taken on a file that was no longer
+/// at its name by then.
 const LOCK_ROUNDS: usize = 3;
 
 /// Take the log's lock: an exclusive `flock` of `<log>.lock`, waiting for the writer that holds
@@ -480,7 +481,12 @@ fn lock_log(log: &Path) -> Result<std::fs::File, AuditError> {
         path: path.clone(),
         source,
     };
-    let dir = std::fs::metadata(crate::fileio::parent_dir(log)).map_err(io)?;
+    // The log's directory missing or unreadable: said of the log, as an open of it would.
+    let dir =
+        std::fs::metadata(crate::fileio::parent_dir(log)).map_err(|source| AuditError::Io {
+            path: log.to_path_buf(),
+            source,
+        })?;
     let (owner, group) = (dir.uid(), dir.gid());
     let me = nix::unistd::geteuid().as_raw();
     if me != 0 && me != owner {

@@ -1316,6 +1316,52 @@ fn stockade_within_30s(d: &Path, args: &[&str]) -> common::Run {
     }
 }
 
+/// `d/logs`, 0750 and `owner`'s (as the packaged `/var/log/stockade` is the daemon's user's),
+/// and the policy under `d/root-fs` appending to the audit log `logs/audit.log`, returned.
+fn audit_log_in_a_directory_of(d: &Path, owner: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let logs = d.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::chown(&logs, Some(owner), Some(owner)).unwrap();
+    let log = logs.join("audit.log");
+    write(
+        &d.join("root-fs/etc/stockade/policy.toml"),
+        &format!("version = 1\n[audit]\nfile = \"{}\"\n", log.display()),
+    );
+    log
+}
+
+/// Nothing named as a writer's temporary file (`.stockade-tmp-…`) is left in `dir`.
+fn no_temporary_file_in(dir: &Path) {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".stockade-tmp-")),
+        "{names:?}"
+    );
+}
+
+/// Root's `verify` of `pkg` in `d` under the policy of [`audit_log_in_a_directory_of`] (with
+/// `--json` when `json`), killed if it has not ended in 30 s.
+fn verify_audited(d: &Path, pkg: &str, json: bool) -> common::Run {
+    let args = [
+        "verify",
+        pkg,
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+        "--policy-root",
+        "root-fs",
+    ];
+    let json = json.then_some("--json");
+    let all: Vec<&str> = json.into_iter().chain(args).collect();
+    stockade_within_30s(d, &all)
+}
+
 /// The audit log's directory is another user's in the packaged layout (`/var/log/stockade`, the
 /// daemon's), and root's CLI writes there. What that user can put at the log's names must
 /// neither hang root's command nor have root write to, or give away, another file:
@@ -1336,30 +1382,9 @@ fn what_the_log_directorys_owner_plants_neither_hangs_nor_redirects_roots_audit_
     let pkg = fx.pack_hello();
     let d = fx.dir();
     let nobody = 65534;
+    let log = audit_log_in_a_directory_of(d, nobody);
     let logs = d.join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o750)).unwrap();
-    chown(&logs, Some(nobody), Some(nobody)).unwrap();
-    let log = logs.join("audit.log");
-    write(
-        &d.join("root-fs/etc/stockade/policy.toml"),
-        &format!("version = 1\n[audit]\nfile = \"{}\"\n", log.display()),
-    );
-    let verify = || {
-        stockade_within_30s(
-            d,
-            &[
-                "verify",
-                &pkg,
-                "--trust",
-                "trust",
-                "--state-dir",
-                "state",
-                "--policy-root",
-                "root-fs",
-            ],
-        )
-    };
+    let verify = || verify_audited(d, &pkg, false);
     let fifo = |p: &Path| {
         nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
         chown(p, Some(nobody), Some(nobody)).unwrap();
@@ -1406,14 +1431,7 @@ fn what_the_log_directorys_owner_plants_neither_hangs_nor_redirects_roots_audit_
         );
     }
     // No temporary file left behind.
-    let names: Vec<String> = std::fs::read_dir(&logs)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        names.iter().all(|n| !n.starts_with(".stockade-tmp-")),
-        "{names:?}"
-    );
+    no_temporary_file_in(&logs);
 
     // The log itself: a FIFO, then a hard link.
     std::fs::remove_file(&log).unwrap();
@@ -1452,32 +1470,10 @@ fn a_member_of_the_logs_group_cannot_stall_the_audit_writers() {
     // The daemon's user, and a user of its group only (an agent).
     let (owner, member) = (65534, 65533);
     std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = audit_log_in_a_directory_of(d, owner);
     let logs = d.join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o750)).unwrap();
-    chown(&logs, Some(owner), Some(owner)).unwrap();
-    let log = logs.join("audit.log");
     let lock = logs.join("audit.log.lock");
-    write(
-        &d.join("root-fs/etc/stockade/policy.toml"),
-        &format!("version = 1\n[audit]\nfile = \"{}\"\n", log.display()),
-    );
-    let verify = || {
-        stockade_within_30s(
-            d,
-            &[
-                "--json",
-                "verify",
-                &pkg,
-                "--trust",
-                "trust",
-                "--state-dir",
-                "state",
-                "--policy-root",
-                "root-fs",
-            ],
-        )
-    };
+    let verify = || verify_audited(d, &pkg, true);
     let owned = |p: &Path| {
         let md = std::fs::metadata(p).unwrap();
         (md.uid(), md.gid(), md.mode() & 0o7777)
@@ -1532,12 +1528,5 @@ fn a_member_of_the_logs_group_cannot_stall_the_audit_writers() {
     let r = ok(d, &["--json", "audit", "verify", log.to_str().unwrap()]);
     assert_eq!(r.json()["records"], 4);
     // No temporary file of the lock's making left behind.
-    let names: Vec<String> = std::fs::read_dir(&logs)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        names.iter().all(|n| !n.starts_with(".stockade-tmp-")),
-        "{names:?}"
-    );
+    no_temporary_file_in(&logs);
 }
