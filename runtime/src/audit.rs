@@ -10,9 +10,9 @@
 //! canonical form as certificates, `stockade_trust::canonical`). docs/audit.md documents it.
 //!
 //! ## Sinks (`[audit]` in the policy)
-//! `file`: appended under an exclusive `flock` (concurrent `stockade` processes queue), the last
-//! record is read under the lock to chain to it, and the file is fsynced before the lock is
-//! released. `journal = true`: each record as one entry on systemd's native journal socket
+//! `file`: appended under an exclusive `flock` of `<log>.lock` (concurrent `stockade` processes
+//! queue; see "The lock" below), the log is opened and its last record read under the lock to
+//! chain to it, and the file is fsynced before the lock is released. `journal = true`: each record as one entry on systemd's native journal socket
 //! (`/run/systemd/journal/socket`), fields `MESSAGE`, `SYSLOG_IDENTIFIER=stockade-audit`,
 //! `STOCKADE_AUDIT_EVENT`, `STOCKADE_AUDIT_SEQ`, `STOCKADE_AUDIT_HASH` and the whole record in
 //! `STOCKADE_AUDIT_RECORD`. `stderr = true`: the journal when its socket exists, else one
@@ -38,6 +38,19 @@
 //! log's directory; a log's first append removes this uid's stale ones, and then one append a
 //! minute (not each: the sweep lists the directory), never one a live writer holds
 //! (`fileio::sweep_reserved`).
+//!
+//! ## The lock
+//! Writers serialize on `<log>.lock`, never on the log: `flock` needs only a descriptor, even a
+//! read-only one, and the log is 0640 — in the packaged layout any member of the `stockade`
+//! group (which gates the daemon's socket: the agents) could open it, take its lock and never
+//! let go, and root's CLI then hung on every audited action, and `stockade serve`'s one loop
+//! with it (every agent). The lock file is 0600 and the log directory's owner's, so only that
+//! user (the daemon's) and root open it, and they are the log's only writers ([`lock_log`]).
+//! Whoever waits on it (the daemon's loop included, which has no other thread) waits for one
+//! append of another writer — root's CLI or another daemon on the same log: a tail read, one
+//! line, the head's replacement, a few fsyncs. What is left: the directory's owner can hold it
+//! for ever, as it can remove or rewrite the log and its head; against it, ship the records
+//! off the host (`journal`).
 
 use crate::sys;
 use serde::{Deserialize, Serialize};
@@ -184,6 +197,19 @@ pub enum AuditError {
         found: u64,
         /// Records the head says were written.
         expected: u64,
+    },
+    /// The log's lock file (`<log>.lock`) is not one its writers may wait on: it belongs to
+    /// another user than the log directory's owner (whoever can open a lock can hold it for
+    /// ever, and every audited action of root's and of the daemon would wait for it), it is not
+    /// a regular file of one link, or this user is neither root nor that owner (the only ones
+    /// who append to the log, [`lock_log`]).
+    #[error("the audit log's lock {} cannot be used", path.display())]
+    LockUnsafe {
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: std::io::Error,
     },
     /// The journal socket cannot take the record.
     #[error("cannot send the audit record to the journal socket {}", path.display())]
@@ -339,9 +365,11 @@ fn append_to_file(
         path: path.to_path_buf(),
         source,
     };
+    // Taken before the log is opened: every writer opens the log under the lock, so all of
+    // them append to the file at its name now.
+    let _lock = lock_log(path)?;
     let mut f = open_log(path).map_err(io)?;
     crate::fileio::adopt_dir_owner(&f, path).map_err(io)?;
-    sys::flock_exclusive(f.as_fd()).map_err(io)?;
     // A head file's temporary that a crash left (between its create and its rename): this
     // uid's stale ones, never one in use (fileio::sweep_reserved); when one is due.
     {
@@ -415,11 +443,112 @@ fn append_to_file(
     Ok(r)
 }
 
+/// The lock file of a log: `<log>.lock`.
+pub fn lock_path(log: &Path) -> PathBuf {
+    let mut p = log.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// How many rounds [`lock_log`] makes before it gives up: one to make the owner's lock file
+/// (root in another user's directory), and one for each lock taken on a file that was no longer
+/// at its name by then.
+const LOCK_ROUNDS: usize = 3;
+
+/// Take the log's lock: an exclusive `flock` of `<log>.lock`, waiting for the writer that holds
+/// it. Never a lock on the log itself: `flock` needs only a descriptor, and the log is 0640 —
+/// in the packaged layout every member of the `stockade` group (the agents) could open it and
+/// hold its lock for ever, and every audited action of root's CLI and of the daemon's one loop
+/// waited for it. The lock file is 0600 and the log directory's owner's (the daemon's user;
+/// root's own directory: root's), so only that user and root — the log's only writers — can
+/// open it; a writer waits at most for one append of another (a few fsyncs). Made by the owner
+/// itself, or by root as a file of the owner's from its making (a temporary file given its
+/// owner, then linked to the name without replacing one: [`crate::fileio::reserve`]), so no
+/// crash leaves a lock of root's the daemon could not open. One found wider is narrowed back to
+/// 0600; one of another user, or anything but a regular file of one link, is refused
+/// ([`AuditError::LockUnsafe`]: exit 78 `audit.unsafe`), as is a writer that is neither root nor
+/// the directory's owner (its lock would be its own, which root would refuse, and it could
+/// not open the owner's).
+fn lock_log(log: &Path) -> Result<std::fs::File, AuditError> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let path = lock_path(log);
+    let io = |source| AuditError::Io {
+        path: path.clone(),
+        source,
+    };
+    let refused = |source| AuditError::LockUnsafe {
+        path: path.clone(),
+        source,
+    };
+    // The log's directory missing or unreadable: said of the log, as an open of it would.
+    let dir =
+        std::fs::metadata(crate::fileio::parent_dir(log)).map_err(|source| AuditError::Io {
+            path: log.to_path_buf(),
+            source,
+        })?;
+    let (owner, group) = (dir.uid(), dir.gid());
+    let me = nix::unistd::geteuid().as_raw();
+    if me != 0 && me != owner {
+        return Err(refused(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "the log's directory belongs to uid {owner}: only that user and root append to \
+                 the log, and this is uid {me}"
+            ),
+        )));
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io(std::io::Error::other(e)))?;
+    for _ in 0..LOCK_ROUNDS {
+        let lock = match sys::open_private_lock_file_of(&c, owner) {
+            Ok(fd) => std::fs::File::from(fd),
+            // Root, in another user's directory: the owner's lock is made for it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && me != owner => {
+                make_lock_of(&path, (owner, group)).map_err(io)?;
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(refused(e)),
+            Err(e) => return Err(io(e)),
+        };
+        sys::flock_exclusive(lock.as_fd()).map_err(io)?;
+        // Still the file at the name: one removed while this writer waited excludes no one (a
+        // writer coming now makes a new one and would append beside this one).
+        let held = lock.metadata().map_err(io)?;
+        let named = std::fs::symlink_metadata(&path);
+        if named.is_ok_and(|n| (n.dev(), n.ino()) == (held.dev(), held.ino())) {
+            return Ok(lock);
+        }
+    }
+    Err(io(std::io::Error::other(format!(
+        "the lock file was replaced while this process waited for it, {LOCK_ROUNDS} times"
+    ))))
+}
+
+/// Make `path` an empty lock file of `owner`'s, 0600, unless there is one (another writer made
+/// it first): a temporary file of root's, given its mode and owner, then linked to the name
+/// without replacing anything ([`crate::fileio::Reserved::commit`]).
+fn make_lock_of(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
+    use crate::fileio::FileError;
+    let made = crate::fileio::reserve(path, 0o600)
+        .and_then(|r| r.commit(b"", Some(0o600), Some(owner), false));
+    match made {
+        Ok(()) => Ok(()),
+        Err(FileError::Write { source, .. })
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            Ok(())
+        }
+        Err(FileError::Write { source, .. }) => Err(source),
+        Err(e) => Err(std::io::Error::other(e)),
+    }
+}
+
 /// Open the log (created 0640, exactly, when absent) to read and append. Its directory may be
 /// another user's (`/var/log/stockade` is the daemon's, and root's CLI appends to the same
 /// log), so what is at the name is checked before anything is written: no symlink is followed,
 /// the open does not block (`O_NONBLOCK`, cleared once the file is known to be regular: a FIFO
-/// made there would hang root's command, and through the log's lock every other writer's),
+/// made there would hang root's command, holding the log's lock, and so every other writer's),
 /// and only a regular file is taken, of one link when the writer is root or the file another
 /// user's (a hard link to some other file would have root append to that file and give it to
 /// the directory's owner: [`fileio::single_regular`]; a non-root writer's own file may be linked).
@@ -706,6 +835,16 @@ pub fn append_or_fail(log: &AuditLog, mut r: Record) -> Result<(), crate::error:
     }
     r.time = crate::keyfile::unix_now();
     log.append(r).map(|_| ()).map_err(|e| {
+        if let AuditError::LockUnsafe { path, .. } = &e {
+            let hint = format!(
+                "only the log directory's owner and root append to the log; a lock file of \
+                 another user's or that is not a regular file: remove {} (the next append \
+                 makes it again, 0600, that owner's)",
+                path.display()
+            );
+            return crate::error::CmdError::new(crate::exit::Exit::Config, "audit.unsafe", e)
+                .hint(hint);
+        }
         crate::error::CmdError::new(crate::exit::Exit::IoErr, "audit", e)
             .hint("fix the [audit] sinks in the policy (a file's directory must exist and be writable; `journal` needs the journal socket); a log shorter than its head: `stockade audit verify` names what is missing")
     })
@@ -811,6 +950,40 @@ mod tests {
         l.append(Record::new(Event::Launch, "ok")).unwrap();
         assert!(!stale.exists(), "not swept a minute later");
         assert_eq!(verify_chain(&std::fs::read_to_string(&p).unwrap()), Ok(4));
+    }
+
+    /// Writers lock `<log>.lock`, never the log: the log is 0640, and `flock` needs only a
+    /// descriptor, so any reader of it (a member of its group) could lock it for ever, and every
+    /// append waited for it (root's CLI, the daemon's loop). Here the reader is this process on
+    /// a descriptor of its own, whose lock conflicts as another process's would. The lock file
+    /// is 0600 and, found wider, narrowed back. The wait for the append is bounded only so that
+    /// a writer still waiting on the reader fails the test instead of hanging it.
+    #[test]
+    fn a_lock_on_the_log_itself_stalls_no_writer() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let (_d, p) = log(1);
+        let reader = std::fs::File::open(&p).unwrap();
+        let _held =
+            nix::fcntl::Flock::lock(reader, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+        let append = |p: &Path| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let p = p.to_path_buf();
+            std::thread::spawn(move || {
+                let _ = tx.send(file_log(&p).append(Record::new(Event::Launch, "ok")));
+            });
+            rx.recv_timeout(std::time::Duration::from_secs(30))
+                .expect("the append waited for the reader's lock on the log")
+                .unwrap()
+        };
+        assert_eq!(append(&p).seq, 1);
+        let mode = || std::fs::metadata(lock_path(&p)).unwrap().mode() & 0o7777;
+        assert_eq!(mode(), 0o600);
+        std::fs::set_permissions(lock_path(&p), std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(append(&p).seq, 2);
+        assert_eq!(mode(), 0o600, "narrowed back");
+        let head = read_head(&p).unwrap().unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(verify_with_head(&text, Some(&head)), Ok((3, false)));
     }
 
     #[test]

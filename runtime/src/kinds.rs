@@ -100,6 +100,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("revocation.state", Exit::Config),
     ("kv_store", Exit::Config),
     ("quarantine", Exit::Config),
+    ("audit.unsafe", Exit::Config),
     ("store.unsafe", Exit::Config),
     ("store.not_owner", Exit::Config),
     ("source.unsafe", Exit::Config),

@@ -1316,6 +1316,52 @@ fn stockade_within_30s(d: &Path, args: &[&str]) -> common::Run {
     }
 }
 
+/// `d/logs`, 0750 and `owner`'s (as the packaged `/var/log/stockade` is the daemon's user's),
+/// and the policy under `d/root-fs` appending to the audit log `logs/audit.log`, returned.
+fn audit_log_in_a_directory_of(d: &Path, owner: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let logs = d.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::chown(&logs, Some(owner), Some(owner)).unwrap();
+    let log = logs.join("audit.log");
+    write(
+        &d.join("root-fs/etc/stockade/policy.toml"),
+        &format!("version = 1\n[audit]\nfile = \"{}\"\n", log.display()),
+    );
+    log
+}
+
+/// Nothing named as a writer's temporary file (`.stockade-tmp-…`) is left in `dir`.
+fn no_temporary_file_in(dir: &Path) {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".stockade-tmp-")),
+        "{names:?}"
+    );
+}
+
+/// Root's `verify` of `pkg` in `d` under the policy of [`audit_log_in_a_directory_of`] (with
+/// `--json` when `json`), killed if it has not ended in 30 s.
+fn verify_audited(d: &Path, pkg: &str, json: bool) -> common::Run {
+    let args = [
+        "verify",
+        pkg,
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+        "--policy-root",
+        "root-fs",
+    ];
+    let json = json.then_some("--json");
+    let all: Vec<&str> = json.into_iter().chain(args).collect();
+    stockade_within_30s(d, &all)
+}
+
 /// The audit log's directory is another user's in the packaged layout (`/var/log/stockade`, the
 /// daemon's), and root's CLI writes there. What that user can put at the log's names must
 /// neither hang root's command nor have root write to, or give away, another file:
@@ -1336,30 +1382,9 @@ fn what_the_log_directorys_owner_plants_neither_hangs_nor_redirects_roots_audit_
     let pkg = fx.pack_hello();
     let d = fx.dir();
     let nobody = 65534;
+    let log = audit_log_in_a_directory_of(d, nobody);
     let logs = d.join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o750)).unwrap();
-    chown(&logs, Some(nobody), Some(nobody)).unwrap();
-    let log = logs.join("audit.log");
-    write(
-        &d.join("root-fs/etc/stockade/policy.toml"),
-        &format!("version = 1\n[audit]\nfile = \"{}\"\n", log.display()),
-    );
-    let verify = || {
-        stockade_within_30s(
-            d,
-            &[
-                "verify",
-                &pkg,
-                "--trust",
-                "trust",
-                "--state-dir",
-                "state",
-                "--policy-root",
-                "root-fs",
-            ],
-        )
-    };
+    let verify = || verify_audited(d, &pkg, false);
     let fifo = |p: &Path| {
         nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
         chown(p, Some(nobody), Some(nobody)).unwrap();
@@ -1406,14 +1431,7 @@ fn what_the_log_directorys_owner_plants_neither_hangs_nor_redirects_roots_audit_
         );
     }
     // No temporary file left behind.
-    let names: Vec<String> = std::fs::read_dir(&logs)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        names.iter().all(|n| !n.starts_with(".stockade-tmp-")),
-        "{names:?}"
-    );
+    no_temporary_file_in(&logs);
 
     // The log itself: a FIFO, then a hard link.
     std::fs::remove_file(&log).unwrap();
@@ -1428,4 +1446,87 @@ fn what_the_log_directorys_owner_plants_neither_hangs_nor_redirects_roots_audit_
     untouched("a hard link at the log");
     assert_eq!(r.code, 74, "{} {}", r.stdout, r.stderr);
     assert!(r.stderr.contains("another link"), "{}", r.stderr);
+}
+
+/// The audit log is 0640 and its directory's owner's (the daemon's user in the packaged layout),
+/// so every member of the log's group (there the `stockade` group, which gates the daemon's
+/// socket: the agents) can open it read-only — and `flock` needs no more. The writers locked the
+/// log itself: such a member held that lock for ever, and every audited command of root's hung
+/// (here `verify`, killed after 30 s), as did the daemon's loop. Writers now lock `<log>.lock`:
+/// 0600 and the directory's owner's (root hands over the one it makes), which that member
+/// cannot open. A lock file of another user's is refused (78 `audit.unsafe`, nothing written);
+/// the owner's, found wider, is narrowed back; one removed is made again.
+#[test]
+fn a_member_of_the_logs_group_cannot_stall_the_audit_writers() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    if !common::require_root()
+        || !common::require_tool("flock", "holding a lock as a member of the log's group")
+    {
+        return;
+    }
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let d = fx.dir();
+    // The daemon's user, and a user of its group only (an agent).
+    let (owner, member) = (65534, 65533);
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = audit_log_in_a_directory_of(d, owner);
+    let logs = d.join("logs");
+    let lock = logs.join("audit.log.lock");
+    let verify = || verify_audited(d, &pkg, true);
+    let owned = |p: &Path| {
+        let md = std::fs::metadata(p).unwrap();
+        (md.uid(), md.gid(), md.mode() & 0o7777)
+    };
+    let r = verify();
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert_eq!(owned(&log), (owner, owner, 0o640));
+
+    // The member locks the log (it can: the test would prove nothing otherwise); root's
+    // command still appends.
+    let (held, holder) = common::hold_lock_as(d, member, owner, "logs/audit.log", true);
+    let r = verify();
+    drop(holder);
+    assert!(held, "the group's member could not lock the log");
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    // Root made the writers' lock as the directory's owner's, 0600.
+    assert_eq!(owned(&lock), (owner, owner, 0o600));
+    // The writers' lock it cannot even open.
+    let (held, holder) = common::hold_lock_as(d, member, owner, "logs/audit.log.lock", true);
+    drop(holder);
+    assert!(!held, "the group's member held the audit writers' lock");
+    let r = ok(d, &["--json", "audit", "verify", log.to_str().unwrap()]);
+    assert_eq!(r.json()["records"], 2);
+    assert_eq!(r.json()["head"], "checked");
+
+    // A lock file of another user's (the member's): refused, the log and its head untouched.
+    chown(&lock, Some(member), Some(owner)).unwrap();
+    let before = (
+        std::fs::read(&log).unwrap(),
+        std::fs::read(logs.join("audit.log.head")).unwrap(),
+    );
+    let r = verify();
+    assert_eq!(r.code, 78, "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.kind(), "audit.unsafe", "{}", r.stdout);
+    assert!(r.stdout.contains("belongs to uid 65533"), "{}", r.stdout);
+    let after = (
+        std::fs::read(&log).unwrap(),
+        std::fs::read(logs.join("audit.log.head")).unwrap(),
+    );
+    assert!(before == after, "the log or its head changed");
+    // The owner's, made wider since (a recursive chmod): narrowed back by the next append.
+    chown(&lock, Some(owner), Some(owner)).unwrap();
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = verify();
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert_eq!(owned(&lock), (owner, owner, 0o600));
+    // Removed, as the hint says: made again, the owner's.
+    std::fs::remove_file(&lock).unwrap();
+    let r = verify();
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert_eq!(owned(&lock), (owner, owner, 0o600));
+    let r = ok(d, &["--json", "audit", "verify", log.to_str().unwrap()]);
+    assert_eq!(r.json()["records"], 4);
+    // No temporary file of the lock's making left behind.
+    no_temporary_file_in(&logs);
 }

@@ -511,3 +511,42 @@ fn root_on_the_service_users_state_directory_keeps_trees_only_where_a_sandbox_re
         r.stderr
     );
 }
+
+/// A kept tree is 0755 (the plugin's uid reads it) in a trees directory others may search
+/// (0711, the sandbox's init binds from it), and its name, the statement's SHA-256, is no
+/// secret: where the state directory can be searched by others too (0755 here; the service
+/// user's group at the packaged 0750), any user can open the tree and hold an exclusive lock
+/// on it for ever. `run` waited for that lock (killed after 60 s here), and so did every run of
+/// the package; now it passes such a tree over and extracts the package afresh, as after an
+/// eviction, leaving the tree as it is, and reuses it once it is free again.
+#[test]
+fn another_user_locking_a_kept_tree_stalls_no_run() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root() || !require_tool("flock", "holding the kept tree's lock as another user") {
+        return;
+    }
+    let fx = hello_c_fixture();
+    let nobody = 65534;
+    for d in [fx.dir().to_path_buf(), fx.path("state")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let tree_of_last = |fx: &Fixture| launch_details(fx).pop().unwrap()["tree"].clone();
+    let r = run(&fx, "c.stockade");
+    started_and_left_nothing(&fx, &r);
+    assert_eq!(tree_of_last(&fx), "kept", "{}", r.stderr);
+    let kept = trees(&fx);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+
+    let tree = format!("state/trees/{}", kept[0]);
+    let (held, holder) = hold_lock_as(fx.dir(), nobody, nobody, &tree, true);
+    assert!(held, "the other user could not lock the kept tree");
+    let r = run(&fx, "c.stockade");
+    drop(holder);
+    started_and_left_nothing(&fx, &r);
+    assert_eq!(tree_of_last(&fx), "temporary", "{}", r.stderr);
+    assert_eq!(trees(&fx), kept);
+
+    let r = run(&fx, "c.stockade");
+    started_and_left_nothing(&fx, &r);
+    assert_eq!(tree_of_last(&fx), "reused", "{}", r.stderr);
+}

@@ -880,32 +880,6 @@ fn an_update_that_runs_out_of_space_is_an_io_error_and_changes_nothing() {
     assert_eq!(fx.installed()["big"]["version"], "1.1.0");
 }
 
-/// Start `sh -c 'exec 3<LOCK && flock -s 3 …'` as `uid` in the fixture: what any user who can
-/// read the state directory does to hold the store's lock forever (`flock -s LOCK sleep
-/// infinity`). Whether it holds the lock (it says so once it does), and the process, to end.
-fn hold_lock_as(fx: &Fixture, uid: u32, lock: &str) -> (bool, std::process::Child) {
-    use std::io::BufRead;
-    use std::os::unix::process::CommandExt;
-    let mut child = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!("exec 3<{lock} && flock -s 3 && echo held && exec sleep 100000"),
-        ])
-        .current_dir(fx.dir())
-        .uid(uid)
-        .gid(uid)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    // Either "held", or nothing (EOF): the open or the flock failed and the shell exited.
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (line.trim() == "held", child)
-}
-
 /// The store's lock is root's alone. It was 0644, and `flock` needs only a descriptor: any user
 /// who can read the state directory (the daemon's user and group in the packaged layout)
 /// opened it read-only and held it forever, and every install, removal and recovery of root's
@@ -928,10 +902,9 @@ fn another_user_cannot_hold_roots_store_lock() {
     expect(&fx.store_install(&[&a], &[]), 0, "");
     let lock = state.join("store/lock");
     let mode = || std::fs::metadata(&lock).unwrap().mode() & 0o7777;
-    let (held, mut holder) = hold_lock_as(&fx, nobody, "state/store/lock");
+    let (held, holder) = hold_lock_as(fx.dir(), nobody, nobody, "state/store/lock", false);
     let r = fx.store_install(&[&b], &["--no-wait"]);
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    drop(holder);
     expect(&r, 0, "");
     assert!(!held, "another user held root's store lock");
     assert_eq!(mode(), 0o600);
@@ -940,9 +913,8 @@ fn another_user_cannot_hold_roots_store_lock() {
     std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
     assert!(fx.installed().contains_key("b"));
     assert_eq!(mode(), 0o600);
-    let (held, mut holder) = hold_lock_as(&fx, nobody, "state/store/lock");
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    let (held, holder) = hold_lock_as(fx.dir(), nobody, nobody, "state/store/lock", false);
+    drop(holder);
     assert!(!held, "the narrowed lock was still open to another user");
 
     // A lock of that user's (its own, put at the name): refused, nothing changed.

@@ -722,7 +722,7 @@ impl Daemon {
                     unix_now(),
                 )
                 .map_err(|err| {
-                    let stage = if err.kind() == "audit" {
+                    let stage = if matches!(err.kind(), "audit" | "audit.unsafe") {
                         "audit"
                     } else {
                         "policy"

@@ -31,8 +31,12 @@
 //! Concurrency: every user of a tree (a run on a kept one, a run extracting into a work
 //! directory here) holds a shared `flock` on it for as long as its plugin may read it; the
 //! eviction of the least recently used trees beyond the limit takes an exclusive lock without
-//! waiting and skips what is in use. A tree is made visible by one `renameat2(RENAME_NOREPLACE)`
-//! of a complete work directory, so a kept name never shows a partial tree.
+//! waiting and skips what is in use. No lock here is waited for: a kept tree can be opened by
+//! other users (0755), who could hold any lock on it for ever, so a run that finds its tree
+//! locked exclusively extracts the package afresh ([`Trees::find`]), and the only lock taken
+//! waiting is the one on a fresh 0700 work directory, which no other user can open. A tree is
+//! made visible by one `renameat2(RENAME_NOREPLACE)` of a complete work directory, so a kept
+//! name never shows a partial tree.
 //!
 //! Bounds: at most `trust.keep_trees` trees, and at most `trust.keep_trees_max_mib` of their
 //! files together (the sum of the files' sizes: the signed map's for the tree being kept, and
@@ -228,14 +232,25 @@ impl Trees {
     }
 
     /// The kept tree for `key` (a statement digest), locked and its use recorded; `None` when
-    /// there is none. Not checked yet: [`check_kept`] is the caller's.
+    /// there is none, or when it is locked exclusively. Not checked yet: [`check_kept`] is the
+    /// caller's.
+    ///
+    /// The shared lock is taken without waiting. An exclusive lock is an eviction's, which
+    /// renames the tree away at once (then this lookup would find it gone anyway), or another
+    /// user's: a kept tree is 0755 (the plugin's uid reads it), its name (the statement's
+    /// SHA-256) is no secret, and the trees directory is searchable by others (0711, the
+    /// sandbox's init binds from it) — so whoever can search the state directory (the service
+    /// user's group at 0750, everyone at 0755) can open a tree and `flock` it for ever, and a
+    /// waiting lookup stalled every `run` of that package. Without the tree the package is
+    /// extracted afresh, as after an eviction, into a work directory of its own (0700), which no
+    /// other user can open.
     pub fn find(&self, key: &str) -> Option<KeptTree> {
         if !self.enabled() || !is_key(key) {
             return None;
         }
         let anchor = self.anchor(false).ok()?;
         let path = anchor.path().join(key);
-        let lock = Flock::lock(open_dir(&path).ok()?, FlockArg::LockShared).ok()?;
+        let lock = Flock::lock(open_dir(&path).ok()?, FlockArg::LockSharedNonblock).ok()?;
         // Still under its name (an eviction may have renamed it before this lock was granted).
         let linked = std::fs::symlink_metadata(&path).ok()?;
         let held = lock.metadata().ok()?;
@@ -485,7 +500,8 @@ fn open_state_dir(path: &Path) -> std::io::Result<File> {
 }
 
 /// Open the directory `path` and take a shared lock on it: what marks a work or extraction
-/// directory in use for [`remove_if_unused`].
+/// directory in use for [`remove_if_unused`]. Waits for an exclusive lock, so only for a
+/// directory this process just made 0700, which no other user can open (and lock for ever).
 pub(super) fn lock_dir_shared(path: &Path) -> std::io::Result<Flock<File>> {
     Flock::lock(open_dir(path)?, FlockArg::LockShared).map_err(|(_, e)| std::io::Error::from(e))
 }
@@ -1038,6 +1054,32 @@ mod tests {
         // Off: nothing is found or kept.
         let off = Trees::new(state.path(), 0);
         assert!(off.find(KEY_A).is_none());
+    }
+
+    /// A kept tree is 0755 and its name public, so any user who can search the state directory
+    /// can open it and hold an exclusive lock on it for ever; a lookup that waited for that
+    /// lock stalled every run of the package. Such a tree is passed over (the package extracted
+    /// afresh, as after an eviction) and found again once the lock is gone. Here the holder is
+    /// this process on a descriptor of its own, which conflicts as another process's would;
+    /// the wait for the lookup is bounded only so that one still waiting fails the test
+    /// instead of hanging it.
+    #[test]
+    fn a_kept_tree_locked_exclusively_is_passed_over_not_waited_for() {
+        let (state, trees, _map) = with_a_kept();
+        let tree = open_dir(&state.path().join(TREES_DIR).join(KEY_A)).unwrap();
+        let held = Flock::lock(tree, FlockArg::LockExclusiveNonblock).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = trees.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(other.find(KEY_A).is_some());
+        });
+        let found = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the lookup waited for the exclusive lock");
+        assert!(!found, "a tree locked exclusively was taken");
+        drop(held);
+        assert!(trees.find(KEY_A).is_some());
+        assert_eq!(tree_names(state.path()), vec![KEY_A.to_string()]);
     }
 
     #[test]

@@ -588,8 +588,10 @@ pub fn poll(fds: &[(BorrowedFd<'_>, i16)], timeout_ms: i32) -> io::Result<Vec<i1
     }
 }
 
-/// Blocking exclusive `flock` (the audit log's writers queue on it); released when the
-/// descriptor is closed.
+/// Blocking exclusive `flock` (the audit log's writers queue on its lock file, the store's
+/// writers on the store's); released when the descriptor is closed. Only on a lock no process
+/// of another user can open ([`open_private_lock_file`]): whoever can open a lock can hold it,
+/// and this waits for ever.
 pub fn flock_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
     flock_blocking(fd, nix::fcntl::FlockArg::LockExclusive)
 }
@@ -642,7 +644,7 @@ pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
 /// else out — which is what makes 0644 harmless: any user who can open a lock file can hold it
 /// forever. The uid locks only (`/run/stockade/uids`, 0700, the daemon's user's; taken without
 /// waiting, a held one passed over: sandbox/uid.rs); a lock in a directory others can read is
-/// [`open_private_lock_file`]'s (the store's, the sources directory's).
+/// [`open_private_lock_file`]'s (the store's, the sources directory's, the audit log's).
 ///
 /// 0644 exactly: a file this call creates (`O_EXCL`, so it is known to be new) gets its mode
 /// through the descriptor, since the umask is taken off the one given to `open` — under a
@@ -656,30 +658,46 @@ pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
 /// with one link (a FIFO, a device, a hard link to some other file) is refused with
 /// `InvalidData`, as is a symlink (`O_NOFOLLOW`: ELOOP).
 pub fn open_lock_file(path: &CStr) -> io::Result<OwnedFd> {
-    open_lock_file_mode(path, 0o644)
+    open_lock_file_mode(path, 0o644, None)
 }
 
 /// [`open_lock_file`] for a lock only its owner may take: made `mode` (0600), so no other user
 /// can open it — `flock` needs only a descriptor — and hold it forever (the store's lock and
 /// the sources directory's, in directories the `stockade` user and group may read).
 pub fn open_private_lock_file(path: &CStr) -> io::Result<OwnedFd> {
-    open_lock_file_mode(path, 0o600)
+    open_lock_file_mode(path, 0o600, Some(nix::unistd::geteuid().as_raw()))
 }
 
-fn open_lock_file_mode(path: &CStr, mode: u32) -> io::Result<OwnedFd> {
+/// [`open_private_lock_file`] for a lock that belongs to `owner`, who may be another user than
+/// this one (root taking the audit log's lock, which is the log directory's owner's: only that
+/// user and root can open it). Made only when `owner` is this user; otherwise a missing file is
+/// `NotFound`, for the caller to make and hand over (never a file of this user's at the name,
+/// which `owner` could not open). Checked as [`open_private_lock_file`] checks: a regular file
+/// of one link, `owner`'s (else `InvalidData`), narrowed back to 0600 if found wider.
+pub fn open_private_lock_file_of(path: &CStr, owner: u32) -> io::Result<OwnedFd> {
+    open_lock_file_mode(path, 0o600, Some(owner))
+}
+
+/// Open (or, for the running user's own, make) a lock file of `mode`; a private one (no bit for
+/// group or others) must be `owner`'s.
+fn open_lock_file_mode(path: &CStr, mode: u32, owner: Option<u32>) -> io::Result<OwnedFd> {
     use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     let mode = Mode::from_bits_truncate(mode);
+    let me = nix::unistd::geteuid().as_raw();
+    let create = owner.is_none_or(|o| o == me);
     // A file removed between the create that found it and the open that wanted it is made
     // again; a few rounds, not forever.
     for _ in 0..3 {
-        match nix::fcntl::open(path, flags | OFlag::O_CREAT | OFlag::O_EXCL, mode) {
-            Ok(fd) => {
-                fchmod(&fd, mode).map_err(io_err)?;
-                return Ok(fd);
+        if create {
+            match nix::fcntl::open(path, flags | OFlag::O_CREAT | OFlag::O_EXCL, mode) {
+                Ok(fd) => {
+                    fchmod(&fd, mode).map_err(io_err)?;
+                    return Ok(fd);
+                }
+                Err(Errno::EEXIST) => {}
+                Err(e) => return Err(io_err(e)),
             }
-            Err(Errno::EEXIST) => {}
-            Err(e) => return Err(io_err(e)),
         }
         match nix::fcntl::open(path, flags, Mode::empty()) {
             Ok(fd) => {
@@ -699,12 +717,17 @@ fn open_lock_file_mode(path: &CStr, mode: u32) -> io::Result<OwnedFd> {
                 // A private lock that another user could open (another's file, or this user's
                 // made wider since — a recursive chmod, a restore) would let that user hold it
                 // forever: another's is refused, a wider one narrowed back to `mode`.
-                if mode.bits() & 0o077 == 0 {
-                    if st.st_uid != nix::unistd::geteuid().as_raw() {
+                if let Some(owner) = owner.filter(|_| mode.bits() & 0o077 == 0) {
+                    if st.st_uid != owner {
+                        let whose = if owner == me {
+                            "this user".to_string()
+                        } else {
+                            format!("uid {owner}")
+                        };
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             format!(
-                                "not a lock file of this user: it belongs to uid {}",
+                                "not a lock file of {whose}: it belongs to uid {}",
                                 st.st_uid
                             ),
                         ));
@@ -715,7 +738,7 @@ fn open_lock_file_mode(path: &CStr, mode: u32) -> io::Result<OwnedFd> {
                 }
                 return Ok(fd);
             }
-            Err(Errno::ENOENT) => {}
+            Err(Errno::ENOENT) if create => {}
             Err(e) => return Err(io_err(e)),
         }
     }
@@ -999,6 +1022,25 @@ mod tests {
             std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
             let e = open_private_lock_file(&c).unwrap_err();
             assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+            // Root taking another user's lock (the audit log's, the log directory's owner's):
+            // that user's is taken, and narrowed back; any other refused.
+            std::fs::set_permissions(&path, PermissionsExt::from_mode(0o644)).unwrap();
+            drop(open_private_lock_file_of(&c, 65534).unwrap());
+            assert_eq!(mode(), 0o600);
+            let e = open_private_lock_file_of(&c, 65533).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            assert!(
+                e.to_string()
+                    .contains("not a lock file of uid 65533: it belongs to uid 65534"),
+                "{e}"
+            );
+            // A missing one is not made as root's (that user could never open it): the
+            // caller makes it that user's.
+            let other = d.path().join(".other");
+            let c = std::ffi::CString::new(other.as_os_str().as_encoded_bytes()).unwrap();
+            let e = open_private_lock_file_of(&c, 65534).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound);
+            assert!(!other.exists());
         }
     }
 
