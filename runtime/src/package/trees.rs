@@ -445,7 +445,22 @@ fn evict(anchor: &Anchor, keep: usize, max_bytes: u64) {
 /// older than [`crate::fileio::LEFTOVER_AGE`], or [`crate::fileio::DEAD_MAKER_AGE`] when the
 /// pid its name carries is gone ([`leftover_is_stale`]).
 fn sweep_leftovers(anchor: &Anchor) {
-    let Ok(entries) = std::fs::read_dir(anchor.path()) else {
+    sweep_unlocked(&anchor.path(), |name, age, _| {
+        match name.strip_prefix(".work-") {
+            Some(rest) => leftover_is_stale(rest, age),
+            None => name.starts_with(".discard-"),
+        }
+    });
+}
+
+/// Remove each entry of `dir` that `leftover` (given its name, its age since last changed, and
+/// its metadata, symlinks not followed) calls a leftover, unless some process holds a lock on it
+/// ([`remove_if_unused`]). The one walk of the trees' and the extraction directories' sweeps.
+pub(super) fn sweep_unlocked(
+    dir: &Path,
+    leftover: impl Fn(&str, std::time::Duration, &std::fs::Metadata) -> bool,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     let now = SystemTime::now();
@@ -455,11 +470,7 @@ fn sweep_leftovers(anchor: &Anchor) {
         let age = now
             .duration_since(m.modified().unwrap_or(now))
             .unwrap_or_default();
-        let leftover = match name.strip_prefix(".work-") {
-            Some(rest) => leftover_is_stale(rest, age),
-            None => name.starts_with(".discard-"),
-        };
-        if leftover {
+        if leftover(&name, age, &m) {
             remove_if_unused(&e.path());
         }
     }

@@ -398,31 +398,17 @@ fn private_dir(parent: &Path) -> Result<FreshDir, VerifyError> {
 /// never a reason to fail a run.
 fn sweep_fresh_leftovers(parent: &Path) {
     use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
     let me = nix::unistd::geteuid().as_raw();
-    let now = std::time::SystemTime::now();
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(FRESH_PREFIX)) else {
-            continue;
+    super::trees::sweep_unlocked(parent, |name, age, m| {
+        let Some(rest) = name.strip_prefix(FRESH_PREFIX) else {
+            return false;
         };
-        if crate::fileio::leftover_maker(rest).is_none() {
-            continue;
-        }
-        // `DirEntry::metadata` does not follow a symlink: only a real directory of ours.
-        let Ok(m) = e.metadata() else { continue };
-        if !m.is_dir() || m.uid() != me {
-            continue;
-        }
-        let age = now
-            .duration_since(m.modified().unwrap_or(now))
-            .unwrap_or_default();
-        if crate::fileio::leftover_is_stale(rest, age) {
-            super::trees::remove_if_unused(&e.path());
-        }
-    }
+        // The metadata is the entry's own (a symlink not followed): only a real directory of ours.
+        crate::fileio::leftover_maker(rest).is_some()
+            && m.is_dir()
+            && m.uid() == me
+            && crate::fileio::leftover_is_stale(rest, age)
+    });
 }
 
 impl CheckedPackage {
