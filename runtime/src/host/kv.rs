@@ -266,9 +266,12 @@ impl Dirs {
             // must be that owner's: one of root's (an earlier build's) would be used by root
             // alone and unreadable to the daemon.
             let expected = store_owner(hand_to);
-            if st.st_uid == me && st.st_uid == expected && st.st_mode & 0o022 != 0 {
-                // Ours, made under a permissive umask by an earlier build: closed, not refused.
-                let mode = Mode::from_bits_truncate(st.st_mode & 0o755);
+            if st.st_uid == expected && (me == expected || me == 0) && st.st_mode & 0o077 != 0 {
+                // Ours (or root's to change), made by an earlier build (0755) or under a
+                // permissive umask: closed to 0700, not refused. Not only against writers: a
+                // store's lock file (0644 from earlier builds) that others can reach is one they
+                // can `flock` and hold, stalling every put of the daemon's loop.
+                let mode = Mode::from_bits_truncate(st.st_mode & 0o700);
                 nix::sys::stat::fchmod(&next, mode)?;
                 st = nix::sys::stat::fstat(&next)?;
             }
@@ -388,7 +391,7 @@ impl Dirs {
             &self.fd,
             lock,
             flags,
-            Mode::from_bits_truncate(0o644),
+            Mode::from_bits_truncate(0o600),
         )?))
     }
 
@@ -401,7 +404,7 @@ impl Dirs {
     /// and the name removed again if the hand-over fails.
     fn create_lock_handed_over(&self, lock: &str, (uid, gid): (u32, u32)) -> io::Result<fs::File> {
         let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
-        let f = match openat(&self.fd, ".", flags, Mode::from_bits_truncate(0o644)) {
+        let f = match openat(&self.fd, ".", flags, Mode::from_bits_truncate(0o600)) {
             Ok(fd) => fs::File::from(fd),
             Err(Errno::EOPNOTSUPP | Errno::EISDIR) => {
                 let f = self.create_lock_directly(lock)?;
@@ -1192,12 +1195,16 @@ mod tests {
             KvStore::open(d.path(), "t/p", quota()),
             Err(KvError::Load { .. })
         ));
-        // One of ours that others may write to (an earlier build, a permissive umask): closed.
-        fs::create_dir(kv.join("u")).unwrap();
-        fs::set_permissions(kv.join("u"), fs::Permissions::from_mode(0o777)).unwrap();
-        KvStore::open(d.path(), "u/p", quota()).unwrap();
-        let m = fs::metadata(kv.join("u")).unwrap().permissions().mode();
-        assert_eq!(m & 0o777, 0o755);
+        // One of ours that others may write to, or only reach (an earlier build's 0755, whose
+        // 0644 lock files anyone could hold a lock on): closed to 0700.
+        for mode in [0o777, 0o755] {
+            fs::create_dir(kv.join("u")).unwrap();
+            fs::set_permissions(kv.join("u"), fs::Permissions::from_mode(mode)).unwrap();
+            KvStore::open(d.path(), "u/p", quota()).unwrap();
+            let m = fs::metadata(kv.join("u")).unwrap().permissions().mode();
+            assert_eq!(m & 0o777, 0o700, "{mode:o}");
+            fs::remove_dir_all(kv.join("u")).unwrap();
+        }
         // Another uid's (not the state directory's owner): refused.
         if nix::unistd::geteuid().is_root() {
             fs::create_dir(kv.join("v")).unwrap();
@@ -1407,7 +1414,7 @@ mod tests {
             ("kv", 0o700),
             ("kv/sig", 0o700),
             ("kv/sig/p.json", 0o600),
-            ("kv/sig/p.lock", 0o644),
+            ("kv/sig/p.lock", 0o600),
         ] {
             let m = fs::metadata(d.path().join(p)).unwrap();
             assert_eq!((m.uid(), m.gid()), (65534, 65534), "{p}");
