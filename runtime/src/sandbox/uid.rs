@@ -177,6 +177,30 @@ pub struct UidLease {
     _lock: OwnedFd,
 }
 
+/// Close `dir` to other users (0700) if it was found wider (made by hand, or by an older build
+/// under a permissive umask): the uid locks in it are 0644 — root and the daemon's user both
+/// open them — so any user who could reach them could `flock` every one and hold it, and every
+/// launch would fail as out of uids. Best effort: a directory this process may not change stays
+/// as it is (a denial of service at worst, never a shared uid: a held lock is a busy uid).
+fn close_to_others(dir: &Path) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // Through a descriptor of the directory itself: a name swapped for a link meanwhile (by the
+    // owner of the directory above) never has its target's mode changed.
+    let Ok(d) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+    else {
+        return;
+    };
+    if let Ok(m) = d.metadata() {
+        let mode = m.permissions().mode();
+        if mode & 0o077 != 0 {
+            let _ = d.set_permissions(fs::Permissions::from_mode(mode & 0o700));
+        }
+    }
+}
+
 /// Take the first free uid of `[first, first + count)` under `dir`.
 ///
 /// A uid whose lock file cannot be used — a FIFO, device, symlink or hard link planted at its
@@ -196,6 +220,7 @@ pub fn allocate(dir: &Path, first: u32, count: u32) -> Result<UidLease, UidError
         .mode(0o700)
         .create(dir)
         .map_err(err(dir))?;
+    close_to_others(dir);
     let mut unusable: Option<(u32, PathBuf, io::Error)> = None;
     for uid in first..first.saturating_add(count) {
         let path = dir.join(format!("{uid}.lock"));
@@ -271,6 +296,18 @@ mod tests {
         assert_eq!(owners(), ["bob", "carol"]);
         fs::remove_file(uids).unwrap();
         assert_eq!(owners(), ["carol"]);
+    }
+
+    /// A uid directory found open to others (0755: its 0644 locks reachable, so anyone could
+    /// hold every uid) is closed to 0700 before a uid is taken from it.
+    #[test]
+    fn a_uid_directory_open_to_others_is_closed() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let _lease = allocate(t.path(), 300_000, 2).unwrap();
+        let mode = fs::metadata(t.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]
