@@ -1000,3 +1000,50 @@ fn a_lockless_verify_racing_installs_and_removals_reports_no_false_problem() {
     assert!(done.success(), "root's installs and removals failed");
     assert!(runs > 1);
 }
+
+/// Root's `verify` of its installed plugins only reads, so it works on a read-only state
+/// directory — also with the 0644 lock an earlier build left, which it can then not narrow
+/// (EROFS): it reads without the lock, as another user does, rather than fail with 74
+/// `store.io` (it did, since the owner's view narrowed the lock).
+#[test]
+fn the_owners_verify_reads_a_read_only_store_with_an_earlier_builds_lock() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root() || !require_tool("mount", "a read-only bind mount of the state directory") {
+        return;
+    }
+    let fx = setup();
+    let p = pack(&fx, "p", "1.0.0", &[]);
+    expect(&fx.store_install(&[&p], &[]), 0, "");
+    let lock = fx.path("state/store/lock");
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let state = fx.path("state");
+    let s = state.to_str().unwrap();
+    let mount = |a: &[&str]| {
+        std::process::Command::new("mount")
+            .args(a)
+            .status()
+            .unwrap()
+            .success()
+    };
+    /// Unmounts whatever the test does.
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    assert!(mount(&["--bind", s, s]));
+    let _unmount = Unmount(state.clone());
+    assert!(mount(&["-o", "remount,bind,ro", s]));
+    let r = verify_installed(&fx, None);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["plugins"][0]["ok"], true, "{}", r.stdout);
+    let r = verify_installed(&fx, Some("p"));
+    expect(&r, 0, "");
+    drop(_unmount);
+    // Nothing was changed: the lock is still the earlier build's, until a writer narrows it.
+    let mode = || std::fs::metadata(&lock).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(), 0o644);
+    expect(&remove(&fx, "p", &[]), 0, "");
+    assert_eq!(mode(), 0o600);
+}

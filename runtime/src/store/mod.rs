@@ -392,11 +392,28 @@ fn check_own(held: &HeldDir) -> Result<(), StoreError> {
 /// as the sources directory's lock). Called by the store's owner only ([`check_own`]); other
 /// users read without it ([`Store::view`]).
 fn open_lock(held: &HeldDir) -> Result<OwnedFd, StoreError> {
+    open_lock_with(held, sys::open_private_lock_file)
+}
+
+/// [`open_lock`] for the owner's read-only view ([`Store::view`]), which changes nothing and so
+/// must work where nothing can be changed: `None` when the file system is read-only and the
+/// lock is missing or an earlier build's 0644 (it can be neither made nor narrowed; root's
+/// `verify` on a read-only state directory failed with 74 on that `fchmod`). The view then
+/// reads without it, as any other user does: it does not take a lock others might hold for
+/// ever. Another user's lock is refused all the same.
+fn open_lock_to_read(held: &HeldDir) -> Result<Option<OwnedFd>, StoreError> {
+    open_lock_with(held, sys::open_private_lock_file_to_read)
+}
+
+fn open_lock_with<T>(
+    held: &HeldDir,
+    open: impl FnOnce(&std::ffi::CStr) -> std::io::Result<T>,
+) -> Result<T, StoreError> {
     let lock_path = held.join("lock");
     let shown = lock_path.shown();
     let c = CString::new(lock_path.path().as_os_str().as_bytes())
         .map_err(|e| io("bad path", shown)(std::io::Error::other(e)))?;
-    sys::open_private_lock_file(&c).map_err(|source| {
+    open(&c).map_err(|source| {
         if source.kind() == std::io::ErrorKind::InvalidData {
             StoreError::LockUnsafe {
                 path: shown.to_path_buf(),
@@ -540,19 +557,23 @@ impl Store {
     }
 
     /// The store for reading ([`StoreView`]), or `None` when there is none (nothing is
-    /// installed). The store's owner takes its lock shared, waiting for a writer in progress;
-    /// any other user reads without it (the lock is the owner's alone: [`open_lock`]), and
-    /// [`StoreView::settle`] tells a finding from an install or removal done meanwhile.
+    /// installed). The store's owner takes its lock shared, waiting for a writer in progress
+    /// (unless a read-only file system keeps the lock from being made or narrowed:
+    /// [`open_lock_to_read`]); any other user reads without it (the lock is the owner's alone:
+    /// [`open_lock`]), and [`StoreView::settle`] tells a finding from an install or removal
+    /// done meanwhile.
     pub fn view(state_dir: &Path) -> Result<Option<StoreView>, StoreError> {
         let Some(held) = held_existing(state_dir)? else {
             return Ok(None);
         };
         let owner = owner_of(&held)?;
         let lock = if owner == nix::unistd::geteuid().as_raw() {
-            let lock = open_lock(&held)?;
-            let shown = held.join("lock");
-            sys::flock_shared(lock.as_fd()).map_err(io("cannot lock", shown.shown()))?;
-            Some(lock)
+            let lock = open_lock_to_read(&held)?;
+            if let Some(lock) = &lock {
+                let shown = held.join("lock");
+                sys::flock_shared(lock.as_fd()).map_err(io("cannot lock", shown.shown()))?;
+            }
+            lock
         } else {
             None
         };

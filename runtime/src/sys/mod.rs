@@ -658,14 +658,26 @@ pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
 /// with one link (a FIFO, a device, a hard link to some other file) is refused with
 /// `InvalidData`, as is a symlink (`O_NOFOLLOW`: ELOOP).
 pub fn open_lock_file(path: &CStr) -> io::Result<OwnedFd> {
-    open_lock_file_mode(path, 0o644, None)
+    open_lock_file_mode(path, 0o644, None, false)?.ok_or_else(|| io_err(Errno::EROFS))
 }
 
 /// [`open_lock_file`] for a lock only its owner may take: made `mode` (0600), so no other user
 /// can open it — `flock` needs only a descriptor — and hold it forever (the store's lock and
 /// the sources directory's, in directories the `stockade` user and group may read).
 pub fn open_private_lock_file(path: &CStr) -> io::Result<OwnedFd> {
-    open_lock_file_mode(path, 0o600, Some(nix::unistd::geteuid().as_raw()))
+    let me = nix::unistd::geteuid().as_raw();
+    open_lock_file_mode(path, 0o600, Some(me), false)?.ok_or_else(|| io_err(Errno::EROFS))
+}
+
+/// [`open_private_lock_file`] for a reader, which changes nothing and so must work on a
+/// read-only file system: `None` when the lock is missing or wider than private (an earlier
+/// build's 0644) and the file system is read-only (`EROFS`), so that it can be neither made
+/// nor narrowed — the caller reads without it rather than fail, or take a lock another user
+/// could be holding for ever. Another user's lock, or one that is not a regular file of one
+/// link, is refused as by [`open_private_lock_file`].
+pub fn open_private_lock_file_to_read(path: &CStr) -> io::Result<Option<OwnedFd>> {
+    let me = nix::unistd::geteuid().as_raw();
+    open_lock_file_mode(path, 0o600, Some(me), true)
 }
 
 /// [`open_private_lock_file`] for a lock that belongs to `owner`, who may be another user than
@@ -675,12 +687,18 @@ pub fn open_private_lock_file(path: &CStr) -> io::Result<OwnedFd> {
 /// which `owner` could not open). Checked as [`open_private_lock_file`] checks: a regular file
 /// of one link, `owner`'s (else `InvalidData`), narrowed back to 0600 if found wider.
 pub fn open_private_lock_file_of(path: &CStr, owner: u32) -> io::Result<OwnedFd> {
-    open_lock_file_mode(path, 0o600, Some(owner))
+    open_lock_file_mode(path, 0o600, Some(owner), false)?.ok_or_else(|| io_err(Errno::EROFS))
 }
 
 /// Open (or, for the running user's own, make) a lock file of `mode`; a private one (no bit for
-/// group or others) must be `owner`'s.
-fn open_lock_file_mode(path: &CStr, mode: u32, owner: Option<u32>) -> io::Result<OwnedFd> {
+/// group or others) must be `owner`'s. `None` only when `read_only_ok` and a read-only file
+/// system keeps it from being made or narrowed to `mode`.
+fn open_lock_file_mode(
+    path: &CStr,
+    mode: u32,
+    owner: Option<u32>,
+    read_only_ok: bool,
+) -> io::Result<Option<OwnedFd>> {
     use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     let mode = Mode::from_bits_truncate(mode);
@@ -693,9 +711,10 @@ fn open_lock_file_mode(path: &CStr, mode: u32, owner: Option<u32>) -> io::Result
             match nix::fcntl::open(path, flags | OFlag::O_CREAT | OFlag::O_EXCL, mode) {
                 Ok(fd) => {
                     fchmod(&fd, mode).map_err(io_err)?;
-                    return Ok(fd);
+                    return Ok(Some(fd));
                 }
                 Err(Errno::EEXIST) => {}
+                Err(Errno::EROFS) if read_only_ok => return Ok(None),
                 Err(e) => return Err(io_err(e)),
             }
         }
@@ -733,10 +752,14 @@ fn open_lock_file_mode(path: &CStr, mode: u32, owner: Option<u32>) -> io::Result
                         ));
                     }
                     if st.st_mode & 0o077 != 0 {
-                        fchmod(&fd, mode).map_err(io_err)?;
+                        match fchmod(&fd, mode) {
+                            Ok(()) => {}
+                            Err(Errno::EROFS) if read_only_ok => return Ok(None),
+                            Err(e) => return Err(io_err(e)),
+                        }
                     }
                 }
-                return Ok(fd);
+                return Ok(Some(fd));
             }
             Err(Errno::ENOENT) if create => {}
             Err(e) => return Err(io_err(e)),
