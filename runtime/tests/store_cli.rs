@@ -633,9 +633,13 @@ fn the_daemons_user_cannot_turn_roots_store_commands_against_the_host() {
     expect(&r, 78, "store.unsafe");
     assert!(r.stdout.contains("is a symlink"), "{}", r.stdout);
     assert!(victim.join("file.conf").exists() && victim.join("important").exists());
-    // Root's store; a leftover of an interrupted install of root's in staging.
+    // Root's store (made by an install: `list` makes none); a leftover of an interrupted
+    // install of root's in staging.
     std::fs::remove_file(state.join("store")).unwrap();
     expect(&list(), 0, "");
+    assert!(!state.join("store").exists(), "list made a store");
+    let p = pack(&fx, "p", "1.0.0", &[]);
+    expect(&fx.store_install(&[&p], &[]), 0, "");
     std::fs::create_dir(state.join("store/staging/install-x")).unwrap();
     let as_nobody = |args: &[&str]| stockade_as(nobody, fx.dir(), args);
     let o = as_nobody(&["source", "refresh", "--state-dir", "state"]);
@@ -1046,4 +1050,61 @@ fn the_owners_verify_reads_a_read_only_store_with_an_earlier_builds_lock() {
     assert_eq!(mode(), 0o644);
     expect(&remove(&fx, "p", &[]), 0, "");
     assert_eq!(mode(), 0o600);
+}
+
+/// Where there is no store yet, the daemon's user's `list` (and `remove`) make none: `list`
+/// shows nothing and exits 0, and root's install then makes root's store. `list` opened the
+/// store as an install does and made `state/store` that user's, after which root's `list` and
+/// `install` failed with 78 `store.unsafe` ("belongs to uid 65534"). And a user who may write a
+/// state directory that is neither its own nor does it run as root cannot make the store there
+/// with an `install` (78 `store.not_owner`, nothing made).
+#[test]
+fn another_users_list_remove_and_install_make_no_store() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    if !require_root() {
+        return;
+    }
+    let (fx, state, nobody) = packaged_layout();
+    let as_nobody = |args: &[&str]| stockade_as(nobody, fx.dir(), args);
+    let r = as_nobody(&["--json", "list", "--state-dir", "state"]);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["plugins"], serde_json::json!([]), "{}", r.stdout);
+    assert!(!state.join("store").exists(), "list made a store");
+    let r = as_nobody(&[
+        "--json",
+        "remove",
+        "p",
+        "--state-dir",
+        "state",
+        "--policy-root",
+        "policy-root",
+    ]);
+    expect(&r, 104, "store.not_installed");
+    assert!(!state.join("store").exists(), "remove made a store");
+    let p = pack(&fx, "p", "1.0.0", &[]);
+    expect(&fx.store_install(&[&p], &[]), 0, "");
+    assert!(fx.installed().contains_key("p"));
+    let r = as_nobody(&["--json", "list", "--state-dir", "state"]);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["plugins"][0]["name"], "p", "{}", r.stdout);
+
+    // A state directory of root's that others may write: not that user's to make a store in.
+    let shared = fx.path("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    chown(&shared, Some(0), Some(0)).unwrap();
+    let r = as_nobody(&[
+        "--json",
+        "install",
+        &p,
+        "--trust",
+        "trust",
+        "--state-dir",
+        "shared",
+        "--policy-root",
+        "policy-root",
+    ]);
+    expect(&r, 78, "store.not_owner");
+    assert!(r.stdout.contains("belongs to uid 0"), "{}", r.stdout);
+    assert!(!shared.join("store").exists(), "install made a store");
 }

@@ -60,6 +60,14 @@ pub(crate) fn store_err(e: StoreError) -> CmdError {
                 "only the store's owner (uid {owner}) installs, removes or recovers; run the \
                  command as that user (`list` and `verify` read any store)"
             )),
+        StoreError::NotStateOwner { owner, .. } => {
+            CmdError::new(Exit::Config, "store.not_owner", e).hint(format!(
+                "a store made by this user would be this user's, and the state directory's \
+                 users would refuse it; run the command as root or as the state directory's \
+                 owner (uid {owner}), or give this user a state directory of its own \
+                 (--state-dir)"
+            ))
+        }
         StoreError::NotInstalled(_) => CmdError::new(Exit::NotInstalled, "store.not_installed", e)
             .hint("pass a package file or an installed plugin's name (`stockade list` shows them)"),
         StoreError::File(FileError::TooLarge { .. }) => CmdError::new(Exit::SizeCap, "size_cap", e),
@@ -837,9 +845,15 @@ struct ListItem {
 pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
     // Recover when this process can take the lock and write; a reader without write access (or
     // while an install holds the lock) still gets a consistent view: the registry is only ever
-    // replaced by rename.
-    let (reg, root) = match Store::open(&a.store.state_dir, true) {
-        Ok((st, _)) => (st.registry().clone(), st.root().to_path_buf()),
+    // replaced by rename. No store is made: there is nothing to list, and one made by the
+    // daemon's user (whose state directory it is in the packaged layout) would be that user's,
+    // which root's commands then refused (78 `store.unsafe`).
+    let (reg, root) = match Store::open_existing(&a.store.state_dir, true) {
+        Ok(Some((st, _))) => (st.registry().clone(), st.root().to_path_buf()),
+        Ok(None) => (
+            crate::store::Registry::default(),
+            a.store.state_dir.join(crate::store::STORE_DIR),
+        ),
         Err(
             e @ (StoreError::Corrupt { .. }
             | StoreError::Schema { .. }
@@ -938,9 +952,13 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
 pub fn remove(a: RemoveArgs, out: Output) -> Result<Exit, CmdError> {
     let defaults = operator_defaults(&a.root.policy_root)?;
     let log = AuditLog::from_policy(&defaults.audit);
-    let (mut store, _) =
-        Store::open(&a.store.state_dir, a.store.lock.no_wait).map_err(store_err)?;
-    let Some(p) = store.registry().plugins.get(&a.id).cloned() else {
+    // No store is made for a removal: without one nothing is installed.
+    let store =
+        Store::open_existing(&a.store.state_dir, a.store.lock.no_wait).map_err(store_err)?;
+    let Some((mut store, p)) = store.and_then(|(st, _)| {
+        let p = st.registry().plugins.get(&a.id).cloned()?;
+        Some((st, p))
+    }) else {
         return Err(CmdError::msg(
             Exit::NotInstalled,
             "store.not_installed",

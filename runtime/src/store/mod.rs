@@ -140,6 +140,21 @@ pub enum StoreError {
         /// The running user.
         me: u32,
     },
+    /// There is no store yet, and the state directory is neither this user's nor is this user
+    /// root: a store made here would be this user's, which the state directory's users would
+    /// then refuse ([`Store::open`]).
+    #[error(
+        "the state directory {} belongs to uid {owner}: only that user or root makes its store, not this user (uid {me})",
+        path.display()
+    )]
+    NotStateOwner {
+        /// The state directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The running user.
+        me: u32,
+    },
     /// An argument that can only be a plugin name (no such file) names no installed plugin.
     #[error("`{0}` is neither a file nor an installed plugin")]
     NotInstalled(String),
@@ -383,6 +398,26 @@ fn check_own(held: &HeldDir) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Whether this user may make the store in `state_dir`, which has none: root may (the packaged
+/// layout: root's store in the daemon's user's state directory), and so may the state
+/// directory's owner; anyone else who can write there (a group-writable state directory) would
+/// make a store of its own there, which the store's rightful users then refuse
+/// ([`HeldDir`]: another user's store): [`StoreError::NotStateOwner`], before anything is made.
+fn check_may_make(state_dir: &Path) -> Result<(), StoreError> {
+    let me = nix::unistd::geteuid().as_raw();
+    let owner = std::fs::metadata(state_dir)
+        .map_err(io("cannot stat", state_dir))?
+        .uid();
+    if me != 0 && owner != me {
+        return Err(StoreError::NotStateOwner {
+            path: state_dir.to_path_buf(),
+            owner,
+            me,
+        });
+    }
+    Ok(())
+}
+
 /// Open the held store directory's lock file (made if missing), which only the store's owner
 /// may open: `flock` needs nothing but a descriptor, so any user who could open it — it was
 /// 0644, and the packaged state directory is readable by the daemon's user and group — could
@@ -505,9 +540,41 @@ impl Store {
     /// after any interrupted run.
     pub fn open(state_dir: &Path, no_wait: bool) -> Result<(Self, Recovery), StoreError> {
         crate::state::ensure_dir(state_dir)?;
-        // Shown absolute, so the paths `list` and `install` print work from anywhere (and so
-        // are `staging/` and `plugins/`, opened through it).
-        let held = HeldDir::open(state_dir, STORE_DIR, Some(0o755))?.canonical_shown();
+        let held = match held_existing(state_dir)? {
+            Some(held) => held,
+            None => {
+                // A store this user made would be this user's, and then no one else's
+                // (another's store is refused: [`HeldDir`]): refused before it is made.
+                check_may_make(state_dir)?;
+                // Shown absolute, so the paths `list` and `install` print work from anywhere
+                // (and so are `staging/` and `plugins/`, opened through it).
+                HeldDir::open(state_dir, STORE_DIR, Some(0o755))?.canonical_shown()
+            }
+        };
+        Self::open_held(state_dir, held, no_wait)
+    }
+
+    /// [`Store::open`] of a store that exists, making nothing (`None`: there is none, so
+    /// nothing is installed): for `list` and `remove`, which have nothing to put in a new one
+    /// — `list` as the daemon's user made a store of that user's in the packaged layout, which
+    /// root's commands then refused (78 `store.unsafe`).
+    pub fn open_existing(
+        state_dir: &Path,
+        no_wait: bool,
+    ) -> Result<Option<(Self, Recovery)>, StoreError> {
+        let Some(held) = held_existing(state_dir)? else {
+            return Ok(None);
+        };
+        Self::open_held(state_dir, held, no_wait).map(Some)
+    }
+
+    /// [`Store::open`] once the store directory is held: its owner's check, the lock, the
+    /// layout and recovery.
+    fn open_held(
+        state_dir: &Path,
+        held: HeldDir,
+        no_wait: bool,
+    ) -> Result<(Self, Recovery), StoreError> {
         // Only the owner changes the store (another user could not clean root's 0700 staging,
         // nor open its lock): said before anything is touched.
         check_own(&held)?;
