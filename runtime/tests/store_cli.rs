@@ -1108,3 +1108,62 @@ fn another_users_list_remove_and_install_make_no_store() {
     assert!(r.stdout.contains("belongs to uid 0"), "{}", r.stdout);
     assert!(!shared.join("store").exists(), "install made a store");
 }
+
+/// A plugin whose tree really was changed is reported as tampered (105) by every lockless
+/// verify of it, however busy root keeps the store with another plugin meanwhile. A finding
+/// used to stand only if the registry file was the one first read, so every commit of the
+/// other plugin sent it round again, and after 3 rounds it was reported "installed anew" with
+/// 108: 8 of 13 runs here, and an agent retrying on 108 never saw the tampering.
+#[test]
+fn a_tampered_plugin_is_reported_while_root_changes_another() {
+    if !require_root() {
+        return;
+    }
+    let (fx, state, nobody) = packaged_layout();
+    let t = pack(&fx, "t", "1.0.0", &[]);
+    let q = pack(&fx, "q", "1.0.0", &[]);
+    expect(&fx.store_install(&[&t], &[]), 0, "");
+    let tdir = std::fs::read_dir(state.join("store/plugins"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("t-"))
+        .unwrap()
+        .path();
+    std::fs::write(tdir.join("tree/entrypoint"), b"#!/bin/sh\necho evil\n").unwrap();
+    let flags = STORE_FLAGS.join(" ");
+    let bin = env!("CARGO_BIN_EXE_stockade");
+    let script = format!(
+        "for i in $(seq 1 25); do '{bin}' install {q} {flags} >/dev/null && \
+         '{bin}' remove q --state-dir state --policy-root policy-root >/dev/null || exit 1; done"
+    );
+    let mut writer = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(fx.dir())
+        .env_remove("STOCKADE_STATE_DIR")
+        .env_remove("STOCKADE_TRUST_DIR")
+        .env("STOCKADE_SOURCES_DIR", fx.path(SOURCES_DIR))
+        .spawn()
+        .unwrap();
+    let mut args = vec!["--json", "verify", "t"];
+    args.extend_from_slice(&STORE_FLAGS);
+    let mut runs = 0;
+    let done = loop {
+        let finished = writer.try_wait().unwrap();
+        let r = stockade_as(nobody, fx.dir(), &args);
+        runs += 1;
+        expect(&r, 105, "");
+        let j = r.json();
+        assert!(
+            j["plugins"][0]["problems"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty()),
+            "{}",
+            r.stdout
+        );
+        if let Some(status) = finished {
+            break status;
+        }
+    };
+    assert!(done.success(), "root's installs and removals failed");
+    assert!(runs > 1);
+}

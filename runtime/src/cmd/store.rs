@@ -1099,8 +1099,8 @@ fn check_installed(
 }
 
 /// The status of a `verify` of several plugins so far (`exit`) once `next` is added: the first
-/// verification failure's code, else 105 if a tree changed, else 108 if a plugin kept changing
-/// while it was checked, else 0.
+/// verification failure's code, else 105 if a tree changed, else 108 if a plugin's own entry or
+/// directory kept changing while it was checked, else 0.
 fn first_failure(exit: Exit, next: Exit) -> Exit {
     let rank = |e: Exit| match e {
         Exit::Ok => 0,
@@ -1118,7 +1118,7 @@ fn first_failure(exit: Exit, next: Exit) -> Exit {
 /// `stockade verify [ID]` for installed plugins: re-run the whole verification of each stored
 /// package, check its digest against the registry, and compare the installed tree with the signed
 /// file map. Exit: the first verification failure's code, else 105 if a tree changed, else 0
-/// (108 for a plugin installed anew each time it was checked).
+/// (108 for a plugin whose own registry entry or directory changed during each of its checks).
 pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Result<Exit, CmdError> {
     let (log, cfg, node) = verify_context(&a.trust, &a.root.policy_root)?;
     // Never recovered or made: verifying changes nothing, and whoever can read the state
@@ -1164,8 +1164,9 @@ pub fn verify_installed(a: VerifyArgs, id: Option<String>, out: Output) -> Resul
             }
             Settled::Busy(p) => {
                 let why = format!(
-                    "installed anew each of the {} times it was checked: installs are in \
-                     progress; verify again",
+                    "it was installed or removed again while each of the {} checks of it ran \
+                     (its registry entry or its directory changed): no verdict yet; verify \
+                     again",
                     crate::store::SETTLE_ROUNDS
                 );
                 items.push(VerifyItem {
