@@ -955,6 +955,19 @@ fn another_user_cannot_hold_roots_store_lock() {
     assert!(plugins.iter().all(|p| p["ok"] == true), "{}", r.stdout);
 }
 
+/// Root's store commands in `script` (sh), run in the fixture in the background: the writer a
+/// lockless reader races.
+fn root_writer(fx: &Fixture, script: &str) -> std::process::Child {
+    std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(fx.dir())
+        .env_remove("STOCKADE_STATE_DIR")
+        .env_remove("STOCKADE_TRUST_DIR")
+        .env("STOCKADE_SOURCES_DIR", fx.path(SOURCES_DIR))
+        .spawn()
+        .unwrap()
+}
+
 /// The daemon's user verifies root's store without its lock while root upgrades, removes and
 /// installs again, over and over: no verify reports a problem — a directory removed under its
 /// check is confirmed against the registry read again, and is the removal or upgrade it is.
@@ -976,14 +989,7 @@ fn a_lockless_verify_racing_installs_and_removals_reports_no_false_problem() {
          '{bin}' remove p --state-dir state --policy-root policy-root >/dev/null && \
          '{bin}' install {v1} {flags} >/dev/null || exit 1; done"
     );
-    let mut writer = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .current_dir(fx.dir())
-        .env_remove("STOCKADE_STATE_DIR")
-        .env_remove("STOCKADE_TRUST_DIR")
-        .env("STOCKADE_SOURCES_DIR", fx.path(SOURCES_DIR))
-        .spawn()
-        .unwrap();
+    let mut writer = root_writer(&fx, &script);
     let mut args = vec!["--json", "verify"];
     args.extend_from_slice(&STORE_FLAGS);
     let mut runs = 0;
@@ -1119,31 +1125,22 @@ fn a_tampered_plugin_is_reported_while_root_changes_another() {
     if !require_root() {
         return;
     }
-    let (fx, state, nobody) = packaged_layout();
+    let (fx, _state, nobody) = packaged_layout();
     let t = pack(&fx, "t", "1.0.0", &[]);
     let q = pack(&fx, "q", "1.0.0", &[]);
     expect(&fx.store_install(&[&t], &[]), 0, "");
-    let tdir = std::fs::read_dir(state.join("store/plugins"))
+    let obj = Path::new(fx.installed()["t"]["package"].as_str().unwrap())
+        .parent()
         .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with("t-"))
-        .unwrap()
-        .path();
-    std::fs::write(tdir.join("tree/entrypoint"), b"#!/bin/sh\necho evil\n").unwrap();
+        .to_path_buf();
+    std::fs::write(obj.join("tree/entrypoint"), b"#!/bin/sh\necho evil\n").unwrap();
     let flags = STORE_FLAGS.join(" ");
     let bin = env!("CARGO_BIN_EXE_stockade");
     let script = format!(
         "for i in $(seq 1 25); do '{bin}' install {q} {flags} >/dev/null && \
          '{bin}' remove q --state-dir state --policy-root policy-root >/dev/null || exit 1; done"
     );
-    let mut writer = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .current_dir(fx.dir())
-        .env_remove("STOCKADE_STATE_DIR")
-        .env_remove("STOCKADE_TRUST_DIR")
-        .env("STOCKADE_SOURCES_DIR", fx.path(SOURCES_DIR))
-        .spawn()
-        .unwrap();
+    let mut writer = root_writer(&fx, &script);
     let mut args = vec!["--json", "verify", "t"];
     args.extend_from_slice(&STORE_FLAGS);
     let mut runs = 0;
