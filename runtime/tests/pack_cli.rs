@@ -62,6 +62,11 @@ fn invalid_manifest_and_non_executable_entrypoint() {
     m["name"] = "Bad Name".into();
     std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
     refused(&fx, "manifest", "name");
+    // Larger than any manifest may be: the file is wrong (65), not missing (66).
+    m["name"] = "x".into();
+    m["description"] = "d".repeat(70 * 1024).into();
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    refused(&fx, "manifest", "-byte limit");
     std::fs::write(dir.join("manifest.json"), &good).unwrap();
     std::fs::set_permissions(
         dir.join("entrypoint"),

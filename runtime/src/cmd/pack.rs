@@ -10,7 +10,7 @@
 use crate::cli::PackArgs;
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::fileio::read_capped;
+use crate::fileio::{read_capped, FileError};
 use crate::keyfile::{load_secret, secret_key_hint, unix_now};
 use crate::output::Output;
 use crate::package::build::{build, sha256_hex};
@@ -60,9 +60,14 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
         .hint("pass the plugin directory (manifest.json plus the entrypoint)"));
     }
     let manifest_bytes = read_capped(&a.dir.join("manifest.json"), MAX_MANIFEST_BYTES as u64)
-        .map_err(|e| {
-            CmdError::new(Exit::NoInput, "input", e)
-                .hint("the plugin directory must contain manifest.json")
+        .map_err(|e| match e {
+            // There, but no manifest (as verification's size cap would refuse it): the file's
+            // content is wrong, not the input missing.
+            FileError::TooLarge { .. } => CmdError::new(Exit::DataErr, "manifest", e).hint(
+                format!("manifest.json may hold at most {MAX_MANIFEST_BYTES} bytes"),
+            ),
+            e => CmdError::new(Exit::NoInput, "input", e)
+                .hint("the plugin directory must contain manifest.json"),
         })?;
     // Every rule is checked, but the minimum runtime version against no runtime in particular:
     // a package may well be built for a newer runtime than the packer's own (the seed's example
