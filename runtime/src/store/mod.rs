@@ -301,7 +301,9 @@ pub struct StoreView {
 /// found again with the identity of the one read means the registry was not replaced since; an
 /// object directory's name found again with the identity of the directory held while it was
 /// checked means it is still that directory (object directories are made whole, renamed into
-/// place and removed, never changed in place or put back). An identity only looked up
+/// place and removed, never changed in place or put back — except one a removal stopped in
+/// the middle of, which the next install of the same package names again: its damage is then a
+/// true finding). An identity only looked up
 /// (`_file: None`) is compared with one held.
 #[derive(Debug)]
 struct Identity {

@@ -762,6 +762,14 @@ fn open_lock_file_mode(
                 return Ok(Some(fd));
             }
             Err(Errno::ENOENT) if create => {}
+            // `O_NOFOLLOW` on a symbolic link: not a lock file, like a FIFO or a second link
+            // (the callers refuse all of them alike, never as an I/O failure).
+            Err(Errno::ELOOP) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "not a lock file: a symbolic link",
+                ))
+            }
             Err(e) => return Err(io_err(e)),
         }
     }
@@ -1065,6 +1073,37 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::NotFound);
             assert!(!other.exists());
         }
+    }
+
+    /// What is planted at a lock's name — a symbolic link, a FIFO, a second link — is "not a
+    /// lock file" (`InvalidData`, which the store and the audit log refuse as unsafe, 78), never
+    /// followed and never an I/O failure (a symbolic link gave ELOOP: 74 and an I/O hint).
+    #[test]
+    fn anything_but_a_lock_file_at_its_name_is_not_a_lock_file() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("target");
+        std::fs::write(&target, "").unwrap();
+        let link = d.path().join("link.lock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let fifo = d.path().join("fifo.lock");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let hard = d.path().join("hard.lock");
+        std::fs::hard_link(&target, &hard).unwrap();
+        for (p, why) in [
+            (&link, "a symbolic link"),
+            (&fifo, "not a regular file"),
+            (&hard, "another link"),
+        ] {
+            let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+            for e in [
+                open_private_lock_file(&c).unwrap_err(),
+                open_lock_file(&c).unwrap_err(),
+            ] {
+                assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{p:?}: {e}");
+                assert!(e.to_string().contains(why), "{p:?}: {e}");
+            }
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), b"");
     }
 
     #[test]
