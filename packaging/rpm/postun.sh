@@ -4,5 +4,7 @@
 if [ "$1" = 0 ]; then
     rm -rf /var/lib/stockade /var/log/stockade
     rmdir /etc/stockade/trust 2>/dev/null || :
+    # The runtime's configuration lock, not the admin's (see the .deb postrm).
+    rm -f /etc/stockade/sources/.lock
     rmdir /etc/stockade/sources 2>/dev/null || :
 fi
