@@ -955,17 +955,41 @@ fn another_user_cannot_hold_roots_store_lock() {
     assert!(plugins.iter().all(|p| p["ok"] == true), "{}", r.stdout);
 }
 
-/// Root's store commands in `script` (sh), run in the fixture in the background: the writer a
-/// lockless reader races.
-fn root_writer(fx: &Fixture, script: &str) -> std::process::Child {
-    std::process::Command::new("sh")
+/// Run root's store commands in `script` (sh) in the fixture in the background — each line of
+/// `script`'s loop sees `$bin` (the runtime) and `$flags` (the store flags) — and meanwhile
+/// `uid`'s lockless `verify ARGS…` again and again, each run handed to `check`, until the
+/// writer ends; it must have succeeded and the reader have raced it more than once.
+fn verify_as_while_root_writes(
+    fx: &Fixture,
+    uid: u32,
+    script: &str,
+    args: &[&str],
+    check: impl Fn(&Run),
+) {
+    let mut writer = std::process::Command::new("sh")
         .args(["-c", script])
         .current_dir(fx.dir())
         .env_remove("STOCKADE_STATE_DIR")
         .env_remove("STOCKADE_TRUST_DIR")
         .env("STOCKADE_SOURCES_DIR", fx.path(SOURCES_DIR))
+        .env("bin", env!("CARGO_BIN_EXE_stockade"))
+        .env("flags", STORE_FLAGS.join(" "))
         .spawn()
-        .unwrap()
+        .unwrap();
+    let mut all = vec!["--json", "verify"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&STORE_FLAGS);
+    let mut runs = 0;
+    let done = loop {
+        let finished = writer.try_wait().unwrap();
+        check(&stockade_as(uid, fx.dir(), &all));
+        runs += 1;
+        if let Some(status) = finished {
+            break status;
+        }
+    };
+    assert!(done.success(), "root's installs and removals failed");
+    assert!(runs > 1);
 }
 
 /// The daemon's user verifies root's store without its lock while root upgrades, removes and
@@ -982,33 +1006,19 @@ fn a_lockless_verify_racing_installs_and_removals_reports_no_false_problem() {
     let v1 = pack(&fx, "p", "1.0.0", &[]);
     let v2 = pack(&fx, "p", "2.0.0", &[]);
     expect(&fx.store_install(&[&v1], &[]), 0, "");
-    let flags = STORE_FLAGS.join(" ");
-    let bin = env!("CARGO_BIN_EXE_stockade");
     let script = format!(
-        "for i in $(seq 1 12); do '{bin}' install {v2} {flags} >/dev/null && \
-         '{bin}' remove p --state-dir state --policy-root policy-root >/dev/null && \
-         '{bin}' install {v1} {flags} >/dev/null || exit 1; done"
+        "for i in $(seq 1 12); do \"$bin\" install {v2} $flags >/dev/null && \
+         \"$bin\" remove p --state-dir state --policy-root policy-root >/dev/null && \
+         \"$bin\" install {v1} $flags >/dev/null || exit 1; done"
     );
-    let mut writer = root_writer(&fx, &script);
-    let mut args = vec!["--json", "verify"];
-    args.extend_from_slice(&STORE_FLAGS);
-    let mut runs = 0;
-    let done = loop {
-        let finished = writer.try_wait().unwrap();
-        let r = stockade_as(nobody, fx.dir(), &args);
-        runs += 1;
+    verify_as_while_root_writes(&fx, nobody, &script, &[], |r| {
         assert!(r.code == 0 || r.code == 108, "{}\n{}", r.stdout, r.stderr);
         let j = r.json();
         for p in j["plugins"].as_array().unwrap() {
             let busy = p["error"]["kind"] == "store.locked";
             assert!(p["ok"] == true || busy, "{}", r.stdout);
         }
-        if let Some(status) = finished {
-            break status;
-        }
-    };
-    assert!(done.success(), "root's installs and removals failed");
-    assert!(runs > 1);
+    });
 }
 
 /// Root's `verify` of its installed plugins only reads, so it works on a read-only state
@@ -1134,21 +1144,12 @@ fn a_tampered_plugin_is_reported_while_root_changes_another() {
         .unwrap()
         .to_path_buf();
     std::fs::write(obj.join("tree/entrypoint"), b"#!/bin/sh\necho evil\n").unwrap();
-    let flags = STORE_FLAGS.join(" ");
-    let bin = env!("CARGO_BIN_EXE_stockade");
     let script = format!(
-        "for i in $(seq 1 25); do '{bin}' install {q} {flags} >/dev/null && \
-         '{bin}' remove q --state-dir state --policy-root policy-root >/dev/null || exit 1; done"
+        "for i in $(seq 1 25); do \"$bin\" install {q} $flags >/dev/null && \
+         \"$bin\" remove q --state-dir state --policy-root policy-root >/dev/null || exit 1; done"
     );
-    let mut writer = root_writer(&fx, &script);
-    let mut args = vec!["--json", "verify", "t"];
-    args.extend_from_slice(&STORE_FLAGS);
-    let mut runs = 0;
-    let done = loop {
-        let finished = writer.try_wait().unwrap();
-        let r = stockade_as(nobody, fx.dir(), &args);
-        runs += 1;
-        expect(&r, 105, "");
+    verify_as_while_root_writes(&fx, nobody, &script, &["t"], |r| {
+        expect(r, 105, "");
         let j = r.json();
         assert!(
             j["plugins"][0]["problems"]
@@ -1157,10 +1158,5 @@ fn a_tampered_plugin_is_reported_while_root_changes_another() {
             "{}",
             r.stdout
         );
-        if let Some(status) = finished {
-            break status;
-        }
-    };
-    assert!(done.success(), "root's installs and removals failed");
-    assert!(runs > 1);
+    });
 }
