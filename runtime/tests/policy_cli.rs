@@ -795,19 +795,8 @@ fn explain_a_package_withholds_network_until_granted_and_verify_is_audited() {
 
     // `verify` writes one record per verification into the configured log.
     for _ in 0..3 {
-        ok(
-            d,
-            &[
-                "verify",
-                &pkg,
-                "--trust",
-                "trust",
-                "--state-dir",
-                "state",
-                "--policy-root",
-                "root-fs",
-            ],
-        );
+        let r = verify_audited(d, &pkg, false);
+        assert_eq!(r.code, 0, "{}", r.stderr);
     }
     let r = ok(d, &["--json", "audit", "verify", "audit.log"]);
     assert_eq!(r.json()["records"], 3);
@@ -1344,8 +1333,9 @@ fn no_temporary_file_in(dir: &Path) {
     );
 }
 
-/// Root's `verify` of `pkg` in `d` under the policy of [`audit_log_in_a_directory_of`] (with
-/// `--json` when `json`), killed if it has not ended in 30 s.
+/// Root's `verify` of `pkg` in `d` with the trust, state and policy-root directories the audit
+/// tests lay out (`root-fs`: its policy names the audit log; with `--json` when `json`), killed
+/// if it has not ended in 30 s.
 fn verify_audited(d: &Path, pkg: &str, json: bool) -> common::Run {
     let args = [
         "verify",
