@@ -445,19 +445,24 @@ fn evict(anchor: &Anchor, keep: usize, max_bytes: u64) {
 /// older than [`crate::fileio::LEFTOVER_AGE`], or [`crate::fileio::DEAD_MAKER_AGE`] when the
 /// pid its name carries is gone ([`leftover_is_stale`]).
 fn sweep_leftovers(anchor: &Anchor) {
-    sweep_unlocked(&anchor.path(), |name, age, _| {
-        match name.strip_prefix(".work-") {
+    sweep_unlocked(
+        &anchor.path(),
+        &[".work-", ".discard-"],
+        |name, age, _| match name.strip_prefix(".work-") {
             Some(rest) => leftover_is_stale(rest, age),
             None => name.starts_with(".discard-"),
-        }
-    });
+        },
+    );
 }
 
-/// Remove each entry of `dir` that `leftover` (given its name, its age since last changed, and
-/// its metadata, symlinks not followed) calls a leftover, unless some process holds a lock on it
-/// ([`remove_if_unused`]). The one walk of the trees' and the extraction directories' sweeps.
+/// Remove each entry of `dir` named with one of `prefixes` that `leftover` (given its name, its
+/// age since last changed, and its metadata, symlinks not followed) calls a leftover, unless
+/// some process holds a lock on it ([`remove_if_unused`]). The one walk of the trees' and the
+/// extraction directories' sweeps; only the names are read of the others (a busy `$TMPDIR` is
+/// walked at every extraction into it).
 pub(super) fn sweep_unlocked(
     dir: &Path,
+    prefixes: &[&str],
     leftover: impl Fn(&str, std::time::Duration, &std::fs::Metadata) -> bool,
 ) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -466,6 +471,9 @@ pub(super) fn sweep_unlocked(
     let now = SystemTime::now();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
+        if !prefixes.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
         let Ok(m) = e.metadata() else { continue };
         let age = now
             .duration_since(m.modified().unwrap_or(now))

@@ -399,7 +399,7 @@ fn private_dir(parent: &Path) -> Result<FreshDir, VerifyError> {
 fn sweep_fresh_leftovers(parent: &Path) {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
-    super::trees::sweep_unlocked(parent, |name, age, m| {
+    super::trees::sweep_unlocked(parent, &[FRESH_PREFIX], |name, age, m| {
         let Some(rest) = name.strip_prefix(FRESH_PREFIX) else {
             return false;
         };
