@@ -92,8 +92,8 @@ fn custom_policy_changes_the_view_and_limits() {
     );
 }
 
-/// A `writable` path must be a directory on the host: a file, a missing path or a symbolic link
-/// is refused before anything is made (125, `writable_path`, the path and what is there named),
+/// A `writable` path must be a directory on the host: a file, a missing path, a symbolic link or
+/// a path with a symbolic link in a parent component is refused before anything is made (125, `writable_path`, the path and what is there named),
 /// not skipped — and not left to the Landlock step, which named the path as missing inside the
 /// sandbox ("No such file or directory" for a file that plainly exists).
 #[test]
@@ -105,10 +105,15 @@ fn writable_path_that_is_no_directory_is_refused_naming_what_is_there() {
     std::fs::create_dir(dir.path().join("real")).unwrap();
     std::os::unix::fs::symlink(dir.path().join("real"), &link).unwrap();
     let missing = dir.path().join("missing");
+    std::fs::create_dir(dir.path().join("real/sub")).unwrap();
+    let below_link = link.join("sub");
     for (path, said) in [
         (&file, "is a file on the host, not a directory"),
         (&missing, "does not exist on the host"),
         (&link, "is a symbolic link on the host"),
+        // A directory reached through a link in a parent component: the link's owner chooses
+        // where the plugin may write.
+        (&below_link, "has a symbolic link on the host in its path"),
     ] {
         let p = path.to_str().unwrap();
         let pol = policy(

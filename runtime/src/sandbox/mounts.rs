@@ -21,7 +21,7 @@
 
 use super::LaunchStep;
 use crate::sys;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -209,6 +209,30 @@ pub fn plan(
     }
     let mut writable_not_dirs = Vec::new();
     for p in &policy.writable {
+        // A link in a parent component redirects the bind as surely as one at the end: the
+        // policy's reviewer reads `/srv/data/cache`, and whoever can replace `/srv/data` with a
+        // link chooses which directory the plugin may write. So every component is looked at;
+        // the open repeats the check (`RESOLVE_NO_SYMLINKS`, [`open_sources`]).
+        let parent_link = Path::new(p)
+            .ancestors()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .find_map(|a| match lookup(a) {
+                HostEntry::Symlink(to) => Some((a.display().to_string(), to)),
+                _ => None,
+            });
+        if let Some((link, to)) = parent_link {
+            writable_not_dirs.push((
+                p.clone(),
+                format!(
+                    "has a symbolic link on the host in its path (`{link}` points to `{to}`): \
+                     name the directory itself"
+                ),
+            ));
+            continue;
+        }
         let found = match lookup(Path::new(p)) {
             HostEntry::Dir => {
                 steps.push(MountStep::BindRw {
@@ -298,17 +322,37 @@ pub fn open_sources(plan: &MountPlan) -> io::Result<Vec<Option<OwnedFd>>> {
     plan.steps
         .iter()
         .map(|s| match s {
-            MountStep::BindRo { host, dir, id, .. } => open_source(host, *dir, *id).map(Some),
-            MountStep::BindRw { host, dir, .. } => open_source(host, *dir, None).map(Some),
+            MountStep::BindRo { host, dir, id, .. } => {
+                open_source(host, *dir, *id, sys::open).map(Some)
+            }
+            MountStep::BindRw { host, dir, .. } => {
+                match open_source(host, *dir, None, sys::open_no_symlinks) {
+                    Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                        Err(io::Error::other(format!(
+                            "`{}`: a symbolic link appeared in its path since the launch was \
+                             planned",
+                            host.display()
+                        )))
+                    }
+                    r => r.map(Some),
+                }
+            }
             MountStep::Symlink { .. } => Ok(None),
         })
         .collect()
 }
 
 /// One bind source, opened and checked: the planned type, and the planned file when `id` says.
-fn open_source(host: &Path, dir: bool, id: Option<(u64, u64)>) -> io::Result<OwnedFd> {
+/// `open` is [`sys::open`], or [`sys::open_no_symlinks`] for a writable bind (a link in any
+/// component refused, as the plan did).
+fn open_source(
+    host: &Path,
+    dir: bool,
+    id: Option<(u64, u64)>,
+    open: fn(&CStr, libc::c_int) -> io::Result<OwnedFd>,
+) -> io::Result<OwnedFd> {
     let c = cstr(&host.to_string_lossy())?;
-    let fd = sys::open(&c, libc::O_PATH | libc::O_NOFOLLOW)?;
+    let fd = open(&c, libc::O_PATH | libc::O_NOFOLLOW)?;
     let is_dir = sys::fstat_mode(fd.as_fd())? & libc::S_IFMT == libc::S_IFDIR;
     if is_dir != dir {
         return Err(io::Error::other(format!(
@@ -639,11 +683,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let m = std::fs::metadata(d.path()).unwrap();
         let id = (m.dev(), m.ino());
-        assert!(open_source(d.path(), true, Some(id)).is_ok());
+        assert!(open_source(d.path(), true, Some(id), sys::open).is_ok());
         let other = tempfile::tempdir().unwrap();
-        let e = open_source(other.path(), true, Some(id)).unwrap_err();
+        let e = open_source(other.path(), true, Some(id), sys::open).unwrap_err();
         assert!(e.to_string().contains("no longer the directory"), "{e}");
-        assert!(open_source(other.path(), true, None).is_ok());
+        assert!(open_source(other.path(), true, None, sys::open).is_ok());
     }
 
     #[test]
@@ -707,7 +751,7 @@ mod tests {
     #[test]
     fn binding_passwd_suppresses_the_stub_and_writable_needs_a_dir() {
         let pol = parse_policy(
-            "version = 1\n[filesystem]\nread_only = [\"/etc/passwd\"]\nwritable = [\"/srv/data\", \"/srv/none\", \"/etc/ld.so.cache\", \"/bin\"]\n",
+            "version = 1\n[filesystem]\nread_only = [\"/etc/passwd\"]\nwritable = [\"/srv/data\", \"/srv/none\", \"/etc/ld.so.cache\", \"/bin\", \"/bin/x/y\"]\n",
         )
         .unwrap();
         let p = plan(&pol, None, fake);
@@ -734,7 +778,48 @@ mod tests {
                     "/bin",
                     "is a symbolic link on the host (to `usr/bin`): name the directory itself"
                 ),
+                // A link in a parent component is refused too, naming that component.
+                (
+                    "/bin/x/y",
+                    "has a symbolic link on the host in its path (`/bin` points to `usr/bin`): \
+                     name the directory itself"
+                ),
             ]
+        );
+    }
+
+    /// The open of a writable bind source repeats the plan's check: a link that appeared in a
+    /// parent component since the plan fails it (the read-only opener follows it).
+    #[test]
+    fn a_writable_source_is_opened_without_following_any_link() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("real/sub")).unwrap();
+        symlink(d.path().join("real"), d.path().join("link")).unwrap();
+        let via_link = d.path().join("link/sub");
+        assert!(open_source(&via_link, true, None, sys::open).is_ok());
+        let e = open_source(&via_link, true, None, sys::open_no_symlinks).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+        let direct = d.path().join("real/sub");
+        assert!(open_source(&direct, true, None, sys::open_no_symlinks).is_ok());
+        // Through `open_sources`, the refusal says what happened.
+        let plan = MountPlan {
+            steps: vec![MountStep::BindRw {
+                host: via_link.clone(),
+                target: "/data".into(),
+                dir: true,
+            }],
+            skipped: Vec::new(),
+            writable_not_dirs: Vec::new(),
+            files: Vec::new(),
+            tmp: (0, 0),
+            proc: false,
+            sys: false,
+            user_ns_limits: Vec::new(),
+        };
+        let e = open_sources(&plan).unwrap_err();
+        assert!(
+            e.to_string().contains("symbolic link appeared in its path"),
+            "{e}"
         );
     }
 }

@@ -638,6 +638,18 @@ pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
     nix::fcntl::open(path, flags, mode).map_err(io_err)
 }
 
+/// `openat2(path, flags | O_CLOEXEC, RESOLVE_NO_SYMLINKS)`: like [`open`], but a symbolic link
+/// in *any* component of the (absolute) path fails the open with `ELOOP`, where `O_NOFOLLOW`
+/// checks only the last one. For a policy's `writable` bind sources: the plan refused a link
+/// anywhere in the path, and this makes the open itself hold to that — a component swapped for
+/// a link between the plan and the open cannot redirect the plugin's writable directory.
+pub fn open_no_symlinks(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let how = nix::fcntl::OpenHow::new()
+        .flags(OFlag::from_bits_retain(flags) | OFlag::O_CLOEXEC)
+        .resolve(nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS);
+    nix::fcntl::openat2(nix::fcntl::AT_FDCWD, path, how).map_err(io_err)
+}
+
 /// Open (creating it 0644 if absent) a lock file read-only: `flock` needs no write access, so a
 /// lock file created by root (a `stockade exec` from the shell) can still be locked by the
 /// daemon running as `stockade`, and the other way round. The directory (0700) keeps everyone
