@@ -92,6 +92,49 @@ fn custom_policy_changes_the_view_and_limits() {
     );
 }
 
+/// A `read_only` path inside a `writable` one read as protected but was writable: the
+/// read-write bind of the parent, made after the read-only ones, covered it (and Landlock allows
+/// writes beneath a writable path). Such a policy is refused now (65, both paths named, the
+/// program not run), and the file stays as it was.
+#[test]
+fn a_read_only_path_inside_a_writable_one_is_refused_not_made_writable() {
+    let dir = tempfile::tempdir_in(bindable_base()).unwrap();
+    let app = dir.path().join("app");
+    let config = app.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("x"), "orig").unwrap();
+    for p in [dir.path(), &app, &config] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    }
+    std::fs::set_permissions(
+        config.join("x"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let (a, c) = (app.to_str().unwrap(), config.to_str().unwrap());
+    let pol = policy(
+        dir.path(),
+        &format!(
+            "version = 1\n[filesystem]\nread_only = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\", \"/etc/ld.so.cache\", \"{c}\"]\nwritable = [\"{a}\"]\n"
+        ),
+    );
+    let o = sh(
+        &["--policy", &pol],
+        &format!("echo pwned > {c}/x; echo ran"),
+    );
+    assert_eq!(code(&o), 65, "{} {}", out(&o), err(&o));
+    assert!(!out(&o).contains("ran"), "{}", out(&o));
+    let e = err(&o);
+    assert!(
+        e.contains("policy.toml:4")
+            && e.contains("filesystem.writable")
+            && e.contains(c)
+            && e.contains(a),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(config.join("x")).unwrap(), "orig");
+}
+
 /// A `writable` path must be a directory on the host: a file, a missing path, a symbolic link or
 /// a path with a symbolic link in a parent component is refused before anything is made (125, `writable_path`, the path and what is there named),
 /// not skipped — and not left to the Landlock step, which named the path as missing inside the

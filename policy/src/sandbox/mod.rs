@@ -137,7 +137,8 @@ pub struct FilesystemSection {
     /// /lib, /lib64, ld.so.cache) and nothing else of /etc.
     pub read_only: Option<Vec<String>>,
     /// Host directories bound read-write at the same place. Default: none. `policy lint` flags
-    /// any entry outside the plugin's own directory.
+    /// any entry outside the plugin's own directory. A `read_only` entry equal to or beneath
+    /// one of these is refused: the read-write bind would cover it.
     pub writable: Option<Vec<String>>,
     /// Size of the private tmpfs at /tmp. Default "16M".
     pub tmp_size: Option<RawSize>,
@@ -442,6 +443,19 @@ pub enum FieldError {
     /// A path the sandbox builds itself.
     #[error("`{0}` is built by the sandbox and cannot be bound from the host")]
     ReservedPath(String),
+    /// A `read_only` entry at or beneath a `writable` one: writable binds come last and
+    /// Landlock grants writes beneath a writable path, so it would be writable.
+    #[error(
+        "`{read_only}` is listed read-only but lies in the writable `{writable}`, which would \
+         make it writable: take it out of one list (a read-only part of a writable tree is not \
+         supported)"
+    )]
+    ReadOnlyUnderWritable {
+        /// The `read_only` entry.
+        read_only: String,
+        /// The `writable` entry that contains it.
+        writable: String,
+    },
     /// Unknown seccomp group.
     #[error("unknown seccomp group `{0}`")]
     UnknownGroup(String),
@@ -549,6 +563,24 @@ pub fn is_normalised_absolute(p: &str) -> bool {
         && p.split('/').all(|c| c != "." && c != "..")
 }
 
+/// The first `read_only` entry equal to or beneath a `writable` one, with that writable entry.
+///
+/// The runtime binds every read-only path, then every writable one, and Landlock grants every
+/// access beneath a writable path: a read-only entry inside a writable tree is covered by the
+/// read-write bind and ends up writable. A reviewer reads the narrower entry as the one that
+/// wins, so the policy is refused rather than enforced the other way round.
+fn read_only_under_writable<'a>(
+    read_only: &'a [String],
+    writable: &'a [String],
+) -> Option<(&'a str, &'a str)> {
+    read_only.iter().find_map(|r| {
+        writable
+            .iter()
+            .find(|w| r == *w || r.starts_with(&format!("{w}/")))
+            .map(|w| (r.as_str(), w.as_str()))
+    })
+}
+
 fn check_path(key: &str, p: &str) -> Result<(), SandboxPolicyError> {
     if !is_normalised_absolute(p) {
         return Err(invalid(key, FieldError::BadPath(p.to_string())));
@@ -593,6 +625,15 @@ impl SandboxPolicyFile {
         let writable = fs.writable.clone().unwrap_or_default();
         for p in &writable {
             check_path("filesystem.writable", p)?;
+        }
+        if let Some((ro, w)) = read_only_under_writable(&read_only, &writable) {
+            return Err(invalid(
+                "filesystem.writable",
+                FieldError::ReadOnlyUnderWritable {
+                    read_only: ro.to_string(),
+                    writable: w.to_string(),
+                },
+            ));
         }
         let tmp_size = finite(
             "filesystem.tmp_size",

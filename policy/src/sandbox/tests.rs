@@ -311,3 +311,49 @@ fn values_no_kernel_can_apply_are_refused() {
     assert_eq!(p.resources.nofile, Limit::Max(MAX_NOFILE));
     assert!(res("pids_max = \"unlimited\"\ncpu_max = \"unlimited\"").is_ok());
 }
+
+/// A read-only entry inside a writable tree would be writable (the writable bind is applied
+/// after it and Landlock allows writes beneath a writable path): refused, naming both, whatever
+/// the order of the lists; a writable path inside a read-only tree is what it reads as and
+/// stays accepted.
+#[test]
+fn a_read_only_path_inside_a_writable_one_is_refused() {
+    for (ro, w) in [
+        ("/srv/app/config", "/srv/app"),
+        ("/srv/app", "/srv/app"),
+        ("/srv/app/a/b", "/srv/app"),
+    ] {
+        let text = format!(
+            "version = 1\n[filesystem]\nread_only = [\"/usr\", \"{ro}\"]\nwritable = [\"/var/x\", \"{w}\"]\n"
+        );
+        match parse_policy(&text) {
+            Err(SandboxPolicyError::Invalid {
+                key,
+                line,
+                cause:
+                    FieldError::ReadOnlyUnderWritable {
+                        read_only,
+                        writable,
+                    },
+            }) => {
+                assert_eq!(key, "filesystem.writable");
+                assert_eq!(line, Some(4));
+                assert_eq!((read_only.as_str(), writable.as_str()), (ro, w));
+            }
+            other => panic!("{text}: expected ReadOnlyUnderWritable, got {other:?}"),
+        }
+    }
+    // The default read-only list counts too: `/usr` writable would lose its read-only bind.
+    assert_eq!(
+        err_key("version = 1\n[filesystem]\nwritable = [\"/usr\"]\n"),
+        "filesystem.writable"
+    );
+    // Siblings sharing a prefix, and writable beneath read-only, mean what they say.
+    for text in [
+        "version = 1\n[filesystem]\nread_only = [\"/srv/app-config\"]\nwritable = [\"/srv/app\"]\n",
+        "version = 1\n[filesystem]\nread_only = [\"/srv\"]\nwritable = [\"/srv/app\"]\n",
+        "version = 1\n[filesystem]\nwritable = [\"/usr/local/state\"]\n",
+    ] {
+        parse_policy(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    }
+}
