@@ -296,7 +296,11 @@ pub fn valid_relative_path(p: &str) -> bool {
             .all(|c| !c.is_empty() && c != "." && c != ".." && c.len() <= 255)
 }
 
-fn valid_hook(h: &str) -> bool {
+/// Whether `h` is a hook name a manifest may declare: `on:` followed by dot-separated segments
+/// of `[a-z][a-z0-9_]*`, at most 128 characters after `on:`. The operator policy holds its
+/// `[hooks."<hook>"]` sections to the same rule, since a section under another name could never
+/// apply.
+pub fn valid_hook(h: &str) -> bool {
     let Some(rest) = h.strip_prefix("on:") else {
         return false;
     };

@@ -34,7 +34,7 @@ fn lint_exit_codes_severities_and_lines() {
 
     write(
         &d.join("bad.toml"),
-        "version = 1\n[resources]\nmemory_max = \"unlimited\"\npids_max = \"unlimited\"\n[trust]\nmode = \"disabled\"\n[layers]\nallow_degraded = [\"landlock\"]\n[hooks.\"pre:request\"]\nfailure = \"open\"\n[filesystem]\nwritable = [\"/srv/shared\"]\n[plugin.scanner.network]\nmode = \"loopback\"\n",
+        "version = 1\n[resources]\nmemory_max = \"unlimited\"\npids_max = \"unlimited\"\n[trust]\nmode = \"disabled\"\n[layers]\nallow_degraded = [\"landlock\"]\n[hooks.\"on:pre_request\"]\nfailure = \"open\"\n[filesystem]\nwritable = [\"/srv/shared\"]\n[plugin.scanner.network]\nmode = \"loopback\"\n",
     );
     let r = stockade(d, &["--json", "policy", "lint", "bad.toml"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -186,7 +186,7 @@ fn lint_notes_the_sertone_hooks_that_fail_open_by_default() {
     // Any other allowing default on a hook is still an error.
     write(
         &d.join("allow.toml"),
-        "version = 1\n[hooks.\"pre:request\"]\nfailure = \"open\"\ndefault = { allow = true }\n",
+        "version = 1\n[hooks.\"on:pre_request\"]\nfailure = \"open\"\ndefault = { allow = true }\n",
     );
     let r = stockade(d, &["--json", "policy", "lint", "allow.toml"]);
     assert!(
@@ -1130,6 +1130,39 @@ fn policy_sections_no_plugin_or_signer_can_match_stop_every_command() {
         vec!["policy", "diff", "p.toml", "p.toml", "--plugin", "Hello"],
     ] {
         assert_eq!(stockade(d, &args).code, 64, "{args:?}");
+    }
+}
+
+/// `[hooks."sertone.pre_request"] failure = "closed"` (no `on:`) was accepted, `explain` listed
+/// that "hook" as failing closed and `lint` passed, while the real Sertone hook kept failing open.
+/// A hook section no manifest can declare is an invalid policy for every loader now (65,
+/// `invalid_policy`, the file:line of the section).
+#[test]
+fn hook_sections_no_plugin_can_declare_stop_the_loaders() {
+    let fx = Fixture::new();
+    let d = fx.dir();
+    write(
+        &d.join("p.toml"),
+        "version = 1\n\n[hooks.\"sertone.pre_request\"]\nfailure = \"closed\"\n",
+    );
+    for args in [
+        vec!["--json", "policy", "lint", "p.toml"],
+        vec!["--json", "policy", "explain", "--policy", "p.toml"],
+        vec!["--json", "exec", "--policy", "p.toml", "--", "/bin/true"],
+    ] {
+        let r = stockade(d, &args);
+        assert_eq!(
+            (r.code, r.kind().as_str()),
+            (65, "invalid_policy"),
+            "{args:?}: {}",
+            r.stdout
+        );
+        assert!(
+            r.stdout
+                .contains("p.toml:3: [hooks.\\\"sertone.pre_request\\\"] names no hook"),
+            "{args:?}: {}",
+            r.stdout
+        );
     }
 }
 

@@ -5,7 +5,7 @@ use super::{
     check_signer_id, risk_item_known, AuditSection, OperatorPolicyError, Origin, PolicyDocument,
     RiskClass, TrustSection,
 };
-use crate::manifest::{valid_name, ManifestError};
+use crate::manifest::{valid_hook, valid_name, ManifestError};
 use crate::protocol::host::{HostPolicy, HostPolicyError};
 use crate::sandbox::{SandboxPolicyError, SandboxPolicyFile, ValidatedSandboxPolicy};
 use crate::sandbox::{MAX_POLICY_BYTES, POLICY_VERSION};
@@ -112,6 +112,7 @@ pub fn merge(layers: &[PolicyLayer]) -> Result<MergedPolicy, OperatorPolicyError
             });
         }
         check_section_names(&doc, &lines, &path)?;
+        check_hook_names(&doc, &lines, &path)?;
         let table: toml::Table = toml::from_str(&layer.text).map_err(syntax)?;
         let mut flat = Vec::new();
         flatten(&table, &mut Vec::new(), &mut flat);
@@ -151,7 +152,7 @@ fn check_section_names(
                 name: name.clone(),
                 at: Origin::File {
                     path: path.to_string(),
-                    line: section_line(lines, kind, name),
+                    line: first_line_of(lines, &[kind.to_string(), name.clone()]),
                 },
                 cause,
             });
@@ -160,15 +161,51 @@ fn check_section_names(
     Ok(())
 }
 
-/// The first line of a named section: its header, or its first key (dotted and inline forms);
-/// else the line of the `plugin =` / `signer =` key that holds it inline.
-fn section_line(lines: &BTreeMap<Vec<String>, usize>, kind: &str, name: &str) -> Option<usize> {
-    lines
-        .iter()
-        .filter(|(k, _)| k.len() >= 2 && k[0] == kind && k[1] == name)
-        .map(|(_, l)| *l)
-        .min()
-        .or_else(|| lines.get(&vec![kind.to_string()]).copied())
+/// Refuse a `[hooks."<hook>"]` section, at top level or under a `[plugin."<name>"]` or
+/// `[signer."<key id>"]` section, whose hook no manifest can declare ([`valid_hook`]): the
+/// runtime looks hook sections up by the exact name a plugin registers, so such a section —
+/// `[hooks."sertone.pre_request"] failure = "closed"` — would leave the real hook failing open
+/// while the file reads as closing it.
+fn check_hook_names(
+    doc: &PolicyDocument,
+    lines: &BTreeMap<Vec<String>, usize>,
+    path: &str,
+) -> Result<(), OperatorPolicyError> {
+    let mut sections: Vec<(Vec<String>, &String)> = Vec::new();
+    for hook in doc.hooks.iter().flat_map(|h| h.keys()) {
+        sections.push((vec!["hooks".into(), hook.clone()], hook));
+    }
+    for (kind, named) in [("plugin", &doc.plugin), ("signer", &doc.signer)] {
+        for (name, o) in named.iter().flatten() {
+            for hook in o.hooks.iter().flat_map(|h| h.keys()) {
+                let at = vec![kind.into(), name.clone(), "hooks".into(), hook.clone()];
+                sections.push((at, hook));
+            }
+        }
+    }
+    match sections.into_iter().find(|(_, hook)| !valid_hook(hook)) {
+        None => Ok(()),
+        Some((section, hook)) => Err(OperatorPolicyError::HookName {
+            at: Origin::File {
+                path: path.to_string(),
+                line: first_line_of(lines, &section),
+            },
+            section: dotted(&section),
+            cause: ManifestError::Hook(hook.clone()),
+        }),
+    }
+}
+
+/// The first line of the section at `prefix`: its header or first key, else the line of the
+/// nearest enclosing key that holds it inline.
+fn first_line_of(lines: &BTreeMap<Vec<String>, usize>, prefix: &[String]) -> Option<usize> {
+    (1..=prefix.len()).rev().find_map(|n| {
+        lines
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix[..n]))
+            .map(|(_, l)| *l)
+            .min()
+    })
 }
 
 /// A table value that is one setting, not a section: a hook's fail-open `default` answer.

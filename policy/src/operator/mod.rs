@@ -21,7 +21,8 @@
 //! A section name no plugin or signer can have (`[plugin."Hello"]`: not a manifest name;
 //! `[signer."ee91afadf064d0f4"]`: not the uppercase form the runtime compares) makes the file
 //! invalid, because its restrictions would otherwise silently never apply ([`check_signer_id`],
-//! [`crate::manifest::valid_name`]).
+//! [`crate::manifest::valid_name`]); so does a `[hooks."<hook>"]` section whose name no
+//! manifest can declare ([`crate::manifest::valid_hook`]).
 //!
 //! ## Provenance
 //! Every leaf remembers the file and line that set it ([`Origin`]); a value no file sets is
@@ -287,6 +288,22 @@ pub enum OperatorPolicyError {
         /// Why no plugin or signer has that name.
         #[source]
         cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A `[hooks."<hook>"]` section (at top level or under a plugin or signer) whose name no
+    /// manifest can declare (`sertone.pre_request` without `on:`, a `-` for `_`, capitals):
+    /// left alone, its `failure = "closed"` or deadline would silently never apply, while
+    /// `policy explain` listed it as if it did.
+    #[error(
+        "{at}: [{section}] names no hook a plugin can declare, so its settings would never apply"
+    )]
+    HookName {
+        /// The section's dotted name, e.g. `hooks."sertone.pre_request"`.
+        section: String,
+        /// The file and the line where the section starts.
+        at: Origin,
+        /// Why no plugin can declare that hook.
+        #[source]
+        cause: crate::manifest::ManifestError,
     },
     /// A value is out of range or malformed; `at` is the file:line that set it.
     #[error("{at}: invalid value for `{key}`")]

@@ -121,7 +121,10 @@ fn every_invalid_policy_names_the_file_and_line() {
         ),
         ("version = 1\n[protocol]\nmax_in_flight = 0\n", "p.toml:3"),
         ("version = 1\n[trust]\nroots = \"rel/dir\"\n", "p.toml:3"),
-        ("version = 1\n[hooks.\"a\"]\ndeadline_ms = 0\n", "p.toml:3"),
+        (
+            "version = 1\n[hooks.\"on:a\"]\ndeadline_ms = 0\n",
+            "p.toml:3",
+        ),
     ];
     for (text, want) in cases {
         let err = merge(&[layer("p.toml", text)]).and_then(|m| m.validate_all());
@@ -221,6 +224,57 @@ fn sections_no_plugin_or_signer_can_match_are_refused_at_their_line() {
         assert!(msg.contains("can match no"), "{text:?}: {msg}");
         assert!(msg.contains(cause), "{text:?}: {msg}");
     }
+}
+
+/// A hook section under a name no manifest can declare was accepted and shown by `explain` as
+/// in force, while the real hook kept its default: `[hooks."sertone.pre_request"] failure =
+/// "closed"` left the Sertone hook failing open. Refused now, at top level and under a plugin
+/// or signer, at the section's line.
+#[test]
+fn hook_sections_no_plugin_can_declare_are_refused_at_their_line() {
+    let cases = [
+        (
+            "version = 1\n[hooks.\"sertone.pre_request\"]\nfailure = \"closed\"\n",
+            "p.toml:2: [hooks.\"sertone.pre_request\"]",
+        ),
+        (
+            "version = 1\n\n[hooks.\"on:sertone.pre-request\"]\nfailure = \"closed\"\n",
+            "p.toml:3: [hooks.\"on:sertone.pre-request\"]",
+        ),
+        (
+            "version = 1\n[hooks]\n\"on:Flow.new\" = { deadline_ms = 5 }\n",
+            "p.toml:3: [hooks.\"on:Flow.new\"]",
+        ),
+        (
+            "version = 1\n[plugin.hello.hooks.\"on:flow.new \"]\nfailure = \"closed\"\n",
+            "p.toml:2: [plugin.hello.hooks.\"on:flow.new \"]",
+        ),
+        (
+            "version = 1\n[signer.\"EE91AFADF064D0F4\".hooks.\"flow.new\"]\ndeadline_ms = 5\n",
+            "p.toml:2: [signer.EE91AFADF064D0F4.hooks.\"flow.new\"]",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = merge(&[layer("p.toml", text)]).expect_err(text);
+        let msg = chain(&e);
+        assert!(
+            matches!(e, OperatorPolicyError::HookName { .. }),
+            "{text:?}: {msg}"
+        );
+        assert!(msg.starts_with(want), "{text:?}: {msg}");
+        assert!(
+            msg.contains("names no hook a plugin can declare")
+                && msg.contains("must be `on:` followed by"),
+            "{text:?}: {msg}"
+        );
+    }
+    // Names a manifest can declare are accepted, wherever the section is.
+    let ok = "version = 1\n[hooks.\"on:sertone.pre_request\"]\nfailure = \"closed\"\n\
+              [plugin.hello.hooks.\"on:flow.new\"]\ndeadline_ms = 5\n";
+    merge(&[layer("p.toml", ok)])
+        .unwrap()
+        .validate_all()
+        .unwrap();
 }
 
 #[test]
