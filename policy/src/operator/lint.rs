@@ -4,8 +4,9 @@
 //!
 //! | code | severity | when |
 //! |---|---|---|
-//! | `network-without-grant` | error | network mode loopback for a plugin with no grant for `network:loopback` |
-//! | `network-needs-grant` | info | network loopback in the defaults: every plugin needs its own grant |
+//! | `network-without-grant` | error | network mode loopback for a plugin with no grant for `network:loopback` (network high risk) |
+//! | `network-needs-grant` | info | network loopback in the defaults: every plugin needs its own grant (network high risk) |
+//! | `risk-lowered` | error | `[risk]` moves `network` or `writable` out of the high class: granted without a grant |
 //! | `memory-unlimited` | error | `resources.memory_max = "unlimited"` |
 //! | `pids-unlimited` | error | `resources.pids_max = "unlimited"` |
 //! | `writable-outside-plugin` | warning | a writable path outside `/var/lib/stockade/plugins/<name>` |
@@ -17,7 +18,8 @@
 //! | `extra-syscalls` | info | `seccomp.allow` lists calls beyond the groups |
 //! | `core-dumps` | info | `resources.core` is not 0 |
 
-use super::{MergedPolicy, Origin, ResolvedPolicy, TrustModeName};
+use super::risk::{builtin_class, class_of};
+use super::{MergedPolicy, Origin, ResolvedPolicy, RiskClass, TrustModeName};
 use crate::protocol::host::FailureMode;
 use crate::sandbox::{
     Degradation, Limit, NetworkMode, DEFAULT_ALLOW_DEGRADED, DEFAULT_ALLOW_DEGRADED_ROOTLESS,
@@ -121,7 +123,23 @@ fn lint_one(
             message,
         });
     };
-    if r.sandbox.network == NetworkMode::Loopback {
+    // An item moved out of the high class needs no grant any more: the grant lints below would
+    // say it is withheld while it is granted, so the move itself is the finding.
+    for (item, class) in &r.risk {
+        if builtin_class(item) == RiskClass::High && *class != RiskClass::High {
+            push(
+                &format!("risk.{}", super::layers::dotted(std::slice::from_ref(item))),
+                "risk-lowered",
+                Severity::Error,
+                format!(
+                    "`{item}` moved from high to {} risk: it is granted without a signed grant",
+                    class.as_str()
+                ),
+            );
+        }
+    }
+    let network_high = class_of("network", &r.risk) == RiskClass::High;
+    if r.sandbox.network == NetworkMode::Loopback && network_high {
         match &r.plugin {
             Some(p) if !grants.get(p).is_some_and(|g| g.contains("network:loopback")) => push(
                 "network.mode",

@@ -376,3 +376,57 @@ fn sandbox_values_no_kernel_can_apply_name_their_file_and_line() {
         chain(&e)
     );
 }
+
+/// `[risk] network = "low"` lets loopback through without a grant (the effective policy grants
+/// it), but lint said "no grant … it will be withheld" and nothing named the move: a reviewer
+/// saw either nothing or the opposite of what runs. The move out of the high class is now the
+/// finding (an error, at its line, also under a plugin), and the grant lints keep quiet when
+/// there is no grant to need.
+#[test]
+fn lint_names_a_high_risk_item_moved_down_and_says_nothing_false_about_grants() {
+    use super::effective::{effective, PluginFacts};
+    use super::lint::{lint, Severity};
+    let text = "version = 1\n[network]\nmode = \"loopback\"\n[risk]\nnetwork = \"low\"\n\
+                [plugin.hello.network]\nmode = \"loopback\"\n\
+                [plugin.other.risk]\nwritable = \"medium\"\nkv_put = \"low\"\n";
+    let m = merge(&[layer("p.toml", text)]).unwrap();
+    let findings = lint(&m, &BTreeMap::new());
+    let at = |f: &super::lint::Finding| f.at.to_string();
+    let lowered: Vec<(String, Option<String>, String)> = findings
+        .iter()
+        .filter(|f| f.code == "risk-lowered")
+        .inspect(|f| assert_eq!(f.severity, Severity::Error, "{f:?}"))
+        .map(|f| (at(f), f.plugin.clone(), f.message.clone()))
+        .collect();
+    assert!(
+        lowered.iter().any(|(a, p, msg)| a == "p.toml:5"
+            && p.is_none()
+            && msg.contains("`network` moved from high to low")),
+        "{lowered:?}"
+    );
+    assert!(
+        lowered.iter().any(|(a, p, msg)| a == "p.toml:9"
+            && p.as_deref() == Some("other")
+            && msg.contains("`writable` moved from high to medium")),
+        "{lowered:?}"
+    );
+    // kv_put is medium built in: moving it to low changes no grant.
+    assert!(
+        !lowered.iter().any(|(_, _, msg)| msg.contains("kv_put")),
+        "{lowered:?}"
+    );
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f.code == "network-without-grant" || f.code == "network-needs-grant"),
+        "{findings:?}"
+    );
+    // What lint no longer contradicts: no grant, and network is granted.
+    let r = m.resolve(Some("hello"), None).unwrap();
+    let facts = PluginFacts {
+        name: "hello".into(),
+        ..PluginFacts::default()
+    };
+    let e = effective(&r, &facts, Some(&std::collections::BTreeSet::new()));
+    assert!(e.network.granted, "{:?}", e.network);
+}
