@@ -184,7 +184,8 @@ pub struct ResourcesSection {
     /// cgroup swap allowance. Default 0 (no swap).
     pub swap_max: Option<RawSize>,
     /// cgroup CPU quota: "50%" of one CPU, "1500m" millicores, or "unlimited". Default "100%".
-    /// At most 175921860444m (the kernel's largest quota per 100 ms period).
+    /// At least 10m ("1%", the kernel's smallest quota per 100 ms period) and at most
+    /// 175921860444m (its largest).
     pub cpu_max: Option<String>,
     /// cgroup limit on processes + threads. Default 64. At most 4194304 (the kernel's pid limit),
     /// or "unlimited".
@@ -697,6 +698,19 @@ impl SandboxPolicyFile {
             }
         }
         if let CpuQuota::Millicores(m) = resources.cpu_max {
+            if m < units::MIN_CPU_MILLICORES {
+                return Err(invalid(
+                    "resources.cpu_max",
+                    FieldError::Range(format!(
+                        "must be at least {}m (\"1%\"): the kernel refuses a CPU quota below {} \
+                         µs per {} µs period, so a smaller one would run as {}m",
+                        units::MIN_CPU_MILLICORES,
+                        units::MIN_CPU_QUOTA_US,
+                        units::CPU_PERIOD_US,
+                        units::MIN_CPU_MILLICORES
+                    )),
+                ));
+            }
             if m > units::MAX_CPU_MILLICORES {
                 return Err(invalid(
                     "resources.cpu_max",

@@ -357,3 +357,32 @@ fn a_read_only_path_inside_a_writable_one_is_refused() {
         parse_policy(text).unwrap_or_else(|e| panic!("{text}: {e}"));
     }
 }
+
+/// `cpu_max = "5m"` was accepted and shown as 5m by `policy explain`, but the runtime wrote the
+/// kernel's smallest quota, 1000 µs per 100 ms: twice the CPU the file reads as. Below 10m
+/// ("1%") is refused now; 10m and "1%" are the smallest accepted.
+#[test]
+fn a_cpu_quota_below_the_kernels_smallest_is_refused() {
+    for v in ["1m", "5m", "9m"] {
+        let text = format!("version = 1\n[resources]\ncpu_max = \"{v}\"\n");
+        match parse_policy(&text) {
+            Err(SandboxPolicyError::Invalid {
+                key,
+                cause: FieldError::Range(why),
+                ..
+            }) => {
+                assert_eq!(key, "resources.cpu_max");
+                assert!(why.contains("at least 10m"), "{why}");
+            }
+            other => panic!("{v}: {other:?}"),
+        }
+    }
+    for v in ["10m", "1%"] {
+        let p = parse_policy(&format!("version = 1\n[resources]\ncpu_max = \"{v}\"\n")).unwrap();
+        assert_eq!(p.resources.cpu_max, CpuQuota::Millicores(10));
+        assert_eq!(
+            p.resources.cpu_max.quota_us(units::CPU_PERIOD_US),
+            Some(1000)
+        );
+    }
+}

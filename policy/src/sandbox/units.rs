@@ -104,6 +104,16 @@ pub const MAX_CPU_QUOTA_US: u64 = (1 << 44) - 1;
 /// millicores (175921860444m: some 176 million CPUs, so only a typo reaches it).
 pub const MAX_CPU_MILLICORES: u64 = MAX_CPU_QUOTA_US * 1000 / CPU_PERIOD_US;
 
+/// The smallest CFS quota the kernel accepts, in µs: `min_cfs_quota_period` (kernel/sched/core.c,
+/// 1 ms; a smaller one is refused with EINVAL). The runtime never writes less
+/// ([`CpuQuota::quota_us`]).
+pub const MIN_CPU_QUOTA_US: u64 = 1000;
+
+/// The smallest `cpu_max`: [`MIN_CPU_QUOTA_US`] per [`CPU_PERIOD_US`], in millicores (10m, or
+/// "1%"). A smaller value would be raised to it at launch while `policy explain` showed the
+/// smaller one, so it is refused instead.
+pub const MIN_CPU_MILLICORES: u64 = MIN_CPU_QUOTA_US * 1000 / CPU_PERIOD_US;
+
 /// A CPU quota, normalised to millicores (1000 = one full CPU).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -118,7 +128,9 @@ impl CpuQuota {
     /// The cgroup quota in microseconds per `period_us`, or `None` when unlimited.
     pub fn quota_us(self, period_us: u64) -> Option<u64> {
         match self {
-            CpuQuota::Millicores(m) => Some((m.saturating_mul(period_us) / 1000).max(1000)),
+            CpuQuota::Millicores(m) => {
+                Some((m.saturating_mul(period_us) / 1000).max(MIN_CPU_QUOTA_US))
+            }
             CpuQuota::Unlimited => None,
         }
     }
