@@ -884,8 +884,8 @@ pub struct RunArgs {
 /// `stockade serve`
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The agent socket to create (mode 0660; a stale socket is replaced, a live one or any
-    /// other file is not). Not needed when systemd passes the socket (LISTEN_FDS).
+    /// The agent socket to create (mode 0660; PATH.lock is held while serving; a stale socket
+    /// is replaced, a live one or any other file is not). Not needed when systemd passes the socket (LISTEN_FDS).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Serve config (TOML): socket allowlist, restart/quarantine/health, packages to load.

@@ -8,7 +8,10 @@
 //!   version could leave out a serial the first revoked). State written by earlier builds holds
 //!   the version alone (`{"<issuer key id>": N}`); it is still read, and the digest is recorded
 //!   the next time a list of that version is accepted (until then only versions are compared:
-//!   the first list of that version seen after the upgrade is the one remembered).
+//!   the first list of that version seen after the upgrade is the one remembered). The list is
+//!   read when a command starts and this file at step 5, so a verification running beside it
+//!   may have recorded a newer list in between: step 5 reads the list again before it calls
+//!   the one it holds a rollback (`package/verify.rs`, `check_revocation`).
 //! - `license.json`: this node's license (see `node.rs`).
 //! - `license-state.json`: `{"<license serial>": <highest issued_at installed>, ...,
 //!   "#installed-last:<serial>:<license sha256>:<entries sha256>": <its issued_at>}`, written by

@@ -71,6 +71,17 @@ pub enum TrustDirError {
     Revocations(#[source] FileError),
 }
 
+/// The bytes of `dir`'s revocation list, `None` when there is none: read by
+/// [`TrustConfig::load`], and again by step 5 when the list read then turns out older than one
+/// a concurrent verification has recorded since (`package/verify.rs`, `check_revocation`).
+pub fn read_revocations(dir: &Path) -> Result<Option<Vec<u8>>, TrustDirError> {
+    match read_capped(&dir.join(REVOCATIONS_FILE), MAX_DOC_BYTES as u64) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(TrustDirError::Revocations(e)),
+    }
+}
+
 /// Everything verification needs to know about whom to trust.
 #[derive(Debug, Clone)]
 pub struct TrustConfig {
@@ -135,11 +146,7 @@ impl TrustConfig {
         if cfg.roots.is_empty() && mode == TrustMode::Strict {
             return Err(TrustDirError::NoRoots(dir.to_path_buf()));
         }
-        match read_capped(&dir.join(REVOCATIONS_FILE), MAX_DOC_BYTES as u64) {
-            Ok(b) => cfg.revocations = Some(b),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(TrustDirError::Revocations(e)),
-        }
+        cfg.revocations = read_revocations(dir)?;
         Ok(cfg)
     }
 

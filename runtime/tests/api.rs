@@ -79,3 +79,47 @@ fn recheck_trust_decides_validity_and_scope_again() {
         "{warning}"
     );
 }
+
+/// A verification that read the trust directory just before the operator put a newer
+/// revocation list in place, and reaches step 5 after a concurrent verification recorded that
+/// list's version, holds a list that was current when it read it: it reads the list again and
+/// passes, where it used to be refused as a rollback (84) — a false tamper report to agents
+/// running plugins while the CA's list is rotated. A list still older after the second read is
+/// a rollback as before.
+#[test]
+fn a_list_replaced_during_verification_is_read_again_not_taken_for_a_rollback() {
+    use stockade_runtime::package::verify_only;
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v1.json"]);
+    ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v2.json"]);
+    let list = fx.path("trust/revocations.json");
+    std::fs::copy(fx.path("v1.json"), &list).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let node = NodeIdentity::default();
+    // This verification read the trust directory (list 1) ...
+    let early = TrustConfig::load(&fx.path("trust"), TrustMode::Strict, &fx.path("state")).unwrap();
+    // ... then the operator published list 2, and another verification recorded it.
+    std::fs::copy(fx.path("v2.json"), &list).unwrap();
+    let late = TrustConfig::load(&fx.path("trust"), TrustMode::Strict, &fx.path("state")).unwrap();
+    assert_eq!(
+        verify_only(&fx.path(&pkg), &late, &node, now)
+            .unwrap()
+            .revocation_version,
+        Some(2)
+    );
+    let r = verify_only(&fx.path(&pkg), &early, &node, now)
+        .unwrap_or_else(|e| panic!("the earlier verification failed: {} ({e})", e.kind()));
+    assert_eq!(
+        r.revocation_version,
+        Some(2),
+        "checked against the list read again"
+    );
+    // A real rollback: list 1 back in place, the second read finds it too.
+    std::fs::copy(fx.path("v1.json"), &list).unwrap();
+    let e = verify_only(&fx.path(&pkg), &early, &node, now).unwrap_err();
+    assert_eq!(e.kind(), "revocation.rollback");
+}

@@ -322,6 +322,75 @@ fn stale_socket_is_replaced_but_a_live_one_or_a_file_is_not() {
     assert_eq!(std::fs::read(&path).unwrap(), b"precious");
 }
 
+/// A daemon bound at a path holds `<path>.lock` for its life; a second one that finds it held
+/// refuses as for a live daemon (75, `socket_in_use`) and leaves the path alone, even when the
+/// socket there refuses connections — as a daemon's does between its `bind` and its `listen`,
+/// or a stale one that an earlier of two daemons started together is about to replace. Both
+/// used to take such a socket for stale, remove it and bind: two daemons up, the first on an
+/// unlinked socket no agent could reach, whose exit then removed the second's socket. Here the
+/// held lock stands for that other daemon, so the race is decided without any timing.
+#[test]
+fn a_daemon_that_finds_the_socket_lock_held_leaves_the_path_alone() {
+    use std::os::unix::fs::MetadataExt;
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let path = fx.dir().join("serve.sock");
+    // A socket that refuses connections (bound, never listening).
+    drop(UnixListener::bind(&path).unwrap());
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    let lock = std::fs::File::create(fx.dir().join("serve.sock.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    let mut args = serve_args(&fx, "", None);
+    args.extend(["--socket".into(), path.to_string_lossy().into_owned()]);
+    args.push("--json".into());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(&args)
+        .current_dir(fx.dir())
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until it exits or takes the path: one that took it serves for ever, so it is stopped
+    // and the test fails.
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if UnixStream::connect(&path).is_ok() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("a second daemon took the path: {out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["error"]["kind"], "socket_in_use", "{out:?}");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().ino(),
+        ino,
+        "the socket was replaced"
+    );
+
+    // The lock free (the other daemon gone), the stale socket is replaced; the daemon holds
+    // the lock while it serves, and removes its socket when it stops.
+    drop(held);
+    let mut s = Serve::start(&fx, "", None);
+    s.client().ok("plugin_list", json!({}));
+    let lock = std::fs::File::open(fx.dir().join("serve.sock.lock")).unwrap();
+    let busy = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock);
+    assert!(
+        busy.is_err(),
+        "the serving daemon does not hold the socket's lock"
+    );
+    assert_eq!(s.stop(), 0);
+    assert!(!path.exists());
+}
+
 #[test]
 fn a_connection_that_stops_reading_is_dropped_and_others_are_served() {
     if !require_root() {

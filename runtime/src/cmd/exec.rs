@@ -99,6 +99,15 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "the host or the runtime is out of descriptors, memory or cgroups right now (the \
              cause says which): retry later; never taken for a host without cgroups",
         ),
+        // Every uid of the range is held by a live sandbox: as many plugins run at once as the
+        // range allows. A moment's condition, which ends with any of them: not the host's
+        // configuration that the generic `sandbox_setup` advice points to.
+        LaunchError::Uid(crate::sandbox::uid::UidError::Exhausted { .. }) => (
+            Exit::SandboxSetup,
+            "uid_exhausted",
+            "as many plugins are running as the policy's [identity] uid_count allows, each \
+             holding one uid: retry once one has ended, or widen uid_count",
+        ),
         LaunchError::WritableNotDir { .. } => (
             Exit::SandboxSetup,
             "writable_path",

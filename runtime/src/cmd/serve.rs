@@ -12,7 +12,8 @@
 //! restarts, and every loaded plugin checked against the trust configuration read again) →
 //! the agent socket: inherited from systemd when `LISTEN_PID`/`LISTEN_FDS` name this process
 //! (fd 3), else bound at `--socket` (mode 0660, created under umask 0117 so it is never more
-//! open, even for an instant; a stale socket nobody listens on is replaced, a live one or any
+//! open, even for an instant; `<PATH>.lock` held for the daemon's life, so a second daemon
+//! refuses at once; under it a stale socket nobody listens on is replaced, a live one or any
 //! other kind of file is refused) → the config's packages loaded → `READY=1` to systemd → the
 //! event loop → on a stop signal: `STOPPING=1`, every plugin stopped gracefully (then its
 //! cgroup killed), the socket removed if we created it, exit 0.
@@ -30,6 +31,7 @@ use crate::plugin_policy::flag_allowlist;
 use crate::policyfiles::{self, PolicyFilesError};
 use crate::sys;
 use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -78,6 +80,15 @@ pub enum ServeError {
     NotASocket {
         /// The path.
         path: PathBuf,
+    },
+    /// The socket path's lock (`<path>.lock`) cannot be made or taken.
+    #[error("cannot use the socket's lock `{}`", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
     },
     /// Binding failed.
     #[error("cannot create the socket `{}`", path.display())]
@@ -135,8 +146,46 @@ fn load_config(path: Option<&PathBuf>) -> Result<ServeConfig, CmdError> {
     })
 }
 
-/// Bind `path`, replacing a stale socket only.
-fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+/// `<path>.lock`: the lock a daemon bound at `path` holds for its whole life ([`bind`]).
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Take the socket path's lock without waiting: `None` when another daemon holds it. A
+/// private lock file (0600, this user's: [`sys::open_private_lock_file`]), so no other user
+/// can hold it and keep the daemon from starting; never removed (a lock file unlinked while
+/// another daemon is about to lock it would let both hold "the" lock through two inodes).
+fn lock_socket_path(path: &Path) -> Result<Option<OwnedFd>, ServeError> {
+    use std::os::unix::ffi::OsStrExt;
+    let lock = lock_path(path);
+    let err = |source| ServeError::Lock {
+        path: lock.clone(),
+        source,
+    };
+    let c = std::ffi::CString::new(lock.as_os_str().as_bytes())
+        .map_err(|e| err(io::Error::other(e)))?;
+    let fd = sys::open_private_lock_file(&c).map_err(err)?;
+    Ok(sys::try_flock_exclusive(fd.as_fd())
+        .map_err(err)?
+        .then_some(fd))
+}
+
+/// Bind `path`, replacing a stale socket only, and hold the path's lock ([`lock_path`]),
+/// returned with the listener, for as long as the socket is ours.
+///
+/// Why a lock: "stale" is decided by a refused `connect`, and a socket is refused by a daemon
+/// between its `bind` and its `listen`, and by a stale one until the first of two daemons
+/// started together has replaced it. Two agents starting the daemon at once both took such a
+/// socket for stale, both removed "it" and bound: one daemon was left serving an unlinked
+/// socket no agent could reach, and its exit removed the other's. Under the lock the check,
+/// the removal and the bind are one daemon's; one that finds the lock held refuses as for a
+/// live daemon (`socket_in_use`, 75) and touches nothing.
+fn bind(path: &Path) -> Result<(UnixListener, OwnedFd), ServeError> {
+    let lock = lock_socket_path(path)?.ok_or_else(|| ServeError::InUse {
+        path: path.to_path_buf(),
+    })?;
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => match UnixStream::connect(path) {
             Ok(_) => {
@@ -180,7 +229,7 @@ fn bind(path: &Path) -> Result<UnixListener, ServeError> {
     };
     let l = sys::sock::with_umask(0o117, || UnixListener::bind(path)).map_err(bind_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_err)?;
-    Ok(l)
+    Ok((l, lock))
 }
 
 /// Run `stockade serve`.
@@ -253,7 +302,7 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
                 .ok_or_else(|| cmd(Exit::Usage, "usage", ServeError::NoSocket))?;
             // A daemon already there is worth a retry (75), a path that cannot be bound is
             // not (73): two kinds, each with its own code and its own advice.
-            let l = bind(&path).map_err(|e| match e {
+            let (l, lock) = bind(&path).map_err(|e| match e {
                 ServeError::InUse { .. } => cmd(Exit::TempFail, "socket_in_use", e)
                     .hint("stop the other daemon or choose another --socket"),
                 _ => cmd(Exit::CantCreate, "socket", e).hint(
@@ -261,7 +310,7 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
                      nothing but a socket may be at the path; or choose another --socket",
                 ),
             })?;
-            (l, Some(path))
+            (l, Some((path, lock)))
         }
         1 => {
             let l = sys::sock::inherited_listener(3)
@@ -274,7 +323,7 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         }
     };
     // From here on the socket file (if ours) is removed on every way out.
-    let _cleanup = bound.clone().map(SocketFile);
+    let cleanup = bound.map(|(path, lock)| SocketFile { path, _lock: lock });
     let load = serve.serve.load.clone();
     let cfg = DaemonConfig {
         serve,
@@ -331,8 +380,11 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         };
         return Err(cmd(exit, kind, err).hint(hint));
     }
-    match &bound {
-        Some(p) => log_line(&format!("listening on {}", crate::output::term_path(p))),
+    match &cleanup {
+        Some(f) => log_line(&format!(
+            "listening on {}",
+            crate::output::term_path(&f.path)
+        )),
         None => log_line("listening on the socket passed by systemd"),
     }
     if let Err(e) = systemd::notify("READY=1\nSTATUS=listening") {
@@ -353,11 +405,16 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
     Ok(Exit::Ok)
 }
 
-/// Removes the socket this process bound when dropped.
-struct SocketFile(PathBuf);
+/// The socket this daemon bound, with the path's lock ([`bind`]): the file is removed while
+/// the lock is still held (fields drop after `drop`), so no daemon that binds the path after us
+/// can have its socket removed by our exit.
+struct SocketFile {
+    path: PathBuf,
+    _lock: OwnedFd,
+}
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.path);
     }
 }

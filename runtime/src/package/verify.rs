@@ -1023,9 +1023,18 @@ fn check_revocation(
         }
         return Ok(None);
     };
-    let list = RevocationList::parse(bytes).map_err(RevocationError::List)?;
+    let mut list = RevocationList::parse(bytes).map_err(RevocationError::List)?;
     let issuer = list.issuer.to_string();
     let seen = state.seen.get(&issuer).copied();
+    // The list was read when the command started, the state only now: a verification running
+    // beside this one may have recorded a newer list the operator put in place in between.
+    // The list in the trust directory is then read again (once) and used if it is newer;
+    // only a list still older than the one recorded is a rollback.
+    if seen.is_some_and(|s| list.body.version < s.version) {
+        if let Some(newer) = newer_list(cfg, &list) {
+            list = newer;
+        }
+    }
     // Verified first, so a list signed by a key that is not a pinned root says exactly that.
     list.verify(&cfg.root_keys(), now, seen)
         .map_err(RevocationError::List)?;
@@ -1049,6 +1058,15 @@ fn check_revocation(
     }
     list.check_certs(certs).map_err(RevocationError::Revoked)?;
     Ok(Some(list.body.version))
+}
+
+/// The trust directory's revocation list read again, if it is a newer one from the same issuer
+/// than `held` ([`check_revocation`]). Anything else — no list, one that cannot be read or
+/// parsed, another issuer's, not newer — is `None`: `held` is then judged as it is.
+fn newer_list(cfg: &TrustConfig, held: &RevocationList) -> Option<RevocationList> {
+    let bytes = crate::trustdir::read_revocations(&cfg.dir).ok()??;
+    let fresh = RevocationList::parse(&bytes).ok()?;
+    (fresh.issuer == held.issuer && fresh.body.version > held.body.version).then_some(fresh)
 }
 
 fn check_scope(

@@ -1235,4 +1235,27 @@ mod tests {
             assert!(cgroup_failure(e, true).is_ok(), "{errno}");
         }
     }
+
+    /// Every uid of the range held by live sandboxes (many `run`s at once) is a moment's
+    /// condition with its own kind and advice (retry once one ends), not the generic
+    /// `sandbox_setup` whose advice points at the host's configuration; unusable lock files
+    /// still are `sandbox_setup`.
+    #[test]
+    fn a_range_whose_uids_are_all_held_is_its_own_kind() {
+        use super::{uid::UidError, LaunchError};
+        let e = crate::cmd::exec::launch_error(LaunchError::Uid(UidError::Exhausted {
+            first: 200_000,
+            count: 3,
+        }));
+        assert_eq!(e.kind(), "uid_exhausted");
+        assert_eq!(e.exit().code(), 125);
+        let e = crate::cmd::exec::launch_error(LaunchError::Uid(UidError::Unusable {
+            first: 200_000,
+            count: 3,
+            unusable: 3,
+            path: "/run/stockade/uids/200000.lock".into(),
+            source: std::io::Error::from_raw_os_error(libc::ELOOP),
+        }));
+        assert_eq!(e.kind(), "sandbox_setup");
+    }
 }
