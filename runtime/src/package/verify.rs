@@ -399,16 +399,22 @@ fn private_dir(parent: &Path) -> Result<FreshDir, VerifyError> {
 fn sweep_fresh_leftovers(parent: &Path) {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
-    super::trees::sweep_unlocked(parent, &[FRESH_PREFIX], |name, age, m| {
-        let Some(rest) = name.strip_prefix(FRESH_PREFIX) else {
-            return false;
-        };
-        // The metadata is the entry's own (a symlink not followed): only a real directory of ours.
-        crate::fileio::leftover_maker(rest).is_some()
-            && m.is_dir()
-            && m.uid() == me
-            && crate::fileio::leftover_is_stale(rest, age)
-    });
+    super::trees::sweep_unlocked(
+        parent,
+        &[FRESH_PREFIX],
+        |name, age, m| {
+            let Some(rest) = name.strip_prefix(FRESH_PREFIX) else {
+                return false;
+            };
+            // The metadata is the entry's own (a symlink not followed): only a real directory
+            // of ours.
+            crate::fileio::leftover_maker(rest).is_some()
+                && m.is_dir()
+                && m.uid() == me
+                && crate::fileio::leftover_is_stale(rest, age)
+        },
+        super::trees::remove_dir_if_unlocked,
+    );
 }
 
 impl CheckedPackage {
