@@ -6,6 +6,10 @@
 #[path = "../tests/skip/mod.rs"]
 mod skip;
 
+// Another user holding a lock, the one copy of it (`tests/hold/mod.rs`).
+#[path = "../tests/hold/mod.rs"]
+pub(crate) mod hold;
+
 /// Whether a test that needs root can run. Outside CI a non-root run skips it (said on
 /// stderr); CI runs as root, so there a skip is an error.
 pub(crate) fn root_or_skip(why: &str) -> bool {

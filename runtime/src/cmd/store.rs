@@ -346,9 +346,11 @@ impl Job<'_> {
         let mut entry = entry_for(&pkg.report, requires, source);
         entry.tier = pkg.manifest.manifest().tier.clone();
         let warnings = pkg.report.warnings.clone();
+        let kept = pkg.dir.keep();
         self.store
-            .finish_staging(&s, pkg.dir.keep())
+            .finish_staging(&s, kept.path().to_path_buf())
             .map_err(store_err)?;
+        drop(kept);
         self.staged.push(StagedPkg {
             staged: s,
             entry,

@@ -251,11 +251,13 @@ pub fn run(a: VerifyArgs, out: Output) -> Result<Exit, CmdError> {
 /// sandboxed plugin's unprivileged uid can read what was verified (files keep the fixed 0644/0755
 /// modes extraction gave them). On any failure the extracted copy is removed.
 fn move_into_place(pkg: VerifiedPackage, dest: &Path) -> Result<(), CmdError> {
-    let tmp = pkg.dir.keep();
-    let moved = std::fs::rename(&tmp, dest)
+    // The extraction directory's private parent goes when `kept` is dropped.
+    let kept = pkg.dir.keep();
+    let tmp = kept.path();
+    let moved = std::fs::rename(tmp, dest)
         .and_then(|()| std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755)));
     if let Err(e) = moved {
-        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_dir_all(tmp);
         return Err(CmdError::new(Exit::CantCreate, "extract_to", e)
             .hint("check that the destination's parent directory exists and is writable"));
     }

@@ -145,6 +145,18 @@ impl HeldDir {
         )
     }
 
+    /// [`HeldDir::open_child`] with another owner rule: the kept trees' lock directory, this
+    /// user's alone ([`DirOwner::SelfOnly`]) like the trees directory it is in.
+    pub fn open_child_as(
+        &self,
+        name: &str,
+        create: Option<u32>,
+        owner: DirOwner,
+    ) -> Result<Self, HeldDirError> {
+        use std::os::fd::AsFd;
+        Self::open_in(self.fd.as_fd(), self.shown.join(name), name, create, owner)
+    }
+
     /// [`HeldDir::open`] without the owner rule ([`DirOwner::Shared`]), for a directory the
     /// daemon's user may own (the index cache, which the refresh timer writes as that user) and
     /// in which this process only replaces whole files by rename ([`write_state_file`]): a

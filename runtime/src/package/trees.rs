@@ -28,15 +28,32 @@
 //! change a tree between the check and the plugin's reads — the principal that can change the
 //! runtime itself.
 //!
-//! Concurrency: every user of a tree (a run on a kept one, a run extracting into a work
-//! directory here) holds a shared `flock` on it for as long as its plugin may read it; the
-//! eviction of the least recently used trees beyond the limit takes an exclusive lock without
-//! waiting and skips what is in use. No lock here is waited for: a kept tree can be opened by
-//! other users (0755), who could hold any lock on it for ever, so a run that finds its tree
-//! locked exclusively extracts the package afresh ([`Trees::find`]), and the only lock taken
-//! waiting is the one on a fresh 0700 work directory, which no other user can open. A tree is
-//! made visible by one `renameat2(RENAME_NOREPLACE)` of a complete work directory, so a kept
-//! name never shows a partial tree.
+//! Concurrency: every user of a tree (a run on a kept one, a run or a daemon extracting into a
+//! work directory here) holds a shared lock on it for as long as its plugin may read it; the
+//! eviction of the least recently used trees beyond the limit takes it exclusively without
+//! waiting and skips what is in use. That lock is not a `flock` of the tree's directory but of
+//! its lock file, `.locks/<dev>-<ino>` in the trees directory ([`TreeLock`]): a kept tree is
+//! 0755 (the plugin's uid reads it; a work directory too once `run` opened it up) and its name
+//! (the statement's SHA-256) is no secret, and `flock` needs nothing but a descriptor — so
+//! any user who can search the state directory could open a tree and hold a shared lock on it
+//! for ever, and eviction never removed it: `keep_trees` and `keep_trees_max_mib` exceeded by
+//! as many trees as packages are run, on root's disk. The lock files are 0600 in a 0700
+//! directory of this uid's alone, opened as the store's lock is
+//! ([`crate::sys::open_private_lock_file`]): only this uid (and root) can open one, so only
+//! this uid's processes can hold one, and a run may wait for a tree's lock. Named by the
+//! directory's inode, a lock follows its directory through its renames (work directory → kept
+//! tree → set aside) as a `flock` on the directory did. A tree is made visible by one
+//! `renameat2(RENAME_NOREPLACE)` of a complete work directory, so a kept name never shows a
+//! partial tree.
+//!
+//! Upgrades: an earlier build's trees and work directories have no lock file; the first use
+//! makes one, and a sweep or eviction takes theirs like any. An earlier build's `flock`s on the
+//! directories are not looked at (they are what another user could hold): during an upgrade a
+//! run of the earlier build still in progress may see its tree evicted under it — its plugin
+//! then fails to read or its check refuses the tree — but nothing ever writes into a tree, so
+//! no tree is left changed. A lock file goes with its directory (when the lock of a directory
+//! this process removed is dropped, [`TreeLock`]); one a crash left is removed by the sweep of
+//! leftovers once no one holds it.
 //!
 //! Bounds: at most `trust.keep_trees` trees, and at most `trust.keep_trees_max_mib` of their
 //! files together (the sum of the files' sizes: the signed map's for the tree being kept, and
@@ -49,10 +66,14 @@ use super::extract::Extracted;
 use crate::fileio::{leftover_is_stale, DirOwner, HeldDir};
 use nix::fcntl::{Flock, FlockArg, RenameFlags};
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -85,6 +106,112 @@ pub struct Trees {
 /// here (`LaunchSpec::package_dir_id`, [`KeptTree::bind_source`]).
 type Anchor = HeldDir;
 
+/// The directory of the trees' lock files, in the trees directory ([`TreeLock`]).
+const LOCKS_DIR: &str = ".locks";
+
+/// How many times a lock whose file was removed while it was taken is taken again (a sweep
+/// removes the file of a directory that is gone; one reused inode number is a new directory).
+const LOCK_ROUNDS: usize = 3;
+
+/// The lock that marks one directory among the trees in use (a kept tree, a work directory, a
+/// set-aside tree): a `flock` of `.locks/<dev>-<ino>` (its device and inode), 0600, in a 0700
+/// directory of this uid's alone (see the module's Concurrency). Released when dropped, and its
+/// file removed then if the directory is gone (removed by this process: an eviction, a work
+/// directory's drop) and no other process holds the file.
+#[derive(Debug)]
+struct TreeLock(Option<Box<HeldLock>>);
+
+/// A lock file held, where it is, and the directory it marks.
+#[derive(Debug)]
+struct HeldLock {
+    fd: OwnedFd,
+    locks: HeldDir,
+    name: String,
+    dir: File,
+}
+
+impl Drop for TreeLock {
+    fn drop(&mut self) {
+        let Some(h) = &self.0 else { return };
+        // A directory removed has no link left. Its inode number may already be a new
+        // directory's, whose user then holds the file (shared): it stays. Unlinked only while
+        // held exclusively, and only if still the file at the name: a process that opened it
+        // before and is granted it after finds it unlinked, and takes a new one ([`lock_tree`]).
+        let gone = h.dir.metadata().is_ok_and(|m| m.nlink() == 0);
+        if gone
+            && crate::sys::try_flock_exclusive(h.fd.as_fd()).unwrap_or(false)
+            && is_linked(h.locks.join(&h.name).path(), &h.fd)
+        {
+            let _ = std::fs::remove_file(h.locks.join(&h.name).path());
+        }
+    }
+}
+
+/// Whether `path` names the file open as `fd`.
+fn is_linked(path: &Path, fd: &OwnedFd) -> bool {
+    let held = nix::sys::stat::fstat(fd);
+    match (std::fs::symlink_metadata(path), held) {
+        (Ok(l), Ok(h)) => (l.dev(), l.ino()) == (h.st_dev, h.st_ino),
+        _ => false,
+    }
+}
+
+/// The name of the lock file of the directory whose metadata is `m`.
+fn lock_name(m: &std::fs::Metadata) -> String {
+    format!("{}-{}", m.dev(), m.ino())
+}
+
+/// Take the lock of `dir`, a directory among the trees opened by the caller: shared, waiting
+/// for an eviction in progress (only this uid's processes can hold it), or exclusive without
+/// waiting (`Ok(None)`: in use). The lock file and its directory are made when missing (an
+/// earlier build's tree has none). A shared lock on a read-only file system, where neither can
+/// be made, is no lock (`TreeLock(None)`): nothing can be removed there either. A lock file that
+/// is not one ([`crate::sys::open_private_lock_file`]: another user's, a symlink, not a regular
+/// file of one link) is an error of kind `InvalidData`: the tree is not used, or not removed.
+fn lock_tree(anchor: &Anchor, dir: &File, exclusive: bool) -> std::io::Result<Option<TreeLock>> {
+    let name = lock_name(&dir.metadata()?);
+    let locks = match anchor.open_child_as(LOCKS_DIR, Some(0o700), DirOwner::SelfOnly) {
+        Ok(l) => l,
+        Err(crate::fileio::HeldDirError::Io { source, .. })
+            if !exclusive && source.raw_os_error() == Some(libc::EROFS) =>
+        {
+            return Ok(Some(TreeLock(None)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let path = locks.join(&name);
+    let c = CString::new(path.path().as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    for _ in 0..LOCK_ROUNDS {
+        let fd = if exclusive {
+            let fd = crate::sys::open_private_lock_file(&c)?;
+            if !crate::sys::try_flock_exclusive(fd.as_fd())? {
+                return Ok(None);
+            }
+            fd
+        } else {
+            let Some(fd) = crate::sys::open_private_lock_file_to_read(&c)? else {
+                return Ok(Some(TreeLock(None)));
+            };
+            crate::sys::flock_shared(fd.as_fd())?;
+            fd
+        };
+        // Still the file at the name: one removed while this process waited for it (a gone
+        // directory's, by its last holder or a sweep) is no one's lock any more.
+        if is_linked(path.path(), &fd) {
+            return Ok(Some(TreeLock(Some(Box::new(HeldLock {
+                fd,
+                locks,
+                name,
+                dir: dir.try_clone()?,
+            })))));
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "the lock file {} was replaced while it was taken, {LOCK_ROUNDS} times",
+        path.shown().display()
+    )))
+}
+
 /// A kept tree in use: its path and the shared lock that keeps eviction off it.
 #[derive(Debug)]
 pub struct KeptTree {
@@ -92,7 +219,7 @@ pub struct KeptTree {
     key: String,
     id: (u64, u64),
     host: PathBuf,
-    _lock: Flock<File>,
+    _lock: TreeLock,
     anchor: Arc<Anchor>,
 }
 
@@ -118,7 +245,7 @@ impl KeptTree {
         let renamed = std::fs::rename(&self.path, &aside).is_ok();
         drop(self);
         if renamed {
-            remove_if_unused(&aside);
+            remove_if_unused(&anchor, &aside);
         }
         work_dir_in(anchor)
     }
@@ -131,7 +258,9 @@ pub struct WorkDir {
     pub dir: tempfile::TempDir,
     id: (u64, u64),
     host: PathBuf,
-    lock: Flock<File>,
+    /// The directory, open (its modification time marks its use: [`evict`] goes by it).
+    handle: File,
+    lock: TreeLock,
     anchor: Arc<Anchor>,
 }
 
@@ -232,33 +361,29 @@ impl Trees {
     }
 
     /// The kept tree for `key` (a statement digest), locked and its use recorded; `None` when
-    /// there is none, or when it is locked exclusively. Not checked yet: [`check_kept`] is the
+    /// there is none, or its lock cannot be taken. Not checked yet: [`check_kept`] is the
     /// caller's.
     ///
-    /// The shared lock is taken without waiting. An exclusive lock is an eviction's, which
-    /// renames the tree away at once (then this lookup would find it gone anyway), or another
-    /// user's: a kept tree is 0755 (the plugin's uid reads it), its name (the statement's
-    /// SHA-256) is no secret, and the trees directory is searchable by others (0711, the
-    /// sandbox's init binds from it) — so whoever can search the state directory (the service
-    /// user's group at 0750, everyone at 0755) can open a tree and `flock` it for ever, and a
-    /// waiting lookup stalled every `run` of that package. Without the tree the package is
-    /// extracted afresh, as after an eviction, into a work directory of its own (0700), which no
-    /// other user can open.
+    /// The shared lock ([`TreeLock`]) may be waited for: only this uid's processes can hold it,
+    /// exclusively only an eviction, which renames the tree away at once (then this lookup finds
+    /// it gone). What another user does to the tree's directory (it is 0755: a `flock` of it,
+    /// shared or exclusive, held for ever) changes nothing here: that lock is not looked at.
     pub fn find(&self, key: &str) -> Option<KeptTree> {
         if !self.enabled() || !is_key(key) {
             return None;
         }
         let anchor = self.anchor(false).ok()?;
         let path = anchor.path().join(key);
-        let lock = Flock::lock(open_dir(&path).ok()?, FlockArg::LockSharedNonblock).ok()?;
+        let dir = open_dir(&path).ok()?;
+        let lock = lock_tree(&anchor, &dir, false).ok()??;
         // Still under its name (an eviction may have renamed it before this lock was granted).
         let linked = std::fs::symlink_metadata(&path).ok()?;
-        let held = lock.metadata().ok()?;
+        let held = dir.metadata().ok()?;
         if (linked.dev(), linked.ino()) != (held.dev(), held.ino()) {
             return None;
         }
         // Most recently used first when evicting.
-        let _ = lock.set_modified(SystemTime::now());
+        let _ = dir.set_modified(SystemTime::now());
         Some(KeptTree {
             path,
             key: key.to_string(),
@@ -314,13 +439,14 @@ impl Trees {
         let WorkDir {
             dir,
             id,
+            handle,
             lock,
             anchor,
             ..
         } = work;
         // Renamed: the temporary directory's path is gone; nothing to remove on its drop.
         let _ = dir.keep();
-        let _ = lock.set_modified(SystemTime::now());
+        let _ = handle.set_modified(SystemTime::now());
         evict(&anchor, self.keep, self.max_bytes);
         Ok(KeptTree {
             path,
@@ -381,8 +507,11 @@ fn work_dir_in(anchor: Arc<Anchor>) -> std::io::Result<WorkDir> {
         .prefix(&format!(".work-{}-", std::process::id()))
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(anchor.path())?;
-    let lock = lock_dir_shared(dir.path())?;
-    let m = lock.metadata()?;
+    let handle = open_dir(dir.path())?;
+    // Shared: `None` only for an exclusive lock.
+    let lock = lock_tree(&anchor, &handle, false)?
+        .ok_or_else(|| std::io::Error::other("a shared lock was not granted"))?;
+    let m = handle.metadata()?;
     let host = anchor
         .shown()
         .join(dir.path().file_name().unwrap_or_default());
@@ -390,6 +519,7 @@ fn work_dir_in(anchor: Arc<Anchor>) -> std::io::Result<WorkDir> {
         dir,
         id: (m.dev(), m.ino()),
         host,
+        handle,
         lock,
         anchor,
     })
@@ -426,17 +556,78 @@ fn evict(anchor: &Anchor, keep: usize, max_bytes: u64) {
             total = total.saturating_add(bytes);
             continue;
         }
-        let Ok(f) = open_dir(&path) else { continue };
-        // In use: left for a later eviction (its files still take their room).
-        let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) else {
+        // In use (or its lock not one this uid may take): left for a later eviction (its files
+        // still take their room).
+        let Some((f, lock)) = lock_unused(anchor, &path) else {
             total = total.saturating_add(bytes);
             continue;
         };
         let aside = dir.join(format!(".discard-{name}-{}", std::process::id()));
         if std::fs::rename(&path, &aside).is_ok() {
-            let _ = std::fs::remove_dir_all(&aside);
+            // Another eviction and a keep between the check and the rename: what was renamed
+            // aside is left to a later sweep, which takes its own lock.
+            if same_dir(&aside, &f) {
+                let _ = std::fs::remove_dir_all(&aside);
+            }
+            // Its file goes with it ([`TreeLock`]'s drop).
+            drop(lock);
         }
-        drop(lock);
+    }
+}
+
+/// The directory at `path` among the trees and its lock, taken exclusively; `None` when some
+/// process holds it (in use), when it cannot be taken, or when `path` no longer names the
+/// directory locked (another eviction removed it first).
+fn lock_unused(anchor: &Anchor, path: &Path) -> Option<(File, TreeLock)> {
+    let f = open_dir(path).ok()?;
+    let lock = lock_tree(anchor, &f, true).ok()??;
+    same_dir(path, &f).then_some((f, lock))
+}
+
+/// Whether `path` names the directory open as `f`.
+fn same_dir(path: &Path, f: &File) -> bool {
+    match (std::fs::symlink_metadata(path), f.metadata()) {
+        (Ok(l), Ok(h)) => (l.dev(), l.ino()) == (h.dev(), h.ino()),
+        _ => false,
+    }
+}
+
+/// Remove the lock files of directories that are no longer among the trees (a work directory
+/// removed on its drop, a crash between a removal and its lock file's), unless held: a process
+/// that just made a directory whose inode number the file names holds it, or finds it removed
+/// once granted and takes a new one ([`lock_tree`]).
+fn sweep_stale_locks(anchor: &Anchor) {
+    let Ok(locks) = anchor.open_child_as(LOCKS_DIR, None, DirOwner::SelfOnly) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(anchor.path()) else {
+        return;
+    };
+    let live: HashSet<String> = entries
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| lock_name(&m))
+        .collect();
+    let Ok(files) = std::fs::read_dir(locks.path()) else {
+        return;
+    };
+    for e in files.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if live.contains(&name) {
+            continue;
+        }
+        let path = locks.join(&name);
+        let Ok(c) = CString::new(path.path().as_os_str().as_bytes()) else {
+            continue;
+        };
+        let Ok(fd) = crate::sys::open_private_lock_file(&c) else {
+            continue;
+        };
+        if crate::sys::try_flock_exclusive(fd.as_fd()).unwrap_or(false)
+            && is_linked(path.path(), &fd)
+        {
+            let _ = std::fs::remove_file(path.path());
+        }
     }
 }
 
@@ -452,18 +643,24 @@ fn sweep_leftovers(anchor: &Anchor) {
             Some(rest) => leftover_is_stale(rest, age),
             None => name.starts_with(".discard-"),
         },
+        |path| remove_if_unused(anchor, path),
     );
+    sweep_stale_locks(anchor);
+    // The lock directory's making cut short by a crash.
+    anchor.sweep_made_dirs();
 }
 
-/// Remove each entry of `dir` named with one of `prefixes` that `leftover` (given its name, its
-/// age since last changed, and its metadata, symlinks not followed) calls a leftover, unless
-/// some process holds a lock on it ([`remove_if_unused`]). The one walk of the trees' and the
-/// extraction directories' sweeps; only the names are read of the others (a busy `$TMPDIR` is
-/// walked at every extraction into it).
+/// Hand to `remove` each entry of `dir` named with one of `prefixes` that `leftover` (given its
+/// name, its age since last changed, and its metadata, symlinks not followed) calls a leftover:
+/// `remove` removes it unless some process holds its lock ([`remove_if_unused`] for the trees,
+/// the extraction directories' own for those). The one walk of the trees' and the extraction
+/// directories' sweeps; only the names are read of the others (a busy `$TMPDIR` is walked at
+/// every extraction into it).
 pub(super) fn sweep_unlocked(
     dir: &Path,
     prefixes: &[&str],
     leftover: impl Fn(&str, std::time::Duration, &std::fs::Metadata) -> bool,
+    remove: impl Fn(&Path),
 ) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -479,7 +676,7 @@ pub(super) fn sweep_unlocked(
             .duration_since(m.modified().unwrap_or(now))
             .unwrap_or_default();
         if leftover(&name, age, &m) {
-            remove_if_unused(&e.path());
+            remove(&e.path());
         }
     }
 }
@@ -500,13 +697,13 @@ fn tree_bytes(root: &Path) -> u64 {
         .fold(0, u64::saturating_add)
 }
 
-/// Remove `path` unless some run holds a lock on it.
-pub(super) fn remove_if_unused(path: &Path) {
-    if let Ok(f) = open_dir(path) {
-        if let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            let _ = std::fs::remove_dir_all(path);
-            drop(lock);
-        }
+/// Remove `path`, a directory among the trees, and its lock file unless some run holds its
+/// lock ([`TreeLock`]).
+fn remove_if_unused(anchor: &Anchor, path: &Path) {
+    if let Some((_, lock)) = lock_unused(anchor, path) {
+        let _ = std::fs::remove_dir_all(path);
+        // Its file goes with it.
+        drop(lock);
     }
 }
 
@@ -518,11 +715,22 @@ fn open_state_dir(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// Open the directory `path` and take a shared lock on it: what marks a work or extraction
-/// directory in use for [`remove_if_unused`]. Waits for an exclusive lock, so only for a
-/// directory this process just made 0700, which no other user can open (and lock for ever).
+/// Open the directory `path` and take a shared lock on it: what marks an extraction directory
+/// in use for [`remove_dir_if_unlocked`] (`verify::FreshDir`). Waits for an exclusive lock, so
+/// only for a directory this process made 0700 and keeps so, which no other user can open (and
+/// lock for ever). Not for the trees: they are opened up to others ([`TreeLock`]).
 pub(super) fn lock_dir_shared(path: &Path) -> std::io::Result<Flock<File>> {
     Flock::lock(open_dir(path)?, FlockArg::LockShared).map_err(|(_, e)| std::io::Error::from(e))
+}
+
+/// Remove the directory `path` unless some process holds a lock on it ([`lock_dir_shared`]).
+pub(super) fn remove_dir_if_unlocked(path: &Path) {
+    if let Ok(f) = open_dir(path) {
+        if let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            let _ = std::fs::remove_dir_all(path);
+            drop(lock);
+        }
+    }
 }
 
 fn open_dir(path: &Path) -> std::io::Result<File> {
@@ -1029,11 +1237,20 @@ mod tests {
         (state, trees, map)
     }
 
-    /// The names in the trees directory of `state`.
+    /// The names in the trees directory of `state` (its lock directory left out).
     fn tree_names(state: &Path) -> Vec<String> {
         std::fs::read_dir(state.join(TREES_DIR))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != LOCKS_DIR)
+            .collect()
+    }
+
+    /// The lock files in the trees directory of `state`.
+    fn lock_files(state: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(state.join(TREES_DIR).join(LOCKS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().path())
             .collect()
     }
 
@@ -1076,29 +1293,179 @@ mod tests {
     }
 
     /// A kept tree is 0755 and its name public, so any user who can search the state directory
-    /// can open it and hold an exclusive lock on it for ever; a lookup that waited for that
-    /// lock stalled every run of the package. Such a tree is passed over (the package extracted
-    /// afresh, as after an eviction) and found again once the lock is gone. Here the holder is
-    /// this process on a descriptor of its own, which conflicts as another process's would;
-    /// the wait for the lookup is bounded only so that one still waiting fails the test
-    /// instead of hanging it.
+    /// can open it and `flock` it: a lookup that waited for an exclusive lock on it stalled
+    /// every run of the package, and then one that passed it over extracted the package afresh
+    /// for as long as the lock was held. The directory's lock is no one's concern now (the
+    /// tree's lock is its lock file's, [`TreeLock`]): the tree is found, used and evicted all
+    /// the same. Here the holder is this process on a descriptor of its own, which conflicts as
+    /// another process's would; the wait for the lookup is bounded only so that one still
+    /// waiting fails the test instead of hanging it.
     #[test]
-    fn a_kept_tree_locked_exclusively_is_passed_over_not_waited_for() {
+    fn a_lock_on_a_kept_trees_directory_changes_nothing() {
         let (state, trees, _map) = with_a_kept();
         let tree = open_dir(&state.path().join(TREES_DIR).join(KEY_A)).unwrap();
         let held = Flock::lock(tree, FlockArg::LockExclusiveNonblock).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let other = trees.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(other.find(KEY_A).is_some());
+            // The tree found is dropped (unlocked) before the answer is sent.
+            let found = other.find(KEY_A).is_some();
+            let _ = tx.send(found);
         });
         let found = rx
             .recv_timeout(std::time::Duration::from_secs(30))
-            .expect("the lookup waited for the exclusive lock");
-        assert!(!found, "a tree locked exclusively was taken");
+            .expect("the lookup waited for the lock on the directory");
+        assert!(found, "a tree whose directory is locked was passed over");
+        // Not in use by any run: evicted beyond the limit, the lock notwithstanding.
+        let one = Trees::new(state.path(), 1);
+        let (w, _) = work_with_tree(&one);
+        drop(one.keep(KEY_B, w, TREE_BYTES).unwrap());
+        assert_eq!(tree_names(state.path()), vec![KEY_B.to_string()]);
         drop(held);
+    }
+
+    /// The lever this closes: another user holding a shared `flock` on a kept tree (0755, its
+    /// name public, in a state directory others may search) for ever. Eviction skipped it as in
+    /// use, so `keep_trees` and `keep_trees_max_mib` could be exceeded by as many trees as
+    /// packages are run, on the state directory owner's disk. Now it goes as any unused tree,
+    /// and the lock file that does mark a tree in use cannot be opened by that user.
+    #[test]
+    fn another_users_lock_keeps_no_tree_past_eviction() {
+        if !crate::test_support::root_or_skip("holding a lock as another uid needs root")
+            || !crate::test_support::require(
+                Path::new("/usr/bin/flock").exists(),
+                "holding a lock as another user needs flock(1) (util-linux)",
+            )
+        {
+            return;
+        }
+        let nobody = 65534;
+        let (state, trees, _map) = with_a_kept();
+        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // What `run` does for the plugin's uid.
+        let tree = state.path().join(TREES_DIR).join(KEY_A);
+        std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (held, _holder) = crate::test_support::hold::hold_lock_as(
+            state.path(),
+            nobody,
+            nobody,
+            &format!("{TREES_DIR}/{KEY_A}"),
+            false,
+        );
+        assert!(held, "the other user could not lock the kept tree");
+        let one = Trees::new(state.path(), 1);
+        let (w, _) = work_with_tree(&one);
+        let b = one.keep(KEY_B, w, TREE_BYTES).unwrap();
+        assert_eq!(tree_names(state.path()), vec![KEY_B.to_string()]);
+        // B's lock, the one that marks it in use, is not the other user's to open.
+        let locks = lock_files(state.path());
+        assert_eq!(locks.len(), 1, "{locks:?}");
+        for l in &locks {
+            let m = std::fs::symlink_metadata(l).unwrap();
+            assert_eq!((m.mode() & 0o7777, m.uid()), (0o600, 0), "{l:?}");
+            let rel = l.strip_prefix(state.path()).unwrap().to_str().unwrap();
+            let (held, _h) =
+                crate::test_support::hold::hold_lock_as(state.path(), nobody, nobody, rel, false);
+            assert!(!held, "the other user locked the tree's lock file {rel}");
+        }
+        let m = std::fs::metadata(state.path().join(TREES_DIR).join(LOCKS_DIR)).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o700);
+        drop((b, trees));
+    }
+
+    /// A lock file goes with its directory: at the drop of the work directory, at an
+    /// eviction, and (one a crash left, its directory gone) at the sweep of leftovers; one whose
+    /// directory is still there stays.
+    #[test]
+    fn lock_files_go_with_their_directories() {
+        let state = tempfile::tempdir().unwrap();
+        let trees = Trees::new(state.path(), 1);
+        drop(trees.work_dir().unwrap());
+        assert!(lock_files(state.path()).is_empty());
+        let (w, _) = work_with_tree(&trees);
+        drop(trees.keep(KEY_A, w, TREE_BYTES).unwrap());
+        let (w, _) = work_with_tree(&trees);
+        drop(trees.keep(KEY_B, w, TREE_BYTES).unwrap());
+        assert_eq!(tree_names(state.path()), vec![KEY_B.to_string()]);
+        let live = lock_files(state.path());
+        assert_eq!(live.len(), 1, "{live:?}");
+        let crashed = state.path().join(TREES_DIR).join(LOCKS_DIR).join("1-2");
+        std::fs::write(&crashed, b"").unwrap();
+        trees.sweep_leftovers();
+        assert_eq!(lock_files(state.path()), live);
+    }
+
+    /// The lock files are opened as the store's lock is (`sys::open_private_lock_file`): one
+    /// that is not a private regular file of this uid's — a symlink, a FIFO (which must not hang
+    /// the lookup), another user's — is refused, so the tree is neither used (extracted afresh)
+    /// nor evicted; one found wider than 0600 is narrowed back; a lock directory that is a
+    /// symlink is refused, and nothing is made where it points.
+    #[test]
+    fn a_lock_file_that_is_not_a_private_one_is_refused() {
+        let (state, trees, _map) = with_a_kept();
+        let locks = state.path().join(TREES_DIR).join(LOCKS_DIR);
+        let name = lock_name(&std::fs::metadata(state.path().join(TREES_DIR).join(KEY_A)).unwrap());
+        let lock = locks.join(&name);
+        let evicted = |state: &Path| {
+            let one = Trees::new(state, 1);
+            let (w, _) = work_with_tree(&one);
+            drop(one.keep(KEY_B, w, TREE_BYTES).unwrap());
+            !tree_names(state).contains(&KEY_A.to_string())
+        };
+        // Wider: narrowed back, and the tree used.
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(trees.find(KEY_A).is_some());
-        assert_eq!(tree_names(state.path()), vec![KEY_A.to_string()]);
+        let mode = std::fs::metadata(&lock).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("target");
+        std::fs::write(&target, b"").unwrap();
+        let target_mode = || std::fs::metadata(&target).unwrap().mode() & 0o7777;
+        let mode_before = target_mode();
+        let fifo = |p: &Path| nix::unistd::mkfifo(p, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let symlink = |p: &Path| std::os::unix::fs::symlink(&target, p).unwrap();
+        type Plant<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>);
+        let mut plants: Vec<Plant> =
+            vec![("a symlink", Box::new(symlink)), ("a FIFO", Box::new(fifo))];
+        if crate::test_support::root_or_skip("a lock file of another uid needs root") {
+            plants.push((
+                "another user's file",
+                Box::new(|p: &Path| {
+                    std::fs::write(p, b"").unwrap();
+                    std::os::unix::fs::chown(p, Some(4242), None).unwrap();
+                }),
+            ));
+        }
+        for (what, plant) in &plants {
+            std::fs::remove_file(&lock).unwrap();
+            plant(&lock);
+            assert!(trees.find(KEY_A).is_none(), "{what}: the tree was used");
+            assert!(!evicted(state.path()), "{what}: the tree was evicted");
+            // Keep A the least recently used, and B's tree out of the next round.
+            for n in tree_names(state.path()) {
+                if n != KEY_A {
+                    std::fs::remove_dir_all(state.path().join(TREES_DIR).join(n)).unwrap();
+                }
+            }
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), b"");
+        // What the symlink pointed at was neither locked for nor narrowed.
+        assert_eq!(target_mode(), mode_before);
+        // Made right again: used and evicted as any tree.
+        std::fs::remove_file(&lock).unwrap();
+        assert!(trees.find(KEY_A).is_some());
+        assert!(evicted(state.path()));
+
+        // The lock directory itself a symlink: refused, nothing made where it points.
+        let (state, trees, _map) = with_a_kept();
+        let locks = state.path().join(TREES_DIR).join(LOCKS_DIR);
+        std::fs::remove_dir_all(&locks).unwrap();
+        let away = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(away.path(), &locks).unwrap();
+        assert!(trees.find(KEY_A).is_none());
+        assert!(trees.work_dir().is_err());
+        assert_eq!(std::fs::read_dir(away.path()).unwrap().count(), 0);
     }
 
     #[test]

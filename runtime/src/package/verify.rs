@@ -58,23 +58,30 @@ impl PackageDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         match self {
-            PackageDir::Fresh(d) => d.dir.path(),
+            PackageDir::Fresh(d) => &d.tree,
             PackageDir::Work(w) => w.dir.path(),
             PackageDir::Kept(k) => k.path(),
         }
     }
 
-    /// Leave the directory where it is (not removed on drop) and give its path.
-    pub fn keep(self) -> std::path::PathBuf {
+    /// Leave the directory where it is, for the caller to rename away before the
+    /// [`KeptDir`] is dropped.
+    pub fn keep(self) -> KeptDir {
         match self {
-            // Unlocked from here: touched first, so that for the next minute no sweep takes it
-            // for a leftover (its maker is alive) while the caller renames it away.
-            PackageDir::Fresh(d) => {
-                let _ = d.lock.set_modified(std::time::SystemTime::now());
-                d.dir.keep()
-            }
-            PackageDir::Work(w) => w.dir.keep(),
-            PackageDir::Kept(k) => k.path().to_path_buf(),
+            // Still locked until the caller is done; what is left of it then goes (nothing but
+            // its private parent, or the whole tree if the caller could not move it).
+            PackageDir::Fresh(d) => KeptDir {
+                path: d.tree.clone(),
+                _fresh: Some(d),
+            },
+            PackageDir::Work(w) => KeptDir {
+                path: w.dir.keep(),
+                _fresh: None,
+            },
+            PackageDir::Kept(k) => KeptDir {
+                path: k.path().to_path_buf(),
+                _fresh: None,
+            },
         }
     }
 
@@ -83,7 +90,7 @@ impl PackageDir {
     /// it must be there: what the runtime wrote or checked through its descriptors.
     pub fn bind_source(&self) -> (&Path, Option<(u64, u64)>) {
         match self {
-            PackageDir::Fresh(d) => (d.dir.path(), None),
+            PackageDir::Fresh(d) => (&d.tree, None),
             PackageDir::Work(w) => w.bind_source(),
             PackageDir::Kept(k) => k.bind_source(),
         }
@@ -362,17 +369,48 @@ pub fn check_in(
     Ok(CheckedPackage { checked, dir })
 }
 
+/// A package directory left in place by [`PackageDir::keep`]: the caller renames [`KeptDir::path`]
+/// away (`verify --extract-to`, a store's install) before dropping it; a [`FreshDir`] stays
+/// locked until then, and its private parent goes with the drop.
+#[derive(Debug)]
+pub struct KeptDir {
+    path: std::path::PathBuf,
+    _fresh: Option<FreshDir>,
+}
+
+impl KeptDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// A private extraction directory outside the trees (`$TMPDIR`, a store's staging directory):
-/// `<parent>/stockade-pkg-<pid>-<random>`, under a shared `flock` for as long as it is used, as
-/// the trees' work directories are. A process killed before its drop (SIGKILL: an agent's
-/// timeout) leaves it; the maker's pid and the lock let the next [`private_dir`] in the same
-/// parent tell such a leftover from a directory in use — on a tmpfs `/tmp` each one held a
-/// whole extracted package in memory until reboot.
+/// `<parent>/stockade-pkg-<pid>-<random>/tree`, under a shared `flock` of
+/// `stockade-pkg-<pid>-<random>` for as long as it is used. A process killed before its drop
+/// (SIGKILL: an agent's timeout) leaves it; the maker's pid and the lock let the next
+/// [`private_dir`] in the same parent tell such a leftover from a directory in use — on a tmpfs
+/// `/tmp` each one held a whole extracted package in memory until reboot.
+///
+/// Why the tree is one level down: `run` opens the tree up to 0755 for the plugin's uid, and
+/// `flock` needs nothing but a descriptor, so a lock on the tree itself could be taken and held
+/// for ever by any user who can search `$TMPDIR` (`/tmp`: everyone), and the sweep never
+/// removed a killed run's tree. The directory locked stays 0700 and this user's, so only this
+/// user (and root) can open it: the same rule as the kept trees' lock files
+/// (`trees::TreeLock`), here without a file, the directory being private for good. The
+/// sandbox's init binds the tree as this user, who may search its own 0700 directory; the
+/// plugin reads it through the bind. An earlier build's leftover (the tree itself named
+/// `stockade-pkg-<pid>-<random>`) is swept by the same rule, its own lock taken as before.
 #[derive(Debug)]
 pub struct FreshDir {
-    dir: tempfile::TempDir,
-    lock: nix::fcntl::Flock<std::fs::File>,
+    tree: std::path::PathBuf,
+    /// Removed on drop, before the lock is released (fields drop in order).
+    _dir: tempfile::TempDir,
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
+
+/// The extraction directory's name in a [`FreshDir`].
+const FRESH_TREE: &str = "tree";
 
 /// What [`FreshDir`]s are named with, before `<pid>-<random>`.
 const FRESH_PREFIX: &str = "stockade-pkg-";
@@ -387,7 +425,15 @@ fn private_dir(parent: &Path) -> Result<FreshDir, VerifyError> {
         .tempdir_in(parent)
         .map_err(VerifyError::Workdir)?;
     let lock = super::trees::lock_dir_shared(dir.path()).map_err(VerifyError::Workdir)?;
-    Ok(FreshDir { dir, lock })
+    let tree = dir.path().join(FRESH_TREE);
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&tree)
+        .map_err(VerifyError::Workdir)?;
+    Ok(FreshDir {
+        tree,
+        _dir: dir,
+        _lock: lock,
+    })
 }
 
 /// Remove this user's extraction directories in `parent` that no process holds a lock on and
@@ -399,16 +445,22 @@ fn private_dir(parent: &Path) -> Result<FreshDir, VerifyError> {
 fn sweep_fresh_leftovers(parent: &Path) {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
-    super::trees::sweep_unlocked(parent, &[FRESH_PREFIX], |name, age, m| {
-        let Some(rest) = name.strip_prefix(FRESH_PREFIX) else {
-            return false;
-        };
-        // The metadata is the entry's own (a symlink not followed): only a real directory of ours.
-        crate::fileio::leftover_maker(rest).is_some()
-            && m.is_dir()
-            && m.uid() == me
-            && crate::fileio::leftover_is_stale(rest, age)
-    });
+    super::trees::sweep_unlocked(
+        parent,
+        &[FRESH_PREFIX],
+        |name, age, m| {
+            let Some(rest) = name.strip_prefix(FRESH_PREFIX) else {
+                return false;
+            };
+            // The metadata is the entry's own (a symlink not followed): only a real directory
+            // of ours.
+            crate::fileio::leftover_maker(rest).is_some()
+                && m.is_dir()
+                && m.uid() == me
+                && crate::fileio::leftover_is_stale(rest, age)
+        },
+        super::trees::remove_dir_if_unlocked,
+    );
 }
 
 impl CheckedPackage {
@@ -1182,7 +1234,7 @@ mod tests {
         let just_made = leftover(p, &format!("stockade-pkg-{me}-cccccc"), Duration::ZERO);
         let in_use = super::private_dir(p).unwrap();
         // Its maker alive and well past the pause: only its lock keeps it.
-        std::fs::File::open(in_use.dir.path())
+        std::fs::File::open(in_use._dir.path())
             .unwrap()
             .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
             .unwrap();
@@ -1203,7 +1255,7 @@ mod tests {
 
         let next = super::private_dir(p).unwrap();
         let name = next
-            .dir
+            ._dir
             .path()
             .file_name()
             .unwrap()
@@ -1220,15 +1272,60 @@ mod tests {
             just_made.exists(),
             "a live maker's fresh directory was removed"
         );
-        assert!(in_use.dir.path().exists(), "a locked directory was removed");
+        assert!(
+            in_use._dir.path().exists(),
+            "a locked directory was removed"
+        );
         if let Some(others) = others {
             assert_eq!(std::fs::metadata(&others).unwrap().uid(), 65534);
         }
         assert!(unrelated.exists());
         // Dropped: removed as before.
-        let gone = next.dir.path().to_path_buf();
+        let gone = next._dir.path().to_path_buf();
         drop(next);
         assert!(!gone.exists());
+    }
+
+    /// `run` opens its extraction directory up to 0755 for the plugin's uid. When that directory
+    /// was also what the sweep locked, any user who can search `$TMPDIR` (`/tmp`: everyone)
+    /// could open it and hold a shared `flock` on it for ever, and the directory a killed run
+    /// left there was never removed. The lock is now its private parent's, which stays 0700:
+    /// that user can open neither.
+    #[test]
+    fn another_user_can_lock_no_extraction_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        if !crate::test_support::root_or_skip("holding a lock as another uid needs root")
+            || !crate::test_support::require(
+                std::path::Path::new("/usr/bin/flock").exists(),
+                "holding a lock as another user needs flock(1) (util-linux)",
+            )
+        {
+            return;
+        }
+        let nobody = 65534;
+        let parent = tempfile::tempdir().unwrap();
+        let p = parent.path();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let dir = super::PackageDir::Fresh(super::private_dir(p).unwrap());
+        // What `run` does for the plugin's uid.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let rel = dir.path().strip_prefix(p).unwrap();
+        let mut tried = vec![rel.to_path_buf()];
+        tried.extend(
+            rel.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map(std::path::Path::to_path_buf),
+        );
+        for t in &tried {
+            let (held, _holder) = crate::test_support::hold::hold_lock_as(
+                p,
+                nobody,
+                nobody,
+                t.to_str().unwrap(),
+                false,
+            );
+            assert!(!held, "another user locked {}", t.display());
+        }
     }
 
     /// A load report in `mode` whose trust steps 2–6 ended as `statuses` says.
