@@ -489,7 +489,11 @@ impl MergedPolicy {
             ("trust.grants", &trust.grants),
             ("audit.file", &audit.file),
         ] {
-            if p.as_ref().is_some_and(|p| !p.starts_with('/')) {
+            // Normalised, as `writable` paths are: `/etc/stockade/../../tmp/roots` reads as a
+            // directory under /etc/stockade to whoever reviews the file.
+            if p.as_ref()
+                .is_some_and(|p| !crate::sandbox::is_normalised_absolute(p))
+            {
                 return Err(OperatorPolicyError::Value {
                     key: k.into(),
                     at: origin_of(k),

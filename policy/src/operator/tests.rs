@@ -122,6 +122,14 @@ fn every_invalid_policy_names_the_file_and_line() {
         ("version = 1\n[protocol]\nmax_in_flight = 0\n", "p.toml:3"),
         ("version = 1\n[trust]\nroots = \"rel/dir\"\n", "p.toml:3"),
         (
+            "version = 1\n[trust]\nrevocation = \"/etc/stockade/../../tmp/r.json\"\n",
+            "p.toml:3",
+        ),
+        (
+            "version = 1\n[audit]\nfile = \"/var/log//a.log\"\n",
+            "p.toml:3",
+        ),
+        (
             "version = 1\n[hooks.\"on:a\"]\ndeadline_ms = 0\n",
             "p.toml:3",
         ),
