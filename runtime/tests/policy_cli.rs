@@ -67,6 +67,24 @@ fn lint_exit_codes_severities_and_lines() {
             "{code} {sev} line {line} missing in {found:?}"
         );
     }
+    // A bounded memory_max with unlimited swap bounds neither: warned, at the swap_max line.
+    write(
+        &d.join("swap.toml"),
+        "version = 1\n[resources]\nswap_max = \"unlimited\"\n",
+    );
+    let r = stockade(d, &["--json", "policy", "lint", "swap.toml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "swap-unlimited"
+                && f["severity"] == "warning"
+                && f["at"]["line"] == 3),
+        "{v}"
+    );
     // Only warnings at or above the fail level count.
     write(
         &d.join("warn.toml"),

@@ -9,6 +9,7 @@
 //! | `risk-lowered` | error | `[risk]` moves `network` or `writable` out of the high class: granted without a grant |
 //! | `memory-unlimited` | error | `resources.memory_max = "unlimited"` |
 //! | `pids-unlimited` | error | `resources.pids_max = "unlimited"` |
+//! | `swap-unlimited` | warning | `resources.swap_max = "unlimited"` with a bounded `memory_max` |
 //! | `writable-outside-plugin` | warning | a writable path outside `/var/lib/stockade/plugins/<name>` |
 //! | `trust-not-strict` | error | `trust.mode` is warn or disabled |
 //! | `hook-fail-open` | info / warning / error | a hook fails open: info when nothing but the built-in default makes it (the Sertone hooks, with or without a section that leaves `failure` unset), warning when a file sets `failure = "open"`, error when a file's `default` answer allows |
@@ -162,6 +163,21 @@ fn lint_one(
             "memory-unlimited",
             Severity::Error,
             "no memory limit: one plugin can exhaust the host's memory".into(),
+        );
+    }
+    // A bounded memory_max reads as "this much memory at most"; with unlimited swap the
+    // plugin's pages beyond it go to swap without bound (cgroup v2 `memory.swap.max`, v1
+    // `memsw`), so RAM + swap is not bounded. Only said when memory itself is bounded (else
+    // `memory-unlimited` already is).
+    if r.sandbox.resources.swap_max == Limit::Unlimited
+        && r.sandbox.resources.memory_max != Limit::Unlimited
+    {
+        push(
+            "resources.swap_max",
+            "swap-unlimited",
+            Severity::Warning,
+            "no swap limit: beyond memory_max the plugin's memory goes to swap without bound"
+                .into(),
         );
     }
     if r.sandbox.resources.pids_max == Limit::Unlimited {
