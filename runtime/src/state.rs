@@ -11,7 +11,11 @@
 //!   the first list of that version seen after the upgrade is the one remembered). The list is
 //!   read when a command starts and this file at step 5, so a verification running beside it
 //!   may have recorded a newer list in between: step 5 reads the list again before it calls
-//!   the one it holds a rollback (`package/verify.rs`, `check_revocation`).
+//!   the one it holds a rollback (`package/verify.rs`, `check_revocation`). The load … save
+//!   itself takes no lock (the state directory may be the daemon's user's, and a lock there is
+//!   one more that others could hold): two verifications racing across two list publications
+//!   can record the lower of the two versions, lowering the floor by one version until the next
+//!   verification records the current list again.
 //! - `license.json`: this node's license (see `node.rs`).
 //! - `license-state.json`: `{"<license serial>": <highest issued_at installed>, ...,
 //!   "#installed-last:<serial>:<license sha256>:<entries sha256>": <its issued_at>}`, written by

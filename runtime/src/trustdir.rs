@@ -71,11 +71,12 @@ pub enum TrustDirError {
     Revocations(#[source] FileError),
 }
 
-/// The bytes of `dir`'s revocation list, `None` when there is none: read by
-/// [`TrustConfig::load`], and again by step 5 when the list read then turns out older than one
-/// a concurrent verification has recorded since (`package/verify.rs`, `check_revocation`).
-pub fn read_revocations(dir: &Path) -> Result<Option<Vec<u8>>, TrustDirError> {
-    match read_capped(&dir.join(REVOCATIONS_FILE), MAX_DOC_BYTES as u64) {
+/// The bytes of the revocation list at `path`, `None` when there is none: read by
+/// [`TrustConfig::load`] (`<dir>/revocations.json`), and again by step 5 from
+/// [`TrustConfig::revocations_path`] when the list read then turns out older than one a
+/// concurrent verification has recorded since (`package/verify.rs`, `check_revocation`).
+pub fn read_revocations(path: &Path) -> Result<Option<Vec<u8>>, TrustDirError> {
+    match read_capped(path, MAX_DOC_BYTES as u64) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(TrustDirError::Revocations(e)),
@@ -93,6 +94,10 @@ pub struct TrustConfig {
     pub roots: Vec<(PathBuf, PublicKey)>,
     /// Raw bytes of `revocations.json`, if present.
     pub revocations: Option<Vec<u8>>,
+    /// The file `revocations` was read from: `<dir>/revocations.json`, or the policy's
+    /// `trust.revocation` (`cmd::run::trust_config_with_policy`). Step 5 reads this one again
+    /// — never another — when the list turns out older than the one recorded.
+    pub revocations_path: PathBuf,
     /// The policy's `trust.require_revocation`: no list fails the revocation step.
     pub require_revocations: bool,
     /// With `--pub`: the developer key the package must be signed by.
@@ -112,6 +117,7 @@ impl TrustConfig {
             dir: dir.to_path_buf(),
             roots: Vec::new(),
             revocations: None,
+            revocations_path: dir.join(REVOCATIONS_FILE),
             require_revocations: false,
             pinned_developer: None,
             state_dir: state_dir.to_path_buf(),
@@ -146,7 +152,7 @@ impl TrustConfig {
         if cfg.roots.is_empty() && mode == TrustMode::Strict {
             return Err(TrustDirError::NoRoots(dir.to_path_buf()));
         }
-        cfg.revocations = read_revocations(dir)?;
+        cfg.revocations = read_revocations(&cfg.revocations_path)?;
         Ok(cfg)
     }
 

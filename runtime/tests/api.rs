@@ -118,6 +118,14 @@ fn a_list_replaced_during_verification_is_read_again_not_taken_for_a_rollback() 
         Some(2),
         "checked against the list read again"
     );
+    // The list is read again from where it came from: a policy's `trust.revocation` naming a
+    // stale list is a rollback even while the trust directory holds a newer one (reading the
+    // trust directory's instead would hide it behind a list the policy did not choose).
+    let mut named = early.clone();
+    named.revocations = Some(std::fs::read(fx.path("v1.json")).unwrap());
+    named.revocations_path = fx.path("v1.json");
+    let e = verify_only(&fx.path(&pkg), &named, &node, now).unwrap_err();
+    assert_eq!(e.kind(), "revocation.rollback");
     // A real rollback: list 1 back in place, the second read finds it too.
     std::fs::copy(fx.path("v1.json"), &list).unwrap();
     let e = verify_only(&fx.path(&pkg), &early, &node, now).unwrap_err();

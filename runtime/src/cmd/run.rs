@@ -125,6 +125,7 @@ pub fn trust_config_with_policy(
             ))
         })?;
         cfg.revocations = Some(bytes);
+        cfg.revocations_path = std::path::PathBuf::from(path);
     }
     Ok(cfg)
 }

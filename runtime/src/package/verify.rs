@@ -1112,11 +1112,12 @@ fn check_revocation(
     Ok(Some(list.body.version))
 }
 
-/// The trust directory's revocation list read again, if it is a newer one from the same issuer
-/// than `held` ([`check_revocation`]). Anything else — no list, one that cannot be read or
+/// The revocation list read again from the file it came from (`cfg.revocations_path`: the trust
+/// directory's, or the policy's `trust.revocation` — never the other one, which the policy did
+/// not choose), if it is a newer one from the same issuer than `held` ([`check_revocation`]). Anything else — no list, one that cannot be read or
 /// parsed, another issuer's, not newer — is `None`: `held` is then judged as it is.
 fn newer_list(cfg: &TrustConfig, held: &RevocationList) -> Option<RevocationList> {
-    let bytes = crate::trustdir::read_revocations(&cfg.dir).ok()??;
+    let bytes = crate::trustdir::read_revocations(&cfg.revocations_path).ok()??;
     let fresh = RevocationList::parse(&bytes).ok()?;
     (fresh.issuer == held.issuer && fresh.body.version > held.body.version).then_some(fresh)
 }
