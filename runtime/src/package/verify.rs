@@ -1317,6 +1317,17 @@ mod tests {
                 .filter(|d| !d.as_os_str().is_empty())
                 .map(std::path::Path::to_path_buf),
         );
+        // The control: the same user can lock a 0755 directory beside it (a failing helper,
+        // not the layout, would otherwise pass the checks below).
+        let open_dir = p.join("open");
+        std::fs::create_dir(&open_dir).unwrap();
+        std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (held, _holder) =
+            crate::test_support::hold::hold_lock_as(p, nobody, nobody, "open", false);
+        assert!(
+            held,
+            "the other user could not lock a 0755 directory: the probe is broken"
+        );
         for t in &tried {
             let (held, _holder) = crate::test_support::hold::hold_lock_as(
                 p,
