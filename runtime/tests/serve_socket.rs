@@ -391,6 +391,40 @@ fn a_daemon_that_finds_the_socket_lock_held_leaves_the_path_alone() {
     assert!(!path.exists());
 }
 
+/// A socket lock file that is another user's (left by that user's daemon on this path, or
+/// planted in a shared directory) is refused, 73 `socket`, with a hint that names the lock file —
+/// not "nothing but a socket may be at the path", which sent the operator to the socket.
+#[test]
+fn another_users_socket_lock_is_refused_naming_the_lock_file() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let path = fx.dir().join("serve.sock");
+    let lock = fx.dir().join("serve.sock.lock");
+    std::fs::write(&lock, "").unwrap();
+    std::os::unix::fs::chown(&lock, Some(65534), Some(65534)).unwrap();
+    let mut args = serve_args(&fx, "", None);
+    args.extend(["--socket".into(), path.to_string_lossy().into_owned()]);
+    args.push("--json".into());
+    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(&args)
+        .current_dir(fx.dir())
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(73), "{out:?}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["error"]["kind"], "socket", "{j}");
+    assert!(
+        j["error"]["hint"].as_str().unwrap().contains("PATH.lock"),
+        "{j}"
+    );
+    assert!(j.to_string().contains("serve.sock.lock"), "{j}");
+    assert!(!path.exists(), "a socket was made");
+}
+
 #[test]
 fn a_connection_that_stops_reading_is_dropped_and_others_are_served() {
     if !require_root() {

@@ -305,6 +305,13 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
             let (l, lock) = bind(&path).map_err(|e| match e {
                 ServeError::InUse { .. } => cmd(Exit::TempFail, "socket_in_use", e)
                     .hint("stop the other daemon or choose another --socket"),
+                // Left by another user's daemon on this path (root's, the service user's), or
+                // planted in a shared directory: the cause names the file, this says what to do.
+                ServeError::Lock { .. } => cmd(Exit::CantCreate, "socket", e).hint(
+                    "the socket's lock file (PATH.lock) must be this user's own regular file \
+                     (0600), or absent so it is made: remove one left by another user's daemon \
+                     on this path, or choose another --socket",
+                ),
                 _ => cmd(Exit::CantCreate, "socket", e).hint(
                     "the socket's directory must exist and be writable by this user, and \
                      nothing but a socket may be at the path; or choose another --socket",
