@@ -54,11 +54,13 @@ if [ "${#man5[@]}" -gt 0 ]; then
 fi
 shopt -u nullglob
 
-# The maintainer scripts, with the uid range's functions (packaging/subids.sh) put in place of
-# their `#STOCKADE_SUBIDS#` line: one text for the .deb's postinst and the rpm's %post.
-with_subids() {
-  awk -v frag=packaging/subids.sh '
-    $0 == "#STOCKADE_SUBIDS#" {
+# The maintainer scripts, with the shared fragments put in place of their token lines
+# (`#STOCKADE_SUBIDS#`: packaging/subids.sh, the uid range's functions; `#STOCKADE_RESTART#`:
+# packaging/restart.sh, the restart after an upgrade): one text for the .deb's scripts and the
+# rpm's scriptlets.
+insert_fragment() { # TOKEN FRAGMENT IN OUT
+  awk -v token="$1" -v frag="$2" '
+    $0 == token {
       # getline is -1 on a missing or unreadable fragment: an error, never an empty insert (the
       # scripts would call functions that do not exist, and %post hides that behind `|| :`).
       while ((r = (getline l < frag)) > 0) print l
@@ -66,14 +68,17 @@ with_subids() {
       close(frag); n++; next
     }
     { print }
-    END { if (n != 1) { print FILENAME ": no single #STOCKADE_SUBIDS# line" > "/dev/stderr"; exit 1 } }
-  ' "$1" >"$2"
+    END { if (n != 1) { print FILENAME ": no single " token " line" > "/dev/stderr"; exit 1 } }
+  ' "$3" >"$4"
 }
 mkdir -p "$gen/debian" "$gen/rpm"
-with_subids packaging/debian/postinst "$gen/debian/postinst"
+insert_fragment '#STOCKADE_SUBIDS#' packaging/subids.sh packaging/debian/postinst "$gen/debian/postinst.1"
+insert_fragment '#STOCKADE_RESTART#' packaging/restart.sh "$gen/debian/postinst.1" "$gen/debian/postinst"
+rm "$gen/debian/postinst.1"
 cp packaging/debian/postrm "$gen/debian/postrm"
 chmod 755 "$gen/debian/postinst" "$gen/debian/postrm"
-with_subids packaging/rpm/post.sh "$gen/rpm/post.sh"
+insert_fragment '#STOCKADE_SUBIDS#' packaging/subids.sh packaging/rpm/post.sh "$gen/rpm/post.sh"
+insert_fragment '#STOCKADE_RESTART#' packaging/restart.sh packaging/rpm/postun.sh "$gen/rpm/postun.sh"
 
 # The rpm takes the binary from here (a copy, so its mtime can be normalised below without
 # touching cargo's own outputs); cargo-deb takes target/release/stockade and sets mtimes itself.

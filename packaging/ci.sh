@@ -136,15 +136,19 @@ configfiles=$(rpm --root "$rpmroot" -q --configfiles stockade)
 # daemon (the old binary would go on running; an earlier build's audit writer does not exclude
 # this build's, docs/audit.md) and stops nothing. %postun's erase branch is not run here: it
 # removes this host's /var/lib/stockade.
+# The new binary's verdict on the operator's policy is a `stockade` that exits $LINT_RC: 0 (it
+# loads: restart) or 65 (it no longer loads: the daemon is left running, with a warning).
 fake="$work/fake-systemctl"
 mkdir -p "$fake"
 printf '#!/bin/sh\necho "$*" >>"%s/calls"\n' "$fake" >"$fake/systemctl"
-chmod 755 "$fake/systemctl"
-scriptlet() { # TAG ARG: run the package's scriptlet TAG with $1 = ARG; print the systemctl calls
+printf '#!/bin/sh\nexit "${LINT_RC:-0}"\n' >"$fake/stockade"
+chmod 755 "$fake/systemctl" "$fake/stockade"
+scriptlet() { # TAG ARG [LINT_RC]: run the package's scriptlet TAG with $1 = ARG; print the
+  # systemctl calls, then its stderr
   rm -f "$fake/calls"
-  PATH="$fake:$PATH" sh -c "$(rpm -qp --queryformat "%{$1}" "$rpmf")" "$1" "$2" ||
-    fail "%$1 $2 failed"
-  cat "$fake/calls" 2>/dev/null || true
+  LINT_RC=${3:-0} PATH="$fake:$PATH" sh -c "$(rpm -qp --queryformat "%{$1}" "$rpmf")" "$1" "$2" \
+    2>"$fake/stderr" || fail "%$1 $2 failed"
+  cat "$fake/calls" "$fake/stderr" 2>/dev/null || true
 }
 calls=$(scriptlet PREUN 0)
 [[ "$calls" == *"disable --now "*stockade.service* ]] || { echo "$calls"; fail "%preun 0 does not stop the units"; }
@@ -152,7 +156,10 @@ calls=$(scriptlet PREUN 1)
 [ -z "$calls" ] || { echo "$calls"; fail "%preun 1 (an upgrade) calls systemctl"; }
 calls=$(scriptlet POSTUN 1)
 [[ "$calls" == *"try-restart stockade.service"* ]] || { echo "$calls"; fail "%postun 1 does not restart the daemon"; }
-echo "rpm scriptlets: erase stops the units, upgrade restarts the daemon"
+calls=$(scriptlet POSTUN 1 65)
+[[ "$calls" != *"try-restart"* && "$calls" == *"was NOT restarted"* ]] ||
+  { echo "$calls"; fail "%postun 1 restarted the daemon into a policy the new version refuses"; }
+echo "rpm scriptlets: erase stops the units; upgrade restarts the daemon, unless the policy no longer loads"
 
 phase "dpkg -i, then use it as a user would"
 snapshot() {
@@ -211,11 +218,17 @@ out=$(cd / && setpriv --reuid 65534 --regid 65534 --clear-groups stockade exec -
 STOCKADE_BIN=/usr/bin/stockade scripts/demo.sh
 
 phase "dpkg -i again: an upgrade keeps state and the range, and restarts a running daemon"
-# cargo-deb's postinst snippet (units installed, not enabled or started) restarts them on an
-# upgrade when systemd runs (it does not here: the snippet is checked by its text).
+# The postinst restarts a running daemon on an upgrade when systemd runs (it does not here: the
+# scripts are checked by their text; the rpm's run above, with the same packaging/restart.sh);
+# cargo-deb's own unconditional restart is off, and its prerm still stops the units on removal.
 dpkg-deb -e "$deb" "$work/debian"
-grep -Eq 'deb-systemd-invoke (try-restart|restart) .*stockade\.service' "$work/debian/postinst" ||
+grep -q 'stockade_restart_after_upgrade deb-systemd-invoke' "$work/debian/postinst" ||
   fail "the postinst does not restart stockade.service on upgrade"
+if grep -Eq 'deb-systemd-invoke .*(try-restart|restart) .*stockade' "$work/debian/postinst"; then
+  fail "cargo-deb's unconditional restart after upgrade is in the postinst"
+fi
+grep -Eq 'deb-systemd-invoke stop .*stockade\.service' "$work/debian/prerm" ||
+  fail "the prerm does not stop stockade.service on removal"
 echo kept >/var/lib/stockade/upgrade-check
 dpkg -i "$deb"
 [ "$(cat /var/lib/stockade/upgrade-check)" = kept ] || fail "the upgrade lost /var/lib/stockade"
@@ -223,6 +236,11 @@ rm /var/lib/stockade/upgrade-check
 [ "$(grep -c '^stockade:' /etc/subuid)" = 1 ] || fail "the upgrade registered the uid range again"
 [ "$(grep -c '^stockade:' /etc/subgid)" = 1 ] || fail "the upgrade registered the gid range again"
 stockade exec --policy /etc/stockade/policy.toml -- /bin/true || fail "stockade after the upgrade"
+# What the restart after an upgrade asks first (packaging/restart.sh): the installed policy
+# layers load (lint's 1 is findings only; 65/66 would keep the daemon on the earlier version).
+rc=0
+stockade policy lint >"$work/lint" 2>&1 || rc=$?
+[ "$rc" -lt 64 ] || { cat "$work/lint"; fail "the installed policy does not load (lint exit $rc)"; }
 
 phase "systemd-analyze verify + security on the installed units"
 units=(/usr/lib/systemd/system/stockade.service /usr/lib/systemd/system/stockade.socket
