@@ -448,3 +448,73 @@ fn a_restored_quarantine_answers_by_the_plugins_own_hook_policy() {
     c.ok("plugin_unload", json!({"name": "a"}));
     s.stop_and_drain(&mut c);
 }
+
+/// A restart the host refuses for the moment — every uid of the plugin's range held by another
+/// sandbox (a burst of agents' `run`s), `uid_exhausted` — is tried again on the backoff and not
+/// counted as a crash: counted, such a burst quarantined a plugin that never failed (three
+/// crashes within the window here, the first its own). Once a uid is free it comes back.
+#[test]
+fn a_restart_refused_for_a_full_uid_range_is_retried_not_counted_as_a_crash() {
+    use std::os::fd::AsRawFd;
+    if !require_root() {
+        return;
+    }
+    // One uid, a range no other test uses; the restart comes ≥ 300 ms after the crash, long
+    // after the holder below has the uid's lock (it waits for it before the crash).
+    const UID: u32 = 3_713_000;
+    const SLOW: &str =
+        "[restart]\nbackoff_base_ms = 300\nbackoff_max_ms = 600\njitter_percent = 0\n\
+[quarantine]\nmax_crashes = 3\nwindow_ms = 600000\n\
+[health]\nping_interval_ms = 100\nping_timeout_ms = 300\n";
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let policy = format!("[identity]\nuid_first = {UID}\nuid_count = 1\n");
+    let mut s = Serve::start(&fx, SLOW, Some(&policy));
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+
+    // Another holder of the one uid, as a sandbox of `stockade run` would be: it waits for the
+    // uid's lock (held by the plugin's sandbox) and has it as soon as the plugin is gone.
+    let lock_path = format!("/run/stockade/uids/{UID}.lock");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let f = std::fs::File::open(&lock_path).unwrap();
+        // SAFETY: a plain flock on a descriptor this thread owns.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(r, 0, "flock {lock_path}");
+        tx.send(f).unwrap();
+    });
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    let held = rx.recv().unwrap();
+    holder.join().unwrap();
+    // The states read while waiting for answers (the load's `ready`, the crash's) are past.
+    c.notes.clear();
+
+    // Three refused restarts in a row: each `restarting` with the reason, the crash count still
+    // the one crash; never quarantined.
+    let mut refused = 0;
+    while refused < 3 {
+        let m = c.recv().expect("connection closed");
+        if m["method"] != "plugin_state" || m["params"]["plugin"] != "a" {
+            continue;
+        }
+        let p = &m["params"];
+        assert_ne!(
+            p["state"], "quarantined",
+            "a passing refusal counted as a crash: {p}"
+        );
+        if p["state"] == "restarting" && p["reason"]["kind"] == "uid_exhausted" {
+            assert_eq!(p["crashes"], 1, "{p}");
+            refused += 1;
+        }
+    }
+    // The uid free again: the next try launches it.
+    drop(held);
+    c.wait_state("a", "ready");
+    let st = c.ok("plugin_status", json!({"name": "a"}));
+    assert_eq!(st["crashes"], 1, "{st}");
+    assert_eq!(st["quarantined"], false, "{st}");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(entry(&r, "a")["result"]["ok"], true, "{r}");
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}

@@ -13,7 +13,9 @@
 //! ```
 //!
 //! Backoff is `backoff_base_ms · 2^(crashes in window − 1)`, capped, with jitter
-//! ([`stockade_policy::serve::backoff_ms`]). A quarantined plugin stays loaded (its status and
+//! ([`stockade_policy::serve::backoff_ms`]). A restart whose launch the host refuses for the
+//! moment (`uid_exhausted`, `cgroup_exhausted`: a burst of `run`s elsewhere) is no crash: it is
+//! tried again on a growing backoff, the crash count unchanged. A quarantined plugin stays loaded (its status and
 //! last exit are kept) but gets no calls and no restarts until an agent sends `plugin_restart`
 //! (or unloads and loads it again). The quarantine is also recorded in the state directory
 //! ([`super::quarantine`]): after a restart of the daemon, loading the same package brings the
@@ -145,6 +147,10 @@ pub struct Entry {
     /// Restarts in a row refused by a trust configuration that cannot be used
     /// ([`Daemon::retry_later`]): each waits longer, up to the backoff's cap.
     trust_retries: u32,
+    /// Restarts in a row whose launch the host refused for the moment (every uid of the range
+    /// held, no cgroup to be had: [`passing_launch_refusal`]): each waits longer, up to the
+    /// backoff's cap, none counted as a crash ([`Daemon::relaunch`]).
+    host_retries: u32,
 }
 
 impl Entry {
@@ -618,6 +624,7 @@ impl Daemon {
             warm: false,
             trust_refusal: None,
             trust_retries: 0,
+            host_retries: 0,
         };
         if let OnLoad::Quarantined(q) = recorded {
             return self.load_quarantined(name, entry, &q);
@@ -1692,8 +1699,36 @@ impl Daemon {
             Ok(slot) => {
                 e.slot = Some(slot);
                 e.restarts += 1;
+                e.host_retries = 0;
                 e.phase = Phase::Running;
                 self.plugins.insert(name.to_string(), e);
+            }
+            // The host had no uid or cgroup to give at that moment (a burst of agents' `run`s
+            // filling the uid range): nothing about the plugin, so not a crash — counted as
+            // one, such a burst quarantined a plugin that never failed. Tried again on the
+            // backoff, longer each time in a row, until the launch is had.
+            Err((_, err)) if passing_launch_refusal(&err) => {
+                let r = self.cfg.serve.restart;
+                let random = self.rng.next_u64();
+                e.host_retries = e.host_retries.saturating_add(1);
+                let crashes = e.crashes.recent();
+                let delay = backoff_ms(&r, crashes.max(1).saturating_add(e.host_retries), random);
+                e.phase = Phase::Restarting(now + Duration::from_millis(delay));
+                let restarts = e.restarts;
+                let kind = err.data.as_ref().and_then(|d| d.get("kind")).cloned();
+                log_line(&format!(
+                    "plugin {}: not restarted, trying again in {delay} ms (not counted as a \
+                     crash): {}",
+                    term(name),
+                    term(&err.message)
+                ));
+                self.plugins.insert(name.to_string(), e);
+                self.note_state(
+                    name,
+                    "restarting",
+                    json!({"delay_ms": delay, "restarts": restarts, "crashes": crashes,
+                           "reason": {"kind": kind, "message": err.message}}),
+                );
             }
             Err((_, err)) => {
                 log_line(&format!(
@@ -1708,6 +1743,19 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Whether a launch failed for a reason of the host's at that moment, not of the plugin's: every
+/// uid of the range held by live sandboxes (`uid_exhausted`), no cgroup to be had for want of
+/// descriptors, memory or cgroups (`cgroup_exhausted`). Both are the CLI's "retry" kinds (125).
+fn passing_launch_refusal(err: &RpcError) -> bool {
+    matches!(
+        err.data
+            .as_ref()
+            .and_then(|d| d.get("kind"))
+            .and_then(Value::as_str),
+        Some("uid_exhausted" | "cgroup_exhausted")
+    )
 }
 
 /// Log, at a plugin's launch, each Sertone hook whose per-hook cap (`[hooks."<hook>"]
