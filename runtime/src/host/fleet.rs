@@ -15,11 +15,12 @@
 //! Backoff is `backoff_base_ms · 2^(crashes in window − 1)`, capped, with jitter
 //! ([`stockade_policy::serve::backoff_ms`]). A restart whose launch the host refuses for the
 //! moment (`uid_exhausted`, `cgroup_exhausted`: a burst of `run`s elsewhere) is no crash: it is
-//! tried again on a growing backoff, the crash count unchanged. A quarantined plugin stays loaded (its status and
-//! last exit are kept) but gets no calls and no restarts until an agent sends `plugin_restart`
-//! (or unloads and loads it again). The quarantine is also recorded in the state directory
-//! ([`super::quarantine`]): after a restart of the daemon, loading the same package brings the
-//! plugin back quarantined without launching it, until `plugin_restart` or `plugin_unload`.
+//! tried again on a growing backoff, the crash count unchanged. A quarantined plugin stays
+//! loaded (its status and last exit are kept) but gets no calls and no restarts until an agent
+//! sends `plugin_restart` (or unloads and loads it again). The quarantine is also recorded in
+//! the state directory ([`super::quarantine`]): after a restart of the daemon, loading the same
+//! package brings the plugin back quarantined without launching it, until `plugin_restart` or
+//! `plugin_unload`.
 //!
 //! ## Policy and audit
 //! Every launch — the first one of a `plugin_load` (or of the config's `load` list) and every
