@@ -137,20 +137,25 @@ impl Drop for TreeLock {
         // directory's, whose user then holds the file (shared): it stays. Unlinked only while
         // held exclusively, and only if still the file at the name: a process that opened it
         // before and is granted it after finds it unlinked, and takes a new one ([`lock_tree`]).
-        let gone = h.dir.metadata().is_ok_and(|m| m.nlink() == 0);
-        if gone
-            && crate::sys::try_flock_exclusive(h.fd.as_fd()).unwrap_or(false)
-            && is_linked(h.locks.join(&h.name).path(), &h.fd)
-        {
-            let _ = std::fs::remove_file(h.locks.join(&h.name).path());
+        if h.dir.metadata().is_ok_and(|m| m.nlink() == 0) {
+            unlink_if_unheld(h.locks.join(&h.name).path(), &h.fd);
         }
     }
 }
 
-/// Whether `path` names the file open as `fd`.
-fn is_linked(path: &Path, fd: &OwnedFd) -> bool {
-    let held = nix::sys::stat::fstat(fd);
-    match (std::fs::symlink_metadata(path), held) {
+/// Remove the lock file `path`, open as `fd`, if no other process holds it (taken exclusively
+/// here, without waiting) and it is still the file at the name. The drop of a [`TreeLock`]
+/// whose directory is gone and [`sweep_stale_locks`] both end so.
+fn unlink_if_unheld(path: &Path, fd: &OwnedFd) {
+    if crate::sys::try_flock_exclusive(fd.as_fd()).unwrap_or(false) && names(path, fd) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Whether `path` (not followed) names the file open as `fd`: a lock file still at its name, a
+/// directory not renamed or replaced since it was opened.
+fn names(path: &Path, fd: impl AsFd) -> bool {
+    match (std::fs::symlink_metadata(path), nix::sys::stat::fstat(fd)) {
         (Ok(l), Ok(h)) => (l.dev(), l.ino()) == (h.st_dev, h.st_ino),
         _ => false,
     }
@@ -197,7 +202,7 @@ fn lock_tree(anchor: &Anchor, dir: &File, exclusive: bool) -> std::io::Result<Op
         };
         // Still the file at the name: one removed while this process waited for it (a gone
         // directory's, by its last holder or a sweep) is no one's lock any more.
-        if is_linked(path.path(), &fd) {
+        if names(path.path(), &fd) {
             return Ok(Some(TreeLock(Some(Box::new(HeldLock {
                 fd,
                 locks,
@@ -566,7 +571,7 @@ fn evict(anchor: &Anchor, keep: usize, max_bytes: u64) {
         if std::fs::rename(&path, &aside).is_ok() {
             // Another eviction and a keep between the check and the rename: what was renamed
             // aside is left to a later sweep, which takes its own lock.
-            if same_dir(&aside, &f) {
+            if names(&aside, &f) {
                 let _ = std::fs::remove_dir_all(&aside);
             }
             // Its file goes with it ([`TreeLock`]'s drop).
@@ -581,15 +586,7 @@ fn evict(anchor: &Anchor, keep: usize, max_bytes: u64) {
 fn lock_unused(anchor: &Anchor, path: &Path) -> Option<(File, TreeLock)> {
     let f = open_dir(path).ok()?;
     let lock = lock_tree(anchor, &f, true).ok()??;
-    same_dir(path, &f).then_some((f, lock))
-}
-
-/// Whether `path` names the directory open as `f`.
-fn same_dir(path: &Path, f: &File) -> bool {
-    match (std::fs::symlink_metadata(path), f.metadata()) {
-        (Ok(l), Ok(h)) => (l.dev(), l.ino()) == (h.dev(), h.ino()),
-        _ => false,
-    }
+    names(path, &f).then_some((f, lock))
 }
 
 /// Remove the lock files of directories that are no longer among the trees (a work directory
@@ -620,13 +617,8 @@ fn sweep_stale_locks(anchor: &Anchor) {
         let Ok(c) = CString::new(path.path().as_os_str().as_bytes()) else {
             continue;
         };
-        let Ok(fd) = crate::sys::open_private_lock_file(&c) else {
-            continue;
-        };
-        if crate::sys::try_flock_exclusive(fd.as_fd()).unwrap_or(false)
-            && is_linked(path.path(), &fd)
-        {
-            let _ = std::fs::remove_file(path.path());
+        if let Ok(fd) = crate::sys::open_private_lock_file(&c) {
+            unlink_if_unheld(path.path(), &fd);
         }
     }
 }
