@@ -36,21 +36,7 @@ fn lint_exit_codes_severities_and_lines() {
         &d.join("bad.toml"),
         "version = 1\n[resources]\nmemory_max = \"unlimited\"\npids_max = \"unlimited\"\n[trust]\nmode = \"disabled\"\n[layers]\nallow_degraded = [\"landlock\"]\n[hooks.\"on:pre_request\"]\nfailure = \"open\"\n[filesystem]\nwritable = [\"/srv/shared\"]\n[plugin.scanner.network]\nmode = \"loopback\"\n",
     );
-    let r = stockade(d, &["--json", "policy", "lint", "bad.toml"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    let v = r.json();
-    let found: Vec<(String, String, Value)> = v["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["code"].as_str().unwrap().to_string(),
-                f["severity"].as_str().unwrap().to_string(),
-                f["at"]["line"].clone(),
-            )
-        })
-        .collect();
+    let found = lint_findings(d, "bad.toml");
     for (code, sev, line) in [
         ("memory-unlimited", "error", 3),
         ("pids-unlimited", "error", 4),
@@ -72,18 +58,12 @@ fn lint_exit_codes_severities_and_lines() {
         &d.join("swap.toml"),
         "version = 1\n[resources]\nswap_max = \"unlimited\"\n",
     );
-    let r = stockade(d, &["--json", "policy", "lint", "swap.toml"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    let v = r.json();
+    let found = lint_findings(d, "swap.toml");
     assert!(
-        v["findings"]
-            .as_array()
-            .unwrap()
+        found
             .iter()
-            .any(|f| f["code"] == "swap-unlimited"
-                && f["severity"] == "warning"
-                && f["at"]["line"] == 3),
-        "{v}"
+            .any(|f| f.0 == "swap-unlimited" && f.1 == "warning" && f.2 == 3),
+        "{found:?}"
     );
     // Only warnings at or above the fail level count.
     write(
@@ -1570,4 +1550,23 @@ fn a_member_of_the_logs_group_cannot_stall_the_audit_writers() {
     assert_eq!(r.json()["records"], 4);
     // No temporary file of the lock's making left behind.
     no_temporary_file_in(&logs);
+}
+
+/// `policy lint --json FILE` in `d`, which must exit 1 (a finding at the default fail level):
+/// each finding's code, severity and line.
+fn lint_findings(d: &Path, file: &str) -> Vec<(String, String, Value)> {
+    let r = stockade(d, &["--json", "policy", "lint", file]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    r.json()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap().to_string(),
+                f["severity"].as_str().unwrap().to_string(),
+                f["at"]["line"].clone(),
+            )
+        })
+        .collect()
 }
