@@ -1080,8 +1080,8 @@ fn check_revocation(
     let seen = state.seen.get(&issuer).copied();
     // The list was read when the command started, the state only now: a verification running
     // beside this one may have recorded a newer list the operator put in place in between.
-    // The list in the trust directory is then read again (once) and used if it is newer;
-    // only a list still older than the one recorded is a rollback.
+    // The list is then read again from its file (once, [`newer_list`]) and used if it is
+    // newer; only a list still older than the one recorded is a rollback.
     if seen.is_some_and(|s| list.body.version < s.version) {
         if let Some(newer) = newer_list(cfg, &list) {
             list = newer;
@@ -1114,8 +1114,9 @@ fn check_revocation(
 
 /// The revocation list read again from the file it came from (`cfg.revocations_path`: the trust
 /// directory's, or the policy's `trust.revocation` — never the other one, which the policy did
-/// not choose), if it is a newer one from the same issuer than `held` ([`check_revocation`]). Anything else — no list, one that cannot be read or
-/// parsed, another issuer's, not newer — is `None`: `held` is then judged as it is.
+/// not choose), if it is a newer one from the same issuer than `held` ([`check_revocation`]).
+/// Anything else — no list, one that cannot be read or parsed, another issuer's, not newer — is
+/// `None`: `held` is then judged as it is.
 fn newer_list(cfg: &TrustConfig, held: &RevocationList) -> Option<RevocationList> {
     let bytes = crate::trustdir::read_revocations(&cfg.revocations_path).ok()??;
     let fresh = RevocationList::parse(&bytes).ok()?;
