@@ -201,7 +201,7 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         let bound = sb
             .read_only
             .iter()
-            .any(|p| p == g || g.starts_with(&format!("{p}/")));
+            .any(|p| crate::sandbox::is_at_or_under(g, p));
         if !bound {
             push(
                 "filesystem",

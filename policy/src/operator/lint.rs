@@ -193,7 +193,7 @@ fn lint_one(
             .plugin
             .as_ref()
             .map(|p| format!("{PLUGIN_DATA_DIR}/{p}"))
-            .is_some_and(|own| w == &own || w.starts_with(&format!("{own}/")));
+            .is_some_and(|own| crate::sandbox::is_at_or_under(w, &own));
         if !own {
             push(
                 "filesystem.writable",

@@ -564,6 +564,14 @@ pub fn is_normalised_absolute(p: &str) -> bool {
         && p.split('/').all(|c| c != "." && c != "..")
 }
 
+/// Whether the path `p` is `dir` or lies beneath it, by whole components (`/usr/lib` is under
+/// `/usr`, `/usrx` is not). Both are normalised absolute paths ([`is_normalised_absolute`]), so
+/// `dir` `/` is matched by `/` alone (`{dir}/` is `//`, which no such path starts with): each
+/// caller's lists treat `/` that way (a reserved `/` is `/` itself).
+pub fn is_at_or_under(p: &str, dir: &str) -> bool {
+    p == dir || p.starts_with(&format!("{dir}/"))
+}
+
 /// The first `read_only` entry equal to or beneath a `writable` one, with that writable entry.
 ///
 /// The runtime binds every read-only path, then every writable one, and Landlock grants every
@@ -577,7 +585,7 @@ fn read_only_under_writable<'a>(
     read_only.iter().find_map(|r| {
         writable
             .iter()
-            .find(|w| r == *w || r.starts_with(&format!("{w}/")))
+            .find(|w| is_at_or_under(r, w))
             .map(|w| (r.as_str(), w.as_str()))
     })
 }
@@ -586,9 +594,7 @@ fn check_path(key: &str, p: &str) -> Result<(), SandboxPolicyError> {
     if !is_normalised_absolute(p) {
         return Err(invalid(key, FieldError::BadPath(p.to_string())));
     }
-    let reserved = RESERVED_PATHS
-        .iter()
-        .any(|r| p == *r || (*r != "/" && p.starts_with(&format!("{r}/"))));
+    let reserved = RESERVED_PATHS.iter().any(|r| is_at_or_under(p, r));
     if reserved {
         return Err(invalid(key, FieldError::ReservedPath(p.to_string())));
     }

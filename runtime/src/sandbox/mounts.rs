@@ -266,7 +266,7 @@ pub fn plan(
         policy
             .read_only
             .iter()
-            .any(|p| p == f || f.starts_with(&format!("{p}/")))
+            .any(|p| stockade_policy::sandbox::is_at_or_under(f, p))
     };
     let mut files = Vec::new();
     let generated = [
