@@ -470,7 +470,6 @@ const LOCK_ROUNDS: usize = 3;
 /// the directory's owner (its lock would be its own, which root would refuse, and it could
 /// not open the owner's).
 fn lock_log(log: &Path) -> Result<std::fs::File, AuditError> {
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     let path = lock_path(log);
     let io = |source| AuditError::Io {
@@ -498,10 +497,8 @@ fn lock_log(log: &Path) -> Result<std::fs::File, AuditError> {
             ),
         )));
     }
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io(std::io::Error::other(e)))?;
     for _ in 0..LOCK_ROUNDS {
-        let lock = match sys::open_private_lock_file_of(&c, owner) {
+        let lock = match sys::open_private_lock_file_of(&path, owner) {
             Ok(fd) => std::fs::File::from(fd),
             // Root, in another user's directory: the owner's lock is made for it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && me != owner => {

@@ -158,15 +158,12 @@ fn lock_path(path: &Path) -> PathBuf {
 /// can hold it and keep the daemon from starting; never removed (a lock file unlinked while
 /// another daemon is about to lock it would let both hold "the" lock through two inodes).
 fn lock_socket_path(path: &Path) -> Result<Option<OwnedFd>, ServeError> {
-    use std::os::unix::ffi::OsStrExt;
     let lock = lock_path(path);
     let err = |source| ServeError::Lock {
         path: lock.clone(),
         source,
     };
-    let c = std::ffi::CString::new(lock.as_os_str().as_bytes())
-        .map_err(|e| err(io::Error::other(e)))?;
-    let fd = sys::open_private_lock_file(&c).map_err(err)?;
+    let fd = sys::open_private_lock_file(&lock).map_err(err)?;
     Ok(sys::try_flock_exclusive(fd.as_fd())
         .map_err(err)?
         .then_some(fd))

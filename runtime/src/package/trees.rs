@@ -68,12 +68,10 @@ use nix::fcntl::{Flock, FlockArg, RenameFlags};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -185,16 +183,15 @@ fn lock_tree(anchor: &Anchor, dir: &File, exclusive: bool) -> std::io::Result<Op
         Err(e) => return Err(e.into()),
     };
     let path = locks.join(&name);
-    let c = CString::new(path.path().as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     for _ in 0..LOCK_ROUNDS {
         let fd = if exclusive {
-            let fd = crate::sys::open_private_lock_file(&c)?;
+            let fd = crate::sys::open_private_lock_file(path.path())?;
             if !crate::sys::try_flock_exclusive(fd.as_fd())? {
                 return Ok(None);
             }
             fd
         } else {
-            let Some(fd) = crate::sys::open_private_lock_file_to_read(&c)? else {
+            let Some(fd) = crate::sys::open_private_lock_file_to_read(path.path())? else {
                 return Ok(Some(TreeLock(None)));
             };
             crate::sys::flock_shared(fd.as_fd())?;
@@ -614,10 +611,7 @@ fn sweep_stale_locks(anchor: &Anchor) {
             continue;
         }
         let path = locks.join(&name);
-        let Ok(c) = CString::new(path.path().as_os_str().as_bytes()) else {
-            continue;
-        };
-        if let Ok(fd) = crate::sys::open_private_lock_file(&c) {
+        if let Ok(fd) = crate::sys::open_private_lock_file(path.path()) {
             unlink_if_unheld(path.path(), &fd);
         }
     }

@@ -885,7 +885,6 @@ pub struct ConfigLock {
 /// is its owner's, 0600, so that no other user can take it and hold root's commands forever.
 /// Made with the directory when this user may make it (root, where the packages did not).
 pub fn lock_config(p: &Places, no_wait: bool) -> Result<Option<ConfigLock>, SourceError> {
-    use std::os::unix::ffi::OsStrExt;
     let Some(dir) = &p.config_dir else {
         return Ok(None);
     };
@@ -903,9 +902,7 @@ pub fn lock_config(p: &Places, no_wait: bool) -> Result<Option<ConfigLock>, Sour
         path: path.clone(),
         source,
     };
-    let c = std::ffi::CString::new(at.path().as_os_str().as_bytes())
-        .map_err(|e| err(std::io::Error::other(e)))?;
-    let lock = crate::sys::open_private_lock_file(&c).map_err(err)?;
+    let lock = crate::sys::open_private_lock_file(at.path()).map_err(err)?;
     use std::os::fd::AsFd;
     if no_wait {
         if !crate::sys::try_flock_exclusive(lock.as_fd()).map_err(err)? {

@@ -52,10 +52,8 @@ pub use crate::package::trees::{check_tree, check_tree_of, TreeProblem};
 use crate::sys;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -492,13 +490,11 @@ fn open_lock_to_read(held: &HeldDir) -> Result<Option<OwnedFd>, StoreError> {
 
 fn open_lock_with<T>(
     held: &HeldDir,
-    open: impl FnOnce(&std::ffi::CStr) -> std::io::Result<T>,
+    open: impl FnOnce(&Path) -> std::io::Result<T>,
 ) -> Result<T, StoreError> {
     let lock_path = held.join("lock");
     let shown = lock_path.shown();
-    let c = CString::new(lock_path.path().as_os_str().as_bytes())
-        .map_err(|e| io("bad path", shown)(std::io::Error::other(e)))?;
-    open(&c).map_err(|source| {
+    open(lock_path.path()).map_err(|source| {
         if source.kind() == std::io::ErrorKind::InvalidData {
             StoreError::LockUnsafe {
                 path: shown.to_path_buf(),

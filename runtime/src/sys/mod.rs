@@ -19,6 +19,7 @@ use nix::unistd::{Gid, Pid, Uid};
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
 
 pub mod net;
 pub mod sock;
@@ -676,9 +677,10 @@ pub fn open_lock_file(path: &CStr) -> io::Result<OwnedFd> {
 /// [`open_lock_file`] for a lock only its owner may take: made `mode` (0600), so no other user
 /// can open it — `flock` needs only a descriptor — and hold it forever (the store's lock and
 /// the sources directory's, in directories the `stockade` user and group may read).
-pub fn open_private_lock_file(path: &CStr) -> io::Result<OwnedFd> {
+pub fn open_private_lock_file(path: &Path) -> io::Result<OwnedFd> {
     let me = nix::unistd::geteuid().as_raw();
-    open_lock_file_mode(path, 0o600, Some(me), false)?.ok_or_else(|| io_err(Errno::EROFS))
+    open_lock_file_mode(&lock_cpath(path)?, 0o600, Some(me), false)?
+        .ok_or_else(|| io_err(Errno::EROFS))
 }
 
 /// [`open_private_lock_file`] for a reader, which changes nothing and so must work on a
@@ -687,9 +689,9 @@ pub fn open_private_lock_file(path: &CStr) -> io::Result<OwnedFd> {
 /// nor narrowed — the caller reads without it rather than fail, or take a lock another user
 /// could be holding for ever. Another user's lock, or one that is not a regular file of one
 /// link, is refused as by [`open_private_lock_file`].
-pub fn open_private_lock_file_to_read(path: &CStr) -> io::Result<Option<OwnedFd>> {
+pub fn open_private_lock_file_to_read(path: &Path) -> io::Result<Option<OwnedFd>> {
     let me = nix::unistd::geteuid().as_raw();
-    open_lock_file_mode(path, 0o600, Some(me), true)
+    open_lock_file_mode(&lock_cpath(path)?, 0o600, Some(me), true)
 }
 
 /// [`open_private_lock_file`] for a lock that belongs to `owner`, who may be another user than
@@ -698,8 +700,18 @@ pub fn open_private_lock_file_to_read(path: &CStr) -> io::Result<Option<OwnedFd>
 /// `NotFound`, for the caller to make and hand over (never a file of this user's at the name,
 /// which `owner` could not open). Checked as [`open_private_lock_file`] checks: a regular file
 /// of one link, `owner`'s (else `InvalidData`), narrowed back to 0600 if found wider.
-pub fn open_private_lock_file_of(path: &CStr, owner: u32) -> io::Result<OwnedFd> {
-    open_lock_file_mode(path, 0o600, Some(owner), false)?.ok_or_else(|| io_err(Errno::EROFS))
+pub fn open_private_lock_file_of(path: &Path, owner: u32) -> io::Result<OwnedFd> {
+    open_lock_file_mode(&lock_cpath(path)?, 0o600, Some(owner), false)?
+        .ok_or_else(|| io_err(Errno::EROFS))
+}
+
+/// A private lock file's path for `open(2)`: every caller names it by a `&Path` (a held
+/// directory's `/proc/self/fd/N/…`, a socket's or a log's `PATH.lock`), so the conversion is
+/// made here, once. A path with a NUL byte cannot be opened (an `io::Error` of kind `Other`,
+/// as each caller made it before).
+fn lock_cpath(path: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
 }
 
 /// Open (or, for the running user's own, make) a lock file of `mode`; a private one (no bit for
@@ -1052,10 +1064,10 @@ mod tests {
         let path = d.path().join(".lock");
         let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
         let mode = || std::fs::metadata(&path).unwrap().mode() & 0o777;
-        drop(open_private_lock_file(&c).unwrap());
+        drop(open_private_lock_file(&path).unwrap());
         assert_eq!(mode(), 0o600);
         std::fs::set_permissions(&path, PermissionsExt::from_mode(0o644)).unwrap();
-        drop(open_private_lock_file(&c).unwrap());
+        drop(open_private_lock_file(&path).unwrap());
         assert_eq!(mode(), 0o600, "narrowed back");
         // The shared lock's mode is its own: left as it is.
         std::fs::set_permissions(&path, PermissionsExt::from_mode(0o644)).unwrap();
@@ -1063,14 +1075,14 @@ mod tests {
         assert_eq!(mode(), 0o644);
         if nix::unistd::geteuid().is_root() {
             std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
-            let e = open_private_lock_file(&c).unwrap_err();
+            let e = open_private_lock_file(&path).unwrap_err();
             assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
             // Root taking another user's lock (the audit log's, the log directory's owner's):
             // that user's is taken, and narrowed back; any other refused.
             std::fs::set_permissions(&path, PermissionsExt::from_mode(0o644)).unwrap();
-            drop(open_private_lock_file_of(&c, 65534).unwrap());
+            drop(open_private_lock_file_of(&path, 65534).unwrap());
             assert_eq!(mode(), 0o600);
-            let e = open_private_lock_file_of(&c, 65533).unwrap_err();
+            let e = open_private_lock_file_of(&path, 65533).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidData);
             assert!(
                 e.to_string()
@@ -1080,8 +1092,7 @@ mod tests {
             // A missing one is not made as root's (that user could never open it): the
             // caller makes it that user's.
             let other = d.path().join(".other");
-            let c = std::ffi::CString::new(other.as_os_str().as_encoded_bytes()).unwrap();
-            let e = open_private_lock_file_of(&c, 65534).unwrap_err();
+            let e = open_private_lock_file_of(&other, 65534).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::NotFound);
             assert!(!other.exists());
         }
@@ -1108,7 +1119,7 @@ mod tests {
         ] {
             let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
             for e in [
-                open_private_lock_file(&c).unwrap_err(),
+                open_private_lock_file(p).unwrap_err(),
                 open_lock_file(&c).unwrap_err(),
             ] {
                 assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{p:?}: {e}");
