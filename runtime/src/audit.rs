@@ -450,95 +450,29 @@ pub fn lock_path(log: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// How many rounds [`lock_log`] makes before it gives up: one to make the owner's lock file
-/// (root in another user's directory), and one for each lock taken on a file that was no longer
-/// at its name by then.
-const LOCK_ROUNDS: usize = 3;
-
 /// Take the log's lock: an exclusive `flock` of `<log>.lock`, waiting for the writer that holds
 /// it. Never a lock on the log itself: `flock` needs only a descriptor, and the log is 0640 —
 /// in the packaged layout every member of the `stockade` group (the agents) could open it and
 /// hold its lock for ever, and every audited action of root's CLI and of the daemon's one loop
 /// waited for it. The lock file is 0600 and the log directory's owner's (the daemon's user;
 /// root's own directory: root's), so only that user and root — the log's only writers — can
-/// open it; a writer waits at most for one append of another (a few fsyncs). Made by the owner
-/// itself, or by root as a file of the owner's from its making (a temporary file given its
-/// owner, then linked to the name without replacing one: [`crate::fileio::reserve`]), so no
-/// crash leaves a lock of root's the daemon could not open. One found wider is narrowed back to
-/// 0600; one of another user, or anything but a regular file of one link, is refused
-/// ([`AuditError::LockUnsafe`]: exit 78 `audit.unsafe`), as is a writer that is neither root nor
-/// the directory's owner (its lock would be its own, which root would refuse, and it could
-/// not open the owner's).
+/// open it; a writer waits at most for one append of another (a few fsyncs). How it is made,
+/// checked and taken: [`crate::fileio::lock_as_dir_owner`]. One of another user, or anything
+/// but a regular file of one link, is refused ([`AuditError::LockUnsafe`]: exit 78
+/// `audit.unsafe`), as is a writer that is neither root nor the directory's owner (its lock
+/// would be its own, which root would refuse, and it could not open the owner's).
 fn lock_log(log: &Path) -> Result<std::fs::File, AuditError> {
-    use std::os::unix::fs::MetadataExt;
+    use crate::fileio::{lock_as_dir_owner, OwnerLockError};
     let path = lock_path(log);
-    let io = |source| AuditError::Io {
-        path: path.clone(),
-        source,
-    };
-    let refused = |source| AuditError::LockUnsafe {
-        path: path.clone(),
-        source,
-    };
-    // The log's directory missing or unreadable: said of the log, as an open of it would.
-    let dir =
-        std::fs::metadata(crate::fileio::parent_dir(log)).map_err(|source| AuditError::Io {
+    lock_as_dir_owner(&path, "append to the log").map_err(|e| match e {
+        // The log's directory missing or unreadable: said of the log, as an open of it would.
+        OwnerLockError::Dir(source) => AuditError::Io {
             path: log.to_path_buf(),
             source,
-        })?;
-    let (owner, group) = (dir.uid(), dir.gid());
-    let me = nix::unistd::geteuid().as_raw();
-    if me != 0 && me != owner {
-        return Err(refused(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!(
-                "the log's directory belongs to uid {owner}: only that user and root append to \
-                 the log, and this is uid {me}"
-            ),
-        )));
-    }
-    for _ in 0..LOCK_ROUNDS {
-        let lock = match sys::open_private_lock_file_of(&path, owner) {
-            Ok(fd) => std::fs::File::from(fd),
-            // Root, in another user's directory: the owner's lock is made for it.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && me != owner => {
-                make_lock_of(&path, (owner, group)).map_err(io)?;
-                continue;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(refused(e)),
-            Err(e) => return Err(io(e)),
-        };
-        sys::flock_exclusive(lock.as_fd()).map_err(io)?;
-        // Still the file at the name: one removed while this writer waited excludes no one (a
-        // writer coming now makes a new one and would append beside this one).
-        let held = lock.metadata().map_err(io)?;
-        let named = std::fs::symlink_metadata(&path);
-        if named.is_ok_and(|n| (n.dev(), n.ino()) == (held.dev(), held.ino())) {
-            return Ok(lock);
-        }
-    }
-    Err(io(std::io::Error::other(format!(
-        "the lock file was replaced while this process waited for it, {LOCK_ROUNDS} times"
-    ))))
-}
-
-/// Make `path` an empty lock file of `owner`'s, 0600, unless there is one (another writer made
-/// it first): a temporary file of root's, given its mode and owner, then linked to the name
-/// without replacing anything ([`crate::fileio::Reserved::commit`]).
-fn make_lock_of(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
-    use crate::fileio::FileError;
-    let made = crate::fileio::reserve(path, 0o600)
-        .and_then(|r| r.commit(b"", Some(0o600), Some(owner), false));
-    match made {
-        Ok(()) => Ok(()),
-        Err(FileError::Write { source, .. })
-            if source.kind() == std::io::ErrorKind::AlreadyExists =>
-        {
-            Ok(())
-        }
-        Err(FileError::Write { source, .. }) => Err(source),
-        Err(e) => Err(std::io::Error::other(e)),
-    }
+        },
+        OwnerLockError::Refused(source) => AuditError::LockUnsafe { path, source },
+        OwnerLockError::Io(source) => AuditError::Io { path, source },
+    })
 }
 
 /// Open the log (created 0640, exactly, when absent) to read and append. Its directory may be

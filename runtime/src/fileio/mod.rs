@@ -17,6 +17,9 @@
 //! - [`HeldDir`] and [`make_dir_at`] (module [`held`], re-exported here): the directories of the
 //!   state directory this process writes and removes things in, held by descriptor and made
 //!   under a temporary name, so that the state directory's owner cannot redirect them.
+//! - [`lock_as_dir_owner`]: the lock of a file root and the directory's owner both write (the
+//!   audit log, the revocation memory), the owner's alone (0600), so that no other user can open
+//!   it and hold it for ever, and made for the owner when root comes first.
 //!
 //! Every file and directory made here has the mode asked for, not that mode less the umask:
 //! root's CLI writes into the daemon's state directory, and a hardened root umask (027, 077)
@@ -617,6 +620,99 @@ pub fn adopt_dir_owner(f: &File, path: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     std::os::unix::fs::fchown(f, Some(md.uid()), Some(md.gid()))
+}
+
+/// Why [`lock_as_dir_owner`] took no lock.
+#[derive(Debug)]
+pub enum OwnerLockError {
+    /// The lock's directory cannot be read: whose it is, and so whose the lock, is not known.
+    Dir(std::io::Error),
+    /// Not a lock this process may wait on: it is neither root nor the directory's owner, or
+    /// what is at the name is not a lock file of that owner's (another user's, a link, not a
+    /// regular file of one link: kind `InvalidData`).
+    Refused(std::io::Error),
+    /// Opening, making or taking it failed.
+    Io(std::io::Error),
+}
+
+/// How many rounds [`lock_as_dir_owner`] makes before it gives up: one to make the owner's lock
+/// file (root in another user's directory), and one for each lock taken on a file that was no
+/// longer at its name by then.
+const OWNER_LOCK_ROUNDS: usize = 3;
+
+/// Take the lock file `lock` (an exclusive `flock`, waiting for its holder) that serializes the
+/// writers of a file both root and the directory's owner write: the audit log
+/// (`/var/log/stockade`) and the state directory's revocation memory, where root's CLI writes
+/// beside the daemon's user. The lock file is 0600 and the directory's owner's (root's own
+/// directory: root's), so only that user and root — the file's only writers — can open it, and
+/// no one else can hold it for ever ([`crate::sys::open_private_lock_file_of`]). Made by the
+/// owner itself, or by root as a file of the owner's from its making (a temporary file given its
+/// owner, then linked to the name without replacing one: [`reserve`]), so no crash leaves a lock
+/// of root's the owner could not open. One found wider is narrowed back to 0600; one of another
+/// user, or anything but a regular file of one link, is refused ([`OwnerLockError::Refused`]),
+/// as is a process that is neither root nor the owner (`writes` says what only those two do, for
+/// its message): its lock would be its own, which root would refuse, and it could not open the
+/// owner's. Never removed: a lock file unlinked while another writer is about to take it would
+/// let both hold "the" lock through two inodes; one removed all the same while this process
+/// waited (by hand) is no one's lock, and is made and taken again. Released when the returned
+/// file is closed.
+pub fn lock_as_dir_owner(lock: &Path, writes: &str) -> Result<File, OwnerLockError> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::fs::metadata(parent_dir(lock)).map_err(OwnerLockError::Dir)?;
+    let (owner, group) = (dir.uid(), dir.gid());
+    let me = nix::unistd::geteuid().as_raw();
+    if me != 0 && me != owner {
+        return Err(OwnerLockError::Refused(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "its directory belongs to uid {owner}: only that user and root {writes}, and this \
+                 is uid {me}"
+            ),
+        )));
+    }
+    for _ in 0..OWNER_LOCK_ROUNDS {
+        let fd = match crate::sys::open_private_lock_file_of(lock, owner) {
+            Ok(fd) => File::from(fd),
+            // Root, in another user's directory: the owner's lock is made for it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && me != owner => {
+                make_lock_of(lock, (owner, group)).map_err(OwnerLockError::Io)?;
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(OwnerLockError::Refused(e))
+            }
+            Err(e) => return Err(OwnerLockError::Io(e)),
+        };
+        crate::sys::flock_exclusive(fd.as_fd()).map_err(OwnerLockError::Io)?;
+        // Still the file at the name: one removed while this process waited excludes no one (a
+        // writer coming now makes a new one and would write beside this one).
+        let held = fd.metadata().map_err(OwnerLockError::Io)?;
+        let named = std::fs::symlink_metadata(lock);
+        if named.is_ok_and(|n| (n.dev(), n.ino()) == (held.dev(), held.ino())) {
+            return Ok(fd);
+        }
+    }
+    Err(OwnerLockError::Io(std::io::Error::other(format!(
+        "the lock file was replaced while this process waited for it, {OWNER_LOCK_ROUNDS} times"
+    ))))
+}
+
+/// Make `path` an empty lock file of `owner`'s, 0600, unless there is one (another writer made
+/// it first): a temporary file of root's, given its mode and owner, then linked to the name
+/// without replacing anything ([`Reserved::commit`]).
+fn make_lock_of(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
+    let made = reserve(path, 0o600).and_then(|r| r.commit(b"", Some(0o600), Some(owner), false));
+    match made {
+        Ok(()) => Ok(()),
+        Err(FileError::Write { source, .. })
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            Ok(())
+        }
+        Err(FileError::Write { source, .. }) => Err(source),
+        Err(e) => Err(std::io::Error::other(e)),
+    }
 }
 
 #[cfg(test)]
