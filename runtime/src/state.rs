@@ -11,11 +11,16 @@
 //!   the first list of that version seen after the upgrade is the one remembered). The list is
 //!   read when a command starts and this file at step 5, so a verification running beside it
 //!   may have recorded a newer list in between: step 5 reads the list again before it calls
-//!   the one it holds a rollback (`package/verify.rs`, `check_revocation`). The load … save
-//!   itself takes no lock (the state directory may be the daemon's user's, and a lock there is
-//!   one more that others could hold): two verifications racing across two list publications
-//!   can record the lower of the two versions, lowering the floor by one version until the next
-//!   verification records the current list again.
+//!   the one it holds a rollback (`package/verify.rs`, `check_revocation`). Recording a list is
+//!   a read-modify-write, and is done under `revocation-state.lock` ([`RevocationState::lock`]):
+//!   the file read again, the list judged again against it, saved only if still newer, so that
+//!   the floor never goes down — without the lock, two verifications that both read version N,
+//!   holding lists N+1 and N+2, could save N+2 then N+1, and a later rollback to N+1 passed. A
+//!   verification that records nothing (the list it holds is the one recorded) takes no lock
+//!   and writes nothing, as on a read-only state directory. The lock is 0600 and the state
+//!   directory's owner's, as the file is once root has written it (root's `run` and `install`
+//!   write it beside the daemon's user): only those two can open it, so no other user can hold
+//!   it and stall verifications; the owner can, as it can rewrite the file itself.
 //! - `license.json`: this node's license (see `node.rs`).
 //! - `license-state.json`: `{"<license serial>": <highest issued_at installed>, ...,
 //!   "#installed-last:<serial>:<license sha256>:<entries sha256>": <its issued_at>}`, written by
@@ -47,6 +52,10 @@ use stockade_trust::license::{is_valid_serial, Floor};
 /// File recording the highest revocation list version seen per issuer, with its body's digest.
 pub const REVOCATION_STATE_FILE: &str = "revocation-state.json";
 
+/// The lock under which [`REVOCATION_STATE_FILE`] is read again and written
+/// ([`RevocationState::lock`]); never removed.
+pub const REVOCATION_LOCK_FILE: &str = "revocation-state.lock";
+
 /// File recording the highest license `issued_at` installed per serial and the license installed
 /// last (`stockade_trust::license::License::check_not_rolled_back`).
 pub const LICENSE_STATE_FILE: &str = "license-state.json";
@@ -62,6 +71,16 @@ pub enum StateError {
     #[error("cannot create state directory {}", path.display())]
     Create {
         /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The lock of a state file cannot be taken: made, opened (another user's file, not a
+    /// regular file of one link, this user neither root nor the directory's owner) or locked.
+    #[error("cannot take the state lock {}", path.display())]
+    Lock {
+        /// The lock file.
         path: PathBuf,
         /// Why.
         #[source]
@@ -152,6 +171,32 @@ impl RevocationState {
             .collect();
         save_json(state_dir, REVOCATION_STATE_FILE, &wire)
     }
+
+    /// Take the lock under which a list is recorded — [`RevocationState::load`] again, judge,
+    /// [`RevocationState::save`] — waiting for a verification recording one now (one load and
+    /// one save). The state directory is made first if missing (0700, as a save would), the
+    /// lock file `revocation-state.lock` in it 0600 and the directory's owner's
+    /// ([`crate::fileio::lock_as_dir_owner`]: made for it by root, narrowed back if found wider,
+    /// another user's or anything but a regular file of one link refused, never removed).
+    /// Fails closed: a state directory whose lock cannot be taken records nothing
+    /// ([`StateError::Lock`]).
+    pub fn lock(state_dir: &Path) -> Result<RevocationLock, StateError> {
+        use crate::fileio::OwnerLockError;
+        ensure_dir(state_dir)?;
+        let path = state_dir.join(REVOCATION_LOCK_FILE);
+        match crate::fileio::lock_as_dir_owner(&path, "record revocation lists") {
+            Ok(file) => Ok(RevocationLock { _file: file }),
+            Err(OwnerLockError::Dir(source))
+            | Err(OwnerLockError::Refused(source))
+            | Err(OwnerLockError::Io(source)) => Err(StateError::Lock { path, source }),
+        }
+    }
+}
+
+/// [`RevocationState::lock`] held: recording a list is serialized until it is dropped.
+#[derive(Debug)]
+pub struct RevocationLock {
+    _file: std::fs::File,
 }
 
 /// Highest license `issued_at` installed, per license serial, and the license installed last.
@@ -371,6 +416,32 @@ mod tests {
                 body_sha256: None
             })
         );
+    }
+
+    /// The revocation memory's lock is made in the state directory (made first, 0700), 0600
+    /// and the directory's owner's — root's own, or, in another user's state directory (the
+    /// daemon's, where root's `run` records lists too), that user's, so the daemon can still
+    /// take it — and is left in place when released.
+    #[test]
+    fn the_revocation_lock_is_the_state_directorys_owners() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let sd = d.path().join("state");
+        drop(RevocationState::lock(&sd).unwrap());
+        let lock = sd.join(REVOCATION_LOCK_FILE);
+        let m = std::fs::metadata(&lock).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o600);
+        assert_eq!(m.uid(), nix::unistd::geteuid().as_raw());
+        assert_eq!(std::fs::metadata(&sd).unwrap().mode() & 0o777, 0o700);
+        if nix::unistd::geteuid().is_root() {
+            let other = d.path().join("daemons");
+            std::fs::create_dir(&other).unwrap();
+            std::fs::set_permissions(&other, PermissionsExt::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&other, Some(65534), Some(65534)).unwrap();
+            drop(RevocationState::lock(&other).unwrap());
+            let m = std::fs::metadata(other.join(REVOCATION_LOCK_FILE)).unwrap();
+            assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (65534, 65534, 0o600));
+        }
     }
 
     #[test]

@@ -1062,7 +1062,19 @@ fn check_revocation(
     certs: &[&Certificate],
     now: u64,
 ) -> Result<Option<u64>, RevocationError> {
-    let mut state = RevocationState::load(&cfg.state_dir).map_err(RevocationError::State)?;
+    check_revocation_with(cfg, certs, now, || {})
+}
+
+/// [`check_revocation`], running `meanwhile` after the list was judged against the state read
+/// unlocked and before the state's lock is taken to record it: where another verification may
+/// record a list (tests make that race happen there, deterministically).
+fn check_revocation_with(
+    cfg: &TrustConfig,
+    certs: &[&Certificate],
+    now: u64,
+    meanwhile: impl FnOnce(),
+) -> Result<Option<u64>, RevocationError> {
+    let state = RevocationState::load(&cfg.state_dir).map_err(RevocationError::State)?;
     let Some(bytes) = &cfg.revocations else {
         if let Some((issuer, seen)) = state.seen.iter().next() {
             return Err(RevocationError::Missing {
@@ -1076,15 +1088,62 @@ fn check_revocation(
         return Ok(None);
     };
     let mut list = RevocationList::parse(bytes).map_err(RevocationError::List)?;
+    // Judged first against the state as read, without a lock: a list already recorded (every
+    // verification but the first after a publication) is accepted with nothing written, so a
+    // read-only state directory, or one whose lock this user cannot take, still verifies.
+    if judge_list(cfg, &state, &mut list, now)?.is_some() {
+        meanwhile();
+        record_list(cfg, &mut list, now)?;
+    }
+    list.check_certs(certs).map_err(RevocationError::Revoked)?;
+    Ok(Some(list.body.version))
+}
+
+/// Record `list`, which [`judge_list`] found newer than the state read unlocked (or of its
+/// version, with the digest that earlier builds' state lacks): under the state's lock
+/// ([`RevocationState::lock`]), the state is read again and the list judged again against it,
+/// and saved only if it is still to be recorded. Without that, two verifications that both read
+/// version N, holding lists N+1 and N+2, could save N+2 then N+1: the floor went down, and a
+/// later rollback to N+1 passed. Judged again, the one holding N+1 finds N+2 recorded, reads
+/// the list again ([`newer_list`]: the operator published N+2) and checks against that one,
+/// as a verification that read the state after the other's save would; and one holding a list
+/// of the recorded version with another body is refused (`list_changed`), where the later save
+/// replaced the first list's digest.
+fn record_list(
+    cfg: &TrustConfig,
+    list: &mut RevocationList,
+    now: u64,
+) -> Result<(), RevocationError> {
+    let _lock = RevocationState::lock(&cfg.state_dir).map_err(RevocationError::State)?;
+    let mut state = RevocationState::load(&cfg.state_dir).map_err(RevocationError::State)?;
+    if let Some(accepted) = judge_list(cfg, &state, list, now)? {
+        state.seen.insert(list.issuer.to_string(), accepted);
+        state.save(&cfg.state_dir).map_err(RevocationError::State)?;
+    }
+    Ok(())
+}
+
+/// Judge `list` against the recorded `state`: signed by a pinned root, unexpired, not older
+/// than the list recorded for its issuer (nor of its version with another body), and no other
+/// issuer's list recorded. Returns what to record for its issuer, if anything: its version
+/// with its digest when it is newer, or the digest that state of earlier builds lacks for the
+/// version already recorded (verify refused any other body).
+///
+/// The list was read when the command started, the state only now: a verification running
+/// beside this one may have recorded a newer list the operator put in place in between. The
+/// list is then read again from its file (once, [`newer_list`]) and, if newer, replaces `list`;
+/// only a list still older than the one recorded is a rollback.
+fn judge_list(
+    cfg: &TrustConfig,
+    state: &RevocationState,
+    list: &mut RevocationList,
+    now: u64,
+) -> Result<Option<Seen>, RevocationError> {
     let issuer = list.issuer.to_string();
     let seen = state.seen.get(&issuer).copied();
-    // The list was read when the command started, the state only now: a verification running
-    // beside this one may have recorded a newer list the operator put in place in between.
-    // The list is then read again from its file (once, [`newer_list`]) and used if it is
-    // newer; only a list still older than the one recorded is a rollback.
     if seen.is_some_and(|s| list.body.version < s.version) {
-        if let Some(newer) = newer_list(cfg, &list) {
-            list = newer;
+        if let Some(newer) = newer_list(cfg, list) {
+            *list = newer;
         }
     }
     // Verified first, so a list signed by a key that is not a pinned root says exactly that.
@@ -1098,23 +1157,16 @@ fn check_revocation(
             issuer,
         });
     }
-    // Remember a higher version with its digest; for the version already remembered, only a
-    // digest that state of earlier builds lacks (verify refused any other body).
-    if seen.is_none_or(|s| list.body.version > s.version || s.body_sha256.is_none()) {
-        let accepted = Seen {
-            version: list.body.version,
-            body_sha256: Some(list.body_sha256()),
-        };
-        state.seen.insert(issuer, accepted);
-        state.save(&cfg.state_dir).map_err(RevocationError::State)?;
-    }
-    list.check_certs(certs).map_err(RevocationError::Revoked)?;
-    Ok(Some(list.body.version))
+    let record = seen.is_none_or(|s| list.body.version > s.version || s.body_sha256.is_none());
+    Ok(record.then(|| Seen {
+        version: list.body.version,
+        body_sha256: Some(list.body_sha256()),
+    }))
 }
 
 /// The revocation list read again from the file it came from (`cfg.revocations_path`: the trust
 /// directory's, or the policy's `trust.revocation` — never the other one, which the policy did
-/// not choose), if it is a newer one from the same issuer than `held` ([`check_revocation`]).
+/// not choose), if it is a newer one from the same issuer than `held` ([`judge_list`]).
 /// Anything else — no list, one that cannot be read or parsed, another issuer's, not newer — is
 /// `None`: `held` is then judged as it is.
 fn newer_list(cfg: &TrustConfig, held: &RevocationList) -> Option<RevocationList> {
@@ -1396,5 +1448,184 @@ mod tests {
             unverified_at_load(&disabled).map(|u| u.exit),
             Some(Exit::Signature)
         );
+    }
+
+    /// A root key, and revocation lists it signs.
+    struct Lists {
+        root: stockade_trust::minisign::SecretKey,
+    }
+
+    /// `now` for [`Lists`]: between every list's issue and expiry.
+    const NOW: u64 = 1_000;
+
+    impl Lists {
+        fn new() -> Lists {
+            Lists {
+                root: stockade_trust::minisign::SecretKey::from_seed([7; 32], [7; 8]),
+            }
+        }
+
+        /// List `version`, revoking `serial` (another serial, another body).
+        fn list(&self, version: u64, serial: char) -> Vec<u8> {
+            let body = stockade_trust::crl::RevocationBody {
+                format: 1,
+                version,
+                issued_at: 10,
+                expires_at: 10 * NOW,
+                issuer_key_id: self.root.public_key().key_id.to_string(),
+                revoked_serials: vec![serial.to_string().repeat(32)],
+                revoked_key_ids: vec![],
+            };
+            stockade_trust::crl::RevocationList::issue(&body, &self.root, "").unwrap()
+        }
+
+        /// A verification's trust configuration: this root pinned, `list` read from the trust
+        /// directory's `revocations.json` in `trust` when the command started.
+        fn config(
+            &self,
+            trust: &std::path::Path,
+            state: &std::path::Path,
+            list: &[u8],
+        ) -> super::TrustConfig {
+            super::TrustConfig {
+                mode: TrustMode::Strict,
+                dir: trust.to_path_buf(),
+                roots: vec![(trust.join("root.pub"), self.root.public_key())],
+                revocations: Some(list.to_vec()),
+                revocations_path: trust.join("revocations.json"),
+                require_revocations: false,
+                pinned_developer: None,
+                state_dir: state.to_path_buf(),
+            }
+        }
+    }
+
+    /// The version recorded in `state` (one issuer).
+    fn floor(state: &std::path::Path) -> u64 {
+        let s = crate::state::RevocationState::load(state).unwrap();
+        assert_eq!(s.seen.len(), 1);
+        s.seen.values().next().unwrap().version
+    }
+
+    /// Audit 89 F3: two verifications read version 1 recorded; the one holding list 3 records
+    /// it while the one holding list 2 is between its read and its save. The later save must
+    /// not put the floor back to 2 (a rollback to list 2 would then pass): under the state's
+    /// lock the state is read again, list 2 is older than 3, the list file (now list 3) is read
+    /// again and checked instead, and nothing lower is written. The race is made where it
+    /// happens, by `check_revocation_with`'s `meanwhile`, not by timing.
+    #[test]
+    fn racing_verifications_never_lower_the_revocation_floor() {
+        let d = tempfile::tempdir().unwrap();
+        let (trust, state) = (d.path().join("trust"), d.path().join("state"));
+        std::fs::create_dir(&trust).unwrap();
+        let l = Lists::new();
+        let file = trust.join("revocations.json");
+        std::fs::write(&file, l.list(1, 'a')).unwrap();
+        assert_eq!(
+            super::check_revocation(&l.config(&trust, &state, &l.list(1, 'a')), &[], NOW).unwrap(),
+            Some(1)
+        );
+        // The operator publishes list 2, then list 3; one verification read 2, the next 3.
+        let holds_2 = l.config(&trust, &state, &l.list(2, 'a'));
+        let holds_3 = l.config(&trust, &state, &l.list(3, 'a'));
+        std::fs::write(&file, l.list(3, 'a')).unwrap();
+        let checked = super::check_revocation_with(&holds_2, &[], NOW, || {
+            assert_eq!(
+                super::check_revocation(&holds_3, &[], NOW).unwrap(),
+                Some(3)
+            );
+            assert_eq!(floor(&state), 3);
+        });
+        assert_eq!(floor(&state), 3, "the floor went down");
+        assert_eq!(
+            checked.unwrap(),
+            Some(3),
+            "checked against the list read again"
+        );
+        // Later, list 2 back in place is the rollback it is.
+        std::fs::write(&file, l.list(2, 'a')).unwrap();
+        let e = super::check_revocation(&holds_2, &[], NOW).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                super::RevocationError::List(stockade_trust::crl::CrlError::Rollback { .. })
+            ),
+            "{e:?}"
+        );
+    }
+
+    /// Two lists of one version with other bodies (two lists signed under one version, the later
+    /// possibly without a revocation), held by two verifications that both read the version
+    /// before: the second to record is refused as it is when it comes after the first, instead
+    /// of replacing the digest recorded.
+    #[test]
+    fn racing_verifications_of_two_bodies_of_one_version_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (trust, state) = (d.path().join("trust"), d.path().join("state"));
+        std::fs::create_dir(&trust).unwrap();
+        let l = Lists::new();
+        std::fs::write(trust.join("revocations.json"), l.list(1, 'a')).unwrap();
+        super::check_revocation(&l.config(&trust, &state, &l.list(1, 'a')), &[], NOW).unwrap();
+        let first = l.config(&trust, &state, &l.list(2, 'a'));
+        let second = l.config(&trust, &state, &l.list(2, 'b'));
+        let recorded = || crate::state::RevocationState::load(&state).unwrap();
+        let e = super::check_revocation_with(&second, &[], NOW, || {
+            super::check_revocation(&first, &[], NOW).unwrap();
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                super::RevocationError::List(stockade_trust::crl::CrlError::Changed { .. })
+            ),
+            "{e:?}"
+        );
+        let first_digest = stockade_trust::crl::RevocationList::parse(&l.list(2, 'a'))
+            .unwrap()
+            .body_sha256();
+        let s = recorded();
+        let seen = s.seen.values().next().unwrap();
+        assert_eq!((seen.version, seen.body_sha256), (2, Some(first_digest)));
+    }
+
+    /// A state directory whose lock cannot be taken (here a symbolic link planted at its name)
+    /// records nothing and fails closed (`revocation.state`, 78), the link not followed; a list
+    /// already recorded is still accepted there, with no lock and nothing written.
+    #[test]
+    fn a_revocation_lock_that_cannot_be_taken_fails_closed() {
+        let d = tempfile::tempdir().unwrap();
+        let (trust, state) = (d.path().join("trust"), d.path().join("state"));
+        std::fs::create_dir(&trust).unwrap();
+        std::fs::create_dir(&state).unwrap();
+        let l = Lists::new();
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"").unwrap();
+        let lock = state.join(crate::state::REVOCATION_LOCK_FILE);
+        std::os::unix::fs::symlink(&elsewhere, &lock).unwrap();
+        let cfg = l.config(&trust, &state, &l.list(1, 'a'));
+        let e = super::check_revocation(&cfg, &[], NOW).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                super::RevocationError::State(crate::state::StateError::Lock { .. })
+            ),
+            "{e:?}"
+        );
+        let e = super::VerifyError::Revocation(e);
+        assert_eq!((e.kind(), e.exit()), ("revocation.state", Exit::Config));
+        assert!(!state.join(crate::state::REVOCATION_STATE_FILE).exists());
+        assert_eq!(std::fs::read(&elsewhere).unwrap(), b"");
+        // Recorded before (by hand here): accepted without the lock.
+        let mut recorded = crate::state::RevocationState::default();
+        let list = stockade_trust::crl::RevocationList::parse(&l.list(1, 'a')).unwrap();
+        recorded.seen.insert(
+            list.issuer.to_string(),
+            stockade_trust::crl::Seen {
+                version: 1,
+                body_sha256: Some(list.body_sha256()),
+            },
+        );
+        recorded.save(&state).unwrap();
+        assert_eq!(super::check_revocation(&cfg, &[], NOW).unwrap(), Some(1));
     }
 }
