@@ -65,23 +65,17 @@ impl PackageDir {
     }
 
     /// Leave the directory where it is, for the caller to rename away before the
-    /// [`KeptDir`] is dropped.
+    /// [`KeptDir`] is dropped. The [`KeptDir`] holds the directory as it was held until then:
+    /// locked until the caller is done (a fresh directory against the sweep of this user's
+    /// leftovers; a work directory or kept tree among the trees against another run's eviction
+    /// and sweep, which would otherwise remove it between this and the caller's rename), and
+    /// what is left of it then goes as it would have (a fresh directory's private parent, and
+    /// the tree if the caller could not move it; a work directory if not moved; a kept tree
+    /// stays a kept tree).
     pub fn keep(self) -> KeptDir {
-        match self {
-            // Still locked until the caller is done; what is left of it then goes (nothing but
-            // its private parent, or the whole tree if the caller could not move it).
-            PackageDir::Fresh(d) => KeptDir {
-                path: d.tree.clone(),
-                _fresh: Some(d),
-            },
-            PackageDir::Work(w) => KeptDir {
-                path: w.dir.keep(),
-                _fresh: None,
-            },
-            PackageDir::Kept(k) => KeptDir {
-                path: k.path().to_path_buf(),
-                _fresh: None,
-            },
+        KeptDir {
+            path: self.path().to_path_buf(),
+            _held: self,
         }
     }
 
@@ -370,12 +364,12 @@ pub fn check_in(
 }
 
 /// A package directory left in place by [`PackageDir::keep`]: the caller renames [`KeptDir::path`]
-/// away (`verify --extract-to`, a store's install) before dropping it; a [`FreshDir`] stays
-/// locked until then, and its private parent goes with the drop.
+/// away (`verify --extract-to`, a store's install) before dropping it; the directory stays held
+/// (locked) until then, and what is left of it goes with the drop.
 #[derive(Debug)]
 pub struct KeptDir {
     path: std::path::PathBuf,
-    _fresh: Option<FreshDir>,
+    _held: PackageDir,
 }
 
 impl KeptDir {
@@ -1627,5 +1621,31 @@ mod tests {
         );
         recorded.save(&state).unwrap();
         assert_eq!(super::check_revocation(&cfg, &[], NOW).unwrap(), Some(1));
+    }
+
+    /// Review L3: a work directory among the trees that `keep` leaves for its caller to rename
+    /// away stays locked until the [`super::KeptDir`] is dropped. Its lock went with `keep`
+    /// before, and another run's sweep or eviction could remove the directory between the keep
+    /// and the caller's rename. Made old enough here for any sweep to take it for a killed run's
+    /// leftover, were it not locked; not moved, it goes with the drop.
+    #[test]
+    fn a_kept_work_directory_stays_locked_until_the_caller_is_done() {
+        let state = tempfile::tempdir().unwrap();
+        let trees = super::Trees::new(state.path(), 0);
+        let kept = super::PackageDir::Work(trees.work_dir().unwrap()).keep();
+        let real = state
+            .path()
+            .join(crate::package::trees::TREES_DIR)
+            .join(kept.path().file_name().unwrap());
+        assert!(real.is_dir(), "{}", real.display());
+        let long_ago = std::time::SystemTime::now() - 2 * crate::fileio::LEFTOVER_AGE;
+        std::fs::File::open(&real)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        trees.sweep_leftovers();
+        assert!(real.is_dir(), "swept while its caller was still to move it");
+        drop(kept);
+        assert!(!real.exists(), "left behind");
     }
 }
