@@ -1494,6 +1494,19 @@ mod tests {
         }
     }
 
+    /// A trust directory (`.1`) whose `revocations.json` is list 1, and a state directory (`.2`)
+    /// in which a verification recorded it.
+    fn list_1_recorded(l: &Lists) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let (trust, state) = (d.path().join("trust"), d.path().join("state"));
+        std::fs::create_dir(&trust).unwrap();
+        std::fs::write(trust.join("revocations.json"), l.list(1, 'a')).unwrap();
+        let cfg = l.config(&trust, &state, &l.list(1, 'a'));
+        assert_eq!(super::check_revocation(&cfg, &[], NOW).unwrap(), Some(1));
+        assert_eq!(floor(&state), 1);
+        (d, trust, state)
+    }
+
     /// The version recorded in `state` (one issuer).
     fn floor(state: &std::path::Path) -> u64 {
         let s = crate::state::RevocationState::load(state).unwrap();
@@ -1509,16 +1522,9 @@ mod tests {
     /// happens, by `check_revocation_with`'s `meanwhile`, not by timing.
     #[test]
     fn racing_verifications_never_lower_the_revocation_floor() {
-        let d = tempfile::tempdir().unwrap();
-        let (trust, state) = (d.path().join("trust"), d.path().join("state"));
-        std::fs::create_dir(&trust).unwrap();
         let l = Lists::new();
+        let (_d, trust, state) = list_1_recorded(&l);
         let file = trust.join("revocations.json");
-        std::fs::write(&file, l.list(1, 'a')).unwrap();
-        assert_eq!(
-            super::check_revocation(&l.config(&trust, &state, &l.list(1, 'a')), &[], NOW).unwrap(),
-            Some(1)
-        );
         // The operator publishes list 2, then list 3; one verification read 2, the next 3.
         let holds_2 = l.config(&trust, &state, &l.list(2, 'a'));
         let holds_3 = l.config(&trust, &state, &l.list(3, 'a'));
@@ -1554,12 +1560,8 @@ mod tests {
     /// of replacing the digest recorded.
     #[test]
     fn racing_verifications_of_two_bodies_of_one_version_are_refused() {
-        let d = tempfile::tempdir().unwrap();
-        let (trust, state) = (d.path().join("trust"), d.path().join("state"));
-        std::fs::create_dir(&trust).unwrap();
         let l = Lists::new();
-        std::fs::write(trust.join("revocations.json"), l.list(1, 'a')).unwrap();
-        super::check_revocation(&l.config(&trust, &state, &l.list(1, 'a')), &[], NOW).unwrap();
+        let (_d, trust, state) = list_1_recorded(&l);
         let first = l.config(&trust, &state, &l.list(2, 'a'));
         let second = l.config(&trust, &state, &l.list(2, 'b'));
         let recorded = || crate::state::RevocationState::load(&state).unwrap();
