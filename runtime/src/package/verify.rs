@@ -70,8 +70,8 @@ impl PackageDir {
     /// leftovers; a work directory or kept tree among the trees against another run's eviction
     /// and sweep, which would otherwise remove it between this and the caller's rename), and
     /// what is left of it then goes as it would have (a fresh directory's private parent, and
-    /// the tree if the caller could not move it; a work directory if not moved; a kept tree
-    /// stays a kept tree).
+    /// the tree if the caller could not move it; a work directory not moved; a kept tree not
+    /// moved stays a kept tree).
     pub fn keep(self) -> KeptDir {
         KeptDir {
             path: self.path().to_path_buf(),
