@@ -65,6 +65,21 @@ fn lint_exit_codes_severities_and_lines() {
             .any(|f| f.0 == "swap-unlimited" && f.1 == "warning" && f.2 == 3),
         "{found:?}"
     );
+    // An rlimit written "unlimited" is a bound gone: warned at its line, one code for all of
+    // them (nproc and memlock too, where the host's hard limits let them be unlimited).
+    write(
+        &d.join("rlimit.toml"),
+        "version = 1\n[resources]\nfsize = \"unlimited\"\ncpu_time_secs = \"unlimited\"\n",
+    );
+    let found = lint_findings(d, "rlimit.toml");
+    for line in [3, 4] {
+        assert!(
+            found
+                .iter()
+                .any(|f| f.0 == "rlimit-unlimited" && f.1 == "warning" && f.2 == line),
+            "line {line}: {found:?}"
+        );
+    }
     // Only warnings at or above the fail level count.
     write(
         &d.join("warn.toml"),

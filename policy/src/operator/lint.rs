@@ -10,6 +10,7 @@
 //! | `memory-unlimited` | error | `resources.memory_max = "unlimited"` |
 //! | `pids-unlimited` | error | `resources.pids_max = "unlimited"` |
 //! | `swap-unlimited` | warning | `resources.swap_max = "unlimited"` with a bounded `memory_max` |
+//! | `rlimit-unlimited` | warning | `resources.nproc`, `fsize`, `memlock` or `cpu_time_secs` = "unlimited" (`nproc` only with a bounded `pids_max`, `memlock` with a bounded `memory_max`) |
 //! | `writable-outside-plugin` | warning | a writable path outside `/var/lib/stockade/plugins/<name>` |
 //! | `trust-not-strict` | error | `trust.mode` is warn or disabled |
 //! | `hook-fail-open` | info / warning / error | a hook fails open: info when nothing but the built-in default makes it (the Sertone hooks, with or without a section that leaves `failure` unset), warning when a file sets `failure = "open"`, error when a file's `default` answer allows |
@@ -187,6 +188,53 @@ fn lint_one(
             Severity::Error,
             "no process limit: a fork bomb reaches the host's limits".into(),
         );
+    }
+    // The rlimits read as bounds too, but none of them is the one that keeps the host whole
+    // (pids_max, memory_max and cpu_max are; RLIMIT_FSIZE bounds one file, never the sum), so
+    // "unlimited" is a warning, as `swap-unlimited` is, and one code for the one meaning:
+    // each finding names what is gone. Like `swap-unlimited`, said only while the cgroup limit
+    // it backs is bounded (else `pids-unlimited` / `memory-unlimited` already is). The runtime
+    // accepts "unlimited" only where its own hard limit is (`check_enforceable`), so what a
+    // valid policy says here is what the sandbox gets.
+    let res = &r.sandbox.resources;
+    for (key, limit, covered, what) in [
+        (
+            "nproc",
+            res.nproc,
+            res.pids_max == Limit::Unlimited,
+            "RLIMIT_NPROC: the backstop under pids_max is gone, so where the cgroup is \
+             missing (a rootless launch may run without one) nothing bounds the plugin's processes",
+        ),
+        (
+            "fsize",
+            res.fsize,
+            false,
+            "RLIMIT_FSIZE: the plugin may write files of any size wherever it may write \
+             (/tmp stays bounded by tmp_size)",
+        ),
+        (
+            "memlock",
+            res.memlock,
+            res.memory_max == Limit::Unlimited,
+            "RLIMIT_MEMLOCK: the plugin may lock all of its memory into RAM, where neither \
+             swap nor reclaim can take it back",
+        ),
+        (
+            "cpu_time_secs",
+            res.cpu_time_secs,
+            false,
+            "RLIMIT_CPU: no bound on the CPU time a process uses in all (cpu_max bounds only \
+             its rate)",
+        ),
+    ] {
+        if limit == Limit::Unlimited && !covered {
+            push(
+                &format!("resources.{key}"),
+                "rlimit-unlimited",
+                Severity::Warning,
+                format!("no `{key}` limit ({what})"),
+            );
+        }
     }
     for w in &r.sandbox.writable {
         let own = r

@@ -438,3 +438,50 @@ fn lint_names_a_high_risk_item_moved_down_and_says_nothing_false_about_grants() 
     let e = effective(&r, &facts, Some(&std::collections::BTreeSet::new()));
     assert!(e.network.granted, "{:?}", e.network);
 }
+
+/// `nproc`, `fsize`, `memlock` and `cpu_time_secs` = "unlimited" read as bounds that are gone,
+/// yet lint said nothing (audit-90 L2): one `rlimit-unlimited` warning per key, at its line,
+/// naming the key — and, as `swap-unlimited`, none for `nproc`/`memlock` while the cgroup limit
+/// they back is itself unlimited (`pids-unlimited` / `memory-unlimited` already say it).
+#[test]
+fn lint_warns_of_each_unlimited_rlimit_once() {
+    use super::lint::{lint, Severity};
+    let found = |text: &str| -> Vec<(String, String)> {
+        let m = merge(&[layer("p.toml", text)]).unwrap();
+        lint(&m, &BTreeMap::new())
+            .into_iter()
+            .filter(|f| f.code == "rlimit-unlimited")
+            .inspect(|f| assert_eq!(f.severity, Severity::Warning, "{f:?}"))
+            .map(|f| (f.at.to_string(), f.message))
+            .collect()
+    };
+    let all = found(
+        "version = 1\n[resources]\nnproc = \"unlimited\"\nfsize = \"unlimited\"\n\
+         memlock = \"unlimited\"\ncpu_time_secs = \"unlimited\"\n",
+    );
+    for (line, key) in [
+        (3, "nproc"),
+        (4, "fsize"),
+        (5, "memlock"),
+        (6, "cpu_time_secs"),
+    ] {
+        assert!(
+            all.iter().any(|(at, msg)| *at == format!("p.toml:{line}")
+                && msg.starts_with(&format!("no `{key}` limit"))),
+            "{key}: {all:?}"
+        );
+    }
+    assert_eq!(all.len(), 4, "{all:?}");
+    // Under a plugin section too.
+    let plugin = found("version = 1\n[plugin.hello.resources]\nfsize = \"unlimited\"\n");
+    let at: Vec<&str> = plugin.iter().map(|(at, _)| at.as_str()).collect();
+    assert_eq!(at, ["p.toml:3"], "{plugin:?}");
+    // Said once per unbounded resource: the cgroup lints already cover these two.
+    let covered = found(
+        "version = 1\n[resources]\npids_max = \"unlimited\"\nmemory_max = \"unlimited\"\n\
+         nproc = \"unlimited\"\nmemlock = \"unlimited\"\n",
+    );
+    assert!(covered.is_empty(), "{covered:?}");
+    // The defaults bound all four.
+    assert!(found("version = 1\n").is_empty());
+}
