@@ -84,6 +84,24 @@ fn limit(l: Limit) -> (Value, f64) {
     }
 }
 
+/// `cpu_max` in words. A percentage is of ONE CPU (the cgroup quota per period), where other
+/// tools (`top`, container dashboards) often mean the whole machine: `"50%"` on a 16-CPU host
+/// reads as 8 CPUs and is half of one. The value stays in millicores, the unit the policy
+/// accepts; the note says what it is in both readings' words.
+fn cpu_share(q: CpuQuota) -> String {
+    match q {
+        CpuQuota::Millicores(m) => {
+            let cpus = m as f64 / 1000.0;
+            format!(
+                "{}% of one CPU ({cpus} CPU{}), not of the machine",
+                m as f64 / 10.0,
+                if cpus > 1.0 { "s" } else { "" }
+            )
+        }
+        CpuQuota::Unlimited => "no CPU quota".into(),
+    }
+}
+
 /// Build the explanation.
 pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
     let mut items = Vec::new();
@@ -305,7 +323,7 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         None,
         Some(cw),
         op.origin("resources.cpu_max"),
-        String::new(),
+        cpu_share(r.cpu_max),
     );
     for g in syscalls::GROUPS {
         let on = sb.seccomp_groups.iter().any(|n| n == g.name);
@@ -669,6 +687,28 @@ mod tests {
             note("writable /srv/rw").contains("launch is refused, 125"),
             "{e:?}"
         );
+    }
+
+    /// `cpu_max = "50%"` is half of ONE CPU (audit-90 L8), which explain printed as `500m`
+    /// alone: a reader used to machine-wide percentages takes it for half the machine.
+    #[test]
+    fn cpu_max_is_explained_as_a_share_of_one_cpu() {
+        let note = |text: &str| {
+            let e = ex(text);
+            let i = e.items.iter().find(|i| i.name == "cpu_max").unwrap();
+            (i.value.clone(), i.note.clone())
+        };
+        let (v, n) = note("version = 1\n[resources]\ncpu_max = \"50%\"\n");
+        assert_eq!(v, json!("500m"));
+        assert_eq!(n, "50% of one CPU (0.5 CPU), not of the machine");
+        let (_, n) = note("version = 1\n[resources]\ncpu_max = \"1500m\"\n");
+        assert_eq!(n, "150% of one CPU (1.5 CPUs), not of the machine");
+        let (_, n) = note("version = 1\n");
+        assert_eq!(n, "100% of one CPU (1 CPU), not of the machine");
+        let (_, n) = note("version = 1\n[resources]\ncpu_max = \"15m\"\n");
+        assert_eq!(n, "1.5% of one CPU (0.015 CPU), not of the machine");
+        let (v, n) = note("version = 1\n[resources]\ncpu_max = \"unlimited\"\n");
+        assert_eq!((v, n.as_str()), (json!("unlimited"), "no CPU quota"));
     }
 
     #[test]
