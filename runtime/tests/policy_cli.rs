@@ -80,6 +80,15 @@ fn lint_exit_codes_severities_and_lines() {
             "line {line}: {found:?}"
         );
     }
+    // An empty [capabilities] restricts nothing: warned at the section's line.
+    write(&d.join("caps.toml"), "version = 1\n[capabilities]\n");
+    let found = lint_findings(d, "caps.toml");
+    assert!(
+        found
+            .iter()
+            .any(|f| f.0 == "capabilities-without-allow" && f.1 == "warning" && f.2 == 2),
+        "{found:?}"
+    );
     // Only warnings at or above the fail level count.
     write(
         &d.join("warn.toml"),

@@ -133,6 +133,35 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
             format!("{} risk; {}", d.risk.as_str(), d.reason),
         );
     }
+    // The operator's allowlist itself: without `allow` there is none, which an empty
+    // `[capabilities]` section does not make plain (it reads as "none allowed").
+    let (allow, allow_width, allow_by, allow_note) = match &op.host.capabilities.allow {
+        Some(a) => (
+            json!(a.iter().map(|c| c.as_str()).collect::<Vec<_>>()),
+            a.len(),
+            op.origin("capabilities.allow"),
+            String::new(),
+        ),
+        None => (
+            json!("not restricted"),
+            crate::capability::Capability::ALL.len(),
+            op.capabilities_without_allow
+                .last()
+                .cloned()
+                .unwrap_or(Origin::Default),
+            "no capabilities.allow: the certificate and the manifest alone limit capabilities"
+                .to_string(),
+        ),
+    };
+    push(
+        "capability",
+        "operator allowlist",
+        allow,
+        None,
+        Some(allow_width as f64),
+        allow_by,
+        allow_note,
+    );
     for hook in &eff.hooks {
         let h = op.host.hooks.get(hook).cloned().unwrap_or_default();
         let key = |k: &str| {
@@ -709,6 +738,43 @@ mod tests {
         assert_eq!(n, "1.5% of one CPU (0.015 CPU), not of the machine");
         let (v, n) = note("version = 1\n[resources]\ncpu_max = \"unlimited\"\n");
         assert_eq!((v, n.as_str()), (json!("unlimited"), "no CPU quota"));
+    }
+
+    /// An empty `[capabilities]` reads as "none allowed" and restricts nothing (audit-90 L6):
+    /// explain says "not restricted", decided by that section's line.
+    #[test]
+    fn capabilities_without_allow_are_explained_as_not_restricted() {
+        let item = |text: &str| {
+            let e = ex(text);
+            let i = e
+                .items
+                .iter()
+                .find(|i| i.section == "capability" && i.name == "operator allowlist")
+                .cloned();
+            i.map(|i| (i.value, i.decided_by))
+        };
+        assert_eq!(
+            item("version = 1\n\n[capabilities]\n"),
+            Some((json!("not restricted"), "p.toml:3".to_string()))
+        );
+        assert_eq!(
+            item("version = 1\n"),
+            Some((json!("not restricted"), "default".to_string()))
+        );
+        assert_eq!(
+            item("version = 1\n[capabilities]\nallow = [\"kv_get\", \"log\"]\n"),
+            Some((json!(["log", "kv_get"]), "p.toml:3".to_string()))
+        );
+        assert_eq!(
+            item("version = 1\n[capabilities]\nallow = []\n"),
+            Some((json!([]), "p.toml:3".to_string()))
+        );
+        let e = ex("version = 1\n[capabilities]\n");
+        let log = e.items.iter().find(|i| i.name == "log").unwrap();
+        assert!(
+            log.note.contains("not restricted by the operator"),
+            "{log:?}"
+        );
     }
 
     #[test]

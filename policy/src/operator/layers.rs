@@ -81,6 +81,11 @@ pub struct MergedPolicy {
     /// The files, in application order.
     pub layers: Vec<String>,
     leaves: BTreeMap<Vec<String>, Leaf>,
+    /// Every `[capabilities]` section (by full path: top level, or under a plugin or signer)
+    /// that sets no `allow`, with its first line. Such a section sets no leaf, so merging alone
+    /// would forget it; it is kept because it reads as "none allowed" while it restricts
+    /// nothing ([`ResolvedPolicy::capabilities_without_allow`], `policy lint`).
+    bare_capabilities: Vec<(Vec<String>, Origin)>,
 }
 
 /// Merge layers (in application order: main file first, then drop-ins). Each file must be a
@@ -114,6 +119,13 @@ pub fn merge(layers: &[PolicyLayer]) -> Result<MergedPolicy, OperatorPolicyError
         check_section_names(&doc, &lines, &path)?;
         check_hook_names(&doc, &lines, &path)?;
         let table: toml::Table = toml::from_str(&layer.text).map_err(syntax)?;
+        for at in capabilities_without_allow(&table) {
+            let origin = Origin::File {
+                path: path.clone(),
+                line: first_line_of(&lines, &at),
+            };
+            merged.bare_capabilities.push((at, origin));
+        }
         let mut flat = Vec::new();
         flatten(&table, &mut Vec::new(), &mut flat);
         for (key, value) in flat {
@@ -194,6 +206,28 @@ fn check_hook_names(
             cause: ManifestError::Hook(hook.clone()),
         }),
     }
+}
+
+/// The paths of the `[capabilities]` tables of one file that have no `allow` key: at top level
+/// and under each `[plugin."<name>"]` and `[signer."<key id>"]`.
+fn capabilities_without_allow(table: &toml::Table) -> Vec<Vec<String>> {
+    let bare = |t: Option<&toml::Value>| {
+        t.and_then(toml::Value::as_table)
+            .is_some_and(|c| !c.contains_key("allow"))
+    };
+    let mut out = Vec::new();
+    if bare(table.get("capabilities")) {
+        out.push(vec!["capabilities".to_string()]);
+    }
+    for kind in ["plugin", "signer"] {
+        let named = table.get(kind).and_then(toml::Value::as_table);
+        for (name, o) in named.into_iter().flatten() {
+            if bare(o.get("capabilities")) {
+                out.push(vec![kind.into(), name.clone(), "capabilities".into()]);
+            }
+        }
+    }
+    out
 }
 
 /// The first line of the section at `prefix`: its header or first key, else the line of the
@@ -325,6 +359,11 @@ pub struct ResolvedPolicy {
     pub audit: AuditSection,
     /// Origin of every key set by some file (dotted key → origin); absent keys are defaults.
     pub origins: BTreeMap<String, Origin>,
+    /// The first line of each `[capabilities]` section that applies here (top level, this
+    /// signer's, this plugin's) and sets no `allow`. Without `allow` the section restricts
+    /// nothing — `host.capabilities.allow` stays whatever another section set, or unset: no
+    /// operator restriction — while an empty section reads as "none allowed".
+    pub capabilities_without_allow: Vec<Origin>,
 }
 
 impl ResolvedPolicy {
@@ -361,12 +400,16 @@ impl MergedPolicy {
     }
 
     fn named(&self, kind: &str) -> Vec<String> {
+        // A section whose only content is a `[capabilities]` without `allow` sets no leaf, and
+        // is named all the same, so that lint resolves (and reports) it.
         let mut v: Vec<String> = self
             .leaves
             .keys()
+            .chain(self.bare_capabilities.iter().map(|(k, _)| k))
             .filter(|k| k.len() > 2 && k[0] == kind)
             .map(|k| k[1].clone())
             .collect();
+        v.sort();
         v.dedup();
         v
     }
@@ -394,6 +437,19 @@ impl MergedPolicy {
         let origins: BTreeMap<String, Origin> = eff
             .iter()
             .map(|(k, v)| (dotted(k), v.origin.clone()))
+            .collect();
+        let capabilities_without_allow = self
+            .bare_capabilities
+            .iter()
+            .filter(|(at, _)| match at.as_slice() {
+                [_] => true,
+                [kind, who, _] => {
+                    (kind == "signer" && signer == Some(who.as_str()))
+                        || (kind == "plugin" && plugin == Some(who.as_str()))
+                }
+                _ => false,
+            })
+            .map(|(_, o)| o.clone())
             .collect();
         let origin_of = |key: &str| -> Origin {
             if let Some(o) = origins.get(key) {
@@ -513,6 +569,7 @@ impl MergedPolicy {
             risk,
             audit,
             origins,
+            capabilities_without_allow,
         })
     }
 

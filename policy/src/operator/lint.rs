@@ -19,6 +19,7 @@
 //! | `sys-visible` | warning | `filesystem.sys = true` |
 //! | `extra-syscalls` | info | `seccomp.allow` lists calls beyond the groups |
 //! | `core-dumps` | info | `resources.core` is not 0 |
+//! | `capabilities-without-allow` | warning | a `[capabilities]` section (also per plugin or signer) without `allow`: it restricts nothing, yet reads as "none allowed" |
 
 use super::risk::{builtin_class, class_of};
 use super::{MergedPolicy, Origin, ResolvedPolicy, RiskClass, TrustModeName};
@@ -397,5 +398,28 @@ fn lint_one(
             Severity::Info,
             "core dumps allowed: they may carry plugin memory to the host".into(),
         );
+    }
+    // `[capabilities]` restricts only through `allow` ("when set, only these"): a section
+    // without it reads as "none allowed" and restricts nothing. Reported at the section's own
+    // line (it sets no key), saying what is in force instead.
+    for at in &r.capabilities_without_allow {
+        let message = match &r.host.capabilities.allow {
+            None => "[capabilities] without `allow` does not restrict: every capability the \
+                     certificate and the manifest allow is granted (a high-risk one with its \
+                     grant); write `allow = []` to allow none"
+                .to_string(),
+            Some(_) => format!(
+                "[capabilities] without `allow` changes nothing: the allowlist set at {} \
+                 applies (write `allow = []` to allow none)",
+                r.origin("capabilities.allow")
+            ),
+        };
+        out.insert(Finding {
+            at: at.clone(),
+            code: "capabilities-without-allow",
+            severity: Severity::Warning,
+            plugin: plugin.clone(),
+            message,
+        });
     }
 }

@@ -485,3 +485,48 @@ fn lint_warns_of_each_unlimited_rlimit_once() {
     // The defaults bound all four.
     assert!(found("version = 1\n").is_empty());
 }
+
+/// `[capabilities]` restricts only through `allow`; without it the section restricts nothing,
+/// yet an empty one reads as "none allowed" (audit-90 L6). Lint warns at the section's line —
+/// a section that sets no key, also under a plugin that has no other section — saying what is
+/// in force; `allow = []` (none allowed) is no finding.
+#[test]
+fn lint_warns_of_a_capabilities_section_without_allow() {
+    use super::lint::{lint, Severity};
+    let found = |text: &str| -> Vec<(String, Option<String>, String)> {
+        let m = merge(&[layer("p.toml", text)]).unwrap();
+        lint(&m, &BTreeMap::new())
+            .into_iter()
+            .filter(|f| f.code == "capabilities-without-allow")
+            .inspect(|f| assert_eq!(f.severity, Severity::Warning, "{f:?}"))
+            .map(|f| (f.at.to_string(), f.plugin, f.message))
+            .collect()
+    };
+    let top = found("version = 1\n# none, the reader thinks\n[capabilities]\n");
+    assert_eq!(top.len(), 1, "{top:?}");
+    assert_eq!(top[0].0, "p.toml:3");
+    assert!(top[0].2.contains("does not restrict"), "{top:?}");
+    // Under a plugin, with an allowlist at top level: the section changes nothing.
+    let plugin = found(
+        "version = 1\n[capabilities]\nallow = [\"log\"]\n[plugin.hello.capabilities]\n\
+         [plugin.solo]\ncapabilities = {}\n",
+    );
+    assert!(
+        plugin.iter().any(|(at, p, msg)| at == "p.toml:4"
+            && p.as_deref() == Some("hello")
+            && msg.contains("the allowlist set at p.toml:3 applies")),
+        "{plugin:?}"
+    );
+    assert!(
+        plugin
+            .iter()
+            .any(|(at, p, _)| at == "p.toml:6" && p.as_deref() == Some("solo")),
+        "{plugin:?}"
+    );
+    assert_eq!(plugin.len(), 2, "{plugin:?}");
+    assert!(found("version = 1\n[capabilities]\nallow = []\n").is_empty());
+    assert!(found("version = 1\n").is_empty());
+    // What the warning says is what resolution does: no operator restriction.
+    let m = merge(&[layer("p.toml", "version = 1\n[capabilities]\n")]).unwrap();
+    assert_eq!(m.resolve(None, None).unwrap().host.capabilities.allow, None);
+}
