@@ -420,6 +420,51 @@ impl MergedPolicy {
         plugin: Option<&str>,
         signer: Option<&str>,
     ) -> Result<ResolvedPolicy, OperatorPolicyError> {
+        self.resolve_with(plugin, signer, None)
+    }
+
+    /// The keys (dotted) that both `[signer."<signer>"]` and `[plugin."<plugin>"]` set, each
+    /// with two resolutions: the signer's alone, and the signer's with that one key of the
+    /// plugin's section on top — what a plugin of that name signed by that key gets for it
+    /// (the plugin's section wins key by key, "the more specific wins"). The policy does not
+    /// tie a plugin name to a signer (the package's certificate does, at launch), so every
+    /// pair of sections is a pair that may meet. A key whose resolution is invalid is left
+    /// out: loading reports that. For `policy lint`, which compares the two.
+    pub fn plugin_over_signer(
+        &self,
+        plugin: &str,
+        signer: &str,
+    ) -> Vec<(String, ResolvedPolicy, ResolvedPolicy)> {
+        let under = |kind: &str, who: &str| -> Vec<Vec<String>> {
+            self.leaves
+                .keys()
+                .filter(|k| k.len() > 2 && k[0] == kind && k[1] == who)
+                .map(|k| k[2..].to_vec())
+                .collect()
+        };
+        let signer_keys = under("signer", signer);
+        let Ok(alone) = self.resolve(None, Some(signer)) else {
+            return Vec::new();
+        };
+        under("plugin", plugin)
+            .into_iter()
+            .filter(|k| signer_keys.contains(k))
+            .filter_map(|k| {
+                let over = self
+                    .resolve_with(Some(plugin), Some(signer), Some(&k))
+                    .ok()?;
+                Some((dotted(&k), alone.clone(), over))
+            })
+            .collect()
+    }
+
+    /// [`Self::resolve`], with only the plugin section's key `only` applied when given.
+    fn resolve_with(
+        &self,
+        plugin: Option<&str>,
+        signer: Option<&str>,
+        only: Option<&[String]>,
+    ) -> Result<ResolvedPolicy, OperatorPolicyError> {
         let mut eff: BTreeMap<Vec<String>, &Leaf> = BTreeMap::new();
         for (k, v) in &self.leaves {
             if k[0] != "plugin" && k[0] != "signer" && k[0] != "version" {
@@ -429,7 +474,8 @@ impl MergedPolicy {
         for (kind, who) in [("signer", signer), ("plugin", plugin)] {
             let Some(who) = who else { continue };
             for (k, v) in &self.leaves {
-                if k.len() > 2 && k[0] == kind && k[1] == who {
+                let ours = k.len() > 2 && k[0] == kind && k[1] == who;
+                if ours && (kind == "signer" || only.is_none_or(|o| k[2..] == *o)) {
                     eff.insert(k[2..].to_vec(), v);
                 }
             }

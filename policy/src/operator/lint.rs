@@ -19,6 +19,7 @@
 //! | `sys-visible` | warning | `filesystem.sys = true` |
 //! | `extra-syscalls` | info | `seccomp.allow` lists calls beyond the groups |
 //! | `core-dumps` | info | `resources.core` is not 0 |
+//! | `plugin-widens-signer` | warning | a `[plugin."P"]` key wider than the same key of a `[signer."K"]` section: it wins when P is signed by K (one finding per key, naming what widens) |
 //! | `capabilities-without-allow` | warning | a `[capabilities]` section (also per plugin or signer) without `allow`: it restricts nothing, yet reads as "none allowed" |
 
 use super::risk::{builtin_class, class_of};
@@ -104,11 +105,61 @@ pub fn lint(m: &MergedPolicy, grants: &BTreeMap<String, BTreeSet<String>>) -> Ve
     for r in &resolutions {
         lint_one(r, grants, &mut out);
     }
+    // A plugin's section beats its signer's key by key ("the more specific wins"), so it can
+    // widen what the signer's section narrowed: each section lints clean alone, and the pair
+    // is wider than the signer's section reads. Which signer a plugin has is known only at
+    // launch (its package's certificate; the policy ties no name to a key), so every pair of
+    // sections is one that may meet, and the finding says "when signed by".
+    for p in m.plugin_names() {
+        for s in m.signer_ids() {
+            for (key, alone, over) in m.plugin_over_signer(&p, &s) {
+                let widens = widenings(&alone, &over, &p);
+                if widens.is_empty() {
+                    continue;
+                }
+                out.insert(Finding {
+                    at: over.origin(&key),
+                    code: "plugin-widens-signer",
+                    severity: Severity::Warning,
+                    plugin: Some(p.clone()),
+                    message: format!(
+                        "when `{p}` is signed by {s}, this `{key}` replaces the narrower value of \
+                         [signer.\"{s}\"] at {}: {}",
+                        alone.origin(&key),
+                        widens.join("; ")
+                    ),
+                });
+            }
+        }
+    }
     // The same line seen through several resolutions is reported once (for the first).
     let mut seen = BTreeSet::new();
     out.into_iter()
         .filter(|f| seen.insert((f.code, f.at.clone(), f.message.clone())))
         .collect()
+}
+
+/// What `b` widens over `a`, as `policy diff` measures it (the explained items and their
+/// order), one line each. Twice: with grants not applying, which shows what the operator's
+/// values allow, and with no grant at all, which shows what a risk class changes (a high-risk
+/// item withheld or not).
+fn widenings(a: &ResolvedPolicy, b: &ResolvedPolicy, plugin: &str) -> Vec<String> {
+    use super::effective::{effective, PluginFacts};
+    use super::explain::{diff, explain};
+    let facts = PluginFacts {
+        name: plugin.to_string(),
+        ..PluginFacts::default()
+    };
+    let no_grant = BTreeSet::new();
+    let mut out = BTreeSet::new();
+    for grants in [None, Some(&no_grant)] {
+        let ea = explain(a, &effective(a, &facts, grants));
+        let eb = explain(b, &effective(b, &facts, grants));
+        for c in diff(&ea, &eb).into_iter().filter(|c| c.effect == "widens") {
+            out.insert(format!("{} {}: {} -> {}", c.section, c.name, c.from, c.to));
+        }
+    }
+    out.into_iter().collect()
 }
 
 fn lint_one(

@@ -530,3 +530,66 @@ fn lint_warns_of_a_capabilities_section_without_allow() {
     let m = merge(&[layer("p.toml", "version = 1\n[capabilities]\n")]).unwrap();
     assert_eq!(m.resolve(None, None).unwrap().host.capabilities.allow, None);
 }
+
+/// A `[plugin."X"]` key beats the same key of a `[signer."K"]` section, wider or not, and lint
+/// looked at each section alone: a plugin section could undo what its signer's section
+/// restricted with no finding (audit-90 L5). Now each such key is a warning at the plugin's
+/// line, naming the signer's line and what widens; a key that narrows, or that the signer's
+/// section does not set, is none.
+#[test]
+fn lint_warns_when_a_plugin_key_widens_its_signers() {
+    use super::lint::{lint, Severity};
+    let text = "version = 1\n\
+                [signer.\"ABCDEF0123456789\".resources]\n\
+                memory_max = \"128M\"\n\
+                pids_max = 16\n\
+                [signer.\"ABCDEF0123456789\".risk]\n\
+                kv_put = \"high\"\n\
+                [plugin.hello.resources]\n\
+                memory_max = \"1G\"\n\
+                pids_max = 8\n\
+                [plugin.hello.network]\n\
+                mode = \"loopback\"\n\
+                [plugin.hello.risk]\n\
+                kv_put = \"medium\"\n\
+                [plugin.other.resources]\n\
+                swap_max = \"64M\"\n";
+    let m = merge(&[layer("p.toml", text)]).unwrap();
+    let found: Vec<(String, Option<String>, String)> = lint(&m, &BTreeMap::new())
+        .into_iter()
+        .filter(|f| f.code == "plugin-widens-signer")
+        .inspect(|f| assert_eq!(f.severity, Severity::Warning, "{f:?}"))
+        .map(|f| (f.at.to_string(), f.plugin, f.message))
+        .collect();
+    let at: Vec<&str> = found.iter().map(|f| f.0.as_str()).collect();
+    // memory_max (line 8) and kv_put's class (line 13) widen; pids_max (9) narrows; network
+    // (11) and other's swap_max (15) are keys the signer's section does not set.
+    assert_eq!(at, ["p.toml:8", "p.toml:13"], "{found:?}");
+    for (_, plugin, msg) in &found {
+        assert_eq!(plugin.as_deref(), Some("hello"));
+        assert!(
+            msg.contains("when `hello` is signed by ABCDEF0123456789"),
+            "{msg}"
+        );
+    }
+    assert!(found[0].2.contains("at p.toml:3"), "{found:?}");
+    assert!(
+        found[0]
+            .2
+            .contains("resource memory_max: 134217728 -> 1073741824"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].2.contains("at p.toml:6")
+            && found[1]
+                .2
+                .contains("capability kv_put: \"withheld\" -> \"granted\""),
+        "{found:?}"
+    );
+    // And it is what the launch resolves for that pair.
+    let r = m.resolve(Some("hello"), Some("ABCDEF0123456789")).unwrap();
+    assert_eq!(
+        r.sandbox.resources.memory_max,
+        crate::sandbox::Limit::Max(1 << 30)
+    );
+}
