@@ -89,6 +89,45 @@ fn lint_exit_codes_severities_and_lines() {
             .any(|f| f.0 == "capabilities-without-allow" && f.1 == "warning" && f.2 == 2),
         "{found:?}"
     );
+    // A read_only entry the host lacks is skipped at launch: lint names it, with the trailing
+    // space that hides it; the one that exists, and the default entries written out (/lib32,
+    // /libx32: a host need not have them), are no finding.
+    // (Host paths outside /tmp, which the sandbox builds itself.)
+    let present = "/usr/share";
+    write(
+        &d.join("ro.toml"),
+        &format!(
+            "version = 1\n[filesystem]\nread_only = [\"/usr\", \"/lib32\", \"/libx32\", \
+             \"{present}\", \"{present} \", \"{present}-gone-h94\"]\n"
+        ),
+    );
+    let r = stockade(d, &["--json", "policy", "lint", "ro.toml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let missing: Vec<String> = r.json()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "read-only-missing")
+        .inspect(|f| {
+            assert_eq!(
+                (&f["severity"], &f["at"]["line"]),
+                (&"warning".into(), &3.into())
+            )
+        })
+        .map(|f| f["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(missing.len(), 2, "{missing:#?}");
+    assert!(
+        missing[0].contains(&format!("{present:?} exists"))
+            || missing[1].contains(&format!("{present:?} exists")),
+        "{missing:#?}"
+    );
+    assert!(
+        missing
+            .iter()
+            .any(|m| m.contains(&format!("\"{present}-gone-h94\" is not on this host"))),
+        "{missing:#?}"
+    );
     // Only warnings at or above the fail level count.
     write(
         &d.join("warn.toml"),

@@ -20,6 +20,7 @@
 //! | `extra-syscalls` | info | `seccomp.allow` lists calls beyond the groups |
 //! | `core-dumps` | info | `resources.core` is not 0 |
 //! | `plugin-widens-signer` | warning | a `[plugin."P"]` key wider than the same key of a `[signer."K"]` section: it wins when P is signed by K (one finding per key, naming what widens) |
+//! | `read-only-missing` | warning | a `read_only` entry (not one of the built-in defaults) that is not on this host: the launch skips it ([`missing_read_only`], called by the runtime, which looks the host up) |
 //! | `capabilities-without-allow` | warning | a `[capabilities]` section (also per plugin or signer) without `allow`: it restricts nothing, yet reads as "none allowed" |
 
 use super::risk::{builtin_class, class_of};
@@ -88,21 +89,7 @@ pub const PLUGIN_DATA_DIR: &str = "/var/lib/stockade/plugins";
 /// the grant targets present for it (from the policy's grants directory).
 pub fn lint(m: &MergedPolicy, grants: &BTreeMap<String, BTreeSet<String>>) -> Vec<Finding> {
     let mut out = BTreeSet::new();
-    let mut resolutions = Vec::new();
-    if let Ok(r) = m.resolve(None, None) {
-        resolutions.push(r);
-    }
-    for p in m.plugin_names() {
-        if let Ok(r) = m.resolve(Some(&p), None) {
-            resolutions.push(r);
-        }
-    }
-    for s in m.signer_ids() {
-        if let Ok(r) = m.resolve(None, Some(&s)) {
-            resolutions.push(r);
-        }
-    }
-    for r in &resolutions {
+    for r in &resolutions(m) {
         lint_one(r, grants, &mut out);
     }
     // A plugin's section beats its signer's key by key ("the more specific wins"), so it can
@@ -132,11 +119,80 @@ pub fn lint(m: &MergedPolicy, grants: &BTreeMap<String, BTreeSet<String>>) -> Ve
             }
         }
     }
-    // The same line seen through several resolutions is reported once (for the first).
+    once_per_line(out)
+}
+
+/// The defaults, each plugin section and each signer section, resolved (an invalid one is
+/// left out: loading reports it).
+fn resolutions(m: &MergedPolicy) -> Vec<ResolvedPolicy> {
+    let plugins = m.plugin_names().into_iter().map(|p| (Some(p), None));
+    let signers = m.signer_ids().into_iter().map(|s| (None, Some(s)));
+    std::iter::once((None, None))
+        .chain(plugins)
+        .chain(signers)
+        .filter_map(|(p, s)| m.resolve(p.as_deref(), s.as_deref()).ok())
+        .collect()
+}
+
+/// The same line seen through several resolutions is reported once (for the first).
+fn once_per_line(out: BTreeSet<Finding>) -> Vec<Finding> {
     let mut seen = BTreeSet::new();
     out.into_iter()
         .filter(|f| seen.insert((f.code, f.at.clone(), f.message.clone())))
         .collect()
+}
+
+/// `read-only-missing`: each `read_only` entry a file wrote that `exists` says is not on the
+/// host. The launch binds only what exists and skips the rest (listed in its report), so such
+/// an entry — a typo, a look-alike letter, a trailing space (`"/usr "`) — reads as visible
+/// and is not: narrower than written, never wider, but a reviewer reads a list the plugin does
+/// not get. This crate does no I/O: the caller (`stockade policy lint`) looks the paths up on
+/// the host, as the launch's mount plan does. The built-in default entries are not reported
+/// (a file that writes the default out, as the shipped one does, expects no host to have them
+/// all).
+pub fn missing_read_only(m: &MergedPolicy, exists: &dyn Fn(&str) -> bool) -> Vec<Finding> {
+    let mut out = BTreeSet::new();
+    for r in resolutions(m) {
+        let written = r
+            .sandbox
+            .read_only
+            .iter()
+            .filter(|p| !crate::sandbox::DEFAULT_READ_ONLY.contains(&p.as_str()));
+        for p in written.filter(|p| !exists(p)) {
+            let mut why = Vec::new();
+            let trimmed = p.trim_end();
+            if trimmed != p {
+                why.push("it ends in whitespace".to_string());
+            }
+            let odd: Vec<String> = p
+                .chars()
+                .filter(|c| !c.is_ascii())
+                .map(|c| format!("U+{:04X}", u32::from(c)))
+                .collect();
+            if !odd.is_empty() {
+                why.push(format!("it has non-ASCII characters ({})", odd.join(" ")));
+            }
+            if trimmed != p && exists(trimmed) {
+                why.push(format!("{trimmed:?} exists"));
+            }
+            out.insert(Finding {
+                at: r.origin("filesystem.read_only"),
+                code: "read-only-missing",
+                severity: Severity::Warning,
+                plugin: r.plugin.clone().or(r.signer.clone()),
+                message: format!(
+                    "read_only entry {p:?} is not on this host (looked up as this user): the \
+                     launch skips it, so the plugin does not see it{}",
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {}", why.join(", "))
+                    }
+                ),
+            });
+        }
+    }
+    once_per_line(out)
 }
 
 /// What `b` widens over `a`, as `policy diff` measures it (the explained items and their

@@ -593,3 +593,56 @@ fn lint_warns_when_a_plugin_key_widens_its_signers() {
         crate::sandbox::Limit::Max(1 << 30)
     );
 }
+
+/// A `read_only` entry the host lacks is skipped at launch (audit-90 L9): `missing_read_only`
+/// names each one a file wrote, with what makes it hard to see (trailing space, non-ASCII
+/// look-alike, the trimmed path that does exist), under a plugin too; the built-in default
+/// entries, which no host has all of, are not reported even when a file writes them out.
+#[test]
+fn missing_read_only_entries_are_named_with_why() {
+    use super::lint::{missing_read_only, Severity};
+    let host = ["/usr", "/srv/app"];
+    let exists = |p: &str| host.contains(&p);
+    let text = "version = 1\n[filesystem]\n\
+                read_only = [\"/usr\", \"/lib32\", \"/libx32\", \"/srv/app \", \"/srv/\u{0430}pp\", \"/srv/gone\"]\n\
+                [plugin.hello.filesystem]\nread_only = [\"/srv/other\"]\n";
+    let m = merge(&[layer("p.toml", text)]).unwrap();
+    let found = missing_read_only(&m, &exists);
+    let msgs: Vec<String> = found
+        .iter()
+        .inspect(|f| {
+            assert_eq!(
+                (f.code, f.severity),
+                ("read-only-missing", Severity::Warning)
+            )
+        })
+        .map(|f| format!("{} {:?} {}", f.at, f.plugin, f.message))
+        .collect();
+    assert_eq!(msgs.len(), 4, "{msgs:#?}");
+    let has = |s: &str| msgs.iter().any(|m| m.contains(s));
+    assert!(
+        has("p.toml:3 None read_only entry \"/srv/app \" is not on this host"),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("it ends in whitespace, \"/srv/app\" exists"),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("\"/srv/\u{0430}pp\" is not on this host")
+            && has("it has non-ASCII characters (U+0430)"),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("p.toml:3 None read_only entry \"/srv/gone\""),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("p.toml:5 Some(\"hello\") read_only entry \"/srv/other\""),
+        "{msgs:#?}"
+    );
+    assert!(!has("/lib32") && !has("/libx32"), "{msgs:#?}");
+    // Nothing written, nothing reported (the default list is not checked against the host).
+    let m = merge(&[layer("p.toml", "version = 1\n")]).unwrap();
+    assert!(missing_read_only(&m, &|_| false).is_empty());
+}
