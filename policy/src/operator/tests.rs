@@ -439,18 +439,25 @@ fn lint_names_a_high_risk_item_moved_down_and_says_nothing_false_about_grants() 
     assert!(e.network.granted, "{:?}", e.network);
 }
 
+/// The findings of `code` when linting `text` as p.toml (no grants).
+fn lint_code(text: &str, code: &str) -> Vec<super::lint::Finding> {
+    let m = merge(&[layer("p.toml", text)]).unwrap();
+    super::lint::lint(&m, &BTreeMap::new())
+        .into_iter()
+        .filter(|f| f.code == code)
+        .collect()
+}
+
 /// `nproc`, `fsize`, `memlock` and `cpu_time_secs` = "unlimited" read as bounds that are gone,
 /// yet lint said nothing (audit-90 L2): one `rlimit-unlimited` warning per key, at its line,
 /// naming the key — and, as `swap-unlimited`, none for `nproc`/`memlock` while the cgroup limit
 /// they back is itself unlimited (`pids-unlimited` / `memory-unlimited` already say it).
 #[test]
 fn lint_warns_of_each_unlimited_rlimit_once() {
-    use super::lint::{lint, Severity};
+    use super::lint::Severity;
     let found = |text: &str| -> Vec<(String, String)> {
-        let m = merge(&[layer("p.toml", text)]).unwrap();
-        lint(&m, &BTreeMap::new())
+        lint_code(text, "rlimit-unlimited")
             .into_iter()
-            .filter(|f| f.code == "rlimit-unlimited")
             .inspect(|f| assert_eq!(f.severity, Severity::Warning, "{f:?}"))
             .map(|f| (f.at.to_string(), f.message))
             .collect()
@@ -492,12 +499,10 @@ fn lint_warns_of_each_unlimited_rlimit_once() {
 /// in force; `allow = []` (none allowed) is no finding.
 #[test]
 fn lint_warns_of_a_capabilities_section_without_allow() {
-    use super::lint::{lint, Severity};
+    use super::lint::Severity;
     let found = |text: &str| -> Vec<(String, Option<String>, String)> {
-        let m = merge(&[layer("p.toml", text)]).unwrap();
-        lint(&m, &BTreeMap::new())
+        lint_code(text, "capabilities-without-allow")
             .into_iter()
-            .filter(|f| f.code == "capabilities-without-allow")
             .inspect(|f| assert_eq!(f.severity, Severity::Warning, "{f:?}"))
             .map(|f| (f.at.to_string(), f.plugin, f.message))
             .collect()
@@ -538,7 +543,7 @@ fn lint_warns_of_a_capabilities_section_without_allow() {
 /// section does not set, is none.
 #[test]
 fn lint_warns_when_a_plugin_key_widens_its_signers() {
-    use super::lint::{lint, Severity};
+    use super::lint::Severity;
     let text = "version = 1\n\
                 [signer.\"ABCDEF0123456789\".resources]\n\
                 memory_max = \"128M\"\n\
@@ -554,10 +559,8 @@ fn lint_warns_when_a_plugin_key_widens_its_signers() {
                 kv_put = \"medium\"\n\
                 [plugin.other.resources]\n\
                 swap_max = \"64M\"\n";
-    let m = merge(&[layer("p.toml", text)]).unwrap();
-    let found: Vec<(String, Option<String>, String)> = lint(&m, &BTreeMap::new())
+    let found: Vec<(String, Option<String>, String)> = lint_code(text, "plugin-widens-signer")
         .into_iter()
-        .filter(|f| f.code == "plugin-widens-signer")
         .inspect(|f| assert_eq!(f.severity, Severity::Warning, "{f:?}"))
         .map(|f| (f.at.to_string(), f.plugin, f.message))
         .collect();
@@ -587,6 +590,7 @@ fn lint_warns_when_a_plugin_key_widens_its_signers() {
         "{found:?}"
     );
     // And it is what the launch resolves for that pair.
+    let m = merge(&[layer("p.toml", text)]).unwrap();
     let r = m.resolve(Some("hello"), Some("ABCDEF0123456789")).unwrap();
     assert_eq!(
         r.sandbox.resources.memory_max,
