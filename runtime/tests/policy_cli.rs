@@ -53,17 +53,74 @@ fn lint_exit_codes_severities_and_lines() {
             "{code} {sev} line {line} missing in {found:?}"
         );
     }
-    // A bounded memory_max with unlimited swap bounds neither: warned, at the swap_max line.
+    // One file each, warned at the line:
+    // - a bounded memory_max with unlimited swap bounds neither (the swap_max line);
+    // - an rlimit written "unlimited" is a bound gone, one code for all of them (nproc and
+    //   memlock too, where the host's hard limits let them be unlimited);
+    // - an empty [capabilities] restricts nothing (the section's line).
+    for (text, code, lines) in [
+        (
+            "[resources]\nswap_max = \"unlimited\"\n",
+            "swap-unlimited",
+            &[3][..],
+        ),
+        (
+            "[resources]\nfsize = \"unlimited\"\ncpu_time_secs = \"unlimited\"\n",
+            "rlimit-unlimited",
+            &[3, 4][..],
+        ),
+        ("[capabilities]\n", "capabilities-without-allow", &[2][..]),
+    ] {
+        write(&d.join("one.toml"), &format!("version = 1\n{text}"));
+        let found = lint_findings(d, "one.toml");
+        for line in lines {
+            assert!(
+                found
+                    .iter()
+                    .any(|f| f.0 == code && f.1 == "warning" && f.2 == *line),
+                "{code} line {line}: {found:?}"
+            );
+        }
+    }
+    // A read_only entry the host lacks is skipped at launch: lint names it, with the trailing
+    // space that hides it; the one that exists, and the default entries written out (/lib32,
+    // /libx32: a host need not have them), are no finding.
+    // (Host paths outside /tmp, which the sandbox builds itself.)
+    let present = "/usr/share";
     write(
-        &d.join("swap.toml"),
-        "version = 1\n[resources]\nswap_max = \"unlimited\"\n",
+        &d.join("ro.toml"),
+        &format!(
+            "version = 1\n[filesystem]\nread_only = [\"/usr\", \"/lib32\", \"/libx32\", \
+             \"{present}\", \"{present} \", \"{present}-gone-h94\"]\n"
+        ),
     );
-    let found = lint_findings(d, "swap.toml");
+    let r = stockade(d, &["--json", "policy", "lint", "ro.toml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let missing: Vec<String> = r.json()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "read-only-missing")
+        .inspect(|f| {
+            assert_eq!(
+                (&f["severity"], &f["at"]["line"]),
+                (&"warning".into(), &3.into())
+            )
+        })
+        .map(|f| f["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(missing.len(), 2, "{missing:#?}");
     assert!(
-        found
+        missing
             .iter()
-            .any(|f| f.0 == "swap-unlimited" && f.1 == "warning" && f.2 == 3),
-        "{found:?}"
+            .any(|m| m.contains(&format!("{present:?} exists"))),
+        "{missing:#?}"
+    );
+    assert!(
+        missing
+            .iter()
+            .any(|m| m.contains(&format!("\"{present}-gone-h94\" is not on this host"))),
+        "{missing:#?}"
     );
     // Only warnings at or above the fail level count.
     write(

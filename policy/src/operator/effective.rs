@@ -168,9 +168,11 @@ pub fn effective(
                 } else {
                     "granted if requested (no manifest given)"
                 });
-                if op.host.capabilities.allow.is_some() {
-                    why.push("allowed by the operator");
-                }
+                why.push(if op.host.capabilities.allow.is_some() {
+                    "allowed by the operator"
+                } else {
+                    "not restricted by the operator (no capabilities.allow)"
+                });
                 if risk == RiskClass::High && grants.is_some() {
                     why.push("authorised by a grant");
                 }

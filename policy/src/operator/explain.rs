@@ -84,6 +84,24 @@ fn limit(l: Limit) -> (Value, f64) {
     }
 }
 
+/// `cpu_max` in words. A percentage is of ONE CPU (the cgroup quota per period), where other
+/// tools (`top`, container dashboards) often mean the whole machine: `"50%"` on a 16-CPU host
+/// reads as 8 CPUs and is half of one. The value stays in millicores, the unit the policy
+/// accepts; the note says what it is in both readings' words.
+fn cpu_share(q: CpuQuota) -> String {
+    match q {
+        CpuQuota::Millicores(m) => {
+            let cpus = m as f64 / 1000.0;
+            format!(
+                "{}% of one CPU ({cpus} CPU{}), not of the machine",
+                m as f64 / 10.0,
+                if cpus > 1.0 { "s" } else { "" }
+            )
+        }
+        CpuQuota::Unlimited => "no CPU quota".into(),
+    }
+}
+
 /// Build the explanation.
 pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
     let mut items = Vec::new();
@@ -115,6 +133,35 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
             format!("{} risk; {}", d.risk.as_str(), d.reason),
         );
     }
+    // The operator's allowlist itself: without `allow` there is none, which an empty
+    // `[capabilities]` section does not make plain (it reads as "none allowed").
+    let (allow, allow_width, allow_by, allow_note) = match &op.host.capabilities.allow {
+        Some(a) => (
+            json!(a.iter().map(|c| c.as_str()).collect::<Vec<_>>()),
+            a.len(),
+            op.origin("capabilities.allow"),
+            String::new(),
+        ),
+        None => (
+            json!("not restricted"),
+            crate::capability::Capability::ALL.len(),
+            op.capabilities_without_allow
+                .last()
+                .cloned()
+                .unwrap_or(Origin::Default),
+            "no capabilities.allow: the certificate and the manifest alone limit capabilities"
+                .to_string(),
+        ),
+    };
+    push(
+        "capability",
+        "operator allowlist",
+        allow,
+        None,
+        Some(allow_width as f64),
+        allow_by,
+        allow_note,
+    );
     for hook in &eff.hooks {
         let h = op.host.hooks.get(hook).cloned().unwrap_or_default();
         let key = |k: &str| {
@@ -305,7 +352,7 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         None,
         Some(cw),
         op.origin("resources.cpu_max"),
-        String::new(),
+        cpu_share(r.cpu_max),
     );
     for g in syscalls::GROUPS {
         let on = sb.seccomp_groups.iter().any(|n| n == g.name);
@@ -668,6 +715,65 @@ mod tests {
         assert!(
             note("writable /srv/rw").contains("launch is refused, 125"),
             "{e:?}"
+        );
+    }
+
+    /// `cpu_max = "50%"` is half of ONE CPU (audit-90 L8), which explain printed as `500m`
+    /// alone: a reader used to machine-wide percentages takes it for half the machine.
+    #[test]
+    fn cpu_max_is_explained_as_a_share_of_one_cpu() {
+        let note = |text: &str| {
+            let e = ex(text);
+            let i = e.items.iter().find(|i| i.name == "cpu_max").unwrap();
+            (i.value.clone(), i.note.clone())
+        };
+        let (v, n) = note("version = 1\n[resources]\ncpu_max = \"50%\"\n");
+        assert_eq!(v, json!("500m"));
+        assert_eq!(n, "50% of one CPU (0.5 CPU), not of the machine");
+        let (_, n) = note("version = 1\n[resources]\ncpu_max = \"1500m\"\n");
+        assert_eq!(n, "150% of one CPU (1.5 CPUs), not of the machine");
+        let (_, n) = note("version = 1\n");
+        assert_eq!(n, "100% of one CPU (1 CPU), not of the machine");
+        let (_, n) = note("version = 1\n[resources]\ncpu_max = \"15m\"\n");
+        assert_eq!(n, "1.5% of one CPU (0.015 CPU), not of the machine");
+        let (v, n) = note("version = 1\n[resources]\ncpu_max = \"unlimited\"\n");
+        assert_eq!((v, n.as_str()), (json!("unlimited"), "no CPU quota"));
+    }
+
+    /// An empty `[capabilities]` reads as "none allowed" and restricts nothing (audit-90 L6):
+    /// explain says "not restricted", decided by that section's line.
+    #[test]
+    fn capabilities_without_allow_are_explained_as_not_restricted() {
+        let item = |text: &str| {
+            let e = ex(text);
+            let i = e
+                .items
+                .iter()
+                .find(|i| i.section == "capability" && i.name == "operator allowlist")
+                .cloned();
+            i.map(|i| (i.value, i.decided_by))
+        };
+        assert_eq!(
+            item("version = 1\n\n[capabilities]\n"),
+            Some((json!("not restricted"), "p.toml:3".to_string()))
+        );
+        assert_eq!(
+            item("version = 1\n"),
+            Some((json!("not restricted"), "default".to_string()))
+        );
+        assert_eq!(
+            item("version = 1\n[capabilities]\nallow = [\"kv_get\", \"log\"]\n"),
+            Some((json!(["log", "kv_get"]), "p.toml:3".to_string()))
+        );
+        assert_eq!(
+            item("version = 1\n[capabilities]\nallow = []\n"),
+            Some((json!([]), "p.toml:3".to_string()))
+        );
+        let e = ex("version = 1\n[capabilities]\n");
+        let log = e.items.iter().find(|i| i.name == "log").unwrap();
+        assert!(
+            log.note.contains("not restricted by the operator"),
+            "{log:?}"
         );
     }
 

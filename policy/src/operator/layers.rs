@@ -81,6 +81,11 @@ pub struct MergedPolicy {
     /// The files, in application order.
     pub layers: Vec<String>,
     leaves: BTreeMap<Vec<String>, Leaf>,
+    /// Every `[capabilities]` section (by full path: top level, or under a plugin or signer)
+    /// that sets no `allow`, with its first line. Such a section sets no leaf, so merging alone
+    /// would forget it; it is kept because it reads as "none allowed" while it restricts
+    /// nothing ([`ResolvedPolicy::capabilities_without_allow`], `policy lint`).
+    bare_capabilities: Vec<(Vec<String>, Origin)>,
 }
 
 /// Merge layers (in application order: main file first, then drop-ins). Each file must be a
@@ -114,6 +119,13 @@ pub fn merge(layers: &[PolicyLayer]) -> Result<MergedPolicy, OperatorPolicyError
         check_section_names(&doc, &lines, &path)?;
         check_hook_names(&doc, &lines, &path)?;
         let table: toml::Table = toml::from_str(&layer.text).map_err(syntax)?;
+        for at in capabilities_without_allow(&table) {
+            let origin = Origin::File {
+                path: path.clone(),
+                line: first_line_of(&lines, &at),
+            };
+            merged.bare_capabilities.push((at, origin));
+        }
         let mut flat = Vec::new();
         flatten(&table, &mut Vec::new(), &mut flat);
         for (key, value) in flat {
@@ -194,6 +206,28 @@ fn check_hook_names(
             cause: ManifestError::Hook(hook.clone()),
         }),
     }
+}
+
+/// The paths of the `[capabilities]` tables of one file that have no `allow` key: at top level
+/// and under each `[plugin."<name>"]` and `[signer."<key id>"]`.
+fn capabilities_without_allow(table: &toml::Table) -> Vec<Vec<String>> {
+    let bare = |t: Option<&toml::Value>| {
+        t.and_then(toml::Value::as_table)
+            .is_some_and(|c| !c.contains_key("allow"))
+    };
+    let mut out = Vec::new();
+    if bare(table.get("capabilities")) {
+        out.push(vec!["capabilities".to_string()]);
+    }
+    for kind in ["plugin", "signer"] {
+        let named = table.get(kind).and_then(toml::Value::as_table);
+        for (name, o) in named.into_iter().flatten() {
+            if bare(o.get("capabilities")) {
+                out.push(vec![kind.into(), name.clone(), "capabilities".into()]);
+            }
+        }
+    }
+    out
 }
 
 /// The first line of the section at `prefix`: its header or first key, else the line of the
@@ -325,6 +359,11 @@ pub struct ResolvedPolicy {
     pub audit: AuditSection,
     /// Origin of every key set by some file (dotted key → origin); absent keys are defaults.
     pub origins: BTreeMap<String, Origin>,
+    /// The first line of each `[capabilities]` section that applies here (top level, this
+    /// signer's, this plugin's) and sets no `allow`. Without `allow` the section restricts
+    /// nothing — `host.capabilities.allow` stays whatever another section set, or unset: no
+    /// operator restriction — while an empty section reads as "none allowed".
+    pub capabilities_without_allow: Vec<Origin>,
 }
 
 impl ResolvedPolicy {
@@ -361,12 +400,16 @@ impl MergedPolicy {
     }
 
     fn named(&self, kind: &str) -> Vec<String> {
+        // A section whose only content is a `[capabilities]` without `allow` sets no leaf, and
+        // is named all the same, so that lint resolves (and reports) it.
         let mut v: Vec<String> = self
             .leaves
             .keys()
+            .chain(self.bare_capabilities.iter().map(|(k, _)| k))
             .filter(|k| k.len() > 2 && k[0] == kind)
             .map(|k| k[1].clone())
             .collect();
+        v.sort();
         v.dedup();
         v
     }
@@ -377,6 +420,51 @@ impl MergedPolicy {
         plugin: Option<&str>,
         signer: Option<&str>,
     ) -> Result<ResolvedPolicy, OperatorPolicyError> {
+        self.resolve_with(plugin, signer, None)
+    }
+
+    /// The keys (dotted) that both `[signer."<signer>"]` and `[plugin."<plugin>"]` set, each
+    /// with two resolutions: the signer's alone, and the signer's with that one key of the
+    /// plugin's section on top — what a plugin of that name signed by that key gets for it
+    /// (the plugin's section wins key by key, "the more specific wins"). The policy does not
+    /// tie a plugin name to a signer (the package's certificate does, at launch), so every
+    /// pair of sections is a pair that may meet. A key whose resolution is invalid is left
+    /// out: loading reports that. For `policy lint`, which compares the two.
+    pub fn plugin_over_signer(
+        &self,
+        plugin: &str,
+        signer: &str,
+    ) -> Vec<(String, ResolvedPolicy, ResolvedPolicy)> {
+        let under = |kind: &str, who: &str| -> Vec<Vec<String>> {
+            self.leaves
+                .keys()
+                .filter(|k| k.len() > 2 && k[0] == kind && k[1] == who)
+                .map(|k| k[2..].to_vec())
+                .collect()
+        };
+        let signer_keys = under("signer", signer);
+        let Ok(alone) = self.resolve(None, Some(signer)) else {
+            return Vec::new();
+        };
+        under("plugin", plugin)
+            .into_iter()
+            .filter(|k| signer_keys.contains(k))
+            .filter_map(|k| {
+                let over = self
+                    .resolve_with(Some(plugin), Some(signer), Some(&k))
+                    .ok()?;
+                Some((dotted(&k), alone.clone(), over))
+            })
+            .collect()
+    }
+
+    /// [`Self::resolve`], with only the plugin section's key `only` applied when given.
+    fn resolve_with(
+        &self,
+        plugin: Option<&str>,
+        signer: Option<&str>,
+        only: Option<&[String]>,
+    ) -> Result<ResolvedPolicy, OperatorPolicyError> {
         let mut eff: BTreeMap<Vec<String>, &Leaf> = BTreeMap::new();
         for (k, v) in &self.leaves {
             if k[0] != "plugin" && k[0] != "signer" && k[0] != "version" {
@@ -386,7 +474,8 @@ impl MergedPolicy {
         for (kind, who) in [("signer", signer), ("plugin", plugin)] {
             let Some(who) = who else { continue };
             for (k, v) in &self.leaves {
-                if k.len() > 2 && k[0] == kind && k[1] == who {
+                let ours = k.len() > 2 && k[0] == kind && k[1] == who;
+                if ours && (kind == "signer" || only.is_none_or(|o| k[2..] == *o)) {
                     eff.insert(k[2..].to_vec(), v);
                 }
             }
@@ -394,6 +483,19 @@ impl MergedPolicy {
         let origins: BTreeMap<String, Origin> = eff
             .iter()
             .map(|(k, v)| (dotted(k), v.origin.clone()))
+            .collect();
+        let capabilities_without_allow = self
+            .bare_capabilities
+            .iter()
+            .filter(|(at, _)| match at.as_slice() {
+                [_] => true,
+                [kind, who, _] => {
+                    (kind == "signer" && signer == Some(who.as_str()))
+                        || (kind == "plugin" && plugin == Some(who.as_str()))
+                }
+                _ => false,
+            })
+            .map(|(_, o)| o.clone())
             .collect();
         let origin_of = |key: &str| -> Origin {
             if let Some(o) = origins.get(key) {
@@ -513,6 +615,7 @@ impl MergedPolicy {
             risk,
             audit,
             origins,
+            capabilities_without_allow,
         })
     }
 

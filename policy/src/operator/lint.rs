@@ -10,6 +10,7 @@
 //! | `memory-unlimited` | error | `resources.memory_max = "unlimited"` |
 //! | `pids-unlimited` | error | `resources.pids_max = "unlimited"` |
 //! | `swap-unlimited` | warning | `resources.swap_max = "unlimited"` with a bounded `memory_max` |
+//! | `rlimit-unlimited` | warning | `resources.nproc`, `fsize`, `memlock` or `cpu_time_secs` = "unlimited" (`nproc` only with a bounded `pids_max`, `memlock` with a bounded `memory_max`) |
 //! | `writable-outside-plugin` | warning | a writable path outside `/var/lib/stockade/plugins/<name>` |
 //! | `trust-not-strict` | error | `trust.mode` is warn or disabled |
 //! | `hook-fail-open` | info / warning / error | a hook fails open: info when nothing but the built-in default makes it (the Sertone hooks, with or without a section that leaves `failure` unset), warning when a file sets `failure = "open"`, error when a file's `default` answer allows |
@@ -18,6 +19,9 @@
 //! | `sys-visible` | warning | `filesystem.sys = true` |
 //! | `extra-syscalls` | info | `seccomp.allow` lists calls beyond the groups |
 //! | `core-dumps` | info | `resources.core` is not 0 |
+//! | `plugin-widens-signer` | warning | a `[plugin."P"]` key wider than the same key of a `[signer."K"]` section: it wins when P is signed by K (one finding per key, naming what widens) |
+//! | `read-only-missing` | warning | a `read_only` entry (not one of the built-in defaults) that is not on this host: the launch skips it ([`missing_read_only`], called by the runtime, which looks the host up) |
+//! | `capabilities-without-allow` | warning | a `[capabilities]` section (also per plugin or signer) without `allow`: it restricts nothing, yet reads as "none allowed" |
 
 use super::risk::{builtin_class, class_of};
 use super::{MergedPolicy, Origin, ResolvedPolicy, RiskClass, TrustModeName};
@@ -85,28 +89,133 @@ pub const PLUGIN_DATA_DIR: &str = "/var/lib/stockade/plugins";
 /// the grant targets present for it (from the policy's grants directory).
 pub fn lint(m: &MergedPolicy, grants: &BTreeMap<String, BTreeSet<String>>) -> Vec<Finding> {
     let mut out = BTreeSet::new();
-    let mut resolutions = Vec::new();
-    if let Ok(r) = m.resolve(None, None) {
-        resolutions.push(r);
-    }
-    for p in m.plugin_names() {
-        if let Ok(r) = m.resolve(Some(&p), None) {
-            resolutions.push(r);
-        }
-    }
-    for s in m.signer_ids() {
-        if let Ok(r) = m.resolve(None, Some(&s)) {
-            resolutions.push(r);
-        }
-    }
-    for r in &resolutions {
+    for r in &resolutions(m) {
         lint_one(r, grants, &mut out);
     }
-    // The same line seen through several resolutions is reported once (for the first).
+    // A plugin's section beats its signer's key by key ("the more specific wins"), so it can
+    // widen what the signer's section narrowed: each section lints clean alone, and the pair
+    // is wider than the signer's section reads. Which signer a plugin has is known only at
+    // launch (its package's certificate; the policy ties no name to a key), so every pair of
+    // sections is one that may meet, and the finding says "when signed by".
+    for p in m.plugin_names() {
+        for s in m.signer_ids() {
+            for (key, alone, over) in m.plugin_over_signer(&p, &s) {
+                let widens = widenings(&alone, &over, &p);
+                if widens.is_empty() {
+                    continue;
+                }
+                out.insert(Finding {
+                    at: over.origin(&key),
+                    code: "plugin-widens-signer",
+                    severity: Severity::Warning,
+                    plugin: Some(p.clone()),
+                    message: format!(
+                        "when `{p}` is signed by {s}, this `{key}` replaces the narrower value of \
+                         [signer.\"{s}\"] at {}: {}",
+                        alone.origin(&key),
+                        widens.join("; ")
+                    ),
+                });
+            }
+        }
+    }
+    once_per_line(out)
+}
+
+/// The defaults, each plugin section and each signer section, resolved (an invalid one is
+/// left out: loading reports it).
+fn resolutions(m: &MergedPolicy) -> Vec<ResolvedPolicy> {
+    let plugins = m.plugin_names().into_iter().map(|p| (Some(p), None));
+    let signers = m.signer_ids().into_iter().map(|s| (None, Some(s)));
+    std::iter::once((None, None))
+        .chain(plugins)
+        .chain(signers)
+        .filter_map(|(p, s)| m.resolve(p.as_deref(), s.as_deref()).ok())
+        .collect()
+}
+
+/// The same line seen through several resolutions is reported once (for the first).
+fn once_per_line(out: BTreeSet<Finding>) -> Vec<Finding> {
     let mut seen = BTreeSet::new();
     out.into_iter()
         .filter(|f| seen.insert((f.code, f.at.clone(), f.message.clone())))
         .collect()
+}
+
+/// `read-only-missing`: each `read_only` entry a file wrote that `exists` says is not on the
+/// host. The launch binds only what exists and skips the rest (listed in its report), so such
+/// an entry — a typo, a look-alike letter, a trailing space (`"/usr "`) — reads as visible
+/// and is not: narrower than written, never wider, but a reviewer reads a list the plugin does
+/// not get. This crate does no I/O: the caller (`stockade policy lint`) looks the paths up on
+/// the host, as the launch's mount plan does. The built-in default entries are not reported
+/// (a file that writes the default out, as the shipped one does, expects no host to have them
+/// all).
+pub fn missing_read_only(m: &MergedPolicy, exists: &dyn Fn(&str) -> bool) -> Vec<Finding> {
+    let mut out = BTreeSet::new();
+    for r in resolutions(m) {
+        let written = r
+            .sandbox
+            .read_only
+            .iter()
+            .filter(|p| !crate::sandbox::DEFAULT_READ_ONLY.contains(&p.as_str()));
+        for p in written.filter(|p| !exists(p)) {
+            let mut why = Vec::new();
+            let trimmed = p.trim_end();
+            if trimmed != p {
+                why.push("it ends in whitespace".to_string());
+            }
+            let odd: Vec<String> = p
+                .chars()
+                .filter(|c| !c.is_ascii())
+                .map(|c| format!("U+{:04X}", u32::from(c)))
+                .collect();
+            if !odd.is_empty() {
+                why.push(format!("it has non-ASCII characters ({})", odd.join(" ")));
+            }
+            if trimmed != p && exists(trimmed) {
+                why.push(format!("{trimmed:?} exists"));
+            }
+            out.insert(Finding {
+                at: r.origin("filesystem.read_only"),
+                code: "read-only-missing",
+                severity: Severity::Warning,
+                plugin: r.plugin.clone().or(r.signer.clone()),
+                message: format!(
+                    "read_only entry {p:?} is not on this host (looked up as this user): the \
+                     launch skips it, so the plugin does not see it{}",
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {}", why.join(", "))
+                    }
+                ),
+            });
+        }
+    }
+    once_per_line(out)
+}
+
+/// What `b` widens over `a`, as `policy diff` measures it (the explained items and their
+/// order), one line each. Twice: with grants not applying, which shows what the operator's
+/// values allow, and with no grant at all, which shows what a risk class changes (a high-risk
+/// item withheld or not).
+fn widenings(a: &ResolvedPolicy, b: &ResolvedPolicy, plugin: &str) -> Vec<String> {
+    use super::effective::{effective, PluginFacts};
+    use super::explain::{diff, explain};
+    let facts = PluginFacts {
+        name: plugin.to_string(),
+        ..PluginFacts::default()
+    };
+    let no_grant = BTreeSet::new();
+    let mut out = BTreeSet::new();
+    for grants in [None, Some(&no_grant)] {
+        let ea = explain(a, &effective(a, &facts, grants));
+        let eb = explain(b, &effective(b, &facts, grants));
+        for c in diff(&ea, &eb).into_iter().filter(|c| c.effect == "widens") {
+            out.insert(format!("{} {}: {} -> {}", c.section, c.name, c.from, c.to));
+        }
+    }
+    out.into_iter().collect()
 }
 
 fn lint_one(
@@ -187,6 +296,53 @@ fn lint_one(
             Severity::Error,
             "no process limit: a fork bomb reaches the host's limits".into(),
         );
+    }
+    // The rlimits read as bounds too, but none of them is the one that keeps the host whole
+    // (pids_max, memory_max and cpu_max are; RLIMIT_FSIZE bounds one file, never the sum), so
+    // "unlimited" is a warning, as `swap-unlimited` is, and one code for the one meaning:
+    // each finding names what is gone. Like `swap-unlimited`, said only while the cgroup limit
+    // it backs is bounded (else `pids-unlimited` / `memory-unlimited` already is). The runtime
+    // accepts "unlimited" only where its own hard limit is (`check_enforceable`), so what a
+    // valid policy says here is what the sandbox gets.
+    let res = &r.sandbox.resources;
+    for (key, limit, covered, what) in [
+        (
+            "nproc",
+            res.nproc,
+            res.pids_max == Limit::Unlimited,
+            "RLIMIT_NPROC: the backstop under pids_max is gone, so where the cgroup is \
+             missing (a rootless launch may run without one) nothing bounds the plugin's processes",
+        ),
+        (
+            "fsize",
+            res.fsize,
+            false,
+            "RLIMIT_FSIZE: the plugin may write files of any size wherever it may write \
+             (/tmp stays bounded by tmp_size)",
+        ),
+        (
+            "memlock",
+            res.memlock,
+            res.memory_max == Limit::Unlimited,
+            "RLIMIT_MEMLOCK: the plugin may lock all of its memory into RAM, where neither \
+             swap nor reclaim can take it back",
+        ),
+        (
+            "cpu_time_secs",
+            res.cpu_time_secs,
+            false,
+            "RLIMIT_CPU: no bound on the CPU time a process uses in all (cpu_max bounds only \
+             its rate)",
+        ),
+    ] {
+        if limit == Limit::Unlimited && !covered {
+            push(
+                &format!("resources.{key}"),
+                "rlimit-unlimited",
+                Severity::Warning,
+                format!("no `{key}` limit ({what})"),
+            );
+        }
     }
     for w in &r.sandbox.writable {
         let own = r
@@ -349,5 +505,28 @@ fn lint_one(
             Severity::Info,
             "core dumps allowed: they may carry plugin memory to the host".into(),
         );
+    }
+    // `[capabilities]` restricts only through `allow` ("when set, only these"): a section
+    // without it reads as "none allowed" and restricts nothing. Reported at the section's own
+    // line (it sets no key), saying what is in force instead.
+    for at in &r.capabilities_without_allow {
+        let message = match &r.host.capabilities.allow {
+            None => "[capabilities] without `allow` does not restrict: every capability the \
+                     certificate and the manifest allow is granted (a high-risk one with its \
+                     grant); write `allow = []` to allow none"
+                .to_string(),
+            Some(_) => format!(
+                "[capabilities] without `allow` changes nothing: the allowlist set at {} \
+                 applies (write `allow = []` to allow none)",
+                r.origin("capabilities.allow")
+            ),
+        };
+        out.insert(Finding {
+            at: at.clone(),
+            code: "capabilities-without-allow",
+            severity: Severity::Warning,
+            plugin: plugin.clone(),
+            message,
+        });
     }
 }

@@ -17,7 +17,8 @@
 //! [`crate::protocol::host`] (`[capabilities]`, `[protocol]`, `[kv]`, `[hooks."<hook>"]`), and
 //! `[trust]`, `[risk]`, `[audit]`; then per-plugin overrides `[plugin."<name>".<section>]` and
 //! per-signer overrides `[signer."<key id>".<section>]` (signer first, then plugin name: the more
-//! specific wins). Lists are leaves: a later layer replaces a list, it does not append to it.
+//! specific wins, wider or not: `policy lint` reports a plugin key wider than its signer's,
+//! [`MergedPolicy::plugin_over_signer`]). Lists are leaves: a later layer replaces a list, it does not append to it.
 //! A section name no plugin or signer can have (`[plugin."Hello"]`: not a manifest name;
 //! `[signer."ee91afadf064d0f4"]`: not the uppercase form the runtime compares) makes the file
 //! invalid, because its restrictions would otherwise silently never apply ([`check_signer_id`],

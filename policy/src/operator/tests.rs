@@ -438,3 +438,215 @@ fn lint_names_a_high_risk_item_moved_down_and_says_nothing_false_about_grants() 
     let e = effective(&r, &facts, Some(&std::collections::BTreeSet::new()));
     assert!(e.network.granted, "{:?}", e.network);
 }
+
+/// The findings of `code` when linting `text` as p.toml (no grants).
+fn lint_code(text: &str, code: &str) -> Vec<super::lint::Finding> {
+    let m = merge(&[layer("p.toml", text)]).unwrap();
+    super::lint::lint(&m, &BTreeMap::new())
+        .into_iter()
+        .filter(|f| f.code == code)
+        .collect()
+}
+
+/// `nproc`, `fsize`, `memlock` and `cpu_time_secs` = "unlimited" read as bounds that are gone,
+/// yet lint said nothing (audit-90 L2): one `rlimit-unlimited` warning per key, at its line,
+/// naming the key — and, as `swap-unlimited`, none for `nproc`/`memlock` while the cgroup limit
+/// they back is itself unlimited (`pids-unlimited` / `memory-unlimited` already say it).
+#[test]
+fn lint_warns_of_each_unlimited_rlimit_once() {
+    use super::lint::Severity;
+    let found = |text: &str| -> Vec<(String, String)> {
+        lint_code(text, "rlimit-unlimited")
+            .into_iter()
+            .inspect(|f| assert_eq!(f.severity, Severity::Warning, "{f:?}"))
+            .map(|f| (f.at.to_string(), f.message))
+            .collect()
+    };
+    let all = found(
+        "version = 1\n[resources]\nnproc = \"unlimited\"\nfsize = \"unlimited\"\n\
+         memlock = \"unlimited\"\ncpu_time_secs = \"unlimited\"\n",
+    );
+    for (line, key) in [
+        (3, "nproc"),
+        (4, "fsize"),
+        (5, "memlock"),
+        (6, "cpu_time_secs"),
+    ] {
+        assert!(
+            all.iter().any(|(at, msg)| *at == format!("p.toml:{line}")
+                && msg.starts_with(&format!("no `{key}` limit"))),
+            "{key}: {all:?}"
+        );
+    }
+    assert_eq!(all.len(), 4, "{all:?}");
+    // Under a plugin section too.
+    let plugin = found("version = 1\n[plugin.hello.resources]\nfsize = \"unlimited\"\n");
+    let at: Vec<&str> = plugin.iter().map(|(at, _)| at.as_str()).collect();
+    assert_eq!(at, ["p.toml:3"], "{plugin:?}");
+    // Said once per unbounded resource: the cgroup lints already cover these two.
+    let covered = found(
+        "version = 1\n[resources]\npids_max = \"unlimited\"\nmemory_max = \"unlimited\"\n\
+         nproc = \"unlimited\"\nmemlock = \"unlimited\"\n",
+    );
+    assert!(covered.is_empty(), "{covered:?}");
+    // The defaults bound all four.
+    assert!(found("version = 1\n").is_empty());
+}
+
+/// `[capabilities]` restricts only through `allow`; without it the section restricts nothing,
+/// yet an empty one reads as "none allowed" (audit-90 L6). Lint warns at the section's line —
+/// a section that sets no key, also under a plugin that has no other section — saying what is
+/// in force; `allow = []` (none allowed) is no finding.
+#[test]
+fn lint_warns_of_a_capabilities_section_without_allow() {
+    use super::lint::Severity;
+    let found = |text: &str| -> Vec<(String, Option<String>, String)> {
+        lint_code(text, "capabilities-without-allow")
+            .into_iter()
+            .inspect(|f| assert_eq!(f.severity, Severity::Warning, "{f:?}"))
+            .map(|f| (f.at.to_string(), f.plugin, f.message))
+            .collect()
+    };
+    let top = found("version = 1\n# none, the reader thinks\n[capabilities]\n");
+    assert_eq!(top.len(), 1, "{top:?}");
+    assert_eq!(top[0].0, "p.toml:3");
+    assert!(top[0].2.contains("does not restrict"), "{top:?}");
+    // Under a plugin, with an allowlist at top level: the section changes nothing.
+    let plugin = found(
+        "version = 1\n[capabilities]\nallow = [\"log\"]\n[plugin.hello.capabilities]\n\
+         [plugin.solo]\ncapabilities = {}\n",
+    );
+    assert!(
+        plugin.iter().any(|(at, p, msg)| at == "p.toml:4"
+            && p.as_deref() == Some("hello")
+            && msg.contains("the allowlist set at p.toml:3 applies")),
+        "{plugin:?}"
+    );
+    assert!(
+        plugin
+            .iter()
+            .any(|(at, p, _)| at == "p.toml:6" && p.as_deref() == Some("solo")),
+        "{plugin:?}"
+    );
+    assert_eq!(plugin.len(), 2, "{plugin:?}");
+    assert!(found("version = 1\n[capabilities]\nallow = []\n").is_empty());
+    assert!(found("version = 1\n").is_empty());
+    // What the warning says is what resolution does: no operator restriction.
+    let m = merge(&[layer("p.toml", "version = 1\n[capabilities]\n")]).unwrap();
+    assert_eq!(m.resolve(None, None).unwrap().host.capabilities.allow, None);
+}
+
+/// A `[plugin."X"]` key beats the same key of a `[signer."K"]` section, wider or not, and lint
+/// looked at each section alone: a plugin section could undo what its signer's section
+/// restricted with no finding (audit-90 L5). Now each such key is a warning at the plugin's
+/// line, naming the signer's line and what widens; a key that narrows, or that the signer's
+/// section does not set, is none.
+#[test]
+fn lint_warns_when_a_plugin_key_widens_its_signers() {
+    use super::lint::Severity;
+    let text = "version = 1\n\
+                [signer.\"ABCDEF0123456789\".resources]\n\
+                memory_max = \"128M\"\n\
+                pids_max = 16\n\
+                [signer.\"ABCDEF0123456789\".risk]\n\
+                kv_put = \"high\"\n\
+                [plugin.hello.resources]\n\
+                memory_max = \"1G\"\n\
+                pids_max = 8\n\
+                [plugin.hello.network]\n\
+                mode = \"loopback\"\n\
+                [plugin.hello.risk]\n\
+                kv_put = \"medium\"\n\
+                [plugin.other.resources]\n\
+                swap_max = \"64M\"\n";
+    let found: Vec<(String, Option<String>, String)> = lint_code(text, "plugin-widens-signer")
+        .into_iter()
+        .inspect(|f| assert_eq!(f.severity, Severity::Warning, "{f:?}"))
+        .map(|f| (f.at.to_string(), f.plugin, f.message))
+        .collect();
+    let at: Vec<&str> = found.iter().map(|f| f.0.as_str()).collect();
+    // memory_max (line 8) and kv_put's class (line 13) widen; pids_max (9) narrows; network
+    // (11) and other's swap_max (15) are keys the signer's section does not set.
+    assert_eq!(at, ["p.toml:8", "p.toml:13"], "{found:?}");
+    for (_, plugin, msg) in &found {
+        assert_eq!(plugin.as_deref(), Some("hello"));
+        assert!(
+            msg.contains("when `hello` is signed by ABCDEF0123456789"),
+            "{msg}"
+        );
+    }
+    assert!(found[0].2.contains("at p.toml:3"), "{found:?}");
+    assert!(
+        found[0]
+            .2
+            .contains("resource memory_max: 134217728 -> 1073741824"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].2.contains("at p.toml:6")
+            && found[1]
+                .2
+                .contains("capability kv_put: \"withheld\" -> \"granted\""),
+        "{found:?}"
+    );
+    // And it is what the launch resolves for that pair.
+    let m = merge(&[layer("p.toml", text)]).unwrap();
+    let r = m.resolve(Some("hello"), Some("ABCDEF0123456789")).unwrap();
+    assert_eq!(
+        r.sandbox.resources.memory_max,
+        crate::sandbox::Limit::Max(1 << 30)
+    );
+}
+
+/// A `read_only` entry the host lacks is skipped at launch (audit-90 L9): `missing_read_only`
+/// names each one a file wrote, with what makes it hard to see (trailing space, non-ASCII
+/// look-alike, the trimmed path that does exist), under a plugin too; the built-in default
+/// entries, which no host has all of, are not reported even when a file writes them out.
+#[test]
+fn missing_read_only_entries_are_named_with_why() {
+    use super::lint::{missing_read_only, Severity};
+    let host = ["/usr", "/srv/app"];
+    let exists = |p: &str| host.contains(&p);
+    let text = "version = 1\n[filesystem]\n\
+                read_only = [\"/usr\", \"/lib32\", \"/libx32\", \"/srv/app \", \"/srv/\u{0430}pp\", \"/srv/gone\"]\n\
+                [plugin.hello.filesystem]\nread_only = [\"/srv/other\"]\n";
+    let m = merge(&[layer("p.toml", text)]).unwrap();
+    let found = missing_read_only(&m, &exists);
+    let msgs: Vec<String> = found
+        .iter()
+        .inspect(|f| {
+            assert_eq!(
+                (f.code, f.severity),
+                ("read-only-missing", Severity::Warning)
+            )
+        })
+        .map(|f| format!("{} {:?} {}", f.at, f.plugin, f.message))
+        .collect();
+    assert_eq!(msgs.len(), 4, "{msgs:#?}");
+    let has = |s: &str| msgs.iter().any(|m| m.contains(s));
+    assert!(
+        has("p.toml:3 None read_only entry \"/srv/app \" is not on this host"),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("it ends in whitespace, \"/srv/app\" exists"),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("\"/srv/\u{0430}pp\" is not on this host")
+            && has("it has non-ASCII characters (U+0430)"),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("p.toml:3 None read_only entry \"/srv/gone\""),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("p.toml:5 Some(\"hello\") read_only entry \"/srv/other\""),
+        "{msgs:#?}"
+    );
+    assert!(!has("/lib32") && !has("/libx32"), "{msgs:#?}");
+    // Nothing written, nothing reported (the default list is not checked against the host).
+    let m = merge(&[layer("p.toml", "version = 1\n")]).unwrap();
+    assert!(missing_read_only(&m, &|_| false).is_empty());
+}

@@ -539,7 +539,11 @@ pub fn default_policy() -> ValidatedSandboxPolicy {
     }
 }
 
-const DEFAULT_READ_ONLY: &[&str] = &[
+/// `filesystem.read_only` when no file sets it: what a dynamically linked program may need on
+/// some host (a given host lacks some, e.g. `/lib32`; the launch skips what is missing).
+/// `policy lint` does not report these as missing: a file that spells the default out (the
+/// shipped policy.toml) names nothing the host was expected to have.
+pub const DEFAULT_READ_ONLY: &[&str] = &[
     "/usr",
     "/bin",
     "/sbin",

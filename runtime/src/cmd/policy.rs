@@ -17,6 +17,7 @@ use crate::plugin_policy::{
     PackageFacts, Withheld,
 };
 use crate::policyfiles::{self, PolicyFilesError, PolicySource};
+use crate::sandbox::mounts::{host_lookup, HostEntry};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -24,7 +25,7 @@ use stockade_policy::operator::effective::{effective, PluginFacts};
 use stockade_policy::operator::explain::{
     diff as diff_items, explain as explain_items, Change, Explanation,
 };
-use stockade_policy::operator::lint::{lint as lint_policy, Finding, Severity};
+use stockade_policy::operator::lint::{lint as lint_policy, missing_read_only, Finding, Severity};
 use stockade_policy::operator::{MergedPolicy, Origin};
 
 #[derive(Serialize)]
@@ -90,6 +91,12 @@ pub fn lint(a: PolicyLintArgs, out: Output) -> Result<Exit, CmdError> {
     let m = policyfiles::load(&src).map_err(PolicyFilesError::into_cmd)?;
     let (grants, mut findings) = grant_targets(&m, &a.root.policy_root);
     findings.extend(lint_policy(&m, &grants));
+    // What the launch does with a `read_only` path depends on the host, which only the runtime
+    // may look at: the same lookup as the mount plan's, so a path reported here is the one a
+    // launch skips.
+    findings.extend(missing_read_only(&m, &|p| {
+        !matches!(host_lookup(Path::new(p)), HostEntry::Missing)
+    }));
     let failing = findings.iter().any(|f| f.severity >= fail_level);
     let report = LintReport {
         ok: !failing,
