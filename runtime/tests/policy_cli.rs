@@ -122,6 +122,43 @@ fn lint_exit_codes_severities_and_lines() {
             .any(|m| m.contains(&format!("\"{present}-gone-h94\" is not on this host"))),
         "{missing:#?}"
     );
+    // A plugin section and a signer section valid alone, invalid together (the signer's
+    // read_only inside the plugin's writable): the file loads, the pair's launches are refused,
+    // and lint says so as an error at the plugin section's line — at any fail level.
+    write(
+        &d.join("pair.toml"),
+        "version = 1\n[signer.\"ABCDEF0123456789\".filesystem]\n\
+         read_only = [\"/srv/app/config\"]\n[plugin.hello.filesystem]\n\
+         writable = [\"/srv/app\"]\n",
+    );
+    let r = stockade(
+        d,
+        &[
+            "--json",
+            "policy",
+            "lint",
+            "pair.toml",
+            "--fail-level",
+            "error",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let pair: Vec<Value> = r.json()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "pair-invalid")
+        .cloned()
+        .collect();
+    assert_eq!(pair.len(), 1, "{}", r.stdout);
+    assert_eq!(
+        (
+            &pair[0]["severity"],
+            &pair[0]["at"]["line"],
+            &pair[0]["plugin"]
+        ),
+        (&"error".into(), &5.into(), &"hello".into())
+    );
     // Only warnings at or above the fail level count.
     write(
         &d.join("warn.toml"),

@@ -458,6 +458,37 @@ impl MergedPolicy {
             .collect()
     }
 
+    /// Each `[plugin."P"]` and `[signer."K"]` pair whose sections are valid alone and invalid
+    /// together, with the plugin section's first line and the error: a launch of P signed by K
+    /// resolves the pair and refuses it (65 `invalid_policy`), while loading checks each section
+    /// alone ([`Self::validate_all_with`]) — e.g. a signer's `read_only` path inside a plugin's
+    /// `writable` one. Loading does not refuse such a file (the pair may never meet: the policy
+    /// does not tie a name to a key); for `policy lint`, which reports each pair.
+    pub fn invalid_pairs(&self) -> Vec<(String, String, Origin, OperatorPolicyError)> {
+        let mut out = Vec::new();
+        for p in self.plugin_names() {
+            if self.resolve(Some(&p), None).is_err() {
+                continue;
+            }
+            let first = self
+                .leaves
+                .iter()
+                .filter(|(k, _)| k.len() > 2 && k[0] == "plugin" && k[1] == p)
+                .map(|(_, leaf)| leaf.origin.clone())
+                .min()
+                .unwrap_or(Origin::Default);
+            for s in self.signer_ids() {
+                if self.resolve(None, Some(&s)).is_err() {
+                    continue;
+                }
+                if let Err(e) = self.resolve(Some(&p), Some(&s)) {
+                    out.push((p.clone(), s, first.clone(), e));
+                }
+            }
+        }
+        out
+    }
+
     /// [`Self::resolve`], with only the plugin section's key `only` applied when given.
     fn resolve_with(
         &self,
@@ -629,7 +660,10 @@ impl MergedPolicy {
     /// only the host can know (its architecture's system calls, the limits it can hand down),
     /// so that those errors too stop every loader and name the file:line of the value
     /// ([`ResolvedPolicy::origin`]). Every value a plugin can get comes from the defaults, its
-    /// signer's section or its name's, so checking each of those resolutions covers them all.
+    /// signer's section or its name's, so checking each of those resolutions covers them all
+    /// — each value, not a rule between a plugin section's values and a signer section's (a
+    /// `read_only` path inside a `writable` one): the launch refuses such a pair when it
+    /// resolves it, and lint reports it ([`Self::invalid_pairs`]).
     pub fn validate_all_with(
         &self,
         check: impl Fn(&ResolvedPolicy) -> Result<(), OperatorPolicyError>,

@@ -22,6 +22,7 @@
 //! | `plugin-widens-signer` | warning | a `[plugin."P"]` key wider than the same key of a `[signer."K"]` section: it wins when P is signed by K (one finding per key, naming what widens) |
 //! | `read-only-missing` | warning | a `read_only` entry (not one of the built-in defaults) that is not on this host: the launch skips it ([`missing_read_only`], called by the runtime, which looks the host up) |
 //! | `capabilities-without-allow` | warning | a `[capabilities]` section (also per plugin or signer) without `allow`: it restricts nothing, yet reads as "none allowed" |
+//! | `pair-invalid` | error | a `[plugin."P"]` and a `[signer."K"]` section each valid alone and invalid together (e.g. the signer's `read_only` path inside the plugin's `writable` one): every launch of P signed by K is refused (65) |
 
 use super::risk::{builtin_class, class_of};
 use super::{MergedPolicy, Origin, ResolvedPolicy, RiskClass, TrustModeName};
@@ -118,6 +119,21 @@ pub fn lint(m: &MergedPolicy, grants: &BTreeMap<String, BTreeSet<String>>) -> Ve
                 });
             }
         }
+    }
+    // Loading checks each section alone, and a launch resolves the pair: a pair valid alone and
+    // invalid together passed lint clean and loaded, and every launch of P signed by K is
+    // refused. The file is not refused for it (that pair may never meet), so lint says so.
+    for (p, s, at, e) in m.invalid_pairs() {
+        out.insert(Finding {
+            at,
+            code: "pair-invalid",
+            severity: Severity::Error,
+            plugin: Some(p.clone()),
+            message: format!(
+                "[plugin.\"{p}\"] and [signer.\"{s}\"] are invalid together, so every launch of \
+                 `{p}` signed by {s} is refused (65 invalid_policy): {e}"
+            ),
+        });
     }
     once_per_line(out)
 }

@@ -650,3 +650,44 @@ fn missing_read_only_entries_are_named_with_why() {
     let m = merge(&[layer("p.toml", "version = 1\n")]).unwrap();
     assert!(missing_read_only(&m, &|_| false).is_empty());
 }
+
+/// Loading checks each section alone and a launch resolves the plugin with its signer: a
+/// signer's `read_only` path inside a plugin's `writable` one is valid in either section and
+/// invalid together, so `policy lint` passed clean and every launch of the plugin signed by
+/// that key was refused (65). Now an error finding at the plugin section's first line, naming
+/// the pair and the error; a pair that resolves is none.
+#[test]
+fn lint_reports_a_plugin_and_signer_pair_invalid_together() {
+    use super::lint::Severity;
+    let text = "version = 1\n\
+                [signer.\"ABCDEF0123456789\".filesystem]\n\
+                read_only = [\"/srv/app/config\"]\n\
+                [plugin.hello.resources]\n\
+                pids_max = 8\n\
+                [plugin.hello.filesystem]\n\
+                writable = [\"/srv/app\"]\n\
+                [plugin.other.filesystem]\n\
+                writable = [\"/srv/other\"]\n";
+    let m = merge(&[layer("p.toml", text)]).unwrap();
+    m.validate_all().unwrap();
+    let launch = m.resolve(Some("hello"), Some("ABCDEF0123456789"));
+    assert!(launch.is_err(), "the launch refuses the pair");
+    let found = lint_code(text, "pair-invalid");
+    assert_eq!(found.len(), 1, "{found:?}");
+    let f = &found[0];
+    assert_eq!(f.severity, Severity::Error);
+    assert_eq!(f.plugin.as_deref(), Some("hello"));
+    assert_eq!(
+        f.at.to_string(),
+        "p.toml:5",
+        "the plugin section's first line"
+    );
+    assert!(
+        f.message.contains("[signer.\"ABCDEF0123456789\"]")
+            && f.message
+                .contains("every launch of `hello` signed by ABCDEF0123456789")
+            && f.message.contains(&launch.unwrap_err().to_string()),
+        "{f:?}"
+    );
+    m.resolve(Some("other"), Some("ABCDEF0123456789")).unwrap();
+}
