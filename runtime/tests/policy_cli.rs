@@ -57,7 +57,8 @@ fn lint_exit_codes_severities_and_lines() {
     // - a bounded memory_max with unlimited swap bounds neither (the swap_max line);
     // - an rlimit written "unlimited" is a bound gone, one code for all of them (nproc and
     //   memlock too, where the host's hard limits let them be unlimited);
-    // - an empty [capabilities] restricts nothing (the section's line).
+    // - an empty [capabilities] restricts nothing (the section's line);
+    // - no CPU quota (a warning: the scheduler still shares the CPUs, and CPU time comes back).
     for (text, code, lines) in [
         (
             "[resources]\nswap_max = \"unlimited\"\n",
@@ -70,6 +71,11 @@ fn lint_exit_codes_severities_and_lines() {
             &[3, 4][..],
         ),
         ("[capabilities]\n", "capabilities-without-allow", &[2][..]),
+        (
+            "[resources]\ncpu_max = \"unlimited\"\n",
+            "cpu-unlimited",
+            &[3][..],
+        ),
     ] {
         write(&d.join("one.toml"), &format!("version = 1\n{text}"));
         let found = lint_findings(d, "one.toml");

@@ -9,6 +9,7 @@
 //! | `risk-lowered` | error | `[risk]` moves `network` or `writable` out of the high class: granted without a grant |
 //! | `memory-unlimited` | error | `resources.memory_max = "unlimited"` |
 //! | `pids-unlimited` | error | `resources.pids_max = "unlimited"` |
+//! | `cpu-unlimited` | warning | `resources.cpu_max = "unlimited"` |
 //! | `swap-unlimited` | warning | `resources.swap_max = "unlimited"` with a bounded `memory_max` |
 //! | `rlimit-unlimited` | warning | `resources.nproc`, `fsize`, `memlock` or `cpu_time_secs` = "unlimited" (`nproc` only with a bounded `pids_max`, `memlock` with a bounded `memory_max`) |
 //! | `writable-outside-plugin` | warning | a writable path outside `/var/lib/stockade/plugins/<name>` |
@@ -311,6 +312,18 @@ fn lint_one(
             "pids-unlimited",
             Severity::Error,
             "no process limit: a fork bomb reaches the host's limits".into(),
+        );
+    }
+    // CPU time is taken back the moment the plugin stops, and the scheduler still shares the
+    // CPUs between cgroups, so no quota cannot take the host down as no memory or process limit
+    // can: a warning, not an error. But an agent's other plugins and the host's services then
+    // compete with a plugin that may keep every CPU busy.
+    if r.sandbox.resources.cpu_max == crate::sandbox::CpuQuota::Unlimited {
+        push(
+            "resources.cpu_max",
+            "cpu-unlimited",
+            Severity::Warning,
+            "no CPU quota: one plugin can keep every CPU of the host busy".into(),
         );
     }
     // The rlimits read as bounds too, but none of them is the one that keeps the host whole

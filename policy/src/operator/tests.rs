@@ -691,3 +691,27 @@ fn lint_reports_a_plugin_and_signer_pair_invalid_together() {
     );
     m.resolve(Some("other"), Some("ABCDEF0123456789")).unwrap();
 }
+
+/// `cpu_max = "unlimited"` counted only in `policy diff` as a widening; lint said nothing
+/// (helper-94): a warning at its line, under a plugin section too; a quota is none.
+#[test]
+fn lint_warns_of_no_cpu_quota() {
+    use super::lint::Severity;
+    let at = |text: &str| -> Vec<String> {
+        lint_code(text, "cpu-unlimited")
+            .into_iter()
+            .inspect(|f| assert_eq!(f.severity, Severity::Warning, "{f:?}"))
+            .map(|f| f.at.to_string())
+            .collect()
+    };
+    assert_eq!(
+        at("version = 1\n[resources]\ncpu_max = \"unlimited\"\n"),
+        ["p.toml:3"]
+    );
+    assert_eq!(
+        at("version = 1\n[plugin.hello.resources]\ncpu_max = \"unlimited\"\n"),
+        ["p.toml:3"]
+    );
+    assert!(at("version = 1\n[resources]\ncpu_max = \"250%\"\n").is_empty());
+    assert!(at("version = 1\n").is_empty());
+}
