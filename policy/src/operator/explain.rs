@@ -200,12 +200,21 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         );
         if hook == crate::sertone::PRE_REQUEST {
             // Money a control center pays on the plugin's word: shown even when unset.
+            // Ranked, so that `policy diff` and `plugin-widens-signer` call a higher cap or
+            // a destination no longer pinned wider (unranked, they were only "changes"): the
+            // cap by its micro-USDC (unset accepts none above zero, as a cap of 0), the
+            // destination "any" above a pinned one (one pinned address for another is a
+            // change, not a widening).
+            let fee_cap = h
+                .max_fee_usdc
+                .as_deref()
+                .map_or(Some(0), crate::sertone::micro_usdc);
             push(
                 "hook",
                 &format!("{hook} max_fee_usdc"),
                 json!(h.max_fee_usdc.as_deref().unwrap_or("none")),
                 None,
-                None,
+                fee_cap.map(|micro| micro as f64),
                 op.origin(&key("max_fee_usdc")),
                 "no fee above zero is accepted when unset".to_string(),
             );
@@ -214,7 +223,11 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
                 &format!("{hook} fee_destination"),
                 json!(h.fee_destination.as_deref().unwrap_or("any")),
                 None,
-                None,
+                Some(if h.fee_destination.is_some() {
+                    0.0
+                } else {
+                    1.0
+                }),
                 op.origin(&key("fee_destination")),
                 String::new(),
             );
@@ -792,5 +805,55 @@ mod tests {
         assert_eq!(eff("resource", "pids_max"), Some("narrows"));
         assert_eq!(eff("network", "mode"), Some("widens"));
         assert_eq!(eff("resource", "nofile"), None);
+    }
+
+    /// The Sertone fee cap and destination were unranked, so `policy diff` (and lint's
+    /// `plugin-widens-signer`) called a higher cap or an unpinned destination a "change": a
+    /// higher cap (unset is none above zero) and "any" destination widen, the reverse narrows,
+    /// one pinned address for another changes.
+    #[test]
+    fn diff_ranks_the_fee_cap_and_destination() {
+        let hook = crate::sertone::PRE_REQUEST;
+        let fee = |cap: Option<&str>, to: Option<&str>| {
+            let mut t = format!("version = 1\n[hooks.\"{hook}\"]\nfailure = \"closed\"\n");
+            if let Some(c) = cap {
+                t.push_str(&format!("max_fee_usdc = \"{c}\"\n"));
+            }
+            if let Some(a) = to {
+                t.push_str(&format!("fee_destination = \"{a}\"\n"));
+            }
+            ex(&t)
+        };
+        let effect = |a: &Explanation, b: &Explanation, name: &str| {
+            diff(a, b)
+                .into_iter()
+                .find(|c| c.name == format!("{hook} {name}"))
+                .map(|c| c.effect)
+        };
+        let (x, y) = (
+            Some("0x1111111111111111111111111111111111111111"),
+            Some("0x2222222222222222222222222222222222222222"),
+        );
+        let cap = "max_fee_usdc";
+        assert_eq!(
+            effect(&fee(None, x), &fee(Some("0.5"), x), cap),
+            Some("widens")
+        );
+        assert_eq!(
+            effect(&fee(Some("0.5"), x), &fee(Some("2"), x), cap),
+            Some("widens")
+        );
+        assert_eq!(
+            effect(&fee(Some("2"), x), &fee(Some("0.25"), x), cap),
+            Some("narrows")
+        );
+        assert_eq!(
+            effect(&fee(Some("0.5"), x), &fee(None, x), cap),
+            Some("narrows")
+        );
+        let to = "fee_destination";
+        assert_eq!(effect(&fee(None, x), &fee(None, None), to), Some("widens"));
+        assert_eq!(effect(&fee(None, None), &fee(None, x), to), Some("narrows"));
+        assert_eq!(effect(&fee(None, x), &fee(None, y), to), Some("changes"));
     }
 }
