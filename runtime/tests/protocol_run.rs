@@ -42,6 +42,71 @@ fn terminated_with(s: &Session, kind: &str) {
     assert_eq!(st["reason"]["sandbox"]["cleaned_up"], true, "{st}");
 }
 
+/// A layer the policy lets run below full strength is told to the agent in the `ready`
+/// `plugin_state` (`degraded`), not only on stderr for a person: here `bob`'s subordinate ids
+/// reach into the plugins' uid range (/etc/subuid seen through a mount namespace of the run's
+/// own), so `distinct_uid` is only partly enforced, which the policy allows.
+#[test]
+fn a_degradation_the_policy_allows_is_told_to_the_agent() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (uids, gids) = (dir.path().join("subuid"), dir.path().join("subgid"));
+    std::fs::write(&uids, "bob:165536:65536\n").unwrap();
+    std::fs::write(&gids, "").unwrap();
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        if !std::path::Path::new(f).exists() {
+            std::fs::write(f, "").unwrap();
+        }
+    }
+    let (uids, gids) = (uids.to_str().unwrap(), gids.to_str().unwrap());
+    let s = session_under(
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            r#"mount --bind "$1" /etc/subuid && mount --bind "$2" /etc/subgid && shift 2 &&
+               exec "$@""#,
+            "sh",
+            uids,
+            gids,
+        ],
+        ANSWER,
+        Some(
+            "[layers]\nallow_degraded = [\"distinct_uid\", \"landlock_network\", \
+             \"landlock_scope\"]\n",
+        ),
+        &[&invoke(1, None)],
+    );
+    assert_eq!(s.code, 0, "{}", s.stderr);
+    assert_eq!(s.response(1)["result"], json!({"ok": true}));
+    let ready = s
+        .notes("plugin_state")
+        .into_iter()
+        .find(|n| n["params"]["state"] == "ready")
+        .expect("ready")
+        .clone();
+    let degraded = ready["params"]["degraded"].as_array().expect("degraded");
+    assert_eq!(degraded.len(), 1, "{ready}");
+    assert_eq!(degraded[0]["layer"], "distinct_uid");
+    assert_eq!(degraded[0]["status"], "partially_enforced");
+    assert!(
+        degraded[0]["reason"].as_str().unwrap().contains("`bob`"),
+        "{ready}"
+    );
+    // As a person reads it on stderr.
+    assert!(
+        s.stderr
+            .contains("stockade: warning: layer `distinct_uid` is only partly enforced"),
+        "{}",
+        s.stderr
+    );
+}
+
 #[test]
 fn well_behaved_plugin_answers_and_shuts_down() {
     if !require_root() {
@@ -66,6 +131,7 @@ fn well_behaved_plugin_answers_and_shuts_down() {
         ready["params"]["granted"],
         json!(["log", "emit_event", "register_hook"])
     );
+    assert_eq!(ready["params"]["degraded"], json!([]), "full strength");
     let st = s.final_state();
     assert_eq!(st["state"], "exited");
     assert_eq!(st["reason"]["kind"], "shutdown");

@@ -56,6 +56,8 @@ fn load_list_status_fan_out_fail_modes_unload_and_stop() {
     assert_eq!(st["restarts"], 0);
     assert_eq!(st["quarantined"], false);
     assert_eq!(st["in_flight"], 0);
+    // Its sandbox at full strength: no layer degraded (an array, not null: a process exists).
+    assert_eq!(st["degraded"], json!([]), "{st}");
     let pids: Vec<i64> = ["a", "b", "c"]
         .iter()
         .map(|n| {

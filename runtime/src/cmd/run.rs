@@ -371,6 +371,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         kv,
         config,
         health: None,
+        degraded: sb.report().degraded(),
     };
     let idx = sup.add(pcfg, sb, Instant::now()).map_err(loop_err)?;
     let interrupted = serve(

@@ -870,6 +870,7 @@ impl Daemon {
             kv,
             config,
             health,
+            degraded: sb.report().degraded(),
         };
         // The handshake deadline runs from here, when the program exists: not from when the
         // request arrived, before verification, extraction and the sandbox's construction
@@ -1078,6 +1079,7 @@ impl Daemon {
             "quarantined": e.phase == Phase::Quarantined,
             "granted": h.map_or_else(|| e.granted.clone(), |h| h.granted().iter().map(|c| json!(c)).collect()),
             "hooks": e.hooks,
+            "degraded": h.map(|h| h.degraded()),
             "in_flight": h.map_or(0, |h| h.in_flight()),
             "last_exit": e.last_exit,
             "launch_us": e.last_launch_us,

@@ -154,6 +154,9 @@ pub struct PluginConfig {
     pub config: BTreeMap<String, Value>,
     /// Health pings (`serve`; `run` does not ping).
     pub health: Option<Health>,
+    /// The sandbox's layers below full strength ([`crate::sandbox::report::Report::degraded`]),
+    /// told to agents in the `ready` `plugin_state`.
+    pub degraded: Vec<Value>,
 }
 
 /// Health ping timing: a ready plugin gets a `ping` request every `interval`; one not answered
@@ -443,6 +446,11 @@ impl PluginHandle {
         self.calls.len()
     }
 
+    /// The sandbox layers below full strength ([`PluginConfig::degraded`]).
+    pub fn degraded(&self) -> &[Value] {
+        &self.cfg.degraded
+    }
+
     /// Capabilities granted by the handshake.
     pub fn granted(&self) -> &BTreeSet<Capability> {
         &self.granted
@@ -461,6 +469,7 @@ impl PluginHandle {
         if self.state == State::Ready {
             p["granted"] = json!(self.granted);
             p["hooks"] = json!(self.hooks);
+            p["degraded"] = json!(self.cfg.degraded);
         }
         if let Some(r) = reason {
             p["reason"] = r;

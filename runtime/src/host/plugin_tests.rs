@@ -77,6 +77,16 @@ fn setup_hooks(policy: HostPolicy, hooks: &[String]) -> T {
 
 /// [`setup_hooks`] with a manifest requesting `caps`, all within the ceiling.
 fn setup_caps(policy: HostPolicy, hooks: &[String], caps: &[Capability]) -> T {
+    let (cfg, dir) = config_caps(policy, hooks, caps);
+    start(cfg, dir)
+}
+
+/// The configuration [`setup_caps`] starts a handle with (its kv store in the directory).
+fn config_caps(
+    policy: HostPolicy,
+    hooks: &[String],
+    caps: &[Capability],
+) -> (PluginConfig, tempfile::TempDir) {
     let requested: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
     let manifest = json!({"name":"p","version":"1.0.0","author":"a","description":"d",
         "entrypoint":"e","requested_capabilities":requested,
@@ -94,7 +104,13 @@ fn setup_caps(policy: HostPolicy, hooks: &[String], caps: &[Capability]) -> T {
         kv,
         config: BTreeMap::new(),
         health: None,
+        degraded: Vec::new(),
     };
+    (cfg, dir)
+}
+
+/// A handle of `cfg` on a fake process, as the supervisor starts it.
+fn start(cfg: PluginConfig, dir: tempfile::TempDir) -> T {
     let fake = Fake::default();
     let (killed, lingers, stuck) = (
         fake.killed.clone(),
@@ -345,6 +361,42 @@ fn undeclared_hook_registration_terminates() {
     assert_eq!(t.h.state(), State::Ready);
     t.feed(r#"{"jsonrpc":"2.0","id":2,"method":"register_hook","params":{"hook":"on:nope"}}"#);
     assert_eq!(t.h.state(), State::Terminated);
+}
+
+/// An agent learns from the `ready` `plugin_state` which sandbox layers run below full
+/// strength (what the policy allowed to degrade), as a person reads them on stderr: before,
+/// only stderr and the audit log said so, and a program had to parse text for it. At full
+/// strength the list is there and empty.
+#[test]
+fn the_ready_state_tells_the_agent_what_runs_degraded() {
+    let ready = |t: &mut T| -> Value {
+        t.handshake();
+        t.agent()
+            .into_iter()
+            .find(|m| m["method"] == "plugin_state" && m["params"]["state"] == "ready")
+            .expect("ready")["params"]
+            .clone()
+    };
+    let mut full = setup(HostPolicy::default());
+    assert_eq!(ready(&mut full)["degraded"], json!([]));
+    let hooks = ["on:h".to_string()];
+    let (mut cfg, dir) = config_caps(
+        HostPolicy::default(),
+        &hooks,
+        &[Capability::Log, Capability::RegisterHook],
+    );
+    let layer = json!({"layer": "distinct_uid", "status": "partially_enforced",
+                       "reason": "`bob` holds ids in the range"});
+    cfg.degraded = vec![layer.clone()];
+    let mut t = start(cfg, dir);
+    let starting = t.agent();
+    assert!(
+        starting
+            .iter()
+            .all(|m| m["params"].get("degraded").is_none()),
+        "only the ready state carries it: {starting:?}"
+    );
+    assert_eq!(ready(&mut t)["degraded"], json!([layer]));
 }
 
 #[test]

@@ -64,6 +64,7 @@ fn add_to(sup: &mut Supervisor, now: Instant, policy: HostPolicy) -> T {
             interval: Duration::from_millis(1000),
             timeout: Duration::from_millis(1500),
         }),
+        degraded: Vec::new(),
     };
     let (in_r, in_w) = nix::unistd::pipe().unwrap();
     let (out_r, out_w) = nix::unistd::pipe().unwrap();

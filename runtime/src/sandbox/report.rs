@@ -155,6 +155,26 @@ pub struct Report {
 }
 
 impl Report {
+    /// Each layer below full strength, for an agent: `{"layer", "status", "reason"?,
+    /// "not_applied"?}` (the `plugin_state` notification's `degraded` when ready), so a program
+    /// that launched the plugin can tell what it runs without, as a person reads it in
+    /// [`Self::degradations`], without parsing stderr or the audit log. Empty at full strength.
+    pub fn degraded(&self) -> Vec<serde_json::Value> {
+        self.layers
+            .iter()
+            .filter(|l| l.status != LayerStatus::FullyEnforced)
+            .map(|l| {
+                let mut d = serde_json::json!({"layer": l.layer, "status": l.status});
+                for key in ["reason", "not_applied"] {
+                    if let Some(v) = l.details.get(key) {
+                        d[key] = v.clone();
+                    }
+                }
+                d
+            })
+            .collect()
+    }
+
     /// One sentence per layer below full strength, for a person: `stockade exec` and `run` print
     /// them on stderr, `serve` on its log, so a degradation the policy allowed is never visible
     /// only to whoever parses the JSON report or the audit log.

@@ -109,6 +109,37 @@ pub fn session_signed(
     extra: &[&str],
     input: &[&str],
 ) -> Session {
+    let args = pack_session(fx, key, manifest, (devcert, intcert), script, policy, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_stockade(fx.dir(), &args, input)
+}
+
+/// [`session`], with `stockade` started by `wrapper` (a program and its arguments, which then
+/// run stockade's path and arguments): e.g. in a mount namespace of its own.
+pub fn session_under(
+    wrapper: &[&str],
+    script: &str,
+    policy: Option<&str>,
+    input: &[&str],
+) -> Session {
+    let fx = Fixture::new();
+    let certs = ("dev.cert", "int/ca.cert");
+    let args = pack_session(&fx, "dev.key", MANIFEST, certs, script, policy, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_stockade_under(fx.dir(), wrapper, &args, input)
+}
+
+/// Pack `script` as [`session_signed`] does and return the `run` arguments for it.
+#[allow(clippy::too_many_arguments)]
+fn pack_session(
+    fx: &Fixture,
+    key: &str,
+    manifest: &str,
+    (devcert, intcert): (&str, &str),
+    script: &str,
+    policy: Option<&str>,
+    extra: &[&str],
+) -> Vec<String> {
     let d = fx.dir();
     let _ = std::fs::remove_dir_all(d.join("plugin"));
     std::fs::create_dir(d.join("plugin")).unwrap();
@@ -146,13 +177,32 @@ pub fn session_signed(
         args.extend_from_slice(&["--policy", "policy.toml"]);
     }
     args.extend_from_slice(extra);
-    run_stockade(d, &args, input)
+    args.into_iter().map(String::from).collect()
 }
 
 /// Run `stockade ARGS` in `dir` with NDJSON `input`, killing it (and failing) after 60 s.
 pub fn run_stockade(dir: &std::path::Path, args: &[&str], input: &[&str]) -> Session {
+    run_stockade_under(dir, &[], args, input)
+}
+
+/// [`run_stockade`], started by `wrapper` (empty: directly).
+pub fn run_stockade_under(
+    dir: &std::path::Path,
+    wrapper: &[&str],
+    args: &[&str],
+    input: &[&str],
+) -> Session {
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
+    let bin = env!("CARGO_BIN_EXE_stockade");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let mut child = cmd
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::piped())
