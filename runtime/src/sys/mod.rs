@@ -504,6 +504,12 @@ pub fn kill_self() -> io::Result<()> {
     nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGKILL).map_err(io_err)
 }
 
+/// Stop this process (SIGSTOP) until someone sends SIGCONT: for test hooks that hold a
+/// command at a chosen point while the test acts (the store's lookup race).
+pub fn stop_self() -> io::Result<()> {
+    nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGSTOP).map_err(io_err)
+}
+
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err)
