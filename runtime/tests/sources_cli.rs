@@ -2407,3 +2407,28 @@ fn a_refresh_that_reads_no_sources_while_the_default_has_some_says_so() {
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+/// A refresh killed while it writes the index cache or `sources-seen.json` leaves the atomic
+/// write's `.stockade-tmp-…` file; nothing removed it, so every such kill left one for good in
+/// `indexes/` (or the state directory). The next refresh (here `update`'s) removes a stale one.
+#[test]
+fn a_refresh_sweeps_what_a_killed_one_left_half_written() {
+    let (fx, _repo) = hello_installed();
+    let left = [
+        fx.path("state/indexes/.stockade-tmp-killed"),
+        fx.path("state/.stockade-tmp-killed"),
+    ];
+    for p in &left {
+        std::fs::write(p, b"{\"format\": 1, \"na").unwrap();
+        std::fs::File::open(p)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(600))
+            .unwrap();
+    }
+    let mut args = vec!["--json", "source", "refresh"];
+    args.extend(["--state-dir", "state"]);
+    expect(&fx.run(&args), 0, "");
+    for p in &left {
+        assert!(!p.exists(), "{}", p.display());
+    }
+}

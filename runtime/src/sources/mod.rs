@@ -1542,6 +1542,11 @@ fn remember(
     crate::state::ensure_dir(state_dir)?;
     // Errors name `<state>/indexes/…`, not the descriptor's `/proc/self/fd/N/…`.
     let held = HeldDir::open_shared(state_dir, INDEX_CACHE_DIR, Some(0o700))?;
+    // What a killed refresh left half-written here and beside `sources-seen.json`: nothing
+    // else removes it (crate::fileio::sweep_reserved takes only this uid's stale, unlocked
+    // ones).
+    crate::fileio::sweep_reserved(&held.path());
+    crate::fileio::sweep_reserved(state_dir);
     for (file, bytes) in [
         (format!("{name}.json"), &c.bytes),
         (format!("{name}.json.minisig"), &c.sig_bytes),

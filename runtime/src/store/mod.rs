@@ -641,6 +641,11 @@ impl Store {
         // directories the store makes its own in.
         crate::fileio::sweep_made_dirs_at(state_dir);
         held.sweep_made_dirs();
+        // And the temporary files of an atomic write a kill cut short (`fileio::reserve`):
+        // the registry's here, the state directory's (the revocation memory, the sources'
+        // files). Nothing else removed them: each kill left one for good.
+        crate::fileio::sweep_reserved(&held.path());
+        crate::fileio::sweep_reserved(state_dir);
         let plugins = Arc::new(held.open_child("plugins", Some(0o755))?);
         let staging = Arc::new(held.open_child("staging", Some(0o700))?);
         let registry = held.join("registry.json");
@@ -1249,6 +1254,29 @@ mod tests {
             File::open(p)
                 .unwrap()
                 .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(2))
+                .unwrap();
+        }
+        drop(Store::open(d.path(), true).unwrap());
+        for p in &left {
+            assert!(!p.exists(), "{}", p.display());
+        }
+    }
+
+    /// A kill inside an atomic write (the registry's, in the store; the revocation memory's or
+    /// a source file's, in the state directory) leaves its `.stockade-tmp-…` file: the store's
+    /// start removes a stale one, as it does a staging directory. Nothing did: each such kill
+    /// left one for good.
+    #[test]
+    fn the_start_sweeps_files_a_killed_atomic_write_left() {
+        let d = tempfile::tempdir().unwrap();
+        drop(Store::open(d.path(), true).unwrap());
+        let name = format!("{}killed", crate::fileio::RESERVED_PREFIX);
+        let left = [d.path().join(&name), d.path().join("store").join(&name)];
+        for p in &left {
+            std::fs::write(p, b"{\"schema\": \"stockade-st").unwrap();
+            File::open(p)
+                .unwrap()
+                .set_modified(std::time::SystemTime::now() - 2 * crate::fileio::LEFTOVER_AGE)
                 .unwrap();
         }
         drop(Store::open(d.path(), true).unwrap());
