@@ -1059,11 +1059,16 @@ pub fn resolve_package(state_dir: &Path, arg: &Path) -> Result<PathBuf, StoreErr
 /// cannot be read: a corrupt store is not an empty one. Only a path: a caller that opens it
 /// while an upgrade or removal may commit uses [`with_installed`].
 pub fn installed_package(state_dir: &Path, name: &str) -> Result<Option<PathBuf>, StoreError> {
-    let registry = read_registry(state_dir)?;
-    Ok(registry
-        .plugins
-        .get(name)
-        .map(|p| object_dir_in(&state_dir.join(STORE_DIR), p).join(PACKAGE_FILE)))
+    Ok(lookup(state_dir, name)?
+        .map(|p| object_dir_in(&state_dir.join(STORE_DIR), &p).join(PACKAGE_FILE)))
+}
+
+/// The registry's entry for `name`, read without the lock (a name's lookup never waits for an
+/// install), if there is one.
+fn lookup(state_dir: &Path, name: &str) -> Result<Option<Installed>, StoreError> {
+    let entry = read_registry(state_dir)?.plugins.remove(name);
+    stop_after_lookup();
+    Ok(entry)
 }
 
 /// The package path [`with_package`] or [`with_installed`] used, and what the caller's use of
@@ -1113,17 +1118,16 @@ pub fn with_installed<T, E>(
     gone: impl Fn(&E) -> bool,
 ) -> Result<Option<Used<T, E>>, StoreError> {
     let root = state_dir.join(STORE_DIR);
-    let Some(mut entry) = read_registry(state_dir)?.plugins.remove(name) else {
+    let Some(mut entry) = lookup(state_dir, name)? else {
         return Ok(None);
     };
     for _ in 0..SETTLE_ROUNDS {
-        stop_after_lookup();
         let path = object_dir_in(&root, &entry).join(PACKAGE_FILE);
         let r = use_it(&path);
         if !matches!(&r, Err(e) if gone(e)) {
             return Ok(Some((path, r)));
         }
-        match read_registry(state_dir)?.plugins.remove(name) {
+        match lookup(state_dir, name)? {
             None => return Ok(None),
             Some(now) if now == entry => return Ok(Some((path, r))),
             Some(now) => entry = now,
@@ -1133,8 +1137,8 @@ pub fn with_installed<T, E>(
 }
 
 /// Test hook for the lookup race: with `STOCKADE_TEST_STOP_AFTER_LOOKUP=1` in a debug build,
-/// [`with_installed`] stops the process (SIGSTOP) once, after its first registry read and
-/// before the package is opened, so a test can commit an upgrade or removal right there and
+/// the first [`lookup`] of a name stops the process (SIGSTOP) once, after the registry is read
+/// and before the package it names is opened, so a test can commit an upgrade or removal right there and
 /// let it go on (SIGCONT). Release builds compile it to nothing.
 fn stop_after_lookup() {
     if !cfg!(debug_assertions) {
