@@ -902,7 +902,7 @@ fn a_result_too_deep_for_the_aggregate_is_that_plugins_violation() {
 /// `plugin_load NAME` reads the registry, then opens the stored package at the path it names;
 /// an upgrade that committed in between had removed that directory, and the load failed
 /// (`load_failed`, kind `input`: "cannot read …/plugins/stored-0.1.0-…/package.stockade"). The
-/// daemon held right there (SIGSTOP, the debug build's `STOCKADE_TEST_STOP_AFTER_LOOKUP`) while
+/// daemon held right there (SIGSTOP, the debug build's `STOCKADE_TEST_STOP_AT=lookup`) while
 /// the upgrade commits: it loads the version installed now.
 #[test]
 fn plugin_load_of_a_name_beside_an_upgrade_loads_the_version_installed_now() {
@@ -926,7 +926,7 @@ fn plugin_load_of_a_name_beside_an_upgrade_loads_the_version_installed_now() {
         &fx,
         "",
         Some(POLICY),
-        &[("STOCKADE_TEST_STOP_AFTER_LOOKUP", "1")],
+        &[("STOCKADE_TEST_STOP_AT", "lookup")],
     );
     let mut c = s.client();
     c.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "plugin_load",

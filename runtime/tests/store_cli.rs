@@ -1186,7 +1186,7 @@ fn pack_hello_version(fx: &Fixture, version: &str) -> String {
     out
 }
 
-/// `run hello` held (SIGSTOP, the debug build's `STOCKADE_TEST_STOP_AFTER_LOOKUP`) right after
+/// `run hello` held (SIGSTOP, the debug build's `STOCKADE_TEST_STOP_AT=lookup`) right after
 /// it read the registry and before it opened the stored package.
 fn run_held_after_lookup(fx: &Fixture) -> std::process::Child {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -1195,7 +1195,7 @@ fn run_held_after_lookup(fx: &Fixture) -> std::process::Child {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
         .args(&args)
         .current_dir(fx.dir())
-        .env("STOCKADE_TEST_STOP_AFTER_LOOKUP", "1")
+        .env("STOCKADE_TEST_STOP_AT", "lookup")
         .env_remove("STOCKADE_TRUST_DIR")
         .env_remove("STOCKADE_STATE_DIR")
         .stdin(std::process::Stdio::null())

@@ -1067,7 +1067,7 @@ pub fn installed_package(state_dir: &Path, name: &str) -> Result<Option<PathBuf>
 /// install), if there is one.
 fn lookup(state_dir: &Path, name: &str) -> Result<Option<Installed>, StoreError> {
     let entry = read_registry(state_dir)?.plugins.remove(name);
-    stop_after_lookup();
+    sys::stop_at("lookup");
     Ok(entry)
 }
 
@@ -1134,23 +1134,6 @@ pub fn with_installed<T, E>(
         }
     }
     Err(StoreError::Busy(name.to_string()))
-}
-
-/// Test hook for the lookup race: with `STOCKADE_TEST_STOP_AFTER_LOOKUP=1` in a debug build,
-/// the first [`lookup`] of a name stops the process (SIGSTOP) once, after the registry is read
-/// and before the package it names is opened, so a test can commit an upgrade or removal right there and
-/// let it go on (SIGCONT). Release builds compile it to nothing.
-fn stop_after_lookup() {
-    if !cfg!(debug_assertions) {
-        return;
-    }
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static DONE: AtomicBool = AtomicBool::new(false);
-    if std::env::var_os("STOCKADE_TEST_STOP_AFTER_LOOKUP").is_some_and(|v| v == "1")
-        && !DONE.swap(true, Ordering::SeqCst)
-    {
-        let _ = sys::stop_self();
-    }
 }
 
 /// The frozen-license rule for starting a plugin (seed 000: installs are blocked while the
