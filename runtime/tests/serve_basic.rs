@@ -906,7 +906,6 @@ fn a_result_too_deep_for_the_aggregate_is_that_plugins_violation() {
 /// the upgrade commits: it loads the version installed now.
 #[test]
 fn plugin_load_of_a_name_beside_an_upgrade_loads_the_version_installed_now() {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     if !require_root() {
         return;
     }
@@ -931,15 +930,9 @@ fn plugin_load_of_a_name_beside_an_upgrade_loads_the_version_installed_now() {
     let mut c = s.client();
     c.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "plugin_load",
                    "params": {"package": "stored"}}));
-    // Waits for the daemon's stop at its lookup (or its end, which fails the test).
-    let pid = nix::unistd::Pid::from_raw(s.pid());
-    let st = waitpid(pid, Some(WaitPidFlag::WUNTRACED)).unwrap();
-    assert!(
-        matches!(st, WaitStatus::Stopped(_, _)),
-        "the daemon did not stop after its lookup: {st:?}"
-    );
+    wait_stopped(s.child.id(), "lookup");
     install(&fx, new.to_str().unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    go_on(s.child.id());
     let r = loop {
         let m = c.recv().expect("the daemon answers");
         if m["id"] == 1 {

@@ -2441,7 +2441,6 @@ fn a_refresh_sweeps_what_a_killed_one_left_half_written() {
 /// the pair is fetched again and the update goes through.
 #[test]
 fn an_index_republished_between_its_two_fetches_is_fetched_again_not_refused() {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let (fx, mut repo) = hello_installed();
     let pkg = hello(&fx, "0.2.0");
     repo.publish(&fx, &pkg, "hello", "0.2.0", "dev");
@@ -2449,38 +2448,12 @@ fn an_index_republished_between_its_two_fetches_is_fetched_again_not_refused() {
     repo.write(&fx, "op");
     let mut args = vec!["--json", "update"];
     args.extend_from_slice(&STORE_FLAGS);
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args(&args)
-        .current_dir(fx.dir())
-        .env("STOCKADE_TEST_STOP_AT", "index-signature")
-        .env_remove("STOCKADE_TRUST_DIR")
-        .env_remove("STOCKADE_STATE_DIR")
-        .env_remove("STOCKADE_SOURCES_DIR")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    // Waits for the stop (or the end, which fails the test): no timing involved.
-    let st = waitpid(pid, Some(WaitPidFlag::WUNTRACED)).unwrap();
-    assert!(
-        matches!(st, WaitStatus::Stopped(_, _)),
-        "the update did not stop between its fetches: {st:?}"
-    );
+    let held = stockade_stopped_at(fx.dir(), &args, "index-signature");
     // Published meanwhile: a new index version, signed anew.
     repo.version = 3;
     repo.write(&fx, "op");
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(v["updated"][0]["version"], "0.2.0", "{v}");
+    let r = resume(held);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["updated"][0]["version"], "0.2.0", "{}", r.stdout);
     assert_eq!(fx.installed()["hello"]["version"], "0.2.0");
 }

@@ -1186,42 +1186,11 @@ fn pack_hello_version(fx: &Fixture, version: &str) -> String {
     out
 }
 
-/// `run hello` held (SIGSTOP, the debug build's `STOCKADE_TEST_STOP_AT=lookup`) right after
-/// it read the registry and before it opened the stored package.
+/// `run hello` held right after it read the registry and before it opened the stored package.
 fn run_held_after_lookup(fx: &Fixture) -> std::process::Child {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let mut args = vec!["--json", "run", "hello"];
     args.extend_from_slice(&STORE_FLAGS);
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args(&args)
-        .current_dir(fx.dir())
-        .env("STOCKADE_TEST_STOP_AT", "lookup")
-        .env_remove("STOCKADE_TRUST_DIR")
-        .env_remove("STOCKADE_STATE_DIR")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    // Waits for the stop (or the end, which fails the test): no timing involved.
-    let st = waitpid(pid, Some(WaitPidFlag::WUNTRACED)).unwrap();
-    assert!(
-        matches!(st, WaitStatus::Stopped(_, _)),
-        "the run did not stop after its lookup: {st:?}"
-    );
-    child
-}
-
-fn go_on(child: std::process::Child) -> Run {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    stockade_stopped_at(fx.dir(), &args, "lookup")
 }
 
 /// `run NAME` reads the registry, then opens the stored package at the path it names; an
@@ -1241,11 +1210,11 @@ fn a_run_by_name_beside_an_upgrade_or_removal_takes_the_store_as_it_is_now() {
 
     let held = run_held_after_lookup(&fx);
     expect(&fx.store_install(&[&new], &[]), 0, "");
-    let r = go_on(held);
+    let r = resume(held);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("hello 0.2.0 is ready"), "{}", r.stdout);
 
     let held = run_held_after_lookup(&fx);
     expect(&remove(&fx, "hello", &[]), 0, "");
-    expect(&go_on(held), 104, "store.not_installed");
+    expect(&resume(held), 104, "store.not_installed");
 }

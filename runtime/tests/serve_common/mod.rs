@@ -7,7 +7,7 @@
 mod common;
 
 #[allow(unused_imports)] // used by some of the serve_* test crates only
-pub use common::{hello_manifest, hello_parts, raw_tar_gz, require};
+pub use common::{go_on, hello_manifest, hello_parts, raw_tar_gz, require, wait_stopped};
 pub use common::{require_root, Fixture};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
