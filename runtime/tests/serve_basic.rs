@@ -900,3 +900,49 @@ fn a_result_too_deep_for_the_aggregate_is_that_plugins_violation() {
     assert_eq!(st["reason"]["kind"], "too_deep", "{st}");
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
+
+/// `plugin_load NAME` reads the registry, then opens the stored package at the path it names;
+/// an upgrade that committed in between had removed that directory, and the load failed
+/// (`load_failed`, kind `input`: "cannot read …/plugins/stored-0.1.0-…/package.stockade"). The
+/// daemon held right there (SIGSTOP, the debug build's `STOCKADE_TEST_STOP_AT=lookup`) while
+/// the upgrade commits: it loads the version installed now.
+#[test]
+fn plugin_load_of_a_name_beside_an_upgrade_loads_the_version_installed_now() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let old = pack_worker(&fx, "stored", &["on:open"]);
+    let v1 = fx.dir().join("stored-0.1.0.stockade");
+    std::fs::rename(&old, &v1).unwrap();
+    let new = pack_script_with(
+        &fx,
+        "stored",
+        &["on:open"],
+        &WORKER.replace(r#""version":"0.1.0""#, r#""version":"0.2.0""#),
+        json!({"version": "0.2.0"}),
+    );
+    install(&fx, v1.to_str().unwrap());
+    let mut s = Serve::start_env(
+        &fx,
+        "",
+        Some(POLICY),
+        &[("STOCKADE_TEST_STOP_AT", "lookup")],
+    );
+    let mut c = s.client();
+    c.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "plugin_load",
+                   "params": {"package": "stored"}}));
+    wait_stopped(s.child.id(), "lookup");
+    install(&fx, new.to_str().unwrap());
+    go_on(s.child.id());
+    let r = loop {
+        let m = c.recv().expect("the daemon answers");
+        if m["id"] == 1 {
+            break m;
+        }
+    };
+    assert_eq!(r["result"]["state"], "ready", "{r}\n{}", s.log());
+    let st = c.ok("plugin_status", json!({"name": "stored"}));
+    assert_eq!(st["version"], "0.2.0", "{st}");
+    assert_eq!(s.stop(), 0);
+}

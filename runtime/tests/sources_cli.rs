@@ -2407,3 +2407,53 @@ fn a_refresh_that_reads_no_sources_while_the_default_has_some_says_so() {
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+/// A refresh killed while it writes the index cache or `sources-seen.json` leaves the atomic
+/// write's `.stockade-tmp-…` file; nothing removed it, so every such kill left one for good in
+/// `indexes/` (or the state directory). The next refresh (here `update`'s) removes a stale one.
+#[test]
+fn a_refresh_sweeps_what_a_killed_one_left_half_written() {
+    let (fx, _repo) = hello_installed();
+    let left = [
+        fx.path("state/indexes/.stockade-tmp-killed"),
+        fx.path("state/.stockade-tmp-killed"),
+    ];
+    for p in &left {
+        std::fs::write(p, b"{\"format\": 1, \"na").unwrap();
+        std::fs::File::open(p)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(600))
+            .unwrap();
+    }
+    let mut args = vec!["--json", "source", "refresh"];
+    args.extend(["--state-dir", "state"]);
+    expect(&fx.run(&args), 0, "");
+    for p in &left {
+        assert!(!p.exists(), "{}", p.display());
+    }
+}
+
+/// An index and its signature are two fetches; a publisher that replaced both in between (a
+/// new version published while `update` read them) gave a pair that does not match, and the
+/// update was refused with 91 "not signed by its pinned operator key" — a false tamper report
+/// about an index the operator did sign. Held between the two fetches (SIGSTOP, the debug
+/// build's `STOCKADE_TEST_STOP_AT=index-signature`) while the source publishes a new version:
+/// the pair is fetched again and the update goes through.
+#[test]
+fn an_index_republished_between_its_two_fetches_is_fetched_again_not_refused() {
+    let (fx, mut repo) = hello_installed();
+    let pkg = hello(&fx, "0.2.0");
+    repo.publish(&fx, &pkg, "hello", "0.2.0", "dev");
+    repo.version = 2;
+    repo.write(&fx, "op");
+    let mut args = vec!["--json", "update"];
+    args.extend_from_slice(&STORE_FLAGS);
+    let held = stockade_stopped_at(fx.dir(), &args, "index-signature");
+    // Published meanwhile: a new index version, signed anew.
+    repo.version = 3;
+    repo.write(&fx, "op");
+    let r = resume(held);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["updated"][0]["version"], "0.2.0", "{}", r.stdout);
+    assert_eq!(fx.installed()["hello"]["version"], "0.2.0");
+}

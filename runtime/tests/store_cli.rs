@@ -1160,3 +1160,61 @@ fn a_tampered_plugin_is_reported_while_root_changes_another() {
         );
     });
 }
+
+/// `hello` VERSION, runnable (its handshake says that version) and saying so when ready
+/// (`hello VERSION is ready`), packed into `hello-VERSION.stockade`.
+fn pack_hello_version(fx: &Fixture, version: &str) -> String {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello");
+    let dir = fx.path(&format!("hello-{version}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut m: Value =
+        serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
+    m["version"] = version.into();
+    std::fs::write(dir.join("manifest.json"), m.to_string()).unwrap();
+    let entry = std::fs::read_to_string(src.join("entrypoint"))
+        .unwrap()
+        .replace(r#""version":"0.1.0""#, &format!(r#""version":"{version}""#))
+        .replace("hello is ready", &format!("hello {version} is ready"));
+    std::fs::write(dir.join("entrypoint"), entry).unwrap();
+    std::fs::set_permissions(
+        dir.join("entrypoint"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = format!("hello-{version}.stockade");
+    expect(&fx.pack_dir(dir.to_str().unwrap(), &out), 0, "");
+    out
+}
+
+/// `run hello` held right after it read the registry and before it opened the stored package.
+fn run_held_after_lookup(fx: &Fixture) -> std::process::Child {
+    let mut args = vec!["--json", "run", "hello"];
+    args.extend_from_slice(&STORE_FLAGS);
+    stockade_stopped_at(fx.dir(), &args, "lookup")
+}
+
+/// `run NAME` reads the registry, then opens the stored package at the path it names; an
+/// upgrade or removal that committed in between had removed that directory, and the run failed
+/// with 66 `input`, "cannot read …/plugins/hello-0.1.0-…/package.stockade" — a path the agent
+/// never gave, telling it its input was wrong. Held right there while the store changes: after
+/// an upgrade it runs the version installed now; after a removal it answers 104, as a run after
+/// the removal does.
+#[test]
+fn a_run_by_name_beside_an_upgrade_or_removal_takes_the_store_as_it_is_now() {
+    let fx = setup();
+    let (old, new) = (
+        pack_hello_version(&fx, "0.1.0"),
+        pack_hello_version(&fx, "0.2.0"),
+    );
+    expect(&fx.store_install(&[&old], &[]), 0, "");
+
+    let held = run_held_after_lookup(&fx);
+    expect(&fx.store_install(&[&new], &[]), 0, "");
+    let r = resume(held);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("hello 0.2.0 is ready"), "{}", r.stdout);
+
+    let held = run_held_after_lookup(&fx);
+    expect(&remove(&fx, "hello", &[]), 0, "");
+    expect(&resume(held), 104, "store.not_installed");
+}

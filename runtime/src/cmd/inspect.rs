@@ -5,7 +5,7 @@
 use crate::cli::InspectArgs;
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::fileio::read_capped;
+use crate::fileio::{read_capped, FileError};
 use crate::output::{term, term_text, Output};
 use crate::package::container::{self, MAX_PACKAGE_BYTES};
 use crate::package::report::CertInfo;
@@ -53,10 +53,16 @@ struct Report {
 /// Run `stockade inspect`.
 pub fn run(a: InspectArgs, out: Output) -> Result<Exit, CmdError> {
     // An installed plugin's name means its stored package, as for `run` and `verify`.
-    let file = crate::store::resolve_package(&a.state_dir, &a.file)
-        .map_err(crate::cmd::store::store_err)?;
-    let bytes = read_capped(&file, MAX_PACKAGE_BYTES)
-        .map_err(|e| VerifyError::into_cmd(VerifyError::Read(e)))?;
+    // As installed when it is read, should an upgrade or removal commit meanwhile
+    // (store::with_package).
+    let (file, bytes) = crate::store::with_package(
+        &a.state_dir,
+        &a.file,
+        |f| read_capped(f, MAX_PACKAGE_BYTES),
+        FileError::is_not_found,
+    )
+    .map_err(crate::cmd::store::store_err)?;
+    let bytes = bytes.map_err(|e| VerifyError::into_cmd(VerifyError::Read(e)))?;
     let c =
         container::parse(&bytes).map_err(|e| VerifyError::into_cmd(VerifyError::Container(e)))?;
     let st = Statement::parse(&c.statement, &runtime_version())

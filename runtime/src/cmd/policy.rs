@@ -226,11 +226,16 @@ pub fn explain(a: PolicyExplainArgs, out: Output) -> Result<Exit, CmdError> {
             let cfg = trust_config_with_policy(&a.trust, &defaults)?;
             let node =
                 NodeIdentity::load(&cfg.state_dir).map_err(crate::node::NodeError::into_cmd)?;
-            // An installed plugin's name means its stored package, as for `run`.
-            let pkg = crate::store::resolve_package(&cfg.state_dir, pkg)
-                .map_err(crate::cmd::store::store_err)?;
-            let vp = open_verified_in(&pkg, &cfg, &node, unix_now(), &std::env::temp_dir())
-                .map_err(crate::package::VerifyError::into_cmd)?;
+            // An installed plugin's name means its stored package, as for `run` (as installed
+            // when it is opened: store::with_package).
+            let (_, vp) = crate::store::with_package(
+                &cfg.state_dir,
+                pkg,
+                |p| open_verified_in(p, &cfg, &node, unix_now(), &std::env::temp_dir()),
+                crate::package::VerifyError::is_not_found,
+            )
+            .map_err(crate::cmd::store::store_err)?;
+            let vp = vp.map_err(crate::package::VerifyError::into_cmd)?;
             let facts = PackageFacts::from_package(vp.view());
             let pp = plugin_policy::for_package(&m, &facts, &a.root.policy_root, unix_now())
                 .map_err(PolicyFilesError::into_cmd)?;

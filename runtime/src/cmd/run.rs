@@ -175,11 +175,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     let cfg = trust_config_with_policy(&a.trust, &defaults)?;
     let node = NodeIdentity::load(&cfg.state_dir).map_err(crate::node::NodeError::into_cmd)?;
     let log = AuditLog::from_policy(&defaults.audit);
-    // An installed plugin's name runs its stored package (verified again, like any file); a
-    // name looked up in a corrupt registry is refused as such (106).
-    let package = crate::store::resolve_package(&cfg.state_dir, &a.package)
-        .map_err(crate::cmd::store::store_err)?;
-    let refused = |e: VerifyError| -> CmdError {
+    let refused = |package: &std::path::Path, e: VerifyError| -> CmdError {
         let mut rec = Record::new(Event::Verification, "refused");
         rec.detail = json!({"file": package.display().to_string(), "kind": e.kind(), "error": e.to_string()});
         match audit::append_or_fail(&log, rec) {
@@ -202,15 +198,26 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         .explicit(
             defaults.trust.keep_trees.is_some() || defaults.trust.keep_trees_max_mib.is_some(),
         );
-    let checked = check_in(
-        &package,
-        &cfg,
-        &node,
-        unix_now(),
-        &std::env::temp_dir(),
-        Some(&trees),
+    // An installed plugin's name runs its stored package (verified again, like any file) — as
+    // installed when it is opened, should an upgrade or removal commit once it was looked up
+    // (store::with_package); a name looked up in a corrupt registry is refused as such (106).
+    let (package, checked) = crate::store::with_package(
+        &cfg.state_dir,
+        &a.package,
+        |p| {
+            check_in(
+                p,
+                &cfg,
+                &node,
+                unix_now(),
+                &std::env::temp_dir(),
+                Some(&trees),
+            )
+        },
+        VerifyError::is_not_found,
     )
-    .map_err(refused)?;
+    .map_err(crate::cmd::store::store_err)?;
+    let checked = checked.map_err(|e| refused(&package, e))?;
     let name = checked.view().manifest.name().to_string();
     // A frozen license admits nothing new (seed 000): only the installed package itself starts.
     let report = checked.view().report;
@@ -237,7 +244,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         unix_now(),
     ) {
         Ok(d) => d,
-        Err(e) => return Err(checked.extract().err().map_or(e, refused)),
+        Err(e) => return Err(checked.extract().err().map_or(e, |v| refused(&package, v))),
     };
     let sandbox_policy = lp.sandbox;
     let host_policy = lp.host;
@@ -263,7 +270,8 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         .map_err(loop_err)?;
 
     // Step 8 and the sandbox's build side by side; nothing of the plugin runs before both.
-    let (pkg, prepared) = extract_beside_build(checked, &sandbox_policy).map_err(refused)?;
+    let (pkg, prepared) =
+        extract_beside_build(checked, &sandbox_policy).map_err(|e| refused(&package, e))?;
     // The plugin's own uid must be able to read what is verified (files get fixed 0644/0755
     // modes from extraction; only the private directory itself is made 0700). Before the
     // sandbox goes: the init bound the directory as its owner, the plugin reads it only after.

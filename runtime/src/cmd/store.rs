@@ -40,6 +40,8 @@ pub(crate) fn store_err(e: StoreError) -> CmdError {
     match e {
         StoreError::Locked(_) => CmdError::new(Exit::StoreLocked, "store.locked", e)
             .hint("another install or removal is running; retry, or drop --no-wait to queue"),
+        StoreError::Busy(_) => CmdError::new(Exit::StoreLocked, "store.locked", e)
+            .hint("installs or removals of it are running; retry once they are done"),
         StoreError::Corrupt { .. }
         | StoreError::NotARegistry { .. }
         | StoreError::Schema { .. }

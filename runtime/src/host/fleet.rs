@@ -257,6 +257,20 @@ impl TrustRefusal {
 /// (docs/protocol.md §2): filled in from the table where the refusal did not say it (the
 /// dependency refusals, the key/value store), so an agent can branch on either as it would on
 /// the CLI's.
+/// Why [`Daemon::try_verify_for_load`] loaded nothing.
+enum LoadFailure {
+    /// No package file at the path (not audited yet: the store may name another now).
+    Gone(VerifyError),
+    /// Refused, audited, answered.
+    Refused(RpcError),
+}
+
+impl LoadFailure {
+    fn is_gone(&self) -> bool {
+        matches!(self, LoadFailure::Gone(_))
+    }
+}
+
 fn load_failed(msg: impl Into<String>, mut data: Value) -> RpcError {
     if let Some(kind) = data.get("kind").and_then(Value::as_str) {
         let exit = crate::kinds::exit_of(kind).map(crate::exit::Exit::code);
@@ -371,10 +385,17 @@ impl Daemon {
         let state_dir = self.cfg.trust.state_dir.clone();
         let mut set: Vec<(String, std::path::PathBuf, VerifiedPackage)> = Vec::new();
         for e in entries {
-            let path = crate::store::resolve_package(&state_dir, Path::new(e))
-                .map_err(|err| (e.clone(), self.store_unreadable(Path::new(e), err)))?;
+            // An installed plugin's name loads its package as installed when it is opened,
+            // should an upgrade or removal commit once it was looked up (store::with_package).
+            let (path, pkg) = crate::store::with_package(
+                &state_dir,
+                Path::new(e),
+                |p| self.try_verify_for_load(p),
+                LoadFailure::is_gone,
+            )
+            .map_err(|err| (e.clone(), self.store_unreadable(Path::new(e), err)))?;
             let pkg = self
-                .verify_for_load(&path)
+                .loaded_or_refused(&path, pkg)
                 .map_err(|err| (e.clone(), err))?;
             if set
                 .iter()
@@ -406,13 +427,18 @@ impl Daemon {
                 })
                 .map(|d| (p.manifest.name().to_string(), d))
         }) {
-            let installed = crate::store::installed_package(&state_dir, &dep)
-                .map_err(|err| (dep.clone(), self.store_unreadable(Path::new(&dep), err)))?;
-            let Some(path) = installed else {
+            let installed = crate::store::with_installed(
+                &state_dir,
+                &dep,
+                |p| self.try_verify_for_load(p),
+                LoadFailure::is_gone,
+            )
+            .map_err(|err| (dep.clone(), self.store_unreadable(Path::new(&dep), err)))?;
+            let Some((path, pkg)) = installed else {
                 break; // named by the order check below
             };
             let pkg = self
-                .verify_for_load(&path)
+                .loaded_or_refused(&path, pkg)
                 .map_err(|err| (dep.clone(), err))?;
             if pkg.manifest.name() != dep {
                 let msg = format!(
@@ -470,7 +496,26 @@ impl Daemon {
     }
 
     /// Verification of a package to load, audited; a refusal is audited as a denial too.
-    fn verify_for_load(&mut self, path: &Path) -> Result<VerifiedPackage, RpcError> {
+    /// [`Self::try_verify_for_load`]'s outcome for a load: a package found gone is refused as
+    /// any other verification failure (audited, `load_failed` with its kind), once the store
+    /// said it is not being replaced (`store::with_installed`).
+    fn loaded_or_refused(
+        &mut self,
+        path: &Path,
+        r: Result<VerifiedPackage, LoadFailure>,
+    ) -> Result<VerifiedPackage, RpcError> {
+        match r {
+            Ok(pkg) => Ok(pkg),
+            Err(LoadFailure::Refused(err)) => Err(err),
+            Err(LoadFailure::Gone(e)) => Err(self.verification_refused(path, e)),
+        }
+    }
+
+    /// The license and trust configuration read again, then the package at `path` verified for
+    /// a load. A package file that is not there is [`LoadFailure::Gone`], said before anything
+    /// is audited: an installed plugin's may have been replaced by an upgrade since it was
+    /// looked up, and is looked up again ([`crate::store::with_installed`]).
+    fn try_verify_for_load(&mut self, path: &Path) -> Result<VerifiedPackage, LoadFailure> {
         // The license can change while the daemon runs (`stockade node license install`, a
         // freeze): each admission reads it again, for the certificate scopes and the frozen
         // rule alike. One that cannot be read (`node`, 78), or is rolled back (an older one
@@ -486,7 +531,7 @@ impl Daemon {
                     r.kind,
                     &r.message,
                 );
-                return Err(r.load_failed());
+                return Err(LoadFailure::Refused(r.load_failed()));
             }
         };
         // So can the trust directory (a new revocation list, a root added or removed) and, after
@@ -508,7 +553,7 @@ impl Daemon {
                     r.kind,
                     &r.message,
                 );
-                return Err(r.load_failed());
+                return Err(LoadFailure::Refused(r.load_failed()));
             }
         }
         // Extracted under the state directory, locked while loaded: a killed daemon's trees
@@ -523,27 +568,33 @@ impl Daemon {
             &std::env::temp_dir(),
         ) {
             Ok(p) => p,
-            Err(e) => {
-                let (kind, exit, hint) = (e.kind(), e.exit().code(), e.hint());
-                let mut rec = Record::new(Event::Verification, "refused");
-                rec.detail = json!({"file": path.display().to_string(), "kind": kind, "error": e.to_string()});
-                self.audit_or_fail(rec)?;
-                let msg = format!("package `{}` failed verification: {e}", path.display());
-                self.deny_load(
-                    Record::new(Event::Denial, ""),
-                    path,
-                    "verification",
-                    kind,
-                    &msg,
-                );
-                return Err(load_failed(
-                    msg,
-                    json!({"kind": kind, "exit": exit, "hint": hint}),
-                ));
-            }
+            Err(e) if e.is_not_found() => return Err(LoadFailure::Gone(e)),
+            Err(e) => return Err(LoadFailure::Refused(self.verification_refused(path, e))),
         };
-        self.audit_or_fail(audit::for_report(Event::Verification, "ok", &pkg.report))?;
+        self.audit_or_fail(audit::for_report(Event::Verification, "ok", &pkg.report))
+            .map_err(LoadFailure::Refused)?;
         Ok(pkg)
+    }
+
+    /// A package that failed its verification for a load: audited (the verification refused,
+    /// and the load denied) and answered `load_failed` with its kind, exit code and hint.
+    fn verification_refused(&mut self, path: &Path, e: VerifyError) -> RpcError {
+        let (kind, exit, hint) = (e.kind(), e.exit().code(), e.hint());
+        let mut rec = Record::new(Event::Verification, "refused");
+        rec.detail =
+            json!({"file": path.display().to_string(), "kind": kind, "error": e.to_string()});
+        if let Err(err) = self.audit_or_fail(rec) {
+            return err;
+        }
+        let msg = format!("package `{}` failed verification: {e}", path.display());
+        self.deny_load(
+            Record::new(Event::Denial, ""),
+            path,
+            "verification",
+            kind,
+            &msg,
+        );
+        load_failed(msg, json!({"kind": kind, "exit": exit, "hint": hint}))
     }
 
     /// Whether a verified package may be loaded at all: its name is not loaded already and a

@@ -211,6 +211,12 @@ fn extract_message(e: &ExtractError) -> &'static str {
 }
 
 impl VerifyError {
+    /// Whether the package file was not there to read (step 1's open): nothing was checked, so
+    /// looking again elsewhere changes nothing already done (`store::with_installed`).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, VerifyError::Read(e) if e.is_not_found())
+    }
+
     /// The documented exit code.
     pub fn exit(&self) -> Exit {
         match self {

@@ -1439,6 +1439,34 @@ struct CheckedIndex {
     vi: VerifiedIndex,
 }
 
+/// A source's index and its detached signature, fetched one after the other. A publisher that
+/// replaced both between the two fetches (a new version published while an `update` or a
+/// refresh read it) gave a pair that does not match: an index its operator did sign, which was
+/// refused as not signed by the pinned key (91, `index.signature`) — a false tamper report, and
+/// a failed update. So a pair the pinned key does not verify is fetched once more, and the pair
+/// fetched then is the one judged (the first, if that fetch fails). Nothing is trusted more for
+/// it: that pair goes through every check the first would have (signature or rotation proof,
+/// rollback, freeze); only a pair that still fails is refused.
+fn fetch_index(
+    url: &str,
+    sig_url: &str,
+    pinned: &PublicKey,
+) -> Result<(Vec<u8>, Vec<u8>), SourceError> {
+    let fetch_pair = || -> Result<(Vec<u8>, Vec<u8>), SourceError> {
+        let bytes = fetch(url, MAX_INDEX_BYTES as u64)?;
+        crate::sys::stop_at("index-signature");
+        Ok((bytes, fetch(sig_url, MAX_SIG_BYTES)?))
+    };
+    let first = fetch_pair()?;
+    let verifies = |(bytes, sig): &(Vec<u8>, Vec<u8>)| {
+        parse_sig(sig).is_ok_and(|sig| pinned.verify(bytes, &sig).is_ok())
+    };
+    if verifies(&first) {
+        return Ok(first);
+    }
+    Ok(fetch_pair().unwrap_or(first))
+}
+
 /// Step 1 against the source `src` as given: fetch, signature (or rotation proof), parse,
 /// rollback and freeze against the higher of its own floor and `shared` ([`index::floor`]).
 /// Writes nothing.
@@ -1454,9 +1482,8 @@ fn check_index(
             path: p.config_path(SOURCES_FILE),
             source: Box::new(e),
         })?;
-    let bytes = fetch(&src.url, MAX_INDEX_BYTES as u64)?;
     let sig_url = format!("{}.minisig", src.url);
-    let sig_bytes = fetch(&sig_url, MAX_SIG_BYTES)?;
+    let (bytes, sig_bytes) = fetch_index(&src.url, &sig_url, &pinned)?;
     let sig_err = |source| SourceError::IndexSignature {
         source_name: name.into(),
         pinned: describe(&pinned),
@@ -1539,6 +1566,11 @@ fn remember(
     crate::state::ensure_dir(state_dir)?;
     // Errors name `<state>/indexes/…`, not the descriptor's `/proc/self/fd/N/…`.
     let held = HeldDir::open_shared(state_dir, INDEX_CACHE_DIR, Some(0o700))?;
+    // What a killed refresh left half-written here and beside `sources-seen.json`: nothing
+    // else removes it (crate::fileio::sweep_reserved takes only this uid's stale, unlocked
+    // ones).
+    crate::fileio::sweep_reserved(&held.path());
+    crate::fileio::sweep_reserved(state_dir);
     for (file, bytes) in [
         (format!("{name}.json"), &c.bytes),
         (format!("{name}.json.minisig"), &c.sig_bytes),

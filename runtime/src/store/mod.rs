@@ -165,6 +165,13 @@ pub enum StoreError {
     /// An argument that can only be a plugin name (no such file) names no installed plugin.
     #[error("`{0}` is neither a file nor an installed plugin")]
     NotInstalled(String),
+    /// The installed plugin's package was gone each time it was opened, its registry entry
+    /// changed every time in between: it was upgraded or removed again while each of the
+    /// [`SETTLE_ROUNDS`] attempts ran ([`with_installed`]).
+    #[error(
+        "`{0}` was installed or removed again while each of the {SETTLE_ROUNDS} attempts to open its stored package ran"
+    )]
+    Busy(String),
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -630,6 +637,11 @@ impl Store {
         // directories the store makes its own in.
         crate::fileio::sweep_made_dirs_at(state_dir);
         held.sweep_made_dirs();
+        // And the temporary files of an atomic write a kill cut short (`fileio::reserve`):
+        // the registry's here, the state directory's (the revocation memory, the sources'
+        // files). Nothing else removed them: each kill left one for good.
+        crate::fileio::sweep_reserved(&held.path());
+        crate::fileio::sweep_reserved(state_dir);
         let plugins = Arc::new(held.open_child("plugins", Some(0o755))?);
         let staging = Arc::new(held.open_child("staging", Some(0o700))?);
         let registry = held.join("registry.json");
@@ -1040,13 +1052,84 @@ pub fn resolve_package(state_dir: &Path, arg: &Path) -> Result<PathBuf, StoreErr
 
 /// The stored package of the installed plugin `name`, if there is one (by name only: no file
 /// of that name is looked for, as serve's dependency lookup needs). `Err` when the registry
-/// cannot be read: a corrupt store is not an empty one.
+/// cannot be read: a corrupt store is not an empty one. Only a path: a caller that opens it
+/// while an upgrade or removal may commit uses [`with_installed`].
 pub fn installed_package(state_dir: &Path, name: &str) -> Result<Option<PathBuf>, StoreError> {
-    let registry = read_registry(state_dir)?;
-    Ok(registry
-        .plugins
-        .get(name)
-        .map(|p| object_dir_in(&state_dir.join(STORE_DIR), p).join(PACKAGE_FILE)))
+    Ok(lookup(state_dir, name)?
+        .map(|p| object_dir_in(&state_dir.join(STORE_DIR), &p).join(PACKAGE_FILE)))
+}
+
+/// The registry's entry for `name`, read without the lock (a name's lookup never waits for an
+/// install), if there is one.
+fn lookup(state_dir: &Path, name: &str) -> Result<Option<Installed>, StoreError> {
+    let entry = read_registry(state_dir)?.plugins.remove(name);
+    sys::stop_at("lookup");
+    Ok(entry)
+}
+
+/// The package path [`with_package`] or [`with_installed`] used, and what the caller's use of
+/// it made.
+pub type Used<T, E> = (PathBuf, Result<T, E>);
+
+/// [`resolve_package`] and its use in one: `use_it(path)` with ARG's stored package when ARG
+/// is an installed plugin's name (looked up, and looked up again, as [`with_installed`] does;
+/// [`StoreError::NotInstalled`] when it is not installed, or was removed meanwhile), with ARG
+/// itself otherwise. Returns the path used with what `use_it` made of it.
+pub fn with_package<T, E>(
+    state_dir: &Path,
+    arg: &Path,
+    use_it: impl FnMut(&Path) -> Result<T, E>,
+    gone: impl Fn(&E) -> bool,
+) -> Result<Used<T, E>, StoreError> {
+    match candidate_name(arg) {
+        Some(name) => with_installed(state_dir, name, use_it, gone)?
+            .ok_or_else(|| StoreError::NotInstalled(name.to_string())),
+        None => {
+            let mut use_it = use_it;
+            Ok((arg.to_path_buf(), use_it(arg)))
+        }
+    }
+}
+
+/// `use_it(path)` with the stored package of the installed plugin `name` (by name only, as
+/// [`installed_package`]); `None` when it is not installed. `gone(err)`: `use_it` found no file
+/// at the path.
+///
+/// Why more than a lookup: the registry is read, then the package opened at the path it names,
+/// and an upgrade or removal that commits in between removes that object directory (an
+/// upgrade removes the version it supersedes right after its commit: docs/store.md). A `run
+/// NAME` beside an `update` then failed with 66 `input`, "cannot read
+/// …/plugins/NAME-OLD-…/package.stockade", a path the agent never gave, telling it its input was
+/// wrong. So a package found gone is looked up again: the plugin is used as it is installed
+/// now, or is `None` when it was removed meanwhile (104 to the caller, as after the removal).
+/// The entry named again unchanged means the store itself lacks the file: that error is the
+/// answer (`verify NAME` tells the damage). An entry that changed again each of
+/// [`SETTLE_ROUNDS`] times is [`StoreError::Busy`] (108) rather than a verdict. Nothing is lost
+/// by trying again: a package opened is read whole through its descriptor (the directory
+/// removed after the open changes nothing of it), so `gone` only ever comes before any work.
+pub fn with_installed<T, E>(
+    state_dir: &Path,
+    name: &str,
+    mut use_it: impl FnMut(&Path) -> Result<T, E>,
+    gone: impl Fn(&E) -> bool,
+) -> Result<Option<Used<T, E>>, StoreError> {
+    let root = state_dir.join(STORE_DIR);
+    let Some(mut entry) = lookup(state_dir, name)? else {
+        return Ok(None);
+    };
+    for _ in 0..SETTLE_ROUNDS {
+        let path = object_dir_in(&root, &entry).join(PACKAGE_FILE);
+        let r = use_it(&path);
+        if !matches!(&r, Err(e) if gone(e)) {
+            return Ok(Some((path, r)));
+        }
+        match lookup(state_dir, name)? {
+            None => return Ok(None),
+            Some(now) if now == entry => return Ok(Some((path, r))),
+            Some(now) => entry = now,
+        }
+    }
+    Err(StoreError::Busy(name.to_string()))
 }
 
 /// The frozen-license rule for starting a plugin (seed 000: installs are blocked while the
@@ -1154,6 +1237,29 @@ mod tests {
             File::open(p)
                 .unwrap()
                 .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(2))
+                .unwrap();
+        }
+        drop(Store::open(d.path(), true).unwrap());
+        for p in &left {
+            assert!(!p.exists(), "{}", p.display());
+        }
+    }
+
+    /// A kill inside an atomic write (the registry's, in the store; the revocation memory's or
+    /// a source file's, in the state directory) leaves its `.stockade-tmp-…` file: the store's
+    /// start removes a stale one, as it does a staging directory. Nothing did: each such kill
+    /// left one for good.
+    #[test]
+    fn the_start_sweeps_files_a_killed_atomic_write_left() {
+        let d = tempfile::tempdir().unwrap();
+        drop(Store::open(d.path(), true).unwrap());
+        let name = format!("{}killed", crate::fileio::RESERVED_PREFIX);
+        let left = [d.path().join(&name), d.path().join("store").join(&name)];
+        for p in &left {
+            std::fs::write(p, b"{\"schema\": \"stockade-st").unwrap();
+            File::open(p)
+                .unwrap()
+                .set_modified(std::time::SystemTime::now() - 2 * crate::fileio::LEFTOVER_AGE)
                 .unwrap();
         }
         drop(Store::open(d.path(), true).unwrap());

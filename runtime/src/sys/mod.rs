@@ -505,6 +505,31 @@ pub fn kill_self() -> io::Result<()> {
     nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGKILL).map_err(io_err)
 }
 
+/// Stop this process (SIGSTOP) until someone sends SIGCONT: [`stop_at`]'s stop.
+pub fn stop_self() -> io::Result<()> {
+    nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGSTOP).map_err(io_err)
+}
+
+/// Test hook for races with another process: with `STOCKADE_TEST_STOP_AT=<point>` in a debug
+/// build, the first time this process reaches `point` it stops (SIGSTOP), so a test that
+/// waits for the stop (`waitpid` with `WUNTRACED`: no timing) can change the world right
+/// there and let it go on (SIGCONT). Points: `lookup` (a plugin name read from the store's
+/// registry, its package not opened yet: `store::with_installed`), `index-signature` (a
+/// source's index fetched, its signature not yet: `sources::check_index`). Release builds
+/// compile it to nothing.
+pub fn stop_at(point: &str) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if std::env::var_os("STOCKADE_TEST_STOP_AT").is_some_and(|v| v == point)
+        && !DONE.swap(true, Ordering::SeqCst)
+    {
+        let _ = stop_self();
+    }
+}
+
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err)

@@ -92,6 +92,58 @@ fn stockade_cmd(mut c: Command, cwd: &Path, args: &[&str]) -> Run {
     }
 }
 
+/// `stockade ARGS` in `cwd` (stdin empty), held where it first reaches the test point `point`
+/// (a debug build's `STOCKADE_TEST_STOP_AT`: it stops itself with SIGSTOP there). Returns once it
+/// has stopped — waited for with `waitpid(WUNTRACED)`, no timing — so the test can change the
+/// world right there; [`resume`] lets it go on. A command that ends without stopping fails the
+/// test.
+pub fn stockade_stopped_at(cwd: &Path, args: &[&str], point: &str) -> std::process::Child {
+    use std::process::Stdio;
+    let child = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(args)
+        .current_dir(cwd)
+        .env("STOCKADE_TEST_STOP_AT", point)
+        .env_remove("STOCKADE_TRUST_DIR")
+        .env_remove("STOCKADE_STATE_DIR")
+        .env_remove("STOCKADE_SOURCES_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run stockade");
+    wait_stopped(child.id(), point);
+    child
+}
+
+/// Wait until process `pid`, a child of this one, has stopped at test point `point`
+/// ([`stockade_stopped_at`]); fail if it ends instead.
+pub fn wait_stopped(pid: u32, point: &str) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    let st = waitpid(pid, Some(WaitPidFlag::WUNTRACED)).unwrap();
+    assert!(
+        matches!(st, WaitStatus::Stopped(_, _)),
+        "it did not stop at `{point}`: {st:?}"
+    );
+}
+
+/// Let a process held at a test point go on (SIGCONT).
+pub fn go_on(pid: u32) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+}
+
+/// Let a command [`stockade_stopped_at`] held go on, and wait for its end.
+pub fn resume(child: std::process::Child) -> Run {
+    go_on(child.id());
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// Run and require success.
 pub fn ok(cwd: &Path, args: &[&str]) -> Run {
     let r = stockade(cwd, args);

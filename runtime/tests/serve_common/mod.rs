@@ -7,7 +7,7 @@
 mod common;
 
 #[allow(unused_imports)] // used by some of the serve_* test crates only
-pub use common::{hello_manifest, hello_parts, raw_tar_gz, require};
+pub use common::{go_on, hello_manifest, hello_parts, raw_tar_gz, require, wait_stopped};
 pub use common::{require_root, Fixture};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -165,6 +165,16 @@ pub fn serve_args(fx: &Fixture, config: &str, policy: Option<&str>) -> Vec<Strin
 impl Serve {
     /// Start on `<fixture>/serve.sock` and wait until it accepts.
     pub fn start(fx: &Fixture, config: &str, policy: Option<&str>) -> Serve {
+        Self::start_env(fx, config, policy, &[])
+    }
+
+    /// [`Serve::start`] with `env` set for the daemon (a debug build's test hooks).
+    pub fn start_env(
+        fx: &Fixture,
+        config: &str,
+        policy: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Serve {
         let sock = fx.dir().join("serve.sock");
         let mut args = serve_args(fx, config, policy);
         if policy.is_none() {
@@ -181,6 +191,7 @@ impl Serve {
             .args(&args)
             .current_dir(fx.dir())
             .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
