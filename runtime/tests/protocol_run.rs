@@ -107,6 +107,46 @@ fn a_degradation_the_policy_allows_is_told_to_the_agent() {
     );
 }
 
+/// A package a trust mode below strict let pass is told to the agent in the `ready`
+/// `plugin_state` (`signature_status`, `warnings`), as `serve`'s plugin status does: before,
+/// `run` said it only on stderr, for a person. Here a developer certificate scoped to another
+/// machine's hardware, run with `--trust-mode warn`.
+#[test]
+fn a_package_admitted_by_a_warning_is_told_to_the_agent() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::with_dev_scope(&["--scope", "hardware:00000000000000000000000000000000"]);
+    let s = session_in(
+        &fx,
+        MANIFEST,
+        ("dev.cert", "int/ca.cert"),
+        ANSWER,
+        None,
+        &["--trust-mode", "warn"],
+        &[&invoke(1, None)],
+    );
+    assert_eq!(s.code, 0, "{}", s.stderr);
+    let ready = s
+        .notes("plugin_state")
+        .into_iter()
+        .find(|n| n["params"]["state"] == "ready")
+        .expect("ready")
+        .clone();
+    assert_eq!(
+        ready["params"]["signature_status"], "out_of_scope",
+        "{ready}"
+    );
+    let warnings = ready["params"]["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("00000000000000000000000000000000")),
+        "{ready}"
+    );
+}
+
 #[test]
 fn well_behaved_plugin_answers_and_shuts_down() {
     if !require_root() {
@@ -132,6 +172,12 @@ fn well_behaved_plugin_answers_and_shuts_down() {
         json!(["log", "emit_event", "register_hook"])
     );
     assert_eq!(ready["params"]["degraded"], json!([]), "full strength");
+    assert_eq!(ready["params"]["signature_status"], "verified");
+    // The fixture's trust directory has no revocation list: verification says so.
+    assert_eq!(
+        ready["params"]["warnings"],
+        json!(["revocation: not configured (no revocations.json in the trust directory)"])
+    );
     let st = s.final_state();
     assert_eq!(st["state"], "exited");
     assert_eq!(st["reason"]["kind"], "shutdown");

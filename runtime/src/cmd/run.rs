@@ -380,6 +380,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         config,
         health: None,
         degraded: sb.report().degraded(),
+        admitted: pkg.report.admitted(),
     };
     let idx = sup.add(pcfg, sb, Instant::now()).map_err(loop_err)?;
     let interrupted = serve(

@@ -922,6 +922,7 @@ impl Daemon {
             config,
             health,
             degraded: sb.report().degraded(),
+            admitted: pkg.report.admitted(),
         };
         // The handshake deadline runs from here, when the program exists: not from when the
         // request arrived, before verification, extraction and the sandbox's construction

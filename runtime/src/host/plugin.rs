@@ -157,6 +157,11 @@ pub struct PluginConfig {
     /// The sandbox's layers below full strength ([`crate::sandbox::report::Report::degraded`]),
     /// told to agents in the `ready` `plugin_state`.
     pub degraded: Vec<Value>,
+    /// How verification admitted the package: `{"signature_status", "warnings"}` (the
+    /// verification report's), told to agents in the `ready` `plugin_state` — as `serve`'s
+    /// plugin status does — so an agent of `run` learns that a trust mode below strict let the
+    /// package pass without parsing stderr. `Null`: nothing to tell (tests' fakes).
+    pub admitted: Value,
 }
 
 /// Health ping timing: a ready plugin gets a `ping` request every `interval`; one not answered
@@ -470,6 +475,11 @@ impl PluginHandle {
             p["granted"] = json!(self.granted);
             p["hooks"] = json!(self.hooks);
             p["degraded"] = json!(self.cfg.degraded);
+            if let Value::Object(admitted) = &self.cfg.admitted {
+                for (k, v) in admitted {
+                    p[k] = v.clone();
+                }
+            }
         }
         if let Some(r) = reason {
             p["reason"] = r;

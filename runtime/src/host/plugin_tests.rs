@@ -105,6 +105,7 @@ fn config_caps(
         config: BTreeMap::new(),
         health: None,
         degraded: Vec::new(),
+        admitted: Value::Null,
     };
     (cfg, dir)
 }
@@ -364,7 +365,8 @@ fn undeclared_hook_registration_terminates() {
 }
 
 /// An agent learns from the `ready` `plugin_state` which sandbox layers run below full
-/// strength (what the policy allowed to degrade), as a person reads them on stderr: before,
+/// strength (what the policy allowed to degrade) and how the package was admitted, as a
+/// person reads them on stderr: before,
 /// only stderr and the audit log said so, and a program had to parse text for it. At full
 /// strength the list is there and empty.
 #[test]
@@ -388,6 +390,7 @@ fn the_ready_state_tells_the_agent_what_runs_degraded() {
     let layer = json!({"layer": "distinct_uid", "status": "partially_enforced",
                        "reason": "`bob` holds ids in the range"});
     cfg.degraded = vec![layer.clone()];
+    cfg.admitted = json!({"signature_status": "untrusted", "warnings": ["no pinned root"]});
     let mut t = start(cfg, dir);
     let starting = t.agent();
     assert!(
@@ -396,7 +399,11 @@ fn the_ready_state_tells_the_agent_what_runs_degraded() {
             .all(|m| m["params"].get("degraded").is_none()),
         "only the ready state carries it: {starting:?}"
     );
-    assert_eq!(ready(&mut t)["degraded"], json!([layer]));
+    let state = ready(&mut t);
+    assert_eq!(state["degraded"], json!([layer]));
+    // And how verification admitted the package, beside it.
+    assert_eq!(state["signature_status"], "untrusted");
+    assert_eq!(state["warnings"], json!(["no pinned root"]));
 }
 
 #[test]

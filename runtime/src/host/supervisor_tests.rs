@@ -65,6 +65,7 @@ fn add_to(sup: &mut Supervisor, now: Instant, policy: HostPolicy) -> T {
             timeout: Duration::from_millis(1500),
         }),
         degraded: Vec::new(),
+        admitted: serde_json::Value::Null,
     };
     let (in_r, in_w) = nix::unistd::pipe().unwrap();
     let (out_r, out_w) = nix::unistd::pipe().unwrap();

@@ -142,3 +142,15 @@ pub struct Report {
     /// Extraction summary.
     pub extracted: Option<Extracted>,
 }
+
+impl Report {
+    /// How verification admitted the package, for an agent: `{"signature_status", "warnings"}`
+    /// (the `ready` `plugin_state`'s, as `serve`'s plugin status carries them): anything but
+    /// `verified`, and any warning, says a trust mode below strict let it pass.
+    pub fn admitted(&self) -> serde_json::Value {
+        serde_json::json!({
+            "signature_status": self.signature_status,
+            "warnings": self.warnings,
+        })
+    }
+}
