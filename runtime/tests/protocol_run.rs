@@ -84,13 +84,8 @@ fn a_degradation_the_policy_allows_is_told_to_the_agent() {
     );
     assert_eq!(s.code, 0, "{}", s.stderr);
     assert_eq!(s.response(1)["result"], json!({"ok": true}));
-    let ready = s
-        .notes("plugin_state")
-        .into_iter()
-        .find(|n| n["params"]["state"] == "ready")
-        .expect("ready")
-        .clone();
-    let degraded = ready["params"]["degraded"].as_array().expect("degraded");
+    let ready = s.ready();
+    let degraded = ready["degraded"].as_array().expect("degraded");
     assert_eq!(degraded.len(), 1, "{ready}");
     assert_eq!(degraded[0]["layer"], "distinct_uid");
     assert_eq!(degraded[0]["status"], "partially_enforced");
@@ -127,17 +122,9 @@ fn a_package_admitted_by_a_warning_is_told_to_the_agent() {
         &[&invoke(1, None)],
     );
     assert_eq!(s.code, 0, "{}", s.stderr);
-    let ready = s
-        .notes("plugin_state")
-        .into_iter()
-        .find(|n| n["params"]["state"] == "ready")
-        .expect("ready")
-        .clone();
-    assert_eq!(
-        ready["params"]["signature_status"], "out_of_scope",
-        "{ready}"
-    );
-    let warnings = ready["params"]["warnings"].as_array().expect("warnings");
+    let ready = s.ready();
+    assert_eq!(ready["signature_status"], "out_of_scope", "{ready}");
+    let warnings = ready["warnings"].as_array().expect("warnings");
     assert!(
         warnings.iter().any(|w| w
             .as_str()
@@ -161,21 +148,16 @@ fn well_behaved_plugin_answers_and_shuts_down() {
     assert_eq!(s.code, 0, "{}", s.stderr);
     assert_eq!(s.response(1)["result"], json!({"ok": true}));
     assert_eq!(s.responses(2), 1);
-    let ready = s
-        .notes("plugin_state")
-        .into_iter()
-        .find(|n| n["params"]["state"] == "ready")
-        .expect("ready")
-        .clone();
+    let ready = s.ready();
     assert_eq!(
-        ready["params"]["granted"],
+        ready["granted"],
         json!(["log", "emit_event", "register_hook"])
     );
-    assert_eq!(ready["params"]["degraded"], json!([]), "full strength");
-    assert_eq!(ready["params"]["signature_status"], "verified");
+    assert_eq!(ready["degraded"], json!([]), "full strength");
+    assert_eq!(ready["signature_status"], "verified");
     // The fixture's trust directory has no revocation list: verification says so.
     assert_eq!(
-        ready["params"]["warnings"],
+        ready["warnings"],
         json!(["revocation: not configured (no revocations.json in the trust directory)"])
     );
     let st = s.final_state();
@@ -210,13 +192,8 @@ sleep 5"#;
         "killed by the runtime (128+SIGKILL): {}",
         s.stderr
     );
-    let ready = s
-        .notes("plugin_state")
-        .into_iter()
-        .find(|n| n["params"]["state"] == "ready")
-        .expect("ready")
-        .clone();
-    assert_eq!(ready["params"]["granted"], json!(["log", "register_hook"]));
+    let ready = s.ready();
+    assert_eq!(ready["granted"], json!(["log", "register_hook"]));
     assert_eq!(s.error_code(1), DENIED);
     terminated_with(&s, "denied");
     assert!(

@@ -62,6 +62,15 @@ impl Session {
     pub fn notes(&self, method: &str) -> Vec<&Value> {
         self.msgs.iter().filter(|m| m["method"] == method).collect()
     }
+    /// The params of the first `ready` `plugin_state`.
+    pub fn ready(&self) -> Value {
+        self.notes("plugin_state")
+            .into_iter()
+            .find(|n| n["params"]["state"] == "ready")
+            .expect("a ready plugin_state")["params"]
+            .clone()
+    }
+
     /// The last `plugin_state` notification's params.
     pub fn final_state(&self) -> &Value {
         &self.notes("plugin_state").last().expect("a plugin_state")["params"]
