@@ -41,6 +41,8 @@
 //! Written atomically (temp file + fsync + rename), created 0700/0600: only root needs it. Read
 //! only from a file of root's, this user's or the directory owner's that no one else may write,
 //! and not through a symlink ([`load_json`]): anyone else who could write one could empty it.
+//! The revocation memory's keys must be issuer key ids: a file of another build (a `"format"`
+//! field) is corrupt, not a list of another root seen before.
 
 use crate::fileio::{read_owned, write_state_file, FileError};
 use serde::{Deserialize, Serialize};
@@ -130,6 +132,23 @@ impl RevocationState {
             load_json(state_dir, REVOCATION_STATE_FILE, 1024 * 1024)?;
         let mut seen = BTreeMap::new();
         for (issuer, w) in wire {
+            // Every key this runtime writes is an issuer key id as `KeyId` displays it. Anything
+            // else is not this build's file (a later one's `"format"` field, say): read as an
+            // issuer, it was "a list from another root seen before" (84 `other_issuer`), which
+            // sends the operator after the trust roots instead of this file.
+            if issuer.len() != 16
+                || !issuer
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'))
+            {
+                return Err(StateError::Corrupt {
+                    path: state_dir.join(REVOCATION_STATE_FILE),
+                    source: serde::de::Error::custom(format_args!(
+                        "`{issuer}` is not an issuer key id (16 uppercase hex digits): not a \
+                         file of this build's"
+                    )),
+                });
+            }
             let s = match w {
                 SeenWire::Version(version) => Seen {
                     version,
@@ -406,6 +425,8 @@ mod tests {
             r#"{"00000000000000AB": {"version": 3, "body_sha256": "xyz"}}"#,
             r#"{"00000000000000AB": {"version": 3, "extra": 1}}"#,
             r#"{"00000000000000AB": "3"}"#,
+            r#"{"format": 2}"#,
+            r#"{"6bec33ba59258d54": 2}"#,
         ] {
             std::fs::write(sd.join(REVOCATION_STATE_FILE), bad).unwrap();
             assert!(
