@@ -46,15 +46,22 @@ fn revoked_serial_and_key() {
     assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.key");
 }
 
-#[test]
-fn rolled_back_missing_and_expired_lists() {
-    let fx = Fixture::new();
+/// The hello package, verified once with list v2 (so v2 is recorded), then list v1 (a
+/// rollback) put in the trust directory; `v1.json` and `v2.json` stay in the fixture.
+fn v2_recorded_then_v1(fx: &Fixture) -> String {
     let pkg = fx.pack_hello();
     ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v1.json"]);
     ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v2.json"]);
     std::fs::copy(fx.path("v2.json"), fx.path("trust/revocations.json")).unwrap();
     assert_eq!(fx.verify(&pkg, &[]).code, 0);
     std::fs::copy(fx.path("v1.json"), fx.path("trust/revocations.json")).unwrap();
+    pkg
+}
+
+#[test]
+fn rolled_back_missing_and_expired_lists() {
+    let fx = Fixture::new();
+    let pkg = v2_recorded_then_v1(&fx);
     assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.rollback");
     std::fs::remove_file(fx.path("trust/revocations.json")).unwrap();
     assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.list_missing");
@@ -80,12 +87,7 @@ fn rolled_back_missing_and_expired_lists() {
 fn a_revocation_memory_others_could_write_is_refused() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let fx = Fixture::new();
-    let pkg = fx.pack_hello();
-    ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v1.json"]);
-    ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v2.json"]);
-    std::fs::copy(fx.path("v2.json"), fx.path("trust/revocations.json")).unwrap();
-    assert_eq!(fx.verify(&pkg, &[]).code, 0);
-    std::fs::copy(fx.path("v1.json"), fx.path("trust/revocations.json")).unwrap();
+    let pkg = v2_recorded_then_v1(&fx);
     let state = fx.path("state/revocation-state.json");
     let lowered = fx.path("lowered.json");
     std::fs::write(&lowered, b"{}").unwrap();
