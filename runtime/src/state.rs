@@ -38,9 +38,13 @@
 //!   may be older than) is not applied — as with no floor at all (state of earlier builds):
 //!   the per-serial rule alone, until the next install records one.
 //!
-//! Written atomically (temp file + fsync + rename), created 0700/0600: only root needs it.
+//! Written atomically (temp file + fsync + rename), created 0700/0600: only root needs it. Read
+//! only from a file of root's, this user's or the directory owner's that no one else may write,
+//! and not through a symlink ([`load_json`]): anyone else who could write one could empty it.
+//! The revocation memory's keys must be issuer key ids: a file of another build (a `"format"`
+//! field) is corrupt, not a list of another root seen before.
 
-use crate::fileio::{read_capped, write_state_file, FileError};
+use crate::fileio::{read_owned, write_state_file, FileError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -128,6 +132,23 @@ impl RevocationState {
             load_json(state_dir, REVOCATION_STATE_FILE, 1024 * 1024)?;
         let mut seen = BTreeMap::new();
         for (issuer, w) in wire {
+            // Every key this runtime writes is an issuer key id as `KeyId` displays it. Anything
+            // else is not this build's file (a later one's `"format"` field, say): read as an
+            // issuer, it was "a list from another root seen before" (84 `other_issuer`), which
+            // sends the operator after the trust roots instead of this file.
+            if issuer.len() != 16
+                || !issuer
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'))
+            {
+                return Err(StateError::Corrupt {
+                    path: state_dir.join(REVOCATION_STATE_FILE),
+                    source: serde::de::Error::custom(format_args!(
+                        "`{issuer}` is not an issuer key id (16 uppercase hex digits): not a \
+                         file of this build's"
+                    )),
+                });
+            }
             let s = match w {
                 SeenWire::Version(version) => Seen {
                     version,
@@ -287,13 +308,24 @@ impl LicenseMemory {
 
 /// The JSON state file `name` under `state_dir`, at most `cap` bytes; an absent file is
 /// `T::default()`, one that does not parse an error.
+///
+/// Read only from a regular file of one link, not a symlink, belonging to this user, root or
+/// the state directory's owner and writable by no one else ([`read_owned`]; 78 with the file
+/// named, [`FileError::Unsafe`]). These files are rollback memory and quarantines: whoever can
+/// write one can empty it (`{}`, "nothing recorded"), after which an older revocation list or
+/// license passes, or a crash-looping plugin runs again. They used to be read whoever's they
+/// were and whatever their mode (or wherever a symlink pointed), so a file of a third user, or
+/// one left group- or world-writable, was a floor anyone with that access could lower. What
+/// the runtime writes (`write_state_file`: 0600, the directory owner's) always passes.
 pub fn load_json<T: Default + serde::de::DeserializeOwned>(
     state_dir: &Path,
     name: &str,
     cap: u64,
 ) -> Result<T, StateError> {
+    use std::os::unix::fs::MetadataExt;
     let path = state_dir.join(name);
-    match read_capped(&path, cap) {
+    let dir_owner = std::fs::metadata(state_dir).ok().map(|m| m.uid());
+    match read_owned(&path, cap, dir_owner) {
         Ok(b) => serde_json::from_slice(&b).map_err(|source| StateError::Corrupt { path, source }),
         Err(e) if e.is_not_found() => Ok(T::default()),
         Err(e) => Err(e.into()),
@@ -359,14 +391,14 @@ mod tests {
         );
         let mut s = RevocationState::default();
         s.seen.insert(
-            "AB".into(),
+            "00000000000000AB".into(),
             Seen {
                 version: 3,
                 body_sha256: Some([0xab; 32]),
             },
         );
         s.seen.insert(
-            "CD".into(),
+            "00000000000000CD".into(),
             Seen {
                 version: 1,
                 body_sha256: None,
@@ -380,8 +412,8 @@ mod tests {
         assert_eq!(
             written,
             serde_json::json!({
-                "AB": {"version": 3, "body_sha256": "ab".repeat(32)},
-                "CD": {"version": 1},
+                "00000000000000AB": {"version": 3, "body_sha256": "ab".repeat(32)},
+                "00000000000000CD": {"version": 1},
             })
         );
         std::fs::write(sd.join(REVOCATION_STATE_FILE), b"{").unwrap();
@@ -390,9 +422,11 @@ mod tests {
             Err(StateError::Corrupt { .. })
         ));
         for bad in [
-            r#"{"AB": {"version": 3, "body_sha256": "xyz"}}"#,
-            r#"{"AB": {"version": 3, "extra": 1}}"#,
-            r#"{"AB": "3"}"#,
+            r#"{"00000000000000AB": {"version": 3, "body_sha256": "xyz"}}"#,
+            r#"{"00000000000000AB": {"version": 3, "extra": 1}}"#,
+            r#"{"00000000000000AB": "3"}"#,
+            r#"{"format": 2}"#,
+            r#"{"6bec33ba59258d54": 2}"#,
         ] {
             std::fs::write(sd.join(REVOCATION_STATE_FILE), bad).unwrap();
             assert!(
@@ -402,15 +436,50 @@ mod tests {
         }
     }
 
+    /// Every state file read through [`load_json`] (the revocation memory, the license memory,
+    /// the quarantines) is refused when another user than root or the directory's owner could
+    /// have written it, naming the file, instead of being read: emptied, it said "nothing
+    /// recorded". The runtime's own files (0600) pass.
+    #[test]
+    fn state_files_others_could_write_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        for name in [REVOCATION_STATE_FILE, LICENSE_STATE_FILE, "quarantine.json"] {
+            let path = d.path().join(name);
+            save_json(d.path(), name, &BTreeMap::<String, u64>::new()).unwrap();
+            load_json::<BTreeMap<String, u64>>(d.path(), name, 1024).unwrap();
+            for mode in [0o620, 0o602] {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+                let e = load_json::<BTreeMap<String, u64>>(d.path(), name, 1024).unwrap_err();
+                let StateError::File(FileError::Unsafe { path: named, why }) = &e else {
+                    panic!("{name} {mode:o}: {e:?}");
+                };
+                assert_eq!(named, &path);
+                assert!(why.contains("writable by group or others"), "{why}");
+            }
+            std::fs::remove_file(&path).unwrap();
+            std::os::unix::fs::symlink("/dev/null", &path).unwrap();
+            let e = load_json::<BTreeMap<String, u64>>(d.path(), name, 1024).unwrap_err();
+            assert!(
+                matches!(&e, StateError::File(FileError::Unsafe { why, .. }) if why == "is a symlink"),
+                "{name}: {e:?}"
+            );
+        }
+    }
+
     /// State written by earlier builds (a bare version per issuer) is read as that version with
     /// no digest.
     #[test]
     fn version_only_state_of_earlier_builds_is_read() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join(REVOCATION_STATE_FILE), br#"{"AB": 7}"#).unwrap();
+        std::fs::write(
+            d.path().join(REVOCATION_STATE_FILE),
+            br#"{"00000000000000AB": 7}"#,
+        )
+        .unwrap();
         let s = RevocationState::load(d.path()).unwrap();
         assert_eq!(
-            s.seen.get("AB"),
+            s.seen.get("00000000000000AB"),
             Some(&Seen {
                 version: 7,
                 body_sha256: None

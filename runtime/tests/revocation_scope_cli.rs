@@ -46,15 +46,22 @@ fn revoked_serial_and_key() {
     assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.key");
 }
 
-#[test]
-fn rolled_back_missing_and_expired_lists() {
-    let fx = Fixture::new();
+/// The hello package, verified once with list v2 (so v2 is recorded), then list v1 (a
+/// rollback) put in the trust directory; `v1.json` and `v2.json` stay in the fixture.
+fn v2_recorded_then_v1(fx: &Fixture) -> String {
     let pkg = fx.pack_hello();
     ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v1.json"]);
     ok(fx.dir(), &["ca", "revoke", "--ca", "root", "-o", "v2.json"]);
     std::fs::copy(fx.path("v2.json"), fx.path("trust/revocations.json")).unwrap();
     assert_eq!(fx.verify(&pkg, &[]).code, 0);
     std::fs::copy(fx.path("v1.json"), fx.path("trust/revocations.json")).unwrap();
+    pkg
+}
+
+#[test]
+fn rolled_back_missing_and_expired_lists() {
+    let fx = Fixture::new();
+    let pkg = v2_recorded_then_v1(&fx);
     assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.rollback");
     std::fs::remove_file(fx.path("trust/revocations.json")).unwrap();
     assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.list_missing");
@@ -69,6 +76,65 @@ fn rolled_back_missing_and_expired_lists() {
         .to_string();
     install_list(&fx, &["--days", "30", "--now", &past]);
     assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.list_expired");
+}
+
+/// The rollback memory is refused, not read as "nothing recorded", when someone else than root
+/// and the state directory's owner could have written it: another user's file, one writable by
+/// group or others, a symlink, a second link. Each such file, emptied to `{}`, used to let a
+/// rolled-back list pass (0). Now 78 `revocation.state`, the file named and left as it was, the
+/// hint saying what to do; what the runtime writes itself always passes.
+#[test]
+fn a_revocation_memory_others_could_write_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let fx = Fixture::new();
+    let pkg = v2_recorded_then_v1(&fx);
+    let state = fx.path("state/revocation-state.json");
+    let lowered = fx.path("lowered.json");
+    std::fs::write(&lowered, b"{}").unwrap();
+    std::fs::set_permissions(&lowered, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cases: [(&str, &dyn Fn()); 4] = [
+        ("belongs to uid 65534", &|| {
+            std::fs::write(&state, b"{}").unwrap();
+            std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+        }),
+        ("is writable by group or others (mode 666)", &|| {
+            std::fs::write(&state, b"{}").unwrap();
+            std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o666)).unwrap();
+        }),
+        ("is a symlink", &|| {
+            std::os::unix::fs::symlink(&lowered, &state).unwrap();
+        }),
+        ("has another link", &|| {
+            std::fs::hard_link(&lowered, &state).unwrap();
+        }),
+    ];
+    for (why, make) in cases {
+        std::fs::remove_file(&state).unwrap();
+        make();
+        let before = std::fs::symlink_metadata(&state).unwrap();
+        let r = fx.verify(&pkg, &[]);
+        assert_fail(&r, 78, "revocation.state");
+        let err = r.json()["error"].clone();
+        let text = err.to_string();
+        assert!(
+            text.contains("revocation-state.json") && text.contains(why),
+            "{why}: {err}"
+        );
+        assert!(text.contains("restore"), "{err}");
+        let after = std::fs::symlink_metadata(&state).unwrap();
+        assert_eq!(
+            (before.uid(), before.mode(), before.ino()),
+            (after.uid(), after.mode(), after.ino()),
+            "{why}: the file was changed"
+        );
+        assert_eq!(std::fs::read(&state).unwrap(), b"{}", "{why}");
+    }
+    // The floor as the runtime writes it (0600, this user's) still refuses the rollback.
+    std::fs::remove_file(&state).unwrap();
+    std::fs::copy(fx.path("v2.json"), fx.path("trust/revocations.json")).unwrap();
+    assert_eq!(fx.verify(&pkg, &[]).code, 0);
+    std::fs::copy(fx.path("v1.json"), fx.path("trust/revocations.json")).unwrap();
+    assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.rollback");
 }
 
 /// Where a list from one root was seen, a list from another is refused for what it is: one

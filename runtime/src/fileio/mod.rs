@@ -178,8 +178,11 @@ pub fn read_owned(path: &Path, cap: u64, also: Option<u32>) -> Result<Vec<u8>, F
     } else if md.nlink() != 1 {
         "has another link (a hard link to it elsewhere)".to_string()
     } else if md.uid() != me && md.uid() != 0 && Some(md.uid()) != also {
+        let also = also.map_or(String::new(), |a| {
+            format!(" nor the directory's owner ({a})")
+        });
         format!(
-            "belongs to uid {}, neither this user ({me}) nor root",
+            "belongs to uid {}, neither this user ({me}) nor root{also}",
             md.uid()
         )
     } else if md.mode() & 0o022 != 0 {

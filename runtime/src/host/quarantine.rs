@@ -11,7 +11,9 @@
 //!
 //! The file is written atomically (`state::save_json`, 0600) on every change. One that
 //! does not parse stops the daemon at start (exit 78, like the other state files): ignoring it
-//! would run what it quarantines.
+//! would run what it quarantines. So does one another user than root and the state directory's
+//! owner could have written (`state::load_json`): emptied by that user, it would be read as no
+//! quarantine at all.
 
 use crate::state::{load_json, save_json, StateError};
 use std::collections::BTreeMap;

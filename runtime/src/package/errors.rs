@@ -304,6 +304,13 @@ impl VerifyError {
 
     /// What the user should do.
     pub fn hint(&self) -> &'static str {
+        // The revocation memory is the rollback floor: "check the permissions" would not say
+        // that removing it lowers the floor to nothing.
+        if let VerifyError::Revocation(RevocationError::State(_)) = self {
+            return "restore the state file named (revocation-state.json) or make it a regular file of \
+                    the state directory's owner, mode 0600; removing it forgets the revocation lists \
+                    seen, so an older one would pass again";
+        }
         match self.exit() {
             Exit::SizeCap | Exit::DataErr => "the file is not a valid stockade package; rebuild it with `stockade pack`",
             Exit::Signature => "the package was modified after signing or signed with another key; obtain an untampered copy",
