@@ -52,29 +52,10 @@ fn a_degradation_the_policy_allows_is_told_to_the_agent() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (uids, gids) = (dir.path().join("subuid"), dir.path().join("subgid"));
-    std::fs::write(&uids, "bob:165536:65536\n").unwrap();
-    std::fs::write(&gids, "").unwrap();
-    for f in ["/etc/subuid", "/etc/subgid"] {
-        if !std::path::Path::new(f).exists() {
-            std::fs::write(f, "").unwrap();
-        }
-    }
-    let (uids, gids) = (uids.to_str().unwrap(), gids.to_str().unwrap());
+    let wrapper = with_subuid(dir.path(), "bob:165536:65536\n");
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let s = session_under(
-        &[
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "/bin/sh",
-            "-c",
-            r#"mount --bind "$1" /etc/subuid && mount --bind "$2" /etc/subgid && shift 2 &&
-               exec "$@""#,
-            "sh",
-            uids,
-            gids,
-        ],
+        &wrapper,
         ANSWER,
         Some(
             "[layers]\nallow_degraded = [\"distinct_uid\", \"landlock_network\", \

@@ -946,3 +946,37 @@ fn plugin_load_of_a_name_beside_an_upgrade_loads_the_version_installed_now() {
     assert_eq!(st["version"], "0.2.0", "{st}");
     assert_eq!(s.stop(), 0);
 }
+
+/// A layer the policy lets run below full strength is told to the daemon's agents with its
+/// `reason` (the ready `plugin_state`'s `degraded`, and `plugin_status`): here `bob`'s
+/// subordinate ids reach into the plugins' uid range (/etc/subuid seen through the daemon's own
+/// mount namespace), so `distinct_uid` is only partly enforced. The daemon sheds the layers'
+/// details once the launch is recorded; `degraded` was built after that, so it carried only
+/// `{layer, status}` under `serve` (review-98 M1).
+#[test]
+fn a_degradation_the_policy_allows_is_told_with_its_reason() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let p = pack_worker(&fx, "a", &["on:open"]);
+    let policy = format!(
+        "{POLICY}\n[layers]\nallow_degraded = [\"distinct_uid\", \"landlock_network\", \
+         \"landlock_scope\"]\n"
+    );
+    let wrapper = with_subuid(fx.dir(), "bob:165536:65536\n");
+    let mut s = Serve::start_under(&fx, "", Some(&policy), &[], &wrapper);
+    let mut c = s.client();
+    let r = c.ok("plugin_load", json!({"package": p}));
+    assert_eq!(r["state"], "ready", "{r}");
+    let st = c.ok("plugin_status", json!({"name": "a"}));
+    let d = st["degraded"].as_array().expect("degraded");
+    assert_eq!(d.len(), 1, "{st}");
+    assert_eq!(d[0]["layer"], "distinct_uid", "{st}");
+    assert_eq!(d[0]["status"], "partially_enforced", "{st}");
+    assert!(
+        d[0]["reason"].as_str().is_some_and(|r| r.contains("`bob`")),
+        "{st}"
+    );
+    assert_eq!(s.stop(), 0);
+}

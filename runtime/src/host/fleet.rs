@@ -904,6 +904,9 @@ impl Daemon {
             self.sup.kill_and_reap(&name, Box::new(sb));
             return Err(("audit", err));
         }
+        // What the agents are told of a degraded layer keeps its reason: taken before the
+        // layers' details are shed.
+        let degraded = sb.report().degraded();
         sb.shed_layer_details();
         let h = &self.cfg.serve.health;
         let health = (h.ping_interval_ms > 0).then(|| Health {
@@ -921,7 +924,7 @@ impl Daemon {
             kv,
             config,
             health,
-            degraded: sb.report().degraded(),
+            degraded,
             admitted: pkg.report.admitted(),
         };
         // The handshake deadline runs from here, when the program exists: not from when the

@@ -700,3 +700,39 @@ impl Fixture {
             .collect()
     }
 }
+
+/// A command prefix that runs a program with `subuid` as /etc/subuid (and an empty /etc/subgid)
+/// in a mount namespace of its own, the files written in `dir`: how a test makes another
+/// user's subordinate ids reach into the plugins' uid range (`distinct_uid` then only partly
+/// enforced) without touching the host's files. The bind needs the host's files to exist: one
+/// missing is created empty (what `useradd` does on first use).
+pub fn with_subuid(dir: &Path, subuid: &str) -> Vec<String> {
+    let (uids, gids) = (dir.join("subuid"), dir.join("subgid"));
+    std::fs::write(&uids, subuid).unwrap();
+    std::fs::write(&gids, "").unwrap();
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        if !Path::new(f).exists() {
+            std::fs::write(f, "").unwrap();
+        }
+    }
+    let script = r#"mount --bind "$1" /etc/subuid && mount --bind "$2" /etc/subgid && shift 2 &&
+                    exec "$@""#;
+    [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        script,
+        "sh",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(
+        [uids, gids]
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned()),
+    )
+    .collect()
+}

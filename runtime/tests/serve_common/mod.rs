@@ -8,7 +8,7 @@ mod common;
 
 #[allow(unused_imports)] // used by some of the serve_* test crates only
 pub use common::{go_on, hello_manifest, hello_parts, raw_tar_gz, require, wait_stopped};
-pub use common::{require_root, Fixture};
+pub use common::{require_root, with_subuid, Fixture};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -175,6 +175,19 @@ impl Serve {
         policy: Option<&str>,
         env: &[(&str, &str)],
     ) -> Serve {
+        Self::start_under(fx, config, policy, env, &[])
+    }
+
+    /// [`Serve::start_env`], the daemon started by `wrapper` (a program and its arguments that
+    /// then execute the daemon's path and arguments, keeping its pid: e.g. [`with_subuid`]'s);
+    /// empty: directly.
+    pub fn start_under(
+        fx: &Fixture,
+        config: &str,
+        policy: Option<&str>,
+        env: &[(&str, &str)],
+        wrapper: &[String],
+    ) -> Serve {
         let sock = fx.dir().join("serve.sock");
         let mut args = serve_args(fx, config, policy);
         if policy.is_none() {
@@ -187,7 +200,16 @@ impl Serve {
         }
         args.extend(["--socket".to_string(), sock.to_string_lossy().into_owned()]);
         let stderr = fx.dir().join("serve.stderr");
-        let child = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        let bin = env!("CARGO_BIN_EXE_stockade");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .args(&args)
             .current_dir(fx.dir())
             .env_remove("NOTIFY_SOCKET")
