@@ -513,6 +513,21 @@ mod tests {
         }
     }
 
+    /// The revocation lock excludes: while one is held, no other open description of the
+    /// file can take it, and once dropped one can (with the `flock` gone from `lock`, every
+    /// revocation test still passed: review-98 M2).
+    #[test]
+    fn the_revocation_lock_excludes_until_dropped() {
+        use std::os::fd::AsFd;
+        let d = tempfile::tempdir().unwrap();
+        let sd = d.path().join("state");
+        let held = RevocationState::lock(&sd).unwrap();
+        let other = std::fs::File::open(sd.join(REVOCATION_LOCK_FILE)).unwrap();
+        assert!(!crate::sys::try_flock_exclusive(other.as_fd()).unwrap());
+        drop(held);
+        assert!(crate::sys::try_flock_exclusive(other.as_fd()).unwrap());
+    }
+
     #[test]
     fn license_memory_round_trip_private() {
         use std::os::unix::fs::PermissionsExt;
