@@ -1037,28 +1037,6 @@ pub fn object_dir_in(root: &Path, p: &Installed) -> PathBuf {
     root.join("plugins").join(&p.dir)
 }
 
-/// For `stockade run ARG` and serve's `plugin_load`: the stored package of an installed plugin
-/// named ARG (same rule as `verify`), else ARG itself. An existing file is used as it is, without
-/// reading the registry; an ARG that can only be a name and is not installed is
-/// [`StoreError::NotInstalled`], and a registry that cannot be read is the error (not "cannot
-/// read ARG", which would send the operator looking for a file).
-pub fn resolve_package(state_dir: &Path, arg: &Path) -> Result<PathBuf, StoreError> {
-    match candidate_name(arg) {
-        Some(name) => installed_package(state_dir, name)?
-            .ok_or_else(|| StoreError::NotInstalled(name.to_string())),
-        None => Ok(arg.to_path_buf()),
-    }
-}
-
-/// The stored package of the installed plugin `name`, if there is one (by name only: no file
-/// of that name is looked for, as serve's dependency lookup needs). `Err` when the registry
-/// cannot be read: a corrupt store is not an empty one. Only a path: a caller that opens it
-/// while an upgrade or removal may commit uses [`with_installed`].
-pub fn installed_package(state_dir: &Path, name: &str) -> Result<Option<PathBuf>, StoreError> {
-    Ok(lookup(state_dir, name)?
-        .map(|p| object_dir_in(&state_dir.join(STORE_DIR), &p).join(PACKAGE_FILE)))
-}
-
 /// The registry's entry for `name`, read without the lock (a name's lookup never waits for an
 /// install), if there is one.
 fn lookup(state_dir: &Path, name: &str) -> Result<Option<Installed>, StoreError> {
@@ -1071,10 +1049,13 @@ fn lookup(state_dir: &Path, name: &str) -> Result<Option<Installed>, StoreError>
 /// it made.
 pub type Used<T, E> = (PathBuf, Result<T, E>);
 
-/// [`resolve_package`] and its use in one: `use_it(path)` with ARG's stored package when ARG
-/// is an installed plugin's name (looked up, and looked up again, as [`with_installed`] does;
-/// [`StoreError::NotInstalled`] when it is not installed, or was removed meanwhile), with ARG
-/// itself otherwise. Returns the path used with what `use_it` made of it.
+/// For `stockade run ARG`, `inspect`, `policy explain` and serve's `plugin_load`: `use_it(path)`
+/// with ARG's stored package when ARG is an installed plugin's name (same rule as `verify`;
+/// looked up, and looked up again, as [`with_installed`] does; [`StoreError::NotInstalled`]
+/// when it is not installed, or was removed meanwhile), with ARG itself otherwise. An existing
+/// file is used as it is, without reading the registry; a registry that cannot be read is the
+/// error (not "cannot read ARG", which would send the operator looking for a file). Returns the
+/// path used with what `use_it` made of it.
 pub fn with_package<T, E>(
     state_dir: &Path,
     arg: &Path,
@@ -1091,8 +1072,9 @@ pub fn with_package<T, E>(
     }
 }
 
-/// `use_it(path)` with the stored package of the installed plugin `name` (by name only, as
-/// [`installed_package`]); `None` when it is not installed. `gone(err)`: `use_it` found no file
+/// `use_it(path)` with the stored package of the installed plugin `name` (by name only: no
+/// file of that name is looked for, as serve's dependency lookup needs; a registry that cannot
+/// be read is the error: a corrupt store is not an empty one); `None` when it is not installed. `gone(err)`: `use_it` found no file
 /// at the path.
 ///
 /// Why more than a lookup: the registry is read, then the package opened at the path it names,
