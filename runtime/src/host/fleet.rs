@@ -252,11 +252,6 @@ impl TrustRefusal {
     }
 }
 
-/// A `load_failed` error. Its `data.kind`, when it has one, is the kind the CLI would fail
-/// with (runtime/src/kinds.rs), and `data.exit` the code that kind always comes with
-/// (docs/protocol.md §2): filled in from the table where the refusal did not say it (the
-/// dependency refusals, the key/value store), so an agent can branch on either as it would on
-/// the CLI's.
 /// Why [`Daemon::try_verify_for_load`] loaded nothing.
 enum LoadFailure {
     /// No package file at the path (not audited yet: the store may name another now).
@@ -271,6 +266,11 @@ impl LoadFailure {
     }
 }
 
+/// A `load_failed` error. Its `data.kind`, when it has one, is the kind the CLI would fail
+/// with (runtime/src/kinds.rs), and `data.exit` the code that kind always comes with
+/// (docs/protocol.md §2): filled in from the table where the refusal did not say it (the
+/// dependency refusals, the key/value store), so an agent can branch on either as it would on
+/// the CLI's.
 fn load_failed(msg: impl Into<String>, mut data: Value) -> RpcError {
     if let Some(kind) = data.get("kind").and_then(Value::as_str) {
         let exit = crate::kinds::exit_of(kind).map(crate::exit::Exit::code);
