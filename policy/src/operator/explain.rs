@@ -629,6 +629,24 @@ pub struct Change {
 }
 
 /// Compare two explanations item by item.
+/// `widens` when set `b` holds all of `a` and more, `narrows` when `a` holds all of `b` and
+/// more, else `changes` (two JSON arrays, taken as sets).
+fn set_effect(a: &Value, b: &Value) -> &'static str {
+    let set = |v: &Value| -> std::collections::BTreeSet<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(Value::to_string)
+            .collect()
+    };
+    let (a, b) = (set(a), set(b));
+    match (a.is_subset(&b), b.is_subset(&a)) {
+        (true, false) => "widens",
+        (false, true) => "narrows",
+        _ => "changes",
+    }
+}
+
 pub fn diff(a: &Explanation, b: &Explanation) -> Vec<Change> {
     let key = |i: &Item| (i.section.clone(), i.name.clone());
     let am: std::collections::BTreeMap<_, _> = a.items.iter().map(|i| (key(i), i)).collect();
@@ -650,6 +668,11 @@ pub fn diff(a: &Explanation, b: &Explanation) -> Vec<Change> {
             }),
             Some(ib) if ib.value != ia.value || ib.granted != ia.granted => {
                 let effect = match (ia.width, ib.width) {
+                    // A set (the operator allowlist) is ordered by inclusion, not by its size:
+                    // `[log, emit_event]` → `[kv_put]` is smaller and narrows nothing.
+                    (Some(_), Some(_)) if ia.value.is_array() && ib.value.is_array() => {
+                        set_effect(&ia.value, &ib.value)
+                    }
                     (Some(x), Some(y)) if y > x => "widens",
                     (Some(x), Some(y)) if y < x => "narrows",
                     _ => "changes",
@@ -805,6 +828,34 @@ mod tests {
         assert_eq!(eff("resource", "pids_max"), Some("narrows"));
         assert_eq!(eff("network", "mode"), Some("widens"));
         assert_eq!(eff("resource", "nofile"), None);
+    }
+
+    /// The operator allowlist is a set: ranked by inclusion, not by how many it names
+    /// (`[emit_event, log]` → `[kv_put]` "narrowed", review-98 L3); "not restricted" is wider
+    /// than any list.
+    #[test]
+    fn diff_ranks_the_operator_allowlist_by_inclusion() {
+        let allow = |list: Option<&str>| {
+            ex(&match list {
+                Some(l) => format!("version = 1\n[capabilities]\nallow = [{l}]\n"),
+                None => "version = 1\n".to_string(),
+            })
+        };
+        let effect = |a: &Explanation, b: &Explanation| {
+            diff(a, b)
+                .into_iter()
+                .find(|c| c.section == "capability" && c.name == "operator allowlist")
+                .map(|c| c.effect)
+        };
+        let two = allow(Some("\"log\", \"emit_event\""));
+        let other = allow(Some("\"kv_put\""));
+        let one = allow(Some("\"log\""));
+        assert_eq!(effect(&two, &other), Some("changes"));
+        assert_eq!(effect(&one, &other), Some("changes"));
+        assert_eq!(effect(&two, &one), Some("narrows"));
+        assert_eq!(effect(&one, &two), Some("widens"));
+        assert_eq!(effect(&two, &allow(None)), Some("widens"));
+        assert_eq!(effect(&allow(None), &one), Some("narrows"));
     }
 
     /// The Sertone fee cap and destination were unranked, so `policy diff` (and lint's
