@@ -626,16 +626,19 @@ pub fn adopt_dir_owner(f: &File, path: &Path) -> std::io::Result<()> {
 }
 
 /// Why [`lock_as_dir_owner`] took no lock.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum OwnerLockError {
     /// The lock's directory cannot be read: whose it is, and so whose the lock, is not known.
-    Dir(std::io::Error),
+    #[error("cannot read the lock's directory")]
+    Dir(#[source] std::io::Error),
     /// Not a lock this process may wait on: it is neither root nor the directory's owner, or
     /// what is at the name is not a lock file of that owner's (another user's, a link, not a
     /// regular file of one link: kind `InvalidData`).
-    Refused(std::io::Error),
+    #[error("not a lock this process may take")]
+    Refused(#[source] std::io::Error),
     /// Opening, making or taking it failed.
-    Io(std::io::Error),
+    #[error("cannot take the lock")]
+    Io(#[source] std::io::Error),
 }
 
 /// How many rounds [`lock_as_dir_owner`] makes before it gives up: one to make the owner's lock
