@@ -306,6 +306,14 @@ impl VerifyError {
     pub fn hint(&self) -> &'static str {
         // The revocation memory is the rollback floor: "check the permissions" would not say
         // that removing it lowers the floor to nothing.
+        if let VerifyError::Revocation(RevocationError::State(crate::state::StateError::Lock {
+            ..
+        })) = self
+        {
+            return "a newer revocation list is recorded under the state directory's lock: run as \
+                    root or as the state directory's owner; what is at the lock's name must be a \
+                    regular file of that owner's (remove anything else, it holds no data)";
+        }
         if let VerifyError::Revocation(RevocationError::State(_)) = self {
             return "restore the state file named (revocation-state.json) or make it a regular file of \
                     the state directory's owner, mode 0600; removing it forgets the revocation lists \
