@@ -1218,3 +1218,44 @@ fn a_run_by_name_beside_an_upgrade_or_removal_takes_the_store_as_it_is_now() {
     expect(&remove(&fx, "hello", &[]), 0, "");
     expect(&resume(held), 104, "store.not_installed");
 }
+
+/// Agents poll `list`. It took the store's lock exclusively whenever it could (to recover), so
+/// an `install --no-wait` or `remove --no-wait` beside it failed with 108 `store.locked` though
+/// only a reader was there. Held where it has read the registry: both succeed beside it, and it
+/// lists what it read. With a leftover of an interrupted install it still recovers (the lock was
+/// free): the leftover is gone by the time it is held, and the lock free again.
+#[test]
+fn a_list_beside_an_install_or_removal_with_no_wait_does_not_make_it_fail() {
+    let fx = setup();
+    let (a, b) = (pack(&fx, "a", "1.0.0", &[]), pack(&fx, "b", "1.0.0", &[]));
+    expect(&fx.store_install(&[&a], &[]), 0, "");
+    let list = || {
+        stockade_stopped_at(
+            fx.dir(),
+            &["--json", "list", "--state-dir", "state"],
+            "list",
+        )
+    };
+
+    let held = list();
+    expect(&fx.store_install(&[&b], &["--no-wait"]), 0, "");
+    expect(&remove(&fx, "a", &["--no-wait"]), 0, "");
+    let r = resume(held);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let doc = r.json();
+    let names: Vec<&str> = doc["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a"], "it lists the registry it read");
+
+    let leftover = fx.path("state/store/staging/install-x");
+    std::fs::create_dir(&leftover).unwrap();
+    let held = list();
+    assert!(!leftover.exists(), "list recovers when the lock is free");
+    expect(&remove(&fx, "b", &["--no-wait"]), 0, "");
+    expect(&resume(held), 0, "");
+    assert!(fx.installed().is_empty());
+}

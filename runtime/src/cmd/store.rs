@@ -847,27 +847,35 @@ struct ListItem {
 
 /// Run `stockade list`.
 pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
-    // Recover when this process can take the lock and write; a reader without write access (or
-    // while an install holds the lock) still gets a consistent view: the registry is only ever
-    // replaced by rename. No store is made: there is nothing to list, and one made by the
-    // daemon's user (whose state directory it is in the packaged layout) would be that user's,
-    // which root's commands then refused (78 `store.unsafe`).
-    let (reg, root) = match Store::open_existing(&a.store.state_dir, true) {
-        Ok(Some((st, _))) => (st.registry().clone(), st.root().to_path_buf()),
-        Ok(None) => (
+    // Read without the lock, so that a `list` (which agents poll) never makes an install or
+    // removal with `--no-wait` fail 108 beside it; leftovers are recovered only when there are
+    // some and the lock is free at once (`Store::list_registry`). No store is made: there is
+    // nothing to list, and one made by the daemon's user (whose state directory it is in the
+    // packaged layout) would be that user's, which root's commands then refused (78
+    // `store.unsafe`).
+    let (reg, root) = match Store::list_registry(&a.store.state_dir).map_err(store_err)? {
+        Some((reg, root, recovery)) => {
+            // A recovery that could not be done (an immutable leftover, a lock that is not
+            // the owner's…) does not change what is installed: the listing stands, and the
+            // next install or removal, which recovers first, fails with it.
+            match recovery {
+                Err(
+                    e @ (StoreError::Corrupt { .. }
+                    | StoreError::Schema { .. }
+                    | StoreError::BadDirName(_)
+                    | StoreError::Held(HeldDirError::Unsafe { .. })),
+                ) => return Err(store_err(e)),
+                Err(e) => out.note(format!(
+                    "warning: leftovers of an interrupted run could not be removed: {}",
+                    store_err(e).chain().join(": ")
+                )),
+                Ok(_) => {}
+            }
+            (reg, root)
+        }
+        None => (
             crate::store::Registry::default(),
             a.store.state_dir.join(crate::store::STORE_DIR),
-        ),
-        Err(
-            e @ (StoreError::Corrupt { .. }
-            | StoreError::Schema { .. }
-            | StoreError::BadDirName(_)
-            | StoreError::Held(HeldDirError::Unsafe { .. })),
-        ) => return Err(store_err(e)),
-        Err(_) => (
-            crate::store::read_registry(&a.store.state_dir).map_err(store_err)?,
-            std::fs::canonicalize(a.store.state_dir.join(crate::store::STORE_DIR))
-                .unwrap_or_else(|_| a.store.state_dir.join(crate::store::STORE_DIR)),
         ),
     };
     // The delisting flags come from the cached indexes, verified against the keys the sources'
