@@ -434,13 +434,14 @@ fn install_and_removal_are_audited() {
             )
         })
         .collect();
-    assert_eq!(
-        events,
-        [
-            ("install".to_string(), "ok".to_string()),
-            ("removal".to_string(), "ok".to_string())
-        ]
-    );
+    // Each change's `begun` record before its commit, its outcome after.
+    let want = [
+        ("install", "begun"),
+        ("install", "ok"),
+        ("removal", "begun"),
+        ("removal", "ok"),
+    ];
+    assert_eq!(events, want.map(|(e, o)| (e.to_string(), o.to_string())));
     assert!(text.contains("\"package_sha256\""));
     ok(fx.dir(), &["audit", "verify", log.to_str().unwrap()]);
 }
@@ -1258,4 +1259,74 @@ fn a_list_beside_an_install_or_removal_with_no_wait_does_not_make_it_fail() {
     expect(&remove(&fx, "b", &["--no-wait"]), 0, "");
     expect(&resume(held), 0, "");
     assert!(fx.installed().is_empty());
+}
+
+/// An install (and a removal) committed, then its audit record appended: a log that could not
+/// be written there made the command exit 74 although the plugin was installed (or removed) —
+/// the agent told of a failure the store contradicts — and a kill there left the change with no
+/// record. Held right after the commit with the log made unwritable: the command succeeds,
+/// says that the record is missing (`audit_error`, a warning on stderr), and the log holds the
+/// change's `begun` record, appended before the commit; the log still verifies.
+#[test]
+fn a_committed_change_whose_audit_record_cannot_be_written_is_not_reported_failed() {
+    let fx = setup();
+    let log = fx.path("audit.log");
+    std::fs::create_dir_all(fx.path("policy-root/etc/stockade")).unwrap();
+    std::fs::write(
+        fx.path("policy-root/etc/stockade/policy.toml"),
+        format!("version = 1\n[audit]\nfile = \"{}\"\n", log.display()),
+    )
+    .unwrap();
+    let pkg = pack(&fx, "hello", "0.1.0", &[]);
+    let records = || -> Vec<(String, String)> {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                let s = |k: &str| v[k].as_str().unwrap().to_string();
+                (s("event"), s("outcome"))
+            })
+            .collect()
+    };
+    let last = || records().last().cloned().unwrap();
+
+    let mut args = vec!["--json", "install", pkg.as_str()];
+    args.extend_from_slice(&STORE_FLAGS);
+    let held = stockade_stopped_at(fx.dir(), &args, "committed");
+    assert_eq!(last(), ("install".into(), "begun".into()));
+    let Some(guard) = Unwritable::new(log.clone()) else {
+        return;
+    };
+    let r = resume(held);
+    drop(guard);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["audit_error"]["kind"], "audit", "{}", r.stdout);
+    assert!(fx.installed().contains_key("hello"));
+    assert_eq!(last(), ("install".into(), "begun".into()));
+
+    // In text, a warning on stderr says so.
+    let args = [
+        "remove",
+        "hello",
+        "--state-dir",
+        "state",
+        "--policy-root",
+        "policy-root",
+    ];
+    let held = stockade_stopped_at(fx.dir(), &args, "committed");
+    assert_eq!(last(), ("removal".into(), "begun".into()));
+    let guard = Unwritable::new(log.clone()).unwrap();
+    let r = resume(held);
+    drop(guard);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("removed hello 0.1.0"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("removed, but its audit record could not be written"),
+        "{}",
+        r.stderr
+    );
+    assert!(fx.installed().is_empty());
+    ok(fx.dir(), &["audit", "verify", log.to_str().unwrap()]);
 }
