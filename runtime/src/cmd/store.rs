@@ -586,7 +586,8 @@ const BEGUN: &str = "begun";
 
 /// Commit a store change (`commit`) between its audit records: each of `records` (outcome
 /// [`BEGUN`]) appended first, then the commit, then each again with outcome `ok` — or `failed`
-/// (`detail.error`) when the commit failed.
+/// (`detail.error`) when the commit step failed (which a failure after the registry's rename,
+/// removing a superseded directory, also is: the registry then says it took effect).
 ///
 /// Why this order: an install or removal committed and then recorded left, after a kill between
 /// the two, a change with no record at all, and an append that failed there made the command
