@@ -1296,6 +1296,7 @@ fn a_committed_change_whose_audit_record_cannot_be_written_is_not_reported_faile
     let held = stockade_stopped_at(fx.dir(), &args, "committed");
     assert_eq!(last(), ("install".into(), "begun".into()));
     let Some(guard) = Unwritable::new(log.clone()) else {
+        resume(held);
         return;
     };
     let r = resume(held);

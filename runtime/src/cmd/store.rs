@@ -930,7 +930,11 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
     // packaged layout) would be that user's, which root's commands then refused (78
     // `store.unsafe`).
     let (reg, root) = match Store::list_registry(&a.store.state_dir).map_err(store_err)? {
-        Some((reg, root, recovery)) => {
+        Some(crate::store::Listing {
+            registry,
+            root,
+            recovery,
+        }) => {
             // A recovery that could not be done (an immutable leftover, a lock that is not
             // the owner's…) does not change what is installed: the listing stands, and the
             // next install or removal, which recovers first, fails with it.
@@ -947,7 +951,7 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                 )),
                 Ok(_) => {}
             }
-            (reg, root)
+            (registry, root)
         }
         None => (
             crate::store::Registry::default(),

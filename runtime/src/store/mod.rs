@@ -270,6 +270,18 @@ pub struct Store {
     _lock: OwnedFd,
 }
 
+/// What `list` reads ([`Store::list_registry`]).
+#[derive(Debug)]
+pub struct Listing {
+    /// The registry, read without the lock.
+    pub registry: Registry,
+    /// `<state>/store`, canonical (the paths `list` prints work from anywhere).
+    pub root: PathBuf,
+    /// The recovery done first (empty: nothing to recover, or a writer at work), or why it
+    /// failed.
+    pub recovery: Result<Recovery, StoreError>,
+}
+
 /// The store's lock without the store ([`Store::lock_existing`]), held until dropped.
 #[derive(Debug)]
 pub struct StoreLock {
@@ -666,9 +678,7 @@ impl Store {
     /// writer recovers them. Recovery then runs as [`Store::open`]'s, on the registry read
     /// again under the lock. Its errors are returned, for the caller to judge; the listing is
     /// read afterwards in any case.
-    pub fn list_registry(
-        state_dir: &Path,
-    ) -> Result<Option<(Registry, PathBuf, Result<Recovery, StoreError>)>, StoreError> {
+    pub fn list_registry(state_dir: &Path) -> Result<Option<Listing>, StoreError> {
         let Some(held) = held_existing(state_dir)? else {
             return Ok(None);
         };
@@ -694,7 +704,11 @@ impl Store {
         };
         let (registry, _) = held_registry(&held)?;
         sys::stop_at("list");
-        Ok(Some((registry, held.shown().to_path_buf(), recovery)))
+        Ok(Some(Listing {
+            registry,
+            root: held.shown().to_path_buf(),
+            recovery,
+        }))
     }
 
     /// [`Store::open`] once the store directory is held: its owner's check, the lock, the
