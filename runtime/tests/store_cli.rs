@@ -410,9 +410,8 @@ fn the_store_lock_serialises_installs() {
     assert!(["a", "b", "c", "d"].iter().all(|n| l.contains_key(*n)));
 }
 
-#[test]
-fn install_and_removal_are_audited() {
-    let fx = setup();
+/// The fixture's operator policy with an `[audit]` file sink: the log's path.
+fn audit_to_file(fx: &Fixture) -> std::path::PathBuf {
     let log = fx.path("audit.log");
     std::fs::create_dir_all(fx.path("policy-root/etc/stockade")).unwrap();
     std::fs::write(
@@ -420,6 +419,13 @@ fn install_and_removal_are_audited() {
         format!("version = 1\n[audit]\nfile = \"{}\"\n", log.display()),
     )
     .unwrap();
+    log
+}
+
+#[test]
+fn install_and_removal_are_audited() {
+    let fx = setup();
+    let log = audit_to_file(&fx);
     let pkg = pack(&fx, "hello", "0.1.0", &[]);
     expect(&fx.store_install(&[&pkg], &[]), 0, "");
     expect(&remove(&fx, "hello", &[]), 0, "");
@@ -1270,13 +1276,7 @@ fn a_list_beside_an_install_or_removal_with_no_wait_does_not_make_it_fail() {
 #[test]
 fn a_committed_change_whose_audit_record_cannot_be_written_is_not_reported_failed() {
     let fx = setup();
-    let log = fx.path("audit.log");
-    std::fs::create_dir_all(fx.path("policy-root/etc/stockade")).unwrap();
-    std::fs::write(
-        fx.path("policy-root/etc/stockade/policy.toml"),
-        format!("version = 1\n[audit]\nfile = \"{}\"\n", log.display()),
-    )
-    .unwrap();
+    let log = audit_to_file(&fx);
     let pkg = pack(&fx, "hello", "0.1.0", &[]);
     let records = || -> Vec<(String, String)> {
         std::fs::read_to_string(&log)
