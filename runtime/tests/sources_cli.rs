@@ -101,6 +101,16 @@ impl Repo {
     }
 }
 
+/// The index source `name`'s cache in `state` holds (`indexes/<name>.index`: the index's text
+/// and its signature in one file).
+fn cached_index(state: &Path, name: &str) -> Value {
+    let doc: Value = serde_json::from_slice(
+        &std::fs::read(state.join(format!("indexes/{name}.index"))).unwrap(),
+    )
+    .unwrap();
+    serde_json::from_str(doc["index"].as_str().unwrap()).unwrap()
+}
+
 fn setup() -> (Fixture, Repo) {
     let fx = Fixture::new();
     std::fs::create_dir_all(fx.path("policy-root")).unwrap();
@@ -1020,7 +1030,7 @@ fn source_add_writes_nothing_until_the_index_verifies() {
         "index.operator_key",
     );
     assert_eq!(sources_file(&fx), None);
-    assert!(!fx.path("state/indexes/main.json").exists());
+    assert!(!fx.path("state/indexes/main.index").exists());
     // With another source configured: the file is not touched (same inode, same bytes).
     repo.write(&fx, "op");
     let r = fx.run(&[
@@ -1043,7 +1053,7 @@ fn source_add_writes_nothing_until_the_index_verifies() {
         "index.operator_key",
     );
     assert_eq!(sources_file(&fx).unwrap(), before);
-    assert!(!fx.path("state/indexes/main.json").exists());
+    assert!(!fx.path("state/indexes/main.index").exists());
     // A malformed signature file (refused after the point the old code had saved) likewise.
     std::fs::write(repo.dir.join("index.json.minisig"), "not a signature").unwrap();
     expect(
@@ -1187,7 +1197,7 @@ fn a_symlinked_index_cache_is_refused_and_its_target_untouched() {
     // A real directory works.
     std::fs::remove_file(fx.path("state/indexes")).unwrap();
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
-    assert!(fx.path("state/indexes/main.json").exists());
+    assert!(fx.path("state/indexes/main.index").exists());
 }
 
 /// The index cache is written through its directory's descriptor, but a write that fails names
@@ -1199,11 +1209,11 @@ fn an_index_cache_write_that_fails_names_the_cache_path() {
     repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
     repo.write(&fx, "op");
     // A directory where the cached index goes: it cannot be replaced by a file.
-    std::fs::create_dir_all(fx.path("state/indexes/main.json")).unwrap();
+    std::fs::create_dir_all(fx.path("state/indexes/main.index")).unwrap();
     let r = add_source(&fx, &repo.url(), "op.pub");
     expect(&r, 74, "source.io");
     assert!(
-        r.stdout.contains("state/indexes/main.json") && !r.stdout.contains("/proc/self/fd"),
+        r.stdout.contains("state/indexes/main.index") && !r.stdout.contains("/proc/self/fd"),
         "{}",
         r.stdout
     );
@@ -1299,8 +1309,7 @@ fn the_daemons_user_refreshes_what_root_added() {
     assert!(!state.join("sources.json").exists());
     for (p, owner) in [
         ("indexes", NOBODY),
-        ("indexes/main.json", NOBODY),
-        ("indexes/main.json.minisig", NOBODY),
+        ("indexes/main.index", NOBODY),
         ("sources-seen.json", NOBODY),
     ] {
         assert_eq!(
@@ -1314,8 +1323,7 @@ fn the_daemons_user_refreshes_what_root_added() {
     repo.write(&fx, "op");
     let o = timer_refresh(&fx);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
-    let cached: Value =
-        serde_json::from_slice(&std::fs::read(state.join("indexes/main.json")).unwrap()).unwrap();
+    let cached = cached_index(&state, "main");
     assert_eq!(cached["version"], 2);
     assert_eq!(file_state(&self::config(&fx, "sources.json")), config);
     let seen: Value =
@@ -1352,8 +1360,7 @@ fn the_daemons_user_refreshes_what_root_added() {
         "{item}"
     );
     assert_eq!(file_state(&self::config(&fx, "sources.json")), config);
-    let cached: Value =
-        serde_json::from_slice(&std::fs::read(state.join("indexes/main.json")).unwrap()).unwrap();
+    let cached = cached_index(&state, "main");
     assert_eq!(cached["version"], 2);
     let r = fx.run(&["--json", "source", "refresh", "--state-dir", "state"]);
     expect(&r, 0, "");
@@ -1838,7 +1845,8 @@ fn planted_source_files_are_refused_and_left_as_they_are() {
 }
 
 /// The same layout: the daemon's user replaces `indexes` with a symlink to a directory of root's
-/// holding `<source>.json`; root's `source remove` deleted those files through it. Now it is
+/// holding `<source>.index` (or an earlier build's `<source>.json`); root's `source remove`
+/// deleted those files through it. Now it is
 /// refused (78 `source.unsafe`) before anything changes: the source stays, the files too.
 #[test]
 fn source_remove_deletes_nothing_through_an_indexes_symlink() {
@@ -1852,14 +1860,14 @@ fn source_remove_deletes_nothing_through_an_indexes_symlink() {
     expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
     let victim = fx.path("victim");
     std::fs::create_dir(&victim).unwrap();
-    for f in ["main.json", "main.json.minisig"] {
+    for f in ["main.index", "main.json", "main.json.minisig"] {
         std::fs::write(victim.join(f), "root's").unwrap();
     }
     std::fs::rename(state.join("indexes"), state.join("indexes.real")).unwrap();
     symlink(&victim, state.join("indexes")).unwrap();
     let r = fx.run(&["--json", "source", "remove", "main", "--state-dir", "state"]);
     expect(&r, 78, "source.unsafe");
-    for f in ["main.json", "main.json.minisig"] {
+    for f in ["main.index", "main.json", "main.json.minisig"] {
         assert!(victim.join(f).exists(), "{f} removed through the symlink");
     }
     let listed = ok(
@@ -1875,7 +1883,7 @@ fn source_remove_deletes_nothing_through_an_indexes_symlink() {
         0,
         "",
     );
-    assert!(!state.join("indexes/main.json").exists());
+    assert!(!state.join("indexes/main.index").exists());
 }
 
 /// The daemon's user may rename any entry of its state directory. When root's configuration was
@@ -2022,7 +2030,7 @@ fn the_daemons_user_changing_roots_configuration_is_told_it_is_not_the_owner() {
         );
     }
     assert_eq!(files(), before);
-    assert!(!p.state.join("indexes/other.json").exists());
+    assert!(!p.state.join("indexes/other.index").exists());
 }
 
 /// `list` flags delisted plugins from the cached indexes, verified against the keys the
@@ -2456,4 +2464,57 @@ fn an_index_republished_between_its_two_fetches_is_fetched_again_not_refused() {
     expect(&r, 0, "");
     assert_eq!(r.json()["updated"][0]["version"], "0.2.0", "{}", r.stdout);
     assert_eq!(fx.installed()["hello"]["version"], "0.2.0");
+}
+
+/// The index cache was two files (`main.json`, `main.json.minisig`) written one after the
+/// other: a `list` while a refresh wrote them, or after a kill between the two, read a pair
+/// that did not verify and showed a delisted plugin as listed, saying nothing. It is one file
+/// now, replaced by rename: held right after the refresh wrote its cache (the old build: after
+/// the first of its two files), then killed, `list` shows the reason of one index or the
+/// other, never none. An earlier build's two files are still read, until a refresh replaces
+/// them with the one file.
+#[test]
+fn a_list_beside_a_refresh_writing_the_index_cache_flags_from_a_verified_index() {
+    let (fx, mut repo) = hello_installed();
+    let refresh = ["--json", "source", "refresh", "--state-dir", "state"];
+    let delist = |repo: &mut Repo, version: u64, reason: &str| {
+        for e in &mut repo.entries {
+            e["delisted"] = json!({ "reason": reason });
+        }
+        repo.version = version;
+        repo.write(&fx, "op");
+    };
+    delist(&mut repo, 2, "first reason");
+    expect(&fx.run(&refresh), 0, "");
+    assert_eq!(fx.installed()["hello"]["delisted"], "first reason");
+
+    delist(&mut repo, 3, "second reason");
+    let mut held = stockade_stopped_at(fx.dir(), &refresh, "index-cached");
+    let flagged = || {
+        let d = fx.installed()["hello"]["delisted"].clone();
+        assert!(
+            d == "first reason" || d == "second reason",
+            "a delisted plugin shown as {d}"
+        );
+    };
+    flagged();
+    held.kill().unwrap();
+    held.wait().unwrap();
+    flagged();
+
+    // An earlier build's cache: the two files, read while there is no `main.index`.
+    let cache = fx.path("state/indexes");
+    std::fs::remove_file(cache.join("main.index")).unwrap();
+    delist(&mut repo, 4, "third reason");
+    for (from, to) in [
+        ("index.json", "main.json"),
+        ("index.json.minisig", "main.json.minisig"),
+    ] {
+        std::fs::copy(repo.dir.join(from), cache.join(to)).unwrap();
+    }
+    assert_eq!(fx.installed()["hello"]["delisted"], "third reason");
+    delist(&mut repo, 5, "fourth reason");
+    expect(&fx.run(&refresh), 0, "");
+    assert_eq!(fx.installed()["hello"]["delisted"], "fourth reason");
+    assert!(!cache.join("main.json").exists() && !cache.join("main.json.minisig").exists());
 }

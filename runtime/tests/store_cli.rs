@@ -410,9 +410,8 @@ fn the_store_lock_serialises_installs() {
     assert!(["a", "b", "c", "d"].iter().all(|n| l.contains_key(*n)));
 }
 
-#[test]
-fn install_and_removal_are_audited() {
-    let fx = setup();
+/// The fixture's operator policy with an `[audit]` file sink: the log's path.
+fn audit_to_file(fx: &Fixture) -> std::path::PathBuf {
     let log = fx.path("audit.log");
     std::fs::create_dir_all(fx.path("policy-root/etc/stockade")).unwrap();
     std::fs::write(
@@ -420,6 +419,13 @@ fn install_and_removal_are_audited() {
         format!("version = 1\n[audit]\nfile = \"{}\"\n", log.display()),
     )
     .unwrap();
+    log
+}
+
+#[test]
+fn install_and_removal_are_audited() {
+    let fx = setup();
+    let log = audit_to_file(&fx);
     let pkg = pack(&fx, "hello", "0.1.0", &[]);
     expect(&fx.store_install(&[&pkg], &[]), 0, "");
     expect(&remove(&fx, "hello", &[]), 0, "");
@@ -434,13 +440,14 @@ fn install_and_removal_are_audited() {
             )
         })
         .collect();
-    assert_eq!(
-        events,
-        [
-            ("install".to_string(), "ok".to_string()),
-            ("removal".to_string(), "ok".to_string())
-        ]
-    );
+    // Each change's `begun` record before its commit, its outcome after.
+    let want = [
+        ("install", "begun"),
+        ("install", "ok"),
+        ("removal", "begun"),
+        ("removal", "ok"),
+    ];
+    assert_eq!(events, want.map(|(e, o)| (e.to_string(), o.to_string())));
     assert!(text.contains("\"package_sha256\""));
     ok(fx.dir(), &["audit", "verify", log.to_str().unwrap()]);
 }
@@ -1217,4 +1224,110 @@ fn a_run_by_name_beside_an_upgrade_or_removal_takes_the_store_as_it_is_now() {
     let held = run_held_after_lookup(&fx);
     expect(&remove(&fx, "hello", &[]), 0, "");
     expect(&resume(held), 104, "store.not_installed");
+}
+
+/// Agents poll `list`. It took the store's lock exclusively whenever it could (to recover), so
+/// an `install --no-wait` or `remove --no-wait` beside it failed with 108 `store.locked` though
+/// only a reader was there. Held where it has read the registry: both succeed beside it, and it
+/// lists what it read. With a leftover of an interrupted install it still recovers (the lock was
+/// free): the leftover is gone by the time it is held, and the lock free again.
+#[test]
+fn a_list_beside_an_install_or_removal_with_no_wait_does_not_make_it_fail() {
+    let fx = setup();
+    let (a, b) = (pack(&fx, "a", "1.0.0", &[]), pack(&fx, "b", "1.0.0", &[]));
+    expect(&fx.store_install(&[&a], &[]), 0, "");
+    let list = || {
+        stockade_stopped_at(
+            fx.dir(),
+            &["--json", "list", "--state-dir", "state"],
+            "list",
+        )
+    };
+
+    let held = list();
+    expect(&fx.store_install(&[&b], &["--no-wait"]), 0, "");
+    expect(&remove(&fx, "a", &["--no-wait"]), 0, "");
+    let r = resume(held);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let doc = r.json();
+    let names: Vec<&str> = doc["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a"], "it lists the registry it read");
+
+    let leftover = fx.path("state/store/staging/install-x");
+    std::fs::create_dir(&leftover).unwrap();
+    let held = list();
+    assert!(!leftover.exists(), "list recovers when the lock is free");
+    expect(&remove(&fx, "b", &["--no-wait"]), 0, "");
+    expect(&resume(held), 0, "");
+    assert!(fx.installed().is_empty());
+}
+
+/// An install (and a removal) committed, then its audit record appended: a log that could not
+/// be written there made the command exit 74 although the plugin was installed (or removed) —
+/// the agent told of a failure the store contradicts — and a kill there left the change with no
+/// record. Held right after the commit with the log made unwritable: the command succeeds,
+/// says that the record is missing (`audit_error`, a warning on stderr), and the log holds the
+/// change's `begun` record, appended before the commit; the log still verifies.
+#[test]
+fn a_committed_change_whose_audit_record_cannot_be_written_is_not_reported_failed() {
+    let fx = setup();
+    let log = audit_to_file(&fx);
+    let pkg = pack(&fx, "hello", "0.1.0", &[]);
+    let records = || -> Vec<(String, String)> {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                let s = |k: &str| v[k].as_str().unwrap().to_string();
+                (s("event"), s("outcome"))
+            })
+            .collect()
+    };
+    let last = || records().last().cloned().unwrap();
+
+    let mut args = vec!["--json", "install", pkg.as_str()];
+    args.extend_from_slice(&STORE_FLAGS);
+    let held = stockade_stopped_at(fx.dir(), &args, "committed");
+    assert_eq!(last(), ("install".into(), "begun".into()));
+    let Some(guard) = Unwritable::new(log.clone()) else {
+        resume(held);
+        return;
+    };
+    let r = resume(held);
+    drop(guard);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["audit_error"]["kind"], "audit", "{}", r.stdout);
+    assert!(fx.installed().contains_key("hello"));
+    assert_eq!(last(), ("install".into(), "begun".into()));
+
+    // In text, a warning on stderr says so.
+    let args = [
+        "remove",
+        "hello",
+        "--state-dir",
+        "state",
+        "--policy-root",
+        "policy-root",
+    ];
+    let held = stockade_stopped_at(fx.dir(), &args, "committed");
+    assert_eq!(last(), ("removal".into(), "begun".into()));
+    let guard = Unwritable::new(log.clone()).unwrap();
+    let r = resume(held);
+    drop(guard);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("removed hello 0.1.0"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("removed, but its audit record could not be written"),
+        "{}",
+        r.stderr
+    );
+    assert!(fx.installed().is_empty());
+    ok(fx.dir(), &["audit", "verify", log.to_str().unwrap()]);
 }

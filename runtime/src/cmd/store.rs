@@ -9,7 +9,8 @@
 //! 4. versions: no silent downgrade or same-version-different-content (exit 107 unless --force);
 //! 5. dependencies of the resulting set (exit 101 missing/unsatisfied, 102 cycle, 103 would break
 //!    an installed dependent), which also gives the install order;
-//! 6. commit (rename into place, registry rename), then one audit record per plugin.
+//! 6. one `begun` audit record per plugin, the commit (rename into place, registry rename),
+//!    then each record's outcome (`ok`, or `failed`): see `commit_audited` for why.
 
 use crate::audit::{append_or_fail, for_report, AuditLog, Event, Record};
 use crate::cli::{InstallArgs, ListArgs, RemoveArgs, UpdateArgs, VerifyArgs};
@@ -158,6 +159,10 @@ struct InstallReport {
     installed: Vec<InstallItem>,
     /// Cleaned up after an interrupted run.
     recovered: crate::store::Recovery,
+    /// The install committed, but its `ok` audit record could not be written (the error as
+    /// `CmdError::to_json_item`; `null` otherwise): its `begun` record is in the log
+    /// ([`commit_audited`]).
+    audit_error: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -533,6 +538,7 @@ fn finish(
     let mut report = InstallReport {
         installed: Vec::new(),
         recovered,
+        audit_error: None,
     };
     for name in &order {
         if let Some(p) = by_name.remove(name) {
@@ -561,13 +567,82 @@ fn finish(
             items.push((p.staged, e));
         }
     }
-    store.commit(items).map_err(store_err)?;
-    for (item, r) in report.installed.iter().zip(&reports) {
-        let mut rec = for_report(Event::Install, "ok", r);
-        rec.detail = json!({"action": item.action, "signature_status": item.signature_status, "source": item.source});
-        append_or_fail(log, rec)?;
-    }
+    let records = report
+        .installed
+        .iter()
+        .zip(&reports)
+        .map(|(item, r)| {
+            let mut rec = for_report(Event::Install, BEGUN, r);
+            rec.detail = json!({"action": item.action, "signature_status": item.signature_status, "source": item.source});
+            rec
+        })
+        .collect();
+    report.audit_error = commit_audited(log, records, || store.commit(items))?;
     Ok(report)
+}
+
+/// The outcome of the record written before a store change commits ([`commit_audited`]).
+const BEGUN: &str = "begun";
+
+/// Commit a store change (`commit`) between its audit records: each of `records` (outcome
+/// [`BEGUN`]) appended first, then the commit, then each again with outcome `ok` — or `failed`
+/// (`detail.error`) when the commit step failed (which a failure after the registry's rename,
+/// removing a superseded directory, also is: the registry then says it took effect).
+///
+/// Why this order: an install or removal committed and then recorded left, after a kill between
+/// the two, a change with no record at all, and an append that failed there made the command
+/// exit non-zero although the change was done — the agent was told it failed and the store
+/// said otherwise. Appended before the commit, a record that cannot be written refuses the
+/// change with nothing changed (no unaudited change: fail closed). After the commit the change
+/// is done whatever the log says: an `ok` record that cannot be written no longer fails the
+/// command; the error is returned (`Ok(Some(..))`) for the report (`audit_error`) and stderr,
+/// and the auditor has the `begun` record — one without an outcome after it means "look at the
+/// store": the registry says whether it committed (docs/audit.md). A `failed` record that
+/// cannot be written is dropped: the command fails with the commit's error anyway.
+fn commit_audited(
+    log: &AuditLog,
+    records: Vec<Record>,
+    commit: impl FnOnce() -> Result<(), StoreError>,
+) -> Result<Option<serde_json::Value>, CmdError> {
+    for rec in &records {
+        append_or_fail(log, rec.clone())?;
+    }
+    if let Err(e) = commit() {
+        for mut rec in records {
+            rec.outcome = "failed".into();
+            rec.detail["error"] = e.to_string().into();
+            let _ = append_or_fail(log, rec);
+        }
+        return Err(store_err(e));
+    }
+    crate::sys::stop_at("committed");
+    let mut audit_error = None;
+    for mut rec in records {
+        rec.outcome = "ok".into();
+        if let Err(e) = append_or_fail(log, rec) {
+            audit_error.get_or_insert_with(|| e.to_json_item());
+        }
+    }
+    Ok(audit_error)
+}
+
+/// Say on stderr that a committed change's `ok` audit record is missing ([`commit_audited`]).
+fn note_audit_error(out: Output, what: &str, e: Option<&serde_json::Value>) {
+    if let Some(e) = e {
+        let mut chain = vec![e["message"].as_str().unwrap_or_default()];
+        chain.extend(
+            e["causes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str()),
+        );
+        out.note(format!(
+            "warning: {what}, but its audit record could not be written (the log has its \
+             `begun` record): {}",
+            chain.join(": ")
+        ));
+    }
 }
 
 /// How an author key was pinned, for the report.
@@ -713,6 +788,7 @@ pub fn install(a: InstallArgs, out: Output) -> Result<Exit, CmdError> {
     job.add_missing_dependencies()?;
     let staged = job.staged;
     let report = finish(&log, &places, staged, &mut store, a.force, recovered)?;
+    note_audit_error(out, "installed", report.audit_error.as_ref());
     out.emit(&report, render_install);
     Ok(Exit::Ok)
 }
@@ -805,8 +881,8 @@ pub fn update(a: UpdateArgs, out: Output) -> Result<Exit, CmdError> {
     job.add_missing_dependencies()?;
     let staged = job.staged;
     let report = finish(&log, &places, staged, &mut store, false, recovered)?;
-    let doc =
-        json!({"updated": report.installed, "skipped": skipped, "recovered": report.recovered});
+    note_audit_error(out, "updated", report.audit_error.as_ref());
+    let doc = json!({"updated": report.installed, "skipped": skipped, "recovered": report.recovered, "audit_error": report.audit_error});
     out.emit(&doc, |_| {
         let mut t = String::new();
         for i in &report.installed {
@@ -847,27 +923,39 @@ struct ListItem {
 
 /// Run `stockade list`.
 pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
-    // Recover when this process can take the lock and write; a reader without write access (or
-    // while an install holds the lock) still gets a consistent view: the registry is only ever
-    // replaced by rename. No store is made: there is nothing to list, and one made by the
-    // daemon's user (whose state directory it is in the packaged layout) would be that user's,
-    // which root's commands then refused (78 `store.unsafe`).
-    let (reg, root) = match Store::open_existing(&a.store.state_dir, true) {
-        Ok(Some((st, _))) => (st.registry().clone(), st.root().to_path_buf()),
-        Ok(None) => (
+    // Read without the lock, so that a `list` (which agents poll) never makes an install or
+    // removal with `--no-wait` fail 108 beside it; leftovers are recovered only when there are
+    // some and the lock is free at once (`Store::list_registry`). No store is made: there is
+    // nothing to list, and one made by the daemon's user (whose state directory it is in the
+    // packaged layout) would be that user's, which root's commands then refused (78
+    // `store.unsafe`).
+    let (reg, root) = match Store::list_registry(&a.store.state_dir).map_err(store_err)? {
+        Some(crate::store::Listing {
+            registry,
+            root,
+            recovery,
+        }) => {
+            // A recovery that could not be done (an immutable leftover, a lock that is not
+            // the owner's…) does not change what is installed: the listing stands, and the
+            // next install or removal, which recovers first, fails with it.
+            match recovery {
+                Err(
+                    e @ (StoreError::Corrupt { .. }
+                    | StoreError::Schema { .. }
+                    | StoreError::BadDirName(_)
+                    | StoreError::Held(HeldDirError::Unsafe { .. })),
+                ) => return Err(store_err(e)),
+                Err(e) => out.note(format!(
+                    "warning: leftovers of an interrupted run could not be removed: {}",
+                    store_err(e).chain().join(": ")
+                )),
+                Ok(_) => {}
+            }
+            (registry, root)
+        }
+        None => (
             crate::store::Registry::default(),
             a.store.state_dir.join(crate::store::STORE_DIR),
-        ),
-        Err(
-            e @ (StoreError::Corrupt { .. }
-            | StoreError::Schema { .. }
-            | StoreError::BadDirName(_)
-            | StoreError::Held(HeldDirError::Unsafe { .. })),
-        ) => return Err(store_err(e)),
-        Err(_) => (
-            crate::store::read_registry(&a.store.state_dir).map_err(store_err)?,
-            std::fs::canonicalize(a.store.state_dir.join(crate::store::STORE_DIR))
-                .unwrap_or_else(|_| a.store.state_dir.join(crate::store::STORE_DIR)),
         ),
     };
     // The delisting flags come from the cached indexes, verified against the keys the sources'
@@ -993,18 +1081,17 @@ pub fn remove(a: RemoveArgs, out: Output) -> Result<Exit, CmdError> {
         )
         .hint("remove those first, or pass --force"));
     }
-    store
-        .remove(std::slice::from_ref(&a.id))
-        .map_err(store_err)?;
-    let mut rec = Record::new(Event::Removal, "ok");
+    let mut rec = Record::new(Event::Removal, BEGUN);
     rec.plugin = Some(p.name.clone());
     rec.version = Some(p.version.clone());
     rec.package_sha256 = Some(p.package_sha256.clone());
     rec.signer_chain = p.signer_chain.clone();
     rec.detail = json!({"forced": a.force, "broken_dependents": needed_by});
-    append_or_fail(&log, rec)?;
-    let report =
-        json!({"removed": {"name": p.name, "version": p.version}, "broken_dependents": needed_by});
+    let audit_error = commit_audited(&log, vec![rec], || {
+        store.remove(std::slice::from_ref(&a.id)).map(drop)
+    })?;
+    note_audit_error(out, "removed", audit_error.as_ref());
+    let report = json!({"removed": {"name": p.name, "version": p.version}, "broken_dependents": needed_by, "audit_error": audit_error});
     out.emit(&report, |_| {
         let mut t = format!("removed {} {}\n", term(&p.name), term(&p.version));
         for n in &needed_by {

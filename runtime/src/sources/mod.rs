@@ -15,8 +15,9 @@
 //! - `sources-seen.json`: the highest index version (and digest) seen per source by anyone who
 //!   refreshed, the refresh timer's user included (the shared rollback memory), in the state
 //!   directory;
-//! - `indexes/<source>.json` (+ `.minisig`): the last verified index, which `list` reads to flag
-//!   delisted plugins without a download, in the state directory.
+//! - `indexes/<source>.index`: the last verified index with its signature, one file
+//!   ([`CachedIndex`]: two files written in turn could be read as a pair that does not verify),
+//!   which `list` reads to flag delisted plugins without a download, in the state directory.
 //!
 //! Who decides what: `sources.json` and `pins.json` are the operator's configuration. They are
 //! read only if they belong to the running user or root and nobody else may write them
@@ -94,6 +95,39 @@ pub const SEEN_FILE: &str = "sources-seen.json";
 pub const INDEX_CACHE_DIR: &str = "indexes";
 /// Largest signature file fetched.
 pub const MAX_SIG_BYTES: u64 = 4096;
+/// The index cache file's schema tag ([`CachedIndex`]).
+const INDEX_CACHE_SCHEMA: &str = "stockade-index-cache/1";
+
+/// One source's last verified index as cached in `indexes/<source>.index`: the index's exact
+/// bytes and the operator's signature over them in one file, written whole by rename.
+///
+/// Why one file: the cache was two (`<source>.json`, `<source>.json.minisig`), written one after
+/// the other, so a kill between the two writes, or a `list` reading while a refresh wrote them,
+/// found a pair that did not verify, and `list` showed a delisted plugin as listed, saying
+/// nothing, until the next refresh. One file replaced by rename is always a pair that was
+/// verified together. A source's name cannot make `<name>.index` collide with an earlier
+/// build's `<other>.json` or `<other>.json.minisig`: the suffixes differ.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CachedIndex {
+    /// [`INDEX_CACHE_SCHEMA`].
+    schema: String,
+    /// The index's bytes (JSON, so text: an index is parsed as UTF-8 JSON before it is cached).
+    index: String,
+    /// The minisign signature file's text.
+    signature: String,
+}
+
+/// The cache file of source `name` in `indexes/`.
+fn index_cache_file(name: &str) -> String {
+    format!("{name}.index")
+}
+
+/// An earlier build's two cache files of source `name` (index, signature): read while no
+/// [`index_cache_file`] exists, removed by the next refresh.
+fn legacy_index_cache_files(name: &str) -> [String; 2] {
+    [format!("{name}.json"), format!("{name}.json.minisig")]
+}
 
 /// Why a source operation or an install by id stopped.
 #[derive(Debug, thiserror::Error)]
@@ -1571,12 +1605,22 @@ fn remember(
     // ones).
     crate::fileio::sweep_reserved(&held.path());
     crate::fileio::sweep_reserved(state_dir);
-    for (file, bytes) in [
-        (format!("{name}.json"), &c.bytes),
-        (format!("{name}.json.minisig"), &c.sig_bytes),
-    ] {
-        let at = held.join(file);
-        write_state_file(at.path(), bytes, 0o644).map_err(|e| e.shown_as(at.shown()))?;
+    // One file, replaced whole ([`CachedIndex`] says why). The checked bytes were parsed as
+    // JSON, so they are UTF-8; a signature file that is not (its parse read it lossily, as
+    // `cached` does) is kept as that parse read it.
+    let doc = CachedIndex {
+        schema: INDEX_CACHE_SCHEMA.into(),
+        index: String::from_utf8_lossy(&c.bytes).into_owned(),
+        signature: String::from_utf8_lossy(&c.sig_bytes).into_owned(),
+    };
+    let at = held.join(index_cache_file(name));
+    let bytes = to_json(at.shown(), &doc)?;
+    write_state_file(at.path(), &bytes, 0o644).map_err(|e| e.shown_as(at.shown()))?;
+    crate::sys::stop_at("index-cached");
+    // An earlier build's two files, now superseded: never read again once the file above
+    // exists, removed so that they cannot outlive it (what cannot be removed is harmless).
+    for f in legacy_index_cache_files(name) {
+        let _ = std::fs::remove_file(held.path().join(f));
     }
     let entry = SeenEntry {
         version: c.vi.index.version,
@@ -1612,10 +1656,12 @@ impl IndexCache {
         }
     }
 
-    /// Remove `name`'s cached index and signature (what is not there is fine).
+    /// Remove `name`'s cached index (and an earlier build's two files; what is not there is
+    /// fine).
     pub fn forget(&self, name: &str) {
         let Some(held) = &self.0 else { return };
-        for f in [format!("{name}.json"), format!("{name}.json.minisig")] {
+        let [index, sig] = legacy_index_cache_files(name);
+        for f in [index_cache_file(name), index, sig] {
             let _ = std::fs::remove_file(held.path().join(f));
         }
     }
@@ -1628,9 +1674,27 @@ pub fn cached(state_dir: &Path, sources: &Sources, name: &str) -> Option<Index> 
     let src = sources.sources.get(name)?;
     let pinned = PublicKey::from_base64(&src.operator_pubkey).ok()?;
     let cache = state_dir.join(INDEX_CACHE_DIR);
-    let bytes = read_capped(&cache.join(format!("{name}.json")), MAX_INDEX_BYTES as u64).ok()?;
-    let sig = read_capped(&cache.join(format!("{name}.json.minisig")), MAX_SIG_BYTES).ok()?;
-    let sig = Signature::parse(&String::from_utf8_lossy(&sig)).ok()?;
+    // JSON escaping at most doubles the text (a quote or a backslash per byte), plus the frame.
+    let cap = 2 * (MAX_INDEX_BYTES as u64 + MAX_SIG_BYTES) + 4096;
+    let (bytes, sig) = match read_capped(&cache.join(index_cache_file(name)), cap) {
+        Ok(doc) => {
+            let doc: CachedIndex = serde_json::from_slice(&doc).ok()?;
+            if doc.schema != INDEX_CACHE_SCHEMA {
+                return None;
+            }
+            (doc.index.into_bytes(), doc.signature)
+        }
+        // An earlier build's cache, until the next refresh replaces it: still two files, so
+        // still a pair that may not verify (then `None`, as before).
+        Err(e) if e.is_not_found() => {
+            let [index, sig] = legacy_index_cache_files(name);
+            let bytes = read_capped(&cache.join(index), MAX_INDEX_BYTES as u64).ok()?;
+            let sig = read_capped(&cache.join(sig), MAX_SIG_BYTES).ok()?;
+            (bytes, String::from_utf8_lossy(&sig).into_owned())
+        }
+        Err(_) => return None,
+    };
+    let sig = Signature::parse(&sig).ok()?;
     pinned.verify(&bytes, &sig).ok()?;
     Index::parse(&bytes).ok()
 }

@@ -270,6 +270,18 @@ pub struct Store {
     _lock: OwnedFd,
 }
 
+/// What `list` reads ([`Store::list_registry`]).
+#[derive(Debug)]
+pub struct Listing {
+    /// The registry, read without the lock.
+    pub registry: Registry,
+    /// `<state>/store`, canonical (the paths `list` prints work from anywhere).
+    pub root: PathBuf,
+    /// The recovery done first (empty: nothing to recover, or a writer at work), or why it
+    /// failed.
+    pub recovery: Result<Recovery, StoreError>,
+}
+
 /// The store's lock without the store ([`Store::lock_existing`]), held until dropped.
 #[derive(Debug)]
 pub struct StoreLock {
@@ -513,6 +525,37 @@ fn open_lock_with<T>(
     })
 }
 
+/// Whether the held store has what [`Store::recover`] removes, looked at without the lock (for
+/// [`Store::list_registry`]): a staging directory, or an object directory the registry does not
+/// name. Only the store's owner can recover (and read its 0700 `staging/`): `false` for anyone
+/// else. A writer at work has both; that is told apart by its lock, not here.
+fn has_leftovers(held: &HeldDir) -> Result<bool, StoreError> {
+    if owner_of(held)? != nix::unistd::geteuid().as_raw() {
+        return Ok(false);
+    }
+    let entries = |name: &str| -> Result<Vec<String>, StoreError> {
+        let dir = held.join(name);
+        match std::fs::read_dir(dir.path()) {
+            Ok(rd) => rd
+                .map(|e| {
+                    e.map(|e| e.file_name().to_string_lossy().into_owned())
+                        .map_err(io("cannot list", dir.shown()))
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io("cannot list", dir.shown())(e)),
+        }
+    };
+    if !entries("staging")?.is_empty() {
+        return Ok(true);
+    }
+    let (registry, _) = held_registry(held)?;
+    let live: BTreeSet<&str> = registry.plugins.values().map(|p| p.dir.as_str()).collect();
+    Ok(entries("plugins")?
+        .iter()
+        .any(|name| !live.contains(name.as_str())))
+}
+
 /// Open the held store directory's lock file and take it (waiting unless `no_wait`).
 fn take_lock(held: &HeldDir, no_wait: bool) -> Result<OwnedFd, StoreError> {
     let lock = open_lock(held)?;
@@ -619,6 +662,53 @@ impl Store {
             return Ok(None);
         };
         Self::open_held(state_dir, held, no_wait).map(Some)
+    }
+
+    /// The registry for `list`, read without the lock (`None`: there is no store), after
+    /// recovering only when there is something to recover and the lock is free at once.
+    ///
+    /// Why not the lock: agents poll `list`, and a reader holding the lock — exclusively, as
+    /// `list` once did to recover, or even shared — made an `install --no-wait` or `remove
+    /// --no-wait` beside it fail with 108 `store.locked` though only a reader was there
+    /// (flock's `LOCK_EX|LOCK_NB` fails beside any holder). Reading without it is what every
+    /// other user's `list` does: the registry is replaced whole by rename and names only
+    /// complete directories (the module doc). The lock is tried (never waited for) only when
+    /// a lockless look finds a staging directory or an object directory the registry does
+    /// not name; one that a writer at work holds means those are its own, and it or the next
+    /// writer recovers them. Recovery then runs as [`Store::open`]'s, on the registry read
+    /// again under the lock. Its errors are returned, for the caller to judge; the listing is
+    /// read afterwards in any case.
+    pub fn list_registry(state_dir: &Path) -> Result<Option<Listing>, StoreError> {
+        let Some(held) = held_existing(state_dir)? else {
+            return Ok(None);
+        };
+        if owner_of(&held)? == nix::unistd::geteuid().as_raw() {
+            // Opened, never locked: an earlier build's 0644 lock, which any user who can read
+            // the state directory could hold for ever, is narrowed back by the owner's `list`
+            // as by its every other store command ([`open_lock`]). Best effort: one that
+            // cannot be opened (a read-only file system, another user's file) does not keep
+            // the owner from reading, and the next writer refuses it, saying why.
+            let _ = open_lock(&held);
+        }
+        let recovery = match has_leftovers(&held) {
+            Ok(true) => match held_existing(state_dir)? {
+                Some(again) => match Self::open_held(state_dir, again, true) {
+                    Ok((_store, r)) => Ok(r),
+                    Err(StoreError::Locked(_)) => Ok(Recovery::default()),
+                    Err(e) => Err(e),
+                },
+                None => Ok(Recovery::default()),
+            },
+            Ok(false) => Ok(Recovery::default()),
+            Err(e) => Err(e),
+        };
+        let (registry, _) = held_registry(&held)?;
+        sys::stop_at("list");
+        Ok(Some(Listing {
+            registry,
+            root: held.shown().to_path_buf(),
+            recovery,
+        }))
     }
 
     /// [`Store::open`] once the store directory is held: its owner's check, the lock, the
