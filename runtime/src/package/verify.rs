@@ -1611,7 +1611,11 @@ mod tests {
         assert_eq!((e.kind(), e.exit()), ("revocation.state", Exit::Config));
         // The hint says whose lock it is, not "restore the state file" (nothing is wrong
         // with that file).
-        assert!(e.hint().contains("the state directory's owner"), "{}", e.hint());
+        assert!(
+            e.hint().contains("the state directory's owner"),
+            "{}",
+            e.hint()
+        );
         assert!(!e.hint().contains("restore"), "{}", e.hint());
         assert!(!state.join(crate::state::REVOCATION_STATE_FILE).exists());
         assert_eq!(std::fs::read(&elsewhere).unwrap(), b"");
