@@ -1331,3 +1331,58 @@ fn a_committed_change_whose_audit_record_cannot_be_written_is_not_reported_faile
     assert!(fx.installed().is_empty());
     ok(fx.dir(), &["audit", "verify", log.to_str().unwrap()]);
 }
+
+/// Once the registry names the new version (or no longer names a removed plugin), the change
+/// is made: a superseded or removed object directory that cannot be removed then (here
+/// immutable) is left for the next owner's store command, whose recovery removes a directory
+/// the registry does not name. Before, the upgrade or removal failed (74) although it had
+/// taken effect, and its audit said `failed` (noted by helper-95). The command warns on
+/// stderr.
+#[test]
+fn a_directory_left_after_the_commit_does_not_fail_the_change() {
+    let fx = setup();
+    let v1 = pack(&fx, "lib", "1.0.0", &[]);
+    let v11 = pack(&fx, "lib", "1.1.0", &[]);
+    expect(&fx.store_install(&[&v1], &[]), 0, "");
+    let dirs = |fx: &Fixture| -> Vec<String> {
+        let mut d: Vec<String> = std::fs::read_dir(fx.path("state/store/plugins"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        d.sort();
+        d
+    };
+    let old = fx.path("state/store/plugins").join(&dirs(&fx)[0]);
+    let Some(stuck) = Unwritable::new(old.clone()) else {
+        return;
+    };
+    let r = fx.store_install(&[&v11], &[]);
+    expect(&r, 0, "");
+    assert!(
+        r.stderr
+            .contains("left for the next store command's recovery"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(fx.installed()["lib"]["version"], "1.1.0");
+    assert_eq!(dirs(&fx).len(), 2, "the old directory is still there");
+    drop(stuck);
+    // The next store command of the owner's recovers it.
+    expect(&fx.run(&["--json", "list", "--state-dir", "state"]), 0, "");
+    let left = dirs(&fx);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].starts_with("lib-1.1.0-"), "{left:?}");
+
+    // The same for a removal.
+    let now = fx.path("state/store/plugins").join(&left[0]);
+    let Some(stuck) = Unwritable::new(now) else {
+        return;
+    };
+    let r = remove(&fx, "lib", &[]);
+    expect(&r, 0, "");
+    assert!(r.stderr.contains("cannot remove"), "{}", r.stderr);
+    assert!(fx.installed().get("lib").is_none());
+    drop(stuck);
+    expect(&fx.run(&["--json", "list", "--state-dir", "state"]), 0, "");
+    assert!(dirs(&fx).is_empty());
+}

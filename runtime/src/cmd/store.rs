@@ -578,7 +578,16 @@ fn finish(
         })
         .collect();
     report.audit_error = commit_audited(log, records, || store.commit(items))?;
+    warn_left_behind(store);
     Ok(report)
+}
+
+/// Say on stderr which superseded or removed object directories a committed change could not
+/// remove ([`Store::left_behind`]): the change stands, the next recovery removes them.
+fn warn_left_behind(store: &Store) {
+    for w in store.left_behind() {
+        crate::output::print_stderr(&format!("stockade: warning: {}", term(w)));
+    }
 }
 
 /// The outcome of the record written before a store change commits ([`commit_audited`]).
@@ -586,8 +595,8 @@ const BEGUN: &str = "begun";
 
 /// Commit a store change (`commit`) between its audit records: each of `records` (outcome
 /// [`BEGUN`]) appended first, then the commit, then each again with outcome `ok` — or `failed`
-/// (`detail.error`) when the commit step failed (which a failure after the registry's rename,
-/// removing a superseded directory, also is: the registry then says it took effect).
+/// (`detail.error`) when the commit step failed (before the registry's rename: a superseded or
+/// removed directory that cannot be removed after it fails nothing, [`Store::left_behind`]).
 ///
 /// Why this order: an install or removal committed and then recorded left, after a kill between
 /// the two, a change with no record at all, and an append that failed there made the command
@@ -1090,6 +1099,7 @@ pub fn remove(a: RemoveArgs, out: Output) -> Result<Exit, CmdError> {
     let audit_error = commit_audited(&log, vec![rec], || {
         store.remove(std::slice::from_ref(&a.id)).map(drop)
     })?;
+    warn_left_behind(&store);
     note_audit_error(out, "removed", audit_error.as_ref());
     let report = json!({"removed": {"name": p.name, "version": p.version}, "broken_dependents": needed_by, "audit_error": audit_error});
     out.emit(&report, |_| {

@@ -267,6 +267,9 @@ pub struct Store {
     staging: Arc<HeldDir>,
     plugins: Arc<HeldDir>,
     registry: Registry,
+    /// Object directories a commit or removal could not remove after the registry stopped
+    /// naming them ([`Store::left_behind`]).
+    left_behind: Vec<String>,
     _lock: OwnedFd,
 }
 
@@ -741,6 +744,7 @@ impl Store {
             staging,
             plugins,
             registry,
+            left_behind: Vec::new(),
             _lock: lock,
         };
         let recovery = store.recover()?;
@@ -927,10 +931,30 @@ impl Store {
             .map(|p| p.dir.clone())
             .collect();
         for d in superseded.into_iter().filter(|d| !live.contains(d)) {
-            remove_any(&plugins.join(d))?;
+            self.remove_superseded(&plugins.join(d));
             crash_point();
         }
         Ok(())
+    }
+
+    /// Remove an object directory the registry no longer names, after the commit that made it
+    /// so. Best effort: the change is made once the registry is replaced, so a directory that
+    /// cannot go now (an immutable file in it, an I/O error) must not fail the command — the
+    /// agent would be told its committed install or removal failed, and its audit would say
+    /// `failed`. It is kept in [`Store::left_behind`] for the command to warn of, and the next
+    /// recovery of the store's owner removes it (a directory the registry does not name).
+    fn remove_superseded(&mut self, dir: &HeldPath) {
+        if let Err(e) = remove_any(dir) {
+            self.left_behind.push(format!(
+                "{e} (left for the next store command's recovery: the registry no longer names it)"
+            ));
+        }
+    }
+
+    /// What [`Store::commit`] and [`Store::remove`] could not remove after their commit (each
+    /// said as a sentence): the change is made, the directories wait for the next recovery.
+    pub fn left_behind(&self) -> &[String] {
+        &self.left_behind
     }
 
     /// Remove plugins: the registry drops them (commit), then their directories go.
@@ -943,7 +967,8 @@ impl Store {
         self.save(next)?;
         crash_point();
         for p in &removed {
-            remove_any(&self.plugins.join(&p.dir))?;
+            let dir = self.plugins.join(&p.dir);
+            self.remove_superseded(&dir);
         }
         Ok(removed)
     }
