@@ -53,7 +53,6 @@ fn a_degradation_the_policy_allows_is_told_to_the_agent() {
     }
     let dir = tempfile::tempdir().unwrap();
     let wrapper = with_subuid(dir.path(), "bob:165536:65536\n");
-    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let s = session_under(
         &wrapper,
         ANSWER,

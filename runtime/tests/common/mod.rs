@@ -736,3 +736,16 @@ pub fn with_subuid(dir: &Path, subuid: &str) -> Vec<String> {
     )
     .collect()
 }
+
+/// A command running `program`, or, when `wrapper` is not empty, `wrapper` (a program and its
+/// arguments) with `program` as its next argument: e.g. [`with_subuid`]'s prefix.
+pub fn command_under(wrapper: &[String], program: &str) -> std::process::Command {
+    match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = std::process::Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => std::process::Command::new(program),
+    }
+}

@@ -10,7 +10,7 @@ mod common;
 pub use common::{require, require_root, with_subuid, Fixture};
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Helpers every test plugin starts with: `hs CAPS` sends the handshake (CAPS is a JSON list
@@ -126,7 +126,7 @@ pub fn session_signed(
 /// [`session`], with `stockade` started by `wrapper` (a program and its arguments, which then
 /// run stockade's path and arguments): e.g. in a mount namespace of its own.
 pub fn session_under(
-    wrapper: &[&str],
+    wrapper: &[String],
     script: &str,
     policy: Option<&str>,
     input: &[&str],
@@ -197,21 +197,12 @@ pub fn run_stockade(dir: &std::path::Path, args: &[&str], input: &[&str]) -> Ses
 /// [`run_stockade`], started by `wrapper` (empty: directly).
 pub fn run_stockade_under(
     dir: &std::path::Path,
-    wrapper: &[&str],
+    wrapper: &[String],
     args: &[&str],
     input: &[&str],
 ) -> Session {
     let start = Instant::now();
-    let bin = env!("CARGO_BIN_EXE_stockade");
-    let mut cmd = match wrapper.split_first() {
-        Some((program, rest)) => {
-            let mut c = Command::new(program);
-            c.args(rest).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
-    let mut child = cmd
+    let mut child = common::command_under(wrapper, env!("CARGO_BIN_EXE_stockade"))
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::piped())

@@ -202,16 +202,7 @@ impl Serve {
         }
         args.extend(["--socket".to_string(), sock.to_string_lossy().into_owned()]);
         let stderr = fx.dir().join("serve.stderr");
-        let bin = env!("CARGO_BIN_EXE_stockade");
-        let mut cmd = match wrapper.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let child = cmd
+        let child = common::command_under(wrapper, env!("CARGO_BIN_EXE_stockade"))
             .args(&args)
             .current_dir(fx.dir())
             .env_remove("NOTIFY_SOCKET")
