@@ -119,8 +119,7 @@ pub fn session_signed(
     input: &[&str],
 ) -> Session {
     let args = pack_session(fx, key, manifest, (devcert, intcert), script, policy, extra);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_stockade(fx.dir(), &args, input)
+    run_stockade_under(fx.dir(), &[], &args, input)
 }
 
 /// [`session`], with `stockade` started by `wrapper` (a program and its arguments, which then
@@ -134,7 +133,6 @@ pub fn session_under(
     let fx = Fixture::new();
     let certs = ("dev.cert", "int/ca.cert");
     let args = pack_session(&fx, "dev.key", MANIFEST, certs, script, policy, &[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run_stockade_under(fx.dir(), wrapper, &args, input)
 }
 
@@ -195,10 +193,10 @@ pub fn run_stockade(dir: &std::path::Path, args: &[&str], input: &[&str]) -> Ses
 }
 
 /// [`run_stockade`], started by `wrapper` (empty: directly).
-pub fn run_stockade_under(
+pub fn run_stockade_under<A: AsRef<std::ffi::OsStr>>(
     dir: &std::path::Path,
     wrapper: &[String],
-    args: &[&str],
+    args: &[A],
     input: &[&str],
 ) -> Session {
     let start = Instant::now();
