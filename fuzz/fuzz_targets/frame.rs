@@ -1,6 +1,8 @@
 //! The protocol's framing and message parsing: whatever bytes a plugin (or agent) writes, split
 //! at any points, the decoder never panics, never holds more than the cap, and every frame it
-//! yields is within the cap; message and params parsing never panics.
+//! yields is within the cap; message and params parsing never panics, nor does the agent links'
+//! decoding (`from_frame`, with the id a refused frame is answered under, and `hook_invoke`'s
+//! typed request as `serve` and `run` take it from an agent).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use stockade_policy::protocol::frame::FrameDecoder;
@@ -15,6 +17,12 @@ fuzz_target!(|data: &[u8]| {
     for chunk in data.chunks(step) {
         d.feed(chunk, &mut out);
         assert!(d.pending() <= MAX + 1);
+    }
+    for frame in out.iter().cloned() {
+        if let Ok(Message::Request { params, .. }) = message::from_frame(frame) {
+            let _ = message::HookInvoke::from_agent(&params);
+            let _ = message::no_params(&params);
+        }
     }
     for frame in out.into_iter().flatten() {
         assert!(frame.len() <= MAX && !frame.contains('\n'));

@@ -26,6 +26,9 @@ pub mod cmd;
 pub mod error;
 pub mod exit;
 pub mod fileio;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod keyfile;
 pub mod kinds;

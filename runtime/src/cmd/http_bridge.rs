@@ -90,14 +90,14 @@ fn fail(msg: String) -> CmdError {
 }
 
 /// The head of an HTTP answer: its status, where its body starts, its Content-Length if any.
-struct Head {
-    code: u16,
-    body_at: usize,
-    len: Option<usize>,
+pub(crate) struct Head {
+    pub(crate) code: u16,
+    pub(crate) body_at: usize,
+    pub(crate) len: Option<usize>,
 }
 
 /// The head of the answer in `buf`, once complete (`None`: more bytes are needed).
-fn head_of(buf: &[u8]) -> std::io::Result<Option<Head>> {
+pub(crate) fn head_of(buf: &[u8]) -> std::io::Result<Option<Head>> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
     let body_at = match resp.parse(buf) {

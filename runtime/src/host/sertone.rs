@@ -224,6 +224,27 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
     })
 }
 
+/// The front's reading of one connection's bytes, for the `http` fuzz target
+/// ([`crate::fuzzing`]): each whole request in turn, as [`HttpConn`] drains them, with its
+/// admission verdict on `port` (loopback only, and remote allowed). Returns each request's
+/// (bytes used, body), and the status that ended the connection if one did.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn read_all(mut buf: &[u8], port: u16) -> (Vec<(usize, Vec<u8>)>, Option<u16>) {
+    let mut out = Vec::new();
+    loop {
+        match parse(buf) {
+            Parsed::Partial | Parsed::Body => return (out, None),
+            Parsed::Bad(status, _) => return (out, Some(status)),
+            Parsed::Request(r) => {
+                let _ = admissible(&r, port, false);
+                let _ = admissible(&r, port, true);
+                buf = buf.get(r.used..).unwrap_or_default();
+                out.push((r.used, r.body));
+            }
+        }
+    }
+}
+
 /// Whether a request may be served at all (the module doc's browser checks), else its status
 /// and why. `port` is the listening port; `allow_remote` leaves `Host` unchecked, as the names
 /// a remote control center uses for this host are not known here.

@@ -1385,7 +1385,9 @@ pub fn fetch(url: &str, cap: u64) -> Result<Vec<u8>, SourceError> {
         })
 }
 
-fn parse_sig(bytes: &[u8]) -> Result<Signature, Box<dyn std::error::Error + Send + Sync>> {
+pub(crate) fn parse_sig(
+    bytes: &[u8],
+) -> Result<Signature, Box<dyn std::error::Error + Send + Sync>> {
     Ok(Signature::parse(&String::from_utf8_lossy(bytes))?)
 }
 
