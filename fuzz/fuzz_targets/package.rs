@@ -11,7 +11,10 @@ use stockade_trust::statement::FileEntry;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(c) = container::parse(data) {
-        let _ = stockade_trust::statement::Statement::parse(&c.statement, &semver::Version::new(0, 1, 0));
+        let _ = stockade_trust::statement::Statement::parse(
+            &c.statement,
+            &semver::Version::new(0, 1, 0),
+        );
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let limits = Limits {
@@ -25,14 +28,27 @@ fuzz_target!(|data: &[u8]| {
     let _ = extract(data, &BTreeMap::new(), b"", Some(dir.path()), None, &limits);
     // A map with symlink and file entries so the fuzzer can reach the write paths.
     let mut map = BTreeMap::new();
-    map.insert("a".to_string(), FileEntry::File { mode: 0o644, sha256: [0; 32], size: 0 });
+    map.insert(
+        "a".to_string(),
+        FileEntry::File {
+            mode: 0o644,
+            sha256: [0; 32],
+            size: 0,
+        },
+    );
     map.insert("l".to_string(), FileEntry::Symlink { target: "a".into() });
     let dir2 = tempfile::tempdir().expect("tempdir");
     let written = extract(data, &map, b"", Some(dir2.path()), None, &limits);
     let checked = extract(data, &map, b"", None, None, &limits);
     assert_eq!(
-        written.as_ref().map(|e| (e.files, e.symlinks, e.bytes)).map_err(std::mem::discriminant),
-        checked.as_ref().map(|e| (e.files, e.symlinks, e.bytes)).map_err(std::mem::discriminant),
+        written
+            .as_ref()
+            .map(|e| (e.files, e.symlinks, e.bytes))
+            .map_err(std::mem::discriminant),
+        checked
+            .as_ref()
+            .map(|e| (e.files, e.symlinks, e.bytes))
+            .map_err(std::mem::discriminant),
         "written {written:?}, checked {checked:?}"
     );
     // With `a` reserved ahead (as `run` reserves the entrypoint): no panic, and accepted exactly
@@ -42,8 +58,14 @@ fuzz_target!(|data: &[u8]| {
     let r = reserve(dir3.path(), "a").expect("reserve");
     let reserved = extract(data, &map, b"", Some(dir3.path()), Some(&r), &limits);
     assert_eq!(
-        reserved.as_ref().map(|e| (e.files, e.symlinks, e.bytes)).ok(),
-        written.as_ref().map(|e| (e.files, e.symlinks, e.bytes)).ok(),
+        reserved
+            .as_ref()
+            .map(|e| (e.files, e.symlinks, e.bytes))
+            .ok(),
+        written
+            .as_ref()
+            .map(|e| (e.files, e.symlinks, e.bytes))
+            .ok(),
         "reserved {reserved:?}, written {written:?}"
     );
 });

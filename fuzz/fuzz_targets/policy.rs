@@ -13,8 +13,14 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or(0);
     let (a, b) = text.split_at(mid);
     let layers = [
-        PolicyLayer { path: "a.toml".into(), text: a.to_string() },
-        PolicyLayer { path: "b.toml".into(), text: b.to_string() },
+        PolicyLayer {
+            path: "a.toml".into(),
+            text: a.to_string(),
+        },
+        PolicyLayer {
+            path: "b.toml".into(),
+            text: b.to_string(),
+        },
     ];
     for l in [&layers[..1], &layers[..]] {
         if let Ok(m) = merge(l) {
