@@ -536,12 +536,26 @@ fn has_leftovers(held: &HeldDir) -> Result<bool, StoreError> {
     if owner_of(held)? != nix::unistd::geteuid().as_raw() {
         return Ok(false);
     }
-    let entries = |name: &str| -> Result<Vec<String>, StoreError> {
-        let dir = held.join(name);
+    let (registry, _) = held_registry(held)?;
+    let (staging, orphans) = leftovers(&held.join("staging"), &held.join("plugins"), &registry)?;
+    Ok(!staging.is_empty() || !orphans.is_empty())
+}
+
+/// What an interrupted run left in the store: every entry of `staging`, and each entry of
+/// `plugins` that `registry` does not name (the names, as listed). [`Store::recover`] removes
+/// them; `list` looks for them first without the lock ([`has_leftovers`]) — one rule for both,
+/// so `list` never tries to recover what recovery would not remove. A directory that is not
+/// there holds none.
+fn leftovers(
+    staging: &HeldPath,
+    plugins: &HeldPath,
+    registry: &Registry,
+) -> Result<(Vec<std::ffi::OsString>, Vec<std::ffi::OsString>), StoreError> {
+    let names = |dir: &HeldPath| -> Result<Vec<std::ffi::OsString>, StoreError> {
         match std::fs::read_dir(dir.path()) {
             Ok(rd) => rd
                 .map(|e| {
-                    e.map(|e| e.file_name().to_string_lossy().into_owned())
+                    e.map(|e| e.file_name())
                         .map_err(io("cannot list", dir.shown()))
                 })
                 .collect(),
@@ -549,14 +563,12 @@ fn has_leftovers(held: &HeldDir) -> Result<bool, StoreError> {
             Err(e) => Err(io("cannot list", dir.shown())(e)),
         }
     };
-    if !entries("staging")?.is_empty() {
-        return Ok(true);
-    }
-    let (registry, _) = held_registry(held)?;
     let live: BTreeSet<&str> = registry.plugins.values().map(|p| p.dir.as_str()).collect();
-    Ok(entries("plugins")?
-        .iter()
-        .any(|name| !live.contains(name.as_str())))
+    let orphans = names(plugins)?
+        .into_iter()
+        .filter(|n| !live.contains(n.to_string_lossy().as_ref()))
+        .collect();
+    Ok((names(staging)?, orphans))
 }
 
 /// Open the held store directory's lock file and take it (waiting unless `no_wait`).
@@ -823,26 +835,15 @@ impl Store {
 
     fn recover(&mut self) -> Result<Recovery, StoreError> {
         let mut r = Recovery::default();
-        let staging = self.staging.at();
-        for e in std::fs::read_dir(staging.path()).map_err(io("cannot list", staging.shown()))? {
-            let e = e.map_err(io("cannot list", staging.shown()))?;
-            remove_any(&staging.join(e.file_name()))?;
-            r.staging.push(e.file_name().to_string_lossy().into_owned());
+        let (staging, plugins) = (self.staging.at(), self.plugins.at());
+        let (left, orphans) = leftovers(&staging, &plugins, &self.registry)?;
+        for name in left {
+            remove_any(&staging.join(&name))?;
+            r.staging.push(name.to_string_lossy().into_owned());
         }
-        let live: BTreeSet<&str> = self
-            .registry
-            .plugins
-            .values()
-            .map(|p| p.dir.as_str())
-            .collect();
-        let plugins = self.plugins.at();
-        for e in std::fs::read_dir(plugins.path()).map_err(io("cannot list", plugins.shown()))? {
-            let e = e.map_err(io("cannot list", plugins.shown()))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !live.contains(name.as_str()) {
-                remove_any(&plugins.join(e.file_name()))?;
-                r.orphans.push(name);
-            }
+        for name in orphans {
+            remove_any(&plugins.join(&name))?;
+            r.orphans.push(name.to_string_lossy().into_owned());
         }
         if !r.is_empty() {
             fsync_dir(&staging)?;
