@@ -466,6 +466,12 @@ impl MergedPolicy {
     /// does not tie a name to a key); for `policy lint`, which reports each pair.
     pub fn invalid_pairs(&self) -> Vec<(String, String, Origin, OperatorPolicyError)> {
         let mut out = Vec::new();
+        // Each section valid alone (an invalid one is loading's to report), each resolved once.
+        let signers: Vec<String> = self
+            .signer_ids()
+            .into_iter()
+            .filter(|s| self.resolve(None, Some(s)).is_ok())
+            .collect();
         for p in self.plugin_names() {
             if self.resolve(Some(&p), None).is_err() {
                 continue;
@@ -477,12 +483,9 @@ impl MergedPolicy {
                 .map(|(_, leaf)| leaf.origin.clone())
                 .min()
                 .unwrap_or(Origin::Default);
-            for s in self.signer_ids() {
-                if self.resolve(None, Some(&s)).is_err() {
-                    continue;
-                }
-                if let Err(e) = self.resolve(Some(&p), Some(&s)) {
-                    out.push((p.clone(), s, first.clone(), e));
+            for s in &signers {
+                if let Err(e) = self.resolve(Some(&p), Some(s)) {
+                    out.push((p.clone(), s.clone(), first.clone(), e));
                 }
             }
         }
