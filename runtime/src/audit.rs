@@ -464,7 +464,7 @@ pub fn lock_path(log: &Path) -> PathBuf {
 fn lock_log(log: &Path) -> Result<std::fs::File, AuditError> {
     use crate::fileio::{lock_as_dir_owner, OwnerLockError};
     let path = lock_path(log);
-    lock_as_dir_owner(&path, "append to the log").map_err(|e| match e {
+    lock_as_dir_owner(&path, "append to the log", None).map_err(|e| match e {
         // The log's directory missing or unreadable: said of the log, as an open of it would.
         OwnerLockError::Dir(source) => AuditError::Io {
             path: log.to_path_buf(),
@@ -472,6 +472,11 @@ fn lock_log(log: &Path) -> Result<std::fs::File, AuditError> {
         },
         OwnerLockError::Refused(source) => AuditError::LockUnsafe { path, source },
         OwnerLockError::Io(source) => AuditError::Io { path, source },
+        // Not given up on: waited for, however long.
+        e @ OwnerLockError::Busy { .. } => AuditError::Io {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::WouldBlock, e),
+        },
     })
 }
 

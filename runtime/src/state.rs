@@ -90,6 +90,19 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// The lock of a state file stayed held by another process for as long as the caller
+    /// would wait ([`RevocationState::lock_within`]: `serve`): nothing was recorded.
+    #[error(
+        "the state lock {} stayed held by another process for {} ms",
+        path.display(),
+        waited.as_millis()
+    )]
+    LockBusy {
+        /// The lock file.
+        path: PathBuf,
+        /// How long this process waited for it.
+        waited: std::time::Duration,
+    },
     /// Content is corrupt.
     #[error("state file {} is corrupt", path.display())]
     Corrupt {
@@ -201,12 +214,31 @@ impl RevocationState {
     /// another user's or anything but a regular file of one link refused, never removed).
     /// Fails closed: a state directory whose lock cannot be taken records nothing
     /// ([`StateError::Lock`]).
+    ///
+    /// Waits for the lock's holder however long it holds it: what the CLI does. A `verify` or
+    /// `install` is one command, which waits only behind another verification recording a list
+    /// (a load and a save) and which its user sees waiting and can interrupt; a bounded wait
+    /// would fail it (and an agent's retry loop) only because another ran slowly. `serve`,
+    /// whose one event loop answers every agent and plugin, waits a bounded time instead
+    /// ([`Self::lock_within`]).
     pub fn lock(state_dir: &Path) -> Result<RevocationLock, StateError> {
+        Self::lock_within(state_dir, None)
+    }
+
+    /// [`Self::lock`], waiting for the lock's holder `wait` at most (`None`: however long):
+    /// [`StateError::LockBusy`] if another process still holds it then, nothing recorded. The
+    /// holder may be a root CLI stopped while it records a list (SIGSTOP, a debugger); `serve`
+    /// must not wait for it for ever.
+    pub fn lock_within(
+        state_dir: &Path,
+        wait: Option<std::time::Duration>,
+    ) -> Result<RevocationLock, StateError> {
         use crate::fileio::OwnerLockError;
         ensure_dir(state_dir)?;
         let path = state_dir.join(REVOCATION_LOCK_FILE);
-        match crate::fileio::lock_as_dir_owner(&path, "record revocation lists") {
+        match crate::fileio::lock_as_dir_owner(&path, "record revocation lists", wait) {
             Ok(file) => Ok(RevocationLock { _file: file }),
+            Err(OwnerLockError::Busy { waited }) => Err(StateError::LockBusy { path, waited }),
             Err(OwnerLockError::Dir(source))
             | Err(OwnerLockError::Refused(source))
             | Err(OwnerLockError::Io(source)) => Err(StateError::Lock { path, source }),

@@ -104,6 +104,11 @@ pub struct TrustConfig {
     pub pinned_developer: Option<PublicKey>,
     /// State directory (revocation versions, license).
     pub state_dir: PathBuf,
+    /// How long step 5 waits for the state directory's revocation lock to record a newer list
+    /// ([`crate::state::RevocationState::lock_within`]): `None` (what [`Self::load`] gives: a
+    /// CLI command) for as long as its holder holds it; `serve` sets a bounded wait, after which
+    /// the verification fails (`revocation.state_busy`) rather than stall its event loop.
+    pub revocation_lock_wait: Option<std::time::Duration>,
 }
 
 impl TrustConfig {
@@ -121,6 +126,7 @@ impl TrustConfig {
             require_revocations: false,
             pinned_developer: None,
             state_dir: state_dir.to_path_buf(),
+            revocation_lock_wait: None,
         };
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,

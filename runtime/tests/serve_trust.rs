@@ -624,3 +624,87 @@ fn a_restart_under_a_license_that_no_longer_covers_the_plugin_waits_for_the_righ
     assert_eq!(st["trust_refusal"], Value::Null, "{st}");
     s.stop_and_drain(&mut c);
 }
+
+/// Review-98 L4: a verification that meets a newer list records it under
+/// `<state>/revocation-state.lock`, which root's CLI takes too. A holder that keeps it — here
+/// this test, as a `stockade verify` stopped (SIGSTOP) while it recorded a list would — stalled
+/// the daemon's one event loop for ever: no other client was answered. Now the load waits a
+/// bounded time and fails closed (`revocation.state_busy`, 75), the list not recorded, while
+/// another client is answered meanwhile; a SIGHUP check under the held lock still stops the
+/// plugin the unrecorded list revokes; and once the lock is released loads record the list.
+#[test]
+fn a_held_revocation_lock_fails_the_load_without_stalling_the_daemon() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (mut s, mut c, hello, other) = serving(&fx);
+    assert_eq!(
+        c.ok("plugin_load", json!({"package": other}))["state"],
+        "ready"
+    );
+    // The version recorded (one issuer).
+    let floor = || -> u64 {
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(fx.path("state/revocation-state.json")).unwrap())
+                .unwrap();
+        let seen = v.as_object().unwrap();
+        assert_eq!(seen.len(), 1, "{v}");
+        seen.values().next().unwrap()["version"].as_u64().unwrap()
+    };
+    assert_eq!(floor(), 1);
+    install_list(&fx, &[]);
+    let lock = std::fs::File::open(fx.path("state/revocation-state.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+
+    let mut loader = s.client();
+    loader.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "plugin_load",
+                        "params": {"package": hello}}));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Another client, while the load waits (or once it gave up): answered, not stalled.
+    let mut watcher = s.client();
+    watcher.send(
+        &json!({"jsonrpc": "2.0", "id": 7, "method": "plugin_status",
+                         "params": {"name": "other"}}),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let m = watcher
+            .recv_within(left)
+            .expect("the daemon answers no other client while the revocation lock is held");
+        if m["id"] == 7 {
+            break m;
+        }
+    };
+    assert_eq!(status["result"]["state"], "ready", "{status}");
+    let r = loop {
+        let m = loader
+            .recv_within(std::time::Duration::from_secs(10))
+            .expect("an answer to plugin_load");
+        if m["id"] == 1 {
+            break m;
+        }
+    };
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "revocation.state_busy", "{r}");
+    assert_eq!(r["error"]["data"]["exit"], 75, "{r}");
+    assert_eq!(floor(), 1, "not recorded");
+
+    // A list revoking `other`'s signer, SIGHUP, the lock still held: not recorded, but `other`
+    // is stopped all the same.
+    install_list(&fx, &["--key", "dev2.pub"]);
+    signal(s.pid(), "HUP");
+    wait_log(&s, "plugin other: quarantined (revocation.key");
+    assert_eq!(floor(), 1, "not recorded");
+
+    drop(held);
+    assert_eq!(
+        c.ok("plugin_load", json!({"package": hello}))["state"],
+        "ready"
+    );
+    assert_eq!(floor(), 3);
+    s.stop_and_drain(&mut c);
+}

@@ -639,6 +639,12 @@ pub enum OwnerLockError {
     /// Opening, making or taking it failed.
     #[error("cannot take the lock")]
     Io(#[source] std::io::Error),
+    /// Another process still held it when the wait the caller allowed was over.
+    #[error("another process held the lock for {} ms", waited.as_millis())]
+    Busy {
+        /// How long this process waited.
+        waited: std::time::Duration,
+    },
 }
 
 /// How many rounds [`lock_as_dir_owner`] makes before it gives up: one to make the owner's lock
@@ -662,9 +668,19 @@ const OWNER_LOCK_ROUNDS: usize = 3;
 /// let both hold "the" lock through two inodes; one removed all the same while this process
 /// waited (by hand) is no one's lock, and is made and taken again. Released when the returned
 /// file is closed.
-pub fn lock_as_dir_owner(lock: &Path, writes: &str) -> Result<File, OwnerLockError> {
+///
+/// `wait`: `None` waits for the holder however long it holds the lock (a command run by hand,
+/// which its user can interrupt); `Some(d)` gives up after `d` in all
+/// ([`OwnerLockError::Busy`]; [`crate::sys::flock_exclusive_until`]), for a caller that must
+/// never wait for ever — a holder can be stopped (SIGSTOP, a debugger) while it holds the lock.
+pub fn lock_as_dir_owner(
+    lock: &Path,
+    writes: &str,
+    wait: Option<std::time::Duration>,
+) -> Result<File, OwnerLockError> {
     use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
+    let started = std::time::Instant::now();
     let dir = std::fs::metadata(parent_dir(lock)).map_err(OwnerLockError::Dir)?;
     let (owner, group) = (dir.uid(), dir.gid());
     let me = nix::unistd::geteuid().as_raw();
@@ -690,7 +706,18 @@ pub fn lock_as_dir_owner(lock: &Path, writes: &str) -> Result<File, OwnerLockErr
             }
             Err(e) => return Err(OwnerLockError::Io(e)),
         };
-        crate::sys::flock_exclusive(fd.as_fd()).map_err(OwnerLockError::Io)?;
+        match wait {
+            None => crate::sys::flock_exclusive(fd.as_fd()).map_err(OwnerLockError::Io)?,
+            Some(d) => {
+                if !crate::sys::flock_exclusive_until(fd.as_fd(), started + d)
+                    .map_err(OwnerLockError::Io)?
+                {
+                    return Err(OwnerLockError::Busy {
+                        waited: started.elapsed(),
+                    });
+                }
+            }
+        }
         // Still the file at the name: one removed while this process waited excludes no one (a
         // writer coming now makes a new one and would write beside this one).
         let held = fd.metadata().map_err(OwnerLockError::Io)?;

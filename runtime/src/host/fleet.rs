@@ -186,6 +186,17 @@ const UNVERIFIED: &str = "trust_mode.unverified";
 /// The log's name for a load or restart that found the trust configuration changed.
 const NEW_TRUST: &str = "new trust configuration";
 
+/// How long a verification in the daemon waits for `<state-dir>/revocation-state.lock` to
+/// record a newer revocation list (`TrustConfig::revocation_lock_wait`): long enough for another
+/// verification's one load and save, short enough that the one event loop — every agent and
+/// plugin — is not held up noticeably. A holder that keeps it longer (root's CLI stopped while
+/// it records) fails the load closed (`revocation.state_busy`, 75) instead of stalling the
+/// daemon for ever.
+pub(crate) const REVOCATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The kind of a verification that met the revocation lock held past [`REVOCATION_LOCK_WAIT`].
+const STATE_BUSY: &str = "revocation.state_busy";
+
 /// Why a loaded plugin's package is not trusted any longer ([`Daemon::check_loaded`]).
 #[derive(Debug, Clone)]
 struct TrustRefusal {
@@ -1455,6 +1466,7 @@ impl Daemon {
             .map_err(|e| crate::policyfiles::PolicyFilesError::Invalid(e).into_cmd())?;
         let mut t = crate::cmd::run::trust_config_with_policy(&self.cfg.trust_args, &defaults)?;
         t.state_dir = self.cfg.trust.state_dir.clone();
+        t.revocation_lock_wait = self.cfg.trust.revocation_lock_wait;
         let old = &self.cfg.trust;
         let changed = t.mode != old.mode
             || t.revocations != old.revocations
@@ -1657,8 +1669,17 @@ impl Daemon {
             .map(|(n, _)| n.clone())
             .collect();
         let mut said = false;
+        // One wait for the revocation lock per round, not one per plugin: after one ran out,
+        // the others only try it (each would wait the same and find the same holder), so a
+        // held lock delays the event loop one wait, not one per loaded plugin. What a list not
+        // recorded revokes is still found (`check_revocation`).
+        let wait = self.cfg.trust.revocation_lock_wait;
         for name in names {
-            match self.check_loaded(&name) {
+            let checked = self.check_loaded(&name);
+            if matches!(&checked, Err(r) if r.kind == STATE_BUSY) {
+                self.cfg.trust.revocation_lock_wait = Some(std::time::Duration::ZERO);
+            }
+            match checked {
                 Ok(()) => {}
                 Err(r) if r.about == About::Package => {
                     log_line(&format!(
@@ -1687,6 +1708,7 @@ impl Daemon {
                 Err(_) => {}
             }
         }
+        self.cfg.trust.revocation_lock_wait = wait;
     }
 
     /// A restart the trust configuration refuses without saying anything about the package (it

@@ -230,6 +230,9 @@ impl VerifyError {
             VerifyError::Signature(_) => Exit::Signature,
             VerifyError::Chain(_) => Exit::Chain,
             VerifyError::Validity(_) => Exit::Validity,
+            VerifyError::Revocation(RevocationError::State(StateError::LockBusy { .. })) => {
+                Exit::TempFail
+            }
             VerifyError::Revocation(RevocationError::State(_)) => Exit::Config,
             VerifyError::Revocation(_) => Exit::Revoked,
             VerifyError::Scope(_) => Exit::Scope,
@@ -282,6 +285,7 @@ impl VerifyError {
                     "revocation.list_missing"
                 }
                 RevocationError::OtherIssuer { .. } => "revocation.other_issuer",
+                RevocationError::State(StateError::LockBusy { .. }) => "revocation.state_busy",
                 RevocationError::State(_) => "revocation.state",
             },
             VerifyError::Scope(s) => match s {
@@ -306,6 +310,12 @@ impl VerifyError {
     pub fn hint(&self) -> &'static str {
         // The revocation memory is the rollback floor: "check the permissions" would not say
         // that removing it lowers the floor to nothing.
+        if let VerifyError::Revocation(RevocationError::State(StateError::LockBusy { .. })) = self {
+            return "another process held the state directory's revocation-state.lock while a newer \
+                    revocation list was to be recorded (a `stockade verify` or `install` doing so, \
+                    or one stopped while it did): nothing was loaded; try again, and if it stays \
+                    held find its holder (`fuser -v` on the lock file) and let it finish or end it";
+        }
         if let VerifyError::Revocation(RevocationError::State(crate::state::StateError::Lock {
             ..
         })) = self

@@ -1087,15 +1087,27 @@ fn check_revocation_with(
     // read-only state directory, or one whose lock this user cannot take, still verifies.
     if judge_list(cfg, &state, &mut list, now)?.is_some() {
         meanwhile();
-        record_list(cfg, &mut list, now)?;
+        let lock = match RevocationState::lock_within(&cfg.state_dir, cfg.revocation_lock_wait) {
+            Ok(lock) => lock,
+            // Not recorded, so nothing passes: but the list was judged (signed by a pinned root,
+            // unexpired, newer than the one recorded), and what it revokes is refused as such
+            // (`revocation.key`/`.serial`, about the package), not only as a state that cannot
+            // be written. So a list installed while `serve`'s lock wait runs out (a holder
+            // stopped) still stops the plugins it revokes at SIGHUP.
+            Err(e) => {
+                list.check_certs(certs).map_err(RevocationError::Revoked)?;
+                return Err(RevocationError::State(e));
+            }
+        };
+        record_list(cfg, &mut list, now, lock)?;
     }
     list.check_certs(certs).map_err(RevocationError::Revoked)?;
     Ok(Some(list.body.version))
 }
 
 /// Record `list`, which [`judge_list`] found newer than the state read unlocked (or of its
-/// version, with the digest that earlier builds' state lacks): under the state's lock
-/// ([`RevocationState::lock`]), the state is read again and the list judged again against it,
+/// version, with the digest that earlier builds' state lacks): under the state's lock (`_lock`,
+/// taken by the caller: [`RevocationState::lock_within`]), the state is read again and the list judged again against it,
 /// and saved only if it is still to be recorded. Without that, two verifications that both read
 /// version N, holding lists N+1 and N+2, could save N+2 then N+1: the floor went down, and a
 /// later rollback to N+1 passed. Judged again, the one holding N+1 finds N+2 recorded, reads
@@ -1107,8 +1119,8 @@ fn record_list(
     cfg: &TrustConfig,
     list: &mut RevocationList,
     now: u64,
+    _lock: crate::state::RevocationLock,
 ) -> Result<(), RevocationError> {
-    let _lock = RevocationState::lock(&cfg.state_dir).map_err(RevocationError::State)?;
     let mut state = RevocationState::load(&cfg.state_dir).map_err(RevocationError::State)?;
     if let Some(accepted) = judge_list(cfg, &state, list, now)? {
         state.seen.insert(list.issuer.to_string(), accepted);
@@ -1490,6 +1502,7 @@ mod tests {
                 require_revocations: false,
                 pinned_developer: None,
                 state_dir: state.to_path_buf(),
+                revocation_lock_wait: None,
             }
         }
     }
@@ -1631,6 +1644,68 @@ mod tests {
         );
         recorded.save(&state).unwrap();
         assert_eq!(super::check_revocation(&cfg, &[], NOW).unwrap(), Some(1));
+    }
+
+    /// Review-98 L4: `serve` verifies on its one event loop, and a newer list is recorded under
+    /// the state's lock, which root's CLI takes too. A holder that kept it (a CLI stopped while
+    /// it recorded) stalled the daemon for ever. With a bounded wait (`serve`'s), the
+    /// verification fails closed once it has run out (`revocation.state_busy`, 75): the list
+    /// not recorded and nothing passed — but a certificate the list revokes is still refused as
+    /// revoked. Once the lock is released the list is recorded as before.
+    #[test]
+    fn a_revocation_lock_held_past_a_bounded_wait_fails_closed() {
+        use stockade_policy::capability::Scope;
+        use stockade_trust::cert::{CertBody, CertKind, Certificate};
+        let l = Lists::new();
+        let (_d, trust, state) = list_1_recorded(&l);
+        // Another open file description: its `flock` excludes this process's next one.
+        let held = crate::state::RevocationState::lock(&state).unwrap();
+        let mut cfg = l.config(&trust, &state, &l.list(2, 'b'));
+        let wait = std::time::Duration::from_millis(200);
+        cfg.revocation_lock_wait = Some(wait);
+        let started = std::time::Instant::now();
+        let e = super::check_revocation(&cfg, &[], NOW).unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            took >= wait && took < std::time::Duration::from_secs(5),
+            "{took:?}"
+        );
+        assert!(
+            matches!(
+                e,
+                super::RevocationError::State(crate::state::StateError::LockBusy { .. })
+            ),
+            "{e:?}"
+        );
+        let e = super::VerifyError::Revocation(e);
+        assert_eq!(
+            (e.kind(), e.exit()),
+            ("revocation.state_busy", Exit::TempFail)
+        );
+        assert!(e.hint().contains("try again"), "{}", e.hint());
+        assert_eq!(floor(&state), 1, "nothing recorded");
+        // A certificate list 2 revokes: refused as revoked, not only as busy.
+        let subject = stockade_trust::minisign::SecretKey::from_seed([9; 32], [9; 8]).public_key();
+        let body = CertBody {
+            format: 1,
+            kind: CertKind::Developer,
+            serial: "b".repeat(32),
+            subject: "dev".into(),
+            subject_key: subject.to_base64(),
+            key_id: subject.key_id.to_string(),
+            scope: Scope::Any,
+            capabilities: vec![],
+            not_before: 1,
+            not_after: 10 * NOW,
+            issuer_key_id: l.root.public_key().key_id.to_string(),
+        };
+        let cert = Certificate::parse(&Certificate::issue(&body, &l.root, "").unwrap()).unwrap();
+        let e = super::check_revocation(&cfg, &[&cert], NOW).unwrap_err();
+        assert!(matches!(e, super::RevocationError::Revoked(_)), "{e:?}");
+        assert_eq!(floor(&state), 1);
+        drop(held);
+        assert_eq!(super::check_revocation(&cfg, &[], NOW).unwrap(), Some(2));
+        assert_eq!(floor(&state), 2);
     }
 
     /// Review L3: a work directory among the trees that `keep` leaves for its caller to rename

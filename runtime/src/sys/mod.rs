@@ -645,6 +645,26 @@ fn flock_blocking(fd: BorrowedFd<'_>, how: nix::fcntl::FlockArg) -> io::Result<(
     }
 }
 
+/// Exclusive `flock`, waiting for its holder until `deadline` at most: `Ok(false)` when another
+/// process still held it then. For a lock whose holder may be stopped (a CLI command under
+/// SIGSTOP, a debugger) where the caller must not wait for ever: `serve`'s one event loop. Tries
+/// without blocking, pausing 1 ms doubled up to 10 ms in between (a blocking `flock` cannot be
+/// given a deadline; a lock held for one write is taken within a pause of its release).
+pub fn flock_exclusive_until(fd: BorrowedFd<'_>, deadline: std::time::Instant) -> io::Result<bool> {
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        if try_flock_exclusive(fd)? {
+            return Ok(true);
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Non-blocking exclusive `flock`; `Ok(false)` when someone else holds it.
 pub fn try_flock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
     // `nix::fcntl::flock` is deprecated for `Flock`, which takes ownership of the descriptor and
