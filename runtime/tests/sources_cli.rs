@@ -2466,6 +2466,53 @@ fn an_index_republished_between_its_two_fetches_is_fetched_again_not_refused() {
     assert_eq!(fx.installed()["hello"]["version"], "0.2.0");
 }
 
+/// Review-98 L5: with a rotated operator key the index is three fetches — the index, its
+/// signature by the new key, and the pinned key's `index.json.minisig.prev` — and only the
+/// pair was fetched again when it did not agree: the `.prev` came afterwards, on its own. A
+/// new version published between the pair and the `.prev` (a rotated index republished, with
+/// its own proof) gave a proof over other bytes, and the rotation was refused as unproven (91,
+/// `index.operator_key`). Held right there (`STOCKADE_TEST_STOP_AT=index-prev`) while the
+/// source publishes: the three are fetched again together and the update goes through, the
+/// new key pinned.
+#[test]
+fn a_rotated_index_republished_before_its_proof_is_fetched_again_not_refused() {
+    let (fx, mut repo) = hello_installed();
+    ok(fx.dir(), &["keygen", "-o", "op2"]);
+    let pkg = hello(&fx, "0.2.0");
+    repo.publish(&fx, &pkg, "hello", "0.2.0", "dev");
+    let op = fx.secret("op.key").public_key();
+    repo.extra = json!({"previous_operator_pubkeys": [op.to_base64()]});
+    let publish = |repo: &mut Repo, version: u64| {
+        repo.version = version;
+        let bytes = repo.write(&fx, "op2");
+        std::fs::write(
+            repo.dir.join("index.json.minisig.prev"),
+            sign(&fx, "op.key", &bytes),
+        )
+        .unwrap();
+    };
+    publish(&mut repo, 2);
+    let mut args = vec!["--json", "update"];
+    args.extend_from_slice(&STORE_FLAGS);
+    let held = stockade_stopped_at(fx.dir(), &args, "index-prev");
+    // Published meanwhile: a new index version, signed anew, with its own proof.
+    publish(&mut repo, 3);
+    let r = resume(held);
+    expect(&r, 0, "");
+    assert_eq!(r.json()["updated"][0]["version"], "0.2.0", "{}", r.stdout);
+    let l = ok(
+        fx.dir(),
+        &["--json", "source", "list", "--state-dir", "state"],
+    );
+    let source = &l.json()["sources"][0];
+    assert_eq!(
+        source["operator_key_id"],
+        fx.secret("op2.key").public_key().key_id.to_string(),
+        "{source}"
+    );
+    assert_eq!(source["seen_version"], 3, "{source}");
+}
+
 /// The index cache was two files (`main.json`, `main.json.minisig`) written one after the
 /// other: a `list` while a refresh wrote them, or after a kill between the two, read a pair
 /// that did not verify and showed a delisted plugin as listed, saying nothing. It is one file

@@ -1391,13 +1391,11 @@ pub(crate) fn parse_sig(
     Ok(Signature::parse(&String::from_utf8_lossy(bytes))?)
 }
 
-/// The rotation proof's second half (seed 004): a detached signature by the pinned (old) key
-/// over the same bytes, published at `<signature URL>.prev`. Fetched only when a key changed.
-fn prev_signature_vouches(sig_url: &str, old: &PublicKey, bytes: &[u8]) -> bool {
-    fetch(&format!("{sig_url}.prev"), MAX_SIG_BYTES)
-        .ok()
-        .and_then(|b| parse_sig(&b).ok())
-        .is_some_and(|s| old.verify(bytes, &s).is_ok())
+/// The rotation proof's second half (seed 004): whether `prev`, the text of the detached
+/// signature published at `<signature URL>.prev` (fetched only when a key changed), is a valid
+/// signature by the pinned (old) key `old` over the same `bytes`.
+fn prev_vouches(prev: &[u8], old: &PublicKey, bytes: &[u8]) -> bool {
+    parse_sig(prev).is_ok_and(|s| old.verify(bytes, &s).is_ok())
 }
 
 /// A verified index of one source.
@@ -1475,32 +1473,68 @@ struct CheckedIndex {
     vi: VerifiedIndex,
 }
 
-/// A source's index and its detached signature, fetched one after the other. A publisher that
-/// replaced both between the two fetches (a new version published while an `update` or a
-/// refresh read it) gave a pair that does not match: an index its operator did sign, which was
-/// refused as not signed by the pinned key (91, `index.signature`) — a false tamper report, and
-/// a failed update. So a pair the pinned key does not verify is fetched once more, and the pair
-/// fetched then is the one judged (the first, if that fetch fails). Nothing is trusted more for
-/// it: that pair goes through every check the first would have (signature or rotation proof,
-/// rollback, freeze); only a pair that still fails is refused.
-fn fetch_index(
-    url: &str,
-    sig_url: &str,
-    pinned: &PublicKey,
-) -> Result<(Vec<u8>, Vec<u8>), SourceError> {
-    let fetch_pair = || -> Result<(Vec<u8>, Vec<u8>), SourceError> {
+/// A source's index as fetched: the document, its detached signature and, when the pinned key
+/// did not verify that signature (perhaps a rotation), the rotation proof's `.prev` signature
+/// (`None` when the pinned key verified, or when there is no `.prev` to fetch).
+struct FetchedIndex {
+    bytes: Vec<u8>,
+    sig: Vec<u8>,
+    prev: Option<Vec<u8>>,
+}
+
+impl FetchedIndex {
+    /// Whether the files agree as one publication's would: the pinned key signed the index, or
+    /// the key the index names signed it and the pinned key's `.prev` is over these very bytes.
+    /// Only to decide whether to fetch again: what is fetched is judged by [`check_index`] all
+    /// the same, which trusts nothing for this.
+    fn agrees(&self, pinned: &PublicKey) -> bool {
+        let Ok(sig) = parse_sig(&self.sig) else {
+            return false;
+        };
+        if pinned.verify(&self.bytes, &sig).is_ok() {
+            return true;
+        }
+        let vouched = self
+            .prev
+            .as_deref()
+            .is_some_and(|p| prev_vouches(p, pinned, &self.bytes));
+        vouched
+            && Index::parse(&self.bytes)
+                .is_ok_and(|c| c.operator_pubkey.verify(&self.bytes, &sig).is_ok())
+    }
+}
+
+/// A source's index, its detached signature and, if the pinned key does not verify them, the
+/// rotation proof's `index.json.minisig.prev`: fetched one after the other. A publisher that
+/// replaced them between two fetches (a new version published while an `update` or a refresh
+/// read them) gave files that do not match: an index its operator did sign, which was refused
+/// as not signed by the pinned key (91, `index.signature`), or — with a rotated key — as a
+/// rotation without a proof (91, `index.operator_key`, the `.prev` over the newer bytes): a
+/// false tamper report, and a failed update. So files that do not agree
+/// ([`FetchedIndex::agrees`]) are fetched once more, the `.prev` with the pair, and the files
+/// fetched then are the ones judged (the first, if that fetch fails). Nothing is trusted more
+/// for it: they go through every check the first would have (signature or rotation proof,
+/// rollback, freeze); only files that still fail are refused.
+fn fetch_index(url: &str, sig_url: &str, pinned: &PublicKey) -> Result<FetchedIndex, SourceError> {
+    let fetch_all = || -> Result<FetchedIndex, SourceError> {
         let bytes = fetch(url, MAX_INDEX_BYTES as u64)?;
         crate::sys::stop_at("index-signature");
-        Ok((bytes, fetch(sig_url, MAX_SIG_BYTES)?))
+        let sig = fetch(sig_url, MAX_SIG_BYTES)?;
+        let pinned_signed = parse_sig(&sig).is_ok_and(|s| pinned.verify(&bytes, &s).is_ok());
+        let prev = if pinned_signed {
+            None
+        } else {
+            crate::sys::stop_at("index-prev");
+            // None when it cannot be fetched: no proof, which the rotation check says.
+            fetch(&format!("{sig_url}.prev"), MAX_SIG_BYTES).ok()
+        };
+        Ok(FetchedIndex { bytes, sig, prev })
     };
-    let first = fetch_pair()?;
-    let verifies = |(bytes, sig): &(Vec<u8>, Vec<u8>)| {
-        parse_sig(sig).is_ok_and(|sig| pinned.verify(bytes, &sig).is_ok())
-    };
-    if verifies(&first) {
+    let first = fetch_all()?;
+    if first.agrees(pinned) {
         return Ok(first);
     }
-    Ok(fetch_pair().unwrap_or(first))
+    Ok(fetch_all().unwrap_or(first))
 }
 
 /// Step 1 against the source `src` as given: fetch, signature (or rotation proof), parse,
@@ -1519,7 +1553,11 @@ fn check_index(
             source: Box::new(e),
         })?;
     let sig_url = format!("{}.minisig", src.url);
-    let (bytes, sig_bytes) = fetch_index(&src.url, &sig_url, &pinned)?;
+    let FetchedIndex {
+        bytes,
+        sig: sig_bytes,
+        prev,
+    } = fetch_index(&src.url, &sig_url, &pinned)?;
     let sig_err = |source| SourceError::IndexSignature {
         source_name: name.into(),
         pinned: describe(&pinned),
@@ -1530,7 +1568,8 @@ fn check_index(
     if let Err(e) = pinned.verify(&bytes, &sig) {
         // Perhaps a rotation. The document is parsed (not trusted) only to learn the key it
         // claims; it is accepted only if that key signed it AND the pinned key vouches for the
-        // change (listed as previous, and a `.prev` signature by it over the same bytes).
+        // change (listed as previous, and a `.prev` signature by it over the same bytes: the
+        // one fetched with the pair, [`fetch_index`]).
         let claimed = Index::parse(&bytes).ok();
         let Some(claimed) = claimed.filter(|c| c.operator_pubkey != pinned) else {
             return Err(sig_err(Box::new(e)));
@@ -1543,7 +1582,10 @@ fn check_index(
             Some(&pinned),
             &claimed.operator_pubkey,
             &claimed.previous_operator_pubkeys,
-            |old| prev_signature_vouches(&sig_url, old, &bytes),
+            |old| {
+                prev.as_deref()
+                    .is_some_and(|p| prev_vouches(p, old, &bytes))
+            },
         )
         .map_err(|source| SourceError::OperatorKey {
             source_name: name.into(),
@@ -1892,12 +1934,21 @@ impl Session {
             .collect();
         let pins = Pins::load(p)?;
         let pinned = pins.key(&e.id)?;
-        let pin = check_pin(pinned.as_ref(), &author, &previous, |old| {
-            prev_signature_vouches(&sig_url, old, &bytes)
-        })
-        .map_err(|source| SourceError::AuthorPin {
-            id: e.id.clone(),
-            source,
+        // The rotation proof, `<signature_url>.prev`: fetched once, when a pin first needs it,
+        // and the same for the plugin's pin and its author name's. No second fetch as for the
+        // index's (`fetch_index`): the bytes it signs are fixed by the index's digest (step 2),
+        // so a republish in between leaves a `.prev` over these very bytes.
+        let prev = std::cell::OnceCell::new();
+        let vouches = |old: &PublicKey| {
+            prev.get_or_init(|| fetch(&format!("{sig_url}.prev"), MAX_SIG_BYTES).ok())
+                .as_deref()
+                .is_some_and(|b| prev_vouches(b, old, &bytes))
+        };
+        let pin = check_pin(pinned.as_ref(), &author, &previous, vouches).map_err(|source| {
+            SourceError::AuthorPin {
+                id: e.id.clone(),
+                source,
+            }
         })?;
         // The same rule for the author's name, so that a new plugin published under a known
         // author's name with another key is refused (seed 004 pins per author).
@@ -1907,13 +1958,13 @@ impl Session {
             name if author_pin_key(name).is_empty() => None,
             name => {
                 let pinned = pins.key_of(PinKind::Author, name)?;
-                let o = check_pin(pinned.as_ref(), &author, &previous, |old| {
-                    prev_signature_vouches(&sig_url, old, &bytes)
-                })
-                .map_err(|source| SourceError::AuthorPin {
-                    id: format!("author `{name}` (plugin {})", e.id),
-                    source,
-                })?;
+                let o =
+                    check_pin(pinned.as_ref(), &author, &previous, vouches).map_err(|source| {
+                        SourceError::AuthorPin {
+                            id: format!("author `{name}` (plugin {})", e.id),
+                            source,
+                        }
+                    })?;
                 Some((name.to_string(), o))
             }
         };

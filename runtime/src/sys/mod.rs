@@ -515,7 +515,9 @@ pub fn stop_self() -> io::Result<()> {
 /// waits for the stop (`waitpid` with `WUNTRACED`: no timing) can change the world right
 /// there and let it go on (SIGCONT). Points: `lookup` (a plugin name read from the store's
 /// registry, its package not opened yet: `store::with_installed`), `index-signature` (a
-/// source's index fetched, its signature not yet: `sources::fetch_index`), `index-cached` (a
+/// source's index fetched, its signature not yet: `sources::fetch_index`), `index-prev` (a
+/// source's index and signature fetched, the pinned key not their signer, the rotation proof's
+/// `.prev` not fetched yet: `sources::fetch_index`), `index-cached` (a
 /// refresh's index cache written, what it records next not yet: `sources::remember`), `list`
 /// (`list`'s registry read: `Store::list_registry`), `committed` (a store change committed, its
 /// `ok` audit record not written: `cmd::store::commit_audited`). Release builds compile it to
