@@ -2513,6 +2513,24 @@ fn a_rotated_index_republished_before_its_proof_is_fetched_again_not_refused() {
     assert_eq!(source["seen_version"], 3, "{source}");
 }
 
+/// helper-95: `list` and `source list` read the index cache by path, following a symlink at
+/// `<state>/indexes` (the state directory is the daemon's user's in the packaged layout) that a
+/// refresh and `source remove` refuse: root then read a cache elsewhere. Now through the
+/// directory held as a refresh holds it: a symlink there is no cache.
+#[test]
+fn the_index_cache_is_not_read_through_a_symlink() {
+    let (fx, _repo) = hello_installed();
+    let sources = ["--json", "source", "list", "--state-dir", "state"];
+    let plugins = || ok(fx.dir(), &sources).json()["sources"][0]["plugins"].clone();
+    assert_eq!(plugins(), 1);
+    std::fs::rename(fx.path("state/indexes"), fx.path("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(fx.path("elsewhere"), fx.path("state/indexes")).unwrap();
+    assert_eq!(plugins(), Value::Null);
+    std::fs::remove_file(fx.path("state/indexes")).unwrap();
+    std::fs::rename(fx.path("elsewhere"), fx.path("state/indexes")).unwrap();
+    assert_eq!(plugins(), 1);
+}
+
 /// The index cache was two files (`main.json`, `main.json.minisig`) written one after the
 /// other: a `list` while a refresh wrote them, or after a kill between the two, read a pair
 /// that did not verify and showed a delisted plugin as listed, saying nothing. It is one file

@@ -1714,10 +1714,18 @@ impl IndexCache {
 /// The last verified index of source `name` of `sources` (loaded by the caller, who says when
 /// that fails), from the cache of `state_dir`, re-verified against the pinned key (no download;
 /// for flagging delisted plugins in `list`). `None` if never refreshed or unverifiable.
+///
+/// Read through the cache directory held as a refresh writes it ([`HeldDir::open_shared`]:
+/// `indexes` itself not followed if a symlink), not by path: the daemon's user owns the state
+/// directory, and a symlink it planted at `indexes` made root's `list` read the cache of any
+/// directory root can read (an older index there, still signed, hid a delisting) where a
+/// refresh ([`remember`]) and `source remove` ([`IndexCache::hold`]) refuse it. `None` then,
+/// as for no cache.
 pub fn cached(state_dir: &Path, sources: &Sources, name: &str) -> Option<Index> {
     let src = sources.sources.get(name)?;
     let pinned = PublicKey::from_base64(&src.operator_pubkey).ok()?;
-    let cache = state_dir.join(INDEX_CACHE_DIR);
+    let held = HeldDir::open_shared(state_dir, INDEX_CACHE_DIR, None).ok()?;
+    let cache = held.path();
     // JSON escaping at most doubles the text (a quote or a backslash per byte), plus the frame.
     let cap = 2 * (MAX_INDEX_BYTES as u64 + MAX_SIG_BYTES) + 4096;
     let (bytes, sig) = match read_capped(&cache.join(index_cache_file(name)), cap) {
