@@ -1070,6 +1070,13 @@ pub fn reset_signal_dispositions() -> io::Result<()> {
     Ok(())
 }
 
+/// Set this process's file mode creation mask to `mask` (the old one is dropped). Every process
+/// has one, inherited through fork and exec: the sandbox's init sets its own so that the
+/// program's is never the runtime's caller's.
+pub fn set_umask(mask: u32) {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+}
+
 /// The mount flags (`ST_*` from `statvfs`) of the filesystem at `path`.
 pub fn statvfs_flags(path: &CStr) -> io::Result<u64> {
     nix::sys::statvfs::statvfs(path)
