@@ -320,6 +320,24 @@ fn program_umask_is_022_whatever_the_callers() {
 }
 
 #[test]
+fn program_personality_has_no_flags_of_the_runtime() {
+    // `setarch -R` (ADDR_NO_RANDOMIZE) on the runtime used to run the program without ASLR; it
+    // cannot undo that itself (`personality` is refused by the seccomp filter).
+    if !require(
+        Command::new("setarch").arg("--version").output().is_ok(),
+        "needs setarch (util-linux)",
+    ) {
+        return;
+    }
+    // Native control: the flag survives exec outside a sandbox.
+    let native = shell("exec setarch \"$(uname -m)\" -R /bin/cat /proc/self/personality");
+    assert_eq!(out(&native), "00040000\n", "{}", err(&native));
+    let o = shell("exec setarch \"$(uname -m)\" -R \"$1\" exec -- /bin/cat /proc/self/personality");
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "00000000\n", "{}", err(&o));
+}
+
+#[test]
 fn a_closed_output_reaches_the_program_as_sigpipe() {
     // `stockade exec -- yes | head -1` must end: when our stdout is gone, the program's is too.
     let o = Command::new("/bin/sh")

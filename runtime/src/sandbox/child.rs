@@ -15,8 +15,8 @@
 //! command line → not dumpable →
 //! private cgroup namespace → open bind sources → identity (setresgid/setresuid to the inside
 //! ids; the user namespace keeps our capabilities for the mount work) → stdio → filesystem
-//! (mounts, pivot_root) → hostname → loopback → default signal dispositions → umask 022 →
-//! rlimits →
+//! (mounts, pivot_root) → hostname → loopback → default signal dispositions → umask 022 and
+//! no personality flags → rlimits →
 //! capabilities (securebits locked,
 //! bounding, ambient, inheritable, permitted, effective all empty) → no_new_privs → Landlock →
 //! start the program (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no copy of our page
@@ -213,11 +213,14 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // Handlers need no reset: exec drops them. As pid 1 of its namespace, init is not
     // killed by default-action signals from inside it.
     sys::reset_signal_dispositions().map_err(at(LaunchStep::SignalDispositions))?;
-    // The umask is inherited through fork and exec too: whatever the shell or unit that started
-    // the runtime had (`umask 000`: a plugin's files in a writable bind made world-writable on
-    // the host, for any user and any other plugin given the directory) would be the program's.
-    // It starts with a login's, 022.
+    // The umask and the personality flags are inherited through fork and exec too: whatever the
+    // shell or unit that started the runtime had (`umask 000`: a plugin's files in a writable
+    // bind made world-writable on the host, for any user and any other plugin given the
+    // directory; `setarch -R`: the plugin without ASLR, which it cannot undo, `personality`
+    // being refused) would be the program's. It starts with a login's umask, 022, and the plain
+    // execution domain.
     sys::set_umask(0o022);
+    sys::clear_personality_flags().map_err(at(LaunchStep::ProcessState))?;
     let mut rl = set_rlimits(p, ctx.data_limit).map_err(at(LaunchStep::Rlimits))?;
     if !ctx.plan.user_ns_limits.is_empty() {
         // Set by mounts::apply through the sandbox's own /proc.

@@ -107,6 +107,9 @@ pub enum LaunchStep {
     Loopback,
     /// Default signal dispositions (what the runtime ignores would survive exec).
     SignalDispositions,
+    /// The umask and personality the program starts with (the runtime's caller's must not reach
+    /// it).
+    ProcessState,
     /// rlimits.
     Rlimits,
     /// Capabilities and securebits.
