@@ -22,7 +22,8 @@
 //! start the program (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no copy of our page
 //! tables; we resume once it executed). The program then gets a new session, a parent-death
 //! signal, close-on-exec on every descriptor but 0-2, seccomp, and `execveat` on the
-//! descriptor opened by the runtime (held for the warm pool: everything but the exec — and the
+//! descriptor opened by the runtime — or, for a `#!` script the sandbox's host ids could change
+//! through it, on that file opened again through a read-only bind of its own (held for the warm pool: everything but the exec — and the
 //! filter, when it does not admit the `read` the wait is — happens before the go); init closes
 //! everything but the status pipe, installs its own filter and waits.
 
@@ -85,6 +86,10 @@ pub struct ChildCtx<'a> {
     pub exec_fd: &'a OwnedFd,
     /// `#!` script: keep the descriptor open across exec (/dev/fd/N).
     pub is_script: bool,
+    /// The script is one the program could change through that descriptor (its host uid owns
+    /// it, or may write it: [`mounts::program_changeable`]): execute it from a descriptor
+    /// opened again through a read-only bind.
+    pub reopen_program: bool,
     /// argv and envp.
     pub argv: &'a [CString],
     /// envp.
@@ -170,6 +175,14 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // another one), so they are opened here, before the staging root hides anything and while
     // our host uid still passes the owner checks on the host paths.
     let sources = mounts::open_sources(ctx.plan).map_err(at(LaunchStep::MountSources))?;
+    let program_source = if ctx.reopen_program {
+        Some(
+            mounts::open_program_source(ctx.exec_fd.as_fd())
+                .map_err(at(LaunchStep::MountSources))?,
+        )
+    } else {
+        None
+    };
     // The ids the program will have. Our host uid is not root *in this namespace* (uid 0 is not
     // mapped), so the kernel keeps our namespace capabilities across the switch and the mount
     // work below still works; files we create are owned by the mapped inside uid.
@@ -187,8 +200,23 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     for (fd, target) in ctx.stdio.iter().zip(0..) {
         sys::dup2(fd.as_fd(), target).map_err(at(LaunchStep::Stdio))?;
     }
-    let applied = mounts::apply(ctx.plan, &sources).map_err(|(s, e)| (s, e.to_string()))?;
+    let (applied, reopened) = mounts::apply(ctx.plan, &sources, program_source.as_ref())
+        .map_err(|(s, e)| (s, e.to_string()))?;
     drop(sources);
+    drop(program_source);
+    // From here on the program is the re-opened descriptor; the runtime's, of the host's
+    // writable mount, is closed below with everything else.
+    let with_reopened;
+    let ctx = match &reopened {
+        Some(fd) => {
+            with_reopened = ChildCtx {
+                exec_fd: fd,
+                ..*ctx
+            };
+            &with_reopened
+        }
+        None => ctx,
+    };
     sys::sethostname(&p.hostname).map_err(at(LaunchStep::Hostname))?;
     if p.network == NetworkMode::Loopback {
         sys::net::loopback_up().map_err(at(LaunchStep::Loopback))?;

@@ -715,6 +715,7 @@ fn prepare(
         plan: &plan,
         exec_fd: &spec.program.fd,
         is_script: spec.program.is_script,
+        reopen_program: reopen_program(&spec.program, host_uid, host_gid),
         argv: &argv,
         envp: &envp,
         sock: &sock_child,
@@ -1008,6 +1009,16 @@ fn out_of_a_resource(e: &cgroup::CgroupError) -> bool {
         cause = c.source();
     }
     false
+}
+
+/// Whether the program is a `#!` script whose file the sandbox's host ids could change through
+/// the descriptor the interpreter reads it from (child.rs re-opens it through a read-only bind
+/// then). A file that cannot be looked at counts as changeable: the re-open then decides.
+fn reopen_program(program: &Program, host_uid: u32, host_gid: u32) -> bool {
+    program.is_script
+        && sys::file_owner_mode(program.fd.as_fd()).map_or(true, |(owner, group, mode)| {
+            mounts::program_changeable(owner, group, mode, host_uid, host_gid)
+        })
 }
 
 /// The sandbox's cgroup name: `<runtime pid>-<host uid>-<n>`, `n` counting this process's

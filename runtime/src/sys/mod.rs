@@ -910,6 +910,14 @@ pub fn fstat_mode(fd: BorrowedFd<'_>) -> io::Result<u32> {
         .map_err(io_err)
 }
 
+/// Owner uid, group gid and mode (type bits included) of a descriptor's file, in the caller's
+/// user namespace.
+pub fn file_owner_mode(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
+    nix::sys::stat::fstat(fd)
+        .map(|st| (st.st_uid, st.st_gid, st.st_mode))
+        .map_err(io_err)
+}
+
 /// Device and inode of a descriptor's file.
 pub fn file_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     nix::sys::stat::fstat(fd)
