@@ -195,3 +195,41 @@ fn rootless_script_cannot_change_its_own_file_on_the_host() {
     );
     assert_eq!(std::fs::metadata(&script).unwrap().mode() & 0o7777, 0o4777);
 }
+
+/// The same through `/proc/self/exe`, for any program: rootless, `chmod 4777 /proc/self/exe`
+/// used to make the caller's own binary setuid and world-writable on the host.
+#[test]
+fn rootless_program_cannot_change_its_own_binary_on_the_host() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let own = dir.path().join("chmod");
+    std::fs::copy("/bin/chmod", &own).unwrap();
+    std::os::unix::fs::chown(&own, Some(65534), Some(65534)).unwrap();
+    for mode in [0o755, 0o111] {
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(mode)).unwrap();
+        let Some(o) = rootless(&[
+            "exec",
+            "--",
+            own.to_str().unwrap(),
+            "4777",
+            "/proc/self/exe",
+        ]) else {
+            return;
+        };
+        assert_ne!(code(&o), 0, "{}", err(&o));
+        assert!(err(&o).contains("Read-only file system"), "{}", err(&o));
+        let now = std::fs::metadata(&own).unwrap().mode() & 0o7777;
+        assert_eq!(now, mode, "the host binary's mode changed ({mode:o})");
+    }
+    // Native control: run by its owner outside a sandbox, it does change itself.
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let native = Command::new("/usr/bin/setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(&own)
+        .args(["4777", "/proc/self/exe"])
+        .output()
+        .unwrap();
+    assert!(native.status.success(), "{native:?}");
+    assert_eq!(std::fs::metadata(&own).unwrap().mode() & 0o7777, 0o4777);
+}

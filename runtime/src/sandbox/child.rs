@@ -22,8 +22,8 @@
 //! start the program (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no copy of our page
 //! tables; we resume once it executed). The program then gets a new session, a parent-death
 //! signal, close-on-exec on every descriptor but 0-2, seccomp, and `execveat` on the
-//! descriptor opened by the runtime — or, for a `#!` script the sandbox's host ids could change
-//! through it, on that file opened again through a read-only bind of its own (held for the warm pool: everything but the exec — and the
+//! descriptor opened by the runtime — or, for a file the sandbox's host ids could change (through
+//! `/proc/self/exe`, a script's `/dev/fd/N`), on it opened again through a read-only bind (held for the warm pool: everything but the exec — and the
 //! filter, when it does not admit the `read` the wait is — happens before the go); init closes
 //! everything but the status pipe, installs its own filter and waits.
 
@@ -86,9 +86,10 @@ pub struct ChildCtx<'a> {
     pub exec_fd: &'a OwnedFd,
     /// `#!` script: keep the descriptor open across exec (/dev/fd/N).
     pub is_script: bool,
-    /// The script is one the program could change through that descriptor (its host uid owns
-    /// it, or may write it: [`mounts::program_changeable`]): execute it from a descriptor
-    /// opened again through a read-only bind.
+    /// The program's file is one the program could change through `/proc/self/exe` or a
+    /// script's `/dev/fd/N` (its host uid owns it, or may write it:
+    /// [`mounts::program_changeable`]): execute it from a descriptor opened again through a
+    /// read-only bind of it.
     pub reopen_program: bool,
     /// argv and envp.
     pub argv: &'a [CString],

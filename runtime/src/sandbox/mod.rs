@@ -1011,14 +1011,15 @@ fn out_of_a_resource(e: &cgroup::CgroupError) -> bool {
     false
 }
 
-/// Whether the program is a `#!` script whose file the sandbox's host ids could change through
-/// the descriptor the interpreter reads it from (child.rs re-opens it through a read-only bind
-/// then). A file that cannot be looked at counts as changeable: the re-open then decides.
+/// Whether the program's file is one the sandbox's host ids could change through the program's
+/// own way back to it — `/proc/self/exe`, and a `#!` script's `/dev/fd/N` — which lead to the
+/// runtime's descriptor, of the host's writable mount (child.rs then executes it from a
+/// read-only bind of it). A file that cannot be looked at counts as changeable: the re-open
+/// then decides.
 fn reopen_program(program: &Program, host_uid: u32, host_gid: u32) -> bool {
-    program.is_script
-        && sys::file_owner_mode(program.fd.as_fd()).map_or(true, |(owner, group, mode)| {
-            mounts::program_changeable(owner, group, mode, host_uid, host_gid)
-        })
+    sys::file_owner_mode(program.fd.as_fd()).map_or(true, |(owner, group, mode)| {
+        mounts::program_changeable(owner, group, mode, host_uid, host_gid)
+    })
 }
 
 /// The sandbox's cgroup name: `<runtime pid>-<host uid>-<n>`, `n` counting this process's

@@ -370,13 +370,14 @@ fn open_source(
 }
 
 /// Whether a program's file (owner, group, mode as the host sees them) is one a sandbox whose host
-/// ids are `uid`/`gid` could change through a descriptor of it: its owner may `chmod`, `chown`
-/// to its groups, set times and `user.*` attributes; anyone with a write bit may truncate it
-/// where Landlock does not handle truncation (ABI < 3). The runtime's descriptor of a `#!`
-/// script stays open in the program (the interpreter reads `/dev/fd/N`), and it is on the
-/// host's mount, writable, not on the sandbox's read-only binds: `chmod 4777 "$0"` from a
-/// rootless script (its host uid is the caller's, the script's owner) used to change the
-/// caller's own file on the host.
+/// ids are `uid`/`gid` could change through a path to it: its owner may `chmod`, `chown` to its
+/// groups, set times and `user.*` attributes; anyone with a write bit may truncate a script
+/// where Landlock does not handle truncation (ABI < 3). The program reaches the runtime's
+/// descriptor's file — on the host's mount, writable, not on the sandbox's read-only binds —
+/// as `/proc/self/exe`, and a `#!` script also as `/dev/fd/N`, which stays open for its
+/// interpreter: `chmod 4777 /proc/self/exe` (or `"$0"` from a script) run rootless (the
+/// program's host uid is the caller's, the file's owner) used to change the caller's own file
+/// on the host.
 pub fn program_changeable(owner: u32, group: u32, mode: u32, uid: u32, gid: u32) -> bool {
     owner == uid || (group == gid && mode & 0o020 != 0) || mode & 0o002 != 0
 }
@@ -559,7 +560,14 @@ pub fn apply(
             make_target(&t, false)?;
             bind(&format!("/proc/self/fd/{}", src.as_raw_fd()), &t, RO)?;
             let c = cstr(&t)?;
-            let fd = sys::open(&c, libc::O_RDONLY | libc::O_NOFOLLOW)?;
+            // An execute-only file is executed from an `O_PATH` descriptor, as the runtime
+            // opened it (program.rs).
+            let fd = sys::open(&c, libc::O_RDONLY | libc::O_NOFOLLOW).or_else(|e| {
+                match e.raw_os_error() {
+                    Some(libc::EACCES) => sys::open(&c, libc::O_PATH | libc::O_NOFOLLOW),
+                    _ => Err(e),
+                }
+            })?;
             sys::umount_detach(&c)?;
             fs::remove_file(&t)?;
             Ok(fd)
