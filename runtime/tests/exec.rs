@@ -287,6 +287,56 @@ fn program_starts_with_default_signal_dispositions_and_mask() {
     );
 }
 
+/// `sh -c SCRIPT` with `$BIN` the binary under test.
+fn shell(script: &str) -> std::process::Output {
+    Command::new("/bin/sh")
+        .args(["-c", script, "sh", BIN])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn program_umask_is_022_whatever_the_callers() {
+    // A caller's umask 000 used to reach the program, whose files in a writable bind were then
+    // world-writable on the host (any user, any other plugin given the directory, could rewrite
+    // them).
+    let probe = "umask; touch /tmp/f; stat -c %a /tmp/f";
+    let o = shell(&format!(
+        "umask 000; exec \"$1\" exec -- /bin/sh -c '{probe}'"
+    ));
+    assert_eq!(out(&o), "0022\n644\n", "{}", err(&o));
+    let o = shell(&format!(
+        "umask 077; exec \"$1\" exec -- /bin/sh -c '{probe}'"
+    ));
+    assert_eq!(out(&o), "0022\n644\n", "{}", err(&o));
+    // Native control: the caller's umask does reach a program it starts.
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("f");
+    let o = shell(&format!(
+        "umask 000; umask; touch '{0}'; stat -c %a '{0}'",
+        f.display()
+    ));
+    assert_eq!(out(&o), "0000\n666\n");
+}
+
+#[test]
+fn program_personality_has_no_flags_of_the_runtime() {
+    // `setarch -R` (ADDR_NO_RANDOMIZE) on the runtime used to run the program without ASLR; it
+    // cannot undo that itself (`personality` is refused by the seccomp filter).
+    if !require(
+        Command::new("setarch").arg("--version").output().is_ok(),
+        "needs setarch (util-linux)",
+    ) {
+        return;
+    }
+    // Native control: the flag survives exec outside a sandbox.
+    let native = shell("exec setarch \"$(uname -m)\" -R /bin/cat /proc/self/personality");
+    assert_eq!(out(&native), "00040000\n", "{}", err(&native));
+    let o = shell("exec setarch \"$(uname -m)\" -R \"$1\" exec -- /bin/cat /proc/self/personality");
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "00000000\n", "{}", err(&o));
+}
+
 #[test]
 fn a_closed_output_reaches_the_program_as_sigpipe() {
     // `stockade exec -- yes | head -1` must end: when our stdout is gone, the program's is too.

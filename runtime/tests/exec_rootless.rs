@@ -148,3 +148,88 @@ fn rootless_without_a_memory_cgroup_still_bounds_memory_with_rlimit_data() {
         assert_eq!(data["bytes"], 256 * 1024 * 1024, "{r}");
     }
 }
+
+/// A `#!` script is read by its interpreter through `/dev/fd/N`, a descriptor the runtime opened
+/// on the host. Rootless, the program's host uid is the caller's, the script's owner: through
+/// that descriptor it used to `chmod` (even 4777), re-date and set attributes on the caller's
+/// own file on the host, outside every writable bind. It is now a descriptor of a read-only
+/// bind of the file: each such change fails with EROFS and the file is left as it was.
+#[test]
+fn rootless_script_cannot_change_its_own_file_on_the_host() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = dir.path().join("tool.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nchmod 4777 \"$0\" && echo chmod-changed\n\
+         touch -d 2001-01-01 \"$0\" && echo time-changed\necho ran\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&script, Some(65534), Some(65534)).unwrap();
+    let before = std::fs::metadata(&script).unwrap();
+    let Some(o) = rootless(&["exec", "--", script.to_str().unwrap()]) else {
+        return;
+    };
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "ran\n", "{}", err(&o));
+    assert!(err(&o).contains("Read-only file system"), "{}", err(&o));
+    let after = std::fs::metadata(&script).unwrap();
+    assert_eq!(after.mode(), before.mode(), "the host file's mode changed");
+    assert_eq!(
+        after.mtime(),
+        before.mtime(),
+        "the host file's times changed"
+    );
+    assert_eq!(std::fs::read(&script).unwrap().len() as u64, before.len());
+    // Native control: the same script run by its owner outside a sandbox does change the file.
+    let native = Command::new("/usr/bin/setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&native.stdout),
+        "chmod-changed\ntime-changed\nran\n"
+    );
+    assert_eq!(std::fs::metadata(&script).unwrap().mode() & 0o7777, 0o4777);
+}
+
+/// The same through `/proc/self/exe`, for any program: rootless, `chmod 4777 /proc/self/exe`
+/// used to make the caller's own binary setuid and world-writable on the host.
+#[test]
+fn rootless_program_cannot_change_its_own_binary_on_the_host() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let own = dir.path().join("chmod");
+    std::fs::copy("/bin/chmod", &own).unwrap();
+    std::os::unix::fs::chown(&own, Some(65534), Some(65534)).unwrap();
+    for mode in [0o755, 0o111] {
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(mode)).unwrap();
+        let Some(o) = rootless(&[
+            "exec",
+            "--",
+            own.to_str().unwrap(),
+            "4777",
+            "/proc/self/exe",
+        ]) else {
+            return;
+        };
+        assert_ne!(code(&o), 0, "{}", err(&o));
+        assert!(err(&o).contains("Read-only file system"), "{}", err(&o));
+        let now = std::fs::metadata(&own).unwrap().mode() & 0o7777;
+        assert_eq!(now, mode, "the host binary's mode changed ({mode:o})");
+    }
+    // Native control: run by its owner outside a sandbox, it does change itself.
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let native = Command::new("/usr/bin/setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(&own)
+        .args(["4777", "/proc/self/exe"])
+        .output()
+        .unwrap();
+    assert!(native.status.success(), "{native:?}");
+    assert_eq!(std::fs::metadata(&own).unwrap().mode() & 0o7777, 0o4777);
+}

@@ -15,13 +15,15 @@
 //! command line → not dumpable →
 //! private cgroup namespace → open bind sources → identity (setresgid/setresuid to the inside
 //! ids; the user namespace keeps our capabilities for the mount work) → stdio → filesystem
-//! (mounts, pivot_root) → hostname → loopback → default signal dispositions → rlimits →
+//! (mounts, pivot_root) → hostname → loopback → default signal dispositions → umask 022 and
+//! no personality flags → rlimits →
 //! capabilities (securebits locked,
 //! bounding, ambient, inheritable, permitted, effective all empty) → no_new_privs → Landlock →
 //! start the program (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no copy of our page
 //! tables; we resume once it executed). The program then gets a new session, a parent-death
 //! signal, close-on-exec on every descriptor but 0-2, seccomp, and `execveat` on the
-//! descriptor opened by the runtime (held for the warm pool: everything but the exec — and the
+//! descriptor opened by the runtime — or, for a file the sandbox's host ids could change (through
+//! `/proc/self/exe`, a script's `/dev/fd/N`), on it opened again through a read-only bind (held for the warm pool: everything but the exec — and the
 //! filter, when it does not admit the `read` the wait is — happens before the go); init closes
 //! everything but the status pipe, installs its own filter and waits.
 
@@ -84,6 +86,11 @@ pub struct ChildCtx<'a> {
     pub exec_fd: &'a OwnedFd,
     /// `#!` script: keep the descriptor open across exec (/dev/fd/N).
     pub is_script: bool,
+    /// The program's file is one the program could change through `/proc/self/exe` or a
+    /// script's `/dev/fd/N` (its host uid owns it, or may write it:
+    /// [`mounts::program_changeable`]): execute it from a descriptor opened again through a
+    /// read-only bind of it.
+    pub reopen_program: bool,
     /// argv and envp.
     pub argv: &'a [CString],
     /// envp.
@@ -169,6 +176,14 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // another one), so they are opened here, before the staging root hides anything and while
     // our host uid still passes the owner checks on the host paths.
     let sources = mounts::open_sources(ctx.plan).map_err(at(LaunchStep::MountSources))?;
+    let program_source = if ctx.reopen_program {
+        Some(
+            mounts::open_program_source(ctx.exec_fd.as_fd())
+                .map_err(at(LaunchStep::MountSources))?,
+        )
+    } else {
+        None
+    };
     // The ids the program will have. Our host uid is not root *in this namespace* (uid 0 is not
     // mapped), so the kernel keeps our namespace capabilities across the switch and the mount
     // work below still works; files we create are owned by the mapped inside uid.
@@ -186,8 +201,23 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     for (fd, target) in ctx.stdio.iter().zip(0..) {
         sys::dup2(fd.as_fd(), target).map_err(at(LaunchStep::Stdio))?;
     }
-    let applied = mounts::apply(ctx.plan, &sources).map_err(|(s, e)| (s, e.to_string()))?;
+    let (applied, reopened) = mounts::apply(ctx.plan, &sources, program_source.as_ref())
+        .map_err(|(s, e)| (s, e.to_string()))?;
     drop(sources);
+    drop(program_source);
+    // From here on the program is the re-opened descriptor; the runtime's, of the host's
+    // writable mount, is closed below with everything else.
+    let with_reopened;
+    let ctx = match &reopened {
+        Some(fd) => {
+            with_reopened = ChildCtx {
+                exec_fd: fd,
+                ..*ctx
+            };
+            &with_reopened
+        }
+        None => ctx,
+    };
     sys::sethostname(&p.hostname).map_err(at(LaunchStep::Hostname))?;
     if p.network == NetworkMode::Loopback {
         sys::net::loopback_up().map_err(at(LaunchStep::Loopback))?;
@@ -212,6 +242,14 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // Handlers need no reset: exec drops them. As pid 1 of its namespace, init is not
     // killed by default-action signals from inside it.
     sys::reset_signal_dispositions().map_err(at(LaunchStep::SignalDispositions))?;
+    // The umask and the personality flags are inherited through fork and exec too: whatever the
+    // shell or unit that started the runtime had (`umask 000`: a plugin's files in a writable
+    // bind made world-writable on the host, for any user and any other plugin given the
+    // directory; `setarch -R`: the plugin without ASLR, which it cannot undo, `personality`
+    // being refused) would be the program's. It starts with a login's umask, 022, and the plain
+    // execution domain.
+    sys::set_umask(0o022);
+    sys::clear_personality_flags().map_err(at(LaunchStep::ProcessState))?;
     let mut rl = set_rlimits(p, ctx.data_limit).map_err(at(LaunchStep::Rlimits))?;
     if !ctx.plan.user_ns_limits.is_empty() {
         // Set by mounts::apply through the sandbox's own /proc.

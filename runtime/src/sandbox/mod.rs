@@ -107,6 +107,9 @@ pub enum LaunchStep {
     Loopback,
     /// Default signal dispositions (what the runtime ignores would survive exec).
     SignalDispositions,
+    /// The umask and personality the program starts with (the runtime's caller's must not reach
+    /// it).
+    ProcessState,
     /// rlimits.
     Rlimits,
     /// Capabilities and securebits.
@@ -712,6 +715,7 @@ fn prepare(
         plan: &plan,
         exec_fd: &spec.program.fd,
         is_script: spec.program.is_script,
+        reopen_program: reopen_program(&spec.program, host_uid, host_gid),
         argv: &argv,
         envp: &envp,
         sock: &sock_child,
@@ -1005,6 +1009,17 @@ fn out_of_a_resource(e: &cgroup::CgroupError) -> bool {
         cause = c.source();
     }
     false
+}
+
+/// Whether the program's file is one the sandbox's host ids could change through the program's
+/// own way back to it — `/proc/self/exe`, and a `#!` script's `/dev/fd/N` — which lead to the
+/// runtime's descriptor, of the host's writable mount (child.rs then executes it from a
+/// read-only bind of it). A file that cannot be looked at counts as changeable: the re-open
+/// then decides.
+fn reopen_program(program: &Program, host_uid: u32, host_gid: u32) -> bool {
+    sys::file_owner_mode(program.fd.as_fd()).map_or(true, |(owner, group, mode)| {
+        mounts::program_changeable(owner, group, mode, host_uid, host_gid)
+    })
 }
 
 /// The sandbox's cgroup name: `<runtime pid>-<host uid>-<n>`, `n` counting this process's

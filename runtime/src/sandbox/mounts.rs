@@ -24,7 +24,7 @@ use crate::sys;
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{symlink, DirBuilderExt};
 use std::path::{Path, PathBuf};
 use stockade_policy::sandbox::ValidatedSandboxPolicy;
@@ -369,6 +369,38 @@ fn open_source(
     Ok(fd)
 }
 
+/// Whether a program's file (owner, group, mode as the host sees them) is one a sandbox whose host
+/// ids are `uid`/`gid` could change through a path to it: its owner may `chmod`, `chown` to its
+/// groups, set times and `user.*` attributes; anyone with a write bit may truncate a script
+/// where Landlock does not handle truncation (ABI < 3). The program reaches the runtime's
+/// descriptor's file — on the host's mount, writable, not on the sandbox's read-only binds —
+/// as `/proc/self/exe`, and a `#!` script also as `/dev/fd/N`, which stays open for its
+/// interpreter: `chmod 4777 /proc/self/exe` (or `"$0"` from a script) run rootless (the
+/// program's host uid is the caller's, the file's owner) used to change the caller's own file
+/// on the host.
+pub fn program_changeable(owner: u32, group: u32, mode: u32, uid: u32, gid: u32) -> bool {
+    owner == uid || (group == gid && mode & 0o020 != 0) || mode & 0o002 != 0
+}
+
+/// The program's file opened again (`O_PATH`) in the sandbox's own mount namespace, for
+/// [`apply`] to bind it read-only: the runtime's descriptor is of a mount of the host's
+/// namespace, which the kernel does not bind from. Opened where the runtime's descriptor says
+/// it is, and refused unless it is that same file (it was renamed or replaced since).
+pub fn open_program_source(exec_fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStringExt;
+    let link = fs::read_link(format!("/proc/self/fd/{}", exec_fd.as_raw_fd()))?;
+    let c = CString::new(link.clone().into_os_string().into_vec())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let fd = sys::open(&c, libc::O_PATH | libc::O_NOFOLLOW)?;
+    if sys::file_id(fd.as_fd())? != sys::file_id(exec_fd)? {
+        return Err(io::Error::other(format!(
+            "`{}` is no longer the program that was opened",
+            link.display()
+        )));
+    }
+    Ok(fd)
+}
+
 fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
 }
@@ -470,11 +502,14 @@ fn tmpfs(target: &str, flags: libc::c_ulong, opts: &str) -> io::Result<()> {
 }
 
 /// Apply the plan in the child (in its new mount namespace, before dropping capabilities).
-/// Returns the error tagged with the step that failed.
+/// `program`, from [`open_program_source`]: the program's file, to be opened again through a
+/// read-only bind of its own (returned; the bind is detached from the tree at once and lives as
+/// long as the descriptor). Returns the error tagged with the step that failed.
 pub fn apply(
     plan: &MountPlan,
     sources: &[Option<OwnedFd>],
-) -> Result<Applied, (LaunchStep, io::Error)> {
+    program: Option<&OwnedFd>,
+) -> Result<(Applied, Option<OwnedFd>), (LaunchStep, io::Error)> {
     let at = |step: LaunchStep| move |e: io::Error| (step, e);
     // Nothing we mount may propagate back to the host.
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
@@ -516,6 +551,29 @@ pub fn apply(
         };
         r.map_err(at(LaunchStep::MountBind))?;
     }
+
+    // Read-only, nosuid, nodev (not noexec: it is executed). Through this descriptor the
+    // program can neither change the file (EROFS) nor its metadata.
+    let program = program
+        .map(|src| -> io::Result<OwnedFd> {
+            let t = staged("/.program");
+            make_target(&t, false)?;
+            bind(&format!("/proc/self/fd/{}", src.as_raw_fd()), &t, RO)?;
+            let c = cstr(&t)?;
+            // An execute-only file is executed from an `O_PATH` descriptor, as the runtime
+            // opened it (program.rs).
+            let fd = sys::open(&c, libc::O_RDONLY | libc::O_NOFOLLOW).or_else(|e| {
+                match e.raw_os_error() {
+                    Some(libc::EACCES) => sys::open(&c, libc::O_PATH | libc::O_NOFOLLOW),
+                    _ => Err(e),
+                }
+            })?;
+            sys::umount_detach(&c)?;
+            fs::remove_file(&t)?;
+            Ok(fd)
+        })
+        .transpose()
+        .map_err(at(LaunchStep::MountBind))?;
 
     for (path, contents) in &plan.files {
         let t = staged(path);
@@ -564,7 +622,7 @@ pub fn apply(
         .map_err(at(LaunchStep::PivotRoot))?;
     // Only the root mount itself: /tmp and writable binds stay writable.
     set_attrs(c"/", false, RO).map_err(at(LaunchStep::RootReadOnly))?;
-    Ok(Applied { stage, missing_dev })
+    Ok((Applied { stage, missing_dev }, program))
 }
 
 /// Facts about the applied plan, for the report.
@@ -665,6 +723,20 @@ fn build_proc(proc_: &str, null: &str, user_ns_limits: &[(&str, u64)]) -> io::Re
 mod tests {
     use super::*;
     use stockade_policy::sandbox::{default_policy, parse_policy};
+
+    /// Owner, or a write bit that reaches the sandbox's ids: the program could change the file
+    /// through its descriptor. Someone else's file without such a bit: it could not.
+    #[test]
+    fn program_changeable_when_owned_or_writable_by_the_sandbox() {
+        let (uid, gid) = (200_000, 200_000);
+        assert!(program_changeable(uid, 0, 0o100_755, uid, gid));
+        assert!(program_changeable(uid, 0, 0o100_500, uid, gid));
+        assert!(program_changeable(0, 0, 0o100_757, uid, gid));
+        assert!(program_changeable(0, gid, 0o100_775, uid, gid));
+        assert!(!program_changeable(0, 0, 0o100_775, uid, gid));
+        assert!(!program_changeable(0, gid, 0o100_755, uid, gid));
+        assert!(!program_changeable(1000, 1000, 0o100_755, uid, gid));
+    }
 
     fn fake(p: &Path) -> HostEntry {
         match p.to_str().unwrap() {

@@ -10,7 +10,8 @@
 //! `clone3` with namespace flags and fork semantics, `clone(CLONE_VM | CLONE_VFORK)` on
 //! its own stack (see [`vfork_exec`]), `_exit`, `close_range`, `mount_setattr`,
 //! `PR_SET_SECUREBITS`/`PR_CAPBSET_DROP`, `waitpid` (raw status, see there), the pidfd calls
-//! and `rt_sigaction` for every signal number (see [`reset_signal_dispositions`]).
+//! and `rt_sigaction` for every signal number (see [`reset_signal_dispositions`]), and
+//! `personality` (see [`clear_personality_flags`]).
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag};
@@ -931,6 +932,14 @@ pub fn fstat_mode(fd: BorrowedFd<'_>) -> io::Result<u32> {
         .map_err(io_err)
 }
 
+/// Owner uid, group gid and mode (type bits included) of a descriptor's file, in the caller's
+/// user namespace.
+pub fn file_owner_mode(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
+    nix::sys::stat::fstat(fd)
+        .map(|st| (st.st_uid, st.st_gid, st.st_mode))
+        .map_err(io_err)
+}
+
 /// Device and inode of a descriptor's file.
 pub fn file_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     nix::sys::stat::fstat(fd)
@@ -1088,6 +1097,44 @@ pub fn reset_signal_dispositions() -> io::Result<()> {
             )
         };
         check_long(r)?;
+    }
+    Ok(())
+}
+
+/// Set this process's file mode creation mask to `mask` (the old one is dropped). Every process
+/// has one, inherited through fork and exec: the sandbox's init sets its own so that the
+/// program's is never the runtime's caller's.
+pub fn set_umask(mask: u32) {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+}
+
+/// Keep only the execution domain (`PER_MASK`) of this process's personality and clear every
+/// flag: `ADDR_NO_RANDOMIZE` (`setarch -R`), `READ_IMPLIES_EXEC` (`-X`), `MMAP_PAGE_ZERO`
+/// (`-Z`), `ADDR_COMPAT_LAYOUT` (`-L`), the address-limit flags… survive fork and exec, so a
+/// runtime started with one would hand it to every sandboxed program, which cannot undo it
+/// (`personality` is refused by the seccomp filter).
+///
+/// Raw call: `nix` wraps it only behind its `personality` feature, which this crate does not
+/// enable for one call.
+pub fn clear_personality_flags() -> io::Result<()> {
+    /// `personality(0xffffffff)` queries without changing anything.
+    const QUERY: libc::c_ulong = 0xffff_ffff;
+    /// The execution domain's bits (`PER_MASK` in <linux/personality.h>).
+    const PER_MASK: u32 = 0x00ff;
+    // SAFETY: `personality` takes a plain integer and touches no memory of ours; QUERY only
+    // reads the current value.
+    let current = unsafe { libc::personality(QUERY) };
+    if current == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // The kernel's persona is an `unsigned int`; glibc returns its bits as an `int`.
+    let current = u32::from_ne_bytes(current.to_ne_bytes());
+    if current & !PER_MASK == 0 {
+        return Ok(());
+    }
+    // SAFETY: as above; the argument is the current execution domain without any flag.
+    if unsafe { libc::personality(libc::c_ulong::from(current & PER_MASK)) } == -1 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
