@@ -118,6 +118,29 @@ fn cpu_and_rlimits_are_visible_inside() {
     assert!(lines[2] == "32768" || lines[2] == "16384", "{lines:?}");
 }
 
+/// No priority above the one it starts with, whatever the runtime's own RLIMIT_NICE/RTPRIO
+/// (a unit's `LimitNICE=` would hand a raised one down): both 0, soft and hard, and reported.
+/// This host's root cannot raise its own hard limits to show the inheritance; the report and
+/// `/proc/self/limits` show what the sandbox sets.
+#[test]
+fn priority_limits_are_zero_inside_and_reported() {
+    let (o, r) = with_report(
+        &[],
+        "grep -E '^Max (nice|realtime) priority' /proc/self/limits",
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let text = out(&o);
+    for name in ["Max nice priority", "Max realtime priority"] {
+        let line = text.lines().find(|l| l.starts_with(name)).expect(name);
+        let fields: Vec<&str> = line[name.len()..].split_whitespace().collect();
+        assert_eq!(fields, ["0", "0"], "{line}");
+    }
+    let details = &layer(&r, "rlimits")["details"];
+    for key in ["nice", "rtprio"] {
+        assert_eq!(details[key], serde_json::json!({"max": 0}), "{key}: {r}");
+    }
+}
+
 #[test]
 fn killing_the_runtime_kills_the_sandbox() {
     let marker = format!("{}", 800_000 + std::process::id() % 90_000);

@@ -313,6 +313,15 @@ fn set_rlimits(
     let sigpending = SIGPENDING.min(hard);
     sys::setrlimit(libc::RLIMIT_SIGPENDING, sigpending)?;
     details.insert("sigpending".into(), json!(Limit::Max(sigpending)));
+    // Not policy keys either: no priority above the one the program starts with. A runtime whose
+    // caller raised RLIMIT_NICE (a unit's LimitNICE=, limits.conf) or RLIMIT_RTPRIO would hand
+    // it down, and `setpriority` (in @process) could then take CPU time from the host's other
+    // processes wherever no cpu cgroup bounds the sandbox (rootless). 0 is what the kernel
+    // gives an unprivileged process by default; lowering a limit needs no privilege.
+    for (resource, name) in [(libc::RLIMIT_NICE, "nice"), (libc::RLIMIT_RTPRIO, "rtprio")] {
+        sys::setrlimit(resource, 0)?;
+        details.insert(name.into(), json!(Limit::Max(0)));
+    }
     if let Some(bytes) = data_limit {
         sys::setrlimit(libc::RLIMIT_DATA, bytes)?;
         details.insert(

@@ -404,6 +404,8 @@ fn rlimit_resource(
         (libc::RLIMIT_STACK, R::RLIMIT_STACK),
         (libc::RLIMIT_SIGPENDING, R::RLIMIT_SIGPENDING),
         (libc::RLIMIT_MSGQUEUE, R::RLIMIT_MSGQUEUE),
+        (libc::RLIMIT_NICE, R::RLIMIT_NICE),
+        (libc::RLIMIT_RTPRIO, R::RLIMIT_RTPRIO),
     ];
     table
         .iter()
