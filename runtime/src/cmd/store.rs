@@ -54,6 +54,12 @@ pub(crate) fn store_err(e: StoreError) -> CmdError {
                  root) that no one else may write; move it aside and run the command again",
             )
         }
+        StoreError::UnsafeRegistry { .. } => CmdError::new(Exit::Config, "store.unsafe", e).hint(
+            "the registry must be a regular file of the store's owner (or root) that no one else \
+             may write, not a symlink nor a hard link: check how it got so (someone else could \
+             have changed what it says is installed), then restore it from a backup or fix its \
+             owner and mode (0644)",
+        ),
         StoreError::LockUnsafe { .. } => CmdError::new(Exit::Config, "store.unsafe", e).hint(
             "the store's lock must be a regular file of the store's owner, which no one else \
              may open; remove it (it is made again, 0600) and run the command again",
@@ -952,6 +958,7 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                     e @ (StoreError::Corrupt { .. }
                     | StoreError::Schema { .. }
                     | StoreError::BadDirName(_)
+                    | StoreError::UnsafeRegistry { .. }
                     | StoreError::Held(HeldDirError::Unsafe { .. })),
                 ) => return Err(store_err(e)),
                 Err(e) => out.note(format!(
