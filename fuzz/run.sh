@@ -9,7 +9,7 @@ if ! cargo fuzz --help >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 export RUSTC_BOOTSTRAP=1
-for t in manifest certificate minisign package frame policy grant index http; do
+for t in manifest certificate minisign package frame policy grant index http kv; do
     echo "== fuzz target $t for ${SECONDS_EACH}s"
     mkdir -p "corpus/$t"
     cargo fuzz run "$t" "corpus/$t" seeds/"$t" -- -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048

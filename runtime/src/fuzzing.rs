@@ -25,3 +25,16 @@ pub fn source_signature(
 ) -> Result<stockade_trust::minisign::Signature, Box<dyn std::error::Error + Send + Sync>> {
     crate::sources::parse_sig(bytes)
 }
+
+/// The key/value store's reader of its file (`host::kv`) over the bytes on disk (a plugin's
+/// keys and values, in a file the state directory's owner may edit): the map it holds and what
+/// the store's quota counts for it (its strings' bytes as stored, escaped), or `None` when the
+/// store refuses the file. `cap` is the largest file read.
+pub fn kv_store_file(
+    bytes: &[u8],
+    cap: u64,
+) -> Option<(std::collections::BTreeMap<String, String>, usize)> {
+    let map = crate::host::kv::parse_file(bytes, cap, "fuzz.json").ok()?;
+    let total = crate::host::kv::total_of(&map);
+    Some((map, total))
+}

@@ -21,7 +21,7 @@
 //! until the next install, which takes the license in place for the one installed last.
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::fileio::{read_capped, FileError};
+use crate::fileio::{read_capped, read_owned, FileError};
 use crate::state::{LicenseMemory, StateError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -164,9 +164,18 @@ pub fn load_license(state_dir: &Path) -> Result<Option<License>, NodeError> {
 
 /// `<state_dir>/license.json` read and parsed (`None`: there is none), not yet checked against
 /// what the node installed before ([`load_license`] does that).
+///
+/// Read as the state directory's other files are ([`read_owned`]: a regular file of one link,
+/// not through a symlink, of this user, root or the directory's owner, writable by no one
+/// else; anything else 78 `node`, naming the file). The license is signed, so a file someone
+/// else put there could only be another license the CA issued for this node, which the
+/// rollback memory judges; but a symlink made it read wherever it pointed (a FIFO or device
+/// too), and it is the one state file that was read so.
 pub fn read_license(state_dir: &Path) -> Result<Option<License>, NodeError> {
+    use std::os::unix::fs::MetadataExt;
     let path = state_dir.join(LICENSE_FILE);
-    match read_capped(&path, MAX_DOC_BYTES as u64) {
+    let dir_owner = std::fs::metadata(state_dir).ok().map(|m| m.uid());
+    match read_owned(&path, MAX_DOC_BYTES as u64, dir_owner) {
         Ok(b) => License::parse(&b)
             .map(Some)
             .map_err(|source| NodeError::License { path, source }),
@@ -288,5 +297,44 @@ mod tests {
             hardware_id_from(&[&good]),
             Err(NodeError::BadMachineId(_))
         ));
+    }
+
+    /// `license.json` is read as the other state files are: a symlink to a good license, a
+    /// second link to it or a file others may write is refused (78 `node`, naming the file),
+    /// not read.
+    #[test]
+    fn a_license_file_others_could_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        use stockade_trust::license::LicenseState;
+        let d = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        write_license(elsewhere.path(), "L1", LicenseState::Active, 100);
+        let good = elsewhere.path().join(LICENSE_FILE);
+        let path = d.path().join(LICENSE_FILE);
+        std::fs::copy(&good, &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read_license(d.path()).unwrap().is_some());
+        let check = |why: &str| {
+            let e = read_license(d.path()).unwrap_err();
+            assert_eq!((e.exit(), e.kind()), (Exit::Config, "node"), "{e:?}");
+            let NodeError::LicenseFile(FileError::Unsafe {
+                path: named,
+                why: said,
+            }) = &e
+            else {
+                panic!("{why}: {e:?}");
+            };
+            assert_eq!(named, &path);
+            assert!(said.contains(why), "{said}");
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        check("writable by group or others");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::hard_link(&path, d.path().join("second")).unwrap();
+        check("another link");
+        std::fs::remove_file(d.path().join("second")).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&good, &path).unwrap();
+        check("symlink");
     }
 }

@@ -42,7 +42,9 @@
 //! only from a file of root's, this user's or the directory owner's that no one else may write,
 //! and not through a symlink ([`load_json`]): anyone else who could write one could empty it.
 //! The revocation memory's keys must be issuer key ids: a file of another build (a `"format"`
-//! field) is corrupt, not a list of another root seen before.
+//! field) is corrupt, not a list of another root seen before. The license memory's must be
+//! license serials other than the words a format is marked with ([`is_memory_serial`]), or its
+//! floor entry: `{"format": 2}` is corrupt there too, not a license `format` issued at 2.
 
 use crate::fileio::{read_owned, write_state_file, FileError};
 use serde::{Deserialize, Serialize};
@@ -266,6 +268,19 @@ pub struct LicenseMemory {
 /// earlier build never names it (of entries with the same `issued_at`, it names the last).
 const FLOOR_PREFIX: &str = "#installed-last:";
 
+/// Keys a file of another build may mark its format with (`license.json` has a `format`, the
+/// store registry a `schema`, a revocation record a `version`), which are also valid serials:
+/// in the license memory they are never a serial ([`is_memory_serial`]), so a later build's
+/// `{"format": 2, …}` is a file this build cannot read (78), not a license `format` issued at 2.
+/// A license of such a serial is refused at install (65, `license`).
+pub const RESERVED_MEMORY_KEYS: [&str; 3] = ["format", "schema", "version"];
+
+/// Whether `key` can be a serial entry of the license memory: a license serial
+/// ([`is_valid_serial`]) that is none of [`RESERVED_MEMORY_KEYS`].
+pub fn is_memory_serial(key: &str) -> bool {
+    is_valid_serial(key) && !RESERVED_MEMORY_KEYS.contains(&key)
+}
+
 /// SHA-256 of the serial entries, compact JSON in key order (a map of strings to integers always
 /// serializes).
 fn entries_sha256(seen: &BTreeMap<String, u64>) -> [u8; 32] {
@@ -280,7 +295,7 @@ fn parse_floor_key(rest: &str) -> Option<(String, [u8; 32], [u8; 32])> {
         let mut d = [0u8; 32];
         hex::decode_to_slice(h, &mut d).ok().map(|()| d)
     };
-    match (parts.next(), is_valid_serial(serial)) {
+    match (parts.next(), is_memory_serial(serial)) {
         (None, true) => Some((serial.to_string(), digest(file)?, digest(entries)?)),
         _ => None,
     }
@@ -289,7 +304,11 @@ fn parse_floor_key(rest: &str) -> Option<(String, [u8; 32], [u8; 32])> {
 impl LicenseMemory {
     /// Load (an absent file: nothing installed yet). A floor entry that does not parse, or more
     /// than one, makes the file corrupt; one written with other serial entries than the file
-    /// holds now is dropped (an earlier build installed a license since).
+    /// holds now is dropped (an earlier build installed a license since). So does any other key
+    /// that is not a license serial, or is a serial a format marker is spelled with
+    /// ([`is_memory_serial`]): not a file of this build's. It used to be read as a serial, so a
+    /// later build's `{"format": 2}` was "license `format` issued at 2", and its real entries
+    /// (under keys this build does not know) were lost at the next install.
     pub fn load(state_dir: &Path) -> Result<Self, StateError> {
         let mut seen: BTreeMap<String, u64> =
             load_json(state_dir, LICENSE_STATE_FILE, 1024 * 1024)?;
@@ -297,6 +316,15 @@ impl LicenseMemory {
             path: state_dir.join(LICENSE_STATE_FILE),
             source: serde::de::Error::custom(msg),
         };
+        if let Some(key) = seen
+            .keys()
+            .find(|k| !k.starts_with('#') && !is_memory_serial(k))
+        {
+            return Err(corrupt(format!(
+                "`{key}` is not a license serial ([A-Za-z0-9._-], at most 64, none of \
+                 {RESERVED_MEMORY_KEYS:?}): not a file of this build's"
+            )));
+        }
         let keys: Vec<String> = seen
             .keys()
             .filter(|k| k.starts_with('#'))
@@ -636,6 +664,7 @@ mod tests {
             format!(
                 r##"{{"#installed-last:A:{hex}:{hex}": 5, "#installed-last:B:{hex}:{hex}": 5}}"##
             ),
+            format!(r##"{{"#installed-last:format:{hex}:{hex}": 5}}"##),
         ] {
             std::fs::write(&path, &bad).unwrap();
             assert!(
@@ -646,5 +675,43 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// A key a later build marks its file with (`{"format": 2}`), or any other key that is not
+    /// a license serial, makes the license memory a file this build cannot read (corrupt: 78,
+    /// as a revocation memory's key that is no issuer key id), instead of a license named
+    /// `format` issued at 2 — which the next install wrote back, dropping whatever else that
+    /// build kept there. Serials next to them (`formats`, `Format`) still read.
+    #[test]
+    fn a_later_builds_marker_is_no_license_serial() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(LICENSE_STATE_FILE);
+        for bad in [
+            r#"{"format": 2}"#,
+            r#"{"format": 2, "A": 500}"#,
+            r#"{"schema": 1}"#,
+            r#"{"version": 3, "A": 500}"#,
+            r#"{"": 1}"#,
+            r#"{"a b": 1}"#,
+            r#"{"format:2": 1}"#,
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let e = LicenseMemory::load(d.path()).unwrap_err();
+            let StateError::Corrupt {
+                path: named,
+                source,
+            } = &e
+            else {
+                panic!("{bad}: {e:?}");
+            };
+            assert_eq!(named, &path);
+            assert!(
+                source.to_string().contains("not a file of this build's"),
+                "{source}"
+            );
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), bad, "changed");
+        }
+        std::fs::write(&path, r#"{"formats": 2, "Format": 3, "S-1.x_y": 4}"#).unwrap();
+        assert_eq!(LicenseMemory::load(d.path()).unwrap().seen.len(), 3);
     }
 }

@@ -727,6 +727,46 @@ fn earlier_builds_node(fx: &Fixture, seen: &[(&str, u64)], license: &str) {
     std::fs::copy(fx.path(license), fx.path("state/license.json")).unwrap();
 }
 
+/// A later build's `license-state.json` (`{"format": 2, …}`) is one this build cannot read —
+/// 78 `node` from every reader and from an install, naming the file, the file left as it is —
+/// not a license `format` issued at 2 next to the real serials. And since `format` is kept for
+/// that, a license of serial `format` is refused at install (65 `license`), nothing written.
+#[test]
+fn a_later_builds_license_memory_is_not_read_as_serials() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let now = unix_now();
+    issue_license(&fx, "A", now - 2000, false, "a.license");
+    earlier_builds_node(&fx, &[("A", now - 2000)], "a.license");
+    let memory = fx.path("state/license-state.json");
+    let later = format!(r#"{{"format": 2, "A": {}}}"#, now - 2000);
+    std::fs::write(&memory, &later).unwrap();
+    let refused = |r: &Run, what: &str| {
+        assert_eq!(r.code, 78, "{what}: {}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.kind(), "node", "{what}: {}", r.stdout);
+        assert!(
+            r.stdout.contains("license-state.json") && r.stdout.contains("`format`"),
+            "{what}: {}",
+            r.stdout
+        );
+    };
+    refused(
+        &fx.run(&["--json", "node", "info", "--state-dir", "state"]),
+        "info",
+    );
+    refused(&fx.verify(&pkg, &[]), "verify");
+    refused(&install_license(&fx, "a.license"), "license install");
+    assert_eq!(std::fs::read_to_string(&memory).unwrap(), later);
+    // A license whose serial is the marker's name cannot be remembered: refused first.
+    std::fs::remove_file(&memory).unwrap();
+    std::fs::remove_file(fx.path("state/license.json")).unwrap();
+    issue_license(&fx, "format", now - 1000, false, "format.license");
+    let r = install_license(&fx, "format.license");
+    expect(&r, 65, "license");
+    assert!(r.stdout.contains("`format`"), "{}", r.stdout);
+    assert!(!memory.exists() && !fx.path("state/license.json").exists());
+}
+
 /// An earlier build (per-serial rule only) let a node install license A renewed at T, then
 /// license B of another serial issued before T (bought earlier, installed later): its
 /// `license-state.json` is `{"A": T, "B": T-1000}` and `license.json` is B. After the upgrade the

@@ -2076,6 +2076,97 @@ fn list_says_when_the_sources_cannot_be_read() {
     assert!(r.stdout.contains("hello"), "{}", r.stdout);
 }
 
+/// A source's cached index that is there but cannot be used — not JSON, cut short, its index
+/// changed so that it no longer verifies, a directory at its name — is said by `list`: a
+/// warning on stderr naming the source and the file, `index_errors` in JSON (source, message,
+/// hint), the plugins listed all the same, exit 0. It used to show the delisted plugin as
+/// listed, saying nothing. A source never refreshed (no cache) is no error.
+#[test]
+fn list_says_when_a_sources_index_cache_is_damaged() {
+    let (fx, mut repo) = hello_installed();
+    repo.entries.last_mut().unwrap()["delisted"] = json!({"reason": "gone bad"});
+    repo.version = 2;
+    repo.write(&fx, "op");
+    expect(
+        &fx.run(&["--json", "source", "refresh", "--state-dir", "state"]),
+        0,
+        "",
+    );
+    let list = |json: bool| {
+        let args = ["--json", "list", "--state-dir", "state"];
+        fx.run(if json { &args } else { &args[1..] })
+    };
+    let v = list(true).json();
+    assert_eq!(v["plugins"][0]["delisted"], "gone bad", "{v}");
+    assert_eq!(v["index_errors"], json!([]), "{v}");
+    let cache = fx.path("state/indexes/main.index");
+    let good = std::fs::read(&cache).unwrap();
+    let mut unverified: Value = serde_json::from_slice(&good).unwrap();
+    let index = unverified["index"]
+        .as_str()
+        .unwrap()
+        .replace("gone bad", "gone BAD");
+    unverified["index"] = index.into();
+    let damaged: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("not JSON", b"{x".to_vec(), "is not an index cache"),
+        (
+            "cut short",
+            good[..good.len() / 2].to_vec(),
+            "is not an index cache",
+        ),
+        (
+            "changed",
+            serde_json::to_vec(&unverified).unwrap(),
+            "does not verify against the source's pinned key",
+        ),
+    ];
+    for (what, bytes, why) in damaged {
+        std::fs::write(&cache, &bytes).unwrap();
+        let r = list(true);
+        expect(&r, 0, "");
+        let v = r.json();
+        assert_eq!(v["plugins"][0]["name"], "hello", "{what}: {v}");
+        assert_eq!(v["plugins"][0]["delisted"], Value::Null, "{what}: {v}");
+        let errors = v["index_errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "{what}: {v}");
+        assert_eq!(errors[0]["source"], "main", "{what}: {v}");
+        let message = errors[0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("state/indexes/main.index") && message.contains(why),
+            "{what}: {message}"
+        );
+        assert!(errors[0]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("source refresh"));
+        let r = list(false);
+        expect(&r, 0, "");
+        assert!(
+            r.stderr
+                .contains("warning: plugins from source `main` cannot be checked")
+                && r.stderr.contains(why),
+            "{what}: {}",
+            r.stderr
+        );
+        assert!(r.stdout.contains("hello"), "{what}: {}", r.stdout);
+        assert_eq!(std::fs::read(&cache).unwrap(), bytes, "{what}: changed");
+    }
+    std::fs::remove_file(&cache).unwrap();
+    std::fs::create_dir(&cache).unwrap();
+    let v = list(true).json();
+    assert!(
+        v["index_errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be read")),
+        "{v}"
+    );
+    // Never refreshed (no cache at all): nothing to say.
+    std::fs::remove_dir(&cache).unwrap();
+    let v = list(true).json();
+    assert_eq!(v["index_errors"], json!([]), "{v}");
+    assert_eq!(v["plugins"][0]["delisted"], Value::Null, "{v}");
+}
+
 /// Root's sources directory is held like the files in it: a directory others may write, one of
 /// another user's, a symlink in its place, or a parent others may write (and so rename it in)
 /// is refused (78 `source.unsafe`, naming what is wrong and where) by every command that reads
@@ -2526,6 +2617,15 @@ fn the_index_cache_is_not_read_through_a_symlink() {
     std::fs::rename(fx.path("state/indexes"), fx.path("elsewhere")).unwrap();
     std::os::unix::fs::symlink(fx.path("elsewhere"), fx.path("state/indexes")).unwrap();
     assert_eq!(plugins(), Value::Null);
+    // `list`, which reads the cache to flag delistings, says it could not.
+    let list = ok(fx.dir(), &["--json", "list", "--state-dir", "state"]).json();
+    let errors = list["index_errors"].as_array().expect("index_errors");
+    assert_eq!(errors.len(), 1, "{list}");
+    assert_eq!(errors[0]["source"], "main", "{list}");
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("indexes"),
+        "{list}"
+    );
     std::fs::remove_file(fx.path("state/indexes")).unwrap();
     std::fs::rename(fx.path("elsewhere"), fx.path("state/indexes")).unwrap();
     assert_eq!(plugins(), 1);

@@ -604,6 +604,107 @@ fn store_errors_name_the_store_not_its_descriptor() {
     names(&r, "/state/store/staging");
 }
 
+/// `registry.json` is read as the state directory's other files are: a registry another user
+/// than the store's owner or root owns, one others may write (0666, 0620), a symlink to a good
+/// registry or a second link to it is refused by every command that reads it (78
+/// `store.unsafe`, naming the file and saying why) and left as it is — nothing installed,
+/// removed or recovered. It used to be read, and an install rewrote it with the new plugin.
+#[test]
+fn a_registry_others_could_have_written_is_refused_and_left_alone() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let fx = setup();
+    let hello = pack(&fx, "hello", "0.1.0", &[]);
+    let other = pack(&fx, "other", "0.1.0", &[]);
+    expect(&fx.store_install(&[&hello], &[]), 0, "");
+    let reg = fx.path("state/store/registry.json");
+    let saved = fx.path("registry.saved");
+    std::fs::copy(&reg, &saved).unwrap();
+    let restore = || {
+        let _ = std::fs::remove_file(&reg);
+        std::fs::copy(&saved, &reg).unwrap();
+        std::fs::set_permissions(&reg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    type Damage<'a> = (&'a str, &'a str, Box<dyn Fn() + 'a>);
+    let kinds: Vec<Damage> = vec![
+        (
+            "mode 0666",
+            "writable by group or others",
+            Box::new(|| {
+                std::fs::set_permissions(&reg, std::fs::Permissions::from_mode(0o666)).unwrap()
+            }),
+        ),
+        (
+            "mode 0620",
+            "writable by group or others",
+            Box::new(|| {
+                std::fs::set_permissions(&reg, std::fs::Permissions::from_mode(0o620)).unwrap()
+            }),
+        ),
+        (
+            "a symlink to a good registry",
+            "is a symlink",
+            Box::new(|| {
+                std::fs::remove_file(&reg).unwrap();
+                std::os::unix::fs::symlink(&saved, &reg).unwrap();
+            }),
+        ),
+        (
+            "a second link",
+            "another link",
+            Box::new(|| {
+                std::fs::hard_link(&reg, fx.path("state/registry.link")).unwrap();
+            }),
+        ),
+    ];
+    let mut kinds = kinds;
+    // Another uid's file: only root can hand one over (and a user's store is read by root too,
+    // so the test needs root to mean "neither root, this user nor the store's owner").
+    if me == 0 {
+        kinds.push((
+            "another uid's",
+            "belongs to uid 54321",
+            Box::new(|| std::os::unix::fs::chown(&reg, Some(54321), None).unwrap()),
+        ));
+    } else {
+        eprintln!("skipping the other-uid case: not root");
+    }
+    for (what, why, make) in &kinds {
+        make();
+        let before = snapshot(&fx.path("state"));
+        let md = std::fs::symlink_metadata(&reg).unwrap();
+        let refused = |r: &Run, cmd: &str| {
+            assert_eq!(r.code, 78, "{cmd}, {what}: {}\n{}", r.stdout, r.stderr);
+            assert_eq!(r.kind(), "store.unsafe", "{cmd}, {what}: {}", r.stdout);
+            assert!(
+                r.stdout.contains("state/store/registry.json") && r.stdout.contains(why),
+                "{cmd}, {what}: {}",
+                r.stdout
+            );
+        };
+        refused(&fx.store_install(&[&other], &[]), "install");
+        refused(&remove(&fx, "hello", &[]), "remove");
+        refused(&fx.run(&["--json", "list", "--state-dir", "state"]), "list");
+        refused(&verify_installed(&fx, Some("hello")), "verify NAME");
+        let mut run = vec!["--json", "run", "hello"];
+        run.extend_from_slice(&STORE_FLAGS);
+        refused(&fx.run(&run), "run NAME");
+        assert_eq!(snapshot(&fx.path("state")), before, "{what}");
+        let now = std::fs::symlink_metadata(&reg).unwrap();
+        assert_eq!(
+            (now.ino(), now.uid(), now.mode(), now.nlink()),
+            (md.ino(), md.uid(), md.mode(), md.nlink()),
+            "{what}: the registry was replaced or changed"
+        );
+        let _ = std::fs::remove_file(fx.path("state/registry.link"));
+        restore();
+    }
+    // The registry as the store writes it is read, and the store works on.
+    expect(&fx.store_install(&[&other], &[]), 0, "");
+    let installed = fx.installed();
+    assert!(installed.contains_key("hello") && installed.contains_key("other"));
+}
+
 /// The packaged layout: the state directory belongs to the daemon's user, and root's CLI works
 /// in it. That user must not be able to turn root's store commands against the host: a store
 /// of its own holding a `staging` symlink made root's `list` empty the directory it pointed at

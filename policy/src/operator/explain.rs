@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 /// One explained decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
-    /// capability, hook, filesystem, network, resource, seccomp, layer, trust, identity.
+    /// capability, hook, filesystem, network, resource, kv, seccomp, layer, trust, identity.
     pub section: String,
     /// The item within the section.
     pub name: String,
@@ -180,14 +180,37 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
             op.origin(&key("failure")),
             String::new(),
         );
+        // Ranked by its length: a longer deadline holds an agent's call (and a pre-request
+        // hook, the request) that much longer on a slow or stuck plugin, so a plugin section
+        // that raises its signer's is a widening `plugin-widens-signer` reports.
+        let deadline = op.host.deadline_ms(hook, None);
         push(
             "hook",
             &format!("{hook} deadline_ms"),
-            json!(op.host.deadline_ms(hook, None)),
+            json!(deadline),
             None,
-            None,
+            Some(deadline as f64),
             op.origin(&key("deadline_ms")),
             String::new(),
+        );
+        // The answer a call that fails open gets: one that allows (`"allow": true`) lets the
+        // request through without the plugin, so it ranks above any other — while the hook
+        // fails open; failing closed, the answer is never given and ranks as any other.
+        let answer = op.host.fail_open_default(hook);
+        let allows = open && answer.get("allow").and_then(Value::as_bool) == Some(true);
+        push(
+            "hook",
+            &format!("{hook} default"),
+            answer,
+            None,
+            Some(f64::from(u8::from(allows))),
+            op.origin(&key("default")),
+            if open {
+                "the answer of a call that fails (it fails open)".to_string()
+            } else {
+                "the answer of a call that fails, were it to fail open (it fails closed)"
+                    .to_string()
+            },
         );
         push(
             "hook",
@@ -238,10 +261,29 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         "default deadline_ms",
         json!(op.host.protocol.default_deadline_ms),
         None,
-        None,
+        Some(op.host.protocol.default_deadline_ms as f64),
         op.origin("protocol.default_deadline_ms"),
         String::new(),
     );
+    // The plugin's key/value store's quotas: each a bound on what the plugin may keep on the
+    // host's disk, ranked by its size (a plugin section that raises one widens).
+    let kv = &op.host.kv;
+    for (k, v) in [
+        ("max_keys", kv.max_keys),
+        ("max_key_bytes", kv.max_key_bytes),
+        ("max_value_bytes", kv.max_value_bytes),
+        ("max_total_bytes", kv.max_total_bytes),
+    ] {
+        push(
+            "kv",
+            k,
+            json!(v),
+            None,
+            Some(v as f64),
+            op.origin(&format!("kv.{k}")),
+            String::new(),
+        );
+    }
     let sb = &eff.sandbox;
     for p in &sb.read_only {
         push(

@@ -20,10 +20,18 @@
 //! | `sys-visible` | warning | `filesystem.sys = true` |
 //! | `extra-syscalls` | info | `seccomp.allow` lists calls beyond the groups |
 //! | `core-dumps` | info | `resources.core` is not 0 |
-//! | `plugin-widens-signer` | warning | a `[plugin."P"]` key wider than the same key of a `[signer."K"]` section: it wins when P is signed by K (one finding per key, naming what widens) |
+//! | `plugin-widens-signer` | warning | a `[plugin."P"]` key wider than the same key of a `[signer."K"]` section: it wins when P is signed by K (one finding per key, naming what widens; e.g. a higher `[kv]` quota or hook `deadline_ms`, an allowing `default` of a hook that fails open) |
 //! | `read-only-missing` | warning | a `read_only` entry (not one of the built-in defaults) that is not on this host: the launch skips it ([`missing_read_only`], called by the runtime, which looks the host up) |
 //! | `capabilities-without-allow` | warning | a `[capabilities]` section (also per plugin or signer) without `allow`: it restricts nothing, yet reads as "none allowed" |
 //! | `pair-invalid` | error | a `[plugin."P"]` and a `[signer."K"]` section each valid alone and invalid together (e.g. the signer's `read_only` path inside the plugin's `writable` one): every launch of P signed by K is refused (65) |
+//!
+//! Each rule above but `plugin-widens-signer`, `read-only-missing` and `pair-invalid` also runs
+//! on every plugin and signer pair as a launch of P
+//! signed by K resolves it: what the pair produces and no section alone does (a signer's
+//! bounded `memory_max` with a plugin's unlimited `swap_max`: `swap-unlimited`) is reported
+//! under the rule's code and severity, once per pair, its message naming both sections
+//! ([`pair_findings`]). `plugin-widens-signer` compares every ranked item of `policy explain`,
+//! the `[kv]` quotas, hook `deadline_ms` and the fail-open `default` among them.
 
 use super::risk::{builtin_class, class_of};
 use super::{MergedPolicy, Origin, ResolvedPolicy, RiskClass, TrustModeName};
@@ -94,6 +102,7 @@ pub fn lint(m: &MergedPolicy, grants: &BTreeMap<String, BTreeSet<String>>) -> Ve
     for r in &resolutions(m) {
         lint_one(r, grants, &mut out);
     }
+    pair_findings(m, grants, &mut out);
     // A plugin's section beats its signer's key by key ("the more specific wins"), so it can
     // widen what the signer's section narrowed: each section lints clean alone, and the pair
     // is wider than the signer's section reads. Which signer a plugin has is known only at
@@ -137,6 +146,53 @@ pub fn lint(m: &MergedPolicy, grants: &BTreeMap<String, BTreeSet<String>>) -> Ve
         });
     }
     once_per_line(out)
+}
+
+/// What the single-section rules find in a plugin and signer pair and in neither section alone
+/// (nor the defaults): a launch of P signed by K resolves both, key by key, and the pair can be
+/// what no section is — a signer's bounded `memory_max` with a plugin's unlimited `swap_max`
+/// (`swap-unlimited`), a signer's loopback network for a plugin with no grant for it
+/// (`network-without-grant`). Each section linted clean, or said less, and so did `lint`.
+/// Every valid pair is linted as the launch resolves it ([`lint_one`]); a finding of a rule at
+/// a line that no single resolution reported with that rule and severity is the pair's (a
+/// signer's `failure = "open"` is a warning alone and an error with a plugin's allowing
+/// `default`), reported once per pair, naming both sections. (An invalid pair is
+/// `pair-invalid`'s.)
+fn pair_findings(
+    m: &MergedPolicy,
+    grants: &BTreeMap<String, BTreeSet<String>>,
+    out: &mut BTreeSet<Finding>,
+) {
+    let known: BTreeSet<(&'static str, Origin, Severity)> = out
+        .iter()
+        .map(|f| (f.code, f.at.clone(), f.severity))
+        .collect();
+    let signers = m.signer_ids();
+    let mut found = BTreeSet::new();
+    for p in m.plugin_names() {
+        for s in &signers {
+            let Ok(r) = m.resolve(Some(&p), Some(s)) else {
+                continue;
+            };
+            let mut pair = BTreeSet::new();
+            lint_one(&r, grants, &mut pair);
+            for f in pair {
+                if known.contains(&(f.code, f.at.clone(), f.severity)) {
+                    continue;
+                }
+                found.insert(Finding {
+                    plugin: Some(p.clone()),
+                    message: format!(
+                        "when `{p}` is signed by {s} ([plugin.\"{p}\"] with [signer.\"{s}\"], \
+                         neither alone): {}",
+                        f.message
+                    ),
+                    ..f
+                });
+            }
+        }
+    }
+    out.append(&mut found);
 }
 
 /// The defaults, each plugin section and each signer section, resolved (an invalid one is

@@ -715,3 +715,180 @@ fn lint_warns_of_no_cpu_quota() {
     assert!(at("version = 1\n[resources]\ncpu_max = \"250%\"\n").is_empty());
     assert!(at("version = 1\n").is_empty());
 }
+
+/// Lint ran on each section alone: a signer section's bounded `memory_max` and a plugin
+/// section's unlimited `swap_max` (or the reverse), over defaults without a memory limit, lint
+/// clean as sections, and the launch of the plugin signed by that key has a bounded memory
+/// and unbounded swap (helper-94's leftover). Now the pair is linted as the launch resolves
+/// it: `swap-unlimited` once, at the swap line, naming both sections; a pair that adds
+/// nothing (`other`) is silent, and so is what a section alone already reported.
+#[test]
+fn lint_reports_what_only_a_plugin_and_signer_pair_produces() {
+    use super::lint::Severity;
+    let k = "ABCDEF0123456789";
+    let found = |text: &str, code: &str| -> Vec<(String, Option<String>, String)> {
+        lint_code(text, code)
+            .into_iter()
+            .map(|f| (f.at.to_string(), f.plugin, f.message))
+            .collect()
+    };
+    let text = format!(
+        "version = 1\n\
+         [resources]\n\
+         memory_max = \"unlimited\"\n\
+         [signer.\"{k}\".resources]\n\
+         memory_max = \"128M\"\n\
+         [plugin.hello.resources]\n\
+         swap_max = \"unlimited\"\n\
+         [plugin.other.resources]\n\
+         pids_max = 8\n"
+    );
+    let swap = found(&text, "swap-unlimited");
+    assert_eq!(swap.len(), 1, "{swap:?}");
+    assert_eq!(swap[0].0, "p.toml:7");
+    assert_eq!(swap[0].1.as_deref(), Some("hello"));
+    assert!(
+        swap[0]
+            .2
+            .contains(&format!("when `hello` is signed by {k}"))
+            && swap[0].2.contains("[plugin.\"hello\"]")
+            && swap[0].2.contains(&format!("[signer.\"{k}\"]"))
+            && swap[0].2.contains("no swap limit"),
+        "{swap:?}"
+    );
+    assert!(lint_code(&text, "swap-unlimited")
+        .iter()
+        .all(|f| f.severity == Severity::Warning));
+    // The defaults' own finding is not repeated for each pair.
+    assert_eq!(found(&text, "memory-unlimited").len(), 1);
+    // The reverse: the signer leaves swap unlimited, the plugin bounds memory.
+    let text = format!(
+        "version = 1\n\
+         [resources]\n\
+         memory_max = \"unlimited\"\n\
+         [signer.\"{k}\".resources]\n\
+         swap_max = \"unlimited\"\n\
+         [plugin.hello.resources]\n\
+         memory_max = \"64M\"\n"
+    );
+    let swap = found(&text, "swap-unlimited");
+    assert_eq!(swap.len(), 1, "{swap:?}");
+    assert_eq!(
+        (swap[0].0.as_str(), swap[0].1.as_deref()),
+        ("p.toml:5", Some("hello"))
+    );
+    // Another rule: a signer's loopback network is a plugin's network without a grant.
+    let text = format!(
+        "version = 1\n[signer.\"{k}\".network]\nmode = \"loopback\"\n\
+         [plugin.hello.resources]\npids_max = 8\n"
+    );
+    let net = lint_code(&text, "network-without-grant");
+    assert_eq!(net.len(), 1, "{net:?}");
+    assert_eq!(net[0].severity, Severity::Error);
+    assert_eq!(net[0].at.to_string(), "p.toml:3");
+    assert!(
+        net[0].message.contains("when `hello` is signed by"),
+        "{net:?}"
+    );
+    // And a rule's severity the pair raises: the signer's fail-open hook is a warning alone,
+    // an error with the plugin's allowing default.
+    let text = format!(
+        "version = 1\n[signer.\"{k}\".hooks.\"on:flow.new\"]\nfailure = \"open\"\n\
+         [plugin.hello.hooks.\"on:flow.new\"]\ndefault = {{ allow = true }}\n"
+    );
+    let open: Vec<(String, Severity, Option<String>)> = lint_code(&text, "hook-fail-open")
+        .into_iter()
+        .filter(|f| f.at.to_string() == "p.toml:3")
+        .map(|f| (f.at.to_string(), f.severity, f.plugin))
+        .collect();
+    assert_eq!(
+        open,
+        [
+            (
+                "p.toml:3".to_string(),
+                Severity::Warning,
+                Some(k.to_string())
+            ),
+            (
+                "p.toml:3".to_string(),
+                Severity::Error,
+                Some("hello".to_string())
+            ),
+        ],
+        "{open:?}"
+    );
+    // Nothing new in a pair: nothing more.
+    let text = format!(
+        "version = 1\n[signer.\"{k}\".resources]\nmemory_max = \"128M\"\n\
+         [plugin.hello.resources]\npids_max = 8\n"
+    );
+    let m = merge(&[layer("p.toml", &text)]).unwrap();
+    let all = super::lint::lint(&m, &BTreeMap::new());
+    assert!(
+        all.iter()
+            .all(|f| !f.message.contains("when `hello` is signed")),
+        "{all:?}"
+    );
+}
+
+/// `plugin-widens-signer` compared only what `policy explain` ranks, and the `[kv]` quotas,
+/// hook `deadline_ms` and a hook's fail-open `default` were unranked or not explained at all:
+/// a plugin section raising its signer's kv quota or hook deadline, or making a fail-open
+/// hook's answer allow, was no finding. Now each is, at the plugin's line; lowering is none.
+#[test]
+fn lint_warns_when_a_plugin_raises_its_signers_kv_quota_or_hook_deadline() {
+    let k = "ABCDEF0123456789";
+    let text = format!(
+        "version = 1\n\
+         [signer.\"{k}\".kv]\n\
+         max_keys = 100\n\
+         max_value_bytes = 4096\n\
+         [signer.\"{k}\".hooks.\"on:flow.new\"]\n\
+         deadline_ms = 500\n\
+         failure = \"open\"\n\
+         default = {{ allow = false }}\n\
+         [plugin.hello.kv]\n\
+         max_keys = 5000\n\
+         max_value_bytes = 1024\n\
+         [plugin.hello.hooks.\"on:flow.new\"]\n\
+         deadline_ms = 9000\n\
+         default = {{ allow = true }}\n"
+    );
+    let found: Vec<(String, String)> = lint_code(&text, "plugin-widens-signer")
+        .into_iter()
+        .map(|f| (f.at.to_string(), f.message))
+        .collect();
+    let at: Vec<&str> = found.iter().map(|f| f.0.as_str()).collect();
+    // max_keys (10), deadline_ms (13), default (14) widen; max_value_bytes (11) narrows.
+    assert_eq!(at, ["p.toml:10", "p.toml:13", "p.toml:14"], "{found:?}");
+    assert!(found[0].1.contains("kv max_keys: 100 -> 5000"), "{found:?}");
+    assert!(
+        found[1]
+            .1
+            .contains("hook on:flow.new deadline_ms: 500 -> 9000"),
+        "{found:?}"
+    );
+    assert!(
+        found[2]
+            .1
+            .contains("hook on:flow.new default: {\"allow\":false} -> {\"allow\":true}"),
+        "{found:?}"
+    );
+    // `policy explain` shows the quotas, and `diff` ranks them.
+    let m = merge(&[layer("p.toml", &text)]).unwrap();
+    let r = m.resolve(Some("hello"), Some(k)).unwrap();
+    let facts = super::effective::PluginFacts {
+        name: "hello".into(),
+        ..Default::default()
+    };
+    let e = super::explain::explain(&r, &super::effective::effective(&r, &facts, None));
+    let kv: Vec<(&str, &serde_json::Value, Option<f64>)> = e
+        .items
+        .iter()
+        .filter(|i| i.section == "kv")
+        .map(|i| (i.name.as_str(), &i.value, i.width))
+        .collect();
+    assert_eq!(kv.len(), 4, "{kv:?}");
+    assert_eq!(kv[0].0, "max_keys");
+    assert_eq!(kv[0].1, &serde_json::json!(5000));
+}

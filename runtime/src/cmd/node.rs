@@ -154,6 +154,22 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
         };
         CmdError::new(exit, kind, e).hint("ask your CA for a license for this node (`stockade node info` prints its hardware id)")
     })?;
+    // The license memory keeps the keys a file format is marked with for that
+    // (`state::RESERVED_MEMORY_KEYS`): a license of such a serial, once remembered, would make
+    // the memory unreadable (78 from every command), so it is refused here, nothing written.
+    if !crate::state::is_memory_serial(&lic.body.serial) {
+        return Err(CmdError::msg(
+            Exit::DataErr,
+            "license",
+            format!(
+                "license serial `{}` is one of {:?}, which this node's license memory keeps \
+                 for a file format marker",
+                lic.body.serial,
+                crate::state::RESERVED_MEMORY_KEYS
+            ),
+        )
+        .hint("ask your CA for a license under another serial"));
+    }
     // Rollback: a license older than the newest of its serial, or not newer than the license
     // installed last (of any serial) unless it is that file, would undo what replaced it (a
     // freeze). The currently installed file is not needed for this (installing is how a deleted

@@ -102,7 +102,8 @@ pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
     let mut items = Vec::new();
     for (name, s) in &all.sources {
         let k = PublicKey::from_base64(&s.operator_pubkey).ok();
-        let cached = sources::cached(state, &all, name);
+        // A cache that cannot be used shows as none here (`list` says why).
+        let cached = sources::cached(state, &all, name).ok().flatten();
         // What the next refresh enforces: the higher of the two memories (the timer's user
         // records only the shared one when the configuration is root's), and the latest refresh.
         let shared = seen.sources.get(name);

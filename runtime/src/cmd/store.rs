@@ -54,6 +54,12 @@ pub(crate) fn store_err(e: StoreError) -> CmdError {
                  root) that no one else may write; move it aside and run the command again",
             )
         }
+        StoreError::UnsafeRegistry { .. } => CmdError::new(Exit::Config, "store.unsafe", e).hint(
+            "the registry must be a regular file of the store's owner (or root) that no one else \
+             may write, not a symlink nor a hard link: check how it got so (someone else could \
+             have changed what it says is installed), then restore it from a backup or fix its \
+             owner and mode (0644)",
+        ),
         StoreError::LockUnsafe { .. } => CmdError::new(Exit::Config, "store.unsafe", e).hint(
             "the store's lock must be a regular file of the store's owner, which no one else \
              may open; remove it (it is made again, 0600) and run the command again",
@@ -952,6 +958,7 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                     e @ (StoreError::Corrupt { .. }
                     | StoreError::Schema { .. }
                     | StoreError::BadDirName(_)
+                    | StoreError::UnsafeRegistry { .. }
                     | StoreError::Held(HeldDirError::Unsafe { .. })),
                 ) => return Err(store_err(e)),
                 Err(e) => out.note(format!(
@@ -987,6 +994,33 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
     } else {
         Sources::default()
     };
+    // Each source's cached index, read once. One that is there but cannot be used (damaged,
+    // not verifying against the pinned key) is said — a warning (stderr) and `index_errors` in
+    // JSON — rather than taken for "nothing delisted": its plugins are listed all the same.
+    let mut indexes: BTreeMap<&str, Option<stockade_trust::index::Index>> = BTreeMap::new();
+    let mut index_errors = Vec::new();
+    for src in reg
+        .plugins
+        .values()
+        .filter_map(|p| p.source.strip_prefix("index:"))
+    {
+        if indexes.contains_key(src) {
+            continue;
+        }
+        let idx = sources::cached(&a.store.state_dir, &configured, src).unwrap_or_else(|e| {
+            let hint = "run `stockade source refresh` to fetch and verify it again";
+            out.note(format!(
+                "warning: plugins from source `{src}` cannot be checked for delisting: {e} ({hint})"
+            ));
+            index_errors.push(json!({
+                "source": src,
+                "message": e.to_string(),
+                "hint": hint,
+            }));
+            None
+        });
+        indexes.insert(src, idx);
+    }
     let mut items = Vec::new();
     for p in reg.plugins.values() {
         let required_by = reg
@@ -998,8 +1032,8 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
         let delisted = p
             .source
             .strip_prefix("index:")
-            .and_then(|src| sources::cached(&a.store.state_dir, &configured, src))
-            .and_then(|idx| sources::delisted_in(&idx, &p.name));
+            .and_then(|src| indexes.get(src)?.as_ref())
+            .and_then(|idx| sources::delisted_in(idx, &p.name));
         items.push(ListItem {
             installed: p.clone(),
             delisted,
@@ -1010,7 +1044,11 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                 .to_string(),
         });
     }
-    let doc = json!({ "plugins": items, "sources_error": sources_error });
+    let doc = json!({
+        "plugins": items,
+        "sources_error": sources_error,
+        "index_errors": index_errors,
+    });
     out.emit(&doc, |_| {
         if items.is_empty() {
             return "no plugins installed".into();

@@ -154,6 +154,25 @@ pub fn read_capped_held(path: &Path, cap: u64) -> Result<(File, Vec<u8>), FileEr
 /// but not one of root's that says what it wants — a hard link would be one (where
 /// `fs.protected_hardlinks` is 0), hence the link count. The checks are of the descriptor read.
 pub fn read_owned(path: &Path, cap: u64, also: Option<u32>) -> Result<Vec<u8>, FileError> {
+    match read_owned_held(path, cap, also) {
+        Ok((_, bytes)) => Ok(bytes),
+        Err(FileError::NotRegular { path }) => Err(FileError::Unsafe {
+            path,
+            why: "is not a regular file".into(),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`read_owned`], keeping the file read open (as [`read_capped_held`] does, for the store's
+/// lockless readers), and telling a file that is no regular file ([`FileError::NotRegular`]:
+/// a directory or FIFO at the name is damage, the store registry's 106) from one someone else
+/// could have put there or changed ([`FileError::Unsafe`]).
+pub fn read_owned_held(
+    path: &Path,
+    cap: u64,
+    also: Option<u32>,
+) -> Result<(File, Vec<u8>), FileError> {
     use std::os::unix::fs::MetadataExt;
     let unsafe_ = |why: String| FileError::Unsafe {
         path: path.to_path_buf(),
@@ -174,7 +193,9 @@ pub fn read_owned(path: &Path, cap: u64, also: Option<u32>) -> Result<Vec<u8>, F
     let md = file.metadata().map_err(rd)?;
     let me = nix::unistd::geteuid().as_raw();
     let why = if !md.is_file() {
-        "is not a regular file".to_string()
+        return Err(FileError::NotRegular {
+            path: path.to_path_buf(),
+        });
     } else if md.nlink() != 1 {
         "has another link (a hard link to it elsewhere)".to_string()
     } else if md.uid() != me && md.uid() != 0 && Some(md.uid()) != also {
@@ -191,7 +212,8 @@ pub fn read_owned(path: &Path, cap: u64, also: Option<u32>) -> Result<Vec<u8>, F
             md.mode() & 0o7777
         )
     } else {
-        return read_all_capped(path, &file, md.len(), cap);
+        let bytes = read_all_capped(path, &file, md.len(), cap)?;
+        return Ok((file, bytes));
     };
     Err(unsafe_(why))
 }

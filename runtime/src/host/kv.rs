@@ -635,6 +635,33 @@ fn file_cap(q: &KvQuota) -> u64 {
     bytes.saturating_add(punctuation).saturating_add(4096) as u64
 }
 
+/// The store file `file`'s bytes as read (at most `cap` + 1 of them), as the map it holds: a
+/// JSON object of strings, at most `cap` bytes. The bytes are the plugin's doing (its keys and
+/// values), and the file the state directory owner's: a file that is no such object is an
+/// error (`InvalidData`), never a panic; what [`KvStore::persist`] writes always reads back,
+/// and [`total`] of what it read is what its strings take in the file (`fuzz/` checks both).
+pub(crate) fn parse_file(
+    bytes: &[u8],
+    cap: u64,
+    file: &str,
+) -> io::Result<BTreeMap<String, String>> {
+    if bytes.len() as u64 > cap {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("`{file}` is larger than {cap} bytes, more than its quota allows"),
+        ));
+    }
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    serde_json::from_str(text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// [`total`] for the fuzz target, which checks it against what `serde_json` writes.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn total_of(map: &BTreeMap<String, String>) -> usize {
+    total(map)
+}
+
 impl KvStore {
     /// Open (or start empty) the store `name` (from [`store_name`]: `<signer>/<plugin>`, or a
     /// bare `<plugin>`) under `state_dir/kv/`; its directories are made as needed.
@@ -701,20 +728,13 @@ impl KvStore {
                 ),
             )));
         }
-        let mut text = String::new();
+        let mut bytes = Vec::new();
         let cap = file_cap(&self.quota);
         (&mut f)
             .take(cap + 1)
-            .read_to_string(&mut text)
+            .read_to_end(&mut bytes)
             .map_err(load)?;
-        if text.len() as u64 > cap {
-            return Err(load(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("`{file}` is larger than {cap} bytes, more than its quota allows"),
-            )));
-        }
-        self.map = serde_json::from_str(&text)
-            .map_err(|e| load(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        self.map = parse_file(&bytes, cap, &file).map_err(load)?;
         self.seen = Some(f);
         Ok(())
     }
@@ -931,6 +951,29 @@ mod tests {
             stored_len(&all),
             serde_json::to_string(&all).unwrap().len() - 2
         );
+    }
+
+    /// The file reader the store and `fuzz/` share: a JSON object of strings within the cap is
+    /// the map, and [`total`] of it is what its strings take as written; anything else —
+    /// larger than the cap, not UTF-8, not an object of strings — is `InvalidData`, naming the
+    /// file when it is the size.
+    #[test]
+    fn the_store_file_reads_only_an_object_of_strings_within_its_cap() {
+        let text = br#"{"k":"v","a\u0001b":"tab\there","\u00e9":"\/"}"#;
+        let map = parse_file(text, 1024, "p.json").unwrap();
+        assert_eq!(map.len(), 3);
+        let written = serde_json::to_vec(&map).unwrap();
+        assert_eq!(written.len(), total_of(&map) + 2 + 5 * 3 + 2);
+        assert_eq!(parse_file(&written, 1024, "p.json").unwrap(), map);
+        let e = parse_file(text, 8, "p.json").unwrap_err();
+        assert!(
+            e.to_string().contains("`p.json` is larger than 8 bytes"),
+            "{e}"
+        );
+        for bad in [&b"\xff{}"[..], b"[]", br#"{"k":1}"#, b"{", b""] {
+            let e = parse_file(bad, 1024, "p.json").unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{bad:?}");
+        }
     }
 
     /// The audit's scenario: 104 puts of 10,000 × U+0001 under the default quota. The earlier

@@ -1711,44 +1711,130 @@ impl IndexCache {
     }
 }
 
+/// Why a source's cached index cannot be used ([`cached`]): it is there, but does not read,
+/// parse or verify against the key the source pins.
+#[derive(Debug, thiserror::Error)]
+#[error("the cached index of source `{name}` ({}) {why}", path.display())]
+pub struct CacheUnreadable {
+    /// The source.
+    pub name: String,
+    /// The cache file (the index's, for an earlier build's pair).
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub why: String,
+}
+
 /// The last verified index of source `name` of `sources` (loaded by the caller, who says when
 /// that fails), from the cache of `state_dir`, re-verified against the pinned key (no download;
-/// for flagging delisted plugins in `list`). `None` if never refreshed or unverifiable.
+/// for flagging delisted plugins in `list`). `Ok(None)` if the source is not configured or was
+/// never refreshed (no cache directory, no cache file); a cache that is there but cannot be
+/// read, does not parse or does not verify is [`CacheUnreadable`], for the caller to say: it
+/// used to be `None` as well, and `list` showed a plugin its source had delisted as listed,
+/// saying nothing.
 ///
 /// Read through the cache directory held as a refresh writes it ([`HeldDir::open_shared`]:
 /// `indexes` itself not followed if a symlink), not by path: the daemon's user owns the state
 /// directory, and a symlink it planted at `indexes` made root's `list` read the cache of any
 /// directory root can read (an older index there, still signed, hid a delisting) where a
-/// refresh ([`remember`]) and `source remove` ([`IndexCache::hold`]) refuse it. `None` then,
-/// as for no cache.
-pub fn cached(state_dir: &Path, sources: &Sources, name: &str) -> Option<Index> {
-    let src = sources.sources.get(name)?;
-    let pinned = PublicKey::from_base64(&src.operator_pubkey).ok()?;
-    let held = HeldDir::open_shared(state_dir, INDEX_CACHE_DIR, None).ok()?;
-    let cache = held.path();
+/// refresh ([`remember`]) and `source remove` ([`IndexCache::hold`]) refuse it. Such a
+/// directory is [`CacheUnreadable`] too.
+pub fn cached(
+    state_dir: &Path,
+    sources: &Sources,
+    name: &str,
+) -> Result<Option<Index>, CacheUnreadable> {
+    let Some(src) = sources.sources.get(name) else {
+        return Ok(None);
+    };
+    let bad = |path: &Path, why: String| CacheUnreadable {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        why,
+    };
+    let held = match HeldDir::open_shared(state_dir, INDEX_CACHE_DIR, None) {
+        Ok(held) => held,
+        Err(HeldDirError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None)
+        }
+        Err(HeldDirError::Io { path, source }) => {
+            return Err(bad(&path, format!("cannot be opened: {source}")))
+        }
+        Err(HeldDirError::Unsafe { path, why }) => return Err(bad(&path, why)),
+    };
+    // Each file read through the held directory (`at.path()`), named as the user knows it
+    // (`at.shown()`).
+    let at = held.join(index_cache_file(name));
+    // The OS error of a failed read (the path is said already), or what else it was.
+    let unread = |e: &FileError| {
+        std::error::Error::source(e).map_or_else(|| e.to_string(), |s| s.to_string())
+    };
     // JSON escaping at most doubles the text (a quote or a backslash per byte), plus the frame.
     let cap = 2 * (MAX_INDEX_BYTES as u64 + MAX_SIG_BYTES) + 4096;
-    let (bytes, sig) = match read_capped(&cache.join(index_cache_file(name)), cap) {
+    let (bytes, sig, shown) = match read_capped(at.path(), cap) {
         Ok(doc) => {
-            let doc: CachedIndex = serde_json::from_slice(&doc).ok()?;
+            let doc: CachedIndex = serde_json::from_slice(&doc)
+                .map_err(|e| bad(at.shown(), format!("is not an index cache: {e}")))?;
             if doc.schema != INDEX_CACHE_SCHEMA {
-                return None;
+                return Err(bad(
+                    at.shown(),
+                    format!(
+                        "has schema `{}`, expected `{INDEX_CACHE_SCHEMA}`",
+                        doc.schema
+                    ),
+                ));
             }
-            (doc.index.into_bytes(), doc.signature)
+            (
+                doc.index.into_bytes(),
+                doc.signature,
+                at.shown().to_path_buf(),
+            )
         }
         // An earlier build's cache, until the next refresh replaces it: still two files, so
-        // still a pair that may not verify (then `None`, as before).
+        // still a pair that may not verify. Neither there: never refreshed.
         Err(e) if e.is_not_found() => {
             let [index, sig] = legacy_index_cache_files(name);
-            let bytes = read_capped(&cache.join(index), MAX_INDEX_BYTES as u64).ok()?;
-            let sig = read_capped(&cache.join(sig), MAX_SIG_BYTES).ok()?;
-            (bytes, String::from_utf8_lossy(&sig).into_owned())
+            let (index, sig) = (held.join(index), held.join(sig));
+            let bytes = match read_capped(index.path(), MAX_INDEX_BYTES as u64) {
+                Ok(b) => b,
+                Err(e) if e.is_not_found() && !sig.path().exists() => return Ok(None),
+                Err(e) => {
+                    return Err(bad(
+                        index.shown(),
+                        format!("cannot be read: {}", unread(&e)),
+                    ))
+                }
+            };
+            let sig = read_capped(sig.path(), MAX_SIG_BYTES).map_err(|e| {
+                bad(
+                    index.shown(),
+                    format!("has no signature that can be read: {}", unread(&e)),
+                )
+            })?;
+            (
+                bytes,
+                String::from_utf8_lossy(&sig).into_owned(),
+                index.shown().to_path_buf(),
+            )
         }
-        Err(_) => return None,
+        Err(e) => return Err(bad(at.shown(), format!("cannot be read: {}", unread(&e)))),
     };
-    let sig = Signature::parse(&sig).ok()?;
-    pinned.verify(&bytes, &sig).ok()?;
-    Index::parse(&bytes).ok()
+    let pinned = PublicKey::from_base64(&src.operator_pubkey).map_err(|e| {
+        bad(
+            &shown,
+            format!("cannot be checked: the pinned key is invalid: {e}"),
+        )
+    })?;
+    let sig = Signature::parse(&sig)
+        .map_err(|e| bad(&shown, format!("has a signature that does not parse: {e}")))?;
+    pinned.verify(&bytes, &sig).map_err(|e| {
+        bad(
+            &shown,
+            format!("does not verify against the source's pinned key: {e}"),
+        )
+    })?;
+    Index::parse(&bytes)
+        .map(Some)
+        .map_err(|e| bad(&shown, format!("holds no index: {e}")))
 }
 
 /// Whether a source delists `id`: the reason, or "no longer listed" when the entry is gone.

@@ -43,7 +43,7 @@
 //! denied root its store in the packaged layout.
 
 use crate::fileio::{
-    read_capped, read_capped_held, write_state_file, FileError, HeldDir, HeldDirError, HeldPath,
+    read_capped, read_owned_held, write_state_file, FileError, HeldDir, HeldDirError, HeldPath,
 };
 use crate::package::container::MAX_PACKAGE_BYTES;
 /// The tree check is the kept trees' too (package/trees.rs); `stockade store verify` reports its
@@ -105,6 +105,18 @@ pub enum StoreError {
         /// The registry.
         path: PathBuf,
         /// What it is instead.
+        why: String,
+    },
+    /// The registry is a file someone other than the store's owner (or root) could have put
+    /// there or changed: a symlink, another link to it, another user's, writable by group or
+    /// others ([`crate::fileio::read_owned`]). It is the store's commit point — whoever writes
+    /// it says what is installed, and an install or removal rewrites it — so it is refused,
+    /// untouched, as the state directory's other files are.
+    #[error("the store registry {} {why}", path.display())]
+    UnsafeRegistry {
+        /// The registry.
+        path: PathBuf,
+        /// What is wrong with it.
         why: String,
     },
     /// The registry has an unknown schema.
@@ -750,7 +762,7 @@ impl Store {
         let plugins = Arc::new(held.open_child("plugins", Some(0o755))?);
         let staging = Arc::new(held.open_child("staging", Some(0o700))?);
         let registry = held.join("registry.json");
-        let registry = load_registry(registry.path(), registry.shown())?;
+        let registry = load_registry(registry.path(), registry.shown(), Some(owner_of(&held)?))?;
         let mut store = Self {
             dir: held,
             staging,
@@ -1041,7 +1053,7 @@ fn settle<T, K: PartialEq, D: PartialEq>(
 /// The held store's registry, with which file it was (`None`: there is none yet).
 fn held_registry(held: &HeldDir) -> Result<(Registry, Option<Identity>), StoreError> {
     let at = held.join("registry.json");
-    let (registry, file) = load_registry_held(at.path(), at.shown())?;
+    let (registry, file) = load_registry_held(at.path(), at.shown(), Some(owner_of(held)?))?;
     let id = file
         .map(|f| f.metadata().map(|m| Identity::of(&m, Some(f))))
         .transpose()
@@ -1055,13 +1067,25 @@ const MAX_REGISTRY_BYTES: u64 = 64 << 20;
 /// The registry file: read at `path` (through the held store directory's descriptor, or the
 /// plain path of a read-only lookup), named `shown` in every error — never a `/proc/self/fd/N`
 /// that means nothing once we exit.
-fn load_registry(path: &Path, shown: &Path) -> Result<Registry, StoreError> {
-    load_registry_held(path, shown).map(|(registry, _)| registry)
+///
+/// Read only as the state directory's other files are ([`read_owned_held`]): a regular file of
+/// one link, not through a symlink, belonging to this user, root or `owner` (the store
+/// directory's owner, who writes it) and writable by no one else; anything else is
+/// [`StoreError::UnsafeRegistry`] (78), the file left as it is. It was read whoever's it was
+/// and whatever its mode, and the next install or removal replaced it with what it said plus
+/// the change: a registry left 0666, or a third user's, was an install list anyone with that
+/// access could write for root's `run NAME` and `serve` to load.
+fn load_registry(path: &Path, shown: &Path, owner: Option<u32>) -> Result<Registry, StoreError> {
+    load_registry_held(path, shown, owner).map(|(registry, _)| registry)
 }
 
 /// [`load_registry`], with the file it read kept open (`None`: there is none yet).
-fn load_registry_held(path: &Path, shown: &Path) -> Result<(Registry, Option<File>), StoreError> {
-    let (file, bytes) = match read_capped_held(path, MAX_REGISTRY_BYTES) {
+fn load_registry_held(
+    path: &Path,
+    shown: &Path,
+    owner: Option<u32>,
+) -> Result<(Registry, Option<File>), StoreError> {
+    let (file, bytes) = match read_owned_held(path, MAX_REGISTRY_BYTES, owner) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Ok((Registry::default(), None)),
         // Not the operator's input: the store's own file, damaged (106, not 66 "no input").
@@ -1072,6 +1096,12 @@ fn load_registry_held(path: &Path, shown: &Path) -> Result<(Registry, Option<Fil
                     FileError::NotRegular { .. } => "is not a regular file".into(),
                     _ => format!("is larger than {} MiB", MAX_REGISTRY_BYTES >> 20),
                 },
+            })
+        }
+        Err(FileError::Unsafe { why, .. }) => {
+            return Err(StoreError::UnsafeRegistry {
+                path: shown.to_path_buf(),
+                why,
             })
         }
         Err(e) => return Err(e.shown_as(shown).into()),
@@ -1095,8 +1125,10 @@ fn load_registry_held(path: &Path, shown: &Path) -> Result<(Registry, Option<Fil
 
 /// Read the registry without locking or recovering (for read-only listing by anyone).
 pub fn read_registry(state_dir: &Path) -> Result<Registry, StoreError> {
-    let path = state_dir.join(STORE_DIR).join("registry.json");
-    load_registry(&path, &path)
+    let store = state_dir.join(STORE_DIR);
+    let path = store.join("registry.json");
+    let owner = std::fs::metadata(&store).ok().map(|m| m.uid());
+    load_registry(&path, &path, owner)
 }
 
 fn remove_any(at: &HeldPath) -> Result<(), StoreError> {
