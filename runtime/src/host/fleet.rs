@@ -194,6 +194,14 @@ const NEW_TRUST: &str = "new trust configuration";
 /// daemon for ever.
 pub(crate) const REVOCATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long an audit append in the daemon waits for the log's lock (`<log>.lock`, which root's
+/// CLI takes too for its own appends) and for the journal socket
+/// ([`crate::audit::AuditLog::waiting_at_most`]): one append of another writer (a few fsyncs) is
+/// waited for; a holder stopped mid-append fails a required record's action closed
+/// (`audit.busy`, 75) and leaves a best-effort record logged as not written, instead of
+/// stalling the one event loop for ever.
+pub(crate) const AUDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The kind of a verification that met the revocation lock held past [`REVOCATION_LOCK_WAIT`].
 const STATE_BUSY: &str = "revocation.state_busy";
 
@@ -792,7 +800,7 @@ impl Daemon {
                     unix_now(),
                 )
                 .map_err(|err| {
-                    let stage = if matches!(err.kind(), "audit" | "audit.unsafe") {
+                    let stage = if matches!(err.kind(), "audit" | "audit.unsafe" | "audit.busy") {
                         "audit"
                     } else {
                         "policy"
