@@ -597,3 +597,75 @@ fn a_held_audit_lock_fails_a_required_record_closed_without_stalling_the_daemon(
     // a: verification, launch; b: verification, launch, termination.
     assert_eq!(v.json()["records"], 5, "{}", s.log());
 }
+
+/// A restart whose `restart` record cannot be written because another writer holds the audit
+/// log's lock past the daemon's wait (`audit.busy`) is the host's passing refusal, not the
+/// plugin's crash: counted as one, a root CLI stopped mid-append crash-looped a plugin into a
+/// quarantine (recorded in the state directory, kept across daemons) for a lock it never
+/// touched. Now it is put off on the backoff (`restarting`, `reason.kind` `audit.busy`) until
+/// the lock is free, and then made and audited.
+#[test]
+fn a_restart_refused_by_a_held_audit_lock_is_not_counted_as_a_crash() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let d = fx.dir().to_path_buf();
+    let audit = d.join("audit.log");
+    write(
+        &d.join("root/etc/stockade/policy.toml"),
+        &format!("version = 1\n[audit]\nfile = \"{}\"\n", audit.display()),
+    );
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let config = "[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 40\njitter_percent = 0\n\
+                  [quarantine]\nmax_crashes = 2\nwindow_ms = 600000\n[health]\nping_interval_ms = 0\n";
+    let mut s = Serve::start_with(&fx, config, &["--policy-root", "root"]);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    let lock = std::fs::File::open(d.join("audit.log.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    // Refused again and again on the backoff (the first after the 1 s wait, then at once).
+    let started = std::time::Instant::now();
+    loop {
+        let m = c.recv().expect("the daemon closed the connection");
+        if m["method"] != "plugin_state" || m["params"]["plugin"] != "a" {
+            continue;
+        }
+        let st = &m["params"];
+        assert_ne!(
+            st["state"], "quarantined",
+            "a held audit lock crash-looped the plugin: {st}"
+        );
+        if st["state"] == "restarting"
+            && st["reason"]["kind"] == "audit.busy"
+            && started.elapsed().as_millis() > 1500
+        {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 30, "{st}");
+    }
+    assert!(
+        !s.log().contains("quarantined"),
+        "a held audit lock crash-looped the plugin: {}",
+        s.log()
+    );
+    drop(held);
+    c.notes.clear();
+    c.wait_state("a", "ready");
+    let st = c.ok("plugin_status", json!({"name": "a"}));
+    assert_eq!(st["state"], "ready", "{st}");
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    let recs = records(&audit);
+    let events: Vec<&str> = recs.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    // The termination under the held lock is not written (best effort, logged).
+    assert_eq!(
+        events,
+        ["verification", "launch", "restart", "termination"],
+        "{recs:#?}"
+    );
+    let v = fx.run(&["--json", "audit", "verify", "audit.log", "--require-head"]);
+    assert_eq!(v.code, 0, "{} {}", v.stdout, v.stderr);
+}

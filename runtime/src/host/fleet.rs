@@ -149,7 +149,8 @@ pub struct Entry {
     /// ([`Daemon::retry_later`]): each waits longer, up to the backoff's cap.
     trust_retries: u32,
     /// Restarts in a row whose launch the host refused for the moment (every uid of the range
-    /// held, no cgroup to be had: [`passing_launch_refusal`]): each waits longer, up to the
+    /// held, no cgroup to be had, the audit log's lock held past the wait:
+    /// [`passing_launch_refusal`]): each waits longer, up to the
     /// backoff's cap, none counted as a crash ([`Daemon::relaunch`]).
     host_retries: u32,
 }
@@ -1835,14 +1836,17 @@ impl Daemon {
 
 /// Whether a launch failed for a reason of the host's at that moment, not of the plugin's: every
 /// uid of the range held by live sandboxes (`uid_exhausted`), no cgroup to be had for want of
-/// descriptors, memory or cgroups (`cgroup_exhausted`). Both are the CLI's "retry" kinds (125).
+/// descriptors, memory or cgroups (`cgroup_exhausted`) — the CLI's "retry" kinds (125) — or its
+/// audit record not written because another writer held the log's lock past the daemon's wait
+/// (`audit.busy`, 75: a root CLI stopped mid-append), which counted as a crash quarantined a
+/// plugin for a lock it never touched.
 fn passing_launch_refusal(err: &RpcError) -> bool {
     matches!(
         err.data
             .as_ref()
             .and_then(|d| d.get("kind"))
             .and_then(Value::as_str),
-        Some("uid_exhausted" | "cgroup_exhausted")
+        Some("uid_exhausted" | "cgroup_exhausted" | "audit.busy")
     )
 }
 
