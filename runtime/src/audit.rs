@@ -48,9 +48,11 @@
 //! user (the daemon's) and root open it, and they are the log's only writers ([`lock_log`]).
 //! Whoever waits on it (the daemon's loop included, which has no other thread) waits for one
 //! append of another writer — root's CLI or another daemon on the same log: a tail read, one
-//! line, the head's replacement, a few fsyncs. What is left: the directory's owner can hold it
-//! for ever, as it can remove or rewrite the log and its head; against it, ship the records
-//! off the host (`journal`).
+//! line, the head's replacement, a few fsyncs. A writer stopped mid-append (SIGSTOP, a
+//! debugger) holds it for as long as it is stopped: the CLI waits for it, `serve` only a bounded
+//! time ([`AuditLog::waiting_at_most`], then `audit.busy`, 75, and its rule for a record not
+//! written). What is left: the directory's owner can hold it for ever, as it can remove or
+//! rewrite the log and its head; against it, ship the records off the host (`journal`).
 
 use crate::sys;
 use serde::{Deserialize, Serialize};
@@ -61,8 +63,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use stockade_policy::operator::AuditSection;
 
 /// The schema name of every record.
@@ -211,6 +214,34 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process held the log's lock (`<log>.lock`) for the whole bounded wait this
+    /// writer allows ([`AuditLog::waiting_at_most`]: `serve`, whose one event loop must not
+    /// wait for ever behind a holder stopped mid-append), or — after one such wait ran out —
+    /// at the one try made since: nothing was written.
+    #[error(
+        "another process held the audit log's lock {} for {} ms (a writer stopped mid-append?)",
+        path.display(),
+        waited.as_millis()
+    )]
+    LockBusy {
+        /// The lock file.
+        path: PathBuf,
+        /// How long this writer waited.
+        waited: Duration,
+    },
+    /// The journal socket did not take the record within the bounded wait this writer allows
+    /// ([`AuditLog::waiting_at_most`]): its queue is full, the journal not reading (stopped).
+    #[error(
+        "the journal socket {} took no record for {} ms (its queue is full: is the journal stopped?)",
+        path.display(),
+        waited.as_millis()
+    )]
+    JournalBusy {
+        /// The socket.
+        path: PathBuf,
+        /// How long this writer waited.
+        waited: Duration,
+    },
     /// The journal socket cannot take the record.
     #[error("cannot send the audit record to the journal socket {}", path.display())]
     Journal {
@@ -260,8 +291,15 @@ pub fn journal_socket() -> PathBuf {
 /// `systemd-journal-logger`) bring a logger framework or FFI for one `sendto`. Every value is
 /// one line (the record is compact JSON, which escapes newlines), so the simple form of the
 /// protocol suffices; a record above the socket's datagram limit fails (and with it the
-/// command), never truncated silently.
-fn send_journal(path: &Path, r: &Record, json: &str) -> Result<(), AuditError> {
+/// command), never truncated silently. A datagram to a full queue (a journal that does not
+/// read: stopped) blocks the sender: `wait` bounds that ([`AuditError::JournalBusy`]; `None`:
+/// however long, the CLI).
+fn send_journal(
+    path: &Path,
+    r: &Record,
+    json: &str,
+    wait: Option<Duration>,
+) -> Result<(), AuditError> {
     let one_line = |s: &str| s.replace('\n', " ");
     let event = crate::output::enum_str(&r.event);
     let msg = format!(
@@ -278,8 +316,20 @@ fn send_journal(path: &Path, r: &Record, json: &str) -> Result<(), AuditError> {
         source,
     };
     let sock = std::os::unix::net::UnixDatagram::unbound().map_err(err)?;
-    sock.send_to(msg.as_bytes(), path).map_err(err)?;
-    Ok(())
+    // A zero timeout is refused (it would mean none): one millisecond is the least.
+    let timeout = wait.map(|d| d.max(Duration::from_millis(1)));
+    sock.set_write_timeout(timeout).map_err(err)?;
+    match sock.send_to(msg.as_bytes(), path) {
+        Ok(_) => Ok(()),
+        // SO_SNDTIMEO ran out: EAGAIN.
+        Err(e) if timeout.is_some() && e.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(AuditError::JournalBusy {
+                path: path.to_path_buf(),
+                waited: timeout.unwrap_or_default(),
+            })
+        }
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// Where records go.
@@ -294,6 +344,12 @@ pub struct AuditLog {
     /// ([`sweep_due`]); shared by the clones, so a daemon sweeps once a minute at most,
     /// however many records it appends.
     swept: Arc<Mutex<Option<Instant>>>,
+    /// How long an append waits for the log's lock and for the journal socket: `None` (the
+    /// CLI) however long; `serve` bounds it ([`Self::waiting_at_most`]).
+    wait: Option<Duration>,
+    /// A bounded wait for the log's lock ran out and no append has taken the lock since: the
+    /// next appends only try it ([`append_to_file`]). Shared by the clones, as `swept`.
+    gave_up: Arc<AtomicBool>,
 }
 
 impl AuditLog {
@@ -305,7 +361,24 @@ impl AuditLog {
             journal: a.journal.unwrap_or(false),
             stderr_taken: false,
             swept: Arc::default(),
+            wait: None,
+            gave_up: Arc::default(),
         }
+    }
+
+    /// The same sinks, an append waiting `wait` at most for the log's lock (another writer's:
+    /// root's CLI, another daemon) and for the journal socket to take the record — what
+    /// `stockade serve` uses: its one event loop answers every agent and plugin, and a holder
+    /// stopped mid-append (SIGSTOP, a debugger) stalled it for ever. Past the wait the append
+    /// fails ([`AuditError::LockBusy`], [`AuditError::JournalBusy`]: `audit.busy`, 75) and the
+    /// caller's rule for a record that cannot be written applies (a required record: the action
+    /// is refused; a best-effort one: logged). Once a wait for the lock ran out, the following
+    /// appends only try the lock, without waiting, until one takes it: a holder that stays
+    /// stopped costs the loop one wait, not one per record. Without this (the CLI), an append
+    /// waits however long: one command, which its user sees waiting and can interrupt.
+    pub fn waiting_at_most(mut self, wait: Duration) -> Self {
+        self.wait = Some(wait);
+        self
     }
 
     /// The same sinks for a command whose stderr carries its machine-readable output (`exec
@@ -327,7 +400,7 @@ impl AuditLog {
     /// Append a record (chained to the file's last one) and send it to the other sinks.
     pub fn append(&self, mut r: Record) -> Result<Record, AuditError> {
         if let Some(path) = &self.file {
-            r = append_to_file(path, r, &self.swept)?;
+            r = append_to_file(path, r, &self.swept, self.wait, &self.gave_up)?;
         } else {
             r.prev = GENESIS.into();
             r.hash = r.compute_hash()?;
@@ -339,7 +412,7 @@ impl AuditLog {
         let socket = journal_socket();
         // `journal` requires the socket; `stderr` prefers it, falling back to stderr.
         if self.journal || socket.exists() {
-            send_journal(&socket, &r, &line)?;
+            send_journal(&socket, &r, &line, self.wait)?;
         } else if !self.stderr_taken {
             crate::output::print_stderr(&format!("stockade-audit: {line}"));
         }
@@ -356,10 +429,15 @@ fn sweep_due(last: Option<Instant>, now: Instant) -> bool {
     last.is_none_or(|t| now.saturating_duration_since(t) >= crate::fileio::LEFTOVER_AGE)
 }
 
+/// Append `r` to the log at `path` under its lock, waiting for the lock `wait` at most (`None`:
+/// however long); when `gave_up` (an earlier bounded wait ran out and no append has taken the
+/// lock since), only trying it. Sets `gave_up` when the lock is not taken, clears it when it is.
 fn append_to_file(
     path: &Path,
     mut r: Record,
     swept: &Mutex<Option<Instant>>,
+    wait: Option<Duration>,
+    gave_up: &AtomicBool,
 ) -> Result<Record, AuditError> {
     let io = |source| AuditError::Io {
         path: path.to_path_buf(),
@@ -367,7 +445,20 @@ fn append_to_file(
     };
     // Taken before the log is opened: every writer opens the log under the lock, so all of
     // them append to the file at its name now.
-    let _lock = lock_log(path)?;
+    let wait = match wait {
+        Some(_) if gave_up.load(Ordering::Relaxed) => Some(Duration::ZERO),
+        w => w,
+    };
+    let _lock = match lock_log(path, wait) {
+        Ok(l) => l,
+        Err(e) => {
+            if matches!(e, AuditError::LockBusy { .. }) {
+                gave_up.store(true, Ordering::Relaxed);
+            }
+            return Err(e);
+        }
+    };
+    gave_up.store(false, Ordering::Relaxed);
     let mut f = open_log(path).map_err(io)?;
     crate::fileio::adopt_dir_owner(&f, path).map_err(io)?;
     // A head file's temporary that a crash left (between its create and its rename): this
@@ -461,10 +552,14 @@ pub fn lock_path(log: &Path) -> PathBuf {
 /// but a regular file of one link, is refused ([`AuditError::LockUnsafe`]: exit 78
 /// `audit.unsafe`), as is a writer that is neither root nor the directory's owner (its lock
 /// would be its own, which root would refuse, and it could not open the owner's).
-fn lock_log(log: &Path) -> Result<std::fs::File, AuditError> {
+///
+/// `wait`: `None` waits for the holder however long (the CLI); `Some(d)` gives up after `d`
+/// ([`AuditError::LockBusy`]): `serve`, whose one loop a holder stopped mid-append (SIGSTOP, a
+/// debugger: root's CLI appends to the same log) would otherwise stall for ever.
+fn lock_log(log: &Path, wait: Option<Duration>) -> Result<std::fs::File, AuditError> {
     use crate::fileio::{lock_as_dir_owner, OwnerLockError};
     let path = lock_path(log);
-    lock_as_dir_owner(&path, "append to the log", None).map_err(|e| match e {
+    lock_as_dir_owner(&path, "append to the log", wait).map_err(|e| match e {
         // The log's directory missing or unreadable: said of the log, as an open of it would.
         OwnerLockError::Dir(source) => AuditError::Io {
             path: log.to_path_buf(),
@@ -472,11 +567,7 @@ fn lock_log(log: &Path) -> Result<std::fs::File, AuditError> {
         },
         OwnerLockError::Refused(source) => AuditError::LockUnsafe { path, source },
         OwnerLockError::Io(source) => AuditError::Io { path, source },
-        // Not given up on: waited for, however long.
-        e @ OwnerLockError::Busy { .. } => AuditError::Io {
-            path,
-            source: std::io::Error::new(std::io::ErrorKind::WouldBlock, e),
-        },
+        OwnerLockError::Busy { waited } => AuditError::LockBusy { path, waited },
     })
 }
 
@@ -762,7 +853,9 @@ pub fn policy_hash(e: &stockade_policy::operator::explain::Explanation) -> Strin
     hex::encode(Sha256::digest(&bytes))
 }
 
-/// Append, turning a failure into the command's error (exit 74: no unaudited action). The
+/// Append, turning a failure into the command's error (exit 74: no unaudited action; 78
+/// `audit.unsafe` for an unusable lock; 75 `audit.busy` when a bounded wait ran out,
+/// [`AuditLog::waiting_at_most`]). The
 /// record is stamped with the time it is written: records are built from fields a launch
 /// computed once (its `base`), and a termination hours later must not carry the launch's time.
 pub fn append_or_fail(log: &AuditLog, mut r: Record) -> Result<(), crate::error::CmdError> {
@@ -779,6 +872,24 @@ pub fn append_or_fail(log: &AuditLog, mut r: Record) -> Result<(), crate::error:
                 path.display()
             );
             return crate::error::CmdError::new(crate::exit::Exit::Config, "audit.unsafe", e)
+                .hint(hint);
+        }
+        let busy = match &e {
+            AuditError::LockBusy { path, .. } => Some(format!(
+                "another writer of the log (root's `stockade` command, another daemon) held its \
+                 lock past this daemon's wait; retry; if it stays held, find its holder \
+                 (`fuser -v {}`) and let it finish or end it",
+                path.display()
+            )),
+            AuditError::JournalBusy { .. } => Some(
+                "the journal is not taking records (stopped or overloaded: `systemctl status \
+                 systemd-journald`); retry"
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        if let Some(hint) = busy {
+            return crate::error::CmdError::new(crate::exit::Exit::TempFail, "audit.busy", e)
                 .hint(hint);
         }
         crate::error::CmdError::new(crate::exit::Exit::IoErr, "audit", e)
@@ -1054,7 +1165,7 @@ mod tests {
         let mut r = Record::new(Event::Denial, "withheld");
         r.plugin = Some("p".into());
         r.hash = r.compute_hash().unwrap();
-        send_journal(&sock_path, &r, &serde_json::to_string(&r).unwrap()).unwrap();
+        send_journal(&sock_path, &r, &serde_json::to_string(&r).unwrap(), None).unwrap();
         let mut buf = vec![0u8; 65536];
         let n = sock.recv(&mut buf).unwrap();
         let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -1070,6 +1181,76 @@ mod tests {
         assert_eq!(serde_json::from_str::<Record>(rec).unwrap(), r);
         // Nobody listening: an error, not a silent loss.
         drop(sock);
-        assert!(send_journal(&sock_path, &r, "{}").is_err());
+        assert!(send_journal(&sock_path, &r, "{}", None).is_err());
+    }
+
+    /// A journal that does not read (stopped) fills its socket's queue, and a datagram to a full
+    /// queue blocks its sender: `serve`'s one loop for ever. With a bounded wait the record
+    /// fails after it (`audit.busy`, 75), as a held lock does.
+    #[test]
+    fn a_journal_that_takes_nothing_fails_a_bounded_append_after_its_wait() {
+        let d = tempfile::tempdir().unwrap();
+        let sock_path = d.path().join("journal.sock");
+        let _sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+        let r = Record::new(Event::Denial, "withheld");
+        let json = "x".repeat(16 * 1024);
+        let wait = Duration::from_millis(100);
+        let started = Instant::now();
+        let e = loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the queue never filled"
+            );
+            if let Err(e) = send_journal(&sock_path, &r, &json, Some(wait)) {
+                break e;
+            }
+        };
+        assert!(matches!(e, AuditError::JournalBusy { .. }), "{e:?}");
+    }
+
+    /// `serve`'s appends wait for the log's lock a bounded time ([`AuditLog::waiting_at_most`]):
+    /// a holder stopped mid-append (root's CLI under SIGSTOP) stalled the daemon's one loop for
+    /// ever. Past the wait the append fails (`audit.busy`, 75), nothing written; the next ones
+    /// only try the lock (one wait, not one per record) until one takes it; then the chain goes
+    /// on unbroken.
+    #[test]
+    fn a_bounded_append_gives_up_on_a_held_lock_then_only_tries_until_it_is_free() {
+        let (_d, p) = log(1);
+        let held = crate::fileio::lock_as_dir_owner(&lock_path(&p), "test", None).unwrap();
+        let wait = Duration::from_millis(300);
+        let l = file_log(&p).waiting_at_most(wait);
+        let started = Instant::now();
+        let e = l.append(Record::new(Event::Launch, "ok")).unwrap_err();
+        let took = started.elapsed();
+        assert!(took >= wait && took < Duration::from_secs(10), "{took:?}");
+        assert!(matches!(e, AuditError::LockBusy { .. }), "{e:?}");
+        // Only tried now: no second wait, in this clone as in the log itself.
+        let started = Instant::now();
+        let e =
+            crate::audit::append_or_fail(&l.clone(), Record::new(Event::Launch, "ok")).unwrap_err();
+        assert!(started.elapsed() < wait, "{:?}", started.elapsed());
+        assert_eq!(
+            (e.kind(), e.exit()),
+            ("audit.busy", crate::exit::Exit::TempFail)
+        );
+        assert!(e.render_text().contains("fuser"), "{}", e.render_text());
+        assert_eq!(verify_chain(&std::fs::read_to_string(&p).unwrap()), Ok(1));
+        drop(held);
+        assert_eq!(l.append(Record::new(Event::Launch, "ok")).unwrap().seq, 1);
+        assert!(!l.gave_up.load(Ordering::Relaxed), "waits again");
+        // The CLI's log (no bound) waits for the holder, however long.
+        let held = crate::fileio::lock_as_dir_owner(&lock_path(&p), "test", None).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let q = p.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(file_log(&q).append(Record::new(Event::Launch, "ok")));
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(500)).is_err(),
+            "gave up"
+        );
+        drop(held);
+        let r = rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
+        assert_eq!(r.seq, 2);
     }
 }

@@ -95,6 +95,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     // 75: try again later.
     ("socket_in_use", Exit::TempFail),
     ("revocation.state_busy", Exit::TempFail),
+    ("audit.busy", Exit::TempFail),
     // 78: the trust or state directory is unusable.
     ("trust_dir", Exit::Config),
     ("node", Exit::Config),

@@ -498,3 +498,174 @@ fn a_package_admitted_in_warn_mode_says_so_in_status_log_and_audit() {
         "{rec}"
     );
 }
+
+/// The daemon's audit appends waited without limit on the log's lock (`<log>.lock`), which
+/// root's CLI takes too for its own appends (`install`, `verify`, …): a CLI stopped mid-append
+/// (SIGSTOP, a debugger) — here this test, holding the lock — stalled the daemon's one event
+/// loop for ever, and no agent or plugin was answered. Now an append waits 1 s at most: a
+/// `plugin_load`, whose verification record is required, fails closed (`audit.busy`, 75,
+/// nothing launched) while another client is answered; a record that is best-effort (a
+/// termination) is logged as not written, the unload made all the same; once the lock is
+/// released, loads are audited again in one unbroken chain.
+#[test]
+fn a_held_audit_lock_fails_a_required_record_closed_without_stalling_the_daemon() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let d = fx.dir().to_path_buf();
+    let audit = d.join("audit.log");
+    write(
+        &d.join("root/etc/stockade/policy.toml"),
+        &format!("version = 1\n[audit]\nfile = \"{}\"\n", audit.display()),
+    );
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let b = pack_worker(&fx, "b", &["on:x"]);
+    let mut s = Serve::start_with(
+        &fx,
+        "[health]\nping_interval_ms = 0\n",
+        &["--policy-root", "root"],
+    );
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    let written = records(&audit).len();
+    assert_eq!(written, 2, "verification, launch");
+    // Another open file description: its `flock` excludes the daemon's, as a stopped CLI's.
+    let lock = std::fs::File::open(d.join("audit.log.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+
+    let mut loader = s.client();
+    loader.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "plugin_load",
+                        "params": {"package": b}}));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Another client, while the load waits (or once it gave up): answered, not stalled.
+    let mut watcher = s.client();
+    watcher.send(
+        &json!({"jsonrpc": "2.0", "id": 7, "method": "plugin_status",
+                         "params": {"name": "a"}}),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let m = watcher
+            .recv_within(left)
+            .expect("the daemon answers no other client while the audit log's lock is held");
+        if m["id"] == 7 {
+            break m;
+        }
+    };
+    assert_eq!(status["result"]["state"], "ready", "{status}");
+    let r = loop {
+        let m = loader
+            .recv_within(std::time::Duration::from_secs(10))
+            .expect("an answer to plugin_load");
+        if m["id"] == 1 {
+            break m;
+        }
+    };
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "audit.busy", "{r}");
+    assert_eq!(r["error"]["data"]["exit"], 75, "{r}");
+    assert_eq!(c.err("plugin_status", json!({"name": "b"})), UNKNOWN_PLUGIN);
+
+    // A best-effort record (the termination): not written, logged; the unload is made.
+    let r = c.ok("plugin_unload", json!({"name": "a"}));
+    assert_eq!(r["state"], "unloaded", "{r}");
+    let started = std::time::Instant::now();
+    while !s.log().contains("audit record not written") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(s.log().contains("lock"), "{}", s.log());
+    assert_eq!(
+        records(&audit).len(),
+        written,
+        "nothing written under the held lock"
+    );
+
+    drop(held);
+    c.ok("plugin_load", json!({"package": b}));
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    let v = fx.run(&["--json", "audit", "verify", "audit.log", "--require-head"]);
+    assert_eq!(v.code, 0, "{} {}", v.stdout, v.stderr);
+    // a: verification, launch; b: verification, launch, termination.
+    assert_eq!(v.json()["records"], 5, "{}", s.log());
+}
+
+/// A restart whose `restart` record cannot be written because another writer holds the audit
+/// log's lock past the daemon's wait (`audit.busy`) is the host's passing refusal, not the
+/// plugin's crash: counted as one, a root CLI stopped mid-append crash-looped a plugin into a
+/// quarantine (recorded in the state directory, kept across daemons) for a lock it never
+/// touched. Now it is put off on the backoff (`restarting`, `reason.kind` `audit.busy`) until
+/// the lock is free, and then made and audited.
+#[test]
+fn a_restart_refused_by_a_held_audit_lock_is_not_counted_as_a_crash() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let d = fx.dir().to_path_buf();
+    let audit = d.join("audit.log");
+    write(
+        &d.join("root/etc/stockade/policy.toml"),
+        &format!("version = 1\n[audit]\nfile = \"{}\"\n", audit.display()),
+    );
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let config = "[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 40\njitter_percent = 0\n\
+                  [quarantine]\nmax_crashes = 2\nwindow_ms = 600000\n[health]\nping_interval_ms = 0\n";
+    let mut s = Serve::start_with(&fx, config, &["--policy-root", "root"]);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    let lock = std::fs::File::open(d.join("audit.log.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    // Refused again and again on the backoff (the first after the 1 s wait, then at once).
+    let started = std::time::Instant::now();
+    loop {
+        let m = c.recv().expect("the daemon closed the connection");
+        if m["method"] != "plugin_state" || m["params"]["plugin"] != "a" {
+            continue;
+        }
+        let st = &m["params"];
+        assert_ne!(
+            st["state"], "quarantined",
+            "a held audit lock crash-looped the plugin: {st}"
+        );
+        if st["state"] == "restarting"
+            && st["reason"]["kind"] == "audit.busy"
+            && started.elapsed().as_millis() > 1500
+        {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 30, "{st}");
+    }
+    assert!(
+        !s.log().contains("quarantined"),
+        "a held audit lock crash-looped the plugin: {}",
+        s.log()
+    );
+    drop(held);
+    c.notes.clear();
+    c.wait_state("a", "ready");
+    let st = c.ok("plugin_status", json!({"name": "a"}));
+    assert_eq!(st["state"], "ready", "{st}");
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    let recs = records(&audit);
+    let events: Vec<&str> = recs.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    // The termination under the held lock is not written (best effort, logged).
+    assert_eq!(
+        events,
+        ["verification", "launch", "restart", "termination"],
+        "{recs:#?}"
+    );
+    let v = fx.run(&["--json", "audit", "verify", "audit.log", "--require-head"]);
+    assert_eq!(v.code, 0, "{} {}", v.stdout, v.stderr);
+}

@@ -1468,7 +1468,10 @@ fn a_directory_left_after_the_commit_does_not_fail_the_change() {
     assert_eq!(fx.installed()["lib"]["version"], "1.1.0");
     assert_eq!(dirs(&fx).len(), 2, "the old directory is still there");
     drop(stuck);
-    // The next store command of the owner's recovers it.
+    // The next store command of the owner's recovers it — a `list` too, once a minute has gone
+    // since an earlier `list` failed to (`fx.installed()` above: the very same leftover is
+    // otherwise left to the writers, a_list_takes_no_lock_again_for_leftovers_it_could_not_remove).
+    age_recovery_record(&fx);
     expect(&fx.run(&["--json", "list", "--state-dir", "state"]), 0, "");
     let left = dirs(&fx);
     assert_eq!(left.len(), 1, "{left:?}");
@@ -1484,6 +1487,140 @@ fn a_directory_left_after_the_commit_does_not_fail_the_change() {
     assert!(r.stderr.contains("cannot remove"), "{}", r.stderr);
     assert!(!fx.installed().contains_key("lib"));
     drop(stuck);
+    age_recovery_record(&fx);
     expect(&fx.run(&["--json", "list", "--state-dir", "state"]), 0, "");
     assert!(dirs(&fx).is_empty());
+}
+
+/// Set the store's record of a `list` recovery that failed (if any) back two minutes: the next
+/// `list` tries those leftovers again.
+fn age_recovery_record(fx: &Fixture) {
+    let p = fx.path("state/store/recovery-failed.json");
+    if let Ok(f) = std::fs::File::options().write(true).open(&p) {
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(120))
+            .unwrap();
+    }
+}
+
+/// An owner's `list` that finds leftovers takes the store's lock to recover them; one it cannot
+/// remove (here an object directory made immutable) stays, and every later `list` took the
+/// lock again to fail again — so agents polling `list` made an `install --no-wait` landing in
+/// that moment fail 108 `store.locked`, again and again. Now the first `list` records the
+/// leftovers it could not remove, and the next ones, finding the very same, neither take the
+/// lock (held at `recover`, the lock taken: they never get there) nor fail a writer beside
+/// them; they still warn. The writer meets the real obstacle (its own recovery fails, 74), not
+/// 108. Another set of leftovers is tried again; once the obstacle is gone, the next writer
+/// recovers them all and the record goes.
+#[test]
+fn a_list_takes_no_lock_again_for_leftovers_it_could_not_remove() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use std::io::Read;
+    let fx = setup();
+    let (a, b) = (pack(&fx, "a", "1.0.0", &[]), pack(&fx, "b", "1.0.0", &[]));
+    expect(&fx.store_install(&[&a], &[]), 0, "");
+    let ghost = fx.path("state/store/plugins/ghost-1.0.0-abc");
+    std::fs::create_dir(&ghost).unwrap();
+    std::fs::write(ghost.join("f"), "").unwrap();
+    let Some(stuck) = Unwritable::new(ghost.clone()) else {
+        return;
+    };
+    // Text: its warnings are on stderr (`--json` says nothing there).
+    let list = ["list", "--state-dir", "state"];
+    let r = fx.run(&list);
+    expect(&r, 0, "");
+    assert!(r.stderr.contains("could not be removed"), "{}", r.stderr);
+
+    // A `list` that would stop once it holds the lock to recover, and an install beside it.
+    let list_beside_install = |fx: &Fixture| -> (bool, Run, Run) {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+            .args(list)
+            .current_dir(fx.dir())
+            .env("STOCKADE_TEST_STOP_AT", "recover")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        let st = waitpid(pid, Some(WaitPidFlag::WUNTRACED)).unwrap();
+        let stopped = matches!(st, WaitStatus::Stopped(_, _));
+        let install = fx.store_install(&[&b], &["--no-wait"]);
+        let listed = if stopped {
+            resume(child)
+        } else {
+            // Reaped already by the `waitpid` above: this only says so (ECHILD).
+            let _ = child.wait();
+            let WaitStatus::Exited(_, code) = st else {
+                panic!("{st:?}")
+            };
+            let (mut out, mut err) = (String::new(), String::new());
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            Run {
+                code,
+                stdout: out,
+                stderr: err,
+            }
+        };
+        (stopped, install, listed)
+    };
+    let (stopped, install, listed) = list_beside_install(&fx);
+    assert!(
+        !stopped,
+        "list took the lock again for the leftover it could not remove; the install beside it \
+         exited {}: {}",
+        install.code, install.stdout
+    );
+    expect(&listed, 0, "");
+    assert!(
+        listed.stderr.contains("earlier recovery could not remove")
+            && listed.stderr.contains("plugins/ghost-1.0.0-abc"),
+        "{}",
+        listed.stderr
+    );
+    // The install meets the leftover itself, not a lock held by a reader.
+    expect(&install, 74, "store.io");
+    assert!(
+        install.stdout.contains("ghost-1.0.0-abc"),
+        "{}",
+        install.stdout
+    );
+
+    // One leftover more: tried again (and failed again, on the immutable one).
+    let staging = fx.path("state/store/staging/install-x");
+    std::fs::create_dir(&staging).unwrap();
+    let (stopped, install, listed) = list_beside_install(&fx);
+    assert!(stopped, "another set of leftovers is tried");
+    expect(&install, 108, "store.locked");
+    expect(&listed, 0, "");
+    assert!(
+        listed.stderr.contains("could not be removed"),
+        "{}",
+        listed.stderr
+    );
+
+    // A minute later the very same leftover is tried again.
+    age_recovery_record(&fx);
+    let (stopped, install, _) = list_beside_install(&fx);
+    assert!(stopped, "tried again a minute later");
+    expect(&install, 108, "store.locked");
+
+    // The obstacle gone: the next writer recovers everything, and the record goes with it.
+    drop(stuck);
+    expect(&fx.store_install(&[&b], &["--no-wait"]), 0, "");
+    assert!(!ghost.exists() && !staging.exists());
+    assert!(!fx.path("state/store/recovery-failed.json").exists());
+    let r = fx.run(&list);
+    expect(&r, 0, "");
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
 }

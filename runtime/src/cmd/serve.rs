@@ -333,7 +333,9 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
     let load = serve.serve.load.clone();
     let cfg = DaemonConfig {
         serve,
-        audit: AuditLog::from_policy(&defaults.audit),
+        // Never wait for ever on the log's lock root's CLI shares: one event loop serves all.
+        audit: AuditLog::from_policy(&defaults.audit)
+            .waiting_at_most(crate::host::fleet::AUDIT_WAIT),
         max_frame_bytes: defaults.host.protocol.max_frame_bytes,
         policy,
         policy_source,

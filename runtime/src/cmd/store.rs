@@ -949,6 +949,7 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
             registry,
             root,
             recovery,
+            unrecovered,
         }) => {
             // A recovery that could not be done (an immutable leftover, a lock that is not
             // the owner's…) does not change what is installed: the listing stands, and the
@@ -966,6 +967,17 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                     store_err(e).chain().join(": ")
                 )),
                 Ok(_) => {}
+            }
+            // The very leftovers an earlier `list` could not remove: not tried again (its lock
+            // would fail an `install --no-wait` beside it for nothing), still said.
+            if !unrecovered.is_empty() {
+                out.note(format!(
+                    "warning: leftovers of an interrupted run that an earlier recovery could not \
+                     remove are still in {}: {}; the next install or removal tries again (and \
+                     fails until they can be removed)",
+                    root.display(),
+                    unrecovered.join(", ")
+                ));
             }
             (registry, root)
         }

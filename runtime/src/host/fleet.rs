@@ -149,7 +149,8 @@ pub struct Entry {
     /// ([`Daemon::retry_later`]): each waits longer, up to the backoff's cap.
     trust_retries: u32,
     /// Restarts in a row whose launch the host refused for the moment (every uid of the range
-    /// held, no cgroup to be had: [`passing_launch_refusal`]): each waits longer, up to the
+    /// held, no cgroup to be had, the audit log's lock held past the wait:
+    /// [`passing_launch_refusal`]): each waits longer, up to the
     /// backoff's cap, none counted as a crash ([`Daemon::relaunch`]).
     host_retries: u32,
 }
@@ -193,6 +194,14 @@ const NEW_TRUST: &str = "new trust configuration";
 /// it records) fails the load closed (`revocation.state_busy`, 75) instead of stalling the
 /// daemon for ever.
 pub(crate) const REVOCATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long an audit append in the daemon waits for the log's lock (`<log>.lock`, which root's
+/// CLI takes too for its own appends) and for the journal socket
+/// ([`crate::audit::AuditLog::waiting_at_most`]): one append of another writer (a few fsyncs) is
+/// waited for; a holder stopped mid-append fails a required record's action closed
+/// (`audit.busy`, 75) and leaves a best-effort record logged as not written, instead of
+/// stalling the one event loop for ever.
+pub(crate) const AUDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The kind of a verification that met the revocation lock held past [`REVOCATION_LOCK_WAIT`].
 const STATE_BUSY: &str = "revocation.state_busy";
@@ -792,7 +801,7 @@ impl Daemon {
                     unix_now(),
                 )
                 .map_err(|err| {
-                    let stage = if matches!(err.kind(), "audit" | "audit.unsafe") {
+                    let stage = if matches!(err.kind(), "audit" | "audit.unsafe" | "audit.busy") {
                         "audit"
                     } else {
                         "policy"
@@ -1827,14 +1836,17 @@ impl Daemon {
 
 /// Whether a launch failed for a reason of the host's at that moment, not of the plugin's: every
 /// uid of the range held by live sandboxes (`uid_exhausted`), no cgroup to be had for want of
-/// descriptors, memory or cgroups (`cgroup_exhausted`). Both are the CLI's "retry" kinds (125).
+/// descriptors, memory or cgroups (`cgroup_exhausted`) — the CLI's "retry" kinds (125) — or its
+/// audit record not written because another writer held the log's lock past the daemon's wait
+/// (`audit.busy`, 75: a root CLI stopped mid-append), which counted as a crash quarantined a
+/// plugin for a lock it never touched.
 fn passing_launch_refusal(err: &RpcError) -> bool {
     matches!(
         err.data
             .as_ref()
             .and_then(|d| d.get("kind"))
             .and_then(Value::as_str),
-        Some("uid_exhausted" | "cgroup_exhausted")
+        Some("uid_exhausted" | "cgroup_exhausted" | "audit.busy")
     )
 }
 

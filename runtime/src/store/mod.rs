@@ -295,6 +295,9 @@ pub struct Listing {
     /// The recovery done first (empty: nothing to recover, or a writer at work), or why it
     /// failed.
     pub recovery: Result<Recovery, StoreError>,
+    /// Leftovers not recovered because an earlier `list`'s recovery failed on these very ones
+    /// ([`Store::list_registry`]); empty otherwise.
+    pub unrecovered: Vec<String>,
 }
 
 /// The store's lock without the store ([`Store::lock_existing`]), held until dropped.
@@ -540,22 +543,72 @@ fn open_lock_with<T>(
     })
 }
 
-/// Whether the held store has what [`Store::recover`] removes, looked at without the lock (for
-/// [`Store::list_registry`]): a staging directory, or an object directory the registry does not
-/// name. Only the store's owner can recover (and read its 0700 `staging/`): `false` for anyone
-/// else. A writer at work has both; that is told apart by its lock, not here.
-fn has_leftovers(held: &HeldDir) -> Result<bool, StoreError> {
+/// What [`Store::recover`] would remove from the held store, looked at without the lock (for
+/// [`Store::list_registry`]): each staging directory (`staging/NAME`) and each object directory
+/// the registry does not name (`plugins/NAME`), sorted; empty when there is none. Only the
+/// store's owner can recover (and read its 0700 `staging/`): empty for anyone else. A writer at
+/// work has both; that is told apart by its lock, not here.
+fn leftover_names(held: &HeldDir) -> Result<Vec<String>, StoreError> {
     if owner_of(held)? != nix::unistd::geteuid().as_raw() {
-        return Ok(false);
+        return Ok(Vec::new());
     }
     let (registry, _) = held_registry(held)?;
     let (staging, orphans) = leftovers(&held.join("staging"), &held.join("plugins"), &registry)?;
-    Ok(!staging.is_empty() || !orphans.is_empty())
+    let named = |dir: &'static str, names: Vec<std::ffi::OsString>| {
+        names
+            .into_iter()
+            .map(move |n| format!("{dir}/{}", n.to_string_lossy()))
+    };
+    let mut all: Vec<String> = named("staging", staging)
+        .chain(named("plugins", orphans))
+        .collect();
+    all.sort();
+    Ok(all)
+}
+
+/// `<state>/store/recovery-failed.json`: the leftovers (as [`leftover_names`] names them) that
+/// the owner's last `list` found and could not recover — an immutable file in one, a read-only
+/// bind — so that the next `list`, finding the very same ones within a minute
+/// ([`RECOVERY_RETRY`]), does not take the lock to fail again ([`Store::list_registry`]). It
+/// only ever spares `list` a recovery: writers recover whatever it says, and the first recovery
+/// that leaves nothing removes it.
+const RECOVERY_FAILED: &str = "recovery-failed.json";
+
+/// How long `list` leaves leftovers its recovery failed on to the writers before it tries them
+/// once more ([`RECOVERY_FAILED`]): a polling agent's `list` takes the store's lock for them at
+/// most once a minute, and an obstacle removed by hand (`chattr -i`) is recovered by `list`
+/// alone within a minute.
+const RECOVERY_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether `left` are the leftovers [`RECOVERY_FAILED`] names, recorded less than
+/// [`RECOVERY_RETRY`] ago (`false` when there is no such file or it is not one a `list` wrote:
+/// then `list` tries, as without it).
+fn failed_recently(held: &HeldDir, left: &[String]) -> bool {
+    let at = held.join(RECOVERY_FAILED);
+    let Ok((file, bytes)) = read_capped_held(at.path(), 1 << 20) else {
+        return false;
+    };
+    let recent = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < RECOVERY_RETRY);
+    recent && serde_json::from_slice::<Vec<String>>(&bytes).is_ok_and(|named| named == left)
+}
+
+/// Record that `list`'s recovery of `left` failed ([`RECOVERY_FAILED`]). Best effort: not
+/// written (a read-only store), the next `list` tries again, as before.
+fn note_failed_recovery(held: &HeldDir, left: &[String]) {
+    let at = held.join(RECOVERY_FAILED);
+    if let Ok(bytes) = serde_json::to_vec(left) {
+        let _ = write_state_file(at.path(), &bytes, 0o644);
+    }
 }
 
 /// What an interrupted run left in the store: every entry of `staging`, and each entry of
 /// `plugins` that `registry` does not name (the names, as listed). [`Store::recover`] removes
-/// them; `list` looks for them first without the lock ([`has_leftovers`]) — one rule for both,
+/// them; `list` looks for them first without the lock ([`leftover_names`]) — one rule for both,
 /// so `list` never tries to recover what recovery would not remove. A directory that is not
 /// there holds none.
 fn leftovers(
@@ -705,6 +758,15 @@ impl Store {
     /// writer recovers them. Recovery then runs as [`Store::open`]'s, on the registry read
     /// again under the lock. Its errors are returned, for the caller to judge; the listing is
     /// read afterwards in any case.
+    ///
+    /// Nor is it tried again, for a minute ([`RECOVERY_RETRY`]), for the very leftovers an
+    /// earlier `list`'s recovery failed on (an immutable file in one, a read-only bind:
+    /// [`RECOVERY_FAILED`]): each try took the lock exclusively, so agents polling `list` made
+    /// an `install --no-wait` or `remove --no-wait` landing in that moment fail 108
+    /// `store.locked` again and again, for a recovery that would fail once more. Those
+    /// leftovers are returned in [`Listing::unrecovered`] instead (for a warning), and left to
+    /// the writers, which recover first (and fail with them until they can be removed). Any
+    /// other set of leftovers — one more, one gone — is tried at once.
     pub fn list_registry(state_dir: &Path) -> Result<Option<Listing>, StoreError> {
         let Some(held) = held_existing(state_dir)? else {
             return Ok(None);
@@ -717,16 +779,27 @@ impl Store {
             // the owner from reading, and the next writer refuses it, saying why.
             let _ = open_lock(&held);
         }
-        let recovery = match has_leftovers(&held) {
-            Ok(true) => match held_existing(state_dir)? {
+        let mut unrecovered = Vec::new();
+        let recovery = match leftover_names(&held) {
+            Ok(left) if left.is_empty() => Ok(Recovery::default()),
+            Ok(left) if failed_recently(&held, &left) => {
+                unrecovered = left;
+                Ok(Recovery::default())
+            }
+            Ok(_) => match held_existing(state_dir)? {
                 Some(again) => match Self::open_held(state_dir, again, true) {
                     Ok((_store, r)) => Ok(r),
                     Err(StoreError::Locked(_)) => Ok(Recovery::default()),
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        // What is left now (a recovery removes what it can before it fails).
+                        if let Ok(still) = leftover_names(&held) {
+                            note_failed_recovery(&held, &still);
+                        }
+                        Err(e)
+                    }
                 },
                 None => Ok(Recovery::default()),
             },
-            Ok(false) => Ok(Recovery::default()),
             Err(e) => Err(e),
         };
         let (registry, _) = held_registry(&held)?;
@@ -735,6 +808,7 @@ impl Store {
             registry,
             root: held.shown().to_path_buf(),
             recovery,
+            unrecovered,
         }))
     }
 
@@ -771,6 +845,7 @@ impl Store {
             left_behind: Vec::new(),
             _lock: lock,
         };
+        sys::stop_at("recover");
         let recovery = store.recover()?;
         Ok((store, recovery))
     }
@@ -861,6 +936,9 @@ impl Store {
             fsync_dir(&staging)?;
             fsync_dir(&plugins)?;
         }
+        // Nothing is left: a `list`'s record of a recovery that failed is stale. Best effort:
+        // one left only spares `list` a recovery of those very leftovers, never a writer.
+        let _ = std::fs::remove_file(self.dir.join(RECOVERY_FAILED).path());
         Ok(r)
     }
 

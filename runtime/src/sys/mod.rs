@@ -522,7 +522,8 @@ pub fn stop_self() -> io::Result<()> {
 /// source's index and signature fetched, the pinned key not their signer, the rotation proof's
 /// `.prev` not fetched yet: `sources::fetch_index`), `index-cached` (a
 /// refresh's index cache written, what it records next not yet: `sources::remember`), `list`
-/// (`list`'s registry read: `Store::list_registry`), `committed` (a store change committed, its
+/// (`list`'s registry read: `Store::list_registry`), `recover` (the store's lock taken, its
+/// recovery not begun: `Store::open`, and `list`'s recovery), `committed` (a store change committed, its
 /// `ok` audit record not written: `cmd::store::commit_audited`). Release builds compile it to
 /// nothing.
 pub fn stop_at(point: &str) {
