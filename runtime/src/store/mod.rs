@@ -581,11 +581,13 @@ const RECOVERY_FAILED: &str = "recovery-failed.json";
 const RECOVERY_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Whether `left` are the leftovers [`RECOVERY_FAILED`] names, recorded less than
-/// [`RECOVERY_RETRY`] ago (`false` when there is no such file or it is not one a `list` wrote:
-/// then `list` tries, as without it).
+/// [`RECOVERY_RETRY`] ago (`false` when there is no such file, it is not one a `list` wrote,
+/// or it is one someone other than the store's owner or root could have written: then `list`
+/// tries, as without it).
 fn failed_recently(held: &HeldDir, left: &[String]) -> bool {
     let at = held.join(RECOVERY_FAILED);
-    let Ok((file, bytes)) = read_capped_held(at.path(), 1 << 20) else {
+    // Read as the registry is: a record someone else could have written spares nothing.
+    let Ok((file, bytes)) = read_owned_held(at.path(), 1 << 20, owner_of(held).ok()) else {
         return false;
     };
     let recent = file
