@@ -32,9 +32,9 @@ fn lock_to_change(
     no_wait: bool,
 ) -> Result<(Store, Option<ConfigLock>), CmdError> {
     sources::check_owner(p, file).map_err(SourceError::into_cmd)?;
-    let store = Store::open(p.state_dir(), no_wait)
-        .map(|(s, _)| s)
-        .map_err(crate::cmd::store::store_err)?;
+    let (store, recovered) =
+        Store::open(p.state_dir(), no_wait).map_err(crate::cmd::store::store_err)?;
+    crate::cmd::store::warn_unremoved(&recovered);
     let config = sources::lock_config(p, no_wait).map_err(SourceError::into_cmd)?;
     Ok((store, config))
 }

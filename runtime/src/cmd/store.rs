@@ -762,7 +762,17 @@ fn open_store(
             recovered.orphans.len()
         ));
     }
+    warn_unremoved(&recovered);
     Ok((store, recovered))
+}
+
+/// Say on stderr which leftovers recovery could not remove ([`crate::store::Recovery::left`]):
+/// the command goes on (nothing names them), and they are in its JSON report's `recovered.left`
+/// where it has one.
+pub fn warn_unremoved(recovered: &crate::store::Recovery) {
+    for w in &recovered.left {
+        crate::output::print_stderr(&format!("stockade: warning: {}", term(w)));
+    }
 }
 
 /// Run `stockade install`.
@@ -951,9 +961,9 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
             recovery,
             unrecovered,
         }) => {
-            // A recovery that could not be done (an immutable leftover, a lock that is not
-            // the owner's…) does not change what is installed: the listing stands, and the
-            // next install or removal, which recovers first, fails with it.
+            // A recovery that could not be done (a lock that is not the owner's, a store that
+            // cannot be listed…) or left something (an immutable leftover) does not change what
+            // is installed: the listing stands, said with a warning.
             match recovery {
                 Err(
                     e @ (StoreError::Corrupt { .. }
@@ -966,15 +976,18 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
                     "warning: leftovers of an interrupted run could not be removed: {}",
                     store_err(e).chain().join(": ")
                 )),
-                Ok(_) => {}
+                Ok(r) => {
+                    for w in &r.left {
+                        out.note(format!("warning: {w}"));
+                    }
+                }
             }
             // The very leftovers an earlier `list` could not remove: not tried again (its lock
             // would fail an `install --no-wait` beside it for nothing), still said.
             if !unrecovered.is_empty() {
                 out.note(format!(
                     "warning: leftovers of an interrupted run that an earlier recovery could not \
-                     remove are still in {}: {}; the next install or removal tries again (and \
-                     fails until they can be removed)",
+                     remove are still in {}: {}; the next install or removal tries again",
                     root.display(),
                     unrecovered.join(", ")
                 ));

@@ -255,6 +255,15 @@ pub struct Recovery {
     pub staging: Vec<String>,
     /// Object directories no registry entry named, removed.
     pub orphans: Vec<String>,
+    /// Leftovers that could not be removed (an immutable file in one, a read-only bind), each
+    /// said as a sentence: left where they are, for a warning. Nothing names them — the
+    /// registry is the store's whole truth — so they change nothing installed, and failing
+    /// every install, update and removal until someone removed them by hand (as recovery did)
+    /// turned one immutable file into a store no one could change; a superseded directory that
+    /// cannot be removed after a commit leaves exactly such a leftover
+    /// ([`Store::left_behind`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<String>,
 }
 
 impl Recovery {
@@ -767,7 +776,7 @@ impl Store {
     /// an `install --no-wait` or `remove --no-wait` landing in that moment fail 108
     /// `store.locked` again and again, for a recovery that would fail once more. Those
     /// leftovers are returned in [`Listing::unrecovered`] instead (for a warning), and left to
-    /// the writers, which recover first (and fail with them until they can be removed). Any
+    /// the writers, which recover first (and leave them too, said: [`Recovery::left`]). Any
     /// other set of leftovers — one more, one gone — is tried at once.
     pub fn list_registry(state_dir: &Path) -> Result<Option<Listing>, StoreError> {
         let Some(held) = held_existing(state_dir)? else {
@@ -790,7 +799,15 @@ impl Store {
             }
             Ok(_) => match held_existing(state_dir)? {
                 Some(again) => match Self::open_held(state_dir, again, true) {
-                    Ok((_store, r)) => Ok(r),
+                    Ok((_store, r)) => {
+                        // Some could not be removed: not tried again for a minute.
+                        if !r.left.is_empty() {
+                            if let Ok(still) = leftover_names(&held) {
+                                note_failed_recovery(&held, &still);
+                            }
+                        }
+                        Ok(r)
+                    }
                     Err(StoreError::Locked(_)) => Ok(Recovery::default()),
                     Err(e) => {
                         // What is left now (a recovery removes what it can before it fails).
@@ -926,13 +943,20 @@ impl Store {
         let mut r = Recovery::default();
         let (staging, plugins) = (self.staging.at(), self.plugins.at());
         let (left, orphans) = leftovers(&staging, &plugins, &self.registry)?;
-        for name in left {
-            remove_any(&staging.join(&name))?;
-            r.staging.push(name.to_string_lossy().into_owned());
-        }
-        for name in orphans {
-            remove_any(&plugins.join(&name))?;
-            r.orphans.push(name.to_string_lossy().into_owned());
+        // One that cannot be removed is left, said ([`Recovery::left`]), and the rest go on.
+        for (dir, names, removed) in [
+            (&staging, left, &mut r.staging),
+            (&plugins, orphans, &mut r.orphans),
+        ] {
+            for name in names {
+                match remove_any(&dir.join(&name)) {
+                    Ok(()) => removed.push(name.to_string_lossy().into_owned()),
+                    Err(e) => r.left.push(format!(
+                        "{e} (a leftover of an interrupted run, which nothing names: left where \
+                         it is until it can be removed)"
+                    )),
+                }
+            }
         }
         if !r.is_empty() {
             fsync_dir(&staging)?;
@@ -940,7 +964,9 @@ impl Store {
         }
         // Nothing is left: a `list`'s record of a recovery that failed is stale. Best effort:
         // one left only spares `list` a recovery of those very leftovers, never a writer.
-        let _ = std::fs::remove_file(self.dir.join(RECOVERY_FAILED).path());
+        if r.left.is_empty() {
+            let _ = std::fs::remove_file(self.dir.join(RECOVERY_FAILED).path());
+        }
         Ok(r)
     }
 
@@ -1895,7 +1921,9 @@ mod tests {
     }
 
     /// Recovery that cannot remove a leftover (an immutable file in it: root's `chattr +i`)
-    /// names it under `<state>/store/staging`.
+    /// leaves it, names it under `<state>/store/staging`, removes the others and opens the
+    /// store: it used to fail every install, update and removal (74) until the leftover was
+    /// removed by hand.
     #[test]
     fn a_leftover_recovery_cannot_remove_is_named_by_its_store_path() {
         if !crate::test_support::root_or_skip("chattr +i needs root") {
@@ -1928,7 +1956,20 @@ mod tests {
         ) {
             return;
         }
-        assert_names(&Store::open(d.path(), true).unwrap_err(), &left);
+        // The store opens (nothing names the leftover), the leftover is left and said, by its
+        // path under `<state>/store`, never the descriptor's; another one goes.
+        let other = store.join("plugins/ghost-1.0.0-abc");
+        std::fs::create_dir(&other).unwrap();
+        let (_store, rec) = Store::open(d.path(), true).unwrap();
+        assert_eq!(rec.orphans, ["ghost-1.0.0-abc"]);
+        assert!(rec.staging.is_empty() && !other.exists() && left.exists());
+        let [said] = rec.left.as_slice() else {
+            panic!("one leftover said: {rec:?}")
+        };
+        assert!(
+            said.contains(&left.display().to_string()) && !said.contains("/proc/self/fd"),
+            "{said}"
+        );
     }
 
     /// What a store directory holds, file by file with contents ("nothing changed" is equality).
