@@ -5,6 +5,7 @@
 mod exec_common;
 use exec_common::*;
 use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn memory_limit_oom_kills_and_is_reported() {
@@ -120,10 +121,36 @@ fn cpu_and_rlimits_are_visible_inside() {
 
 /// No priority above the one it starts with, whatever the runtime's own RLIMIT_NICE/RTPRIO
 /// (a unit's `LimitNICE=` would hand a raised one down): both 0, soft and hard, and reported.
-/// This host's root cannot raise its own hard limits to show the inheritance; the report and
-/// `/proc/self/limits` show what the sandbox sets.
+/// Where root may raise its hard limits (`prlimit`; not in this VM's container, where it is
+/// EPERM and the report is what shows the sandbox sets them), the runtime is started with
+/// raised ones, with a native control that shows they are inherited without the sandbox.
 #[test]
 fn priority_limits_are_zero_inside_and_reported() {
+    let raise = ["--nice=10:10", "--rtprio=5:5", "--"];
+    let grep = "grep -E '^Max (nice|realtime) priority' /proc/self/limits";
+    let raised = Command::new("prlimit")
+        .args(raise)
+        .args(["/bin/sh", "-c", grep])
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    if let Some(control) = raised {
+        let control = String::from_utf8_lossy(&control.stdout).into_owned();
+        assert!(
+            control.contains(" 10 ") && control.contains(" 5 "),
+            "{control}"
+        );
+        let o = Command::new("prlimit")
+            .args(raise)
+            .args([BIN, "exec", "--", "/bin/sh", "-c", grep])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{}", err(&o));
+        for line in out(&o).lines() {
+            let fields: Vec<&str> = line.split_whitespace().rev().take(2).collect();
+            assert_eq!(fields, ["0", "0"], "{line}");
+        }
+    }
     let (o, r) = with_report(
         &[],
         "grep -E '^Max (nice|realtime) priority' /proc/self/limits",
