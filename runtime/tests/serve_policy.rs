@@ -530,41 +530,8 @@ fn a_held_audit_lock_fails_a_required_record_closed_without_stalling_the_daemon(
     c.ok("plugin_load", json!({"package": a}));
     let written = records(&audit).len();
     assert_eq!(written, 2, "verification, launch");
-    // Another open file description: its `flock` excludes the daemon's, as a stopped CLI's.
-    let lock = std::fs::File::open(d.join("audit.log.lock")).unwrap();
-    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .unwrap();
-
-    let mut loader = s.client();
-    loader.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "plugin_load",
-                        "params": {"package": b}}));
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    // Another client, while the load waits (or once it gave up): answered, not stalled.
-    let mut watcher = s.client();
-    watcher.send(
-        &json!({"jsonrpc": "2.0", "id": 7, "method": "plugin_status",
-                         "params": {"name": "a"}}),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let status = loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let m = watcher
-            .recv_within(left)
-            .expect("the daemon answers no other client while the audit log's lock is held");
-        if m["id"] == 7 {
-            break m;
-        }
-    };
+    let (held, status, r) = load_beside_held_lock(&s, &d.join("audit.log.lock"), &b, "a");
     assert_eq!(status["result"]["state"], "ready", "{status}");
-    let r = loop {
-        let m = loader
-            .recv_within(std::time::Duration::from_secs(10))
-            .expect("an answer to plugin_load");
-        if m["id"] == 1 {
-            break m;
-        }
-    };
     assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
     assert_eq!(r["error"]["data"]["kind"], "audit.busy", "{r}");
     assert_eq!(r["error"]["data"]["exit"], 75, "{r}");

@@ -581,3 +581,45 @@ impl Drop for Frozen {
         }
     }
 }
+
+/// Take `lock` (a lock file of the daemon's: its `flock` from another open file description
+/// excludes the daemon's, as a stopped CLI's would) and hold it while one client sends
+/// `plugin_load` of `package` and, 300 ms later, another asks for `plugin_status` of `watched`.
+/// Returns the lock (held until dropped), the status answer — which must come while the load
+/// waits or once it gave up: a daemon that waited on the lock for ever answered no other
+/// client — and the load's answer.
+pub fn load_beside_held_lock(
+    s: &Serve,
+    lock: &Path,
+    package: &Path,
+    watched: &str,
+) -> (nix::fcntl::Flock<std::fs::File>, Value, Value) {
+    let file = std::fs::File::open(lock).unwrap();
+    let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let mut loader = s.client();
+    loader.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "plugin_load",
+                        "params": {"package": package}}));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut watcher = s.client();
+    watcher.send(
+        &json!({"jsonrpc": "2.0", "id": 7, "method": "plugin_status",
+                         "params": {"name": watched}}),
+    );
+    let answer = |c: &mut Client, id: i64, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let m = c
+                .recv_within(left)
+                .unwrap_or_else(|| panic!("no answer to {what} while {} is held", lock.display()));
+            if m["id"] == id {
+                break m;
+            }
+        }
+    };
+    let status = answer(&mut watcher, 7, "another client's plugin_status");
+    let loaded = answer(&mut loader, 1, "plugin_load");
+    (held, status, loaded)
+}
