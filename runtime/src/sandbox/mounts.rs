@@ -377,9 +377,10 @@ fn open_source(
 /// as `/proc/self/exe`, and a `#!` script also as `/dev/fd/N`, which stays open for its
 /// interpreter: `chmod 4777 /proc/self/exe` (or `"$0"` from a script) run rootless (the
 /// program's host uid is the caller's, the file's owner) used to change the caller's own file
-/// on the host.
-pub fn program_changeable(owner: u32, group: u32, mode: u32, uid: u32, gid: u32) -> bool {
-    owner == uid || (group == gid && mode & 0o020 != 0) || mode & 0o002 != 0
+/// on the host. `groups`: every group the sandbox has on the host (rootless, the caller's
+/// supplementary groups too, which it keeps).
+pub fn program_changeable(owner: u32, group: u32, mode: u32, uid: u32, groups: &[u32]) -> bool {
+    owner == uid || (groups.contains(&group) && mode & 0o020 != 0) || mode & 0o002 != 0
 }
 
 /// The program's file opened again (`O_PATH`) in the sandbox's own mount namespace, for
@@ -729,13 +730,25 @@ mod tests {
     #[test]
     fn program_changeable_when_owned_or_writable_by_the_sandbox() {
         let (uid, gid) = (200_000, 200_000);
-        assert!(program_changeable(uid, 0, 0o100_755, uid, gid));
-        assert!(program_changeable(uid, 0, 0o100_500, uid, gid));
-        assert!(program_changeable(0, 0, 0o100_757, uid, gid));
-        assert!(program_changeable(0, gid, 0o100_775, uid, gid));
-        assert!(!program_changeable(0, 0, 0o100_775, uid, gid));
-        assert!(!program_changeable(0, gid, 0o100_755, uid, gid));
-        assert!(!program_changeable(1000, 1000, 0o100_755, uid, gid));
+        let gids = &[gid];
+        assert!(program_changeable(uid, 0, 0o100_755, uid, gids));
+        assert!(program_changeable(uid, 0, 0o100_500, uid, gids));
+        assert!(program_changeable(0, 0, 0o100_757, uid, gids));
+        assert!(program_changeable(0, gid, 0o100_775, uid, gids));
+        assert!(!program_changeable(0, 0, 0o100_775, uid, gids));
+        assert!(!program_changeable(0, gid, 0o100_755, uid, gids));
+        assert!(!program_changeable(1000, 1000, 0o100_755, uid, gids));
+    }
+
+    /// Rootless, the sandbox keeps the caller's supplementary groups: a `root:users` 0775
+    /// script, the caller in `users`, is one it could truncate (Landlock ABI < 3), so it is
+    /// re-opened too. Only the primary gid used to count.
+    #[test]
+    fn program_changeable_through_a_supplementary_group() {
+        let (uid, gid, users) = (1000, 1000, 100);
+        assert!(program_changeable(0, users, 0o100_775, uid, &[gid, users]));
+        assert!(!program_changeable(0, users, 0o100_755, uid, &[gid, users]));
+        assert!(!program_changeable(0, 27, 0o100_775, uid, &[gid, users]));
     }
 
     fn fake(p: &Path) -> HostEntry {

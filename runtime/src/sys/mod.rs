@@ -943,6 +943,13 @@ pub fn file_owner_mode(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
         .map_err(io_err)
 }
 
+/// The caller's supplementary groups (`getgroups`).
+pub fn supplementary_groups() -> io::Result<Vec<u32>> {
+    nix::unistd::getgroups()
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+        .map_err(io_err)
+}
+
 /// Device and inode of a descriptor's file.
 pub fn file_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     nix::sys::stat::fstat(fd)
