@@ -943,6 +943,13 @@ pub fn file_owner_mode(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
         .map_err(io_err)
 }
 
+/// The mount flags (`ST_*`) of the mount a descriptor's file was opened through.
+pub fn fstatvfs_flags(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    nix::sys::statvfs::fstatvfs(fd)
+        .map(|st| st.flags().bits())
+        .map_err(io_err)
+}
+
 /// The caller's supplementary groups (`getgroups`).
 pub fn supplementary_groups() -> io::Result<Vec<u32>> {
     nix::unistd::getgroups()
