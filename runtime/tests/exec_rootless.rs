@@ -8,6 +8,12 @@ use std::path::Path;
 use std::process::Command;
 
 fn rootless(args: &[&str]) -> Option<std::process::Output> {
+    rootless_with(&[], args)
+}
+
+/// [`rootless`], with `prefix` (a command taking the runtime's command line as its arguments)
+/// run before the runtime.
+fn rootless_with(prefix: &[&str], args: &[&str]) -> Option<std::process::Output> {
     if !require(is_root(), "switching to an unprivileged user needs root") {
         return None;
     }
@@ -33,14 +39,8 @@ fn rootless(args: &[&str]) -> Option<std::process::Output> {
     .unwrap();
     let mut cmd = Command::new("/usr/bin/setpriv");
     cmd.env("STOCKADE_POLICY_ROOT", empty.path());
-    cmd.args([
-        "--reuid",
-        "65534",
-        "--regid",
-        "65534",
-        "--clear-groups",
-        BIN,
-    ]);
+    cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
+    cmd.args(prefix).arg(BIN);
     cmd.args(args).current_dir("/");
     Some(cmd.output().unwrap())
 }
@@ -335,4 +335,57 @@ fn rootless_origin_program_finds_its_library_through_its_own_path() {
     assert_ne!(code(&o), 0, "{}", err(&o));
     assert!(err(&o).contains("Read-only file system"), "{}", err(&o));
     assert_eq!(std::fs::metadata(&own).unwrap().mode(), before);
+}
+
+/// A program the caller owns, deleted since the runtime opened it (an upgraded binary a
+/// rootless `serve` runs through `/proc/self/exe`), has no path left to bind read-only: it runs
+/// from a sealed in-memory copy of what the runtime opened. It used to fail with 125 at
+/// `mount_sources`, "No such file or directory", naming no file.
+#[test]
+fn rootless_program_deleted_since_it_was_opened_runs_from_a_sealed_copy() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let own = dir.path().join("readlink");
+    std::fs::copy("/usr/bin/readlink", &own).unwrap();
+    std::os::unix::fs::chown(&own, Some(65534), Some(65534)).unwrap();
+    // Open it as fd 3, delete it, and have the runtime execute that descriptor.
+    let Some(o) = rootless_with(
+        &[
+            "/bin/sh",
+            "-c",
+            "exec 3<\"$0\" && rm \"$0\" && exec \"$@\"",
+            own.to_str().unwrap(),
+        ],
+        &["exec", "--", "/proc/self/fd/3", "/proc/self/exe"],
+    ) else {
+        return;
+    };
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert!(
+        out(&o).starts_with("/memfd:stockade-program"),
+        "{}",
+        out(&o)
+    );
+    assert!(!own.exists());
+    // Renamed over (an upgrade): the path names another file now; what runs is still the one
+    // the runtime opened.
+    std::fs::copy("/usr/bin/readlink", &own).unwrap();
+    std::os::unix::fs::chown(&own, Some(65534), Some(65534)).unwrap();
+    let o = rootless_with(
+        &[
+            "/bin/sh",
+            "-c",
+            "exec 3<\"$0\" && cp /bin/true \"$0.new\" && mv \"$0.new\" \"$0\" && exec \"$@\"",
+            own.to_str().unwrap(),
+        ],
+        &["exec", "--", "/proc/self/fd/3", "/proc/self/exe"],
+    )
+    .unwrap();
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert!(
+        out(&o).starts_with("/memfd:stockade-program"),
+        "{}",
+        out(&o)
+    );
 }

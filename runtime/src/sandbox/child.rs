@@ -89,8 +89,8 @@ pub struct ChildCtx<'a> {
     /// The program's file is one the program could change through `/proc/self/exe` or a
     /// script's `/dev/fd/N` (its host uid owns it, or may write it:
     /// [`mounts::program_changeable`]): execute it from a descriptor opened again where it is
-    /// read-only — the sandbox's bind that shows it, or a bind of the file alone
-    /// ([`mounts::ProgramSource`]).
+    /// read-only — the sandbox's bind that shows it, a bind of the file alone, or a sealed copy
+    /// of a file deleted since ([`mounts::ProgramSource`]).
     pub reopen_program: bool,
     /// argv and envp.
     pub argv: &'a [CString],
@@ -202,6 +202,7 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     for (fd, target) in ctx.stdio.iter().zip(0..) {
         sys::dup2(fd.as_fd(), target).map_err(at(LaunchStep::Stdio))?;
     }
+    let copied = matches!(program_source, Some(mounts::ProgramSource::Copy(_)));
     let (applied, reopened) =
         mounts::apply(ctx.plan, &sources, program_source).map_err(|(s, e)| (s, e.to_string()))?;
     drop(sources);
@@ -263,7 +264,9 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     }
     drop_capabilities().map_err(at(LaunchStep::Capabilities))?;
     sys::set_no_new_privs().map_err(at(LaunchStep::NoNewPrivs))?;
-    let (abi, status) = landlock::apply(p, ctx.exec_fd.as_fd())
+    // A sealed copy lives on the kernel's internal mount, which Landlock neither takes a rule
+    // for nor restricts.
+    let (abi, status) = landlock::apply(p, (!copied).then(|| ctx.exec_fd.as_fd()))
         .map_err(|e| (LaunchStep::Landlock, error_chain(&e)))?;
     let mut layers = vec![
         LayerReport::full(

@@ -385,38 +385,78 @@ pub fn program_changeable(owner: u32, group: u32, mode: u32, uid: u32, groups: &
 
 /// The program's file as the init found it in its own mount namespace ([`open_program_source`]),
 /// for [`apply`] to execute it from a read-only place.
-pub struct ProgramSource {
-    /// `O_PATH` descriptor of it in this mount namespace (the runtime's is of the host's, which
-    /// the kernel does not bind from): the source of a bind of the file alone.
-    fd: OwnedFd,
-    /// Where the sandbox shows it, if it does: under one of the plan's read-only binds
-    /// (`/plugin/…` for a program of the package). Its path inside the sandbox.
-    inside: Option<String>,
-    /// Its path on the host, for errors.
-    host: PathBuf,
+pub enum ProgramSource {
+    /// Found at its path (the same file: device and inode checked).
+    Path {
+        /// `O_PATH` descriptor of it in this mount namespace (the runtime's is of the host's,
+        /// which the kernel does not bind from): the source of a bind of the file alone.
+        fd: OwnedFd,
+        /// Where the sandbox shows it, if it does: under one of the plan's read-only binds
+        /// (`/plugin/…` for a program of the package). Its path inside the sandbox.
+        inside: Option<String>,
+        /// Its path on the host, for errors.
+        host: PathBuf,
+    },
+    /// Deleted or replaced since the runtime opened it, so no path reaches it any more: a
+    /// sealed in-memory copy of it ([`sys::sealed_copy`]), made from the runtime's descriptor.
+    Copy(OwnedFd),
 }
 
 /// The program's file found again in the sandbox's own mount namespace, where the runtime's
-/// descriptor (`exec_fd`) says it is, and refused unless it is that same file (it was renamed
-/// or replaced since). `sources` are the plan's bind sources ([`open_sources`]): when the file
-/// is under one of the read-only ones, the sandbox shows it, and [`apply`] opens it there — so
-/// `/proc/self/exe` names a path that exists inside (glibc's `$ORIGIN`, Rust's `current_exe`,
-/// Go's `os.Executable` find the program's own files through it).
+/// descriptor (`exec_fd`) says it is, and refused unless it is that same file. `sources` are the
+/// plan's bind sources ([`open_sources`]): when the file is under one of the read-only ones, the
+/// sandbox shows it, and [`apply`] opens it there — so `/proc/self/exe` names a path that
+/// exists inside (glibc's `$ORIGIN`, Rust's `current_exe`, Go's `os.Executable` find the
+/// program's own files through it).
+///
+/// A file deleted, or renamed over, since the runtime opened it (the link reads `… (deleted)`,
+/// or its path now names another file) has no path left to bind: a sealed copy of it is
+/// executed instead — what the runtime opened, never what the path names now. Where no copy
+/// can be made, the error names the file and says it was deleted or replaced.
 pub fn open_program_source(
     exec_fd: BorrowedFd<'_>,
     plan: &MountPlan,
     sources: &[Option<OwnedFd>],
 ) -> io::Result<ProgramSource> {
     let link = fs::read_link(format!("/proc/self/fd/{}", exec_fd.as_raw_fd()))?;
-    let fd = sys::open(&path_cstr(&link)?, libc::O_PATH | libc::O_NOFOLLOW)?;
-    if sys::file_id(fd.as_fd())? != sys::file_id(exec_fd)? {
-        return Err(io::Error::other(format!(
-            "`{}` is no longer the program that was opened",
-            link.display()
-        )));
-    }
+    let id = sys::file_id(exec_fd)?;
+    let found = if sys::link_count(exec_fd)? == 0 || link.to_string_lossy().ends_with(" (deleted)")
+    {
+        None
+    } else {
+        let c = path_cstr(&link)?;
+        match sys::open(&c, libc::O_PATH | libc::O_NOFOLLOW) {
+            Ok(fd) if sys::file_id(fd.as_fd())? == id => Some(fd),
+            Ok(_) => None,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the program `{}` cannot be opened again: {e}",
+                        link.display()
+                    ),
+                ))
+            }
+        }
+    };
+    let Some(fd) = found else {
+        let shown = link.to_string_lossy();
+        let shown = shown.strip_suffix(" (deleted)").unwrap_or(&shown);
+        return sys::sealed_copy(exec_fd, c"stockade-program")
+            .map(ProgramSource::Copy)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the program `{shown}` was deleted or replaced since it was opened, and \
+                         no copy of it could be made to execute: {e}"
+                    ),
+                )
+            });
+    };
     let inside = inside_path(&link, plan, sources);
-    Ok(ProgramSource {
+    Ok(ProgramSource::Path {
         fd,
         inside,
         host: link,
@@ -671,7 +711,8 @@ pub fn apply(
     // either the program can neither change the file (EROFS) nor its metadata.
     let program = match program {
         None => None,
-        Some(ProgramSource {
+        Some(ProgramSource::Copy(fd)) => Some(fd),
+        Some(ProgramSource::Path {
             fd: src,
             inside,
             host,
