@@ -8,6 +8,12 @@ use std::path::Path;
 use std::process::Command;
 
 fn rootless(args: &[&str]) -> Option<std::process::Output> {
+    rootless_with(&[], args)
+}
+
+/// [`rootless`], with `prefix` (a command taking the runtime's command line as its arguments)
+/// run before the runtime.
+fn rootless_with(prefix: &[&str], args: &[&str]) -> Option<std::process::Output> {
     if !require(is_root(), "switching to an unprivileged user needs root") {
         return None;
     }
@@ -33,14 +39,8 @@ fn rootless(args: &[&str]) -> Option<std::process::Output> {
     .unwrap();
     let mut cmd = Command::new("/usr/bin/setpriv");
     cmd.env("STOCKADE_POLICY_ROOT", empty.path());
-    cmd.args([
-        "--reuid",
-        "65534",
-        "--regid",
-        "65534",
-        "--clear-groups",
-        BIN,
-    ]);
+    cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
+    cmd.args(prefix).arg(BIN);
     cmd.args(args).current_dir("/");
     Some(cmd.output().unwrap())
 }
@@ -232,4 +232,160 @@ fn rootless_program_cannot_change_its_own_binary_on_the_host() {
         .unwrap();
     assert!(native.status.success(), "{native:?}");
     assert_eq!(std::fs::metadata(&own).unwrap().mode() & 0o7777, 0o4777);
+}
+
+/// Build `app/bin/tool`, linked with `-rpath $ORIGIN/../lib` to `app/lib/libf.so`, printing
+/// `f()` and its `/proc/self/exe`; owned by the rootless caller (65534). None without gcc.
+fn origin_app(app: &Path) -> Option<()> {
+    if !require(
+        Path::new("/usr/bin/gcc").exists(),
+        "gcc builds the $ORIGIN program",
+    ) {
+        return None;
+    }
+    let (bin, lib) = (app.join("bin"), app.join("lib"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::write(app.join("f.c"), "int f(void) { return 42; }\n").unwrap();
+    std::fs::write(
+        app.join("main.c"),
+        "#include <stdio.h>\n#include <unistd.h>\nint f(void);\n\
+         int main(void) { char b[4096]; ssize_t n = readlink(\"/proc/self/exe\", b, sizeof b - 1);\n\
+         b[n < 0 ? 0 : n] = 0; printf(\"f=%d exe=%s\\n\", f(), b); return 0; }\n",
+    )
+    .unwrap();
+    let cc = |args: &[&str]| {
+        let o = Command::new("/usr/bin/gcc")
+            .args(args)
+            .current_dir(app)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    cc(&["-shared", "-fPIC", "-o", "lib/libf.so", "f.c"]);
+    cc(&[
+        "-o",
+        "bin/tool",
+        "main.c",
+        "-Llib",
+        "-lf",
+        "-Wl,-rpath,$ORIGIN/../lib",
+    ]);
+    std::fs::copy("/bin/chmod", bin.join("chmod")).unwrap();
+    for p in [
+        app,
+        &bin,
+        &lib,
+        &bin.join("tool"),
+        &bin.join("chmod"),
+        &lib.join("libf.so"),
+    ] {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    Some(())
+}
+
+/// A program the caller owns is executed from a read-only place, and when the sandbox shows
+/// it (here under a `read_only` bind) that place is the sandbox's own bind: `/proc/self/exe`
+/// names its path inside, so glibc's `$ORIGIN` finds the program's library. It used to be a
+/// detached bind of the file alone, whose `/proc/self/exe` reads `/`: the loader failed with
+/// `libf.so: cannot open shared object file`. Changing the file through it still fails.
+#[test]
+fn rootless_origin_program_finds_its_library_through_its_own_path() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // Not under /tmp: the sandbox's own /tmp covers that.
+    let dir = tempfile::Builder::new().tempdir_in("/var/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let app = dir.path().join("app");
+    if origin_app(&app).is_none() {
+        return;
+    }
+    let pol = policy(
+        dir.path(),
+        &format!(
+            "version = 1\n[filesystem]\nread_only = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\", \
+             \"/etc/ld.so.cache\", \"{}\"]\n",
+            app.display()
+        ),
+    );
+    std::fs::set_permissions(&pol, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let tool = app.join("bin/tool");
+    let Some(o) = rootless(&["exec", "--policy", &pol, "--", tool.to_str().unwrap()]) else {
+        return;
+    };
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(
+        out(&o),
+        format!("f=42 exe={}\n", tool.display()),
+        "{}",
+        err(&o)
+    );
+    let own = app.join("bin/chmod");
+    let before = std::fs::metadata(&own).unwrap().mode();
+    let o = rootless(&[
+        "exec",
+        "--policy",
+        &pol,
+        "--",
+        own.to_str().unwrap(),
+        "4777",
+        "/proc/self/exe",
+    ])
+    .unwrap();
+    assert_ne!(code(&o), 0, "{}", err(&o));
+    assert!(err(&o).contains("Read-only file system"), "{}", err(&o));
+    assert_eq!(std::fs::metadata(&own).unwrap().mode(), before);
+}
+
+/// A program the caller owns, deleted since the runtime opened it (an upgraded binary a
+/// rootless `serve` runs through `/proc/self/exe`), has no path left to bind read-only: it runs
+/// from a sealed in-memory copy of what the runtime opened. It used to fail with 125 at
+/// `mount_sources`, "No such file or directory", naming no file.
+#[test]
+fn rootless_program_deleted_since_it_was_opened_runs_from_a_sealed_copy() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let own = dir.path().join("readlink");
+    std::fs::copy("/usr/bin/readlink", &own).unwrap();
+    std::os::unix::fs::chown(&own, Some(65534), Some(65534)).unwrap();
+    // Open it as fd 3, delete it, and have the runtime execute that descriptor.
+    let Some(o) = rootless_with(
+        &[
+            "/bin/sh",
+            "-c",
+            "exec 3<\"$0\" && rm \"$0\" && exec \"$@\"",
+            own.to_str().unwrap(),
+        ],
+        &["exec", "--", "/proc/self/fd/3", "/proc/self/exe"],
+    ) else {
+        return;
+    };
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert!(
+        out(&o).starts_with("/memfd:stockade-program"),
+        "{}",
+        out(&o)
+    );
+    assert!(!own.exists());
+    // Renamed over (an upgrade): the path names another file now; what runs is still the one
+    // the runtime opened.
+    std::fs::copy("/usr/bin/readlink", &own).unwrap();
+    std::os::unix::fs::chown(&own, Some(65534), Some(65534)).unwrap();
+    let o = rootless_with(
+        &[
+            "/bin/sh",
+            "-c",
+            "exec 3<\"$0\" && cp /bin/true \"$0.new\" && mv \"$0.new\" \"$0\" && exec \"$@\"",
+            own.to_str().unwrap(),
+        ],
+        &["exec", "--", "/proc/self/fd/3", "/proc/self/exe"],
+    )
+    .unwrap();
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert!(
+        out(&o).starts_with("/memfd:stockade-program"),
+        "{}",
+        out(&o)
+    );
 }

@@ -23,7 +23,7 @@
 //! tables; we resume once it executed). The program then gets a new session, a parent-death
 //! signal, close-on-exec on every descriptor but 0-2, seccomp, and `execveat` on the
 //! descriptor opened by the runtime — or, for a file the sandbox's host ids could change (through
-//! `/proc/self/exe`, a script's `/dev/fd/N`), on it opened again through a read-only bind (held for the warm pool: everything but the exec — and the
+//! `/proc/self/exe`, a script's `/dev/fd/N`), on it opened again where it is read-only (held for the warm pool: everything but the exec — and the
 //! filter, when it does not admit the `read` the wait is — happens before the go); init closes
 //! everything but the status pipe, installs its own filter and waits.
 
@@ -88,8 +88,9 @@ pub struct ChildCtx<'a> {
     pub is_script: bool,
     /// The program's file is one the program could change through `/proc/self/exe` or a
     /// script's `/dev/fd/N` (its host uid owns it, or may write it:
-    /// [`mounts::program_changeable`]): execute it from a descriptor opened again through a
-    /// read-only bind of it.
+    /// [`mounts::program_changeable`]): execute it from a descriptor opened again where it is
+    /// read-only — the sandbox's bind that shows it, a bind of the file alone, or a sealed copy
+    /// of a file deleted since ([`mounts::ProgramSource`]).
     pub reopen_program: bool,
     /// argv and envp.
     pub argv: &'a [CString],
@@ -178,7 +179,7 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     let sources = mounts::open_sources(ctx.plan).map_err(at(LaunchStep::MountSources))?;
     let program_source = if ctx.reopen_program {
         Some(
-            mounts::open_program_source(ctx.exec_fd.as_fd())
+            mounts::open_program_source(ctx.exec_fd.as_fd(), ctx.plan, &sources)
                 .map_err(at(LaunchStep::MountSources))?,
         )
     } else {
@@ -201,10 +202,10 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     for (fd, target) in ctx.stdio.iter().zip(0..) {
         sys::dup2(fd.as_fd(), target).map_err(at(LaunchStep::Stdio))?;
     }
-    let (applied, reopened) = mounts::apply(ctx.plan, &sources, program_source.as_ref())
-        .map_err(|(s, e)| (s, e.to_string()))?;
+    let copied = matches!(program_source, Some(mounts::ProgramSource::Copy(_)));
+    let (applied, reopened) =
+        mounts::apply(ctx.plan, &sources, program_source).map_err(|(s, e)| (s, e.to_string()))?;
     drop(sources);
-    drop(program_source);
     // From here on the program is the re-opened descriptor; the runtime's, of the host's
     // writable mount, is closed below with everything else.
     let with_reopened;
@@ -263,7 +264,9 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     }
     drop_capabilities().map_err(at(LaunchStep::Capabilities))?;
     sys::set_no_new_privs().map_err(at(LaunchStep::NoNewPrivs))?;
-    let (abi, status) = landlock::apply(p, ctx.exec_fd.as_fd())
+    // A sealed copy lives on the kernel's internal mount, which Landlock neither takes a rule
+    // for nor restricts.
+    let (abi, status) = landlock::apply(p, (!copied).then(|| ctx.exec_fd.as_fd()))
         .map_err(|e| (LaunchStep::Landlock, error_chain(&e)))?;
     let mut layers = vec![
         LayerReport::full(

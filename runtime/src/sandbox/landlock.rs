@@ -122,10 +122,12 @@ fn open_cause(e: landlock::PathFdError) -> std::io::Error {
 }
 
 /// Build and apply the ruleset to the calling thread (after pivot_root; `exec_fd` is the
-/// program, which may live outside the sandbox's tree). Returns (kernel ABI, ruleset status).
+/// program, which may live outside the sandbox's tree; None for a sealed in-memory copy of it,
+/// on the kernel's internal mount, which Landlock takes no rule for and does not restrict).
+/// Returns (kernel ABI, ruleset status).
 pub fn apply(
     policy: &ValidatedSandboxPolicy,
-    exec_fd: BorrowedFd<'_>,
+    exec_fd: Option<BorrowedFd<'_>>,
 ) -> Result<(u32, LayerStatus), LandlockError> {
     let e = LandlockError::Ruleset;
     let all = AccessFs::from_all(REQUESTED);
@@ -152,12 +154,14 @@ pub fn apply(
         ))
         .map_err(e)?;
     // The program itself may sit outside every bound tree (it is executed from its descriptor).
-    c = c
-        .add_rule(PathBeneath::new(
-            exec_fd,
-            AccessFs::Execute | AccessFs::ReadFile,
-        ))
-        .map_err(e)?;
+    if let Some(exec_fd) = exec_fd {
+        c = c
+            .add_rule(PathBeneath::new(
+                exec_fd,
+                AccessFs::Execute | AccessFs::ReadFile,
+            ))
+            .map_err(e)?;
+    }
     let st = c.restrict_self().map_err(e)?;
     let abi = match st.landlock {
         LandlockStatus::Available { effective_abi, .. } => effective_abi as u32,

@@ -715,7 +715,7 @@ fn prepare(
         plan: &plan,
         exec_fd: &spec.program.fd,
         is_script: spec.program.is_script,
-        reopen_program: reopen_program(&spec.program, host_uid, host_gid),
+        reopen_program: reopen_program(&spec.program, host_uid, host_gid, rootless),
         argv: &argv,
         envp: &envp,
         sock: &sock_child,
@@ -1016,10 +1016,21 @@ fn out_of_a_resource(e: &cgroup::CgroupError) -> bool {
 /// runtime's descriptor, of the host's writable mount (child.rs then executes it from a
 /// read-only bind of it). A file that cannot be looked at counts as changeable: the re-open
 /// then decides.
-fn reopen_program(program: &Program, host_uid: u32, host_gid: u32) -> bool {
-    sys::file_owner_mode(program.fd.as_fd()).map_or(true, |(owner, group, mode)| {
-        mounts::program_changeable(owner, group, mode, host_uid, host_gid)
-    })
+///
+/// The sandbox's groups: its host gid, and rootless also the caller's supplementary groups,
+/// which it keeps (`setgroups` is denied, not emptied; root mode clears them). Those are asked
+/// for only when the file has a group write bit the host gid alone does not reach, so a
+/// root-owned program costs one `fstat`.
+fn reopen_program(program: &Program, host_uid: u32, host_gid: u32, rootless: bool) -> bool {
+    let Ok((owner, group, mode)) = sys::file_owner_mode(program.fd.as_fd()) else {
+        return true;
+    };
+    let changeable =
+        |groups: &[u32]| mounts::program_changeable(owner, group, mode, host_uid, groups);
+    changeable(&[host_gid])
+        || (rootless
+            && mode & 0o020 != 0
+            && sys::supplementary_groups().map_or(true, |g| changeable(&g)))
 }
 
 /// The sandbox's cgroup name: `<runtime pid>-<host uid>-<n>`, `n` counting this process's

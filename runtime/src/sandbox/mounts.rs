@@ -377,28 +377,140 @@ fn open_source(
 /// as `/proc/self/exe`, and a `#!` script also as `/dev/fd/N`, which stays open for its
 /// interpreter: `chmod 4777 /proc/self/exe` (or `"$0"` from a script) run rootless (the
 /// program's host uid is the caller's, the file's owner) used to change the caller's own file
-/// on the host.
-pub fn program_changeable(owner: u32, group: u32, mode: u32, uid: u32, gid: u32) -> bool {
-    owner == uid || (group == gid && mode & 0o020 != 0) || mode & 0o002 != 0
+/// on the host. `groups`: every group the sandbox has on the host (rootless, the caller's
+/// supplementary groups too, which it keeps).
+pub fn program_changeable(owner: u32, group: u32, mode: u32, uid: u32, groups: &[u32]) -> bool {
+    owner == uid || (groups.contains(&group) && mode & 0o020 != 0) || mode & 0o002 != 0
 }
 
-/// The program's file opened again (`O_PATH`) in the sandbox's own mount namespace, for
-/// [`apply`] to bind it read-only: the runtime's descriptor is of a mount of the host's
-/// namespace, which the kernel does not bind from. Opened where the runtime's descriptor says
-/// it is, and refused unless it is that same file (it was renamed or replaced since).
-pub fn open_program_source(exec_fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    use std::os::unix::ffi::OsStringExt;
+/// The program's file as the init found it in its own mount namespace ([`open_program_source`]),
+/// for [`apply`] to execute it from a read-only place.
+pub enum ProgramSource {
+    /// Found at its path (the same file: device and inode checked).
+    Path {
+        /// `O_PATH` descriptor of it in this mount namespace (the runtime's is of the host's,
+        /// which the kernel does not bind from): the source of a bind of the file alone.
+        fd: OwnedFd,
+        /// Where the sandbox shows it, if it does: under one of the plan's read-only binds
+        /// (`/plugin/…` for a program of the package). Its path inside the sandbox.
+        inside: Option<String>,
+        /// Its path on the host, for errors.
+        host: PathBuf,
+    },
+    /// Deleted or replaced since the runtime opened it, so no path reaches it any more: a
+    /// sealed in-memory copy of it ([`sys::sealed_copy`]), made from the runtime's descriptor.
+    Copy(OwnedFd),
+}
+
+/// The program's file found again in the sandbox's own mount namespace, where the runtime's
+/// descriptor (`exec_fd`) says it is, and refused unless it is that same file. `sources` are the
+/// plan's bind sources ([`open_sources`]): when the file is under one of the read-only ones, the
+/// sandbox shows it, and [`apply`] opens it there — so `/proc/self/exe` names a path that
+/// exists inside (glibc's `$ORIGIN`, Rust's `current_exe`, Go's `os.Executable` find the
+/// program's own files through it).
+///
+/// A file deleted, or renamed over, since the runtime opened it (the link reads `… (deleted)`,
+/// or its path now names another file) has no path left to bind: a sealed copy of it is
+/// executed instead — what the runtime opened, never what the path names now. Where no copy
+/// can be made, the error names the file and says it was deleted or replaced.
+pub fn open_program_source(
+    exec_fd: BorrowedFd<'_>,
+    plan: &MountPlan,
+    sources: &[Option<OwnedFd>],
+) -> io::Result<ProgramSource> {
     let link = fs::read_link(format!("/proc/self/fd/{}", exec_fd.as_raw_fd()))?;
-    let c = CString::new(link.clone().into_os_string().into_vec())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-    let fd = sys::open(&c, libc::O_PATH | libc::O_NOFOLLOW)?;
-    if sys::file_id(fd.as_fd())? != sys::file_id(exec_fd)? {
-        return Err(io::Error::other(format!(
-            "`{}` is no longer the program that was opened",
-            link.display()
-        )));
-    }
-    Ok(fd)
+    let id = sys::file_id(exec_fd)?;
+    let found = if sys::link_count(exec_fd)? == 0 || link.to_string_lossy().ends_with(" (deleted)")
+    {
+        None
+    } else {
+        let c = path_cstr(&link)?;
+        match sys::open(&c, libc::O_PATH | libc::O_NOFOLLOW) {
+            Ok(fd) if sys::file_id(fd.as_fd())? == id => Some(fd),
+            Ok(_) => None,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the program `{}` cannot be opened again: {e}",
+                        link.display()
+                    ),
+                ))
+            }
+        }
+    };
+    let Some(fd) = found else {
+        let shown = link.to_string_lossy();
+        let shown = shown.strip_suffix(" (deleted)").unwrap_or(&shown);
+        return sys::sealed_copy(exec_fd, c"stockade-program")
+            .map(ProgramSource::Copy)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the program `{shown}` was deleted or replaced since it was opened, and \
+                         no copy of it could be made to execute: {e}"
+                    ),
+                )
+            });
+    };
+    let inside = inside_path(&link, plan, sources);
+    Ok(ProgramSource::Path {
+        fd,
+        inside,
+        host: link,
+    })
+}
+
+/// Where the sandbox shows the host file `host` (a path without symbolic links, as the kernel
+/// names an open file): under the read-only bind whose source (as the kernel names it) is its
+/// longest parent. None when no read-only bind holds it.
+fn inside_path(host: &Path, plan: &MountPlan, sources: &[Option<OwnedFd>]) -> Option<String> {
+    plan.steps
+        .iter()
+        .zip(sources)
+        .filter_map(|(step, src)| match (step, src) {
+            (MountStep::BindRo { target, .. }, Some(fd)) => {
+                let source = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+                let rest = host.strip_prefix(&source).ok()?;
+                let depth = source.components().count();
+                let inside = Path::new(target).join(rest);
+                Some((depth, inside.to_str()?.to_string()))
+            }
+            _ => None,
+        })
+        .max_by_key(|(depth, _)| *depth)
+        .map(|(_, inside)| inside)
+}
+
+fn path_cstr(p: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+/// Open the program to execute it (`O_RDONLY`; an execute-only file `O_PATH`, as the runtime
+/// opened it: program.rs).
+fn open_program(
+    c: &CStr,
+    open: fn(&CStr, libc::c_int) -> io::Result<OwnedFd>,
+) -> io::Result<OwnedFd> {
+    open(c, libc::O_RDONLY | libc::O_NOFOLLOW).or_else(|e| match e.raw_os_error() {
+        Some(libc::EACCES) => open(c, libc::O_PATH | libc::O_NOFOLLOW),
+        _ => Err(e),
+    })
+}
+
+/// The program opened through the sandbox's own read-only bind of it (`staged` is its staged
+/// path), or None when that is not the same file, on a read-only mount it may be executed from
+/// (a writable bind or a later mount may cover the path). No symbolic link is followed: the
+/// path is the kernel's name of the file, which has none.
+fn open_inside(staged: &str, id: (u64, u64)) -> Option<OwnedFd> {
+    let fd = open_program(&cstr(staged).ok()?, sys::open_no_symlinks).ok()?;
+    let flags = sys::fstatvfs_flags(fd.as_fd()).ok()?;
+    let read_only = flags & libc::ST_RDONLY != 0 && flags & libc::ST_NOEXEC == 0;
+    (read_only && sys::file_id(fd.as_fd()).ok()? == id).then_some(fd)
 }
 
 fn cstr(s: &str) -> io::Result<CString> {
@@ -508,7 +620,7 @@ fn tmpfs(target: &str, flags: libc::c_ulong, opts: &str) -> io::Result<()> {
 pub fn apply(
     plan: &MountPlan,
     sources: &[Option<OwnedFd>],
-    program: Option<&OwnedFd>,
+    program: Option<ProgramSource>,
 ) -> Result<(Applied, Option<OwnedFd>), (LaunchStep, io::Error)> {
     let at = |step: LaunchStep| move |e: io::Error| (step, e);
     // Nothing we mount may propagate back to the host.
@@ -552,29 +664,6 @@ pub fn apply(
         r.map_err(at(LaunchStep::MountBind))?;
     }
 
-    // Read-only, nosuid, nodev (not noexec: it is executed). Through this descriptor the
-    // program can neither change the file (EROFS) nor its metadata.
-    let program = program
-        .map(|src| -> io::Result<OwnedFd> {
-            let t = staged("/.program");
-            make_target(&t, false)?;
-            bind(&format!("/proc/self/fd/{}", src.as_raw_fd()), &t, RO)?;
-            let c = cstr(&t)?;
-            // An execute-only file is executed from an `O_PATH` descriptor, as the runtime
-            // opened it (program.rs).
-            let fd = sys::open(&c, libc::O_RDONLY | libc::O_NOFOLLOW).or_else(|e| {
-                match e.raw_os_error() {
-                    Some(libc::EACCES) => sys::open(&c, libc::O_PATH | libc::O_NOFOLLOW),
-                    _ => Err(e),
-                }
-            })?;
-            sys::umount_detach(&c)?;
-            fs::remove_file(&t)?;
-            Ok(fd)
-        })
-        .transpose()
-        .map_err(at(LaunchStep::MountBind))?;
-
     for (path, contents) in &plan.files {
         let t = staged(path);
         make_target(&t, false)
@@ -614,6 +703,44 @@ pub fn apply(
             .and_then(|_| bind("/sys", &t, RO | libc::MOUNT_ATTR_NOEXEC))
             .map_err(at(LaunchStep::MountSys))?;
     }
+
+    // The program, opened again where it is read-only (see [`ProgramSource`]): through the
+    // sandbox's bind that shows it, once every mount is in place (so `/proc/self/exe` names a
+    // path that resolves to it inside); else through a bind of the file alone, read-only,
+    // nosuid, nodev (not noexec: it is executed), detached from the tree at once. Through
+    // either the program can neither change the file (EROFS) nor its metadata.
+    let program = match program {
+        None => None,
+        Some(ProgramSource::Copy(fd)) => Some(fd),
+        Some(ProgramSource::Path {
+            fd: src,
+            inside,
+            host,
+        }) => {
+            let id = sys::file_id(src.as_fd()).map_err(at(LaunchStep::MountBind))?;
+            let shown = inside.and_then(|inside| open_inside(&staged(&inside), id));
+            let fd = match shown {
+                Some(fd) => fd,
+                None => (|| -> io::Result<OwnedFd> {
+                    let t = staged("/.program");
+                    make_target(&t, false)?;
+                    bind(&format!("/proc/self/fd/{}", src.as_raw_fd()), &t, RO)?;
+                    let c = cstr(&t)?;
+                    let fd = open_program(&c, sys::open)?;
+                    sys::umount_detach(&c)?;
+                    fs::remove_file(&t)?;
+                    Ok(fd)
+                })()
+                .map_err(|e| {
+                    (
+                        LaunchStep::MountBind,
+                        io::Error::new(e.kind(), format!("the program `{}`: {e}", host.display())),
+                    )
+                })?,
+            };
+            Some(fd)
+        }
+    };
 
     sys::chdir(&cstr(stage).map_err(at(LaunchStep::PivotRoot))?)
         .and_then(|_| sys::pivot_root_here())
@@ -729,13 +856,25 @@ mod tests {
     #[test]
     fn program_changeable_when_owned_or_writable_by_the_sandbox() {
         let (uid, gid) = (200_000, 200_000);
-        assert!(program_changeable(uid, 0, 0o100_755, uid, gid));
-        assert!(program_changeable(uid, 0, 0o100_500, uid, gid));
-        assert!(program_changeable(0, 0, 0o100_757, uid, gid));
-        assert!(program_changeable(0, gid, 0o100_775, uid, gid));
-        assert!(!program_changeable(0, 0, 0o100_775, uid, gid));
-        assert!(!program_changeable(0, gid, 0o100_755, uid, gid));
-        assert!(!program_changeable(1000, 1000, 0o100_755, uid, gid));
+        let gids = &[gid];
+        assert!(program_changeable(uid, 0, 0o100_755, uid, gids));
+        assert!(program_changeable(uid, 0, 0o100_500, uid, gids));
+        assert!(program_changeable(0, 0, 0o100_757, uid, gids));
+        assert!(program_changeable(0, gid, 0o100_775, uid, gids));
+        assert!(!program_changeable(0, 0, 0o100_775, uid, gids));
+        assert!(!program_changeable(0, gid, 0o100_755, uid, gids));
+        assert!(!program_changeable(1000, 1000, 0o100_755, uid, gids));
+    }
+
+    /// Rootless, the sandbox keeps the caller's supplementary groups: a `root:users` 0775
+    /// script, the caller in `users`, is one it could truncate (Landlock ABI < 3), so it is
+    /// re-opened too. Only the primary gid used to count.
+    #[test]
+    fn program_changeable_through_a_supplementary_group() {
+        let (uid, gid, users) = (1000, 1000, 100);
+        assert!(program_changeable(0, users, 0o100_775, uid, &[gid, users]));
+        assert!(!program_changeable(0, users, 0o100_755, uid, &[gid, users]));
+        assert!(!program_changeable(0, 27, 0o100_775, uid, &[gid, users]));
     }
 
     fn fake(p: &Path) -> HostEntry {

@@ -943,6 +943,66 @@ pub fn file_owner_mode(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
         .map_err(io_err)
 }
 
+/// Number of links of a descriptor's file: 0 once it was deleted (or renamed over) since it was
+/// opened.
+pub fn link_count(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    nix::sys::stat::fstat(fd)
+        .map(|st| st.st_nlink)
+        .map_err(io_err)
+}
+
+/// The mount flags (`ST_*`) of the mount a descriptor's file was opened through.
+pub fn fstatvfs_flags(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    nix::sys::statvfs::fstatvfs(fd)
+        .map(|st| st.flags().bits())
+        .map_err(io_err)
+}
+
+/// The caller's supplementary groups (`getgroups`).
+pub fn supplementary_groups() -> io::Result<Vec<u32>> {
+    nix::unistd::getgroups()
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+        .map_err(io_err)
+}
+
+/// A sealed in-memory copy of a descriptor's file: `memfd_create`, the contents copied in
+/// (read through `/proc/self/fd/N`, a description of its own, so the source's offset is not
+/// moved — which also reaches a file deleted since it was opened), then sealed against every
+/// change of its contents and of its seals (`F_SEAL_WRITE|SHRINK|GROW|SEAL`). Executable
+/// (`MFD_EXEC` where the kernel knows it, ≥ 6.3; before, a memfd is executable anyway). Nothing
+/// done to it — through `/proc/self/exe` or `/dev/fd/N` — reaches any file on a disk.
+pub fn sealed_copy(src: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    let path = CString::new(format!("/proc/self/fd/{}", src.as_raw_fd()))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let from = open(&path, libc::O_RDONLY)?;
+    let create = |flags: libc::c_uint| {
+        // SAFETY: `name` is a valid NUL-terminated string for the duration of the call; the
+        // result is a new descriptor we own (or -1).
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+        if fd < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            // SAFETY: `fd` was just returned by memfd_create and is owned by nothing else.
+            Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+        }
+    };
+    let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    let memfd = match create(base | libc::MFD_EXEC) {
+        // Before 6.3 the flag is unknown (EINVAL); a memfd is executable anyway.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => create(base)?,
+        r => r?,
+    };
+    let mut to = std::fs::File::from(memfd);
+    std::io::copy(&mut std::fs::File::from(from), &mut to)?;
+    let memfd = OwnedFd::from(to);
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS takes an int argument; `memfd` is a valid descriptor we own.
+    if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(memfd)
+}
+
 /// Device and inode of a descriptor's file.
 pub fn file_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     nix::sys::stat::fstat(fd)
