@@ -248,6 +248,67 @@ impl RevocationState {
             | Err(OwnerLockError::Io(source)) => Err(StateError::Lock { path, source }),
         }
     }
+
+    /// [`Self::lock_within`] with `wait` (`None`: however long), which, once a wait of it ran
+    /// out ([`StateError::LockBusy`]), only tries the lock until a take gets it
+    /// ([`BoundedWait`]).
+    pub fn lock_bounded(
+        state_dir: &Path,
+        wait: Option<&BoundedWait>,
+    ) -> Result<RevocationLock, StateError> {
+        let Some(bounded) = wait else {
+            return Self::lock_within(state_dir, None);
+        };
+        let taken = Self::lock_within(state_dir, Some(bounded.this_time()));
+        match &taken {
+            Ok(_) => bounded.set_gave_up(false),
+            Err(StateError::LockBusy { .. }) => bounded.set_gave_up(true),
+            Err(_) => {}
+        }
+        taken
+    }
+}
+
+/// A bounded wait for the revocation lock that remembers running out (`serve`'s,
+/// [`RevocationState::lock_bounded`]): once a wait ran out, the following takes only try the
+/// lock, without waiting, until one takes it. A holder that stays (root's CLI stopped while it
+/// records a list) then costs the daemon's one event loop one wait, not one per load, restart
+/// retry or SIGHUP check: N loads queued behind it stalled every client N seconds. Clones share
+/// what they remember (the daemon's trust configuration is read again at each load).
+#[derive(Debug, Clone)]
+pub struct BoundedWait {
+    wait: std::time::Duration,
+    gave_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BoundedWait {
+    /// Waits of `wait` at most, none run out yet.
+    pub fn new(wait: std::time::Duration) -> Self {
+        Self {
+            wait,
+            gave_up: std::sync::Arc::default(),
+        }
+    }
+
+    /// How long the next take waits: `wait`, or nothing while the last wait that ran out has
+    /// been followed by no take that got the lock.
+    pub fn this_time(&self) -> std::time::Duration {
+        if self.gave_up.load(std::sync::atomic::Ordering::Relaxed) {
+            std::time::Duration::ZERO
+        } else {
+            self.wait
+        }
+    }
+
+    /// Whether a wait ran out and no take got the lock since (only trying it now).
+    pub fn gave_up(&self) -> bool {
+        self.gave_up.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_gave_up(&self, gave_up: bool) {
+        self.gave_up
+            .store(gave_up, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// [`RevocationState::lock`] held: recording a list is serialized until it is dropped.
@@ -605,6 +666,39 @@ mod tests {
         assert!(!crate::sys::try_flock_exclusive(other.as_fd()).unwrap());
         drop(held);
         assert!(crate::sys::try_flock_exclusive(other.as_fd()).unwrap());
+    }
+
+    /// Review-103 L5: `serve`'s bounded wait, once it ran out, only tries the lock: a second
+    /// take under the same holder fails at once (it waited 1 s again before, per load and per
+    /// restart retry), and once a take gets the lock the next one waits again.
+    #[test]
+    fn a_bounded_wait_that_ran_out_only_tries_until_the_lock_is_taken() {
+        use std::time::Duration;
+        let d = tempfile::tempdir().unwrap();
+        let sd = d.path().join("state");
+        let wait = Duration::from_millis(1000);
+        let bounded = BoundedWait::new(wait);
+        let busy = |e: StateError| match e {
+            StateError::LockBusy { waited, .. } => waited,
+            e => panic!("{e:?}"),
+        };
+        let held = RevocationState::lock(&sd).unwrap();
+        let waited = busy(RevocationState::lock_bounded(&sd, Some(&bounded)).unwrap_err());
+        assert!(waited >= wait, "{waited:?}");
+        assert!(bounded.gave_up() && bounded.this_time() == Duration::ZERO);
+        // A clone (the daemon's trust configuration read again) remembers it too.
+        let again = bounded.clone();
+        for b in [&bounded, &again] {
+            let waited = busy(RevocationState::lock_bounded(&sd, Some(b)).unwrap_err());
+            assert!(waited < wait / 2, "waited again: {waited:?}");
+        }
+        drop(held);
+        drop(RevocationState::lock_bounded(&sd, Some(&again)).unwrap());
+        assert!(!bounded.gave_up() && bounded.this_time() == wait);
+        let held = RevocationState::lock(&sd).unwrap();
+        let waited = busy(RevocationState::lock_bounded(&sd, Some(&bounded)).unwrap_err());
+        assert!(waited >= wait, "{waited:?}");
+        drop(held);
     }
 
     #[test]

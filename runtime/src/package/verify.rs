@@ -1087,7 +1087,10 @@ fn check_revocation_with(
     // read-only state directory, or one whose lock this user cannot take, still verifies.
     if judge_list(cfg, &state, &mut list, now)?.is_some() {
         meanwhile();
-        let lock = match RevocationState::lock_within(&cfg.state_dir, cfg.revocation_lock_wait) {
+        let lock = match RevocationState::lock_bounded(
+            &cfg.state_dir,
+            cfg.revocation_lock_wait.as_ref(),
+        ) {
             Ok(lock) => lock,
             // Not recorded, so nothing passes: but the list was judged (signed by a pinned root,
             // unexpired, newer than the one recorded), and what it revokes is refused as such
@@ -1662,7 +1665,7 @@ mod tests {
         let held = crate::state::RevocationState::lock(&state).unwrap();
         let mut cfg = l.config(&trust, &state, &l.list(2, 'b'));
         let wait = std::time::Duration::from_millis(200);
-        cfg.revocation_lock_wait = Some(wait);
+        cfg.revocation_lock_wait = Some(crate::state::BoundedWait::new(wait));
         let started = std::time::Instant::now();
         let e = super::check_revocation(&cfg, &[], NOW).unwrap_err();
         let took = started.elapsed();
