@@ -1712,7 +1712,8 @@ impl IndexCache {
 }
 
 /// Why a source's cached index cannot be used ([`cached`]): it is there, but does not read,
-/// parse or verify against the key the source pins.
+/// parse or verify against the key the source pins — or this user may not read it
+/// ([`Self::denied`]).
 #[derive(Debug, thiserror::Error)]
 #[error("the cached index of source `{name}` ({}) {why}", path.display())]
 pub struct CacheUnreadable {
@@ -1722,6 +1723,11 @@ pub struct CacheUnreadable {
     pub path: PathBuf,
     /// What is wrong with it.
     pub why: String,
+    /// The cache (its directory or file) is there, but this user may not read it (EACCES,
+    /// EPERM): a member of the state directory's group in the packaged layout, where `indexes`
+    /// is 0700 the daemon's user's. Nothing is wrong with it, and a refresh by this user
+    /// cannot change that: the caller says so, not "damaged".
+    pub denied: bool,
 }
 
 /// The last verified index of source `name` of `sources` (loaded by the caller, who says when
@@ -1737,7 +1743,9 @@ pub struct CacheUnreadable {
 /// directory, and a symlink it planted at `indexes` made root's `list` read the cache of any
 /// directory root can read (an older index there, still signed, hid a delisting) where a
 /// refresh ([`remember`]) and `source remove` ([`IndexCache::hold`]) refuse it. Such a
-/// directory is [`CacheUnreadable`] too.
+/// directory is [`CacheUnreadable`] too. So is a cache this user may not read (a member of the
+/// state directory's group, `indexes` being 0700 its owner's): [`CacheUnreadable::denied`],
+/// said as such, not as damage a refresh would repair.
 pub fn cached(
     state_dir: &Path,
     sources: &Sources,
@@ -1750,11 +1758,27 @@ pub fn cached(
         name: name.to_string(),
         path: path.to_path_buf(),
         why,
+        denied: false,
+    };
+    // This user may not read it: its own error, naming the user ([`CacheUnreadable::denied`]).
+    let denied = |path: &Path, cause: &dyn std::fmt::Display| CacheUnreadable {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        why: format!(
+            "cannot be read by this user (uid {}): {cause}",
+            nix::unistd::geteuid()
+        ),
+        denied: true,
     };
     let held = match HeldDir::open_shared(state_dir, INDEX_CACHE_DIR, None) {
         Ok(held) => held,
         Err(HeldDirError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(None)
+        }
+        Err(HeldDirError::Io { path, source })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            return Err(denied(&path, &source))
         }
         Err(HeldDirError::Io { path, source }) => {
             return Err(bad(&path, format!("cannot be opened: {source}")))
@@ -1797,6 +1821,7 @@ pub fn cached(
             let bytes = match read_capped(index.path(), MAX_INDEX_BYTES as u64) {
                 Ok(b) => b,
                 Err(e) if e.is_not_found() && !sig.path().exists() => return Ok(None),
+                Err(e) if e.is_denied() => return Err(denied(index.shown(), &unread(&e))),
                 Err(e) => {
                     return Err(bad(
                         index.shown(),
@@ -1805,6 +1830,9 @@ pub fn cached(
                 }
             };
             let sig = read_capped(sig.path(), MAX_SIG_BYTES).map_err(|e| {
+                if e.is_denied() {
+                    return denied(sig.shown(), &unread(&e));
+                }
                 bad(
                     index.shown(),
                     format!("has no signature that can be read: {}", unread(&e)),
@@ -1816,6 +1844,7 @@ pub fn cached(
                 index.shown().to_path_buf(),
             )
         }
+        Err(e) if e.is_denied() => return Err(denied(at.shown(), &unread(&e))),
         Err(e) => return Err(bad(at.shown(), format!("cannot be read: {}", unread(&e)))),
     };
     let pinned = PublicKey::from_base64(&src.operator_pubkey).map_err(|e| {
