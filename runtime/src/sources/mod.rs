@@ -1736,7 +1736,10 @@ pub struct CacheUnreadable {
 /// never refreshed (no cache directory, no cache file); a cache that is there but cannot be
 /// read, does not parse or does not verify is [`CacheUnreadable`], for the caller to say: it
 /// used to be `None` as well, and `list` showed a plugin its source had delisted as listed,
-/// saying nothing.
+/// saying nothing. So is one older than the floor a refresh keeps for the source (or another
+/// index of its version): the state directory's owner writes the cache, and could put an older
+/// index, still signed, in place of the current one — holding `indexes` (below) does not stop
+/// that, the floor does, as far as root's own configuration recorded it.
 ///
 /// Read through the cache directory held as a refresh writes it ([`HeldDir::open_shared`]:
 /// `indexes` itself not followed if a symlink), not by path: the daemon's user owns the state
@@ -1861,9 +1864,45 @@ pub fn cached(
             format!("does not verify against the source's pinned key: {e}"),
         )
     })?;
-    Index::parse(&bytes)
-        .map(Some)
-        .map_err(|e| bad(&shown, format!("holds no index: {e}")))
+    let index = Index::parse(&bytes).map_err(|e| bad(&shown, format!("holds no index: {e}")))?;
+    // Not older than what this node recorded for the source: the floor a refresh keeps
+    // ([`index::floor`] of the configuration's own, which only its owner writes, and the shared
+    // memory, which may only raise it). The cache is the state directory owner's to write, and
+    // an older index of the source, still signed by its key, put there hid a delisting from
+    // root's `list` — the pinned key cannot tell it from the current one. A refresh writes the
+    // cache before either floor, so a cache is never older than they are, unless put there.
+    let own = match (src.seen_version, src.seen_sha256.as_deref()) {
+        (Some(v), Some(h)) => {
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(h, &mut d).ok().map(|()| (v, d))
+        }
+        _ => None,
+    };
+    let shared = SeenIndexes::load(state_dir)
+        .ok()
+        .and_then(|s| s.seen(state_dir, name).ok().flatten());
+    if let Some((version, digest)) = index::floor(own, shared) {
+        if index.version < version {
+            return Err(bad(
+                &shown,
+                format!(
+                    "is index version {}, older than version {version} this node has seen of \
+                     the source (an older index put in place of the cache)",
+                    index.version
+                ),
+            ));
+        }
+        if index.version == version && index.sha256 != digest {
+            return Err(bad(
+                &shown,
+                format!(
+                    "is another index of version {version} than the one this node has seen of \
+                     the source"
+                ),
+            ));
+        }
+    }
+    Ok(Some(index))
 }
 
 /// Whether a source delists `id`: the reason, or "no longer listed" when the entry is gone.
