@@ -43,8 +43,10 @@
 //! and not through a symlink ([`load_json`]): anyone else who could write one could empty it.
 //! The revocation memory's keys must be issuer key ids: a file of another build (a `"format"`
 //! field) is corrupt, not a list of another root seen before. The license memory's must be
-//! license serials other than the words a format is marked with ([`is_memory_serial`]), or its
-//! floor entry: `{"format": 2}` is corrupt there too, not a license `format` issued at 2.
+//! license serials, or its floor entry; one of the words a format is marked with (`format`,
+//! `schema`, `version`) only with an `issued_at` as its value, not a small number
+//! ([`is_memory_entry`]): `{"format": 2}` is corrupt there too, not a license `format` issued at
+//! 2, while an earlier build's entry of a license of serial `format` still reads.
 
 use crate::fileio::{read_owned, write_state_file, FileError};
 use serde::{Deserialize, Serialize};
@@ -246,6 +248,67 @@ impl RevocationState {
             | Err(OwnerLockError::Io(source)) => Err(StateError::Lock { path, source }),
         }
     }
+
+    /// [`Self::lock_within`] with `wait` (`None`: however long), which, once a wait of it ran
+    /// out ([`StateError::LockBusy`]), only tries the lock until a take gets it
+    /// ([`BoundedWait`]).
+    pub fn lock_bounded(
+        state_dir: &Path,
+        wait: Option<&BoundedWait>,
+    ) -> Result<RevocationLock, StateError> {
+        let Some(bounded) = wait else {
+            return Self::lock_within(state_dir, None);
+        };
+        let taken = Self::lock_within(state_dir, Some(bounded.this_time()));
+        match &taken {
+            Ok(_) => bounded.set_gave_up(false),
+            Err(StateError::LockBusy { .. }) => bounded.set_gave_up(true),
+            Err(_) => {}
+        }
+        taken
+    }
+}
+
+/// A bounded wait for the revocation lock that remembers running out (`serve`'s,
+/// [`RevocationState::lock_bounded`]): once a wait ran out, the following takes only try the
+/// lock, without waiting, until one takes it. A holder that stays (root's CLI stopped while it
+/// records a list) then costs the daemon's one event loop one wait, not one per load, restart
+/// retry or SIGHUP check: N loads queued behind it stalled every client N seconds. Clones share
+/// what they remember (the daemon's trust configuration is read again at each load).
+#[derive(Debug, Clone)]
+pub struct BoundedWait {
+    wait: std::time::Duration,
+    gave_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BoundedWait {
+    /// Waits of `wait` at most, none run out yet.
+    pub fn new(wait: std::time::Duration) -> Self {
+        Self {
+            wait,
+            gave_up: std::sync::Arc::default(),
+        }
+    }
+
+    /// How long the next take waits: `wait`, or nothing while the last wait that ran out has
+    /// been followed by no take that got the lock.
+    pub fn this_time(&self) -> std::time::Duration {
+        if self.gave_up.load(std::sync::atomic::Ordering::Relaxed) {
+            std::time::Duration::ZERO
+        } else {
+            self.wait
+        }
+    }
+
+    /// Whether a wait ran out and no take got the lock since (only trying it now).
+    pub fn gave_up(&self) -> bool {
+        self.gave_up.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_gave_up(&self, gave_up: bool) {
+        self.gave_up
+            .store(gave_up, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// [`RevocationState::lock`] held: recording a list is serialized until it is dropped.
@@ -269,16 +332,28 @@ pub struct LicenseMemory {
 const FLOOR_PREFIX: &str = "#installed-last:";
 
 /// Keys a file of another build may mark its format with (`license.json` has a `format`, the
-/// store registry a `schema`, a revocation record a `version`), which are also valid serials:
-/// in the license memory they are never a serial ([`is_memory_serial`]), so a later build's
-/// `{"format": 2, …}` is a file this build cannot read (78), not a license `format` issued at 2.
-/// A license of such a serial is refused at install (65, `license`).
+/// store registry a `schema`, a revocation record a `version`), which are also valid serials.
+/// In the license memory such a key is a serial entry only when its value is an `issued_at` a
+/// license can have, at or after [`MIN_RESERVED_SERIAL_ISSUED_AT`] ([`is_memory_entry`]): a
+/// later build's `{"format": 2, …}` is a file this build cannot read (78), not a license
+/// `format` issued at 2, while an earlier build's `{"format": 1765000000}` — it accepted a
+/// license of serial `format` and remembered it so — still reads as that license.
 pub const RESERVED_MEMORY_KEYS: [&str; 3] = ["format", "schema", "version"];
 
-/// Whether `key` can be a serial entry of the license memory: a license serial
-/// ([`is_valid_serial`]) that is none of [`RESERVED_MEMORY_KEYS`].
-pub fn is_memory_serial(key: &str) -> bool {
-    is_valid_serial(key) && !RESERVED_MEMORY_KEYS.contains(&key)
+/// The lowest value a [`RESERVED_MEMORY_KEYS`] key of the license memory may hold to be a
+/// serial entry: 2001-09-09 (Unix time 10⁹). A format marker is a small count (1, 2, …); an
+/// `issued_at` is a time `ca license` took from a clock, so every license issued by a CA whose
+/// clock was set is well above it. A license of such a serial issued before it (`ca license
+/// --now` with a made-up time) is refused at install (65, `license`): remembered, its entry
+/// would read as a marker.
+pub const MIN_RESERVED_SERIAL_ISSUED_AT: u64 = 1_000_000_000;
+
+/// Whether `key` holding `value` is a serial entry of the license memory: a license serial
+/// ([`is_valid_serial`]), and if it is one of [`RESERVED_MEMORY_KEYS`], a value of at least
+/// [`MIN_RESERVED_SERIAL_ISSUED_AT`] (an `issued_at`, not a format number).
+pub fn is_memory_entry(key: &str, value: u64) -> bool {
+    is_valid_serial(key)
+        && (!RESERVED_MEMORY_KEYS.contains(&key) || value >= MIN_RESERVED_SERIAL_ISSUED_AT)
 }
 
 /// SHA-256 of the serial entries, compact JSON in key order (a map of strings to integers always
@@ -287,15 +362,16 @@ fn entries_sha256(seen: &BTreeMap<String, u64>) -> [u8; 32] {
     Sha256::digest(serde_json::to_vec(seen).unwrap_or_default()).into()
 }
 
-/// `<serial>:<license sha256>:<entries sha256>` of a floor entry.
-fn parse_floor_key(rest: &str) -> Option<(String, [u8; 32], [u8; 32])> {
+/// `<serial>:<license sha256>:<entries sha256>` of a floor entry of value `issued_at` (its serial
+/// one [`is_memory_entry`] accepts with that value, as the serial's own entry).
+fn parse_floor_key(rest: &str, issued_at: u64) -> Option<(String, [u8; 32], [u8; 32])> {
     let mut parts = rest.split(':');
     let (serial, file, entries) = (parts.next()?, parts.next()?, parts.next()?);
     let digest = |h: &str| {
         let mut d = [0u8; 32];
         hex::decode_to_slice(h, &mut d).ok().map(|()| d)
     };
-    match (parts.next(), is_memory_serial(serial)) {
+    match (parts.next(), is_memory_entry(serial, issued_at)) {
         (None, true) => Some((serial.to_string(), digest(file)?, digest(entries)?)),
         _ => None,
     }
@@ -305,10 +381,12 @@ impl LicenseMemory {
     /// Load (an absent file: nothing installed yet). A floor entry that does not parse, or more
     /// than one, makes the file corrupt; one written with other serial entries than the file
     /// holds now is dropped (an earlier build installed a license since). So does any other key
-    /// that is not a license serial, or is a serial a format marker is spelled with
-    /// ([`is_memory_serial`]): not a file of this build's. It used to be read as a serial, so a
-    /// later build's `{"format": 2}` was "license `format` issued at 2", and its real entries
-    /// (under keys this build does not know) were lost at the next install.
+    /// that is not a license serial, or is a serial a format marker is spelled with holding no
+    /// `issued_at` ([`is_memory_entry`]): not a file of this build's. It used to be read as a
+    /// serial, so a later build's `{"format": 2}` was "license `format` issued at 2", and its
+    /// real entries (under keys this build does not know) were lost at the next install. An
+    /// earlier build's entry of a license of serial `format` (a time) still reads: refusing it
+    /// made every command of an upgraded node 78, and a reinstall too (it reads this first).
     pub fn load(state_dir: &Path) -> Result<Self, StateError> {
         let mut seen: BTreeMap<String, u64> =
             load_json(state_dir, LICENSE_STATE_FILE, 1024 * 1024)?;
@@ -316,13 +394,15 @@ impl LicenseMemory {
             path: state_dir.join(LICENSE_STATE_FILE),
             source: serde::de::Error::custom(msg),
         };
-        if let Some(key) = seen
-            .keys()
-            .find(|k| !k.starts_with('#') && !is_memory_serial(k))
+        if let Some((key, value)) = seen
+            .iter()
+            .find(|(k, v)| !k.starts_with('#') && !is_memory_entry(k, **v))
         {
             return Err(corrupt(format!(
-                "`{key}` is not a license serial ([A-Za-z0-9._-], at most 64, none of \
-                 {RESERVED_MEMORY_KEYS:?}): not a file of this build's"
+                "`{key}` = {value} is not a license serial entry ([A-Za-z0-9._-], at most 64; \
+                 one of {RESERVED_MEMORY_KEYS:?} only with an issued_at of at least \
+                 {MIN_RESERVED_SERIAL_ISSUED_AT}, else a format marker): not a file of this \
+                 build's"
             )));
         }
         let keys: Vec<String> = seen
@@ -336,7 +416,7 @@ impl LicenseMemory {
                 let issued_at = seen.remove(key).unwrap_or_default();
                 let (serial, sha256, entries) = key
                     .strip_prefix(FLOOR_PREFIX)
-                    .and_then(parse_floor_key)
+                    .and_then(|rest| parse_floor_key(rest, issued_at))
                     .ok_or_else(|| corrupt(format!("`{key}` is not a floor entry")))?;
                 (entries == entries_sha256(&seen)).then_some(Floor {
                     serial,
@@ -588,6 +668,39 @@ mod tests {
         assert!(crate::sys::try_flock_exclusive(other.as_fd()).unwrap());
     }
 
+    /// Review-103 L5: `serve`'s bounded wait, once it ran out, only tries the lock: a second
+    /// take under the same holder fails at once (it waited 1 s again before, per load and per
+    /// restart retry), and once a take gets the lock the next one waits again.
+    #[test]
+    fn a_bounded_wait_that_ran_out_only_tries_until_the_lock_is_taken() {
+        use std::time::Duration;
+        let d = tempfile::tempdir().unwrap();
+        let sd = d.path().join("state");
+        let wait = Duration::from_millis(1000);
+        let bounded = BoundedWait::new(wait);
+        let busy = |e: StateError| match e {
+            StateError::LockBusy { waited, .. } => waited,
+            e => panic!("{e:?}"),
+        };
+        let held = RevocationState::lock(&sd).unwrap();
+        let waited = busy(RevocationState::lock_bounded(&sd, Some(&bounded)).unwrap_err());
+        assert!(waited >= wait, "{waited:?}");
+        assert!(bounded.gave_up() && bounded.this_time() == Duration::ZERO);
+        // A clone (the daemon's trust configuration read again) remembers it too.
+        let again = bounded.clone();
+        for b in [&bounded, &again] {
+            let waited = busy(RevocationState::lock_bounded(&sd, Some(b)).unwrap_err());
+            assert!(waited < wait / 2, "waited again: {waited:?}");
+        }
+        drop(held);
+        drop(RevocationState::lock_bounded(&sd, Some(&again)).unwrap());
+        assert!(!bounded.gave_up() && bounded.this_time() == wait);
+        let held = RevocationState::lock(&sd).unwrap();
+        let waited = busy(RevocationState::lock_bounded(&sd, Some(&bounded)).unwrap_err());
+        assert!(waited >= wait, "{waited:?}");
+        drop(held);
+    }
+
     #[test]
     fn license_memory_round_trip_private() {
         use std::os::unix::fs::PermissionsExt;
@@ -713,5 +826,60 @@ mod tests {
         }
         std::fs::write(&path, r#"{"formats": 2, "Format": 3, "S-1.x_y": 4}"#).unwrap();
         assert_eq!(LicenseMemory::load(d.path()).unwrap().seen.len(), 3);
+    }
+
+    /// The previous build accepted a license of serial `format`, `schema` or `version` and
+    /// remembered it as any other (serial → `issued_at`, and the floor entry naming it): such a
+    /// memory still reads after the upgrade, as those licenses — refusing it made every command
+    /// 78 with no way back, since a reinstall reads it first (review-103 L1). The markers (small
+    /// numbers) next to it stay refused, as does a floor entry of such a serial issued before
+    /// [`MIN_RESERVED_SERIAL_ISSUED_AT`].
+    #[test]
+    fn an_earlier_builds_license_of_a_marker_serial_still_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(LICENSE_STATE_FILE);
+        let t = 1_765_000_000u64;
+        // As 55f1293 wrote it after installing license `format` issued at t, then `schema`.
+        let entries: BTreeMap<String, u64> = [("format".into(), t), ("schema".into(), t + 5)]
+            .into_iter()
+            .collect();
+        let earlier = format!(
+            r##"{{"format": {t}, "schema": {}, "#installed-last:schema:{}:{}": {}}}"##,
+            t + 5,
+            "cd".repeat(32),
+            hex::encode(entries_sha256(&entries)),
+            t + 5
+        );
+        std::fs::write(&path, &earlier).unwrap();
+        let m = LicenseMemory::load(d.path()).unwrap();
+        assert_eq!(m.seen, entries);
+        assert_eq!(
+            m.floor,
+            Some(Floor {
+                serial: "schema".into(),
+                issued_at: t + 5,
+                sha256: [0xcd; 32],
+            })
+        );
+        // Saved again (the next install), it reads the same.
+        m.save(d.path()).unwrap();
+        assert_eq!(LicenseMemory::load(d.path()).unwrap(), m);
+        std::fs::write(&path, r#"{"version": 1000000000}"#).unwrap();
+        assert_eq!(LicenseMemory::load(d.path()).unwrap().seen.len(), 1);
+        let hex = "ab".repeat(32);
+        for bad in [
+            format!(r#"{{"version": 999999999, "A": {t}}}"#),
+            format!(r#"{{"format": {t}, "schema": 1}}"#),
+            format!(r##"{{"#installed-last:version:{hex}:{hex}": 999999999}}"##),
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            assert!(
+                matches!(
+                    LicenseMemory::load(d.path()),
+                    Err(StateError::Corrupt { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 }

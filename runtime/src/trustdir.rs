@@ -107,8 +107,10 @@ pub struct TrustConfig {
     /// How long step 5 waits for the state directory's revocation lock to record a newer list
     /// ([`crate::state::RevocationState::lock_within`]): `None` (what [`Self::load`] gives: a
     /// CLI command) for as long as its holder holds it; `serve` sets a bounded wait, after which
-    /// the verification fails (`revocation.state_busy`) rather than stall its event loop.
-    pub revocation_lock_wait: Option<std::time::Duration>,
+    /// the verification fails (`revocation.state_busy`) rather than stall its event loop — and
+    /// which, once it ran out, only tries the lock until a verification takes it
+    /// ([`crate::state::BoundedWait`]).
+    pub revocation_lock_wait: Option<crate::state::BoundedWait>,
 }
 
 impl TrustConfig {

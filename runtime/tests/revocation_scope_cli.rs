@@ -729,8 +729,10 @@ fn earlier_builds_node(fx: &Fixture, seen: &[(&str, u64)], license: &str) {
 
 /// A later build's `license-state.json` (`{"format": 2, …}`) is one this build cannot read —
 /// 78 `node` from every reader and from an install, naming the file, the file left as it is —
-/// not a license `format` issued at 2 next to the real serials. And since `format` is kept for
-/// that, a license of serial `format` is refused at install (65 `license`), nothing written.
+/// not a license `format` issued at 2 next to the real serials. And since `format` with a small
+/// number is kept for that, a license of serial `format` issued before 2001-09-09 (10⁹, which
+/// no marker reaches) is refused at install (65 `license`), nothing written; one issued now is
+/// installed (an_upgraded_node_keeps_a_license_of_a_marker_serial).
 #[test]
 fn a_later_builds_license_memory_is_not_read_as_serials() {
     let fx = Fixture::new();
@@ -757,14 +759,67 @@ fn a_later_builds_license_memory_is_not_read_as_serials() {
     refused(&fx.verify(&pkg, &[]), "verify");
     refused(&install_license(&fx, "a.license"), "license install");
     assert_eq!(std::fs::read_to_string(&memory).unwrap(), later);
-    // A license whose serial is the marker's name cannot be remembered: refused first.
+    // A license whose serial is the marker's name, issued at a marker's value, cannot be
+    // remembered: refused first.
     std::fs::remove_file(&memory).unwrap();
     std::fs::remove_file(fx.path("state/license.json")).unwrap();
-    issue_license(&fx, "format", now - 1000, false, "format.license");
+    issue_license(&fx, "format", 2, false, "format.license");
     let r = install_license(&fx, "format.license");
     expect(&r, 65, "license");
     assert!(r.stdout.contains("`format`"), "{}", r.stdout);
     assert!(!memory.exists() && !fx.path("state/license.json").exists());
+}
+
+/// The previous build (55f1293) installed a license of any serial, `format` too, and remembered
+/// it as `{"format": T, "#installed-last:format:<license sha256>:<entries sha256>": T}`. After
+/// the upgrade that node keeps working: `node info` and `verify` read the memory (they were 78
+/// `node`, and so was the reinstall the hint proposed: review-103 L1), the CA's renewal of that
+/// license installs, and the rollback rule still holds for the serial.
+#[test]
+fn an_upgraded_node_keeps_a_license_of_a_marker_serial() {
+    use sha2::{Digest, Sha256};
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let now = unix_now();
+    issue_license(&fx, "format", now - 2000, false, "old.license");
+    issue_license(&fx, "format", now - 1000, false, "installed.license");
+    issue_license(&fx, "format", now - 500, false, "renewed.license");
+    earlier_builds_node(&fx, &[], "installed.license");
+    let t = now - 1000;
+    let file = Sha256::digest(std::fs::read(fx.path("state/license.json")).unwrap());
+    let entries = Sha256::digest(format!(r#"{{"format":{t}}}"#));
+    let earlier = format!(
+        r##"{{"format": {t}, "#installed-last:format:{}:{}": {t}}}"##,
+        hex::encode(file),
+        hex::encode(entries)
+    );
+    std::fs::write(fx.path("state/license-state.json"), &earlier).unwrap();
+    let info = fx.run(&["--json", "node", "info", "--state-dir", "state"]);
+    expect(&info, 0, "");
+    assert_eq!(info.json()["license"]["serial"], "format");
+    expect(&fx.verify(&pkg, &[]), 0, "");
+    // The floor entry was read: the older license of the serial is a rollback.
+    expect(&install_license(&fx, "old.license"), 84, "license.rollback");
+    assert_eq!(
+        std::fs::read_to_string(fx.path("state/license-state.json")).unwrap(),
+        earlier
+    );
+    expect(&install_license(&fx, "renewed.license"), 0, "");
+    assert_eq!(
+        std::fs::read(fx.path("state/license.json")).unwrap(),
+        std::fs::read(fx.path("renewed.license")).unwrap()
+    );
+    expect(
+        &fx.run(&["--json", "node", "info", "--state-dir", "state"]),
+        0,
+        "",
+    );
+    expect(
+        &install_license(&fx, "installed.license"),
+        84,
+        "license.rollback",
+    );
+    expect(&fx.verify(&pkg, &[]), 0, "");
 }
 
 /// An earlier build (per-serial rule only) let a node install license A renewed at T, then

@@ -2683,3 +2683,119 @@ fn a_list_beside_a_refresh_writing_the_index_cache_flags_from_a_verified_index()
     assert_eq!(fx.installed()["hello"]["delisted"], "fourth reason");
     assert!(!cache.join("main.json").exists() && !cache.join("main.json.minisig").exists());
 }
+
+/// Review-103 L2: in the packaged layout a user of the state directory's group (the state
+/// directory 0750, `indexes` 0700 the daemon's user's) may run `list`, reading root's store,
+/// but not the index cache: that is this user's permission, not damage a refresh repairs.
+/// `list` says it so — the source named, "cannot be read by this user", a hint to run it as
+/// root or as the state directory's owner — where it said the cache "cannot be opened" and
+/// told the user to run `stockade source refresh`, which cannot help. Root's `list` reads it.
+#[test]
+fn list_by_a_user_who_may_not_read_the_index_cache_says_so() {
+    use std::os::unix::process::CommandExt;
+    if !require_root() {
+        return;
+    }
+    let planted = Planted::new();
+    let fx = &planted.fx;
+    expect(&timer_refresh(fx), 0, "");
+    let args = ["--json", "list", "--state-dir", "state"];
+    let v = ok(fx.dir(), &args).json();
+    assert_eq!(v["index_errors"], json!([]), "{v}");
+    // A member of the daemon's group (65534), not the daemon's user.
+    let member = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+            .args(args)
+            .current_dir(fx.dir())
+            .env("STOCKADE_SOURCES_DIR", fx.path(SOURCES_DIR))
+            .env_remove("STOCKADE_STATE_DIR")
+            .uid(NOBODY - 1)
+            .gid(NOBODY)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+        (stdout, stderr)
+    };
+    let (stdout, _) = member(&args);
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["plugins"][0]["name"], "hello", "{v}");
+    let errors = v["index_errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{v}");
+    assert_eq!(errors[0]["source"], "main", "{v}");
+    let (message, hint) = (
+        errors[0]["message"].as_str().unwrap(),
+        errors[0]["hint"].as_str().unwrap(),
+    );
+    assert!(
+        message.contains("cannot be read by this user") && message.contains("indexes"),
+        "{v}"
+    );
+    assert!(
+        !hint.contains("source refresh") && hint.contains("as root"),
+        "{v}"
+    );
+    let (_, stderr) = member(&args[1..]);
+    assert!(
+        stderr.contains("cannot be read by this user") && !stderr.contains("source refresh"),
+        "{stderr}"
+    );
+}
+
+/// Review-103 L3: the index cache is the state directory owner's to write (the daemon's user
+/// in the packaged layout), and `list` checked only that it verifies against the source's
+/// pinned key: an older index of the source, still signed — kept from before a delisting — put
+/// back in its place hid the delisting from root's `list`. Now a cache older than the version
+/// this node recorded for the source (the floor a refresh keeps), or another index of that
+/// version, is reported in `index_errors`, its plugins unflagged but said so. A refresh puts the
+/// current index back.
+#[test]
+fn list_refuses_an_index_cache_older_than_the_source_floor() {
+    let (fx, mut repo) = hello_installed();
+    let cache = fx.path("state/indexes/main.index");
+    let before = std::fs::read(&cache).unwrap();
+    repo.entries.last_mut().unwrap()["delisted"] = json!({"reason": "withdrawn"});
+    repo.version = 2;
+    repo.write(&fx, "op");
+    let refresh = ["--json", "source", "refresh", "--state-dir", "state"];
+    expect(&fx.run(&refresh), 0, "");
+    let list = || ok(fx.dir(), &["--json", "list", "--state-dir", "state"]).json();
+    let v = list();
+    assert_eq!(v["plugins"][0]["delisted"], "withdrawn", "{v}");
+    assert_eq!(v["index_errors"], json!([]), "{v}");
+    // The index of before the delisting, still signed by the operator key, put back.
+    let current = std::fs::read(&cache).unwrap();
+    std::fs::write(&cache, &before).unwrap();
+    let v = list();
+    assert_eq!(v["plugins"][0]["name"], "hello", "{v}");
+    assert_eq!(v["plugins"][0]["delisted"], Value::Null, "{v}");
+    let errors = v["index_errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{v}");
+    assert_eq!(errors[0]["source"], "main", "{v}");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("older than version 2") && message.contains("main.index"),
+        "{v}"
+    );
+    // Another index signed under version 2 (the operator's key signs it; the node saw another).
+    let mut other: Value = serde_json::from_slice(&current).unwrap();
+    let mut index: Value = serde_json::from_str(other["index"].as_str().unwrap()).unwrap();
+    index["plugins"][0]["delisted"] = Value::Null;
+    let text = index.to_string();
+    other["signature"] = json!(sign(&fx, "op.key", text.as_bytes()));
+    other["index"] = json!(text);
+    std::fs::write(&cache, other.to_string()).unwrap();
+    let v = list();
+    assert!(
+        v["index_errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("another index of version 2")),
+        "{v}"
+    );
+    // A refresh puts the current index back.
+    expect(&fx.run(&refresh), 0, "");
+    let v = list();
+    assert_eq!(v["plugins"][0]["delisted"], "withdrawn", "{v}");
+    assert_eq!(v["index_errors"], json!([]), "{v}");
+}

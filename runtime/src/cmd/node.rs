@@ -154,21 +154,25 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
         };
         CmdError::new(exit, kind, e).hint("ask your CA for a license for this node (`stockade node info` prints its hardware id)")
     })?;
-    // The license memory keeps the keys a file format is marked with for that
-    // (`state::RESERVED_MEMORY_KEYS`): a license of such a serial, once remembered, would make
-    // the memory unreadable (78 from every command), so it is refused here, nothing written.
-    if !crate::state::is_memory_serial(&lic.body.serial) {
+    // A serial spelled as a file format marker (`state::RESERVED_MEMORY_KEYS`) is remembered
+    // only with an `issued_at` no marker has (`state::is_memory_entry`): a license of such a
+    // serial issued earlier, once remembered, would make the memory unreadable (78 from every
+    // command), so it is refused here, nothing written. Every license a CA issued with its clock
+    // set passes, as an earlier build's memory of one still reads.
+    if !crate::state::is_memory_entry(&lic.body.serial, lic.body.issued_at) {
         return Err(CmdError::msg(
             Exit::DataErr,
             "license",
             format!(
                 "license serial `{}` is one of {:?}, which this node's license memory keeps \
-                 for a file format marker",
+                 for a file format marker unless issued at {} or later; this one is issued at {}",
                 lic.body.serial,
-                crate::state::RESERVED_MEMORY_KEYS
+                crate::state::RESERVED_MEMORY_KEYS,
+                crate::state::MIN_RESERVED_SERIAL_ISSUED_AT,
+                lic.body.issued_at
             ),
         )
-        .hint("ask your CA for a license under another serial"));
+        .hint("ask your CA for a license under another serial, or issued at the current time"));
     }
     // Rollback: a license older than the newest of its serial, or not newer than the license
     // installed last (of any serial) unless it is that file, would undo what replaced it (a

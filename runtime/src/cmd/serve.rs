@@ -239,8 +239,11 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
     let serve = load_config(a.config.as_ref())?;
     let mut trust = trust_config_with_policy(&a.trust, &defaults)?;
-    // Never wait for ever on the revocation lock root's CLI shares: one event loop serves all.
-    trust.revocation_lock_wait = Some(crate::host::fleet::REVOCATION_LOCK_WAIT);
+    // Never wait for ever on the revocation lock root's CLI shares: one event loop serves all;
+    // and once a wait ran out, only try it until it is taken again (`BoundedWait`).
+    trust.revocation_lock_wait = Some(crate::state::BoundedWait::new(
+        crate::host::fleet::REVOCATION_LOCK_WAIT,
+    ));
     let node = NodeIdentity::load(&trust.state_dir).map_err(crate::node::NodeError::into_cmd)?;
     // A record that cannot be read stops the daemon: ignoring it would run what it quarantines.
     let quarantines =

@@ -1033,7 +1033,14 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
             continue;
         }
         let idx = sources::cached(&a.store.state_dir, &configured, src).unwrap_or_else(|e| {
-            let hint = "run `stockade source refresh` to fetch and verify it again";
+            // A cache this user may not read (the packaged layout's `indexes` is 0700 the
+            // state directory owner's) is no damage, and this user's refresh cannot help.
+            let hint = if e.denied {
+                "this user may not read the index cache, which is the state directory owner's: \
+                 run `stockade list` as root or as that user to see delisting flags"
+            } else {
+                "run `stockade source refresh` to fetch and verify it again"
+            };
             out.note(format!(
                 "warning: plugins from source `{src}` cannot be checked for delisting: {e} ({hint})"
             ));

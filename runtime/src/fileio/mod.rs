@@ -94,6 +94,11 @@ impl FileError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, FileError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
+    /// Whether a read failed because this user may not open the file or a directory on its
+    /// way (EACCES, EPERM): not damage, a permission.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, FileError::Read { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied)
+    }
     /// Whether the underlying cause is "already exists".
     pub fn is_exists(&self) -> bool {
         matches!(self, FileError::Write { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists)

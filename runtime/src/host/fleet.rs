@@ -192,7 +192,9 @@ const NEW_TRUST: &str = "new trust configuration";
 /// verification's one load and save, short enough that the one event loop — every agent and
 /// plugin — is not held up noticeably. A holder that keeps it longer (root's CLI stopped while
 /// it records) fails the load closed (`revocation.state_busy`, 75) instead of stalling the
-/// daemon for ever.
+/// daemon for ever; after that, loads, restarts and SIGHUP checks only try the lock (no wait)
+/// until one takes it ([`crate::state::BoundedWait`]), so a holder that stays costs the event
+/// loop one wait in all, not one per load.
 pub(crate) const REVOCATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long an audit append in the daemon waits for the log's lock (`<log>.lock`, which root's
@@ -202,9 +204,6 @@ pub(crate) const REVOCATION_LOCK_WAIT: std::time::Duration = std::time::Duration
 /// (`audit.busy`, 75) and leaves a best-effort record logged as not written, instead of
 /// stalling the one event loop for ever.
 pub(crate) const AUDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The kind of a verification that met the revocation lock held past [`REVOCATION_LOCK_WAIT`].
-const STATE_BUSY: &str = "revocation.state_busy";
 
 /// Why a loaded plugin's package is not trusted any longer ([`Daemon::check_loaded`]).
 #[derive(Debug, Clone)]
@@ -1475,7 +1474,7 @@ impl Daemon {
             .map_err(|e| crate::policyfiles::PolicyFilesError::Invalid(e).into_cmd())?;
         let mut t = crate::cmd::run::trust_config_with_policy(&self.cfg.trust_args, &defaults)?;
         t.state_dir = self.cfg.trust.state_dir.clone();
-        t.revocation_lock_wait = self.cfg.trust.revocation_lock_wait;
+        t.revocation_lock_wait = self.cfg.trust.revocation_lock_wait.clone();
         let old = &self.cfg.trust;
         let changed = t.mode != old.mode
             || t.revocations != old.revocations
@@ -1678,17 +1677,13 @@ impl Daemon {
             .map(|(n, _)| n.clone())
             .collect();
         let mut said = false;
-        // One wait for the revocation lock per round, not one per plugin: after one ran out,
-        // the others only try it (each would wait the same and find the same holder), so a
-        // held lock delays the event loop one wait, not one per loaded plugin. What a list not
-        // recorded revokes is still found (`check_revocation`).
-        let wait = self.cfg.trust.revocation_lock_wait;
+        // One wait for the revocation lock, not one per plugin: after one ran out, the others
+        // only try it (each would wait the same and find the same holder) — and so do the
+        // loads, restarts and rounds after this one, until one takes it
+        // (`state::BoundedWait`). What a list not recorded revokes is still found
+        // (`check_revocation`).
         for name in names {
-            let checked = self.check_loaded(&name);
-            if matches!(&checked, Err(r) if r.kind == STATE_BUSY) {
-                self.cfg.trust.revocation_lock_wait = Some(std::time::Duration::ZERO);
-            }
-            match checked {
+            match self.check_loaded(&name) {
                 Ok(()) => {}
                 Err(r) if r.about == About::Package => {
                     log_line(&format!(
@@ -1717,7 +1712,6 @@ impl Daemon {
                 Err(_) => {}
             }
         }
-        self.cfg.trust.revocation_lock_wait = wait;
     }
 
     /// A restart the trust configuration refuses without saying anything about the package (it

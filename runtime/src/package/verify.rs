@@ -1087,7 +1087,10 @@ fn check_revocation_with(
     // read-only state directory, or one whose lock this user cannot take, still verifies.
     if judge_list(cfg, &state, &mut list, now)?.is_some() {
         meanwhile();
-        let lock = match RevocationState::lock_within(&cfg.state_dir, cfg.revocation_lock_wait) {
+        let lock = match RevocationState::lock_bounded(
+            &cfg.state_dir,
+            cfg.revocation_lock_wait.as_ref(),
+        ) {
             Ok(lock) => lock,
             // Not recorded, so nothing passes: but the list was judged (signed by a pinned root,
             // unexpired, newer than the one recorded), and what it revokes is refused as such
@@ -1485,6 +1488,29 @@ mod tests {
             stockade_trust::crl::RevocationList::issue(&body, &self.root, "").unwrap()
         }
 
+        /// A developer certificate of serial `serial` × 32 signed by this root (one that
+        /// [`Self::list`] of that `serial` revokes).
+        fn cert(&self, serial: char) -> stockade_trust::cert::Certificate {
+            use stockade_policy::capability::Scope;
+            use stockade_trust::cert::{CertBody, CertKind, Certificate};
+            let subject =
+                stockade_trust::minisign::SecretKey::from_seed([9; 32], [9; 8]).public_key();
+            let body = CertBody {
+                format: 1,
+                kind: CertKind::Developer,
+                serial: serial.to_string().repeat(32),
+                subject: "dev".into(),
+                subject_key: subject.to_base64(),
+                key_id: subject.key_id.to_string(),
+                scope: Scope::Any,
+                capabilities: vec![],
+                not_before: 1,
+                not_after: 10 * NOW,
+                issuer_key_id: self.root.public_key().key_id.to_string(),
+            };
+            Certificate::parse(&Certificate::issue(&body, &self.root, "").unwrap()).unwrap()
+        }
+
         /// A verification's trust configuration: this root pinned, `list` read from the trust
         /// directory's `revocations.json` in `trust` when the command started.
         fn config(
@@ -1630,6 +1656,12 @@ mod tests {
             e.hint()
         );
         assert!(!e.hint().contains("restore"), "{}", e.hint());
+        // Not only a busy lock (`revocation.state_busy`): whatever keeps the lock from being
+        // taken, a certificate the list that was not recorded revokes is refused as revoked
+        // (84), not as a state that cannot be written (78) — docs/exit-codes.md says so.
+        let e = super::check_revocation(&cfg, &[&l.cert('a')], NOW).unwrap_err();
+        assert!(matches!(e, super::RevocationError::Revoked(_)), "{e:?}");
+        assert_eq!(super::VerifyError::Revocation(e).exit(), Exit::Revoked);
         assert!(!state.join(crate::state::REVOCATION_STATE_FILE).exists());
         assert_eq!(std::fs::read(&elsewhere).unwrap(), b"");
         // Recorded before (by hand here): accepted without the lock.
@@ -1654,15 +1686,13 @@ mod tests {
     /// revoked. Once the lock is released the list is recorded as before.
     #[test]
     fn a_revocation_lock_held_past_a_bounded_wait_fails_closed() {
-        use stockade_policy::capability::Scope;
-        use stockade_trust::cert::{CertBody, CertKind, Certificate};
         let l = Lists::new();
         let (_d, trust, state) = list_1_recorded(&l);
         // Another open file description: its `flock` excludes this process's next one.
         let held = crate::state::RevocationState::lock(&state).unwrap();
         let mut cfg = l.config(&trust, &state, &l.list(2, 'b'));
         let wait = std::time::Duration::from_millis(200);
-        cfg.revocation_lock_wait = Some(wait);
+        cfg.revocation_lock_wait = Some(crate::state::BoundedWait::new(wait));
         let started = std::time::Instant::now();
         let e = super::check_revocation(&cfg, &[], NOW).unwrap_err();
         let took = started.elapsed();
@@ -1685,21 +1715,7 @@ mod tests {
         assert!(e.hint().contains("try again"), "{}", e.hint());
         assert_eq!(floor(&state), 1, "nothing recorded");
         // A certificate list 2 revokes: refused as revoked, not only as busy.
-        let subject = stockade_trust::minisign::SecretKey::from_seed([9; 32], [9; 8]).public_key();
-        let body = CertBody {
-            format: 1,
-            kind: CertKind::Developer,
-            serial: "b".repeat(32),
-            subject: "dev".into(),
-            subject_key: subject.to_base64(),
-            key_id: subject.key_id.to_string(),
-            scope: Scope::Any,
-            capabilities: vec![],
-            not_before: 1,
-            not_after: 10 * NOW,
-            issuer_key_id: l.root.public_key().key_id.to_string(),
-        };
-        let cert = Certificate::parse(&Certificate::issue(&body, &l.root, "").unwrap()).unwrap();
+        let cert = l.cert('b');
         let e = super::check_revocation(&cfg, &[&cert], NOW).unwrap_err();
         assert!(matches!(e, super::RevocationError::Revoked(_)), "{e:?}");
         assert_eq!(floor(&state), 1);

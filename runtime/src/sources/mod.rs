@@ -1712,7 +1712,8 @@ impl IndexCache {
 }
 
 /// Why a source's cached index cannot be used ([`cached`]): it is there, but does not read,
-/// parse or verify against the key the source pins.
+/// parse or verify against the key the source pins — or this user may not read it
+/// ([`Self::denied`]).
 #[derive(Debug, thiserror::Error)]
 #[error("the cached index of source `{name}` ({}) {why}", path.display())]
 pub struct CacheUnreadable {
@@ -1722,6 +1723,11 @@ pub struct CacheUnreadable {
     pub path: PathBuf,
     /// What is wrong with it.
     pub why: String,
+    /// The cache (its directory or file) is there, but this user may not read it (EACCES,
+    /// EPERM): a member of the state directory's group in the packaged layout, where `indexes`
+    /// is 0700 the daemon's user's. Nothing is wrong with it, and a refresh by this user
+    /// cannot change that: the caller says so, not "damaged".
+    pub denied: bool,
 }
 
 /// The last verified index of source `name` of `sources` (loaded by the caller, who says when
@@ -1730,14 +1736,19 @@ pub struct CacheUnreadable {
 /// never refreshed (no cache directory, no cache file); a cache that is there but cannot be
 /// read, does not parse or does not verify is [`CacheUnreadable`], for the caller to say: it
 /// used to be `None` as well, and `list` showed a plugin its source had delisted as listed,
-/// saying nothing.
+/// saying nothing. So is one older than the floor a refresh keeps for the source (or another
+/// index of its version): the state directory's owner writes the cache, and could put an older
+/// index, still signed, in place of the current one — holding `indexes` (below) does not stop
+/// that, the floor does, as far as root's own configuration recorded it.
 ///
 /// Read through the cache directory held as a refresh writes it ([`HeldDir::open_shared`]:
 /// `indexes` itself not followed if a symlink), not by path: the daemon's user owns the state
 /// directory, and a symlink it planted at `indexes` made root's `list` read the cache of any
 /// directory root can read (an older index there, still signed, hid a delisting) where a
 /// refresh ([`remember`]) and `source remove` ([`IndexCache::hold`]) refuse it. Such a
-/// directory is [`CacheUnreadable`] too.
+/// directory is [`CacheUnreadable`] too. So is a cache this user may not read (a member of the
+/// state directory's group, `indexes` being 0700 its owner's): [`CacheUnreadable::denied`],
+/// said as such, not as damage a refresh would repair.
 pub fn cached(
     state_dir: &Path,
     sources: &Sources,
@@ -1750,11 +1761,27 @@ pub fn cached(
         name: name.to_string(),
         path: path.to_path_buf(),
         why,
+        denied: false,
+    };
+    // This user may not read it: its own error, naming the user ([`CacheUnreadable::denied`]).
+    let denied = |path: &Path, cause: &dyn std::fmt::Display| CacheUnreadable {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        why: format!(
+            "cannot be read by this user (uid {}): {cause}",
+            nix::unistd::geteuid()
+        ),
+        denied: true,
     };
     let held = match HeldDir::open_shared(state_dir, INDEX_CACHE_DIR, None) {
         Ok(held) => held,
         Err(HeldDirError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(None)
+        }
+        Err(HeldDirError::Io { path, source })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            return Err(denied(&path, &source))
         }
         Err(HeldDirError::Io { path, source }) => {
             return Err(bad(&path, format!("cannot be opened: {source}")))
@@ -1797,6 +1824,7 @@ pub fn cached(
             let bytes = match read_capped(index.path(), MAX_INDEX_BYTES as u64) {
                 Ok(b) => b,
                 Err(e) if e.is_not_found() && !sig.path().exists() => return Ok(None),
+                Err(e) if e.is_denied() => return Err(denied(index.shown(), &unread(&e))),
                 Err(e) => {
                     return Err(bad(
                         index.shown(),
@@ -1805,6 +1833,9 @@ pub fn cached(
                 }
             };
             let sig = read_capped(sig.path(), MAX_SIG_BYTES).map_err(|e| {
+                if e.is_denied() {
+                    return denied(sig.shown(), &unread(&e));
+                }
                 bad(
                     index.shown(),
                     format!("has no signature that can be read: {}", unread(&e)),
@@ -1816,6 +1847,7 @@ pub fn cached(
                 index.shown().to_path_buf(),
             )
         }
+        Err(e) if e.is_denied() => return Err(denied(at.shown(), &unread(&e))),
         Err(e) => return Err(bad(at.shown(), format!("cannot be read: {}", unread(&e)))),
     };
     let pinned = PublicKey::from_base64(&src.operator_pubkey).map_err(|e| {
@@ -1832,9 +1864,45 @@ pub fn cached(
             format!("does not verify against the source's pinned key: {e}"),
         )
     })?;
-    Index::parse(&bytes)
-        .map(Some)
-        .map_err(|e| bad(&shown, format!("holds no index: {e}")))
+    let index = Index::parse(&bytes).map_err(|e| bad(&shown, format!("holds no index: {e}")))?;
+    // Not older than what this node recorded for the source: the floor a refresh keeps
+    // ([`index::floor`] of the configuration's own, which only its owner writes, and the shared
+    // memory, which may only raise it). The cache is the state directory owner's to write, and
+    // an older index of the source, still signed by its key, put there hid a delisting from
+    // root's `list` — the pinned key cannot tell it from the current one. A refresh writes the
+    // cache before either floor, so a cache is never older than they are, unless put there.
+    let own = match (src.seen_version, src.seen_sha256.as_deref()) {
+        (Some(v), Some(h)) => {
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(h, &mut d).ok().map(|()| (v, d))
+        }
+        _ => None,
+    };
+    let shared = SeenIndexes::load(state_dir)
+        .ok()
+        .and_then(|s| s.seen(state_dir, name).ok().flatten());
+    if let Some((version, digest)) = index::floor(own, shared) {
+        if index.version < version {
+            return Err(bad(
+                &shown,
+                format!(
+                    "is index version {}, older than version {version} this node has seen of \
+                     the source (an older index put in place of the cache)",
+                    index.version
+                ),
+            ));
+        }
+        if index.version == version && index.sha256 != digest {
+            return Err(bad(
+                &shown,
+                format!(
+                    "is another index of version {version} than the one this node has seen of \
+                     the source"
+                ),
+            ));
+        }
+    }
+    Ok(Some(index))
 }
 
 /// Whether a source delists `id`: the reason, or "no longer listed" when the entry is gone.
