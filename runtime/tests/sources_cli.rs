@@ -2612,11 +2612,16 @@ fn a_rotated_index_republished_before_its_proof_is_fetched_again_not_refused() {
 fn the_index_cache_is_not_read_through_a_symlink() {
     let (fx, _repo) = hello_installed();
     let sources = ["--json", "source", "list", "--state-dir", "state"];
-    let plugins = || ok(fx.dir(), &sources).json()["sources"][0]["plugins"].clone();
+    let source = || ok(fx.dir(), &sources).json()["sources"][0].clone();
+    let plugins = || source()["plugins"].clone();
     assert_eq!(plugins(), 1);
+    assert_eq!(source()["cache_error"], Value::Null);
     std::fs::rename(fx.path("state/indexes"), fx.path("elsewhere")).unwrap();
     std::os::unix::fs::symlink(fx.path("elsewhere"), fx.path("state/indexes")).unwrap();
     assert_eq!(plugins(), Value::Null);
+    // `source list` says why there is no cache to read, as a never-refreshed source has none.
+    let why = source()["cache_error"].clone();
+    assert!(why.as_str().is_some_and(|w| w.contains("indexes")), "{why}");
     // `list`, which reads the cache to flag delistings, says it could not.
     let list = ok(fx.dir(), &["--json", "list", "--state-dir", "state"]).json();
     let errors = list["index_errors"].as_array().expect("index_errors");

@@ -102,8 +102,13 @@ pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
     let mut items = Vec::new();
     for (name, s) in &all.sources {
         let k = PublicKey::from_base64(&s.operator_pubkey).ok();
-        // A cache that cannot be used shows as none here (`list` says why).
-        let cached = sources::cached(state, &all, name).ok().flatten();
+        // A cache that cannot be used shows as none (`expires`, `plugins` null), and why it
+        // cannot, in `cache_error`, as `list`'s `index_errors` says it: it used to look like
+        // a source never refreshed.
+        let (cached, cache_error) = match sources::cached(state, &all, name) {
+            Ok(c) => (c, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
         // What the next refresh enforces: the higher of the two memories (the timer's user
         // records only the shared one when the configuration is root's), and the latest refresh.
         let shared = seen.sources.get(name);
@@ -116,6 +121,7 @@ pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
             "seen_version": seen_version, "refreshed_at": refreshed_at,
             "expires": cached.as_ref().map(|c| c.expires.clone()),
             "plugins": cached.as_ref().map(|c| c.plugins.len()),
+            "cache_error": cache_error,
         }));
     }
     out.emit(&json!({ "sources": items }), |_| {
@@ -133,6 +139,9 @@ pub fn list(a: SourceListArgs, out: Output) -> Result<Exit, CmdError> {
                 i["seen_version"],
                 term(i["expires"].as_str().unwrap_or("-")),
             ));
+            if let Some(e) = i["cache_error"].as_str() {
+                t.push_str(&format!("  warning: {}\n", term(e)));
+            }
         }
         t
     });
