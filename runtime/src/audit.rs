@@ -54,6 +54,7 @@
 //! written). What is left: the directory's owner can hold it for ever, as it can remove or
 //! rewrite the log and its head; against it, ship the records off the host (`journal`).
 
+use crate::fileio::BoundedWait;
 use crate::sys;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -63,7 +64,6 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use stockade_policy::operator::AuditSection;
@@ -345,11 +345,10 @@ pub struct AuditLog {
     /// however many records it appends.
     swept: Arc<Mutex<Option<Instant>>>,
     /// How long an append waits for the log's lock and for the journal socket: `None` (the
-    /// CLI) however long; `serve` bounds it ([`Self::waiting_at_most`]).
-    wait: Option<Duration>,
-    /// A bounded wait for the log's lock ran out and no append has taken the lock since: the
-    /// next appends only try it ([`append_to_file`]). Shared by the clones, as `swept`.
-    gave_up: Arc<AtomicBool>,
+    /// CLI) however long; `serve` bounds it ([`Self::waiting_at_most`]), and once a wait for
+    /// the lock ran out the next appends only try it for a while ([`BoundedWait`], shared by
+    /// the clones, as `swept`).
+    wait: Option<BoundedWait>,
 }
 
 impl AuditLog {
@@ -362,7 +361,6 @@ impl AuditLog {
             stderr_taken: false,
             swept: Arc::default(),
             wait: None,
-            gave_up: Arc::default(),
         }
     }
 
@@ -373,11 +371,12 @@ impl AuditLog {
     /// fails ([`AuditError::LockBusy`], [`AuditError::JournalBusy`]: `audit.busy`, 75) and the
     /// caller's rule for a record that cannot be written applies (a required record: the action
     /// is refused; a best-effort one: logged). Once a wait for the lock ran out, the following
-    /// appends only try the lock, without waiting, until one takes it: a holder that stays
-    /// stopped costs the loop one wait, not one per record. Without this (the CLI), an append
-    /// waits however long: one command, which its user sees waiting and can interrupt.
+    /// appends only try the lock, without waiting, until one takes it or
+    /// [`BoundedWait::TRY_ONLY_FOR`] passed: a holder that stays stopped costs the loop one
+    /// wait in that time, not one per record. Without this (the CLI), an append waits however
+    /// long: one command, which its user sees waiting and can interrupt.
     pub fn waiting_at_most(mut self, wait: Duration) -> Self {
-        self.wait = Some(wait);
+        self.wait = Some(BoundedWait::new(wait));
         self
     }
 
@@ -400,7 +399,7 @@ impl AuditLog {
     /// Append a record (chained to the file's last one) and send it to the other sinks.
     pub fn append(&self, mut r: Record) -> Result<Record, AuditError> {
         if let Some(path) = &self.file {
-            r = append_to_file(path, r, &self.swept, self.wait, &self.gave_up)?;
+            r = append_to_file(path, r, &self.swept, self.wait.as_ref())?;
         } else {
             r.prev = GENESIS.into();
             r.hash = r.compute_hash()?;
@@ -412,7 +411,12 @@ impl AuditLog {
         let socket = journal_socket();
         // `journal` requires the socket; `stderr` prefers it, falling back to stderr.
         if self.journal || socket.exists() {
-            send_journal(&socket, &r, &line, self.wait)?;
+            send_journal(
+                &socket,
+                &r,
+                &line,
+                self.wait.as_ref().map(BoundedWait::bound),
+            )?;
         } else if !self.stderr_taken {
             crate::output::print_stderr(&format!("stockade-audit: {line}"));
         }
@@ -429,15 +433,13 @@ fn sweep_due(last: Option<Instant>, now: Instant) -> bool {
     last.is_none_or(|t| now.saturating_duration_since(t) >= crate::fileio::LEFTOVER_AGE)
 }
 
-/// Append `r` to the log at `path` under its lock, waiting for the lock `wait` at most (`None`:
-/// however long); when `gave_up` (an earlier bounded wait ran out and no append has taken the
-/// lock since), only trying it. Sets `gave_up` when the lock is not taken, clears it when it is.
+/// Append `r` to the log at `path` under its lock, waiting for the lock as `wait` says (`None`:
+/// however long; [`BoundedWait`]: its bound, or only trying after a wait of it ran out).
 fn append_to_file(
     path: &Path,
     mut r: Record,
     swept: &Mutex<Option<Instant>>,
-    wait: Option<Duration>,
-    gave_up: &AtomicBool,
+    wait: Option<&BoundedWait>,
 ) -> Result<Record, AuditError> {
     let io = |source| AuditError::Io {
         path: path.to_path_buf(),
@@ -445,20 +447,18 @@ fn append_to_file(
     };
     // Taken before the log is opened: every writer opens the log under the lock, so all of
     // them append to the file at its name now.
-    let wait = match wait {
-        Some(_) if gave_up.load(Ordering::Relaxed) => Some(Duration::ZERO),
-        w => w,
-    };
-    let _lock = match lock_log(path, wait) {
+    let _lock = match lock_log(path, wait.map(BoundedWait::this_time)) {
         Ok(l) => l,
         Err(e) => {
-            if matches!(e, AuditError::LockBusy { .. }) {
-                gave_up.store(true, Ordering::Relaxed);
+            if let (AuditError::LockBusy { .. }, Some(w)) = (&e, wait) {
+                w.ran_out();
             }
             return Err(e);
         }
     };
-    gave_up.store(false, Ordering::Relaxed);
+    if let Some(w) = wait {
+        w.took();
+    }
     let mut f = open_log(path).map_err(io)?;
     crate::fileio::adopt_dir_owner(&f, path).map_err(io)?;
     // A head file's temporary that a crash left (between its create and its rename): this
@@ -1237,7 +1237,7 @@ mod tests {
         assert_eq!(verify_chain(&std::fs::read_to_string(&p).unwrap()), Ok(1));
         drop(held);
         assert_eq!(l.append(Record::new(Event::Launch, "ok")).unwrap().seq, 1);
-        assert!(!l.gave_up.load(Ordering::Relaxed), "waits again");
+        assert!(!l.wait.as_ref().unwrap().gave_up(), "waits again");
         // The CLI's log (no bound) waits for the holder, however long.
         let held = crate::fileio::lock_as_dir_owner(&lock_path(&p), "test", None).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();

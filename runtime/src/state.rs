@@ -250,7 +250,7 @@ impl RevocationState {
     }
 
     /// [`Self::lock_within`] with `wait` (`None`: however long), which, once a wait of it ran
-    /// out ([`StateError::LockBusy`]), only tries the lock until a take gets it
+    /// out ([`StateError::LockBusy`]), only tries the lock until a take gets it or a while passed
     /// ([`BoundedWait`]).
     pub fn lock_bounded(
         state_dir: &Path,
@@ -261,55 +261,17 @@ impl RevocationState {
         };
         let taken = Self::lock_within(state_dir, Some(bounded.this_time()));
         match &taken {
-            Ok(_) => bounded.set_gave_up(false),
-            Err(StateError::LockBusy { .. }) => bounded.set_gave_up(true),
+            Ok(_) => bounded.took(),
+            Err(StateError::LockBusy { .. }) => bounded.ran_out(),
             Err(_) => {}
         }
         taken
     }
 }
 
-/// A bounded wait for the revocation lock that remembers running out (`serve`'s,
-/// [`RevocationState::lock_bounded`]): once a wait ran out, the following takes only try the
-/// lock, without waiting, until one takes it. A holder that stays (root's CLI stopped while it
-/// records a list) then costs the daemon's one event loop one wait, not one per load, restart
-/// retry or SIGHUP check: N loads queued behind it stalled every client N seconds. Clones share
-/// what they remember (the daemon's trust configuration is read again at each load).
-#[derive(Debug, Clone)]
-pub struct BoundedWait {
-    wait: std::time::Duration,
-    gave_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl BoundedWait {
-    /// Waits of `wait` at most, none run out yet.
-    pub fn new(wait: std::time::Duration) -> Self {
-        Self {
-            wait,
-            gave_up: std::sync::Arc::default(),
-        }
-    }
-
-    /// How long the next take waits: `wait`, or nothing while the last wait that ran out has
-    /// been followed by no take that got the lock.
-    pub fn this_time(&self) -> std::time::Duration {
-        if self.gave_up.load(std::sync::atomic::Ordering::Relaxed) {
-            std::time::Duration::ZERO
-        } else {
-            self.wait
-        }
-    }
-
-    /// Whether a wait ran out and no take got the lock since (only trying it now).
-    pub fn gave_up(&self) -> bool {
-        self.gave_up.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn set_gave_up(&self, gave_up: bool) {
-        self.gave_up
-            .store(gave_up, std::sync::atomic::Ordering::Relaxed);
-    }
-}
+/// `serve`'s bounded wait for the revocation lock ([`RevocationState::lock_bounded`]), shared
+/// with the audit log's.
+pub use crate::fileio::BoundedWait;
 
 /// [`RevocationState::lock`] held: recording a list is serialized until it is dropped.
 #[derive(Debug)]

@@ -108,7 +108,7 @@ pub struct TrustConfig {
     /// ([`crate::state::RevocationState::lock_within`]): `None` (what [`Self::load`] gives: a
     /// CLI command) for as long as its holder holds it; `serve` sets a bounded wait, after which
     /// the verification fails (`revocation.state_busy`) rather than stall its event loop — and
-    /// which, once it ran out, only tries the lock until a verification takes it
+    /// which, once it ran out, only tries the lock until a verification takes it or a while passed
     /// ([`crate::state::BoundedWait`]).
     pub revocation_lock_wait: Option<crate::state::BoundedWait>,
 }

@@ -240,7 +240,7 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
     let serve = load_config(a.config.as_ref())?;
     let mut trust = trust_config_with_policy(&a.trust, &defaults)?;
     // Never wait for ever on the revocation lock root's CLI shares: one event loop serves all;
-    // and once a wait ran out, only try it until it is taken again (`BoundedWait`).
+    // and once a wait ran out, only try it for a while, until it is taken again (`BoundedWait`).
     trust.revocation_lock_wait = Some(crate::state::BoundedWait::new(
         crate::host::fleet::REVOCATION_LOCK_WAIT,
     ));

@@ -652,6 +652,91 @@ pub fn adopt_dir_owner(f: &File, path: &Path) -> std::io::Result<()> {
     std::os::unix::fs::fchown(f, Some(md.uid()), Some(md.gid()))
 }
 
+/// A bounded wait for a lock that remembers running out — `serve`'s, for the revocation lock
+/// ([`crate::state::RevocationState::lock_bounded`]) and the audit log's
+/// ([`crate::audit::AuditLog::waiting_at_most`]): its one event loop answers every agent and
+/// plugin, and a holder can be stopped (root's CLI under SIGSTOP, a debugger) while it holds
+/// the lock. Once a wait ran out, the following takes only try the lock, without waiting, until
+/// one takes it or [`Self::TRY_ONLY_FOR`] has passed: a holder that stays then costs the loop one
+/// wait in that time, not one per load, restart retry, SIGHUP check or record (N of them queued
+/// behind it stalled every client N waits). Past that time a take waits again — a lock held
+/// briefly by an honest writer then (a verification's save) is waited for, not refused for
+/// ever after one stall. Clones share what they remember.
+#[derive(Debug, Clone)]
+pub struct BoundedWait {
+    wait: std::time::Duration,
+    /// When a wait last ran out, while takes only try (`None`: they wait).
+    gave_up: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+}
+
+impl BoundedWait {
+    /// How long takes only try after a wait ran out.
+    pub const TRY_ONLY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// Waits of `wait` at most, none run out yet.
+    pub fn new(wait: std::time::Duration) -> Self {
+        Self {
+            wait,
+            gave_up: std::sync::Arc::default(),
+        }
+    }
+
+    /// The bound itself (what a wait that is no lock's, e.g. a socket send, is given).
+    pub fn bound(&self) -> std::time::Duration {
+        self.wait
+    }
+
+    /// How long the next take waits: the bound, or nothing while only trying.
+    pub fn this_time(&self) -> std::time::Duration {
+        self.this_time_at(std::time::Instant::now())
+    }
+
+    fn this_time_at(&self, now: std::time::Instant) -> std::time::Duration {
+        if self.trying_only_at(now) {
+            std::time::Duration::ZERO
+        } else {
+            self.wait
+        }
+    }
+
+    /// Whether takes only try now (a wait ran out, no take got the lock since, less than
+    /// [`Self::TRY_ONLY_FOR`] ago).
+    pub fn gave_up(&self) -> bool {
+        self.trying_only_at(std::time::Instant::now())
+    }
+
+    fn trying_only_at(&self, now: std::time::Instant) -> bool {
+        self.gave_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|t| now.saturating_duration_since(t) < Self::TRY_ONLY_FOR)
+    }
+
+    /// A take got the lock: the next ones wait again.
+    pub fn took(&self) {
+        *self
+            .gave_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    /// A take found the lock held past what it waited: from now on only try — unless only
+    /// trying already (that try-only time is not extended: it ends as it began).
+    pub fn ran_out(&self) {
+        self.ran_out_at(std::time::Instant::now());
+    }
+
+    fn ran_out_at(&self, now: std::time::Instant) {
+        let mut g = self
+            .gave_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !g.is_some_and(|t| now.saturating_duration_since(t) < Self::TRY_ONLY_FOR) {
+            *g = Some(now);
+        }
+    }
+}
+
 /// Why [`lock_as_dir_owner`] took no lock.
 #[derive(Debug, thiserror::Error)]
 pub enum OwnerLockError {
@@ -777,6 +862,45 @@ fn make_lock_of(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// After a wait ran out, takes only try — for [`BoundedWait::TRY_ONLY_FOR`], not for ever
+    /// (then an honest writer's brief hold after one stall was refused at every take until one
+    /// happened to find the lock free); a try that finds it held does not extend that time; a
+    /// take that gets the lock ends it.
+    #[test]
+    fn a_bounded_wait_only_tries_for_a_while_after_running_out() {
+        use std::time::{Duration, Instant};
+        let wait = Duration::from_secs(1);
+        let b = BoundedWait::new(wait);
+        let t0 = Instant::now();
+        assert_eq!(b.this_time_at(t0), wait);
+        b.ran_out_at(t0);
+        let later = |d: Duration| t0 + d;
+        assert_eq!(
+            b.this_time_at(later(Duration::from_secs(1))),
+            Duration::ZERO
+        );
+        // Still held at a try: the try-only time is not extended.
+        b.ran_out_at(later(Duration::from_secs(20)));
+        let end = BoundedWait::TRY_ONLY_FOR;
+        assert_eq!(
+            b.this_time_at(later(end - Duration::from_secs(1))),
+            Duration::ZERO
+        );
+        assert_eq!(b.this_time_at(later(end)), wait, "waits again");
+        // A wait that runs out then starts another try-only time; a take ends it.
+        b.ran_out_at(later(end));
+        assert_eq!(
+            b.this_time_at(later(end + Duration::from_secs(1))),
+            Duration::ZERO
+        );
+        b.took();
+        assert_eq!(b.this_time(), wait);
+        // Clones share it.
+        let c = b.clone();
+        c.ran_out();
+        assert!(b.gave_up());
+    }
+
     use super::*;
     use std::os::unix::fs::MetadataExt;
 

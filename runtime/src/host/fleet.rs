@@ -193,8 +193,8 @@ const NEW_TRUST: &str = "new trust configuration";
 /// plugin — is not held up noticeably. A holder that keeps it longer (root's CLI stopped while
 /// it records) fails the load closed (`revocation.state_busy`, 75) instead of stalling the
 /// daemon for ever; after that, loads, restarts and SIGHUP checks only try the lock (no wait)
-/// until one takes it ([`crate::state::BoundedWait`]), so a holder that stays costs the event
-/// loop one wait in all, not one per load.
+/// until one takes it or [`crate::fileio::BoundedWait::TRY_ONLY_FOR`] passed, so a holder that
+/// stays costs the event loop one wait in that time, not one per load.
 pub(crate) const REVOCATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long an audit append in the daemon waits for the log's lock (`<log>.lock`, which root's
