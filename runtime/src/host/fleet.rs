@@ -245,6 +245,17 @@ impl About {
 }
 
 impl TrustRefusal {
+    /// What the log adds after it: [`About::consequence`], but for a lock another process held
+    /// past the daemon's bounded wait, which is no configuration to fix and passes by itself.
+    fn consequence(&self) -> &'static str {
+        if self.kind == "revocation.state_busy" {
+            "another process holds the revocation state's lock: loads and restarts that must record \
+             a newer list are refused until it is free (running plugins keep running)"
+        } else {
+            self.about.consequence()
+        }
+    }
+
     /// The trust configuration cannot be read or used: nothing about any one package.
     fn unusable(e: &crate::error::CmdError) -> TrustRefusal {
         TrustRefusal {
@@ -1699,12 +1710,13 @@ impl Daemon {
                     term(&name),
                     r.kind,
                     term(&r.message),
-                    r.about.consequence()
+                    r.consequence()
                 )),
                 Err(r) if !said => {
                     said = true;
                     log_line(&format!(
-                        "{trigger}: {REFUSES}: {}: {}",
+                        "{trigger}: {}: {}: {}",
+                        r.consequence(),
                         r.kind,
                         term(&r.message)
                     ));
@@ -1745,7 +1757,7 @@ impl Daemon {
         log_line(&format!(
             "plugin {}: not restarted, trying again in {delay} ms: {}: {}: {}",
             term(name),
-            refusal.about.consequence(),
+            refusal.consequence(),
             refusal.kind,
             term(&refusal.message)
         ));
@@ -1866,6 +1878,23 @@ fn warn_sertone_deadline(name: &str, e: &Entry, host: &HostPolicy, front_ms: u64
 
 #[cfg(test)]
 mod tests {
+    /// A revocation lock held past the bounded wait is said as what it is — another process's
+    /// lock, which passes — not as a trust configuration to fix (the log said "refuses every load
+    /// and restart until it is fixed").
+    #[test]
+    fn a_busy_revocation_lock_is_not_said_as_a_configuration_to_fix() {
+        use super::{About, TrustRefusal, REFUSES};
+        let refusal = |kind| TrustRefusal {
+            kind,
+            exit: 75,
+            message: String::new(),
+            about: About::Configuration,
+        };
+        let busy = refusal("revocation.state_busy").consequence();
+        assert!(busy.contains("holds the revocation state's lock") && !busy.contains("fixed"));
+        assert_eq!(refusal("revocation.list").consequence(), REFUSES);
+    }
+
     use super::state_line;
     use serde_json::json;
 
