@@ -2151,6 +2151,27 @@ fn list_says_when_a_sources_index_cache_is_damaged() {
         assert!(r.stdout.contains("hello"), "{what}: {}", r.stdout);
         assert_eq!(std::fs::read(&cache).unwrap(), bytes, "{what}: changed");
     }
+    // A cache someone else could have put there — a symlink at its name (to a good copy), or
+    // one others may write — is not read: its content would be whoever's (the version floor
+    // judges what it says; this, who could have written it).
+    let elsewhere = fx.path("good-cache.index");
+    std::fs::write(&elsewhere, &good).unwrap();
+    std::fs::remove_file(&cache).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &cache).unwrap();
+    let unsafe_cache = |what: &str| {
+        let v = list(true).json();
+        assert_eq!(v["plugins"][0]["delisted"], Value::Null, "{what}: {v}");
+        let message = v["index_errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("state/indexes/main.index") && message.contains("cannot be read"),
+            "{what}: {v}"
+        );
+    };
+    unsafe_cache("a symlink");
+    std::fs::remove_file(&cache).unwrap();
+    std::fs::write(&cache, &good).unwrap();
+    std::fs::set_permissions(&cache, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    unsafe_cache("writable by others");
     std::fs::remove_file(&cache).unwrap();
     std::fs::create_dir(&cache).unwrap();
     let v = list(true).json();
