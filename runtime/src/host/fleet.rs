@@ -1690,8 +1690,8 @@ impl Daemon {
         let mut said = false;
         // One wait for the revocation lock, not one per plugin: after one ran out, the others
         // only try it (each would wait the same and find the same holder) — and so do the
-        // loads, restarts and rounds after this one, until one takes it
-        // (`state::BoundedWait`). What a list not recorded revokes is still found
+        // loads, restarts and rounds after this one, until one takes it or a while passed
+        // (`fileio::BoundedWait`). What a list not recorded revokes is still found
         // (`check_revocation`).
         for name in names {
             match self.check_loaded(&name) {
