@@ -201,7 +201,7 @@ pub fn read_owned_held(
         return Err(FileError::NotRegular {
             path: path.to_path_buf(),
         });
-    } else if md.nlink() != 1 {
+    } else if has_other_link(&md) {
         "has another link (a hard link to it elsewhere)".to_string()
     } else if md.uid() != me && md.uid() != 0 && Some(md.uid()) != also {
         let also = also.map_or(String::new(), |a| {
@@ -221,6 +221,17 @@ pub fn read_owned_held(
         return Ok((file, bytes));
     };
     Err(unsafe_(why))
+}
+
+/// Whether a file opened at its name has another name too (a hard link: more than one link).
+/// None at all is no other link: the file was replaced (renamed over) or removed since it was
+/// opened — an atomic writer beside a lockless reader of the registry (root's install beside the
+/// daemon user's `verify NAME`) — and what was read is what the name held when it was opened;
+/// that reader takes the replacement up by its own rule. Counting it as a second link refused
+/// such reads now and then (78 `store.unsafe`, "has another link").
+fn has_other_link(md: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    md.nlink() > 1
 }
 
 /// The rest of a capped read, on a file already opened and checked.
@@ -862,6 +873,26 @@ fn make_lock_of(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// A file replaced or removed after it was opened (no link left) has no *other* link: a
+    /// lockless reader of a file an atomic writer replaces (the store's registry) read it as one
+    /// with a hard link elsewhere and refused it (78), now and then. A second name still counts.
+    #[test]
+    fn a_file_unlinked_since_it_was_opened_has_no_other_link() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, "x").unwrap();
+        let f = File::open(&p).unwrap();
+        assert!(!super::has_other_link(&f.metadata().unwrap()));
+        std::fs::hard_link(&p, d.path().join("g")).unwrap();
+        assert!(super::has_other_link(&f.metadata().unwrap()));
+        std::fs::remove_file(d.path().join("g")).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        assert!(
+            !super::has_other_link(&f.metadata().unwrap()),
+            "unlinked: 0 links"
+        );
+    }
+
     /// After a wait ran out, takes only try — for [`BoundedWait::TRY_ONLY_FOR`], not for ever
     /// (then an honest writer's brief hold after one stall was refused at every take until one
     /// happened to find the lock free); a try that finds it held does not extend that time; a
