@@ -342,22 +342,31 @@ memory_max = \"lots\"
     assert_eq!(v.json()["records"], recs.len());
 }
 
+/// A fixture whose policy root (`root/`) sends the audit records to `audit.log` in it, and
+/// that file's path.
+fn audited_fixture() -> (Fixture, std::path::PathBuf) {
+    let fx = Fixture::new();
+    let audit = fx.dir().join("audit.log");
+    write(
+        &fx.dir().join("root/etc/stockade/policy.toml"),
+        &format!("version = 1\n[audit]\nfile = \"{}\"\n", audit.display()),
+    );
+    (fx, audit)
+}
+
+/// Quick restarts, a quarantine at the second crash, no health pings.
+const CRASH_LOOP_CONFIG: &str = "[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 40\n\
+                                 jitter_percent = 0\n[quarantine]\nmax_crashes = 2\n\
+                                 window_ms = 600000\n[health]\nping_interval_ms = 0\n";
+
 #[test]
 fn crash_restart_and_quarantine_under_serve_are_audited_in_one_chain() {
     if !require_root() {
         return;
     }
-    let fx = Fixture::new();
-    let d = fx.dir().to_path_buf();
-    let audit = d.join("audit.log");
-    write(
-        &d.join("root/etc/stockade/policy.toml"),
-        &format!("version = 1\n[audit]\nfile = \"{}\"\n", audit.display()),
-    );
+    let (fx, audit) = audited_fixture();
     let a = pack_worker(&fx, "a", &["on:x"]);
-    let config = "[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 40\njitter_percent = 0\n\
-                  [quarantine]\nmax_crashes = 2\nwindow_ms = 600000\n[health]\nping_interval_ms = 0\n";
-    let mut s = Serve::start_with(&fx, config, &["--policy-root", "root"]);
+    let mut s = Serve::start_with(&fx, CRASH_LOOP_CONFIG, &["--policy-root", "root"]);
     let mut c = s.client();
     c.ok("plugin_load", json!({"package": a}));
     c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
@@ -512,13 +521,8 @@ fn a_held_audit_lock_fails_a_required_record_closed_without_stalling_the_daemon(
     if !require_root() {
         return;
     }
-    let fx = Fixture::new();
+    let (fx, audit) = audited_fixture();
     let d = fx.dir().to_path_buf();
-    let audit = d.join("audit.log");
-    write(
-        &d.join("root/etc/stockade/policy.toml"),
-        &format!("version = 1\n[audit]\nfile = \"{}\"\n", audit.display()),
-    );
     let a = pack_worker(&fx, "a", &["on:x"]);
     let b = pack_worker(&fx, "b", &["on:x"]);
     let mut s = Serve::start_with(
@@ -576,17 +580,10 @@ fn a_restart_refused_by_a_held_audit_lock_is_not_counted_as_a_crash() {
     if !require_root() {
         return;
     }
-    let fx = Fixture::new();
+    let (fx, audit) = audited_fixture();
     let d = fx.dir().to_path_buf();
-    let audit = d.join("audit.log");
-    write(
-        &d.join("root/etc/stockade/policy.toml"),
-        &format!("version = 1\n[audit]\nfile = \"{}\"\n", audit.display()),
-    );
     let a = pack_worker(&fx, "a", &["on:x"]);
-    let config = "[restart]\nbackoff_base_ms = 20\nbackoff_max_ms = 40\njitter_percent = 0\n\
-                  [quarantine]\nmax_crashes = 2\nwindow_ms = 600000\n[health]\nping_interval_ms = 0\n";
-    let mut s = Serve::start_with(&fx, config, &["--policy-root", "root"]);
+    let mut s = Serve::start_with(&fx, CRASH_LOOP_CONFIG, &["--policy-root", "root"]);
     let mut c = s.client();
     c.ok("plugin_load", json!({"package": a}));
     let lock = std::fs::File::open(d.join("audit.log.lock")).unwrap();
