@@ -21,7 +21,7 @@
 //! until the next install, which takes the license in place for the one installed last.
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::fileio::{read_capped, read_owned, FileError};
+use crate::fileio::{read_capped, read_owned_in, FileError};
 use crate::state::{LicenseMemory, StateError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -165,17 +165,15 @@ pub fn load_license(state_dir: &Path) -> Result<Option<License>, NodeError> {
 /// `<state_dir>/license.json` read and parsed (`None`: there is none), not yet checked against
 /// what the node installed before ([`load_license`] does that).
 ///
-/// Read as the state directory's other files are ([`read_owned`]: a regular file of one link,
+/// Read as the state directory's other files are ([`read_owned_in`]: a regular file of one link,
 /// not through a symlink, of this user, root or the directory's owner, writable by no one
 /// else; anything else 78 `node`, naming the file). The license is signed, so a file someone
 /// else put there could only be another license the CA issued for this node, which the
 /// rollback memory judges; but a symlink made it read wherever it pointed (a FIFO or device
 /// too), and it is the one state file that was read so.
 pub fn read_license(state_dir: &Path) -> Result<Option<License>, NodeError> {
-    use std::os::unix::fs::MetadataExt;
     let path = state_dir.join(LICENSE_FILE);
-    let dir_owner = std::fs::metadata(state_dir).ok().map(|m| m.uid());
-    match read_owned(&path, MAX_DOC_BYTES as u64, dir_owner) {
+    match read_owned_in(state_dir, LICENSE_FILE, MAX_DOC_BYTES as u64) {
         Ok(b) => License::parse(&b)
             .map(Some)
             .map_err(|source| NodeError::License { path, source }),

@@ -48,7 +48,7 @@
 //! ([`is_memory_entry`]): `{"format": 2}` is corrupt there too, not a license `format` issued at
 //! 2, while an earlier build's entry of a license of serial `format` still reads.
 
-use crate::fileio::{read_owned, write_state_file, FileError};
+use crate::fileio::{read_owned_in, write_state_file, FileError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -412,7 +412,7 @@ impl LicenseMemory {
 /// `T::default()`, one that does not parse an error.
 ///
 /// Read only from a regular file of one link, not a symlink, belonging to this user, root or
-/// the state directory's owner and writable by no one else ([`read_owned`]; 78 with the file
+/// the state directory's owner and writable by no one else ([`read_owned_in`]; 78 with the file
 /// named, [`FileError::Unsafe`]). These files are rollback memory and quarantines: whoever can
 /// write one can empty it (`{}`, "nothing recorded"), after which an older revocation list or
 /// license passes, or a crash-looping plugin runs again. They used to be read whoever's they
@@ -424,10 +424,8 @@ pub fn load_json<T: Default + serde::de::DeserializeOwned>(
     name: &str,
     cap: u64,
 ) -> Result<T, StateError> {
-    use std::os::unix::fs::MetadataExt;
     let path = state_dir.join(name);
-    let dir_owner = std::fs::metadata(state_dir).ok().map(|m| m.uid());
-    match read_owned(&path, cap, dir_owner) {
+    match read_owned_in(state_dir, name, cap) {
         Ok(b) => serde_json::from_slice(&b).map_err(|source| StateError::Corrupt { path, source }),
         Err(e) if e.is_not_found() => Ok(T::default()),
         Err(e) => Err(e.into()),

@@ -169,6 +169,15 @@ pub fn read_owned(path: &Path, cap: u64, also: Option<u32>) -> Result<Vec<u8>, F
     }
 }
 
+/// `dir/name` as [`read_owned`] reads it, `dir`'s owner also accepted as the file's: a state
+/// file of a directory whose owner writes it (the daemon's user's state directory, which root's
+/// CLI writes too and hands over).
+pub fn read_owned_in(dir: &Path, name: impl AsRef<Path>, cap: u64) -> Result<Vec<u8>, FileError> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(dir).ok().map(|m| m.uid());
+    read_owned(&dir.join(name), cap, owner)
+}
+
 /// [`read_owned`], keeping the file read open (as [`read_capped_held`] does, for the store's
 /// lockless readers), and telling a file that is no regular file ([`FileError::NotRegular`]:
 /// a directory or FIFO at the name is damage, the store registry's 106) from one someone else

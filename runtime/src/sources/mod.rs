@@ -69,8 +69,8 @@
 
 use crate::exit::Exit;
 use crate::fileio::{
-    check_no_other_writer, read_capped, read_owned, write_atomic, write_state_file, FileError,
-    HeldDir, HeldDirError,
+    check_no_other_writer, read_capped, read_owned, read_owned_in, write_atomic, write_state_file,
+    FileError, HeldDir, HeldDirError,
 };
 use crate::package::container::MAX_PACKAGE_BYTES;
 use crate::state::StateError;
@@ -1801,63 +1801,61 @@ pub fn cached(
     // user's, root's or the directory's owner's — whose refresh timer writes it — and writable
     // by no one else): the floor below judges what it says, this who could have put it there.
     // An earlier build's pair (below) is read as that build wrote it.
-    let owner = std::fs::metadata(held.path())
-        .ok()
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    let (bytes, sig, shown) =
-        match read_owned(at.path(), cap, owner).map_err(|e| e.shown_as(at.shown())) {
-            Ok(doc) => {
-                let doc: CachedIndex = serde_json::from_slice(&doc)
-                    .map_err(|e| bad(at.shown(), format!("is not an index cache: {e}")))?;
-                if doc.schema != INDEX_CACHE_SCHEMA {
+    let (bytes, sig, shown) = match read_owned_in(&held.path(), index_cache_file(name), cap)
+        .map_err(|e| e.shown_as(at.shown()))
+    {
+        Ok(doc) => {
+            let doc: CachedIndex = serde_json::from_slice(&doc)
+                .map_err(|e| bad(at.shown(), format!("is not an index cache: {e}")))?;
+            if doc.schema != INDEX_CACHE_SCHEMA {
+                return Err(bad(
+                    at.shown(),
+                    format!(
+                        "has schema `{}`, expected `{INDEX_CACHE_SCHEMA}`",
+                        doc.schema
+                    ),
+                ));
+            }
+            (
+                doc.index.into_bytes(),
+                doc.signature,
+                at.shown().to_path_buf(),
+            )
+        }
+        // An earlier build's cache, until the next refresh replaces it: still two files, so
+        // still a pair that may not verify. Neither there: never refreshed.
+        Err(e) if e.is_not_found() => {
+            let [index, sig] = legacy_index_cache_files(name);
+            let (index, sig) = (held.join(index), held.join(sig));
+            let bytes = match read_capped(index.path(), MAX_INDEX_BYTES as u64) {
+                Ok(b) => b,
+                Err(e) if e.is_not_found() && !sig.path().exists() => return Ok(None),
+                Err(e) if e.is_denied() => return Err(denied(index.shown(), &unread(&e))),
+                Err(e) => {
                     return Err(bad(
-                        at.shown(),
-                        format!(
-                            "has schema `{}`, expected `{INDEX_CACHE_SCHEMA}`",
-                            doc.schema
-                        ),
-                    ));
-                }
-                (
-                    doc.index.into_bytes(),
-                    doc.signature,
-                    at.shown().to_path_buf(),
-                )
-            }
-            // An earlier build's cache, until the next refresh replaces it: still two files, so
-            // still a pair that may not verify. Neither there: never refreshed.
-            Err(e) if e.is_not_found() => {
-                let [index, sig] = legacy_index_cache_files(name);
-                let (index, sig) = (held.join(index), held.join(sig));
-                let bytes = match read_capped(index.path(), MAX_INDEX_BYTES as u64) {
-                    Ok(b) => b,
-                    Err(e) if e.is_not_found() && !sig.path().exists() => return Ok(None),
-                    Err(e) if e.is_denied() => return Err(denied(index.shown(), &unread(&e))),
-                    Err(e) => {
-                        return Err(bad(
-                            index.shown(),
-                            format!("cannot be read: {}", unread(&e)),
-                        ))
-                    }
-                };
-                let sig = read_capped(sig.path(), MAX_SIG_BYTES).map_err(|e| {
-                    if e.is_denied() {
-                        return denied(sig.shown(), &unread(&e));
-                    }
-                    bad(
                         index.shown(),
-                        format!("has no signature that can be read: {}", unread(&e)),
-                    )
-                })?;
-                (
-                    bytes,
-                    String::from_utf8_lossy(&sig).into_owned(),
-                    index.shown().to_path_buf(),
+                        format!("cannot be read: {}", unread(&e)),
+                    ))
+                }
+            };
+            let sig = read_capped(sig.path(), MAX_SIG_BYTES).map_err(|e| {
+                if e.is_denied() {
+                    return denied(sig.shown(), &unread(&e));
+                }
+                bad(
+                    index.shown(),
+                    format!("has no signature that can be read: {}", unread(&e)),
                 )
-            }
-            Err(e) if e.is_denied() => return Err(denied(at.shown(), &unread(&e))),
-            Err(e) => return Err(bad(at.shown(), format!("cannot be read: {}", unread(&e)))),
-        };
+            })?;
+            (
+                bytes,
+                String::from_utf8_lossy(&sig).into_owned(),
+                index.shown().to_path_buf(),
+            )
+        }
+        Err(e) if e.is_denied() => return Err(denied(at.shown(), &unread(&e))),
+        Err(e) => return Err(bad(at.shown(), format!("cannot be read: {}", unread(&e)))),
+    };
     let pinned = PublicKey::from_base64(&src.operator_pubkey).map_err(|e| {
         bad(
             &shown,
