@@ -9,6 +9,10 @@ if ! cargo fuzz --help >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 export RUSTC_BOOTSTRAP=1
+# Build every target in one cargo invocation first: `cargo fuzz run T` alone builds only T's
+# binary, one after the other with one core idle while each links; built together, cargo
+# compiles and links them side by side and each run below starts at once.
+cargo fuzz build
 for t in manifest certificate minisign package frame policy grant index http kv; do
     echo "== fuzz target $t for ${SECONDS_EACH}s"
     mkdir -p "corpus/$t"
