@@ -10,8 +10,8 @@
 //! `clone3` with namespace flags and fork semantics, `clone(CLONE_VM | CLONE_VFORK)` on
 //! its own stack (see [`vfork_exec`]), `_exit`, `close_range`, `mount_setattr`,
 //! `PR_SET_SECUREBITS`/`PR_CAPBSET_DROP`, `waitpid` (raw status, see there), the pidfd calls
-//! and `rt_sigaction` for every signal number (see [`reset_signal_dispositions`]), and
-//! `personality` (see [`clear_personality_flags`]).
+//! and `rt_sigaction` for every signal number (see [`reset_signal_dispositions`]),
+//! `personality` (see [`clear_personality_flags`]), `setpriority` and `sched_setscheduler`.
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag};
@@ -406,6 +406,9 @@ fn rlimit_resource(
         (libc::RLIMIT_MSGQUEUE, R::RLIMIT_MSGQUEUE),
         (libc::RLIMIT_NICE, R::RLIMIT_NICE),
         (libc::RLIMIT_RTPRIO, R::RLIMIT_RTPRIO),
+        (libc::RLIMIT_LOCKS, R::RLIMIT_LOCKS),
+        (libc::RLIMIT_RSS, R::RLIMIT_RSS),
+        (libc::RLIMIT_RTTIME, R::RLIMIT_RTTIME),
     ];
     table
         .iter()
@@ -1220,6 +1223,43 @@ pub fn clear_personality_flags() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// This process's `oom_score_adj` (-1000 … 1000), from `/proc/self/oom_score_adj`.
+pub fn oom_score_adj() -> io::Result<i32> {
+    let text = std::fs::read_to_string("/proc/self/oom_score_adj")?;
+    text.trim()
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{text:?}")))
+}
+
+/// Write this process's `oom_score_adj`. Raising it needs no privilege; lowering it below the
+/// floor a privileged writer left (`oom_score_adj_min`) is EACCES. The file belongs to root
+/// once the process is not dumpable (or has changed its ids), so call it before that.
+pub fn set_oom_score_adj(value: i32) -> io::Result<()> {
+    std::fs::write("/proc/self/oom_score_adj", value.to_string())
+}
+
+/// The text of `/proc/self/stat` (the nice value and the scheduling policy are read from it
+/// rather than asked for: the queries could be refused by a caller's seccomp filter, reading a
+/// file cannot).
+pub fn own_stat() -> io::Result<String> {
+    std::fs::read_to_string("/proc/self/stat")
+}
+
+/// `setpriority(PRIO_PROCESS, 0, nice)`: this process's nice value (a single-threaded process:
+/// the value is per thread). Raising it needs no privilege.
+pub fn set_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    check(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) }).map(drop)
+}
+
+/// `sched_setscheduler(0, SCHED_OTHER, {0})` at the current nice value: leave a real-time
+/// policy, which needs no privilege.
+pub fn set_sched_other() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param that outlives the call, which only reads it.
+    check(unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) }).map(drop)
 }
 
 /// The mount flags (`ST_*` from `statvfs`) of the filesystem at `path`.
