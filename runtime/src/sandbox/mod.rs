@@ -21,7 +21,7 @@ pub mod cgroup;
 pub mod child;
 pub mod landlock;
 pub mod mounts;
-mod process_state;
+pub(crate) mod process_state;
 mod program;
 pub mod report;
 pub mod rlimits;

@@ -1275,6 +1275,82 @@ mod tests {
     /// the locked value is EPERM, the query too) there is nothing to clear and the launch goes
     /// on; it failed at the query (every plugin of the shipped unit: 125 `process_state`). Locked
     /// to a value with a flag, it fails. In a forked child: the filter stays there.
+    /// A caller's negative nice value is raised to 0 for the program; where a seccomp filter of
+    /// the caller's refuses `setpriority` (stockade.service's `SystemCallFilter=~@resources`),
+    /// the process-state step fails — fail closed — but only when there is something to change:
+    /// at nice 0 under the same filter nothing is called and the step passes.
+    #[test]
+    fn a_negative_nice_value_is_raised_and_a_refused_raise_fails_closed() {
+        use crate::sandbox::process_state::{self, ProcessStateError};
+        use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
+        if !crate::test_support::root_or_skip("a negative nice value needs root") {
+            return;
+        }
+        let refuse_setpriority = || -> BpfProgram {
+            SeccompFilter::new(
+                [(libc::SYS_setpriority, vec![])].into_iter().collect(),
+                SeccompAction::Allow,
+                SeccompAction::Errno(libc::EPERM as u32),
+                std::env::consts::ARCH.try_into().unwrap(),
+            )
+            .unwrap()
+            .try_into()
+            .unwrap()
+        };
+        // (caller's nice, filter, the exit code: 0 passed at nice 0, 1 refused as `Nice`)
+        for (nice, filtered, want) in [(-5, false, 0), (-5, true, 1), (0, true, 0)] {
+            let filter = refuse_setpriority();
+            // SAFETY: the child makes system calls and reads two /proc files (glibc's fork
+            // leaves malloc usable in the child), then `_exit`s.
+            match unsafe { libc::fork() } {
+                0 => {
+                    let code = (|| {
+                        if super::set_nice(nice).is_err() {
+                            return 3;
+                        }
+                        if filtered {
+                            // SAFETY: plain prctl; the filter needs no_new_privs.
+                            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                                return 4;
+                            }
+                            if seccompiler::apply_filter(&filter).is_err() {
+                                return 5;
+                            }
+                        }
+                        match process_state::apply() {
+                            Ok(state) if state.nice.set == 0 => {
+                                let now = super::own_stat().ok();
+                                let now = now.as_deref().and_then(process_state::nice_and_policy);
+                                if now.map(|(n, _)| n) == Some(0) {
+                                    0
+                                } else {
+                                    6
+                                }
+                            }
+                            Ok(_) => 7,
+                            Err(ProcessStateError::Nice { inherited: -5, .. }) => 1,
+                            Err(_) => 8,
+                        }
+                    })();
+                    // SAFETY: ends the forked child without running the parent's destructors.
+                    unsafe { libc::_exit(code) }
+                }
+                -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+                pid => {
+                    let mut status = 0;
+                    // SAFETY: waits for the child forked above.
+                    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                    assert!(libc::WIFEXITED(status), "{status:#x}");
+                    assert_eq!(
+                        libc::WEXITSTATUS(status),
+                        want,
+                        "nice {nice}, setpriority refused: {filtered}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_locked_personality_is_cleared_only_when_locked_to_plain_linux() {
         use seccompiler::{
