@@ -345,19 +345,21 @@ fn shell_probe(script: &str, probe: &str) -> std::process::Output {
         .unwrap()
 }
 
-/// The nice value and scheduling policy (fields 19 and 41 of `/proc/self/stat`), then the soft
-/// and hard values of the limits no policy key names (stack, rss, as, locks, msgqueue, rttime).
+/// The nice value and scheduling policy (fields 19 and 41 of `/proc/self/stat`), the soft and
+/// hard values of the limits no policy key names (stack, rss, as, locks, msgqueue, rttime), and
+/// the I/O priority.
 const PRIORITY_PROBE: &str = "cut -d' ' -f19,41 /proc/self/stat; sed -nE 's/^Max (stack size|\
      resident set|address space|file locks|msgqueue size|realtime timeout) +([^ ]+) +([^ ]+).*/\\1 \
-     \\2 \\3/p' /proc/self/limits";
+     \\2 \\3/p' /proc/self/limits; ionice -p $$";
 
-/// A caller at nice -5, with limits raised (soft, up to the hard ones) and lowered.
-const PRIORITY_CALLER: &str = "nice -n -5 prlimit --stack=unlimited: --rss=4096: \
+/// A caller at nice -5 in the real-time I/O class, with limits raised (soft, up to the hard ones) and lowered.
+const PRIORITY_CALLER: &str = "nice -n -5 ionice -c1 -n0 prlimit --stack=unlimited: --rss=4096: \
      --as=3221225472 --locks=100: --msgqueue=1000: --rttime=5000:";
 
 #[test]
 fn program_priority_and_rlimits_are_the_runtimes_whatever_the_callers() {
-    // A runtime started at nice -5 (a unit's Nice=-5) gave every plugin nice -5, and every
+    // A runtime started at nice -5 (a unit's Nice=-5) gave every plugin nice -5 (and the
+    // real-time I/O class of IOSchedulingClass=realtime), and every
     // rlimit no policy key names (a shell's `ulimit -s unlimited`, a unit's LimitMSGQUEUE=) was
     // the caller's. Needs root for the negative nice value.
     if !require(is_root(), "a negative nice value needs root")
@@ -386,6 +388,7 @@ fn program_priority_and_rlimits_are_the_runtimes_whatever_the_callers() {
         assert!(lines.contains(&line), "{line}: {text}");
     }
     assert!(text.contains("\nmsgqueue size 1000 "), "{text}");
+    assert_eq!(lines.last(), Some(&"realtime: prio 0"), "{text}");
     let o = shell_probe(
         &format!("exec {PRIORITY_CALLER} \"$1\" --json exec -- /bin/sh -c \"$2\""),
         PRIORITY_PROBE,
@@ -393,8 +396,12 @@ fn program_priority_and_rlimits_are_the_runtimes_whatever_the_callers() {
     assert_eq!(code(&o), 0, "{}", err(&o));
     // nice 0, SCHED_OTHER; the runtime's values, but never above the caller's hard limit (the
     // address space: 3 GiB), which a sandbox cannot raise.
+    let text = out(&o);
+    let (text, io) = text.trim_end().rsplit_once('\n').unwrap_or_default();
+    // Out of the real-time class ("none" here; a kernel may show it derived: "best-effort").
+    assert!(!io.starts_with("realtime"), "{io}");
     assert_eq!(
-        out(&o),
+        format!("{text}\n"),
         "0 0\nstack size 8388608 8388608\nresident set unlimited unlimited\naddress space \
          3221225472 3221225472\nfile locks unlimited unlimited\nmsgqueue size 0 0\nrealtime \
          timeout unlimited unlimited\n",
@@ -407,6 +414,7 @@ fn program_priority_and_rlimits_are_the_runtimes_whatever_the_callers() {
     assert_eq!(ps["nice_inherited"], -5, "{ps}");
     assert_eq!(ps["scheduling"], "SCHED_OTHER", "{ps}");
     assert_eq!(ps["umask"], "0022", "{ps}");
+    assert_eq!(ps["io_priority_inherited"], "realtime: prio 0", "{ps}");
     let rl = &layer(&r, "rlimits")["details"];
     assert_eq!(rl["stack"], serde_json::json!({"max": 8 << 20}), "{rl}");
     assert_eq!(

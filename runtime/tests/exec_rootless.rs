@@ -399,15 +399,27 @@ fn rootless_program_deleted_since_it_was_opened_runs_from_a_sealed_copy() {
     );
 }
 
-/// A rootless runtime started by a caller at nice -5 under `SCHED_FIFO` (root's `chrt -f 1`
-/// before the switch), with limits raised and lowered: the program used to get all of it. It
-/// gets nice 0, `SCHED_OTHER`, the runtime's limits — bounded by the caller's hard ones, which
+/// A rootless runtime started by a caller at nice -5 under `SCHED_FIFO` in the real-time I/O
+/// class (root's `chrt -f 1`, `ionice -c1` before the switch), with limits raised and lowered:
+/// the program used to get all of it. It gets nice 0, `SCHED_OTHER`, I/O class "none", the
+/// runtime's limits — bounded by the caller's hard ones, which
 /// the sandbox cannot raise, and the launch still works.
 #[test]
 fn rootless_program_gets_the_runtimes_priority_and_rlimits() {
     let probe = "cut -d' ' -f19,41 /proc/self/stat; grep -E '^Max (stack size|msgqueue size|\
-                 address space)' /proc/self/limits | tr -s ' ' | cut -d' ' -f4,5";
-    let outer = ["/usr/bin/chrt", "-f", "1", "/usr/bin/nice", "-n", "-5"];
+                 address space)' /proc/self/limits | tr -s ' ' | cut -d' ' -f4,5; ionice -p $$ \
+                 | cut -d: -f1";
+    let outer = [
+        "/usr/bin/chrt",
+        "-f",
+        "1",
+        "/usr/bin/nice",
+        "-n",
+        "-5",
+        "/usr/bin/ionice",
+        "-c1",
+        "-n0",
+    ];
     let prefix = [
         "/usr/bin/prlimit",
         "--stack=unlimited:",
@@ -420,7 +432,7 @@ fn rootless_program_gets_the_runtimes_priority_and_rlimits() {
     assert_eq!(code(&o), 0, "{}", err(&o));
     assert_eq!(
         out(&o),
-        "0 0\n8388608 8388608\n3221225472 3221225472\n0 0\n",
+        "0 0\n8388608 8388608\n3221225472 3221225472\n0 0\nnone\n",
         "{}",
         err(&o)
     );
@@ -435,7 +447,8 @@ fn rootless_program_gets_the_runtimes_priority_and_rlimits() {
         .unwrap();
     let text = out(&native);
     assert!(
-        text.starts_with("-5 1\nunlimited unlimited\n3221225472 3221225472\n1000 "),
+        text.starts_with("-5 1\nunlimited unlimited\n3221225472 3221225472\n1000 ")
+            && text.ends_with("\nrealtime\n"),
         "{text}{}",
         err(&native)
     );

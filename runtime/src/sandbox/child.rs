@@ -12,7 +12,7 @@
 //!
 //! ## Order (see [`contain`])
 //! parent-death signal → wait for the parent's go (maps written, cgroup joined) →
-//! oom_score_adj and nice at least 0, no real-time policy (process_state.rs) → neutral
+//! oom_score_adj and nice at least 0, no real-time policy or I/O class (process_state.rs) → neutral
 //! command line → not dumpable →
 //! private cgroup namespace → open bind sources → identity (setresgid/setresuid to the inside
 //! ids; the user namespace keeps our capabilities for the mount work) → stdio → filesystem
@@ -159,9 +159,9 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
         Ok(1) if go[0] == b'G' => {}
         _ => sys::exit_now(125),
     }
-    // The runtime's caller's oom_score_adj, nice value and real-time policy are replaced first:
-    // `/proc/self/oom_score_adj` is root's once we change ids or stop being dumpable
-    // (process_state.rs says which values and why).
+    // The runtime's caller's oom_score_adj, nice value, real-time policy and I/O class are
+    // replaced first: `/proc/self/oom_score_adj` is root's once we change ids or stop being
+    // dumpable (process_state.rs says which values and why).
     let process =
         process_state::apply().map_err(|e| (LaunchStep::ProcessState, error_chain(&e)))?;
     // Not dumpable: the program (same uid in rootless mode) must not read or write our memory

@@ -1,10 +1,11 @@
 //! What the program's process starts with besides the layers: state every process inherits
 //! through fork and exec, which would otherwise be whatever the runtime's caller — a shell, a
-//! unit with `OOMScoreAdjust=`/`Nice=`/`CPUSchedulingPolicy=`, `choom`, `nice`, `chrt` — chose.
+//! unit with `OOMScoreAdjust=`/`Nice=`/`CPUSchedulingPolicy=`/`IOSchedulingClass=`, `choom`,
+//! `nice`, `chrt`, `ionice` — chose.
 //! The init sets it to the runtime's own values before the program is started, so that `exec`,
 //! `run`, `serve` and the warm pool's spares (built by the same init under the policy they will
-//! serve) all start their program the same way. Here: `oom_score_adj`, the nice value and a
-//! real-time scheduling policy ([`apply`], first thing after the go); in `child.rs`: the umask
+//! serve) all start their program the same way. Here: `oom_score_adj`, the nice value, a
+//! real-time scheduling policy and I/O class ([`apply`], first thing after the go); in `child.rs`: the umask
 //! and the personality flags; in `rlimits.rs`: every rlimit no policy key names
 //! ([`super::rlimits::fixed`]). The report's `process_state` layer shows the values, with the
 //! inherited ones they replaced.
@@ -28,6 +29,9 @@
 //!   `RLIMIT_RTPRIO` = 0 only keeps it from *asking* for one. `SCHED_BATCH`/`SCHED_IDLE` are
 //!   kept, as a positive nice is (less CPU; leaving `SCHED_IDLE` would need `RLIMIT_NICE` or
 //!   `CAP_SYS_NICE`). A `SCHED_DEADLINE` runtime cannot fork a sandbox at all.
+//! - I/O priority: the real-time class (a daemon's `IOSchedulingClass=realtime`, `ionice -c1`),
+//!   which puts a plugin's disk I/O ahead of every other process's, becomes "none" (derived from
+//!   the nice value: the kernel's default); best-effort levels and the idle class are kept.
 //!
 //! No policy key sets any of them: they are floors the runtime keeps for the host's sake, not a
 //! plugin's resources (memory, CPU and processes are the cgroup's and the rlimits' keys).
@@ -35,9 +39,11 @@
 //! ## Fail closed
 //! A value that cannot be set stops the launch at `process_state` (125, `sandbox_setup`). Only
 //! calls that change something are made: the current values are read from `/proc/self`, which no
-//! seccomp filter of the caller's can refuse, and `setpriority`/`sched_setscheduler` — which
-//! `stockade.service` refuses with its `SystemCallFilter=~@resources` — are called only for a
-//! negative nice value or a real-time policy, which that unit does not give the daemon.
+//! seccomp filter of the caller's can refuse (the I/O priority, which no file shows, with
+//! `ioprio_get`, which systemd's `@system-service` allows), and `setpriority`,
+//! `sched_setscheduler`, `ioprio_set` — which `stockade.service` refuses with its
+//! `SystemCallFilter=~@resources` — are called only for a negative nice value or a real-time
+//! policy or I/O class, which that unit does not give the daemon.
 //!
 //! `oom_score_adj` is written before the init stops being dumpable and before it changes its
 //! ids: from then on its `/proc/self` files are root's, which it could no longer write.
@@ -66,6 +72,8 @@ pub struct ProcessState {
     pub nice: Change<i32>,
     /// The scheduling policy (`SCHED_*`).
     pub policy: Change<i32>,
+    /// The I/O priority (`class << 13 | level`).
+    pub io: Change<i32>,
 }
 
 /// Why the inherited process state could not be replaced.
@@ -107,6 +115,16 @@ pub enum ProcessStateError {
         #[source]
         cause: std::io::Error,
     },
+    /// The I/O priority could not be read.
+    #[error("cannot read this process's I/O priority")]
+    ReadIo(#[source] std::io::Error),
+    /// A real-time I/O class could not be left.
+    #[error(
+        "cannot leave the inherited real-time I/O class (a seccomp filter refusing `ioprio_set`, \
+         as stockade.service's SystemCallFilter=~@resources does: do not give the runtime \
+         IOSchedulingClass=realtime)"
+    )]
+    IoPriority(#[source] std::io::Error),
     /// A real-time policy could not be left.
     #[error(
         "cannot leave the inherited real-time scheduling policy {} for SCHED_OTHER (a seccomp \
@@ -143,6 +161,36 @@ pub fn policy_for(inherited: i32) -> i32 {
     }
 }
 
+/// The I/O class of a priority (`IOPRIO_PRIO_CLASS`).
+fn io_class(prio: i32) -> i32 {
+    (prio >> 13) & 0x7
+}
+
+/// `IOPRIO_CLASS_RT`.
+const IOPRIO_CLASS_RT: i32 = 1;
+
+/// The program's I/O priority for an inherited one: the real-time class becomes "none"
+/// (0: derived from the nice value, the kernel's default), any other is kept.
+pub fn io_priority_for(inherited: i32) -> i32 {
+    if io_class(inherited) == IOPRIO_CLASS_RT {
+        0
+    } else {
+        inherited
+    }
+}
+
+/// An I/O priority as `ionice` shows it (`best-effort: prio 4`).
+pub fn io_priority_name(prio: i32) -> String {
+    let class = match io_class(prio) {
+        0 => "none",
+        1 => "realtime",
+        2 => "best-effort",
+        3 => "idle",
+        _ => "unknown",
+    };
+    format!("{class}: prio {}", prio & 0x1fff)
+}
+
 /// A policy's kernel name, for the report and messages.
 pub fn policy_name(policy: i32) -> String {
     match policy & !SCHED_RESET_ON_FORK {
@@ -167,7 +215,7 @@ pub fn nice_and_policy(stat: &str) -> Option<(i32, i32)> {
     Some((field(19)?, field(41)?))
 }
 
-/// Replace the inherited `oom_score_adj`, nice value and real-time policy of this process (the
+/// Replace the inherited `oom_score_adj`, nice value, real-time policy and I/O class of this process (the
 /// init, single-threaded; the program inherits them). Changes only what must change.
 pub fn apply() -> Result<ProcessState, ProcessStateError> {
     let read = |what| move |cause| ProcessStateError::Read { what, cause };
@@ -177,44 +225,57 @@ pub fn apply() -> Result<ProcessState, ProcessStateError> {
         what: "/proc/self/stat",
         cause: std::io::Error::new(std::io::ErrorKind::InvalidData, stat.clone()),
     })?;
-    let state = ProcessState {
-        oom_score_adj: Change {
-            inherited: oom,
-            set: oom_score_adj_for(oom),
-        },
-        nice: Change {
-            inherited: nice,
-            set: nice_for(nice),
-        },
-        policy: Change {
-            inherited: policy,
-            set: policy_for(policy),
-        },
+    let oom_score_adj = Change {
+        inherited: oom,
+        set: oom_score_adj_for(oom),
     };
-    let Change { inherited, set } = state.oom_score_adj;
-    if set != inherited {
-        sys::set_oom_score_adj(set).map_err(|cause| ProcessStateError::OomScoreAdj {
-            inherited,
-            wanted: set,
-            cause,
+    if oom_score_adj.set != oom {
+        sys::set_oom_score_adj(oom_score_adj.set).map_err(|cause| {
+            ProcessStateError::OomScoreAdj {
+                inherited: oom,
+                wanted: oom_score_adj.set,
+                cause,
+            }
         })?;
     }
-    // The policy first: leaving a real-time one keeps the nice value, which comes next.
-    if state.policy.set != state.policy.inherited {
+    // The policy first: leaving a real-time one keeps the nice value, which comes last.
+    let policy = Change {
+        inherited: policy,
+        set: policy_for(policy),
+    };
+    if policy.set != policy.inherited {
         sys::set_sched_other().map_err(|cause| ProcessStateError::Scheduling {
-            inherited: policy,
+            inherited: policy.inherited,
             cause,
         })?;
     }
-    let Change { inherited, set } = state.nice;
-    if set != inherited {
-        sys::set_nice(set).map_err(|cause| ProcessStateError::Nice {
-            inherited,
-            wanted: set,
+    // Read after the policy is left: a recent kernel reports the "none" class of a real-time
+    // task as real-time (derived from its policy).
+    let io = sys::io_priority().map_err(ProcessStateError::ReadIo)?;
+    let io = Change {
+        inherited: io,
+        set: io_priority_for(io),
+    };
+    if io.set != io.inherited {
+        sys::set_io_priority(io.set).map_err(ProcessStateError::IoPriority)?;
+    }
+    let nice = Change {
+        inherited: nice,
+        set: nice_for(nice),
+    };
+    if nice.set != nice.inherited {
+        sys::set_nice(nice.set).map_err(|cause| ProcessStateError::Nice {
+            inherited: nice.inherited,
+            wanted: nice.set,
             cause,
         })?;
     }
-    Ok(state)
+    Ok(ProcessState {
+        oom_score_adj,
+        nice,
+        policy,
+        io,
+    })
 }
 
 impl ProcessState {
@@ -227,6 +288,8 @@ impl ProcessState {
             "nice_inherited": self.nice.inherited,
             "scheduling": policy_name(self.policy.set),
             "scheduling_inherited": policy_name(self.policy.inherited),
+            "io_priority": io_priority_name(self.io.set),
+            "io_priority_inherited": io_priority_name(self.io.inherited),
             "umask": format!("{umask:04o}"),
             "personality_flags": 0,
         })
@@ -267,6 +330,18 @@ mod tests {
         }
         assert_eq!(policy_name(libc::SCHED_FIFO), "SCHED_FIFO");
         assert_eq!(policy_name(libc::SCHED_IDLE), "SCHED_IDLE");
+    }
+
+    #[test]
+    fn only_the_real_time_io_class_is_replaced() {
+        let prio = |class: i32, level: i32| (class << 13) | level;
+        assert_eq!(io_priority_for(prio(1, 0)), 0);
+        assert_eq!(io_priority_for(prio(1, 7)), 0);
+        for kept in [0, prio(2, 4), prio(2, 0), prio(3, 0)] {
+            assert_eq!(io_priority_for(kept), kept);
+        }
+        assert_eq!(io_priority_name(prio(2, 4)), "best-effort: prio 4");
+        assert_eq!(io_priority_name(0), "none: prio 0");
     }
 
     #[test]

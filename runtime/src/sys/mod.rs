@@ -11,7 +11,8 @@
 //! its own stack (see [`vfork_exec`]), `_exit`, `close_range`, `mount_setattr`,
 //! `PR_SET_SECUREBITS`/`PR_CAPBSET_DROP`, `waitpid` (raw status, see there), the pidfd calls
 //! and `rt_sigaction` for every signal number (see [`reset_signal_dispositions`]),
-//! `personality` (see [`clear_personality_flags`]), `setpriority` and `sched_setscheduler`.
+//! `personality` (see [`clear_personality_flags`]), `setpriority`, `sched_setscheduler` and
+//! `ioprio_get`/`ioprio_set`.
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag};
@@ -1252,6 +1253,32 @@ pub fn own_stat() -> io::Result<String> {
 pub fn set_nice(nice: i32) -> io::Result<()> {
     // SAFETY: setpriority takes plain integers and touches no memory of ours.
     check(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) }).map(drop)
+}
+
+/// `IOPRIO_WHO_PROCESS` (<linux/ioprio.h>; not in `libc`).
+const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+
+/// `ioprio_get(IOPRIO_WHO_PROCESS, 0)`: this process's I/O priority (class << 13 | level).
+/// No `/proc` file shows it; the call is in systemd's `@system-service`.
+pub fn io_priority() -> io::Result<i32> {
+    // SAFETY: ioprio_get takes two integers and touches no memory of ours.
+    let r = check_long(unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0) })?;
+    i32::try_from(r).map_err(|_| io_err(Errno::ERANGE))
+}
+
+/// `ioprio_set(IOPRIO_WHO_PROCESS, 0, value)`. Any class but real-time needs no privilege for
+/// one's own process.
+pub fn set_io_priority(value: i32) -> io::Result<()> {
+    // SAFETY: ioprio_set takes three integers and touches no memory of ours.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0,
+            libc::c_long::from(value),
+        )
+    })
+    .map(drop)
 }
 
 /// `sched_setscheduler(0, SCHED_OTHER, {0})` at the current nice value: leave a real-time
