@@ -337,6 +337,140 @@ fn program_personality_has_no_flags_of_the_runtime() {
     assert_eq!(out(&o), "00000000\n", "{}", err(&o));
 }
 
+/// `sh -c SCRIPT` with `$1` the binary under test and `$2` a probe (a script for `sh -c`).
+fn shell_probe(script: &str, probe: &str) -> std::process::Output {
+    Command::new("/bin/sh")
+        .args(["-c", script, "sh", BIN, probe])
+        .output()
+        .unwrap()
+}
+
+/// The nice value and scheduling policy (fields 19 and 41 of `/proc/self/stat`), the soft and
+/// hard values of the limits no policy key names (stack, rss, as, locks, msgqueue, rttime), and
+/// the I/O priority.
+const PRIORITY_PROBE: &str = "cut -d' ' -f19,41 /proc/self/stat; sed -nE 's/^Max (stack size|\
+     resident set|address space|file locks|msgqueue size|realtime timeout) +([^ ]+) +([^ ]+).*/\\1 \
+     \\2 \\3/p' /proc/self/limits; ionice -p $$";
+
+/// A caller at nice -5 in the real-time I/O class, with limits raised (soft, up to the hard ones) and lowered.
+const PRIORITY_CALLER: &str = "nice -n -5 ionice -c1 -n0 prlimit --stack=unlimited: --rss=4096: \
+     --as=3221225472 --locks=100: --msgqueue=1000: --rttime=5000:";
+
+#[test]
+fn program_priority_and_rlimits_are_the_runtimes_whatever_the_callers() {
+    // A runtime started at nice -5 (a unit's Nice=-5) gave every plugin nice -5 (and the
+    // real-time I/O class of IOSchedulingClass=realtime), and every
+    // rlimit no policy key names (a shell's `ulimit -s unlimited`, a unit's LimitMSGQUEUE=) was
+    // the caller's. Needs root for the negative nice value.
+    if !require(is_root(), "a negative nice value needs root")
+        || !require(
+            Command::new("prlimit").arg("--version").output().is_ok(),
+            "needs prlimit (util-linux)",
+        )
+    {
+        return;
+    }
+    // Native control: all of it reaches a program the caller starts.
+    let native = shell_probe(
+        &format!("exec {PRIORITY_CALLER} /bin/sh -c \"$2\""),
+        PRIORITY_PROBE,
+    );
+    let text = out(&native);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"-5 0"), "{text}{}", err(&native));
+    for line in [
+        "stack size unlimited unlimited",
+        "resident set 4096 unlimited",
+        "address space 3221225472 3221225472",
+        "file locks 100 unlimited",
+        "realtime timeout 5000 unlimited",
+    ] {
+        assert!(lines.contains(&line), "{line}: {text}");
+    }
+    assert!(text.contains("\nmsgqueue size 1000 "), "{text}");
+    assert_eq!(lines.last(), Some(&"realtime: prio 0"), "{text}");
+    let o = shell_probe(
+        &format!("exec {PRIORITY_CALLER} \"$1\" --json exec -- /bin/sh -c \"$2\""),
+        PRIORITY_PROBE,
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    // nice 0, SCHED_OTHER; the runtime's values, but never above the caller's hard limit (the
+    // address space: 3 GiB), which a sandbox cannot raise.
+    let text = out(&o);
+    let (text, io) = text.trim_end().rsplit_once('\n').unwrap_or_default();
+    // Out of the real-time class ("none" here; a kernel may show it derived: "best-effort").
+    assert!(!io.starts_with("realtime"), "{io}");
+    assert_eq!(
+        format!("{text}\n"),
+        "0 0\nstack size 8388608 8388608\nresident set unlimited unlimited\naddress space \
+         3221225472 3221225472\nfile locks unlimited unlimited\nmsgqueue size 0 0\nrealtime \
+         timeout unlimited unlimited\n",
+        "{}",
+        err(&o)
+    );
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let ps = &layer(&r, "process_state")["details"];
+    assert_eq!(ps["nice"], 0, "{ps}");
+    assert_eq!(ps["nice_inherited"], -5, "{ps}");
+    assert_eq!(ps["scheduling"], "SCHED_OTHER", "{ps}");
+    assert_eq!(ps["umask"], "0022", "{ps}");
+    assert_eq!(ps["io_priority_inherited"], "realtime: prio 0", "{ps}");
+    let rl = &layer(&r, "rlimits")["details"];
+    assert_eq!(rl["stack"], serde_json::json!({"max": 8 << 20}), "{rl}");
+    assert_eq!(
+        rl["as"],
+        serde_json::json!({"max": 3_221_225_472_u64}),
+        "{rl}"
+    );
+    assert_eq!(rl["msgqueue"], serde_json::json!({"max": 0}), "{rl}");
+    for key in ["locks", "rss", "rttime", "data"] {
+        assert_eq!(rl[key], "unlimited", "{key}: {rl}");
+    }
+}
+
+#[test]
+fn program_oom_score_adj_is_never_below_zero() {
+    if !require(
+        Command::new("choom").arg("--version").output().is_ok(),
+        "needs choom (util-linux)",
+    ) {
+        return;
+    }
+    let probe = "cat /proc/self/oom_score_adj";
+    // A positive value is kept: a plugin more killable than the default harms no one (and a
+    // value above the floor a privileged writer left could not be lowered anyway).
+    let o = shell_probe(
+        "exec choom -n 300 -- \"$1\" --json exec -- /bin/sh -c \"$2\"",
+        probe,
+    );
+    assert_eq!(out(&o), "300\n", "{}", err(&o));
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    assert_eq!(layer(&r, "process_state")["details"]["oom_score_adj"], 300);
+    // A negative one (a unit's OOMScoreAdjust=-900) shielded every plugin from the OOM killer.
+    let can_lower = Command::new("choom")
+        .args(["-n", "-500", "--", "/bin/true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require(
+        can_lower,
+        "giving the runtime a negative oom_score_adj needs CAP_SYS_RESOURCE",
+    ) {
+        return;
+    }
+    // Native control: it reaches a program the caller starts.
+    let native = shell_probe("exec choom -n -500 -- /bin/sh -c \"$2\"", probe);
+    assert_eq!(out(&native), "-500\n", "{}", err(&native));
+    let o = shell_probe(
+        "exec choom -n -500 -- \"$1\" --json exec -- /bin/sh -c \"$2\"",
+        probe,
+    );
+    assert_eq!(out(&o), "0\n", "{}", err(&o));
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let ps = &layer(&r, "process_state")["details"];
+    assert_eq!(ps["oom_score_adj"], 0, "{ps}");
+    assert_eq!(ps["oom_score_adj_inherited"], -500, "{ps}");
+}
+
 #[test]
 fn a_closed_output_reaches_the_program_as_sigpipe() {
     // `stockade exec -- yes | head -1` must end: when our stdout is gone, the program's is too.

@@ -14,6 +14,12 @@ fn rootless(args: &[&str]) -> Option<std::process::Output> {
 /// [`rootless`], with `prefix` (a command taking the runtime's command line as its arguments)
 /// run before the runtime.
 fn rootless_with(prefix: &[&str], args: &[&str]) -> Option<std::process::Output> {
+    rootless_under(&[], prefix, args)
+}
+
+/// [`rootless_with`], with `outer` (a command taking the rest as its arguments) run as root
+/// before the switch to the unprivileged user.
+fn rootless_under(outer: &[&str], prefix: &[&str], args: &[&str]) -> Option<std::process::Output> {
     if !require(is_root(), "switching to an unprivileged user needs root") {
         return None;
     }
@@ -37,7 +43,10 @@ fn rootless_with(prefix: &[&str], args: &[&str]) -> Option<std::process::Output>
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let mut cmd = Command::new("/usr/bin/setpriv");
+    let mut cmd = Command::new(outer.first().copied().unwrap_or("/usr/bin/setpriv"));
+    if !outer.is_empty() {
+        cmd.args(&outer[1..]).arg("/usr/bin/setpriv");
+    }
     cmd.env("STOCKADE_POLICY_ROOT", empty.path());
     cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
     cmd.args(prefix).arg(BIN);
@@ -387,5 +396,60 @@ fn rootless_program_deleted_since_it_was_opened_runs_from_a_sealed_copy() {
         out(&o).starts_with("/memfd:stockade-program"),
         "{}",
         out(&o)
+    );
+}
+
+/// A rootless runtime started by a caller at nice -5 under `SCHED_FIFO` in the real-time I/O
+/// class (root's `chrt -f 1`, `ionice -c1` before the switch), with limits raised and lowered:
+/// the program used to get all of it. It gets nice 0, `SCHED_OTHER`, I/O class "none", the
+/// runtime's limits — bounded by the caller's hard ones, which
+/// the sandbox cannot raise, and the launch still works.
+#[test]
+fn rootless_program_gets_the_runtimes_priority_and_rlimits() {
+    let probe = "cut -d' ' -f19,41 /proc/self/stat; grep -E '^Max (stack size|msgqueue size|\
+                 address space)' /proc/self/limits | tr -s ' ' | cut -d' ' -f4,5; ionice -p $$ \
+                 | cut -d: -f1";
+    let outer = [
+        "/usr/bin/chrt",
+        "-f",
+        "1",
+        "/usr/bin/nice",
+        "-n",
+        "-5",
+        "/usr/bin/ionice",
+        "-c1",
+        "-n0",
+    ];
+    let prefix = [
+        "/usr/bin/prlimit",
+        "--stack=unlimited:",
+        "--msgqueue=1000:",
+        "--as=3221225472",
+    ];
+    let Some(o) = rootless_under(&outer, &prefix, &["exec", "--", "/bin/sh", "-c", probe]) else {
+        return;
+    };
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(
+        out(&o),
+        "0 0\n8388608 8388608\n3221225472 3221225472\n0 0\nnone\n",
+        "{}",
+        err(&o)
+    );
+    // Native control: all of it reaches a program the unprivileged caller starts.
+    let native = Command::new(outer[0])
+        .args(&outer[1..])
+        .arg("/usr/bin/setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(prefix)
+        .args(["/bin/sh", "-c", probe])
+        .output()
+        .unwrap();
+    let text = out(&native);
+    assert!(
+        text.starts_with("-5 1\nunlimited unlimited\n3221225472 3221225472\n1000 ")
+            && text.ends_with("\nrealtime\n"),
+        "{text}{}",
+        err(&native)
     );
 }

@@ -3,7 +3,8 @@
 //! its own host uid, its own namespaces (none shared with the other plugin, its spare or the
 //! daemon), its own `/tmp` (not even shared with its own next incarnation), no descriptor of the
 //! daemon's, and none of the daemon's process state (umask, personality flags, ignored or
-//! blocked signals) — even when the daemon is started with `umask 000` under `setarch -R`.
+//! blocked signals, nice value, oom_score_adj below 0, rlimits) — even when the daemon is started
+//! with `umask 000` under `setarch -R`, `nice -n -5`, `prlimit` and `choom`.
 //! Real sandboxes (root).
 
 mod serve_common;
@@ -24,9 +25,12 @@ while IFS= read -r line; do
       tmp=$(ls -A /tmp | tr '\n' ',')
       pers=$(cat /proc/self/personality)
       sig=$(grep -E '^Sig(Ign|Blk):' /proc/self/status | tr -d ' \t' | tr '\n' ',')
+      nice=$(cut -d' ' -f19,41 /proc/self/stat)
+      oom=$(cat /proc/self/oom_score_adj)
+      lim=$(grep -E '^Max (stack size|msgqueue size)' /proc/self/limits | tr -s ' ' | cut -d' ' -f4,5 | tr '\n' ',')
       : > "/tmp/mark-@NAME@"
-      printf '{"jsonrpc":"2.0","id":%s,"result":{"plugin":"@NAME@","umask":"%s","personality":"%s","signals":"%s","tmp":"%s"}}\n' \
-        "$id" "$(umask)" "$pers" "$sig" "$tmp" ;;
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"plugin":"@NAME@","umask":"%s","personality":"%s","signals":"%s","tmp":"%s","nice":"%s","oom":"%s","limits":"%s"}}\n' \
+        "$id" "$(umask)" "$pers" "$sig" "$tmp" "$nice" "$oom" "$lim" ;;
     *'"method":"shutdown"'*) exit 0 ;;
   esac
 done
@@ -104,21 +108,44 @@ fn plugins_are_alone_and_inherit_nothing_of_the_daemon() {
     let fx = Fixture::new();
     let a = pack_script(&fx, "a", &["on:x"], PROBE);
     let b = pack_script(&fx, "b", &["on:x"], PROBE);
-    // The daemon gets a permissive umask and ADDR_NO_RANDOMIZE from whoever starts it.
-    let wrapper: Vec<String> = [
-        "/bin/sh",
-        "-c",
-        "umask 000; exec setarch \"$(uname -m)\" -R \"$0\" \"$@\"",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    // The daemon gets a permissive umask, ADDR_NO_RANDOMIZE, nice -5, a raised stack limit and
+    // a message-queue allowance, and an oom_score_adj from whoever starts it: -500 where this
+    // host lets root give one below 0 (CAP_SYS_RESOURCE), else 300 (kept: more killable).
+    let oom_negative = std::process::Command::new("choom")
+        .args(["-n", "-500", "--", "/bin/true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let (oom, oom_plugin) = if oom_negative { (-500, 0) } else { (300, 300) };
+    let wrapper: Vec<String> = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!(
+            "umask 000; exec setarch \"$(uname -m)\" -R nice -n -5 prlimit --stack=unlimited: \
+             --msgqueue=1000: choom -n {oom} -- \"$0\" \"$@\""
+        ),
+    ];
     let mut s = Serve::start_under(&fx, CONFIG, None, &[], &wrapper);
     let daemon = s.pid();
     assert_eq!(
         std::fs::read_to_string(format!("/proc/{daemon}/personality")).unwrap(),
         "00040000\n",
         "the control: the daemon runs with the flag"
+    );
+    let daemon_stat = std::fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap();
+    assert_eq!(
+        daemon_stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(16),
+        Some("-5"),
+        "the control: the daemon runs at nice -5"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{daemon}/oom_score_adj")).unwrap(),
+        format!("{oom}\n"),
+        "the control: the daemon's oom_score_adj"
     );
     let mut c = s.client();
     // A second agent connection: its socket is one more descriptor of the daemon's.
@@ -178,6 +205,9 @@ fn plugins_are_alone_and_inherit_nothing_of_the_daemon() {
             "{name}: {r}"
         );
         assert_eq!(r["tmp"], "", "{name}: {r}");
+        assert_eq!(r["nice"], "0 0", "{name}: {r}");
+        assert_eq!(r["oom"], oom_plugin.to_string(), "{name}: {r}");
+        assert_eq!(r["limits"], "8388608 8388608,0 0,", "{name}: {r}");
     }
     let second = by_plugin(&other.ok("hook_invoke", invoke("on:x", json!({}), None)));
     assert_eq!(second["a"]["tmp"], "mark-a,", "{second:?}");
@@ -198,6 +228,8 @@ fn plugins_are_alone_and_inherit_nothing_of_the_daemon() {
     assert_eq!(third["a"]["tmp"], "", "{third:?}");
     assert_eq!(third["a"]["umask"], "0022", "{third:?}");
     assert_eq!(third["a"]["personality"], "00000000", "{third:?}");
+    assert_eq!(third["a"]["nice"], "0 0", "{third:?}");
+    assert_eq!(third["a"]["limits"], "8388608 8388608,0 0,", "{third:?}");
     assert_eq!(third["b"]["tmp"], "mark-b,", "{third:?}");
     assert_eq!(s.stop(), 0, "{}", s.log());
 }

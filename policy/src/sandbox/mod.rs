@@ -360,6 +360,13 @@ pub struct ValidatedSandboxPolicy {
 /// POSIX asks for at least 32 (`_POSIX_SIGQUEUE_MAX`).
 pub const SIGPENDING: u64 = 128;
 
+/// A sandbox's stack limit (`RLIMIT_STACK`, soft = hard, set on every launch; not a policy
+/// key): 8 MiB, the kernel's default (`_STK_LIM`) and every distribution's soft limit, never
+/// the runtime's caller's (`ulimit -s unlimited` also switches the kernel to the legacy
+/// bottom-up mmap layout). Never above the runtime's own hard limit, which a sandbox cannot
+/// raise.
+pub const STACK: u64 = 8 << 20;
+
 /// Resolved resource limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Resources {

@@ -11,12 +11,13 @@
 //! signal).
 //!
 //! ## Order (see [`contain`])
-//! parent-death signal → wait for the parent's go (maps written, cgroup joined) → neutral
+//! parent-death signal → wait for the parent's go (maps written, cgroup joined) →
+//! oom_score_adj and nice at least 0, no real-time policy or I/O class (process_state.rs) → neutral
 //! command line → not dumpable →
 //! private cgroup namespace → open bind sources → identity (setresgid/setresuid to the inside
 //! ids; the user namespace keeps our capabilities for the mount work) → stdio → filesystem
 //! (mounts, pivot_root) → hostname → loopback → default signal dispositions → umask 022 and
-//! no personality flags → rlimits →
+//! no personality flags → rlimits (the policy's, and every other one at the runtime's value) →
 //! capabilities (securebits locked,
 //! bounding, ambient, inheritable, permitted, effective all empty) → no_new_privs → Landlock →
 //! start the program (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no copy of our page
@@ -29,7 +30,7 @@
 
 use super::report::LayerReport;
 use super::seccomp::Filters;
-use super::{landlock, mounts, rlimits, LaunchStep};
+use super::{landlock, mounts, process_state, rlimits, LaunchStep};
 use crate::package::verify::error_chain;
 use crate::sys;
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,7 @@ use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
-use stockade_policy::sandbox::{Limit, NetworkMode, ValidatedSandboxPolicy, SIGPENDING};
+use stockade_policy::sandbox::{NetworkMode, ValidatedSandboxPolicy};
 
 /// Messages from the sandbox's init to the runtime.
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,6 +69,9 @@ pub enum ChildMsg {
 /// [`ChildMsg::Program`] as sent: the program's process runs in the init's memory until its
 /// exec (`sys::vfork_exec`), where nothing may allocate, so the message is a constant.
 pub const PROGRAM_MSG: &[u8] = b"\"Program\"";
+
+/// The program's umask: a login's (the runtime's caller's must not reach it).
+const UMASK: u32 = 0o022;
 
 /// What the grandchild reports through the exec pipe when it could not start the program.
 pub const EXEC_FAILED: u8 = 1;
@@ -155,6 +159,11 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
         Ok(1) if go[0] == b'G' => {}
         _ => sys::exit_now(125),
     }
+    // The runtime's caller's oom_score_adj, nice value, real-time policy and I/O class are
+    // replaced first: `/proc/self/oom_score_adj` is root's once we change ids or stop being
+    // dumpable (process_state.rs says which values and why).
+    let process =
+        process_state::apply().map_err(|e| (LaunchStep::ProcessState, error_chain(&e)))?;
     // Not dumpable: the program (same uid in rootless mode) must not read or write our memory
     // through /proc/1/mem, nor read our environment, which is a copy of the runtime's. Only now:
     // the parent needed /proc/<pid>/uid_map writable by its own uid until the go.
@@ -249,7 +258,7 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // directory; `setarch -R`: the plugin without ASLR, which it cannot undo, `personality`
     // being refused) would be the program's. It starts with a login's umask, 022, and the plain
     // execution domain.
-    sys::set_umask(0o022);
+    sys::set_umask(UMASK);
     sys::clear_personality_flags().map_err(at(LaunchStep::ProcessState))?;
     let mut rl = set_rlimits(p, ctx.data_limit).map_err(at(LaunchStep::Rlimits))?;
     if !ctx.plan.user_ns_limits.is_empty() {
@@ -274,6 +283,7 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
             json!({"staged_on": applied.stage, "pivot_root": true, "old_root": "detached",
                    "missing_host_devices": applied.missing_dev}),
         ),
+        LayerReport::full("process_state", process.details(UMASK)),
         rl,
         LayerReport::full(
             "capabilities",
@@ -310,27 +320,19 @@ fn set_rlimits(
         sys::setrlimit(rl.resource, rlimits::raw(rl.limit))?;
         details.insert(rl.report_name.into(), json!(rl.limit));
     }
-    // Not a policy key (docs/sandbox.md): at most SIGPENDING, and never above the hard limit
-    // the runtime hands down (which a sandbox cannot raise).
-    let hard = sys::hard_rlimit(libc::RLIMIT_SIGPENDING).unwrap_or(SIGPENDING);
-    let sigpending = SIGPENDING.min(hard);
-    sys::setrlimit(libc::RLIMIT_SIGPENDING, sigpending)?;
-    details.insert("sigpending".into(), json!(Limit::Max(sigpending)));
-    // Not policy keys either: no priority above the one the program starts with. A runtime whose
-    // caller raised RLIMIT_NICE (a unit's LimitNICE=, limits.conf) or RLIMIT_RTPRIO would hand
-    // it down, and `setpriority` (in @process) could then take CPU time from the host's other
-    // processes wherever no cpu cgroup bounds the sandbox (rootless). 0 is what the kernel
-    // gives an unprivileged process by default; lowering a limit needs no privilege.
-    for (resource, name) in [(libc::RLIMIT_NICE, "nice"), (libc::RLIMIT_RTPRIO, "rtprio")] {
-        sys::setrlimit(resource, 0)?;
-        details.insert(name.into(), json!(Limit::Max(0)));
-    }
-    if let Some(bytes) = data_limit {
-        sys::setrlimit(libc::RLIMIT_DATA, bytes)?;
-        details.insert(
-            "data".into(),
-            json!({"bytes": bytes, "why": "no memory cgroup: fallback for memory_max"}),
-        );
+    // Every other limit: the runtime's value, whoever started the runtime (rlimits::fixed says
+    // which and why), never above the hard limit the runtime hands down, which a sandbox cannot
+    // raise — a caller's lower one is kept, never a reason to refuse the launch.
+    for f in rlimits::fixed(data_limit) {
+        let value = rlimits::bounded(f.value, sys::hard_rlimit(f.resource)?);
+        sys::setrlimit(f.resource, value)?;
+        let shown = match data_limit {
+            Some(_) if f.resource == libc::RLIMIT_DATA => {
+                json!({"bytes": value, "why": "no memory cgroup: fallback for memory_max"})
+            }
+            _ => json!(rlimits::as_limit(value)),
+        };
+        details.insert(f.report_name.into(), shown);
     }
     Ok(LayerReport::full("rlimits", details.into()))
 }

@@ -21,6 +21,7 @@ pub mod cgroup;
 pub mod child;
 pub mod landlock;
 pub mod mounts;
+pub(crate) mod process_state;
 mod program;
 pub mod report;
 pub mod rlimits;
@@ -107,8 +108,8 @@ pub enum LaunchStep {
     Loopback,
     /// Default signal dispositions (what the runtime ignores would survive exec).
     SignalDispositions,
-    /// The umask and personality the program starts with (the runtime's caller's must not reach
-    /// it).
+    /// The oom_score_adj, nice value, scheduling policy, I/O class, umask and personality the
+    /// program starts with (the runtime's caller's must not reach it).
     ProcessState,
     /// rlimits.
     Rlimits,

@@ -21,7 +21,7 @@
 //! ```
 //! Layer names, in launch order: `distinct_uid`, `user_namespace`, `pid_namespace`,
 //! `mount_namespace`, `network_namespace`, `ipc_namespace`, `uts_namespace`, `cgroup_namespace`,
-//! `identity`, `cgroup`, `filesystem_root`, `rlimits`, `capabilities`, `no_new_privs`, `landlock`,
+//! `identity`, `cgroup`, `filesystem_root`, `process_state`, `rlimits`, `capabilities`, `no_new_privs`, `landlock`,
 //! `landlock_network` (network mode "none" only), `landlock_scope`, `filesystem`, `seccomp`,
 //! `process`. A layer whose status is below `fully_enforced` always has
 //! `degradation_allowed: true` (otherwise the launch would have stopped): `cgroup`

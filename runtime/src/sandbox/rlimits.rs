@@ -1,5 +1,5 @@
-//! The rlimits of a sandbox: which the init sets ([`list`], soft = hard, in
-//! [`super::child`]) and whether this process can hand them down at all ([`Ceilings`]).
+//! The rlimits of a sandbox: which the init sets (soft = hard, in [`super::child`]): the
+//! policy's ([`list`]) and every other one at a value of the runtime's ([`fixed`]); and whether this process can hand them down at all ([`Ceilings`]).
 //!
 //! ## Why a policy can ask for a limit no launch can set
 //! The init sets each limit in its own user namespace. Lowering a hard limit is always allowed;
@@ -17,7 +17,7 @@
 //! `serve` is the one that launches.
 
 use crate::sys;
-use stockade_policy::sandbox::{default_policy, Limit, Resources};
+use stockade_policy::sandbox::{default_policy, Limit, Resources, SIGPENDING, STACK};
 
 /// One rlimit the sandbox sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +105,78 @@ pub fn list(r: &Resources) -> [Rlimit; 6] {
             r.cpu_time_secs,
         ),
     ]
+}
+
+/// A limit no policy key names, which the init sets all the same (soft = hard), so that the
+/// runtime's caller's — a unit's `LimitSTACK=`, `ulimit -s unlimited`, `prlimit` — never
+/// reaches the program ([`fixed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fixed {
+    /// `RLIMIT_*`.
+    pub resource: libc::__rlimit_resource_t,
+    /// The name in the launch report's `rlimits` layer.
+    pub report_name: &'static str,
+    /// The value wanted (`RLIM_INFINITY`: unlimited), before [`bounded`].
+    pub value: u64,
+}
+
+/// Every rlimit the init sets that no policy key names, in order, with its value; `data_limit`
+/// is `memory_max` where no memory cgroup enforces it. Each value is the same whoever started
+/// the runtime, but never above the runtime's own hard limit ([`bounded`]).
+///
+/// - `sigpending` [`SIGPENDING`] (128): the runtime's would let a plugin queue signals up to
+///   the host user's whole allowance, on which every `sigqueue` to that user's processes counts.
+/// - `nice`, `rtprio` 0: no priority above the one the program starts with (a caller's
+///   `LimitNICE=` would let it `setpriority` below 0; `@process` allows the call).
+/// - `stack` 8 MiB ([`STACK`]): the kernel's default. Bounded (soft = hard) so that neither a
+///   caller's `ulimit -s unlimited` — which also switches the kernel to the legacy bottom-up
+///   mmap layout — nor a caller's small one decides a plugin's stack.
+/// - `as` unlimited: the memory cgroup (or `data`, below) bounds memory; an address-space limit
+///   only breaks programs that reserve large ranges they never touch (Go, JVMs, sanitizers).
+/// - `data` unlimited where the memory cgroup bounds memory, else `memory_max` (the fallback).
+/// - `locks`, `rss` unlimited: the kernel's defaults, enforced by no kernel since 2.4.25 and
+///   2.4.30; set so that the report shows every limit.
+/// - `msgqueue` 0: no POSIX message queue can be created (`mq_open` is refused anyway); the
+///   runtime's allowance is the host user's, shared with the host's own processes.
+/// - `rttime` unlimited, the kernel's default: it bounds only real-time tasks, and the program
+///   can be none (`rtprio` 0, the runtime's real-time policy left: process_state.rs), so a
+///   value of ours would be one more number to explain that limits nothing.
+pub fn fixed(data_limit: Option<u64>) -> [Fixed; 10] {
+    let inf = libc::RLIM_INFINITY;
+    let f = |resource, report_name, value| Fixed {
+        resource,
+        report_name,
+        value,
+    };
+    [
+        f(libc::RLIMIT_SIGPENDING, "sigpending", SIGPENDING),
+        f(libc::RLIMIT_NICE, "nice", 0),
+        f(libc::RLIMIT_RTPRIO, "rtprio", 0),
+        f(libc::RLIMIT_STACK, "stack", STACK),
+        f(libc::RLIMIT_AS, "as", inf),
+        f(libc::RLIMIT_DATA, "data", data_limit.unwrap_or(inf)),
+        f(libc::RLIMIT_LOCKS, "locks", inf),
+        f(libc::RLIMIT_RSS, "rss", inf),
+        f(libc::RLIMIT_MSGQUEUE, "msgqueue", 0),
+        f(libc::RLIMIT_RTTIME, "rttime", inf),
+    ]
+}
+
+/// What a sandbox can be given of `wanted`: never more than `inherited_hard`, the runtime's hard
+/// limit, which the init inherits and cannot raise (no `CAP_SYS_RESOURCE` in the host's user
+/// namespace, root mode included). Lowering is always allowed, so a caller's lower limit is
+/// kept rather than the launch refused.
+pub fn bounded(wanted: u64, inherited_hard: u64) -> u64 {
+    wanted.min(inherited_hard)
+}
+
+/// `n` as a report's limit.
+pub fn as_limit(n: u64) -> Limit {
+    if n == libc::RLIM_INFINITY {
+        Limit::Unlimited
+    } else {
+        Limit::Max(n)
+    }
 }
 
 /// The value `setrlimit` gets for a limit.
@@ -300,6 +372,45 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_fixed_limit_is_never_above_the_inherited_hard_one() {
+        let inf = libc::RLIM_INFINITY;
+        assert_eq!(bounded(STACK, inf), STACK);
+        assert_eq!(bounded(STACK, 4 << 20), 4 << 20);
+        assert_eq!(bounded(inf, inf), inf);
+        assert_eq!(bounded(inf, 1 << 30), 1 << 30);
+        assert_eq!(bounded(0, inf), 0);
+        assert_eq!(bounded(SIGPENDING, 64), 64);
+        assert_eq!(as_limit(inf), Limit::Unlimited);
+        assert_eq!(as_limit(0), Limit::Max(0));
+    }
+
+    #[test]
+    fn every_rlimit_is_set_once_the_policys_or_the_runtimes() {
+        let policy: Vec<_> = list(&default_policy().resources)
+            .iter()
+            .map(|r| r.resource)
+            .collect();
+        let fixed_ones: Vec<_> = fixed(None).iter().map(|f| f.resource).collect();
+        let mut all: Vec<_> = policy.iter().chain(&fixed_ones).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(
+            all.len(),
+            policy.len() + fixed_ones.len(),
+            "one resource set twice"
+        );
+        // Every resource of the kernel's: RLIMIT_CPU (0) … RLIMIT_RTTIME (15).
+        assert_eq!(all, (0..16).collect::<Vec<_>>());
+        assert_eq!(
+            fixed(Some(256 << 20))
+                .iter()
+                .find(|f| f.resource == libc::RLIMIT_DATA)
+                .map(|f| f.value),
+            Some(256 << 20)
+        );
     }
 
     /// This process's real ceilings (whatever they are here) admit the default policy, and

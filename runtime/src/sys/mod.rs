@@ -10,8 +10,9 @@
 //! `clone3` with namespace flags and fork semantics, `clone(CLONE_VM | CLONE_VFORK)` on
 //! its own stack (see [`vfork_exec`]), `_exit`, `close_range`, `mount_setattr`,
 //! `PR_SET_SECUREBITS`/`PR_CAPBSET_DROP`, `waitpid` (raw status, see there), the pidfd calls
-//! and `rt_sigaction` for every signal number (see [`reset_signal_dispositions`]), and
-//! `personality` (see [`clear_personality_flags`]).
+//! and `rt_sigaction` for every signal number (see [`reset_signal_dispositions`]),
+//! `personality` (see [`clear_personality_flags`]), `setpriority`, `sched_setscheduler` and
+//! `ioprio_get`/`ioprio_set`.
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag};
@@ -406,6 +407,9 @@ fn rlimit_resource(
         (libc::RLIMIT_MSGQUEUE, R::RLIMIT_MSGQUEUE),
         (libc::RLIMIT_NICE, R::RLIMIT_NICE),
         (libc::RLIMIT_RTPRIO, R::RLIMIT_RTPRIO),
+        (libc::RLIMIT_LOCKS, R::RLIMIT_LOCKS),
+        (libc::RLIMIT_RSS, R::RLIMIT_RSS),
+        (libc::RLIMIT_RTTIME, R::RLIMIT_RTTIME),
     ];
     table
         .iter()
@@ -1222,6 +1226,69 @@ pub fn clear_personality_flags() -> io::Result<()> {
     Ok(())
 }
 
+/// This process's `oom_score_adj` (-1000 … 1000), from `/proc/self/oom_score_adj`.
+pub fn oom_score_adj() -> io::Result<i32> {
+    let text = std::fs::read_to_string("/proc/self/oom_score_adj")?;
+    text.trim()
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{text:?}")))
+}
+
+/// Write this process's `oom_score_adj`. Raising it needs no privilege; lowering it below the
+/// floor a privileged writer left (`oom_score_adj_min`) is EACCES. The file belongs to root
+/// once the process is not dumpable (or has changed its ids), so call it before that.
+pub fn set_oom_score_adj(value: i32) -> io::Result<()> {
+    std::fs::write("/proc/self/oom_score_adj", value.to_string())
+}
+
+/// The text of `/proc/self/stat` (the nice value and the scheduling policy are read from it
+/// rather than asked for: the queries could be refused by a caller's seccomp filter, reading a
+/// file cannot).
+pub fn own_stat() -> io::Result<String> {
+    std::fs::read_to_string("/proc/self/stat")
+}
+
+/// `setpriority(PRIO_PROCESS, 0, nice)`: this process's nice value (a single-threaded process:
+/// the value is per thread). Raising it needs no privilege.
+pub fn set_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    check(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) }).map(drop)
+}
+
+/// `IOPRIO_WHO_PROCESS` (<linux/ioprio.h>; not in `libc`).
+const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+
+/// `ioprio_get(IOPRIO_WHO_PROCESS, 0)`: this process's I/O priority (class << 13 | level).
+/// No `/proc` file shows it; the call is in systemd's `@system-service`.
+pub fn io_priority() -> io::Result<i32> {
+    // SAFETY: ioprio_get takes two integers and touches no memory of ours.
+    let r = check_long(unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0) })?;
+    i32::try_from(r).map_err(|_| io_err(Errno::ERANGE))
+}
+
+/// `ioprio_set(IOPRIO_WHO_PROCESS, 0, value)`. Any class but real-time needs no privilege for
+/// one's own process.
+pub fn set_io_priority(value: i32) -> io::Result<()> {
+    // SAFETY: ioprio_set takes three integers and touches no memory of ours.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0,
+            libc::c_long::from(value),
+        )
+    })
+    .map(drop)
+}
+
+/// `sched_setscheduler(0, SCHED_OTHER, {0})` at the current nice value: leave a real-time
+/// policy, which needs no privilege.
+pub fn set_sched_other() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param that outlives the call, which only reads it.
+    check(unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) }).map(drop)
+}
+
 /// The mount flags (`ST_*` from `statvfs`) of the filesystem at `path`.
 pub fn statvfs_flags(path: &CStr) -> io::Result<u64> {
     nix::sys::statvfs::statvfs(path)
@@ -1235,6 +1302,82 @@ mod tests {
     /// the locked value is EPERM, the query too) there is nothing to clear and the launch goes
     /// on; it failed at the query (every plugin of the shipped unit: 125 `process_state`). Locked
     /// to a value with a flag, it fails. In a forked child: the filter stays there.
+    /// A caller's negative nice value is raised to 0 for the program; where a seccomp filter of
+    /// the caller's refuses `setpriority` (stockade.service's `SystemCallFilter=~@resources`),
+    /// the process-state step fails — fail closed — but only when there is something to change:
+    /// at nice 0 under the same filter nothing is called and the step passes.
+    #[test]
+    fn a_negative_nice_value_is_raised_and_a_refused_raise_fails_closed() {
+        use crate::sandbox::process_state::{self, ProcessStateError};
+        use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
+        if !crate::test_support::root_or_skip("a negative nice value needs root") {
+            return;
+        }
+        let refuse_setpriority = || -> BpfProgram {
+            SeccompFilter::new(
+                [(libc::SYS_setpriority, vec![])].into_iter().collect(),
+                SeccompAction::Allow,
+                SeccompAction::Errno(libc::EPERM as u32),
+                std::env::consts::ARCH.try_into().unwrap(),
+            )
+            .unwrap()
+            .try_into()
+            .unwrap()
+        };
+        // (caller's nice, filter, the exit code: 0 passed at nice 0, 1 refused as `Nice`)
+        for (nice, filtered, want) in [(-5, false, 0), (-5, true, 1), (0, true, 0)] {
+            let filter = refuse_setpriority();
+            // SAFETY: the child makes system calls and reads two /proc files (glibc's fork
+            // leaves malloc usable in the child), then `_exit`s.
+            match unsafe { libc::fork() } {
+                0 => {
+                    let code = (|| {
+                        if super::set_nice(nice).is_err() {
+                            return 3;
+                        }
+                        if filtered {
+                            // SAFETY: plain prctl; the filter needs no_new_privs.
+                            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                                return 4;
+                            }
+                            if seccompiler::apply_filter(&filter).is_err() {
+                                return 5;
+                            }
+                        }
+                        match process_state::apply() {
+                            Ok(state) if state.nice.set == 0 => {
+                                let now = super::own_stat().ok();
+                                let now = now.as_deref().and_then(process_state::nice_and_policy);
+                                if now.map(|(n, _)| n) == Some(0) {
+                                    0
+                                } else {
+                                    6
+                                }
+                            }
+                            Ok(_) => 7,
+                            Err(ProcessStateError::Nice { inherited: -5, .. }) => 1,
+                            Err(_) => 8,
+                        }
+                    })();
+                    // SAFETY: ends the forked child without running the parent's destructors.
+                    unsafe { libc::_exit(code) }
+                }
+                -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+                pid => {
+                    let mut status = 0;
+                    // SAFETY: waits for the child forked above.
+                    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                    assert!(libc::WIFEXITED(status), "{status:#x}");
+                    assert_eq!(
+                        libc::WEXITSTATUS(status),
+                        want,
+                        "nice {nice}, setpriority refused: {filtered}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_locked_personality_is_cleared_only_when_locked_to_plain_linux() {
         use seccompiler::{

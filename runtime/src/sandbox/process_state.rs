@@ -1,0 +1,365 @@
+//! What the program's process starts with besides the layers: state every process inherits
+//! through fork and exec, which would otherwise be whatever the runtime's caller — a shell, a
+//! unit with `OOMScoreAdjust=`/`Nice=`/`CPUSchedulingPolicy=`/`IOSchedulingClass=`, `choom`,
+//! `nice`, `chrt`, `ionice` — chose.
+//! The init sets it to the runtime's own values before the program is started, so that `exec`,
+//! `run`, `serve` and the warm pool's spares (built by the same init under the policy they will
+//! serve) all start their program the same way. Here: `oom_score_adj`, the nice value, a
+//! real-time scheduling policy and I/O class ([`apply`], first thing after the go); in `child.rs`: the umask
+//! and the personality flags; in `rlimits.rs`: every rlimit no policy key names
+//! ([`super::rlimits::fixed`]). The report's `process_state` layer shows the values, with the
+//! inherited ones they replaced.
+//!
+//! ## The values, and why
+//! - `oom_score_adj`: at least 0. A negative one (a daemon's `OOMScoreAdjust=-900`) would shield
+//!   every plugin from the global OOM killer: a plugin must never be harder to kill than an
+//!   ordinary process. A positive one is kept: a plugin more killable than the default harms no
+//!   one (under a daemon at +300, a plugin at 0 would be spared by the OOM killer in favour of
+//!   the daemon, whose death takes it along anyway: parent-death signal), and a *fixed* 0 could
+//!   not be set where the caller's is above 0 — lowering below the floor a privileged writer left
+//!   (`oom_score_adj_min`: systemd's `user@.service` sets 100 for every process of a login) is
+//!   refused to a process without `CAP_SYS_RESOURCE` in the host's user namespace, which the
+//!   init never has, root mode included; raising (to at least that floor) needs no privilege.
+//! - nice: at least 0. A negative one (a daemon at nice -10) would give every plugin more CPU
+//!   than the host's other processes, which no cpu cgroup bounds in rootless mode; a positive one
+//!   (less CPU) is kept — lowering it needs `CAP_SYS_NICE`, which the init has not, and
+//!   `RLIMIT_NICE` = 0 (rlimits.rs) keeps the program from lowering it itself.
+//! - scheduling policy: `SCHED_FIFO`/`SCHED_RR` (a daemon's `CPUSchedulingPolicy=fifo`,
+//!   `chrt -f`) become `SCHED_OTHER`: a real-time plugin could starve the host's processes, and
+//!   `RLIMIT_RTPRIO` = 0 only keeps it from *asking* for one. `SCHED_BATCH`/`SCHED_IDLE` are
+//!   kept, as a positive nice is (less CPU; leaving `SCHED_IDLE` would need `RLIMIT_NICE` or
+//!   `CAP_SYS_NICE`). A `SCHED_DEADLINE` runtime cannot fork a sandbox at all.
+//! - I/O priority: the real-time class (a daemon's `IOSchedulingClass=realtime`, `ionice -c1`),
+//!   which puts a plugin's disk I/O ahead of every other process's, becomes "none" (derived from
+//!   the nice value: the kernel's default); best-effort levels and the idle class are kept.
+//!
+//! No policy key sets any of them: they are floors the runtime keeps for the host's sake, not a
+//! plugin's resources (memory, CPU and processes are the cgroup's and the rlimits' keys).
+//!
+//! ## Fail closed
+//! A value that cannot be set stops the launch at `process_state` (125, `sandbox_setup`). Only
+//! calls that change something are made: the current values are read from `/proc/self`, which no
+//! seccomp filter of the caller's can refuse (the I/O priority, which no file shows, with
+//! `ioprio_get`, which systemd's `@system-service` allows), and `setpriority`,
+//! `sched_setscheduler`, `ioprio_set` — which `stockade.service` refuses with its
+//! `SystemCallFilter=~@resources` — are called only for a negative nice value or a real-time
+//! policy or I/O class, which that unit does not give the daemon.
+//!
+//! `oom_score_adj` is written before the init stops being dumpable and before it changes its
+//! ids: from then on its `/proc/self` files are root's, which it could no longer write.
+
+use crate::sys;
+use serde_json::json;
+
+/// `SCHED_RESET_ON_FORK`, or-ed into a policy (`sched_getscheduler`; not in `/proc/self/stat`).
+const SCHED_RESET_ON_FORK: i32 = 0x4000_0000;
+
+/// The inherited value, and the one the program starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change<T> {
+    /// The runtime's (and so the init's, until now).
+    pub inherited: T,
+    /// The program's.
+    pub set: T,
+}
+
+/// What [`apply`] found and set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessState {
+    /// `/proc/self/oom_score_adj`.
+    pub oom_score_adj: Change<i32>,
+    /// The nice value.
+    pub nice: Change<i32>,
+    /// The scheduling policy (`SCHED_*`).
+    pub policy: Change<i32>,
+    /// The I/O priority (`class << 13 | level`).
+    pub io: Change<i32>,
+}
+
+/// Why the inherited process state could not be replaced.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessStateError {
+    /// `/proc/self/oom_score_adj` or `/proc/self/stat` could not be read (or made no sense).
+    #[error("cannot read this process's {what}")]
+    Read {
+        /// Which.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        cause: std::io::Error,
+    },
+    /// `oom_score_adj` could not be raised.
+    #[error("cannot raise the inherited oom_score_adj {inherited} to {wanted}")]
+    OomScoreAdj {
+        /// The runtime's.
+        inherited: i32,
+        /// The value wanted.
+        wanted: i32,
+        /// The cause.
+        #[source]
+        cause: std::io::Error,
+    },
+    /// The nice value could not be raised.
+    #[error(
+        "cannot raise the inherited nice value {inherited} to {wanted} (a seccomp filter \
+         refusing `setpriority`, as stockade.service's SystemCallFilter=~@resources does: do \
+         not give the runtime a negative Nice=)"
+    )]
+    Nice {
+        /// The runtime's.
+        inherited: i32,
+        /// The value wanted.
+        wanted: i32,
+        /// The cause.
+        #[source]
+        cause: std::io::Error,
+    },
+    /// The I/O priority could not be read.
+    #[error("cannot read this process's I/O priority")]
+    ReadIo(#[source] std::io::Error),
+    /// A real-time I/O class could not be left.
+    #[error(
+        "cannot leave the inherited real-time I/O class (a seccomp filter refusing `ioprio_set`, \
+         as stockade.service's SystemCallFilter=~@resources does: do not give the runtime \
+         IOSchedulingClass=realtime)"
+    )]
+    IoPriority(#[source] std::io::Error),
+    /// A real-time policy could not be left.
+    #[error(
+        "cannot leave the inherited real-time scheduling policy {} for SCHED_OTHER (a seccomp \
+         filter refusing `sched_setscheduler`, as stockade.service's \
+         SystemCallFilter=~@resources does: do not give the runtime CPUSchedulingPolicy=fifo \
+         or rr)",
+        policy_name(*.inherited)
+    )]
+    Scheduling {
+        /// The runtime's.
+        inherited: i32,
+        /// The cause.
+        #[source]
+        cause: std::io::Error,
+    },
+}
+
+/// The program's `oom_score_adj` for an inherited one: never below 0 (see the module doc).
+pub fn oom_score_adj_for(inherited: i32) -> i32 {
+    inherited.max(0)
+}
+
+/// The program's nice value for an inherited one: never below 0 (see the module doc).
+pub fn nice_for(inherited: i32) -> i32 {
+    inherited.max(0)
+}
+
+/// The program's scheduling policy for an inherited one: a real-time one becomes
+/// `SCHED_OTHER`, any other is kept (see the module doc).
+pub fn policy_for(inherited: i32) -> i32 {
+    match inherited & !SCHED_RESET_ON_FORK {
+        libc::SCHED_FIFO | libc::SCHED_RR => libc::SCHED_OTHER,
+        _ => inherited,
+    }
+}
+
+/// The I/O class of a priority (`IOPRIO_PRIO_CLASS`).
+fn io_class(prio: i32) -> i32 {
+    (prio >> 13) & 0x7
+}
+
+/// `IOPRIO_CLASS_RT`.
+const IOPRIO_CLASS_RT: i32 = 1;
+
+/// The program's I/O priority for an inherited one: the real-time class becomes "none"
+/// (0: derived from the nice value, the kernel's default), any other is kept.
+pub fn io_priority_for(inherited: i32) -> i32 {
+    if io_class(inherited) == IOPRIO_CLASS_RT {
+        0
+    } else {
+        inherited
+    }
+}
+
+/// An I/O priority as `ionice` shows it (`best-effort: prio 4`).
+pub fn io_priority_name(prio: i32) -> String {
+    let class = match io_class(prio) {
+        0 => "none",
+        1 => "realtime",
+        2 => "best-effort",
+        3 => "idle",
+        _ => "unknown",
+    };
+    format!("{class}: prio {}", prio & 0x1fff)
+}
+
+/// A policy's kernel name, for the report and messages.
+pub fn policy_name(policy: i32) -> String {
+    match policy & !SCHED_RESET_ON_FORK {
+        libc::SCHED_OTHER => "SCHED_OTHER".into(),
+        libc::SCHED_FIFO => "SCHED_FIFO".into(),
+        libc::SCHED_RR => "SCHED_RR".into(),
+        libc::SCHED_BATCH => "SCHED_BATCH".into(),
+        libc::SCHED_IDLE => "SCHED_IDLE".into(),
+        6 => "SCHED_DEADLINE".into(),
+        7 => "SCHED_EXT".into(),
+        n => format!("policy {n}"),
+    }
+}
+
+/// `(nice, policy)` from the text of `/proc/<pid>/stat`: fields 19 and 41 (proc(5)), counted
+/// after the command name, which is in parentheses and may itself hold spaces and `)`.
+pub fn nice_and_policy(stat: &str) -> Option<(i32, i32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (the state).
+    let field = |n: usize| fields.get(n - 3)?.parse().ok();
+    Some((field(19)?, field(41)?))
+}
+
+/// Replace the inherited `oom_score_adj`, nice value, real-time policy and I/O class of this process (the
+/// init, single-threaded; the program inherits them). Changes only what must change.
+pub fn apply() -> Result<ProcessState, ProcessStateError> {
+    let read = |what| move |cause| ProcessStateError::Read { what, cause };
+    let oom = sys::oom_score_adj().map_err(read("oom_score_adj"))?;
+    let stat = sys::own_stat().map_err(read("/proc/self/stat"))?;
+    let (nice, policy) = nice_and_policy(&stat).ok_or_else(|| ProcessStateError::Read {
+        what: "/proc/self/stat",
+        cause: std::io::Error::new(std::io::ErrorKind::InvalidData, stat.clone()),
+    })?;
+    let oom_score_adj = Change {
+        inherited: oom,
+        set: oom_score_adj_for(oom),
+    };
+    if oom_score_adj.set != oom {
+        sys::set_oom_score_adj(oom_score_adj.set).map_err(|cause| {
+            ProcessStateError::OomScoreAdj {
+                inherited: oom,
+                wanted: oom_score_adj.set,
+                cause,
+            }
+        })?;
+    }
+    // The policy first: leaving a real-time one keeps the nice value, which comes last.
+    let policy = Change {
+        inherited: policy,
+        set: policy_for(policy),
+    };
+    if policy.set != policy.inherited {
+        sys::set_sched_other().map_err(|cause| ProcessStateError::Scheduling {
+            inherited: policy.inherited,
+            cause,
+        })?;
+    }
+    // Read after the policy is left: a recent kernel reports the "none" class of a real-time
+    // task as real-time (derived from its policy).
+    let io = sys::io_priority().map_err(ProcessStateError::ReadIo)?;
+    let io = Change {
+        inherited: io,
+        set: io_priority_for(io),
+    };
+    if io.set != io.inherited {
+        sys::set_io_priority(io.set).map_err(ProcessStateError::IoPriority)?;
+    }
+    let nice = Change {
+        inherited: nice,
+        set: nice_for(nice),
+    };
+    if nice.set != nice.inherited {
+        sys::set_nice(nice.set).map_err(|cause| ProcessStateError::Nice {
+            inherited: nice.inherited,
+            wanted: nice.set,
+            cause,
+        })?;
+    }
+    Ok(ProcessState {
+        oom_score_adj,
+        nice,
+        policy,
+        io,
+    })
+}
+
+impl ProcessState {
+    /// The report's `process_state` details (with the umask and personality set in child.rs).
+    pub fn details(&self, umask: u32) -> serde_json::Value {
+        json!({
+            "oom_score_adj": self.oom_score_adj.set,
+            "oom_score_adj_inherited": self.oom_score_adj.inherited,
+            "nice": self.nice.set,
+            "nice_inherited": self.nice.inherited,
+            "scheduling": policy_name(self.policy.set),
+            "scheduling_inherited": policy_name(self.policy.inherited),
+            "io_priority": io_priority_name(self.io.set),
+            "io_priority_inherited": io_priority_name(self.io.inherited),
+            "umask": format!("{umask:04o}"),
+            "personality_flags": 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_score_adj_and_nice_are_never_below_zero_and_a_higher_one_is_kept() {
+        for (inherited, set) in [
+            (-1000, 0),
+            (-900, 0),
+            (-1, 0),
+            (0, 0),
+            (100, 100),
+            (1000, 1000),
+        ] {
+            assert_eq!(oom_score_adj_for(inherited), set, "{inherited}");
+        }
+        for (inherited, set) in [(-20, 0), (-5, 0), (0, 0), (10, 10), (19, 19)] {
+            assert_eq!(nice_for(inherited), set, "{inherited}");
+        }
+    }
+
+    #[test]
+    fn only_a_real_time_policy_is_replaced() {
+        assert_eq!(policy_for(libc::SCHED_FIFO), libc::SCHED_OTHER);
+        assert_eq!(policy_for(libc::SCHED_RR), libc::SCHED_OTHER);
+        assert_eq!(
+            policy_for(libc::SCHED_RR | SCHED_RESET_ON_FORK),
+            libc::SCHED_OTHER
+        );
+        for kept in [libc::SCHED_OTHER, libc::SCHED_BATCH, libc::SCHED_IDLE] {
+            assert_eq!(policy_for(kept), kept);
+        }
+        assert_eq!(policy_name(libc::SCHED_FIFO), "SCHED_FIFO");
+        assert_eq!(policy_name(libc::SCHED_IDLE), "SCHED_IDLE");
+    }
+
+    #[test]
+    fn only_the_real_time_io_class_is_replaced() {
+        let prio = |class: i32, level: i32| (class << 13) | level;
+        assert_eq!(io_priority_for(prio(1, 0)), 0);
+        assert_eq!(io_priority_for(prio(1, 7)), 0);
+        for kept in [0, prio(2, 4), prio(2, 0), prio(3, 0)] {
+            assert_eq!(io_priority_for(kept), kept);
+        }
+        assert_eq!(io_priority_name(prio(2, 4)), "best-effort: prio 4");
+        assert_eq!(io_priority_name(0), "none: prio 0");
+    }
+
+    #[test]
+    fn nice_and_policy_are_read_past_a_command_name_with_spaces_and_parentheses() {
+        // A real line of `chrt -f 1 nice -n -5 cat /proc/self/stat`, the name made awkward.
+        let stat = "4242 (a b) (c)) R 4200 4242 4200 34816 4242 4194304 92 0 0 0 0 0 0 0 -2 -5 1 \
+                    0 123456 5640192 224 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 1 1 0 \
+                    0 0 0 0 0 0 0 0 0 0\n";
+        assert_eq!(nice_and_policy(stat), Some((-5, libc::SCHED_FIFO)));
+        assert_eq!(nice_and_policy("1 (x) R 0"), None);
+        assert_eq!(nice_and_policy("no parenthesis"), None);
+    }
+
+    #[test]
+    fn this_process_stat_is_read() {
+        let stat = sys::own_stat().unwrap();
+        let (nice, policy) = nice_and_policy(&stat).unwrap();
+        assert!((-20..=19).contains(&nice), "{stat}");
+        assert!(!policy_name(policy).starts_with("policy "), "{stat}");
+    }
+}
