@@ -187,6 +187,41 @@ pub fn delegated_baseline(own: &str) -> String {
         .join("\n")
 }
 
+/// A sandboxed thread is never harder to OOM-kill nor scheduled ahead of an ordinary process,
+/// whatever its runner's settings (`oom_score_adj` ≥ 0, nice ≥ 0, no real-time policy): the
+/// kernel matrix runs this check with the runner at `oom_score_adj` -500 and nice -5.
+/// `oom` is `/proc/…/oom_score_adj`, `stat` the thread's `/proc/…/stat`.
+pub fn priority_diff(oom: &str, stat: &str, who: &str) -> Vec<String> {
+    let mut d = Vec::new();
+    match oom.trim().parse::<i32>() {
+        Ok(v) if v < 0 => d.push(format!(
+            "{who}: oom_score_adj {v}: below 0, shielded from the OOM killer"
+        )),
+        Ok(_) => {}
+        Err(e) => d.push(format!("{who}: oom_score_adj {oom:?}: {e}")),
+    }
+    // Fields after the command name's closing parenthesis (which may hold spaces): field 3 is
+    // the first; nice is field 19, the scheduling policy field 41 (proc_pid_stat(5)).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<i64>().ok());
+    match (field(19), field(41)) {
+        (Some(nice), Some(policy)) => {
+            if nice < 0 {
+                d.push(format!("{who}: nice {nice}: ahead of ordinary processes"));
+            }
+            // SCHED_FIFO 1, SCHED_RR 2, SCHED_DEADLINE 6
+            if matches!(policy, 1 | 2 | 6) {
+                d.push(format!("{who}: real-time scheduling policy {policy}"));
+            }
+        }
+        _ => d.push(format!("{who}: stat without nice/policy fields: {stat:?}")),
+    }
+    d
+}
+
 fn read(path: &Path) -> Result<String, String> {
     fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
@@ -200,6 +235,10 @@ pub fn thread_diff(task: &Path, exp: &Expected, who: &str) -> Vec<String> {
     };
     push(read(&task.join("status")).map(|s| status_diff(&s, exp, who)));
     push(read(&task.join("limits")).map(|s| limits_diff(&s, exp, who)));
+    push(
+        read(&task.join("oom_score_adj"))
+            .and_then(|oom| read(&task.join("stat")).map(|stat| priority_diff(&oom, &stat, who))),
+    );
     push(read(&task.join("cgroup")).and_then(|s| {
         let own = match &exp.own_cgroup {
             Some(own) => Ok(own.clone()),
@@ -442,6 +481,24 @@ Max open files            64                   64                   files     \n
         exp2.limits
             .push(("Max open files".into(), "128".into(), "128".into()));
         assert_eq!(limits_diff(text, &exp2, "t").len(), 1);
+    }
+
+    #[test]
+    fn priority_rows_are_compared() {
+        // A thread of a command whose name holds ") (": only the last parenthesis ends it.
+        let stat = |nice: i32, policy: u32| {
+            let mut f = vec!["0".to_owned(); 39];
+            f[16] = nice.to_string(); // field 19
+            f[38] = policy.to_string(); // field 41
+            format!("42 (a) (b) {}", f.join(" "))
+        };
+        assert!(priority_diff("0\n", &stat(0, 0), "t").is_empty());
+        assert!(priority_diff("300\n", &stat(5, 3), "t").is_empty());
+        assert_eq!(priority_diff("-500\n", &stat(0, 0), "t").len(), 1);
+        assert_eq!(priority_diff("0\n", &stat(-5, 0), "t").len(), 1);
+        assert_eq!(priority_diff("0\n", &stat(0, 1), "t").len(), 1);
+        assert_eq!(priority_diff("-1\n", &stat(-1, 2), "t").len(), 3);
+        assert_eq!(priority_diff("x", "garbage", "t").len(), 2);
     }
 
     #[test]
