@@ -244,6 +244,10 @@ impl Daemon {
                 let d = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(d, |t| t.min(d)));
             }
+            if let Some(at) = self.next_expiry() {
+                let d = at.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            }
             if let Some(at) = self.refusals.next_due() {
                 let d = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(d, |t| t.min(d)));
@@ -313,6 +317,9 @@ impl Daemon {
             }
             self.sup.serve_hot(Instant::now());
             self.sup.fire_timers(Instant::now());
+            if self.next_expiry().is_some_and(|at| at <= Instant::now()) {
+                self.check_expiries(Instant::now());
+            }
             self.route();
             self.expire_fanouts(Instant::now());
             self.log_held_refusals(Instant::now());

@@ -47,7 +47,9 @@
 //! ([`crate::package::unverified_at_load`]). A refusal about the package quarantines the plugin
 //! for that reason instead of counting a crash (until `plugin_restart` finds it trusted again).
 //! SIGHUP, and a load or restart that finds the configuration or license changed, check every
-//! loaded plugin the same way: one whose package is now refused is stopped and quarantined. A
+//! loaded plugin the same way: one whose package is now refused is stopped and quarantined; so
+//! does the expiry of a loaded plugin's certificate chain, at that moment
+//! ([`Daemon::check_expiries`]: the loop wakes up for it, no reload needed). A
 //! license that does not cover a package ([`About::License`]) is the node's to fix: it stops
 //! nothing that runs, and restarts wait for a license that does. A configuration that cannot
 //! be used (unreadable, an invalid or expired list, a required list missing) says nothing about
@@ -55,7 +57,7 @@
 //! restart until fixed — a crashed plugin stays `restarting` and is tried again after its
 //! backoff ([`Daemon::retry_later`]), so it comes back by itself once the configuration is
 //! fixed. The `quarantine` audit record's `detail.request` says what found the refusal:
-//! `restart`, `plugin_restart`, `sighup` or `trust_change`.
+//! `restart`, `plugin_restart`, `sighup`, `trust_change` or `expiry`.
 
 use super::daemon::{log_line, Daemon};
 use super::kv::KvStore;
@@ -153,6 +155,11 @@ pub struct Entry {
     /// [`passing_launch_refusal`]): each waits longer, up to the
     /// backoff's cap, none counted as a crash ([`Daemon::relaunch`]).
     host_retries: u32,
+    /// When its certificate chain expires (the earliest `not_after` of its developer and
+    /// intermediate certificates, Unix seconds), until the daemon has checked it then
+    /// ([`Daemon::check_expiries`]): an expiry stops a running plugin at that moment, as
+    /// SIGHUP would, not only at its next restart.
+    expires: Option<u64>,
 }
 
 impl Entry {
@@ -707,7 +714,9 @@ impl Daemon {
             trust_refusal: None,
             trust_retries: 0,
             host_retries: 0,
+            expires: None,
         };
+        entry.expires = chain_expiry(&entry.pkg);
         if let OnLoad::Quarantined(q) = recorded {
             return self.load_quarantined(name, entry, &q);
         }
@@ -1287,6 +1296,68 @@ impl Daemon {
         self.sup.to_agent.push(n);
     }
 
+    /// When the earliest certificate chain of a loaded plugin expires, not yet acted on
+    /// ([`Self::check_expiries`]); the loop wakes up then.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        if self.stopping {
+            return None;
+        }
+        let at = self
+            .plugins
+            .values()
+            .filter(|e| !matches!(e.phase, Phase::Quarantined | Phase::Unloading))
+            .filter_map(|e| e.expires)
+            .min()?;
+        // Whole seconds: at most one second late, never early (the check acts only once the
+        // clock says expired, and a wake-up before that waits a whole second again).
+        let wait = at.saturating_sub(unix_now());
+        Some(Instant::now() + Duration::from_secs(wait))
+    }
+
+    /// Every loaded plugin whose certificate chain has expired by now is checked again
+    /// ([`Self::check_loaded`]) and, refused (`validity.expired`, 83), stopped and quarantined
+    /// as SIGHUP would ([`Self::trust_quarantine`], `detail.request` `"expiry"`): the daemon
+    /// knows when a certificate expires, so an expired plugin does not run on until its next
+    /// restart or a SIGHUP. Each expiry is checked once: under `--trust-mode warn` the plugin
+    /// runs on with the warning, as at a restart.
+    pub(crate) fn check_expiries(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
+        let clock = unix_now();
+        let due: Vec<String> = self
+            .plugins
+            .iter_mut()
+            .filter(|(_, e)| !matches!(e.phase, Phase::Quarantined | Phase::Unloading))
+            .filter(|(_, e)| e.expires.is_some_and(|at| at <= clock))
+            .map(|(n, e)| {
+                e.expires = None;
+                n.clone()
+            })
+            .collect();
+        for name in due {
+            match self.check_loaded(&name) {
+                Ok(()) => {}
+                Err(r) if r.about == About::Package => {
+                    log_line(&format!(
+                        "certificate expiry: plugin {}: {}: {}; stopping it",
+                        term(&name),
+                        r.kind,
+                        term(&r.message)
+                    ));
+                    self.trust_quarantine(&name, r, "expiry", now);
+                }
+                Err(r) => log_line(&format!(
+                    "certificate expiry: plugin {}: {}: {}; {}",
+                    term(&name),
+                    r.kind,
+                    term(&r.message),
+                    r.consequence()
+                )),
+            }
+        }
+    }
+
     /// The earliest pending restart.
     pub(crate) fn next_restart(&self) -> Option<Instant> {
         if self.stopping {
@@ -1846,6 +1917,16 @@ impl Daemon {
 /// audit record not written because another writer held the log's lock past the daemon's wait
 /// (`audit.busy`, 75: a root CLI stopped mid-append), which counted as a crash quarantined a
 /// plugin for a lock it never touched.
+/// The earliest `not_after` of a package's developer and intermediate certificates (Unix
+/// seconds; none when a mode below strict loaded it without them).
+fn chain_expiry(pkg: &VerifiedPackage) -> Option<u64> {
+    [&pkg.developer, &pkg.intermediate]
+        .into_iter()
+        .flatten()
+        .map(|c| c.body.not_after)
+        .min()
+}
+
 fn passing_launch_refusal(err: &RpcError) -> bool {
     matches!(
         err.data
