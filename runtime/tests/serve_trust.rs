@@ -6,10 +6,16 @@ mod serve_common;
 use serde_json::{json, Value};
 use serve_common::*;
 
-/// Small backoff, no pings: a crash restarts at once and nothing else happens meanwhile.
+/// Small backoff, no pings, no periodic trust check: a crash restarts at once and nothing else
+/// happens meanwhile (what the tests change is found by the load, restart or SIGHUP they make).
 const CONFIG: &str = "[restart]\nbackoff_base_ms = 50\nbackoff_max_ms = 100\n\
                       [quarantine]\nmax_crashes = 100\nwindow_ms = 600000\n\
-                      [health]\nping_interval_ms = 0\n";
+                      [health]\nping_interval_ms = 0\ntrust_check_interval_ms = 0\n";
+
+/// [`CONFIG`] with the default periodic trust check (every 5 s).
+const CHECKING: &str = "[restart]\nbackoff_base_ms = 50\nbackoff_max_ms = 100\n\
+                        [quarantine]\nmax_crashes = 100\nwindow_ms = 600000\n\
+                        [health]\nping_interval_ms = 0\n";
 
 /// `stockade ca revoke --ca root -o trust/revocations.json EXTRA…`: the root's next list
 /// (versions count up from 1), installed in the trust directory.
@@ -816,4 +822,61 @@ fn a_plugin_whose_certificate_expires_while_it_runs_is_stopped_then() {
         .expect("a quarantine record");
     assert_eq!(q["outcome"], "validity.expired", "{q}");
     assert_eq!(q["detail"]["request"], "expiry", "{q}");
+}
+
+/// A revocation list put in the trust directory while plugins run, with no load, restart or
+/// SIGHUP after it: the periodic trust check (default 5 s) finds it and stops the revoked
+/// signer's plugin (`revocation.key`, `detail.request` `"trust_change"`); the other runs on.
+/// A list that cannot be used is said, and stops nothing. The old daemon
+/// ran the revoked plugin until a `systemctl reload` or another load, for ever if none came.
+#[test]
+fn a_list_put_in_place_while_plugins_run_stops_the_revoked_one_without_a_reload() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, other) = two_workers(&fx);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CHECKING, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    let other_pid = c.ok("plugin_load", json!({"package": other}))["pid"].clone();
+
+    // A list that cannot be used says nothing about either plugin: both run on.
+    let good = std::fs::read(fx.path("trust/revocations.json")).unwrap();
+    std::fs::write(fx.path("trust/revocations.json"), b"{").unwrap();
+    wait_log(
+        &s,
+        "trust check: the trust configuration refuses every load and restart",
+    );
+    std::fs::write(fx.path("trust/revocations.json"), &good).unwrap();
+    for name in ["hello", "other"] {
+        let st = c.ok("plugin_status", json!({"name": name}));
+        assert_eq!(st["state"], "ready", "{st}");
+    }
+
+    let listed = std::time::Instant::now();
+    install_list(&fx, &["--key", "dev.pub"]);
+    let st = wait_status(&mut c, "hello", "quarantined");
+    assert!(
+        listed.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        listed.elapsed()
+    );
+    assert_eq!(st["trust_refusal"]["kind"], "revocation.key", "{st}");
+    let st = c.ok("plugin_status", json!({"name": "other"}));
+    assert_eq!(st["state"], "ready", "{st}");
+    assert_eq!(st["pid"], other_pid, "{st}");
+    let log = s.log();
+    assert!(
+        log.contains("trust check: plugin hello: revocation.key"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("trust check: the trust configuration refuses")
+            .count(),
+        1,
+        "{log}"
+    );
+    s.stop_and_drain(&mut c);
 }

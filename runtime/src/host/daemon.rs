@@ -120,6 +120,11 @@ pub struct Daemon {
     pub(crate) front: Option<super::sertone::Front>,
     /// Crash-loop quarantines recorded in the state directory (they outlive the daemon).
     pub(crate) quarantines: super::quarantine::Quarantines,
+    /// When the trust configuration was last read by the periodic check
+    /// (`[health] trust_check_interval_ms`, [`Daemon::check_trust_now`]).
+    pub(crate) trust_checked: Instant,
+    /// What the periodic check last found unusable (said once, not at every check).
+    pub(crate) trust_check_said: Option<String>,
 }
 
 fn err(code: i64, m: impl Into<String>) -> RpcError {
@@ -189,6 +194,8 @@ impl Daemon {
             policy_generation: 0,
             front: None,
             quarantines,
+            trust_checked: Instant::now(),
+            trust_check_said: None,
         })
     }
 
@@ -245,6 +252,10 @@ impl Daemon {
                 timeout = Some(timeout.map_or(d, |t| t.min(d)));
             }
             if let Some(at) = self.next_expiry() {
+                let d = at.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            }
+            if let Some(at) = self.next_trust_check() {
                 let d = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(d, |t| t.min(d)));
             }
@@ -319,6 +330,12 @@ impl Daemon {
             self.sup.fire_timers(Instant::now());
             if self.next_expiry().is_some_and(|at| at <= Instant::now()) {
                 self.check_expiries(Instant::now());
+            }
+            if self
+                .next_trust_check()
+                .is_some_and(|at| at <= Instant::now())
+            {
+                self.check_trust_now(Instant::now());
             }
             self.route();
             self.expire_fanouts(Instant::now());

@@ -46,7 +46,9 @@
 //! signature failure a `warn` load let pass refuses it too
 //! ([`crate::package::unverified_at_load`]). A refusal about the package quarantines the plugin
 //! for that reason instead of counting a crash (until `plugin_restart` finds it trusted again).
-//! SIGHUP, and a load or restart that finds the configuration or license changed, check every
+//! SIGHUP, a load or restart that finds the configuration or license changed, and the periodic
+//! trust check that finds them changed (`[health] trust_check_interval_ms`,
+//! [`Daemon::check_trust_now`]: no reload needed for a new revocation list), check every
 //! loaded plugin the same way: one whose package is now refused is stopped and quarantined; so
 //! does the expiry of a loaded plugin's certificate chain, at that moment
 //! ([`Daemon::check_expiries`]: the loop wakes up for it, no reload needed). A
@@ -1355,6 +1357,50 @@ impl Daemon {
                     r.consequence()
                 )),
             }
+        }
+    }
+
+    /// When the periodic trust check is due (`[health] trust_check_interval_ms` after the last
+    /// one; none when it is 0, while no plugin is loaded — a load reads the configuration
+    /// anyway — or once stopping).
+    pub(crate) fn next_trust_check(&self) -> Option<Instant> {
+        let every = self.cfg.serve.health.trust_check_interval_ms;
+        if self.stopping || every == 0 || self.plugins.is_empty() {
+            return None;
+        }
+        Some(self.trust_checked + Duration::from_millis(every))
+    }
+
+    /// The periodic trust check: the license and the trust configuration read again
+    /// ([`Self::reread_license`], [`Self::reread_trust`]) and, when either changed, every loaded
+    /// plugin checked against them as SIGHUP checks them ([`Self::check_all`], `detail.request`
+    /// `"trust_change"`): a revocation list put in the trust directory, or a root key removed,
+    /// stops the plugins it refuses within the interval, no `systemctl reload` needed. A few
+    /// small files, nothing read when nothing changed beyond them. One that cannot be used is
+    /// logged once (and once more when it can be used again), not at every check; as at
+    /// SIGHUP, it stops nothing and the configuration in force is kept.
+    pub(crate) fn check_trust_now(&mut self, now: Instant) {
+        self.trust_checked = now;
+        let license = self.reread_license();
+        let reread = self.reread_trust();
+        let problem = match (&license, &reread) {
+            (Err(r), _) => Some(r.message.clone()),
+            (_, Err(e)) => Some(e.chain().join(": ")),
+            _ => None,
+        };
+        if problem != self.trust_check_said {
+            match &problem {
+                Some(p) => log_line(&format!("trust check: {REFUSES}: {}", term(p))),
+                None => {
+                    log_line("trust check: the trust configuration and license can be used again")
+                }
+            }
+            self.trust_check_said = problem;
+        }
+        // A list or root that changed is applied even when the license cannot be read now (the
+        // one in force is kept): a revocation is never held back by another file's trouble.
+        if matches!(license, Ok(true)) || matches!(reread, Ok(true)) {
+            self.check_all(now, "trust check", "trust_change", None);
         }
     }
 
