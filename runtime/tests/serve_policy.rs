@@ -633,3 +633,80 @@ fn a_restart_refused_by_a_held_audit_lock_is_not_counted_as_a_crash() {
     let v = fx.run(&["--json", "audit", "verify", "audit.log", "--require-head"]);
     assert_eq!(v.code, 0, "{} {}", v.stdout, v.stderr);
 }
+
+/// Wait until the daemon's log says `needle` (fail after 30 s).
+fn wait_logged(s: &Serve, needle: &str) {
+    let start = std::time::Instant::now();
+    while !s.log().contains(needle) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never logged `{needle}`: {}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A daemon that is not root (here `nobody`, through `setpriv`) and whose policy root has a
+/// `policy.d` drop-in it could read at start: once that directory is made unreadable to it
+/// (`chmod 0700`, root's), a SIGHUP is refused and the policy in force — drop-in included —
+/// kept, with a log line naming the directory. The old daemon reloaded without the drop-in,
+/// "policy reloaded (1 layer(s))", and every later restart ran under the weaker vendor file.
+/// Readable again, the next SIGHUP reloads both layers.
+#[test]
+fn a_sighup_that_cannot_read_a_policy_directory_read_at_start_keeps_the_policy() {
+    if !require_root() || !require_tool("setpriv", "to run the daemon as another user") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let nobody = 65534;
+    std::os::unix::fs::chown(fx.dir(), Some(nobody), Some(nobody)).unwrap();
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let etc = fx.path("proot/etc/stockade");
+    std::fs::create_dir_all(etc.join("policy.d")).unwrap();
+    std::fs::write(
+        etc.join("policy.toml"),
+        "version = 1\n[resources]\npids_max = 64\n",
+    )
+    .unwrap();
+    std::fs::write(
+        etc.join("policy.d/10-tight.toml"),
+        "version = 1\n[resources]\npids_max = 16\n",
+    )
+    .unwrap();
+    let state = fx.path("state");
+    let _ = std::fs::create_dir(&state);
+    std::os::unix::fs::chown(&state, Some(nobody), Some(nobody)).unwrap();
+    let wrapper: Vec<String> = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let root = fx.path("proot");
+    let mut s = Serve::start_with_under(
+        &fx,
+        "",
+        &["--policy-root", root.to_str().unwrap()],
+        &wrapper,
+    );
+
+    std::fs::set_permissions(etc.join("policy.d"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    signal(s.pid(), "HUP");
+    wait_logged(&s, "SIGHUP: policy not reloaded, keeping the one in force");
+    let log = s.log();
+    assert!(
+        log.contains("policy.d cannot be read by this user any longer"),
+        "{log}"
+    );
+    assert!(!log.contains("policy reloaded"), "{log}");
+
+    std::fs::set_permissions(etc.join("policy.d"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    signal(s.pid(), "HUP");
+    wait_logged(&s, "SIGHUP: policy reloaded (2 layer(s))");
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
