@@ -710,3 +710,98 @@ fn a_sighup_that_cannot_read_a_policy_directory_read_at_start_keeps_the_policy()
     wait_logged(&s, "SIGHUP: policy reloaded (2 layer(s))");
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
+
+/// A grant that expires while the plugin it let have a network runs: the daemon relaunches
+/// the plugin then (a `restart` record with `detail.reason` `"grant_expiry"`, not an agent's
+/// request, no crash counted), under a decision that withholds the network (a `denial`
+/// `withheld` record). The old daemon let the plugin keep the loopback network no grant
+/// authorised any longer until something else restarted it.
+#[test]
+fn a_plugin_whose_grant_expires_while_it_runs_is_relaunched_without_the_item() {
+    if !require_root() || !require_tool("python3", "the network probe inside the sandbox") {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.run(&["keygen", "-o", "op"]);
+    let audit = fx.dir().join("audit.log");
+    policy_root(&fx, &audit);
+    // Issued a day minus 6 s ago for a day: it expires 6 s from now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expires = now + 6;
+    let issued = (expires - 86_400).to_string();
+    let r = fx.run(&[
+        "grant",
+        "issue",
+        "--key",
+        "op.key",
+        "--plugin",
+        "netok",
+        "--plugin-version",
+        "0.1.0",
+        "--target",
+        "network:loopback",
+        "--days",
+        "1",
+        "--now",
+        &issued,
+        "-o",
+        "grants/netok.grant",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let pkg = pack_script(&fx, "netok", &["on:probe"], NET);
+    let mut s = Serve::start_with(
+        &fx,
+        "[health]\nping_interval_ms = 0\ntrust_check_interval_ms = 0\n",
+        &["--policy-root", "root"],
+    );
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": pkg}));
+    let probe = |c: &mut Client| {
+        let r = c.ok("hook_invoke", invoke("on:probe", json!({}), Some(30_000)));
+        result_of(&r, "netok")["result"]["net"].as_bool().unwrap()
+    };
+    assert!(probe(&mut c), "granted loopback, yet no network");
+
+    let start = std::time::Instant::now();
+    loop {
+        let st = c.ok("plugin_status", json!({"name": "netok"}));
+        if st["restarts"] == 1 && st["state"] == "ready" {
+            assert_eq!(st["crashes"], 0, "{st}");
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never relaunched: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let relaunched = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(relaunched >= expires, "relaunched before the grant expired");
+    assert!(!probe(&mut c), "an expired grant's network was kept");
+    let log = s.log();
+    assert!(log.contains("grant expiry: plugin netok"), "{log}");
+    assert!(
+        log.contains("plugin netok: withheld network:loopback"),
+        "{log}"
+    );
+    assert_eq!(s.stop(), 0);
+    let recs = records(&audit);
+    let restart = recs
+        .iter()
+        .find(|r| r["event"] == "restart" && r["plugin"] == "netok")
+        .expect("a restart record");
+    assert_eq!(restart["detail"]["reason"], "grant_expiry", "{restart}");
+    assert_eq!(restart["detail"]["requested"], false, "{restart}");
+    assert!(
+        recs.iter().any(|r| r["event"] == "denial"
+            && r["outcome"] == "withheld"
+            && r["plugin"] == "netok"),
+        "no withheld record"
+    );
+}

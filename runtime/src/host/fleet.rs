@@ -34,7 +34,9 @@
 //! adds: `restart` for each relaunch (instead of `launch`), `quarantine`, a `denial` for a
 //! `plugin_load` refused (verification, the plugin's policy, or the launch), and `termination`
 //! (plus `denial` when the reason is `denied`) from each incarnation's end. A launch whose
-//! record cannot be written is undone and the load fails: no unaudited plugin.
+//! record cannot be written is undone and the load fails: no unaudited plugin. A plugin whose
+//! launch honoured a grant is relaunched when the grant expires ([`Daemon::check_expiries`]),
+//! its `restart` record saying `reason: "grant_expiry"`: the item goes with the grant.
 //!
 //! ## Trust
 //! The trust configuration (trust directory and the policy's `[trust]`) is read again at every
@@ -162,9 +164,25 @@ pub struct Entry {
     /// ([`Daemon::check_expiries`]): an expiry stops a running plugin at that moment, as
     /// SIGHUP would, not only at its next restart.
     expires: Option<u64>,
+    /// When the first grant the current incarnation's launch honoured expires (Unix seconds),
+    /// until the daemon has acted on it ([`Daemon::check_expiries`]): the plugin is relaunched
+    /// then, under a decision that withholds the item, rather than keep a high-risk item (a
+    /// network, a writable path) no grant authorises any longer.
+    grants_expire: Option<u64>,
+    /// Why the daemon itself asked the running incarnation to stop for a relaunch
+    /// (`"grant_expiry"`), for the `restart` record; none for an agent's `plugin_restart`.
+    relaunch_for: Option<&'static str>,
 }
 
 impl Entry {
+    /// [`Entry::grants_expire`] while an incarnation launched with those grants runs.
+    fn running_grants_expire(&self) -> Option<u64> {
+        match (self.phase, self.slot) {
+            (Phase::Running, Some(_)) => self.grants_expire,
+            _ => None,
+        }
+    }
+
     /// Whether the plugin's verified manifest declares `hook` (whatever its state now).
     pub(crate) fn declares(&self, hook: &str) -> bool {
         self.pkg.manifest.manifest().hooks.iter().any(|h| h == hook)
@@ -717,6 +735,8 @@ impl Daemon {
             trust_retries: 0,
             host_retries: 0,
             expires: None,
+            grants_expire: None,
+            relaunch_for: None,
         };
         entry.expires = chain_expiry(&entry.pkg);
         if let OnLoad::Quarantined(q) = recorded {
@@ -838,6 +858,7 @@ impl Daemon {
             }
         };
         e.audit = lp.base.clone();
+        e.grants_expire = lp.grants_expire;
         for w in &lp.withheld {
             log_line(&format!(
                 "plugin {}: withheld {} ({}): {}",
@@ -1150,6 +1171,7 @@ impl Daemon {
         match e.slot {
             Some(slot) => {
                 e.phase = Phase::Relaunch;
+                e.relaunch_for = None;
                 self.sup.shutdown(slot, now);
             }
             None => e.phase = Phase::Restarting(now),
@@ -1298,8 +1320,9 @@ impl Daemon {
         self.sup.to_agent.push(n);
     }
 
-    /// When the earliest certificate chain of a loaded plugin expires, not yet acted on
-    /// ([`Self::check_expiries`]); the loop wakes up then.
+    /// When the earliest certificate chain of a loaded plugin, or grant a running incarnation
+    /// was launched with, expires, not yet acted on ([`Self::check_expiries`]); the loop wakes
+    /// up then.
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
         if self.stopping {
             return None;
@@ -1308,7 +1331,8 @@ impl Daemon {
             .plugins
             .values()
             .filter(|e| !matches!(e.phase, Phase::Quarantined | Phase::Unloading))
-            .filter_map(|e| e.expires)
+            .flat_map(|e| [e.expires, e.running_grants_expire()])
+            .flatten()
             .min()?;
         // Whole seconds: at most one second late, never early (the check acts only once the
         // clock says expired, and a wake-up before that waits a whole second again).
@@ -1321,7 +1345,10 @@ impl Daemon {
     /// as SIGHUP would ([`Self::trust_quarantine`], `detail.request` `"expiry"`): the daemon
     /// knows when a certificate expires, so an expired plugin does not run on until its next
     /// restart or a SIGHUP. Each expiry is checked once: under `--trust-mode warn` the plugin
-    /// runs on with the warning, as at a restart.
+    /// runs on with the warning, as at a restart. A running incarnation whose launch honoured a
+    /// grant that has expired by now is stopped and relaunched at once ([`Phase::Relaunch`],
+    /// no crash counted; [`Entry::relaunch_for`] says why in the `restart` record): the launch
+    /// computes the policy afresh and withholds the item.
     pub(crate) fn check_expiries(&mut self, now: Instant) {
         if self.stopping {
             return;
@@ -1337,6 +1364,27 @@ impl Daemon {
                 n.clone()
             })
             .collect();
+        let granted: Vec<String> = self
+            .plugins
+            .iter_mut()
+            .filter(|(_, e)| e.running_grants_expire().is_some_and(|at| at <= clock))
+            .map(|(n, e)| {
+                e.grants_expire = None;
+                n.clone()
+            })
+            .collect();
+        for name in granted {
+            let e = self.plugins.get_mut(&name).expect("present");
+            let Some(slot) = e.slot else { continue };
+            log_line(&format!(
+                "grant expiry: plugin {}: a grant its launch honoured has expired; relaunching \
+                 it under the policy in force",
+                term(&name)
+            ));
+            e.phase = Phase::Relaunch;
+            e.relaunch_for = Some("grant_expiry");
+            self.sup.shutdown(slot, now);
+        }
         for name in due {
             match self.check_loaded(&name) {
                 Ok(()) => {}
@@ -1904,8 +1952,13 @@ impl Daemon {
         }
         let mut e = self.plugins.remove(name).expect("present");
         e.trust_retries = 0;
-        let extra = json!({"restarts": e.restarts + 1, "requested": e.phase == Phase::Relaunch,
-                           "last_exit": e.last_exit});
+        let by_daemon = e.relaunch_for.take();
+        let mut extra = json!({"restarts": e.restarts + 1,
+                               "requested": e.phase == Phase::Relaunch && by_daemon.is_none(),
+                               "last_exit": e.last_exit});
+        if let Some(why) = by_daemon {
+            extra["reason"] = json!(why);
+        }
         let r = self.launch(&mut e, Event::Restart, extra);
         match r {
             Ok(slot) => {
