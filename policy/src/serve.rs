@@ -208,7 +208,8 @@ pub struct HealthPolicy {
     /// Interval between readings of the trust configuration (trust directory, revocation list)
     /// and the node's license while plugins are loaded; a change is applied to the running
     /// plugins as SIGHUP applies it (a revoked signer's plugin stopped). 0: read only at loads,
-    /// restarts and SIGHUP, so a revocation waits for one of those.
+    /// restarts and SIGHUP, so a revocation waits for one of those. The grants of running
+    /// plugins are checked again at the same pace (a withdrawn one relaunches its plugin).
     pub trust_check_interval_ms: u64,
 }
 

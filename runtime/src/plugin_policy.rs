@@ -337,6 +337,9 @@ pub struct LaunchPolicy {
     /// When the first grant the decision honoured expires ([`PluginPolicy::grants_expire`]):
     /// `serve` relaunches the plugin then, under a decision that withholds it.
     pub grants_expire: Option<u64>,
+    /// The grant targets a valid grant authorised for this decision: `serve` checks them
+    /// again while the plugin runs and relaunches it when one is authorised no longer.
+    pub granted_targets: BTreeSet<String>,
 }
 
 /// The `--allow-capability` flags as a set (`None`: not given).
@@ -430,6 +433,12 @@ pub fn decide(
         base,
         reusable: !pp.grants_needed && pp.withheld.is_empty(),
         grants_expire: pp.grants_expire(),
+        granted_targets: pp
+            .grants
+            .iter()
+            .filter(|g| g.expires_at.is_some())
+            .map(|g| g.target.clone())
+            .collect(),
         withheld: pp.withheld,
     };
     Ok((lp, records))

@@ -426,7 +426,9 @@ fn warm_restarts_recompute_a_decision_that_needed_a_grant() {
     let plain = pack_script(&fx, "plain", &["on:probe"], NET);
     let mut s = Serve::start_with(
         &fx,
-        "[serve]\nwarm = true\n[health]\nping_interval_ms = 0\n",
+        // No periodic check: the grant removed below must be met by the test's own restart,
+        // not by the daemon's relaunch (after which a spare without the grant would be warm).
+        "[serve]\nwarm = true\n[health]\nping_interval_ms = 0\ntrust_check_interval_ms = 0\n",
         &["--policy-root", "root"],
     );
     let mut c = s.client();
@@ -804,4 +806,69 @@ fn a_plugin_whose_grant_expires_while_it_runs_is_relaunched_without_the_item() {
             && r["plugin"] == "netok"),
         "no withheld record"
     );
+}
+
+/// A grant file removed while the plugin it let have a network runs: the periodic trust check
+/// finds the target authorised no longer and relaunches the plugin at once (a `restart` record
+/// with `detail.reason` `"grant_withdrawn"`, no crash counted) without the network. The old
+/// daemon let it keep the network until something else restarted it.
+#[test]
+fn a_grant_removed_while_its_plugin_runs_is_withdrawn_by_the_periodic_check() {
+    if !require_root() || !require_tool("python3", "the network probe inside the sandbox") {
+        return;
+    }
+    let fx = root_with_netok_grant();
+    let pkg = pack_script(&fx, "netok", &["on:probe"], NET);
+    let mut s = Serve::start_with(
+        &fx,
+        "[health]\nping_interval_ms = 0\ntrust_check_interval_ms = 300\n",
+        &["--policy-root", "root"],
+    );
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": pkg}));
+    let probe = |c: &mut Client| {
+        let r = c.ok("hook_invoke", invoke("on:probe", json!({}), Some(30_000)));
+        result_of(&r, "netok")["result"]["net"].as_bool().unwrap()
+    };
+    assert!(probe(&mut c), "granted loopback, yet no network");
+    // Checked again and again while the grant holds: nothing is relaunched.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(
+        c.ok("plugin_status", json!({"name": "netok"}))["restarts"],
+        0
+    );
+
+    std::fs::remove_file(fx.path("grants/netok.grant")).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let st = c.ok("plugin_status", json!({"name": "netok"}));
+        if st["restarts"] == 1 && st["state"] == "ready" {
+            assert_eq!(st["crashes"], 0, "{st}");
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never relaunched: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!probe(&mut c), "a removed grant's network was kept");
+    let log = s.log();
+    assert!(
+        log.contains("grant check: plugin netok: no grant authorises network:loopback"),
+        "{log}"
+    );
+    // Relaunched once, not at every check.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(
+        c.ok("plugin_status", json!({"name": "netok"}))["restarts"],
+        1
+    );
+    assert_eq!(s.stop(), 0);
+    let recs = records(&fx.dir().join("audit.log"));
+    let restart = recs
+        .iter()
+        .find(|r| r["event"] == "restart" && r["plugin"] == "netok")
+        .expect("a restart record");
+    assert_eq!(restart["detail"]["reason"], "grant_withdrawn", "{restart}");
 }

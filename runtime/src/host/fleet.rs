@@ -172,6 +172,10 @@ pub struct Entry {
     /// Why the daemon itself asked the running incarnation to stop for a relaunch
     /// (`"grant_expiry"`), for the `restart` record; none for an agent's `plugin_restart`.
     relaunch_for: Option<&'static str>,
+    /// The grant targets the current incarnation's launch was authorised for
+    /// ([`crate::plugin_policy::LaunchPolicy::granted_targets`]), checked again by the periodic
+    /// trust check ([`Daemon::check_grants_now`]).
+    grant_targets: BTreeSet<String>,
 }
 
 impl Entry {
@@ -737,6 +741,7 @@ impl Daemon {
             expires: None,
             grants_expire: None,
             relaunch_for: None,
+            grant_targets: BTreeSet::new(),
         };
         entry.expires = chain_expiry(&entry.pkg);
         if let OnLoad::Quarantined(q) = recorded {
@@ -859,6 +864,7 @@ impl Daemon {
         };
         e.audit = lp.base.clone();
         e.grants_expire = lp.grants_expire;
+        e.grant_targets = lp.granted_targets.clone();
         for w in &lp.withheld {
             log_line(&format!(
                 "plugin {}: withheld {} ({}): {}",
@@ -1449,6 +1455,57 @@ impl Daemon {
         // one in force is kept): a revocation is never held back by another file's trouble.
         if matches!(license, Ok(true)) || matches!(reread, Ok(true)) {
             self.check_all(now, "trust check", "trust_change", None);
+        }
+        self.check_grants_now(now);
+    }
+
+    /// Every running plugin whose launch honoured grants has them checked again (the grant
+    /// files and operator keys read now, under the policy in force): one a target of which no
+    /// grant authorises any longer — its grant file removed or replaced, its operator key
+    /// dropped — is stopped and relaunched at once ([`Phase::Relaunch`], no crash counted, the
+    /// `restart` record's `reason` `"grant_withdrawn"`), its launch withholding the item. A
+    /// target the policy in force no longer asks for is not withheld, so a SIGHUP's changes
+    /// still wait for the next restart.
+    fn check_grants_now(&mut self, now: Instant) {
+        let names: Vec<String> = self
+            .plugins
+            .iter()
+            .filter(|(_, e)| {
+                e.phase == Phase::Running && e.slot.is_some() && !e.grant_targets.is_empty()
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let e = &self.plugins[&name];
+            let Ok((lp, _)) = crate::plugin_policy::decide(
+                &self.cfg.policy,
+                e.pkg.view(),
+                &self.cfg.policy_root,
+                self.cfg.allow_flags.as_ref(),
+                unix_now(),
+            ) else {
+                continue;
+            };
+            let lost: Vec<String> = lp
+                .withheld
+                .iter()
+                .filter(|w| e.grant_targets.contains(&w.target))
+                .map(|w| format!("{} ({})", w.target, w.kind))
+                .collect();
+            if lost.is_empty() {
+                continue;
+            }
+            log_line(&format!(
+                "grant check: plugin {}: no grant authorises {} any longer; relaunching it under \
+                 the policy in force",
+                term(&name),
+                term(&lost.join(", "))
+            ));
+            let e = self.plugins.get_mut(&name).expect("present");
+            let Some(slot) = e.slot else { continue };
+            e.phase = Phase::Relaunch;
+            e.relaunch_for = Some("grant_withdrawn");
+            self.sup.shutdown(slot, now);
         }
     }
 
