@@ -25,6 +25,8 @@
 //! [health]
 //! ping_interval_ms = 5000      # 0 disables health pings
 //! ping_timeout_ms = 2000
+//! trust_check_interval_ms = 5000 # the trust directory and license read again; 0: only at
+//!                              # loads, restarts and SIGHUP
 //! ```
 //!
 //! Decisions: [`backoff_ms`] (exponential backoff with jitter, the random input passed in so a
@@ -203,6 +205,12 @@ pub struct HealthPolicy {
     pub ping_interval_ms: u64,
     /// A ping not answered within this is a hung plugin (killed, counted as a crash).
     pub ping_timeout_ms: u64,
+    /// Interval between readings of the trust configuration (trust directory, revocation list)
+    /// and the node's license while plugins are loaded; a change is applied to the running
+    /// plugins as SIGHUP applies it (a revoked signer's plugin stopped). 0: read only at loads,
+    /// restarts and SIGHUP, so a revocation waits for one of those. The grants of running
+    /// plugins are checked again at the same pace (a withdrawn one relaunches its plugin).
+    pub trust_check_interval_ms: u64,
 }
 
 impl Default for HealthPolicy {
@@ -210,6 +218,7 @@ impl Default for HealthPolicy {
         Self {
             ping_interval_ms: 5_000,
             ping_timeout_ms: 2_000,
+            trust_check_interval_ms: 5_000,
         }
     }
 }
@@ -286,7 +295,7 @@ impl ServeConfig {
         }
         let (s, r, q, h) = (&self.serve, &self.restart, &self.quarantine, &self.health);
         let t = &self.sertone;
-        let checks: [(&'static str, bool); 14] = [
+        let checks: [(&'static str, bool); 15] = [
             ("sertone.deadline_ms", (1..=60_000).contains(&t.deadline_ms)),
             (
                 "sertone.max_connections",
@@ -328,6 +337,10 @@ impl ServeConfig {
             (
                 "health.ping_timeout_ms",
                 (1..=3_600_000).contains(&h.ping_timeout_ms),
+            ),
+            (
+                "health.trust_check_interval_ms",
+                h.trust_check_interval_ms <= 3_600_000,
             ),
         ];
         for (k, ok) in checks {
@@ -443,6 +456,13 @@ mod tests {
         assert_eq!(c.serve.allowed_uids, [1000]);
         assert_eq!(c.quarantine.max_crashes, 3);
         assert_eq!(c.health.ping_interval_ms, 0);
+        assert_eq!(c.health.trust_check_interval_ms, 5_000);
+        let c = ServeConfig::parse("version = 1\n[health]\ntrust_check_interval_ms = 0\n").unwrap();
+        assert_eq!(c.health.trust_check_interval_ms, 0);
+        assert!(matches!(
+            ServeConfig::parse("version = 1\n[health]\ntrust_check_interval_ms = 3600001\n"),
+            Err(ServeConfigError::Range("health.trust_check_interval_ms"))
+        ));
         assert!(ServeConfig::parse(&"#".repeat(MAX_SERVE_CONFIG_BYTES + 1)).is_err());
     }
 

@@ -29,7 +29,7 @@ use stockade_policy::operator::risk::{class_of, grant_target, RiskClass};
 use stockade_policy::operator::{MergedPolicy, ResolvedPolicy};
 use stockade_policy::protocol::host::HostPolicy;
 use stockade_policy::sandbox::{NetworkMode, ValidatedSandboxPolicy};
-use stockade_trust::grant::{authorise, Binding, Grant, GrantError, MAX_GRANT_BYTES};
+use stockade_trust::grant::{authorised_until, Binding, Grant, GrantError, MAX_GRANT_BYTES};
 use stockade_trust::minisign::PublicKey;
 
 /// A high-risk item that was withheld, and why.
@@ -99,6 +99,14 @@ pub struct PluginPolicy {
     pub grants_needed: bool,
 }
 
+impl PluginPolicy {
+    /// When the first grant this policy was decided with expires (Unix seconds; none when no
+    /// high-risk item was granted): from then on the decision would withhold that item.
+    pub fn grants_expire(&self) -> Option<u64> {
+        self.grants.iter().filter_map(|g| g.expires_at).min()
+    }
+}
+
 /// One high-risk item's grant check.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GrantStatus {
@@ -109,6 +117,9 @@ pub struct GrantStatus {
     /// The refusal in words (empty when valid).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// When valid, until when (Unix seconds): `serve` relaunches a plugin then.
+    #[serde(skip)]
+    pub expires_at: Option<u64>,
 }
 
 /// Who a grant must be bound to.
@@ -186,13 +197,14 @@ pub fn check_grants(
         scope: subject.scope,
     };
     for t in targets {
-        match authorise(&grants, &keys, &binding, t, now) {
-            Ok(()) => {
+        match authorised_until(&grants, &keys, &binding, t, now) {
+            Ok(until) => {
                 authorised.insert(t.clone());
                 status.push(GrantStatus {
                     target: t.clone(),
                     status: "valid",
                     message: String::new(),
+                    expires_at: Some(until),
                 });
             }
             Err(e) => {
@@ -200,6 +212,7 @@ pub fn check_grants(
                     target: t.clone(),
                     status: e.kind(),
                     message: e.to_string(),
+                    expires_at: None,
                 });
                 withheld.push(withheld_from(t, &e));
             }
@@ -321,6 +334,12 @@ pub struct LaunchPolicy {
     /// high-risk item needed a grant (no grant file, no clock, no record written) and nothing
     /// was withheld. `serve`'s warm pool reuses such a decision until the policy is reloaded.
     pub reusable: bool,
+    /// When the first grant the decision honoured expires ([`PluginPolicy::grants_expire`]):
+    /// `serve` relaunches the plugin then, under a decision that withholds it.
+    pub grants_expire: Option<u64>,
+    /// The grant targets a valid grant authorised for this decision: `serve` checks them
+    /// again while the plugin runs and relaunches it when one is authorised no longer.
+    pub granted_targets: BTreeSet<String>,
 }
 
 /// The `--allow-capability` flags as a set (`None`: not given).
@@ -413,6 +432,13 @@ pub fn decide(
         host,
         base,
         reusable: !pp.grants_needed && pp.withheld.is_empty(),
+        grants_expire: pp.grants_expire(),
+        granted_targets: pp
+            .grants
+            .iter()
+            .filter(|g| g.expires_at.is_some())
+            .map(|g| g.target.clone())
+            .collect(),
         withheld: pp.withheld,
     };
     Ok((lp, records))

@@ -87,6 +87,12 @@ fn is_mask(path: &Path) -> bool {
 
 /// List the policy files under `root` (not following a mask).
 pub fn list(root: &Path) -> Result<Vec<Listing>, PolicyFilesError> {
+    list_noting(root, &mut Vec::new())
+}
+
+/// [`list`], adding to `skipped` each `policy.d` directory left out because this user may not
+/// read it (or traverse the directory above it).
+fn list_noting(root: &Path, skipped: &mut Vec<PathBuf>) -> Result<Vec<Listing>, PolicyFilesError> {
     let mut out = Vec::new();
     for (tier, rel) in DIRS {
         let dir = root.join(rel);
@@ -108,7 +114,10 @@ pub fn list(root: &Path) -> Result<Vec<Listing>, PolicyFilesError> {
             // and a rootless launch runs with the caller's own rights anyway. Not printed,
             // because `exec --json` keeps stderr for the launch report; `policy explain` lists
             // the layers that were read.
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                skipped.push(d);
+                continue;
+            }
             Err(source) => return Err(PolicyFilesError::List { path: d, source }),
         };
         for e in entries {
@@ -141,10 +150,18 @@ fn read_layer(path: &Path) -> Result<PolicyLayer, PolicyFilesError> {
 
 /// Read the layers of a source, in application order (empty: no file, built-in defaults).
 pub fn read_layers(src: &PolicySource) -> Result<Vec<PolicyLayer>, PolicyFilesError> {
+    read_layers_noting(src, &mut Vec::new())
+}
+
+/// [`read_layers`], adding to `skipped` the policy directories left out as unreadable.
+fn read_layers_noting(
+    src: &PolicySource,
+    skipped: &mut Vec<PathBuf>,
+) -> Result<Vec<PolicyLayer>, PolicyFilesError> {
     match src {
         PolicySource::File(p) => Ok(vec![read_layer(p)?]),
         PolicySource::Files(ps) => ps.iter().map(|p| read_layer(p)).collect(),
-        PolicySource::Root(root) => select(&list(root)?)
+        PolicySource::Root(root) => select(&list_noting(root, skipped)?)
             .iter()
             .map(|l| read_layer(Path::new(&l.path)))
             .collect(),
@@ -154,12 +171,30 @@ pub fn read_layers(src: &PolicySource) -> Result<Vec<PolicyLayer>, PolicyFilesEr
 /// Read and merge (every plugin and signer section validated too, and checked against what
 /// this host can enforce: [`crate::sandbox::check_enforceable`]).
 pub fn load(src: &PolicySource) -> Result<MergedPolicy, PolicyFilesError> {
-    let layers = read_layers(src)?;
+    load_noting(src).map(|l| l.policy)
+}
+
+/// A policy as [`load`] reads it, with the directories it left out.
+#[derive(Debug)]
+pub struct LoadedPolicy {
+    /// The merged, validated policy.
+    pub policy: MergedPolicy,
+    /// The `policy.d` directories of a policy root left out because this user may not read
+    /// them (root's 0700 `/run/stockade` seen by a rootless caller): their layers are not in
+    /// `policy`. `serve` refuses a reload that leaves out one it read at start
+    /// (`Daemon::reload_policy`): that would weaken every later restart without a word.
+    pub skipped: Vec<PathBuf>,
+}
+
+/// [`load`], saying which policy directories were left out as unreadable.
+pub fn load_noting(src: &PolicySource) -> Result<LoadedPolicy, PolicyFilesError> {
+    let mut skipped = Vec::new();
+    let layers = read_layers_noting(src, &mut skipped)?;
     let m = merge(&layers).map_err(PolicyFilesError::Invalid)?;
     let ceilings = Ceilings::of_this_process();
     m.validate_all_with(|r| enforceable(r, &ceilings))
         .map_err(PolicyFilesError::Invalid)?;
-    Ok(m)
+    Ok(LoadedPolicy { policy: m, skipped })
 }
 
 /// The host's half of validation for one resolution, its error tied to the file:line that set

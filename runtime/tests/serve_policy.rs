@@ -426,7 +426,9 @@ fn warm_restarts_recompute_a_decision_that_needed_a_grant() {
     let plain = pack_script(&fx, "plain", &["on:probe"], NET);
     let mut s = Serve::start_with(
         &fx,
-        "[serve]\nwarm = true\n[health]\nping_interval_ms = 0\n",
+        // No periodic check: the grant removed below must be met by the test's own restart,
+        // not by the daemon's relaunch (after which a spare without the grant would be warm).
+        "[serve]\nwarm = true\n[health]\nping_interval_ms = 0\ntrust_check_interval_ms = 0\n",
         &["--policy-root", "root"],
     );
     let mut c = s.client();
@@ -632,4 +634,241 @@ fn a_restart_refused_by_a_held_audit_lock_is_not_counted_as_a_crash() {
     );
     let v = fx.run(&["--json", "audit", "verify", "audit.log", "--require-head"]);
     assert_eq!(v.code, 0, "{} {}", v.stdout, v.stderr);
+}
+
+/// Wait until the daemon's log says `needle` (fail after 30 s).
+fn wait_logged(s: &Serve, needle: &str) {
+    let start = std::time::Instant::now();
+    while !s.log().contains(needle) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never logged `{needle}`: {}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A daemon that is not root (here `nobody`, through `setpriv`) and whose policy root has a
+/// `policy.d` drop-in it could read at start: once that directory is made unreadable to it
+/// (`chmod 0700`, root's), a SIGHUP is refused and the policy in force — drop-in included —
+/// kept, with a log line naming the directory. The old daemon reloaded without the drop-in,
+/// "policy reloaded (1 layer(s))", and every later restart ran under the weaker vendor file.
+/// Readable again, the next SIGHUP reloads both layers.
+#[test]
+fn a_sighup_that_cannot_read_a_policy_directory_read_at_start_keeps_the_policy() {
+    if !require_root() || !require_tool("setpriv", "to run the daemon as another user") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let nobody = 65534;
+    std::os::unix::fs::chown(fx.dir(), Some(nobody), Some(nobody)).unwrap();
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let etc = fx.path("proot/etc/stockade");
+    std::fs::create_dir_all(etc.join("policy.d")).unwrap();
+    std::fs::write(
+        etc.join("policy.toml"),
+        "version = 1\n[resources]\npids_max = 64\n",
+    )
+    .unwrap();
+    std::fs::write(
+        etc.join("policy.d/10-tight.toml"),
+        "version = 1\n[resources]\npids_max = 16\n",
+    )
+    .unwrap();
+    let state = fx.path("state");
+    let _ = std::fs::create_dir(&state);
+    std::os::unix::fs::chown(&state, Some(nobody), Some(nobody)).unwrap();
+    let wrapper: Vec<String> = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let root = fx.path("proot");
+    let mut s = Serve::start_with_under(
+        &fx,
+        "",
+        &["--policy-root", root.to_str().unwrap()],
+        &wrapper,
+    );
+
+    std::fs::set_permissions(etc.join("policy.d"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    signal(s.pid(), "HUP");
+    wait_logged(&s, "SIGHUP: policy not reloaded, keeping the one in force");
+    let log = s.log();
+    assert!(
+        log.contains("policy.d cannot be read by this user any longer"),
+        "{log}"
+    );
+    assert!(!log.contains("policy reloaded"), "{log}");
+
+    std::fs::set_permissions(etc.join("policy.d"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    signal(s.pid(), "HUP");
+    wait_logged(&s, "SIGHUP: policy reloaded (2 layer(s))");
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// A grant that expires while the plugin it let have a network runs: the daemon relaunches
+/// the plugin then (a `restart` record with `detail.reason` `"grant_expiry"`, not an agent's
+/// request, no crash counted), under a decision that withholds the network (a `denial`
+/// `withheld` record). The old daemon let the plugin keep the loopback network no grant
+/// authorised any longer until something else restarted it.
+#[test]
+fn a_plugin_whose_grant_expires_while_it_runs_is_relaunched_without_the_item() {
+    if !require_root() || !require_tool("python3", "the network probe inside the sandbox") {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.run(&["keygen", "-o", "op"]);
+    let audit = fx.dir().join("audit.log");
+    policy_root(&fx, &audit);
+    // Issued a day minus 6 s ago for a day: it expires 6 s from now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expires = now + 6;
+    let issued = (expires - 86_400).to_string();
+    let r = fx.run(&[
+        "grant",
+        "issue",
+        "--key",
+        "op.key",
+        "--plugin",
+        "netok",
+        "--plugin-version",
+        "0.1.0",
+        "--target",
+        "network:loopback",
+        "--days",
+        "1",
+        "--now",
+        &issued,
+        "-o",
+        "grants/netok.grant",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let pkg = pack_script(&fx, "netok", &["on:probe"], NET);
+    let mut s = Serve::start_with(
+        &fx,
+        "[health]\nping_interval_ms = 0\ntrust_check_interval_ms = 0\n",
+        &["--policy-root", "root"],
+    );
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": pkg}));
+    let probe = |c: &mut Client| {
+        let r = c.ok("hook_invoke", invoke("on:probe", json!({}), Some(30_000)));
+        result_of(&r, "netok")["result"]["net"].as_bool().unwrap()
+    };
+    assert!(probe(&mut c), "granted loopback, yet no network");
+
+    let start = std::time::Instant::now();
+    loop {
+        let st = c.ok("plugin_status", json!({"name": "netok"}));
+        if st["restarts"] == 1 && st["state"] == "ready" {
+            assert_eq!(st["crashes"], 0, "{st}");
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never relaunched: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let relaunched = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(relaunched >= expires, "relaunched before the grant expired");
+    assert!(!probe(&mut c), "an expired grant's network was kept");
+    let log = s.log();
+    assert!(log.contains("grant expiry: plugin netok"), "{log}");
+    assert!(
+        log.contains("plugin netok: withheld network:loopback"),
+        "{log}"
+    );
+    assert_eq!(s.stop(), 0);
+    let recs = records(&audit);
+    let restart = recs
+        .iter()
+        .find(|r| r["event"] == "restart" && r["plugin"] == "netok")
+        .expect("a restart record");
+    assert_eq!(restart["detail"]["reason"], "grant_expiry", "{restart}");
+    assert_eq!(restart["detail"]["requested"], false, "{restart}");
+    assert!(
+        recs.iter().any(|r| r["event"] == "denial"
+            && r["outcome"] == "withheld"
+            && r["plugin"] == "netok"),
+        "no withheld record"
+    );
+}
+
+/// A grant file removed while the plugin it let have a network runs: the periodic trust check
+/// finds the target authorised no longer and relaunches the plugin at once (a `restart` record
+/// with `detail.reason` `"grant_withdrawn"`, no crash counted) without the network. The old
+/// daemon let it keep the network until something else restarted it.
+#[test]
+fn a_grant_removed_while_its_plugin_runs_is_withdrawn_by_the_periodic_check() {
+    if !require_root() || !require_tool("python3", "the network probe inside the sandbox") {
+        return;
+    }
+    let fx = root_with_netok_grant();
+    let pkg = pack_script(&fx, "netok", &["on:probe"], NET);
+    let mut s = Serve::start_with(
+        &fx,
+        "[health]\nping_interval_ms = 0\ntrust_check_interval_ms = 300\n",
+        &["--policy-root", "root"],
+    );
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": pkg}));
+    let probe = |c: &mut Client| {
+        let r = c.ok("hook_invoke", invoke("on:probe", json!({}), Some(30_000)));
+        result_of(&r, "netok")["result"]["net"].as_bool().unwrap()
+    };
+    assert!(probe(&mut c), "granted loopback, yet no network");
+    // Checked again and again while the grant holds: nothing is relaunched.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(
+        c.ok("plugin_status", json!({"name": "netok"}))["restarts"],
+        0
+    );
+
+    std::fs::remove_file(fx.path("grants/netok.grant")).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let st = c.ok("plugin_status", json!({"name": "netok"}));
+        if st["restarts"] == 1 && st["state"] == "ready" {
+            assert_eq!(st["crashes"], 0, "{st}");
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never relaunched: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!probe(&mut c), "a removed grant's network was kept");
+    let log = s.log();
+    assert!(
+        log.contains("grant check: plugin netok: no grant authorises network:loopback"),
+        "{log}"
+    );
+    // Relaunched once, not at every check.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(
+        c.ok("plugin_status", json!({"name": "netok"}))["restarts"],
+        1
+    );
+    assert_eq!(s.stop(), 0);
+    let recs = records(&fx.dir().join("audit.log"));
+    let restart = recs
+        .iter()
+        .find(|r| r["event"] == "restart" && r["plugin"] == "netok")
+        .expect("a restart record");
+    assert_eq!(restart["detail"]["reason"], "grant_withdrawn", "{restart}");
 }

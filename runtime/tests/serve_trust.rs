@@ -6,10 +6,16 @@ mod serve_common;
 use serde_json::{json, Value};
 use serve_common::*;
 
-/// Small backoff, no pings: a crash restarts at once and nothing else happens meanwhile.
+/// Small backoff, no pings, no periodic trust check: a crash restarts at once and nothing else
+/// happens meanwhile (what the tests change is found by the load, restart or SIGHUP they make).
 const CONFIG: &str = "[restart]\nbackoff_base_ms = 50\nbackoff_max_ms = 100\n\
                       [quarantine]\nmax_crashes = 100\nwindow_ms = 600000\n\
-                      [health]\nping_interval_ms = 0\n";
+                      [health]\nping_interval_ms = 0\ntrust_check_interval_ms = 0\n";
+
+/// [`CONFIG`] with the default periodic trust check (every 5 s).
+const CHECKING: &str = "[restart]\nbackoff_base_ms = 50\nbackoff_max_ms = 100\n\
+                        [quarantine]\nmax_crashes = 100\nwindow_ms = 600000\n\
+                        [health]\nping_interval_ms = 0\n";
 
 /// `stockade ca revoke --ca root -o trust/revocations.json EXTRA…`: the root's next list
 /// (versions count up from 1), installed in the trust directory.
@@ -707,5 +713,170 @@ fn a_held_revocation_lock_fails_the_load_without_stalling_the_daemon() {
         "ready"
     );
     assert_eq!(floor(), 3);
+    s.stop_and_drain(&mut c);
+}
+
+/// A plugin whose developer certificate expires while it runs is stopped and quarantined at that
+/// moment (`validity.expired`, 83, `detail.request` `"expiry"`), without a SIGHUP, a restart or
+/// a load; a plugin of another signer runs on. The old daemon let it run, expired, until its
+/// next restart or a SIGHUP — for ever, for a plugin that never crashes.
+#[test]
+fn a_plugin_whose_certificate_expires_while_it_runs_is_stopped_then() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let hello = pack_worker(&fx, "hello", &["on:x"]);
+    pack_worker(&fx, "other", &["on:x"]);
+    let r = fx.run(&["keygen", "-o", "dev4"]);
+    assert_eq!(r.code, 0, "keygen: {}", r.stderr);
+    // Issued a day minus 6 s ago for a day: it expires 6 s from now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expires = now + 6;
+    let issued = (expires - 86_400).to_string();
+    let r = fx.run(&[
+        "ca",
+        "issue",
+        "--ca",
+        "int",
+        "--pub",
+        "dev4.pub",
+        "--subject",
+        "dev4",
+        "-o",
+        "dev4.cert",
+        "--scope",
+        "any",
+        "--days",
+        "1",
+        "--now",
+        &issued,
+    ]);
+    assert_eq!(r.code, 0, "ca issue: {}", r.stderr);
+    let r = fx.run(&[
+        "pack",
+        "src-other",
+        "--key",
+        "dev4.key",
+        "--devcert",
+        "dev4.cert",
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        "other.stockade",
+        "--force",
+    ]);
+    assert_eq!(r.code, 0, "pack: {}", r.stderr);
+    let other = fx.dir().join("other.stockade");
+    install_list(&fx, &[]);
+    let audit = fx.path("audit.log");
+    let policy = format!("[audit]\nfile = \"{}\"\n", audit.display());
+    let mut s = Serve::start(&fx, CONFIG, Some(&policy));
+    let mut c = s.client();
+    let hello_pid = c.ok("plugin_load", json!({"package": hello}))["pid"].clone();
+    let r = c.ok("plugin_load", json!({"package": other}));
+    assert_eq!(r["state"], "ready", "{r}");
+
+    let mut st = wait_status(&mut c, "other", "quarantined");
+    let stopped = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(stopped >= expires, "stopped before it expired: {st}");
+    assert!(
+        stopped <= expires + 3,
+        "stopped {} s late",
+        stopped - expires
+    );
+    assert_eq!(st["trust_refusal"]["kind"], "validity.expired", "{st}");
+    assert_eq!(st["trust_refusal"]["exit"], 83, "{st}");
+    let start = std::time::Instant::now();
+    while st["pid"] != Value::Null {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "{st}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        st = c.ok("plugin_status", json!({"name": "other"}));
+    }
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "ready", "{st}");
+    assert_eq!(st["pid"], hello_pid, "{st}");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+    assert_eq!(r["results"][1]["plugin"], "other", "{r}");
+    assert_eq!(r["results"][1]["error"]["code"], UNAVAILABLE, "{r}");
+    let r = c.call("plugin_restart", json!({"name": "other"}));
+    assert_eq!(r["error"]["data"]["kind"], "validity.expired", "{r}");
+    assert!(
+        s.log().contains("certificate expiry: plugin other"),
+        "{}",
+        s.log()
+    );
+    s.stop_and_drain(&mut c);
+    let audit = std::fs::read_to_string(&audit).unwrap();
+    let q = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["event"] == "quarantine")
+        .expect("a quarantine record");
+    assert_eq!(q["outcome"], "validity.expired", "{q}");
+    assert_eq!(q["detail"]["request"], "expiry", "{q}");
+}
+
+/// A revocation list put in the trust directory while plugins run, with no load, restart or
+/// SIGHUP after it: the periodic trust check (default 5 s) finds it and stops the revoked
+/// signer's plugin (`revocation.key`, `detail.request` `"trust_change"`); the other runs on.
+/// A list that cannot be used is said, and stops nothing. The old daemon
+/// ran the revoked plugin until a `systemctl reload` or another load, for ever if none came.
+#[test]
+fn a_list_put_in_place_while_plugins_run_stops_the_revoked_one_without_a_reload() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, other) = two_workers(&fx);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CHECKING, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    let other_pid = c.ok("plugin_load", json!({"package": other}))["pid"].clone();
+
+    // A list that cannot be used says nothing about either plugin: both run on.
+    let good = std::fs::read(fx.path("trust/revocations.json")).unwrap();
+    std::fs::write(fx.path("trust/revocations.json"), b"{").unwrap();
+    wait_log(
+        &s,
+        "trust check: the trust configuration refuses every load and restart",
+    );
+    std::fs::write(fx.path("trust/revocations.json"), &good).unwrap();
+    for name in ["hello", "other"] {
+        let st = c.ok("plugin_status", json!({"name": name}));
+        assert_eq!(st["state"], "ready", "{st}");
+    }
+
+    let listed = std::time::Instant::now();
+    install_list(&fx, &["--key", "dev.pub"]);
+    let st = wait_status(&mut c, "hello", "quarantined");
+    assert!(
+        listed.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        listed.elapsed()
+    );
+    assert_eq!(st["trust_refusal"]["kind"], "revocation.key", "{st}");
+    let st = c.ok("plugin_status", json!({"name": "other"}));
+    assert_eq!(st["state"], "ready", "{st}");
+    assert_eq!(st["pid"], other_pid, "{st}");
+    let log = s.log();
+    assert!(
+        log.contains("trust check: plugin hello: revocation.key"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("trust check: the trust configuration refuses")
+            .count(),
+        1,
+        "{log}"
+    );
     s.stop_and_drain(&mut c);
 }

@@ -364,19 +364,32 @@ pub fn authorise(
     target: &str,
     now: u64,
 ) -> Result<(), GrantError> {
+    authorised_until(grants, operator_keys, binding, target, now).map(|_| ())
+}
+
+/// [`authorise`], with until when: the latest `expires_at` of the grants that verify and name
+/// the target (Unix seconds; at that moment no grant in `grants` authorises it any longer).
+pub fn authorised_until(
+    grants: &[Grant],
+    operator_keys: &[PublicKey],
+    binding: &Binding<'_>,
+    target: &str,
+    now: u64,
+) -> Result<u64, GrantError> {
     let mut refusal = GrantError::Missing {
         target: target.to_string(),
     };
+    let mut until = None;
     for g in grants
         .iter()
         .filter(|g| g.body.targets.iter().any(|t| t == target))
     {
         match g.verify(operator_keys, binding, now) {
-            Ok(()) => return Ok(()),
+            Ok(()) => until = until.max(Some(g.body.expires_at)),
             Err(e) => refusal = e,
         }
     }
-    Err(refusal)
+    until.ok_or(refusal)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use crate::exit::Exit;
 use crate::host::daemon::{log_line, Daemon, DaemonConfig};
 use crate::host::{sertone, systemd};
 use crate::node::NodeIdentity;
-use crate::output::Output;
+use crate::output::{term, Output};
 use crate::plugin_policy::flag_allowlist;
 use crate::policyfiles::{self, PolicyFilesError};
 use crate::sys;
@@ -232,7 +232,15 @@ fn bind(path: &Path) -> Result<(UnixListener, OwnedFd), ServeError> {
 /// Run `stockade serve`.
 pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
     let policy_source = policyfiles::source(a.policy.as_deref(), &a.root.policy_root);
-    let policy = policyfiles::load(&policy_source).map_err(PolicyFilesError::into_cmd)?;
+    let loaded = policyfiles::load_noting(&policy_source).map_err(PolicyFilesError::into_cmd)?;
+    let (policy, policy_skipped) = (loaded.policy, loaded.skipped);
+    for d in &policy_skipped {
+        log_line(&format!(
+            "warning: policy directory {} cannot be read by this user: its layers are not \
+             applied (a SIGHUP that cannot read another is refused)",
+            term(&d.display().to_string())
+        ));
+    }
     let allow_flags = flag_allowlist(&a.allow_capability)?;
     let defaults = policy
         .resolve(None, None)
@@ -342,6 +350,7 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         max_frame_bytes: defaults.host.protocol.max_frame_bytes,
         policy,
         policy_source,
+        policy_skipped,
         policy_root: a.root.policy_root.clone(),
         allow_flags,
         trust,

@@ -54,6 +54,10 @@ pub struct DaemonConfig {
     pub policy: MergedPolicy,
     /// Where the policy came from (read again on SIGHUP).
     pub policy_source: PolicySource,
+    /// The policy directories the policy in force was read without, this user unable to read
+    /// them ([`crate::policyfiles::LoadedPolicy::skipped`]): a reload that leaves out another is
+    /// refused ([`Daemon::reload_policy`]).
+    pub policy_skipped: Vec<PathBuf>,
     /// The policy root (grants are read under it unless `trust.grants` says otherwise).
     pub policy_root: PathBuf,
     /// `--allow-capability`, narrowing every plugin's capabilities.
@@ -120,6 +124,11 @@ pub struct Daemon {
     pub(crate) front: Option<super::sertone::Front>,
     /// Crash-loop quarantines recorded in the state directory (they outlive the daemon).
     pub(crate) quarantines: super::quarantine::Quarantines,
+    /// When the trust configuration was last read by the periodic check
+    /// (`[health] trust_check_interval_ms`, [`Daemon::check_trust_now`]).
+    pub(crate) trust_checked: Instant,
+    /// What the periodic check last found unusable (said once, not at every check).
+    pub(crate) trust_check_said: Option<String>,
 }
 
 fn err(code: i64, m: impl Into<String>) -> RpcError {
@@ -189,6 +198,8 @@ impl Daemon {
             policy_generation: 0,
             front: None,
             quarantines,
+            trust_checked: Instant::now(),
+            trust_check_said: None,
         })
     }
 
@@ -241,6 +252,14 @@ impl Daemon {
                 timeout = Some(timeout.map_or(d, |t| t.min(d)));
             }
             if let Some(at) = self.next_restart() {
+                let d = at.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            }
+            if let Some(at) = self.next_expiry() {
+                let d = at.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            }
+            if let Some(at) = self.next_trust_check() {
                 let d = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(d, |t| t.min(d)));
             }
@@ -313,6 +332,15 @@ impl Daemon {
             }
             self.sup.serve_hot(Instant::now());
             self.sup.fire_timers(Instant::now());
+            if self.next_expiry().is_some_and(|at| at <= Instant::now()) {
+                self.check_expiries(Instant::now());
+            }
+            if self
+                .next_trust_check()
+                .is_some_and(|at| at <= Instant::now())
+            {
+                self.check_trust_now(Instant::now());
+            }
             self.route();
             self.expire_fanouts(Instant::now());
             self.log_held_refusals(Instant::now());
@@ -338,14 +366,39 @@ impl Daemon {
     /// is reported and the one in force is kept. Then the trust configuration is read again
     /// and every loaded plugin checked against it ([`Daemon::recheck_loaded`]). The audit sinks
     /// and the connections' frame cap stay as read at start.
+    ///
+    /// A reload that leaves out a policy directory the policy in force was read with — this
+    /// user can no longer read it (a `chmod 0700` of `policy.d`, a directory above it made
+    /// another's) — is refused too: its layers would silently drop out of every later restart,
+    /// which is how a directory that only restricts would weaken every plugin's sandbox.
     fn reload_policy(&mut self, now: Instant) {
-        match crate::policyfiles::load(&self.cfg.policy_source) {
-            Ok(p) => {
+        match crate::policyfiles::load_noting(&self.cfg.policy_source) {
+            Ok(l)
+                if l.skipped
+                    .iter()
+                    .any(|d| !self.cfg.policy_skipped.contains(d)) =>
+            {
+                let lost: Vec<String> = l
+                    .skipped
+                    .iter()
+                    .filter(|d| !self.cfg.policy_skipped.contains(d))
+                    .map(|d| term(&d.display().to_string()).into_owned())
+                    .collect();
+                log_line(&format!(
+                    "SIGHUP: policy not reloaded, keeping the one in force: {} cannot be read by \
+                     this user any longer, and its layers would be left out; make it readable \
+                     again, or restart the daemon to run without them",
+                    lost.join(", ")
+                ));
+            }
+            Ok(l) => {
+                let p = l.policy;
                 log_line(&format!(
                     "SIGHUP: policy reloaded ({} layer(s)); it applies from the next launch or restart",
                     p.layers.len()
                 ));
                 self.cfg.policy = p;
+                self.cfg.policy_skipped = l.skipped;
                 self.policy_generation += 1;
             }
             Err(e) => log_line(&format!(

@@ -34,7 +34,9 @@
 //! adds: `restart` for each relaunch (instead of `launch`), `quarantine`, a `denial` for a
 //! `plugin_load` refused (verification, the plugin's policy, or the launch), and `termination`
 //! (plus `denial` when the reason is `denied`) from each incarnation's end. A launch whose
-//! record cannot be written is undone and the load fails: no unaudited plugin.
+//! record cannot be written is undone and the load fails: no unaudited plugin. A plugin whose
+//! launch honoured a grant is relaunched when the grant expires ([`Daemon::check_expiries`]),
+//! its `restart` record saying `reason: "grant_expiry"`: the item goes with the grant.
 //!
 //! ## Trust
 //! The trust configuration (trust directory and the policy's `[trust]`) is read again at every
@@ -46,8 +48,12 @@
 //! signature failure a `warn` load let pass refuses it too
 //! ([`crate::package::unverified_at_load`]). A refusal about the package quarantines the plugin
 //! for that reason instead of counting a crash (until `plugin_restart` finds it trusted again).
-//! SIGHUP, and a load or restart that finds the configuration or license changed, check every
-//! loaded plugin the same way: one whose package is now refused is stopped and quarantined. A
+//! SIGHUP, a load or restart that finds the configuration or license changed, and the periodic
+//! trust check that finds them changed (`[health] trust_check_interval_ms`,
+//! [`Daemon::check_trust_now`]: no reload needed for a new revocation list), check every
+//! loaded plugin the same way: one whose package is now refused is stopped and quarantined; so
+//! does the expiry of a loaded plugin's certificate chain, at that moment
+//! ([`Daemon::check_expiries`]: the loop wakes up for it, no reload needed). A
 //! license that does not cover a package ([`About::License`]) is the node's to fix: it stops
 //! nothing that runs, and restarts wait for a license that does. A configuration that cannot
 //! be used (unreadable, an invalid or expired list, a required list missing) says nothing about
@@ -55,7 +61,7 @@
 //! restart until fixed — a crashed plugin stays `restarting` and is tried again after its
 //! backoff ([`Daemon::retry_later`]), so it comes back by itself once the configuration is
 //! fixed. The `quarantine` audit record's `detail.request` says what found the refusal:
-//! `restart`, `plugin_restart`, `sighup` or `trust_change`.
+//! `restart`, `plugin_restart`, `sighup`, `trust_change` or `expiry`.
 
 use super::daemon::{log_line, Daemon};
 use super::kv::KvStore;
@@ -153,9 +159,34 @@ pub struct Entry {
     /// [`passing_launch_refusal`]): each waits longer, up to the
     /// backoff's cap, none counted as a crash ([`Daemon::relaunch`]).
     host_retries: u32,
+    /// When its certificate chain expires (the earliest `not_after` of its developer and
+    /// intermediate certificates, Unix seconds), until the daemon has checked it then
+    /// ([`Daemon::check_expiries`]): an expiry stops a running plugin at that moment, as
+    /// SIGHUP would, not only at its next restart.
+    expires: Option<u64>,
+    /// When the first grant the current incarnation's launch honoured expires (Unix seconds),
+    /// until the daemon has acted on it ([`Daemon::check_expiries`]): the plugin is relaunched
+    /// then, under a decision that withholds the item, rather than keep a high-risk item (a
+    /// network, a writable path) no grant authorises any longer.
+    grants_expire: Option<u64>,
+    /// Why the daemon itself asked the running incarnation to stop for a relaunch
+    /// (`"grant_expiry"`), for the `restart` record; none for an agent's `plugin_restart`.
+    relaunch_for: Option<&'static str>,
+    /// The grant targets the current incarnation's launch was authorised for
+    /// ([`crate::plugin_policy::LaunchPolicy::granted_targets`]), checked again by the periodic
+    /// trust check ([`Daemon::check_grants_now`]).
+    grant_targets: BTreeSet<String>,
 }
 
 impl Entry {
+    /// [`Entry::grants_expire`] while an incarnation launched with those grants runs.
+    fn running_grants_expire(&self) -> Option<u64> {
+        match (self.phase, self.slot) {
+            (Phase::Running, Some(_)) => self.grants_expire,
+            _ => None,
+        }
+    }
+
     /// Whether the plugin's verified manifest declares `hook` (whatever its state now).
     pub(crate) fn declares(&self, hook: &str) -> bool {
         self.pkg.manifest.manifest().hooks.iter().any(|h| h == hook)
@@ -707,7 +738,12 @@ impl Daemon {
             trust_refusal: None,
             trust_retries: 0,
             host_retries: 0,
+            expires: None,
+            grants_expire: None,
+            relaunch_for: None,
+            grant_targets: BTreeSet::new(),
         };
+        entry.expires = chain_expiry(&entry.pkg);
         if let OnLoad::Quarantined(q) = recorded {
             return self.load_quarantined(name, entry, &q);
         }
@@ -827,6 +863,8 @@ impl Daemon {
             }
         };
         e.audit = lp.base.clone();
+        e.grants_expire = lp.grants_expire;
+        e.grant_targets = lp.granted_targets.clone();
         for w in &lp.withheld {
             log_line(&format!(
                 "plugin {}: withheld {} ({}): {}",
@@ -1139,6 +1177,7 @@ impl Daemon {
         match e.slot {
             Some(slot) => {
                 e.phase = Phase::Relaunch;
+                e.relaunch_for = None;
                 self.sup.shutdown(slot, now);
             }
             None => e.phase = Phase::Restarting(now),
@@ -1285,6 +1324,189 @@ impl Daemon {
 
         let n = stockade_policy::protocol::message::notification("plugin_state", p);
         self.sup.to_agent.push(n);
+    }
+
+    /// When the earliest certificate chain of a loaded plugin, or grant a running incarnation
+    /// was launched with, expires, not yet acted on ([`Self::check_expiries`]); the loop wakes
+    /// up then.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        if self.stopping {
+            return None;
+        }
+        let at = self
+            .plugins
+            .values()
+            .filter(|e| !matches!(e.phase, Phase::Quarantined | Phase::Unloading))
+            .flat_map(|e| [e.expires, e.running_grants_expire()])
+            .flatten()
+            .min()?;
+        // Whole seconds: at most one second late, never early (the check acts only once the
+        // clock says expired, and a wake-up before that waits a whole second again).
+        let wait = at.saturating_sub(unix_now());
+        Some(Instant::now() + Duration::from_secs(wait))
+    }
+
+    /// Every loaded plugin whose certificate chain has expired by now is checked again
+    /// ([`Self::check_loaded`]) and, refused (`validity.expired`, 83), stopped and quarantined
+    /// as SIGHUP would ([`Self::trust_quarantine`], `detail.request` `"expiry"`): the daemon
+    /// knows when a certificate expires, so an expired plugin does not run on until its next
+    /// restart or a SIGHUP. Each expiry is checked once: under `--trust-mode warn` the plugin
+    /// runs on with the warning, as at a restart. A running incarnation whose launch honoured a
+    /// grant that has expired by now is stopped and relaunched at once ([`Phase::Relaunch`],
+    /// no crash counted; [`Entry::relaunch_for`] says why in the `restart` record): the launch
+    /// computes the policy afresh and withholds the item.
+    pub(crate) fn check_expiries(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
+        let clock = unix_now();
+        let due: Vec<String> = self
+            .plugins
+            .iter_mut()
+            .filter(|(_, e)| !matches!(e.phase, Phase::Quarantined | Phase::Unloading))
+            .filter(|(_, e)| e.expires.is_some_and(|at| at <= clock))
+            .map(|(n, e)| {
+                e.expires = None;
+                n.clone()
+            })
+            .collect();
+        let granted: Vec<String> = self
+            .plugins
+            .iter_mut()
+            .filter(|(_, e)| e.running_grants_expire().is_some_and(|at| at <= clock))
+            .map(|(n, e)| {
+                e.grants_expire = None;
+                n.clone()
+            })
+            .collect();
+        for name in granted {
+            let e = self.plugins.get_mut(&name).expect("present");
+            let Some(slot) = e.slot else { continue };
+            log_line(&format!(
+                "grant expiry: plugin {}: a grant its launch honoured has expired; relaunching \
+                 it under the policy in force",
+                term(&name)
+            ));
+            e.phase = Phase::Relaunch;
+            e.relaunch_for = Some("grant_expiry");
+            self.sup.shutdown(slot, now);
+        }
+        for name in due {
+            match self.check_loaded(&name) {
+                Ok(()) => {}
+                Err(r) if r.about == About::Package => {
+                    log_line(&format!(
+                        "certificate expiry: plugin {}: {}: {}; stopping it",
+                        term(&name),
+                        r.kind,
+                        term(&r.message)
+                    ));
+                    self.trust_quarantine(&name, r, "expiry", now);
+                }
+                Err(r) => log_line(&format!(
+                    "certificate expiry: plugin {}: {}: {}; {}",
+                    term(&name),
+                    r.kind,
+                    term(&r.message),
+                    r.consequence()
+                )),
+            }
+        }
+    }
+
+    /// When the periodic trust check is due (`[health] trust_check_interval_ms` after the last
+    /// one; none when it is 0, while no plugin is loaded — a load reads the configuration
+    /// anyway — or once stopping).
+    pub(crate) fn next_trust_check(&self) -> Option<Instant> {
+        let every = self.cfg.serve.health.trust_check_interval_ms;
+        if self.stopping || every == 0 || self.plugins.is_empty() {
+            return None;
+        }
+        Some(self.trust_checked + Duration::from_millis(every))
+    }
+
+    /// The periodic trust check: the license and the trust configuration read again
+    /// ([`Self::reread_license`], [`Self::reread_trust`]) and, when either changed, every loaded
+    /// plugin checked against them as SIGHUP checks them ([`Self::check_all`], `detail.request`
+    /// `"trust_change"`): a revocation list put in the trust directory, or a root key removed,
+    /// stops the plugins it refuses within the interval, no `systemctl reload` needed. A few
+    /// small files, nothing read when nothing changed beyond them. One that cannot be used is
+    /// logged once (and once more when it can be used again), not at every check; as at
+    /// SIGHUP, it stops nothing and the configuration in force is kept.
+    pub(crate) fn check_trust_now(&mut self, now: Instant) {
+        self.trust_checked = now;
+        let license = self.reread_license();
+        let reread = self.reread_trust();
+        let problem = match (&license, &reread) {
+            (Err(r), _) => Some(r.message.clone()),
+            (_, Err(e)) => Some(e.chain().join(": ")),
+            _ => None,
+        };
+        if problem != self.trust_check_said {
+            match &problem {
+                Some(p) => log_line(&format!("trust check: {REFUSES}: {}", term(p))),
+                None => {
+                    log_line("trust check: the trust configuration and license can be used again")
+                }
+            }
+            self.trust_check_said = problem;
+        }
+        // A list or root that changed is applied even when the license cannot be read now (the
+        // one in force is kept): a revocation is never held back by another file's trouble.
+        if matches!(license, Ok(true)) || matches!(reread, Ok(true)) {
+            self.check_all(now, "trust check", "trust_change", None);
+        }
+        self.check_grants_now(now);
+    }
+
+    /// Every running plugin whose launch honoured grants has them checked again (the grant
+    /// files and operator keys read now, under the policy in force): one a target of which no
+    /// grant authorises any longer — its grant file removed or replaced, its operator key
+    /// dropped — is stopped and relaunched at once ([`Phase::Relaunch`], no crash counted, the
+    /// `restart` record's `reason` `"grant_withdrawn"`), its launch withholding the item. A
+    /// target the policy in force no longer asks for is not withheld, so a SIGHUP's changes
+    /// still wait for the next restart.
+    fn check_grants_now(&mut self, now: Instant) {
+        let names: Vec<String> = self
+            .plugins
+            .iter()
+            .filter(|(_, e)| {
+                e.phase == Phase::Running && e.slot.is_some() && !e.grant_targets.is_empty()
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let e = &self.plugins[&name];
+            let Ok((lp, _)) = crate::plugin_policy::decide(
+                &self.cfg.policy,
+                e.pkg.view(),
+                &self.cfg.policy_root,
+                self.cfg.allow_flags.as_ref(),
+                unix_now(),
+            ) else {
+                continue;
+            };
+            let lost: Vec<String> = lp
+                .withheld
+                .iter()
+                .filter(|w| e.grant_targets.contains(&w.target))
+                .map(|w| format!("{} ({})", w.target, w.kind))
+                .collect();
+            if lost.is_empty() {
+                continue;
+            }
+            log_line(&format!(
+                "grant check: plugin {}: no grant authorises {} any longer; relaunching it under \
+                 the policy in force",
+                term(&name),
+                term(&lost.join(", "))
+            ));
+            let e = self.plugins.get_mut(&name).expect("present");
+            let Some(slot) = e.slot else { continue };
+            e.phase = Phase::Relaunch;
+            e.relaunch_for = Some("grant_withdrawn");
+            self.sup.shutdown(slot, now);
+        }
     }
 
     /// The earliest pending restart.
@@ -1787,8 +2009,13 @@ impl Daemon {
         }
         let mut e = self.plugins.remove(name).expect("present");
         e.trust_retries = 0;
-        let extra = json!({"restarts": e.restarts + 1, "requested": e.phase == Phase::Relaunch,
-                           "last_exit": e.last_exit});
+        let by_daemon = e.relaunch_for.take();
+        let mut extra = json!({"restarts": e.restarts + 1,
+                               "requested": e.phase == Phase::Relaunch && by_daemon.is_none(),
+                               "last_exit": e.last_exit});
+        if let Some(why) = by_daemon {
+            extra["reason"] = json!(why);
+        }
         let r = self.launch(&mut e, Event::Restart, extra);
         match r {
             Ok(slot) => {
@@ -1846,6 +2073,16 @@ impl Daemon {
 /// audit record not written because another writer held the log's lock past the daemon's wait
 /// (`audit.busy`, 75: a root CLI stopped mid-append), which counted as a crash quarantined a
 /// plugin for a lock it never touched.
+/// The earliest `not_after` of a package's developer and intermediate certificates (Unix
+/// seconds; none when a mode below strict loaded it without them).
+fn chain_expiry(pkg: &VerifiedPackage) -> Option<u64> {
+    [&pkg.developer, &pkg.intermediate]
+        .into_iter()
+        .flatten()
+        .map(|c| c.body.not_after)
+        .min()
+}
+
 fn passing_launch_refusal(err: &RpcError) -> bool {
     matches!(
         err.data

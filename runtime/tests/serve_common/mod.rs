@@ -223,12 +223,23 @@ impl Serve {
 
     /// Start with `extra` arguments after the fixture's (no `--policy`), e.g. `--policy-root`.
     pub fn start_with(fx: &Fixture, config: &str, extra: &[&str]) -> Serve {
+        Self::start_with_under(fx, config, extra, &[])
+    }
+
+    /// [`Serve::start_with`] started by `wrapper` (as [`Serve::start_under`]'s), e.g.
+    /// `setpriv` to run the daemon as another user.
+    pub fn start_with_under(
+        fx: &Fixture,
+        config: &str,
+        extra: &[&str],
+        wrapper: &[String],
+    ) -> Serve {
         let sock = fx.dir().join("serve.sock");
         let mut args = serve_args(fx, config, None);
         args.extend(extra.iter().map(|s| s.to_string()));
         args.extend(["--socket".to_string(), sock.to_string_lossy().into_owned()]);
         let stderr = fx.dir().join("serve.stderr");
-        let child = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        let child = common::command_under(wrapper, env!("CARGO_BIN_EXE_stockade"))
             .args(&args)
             .current_dir(fx.dir())
             .env_remove("NOTIFY_SOCKET")
