@@ -85,6 +85,12 @@ fn a_stderr_nobody_reads_stalls_no_agent_and_refuses_a_required_stderr_audit_rec
     assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
     assert_eq!(r["error"]["data"]["kind"], "audit.busy", "{r}");
     assert_eq!(r["error"]["data"]["exit"], 75, "{r}");
+    assert!(
+        r["error"]["data"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("stopped reading")),
+        "{r}"
+    );
 
     // Read again: what was queued comes out, with how many lines were dropped.
     let mut err = child.stderr.take().unwrap();

@@ -89,7 +89,7 @@ pub(crate) fn store_err(e: StoreError) -> CmdError {
     }
 }
 
-fn dep_err(e: DepError) -> CmdError {
+pub(crate) fn dep_err(e: DepError) -> CmdError {
     let exit = match e {
         DepError::Missing { .. } | DepError::Unsatisfied { .. } => Exit::Dependency,
         DepError::Cycle { .. } => Exit::DependencyCycle,

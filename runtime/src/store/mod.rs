@@ -1404,6 +1404,10 @@ pub fn is_installed(state_dir: &Path, name: &str, package_sha256: &str) -> bool 
     })
 }
 
+/// What to do about a start refused by [`frozen_admission`] (`run`'s hint, `serve`'s
+/// `load_failed` `data.hint`).
+pub const FROZEN_HINT: &str = "install an active license with `stockade node license install FILE`";
+
 /// What a start refused by [`frozen_admission`] says (`run`, `serve`).
 pub fn frozen_refusal(serial: &str, name: &str) -> String {
     format!(
