@@ -705,6 +705,65 @@ fn a_registry_others_could_have_written_is_refused_and_left_alone() {
     assert!(installed.contains_key("hello") && installed.contains_key("other"));
 }
 
+/// A name's lookup (`verify NAME`, `run NAME`: the store's lockless `read_registry`) refuses a
+/// `store` that is a symlink as the store's writers and `list` do (78 `store.unsafe`), reading
+/// nothing through it. It read `<state>/store/registry.json` by its path, refusing only a
+/// symlink at the last component: a crafted store behind a `store` symlink was taken for the
+/// store, its install list trusted (here a `planted` plugin the real store never had).
+#[test]
+fn a_symlinked_store_is_refused_by_name_lookups_and_nothing_is_read_through_it() {
+    let fx = setup();
+    let hello = pack(&fx, "hello", "0.1.0", &[]);
+    expect(&fx.store_install(&[&hello], &[]), 0, "");
+    let store = fx.path("state/store");
+    let crafted = fx.path("crafted");
+    std::fs::rename(&store, &crafted).unwrap();
+    let reg = crafted.join("registry.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&reg).unwrap()).unwrap();
+    let mut planted = v["plugins"]["hello"].clone();
+    planted["name"] = "planted".into();
+    v["plugins"]["planted"] = planted;
+    std::fs::write(&reg, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    std::os::unix::fs::symlink(&crafted, &store).unwrap();
+    let before = snapshot(&crafted);
+    let refused = |r: &Run, what: &str| {
+        expect(r, 78, "store.unsafe");
+        assert!(
+            r.stdout.contains("state/store") && r.stdout.contains("is a symlink"),
+            "{what}: {}",
+            r.stdout
+        );
+        assert!(!r.stdout.contains("planted\","), "{what}: {}", r.stdout);
+    };
+    for name in ["hello", "planted"] {
+        refused(
+            &verify_installed(&fx, Some(name)),
+            &format!("verify {name}"),
+        );
+        let mut run = vec!["--json", "run", name];
+        run.extend_from_slice(&STORE_FLAGS);
+        refused(&fx.run(&run), &format!("run {name}"));
+    }
+    assert_eq!(snapshot(&crafted), before);
+    // The real store back: its names are found again, and `planted` is not one.
+    std::fs::remove_file(&store).unwrap();
+    std::fs::rename(&crafted, &store).unwrap();
+    let mut v: Value =
+        serde_json::from_slice(&std::fs::read(store.join("registry.json")).unwrap()).unwrap();
+    v["plugins"].as_object_mut().unwrap().remove("planted");
+    std::fs::write(
+        store.join("registry.json"),
+        serde_json::to_vec_pretty(&v).unwrap(),
+    )
+    .unwrap();
+    expect(&verify_installed(&fx, Some("hello")), 0, "");
+    expect(
+        &verify_installed(&fx, Some("planted")),
+        104,
+        "store.not_installed",
+    );
+}
+
 /// The packaged layout: the state directory belongs to the daemon's user, and root's CLI works
 /// in it. That user must not be able to turn root's store commands against the host: a store
 /// of its own holding a `staging` symlink made root's `list` empty the directory it pointed at

@@ -1229,12 +1229,49 @@ fn load_registry_held(
     Ok((reg, Some(file)))
 }
 
-/// Read the registry without locking or recovering (for read-only listing by anyone).
+/// Read the registry without locking or recovering (for read-only listing by anyone, and every
+/// name's lookup: `run NAME`, `verify NAME`, `serve`'s `plugin_load NAME` and its dependencies).
+/// The store directory is held as the store's writers hold it — opened without following a
+/// symlink at its name (`O_NOFOLLOW | O_DIRECTORY`), the registry read relative to it — so a
+/// `store` that is a symlink is refused ([`HeldDirError::Unsafe`]: 78 `store.unsafe`), nothing
+/// read through it. The registry was read by its path, and only its last component refused as
+/// a symlink: a `store` symlink (the state directory's owner can make one) had every lookup
+/// take whatever install list it pointed at for the store's. Whoever owns the store may own
+/// the directory (the daemon's user's store, read by root: `DirOwner::Shared`); its registry
+/// must be that owner's, root's or this user's ([`load_registry`]). No store: no registry.
 pub fn read_registry(state_dir: &Path) -> Result<Registry, StoreError> {
-    let store = state_dir.join(STORE_DIR);
-    let path = store.join("registry.json");
-    let owner = std::fs::metadata(&store).ok().map(|m| m.uid());
-    load_registry(&path, &path, owner)
+    use nix::fcntl::OFlag;
+    let shown = state_dir.join(STORE_DIR);
+    // The state directory only searched (`O_PATH`), as the path it replaces was: a reader who
+    // may traverse it but not list it (mode 0711) still looks names up.
+    let parent = nix::fcntl::open(
+        state_dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| HeldDirError::Io {
+        path: shown.clone(),
+        source: e.into(),
+    });
+    let held = parent.and_then(|p| {
+        use std::os::fd::AsFd;
+        HeldDir::open_in(
+            p.as_fd(),
+            shown,
+            STORE_DIR,
+            None,
+            crate::fileio::DirOwner::Shared,
+        )
+    });
+    let held = match held {
+        Ok(h) => h,
+        Err(HeldDirError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Registry::default())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let at = held.join("registry.json");
+    load_registry(at.path(), at.shown(), Some(owner_of(&held)?))
 }
 
 fn remove_any(at: &HeldPath) -> Result<(), StoreError> {
