@@ -1690,3 +1690,71 @@ fn a_list_takes_no_lock_again_for_leftovers_it_could_not_remove() {
     expect(&r, 0, "");
     assert!(!r.stderr.contains("warning"), "{}", r.stderr);
 }
+
+/// A leftover recovery cannot remove, at the very name a later install of the same package
+/// needs (`plugins/<name>-<version>-<sha12>`: a removal whose directory could not go, here its
+/// `tree` made unwritable, so only `package.stockade` went), is neither taken for the package
+/// nor removed by the install: the package goes to a fresh name beside it, which the registry
+/// records, and is whole. The install used to skip its rename on finding the name taken and
+/// name the half-removed leftover: it said 0, and every `verify` and `run` of the plugin then
+/// failed (66: no `package.stockade`) until the leftover was removed by hand.
+#[test]
+fn an_install_does_not_take_a_half_removed_leftover_of_its_name_for_its_package() {
+    let fx = setup();
+    let dir_of = |fx: &Fixture| -> String {
+        let reg = std::fs::read(fx.path("state/store/registry.json")).unwrap();
+        let v: Value = serde_json::from_slice(&reg).unwrap();
+        v["plugins"]["lib"]["dir"].as_str().unwrap().to_string()
+    };
+    let v1 = pack(&fx, "lib", "1.0.0", &[]);
+    expect(&fx.store_install(&[&v1], &[]), 0, "");
+    let dir = dir_of(&fx);
+    let old = fx.path("state/store/plugins").join(&dir);
+    let Some(stuck) = Unwritable::new(old.join("tree")) else {
+        return;
+    };
+    let r = remove(&fx, "lib", &[]);
+    expect(&r, 0, "");
+    assert!(r.stderr.contains("cannot remove"), "{}", r.stderr);
+    assert!(old.join("tree").exists() && !old.join("package.stockade").exists());
+    let before = snapshot(&old);
+    let r = fx.store_install(&[&v1], &[]);
+    expect(&r, 0, "");
+    // Recovery said the leftover; the install went beside it.
+    assert!(
+        r.stderr.contains("a leftover of an interrupted run"),
+        "{}",
+        r.stderr
+    );
+    let fresh = dir_of(&fx);
+    assert_eq!(fresh, format!("{dir}-1"));
+    // The report says where it is.
+    let path = r.json()["installed"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        path.ends_with(&format!("/{fresh}/package.stockade")),
+        "{path}"
+    );
+    assert!(fx
+        .path("state/store/plugins")
+        .join(&fresh)
+        .join("package.stockade")
+        .is_file());
+    expect(&verify_installed(&fx, Some("lib")), 0, "");
+    assert_eq!(snapshot(&old), before, "the leftover was changed");
+    // Once it can go, the owner's next recovery removes it; the installed one stays.
+    drop(stuck);
+    age_recovery_record(&fx);
+    expect(&fx.run(&["--json", "list", "--state-dir", "state"]), 0, "");
+    assert!(!old.exists());
+    expect(&verify_installed(&fx, Some("lib")), 0, "");
+    // The same package installed again is the installed one (no third directory).
+    expect(&fx.store_install(&[&v1], &[]), 0, "");
+    assert_eq!(dir_of(&fx), fresh);
+    let n = std::fs::read_dir(fx.path("state/store/plugins"))
+        .unwrap()
+        .count();
+    assert_eq!(n, 1);
+}

@@ -1016,22 +1016,39 @@ impl Store {
 
     /// Install staged packages: rename each into `plugins/`, then write the registry (the commit
     /// point), then remove the directories the new entries superseded. Idempotent for an entry
-    /// whose object directory is already the installed one.
+    /// whose object directory is already the installed one (the registry names it).
+    ///
+    /// An object directory of that name the registry does *not* name is a leftover recovery
+    /// could not remove (an immutable file in it: `recovered.left`, `recovery-failed.json`) —
+    /// perhaps half removed, its files partly gone. It is neither taken for the package (it was:
+    /// the install succeeded and named a tree without its `package.stockade`, which every later
+    /// `verify` and `run` refused) nor removed here (recovery just failed to): the package goes
+    /// to a fresh name beside it ([`move_in_fresh`]), which the registry records.
     pub fn commit(&mut self, items: Vec<(Staged, Installed)>) -> Result<(), StoreError> {
         let plugins = self.plugins.at();
         let mut next = self.registry.clone();
         let mut superseded = Vec::new();
-        for (staged, entry) in items {
+        for (staged, mut entry) in items {
             if !plain_name(&entry.dir) {
                 return Err(StoreError::BadDirName(entry.dir));
             }
-            let dest = plugins.join(&entry.dir);
-            if dest.path().symlink_metadata().is_ok() {
-                // The same package (same name, version and digest) is already there.
+            // The same package (same name, version and digest) is installed already, in the
+            // directory the registry names for it.
+            let installed = next
+                .plugins
+                .get(&entry.name)
+                .filter(|p| {
+                    p.version == entry.version
+                        && p.package_sha256 == entry.package_sha256
+                        && plain_name(&p.dir)
+                })
+                .filter(|p| plugins.join(&p.dir).path().symlink_metadata().is_ok())
+                .map(|p| p.dir.clone());
+            if let Some(dir) = installed {
+                entry.dir = dir;
                 remove_any(&staged.dir)?;
             } else {
-                std::fs::rename(staged.dir.path(), dest.path())
-                    .map_err(io("cannot move into", dest.shown()))?;
+                entry.dir = move_in_fresh(&staged.dir, &plugins, &entry.dir)?;
             }
             crash_point();
             if let Some(old) = next.plugins.insert(entry.name.clone(), entry) {
@@ -1303,6 +1320,39 @@ fn fsync_tree(root: &HeldPath) -> Result<(), StoreError> {
         }
     }
     fsync_dir(root)
+}
+
+/// How many fresh names [`move_in_fresh`] tries beside leftovers of the same name.
+const FRESH_NAMES: u32 = 100;
+
+/// Rename the staged directory `from` into `plugins` as `name`, never over anything there
+/// (`renameat2(RENAME_NOREPLACE)`: `rename` replaces an empty directory); when an entry of that
+/// name is there — a leftover recovery could not remove, which nothing names — as `name-1`,
+/// `name-2`, … instead, the first that is free. The name it got.
+fn move_in_fresh(from: &HeldPath, plugins: &HeldPath, name: &str) -> Result<String, StoreError> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    let candidates =
+        std::iter::once(name.to_string()).chain((1..=FRESH_NAMES).map(|n| format!("{name}-{n}")));
+    for cand in candidates {
+        let dest = plugins.join(&cand);
+        match renameat2(
+            AT_FDCWD,
+            from.path(),
+            AT_FDCWD,
+            dest.path(),
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => return Ok(cand),
+            Err(nix::errno::Errno::EEXIST | nix::errno::Errno::ENOTEMPTY) => continue,
+            Err(e) => return Err(io("cannot move into", dest.shown())(e.into())),
+        }
+    }
+    Err(io("cannot move into", plugins.join(name).shown())(
+        std::io::Error::other(format!(
+            "it and {FRESH_NAMES} fresh names beside it are taken by leftovers nothing names \
+             (remove them)"
+        )),
+    ))
 }
 
 /// Whether `stockade verify ARG` means an installed plugin: ARG is not an existing file (a
