@@ -17,7 +17,9 @@
 //! `STOCKADE_AUDIT_EVENT`, `STOCKADE_AUDIT_SEQ`, `STOCKADE_AUDIT_HASH` and the whole record in
 //! `STOCKADE_AUDIT_RECORD`. `stderr = true`: the journal when its socket exists, else one
 //! `stockade-audit: {json}` line on stderr — but never on a stream that carries a command's
-//! machine-readable output ([`AuditLog::without_stderr`]). There is no stdout sink: stdout is
+//! machine-readable output ([`AuditLog::without_stderr`]); under `serve` that line goes through
+//! the daemon's log queue, written within the bounded wait or not at all
+//! ([`AuditError::StderrBusy`], [`crate::logqueue`]). There is no stdout sink: stdout is
 //! the protocol under `run`, the program's under `exec`, and the `--json` document elsewhere. A
 //! record that cannot be written to a configured sink is an error for the command (fail closed:
 //! no unaudited launch).
@@ -242,6 +244,19 @@ pub enum AuditError {
         /// How long this writer waited.
         waited: Duration,
     },
+    /// The `stderr` sink, without a journal, under `serve`: the daemon's stderr took nothing
+    /// for the whole bounded wait ([`AuditLog::waiting_at_most`]) — whoever reads it (the
+    /// supervisor that started the daemon with a pipe) stopped reading — or, after one such
+    /// wait ran out, at the one try made since. Nothing was written (the record was taken back
+    /// out of the daemon's log queue, [`crate::logqueue`]).
+    #[error(
+        "the daemon's stderr took no audit record within {} ms: its reader is not reading",
+        waited.as_millis()
+    )]
+    StderrBusy {
+        /// How long this writer waited.
+        waited: Duration,
+    },
     /// The journal socket cannot take the record.
     #[error("cannot send the audit record to the journal socket {}", path.display())]
     Journal {
@@ -349,6 +364,9 @@ pub struct AuditLog {
     /// the lock ran out the next appends only try it for a while ([`BoundedWait`], shared by
     /// the clones, as `swept`).
     wait: Option<BoundedWait>,
+    /// The same for the `stderr` sink's line under `serve` ([`crate::logqueue`]): once its
+    /// reader let a wait run out, the next records only try, for a while.
+    stderr_wait: Option<BoundedWait>,
 }
 
 impl AuditLog {
@@ -361,6 +379,7 @@ impl AuditLog {
             stderr_taken: false,
             swept: Arc::default(),
             wait: None,
+            stderr_wait: None,
         }
     }
 
@@ -375,8 +394,14 @@ impl AuditLog {
     /// [`BoundedWait::TRY_ONLY_FOR`] passed: a holder that stays stopped costs the loop one
     /// wait in that time, not one per record. Without this (the CLI), an append waits however
     /// long: one command, which its user sees waiting and can interrupt.
+    ///
+    /// The `stderr` sink without a journal is bounded the same way: `serve`'s stderr is a
+    /// queue ([`crate::logqueue`]) whose reader may have stopped; a record it did not take
+    /// within the wait is not written ([`AuditError::StderrBusy`], `audit.busy`), and the next
+    /// ones only try while [`BoundedWait::TRY_ONLY_FOR`] lasts or until one is written.
     pub fn waiting_at_most(mut self, wait: Duration) -> Self {
         self.wait = Some(BoundedWait::new(wait));
+        self.stderr_wait = Some(BoundedWait::new(wait));
         self
     }
 
@@ -418,7 +443,27 @@ impl AuditLog {
                 self.wait.as_ref().map(BoundedWait::bound),
             )?;
         } else if !self.stderr_taken {
-            crate::output::print_stderr(&format!("stockade-audit: {line}"));
+            let text = format!("stockade-audit: {line}\n");
+            // Under `serve` the line must get past a queue that drops log lines: written
+            // within the bound or not at all (fail closed).
+            let wait = self.stderr_wait.as_ref();
+            let bound = wait.map_or(Duration::ZERO, BoundedWait::this_time);
+            match crate::logqueue::write_required(text.as_bytes(), bound) {
+                crate::logqueue::Required::NotQueued => {
+                    crate::output::print_stderr(&format!("stockade-audit: {line}"))
+                }
+                crate::logqueue::Required::Written => {
+                    if let Some(w) = wait {
+                        w.took();
+                    }
+                }
+                crate::logqueue::Required::Busy => {
+                    if let Some(w) = wait {
+                        w.ran_out();
+                    }
+                    return Err(AuditError::StderrBusy { waited: bound });
+                }
+            }
         }
         Ok(r)
     }
@@ -884,6 +929,12 @@ pub fn append_or_fail(log: &AuditLog, mut r: Record) -> Result<(), crate::error:
             AuditError::JournalBusy { .. } => Some(
                 "the journal is not taking records (stopped or overloaded: `systemctl status \
                  systemd-journald`); retry"
+                    .to_string(),
+            ),
+            AuditError::StderrBusy { .. } => Some(
+                "whoever reads the daemon's stderr stopped reading it (the `stderr` audit sink \
+                 writes there when there is no journal socket): make it read again, or give the \
+                 [audit] section a `file` or the journal; retry"
                     .to_string(),
             ),
             _ => None,

@@ -51,6 +51,12 @@ impl CmdError {
         self
     }
 
+    /// What the user should do about it, if said ([`Self::hint`]): the CLI prints it, and
+    /// `serve` hands it to an agent in a `load_failed`'s `data.hint`.
+    pub fn hint_text(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
     /// The exit code this error maps to.
     pub fn exit(&self) -> Exit {
         self.exit

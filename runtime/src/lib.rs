@@ -32,6 +32,7 @@ pub mod fuzzing;
 pub mod host;
 pub mod keyfile;
 pub mod kinds;
+pub mod logqueue;
 pub mod node;
 pub mod output;
 pub mod package;

@@ -29,6 +29,13 @@ fn main() -> std::process::ExitCode {
         }
     };
     let out = Output { json: cli.json };
+    let code = run(cli, out);
+    // `serve`'s last log lines, queued (`logqueue`): a second at most for a stalled reader.
+    stockade_runtime::logqueue::flush(std::time::Duration::from_secs(1));
+    code
+}
+
+fn run(cli: Cli, out: Output) -> std::process::ExitCode {
     match cmd::run(cli.command, out) {
         Ok(code) => match (code, output::stdout_lost()) {
             // A success whose result never reached stdout (a full disk) is not reported as one:

@@ -89,10 +89,15 @@ pub fn stdout_lost() -> Option<String> {
 /// kill the runtime on the spot — no plugin shut down, no cgroup removed, no record written,
 /// the documented exit code replaced by 134. A message nobody can read is lost; the command
 /// goes on and ends as it would have (`clippy::print_stderr` is denied in this crate).
+/// Under `stockade serve` the line goes through [`crate::logqueue`] instead: the daemon's one
+/// loop never waits for whoever reads its stderr.
 pub fn print_stderr(line: &str) {
     let mut text = String::with_capacity(line.len() + 1);
     text.push_str(line);
     text.push('\n');
+    if crate::logqueue::push(text.as_bytes()) {
+        return;
+    }
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 

@@ -234,6 +234,12 @@ fn plugin_load_takes_an_installed_plugins_name() {
     assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
     assert_eq!(r["error"]["data"]["kind"], "license_frozen", "{r}");
     assert_eq!(r["error"]["data"]["exit"], 100, "{r}");
+    assert!(
+        r["error"]["data"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("stockade node license install")),
+        "{r}"
+    );
     let r = c.ok("plugin_load", json!({"package": "stored"}));
     assert_eq!(r["state"], "ready", "{r}");
     assert_eq!(s.stop(), 0);
@@ -262,8 +268,9 @@ fn plugin_load_takes_an_installed_plugins_name() {
 }
 
 /// A name (or a dependency) looked up in a store whose registry cannot be read is refused as
-/// the store's corruption (106, `store.corrupt`), at start and by `plugin_load`, not as a
-/// missing package file; a package file still loads when it needs nothing from the store.
+/// the store's corruption (106, `store.corrupt`, with the CLI's hint for it), at start and by
+/// `plugin_load`, not as a missing package file; a package file still loads when it needs
+/// nothing from the store.
 #[test]
 fn a_corrupt_registry_refuses_loads_by_name_as_corrupt() {
     if !require_root() {
@@ -279,6 +286,15 @@ fn a_corrupt_registry_refuses_loads_by_name_as_corrupt() {
     let (code, err) = serve_refuses(&fx, "[serve]\nload = [\"stored\"]\n");
     assert_eq!(code, 106, "{err}");
     assert!(err.contains("registry"), "{err}");
+    // The CLI's own hint for the same kind: `data.hint` carries that very text.
+    let cli = fx.run(&["--json", "list", "--state-dir", "state"]);
+    assert_eq!(cli.kind(), "store.corrupt", "{}", cli.stdout);
+    let cli_hint = cli.json()["error"]["hint"].clone();
+    assert!(
+        cli_hint.as_str().is_some_and(|h| !h.is_empty()),
+        "{}",
+        cli.stdout
+    );
     let mut s = Serve::start(&fx, "", Some(POLICY));
     let mut c = s.client();
     for package in [json!("stored"), json!(app)] {
@@ -286,6 +302,7 @@ fn a_corrupt_registry_refuses_loads_by_name_as_corrupt() {
         assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
         assert_eq!(r["error"]["data"]["kind"], "store.corrupt", "{r}");
         assert_eq!(r["error"]["data"]["exit"], 106, "{r}");
+        assert_eq!(r["error"]["data"]["hint"], cli_hint, "{r}");
     }
     let r = c.ok("plugin_load", json!({ "package": alone }));
     assert_eq!(r["state"], "ready", "{r}");
@@ -608,10 +625,18 @@ fn plugin_load_loads_installed_dependencies_first() {
         msg.contains("app2 0.1.0 -> lib ^2 (lib 0.1.0 does not match)"),
         "{r}"
     );
-    // The kind and exit code `install` would refuse it with: `data.exit` was missing.
+    // The kind, exit code and hint `install` would refuse it with: `data.exit` was missing,
+    // and so was `data.hint`.
+    let data = &r["error"]["data"];
     assert_eq!(
-        r["error"]["data"],
-        json!({"kind": "store.dependency", "exit": 101}),
+        (&data["kind"], &data["exit"]),
+        (&json!("store.dependency"), &json!(101)),
+        "{r}"
+    );
+    assert!(
+        data["hint"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("install the missing plugins first")),
         "{r}"
     );
     // Neither loaded nor installed.
@@ -640,11 +665,13 @@ fn plugin_load_loads_installed_dependencies_first() {
         msg.contains("would break app 0.1.0, which requires lib ^0.1"),
         "{r}"
     );
+    let data = &r["error"]["data"];
     assert_eq!(
-        r["error"]["data"],
-        json!({"kind": "store.breaks_dependent", "exit": 103}),
+        (&data["kind"], &data["exit"]),
+        (&json!("store.breaks_dependent"), &json!(103)),
         "{r}"
     );
+    assert!(data["hint"].as_str().is_some_and(|h| !h.is_empty()), "{r}");
     assert_eq!(s.stop(), 0);
 
     // A package an earlier daemon quarantined is answered at once, quarantined, without its

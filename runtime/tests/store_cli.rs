@@ -705,6 +705,65 @@ fn a_registry_others_could_have_written_is_refused_and_left_alone() {
     assert!(installed.contains_key("hello") && installed.contains_key("other"));
 }
 
+/// A name's lookup (`verify NAME`, `run NAME`: the store's lockless `read_registry`) refuses a
+/// `store` that is a symlink as the store's writers and `list` do (78 `store.unsafe`), reading
+/// nothing through it. It read `<state>/store/registry.json` by its path, refusing only a
+/// symlink at the last component: a crafted store behind a `store` symlink was taken for the
+/// store, its install list trusted (here a `planted` plugin the real store never had).
+#[test]
+fn a_symlinked_store_is_refused_by_name_lookups_and_nothing_is_read_through_it() {
+    let fx = setup();
+    let hello = pack(&fx, "hello", "0.1.0", &[]);
+    expect(&fx.store_install(&[&hello], &[]), 0, "");
+    let store = fx.path("state/store");
+    let crafted = fx.path("crafted");
+    std::fs::rename(&store, &crafted).unwrap();
+    let reg = crafted.join("registry.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&reg).unwrap()).unwrap();
+    let mut planted = v["plugins"]["hello"].clone();
+    planted["name"] = "planted".into();
+    v["plugins"]["planted"] = planted;
+    std::fs::write(&reg, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    std::os::unix::fs::symlink(&crafted, &store).unwrap();
+    let before = snapshot(&crafted);
+    let refused = |r: &Run, what: &str| {
+        expect(r, 78, "store.unsafe");
+        assert!(
+            r.stdout.contains("state/store") && r.stdout.contains("is a symlink"),
+            "{what}: {}",
+            r.stdout
+        );
+        assert!(!r.stdout.contains("planted\","), "{what}: {}", r.stdout);
+    };
+    for name in ["hello", "planted"] {
+        refused(
+            &verify_installed(&fx, Some(name)),
+            &format!("verify {name}"),
+        );
+        let mut run = vec!["--json", "run", name];
+        run.extend_from_slice(&STORE_FLAGS);
+        refused(&fx.run(&run), &format!("run {name}"));
+    }
+    assert_eq!(snapshot(&crafted), before);
+    // The real store back: its names are found again, and `planted` is not one.
+    std::fs::remove_file(&store).unwrap();
+    std::fs::rename(&crafted, &store).unwrap();
+    let mut v: Value =
+        serde_json::from_slice(&std::fs::read(store.join("registry.json")).unwrap()).unwrap();
+    v["plugins"].as_object_mut().unwrap().remove("planted");
+    std::fs::write(
+        store.join("registry.json"),
+        serde_json::to_vec_pretty(&v).unwrap(),
+    )
+    .unwrap();
+    expect(&verify_installed(&fx, Some("hello")), 0, "");
+    expect(
+        &verify_installed(&fx, Some("planted")),
+        104,
+        "store.not_installed",
+    );
+}
+
 /// The packaged layout: the state directory belongs to the daemon's user, and root's CLI works
 /// in it. That user must not be able to turn root's store commands against the host: a store
 /// of its own holding a `staging` symlink made root's `list` empty the directory it pointed at
@@ -1630,4 +1689,72 @@ fn a_list_takes_no_lock_again_for_leftovers_it_could_not_remove() {
     let r = fx.run(&list);
     expect(&r, 0, "");
     assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+}
+
+/// A leftover recovery cannot remove, at the very name a later install of the same package
+/// needs (`plugins/<name>-<version>-<sha12>`: a removal whose directory could not go, here its
+/// `tree` made unwritable, so only `package.stockade` went), is neither taken for the package
+/// nor removed by the install: the package goes to a fresh name beside it, which the registry
+/// records, and is whole. The install used to skip its rename on finding the name taken and
+/// name the half-removed leftover: it said 0, and every `verify` and `run` of the plugin then
+/// failed (66: no `package.stockade`) until the leftover was removed by hand.
+#[test]
+fn an_install_does_not_take_a_half_removed_leftover_of_its_name_for_its_package() {
+    let fx = setup();
+    let dir_of = |fx: &Fixture| -> String {
+        let reg = std::fs::read(fx.path("state/store/registry.json")).unwrap();
+        let v: Value = serde_json::from_slice(&reg).unwrap();
+        v["plugins"]["lib"]["dir"].as_str().unwrap().to_string()
+    };
+    let v1 = pack(&fx, "lib", "1.0.0", &[]);
+    expect(&fx.store_install(&[&v1], &[]), 0, "");
+    let dir = dir_of(&fx);
+    let old = fx.path("state/store/plugins").join(&dir);
+    let Some(stuck) = Unwritable::new(old.join("tree")) else {
+        return;
+    };
+    let r = remove(&fx, "lib", &[]);
+    expect(&r, 0, "");
+    assert!(r.stderr.contains("cannot remove"), "{}", r.stderr);
+    assert!(old.join("tree").exists() && !old.join("package.stockade").exists());
+    let before = snapshot(&old);
+    let r = fx.store_install(&[&v1], &[]);
+    expect(&r, 0, "");
+    // Recovery said the leftover; the install went beside it.
+    assert!(
+        r.stderr.contains("a leftover of an interrupted run"),
+        "{}",
+        r.stderr
+    );
+    let fresh = dir_of(&fx);
+    assert_eq!(fresh, format!("{dir}-1"));
+    // The report says where it is.
+    let path = r.json()["installed"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        path.ends_with(&format!("/{fresh}/package.stockade")),
+        "{path}"
+    );
+    assert!(fx
+        .path("state/store/plugins")
+        .join(&fresh)
+        .join("package.stockade")
+        .is_file());
+    expect(&verify_installed(&fx, Some("lib")), 0, "");
+    assert_eq!(snapshot(&old), before, "the leftover was changed");
+    // Once it can go, the owner's next recovery removes it; the installed one stays.
+    drop(stuck);
+    age_recovery_record(&fx);
+    expect(&fx.run(&["--json", "list", "--state-dir", "state"]), 0, "");
+    assert!(!old.exists());
+    expect(&verify_installed(&fx, Some("lib")), 0, "");
+    // The same package installed again is the installed one (no third directory).
+    expect(&fx.store_install(&[&v1], &[]), 0, "");
+    assert_eq!(dir_of(&fx), fresh);
+    let n = std::fs::read_dir(fx.path("state/store/plugins"))
+        .unwrap()
+        .count();
+    assert_eq!(n, 1);
 }

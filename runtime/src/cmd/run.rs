@@ -232,7 +232,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
             "license_frozen",
             crate::store::frozen_refusal(&serial, &name),
         )
-        .hint("install an active license with `stockade node license install FILE`"));
+        .hint(crate::store::FROZEN_HINT));
     }
     // The launch is decided from the signed manifest; its records are written once the package
     // is verified. A package step 8 refuses is reported as such whatever the policy makes of it.

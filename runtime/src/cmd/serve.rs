@@ -281,6 +281,10 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
     let sigfd = sys::block_signals(&sigs)
         .and_then(|_| sys::signalfd(&sigs))
         .map_err(loop_err)?;
+    // From here on the daemon's stderr (its log, the audit's `stderr` sink) never makes the
+    // loop wait for its reader: a supervisor that stops reading the pipe it gave as stderr
+    // would otherwise freeze every agent and plugin once the pipe is full (`logqueue`).
+    crate::logqueue::install("stockade serve: ");
 
     // The Sertone front is bound first, before the agent socket and before any plugin starts:
     // a refused address changes nothing, and an agent that finds the socket listening finds the

@@ -89,7 +89,7 @@ pub(crate) fn store_err(e: StoreError) -> CmdError {
     }
 }
 
-fn dep_err(e: DepError) -> CmdError {
+pub(crate) fn dep_err(e: DepError) -> CmdError {
     let exit = match e {
         DepError::Missing { .. } | DepError::Unsatisfied { .. } => Exit::Dependency,
         DepError::Cycle { .. } => Exit::DependencyCycle,
@@ -584,6 +584,13 @@ fn finish(
         })
         .collect();
     report.audit_error = commit_audited(log, records, || store.commit(items))?;
+    // Where each went: the name it was staged for, or a fresh one beside a leftover recovery
+    // could not remove (`Store::commit`).
+    for item in &mut report.installed {
+        if let Some(e) = store.registry().plugins.get(&item.name) {
+            item.path = store.object_dir(e).join(PACKAGE_FILE).display().to_string();
+        }
+    }
     warn_left_behind(store);
     Ok(report)
 }

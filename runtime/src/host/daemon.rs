@@ -42,6 +42,8 @@ use stockade_policy::serve::{ServeConfig, SplitMix64};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
+/// The daemon's stderr became writable: what its log queue holds goes out (`logqueue`).
+const STDERR: Token = Token(3);
 /// Connection tokens live far above the plugins' (which grow by 3 per launch).
 const CONN_BASE: usize = 1 << 40;
 
@@ -139,7 +141,8 @@ fn err(code: i64, m: impl Into<String>) -> RpcError {
 /// `write` ([`crate::output::print_stderr`]): `eprintln!` writes the prefix, the message and the
 /// newline separately (stderr is unbuffered), which is three wake-ups of the journal's reader
 /// per line and lets another writer's bytes land inside a line — and it panics, so aborts the
-/// daemon, when stderr cannot be written.
+/// daemon, when stderr cannot be written. Under `serve` the line is queued, never waited for
+/// ([`crate::logqueue`]): a supervisor that stopped reading the daemon's stderr stalls nothing.
 ///
 /// Lines carry plugin names, what plugins said (a handshake's name, a refusal's message),
 /// paths and errors: each caller escapes those with [`term`] where it formats them, so that
@@ -169,6 +172,16 @@ impl Daemon {
             SIGNALS,
             Interest::READABLE,
         )?;
+        if crate::logqueue::watched() {
+            let fd = std::io::stderr().as_fd().as_raw_fd();
+            let watch =
+                sup.registry()
+                    .register(&mut mio::unix::SourceFd(&fd), STDERR, Interest::WRITABLE);
+            // Not watchable: written directly, as before (blocking).
+            if watch.is_err() {
+                crate::logqueue::uninstall();
+            }
+        }
         let mut seed = [0u8; 8];
         // Jitter only needs spread; a clock-derived seed will do if the OS has no entropy.
         if getrandom::getrandom(&mut seed).is_err() {
@@ -293,6 +306,7 @@ impl Daemon {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
+                    STDERR => crate::logqueue::drain(),
                     super::sertone::LISTENER => self.sertone_accept(),
                     t if t.0 >= super::sertone::HTTP_BASE => self.sertone_event(t.0, now),
                     SIGNALS => {
@@ -345,6 +359,7 @@ impl Daemon {
             self.expire_fanouts(Instant::now());
             self.log_held_refusals(Instant::now());
             self.sertone_timers(Instant::now());
+            crate::logqueue::drain();
         }
         self.route();
         self.flush_conns();

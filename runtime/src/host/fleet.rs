@@ -244,6 +244,8 @@ struct TrustRefusal {
     /// Its exit code, as `run` and `verify` would exit.
     exit: u8,
     message: String,
+    /// What the CLI says to do about that kind (its `hint`), if anything.
+    hint: Option<String>,
     /// What it is about, which decides what becomes of the plugin.
     about: About,
 }
@@ -296,6 +298,7 @@ impl TrustRefusal {
                 "cannot read the trust configuration: {}",
                 e.chain().join(": ")
             ),
+            hint: e.hint_text().map(str::to_string),
             about: About::Configuration,
         }
     }
@@ -306,10 +309,11 @@ impl TrustRefusal {
 
     /// The `load_failed` error a load or restart it refuses is answered with.
     fn load_failed(&self) -> RpcError {
-        load_failed(
-            self.message.clone(),
-            json!({"kind": self.kind, "exit": self.exit}),
-        )
+        let mut data = json!({"kind": self.kind, "exit": self.exit});
+        if let Some(h) = &self.hint {
+            data["hint"] = json!(h);
+        }
+        load_failed(self.message.clone(), data)
     }
 }
 
@@ -345,12 +349,22 @@ fn load_failed(msg: impl Into<String>, mut data: Value) -> RpcError {
     RpcError::new(codes::LOAD_FAILED, msg.into()).with_data(data)
 }
 
+/// A `load_failed`'s `data` for a refusal the CLI would fail with as `err`: its kind, its exit
+/// code and its hint (the very text the CLI prints after `hint:`, when it has one).
+fn refusal_data(err: &crate::error::CmdError) -> Value {
+    let mut data = json!({"kind": err.kind(), "exit": err.exit().code()});
+    if let Some(h) = err.hint_text() {
+        data["hint"] = json!(h);
+    }
+    data
+}
+
 /// The `load_failed` of a plugin whose policy could not be decided (its sections are invalid,
 /// or a record could not be written).
 fn policy_refusal(err: &crate::error::CmdError) -> RpcError {
     load_failed(
         format!("refused by the policy: {}", err.chain().join(": ")),
-        json!({"kind": err.kind(), "exit": err.exit().code()}),
+        refusal_data(err),
     )
 }
 
@@ -394,7 +408,7 @@ impl Daemon {
         audit::append_or_fail(&self.cfg.audit, r).map_err(|e| {
             load_failed(
                 format!("cannot write the audit record: {}", e.chain().join(": ")),
-                json!({"kind": e.kind(), "exit": e.exit().code()}),
+                refusal_data(&e),
             )
         })
     }
@@ -426,7 +440,7 @@ impl Daemon {
             err.kind(),
             &msg,
         );
-        load_failed(msg, json!({"kind": err.kind(), "exit": err.exit().code()}))
+        load_failed(msg, refusal_data(&err))
     }
 
     /// `[serve] load` at start, and `plugin_load` at run time (seed 000: the operator does not
@@ -527,7 +541,10 @@ impl Daemon {
                 .map_or_else(|| err.first_plugin().to_string(), |(e, _, _)| e.clone());
             (
                 entry,
-                load_failed(err.to_string(), json!({"kind": err.kind()})),
+                load_failed(
+                    err.to_string(),
+                    refusal_data(&crate::cmd::store::dep_err(err)),
+                ),
             )
         })?;
         // Every entry was admitted above, before any launches: a refusal leaves nothing running.
@@ -684,7 +701,8 @@ impl Daemon {
             let exit = crate::exit::Exit::LicenseFrozen.code();
             return Err(load_failed(
                 msg,
-                json!({"kind": "license_frozen", "exit": exit, "license": serial}),
+                json!({"kind": "license_frozen", "exit": exit, "license": serial,
+                       "hint": crate::store::FROZEN_HINT}),
             ));
         }
         Ok(())
@@ -911,7 +929,7 @@ impl Daemon {
                 "launch",
                 load_failed(
                     format!("cannot launch the plugin: {}", ce.chain().join(": ")),
-                    json!({"kind": ce.kind(), "exit": ce.exit().code()}),
+                    refusal_data(&ce),
                 ),
             )
         };
@@ -1121,7 +1139,12 @@ impl Daemon {
         let node = self.plugins[name].pkg.manifest.dep_node();
         stockade_policy::deps::plan_install(&loaded, &[node])
             .map(|_| ())
-            .map_err(|err| load_failed(err.to_string(), json!({"kind": err.kind()})))
+            .map_err(|err| {
+                load_failed(
+                    err.to_string(),
+                    refusal_data(&crate::cmd::store::dep_err(err)),
+                )
+            })
     }
 
     /// The loaded plugins (not being unloaded) whose manifests depend on `name`.
@@ -1730,6 +1753,7 @@ impl Daemon {
                 "cannot use this node's license: {}",
                 crate::package::verify::error_chain(&e)
             ),
+            hint: Some(e.hint().to_string()),
             about: About::Configuration,
         })?;
         let digest =
@@ -1793,6 +1817,7 @@ impl Daemon {
                                  strict: {}",
                                 u.detail
                             ),
+                            hint: None,
                             about: About::Package,
                         });
                     }
@@ -1830,6 +1855,7 @@ impl Daemon {
                     kind: v.kind(),
                     exit: v.exit().code(),
                     message: format!("{what}: {}", crate::package::verify::error_chain(&v)),
+                    hint: Some(v.hint().to_string()),
                     about,
                 })
             }
@@ -2125,6 +2151,7 @@ mod tests {
             kind,
             exit: 75,
             message: String::new(),
+            hint: None,
             about: About::Configuration,
         };
         let busy = refusal("revocation.state_busy").consequence();

@@ -1016,22 +1016,39 @@ impl Store {
 
     /// Install staged packages: rename each into `plugins/`, then write the registry (the commit
     /// point), then remove the directories the new entries superseded. Idempotent for an entry
-    /// whose object directory is already the installed one.
+    /// whose object directory is already the installed one (the registry names it).
+    ///
+    /// An object directory of that name the registry does *not* name is a leftover recovery
+    /// could not remove (an immutable file in it: `recovered.left`, `recovery-failed.json`) —
+    /// perhaps half removed, its files partly gone. It is neither taken for the package (it was:
+    /// the install succeeded and named a tree without its `package.stockade`, which every later
+    /// `verify` and `run` refused) nor removed here (recovery just failed to): the package goes
+    /// to a fresh name beside it ([`move_in_fresh`]), which the registry records.
     pub fn commit(&mut self, items: Vec<(Staged, Installed)>) -> Result<(), StoreError> {
         let plugins = self.plugins.at();
         let mut next = self.registry.clone();
         let mut superseded = Vec::new();
-        for (staged, entry) in items {
+        for (staged, mut entry) in items {
             if !plain_name(&entry.dir) {
                 return Err(StoreError::BadDirName(entry.dir));
             }
-            let dest = plugins.join(&entry.dir);
-            if dest.path().symlink_metadata().is_ok() {
-                // The same package (same name, version and digest) is already there.
+            // The same package (same name, version and digest) is installed already, in the
+            // directory the registry names for it.
+            let installed = next
+                .plugins
+                .get(&entry.name)
+                .filter(|p| {
+                    p.version == entry.version
+                        && p.package_sha256 == entry.package_sha256
+                        && plain_name(&p.dir)
+                })
+                .filter(|p| plugins.join(&p.dir).path().symlink_metadata().is_ok())
+                .map(|p| p.dir.clone());
+            if let Some(dir) = installed {
+                entry.dir = dir;
                 remove_any(&staged.dir)?;
             } else {
-                std::fs::rename(staged.dir.path(), dest.path())
-                    .map_err(io("cannot move into", dest.shown()))?;
+                entry.dir = move_in_fresh(&staged.dir, &plugins, &entry.dir)?;
             }
             crash_point();
             if let Some(old) = next.plugins.insert(entry.name.clone(), entry) {
@@ -1229,12 +1246,49 @@ fn load_registry_held(
     Ok((reg, Some(file)))
 }
 
-/// Read the registry without locking or recovering (for read-only listing by anyone).
+/// Read the registry without locking or recovering (for read-only listing by anyone, and every
+/// name's lookup: `run NAME`, `verify NAME`, `serve`'s `plugin_load NAME` and its dependencies).
+/// The store directory is held as the store's writers hold it — opened without following a
+/// symlink at its name (`O_NOFOLLOW | O_DIRECTORY`), the registry read relative to it — so a
+/// `store` that is a symlink is refused ([`HeldDirError::Unsafe`]: 78 `store.unsafe`), nothing
+/// read through it. The registry was read by its path, and only its last component refused as
+/// a symlink: a `store` symlink (the state directory's owner can make one) had every lookup
+/// take whatever install list it pointed at for the store's. Whoever owns the store may own
+/// the directory (the daemon's user's store, read by root: `DirOwner::Shared`); its registry
+/// must be that owner's, root's or this user's ([`load_registry`]). No store: no registry.
 pub fn read_registry(state_dir: &Path) -> Result<Registry, StoreError> {
-    let store = state_dir.join(STORE_DIR);
-    let path = store.join("registry.json");
-    let owner = std::fs::metadata(&store).ok().map(|m| m.uid());
-    load_registry(&path, &path, owner)
+    use nix::fcntl::OFlag;
+    let shown = state_dir.join(STORE_DIR);
+    // The state directory only searched (`O_PATH`), as the path it replaces was: a reader who
+    // may traverse it but not list it (mode 0711) still looks names up.
+    let parent = nix::fcntl::open(
+        state_dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| HeldDirError::Io {
+        path: shown.clone(),
+        source: e.into(),
+    });
+    let held = parent.and_then(|p| {
+        use std::os::fd::AsFd;
+        HeldDir::open_in(
+            p.as_fd(),
+            shown,
+            STORE_DIR,
+            None,
+            crate::fileio::DirOwner::Shared,
+        )
+    });
+    let held = match held {
+        Ok(h) => h,
+        Err(HeldDirError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Registry::default())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let at = held.join("registry.json");
+    load_registry(at.path(), at.shown(), Some(owner_of(&held)?))
 }
 
 fn remove_any(at: &HeldPath) -> Result<(), StoreError> {
@@ -1266,6 +1320,39 @@ fn fsync_tree(root: &HeldPath) -> Result<(), StoreError> {
         }
     }
     fsync_dir(root)
+}
+
+/// How many fresh names [`move_in_fresh`] tries beside leftovers of the same name.
+const FRESH_NAMES: u32 = 100;
+
+/// Rename the staged directory `from` into `plugins` as `name`, never over anything there
+/// (`renameat2(RENAME_NOREPLACE)`: `rename` replaces an empty directory); when an entry of that
+/// name is there — a leftover recovery could not remove, which nothing names — as `name-1`,
+/// `name-2`, … instead, the first that is free. The name it got.
+fn move_in_fresh(from: &HeldPath, plugins: &HeldPath, name: &str) -> Result<String, StoreError> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    let candidates =
+        std::iter::once(name.to_string()).chain((1..=FRESH_NAMES).map(|n| format!("{name}-{n}")));
+    for cand in candidates {
+        let dest = plugins.join(&cand);
+        match renameat2(
+            AT_FDCWD,
+            from.path(),
+            AT_FDCWD,
+            dest.path(),
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => return Ok(cand),
+            Err(nix::errno::Errno::EEXIST | nix::errno::Errno::ENOTEMPTY) => continue,
+            Err(e) => return Err(io("cannot move into", dest.shown())(e.into())),
+        }
+    }
+    Err(io("cannot move into", plugins.join(name).shown())(
+        std::io::Error::other(format!(
+            "it and {FRESH_NAMES} fresh names beside it are taken by leftovers nothing names \
+             (remove them)"
+        )),
+    ))
 }
 
 /// Whether `stockade verify ARG` means an installed plugin: ARG is not an existing file (a
@@ -1403,6 +1490,10 @@ pub fn is_installed(state_dir: &Path, name: &str, package_sha256: &str) -> bool 
             .is_some_and(|p| p.package_sha256 == package_sha256)
     })
 }
+
+/// What to do about a start refused by [`frozen_admission`] (`run`'s hint, `serve`'s
+/// `load_failed` `data.hint`).
+pub const FROZEN_HINT: &str = "install an active license with `stockade node license install FILE`";
 
 /// What a start refused by [`frozen_admission`] says (`run`, `serve`).
 pub fn frozen_refusal(serial: &str, name: &str) -> String {

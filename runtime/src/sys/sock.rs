@@ -70,3 +70,66 @@ pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
     umask(old);
     r
 }
+
+/// What a stream the daemon logs to (its stderr) is, for writing to it without ever waiting for
+/// its reader ([`write_now`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// A socket (systemd's journal stream): `send(MSG_DONTWAIT)` takes what fits, per call,
+    /// without touching the descriptor's flags.
+    Socket,
+    /// A pipe, FIFO or terminal: written only after `poll` said it is writable, at most
+    /// `PIPE_BUF` bytes at a time (see [`write_now`]).
+    Pollable,
+    /// A regular file (or anything else `epoll` does not watch): written as it is; a file has
+    /// no reader to wait for.
+    File,
+}
+
+/// The kind of stream `fd` is.
+pub fn stream_kind(fd: BorrowedFd<'_>) -> io::Result<StreamKind> {
+    let st = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
+    Ok(match st.st_mode & libc::S_IFMT {
+        libc::S_IFSOCK => StreamKind::Socket,
+        libc::S_IFIFO | libc::S_IFCHR => StreamKind::Pollable,
+        _ => StreamKind::File,
+    })
+}
+
+/// Write what `fd` (of `kind`) takes now, without waiting for its reader: `Ok(0)` when it
+/// takes nothing now. Never sets `O_NONBLOCK`: that flag is the open file description's, shared
+/// with whoever else holds the stream (the shell or supervisor that started the daemon, other
+/// processes on the same pipe), whose blocking writes would start failing with EAGAIN.
+/// A socket is sent to with `MSG_DONTWAIT` (per call). A pipe is written after a zero-timeout
+/// `poll` says it has a free buffer, at most `PIPE_BUF` bytes: Linux then copies the whole
+/// write into that buffer without sleeping (a writer waits only for a full pipe). Another
+/// writer on the same pipe filling that buffer in between is the one way this still waits (a
+/// terminal stopped with ^S likewise); the daemon's own stderr has no such writer.
+pub fn write_now(fd: BorrowedFd<'_>, kind: StreamKind, buf: &[u8]) -> io::Result<usize> {
+    use nix::sys::socket::MsgFlags;
+    match kind {
+        StreamKind::Socket => {
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+            match nix::sys::socket::send(fd.as_raw_fd(), buf, flags) {
+                Ok(n) => Ok(n),
+                Err(nix::errno::Errno::EAGAIN) => Ok(0),
+                Err(e) => Err(e.into()),
+            }
+        }
+        StreamKind::Pollable => {
+            if !writable_within(fd, 0)? {
+                return Ok(0);
+            }
+            let n = buf.len().min(libc::PIPE_BUF);
+            nix::unistd::write(fd, &buf[..n]).map_err(io::Error::from)
+        }
+        StreamKind::File => nix::unistd::write(fd, buf).map_err(io::Error::from),
+    }
+}
+
+/// Whether `fd` becomes writable within `timeout_ms` (0: now). An error or hang-up (the reader
+/// went away) counts as writable: the write then says what is wrong.
+pub fn writable_within(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
+    let ev = super::poll(&[(fd, libc::POLLOUT)], timeout_ms)?;
+    Ok(ev.first().is_some_and(|r| *r != 0))
+}

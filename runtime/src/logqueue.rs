@@ -1,0 +1,253 @@
+//! `stockade serve`'s stderr, written without ever waiting for its reader.
+//!
+//! The daemon is one event loop (and must stay one thread: `sandbox::launch` forks without
+//! fork handlers). Its log lines and the audit log's `stderr` sink (when there is no journal)
+//! went to stderr with blocking writes, so a supervisor that started it with a pipe as stderr
+//! and stopped reading (SIGSTOPped, busy, wedged) froze every agent and plugin once the pipe
+//! filled (64 KiB). Once [`install`]ed, every [`crate::output::print_stderr`] line goes
+//! through a queue instead: written at once what the stream takes now
+//! ([`crate::sys::sock::write_now`], never `O_NONBLOCK`, which other holders of the stream
+//! would see), the rest kept — at most [`CAP`] bytes — and written when the loop is told the
+//! stream is writable again (it registers stderr with its `mio` poll: [`Daemon`]) or at the
+//! next line. A line that finds the queue full is dropped and counted; "N log line(s)
+//! dropped" takes its place in the stream once there is room.
+//!
+//! An audit record is not a log line: it must not be dropped. [`write_required`] queues it
+//! after what is waiting (the stream keeps its order), then waits for it to be written, a
+//! bounded time (`serve`'s audit wait, `audit::AuditLog::waiting_at_most`); a record not
+//! written by then is taken back out of the queue and the caller's rule for an unwritten
+//! record applies (`audit.busy`, 75: a required record refuses its action).
+//!
+//! [`Daemon`]: crate::host::daemon::Daemon
+
+use crate::sys::sock::{self, StreamKind};
+use std::collections::VecDeque;
+use std::os::fd::AsFd;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Bytes kept waiting at most (log lines; a required record may go past it).
+pub const CAP: usize = 256 * 1024;
+
+struct Queue {
+    kind: StreamKind,
+    /// Lines waiting, each with its sequence number; the first may be partly written
+    /// (`offset` bytes of it).
+    lines: VecDeque<(u64, Vec<u8>)>,
+    offset: usize,
+    bytes: usize,
+    next_seq: u64,
+    /// Lines dropped since the last notice was queued.
+    dropped: u64,
+    /// Every line up to this sequence number is written (or lost with a broken stream).
+    done: u64,
+    /// What the "dropped" notice starts with (the daemon's log prefix).
+    prefix: &'static str,
+}
+
+static QUEUE: Mutex<Option<Queue>> = Mutex::new(None);
+
+fn queue() -> std::sync::MutexGuard<'static, Option<Queue>> {
+    QUEUE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Send this process's stderr through the queue from now on; `prefix` starts the "dropped"
+/// notice. Whether the loop must watch stderr for writability (`false`: a regular file, which
+/// is written as it is and never waits for a reader; or stderr cannot be inspected).
+pub fn install(prefix: &'static str) -> bool {
+    let kind = sock::stream_kind(std::io::stderr().as_fd()).unwrap_or(StreamKind::File);
+    *queue() = Some(Queue {
+        kind,
+        lines: VecDeque::new(),
+        offset: 0,
+        bytes: 0,
+        next_seq: 1,
+        dropped: 0,
+        done: 0,
+        prefix,
+    });
+    kind != StreamKind::File
+}
+
+/// Whether a queue is installed on a stream the loop must watch for writability ([`install`]).
+pub fn watched() -> bool {
+    queue().as_ref().is_some_and(|q| q.kind != StreamKind::File)
+}
+
+/// Write stderr directly again (what the queue still holds is written first, blocking).
+pub fn uninstall() {
+    let q = queue().take();
+    if let Some(q) = q {
+        let mut err = std::io::stderr().lock();
+        for (i, (_, l)) in q.lines.iter().enumerate() {
+            let from = if i == 0 { q.offset } else { 0 };
+            let _ = std::io::Write::write_all(&mut err, &l[from..]);
+        }
+    }
+}
+
+impl Queue {
+    fn enqueue(&mut self, text: Vec<u8>) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += text.len();
+        self.lines.push_back((seq, text));
+        seq
+    }
+
+    fn queue_notice(&mut self) {
+        let n = std::mem::take(&mut self.dropped);
+        let notice = format!(
+            "{}{n} log line(s) dropped: stderr was not being read\n",
+            self.prefix
+        );
+        self.enqueue(notice.into_bytes());
+    }
+
+    /// Write what the stream takes now; whether the queue is empty.
+    fn drain(&mut self) -> bool {
+        let stderr = std::io::stderr();
+        loop {
+            if self.lines.is_empty() {
+                if self.dropped == 0 {
+                    return true;
+                }
+                self.queue_notice();
+            }
+            let Some((seq, line)) = self.lines.front() else {
+                return true;
+            };
+            match sock::write_now(stderr.as_fd(), self.kind, &line[self.offset..]) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.offset += n;
+                    if self.offset >= line.len() {
+                        self.done = *seq;
+                        self.bytes -= line.len();
+                        self.offset = 0;
+                        self.lines.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Nobody can read it (the reader closed its end): lost, as a blocking write's
+                // failure lost it (`print_stderr` ignores those).
+                Err(_) => {
+                    self.done = self.next_seq - 1;
+                    self.lines.clear();
+                    self.bytes = 0;
+                    self.offset = 0;
+                    self.dropped = 0;
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Queue one line (its newline included) and write what the stream takes now; `false` when no
+/// queue is installed (the caller writes it itself). A line that does not fit in [`CAP`] is
+/// dropped and counted.
+pub fn push(text: &[u8]) -> bool {
+    let mut g = queue();
+    let Some(q) = g.as_mut() else {
+        return false;
+    };
+    if q.bytes + text.len() > CAP {
+        q.dropped += 1;
+        return true;
+    }
+    if q.dropped > 0 {
+        q.queue_notice();
+    }
+    q.enqueue(text.to_vec());
+    q.drain();
+    true
+}
+
+/// Write what is waiting and the stream takes now (the loop calls this when stderr is
+/// writable, and once a turn).
+pub fn drain() {
+    if let Some(q) = queue().as_mut() {
+        q.drain();
+    }
+}
+
+/// What [`write_required`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Required {
+    /// No queue: the caller writes it itself (the CLI; blocking, as before).
+    NotQueued,
+    /// Written to the stream, in full.
+    Written,
+    /// Not written within the wait: taken back out of the queue (or, a line longer than the
+    /// pipe's atomic write, `PIPE_BUF`, that was partly written: its rest stays queued, never
+    /// cut short in the stream, and it counts as not written).
+    Busy,
+}
+
+/// Write `text` (a whole line) after what is queued, waiting `wait` at most for the stream to
+/// take it; it is never dropped as a log line is.
+pub fn write_required(text: &[u8], wait: Duration) -> Required {
+    let mut g = queue();
+    let Some(q) = g.as_mut() else {
+        return Required::NotQueued;
+    };
+    if q.dropped > 0 {
+        q.queue_notice();
+    }
+    let seq = q.enqueue(text.to_vec());
+    let deadline = Instant::now() + wait;
+    let stderr = std::io::stderr();
+    loop {
+        q.drain();
+        if q.done >= seq {
+            return Required::Written;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let started = q.lines.front().is_some_and(|(s, _)| *s == seq) && q.offset > 0;
+            if !started {
+                if let Some(i) = q.lines.iter().position(|(s, _)| *s == seq) {
+                    if let Some((_, l)) = q.lines.remove(i) {
+                        q.bytes -= l.len();
+                    }
+                }
+            }
+            return Required::Busy;
+        }
+        let left = deadline.saturating_duration_since(now);
+        let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
+        match q.kind {
+            // Always writable: the drain above wrote it (or the stream broke).
+            StreamKind::File => {}
+            _ => {
+                if sock::writable_within(stderr.as_fd(), ms).is_err() {
+                    std::thread::sleep(left.min(Duration::from_millis(10)));
+                }
+            }
+        }
+    }
+}
+
+/// Wait `wait` at most for the queue to be written (the daemon's last lines, at exit).
+pub fn flush(wait: Duration) {
+    let deadline = Instant::now() + wait;
+    let stderr = std::io::stderr();
+    loop {
+        let mut g = queue();
+        let Some(q) = g.as_mut() else {
+            return;
+        };
+        if q.drain() {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
+        if sock::writable_within(stderr.as_fd(), ms).is_err() {
+            return;
+        }
+    }
+}
