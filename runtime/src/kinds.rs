@@ -121,6 +121,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("signature.malformed", Exit::Signature),
     ("signature.invalid", Exit::Signature),
     ("license.signature", Exit::Signature),
+    ("trust_mode.unverified", Exit::Signature),
     ("chain", Exit::Chain),
     ("chain.certificate", Exit::Chain),
     ("chain.unknown_root", Exit::Chain),

@@ -880,3 +880,61 @@ fn a_list_put_in_place_while_plugins_run_stops_the_revoked_one_without_a_reload(
     );
     s.stop_and_drain(&mut c);
 }
+
+/// A package a load with trust `disabled` let in is refused once the policy says strict
+/// (`trust_mode.unverified`, 81, `unverified_at_load`): at SIGHUP it is stopped and quarantined,
+/// and `plugin_restart` answers `load_failed` with that kind and exit. The kind was not in the
+/// kinds table: a debug daemon stopped on its `load_failed` (the table's assertion), and an
+/// agent got a kind docs/exit-codes.md did not list.
+#[test]
+fn a_plugin_disabled_trust_let_in_is_refused_as_unverified_under_strict() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let hello = pack_worker(&fx, "hello", &["on:x"]);
+    install_list(&fx, &[]);
+    std::fs::write(
+        fx.path("policy.toml"),
+        "version = 1\n[trust]\nmode = \"disabled\"\n",
+    )
+    .unwrap();
+    let none = fx.path("no-policy-root");
+    let mut s = Serve::start_with(
+        &fx,
+        CONFIG,
+        &[
+            "--policy",
+            "policy.toml",
+            "--trust-mode",
+            "disabled",
+            "--policy-root",
+            none.to_str().unwrap(),
+        ],
+    );
+    let mut c = s.client();
+    let r = c.ok("plugin_load", json!({"package": hello}));
+    assert_eq!(r["state"], "ready", "{r}");
+    std::fs::write(
+        fx.path("policy.toml"),
+        "version = 1\n[trust]\nmode = \"strict\"\n",
+    )
+    .unwrap();
+    signal(s.pid(), "HUP");
+    let st = wait_status(&mut c, "hello", "quarantined");
+    assert_eq!(st["trust_refusal"]["kind"], "trust_mode.unverified", "{st}");
+    assert_eq!(st["trust_refusal"]["exit"], 81, "{st}");
+    let r = c.call("plugin_restart", json!({"name": "hello"}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "trust_mode.unverified", "{r}");
+    assert_eq!(r["error"]["data"]["exit"], 81, "{r}");
+    assert!(
+        r["error"]["data"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("plugin_load")),
+        "{r}"
+    );
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "quarantined", "{st}");
+    s.stop_and_drain(&mut c);
+}

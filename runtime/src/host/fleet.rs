@@ -212,9 +212,13 @@ impl Entry {
 /// What the log says when the trust configuration cannot be used.
 const REFUSES: &str = "the trust configuration refuses every load and restart until it is fixed \
                        (running plugins keep running)";
-/// The refusal's kind for a package loaded under `warn` (or `disabled`) with a failure no
-/// recheck decides again, once the mode in force is strict ([`crate::package::unverified_at_load`]).
-const UNVERIFIED: &str = "trust_mode.unverified";
+/// The refusal's code and kind for a package loaded under `warn` (or `disabled`) with a failure
+/// no recheck decides again, once the mode in force is strict
+/// ([`crate::package::unverified_at_load`]): a `load_failed`'s, a quarantine's `reason` and
+/// `plugin_status.trust_refusal`'s, so listed in runtime/src/kinds.rs (81, whatever the step:
+/// only a signature failure, or a load with trust disabled, is refused so).
+const UNVERIFIED: (crate::exit::Exit, &str) =
+    (crate::exit::Exit::Signature, "trust_mode.unverified");
 /// The log's name for a load or restart that found the trust configuration changed.
 const NEW_TRUST: &str = "new trust configuration";
 
@@ -1810,14 +1814,19 @@ impl Daemon {
                 if self.cfg.trust.mode == TrustMode::Strict {
                     if let Some(u) = crate::package::unverified_at_load(&e.pkg.report) {
                         return Err(TrustRefusal {
-                            kind: UNVERIFIED,
-                            exit: u.exit.code(),
+                            kind: UNVERIFIED.1,
+                            exit: UNVERIFIED.0.code(),
                             message: format!(
                                 "the package of `{name}` is not trusted under --trust-mode \
                                  strict: {}",
                                 u.detail
                             ),
-                            hint: None,
+                            hint: Some(
+                                "`plugin_unload` and `plugin_load` it again: a full \
+                                 verification under the mode in force (a package that \
+                                 verifies passes it)"
+                                    .to_string(),
+                            ),
                             about: About::Package,
                         });
                     }
