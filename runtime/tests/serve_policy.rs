@@ -727,12 +727,21 @@ fn a_plugin_whose_grant_expires_while_it_runs_is_relaunched_without_the_item() {
     fx.run(&["keygen", "-o", "op"]);
     let audit = fx.dir().join("audit.log");
     policy_root(&fx, &audit);
-    // Issued a day minus 6 s ago for a day: it expires 6 s from now.
+    let pkg = pack_script(&fx, "netok", &["on:probe"], NET);
+    let mut s = Serve::start_with(
+        &fx,
+        "[health]\nping_interval_ms = 0\ntrust_check_interval_ms = 0\n",
+        &["--policy-root", "root"],
+    );
+    let mut c = s.client();
+    // Issued a day minus 10 s ago for a day: it expires 10 s from now. Only the issue, one
+    // launch and one probe come between (the daemon already runs): a loaded 2-core CI machine
+    // took more than the 6 s it once had for the pack and the daemon's start as well.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let expires = now + 6;
+    let expires = now + 10;
     let issued = (expires - 86_400).to_string();
     let r = fx.run(&[
         "grant",
@@ -753,13 +762,6 @@ fn a_plugin_whose_grant_expires_while_it_runs_is_relaunched_without_the_item() {
         "grants/netok.grant",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let pkg = pack_script(&fx, "netok", &["on:probe"], NET);
-    let mut s = Serve::start_with(
-        &fx,
-        "[health]\nping_interval_ms = 0\ntrust_check_interval_ms = 0\n",
-        &["--policy-root", "root"],
-    );
-    let mut c = s.client();
     c.ok("plugin_load", json!({"package": pkg}));
     let probe = |c: &mut Client| {
         let r = c.ok("hook_invoke", invoke("on:probe", json!({}), Some(30_000)));

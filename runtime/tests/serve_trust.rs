@@ -730,12 +730,20 @@ fn a_plugin_whose_certificate_expires_while_it_runs_is_stopped_then() {
     pack_worker(&fx, "other", &["on:x"]);
     let r = fx.run(&["keygen", "-o", "dev4"]);
     assert_eq!(r.code, 0, "keygen: {}", r.stderr);
-    // Issued a day minus 6 s ago for a day: it expires 6 s from now.
+    install_list(&fx, &[]);
+    let audit = fx.path("audit.log");
+    let policy = format!("[audit]\nfile = \"{}\"\n", audit.display());
+    let mut s = Serve::start(&fx, CONFIG, Some(&policy));
+    let mut c = s.client();
+    let hello_pid = c.ok("plugin_load", json!({"package": hello}))["pid"].clone();
+    // Issued a day minus 10 s ago for a day: it expires 10 s from now. Only the issue, the
+    // pack and one launch come between (the daemon already runs): a loaded 2-core CI machine
+    // took more than the 6 s it once had for the daemon's start and two launches as well.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let expires = now + 6;
+    let expires = now + 10;
     let issued = (expires - 86_400).to_string();
     let r = fx.run(&[
         "ca",
@@ -771,12 +779,6 @@ fn a_plugin_whose_certificate_expires_while_it_runs_is_stopped_then() {
     ]);
     assert_eq!(r.code, 0, "pack: {}", r.stderr);
     let other = fx.dir().join("other.stockade");
-    install_list(&fx, &[]);
-    let audit = fx.path("audit.log");
-    let policy = format!("[audit]\nfile = \"{}\"\n", audit.display());
-    let mut s = Serve::start(&fx, CONFIG, Some(&policy));
-    let mut c = s.client();
-    let hello_pid = c.ok("plugin_load", json!({"package": hello}))["pid"].clone();
     let r = c.ok("plugin_load", json!({"package": other}));
     assert_eq!(r["state"], "ready", "{r}");
 
@@ -786,8 +788,9 @@ fn a_plugin_whose_certificate_expires_while_it_runs_is_stopped_then() {
         .unwrap()
         .as_secs();
     assert!(stopped >= expires, "stopped before it expired: {st}");
+    // At most a second late (whole seconds), and the polling's own time on a loaded machine.
     assert!(
-        stopped <= expires + 3,
+        stopped <= expires + 5,
         "stopped {} s late",
         stopped - expires
     );
@@ -843,23 +846,33 @@ fn a_list_put_in_place_while_plugins_run_stops_the_revoked_one_without_a_reload(
     let other_pid = c.ok("plugin_load", json!({"package": other}))["pid"].clone();
 
     // A list that cannot be used says nothing about either plugin: both run on.
-    let good = std::fs::read(fx.path("trust/revocations.json")).unwrap();
-    std::fs::write(fx.path("trust/revocations.json"), b"{").unwrap();
+    // Each put in place by a rename: a write in place could be read half done (an empty
+    // file, another error, logged a second time).
+    let list = fx.path("trust/revocations.json");
+    let put = |bytes: &[u8]| {
+        let tmp = fx.path("trust/.revocations.json.tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, &list).unwrap();
+    };
+    let good = std::fs::read(&list).unwrap();
+    put(b"{");
     wait_log(
         &s,
         "trust check: the trust configuration refuses every load and restart",
     );
-    std::fs::write(fx.path("trust/revocations.json"), &good).unwrap();
+    put(&good);
     for name in ["hello", "other"] {
         let st = c.ok("plugin_status", json!({"name": name}));
         assert_eq!(st["state"], "ready", "{st}");
     }
 
-    let listed = std::time::Instant::now();
     install_list(&fx, &["--key", "dev.pub"]);
+    // Timed from the list in place (not from the start of `ca revoke`, a CLI run of its own):
+    // the next check comes within the 5-s interval; the rest is slack for a loaded machine.
+    let listed = std::time::Instant::now();
     let st = wait_status(&mut c, "hello", "quarantined");
     assert!(
-        listed.elapsed() < std::time::Duration::from_secs(8),
+        listed.elapsed() < std::time::Duration::from_secs(10),
         "{:?}",
         listed.elapsed()
     );
