@@ -340,6 +340,51 @@ pub struct LaunchPolicy {
     /// The grant targets a valid grant authorised for this decision: `serve` checks them
     /// again while the plugin runs and relaunches it when one is authorised no longer.
     pub granted_targets: BTreeSet<String>,
+    /// What the grant check read, when it authorised a target: the grants directory and the
+    /// operator keys. `serve`'s periodic check decides again only once one of them changed
+    /// ([`grant_inputs_stamp`]), not every few seconds for every granted plugin.
+    pub grant_inputs: Vec<PathBuf>,
+}
+
+/// What the files a grant decision read look like now ([`LaunchPolicy::grant_inputs`]): for each
+/// path, its metadata (device, inode, size, modification and change times, mode), and for a
+/// directory the same of each of its entries, or the error reading it. A grant file written,
+/// replaced (a rename: the directory's times and the entry's inode), removed, made unreadable
+/// (its change time), or an operator key replaced changes it; reading it opens no file.
+pub fn grant_inputs_stamp<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = |p: &Path| match std::fs::metadata(p) {
+        Ok(m) => format!(
+            "{} {} {} {} {}.{} {}.{} {:o}",
+            p.display(),
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.mode()
+        ),
+        Err(e) => format!("{}: {e}", p.display()),
+    };
+    let mut out = Vec::new();
+    let unique: BTreeSet<&PathBuf> = paths.into_iter().collect();
+    for p in unique {
+        out.push(meta(p));
+        if std::fs::metadata(p).is_ok_and(|m| m.is_dir()) {
+            match std::fs::read_dir(p) {
+                Ok(entries) => {
+                    let mut names: Vec<PathBuf> =
+                        entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                    names.sort();
+                    out.extend(names.iter().map(|n| meta(n)));
+                }
+                Err(e) => out.push(format!("{}: {e}", p.display())),
+            }
+        }
+    }
+    out
 }
 
 /// The `--allow-capability` flags as a set (`None`: not given).
@@ -439,6 +484,20 @@ pub fn decide(
             .filter(|g| g.expires_at.is_some())
             .map(|g| g.target.clone())
             .collect(),
+        grant_inputs: if pp.grants.iter().any(|g| g.expires_at.is_some()) {
+            std::iter::once(grants_dir(&pp.resolved, root))
+                .chain(
+                    pp.resolved
+                        .trust
+                        .operator_keys
+                        .iter()
+                        .flatten()
+                        .map(PathBuf::from),
+                )
+                .collect()
+        } else {
+            Vec::new()
+        },
         withheld: pp.withheld,
     };
     Ok((lp, records))

@@ -131,6 +131,10 @@ pub struct Daemon {
     pub(crate) trust_checked: Instant,
     /// What the periodic check last found unusable (said once, not at every check).
     pub(crate) trust_check_said: Option<String>,
+    /// What the grant decisions of the running granted plugins read, as the periodic check last
+    /// decided them again (policy generation, plugins, files' metadata): unchanged, they are
+    /// not decided again (`Daemon::check_grants_now`).
+    pub(crate) grants_seen: Option<(u64, Vec<String>, Vec<String>)>,
 }
 
 fn err(code: i64, m: impl Into<String>) -> RpcError {
@@ -213,6 +217,7 @@ impl Daemon {
             quarantines,
             trust_checked: Instant::now(),
             trust_check_said: None,
+            grants_seen: None,
         })
     }
 

@@ -80,7 +80,7 @@ use crate::trustdir::TrustMode;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use stockade_policy::deps::DepNode;
 use stockade_policy::protocol::host::HostPolicy;
@@ -176,6 +176,8 @@ pub struct Entry {
     /// ([`crate::plugin_policy::LaunchPolicy::granted_targets`]), checked again by the periodic
     /// trust check ([`Daemon::check_grants_now`]).
     grant_targets: BTreeSet<String>,
+    /// What that launch's grant check read ([`crate::plugin_policy::LaunchPolicy::grant_inputs`]).
+    grant_inputs: Vec<PathBuf>,
 }
 
 impl Entry {
@@ -764,6 +766,7 @@ impl Daemon {
             grants_expire: None,
             relaunch_for: None,
             grant_targets: BTreeSet::new(),
+            grant_inputs: Vec::new(),
         };
         entry.expires = chain_expiry(&entry.pkg);
         if let OnLoad::Quarantined(q) = recorded {
@@ -887,6 +890,7 @@ impl Daemon {
         e.audit = lp.base.clone();
         e.grants_expire = lp.grants_expire;
         e.grant_targets = lp.granted_targets.clone();
+        e.grant_inputs = lp.grant_inputs.clone();
         for w in &lp.withheld {
             log_line(&format!(
                 "plugin {}: withheld {} ({}): {}",
@@ -1493,6 +1497,14 @@ impl Daemon {
     /// `restart` record's `reason` `"grant_withdrawn"`), its launch withholding the item. A
     /// target the policy in force no longer asks for is not withheld, so a SIGHUP's changes
     /// still wait for the next restart.
+    ///
+    /// Only when something such a decision reads changed since the last pass — a grants
+    /// directory or one of its files, an operator key, the policy (SIGHUP) — or the plugins it
+    /// covers did: otherwise nothing is read but their metadata
+    /// ([`crate::plugin_policy::grant_inputs_stamp`]). Deciding again reads every grant file
+    /// and verifies every signature naming a target, for each granted plugin: with a thousand
+    /// plugins granted the network, a million file reads and signature checks every interval,
+    /// the loop stalled for as long.
     fn check_grants_now(&mut self, now: Instant) {
         let names: Vec<String> = self
             .plugins
@@ -1502,6 +1514,17 @@ impl Daemon {
             })
             .map(|(n, _)| n.clone())
             .collect();
+        let stamp = (
+            self.policy_generation,
+            names.clone(),
+            crate::plugin_policy::grant_inputs_stamp(
+                names.iter().flat_map(|n| &self.plugins[n].grant_inputs),
+            ),
+        );
+        if self.grants_seen.as_ref() == Some(&stamp) {
+            return;
+        }
+        self.grants_seen = Some(stamp);
         for name in names {
             let e = &self.plugins[&name];
             let Ok((lp, _)) = crate::plugin_policy::decide(
