@@ -52,8 +52,9 @@ fn queue() -> std::sync::MutexGuard<'static, Option<Queue>> {
 }
 
 /// Send this process's stderr through the queue from now on; `prefix` starts the "dropped"
-/// notice. Whether the loop must watch stderr for writability (`false`: a regular file, which
-/// is written as it is and never waits for a reader; or stderr cannot be inspected).
+/// notice. Whether the loop must watch stderr for writability (`false`: a regular file or a
+/// device that is no terminal — `/dev/null`, `/dev/kmsg` —, which is written as it is and never
+/// waits for a reader; or stderr cannot be inspected).
 pub fn install(prefix: &'static str) -> bool {
     let kind = sock::stream_kind(std::io::stderr().as_fd()).unwrap_or(StreamKind::File);
     *queue() = Some(Queue {

@@ -133,3 +133,49 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// A daemon whose stderr is a device that is no terminal and whose `poll` never says writable
+/// (`/dev/kmsg`, here `/dev/random`, which behaves the same once the kernel's generator is
+/// ready and keeps nothing written to it) writes its lines as they come: the old queue waited
+/// for a "writable" that never came, so no log line ever went out and, with the audit log's
+/// `stderr` sink and no journal, every load was refused `audit.busy` after the 1-s wait.
+#[test]
+fn a_stderr_device_that_never_polls_writable_is_written_as_it_comes() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let sock = fx.dir().join("serve.sock");
+    let mut args = serve_args(&fx, "", Some("[audit]\nstderr = true\n"));
+    args.extend(["--socket".to_string(), sock.to_string_lossy().into_owned()]);
+    let device = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/random")
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(&args)
+        .current_dir(fx.dir())
+        .env_remove("NOTIFY_SOCKET")
+        .env("STOCKADE_JOURNAL_SOCKET", fx.dir().join("no-journal"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(device)
+        .spawn()
+        .expect("spawn stockade serve");
+    let guard = KillOnDrop(child.id());
+    let start = Instant::now();
+    while UnixStream::connect(&sock).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let wait = Duration::from_secs(15);
+    // The refused verification's audit record goes out: the load fails for what it is.
+    let missing = fx.dir().join("missing.stockade");
+    let r = call_within(&sock, "plugin_load", json!({"package": missing}), wait);
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_ne!(r["error"]["data"]["kind"], "audit.busy", "{r}");
+    signal(i32::try_from(child.id()).unwrap(), "TERM");
+    let status = child.wait().unwrap();
+    drop(guard);
+    assert_eq!(status.code(), Some(0));
+}

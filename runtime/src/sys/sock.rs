@@ -81,17 +81,21 @@ pub enum StreamKind {
     /// A pipe, FIFO or terminal: written only after `poll` said it is writable, at most
     /// `PIPE_BUF` bytes at a time (see [`write_now`]).
     Pollable,
-    /// A regular file (or anything else `epoll` does not watch): written as it is; a file has
-    /// no reader to wait for.
+    /// A regular file, or a device that is no terminal (`/dev/null`, `/dev/kmsg`): written as
+    /// it is; it has no reader to wait for.
     File,
 }
 
-/// The kind of stream `fd` is.
+/// The kind of stream `fd` is. Of the character devices only a terminal is [`StreamKind::
+/// Pollable`] (its reader can stop it: ^S, a full pty): another device takes a write as it
+/// comes, and its `poll` need not say writable at all — `/dev/kmsg`'s never does — so waiting
+/// for it would hold every line (and fail every required audit record) for ever.
 pub fn stream_kind(fd: BorrowedFd<'_>) -> io::Result<StreamKind> {
     let st = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
     Ok(match st.st_mode & libc::S_IFMT {
         libc::S_IFSOCK => StreamKind::Socket,
-        libc::S_IFIFO | libc::S_IFCHR => StreamKind::Pollable,
+        libc::S_IFIFO => StreamKind::Pollable,
+        libc::S_IFCHR if nix::unistd::isatty(fd).unwrap_or(false) => StreamKind::Pollable,
         _ => StreamKind::File,
     })
 }
