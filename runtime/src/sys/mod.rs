@@ -1298,10 +1298,6 @@ pub fn statvfs_flags(path: &CStr) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
-    /// Under systemd's `LockPersonality=yes` (a seccomp rule: `personality` with any argument but
-    /// the locked value is EPERM, the query too) there is nothing to clear and the launch goes
-    /// on; it failed at the query (every plugin of the shipped unit: 125 `process_state`). Locked
-    /// to a value with a flag, it fails. In a forked child: the filter stays there.
     /// A caller's negative nice value is raised to 0 for the program; where a seccomp filter of
     /// the caller's refuses `setpriority` (stockade.service's `SystemCallFilter=~@resources`),
     /// the process-state step fails — fail closed — but only when there is something to change:
@@ -1378,6 +1374,10 @@ mod tests {
         }
     }
 
+    /// Under systemd's `LockPersonality=yes` (a seccomp rule: `personality` with any argument but
+    /// the locked value is EPERM, the query too) there is nothing to clear and the launch goes
+    /// on; it failed at the query (every plugin of the shipped unit: 125 `process_state`). Locked
+    /// to a value with a flag, it fails. In a forked child: the filter stays there.
     #[test]
     fn a_locked_personality_is_cleared_only_when_locked_to_plain_linux() {
         use seccompiler::{
