@@ -257,6 +257,11 @@ pub enum AuditError {
         /// How long this writer waited.
         waited: Duration,
     },
+    /// The `stderr` sink, without a journal, under `serve`: the daemon's stderr failed (its
+    /// reader closed its end, a full disk), so the record was not written
+    /// ([`crate::logqueue::Required::Failed`]).
+    #[error("cannot write the audit record to the daemon's stderr")]
+    Stderr(#[source] std::io::Error),
     /// The journal socket cannot take the record.
     #[error("cannot send the audit record to the journal socket {}", path.display())]
     Journal {
@@ -457,6 +462,7 @@ impl AuditLog {
                         w.took();
                     }
                 }
+                crate::logqueue::Required::Failed(e) => return Err(AuditError::Stderr(e)),
                 crate::logqueue::Required::Busy => {
                     if let Some(w) = wait {
                         w.ran_out();

@@ -16,7 +16,9 @@
 //! after what is waiting (the stream keeps its order), then waits for it to be written, a
 //! bounded time (`serve`'s audit wait, `audit::AuditLog::waiting_at_most`); a record not
 //! written by then is taken back out of the queue and the caller's rule for an unwritten
-//! record applies (`audit.busy`, 75: a required record refuses its action).
+//! record applies (`audit.busy`, 75: a required record refuses its action). A stream that
+//! fails (its reader closed its end, a full disk) loses what was queued; a required record
+//! among it is [`Required::Failed`] (`audit`, 74: refused as well, never counted as written).
 //!
 //! [`Daemon`]: crate::host::daemon::Daemon
 
@@ -41,6 +43,11 @@ struct Queue {
     dropped: u64,
     /// Every line up to this sequence number is written (or lost with a broken stream).
     done: u64,
+    /// Every line up to this sequence number that was not written was lost with a broken
+    /// stream (the reader closed its end, a full disk), and why: a required record among them
+    /// is not written ([`Required::Failed`]).
+    lost: u64,
+    lost_why: Option<(std::io::ErrorKind, String)>,
     /// What the "dropped" notice starts with (the daemon's log prefix).
     prefix: &'static str,
 }
@@ -65,6 +72,8 @@ pub fn install(prefix: &'static str) -> bool {
         next_seq: 1,
         dropped: 0,
         done: 0,
+        lost: 0,
+        lost_why: None,
         prefix,
     });
     kind != StreamKind::File
@@ -132,7 +141,9 @@ impl Queue {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // Nobody can read it (the reader closed its end): lost, as a blocking write's
                 // failure lost it (`print_stderr` ignores those).
-                Err(_) => {
+                Err(e) => {
+                    self.lost = self.next_seq - 1;
+                    self.lost_why = Some((e.kind(), e.to_string()));
                     self.done = self.next_seq - 1;
                     self.lines.clear();
                     self.bytes = 0;
@@ -174,12 +185,15 @@ pub fn drain() {
 }
 
 /// What [`write_required`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Required {
     /// No queue: the caller writes it itself (the CLI; blocking, as before).
     NotQueued,
     /// Written to the stream, in full.
     Written,
+    /// Not written: the stream failed (its reader closed its end, a full disk) — the record is
+    /// lost, as a log line would be, and the caller's rule for an unwritten record applies.
+    Failed(std::io::Error),
     /// Not written within the wait: taken back out of the queue (or, a line longer than the
     /// pipe's atomic write, `PIPE_BUF`, that was partly written: its rest stays queued, never
     /// cut short in the stream, and it counts as not written).
@@ -201,6 +215,13 @@ pub fn write_required(text: &[u8], wait: Duration) -> Required {
     let stderr = std::io::stderr();
     loop {
         q.drain();
+        if q.lost >= seq {
+            let (kind, why) = q
+                .lost_why
+                .clone()
+                .unwrap_or((std::io::ErrorKind::Other, String::new()));
+            return Required::Failed(std::io::Error::new(kind, why));
+        }
         if q.done >= seq {
             return Required::Written;
         }

@@ -179,3 +179,46 @@ fn a_stderr_device_that_never_polls_writable_is_written_as_it_comes() {
     drop(guard);
     assert_eq!(status.code(), Some(0));
 }
+
+/// A daemon whose stderr's reader closed its end (a supervisor that went away), with the audit
+/// log's `stderr` sink and no journal: a required record cannot be written (EPIPE), so the
+/// action it records is refused (`audit`, 74), as a file sink's failed write refuses it. The
+/// queue counted the lost record as written: the load went on, unaudited.
+#[test]
+fn a_stderr_whose_reader_closed_refuses_a_required_stderr_audit_record() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let sock = fx.dir().join("serve.sock");
+    let mut args = serve_args(&fx, "", Some("[audit]\nstderr = true\n"));
+    args.extend(["--socket".to_string(), sock.to_string_lossy().into_owned()]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(&args)
+        .current_dir(fx.dir())
+        .env_remove("NOTIFY_SOCKET")
+        .env("STOCKADE_JOURNAL_SOCKET", fx.dir().join("no-journal"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stockade serve");
+    let guard = KillOnDrop(child.id());
+    // The reader goes away.
+    drop(child.stderr.take());
+    let start = Instant::now();
+    while UnixStream::connect(&sock).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let wait = Duration::from_secs(15);
+    let missing = fx.dir().join("missing.stockade");
+    let r = call_within(&sock, "plugin_load", json!({"package": missing}), wait);
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "audit", "{r}");
+    assert_eq!(r["error"]["data"]["exit"], 74, "{r}");
+    signal(i32::try_from(child.id()).unwrap(), "TERM");
+    let status = child.wait().unwrap();
+    drop(guard);
+    assert_eq!(status.code(), Some(0));
+}
