@@ -129,6 +129,12 @@ pub struct Daemon {
     /// When the trust configuration was last read by the periodic check
     /// (`[health] trust_check_interval_ms`, [`Daemon::check_trust_now`]).
     pub(crate) trust_checked: Instant,
+    /// [`Daemon::next_expiry`]'s last answer (Unix seconds), `None` once something may have made
+    /// it earlier (a load or launch setting an expiry, [`Daemon::check_expiries`]): the loop asks
+    /// for it twice a turn, and a scan of every plugin at every turn put O(plugins) work on the
+    /// hook path of a 1000-plugin daemon. Anything else only makes the true answer later, so a
+    /// stale one is early: a wake-up that finds nothing due, whose check recomputes it.
+    pub(crate) expiry_cache: std::cell::Cell<Option<Option<u64>>>,
     /// What the periodic check last found unusable (said once, not at every check).
     pub(crate) trust_check_said: Option<String>,
     /// What the grant decisions of the running granted plugins read, as the periodic check last
@@ -216,6 +222,7 @@ impl Daemon {
             front: None,
             quarantines,
             trust_checked: Instant::now(),
+            expiry_cache: std::cell::Cell::new(None),
             trust_check_said: None,
             grants_seen: None,
         })

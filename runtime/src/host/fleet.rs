@@ -769,6 +769,7 @@ impl Daemon {
             grant_inputs: Vec::new(),
         };
         entry.expires = chain_expiry(&entry.pkg);
+        self.expiry_cache.set(None);
         if let OnLoad::Quarantined(q) = recorded {
             return self.load_quarantined(name, entry, &q);
         }
@@ -889,6 +890,7 @@ impl Daemon {
         };
         e.audit = lp.base.clone();
         e.grants_expire = lp.grants_expire;
+        self.expiry_cache.set(None);
         e.grant_targets = lp.granted_targets.clone();
         e.grant_inputs = lp.grant_inputs.clone();
         for w in &lp.withheld {
@@ -1364,13 +1366,20 @@ impl Daemon {
         if self.stopping {
             return None;
         }
-        let at = self
-            .plugins
-            .values()
-            .filter(|e| !matches!(e.phase, Phase::Quarantined | Phase::Unloading))
-            .flat_map(|e| [e.expires, e.running_grants_expire()])
-            .flatten()
-            .min()?;
+        let at = match self.expiry_cache.get() {
+            Some(at) => at,
+            None => {
+                let at = self
+                    .plugins
+                    .values()
+                    .filter(|e| !matches!(e.phase, Phase::Quarantined | Phase::Unloading))
+                    .flat_map(|e| [e.expires, e.running_grants_expire()])
+                    .flatten()
+                    .min();
+                self.expiry_cache.set(Some(at));
+                at
+            }
+        }?;
         // Whole seconds: at most one second late, never early (the check acts only once the
         // clock says expired, and a wake-up before that waits a whole second again).
         let wait = at.saturating_sub(unix_now());
@@ -1390,6 +1399,7 @@ impl Daemon {
         if self.stopping {
             return;
         }
+        self.expiry_cache.set(None);
         let clock = unix_now();
         let due: Vec<String> = self
             .plugins
