@@ -1207,10 +1207,12 @@ impl Daemon {
         })?;
         let e = self.plugins.get_mut(&name).expect("checked");
         e.crashes.clear();
+        // The agent's restart, not a relaunch the daemon had pending (its reason would show
+        // in this restart's record).
+        e.relaunch_for = None;
         match e.slot {
             Some(slot) => {
                 e.phase = Phase::Relaunch;
-                e.relaunch_for = None;
                 self.sup.shutdown(slot, now);
             }
             None => e.phase = Phase::Restarting(now),
@@ -1537,14 +1539,24 @@ impl Daemon {
         self.grants_seen = Some(stamp);
         for name in names {
             let e = &self.plugins[&name];
-            let Ok((lp, _)) = crate::plugin_policy::decide(
+            let lp = match crate::plugin_policy::decide(
                 &self.cfg.policy,
                 e.pkg.view(),
                 &self.cfg.policy_root,
                 self.cfg.allow_flags.as_ref(),
                 unix_now(),
-            ) else {
-                continue;
+            ) {
+                Ok((lp, _)) => lp,
+                // Said once per change of what it read (the stamp above), not at every check.
+                // Left running: its next launch decides again and refuses if this persists.
+                Err(err) => {
+                    log_line(&format!(
+                        "grant check: plugin {}: its grants cannot be decided again ({}); it                          runs on with those its launch honoured until its next launch",
+                        term(&name),
+                        term(&err.to_string())
+                    ));
+                    continue;
+                }
             };
             let lost: Vec<String> = lp
                 .withheld
