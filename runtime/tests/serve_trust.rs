@@ -477,36 +477,14 @@ fn sighup_to_strict_stops_a_plugin_that_only_warn_let_load() {
     assert_eq!(r.code, 0, "pack: {}", r.stderr);
     let other = fx.dir().join("other.stockade");
     install_list(&fx, &[]);
-    std::fs::write(
-        fx.path("policy.toml"),
-        "version = 1\n[trust]\nmode = \"warn\"\n",
-    )
-    .unwrap();
-    let none = fx.path("no-policy-root");
-    let mut s = Serve::start_with(
-        &fx,
-        CONFIG,
-        &[
-            "--policy",
-            "policy.toml",
-            "--trust-mode",
-            "warn",
-            "--policy-root",
-            none.to_str().unwrap(),
-        ],
-    );
+    let mut s = serve_in_trust_mode(&fx, "warn");
     let mut c = s.client();
     let hello_pid = c.ok("plugin_load", json!({"package": hello}))["pid"].clone();
     let r = c.ok("plugin_load", json!({"package": other}));
     assert_eq!(r["state"], "ready", "{r}");
     assert_eq!(r["signature_status"], "out_of_scope", "{r}");
 
-    std::fs::write(
-        fx.path("policy.toml"),
-        "version = 1\n[trust]\nmode = \"strict\"\n",
-    )
-    .unwrap();
-    signal(s.pid(), "HUP");
+    to_strict_by_sighup(&fx, &s);
     let mut st = wait_status(&mut c, "other", "quarantined");
     // Stopped gracefully: its process is gone soon after.
     let start = std::time::Instant::now();
@@ -907,33 +885,11 @@ fn a_plugin_disabled_trust_let_in_is_refused_as_unverified_under_strict() {
     let fx = Fixture::new();
     let hello = pack_worker(&fx, "hello", &["on:x"]);
     install_list(&fx, &[]);
-    std::fs::write(
-        fx.path("policy.toml"),
-        "version = 1\n[trust]\nmode = \"disabled\"\n",
-    )
-    .unwrap();
-    let none = fx.path("no-policy-root");
-    let mut s = Serve::start_with(
-        &fx,
-        CONFIG,
-        &[
-            "--policy",
-            "policy.toml",
-            "--trust-mode",
-            "disabled",
-            "--policy-root",
-            none.to_str().unwrap(),
-        ],
-    );
+    let mut s = serve_in_trust_mode(&fx, "disabled");
     let mut c = s.client();
     let r = c.ok("plugin_load", json!({"package": hello}));
     assert_eq!(r["state"], "ready", "{r}");
-    std::fs::write(
-        fx.path("policy.toml"),
-        "version = 1\n[trust]\nmode = \"strict\"\n",
-    )
-    .unwrap();
-    signal(s.pid(), "HUP");
+    to_strict_by_sighup(&fx, &s);
     let st = wait_status(&mut c, "hello", "quarantined");
     assert_eq!(st["trust_refusal"]["kind"], "trust_mode.unverified", "{st}");
     assert_eq!(st["trust_refusal"]["exit"], 81, "{st}");
@@ -950,4 +906,37 @@ fn a_plugin_disabled_trust_let_in_is_refused_as_unverified_under_strict() {
     let st = c.ok("plugin_status", json!({"name": "hello"}));
     assert_eq!(st["state"], "quarantined", "{st}");
     s.stop_and_drain(&mut c);
+}
+
+/// A daemon whose policy (`policy.toml`, no policy root) and command line set trust `mode`.
+fn serve_in_trust_mode(fx: &Fixture, mode: &str) -> Serve {
+    std::fs::write(
+        fx.path("policy.toml"),
+        format!("version = 1\n[trust]\nmode = \"{mode}\"\n"),
+    )
+    .unwrap();
+    let none = fx.path("no-policy-root");
+    Serve::start_with(
+        fx,
+        CONFIG,
+        &[
+            "--policy",
+            "policy.toml",
+            "--trust-mode",
+            mode,
+            "--policy-root",
+            none.to_str().unwrap(),
+        ],
+    )
+}
+
+/// Its policy rewritten to trust mode `strict`, then SIGHUP: the loaded plugins are checked
+/// again under it.
+fn to_strict_by_sighup(fx: &Fixture, s: &Serve) {
+    std::fs::write(
+        fx.path("policy.toml"),
+        "version = 1\n[trust]\nmode = \"strict\"\n",
+    )
+    .unwrap();
+    signal(s.pid(), "HUP");
 }

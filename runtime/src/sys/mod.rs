@@ -1298,6 +1298,28 @@ pub fn statvfs_flags(path: &CStr) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    /// Runs `f` in a forked child, so that what it changes (a seccomp filter, the nice value,
+    /// the personality) stays there, and returns the child's exit code (101: `f` panicked).
+    fn in_child(f: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child runs `f` (system calls and small /proc reads; glibc's fork leaves
+        // malloc usable in the child) and `_exit`s without returning into the test harness.
+        match unsafe { libc::fork() } {
+            0 => {
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+                // SAFETY: ends the forked child without running the parent's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            pid => {
+                let mut status = 0;
+                // SAFETY: waits for the child forked above.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                assert!(libc::WIFEXITED(status), "{status:#x}");
+                libc::WEXITSTATUS(status)
+            }
+        }
+    }
+
     /// A caller's negative nice value is raised to 0 for the program; where a seccomp filter of
     /// the caller's refuses `setpriority` (stockade.service's `SystemCallFilter=~@resources`),
     /// the process-state step fails — fail closed — but only when there is something to change:
@@ -1323,54 +1345,35 @@ mod tests {
         // (caller's nice, filter, the exit code: 0 passed at nice 0, 1 refused as `Nice`)
         for (nice, filtered, want) in [(-5, false, 0), (-5, true, 1), (0, true, 0)] {
             let filter = refuse_setpriority();
-            // SAFETY: the child makes system calls and reads two /proc files (glibc's fork
-            // leaves malloc usable in the child), then `_exit`s.
-            match unsafe { libc::fork() } {
-                0 => {
-                    let code = (|| {
-                        if super::set_nice(nice).is_err() {
-                            return 3;
-                        }
-                        if filtered {
-                            // SAFETY: plain prctl; the filter needs no_new_privs.
-                            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-                                return 4;
-                            }
-                            if seccompiler::apply_filter(&filter).is_err() {
-                                return 5;
-                            }
-                        }
-                        match process_state::apply() {
-                            Ok(state) if state.nice.set == 0 => {
-                                let now = super::own_stat().ok();
-                                let now = now.as_deref().and_then(process_state::nice_and_policy);
-                                if now.map(|(n, _)| n) == Some(0) {
-                                    0
-                                } else {
-                                    6
-                                }
-                            }
-                            Ok(_) => 7,
-                            Err(ProcessStateError::Nice { inherited: -5, .. }) => 1,
-                            Err(_) => 8,
-                        }
-                    })();
-                    // SAFETY: ends the forked child without running the parent's destructors.
-                    unsafe { libc::_exit(code) }
+            let code = in_child(|| {
+                if super::set_nice(nice).is_err() {
+                    return 3;
                 }
-                -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-                pid => {
-                    let mut status = 0;
-                    // SAFETY: waits for the child forked above.
-                    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-                    assert!(libc::WIFEXITED(status), "{status:#x}");
-                    assert_eq!(
-                        libc::WEXITSTATUS(status),
-                        want,
-                        "nice {nice}, setpriority refused: {filtered}"
-                    );
+                if filtered {
+                    // SAFETY: plain prctl; the filter needs no_new_privs.
+                    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                        return 4;
+                    }
+                    if seccompiler::apply_filter(&filter).is_err() {
+                        return 5;
+                    }
                 }
-            }
+                match process_state::apply() {
+                    Ok(state) if state.nice.set == 0 => {
+                        let now = super::own_stat().ok();
+                        let now = now.as_deref().and_then(process_state::nice_and_policy);
+                        if now.map(|(n, _)| n) == Some(0) {
+                            0
+                        } else {
+                            6
+                        }
+                    }
+                    Ok(_) => 7,
+                    Err(ProcessStateError::Nice { inherited: -5, .. }) => 1,
+                    Err(_) => 8,
+                }
+            });
+            assert_eq!(code, want, "nice {nice}, setpriority refused: {filtered}");
         }
     }
 
@@ -1406,41 +1409,22 @@ mod tests {
         // ADDR_NO_RANDOMIZE: a value with a flag.
         for (locked, cleared) in [(0u64, true), (0x0040000, false)] {
             let filter = lock(locked);
-            // SAFETY: the child only makes system calls (prctl, seccomp, personality) and
-            // `_exit`s; it allocates nothing.
-            match unsafe { libc::fork() } {
-                0 => {
-                    let code = (|| {
-                        // SAFETY: plain prctl; the filter needs no_new_privs unprivileged.
-                        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-                            return 3;
-                        }
-                        if seccompiler::apply_filter(&filter).is_err() {
-                            return 4;
-                        }
-                        if locked != 0 {
-                            // The lock's own value set first (as systemd's unit start does).
-                            // SAFETY: plain integer argument.
-                            unsafe { libc::personality(locked as libc::c_ulong) };
-                        }
-                        i32::from(super::clear_personality_flags().is_ok())
-                    })();
-                    // SAFETY: ends the forked child without running the parent's destructors.
-                    unsafe { libc::_exit(code) }
+            let code = in_child(|| {
+                // SAFETY: plain prctl; the filter needs no_new_privs unprivileged.
+                if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                    return 3;
                 }
-                -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-                pid => {
-                    let mut status = 0;
-                    // SAFETY: waits for the child forked above.
-                    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-                    assert!(libc::WIFEXITED(status), "{status:#x}");
-                    assert_eq!(
-                        libc::WEXITSTATUS(status),
-                        i32::from(cleared),
-                        "locked to {locked:#x}"
-                    );
+                if seccompiler::apply_filter(&filter).is_err() {
+                    return 4;
                 }
-            }
+                if locked != 0 {
+                    // The lock's own value set first (as systemd's unit start does).
+                    // SAFETY: plain integer argument.
+                    unsafe { libc::personality(locked as libc::c_ulong) };
+                }
+                i32::from(super::clear_personality_flags().is_ok())
+            });
+            assert_eq!(code, i32::from(cleared), "locked to {locked:#x}");
         }
     }
 
