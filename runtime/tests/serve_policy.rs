@@ -769,19 +769,8 @@ fn a_plugin_whose_grant_expires_while_it_runs_is_relaunched_without_the_item() {
     };
     assert!(probe(&mut c), "granted loopback, yet no network");
 
-    let start = std::time::Instant::now();
-    loop {
-        let st = c.ok("plugin_status", json!({"name": "netok"}));
-        if st["restarts"] == 1 && st["state"] == "ready" {
-            assert_eq!(st["crashes"], 0, "{st}");
-            break;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
-            "never relaunched: {st}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let st = wait_relaunched(&mut c, "netok");
+    assert_eq!(st["crashes"], 0, "{st}");
     let relaunched = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -841,19 +830,8 @@ fn a_grant_removed_while_its_plugin_runs_is_withdrawn_by_the_periodic_check() {
     );
 
     std::fs::remove_file(fx.path("grants/netok.grant")).unwrap();
-    let start = std::time::Instant::now();
-    loop {
-        let st = c.ok("plugin_status", json!({"name": "netok"}));
-        if st["restarts"] == 1 && st["state"] == "ready" {
-            assert_eq!(st["crashes"], 0, "{st}");
-            break;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
-            "never relaunched: {st}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let st = wait_relaunched(&mut c, "netok");
+    assert_eq!(st["crashes"], 0, "{st}");
     assert!(!probe(&mut c), "a removed grant's network was kept");
     let log = s.log();
     assert!(
@@ -876,6 +854,22 @@ fn a_grant_removed_while_its_plugin_runs_is_withdrawn_by_the_periodic_check() {
 }
 
 /// Bytes this process has read (`rchar` of `/proc/PID/io`: every `read`, files and sockets).
+/// The plugin's status once it has been relaunched once and is ready again (30 s at most).
+fn wait_relaunched(c: &mut Client, name: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let st = c.ok("plugin_status", json!({ "name": name }));
+        if st["restarts"] == 1 && st["state"] == "ready" {
+            return st;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never relaunched: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn read_bytes(pid: i32) -> u64 {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
     io.lines()
@@ -930,18 +924,7 @@ fn the_periodic_check_reads_no_grant_file_while_none_changed() {
         std::fs::remove_file(fx.path(&format!("grants/copy-{i}.grant"))).unwrap();
     }
     std::fs::remove_file(fx.path("grants/netok.grant")).unwrap();
-    let start = std::time::Instant::now();
-    loop {
-        let st = c.ok("plugin_status", json!({"name": "netok"}));
-        if st["restarts"] == 1 && st["state"] == "ready" {
-            break;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
-            "never relaunched: {st}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_relaunched(&mut c, "netok");
     assert!(
         s.log()
             .contains("grant check: plugin netok: no grant authorises network:loopback"),

@@ -50,26 +50,8 @@ fn a_stderr_nobody_reads_stalls_no_agent_and_refuses_a_required_stderr_audit_rec
         return;
     }
     let fx = Fixture::new();
-    let sock = fx.dir().join("serve.sock");
-    let mut args = serve_args(&fx, "", Some("[audit]\nstderr = true\n"));
-    args.extend(["--socket".to_string(), sock.to_string_lossy().into_owned()]);
     // A pipe as stderr, not read until the end (a supervisor that stopped reading).
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args(&args)
-        .current_dir(fx.dir())
-        .env_remove("NOTIFY_SOCKET")
-        .env("STOCKADE_JOURNAL_SOCKET", fx.dir().join("no-journal"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn stockade serve");
-    let guard = KillOnDrop(child.id());
-    let start = Instant::now();
-    while UnixStream::connect(&sock).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, guard, sock) = start_audited_to_stderr(&fx, Stdio::piped());
     // ~60 bytes a line: 6,000 lines fill the 64 KiB pipe and the 256 KiB queue behind it.
     let wait = Duration::from_secs(15);
     for _ in 0..6000 {
@@ -121,6 +103,34 @@ fn a_stderr_nobody_reads_stalls_no_agent_and_refuses_a_required_stderr_audit_rec
     }
 }
 
+/// A daemon whose audit log's only sink is its `stderr` (no journal), listening on its socket:
+/// the child, its guard and the socket's path.
+fn start_audited_to_stderr(
+    fx: &Fixture,
+    stderr: Stdio,
+) -> (std::process::Child, KillOnDrop, std::path::PathBuf) {
+    let sock = fx.dir().join("serve.sock");
+    let mut args = serve_args(fx, "", Some("[audit]\nstderr = true\n"));
+    args.extend(["--socket".to_string(), sock.to_string_lossy().into_owned()]);
+    let child = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(&args)
+        .current_dir(fx.dir())
+        .env_remove("NOTIFY_SOCKET")
+        .env("STOCKADE_JOURNAL_SOCKET", fx.dir().join("no-journal"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn stockade serve");
+    let guard = KillOnDrop(child.id());
+    let start = Instant::now();
+    while UnixStream::connect(&sock).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, guard, sock)
+}
+
 /// Kills the daemon if the test fails before it stopped it.
 struct KillOnDrop(u32);
 
@@ -145,29 +155,11 @@ fn a_stderr_device_that_never_polls_writable_is_written_as_it_comes() {
         return;
     }
     let fx = Fixture::new();
-    let sock = fx.dir().join("serve.sock");
-    let mut args = serve_args(&fx, "", Some("[audit]\nstderr = true\n"));
-    args.extend(["--socket".to_string(), sock.to_string_lossy().into_owned()]);
     let device = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/random")
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args(&args)
-        .current_dir(fx.dir())
-        .env_remove("NOTIFY_SOCKET")
-        .env("STOCKADE_JOURNAL_SOCKET", fx.dir().join("no-journal"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(device)
-        .spawn()
-        .expect("spawn stockade serve");
-    let guard = KillOnDrop(child.id());
-    let start = Instant::now();
-    while UnixStream::connect(&sock).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, guard, sock) = start_audited_to_stderr(&fx, device.into());
     let wait = Duration::from_secs(15);
     // The refused verification's audit record goes out: the load fails for what it is.
     let missing = fx.dir().join("missing.stockade");
@@ -190,27 +182,9 @@ fn a_stderr_whose_reader_closed_refuses_a_required_stderr_audit_record() {
         return;
     }
     let fx = Fixture::new();
-    let sock = fx.dir().join("serve.sock");
-    let mut args = serve_args(&fx, "", Some("[audit]\nstderr = true\n"));
-    args.extend(["--socket".to_string(), sock.to_string_lossy().into_owned()]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args(&args)
-        .current_dir(fx.dir())
-        .env_remove("NOTIFY_SOCKET")
-        .env("STOCKADE_JOURNAL_SOCKET", fx.dir().join("no-journal"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn stockade serve");
-    let guard = KillOnDrop(child.id());
+    let (mut child, guard, sock) = start_audited_to_stderr(&fx, Stdio::piped());
     // The reader goes away.
     drop(child.stderr.take());
-    let start = Instant::now();
-    while UnixStream::connect(&sock).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let wait = Duration::from_secs(15);
     let missing = fx.dir().join("missing.stockade");
     let r = call_within(&sock, "plugin_load", json!({"package": missing}), wait);
