@@ -893,6 +893,12 @@ fn a_plugin_disabled_trust_let_in_is_refused_as_unverified_under_strict() {
     let st = wait_status(&mut c, "hello", "quarantined");
     assert_eq!(st["trust_refusal"]["kind"], "trust_mode.unverified", "{st}");
     assert_eq!(st["trust_refusal"]["exit"], 81, "{st}");
+    assert!(
+        st["trust_refusal"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("plugin_load")),
+        "{st}"
+    );
     let r = c.call("plugin_restart", json!({"name": "hello"}));
     assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
     assert_eq!(r["error"]["data"]["kind"], "trust_mode.unverified", "{r}");

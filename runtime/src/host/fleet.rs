@@ -310,7 +310,11 @@ impl TrustRefusal {
     }
 
     fn to_json(&self) -> Value {
-        json!({"kind": self.kind, "exit": self.exit, "message": self.message})
+        let mut v = json!({"kind": self.kind, "exit": self.exit, "message": self.message});
+        if let Some(h) = &self.hint {
+            v["hint"] = json!(h);
+        }
+        v
     }
 
     /// The `load_failed` error a load or restart it refuses is answered with.
