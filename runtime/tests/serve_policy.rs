@@ -737,10 +737,7 @@ fn a_plugin_whose_grant_expires_while_it_runs_is_relaunched_without_the_item() {
     // Issued a day minus 10 s ago for a day: it expires 10 s from now. Only the issue, one
     // launch and one probe come between (the daemon already runs): a loaded 2-core CI machine
     // took more than the 6 s it once had for the pack and the daemon's start as well.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let expires = now + 10;
     let issued = (expires - 86_400).to_string();
     let r = fx.run(&[
@@ -763,20 +760,13 @@ fn a_plugin_whose_grant_expires_while_it_runs_is_relaunched_without_the_item() {
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     c.ok("plugin_load", json!({"package": pkg}));
-    let probe = |c: &mut Client| {
-        let r = c.ok("hook_invoke", invoke("on:probe", json!({}), Some(30_000)));
-        result_of(&r, "netok")["result"]["net"].as_bool().unwrap()
-    };
-    assert!(probe(&mut c), "granted loopback, yet no network");
+    assert!(has_network(&mut c), "granted loopback, yet no network");
 
     let st = wait_relaunched(&mut c, "netok");
     assert_eq!(st["crashes"], 0, "{st}");
-    let relaunched = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let relaunched = unix_now();
     assert!(relaunched >= expires, "relaunched before the grant expired");
-    assert!(!probe(&mut c), "an expired grant's network was kept");
+    assert!(!has_network(&mut c), "an expired grant's network was kept");
     let log = s.log();
     assert!(log.contains("grant expiry: plugin netok"), "{log}");
     assert!(
@@ -817,11 +807,7 @@ fn a_grant_removed_while_its_plugin_runs_is_withdrawn_by_the_periodic_check() {
     );
     let mut c = s.client();
     c.ok("plugin_load", json!({"package": pkg}));
-    let probe = |c: &mut Client| {
-        let r = c.ok("hook_invoke", invoke("on:probe", json!({}), Some(30_000)));
-        result_of(&r, "netok")["result"]["net"].as_bool().unwrap()
-    };
-    assert!(probe(&mut c), "granted loopback, yet no network");
+    assert!(has_network(&mut c), "granted loopback, yet no network");
     // Checked again and again while the grant holds: nothing is relaunched.
     std::thread::sleep(std::time::Duration::from_millis(1000));
     assert_eq!(
@@ -832,7 +818,7 @@ fn a_grant_removed_while_its_plugin_runs_is_withdrawn_by_the_periodic_check() {
     std::fs::remove_file(fx.path("grants/netok.grant")).unwrap();
     let st = wait_relaunched(&mut c, "netok");
     assert_eq!(st["crashes"], 0, "{st}");
-    assert!(!probe(&mut c), "a removed grant's network was kept");
+    assert!(!has_network(&mut c), "a removed grant's network was kept");
     let log = s.log();
     assert!(
         log.contains("grant check: plugin netok: no grant authorises network:loopback"),
@@ -854,6 +840,12 @@ fn a_grant_removed_while_its_plugin_runs_is_withdrawn_by_the_periodic_check() {
 }
 
 /// Bytes this process has read (`rchar` of `/proc/PID/io`: every `read`, files and sockets).
+/// Whether the `netok` plugin's probe hook found a network inside its sandbox.
+fn has_network(c: &mut Client) -> bool {
+    let r = c.ok("hook_invoke", invoke("on:probe", json!({}), Some(30_000)));
+    result_of(&r, "netok")["result"]["net"].as_bool().unwrap()
+}
+
 /// The plugin's status once it has been relaunched once and is ready again (30 s at most).
 fn wait_relaunched(c: &mut Client, name: &str) -> Value {
     let start = std::time::Instant::now();

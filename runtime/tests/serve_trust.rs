@@ -717,10 +717,7 @@ fn a_plugin_whose_certificate_expires_while_it_runs_is_stopped_then() {
     // Issued a day minus 10 s ago for a day: it expires 10 s from now. Only the issue, the
     // pack and one launch come between (the daemon already runs): a loaded 2-core CI machine
     // took more than the 6 s it once had for the daemon's start and two launches as well.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let expires = now + 10;
     let issued = (expires - 86_400).to_string();
     let r = fx.run(&[
@@ -761,10 +758,7 @@ fn a_plugin_whose_certificate_expires_while_it_runs_is_stopped_then() {
     assert_eq!(r["state"], "ready", "{r}");
 
     let mut st = wait_status(&mut c, "other", "quarantined");
-    let stopped = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let stopped = unix_now();
     assert!(stopped >= expires, "stopped before it expired: {st}");
     // At most a second late (whole seconds), and the polling's own time on a loaded machine.
     assert!(

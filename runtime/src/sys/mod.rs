@@ -1298,6 +1298,23 @@ pub fn statvfs_flags(path: &CStr) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    /// A filter that fails `syscall` with EPERM where one of `rules` matches (any call: none)
+    /// and allows everything else, as a systemd unit's `SystemCallFilter=` would.
+    fn eperm_filter(
+        syscall: libc::c_long,
+        rules: Vec<seccompiler::SeccompRule>,
+    ) -> seccompiler::BpfProgram {
+        seccompiler::SeccompFilter::new(
+            [(syscall, rules)].into_iter().collect(),
+            seccompiler::SeccompAction::Allow,
+            seccompiler::SeccompAction::Errno(libc::EPERM as u32),
+            std::env::consts::ARCH.try_into().unwrap(),
+        )
+        .unwrap()
+        .try_into()
+        .unwrap()
+    }
+
     /// Runs `f` in a forked child, so that what it changes (a seccomp filter, the nice value,
     /// the personality) stays there, and returns the child's exit code (101: `f` panicked).
     fn in_child(f: impl FnOnce() -> i32) -> i32 {
@@ -1327,24 +1344,12 @@ mod tests {
     #[test]
     fn a_negative_nice_value_is_raised_and_a_refused_raise_fails_closed() {
         use crate::sandbox::process_state::{self, ProcessStateError};
-        use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
         if !crate::test_support::root_or_skip("a negative nice value needs root") {
             return;
         }
-        let refuse_setpriority = || -> BpfProgram {
-            SeccompFilter::new(
-                [(libc::SYS_setpriority, vec![])].into_iter().collect(),
-                SeccompAction::Allow,
-                SeccompAction::Errno(libc::EPERM as u32),
-                std::env::consts::ARCH.try_into().unwrap(),
-            )
-            .unwrap()
-            .try_into()
-            .unwrap()
-        };
         // (caller's nice, filter, the exit code: 0 passed at nice 0, 1 refused as `Nice`)
         for (nice, filtered, want) in [(-5, false, 0), (-5, true, 1), (0, true, 0)] {
-            let filter = refuse_setpriority();
+            let filter = eperm_filter(libc::SYS_setpriority, vec![]);
             let code = in_child(|| {
                 if super::set_nice(nice).is_err() {
                     return 3;
@@ -1384,8 +1389,7 @@ mod tests {
     #[test]
     fn a_locked_personality_is_cleared_only_when_locked_to_plain_linux() {
         use seccompiler::{
-            BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-            SeccompFilter, SeccompRule,
+            BpfProgram, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule,
         };
         let lock = |value: u64| -> BpfProgram {
             let rule = SeccompRule::new(vec![SeccompCondition::new(
@@ -1396,15 +1400,7 @@ mod tests {
             )
             .unwrap()])
             .unwrap();
-            SeccompFilter::new(
-                [(libc::SYS_personality, vec![rule])].into_iter().collect(),
-                SeccompAction::Allow,
-                SeccompAction::Errno(libc::EPERM as u32),
-                std::env::consts::ARCH.try_into().unwrap(),
-            )
-            .unwrap()
-            .try_into()
-            .unwrap()
+            eperm_filter(libc::SYS_personality, vec![rule])
         };
         // ADDR_NO_RANDOMIZE: a value with a flag.
         for (locked, cleared) in [(0u64, true), (0x0040000, false)] {

@@ -445,10 +445,7 @@ impl Fixture {
     /// license installed in `state` if it was issued this second — a license issued in the same
     /// second as the one installed last is refused as a rollback (unless it is that file).
     pub fn next_license_time(&self) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = unix_now();
         let last = std::fs::read(self.path("state/license.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
@@ -748,4 +745,12 @@ pub fn command_under(wrapper: &[String], program: &str) -> std::process::Command
         }
         None => std::process::Command::new(program),
     }
+}
+
+/// The clock now, in Unix seconds (what certificates, grants and licenses are dated in).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }

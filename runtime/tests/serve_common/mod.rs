@@ -9,7 +9,7 @@ mod common;
 #[allow(unused_imports)] // only serve_basic starts a daemon under another /etc/subuid
 pub use common::with_subuid;
 #[allow(unused_imports)] // used by some of the serve_* test crates only
-pub use common::{go_on, hello_manifest, hello_parts, raw_tar_gz, require, wait_stopped};
+pub use common::{go_on, hello_manifest, hello_parts, raw_tar_gz, require, unix_now, wait_stopped};
 pub use common::{require_root, Fixture};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
