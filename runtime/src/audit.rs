@@ -19,7 +19,9 @@
 //! `stockade-audit: {json}` line on stderr — but never on a stream that carries a command's
 //! machine-readable output ([`AuditLog::without_stderr`]); under `serve` that line goes through
 //! the daemon's log queue, written within the bounded wait or not at all
-//! ([`AuditError::StderrBusy`], [`crate::logqueue`]). There is no stdout sink: stdout is
+//! ([`AuditError::StderrBusy`], [`crate::logqueue`]); a command's own stderr is written as it
+//! comes, and a line it does not take (EPIPE, ENOSPC) is a record not written
+//! ([`AuditError::Stderr`]), as under `serve`. There is no stdout sink: stdout is
 //! the protocol under `run`, the program's under `exec`, and the `--json` document elsewhere. A
 //! record that cannot be written to a configured sink is an error for the command (fail closed:
 //! no unaudited launch).
@@ -257,10 +259,10 @@ pub enum AuditError {
         /// How long this writer waited.
         waited: Duration,
     },
-    /// The `stderr` sink, without a journal, under `serve`: the daemon's stderr failed (its
-    /// reader closed its end, a full disk), so the record was not written
-    /// ([`crate::logqueue::Required::Failed`]).
-    #[error("cannot write the audit record to the daemon's stderr")]
+    /// The `stderr` sink, without a journal: stderr failed (its reader closed its end, a full
+    /// disk, `/dev/full`), so the record was not written — under `serve` the daemon's
+    /// ([`crate::logqueue::Required::Failed`]), or a command's own.
+    #[error("cannot write the audit record to stderr")]
     Stderr(#[source] std::io::Error),
     /// The journal socket cannot take the record.
     #[error("cannot send the audit record to the journal socket {}", path.display())]
@@ -454,9 +456,17 @@ impl AuditLog {
             let wait = self.stderr_wait.as_ref();
             let bound = wait.map_or(Duration::ZERO, BoundedWait::this_time);
             match crate::logqueue::write_required(text.as_bytes(), bound) {
-                crate::logqueue::Required::NotQueued => {
-                    crate::output::print_stderr(&format!("stockade-audit: {line}"))
-                }
+                // A command's own stderr, written as it comes: a record it did not take is not
+                // written, and the action is refused as a file sink's failed write refuses it
+                // (74). `output::print_stderr`, which it went through, drops what fails — right
+                // for a message, not for a record (a closed pipe, `2>/dev/full` ran the action
+                // unaudited). Rust's stderr takes a closed descriptor for a success, but fds
+                // 0–2 are never closed here: the runtime opens /dev/null in their place at
+                // start, which takes the record as the caller chose.
+                crate::logqueue::Required::NotQueued => std::io::stderr()
+                    .lock()
+                    .write_all(text.as_bytes())
+                    .map_err(AuditError::Stderr)?,
                 crate::logqueue::Required::Written => {
                     if let Some(w) = wait {
                         w.took();
@@ -948,6 +958,13 @@ pub fn append_or_fail(log: &AuditLog, mut r: Record) -> Result<(), crate::error:
         if let Some(hint) = busy {
             return crate::error::CmdError::new(crate::exit::Exit::TempFail, "audit.busy", e)
                 .hint(hint);
+        }
+        if let AuditError::Stderr(_) = &e {
+            return crate::error::CmdError::new(crate::exit::Exit::IoErr, "audit", e).hint(
+                "the `stderr` audit sink writes to stderr when there is no journal socket: give \
+                 the command a stderr that takes what is written (not a closed pipe or a full \
+                 disk), or give the [audit] section a `file` or the journal",
+            );
         }
         crate::error::CmdError::new(crate::exit::Exit::IoErr, "audit", e)
             .hint("fix the [audit] sinks in the policy (a file's directory must exist and be writable; `journal` needs the journal socket); a log shorter than its head: `stockade audit verify` names what is missing")

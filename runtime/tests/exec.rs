@@ -428,6 +428,46 @@ fn program_priority_and_rlimits_are_the_runtimes_whatever_the_callers() {
     }
 }
 
+/// A root-mode runtime under a real-time policy (`chrt -f 10`, a unit's
+/// `CPUSchedulingPolicy=fifo`) launches: its child leaves the policy before it joins its
+/// cgroup, which the cpu controller refuses a real-time task (EINVAL on `cgroup.procs`, v1's
+/// `cpu.rt_runtime_us` 0 in every new group) — the launch failed at `cgroup_join` (125). The
+/// program runs `SCHED_OTHER` and the report still names the runtime's `SCHED_FIFO` as the
+/// policy it replaced.
+#[test]
+fn a_real_time_runtime_launches_with_its_program_out_of_the_real_time_policy() {
+    if !require(is_root(), "a real-time policy needs CAP_SYS_NICE (root)")
+        || !require(
+            Command::new("chrt").arg("--version").output().is_ok(),
+            "needs chrt (util-linux)",
+        )
+    {
+        return;
+    }
+    let probe = "cut -d' ' -f19,41 /proc/self/stat";
+    // Native control: root here may run a program under SCHED_FIFO (policy 1), which keeps it.
+    let native = shell_probe("exec chrt -f 10 /bin/sh -c \"$2\"", probe);
+    if !require(
+        out(&native) == "0 1\n",
+        "root here may not set SCHED_FIFO (no CAP_SYS_NICE, or no real-time budget for its \
+         cgroup): nothing to test",
+    ) {
+        return;
+    }
+    let o = shell_probe(
+        "exec chrt -f 10 \"$1\" --json exec -- /bin/sh -c \"$2\"",
+        probe,
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "0 0\n", "{}", err(&o));
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let ps = &layer(&r, "process_state")["details"];
+    assert_eq!(ps["scheduling"], "SCHED_OTHER", "{ps}");
+    assert_eq!(ps["scheduling_inherited"], "SCHED_FIFO", "{ps}");
+    let cg = layer(&r, "cgroup");
+    assert_ne!(cg["status"], "not_enforced", "{cg}");
+}
+
 #[test]
 fn program_oom_score_adj_is_never_below_zero() {
     if !require(

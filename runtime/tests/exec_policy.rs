@@ -358,6 +358,53 @@ fn exec_json_keeps_audit_records_out_of_its_report() {
     );
 }
 
+/// With `audit.stderr = true` and no journal, a command's records go to its stderr, and one
+/// its stderr does not take (`/dev/full`: ENOSPC; a pipe whose reader is gone: EPIPE) is not
+/// written: the launch is refused (74 `audit`) before anything runs, as a file sink's failed
+/// write refuses it. The record was printed as a message is, its failure dropped: the program
+/// ran unaudited and `exec` exited with its status.
+#[test]
+fn a_record_stderr_does_not_take_refuses_the_launch() {
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(dir.path(), "version = 1\n[audit]\nstderr = true\n");
+    let missing = dir.path().join("no-journal.sock");
+    let exec = |stderr: std::process::Stdio| {
+        std::process::Command::new(BIN)
+            .args(["exec", "--policy", &pol, "--", "/bin/sh", "-c", "echo ran"])
+            .env("STOCKADE_JOURNAL_SOCKET", &missing)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .output()
+            .unwrap()
+    };
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = exec(full.into());
+    assert_eq!(code(&o), 74, "{}", out(&o));
+    assert_eq!(out(&o), "", "the program ran");
+
+    // A pipe whose reader is gone: EPIPE (the runtime ignores SIGPIPE).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = exec(writer.into());
+    assert_eq!(code(&o), 74, "{}", out(&o));
+    assert_eq!(out(&o), "", "the program ran");
+
+    // A stderr that takes them: the program runs, both records there.
+    let o = exec(std::process::Stdio::piped());
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "ran\n");
+    assert_eq!(
+        err(&o).matches("stockade-audit: ").count(),
+        2,
+        "{}",
+        err(&o)
+    );
+}
+
 /// `stockade exec` with `/etc/subuid` replaced by `subuid` and `/etc/subgid` by an empty file,
 /// in a private mount namespace of its own (binds of temporary files: the host's delegations
 /// play no part, and its files are never changed; one missing is made empty first, as

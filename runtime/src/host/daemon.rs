@@ -141,6 +141,11 @@ pub struct Daemon {
     /// decided them again (policy generation, plugins, files' metadata): unchanged, they are
     /// not decided again (`Daemon::check_grants_now`).
     pub(crate) grants_seen: Option<(u64, Vec<String>, Vec<String>)>,
+    /// What the store check last looked at (`Daemon::check_store_now`): unchanged, the
+    /// registry is not read again.
+    pub(crate) store_seen: Option<super::fleet::StoreSeen>,
+    /// Why the store check last found the store unreadable (said once, not at every check).
+    pub(crate) store_check_said: Option<String>,
 }
 
 fn err(code: i64, m: impl Into<String>) -> RpcError {
@@ -225,6 +230,8 @@ impl Daemon {
             expiry_cache: std::cell::Cell::new(None),
             trust_check_said: None,
             grants_seen: None,
+            store_seen: None,
+            store_check_said: None,
         })
     }
 

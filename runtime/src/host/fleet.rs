@@ -62,6 +62,12 @@
 //! backoff ([`Daemon::retry_later`]), so it comes back by itself once the configuration is
 //! fixed. The `quarantine` audit record's `detail.request` says what found the refusal:
 //! `restart`, `plugin_restart`, `sighup`, `trust_change` or `expiry`.
+//!
+//! ## The store
+//! A plugin loaded from the store follows it ([`installed`]): at the periodic check and SIGHUP
+//! the registry is read (when it changed) and a `stockade remove` unloads the plugin (kept while
+//! a loaded plugin depends on it), an install of another package relaunches it on that package
+//! once it verified under the daemon's trust and its dependencies and policy admit it.
 
 use super::daemon::{log_line, Daemon};
 use super::kv::KvStore;
@@ -86,6 +92,9 @@ use stockade_policy::deps::DepNode;
 use stockade_policy::protocol::host::HostPolicy;
 use stockade_policy::protocol::message::{codes, params, response_err, response_ok, RpcError};
 use stockade_policy::serve::{backoff_ms, CrashWindow};
+
+mod installed;
+pub(crate) use installed::StoreSeen;
 
 /// Where a loaded plugin is in its life, beyond its current process's own state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +187,19 @@ pub struct Entry {
     grant_targets: BTreeSet<String>,
     /// What that launch's grant check read ([`crate::plugin_policy::LaunchPolicy::grant_inputs`]).
     grant_inputs: Vec<PathBuf>,
+    /// Loaded by its installed name, or as an installed dependency: what the store does to
+    /// that name — a removal, an update — applies to it ([`Daemon::check_store_now`]). A
+    /// package file loaded by its path is the operator's file, not the store's.
+    from_store: bool,
+    /// The new version the store installed, verified and admitted by the store check, launched
+    /// by the next relaunch instead of the package loaded ([`installed::Update`]).
+    update: Option<installed::Update>,
+    /// A change of the store not applied to it, and why (`plugin_status.store_change`): a
+    /// removal it is kept through (loaded plugins depend on it), an update refused.
+    store_change: Option<installed::StoreChange>,
+    /// Why the daemon itself unloads it (`{"kind": "removed", "message"}`), said by its
+    /// `unloaded` notification; none for an agent's `plugin_unload`.
+    unload_reason: Option<Value>,
 }
 
 impl Entry {
@@ -469,6 +491,9 @@ impl Daemon {
     ) -> Result<Vec<String>, (String, RpcError)> {
         let state_dir = self.cfg.trust.state_dir.clone();
         let mut set: Vec<(String, std::path::PathBuf, VerifiedPackage)> = Vec::new();
+        // The plugins taken from the store (by name, or as a dependency) rather than from a
+        // file the operator named: the store's changes apply to them (`check_store_now`).
+        let mut from_store = BTreeSet::new();
         for e in entries {
             // An installed plugin's name loads its package as installed when it is opened,
             // should an upgrade or removal commit once it was looked up (store::with_package).
@@ -490,6 +515,10 @@ impl Daemon {
                 return Err((e.clone(), RpcError::new(codes::ALREADY_LOADED, msg)));
             }
             self.admit(&path, &pkg).map_err(|err| (e.clone(), err))?;
+            // `with_package` hands a file back as it was given, a name as its stored package.
+            if path.as_path() != Path::new(e) {
+                from_store.insert(pkg.manifest.name().to_string());
+            }
             set.push((e.clone(), path, pkg));
         }
         // A package an earlier daemon quarantined is loaded without running (answered at once,
@@ -539,6 +568,7 @@ impl Daemon {
                 term(&pkg.manifest.version().to_string()),
                 term(&needed_by)
             ));
+            from_store.insert(dep.clone());
             set.push((dep.clone(), path, pkg));
         }
         let nodes: Vec<_> = set.iter().map(|(_, _, p)| node(self, p)).collect();
@@ -565,7 +595,12 @@ impl Daemon {
             };
             let (entry, path, pkg) = set.swap_remove(i);
             match self.start_verified(&path, pkg) {
-                Ok(n) => names.push(n),
+                Ok(n) => {
+                    if let Some(e) = self.plugins.get_mut(&n) {
+                        e.from_store = from_store.contains(&n);
+                    }
+                    names.push(n)
+                }
                 Err(mut err) if !names.is_empty() => {
                     err.message =
                         format!("{} (started before it: {})", err.message, names.join(", "));
@@ -771,6 +806,10 @@ impl Daemon {
             relaunch_for: None,
             grant_targets: BTreeSet::new(),
             grant_inputs: Vec::new(),
+            from_store: false,
+            update: None,
+            store_change: None,
+            unload_reason: None,
         };
         entry.expires = chain_expiry(&entry.pkg);
         self.expiry_cache.set(None);
@@ -1249,6 +1288,8 @@ impl Daemon {
             "warm": e.warm,
             "spare": e.spare.is_some(),
             "trust_refusal": e.trust_refusal.as_ref().map(TrustRefusal::to_json),
+            "from_store": e.from_store,
+            "store_change": e.store_change.as_ref().map(|c| c.to_json()),
         })
     }
 
@@ -1504,6 +1545,7 @@ impl Daemon {
             self.check_all(now, "trust check", "trust_change", None);
         }
         self.check_grants_now(now);
+        self.check_store_now(now, false);
     }
 
     /// Every running plugin whose launch honoured grants has them checked again (the grant
@@ -1667,13 +1709,25 @@ impl Daemon {
                 if let Some((conn, id)) = e.pending_load {
                     // Dropped by a trust check before it was ready: the load fails for that
                     // refusal, its kind and exit as any refused load's.
-                    let err = match &e.trust_refusal {
-                        Some(r) => r.load_failed(),
-                        None => load_failed("unloaded before it became ready", Value::Null),
+                    let err = match (&e.trust_refusal, &e.unload_reason) {
+                        (Some(r), _) => r.load_failed(),
+                        // Removed from the store during its first launch: the store's
+                        // answer for a name it does not have (104, with its hint).
+                        (None, Some(why)) => load_failed(
+                            why["message"].as_str().unwrap_or("removed from the store"),
+                            refusal_data(&crate::cmd::store::store_err(
+                                crate::store::StoreError::NotInstalled(name.to_string()),
+                            )),
+                        ),
+                        (None, None) => load_failed("unloaded before it became ready", Value::Null),
                     };
                     self.send(conn, &response_err(&id, &err));
                 }
-                self.note_state(name, "unloaded", json!({}));
+                let extra = match e.unload_reason {
+                    Some(reason) => json!({ "reason": reason }),
+                    None => json!({}),
+                };
+                self.note_state(name, "unloaded", extra);
             }
             _ if self.stopping => {
                 if let Some((conn, id)) = e.pending_load.take() {
@@ -1974,6 +2028,7 @@ impl Daemon {
                 term(&e.chain().join(": "))
             )),
         }
+        self.check_store_now(now, true);
     }
 
     /// Every loaded plugin (but `except`) checked against the trust configuration in force, at
@@ -2076,6 +2131,9 @@ impl Daemon {
     }
 
     fn relaunch(&mut self, name: &str, now: Instant) {
+        // A new version the store check admitted takes the loaded package's place first: the
+        // old incarnation has ended (stopped as for a restart), and this launch is the new one's.
+        let from = self.take_update(name);
         // A restart is a new launch of the package: whom the trust directory trusts now decides
         // it, not whom it trusted at the load. Refused, it is not a crash: when the refusal is
         // about the package, quarantined for its reason until `plugin_restart` finds it trusted
@@ -2099,6 +2157,12 @@ impl Daemon {
                                "last_exit": e.last_exit});
         if let Some(why) = by_daemon {
             extra["reason"] = json!(why);
+        }
+        // Said as the update it is, whoever asked for the relaunch that ran it (an agent's
+        // `plugin_restart` in between included).
+        if let Some(from) = from {
+            extra["reason"] = json!("update");
+            extra["from_version"] = json!(from);
         }
         let r = self.launch(&mut e, Event::Restart, extra);
         match r {

@@ -80,6 +80,9 @@ pub const PRE_EXEC_FAILED: u8 = 2;
 
 /// Everything the child needs; a fork copies it.
 pub struct ChildCtx<'a> {
+    /// The runtime's scheduling policy, read before the clone: the inherited one the report
+    /// names (a real-time one the child left before its cgroup join, `sandbox::prepare`).
+    pub runtime_policy: i32,
     /// The validated policy.
     pub policy: &'a ValidatedSandboxPolicy,
     /// Rootless launch.
@@ -162,8 +165,8 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // The runtime's caller's oom_score_adj, nice value, real-time policy and I/O class are
     // replaced first: `/proc/self/oom_score_adj` is root's once we change ids or stop being
     // dumpable (process_state.rs says which values and why).
-    let process =
-        process_state::apply().map_err(|e| (LaunchStep::ProcessState, error_chain(&e)))?;
+    let process = process_state::apply(ctx.runtime_policy)
+        .map_err(|e| (LaunchStep::ProcessState, error_chain(&e)))?;
     // Not dumpable: the program (same uid in rootless mode) must not read or write our memory
     // through /proc/1/mem, nor read our environment, which is a copy of the runtime's. Only now:
     // the parent needed /proc/<pid>/uid_map writable by its own uid until the go.

@@ -710,7 +710,16 @@ fn prepare(
         });
     }
     let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS;
+    // A runtime under a real-time policy (`chrt -f`, a unit's `CPUSchedulingPolicy=fifo`) has
+    // a real-time child, which the cpu controller refuses to a group without a real-time
+    // budget (v1 `cpu.rt_runtime_us` 0, every new group's; v2 with real-time group scheduling)
+    // — the join failed with EINVAL and nothing launched. The child is born outside the group
+    // and leaves the policy (below) before step 9 joins it; the init reports the runtime's.
+    let runtime_policy =
+        process_state::runtime_policy().map_err(setup(LaunchStep::ProcessState))?;
+    let realtime = process_state::policy_for(runtime_policy) != runtime_policy;
     let ctx = child::ChildCtx {
+        runtime_policy,
         policy: p,
         rootless,
         plan: &plan,
@@ -735,13 +744,14 @@ fn prepare(
             None
         },
     };
-    // On cgroup v2 the child is born in its cgroup (step 9 then has nothing to move).
+    // On cgroup v2 the child is born in its cgroup (step 9 then has nothing to move) — but a
+    // real-time one, which is born outside it and joins at step 9, once out of its policy.
     let into = match &cg {
-        Some(c) => c.clone_target().map_err(|e| LaunchError::Setup {
+        Some(c) if !realtime => c.clone_target().map_err(|e| LaunchError::Setup {
             step: LaunchStep::CgroupJoin,
             cause: io::Error::other(e),
         })?,
-        None => None,
+        _ => None,
     };
     let pid = match sys::clone_fork(flags, into.as_ref().map(AsFd::as_fd))
         .map_err(setup(LaunchStep::Clone))?
@@ -750,6 +760,11 @@ fn prepare(
         Forked::Parent(pid) => pid,
     };
     let guard = ChildGuard(Some(pid));
+    //    A real-time child leaves its policy now, before anything of it runs (it waits for the
+    //    go) and before step 9 joins it to its cgroup.
+    if realtime {
+        sys::set_sched_other_of(pid).map_err(setup(LaunchStep::ProcessState))?;
+    }
     drop((sock_child, exec_w, status_w, stdin_r, stdout_w, stderr_w));
     for ns in ["user", "pid", "mount", "network", "ipc", "uts", "cgroup"] {
         layers.push(LayerReport::full(&format!("{ns}_namespace"), json!({})));

@@ -5,7 +5,9 @@
 //! The init sets it to the runtime's own values before the program is started, so that `exec`,
 //! `run`, `serve` and the warm pool's spares (built by the same init under the policy they will
 //! serve) all start their program the same way. Here: `oom_score_adj`, the nice value, a
-//! real-time scheduling policy and I/O class ([`apply`], first thing after the go); in `child.rs`: the umask
+//! real-time scheduling policy and I/O class ([`apply`], first thing after the go — but a
+//! real-time policy, which the launch has the child leave before it joins its cgroup: the cpu
+//! controller refuses a real-time task a group without a real-time budget); in `child.rs`: the umask
 //! and the personality flags; in `rlimits.rs`: every rlimit no policy key names
 //! ([`super::rlimits::fixed`]). The report's `process_state` layer shows the values, with the
 //! inherited ones they replaced.
@@ -215,13 +217,25 @@ pub fn nice_and_policy(stat: &str) -> Option<(i32, i32)> {
     Some((field(19)?, field(41)?))
 }
 
+/// The runtime's own scheduling policy (`/proc/self/stat`), read by the launch before it
+/// clones: a real-time one is left by the child before it joins its cgroup
+/// ([`super::prepare`], step 7), and [`apply`] reports it as the policy inherited.
+pub fn runtime_policy() -> std::io::Result<i32> {
+    let stat = sys::own_stat()?;
+    nice_and_policy(&stat)
+        .map(|(_, policy)| policy)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, stat))
+}
+
 /// Replace the inherited `oom_score_adj`, nice value, real-time policy and I/O class of this process (the
 /// init, single-threaded; the program inherits them). Changes only what must change.
-pub fn apply() -> Result<ProcessState, ProcessStateError> {
+/// `runtime_policy`: the runtime's policy, read before the clone ([`runtime_policy`]) — a
+/// real-time one was left already, before the cgroup join, and is reported as the inherited one.
+pub fn apply(runtime_policy: i32) -> Result<ProcessState, ProcessStateError> {
     let read = |what| move |cause| ProcessStateError::Read { what, cause };
     let oom = sys::oom_score_adj().map_err(read("oom_score_adj"))?;
     let stat = sys::own_stat().map_err(read("/proc/self/stat"))?;
-    let (nice, policy) = nice_and_policy(&stat).ok_or_else(|| ProcessStateError::Read {
+    let (nice, policy_now) = nice_and_policy(&stat).ok_or_else(|| ProcessStateError::Read {
         what: "/proc/self/stat",
         cause: std::io::Error::new(std::io::ErrorKind::InvalidData, stat.clone()),
     })?;
@@ -238,14 +252,16 @@ pub fn apply() -> Result<ProcessState, ProcessStateError> {
             }
         })?;
     }
-    // The policy first: leaving a real-time one keeps the nice value, which comes last.
+    // The policy first: leaving a real-time one keeps the nice value, which comes last. A
+    // real-time runtime's child left it before joining its cgroup (the cpu controller refuses a
+    // real-time task a group without a real-time budget, EINVAL): left here only if it was not.
     let policy = Change {
-        inherited: policy,
-        set: policy_for(policy),
+        inherited: runtime_policy,
+        set: policy_for(runtime_policy),
     };
-    if policy.set != policy.inherited {
+    if policy_for(policy_now) != policy_now {
         sys::set_sched_other().map_err(|cause| ProcessStateError::Scheduling {
-            inherited: policy.inherited,
+            inherited: policy_now,
             cause,
         })?;
     }

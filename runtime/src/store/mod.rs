@@ -1257,6 +1257,41 @@ fn load_registry_held(
 /// the directory (the daemon's user's store, read by root: `DirOwner::Shared`); its registry
 /// must be that owner's, root's or this user's ([`load_registry`]). No store: no registry.
 pub fn read_registry(state_dir: &Path) -> Result<Registry, StoreError> {
+    let Some(held) = held_to_read(state_dir)? else {
+        return Ok(Registry::default());
+    };
+    let at = held.join("registry.json");
+    load_registry(at.path(), at.shown(), Some(owner_of(&held)?))
+}
+
+/// What a reader can tell of the registry file without reading it: its device, inode, size,
+/// and modification and change times (`None`: no store, or no registry yet). The registry is
+/// only ever replaced whole by a rename (a new inode) and never changed in place, so an equal
+/// stamp is the same install list: `serve`'s periodic store check
+/// (`host::fleet::installed`) reads and parses the registry only when its stamp changed. The
+/// store directory is held as [`read_registry`] holds it (a `store` symlink is refused, 78).
+pub fn registry_stamp(state_dir: &Path) -> Result<Option<[i64; 6]>, StoreError> {
+    let Some(held) = held_to_read(state_dir)? else {
+        return Ok(None);
+    };
+    let at = held.join("registry.json");
+    match at.path().symlink_metadata() {
+        Ok(md) => Ok(Some([
+            i64::try_from(md.dev()).unwrap_or(i64::MAX),
+            i64::try_from(md.ino()).unwrap_or(i64::MAX),
+            i64::try_from(md.size()).unwrap_or(i64::MAX),
+            md.mtime(),
+            md.mtime_nsec(),
+            md.ctime_nsec(),
+        ])),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("cannot stat", at.shown())(e)),
+    }
+}
+
+/// The store directory held for a reader ([`read_registry`], [`registry_stamp`]); `None` when
+/// there is none.
+fn held_to_read(state_dir: &Path) -> Result<Option<HeldDir>, StoreError> {
     use nix::fcntl::OFlag;
     let shown = state_dir.join(STORE_DIR);
     // The state directory only searched (`O_PATH`), as the path it replaces was: a reader who
@@ -1280,15 +1315,13 @@ pub fn read_registry(state_dir: &Path) -> Result<Registry, StoreError> {
             crate::fileio::DirOwner::Shared,
         )
     });
-    let held = match held {
-        Ok(h) => h,
+    match held {
+        Ok(h) => Ok(Some(h)),
         Err(HeldDirError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Registry::default())
+            Ok(None)
         }
-        Err(e) => return Err(e.into()),
-    };
-    let at = held.join("registry.json");
-    load_registry(at.path(), at.shown(), Some(owner_of(&held)?))
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn remove_any(at: &HeldPath) -> Result<(), StoreError> {

@@ -1284,9 +1284,17 @@ pub fn set_io_priority(value: i32) -> io::Result<()> {
 /// `sched_setscheduler(0, SCHED_OTHER, {0})` at the current nice value: leave a real-time
 /// policy, which needs no privilege.
 pub fn set_sched_other() -> io::Result<()> {
+    set_sched_other_of(0)
+}
+
+/// [`set_sched_other`] for process `pid` (0: this one) — the launch's child, which has this
+/// process's owner until its id maps are written: leaving a real-time policy for another
+/// process of the same owner needs no privilege either.
+pub fn set_sched_other_of(pid: i32) -> io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid sched_param that outlives the call, which only reads it.
-    check(unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) }).map(drop)
+    // SAFETY: `param` is a valid sched_param that outlives the call, which only reads it; `pid`
+    // is a plain integer (a pid that names no process of ours is refused with ESRCH/EPERM).
+    check(unsafe { libc::sched_setscheduler(pid, libc::SCHED_OTHER, &param) }).map(drop)
 }
 
 /// The mount flags (`ST_*` from `statvfs`) of the filesystem at `path`.
@@ -1363,7 +1371,7 @@ mod tests {
                         return 5;
                     }
                 }
-                match process_state::apply() {
+                match process_state::apply(libc::SCHED_OTHER) {
                     Ok(state) if state.nice.set == 0 => {
                         let now = super::own_stat().ok();
                         let now = now.as_deref().and_then(process_state::nice_and_policy);

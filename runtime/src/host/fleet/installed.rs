@@ -1,0 +1,482 @@
+//! The store's changes reaching a running `serve`: `stockade remove NAME` unloads the plugin
+//! the daemon loaded under that name, and `stockade install`/`update` of another package of it
+//! relaunches it on that package, verified and admitted as a load is.
+//!
+//! **How the daemon notices.** The periodic trust check (`[health] trust_check_interval_ms`,
+//! [`Daemon::check_trust_now`]) and SIGHUP ([`Daemon::recheck_loaded`]) also look at the store
+//! ([`Daemon::check_store_now`]): the registry is read as every name's lookup reads it
+//! ([`crate::store::read_registry`]: the store directory held without following a symlink, the
+//! registry the store owner's, root's or this user's — in the packaged layout the daemon's user
+//! only reads root's store), and only when its file changed (a new inode, size or times:
+//! [`crate::store::registry_stamp`]) or the loaded plugins did. Each plugin the daemon took from
+//! the store (by its name, or as an installed dependency; [`Entry::from_store`]) is compared
+//! by name and package digest with the registry's entry for it. A package file loaded by its path
+//! is the operator's file and is left alone. A registry that cannot be read changes nothing
+//! (it is logged once, and once more when it can be read again): an unreadable store is no
+//! removal of everything.
+//!
+//! **Removed.** The plugin is stopped as `plugin_unload` stops it (graceful stop, the in-flight
+//! calls answered `unavailable`) and unloaded; a `removal` audit record (`outcome`
+//! `unloaded`, `detail.reason` `removed`), a log line, and its `unloaded` notification says
+//! `reason.kind` `removed`. Its dependants decide as they decide for `plugin_unload` without
+//! `force`: a plugin a loaded plugin depends on — one that is not removed too — is **kept**
+//! loaded and running until they are unloaded (then it goes at the next check), with
+//! `plugin_status.store_change` saying so and one log line, to the daemon's log and to the
+//! agents. The daemon never takes a running plugin's dependency away on its own account (its
+//! dependant would lose it under its feet, which only an agent's `force` does), nor stops a
+//! plugin nobody removed. A removal of both (`stockade remove app lib`) unloads both.
+//!
+//! **Updated.** The registry names another package for the plugin: it is verified as a load
+//! verifies it — the stored package, read through the store as `plugin_load NAME` reads it,
+//! under the daemon's own trust configuration and mode, a `verification` record written —, its
+//! dependencies must be loaded in fitting versions and the loaded plugins that depend on it
+//! must still be satisfied ([`stockade_policy::deps::plan_install`] over the loaded set), and
+//! the operator's policy must admit it ([`crate::plugin_policy::decide`]). Only then is the
+//! running incarnation stopped as `plugin_restart` stops it (in-flight calls answered
+//! `unavailable`, the warm spare dropped) and the new package launched by the relaunch that
+//! follows ([`Daemon::take_update`]): a `restart` record with `reason` `"update"` and
+//! `from_version`. A quarantined or restarting plugin is launched on it at once (a new package
+//! is a new start: crash count and recorded quarantine cleared). A refusal leaves the loaded
+//! version running, untouched: a `denial` record (`detail.request` `"update"`), one log line
+//! and `plugin_status.store_change` with the refusal's kind, exit and message; that package is
+//! not tried again until the registry names another one or SIGHUP (a refusal of exit 75 — a
+//! held lock — is tried again at the next check). A plugin still in its first launch is
+//! updated once it is ready.
+
+use super::*;
+
+/// A new version admitted by the store check, waiting for the relaunch that runs it.
+pub(crate) struct Update {
+    pkg: VerifiedPackage,
+}
+
+/// A change of the store not applied to a loaded plugin (`plugin_status.store_change`).
+#[derive(Debug, Clone)]
+pub(crate) struct StoreChange {
+    /// `removed` (kept: loaded plugins depend on it) or `update` (refused).
+    change: &'static str,
+    /// The registry's package for it (`update`), which is not tried again until another.
+    package_sha256: Option<String>,
+    version: Option<String>,
+    kind: Option<&'static str>,
+    exit: Option<u8>,
+    message: String,
+}
+
+impl StoreChange {
+    pub(crate) fn to_json(&self) -> Value {
+        json!({"change": self.change, "version": self.version, "kind": self.kind,
+               "exit": self.exit, "message": self.message})
+    }
+
+    /// Whether the refusal is of the moment (a lock held: 75), tried again at the next check.
+    fn passing(&self) -> bool {
+        self.exit == Some(crate::exit::Exit::TempFail.code())
+    }
+}
+
+/// Why an update was refused: the stage (`verification`, `dependencies`, `policy`, `store`,
+/// `audit`) and the CLI error it is.
+struct Refused {
+    stage: &'static str,
+    kind: &'static str,
+    exit: u8,
+    message: String,
+}
+
+impl Refused {
+    fn of(stage: &'static str, e: &crate::error::CmdError) -> Self {
+        Self {
+            stage,
+            kind: e.kind(),
+            exit: e.exit().code(),
+            message: e.chain().join(": "),
+        }
+    }
+}
+
+/// What the store check last looked at: the registry file's stamp and the loaded plugins (name
+/// and package). Equal, nothing can have changed for it.
+pub(crate) type StoreSeen = (Option<[i64; 6]>, Vec<(String, String)>);
+
+impl Daemon {
+    /// The store check (module doc): at the periodic trust check and at SIGHUP (`forced`: the
+    /// registry read whatever its stamp, refused updates tried again).
+    pub(crate) fn check_store_now(&mut self, now: Instant, forced: bool) {
+        if self.stopping
+            || !self
+                .plugins
+                .values()
+                .any(|e| e.from_store && e.phase != Phase::Unloading)
+        {
+            self.store_seen = None;
+            return;
+        }
+        let state_dir = self.cfg.trust.state_dir.clone();
+        let loaded: Vec<(String, String)> = self
+            .plugins
+            .iter()
+            .filter(|(_, e)| e.phase != Phase::Unloading)
+            .map(|(n, e)| (n.clone(), e.pkg.report.package_sha256.clone()))
+            .collect();
+        let read = crate::store::registry_stamp(&state_dir).and_then(|stamp| {
+            let seen = (stamp, loaded);
+            if !forced && self.store_seen.as_ref() == Some(&seen) {
+                return Ok(None);
+            }
+            crate::store::read_registry(&state_dir).map(|r| Some((seen, r)))
+        });
+        let (seen, registry) = match read {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                let msg = crate::cmd::store::store_err(e).chain().join(": ");
+                if self.store_check_said.as_ref() != Some(&msg) {
+                    log_line(&format!(
+                        "store check: the store cannot be read ({}); loaded plugins are left as \
+                         they are until it can",
+                        term(&msg)
+                    ));
+                    self.store_check_said = Some(msg);
+                }
+                return;
+            }
+        };
+        if self.store_check_said.take().is_some() {
+            log_line("store check: the store can be read again");
+        }
+        self.store_seen = Some(seen);
+        let mut passing = false;
+        let from_store: Vec<String> = self
+            .plugins
+            .iter()
+            .filter(|(_, e)| e.from_store && e.phase != Phase::Unloading)
+            .map(|(n, _)| n.clone())
+            .collect();
+        // Removed: unloaded, unless a loaded plugin that is not removed too depends on it (its
+        // dependency is not taken away under it). A plugin kept so keeps its own dependencies.
+        let removed: BTreeSet<String> = from_store
+            .iter()
+            .filter(|n| !registry.plugins.contains_key(*n))
+            .cloned()
+            .collect();
+        let mut unload = removed.clone();
+        loop {
+            let kept: Vec<String> = unload
+                .iter()
+                .filter(|n| {
+                    self.loaded_dependents(n)
+                        .iter()
+                        .any(|d| !unload.contains(d))
+                })
+                .cloned()
+                .collect();
+            if kept.is_empty() {
+                break;
+            }
+            for k in kept {
+                unload.remove(&k);
+            }
+        }
+        for name in &removed {
+            if unload.contains(name) {
+                self.unload_removed(name, now);
+            } else {
+                self.keep_removed(name);
+            }
+        }
+        // Updated: another package named for it.
+        for name in from_store.iter().filter(|n| !removed.contains(*n)) {
+            let installed = &registry.plugins[name];
+            let e = &self.plugins[name];
+            let sha = &installed.package_sha256;
+            if *sha == e.pkg.report.package_sha256 {
+                // Its own package (again): nothing to do, nothing held.
+                let e = self.plugins.get_mut(name).expect("present");
+                if e.update.take().is_some() {
+                    log_line(&format!(
+                        "store check: plugin {}: the update waiting for its relaunch is \
+                         no longer installed; it runs on as loaded",
+                        term(name)
+                    ));
+                }
+                e.store_change = None;
+                continue;
+            }
+            if e.update.as_ref().map(|u| &u.pkg.report.package_sha256) == Some(sha) {
+                continue; // admitted already, waiting for its relaunch
+            }
+            if let Some(c) = &e.store_change {
+                if c.package_sha256.as_ref() == Some(sha) && !forced && !c.passing() {
+                    continue; // refused, not tried again until another package or SIGHUP
+                }
+            }
+            // Its first launch has not come to a handshake yet: updated once it is ready.
+            if !e.ever_ready {
+                passing = true;
+                continue;
+            }
+            if let Some(c) = self.try_update(name, installed.clone(), now) {
+                passing |= c.passing();
+            }
+        }
+        // Something to try again at the next check although neither changed.
+        if passing {
+            self.store_seen = None;
+        }
+    }
+
+    /// A removed plugin nothing loaded depends on (or only removed ones): stopped and unloaded
+    /// as `plugin_unload` does it, its `unloaded` saying `reason.kind` `removed`.
+    fn unload_removed(&mut self, name: &str, now: Instant) {
+        let e = self.plugins.get_mut(name).expect("present");
+        let version = e.pkg.manifest.version().to_string();
+        let message = format!(
+            "`{name}` {version} was removed from the store ({}); unloaded",
+            self.cfg.trust.state_dir.display()
+        );
+        e.phase = Phase::Unloading;
+        e.update = None;
+        e.store_change = None;
+        e.unload_reason = Some(json!({"kind": "removed", "message": message}));
+        if let Some(slot) = e.slot {
+            self.sup.shutdown(slot, now);
+        }
+        let mut rec = e.audit.clone();
+        rec.event = Event::Removal;
+        rec.outcome = "unloaded".into();
+        rec.detail = json!({"request": "store_check", "reason": "removed"});
+        self.audit(rec);
+        log_line(&format!(
+            "store check: plugin {} {}: removed from the store; unloading it",
+            term(name),
+            term(&version)
+        ));
+    }
+
+    /// A removed plugin a loaded plugin depends on: kept, said once (log and agents).
+    fn keep_removed(&mut self, name: &str) {
+        let dependents = self.loaded_dependents(name);
+        let message = format!(
+            "`{name}` was removed from the store but is kept loaded while {} depend(s) on it; \
+             it is unloaded once they are (plugin_unload them, or remove them too)",
+            dependents.join(", ")
+        );
+        let e = self.plugins.get_mut(name).expect("present");
+        e.update = None;
+        if e.store_change
+            .as_ref()
+            .is_some_and(|c| c.message == message)
+        {
+            return;
+        }
+        e.store_change = Some(StoreChange {
+            change: "removed",
+            package_sha256: None,
+            version: None,
+            kind: None,
+            exit: None,
+            message: message.clone(),
+        });
+        log_line(&format!(
+            "store check: plugin {}: {}",
+            term(name),
+            term(&message)
+        ));
+        self.tell_agents(name, "warn", &message);
+    }
+
+    /// A runtime `log` notification about plugin `name` to every agent.
+    fn tell_agents(&mut self, name: &str, level: &str, message: &str) {
+        let n = stockade_policy::protocol::message::notification(
+            "log",
+            json!({"plugin": name, "level": level, "source": "runtime", "message": message}),
+        );
+        self.sup.to_agent.push(n);
+    }
+
+    /// The store names `installed` for loaded plugin `name`, another package than the one
+    /// loaded: verified, its dependencies and dependants and the policy checked, and then run
+    /// by a relaunch; refused, the loaded version runs on and the refusal is kept. Returns the
+    /// refusal.
+    fn try_update(
+        &mut self,
+        name: &str,
+        installed: crate::store::Installed,
+        now: Instant,
+    ) -> Option<StoreChange> {
+        let old = self.plugins[name].pkg.manifest.version().to_string();
+        let pkg = match self.admit_update(name) {
+            Ok(Some(pkg)) => pkg,
+            Ok(None) => return None, // removed meanwhile: the next check unloads it
+            Err(r) => {
+                let change = StoreChange {
+                    change: "update",
+                    package_sha256: Some(installed.package_sha256),
+                    version: Some(installed.version.clone()),
+                    kind: Some(r.kind),
+                    exit: Some(r.exit),
+                    message: format!(
+                        "{} {} installed in the store is not run ({} refused it: {}); {} {old} \
+                         runs on",
+                        name, installed.version, r.stage, r.message, name
+                    ),
+                };
+                let e = self.plugins.get_mut(name).expect("present");
+                let mut rec = e.audit.clone();
+                rec.event = Event::Denial;
+                rec.outcome = "refused".into();
+                rec.detail = json!({"request": "update", "stage": r.stage, "kind": r.kind,
+                                    "version": installed.version, "error": r.message});
+                e.store_change = Some(change.clone());
+                self.audit(rec);
+                log_line(&format!(
+                    "store check: plugin {}: {}",
+                    term(name),
+                    term(&change.message)
+                ));
+                self.tell_agents(name, "warn", &change.message);
+                return Some(change);
+            }
+        };
+        let new = pkg.manifest.version().to_string();
+        let message =
+            format!("{name} {new} installed in the store; relaunching {name} {old} on it");
+        log_line(&format!(
+            "store check: plugin {}: {}",
+            term(name),
+            term(&message)
+        ));
+        self.tell_agents(name, "info", &message);
+        let e = self.plugins.get_mut(name).expect("present");
+        e.update = Some(Update { pkg });
+        e.store_change = None;
+        e.relaunch_for = Some("update");
+        match (e.phase, e.slot) {
+            (Phase::Running | Phase::Relaunch, Some(slot)) => {
+                e.phase = Phase::Relaunch;
+                self.sup.shutdown(slot, now);
+            }
+            (Phase::Quarantined, _) => {
+                // A new package is a new start: its launch lifts the quarantine (the record of
+                // the old package is dropped by the relaunch, `take_update`).
+                e.phase = Phase::Restarting(now);
+                e.crashes.clear();
+            }
+            _ => e.phase = Phase::Restarting(now),
+        }
+        None
+    }
+
+    /// The stored package of loaded plugin `name`, verified for a load under the daemon's trust
+    /// configuration (audited as a load's verification), with its dependencies, its dependants
+    /// and the policy checked. `None`: it is not installed any longer.
+    fn admit_update(&mut self, name: &str) -> Result<Option<VerifiedPackage>, Refused> {
+        let state_dir = self.cfg.trust.state_dir.clone();
+        let trees = Trees::new(&state_dir, 0);
+        let used = crate::store::with_installed(
+            &state_dir,
+            name,
+            |p| {
+                open_verified_among(
+                    p,
+                    &self.cfg.trust,
+                    &self.cfg.node,
+                    unix_now(),
+                    &trees,
+                    &std::env::temp_dir(),
+                )
+            },
+            VerifyError::is_not_found,
+        )
+        .map_err(|e| Refused::of("store", &crate::cmd::store::store_err(e)))?;
+        let Some((path, verified)) = used else {
+            return Ok(None);
+        };
+        let pkg = match verified {
+            Ok(pkg) => pkg,
+            Err(v) => {
+                let mut rec = Record::new(Event::Verification, "refused");
+                rec.detail = json!({"file": path.display().to_string(), "kind": v.kind(),
+                                    "error": v.to_string()});
+                self.audit(rec);
+                return Err(Refused {
+                    stage: "verification",
+                    kind: v.kind(),
+                    exit: v.exit().code(),
+                    message: crate::package::verify::error_chain(&v),
+                });
+            }
+        };
+        audit::append_or_fail(
+            &self.cfg.audit,
+            audit::for_report(Event::Verification, "ok", &pkg.report),
+        )
+        .map_err(|e| Refused::of("audit", &e))?;
+        if pkg.manifest.name() != name {
+            return Err(Refused {
+                stage: "store",
+                kind: "store.corrupt",
+                exit: crate::exit::Exit::StoreCorrupt.code(),
+                message: format!(
+                    "the store's package for `{name}` is named `{}`",
+                    pkg.manifest.name()
+                ),
+            });
+        }
+        // Its own dependencies loaded in fitting versions, and every loaded plugin that needs
+        // it still satisfied by the new version (as an install checks the installed set).
+        stockade_policy::deps::plan_install(
+            &self.loaded_nodes(|_| false),
+            &[pkg.manifest.dep_node()],
+        )
+        .map_err(|err| Refused::of("dependencies", &crate::cmd::store::dep_err(err)))?;
+        crate::plugin_policy::decide(
+            &self.cfg.policy,
+            pkg.view(),
+            &self.cfg.policy_root,
+            self.cfg.allow_flags.as_ref(),
+            unix_now(),
+        )
+        .map_err(|e| Refused::of("policy", &e))?;
+        // The plugin's own uid must be able to read what was verified (as at a load).
+        std::fs::set_permissions(pkg.dir.path(), std::fs::Permissions::from_mode(0o755)).map_err(
+            |e| Refused {
+                stage: "store",
+                kind: "store.io",
+                exit: crate::exit::Exit::IoErr.code(),
+                message: format!("cannot prepare the package: {e}"),
+            },
+        )?;
+        Ok(Some(pkg))
+    }
+
+    /// At a relaunch: the update the store check admitted for `name` takes the loaded
+    /// package's place (the old tree is released with it), its certificate expiry, crash count,
+    /// warm spare and recorded quarantine those of a new start. The version it replaced.
+    pub(super) fn take_update(&mut self, name: &str) -> Option<String> {
+        let e = self.plugins.get_mut(name)?;
+        let up = e.update.take()?;
+        let from = e.pkg.manifest.version().to_string();
+        let spare = e.spare.take();
+        e.decision = None;
+        e.pkg = up.pkg;
+        e.expires = chain_expiry(&e.pkg);
+        e.trust_refusal = None;
+        e.trust_retries = 0;
+        e.host_retries = 0;
+        e.crashes.clear();
+        e.audit = audit::for_report(Event::Launch, "", &e.pkg.report);
+        let sha = e.pkg.report.package_sha256.clone();
+        self.expiry_cache.set(None);
+        self.discard_spare(name, spare);
+        if let Err(err) = self.quarantines.on_load(name, &sha) {
+            log_line(&format!(
+                "plugin {}: cannot drop the quarantine recorded for its earlier package: {}",
+                term(name),
+                term(&err.to_string())
+            ));
+        }
+        Some(from)
+    }
+}
