@@ -940,3 +940,58 @@ fn to_strict_by_sighup(fx: &Fixture, s: &Serve) {
     .unwrap();
     signal(s.pid(), "HUP");
 }
+
+/// Re-sign `file` (a certificate `issuer_key` signed) with `not_after` set to `u64::MAX`: what a
+/// CA outside stockade writes for "never expires" (`ca` itself counts days from now).
+fn never_expiring(fx: &Fixture, file: &str, issuer_key: &str) {
+    use stockade_trust::cert::Certificate;
+    let c = Certificate::parse(&std::fs::read(fx.path(file)).unwrap()).unwrap();
+    let mut body = c.body.clone();
+    body.not_after = u64::MAX;
+    let bytes = Certificate::issue(&body, &fx.secret(issuer_key), "").unwrap();
+    std::fs::write(fx.path(file), bytes).unwrap();
+}
+
+/// A chain whose certificates never expire (`not_after` `u64::MAX`) loads and runs, and the
+/// daemon serves on: it woke for the chain's expiry at `Instant::now()` plus the seconds left
+/// to `u64::MAX`, an overflow that panicked the daemon's loop at the load (every plugin of
+/// the daemon stopped with it). The wake-up for an expiry is now at most a minute ahead.
+#[test]
+fn a_chain_that_never_expires_does_not_stop_the_daemon() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    pack_worker(&fx, "other", &["on:x"]);
+    fx.add_developer("dev2");
+    never_expiring(&fx, "int/ca.cert", "root/ca.key");
+    never_expiring(&fx, "dev2.cert", "int/ca.key");
+    let r = fx.run(&[
+        "pack",
+        "src-other",
+        "--key",
+        "dev2.key",
+        "--devcert",
+        "dev2.cert",
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        "other.stockade",
+        "--force",
+    ]);
+    assert_eq!(r.code, 0, "pack: {}", r.stderr);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    let r = c.call(
+        "plugin_load",
+        json!({"package": fx.dir().join("other.stockade")}),
+    );
+    assert_eq!(r["result"]["state"], "ready", "{r}: {}", s.log());
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+    let st = c.ok("plugin_status", json!({"name": "other"}));
+    assert_eq!(st["state"], "ready", "{st}");
+    s.stop_and_drain(&mut c);
+    assert!(!s.log().contains("panicked"), "{}", s.log());
+}

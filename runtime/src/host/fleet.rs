@@ -1427,10 +1427,7 @@ impl Daemon {
                 at
             }
         }?;
-        // Whole seconds: at most one second late, never early (the check acts only once the
-        // clock says expired, and a wake-up before that waits a whole second again).
-        let wait = at.saturating_sub(unix_now());
-        Some(Instant::now() + Duration::from_secs(wait))
+        Some(Instant::now() + expiry_wait(at, unix_now()))
     }
 
     /// Every loaded plugin whose certificate chain has expired by now is checked again
@@ -2223,6 +2220,23 @@ impl Daemon {
 /// plugin for a lock it never touched.
 /// The earliest `not_after` of a package's developer and intermediate certificates (Unix
 /// seconds; none when a mode below strict loaded it without them).
+/// The longest the loop sleeps towards an expiry before it reads the wall clock again.
+///
+/// An expiry is a wall-clock time (Unix seconds) and the loop's sleep a monotonic one: a
+/// `not_after` far ahead — `u64::MAX`, what a CA outside stockade writes for "never" — is no
+/// overflow of the loop's `Instant` (it panicked the daemon at the load), and a wall clock
+/// stepped forwards past an expiry (NTP, `date -s`) is noticed within this even when no other
+/// timer wakes the loop. A step backwards only makes the wait longer.
+const EXPIRY_RECHECK: Duration = Duration::from_secs(60);
+
+/// How long to sleep towards the expiry at `at` when the wall clock says `clock` (both Unix
+/// seconds): the seconds left, whole seconds — at most one second late, never early (the check
+/// acts only once the clock says expired, and a wake-up before that waits again) — and at most
+/// [`EXPIRY_RECHECK`].
+fn expiry_wait(at: u64, clock: u64) -> Duration {
+    Duration::from_secs(at.saturating_sub(clock)).min(EXPIRY_RECHECK)
+}
+
 fn chain_expiry(pkg: &VerifiedPackage) -> Option<u64> {
     [&pkg.developer, &pkg.intermediate]
         .into_iter()
@@ -2279,6 +2293,25 @@ mod tests {
         let busy = refusal("revocation.state_busy").consequence();
         assert!(busy.contains("holds the revocation state's lock") && !busy.contains("fixed"));
         assert_eq!(refusal("revocation.list").consequence(), REFUSES);
+    }
+
+    /// The wake-up for an expiry is the seconds left, but never more than a minute: a
+    /// `not_after` of `u64::MAX` overflowed the loop's `Instant`, and a wall clock stepped
+    /// forwards past an expiry was noticed only when the monotonic wait for the old clock ran
+    /// out (when nothing else woke the loop).
+    #[test]
+    fn an_expiry_wait_is_the_seconds_left_at_most_a_minute() {
+        use super::{expiry_wait, EXPIRY_RECHECK};
+        use std::time::{Duration, Instant};
+        assert_eq!(expiry_wait(1_010, 1_000), Duration::from_secs(10));
+        assert_eq!(expiry_wait(1_000, 1_000), Duration::ZERO);
+        assert_eq!(expiry_wait(1_000, 2_000), Duration::ZERO, "already expired");
+        assert_eq!(expiry_wait(1_000 + 86_400 * 365, 1_000), EXPIRY_RECHECK);
+        for at in [u64::MAX, u64::MAX / 2, 253_402_300_800] {
+            let wait = expiry_wait(at, 1_000);
+            assert_eq!(wait, EXPIRY_RECHECK);
+            assert!(Instant::now().checked_add(wait).is_some());
+        }
     }
 
     use super::state_line;
