@@ -995,3 +995,52 @@ fn a_chain_that_never_expires_does_not_stop_the_daemon() {
     s.stop_and_drain(&mut c);
     assert!(!s.log().contains("panicked"), "{}", s.log());
 }
+
+/// The daemon's wall clock set back a year (as an NTP step or `date -s` would; libfaketime
+/// here, the host's clock untouched) puts it before the start of the certificates its plugin
+/// was loaded under: the plugin that runs keeps running (a SIGHUP's check says so and stops
+/// nothing), and its restart after a crash is not
+/// made but tried again (`restarting`, `validity.not_yet_valid`) — not quarantined, the
+/// package is not at fault — and made once the clock is right again. The old daemon
+/// quarantined it for good: a `plugin_restart` by hand was needed after the clock was fixed.
+#[test]
+fn a_clock_set_back_holds_a_restart_until_it_is_right_and_quarantines_nothing() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let hello = pack_worker(&fx, "hello", &["on:x"]);
+    install_list(&fx, &[]);
+    let clock = fx.path("clock");
+    let Some(mut s) = serve_with_clock(&fx, CONFIG, &clock) else {
+        return;
+    };
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    std::fs::write(&clock, "-1y\n").unwrap();
+    signal(s.pid(), "HUP");
+    wait_log(&s, "SIGHUP: plugin hello: validity.not_yet_valid");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "still running: {r}");
+    c.call("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    wait_log(&s, "plugin hello: not restarted, trying again");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "restarting", "{st}");
+    assert_eq!(st["quarantined"], false, "{st}");
+    assert_eq!(
+        st["trust_refusal"]["kind"], "validity.not_yet_valid",
+        "{st}"
+    );
+    assert!(
+        s.log()
+            .contains("the node's clock went back since its load"),
+        "{}",
+        s.log()
+    );
+    std::fs::write(&clock, "+0\n").unwrap();
+    wait_ready(&mut c, "hello");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+    s.stop_and_drain(&mut c);
+    assert!(!s.log().contains("quarantined"), "{}", s.log());
+}

@@ -77,7 +77,7 @@ use crate::audit::{self, Event, Record};
 use crate::keyfile::unix_now;
 use crate::output::term;
 use crate::package::errors::{RevocationError, ScopeError};
-use crate::package::report::SignatureStatus;
+use crate::package::report::{Report, SignatureStatus, StepStatus};
 use crate::package::trees::Trees;
 use crate::package::{open_verified_among, VerifiedPackage, VerifyError};
 use crate::plugin_policy::LaunchPolicy;
@@ -92,6 +92,7 @@ use stockade_policy::deps::DepNode;
 use stockade_policy::protocol::host::HostPolicy;
 use stockade_policy::protocol::message::{codes, params, response_err, response_ok, RpcError};
 use stockade_policy::serve::{backoff_ms, CrashWindow};
+use stockade_trust::chain::ValidityError;
 
 mod installed;
 pub(crate) use installed::StoreSeen;
@@ -290,6 +291,11 @@ enum About {
     /// A trust configuration or license file that cannot be used: nothing about any one
     /// package, every load and restart refused until it is fixed.
     Configuration,
+    /// The node's clock is before the start of a certificate's validity the load found
+    /// begun: the clock was set back since (an NTP step, `date -s`), nothing about the
+    /// package. As for [`About::License`], a running plugin keeps running and a restart waits
+    /// (retried) until the clock is right again; it is not quarantined.
+    Clock,
 }
 
 impl About {
@@ -299,6 +305,10 @@ impl About {
             About::License => {
                 "the node's license does not cover it: its restarts wait for one that does \
                  (a running incarnation keeps running)"
+            }
+            About::Clock => {
+                "the node's clock went back since its load: its restarts wait until the clock \
+                 is right again (a running incarnation keeps running)"
             }
             _ => REFUSES,
         }
@@ -1936,6 +1946,11 @@ impl Daemon {
             }
             Err(v) => {
                 let about = match &v {
+                    VerifyError::Validity(ValidityError::NotYetValid { .. })
+                        if validity_passed_at_load(&e.pkg.report) =>
+                    {
+                        About::Clock
+                    }
                     VerifyError::Scope(
                         ScopeError::NoLicense(_)
                         | ScopeError::License(_)
@@ -1958,6 +1973,10 @@ impl Daemon {
                     About::Configuration => format!(
                         "cannot check the package of `{name}`: the trust configuration cannot \
                          be used"
+                    ),
+                    About::Clock => format!(
+                        "this node's clock is behind the certificates of `{name}`, valid at its \
+                         load"
                     ),
                 };
                 Err(TrustRefusal {
@@ -2063,7 +2082,7 @@ impl Daemon {
                     ));
                     self.trust_quarantine(&name, r, request, now);
                 }
-                Err(r) if r.about == About::License => log_line(&format!(
+                Err(r) if matches!(r.about, About::License | About::Clock) => log_line(&format!(
                     "{trigger}: plugin {}: {}: {}; {}",
                     term(&name),
                     r.kind,
@@ -2235,6 +2254,16 @@ const EXPIRY_RECHECK: Duration = Duration::from_secs(60);
 /// [`EXPIRY_RECHECK`].
 fn expiry_wait(at: u64, clock: u64) -> Duration {
     Duration::from_secs(at.saturating_sub(clock)).min(EXPIRY_RECHECK)
+}
+
+/// Whether the load of the package behind `report` found its certificates' validity begun
+/// (step 4 passed, not let pass by `--trust-mode warn`): one not yet valid at a later check
+/// then means the node's clock went back ([`About::Clock`]).
+fn validity_passed_at_load(report: &Report) -> bool {
+    report
+        .steps
+        .iter()
+        .any(|s| s.step == 4 && s.status == StepStatus::Pass)
 }
 
 fn chain_expiry(pkg: &VerifiedPackage) -> Option<u64> {
