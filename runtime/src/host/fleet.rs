@@ -2252,7 +2252,7 @@ const EXPIRY_RECHECK: Duration = Duration::from_secs(60);
 /// seconds): the seconds left, whole seconds — at most one second late, never early (the check
 /// acts only once the clock says expired, and a wake-up before that waits again) — and at most
 /// [`EXPIRY_RECHECK`].
-fn expiry_wait(at: u64, clock: u64) -> Duration {
+pub(crate) fn expiry_wait(at: u64, clock: u64) -> Duration {
     Duration::from_secs(at.saturating_sub(clock)).min(EXPIRY_RECHECK)
 }
 
@@ -2266,7 +2266,9 @@ fn validity_passed_at_load(report: &Report) -> bool {
         .any(|s| s.step == 4 && s.status == StepStatus::Pass)
 }
 
-fn chain_expiry(pkg: &VerifiedPackage) -> Option<u64> {
+/// When the certificate chain of `pkg` expires: the earlier `not_after` of its developer and
+/// intermediate certificates (Unix seconds); none for a package without them.
+pub(crate) fn chain_expiry(pkg: &VerifiedPackage) -> Option<u64> {
     [&pkg.developer, &pkg.intermediate]
         .into_iter()
         .flatten()
