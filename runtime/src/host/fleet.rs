@@ -2231,14 +2231,6 @@ impl Daemon {
     }
 }
 
-/// Whether a launch failed for a reason of the host's at that moment, not of the plugin's: every
-/// uid of the range held by live sandboxes (`uid_exhausted`), no cgroup to be had for want of
-/// descriptors, memory or cgroups (`cgroup_exhausted`) — the CLI's "retry" kinds (125) — or its
-/// audit record not written because another writer held the log's lock past the daemon's wait
-/// (`audit.busy`, 75: a root CLI stopped mid-append), which counted as a crash quarantined a
-/// plugin for a lock it never touched.
-/// The earliest `not_after` of a package's developer and intermediate certificates (Unix
-/// seconds; none when a mode below strict loaded it without them).
 /// The longest the loop sleeps towards an expiry before it reads the wall clock again.
 ///
 /// An expiry is a wall-clock time (Unix seconds) and the loop's sleep a monotonic one: a
@@ -2266,8 +2258,8 @@ fn validity_passed_at_load(report: &Report) -> bool {
         .any(|s| s.step == 4 && s.status == StepStatus::Pass)
 }
 
-/// When the certificate chain of `pkg` expires: the earlier `not_after` of its developer and
-/// intermediate certificates (Unix seconds); none for a package without them.
+/// The earliest `not_after` of a package's developer and intermediate certificates (Unix
+/// seconds; none when a mode below strict loaded it without them).
 pub(crate) fn chain_expiry(pkg: &VerifiedPackage) -> Option<u64> {
     [&pkg.developer, &pkg.intermediate]
         .into_iter()
@@ -2276,6 +2268,12 @@ pub(crate) fn chain_expiry(pkg: &VerifiedPackage) -> Option<u64> {
         .min()
 }
 
+/// Whether a launch failed for a reason of the host's at that moment, not of the plugin's: every
+/// uid of the range held by live sandboxes (`uid_exhausted`), no cgroup to be had for want of
+/// descriptors, memory or cgroups (`cgroup_exhausted`) — the CLI's "retry" kinds (125) — or its
+/// audit record not written because another writer held the log's lock past the daemon's wait
+/// (`audit.busy`, 75: a root CLI stopped mid-append), which counted as a crash quarantined a
+/// plugin for a lock it never touched.
 fn passing_launch_refusal(err: &RpcError) -> bool {
     matches!(
         err.data
