@@ -28,9 +28,10 @@ step "system packages"
 # probes), qemu-system-x86 + busybox-static + cpio (kernel-matrix VM), iproute2 (network probes'
 # fixtures), libcap2-bin (capsh, used by posture diagnostics), util-linux (setpriv for rootless runs),
 # bubblewrap + runc + firejail (the peers the benchmark harness measures Stockade against), nodejs
-# (seed 003's Node.js example plugins, run unchanged by runtime/tests/sertone_http.rs).
+# (seed 003's Node.js example plugins, run unchanged by runtime/tests/sertone_http.rs), faketime
+# (libfaketime: serve tests step one daemon's wall clock, never the host's).
 PKGS=(minisign python3 gcc libc6-dev qemu-system-x86 busybox-static cpio iproute2 libcap2-bin util-linux
-  bubblewrap runc firejail nodejs)
+  bubblewrap runc firejail nodejs faketime)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

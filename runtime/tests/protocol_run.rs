@@ -857,3 +857,192 @@ done"#
     assert_eq!(s.error_code(1), VIOLATION);
     terminated_with(&s, "too_deep");
 }
+
+/// A session whose developer certificate expires while the agent keeps it open ends then, as
+/// at a signal (the plugin shut down gracefully), and exits 83 with `validity.expired` on
+/// stderr and a `denial` record (`detail.request` `"expiry"`); under `--trust-mode warn` it
+/// runs on, as `serve` runs such a plugin on. The old `run` verified the certificate once, at
+/// the start: a session an agent kept for days outlived its certificate.
+#[test]
+fn a_session_ends_when_its_certificate_expires() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    // Issued a day minus 6 s ago for a day: it expires 6 s from now (a pack and two launches
+    // come between).
+    let expires = common_unix_now() + 6;
+    let issued = (expires - 86_400).to_string();
+    let r = fx.run(&[
+        "ca",
+        "issue",
+        "--ca",
+        "int",
+        "--pub",
+        "dev.pub",
+        "--subject",
+        "dev",
+        "-o",
+        "short.cert",
+        "--scope",
+        "any",
+        "--days",
+        "1",
+        "--now",
+        &issued,
+    ]);
+    assert_eq!(r.code, 0, "ca issue: {}", r.stderr);
+    let script = "hs '\"log\"'\nwhile IFS= read -r l; do :; done";
+    let audit = fx.path("audit.log");
+    let strict = format!("[audit]\nfile = \"{}\"\n", audit.display());
+    // A policy in force that leaves the mode unset means strict, whatever the flag.
+    let warn = format!("version = 1\n{strict}[trust]\nmode = \"warn\"\n");
+    std::fs::write(fx.path("warn.toml"), warn).unwrap();
+    let args = pack_session(
+        &fx,
+        "dev.key",
+        MANIFEST,
+        ("short.cert", "int/ca.cert"),
+        script,
+        Some(&strict),
+        &[],
+    );
+    let mut warn_args = args.clone();
+    let at = warn_args.iter().position(|a| a == "policy.toml").unwrap();
+    warn_args[at] = "warn.toml".into();
+    warn_args.extend(["--trust-mode".to_string(), "warn".to_string()]);
+    // Both agents keep their end open and never write.
+    let start = |args: &[String]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+            .args(args)
+            .current_dir(fx.dir())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut warned = start(&warn_args);
+    let mut child = start(&args);
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > std::time::Duration::from_secs(40) {
+            let _ = child.kill();
+            let _ = warned.kill();
+            panic!("never ended");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        common_unix_now() >= expires,
+        "ended before the expiry: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(83), "{stderr}");
+    assert!(stderr.contains("validity.expired"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"state\":\"ready\""), "{stdout}");
+    assert!(stdout.contains("shutdown"), "ended gracefully: {stdout}");
+    // Past the expiry, the warn session runs on until its agent ends it.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let ran_on = warned.try_wait().unwrap().is_none();
+    drop(warned.stdin.take());
+    let out = warned.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(ran_on, "the warn session ended: {stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let audit = std::fs::read_to_string(&audit).unwrap();
+    let denial = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["event"] == "denial" && r["detail"]["request"] == "expiry")
+        .unwrap_or_else(|| panic!("no expiry denial: {audit}"));
+    assert_eq!(denial["outcome"], "validity.expired", "{denial}");
+}
+
+/// A session whose launch honoured a grant ends when the grant expires (exit 65,
+/// `grant_expired` on stderr): `run` cannot relaunch its plugin without the item as `serve`
+/// does, and the old `run` kept the item granted for as long as the agent kept the session.
+#[test]
+fn a_session_ends_when_a_grant_it_was_launched_with_expires() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let d = fx.dir().to_path_buf();
+    let r = fx.run(&["keygen", "-o", "op"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    std::fs::create_dir(d.join("grants")).unwrap();
+    let expires = common_unix_now() + 5;
+    let issued = (expires - 86_400).to_string();
+    let r = fx.run(&[
+        "grant",
+        "issue",
+        "--key",
+        "op.key",
+        "--plugin",
+        "t",
+        "--plugin-version",
+        "0.1.0",
+        "--target",
+        "capability:emit_event",
+        "--days",
+        "1",
+        "--now",
+        &issued,
+        "-o",
+        "grants/t.grant",
+    ]);
+    assert_eq!(r.code, 0, "grant issue: {}", r.stderr);
+    let policy = format!(
+        "[risk]\nemit_event = \"high\"\n[trust]\noperator_keys = [\"{}\"]\ngrants = \"{}\"\n",
+        d.join("op.pub").display(),
+        d.join("grants").display(),
+    );
+    let args = pack_session(
+        &fx,
+        "dev.key",
+        MANIFEST,
+        ("dev.cert", "int/ca.cert"),
+        "hs '\"log\",\"emit_event\"'\nwhile IFS= read -r l; do :; done",
+        Some(&policy),
+        &[],
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(&args)
+        .current_dir(fx.dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > std::time::Duration::from_secs(40) {
+            let _ = child.kill();
+            panic!("never ended");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        common_unix_now() >= expires,
+        "ended before the expiry: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(stderr.contains("grant_expired"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("emit_event"),
+        "granted at the launch: {stdout}"
+    );
+}
+
+fn common_unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

@@ -933,3 +933,71 @@ fn a_license_from_the_future_is_refused() {
     issue_license(&fx, "L1", now + 60, false, "skewed.license");
     expect(&install_license(&fx, "skewed.license"), 0, "");
 }
+
+/// A `--now` so late that `--days` ends past `u64::MAX` is a usage error (64) of `ca init
+/// --parent`, `ca issue`, `ca revoke` and `ca license`, and nothing is written: the sum
+/// overflowed — a panic (101) in a debug build, a validity window wrapped round to 1970 in a
+/// release one. The last day that fits is still issued.
+#[test]
+fn a_validity_past_the_largest_time_is_a_usage_error() {
+    let fx = Fixture::new();
+    ok(fx.dir(), &["keygen", "-o", "late"]);
+    let max = u64::MAX.to_string();
+    let cases: [&[&str]; 4] = [
+        &["ca", "init", "-o", "late-int", "--parent", "root"],
+        &[
+            "ca",
+            "issue",
+            "--ca",
+            "int",
+            "--pub",
+            "late.pub",
+            "--subject",
+            "late",
+            "-o",
+            "late.cert",
+        ],
+        &["ca", "revoke", "--ca", "root", "-o", "late.json"],
+        &[
+            "ca",
+            "license",
+            "--ca",
+            "root",
+            "--serial",
+            "L9",
+            "--days",
+            "1",
+            "-o",
+            "late.license",
+        ],
+    ];
+    for case in cases {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(case);
+        args.extend(["--now", max.as_str()]);
+        let r = fx.run(&args);
+        assert_fail(&r, 64, "usage");
+        assert!(r.stdout.contains("past the largest time"), "{}", r.stdout);
+    }
+    for out in ["late-int", "late.cert", "late.json", "late.license"] {
+        assert!(!fx.path(out).exists(), "{out} written");
+    }
+    let last = (u64::MAX - 86_400).to_string();
+    let r = fx.run(&[
+        "--json",
+        "ca",
+        "license",
+        "--ca",
+        "root",
+        "--serial",
+        "L9",
+        "--days",
+        "1",
+        "-o",
+        "last.license",
+        "--now",
+        &last,
+    ]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["expires_at"], u64::MAX, "{}", r.stdout);
+}

@@ -940,3 +940,107 @@ fn to_strict_by_sighup(fx: &Fixture, s: &Serve) {
     .unwrap();
     signal(s.pid(), "HUP");
 }
+
+/// Re-sign `file` (a certificate `issuer_key` signed) with `not_after` set to `u64::MAX`: what a
+/// CA outside stockade writes for "never expires" (`ca` itself counts days from now).
+fn never_expiring(fx: &Fixture, file: &str, issuer_key: &str) {
+    use stockade_trust::cert::Certificate;
+    let c = Certificate::parse(&std::fs::read(fx.path(file)).unwrap()).unwrap();
+    let mut body = c.body.clone();
+    body.not_after = u64::MAX;
+    let bytes = Certificate::issue(&body, &fx.secret(issuer_key), "").unwrap();
+    std::fs::write(fx.path(file), bytes).unwrap();
+}
+
+/// A chain whose certificates never expire (`not_after` `u64::MAX`) loads and runs, and the
+/// daemon serves on: it woke for the chain's expiry at `Instant::now()` plus the seconds left
+/// to `u64::MAX`, an overflow that panicked the daemon's loop at the load (every plugin of
+/// the daemon stopped with it). The wake-up for an expiry is now at most a minute ahead.
+#[test]
+fn a_chain_that_never_expires_does_not_stop_the_daemon() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    pack_worker(&fx, "other", &["on:x"]);
+    fx.add_developer("dev2");
+    never_expiring(&fx, "int/ca.cert", "root/ca.key");
+    never_expiring(&fx, "dev2.cert", "int/ca.key");
+    let r = fx.run(&[
+        "pack",
+        "src-other",
+        "--key",
+        "dev2.key",
+        "--devcert",
+        "dev2.cert",
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        "other.stockade",
+        "--force",
+    ]);
+    assert_eq!(r.code, 0, "pack: {}", r.stderr);
+    install_list(&fx, &[]);
+    let mut s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    let r = c.call(
+        "plugin_load",
+        json!({"package": fx.dir().join("other.stockade")}),
+    );
+    assert_eq!(r["result"]["state"], "ready", "{r}: {}", s.log());
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+    let st = c.ok("plugin_status", json!({"name": "other"}));
+    assert_eq!(st["state"], "ready", "{st}");
+    s.stop_and_drain(&mut c);
+    assert!(!s.log().contains("panicked"), "{}", s.log());
+}
+
+/// The daemon's wall clock set back a year (as an NTP step or `date -s` would; libfaketime
+/// here, the host's clock untouched) puts it before the start of the certificates its plugin
+/// was loaded under: the plugin that runs keeps running (a SIGHUP's check says so and stops
+/// nothing), and its restart after a crash is not
+/// made but tried again (`restarting`, `validity.not_yet_valid`) — not quarantined, the
+/// package is not at fault — and made once the clock is right again. The old daemon
+/// quarantined it for good: a `plugin_restart` by hand was needed after the clock was fixed.
+#[test]
+fn a_clock_set_back_holds_a_restart_until_it_is_right_and_quarantines_nothing() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let hello = pack_worker(&fx, "hello", &["on:x"]);
+    install_list(&fx, &[]);
+    let clock = fx.path("clock");
+    let Some(mut s) = serve_with_clock(&fx, CONFIG, &clock) else {
+        return;
+    };
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": hello}));
+    std::fs::write(&clock, "-1y\n").unwrap();
+    signal(s.pid(), "HUP");
+    wait_log(&s, "SIGHUP: plugin hello: validity.not_yet_valid");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "still running: {r}");
+    c.call("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    wait_log(&s, "plugin hello: not restarted, trying again");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "restarting", "{st}");
+    assert_eq!(st["quarantined"], false, "{st}");
+    assert_eq!(
+        st["trust_refusal"]["kind"], "validity.not_yet_valid",
+        "{st}"
+    );
+    assert!(
+        s.log()
+            .contains("the node's clock went back since its load"),
+        "{}",
+        s.log()
+    );
+    std::fs::write(&clock, "+0\n").unwrap();
+    wait_ready(&mut c, "hello");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+    s.stop_and_drain(&mut c);
+    assert!(!s.log().contains("quarantined"), "{}", s.log());
+}

@@ -122,11 +122,20 @@ fn new_serial() -> Result<String, CmdError> {
     ))
 }
 
-fn days_secs(days: u32) -> Result<u64, CmdError> {
+/// The end of a validity of `days` from `now` (Unix seconds). A `--now` so late that the end
+/// is past `u64::MAX` is a usage error: the sum overflowed (a panic in a debug build, a window
+/// that wrapped round to 1970 in a release one).
+fn valid_until(now: u64, days: u32) -> Result<u64, CmdError> {
     if days == 0 {
         return Err(usage("--days must be at least 1"));
     }
-    Ok(u64::from(days) * DAY)
+    now.checked_add(u64::from(days) * DAY).ok_or_else(|| {
+        usage(format!(
+            "--now {now} plus --days {days} is past the largest time a document can hold \
+             ({})",
+            u64::MAX
+        ))
+    })
 }
 
 #[derive(Serialize)]
@@ -220,7 +229,7 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
             capabilities: scope.ceiling().into_iter().collect(),
             scope,
             not_before: now,
-            not_after: now + days_secs(a.days)?,
+            not_after: valid_until(now, a.days)?,
             issuer_key_id: root.info.key_id.clone(),
         };
         let cert = Certificate::issue(
@@ -322,7 +331,7 @@ pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
         (CertKind::Developer, Some(cert))
     };
     let mut not_before = now;
-    let mut not_after = now + days_secs(a.days)?;
+    let mut not_after = valid_until(now, a.days)?;
     let default_caps: BTreeSet<Capability> = match &parent {
         Some(p) => scope
             .ceiling()
@@ -450,7 +459,7 @@ pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
         format: 1,
         version: state.version,
         issued_at: now,
-        expires_at: now + days_secs(a.days)?,
+        expires_at: valid_until(now, a.days)?,
         issuer_key_id: ca.info.key_id.clone(),
         revoked_serials: state.revoked_serials.iter().cloned().collect(),
         revoked_key_ids: state.revoked_key_ids.iter().cloned().collect(),
@@ -538,7 +547,7 @@ pub fn license(a: CaLicenseArgs, out: Output) -> Result<Exit, CmdError> {
         },
         hardware_id: a.hardware.clone(),
         issued_at: now,
-        expires_at: a.days.map(days_secs).transpose()?.map(|d| now + d),
+        expires_at: a.days.map(|d| valid_until(now, d)).transpose()?,
         issuer_key_id: ca.info.key_id.clone(),
     };
     let bytes = License::issue(

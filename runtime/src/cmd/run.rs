@@ -18,7 +18,9 @@
 //! violation, a denied call, the shutdown grace ran out); why is reported in-band
 //! (`plugin_state`). A session SIGINT/SIGTERM/SIGHUP N stopped, its plugin shut down cleanly,
 //! exits 128+N: it was interrupted, not finished (a signal during a stop the agent began by
-//! ending stdin interrupts nothing). stdout carries only protocol frames; human
+//! ending stdin interrupts nothing). The package's certificate chain (strict) or a grant the
+//! launch honoured expiring ends the session the same way, exit 83 or 65 ([`SessionEnd`]).
+//! stdout carries only protocol frames; human
 //! diagnostics go to stderr.
 //!
 //! Audit ([`crate::audit`], when the policy configures a sink): verification, each grant and
@@ -47,6 +49,7 @@ use crate::plugin_policy;
 use crate::policyfiles::{self, PolicyFilesError};
 use crate::sandbox::{self, LaunchError};
 use crate::sys;
+use crate::trustdir::TrustMode;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 use serde_json::{json, Value};
@@ -249,6 +252,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     let sandbox_policy = lp.sandbox;
     let host_policy = lp.host;
     let mut base = lp.base;
+    let grants_expire = lp.grants_expire;
 
     let sigs = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
     let sigfd = sys::block_signals(&sigs)
@@ -382,17 +386,22 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         degraded: sb.report().degraded(),
         admitted: pkg.report.admitted(),
     };
+    let ends = SessionEnd::of(&pkg, cfg.mode, grants_expire);
     let idx = sup.add(pcfg, sb, Instant::now()).map_err(loop_err)?;
-    let interrupted = serve(
+    let (interrupted, ended) = serve(
         &mut sup,
         AgentLink::new(max_frame),
         sigfd.as_fd(),
         &run_audit,
+        ends,
     );
     let status = sup
         .exit_status(idx)
         .unwrap_or(Exit::SandboxSetup.code().into());
-    let status = interrupted_status(status, interrupted);
+    let status = match ended {
+        Some(end) => i32::from(end.exit.code()),
+        None => interrupted_status(status, interrupted),
+    };
     if sup.stuck() > 0 {
         crate::output::print_stderr(
             "stockade: waiting for the killed sandbox to end (a process in uninterruptible sleep)",
@@ -651,15 +660,64 @@ fn interrupted_status(status: i32, interrupted: Option<i32>) -> i32 {
     }
 }
 
+/// What ends a session at a time of the wall clock: the package's certificate chain expiring
+/// (`validity.expired`, 83) — under `--trust-mode strict` only: a `warn` run lets an expired
+/// certificate pass with a warning, as `serve` runs such a plugin on — or a grant its launch
+/// honoured expiring (`grant_expired`, 65): `run` cannot relaunch the plugin without the item
+/// as `serve` does, so the session ends. The earlier of the two.
+#[derive(Debug, Clone, Copy)]
+struct SessionEnd {
+    /// Unix seconds.
+    at: u64,
+    kind: &'static str,
+    exit: Exit,
+}
+
+impl SessionEnd {
+    fn of(pkg: &VerifiedPackage, mode: TrustMode, grants_expire: Option<u64>) -> Option<Self> {
+        let chain = crate::host::fleet::chain_expiry(pkg)
+            .filter(|_| mode == TrustMode::Strict)
+            .map(|at| SessionEnd {
+                at,
+                kind: "validity.expired",
+                exit: Exit::Validity,
+            });
+        let grant = grants_expire.map(|at| SessionEnd {
+            at,
+            kind: "grant_expired",
+            exit: Exit::DataErr,
+        });
+        [chain, grant].into_iter().flatten().min_by_key(|e| e.at)
+    }
+
+    fn message(&self) -> String {
+        match self.kind {
+            "grant_expired" => format!(
+                "a grant this session's launch honoured expired at {}: the session ends",
+                self.at
+            ),
+            _ => format!(
+                "the package's certificate chain expired at {}: the session ends",
+                self.at
+            ),
+        }
+    }
+}
+
 /// The event loop of `run`: the agent on fd 0/1, one plugin, signals. fd 0 and fd 1 are made
 /// non-blocking for the loop and their flags restored at the end (they are shared with
-/// whoever started us). Returns the signal that stopped the session, if one did.
+/// whoever started us). Returns the signal that stopped the session, if one did, and the
+/// expiry that ended it ([`SessionEnd`]), if one did: the session is stopped as at a signal
+/// once the wall clock reaches `ends` (looked at again at least once a minute,
+/// [`crate::host::fleet::expiry_wait`], so a clock stepped forwards past it ends the session
+/// within that).
 fn serve(
     sup: &mut Supervisor,
     mut agent: AgentLink,
     sigfd: std::os::fd::BorrowedFd<'_>,
     audit: &RunAudit,
-) -> Option<i32> {
+    ends: Option<SessionEnd>,
+) -> (Option<i32>, Option<SessionEnd>) {
     let stdin = io::stdin();
     let stdout = io::stdout();
     let saved_in = sys::status_flags(stdin.as_fd()).ok();
@@ -689,7 +747,7 @@ fn serve(
             let _ = sys::set_status_flags(stdout.as_fd(), f);
         }
     }
-    let interrupted = run_loop(sup, &mut agent, sigfd, &mut out, audit);
+    let interrupted = run_loop(sup, &mut agent, sigfd, &mut out, audit, ends);
     out.queue(sup, audit);
     out.drain(sigfd);
     for (fd, saved) in [(stdin.as_fd(), saved_in), (stdout.as_fd(), saved_out)] {
@@ -706,7 +764,8 @@ fn run_loop(
     sigfd: std::os::fd::BorrowedFd<'_>,
     out: &mut AgentOut,
     audit: &RunAudit,
-) -> Option<i32> {
+    ends: Option<SessionEnd>,
+) -> (Option<i32>, Option<SessionEnd>) {
     let stdin = io::stdin();
     // A pipe or socket joins the loop; a regular file or /dev/null cannot be polled (EPERM):
     // it never blocks, so it is always "readable" and read in turns like a pipe.
@@ -723,10 +782,20 @@ fn run_loop(
     let mut stopping = false;
     // The first signal that stopped the session (a later one changes nothing).
     let mut interrupted = None;
+    // The expiry that stopped it, if one did before anything else began a stop.
+    let mut ended = None;
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let now = Instant::now();
+        if let Some(end) = ends.filter(|e| !stopping && unix_now() >= e.at) {
+            crate::output::print_stderr(&format!("stockade: {}: {}", end.kind, end.message()));
+            audit.expired(&end);
+            ended = Some(end);
+            input.close(sup);
+            stopping = true;
+            sup.shutdown_all(now);
+        }
         if !out.queue(sup, audit) {
             input.close(sup);
         }
@@ -753,7 +822,7 @@ fn run_loop(
         out.queue(sup, audit);
         out.flush();
         if stopping && sup.all_gone() {
-            return interrupted;
+            return (interrupted, ended);
         }
         let timeout = if input.readable(out, agent) {
             Some(std::time::Duration::ZERO)
@@ -762,13 +831,16 @@ fn run_loop(
             let stall = out
                 .stall_deadline()
                 .map(|at| at.saturating_duration_since(now));
-            match (sup.next_timeout(now), stall) {
-                (Some(t), Some(s)) => Some(t.min(s)),
-                (t, s) => t.or(s),
-            }
+            let expiry = ends
+                .filter(|_| !stopping)
+                .map(|e| crate::host::fleet::expiry_wait(e.at, unix_now()));
+            [sup.next_timeout(now), stall, expiry]
+                .into_iter()
+                .flatten()
+                .min()
         };
         if sup.poll(&mut events, timeout).is_err() {
-            return interrupted;
+            return (interrupted, ended);
         }
         let now = Instant::now();
         for ev in events.iter() {
@@ -888,6 +960,20 @@ struct RunAudit {
 }
 
 impl RunAudit {
+    /// A `denial` record of the expiry that ends the session (`detail.request` `"expiry"`),
+    /// as `serve` records the quarantine of a plugin whose chain expired. Not written: said on
+    /// stderr (the session ends all the same).
+    fn expired(&self, end: &SessionEnd) {
+        let mut rec = self.base.clone();
+        rec.event = Event::Denial;
+        rec.outcome = end.kind.into();
+        rec.detail = json!({"request": "expiry", "kind": end.kind, "expired_at": end.at,
+                            "error": end.message()});
+        if let Err(e) = audit::append_or_fail(&self.log, rec) {
+            crate::output::print_stderr(&e.render_text());
+        }
+    }
+
     /// Record what the supervisor tells the agent about the plugin's end and about denials
     /// (`plugin_state` terminated/exited; a `denied` reason is also a denial). The supervisor
     /// (runtime/src/host/) is not touched: its notifications are the source.

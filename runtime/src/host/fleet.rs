@@ -77,7 +77,7 @@ use crate::audit::{self, Event, Record};
 use crate::keyfile::unix_now;
 use crate::output::term;
 use crate::package::errors::{RevocationError, ScopeError};
-use crate::package::report::SignatureStatus;
+use crate::package::report::{Report, SignatureStatus, StepStatus};
 use crate::package::trees::Trees;
 use crate::package::{open_verified_among, VerifiedPackage, VerifyError};
 use crate::plugin_policy::LaunchPolicy;
@@ -92,6 +92,7 @@ use stockade_policy::deps::DepNode;
 use stockade_policy::protocol::host::HostPolicy;
 use stockade_policy::protocol::message::{codes, params, response_err, response_ok, RpcError};
 use stockade_policy::serve::{backoff_ms, CrashWindow};
+use stockade_trust::chain::ValidityError;
 
 mod installed;
 pub(crate) use installed::StoreSeen;
@@ -290,6 +291,11 @@ enum About {
     /// A trust configuration or license file that cannot be used: nothing about any one
     /// package, every load and restart refused until it is fixed.
     Configuration,
+    /// The node's clock is before the start of a certificate's validity the load found
+    /// begun: the clock was set back since (an NTP step, `date -s`), nothing about the
+    /// package. As for [`About::License`], a running plugin keeps running and a restart waits
+    /// (retried) until the clock is right again; it is not quarantined.
+    Clock,
 }
 
 impl About {
@@ -299,6 +305,10 @@ impl About {
             About::License => {
                 "the node's license does not cover it: its restarts wait for one that does \
                  (a running incarnation keeps running)"
+            }
+            About::Clock => {
+                "the node's clock went back since its load: its restarts wait until the clock \
+                 is right again (a running incarnation keeps running)"
             }
             _ => REFUSES,
         }
@@ -1427,10 +1437,7 @@ impl Daemon {
                 at
             }
         }?;
-        // Whole seconds: at most one second late, never early (the check acts only once the
-        // clock says expired, and a wake-up before that waits a whole second again).
-        let wait = at.saturating_sub(unix_now());
-        Some(Instant::now() + Duration::from_secs(wait))
+        Some(Instant::now() + expiry_wait(at, unix_now()))
     }
 
     /// Every loaded plugin whose certificate chain has expired by now is checked again
@@ -1939,6 +1946,11 @@ impl Daemon {
             }
             Err(v) => {
                 let about = match &v {
+                    VerifyError::Validity(ValidityError::NotYetValid { .. })
+                        if validity_passed_at_load(&e.pkg.report) =>
+                    {
+                        About::Clock
+                    }
                     VerifyError::Scope(
                         ScopeError::NoLicense(_)
                         | ScopeError::License(_)
@@ -1961,6 +1973,10 @@ impl Daemon {
                     About::Configuration => format!(
                         "cannot check the package of `{name}`: the trust configuration cannot \
                          be used"
+                    ),
+                    About::Clock => format!(
+                        "this node's clock is behind the certificates of `{name}`, valid at its \
+                         load"
                     ),
                 };
                 Err(TrustRefusal {
@@ -2066,7 +2082,7 @@ impl Daemon {
                     ));
                     self.trust_quarantine(&name, r, request, now);
                 }
-                Err(r) if r.about == About::License => log_line(&format!(
+                Err(r) if matches!(r.about, About::License | About::Clock) => log_line(&format!(
                     "{trigger}: plugin {}: {}: {}; {}",
                     term(&name),
                     r.kind,
@@ -2215,15 +2231,36 @@ impl Daemon {
     }
 }
 
-/// Whether a launch failed for a reason of the host's at that moment, not of the plugin's: every
-/// uid of the range held by live sandboxes (`uid_exhausted`), no cgroup to be had for want of
-/// descriptors, memory or cgroups (`cgroup_exhausted`) — the CLI's "retry" kinds (125) — or its
-/// audit record not written because another writer held the log's lock past the daemon's wait
-/// (`audit.busy`, 75: a root CLI stopped mid-append), which counted as a crash quarantined a
-/// plugin for a lock it never touched.
+/// The longest the loop sleeps towards an expiry before it reads the wall clock again.
+///
+/// An expiry is a wall-clock time (Unix seconds) and the loop's sleep a monotonic one: a
+/// `not_after` far ahead — `u64::MAX`, what a CA outside stockade writes for "never" — is no
+/// overflow of the loop's `Instant` (it panicked the daemon at the load), and a wall clock
+/// stepped forwards past an expiry (NTP, `date -s`) is noticed within this even when no other
+/// timer wakes the loop. A step backwards only makes the wait longer.
+const EXPIRY_RECHECK: Duration = Duration::from_secs(60);
+
+/// How long to sleep towards the expiry at `at` when the wall clock says `clock` (both Unix
+/// seconds): the seconds left, whole seconds — at most one second late, never early (the check
+/// acts only once the clock says expired, and a wake-up before that waits again) — and at most
+/// [`EXPIRY_RECHECK`].
+pub(crate) fn expiry_wait(at: u64, clock: u64) -> Duration {
+    Duration::from_secs(at.saturating_sub(clock)).min(EXPIRY_RECHECK)
+}
+
+/// Whether the load of the package behind `report` found its certificates' validity begun
+/// (step 4 passed, not let pass by `--trust-mode warn`): one not yet valid at a later check
+/// then means the node's clock went back ([`About::Clock`]).
+fn validity_passed_at_load(report: &Report) -> bool {
+    report
+        .steps
+        .iter()
+        .any(|s| s.step == 4 && s.status == StepStatus::Pass)
+}
+
 /// The earliest `not_after` of a package's developer and intermediate certificates (Unix
 /// seconds; none when a mode below strict loaded it without them).
-fn chain_expiry(pkg: &VerifiedPackage) -> Option<u64> {
+pub(crate) fn chain_expiry(pkg: &VerifiedPackage) -> Option<u64> {
     [&pkg.developer, &pkg.intermediate]
         .into_iter()
         .flatten()
@@ -2231,6 +2268,12 @@ fn chain_expiry(pkg: &VerifiedPackage) -> Option<u64> {
         .min()
 }
 
+/// Whether a launch failed for a reason of the host's at that moment, not of the plugin's: every
+/// uid of the range held by live sandboxes (`uid_exhausted`), no cgroup to be had for want of
+/// descriptors, memory or cgroups (`cgroup_exhausted`) — the CLI's "retry" kinds (125) — or its
+/// audit record not written because another writer held the log's lock past the daemon's wait
+/// (`audit.busy`, 75: a root CLI stopped mid-append), which counted as a crash quarantined a
+/// plugin for a lock it never touched.
 fn passing_launch_refusal(err: &RpcError) -> bool {
     matches!(
         err.data
@@ -2279,6 +2322,25 @@ mod tests {
         let busy = refusal("revocation.state_busy").consequence();
         assert!(busy.contains("holds the revocation state's lock") && !busy.contains("fixed"));
         assert_eq!(refusal("revocation.list").consequence(), REFUSES);
+    }
+
+    /// The wake-up for an expiry is the seconds left, but never more than a minute: a
+    /// `not_after` of `u64::MAX` overflowed the loop's `Instant`, and a wall clock stepped
+    /// forwards past an expiry was noticed only when the monotonic wait for the old clock ran
+    /// out (when nothing else woke the loop).
+    #[test]
+    fn an_expiry_wait_is_the_seconds_left_at_most_a_minute() {
+        use super::{expiry_wait, EXPIRY_RECHECK};
+        use std::time::{Duration, Instant};
+        assert_eq!(expiry_wait(1_010, 1_000), Duration::from_secs(10));
+        assert_eq!(expiry_wait(1_000, 1_000), Duration::ZERO);
+        assert_eq!(expiry_wait(1_000, 2_000), Duration::ZERO, "already expired");
+        assert_eq!(expiry_wait(1_000 + 86_400 * 365, 1_000), EXPIRY_RECHECK);
+        for at in [u64::MAX, u64::MAX / 2, 253_402_300_800] {
+            let wait = expiry_wait(at, 1_000);
+            assert_eq!(wait, EXPIRY_RECHECK);
+            assert!(Instant::now().checked_add(wait).is_some());
+        }
     }
 
     use super::state_line;

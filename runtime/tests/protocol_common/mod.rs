@@ -136,9 +136,10 @@ pub fn session_under(
     run_stockade_under(fx.dir(), wrapper, &args, input)
 }
 
-/// Pack `script` as [`session_signed`] does and return the `run` arguments for it.
+/// Pack `script` as [`session_signed`] does and return the `run` arguments for it (for a test
+/// that drives the session itself).
 #[allow(clippy::too_many_arguments)]
-fn pack_session(
+pub fn pack_session(
     fx: &Fixture,
     key: &str,
     manifest: &str,

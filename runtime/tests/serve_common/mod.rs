@@ -634,3 +634,44 @@ pub fn load_beside_held_lock(
     let loaded = answer(&mut loader, 1, "plugin_load");
     (held, status, loaded)
 }
+
+/// libfaketime's preload library (Debian package `faketime`, which scripts/test.sh installs),
+/// if installed: `/usr/lib/<triplet>/faketime/libfaketime.so.1`.
+pub fn faketime_lib() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.is_file())
+}
+
+/// A daemon whose wall clock (not its monotonic one) is offset by what `clock` holds —
+/// libfaketime's `FAKETIME_TIMESTAMP_FILE`, read again at every call (`FAKETIME_NO_CACHE`):
+/// write `-1y`, `+2d` or `+0` to it to step the daemon's clock while it runs. The host's clock
+/// is never touched. None (after [`require`]) when libfaketime is not installed.
+pub fn serve_with_clock(fx: &Fixture, config: &str, clock: &Path) -> Option<Serve> {
+    let lib = faketime_lib();
+    if !require(
+        lib.is_some(),
+        "libfaketime is not installed (Debian package `faketime`): the test steps the \
+         daemon's wall clock with it",
+    ) {
+        return None;
+    }
+    let lib = lib?.to_string_lossy().into_owned();
+    if !clock.exists() {
+        std::fs::write(clock, "+0\n").unwrap();
+    }
+    let file = clock.to_string_lossy().into_owned();
+    Some(Serve::start_env(
+        fx,
+        config,
+        None,
+        &[
+            ("LD_PRELOAD", lib.as_str()),
+            ("FAKETIME_TIMESTAMP_FILE", file.as_str()),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("DONT_FAKE_MONOTONIC", "1"),
+        ],
+    ))
+}
