@@ -168,7 +168,9 @@ pub const DEFAULT_KEEP_TREES_MAX_MIB: u32 = 1024;
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
-    /// Append records to this file (hash-chained, fsynced, locked). Default none.
+    /// Append records to this file (hash-chained, fsynced, locked). Default none. Rotated only
+    /// by `stockade audit rotate`, which keeps the chain across files (logrotate's rename or
+    /// copytruncate leaves a log shorter than its head, which writers refuse to extend).
     pub file: Option<String>,
     /// The system log: each record as one journal entry through the native journal socket
     /// (`/run/systemd/journal/socket`) when it exists, else one `stockade-audit: {json}` line on
