@@ -395,6 +395,16 @@ pub struct AuditLog {
     /// The same for the `stderr` sink's line under `serve` ([`crate::logqueue`]): once its
     /// reader let a wait run out, the next records only try, for a while.
     stderr_wait: Option<BoundedWait>,
+    /// `[audit] rotate_size`, `keep`: an append that leaves the file at least this big rotates
+    /// it, under the lock it holds ([`rotate::rotate_held`]).
+    rotation: AutoRotate,
+}
+
+/// When appends rotate the log, and how many rotated files a rotation keeps.
+#[derive(Debug, Clone, Copy, Default)]
+struct AutoRotate {
+    size: Option<u64>,
+    keep: Option<u32>,
 }
 
 impl AuditLog {
@@ -408,6 +418,14 @@ impl AuditLog {
             swept: Arc::default(),
             wait: None,
             stderr_wait: None,
+            // Validated with the policy (a size above 0, keep at least 1).
+            rotation: AutoRotate {
+                size: a
+                    .rotate_size
+                    .as_deref()
+                    .and_then(stockade_policy::operator::parse_size),
+                keep: a.keep,
+            },
         }
     }
 
@@ -452,7 +470,7 @@ impl AuditLog {
     /// Append a record (chained to the file's last one) and send it to the other sinks.
     pub fn append(&self, mut r: Record) -> Result<Record, AuditError> {
         if let Some(path) = &self.file {
-            r = append_to_file(path, r, &self.swept, self.wait.as_ref())?;
+            r = append_to_file(path, r, &self.swept, self.wait.as_ref(), self.rotation)?;
         } else {
             r.prev = GENESIS.into();
             r.hash = r.compute_hash()?;
@@ -522,6 +540,7 @@ fn append_to_file(
     mut r: Record,
     swept: &Mutex<Option<Instant>>,
     wait: Option<&BoundedWait>,
+    rotation: AutoRotate,
 ) -> Result<Record, AuditError> {
     let io = |source| AuditError::Io {
         path: path.to_path_buf(),
@@ -579,6 +598,25 @@ fn append_to_file(
         },
     )
     .map_err(io)?;
+    if let Some(size) = rotation.size {
+        // `[audit] rotate_size`: rotated under the lock this append holds. The record is
+        // written (the action is audited), so a rotation that fails is said, not the append's
+        // failure; the next append tries again.
+        if f.metadata().map_err(io)?.len() >= size {
+            let opts = rotate::Options {
+                keep: rotation.keep,
+                ..rotate::Options::default()
+            };
+            if let Err(e) = rotate::rotate_held(path, &mut f, opts) {
+                let why = into_cmd(e).chain().join(": ");
+                crate::output::print_stderr(&format!(
+                    "stockade: warning: the audit log {} was not rotated (rotate_size): {}",
+                    crate::output::term_path(path),
+                    crate::output::term(&why)
+                ));
+            }
+        }
+    }
     // The lock goes with the descriptor.
     Ok(r)
 }

@@ -561,7 +561,8 @@ pub struct AuditVerifyArgs {
 /// `stockade audit rotate`
 #[derive(Debug, Args)]
 pub struct AuditRotateArgs {
-    /// The audit log; the operator policy's `[audit] file` when omitted.
+    /// The audit log; the operator policy's `[audit] file` when omitted (and then its `[audit]
+    /// keep`: older rotated files past it are removed, named in the rotation record).
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Rotate only a log of at least this size (bytes, or with a K, M or G suffix): what a timer
@@ -579,18 +580,10 @@ pub struct AuditRotateArgs {
     pub root: PolicyRootArg,
 }
 
-/// A size: bytes, or a number with a `K`, `M` or `G` suffix (powers of 1024).
+/// A size: bytes, or a number with a `K`, `M` or `G` suffix (powers of 1024), as `[audit]
+/// rotate_size` takes it.
 fn parse_size(s: &str) -> Result<u64, String> {
-    let (digits, shift) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
-        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1u64 << shift))
+    stockade_policy::operator::parse_size(s)
         .ok_or_else(|| format!("`{s}` is not a size (bytes, or a number with K, M or G)"))
 }
 

@@ -208,7 +208,11 @@ fn a_rotation_killed_at_either_step_leaves_a_log_that_appends_and_verifies() {
             .json();
             assert_eq!(v["stillborn"], true, "{v}");
             let r = ok(dir, &["--json", "audit", "rotate", log.to_str().unwrap()]).json();
-            assert_eq!(r["removed"][0], left[0].display().to_string(), "{r}");
+            assert_eq!(
+                r["leftovers_removed"][0],
+                left[0].display().to_string(),
+                "{r}"
+            );
             append(&log, 1);
         }
         verify_all(dir, &log);
@@ -240,4 +244,39 @@ fn rotating_processes_beside_an_appending_one_keep_one_chain() {
         Some(61 + 6),
         "every record once, plus each rotation's: {v}"
     );
+}
+
+/// `[audit] rotate_size` and `keep`: the CLI's own appends (here `exec`'s) rotate the log once it
+/// passed the size, under the lock they hold, and the oldest rotated files past `keep` go, named
+/// in the rotation record; what is kept verifies as one chain with the log.
+#[test]
+fn appends_rotate_the_log_at_rotate_size_keeping_keep_files() {
+    let (d, log) = audited_root();
+    let dir = d.path();
+    std::fs::write(
+        dir.join("root/etc/stockade/policy.toml"),
+        format!(
+            "version = 1\n[audit]\nfile = {:?}\nrotate_size = \"1K\"\nkeep = 2\n",
+            log.display().to_string()
+        ),
+    )
+    .unwrap();
+    for _ in 0..5 {
+        let r = audited_exec(dir);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(!r.stderr.contains("not rotated"), "{}", r.stderr);
+    }
+    let kept = rotated_files(&log);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(std::fs::metadata(&log).unwrap().len() < 4096);
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["event"], "rotation");
+    verify_all(dir, &log);
 }

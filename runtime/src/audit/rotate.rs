@@ -55,6 +55,9 @@ pub struct Options {
     pub after_loss: bool,
     /// Rotate only a log of at least this many bytes.
     pub min_size: Option<u64>,
+    /// Keep this many rotated files (the one made now included): older ones are removed,
+    /// oldest first, after the commit, and the rotation record names them (`detail.removed`).
+    pub keep: Option<u32>,
 }
 
 /// What a rotation did.
@@ -87,8 +90,22 @@ pub fn rotate(log: &Path, opts: Options) -> Result<Rotation, AuditError> {
     let _lock = lock_log(log, None)?;
     let mut f = open_log(log).map_err(io)?;
     crate::fileio::adopt_dir_owner(&f, log).map_err(io)?;
+    rotate_held(log, &mut f, opts)
+}
+
+/// [`rotate`] by a writer that holds the log's lock and has it open in `f` (an append that
+/// left it at `[audit] rotate_size`, [`super::AuditLog`]).
+pub(super) fn rotate_held(
+    log: &Path,
+    f: &mut std::fs::File,
+    opts: Options,
+) -> Result<Rotation, AuditError> {
+    let io = |source| AuditError::Io {
+        path: log.to_path_buf(),
+        source,
+    };
     let size = f.metadata().map_err(io)?.len();
-    let last = read_last(&mut f, log)?;
+    let last = read_last(f, log)?;
     let head = read_head(log).map_err(io)?;
     let checked = check_head(log, last.as_ref(), head.as_ref());
     let found = last.as_ref().map_or(0, |l| l.seq + 1);
@@ -136,6 +153,19 @@ pub fn rotate(log: &Path, opts: Options) -> Result<Rotation, AuditError> {
     let removed = remove_stillborn(log, &dir);
     let (rotated_to, mut out) = create_rotated(log).map_err(io)?;
     let name = file_name(&rotated_to);
+    // `keep`: the oldest rotated files past it (the one made now counted), named in the
+    // record, removed once it is committed.
+    let pruned: Vec<String> = match opts.keep {
+        None => Vec::new(),
+        Some(keep) => {
+            let older: Vec<String> = rotated_names(log, &dir)
+                .into_iter()
+                .filter(|n| *n != name)
+                .collect();
+            let excess = (older.len() + 1).saturating_sub(keep.max(1) as usize);
+            older.into_iter().take(excess).collect()
+        }
+    };
     let mut r = Record::new(Event::Rotation, outcome);
     r.seq = 0;
     r.prev.clone_from(&previous.last_hash);
@@ -154,6 +184,9 @@ pub fn rotate(log: &Path, opts: Options) -> Result<Rotation, AuditError> {
             "found": {"file": name, "records": found, "last_hash": found_hash},
         })
     };
+    if !pruned.is_empty() {
+        r.detail["removed"] = serde_json::json!(pruned);
+    }
     r.hash = r.compute_hash()?;
     let written = (|| {
         let mut line = serde_json::to_vec(&r).map_err(std::io::Error::other)?;
@@ -190,6 +223,10 @@ pub fn rotate(log: &Path, opts: Options) -> Result<Rotation, AuditError> {
         },
     )
     .map_err(io)?;
+    // A kill before this leaves them; the next rotation names and removes them again.
+    for n in &pruned {
+        let _ = std::fs::remove_file(dir.join(n));
+    }
     Ok(Rotation::Rotated {
         rotated_to,
         record: Box::new(r),
@@ -198,10 +235,24 @@ pub fn rotate(log: &Path, opts: Options) -> Result<Rotation, AuditError> {
 }
 
 /// The rotated name for now, `<log>.<YYYYMMDDTHHMMSSZ>[-N]`, created empty (`O_EXCL`, no
-/// symlink followed, 0640 exactly, the log directory's owner's when root makes it).
+/// symlink followed, 0640 exactly, the log directory's owner's when root makes it). It sorts
+/// after every rotated file there: past the newest one's N when that is of this second (a name
+/// `keep` removed is not taken again), and after it whatever the clock says (a clock set back
+/// does not put a newer file before an older one).
 fn create_rotated(log: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let stamp = utc_stamp(crate::keyfile::unix_now());
-    for n in 0..1000u32 {
+    let now = utc_stamp(crate::keyfile::unix_now());
+    let newest = rotated_names(log, &crate::fileio::parent_dir(log))
+        .pop()
+        .and_then(|name| {
+            let rest = name.rsplit_once(".")?.1.to_string();
+            let (stamp, n) = rest.split_once('-').unwrap_or((&rest, "0"));
+            Some((stamp.to_string(), n.parse::<u32>().ok()?))
+        });
+    let (stamp, first) = match newest {
+        Some((stamp, n)) if stamp >= now => (stamp, n + 1),
+        _ => (now, 0),
+    };
+    for n in first..first + 1000 {
         let mut p = log.as_os_str().to_owned();
         p.push(format!(".{stamp}"));
         if n > 0 {
@@ -282,25 +333,37 @@ pub fn stillborn(path: &Path) -> bool {
 /// only files named as rotated logs of it. Best effort: one that cannot be removed stays (it
 /// breaks nothing: no chain names it).
 fn remove_stillborn(log: &Path, dir: &Path) -> Vec<PathBuf> {
-    let prefix = format!("{}.", file_name(log));
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
     let mut removed = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(&prefix) else {
-            continue;
-        };
-        if !is_stamp(rest) {
-            continue;
-        }
+    for name in rotated_names(log, dir) {
         let p = dir.join(&name);
         if stillborn(&p) && std::fs::remove_file(&p).is_ok() {
             removed.push(p);
         }
     }
     removed
+}
+
+/// The names of `log`'s rotated files in `dir` (`<log>.<YYYYMMDDTHHMMSSZ>[-N]`), oldest first
+/// (by time, then N as a number).
+fn rotated_names(log: &Path, dir: &Path) -> Vec<String> {
+    let prefix = format!("{}.", file_name(log));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<(String, u64, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let rest = name.strip_prefix(&prefix)?;
+            if !is_stamp(rest) {
+                return None;
+            }
+            let (stamp, n) = rest.split_once('-').unwrap_or((rest, "0"));
+            Some((stamp.to_string(), n.parse().ok()?, name.clone()))
+        })
+        .collect();
+    names.sort();
+    names.into_iter().map(|(_, _, n)| n).collect()
 }
 
 /// `YYYYMMDDTHHMMSSZ`, optionally `-N`.
@@ -591,6 +654,47 @@ mod tests {
             rotate(&p, opts).unwrap_err(),
             AuditError::NotTruncated { .. }
         ));
+    }
+
+    /// `[audit] rotate_size`: the append that leaves the log at the size rotates it, under the
+    /// lock it holds; `keep` removes the oldest rotated files past it, each rotation record
+    /// naming those it removed; what is kept verifies as one chain with the log.
+    #[test]
+    fn appends_rotate_at_the_size_and_keep_prunes_the_oldest_recording_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.log");
+        let section = stockade_policy::operator::AuditSection {
+            file: Some(p.display().to_string()),
+            rotate_size: Some("1K".into()),
+            keep: Some(2),
+            ..Default::default()
+        };
+        let l = AuditLog::from_policy(&section);
+        let mut r = Record::new(Event::Launch, "ok");
+        r.detail = serde_json::json!({"pad": "x".repeat(600)});
+        for _ in 0..8 {
+            l.append(r.clone()).unwrap();
+        }
+        let kept = rotated_names(&p, d.path());
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let first: Record = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first.event, Event::Rotation);
+        assert!(
+            first.detail["removed"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty()),
+            "{first:?}"
+        );
+        assert!(
+            std::fs::metadata(&p).unwrap().len() < 1024,
+            "rotated at the size"
+        );
+        let mut files: Vec<PathBuf> = kept.iter().map(|n| d.path().join(n)).collect();
+        files.push(p.clone());
+        let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        let head = read_head(&p).unwrap().unwrap();
+        assert!(verify_files(&texts(&refs), Some(&head)).is_ok());
     }
 
     /// Nothing to rotate: an empty log, or one below `min_size`; nothing is made.

@@ -185,30 +185,34 @@ struct Rotated {
     /// The new log's first record (event `rotation`; outcome `ok`, or `after_loss`).
     #[serde(skip_serializing_if = "Option::is_none")]
     record: Option<crate::audit::Record>,
-    /// Leftovers of rotations killed before their commit, removed.
+    /// Leftovers of rotations killed before their commit, removed (the rotated files `keep`
+    /// removed are in `record.detail.removed`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    removed: Vec<String>,
+    leftovers_removed: Vec<String>,
 }
 
 /// `audit rotate`.
 pub fn rotate(a: AuditRotateArgs, out: Output) -> Result<Exit, CmdError> {
-    let file: PathBuf = match a.file {
-        Some(f) => f,
+    // Without FILE: the operator policy's log, and its `[audit] keep`.
+    let (file, keep): (PathBuf, Option<u32>) = match a.file {
+        Some(f) => (f, None),
         None => {
             let defaults = crate::cmd::verify::operator_defaults(&a.root.policy_root)?;
-            defaults.audit.file.map(PathBuf::from).ok_or_else(|| {
+            let file = defaults.audit.file.map(PathBuf::from).ok_or_else(|| {
                 CmdError::msg(
                     Exit::Usage,
                     "usage",
                     "the operator policy has no `[audit] file` to rotate".to_string(),
                 )
                 .hint("name the log: `stockade audit rotate FILE`")
-            })?
+            })?;
+            (file, defaults.audit.keep)
         }
     };
     let opts = rotate::Options {
         after_loss: a.after_loss,
         min_size: a.min_size,
+        keep,
     };
     let done = rotate::rotate(&file, opts).map_err(crate::audit::into_cmd)?;
     let mut r = Rotated {
@@ -218,7 +222,7 @@ pub fn rotate(a: AuditRotateArgs, out: Output) -> Result<Exit, CmdError> {
         skipped: None,
         rotated_to: None,
         record: None,
-        removed: Vec::new(),
+        leftovers_removed: Vec::new(),
     };
     match done {
         Rotation::Rotated {
@@ -229,7 +233,7 @@ pub fn rotate(a: AuditRotateArgs, out: Output) -> Result<Exit, CmdError> {
             r.rotated = true;
             r.rotated_to = Some(rotated_to.display().to_string());
             r.record = Some(*record);
-            r.removed = removed.iter().map(|p| p.display().to_string()).collect();
+            r.leftovers_removed = removed.iter().map(|p| p.display().to_string()).collect();
         }
         Rotation::Empty => r.skipped = Some("empty"),
         Rotation::BelowSize { .. } => r.skipped = Some("below_min_size"),
@@ -263,7 +267,14 @@ pub fn rotate(a: AuditRotateArgs, out: Output) -> Result<Exit, CmdError> {
             }
             _ => format!("{}: no record in it, not rotated", term(&r.file)),
         };
-        for p in &r.removed {
+        let pruned = r
+            .record
+            .as_ref()
+            .and_then(|rec| rec.detail["removed"].as_array());
+        for n in pruned.into_iter().flatten().filter_map(|n| n.as_str()) {
+            t.push_str(&format!("\n  removed {} ([audit] keep)", term(n)));
+        }
+        for p in &r.leftovers_removed {
             t.push_str(&format!(
                 "\n  removed {} (a rotation killed before its commit)",
                 term(p)
