@@ -4,6 +4,7 @@
 # `--no-reload`: %postun reloads once; `|| :` because a machine without a running systemd (a
 # container, a chroot) must still be able to remove the package.
 if [ "$1" = 0 ]; then
-    systemctl --no-reload disable --now stockade-refresh.timer stockade.socket stockade.service \
+    systemctl --no-reload disable --now stockade-refresh.timer stockade-audit-rotate.timer \
+        stockade.socket stockade.service \
         >/dev/null 2>&1 || :
 fi

@@ -43,6 +43,14 @@
 //! minute (not each: the sweep lists the directory), never one a live writer holds
 //! (`fileio::sweep_reserved`).
 //!
+//! ## Rotation
+//! Only [`rotate`] (`stockade audit rotate`) rotates the log: under the writers' lock, the new
+//! log begins with a `rotation` record chained to the old log's last record, which a chain
+//! accepts as its start ([`check_chain`], [`continues`]) and which [`verify_files`] checks
+//! against the file before it. Anything else (logrotate) leaves a log shorter than its head,
+//! which writers refuse ([`AuditError::Truncated`], `audit.truncated`) until `audit rotate
+//! --after-loss` records the loss in a new log.
+//!
 //! ## The lock
 //! Writers serialize on `<log>.lock`, never on the log: `flock` needs only a descriptor, even a
 //! read-only one, and the log is 0640 — in the packaged layout any member of the `stockade`
@@ -71,6 +79,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use stockade_policy::operator::AuditSection;
+
+pub mod rotate;
 
 /// The schema name of every record.
 pub const SCHEMA: &str = "stockade.audit/1";
@@ -101,6 +111,9 @@ pub enum Event {
     Removal,
     /// A crash-looping plugin was quarantined (`stockade serve`).
     Quarantine,
+    /// The log was rotated (`stockade audit rotate`): the first record of a new log, chained to
+    /// the last record of the file it continues ([`rotate`]).
+    Rotation,
 }
 
 /// One record (what the caller fills in; `seq`, `prev` and `hash` are set by the log).
@@ -196,7 +209,7 @@ pub enum AuditError {
     },
     /// The log has fewer records than its head file says (it was cut short): refusing to
     /// extend it, which would hide the loss.
-    #[error("{} holds {found} record(s) but its head file says {expected}: the log was truncated; run `stockade audit verify`", path.display())]
+    #[error("{} holds {found} record(s) but its head file says {expected}: the log was truncated, or rotated by something else than `stockade audit rotate`", path.display())]
     Truncated {
         /// The file.
         path: PathBuf,
@@ -204,6 +217,14 @@ pub enum AuditError {
         found: u64,
         /// Records the head says were written.
         expected: u64,
+    },
+    /// `audit rotate --after-loss` of a log that is not shorter than its head (or has no head
+    /// file): nothing says records were lost, and a loss recorded where there was none would
+    /// mislead whoever reads the chain.
+    #[error("{} is not shorter than its head file says (or has no head file): no loss to record", path.display())]
+    NotTruncated {
+        /// The file.
+        path: PathBuf,
     },
     /// The log's lock file (`<log>.lock`) is not one its writers may wait on: it belongs to
     /// another user than the log directory's owner (whoever can open a lock can hold it for
@@ -374,6 +395,16 @@ pub struct AuditLog {
     /// The same for the `stderr` sink's line under `serve` ([`crate::logqueue`]): once its
     /// reader let a wait run out, the next records only try, for a while.
     stderr_wait: Option<BoundedWait>,
+    /// `[audit] rotate_size`, `keep`: an append that leaves the file at least this big rotates
+    /// it, under the lock it holds ([`rotate::rotate_held`]).
+    rotation: AutoRotate,
+}
+
+/// When appends rotate the log, and how many rotated files a rotation keeps.
+#[derive(Debug, Clone, Copy, Default)]
+struct AutoRotate {
+    size: Option<u64>,
+    keep: Option<u32>,
 }
 
 impl AuditLog {
@@ -387,6 +418,14 @@ impl AuditLog {
             swept: Arc::default(),
             wait: None,
             stderr_wait: None,
+            // Validated with the policy (a size above 0, keep at least 1).
+            rotation: AutoRotate {
+                size: a
+                    .rotate_size
+                    .as_deref()
+                    .and_then(stockade_policy::operator::parse_size),
+                keep: a.keep,
+            },
         }
     }
 
@@ -431,7 +470,7 @@ impl AuditLog {
     /// Append a record (chained to the file's last one) and send it to the other sinks.
     pub fn append(&self, mut r: Record) -> Result<Record, AuditError> {
         if let Some(path) = &self.file {
-            r = append_to_file(path, r, &self.swept, self.wait.as_ref())?;
+            r = append_to_file(path, r, &self.swept, self.wait.as_ref(), self.rotation)?;
         } else {
             r.prev = GENESIS.into();
             r.hash = r.compute_hash()?;
@@ -501,6 +540,7 @@ fn append_to_file(
     mut r: Record,
     swept: &Mutex<Option<Instant>>,
     wait: Option<&BoundedWait>,
+    rotation: AutoRotate,
 ) -> Result<Record, AuditError> {
     let io = |source| AuditError::Io {
         path: path.to_path_buf(),
@@ -532,41 +572,8 @@ fn append_to_file(
             *last = Some(now);
         }
     }
-    let len = f.metadata().map_err(io)?.len();
-    let start = len.saturating_sub(MAX_RECORD);
-    f.seek(SeekFrom::Start(start)).map_err(io)?;
-    let mut tail = String::new();
-    Read::by_ref(&mut f)
-        .take(MAX_RECORD)
-        .read_to_string(&mut tail)
-        .map_err(io)?;
-    let last: Option<Record> = match tail.lines().rev().find(|l| !l.trim().is_empty()) {
-        None => None,
-        Some(last) => Some(
-            serde_json::from_str(last).map_err(|_| AuditError::BrokenTail {
-                path: path.to_path_buf(),
-            })?,
-        ),
-    };
-    let found = last.as_ref().map_or(0, |l| l.seq + 1);
-    if let Some(head) = read_head(path).map_err(io)? {
-        // The head is replaced after the record is fsynced, so after a crash between the two it
-        // may be one record behind (and is healed by this append); fewer records than the head
-        // says means the log was cut short.
-        let behind_by_one =
-            head.records + 1 == found && last.as_ref().is_some_and(|l| l.prev == head.last_hash);
-        let agrees = head.records == found
-            && last
-                .as_ref()
-                .map_or(head.last_hash == GENESIS, |l| l.hash == head.last_hash);
-        if !agrees && !behind_by_one {
-            return Err(AuditError::Truncated {
-                path: path.to_path_buf(),
-                found,
-                expected: head.records,
-            });
-        }
-    }
+    let last = read_last(&mut f, path)?;
+    check_head(path, last.as_ref(), read_head(path).map_err(io)?.as_ref())?;
     match last {
         None => {
             r.seq = 0;
@@ -591,8 +598,87 @@ fn append_to_file(
         },
     )
     .map_err(io)?;
+    if let Some(size) = rotation.size {
+        // `[audit] rotate_size`: rotated under the lock this append holds. The record is
+        // written (the action is audited), so a rotation that fails is said, not the append's
+        // failure; the next append tries again.
+        if f.metadata().map_err(io)?.len() >= size {
+            let opts = rotate::Options {
+                keep: rotation.keep,
+                ..rotate::Options::default()
+            };
+            if let Err(e) = rotate::rotate_held(path, &mut f, opts) {
+                let why = into_cmd(e).chain().join(": ");
+                crate::output::print_stderr(&format!(
+                    "stockade: warning: the audit log {} was not rotated (rotate_size): {}",
+                    crate::output::term_path(path),
+                    crate::output::term(&why)
+                ));
+            }
+        }
+    }
     // The lock goes with the descriptor.
     Ok(r)
+}
+
+/// The last record of the log open in `f` (`None`: it has none), read from its tail.
+fn read_last(f: &mut std::fs::File, path: &Path) -> Result<Option<Record>, AuditError> {
+    let io = |source| AuditError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = f.metadata().map_err(io)?.len();
+    let start = len.saturating_sub(MAX_RECORD);
+    f.seek(SeekFrom::Start(start)).map_err(io)?;
+    let mut tail = String::new();
+    Read::by_ref(f)
+        .take(MAX_RECORD)
+        .read_to_string(&mut tail)
+        .map_err(io)?;
+    match tail.lines().rev().find(|l| !l.trim().is_empty()) {
+        None => Ok(None),
+        Some(last) => serde_json::from_str(last)
+            .map(Some)
+            .map_err(|_| AuditError::BrokenTail {
+                path: path.to_path_buf(),
+            }),
+    }
+}
+
+/// Whether a log whose last record is `last` may be extended, given its head file: it agrees
+/// with the head, or is one record ahead of it — a crash between an append and the head's
+/// replacement, or between a rotation's commit and its head (the log's only record is the
+/// rotation record, chained to the record the head still names: [`head_behind_by_one`]). Fewer
+/// records than the head says means the log was cut short ([`AuditError::Truncated`]): a new
+/// record would hide the loss.
+fn check_head(path: &Path, last: Option<&Record>, head: Option<&Head>) -> Result<(), AuditError> {
+    let Some(head) = head else {
+        return Ok(());
+    };
+    let found = last.map_or(0, |l| l.seq + 1);
+    let agrees = head.records == found
+        && last.map_or(head.last_hash == GENESIS, |l| l.hash == head.last_hash);
+    if agrees || last.is_some_and(|l| head_behind_by_one(head, l)) {
+        return Ok(());
+    }
+    Err(AuditError::Truncated {
+        path: path.to_path_buf(),
+        found,
+        expected: head.records,
+    })
+}
+
+/// Whether `head` names the record just before `last`: in the same log (`last.seq` is the
+/// head's count), or — `last` being a rotation record, the first of a new log — the last record
+/// of the log it continues ([`Continues`]).
+fn head_behind_by_one(head: &Head, last: &Record) -> bool {
+    if last.prev != head.last_hash {
+        return false;
+    }
+    match continues(last) {
+        Some(c) => c.records == head.records,
+        None => head.records + 1 == last.seq + 1,
+    }
 }
 
 /// The lock file of a log: `<log>.lock`.
@@ -796,6 +882,22 @@ pub enum ChainError {
         /// Records the head says.
         head: u64,
     },
+    /// Of several files checked as one chain ([`verify_files`]): this one does not begin with a
+    /// rotation record naming the file before it — its record count and last hash — so a file
+    /// between them is missing, that one was cut short or rewritten, or the files are out of
+    /// order.
+    #[error("it does not continue {previous} ({records} record(s)): {}", match continues {
+        Some(c) => format!("its rotation record names a log of {} record(s) ending in {}", c.records, c.last_hash),
+        None => "its first record is not a rotation record".to_string(),
+    })]
+    Discontinuous {
+        /// The file before it.
+        previous: String,
+        /// The records that file holds.
+        records: usize,
+        /// What this file's first record says it continues.
+        continues: Option<Continues>,
+    },
 }
 
 /// Check a whole log; the number of records on success.
@@ -807,11 +909,29 @@ pub fn verify_chain(text: &str) -> Result<usize, ChainError> {
 /// whether the head lagged one record behind (a crash between the append and the head's
 /// replacement: the record is there and chained, so nothing is missing).
 pub fn verify_with_head(text: &str, head: Option<&Head>) -> Result<(usize, bool), ChainError> {
-    let hashes = chain_hashes(text)?;
+    let chain = check_chain(text)?;
+    let behind = against_head(&chain, head)?;
+    Ok((chain.hashes.len(), behind))
+}
+
+/// Check a checked chain against its log's head file ([`verify_with_head`]): whether the head
+/// lagged one record behind.
+fn against_head(chain: &Chain, head: Option<&Head>) -> Result<bool, ChainError> {
+    let hashes = &chain.hashes;
     let n = hashes.len() as u64;
     let Some(h) = head else {
-        return Ok((hashes.len(), false));
+        return Ok(false);
     };
+    // A rotation killed between its commit and the head's replacement: the new log's only
+    // record continues the record the head still names (the next append heals it).
+    if n == 1
+        && chain
+            .continues
+            .as_ref()
+            .is_some_and(|c| c.records == h.records && c.last_hash == h.last_hash)
+    {
+        return Ok(true);
+    }
     let hash_at = |records: u64| -> &str {
         match records {
             0 => GENESIS,
@@ -833,8 +953,8 @@ pub fn verify_with_head(text: &str, head: Option<&Head>) -> Result<(usize, bool)
         return Err(ChainError::HeadMismatch { record: h.records });
     }
     match n - h.records {
-        0 => Ok((hashes.len(), false)),
-        1 => Ok((hashes.len(), true)),
+        0 => Ok(false),
+        1 => Ok(true),
         _ => Err(ChainError::HeadBehind {
             records: hashes.len(),
             head: h.records,
@@ -842,9 +962,32 @@ pub fn verify_with_head(text: &str, head: Option<&Head>) -> Result<(usize, bool)
     }
 }
 
-fn chain_hashes(text: &str) -> Result<Vec<String>, ChainError> {
+/// A log's records as `audit verify` checked them: each one's hash, and what its first record
+/// says it continues when that is a rotation record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// Every record's hash, in order.
+    pub hashes: Vec<String>,
+    /// The log this one continues (its first record is a rotation record), or `None` (it
+    /// starts at [`GENESIS`]).
+    pub continues: Option<Continues>,
+}
+
+impl Chain {
+    /// The last record's hash (the one a rotation record continuing this log chains to).
+    pub fn last_hash(&self) -> &str {
+        self.hashes.last().map_or(GENESIS, String::as_str)
+    }
+}
+
+/// Check a whole log's chain: every record's hash, `seq` and `prev`. Its first record chains to
+/// [`GENESIS`], or is a rotation record whose `prev` is the hash it names as the last of the log
+/// it continues ([`continues`]: a rotated log's new file verifies alone; that the file before it
+/// is the one it names is [`verify_files`]' to check).
+pub fn check_chain(text: &str) -> Result<Chain, ChainError> {
     let mut hashes = Vec::new();
     let mut prev = GENESIS.to_string();
+    let mut start = None;
     let mut n = 0usize;
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -867,6 +1010,12 @@ fn chain_hashes(text: &str) -> Result<Vec<String>, ChainError> {
                 line: i + 1,
             });
         }
+        if n == 0 {
+            if let Some(c) = continues(&r) {
+                prev.clone_from(&c.last_hash);
+                start = Some(c);
+            }
+        }
         if r.prev != prev || r.seq != n as u64 {
             return Err(ChainError::Broken {
                 record,
@@ -879,7 +1028,87 @@ fn chain_hashes(text: &str) -> Result<Vec<String>, ChainError> {
         hashes.push(r.hash);
         n += 1;
     }
-    Ok(hashes)
+    Ok(Chain {
+        hashes,
+        continues: start,
+    })
+}
+
+fn chain_hashes(text: &str) -> Result<Vec<String>, ChainError> {
+    check_chain(text).map(|c| c.hashes)
+}
+
+/// What a rotation record says of the log its file continues (its `detail.previous`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Continues {
+    /// The name (in the same directory) the previous log was renamed to; `None` after a loss
+    /// (`audit rotate --after-loss`): the records the head counted are wherever the one who
+    /// moved them put them.
+    pub file: Option<String>,
+    /// How many records the previous log holds (its head's count, after a loss).
+    pub records: u64,
+    /// Its last record's hash: the rotation record's `prev`.
+    pub last_hash: String,
+}
+
+/// What `r` says it continues: only the first record of a log (`seq` 0) that is a rotation
+/// record whose `detail.previous` parses and names its own `prev` as the last hash.
+pub fn continues(r: &Record) -> Option<Continues> {
+    if r.event != Event::Rotation || r.seq != 0 {
+        return None;
+    }
+    let c: Continues = serde_json::from_value(r.detail.get("previous")?.clone()).ok()?;
+    (c.last_hash == r.prev && c.last_hash != GENESIS).then_some(c)
+}
+
+/// Check several logs given oldest first — rotated files, then the log (the head, when given, is
+/// the last one's) — as one chain: each one's own chain ([`check_chain`]), and each file after
+/// the first beginning with a rotation record that names the one before it by its record count
+/// and last hash ([`ChainError::Discontinuous`] otherwise: a file missing, cut short, rewritten,
+/// or given out of order). `files`: each file's name (for the error) and text. The records of
+/// each file, and whether the head lagged one behind the last file.
+pub fn verify_files(
+    files: &[(String, String)],
+    head: Option<&Head>,
+) -> Result<(Vec<Chain>, bool), FilesError> {
+    let mut chains: Vec<Chain> = Vec::with_capacity(files.len());
+    let mut behind = false;
+    for (i, (name, text)) in files.iter().enumerate() {
+        let at = |source| FilesError {
+            file: name.clone(),
+            source,
+        };
+        let chain = check_chain(text).map_err(at)?;
+        if let Some(before) = i.checked_sub(1).and_then(|j| chains.get(j)) {
+            let follows = chain.continues.as_ref().is_some_and(|c| {
+                c.records == before.hashes.len() as u64 && c.last_hash == before.last_hash()
+            });
+            if !follows {
+                return Err(at(ChainError::Discontinuous {
+                    previous: files[i - 1].0.clone(),
+                    records: before.hashes.len(),
+                    continues: chain.continues.clone(),
+                }));
+            }
+        }
+        if i + 1 == files.len() {
+            behind = against_head(&chain, head).map_err(at)?;
+        }
+        chains.push(chain);
+    }
+    Ok((chains, behind))
+}
+
+/// A [`ChainError`] in one of several files ([`verify_files`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("in {file}")]
+pub struct FilesError {
+    /// The file.
+    pub file: String,
+    /// What is wrong there.
+    #[source]
+    pub source: ChainError,
 }
 
 /// A record about a verified package: name, version, digest and signer chain from the report,
@@ -924,51 +1153,76 @@ pub fn append_or_fail(log: &AuditLog, mut r: Record) -> Result<(), crate::error:
         return Ok(());
     }
     r.time = crate::keyfile::unix_now();
-    log.append(r).map(|_| ()).map_err(|e| {
-        if let AuditError::LockUnsafe { path, .. } = &e {
+    log.append(r).map(|_| ()).map_err(into_cmd)
+}
+
+/// The command error for an audit log that cannot be written (or rotated): its kind, exit code
+/// and what to do (docs/exit-codes.md).
+pub fn into_cmd(e: AuditError) -> crate::error::CmdError {
+    use crate::error::CmdError;
+    use crate::exit::Exit;
+    match &e {
+        AuditError::LockUnsafe { path, .. } => {
             let hint = format!(
                 "only the log directory's owner and root append to the log; a lock file of \
                  another user's or that is not a regular file: remove {} (the next append \
                  makes it again, 0600, that owner's)",
                 path.display()
             );
-            return crate::error::CmdError::new(crate::exit::Exit::Config, "audit.unsafe", e)
-                .hint(hint);
+            return CmdError::new(Exit::Config, "audit.unsafe", e).hint(hint);
         }
-        let busy = match &e {
-            AuditError::LockBusy { path, .. } => Some(format!(
-                "another writer of the log (root's `stockade` command, another daemon) held its \
-                 lock past this daemon's wait; retry; if it stays held, find its holder \
-                 (`fuser -v {}`) and let it finish or end it",
+        AuditError::Truncated { path, .. } => {
+            let hint = format!(
+                "a log rotated by something else than `stockade audit rotate` (logrotate's \
+                 rename or copytruncate): keep the rotated file and run `stockade audit rotate \
+                 --after-loss {}`, which starts a new log whose first record records the loss and \
+                 chains to the last record the head names (docs/audit.md, \"Rotation\"); \
+                 otherwise the log was cut short: `stockade audit verify` names the missing \
+                 records",
                 path.display()
-            )),
-            AuditError::JournalBusy { .. } => Some(
-                "the journal is not taking records (stopped or overloaded: `systemctl status \
-                 systemd-journald`); retry"
-                    .to_string(),
-            ),
-            AuditError::StderrBusy { .. } => Some(
-                "whoever reads the daemon's stderr stopped reading it (the `stderr` audit sink \
-                 writes there when there is no journal socket): make it read again, or give the \
-                 [audit] section a `file` or the journal; retry"
-                    .to_string(),
-            ),
-            _ => None,
-        };
-        if let Some(hint) = busy {
-            return crate::error::CmdError::new(crate::exit::Exit::TempFail, "audit.busy", e)
-                .hint(hint);
+            );
+            return CmdError::new(Exit::IoErr, "audit.truncated", e).hint(hint);
         }
-        if let AuditError::Stderr(_) = &e {
-            return crate::error::CmdError::new(crate::exit::Exit::IoErr, "audit", e).hint(
-                "the `stderr` audit sink writes to stderr when there is no journal socket: give \
-                 the command a stderr that takes what is written (not a closed pipe or a full \
-                 disk), or give the [audit] section a `file` or the journal",
+        AuditError::NotTruncated { .. } => {
+            return CmdError::new(Exit::Usage, "audit.not_truncated", e).hint(
+                "--after-loss is for a log shorter than its head file (rotated by something \
+                 else); rotate this one without it",
             );
         }
-        crate::error::CmdError::new(crate::exit::Exit::IoErr, "audit", e)
-            .hint("fix the [audit] sinks in the policy (a file's directory must exist and be writable; `journal` needs the journal socket); a log shorter than its head: `stockade audit verify` names what is missing")
-    })
+        _ => {}
+    }
+    let busy = match &e {
+        AuditError::LockBusy { path, .. } => Some(format!(
+            "another writer of the log (root's `stockade` command, another daemon) held its \
+             lock past this daemon's wait; retry; if it stays held, find its holder \
+             (`fuser -v {}`) and let it finish or end it",
+            path.display()
+        )),
+        AuditError::JournalBusy { .. } => Some(
+            "the journal is not taking records (stopped or overloaded: `systemctl status \
+             systemd-journald`); retry"
+                .to_string(),
+        ),
+        AuditError::StderrBusy { .. } => Some(
+            "whoever reads the daemon's stderr stopped reading it (the `stderr` audit sink \
+             writes there when there is no journal socket): make it read again, or give the \
+             [audit] section a `file` or the journal; retry"
+                .to_string(),
+        ),
+        _ => None,
+    };
+    if let Some(hint) = busy {
+        return CmdError::new(Exit::TempFail, "audit.busy", e).hint(hint);
+    }
+    if let AuditError::Stderr(_) = &e {
+        return CmdError::new(Exit::IoErr, "audit", e).hint(
+            "the `stderr` audit sink writes to stderr when there is no journal socket: give \
+             the command a stderr that takes what is written (not a closed pipe or a full \
+             disk), or give the [audit] section a `file` or the journal",
+        );
+    }
+    CmdError::new(Exit::IoErr, "audit", e)
+        .hint("fix the [audit] sinks in the policy (a file's directory must exist and be writable; `journal` needs the journal socket)")
 }
 
 /// The layers a launch report says were enforced (fully or partially), as `layer:status`.

@@ -530,18 +530,61 @@ pub struct GrantVerifyArgs {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check an audit log's hash chain; names the first record that breaks it.
+    ///
+    /// Several files, oldest first (rotated logs, then the log), are checked as one chain across
+    /// rotations.
     Verify(AuditVerifyArgs),
+    /// Rotate the audit log, keeping its hash chain across the files.
+    ///
+    /// The old records are renamed to FILE.<UTC time>, and the new log starts with a `rotation`
+    /// record chained to their last one, under the writers' lock, so the chain stays verifiable
+    /// across files and no writer ever finds a log shorter than its head. Never rotate the log
+    /// any other way (logrotate's rename or copytruncate): every audited action then fails (74,
+    /// audit.truncated); --after-loss recovers from that.
+    Rotate(AuditRotateArgs),
 }
 
 /// `stockade audit verify`
 #[derive(Debug, Args)]
 pub struct AuditVerifyArgs {
-    /// The audit log file (its head file `<FILE>.head`, when present, is checked too).
-    pub file: PathBuf,
+    /// The audit log file (its head file `<FILE>.head`, when present, is checked too). Several:
+    /// oldest first, the log last (whose head is checked); each file after the first must begin
+    /// with the rotation record that continues the one before it.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
     /// Fail when the head file is missing (without it, records cut off the end of the log
     /// cannot be detected).
     #[arg(long)]
     pub require_head: bool,
+}
+
+/// `stockade audit rotate`
+#[derive(Debug, Args)]
+pub struct AuditRotateArgs {
+    /// The audit log; the operator policy's `[audit] file` when omitted (and then its `[audit]
+    /// keep`: older rotated files past it are removed, named in the rotation record).
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Rotate only a log of at least this size (bytes, or with a K, M or G suffix): what a timer
+    /// running it daily passes so that small logs are left alone.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub min_size: Option<u64>,
+    /// The log is shorter than its head file says (it was rotated by something else, e.g.
+    /// logrotate): start a new log whose first record records the loss and chains to the last
+    /// record the head names. Keep the file the records were moved to: `audit verify` of it and
+    /// the new log shows whether anything is really missing. Refused for a log that is not
+    /// shorter than its head.
+    #[arg(long)]
+    pub after_loss: bool,
+    #[command(flatten)]
+    pub root: PolicyRootArg,
+}
+
+/// A size: bytes, or a number with a `K`, `M` or `G` suffix (powers of 1024), as `[audit]
+/// rotate_size` takes it.
+fn parse_size(s: &str) -> Result<u64, String> {
+    stockade_policy::operator::parse_size(s)
+        .ok_or_else(|| format!("`{s}` is not a size (bytes, or a number with K, M or G)"))
 }
 
 /// `stockade keygen`

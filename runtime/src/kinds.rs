@@ -32,6 +32,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("source.unknown", Exit::Usage),
     ("source.name", Exit::Usage),
     ("store.duplicate", Exit::Usage),
+    ("audit.not_truncated", Exit::Usage),
     // 65: an input is malformed.
     ("invalid_policy", Exit::DataErr),
     ("invalid_config", Exit::DataErr),
@@ -90,6 +91,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("source.exists", Exit::CantCreate),
     // 74: reading or writing failed midway.
     ("audit", Exit::IoErr),
+    ("audit.truncated", Exit::IoErr),
     ("store.io", Exit::IoErr),
     ("source.io", Exit::IoErr),
     // 75: try again later.

@@ -411,6 +411,52 @@ fn crash_restart_and_quarantine_under_serve_are_audited_in_one_chain() {
     assert_eq!(v.json()["records"], 8);
 }
 
+/// The daemon's log rotated under it by root's `stockade audit rotate` (the packages' timer):
+/// the daemon's next records go to the new log, after its rotation record — no load or launch
+/// fails for a log shorter than its head, as they all did after a logrotate rotation — and the
+/// rotated file and the log verify as one chain.
+#[test]
+fn a_rotation_under_a_running_serve_keeps_its_records_in_one_chain() {
+    if !require_root() {
+        return;
+    }
+    let (fx, audit) = audited_fixture();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let b = pack_worker(&fx, "b", &["on:x"]);
+    let mut s = Serve::start_with(&fx, CRASH_LOOP_CONFIG, &["--policy-root", "root"]);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    let r = fx.run(&["--json", "audit", "rotate", "--policy-root", "root"]);
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    let rotated = r.json()["rotated_to"].as_str().unwrap().to_string();
+    // An audited load after the rotation: its verification and launch records.
+    c.ok("plugin_load", json!({"package": b}));
+    assert_eq!(s.stop(), 0);
+    let old: Vec<Value> = records(Path::new(&rotated));
+    let old_events: Vec<&str> = old.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(old_events, ["verification", "launch"], "{old:#?}");
+    let new = records(&audit);
+    let events: Vec<&str> = new.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events[..3],
+        ["rotation", "verification", "launch"],
+        "{new:#?}"
+    );
+    assert_eq!(new[1]["plugin"], "b");
+    // Then each plugin's end at the daemon's stop, in whatever order.
+    assert!(events[3..].iter().all(|e| *e == "termination"), "{new:#?}");
+    let v = fx.run(&[
+        "--json",
+        "audit",
+        "verify",
+        "--require-head",
+        &rotated,
+        "audit.log",
+    ]);
+    assert_eq!(v.code, 0, "{} {}", v.stdout, v.stderr);
+    assert_eq!(v.json()["records"], old.len() + new.len());
+}
+
 /// The warm pool keeps a launch decision only when no grant went into it: a plugin whose
 /// network needs a grant gets its decision computed afresh at every restart, so a revoked
 /// grant is not honoured by the spare built under it; a plugin without any grant restarts in

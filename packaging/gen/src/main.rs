@@ -108,6 +108,9 @@ mod tests {
         // Hidden flags (e.g. `ca init --now`) stay out of the pages.
         let ca_init = std::fs::read_to_string(out.join("man/man1/stockade-ca-init.1")).unwrap();
         assert!(!ca_init.contains("\\-\\-now"));
+        // The page the audit-rotate units name (Documentation=man:stockade-audit-rotate(1)).
+        let rotate = std::fs::read_to_string(out.join("man/man1/stockade-audit-rotate.1")).unwrap();
+        assert!(rotate.contains("\\-\\-after\\-loss"), "{rotate}");
 
         for f in ["bash/stockade", "zsh/_stockade", "fish/stockade.fish"] {
             let text = std::fs::read_to_string(out.join("completions").join(f)).unwrap();

@@ -89,3 +89,102 @@ fn the_refresh_unit_names_the_default_sources_directory() {
         "{unit}"
     );
 }
+
+/// Every unit in systemd/ is in both packages (the .deb's `systemd-units` takes the units named
+/// after the package, its assets the others; the rpm lists each), every timer is disabled by the
+/// rpm's %preun on erase, and a unit's `Documentation=file://` names a file the packages ship.
+#[test]
+fn every_unit_is_shipped_by_both_packages() {
+    let cargo = shipped("../runtime/Cargo.toml");
+    let preun = shipped("rpm/preun.sh");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../systemd");
+    let mut units: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| {
+            [".service", ".socket", ".timer"]
+                .iter()
+                .any(|x| n.ends_with(x))
+        })
+        .collect();
+    units.sort();
+    assert!(units.len() >= 6, "{units:?}");
+    for unit in &units {
+        let rpm = format!("dest = \"/usr/lib/systemd/system/{unit}\"");
+        assert!(cargo.contains(&rpm), "the rpm does not ship {unit}");
+        let by_cargo_deb = unit.starts_with("stockade.");
+        let deb = format!("[\"../systemd/{unit}\", \"usr/lib/systemd/system/\", \"644\"]");
+        assert!(
+            by_cargo_deb || cargo.contains(&deb),
+            "the .deb does not ship {unit}"
+        );
+        if unit.ends_with(".timer") {
+            assert!(
+                preun.contains(unit.as_str()),
+                "%preun leaves {unit} enabled"
+            );
+        }
+        let text = shipped(&format!("../systemd/{unit}"));
+        for doc in text
+            .lines()
+            .filter_map(|l| l.strip_prefix("Documentation="))
+            .flat_map(str::split_whitespace)
+            .filter_map(|d| d.strip_prefix("file://"))
+        {
+            let deb_dest = doc.trim_start_matches('/');
+            assert!(
+                cargo.contains(&format!("\"{deb_dest}\""))
+                    && cargo.contains(&format!("dest = \"{doc}\"")),
+                "{unit} names {doc}, which a package does not ship"
+            );
+        }
+    }
+}
+
+/// The audit log's rotation unit runs `stockade audit rotate` — a command line the real CLI
+/// parses — as the owner of the log directory tmpfiles.d makes (the writers' lock file is that
+/// user's, 0600), with that directory writable and nothing else; and no logrotate snippet is
+/// shipped (logrotate's rename or copytruncate leaves a log shorter than its head, and every
+/// audited action then fails, 74).
+#[test]
+fn the_audit_rotate_unit_rotates_with_stockade_as_the_log_directorys_owner() {
+    use clap::Parser;
+    let unit = shipped("../systemd/stockade-audit-rotate.service");
+    let value = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.trim().strip_prefix(key).map(str::to_string))
+            .collect()
+    };
+    let exec = value("ExecStart=");
+    assert_eq!(exec.len(), 1, "{unit}");
+    let argv: Vec<&str> = exec[0].split_whitespace().collect();
+    assert_eq!(
+        argv[..3],
+        ["/usr/bin/stockade", "audit", "rotate"],
+        "{unit}"
+    );
+    let cli = stockade_runtime::cli::Cli::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("{}: {e}", exec[0]));
+    assert!(format!("{:?}", cli.command).contains("Rotate"));
+    let tmpfiles = shipped("tmpfiles.d/stockade.conf");
+    let log_dir = tmpfiles
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("/var/log/stockade"))
+        .unwrap();
+    let owner = log_dir.split_whitespace().nth(3).unwrap();
+    assert_eq!(value("User="), [owner]);
+    assert_eq!(value("LogsDirectory="), ["stockade"]);
+    assert_eq!(value("ProtectSystem="), ["strict"]);
+    assert_eq!(value("CapabilityBoundingSet="), [""]);
+    assert_eq!(value("PrivateNetwork="), ["yes"]);
+    let timer = shipped("../systemd/stockade-audit-rotate.timer");
+    assert!(
+        timer.lines().any(|l| l.starts_with("OnCalendar=")),
+        "{timer}"
+    );
+    let cargo = shipped("../runtime/Cargo.toml");
+    assert!(
+        !cargo.contains("logrotate"),
+        "a logrotate snippet is shipped"
+    );
+}

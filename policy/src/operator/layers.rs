@@ -605,6 +605,20 @@ impl MergedPolicy {
             Some(v) => v.try_into().map_err(|e| shape("audit", e))?,
             None => AuditSection::default(),
         };
+        let audit_value = |key: &str, cause: super::AuditValueError| OperatorPolicyError::Value {
+            at: origin_of(key),
+            key: key.to_string(),
+            cause: Box::new(cause),
+        };
+        if let Some(size) = &audit.rotate_size {
+            if super::parse_size(size).is_none_or(|n| n == 0) {
+                let e = super::AuditValueError::Size(size.clone());
+                return Err(audit_value("audit.rotate_size", e));
+            }
+        }
+        if audit.keep == Some(0) {
+            return Err(audit_value("audit.keep", super::AuditValueError::KeepZero));
+        }
         let risk: BTreeMap<String, RiskClass> = match section("risk") {
             Some(v) => v.try_into().map_err(|e| shape("risk", e))?,
             None => BTreeMap::new(),

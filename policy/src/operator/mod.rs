@@ -168,7 +168,9 @@ pub const DEFAULT_KEEP_TREES_MAX_MIB: u32 = 1024;
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
-    /// Append records to this file (hash-chained, fsynced, locked). Default none.
+    /// Append records to this file (hash-chained, fsynced, locked). Default none. Rotated only
+    /// by `stockade audit rotate`, which keeps the chain across files (logrotate's rename or
+    /// copytruncate leaves a log shorter than its head, which writers refuse to extend).
     pub file: Option<String>,
     /// The system log: each record as one journal entry through the native journal socket
     /// (`/run/systemd/journal/socket`) when it exists, else one `stockade-audit: {json}` line on
@@ -178,6 +180,42 @@ pub struct AuditSection {
     /// Each record as one journal entry through the native journal socket, which must exist (a
     /// record that cannot be sent stops the command, as for `file`). Default false.
     pub journal: Option<bool>,
+    /// Rotate `file` (as `stockade audit rotate` does, the chain kept across files) when an
+    /// append leaves it at least this big: bytes, or a number with `K`, `M` or `G` (powers of
+    /// 1024), e.g. `"64M"`. Default none (the packages' timer, or `stockade audit rotate`).
+    pub rotate_size: Option<String>,
+    /// How many rotated files of `file` a rotation keeps (at least 1): older ones are removed,
+    /// oldest first, and the new log's rotation record names them (`detail.removed`). Default:
+    /// every rotated file is kept.
+    pub keep: Option<u32>,
+}
+
+/// A size as `[audit] rotate_size` and `stockade audit rotate --min-size` take it: bytes, or a
+/// number with a `K`, `M` or `G` suffix (powers of 1024, either case). `None`: not a size, or one
+/// past `u64`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(1u64 << shift)
+}
+
+/// Why an `[audit]` rotation value is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditValueError {
+    /// `rotate_size` is not a size, or is 0.
+    #[error("`{0}` is not a size above 0 (bytes, or a number with K, M or G)")]
+    Size(String),
+    /// `keep = 0` would remove each rotated file at once.
+    #[error("keep must be at least 1 (0 would remove every rotated file as it is made)")]
+    KeepZero,
 }
 
 /// The sections a `[plugin."<name>"]` or `[signer."<key id>"]` table may override.

@@ -129,6 +129,9 @@ fn every_invalid_policy_names_the_file_and_line() {
             "version = 1\n[audit]\nfile = \"/var/log//a.log\"\n",
             "p.toml:3",
         ),
+        ("version = 1\n[audit]\nrotate_size = \"64Q\"\n", "p.toml:3"),
+        ("version = 1\n[audit]\nrotate_size = \"0\"\n", "p.toml:3"),
+        ("version = 1\n[audit]\nkeep = 0\n", "p.toml:3"),
         (
             "version = 1\n[hooks.\"on:a\"]\ndeadline_ms = 0\n",
             "p.toml:3",
@@ -891,4 +894,17 @@ fn lint_warns_when_a_plugin_raises_its_signers_kv_quota_or_hook_deadline() {
     assert_eq!(kv.len(), 4, "{kv:?}");
     assert_eq!(kv[0].0, "max_keys");
     assert_eq!(kv[0].1, &serde_json::json!(5000));
+}
+
+/// `[audit] rotate_size` takes bytes or K/M/G (powers of 1024), as `audit rotate --min-size`.
+#[test]
+fn audit_sizes_parse_as_documented() {
+    use super::parse_size;
+    assert_eq!(parse_size("4096"), Some(4096));
+    assert_eq!(parse_size("64M"), Some(64 << 20));
+    assert_eq!(parse_size("2g"), Some(2 << 30));
+    assert_eq!(parse_size("1K"), Some(1024));
+    for bad in ["", "M", "-1", "1.5M", "64MB", " 1", "99999999999999999999G"] {
+        assert_eq!(parse_size(bad), None, "{bad:?}");
+    }
 }

@@ -95,6 +95,7 @@ pub fn run(command: Command, out: Output) -> Result<Exit, CmdError> {
         Command::Grant(D(GrantCommand::Issue(a))) => grant::issue(a, out),
         Command::Grant(D(GrantCommand::Verify(a))) => grant::verify(a, out),
         Command::Audit(D(AuditCommand::Verify(a))) => audit::verify(a, out),
+        Command::Audit(D(AuditCommand::Rotate(a))) => audit::rotate(a, out),
         Command::Install(D(a)) => store::install(a, out),
         Command::List(D(a)) => store::list(a, out),
         Command::Remove(D(a)) => store::remove(a, out),

@@ -926,7 +926,10 @@ impl Daemon {
                     unix_now(),
                 )
                 .map_err(|err| {
-                    let stage = if matches!(err.kind(), "audit" | "audit.unsafe" | "audit.busy") {
+                    let stage = if matches!(
+                        err.kind(),
+                        "audit" | "audit.truncated" | "audit.unsafe" | "audit.busy"
+                    ) {
                         "audit"
                     } else {
                         "policy"

@@ -528,8 +528,10 @@ pub fn stop_self() -> io::Result<()> {
 /// refresh's index cache written, what it records next not yet: `sources::remember`), `list`
 /// (`list`'s registry read: `Store::list_registry`), `recover` (the store's lock taken, its
 /// recovery not begun: `Store::open`, and `list`'s recovery), `committed` (a store change committed, its
-/// `ok` audit record not written: `cmd::store::commit_audited`). Release builds compile it to
-/// nothing.
+/// `ok` audit record not written: `cmd::store::commit_audited`), `audit-rotate-written` (a
+/// rotation's new file written at the rotated name, not yet exchanged with the log) and
+/// `audit-rotate-exchanged` (exchanged, the head not yet replaced: `audit::rotate`). Release
+/// builds compile it to nothing.
 pub fn stop_at(point: &str) {
     if !cfg!(debug_assertions) {
         return;

@@ -1,0 +1,282 @@
+//! `stockade audit rotate` through the CLI (docs/audit.md, "Rotation"): audited actions go on
+//! after a rotation, the files verify as one chain, a log rotated by something else (logrotate)
+//! is recovered with `--after-loss` instead of failing every audited action, a rotation killed
+//! at either step leaves a log that appends and verifies, and rotating processes beside an
+//! appending one keep one chain.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use stockade_runtime::audit::{AuditLog, Event, Record};
+
+/// A policy root whose operator policy has `[audit] file = <dir>/audit.log`.
+fn audited_root() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let etc = d.path().join("root/etc/stockade");
+    std::fs::create_dir_all(&etc).unwrap();
+    let log = d.path().join("audit.log");
+    std::fs::write(
+        etc.join("policy.toml"),
+        format!(
+            "version = 1\n[audit]\nfile = {:?}\n",
+            log.display().to_string()
+        ),
+    )
+    .unwrap();
+    (d, log)
+}
+
+/// One audited action of the CLI: `exec /bin/true` under the operator policy (a launch and a
+/// termination record).
+fn audited_exec(dir: &Path) -> Run {
+    stockade(
+        dir,
+        &["--json", "exec", "--policy-root", "root", "--", "/bin/true"],
+    )
+}
+
+/// The rotated files beside `log`, oldest first (`<log>.<stamp>[-N]`, N compared as a number).
+fn rotated_files(log: &Path) -> Vec<PathBuf> {
+    let prefix = format!("{}.", log.file_name().unwrap().to_str().unwrap());
+    let mut v: Vec<(String, u64, PathBuf)> = std::fs::read_dir(log.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let rest = name.strip_prefix(&prefix)?.to_string();
+            if rest.len() < 16 || !rest.as_bytes()[..8].iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let (stamp, n) = rest.split_once('-').unwrap_or((&rest, "0"));
+            Some((
+                stamp.to_string(),
+                n.parse().ok()?,
+                log.with_file_name(&name),
+            ))
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, _, p)| p).collect()
+}
+
+fn verify_all(dir: &Path, log: &Path) -> serde_json::Value {
+    let mut files: Vec<String> = rotated_files(log)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    files.push(log.display().to_string());
+    let mut args = vec!["--json", "audit", "verify", "--require-head"];
+    args.extend(files.iter().map(String::as_str));
+    ok(dir, &args).json()
+}
+
+/// The issue: a log rotated the usual way (rename + create) made every audited action fail (74)
+/// from then on. `audit rotate` keeps the chain across files; the hand-rotated log is named by
+/// the error (`audit.truncated`, with the way out in its hint) and recovered by `--after-loss`,
+/// after which the moved file and the new log verify as one chain.
+#[test]
+fn audited_actions_go_on_after_a_rotation_and_after_a_hand_rotation_recovered() {
+    let (d, log) = audited_root();
+    let dir = d.path();
+    let r = audited_exec(dir);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rotated = ok(dir, &["--json", "audit", "rotate", "--policy-root", "root"]).json();
+    assert_eq!(rotated["rotated"], true, "{rotated}");
+    assert_eq!(rotated["record"]["event"], "rotation");
+    assert_eq!(rotated["record"]["detail"]["previous"]["records"], 2);
+    let r = audited_exec(dir);
+    assert_eq!(
+        r.code, 0,
+        "an audited action after the rotation: {}",
+        r.stderr
+    );
+    let v = verify_all(dir, &log);
+    assert_eq!(
+        (v["records"].as_u64(), v["head"].as_str()),
+        (Some(5), Some("checked")),
+        "{v}"
+    );
+    // The new log alone verifies too, saying what it continues.
+    let alone = ok(dir, &["--json", "audit", "verify", log.to_str().unwrap()]).json();
+    assert_eq!(alone["records"], 3);
+    assert_eq!(alone["continues"]["records"], 2);
+
+    // logrotate's way: rename, then create an empty log.
+    let moved = dir.join("audit.log.1");
+    std::fs::rename(&log, &moved).unwrap();
+    std::fs::write(&log, b"").unwrap();
+    let r = audited_exec(dir);
+    assert_eq!(r.code, 74, "{}", r.stderr);
+    let e = r.json();
+    assert_eq!(e["error"]["kind"], "audit.truncated", "{e}");
+    assert!(
+        e["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("--after-loss"),
+        "{e}"
+    );
+    // A plain rotation does not paper over it; --after-loss records it.
+    let plain = stockade(dir, &["--json", "audit", "rotate", log.to_str().unwrap()]);
+    assert_eq!(plain.code, 74, "{}", plain.stderr);
+    let after = ok(
+        dir,
+        &[
+            "--json",
+            "audit",
+            "rotate",
+            "--after-loss",
+            log.to_str().unwrap(),
+        ],
+    )
+    .json();
+    assert_eq!(after["record"]["outcome"], "after_loss", "{after}");
+    assert_eq!(after["record"]["detail"]["previous"]["records"], 3);
+    let r = audited_exec(dir);
+    assert_eq!(r.code, 0, "after the recovery: {}", r.stderr);
+    let both = ok(
+        dir,
+        &[
+            "--json",
+            "audit",
+            "verify",
+            moved.to_str().unwrap(),
+            log.to_str().unwrap(),
+        ],
+    )
+    .json();
+    assert_eq!(both["records"], 3 + 3, "{both}");
+    // Once recovered, --after-loss is refused (nothing lost).
+    let again = stockade(
+        dir,
+        &[
+            "--json",
+            "audit",
+            "rotate",
+            "--after-loss",
+            log.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(again.code, 64, "{}", again.stderr);
+    assert_eq!(again.json()["error"]["kind"], "audit.not_truncated");
+}
+
+fn append(log: &Path, n: usize) {
+    let l = AuditLog::from_policy(&stockade_policy::operator::AuditSection {
+        file: Some(log.display().to_string()),
+        ..Default::default()
+    });
+    for _ in 0..n {
+        l.append(Record::new(Event::Launch, "ok")).unwrap();
+    }
+}
+
+/// SIGKILL `audit rotate` before its commit (the new file written at the rotated name) and
+/// between the commit and the head's replacement: each time the next append works and every
+/// file verifies as one chain; the first kill's leftover is removed by the next rotation.
+#[test]
+fn a_rotation_killed_at_either_step_leaves_a_log_that_appends_and_verifies() {
+    let (d, log) = audited_root();
+    let dir = d.path();
+    append(&log, 2);
+    for point in ["audit-rotate-written", "audit-rotate-exchanged"] {
+        let child = stockade_stopped_at(dir, &["audit", "rotate", log.to_str().unwrap()], point);
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.code().is_none(), "killed at {point}");
+        append(&log, 1);
+        let alone = ok(
+            dir,
+            &[
+                "--json",
+                "audit",
+                "verify",
+                "--require-head",
+                log.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(alone.json()["head"], "checked", "after a kill at {point}");
+        if point == "audit-rotate-written" {
+            // The leftover: a rotated name holding nothing but its own rotation record.
+            let left = rotated_files(&log);
+            assert_eq!(left.len(), 1, "{left:?}");
+            let v = ok(
+                dir,
+                &["--json", "audit", "verify", left[0].to_str().unwrap()],
+            )
+            .json();
+            assert_eq!(v["stillborn"], true, "{v}");
+            let r = ok(dir, &["--json", "audit", "rotate", log.to_str().unwrap()]).json();
+            assert_eq!(
+                r["leftovers_removed"][0],
+                left[0].display().to_string(),
+                "{r}"
+            );
+            append(&log, 1);
+        }
+        verify_all(dir, &log);
+    }
+}
+
+/// Two processes: `audit rotate` run again and again while this one appends: every record is
+/// in one of the files, and they verify as one chain.
+#[test]
+fn rotating_processes_beside_an_appending_one_keep_one_chain() {
+    let (d, log) = audited_root();
+    let dir = d.path().to_path_buf();
+    append(&log, 1);
+    let rotator = {
+        let (dir, log) = (dir.clone(), log.clone());
+        std::thread::spawn(move || {
+            for _ in 0..6 {
+                ok(&dir, &["audit", "rotate", log.to_str().unwrap()]);
+            }
+        })
+    };
+    append(&log, 60);
+    rotator.join().unwrap();
+    let v = verify_all(&dir, &log);
+    let files = rotated_files(&log).len();
+    assert_eq!(files, 6, "{v}");
+    assert_eq!(
+        v["records"].as_u64(),
+        Some(61 + 6),
+        "every record once, plus each rotation's: {v}"
+    );
+}
+
+/// `[audit] rotate_size` and `keep`: the CLI's own appends (here `exec`'s) rotate the log once it
+/// passed the size, under the lock they hold, and the oldest rotated files past `keep` go, named
+/// in the rotation record; what is kept verifies as one chain with the log.
+#[test]
+fn appends_rotate_the_log_at_rotate_size_keeping_keep_files() {
+    let (d, log) = audited_root();
+    let dir = d.path();
+    std::fs::write(
+        dir.join("root/etc/stockade/policy.toml"),
+        format!(
+            "version = 1\n[audit]\nfile = {:?}\nrotate_size = \"1K\"\nkeep = 2\n",
+            log.display().to_string()
+        ),
+    )
+    .unwrap();
+    for _ in 0..5 {
+        let r = audited_exec(dir);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(!r.stderr.contains("not rotated"), "{}", r.stderr);
+    }
+    let kept = rotated_files(&log);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(std::fs::metadata(&log).unwrap().len() < 4096);
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["event"], "rotation");
+    verify_all(dir, &log);
+}
