@@ -515,7 +515,7 @@ impl Held {
         let pid = self.pid;
         // The kernel's word (the program's process said `Program`) needs no /proc; the lookup
         // is the fallback, and finds nothing once the program has ended.
-        let host_pid = program_pid.or_else(|| find_host_pid(pid, ns_pid));
+        let host_pid = program_pid.or_else(|| find_host_pid_after_exec(pid, ns_pid));
         let mut process = self.process;
         process["prepared"] = json!(self.prepared);
         self.layers.push(LayerReport::full("process", process));
@@ -918,6 +918,27 @@ fn thread_count() -> Option<u32> {
         .trim()
         .parse()
         .ok()
+}
+
+/// [`find_host_pid`] right after the exec-result pipe said the program's exec succeeded, looked
+/// up again a few times (100 µs apart, 1 ms in all) while nothing is found.
+///
+/// The pipe's end is seen when the exec closes its close-on-exec descriptors, which the kernel
+/// does *before* it decides the new image's dumpability: until then the program's new memory
+/// keeps the init's "not dumpable" (`begin_new_exec`: `do_close_on_exec`, then
+/// `set_dumpable`). Where `/proc` hides what the runtime may not trace — systemd's
+/// `ProtectProc=invisible`, which the shipped stockade.service sets — the program's process is
+/// invisible in that window, the lookup found nothing, and `serve` reported a ready plugin with
+/// no pid (seen in the kernel matrix's systemd run). Found at once everywhere else; a program
+/// that already ended costs the millisecond.
+fn find_host_pid_after_exec(init: i32, ns_pid: i32) -> Option<i32> {
+    for _ in 0..10 {
+        if let Some(pid) = find_host_pid(init, ns_pid) {
+            return Some(pid);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+    find_host_pid(init, ns_pid)
 }
 
 /// The host pid of the process whose parent is `init` and whose innermost pid is `ns_pid`.
