@@ -267,6 +267,7 @@ systemd)
 	done
 	add_file "$REPO/systemd/stockade.service" /usr/lib/systemd/system/stockade.service
 	add_file "$REPO/systemd/stockade.socket" /usr/lib/systemd/system/stockade.socket
+	add_file "$REPO/systemd/stockade-audit-rotate.service" /usr/lib/systemd/system/stockade-audit-rotate.service
 	add_file "$REPO/packaging/sysusers.d/stockade.conf" /usr/lib/sysusers.d/stockade.conf
 	add_file "$REPO/packaging/tmpfiles.d/stockade.conf" /usr/lib/tmpfiles.d/stockade.conf
 	add_file "$REPO/packaging/policy.toml" /etc/stockade/policy.toml

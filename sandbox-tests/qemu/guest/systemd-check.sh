@@ -17,7 +17,8 @@
 #   - two crashes quarantine the plugin, recorded in the service's
 #     StateDirectory; after `systemctl restart stockade.service` loading the
 #     package finds it still quarantined, until plugin_restart;
-#   - the audit log in the service's LogsDirectory verifies;
+#   - the audit log in the service's LogsDirectory verifies; the shipped
+#     stockade-audit-rotate.service rotates it and the files verify as one chain;
 #   - `systemctl stop` leaves no plugin process, no sandbox cgroup, no socket.
 # Prints PASS/FAIL lines, then "systemd-<release>: N passed, N failed" and the
 # harness's STOCKADE-VM-EXIT line, and powers the machine off.
@@ -164,6 +165,18 @@ check stop-leaves-nothing sh -c "[ ! -d /proc/$init ] && [ ! -d /proc/$prog ] &&
 	! systemctl is-active stockade.service"
 check audit-log-verifies sh -c "ls -l /var/log/stockade && $S audit verify /var/log/stockade/audit.log &&
 	grep -q '\"event\":\"launch\"' /var/log/stockade/audit.log"
+# The shipped rotation unit, unchanged: as the `stockade` user under its hardening it leaves a log
+# below its --min-size alone; with only its size threshold taken away by a drop-in it rotates, and
+# the rotated records and the new log verify as one chain (docs/audit.md, "Rotation").
+check audit-rotate-unit-leaves-a-small-log sh -c "systemctl start stockade-audit-rotate.service &&
+	! ls /var/log/stockade/audit.log.2* 2>/dev/null"
+mkdir -p /etc/systemd/system/stockade-audit-rotate.service.d
+printf '[Service]\nExecStart=\nExecStart=/usr/bin/stockade audit rotate\n' \
+	>/etc/systemd/system/stockade-audit-rotate.service.d/test-no-min-size.conf
+systemctl daemon-reload
+check audit-rotate-unit-rotates sh -c "systemctl start stockade-audit-rotate.service &&
+	ls -l /var/log/stockade && $S audit verify /var/log/stockade/audit.log.2* /var/log/stockade/audit.log &&
+	grep -q '\"event\":\"rotation\"' /var/log/stockade/audit.log"
 echo "-- the daemon's log (stderr) --"
 sed 's/^/    /' /run/stockade-serve.log
 finish
