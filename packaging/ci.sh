@@ -116,6 +116,8 @@ rpm -qlp "$rpmf" | tee "$work/rpm-files"
 for f in /usr/bin/stockade /usr/share/man/man1/stockade.1 /usr/share/man/man1/stockade-exec.1 \
   /usr/lib/systemd/system/stockade.service /usr/lib/systemd/system/stockade.socket \
   /usr/lib/systemd/system/stockade-refresh.service /usr/lib/systemd/system/stockade-refresh.timer \
+  /usr/lib/systemd/system/stockade-audit-rotate.service /usr/lib/systemd/system/stockade-audit-rotate.timer \
+  /usr/share/doc/stockade/audit.md \
   /etc/stockade/policy.toml /usr/lib/sysusers.d/stockade.conf /usr/lib/tmpfiles.d/stockade.conf; do
   grep -qx "$f" "$work/rpm-files" || fail "the rpm lacks $f"
 done
@@ -197,6 +199,13 @@ for f in /usr/lib/systemd/system/stockade-refresh.service /usr/lib/systemd/syste
   grep -qx "$f" "$work/deb-files" || fail "the .deb lacks $f"
 done
 man -P cat stockade-source-refresh >/dev/null || fail "man stockade-source-refresh"
+# The audit log's rotation (docs/audit.md, "Rotation"): its units ship, not enabled, with their man
+# page and the document they name.
+for f in /usr/lib/systemd/system/stockade-audit-rotate.service /usr/lib/systemd/system/stockade-audit-rotate.timer \
+  /usr/share/doc/stockade/audit.md; do
+  grep -qx "$f" "$work/deb-files" || fail "the .deb lacks $f"
+done
+man -P cat stockade-audit-rotate >/dev/null || fail "man stockade-audit-rotate"
 if ls docs/man/*.5 >/dev/null 2>&1; then
   for p in docs/man/*.5; do
     page=$(basename "$p" .5)
@@ -244,7 +253,8 @@ stockade policy lint >"$work/lint" 2>&1 || rc=$?
 
 phase "systemd-analyze verify + security on the installed units"
 units=(/usr/lib/systemd/system/stockade.service /usr/lib/systemd/system/stockade.socket
-  /usr/lib/systemd/system/stockade-refresh.service /usr/lib/systemd/system/stockade-refresh.timer)
+  /usr/lib/systemd/system/stockade-refresh.service /usr/lib/systemd/system/stockade-refresh.timer
+  /usr/lib/systemd/system/stockade-audit-rotate.service /usr/lib/systemd/system/stockade-audit-rotate.timer)
 verify_out=$(systemd-analyze verify "${units[@]}" 2>&1) || { echo "$verify_out"; fail "systemd-analyze verify"; }
 if [ -n "$verify_out" ]; then
   echo "$verify_out"
