@@ -266,6 +266,13 @@ systemd-analyze security --offline=true --threshold=$SECURITY_THRESHOLD "${units
 tail -n 1 "$work/security"
 
 phase "dpkg --purge leaves nothing behind"
+# An admin enabled both timers (not started: no systemd runs here): the removal disables them, so
+# no link in timers.target.wants is left naming a unit that is gone (the snapshot below sees one).
+systemctl enable stockade-refresh.timer stockade-audit-rotate.timer
+[ -L /etc/systemd/system/timers.target.wants/stockade-audit-rotate.timer ] ||
+  fail "systemctl enable made no link for stockade-audit-rotate.timer"
+grep -q 'deb-systemd-helper disable "$timer"' "$work/debian/prerm" ||
+  fail "the prerm does not disable the timers"
 dpkg --purge stockade
 installed=0
 snapshot >"$work/after"
