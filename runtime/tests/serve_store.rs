@@ -300,3 +300,49 @@ fn without_the_periodic_check_sighup_applies_a_removal() {
     let gone = c.wait_state("solo", "unloaded");
     assert_eq!(gone["reason"]["kind"], "removed", "{gone}");
 }
+
+/// Review-113: an update found while the node's license cannot be used (here deleted after
+/// its install: `license.missing`, 84) is refused as a load is then, and the loaded version runs
+/// on; once the license is back the update is run. The old daemon verified it under the
+/// license it still held, stopped the running version, and then refused the relaunch for the
+/// license: the plugin was left stopped (`restarting`) until the license was fixed.
+#[test]
+fn an_update_waits_while_the_license_cannot_be_used_and_the_loaded_version_runs_on() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.install_license("ACME-1", false);
+    let v1 = pack_version(&fx, "w", "0.1.0", None);
+    let v2 = pack_version(&fx, "w", "0.2.0", None);
+    store(&fx, &["install", &v1]);
+    let log = fx.dir().join("audit.log");
+    // No periodic check: SIGHUP decides when the daemon looks.
+    let config = CONFIG.replace(
+        "trust_check_interval_ms = 200",
+        "trust_check_interval_ms = 0",
+    );
+    let s = Serve::start(&fx, &config, Some(&audited(&log)));
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": "w"}));
+    store(&fx, &["install", &v2]);
+    let license = fx.path("state/license.json");
+    let saved = std::fs::read(&license).unwrap();
+    std::fs::remove_file(&license).unwrap();
+    signal(s.pid(), "HUP");
+    let st = wait_status(&mut c, "w", |st| !st["store_change"].is_null());
+    assert_eq!(st["store_change"]["kind"], "license.missing", "{st}");
+    assert_eq!(st["store_change"]["exit"], 84, "{st}");
+    assert_eq!(st["version"], "0.1.0", "{st}");
+    assert_eq!(st["state"], "ready", "{st}");
+    assert_eq!(st["restarts"], 0, "{st}");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"act": "ok"}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+
+    std::fs::write(&license, saved).unwrap();
+    signal(s.pid(), "HUP");
+    let st = wait_status(&mut c, "w", |st| {
+        st["version"] == "0.2.0" && st["state"] == "ready"
+    });
+    assert_eq!(st["store_change"], Value::Null, "{st}");
+}
