@@ -301,6 +301,60 @@ fn without_the_periodic_check_sighup_applies_a_removal() {
     assert_eq!(gone["reason"]["kind"], "removed", "{gone}");
 }
 
+/// Pack worker `name` in `version`, depending on `needs` (name, requirement), as
+/// `NAME-VERSION.stockade`.
+fn pack_needing(fx: &Fixture, name: &str, version: &str, needs: &[(&str, &str)]) -> String {
+    let script = WORKER.replace(
+        "\"version\":\"0.1.0\"",
+        &format!("\"version\":\"{version}\""),
+    );
+    let deps: Vec<Value> = needs
+        .iter()
+        .map(|(n, v)| json!({"name": n, "version": v}))
+        .collect();
+    let pkg = pack_script_with(
+        fx,
+        name,
+        &[&format!("on:{name}")],
+        &script,
+        json!({"version": version, "dependencies": deps}),
+    );
+    let out = fx.dir().join(format!("{name}-{version}.stockade"));
+    std::fs::rename(&pkg, &out).unwrap();
+    out.to_str().unwrap().to_string()
+}
+
+/// Review-113: `app` and the `lib` it needs updated together (`app` 0.1.1 needs `lib` ^0.1.1).
+/// The check tries `app` first, while `lib` 0.1.0 still runs: refused for its dependencies.
+/// Once `lib` runs 0.1.1 the refusal no longer holds and `app` is updated too. The old daemon
+/// never tried `app`'s package again (only another package or SIGHUP did): `app` ran 0.1.0 for
+/// good although everything it needs was loaded.
+#[test]
+fn an_update_refused_for_its_dependencies_is_tried_again_once_they_are_updated() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing(&fx, "lib", "0.1.1", &[]);
+    let app2 = pack_needing(&fx, "app", "0.1.1", &[("lib", "^0.1.1")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    store(&fx, &["install", &lib2, &app2]);
+    wait_status(&mut c, "lib", |st| {
+        st["version"] == "0.1.1" && st["state"] == "ready"
+    });
+    let st = wait_status(&mut c, "app", |st| {
+        st["version"] == "0.1.1" && st["state"] == "ready"
+    });
+    assert_eq!(st["store_change"], Value::Null, "{st}");
+    let r = c.ok("hook_invoke", invoke("on:app", json!({"act": "ok"}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+}
+
 /// Review-113: an update found while the node's license cannot be used (here deleted after
 /// its install: `license.missing`, 84) is refused as a load is then, and the loaded version runs
 /// on; once the license is back the update is run. The old daemon verified it under the

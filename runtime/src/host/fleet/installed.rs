@@ -40,7 +40,8 @@
 //! version running, untouched: a `denial` record (`detail.request` `"update"`), one log line
 //! and `plugin_status.store_change` with the refusal's kind, exit and message; that package is
 //! not tried again until the registry names another one or SIGHUP (a refusal of exit 75 — a
-//! held lock — is tried again at the next check, and so is one for the node's license or trust
+//! held lock — is tried again at the next check, one for the dependencies once the loaded
+//! plugins changed (a dependency relaunched on its own update), and one for the node's license or trust
 //! configuration, which cannot be used: read again first, as a load reads them, it admits
 //! nothing then; a refusal tried again for the same reason is said once). A plugin still in its first launch is
 //! updated once it is ready.
@@ -67,6 +68,10 @@ pub(crate) struct StoreChange {
     /// moment (a lock held: 75) or of the node's configuration (its license or trust
     /// configuration cannot be used), which says nothing about the package.
     again: bool,
+    /// A refusal for the loaded plugins' versions (stage `dependencies`): the loaded set
+    /// (names and packages) it was refused under, tried again once that set changed — another
+    /// plugin relaunched on its own update, loaded or unloaded.
+    loaded: Option<Vec<(String, String)>>,
 }
 
 impl StoreChange {
@@ -81,10 +86,13 @@ impl StoreChange {
         self.again || self.exit == Some(crate::exit::Exit::TempFail.code())
     }
 
-    /// Whether the refusal of the registry's package still holds: it is not tried again
-    /// (`forced` aside) unless it passes.
-    fn still_holds(&self, sha: &str) -> bool {
-        self.package_sha256.as_deref() == Some(sha) && !self.passing()
+    /// Whether the refusal of the registry's package still holds with `loaded` the loaded
+    /// set: it is not tried again (`forced` aside) unless it passes or was about another
+    /// loaded set.
+    fn still_holds(&self, sha: &str, loaded: &[(String, String)]) -> bool {
+        self.package_sha256.as_deref() == Some(sha)
+            && !self.passing()
+            && self.loaded.as_ref().is_none_or(|l| l == loaded)
     }
 
     /// The same refusal as `other` (package, kind, message): said once, not at every check.
@@ -177,7 +185,7 @@ impl Daemon {
         if self.store_check_said.take().is_some() {
             log_line("store check: the store can be read again");
         }
-        self.store_seen = Some(seen);
+        self.store_seen = Some(seen.clone());
         let mut passing = false;
         let from_store: Vec<String> = self
             .plugins
@@ -245,7 +253,7 @@ impl Daemon {
                 continue; // admitted already, waiting for its relaunch
             }
             if let Some(c) = &e.store_change {
-                if !forced && c.still_holds(sha) {
+                if !forced && c.still_holds(sha, &seen.1) {
                     continue; // refused, not tried again until another package or SIGHUP
                 }
             }
@@ -254,7 +262,7 @@ impl Daemon {
                 passing = true;
                 continue;
             }
-            if let Some(c) = self.try_update(name, installed.clone(), now) {
+            if let Some(c) = self.try_update(name, installed.clone(), &seen.1, now) {
                 passing |= c.passing();
             }
         }
@@ -316,6 +324,7 @@ impl Daemon {
             exit: None,
             message: message.clone(),
             again: false,
+            loaded: None,
         });
         log_line(&format!(
             "store check: plugin {}: {}",
@@ -342,6 +351,7 @@ impl Daemon {
         &mut self,
         name: &str,
         installed: crate::store::Installed,
+        loaded: &[(String, String)],
         now: Instant,
     ) -> Option<StoreChange> {
         let old = self.plugins[name].pkg.manifest.version().to_string();
@@ -351,6 +361,7 @@ impl Daemon {
             Err(r) => {
                 let change = StoreChange {
                     again: matches!(r.stage, "license" | "trust"),
+                    loaded: (r.stage == "dependencies").then(|| loaded.to_vec()),
                     change: "update",
                     package_sha256: Some(installed.package_sha256),
                     version: Some(installed.version.clone()),
@@ -363,7 +374,7 @@ impl Daemon {
                     ),
                 };
                 let e = self.plugins.get_mut(name).expect("present");
-                // Tried again (a passing refusal, SIGHUP) and refused for the same
+                // Tried again (a passing refusal, another loaded set, SIGHUP) and refused for the same
                 // reason: said once — one record, one log line —, not at every check.
                 if e.store_change.as_ref().is_some_and(|c| c.same_as(&change)) {
                     e.store_change = Some(change.clone());
