@@ -300,3 +300,103 @@ fn without_the_periodic_check_sighup_applies_a_removal() {
     let gone = c.wait_state("solo", "unloaded");
     assert_eq!(gone["reason"]["kind"], "removed", "{gone}");
 }
+
+/// Pack worker `name` in `version`, depending on `needs` (name, requirement), as
+/// `NAME-VERSION.stockade`.
+fn pack_needing(fx: &Fixture, name: &str, version: &str, needs: &[(&str, &str)]) -> String {
+    let script = WORKER.replace(
+        "\"version\":\"0.1.0\"",
+        &format!("\"version\":\"{version}\""),
+    );
+    let deps: Vec<Value> = needs
+        .iter()
+        .map(|(n, v)| json!({"name": n, "version": v}))
+        .collect();
+    let pkg = pack_script_with(
+        fx,
+        name,
+        &[&format!("on:{name}")],
+        &script,
+        json!({"version": version, "dependencies": deps}),
+    );
+    let out = fx.dir().join(format!("{name}-{version}.stockade"));
+    std::fs::rename(&pkg, &out).unwrap();
+    out.to_str().unwrap().to_string()
+}
+
+/// Review-113: `app` and the `lib` it needs updated together (`app` 0.1.1 needs `lib` ^0.1.1).
+/// The check tries `app` first, while `lib` 0.1.0 still runs: refused for its dependencies.
+/// Once `lib` runs 0.1.1 the refusal no longer holds and `app` is updated too. The old daemon
+/// never tried `app`'s package again (only another package or SIGHUP did): `app` ran 0.1.0 for
+/// good although everything it needs was loaded.
+#[test]
+fn an_update_refused_for_its_dependencies_is_tried_again_once_they_are_updated() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing(&fx, "lib", "0.1.1", &[]);
+    let app2 = pack_needing(&fx, "app", "0.1.1", &[("lib", "^0.1.1")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    store(&fx, &["install", &lib2, &app2]);
+    wait_status(&mut c, "lib", |st| {
+        st["version"] == "0.1.1" && st["state"] == "ready"
+    });
+    let st = wait_status(&mut c, "app", |st| {
+        st["version"] == "0.1.1" && st["state"] == "ready"
+    });
+    assert_eq!(st["store_change"], Value::Null, "{st}");
+    let r = c.ok("hook_invoke", invoke("on:app", json!({"act": "ok"}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+}
+
+/// Review-113: an update found while the node's license cannot be used (here deleted after
+/// its install: `license.missing`, 84) is refused as a load is then, and the loaded version runs
+/// on; once the license is back the update is run. The old daemon verified it under the
+/// license it still held, stopped the running version, and then refused the relaunch for the
+/// license: the plugin was left stopped (`restarting`) until the license was fixed.
+#[test]
+fn an_update_waits_while_the_license_cannot_be_used_and_the_loaded_version_runs_on() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.install_license("ACME-1", false);
+    let v1 = pack_version(&fx, "w", "0.1.0", None);
+    let v2 = pack_version(&fx, "w", "0.2.0", None);
+    store(&fx, &["install", &v1]);
+    let log = fx.dir().join("audit.log");
+    // No periodic check: SIGHUP decides when the daemon looks.
+    let config = CONFIG.replace(
+        "trust_check_interval_ms = 200",
+        "trust_check_interval_ms = 0",
+    );
+    let s = Serve::start(&fx, &config, Some(&audited(&log)));
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": "w"}));
+    store(&fx, &["install", &v2]);
+    let license = fx.path("state/license.json");
+    let saved = std::fs::read(&license).unwrap();
+    std::fs::remove_file(&license).unwrap();
+    signal(s.pid(), "HUP");
+    let st = wait_status(&mut c, "w", |st| !st["store_change"].is_null());
+    assert_eq!(st["store_change"]["kind"], "license.missing", "{st}");
+    assert_eq!(st["store_change"]["exit"], 84, "{st}");
+    assert_eq!(st["version"], "0.1.0", "{st}");
+    assert_eq!(st["state"], "ready", "{st}");
+    assert_eq!(st["restarts"], 0, "{st}");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"act": "ok"}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+
+    std::fs::write(&license, saved).unwrap();
+    signal(s.pid(), "HUP");
+    let st = wait_status(&mut c, "w", |st| {
+        st["version"] == "0.2.0" && st["state"] == "ready"
+    });
+    assert_eq!(st["store_change"], Value::Null, "{st}");
+}

@@ -40,7 +40,10 @@
 //! version running, untouched: a `denial` record (`detail.request` `"update"`), one log line
 //! and `plugin_status.store_change` with the refusal's kind, exit and message; that package is
 //! not tried again until the registry names another one or SIGHUP (a refusal of exit 75 — a
-//! held lock — is tried again at the next check). A plugin still in its first launch is
+//! held lock — is tried again at the next check, one for the dependencies once the loaded
+//! plugins changed (a dependency relaunched on its own update), and one for the node's license or trust
+//! configuration, which cannot be used: read again first, as a load reads them, it admits
+//! nothing then; a refusal tried again for the same reason is said once). A plugin still in its first launch is
 //! updated once it is ready.
 
 use super::*;
@@ -61,6 +64,14 @@ pub(crate) struct StoreChange {
     kind: Option<&'static str>,
     exit: Option<u8>,
     message: String,
+    /// Tried again at the next check although the registry did not change: a refusal of the
+    /// moment (a lock held: 75) or of the node's configuration (its license or trust
+    /// configuration cannot be used), which says nothing about the package.
+    again: bool,
+    /// A refusal for the loaded plugins' versions (stage `dependencies`): the loaded set
+    /// (names and packages) it was refused under, tried again once that set changed — another
+    /// plugin relaunched on its own update, loaded or unloaded.
+    loaded: Option<Vec<(String, String)>>,
 }
 
 impl StoreChange {
@@ -69,14 +80,32 @@ impl StoreChange {
                "exit": self.exit, "message": self.message})
     }
 
-    /// Whether the refusal is of the moment (a lock held: 75), tried again at the next check.
+    /// Whether the refusal is of the moment (a lock held: 75) or of the node's configuration,
+    /// tried again at the next check.
     fn passing(&self) -> bool {
-        self.exit == Some(crate::exit::Exit::TempFail.code())
+        self.again || self.exit == Some(crate::exit::Exit::TempFail.code())
+    }
+
+    /// Whether the refusal of the registry's package still holds with `loaded` the loaded
+    /// set: it is not tried again (`forced` aside) unless it passes or was about another
+    /// loaded set.
+    fn still_holds(&self, sha: &str, loaded: &[(String, String)]) -> bool {
+        self.package_sha256.as_deref() == Some(sha)
+            && !self.passing()
+            && self.loaded.as_ref().is_none_or(|l| l == loaded)
+    }
+
+    /// The same refusal as `other` (package, kind, message): said once, not at every check.
+    fn same_as(&self, other: &StoreChange) -> bool {
+        self.change == other.change
+            && self.package_sha256 == other.package_sha256
+            && self.kind == other.kind
+            && self.message == other.message
     }
 }
 
-/// Why an update was refused: the stage (`verification`, `dependencies`, `policy`, `store`,
-/// `audit`) and the CLI error it is.
+/// Why an update was refused: the stage (`license`, `trust`, `verification`, `dependencies`,
+/// `policy`, `store`, `audit`) and the CLI error it is.
 struct Refused {
     stage: &'static str,
     kind: &'static str,
@@ -91,6 +120,17 @@ impl Refused {
             kind: e.kind(),
             exit: e.exit().code(),
             message: e.chain().join(": "),
+        }
+    }
+
+    /// The node's license or trust configuration cannot be used now (`stage` `license` or
+    /// `trust`): nothing is admitted, as a load admits nothing then.
+    fn configuration(stage: &'static str, r: &TrustRefusal) -> Self {
+        Self {
+            stage,
+            kind: r.kind,
+            exit: r.exit,
+            message: r.message.clone(),
         }
     }
 }
@@ -145,7 +185,7 @@ impl Daemon {
         if self.store_check_said.take().is_some() {
             log_line("store check: the store can be read again");
         }
-        self.store_seen = Some(seen);
+        self.store_seen = Some(seen.clone());
         let mut passing = false;
         let from_store: Vec<String> = self
             .plugins
@@ -189,6 +229,12 @@ impl Daemon {
         for name in from_store.iter().filter(|n| !removed.contains(*n)) {
             let installed = &registry.plugins[name];
             let e = &self.plugins[name];
+            // Unloaded or quarantined for a new trust configuration by an update tried before
+            // it in this check (`admit_update` applies a configuration that changed): an
+            // unloading plugin is not relaunched.
+            if e.phase == Phase::Unloading {
+                continue;
+            }
             let sha = &installed.package_sha256;
             if *sha == e.pkg.report.package_sha256 {
                 // Its own package (again): nothing to do, nothing held.
@@ -207,7 +253,7 @@ impl Daemon {
                 continue; // admitted already, waiting for its relaunch
             }
             if let Some(c) = &e.store_change {
-                if c.package_sha256.as_ref() == Some(sha) && !forced && !c.passing() {
+                if !forced && c.still_holds(sha, &seen.1) {
                     continue; // refused, not tried again until another package or SIGHUP
                 }
             }
@@ -216,7 +262,7 @@ impl Daemon {
                 passing = true;
                 continue;
             }
-            if let Some(c) = self.try_update(name, installed.clone(), now) {
+            if let Some(c) = self.try_update(name, installed.clone(), &seen.1, now) {
                 passing |= c.passing();
             }
         }
@@ -277,6 +323,8 @@ impl Daemon {
             kind: None,
             exit: None,
             message: message.clone(),
+            again: false,
+            loaded: None,
         });
         log_line(&format!(
             "store check: plugin {}: {}",
@@ -303,14 +351,17 @@ impl Daemon {
         &mut self,
         name: &str,
         installed: crate::store::Installed,
+        loaded: &[(String, String)],
         now: Instant,
     ) -> Option<StoreChange> {
         let old = self.plugins[name].pkg.manifest.version().to_string();
-        let pkg = match self.admit_update(name) {
+        let pkg = match self.admit_update(name, now) {
             Ok(Some(pkg)) => pkg,
             Ok(None) => return None, // removed meanwhile: the next check unloads it
             Err(r) => {
                 let change = StoreChange {
+                    again: matches!(r.stage, "license" | "trust"),
+                    loaded: (r.stage == "dependencies").then(|| loaded.to_vec()),
                     change: "update",
                     package_sha256: Some(installed.package_sha256),
                     version: Some(installed.version.clone()),
@@ -323,6 +374,12 @@ impl Daemon {
                     ),
                 };
                 let e = self.plugins.get_mut(name).expect("present");
+                // Tried again (a passing refusal, another loaded set, SIGHUP) and refused for the same
+                // reason: said once — one record, one log line —, not at every check.
+                if e.store_change.as_ref().is_some_and(|c| c.same_as(&change)) {
+                    e.store_change = Some(change.clone());
+                    return Some(change);
+                }
                 let mut rec = e.audit.clone();
                 rec.event = Event::Denial;
                 rec.outcome = "refused".into();
@@ -371,7 +428,22 @@ impl Daemon {
     /// The stored package of loaded plugin `name`, verified for a load under the daemon's trust
     /// configuration (audited as a load's verification), with its dependencies, its dependants
     /// and the policy checked. `None`: it is not installed any longer.
-    fn admit_update(&mut self, name: &str) -> Result<Option<VerifiedPackage>, Refused> {
+    fn admit_update(
+        &mut self,
+        name: &str,
+        now: Instant,
+    ) -> Result<Option<VerifiedPackage>, Refused> {
+        // The license and trust configuration read again, as a load reads them
+        // (`try_verify_for_load`): one that cannot be used admits nothing. Verified under the
+        // license in force instead, the update was admitted, the running version stopped, and
+        // its relaunch refused for that license (`recheck`): the plugin was left stopped.
+        self.reread_license()
+            .map_err(|r| Refused::configuration("license", &r))?;
+        match self.reread_trust() {
+            Ok(true) => self.check_all(now, NEW_TRUST, "trust_change", None),
+            Ok(false) => {}
+            Err(e) => return Err(Refused::configuration("trust", &TrustRefusal::unusable(&e))),
+        }
         let state_dir = self.cfg.trust.state_dir.clone();
         let trees = Trees::new(&state_dir, 0);
         let used = crate::store::with_installed(
