@@ -442,8 +442,9 @@ impl AuditLog {
     /// long: one command, which its user sees waiting and can interrupt.
     ///
     /// The `stderr` sink without a journal is bounded the same way: `serve`'s stderr is a
-    /// queue ([`crate::logqueue`]) whose reader may have stopped; a record it did not take
-    /// within the wait is not written ([`AuditError::StderrBusy`], `audit.busy`), and the next
+    /// queue ([`crate::logqueue`]) whose reader may have stopped; a record it did not begin to
+    /// take within the wait is not written ([`AuditError::StderrBusy`], `audit.busy`; one it
+    /// took part of is finished first and counts as written), and the next
     /// ones only try while [`BoundedWait::TRY_ONLY_FOR`] lasts or until one is written.
     pub fn waiting_at_most(mut self, wait: Duration) -> Self {
         self.wait = Some(BoundedWait::new(wait));

@@ -15,8 +15,10 @@
 //! An audit record is not a log line: it must not be dropped. [`write_required`] queues it
 //! after what is waiting (the stream keeps its order), then waits for it to be written, a
 //! bounded time (`serve`'s audit wait, `audit::AuditLog::waiting_at_most`); a record not
-//! written by then is taken back out of the queue and the caller's rule for an unwritten
-//! record applies (`audit.busy`, 75: a required record refuses its action). A stream that
+//! begun by then is taken back out of the queue and the caller's rule for an unwritten
+//! record applies (`audit.busy`, 75: a required record refuses its action). One the stream
+//! took part of (longer than `PIPE_BUF`) is committed: written in full, first, and reported
+//! written ([`Required::Written`]) — never a refused action whose record still appears. A stream that
 //! fails (its reader closed its end, a full disk) loses what was queued; a required record
 //! among it is [`Required::Failed`] (`audit`, 74: refused as well, never counted as written).
 //!
@@ -189,14 +191,18 @@ pub fn drain() {
 pub enum Required {
     /// No queue: the caller writes it itself (the CLI; blocking, as before).
     NotQueued,
-    /// Written to the stream, in full.
+    /// Written to the stream: in full, or begun — the stream took part of it (a line longer
+    /// than the pipe's atomic write, `PIPE_BUF`) before the wait ran out. A begun record is
+    /// committed: its rest stays first in the queue, never dropped nor taken back, and is
+    /// written before anything after it, so the stream never holds part of a record, nor a
+    /// record of an action that was refused (it was reported `Busy` and its rest still written:
+    /// a record of what did not happen). It is lost only as a record the pipe holds is, with
+    /// the stream (its reader closed its end).
     Written,
     /// Not written: the stream failed (its reader closed its end, a full disk) — the record is
     /// lost, as a log line would be, and the caller's rule for an unwritten record applies.
     Failed(std::io::Error),
-    /// Not written within the wait: taken back out of the queue (or, a line longer than the
-    /// pipe's atomic write, `PIPE_BUF`, that was partly written: its rest stays queued, never
-    /// cut short in the stream, and it counts as not written).
+    /// Not begun within the wait: taken back out of the queue, none of it in the stream.
     Busy,
 }
 
@@ -227,12 +233,14 @@ pub fn write_required(text: &[u8], wait: Duration) -> Required {
         }
         let now = Instant::now();
         if now >= deadline {
+            // Begun: committed, its rest written first (see `Required::Written`).
             let started = q.lines.front().is_some_and(|(s, _)| *s == seq) && q.offset > 0;
-            if !started {
-                if let Some(i) = q.lines.iter().position(|(s, _)| *s == seq) {
-                    if let Some((_, l)) = q.lines.remove(i) {
-                        q.bytes -= l.len();
-                    }
+            if started {
+                return Required::Written;
+            }
+            if let Some(i) = q.lines.iter().position(|(s, _)| *s == seq) {
+                if let Some((_, l)) = q.lines.remove(i) {
+                    q.bytes -= l.len();
                 }
             }
             return Required::Busy;
@@ -271,5 +279,55 @@ pub fn flush(wait: Duration) {
         if sock::writable_within(stderr.as_fd(), ms).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    /// A required record longer than `PIPE_BUF` that the pipe takes only part of before the
+    /// wait runs out is committed: reported written (its action goes ahead), its rest written
+    /// first once the reader reads again, the record whole and once in the stream. It was
+    /// reported `Busy` (the action refused) while its rest was still written: a record of an
+    /// action that did not happen. One the pipe takes nothing of is `Busy` and never appears.
+    #[test]
+    fn a_record_the_stream_took_part_of_is_finished_and_counts_as_written() {
+        // The queue writes this process's fd 2: a pipe stands in for it during the test (and
+        // the old stderr is put back before any assertion can fail).
+        let (rd, wr) = nix::unistd::pipe().unwrap();
+        let saved = std::io::stderr().as_fd().try_clone_to_owned().unwrap();
+        crate::sys::dup2(wr.as_fd(), 2).unwrap();
+        let mut writer = std::fs::File::from(wr);
+        let mut reader = std::fs::File::from(rd);
+        // Fill all but one page of the pipe (64 KiB, 16 pages): `write_now` takes one
+        // `PIPE_BUF` (4 KiB), then the pipe is full.
+        let filler = vec![b'.'; 15 * 4096];
+        writer.write_all(&filler).unwrap();
+        let outcome = std::panic::catch_unwind(|| {
+            assert!(install("test: "));
+            let mut record = vec![b'r'; 10_000];
+            record.push(b'\n');
+            let begun = write_required(&record, Duration::from_millis(100));
+            // Nothing of this one fits now: not begun, taken back.
+            let never = write_required(b"never\n", Duration::from_millis(50));
+            (begun, never)
+        });
+        let mut got = vec![0; filler.len()];
+        reader.read_exact(&mut got).unwrap();
+        flush(Duration::from_secs(5));
+        uninstall();
+        crate::sys::dup2(saved.as_fd(), 2).unwrap();
+        drop(writer);
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        let (begun, never) = outcome.unwrap();
+        assert!(matches!(begun, Required::Written), "{begun:?}");
+        assert!(matches!(never, Required::Busy), "{never:?}");
+        let mut want = vec![b'r'; 10_000];
+        want.push(b'\n');
+        assert_eq!(rest, want, "the record, whole, and nothing after it");
     }
 }

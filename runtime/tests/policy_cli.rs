@@ -603,6 +603,51 @@ fn grant_issue_and_verify_refuse_what_could_never_match() {
     assert!(!d.join("zero.grant").exists());
 }
 
+/// A `grant issue --now` so late that `--days` ends past `u64::MAX` is a usage error (64) with
+/// nothing written, as for `ca`: the expiry was saturated at `u64::MAX`, a grant silently valid
+/// for less than `--days` (and at `--now u64::MAX` refused as `grant_invalid`, an argument it
+/// did not name). The last day that fits is still issued.
+#[test]
+fn a_grant_past_the_largest_time_is_a_usage_error() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["keygen", "-o", "op"]);
+    let issue = |now: u64, days: &str, out: &str| {
+        stockade(
+            d,
+            &[
+                "--json",
+                "grant",
+                "issue",
+                "--key",
+                "op.key",
+                "--plugin",
+                "hello",
+                "--plugin-version",
+                "0.1.0",
+                "--target",
+                "network:loopback",
+                "--days",
+                days,
+                "-o",
+                out,
+                "--now",
+                &now.to_string(),
+            ],
+        )
+    };
+    for now in [u64::MAX, u64::MAX - 30 * 86_400 + 1] {
+        let r = issue(now, "30", "late.grant");
+        assert_eq!(r.code, 64, "--now {now}: {}", r.stdout);
+        assert_eq!(r.kind(), "usage", "{}", r.stdout);
+        assert!(r.stdout.contains("past the largest time"), "{}", r.stdout);
+        assert!(!d.join("late.grant").exists(), "--now {now}");
+    }
+    let r = issue(u64::MAX - 30 * 86_400, "30", "last.grant");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["grant"]["expires_at"], u64::MAX, "{}", r.stdout);
+}
+
 #[test]
 fn grant_refusals_each_have_their_own_kind() {
     let t = tempfile::tempdir().unwrap();

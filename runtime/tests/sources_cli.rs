@@ -1064,6 +1064,26 @@ fn source_add_writes_nothing_until_the_index_verifies() {
     assert_eq!(sources_file(&fx).unwrap(), before);
 }
 
+/// A signed index whose `expires` is a well-formed time before 1970 is refused (65,
+/// `index.malformed`, nothing added) with a message that says so: it was called "not an RFC
+/// 3339 UTC time", sending the operator looking for a syntax error in a valid time.
+#[test]
+fn an_index_expiring_before_1970_is_refused_as_such() {
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.expires = "1969-12-31T23:59:59Z".into();
+    repo.write(&fx, "op");
+    std::fs::create_dir_all(fx.path("state")).unwrap();
+    let r = add_source(&fx, &repo.url(), "op.pub");
+    expect(&r, 65, "index.malformed");
+    let text = format!("{}{}", r.stdout, r.stderr);
+    assert!(text.contains("before 1970"), "{text}");
+    assert!(!text.contains("not an RFC 3339"), "{text}");
+    assert_eq!(sources_file(&fx), None);
+    assert!(!fx.path("state/indexes/main.index").exists());
+}
+
 /// `source add` killed while it fetches the index (a server that accepts and never answers)
 /// leaves no source behind: nothing was saved before the index verified, so a later install by
 /// id is not failed closed by a half-added source, and the same `source add` works (not 73).

@@ -50,6 +50,13 @@ pub enum IndexError {
     /// `expires` is not an RFC 3339 UTC time.
     #[error("index `expires` ({0}) is not an RFC 3339 UTC time such as 2026-12-31T00:00:00Z")]
     Expires(String),
+    /// `expires` is an RFC 3339 UTC time before 1970, which this host does not accept (times
+    /// are Unix seconds from 1970): told apart from [`IndexError::Expires`] so that the
+    /// operator is not sent looking for a syntax error in a well-formed time.
+    #[error(
+        "index `expires` ({0}) is before 1970-01-01T00:00:00Z: a time before 1970 is not accepted"
+    )]
+    ExpiresBefore1970(String),
     /// An entry is invalid.
     #[error("index entry `{id}`: {reason}")]
     Entry {
@@ -189,6 +196,26 @@ fn key(field: impl Into<String>, b64: &str) -> Result<PublicKey, IndexError> {
     })
 }
 
+/// Whether `s`, which `humantime::parse_rfc3339` refused, is a well-formed RFC 3339 UTC time
+/// whose year is before 1970 (humantime refuses those as out of range, like an hour 24): the
+/// same text with its year moved to one at or after 1970 of the same leapness (2000 or 2001, so
+/// that a 29 February stays valid exactly when it was) parses.
+fn before_1970(s: &str) -> bool {
+    let Some(year) = s
+        .get(..4)
+        .filter(|y| y.bytes().all(|c| c.is_ascii_digit()))
+        .and_then(|y| y.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    if year >= 1970 {
+        return false;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let moved = format!("{}{}", if leap { "2000" } else { "2001" }, &s[4..]);
+    humantime::parse_rfc3339(&moved).is_ok()
+}
+
 fn valid_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -213,7 +240,13 @@ impl Index {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs())
-            .ok_or_else(|| IndexError::Expires(w.expires.clone()))?;
+            .ok_or_else(|| {
+                if before_1970(&w.expires) {
+                    IndexError::ExpiresBefore1970(w.expires.clone())
+                } else {
+                    IndexError::Expires(w.expires.clone())
+                }
+            })?;
         let mut seen = BTreeSet::new();
         for e in &w.plugins {
             let bad = |reason: String| IndexError::Entry {
@@ -560,6 +593,44 @@ mod tests {
             parse(&doc(json!({"expires": "tomorrow"}))),
             Err(IndexError::Expires(_))
         ));
+        // A well-formed time before 1970 is refused as such, not as a syntax error; one
+        // before 1970 that is not well formed (no 29 February 1900, no hour 24) is still
+        // "not an RFC 3339 time".
+        for early in [
+            "1969-12-31T23:59:59Z",
+            "0000-01-01T00:00:00Z",
+            "1968-02-29T00:00:00Z",
+            "1600-02-29T12:00:00.5+00:00",
+        ] {
+            let e = parse(&doc(json!({ "expires": early }))).unwrap_err();
+            assert!(
+                matches!(e, IndexError::ExpiresBefore1970(_)),
+                "{early}: {e:?}"
+            );
+            assert!(e.to_string().contains("before 1970"), "{e}");
+            assert!(!e.to_string().contains("not an RFC 3339"), "{e}");
+        }
+        for bad in [
+            "1900-02-29T00:00:00Z",
+            "1969-12-31T24:00:00Z",
+            "1969-13-01T00:00:00Z",
+            "1969-12-31",
+            "-001-01-01T00:00:00Z",
+        ] {
+            assert!(
+                matches!(
+                    parse(&doc(json!({ "expires": bad }))),
+                    Err(IndexError::Expires(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse(&doc(json!({"expires": "1970-01-01T00:00:00Z"})))
+                .unwrap()
+                .expires_at,
+            0
+        );
         assert!(matches!(
             parse(&doc(json!({"operator_pubkey": "RWnope"}))),
             Err(IndexError::Key { .. })

@@ -19,6 +19,7 @@
 
 use crate::cli::{CaInitArgs, CaIssueArgs, CaLicenseArgs, CaRevokeArgs};
 use crate::cmd::keygen::{fresh_key, write_pair};
+use crate::cmd::valid_until;
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::{read_capped, reserve, write_atomic};
@@ -35,7 +36,6 @@ use stockade_trust::crl::{RevocationBody, RevocationList};
 use stockade_trust::license::{License, LicenseBody, LicenseState};
 use stockade_trust::minisign::SecretKey;
 
-const DAY: u64 = 86_400;
 /// File recording what this root has revoked so far.
 pub const ISSUED_REVOCATIONS: &str = "revocations-issued.json";
 
@@ -120,22 +120,6 @@ fn new_serial() -> Result<String, CmdError> {
     Ok(hex::encode(
         random_bytes::<16>().map_err(|e| CmdError::new(Exit::OsErr, "random", e))?,
     ))
-}
-
-/// The end of a validity of `days` from `now` (Unix seconds). A `--now` so late that the end
-/// is past `u64::MAX` is a usage error: the sum overflowed (a panic in a debug build, a window
-/// that wrapped round to 1970 in a release one).
-fn valid_until(now: u64, days: u32) -> Result<u64, CmdError> {
-    if days == 0 {
-        return Err(usage("--days must be at least 1"));
-    }
-    now.checked_add(u64::from(days) * DAY).ok_or_else(|| {
-        usage(format!(
-            "--now {now} plus --days {days} is past the largest time a document can hold \
-             ({})",
-            u64::MAX
-        ))
-    })
 }
 
 #[derive(Serialize)]

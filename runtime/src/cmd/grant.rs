@@ -9,7 +9,9 @@
 //! Both refuse, with 64 (`grant_invalid`), a plugin name, version, scope or target that no
 //! plugin or item could ever have (`stockade_trust::grant::{check_binding, check_target}`):
 //! `issue` would otherwise sign a grant that never matches, and `verify` answer "missing" for
-//! what is a typo. `issue --days 0` is 64 too, as for `ca` (it was silently one day).
+//! what is a typo. `issue --days 0` is 64 too, as for `ca` (it was silently one day), and so
+//! is a `--now` so late that `--days` ends past the largest time (`usage`, as for `ca`; the
+//! grant's expiry was silently cut short at `u64::MAX`).
 
 use crate::cli::{GrantIssueArgs, GrantVerifyArgs};
 use crate::error::CmdError;
@@ -48,6 +50,7 @@ pub fn issue(a: GrantIssueArgs, out: Output) -> Result<Exit, CmdError> {
         );
     }
     let now = a.now.unwrap_or_else(unix_now);
+    let expires_at = crate::cmd::valid_until(now, a.days)?;
     let body = GrantBody {
         format: 1,
         plugin: a.plugin,
@@ -55,7 +58,7 @@ pub fn issue(a: GrantIssueArgs, out: Output) -> Result<Exit, CmdError> {
         scope: a.scope,
         targets: a.targets,
         issued_at: now,
-        expires_at: now.saturating_add(u64::from(a.days) * 86_400),
+        expires_at,
         issuer_key_id: key.public_key().key_id.to_string(),
     };
     let bytes = Grant::issue(&body, &key).map_err(invalid)?;

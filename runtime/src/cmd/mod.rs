@@ -26,6 +26,33 @@ pub mod source;
 pub mod store;
 pub mod verify;
 
+/// The end of a validity of `days` from `now` (Unix seconds): a certificate's, a revocation
+/// list's or a license's (`ca`), a grant's (`grant issue`). A `--now` so late that the end is
+/// past `u64::MAX` is a usage error, refused before anything is written: the sum overflowed (a
+/// panic in a debug build, a window that wrapped round to 1970 in a release one, and a grant's
+/// window silently cut short where it saturated).
+pub(crate) fn valid_until(now: u64, days: u32) -> Result<u64, CmdError> {
+    const DAY: u64 = 86_400;
+    if days == 0 {
+        return Err(CmdError::msg(
+            Exit::Usage,
+            "usage",
+            "--days must be at least 1",
+        ));
+    }
+    now.checked_add(u64::from(days) * DAY).ok_or_else(|| {
+        CmdError::msg(
+            Exit::Usage,
+            "usage",
+            format!(
+                "--now {now} plus --days {days} is past the largest time a document can hold \
+                 ({})",
+                u64::MAX
+            ),
+        )
+    })
+}
+
 /// Write a command's output file (a signed package, an issued certificate, license or grant).
 /// One that exists is refused with 73 unless `force`, the rule `keygen` follows too: an issued
 /// artifact (a certificate's random serial, a package already handed out) is never replaced by

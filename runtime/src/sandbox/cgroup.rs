@@ -91,7 +91,7 @@ pub enum CgroupError {
     /// `cgroups-rs` failed on a group.
     #[error("cgroup operation in `{}` failed", path.display())]
     Crate {
-        /// The group's directory.
+        /// The group's directory, or the control file that refused (a join: `cgroup.procs`).
         path: PathBuf,
         /// The crate's error.
         #[source]
@@ -678,12 +678,25 @@ impl Cgroup {
 
     /// Move a process (by host pid) and all its threads into the group (every controller's
     /// directory on v1). `add_task_by_tgid` writes `cgroup.procs`; `add_task` would write
-    /// `cgroup.threads`, which v2 refuses for a domain group.
+    /// `cgroup.threads`, which v2 refuses for a domain group. An error names the
+    /// `cgroup.procs` that refused: on v1 each controller is joined here, one by one, because
+    /// the crate's own loop says only "cgroup.procs" when a write fails, and naming the first
+    /// directory blamed the memory hierarchy for a refusal of the cpu or pids one.
     pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
-        let tgid = u64::try_from(pid).map_err(|_| CgroupError::OutOfRange(0))?;
-        self.cg
-            .add_task_by_tgid(CgroupPid::from(tgid))
-            .map_err(crate_at(&self.dirs[0]))
+        let tgid = CgroupPid::from(u64::try_from(pid).map_err(|_| CgroupError::OutOfRange(0))?);
+        if self.version == 2 {
+            // One directory; the crate refuses a group without a controller (never Ok).
+            return self
+                .cg
+                .add_task_by_tgid(tgid)
+                .map_err(crate_at(&self.dirs[0].join("cgroup.procs")));
+        }
+        for sub in self.cg.subsystems() {
+            let c = sub.to_controller();
+            c.add_task_by_tgid(&tgid)
+                .map_err(crate_at(&c.path().join("cgroup.procs")))?;
+        }
+        Ok(())
     }
 
     /// Limit hits so far.
@@ -1149,6 +1162,41 @@ mod tests {
         }
         assert!(cg.kill_and_remove());
         assert!(!m.exists());
+    }
+
+    /// A v1 join refused by one controller names that controller's `cgroup.procs`, not the
+    /// memory directory whichever refused (an EINVAL from cpu was reported against memory).
+    /// The fake's `cgroup.procs` of the refusing controller is `/dev/full`: it opens, and the
+    /// write fails, as a kernel refusal does (the crate's error then names no directory).
+    #[test]
+    fn a_refused_v1_join_names_the_controller_file_that_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = fake_v1(t.path());
+        let r = stockade_policy::sandbox::default_policy().resources;
+        for refusing in ["cpu", "pids", "memory"] {
+            let cg = Cgroup::create(&layout, &format!("j-{refusing}"), &r).unwrap();
+            let file = t
+                .path()
+                .join(refusing)
+                .join(format!("stockade-j-{refusing}"))
+                .join("cgroup.procs");
+            std::os::unix::fs::symlink("/dev/full", &file).unwrap();
+            let e = cg.add(4242).unwrap_err();
+            match &e {
+                CgroupError::Crate { path, .. } => assert_eq!(path, &file, "{refusing}"),
+                other => panic!("{refusing}: {other:?}"),
+            }
+            assert!(e.to_string().contains(&*file.to_string_lossy()), "{e}");
+            std::mem::forget(cg); // the fake's files make rmdir fail; the tempdir cleans up
+        }
+        // Accepted by all three: the pid is in each controller's cgroup.procs.
+        let cg = Cgroup::create(&layout, "j-ok", &r).unwrap();
+        cg.add(4242).unwrap();
+        for c in ["memory", "pids", "cpu"] {
+            let procs = t.path().join(c).join("stockade-j-ok/cgroup.procs");
+            assert_eq!(fs::read_to_string(procs).unwrap(), "4242", "{c}");
+        }
+        std::mem::forget(cg);
     }
 
     fn sleeper() -> (std::process::Child, i32) {
