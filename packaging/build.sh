@@ -76,8 +76,7 @@ insert_fragment '#STOCKADE_SUBIDS#' packaging/subids.sh packaging/debian/postins
 insert_fragment '#STOCKADE_RESTART#' packaging/restart.sh "$gen/debian/postinst.1" "$gen/debian/postinst"
 rm "$gen/debian/postinst.1"
 cp packaging/debian/postrm "$gen/debian/postrm"
-cp packaging/debian/prerm "$gen/debian/prerm"
-chmod 755 "$gen/debian/postinst" "$gen/debian/postrm" "$gen/debian/prerm"
+chmod 755 "$gen/debian/postinst" "$gen/debian/postrm"
 insert_fragment '#STOCKADE_SUBIDS#' packaging/subids.sh packaging/rpm/post.sh "$gen/rpm/post.sh"
 insert_fragment '#STOCKADE_RESTART#' packaging/restart.sh packaging/rpm/postun.sh "$gen/rpm/postun.sh"
 

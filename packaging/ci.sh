@@ -266,13 +266,15 @@ systemd-analyze security --offline=true --threshold=$SECURITY_THRESHOLD "${units
 tail -n 1 "$work/security"
 
 phase "dpkg --purge leaves nothing behind"
-# An admin enabled both timers (not started: no systemd runs here): the removal disables them, so
-# no link in timers.target.wants is left naming a unit that is gone (the snapshot below sees one).
+# An admin enabled both timers (not started: no systemd runs here). cargo-deb's snippets handle
+# every unit in systemd/ (prerm: stopped on removal; postrm: masked on removal, their links and
+# state purged on purge), so no link in timers.target.wants is left naming a unit that is gone —
+# the snapshot below would see one.
 systemctl enable stockade-refresh.timer stockade-audit-rotate.timer
 [ -L /etc/systemd/system/timers.target.wants/stockade-audit-rotate.timer ] ||
   fail "systemctl enable made no link for stockade-audit-rotate.timer"
-grep -q 'deb-systemd-helper disable "$timer"' "$work/debian/prerm" ||
-  fail "the prerm does not disable the timers"
+grep -Eq 'deb-systemd-invoke stop .*stockade-audit-rotate\.timer' "$work/debian/prerm" ||
+  fail "the prerm does not stop stockade-audit-rotate.timer on removal"
 dpkg --purge stockade
 installed=0
 snapshot >"$work/after"
