@@ -869,9 +869,10 @@ fn a_session_ends_when_its_certificate_expires() {
         return;
     }
     let fx = Fixture::new();
-    // Issued a day minus 6 s ago for a day: it expires 6 s from now (a pack and two launches
-    // come between).
-    let expires = common_unix_now() + 6;
+    // Issued a day minus 10 s ago for a day: it expires 10 s from now (a pack and two
+    // launches come between, on a loaded 2-core CI machine too: expired at the launch, the
+    // session would be refused, not ended).
+    let expires = unix_now() + 10;
     let issued = (expires - 86_400).to_string();
     let r = fx.run(&[
         "ca",
@@ -912,33 +913,10 @@ fn a_session_ends_when_its_certificate_expires() {
     warn_args[at] = "warn.toml".into();
     warn_args.extend(["--trust-mode".to_string(), "warn".to_string()]);
     // Both agents keep their end open and never write.
-    let start = |args: &[String]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
-            .args(args)
-            .current_dir(fx.dir())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let mut warned = start(&warn_args);
-    let mut child = start(&args);
-    let t0 = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > std::time::Duration::from_secs(40) {
-            let _ = child.kill();
-            let _ = warned.kill();
-            panic!("never ended");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        common_unix_now() >= expires,
-        "ended before the expiry: {stderr}"
-    );
+    let mut warned = start_silent_session(&fx, &warn_args);
+    let child = start_silent_session(&fx, &args);
+    let (out, stderr) = wait_session_end(child, &mut [&mut warned]);
+    assert!(unix_now() >= expires, "ended before the expiry: {stderr}");
     assert_eq!(out.status.code(), Some(83), "{stderr}");
     assert!(stderr.contains("validity.expired"), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -974,7 +952,8 @@ fn a_session_ends_when_a_grant_it_was_launched_with_expires() {
     let r = fx.run(&["keygen", "-o", "op"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     std::fs::create_dir(d.join("grants")).unwrap();
-    let expires = common_unix_now() + 5;
+    // 10 s: a keygen, a grant, a pack and the launch come between (see above).
+    let expires = unix_now() + 10;
     let issued = (expires - 86_400).to_string();
     let r = fx.run(&[
         "grant",
@@ -1009,28 +988,9 @@ fn a_session_ends_when_a_grant_it_was_launched_with_expires() {
         Some(&policy),
         &[],
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args(&args)
-        .current_dir(fx.dir())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > std::time::Duration::from_secs(40) {
-            let _ = child.kill();
-            panic!("never ended");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        common_unix_now() >= expires,
-        "ended before the expiry: {stderr}"
-    );
+    let child = start_silent_session(&fx, &args);
+    let (out, stderr) = wait_session_end(child, &mut []);
+    assert!(unix_now() >= expires, "ended before the expiry: {stderr}");
     assert_eq!(out.status.code(), Some(65), "{stderr}");
     assert!(stderr.contains("grant_expired"), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -1040,9 +1000,37 @@ fn a_session_ends_when_a_grant_it_was_launched_with_expires() {
     );
 }
 
-fn common_unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+/// `stockade ARGS` in the fixture's directory, its agent's end of stdin kept open and never
+/// written: a session only an expiry (or a kill) ends.
+fn start_silent_session(fx: &Fixture, args: &[String]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(args)
+        .current_dir(fx.dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap()
-        .as_secs()
+}
+
+/// Wait (40 s at most) for `child` to end by itself; killed with `others` and a panic if not.
+/// Its output, and its stderr as text.
+fn wait_session_end(
+    mut child: std::process::Child,
+    others: &mut [&mut std::process::Child],
+) -> (std::process::Output, String) {
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > std::time::Duration::from_secs(40) {
+            let _ = child.kill();
+            for o in others.iter_mut() {
+                let _ = o.kill();
+            }
+            panic!("never ended");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stderr)
 }

@@ -39,13 +39,21 @@ fn two_workers(fx: &Fixture) -> (std::path::PathBuf, std::path::PathBuf) {
     let hello = pack_worker(fx, "hello", &["on:x"]);
     pack_worker(fx, "other", &["on:x"]);
     fx.add_developer("dev2");
+    pack_other_as(fx, "dev2");
+    (hello, fx.dir().join("other.stockade"))
+}
+
+/// `src-other` (made by `pack_worker(fx, "other", …)`) packed as `other.stockade`, signed by
+/// developer `dev` (its `dev.key` and `dev.cert`, the fixture's intermediate above it).
+fn pack_other_as(fx: &Fixture, dev: &str) {
+    let (key, cert) = (format!("{dev}.key"), format!("{dev}.cert"));
     let r = fx.run(&[
         "pack",
         "src-other",
         "--key",
-        "dev2.key",
+        &key,
         "--devcert",
-        "dev2.cert",
+        &cert,
         "--intcert",
         "int/ca.cert",
         "-o",
@@ -53,7 +61,6 @@ fn two_workers(fx: &Fixture) -> (std::path::PathBuf, std::path::PathBuf) {
         "--force",
     ]);
     assert_eq!(r.code, 0, "pack: {}", r.stderr);
-    (hello, fx.dir().join("other.stockade"))
 }
 
 /// Poll `plugin_status` until `name` is ready again (its notifications may have gone by).
@@ -461,20 +468,7 @@ fn sighup_to_strict_stops_a_plugin_that_only_warn_let_load() {
         "hardware:00000000000000000000000000000000",
     ]);
     assert_eq!(r.code, 0, "ca issue: {}", r.stderr);
-    let r = fx.run(&[
-        "pack",
-        "src-other",
-        "--key",
-        "dev3.key",
-        "--devcert",
-        "dev3.cert",
-        "--intcert",
-        "int/ca.cert",
-        "-o",
-        "other.stockade",
-        "--force",
-    ]);
-    assert_eq!(r.code, 0, "pack: {}", r.stderr);
+    pack_other_as(&fx, "dev3");
     let other = fx.dir().join("other.stockade");
     install_list(&fx, &[]);
     let mut s = serve_in_trust_mode(&fx, "warn");
@@ -739,20 +733,7 @@ fn a_plugin_whose_certificate_expires_while_it_runs_is_stopped_then() {
         &issued,
     ]);
     assert_eq!(r.code, 0, "ca issue: {}", r.stderr);
-    let r = fx.run(&[
-        "pack",
-        "src-other",
-        "--key",
-        "dev4.key",
-        "--devcert",
-        "dev4.cert",
-        "--intcert",
-        "int/ca.cert",
-        "-o",
-        "other.stockade",
-        "--force",
-    ]);
-    assert_eq!(r.code, 0, "pack: {}", r.stderr);
+    pack_other_as(&fx, "dev4");
     let other = fx.dir().join("other.stockade");
     let r = c.ok("plugin_load", json!({"package": other}));
     assert_eq!(r["state"], "ready", "{r}");
@@ -966,20 +947,7 @@ fn a_chain_that_never_expires_does_not_stop_the_daemon() {
     fx.add_developer("dev2");
     never_expiring(&fx, "int/ca.cert", "root/ca.key");
     never_expiring(&fx, "dev2.cert", "int/ca.key");
-    let r = fx.run(&[
-        "pack",
-        "src-other",
-        "--key",
-        "dev2.key",
-        "--devcert",
-        "dev2.cert",
-        "--intcert",
-        "int/ca.cert",
-        "-o",
-        "other.stockade",
-        "--force",
-    ]);
-    assert_eq!(r.code, 0, "pack: {}", r.stderr);
+    pack_other_as(&fx, "dev2");
     install_list(&fx, &[]);
     let mut s = Serve::start(&fx, CONFIG, None);
     let mut c = s.client();

@@ -7,7 +7,7 @@
 mod common;
 
 #[allow(unused_imports)] // each test crate uses its own subset
-pub use common::{require, require_root, with_subuid, Fixture};
+pub use common::{require, require_root, unix_now, with_subuid, Fixture};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::Stdio;
