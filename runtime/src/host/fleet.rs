@@ -649,57 +649,17 @@ impl Daemon {
     /// is audited: an installed plugin's may have been replaced by an upgrade since it was
     /// looked up, and is looked up again ([`crate::store::with_installed`]).
     fn try_verify_for_load(&mut self, path: &Path) -> Result<VerifiedPackage, LoadFailure> {
-        // The license can change while the daemon runs (`stockade node license install`, a
-        // freeze): each admission reads it again, for the certificate scopes and the frozen
-        // rule alike. One that cannot be read (`node`, 78), or is rolled back (an older one
-        // put back, or the file deleted after an install: `license.rollback` /
-        // `license.missing`, 84), admits nothing.
-        let license_changed = match self.reread_license() {
-            Ok(changed) => changed,
-            Err(r) => {
-                self.deny_load(
-                    Record::new(Event::Denial, ""),
-                    path,
-                    "license",
-                    r.kind,
-                    &r.message,
-                );
-                return Err(LoadFailure::Refused(r.load_failed()));
-            }
-        };
-        // So can the trust directory (a new revocation list, a root added or removed) and, after
-        // SIGHUP, the policy's `[trust]`: every verification reads them again, as `run` would.
-        // A configuration or license that changed is applied to the loaded plugins too: the
-        // daemon knows it.
-        match self.reread_trust() {
-            Ok(changed) => {
-                if changed || license_changed {
-                    self.check_all(Instant::now(), NEW_TRUST, "trust_change", None)
-                }
-            }
-            Err(e) => {
-                let r = TrustRefusal::unusable(&e);
-                self.deny_load(
-                    Record::new(Event::Denial, ""),
-                    path,
-                    "trust",
-                    r.kind,
-                    &r.message,
-                );
-                return Err(LoadFailure::Refused(r.load_failed()));
-            }
+        if let Err((stage, r)) = self.reread_configuration(Instant::now()) {
+            self.deny_load(
+                Record::new(Event::Denial, ""),
+                path,
+                stage,
+                r.kind,
+                &r.message,
+            );
+            return Err(LoadFailure::Refused(r.load_failed()));
         }
-        // Extracted under the state directory, locked while loaded: a killed daemon's trees
-        // are swept by the next one (`serve` start), never left in the temp directory.
-        let trees = Trees::new(&self.cfg.trust.state_dir, 0);
-        let pkg = match open_verified_among(
-            path,
-            &self.cfg.trust,
-            &self.cfg.node,
-            unix_now(),
-            &trees,
-            &std::env::temp_dir(),
-        ) {
+        let pkg = match self.verify_package(path) {
             Ok(p) => p,
             Err(e) if e.is_not_found() => return Err(LoadFailure::Gone(e)),
             Err(e) => return Err(LoadFailure::Refused(self.verification_refused(path, e))),
@@ -709,14 +669,52 @@ impl Daemon {
         Ok(pkg)
     }
 
-    /// A package that failed its verification for a load: audited (the verification refused,
-    /// and the load denied) and answered `load_failed` with its kind, exit code and hint.
+    /// What every admission of a package (a load, a store update) reads again first. The
+    /// license can change while the daemon runs (`stockade node license install`, a freeze),
+    /// for the certificate scopes and the frozen rule alike: one that cannot be read (`node`,
+    /// 78), or is rolled back (an older one put back, or the file deleted after an install:
+    /// `license.rollback` / `license.missing`, 84), admits nothing. So can the trust directory
+    /// (a new revocation list, a root added or removed) and, after SIGHUP, the policy's
+    /// `[trust]`: every verification reads them again, as `run` would. A configuration or
+    /// license that changed is applied to the loaded plugins too: the daemon knows it. Refused:
+    /// the stage (`license` or `trust`) and why.
+    fn reread_configuration(&mut self, now: Instant) -> Result<(), (&'static str, TrustRefusal)> {
+        let license_changed = self.reread_license().map_err(|r| ("license", r))?;
+        let trust_changed = self
+            .reread_trust()
+            .map_err(|e| ("trust", TrustRefusal::unusable(&e)))?;
+        if trust_changed || license_changed {
+            self.check_all(now, NEW_TRUST, "trust_change", None)
+        }
+        Ok(())
+    }
+
+    /// The package at `path` verified under the daemon's trust configuration and license now,
+    /// extracted under the state directory, locked while loaded: a killed daemon's trees are
+    /// swept by the next one (`serve` start), never left in the temp directory.
+    fn verify_package(&self, path: &Path) -> Result<VerifiedPackage, VerifyError> {
+        let trees = Trees::new(&self.cfg.trust.state_dir, 0);
+        open_verified_among(
+            path,
+            &self.cfg.trust,
+            &self.cfg.node,
+            unix_now(),
+            &trees,
+            &std::env::temp_dir(),
+        )
+    }
+
+    /// The `verification` record of a package refused at its verification.
+    fn verification_refused_record(path: &Path, e: &VerifyError) -> Record {
+        let mut rec = Record::new(Event::Verification, "refused");
+        rec.detail = json!({"file": path.display().to_string(), "kind": e.kind(),
+                            "error": e.to_string()});
+        rec
+    }
+
     fn verification_refused(&mut self, path: &Path, e: VerifyError) -> RpcError {
         let (kind, exit, hint) = (e.kind(), e.exit().code(), e.hint());
-        let mut rec = Record::new(Event::Verification, "refused");
-        rec.detail =
-            json!({"file": path.display().to_string(), "kind": kind, "error": e.to_string()});
-        if let Err(err) = self.audit_or_fail(rec) {
+        if let Err(err) = self.audit_or_fail(Self::verification_refused_record(path, &e)) {
             return err;
         }
         let msg = format!("package `{}` failed verification: {e}", path.display());

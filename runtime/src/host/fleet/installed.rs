@@ -433,32 +433,16 @@ impl Daemon {
         name: &str,
         now: Instant,
     ) -> Result<Option<VerifiedPackage>, Refused> {
-        // The license and trust configuration read again, as a load reads them
-        // (`try_verify_for_load`): one that cannot be used admits nothing. Verified under the
-        // license in force instead, the update was admitted, the running version stopped, and
-        // its relaunch refused for that license (`recheck`): the plugin was left stopped.
-        self.reread_license()
-            .map_err(|r| Refused::configuration("license", &r))?;
-        match self.reread_trust() {
-            Ok(true) => self.check_all(now, NEW_TRUST, "trust_change", None),
-            Ok(false) => {}
-            Err(e) => return Err(Refused::configuration("trust", &TrustRefusal::unusable(&e))),
-        }
-        let state_dir = self.cfg.trust.state_dir.clone();
-        let trees = Trees::new(&state_dir, 0);
+        // The license and trust configuration read again, as a load reads them: one that
+        // cannot be used admits nothing. Verified under the license in force instead, the
+        // update was admitted, the running version stopped, and its relaunch refused for that
+        // license (`recheck`): the plugin was left stopped.
+        self.reread_configuration(now)
+            .map_err(|(stage, r)| Refused::configuration(stage, &r))?;
         let used = crate::store::with_installed(
-            &state_dir,
+            &self.cfg.trust.state_dir,
             name,
-            |p| {
-                open_verified_among(
-                    p,
-                    &self.cfg.trust,
-                    &self.cfg.node,
-                    unix_now(),
-                    &trees,
-                    &std::env::temp_dir(),
-                )
-            },
+            |p| self.verify_package(p),
             VerifyError::is_not_found,
         )
         .map_err(|e| Refused::of("store", &crate::cmd::store::store_err(e)))?;
@@ -468,10 +452,7 @@ impl Daemon {
         let pkg = match verified {
             Ok(pkg) => pkg,
             Err(v) => {
-                let mut rec = Record::new(Event::Verification, "refused");
-                rec.detail = json!({"file": path.display().to_string(), "kind": v.kind(),
-                                    "error": v.to_string()});
-                self.audit(rec);
+                self.audit(Self::verification_refused_record(&path, &v));
                 return Err(Refused {
                     stage: "verification",
                     kind: v.kind(),
