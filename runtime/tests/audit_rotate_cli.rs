@@ -12,6 +12,11 @@ use stockade_runtime::audit::{AuditLog, Event, Record};
 
 /// A policy root whose operator policy has `[audit] file = <dir>/audit.log`.
 fn audited_root() -> (tempfile::TempDir, PathBuf) {
+    audited_root_with("")
+}
+
+/// [`audited_root`] with more `[audit]` lines (`extra`, each ending in a newline).
+fn audited_root_with(extra: &str) -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let etc = d.path().join("root/etc/stockade");
     std::fs::create_dir_all(&etc).unwrap();
@@ -19,7 +24,7 @@ fn audited_root() -> (tempfile::TempDir, PathBuf) {
     std::fs::write(
         etc.join("policy.toml"),
         format!(
-            "version = 1\n[audit]\nfile = {:?}\n",
+            "version = 1\n[audit]\nfile = {:?}\n{extra}",
             log.display().to_string()
         ),
     )
@@ -251,16 +256,8 @@ fn rotating_processes_beside_an_appending_one_keep_one_chain() {
 /// in the rotation record; what is kept verifies as one chain with the log.
 #[test]
 fn appends_rotate_the_log_at_rotate_size_keeping_keep_files() {
-    let (d, log) = audited_root();
+    let (d, log) = audited_root_with("rotate_size = \"1K\"\nkeep = 2\n");
     let dir = d.path();
-    std::fs::write(
-        dir.join("root/etc/stockade/policy.toml"),
-        format!(
-            "version = 1\n[audit]\nfile = {:?}\nrotate_size = \"1K\"\nkeep = 2\n",
-            log.display().to_string()
-        ),
-    )
-    .unwrap();
     for _ in 0..5 {
         let r = audited_exec(dir);
         assert_eq!(r.code, 0, "{}", r.stderr);
