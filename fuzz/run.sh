@@ -13,7 +13,7 @@ export RUSTC_BOOTSTRAP=1
 # binary, one after the other with one core idle while each links; built together, cargo
 # compiles and links them side by side and each run below starts at once.
 cargo fuzz build
-for t in manifest certificate minisign package frame policy grant index http kv; do
+for t in manifest certificate minisign package frame policy grant index http kv audit; do
     echo "== fuzz target $t for ${SECONDS_EACH}s"
     mkdir -p "corpus/$t"
     cargo fuzz run "$t" "corpus/$t" seeds/"$t" -- -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048
