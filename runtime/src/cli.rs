@@ -556,6 +556,12 @@ pub struct AuditVerifyArgs {
     /// cannot be detected).
     #[arg(long)]
     pub require_head: bool,
+    /// Give the log alone: the rotated files it continues are found through the rotation
+    /// records (each names the file before it, in the log's directory) and checked with it as
+    /// one chain, back to the first record ever written or to the oldest file `[audit] keep`
+    /// left (its removal recorded in the chain); a named file that is missing fails.
+    #[arg(long)]
+    pub follow: bool,
 }
 
 /// `stockade audit rotate`

@@ -277,3 +277,96 @@ fn appends_rotate_the_log_at_rotate_size_keeping_keep_files() {
     assert_eq!(first["event"], "rotation");
     verify_all(dir, &log);
 }
+
+/// `audit verify --follow LOG` finds the rotated files itself, from the log back through each
+/// rotation record's `detail.previous.file` (a glob of `audit.log.*` also takes the head and
+/// lock files, and sorts `-10` before `-2`): the same files and count as giving them all, the
+/// oldest one's predecessor reported as removed by `keep` (a later rotation record says so); a
+/// rotated file deleted from the middle fails it (65 `audit_chain`, naming the file), and it
+/// takes the log alone (64).
+#[test]
+fn verify_follow_finds_the_rotated_files_through_the_chain() {
+    let (d, log) = audited_root_with("keep = 2\n");
+    let dir = d.path();
+    for _ in 0..4 {
+        let r = audited_exec(dir);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        ok(dir, &["--json", "audit", "rotate", "--policy-root", "root"]);
+    }
+    let all = verify_all(dir, &log);
+    let l = log.to_str().unwrap();
+    let followed = ok(
+        dir,
+        &["--json", "audit", "verify", "--follow", "--require-head", l],
+    )
+    .json();
+    assert_eq!(followed["records"], all["records"], "{followed} {all}");
+    assert_eq!(followed["files"].as_array().unwrap().len(), 3, "{followed}");
+    assert_eq!(followed["predecessor"], "removed_by_keep", "{followed}");
+    assert!(all.get("predecessor").is_none(), "{all}");
+
+    let two = stockade(dir, &["--json", "audit", "verify", "--follow", l, l]);
+    assert_eq!(two.code, 64, "{}", two.stderr);
+
+    let gone = rotated_files(&log).pop().unwrap();
+    std::fs::remove_file(&gone).unwrap();
+    let r = stockade(dir, &["--json", "audit", "verify", "--follow", l]);
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    let e = r.json();
+    assert_eq!(e["error"]["kind"], "audit_chain", "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(gone.to_str().unwrap()) && message.contains("is missing"),
+        "{e}"
+    );
+}
+
+/// A rotation record of `name` (seq 0) continuing a log of one record whose hash is `prev`.
+fn rotation_naming(name: &str, prev: &str) -> String {
+    let mut r = Record::new(Event::Rotation, "ok");
+    r.prev = prev.to_string();
+    r.detail = serde_json::json!({"previous": {"file": name, "records": 1, "last_hash": prev}});
+    r.hash = r.compute_hash().unwrap();
+    format!("{}\n", serde_json::to_string(&r).unwrap())
+}
+
+/// Rotation records are the log's own bytes, so `--follow` takes what they name as untrusted:
+/// a name outside the log's directory is refused, not opened, and files naming each other in a
+/// loop fail instead of being followed for ever.
+#[test]
+fn verify_follow_refuses_names_outside_the_directory_and_loops() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let log = dir.join("audit.log");
+    let hash = |c: char| c.to_string().repeat(64);
+    let l = log.to_str().unwrap();
+
+    std::fs::write(&log, rotation_naming("../escape.log", &hash('a'))).unwrap();
+    let r = stockade(dir, &["--json", "audit", "verify", "--follow", l]);
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a file name"),
+        "{}",
+        r.stdout
+    );
+
+    std::fs::write(&log, rotation_naming("audit.log.1", &hash('a'))).unwrap();
+    std::fs::write(
+        dir.join("audit.log.1"),
+        rotation_naming("audit.log", &hash('b')),
+    )
+    .unwrap();
+    let r = stockade(dir, &["--json", "audit", "verify", "--follow", l]);
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the files loop"),
+        "{}",
+        r.stdout
+    );
+}

@@ -1,8 +1,10 @@
-//! `stockade audit verify FILE… [--require-head]`: check an audit log's hash chain and, through
-//! its head file `<FILE>.head`, that nothing was cut off its end; several files (rotated logs,
-//! oldest first, then the log) are checked as one chain across rotations. Exit 0 when intact, 65
-//! naming the first broken record (edited, deleted before it, reordered, malformed), the missing
-//! range (truncated) or the file that does not continue the one before it, 66 unreadable.
+//! `stockade audit verify FILE… [--require-head] [--follow]`: check an audit log's hash chain
+//! and, through its head file `<FILE>.head`, that nothing was cut off its end; several files
+//! (rotated logs, oldest first, then the log) are checked as one chain across rotations, and
+//! `--follow` finds them itself from the log back through the rotation records. Exit 0 when
+//! intact, 65 naming the first broken record (edited, deleted before it, reordered, malformed),
+//! the missing range (truncated), the file that does not continue the one before it or (with
+//! `--follow`) a rotated file the chain names that is gone, 66 unreadable.
 //!
 //! `stockade audit rotate [FILE] [--min-size SIZE] [--after-loss]`: rotate the log
 //! ([`crate::audit::rotate`]).
@@ -14,7 +16,8 @@ use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::output::{term, Output};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 #[derive(Serialize)]
 struct Verified {
@@ -36,6 +39,11 @@ struct Verified {
     /// killed before its commit (the next rotation removes it).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stillborn: bool,
+    /// `--follow` only, when the oldest file found does not start the chain: why the file it
+    /// continues is not there — `removed_by_keep` (a later rotation record names it among those
+    /// `[audit] keep` removed) or `lost` (it starts after a loss: `audit rotate --after-loss`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    predecessor: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -46,24 +54,28 @@ struct FileRecords {
 
 /// `audit verify`.
 pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
-    let mut texts = Vec::with_capacity(a.files.len());
-    for f in &a.files {
-        // The path in the message: the OS error alone ("No such file or directory") names nothing.
-        let text = std::fs::read_to_string(f).map_err(|source| {
-            let e = crate::fileio::FileError::Read {
-                path: f.clone(),
-                source,
-            };
-            CmdError::new(Exit::NoInput, "audit_unreadable", e)
-        })?;
-        texts.push((f.display().to_string(), text));
-    }
     let Some(log) = a.files.last() else {
         return Err(CmdError::msg(
             Exit::Usage,
             "usage",
             "no file given".to_string(),
         ));
+    };
+    let (texts, predecessor) = if a.follow {
+        if a.files.len() > 1 {
+            return Err(CmdError::msg(
+                Exit::Usage,
+                "usage",
+                "--follow takes the log alone: it finds the rotated files itself".to_string(),
+            ));
+        }
+        follow(log)?
+    } else {
+        let mut texts = Vec::with_capacity(a.files.len());
+        for f in &a.files {
+            texts.push((f.display().to_string(), read_log(f)?));
+        }
+        (texts, None)
     };
     let head = read_head(log).map_err(|e| {
         CmdError::new(Exit::DataErr, "audit_head", e)
@@ -123,6 +135,7 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
         continues,
         files,
         stillborn,
+        predecessor,
     };
     out.emit(&r, |r| {
         let head = match r.head {
@@ -159,6 +172,17 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
                 c.records, c.last_hash
             ));
         }
+        match r.predecessor {
+            Some("removed_by_keep") => t.push_str(
+                "\n  the file before the oldest one was removed by `[audit] keep`, as a later \
+                 rotation record says: the chain is proven from there on",
+            ),
+            Some(_) => t.push_str(
+                "\n  the oldest file starts after a loss (`audit rotate --after-loss`): the \
+                 records before it were not where the head counted them",
+            ),
+            None => {}
+        }
         if r.stillborn {
             t.push_str(
                 "\n  a rotation killed before its commit left this file (nothing in it but the \
@@ -168,6 +192,98 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
         t
     });
     Ok(Exit::Ok)
+}
+
+/// One file of the chain, whole (66 `audit_unreadable` naming it when it cannot be read).
+fn read_log(f: &Path) -> Result<String, CmdError> {
+    // The path in the message: the OS error alone ("No such file or directory") names nothing.
+    std::fs::read_to_string(f).map_err(|source| {
+        let e = crate::fileio::FileError::Read {
+            path: f.to_path_buf(),
+            source,
+        };
+        CmdError::new(Exit::NoInput, "audit_unreadable", e)
+    })
+}
+
+/// `--follow`: the log and the rotated files it continues, oldest first, found from the log
+/// back through each file's first record (a rotation record's `detail.previous.file`, a plain
+/// name in the log's directory) — not by listing the directory, whose `<log>.*` also holds the
+/// head and lock files, leftovers of killed rotations, and names that sort `-10` before `-2`.
+/// It stops at a file that does not continue another (the chain's start, or a first record
+/// [`verify_files`] then reports as broken), at one continuing a loss (`lost`), or at one
+/// whose predecessor a later rotation record says `[audit] keep` removed (`removed_by_keep`).
+/// A named file that is missing otherwise fails (65): that gap is what a deleted file looks
+/// like. Each name is taken once, so files naming each other cannot loop.
+fn follow(log: &Path) -> Result<FollowedFiles, CmdError> {
+    let broken = |message: String| CmdError::msg(Exit::DataErr, "audit_chain", message);
+    let mut files = vec![(log.display().to_string(), read_log(log)?)];
+    let mut seen: HashSet<String> = log
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .into_iter()
+        .collect();
+    let mut removed: HashSet<String> = HashSet::new();
+    let predecessor = loop {
+        let (newer, text) = files.last().expect("the log is there");
+        let Some(first) = first_record(text) else {
+            break None;
+        };
+        let names = (first.event == crate::audit::Event::Rotation)
+            .then(|| first.detail.get("removed").and_then(|v| v.as_array()))
+            .flatten();
+        if let Some(names) = names {
+            removed.extend(names.iter().filter_map(|n| n.as_str().map(str::to_string)));
+        }
+        let Some(c) = crate::audit::continues(&first) else {
+            break None;
+        };
+        let Some(name) = c.file else {
+            break Some("lost");
+        };
+        let plain = !name.is_empty() && name != "." && name != ".." && !name.contains('/');
+        if !plain {
+            return Err(broken(format!(
+                "{newer} begins by continuing {name:?}, which is not a file name in the log's directory"
+            )));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(broken(format!(
+                "{newer} begins by continuing {name}, a file already in the chain after it: the files loop"
+            )));
+        }
+        let path = log.with_file_name(&name);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if removed.contains(&name) {
+                    break Some("removed_by_keep");
+                }
+                return Err(broken(format!(
+                    "{} is missing: {newer} begins by continuing it ({} record(s), last hash {}), \
+                     and no rotation record says [audit] keep removed it",
+                    path.display(),
+                    c.records,
+                    c.last_hash
+                ))
+                .hint("it was deleted or moved: put it back, or give the files still there explicitly (oldest first, the log last) to prove the chain from the oldest one"));
+            }
+            _ => {}
+        }
+        let text = read_log(&path)?;
+        files.push((path.display().to_string(), text));
+    };
+    files.reverse();
+    Ok((files, predecessor))
+}
+
+/// The files `--follow` found, oldest first, and why the oldest one's predecessor is not among
+/// them when it continues one.
+type FollowedFiles = (Vec<(String, String)>, Option<&'static str>);
+
+/// A file's first record, if its first non-blank line is one.
+fn first_record(text: &str) -> Option<crate::audit::Record> {
+    let line = text.lines().find(|l| !l.trim().is_empty())?;
+    serde_json::from_str(line).ok()
 }
 
 #[derive(Serialize)]
