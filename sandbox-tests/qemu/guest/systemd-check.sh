@@ -175,7 +175,7 @@ printf '[Service]\nExecStart=\nExecStart=/usr/bin/stockade audit rotate\n' \
 	>/etc/systemd/system/stockade-audit-rotate.service.d/test-no-min-size.conf
 systemctl daemon-reload
 check audit-rotate-unit-rotates sh -c "systemctl start stockade-audit-rotate.service &&
-	ls -l /var/log/stockade && $S audit verify /var/log/stockade/audit.log.2* /var/log/stockade/audit.log &&
+	ls -l /var/log/stockade && $S audit verify --follow --require-head /var/log/stockade/audit.log &&
 	grep -q '\"event\":\"rotation\"' /var/log/stockade/audit.log"
 echo "-- the daemon's log (stderr) --"
 sed 's/^/    /' /run/stockade-serve.log
