@@ -666,6 +666,11 @@ pub struct CaInitArgs {
     /// Make an intermediate CA, certified by the root CA in this directory.
     #[arg(long, value_name = "ROOT_DIR")]
     pub parent: Option<PathBuf>,
+    /// Encrypt the new CA's `ca.key` with the password on the first line of this file, as
+    /// `keygen --password-file` does (minisign's format and cost), so that it is never on disk
+    /// unencrypted; every `ca` command using the CA then needs the password.
+    #[arg(long = "new-password-file", value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
     /// The password of an encrypted --parent's `ca.key`: the first line of this file (a regular file or a
     /// pipe). Without it, an encrypted key's password is asked for on the terminal, and with
     /// no terminal the command fails (key.password_required).

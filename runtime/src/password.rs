@@ -146,9 +146,6 @@ pub fn prompt(prompt: &str) -> Result<Option<Password>, PasswordError> {
     };
     let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| PasswordError::Terminal(e.into()))?;
-    (&tty)
-        .write_all(prompt.as_bytes())
-        .map_err(PasswordError::Terminal)?;
     let mut quiet = saved.clone();
     // No echo, but the newline that ends the line is shown (ECHONL), as getpass(3) does.
     quiet.local_flags.remove(LocalFlags::ECHO);
@@ -159,6 +156,10 @@ pub fn prompt(prompt: &str) -> Result<Option<Password>, PasswordError> {
     tcsetattr(tty.as_fd(), SetArg::TCSANOW, &quiet)
         .map_err(|e| PasswordError::Terminal(e.into()))?;
     guard.saved = Some(saved);
+    // Shown once echo is off: what is typed after the prompt appeared is never echoed.
+    (&tty)
+        .write_all(prompt.as_bytes())
+        .map_err(PasswordError::Terminal)?;
     let line = read_line(&tty, &sfd)?;
     match line {
         Line::Text(p) => Ok(Some(p)),

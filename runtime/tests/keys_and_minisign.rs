@@ -50,6 +50,8 @@ fn no_tty(cwd: &std::path::Path, args: &[&str]) -> Run {
         .arg("-w")
         .arg(env!("CARGO_BIN_EXE_stockade"))
         .args(args)
+        // Keys a test writes (keygen, ca init) at the cheapest scrypt cost: a debug build's knob.
+        .env("STOCKADE_TEST_KDF", "cheapest")
         .current_dir(cwd)
         .stdin(std::process::Stdio::null())
         .output()
@@ -173,6 +175,90 @@ fn a_tampered_encrypted_key_is_refused_as_a_wrong_password() {
         .contains("scrypt parameters"));
 }
 
+/// `sh -c SCRIPT` in `cwd` on a terminal of its own: `script(1)` gives it a new pseudo-terminal
+/// as its controlling terminal (in a new session, `setsid -w`, so never the suite's own). Once
+/// `Password for` shows on that terminal, `keys` are typed into it, then nothing more. Returns
+/// the exit code of `script -e` (the shell's) and everything the terminal showed.
+fn on_a_terminal(cwd: &std::path::Path, sh_script: &str, keys: &[u8]) -> (i32, String) {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let mut child = Command::new("setsid")
+        .args(["-w", "script", "-qefc", sh_script, "/dev/null"])
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run script");
+    let shown = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let shown = Arc::clone(&shown);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !String::from_utf8_lossy(&shown.lock().unwrap()).contains("Password for") {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "no prompt: {}",
+                String::from_utf8_lossy(&shown.lock().unwrap())
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(keys).unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let out = String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
+    (status.code().unwrap_or(-1), out)
+}
+
+#[test]
+fn the_password_is_asked_on_the_terminal_without_echo_and_ctrl_c_restores_it() {
+    if !require_tool("script", "a pseudo-terminal for the password prompt") {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.hello_dir();
+    encrypt_in_place(&fx, "dev.key", "typed pw");
+    let bin = env!("CARGO_BIN_EXE_stockade");
+    let pack = format!("{bin} pack hello --key dev.key --devcert dev.cert --intcert int/ca.cert");
+    // Typed at the prompt: accepted, and not echoed.
+    let (code, shown) = on_a_terminal(fx.dir(), &format!("{pack} -o t.stockade"), b"typed pw\n");
+    assert_eq!(code, 0, "{shown}");
+    assert!(!shown.contains("typed pw"), "echoed: {shown}");
+    assert_eq!(fx.verify("t.stockade", &["--pub", "dev.pub"]).code, 0);
+    // Ctrl-C at the prompt: the command dies of SIGINT as it would without the prompt (130),
+    // writes nothing, and the terminal echoes again for what runs next (the shell survives it
+    // with a trap that is a handler, so that stockade keeps SIGINT's default disposition).
+    let (code, shown) = on_a_terminal(
+        fx.dir(),
+        &format!(
+            "trap 'echo trapped' INT; {pack} -o c.stockade; echo \"rc=$?\"; stty -a | tr ' ;' '\\n\\n' | grep -x -- '-*echo'"
+        ),
+        b"half\x03",
+    );
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("rc=130"), "{shown}");
+    assert!(
+        shown.lines().any(|l| l.trim() == "echo"),
+        "echo not restored: {shown}"
+    );
+    assert!(!fx.path("c.stockade").exists());
+}
+
 #[test]
 fn ca_and_grant_commands_read_encrypted_keys() {
     let fx = Fixture::new();
@@ -211,6 +297,35 @@ fn ca_and_grant_commands_read_encrypted_keys() {
         let r = no_tty(fx.dir(), &a);
         assert_eq!(r.code, 0, "{args:?}: {}", r.stdout);
     }
+    // A CA whose key was never on disk unencrypted.
+    std::fs::write(fx.path("new.pw"), "new root pw\n").unwrap();
+    let r = no_tty(
+        fx.dir(),
+        &[
+            "--json",
+            "ca",
+            "init",
+            "-o",
+            "root2",
+            "--new-password-file",
+            "new.pw",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        std::fs::read_to_string(fx.path("root2/ca.key"))
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("RWRTY0Iy"),
+        "not encrypted (kdf Sc)"
+    );
+    let revoke2 = ["--json", "ca", "revoke", "--ca", "root2", "-o", "r2.json"];
+    expect(&no_tty(fx.dir(), &revoke2), 64, "key.password_required");
+    let mut with = revoke2.to_vec();
+    with.extend(["--password-file", "new.pw"]);
+    assert_eq!(no_tty(fx.dir(), &with).code, 0);
     // An operator key for grants.
     ok(fx.dir(), &["keygen", "-o", "op"]);
     encrypt_in_place(&fx, "op.key", "op pw");

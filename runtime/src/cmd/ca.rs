@@ -1,5 +1,9 @@
 //! `stockade ca …`: an operator-run certificate authority (there is no vendor portal).
 //!
+//! `ca.key` may be password-encrypted (`ca init --new-password-file`, or `minisign -C -s
+//! DIR/ca.key` afterwards): every command that signs with it then takes `--password-file` or
+//! asks on the terminal (`crate::keyfile::load_secret`).
+//!
 //! A CA directory holds `ca.key` (0600), `ca.pub`, `ca.json` (`{"format":1, "name", "kind":
 //! "root"|"intermediate", "key_id"}`), for an intermediate also `ca.cert` (signed by its root),
 //! and for a root that has revoked something `revocations-issued.json` (the accumulated revoked
@@ -18,7 +22,7 @@
 //! scope's ceiling, never widen it.
 
 use crate::cli::{CaInitArgs, CaIssueArgs, CaLicenseArgs, CaRevokeArgs};
-use crate::cmd::keygen::{fresh_key, write_pair};
+use crate::cmd::keygen::{fresh_key, new_password, write_pair};
 use crate::cmd::valid_until;
 use crate::error::CmdError;
 use crate::exit::Exit;
@@ -148,6 +152,11 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
         )
         .hint("choose a new directory for the CA"));
     }
+    let new_pw = a
+        .new_password_file
+        .as_deref()
+        .map(new_password)
+        .transpose()?;
     let parent_ca = a
         .parent
         .as_deref()
@@ -194,7 +203,7 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
         })?;
     write_pair(
         &key,
-        None,
+        new_pw.as_deref().map(|p| &p[..]),
         &tmp.path().join("ca.key"),
         &tmp.path().join("ca.pub"),
     )?;

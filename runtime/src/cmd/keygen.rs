@@ -39,7 +39,7 @@ pub fn with_ext(base: &Path, ext: &str) -> PathBuf {
 
 /// The password for a new key, from `--password-file`: refused empty (an empty password
 /// encrypts nothing: write an unencrypted key instead, without the flag).
-fn new_password(file: &Path) -> Result<Password, CmdError> {
+pub fn new_password(file: &Path) -> Result<Password, CmdError> {
     let pw = password::from_file(file).map_err(|e| {
         CmdError::new(Exit::NoInput, "key.password_file", e)
             .hint("pass a readable --password-file (a regular file or a pipe; its first line is the password)")
