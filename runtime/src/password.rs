@@ -16,8 +16,9 @@
 //! The terminal's settings are restored on every way out of the prompt: a return, an error, and
 //! SIGINT, SIGTERM, SIGHUP or SIGQUIT while it waits — those are blocked and read from a
 //! signalfd instead, so the prompt restores the terminal and then raises the signal again, and
-//! the process ends as it would have. (SIGTSTP is left alone: the shell that stops the job
-//! puts back its own terminal settings, and saves ours to restore them when the job goes on.)
+//! the process ends as it would have. Ctrl-Z (SIGTSTP) stops it as usual, the shell then puts
+//! back its own terminal settings; SIGCONT, watched the same way (blocking it does not delay
+//! the continuing), turns echo off again and shows the prompt again when the job goes on.
 //! Everything here is nix's safe API: no `unsafe`.
 
 use nix::errno::Errno;
@@ -132,6 +133,7 @@ pub fn prompt(prompt: &str) -> Result<Option<Password>, PasswordError> {
         Signal::SIGTERM,
         Signal::SIGHUP,
         Signal::SIGQUIT,
+        Signal::SIGCONT,
     ] {
         signals.add(s);
     }
@@ -160,7 +162,19 @@ pub fn prompt(prompt: &str) -> Result<Option<Password>, PasswordError> {
     (&tty)
         .write_all(prompt.as_bytes())
         .map_err(PasswordError::Terminal)?;
-    let line = read_line(&tty, &sfd)?;
+    let line = loop {
+        match read_line(&tty, &sfd)? {
+            // Continued after a stop: the shell may have turned echo back on meanwhile.
+            Line::Signal(Signal::SIGCONT) => {
+                tcsetattr(tty.as_fd(), SetArg::TCSANOW, &quiet)
+                    .map_err(|e| PasswordError::Terminal(e.into()))?;
+                (&tty)
+                    .write_all(prompt.as_bytes())
+                    .map_err(PasswordError::Terminal)?;
+            }
+            other => break other,
+        }
+    };
     match line {
         Line::Text(p) => Ok(Some(p)),
         Line::Signal(sig) => {
