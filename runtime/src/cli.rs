@@ -475,7 +475,7 @@ pub struct GrantIssueArgs {
     pub key: PathBuf,
     /// The password of an encrypted --key: the first line of this file (a regular file or a
     /// pipe). Without it, an encrypted key's password is asked for on the terminal, and with
-    /// no terminal the command fails (key.password_required).
+    /// no terminal the command fails (key.password_required). Unused for an unencrypted key.
     #[arg(long = "password-file", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// Plugin name.
@@ -631,7 +631,7 @@ pub struct CaLicenseArgs {
     pub ca: PathBuf,
     /// The password of an encrypted `ca.key` (of --ca): the first line of this file (a regular file or a
     /// pipe). Without it, an encrypted key's password is asked for on the terminal, and with
-    /// no terminal the command fails (key.password_required).
+    /// no terminal the command fails (key.password_required). Unused for an unencrypted key.
     #[arg(long = "password-file", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// License serial ([A-Za-z0-9._-], at most 64).
@@ -673,7 +673,7 @@ pub struct CaInitArgs {
     pub new_password_file: Option<PathBuf>,
     /// The password of an encrypted --parent's `ca.key`: the first line of this file (a regular file or a
     /// pipe). Without it, an encrypted key's password is asked for on the terminal, and with
-    /// no terminal the command fails (key.password_required).
+    /// no terminal the command fails (key.password_required). Unused for an unencrypted key.
     #[arg(long = "password-file", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// Scope ceiling of the intermediate (with --parent): any, license:<serial> or hardware:<id>.
@@ -698,7 +698,7 @@ pub struct CaIssueArgs {
     pub ca: PathBuf,
     /// The password of an encrypted `ca.key` (of --ca): the first line of this file (a regular file or a
     /// pipe). Without it, an encrypted key's password is asked for on the terminal, and with
-    /// no terminal the command fails (key.password_required).
+    /// no terminal the command fails (key.password_required). Unused for an unencrypted key.
     #[arg(long = "password-file", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// The subject's public key (minisign format).
@@ -738,7 +738,7 @@ pub struct CaRevokeArgs {
     pub ca: PathBuf,
     /// The password of an encrypted `ca.key` (of --ca): the first line of this file (a regular file or a
     /// pipe). Without it, an encrypted key's password is asked for on the terminal, and with
-    /// no terminal the command fails (key.password_required).
+    /// no terminal the command fails (key.password_required). Unused for an unencrypted key.
     #[arg(long = "password-file", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// Certificate serial to revoke (repeatable).
@@ -768,7 +768,7 @@ pub struct PackArgs {
     pub key: PathBuf,
     /// The password of an encrypted --key: the first line of this file (a regular file or a
     /// pipe). Without it, an encrypted key's password is asked for on the terminal, and with
-    /// no terminal the command fails (key.password_required).
+    /// no terminal the command fails (key.password_required). Unused for an unencrypted key.
     #[arg(long = "password-file", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// The developer certificate.
