@@ -386,29 +386,36 @@ impl KdfLimits {
                 "scrypt would do more than 4 times the work of minisign's default parameters",
             ));
         }
-        Ok(ScryptCost {
+        let cost = ScryptCost {
             log_n: u8::try_from(log_n).map_err(|_| refuse("N out of range"))?,
             r: 8,
             p: u32::try_from(p).map_err(|_| refuse("p out of range"))?,
+        };
+        // The scrypt crate's own checks (none refuses what the caps let through).
+        // `len` is that of its PHC strings, unused by `scrypt::scrypt`.
+        scrypt::Params::new(cost.log_n, cost.r, cost.p, 32)
+            .map_err(|_| refuse("the scrypt crate refuses them"))?;
+        Ok(cost)
+    }
+
+    /// [`Self::cost`] as the scrypt crate takes it.
+    fn scrypt_params(&self) -> Result<scrypt::Params, MinisignError> {
+        let cost = self.cost()?;
+        scrypt::Params::new(cost.log_n, cost.r, cost.p, 32).map_err(|_| MinisignError::KdfLimits {
+            opslimit: self.opslimit,
+            memlimit: self.memlimit,
+            why: "the scrypt crate refuses them",
         })
     }
 }
 
-/// The key stream: `KEYNUM_SK_BYTES` of scrypt(password, salt) at `cost`.
+/// The key stream: `KEYNUM_SK_BYTES` of scrypt(password, salt) at `limits`' cost.
 fn key_stream(
     password: &[u8],
     salt: &[u8; 32],
-    cost: ScryptCost,
+    limits: KdfLimits,
 ) -> Result<Zeroizing<[u8; KEYNUM_SK_BYTES]>, MinisignError> {
-    // `len` is that of the scrypt crate's PHC strings, unused by `scrypt::scrypt`; the
-    // parameters were bounded by `KdfLimits::cost`, so the crate's own checks pass.
-    let params = scrypt::Params::new(cost.log_n, cost.r, cost.p, 32).map_err(|_| {
-        MinisignError::KdfLimits {
-            opslimit: 0,
-            memlimit: 0,
-            why: "scrypt refuses them",
-        }
-    })?;
+    let params = limits.scrypt_params()?;
     let mut stream = Zeroizing::new([0u8; KEYNUM_SK_BYTES]);
     scrypt::scrypt(password, salt, &params, &mut stream[..])
         .expect("a 104-byte output is within scrypt's bounds");
@@ -445,7 +452,7 @@ impl EncryptedSecretKey {
     /// newline). A wrong password is [`MinisignError::WrongPassword`]; the key stream and the
     /// decrypted bytes are zeroized.
     pub fn decrypt(&self, password: &[u8]) -> Result<SecretKey, MinisignError> {
-        let stream = key_stream(password, &self.salt, self.cost)?;
+        let stream = key_stream(password, &self.salt, self.limits)?;
         let mut plain = Zeroizing::new(self.keynum_sk);
         for (b, k) in plain.iter_mut().zip(stream.iter()) {
             *b ^= k;
@@ -611,8 +618,7 @@ impl SecretKey {
         salt: [u8; 32],
         limits: KdfLimits,
     ) -> Result<String, MinisignError> {
-        let cost = limits.cost()?;
-        let stream = key_stream(password, &salt, cost)?;
+        let stream = key_stream(password, &salt, limits)?;
         let sk = Zeroizing::new(self.key.to_keypair_bytes());
         let mut keynum_sk = Zeroizing::new([0u8; KEYNUM_SK_BYTES]);
         keynum_sk[..8].copy_from_slice(&self.key_id.0);
