@@ -26,7 +26,8 @@ step "system packages"
 # Each package and why: minisign (interop tests with the stock tool), python3 (the Python example
 # plugin and the demo's report summary), gcc/libc6-dev (static escape
 # probes), qemu-system-x86 + busybox-static + cpio (kernel-matrix VM), iproute2 (network probes'
-# fixtures), libcap2-bin (capsh, used by posture diagnostics), util-linux (setpriv for rootless runs),
+# fixtures), libcap2-bin (capsh, used by posture diagnostics), util-linux (setpriv for rootless runs; setsid,
+# and the essential bsdutils' script, for the key-password tests' no terminal and own terminal),
 # bubblewrap + runc + firejail (the peers the benchmark harness measures Stockade against), nodejs
 # (seed 003's Node.js example plugins, run unchanged by runtime/tests/sertone_http.rs), faketime
 # (libfaketime: serve tests step one daemon's wall clock, never the host's).

@@ -473,6 +473,11 @@ pub struct GrantIssueArgs {
     /// Operator secret key (from `stockade keygen`).
     #[arg(long, value_name = "KEY")]
     pub key: PathBuf,
+    /// The password of an encrypted --key: the first line of this file (a regular file or a
+    /// pipe). Without it, an encrypted key's password is asked for on the terminal, and with
+    /// no terminal the command fails (key.password_required). Unused for an unencrypted key.
+    #[arg(long = "password-file", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     /// Plugin name.
     #[arg(long)]
     pub plugin: String,
@@ -602,6 +607,12 @@ pub struct KeygenArgs {
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
+    /// Encrypt the secret key with the password on the first line of this file (a regular file
+    /// or a pipe), as `minisign -G` does: scrypt at minisign's cost (1 GiB, a few seconds), so
+    /// that stock minisign reads it too. Without it the key is written unencrypted, as
+    /// `minisign -G -W` writes it.
+    #[arg(long = "password-file", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
 }
 
 /// `stockade ca …`
@@ -624,6 +635,11 @@ pub struct CaLicenseArgs {
     /// The root CA directory whose key signs the license.
     #[arg(long, value_name = "DIR")]
     pub ca: PathBuf,
+    /// The password of an encrypted `ca.key` (of --ca): the first line of this file (a regular file or a
+    /// pipe). Without it, an encrypted key's password is asked for on the terminal, and with
+    /// no terminal the command fails (key.password_required). Unused for an unencrypted key.
+    #[arg(long = "password-file", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     /// License serial ([A-Za-z0-9._-], at most 64).
     #[arg(long, value_name = "SERIAL")]
     pub serial: String,
@@ -656,6 +672,16 @@ pub struct CaInitArgs {
     /// Make an intermediate CA, certified by the root CA in this directory.
     #[arg(long, value_name = "ROOT_DIR")]
     pub parent: Option<PathBuf>,
+    /// Encrypt the new CA's `ca.key` with the password on the first line of this file, as
+    /// `keygen --password-file` does (minisign's format and cost), so that it is never on disk
+    /// unencrypted; every `ca` command using the CA then needs the password.
+    #[arg(long = "new-password-file", value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+    /// The password of an encrypted --parent's `ca.key`: the first line of this file (a regular file or a
+    /// pipe). Without it, an encrypted key's password is asked for on the terminal, and with
+    /// no terminal the command fails (key.password_required). Unused for an unencrypted key.
+    #[arg(long = "password-file", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     /// Scope ceiling of the intermediate (with --parent): any, license:<serial> or hardware:<id>.
     #[arg(long, default_value = "any")]
     pub scope: String,
@@ -676,6 +702,11 @@ pub struct CaIssueArgs {
     /// The issuing CA directory (a root for --intermediate, an intermediate otherwise).
     #[arg(long, value_name = "DIR")]
     pub ca: PathBuf,
+    /// The password of an encrypted `ca.key` (of --ca): the first line of this file (a regular file or a
+    /// pipe). Without it, an encrypted key's password is asked for on the terminal, and with
+    /// no terminal the command fails (key.password_required). Unused for an unencrypted key.
+    #[arg(long = "password-file", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     /// The subject's public key (minisign format).
     #[arg(long = "pub", value_name = "KEY.pub")]
     pub public_key: PathBuf,
@@ -711,6 +742,11 @@ pub struct CaRevokeArgs {
     /// The CA directory (the root whose key signs the list).
     #[arg(long, value_name = "DIR")]
     pub ca: PathBuf,
+    /// The password of an encrypted `ca.key` (of --ca): the first line of this file (a regular file or a
+    /// pipe). Without it, an encrypted key's password is asked for on the terminal, and with
+    /// no terminal the command fails (key.password_required). Unused for an unencrypted key.
+    #[arg(long = "password-file", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     /// Certificate serial to revoke (repeatable).
     #[arg(long = "serial", value_name = "SERIAL")]
     pub serials: Vec<String>,
@@ -736,6 +772,11 @@ pub struct PackArgs {
     /// The developer's secret key (minisign format).
     #[arg(long, value_name = "KEY")]
     pub key: PathBuf,
+    /// The password of an encrypted --key: the first line of this file (a regular file or a
+    /// pipe). Without it, an encrypted key's password is asked for on the terminal, and with
+    /// no terminal the command fails (key.password_required). Unused for an unencrypted key.
+    #[arg(long = "password-file", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     /// The developer certificate.
     #[arg(long, value_name = "FILE")]
     pub devcert: PathBuf,

@@ -33,6 +33,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("source.name", Exit::Usage),
     ("store.duplicate", Exit::Usage),
     ("audit.not_truncated", Exit::Usage),
+    ("key.password_required", Exit::Usage),
     // 65: an input is malformed.
     ("invalid_policy", Exit::DataErr),
     ("invalid_config", Exit::DataErr),
@@ -71,6 +72,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("audit_unreadable", Exit::NoInput),
     ("grant_unreadable", Exit::NoInput),
     ("ca_dir_unreadable", Exit::NoInput),
+    ("key.password_file", Exit::NoInput),
     // 70: a bug.
     ("internal", Exit::Software),
     ("http_bridge", Exit::Software),
@@ -78,6 +80,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("random", Exit::OsErr),
     ("event_loop", Exit::OsErr),
     ("workdir", Exit::OsErr),
+    ("key.terminal", Exit::OsErr),
     // 73: an output cannot be created.
     ("output", Exit::CantCreate),
     ("cannot_write", Exit::CantCreate),
@@ -98,6 +101,8 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("socket_in_use", Exit::TempFail),
     ("revocation.state_busy", Exit::TempFail),
     ("audit.busy", Exit::TempFail),
+    // 77: no permission.
+    ("key.wrong_password", Exit::NoPerm),
     // 78: the trust or state directory is unusable.
     ("trust_dir", Exit::Config),
     ("node", Exit::Config),

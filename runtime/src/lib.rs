@@ -36,6 +36,7 @@ pub mod logqueue;
 pub mod node;
 pub mod output;
 pub mod package;
+pub mod password;
 pub mod plugin_policy;
 pub mod policyfiles;
 pub mod sandbox;

@@ -43,41 +43,484 @@ fn keygen_writes_private_key_exclusively() {
     assert_ne!(std::fs::read(d.path().join("me.key")).unwrap(), before);
 }
 
+/// `stockade ARGS` in `cwd` in a new session (`setsid -w`): no controlling terminal, as under an
+/// agent or CI, whatever terminal the test suite itself was started from; stdin empty.
+fn no_tty(cwd: &std::path::Path, args: &[&str]) -> Run {
+    let out = Command::new("setsid")
+        .arg("-w")
+        .arg(env!("CARGO_BIN_EXE_stockade"))
+        .args(args)
+        // Keys a test writes (keygen, ca init) at the cheapest scrypt cost: a debug build's knob.
+        .env("STOCKADE_TEST_KDF", "cheapest")
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run setsid stockade");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Replace the unencrypted secret key at `p` with the same key encrypted with `password`, at
+/// the cheapest scrypt cost (these tests are not about the cost).
+fn encrypt_in_place(fx: &Fixture, p: &str, password: &str) {
+    use stockade_trust::minisign::KdfLimits;
+    let text = fx
+        .secret(p)
+        .to_encrypted_text(password.as_bytes(), [7; 32], KdfLimits::CHEAPEST)
+        .unwrap();
+    std::fs::write(fx.path(p), text).unwrap();
+}
+
+const PACK: &[&str] = &[
+    "--json",
+    "pack",
+    "hello",
+    "--key",
+    "dev.key",
+    "--devcert",
+    "dev.cert",
+    "--intcert",
+    "int/ca.cert",
+    "-o",
+    "x.stockade",
+];
+
 #[test]
-fn encrypted_secret_keys_are_refused_with_a_hint() {
-    use base64::Engine;
+fn encrypted_keys_sign_with_the_password_file_and_fail_clearly_without() {
     let fx = Fixture::new();
-    let text = std::fs::read_to_string(fx.path("dev.key")).unwrap();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut raw = b64.decode(text.lines().nth(1).unwrap()).unwrap();
-    raw[2..4].copy_from_slice(b"Sc");
-    std::fs::write(
-        fx.path("enc.key"),
-        format!(
-            "untrusted comment: minisign encrypted secret key\n{}\n",
-            b64.encode(raw)
-        ),
-    )
-    .unwrap();
     fx.hello_dir();
-    let r = fx.run(&[
-        "--json",
-        "pack",
-        "hello",
-        "--key",
-        "enc.key",
-        "--devcert",
-        "dev.cert",
-        "--intcert",
-        "int/ca.cert",
-        "-o",
-        "x.stockade",
-    ]);
-    assert_eq!(r.code, 65);
+    encrypt_in_place(&fx, "dev.key", "dev pass");
+    std::fs::write(fx.path("right"), "dev pass\n").unwrap();
+    std::fs::write(fx.path("wrong"), "dev pas\n").unwrap();
+    // No flag, no terminal: a usage error naming the flag; nothing written.
+    let r = no_tty(fx.dir(), PACK);
+    expect(&r, 64, "key.password_required");
     assert!(r.json()["error"]["hint"]
         .as_str()
         .unwrap()
-        .contains("minisign -G -W"));
+        .contains("--password-file"));
+    assert!(!fx.path("x.stockade").exists());
+    // A wrong password: its own kind and code, not a malformed key.
+    let mut with = PACK.to_vec();
+    with.extend(["--password-file", "wrong"]);
+    expect(&no_tty(fx.dir(), &with), 77, "key.wrong_password");
+    assert!(!fx.path("x.stockade").exists());
+    // A password file that is not there.
+    with.pop();
+    with.push("missing");
+    expect(&no_tty(fx.dir(), &with), 66, "key.password_file");
+    // The right one (a line end after it, as `echo` writes).
+    with.pop();
+    with.push("right");
+    let r = no_tty(fx.dir(), &with);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(fx.verify("x.stockade", &["--pub", "dev.pub"]).code, 0);
+    // A pipe, named by the caller: `--password-file /dev/stdin`.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stockade"));
+    let mut piped = PACK.to_vec();
+    piped.extend(["--force", "--password-file", "/dev/stdin"]);
+    let mut child = c
+        .args(&piped)
+        .current_dir(fx.dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"dev pass").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn a_tampered_encrypted_key_is_refused_as_a_wrong_password() {
+    use base64::Engine;
+    let fx = Fixture::new();
+    fx.hello_dir();
+    encrypt_in_place(&fx, "dev.key", "pw");
+    std::fs::write(fx.path("pw"), "pw").unwrap();
+    let text = std::fs::read_to_string(fx.path("dev.key")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut raw = b64.decode(text.lines().nth(1).unwrap()).unwrap();
+    // The last byte: the encrypted checksum.
+    *raw.last_mut().unwrap() ^= 1;
+    std::fs::write(
+        fx.path("dev.key"),
+        format!("untrusted comment: x\n{}\n", b64.encode(&raw)),
+    )
+    .unwrap();
+    let mut with = PACK.to_vec();
+    with.extend(["--password-file", "pw"]);
+    expect(&no_tty(fx.dir(), &with), 77, "key.wrong_password");
+    // Scrypt parameters no minisign writes (2^62 bytes): refused as a bad key, at once.
+    let mut raw = b64.decode(text.lines().nth(1).unwrap()).unwrap();
+    raw[38..54].copy_from_slice(&[0xff; 16]);
+    std::fs::write(
+        fx.path("dev.key"),
+        format!("untrusted comment: x\n{}\n", b64.encode(&raw)),
+    )
+    .unwrap();
+    let r = no_tty(fx.dir(), &with);
+    expect(&r, 65, "key");
+    assert!(r.json()["error"]["causes"][0]
+        .as_str()
+        .unwrap()
+        .contains("scrypt parameters"));
+}
+
+/// `sh -c SCRIPT` in `cwd` on a terminal of its own: `script(1)` gives it a new pseudo-terminal
+/// as its controlling terminal (in a new session, `setsid -w`, so never the suite's own). Once
+/// `Password for` shows on that terminal, `keys` are typed into it, then nothing more. Returns
+/// the exit code of `script -e` (the shell's) and everything the terminal showed.
+fn on_a_terminal(cwd: &std::path::Path, sh_script: &str, keys: &[u8]) -> (i32, String) {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let mut child = Command::new("setsid")
+        .args(["-w", "script", "-qefc", sh_script, "/dev/null"])
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run script");
+    let shown = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let shown = Arc::clone(&shown);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !String::from_utf8_lossy(&shown.lock().unwrap()).contains("Password for") {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "no prompt: {}",
+                String::from_utf8_lossy(&shown.lock().unwrap())
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(keys).unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let out = String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
+    (status.code().unwrap_or(-1), out)
+}
+
+#[test]
+fn the_password_is_asked_on_the_terminal_without_echo_and_ctrl_c_restores_it() {
+    if !require_tool("script", "a pseudo-terminal for the password prompt") {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.hello_dir();
+    encrypt_in_place(&fx, "dev.key", "typed pw");
+    let bin = env!("CARGO_BIN_EXE_stockade");
+    let pack = format!("{bin} pack hello --key dev.key --devcert dev.cert --intcert int/ca.cert");
+    // Typed at the prompt: accepted, and not echoed.
+    let (code, shown) = on_a_terminal(fx.dir(), &format!("{pack} -o t.stockade"), b"typed pw\n");
+    assert_eq!(code, 0, "{shown}");
+    assert!(!shown.contains("typed pw"), "echoed: {shown}");
+    assert_eq!(fx.verify("t.stockade", &["--pub", "dev.pub"]).code, 0);
+    // Ctrl-C at the prompt: the command dies of SIGINT as it would without the prompt (130),
+    // writes nothing, and the terminal echoes again for what runs next (the shell survives it
+    // with a trap that is a handler, so that stockade keeps SIGINT's default disposition).
+    let (code, shown) = on_a_terminal(
+        fx.dir(),
+        &format!(
+            "trap 'echo trapped' INT; {pack} -o c.stockade; echo \"rc=$?\"; stty -a | tr ' ;' '\\n\\n' | grep -x -- '-*echo'"
+        ),
+        b"half\x03",
+    );
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("rc=130"), "{shown}");
+    assert!(
+        shown.lines().any(|l| l.trim() == "echo"),
+        "echo not restored: {shown}"
+    );
+    assert!(!fx.path("c.stockade").exists());
+}
+
+#[test]
+fn ca_and_grant_commands_read_encrypted_keys() {
+    let fx = Fixture::new();
+    encrypt_in_place(&fx, "root/ca.key", "root pw");
+    encrypt_in_place(&fx, "int/ca.key", "int pw");
+    std::fs::write(fx.path("root.pw"), "root pw\n").unwrap();
+    std::fs::write(fx.path("int.pw"), "int pw\n").unwrap();
+    let issue = [
+        "--json", "ca", "issue", "--ca", "int", "--pub", "dev.pub", "-o", "d2.cert",
+    ];
+    expect(&no_tty(fx.dir(), &issue), 64, "key.password_required");
+    let mut with = issue.to_vec();
+    with.extend(["--password-file", "root.pw"]);
+    expect(&no_tty(fx.dir(), &with), 77, "key.wrong_password");
+    with.pop();
+    with.push("int.pw");
+    assert_eq!(no_tty(fx.dir(), &with).code, 0);
+    for args in [
+        &["ca", "init", "-o", "int2", "--parent", "root"][..],
+        &[
+            "ca",
+            "revoke",
+            "--ca",
+            "root",
+            "-o",
+            "trust/revocations.json",
+        ],
+        &[
+            "ca", "license", "--ca", "root", "--serial", "s1", "-o", "l.json",
+        ],
+    ] {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        expect(&no_tty(fx.dir(), &a), 64, "key.password_required");
+        a.extend(["--password-file", "root.pw"]);
+        let r = no_tty(fx.dir(), &a);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stdout);
+    }
+    // A CA whose key was never on disk unencrypted.
+    std::fs::write(fx.path("new.pw"), "new root pw\n").unwrap();
+    let r = no_tty(
+        fx.dir(),
+        &[
+            "--json",
+            "ca",
+            "init",
+            "-o",
+            "root2",
+            "--new-password-file",
+            "new.pw",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        std::fs::read_to_string(fx.path("root2/ca.key"))
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("RWRTY0Iy"),
+        "not encrypted (kdf Sc)"
+    );
+    let revoke2 = ["--json", "ca", "revoke", "--ca", "root2", "-o", "r2.json"];
+    expect(&no_tty(fx.dir(), &revoke2), 64, "key.password_required");
+    let mut with = revoke2.to_vec();
+    with.extend(["--password-file", "new.pw"]);
+    assert_eq!(no_tty(fx.dir(), &with).code, 0);
+    // An operator key for grants.
+    ok(fx.dir(), &["keygen", "-o", "op"]);
+    encrypt_in_place(&fx, "op.key", "op pw");
+    std::fs::write(fx.path("op.pw"), "op pw").unwrap();
+    let grant = [
+        "--json",
+        "grant",
+        "issue",
+        "--key",
+        "op.key",
+        "--plugin",
+        "hello",
+        "--plugin-version",
+        "0.1.0",
+        "--target",
+        "network:loopback",
+        "-o",
+        "g.grant",
+    ];
+    expect(&no_tty(fx.dir(), &grant), 64, "key.password_required");
+    let mut with = grant.to_vec();
+    with.extend(["--password-file", "op.pw"]);
+    assert_eq!(no_tty(fx.dir(), &with).code, 0);
+    ok(
+        fx.dir(),
+        &[
+            "grant",
+            "verify",
+            "g.grant",
+            "--operator-key",
+            "op.pub",
+            "--plugin",
+            "hello",
+            "--plugin-version",
+            "0.1.0",
+            "--target",
+            "network:loopback",
+        ],
+    );
+}
+
+#[test]
+fn keygen_encrypts_with_a_password_file_and_minisign_signs_with_it() {
+    if !require_tool("minisign", "interop test with the stock minisign tool") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("pw"), "keygen pw\n").unwrap();
+    // The cheapest scrypt cost (a debug build's test knob): minisign takes the cost from the
+    // file, so it reads this key just as one at its own default cost.
+    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["--json", "keygen", "-o", "k", "--password-file", "pw"])
+        .env("STOCKADE_TEST_KDF", "cheapest")
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["encrypted"], true);
+    let text = std::fs::read_to_string(d.path().join("k.key")).unwrap();
+    assert!(matches!(
+        stockade_trust::minisign::SecretKey::parse(&text),
+        Err(stockade_trust::minisign::MinisignError::Encrypted)
+    ));
+    std::fs::write(d.path().join("data"), b"hello").unwrap();
+    let sign = |password: &str| {
+        let mut child = Command::new("setsid")
+            .args([
+                "-w",
+                "minisign",
+                "-S",
+                "-s",
+                "k.key",
+                "-m",
+                "data",
+                "-t",
+                "by minisign",
+            ])
+            .current_dir(d.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(
+        !sign("not it").status.success(),
+        "minisign took a wrong password"
+    );
+    let out = sign("keygen pw");
+    assert!(
+        out.status.success(),
+        "minisign -S rejected our encrypted key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(minisign(d.path(), &["-V", "-p", "k.pub", "-m", "data"])
+        .status
+        .success());
+    // Unreadable or empty password files write nothing.
+    let r = stockade(
+        d.path(),
+        &["--json", "keygen", "-o", "k2", "--password-file", "nope"],
+    );
+    expect(&r, 66, "key.password_file");
+    std::fs::write(d.path().join("empty"), "\n").unwrap();
+    let r = stockade(
+        d.path(),
+        &["--json", "keygen", "-o", "k2", "--password-file", "empty"],
+    );
+    expect(&r, 64, "usage");
+    assert!(!d.path().join("k2.key").exists() && !d.path().join("k2.pub").exists());
+    // Without the flag: unencrypted, as before.
+    ok(d.path(), &["keygen", "-o", "plain"]);
+    stockade_trust::minisign::SecretKey::parse(
+        &std::fs::read_to_string(d.path().join("plain.key")).unwrap(),
+    )
+    .unwrap();
+}
+
+/// The one CLI test at minisign's full default cost: a key `minisign -G` encrypted, as a
+/// security team keeps a root CA key, used by `ca` with its password.
+#[test]
+fn a_key_minisign_encrypted_by_default_works_as_a_root_ca_key() {
+    if !require_tool("minisign", "interop test with the stock minisign tool") {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut child = Command::new("setsid")
+        .args(["-w", "minisign", "-G", "-p", "ms.pub", "-s", "ms.key"])
+        .current_dir(fx.dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"offline root\noffline root\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(fx.path("root/ca.key")).unwrap();
+    std::fs::copy(fx.path("ms.key"), fx.path("root/ca.key")).unwrap();
+    std::fs::copy(fx.path("ms.pub"), fx.path("root/ca.pub")).unwrap();
+    let id = stockade_trust::minisign::PublicKey::parse(
+        &std::fs::read_to_string(fx.path("ms.pub")).unwrap(),
+    )
+    .unwrap()
+    .key_id
+    .to_string();
+    let info = std::fs::read_to_string(fx.path("root/ca.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    v["key_id"] = serde_json::Value::String(id);
+    std::fs::write(fx.path("root/ca.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    std::fs::write(fx.path("pw"), "offline root\n").unwrap();
+    let r = no_tty(
+        fx.dir(),
+        &[
+            "--json",
+            "ca",
+            "revoke",
+            "--ca",
+            "root",
+            "-o",
+            "trust/revocations.json",
+            "--password-file",
+            "pw",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    // Signed by minisign's key.
+    let pk = stockade_trust::minisign::PublicKey::parse(
+        &std::fs::read_to_string(fx.path("ms.pub")).unwrap(),
+    )
+    .unwrap();
+    let crl = stockade_trust::crl::RevocationList::parse(
+        &std::fs::read(fx.path("trust/revocations.json")).unwrap(),
+    )
+    .unwrap();
+    crl.verify(&[pk], unix_now(), None).unwrap();
 }
 
 #[test]

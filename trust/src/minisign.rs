@@ -10,9 +10,12 @@
 //! - public key: `untrusted comment: …` line, then base64(`Ed` ‖ key_id\[8\] ‖ pk\[32\]);
 //! - secret key: comment line, then base64(`Ed` ‖ kdf\[2\] ‖ `B2` ‖ salt\[32\] ‖ ops\[8\] ‖ mem\[8\]
 //!   ‖ key_id\[8\] ‖ sk\[64\] ‖ checksum\[32\]), checksum = BLAKE2b-256(`Ed` ‖ key_id ‖ sk), or all
-//!   zero as minisign 0.11 writes it for `-W` keys. Only
-//!   unencrypted keys (kdf = 0,0, i.e. `minisign -G -W`) are read; scrypt-encrypted ones are
-//!   refused with a hint, since an interactive password prompt has no place in agent pipelines;
+//!   zero as minisign 0.11 writes it for `-W` keys. kdf is `0,0` for an unencrypted key
+//!   (`minisign -G -W`, `stockade keygen`) or `Sc` for a password-encrypted one (`minisign -G`'s
+//!   default): then key_id ‖ sk ‖ checksum (104 bytes) are XORed with as many bytes of scrypt
+//!   (libsodium's `crypto_pwhash_scryptsalsa208sha256`) of the password with that salt, ops and
+//!   mem, and the checksum, always computed, is what tells a wrong password (see
+//!   [`EncryptedSecretKey`]). Getting the password (a file, a terminal) is the caller's business;
 //! - signature: comment line, base64(`ED` ‖ key_id ‖ sig\[64\]) where sig signs BLAKE2b-512(data),
 //!   `trusted comment: …`, then base64(global_sig) where global_sig signs sig ‖ trusted comment.
 //!
@@ -26,6 +29,7 @@ use blake2::digest::consts::U32;
 use blake2::{Blake2b, Blake2b512, Digest};
 use ed25519_dalek::{Signature as EdSig, Signer, SigningKey, VerifyingKey};
 use std::fmt;
+use zeroize::{Zeroize as _, Zeroizing};
 
 /// Largest key or signature file we parse.
 pub const MAX_TEXT_BYTES: usize = 4096;
@@ -76,9 +80,27 @@ pub enum MinisignError {
     /// An algorithm tag we do not accept.
     #[error("unsupported algorithm {0:?}")]
     Algorithm(String),
-    /// A scrypt-encrypted secret key.
-    #[error("the secret key is password-encrypted, which stockade does not read")]
+    /// A scrypt-encrypted secret key given to [`SecretKey::parse`], which reads unencrypted keys
+    /// only (read it with [`SecretKeyFile::parse`] and decrypt it with its password).
+    #[error("the secret key is password-encrypted")]
     Encrypted,
+    /// An encrypted key's scrypt parameters are beyond what we derive (see [`KdfLimits::cost`]).
+    #[error(
+        "the key's scrypt parameters (opslimit {opslimit}, memlimit {memlimit}) are refused: {why}"
+    )]
+    KdfLimits {
+        /// libsodium's opslimit, as in the file.
+        opslimit: u64,
+        /// libsodium's memlimit, as in the file.
+        memlimit: u64,
+        /// Which bound they pass.
+        why: &'static str,
+    },
+    /// The password does not decrypt the key: the decrypted checksum does not match (a wrong
+    /// password, or an encrypted key file altered after it was written: the two cannot be told
+    /// apart).
+    #[error("wrong password for the encrypted secret key (its checksum does not match)")]
+    WrongPassword,
     /// The secret key's checksum does not match.
     #[error("secret key checksum mismatch (corrupt key file)")]
     Checksum,
@@ -127,7 +149,7 @@ impl fmt::Debug for PublicKey {
     }
 }
 
-/// A minisign secret key (unencrypted). Zeroized on drop by `ed25519-dalek`.
+/// A minisign secret key (decrypted). Zeroized on drop by `ed25519-dalek`.
 pub struct SecretKey {
     /// Key identifier.
     pub key_id: KeyId,
@@ -263,6 +285,275 @@ fn checksum(key_id: &KeyId, sk: &[u8; 64]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Length of the decoded secret key line.
+const SECRET_KEY_BYTES: usize = 158;
+/// Offset of key_id ‖ sk ‖ checksum (minisign's `keynum_sk`), the part the KDF encrypts.
+const KEYNUM_SK_AT: usize = 54;
+/// Length of `keynum_sk`: key id (8), secret key (64), checksum (32).
+const KEYNUM_SK_BYTES: usize = 104;
+
+/// libsodium's scrypt cost parameters as a minisign key file stores them: `opslimit` (a CPU
+/// budget, in Salsa20/8 core calls) and `memlimit` (bytes). libsodium turns them into scrypt's
+/// N, r and p ([`KdfLimits::cost`]); minisign writes [`KdfLimits::MINISIGN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KdfLimits {
+    /// `crypto_pwhash_scryptsalsa208sha256`'s opslimit.
+    pub opslimit: u64,
+    /// `crypto_pwhash_scryptsalsa208sha256`'s memlimit, in bytes.
+    pub memlimit: u64,
+}
+
+/// scrypt's own parameters (RFC 7914), as libsodium derives them from [`KdfLimits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScryptCost {
+    /// log2 of the CPU/memory cost N.
+    pub log_n: u8,
+    /// Block size r (always 8 from libsodium).
+    pub r: u32,
+    /// Parallelism p.
+    pub p: u32,
+}
+
+impl ScryptCost {
+    /// Bytes scrypt's large array takes: 128 · r · N.
+    pub fn memory_bytes(&self) -> u64 {
+        (128 * u64::from(self.r)) << self.log_n
+    }
+}
+
+/// Largest scrypt memory we agree to spend on a key file's say-so: 1 GiB, the memory of
+/// minisign's own parameters ([`KdfLimits::MINISIGN`]: N = 2^20, r = 8), which it writes for
+/// every encrypted key and has no option to raise. A hostile or corrupt key file could otherwise
+/// ask for N = 2^62: memory we would try to allocate before the checksum could tell us anything.
+pub const MAX_KDF_MEMORY: u64 = 1 << 30;
+
+/// Largest scrypt work we agree to do, as N · p (r being fixed at 8): four times minisign's
+/// (N = 2^20, p = 1), some ten seconds. A file's opslimit otherwise raises p up to 2^27, hours
+/// of CPU, with no more memory.
+pub const MAX_KDF_WORK: u64 = 1 << 22;
+
+impl KdfLimits {
+    /// What `minisign -G` writes: libsodium's `OPSLIMIT_SENSITIVE` and `MEMLIMIT_SENSITIVE`
+    /// (N = 2^20, r = 8, p = 1: 1 GiB and a few seconds). `stockade keygen` writes these too.
+    pub const MINISIGN: KdfLimits = KdfLimits {
+        opslimit: 33_554_432,
+        memlimit: 1_073_741_824,
+    };
+
+    /// The smallest cost libsodium derives (N = 2^10, r = 8, p = 1: 1 MiB, a millisecond), for
+    /// tests that write keys and are not about the cost.
+    pub const CHEAPEST: KdfLimits = KdfLimits {
+        opslimit: 32_768,
+        memlimit: 1 << 20,
+    };
+
+    /// scrypt's N, r and p for these limits, as libsodium's `pickparams` computes them
+    /// (`crypto_pwhash/scryptsalsa208sha256/pwhash_scryptsalsa208sha256.c`), refused past
+    /// [`MAX_KDF_MEMORY`] or [`MAX_KDF_WORK`] — checked here, before anything is allocated.
+    ///
+    /// Written out by hand because no crate does it: RustCrypto's `scrypt` takes N, r and p
+    /// (RFC 7914), and the `minisign` crate that knows the mapping brings its own Ed25519 (see
+    /// the module doc). The mapping is part of minisign's file format: the same opslimit and
+    /// memlimit must give the same N, r, p, or the same password gives another key stream.
+    pub fn cost(&self) -> Result<ScryptCost, MinisignError> {
+        let refuse = |why| MinisignError::KdfLimits {
+            opslimit: self.opslimit,
+            memlimit: self.memlimit,
+            why,
+        };
+        // The smallest n ≥ 1 with 2^n > max_n / 2 (63 at most), as libsodium's loop.
+        let log2_above_half =
+            |max_n: u64| (1u32..63).find(|&n| 1u64 << n > max_n / 2).unwrap_or(63);
+        let opslimit = self.opslimit.max(32_768);
+        let r: u64 = 8;
+        let (log_n, p) = if opslimit < self.memlimit / 32 {
+            (log2_above_half(opslimit / (r * 4)), 1u64)
+        } else {
+            let log_n = log2_above_half(self.memlimit / (r * 128));
+            let maxrp = ((opslimit / 4) >> log_n).min(0x3fff_ffff);
+            (log_n, maxrp / r)
+        };
+        if p == 0 {
+            return Err(refuse("they give scrypt p = 0"));
+        }
+        if log_n > 20 || (128 * r) << log_n > MAX_KDF_MEMORY {
+            return Err(refuse(
+                "scrypt would need more than 1 GiB of memory (minisign's default is 1 GiB)",
+            ));
+        }
+        if (1u64 << log_n).saturating_mul(p) > MAX_KDF_WORK {
+            return Err(refuse(
+                "scrypt would do more than 4 times the work of minisign's default parameters",
+            ));
+        }
+        let cost = ScryptCost {
+            log_n: u8::try_from(log_n).map_err(|_| refuse("N out of range"))?,
+            r: 8,
+            p: u32::try_from(p).map_err(|_| refuse("p out of range"))?,
+        };
+        // The scrypt crate's own checks (none refuses what the caps let through).
+        // `len` is that of its PHC strings, unused by `scrypt::scrypt`.
+        scrypt::Params::new(cost.log_n, cost.r, cost.p, 32)
+            .map_err(|_| refuse("the scrypt crate refuses them"))?;
+        Ok(cost)
+    }
+
+    /// [`Self::cost`] as the scrypt crate takes it.
+    fn scrypt_params(&self) -> Result<scrypt::Params, MinisignError> {
+        let cost = self.cost()?;
+        scrypt::Params::new(cost.log_n, cost.r, cost.p, 32).map_err(|_| MinisignError::KdfLimits {
+            opslimit: self.opslimit,
+            memlimit: self.memlimit,
+            why: "the scrypt crate refuses them",
+        })
+    }
+}
+
+/// The key stream: `KEYNUM_SK_BYTES` of scrypt(password, salt) at `limits`' cost.
+fn key_stream(
+    password: &[u8],
+    salt: &[u8; 32],
+    limits: KdfLimits,
+) -> Result<Zeroizing<[u8; KEYNUM_SK_BYTES]>, MinisignError> {
+    let params = limits.scrypt_params()?;
+    let mut stream = Zeroizing::new([0u8; KEYNUM_SK_BYTES]);
+    scrypt::scrypt(password, salt, &params, &mut stream[..])
+        .expect("a 104-byte output is within scrypt's bounds");
+    Ok(stream)
+}
+
+/// A password-encrypted secret key, parsed and its KDF parameters checked
+/// ([`KdfLimits::cost`]), not yet decrypted.
+pub struct EncryptedSecretKey {
+    salt: [u8; 32],
+    limits: KdfLimits,
+    cost: ScryptCost,
+    keynum_sk: [u8; KEYNUM_SK_BYTES],
+}
+
+impl fmt::Debug for EncryptedSecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EncryptedSecretKey({:?})", self.limits)
+    }
+}
+
+impl EncryptedSecretKey {
+    /// The file's KDF parameters.
+    pub fn limits(&self) -> KdfLimits {
+        self.limits
+    }
+
+    /// scrypt's parameters for them (within the caps).
+    pub fn cost(&self) -> ScryptCost {
+        self.cost
+    }
+
+    /// Decrypt with `password` (the bytes minisign would hash: the line typed, without its
+    /// newline). A wrong password is [`MinisignError::WrongPassword`]; the key stream and the
+    /// decrypted bytes are zeroized.
+    pub fn decrypt(&self, password: &[u8]) -> Result<SecretKey, MinisignError> {
+        let stream = key_stream(password, &self.salt, self.limits)?;
+        let mut plain = Zeroizing::new(self.keynum_sk);
+        for (b, k) in plain.iter_mut().zip(stream.iter()) {
+            *b ^= k;
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&plain[..8]);
+        let key_id = KeyId(id);
+        let mut sk = Zeroizing::new([0u8; 64]);
+        sk.copy_from_slice(&plain[8..72]);
+        if checksum(&key_id, &sk)[..] != plain[72..] {
+            return Err(MinisignError::WrongPassword);
+        }
+        SecretKey::from_keypair(key_id, &sk)
+    }
+}
+
+/// A secret key file: unencrypted, or encrypted and waiting for its password.
+#[derive(Debug)]
+pub enum SecretKeyFile {
+    /// `kdf` 0,0: usable as it is.
+    Plain(SecretKey),
+    /// `kdf` `Sc`: [`EncryptedSecretKey::decrypt`] it.
+    Encrypted(EncryptedSecretKey),
+}
+
+impl SecretKeyFile {
+    /// Parse a secret key file, encrypted or not. An encrypted key's KDF parameters are checked
+    /// here ([`KdfLimits::cost`]), before any work is done for its password.
+    pub fn parse(text: &str) -> Result<Self, MinisignError> {
+        let l = lines(text)?;
+        untrusted(l.first())?;
+        let raw = Zeroizing::new(decode(
+            l.get(1).ok_or(MinisignError::Layout("missing key line"))?,
+        )?);
+        if raw.len() != SECRET_KEY_BYTES {
+            return Err(MinisignError::Length(raw.len()));
+        }
+        if &raw[..2] != b"Ed" {
+            return Err(MinisignError::Algorithm(
+                String::from_utf8_lossy(&raw[..2]).into(),
+            ));
+        }
+        let encrypted = match &raw[2..4] {
+            [0, 0] => false,
+            b"Sc" => true,
+            other => {
+                return Err(MinisignError::Algorithm(
+                    String::from_utf8_lossy(other).into(),
+                ))
+            }
+        };
+        if &raw[4..6] != b"B2" {
+            return Err(MinisignError::Algorithm(
+                String::from_utf8_lossy(&raw[4..6]).into(),
+            ));
+        }
+        if encrypted {
+            let mut salt = [0u8; 32];
+            salt.copy_from_slice(&raw[6..38]);
+            let le = |at: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&raw[at..at + 8]);
+                u64::from_le_bytes(b)
+            };
+            let limits = KdfLimits {
+                opslimit: le(38),
+                memlimit: le(46),
+            };
+            let cost = limits.cost()?;
+            let mut keynum_sk = [0u8; KEYNUM_SK_BYTES];
+            keynum_sk.copy_from_slice(&raw[KEYNUM_SK_AT..]);
+            return Ok(Self::Encrypted(EncryptedSecretKey {
+                salt,
+                limits,
+                cost,
+                keynum_sk,
+            }));
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&raw[54..62]);
+        let key_id = KeyId(id);
+        let mut sk = Zeroizing::new([0u8; 64]);
+        sk.copy_from_slice(&raw[62..126]);
+        // minisign 0.11 `-G -W` leaves the checksum zeroed for unencrypted keys (it is only
+        // computed as part of encryption), so a zero checksum is accepted; anything else must
+        // match. The consistency check still catches a corrupted key.
+        let stored = &raw[126..158];
+        if stored.iter().any(|&b| b != 0) && checksum(&key_id, &sk)[..] != *stored {
+            return Err(MinisignError::Checksum);
+        }
+        SecretKey::from_keypair(key_id, &sk).map(Self::Plain)
+    }
+}
+
+impl Drop for EncryptedSecretKey {
+    fn drop(&mut self) {
+        // Encrypted, but it is the secret key all the same to whoever learns the password.
+        self.keynum_sk.zeroize();
+    }
+}
+
 impl SecretKey {
     /// Build a key from 32 random seed bytes and 8 random key-id bytes (the caller supplies the
     /// randomness, keeping this crate free of I/O).
@@ -273,54 +564,9 @@ impl SecretKey {
         }
     }
 
-    /// The matching public key.
-    pub fn public_key(&self) -> PublicKey {
-        PublicKey {
-            key_id: self.key_id,
-            key: self.key.verifying_key(),
-        }
-    }
-
-    /// Parse a secret key file (unencrypted only).
-    pub fn parse(text: &str) -> Result<Self, MinisignError> {
-        let l = lines(text)?;
-        untrusted(l.first())?;
-        let raw = decode(l.get(1).ok_or(MinisignError::Layout("missing key line"))?)?;
-        if raw.len() != 158 {
-            return Err(MinisignError::Length(raw.len()));
-        }
-        if &raw[..2] != b"Ed" {
-            return Err(MinisignError::Algorithm(
-                String::from_utf8_lossy(&raw[..2]).into(),
-            ));
-        }
-        match &raw[2..4] {
-            [0, 0] => {}
-            b"Sc" => return Err(MinisignError::Encrypted),
-            other => {
-                return Err(MinisignError::Algorithm(
-                    String::from_utf8_lossy(other).into(),
-                ))
-            }
-        }
-        if &raw[4..6] != b"B2" {
-            return Err(MinisignError::Algorithm(
-                String::from_utf8_lossy(&raw[4..6]).into(),
-            ));
-        }
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&raw[54..62]);
-        let key_id = KeyId(id);
-        let mut sk = [0u8; 64];
-        sk.copy_from_slice(&raw[62..126]);
-        // minisign 0.11 `-G -W` leaves the checksum zeroed for unencrypted keys (it is only
-        // computed as part of encryption), so a zero checksum is accepted; anything else must
-        // match. The consistency check below still catches a corrupted key.
-        let stored = &raw[126..158];
-        if stored.iter().any(|&b| b != 0) && checksum(&key_id, &sk)[..] != *stored {
-            return Err(MinisignError::Checksum);
-        }
-        let mut seed = [0u8; 32];
+    /// seed ‖ public key, checked for consistency.
+    fn from_keypair(key_id: KeyId, sk: &[u8; 64]) -> Result<Self, MinisignError> {
+        let mut seed = Zeroizing::new([0u8; 32]);
         seed.copy_from_slice(&sk[..32]);
         let key = SigningKey::from_bytes(&seed);
         if key.verifying_key().as_bytes()[..] != sk[32..] {
@@ -329,21 +575,70 @@ impl SecretKey {
         Ok(Self { key_id, key })
     }
 
+    /// The matching public key.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey {
+            key_id: self.key_id,
+            key: self.key.verifying_key(),
+        }
+    }
+
+    /// Parse an unencrypted secret key file; an encrypted one is [`MinisignError::Encrypted`]
+    /// (read those with [`SecretKeyFile::parse`]).
+    pub fn parse(text: &str) -> Result<Self, MinisignError> {
+        match SecretKeyFile::parse(text)? {
+            SecretKeyFile::Plain(k) => Ok(k),
+            SecretKeyFile::Encrypted(_) => Err(MinisignError::Encrypted),
+        }
+    }
+
     /// The secret key file text, in the format `minisign -G -W` writes.
     pub fn to_text(&self) -> String {
-        let sk = self.key.to_keypair_bytes();
-        let mut raw = Vec::with_capacity(158);
+        let sk = Zeroizing::new(self.key.to_keypair_bytes());
+        let mut raw = Zeroizing::new(Vec::with_capacity(SECRET_KEY_BYTES));
         raw.extend_from_slice(b"Ed");
         raw.extend_from_slice(&[0, 0]);
         raw.extend_from_slice(b"B2");
         raw.extend_from_slice(&[0u8; 48]); // salt, opslimit, memlimit: unused without a KDF
         raw.extend_from_slice(&self.key_id.0);
-        raw.extend_from_slice(&sk);
+        raw.extend_from_slice(&sk[..]);
         raw.extend_from_slice(&checksum(&self.key_id, &sk));
         format!(
             "untrusted comment: minisign encrypted secret key\n{}\n",
-            B64.encode(raw)
+            B64.encode(&raw[..])
         )
+    }
+
+    /// The secret key file text encrypted with `password`, as `minisign -G` writes it: `salt`
+    /// must be fresh random bytes (the caller's, keeping this crate free of I/O), `limits`
+    /// normally [`KdfLimits::MINISIGN`] (refused past the caps a reader applies).
+    pub fn to_encrypted_text(
+        &self,
+        password: &[u8],
+        salt: [u8; 32],
+        limits: KdfLimits,
+    ) -> Result<String, MinisignError> {
+        let stream = key_stream(password, &salt, limits)?;
+        let sk = Zeroizing::new(self.key.to_keypair_bytes());
+        let mut keynum_sk = Zeroizing::new([0u8; KEYNUM_SK_BYTES]);
+        keynum_sk[..8].copy_from_slice(&self.key_id.0);
+        keynum_sk[8..72].copy_from_slice(&sk[..]);
+        keynum_sk[72..].copy_from_slice(&checksum(&self.key_id, &sk));
+        for (b, k) in keynum_sk.iter_mut().zip(stream.iter()) {
+            *b ^= k;
+        }
+        let mut raw = Vec::with_capacity(SECRET_KEY_BYTES);
+        raw.extend_from_slice(b"Ed");
+        raw.extend_from_slice(b"Sc");
+        raw.extend_from_slice(b"B2");
+        raw.extend_from_slice(&salt);
+        raw.extend_from_slice(&limits.opslimit.to_le_bytes());
+        raw.extend_from_slice(&limits.memlimit.to_le_bytes());
+        raw.extend_from_slice(&keynum_sk[..]);
+        Ok(format!(
+            "untrusted comment: minisign encrypted secret key\n{}\n",
+            B64.encode(raw)
+        ))
     }
 
     /// Sign `data` (prehashed `ED`) with a one-line trusted comment.
@@ -479,6 +774,147 @@ mod tests {
         assert_eq!(sk.public_key(), pk);
         let sig = Signature::parse("untrusted comment: signature from minisign secret key\nRUQbO8TjXmgDxnIlIqaU3mEoBLTg2jFPUIzr+Sfx3N5w5OiPsHdrHoSHq8i3imzCwSNSeXDMW384W2SSmqr4UDk59x3JzeDh6wk=\ntrusted comment: tc\nrETPww0c4C32c/ERtddhHYBDDl89mQbayljQefmv3mctn6IwGcEcibqrK2o5V7HVat1TaHeSZ7j2JVikw7q7Dg==\n").unwrap();
         pk.verify(b"hi\n", &sig).unwrap();
+    }
+
+    /// `printf 'correct horse\ncorrect horse\n' | minisign -G -p k.pub -s k.key` (minisign 0.11,
+    /// Debian 13): the password-encrypted key stock minisign writes by default, at its default
+    /// cost (1 GiB, a few seconds: the one test here that pays it), and a signature it made with
+    /// it (`minisign -S -t tc` of "hi\n").
+    const MINISIGN_ENCRYPTED_KEY: &str = "untrusted comment: minisign encrypted secret key\nRWRTY0IyixSRdk3LYXF9SS9GA28ug62kn8+/tlJR+BuLGN8iGmkAAAACAAAAAAAAAEAAAAAAn7NXv1HNbLxduYWtnkwiBLW5oyyO7v4Lin/9eqfDDjdZcnZA+0VD5F6+jM6gc3i4u3IQ+ap6bGKkgW2pjmG28m4pZbRZNDNAvJgfAghvh5qL1TyyFY6a/C/rEf9y7IDrupFbdAX+sl8=\n";
+    const MINISIGN_ENCRYPTED_PUB: &str = "untrusted comment: minisign public key 2428E9CF506BE723\nRWQj52tQz+koJFDEJ7bLgLnqlvf7LA5LiXeBji50U4/6tLfHPyDSIuYK\n";
+    const MINISIGN_ENCRYPTED_SIG: &str = "untrusted comment: signature from minisign secret key\nRUQj52tQz+koJHIKtm93Joq/EcuUAqDKscIbI1GkHCuun9nTIeUuftWtIt6LbDZFcKFQhha9hgV8C4k0JwhHZHq8hLwD/ybUBw4=\ntrusted comment: tc\nMkeB/bvhH4/1Wewyl6mkTKPGA7603FeAULak6iRRL2DoUxgiTn5suV4/9sX3bme9x9+aKzNNJSoki9B1NubNBg==\n";
+
+    #[test]
+    fn decrypts_a_key_stock_minisign_encrypted() {
+        let SecretKeyFile::Encrypted(enc) = SecretKeyFile::parse(MINISIGN_ENCRYPTED_KEY).unwrap()
+        else {
+            panic!("not read as encrypted");
+        };
+        assert_eq!(enc.limits(), KdfLimits::MINISIGN);
+        assert_eq!(
+            enc.cost(),
+            ScryptCost {
+                log_n: 20,
+                r: 8,
+                p: 1
+            }
+        );
+        assert!(matches!(
+            SecretKey::parse(MINISIGN_ENCRYPTED_KEY),
+            Err(MinisignError::Encrypted)
+        ));
+        let sk = enc.decrypt(b"correct horse").unwrap();
+        let pk = PublicKey::parse(MINISIGN_ENCRYPTED_PUB).unwrap();
+        assert_eq!(sk.public_key(), pk);
+        pk.verify(b"hi\n", &Signature::parse(MINISIGN_ENCRYPTED_SIG).unwrap())
+            .unwrap();
+        // And what stockade signs with it, minisign's public key verifies.
+        pk.verify(b"x", &sk.sign(b"x", "t").unwrap()).unwrap();
+    }
+
+    /// libsodium's pickparams, worked by hand from its C for each branch.
+    #[test]
+    fn kdf_limits_map_to_scrypt_as_libsodium_does() {
+        let cost = |opslimit, memlimit| KdfLimits { opslimit, memlimit }.cost();
+        let c = |log_n, p| ScryptCost { log_n, r: 8, p };
+        // minisign's (OPSLIMIT/MEMLIMIT_SENSITIVE): memory-bound branch.
+        assert_eq!(cost(33_554_432, 1_073_741_824).unwrap(), c(20, 1));
+        assert_eq!(KdfLimits::MINISIGN.cost().unwrap().memory_bytes(), 1 << 30);
+        assert_eq!(KdfLimits::CHEAPEST.cost().unwrap(), c(10, 1));
+        // libsodium's INTERACTIVE (524288, 16777216): opslimit < memlimit/32, so the CPU-bound
+        // branch: maxN = 524288 / 32 = 16384, first 2^n > 8192 is n = 14, p = 1.
+        assert_eq!(cost(524_288, 16_777_216).unwrap(), c(14, 1));
+        // An opslimit below 32768 counts as 32768.
+        assert_eq!(cost(0, 1 << 20).unwrap(), cost(32_768, 1 << 20).unwrap());
+        // Memory-bound with CPU to spare: p grows. maxN = 2^20/1024 = 1024 → n = 10; maxrp =
+        // (2^20/4)/2^10 = 256 → p = 32.
+        assert_eq!(cost(1 << 20, 1 << 20).unwrap(), c(10, 32));
+    }
+
+    #[test]
+    fn absurd_kdf_limits_are_refused_at_parse() {
+        let stockade_written = key(5)
+            .to_encrypted_text(b"pw", [9; 32], KdfLimits::CHEAPEST)
+            .unwrap();
+        let mut raw = B64
+            .decode(stockade_written.lines().nth(1).unwrap())
+            .unwrap();
+        for (ops, mem) in [
+            // 2^62 of memory: no allocation is tried (this test would abort, not fail).
+            (u64::MAX, u64::MAX),
+            (1 << 40, 1 << 40),
+            // 2 GiB.
+            (1 << 26, 1 << 31),
+            // 1 GiB, but p = 64: minutes of CPU.
+            (1 << 31, 1 << 30),
+        ] {
+            raw[38..46].copy_from_slice(&u64::to_le_bytes(ops));
+            raw[46..54].copy_from_slice(&u64::to_le_bytes(mem));
+            let text = format!("untrusted comment: x\n{}\n", B64.encode(&raw));
+            assert!(
+                matches!(
+                    SecretKeyFile::parse(&text),
+                    Err(MinisignError::KdfLimits { .. })
+                ),
+                "{ops} {mem} accepted"
+            );
+            assert!(key(5)
+                .to_encrypted_text(
+                    b"pw",
+                    [9; 32],
+                    KdfLimits {
+                        opslimit: ops,
+                        memlimit: mem
+                    }
+                )
+                .is_err());
+        }
+    }
+
+    #[test]
+    fn stockade_encrypted_keys_decrypt_and_refuse_a_wrong_password_or_tampering() {
+        let sk = key(6);
+        let text = sk
+            .to_encrypted_text(b"s3cret", [1; 32], KdfLimits::CHEAPEST)
+            .unwrap();
+        let enc = |t: &str| match SecretKeyFile::parse(t).unwrap() {
+            SecretKeyFile::Encrypted(e) => e,
+            SecretKeyFile::Plain(_) => panic!("read as plain"),
+        };
+        let back = enc(&text).decrypt(b"s3cret").unwrap();
+        assert_eq!(back.public_key(), sk.public_key());
+        assert_eq!(back.key_id, sk.key_id);
+        for wrong in [&b"s3cre"[..], b"s3cret\n", b"", b"S3cret"] {
+            assert!(matches!(
+                enc(&text).decrypt(wrong),
+                Err(MinisignError::WrongPassword)
+            ));
+        }
+        // Another salt, another key stream: the same key and password make another file.
+        let salted = sk
+            .to_encrypted_text(b"s3cret", [2; 32], KdfLimits::CHEAPEST)
+            .unwrap();
+        assert_ne!(salted, text);
+        // A byte of the encrypted key id, secret key or checksum altered: the checksum no longer
+        // matches after decryption.
+        let raw = B64.decode(text.lines().nth(1).unwrap()).unwrap();
+        for at in [KEYNUM_SK_AT, KEYNUM_SK_AT + 20, SECRET_KEY_BYTES - 1] {
+            let mut bad = raw.clone();
+            bad[at] ^= 0x40;
+            let t = format!("untrusted comment: x\n{}\n", B64.encode(&bad));
+            assert!(matches!(
+                enc(&t).decrypt(b"s3cret"),
+                Err(MinisignError::WrongPassword)
+            ));
+        }
+        // An altered salt derives another stream: the same.
+        let mut bad = raw.clone();
+        bad[10] ^= 1;
+        let t = format!("untrusted comment: x\n{}\n", B64.encode(&bad));
+        assert!(matches!(
+            enc(&t).decrypt(b"s3cret"),
+            Err(MinisignError::WrongPassword)
+        ));
     }
 
     #[test]

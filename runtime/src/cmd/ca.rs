@@ -1,5 +1,9 @@
 //! `stockade ca …`: an operator-run certificate authority (there is no vendor portal).
 //!
+//! `ca.key` may be password-encrypted (`ca init --new-password-file`, or `minisign -C -s
+//! DIR/ca.key` afterwards): every command that signs with it then takes `--password-file` or
+//! asks on the terminal (`crate::keyfile::load_secret`).
+//!
 //! A CA directory holds `ca.key` (0600), `ca.pub`, `ca.json` (`{"format":1, "name", "kind":
 //! "root"|"intermediate", "key_id"}`), for an intermediate also `ca.cert` (signed by its root),
 //! and for a root that has revoked something `revocations-issued.json` (the accumulated revoked
@@ -18,12 +22,12 @@
 //! scope's ceiling, never widen it.
 
 use crate::cli::{CaInitArgs, CaIssueArgs, CaLicenseArgs, CaRevokeArgs};
-use crate::cmd::keygen::{fresh_key, write_pair};
+use crate::cmd::keygen::{fresh_key, new_password, write_pair};
 use crate::cmd::valid_until;
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::{read_capped, reserve, write_atomic};
-use crate::keyfile::{load_public, load_secret, random_bytes, secret_key_hint, unix_now};
+use crate::keyfile::{load_public, load_secret, random_bytes, secret_key_error, unix_now};
 use crate::output::{term, term_path, Output};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -81,7 +85,9 @@ fn usage(msg: impl Into<String>) -> CmdError {
     CmdError::msg(Exit::Usage, "usage", msg)
 }
 
-fn load_ca(dir: &Path) -> Result<Ca, CmdError> {
+/// The CA in `dir`, its key decrypted with the password in `password_file` (or typed at the
+/// terminal) if `ca.key` is encrypted.
+fn load_ca(dir: &Path, password_file: Option<&Path>) -> Result<Ca, CmdError> {
     let info_path = dir.join("ca.json");
     let bytes = read_capped(&info_path, 64 * 1024).map_err(|e| {
         CmdError::new(Exit::NoInput, "ca_dir_unreadable", e)
@@ -91,10 +97,7 @@ fn load_ca(dir: &Path) -> Result<Ca, CmdError> {
         CmdError::new(Exit::DataErr, "ca_dir_corrupt", e)
             .hint("ca.json is corrupt; recreate the CA with `stockade ca init`")
     })?;
-    let key = load_secret(&dir.join("ca.key")).map_err(|e| {
-        let h = secret_key_hint(&e);
-        CmdError::new(Exit::DataErr, "key", e).hint(h)
-    })?;
+    let key = load_secret(&dir.join("ca.key"), password_file).map_err(secret_key_error)?;
     if key.public_key().key_id.to_string() != info.key_id {
         return Err(CmdError::msg(
             Exit::DataErr,
@@ -149,7 +152,16 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
         )
         .hint("choose a new directory for the CA"));
     }
-    let parent_ca = a.parent.as_deref().map(load_ca).transpose()?;
+    let new_pw = a
+        .new_password_file
+        .as_deref()
+        .map(new_password)
+        .transpose()?;
+    let parent_ca = a
+        .parent
+        .as_deref()
+        .map(|p| load_ca(p, a.password_file.as_deref()))
+        .transpose()?;
     if let Some(p) = &parent_ca {
         if p.info.kind != CaKind::Root {
             return Err(
@@ -189,7 +201,12 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
             CmdError::new(Exit::CantCreate, "output", e)
                 .hint("check that the parent directory exists and is writable")
         })?;
-    write_pair(&key, &tmp.path().join("ca.key"), &tmp.path().join("ca.pub"))?;
+    write_pair(
+        &key,
+        new_pw.as_deref().map(|p| &p[..]),
+        &tmp.path().join("ca.key"),
+        &tmp.path().join("ca.pub"),
+    )?;
     let info = CaInfo {
         format: 1,
         name: name.clone(),
@@ -282,7 +299,7 @@ struct IssueReport {
 /// `stockade ca issue`.
 pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
     let now = a.now.unwrap_or_else(unix_now);
-    let ca = load_ca(&a.ca)?;
+    let ca = load_ca(&a.ca, a.password_file.as_deref())?;
     let subject_key = load_public(&a.public_key).map_err(|e| {
         CmdError::new(Exit::DataErr, "key", e)
             .hint("pass a public key written by `stockade keygen` or `minisign -G`")
@@ -412,7 +429,7 @@ struct RevokeReport {
 /// `stockade ca revoke`.
 pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
     let now = a.now.unwrap_or_else(unix_now);
-    let ca = load_ca(&a.ca)?;
+    let ca = load_ca(&a.ca, a.password_file.as_deref())?;
     if ca.info.kind != CaKind::Root {
         return Err(usage("revocation lists are signed by a root CA").hint("pass --ca ROOT_DIR"));
     }
@@ -517,7 +534,7 @@ struct LicenseReport {
 /// `stockade ca license`.
 pub fn license(a: CaLicenseArgs, out: Output) -> Result<Exit, CmdError> {
     let now = a.now.unwrap_or_else(unix_now);
-    let ca = load_ca(&a.ca)?;
+    let ca = load_ca(&a.ca, a.password_file.as_deref())?;
     if ca.info.kind != CaKind::Root {
         return Err(usage("licenses are signed by a root CA").hint("pass --ca ROOT_DIR"));
     }

@@ -1,6 +1,11 @@
 //! `stockade keygen -o NAME`: a fresh Ed25519 key pair in minisign's formats. `NAME.key` is
 //! created with `O_EXCL` and mode 0600 in the same `open(2)` (never chmod-after), so the secret
 //! is never readable by others; `NAME.pub` is written atomically.
+//!
+//! `--password-file FILE` encrypts `NAME.key` as `minisign -G` does (random salt, scrypt at
+//! minisign's own cost, [`KdfLimits::MINISIGN`]), so stock minisign signs with it and
+//! `minisign -C` changes or removes its password. Without it the key is unencrypted, as it has
+//! always been: scripts and agents run `keygen -o NAME` with no terminal and no password.
 
 use crate::cli::KeygenArgs;
 use crate::error::CmdError;
@@ -8,13 +13,17 @@ use crate::exit::Exit;
 use crate::fileio::{create_exclusive, write_atomic};
 use crate::keyfile::random_bytes;
 use crate::output::Output;
+use crate::password::{self, Password};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use stockade_trust::minisign::SecretKey;
+use stockade_trust::minisign::{KdfLimits, SecretKey};
+use zeroize::Zeroizing;
 
 #[derive(Serialize)]
 struct Report {
     secret_key: PathBuf,
+    /// Whether `secret_key` is password-encrypted (`--password-file`).
+    encrypted: bool,
     public_key: PathBuf,
     key_id: String,
     public_key_base64: String,
@@ -28,6 +37,24 @@ pub fn with_ext(base: &Path, ext: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The password for a new key, from `--password-file`: refused empty (an empty password
+/// encrypts nothing: write an unencrypted key instead, without the flag).
+pub fn new_password(file: &Path) -> Result<Password, CmdError> {
+    let pw = password::from_file(file).map_err(|e| {
+        CmdError::new(Exit::NoInput, "key.password_file", e)
+            .hint("pass a readable --password-file (a regular file or a pipe; its first line is the password)")
+    })?;
+    if pw.is_empty() {
+        return Err(CmdError::msg(
+            Exit::Usage,
+            "usage",
+            format!("the first line of {} is empty", file.display()),
+        )
+        .hint("put the password on the file's first line, or leave out --password-file for an unencrypted key"));
+    }
+    Ok(pw)
+}
+
 /// Generate a key from OS randomness.
 pub fn fresh_key() -> Result<SecretKey, CmdError> {
     let seed = random_bytes::<32>().map_err(|e| CmdError::new(Exit::OsErr, "random", e))?;
@@ -35,9 +62,40 @@ pub fn fresh_key() -> Result<SecretKey, CmdError> {
     Ok(SecretKey::from_seed(seed, id))
 }
 
-/// Write `sk` as `key_path` (0600, exclusive) and `pub_path`.
-pub fn write_pair(sk: &SecretKey, key_path: &Path, pub_path: &Path) -> Result<(), CmdError> {
-    create_exclusive(key_path, sk.to_text().as_bytes(), 0o600).map_err(|e| {
+/// The scrypt cost `keygen --password-file` writes: minisign's. A debug build (the one the
+/// tests run) takes `STOCKADE_TEST_KDF=cheapest` for [`KdfLimits::CHEAPEST`], so tests about
+/// something else than the cost do not pay 1 GiB and seconds per key; a release build ignores
+/// it.
+fn kdf_limits() -> KdfLimits {
+    if cfg!(debug_assertions)
+        && std::env::var_os("STOCKADE_TEST_KDF").is_some_and(|v| v == "cheapest")
+    {
+        return KdfLimits::CHEAPEST;
+    }
+    KdfLimits::MINISIGN
+}
+
+/// The secret key file's text: encrypted with `password` if one is given.
+fn secret_text(sk: &SecretKey, password: Option<&[u8]>) -> Result<Zeroizing<String>, CmdError> {
+    let Some(pw) = password else {
+        return Ok(Zeroizing::new(sk.to_text()));
+    };
+    let salt = random_bytes::<32>().map_err(|e| CmdError::new(Exit::OsErr, "random", e))?;
+    sk.to_encrypted_text(pw, salt, kdf_limits())
+        .map(Zeroizing::new)
+        .map_err(|e| CmdError::new(Exit::Software, "internal", e))
+}
+
+/// Write `sk` as `key_path` (0600, exclusive; encrypted with `password` if one is given) and
+/// `pub_path`.
+pub fn write_pair(
+    sk: &SecretKey,
+    password: Option<&[u8]>,
+    key_path: &Path,
+    pub_path: &Path,
+) -> Result<(), CmdError> {
+    let text = secret_text(sk, password)?;
+    create_exclusive(key_path, text.as_bytes(), 0o600).map_err(|e| {
         let exists = e.is_exists();
         let err = CmdError::new(Exit::CantCreate, "output", e);
         if exists {
@@ -57,6 +115,11 @@ pub fn write_pair(sk: &SecretKey, key_path: &Path, pub_path: &Path) -> Result<()
 
 /// Run `stockade keygen`.
 pub fn run(a: KeygenArgs, out: Output) -> Result<Exit, CmdError> {
+    // Read before anything is removed or written: a password that cannot be had changes nothing.
+    let password = match &a.password_file {
+        Some(f) => Some(new_password(f)?),
+        None => None,
+    };
     let key_path = with_ext(&a.output, "key");
     let pub_path = with_ext(&a.output, "pub");
     if a.force {
@@ -79,9 +142,15 @@ pub fn run(a: KeygenArgs, out: Output) -> Result<Exit, CmdError> {
         .hint("choose another name or pass --force to replace it"));
     }
     let sk = fresh_key()?;
-    write_pair(&sk, &key_path, &pub_path)?;
+    write_pair(
+        &sk,
+        password.as_deref().map(|p| &p[..]),
+        &key_path,
+        &pub_path,
+    )?;
     let pk = sk.public_key();
     let report = Report {
+        encrypted: password.is_some(),
         secret_key: key_path,
         public_key: pub_path,
         key_id: pk.key_id.to_string(),
@@ -89,9 +158,14 @@ pub fn run(a: KeygenArgs, out: Output) -> Result<Exit, CmdError> {
     };
     out.emit(&report, |r| {
         format!(
-            "key id {}\nsecret key: {} (mode 0600, keep it private)\npublic key: {}\n",
+            "key id {}\nsecret key: {} (mode 0600{}, keep it private)\npublic key: {}\n",
             r.key_id,
             crate::output::term_path(&r.secret_key),
+            if r.encrypted {
+                ", password-encrypted"
+            } else {
+                ""
+            },
             crate::output::term_path(&r.public_key)
         )
     });
