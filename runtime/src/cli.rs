@@ -470,7 +470,7 @@ pub enum GrantCommand {
 /// `stockade grant issue`
 #[derive(Debug, Args)]
 pub struct GrantIssueArgs {
-    /// Operator secret key (from `stockade keygen`).
+    /// Operator secret key (from `stockade keygen`; its owner's alone: 0600 or narrower).
     #[arg(long, value_name = "KEY")]
     pub key: PathBuf,
     /// Plugin name.
@@ -727,7 +727,7 @@ pub struct CaRevokeArgs {
 pub struct PackArgs {
     /// The plugin directory (manifest.json plus the entrypoint and its files).
     pub dir: PathBuf,
-    /// The developer's secret key (minisign format).
+    /// The developer's secret key (minisign format; its owner's alone: 0600 or narrower).
     #[arg(long, value_name = "KEY")]
     pub key: PathBuf,
     /// The developer certificate.

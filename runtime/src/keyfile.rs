@@ -1,6 +1,16 @@
 //! Reading minisign key files from disk (parsing lives in `stockade_trust::minisign`).
+//!
+//! A secret key file must be its owner's alone: one that its group or others may read or write
+//! (any of mode `0o077`) is refused before it is parsed, as `ssh` refuses such a private key
+//! (`key.exposed`, exit 77). Anyone who could read it may already have copied it and can sign as
+//! its owner; anyone who could write it could have put their own key there. `stockade keygen`,
+//! `ca init` and `minisign -G` all write 0600, so only a copy, an archive restore or a
+//! `chmod -R` makes one wider; the refusal says to narrow it and to consider the key compromised.
 
-use crate::fileio::{read_capped, FileError};
+use crate::error::CmdError;
+use crate::exit::Exit;
+use crate::fileio::{read_capped, read_capped_held, FileError};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use stockade_trust::minisign::{MinisignError, PublicKey, SecretKey, MAX_TEXT_BYTES};
 
@@ -14,6 +24,17 @@ pub enum KeyFileError {
     /// Not UTF-8 text.
     #[error("{} is not a text file", .0.display())]
     NotText(PathBuf),
+    /// A secret key file its group or others may read or write.
+    #[error(
+        "{} is a secret key that others than its owner may read or write (mode {mode:04o})",
+        path.display()
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The content does not parse.
     #[error("{} is not a usable minisign key", path.display())]
     Parse {
@@ -51,12 +72,45 @@ pub fn load_public(path: &Path) -> Result<PublicKey, KeyFileError> {
     })
 }
 
-/// Load an unencrypted secret key file.
+/// Load an unencrypted secret key file: its owner's alone ([`KeyFileError::Exposed`] otherwise,
+/// judged on the descriptor read, before anything is parsed).
 pub fn load_secret(path: &Path) -> Result<SecretKey, KeyFileError> {
-    SecretKey::parse(&read_text(path)?).map_err(|source| KeyFileError::Parse {
+    let (file, bytes) = read_capped_held(path, MAX_TEXT_BYTES as u64)?;
+    let mode = file
+        .metadata()
+        .map_err(|source| FileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(KeyFileError::Exposed {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|_| KeyFileError::NotText(path.to_path_buf()))?;
+    SecretKey::parse(&text).map_err(|source| KeyFileError::Parse {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The command error for a secret key that cannot be used: `key.exposed` (77) for one others
+/// may read or write, else `key` (65), each with its hint.
+pub fn secret_key_error(e: KeyFileError) -> CmdError {
+    if let KeyFileError::Exposed { path, .. } = &e {
+        let hint = format!(
+            "run `chmod 600 {}`; whoever could read it may have copied it: if so, make a new \
+             key (`stockade keygen`) and have the old one's certificate revoked",
+            path.display()
+        );
+        return CmdError::new(Exit::NoPerm, "key.exposed", e).hint(hint);
+    }
+    let hint = secret_key_hint(&e);
+    CmdError::new(Exit::DataErr, "key", e).hint(hint)
 }
 
 /// The hint for an unusable secret key.

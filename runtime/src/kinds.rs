@@ -98,6 +98,8 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("socket_in_use", Exit::TempFail),
     ("revocation.state_busy", Exit::TempFail),
     ("audit.busy", Exit::TempFail),
+    // 77: a permission is wrong.
+    ("key.exposed", Exit::NoPerm),
     // 78: the trust or state directory is unusable.
     ("trust_dir", Exit::Config),
     ("node", Exit::Config),

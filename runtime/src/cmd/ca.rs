@@ -23,7 +23,7 @@ use crate::cmd::valid_until;
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::{read_capped, reserve, write_atomic};
-use crate::keyfile::{load_public, load_secret, random_bytes, secret_key_hint, unix_now};
+use crate::keyfile::{load_public, load_secret, random_bytes, secret_key_error, unix_now};
 use crate::output::{term, term_path, Output};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -91,10 +91,7 @@ fn load_ca(dir: &Path) -> Result<Ca, CmdError> {
         CmdError::new(Exit::DataErr, "ca_dir_corrupt", e)
             .hint("ca.json is corrupt; recreate the CA with `stockade ca init`")
     })?;
-    let key = load_secret(&dir.join("ca.key")).map_err(|e| {
-        let h = secret_key_hint(&e);
-        CmdError::new(Exit::DataErr, "key", e).hint(h)
-    })?;
+    let key = load_secret(&dir.join("ca.key")).map_err(secret_key_error)?;
     if key.public_key().key_id.to_string() != info.key_id {
         return Err(CmdError::msg(
             Exit::DataErr,

@@ -17,7 +17,7 @@ use crate::cli::{GrantIssueArgs, GrantVerifyArgs};
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::read_capped;
-use crate::keyfile::{load_public, load_secret, secret_key_hint, unix_now};
+use crate::keyfile::{load_public, load_secret, secret_key_error, unix_now};
 use crate::output::{term, Output};
 use serde::Serialize;
 use stockade_trust::grant::{
@@ -39,10 +39,7 @@ struct Issued {
 
 /// `grant issue`.
 pub fn issue(a: GrantIssueArgs, out: Output) -> Result<Exit, CmdError> {
-    let key = load_secret(&a.key).map_err(|e| {
-        let hint = secret_key_hint(&e);
-        CmdError::new(Exit::DataErr, "key", e).hint(hint)
-    })?;
+    let key = load_secret(&a.key).map_err(secret_key_error)?;
     if a.days == 0 {
         return Err(
             CmdError::msg(Exit::Usage, "usage", "--days must be at least 1")

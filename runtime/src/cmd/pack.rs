@@ -11,7 +11,7 @@ use crate::cli::PackArgs;
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::{read_capped, FileError};
-use crate::keyfile::{load_secret, secret_key_hint, unix_now};
+use crate::keyfile::{load_secret, secret_key_error, unix_now};
 use crate::output::Output;
 use crate::package::build::{build, sha256_hex};
 use crate::package::container::{self, Container};
@@ -102,10 +102,7 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
             .hint("the entrypoint must be a regular file with the executable bit (chmod +x)")
     })?;
 
-    let key = load_secret(&a.key).map_err(|e| {
-        let h = secret_key_hint(&e);
-        CmdError::new(Exit::DataErr, "key", e).hint(h)
-    })?;
+    let key = load_secret(&a.key).map_err(secret_key_error)?;
     let (dev_bytes, dev) = load_cert(&a.devcert, "developer")?;
     let (int_bytes, int) = load_cert(&a.intcert, "intermediate")?;
     if dev.subject_key != key.public_key() {
