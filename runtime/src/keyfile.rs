@@ -6,6 +6,12 @@
 //! its owner; anyone who could write it could have put their own key there. `stockade keygen`,
 //! `ca init` and `minisign -G` all write 0600, so only a copy, an archive restore or a
 //! `chmod -R` makes one wider; the refusal says to narrow it and to consider the key compromised.
+//!
+//! A process that holds a secret key — read here ([`load_secret`]) or made (`keygen`, `ca init`:
+//! [`guard_secrets`]) — first makes itself undumpable: `PR_SET_DUMPABLE` 0 and `RLIMIT_CORE` 0.
+//! A release build aborts on a panic (`panic = "abort"`), and a core file, or systemd-coredump's
+//! copy kept for weeks, would hold the key in the clear; and while it runs, no other process of
+//! its user may `ptrace` it or read its `/proc/<pid>/mem` (only root, as for `ssh-agent`).
 
 use crate::error::CmdError;
 use crate::exit::Exit;
@@ -35,6 +41,9 @@ pub enum KeyFileError {
         /// Its permission bits.
         mode: u32,
     },
+    /// This process could not be made undumpable before holding a secret key.
+    #[error("cannot keep the secret key out of core dumps and other processes' reach")]
+    Unguarded(#[source] std::io::Error),
     /// The content does not parse.
     #[error("{} is not a usable minisign key", path.display())]
     Parse {
@@ -75,6 +84,7 @@ pub fn load_public(path: &Path) -> Result<PublicKey, KeyFileError> {
 /// Load an unencrypted secret key file: its owner's alone ([`KeyFileError::Exposed`] otherwise,
 /// judged on the descriptor read, before anything is parsed).
 pub fn load_secret(path: &Path) -> Result<SecretKey, KeyFileError> {
+    guard_secrets()?;
     let (file, bytes) = read_capped_held(path, MAX_TEXT_BYTES as u64)?;
     let mode = file
         .metadata()
@@ -92,10 +102,21 @@ pub fn load_secret(path: &Path) -> Result<SecretKey, KeyFileError> {
         });
     }
     let text = String::from_utf8(bytes).map_err(|_| KeyFileError::NotText(path.to_path_buf()))?;
-    SecretKey::parse(&text).map_err(|source| KeyFileError::Parse {
+    let key = SecretKey::parse(&text).map_err(|source| KeyFileError::Parse {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    crate::sys::stop_at("secret-key-held");
+    Ok(key)
+}
+
+/// Make this process undumpable before it holds a secret key (the module doc says why): no core
+/// file, no `ptrace` or `/proc/<pid>/mem` by its user's other processes. For the rest of the
+/// process's life; only the short signing commands call it, never `run` or `serve`, whose
+/// sandboxes' setup reads and writes `/proc/<pid>` files as the runtime's user.
+pub fn guard_secrets() -> Result<(), KeyFileError> {
+    crate::sys::setrlimit(libc::RLIMIT_CORE, 0).map_err(KeyFileError::Unguarded)?;
+    crate::sys::set_dumpable(false).map_err(KeyFileError::Unguarded)
 }
 
 /// The command error for a secret key that cannot be used: `key.exposed` (77) for one others
@@ -108,6 +129,9 @@ pub fn secret_key_error(e: KeyFileError) -> CmdError {
             path.display()
         );
         return CmdError::new(Exit::NoPerm, "key.exposed", e).hint(hint);
+    }
+    if let KeyFileError::Unguarded(_) = &e {
+        return CmdError::new(Exit::OsErr, "key.guard", e);
     }
     let hint = secret_key_hint(&e);
     CmdError::new(Exit::DataErr, "key", e).hint(hint)

@@ -78,6 +78,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("random", Exit::OsErr),
     ("event_loop", Exit::OsErr),
     ("workdir", Exit::OsErr),
+    ("key.guard", Exit::OsErr),
     // 73: an output cannot be created.
     ("output", Exit::CantCreate),
     ("cannot_write", Exit::CantCreate),

@@ -322,3 +322,60 @@ fn secret_keys_others_may_read_or_write_are_refused() {
     ok(fx.dir(), &pack[1..]);
     ok(fx.dir(), &["ca", "init", "-o", "int2", "--parent", "root"]);
 }
+
+/// A command holding a secret key is undumpable: no core file (a release build aborts on a
+/// panic) and no `ptrace` or `/proc/<pid>/mem` by its user's other processes. Seen from outside
+/// while `grant issue`, run as a non-root user, holds its key: the kernel gives an undumpable
+/// process's `/proc/<pid>` to root, and its core limit is 0.
+#[test]
+fn a_command_holding_a_secret_key_is_undumpable() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let d = tempfile::tempdir().unwrap();
+    nix::unistd::chown(d.path(), Some(NOBODY.into()), Some(NOBODY.into())).unwrap();
+    let r = stockade_as(NOBODY, d.path(), &["keygen", "-o", "op"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args([
+            "grant",
+            "issue",
+            "--key",
+            "op.key",
+            "--plugin",
+            "hello",
+            "--plugin-version",
+            "0.1.0",
+            "--target",
+            "network:loopback",
+            "-o",
+            "g.grant",
+        ])
+        .current_dir(d.path())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .env("STOCKADE_TEST_STOP_AT", "secret-key-held")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_stopped(child.id(), "secret-key-held");
+    let proc_dir = format!("/proc/{}", child.id());
+    let owner = std::fs::metadata(format!("{proc_dir}/status"))
+        .unwrap()
+        .uid();
+    let limits = std::fs::read_to_string(format!("{proc_dir}/limits")).unwrap();
+    let r = resume(child);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(owner, 0, "an undumpable process's /proc files are root's");
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().collect::<Vec<_>>()[4..6],
+        ["0", "0"],
+        "{core}"
+    );
+}
