@@ -2845,3 +2845,33 @@ fn list_refuses_an_index_cache_older_than_the_source_floor() {
     assert_eq!(v["plugins"][0]["delisted"], "withdrawn", "{v}");
     assert_eq!(v["index_errors"], json!([]), "{v}");
 }
+
+/// A URL with credentials is refused (64 `index.url`), and the refusal — text on stderr, the
+/// `--json` document — names it without them: a password typed into `source add` never reaches
+/// a terminal log, a CI log or the journal. Nothing is kept.
+#[test]
+fn a_url_with_credentials_is_refused_without_repeating_them() {
+    let (fx, _repo) = setup();
+    for url in [
+        "https://alice:hunter2@example.com/index.json",
+        "http://alice:hunter2@10.0.0.1/index.json",
+        "https://alice:hun/ter2@example.com/index.json",
+    ] {
+        let r = add_source(&fx, url, "op.pub");
+        assert_eq!(
+            (r.code, r.kind().as_str()),
+            (64, "index.url"),
+            "{}",
+            r.stdout
+        );
+        assert!(r.stdout.contains("***@"), "{}", r.stdout);
+        let mut args = vec!["source", "add", "main", url, "--operator-key", "op.pub"];
+        args.extend_from_slice(&["--state-dir", "state"]);
+        let text = fx.run(&args);
+        assert_eq!(text.code, 64);
+        for out in [&r.stdout, &r.stderr, &text.stdout, &text.stderr] {
+            assert!(!out.contains("ter2"), "{url}: {out}");
+        }
+    }
+    assert!(!fx.path("state/sources.json").exists());
+}
