@@ -882,8 +882,11 @@ pub struct ExecArgs {
     /// Sandbox policy file (TOML); the built-in strict default when omitted.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Pass one environment variable into the sandbox (repeatable). The environment is otherwise empty.
-    #[arg(long = "env", value_name = "KEY=VALUE")]
+    /// Pass one environment variable into the sandbox (repeatable): KEY=VALUE, or KEY alone for
+    /// its value in stockade's own environment (for a secret: the command line, VALUE included,
+    /// is visible to every local user in /proc/<pid>/cmdline). The environment is otherwise
+    /// PATH, HOME and TMPDIR only.
+    #[arg(long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
     /// Write the sandboxed program's host pid to this file once it is running (removed again
     /// when it ends). Its directory must be writable: checked before anything runs (73).
