@@ -725,7 +725,8 @@ pub struct CaRevokeArgs {
 /// `stockade pack`
 #[derive(Debug, Args)]
 pub struct PackArgs {
-    /// The plugin directory (manifest.json plus the entrypoint and its files).
+    /// The plugin directory (manifest.json plus the entrypoint and its files). Every file in it
+    /// is shipped; one that is a secret key is refused (keep keys outside it).
     pub dir: PathBuf,
     /// The developer's secret key (minisign format; its owner's alone: 0600 or narrower).
     #[arg(long, value_name = "KEY")]

@@ -43,6 +43,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("validity", Exit::DataErr),
     ("manifest", Exit::DataErr),
     ("pack", Exit::DataErr),
+    ("pack.secret_key", Exit::DataErr),
     ("revocation", Exit::DataErr),
     ("license", Exit::DataErr),
     ("ca_dir_corrupt", Exit::DataErr),
