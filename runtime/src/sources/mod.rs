@@ -1375,8 +1375,18 @@ pub fn fetch(url: &str, cap: u64) -> Result<Vec<u8>, SourceError> {
             e => SourceError::fetch(url, e),
         });
     }
+    // A proxy from the environment (`ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, less `NO_PROXY`:
+    // ureq's default) serves https, which a node without a direct route may need. Never a
+    // loopback URL: plain http is allowed there only because the request stays on this host,
+    // and through a proxy it would cross the network in the clear, to be answered by whatever
+    // listens on the proxy's own loopback.
+    let proxy = match locality_of(&u) {
+        Locality::Loopback => None,
+        _ => ureq::Proxy::try_from_env(),
+    };
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
+            .proxy(proxy)
             .max_redirects(0)
             .http_status_as_error(true)
             .timeout_global(Some(Duration::from_secs(120)))
