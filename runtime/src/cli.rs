@@ -470,7 +470,7 @@ pub enum GrantCommand {
 /// `stockade grant issue`
 #[derive(Debug, Args)]
 pub struct GrantIssueArgs {
-    /// Operator secret key (from `stockade keygen`).
+    /// Operator secret key (from `stockade keygen`; its owner's alone: 0600 or narrower).
     #[arg(long, value_name = "KEY")]
     pub key: PathBuf,
     /// The password of an encrypted --key: the first line of this file (a regular file or a
@@ -767,9 +767,10 @@ pub struct CaRevokeArgs {
 /// `stockade pack`
 #[derive(Debug, Args)]
 pub struct PackArgs {
-    /// The plugin directory (manifest.json plus the entrypoint and its files).
+    /// The plugin directory (manifest.json plus the entrypoint and its files). Every file in it
+    /// is shipped; one that is a secret key is refused (keep keys outside it).
     pub dir: PathBuf,
-    /// The developer's secret key (minisign format).
+    /// The developer's secret key (minisign format; its owner's alone: 0600 or narrower).
     #[arg(long, value_name = "KEY")]
     pub key: PathBuf,
     /// The password of an encrypted --key: the first line of this file (a regular file or a
@@ -929,8 +930,11 @@ pub struct ExecArgs {
     /// Sandbox policy file (TOML); the built-in strict default when omitted.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Pass one environment variable into the sandbox (repeatable). The environment is otherwise empty.
-    #[arg(long = "env", value_name = "KEY=VALUE")]
+    /// Pass one environment variable into the sandbox (repeatable): KEY=VALUE, or KEY alone for
+    /// its value in stockade's own environment (for a secret: the command line, VALUE included,
+    /// is visible to every local user in /proc/<pid>/cmdline). The environment is otherwise
+    /// PATH, HOME and TMPDIR only.
+    #[arg(long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
     /// Write the sandboxed program's host pid to this file once it is running (removed again
     /// when it ends). Its directory must be writable: checked before anything runs (73).

@@ -1,10 +1,26 @@
 //! Reading minisign key files from disk (parsing lives in `stockade_trust::minisign`), and
 //! the password of an encrypted secret key ([`crate::password`]).
+//!
+//! A secret key file must be its owner's alone: one that its group or others may read or write
+//! (any of mode `0o077`) is refused before it is parsed, as `ssh` refuses such a private key
+//! (`key.exposed`, exit 77) — encrypted or not (an encrypted key others may read can be taken
+//! away and guessed at offline). Anyone who could read it may already have copied it and can
+//! sign as its owner; anyone who could write it could have put their own key there. `stockade
+//! keygen`, `ca init` and `minisign -G` all write 0600, so only a copy, an archive restore or a
+//! `chmod -R` makes one wider; the refusal says to narrow it and to consider the key compromised.
+//!
+//! A process that holds a secret key — read here ([`load_secret`]) or made (`keygen`, `ca init`:
+//! [`guard_secrets`]) — first makes itself undumpable: `PR_SET_DUMPABLE` 0 and `RLIMIT_CORE` 0.
+//! A release build aborts on a panic (`panic = "abort"`), and a core file, or systemd-coredump's
+//! copy kept for weeks, would hold the key (or its password) in the clear; and while it runs, no
+//! other process of its user may `ptrace` it or read its `/proc/<pid>/mem` (only root, as for
+//! `ssh-agent`).
 
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::fileio::{read_capped, FileError};
+use crate::fileio::{read_capped, read_capped_held, FileError};
 use crate::password::{self, PasswordError};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use stockade_trust::minisign::{
     MinisignError, PublicKey, SecretKey, SecretKeyFile, MAX_TEXT_BYTES,
@@ -41,6 +57,20 @@ pub enum KeyFileError {
         #[source]
         source: PasswordError,
     },
+    /// A secret key file its group or others may read or write.
+    #[error(
+        "{} is a secret key that others than its owner may read or write (mode {mode:04o})",
+        path.display()
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// This process could not be made undumpable before holding a secret key.
+    #[error("cannot keep the secret key out of core dumps and other processes' reach")]
+    Unguarded(#[source] std::io::Error),
     /// The password does not decrypt the key.
     #[error("{} cannot be decrypted", path.display())]
     WrongPassword {
@@ -78,15 +108,38 @@ pub fn load_public(path: &Path) -> Result<PublicKey, KeyFileError> {
     })
 }
 
-/// Load a secret key file; an encrypted one is decrypted with the password read from
-/// `password_file` or, without one, asked for on the controlling terminal ([`crate::password`]).
+/// Load a secret key file: its owner's alone ([`KeyFileError::Exposed`] otherwise, judged on
+/// the descriptor read, before anything is parsed); an encrypted one is decrypted with the
+/// password read from `password_file` or, without one, asked for on the controlling terminal
+/// ([`crate::password`]).
 pub fn load_secret(path: &Path, password_file: Option<&Path>) -> Result<SecretKey, KeyFileError> {
+    guard_secrets()?;
+    let (file, bytes) = read_capped_held(path, MAX_TEXT_BYTES as u64)?;
+    let mode = file
+        .metadata()
+        .map_err(|source| FileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(KeyFileError::Exposed {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|_| KeyFileError::NotText(path.to_path_buf()))?;
     let parse = |source| KeyFileError::Parse {
         path: path.to_path_buf(),
         source,
     };
-    let encrypted = match SecretKeyFile::parse(&read_text(path)?).map_err(parse)? {
-        SecretKeyFile::Plain(k) => return Ok(k),
+    let encrypted = match SecretKeyFile::parse(&text).map_err(parse)? {
+        SecretKeyFile::Plain(k) => {
+            crate::sys::stop_at("secret-key-held");
+            return Ok(k);
+        }
         SecretKeyFile::Encrypted(e) => e,
     };
     let no_password = |source| KeyFileError::Password {
@@ -102,13 +155,24 @@ pub fn load_secret(path: &Path, password_file: Option<&Path>) -> Result<SecretKe
         .map_err(no_password)?
         .ok_or_else(|| KeyFileError::PasswordRequired(path.to_path_buf()))?,
     };
-    encrypted.decrypt(&pw).map_err(|source| match source {
+    let key = encrypted.decrypt(&pw).map_err(|source| match source {
         MinisignError::WrongPassword => KeyFileError::WrongPassword {
             path: path.to_path_buf(),
             source,
         },
         other => parse(other),
-    })
+    })?;
+    crate::sys::stop_at("secret-key-held");
+    Ok(key)
+}
+
+/// Make this process undumpable before it holds a secret key (the module doc says why): no core
+/// file, no `ptrace` or `/proc/<pid>/mem` by its user's other processes. For the rest of the
+/// process's life; only the short signing commands call it, never `run` or `serve`, whose
+/// sandboxes' setup reads and writes `/proc/<pid>` files as the runtime's user.
+pub fn guard_secrets() -> Result<(), KeyFileError> {
+    crate::sys::setrlimit(libc::RLIMIT_CORE, 0).map_err(KeyFileError::Unguarded)?;
+    crate::sys::set_dumpable(false).map_err(KeyFileError::Unguarded)
 }
 
 /// The hint for an unusable secret key.
@@ -136,12 +200,23 @@ pub fn secret_key_hint(e: &KeyFileError) -> &'static str {
     }
 }
 
-/// The command error for an unusable secret key: kind `key` (65), except a password that is
-/// needed and cannot be asked for (`key.password_required`, 64), a wrong password
-/// (`key.wrong_password`, 77) and a password file that cannot be read (`key.password_file`, 66).
+/// The command error for an unusable secret key: kind `key` (65), except a key file others
+/// may read or write (`key.exposed`, 77), a process that cannot be made undumpable
+/// (`key.guard`, 71), a password that is needed and cannot be asked for
+/// (`key.password_required`, 64), a wrong password (`key.wrong_password`, 77) and a password
+/// file that cannot be read (`key.password_file`, 66).
 pub fn secret_key_error(e: KeyFileError) -> CmdError {
+    if let KeyFileError::Exposed { path, .. } = &e {
+        let hint = format!(
+            "run `chmod 600 {}`; whoever could read it may have copied it: if so, make a new \
+             key (`stockade keygen`) and have the old one's certificate revoked",
+            path.display()
+        );
+        return CmdError::new(Exit::NoPerm, "key.exposed", e).hint(hint);
+    }
     let hint = secret_key_hint(&e);
     let (exit, kind) = match &e {
+        KeyFileError::Unguarded(_) => (Exit::OsErr, "key.guard"),
         KeyFileError::PasswordRequired(_) => (Exit::Usage, "key.password_required"),
         KeyFileError::WrongPassword { .. } => (Exit::NoPerm, "key.wrong_password"),
         KeyFileError::Password {

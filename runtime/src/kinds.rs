@@ -44,6 +44,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("validity", Exit::DataErr),
     ("manifest", Exit::DataErr),
     ("pack", Exit::DataErr),
+    ("pack.secret_key", Exit::DataErr),
     ("revocation", Exit::DataErr),
     ("license", Exit::DataErr),
     ("ca_dir_corrupt", Exit::DataErr),
@@ -81,6 +82,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("event_loop", Exit::OsErr),
     ("workdir", Exit::OsErr),
     ("key.terminal", Exit::OsErr),
+    ("key.guard", Exit::OsErr),
     // 73: an output cannot be created.
     ("output", Exit::CantCreate),
     ("cannot_write", Exit::CantCreate),
@@ -101,8 +103,9 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("socket_in_use", Exit::TempFail),
     ("revocation.state_busy", Exit::TempFail),
     ("audit.busy", Exit::TempFail),
-    // 77: no permission.
+    // 77: no permission, or a permission is wrong.
     ("key.wrong_password", Exit::NoPerm),
+    ("key.exposed", Exit::NoPerm),
     // 78: the trust or state directory is unusable.
     ("trust_dir", Exit::Config),
     ("node", Exit::Config),

@@ -708,3 +708,35 @@ fn a_program_that_ends_at_once_still_has_its_pid() {
     // Only the report: no temporary file left.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// `--env KEY` passes KEY's value from stockade's own environment, so a secret never sits on
+/// the command line (`/proc/<pid>/cmdline`, readable by every local user); a KEY that is not set
+/// is refused (64 `bad_env`); the refusal of a malformed `--env` never repeats its value.
+#[test]
+fn env_by_name_takes_the_value_from_the_callers_environment() {
+    let o = std::process::Command::new(BIN)
+        .env("STOCKADE_TEST_TOKEN", "s3cr3t-value")
+        .env("STOCKADE_TEST_OTHER", "not passed")
+        .args([
+            "exec",
+            "--env",
+            "STOCKADE_TEST_TOKEN",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo \"$STOCKADE_TEST_TOKEN\"; echo \"${STOCKADE_TEST_OTHER:-unset}\"",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "s3cr3t-value\nunset\n");
+    let o = std::process::Command::new(BIN)
+        .env_remove("STOCKADE_TEST_UNSET")
+        .args(["exec", "--env", "STOCKADE_TEST_UNSET", "--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 64, "{}", err(&o));
+    let o = stockade(&["exec", "--env", "=hunter2", "--", "/bin/true"], b"");
+    assert_eq!(code(&o), 64);
+    assert!(!err(&o).contains("hunter2"), "{}", err(&o));
+}

@@ -72,6 +72,8 @@ fn encrypt_in_place(fx: &Fixture, p: &str, password: &str) {
         .to_encrypted_text(password.as_bytes(), [7; 32], KdfLimits::CHEAPEST)
         .unwrap();
     std::fs::write(fx.path(p), text).unwrap();
+    // 0600 as minisign writes it: a wider key is refused before its format is looked at.
+    std::fs::set_permissions(fx.path(p), std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 const PACK: &[&str] = &[
@@ -687,4 +689,136 @@ fn our_signatures_pass_minisign_and_our_keys_sign_with_minisign() {
     .unwrap();
     pk.verify(b"hello", &sig).unwrap();
     assert_eq!(sig.trusted_comment, "signed by minisign");
+}
+
+/// A secret key its group or others may read or write is refused by every command that signs
+/// with one (`pack`, `grant issue`, `ca` through its `ca.key`), before it is parsed: 77
+/// `key.exposed`, nothing written; narrowed back to 0600 it signs again.
+#[test]
+fn secret_keys_others_may_read_or_write_are_refused() {
+    let fx = Fixture::new();
+    fx.hello_dir();
+    let chmod = |p: &str, mode: u32| {
+        std::fs::set_permissions(fx.path(p), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let pack = [
+        "--json",
+        "pack",
+        "hello",
+        "--key",
+        "dev.key",
+        "--devcert",
+        "dev.cert",
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        "x.stockade",
+    ];
+    for mode in [0o640, 0o604, 0o620, 0o602, 0o644] {
+        chmod("dev.key", mode);
+        let r = fx.run(&pack);
+        assert_eq!(r.code, 77, "mode {mode:o}: {}", r.stdout);
+        assert_eq!(r.kind(), "key.exposed");
+        assert!(
+            r.json()["error"]["hint"]
+                .as_str()
+                .unwrap()
+                .contains("chmod 600"),
+            "{}",
+            r.stdout
+        );
+        assert!(!fx.path("x.stockade").exists(), "nothing written");
+    }
+    chmod("root/ca.key", 0o644);
+    let r = fx.run(&["--json", "ca", "init", "-o", "int2", "--parent", "root"]);
+    assert_eq!(
+        (r.code, r.kind().as_str()),
+        (77, "key.exposed"),
+        "{}",
+        r.stdout
+    );
+    assert!(!fx.path("int2").exists());
+    let r = fx.run(&[
+        "--json",
+        "grant",
+        "issue",
+        "--key",
+        "dev.key",
+        "--plugin",
+        "hello",
+        "--plugin-version",
+        "0.1.0",
+        "--target",
+        "network:loopback",
+        "-o",
+        "g.grant",
+    ]);
+    assert_eq!(
+        (r.code, r.kind().as_str()),
+        (77, "key.exposed"),
+        "{}",
+        r.stdout
+    );
+    assert!(!fx.path("g.grant").exists());
+    chmod("dev.key", 0o600);
+    chmod("root/ca.key", 0o400);
+    ok(fx.dir(), &pack[1..]);
+    ok(fx.dir(), &["ca", "init", "-o", "int2", "--parent", "root"]);
+}
+
+/// A command holding a secret key is undumpable: no core file (a release build aborts on a
+/// panic) and no `ptrace` or `/proc/<pid>/mem` by its user's other processes. Seen from outside
+/// while `grant issue`, run as a non-root user, holds its key: the kernel gives an undumpable
+/// process's `/proc/<pid>` to root, and its core limit is 0.
+#[test]
+fn a_command_holding_a_secret_key_is_undumpable() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let d = tempfile::tempdir().unwrap();
+    nix::unistd::chown(d.path(), Some(NOBODY.into()), Some(NOBODY.into())).unwrap();
+    let r = stockade_as(NOBODY, d.path(), &["keygen", "-o", "op"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args([
+            "grant",
+            "issue",
+            "--key",
+            "op.key",
+            "--plugin",
+            "hello",
+            "--plugin-version",
+            "0.1.0",
+            "--target",
+            "network:loopback",
+            "-o",
+            "g.grant",
+        ])
+        .current_dir(d.path())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .env("STOCKADE_TEST_STOP_AT", "secret-key-held")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_stopped(child.id(), "secret-key-held");
+    let proc_dir = format!("/proc/{}", child.id());
+    let owner = std::fs::metadata(format!("{proc_dir}/status"))
+        .unwrap()
+        .uid();
+    let limits = std::fs::read_to_string(format!("{proc_dir}/limits")).unwrap();
+    let r = resume(child);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(owner, 0, "an undumpable process's /proc files are root's");
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().collect::<Vec<_>>()[4..6],
+        ["0", "0"],
+        "{core}"
+    );
 }

@@ -191,3 +191,53 @@ fn existing_outputs_are_refused_unless_forced() {
         .to_string_lossy()
         .starts_with(".stockade-tmp")));
 }
+
+/// A minisign secret key in the plugin directory — the one `--key` names, kept beside the plugin,
+/// or any other, encrypted or not, whatever its name — is refused (65 `pack.secret_key`), nothing
+/// written: packed, it went to every node that installed the package, extracted 0644.
+#[test]
+fn a_secret_key_in_the_plugin_directory_is_never_packed() {
+    use base64::Engine;
+    let fx = Fixture::new();
+    let dir = fx.hello_dir();
+    std::fs::copy(fx.path("dev.key"), dir.join("dev.key")).unwrap();
+    let r = fx.run(&[
+        "--json",
+        "pack",
+        "hello",
+        "--key",
+        "hello/dev.key",
+        "--devcert",
+        "dev.cert",
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        "out.stockade",
+    ]);
+    assert_eq!(
+        (r.code, r.kind().as_str()),
+        (65, "pack.secret_key"),
+        "{}",
+        r.stdout
+    );
+    assert!(!fx.path("out.stockade").exists());
+    std::fs::rename(dir.join("dev.key"), dir.join("notes.txt")).unwrap();
+    refused(&fx, "pack.secret_key", "notes.txt");
+    // An encrypted key (`minisign -G` with a password) is shipped no more.
+    let text = std::fs::read_to_string(dir.join("notes.txt")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut raw = b64.decode(text.lines().nth(1).unwrap()).unwrap();
+    raw[2..4].copy_from_slice(b"Sc");
+    std::fs::remove_file(dir.join("notes.txt")).unwrap();
+    std::fs::create_dir(dir.join("conf")).unwrap();
+    std::fs::write(
+        dir.join("conf/k"),
+        format!("untrusted comment: x\n{}\n", b64.encode(raw)),
+    )
+    .unwrap();
+    refused(&fx, "pack.secret_key", "conf/k");
+    // A public key (an operator's, to check something against) is fine.
+    std::fs::remove_dir_all(dir.join("conf")).unwrap();
+    std::fs::copy(fx.path("dev.pub"), dir.join("dev.pub")).unwrap();
+    assert_eq!(pack(&fx).code, 0);
+}

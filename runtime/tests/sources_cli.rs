@@ -2845,3 +2845,82 @@ fn list_refuses_an_index_cache_older_than_the_source_floor() {
     assert_eq!(v["plugins"][0]["delisted"], "withdrawn", "{v}");
     assert_eq!(v["index_errors"], json!([]), "{v}");
 }
+
+/// A URL with credentials is refused (64 `index.url`), and the refusal — text on stderr, the
+/// `--json` document — names it without them: a password typed into `source add` never reaches
+/// a terminal log, a CI log or the journal. Nothing is kept.
+#[test]
+fn a_url_with_credentials_is_refused_without_repeating_them() {
+    let (fx, _repo) = setup();
+    for url in [
+        "https://alice:hunter2@example.com/index.json",
+        "http://alice:hunter2@10.0.0.1/index.json",
+        "https://alice:hun/ter2@example.com/index.json",
+    ] {
+        let r = add_source(&fx, url, "op.pub");
+        assert_eq!(
+            (r.code, r.kind().as_str()),
+            (64, "index.url"),
+            "{}",
+            r.stdout
+        );
+        assert!(r.stdout.contains("***@"), "{}", r.stdout);
+        let mut args = vec!["source", "add", "main", url, "--operator-key", "op.pub"];
+        args.extend_from_slice(&["--state-dir", "state"]);
+        let text = fx.run(&args);
+        assert_eq!(text.code, 64);
+        for out in [&r.stdout, &r.stderr, &text.stdout, &text.stderr] {
+            assert!(!out.contains("ter2"), "{url}: {out}");
+        }
+    }
+    assert!(!fx.path("state/sources.json").exists());
+}
+
+/// A loopback source is fetched directly even where the environment names a proxy: plain http
+/// is allowed there only because it stays on this host. The "proxy" here records whether anyone
+/// came; through it, the index would have crossed the network in the clear.
+#[test]
+fn a_loopback_source_never_goes_through_a_proxy() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let (fx, mut repo) = setup();
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    let port = serve(repo.dir.clone());
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.local_addr().unwrap().port());
+    let came = Arc::new(AtomicUsize::new(0));
+    let seen = came.clone();
+    std::thread::spawn(move || {
+        for s in proxy.incoming().flatten() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/index.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args([
+            "--json",
+            "source",
+            "add",
+            "main",
+            &url,
+            "--operator-key",
+            "op.pub",
+        ])
+        .args(["--state-dir", "state"])
+        .current_dir(fx.dir())
+        .env_remove("STOCKADE_SOURCES_DIR")
+        .env_remove("STOCKADE_STATE_DIR")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env("ALL_PROXY", &proxy_url)
+        .env("HTTP_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(came.load(Ordering::SeqCst), 0, "the proxy was asked");
+}

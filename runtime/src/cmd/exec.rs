@@ -45,8 +45,12 @@ use stockade_policy::operator::explain::explain;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExecError {
-    /// An `--env` argument is not KEY=VALUE.
-    #[error("`--env {0}` is not KEY=VALUE with a non-empty KEY without `=` or NUL")]
+    /// An `--env` argument is neither KEY=VALUE nor the name of a variable set here. Only its
+    /// KEY is kept: the value may be a secret.
+    #[error(
+        "`--env {0}…` is neither KEY=VALUE with a non-empty KEY without `=` or NUL nor the name \
+         of a variable set in this environment"
+    )]
     BadEnv(String),
     /// The launch failed.
     #[error("cannot launch the sandbox")]
@@ -136,13 +140,19 @@ fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, CmdError> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     for item in items {
-        let bad = || CmdError::new(Exit::Usage, "bad_env", ExecError::BadEnv(item.clone()));
-        let (k, v) = item.split_once('=').ok_or_else(bad)?;
+        let key = item.split_once('=').map_or(item.as_str(), |(k, _)| k);
+        let bad = || CmdError::new(Exit::Usage, "bad_env", ExecError::BadEnv(key.to_string()));
+        // `--env KEY`: the value of KEY in this process's environment, so a secret need not be
+        // on the command line, where `/proc/<pid>/cmdline` shows it to every local user.
+        let (k, v) = match item.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (item.clone(), std::env::var(item).map_err(|_| bad())?),
+        };
         if k.is_empty() || k.contains('\0') || v.contains('\0') {
             return Err(bad());
         }
-        env.retain(|(ek, _)| ek != k);
-        env.push((k.to_string(), v.to_string()));
+        env.retain(|(ek, _)| *ek != k);
+        env.push((k, v));
     }
     Ok(env)
 }

@@ -55,8 +55,10 @@ pub fn new_password(file: &Path) -> Result<Password, CmdError> {
     Ok(pw)
 }
 
-/// Generate a key from OS randomness.
+/// Generate a key from OS randomness, this process made undumpable first
+/// ([`crate::keyfile::guard_secrets`]).
 pub fn fresh_key() -> Result<SecretKey, CmdError> {
+    crate::keyfile::guard_secrets().map_err(crate::keyfile::secret_key_error)?;
     let seed = random_bytes::<32>().map_err(|e| CmdError::new(Exit::OsErr, "random", e))?;
     let id = random_bytes::<8>().map_err(|e| CmdError::new(Exit::OsErr, "random", e))?;
     Ok(SecretKey::from_seed(seed, id))

@@ -13,7 +13,7 @@ use crate::exit::Exit;
 use crate::fileio::{read_capped, FileError};
 use crate::keyfile::{load_secret, secret_key_error, unix_now};
 use crate::output::Output;
-use crate::package::build::{build, sha256_hex};
+use crate::package::build::{build, sha256_hex, BuildError};
 use crate::package::container::{self, Container};
 use crate::package::extract::Limits;
 use crate::package::verify::runtime_version;
@@ -94,8 +94,13 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
     }
     let manifest_value: serde_json::Value = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| CmdError::new(Exit::DataErr, "manifest", e))?;
-    let payload = build(&a.dir, &Limits::default()).map_err(|e| {
-        CmdError::new(Exit::DataErr, "pack", e).hint("remove or replace the offending file")
+    let payload = build(&a.dir, &Limits::default()).map_err(|e| match e {
+        BuildError::SecretKey(_) => CmdError::new(Exit::DataErr, "pack.secret_key", e).hint(
+            "move the key out of the plugin directory (keep secret keys outside what you ship); \
+             if a package with it was ever published, make a new key and have the old one's \
+             certificate revoked",
+        ),
+        e => CmdError::new(Exit::DataErr, "pack", e).hint("remove or replace the offending file"),
     })?;
     check_file_map(&payload.files, manifest.entrypoint()).map_err(|e| {
         CmdError::new(Exit::DataErr, "pack", e)

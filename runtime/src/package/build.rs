@@ -3,6 +3,12 @@
 //! (entries sorted, mtime 0, uid/gid 0, no user/group names, modes normalized to 0644/0755,
 //! gzip header without timestamp or name). The same directory always yields the same bytes, so
 //! a package can be rebuilt and compared.
+//!
+//! A file that is a minisign secret key is refused ([`BuildError::SecretKey`]): the easiest key
+//! to pass to `pack --key` is one kept beside the plugin, and packed it would be shipped — 0644,
+//! like every file — to every node that installs the package, its signature then worth nothing.
+//! Told by content ([`is_secret_key`]), whatever its name, encrypted keys included (a password
+//! guessed offline is as good).
 
 use super::extract::Limits;
 use flate2::write::GzEncoder;
@@ -46,6 +52,10 @@ pub enum BuildError {
     /// Too big or too many.
     #[error("the plugin directory exceeds the package limits: {0}")]
     Limit(String),
+    /// A minisign secret key (encrypted or not): packed, it would go to every node that installs
+    /// the package, extracted world-readable.
+    #[error("{} is a minisign secret key; a package ships every file of its directory to every node that installs it", .0.display())]
+    SecretKey(PathBuf),
 }
 
 /// The built payload.
@@ -173,6 +183,9 @@ pub fn build(root: &Path, limits: &Limits) -> Result<Payload, BuildError> {
                             source: std::io::Error::other(e),
                         }
                     })?;
+                if is_secret_key(&data) {
+                    return Err(BuildError::SecretKey(path.clone()));
+                }
                 if data.len() as u64 != *size {
                     return Err(BuildError::Io {
                         path: path.clone(),
@@ -230,6 +243,38 @@ pub fn build(root: &Path, limits: &Limits) -> Result<Payload, BuildError> {
     let gz = tar.into_inner().map_err(io_err(root))?;
     let bytes = gz.finish().map_err(io_err(root))?;
     Ok(Payload { files, bytes })
+}
+
+/// Whether `data` is a minisign secret key file: a first line `untrusted comment:` and a second
+/// that decodes to the 158-byte secret key layout (`Ed`, a KDF of none or `Sc`rypt, `B2`), as
+/// `minisign -G` and `stockade keygen` write it. The check does not parse the key further: a
+/// damaged key is no less someone's.
+pub fn is_secret_key(data: &[u8]) -> bool {
+    use base64::Engine;
+    if data.len() > 4096 {
+        return false;
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return false;
+    };
+    let mut lines = text.lines();
+    if !lines
+        .next()
+        .is_some_and(|l| l.starts_with("untrusted comment:"))
+    {
+        return false;
+    }
+    let Some(line) = lines.next() else {
+        return false;
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(line.trim())
+        .is_ok_and(|raw| {
+            raw.len() == 158
+                && &raw[..2] == b"Ed"
+                && matches!(&raw[2..4], [0, 0] | b"Sc")
+                && &raw[4..6] == b"B2"
+        })
 }
 
 fn key(i: &Item) -> &str {

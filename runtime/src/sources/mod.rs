@@ -1189,9 +1189,23 @@ pub fn check_name(name: &str) -> Result<(), SourceError> {
 /// connected to.
 fn parse_url(url: &str) -> Result<url::Url, SourceError> {
     url::Url::parse(url).map_err(|source| SourceError::UrlSyntax {
-        url: url.into(),
+        url: without_userinfo(url),
         source,
     })
+}
+
+/// `url` as a refusal may repeat it: everything between the scheme's `://` (or the start) and
+/// the last `@` replaced by `***`. A URL with credentials is refused ([`check_url`]), and its
+/// refusal goes to stderr, `--json` output, CI logs and the journal: the password must not go
+/// with it. Read as text, not parsed — the URL refused may not parse (a `/` in a password ends
+/// the authority for the parser) — and from the last `@` anywhere, so an `@` in a path or query
+/// only hides more of the message, never shows a password.
+pub fn without_userinfo(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url[start..].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_string(),
+    }
 }
 
 /// Whether this host fetches `url` at all, and the URL to fetch: `file:///absolute/path` (no
@@ -1200,7 +1214,7 @@ fn parse_url(url: &str) -> Result<url::Url, SourceError> {
 pub fn check_url(url: &str) -> Result<url::Url, SourceError> {
     let refuse = |why| {
         Err(SourceError::Url {
-            url: url.into(),
+            url: without_userinfo(url),
             why,
         })
     };
@@ -1298,7 +1312,7 @@ pub fn check_entry_url(index_url: &str, url: &str) -> Result<(), SourceError> {
         return Ok(());
     }
     Err(SourceError::Url {
-        url: url.into(),
+        url: without_userinfo(url),
         why: match to {
             Locality::File => {
                 "an index that is not itself a file:// URL may not point at file:// URLs"
@@ -1316,7 +1330,7 @@ pub fn resolve(base: &str, rel: &str) -> Result<String, SourceError> {
         return Ok(rel.to_string());
     }
     let refuse = || SourceError::Url {
-        url: rel.into(),
+        url: without_userinfo(rel),
         why: "a relative artifact URL must be a plain path below the index's directory",
     };
     if rel.is_empty() || rel.starts_with(['/', '\\']) {
@@ -1353,7 +1367,7 @@ pub fn fetch(url: &str, cap: u64) -> Result<Vec<u8>, SourceError> {
     if u.scheme() == "file" {
         // check_url took it only with a path.
         let path = u.to_file_path().map_err(|()| SourceError::Url {
-            url: url.into(),
+            url: without_userinfo(url),
             why: "file:// URLs must be absolute (file:///path)",
         })?;
         return read_capped(&path, cap).map_err(|e| match e {
@@ -1361,8 +1375,18 @@ pub fn fetch(url: &str, cap: u64) -> Result<Vec<u8>, SourceError> {
             e => SourceError::fetch(url, e),
         });
     }
+    // A proxy from the environment (`ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, less `NO_PROXY`:
+    // ureq's default) serves https, which a node without a direct route may need. Never a
+    // loopback URL: plain http is allowed there only because the request stays on this host,
+    // and through a proxy it would cross the network in the clear, to be answered by whatever
+    // listens on the proxy's own loopback.
+    let proxy = match locality_of(&u) {
+        Locality::Loopback => None,
+        _ => ureq::Proxy::try_from_env(),
+    };
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
+            .proxy(proxy)
             .max_redirects(0)
             .http_status_as_error(true)
             .timeout_global(Some(Duration::from_secs(120)))
@@ -2619,6 +2643,42 @@ mod tests {
             let e = resolve(base, rel).unwrap_err();
             assert_eq!((e.exit(), e.kind()), (Exit::Usage, "index.url"), "{rel}");
         }
+    }
+
+    #[test]
+    fn a_refused_url_is_repeated_without_its_credentials() {
+        for (url, shown) in [
+            (
+                "https://alice:hunter2@example.com/i.json",
+                "https://***@example.com/i.json",
+            ),
+            (
+                "https://alice@example.com/i.json",
+                "https://***@example.com/i.json",
+            ),
+            // The parser ends the authority at the `/`: unparsable, still hidden.
+            (
+                "https://alice:hun/ter2@example.com/i.json",
+                "https://***@example.com/i.json",
+            ),
+            ("https://a:b@c@exa mple.com/", "https://***@exa mple.com/"),
+            ("alice:hunter2@example.com", "***@example.com"),
+            ("https://example.com/i.json", "https://example.com/i.json"),
+        ] {
+            assert_eq!(without_userinfo(url), shown, "{url}");
+            if let Err(e) = check_url(url) {
+                let text = format!("{e} {:?}", std::error::Error::source(&e));
+                assert!(
+                    !text.contains("hunter2") && !text.contains("ter2"),
+                    "{text}"
+                );
+            }
+        }
+        let e = check_url("http://alice:hunter2@10.0.0.1/i.json").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "refusing URL http://***@10.0.0.1/i.json: credentials in URLs are not accepted"
+        );
     }
 
     #[test]
