@@ -8,6 +8,9 @@
 //! - no cycle may exist in the resulting set;
 //! - replacing a plugin with another version must not break an installed plugin that depends on it;
 //! - removing a plugin that an installed plugin needs is refused (the store allows `--force`).
+//! - new versions of running plugins (`serve` following the store) are judged as one set, as
+//!   the packages of one install are; a set that does not fit is cut down one update at a time
+//!   ([`plan_updates`]).
 //!
 //! Every refusal names the chain that leads to it, from the plugin being installed to the problem
 //! (`a 1.0.0 -> b ^2 -> c ^1`), so the operator sees *why* `c` matters.
@@ -160,6 +163,69 @@ pub fn plan_install(
         .into_iter()
         .filter(|n| new_names.contains(n))
         .collect())
+}
+
+/// What [`plan_updates`] decides for updates of running plugins judged together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdatePlan {
+    /// The admitted updates, dependencies first.
+    pub order: Vec<String>,
+    /// The refused updates, in the order refused, each with the refusal that named it.
+    pub refused: Vec<(String, DepError)>,
+}
+
+/// New versions of running plugins (`candidates`, one per name) judged as one set against the
+/// plugins that run (`running`, keyed by name; a candidate replaces its namesake), as
+/// [`plan_install`] judges the packages of one install: a pair that only fits together (`lib` 2
+/// breaking the running `app` 1, which `app` 2 needing `lib` ^2 replaces) is admitted together.
+///
+/// A set that does not fit is cut down one candidate at a time, the rest judged again until
+/// it fits (or nothing is left). The candidate taken out is the one the refusal is about:
+/// - the new version that breaks a running plugin which is not updated
+///   ([`DepError::BreaksDependent`]: that plugin keeps its version whatever else is admitted,
+///   so this candidate can never be);
+/// - the last candidate on the chain of an unmet requirement ([`DepError::Missing`],
+///   [`DepError::Unsatisfied`]): the one whose own requirement fails, or whose chain of running
+///   plugins leads to it;
+/// - the first candidate of a loop ([`DepError::Cycle`]).
+///
+/// So every refused candidate has a refusal that holds in the set it was judged in, and the
+/// admitted ones fit (the result of [`plan_install`] on them). It is not a search for the
+/// largest subset that fits: a requirement met by neither the candidate nor the running
+/// version refuses the candidate that requires, never its dependency's candidate. A refusal
+/// that names no candidate (the running plugins themselves do not fit) refuses every one left.
+pub fn plan_updates(running: &BTreeMap<String, DepNode>, candidates: &[DepNode]) -> UpdatePlan {
+    let mut left: Vec<DepNode> = candidates.to_vec();
+    let mut refused = Vec::new();
+    loop {
+        let err = match plan_install(running, &left) {
+            Ok(order) => return UpdatePlan { order, refused },
+            Err(e) => e,
+        };
+        let is_left = |n: &str| left.iter().any(|c| c.name == n);
+        let name_of = |label: &String| label.split(' ').next().unwrap_or_default().to_string();
+        let culprit = match &err {
+            DepError::BreaksDependent { name, .. } | DepError::Duplicate(name) => {
+                Some(name.clone())
+            }
+            DepError::Missing { chain, .. } | DepError::Unsatisfied { chain, .. } => chain
+                [..chain.len().saturating_sub(1)]
+                .iter()
+                .rev()
+                .map(name_of)
+                .find(|n| is_left(n)),
+            DepError::Cycle { chain } => chain.iter().map(name_of).find(|n| is_left(n)),
+        };
+        match culprit.and_then(|n| left.iter().position(|c| c.name == n)) {
+            Some(i) => {
+                let c = left.remove(i);
+                refused.push((c.name, err));
+            }
+            None => {
+                refused.extend(left.drain(..).map(|c| (c.name, err.clone())));
+            }
+        }
+    }
 }
 
 fn visit(
@@ -354,6 +420,73 @@ mod tests {
         assert!(dependents(&installed, "app").is_empty());
     }
 
+    #[test]
+    fn updates_that_only_fit_together_are_admitted_together() {
+        let running = set(&[
+            node("lib", "1.0.0", &[]),
+            node("app", "1.0.0", &[("lib", "^1")]),
+        ]);
+        let lib2 = node("lib", "2.0.0", &[]);
+        let app2 = node("app", "2.0.0", &[("lib", "^2")]);
+        // Alone, each is refused against what runs.
+        assert!(plan_install(&running, std::slice::from_ref(&lib2)).is_err());
+        assert!(plan_install(&running, std::slice::from_ref(&app2)).is_err());
+        // Together: both, lib first.
+        let plan = plan_updates(&running, &[app2.clone(), lib2.clone()]);
+        assert_eq!(plan.order, ["lib", "app"]);
+        assert!(plan.refused.is_empty());
+        // `app` 2 wanting lib ^3: it is refused for its requirement, then `lib` 2 alone for the
+        // running `app` 1 it breaks.
+        let app3 = node("app", "2.0.0", &[("lib", "^3")]);
+        let plan = plan_updates(&running, &[app3, lib2.clone()]);
+        assert!(plan.order.is_empty());
+        let names: Vec<&str> = plan.refused.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["app", "lib"]);
+        assert!(matches!(plan.refused[0].1, DepError::Unsatisfied { .. }));
+        assert_eq!(plan.refused[1].1.kind(), "store.breaks_dependent");
+        // An unrelated update is admitted whatever the others do.
+        let tool = node("tool", "1.1.0", &[]);
+        let mut running_t = running.clone();
+        running_t.insert("tool".into(), node("tool", "1.0.0", &[]));
+        let plan = plan_updates(&running_t, &[lib2.clone(), tool]);
+        assert_eq!(plan.order, ["tool"]);
+        assert_eq!(plan.refused.len(), 1);
+        assert_eq!(plan.refused[0].0, "lib");
+    }
+
+    #[test]
+    fn the_last_candidate_on_an_unmet_chain_is_refused_first() {
+        // app 2 -> lib 2 -> util ^3, util 2 runs: lib 2's own requirement fails (refused
+        // first), then app 2 for the lib 1 that runs on.
+        let running = set(&[
+            node("util", "2.0.0", &[]),
+            node("lib", "1.0.0", &[("util", "^2")]),
+            node("app", "1.0.0", &[("lib", "^1")]),
+        ]);
+        let plan = plan_updates(
+            &running,
+            &[
+                node("app", "2.0.0", &[("lib", "^2")]),
+                node("lib", "2.0.0", &[("util", "^3")]),
+            ],
+        );
+        assert!(plan.order.is_empty());
+        let names: Vec<&str> = plan.refused.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["lib", "app"]);
+        // A loop between two candidates: the first of the loop refused, the other then fits.
+        let running = set(&[node("a", "1.0.0", &[]), node("b", "1.0.0", &[])]);
+        let plan = plan_updates(
+            &running,
+            &[
+                node("a", "1.1.0", &[("b", "*")]),
+                node("b", "1.1.0", &[("a", "*")]),
+            ],
+        );
+        assert_eq!(plan.refused.len(), 1);
+        assert_eq!(plan.refused[0].1.kind(), "store.dependency_cycle");
+        assert_eq!(plan.order.len(), 1);
+    }
+
     fn arb_graph() -> impl Strategy<Value = Vec<DepNode>> {
         // Up to 6 plugins p0..p5, each depending on a random subset of the others with a
         // requirement on major 1 or 2; versions 1.x or 2.x.
@@ -411,6 +544,29 @@ mod tests {
                     prop_assert_eq!(chain.first(), chain.last());
                 }
                 Err(e) => prop_assert!(false, "unexpected {}", e),
+            }
+        }
+
+        /// Whatever the running set and the updates: the admitted ones fit together (as one
+        /// install of them would), every candidate is either admitted or refused, once.
+        #[test]
+        fn admitted_updates_fit_and_every_candidate_is_decided(
+            old in arb_graph(), new in arb_graph()
+        ) {
+            let running = set(&old);
+            let candidates: Vec<DepNode> = set(&new).into_values().collect();
+            let plan = plan_updates(&running, &candidates);
+            let admitted: Vec<DepNode> = candidates
+                .iter()
+                .filter(|c| plan.order.contains(&c.name))
+                .cloned()
+                .collect();
+            prop_assert!(plan_install(&running, &admitted).is_ok());
+            prop_assert_eq!(plan.order.len() + plan.refused.len(), candidates.len());
+            for c in &candidates {
+                let n = plan.order.iter().filter(|o| **o == c.name).count()
+                    + plan.refused.iter().filter(|(r, _)| *r == c.name).count();
+                prop_assert_eq!(n, 1);
             }
         }
     }

@@ -325,10 +325,10 @@ fn pack_needing(fx: &Fixture, name: &str, version: &str, needs: &[(&str, &str)])
 }
 
 /// Review-113: `app` and the `lib` it needs updated together (`app` 0.1.1 needs `lib` ^0.1.1).
-/// The check tries `app` first, while `lib` 0.1.0 still runs: refused for its dependencies.
-/// Once `lib` runs 0.1.1 the refusal no longer holds and `app` is updated too. The old daemon
-/// never tried `app`'s package again (only another package or SIGHUP did): `app` ran 0.1.0 for
-/// good although everything it needs was loaded.
+/// The check judged `app` alone first, while `lib` 0.1.0 still ran: refused for its
+/// dependencies, and run once `lib` ran 0.1.1 (the daemon before review-113 never tried
+/// `app`'s package again: `app` ran 0.1.0 for good). The updates of a check are now judged
+/// together (`updates_that_only_fit_together_are_run_together`): both are run.
 #[test]
 fn an_update_refused_for_its_dependencies_is_tried_again_once_they_are_updated() {
     if !require_root() {
@@ -399,4 +399,273 @@ fn an_update_waits_while_the_license_cannot_be_used_and_the_loaded_version_runs_
         st["version"] == "0.2.0" && st["state"] == "ready"
     });
     assert_eq!(st["store_change"], Value::Null, "{st}");
+}
+
+/// `lib` and `app` updated together where neither fits alone: `lib` 0.2.0 breaks the running
+/// `app` 0.1.0 (which needs `lib` ^0.1), and `app` 0.2.0 needs `lib` ^0.2. The check judges
+/// the two as one set, as `stockade install` judged them: both are run, with no refusal, each
+/// a `restart` record (`reason` `update`). The relaunches are ordered: with `app` 0.1.0 slow to
+/// stop (a call hanging in it: killed after the shutdown grace) `lib` 0.2.0 is not launched
+/// before it ended; then (0.3.0 over 0.2.0) with `lib` slow to stop, `app` 0.3.0 is not launched
+/// before `lib` 0.3.0 is. The old daemon judged each alone against what ran, refused both
+/// (`store.breaks_dependent`, `store.dependency`) at every check, and ran the old versions
+/// until someone unloaded and loaded them by hand.
+#[test]
+fn updates_that_only_fit_together_are_run_together() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    for (from, to, slow, other) in [
+        ("0.1.0", "0.2.0", "app", "lib"),
+        ("0.2.0", "0.3.0", "lib", "app"),
+    ] {
+        let lib = pack_needing(&fx, "lib", to, &[]);
+        let req = format!("^{}", &to[..3]);
+        let app = pack_needing(&fx, "app", to, &[("lib", &req)]);
+        busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
+                          "params": invoke(&format!("on:{slow}"), json!({"act": "hang"}),
+                                           Some(30_000))}));
+        wait_status(&mut c, slow, |st| st["in_flight"] == 1);
+        store(&fx, &["install", &lib, &app]);
+        // `other` never runs its new version while `slow`'s old one is still stopping (looked
+        // at first: `slow`'s old incarnation only ends).
+        let mut seen_stopping = false;
+        loop {
+            let o = c.ok("plugin_status", json!({ "name": other }));
+            let s = c.ok("plugin_status", json!({ "name": slow }));
+            let stopping = s["version"] == from && s["state"] == "stopping";
+            seen_stopping |= stopping;
+            assert!(
+                !(stopping && o["version"] == to && !o["pid"].is_null()),
+                "{other} {to} runs while {slow} {from} is stopping: {o} {s}"
+            );
+            if o["version"] == to
+                && o["state"] == "ready"
+                && s["version"] == to
+                && s["state"] == "ready"
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(seen_stopping, "{slow} never seen stopping");
+        for name in ["lib", "app"] {
+            let st = c.ok("plugin_status", json!({ "name": name }));
+            assert_eq!(st["store_change"], Value::Null, "{st}");
+            assert_eq!(st["from_store"], true, "{st}");
+        }
+        let r = c.ok("hook_invoke", invoke("on:app", json!({"act": "ok"}), None));
+        assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+        let recs = records(&log);
+        for name in ["lib", "app"] {
+            assert!(
+                recs.iter().any(|r| r["event"] == "restart"
+                    && r["plugin"] == name
+                    && r["version"] == to
+                    && r["detail"]["reason"] == "update"
+                    && r["detail"]["from_version"] == from),
+                "no restart of {name} onto {to}: {recs:?}"
+            );
+        }
+        assert!(
+            !recs
+                .iter()
+                .any(|r| r["event"] == "denial" && r["detail"]["request"] == "update"),
+            "{recs:?}"
+        );
+    }
+}
+
+/// A set of updates that does not fit with what runs: `tool`, loaded from its file (not the
+/// store's), needs `lib` ^0.1, so `lib` 0.2.0 — installed with `app` 0.2.0 that needs it —
+/// breaks it. Both are refused and the old versions run on: `lib` for `tool`
+/// (`store.breaks_dependent`), `app` for the `lib` 0.1.0 that runs on (`store.dependency`),
+/// naming the update it was judged with; a `denial` record each. Once `tool` is unloaded the
+/// loaded set changed: the two are judged again and run.
+#[test]
+fn updates_that_do_not_fit_together_leave_the_old_versions_running() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let tool = pack_needing(&fx, "tool", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    c.ok("plugin_load", json!({ "package": tool }));
+    store(&fx, &["install", &lib2, &app2]);
+    let lib = wait_status(&mut c, "lib", |st| !st["store_change"].is_null());
+    let app = wait_status(&mut c, "app", |st| !st["store_change"].is_null());
+    assert_eq!(
+        lib["store_change"]["kind"], "store.breaks_dependent",
+        "{lib}"
+    );
+    assert_eq!(lib["store_change"]["version"], "0.2.0", "{lib}");
+    assert_eq!(app["store_change"]["kind"], "store.dependency", "{app}");
+    assert_eq!(app["store_change"]["exit"], 101, "{app}");
+    let msg = app["store_change"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("judged together with the other updates of this check: lib 0.2.0"),
+        "{msg}"
+    );
+    wait_log(
+        &s,
+        "app 0.2.0 installed in the store is not run (dependencies refused it",
+    );
+    // Still refused a few checks later, still the old versions, each said once.
+    std::thread::sleep(Duration::from_millis(700));
+    for (name, st) in [("lib", &lib), ("app", &app)] {
+        let now = c.ok("plugin_status", json!({ "name": name }));
+        assert_eq!(now["version"], "0.1.0", "{now}");
+        assert_eq!(now["state"], "ready", "{now}");
+        assert_eq!(now["restarts"], 0, "{now}");
+        assert_eq!(now["store_change"], st["store_change"], "{now}");
+    }
+    let recs = records(&log);
+    for (name, kind) in [
+        ("lib", "store.breaks_dependent"),
+        ("app", "store.dependency"),
+    ] {
+        let denials = recs
+            .iter()
+            .filter(|r| {
+                r["event"] == "denial"
+                    && r["plugin"] == name
+                    && r["detail"]["request"] == "update"
+                    && r["detail"]["stage"] == "dependencies"
+                    && r["detail"]["kind"] == kind
+            })
+            .count();
+        assert_eq!(denials, 1, "{name}: {recs:?}");
+    }
+
+    // `tool` gone, the set fits.
+    c.ok("plugin_unload", json!({"name": "tool"}));
+    for name in ["lib", "app"] {
+        let st = wait_status(&mut c, name, |st| {
+            st["version"] == "0.2.0" && st["state"] == "ready"
+        });
+        assert_eq!(st["store_change"], Value::Null, "{st}");
+    }
+}
+
+/// A refusal for dependencies is judged again once the store's other updates changed, not
+/// only the loaded plugins. `lib` 0.2.0 comes with an `app` 0.2.0 the daemon refuses itself
+/// (its signer revoked; installed under `warn`): `lib`, judged without it, breaks the running
+/// `app` 0.1.0 and is refused. Then a good `app` 0.2.1 is installed: `lib` is judged again with
+/// it and both run. The old daemon kept `lib`'s refusal (the loaded set had not changed) and
+/// refused `app` 0.2.1 alone against the `lib` 0.1.0 that ran: both for good.
+#[test]
+fn a_refusal_for_dependencies_is_judged_again_with_a_new_update() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.add_developer("dev2");
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    let r = fx.run(&[
+        "pack",
+        "src-app",
+        "--key",
+        "dev2.key",
+        "--devcert",
+        "dev2.cert",
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        "app-0.2.0-dev2.stockade",
+        "--force",
+    ]);
+    assert_eq!(r.code, 0, "pack: {}", r.stderr);
+    let app2 = fx.dir().join("app-0.2.0-dev2.stockade");
+    let app3 = pack_needing(&fx, "app", "0.2.1", &[("lib", "^0.2")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    for args in [
+        &[
+            "ca",
+            "revoke",
+            "--ca",
+            "root",
+            "-o",
+            "trust/revocations.json",
+            "--key",
+            "dev2.pub",
+        ][..],
+        &[
+            "source",
+            "repin-author",
+            "app",
+            "--author-key",
+            "dev2.pub",
+            "--yes",
+            "--state-dir",
+            "state",
+            "--sources-dir",
+            "state",
+        ],
+    ] {
+        let r = fx.run(args);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+    }
+    store(
+        &fx,
+        &[
+            "install",
+            &lib2,
+            app2.to_str().unwrap(),
+            "--trust-mode",
+            "warn",
+        ],
+    );
+    let app = wait_status(&mut c, "app", |st| !st["store_change"].is_null());
+    assert_eq!(app["store_change"]["kind"], "revocation.key", "{app}");
+    let lib = wait_status(&mut c, "lib", |st| !st["store_change"].is_null());
+    assert_eq!(
+        lib["store_change"]["kind"], "store.breaks_dependent",
+        "{lib}"
+    );
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+
+    let r = fx.run(&[
+        "source",
+        "repin-author",
+        "app",
+        "--author-key",
+        "dev.pub",
+        "--yes",
+        "--state-dir",
+        "state",
+        "--sources-dir",
+        "state",
+    ]);
+    assert_eq!(r.code, 0, "repin-author: {}", r.stderr);
+    store(&fx, &["install", &app3]);
+    wait_status(&mut c, "lib", |st| {
+        st["version"] == "0.2.0" && st["state"] == "ready" && st["store_change"].is_null()
+    });
+    wait_status(&mut c, "app", |st| {
+        st["version"] == "0.2.1" && st["state"] == "ready" && st["store_change"].is_null()
+    });
 }

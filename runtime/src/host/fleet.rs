@@ -1665,6 +1665,27 @@ impl Daemon {
         for name in names {
             self.supervise_one(&name, now);
         }
+        // A relaunch onto an update that waited for another plugin's (`update_waits`) may have
+        // been let go by one later in this turn: looked at again, not at the next event, for
+        // as long as one more was let go (each round launches one at least, or stops).
+        let waiting = |d: &Self| -> Vec<String> {
+            d.plugins
+                .iter()
+                .filter(|(_, e)| e.slot.is_none() && e.update.is_some())
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        let mut left = waiting(self);
+        while !left.is_empty() {
+            for name in &left {
+                self.supervise_one(name, now);
+            }
+            let now_left = waiting(self);
+            if now_left.len() >= left.len() {
+                break;
+            }
+            left = now_left;
+        }
     }
 
     fn supervise_one(&mut self, name: &str, now: Instant) {
@@ -1763,7 +1784,9 @@ impl Daemon {
                     Phase::Restarting(at) => at <= now,
                     _ => true,
                 };
-                if due {
+                // An update's relaunch waits for its dependency's, or for its stopping dependant
+                // that does not accept it to end (store updates judged together).
+                if due && !self.update_waits(name) {
                     self.relaunch(name, now);
                 }
             }

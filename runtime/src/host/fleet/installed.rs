@@ -26,25 +26,51 @@
 //! dependant would lose it under its feet, which only an agent's `force` does), nor stops a
 //! plugin nobody removed. A removal of both (`stockade remove app lib`) unloads both.
 //!
-//! **Updated.** The registry names another package for the plugin: it is verified as a load
-//! verifies it — the stored package, read through the store as `plugin_load NAME` reads it,
-//! under the daemon's own trust configuration and mode, a `verification` record written —, its
-//! dependencies must be loaded in fitting versions and the loaded plugins that depend on it
-//! must still be satisfied ([`stockade_policy::deps::plan_install`] over the loaded set), and
-//! the operator's policy must admit it ([`crate::plugin_policy::decide`]). Only then is the
-//! running incarnation stopped as `plugin_restart` stops it (in-flight calls answered
-//! `unavailable`, the warm spare dropped) and the new package launched by the relaunch that
-//! follows ([`Daemon::take_update`]): a `restart` record with `reason` `"update"` and
-//! `from_version`. A quarantined or restarting plugin is launched on it at once (a new package
-//! is a new start: crash count and recorded quarantine cleared). A refusal leaves the loaded
-//! version running, untouched: a `denial` record (`detail.request` `"update"`), one log line
-//! and `plugin_status.store_change` with the refusal's kind, exit and message; that package is
-//! not tried again until the registry names another one or SIGHUP (a refusal of exit 75 — a
-//! held lock — is tried again at the next check, one for the dependencies once the loaded
-//! plugins changed (a dependency relaunched on its own update), and one for the node's license or trust
-//! configuration, which cannot be used: read again first, as a load reads them, it admits
-//! nothing then; a refusal tried again for the same reason is said once). A plugin still in its first launch is
-//! updated once it is ready.
+//! **Updated.** The registry names another package for the plugin. The updates one check finds
+//! are judged as a set ([`Daemon::try_updates`]). Each package is verified as a load verifies
+//! it — the stored package, read through the store as `plugin_load NAME` reads it, under the
+//! daemon's own trust configuration and mode, a `verification` record written — and the
+//! operator's policy must admit it ([`crate::plugin_policy::decide`]); those refusals are each
+//! package's own. Then the dependencies of the packages that passed are judged together, as
+//! `stockade install` judges the packages of one install
+//! ([`stockade_policy::deps::plan_updates`] over the loaded plugins, each updated one replaced
+//! by its new version): a pair that only fits together (`lib` 2 breaking the running `app` 1,
+//! `app` 2 needing `lib` 2) is admitted together. A set that does not fit is cut down one
+//! package at a time — the one the refusal is about: the new version that breaks a loaded
+//! plugin which is not updated, the last update on the chain of an unmet requirement — and the
+//! rest judged again; each package taken out is refused with its reason and the other updates
+//! it was judged with named. An admitted update's running incarnation is stopped as
+//! `plugin_restart` stops it (in-flight calls answered `unavailable`, the warm spare dropped)
+//! and the new package launched by the relaunch that follows ([`Daemon::take_update`]): a
+//! `restart` record with `reason` `"update"` and `from_version`. A quarantined or restarting
+//! plugin is launched on it at once (a new package is a new start: crash count and recorded
+//! quarantine cleared).
+//!
+//! **Relaunch order.** The updates admitted together are stopped together, and each relaunch
+//! waits ([`Daemon::update_waits`]) where the versions matter: a new version whose requirement
+//! the loaded version of a dependency does not meet is launched only once that dependency's
+//! relaunch took its own update (dependencies first), and a new version that a dependant's
+//! running incarnation does not accept is launched only once that incarnation ended (it is
+//! stopping for its own update). So a dependant never runs at the same time as a version of
+//! its dependency it does not accept: `app` 1 has ended before `lib` 2 starts, `lib` 2 has
+//! started before `app` 2 does. The wait lasts no longer than the other's stop (at most the
+//! shutdown grace). Not covered: an update admitted with its dependency's whose relaunch then
+//! does not happen as planned (the dependency's update dropped because the registry went back
+//! to the loaded package, or its relaunch refused by the trust check) is launched all the same
+//! once that one's update is gone.
+//!
+//! **Refused.** The loaded version runs on, untouched: a `denial` record (`detail.request`
+//! `"update"`), one log line and `plugin_status.store_change` with the refusal's kind, exit
+//! and message; that package is not tried again until the registry names another one or
+//! SIGHUP. A refusal of exit 75 (a held lock) is tried again at the next check, one for the
+//! node's license or trust configuration too, which cannot be used: read again first, as a
+//! load reads them, it admits nothing then. A refusal for the dependencies is judged again
+//! once what it was judged under changed ([`Under`]): the loaded plugins (a dependency
+//! relaunched on its own update, a plugin loaded or unloaded) or the store's other pending
+//! updates (another package installed for a loaded plugin), and whenever another update is
+//! tried in the check (one refused for the moment may be the one it needs). A refusal tried
+//! again for the same reason is said once. A plugin still in its first launch is updated once
+//! it is ready.
 
 use super::*;
 
@@ -68,10 +94,19 @@ pub(crate) struct StoreChange {
     /// moment (a lock held: 75) or of the node's configuration (its license or trust
     /// configuration cannot be used), which says nothing about the package.
     again: bool,
-    /// A refusal for the loaded plugins' versions (stage `dependencies`): the loaded set
-    /// (names and packages) it was refused under, tried again once that set changed — another
-    /// plugin relaunched on its own update, loaded or unloaded.
-    loaded: Option<Vec<(String, String)>>,
+    /// A refusal for the dependencies (stage `dependencies`): what it was judged under, tried
+    /// again once that changed.
+    under: Option<Under>,
+}
+
+/// What an update refused for its dependencies was judged under: the loaded set (names and
+/// packages) and the store's other packages for loaded plugins (the updates pending, names and
+/// packages). Either changed — a plugin relaunched on its own update, loaded or unloaded,
+/// another package installed for a loaded plugin — the refusal may not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Under {
+    loaded: Vec<(String, String)>,
+    pending: Vec<(String, String)>,
 }
 
 impl StoreChange {
@@ -86,13 +121,13 @@ impl StoreChange {
         self.again || self.exit == Some(crate::exit::Exit::TempFail.code())
     }
 
-    /// Whether the refusal of the registry's package still holds with `loaded` the loaded
-    /// set: it is not tried again (`forced` aside) unless it passes or was about another
-    /// loaded set.
-    fn still_holds(&self, sha: &str, loaded: &[(String, String)]) -> bool {
+    /// Whether the refusal of the registry's package still holds with `under` the loaded set
+    /// and pending updates: it is not tried again (`forced` aside) unless it passes or was
+    /// for its dependencies judged under others.
+    fn still_holds(&self, sha: &str, under: &Under) -> bool {
         self.package_sha256.as_deref() == Some(sha)
             && !self.passing()
-            && self.loaded.as_ref().is_none_or(|l| l == loaded)
+            && self.under.as_ref().is_none_or(|u| u == under)
     }
 
     /// The same refusal as `other` (package, kind, message): said once, not at every check.
@@ -225,7 +260,22 @@ impl Daemon {
                 self.keep_removed(name);
             }
         }
-        // Updated: another package named for it.
+        // Updated: another package named for it. The updates of one check are judged as a
+        // set (`try_updates`); what they are judged under keys a refusal for dependencies.
+        let under = Under {
+            loaded: seen.1.clone(),
+            pending: from_store
+                .iter()
+                .filter(|n| !removed.contains(*n))
+                .filter_map(|n| {
+                    let sha = &registry.plugins[n].package_sha256;
+                    (*sha != self.plugins[n].pkg.report.package_sha256)
+                        .then(|| (n.clone(), sha.clone()))
+                })
+                .collect(),
+        };
+        let mut tried = Vec::new();
+        let mut held_for_dependencies = Vec::new();
         for name in from_store.iter().filter(|n| !removed.contains(*n)) {
             let installed = &registry.plugins[name];
             let e = &self.plugins[name];
@@ -253,7 +303,10 @@ impl Daemon {
                 continue; // admitted already, waiting for its relaunch
             }
             if let Some(c) = &e.store_change {
-                if !forced && c.still_holds(sha, &seen.1) {
+                if !forced && c.still_holds(sha, &under) {
+                    if c.under.is_some() {
+                        held_for_dependencies.push((name.clone(), installed.clone()));
+                    }
                     continue; // refused, not tried again until another package or SIGHUP
                 }
             }
@@ -262,10 +315,14 @@ impl Daemon {
                 passing = true;
                 continue;
             }
-            if let Some(c) = self.try_update(name, installed.clone(), &seen.1, now) {
-                passing |= c.passing();
-            }
+            tried.push((name.clone(), installed.clone()));
         }
+        // A refusal for dependencies was judged with the updates tried then: one tried again
+        // now (a refusal that passes) may be the one it needs, so it is judged with them again.
+        if !tried.is_empty() {
+            tried.extend(held_for_dependencies);
+        }
+        passing |= self.try_updates(tried, &under, now);
         // Something to try again at the next check although neither changed.
         if passing {
             self.store_seen = None;
@@ -324,7 +381,7 @@ impl Daemon {
             exit: None,
             message: message.clone(),
             again: false,
-            loaded: None,
+            under: None,
         });
         log_line(&format!(
             "store check: plugin {}: {}",
@@ -343,59 +400,130 @@ impl Daemon {
         self.sup.to_agent.push(n);
     }
 
-    /// The store names `installed` for loaded plugin `name`, another package than the one
-    /// loaded: verified, its dependencies and dependants and the policy checked, and then run
-    /// by a relaunch; refused, the loaded version runs on and the refusal is kept. Returns the
-    /// refusal.
-    fn try_update(
+    /// The store names another package than the one loaded for each of `tried` (name and the
+    /// registry's entry): each verified, audited and checked against the policy on its own,
+    /// then the dependencies of those that passed judged together
+    /// ([`stockade_policy::deps::plan_updates`] over the loaded plugins, each replaced by its
+    /// candidate), and the admitted ones run by a relaunch; refused, the loaded version runs
+    /// on and the refusal is kept. Whether a refusal is to be tried again at the next check.
+    fn try_updates(
+        &mut self,
+        tried: Vec<(String, crate::store::Installed)>,
+        under: &Under,
+        now: Instant,
+    ) -> bool {
+        let mut passing = false;
+        let mut verified = Vec::new();
+        for (name, installed) in tried {
+            // Unloaded for a new trust configuration by an update verified before it.
+            if self
+                .plugins
+                .get(&name)
+                .is_none_or(|e| e.phase == Phase::Unloading)
+            {
+                continue;
+            }
+            match self.admit_update(&name, now) {
+                Ok(Some(pkg)) => verified.push((name, installed, pkg)),
+                Ok(None) => {} // removed meanwhile: the next check unloads it
+                Err(r) => passing |= self.refuse_update(&name, installed, r, under).passing(),
+            }
+        }
+        verified.retain(|(n, _, _)| {
+            self.plugins
+                .get(n)
+                .is_some_and(|e| e.phase != Phase::Unloading)
+        });
+        let nodes: Vec<_> = verified
+            .iter()
+            .map(|(_, _, p)| p.manifest.dep_node())
+            .collect();
+        let plan = stockade_policy::deps::plan_updates(&self.loaded_nodes(|_| false), &nodes);
+        let mut verified: BTreeMap<String, (crate::store::Installed, VerifiedPackage)> =
+            verified.into_iter().map(|(n, i, p)| (n, (i, p))).collect();
+        let labels: BTreeMap<String, String> = verified
+            .iter()
+            .map(|(n, (_, p))| (n.clone(), format!("{n} {}", p.manifest.version())))
+            .collect();
+        for (name, err) in plan.refused {
+            let Some((installed, _)) = verified.remove(&name) else {
+                continue;
+            };
+            let others: Vec<&str> = labels
+                .iter()
+                .filter(|(n, _)| **n != name)
+                .map(|(_, l)| l.as_str())
+                .collect();
+            let mut r = Refused::of("dependencies", &crate::cmd::store::dep_err(err));
+            if !others.is_empty() {
+                r.message = format!(
+                    "{} (judged together with the other updates of this check: {})",
+                    r.message,
+                    others.join(", ")
+                );
+            }
+            passing |= self.refuse_update(&name, installed, r, under).passing();
+        }
+        // Dependencies first: the relaunches themselves are ordered as they come
+        // (`update_waits`).
+        for name in plan.order {
+            if let Some((_, pkg)) = verified.remove(&name) {
+                self.run_update(&name, pkg, now);
+            }
+        }
+        passing
+    }
+
+    /// Update `installed` of `name` refused for `r`: the loaded version runs on, the refusal
+    /// kept (`plugin_status.store_change`), audited, logged and told the agents once.
+    fn refuse_update(
         &mut self,
         name: &str,
         installed: crate::store::Installed,
-        loaded: &[(String, String)],
-        now: Instant,
-    ) -> Option<StoreChange> {
+        r: Refused,
+        under: &Under,
+    ) -> StoreChange {
         let old = self.plugins[name].pkg.manifest.version().to_string();
-        let pkg = match self.admit_update(name, now) {
-            Ok(Some(pkg)) => pkg,
-            Ok(None) => return None, // removed meanwhile: the next check unloads it
-            Err(r) => {
-                let change = StoreChange {
-                    again: matches!(r.stage, "license" | "trust"),
-                    loaded: (r.stage == "dependencies").then(|| loaded.to_vec()),
-                    change: "update",
-                    package_sha256: Some(installed.package_sha256),
-                    version: Some(installed.version.clone()),
-                    kind: Some(r.kind),
-                    exit: Some(r.exit),
-                    message: format!(
-                        "{} {} installed in the store is not run ({} refused it: {}); {} {old} \
-                         runs on",
-                        name, installed.version, r.stage, r.message, name
-                    ),
-                };
-                let e = self.plugins.get_mut(name).expect("present");
-                // Tried again (a passing refusal, another loaded set, SIGHUP) and refused for the same
-                // reason: said once — one record, one log line —, not at every check.
-                if e.store_change.as_ref().is_some_and(|c| c.same_as(&change)) {
-                    e.store_change = Some(change.clone());
-                    return Some(change);
-                }
-                let mut rec = e.audit.clone();
-                rec.event = Event::Denial;
-                rec.outcome = "refused".into();
-                rec.detail = json!({"request": "update", "stage": r.stage, "kind": r.kind,
-                                    "version": installed.version, "error": r.message});
-                e.store_change = Some(change.clone());
-                self.audit(rec);
-                log_line(&format!(
-                    "store check: plugin {}: {}",
-                    term(name),
-                    term(&change.message)
-                ));
-                self.tell_agents(name, "warn", &change.message);
-                return Some(change);
-            }
+        let change = StoreChange {
+            again: matches!(r.stage, "license" | "trust"),
+            under: (r.stage == "dependencies").then(|| under.clone()),
+            change: "update",
+            package_sha256: Some(installed.package_sha256),
+            version: Some(installed.version.clone()),
+            kind: Some(r.kind),
+            exit: Some(r.exit),
+            message: format!(
+                "{} {} installed in the store is not run ({} refused it: {}); {} {old} runs on",
+                name, installed.version, r.stage, r.message, name
+            ),
         };
+        let e = self.plugins.get_mut(name).expect("present");
+        // Tried again (a passing refusal, another loaded set, SIGHUP) and refused for the same
+        // reason: said once — one record, one log line —, not at every check.
+        if e.store_change.as_ref().is_some_and(|c| c.same_as(&change)) {
+            e.store_change = Some(change.clone());
+            return change;
+        }
+        let mut rec = e.audit.clone();
+        rec.event = Event::Denial;
+        rec.outcome = "refused".into();
+        rec.detail = json!({"request": "update", "stage": r.stage, "kind": r.kind,
+                            "version": installed.version, "error": r.message});
+        e.store_change = Some(change.clone());
+        self.audit(rec);
+        log_line(&format!(
+            "store check: plugin {}: {}",
+            term(name),
+            term(&change.message)
+        ));
+        self.tell_agents(name, "warn", &change.message);
+        change
+    }
+
+    /// Admitted update `pkg` of `name`: the running incarnation stopped as `plugin_restart`
+    /// stops it, the new package run by the relaunch that follows ([`Self::take_update`]).
+    fn run_update(&mut self, name: &str, pkg: VerifiedPackage, now: Instant) {
+        let old = self.plugins[name].pkg.manifest.version().to_string();
         let new = pkg.manifest.version().to_string();
         let message =
             format!("{name} {new} installed in the store; relaunching {name} {old} on it");
@@ -422,12 +550,11 @@ impl Daemon {
             }
             _ => e.phase = Phase::Restarting(now),
         }
-        None
     }
 
     /// The stored package of loaded plugin `name`, verified for a load under the daemon's trust
-    /// configuration (audited as a load's verification), with its dependencies, its dependants
-    /// and the policy checked. `None`: it is not installed any longer.
+    /// configuration (audited as a load's verification), and the policy checked. `None`: it is
+    /// not installed any longer.
     fn admit_update(
         &mut self,
         name: &str,
@@ -477,13 +604,7 @@ impl Daemon {
                 ),
             });
         }
-        // Its own dependencies loaded in fitting versions, and every loaded plugin that needs
-        // it still satisfied by the new version (as an install checks the installed set).
-        stockade_policy::deps::plan_install(
-            &self.loaded_nodes(|_| false),
-            &[pkg.manifest.dep_node()],
-        )
-        .map_err(|err| Refused::of("dependencies", &crate::cmd::store::dep_err(err)))?;
+        // Its dependencies are judged with the other updates of the check (`try_updates`).
         crate::plugin_policy::decide(
             &self.cfg.policy,
             pkg.view(),
@@ -502,6 +623,37 @@ impl Daemon {
             },
         )?;
         Ok(Some(pkg))
+    }
+
+    /// Whether the relaunch of `name` onto the update admitted for it waits for another
+    /// plugin's (module doc, "Relaunch order"): for a dependency its new version does not
+    /// accept in the version loaded, until that one's relaunch took its own update; for a
+    /// dependant whose running incarnation does not accept the new version, until that
+    /// incarnation ended (it is stopping for its own update). Neither waits for long: the
+    /// updates were admitted together, so each stop was begun, and the new versions have no
+    /// loop (`plan_updates`), nor does a plugin without a process wait on its dependant.
+    pub(super) fn update_waits(&self, name: &str) -> bool {
+        let Some(up) = self.plugins.get(name).and_then(|e| e.update.as_ref()) else {
+            return false;
+        };
+        let new = up.pkg.manifest.dep_node();
+        self.plugins
+            .iter()
+            .filter(|(n, e)| *n != name && e.phase != Phase::Unloading && e.update.is_some())
+            .any(|(n, e)| {
+                let dependency = new
+                    .requires
+                    .get(n)
+                    .is_some_and(|req| !req.matches(e.pkg.manifest.version()));
+                let dependant = e.slot.is_some()
+                    && e.pkg
+                        .manifest
+                        .dep_node()
+                        .requires
+                        .get(name)
+                        .is_some_and(|req| !req.matches(&new.version));
+                dependency || dependant
+            })
     }
 
     /// At a relaunch: the update the store check admitted for `name` takes the loaded
