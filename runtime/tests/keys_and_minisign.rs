@@ -76,6 +76,22 @@ fn encrypt_in_place(fx: &Fixture, p: &str, password: &str) {
     std::fs::set_permissions(fx.path(p), std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// `grant issue` with the operator key `op.key`, to `g.grant`.
+const GRANT: &[&str] = &[
+    "grant",
+    "issue",
+    "--key",
+    "op.key",
+    "--plugin",
+    "hello",
+    "--plugin-version",
+    "0.1.0",
+    "--target",
+    "network:loopback",
+    "-o",
+    "g.grant",
+];
+
 const PACK: &[&str] = &[
     "--json",
     "pack",
@@ -332,21 +348,10 @@ fn ca_and_grant_commands_read_encrypted_keys() {
     ok(fx.dir(), &["keygen", "-o", "op"]);
     encrypt_in_place(&fx, "op.key", "op pw");
     std::fs::write(fx.path("op.pw"), "op pw").unwrap();
-    let grant = [
-        "--json",
-        "grant",
-        "issue",
-        "--key",
-        "op.key",
-        "--plugin",
-        "hello",
-        "--plugin-version",
-        "0.1.0",
-        "--target",
-        "network:loopback",
-        "-o",
-        "g.grant",
-    ];
+    let grant: Vec<&str> = ["--json"]
+        .into_iter()
+        .chain(GRANT.iter().copied())
+        .collect();
     expect(&no_tty(fx.dir(), &grant), 64, "key.password_required");
     let mut with = grant.to_vec();
     with.extend(["--password-file", "op.pw"]);
@@ -484,19 +489,7 @@ fn a_key_minisign_encrypted_by_default_works_as_a_root_ca_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::remove_file(fx.path("root/ca.key")).unwrap();
-    std::fs::copy(fx.path("ms.key"), fx.path("root/ca.key")).unwrap();
-    std::fs::copy(fx.path("ms.pub"), fx.path("root/ca.pub")).unwrap();
-    let id = stockade_trust::minisign::PublicKey::parse(
-        &std::fs::read_to_string(fx.path("ms.pub")).unwrap(),
-    )
-    .unwrap()
-    .key_id
-    .to_string();
-    let info = std::fs::read_to_string(fx.path("root/ca.json")).unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&info).unwrap();
-    v["key_id"] = serde_json::Value::String(id);
-    std::fs::write(fx.path("root/ca.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    root_takes_minisigns_key(&fx);
     std::fs::write(fx.path("pw"), "offline root\n").unwrap();
     let r = no_tty(
         fx.dir(),
@@ -523,6 +516,25 @@ fn a_key_minisign_encrypted_by_default_works_as_a_root_ca_key() {
     )
     .unwrap();
     crl.verify(&[pk], unix_now(), None).unwrap();
+}
+
+/// The `root` CA directory of `fx` takes minisign's key pair `ms.key`/`ms.pub` as its own: the
+/// key files replaced and `ca.json`'s key id made the new key's.
+fn root_takes_minisigns_key(fx: &Fixture) {
+    std::fs::remove_file(fx.path("root/ca.key")).unwrap();
+    std::fs::copy(fx.path("ms.key"), fx.path("root/ca.key")).unwrap();
+    std::fs::copy(fx.path("ms.pub"), fx.path("root/ca.pub")).unwrap();
+    // minisign prints key ids without zero padding; take ours (16 digits) from the parsed key.
+    let id = stockade_trust::minisign::PublicKey::parse(
+        &std::fs::read_to_string(fx.path("ms.pub")).unwrap(),
+    )
+    .unwrap()
+    .key_id
+    .to_string();
+    let info = std::fs::read_to_string(fx.path("root/ca.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    v["key_id"] = serde_json::Value::String(id);
+    std::fs::write(fx.path("root/ca.json"), serde_json::to_vec(&v).unwrap()).unwrap();
 }
 
 #[test]
@@ -562,21 +574,8 @@ fn minisign_keys_work_for_ca_and_pack() {
     );
     let r = fx.verify("ms.stockade", &["--pub", "ms.pub"]);
     assert_eq!(r.code, 0, "{}", r.stdout);
-    // A minisign key as a root: replace the CA key files with minisign's and re-issue.
-    std::fs::remove_file(fx.path("root/ca.key")).unwrap();
-    std::fs::copy(fx.path("ms.key"), fx.path("root/ca.key")).unwrap();
-    std::fs::copy(fx.path("ms.pub"), fx.path("root/ca.pub")).unwrap();
-    // minisign prints key ids without zero padding; take ours (16 digits) from the parsed key.
-    let id = stockade_trust::minisign::PublicKey::parse(
-        &std::fs::read_to_string(fx.path("ms.pub")).unwrap(),
-    )
-    .unwrap()
-    .key_id
-    .to_string();
-    let info = std::fs::read_to_string(fx.path("root/ca.json")).unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&info).unwrap();
-    v["key_id"] = serde_json::Value::String(id);
-    std::fs::write(fx.path("root/ca.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    // A minisign key as a root: the CA key files replaced with minisign's, then re-issue.
+    root_takes_minisigns_key(&fx);
     ok(fx.dir(), &["ca", "init", "-o", "int2", "--parent", "root"]);
     ok(
         fx.dir(),
@@ -780,20 +779,7 @@ fn a_command_holding_a_secret_key_is_undumpable() {
     let r = stockade_as(NOBODY, d.path(), &["keygen", "-o", "op"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args([
-            "grant",
-            "issue",
-            "--key",
-            "op.key",
-            "--plugin",
-            "hello",
-            "--plugin-version",
-            "0.1.0",
-            "--target",
-            "network:loopback",
-            "-o",
-            "g.grant",
-        ])
+        .args(GRANT)
         .current_dir(d.path())
         .uid(NOBODY)
         .gid(NOBODY)
