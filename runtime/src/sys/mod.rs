@@ -13,7 +13,8 @@
 //! `PR_SET_SECUREBITS`/`PR_CAPBSET_DROP`, `waitpid` (raw status, see there), the pidfd calls
 //! and `rt_sigaction` for every signal number (see [`reset_signal_dispositions`]),
 //! `personality` (see [`clear_personality_flags`]), `setpriority`, `sched_setscheduler` and
-//! `ioprio_get`/`ioprio_set`.
+//! `ioprio_get`/`ioprio_set`; in sanitizer builds only (`--cfg stockade_asan`,
+//! scripts/sanitize.sh), AddressSanitizer's fiber calls around [`vfork_exec`]'s stack switch.
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag};
@@ -109,6 +110,8 @@ pub fn clone_fork(flags: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> io::Res
 pub struct ChildStack {
     base: std::ptr::NonNull<libc::c_void>,
     len: usize,
+    /// The inaccessible first page's length.
+    guard: usize,
 }
 
 impl ChildStack {
@@ -136,10 +139,21 @@ impl ChildStack {
             return Err(io::Error::last_os_error());
         }
         let base = std::ptr::NonNull::new(base).ok_or_else(|| io::Error::other("mmap"))?;
-        let stack = Self { base, len };
+        let stack = Self {
+            base,
+            len,
+            guard: page,
+        };
         // SAFETY: the first page of the mapping made above (dropped, hence unmapped, on error).
         check(unsafe { libc::mprotect(base.as_ptr(), page, libc::PROT_NONE) })?;
         Ok(stack)
+    }
+}
+
+impl ChildStack {
+    /// The bytes above the guard page.
+    fn usable(&self) -> usize {
+        self.len - self.guard
     }
 }
 
@@ -168,20 +182,41 @@ impl Drop for ChildStack {
 /// on the caller's data: the sandbox's init resets every disposition first
 /// (`reset_signal_dispositions`).
 pub fn vfork_exec(stack: &mut ChildStack, child: &mut dyn FnMut()) -> io::Result<i32> {
-    type Child<'a> = &'a mut dyn FnMut();
+    struct Child<'a> {
+        f: &'a mut dyn FnMut(),
+        /// The child's stack as AddressSanitizer is to know it (see `asan_stack`).
+        #[cfg_attr(not(stockade_asan), allow(dead_code))]
+        stack: (*const libc::c_void, usize),
+        /// The thread's stack as AddressSanitizer knew it before the child switched, for the
+        /// parent to switch back to.
+        #[cfg_attr(not(stockade_asan), allow(dead_code))]
+        switched_from: Option<(*const libc::c_void, usize)>,
+    }
     extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: `arg` points at the `Child` below, which lives in the frame of
         // `vfork_exec`; that frame is suspended (CLONE_VFORK) for as long as the child runs
         // in this memory.
-        let f = unsafe { &mut *arg.cast::<Child<'_>>() };
-        f();
+        let c = unsafe { &mut *arg.cast::<Child<'_>>() };
+        #[cfg(stockade_asan)]
+        {
+            c.switched_from = Some(asan_stack::enter(c.stack));
+        }
+        (c.f)();
         // Returning would run the parent's code on a stack that is not its own.
         exit_now(127)
     }
-    let mut f: Child<'_> = child;
     // The stack grows down from the end of the mapping (page-aligned, so 16-byte aligned).
-    // SAFETY: `len` is the mapping's length: one past its end, never dereferenced here.
-    let top = unsafe { stack.base.as_ptr().cast::<u8>().add(stack.len) };
+    // SAFETY: `len` is the mapping's length: one past its end, never dereferenced here; the
+    // guard page's length is less than `len`.
+    let (top, bottom) = unsafe {
+        let base = stack.base.as_ptr().cast::<u8>();
+        (base.add(stack.len), base.add(stack.guard))
+    };
+    let mut c = Child {
+        f: child,
+        stack: (bottom.cast(), stack.usable()),
+        switched_from: None,
+    };
     // SAFETY: `trampoline` runs on the guarded stack mapped by `stack` (borrowed mutably for
     // the duration, so no other child uses it); `arg` is valid as argued in `trampoline`;
     // no CLONE_*SETTID/SETTLS flag, so the variadic tid/tls arguments are not read. Sharing
@@ -192,10 +227,64 @@ pub fn vfork_exec(stack: &mut ChildStack, child: &mut dyn FnMut()) -> io::Result
             trampoline,
             top.cast(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            std::ptr::from_mut(&mut f).cast(),
+            std::ptr::from_mut(&mut c).cast(),
         )
     };
+    #[cfg(stockade_asan)]
+    if let Some(from) = c.switched_from {
+        asan_stack::leave(from);
+    }
     check(pid)
+}
+
+/// AddressSanitizer's fiber interface, for sanitizer builds only (`--cfg stockade_asan`,
+/// scripts/sanitize.sh): the child of [`vfork_exec`] runs on its own stack, in the memory and
+/// with the thread-local state of the thread that cloned it, so to AddressSanitizer it is that
+/// thread, whose stack it believes is the one it knew. Before every call of a function that
+/// never returns (the child's `exec_program`, `_exit`) it unpoisons from the stack pointer up to
+/// that stack's top — from the child's stack, terabytes away, so it refuses with a warning on the
+/// child's stderr (the program's: a `--json` report on stderr was no longer JSON) and "false
+/// positive error reports may follow". The child tells it of the switch first thing, and the
+/// parent, once resumed, switches back.
+#[cfg(stockade_asan)]
+mod asan_stack {
+    use std::ffi::c_void;
+    use std::ptr;
+
+    extern "C" {
+        fn __sanitizer_start_switch_fiber(
+            fake_stack_save: *mut *mut c_void,
+            bottom: *const c_void,
+            size: usize,
+        );
+        fn __sanitizer_finish_switch_fiber(
+            fake_stack_save: *mut c_void,
+            bottom_old: *mut *const c_void,
+            size_old: *mut usize,
+        );
+    }
+
+    /// On the child's stack: make `(bottom, size)` the current stack; returns the one before.
+    pub(super) fn enter((bottom, size): (*const c_void, usize)) -> (*const c_void, usize) {
+        let mut old = (ptr::null::<c_void>(), 0usize);
+        let mut fake: *mut c_void = ptr::null_mut();
+        // SAFETY: the sanitizer's documented pair, called in order on the new stack; every
+        // pointer is to a local of this frame or the mapped child stack.
+        unsafe {
+            __sanitizer_start_switch_fiber(&mut fake, bottom, size);
+            __sanitizer_finish_switch_fiber(ptr::null_mut(), &mut old.0, &mut old.1);
+        }
+        old
+    }
+
+    /// In the parent, resumed: make its own stack, as [`enter`] returned it, current again.
+    pub(super) fn leave((bottom, size): (*const c_void, usize)) {
+        // SAFETY: as in `enter`; the child has executed or exited, its stack is no one's.
+        unsafe {
+            __sanitizer_start_switch_fiber(ptr::null_mut(), bottom, size);
+            __sanitizer_finish_switch_fiber(ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+        }
+    }
 }
 
 /// Plain `fork(2)` (glibc's, with its fork handlers): only the tests' children still use it —
