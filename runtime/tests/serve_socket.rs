@@ -277,6 +277,40 @@ os.execv(sys.argv[2],sys.argv[2:])\n";
     assert!(sock.exists());
 }
 
+/// `LISTEN_FDS=1` with no descriptor 3 passed (a wrapper that set the variables, or a unit whose
+/// socket did not come): the daemon takes nothing it opened itself for its listener. It took
+/// descriptor 3 late, after its own signalfd (and locks, the Sertone front…) could have been
+/// given that number — taking ownership of a descriptor another object owned, closing it under
+/// that owner on the refusal. Now it claims descriptor 3 before opening anything: not open, a
+/// usage error naming it.
+#[test]
+fn socket_activation_without_the_descriptor_takes_none_of_the_daemons_own() {
+    if !require_tool(
+        "python3",
+        "exec the daemon with LISTEN_PID set to its own pid",
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let launcher = "import os,sys\n\
+try:\n    os.close(3)\nexcept OSError:\n    pass\n\
+os.environ['LISTEN_FDS']='1'\nos.environ['LISTEN_PID']=str(os.getpid())\n\
+os.execv(sys.argv[1],sys.argv[1:])\n";
+    let mut args = serve_args(&fx, "", None);
+    args.insert(0, env!("CARGO_BIN_EXE_stockade").to_string());
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(launcher)
+        .args(&args)
+        .current_dir(fx.dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(64), "{err}");
+    assert!(err.contains("Bad file descriptor"), "{err}");
+}
+
 #[test]
 fn stale_socket_is_replaced_but_a_live_one_or_a_file_is_not() {
     if !require_root() {

@@ -231,6 +231,24 @@ fn bind(path: &Path) -> Result<(UnixListener, OwnedFd), ServeError> {
 
 /// Run `stockade serve`.
 pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
+    // The socket systemd passed is claimed first, before this process opens anything that stays
+    // open: descriptor 3 is then systemd's or no one's, as `inherited_listener` requires. Taken
+    // later, with `LISTEN_FDS` set and nothing passed, it was the daemon's own signalfd (or a
+    // lock, the Sertone front): owned twice, closed under its owner, and std aborted the daemon
+    // ("IO Safety violation") instead of the usage error.
+    let inherited = match systemd::listen_fds()
+        .map_err(|m| cmd(Exit::Usage, "activation", ServeError::Activation(m)))?
+    {
+        0 => None,
+        1 => Some(
+            sys::sock::inherited_listener(3)
+                .map_err(|e| cmd(Exit::Usage, "activation", ServeError::Inherited(e)))?,
+        ),
+        n => {
+            let e = ServeError::Activation(format!("{n} sockets passed; serve takes exactly one"));
+            return Err(cmd(Exit::Usage, "activation", e));
+        }
+    };
     let policy_source = policyfiles::source(a.policy.as_deref(), &a.root.policy_root);
     let loaded = policyfiles::load_noting(&policy_source).map_err(PolicyFilesError::into_cmd)?;
     let (policy, policy_skipped) = (loaded.policy, loaded.skipped);
@@ -306,10 +324,8 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         }
     };
 
-    let inherited = systemd::listen_fds()
-        .map_err(|m| cmd(Exit::Usage, "activation", ServeError::Activation(m)))?;
     let (listener, bound) = match inherited {
-        0 => {
+        None => {
             let path = a
                 .socket
                 .clone()
@@ -333,15 +349,7 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
             })?;
             (l, Some((path, lock)))
         }
-        1 => {
-            let l = sys::sock::inherited_listener(3)
-                .map_err(|e| cmd(Exit::Usage, "activation", ServeError::Inherited(e)))?;
-            (l, None)
-        }
-        n => {
-            let e = ServeError::Activation(format!("{n} sockets passed; serve takes exactly one"));
-            return Err(cmd(Exit::Usage, "activation", e));
-        }
+        Some(l) => (l, None),
     };
     // From here on the socket file (if ours) is removed on every way out.
     let cleanup = bound.map(|(path, lock)| SocketFile { path, _lock: lock });

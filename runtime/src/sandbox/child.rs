@@ -307,7 +307,9 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // program executed (or failed to, which the exec pipe reports). Held (the warm pool), the
     // program's process waits for the runtime's `R` before its seccomp and exec, so the go
     // costs neither the fork nor the steps before the filter.
-    let pid = sys::vfork_exec(&mut stack, &mut || exec_program(ctx, sock))
+    // What the program's process needs of the heap is made here: it allocates nothing.
+    let args = (sys::ExecArgs::new(ctx.argv), sys::ExecArgs::new(ctx.envp));
+    let pid = sys::vfork_exec(&mut stack, &mut || exec_program(ctx, sock, &args))
         .map_err(at(LaunchStep::Fork))?;
     send(sock, &ChildMsg::Forked { ns_pid: pid });
     Ok(pid)
@@ -382,8 +384,15 @@ fn report_exec_failure(w: &OwnedFd, kind: u8, e: &std::io::Error) -> ! {
 }
 
 /// The program's side (it runs in our memory until exec, see `sys::vfork_exec`): last steps,
-/// the runtime's go when held, seccomp, exec. Never returns.
-fn exec_program(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> ! {
+/// the runtime's go when held, seccomp, exec. Never returns, and allocates nothing — our heap is
+/// its heap, and it may be stopped for good anywhere (killed; its own seccomp filter refusing a
+/// call): every error is an `io::Error` without a message (only its `errno` is reported), the
+/// exec's arrays are `args`, made before the clone.
+fn exec_program(
+    ctx: &ChildCtx<'_>,
+    sock: &UnixDatagram,
+    (argv, envp): &(sys::ExecArgs<'_>, sys::ExecArgs<'_>),
+) -> ! {
     let pre = |r: std::io::Result<()>| {
         if let Err(e) = r {
             report_exec_failure(ctx.exec_w, PRE_EXEC_FAILED, &e)
@@ -406,8 +415,9 @@ fn exec_program(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> ! {
         pre(sys::set_cloexec(ctx.exec_fd.as_fd(), false));
     }
     let seccomp = || {
-        if let Err(e) = super::seccomp::install(ctx.filters) {
-            report_exec_failure(ctx.exec_w, PRE_EXEC_FAILED, &std::io::Error::other(e))
+        if super::seccomp::install(ctx.filters).is_err() {
+            let e = std::io::Error::from(std::io::ErrorKind::Other);
+            report_exec_failure(ctx.exec_w, PRE_EXEC_FAILED, &e)
         }
     };
     // Held, the filter goes on before the wait when it admits the `read` the wait is.
@@ -421,10 +431,11 @@ fn exec_program(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> ! {
         let mut go = [0u8; 1];
         match sys::read_fd(sock.as_fd(), &mut go) {
             Ok(1) if go[0] == b'R' => {}
+            // The held sandbox was discarded.
             Ok(_) => report_exec_failure(
                 ctx.exec_w,
                 PRE_EXEC_FAILED,
-                &std::io::Error::other("the held sandbox was discarded"),
+                &std::io::Error::from(std::io::ErrorKind::Other),
             ),
             Err(e) => report_exec_failure(ctx.exec_w, PRE_EXEC_FAILED, &e),
         }
@@ -432,7 +443,7 @@ fn exec_program(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> ! {
     if !filter_first {
         seccomp();
     }
-    let e = sys::execveat_fd(ctx.exec_fd.as_fd(), ctx.argv, ctx.envp);
+    let e = sys::execveat_fd(ctx.exec_fd.as_fd(), argv, envp);
     report_exec_failure(ctx.exec_w, EXEC_FAILED, &e)
 }
 

@@ -8,11 +8,13 @@
 //! descriptors, `Errno` converted to `io::Error`). `unsafe` remains only where `nix` has no
 //! wrapper or its wrapper is itself `unsafe`, each place saying which:
 //! `clone3` with namespace flags and fork semantics, `clone(CLONE_VM | CLONE_VFORK)` on
-//! its own stack (see [`vfork_exec`]), `_exit`, `close_range`, `mount_setattr`,
+//! its own stack (see [`vfork_exec`]), `execveat` (`nix`'s allocates, which [`vfork_exec`]'s
+//! child must not: [`ExecArgs`]), `_exit`, `close_range`, `mount_setattr`,
 //! `PR_SET_SECUREBITS`/`PR_CAPBSET_DROP`, `waitpid` (raw status, see there), the pidfd calls
 //! and `rt_sigaction` for every signal number (see [`reset_signal_dispositions`]),
 //! `personality` (see [`clear_personality_flags`]), `setpriority`, `sched_setscheduler` and
-//! `ioprio_get`/`ioprio_set`.
+//! `ioprio_get`/`ioprio_set`; in sanitizer builds only (`--cfg stockade_asan`,
+//! scripts/sanitize.sh), AddressSanitizer's fiber calls around [`vfork_exec`]'s stack switch.
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag};
@@ -108,6 +110,8 @@ pub fn clone_fork(flags: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> io::Res
 pub struct ChildStack {
     base: std::ptr::NonNull<libc::c_void>,
     len: usize,
+    /// The inaccessible first page's length.
+    guard: usize,
 }
 
 impl ChildStack {
@@ -135,10 +139,21 @@ impl ChildStack {
             return Err(io::Error::last_os_error());
         }
         let base = std::ptr::NonNull::new(base).ok_or_else(|| io::Error::other("mmap"))?;
-        let stack = Self { base, len };
+        let stack = Self {
+            base,
+            len,
+            guard: page,
+        };
         // SAFETY: the first page of the mapping made above (dropped, hence unmapped, on error).
         check(unsafe { libc::mprotect(base.as_ptr(), page, libc::PROT_NONE) })?;
         Ok(stack)
+    }
+}
+
+impl ChildStack {
+    /// The bytes above the guard page.
+    fn usable(&self) -> usize {
+        self.len - self.guard
     }
 }
 
@@ -158,22 +173,50 @@ impl Drop for ChildStack {
 ///
 /// Precondition (as for [`clone_fork`]): the caller is single-threaded, so no lock is held by a
 /// thread the child cannot see; the child ends in exec or `_exit` (`_exit(127)` if `child`
-/// returns).
+/// returns). `child` runs in the caller's memory, with its thread-local storage, on `stack`:
+/// it must allocate nothing and take no lock (the caller's heap and locks are its own, and the
+/// child can be stopped for good anywhere — killed, or by its own seccomp filter — leaving them
+/// held: [`ExecArgs`] is made before), run no destructor of the caller's data, and not
+/// panic (the trampoline is `extern "C"`: a panic aborts the child, but the hook that prints it
+/// allocates and takes stderr's lock first). A signal handler of the caller's would run in it,
+/// on the caller's data: the sandbox's init resets every disposition first
+/// (`reset_signal_dispositions`).
 pub fn vfork_exec(stack: &mut ChildStack, child: &mut dyn FnMut()) -> io::Result<i32> {
-    type Child<'a> = &'a mut dyn FnMut();
+    struct Child<'a> {
+        f: &'a mut dyn FnMut(),
+        /// The child's stack as AddressSanitizer is to know it (see `asan_stack`).
+        #[cfg_attr(not(stockade_asan), allow(dead_code))]
+        stack: (*const libc::c_void, usize),
+        /// The thread's stack as AddressSanitizer knew it before the child switched, for the
+        /// parent to switch back to.
+        #[cfg_attr(not(stockade_asan), allow(dead_code))]
+        switched_from: Option<(*const libc::c_void, usize)>,
+    }
     extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: `arg` points at the `Child` below, which lives in the frame of
         // `vfork_exec`; that frame is suspended (CLONE_VFORK) for as long as the child runs
         // in this memory.
-        let f = unsafe { &mut *arg.cast::<Child<'_>>() };
-        f();
+        let c = unsafe { &mut *arg.cast::<Child<'_>>() };
+        #[cfg(stockade_asan)]
+        {
+            c.switched_from = Some(asan_stack::enter(c.stack));
+        }
+        (c.f)();
         // Returning would run the parent's code on a stack that is not its own.
         exit_now(127)
     }
-    let mut f: Child<'_> = child;
     // The stack grows down from the end of the mapping (page-aligned, so 16-byte aligned).
-    // SAFETY: `len` is the mapping's length: one past its end, never dereferenced here.
-    let top = unsafe { stack.base.as_ptr().cast::<u8>().add(stack.len) };
+    // SAFETY: `len` is the mapping's length: one past its end, never dereferenced here; the
+    // guard page's length is less than `len`.
+    let (top, bottom) = unsafe {
+        let base = stack.base.as_ptr().cast::<u8>();
+        (base.add(stack.len), base.add(stack.guard))
+    };
+    let mut c = Child {
+        f: child,
+        stack: (bottom.cast(), stack.usable()),
+        switched_from: None,
+    };
     // SAFETY: `trampoline` runs on the guarded stack mapped by `stack` (borrowed mutably for
     // the duration, so no other child uses it); `arg` is valid as argued in `trampoline`;
     // no CLONE_*SETTID/SETTLS flag, so the variadic tid/tls arguments are not read. Sharing
@@ -184,10 +227,64 @@ pub fn vfork_exec(stack: &mut ChildStack, child: &mut dyn FnMut()) -> io::Result
             trampoline,
             top.cast(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            std::ptr::from_mut(&mut f).cast(),
+            std::ptr::from_mut(&mut c).cast(),
         )
     };
+    #[cfg(stockade_asan)]
+    if let Some(from) = c.switched_from {
+        asan_stack::leave(from);
+    }
     check(pid)
+}
+
+/// AddressSanitizer's fiber interface, for sanitizer builds only (`--cfg stockade_asan`,
+/// scripts/sanitize.sh): the child of [`vfork_exec`] runs on its own stack, in the memory and
+/// with the thread-local state of the thread that cloned it, so to AddressSanitizer it is that
+/// thread, whose stack it believes is the one it knew. Before every call of a function that
+/// never returns (the child's `exec_program`, `_exit`) it unpoisons from the stack pointer up to
+/// that stack's top — from the child's stack, terabytes away, so it refuses with a warning on the
+/// child's stderr (the program's: a `--json` report on stderr was no longer JSON) and "false
+/// positive error reports may follow". The child tells it of the switch first thing, and the
+/// parent, once resumed, switches back.
+#[cfg(stockade_asan)]
+mod asan_stack {
+    use std::ffi::c_void;
+    use std::ptr;
+
+    extern "C" {
+        fn __sanitizer_start_switch_fiber(
+            fake_stack_save: *mut *mut c_void,
+            bottom: *const c_void,
+            size: usize,
+        );
+        fn __sanitizer_finish_switch_fiber(
+            fake_stack_save: *mut c_void,
+            bottom_old: *mut *const c_void,
+            size_old: *mut usize,
+        );
+    }
+
+    /// On the child's stack: make `(bottom, size)` the current stack; returns the one before.
+    pub(super) fn enter((bottom, size): (*const c_void, usize)) -> (*const c_void, usize) {
+        let mut old = (ptr::null::<c_void>(), 0usize);
+        let mut fake: *mut c_void = ptr::null_mut();
+        // SAFETY: the sanitizer's documented pair, called in order on the new stack; every
+        // pointer is to a local of this frame or the mapped child stack.
+        unsafe {
+            __sanitizer_start_switch_fiber(&mut fake, bottom, size);
+            __sanitizer_finish_switch_fiber(ptr::null_mut(), &mut old.0, &mut old.1);
+        }
+        old
+    }
+
+    /// In the parent, resumed: make its own stack, as [`enter`] returned it, current again.
+    pub(super) fn leave((bottom, size): (*const c_void, usize)) {
+        // SAFETY: as in `enter`; the child has executed or exited, its stack is no one's.
+        unsafe {
+            __sanitizer_start_switch_fiber(ptr::null_mut(), bottom, size);
+            __sanitizer_finish_switch_fiber(ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+        }
+    }
 }
 
 /// Plain `fork(2)` (glibc's, with its fork handlers): only the tests' children still use it —
@@ -195,8 +292,10 @@ pub fn vfork_exec(stack: &mut ChildStack, child: &mut dyn FnMut()) -> io::Result
 #[cfg(test)]
 fn fork() -> io::Result<Forked> {
     // SAFETY: `nix::unistd::fork` is `unsafe` because the child of a multi-threaded process may
-    // only call async-signal-safe functions; our callers are single-threaded (documented
-    // precondition), so the child's copy holds no lock of a vanished thread.
+    // only call async-signal-safe functions. A test's process has one more thread, the
+    // harness's, waiting for the test thread to end (holding no lock); glibc's fork resets
+    // malloc's locks in the child, and the children here make system calls, read /proc and
+    // `_exit`.
     match unsafe { nix::unistd::fork() }.map_err(io_err)? {
         nix::unistd::ForkResult::Child => Ok(Forked::Child),
         nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child.as_raw())),
@@ -210,13 +309,50 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)`: execute the file the descriptor refers to. Only
-/// returns on failure.
-pub fn execveat_fd(fd: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io::Error {
-    match nix::unistd::execveat(fd, c"", argv, envp, nix::fcntl::AtFlags::AT_EMPTY_PATH) {
-        Err(e) => io_err(e),
-        Ok(never) => match never {},
+/// An argv or envp as `execve` takes it: the NULL-terminated array of pointers to the strings,
+/// built before a [`vfork_exec`] child needs it. Building it in the child (as `nix`'s `execveat`
+/// does, a `Vec` per call) allocates in the parent's heap from a process that may be stopped for
+/// good in the middle of it — killed, or by its own seccomp filter refusing the `brk`/`mmap` a
+/// growing heap needs while the arena's lock is held — which leaves the parent (the sandbox's
+/// init) a locked or half-updated heap.
+pub struct ExecArgs<'a> {
+    ptrs: Vec<*const libc::c_char>,
+    strings: std::marker::PhantomData<&'a [CString]>,
+}
+
+impl<'a> ExecArgs<'a> {
+    /// The pointer array of `strings`, which it borrows.
+    pub fn new(strings: &'a [CString]) -> Self {
+        let ptrs = strings
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        Self {
+            ptrs,
+            strings: std::marker::PhantomData,
+        }
     }
+}
+
+/// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)`: execute the file the descriptor refers to. Only
+/// returns on failure. Allocates nothing (the raw system call; the error is the `errno`), so a
+/// [`vfork_exec`] child may call it.
+pub fn execveat_fd(fd: BorrowedFd<'_>, argv: &ExecArgs<'_>, envp: &ExecArgs<'_>) -> io::Error {
+    // SAFETY: (`nix`'s wrapper allocates, see `ExecArgs`) both arrays are NULL-terminated arrays
+    // of pointers to NUL-terminated strings that `ExecArgs` borrows for as long as it lives; the
+    // path is an empty C string, which AT_EMPTY_PATH makes the descriptor itself.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            argv.ptrs.as_ptr(),
+            envp.ptrs.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
 }
 
 /// Mark every descriptor from `first` upwards close-on-exec (`close_range(CLOSE_RANGE_CLOEXEC)`).
@@ -1437,6 +1573,80 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::fd::AsFd;
+
+    /// The unit tests' allocator: the system's, counting each thread's allocations, so that a
+    /// test can ask how many a piece of code made ([`allocations`]). A [`vfork_exec`] child
+    /// runs with the thread-local storage of the thread that cloned it: its allocations count
+    /// there too.
+    struct Counting;
+
+    std::thread_local! {
+        static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    // SAFETY: every call is passed on unchanged to the system allocator, which upholds the
+    // GlobalAlloc contract; counting (a const thread-local `Cell`, no destructor) allocates
+    // nothing.
+    unsafe impl std::alloc::GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+            // SAFETY: the caller's contract for `alloc`, passed on.
+            unsafe { std::alloc::System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+            // SAFETY: the caller's contract for `dealloc`, passed on.
+            unsafe { std::alloc::System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(
+            &self,
+            ptr: *mut u8,
+            layout: std::alloc::Layout,
+            new_size: usize,
+        ) -> *mut u8 {
+            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+            // SAFETY: the caller's contract for `realloc`, passed on.
+            unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// How many allocations this thread has made so far.
+    fn allocations() -> u64 {
+        ALLOCATIONS.with(std::cell::Cell::get)
+    }
+
+    /// The program's process of a launch runs in the init's memory until its exec
+    /// (`vfork_exec`): on its way there it must allocate nothing — our heap is its heap, and it
+    /// may be stopped for good in the middle of a `malloc` (killed, or its own seccomp filter
+    /// refusing the `brk` a growing heap needs), leaving the init a locked arena. `nix`'s
+    /// `execveat` built its pointer arrays there, two allocations per launch.
+    #[test]
+    fn a_vfork_child_allocates_nothing_on_its_way_to_exec() {
+        let argv = [
+            CString::new("program").unwrap(),
+            CString::new("arg").unwrap(),
+        ];
+        let envp = [CString::new("A=b").unwrap()];
+        let (a, e) = (ExecArgs::new(&argv), ExecArgs::new(&envp));
+        // /dev/null cannot be executed: the call returns, and what it allocated shows.
+        let null = open(c"/dev/null", libc::O_RDONLY).unwrap();
+        let mut stack = ChildStack::new(64 * 1024).unwrap();
+        let (mut made, mut errno) = (None, None);
+        let pid = vfork_exec(&mut stack, &mut || {
+            let before = allocations();
+            let err = execveat_fd(null.as_fd(), &a, &e);
+            made = Some(allocations() - before);
+            errno = err.raw_os_error();
+            exit_now(0)
+        })
+        .unwrap();
+        let (_, status) = waitpid(pid, 0).unwrap();
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        assert_eq!(errno, Some(libc::EACCES));
+        assert_eq!(made, Some(0), "allocations in the vfork child");
+    }
 
     /// A private lock file found wider than 0600 is narrowed back (no other user may open it
     /// and hold it forever); one of another user is refused; a new one is made 0600.

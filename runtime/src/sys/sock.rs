@@ -32,8 +32,11 @@ pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
 /// socket. Anything else there (closed, a file, a datagram or TCP socket, not listening) is an
 /// error: serving on the wrong socket would be worse than not starting.
 ///
-/// The caller must call this once per descriptor number and only for numbers named by
-/// `LISTEN_FDS` for this process (then nothing else in the process owns them).
+/// The caller must call this once per descriptor number, only for numbers named by
+/// `LISTEN_FDS` for this process, and before the process has opened any descriptor it keeps:
+/// then the number is either the service manager's or free, never another object's (`serve`
+/// claims it first thing). Open is checked; ownership cannot be — a number this process opened
+/// itself would be owned twice.
 pub fn inherited_listener(fd: RawFd) -> io::Result<UnixListener> {
     if fd < 3 {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
@@ -45,8 +48,9 @@ pub fn inherited_listener(fd: RawFd) -> io::Result<UnixListener> {
         nix::fcntl::FcntlArg::F_GETFD,
     )
     .map_err(io::Error::from)?;
-    // SAFETY: the descriptor is open (checked above) and, per this function's contract, was
-    // handed to this process by its service manager and is owned by nothing else in it.
+    // SAFETY: the descriptor is open (checked above) and, per this function's contract (called
+    // before this process opened anything it keeps), was handed to it by its service manager
+    // or inherited from its parent: owned by nothing else in it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
     if getsockopt(&owned, sockopt::SockType).map_err(io::Error::from)? != SockType::Stream {
