@@ -751,3 +751,76 @@ fn an_update_whose_dependency_update_did_not_happen_is_not_launched() {
         "{recs:?}"
     );
 }
+
+/// `pack_needing`'s package of `name` `version`, signed by developer `key` instead.
+fn pack_needing_as(
+    fx: &Fixture,
+    key: &str,
+    name: &str,
+    version: &str,
+    needs: &[(&str, &str)],
+) -> String {
+    let out = pack_needing(fx, name, version, needs);
+    let (keyf, cert) = (format!("{key}.key"), format!("{key}.cert"));
+    let r = fx.run(&[
+        "pack",
+        &format!("src-{name}"),
+        "--key",
+        &keyf,
+        "--devcert",
+        &cert,
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        &out,
+        "--force",
+    ]);
+    assert_eq!(r.code, 0, "pack: {}", r.stderr);
+    out
+}
+
+/// Review-119: `lib` and `app` updated together, `app` 0.1.0 slow to stop (a hanging call), so
+/// `lib` 0.2.0 waits for it; meanwhile `lib`'s signer (dev2) is revoked and the trust check
+/// quarantines `lib` — its update never taken. `app` 0.2.0 (needing `lib` ^0.2) must neither
+/// run beside the quarantined `lib` 0.1.0 nor wait for it for ever: it is refused and `app`
+/// 0.1.0 relaunched. The old daemon left `app` stopped (`update_waits` waiting on a quarantined
+/// plugin's update) until an agent restarted `lib` by hand.
+#[test]
+fn a_dependant_does_not_wait_for_ever_on_a_quarantined_dependency() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.add_developer("dev2");
+    let lib1 = pack_needing_as(&fx, "dev2", "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing_as(&fx, "dev2", "lib", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
+                      "params": invoke("on:app", json!({"act": "hang"}), Some(30_000))}));
+    wait_status(&mut c, "app", |st| st["in_flight"] == 1);
+    store(&fx, &["install", &lib2, &app2]);
+    wait_status(&mut c, "app", |st| st["state"] == "stopping");
+    let r = fx.run(&[
+        "ca",
+        "revoke",
+        "--ca",
+        "root",
+        "-o",
+        "trust/revocations.json",
+        "--key",
+        "dev2.pub",
+    ]);
+    assert_eq!(r.code, 0, "revoke: {}", r.stderr);
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "quarantined");
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
+    assert_eq!(app["version"], "0.1.0", "{app}");
+    assert_eq!(app["store_change"]["kind"], "store.dependency", "{app}");
+}

@@ -656,7 +656,8 @@ impl Daemon {
     /// dependant whose running incarnation does not accept the new version, until that
     /// incarnation ended (it is stopping for its own update). Neither waits for long: the
     /// updates were admitted together, so each stop was begun, and the new versions have no
-    /// loop (`plan_updates`), nor does a plugin without a process wait on its dependant.
+    /// loop (`plan_updates`), nor does a plugin without a process wait on its dependant. A
+    /// quarantined or unloading plugin is not waited for: its update is not taken by itself.
     pub(super) fn update_waits(&self, name: &str) -> bool {
         let Some(up) = self.plugins.get(name).and_then(|e| e.update.as_ref()) else {
             return false;
@@ -664,7 +665,15 @@ impl Daemon {
         let new = up.pkg.manifest.dep_node();
         self.plugins
             .iter()
-            .filter(|(n, e)| *n != name && e.phase != Phase::Unloading && e.update.is_some())
+            // A quarantined plugin's update is not taken until an agent restarts it (the trust
+            // check quarantined it after the admission): waited for, the dependant stayed
+            // `stopped` for ever. Not waited for, the relaunch checks what is loaded
+            // (`update_fits`: the old version relaunched when the new one does not fit).
+            .filter(|(n, e)| {
+                *n != name
+                    && !matches!(e.phase, Phase::Unloading | Phase::Quarantined)
+                    && e.update.is_some()
+            })
             .any(|(n, e)| {
                 let dependency = new
                     .requires
