@@ -824,3 +824,48 @@ fn a_dependant_does_not_wait_for_ever_on_a_quarantined_dependency() {
     assert_eq!(app["version"], "0.1.0", "{app}");
     assert_eq!(app["store_change"]["kind"], "store.dependency", "{app}");
 }
+
+/// Review-119: an update refused for a plugin that is being unloaded (`tool`, loaded from its
+/// file, needing `lib` ^0.1, slow to stop: a hanging call) is judged again once that plugin is
+/// gone. The old daemon judged the update against the unloading `tool` but keyed the refusal
+/// to the loaded set without it: once `tool` was gone nothing had changed for the check, and
+/// `lib` ran 0.1.0 until SIGHUP or another install.
+#[test]
+fn an_update_refused_for_an_unloading_plugin_is_run_once_it_is_gone() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let tool = pack_needing(&fx, "tool", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    store(&fx, &["install", &lib1]);
+    let s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    let mut busy = s.client();
+    let mut unloader = s.client();
+    c.ok("plugin_load", json!({"package": "lib"}));
+    c.ok("plugin_load", json!({ "package": tool }));
+    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
+                      "params": invoke("on:tool", json!({"act": "hang"}), Some(30_000))}));
+    wait_status(&mut c, "tool", |st| st["in_flight"] == 1);
+    unloader.send(
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "plugin_unload",
+                          "params": {"name": "tool"}}),
+    );
+    wait_status(&mut c, "tool", |st| st["state"] == "stopping");
+    store(&fx, &["install", &lib2]);
+    let lib = wait_status(&mut c, "lib", |st| {
+        !st["store_change"].is_null() || st["version"] == "0.2.0"
+    });
+    // Judged while `tool` stops (2 s: the hanging call is killed after the grace): refused
+    // for it.
+    assert_eq!(
+        lib["store_change"]["kind"], "store.breaks_dependent",
+        "{lib}"
+    );
+    let lib = wait_status(&mut c, "lib", |st| {
+        st["version"] == "0.2.0" && st["state"] == "ready"
+    });
+    assert_eq!(lib["store_change"], Value::Null, "{lib}");
+}

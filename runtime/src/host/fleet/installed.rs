@@ -177,7 +177,7 @@ impl Refused {
 }
 
 /// What the store check last looked at: the registry file's stamp and the loaded plugins (name
-/// and package). Equal, nothing can have changed for it.
+/// and package; those being unloaded too, until gone). Equal, nothing can have changed for it.
 pub(crate) type StoreSeen = (Option<[i64; 6]>, Vec<(String, String)>);
 
 impl Daemon {
@@ -194,10 +194,13 @@ impl Daemon {
             return;
         }
         let state_dir = self.cfg.trust.state_dir.clone();
+        // Every plugin there, those being unloaded too: the updates are judged against them
+        // (`try_updates`, `loaded_nodes`) until they are gone, so a refusal for one of them is
+        // keyed to a set that changes when it is gone. Left out, the set did not change then:
+        // the check did not run again and the refusal held until SIGHUP or another install.
         let loaded: Vec<(String, String)> = self
             .plugins
             .iter()
-            .filter(|(_, e)| e.phase != Phase::Unloading)
             .map(|(n, e)| (n.clone(), e.pkg.report.package_sha256.clone()))
             .collect();
         let read = crate::store::registry_stamp(&state_dir).and_then(|stamp| {
