@@ -228,6 +228,53 @@ pub fn plan_updates(running: &BTreeMap<String, DepNode>, candidates: &[DepNode])
     }
 }
 
+/// Whether `node` may be launched now, beside what is loaded: each of its own requirements met
+/// by the version of `dependencies` (keyed by name) that is loaded — [`DepError::Missing`],
+/// [`DepError::Unsatisfied`] — and no plugin of `dependants` (keyed by name) requiring it in
+/// another version ([`DepError::BreaksDependent`]). `node`'s namesake in either is not looked
+/// at. Direct requirements only: what is loaded was judged when it was loaded or admitted.
+///
+/// `serve` asks it at the relaunch of an admitted update (the set was judged at the check,
+/// but a dependency's update may not have happened after all).
+pub fn check_launch(
+    dependencies: &BTreeMap<String, DepNode>,
+    dependants: &BTreeMap<String, DepNode>,
+    node: &DepNode,
+) -> Result<(), DepError> {
+    for (dep, req) in &node.requires {
+        let chain = vec![node.label(), format!("{dep} {req}")];
+        match dependencies.get(dep).filter(|d| d.name != node.name) {
+            None => {
+                return Err(DepError::Missing {
+                    chain,
+                    name: dep.clone(),
+                })
+            }
+            Some(d) if !req.matches(&d.version) => {
+                return Err(DepError::Unsatisfied {
+                    chain,
+                    name: dep.clone(),
+                    found: d.version.clone(),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    for d in dependants.values().filter(|d| d.name != node.name) {
+        if let Some(req) = d.requires.get(&node.name) {
+            if !req.matches(&node.version) {
+                return Err(DepError::BreaksDependent {
+                    name: node.name.clone(),
+                    version: node.version.clone(),
+                    dependent: d.label(),
+                    req: req.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn visit(
     graph: &BTreeMap<String, DepNode>,
     name: &str,
@@ -485,6 +532,33 @@ mod tests {
         assert_eq!(plan.refused.len(), 1);
         assert_eq!(plan.refused[0].1.kind(), "store.dependency_cycle");
         assert_eq!(plan.order.len(), 1);
+    }
+
+    #[test]
+    fn a_launch_checks_its_own_requirements_and_its_dependants() {
+        let lib1 = node("lib", "1.0.0", &[]);
+        let lib2 = node("lib", "2.0.0", &[]);
+        let app1 = node("app", "1.0.0", &[("lib", "^1")]);
+        let app2 = node("app", "2.0.0", &[("lib", "^2")]);
+        let none = BTreeMap::new();
+        assert!(check_launch(&set(std::slice::from_ref(&lib2)), &none, &app2).is_ok());
+        assert_eq!(
+            check_launch(&set(std::slice::from_ref(&lib1)), &none, &app2)
+                .unwrap_err()
+                .kind(),
+            "store.dependency"
+        );
+        assert!(matches!(
+            check_launch(&none, &none, &app2),
+            Err(DepError::Missing { .. })
+        ));
+        assert_eq!(
+            check_launch(&none, &set(&[app1]), &lib2)
+                .unwrap_err()
+                .kind(),
+            "store.breaks_dependent"
+        );
+        assert!(check_launch(&none, &set(&[app2]), &lib2).is_ok());
     }
 
     fn arb_graph() -> impl Strategy<Value = Vec<DepNode>> {

@@ -669,3 +669,203 @@ fn a_refusal_for_dependencies_is_judged_again_with_a_new_update() {
         st["version"] == "0.2.1" && st["state"] == "ready" && st["store_change"].is_null()
     });
 }
+
+/// Review-119: `lib` and `app` updated together (`app` 0.2.0 needs `lib` ^0.2), and `lib`'s
+/// update withdrawn before its relaunch (the registry back to the `lib` 0.1.0 loaded, while
+/// `lib` 0.1.0 is slow to stop and `app` 0.2.0 waits for it). `app`'s new version no longer
+/// fits what is loaded: it is refused at its relaunch (`store_change` `store.dependency`, a
+/// `denial` record) and `app` 0.1.0 — still loaded — is relaunched instead, `lib` 0.1.0 under
+/// it. The old daemon launched `app` 0.2.0 anyway, beside a `lib` 0.1.0 it does not accept.
+#[test]
+fn an_update_whose_dependency_update_did_not_happen_is_not_launched() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let registry = fx.path("state/store/registry.json");
+    let before: Value = serde_json::from_slice(&std::fs::read(&registry).unwrap()).unwrap();
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
+                      "params": invoke("on:lib", json!({"act": "hang"}), Some(30_000))}));
+    wait_status(&mut c, "lib", |st| st["in_flight"] == 1);
+    store(&fx, &["install", &lib2, &app2]);
+    // Both admitted: `lib` 0.1.0 stopping (the hanging call), `app` 0.1.0 ended, 0.2.0 waiting.
+    wait_status(&mut c, "lib", |st| st["state"] == "stopping");
+    // The registry goes back to the loaded `lib` for `lib` (`app` 0.2.0 still installed).
+    let mut after: Value = serde_json::from_slice(&std::fs::read(&registry).unwrap()).unwrap();
+    after["plugins"]["lib"] = before["plugins"]["lib"].clone();
+    let tmp = fx.path("state/store/registry.json.test");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&after).unwrap()).unwrap();
+    std::fs::rename(&tmp, &registry).unwrap();
+    wait_log(&s, "no longer installed");
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "ready");
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
+    assert_eq!(
+        app["version"], "0.1.0",
+        "app 0.2.0 runs beside lib 0.1.0: {app}"
+    );
+    assert_eq!(app["store_change"]["kind"], "store.dependency", "{app}");
+    // Judged again at the next checks: still refused, the old version runs on.
+    std::thread::sleep(Duration::from_millis(600));
+    let app = c.ok("plugin_status", json!({"name": "app"}));
+    assert_eq!(app["version"], "0.1.0", "{app}");
+    assert_eq!(app["state"], "ready", "{app}");
+    assert_eq!(app["store_change"]["kind"], "store.dependency", "{app}");
+    let r = c.ok("hook_invoke", invoke("on:app", json!({"act": "ok"}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+    let recs = records(&log);
+    // Said once: at the relaunch, and not again by the checks that judge it again.
+    let denials: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "denial" && r["plugin"] == "app")
+        .collect();
+    assert_eq!(denials.len(), 1, "{denials:?}");
+    assert_eq!(denials[0]["detail"]["request"], "update", "{denials:?}");
+    assert_eq!(denials[0]["detail"]["stage"], "dependencies", "{denials:?}");
+    assert_eq!(
+        denials[0]["detail"]["kind"], "store.dependency",
+        "{denials:?}"
+    );
+    assert!(
+        !recs
+            .iter()
+            .any(|r| r["event"] == "restart" && r["plugin"] == "app" && r["version"] == "0.2.0"),
+        "{recs:?}"
+    );
+    // `app` 0.1.0's relaunch says why it is not the update.
+    assert!(
+        recs.iter().any(|r| r["event"] == "restart"
+            && r["plugin"] == "app"
+            && r["version"] == "0.1.0"
+            && r["detail"]["reason"] == "update_refused"),
+        "{recs:?}"
+    );
+}
+
+/// `pack_needing`'s package of `name` `version`, signed by developer `key` instead.
+fn pack_needing_as(
+    fx: &Fixture,
+    key: &str,
+    name: &str,
+    version: &str,
+    needs: &[(&str, &str)],
+) -> String {
+    let out = pack_needing(fx, name, version, needs);
+    let (keyf, cert) = (format!("{key}.key"), format!("{key}.cert"));
+    let r = fx.run(&[
+        "pack",
+        &format!("src-{name}"),
+        "--key",
+        &keyf,
+        "--devcert",
+        &cert,
+        "--intcert",
+        "int/ca.cert",
+        "-o",
+        &out,
+        "--force",
+    ]);
+    assert_eq!(r.code, 0, "pack: {}", r.stderr);
+    out
+}
+
+/// Review-119: `lib` and `app` updated together, `app` 0.1.0 slow to stop (a hanging call), so
+/// `lib` 0.2.0 waits for it; meanwhile `lib`'s signer (dev2) is revoked and the trust check
+/// quarantines `lib` — its update never taken. `app` 0.2.0 (needing `lib` ^0.2) must neither
+/// run beside the quarantined `lib` 0.1.0 nor wait for it for ever: it is refused and `app`
+/// 0.1.0 relaunched. The old daemon left `app` stopped (`update_waits` waiting on a quarantined
+/// plugin's update) until an agent restarted `lib` by hand.
+#[test]
+fn a_dependant_does_not_wait_for_ever_on_a_quarantined_dependency() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.add_developer("dev2");
+    let lib1 = pack_needing_as(&fx, "dev2", "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing_as(&fx, "dev2", "lib", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
+                      "params": invoke("on:app", json!({"act": "hang"}), Some(30_000))}));
+    wait_status(&mut c, "app", |st| st["in_flight"] == 1);
+    store(&fx, &["install", &lib2, &app2]);
+    wait_status(&mut c, "app", |st| st["state"] == "stopping");
+    let r = fx.run(&[
+        "ca",
+        "revoke",
+        "--ca",
+        "root",
+        "-o",
+        "trust/revocations.json",
+        "--key",
+        "dev2.pub",
+    ]);
+    assert_eq!(r.code, 0, "revoke: {}", r.stderr);
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "quarantined");
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
+    assert_eq!(app["version"], "0.1.0", "{app}");
+    assert_eq!(app["store_change"]["kind"], "store.dependency", "{app}");
+}
+
+/// Review-119: an update refused for a plugin that is being unloaded (`tool`, loaded from its
+/// file, needing `lib` ^0.1, slow to stop: a hanging call) is judged again once that plugin is
+/// gone. The old daemon judged the update against the unloading `tool` but keyed the refusal
+/// to the loaded set without it: once `tool` was gone nothing had changed for the check, and
+/// `lib` ran 0.1.0 until SIGHUP or another install.
+#[test]
+fn an_update_refused_for_an_unloading_plugin_is_run_once_it_is_gone() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let tool = pack_needing(&fx, "tool", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    store(&fx, &["install", &lib1]);
+    let s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    let mut busy = s.client();
+    let mut unloader = s.client();
+    c.ok("plugin_load", json!({"package": "lib"}));
+    c.ok("plugin_load", json!({ "package": tool }));
+    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
+                      "params": invoke("on:tool", json!({"act": "hang"}), Some(30_000))}));
+    wait_status(&mut c, "tool", |st| st["in_flight"] == 1);
+    unloader.send(
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "plugin_unload",
+                          "params": {"name": "tool"}}),
+    );
+    wait_status(&mut c, "tool", |st| st["state"] == "stopping");
+    store(&fx, &["install", &lib2]);
+    let lib = wait_status(&mut c, "lib", |st| {
+        !st["store_change"].is_null() || st["version"] == "0.2.0"
+    });
+    // Judged while `tool` stops (2 s: the hanging call is killed after the grace): refused
+    // for it.
+    assert_eq!(
+        lib["store_change"]["kind"], "store.breaks_dependent",
+        "{lib}"
+    );
+    let lib = wait_status(&mut c, "lib", |st| {
+        st["version"] == "0.2.0" && st["state"] == "ready"
+    });
+    assert_eq!(lib["store_change"], Value::Null, "{lib}");
+}

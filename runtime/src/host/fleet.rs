@@ -2173,6 +2173,12 @@ impl Daemon {
     fn relaunch(&mut self, name: &str, now: Instant) {
         // A new version the store check admitted takes the loaded package's place first: the
         // old incarnation has ended (stopped as for a restart), and this launch is the new one's.
+        // Unless it no longer fits what is loaded now (a dependency's update admitted with it
+        // did not happen after all): refused, and the loaded package relaunched instead — the
+        // dependant's new version launched against a dependency version it does not accept.
+        if let Err(err) = self.update_fits(name) {
+            self.update_unfit(name, err);
+        }
         let from = self.take_update(name);
         // A restart is a new launch of the package: whom the trust directory trusts now decides
         // it, not whom it trusted at the load. Refused, it is not a crash: when the refusal is

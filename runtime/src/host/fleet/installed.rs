@@ -54,10 +54,16 @@
 //! stopping for its own update). So a dependant never runs at the same time as a version of
 //! its dependency it does not accept: `app` 1 has ended before `lib` 2 starts, `lib` 2 has
 //! started before `app` 2 does. The wait lasts no longer than the other's stop (at most the
-//! shutdown grace). Not covered: an update admitted with its dependency's whose relaunch then
-//! does not happen as planned (the dependency's update dropped because the registry went back
-//! to the loaded package, or its relaunch refused by the trust check) is launched all the same
-//! once that one's update is gone.
+//! shutdown grace). At the relaunch itself the new version is checked again against what is
+//! loaded then ([`Daemon::update_fits`], [`stockade_policy::deps::check_launch`]): the
+//! dependency's update admitted with it may not have happened after all (the registry went
+//! back to the loaded package, the dependency was unloaded), or a dependant's update been
+//! withdrawn. It does not fit: the update is refused as at a check (`store_change`, a `denial`
+//! record, judged again at the next check) and the loaded package — still there: the update
+//! had not taken its place — relaunched instead (`restart` record `reason`
+//! `"update_refused"`). A dependency whose relaunch was refused by the trust check, or that
+//! was quarantined, still counts in its loaded version (its update took the package's place),
+//! as a quarantined dependency of a running plugin does.
 //!
 //! **Refused.** The loaded version runs on, untouched: a `denial` record (`detail.request`
 //! `"update"`), one log line and `plugin_status.store_change` with the refusal's kind, exit
@@ -171,7 +177,7 @@ impl Refused {
 }
 
 /// What the store check last looked at: the registry file's stamp and the loaded plugins (name
-/// and package). Equal, nothing can have changed for it.
+/// and package; those being unloaded too, until gone). Equal, nothing can have changed for it.
 pub(crate) type StoreSeen = (Option<[i64; 6]>, Vec<(String, String)>);
 
 impl Daemon {
@@ -188,10 +194,13 @@ impl Daemon {
             return;
         }
         let state_dir = self.cfg.trust.state_dir.clone();
+        // Every plugin there, those being unloaded too: the updates are judged against them
+        // (`try_updates`, `loaded_nodes`) until they are gone, so a refusal for one of them is
+        // keyed to a set that changes when it is gone. Left out, the set did not change then:
+        // the check did not run again and the refusal held until SIGHUP or another install.
         let loaded: Vec<(String, String)> = self
             .plugins
             .iter()
-            .filter(|(_, e)| e.phase != Phase::Unloading)
             .map(|(n, e)| (n.clone(), e.pkg.report.package_sha256.clone()))
             .collect();
         let read = crate::store::registry_stamp(&state_dir).and_then(|stamp| {
@@ -426,7 +435,17 @@ impl Daemon {
             match self.admit_update(&name, now) {
                 Ok(Some(pkg)) => verified.push((name, installed, pkg)),
                 Ok(None) => {} // removed meanwhile: the next check unloads it
-                Err(r) => passing |= self.refuse_update(&name, installed, r, under).passing(),
+                Err(r) => {
+                    passing |= self
+                        .refuse_update(
+                            &name,
+                            installed.package_sha256,
+                            installed.version,
+                            r,
+                            Some(under),
+                        )
+                        .passing()
+                }
             }
         }
         verified.retain(|(n, _, _)| {
@@ -462,7 +481,15 @@ impl Daemon {
                     others.join(", ")
                 );
             }
-            passing |= self.refuse_update(&name, installed, r, under).passing();
+            passing |= self
+                .refuse_update(
+                    &name,
+                    installed.package_sha256,
+                    installed.version,
+                    r,
+                    Some(under),
+                )
+                .passing();
         }
         // Dependencies first: the relaunches themselves are ordered as they come
         // (`update_waits`).
@@ -479,22 +506,23 @@ impl Daemon {
     fn refuse_update(
         &mut self,
         name: &str,
-        installed: crate::store::Installed,
+        sha: String,
+        version: String,
         r: Refused,
-        under: &Under,
+        under: Option<&Under>,
     ) -> StoreChange {
         let old = self.plugins[name].pkg.manifest.version().to_string();
         let change = StoreChange {
             again: matches!(r.stage, "license" | "trust"),
-            under: (r.stage == "dependencies").then(|| under.clone()),
+            under: under.filter(|_| r.stage == "dependencies").cloned(),
             change: "update",
-            package_sha256: Some(installed.package_sha256),
-            version: Some(installed.version.clone()),
+            package_sha256: Some(sha),
+            version: Some(version.clone()),
             kind: Some(r.kind),
             exit: Some(r.exit),
             message: format!(
                 "{} {} installed in the store is not run ({} refused it: {}); {} {old} runs on",
-                name, installed.version, r.stage, r.message, name
+                name, version, r.stage, r.message, name
             ),
         };
         let e = self.plugins.get_mut(name).expect("present");
@@ -508,7 +536,7 @@ impl Daemon {
         rec.event = Event::Denial;
         rec.outcome = "refused".into();
         rec.detail = json!({"request": "update", "stage": r.stage, "kind": r.kind,
-                            "version": installed.version, "error": r.message});
+                            "version": version, "error": r.message});
         e.store_change = Some(change.clone());
         self.audit(rec);
         log_line(&format!(
@@ -631,7 +659,8 @@ impl Daemon {
     /// dependant whose running incarnation does not accept the new version, until that
     /// incarnation ended (it is stopping for its own update). Neither waits for long: the
     /// updates were admitted together, so each stop was begun, and the new versions have no
-    /// loop (`plan_updates`), nor does a plugin without a process wait on its dependant.
+    /// loop (`plan_updates`), nor does a plugin without a process wait on its dependant. A
+    /// quarantined or unloading plugin is not waited for: its update is not taken by itself.
     pub(super) fn update_waits(&self, name: &str) -> bool {
         let Some(up) = self.plugins.get(name).and_then(|e| e.update.as_ref()) else {
             return false;
@@ -639,7 +668,15 @@ impl Daemon {
         let new = up.pkg.manifest.dep_node();
         self.plugins
             .iter()
-            .filter(|(n, e)| *n != name && e.phase != Phase::Unloading && e.update.is_some())
+            // A quarantined plugin's update is not taken until an agent restarts it (the trust
+            // check quarantined it after the admission): waited for, the dependant stayed
+            // `stopped` for ever. Not waited for, the relaunch checks what is loaded
+            // (`update_fits`: the old version relaunched when the new one does not fit).
+            .filter(|(n, e)| {
+                *n != name
+                    && !matches!(e.phase, Phase::Unloading | Phase::Quarantined)
+                    && e.update.is_some()
+            })
             .any(|(n, e)| {
                 let dependency = new
                     .requires
@@ -654,6 +691,62 @@ impl Daemon {
                         .is_some_and(|req| !req.matches(&new.version));
                 dependency || dependant
             })
+    }
+
+    /// At the relaunch onto the update admitted for `name`: whether its new version still fits
+    /// what is loaded now ([`stockade_policy::deps::check_launch`]). The set was judged at the
+    /// check, but a dependency's update may not have happened after all — the registry went
+    /// back to its loaded package, its relaunch was refused, it was unloaded —, and a
+    /// dependant's update withdrawn leaves its old version to run. Its requirements are met by
+    /// the versions loaded (a dependency still waiting for its own relaunch accepted in the
+    /// version loaded: `update_waits`), and no other plugin needs another version of it: one
+    /// that runs, in its running version; one stopped for its own update, in that update's
+    /// (its own relaunch is checked in turn). A plugin being unloaded is not there.
+    pub(super) fn update_fits(&self, name: &str) -> Result<(), stockade_policy::deps::DepError> {
+        let Some(up) = self.plugins.get(name).and_then(|e| e.update.as_ref()) else {
+            return Ok(());
+        };
+        let others = || {
+            self.plugins
+                .iter()
+                .filter(move |(n, e)| *n != name && e.phase != Phase::Unloading)
+        };
+        let dependencies = others()
+            .map(|(n, e)| (n.clone(), e.pkg.manifest.dep_node()))
+            .collect();
+        let dependants = others()
+            .map(|(n, e)| {
+                let node = match (&e.update, e.slot) {
+                    (Some(u), None) => u.pkg.manifest.dep_node(),
+                    _ => e.pkg.manifest.dep_node(),
+                };
+                (n.clone(), node)
+            })
+            .collect();
+        stockade_policy::deps::check_launch(&dependencies, &dependants, &up.pkg.manifest.dep_node())
+    }
+
+    /// The update admitted for `name` no longer fits at its relaunch (`update_fits`): it is
+    /// dropped — the loaded package, still there (`take_update` did not run), is relaunched
+    /// instead —, refused as any update is (`plugin_status.store_change`, a `denial` record,
+    /// a log line, a notification) and judged again at the next check, with the others.
+    pub(super) fn update_unfit(&mut self, name: &str, err: stockade_policy::deps::DepError) {
+        let Some(up) = self.plugins.get_mut(name).and_then(|e| e.update.take()) else {
+            return;
+        };
+        // Worded as the check words it, so that the check judging it again with what runs then
+        // says it once (one record, one log line), not twice.
+        let r = Refused::of("dependencies", &crate::cmd::store::dep_err(err));
+        let sha = up.pkg.report.package_sha256.clone();
+        let version = up.pkg.manifest.version().to_string();
+        let mut change = self.refuse_update(name, sha, version, r, None);
+        // Judged again at the next check (as a refusal of the moment), with what runs then.
+        change.again = true;
+        if let Some(e) = self.plugins.get_mut(name) {
+            e.store_change = Some(change);
+            e.relaunch_for = Some("update_refused");
+        }
+        self.store_seen = None;
     }
 
     /// At a relaunch: the update the store check admitted for `name` takes the loaded
