@@ -63,7 +63,12 @@
 //! had not taken its place — relaunched instead (`restart` record `reason`
 //! `"update_refused"`). A dependency whose relaunch was refused by the trust check, or that
 //! was quarantined, still counts in its loaded version (its update took the package's place),
-//! as a quarantined dependency of a running plugin does.
+//! as a quarantined dependency of a running plugin does. A plugin whose *loaded* package the
+//! trust check refuses while its update waits for the relaunch (its signer revoked meanwhile)
+//! is relaunched on that update rather than quarantined (`trust_quarantine`): the refusal is
+//! the old package's, and the relaunch checks the new one (`update_fits`, verified again).
+//! Quarantined with the update kept, the update never ran: only a relaunch takes it, the
+//! check skips an update admitted already, and `plugin_restart` judged the revoked package.
 //!
 //! **Refused.** The loaded version runs on, untouched: a `denial` record (`detail.request`
 //! `"update"`), one log line and `plugin_status.store_change` with the refusal's kind, exit
@@ -660,7 +665,9 @@ impl Daemon {
     /// incarnation ended (it is stopping for its own update). Neither waits for long: the
     /// updates were admitted together, so each stop was begun, and the new versions have no
     /// loop (`plan_updates`), nor does a plugin without a process wait on its dependant. A
-    /// quarantined or unloading plugin is not waited for: its update is not taken by itself.
+    /// quarantined or unloading plugin is not waited for: its update is not taken by itself
+    /// (one whose loaded package the trust check refused is not left quarantined with an
+    /// update: it is relaunched on it, `trust_quarantine`, and waited for as any).
     pub(super) fn update_waits(&self, name: &str) -> bool {
         let Some(up) = self.plugins.get(name).and_then(|e| e.update.as_ref()) else {
             return false;
