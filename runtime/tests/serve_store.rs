@@ -963,3 +963,80 @@ fn an_update_refused_for_an_unloading_plugin_is_run_once_it_is_gone() {
     });
     assert_eq!(lib["store_change"], Value::Null, "{lib}");
 }
+
+/// Helper-120: a crash-quarantined `lib` 0.1.0 is admitted for its update together with
+/// `app`'s (`lib` 0.2.0 breaks `app` 0.1.0, `app` 0.2.0 needs it); `app` 0.1.0 is slow to stop
+/// (a hanging call), and meanwhile the registry goes back to `app` 0.1.0: `lib` 0.2.0 no longer
+/// fits at its relaunch. `lib` goes back to its quarantine, its crash count kept. The old
+/// daemon had cleared the crash count at the admission and relaunched the crash-looping `lib`
+/// 0.1.0 instead (a `restart` record with `reason` `update_refused`).
+#[test]
+fn a_quarantined_plugin_whose_update_does_not_fit_stays_quarantined() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let registry = fx.path("state/store/registry.json");
+    let before: Value = serde_json::from_slice(&std::fs::read(&registry).unwrap()).unwrap();
+    let log = fx.dir().join("audit.log");
+    let config = CONFIG.replace("max_crashes = 100", "max_crashes = 2");
+    let s = Serve::start(&fx, &config, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    for i in 0..2 {
+        wait_status(&mut c, "lib", |st| {
+            st["state"] == "ready" && st["crashes"] == i
+        });
+        c.ok(
+            "hook_invoke",
+            invoke("on:lib", json!({"act": "crash"}), None),
+        );
+    }
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "quarantined");
+    assert_eq!(lib["crashes"], 2, "{lib}");
+    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
+                      "params": invoke("on:app", json!({"act": "hang"}), Some(30_000))}));
+    wait_status(&mut c, "app", |st| st["in_flight"] == 1);
+    store(&fx, &["install", &lib2, &app2]);
+    // Both admitted: `app` 0.1.0 stopping (the hanging call), `lib` 0.2.0 waiting for it.
+    wait_status(&mut c, "app", |st| st["state"] == "stopping");
+    let mut after: Value = serde_json::from_slice(&std::fs::read(&registry).unwrap()).unwrap();
+    after["plugins"]["app"] = before["plugins"]["app"].clone();
+    let tmp = fx.path("state/store/registry.json.test");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&after).unwrap()).unwrap();
+    std::fs::rename(&tmp, &registry).unwrap();
+    wait_log(&s, "no longer installed");
+    let lib = wait_status(&mut c, "lib", |st| !st["store_change"].is_null());
+    assert_eq!(
+        lib["store_change"]["kind"], "store.breaks_dependent",
+        "{lib}"
+    );
+    let lib = wait_status(&mut c, "lib", |st| {
+        st["state"] == "quarantined" || st["state"] == "ready"
+    });
+    assert_eq!(
+        lib["state"], "quarantined",
+        "the crash-quarantined lib 0.1.0 relaunched: {lib}"
+    );
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    assert_eq!(lib["crashes"], 2, "{lib}");
+    let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
+    assert_eq!(app["version"], "0.1.0", "{app}");
+    // Judged again at the next checks: still refused, still quarantined.
+    std::thread::sleep(Duration::from_millis(600));
+    let lib = c.ok("plugin_status", json!({"name": "lib"}));
+    assert_eq!(lib["state"], "quarantined", "{lib}");
+    let recs = records(&log);
+    assert!(
+        !recs.iter().any(|r| r["event"] == "restart"
+            && r["plugin"] == "lib"
+            && r["detail"]["reason"] == "update_refused"),
+        "{recs:?}"
+    );
+}

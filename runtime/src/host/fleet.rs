@@ -2028,8 +2028,8 @@ impl Daemon {
     /// loaded package's, and only a relaunch takes an update — kept quarantined, the good new
     /// package never ran (the store check skips an update admitted already; `plugin_restart`
     /// judges the loaded package, refused). The relaunch keeps it fail-closed: the new version
-    /// must still fit what is loaded (`update_fits`; not fitting, the loaded package is
-    /// relaunched, refused again and quarantined) and is verified again (`recheck`).
+    /// must still fit what is loaded (`update_fits`; not fitting, the plugin goes back to this
+    /// quarantine: `update_unfit`) and is verified again (`recheck`).
     fn trust_quarantine(&mut self, name: &str, refusal: TrustRefusal, request: &str, now: Instant) {
         let Some(e) = self.plugins.get_mut(name) else {
             return;
@@ -2045,8 +2045,10 @@ impl Daemon {
             (true, true, Some(_)) => Phase::Relaunch,
             (true, true, None) => Phase::Restarting(now),
         };
-        if onto_update {
+        if let Some(up) = e.update.as_mut().filter(|_| onto_update) {
             e.relaunch_for = Some("update");
+            // Not fitting at the relaunch, it goes back to this quarantine (`update_unfit`).
+            up.quarantined = true;
         }
         if let Some(slot) = e.slot {
             self.sup.shutdown(slot, now);
@@ -2199,9 +2201,12 @@ impl Daemon {
         // old incarnation has ended (stopped as for a restart), and this launch is the new one's.
         // Unless it no longer fits what is loaded now (a dependency's update admitted with it
         // did not happen after all): refused, and the loaded package relaunched instead — the
-        // dependant's new version launched against a dependency version it does not accept.
+        // dependant's new version launched against a dependency version it does not accept —,
+        // or, quarantined when its update was to run, the plugin put back in that quarantine.
         if let Err(err) = self.update_fits(name) {
-            self.update_unfit(name, err);
+            if self.update_unfit(name, err) {
+                return; // quarantined again, as it was when the update was to run
+            }
         }
         let from = self.take_update(name);
         // A restart is a new launch of the package: whom the trust directory trusts now decides
