@@ -781,10 +781,11 @@ fn pack_needing_as(
 
 /// Review-119: `lib` and `app` updated together, `app` 0.1.0 slow to stop (a hanging call), so
 /// `lib` 0.2.0 waits for it; meanwhile `lib`'s signer (dev2) is revoked and the trust check
-/// quarantines `lib` — its update never taken. `app` 0.2.0 (needing `lib` ^0.2) must neither
-/// run beside the quarantined `lib` 0.1.0 nor wait for it for ever: it is refused and `app`
-/// 0.1.0 relaunched. The old daemon left `app` stopped (`update_waits` waiting on a quarantined
-/// plugin's update) until an agent restarted `lib` by hand.
+/// refuses `lib` 0.1.0. `app` 0.2.0 (needing `lib` ^0.2) must neither run beside a `lib`
+/// 0.1.0 nor wait for ever. The old daemon left `app` stopped (`update_waits` waiting on a
+/// quarantined plugin's update) until an agent restarted `lib` by hand. Since helper-120 `lib`
+/// is relaunched on its update, refused there too (dev2 signed it), quarantined in 0.2.0, and
+/// `app` 0.2.0 runs.
 #[test]
 fn a_dependant_does_not_wait_for_ever_on_a_quarantined_dependency() {
     if !require_root() {
@@ -818,11 +819,104 @@ fn a_dependant_does_not_wait_for_ever_on_a_quarantined_dependency() {
         "dev2.pub",
     ]);
     assert_eq!(r.code, 0, "revoke: {}", r.stderr);
+    // `lib` 0.1.0's refusal relaunches it on its update (helper-120), which dev2 signed too:
+    // refused at that relaunch, `lib` quarantined in 0.2.0. `app` 0.2.0 then fits it and runs
+    // (a dependant runs beside a quarantined dependency); it did not wait for ever.
     let lib = wait_status(&mut c, "lib", |st| st["state"] == "quarantined");
-    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    assert_eq!(lib["version"], "0.2.0", "{lib}");
     let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
-    assert_eq!(app["version"], "0.1.0", "{app}");
-    assert_eq!(app["store_change"]["kind"], "store.dependency", "{app}");
+    assert_eq!(app["version"], "0.2.0", "{app}");
+    assert!(app["store_change"].is_null(), "{app}");
+}
+
+/// Helper-120: as above, but `lib` 0.2.0 is signed under another certificate (dev2b: the same
+/// author key, as the store's author pinning requires, certified again): only the loaded `lib`
+/// 0.1.0's certificate (dev2's serial) is revoked while the update waits for its relaunch. The
+/// refusal is the old package's: `lib` is relaunched on 0.2.0 (verified again at that
+/// relaunch) and `app` 0.2.0 after it. The old daemon quarantined `lib` 0.1.0 with the update
+/// kept pending, which only a relaunch takes: the store check skipped it ("admitted
+/// already"), `plugin_restart` judged the revoked 0.1.0; the good 0.2.0 never ran.
+#[test]
+fn a_plugin_refused_while_its_update_waits_is_relaunched_on_the_update() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.add_developer("dev2");
+    // dev2's key certified a second time (another serial), its copy named for that certificate.
+    std::fs::copy(fx.path("dev2.key"), fx.path("dev2b.key")).unwrap();
+    let r = fx.run(&[
+        "ca",
+        "issue",
+        "--ca",
+        "int",
+        "--pub",
+        "dev2.pub",
+        "--subject",
+        "dev2",
+        "-o",
+        "dev2b.cert",
+        "--scope",
+        "any",
+    ]);
+    assert_eq!(r.code, 0, "issue: {}", r.stderr);
+    let serial = |cert: &str| -> String {
+        let v: Value = serde_json::from_slice(&std::fs::read(fx.path(cert)).unwrap()).unwrap();
+        v["certificate"]["serial"].as_str().unwrap().to_string()
+    };
+    let (old_serial, new_serial) = (serial("dev2.cert"), serial("dev2b.cert"));
+    assert_ne!(old_serial, new_serial);
+    let lib1 = pack_needing_as(&fx, "dev2", "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing_as(&fx, "dev2b", "lib", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
+                      "params": invoke("on:app", json!({"act": "hang"}), Some(30_000))}));
+    wait_status(&mut c, "app", |st| st["in_flight"] == 1);
+    store(&fx, &["install", &lib2, &app2]);
+    wait_status(&mut c, "app", |st| st["state"] == "stopping");
+    let r = fx.run(&[
+        "ca",
+        "revoke",
+        "--ca",
+        "root",
+        "-o",
+        "trust/revocations.json",
+        "--serial",
+        &old_serial,
+    ]);
+    assert_eq!(r.code, 0, "revoke: {}", r.stderr);
+    let lib = wait_status(&mut c, "lib", |st| {
+        st["state"] == "ready" || st["state"] == "quarantined"
+    });
+    assert_eq!(lib["state"], "ready", "{lib}");
+    assert_eq!(lib["version"], "0.2.0", "{lib}");
+    wait_log(&s, "relaunched on the update");
+    let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
+    assert_eq!(app["version"], "0.2.0", "{app}");
+    assert!(app["store_change"].is_null(), "{app}");
+    let r = c.ok("hook_invoke", invoke("on:app", json!({"act": "ok"}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+    let recs = records(&log);
+    // The old package's refusal is said (a quarantine record), then the update's relaunch.
+    assert!(
+        recs.iter()
+            .any(|r| r["event"] == "quarantine" && r["plugin"] == "lib" && r["version"] == "0.1.0"),
+        "{recs:?}"
+    );
+    assert!(
+        recs.iter().any(|r| r["event"] == "restart"
+            && r["plugin"] == "lib"
+            && r["version"] == "0.2.0"
+            && r["detail"]["reason"] == "update"),
+        "{recs:?}"
+    );
 }
 
 /// Review-119: an update refused for a plugin that is being unloaded (`tool`, loaded from its
@@ -868,4 +962,81 @@ fn an_update_refused_for_an_unloading_plugin_is_run_once_it_is_gone() {
         st["version"] == "0.2.0" && st["state"] == "ready"
     });
     assert_eq!(lib["store_change"], Value::Null, "{lib}");
+}
+
+/// Helper-120: a crash-quarantined `lib` 0.1.0 is admitted for its update together with
+/// `app`'s (`lib` 0.2.0 breaks `app` 0.1.0, `app` 0.2.0 needs it); `app` 0.1.0 is slow to stop
+/// (a hanging call), and meanwhile the registry goes back to `app` 0.1.0: `lib` 0.2.0 no longer
+/// fits at its relaunch. `lib` goes back to its quarantine, its crash count kept. The old
+/// daemon had cleared the crash count at the admission and relaunched the crash-looping `lib`
+/// 0.1.0 instead (a `restart` record with `reason` `update_refused`).
+#[test]
+fn a_quarantined_plugin_whose_update_does_not_fit_stays_quarantined() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let registry = fx.path("state/store/registry.json");
+    let before: Value = serde_json::from_slice(&std::fs::read(&registry).unwrap()).unwrap();
+    let log = fx.dir().join("audit.log");
+    let config = CONFIG.replace("max_crashes = 100", "max_crashes = 2");
+    let s = Serve::start(&fx, &config, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    for i in 0..2 {
+        wait_status(&mut c, "lib", |st| {
+            st["state"] == "ready" && st["crashes"] == i
+        });
+        c.ok(
+            "hook_invoke",
+            invoke("on:lib", json!({"act": "crash"}), None),
+        );
+    }
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "quarantined");
+    assert_eq!(lib["crashes"], 2, "{lib}");
+    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
+                      "params": invoke("on:app", json!({"act": "hang"}), Some(30_000))}));
+    wait_status(&mut c, "app", |st| st["in_flight"] == 1);
+    store(&fx, &["install", &lib2, &app2]);
+    // Both admitted: `app` 0.1.0 stopping (the hanging call), `lib` 0.2.0 waiting for it.
+    wait_status(&mut c, "app", |st| st["state"] == "stopping");
+    let mut after: Value = serde_json::from_slice(&std::fs::read(&registry).unwrap()).unwrap();
+    after["plugins"]["app"] = before["plugins"]["app"].clone();
+    let tmp = fx.path("state/store/registry.json.test");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&after).unwrap()).unwrap();
+    std::fs::rename(&tmp, &registry).unwrap();
+    wait_log(&s, "no longer installed");
+    let lib = wait_status(&mut c, "lib", |st| !st["store_change"].is_null());
+    assert_eq!(
+        lib["store_change"]["kind"], "store.breaks_dependent",
+        "{lib}"
+    );
+    let lib = wait_status(&mut c, "lib", |st| {
+        st["state"] == "quarantined" || st["state"] == "ready"
+    });
+    assert_eq!(
+        lib["state"], "quarantined",
+        "the crash-quarantined lib 0.1.0 relaunched: {lib}"
+    );
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    assert_eq!(lib["crashes"], 2, "{lib}");
+    let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
+    assert_eq!(app["version"], "0.1.0", "{app}");
+    // Judged again at the next checks: still refused, still quarantined.
+    std::thread::sleep(Duration::from_millis(600));
+    let lib = c.ok("plugin_status", json!({"name": "lib"}));
+    assert_eq!(lib["state"], "quarantined", "{lib}");
+    let recs = records(&log);
+    assert!(
+        !recs.iter().any(|r| r["event"] == "restart"
+            && r["plugin"] == "lib"
+            && r["detail"]["reason"] == "update_refused"),
+        "{recs:?}"
+    );
 }

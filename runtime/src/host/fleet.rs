@@ -2021,6 +2021,15 @@ impl Daemon {
     /// or it is unloaded. Not recorded in the state directory: a later daemon verifies the
     /// package again at its load anyway. One never ready yet is unloaded instead (its
     /// `plugin_load` fails).
+    ///
+    /// One with a store update admitted and waiting for its relaunch (the loaded package's
+    /// signer revoked while it stopped or waited for it) is relaunched on that update instead,
+    /// as a quarantined plugin's update is run at once (`run_update`): the refusal is the
+    /// loaded package's, and only a relaunch takes an update — kept quarantined, the good new
+    /// package never ran (the store check skips an update admitted already; `plugin_restart`
+    /// judges the loaded package, refused). The relaunch keeps it fail-closed: the new version
+    /// must still fit what is loaded (`update_fits`; not fitting, the plugin goes back to this
+    /// quarantine: `update_unfit`) and is verified again (`recheck`).
     fn trust_quarantine(&mut self, name: &str, refusal: TrustRefusal, request: &str, now: Instant) {
         let Some(e) = self.plugins.get_mut(name) else {
             return;
@@ -2029,11 +2038,18 @@ impl Daemon {
         e.decision = None;
         let reason = refusal.to_json();
         e.trust_refusal = Some(refusal.clone());
-        e.phase = if e.ever_ready {
-            Phase::Quarantined
-        } else {
-            Phase::Unloading
+        let onto_update = e.ever_ready && e.update.is_some();
+        e.phase = match (e.ever_ready, onto_update, e.slot) {
+            (false, _, _) => Phase::Unloading,
+            (true, false, _) => Phase::Quarantined,
+            (true, true, Some(_)) => Phase::Relaunch,
+            (true, true, None) => Phase::Restarting(now),
         };
+        if let Some(up) = e.update.as_mut().filter(|_| onto_update) {
+            e.relaunch_for = Some("update");
+            // Not fitting at the relaunch, it goes back to this quarantine (`update_unfit`).
+            up.quarantined = true;
+        }
         if let Some(slot) = e.slot {
             self.sup.shutdown(slot, now);
         }
@@ -2046,6 +2062,13 @@ impl Daemon {
         self.discard_spare(name, spare);
         if quarantined {
             self.note_state(name, "quarantined", json!({"reason": reason}));
+        } else if onto_update {
+            log_line(&format!(
+                "plugin {}: its loaded package is refused ({}); relaunched on the update \
+                 waiting for it",
+                term(name),
+                term(&refusal.message)
+            ));
         } else {
             log_line(&format!(
                 "plugin {}: unloaded before it became ready: {}",
@@ -2085,6 +2108,9 @@ impl Daemon {
             .filter(|(n, e)| {
                 Some(n.as_str()) != except
                     && !matches!(e.phase, Phase::Quarantined | Phase::Unloading)
+                    // Refused already and waiting for its relaunch onto its update
+                    // (`trust_quarantine`), which verifies that update: not refused again.
+                    && !(e.trust_refusal.is_some() && e.update.is_some())
             })
             .map(|(n, _)| n.clone())
             .collect();
@@ -2175,9 +2201,12 @@ impl Daemon {
         // old incarnation has ended (stopped as for a restart), and this launch is the new one's.
         // Unless it no longer fits what is loaded now (a dependency's update admitted with it
         // did not happen after all): refused, and the loaded package relaunched instead — the
-        // dependant's new version launched against a dependency version it does not accept.
+        // dependant's new version launched against a dependency version it does not accept —,
+        // or, quarantined when its update was to run, the plugin put back in that quarantine.
         if let Err(err) = self.update_fits(name) {
-            self.update_unfit(name, err);
+            if self.update_unfit(name, err) {
+                return; // quarantined again, as it was when the update was to run
+            }
         }
         let from = self.take_update(name);
         // A restart is a new launch of the package: whom the trust directory trusts now decides

@@ -44,7 +44,8 @@
 //! and the new package launched by the relaunch that follows ([`Daemon::take_update`]): a
 //! `restart` record with `reason` `"update"` and `from_version`. A quarantined or restarting
 //! plugin is launched on it at once (a new package is a new start: crash count and recorded
-//! quarantine cleared).
+//! quarantine cleared at that launch; a quarantined plugin whose update does not fit then goes
+//! back to its quarantine, [`Daemon::update_unfit`]).
 //!
 //! **Relaunch order.** The updates admitted together are stopped together, and each relaunch
 //! waits ([`Daemon::update_waits`]) where the versions matter: a new version whose requirement
@@ -63,7 +64,12 @@
 //! had not taken its place — relaunched instead (`restart` record `reason`
 //! `"update_refused"`). A dependency whose relaunch was refused by the trust check, or that
 //! was quarantined, still counts in its loaded version (its update took the package's place),
-//! as a quarantined dependency of a running plugin does.
+//! as a quarantined dependency of a running plugin does. A plugin whose *loaded* package the
+//! trust check refuses while its update waits for the relaunch (its signer revoked meanwhile)
+//! is relaunched on that update rather than quarantined (`trust_quarantine`): the refusal is
+//! the old package's, and the relaunch checks the new one (`update_fits`, verified again).
+//! Quarantined with the update kept, the update never ran: only a relaunch takes it, the
+//! check skips an update admitted already, and `plugin_restart` judged the revoked package.
 //!
 //! **Refused.** The loaded version runs on, untouched: a `denial` record (`detail.request`
 //! `"update"`), one log line and `plugin_status.store_change` with the refusal's kind, exit
@@ -83,6 +89,11 @@ use super::*;
 /// A new version admitted by the store check, waiting for the relaunch that runs it.
 pub(crate) struct Update {
     pkg: VerifiedPackage,
+    /// The plugin was quarantined (a crash loop, or its loaded package refused by the trust
+    /// check) when the update was to run: should the update not fit at the relaunch
+    /// ([`Daemon::update_unfit`]), it goes back to that quarantine instead of the loaded
+    /// package being launched again.
+    pub(super) quarantined: bool,
 }
 
 /// A change of the store not applied to a loaded plugin (`plugin_status.store_change`).
@@ -562,7 +573,8 @@ impl Daemon {
         ));
         self.tell_agents(name, "info", &message);
         let e = self.plugins.get_mut(name).expect("present");
-        e.update = Some(Update { pkg });
+        let quarantined = e.phase == Phase::Quarantined;
+        e.update = Some(Update { pkg, quarantined });
         e.store_change = None;
         e.relaunch_for = Some("update");
         match (e.phase, e.slot) {
@@ -570,12 +582,10 @@ impl Daemon {
                 e.phase = Phase::Relaunch;
                 self.sup.shutdown(slot, now);
             }
-            (Phase::Quarantined, _) => {
-                // A new package is a new start: its launch lifts the quarantine (the record of
-                // the old package is dropped by the relaunch, `take_update`).
-                e.phase = Phase::Restarting(now);
-                e.crashes.clear();
-            }
+            // Quarantined: a new package is a new start, its launch lifts the quarantine (the
+            // crash count and the record of the old package are dropped by the relaunch,
+            // `take_update`; kept until then, they are still the old package's should the
+            // update not fit at the relaunch: `update_unfit` puts the plugin back).
             _ => e.phase = Phase::Restarting(now),
         }
     }
@@ -660,7 +670,9 @@ impl Daemon {
     /// incarnation ended (it is stopping for its own update). Neither waits for long: the
     /// updates were admitted together, so each stop was begun, and the new versions have no
     /// loop (`plan_updates`), nor does a plugin without a process wait on its dependant. A
-    /// quarantined or unloading plugin is not waited for: its update is not taken by itself.
+    /// quarantined or unloading plugin is not waited for: its update is not taken by itself
+    /// (one whose loaded package the trust check refused is not left quarantined with an
+    /// update: it is relaunched on it, `trust_quarantine`, and waited for as any).
     pub(super) fn update_waits(&self, name: &str) -> bool {
         let Some(up) = self.plugins.get(name).and_then(|e| e.update.as_ref()) else {
             return false;
@@ -730,9 +742,17 @@ impl Daemon {
     /// dropped — the loaded package, still there (`take_update` did not run), is relaunched
     /// instead —, refused as any update is (`plugin_status.store_change`, a `denial` record,
     /// a log line, a notification) and judged again at the next check, with the others.
-    pub(super) fn update_unfit(&mut self, name: &str, err: stockade_policy::deps::DepError) {
+    /// A plugin that was quarantined when the update was to run goes back to its quarantine
+    /// instead (its crash count, recorded quarantine and trust refusal still the loaded
+    /// package's): relaunched, a crash-looping package was started once more. `true` then:
+    /// nothing is to be launched.
+    pub(super) fn update_unfit(
+        &mut self,
+        name: &str,
+        err: stockade_policy::deps::DepError,
+    ) -> bool {
         let Some(up) = self.plugins.get_mut(name).and_then(|e| e.update.take()) else {
-            return;
+            return false;
         };
         // Worded as the check words it, so that the check judging it again with what runs then
         // says it once (one record, one log line), not twice.
@@ -742,11 +762,33 @@ impl Daemon {
         let mut change = self.refuse_update(name, sha, version, r, None);
         // Judged again at the next check (as a refusal of the moment), with what runs then.
         change.again = true;
-        if let Some(e) = self.plugins.get_mut(name) {
-            e.store_change = Some(change);
-            e.relaunch_for = Some("update_refused");
-        }
         self.store_seen = None;
+        let Some(e) = self.plugins.get_mut(name) else {
+            return false;
+        };
+        e.store_change = Some(change);
+        if up.quarantined {
+            e.phase = Phase::Quarantined;
+            e.relaunch_for = None;
+            // Said again to the agents, for the reason it had (the update's relaunch had it
+            // `stopped` or `restarting` meanwhile).
+            let reason = match &e.trust_refusal {
+                Some(r) => r.to_json(),
+                None => json!({"kind": "crash_loop",
+                               "message": "quarantined for its crashes; send plugin_restart \
+                                           to try again"}),
+            };
+            let version = e.pkg.manifest.version().to_string();
+            log_line(&format!(
+                "store check: plugin {}: {} stays quarantined",
+                term(name),
+                term(&version)
+            ));
+            self.note_state(name, "quarantined", json!({ "reason": reason }));
+            return true;
+        }
+        e.relaunch_for = Some("update_refused");
+        false
     }
 
     /// At a relaunch: the update the store check admitted for `name` takes the loaded
