@@ -53,6 +53,30 @@ fn wait_status(c: &mut Client, name: &str, done: impl Fn(&Value) -> bool) -> Val
     }
 }
 
+/// A call to `name`'s hook that hangs in it (30 s deadline), sent on `busy` without waiting for
+/// its answer: `name` stops slowly (killed after the shutdown grace) while it is in flight.
+fn hang_call(busy: &mut Client, c: &mut Client, name: &str) {
+    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
+                      "params": invoke(&format!("on:{name}"), json!({"act": "hang"}),
+                                       Some(30_000))}));
+    wait_status(c, name, |st| st["in_flight"] == 1);
+}
+
+/// The store's registry as it is now.
+fn registry(fx: &Fixture) -> Value {
+    serde_json::from_slice(&std::fs::read(fx.path("state/store/registry.json")).unwrap()).unwrap()
+}
+
+/// The store's registry entry of `name` put back as it was in `before` (a rename over it, as
+/// the store writes it), the other entries as they are now.
+fn put_back_in_registry(fx: &Fixture, before: &Value, name: &str) {
+    let mut after = registry(fx);
+    after["plugins"][name] = before["plugins"][name].clone();
+    let tmp = fx.path("state/store/registry.json.test");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&after).unwrap()).unwrap();
+    std::fs::rename(&tmp, fx.path("state/store/registry.json")).unwrap();
+}
+
 /// Wait until the daemon's log says `needle` (30 s at most).
 fn wait_log(s: &Serve, needle: &str) {
     let start = Instant::now();
@@ -431,10 +455,7 @@ fn updates_that_only_fit_together_are_run_together() {
         let lib = pack_needing(&fx, "lib", to, &[]);
         let req = format!("^{}", &to[..3]);
         let app = pack_needing(&fx, "app", to, &[("lib", &req)]);
-        busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
-                          "params": invoke(&format!("on:{slow}"), json!({"act": "hang"}),
-                                           Some(30_000))}));
-        wait_status(&mut c, slow, |st| st["in_flight"] == 1);
+        hang_call(&mut busy, &mut c, slow);
         store(&fx, &["install", &lib, &app]);
         // `other` never runs its new version while `slow`'s old one is still stopping (looked
         // at first: `slow`'s old incarnation only ends).
@@ -687,25 +708,18 @@ fn an_update_whose_dependency_update_did_not_happen_is_not_launched() {
     let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
     let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
     store(&fx, &["install", &lib1, &app1]);
-    let registry = fx.path("state/store/registry.json");
-    let before: Value = serde_json::from_slice(&std::fs::read(&registry).unwrap()).unwrap();
+    let before = registry(&fx);
     let log = fx.dir().join("audit.log");
     let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
     let mut c = s.client();
     let mut busy = s.client();
     c.ok("plugin_load", json!({"package": "app"})); // and lib
-    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
-                      "params": invoke("on:lib", json!({"act": "hang"}), Some(30_000))}));
-    wait_status(&mut c, "lib", |st| st["in_flight"] == 1);
+    hang_call(&mut busy, &mut c, "lib");
     store(&fx, &["install", &lib2, &app2]);
     // Both admitted: `lib` 0.1.0 stopping (the hanging call), `app` 0.1.0 ended, 0.2.0 waiting.
     wait_status(&mut c, "lib", |st| st["state"] == "stopping");
     // The registry goes back to the loaded `lib` for `lib` (`app` 0.2.0 still installed).
-    let mut after: Value = serde_json::from_slice(&std::fs::read(&registry).unwrap()).unwrap();
-    after["plugins"]["lib"] = before["plugins"]["lib"].clone();
-    let tmp = fx.path("state/store/registry.json.test");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&after).unwrap()).unwrap();
-    std::fs::rename(&tmp, &registry).unwrap();
+    put_back_in_registry(&fx, &before, "lib");
     wait_log(&s, "no longer installed");
     let lib = wait_status(&mut c, "lib", |st| st["state"] == "ready");
     assert_eq!(lib["version"], "0.1.0", "{lib}");
@@ -803,9 +817,7 @@ fn a_dependant_does_not_wait_for_ever_on_a_quarantined_dependency() {
     let mut c = s.client();
     let mut busy = s.client();
     c.ok("plugin_load", json!({"package": "app"})); // and lib
-    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
-                      "params": invoke("on:app", json!({"act": "hang"}), Some(30_000))}));
-    wait_status(&mut c, "app", |st| st["in_flight"] == 1);
+    hang_call(&mut busy, &mut c, "app");
     store(&fx, &["install", &lib2, &app2]);
     wait_status(&mut c, "app", |st| st["state"] == "stopping");
     let r = fx.run(&[
@@ -876,9 +888,7 @@ fn a_plugin_refused_while_its_update_waits_is_relaunched_on_the_update() {
     let mut c = s.client();
     let mut busy = s.client();
     c.ok("plugin_load", json!({"package": "app"})); // and lib
-    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
-                      "params": invoke("on:app", json!({"act": "hang"}), Some(30_000))}));
-    wait_status(&mut c, "app", |st| st["in_flight"] == 1);
+    hang_call(&mut busy, &mut c, "app");
     store(&fx, &["install", &lib2, &app2]);
     wait_status(&mut c, "app", |st| st["state"] == "stopping");
     let r = fx.run(&[
@@ -940,9 +950,7 @@ fn an_update_refused_for_an_unloading_plugin_is_run_once_it_is_gone() {
     let mut unloader = s.client();
     c.ok("plugin_load", json!({"package": "lib"}));
     c.ok("plugin_load", json!({ "package": tool }));
-    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
-                      "params": invoke("on:tool", json!({"act": "hang"}), Some(30_000))}));
-    wait_status(&mut c, "tool", |st| st["in_flight"] == 1);
+    hang_call(&mut busy, &mut c, "tool");
     unloader.send(
         &json!({"jsonrpc": "2.0", "id": 2, "method": "plugin_unload",
                           "params": {"name": "tool"}}),
@@ -981,8 +989,7 @@ fn a_quarantined_plugin_whose_update_does_not_fit_stays_quarantined() {
     let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
     let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
     store(&fx, &["install", &lib1, &app1]);
-    let registry = fx.path("state/store/registry.json");
-    let before: Value = serde_json::from_slice(&std::fs::read(&registry).unwrap()).unwrap();
+    let before = registry(&fx);
     let log = fx.dir().join("audit.log");
     let config = CONFIG.replace("max_crashes = 100", "max_crashes = 2");
     let s = Serve::start(&fx, &config, Some(&audited(&log)));
@@ -1000,17 +1007,11 @@ fn a_quarantined_plugin_whose_update_does_not_fit_stays_quarantined() {
     }
     let lib = wait_status(&mut c, "lib", |st| st["state"] == "quarantined");
     assert_eq!(lib["crashes"], 2, "{lib}");
-    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
-                      "params": invoke("on:app", json!({"act": "hang"}), Some(30_000))}));
-    wait_status(&mut c, "app", |st| st["in_flight"] == 1);
+    hang_call(&mut busy, &mut c, "app");
     store(&fx, &["install", &lib2, &app2]);
     // Both admitted: `app` 0.1.0 stopping (the hanging call), `lib` 0.2.0 waiting for it.
     wait_status(&mut c, "app", |st| st["state"] == "stopping");
-    let mut after: Value = serde_json::from_slice(&std::fs::read(&registry).unwrap()).unwrap();
-    after["plugins"]["app"] = before["plugins"]["app"].clone();
-    let tmp = fx.path("state/store/registry.json.test");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&after).unwrap()).unwrap();
-    std::fs::rename(&tmp, &registry).unwrap();
+    put_back_in_registry(&fx, &before, "app");
     wait_log(&s, "no longer installed");
     let lib = wait_status(&mut c, "lib", |st| !st["store_change"].is_null());
     assert_eq!(
