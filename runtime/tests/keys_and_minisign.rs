@@ -700,22 +700,9 @@ fn secret_keys_others_may_read_or_write_are_refused() {
     let chmod = |p: &str, mode: u32| {
         std::fs::set_permissions(fx.path(p), std::fs::Permissions::from_mode(mode)).unwrap()
     };
-    let pack = [
-        "--json",
-        "pack",
-        "hello",
-        "--key",
-        "dev.key",
-        "--devcert",
-        "dev.cert",
-        "--intcert",
-        "int/ca.cert",
-        "-o",
-        "x.stockade",
-    ];
     for mode in [0o640, 0o604, 0o620, 0o602, 0o644] {
         chmod("dev.key", mode);
-        let r = fx.run(&pack);
+        let r = fx.run(PACK);
         assert_eq!(r.code, 77, "mode {mode:o}: {}", r.stdout);
         assert_eq!(r.kind(), "key.exposed");
         assert!(
@@ -761,7 +748,7 @@ fn secret_keys_others_may_read_or_write_are_refused() {
     assert!(!fx.path("g.grant").exists());
     chmod("dev.key", 0o600);
     chmod("root/ca.key", 0o400);
-    ok(fx.dir(), &pack[1..]);
+    ok(fx.dir(), &PACK[1..]);
     ok(fx.dir(), &["ca", "init", "-o", "int2", "--parent", "root"]);
 }
 
