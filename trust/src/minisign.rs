@@ -469,6 +469,37 @@ impl EncryptedSecretKey {
     }
 }
 
+/// Whether `data` is a minisign secret key file (what `pack` refuses to ship): a first line
+/// `untrusted comment:` and a second that decodes to the [`SECRET_KEY_BYTES`]-byte secret key
+/// layout (`Ed`, a KDF of none or `Sc`rypt, `B2`), as `minisign -G` and `stockade keygen` write
+/// it. More lenient than [`SecretKeyFile::parse`] on purpose: the key is not parsed further and
+/// its KDF parameters are not judged — a damaged key, or one [`KdfLimits::cost`] refuses, is no
+/// less someone's.
+pub fn looks_like_secret_key(data: &[u8]) -> bool {
+    if data.len() > MAX_TEXT_BYTES {
+        return false;
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return false;
+    };
+    let mut lines = text.lines();
+    if !lines
+        .next()
+        .is_some_and(|l| l.starts_with("untrusted comment:"))
+    {
+        return false;
+    }
+    let Some(line) = lines.next() else {
+        return false;
+    };
+    B64.decode(line.trim()).is_ok_and(|raw| {
+        raw.len() == SECRET_KEY_BYTES
+            && &raw[..2] == b"Ed"
+            && matches!(&raw[2..4], [0, 0] | b"Sc")
+            && &raw[4..6] == b"B2"
+    })
+}
+
 /// A secret key file: unencrypted, or encrypted and waiting for its password.
 #[derive(Debug)]
 pub enum SecretKeyFile {

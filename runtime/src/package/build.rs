@@ -7,7 +7,7 @@
 //! A file that is a minisign secret key is refused ([`BuildError::SecretKey`]): the easiest key
 //! to pass to `pack --key` is one kept beside the plugin, and packed it would be shipped — 0644,
 //! like every file — to every node that installs the package, its signature then worth nothing.
-//! Told by content ([`is_secret_key`]), whatever its name, encrypted keys included (a password
+//! Told by content ([`stockade_trust::minisign::looks_like_secret_key`]), whatever its name, encrypted keys included (a password
 //! guessed offline is as good).
 
 use super::extract::Limits;
@@ -183,7 +183,7 @@ pub fn build(root: &Path, limits: &Limits) -> Result<Payload, BuildError> {
                             source: std::io::Error::other(e),
                         }
                     })?;
-                if is_secret_key(&data) {
+                if stockade_trust::minisign::looks_like_secret_key(&data) {
                     return Err(BuildError::SecretKey(path.clone()));
                 }
                 if data.len() as u64 != *size {
@@ -243,38 +243,6 @@ pub fn build(root: &Path, limits: &Limits) -> Result<Payload, BuildError> {
     let gz = tar.into_inner().map_err(io_err(root))?;
     let bytes = gz.finish().map_err(io_err(root))?;
     Ok(Payload { files, bytes })
-}
-
-/// Whether `data` is a minisign secret key file: a first line `untrusted comment:` and a second
-/// that decodes to the 158-byte secret key layout (`Ed`, a KDF of none or `Sc`rypt, `B2`), as
-/// `minisign -G` and `stockade keygen` write it. The check does not parse the key further: a
-/// damaged key is no less someone's.
-pub fn is_secret_key(data: &[u8]) -> bool {
-    use base64::Engine;
-    if data.len() > 4096 {
-        return false;
-    }
-    let Ok(text) = std::str::from_utf8(data) else {
-        return false;
-    };
-    let mut lines = text.lines();
-    if !lines
-        .next()
-        .is_some_and(|l| l.starts_with("untrusted comment:"))
-    {
-        return false;
-    }
-    let Some(line) = lines.next() else {
-        return false;
-    };
-    base64::engine::general_purpose::STANDARD
-        .decode(line.trim())
-        .is_ok_and(|raw| {
-            raw.len() == 158
-                && &raw[..2] == b"Ed"
-                && matches!(&raw[2..4], [0, 0] | b"Sc")
-                && &raw[4..6] == b"B2"
-        })
 }
 
 fn key(i: &Item) -> &str {
