@@ -707,7 +707,17 @@ fn grant_refusals_each_have_their_own_kind() {
         verify("g.grant", "op.pub", "hello", "network:loopback", "1000010").code,
         0
     );
+    // Issued up to five minutes ahead of the checking clock (the granting machine's clock a
+    // little ahead of the node's) it counts; a second further, not yet (below).
+    assert_eq!(
+        verify("g.grant", "op.pub", "hello", "network:loopback", "999700").code,
+        0
+    );
     for (r, kind) in [
+        (
+            verify("g.grant", "op.pub", "hello", "network:loopback", "999699"),
+            "grant_not_yet_valid",
+        ),
         (
             verify("g.grant", "op.pub", "hello", "writable:/srv", "1000010"),
             "grant_missing",

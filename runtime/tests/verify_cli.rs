@@ -367,6 +367,40 @@ fn expired_and_not_yet_valid_certificates() {
     );
 }
 
+/// A developer certificate issued on a CA machine whose clock runs a little ahead of the node's
+/// (`ca issue` stamps its own "now" as `not_before`) is valid at once: up to five minutes ahead
+/// the start counts as reached (`trust::MAX_CLOCK_SKEW`, as for licenses). It was refused 83
+/// `validity.not_yet_valid` for those seconds, so a package signed and deployed at once failed
+/// on every node whose clock lagged the CA's. Further ahead it is still not valid yet.
+#[test]
+fn a_certificate_from_a_ca_clock_a_little_ahead_is_valid() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let fx = Fixture::with_dev_scope(&[]);
+    fx.hello_dir();
+    for (ahead, code) in [(120u64, 0), (900, 83)] {
+        let at = (now + ahead).to_string();
+        ok(
+            fx.dir(),
+            &[
+                "ca", "issue", "--ca", "int", "--pub", "dev.pub", "--now", &at, "-o", "dev.cert",
+                "--force",
+            ],
+        );
+        let out = format!("ahead-{ahead}.stockade");
+        let r = fx.pack_dir_with(&[], "hello", &out);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let r = fx.verify(&out, &[]);
+        if code == 0 {
+            assert_eq!(r.code, 0, "{ahead} s ahead: {}{}", r.stdout, r.stderr);
+        } else {
+            assert_fail(&r, code, "validity.not_yet_valid");
+        }
+    }
+}
+
 #[test]
 fn capability_beyond_ceiling() {
     let fx = Fixture::new();

@@ -143,9 +143,11 @@ impl Certificate {
         self.body.capabilities.iter().copied().collect()
     }
 
-    /// Whether `now` (unix seconds) is inside the validity window.
+    /// Whether `now` (unix seconds) is inside the validity window, its start widened by
+    /// [`crate::MAX_CLOCK_SKEW`] as [`crate::chain::check_validity`] does.
     pub fn valid_at(&self, now: u64) -> bool {
-        self.body.not_before <= now && now < self.body.not_after
+        self.body.not_before <= now.saturating_add(crate::MAX_CLOCK_SKEW)
+            && now < self.body.not_after
     }
 
     /// Sign `body` with the issuer key and render the certificate file. Checks syntax first, so
@@ -218,8 +220,8 @@ pub(crate) mod tests {
             key_id: pk.key_id.to_string(),
             capabilities: scope.ceiling().into_iter().collect(),
             scope,
-            not_before: 100,
-            not_after: 1000,
+            not_before: 1000,
+            not_after: 5000,
             issuer_key_id: issuer.public_key().key_id.to_string(),
         }
     }
@@ -234,7 +236,11 @@ pub(crate) mod tests {
         assert_eq!(c.body, b);
         c.verify_signature(&root.public_key()).unwrap();
         assert!(c.verify_signature(&int.public_key()).is_err());
-        assert!(c.valid_at(100) && !c.valid_at(1000) && !c.valid_at(99));
+        assert!(c.valid_at(1000) && !c.valid_at(5000));
+        // The start is widened by the clock skew a CA's clock may have over a node's.
+        assert!(
+            c.valid_at(1000 - crate::MAX_CLOCK_SKEW) && !c.valid_at(999 - crate::MAX_CLOCK_SKEW)
+        );
     }
 
     #[test]

@@ -167,7 +167,7 @@ pub fn verify_chain(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ValidityError {
-    /// `now` is before `not_before`.
+    /// `now` is before `not_before` by more than [`crate::MAX_CLOCK_SKEW`].
     #[error("{kind} certificate {serial} is not valid before {not_before} (now {now})")]
     NotYetValid {
         /// Which certificate.
@@ -193,11 +193,13 @@ pub enum ValidityError {
     },
 }
 
-/// Check each certificate's window at `now` (unix seconds).
+/// Check each certificate's window at `now` (unix seconds): its start may be up to
+/// [`crate::MAX_CLOCK_SKEW`] ahead of `now` (the issuing CA's clock a little ahead of this
+/// node's), its end is exact.
 pub fn check_validity(certs: &[&Certificate], now: u64) -> Result<(), ValidityError> {
     for c in certs {
         let b = &c.body;
-        if now < b.not_before {
+        if now.saturating_add(crate::MAX_CLOCK_SKEW) < b.not_before {
             return Err(ValidityError::NotYetValid {
                 kind: b.kind,
                 serial: b.serial.clone(),
@@ -311,13 +313,16 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        assert!(check_validity(&[&i], 500).is_ok());
+        assert!(check_validity(&[&i], 2000).is_ok());
+        // Up to MAX_CLOCK_SKEW before its start (the CA's clock ahead of ours) it is valid;
+        // a second more and it is not yet.
+        assert!(check_validity(&[&i], 1000 - crate::MAX_CLOCK_SKEW).is_ok());
         assert!(matches!(
-            check_validity(&[&i], 99),
+            check_validity(&[&i], 999 - crate::MAX_CLOCK_SKEW),
             Err(ValidityError::NotYetValid { .. })
         ));
         assert!(matches!(
-            check_validity(&[&i], 1000),
+            check_validity(&[&i], 5000),
             Err(ValidityError::Expired { .. })
         ));
     }

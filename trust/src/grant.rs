@@ -99,7 +99,7 @@ pub enum GrantError {
         /// Now.
         now: u64,
     },
-    /// Issued in the future.
+    /// Issued in the future, beyond [`crate::MAX_CLOCK_SKEW`].
     #[error("grant is not valid before {issued_at} (now {now})")]
     NotYetValid {
         /// Issue time.
@@ -326,7 +326,8 @@ impl Grant {
                 now,
             });
         }
-        if now < b.issued_at {
+        // The granting machine's clock may run a little ahead of this node's.
+        if now.saturating_add(crate::MAX_CLOCK_SKEW) < b.issued_at {
             return Err(GrantError::NotYetValid {
                 issued_at: b.issued_at,
                 now,
@@ -403,8 +404,8 @@ mod tests {
             plugin_version: "0.1.0".into(),
             scope: "any".into(),
             targets: vec!["network:loopback".into()],
-            issued_at: 10,
-            expires_at: 100,
+            issued_at: 1000,
+            expires_at: 2000,
             issuer_key_id: key.public_key().key_id.to_string(),
         }
     }
@@ -422,22 +423,42 @@ mod tests {
         let bytes = Grant::issue(&body(&op), &op).unwrap();
         let g = Grant::parse(&bytes).unwrap();
         let all = [g.clone()];
-        authorise(&all, &keys, &B, "network:loopback", 50).unwrap();
+        authorise(&all, &keys, &B, "network:loopback", 1500).unwrap();
         let kind = |r: Result<(), GrantError>| r.unwrap_err().kind();
         assert_eq!(
-            kind(authorise(&all, &keys, &B, "writable:/x", 50)),
+            kind(authorise(&all, &keys, &B, "writable:/x", 1500)),
             "grant_missing"
         );
         assert_eq!(
-            kind(authorise(&all, &keys, &B, "network:loopback", 100)),
+            kind(authorise(&all, &keys, &B, "network:loopback", 2000)),
             "grant_expired"
+        );
+        // Issued up to MAX_CLOCK_SKEW ahead of our clock (the granting machine's clock ahead of
+        // this node's) it counts; a second more and it is not valid yet.
+        authorise(
+            &all,
+            &keys,
+            &B,
+            "network:loopback",
+            1000 - crate::MAX_CLOCK_SKEW,
+        )
+        .unwrap();
+        assert_eq!(
+            kind(authorise(
+                &all,
+                &keys,
+                &B,
+                "network:loopback",
+                999 - crate::MAX_CLOCK_SKEW
+            )),
+            "grant_not_yet_valid"
         );
         let other = Binding {
             plugin: "other",
             ..B
         };
         assert_eq!(
-            kind(authorise(&all, &keys, &other, "network:loopback", 50)),
+            kind(authorise(&all, &keys, &other, "network:loopback", 1500)),
             "grant_wrong_plugin"
         );
         let v2 = Binding {
@@ -445,12 +466,12 @@ mod tests {
             ..B
         };
         assert_eq!(
-            kind(authorise(&all, &keys, &v2, "network:loopback", 50)),
+            kind(authorise(&all, &keys, &v2, "network:loopback", 1500)),
             "grant_wrong_version"
         );
         let stranger = SecretKey::from_seed([4; 32], [4; 8]).public_key();
         assert_eq!(
-            kind(authorise(&all, &[stranger], &B, "network:loopback", 50)),
+            kind(authorise(&all, &[stranger], &B, "network:loopback", 1500)),
             "grant_wrong_signer"
         );
         let tampered = String::from_utf8(bytes)
@@ -462,14 +483,14 @@ mod tests {
             ..B
         };
         assert_eq!(
-            kind(authorise(&t, &keys, &hellp, "network:loopback", 50)),
+            kind(authorise(&t, &keys, &hellp, "network:loopback", 1500)),
             "grant_tampered"
         );
         // Same key id, different key: still tampered/forged, never accepted.
         let forger = SecretKey::from_seed([5; 32], [3; 8]);
         let forged = [Grant::parse(&Grant::issue(&body(&forger), &forger).unwrap()).unwrap()];
         assert_eq!(
-            kind(authorise(&forged, &keys, &B, "network:loopback", 50)),
+            kind(authorise(&forged, &keys, &B, "network:loopback", 1500)),
             "grant_tampered"
         );
     }

@@ -37,3 +37,13 @@ pub mod license;
 pub mod minisign;
 pub mod signed;
 pub mod statement;
+
+/// How far the start of a signed document — a certificate's `not_before`, a grant's or a
+/// license's `issued_at` — may be ahead of this node's clock, in seconds. `ca issue`, `grant
+/// issue` and `node license` stamp "now" on the machine that signs, and the document is often
+/// used at once on other machines: without a margin a CA whose clock runs a few seconds ahead
+/// of a node's makes what it just signed refused there (`validity.not_yet_valid`) for those
+/// seconds. Five minutes is Kerberos' default tolerance; a document whose start is further
+/// ahead (a clock far off, or one meant for later) is still not valid yet. Only the start is
+/// widened: an expiry is never extended, and a revocation applies whatever its time.
+pub const MAX_CLOCK_SKEW: u64 = 300;

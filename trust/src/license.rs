@@ -34,8 +34,9 @@ pub const FIELD: &str = "license";
 
 /// How far a license's `issued_at` may be ahead of this node's clock (seconds): a CA's clock a
 /// little ahead must not make a license it just issued uninstallable, while one issued days
-/// ahead (a clock far off, or a license meant for later) is refused as not yet valid.
-pub const MAX_CLOCK_SKEW: u64 = 300;
+/// ahead (a clock far off, or a license meant for later) is refused as not yet valid. The one
+/// margin every signed document's start gets ([`crate::MAX_CLOCK_SKEW`]).
+pub use crate::MAX_CLOCK_SKEW;
 
 /// License state (seed 000: installs are blocked while frozen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
