@@ -1041,3 +1041,98 @@ fn a_quarantined_plugin_whose_update_does_not_fit_stays_quarantined() {
         "{recs:?}"
     );
 }
+
+/// Review-119 (helper-121): `lib`, `util` and `app` updated together (`app` 0.2.0 needs `lib`
+/// ^0.2 and `util` ^0.2). `lib` 0.2.0 runs; `util` 0.1.0 is slow to stop (a hanging call), so
+/// `app` 0.2.0 waits for it — and meanwhile `app`'s update is withdrawn (the registry back to
+/// the `app` 0.1.0 loaded). `app` 0.1.0 needs `lib` ^0.1: it is not relaunched beside `lib`
+/// 0.2.0 but held stopped (`plugin_status.held`, kind `store.dependency`, a `denial` record),
+/// and run again by itself once what it needs fits — here `lib` 0.1.0 installed again. The old daemon
+/// relaunched `app` 0.1.0 as a plain restart, with no dependency check, beside `lib` 0.2.0.
+#[test]
+fn a_plugin_whose_dependencies_changed_under_it_is_held_until_they_fit() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let util1 = pack_needing(&fx, "util", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1"), ("util", "^0.1")]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let util2 = pack_needing(&fx, "util", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2"), ("util", "^0.2")]);
+    store(&fx, &["install", &lib1, &util1, &app1]);
+    let before = registry(&fx);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib, util
+    hang_call(&mut busy, &mut c, "util");
+    store(&fx, &["install", &lib2, &util2, &app2]);
+    // `lib` 0.2.0 runs (`app` 0.1.0 ended), `util` 0.1.0 still stops, `app` 0.2.0 waits for it.
+    let lib = wait_status(&mut c, "lib", |st| {
+        st["version"] == "0.2.0" && st["state"] == "ready"
+    });
+    assert!(lib["store_change"].is_null(), "{lib}");
+    let util = c.ok("plugin_status", json!({"name": "util"}));
+    assert_eq!(util["state"], "stopping", "{util}");
+    put_back_in_registry(&fx, &before, "app");
+    wait_log(&s, "no longer installed");
+    let app = wait_status(&mut c, "app", |st| {
+        !st["held"].is_null() || st["state"] == "ready"
+    });
+    assert_ne!(
+        app["state"], "ready",
+        "app 0.1.0 runs beside lib 0.2.0: {app}"
+    );
+    assert_eq!(app["version"], "0.1.0", "{app}");
+    assert_eq!(app["state"], "stopped", "{app}");
+    assert_eq!(app["held"]["kind"], "store.dependency", "{app}");
+    assert!(app["store_change"].is_null(), "{app}");
+    // Held while it does not fit: the checks after it (util's relaunch, the periodic check)
+    // do not run it.
+    std::thread::sleep(Duration::from_millis(3000));
+    let app = c.ok("plugin_status", json!({"name": "app"}));
+    assert_eq!(app["state"], "stopped", "{app}");
+    // `util` 0.2.0 breaks the held `app` 0.1.0 (a held plugin is loaded, in its version):
+    // refused at its relaunch, `util` 0.1.0 relaunched.
+    let util = wait_status(&mut c, "util", |st| st["state"] == "ready");
+    assert_eq!(util["version"], "0.1.0", "{util}");
+    assert_eq!(
+        util["store_change"]["kind"], "store.breaks_dependent",
+        "{util}"
+    );
+    let recs = records(&log);
+    let denials: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "denial" && r["plugin"] == "app")
+        .collect();
+    assert_eq!(denials.len(), 1, "{denials:?}");
+    assert_eq!(denials[0]["detail"]["request"], "restart", "{denials:?}");
+    assert_eq!(denials[0]["detail"]["stage"], "dependencies", "{denials:?}");
+    assert!(
+        !recs
+            .iter()
+            .any(|r| r["event"] == "restart" && r["plugin"] == "app" && r["version"] == "0.1.0"),
+        "{recs:?}"
+    );
+    // `lib` 0.1.0 installed again (a forced downgrade): admitted (the held `app` 0.1.0 accepts
+    // it) and relaunched, and then `app` 0.1.0 fits and is launched by itself.
+    store(&fx, &["install", "--force", &lib1]);
+    let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
+    assert_eq!(app["version"], "0.1.0", "{app}");
+    assert!(app["held"].is_null(), "{app}");
+    let lib = c.ok("plugin_status", json!({"name": "lib"}));
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    let r = c.ok("hook_invoke", invoke("on:app", json!({"act": "ok"}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+    let recs = records(&log);
+    assert!(
+        recs.iter().any(|r| r["event"] == "restart"
+            && r["plugin"] == "app"
+            && r["version"] == "0.1.0"
+            && r["detail"]["reason"] == "dependencies_fit"),
+        "{recs:?}"
+    );
+}

@@ -110,6 +110,11 @@ pub enum Phase {
     Unloading,
     /// `plugin_restart` of a running plugin: stopping, then launched again at once.
     Relaunch,
+    /// Not relaunched: its package does not fit the versions of the other plugins loaded now
+    /// (a dependency relaunched on an update while this plugin's own update was withdrawn,
+    /// [`Daemon::hold_unfit`]). No process; launched again once it fits (`supervise_one`) or
+    /// an update is admitted for it.
+    Held,
 }
 
 /// A held sandbox for a plugin's next incarnation (`[serve] warm`): built, with every layer in
@@ -198,6 +203,9 @@ pub struct Entry {
     /// A change of the store not applied to it, and why (`plugin_status.store_change`): a
     /// removal it is kept through (loaded plugins depend on it), an update refused.
     store_change: Option<installed::StoreChange>,
+    /// Why it is [`Phase::Held`] (`plugin_status.held`): the dependency check its relaunch
+    /// failed.
+    held: Option<installed::Held>,
     /// Why the daemon itself unloads it (`{"kind": "removed", "message"}`), said by its
     /// `unloaded` notification; none for an agent's `plugin_unload`.
     unload_reason: Option<Value>,
@@ -817,6 +825,7 @@ impl Daemon {
             from_store: false,
             update: None,
             store_change: None,
+            held: None,
             unload_reason: None,
         };
         entry.expires = chain_expiry(&entry.pkg);
@@ -1231,7 +1240,9 @@ impl Daemon {
         if self.plugins[&name].phase == Phase::Unloading {
             return Err(RpcError::new(codes::UNAVAILABLE, "the plugin is unloading"));
         }
-        if self.plugins[&name].phase == Phase::Quarantined {
+        // Not launched while what it needs is not loaded in fitting versions: a quarantine
+        // lifted, or a plugin held for that (its relaunch would hold it again).
+        if matches!(self.plugins[&name].phase, Phase::Quarantined | Phase::Held) {
             self.dependencies_loaded(&name)?;
         }
         // Verified again before anything is stopped or lifted: a package the trust
@@ -1301,6 +1312,7 @@ impl Daemon {
             "trust_refusal": e.trust_refusal.as_ref().map(TrustRefusal::to_json),
             "from_store": e.from_store,
             "store_change": e.store_change.as_ref().map(|c| c.to_json()),
+            "held": e.held.as_ref().filter(|_| e.phase == Phase::Held).map(|h| h.to_json()),
         })
     }
 
@@ -1712,7 +1724,9 @@ impl Daemon {
         if e.slot.is_some() {
             return; // starting or stopping: nothing to decide yet
         }
-        match e.phase {
+        // Matched by value: the held plugin's guard asks the whole daemon (`loaded_fits`).
+        let phase = e.phase;
+        match phase {
             Phase::Unloading => {
                 // Unloaded on purpose: a quarantine recorded for it ends with it.
                 if let Err(err) = self.quarantines.clear(name) {
@@ -1789,6 +1803,19 @@ impl Daemon {
                 if due && !self.update_waits(name) {
                     self.relaunch(name, now);
                 }
+            }
+            // Held for its dependencies: launched again as soon as it fits what is loaded (a
+            // dependency relaunched on another version, unloaded), looked at every turn — a
+            // held plugin has no process and no timer, and what changes that is another
+            // plugin's relaunch or unload, which the loop sees.
+            Phase::Held if self.loaded_fits(name).is_ok() => {
+                log_line(&format!(
+                    "plugin {}: what it needs is loaded in fitting versions now; relaunching it",
+                    term(name)
+                ));
+                let e = self.plugins.get_mut(name).expect("present");
+                e.relaunch_for = Some("dependencies_fit");
+                self.relaunch(name, now);
             }
             _ => {}
         }
@@ -2207,6 +2234,18 @@ impl Daemon {
             if self.update_unfit(name, err) {
                 return; // quarantined again, as it was when the update was to run
             }
+        }
+        // No update to take (none admitted, withdrawn, or refused just now): the loaded package
+        // must fit what is loaded now as well — its dependencies may have been relaunched on
+        // versions it does not accept while its own update waited (and was then withdrawn).
+        // Not fitting, it is held stopped, never launched beside them.
+        if self.plugins.get(name).is_some_and(|e| e.update.is_none()) {
+            if let Err(err) = self.loaded_fits(name) {
+                return self.hold_unfit(name, err);
+            }
+        }
+        if let Some(e) = self.plugins.get_mut(name) {
+            e.held = None;
         }
         let from = self.take_update(name);
         // A restart is a new launch of the package: whom the trust directory trusts now decides
