@@ -841,19 +841,9 @@ fn a_dependant_does_not_wait_for_ever_on_a_quarantined_dependency() {
     assert!(app["store_change"].is_null(), "{app}");
 }
 
-/// Helper-120: as above, but `lib` 0.2.0 is signed under another certificate (dev2b: the same
-/// author key, as the store's author pinning requires, certified again): only the loaded `lib`
-/// 0.1.0's certificate (dev2's serial) is revoked while the update waits for its relaunch. The
-/// refusal is the old package's: `lib` is relaunched on 0.2.0 (verified again at that
-/// relaunch) and `app` 0.2.0 after it. The old daemon quarantined `lib` 0.1.0 with the update
-/// kept pending, which only a relaunch takes: the store check skipped it ("admitted
-/// already"), `plugin_restart` judged the revoked 0.1.0; the good 0.2.0 never ran.
-#[test]
-fn a_plugin_refused_while_its_update_waits_is_relaunched_on_the_update() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fixture::new();
+/// Developer `dev2`, and its key certified a second time as `dev2b` (another serial; the same
+/// author key, as the store's author pinning requires): the serial of `dev2`'s certificate.
+fn dev2_certified_twice(fx: &Fixture) -> String {
     fx.add_developer("dev2");
     // dev2's key certified a second time (another serial), its copy named for that certificate.
     std::fs::copy(fx.path("dev2.key"), fx.path("dev2b.key")).unwrap();
@@ -878,6 +868,23 @@ fn a_plugin_refused_while_its_update_waits_is_relaunched_on_the_update() {
     };
     let (old_serial, new_serial) = (serial("dev2.cert"), serial("dev2b.cert"));
     assert_ne!(old_serial, new_serial);
+    old_serial
+}
+
+/// Helper-120: as above, but `lib` 0.2.0 is signed under another certificate (dev2b: the same
+/// author key, as the store's author pinning requires, certified again): only the loaded `lib`
+/// 0.1.0's certificate (dev2's serial) is revoked while the update waits for its relaunch. The
+/// refusal is the old package's: `lib` is relaunched on 0.2.0 (verified again at that
+/// relaunch) and `app` 0.2.0 after it. The old daemon quarantined `lib` 0.1.0 with the update
+/// kept pending, which only a relaunch takes: the store check skipped it ("admitted
+/// already"), `plugin_restart` judged the revoked 0.1.0; the good 0.2.0 never ran.
+#[test]
+fn a_plugin_refused_while_its_update_waits_is_relaunched_on_the_update() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let old_serial = dev2_certified_twice(&fx);
     let lib1 = pack_needing_as(&fx, "dev2", "lib", "0.1.0", &[]);
     let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
     let lib2 = pack_needing_as(&fx, "dev2b", "lib", "0.2.0", &[]);
@@ -1135,4 +1142,79 @@ fn a_plugin_whose_dependencies_changed_under_it_is_held_until_they_fit() {
             && r["detail"]["reason"] == "dependencies_fit"),
         "{recs:?}"
     );
+}
+
+/// Helper-120 (helper-121): as `a_plugin_refused_while_its_update_waits_is_relaunched_on_the_update`,
+/// but an agent's `plugin_restart lib` finds `lib` 0.1.0's
+/// certificate revoked before the periodic check does. The restart relaunches `lib` on its
+/// update (verified again then), so it is not refused: the answer says so, with the update's
+/// version. The old daemon answered `load_failed` with the revocation (and a `denial` of the
+/// restart) and then relaunched `lib` on 0.2.0 all the same.
+#[test]
+fn plugin_restart_of_a_plugin_refused_while_its_update_waits_answers_the_update() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let old_serial = dev2_certified_twice(&fx);
+    let lib1 = pack_needing_as(&fx, "dev2", "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing_as(&fx, "dev2b", "lib", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let log = fx.dir().join("audit.log");
+    // A slower periodic check: the revocation is found by the restart, not by the check.
+    let config = CONFIG.replace(
+        "trust_check_interval_ms = 200",
+        "trust_check_interval_ms = 1500",
+    );
+    let s = Serve::start(&fx, &config, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    hang_call(&mut busy, &mut c, "app");
+    store(&fx, &["install", &lib2, &app2]);
+    // Admitted: `app` 0.1.0 stopping (the hanging call), `lib` 0.2.0 waiting for it.
+    wait_status(&mut c, "app", |st| st["state"] == "stopping");
+    let r = fx.run(&[
+        "ca",
+        "revoke",
+        "--ca",
+        "root",
+        "-o",
+        "trust/revocations.json",
+        "--serial",
+        &old_serial,
+    ]);
+    assert_eq!(r.code, 0, "revoke: {}", r.stderr);
+    let answer = c.ok("plugin_restart", json!({"name": "lib"}));
+    assert_eq!(answer["restarting"], true, "{answer}");
+    assert_eq!(answer["update"]["version"], "0.2.0", "{answer}");
+    assert_eq!(answer["update"]["from_version"], "0.1.0", "{answer}");
+    let lib = wait_status(&mut c, "lib", |st| {
+        st["state"] == "ready" || st["state"] == "quarantined"
+    });
+    assert_eq!(lib["state"], "ready", "{lib}");
+    assert_eq!(lib["version"], "0.2.0", "{lib}");
+    let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
+    assert_eq!(app["version"], "0.2.0", "{app}");
+    let recs = records(&log);
+    // The old package's refusal is said (a quarantine record found by the restart); the
+    // restart itself was not refused.
+    assert!(
+        recs.iter().any(|r| r["event"] == "quarantine"
+            && r["plugin"] == "lib"
+            && r["version"] == "0.1.0"
+            && r["detail"]["request"] == "plugin_restart"),
+        "{recs:?}"
+    );
+    assert!(
+        !recs
+            .iter()
+            .any(|r| r["event"] == "denial" && r["plugin"] == "lib"),
+        "{recs:?}"
+    );
+    // A plain restart answers no update.
+    let answer = c.ok("plugin_restart", json!({"name": "app"}));
+    assert!(answer["update"].is_null(), "{answer}");
 }

@@ -1249,16 +1249,29 @@ impl Daemon {
         // configuration now refuses is not started again. When its certificate itself is
         // refused (revoked, no longer under a pinned root), a running incarnation is stopped too,
         // as at SIGHUP; a refusal of the configuration (an invalid list) only refuses the restart.
+        //
+        // With a store update admitted and waiting for this relaunch, the refusal of the loaded
+        // package is that package's, and the relaunch launches the update, verified again then
+        // (`trust_quarantine`, as the periodic check does it): the restart is not refused, and
+        // the answer says it is onto the update. Answered with the refusal, the agent was told
+        // the restart was refused while the plugin was relaunched on its update.
         if let Err(refusal) = self.recheck(&name, now) {
+            let e = &self.plugins[&name];
+            let onto_update = refusal.about == About::Package && e.ever_ready && e.update.is_some();
             let err = refusal.load_failed();
-            let mut rec = self.plugins[&name].audit.clone();
-            rec.event = Event::Denial;
-            rec.outcome = "refused".into();
-            rec.detail = json!({"request": "plugin_restart", "stage": "verification",
-                                "kind": refusal.kind, "error": refusal.message});
-            self.audit(rec);
+            if !onto_update {
+                let mut rec = e.audit.clone();
+                rec.event = Event::Denial;
+                rec.outcome = "refused".into();
+                rec.detail = json!({"request": "plugin_restart", "stage": "verification",
+                                    "kind": refusal.kind, "error": refusal.message});
+                self.audit(rec);
+            }
             if refusal.about == About::Package {
                 self.trust_quarantine(&name, refusal, "plugin_restart", now);
+            }
+            if onto_update {
+                return Ok(self.restart_answer(&name));
             }
             return Err(err);
         }
@@ -1282,7 +1295,19 @@ impl Daemon {
             }
             None => e.phase = Phase::Restarting(now),
         }
-        Ok(json!({"name": name, "restarting": true}))
+        Ok(self.restart_answer(&name))
+    }
+
+    /// `plugin_restart`'s answer: `update` names the store update the relaunch takes
+    /// (`{"version", "from_version"}`; checked again at that relaunch, docs/store.md), null
+    /// when it relaunches the package loaded.
+    fn restart_answer(&self, name: &str) -> Value {
+        let update = self.plugins.get(name).and_then(|e| {
+            let up = e.update.as_ref()?;
+            Some(json!({"version": up.version(),
+                        "from_version": e.pkg.manifest.version().to_string()}))
+        });
+        json!({"name": name, "restarting": true, "update": update})
     }
 
     /// `plugin_status` of one plugin.

@@ -77,6 +77,8 @@
 //! the old package's, and the relaunch checks the new one (`update_fits`, verified again).
 //! Quarantined with the update kept, the update never ran: only a relaunch takes it, the
 //! check skips an update admitted already, and `plugin_restart` judged the revoked package.
+//! An agent's `plugin_restart` finding that refusal is so not refused: it answers with the
+//! update the relaunch takes.
 //!
 //! **Refused.** The loaded version runs on, untouched: a `denial` record (`detail.request`
 //! `"update"`), one log line and `plugin_status.store_change` with the refusal's kind, exit
@@ -101,6 +103,13 @@ pub(crate) struct Update {
     /// ([`Daemon::update_unfit`]), it goes back to that quarantine instead of the loaded
     /// package being launched again.
     pub(super) quarantined: bool,
+}
+
+impl Update {
+    /// The new version.
+    pub(super) fn version(&self) -> String {
+        self.pkg.manifest.version().to_string()
+    }
 }
 
 /// A change of the store not applied to a loaded plugin (`plugin_status.store_change`).
