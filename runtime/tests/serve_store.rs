@@ -1218,3 +1218,57 @@ fn plugin_restart_of_a_plugin_refused_while_its_update_waits_answers_the_update(
     let answer = c.ok("plugin_restart", json!({"name": "app"}));
     assert!(answer["update"].is_null(), "{answer}");
 }
+
+/// Review-119 (helper-121): an update admitted at one check and still waiting for its
+/// relaunch counts in its new version at the next check. `lib` and `app` are updated together
+/// (`app` 0.2.0 needs `lib` ^0.2) and `lib` 0.1.0 is slow to stop (a hanging call); meanwhile
+/// `tool` 0.2.0, needing `lib` ^0.2, is installed. It fits the `lib` 0.2.0 about to run: it
+/// is admitted at once and relaunched after `lib`. The old daemon judged it against the `lib`
+/// 0.1.0 being replaced: refused (a `denial`, `store_change`), then judged again and run once
+/// `lib` 0.2.0 ran — and a `tool` update fitting only `lib` 0.1.0 was admitted, to be refused
+/// at its relaunch.
+#[test]
+fn an_update_waiting_for_its_relaunch_counts_in_its_new_version_at_the_next_check() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let tool1 = pack_needing(&fx, "tool", "0.1.0", &[]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    let tool2 = pack_needing(&fx, "tool", "0.2.0", &[("lib", "^0.2")]);
+    store(&fx, &["install", &lib1, &app1, &tool1]);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    c.ok("plugin_load", json!({"package": "tool"}));
+    hang_call(&mut busy, &mut c, "lib");
+    store(&fx, &["install", &lib2, &app2]);
+    wait_status(&mut c, "lib", |st| st["state"] == "stopping");
+    store(&fx, &["install", &tool2]);
+    let tool = wait_status(&mut c, "tool", |st| {
+        !st["store_change"].is_null() || st["state"] != "ready"
+    });
+    assert!(
+        tool["store_change"].is_null(),
+        "tool 0.2.0 judged against the lib 0.1.0 being replaced: {tool}"
+    );
+    // Judged while `lib` 0.1.0 was still stopping.
+    let lib = c.ok("plugin_status", json!({"name": "lib"}));
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    let tool = wait_status(&mut c, "tool", |st| st["state"] == "ready");
+    assert_eq!(tool["version"], "0.2.0", "{tool}");
+    let lib = c.ok("plugin_status", json!({"name": "lib"}));
+    assert_eq!(lib["version"], "0.2.0", "{lib}");
+    let recs = records(&log);
+    assert!(
+        !recs
+            .iter()
+            .any(|r| r["event"] == "denial" && r["plugin"] == "tool"),
+        "{recs:?}"
+    );
+}

@@ -34,7 +34,8 @@
 //! package's own. Then the dependencies of the packages that passed are judged together, as
 //! `stockade install` judges the packages of one install
 //! ([`stockade_policy::deps::plan_updates`] over the loaded plugins, each updated one replaced
-//! by its new version): a pair that only fits together (`lib` 2 breaking the running `app` 1,
+//! by its new version, and one whose update an earlier check admitted and that waits for its
+//! relaunch in that update's version, the one about to run): a pair that only fits together (`lib` 2 breaking the running `app` 1,
 //! `app` 2 needing `lib` 2) is admitted together. A set that does not fit is cut down one
 //! package at a time — the one the refusal is about: the new version that breaks a loaded
 //! plugin which is not updated, the last update on the chain of an unmet requirement — and the
@@ -501,7 +502,21 @@ impl Daemon {
             .iter()
             .map(|(_, _, p)| p.manifest.dep_node())
             .collect();
-        let plan = stockade_policy::deps::plan_updates(&self.loaded_nodes(|_| false), &nodes);
+        // What runs: the loaded plugins, each with an update admitted at an earlier check and
+        // still waiting for its relaunch in that update's version — the one about to run
+        // (`update_waits` orders the relaunches; `update_fits` checks each again should that
+        // update not happen after all). Judged against the version being replaced, an update
+        // fitting only the new one was refused and run at a later check, and one fitting only
+        // the old one admitted, to be refused at its relaunch.
+        let mut running = self.loaded_nodes(|_| false);
+        for (n, node) in running.iter_mut() {
+            if let Some(up) = self.plugins.get(n).and_then(|e| e.update.as_ref()) {
+                let mut new = up.pkg.manifest.dep_node();
+                new.requires.retain(|dep, _| self.plugins.contains_key(dep));
+                *node = new;
+            }
+        }
+        let plan = stockade_policy::deps::plan_updates(&running, &nodes);
         let mut verified: BTreeMap<String, (crate::store::Installed, VerifiedPackage)> =
             verified.into_iter().map(|(n, i, p)| (n, (i, p))).collect();
         let labels: BTreeMap<String, String> = verified
