@@ -1272,3 +1272,58 @@ fn an_update_waiting_for_its_relaunch_counts_in_its_new_version_at_the_next_chec
         "{recs:?}"
     );
 }
+
+/// Helper-121: an update's relaunch put off for the moment — the revocation list made invalid
+/// while `lib` 0.1.0 stops for its update (a hanging call), so the relaunch's trust check
+/// cannot be made and is tried again after the backoff — is still said as the update once the
+/// list is fixed and `lib` 0.2.0 launched: its `restart` record has `reason` `"update"` and
+/// `from_version`. The old daemon had taken the update at the first attempt and forgotten the
+/// version it replaced: the record said `update` with no `from_version` (after a refusal of
+/// the host, uids or cgroups exhausted, no reason at all).
+#[test]
+fn an_update_relaunch_put_off_is_still_recorded_as_the_update() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    store(&fx, &["install", &lib1]);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "lib"}));
+    hang_call(&mut busy, &mut c, "lib");
+    store(&fx, &["install", &lib2]);
+    wait_status(&mut c, "lib", |st| st["state"] == "stopping");
+    std::fs::write(fx.path("trust/revocations.json"), b"{ not a list").unwrap();
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "restarting");
+    assert_eq!(
+        lib["trust_refusal"]["kind"], "revocation.list_invalid",
+        "{lib}"
+    );
+    let r = fx.run(&[
+        "ca",
+        "revoke",
+        "--ca",
+        "root",
+        "-o",
+        "trust/revocations.json",
+    ]);
+    assert_eq!(r.code, 0, "revoke: {}", r.stderr);
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "ready");
+    assert_eq!(lib["version"], "0.2.0", "{lib}");
+    let recs = records(&log);
+    let restarts: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "restart" && r["plugin"] == "lib")
+        .collect();
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    assert_eq!(restarts[0]["version"], "0.2.0", "{restarts:?}");
+    assert_eq!(restarts[0]["detail"]["reason"], "update", "{restarts:?}");
+    assert_eq!(
+        restarts[0]["detail"]["from_version"], "0.1.0",
+        "{restarts:?}"
+    );
+}

@@ -206,6 +206,11 @@ pub struct Entry {
     /// Why it is [`Phase::Held`] (`plugin_status.held`): the dependency check its relaunch
     /// failed.
     held: Option<installed::Held>,
+    /// The version a store update taken at a relaunch replaced ([`Daemon::take_update`]),
+    /// until that relaunch's launch is had: a launch put off for the moment (the trust
+    /// configuration unusable, the host out of uids) and tried again is still the update's,
+    /// and its `restart` record says so (`reason` `"update"`, `from_version`).
+    update_from: Option<String>,
     /// Why the daemon itself unloads it (`{"kind": "removed", "message"}`), said by its
     /// `unloaded` notification; none for an agent's `plugin_unload`.
     unload_reason: Option<Value>,
@@ -826,6 +831,7 @@ impl Daemon {
             update: None,
             store_change: None,
             held: None,
+            update_from: None,
             unload_reason: None,
         };
         entry.expires = chain_expiry(&entry.pkg);
@@ -2272,7 +2278,11 @@ impl Daemon {
         if let Some(e) = self.plugins.get_mut(name) {
             e.held = None;
         }
-        let from = self.take_update(name);
+        if let Some(from) = self.take_update(name) {
+            if let Some(e) = self.plugins.get_mut(name) {
+                e.update_from = Some(from);
+            }
+        }
         // A restart is a new launch of the package: whom the trust directory trusts now decides
         // it, not whom it trusted at the load. Refused, it is not a crash: when the refusal is
         // about the package, quarantined for its reason until `plugin_restart` finds it trusted
@@ -2284,6 +2294,10 @@ impl Daemon {
                     term(name),
                     term(&refusal.message)
                 ));
+                // Its quarantine record says it; a later launch is `plugin_restart`'s.
+                if let Some(e) = self.plugins.get_mut(name) {
+                    e.update_from = None;
+                }
                 return self.trust_quarantine(name, refusal, "restart", now);
             }
             return self.retry_later(name, refusal, now);
@@ -2298,14 +2312,16 @@ impl Daemon {
             extra["reason"] = json!(why);
         }
         // Said as the update it is, whoever asked for the relaunch that ran it (an agent's
-        // `plugin_restart` in between included).
-        if let Some(from) = from {
+        // `plugin_restart` in between included), and when its launch was put off for the
+        // moment and is tried again (`update_from` kept until the launch is had).
+        if let Some(from) = &e.update_from {
             extra["reason"] = json!("update");
             extra["from_version"] = json!(from);
         }
         let r = self.launch(&mut e, Event::Restart, extra);
         match r {
             Ok(slot) => {
+                e.update_from = None;
                 e.slot = Some(slot);
                 e.restarts += 1;
                 e.host_retries = 0;
@@ -2340,6 +2356,8 @@ impl Daemon {
                 );
             }
             Err((_, err)) => {
+                // Its `restart` record (`failed`) said the update; what follows is a crash's.
+                e.update_from = None;
                 log_line(&format!(
                     "plugin {}: restart failed: {}",
                     term(name),
