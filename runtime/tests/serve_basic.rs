@@ -533,6 +533,23 @@ fn the_load_list_starts_dependencies_first_and_refuses_what_cannot_be_satisfied(
         "{}",
         s.log()
     );
+    // Its restart still runs it: a dependency unloaded by force is not asked for by the
+    // relaunch's dependency check (only one loaded in a version it does not accept holds it).
+    c.ok("plugin_restart", json!({"name": "app"}));
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let st = c.ok("plugin_status", json!({"name": "app"}));
+        if st["restarts"] == 1 && st["state"] == "ready" {
+            assert!(st["held"].is_null(), "{st}");
+            break;
+        }
+        assert!(st["held"].is_null(), "{st}");
+        assert!(
+            std::time::Instant::now() < until,
+            "app not relaunched: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(s.stop(), 0);
     let mut s = Serve::start(&fx, &toml(&["lib"]), Some(POLICY));
     poll_ready(&mut s.client(), "lib");

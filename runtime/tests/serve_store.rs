@@ -841,19 +841,9 @@ fn a_dependant_does_not_wait_for_ever_on_a_quarantined_dependency() {
     assert!(app["store_change"].is_null(), "{app}");
 }
 
-/// Helper-120: as above, but `lib` 0.2.0 is signed under another certificate (dev2b: the same
-/// author key, as the store's author pinning requires, certified again): only the loaded `lib`
-/// 0.1.0's certificate (dev2's serial) is revoked while the update waits for its relaunch. The
-/// refusal is the old package's: `lib` is relaunched on 0.2.0 (verified again at that
-/// relaunch) and `app` 0.2.0 after it. The old daemon quarantined `lib` 0.1.0 with the update
-/// kept pending, which only a relaunch takes: the store check skipped it ("admitted
-/// already"), `plugin_restart` judged the revoked 0.1.0; the good 0.2.0 never ran.
-#[test]
-fn a_plugin_refused_while_its_update_waits_is_relaunched_on_the_update() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fixture::new();
+/// Developer `dev2`, and its key certified a second time as `dev2b` (another serial; the same
+/// author key, as the store's author pinning requires): the serial of `dev2`'s certificate.
+fn dev2_certified_twice(fx: &Fixture) -> String {
     fx.add_developer("dev2");
     // dev2's key certified a second time (another serial), its copy named for that certificate.
     std::fs::copy(fx.path("dev2.key"), fx.path("dev2b.key")).unwrap();
@@ -878,6 +868,23 @@ fn a_plugin_refused_while_its_update_waits_is_relaunched_on_the_update() {
     };
     let (old_serial, new_serial) = (serial("dev2.cert"), serial("dev2b.cert"));
     assert_ne!(old_serial, new_serial);
+    old_serial
+}
+
+/// Helper-120: as above, but `lib` 0.2.0 is signed under another certificate (dev2b: the same
+/// author key, as the store's author pinning requires, certified again): only the loaded `lib`
+/// 0.1.0's certificate (dev2's serial) is revoked while the update waits for its relaunch. The
+/// refusal is the old package's: `lib` is relaunched on 0.2.0 (verified again at that
+/// relaunch) and `app` 0.2.0 after it. The old daemon quarantined `lib` 0.1.0 with the update
+/// kept pending, which only a relaunch takes: the store check skipped it ("admitted
+/// already"), `plugin_restart` judged the revoked 0.1.0; the good 0.2.0 never ran.
+#[test]
+fn a_plugin_refused_while_its_update_waits_is_relaunched_on_the_update() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let old_serial = dev2_certified_twice(&fx);
     let lib1 = pack_needing_as(&fx, "dev2", "lib", "0.1.0", &[]);
     let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
     let lib2 = pack_needing_as(&fx, "dev2b", "lib", "0.2.0", &[]);
@@ -1039,5 +1046,284 @@ fn a_quarantined_plugin_whose_update_does_not_fit_stays_quarantined() {
             && r["plugin"] == "lib"
             && r["detail"]["reason"] == "update_refused"),
         "{recs:?}"
+    );
+}
+
+/// Review-119 (helper-121): `lib`, `util` and `app` updated together (`app` 0.2.0 needs `lib`
+/// ^0.2 and `util` ^0.2). `lib` 0.2.0 runs; `util` 0.1.0 is slow to stop (a hanging call), so
+/// `app` 0.2.0 waits for it — and meanwhile `app`'s update is withdrawn (the registry back to
+/// the `app` 0.1.0 loaded). `app` 0.1.0 needs `lib` ^0.1: it is not relaunched beside `lib`
+/// 0.2.0 but held stopped (`plugin_status.held`, kind `store.dependency`, a `denial` record),
+/// and run again by itself once what it needs fits — here `lib` 0.1.0 installed again. The old daemon
+/// relaunched `app` 0.1.0 as a plain restart, with no dependency check, beside `lib` 0.2.0.
+#[test]
+fn a_plugin_whose_dependencies_changed_under_it_is_held_until_they_fit() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let util1 = pack_needing(&fx, "util", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1"), ("util", "^0.1")]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let util2 = pack_needing(&fx, "util", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2"), ("util", "^0.2")]);
+    store(&fx, &["install", &lib1, &util1, &app1]);
+    let before = registry(&fx);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib, util
+    hang_call(&mut busy, &mut c, "util");
+    store(&fx, &["install", &lib2, &util2, &app2]);
+    // `lib` 0.2.0 runs (`app` 0.1.0 ended), `util` 0.1.0 still stops, `app` 0.2.0 waits for it.
+    let lib = wait_status(&mut c, "lib", |st| {
+        st["version"] == "0.2.0" && st["state"] == "ready"
+    });
+    assert!(lib["store_change"].is_null(), "{lib}");
+    let util = c.ok("plugin_status", json!({"name": "util"}));
+    assert_eq!(util["state"], "stopping", "{util}");
+    put_back_in_registry(&fx, &before, "app");
+    wait_log(&s, "no longer installed");
+    let app = wait_status(&mut c, "app", |st| {
+        !st["held"].is_null() || st["state"] == "ready"
+    });
+    assert_ne!(
+        app["state"], "ready",
+        "app 0.1.0 runs beside lib 0.2.0: {app}"
+    );
+    assert_eq!(app["version"], "0.1.0", "{app}");
+    assert_eq!(app["state"], "stopped", "{app}");
+    assert_eq!(app["held"]["kind"], "store.dependency", "{app}");
+    assert!(app["store_change"].is_null(), "{app}");
+    // Held while it does not fit: the checks after it (util's relaunch, the periodic check)
+    // do not run it.
+    std::thread::sleep(Duration::from_millis(3000));
+    let app = c.ok("plugin_status", json!({"name": "app"}));
+    assert_eq!(app["state"], "stopped", "{app}");
+    // `util` 0.2.0 breaks the held `app` 0.1.0 (a held plugin is loaded, in its version):
+    // refused at its relaunch, `util` 0.1.0 relaunched.
+    let util = wait_status(&mut c, "util", |st| st["state"] == "ready");
+    assert_eq!(util["version"], "0.1.0", "{util}");
+    assert_eq!(
+        util["store_change"]["kind"], "store.breaks_dependent",
+        "{util}"
+    );
+    let recs = records(&log);
+    let denials: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "denial" && r["plugin"] == "app")
+        .collect();
+    assert_eq!(denials.len(), 1, "{denials:?}");
+    assert_eq!(denials[0]["detail"]["request"], "restart", "{denials:?}");
+    assert_eq!(denials[0]["detail"]["stage"], "dependencies", "{denials:?}");
+    assert!(
+        !recs
+            .iter()
+            .any(|r| r["event"] == "restart" && r["plugin"] == "app" && r["version"] == "0.1.0"),
+        "{recs:?}"
+    );
+    // `lib` 0.1.0 installed again (a forced downgrade): admitted (the held `app` 0.1.0 accepts
+    // it) and relaunched, and then `app` 0.1.0 fits and is launched by itself.
+    store(&fx, &["install", "--force", &lib1]);
+    let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
+    assert_eq!(app["version"], "0.1.0", "{app}");
+    assert!(app["held"].is_null(), "{app}");
+    let lib = c.ok("plugin_status", json!({"name": "lib"}));
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    let r = c.ok("hook_invoke", invoke("on:app", json!({"act": "ok"}), None));
+    assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
+    let recs = records(&log);
+    assert!(
+        recs.iter().any(|r| r["event"] == "restart"
+            && r["plugin"] == "app"
+            && r["version"] == "0.1.0"
+            && r["detail"]["reason"] == "dependencies_fit"),
+        "{recs:?}"
+    );
+}
+
+/// Helper-120 (helper-121): as `a_plugin_refused_while_its_update_waits_is_relaunched_on_the_update`,
+/// but an agent's `plugin_restart lib` finds `lib` 0.1.0's
+/// certificate revoked before the periodic check does. The restart relaunches `lib` on its
+/// update (verified again then), so it is not refused: the answer says so, with the update's
+/// version. The old daemon answered `load_failed` with the revocation (and a `denial` of the
+/// restart) and then relaunched `lib` on 0.2.0 all the same.
+#[test]
+fn plugin_restart_of_a_plugin_refused_while_its_update_waits_answers_the_update() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let old_serial = dev2_certified_twice(&fx);
+    let lib1 = pack_needing_as(&fx, "dev2", "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing_as(&fx, "dev2b", "lib", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let log = fx.dir().join("audit.log");
+    // A slower periodic check: the revocation is found by the restart, not by the check.
+    let config = CONFIG.replace(
+        "trust_check_interval_ms = 200",
+        "trust_check_interval_ms = 1500",
+    );
+    let s = Serve::start(&fx, &config, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    hang_call(&mut busy, &mut c, "app");
+    store(&fx, &["install", &lib2, &app2]);
+    // Admitted: `app` 0.1.0 stopping (the hanging call), `lib` 0.2.0 waiting for it.
+    wait_status(&mut c, "app", |st| st["state"] == "stopping");
+    let r = fx.run(&[
+        "ca",
+        "revoke",
+        "--ca",
+        "root",
+        "-o",
+        "trust/revocations.json",
+        "--serial",
+        &old_serial,
+    ]);
+    assert_eq!(r.code, 0, "revoke: {}", r.stderr);
+    let answer = c.ok("plugin_restart", json!({"name": "lib"}));
+    assert_eq!(answer["restarting"], true, "{answer}");
+    assert_eq!(answer["update"]["version"], "0.2.0", "{answer}");
+    assert_eq!(answer["update"]["from_version"], "0.1.0", "{answer}");
+    let lib = wait_status(&mut c, "lib", |st| {
+        st["state"] == "ready" || st["state"] == "quarantined"
+    });
+    assert_eq!(lib["state"], "ready", "{lib}");
+    assert_eq!(lib["version"], "0.2.0", "{lib}");
+    let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
+    assert_eq!(app["version"], "0.2.0", "{app}");
+    let recs = records(&log);
+    // The old package's refusal is said (a quarantine record found by the restart); the
+    // restart itself was not refused.
+    assert!(
+        recs.iter().any(|r| r["event"] == "quarantine"
+            && r["plugin"] == "lib"
+            && r["version"] == "0.1.0"
+            && r["detail"]["request"] == "plugin_restart"),
+        "{recs:?}"
+    );
+    assert!(
+        !recs
+            .iter()
+            .any(|r| r["event"] == "denial" && r["plugin"] == "lib"),
+        "{recs:?}"
+    );
+    // A plain restart answers no update.
+    let answer = c.ok("plugin_restart", json!({"name": "app"}));
+    assert!(answer["update"].is_null(), "{answer}");
+}
+
+/// Review-119 (helper-121): an update admitted at one check and still waiting for its
+/// relaunch counts in its new version at the next check. `lib` and `app` are updated together
+/// (`app` 0.2.0 needs `lib` ^0.2) and `lib` 0.1.0 is slow to stop (a hanging call); meanwhile
+/// `tool` 0.2.0, needing `lib` ^0.2, is installed. It fits the `lib` 0.2.0 about to run: it
+/// is admitted at once and relaunched after `lib`. The old daemon judged it against the `lib`
+/// 0.1.0 being replaced: refused (a `denial`, `store_change`), then judged again and run once
+/// `lib` 0.2.0 ran — and a `tool` update fitting only `lib` 0.1.0 was admitted, to be refused
+/// at its relaunch.
+#[test]
+fn an_update_waiting_for_its_relaunch_counts_in_its_new_version_at_the_next_check() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let tool1 = pack_needing(&fx, "tool", "0.1.0", &[]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    let tool2 = pack_needing(&fx, "tool", "0.2.0", &[("lib", "^0.2")]);
+    store(&fx, &["install", &lib1, &app1, &tool1]);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    c.ok("plugin_load", json!({"package": "tool"}));
+    hang_call(&mut busy, &mut c, "lib");
+    store(&fx, &["install", &lib2, &app2]);
+    wait_status(&mut c, "lib", |st| st["state"] == "stopping");
+    store(&fx, &["install", &tool2]);
+    let tool = wait_status(&mut c, "tool", |st| {
+        !st["store_change"].is_null() || st["state"] != "ready"
+    });
+    assert!(
+        tool["store_change"].is_null(),
+        "tool 0.2.0 judged against the lib 0.1.0 being replaced: {tool}"
+    );
+    // Judged while `lib` 0.1.0 was still stopping.
+    let lib = c.ok("plugin_status", json!({"name": "lib"}));
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    let tool = wait_status(&mut c, "tool", |st| st["state"] == "ready");
+    assert_eq!(tool["version"], "0.2.0", "{tool}");
+    let lib = c.ok("plugin_status", json!({"name": "lib"}));
+    assert_eq!(lib["version"], "0.2.0", "{lib}");
+    let recs = records(&log);
+    assert!(
+        !recs
+            .iter()
+            .any(|r| r["event"] == "denial" && r["plugin"] == "tool"),
+        "{recs:?}"
+    );
+}
+
+/// Helper-121: an update's relaunch put off for the moment — the revocation list made invalid
+/// while `lib` 0.1.0 stops for its update (a hanging call), so the relaunch's trust check
+/// cannot be made and is tried again after the backoff — is still said as the update once the
+/// list is fixed and `lib` 0.2.0 launched: its `restart` record has `reason` `"update"` and
+/// `from_version`. The old daemon had taken the update at the first attempt and forgotten the
+/// version it replaced: the record said `update` with no `from_version` (after a refusal of
+/// the host, uids or cgroups exhausted, no reason at all).
+#[test]
+fn an_update_relaunch_put_off_is_still_recorded_as_the_update() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    store(&fx, &["install", &lib1]);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "lib"}));
+    hang_call(&mut busy, &mut c, "lib");
+    store(&fx, &["install", &lib2]);
+    wait_status(&mut c, "lib", |st| st["state"] == "stopping");
+    std::fs::write(fx.path("trust/revocations.json"), b"{ not a list").unwrap();
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "restarting");
+    assert_eq!(
+        lib["trust_refusal"]["kind"], "revocation.list_invalid",
+        "{lib}"
+    );
+    let r = fx.run(&[
+        "ca",
+        "revoke",
+        "--ca",
+        "root",
+        "-o",
+        "trust/revocations.json",
+    ]);
+    assert_eq!(r.code, 0, "revoke: {}", r.stderr);
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "ready");
+    assert_eq!(lib["version"], "0.2.0", "{lib}");
+    let recs = records(&log);
+    let restarts: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "restart" && r["plugin"] == "lib")
+        .collect();
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    assert_eq!(restarts[0]["version"], "0.2.0", "{restarts:?}");
+    assert_eq!(restarts[0]["detail"]["reason"], "update", "{restarts:?}");
+    assert_eq!(
+        restarts[0]["detail"]["from_version"], "0.1.0",
+        "{restarts:?}"
     );
 }

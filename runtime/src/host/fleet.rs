@@ -110,6 +110,11 @@ pub enum Phase {
     Unloading,
     /// `plugin_restart` of a running plugin: stopping, then launched again at once.
     Relaunch,
+    /// Not relaunched: its package does not fit the versions of the other plugins loaded now
+    /// (a dependency relaunched on an update while this plugin's own update was withdrawn,
+    /// [`Daemon::hold_unfit`]). No process; launched again once it fits (`supervise_one`) or
+    /// an update is admitted for it.
+    Held,
 }
 
 /// A held sandbox for a plugin's next incarnation (`[serve] warm`): built, with every layer in
@@ -198,6 +203,14 @@ pub struct Entry {
     /// A change of the store not applied to it, and why (`plugin_status.store_change`): a
     /// removal it is kept through (loaded plugins depend on it), an update refused.
     store_change: Option<installed::StoreChange>,
+    /// Why it is [`Phase::Held`] (`plugin_status.held`): the dependency check its relaunch
+    /// failed.
+    held: Option<installed::Held>,
+    /// The version a store update taken at a relaunch replaced ([`Daemon::take_update`]),
+    /// until that relaunch's launch is had: a launch put off for the moment (the trust
+    /// configuration unusable, the host out of uids) and tried again is still the update's,
+    /// and its `restart` record says so (`reason` `"update"`, `from_version`).
+    update_from: Option<String>,
     /// Why the daemon itself unloads it (`{"kind": "removed", "message"}`), said by its
     /// `unloaded` notification; none for an agent's `plugin_unload`.
     unload_reason: Option<Value>,
@@ -817,6 +830,8 @@ impl Daemon {
             from_store: false,
             update: None,
             store_change: None,
+            held: None,
+            update_from: None,
             unload_reason: None,
         };
         entry.expires = chain_expiry(&entry.pkg);
@@ -1231,23 +1246,38 @@ impl Daemon {
         if self.plugins[&name].phase == Phase::Unloading {
             return Err(RpcError::new(codes::UNAVAILABLE, "the plugin is unloading"));
         }
-        if self.plugins[&name].phase == Phase::Quarantined {
+        // Not launched while what it needs is not loaded in fitting versions: a quarantine
+        // lifted, or a plugin held for that (its relaunch would hold it again).
+        if matches!(self.plugins[&name].phase, Phase::Quarantined | Phase::Held) {
             self.dependencies_loaded(&name)?;
         }
         // Verified again before anything is stopped or lifted: a package the trust
         // configuration now refuses is not started again. When its certificate itself is
         // refused (revoked, no longer under a pinned root), a running incarnation is stopped too,
         // as at SIGHUP; a refusal of the configuration (an invalid list) only refuses the restart.
+        //
+        // With a store update admitted and waiting for this relaunch, the refusal of the loaded
+        // package is that package's, and the relaunch launches the update, verified again then
+        // (`trust_quarantine`, as the periodic check does it): the restart is not refused, and
+        // the answer says it is onto the update. Answered with the refusal, the agent was told
+        // the restart was refused while the plugin was relaunched on its update.
         if let Err(refusal) = self.recheck(&name, now) {
+            let e = &self.plugins[&name];
+            let onto_update = refusal.about == About::Package && e.ever_ready && e.update.is_some();
             let err = refusal.load_failed();
-            let mut rec = self.plugins[&name].audit.clone();
-            rec.event = Event::Denial;
-            rec.outcome = "refused".into();
-            rec.detail = json!({"request": "plugin_restart", "stage": "verification",
-                                "kind": refusal.kind, "error": refusal.message});
-            self.audit(rec);
+            if !onto_update {
+                let mut rec = e.audit.clone();
+                rec.event = Event::Denial;
+                rec.outcome = "refused".into();
+                rec.detail = json!({"request": "plugin_restart", "stage": "verification",
+                                    "kind": refusal.kind, "error": refusal.message});
+                self.audit(rec);
+            }
             if refusal.about == About::Package {
                 self.trust_quarantine(&name, refusal, "plugin_restart", now);
+            }
+            if onto_update {
+                return Ok(self.restart_answer(&name));
             }
             return Err(err);
         }
@@ -1271,7 +1301,19 @@ impl Daemon {
             }
             None => e.phase = Phase::Restarting(now),
         }
-        Ok(json!({"name": name, "restarting": true}))
+        Ok(self.restart_answer(&name))
+    }
+
+    /// `plugin_restart`'s answer: `update` names the store update the relaunch takes
+    /// (`{"version", "from_version"}`; checked again at that relaunch, docs/store.md), null
+    /// when it relaunches the package loaded.
+    fn restart_answer(&self, name: &str) -> Value {
+        let update = self.plugins.get(name).and_then(|e| {
+            let up = e.update.as_ref()?;
+            Some(json!({"version": up.version(),
+                        "from_version": e.pkg.manifest.version().to_string()}))
+        });
+        json!({"name": name, "restarting": true, "update": update})
     }
 
     /// `plugin_status` of one plugin.
@@ -1301,6 +1343,7 @@ impl Daemon {
             "trust_refusal": e.trust_refusal.as_ref().map(TrustRefusal::to_json),
             "from_store": e.from_store,
             "store_change": e.store_change.as_ref().map(|c| c.to_json()),
+            "held": e.held.as_ref().filter(|_| e.phase == Phase::Held).map(|h| h.to_json()),
         })
     }
 
@@ -1712,7 +1755,9 @@ impl Daemon {
         if e.slot.is_some() {
             return; // starting or stopping: nothing to decide yet
         }
-        match e.phase {
+        // Matched by value: the held plugin's guard asks the whole daemon (`loaded_fits`).
+        let phase = e.phase;
+        match phase {
             Phase::Unloading => {
                 // Unloaded on purpose: a quarantine recorded for it ends with it.
                 if let Err(err) = self.quarantines.clear(name) {
@@ -1789,6 +1834,19 @@ impl Daemon {
                 if due && !self.update_waits(name) {
                     self.relaunch(name, now);
                 }
+            }
+            // Held for its dependencies: launched again as soon as it fits what is loaded (a
+            // dependency relaunched on another version, unloaded), looked at every turn — a
+            // held plugin has no process and no timer, and what changes that is another
+            // plugin's relaunch or unload, which the loop sees.
+            Phase::Held if self.loaded_fits(name).is_ok() => {
+                log_line(&format!(
+                    "plugin {}: what it needs is loaded in fitting versions now; relaunching it",
+                    term(name)
+                ));
+                let e = self.plugins.get_mut(name).expect("present");
+                e.relaunch_for = Some("dependencies_fit");
+                self.relaunch(name, now);
             }
             _ => {}
         }
@@ -2208,7 +2266,23 @@ impl Daemon {
                 return; // quarantined again, as it was when the update was to run
             }
         }
-        let from = self.take_update(name);
+        // No update to take (none admitted, withdrawn, or refused just now): the loaded package
+        // must fit what is loaded now as well — its dependencies may have been relaunched on
+        // versions it does not accept while its own update waited (and was then withdrawn).
+        // Not fitting, it is held stopped, never launched beside them.
+        if self.plugins.get(name).is_some_and(|e| e.update.is_none()) {
+            if let Err(err) = self.loaded_fits(name) {
+                return self.hold_unfit(name, err);
+            }
+        }
+        if let Some(e) = self.plugins.get_mut(name) {
+            e.held = None;
+        }
+        if let Some(from) = self.take_update(name) {
+            if let Some(e) = self.plugins.get_mut(name) {
+                e.update_from = Some(from);
+            }
+        }
         // A restart is a new launch of the package: whom the trust directory trusts now decides
         // it, not whom it trusted at the load. Refused, it is not a crash: when the refusal is
         // about the package, quarantined for its reason until `plugin_restart` finds it trusted
@@ -2220,6 +2294,10 @@ impl Daemon {
                     term(name),
                     term(&refusal.message)
                 ));
+                // Its quarantine record says it; a later launch is `plugin_restart`'s.
+                if let Some(e) = self.plugins.get_mut(name) {
+                    e.update_from = None;
+                }
                 return self.trust_quarantine(name, refusal, "restart", now);
             }
             return self.retry_later(name, refusal, now);
@@ -2234,14 +2312,16 @@ impl Daemon {
             extra["reason"] = json!(why);
         }
         // Said as the update it is, whoever asked for the relaunch that ran it (an agent's
-        // `plugin_restart` in between included).
-        if let Some(from) = from {
+        // `plugin_restart` in between included), and when its launch was put off for the
+        // moment and is tried again (`update_from` kept until the launch is had).
+        if let Some(from) = &e.update_from {
             extra["reason"] = json!("update");
             extra["from_version"] = json!(from);
         }
         let r = self.launch(&mut e, Event::Restart, extra);
         match r {
             Ok(slot) => {
+                e.update_from = None;
                 e.slot = Some(slot);
                 e.restarts += 1;
                 e.host_retries = 0;
@@ -2276,6 +2356,8 @@ impl Daemon {
                 );
             }
             Err((_, err)) => {
+                // Its `restart` record (`failed`) said the update; what follows is a crash's.
+                e.update_from = None;
                 log_line(&format!(
                     "plugin {}: restart failed: {}",
                     term(name),

@@ -34,7 +34,8 @@
 //! package's own. Then the dependencies of the packages that passed are judged together, as
 //! `stockade install` judges the packages of one install
 //! ([`stockade_policy::deps::plan_updates`] over the loaded plugins, each updated one replaced
-//! by its new version): a pair that only fits together (`lib` 2 breaking the running `app` 1,
+//! by its new version, and one whose update an earlier check admitted and that waits for its
+//! relaunch in that update's version, the one about to run): a pair that only fits together (`lib` 2 breaking the running `app` 1,
 //! `app` 2 needing `lib` 2) is admitted together. A set that does not fit is cut down one
 //! package at a time — the one the refusal is about: the new version that breaks a loaded
 //! plugin which is not updated, the last update on the chain of an unmet requirement — and the
@@ -62,7 +63,14 @@
 //! withdrawn. It does not fit: the update is refused as at a check (`store_change`, a `denial`
 //! record, judged again at the next check) and the loaded package — still there: the update
 //! had not taken its place — relaunched instead (`restart` record `reason`
-//! `"update_refused"`). A dependency whose relaunch was refused by the trust check, or that
+//! `"update_refused"`). Any relaunch on the loaded package — no update to take: none
+//! admitted, withdrawn (the registry back to the loaded package), or refused just then — is
+//! checked the same way ([`Daemon::loaded_fits`]): a dependant whose own update was withdrawn
+//! while it waited on a second dependency, after the first had been relaunched on its new
+//! version, does not accept that version. It is not launched beside it but held stopped
+//! ([`Phase::Held`], [`Daemon::hold_unfit`]: `plugin_status.held`, a `denial` record), and
+//! launched again once it fits (a `restart` record `reason` `"dependencies_fit"`) or an update
+//! admitted for it runs. A dependency whose relaunch was refused by the trust check, or that
 //! was quarantined, still counts in its loaded version (its update took the package's place),
 //! as a quarantined dependency of a running plugin does. A plugin whose *loaded* package the
 //! trust check refuses while its update waits for the relaunch (its signer revoked meanwhile)
@@ -70,6 +78,8 @@
 //! the old package's, and the relaunch checks the new one (`update_fits`, verified again).
 //! Quarantined with the update kept, the update never ran: only a relaunch takes it, the
 //! check skips an update admitted already, and `plugin_restart` judged the revoked package.
+//! An agent's `plugin_restart` finding that refusal is so not refused: it answers with the
+//! update the relaunch takes.
 //!
 //! **Refused.** The loaded version runs on, untouched: a `denial` record (`detail.request`
 //! `"update"`), one log line and `plugin_status.store_change` with the refusal's kind, exit
@@ -96,6 +106,13 @@ pub(crate) struct Update {
     pub(super) quarantined: bool,
 }
 
+impl Update {
+    /// The new version.
+    pub(super) fn version(&self) -> String {
+        self.pkg.manifest.version().to_string()
+    }
+}
+
 /// A change of the store not applied to a loaded plugin (`plugin_status.store_change`).
 #[derive(Debug, Clone)]
 pub(crate) struct StoreChange {
@@ -114,6 +131,23 @@ pub(crate) struct StoreChange {
     /// A refusal for the dependencies (stage `dependencies`): what it was judged under, tried
     /// again once that changed.
     under: Option<Under>,
+}
+
+/// Why a plugin is held stopped ([`Phase::Held`], `plugin_status.held`): its loaded package,
+/// to be relaunched, does not fit the versions of the other plugins loaded now
+/// ([`Daemon::hold_unfit`]). The refusal as the CLI names it (`store.dependency`,
+/// `store.breaks_dependent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Held {
+    kind: &'static str,
+    exit: u8,
+    message: String,
+}
+
+impl Held {
+    pub(crate) fn to_json(&self) -> Value {
+        json!({"kind": self.kind, "exit": self.exit, "message": self.message})
+    }
 }
 
 /// What an update refused for its dependencies was judged under: the loaded set (names and
@@ -468,7 +502,21 @@ impl Daemon {
             .iter()
             .map(|(_, _, p)| p.manifest.dep_node())
             .collect();
-        let plan = stockade_policy::deps::plan_updates(&self.loaded_nodes(|_| false), &nodes);
+        // What runs: the loaded plugins, each with an update admitted at an earlier check and
+        // still waiting for its relaunch in that update's version — the one about to run
+        // (`update_waits` orders the relaunches; `update_fits` checks each again should that
+        // update not happen after all). Judged against the version being replaced, an update
+        // fitting only the new one was refused and run at a later check, and one fitting only
+        // the old one admitted, to be refused at its relaunch.
+        let mut running = self.loaded_nodes(|_| false);
+        for (n, node) in running.iter_mut() {
+            if let Some(up) = self.plugins.get(n).and_then(|e| e.update.as_ref()) {
+                let mut new = up.pkg.manifest.dep_node();
+                new.requires.retain(|dep, _| self.plugins.contains_key(dep));
+                *node = new;
+            }
+        }
+        let plan = stockade_policy::deps::plan_updates(&running, &nodes);
         let mut verified: BTreeMap<String, (crate::store::Installed, VerifiedPackage)> =
             verified.into_iter().map(|(n, i, p)| (n, (i, p))).collect();
         let labels: BTreeMap<String, String> = verified
@@ -705,19 +753,12 @@ impl Daemon {
             })
     }
 
-    /// At the relaunch onto the update admitted for `name`: whether its new version still fits
-    /// what is loaded now ([`stockade_policy::deps::check_launch`]). The set was judged at the
-    /// check, but a dependency's update may not have happened after all — the registry went
-    /// back to its loaded package, its relaunch was refused, it was unloaded —, and a
-    /// dependant's update withdrawn leaves its old version to run. Its requirements are met by
-    /// the versions loaded (a dependency still waiting for its own relaunch accepted in the
-    /// version loaded: `update_waits`), and no other plugin needs another version of it: one
-    /// that runs, in its running version; one stopped for its own update, in that update's
-    /// (its own relaunch is checked in turn). A plugin being unloaded is not there.
-    pub(super) fn update_fits(&self, name: &str) -> Result<(), stockade_policy::deps::DepError> {
-        let Some(up) = self.plugins.get(name).and_then(|e| e.update.as_ref()) else {
-            return Ok(());
-        };
+    /// The other plugins as [`stockade_policy::deps::check_launch`] sees them at a relaunch of
+    /// `name`: each in its loaded version (the dependencies), and each with what it needs of
+    /// `name` (the dependants) — one that runs, in its running version; one stopped for its own
+    /// update, in that update's (its own relaunch is checked in turn); one held or quarantined,
+    /// in its loaded version. A plugin being unloaded is not there.
+    fn launch_context(&self, name: &str) -> (BTreeMap<String, DepNode>, BTreeMap<String, DepNode>) {
         let others = || {
             self.plugins
                 .iter()
@@ -735,7 +776,98 @@ impl Daemon {
                 (n.clone(), node)
             })
             .collect();
+        (dependencies, dependants)
+    }
+
+    /// At the relaunch onto the update admitted for `name`: whether its new version still fits
+    /// what is loaded now ([`stockade_policy::deps::check_launch`]). The set was judged at the
+    /// check, but a dependency's update may not have happened after all — the registry went
+    /// back to its loaded package, its relaunch was refused, it was unloaded —, and a
+    /// dependant's update withdrawn leaves its old version to run. Its requirements are met by
+    /// the versions loaded (a dependency still waiting for its own relaunch accepted in the
+    /// version loaded: `update_waits`), and no other plugin needs another version of it
+    /// ([`Self::launch_context`]).
+    pub(super) fn update_fits(&self, name: &str) -> Result<(), stockade_policy::deps::DepError> {
+        let Some(up) = self.plugins.get(name).and_then(|e| e.update.as_ref()) else {
+            return Ok(());
+        };
+        let (dependencies, dependants) = self.launch_context(name);
         stockade_policy::deps::check_launch(&dependencies, &dependants, &up.pkg.manifest.dep_node())
+    }
+
+    /// At a relaunch of `name` on its loaded package (no update to take: none admitted,
+    /// withdrawn, or refused at this relaunch), and while it is held: whether that package
+    /// still fits what is loaded now, as [`Self::update_fits`] asks of an update. Loaded
+    /// together, its dependencies fitted it; since then one may have been relaunched on an
+    /// update this plugin's own update was to follow — and that update was withdrawn (the
+    /// registry back to the loaded package) or refused. A dependency that is not loaded any
+    /// longer (an agent unloaded it by force) is not asked for: the plugin ran on without it,
+    /// as it does at any restart. Nor is what a quarantined or held dependant needs of it: that
+    /// one does not run, and is checked itself before it runs again (`plugin_restart`'s
+    /// `dependencies_loaded`, this check) — counted, a crash restart of a plugin that ran was
+    /// held for the needs of one loaded quarantined without looking (an earlier daemon's
+    /// quarantine).
+    pub(super) fn loaded_fits(&self, name: &str) -> Result<(), stockade_policy::deps::DepError> {
+        let Some(e) = self.plugins.get(name) else {
+            return Ok(());
+        };
+        let (dependencies, mut dependants) = self.launch_context(name);
+        dependants.retain(|n, _| {
+            self.plugins
+                .get(n)
+                .is_some_and(|d| !matches!(d.phase, Phase::Quarantined | Phase::Held))
+        });
+        let mut node = e.pkg.manifest.dep_node();
+        node.requires
+            .retain(|dep, _| dependencies.contains_key(dep));
+        stockade_policy::deps::check_launch(&dependencies, &dependants, &node)
+    }
+
+    /// The loaded package of `name` does not fit what is loaded now (`loaded_fits`), at a
+    /// relaunch: it is not launched beside a dependency version it does not accept, nor one a
+    /// dependant does not accept, but held stopped ([`Phase::Held`]: no process, its calls
+    /// answered `unavailable` as a stopped plugin's) — fail closed. Said as a refused update is
+    /// (`plugin_status.held` with the refusal's kind, exit and message, a `denial` record with
+    /// `detail.request` `"restart"` and `detail.stage` `dependencies`, a log line, a
+    /// notification), once. Launched again as soon as it fits (`supervise_one` asks at every
+    /// turn: a dependency relaunched on another version, unloaded), when an update admitted
+    /// for it runs, or by `plugin_restart` once what it needs is loaded in fitting versions.
+    pub(super) fn hold_unfit(&mut self, name: &str, err: stockade_policy::deps::DepError) {
+        let r = Refused::of("dependencies", &crate::cmd::store::dep_err(err));
+        let Some(e) = self.plugins.get_mut(name) else {
+            return;
+        };
+        let version = e.pkg.manifest.version().to_string();
+        let held = Held {
+            kind: r.kind,
+            exit: r.exit,
+            message: format!(
+                "{name} {version} is not relaunched ({}); it is held stopped until what it \
+                 needs is loaded in fitting versions",
+                r.message
+            ),
+        };
+        e.phase = Phase::Held;
+        e.relaunch_for = None;
+        // No incarnation is coming until it fits: the warm spare (an init, a uid, a cgroup)
+        // goes now, as for a quarantine.
+        let spare = e.spare.take();
+        e.decision = None;
+        let said = e.held.as_ref() == Some(&held);
+        e.held = Some(held.clone());
+        self.discard_spare(name, spare);
+        if said {
+            return;
+        }
+        let e = &self.plugins[name];
+        let mut rec = e.audit.clone();
+        rec.event = Event::Denial;
+        rec.outcome = "refused".into();
+        rec.detail = json!({"request": "restart", "stage": "dependencies", "kind": r.kind,
+                            "version": version, "error": r.message});
+        self.audit(rec);
+        log_line(&format!("plugin {}: {}", term(name), term(&held.message)));
+        self.tell_agents(name, "warn", &held.message);
     }
 
     /// The update admitted for `name` no longer fits at its relaunch (`update_fits`): it is
