@@ -374,6 +374,221 @@ fn ca_and_grant_commands_read_encrypted_keys() {
     );
 }
 
+/// Every key command judges its arguments, and refuses an output it will not replace, before
+/// it reads its key: with the keys encrypted and no password to be had, each bad argument is
+/// refused as itself — not `key.password_required` (on a terminal: a password typed, or a key
+/// decrypted, for nothing). `grant issue --days 0` used to ask for the key's password first.
+#[test]
+fn argument_errors_come_before_the_key_is_read() {
+    let fx = Fixture::new();
+    fx.hello_dir();
+    for k in ["root/ca.key", "int/ca.key", "dev.key"] {
+        encrypt_in_place(&fx, k, "pw");
+    }
+    ok(fx.dir(), &["keygen", "-o", "op"]);
+    encrypt_in_place(&fx, "op.key", "pw");
+    std::fs::write(fx.path("taken"), "not to be replaced\n").unwrap();
+    let with = |base: &[&'static str], extra: &[&'static str]| -> Vec<&'static str> {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(base);
+        a.extend_from_slice(extra);
+        a
+    };
+    let grant: Vec<&str> = GRANT[..GRANT.len() - 2].to_vec();
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (with(&grant, &["-o", "g", "--days", "0"]), 64, "usage"),
+        (
+            with(&grant, &["-o", "g", "--now", "18446744073709551615"]),
+            64,
+            "usage",
+        ),
+        (
+            with(&grant, &["-o", "g", "--scope", "nowhere"]),
+            64,
+            "grant_invalid",
+        ),
+        (
+            with(&grant, &["-o", "g", "--target", "capability:fly"]),
+            64,
+            "grant_invalid",
+        ),
+        (with(&grant, &["-o", "taken"]), 73, "output"),
+        (
+            with(
+                &["ca", "init", "-o", "i2", "--parent", "root"],
+                &["--days", "0"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "init", "-o", "i2", "--parent", "root"],
+                &["--scope", "nowhere"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(&["ca", "init", "-o", "i2", "--parent", "int"], &[]),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
+                &["-o", "c", "--days", "0"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
+                &["-o", "c", "--scope", "x"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
+                &["-o", "c", "--capabilities", "fly"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
+                &["-o", "c", "--intermediate"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
+                &["-o", "taken"],
+            ),
+            73,
+            "output",
+        ),
+        (
+            with(
+                &["ca", "revoke", "--ca", "root", "-o", "r"],
+                &["--serial", "nothex"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "revoke", "--ca", "root", "-o", "r"],
+                &["--days", "0"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(&["ca", "revoke", "--ca", "int", "-o", "r"], &[]),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "license", "--ca", "root", "-o", "l"],
+                &["--serial", "no spaces"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "license", "--ca", "root", "-o", "l", "--serial", "s1"],
+                &["--hardware", "a/b"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "license", "--ca", "root", "-o", "l", "--serial", "s1"],
+                &["--days", "0"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "license", "--ca", "root", "--serial", "s1"],
+                &["-o", "taken"],
+            ),
+            73,
+            "output",
+        ),
+        (
+            with(&PACK[1..PACK.len() - 2], &["-o", "taken"]),
+            73,
+            "output",
+        ),
+        (
+            with(
+                &[
+                    "pack",
+                    "hello",
+                    "--key",
+                    "dev.key",
+                    "--devcert",
+                    "nothing",
+                    "--intcert",
+                ],
+                &["int/ca.cert", "-o", "p"],
+            ),
+            66,
+            "input",
+        ),
+        (
+            with(
+                &[
+                    "pack",
+                    "hello",
+                    "--key",
+                    "dev.key",
+                    "--devcert",
+                    "int/ca.cert",
+                    "--intcert",
+                ],
+                &["root/ca.pub", "-o", "p"],
+            ),
+            65,
+            "certificate",
+        ),
+    ];
+    for (args, code, kind) in &cases {
+        let r = no_tty(fx.dir(), args);
+        assert_eq!(
+            (r.code, r.kind().as_str()),
+            (*code, *kind),
+            "{args:?}: {}",
+            r.stdout
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(fx.path("taken")).unwrap(),
+        "not to be replaced\n"
+    );
+    for made in ["g", "i2", "c", "r", "l", "p"] {
+        assert!(!fx.path(made).exists(), "{made} written");
+    }
+    // And with its arguments right, each still gets as far as the key.
+    expect(
+        &no_tty(fx.dir(), &with(&grant, &["-o", "g"])),
+        64,
+        "key.password_required",
+    );
+}
+
 #[test]
 fn keygen_encrypts_with_a_password_file_and_minisign_signs_with_it() {
     if !require_tool("minisign", "interop test with the stock minisign tool") {

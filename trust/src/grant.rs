@@ -249,21 +249,33 @@ pub fn check_binding(b: &Binding<'_>) -> Result<(), GrantError> {
     Ok(())
 }
 
+/// What a grant asks for, checked as [`Grant::issue`] checks it: the binding
+/// ([`check_binding`]) and at least one target, each [`check_target`]. For `grant issue` to
+/// refuse a bad request before it reads (and perhaps asks the password of) the key that would
+/// sign it.
+pub fn check_request(binding: &Binding<'_>, targets: &[String]) -> Result<(), GrantError> {
+    check_binding(binding)?;
+    if targets.is_empty() {
+        return Err(GrantError::Field("targets"));
+    }
+    for t in targets {
+        check_target(t)?;
+    }
+    Ok(())
+}
+
 fn check(body: &GrantBody) -> Result<KeyId, GrantError> {
     if body.format != 1 {
         return Err(GrantError::Field("format"));
     }
-    check_binding(&Binding {
-        plugin: &body.plugin,
-        version: &body.plugin_version,
-        scope: &body.scope,
-    })?;
-    if body.targets.is_empty() {
-        return Err(GrantError::Field("targets"));
-    }
-    for t in &body.targets {
-        check_target(t)?;
-    }
+    check_request(
+        &Binding {
+            plugin: &body.plugin,
+            version: &body.plugin_version,
+            scope: &body.scope,
+        },
+        &body.targets,
+    )?;
     if body.expires_at <= body.issued_at {
         return Err(GrantError::Field("expires_at"));
     }

@@ -196,6 +196,12 @@ fn check(body: &LicenseBody) -> Result<KeyId, LicenseError> {
 }
 
 impl License {
+    /// Check `body` as [`License::issue`] does, without a key: for `ca license` to refuse a bad
+    /// serial or hardware id before it reads (and perhaps asks the password of) the CA key.
+    pub fn check_body(body: &LicenseBody) -> Result<(), LicenseError> {
+        check(body).map(|_| ())
+    }
+
     /// Parse and syntax-check.
     pub fn parse(bytes: &[u8]) -> Result<Self, LicenseError> {
         let envelope = Envelope::parse(bytes, FIELD).map_err(LicenseError::Envelope)?;

@@ -20,6 +20,10 @@
 //! Issuing applies the same bounds as verification (`stockade_trust::chain::check_bounds`), so a
 //! CA cannot mint a certificate that every node would refuse: `--capabilities` may narrow the
 //! scope's ceiling, never widen it.
+//!
+//! Every command judges its arguments (and refuses an output it will not replace) before it
+//! reads the CA key ([`CaDir::unlock`]): a bad `--days`, scope, serial or capability is refused
+//! without the key's password being asked for, or the key decrypted, for nothing.
 
 use crate::cli::{CaInitArgs, CaIssueArgs, CaLicenseArgs, CaRevokeArgs};
 use crate::cmd::keygen::{fresh_key, new_password, write_pair};
@@ -75,8 +79,14 @@ struct IssuedRevocations {
     revoked_key_ids: BTreeSet<String>,
 }
 
-struct Ca {
+/// A CA directory as its `ca.json` describes it, its key not read yet ([`CaDir::unlock`]).
+struct CaDir {
     dir: PathBuf,
+    info: CaInfo,
+}
+
+/// A CA directory with its key.
+struct Ca {
     info: CaInfo,
     key: SecretKey,
 }
@@ -85,9 +95,10 @@ fn usage(msg: impl Into<String>) -> CmdError {
     CmdError::msg(Exit::Usage, "usage", msg)
 }
 
-/// The CA in `dir`, its key decrypted with the password in `password_file` (or typed at the
-/// terminal) if `ca.key` is encrypted.
-fn load_ca(dir: &Path, password_file: Option<&Path>) -> Result<Ca, CmdError> {
+/// The CA in `dir`, without its key: every command judges its arguments against it (its kind,
+/// its id) before it reads the key ([`CaDir::unlock`]), so a bad argument never costs a password
+/// typed for nothing.
+fn read_ca(dir: &Path) -> Result<CaDir, CmdError> {
     let info_path = dir.join("ca.json");
     let bytes = read_capped(&info_path, 64 * 1024).map_err(|e| {
         CmdError::new(Exit::NoInput, "ca_dir_unreadable", e)
@@ -97,20 +108,30 @@ fn load_ca(dir: &Path, password_file: Option<&Path>) -> Result<Ca, CmdError> {
         CmdError::new(Exit::DataErr, "ca_dir_corrupt", e)
             .hint("ca.json is corrupt; recreate the CA with `stockade ca init`")
     })?;
-    let key = load_secret(&dir.join("ca.key"), password_file).map_err(secret_key_error)?;
-    if key.public_key().key_id.to_string() != info.key_id {
-        return Err(CmdError::msg(
-            Exit::DataErr,
-            "ca_dir_corrupt",
-            "ca.key does not match the key id in ca.json",
-        )
-        .hint("the CA directory was modified; restore it from backup"));
-    }
-    Ok(Ca {
+    Ok(CaDir {
         dir: dir.to_path_buf(),
         info,
-        key,
     })
+}
+
+impl CaDir {
+    /// The CA's key, decrypted with the password in `password_file` (or typed at the terminal)
+    /// if `ca.key` is encrypted.
+    fn unlock(self, password_file: Option<&Path>) -> Result<Ca, CmdError> {
+        let key = load_secret(&self.dir.join("ca.key"), password_file).map_err(secret_key_error)?;
+        if key.public_key().key_id.to_string() != self.info.key_id {
+            return Err(CmdError::msg(
+                Exit::DataErr,
+                "ca_dir_corrupt",
+                "ca.key does not match the key id in ca.json",
+            )
+            .hint("the CA directory was modified; restore it from backup"));
+        }
+        Ok(Ca {
+            info: self.info,
+            key,
+        })
+    }
 }
 
 fn parse_scope(s: &str) -> Result<Scope, CmdError> {
@@ -157,19 +178,21 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
         .as_deref()
         .map(new_password)
         .transpose()?;
-    let parent_ca = a
-        .parent
-        .as_deref()
-        .map(|p| load_ca(p, a.password_file.as_deref()))
-        .transpose()?;
-    if let Some(p) = &parent_ca {
+    let parent_dir_ca = a.parent.as_deref().map(read_ca).transpose()?;
+    // An intermediate's certificate arguments, judged before the root's key is read.
+    let mut cert_args = None;
+    if let Some(p) = &parent_dir_ca {
         if p.info.kind != CaKind::Root {
             return Err(
                 usage(format!("--parent {} is not a root CA", p.dir.display()))
                     .hint("intermediates are certified by a root CA directory"),
             );
         }
+        cert_args = Some((parse_scope(&a.scope)?, valid_until(now, a.days)?));
     }
+    let parent_ca = parent_dir_ca
+        .map(|p| p.unlock(a.password_file.as_deref()))
+        .transpose()?;
     let kind = if parent_ca.is_some() {
         CaKind::Intermediate
     } else {
@@ -217,8 +240,7 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
         .map_err(|e| CmdError::new(Exit::Software, "internal", e))?;
     info_bytes.push(b'\n');
     crate::cmd::write_output(&tmp.path().join("ca.json"), &info_bytes, true)?;
-    if let Some(root) = &parent_ca {
-        let scope = parse_scope(&a.scope)?;
+    if let (Some(root), Some((scope, not_after))) = (&parent_ca, cert_args) {
         let pk = key.public_key();
         let body = CertBody {
             format: 1,
@@ -230,7 +252,7 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
             capabilities: scope.ceiling().into_iter().collect(),
             scope,
             not_before: now,
-            not_after: valid_until(now, a.days)?,
+            not_after,
             issuer_key_id: root.info.key_id.clone(),
         };
         let cert = Certificate::issue(
@@ -299,7 +321,7 @@ struct IssueReport {
 /// `stockade ca issue`.
 pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
     let now = a.now.unwrap_or_else(unix_now);
-    let ca = load_ca(&a.ca, a.password_file.as_deref())?;
+    let ca = read_ca(&a.ca)?;
     let subject_key = load_public(&a.public_key).map_err(|e| {
         CmdError::new(Exit::DataErr, "key", e)
             .hint("pass a public key written by `stockade keygen` or `minisign -G`")
@@ -376,6 +398,8 @@ pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
             "--capabilities may only narrow what the scope (and the issuing intermediate) allows",
         )
     })?;
+    crate::cmd::refuse_existing_output(&a.output, a.force)?;
+    let ca = ca.unlock(a.password_file.as_deref())?;
     let cert = Certificate::issue(
         &body,
         &ca.key,
@@ -429,7 +453,7 @@ struct RevokeReport {
 /// `stockade ca revoke`.
 pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
     let now = a.now.unwrap_or_else(unix_now);
-    let ca = load_ca(&a.ca, a.password_file.as_deref())?;
+    let ca = read_ca(&a.ca)?;
     if ca.info.kind != CaKind::Root {
         return Err(usage("revocation lists are signed by a root CA").hint("pass --ca ROOT_DIR"));
     }
@@ -465,6 +489,7 @@ pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
         revoked_serials: state.revoked_serials.iter().cloned().collect(),
         revoked_key_ids: state.revoked_key_ids.iter().cloned().collect(),
     };
+    let ca = ca.unlock(a.password_file.as_deref())?;
     let list = RevocationList::issue(
         &body,
         &ca.key,
@@ -534,7 +559,7 @@ struct LicenseReport {
 /// `stockade ca license`.
 pub fn license(a: CaLicenseArgs, out: Output) -> Result<Exit, CmdError> {
     let now = a.now.unwrap_or_else(unix_now);
-    let ca = load_ca(&a.ca, a.password_file.as_deref())?;
+    let ca = read_ca(&a.ca)?;
     if ca.info.kind != CaKind::Root {
         return Err(usage("licenses are signed by a root CA").hint("pass --ca ROOT_DIR"));
     }
@@ -551,15 +576,19 @@ pub fn license(a: CaLicenseArgs, out: Output) -> Result<Exit, CmdError> {
         expires_at: a.days.map(|d| valid_until(now, d)).transpose()?,
         issuer_key_id: ca.info.key_id.clone(),
     };
+    let bad_license = |e| {
+        CmdError::new(Exit::Usage, "usage", e)
+            .hint("serial and hardware id are 1-64 characters of [A-Za-z0-9._-]")
+    };
+    License::check_body(&body).map_err(bad_license)?;
+    crate::cmd::refuse_existing_output(&a.output, a.force)?;
+    let ca = ca.unlock(a.password_file.as_deref())?;
     let bytes = License::issue(
         &body,
         &ca.key,
         &format!("stockade license {} timestamp:{now}", body.serial),
     )
-    .map_err(|e| {
-        CmdError::new(Exit::Usage, "usage", e)
-            .hint("serial and hardware id are 1-64 characters of [A-Za-z0-9._-]")
-    })?;
+    .map_err(bad_license)?;
     crate::cmd::write_output(&a.output, &bytes, a.force)?;
     let r = LicenseReport {
         output: a.output,

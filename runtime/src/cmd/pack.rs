@@ -5,7 +5,9 @@
 //!
 //! The packer refuses early what verification would refuse later (a key that is not the
 //! certificate's, capabilities beyond the certificate, an expired certificate, unsafe files), so
-//! a developer learns at pack time rather than from an operator's rejection.
+//! a developer learns at pack time rather than from an operator's rejection. All of it that
+//! needs no key — the manifest, the files, the certificates, an output it will not replace — is
+//! judged before the key is read, so a password is never asked for a package that is refused.
 
 use crate::cli::PackArgs;
 use crate::error::CmdError;
@@ -107,20 +109,8 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
             .hint("the entrypoint must be a regular file with the executable bit (chmod +x)")
     })?;
 
-    let key = load_secret(&a.key, a.password_file.as_deref()).map_err(secret_key_error)?;
     let (dev_bytes, dev) = load_cert(&a.devcert, "developer")?;
     let (int_bytes, int) = load_cert(&a.intcert, "intermediate")?;
-    if dev.subject_key != key.public_key() {
-        return Err(CmdError::msg(
-            Exit::DataErr,
-            "key",
-            format!(
-                "--key is key {}, but the developer certificate is for key {}",
-                key.key_id, dev.subject_key.key_id
-            ),
-        )
-        .hint("sign with the key the certificate was issued for"));
-    }
     if dev.issuer != int.subject_key.key_id || dev.verify_signature(&int.subject_key).is_err() {
         return Err(CmdError::msg(Exit::DataErr, "certificate", "the developer certificate was not issued by the given intermediate certificate")
             .hint("pass the intermediate certificate (ca.cert) of the CA that issued your developer certificate"));
@@ -171,6 +161,25 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
         CmdError::new(Exit::DataErr, "manifest", e)
             .hint("manifest.json must not contain floating-point numbers")
     })?;
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(manifest.package_file_name()));
+    // Everything judged without the key is judged before it is read: a bad certificate or an
+    // output that will not be replaced never costs a password typed for nothing.
+    crate::cmd::refuse_existing_output(&output, a.force)?;
+    let key = load_secret(&a.key, a.password_file.as_deref()).map_err(secret_key_error)?;
+    if dev.subject_key != key.public_key() {
+        return Err(CmdError::msg(
+            Exit::DataErr,
+            "key",
+            format!(
+                "--key is key {}, but the developer certificate is for key {}",
+                key.key_id, dev.subject_key.key_id
+            ),
+        )
+        .hint("sign with the key the certificate was issued for"));
+    }
     let sig = key
         .sign(
             &statement,
@@ -189,9 +198,6 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
         payload: payload.bytes,
     };
     let bytes = container::write(&c).map_err(|e| CmdError::new(Exit::Software, "internal", e))?;
-    let output = a
-        .output
-        .unwrap_or_else(|| PathBuf::from(manifest.package_file_name()));
     crate::cmd::write_output(&output, &bytes, a.force)?;
     let r = Report {
         output,
