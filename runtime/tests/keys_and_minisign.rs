@@ -1010,3 +1010,79 @@ fn a_command_holding_a_secret_key_is_undumpable() {
         "{core}"
     );
 }
+
+/// `ca init` killed between writing `ca.key` in its private build directory and renaming that
+/// directory into place (SIGKILL; a release build's abort on a panic is the same) left
+/// `.stockade-ca-*/ca.key` for good. The next `ca init` in the same directory removes such a
+/// leftover — this user's real directory named as `ca init` names them, its maker gone — but
+/// never one in use (locked by a live `ca init`, however old), a symlink, or a directory merely
+/// named like one (an earlier build's `.stockade-ca-<random>` could be a CA someone named so);
+/// and a CA cannot be made under such a name.
+#[test]
+fn a_killed_ca_init_leaves_no_key_behind() {
+    use std::path::PathBuf;
+    let d = tempfile::tempdir().unwrap();
+    let leftovers = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".stockade-ca-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let age = |p: &PathBuf| {
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        std::fs::File::open(p).unwrap().set_modified(old).unwrap();
+    };
+    let point = "ca-init-key-written";
+    let killed = stockade_stopped_at(d.path(), &["ca", "init", "-o", "a"], point);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(killed.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    killed.wait_with_output().unwrap();
+    let dead = leftovers();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let dead = d.path().join(&dead[0]);
+    assert!(dead.join("ca.key").exists());
+    age(&dead);
+    // Another `ca init` held at the same point, its directory aged too: only its lock keeps it.
+    let held = stockade_stopped_at(d.path(), &["ca", "init", "-o", "b"], point);
+    let live = leftovers()
+        .into_iter()
+        .map(|n| d.path().join(n))
+        .find(|p| *p != dead)
+        .unwrap();
+    age(&live);
+    // An earlier build's name (no pid) or a CA named alike, aged; and a symlink to a directory.
+    let mk = |name: &str| {
+        let p = d.path().join(name);
+        std::fs::create_dir(&p).unwrap();
+        std::fs::write(p.join("ca.key"), "k").unwrap();
+        p
+    };
+    let earlier = mk(".stockade-ca-AbCdE1");
+    age(&earlier);
+    let named = mk(".stockade-ca-12-backup-root");
+    age(&named);
+    let target = mk("elsewhere");
+    std::os::unix::fs::symlink(&target, d.path().join(".stockade-ca-1-link")).unwrap();
+    ok(d.path(), &["ca", "init", "-o", "c"]);
+    assert!(!dead.exists(), "the killed init's key is still there");
+    assert!(earlier.join("ca.key").exists());
+    assert!(named.join("ca.key").exists());
+    assert!(
+        live.join("ca.key").exists(),
+        "a live init's directory was removed"
+    );
+    assert!(target.join("ca.key").exists());
+    assert!(std::fs::symlink_metadata(d.path().join(".stockade-ca-1-link")).is_ok());
+    let r = resume(held);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(d.path().join("b/ca.key").exists());
+    assert!(!live.exists());
+    let r = stockade(
+        d.path(),
+        &["--json", "ca", "init", "-o", ".stockade-ca-7-abc123"],
+    );
+    expect(&r, 64, "usage");
+}

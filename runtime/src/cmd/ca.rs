@@ -33,6 +33,7 @@ use crate::exit::Exit;
 use crate::fileio::{read_capped, reserve, write_atomic};
 use crate::keyfile::{load_public, load_secret, random_bytes, secret_key_error, unix_now};
 use crate::output::{term, term_path, Output};
+use crate::package::trees::lock_dir_shared;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -146,6 +147,49 @@ fn new_serial() -> Result<String, CmdError> {
     ))
 }
 
+/// What `ca init`'s private build directory is named with, before `<pid>-<random>`.
+const INIT_PREFIX: &str = ".stockade-ca-";
+
+/// Remove the build directories of this user's `ca init`s killed in `parent` (SIGKILL, or a
+/// release build's abort on a panic, skips the cleanup between `ca.key` written and the
+/// rename): each held a CA key (0600 in a 0700 directory, but a secret key all the same, on
+/// disk for nothing). Only what is surely such a leftover, by the extraction directories' rules
+/// (`package::verify`'s sweep): named exactly as `ca init` names them ([`is_init_leftover_name`]),
+/// a real directory (not a symlink) of this user, stale by `fileio::leftover_is_stale` (its
+/// maker's pid gone, or older than a minute), and not locked by its maker (a live `ca init`
+/// holds its directory's lock until the rename). An earlier build's `.stockade-ca-<random>` is
+/// left: six letters could be a CA someone named so (`-o .stockade-ca-backup`, its root key
+/// the only copy), which no sweep may guess away. Errors are ignored: tidying, never a reason
+/// to fail.
+fn sweep_init_leftovers(parent: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    crate::package::trees::sweep_unlocked(
+        parent,
+        &[INIT_PREFIX],
+        |name, age, m| {
+            is_init_leftover_name(name)
+                && m.is_dir()
+                && m.uid() == me
+                && name
+                    .strip_prefix(INIT_PREFIX)
+                    .is_some_and(|rest| crate::fileio::leftover_is_stale(rest, age))
+        },
+        crate::package::trees::remove_dir_if_unlocked,
+    );
+}
+
+/// Whether `name` is one `ca init` gives its build directory: [`INIT_PREFIX`], a pid, `-`, and
+/// tempfile's six random letters or digits. `ca init -o` refuses to make a CA of such a name.
+fn is_init_leftover_name(name: &str) -> bool {
+    name.strip_prefix(INIT_PREFIX).is_some_and(|rest| {
+        crate::fileio::leftover_maker(rest).is_some()
+            && rest.split_once('-').is_some_and(|(_, random)| {
+                random.len() == 6 && random.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
+    })
+}
+
 #[derive(Serialize)]
 struct InitReport {
     dir: PathBuf,
@@ -172,6 +216,16 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
             ),
         )
         .hint("choose a new directory for the CA"));
+    }
+    if a.output
+        .file_name()
+        .is_some_and(|n| n.to_str().is_some_and(is_init_leftover_name))
+    {
+        return Err(usage(format!(
+            "{} is named as ca init's build directories are, which a later ca init here removes",
+            a.output.display()
+        ))
+        .hint("choose another name for the CA directory"));
     }
     let new_pw = a
         .new_password_file
@@ -211,19 +265,23 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
         )
     });
     // Build everything in a private sibling directory and rename it into place, so a failure
-    // never leaves a half-made CA behind.
+    // never leaves a half-made CA behind; a kill can, and the next `ca init` here sweeps it.
     let parent_dir = match a.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    sweep_init_leftovers(&parent_dir);
+    let cant_create = |e| {
+        CmdError::new(Exit::CantCreate, "output", e)
+            .hint("check that the parent directory exists and is writable")
+    };
     let tmp = tempfile::Builder::new()
-        .prefix(".stockade-ca-")
+        .prefix(&format!("{INIT_PREFIX}{}-", std::process::id()))
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(&parent_dir)
-        .map_err(|e| {
-            CmdError::new(Exit::CantCreate, "output", e)
-                .hint("check that the parent directory exists and is writable")
-        })?;
+        .map_err(cant_create)?;
+    // Held until the CA is in place: a sweep meanwhile (another `ca init` here) leaves it be.
+    let _in_use = lock_dir_shared(tmp.path()).map_err(cant_create)?;
     write_pair(
         &key,
         new_pw.as_deref().map(|p| &p[..]),
@@ -239,6 +297,7 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
     let mut info_bytes = serde_json::to_vec_pretty(&info)
         .map_err(|e| CmdError::new(Exit::Software, "internal", e))?;
     info_bytes.push(b'\n');
+    crate::sys::stop_at("ca-init-key-written");
     crate::cmd::write_output(&tmp.path().join("ca.json"), &info_bytes, true)?;
     if let (Some(root), Some((scope, not_after))) = (&parent_ca, cert_args) {
         let pk = key.public_key();
