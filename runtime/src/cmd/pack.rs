@@ -36,7 +36,8 @@ struct Report {
     package_sha256: String,
     signer_key_id: String,
     developer_serial: String,
-    /// What verification will refuse for now (a certificate not valid yet); also on stderr.
+    /// What verification will refuse for now (a certificate not valid yet), and the files
+    /// shipped that are named like credentials (`.env`…); also on stderr.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
 }
@@ -102,8 +103,23 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
              if a package with it was ever published, make a new key and have the old one's \
              certificate revoked",
         ),
+        BuildError::PrivateKey { .. } => CmdError::new(Exit::DataErr, "pack.secret_key", e).hint(
+            "move the key out of the plugin directory (a plugin gets the keys it needs from its \
+             node's configuration, not from its package); if a package with it was ever \
+             published, consider the key public: replace it wherever it is used",
+        ),
         e => CmdError::new(Exit::DataErr, "pack", e).hint("remove or replace the offending file"),
     })?;
+    // Named like a store of credentials: packed (the content cannot tell), but said.
+    let mut warnings = Vec::new();
+    for rel in &payload.secret_looking {
+        let w = format!(
+            "{rel} is named like a file of credentials and is shipped, readable by all, to every \
+             node that installs the package: leave it out if it holds secrets"
+        );
+        out.note(format!("warning: {w}"));
+        warnings.push(w);
+    }
     check_file_map(&payload.files, manifest.entrypoint()).map_err(|e| {
         CmdError::new(Exit::DataErr, "pack", e)
             .hint("the entrypoint must be a regular file with the executable bit (chmod +x)")
@@ -121,7 +137,6 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
     // under an expired certificate is refused by every node (83, step 4), so it is not made.
     // One not yet valid may well become valid before it is installed: made, with a warning.
     let now = unix_now();
-    let mut warnings = Vec::new();
     for cert in [&dev, &int] {
         match check_validity(&[cert], now) {
             Ok(()) => {}
