@@ -9,7 +9,7 @@ use stockade_trust::minisign::SecretKey;
 use stockade_trust::statement::Statement;
 
 fuzz_target!(|data: &[u8]| {
-    let key = SecretKey::from_seed([7; 32], [7; 8]).public_key();
+    let key = SecretKey::from_seed(&[7; 32], [7; 8]).public_key();
     if let Ok(c) = Certificate::parse(data) {
         let _ = c.verify_signature(&key);
         let _ = c.verify_signature(&c.subject_key);

@@ -7,7 +7,7 @@ use stockade_trust::grant::{authorise, Binding, Grant};
 use stockade_trust::minisign::SecretKey;
 
 fuzz_target!(|data: &[u8]| {
-    let key = SecretKey::from_seed([7; 32], [7; 8]).public_key();
+    let key = SecretKey::from_seed(&[7; 32], [7; 8]).public_key();
     let Ok(g) = Grant::parse(data) else { return };
     let b = &g.body;
     let binding = Binding {

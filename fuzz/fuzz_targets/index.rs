@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         Some(at) => (&data[..at], &data[at + 1..]),
         None => (data, &b""[..]),
     };
-    let pinned = SecretKey::from_seed([7; 32], [7; 8]).public_key();
+    let pinned = SecretKey::from_seed(&[7; 32], [7; 8]).public_key();
     if let Ok(sig) = source_signature(sig) {
         if pinned.verify(bytes, &sig).is_err() {
             if let Ok(claimed) = Index::parse(bytes) {

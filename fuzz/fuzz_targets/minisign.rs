@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         assert!((1u64 << cost.log_n) * u64::from(cost.p) <= MAX_KDF_WORK);
     }
     if let Ok(sig) = Signature::parse(text) {
-        let _ = SecretKey::from_seed([1; 32], [1; 8])
+        let _ = SecretKey::from_seed(&[1; 32], [1; 8])
             .public_key()
             .verify(data, &sig);
         let _ = Signature::parse(&sig.to_text()).expect("our own rendering re-parses");

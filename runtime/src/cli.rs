@@ -768,7 +768,8 @@ pub struct CaRevokeArgs {
 #[derive(Debug, Args)]
 pub struct PackArgs {
     /// The plugin directory (manifest.json plus the entrypoint and its files). Every file in it
-    /// is shipped; one that is a secret key is refused (keep keys outside it).
+    /// is shipped; one that is a private key (minisign, PEM, OpenSSH, PGP, PuTTY) is refused
+    /// (keep keys outside it), one named like credentials (.env, .netrc…) is warned about.
     pub dir: PathBuf,
     /// The developer's secret key (minisign format; its owner's alone: 0600 or narrower).
     #[arg(long, value_name = "KEY")]

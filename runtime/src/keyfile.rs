@@ -15,10 +15,20 @@
 //! copy kept for weeks, would hold the key (or its password) in the clear; and while it runs, no
 //! other process of its user may `ptrace` it or read its `/proc/<pid>/mem` (only root, as for
 //! `ssh-agent`).
+//!
+//! And the key's bytes in this process's own memory are wiped once used: the file read into one
+//! wiped buffer ([`crate::fileio::read_secret`]) and parsed in place, never copied into a
+//! `String`; the decoded and decrypted bytes, the [`SecretKey`] (its `SigningKey`) and the text
+//! `keygen` writes all wipe themselves when dropped (`stockade_trust::minisign` checks those
+//! types when it is built), as the password does ([`crate::password`]). Freed memory is
+//! otherwise handed out again as it was: a later allocation in this process, a swap-out, or a
+//! core file of a crash (which [`guard_secrets`] also keeps out) would meet the key. What
+//! libraries keep on the stack while they work (the hash state of a checksum, scrypt's work
+//! area, `ed25519-dalek`'s signing) is theirs, and not wiped.
 
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::fileio::{read_capped, read_capped_held, FileError};
+use crate::fileio::{read_capped, read_secret, FileError};
 use crate::password::{self, PasswordError};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -114,7 +124,7 @@ pub fn load_public(path: &Path) -> Result<PublicKey, KeyFileError> {
 /// ([`crate::password`]).
 pub fn load_secret(path: &Path, password_file: Option<&Path>) -> Result<SecretKey, KeyFileError> {
     guard_secrets()?;
-    let (file, bytes) = read_capped_held(path, MAX_TEXT_BYTES as u64)?;
+    let (file, bytes) = read_secret(path, MAX_TEXT_BYTES as u64)?;
     let mode = file
         .metadata()
         .map_err(|source| FileError::Read {
@@ -130,12 +140,14 @@ pub fn load_secret(path: &Path, password_file: Option<&Path>) -> Result<SecretKe
             mode,
         });
     }
-    let text = String::from_utf8(bytes).map_err(|_| KeyFileError::NotText(path.to_path_buf()))?;
+    // Parsed where it was read: `String::from_utf8` would take the buffer out of its wiping.
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| KeyFileError::NotText(path.to_path_buf()))?;
     let parse = |source| KeyFileError::Parse {
         path: path.to_path_buf(),
         source,
     };
-    let encrypted = match SecretKeyFile::parse(&text).map_err(parse)? {
+    let encrypted = match SecretKeyFile::parse(text).map_err(parse)? {
         SecretKeyFile::Plain(k) => {
             crate::sys::stop_at("secret-key-held");
             return Ok(k);
@@ -238,9 +250,14 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Fill `buf` from the OS random source.
+/// `N` bytes from the OS random source.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], std::io::Error> {
     let mut buf = [0u8; N];
-    getrandom::getrandom(&mut buf).map_err(|e| std::io::Error::other(e.to_string()))?;
+    fill_random(&mut buf)?;
     Ok(buf)
+}
+
+/// Fill `buf` from the OS random source (in place: a secret's buffer, which wipes itself).
+pub fn fill_random(buf: &mut [u8]) -> Result<(), std::io::Error> {
+    getrandom::getrandom(buf).map_err(|e| std::io::Error::other(e.to_string()))
 }

@@ -207,7 +207,7 @@ mod tests {
     ) -> License {
         use stockade_trust::license::LicenseBody;
         use stockade_trust::minisign::SecretKey;
-        let root = SecretKey::from_seed([7; 32], [7; 8]);
+        let root = SecretKey::from_seed(&[7; 32], [7; 8]);
         let body = LicenseBody {
             format: 1,
             serial: serial.into(),

@@ -82,10 +82,8 @@ pub fn from_file(path: &Path) -> Result<Password, PasswordError> {
     if !(ty.is_file() || ty.is_fifo()) {
         return Err(PasswordError::NotFile(path.to_path_buf()));
     }
-    let mut buf = Zeroizing::new(Vec::new());
-    file.take(MAX_PASSWORD_FILE + 1)
-        .read_to_end(&mut buf)
-        .map_err(rd)?;
+    // Into one buffer, never grown: a growing `Vec` leaves unwiped copies behind.
+    let buf = crate::fileio::read_secret_to_end(&file, MAX_PASSWORD_FILE).map_err(rd)?;
     let line_end = buf.iter().position(|&b| b == b'\n');
     if line_end.is_none() && buf.len() as u64 > MAX_PASSWORD_FILE {
         return Err(PasswordError::TooLong(path.to_path_buf()));
@@ -197,8 +195,12 @@ enum Line {
 /// blocked signals to come.
 fn read_line(tty: &File, sfd: &SignalFd) -> Result<Line, PasswordError> {
     let term = |e: Errno| PasswordError::Terminal(e.into());
-    let mut line = Zeroizing::new(Vec::new());
     let mut chunk = Zeroizing::new([0u8; 256]);
+    // Room for the longest line read (the check below comes after a chunk is added): it is
+    // never grown, which would leave an unwiped copy of what was typed behind.
+    let mut line = Zeroizing::new(Vec::with_capacity(
+        usize::try_from(MAX_PASSWORD_FILE).expect("4096 fits") + chunk.len(),
+    ));
     loop {
         let mut fds = [
             PollFd::new(tty.as_fd(), PollFlags::POLLIN),

@@ -195,7 +195,7 @@ mod tests {
             TrustConfig::load(&t, TrustMode::Strict, &s),
             Err(TrustDirError::NoRoots(_))
         ));
-        let k = SecretKey::from_seed([3; 32], [3; 8]).public_key();
+        let k = SecretKey::from_seed(&[3; 32], [3; 8]).public_key();
         std::fs::write(t.join("a.pub"), k.to_text()).unwrap();
         std::fs::write(t.join("notes.txt"), "ignored").unwrap();
         let cfg = TrustConfig::load(&t, TrustMode::Strict, &s).unwrap();

@@ -374,6 +374,221 @@ fn ca_and_grant_commands_read_encrypted_keys() {
     );
 }
 
+/// Every key command judges its arguments, and refuses an output it will not replace, before
+/// it reads its key: with the keys encrypted and no password to be had, each bad argument is
+/// refused as itself — not `key.password_required` (on a terminal: a password typed, or a key
+/// decrypted, for nothing). `grant issue --days 0` used to ask for the key's password first.
+#[test]
+fn argument_errors_come_before_the_key_is_read() {
+    let fx = Fixture::new();
+    fx.hello_dir();
+    for k in ["root/ca.key", "int/ca.key", "dev.key"] {
+        encrypt_in_place(&fx, k, "pw");
+    }
+    ok(fx.dir(), &["keygen", "-o", "op"]);
+    encrypt_in_place(&fx, "op.key", "pw");
+    std::fs::write(fx.path("taken"), "not to be replaced\n").unwrap();
+    let with = |base: &[&'static str], extra: &[&'static str]| -> Vec<&'static str> {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(base);
+        a.extend_from_slice(extra);
+        a
+    };
+    let grant: Vec<&str> = GRANT[..GRANT.len() - 2].to_vec();
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (with(&grant, &["-o", "g", "--days", "0"]), 64, "usage"),
+        (
+            with(&grant, &["-o", "g", "--now", "18446744073709551615"]),
+            64,
+            "usage",
+        ),
+        (
+            with(&grant, &["-o", "g", "--scope", "nowhere"]),
+            64,
+            "grant_invalid",
+        ),
+        (
+            with(&grant, &["-o", "g", "--target", "capability:fly"]),
+            64,
+            "grant_invalid",
+        ),
+        (with(&grant, &["-o", "taken"]), 73, "output"),
+        (
+            with(
+                &["ca", "init", "-o", "i2", "--parent", "root"],
+                &["--days", "0"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "init", "-o", "i2", "--parent", "root"],
+                &["--scope", "nowhere"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(&["ca", "init", "-o", "i2", "--parent", "int"], &[]),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
+                &["-o", "c", "--days", "0"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
+                &["-o", "c", "--scope", "x"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
+                &["-o", "c", "--capabilities", "fly"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
+                &["-o", "c", "--intermediate"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
+                &["-o", "taken"],
+            ),
+            73,
+            "output",
+        ),
+        (
+            with(
+                &["ca", "revoke", "--ca", "root", "-o", "r"],
+                &["--serial", "nothex"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "revoke", "--ca", "root", "-o", "r"],
+                &["--days", "0"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(&["ca", "revoke", "--ca", "int", "-o", "r"], &[]),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "license", "--ca", "root", "-o", "l"],
+                &["--serial", "no spaces"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "license", "--ca", "root", "-o", "l", "--serial", "s1"],
+                &["--hardware", "a/b"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "license", "--ca", "root", "-o", "l", "--serial", "s1"],
+                &["--days", "0"],
+            ),
+            64,
+            "usage",
+        ),
+        (
+            with(
+                &["ca", "license", "--ca", "root", "--serial", "s1"],
+                &["-o", "taken"],
+            ),
+            73,
+            "output",
+        ),
+        (
+            with(&PACK[1..PACK.len() - 2], &["-o", "taken"]),
+            73,
+            "output",
+        ),
+        (
+            with(
+                &[
+                    "pack",
+                    "hello",
+                    "--key",
+                    "dev.key",
+                    "--devcert",
+                    "nothing",
+                    "--intcert",
+                ],
+                &["int/ca.cert", "-o", "p"],
+            ),
+            66,
+            "input",
+        ),
+        (
+            with(
+                &[
+                    "pack",
+                    "hello",
+                    "--key",
+                    "dev.key",
+                    "--devcert",
+                    "int/ca.cert",
+                    "--intcert",
+                ],
+                &["root/ca.pub", "-o", "p"],
+            ),
+            65,
+            "certificate",
+        ),
+    ];
+    for (args, code, kind) in &cases {
+        let r = no_tty(fx.dir(), args);
+        assert_eq!(
+            (r.code, r.kind().as_str()),
+            (*code, *kind),
+            "{args:?}: {}",
+            r.stdout
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(fx.path("taken")).unwrap(),
+        "not to be replaced\n"
+    );
+    for made in ["g", "i2", "c", "r", "l", "p"] {
+        assert!(!fx.path(made).exists(), "{made} written");
+    }
+    // And with its arguments right, each still gets as far as the key.
+    expect(
+        &no_tty(fx.dir(), &with(&grant, &["-o", "g"])),
+        64,
+        "key.password_required",
+    );
+}
+
 #[test]
 fn keygen_encrypts_with_a_password_file_and_minisign_signs_with_it() {
     if !require_tool("minisign", "interop test with the stock minisign tool") {
@@ -794,4 +1009,80 @@ fn a_command_holding_a_secret_key_is_undumpable() {
         ["0", "0"],
         "{core}"
     );
+}
+
+/// `ca init` killed between writing `ca.key` in its private build directory and renaming that
+/// directory into place (SIGKILL; a release build's abort on a panic is the same) left
+/// `.stockade-ca-*/ca.key` for good. The next `ca init` in the same directory removes such a
+/// leftover — this user's real directory named as `ca init` names them, its maker gone — but
+/// never one in use (locked by a live `ca init`, however old), a symlink, or a directory merely
+/// named like one (an earlier build's `.stockade-ca-<random>` could be a CA someone named so);
+/// and a CA cannot be made under such a name.
+#[test]
+fn a_killed_ca_init_leaves_no_key_behind() {
+    use std::path::PathBuf;
+    let d = tempfile::tempdir().unwrap();
+    let leftovers = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".stockade-ca-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let age = |p: &PathBuf| {
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        std::fs::File::open(p).unwrap().set_modified(old).unwrap();
+    };
+    let point = "ca-init-key-written";
+    let killed = stockade_stopped_at(d.path(), &["ca", "init", "-o", "a"], point);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(killed.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    killed.wait_with_output().unwrap();
+    let dead = leftovers();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let dead = d.path().join(&dead[0]);
+    assert!(dead.join("ca.key").exists());
+    age(&dead);
+    // Another `ca init` held at the same point, its directory aged too: only its lock keeps it.
+    let held = stockade_stopped_at(d.path(), &["ca", "init", "-o", "b"], point);
+    let live = leftovers()
+        .into_iter()
+        .map(|n| d.path().join(n))
+        .find(|p| *p != dead)
+        .unwrap();
+    age(&live);
+    // An earlier build's name (no pid) or a CA named alike, aged; and a symlink to a directory.
+    let mk = |name: &str| {
+        let p = d.path().join(name);
+        std::fs::create_dir(&p).unwrap();
+        std::fs::write(p.join("ca.key"), "k").unwrap();
+        p
+    };
+    let earlier = mk(".stockade-ca-AbCdE1");
+    age(&earlier);
+    let named = mk(".stockade-ca-12-backup-root");
+    age(&named);
+    let target = mk("elsewhere");
+    std::os::unix::fs::symlink(&target, d.path().join(".stockade-ca-1-link")).unwrap();
+    ok(d.path(), &["ca", "init", "-o", "c"]);
+    assert!(!dead.exists(), "the killed init's key is still there");
+    assert!(earlier.join("ca.key").exists());
+    assert!(named.join("ca.key").exists());
+    assert!(
+        live.join("ca.key").exists(),
+        "a live init's directory was removed"
+    );
+    assert!(target.join("ca.key").exists());
+    assert!(std::fs::symlink_metadata(d.path().join(".stockade-ca-1-link")).is_ok());
+    let r = resume(held);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(d.path().join("b/ca.key").exists());
+    assert!(!live.exists());
+    let r = stockade(
+        d.path(),
+        &["--json", "ca", "init", "-o", ".stockade-ca-7-abc123"],
+    );
+    expect(&r, 64, "usage");
 }

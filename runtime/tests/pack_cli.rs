@@ -195,6 +195,74 @@ fn existing_outputs_are_refused_unless_forced() {
 /// A minisign secret key in the plugin directory — the one `--key` names, kept beside the plugin,
 /// or any other, encrypted or not, whatever its name — is refused (65 `pack.secret_key`), nothing
 /// written: packed, it went to every node that installed the package, extracted 0644.
+/// Other private keys are refused by content as minisign's are (a package is public: every
+/// node that installs it gets every file): PEM, OpenSSH, PGP, whatever the file's name, a key
+/// appended to a certificate too; a public key, a certificate or a mention of the marker is
+/// packed. Files named like credentials (`.env`…) are packed with a warning, on stderr and in
+/// the JSON `warnings`; their templates (`.env.example`) without one.
+#[test]
+fn private_keys_are_never_packed_and_credential_files_are_named() {
+    let fx = Fixture::new();
+    let dir = fx.hello_dir();
+    let pem = |label: &str| {
+        format!(
+            "-----BEGIN {label}-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END {label}-----\n"
+        )
+    };
+    for (name, text) in [
+        ("id_rsa", pem("OPENSSH PRIVATE KEY")),
+        (
+            "tls/server.pem",
+            format!("{}{}", pem("CERTIFICATE"), pem("PRIVATE KEY")),
+        ),
+        ("data.bin", pem("RSA PRIVATE KEY")),
+        ("k.asc", pem("PGP PRIVATE KEY BLOCK")),
+    ] {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        refused(&fx, "pack.secret_key", name);
+        std::fs::remove_file(&path).unwrap();
+    }
+    std::fs::write(dir.join("ca.pem"), pem("CERTIFICATE")).unwrap();
+    std::fs::write(dir.join("op.pub.pem"), pem("PUBLIC KEY")).unwrap();
+    std::fs::write(
+        dir.join("README"),
+        "never ship a -----BEGIN PRIVATE KEY----- file\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join(".env"), "TOKEN=hunter2\n").unwrap();
+    std::fs::create_dir(dir.join("conf")).unwrap();
+    std::fs::write(dir.join("conf/.env.production"), "X=1\n").unwrap();
+    std::fs::write(dir.join(".env.example"), "TOKEN=\n").unwrap();
+    let r = pack(&fx);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let warnings = r.json()["warnings"].clone();
+    let warnings: Vec<&str> = warnings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].starts_with(".env "), "{warnings:?}");
+    assert!(
+        warnings[1].starts_with("conf/.env.production "),
+        "{warnings:?}"
+    );
+    // In text mode, a note on stderr for each.
+    let r = fx.pack_dir_replacing("hello", "out.stockade");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("stockade: warning: .env is named like")
+            && r.stderr
+                .contains("warning: conf/.env.production is named like")
+            && !r.stderr.contains(".env.example"),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn a_secret_key_in_the_plugin_directory_is_never_packed() {
     use base64::Engine;

@@ -228,8 +228,8 @@ pub(crate) mod tests {
 
     #[test]
     fn issue_parse_verify() {
-        let root = SecretKey::from_seed([1; 32], [1; 8]);
-        let int = SecretKey::from_seed([2; 32], [2; 8]);
+        let root = SecretKey::from_seed(&[1; 32], [1; 8]);
+        let int = SecretKey::from_seed(&[2; 32], [2; 8]);
         let b = body(CertKind::Intermediate, &int, &root, Scope::Any);
         let bytes = Certificate::issue(&b, &root, "t").unwrap();
         let c = Certificate::parse(&bytes).unwrap();
@@ -245,7 +245,7 @@ pub(crate) mod tests {
 
     #[test]
     fn syntax_errors() {
-        let root = SecretKey::from_seed([1; 32], [1; 8]);
+        let root = SecretKey::from_seed(&[1; 32], [1; 8]);
         let mut b = body(CertKind::Developer, &root, &root, Scope::Any);
         b.serial = "xyz".into();
         assert!(matches!(
@@ -281,8 +281,8 @@ pub(crate) mod tests {
     /// holds; a first-wins reader would see `any`) is a malformed certificate.
     #[test]
     fn a_repeated_key_is_a_malformed_certificate() {
-        let root = SecretKey::from_seed([1; 32], [1; 8]);
-        let int = SecretKey::from_seed([2; 32], [2; 8]);
+        let root = SecretKey::from_seed(&[1; 32], [1; 8]);
+        let int = SecretKey::from_seed(&[2; 32], [2; 8]);
         let b = body(
             CertKind::Intermediate,
             &int,

@@ -227,7 +227,7 @@ mod tests {
     use stockade_policy::capability::{Capability, Scope};
 
     fn k(n: u8) -> SecretKey {
-        SecretKey::from_seed([n; 32], [n; 8])
+        SecretKey::from_seed(&[n; 32], [n; 8])
     }
 
     fn certs(

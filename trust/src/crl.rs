@@ -272,7 +272,7 @@ mod tests {
     use super::*;
 
     fn list(version: u64, serials: Vec<String>) -> (SecretKey, RevocationList) {
-        let root = SecretKey::from_seed([1; 32], [1; 8]);
+        let root = SecretKey::from_seed(&[1; 32], [1; 8]);
         let body = RevocationBody {
             format: 1,
             version,
@@ -307,7 +307,7 @@ mod tests {
             l.verify(&roots, 100, None),
             Err(CrlError::Expired { .. })
         ));
-        let other = SecretKey::from_seed([2; 32], [2; 8]).public_key();
+        let other = SecretKey::from_seed(&[2; 32], [2; 8]).public_key();
         assert!(matches!(
             l.verify(&[other], 50, None),
             Err(CrlError::UnknownIssuer(_))
@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn unsorted_serials_rejected() {
-        let root = SecretKey::from_seed([1; 32], [1; 8]);
+        let root = SecretKey::from_seed(&[1; 32], [1; 8]);
         let body = RevocationBody {
             format: 1,
             version: 1,
@@ -379,7 +379,7 @@ mod tests {
     /// nothing revoked) is a malformed list.
     #[test]
     fn a_repeated_key_is_a_malformed_list() {
-        let root = SecretKey::from_seed([1; 32], [1; 8]);
+        let root = SecretKey::from_seed(&[1; 32], [1; 8]);
         let body = RevocationBody {
             format: 1,
             version: 2,

@@ -249,21 +249,33 @@ pub fn check_binding(b: &Binding<'_>) -> Result<(), GrantError> {
     Ok(())
 }
 
+/// What a grant asks for, checked as [`Grant::issue`] checks it: the binding
+/// ([`check_binding`]) and at least one target, each [`check_target`]. For `grant issue` to
+/// refuse a bad request before it reads (and perhaps asks the password of) the key that would
+/// sign it.
+pub fn check_request(binding: &Binding<'_>, targets: &[String]) -> Result<(), GrantError> {
+    check_binding(binding)?;
+    if targets.is_empty() {
+        return Err(GrantError::Field("targets"));
+    }
+    for t in targets {
+        check_target(t)?;
+    }
+    Ok(())
+}
+
 fn check(body: &GrantBody) -> Result<KeyId, GrantError> {
     if body.format != 1 {
         return Err(GrantError::Field("format"));
     }
-    check_binding(&Binding {
-        plugin: &body.plugin,
-        version: &body.plugin_version,
-        scope: &body.scope,
-    })?;
-    if body.targets.is_empty() {
-        return Err(GrantError::Field("targets"));
-    }
-    for t in &body.targets {
-        check_target(t)?;
-    }
+    check_request(
+        &Binding {
+            plugin: &body.plugin,
+            version: &body.plugin_version,
+            scope: &body.scope,
+        },
+        &body.targets,
+    )?;
     if body.expires_at <= body.issued_at {
         return Err(GrantError::Field("expires_at"));
     }
@@ -418,7 +430,7 @@ mod tests {
 
     #[test]
     fn each_refusal_has_its_own_kind() {
-        let op = SecretKey::from_seed([3; 32], [3; 8]);
+        let op = SecretKey::from_seed(&[3; 32], [3; 8]);
         let keys = [op.public_key()];
         let bytes = Grant::issue(&body(&op), &op).unwrap();
         let g = Grant::parse(&bytes).unwrap();
@@ -469,7 +481,7 @@ mod tests {
             kind(authorise(&all, &keys, &v2, "network:loopback", 1500)),
             "grant_wrong_version"
         );
-        let stranger = SecretKey::from_seed([4; 32], [4; 8]).public_key();
+        let stranger = SecretKey::from_seed(&[4; 32], [4; 8]).public_key();
         assert_eq!(
             kind(authorise(&all, &[stranger], &B, "network:loopback", 1500)),
             "grant_wrong_signer"
@@ -487,7 +499,7 @@ mod tests {
             "grant_tampered"
         );
         // Same key id, different key: still tampered/forged, never accepted.
-        let forger = SecretKey::from_seed([5; 32], [3; 8]);
+        let forger = SecretKey::from_seed(&[5; 32], [3; 8]);
         let forged = [Grant::parse(&Grant::issue(&body(&forger), &forger).unwrap()).unwrap()];
         assert_eq!(
             kind(authorise(&forged, &keys, &B, "network:loopback", 1500)),
@@ -497,7 +509,7 @@ mod tests {
 
     #[test]
     fn bad_bodies_are_refused_before_signing() {
-        let op = SecretKey::from_seed([3; 32], [3; 8]);
+        let op = SecretKey::from_seed(&[3; 32], [3; 8]);
         let mut b = body(&op);
         b.targets = vec!["root:everything".into()];
         assert!(matches!(
@@ -521,7 +533,7 @@ mod tests {
     /// Targets put in front of the signed ones are a malformed grant (`grant_malformed`).
     #[test]
     fn a_repeated_key_is_a_malformed_grant() {
-        let op = SecretKey::from_seed([3; 32], [3; 8]);
+        let op = SecretKey::from_seed(&[3; 32], [3; 8]);
         let bytes = Grant::issue(&body(&op), &op).unwrap();
         let dup =
             crate::signed::tests::prepend_in_body(&bytes, FIELD, r#""targets": ["network:host"]"#);
@@ -598,7 +610,7 @@ mod tests {
             }
         }
         // A grant file carrying such a binding or target does not parse either.
-        let op = SecretKey::from_seed([3; 32], [3; 8]);
+        let op = SecretKey::from_seed(&[3; 32], [3; 8]);
         let mut b = body(&op);
         b.scope = "nonsense scope".into();
         assert!(matches!(

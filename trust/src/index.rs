@@ -538,7 +538,7 @@ mod tests {
     use serde_json::json;
 
     fn sk(n: u8) -> SecretKey {
-        SecretKey::from_seed([n; 32], [n; 8])
+        SecretKey::from_seed(&[n; 32], [n; 8])
     }
 
     fn doc(extra: serde_json::Value) -> serde_json::Value {

@@ -196,6 +196,12 @@ fn check(body: &LicenseBody) -> Result<KeyId, LicenseError> {
 }
 
 impl License {
+    /// Check `body` as [`License::issue`] does, without a key: for `ca license` to refuse a bad
+    /// serial or hardware id before it reads (and perhaps asks the password of) the CA key.
+    pub fn check_body(body: &LicenseBody) -> Result<(), LicenseError> {
+        check(body).map(|_| ())
+    }
+
     /// Parse and syntax-check.
     pub fn parse(bytes: &[u8]) -> Result<Self, LicenseError> {
         let envelope = Envelope::parse(bytes, FIELD).map_err(LicenseError::Envelope)?;
@@ -370,7 +376,7 @@ mod tests {
 
     #[test]
     fn license_checks() {
-        let root = SecretKey::from_seed([1; 32], [1; 8]);
+        let root = SecretKey::from_seed(&[1; 32], [1; 8]);
         let body = LicenseBody {
             format: 1,
             serial: "ACME-1".into(),
@@ -391,7 +397,7 @@ mod tests {
             l.verify(&roots, 100, "abcd"),
             Err(LicenseError::Expired { .. })
         ));
-        let other = SecretKey::from_seed([2; 32], [2; 8]).public_key();
+        let other = SecretKey::from_seed(&[2; 32], [2; 8]).public_key();
         assert!(matches!(
             l.verify(&[other], 50, "abcd"),
             Err(LicenseError::UnknownIssuer(_))
@@ -402,7 +408,7 @@ mod tests {
     /// license, not a second reading of it.
     #[test]
     fn a_repeated_key_is_a_malformed_license() {
-        let root = SecretKey::from_seed([1; 32], [1; 8]);
+        let root = SecretKey::from_seed(&[1; 32], [1; 8]);
         let body = LicenseBody {
             format: 1,
             serial: "ACME-1".into(),
@@ -422,7 +428,7 @@ mod tests {
     }
 
     fn issued(serial: &str, state: LicenseState, issued_at: u64) -> License {
-        let root = SecretKey::from_seed([1; 32], [1; 8]);
+        let root = SecretKey::from_seed(&[1; 32], [1; 8]);
         let body = LicenseBody {
             format: 1,
             serial: serial.into(),
@@ -437,7 +443,7 @@ mod tests {
 
     #[test]
     fn a_license_from_the_future_is_not_valid_yet() {
-        let roots = [SecretKey::from_seed([1; 32], [1; 8]).public_key()];
+        let roots = [SecretKey::from_seed(&[1; 32], [1; 8]).public_key()];
         let l = issued("L1", LicenseState::Active, 10_000);
         // Within the allowed skew: a CA clock a little ahead.
         l.verify(&roots, 10_000 - MAX_CLOCK_SKEW, "").unwrap();
@@ -557,7 +563,7 @@ mod tests {
         }
         // The same file, parsed again, is the license in force.
         let again = License::parse(
-            &License::issue(&frozen.body, &SecretKey::from_seed([1; 32], [1; 8]), "").unwrap(),
+            &License::issue(&frozen.body, &SecretKey::from_seed(&[1; 32], [1; 8]), "").unwrap(),
         )
         .unwrap();
         assert_eq!(again.file_sha256(), frozen.file_sha256());

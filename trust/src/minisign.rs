@@ -29,7 +29,7 @@ use blake2::digest::consts::U32;
 use blake2::{Blake2b, Blake2b512, Digest};
 use ed25519_dalek::{Signature as EdSig, Signer, SigningKey, VerifyingKey};
 use std::fmt;
-use zeroize::{Zeroize as _, Zeroizing};
+use zeroize::{Zeroize as _, ZeroizeOnDrop, Zeroizing};
 
 /// Largest key or signature file we parse.
 pub const MAX_TEXT_BYTES: usize = 4096;
@@ -149,12 +149,36 @@ impl fmt::Debug for PublicKey {
     }
 }
 
-/// A minisign secret key (decrypted). Zeroized on drop by `ed25519-dalek`.
+/// A minisign secret key (decrypted). Wiped on drop: its one secret field is `ed25519-dalek`'s
+/// [`SigningKey`], which zeroizes itself on drop with the crate's `zeroize` feature (the
+/// workspace turns it on; [`_SECRETS_WIPE_ON_DROP`] stops the build if it ever is not).
 pub struct SecretKey {
     /// Key identifier.
     pub key_id: KeyId,
     key: SigningKey,
 }
+
+/// Nothing secret besides `key`, which wipes itself on drop ([`SecretKey`]'s doc).
+impl ZeroizeOnDrop for SecretKey {}
+
+/// Every type here holding secret-key bytes wipes them when dropped — checked when this crate
+/// is built, not in a test: the key a process read or made is otherwise left in freed heap
+/// memory, where a later allocation, a swap-out or a core file (`keyfile::guard_secrets` keeps
+/// those out) may meet it. A test reading memory after a drop cannot show it (that would be
+/// undefined behaviour), so the types are what is held to it; `SigningKey` fails this the day
+/// `ed25519-dalek`'s `zeroize` feature goes missing.
+const _SECRETS_WIPE_ON_DROP: () = {
+    const fn wipes<T: ZeroizeOnDrop + ?Sized>() {}
+    wipes::<SigningKey>();
+    wipes::<SecretKey>();
+    wipes::<EncryptedSecretKey>();
+    wipes::<SecretText>();
+    wipes::<Zeroizing<Vec<u8>>>();
+};
+
+/// A secret key file's text ([`SecretKey::to_text`], [`SecretKey::to_encrypted_text`]): wiped
+/// when dropped.
+pub type SecretText = Zeroizing<String>;
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -175,6 +199,9 @@ pub struct Signature {
     global_sig: [u8; 64],
 }
 
+/// `line`'s bytes, decoded. base64's `decode` writes into one allocation, sized up front and
+/// only truncated after, so a caller that wraps the result in [`Zeroizing`] wipes every byte it
+/// held ([`Zeroizing`]'s `Vec` also wipes the spare capacity).
 fn decode(line: &str) -> Result<Vec<u8>, MinisignError> {
     B64.decode(line.trim_end_matches('\r'))
         .map_err(MinisignError::Base64)
@@ -492,12 +519,15 @@ pub fn looks_like_secret_key(data: &[u8]) -> bool {
     let Some(line) = lines.next() else {
         return false;
     };
-    B64.decode(line.trim()).is_ok_and(|raw| {
-        raw.len() == SECRET_KEY_BYTES
-            && &raw[..2] == b"Ed"
-            && matches!(&raw[2..4], [0, 0] | b"Sc")
-            && &raw[4..6] == b"B2"
-    })
+    // A copy of someone's secret key, if it is one: wiped like the keys read to sign.
+    B64.decode(line.trim())
+        .map(Zeroizing::new)
+        .is_ok_and(|raw| {
+            raw.len() == SECRET_KEY_BYTES
+                && &raw[..2] == b"Ed"
+                && matches!(&raw[2..4], [0, 0] | b"Sc")
+                && &raw[4..6] == b"B2"
+        })
 }
 
 /// A secret key file: unencrypted, or encrypted and waiting for its password.
@@ -553,14 +583,15 @@ impl SecretKeyFile {
                 memlimit: le(46),
             };
             let cost = limits.cost()?;
-            let mut keynum_sk = [0u8; KEYNUM_SK_BYTES];
-            keynum_sk.copy_from_slice(&raw[KEYNUM_SK_AT..]);
-            return Ok(Self::Encrypted(EncryptedSecretKey {
+            // Copied into the wiping struct itself, not through a local array left unwiped.
+            let mut enc = EncryptedSecretKey {
                 salt,
                 limits,
                 cost,
-                keynum_sk,
-            }));
+                keynum_sk: [0u8; KEYNUM_SK_BYTES],
+            };
+            enc.keynum_sk.copy_from_slice(&raw[KEYNUM_SK_AT..]);
+            return Ok(Self::Encrypted(enc));
         }
         let mut id = [0u8; 8];
         id.copy_from_slice(&raw[54..62]);
@@ -585,13 +616,38 @@ impl Drop for EncryptedSecretKey {
     }
 }
 
+impl ZeroizeOnDrop for EncryptedSecretKey {}
+
+/// The lines of a key file: `comment`, then base64 of `raw`, built in a [`SecretText`] of the
+/// exact size, so it never reallocates (leaving an unwiped copy behind), and base64 written
+/// through a wiped buffer rather than base64's own `encode_string`, whose stack chunk buffer
+/// is not.
+fn secret_text(comment: &str, raw: &[u8; SECRET_KEY_BYTES]) -> SecretText {
+    const B64_LEN: usize = SECRET_KEY_BYTES.div_ceil(3) * 4;
+    let mut b64 = Zeroizing::new([0u8; B64_LEN]);
+    let n = B64
+        .encode_slice(raw, &mut b64[..])
+        .expect("the buffer is base64's exact length");
+    debug_assert_eq!(n, B64_LEN);
+    let mut text = Zeroizing::new(String::with_capacity(
+        "untrusted comment: \n\n".len() + comment.len() + B64_LEN,
+    ));
+    text.push_str("untrusted comment: ");
+    text.push_str(comment);
+    text.push('\n');
+    text.push_str(std::str::from_utf8(&b64[..]).expect("base64 is ASCII"));
+    text.push('\n');
+    text
+}
+
 impl SecretKey {
     /// Build a key from 32 random seed bytes and 8 random key-id bytes (the caller supplies the
     /// randomness, keeping this crate free of I/O).
-    pub fn from_seed(seed: [u8; 32], key_id: [u8; 8]) -> Self {
+    /// The seed is borrowed, not copied: the caller keeps it in a wiped buffer.
+    pub fn from_seed(seed: &[u8; 32], key_id: [u8; 8]) -> Self {
         Self {
             key_id: KeyId(key_id),
-            key: SigningKey::from_bytes(&seed),
+            key: SigningKey::from_bytes(seed),
         }
     }
 
@@ -623,21 +679,17 @@ impl SecretKey {
         }
     }
 
-    /// The secret key file text, in the format `minisign -G -W` writes.
-    pub fn to_text(&self) -> String {
+    /// The secret key file text, in the format `minisign -G -W` writes; wiped when dropped.
+    pub fn to_text(&self) -> SecretText {
         let sk = Zeroizing::new(self.key.to_keypair_bytes());
-        let mut raw = Zeroizing::new(Vec::with_capacity(SECRET_KEY_BYTES));
-        raw.extend_from_slice(b"Ed");
-        raw.extend_from_slice(&[0, 0]);
-        raw.extend_from_slice(b"B2");
-        raw.extend_from_slice(&[0u8; 48]); // salt, opslimit, memlimit: unused without a KDF
-        raw.extend_from_slice(&self.key_id.0);
-        raw.extend_from_slice(&sk[..]);
-        raw.extend_from_slice(&checksum(&self.key_id, &sk));
-        format!(
-            "untrusted comment: minisign encrypted secret key\n{}\n",
-            B64.encode(&raw[..])
-        )
+        let mut raw = Zeroizing::new([0u8; SECRET_KEY_BYTES]);
+        raw[..2].copy_from_slice(b"Ed");
+        // raw[2..4]: KDF none (0, 0); raw[6..54]: salt, opslimit, memlimit, unused without one.
+        raw[4..6].copy_from_slice(b"B2");
+        raw[KEYNUM_SK_AT..KEYNUM_SK_AT + 8].copy_from_slice(&self.key_id.0);
+        raw[KEYNUM_SK_AT + 8..KEYNUM_SK_AT + 72].copy_from_slice(&sk[..]);
+        raw[KEYNUM_SK_AT + 72..].copy_from_slice(&checksum(&self.key_id, &sk));
+        secret_text("minisign encrypted secret key", &raw)
     }
 
     /// The secret key file text encrypted with `password`, as `minisign -G` writes it: `salt`
@@ -648,28 +700,25 @@ impl SecretKey {
         password: &[u8],
         salt: [u8; 32],
         limits: KdfLimits,
-    ) -> Result<String, MinisignError> {
+    ) -> Result<SecretText, MinisignError> {
         let stream = key_stream(password, &salt, limits)?;
         let sk = Zeroizing::new(self.key.to_keypair_bytes());
-        let mut keynum_sk = Zeroizing::new([0u8; KEYNUM_SK_BYTES]);
+        // keynum_sk is put together in place, in the file's own (wiped) bytes, then encrypted.
+        let mut raw = Zeroizing::new([0u8; SECRET_KEY_BYTES]);
+        raw[..2].copy_from_slice(b"Ed");
+        raw[2..4].copy_from_slice(b"Sc");
+        raw[4..6].copy_from_slice(b"B2");
+        raw[6..38].copy_from_slice(&salt);
+        raw[38..46].copy_from_slice(&limits.opslimit.to_le_bytes());
+        raw[46..54].copy_from_slice(&limits.memlimit.to_le_bytes());
+        let keynum_sk = &mut raw[KEYNUM_SK_AT..];
         keynum_sk[..8].copy_from_slice(&self.key_id.0);
         keynum_sk[8..72].copy_from_slice(&sk[..]);
         keynum_sk[72..].copy_from_slice(&checksum(&self.key_id, &sk));
         for (b, k) in keynum_sk.iter_mut().zip(stream.iter()) {
             *b ^= k;
         }
-        let mut raw = Vec::with_capacity(SECRET_KEY_BYTES);
-        raw.extend_from_slice(b"Ed");
-        raw.extend_from_slice(b"Sc");
-        raw.extend_from_slice(b"B2");
-        raw.extend_from_slice(&salt);
-        raw.extend_from_slice(&limits.opslimit.to_le_bytes());
-        raw.extend_from_slice(&limits.memlimit.to_le_bytes());
-        raw.extend_from_slice(&keynum_sk[..]);
-        Ok(format!(
-            "untrusted comment: minisign encrypted secret key\n{}\n",
-            B64.encode(raw)
-        ))
+        Ok(secret_text("minisign encrypted secret key", &raw))
     }
 
     /// Sign `data` (prehashed `ED`) with a one-line trusted comment.
@@ -770,7 +819,7 @@ mod tests {
     use super::*;
 
     fn key(n: u8) -> SecretKey {
-        SecretKey::from_seed([n; 32], [n; 8])
+        SecretKey::from_seed(&[n; 32], [n; 8])
     }
 
     #[test]
@@ -794,6 +843,35 @@ mod tests {
             other.verify(b"data", &sig),
             Err(MinisignError::KeyMismatch { .. })
         ));
+    }
+
+    /// What holds a secret key's bytes wipes them when dropped: the key types are held to it at
+    /// build time (`_SECRETS_WIPE_ON_DROP`); here the key file texts, which are [`SecretText`]
+    /// and made at their final size (a `String` that grows leaves its outgrown copies behind),
+    /// and still read back as the same key.
+    #[test]
+    fn secret_key_texts_wipe_themselves_and_read_back() {
+        let sk = key(8);
+        fn wipes<T: ZeroizeOnDrop>(_: &T) {}
+        wipes(&sk);
+        let plain: SecretText = sk.to_text();
+        let encrypted: SecretText = sk
+            .to_encrypted_text(b"pw", [4; 32], KdfLimits::CHEAPEST)
+            .unwrap();
+        for text in [&plain, &encrypted] {
+            assert_eq!(text.len(), text.capacity(), "{:?}", &text[..40]);
+        }
+        assert_eq!(
+            SecretKey::parse(&plain).unwrap().public_key(),
+            sk.public_key()
+        );
+        let SecretKeyFile::Encrypted(e) = SecretKeyFile::parse(&encrypted).unwrap() else {
+            panic!("read as plain");
+        };
+        assert_eq!(e.decrypt(b"pw").unwrap().public_key(), sk.public_key());
+        // minisign's own layout, byte for byte as before.
+        assert!(plain.starts_with("untrusted comment: minisign encrypted secret key\n"));
+        assert!(looks_like_secret_key(plain.as_bytes()));
     }
 
     #[test]

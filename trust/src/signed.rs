@@ -142,7 +142,7 @@ pub(crate) mod tests {
 
     #[test]
     fn sign_parse_verify_and_tamper() {
-        let sk = SecretKey::from_seed([7; 32], [7; 8]);
+        let sk = SecretKey::from_seed(&[7; 32], [7; 8]);
         let bytes =
             Envelope::sign(&serde_json::json!({"b": 1, "a": "x"}), "doc", &sk, "t").unwrap();
         let env = Envelope::parse(&bytes, "doc").unwrap();
@@ -166,7 +166,7 @@ pub(crate) mod tests {
     /// signature intact; it is refused, in the body and in the outer object.
     #[test]
     fn a_repeated_key_is_refused_in_the_body_and_the_envelope() {
-        let sk = SecretKey::from_seed([7; 32], [7; 8]);
+        let sk = SecretKey::from_seed(&[7; 32], [7; 8]);
         let bytes =
             Envelope::sign(&serde_json::json!({"b": 1, "a": "x"}), "doc", &sk, "t").unwrap();
         let text = String::from_utf8(bytes).unwrap();

@@ -20,6 +20,10 @@
 //! Issuing applies the same bounds as verification (`stockade_trust::chain::check_bounds`), so a
 //! CA cannot mint a certificate that every node would refuse: `--capabilities` may narrow the
 //! scope's ceiling, never widen it.
+//!
+//! Every command judges its arguments (and refuses an output it will not replace) before it
+//! reads the CA key ([`CaDir::unlock`]): a bad `--days`, scope, serial or capability is refused
+//! without the key's password being asked for, or the key decrypted, for nothing.
 
 use crate::cli::{CaInitArgs, CaIssueArgs, CaLicenseArgs, CaRevokeArgs};
 use crate::cmd::keygen::{fresh_key, new_password, write_pair};
@@ -29,6 +33,7 @@ use crate::exit::Exit;
 use crate::fileio::{read_capped, reserve, write_atomic};
 use crate::keyfile::{load_public, load_secret, random_bytes, secret_key_error, unix_now};
 use crate::output::{term, term_path, Output};
+use crate::package::trees::lock_dir_shared;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -75,8 +80,14 @@ struct IssuedRevocations {
     revoked_key_ids: BTreeSet<String>,
 }
 
-struct Ca {
+/// A CA directory as its `ca.json` describes it, its key not read yet ([`CaDir::unlock`]).
+struct CaDir {
     dir: PathBuf,
+    info: CaInfo,
+}
+
+/// A CA directory with its key.
+struct Ca {
     info: CaInfo,
     key: SecretKey,
 }
@@ -85,9 +96,10 @@ fn usage(msg: impl Into<String>) -> CmdError {
     CmdError::msg(Exit::Usage, "usage", msg)
 }
 
-/// The CA in `dir`, its key decrypted with the password in `password_file` (or typed at the
-/// terminal) if `ca.key` is encrypted.
-fn load_ca(dir: &Path, password_file: Option<&Path>) -> Result<Ca, CmdError> {
+/// The CA in `dir`, without its key: every command judges its arguments against it (its kind,
+/// its id) before it reads the key ([`CaDir::unlock`]), so a bad argument never costs a password
+/// typed for nothing.
+fn read_ca(dir: &Path) -> Result<CaDir, CmdError> {
     let info_path = dir.join("ca.json");
     let bytes = read_capped(&info_path, 64 * 1024).map_err(|e| {
         CmdError::new(Exit::NoInput, "ca_dir_unreadable", e)
@@ -97,20 +109,30 @@ fn load_ca(dir: &Path, password_file: Option<&Path>) -> Result<Ca, CmdError> {
         CmdError::new(Exit::DataErr, "ca_dir_corrupt", e)
             .hint("ca.json is corrupt; recreate the CA with `stockade ca init`")
     })?;
-    let key = load_secret(&dir.join("ca.key"), password_file).map_err(secret_key_error)?;
-    if key.public_key().key_id.to_string() != info.key_id {
-        return Err(CmdError::msg(
-            Exit::DataErr,
-            "ca_dir_corrupt",
-            "ca.key does not match the key id in ca.json",
-        )
-        .hint("the CA directory was modified; restore it from backup"));
-    }
-    Ok(Ca {
+    Ok(CaDir {
         dir: dir.to_path_buf(),
         info,
-        key,
     })
+}
+
+impl CaDir {
+    /// The CA's key, decrypted with the password in `password_file` (or typed at the terminal)
+    /// if `ca.key` is encrypted.
+    fn unlock(self, password_file: Option<&Path>) -> Result<Ca, CmdError> {
+        let key = load_secret(&self.dir.join("ca.key"), password_file).map_err(secret_key_error)?;
+        if key.public_key().key_id.to_string() != self.info.key_id {
+            return Err(CmdError::msg(
+                Exit::DataErr,
+                "ca_dir_corrupt",
+                "ca.key does not match the key id in ca.json",
+            )
+            .hint("the CA directory was modified; restore it from backup"));
+        }
+        Ok(Ca {
+            info: self.info,
+            key,
+        })
+    }
 }
 
 fn parse_scope(s: &str) -> Result<Scope, CmdError> {
@@ -123,6 +145,49 @@ fn new_serial() -> Result<String, CmdError> {
     Ok(hex::encode(
         random_bytes::<16>().map_err(|e| CmdError::new(Exit::OsErr, "random", e))?,
     ))
+}
+
+/// What `ca init`'s private build directory is named with, before `<pid>-<random>`.
+const INIT_PREFIX: &str = ".stockade-ca-";
+
+/// Remove the build directories of this user's `ca init`s killed in `parent` (SIGKILL, or a
+/// release build's abort on a panic, skips the cleanup between `ca.key` written and the
+/// rename): each held a CA key (0600 in a 0700 directory, but a secret key all the same, on
+/// disk for nothing). Only what is surely such a leftover, by the extraction directories' rules
+/// (`package::verify`'s sweep): named exactly as `ca init` names them ([`is_init_leftover_name`]),
+/// a real directory (not a symlink) of this user, stale by `fileio::leftover_is_stale` (its
+/// maker's pid gone, or older than a minute), and not locked by its maker (a live `ca init`
+/// holds its directory's lock until the rename). An earlier build's `.stockade-ca-<random>` is
+/// left: six letters could be a CA someone named so (`-o .stockade-ca-backup`, its root key
+/// the only copy), which no sweep may guess away. Errors are ignored: tidying, never a reason
+/// to fail.
+fn sweep_init_leftovers(parent: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    crate::package::trees::sweep_unlocked(
+        parent,
+        &[INIT_PREFIX],
+        |name, age, m| {
+            is_init_leftover_name(name)
+                && m.is_dir()
+                && m.uid() == me
+                && name
+                    .strip_prefix(INIT_PREFIX)
+                    .is_some_and(|rest| crate::fileio::leftover_is_stale(rest, age))
+        },
+        crate::package::trees::remove_dir_if_unlocked,
+    );
+}
+
+/// Whether `name` is one `ca init` gives its build directory: [`INIT_PREFIX`], a pid, `-`, and
+/// tempfile's six random letters or digits. `ca init -o` refuses to make a CA of such a name.
+fn is_init_leftover_name(name: &str) -> bool {
+    name.strip_prefix(INIT_PREFIX).is_some_and(|rest| {
+        crate::fileio::leftover_maker(rest).is_some()
+            && rest.split_once('-').is_some_and(|(_, random)| {
+                random.len() == 6 && random.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
+    })
 }
 
 #[derive(Serialize)]
@@ -152,24 +217,36 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
         )
         .hint("choose a new directory for the CA"));
     }
+    if a.output
+        .file_name()
+        .is_some_and(|n| n.to_str().is_some_and(is_init_leftover_name))
+    {
+        return Err(usage(format!(
+            "{} is named as ca init's build directories are, which a later ca init here removes",
+            a.output.display()
+        ))
+        .hint("choose another name for the CA directory"));
+    }
     let new_pw = a
         .new_password_file
         .as_deref()
         .map(new_password)
         .transpose()?;
-    let parent_ca = a
-        .parent
-        .as_deref()
-        .map(|p| load_ca(p, a.password_file.as_deref()))
-        .transpose()?;
-    if let Some(p) = &parent_ca {
+    let parent_dir_ca = a.parent.as_deref().map(read_ca).transpose()?;
+    // An intermediate's certificate arguments, judged before the root's key is read.
+    let mut cert_args = None;
+    if let Some(p) = &parent_dir_ca {
         if p.info.kind != CaKind::Root {
             return Err(
                 usage(format!("--parent {} is not a root CA", p.dir.display()))
                     .hint("intermediates are certified by a root CA directory"),
             );
         }
+        cert_args = Some((parse_scope(&a.scope)?, valid_until(now, a.days)?));
     }
+    let parent_ca = parent_dir_ca
+        .map(|p| p.unlock(a.password_file.as_deref()))
+        .transpose()?;
     let kind = if parent_ca.is_some() {
         CaKind::Intermediate
     } else {
@@ -188,19 +265,23 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
         )
     });
     // Build everything in a private sibling directory and rename it into place, so a failure
-    // never leaves a half-made CA behind.
+    // never leaves a half-made CA behind; a kill can, and the next `ca init` here sweeps it.
     let parent_dir = match a.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    sweep_init_leftovers(&parent_dir);
+    let cant_create = |e| {
+        CmdError::new(Exit::CantCreate, "output", e)
+            .hint("check that the parent directory exists and is writable")
+    };
     let tmp = tempfile::Builder::new()
-        .prefix(".stockade-ca-")
+        .prefix(&format!("{INIT_PREFIX}{}-", std::process::id()))
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(&parent_dir)
-        .map_err(|e| {
-            CmdError::new(Exit::CantCreate, "output", e)
-                .hint("check that the parent directory exists and is writable")
-        })?;
+        .map_err(cant_create)?;
+    // Held until the CA is in place: a sweep meanwhile (another `ca init` here) leaves it be.
+    let _in_use = lock_dir_shared(tmp.path()).map_err(cant_create)?;
     write_pair(
         &key,
         new_pw.as_deref().map(|p| &p[..]),
@@ -216,9 +297,9 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
     let mut info_bytes = serde_json::to_vec_pretty(&info)
         .map_err(|e| CmdError::new(Exit::Software, "internal", e))?;
     info_bytes.push(b'\n');
+    crate::sys::stop_at("ca-init-key-written");
     crate::cmd::write_output(&tmp.path().join("ca.json"), &info_bytes, true)?;
-    if let Some(root) = &parent_ca {
-        let scope = parse_scope(&a.scope)?;
+    if let (Some(root), Some((scope, not_after))) = (&parent_ca, cert_args) {
         let pk = key.public_key();
         let body = CertBody {
             format: 1,
@@ -230,7 +311,7 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
             capabilities: scope.ceiling().into_iter().collect(),
             scope,
             not_before: now,
-            not_after: valid_until(now, a.days)?,
+            not_after,
             issuer_key_id: root.info.key_id.clone(),
         };
         let cert = Certificate::issue(
@@ -299,7 +380,7 @@ struct IssueReport {
 /// `stockade ca issue`.
 pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
     let now = a.now.unwrap_or_else(unix_now);
-    let ca = load_ca(&a.ca, a.password_file.as_deref())?;
+    let ca = read_ca(&a.ca)?;
     let subject_key = load_public(&a.public_key).map_err(|e| {
         CmdError::new(Exit::DataErr, "key", e)
             .hint("pass a public key written by `stockade keygen` or `minisign -G`")
@@ -376,6 +457,8 @@ pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
             "--capabilities may only narrow what the scope (and the issuing intermediate) allows",
         )
     })?;
+    crate::cmd::refuse_existing_output(&a.output, a.force)?;
+    let ca = ca.unlock(a.password_file.as_deref())?;
     let cert = Certificate::issue(
         &body,
         &ca.key,
@@ -429,7 +512,7 @@ struct RevokeReport {
 /// `stockade ca revoke`.
 pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
     let now = a.now.unwrap_or_else(unix_now);
-    let ca = load_ca(&a.ca, a.password_file.as_deref())?;
+    let ca = read_ca(&a.ca)?;
     if ca.info.kind != CaKind::Root {
         return Err(usage("revocation lists are signed by a root CA").hint("pass --ca ROOT_DIR"));
     }
@@ -465,6 +548,7 @@ pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
         revoked_serials: state.revoked_serials.iter().cloned().collect(),
         revoked_key_ids: state.revoked_key_ids.iter().cloned().collect(),
     };
+    let ca = ca.unlock(a.password_file.as_deref())?;
     let list = RevocationList::issue(
         &body,
         &ca.key,
@@ -534,7 +618,7 @@ struct LicenseReport {
 /// `stockade ca license`.
 pub fn license(a: CaLicenseArgs, out: Output) -> Result<Exit, CmdError> {
     let now = a.now.unwrap_or_else(unix_now);
-    let ca = load_ca(&a.ca, a.password_file.as_deref())?;
+    let ca = read_ca(&a.ca)?;
     if ca.info.kind != CaKind::Root {
         return Err(usage("licenses are signed by a root CA").hint("pass --ca ROOT_DIR"));
     }
@@ -551,15 +635,19 @@ pub fn license(a: CaLicenseArgs, out: Output) -> Result<Exit, CmdError> {
         expires_at: a.days.map(|d| valid_until(now, d)).transpose()?,
         issuer_key_id: ca.info.key_id.clone(),
     };
+    let bad_license = |e| {
+        CmdError::new(Exit::Usage, "usage", e)
+            .hint("serial and hardware id are 1-64 characters of [A-Za-z0-9._-]")
+    };
+    License::check_body(&body).map_err(bad_license)?;
+    crate::cmd::refuse_existing_output(&a.output, a.force)?;
+    let ca = ca.unlock(a.password_file.as_deref())?;
     let bytes = License::issue(
         &body,
         &ca.key,
         &format!("stockade license {} timestamp:{now}", body.serial),
     )
-    .map_err(|e| {
-        CmdError::new(Exit::Usage, "usage", e)
-            .hint("serial and hardware id are 1-64 characters of [A-Za-z0-9._-]")
-    })?;
+    .map_err(bad_license)?;
     crate::cmd::write_output(&a.output, &bytes, a.force)?;
     let r = LicenseReport {
         output: a.output,

@@ -11,7 +11,9 @@
 //! `issue` would otherwise sign a grant that never matches, and `verify` answer "missing" for
 //! what is a typo. `issue --days 0` is 64 too, as for `ca` (it was silently one day), and so
 //! is a `--now` so late that `--days` ends past the largest time (`usage`, as for `ca`; the
-//! grant's expiry was silently cut short at `u64::MAX`).
+//! grant's expiry was silently cut short at `u64::MAX`). `issue` judges all its arguments, and
+//! refuses an existing output without `--force`, before it reads the key: a password is never
+//! asked for a grant that will be refused.
 
 use crate::cli::{GrantIssueArgs, GrantVerifyArgs};
 use crate::error::CmdError;
@@ -21,7 +23,8 @@ use crate::keyfile::{load_public, load_secret, secret_key_error, unix_now};
 use crate::output::{term, Output};
 use serde::Serialize;
 use stockade_trust::grant::{
-    authorise, check_binding, check_target, Binding, Grant, GrantBody, GrantError, MAX_GRANT_BYTES,
+    authorise, check_binding, check_request, check_target, Binding, Grant, GrantBody, GrantError,
+    MAX_GRANT_BYTES,
 };
 
 const TARGET_HINT: &str = "targets are capability:<log|emit_event|get_config_value|register_hook|kv_get|kv_put>, network:loopback or writable:<absolute normalised path>; the plugin is a manifest name, the version semver, the scope any, license:<serial> or hardware:<id>";
@@ -39,7 +42,8 @@ struct Issued {
 
 /// `grant issue`.
 pub fn issue(a: GrantIssueArgs, out: Output) -> Result<Exit, CmdError> {
-    let key = load_secret(&a.key, a.password_file.as_deref()).map_err(secret_key_error)?;
+    // Every argument is judged before the key is read: a bad one must not cost a password
+    // typed for nothing (or a key decrypted for nothing).
     if a.days == 0 {
         return Err(
             CmdError::msg(Exit::Usage, "usage", "--days must be at least 1")
@@ -48,6 +52,14 @@ pub fn issue(a: GrantIssueArgs, out: Output) -> Result<Exit, CmdError> {
     }
     let now = a.now.unwrap_or_else(unix_now);
     let expires_at = crate::cmd::valid_until(now, a.days)?;
+    let binding = Binding {
+        plugin: &a.plugin,
+        version: &a.plugin_version,
+        scope: &a.scope,
+    };
+    check_request(&binding, &a.targets).map_err(invalid)?;
+    crate::cmd::refuse_existing_output(&a.output, a.force)?;
+    let key = load_secret(&a.key, a.password_file.as_deref()).map_err(secret_key_error)?;
     let body = GrantBody {
         format: 1,
         plugin: a.plugin,

@@ -11,12 +11,12 @@ use crate::cli::KeygenArgs;
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::{create_exclusive, write_atomic};
-use crate::keyfile::random_bytes;
+use crate::keyfile::{fill_random, random_bytes};
 use crate::output::Output;
 use crate::password::{self, Password};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use stockade_trust::minisign::{KdfLimits, SecretKey};
+use stockade_trust::minisign::{KdfLimits, SecretKey, SecretText};
 use zeroize::Zeroizing;
 
 #[derive(Serialize)]
@@ -56,12 +56,14 @@ pub fn new_password(file: &Path) -> Result<Password, CmdError> {
 }
 
 /// Generate a key from OS randomness, this process made undumpable first
-/// ([`crate::keyfile::guard_secrets`]).
+/// ([`crate::keyfile::guard_secrets`]). The seed is drawn into a wiped buffer and borrowed by
+/// the key, which wipes its own copy ([`crate::keyfile`]'s doc).
 pub fn fresh_key() -> Result<SecretKey, CmdError> {
     crate::keyfile::guard_secrets().map_err(crate::keyfile::secret_key_error)?;
-    let seed = random_bytes::<32>().map_err(|e| CmdError::new(Exit::OsErr, "random", e))?;
+    let mut seed = Zeroizing::new([0u8; 32]);
+    fill_random(&mut seed[..]).map_err(|e| CmdError::new(Exit::OsErr, "random", e))?;
     let id = random_bytes::<8>().map_err(|e| CmdError::new(Exit::OsErr, "random", e))?;
-    Ok(SecretKey::from_seed(seed, id))
+    Ok(SecretKey::from_seed(&seed, id))
 }
 
 /// The scrypt cost `keygen --password-file` writes: minisign's. A debug build (the one the
@@ -77,14 +79,13 @@ fn kdf_limits() -> KdfLimits {
     KdfLimits::MINISIGN
 }
 
-/// The secret key file's text: encrypted with `password` if one is given.
-fn secret_text(sk: &SecretKey, password: Option<&[u8]>) -> Result<Zeroizing<String>, CmdError> {
+/// The secret key file's text (wiped when dropped): encrypted with `password` if one is given.
+fn secret_text(sk: &SecretKey, password: Option<&[u8]>) -> Result<SecretText, CmdError> {
     let Some(pw) = password else {
-        return Ok(Zeroizing::new(sk.to_text()));
+        return Ok(sk.to_text());
     };
     let salt = random_bytes::<32>().map_err(|e| CmdError::new(Exit::OsErr, "random", e))?;
     sk.to_encrypted_text(pw, salt, kdf_limits())
-        .map(Zeroizing::new)
         .map_err(|e| CmdError::new(Exit::Software, "internal", e))
 }
 

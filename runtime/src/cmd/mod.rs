@@ -78,6 +78,16 @@ pub(crate) fn write_output(
     })
 }
 
+/// An output that exists, refused (73) without `force` before a command reads its secret key:
+/// nobody types a password for a file that will not be written. [`write_output`] still decides
+/// at the write (the name may be taken meanwhile); this is only the early word.
+pub(crate) fn refuse_existing_output(path: &std::path::Path, force: bool) -> Result<(), CmdError> {
+    if !force && std::fs::symlink_metadata(path).is_ok() {
+        return Err(output_exists(path));
+    }
+    Ok(())
+}
+
 /// An output that cannot be written (73 `output`).
 pub(crate) fn output_error(e: crate::fileio::FileError) -> CmdError {
     CmdError::new(Exit::CantCreate, "output", e)

@@ -5,7 +5,9 @@
 //!
 //! The packer refuses early what verification would refuse later (a key that is not the
 //! certificate's, capabilities beyond the certificate, an expired certificate, unsafe files), so
-//! a developer learns at pack time rather than from an operator's rejection.
+//! a developer learns at pack time rather than from an operator's rejection. All of it that
+//! needs no key — the manifest, the files, the certificates, an output it will not replace — is
+//! judged before the key is read, so a password is never asked for a package that is refused.
 
 use crate::cli::PackArgs;
 use crate::error::CmdError;
@@ -34,7 +36,8 @@ struct Report {
     package_sha256: String,
     signer_key_id: String,
     developer_serial: String,
-    /// What verification will refuse for now (a certificate not valid yet); also on stderr.
+    /// What verification will refuse for now (a certificate not valid yet), and the files
+    /// shipped that are named like credentials (`.env`…); also on stderr.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
 }
@@ -100,27 +103,30 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
              if a package with it was ever published, make a new key and have the old one's \
              certificate revoked",
         ),
+        BuildError::PrivateKey { .. } => CmdError::new(Exit::DataErr, "pack.secret_key", e).hint(
+            "move the key out of the plugin directory (a plugin gets the keys it needs from its \
+             node's configuration, not from its package); if a package with it was ever \
+             published, consider the key public: replace it wherever it is used",
+        ),
         e => CmdError::new(Exit::DataErr, "pack", e).hint("remove or replace the offending file"),
     })?;
+    // Named like a store of credentials: packed (the content cannot tell), but said.
+    let mut warnings = Vec::new();
+    for rel in &payload.secret_looking {
+        let w = format!(
+            "{rel} is named like a file of credentials and is shipped, readable by all, to every \
+             node that installs the package: leave it out if it holds secrets"
+        );
+        out.note(format!("warning: {w}"));
+        warnings.push(w);
+    }
     check_file_map(&payload.files, manifest.entrypoint()).map_err(|e| {
         CmdError::new(Exit::DataErr, "pack", e)
             .hint("the entrypoint must be a regular file with the executable bit (chmod +x)")
     })?;
 
-    let key = load_secret(&a.key, a.password_file.as_deref()).map_err(secret_key_error)?;
     let (dev_bytes, dev) = load_cert(&a.devcert, "developer")?;
     let (int_bytes, int) = load_cert(&a.intcert, "intermediate")?;
-    if dev.subject_key != key.public_key() {
-        return Err(CmdError::msg(
-            Exit::DataErr,
-            "key",
-            format!(
-                "--key is key {}, but the developer certificate is for key {}",
-                key.key_id, dev.subject_key.key_id
-            ),
-        )
-        .hint("sign with the key the certificate was issued for"));
-    }
     if dev.issuer != int.subject_key.key_id || dev.verify_signature(&int.subject_key).is_err() {
         return Err(CmdError::msg(Exit::DataErr, "certificate", "the developer certificate was not issued by the given intermediate certificate")
             .hint("pass the intermediate certificate (ca.cert) of the CA that issued your developer certificate"));
@@ -131,7 +137,6 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
     // under an expired certificate is refused by every node (83, step 4), so it is not made.
     // One not yet valid may well become valid before it is installed: made, with a warning.
     let now = unix_now();
-    let mut warnings = Vec::new();
     for cert in [&dev, &int] {
         match check_validity(&[cert], now) {
             Ok(()) => {}
@@ -171,6 +176,25 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
         CmdError::new(Exit::DataErr, "manifest", e)
             .hint("manifest.json must not contain floating-point numbers")
     })?;
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(manifest.package_file_name()));
+    // Everything judged without the key is judged before it is read: a bad certificate or an
+    // output that will not be replaced never costs a password typed for nothing.
+    crate::cmd::refuse_existing_output(&output, a.force)?;
+    let key = load_secret(&a.key, a.password_file.as_deref()).map_err(secret_key_error)?;
+    if dev.subject_key != key.public_key() {
+        return Err(CmdError::msg(
+            Exit::DataErr,
+            "key",
+            format!(
+                "--key is key {}, but the developer certificate is for key {}",
+                key.key_id, dev.subject_key.key_id
+            ),
+        )
+        .hint("sign with the key the certificate was issued for"));
+    }
     let sig = key
         .sign(
             &statement,
@@ -189,9 +213,6 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
         payload: payload.bytes,
     };
     let bytes = container::write(&c).map_err(|e| CmdError::new(Exit::Software, "internal", e))?;
-    let output = a
-        .output
-        .unwrap_or_else(|| PathBuf::from(manifest.package_file_name()));
     crate::cmd::write_output(&output, &bytes, a.force)?;
     let r = Report {
         output,

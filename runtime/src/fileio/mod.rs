@@ -32,6 +32,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 pub mod held;
 
@@ -132,6 +133,63 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
 /// and inode is this very file — the store's lockless readers tell so whether the registry was
 /// replaced since they read it (`store::StoreView`).
 pub fn read_capped_held(path: &Path, cap: u64) -> Result<(File, Vec<u8>), FileError> {
+    let (file, len) = open_regular(path)?;
+    let bytes = read_all_capped(path, &file, len, cap)?;
+    Ok((file, bytes))
+}
+
+/// [`read_capped_held`] for a secret (a secret key file): read into one buffer of `cap + 1`
+/// bytes allocated before the read ([`read_secret_to_end`]), never grown, and wiped when
+/// dropped. A `Vec` that grows while it reads leaves each outgrown copy in freed memory,
+/// unwiped.
+pub fn read_secret(path: &Path, cap: u64) -> Result<(File, Zeroizing<Vec<u8>>), FileError> {
+    let (file, len) = open_regular(path)?;
+    let too_large = |size| FileError::TooLarge {
+        path: path.to_path_buf(),
+        size,
+        cap,
+    };
+    if len > cap {
+        return Err(too_large(len));
+    }
+    // The file may grow between fstat and read; the cap on the read itself is what counts.
+    let bytes = read_secret_to_end(&file, cap).map_err(|source| FileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if bytes.len() as u64 > cap {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok((file, bytes))
+}
+
+/// Read `reader` to its end, or to `cap + 1` bytes (more than `cap` tells the caller it was
+/// too much), into one wiped buffer allocated at that size before the first read and never
+/// grown: nothing read is left behind in a reallocated buffer (`read_to_end` grows its `Vec`,
+/// and reads a last probe through a stack buffer of its own). For secrets only, `cap` small:
+/// the whole `cap + 1` is allocated up front.
+pub fn read_secret_to_end(mut reader: impl Read, cap: u64) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let size = usize::try_from(cap)
+        .ok()
+        .and_then(|c| c.checked_add(1))
+        .ok_or_else(|| std::io::Error::other("cap beyond memory"))?;
+    let mut buf = Zeroizing::new(vec![0u8; size]);
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// `path` opened for [`read_capped`] (without blocking, see there) and its size, if it is a
+/// regular file.
+fn open_regular(path: &Path) -> Result<(File, u64), FileError> {
     let rd = |source| FileError::Read {
         path: path.to_path_buf(),
         source,
@@ -147,8 +205,7 @@ pub fn read_capped_held(path: &Path, cap: u64) -> Result<(File, Vec<u8>), FileEr
             path: path.to_path_buf(),
         });
     }
-    let bytes = read_all_capped(path, &file, meta.len(), cap)?;
-    Ok((file, bytes))
+    Ok((file, meta.len()))
 }
 
 /// [`read_capped`] for a file whose contents this process trusts because of who could have
@@ -882,6 +939,43 @@ fn make_lock_of(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// A secret is read into one buffer, allocated before the read and never grown (a grown
+    /// `Vec` leaves its outgrown copies unwiped), and of a type that wipes it when dropped.
+    #[test]
+    fn secrets_are_read_into_one_wiped_buffer() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("k");
+        for len in [0usize, 1, 300, 4095, 4096] {
+            let data: Vec<u8> = (0..len).map(|i| u8::try_from(i % 251).unwrap()).collect();
+            std::fs::write(&f, &data).unwrap();
+            let (_, bytes): (_, super::Zeroizing<Vec<u8>>) = super::read_secret(&f, 4096).unwrap();
+            assert_eq!(&bytes[..], &data[..]);
+            assert_eq!(bytes.capacity(), 4097, "{len}: the buffer was reallocated");
+            // A reader handing out a few bytes at a time (a pipe): still the one buffer.
+            struct Dribble<'a>(&'a [u8]);
+            impl std::io::Read for Dribble<'_> {
+                fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                    let n = buf.len().min(self.0.len()).min(3);
+                    buf[..n].copy_from_slice(&self.0[..n]);
+                    self.0 = &self.0[n..];
+                    Ok(n)
+                }
+            }
+            let slow = super::read_secret_to_end(Dribble(&data), 4096).unwrap();
+            assert_eq!(&slow[..], &data[..]);
+            assert_eq!(slow.capacity(), 4097);
+        }
+        std::fs::write(&f, vec![0u8; 4097]).unwrap();
+        assert!(matches!(
+            super::read_secret(&f, 4096),
+            Err(super::FileError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            super::read_secret_to_end(&[1u8; 10][..], 4).map(|b| b.len()),
+            Ok(5)
+        ));
+    }
+
     /// A file replaced or removed after it was opened (no link left) has no *other* link: a
     /// lockless reader of a file an atomic writer replaces (the store's registry) read it as one
     /// with a hard link elsewhere and refused it (78), now and then. A second name still counts.

@@ -9,6 +9,24 @@
 //! like every file — to every node that installs the package, its signature then worth nothing.
 //! Told by content ([`stockade_trust::minisign::looks_like_secret_key`]), whatever its name, encrypted keys included (a password
 //! guessed offline is as good).
+//!
+//! So is any other private key its content names for one ([`private_key_format`],
+//! [`BuildError::PrivateKey`]): PEM (`-----BEGIN … PRIVATE KEY-----` to its `-----END …` line:
+//! PKCS #8, encrypted or not, PKCS #1 RSA, SEC 1 EC, DSA), OpenSSH's own, PGP's private key
+//! block, PuTTY's `.ppk`. Refused rather than warned about, because such a file is never a
+//! plugin's business to ship: a package is public — every node that installs it gets every
+//! file, 0644 — so a private key in it is one handed to everyone, and a plugin that needs a key
+//! gets it from its node (its configuration), not from its author. The markers are exact, whole
+//! lines, framed by their end line, so a file that merely mentions them is packed; a public key
+//! or a certificate is too.
+//!
+//! Files named like the usual homes of credentials (`.env` and `.env.*` other than the
+//! `.example`/`.sample`/`.template`/`.dist` kinds, `.netrc`, `.pgpass`, `.git-credentials`,
+//! `.npmrc`, `.pypirc`: [`secret_looking_name`]) are only warned about
+//! ([`Payload::secret_looking`]; `pack` prints a note and lists them in its JSON `warnings`):
+//! their content cannot be told apart from harmless settings (a `.env` of defaults, an
+//! `.npmrc` naming a registry), and a refusal by name alone, with no way past it, would stop
+//! packages that are fine.
 
 use super::extract::Limits;
 use flate2::write::GzEncoder;
@@ -56,6 +74,86 @@ pub enum BuildError {
     /// the package, extracted world-readable.
     #[error("{} is a minisign secret key; a package ships every file of its directory to every node that installs it", .0.display())]
     SecretKey(PathBuf),
+    /// A PEM, OpenSSH, PGP or PuTTY private key ([`private_key_format`]): the same.
+    #[error("{} holds a private key ({format}); a package ships every file of its directory to every node that installs it", path.display())]
+    PrivateKey {
+        /// The file.
+        path: PathBuf,
+        /// What kind of key its content says it is.
+        format: &'static str,
+    },
+}
+
+/// What private key, if any, `data` holds: a PEM block whose label ends in `PRIVATE KEY`
+/// (`-----BEGIN RSA PRIVATE KEY-----`, `… OPENSSH PRIVATE KEY-----`, PKCS #8's plain and
+/// `ENCRYPTED` ones…) or is PGP's `PRIVATE KEY BLOCK`, its BEGIN and END lines each a whole line
+/// (surrounding blanks and a `\r` aside) with at least one line between them, anywhere in the
+/// file (a certificate bundle with its key appended counts); or a PuTTY key file (its first line
+/// `PuTTY-User-Key-File-<version>: `). Read as bytes: a binary file is searched the same way.
+pub fn private_key_format(data: &[u8]) -> Option<&'static str> {
+    if data.starts_with(b"PuTTY-User-Key-File-") {
+        return Some("PuTTY private key");
+    }
+    // The label of the block opened, and whether a line came after its BEGIN line.
+    let mut open: Option<(&[u8], bool)> = None;
+    for line in data.split(|&b| b == b'\n') {
+        let line = line.trim_ascii();
+        if let Some((label, body)) = &mut open {
+            let end = line
+                .strip_prefix(b"-----END ")
+                .and_then(|l| l.strip_suffix(b"-----"));
+            if end == Some(*label) {
+                if *body {
+                    return Some(pem_format(label));
+                }
+                open = None;
+            } else {
+                *body = true;
+            }
+            continue;
+        }
+        let Some(label) = line
+            .strip_prefix(b"-----BEGIN ")
+            .and_then(|l| l.strip_suffix(b"-----"))
+        else {
+            continue;
+        };
+        if label.ends_with(b"PRIVATE KEY") || label == b"PGP PRIVATE KEY BLOCK" {
+            open = Some((label, false));
+        }
+    }
+    None
+}
+
+/// A name for the PEM label `label` (one [`private_key_format`] matched).
+fn pem_format(label: &[u8]) -> &'static str {
+    match label {
+        b"OPENSSH PRIVATE KEY" => "OpenSSH private key",
+        b"RSA PRIVATE KEY" => "PEM RSA private key",
+        b"EC PRIVATE KEY" => "PEM EC private key",
+        b"DSA PRIVATE KEY" => "PEM DSA private key",
+        b"ENCRYPTED PRIVATE KEY" => "PEM encrypted private key",
+        b"PGP PRIVATE KEY BLOCK" => "PGP private key",
+        _ => "PEM private key",
+    }
+}
+
+/// Whether a file named `name` (its last component) is one of the usual homes of credentials,
+/// which `pack` warns about (the module doc says why not refused).
+pub fn secret_looking_name(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        ".env",
+        ".netrc",
+        ".pgpass",
+        ".git-credentials",
+        ".npmrc",
+        ".pypirc",
+    ];
+    const SAFE_ENV: &[&str] = &["example", "sample", "template", "dist"];
+    NAMES.contains(&name)
+        || name
+            .strip_prefix(".env.")
+            .is_some_and(|rest| !rest.is_empty() && !SAFE_ENV.contains(&rest))
 }
 
 /// The built payload.
@@ -65,6 +163,9 @@ pub struct Payload {
     pub files: BTreeMap<String, FileEntry>,
     /// The tar.gz bytes.
     pub bytes: Vec<u8>,
+    /// The packed files named like the usual homes of credentials ([`secret_looking_name`]),
+    /// as in the file map: `pack` warns about each.
+    pub secret_looking: Vec<String>,
 }
 
 enum Item {
@@ -166,6 +267,7 @@ pub fn build(root: &Path, limits: &Limits) -> Result<Payload, BuildError> {
     // "a/b" vs "a.b" differently from the file map's string order).
     items.sort_by(|a, b| key(a).cmp(key(b)));
     let mut files = BTreeMap::new();
+    let mut secret_looking = Vec::new();
     let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::best()));
     let mut total = 0u64;
     for item in &items {
@@ -176,7 +278,7 @@ pub fn build(root: &Path, limits: &Limits) -> Result<Payload, BuildError> {
                 mode,
                 size,
             } => {
-                let data =
+                let mut data =
                     crate::fileio::read_capped(path, limits.max_file_bytes).map_err(|e| {
                         BuildError::Io {
                             path: path.clone(),
@@ -184,7 +286,19 @@ pub fn build(root: &Path, limits: &Limits) -> Result<Payload, BuildError> {
                         }
                     })?;
                 if stockade_trust::minisign::looks_like_secret_key(&data) {
+                    // Someone's key, refused: not left in freed memory either.
+                    zeroize::Zeroize::zeroize(&mut data);
                     return Err(BuildError::SecretKey(path.clone()));
+                }
+                if let Some(format) = private_key_format(&data) {
+                    zeroize::Zeroize::zeroize(&mut data);
+                    return Err(BuildError::PrivateKey {
+                        path: path.clone(),
+                        format,
+                    });
+                }
+                if rel.rsplit('/').next().is_some_and(secret_looking_name) {
+                    secret_looking.push(rel.clone());
                 }
                 if data.len() as u64 != *size {
                     return Err(BuildError::Io {
@@ -242,7 +356,11 @@ pub fn build(root: &Path, limits: &Limits) -> Result<Payload, BuildError> {
     }
     let gz = tar.into_inner().map_err(io_err(root))?;
     let bytes = gz.finish().map_err(io_err(root))?;
-    Ok(Payload { files, bytes })
+    Ok(Payload {
+        files,
+        bytes,
+        secret_looking,
+    })
 }
 
 fn key(i: &Item) -> &str {
@@ -271,4 +389,75 @@ fn header(kind: tar::EntryType, mode: u32) -> tar::Header {
 /// Hex SHA-256 helper for reports.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{private_key_format, secret_looking_name};
+
+    #[test]
+    fn private_keys_are_told_by_their_framed_markers() {
+        let pem = |label: &str| format!("-----BEGIN {label}-----\nMIIB\n-----END {label}-----\n");
+        for (label, format) in [
+            ("PRIVATE KEY", "PEM private key"),
+            ("ENCRYPTED PRIVATE KEY", "PEM encrypted private key"),
+            ("RSA PRIVATE KEY", "PEM RSA private key"),
+            ("EC PRIVATE KEY", "PEM EC private key"),
+            ("DSA PRIVATE KEY", "PEM DSA private key"),
+            ("OPENSSH PRIVATE KEY", "OpenSSH private key"),
+            ("PGP PRIVATE KEY BLOCK", "PGP private key"),
+        ] {
+            assert_eq!(private_key_format(pem(label).as_bytes()), Some(format));
+        }
+        // CRLF, indentation, and a key after a certificate (a bundle).
+        let crlf = "  -----BEGIN PRIVATE KEY-----\r\nMIIB\r\n-----END PRIVATE KEY-----  \r\n";
+        assert!(private_key_format(crlf.as_bytes()).is_some());
+        let bundle = format!("{}{}", pem("CERTIFICATE"), pem("PRIVATE KEY"));
+        assert!(private_key_format(bundle.as_bytes()).is_some());
+        assert_eq!(
+            private_key_format(b"PuTTY-User-Key-File-3: ssh-ed25519\n"),
+            Some("PuTTY private key")
+        );
+        // Not keys: public halves, certificates, a mention in a sentence, an unframed marker,
+        // a block with no body, mismatched ends.
+        for not in [
+            pem("PUBLIC KEY"),
+            pem("RSA PUBLIC KEY"),
+            pem("CERTIFICATE"),
+            pem("PGP PUBLIC KEY BLOCK"),
+            "keys look like -----BEGIN PRIVATE KEY----- ... -----END PRIVATE KEY-----\n".into(),
+            "-----BEGIN PRIVATE KEY-----\nMIIB\n".into(),
+            "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n".into(),
+            "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n".into(),
+            "fmt = \"-----BEGIN %s-----\"\n".into(),
+        ] {
+            assert_eq!(private_key_format(not.as_bytes()), None, "{not:?}");
+        }
+    }
+
+    #[test]
+    fn credential_file_names_are_told_from_their_templates() {
+        for yes in [
+            ".env",
+            ".env.local",
+            ".env.production",
+            ".netrc",
+            ".npmrc",
+            ".pgpass",
+        ] {
+            assert!(secret_looking_name(yes), "{yes}");
+        }
+        for no in [
+            ".env.example",
+            ".env.sample",
+            ".env.template",
+            ".env.dist",
+            "env",
+            ".env.",
+            "x.env",
+            "README",
+        ] {
+            assert!(!secret_looking_name(no), "{no}");
+        }
+    }
 }

@@ -642,7 +642,7 @@ fn sweep_leftovers(anchor: &Anchor) {
 /// the extraction directories' own for those). The one walk of the trees' and the extraction
 /// directories' sweeps; only the names are read of the others (a busy `$TMPDIR` is walked at
 /// every extraction into it).
-pub(super) fn sweep_unlocked(
+pub(crate) fn sweep_unlocked(
     dir: &Path,
     prefixes: &[&str],
     leftover: impl Fn(&str, std::time::Duration, &std::fs::Metadata) -> bool,
@@ -705,12 +705,12 @@ fn open_state_dir(path: &Path) -> std::io::Result<File> {
 /// in use for [`remove_dir_if_unlocked`] (`verify::FreshDir`). Waits for an exclusive lock, so
 /// only for a directory this process made 0700 and keeps so, which no other user can open (and
 /// lock for ever). Not for the trees: they are opened up to others ([`TreeLock`]).
-pub(super) fn lock_dir_shared(path: &Path) -> std::io::Result<Flock<File>> {
+pub(crate) fn lock_dir_shared(path: &Path) -> std::io::Result<Flock<File>> {
     Flock::lock(open_dir(path)?, FlockArg::LockShared).map_err(|(_, e)| std::io::Error::from(e))
 }
 
 /// Remove the directory `path` unless some process holds a lock on it ([`lock_dir_shared`]).
-pub(super) fn remove_dir_if_unlocked(path: &Path) {
+pub(crate) fn remove_dir_if_unlocked(path: &Path) {
     if let Ok(f) = open_dir(path) {
         if let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             let _ = std::fs::remove_dir_all(path);

@@ -1470,7 +1470,7 @@ mod tests {
     impl Lists {
         fn new() -> Lists {
             Lists {
-                root: stockade_trust::minisign::SecretKey::from_seed([7; 32], [7; 8]),
+                root: stockade_trust::minisign::SecretKey::from_seed(&[7; 32], [7; 8]),
             }
         }
 
@@ -1494,7 +1494,7 @@ mod tests {
             use stockade_policy::capability::Scope;
             use stockade_trust::cert::{CertBody, CertKind, Certificate};
             let subject =
-                stockade_trust::minisign::SecretKey::from_seed([9; 32], [9; 8]).public_key();
+                stockade_trust::minisign::SecretKey::from_seed(&[9; 32], [9; 8]).public_key();
             let body = CertBody {
                 format: 1,
                 kind: CertKind::Developer,
