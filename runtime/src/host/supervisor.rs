@@ -9,7 +9,10 @@
 //! `overloaded`). `stockade run` drives one plugin; `stockade serve` drives many, loading,
 //! unloading and restarting them: a slot is [`Supervisor::remove`]d once its plugin is gone and
 //! slot numbers are never reused (a restart is a new slot), so a stale token or timer can never
-//! reach the wrong plugin.
+//! reach the wrong plugin. Only live slots are kept (a map by number, not a vector indexed by
+//! it): a daemon that runs for months launches plugins without end — every restart, load and
+//! relaunch is a new number —, and what it holds follows the plugins it has, not every launch
+//! it ever made.
 //!
 //! A plugin's stderr is read as fast as it comes until the plugin has written its
 //! `max_stderr_bytes` (the most of it forwarded); past that nothing of it is forwarded, and
@@ -30,7 +33,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use serde_json::{json, Value};
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -52,7 +55,10 @@ struct Slot {
 /// The plugins of one event loop.
 pub struct Supervisor {
     poll: Poll,
-    slots: Vec<Option<Slot>>,
+    /// The plugins not yet removed, by slot number (in launch order).
+    slots: BTreeMap<usize, Slot>,
+    /// The number the next plugin gets (never reused).
+    next_slot: usize,
     timers: BinaryHeap<Reverse<(Instant, usize, Timer)>>,
     /// Messages for the agent, in order (the caller writes them out).
     pub to_agent: Vec<Value>,
@@ -105,7 +111,8 @@ impl Supervisor {
     pub fn new() -> io::Result<Self> {
         Ok(Self {
             poll: Poll::new()?,
-            slots: Vec::new(),
+            slots: BTreeMap::new(),
+            next_slot: 0,
             timers: BinaryHeap::new(),
             to_agent: Vec::new(),
             buf: vec![0; 64 * 1024],
@@ -144,7 +151,7 @@ impl Supervisor {
         [stdin, stdout, stderr]: [Option<OwnedFd>; 3],
         now: Instant,
     ) -> io::Result<usize> {
-        let idx = self.slots.len();
+        let idx = self.next_slot;
         let stdin = pipe_file(stdin)?;
         let stdout = pipe_file(stdout)?;
         let stderr = pipe_file(stderr)?;
@@ -172,13 +179,17 @@ impl Supervisor {
         }
         let mut fx = Effects::default();
         let handle = PluginHandle::new(cfg, child, now, &mut fx);
-        self.slots.push(Some(Slot {
-            handle,
-            stdin,
-            stdout,
-            stderr,
-            stderr_paused: false,
-        }));
+        self.next_slot += 1;
+        self.slots.insert(
+            idx,
+            Slot {
+                handle,
+                stdin,
+                stdout,
+                stderr,
+                stderr_paused: false,
+            },
+        );
         self.apply(idx, fx);
         Ok(idx)
     }
@@ -189,11 +200,11 @@ impl Supervisor {
     }
 
     fn live(&self) -> impl Iterator<Item = &Slot> {
-        self.slots.iter().flatten()
+        self.slots.values()
     }
 
     fn slot(&mut self, idx: usize) -> Option<&mut Slot> {
-        self.slots.get_mut(idx).and_then(Option::as_mut)
+        self.slots.get_mut(&idx)
     }
 
     /// The exit status of plugin `idx` once it has ended.
@@ -203,10 +214,7 @@ impl Supervisor {
 
     /// Plugin `idx`'s handle (None once removed).
     pub fn handle(&self, idx: usize) -> Option<&PluginHandle> {
-        self.slots
-            .get(idx)
-            .and_then(Option::as_ref)
-            .map(|s| &s.handle)
+        self.slots.get(&idx).map(|s| &s.handle)
     }
 
     /// Whether a plugin is still before its handshake. `run` waits for it (bounded by the
@@ -226,7 +234,7 @@ impl Supervisor {
     /// what is left of it (the handle, its timers) is dropped. Does nothing while it runs.
     pub fn remove(&mut self, idx: usize) {
         if self.handle(idx).is_some_and(|h| h.state().is_gone()) {
-            self.slots[idx] = None;
+            self.slots.remove(&idx);
             self.timers.retain(|Reverse((_, i, _))| *i != idx);
             self.hot.retain(|t| (t.0 - PLUGIN_TOKEN_BASE) / 3 != idx);
         }
@@ -265,7 +273,8 @@ impl Supervisor {
         let live = |want: &dyn Fn(&PluginHandle) -> bool| {
             self.slots
                 .iter()
-                .position(|s| s.as_ref().is_some_and(|s| want(&s.handle)))
+                .find(|(_, s)| want(&s.handle))
+                .map(|(i, _)| *i)
         };
         let pick = live(&|h| h.state() == State::Ready && h.hooks().contains(&call.hook))
             .or_else(|| live(&|h| h.state() == State::Starting))
@@ -281,7 +290,8 @@ impl Supervisor {
 
     /// Begin a graceful stop of every plugin.
     pub fn shutdown_all(&mut self, now: Instant) {
-        for i in 0..self.slots.len() {
+        let live: Vec<usize> = self.slots.keys().copied().collect();
+        for i in live {
             self.shutdown(i, now);
         }
     }
@@ -306,7 +316,7 @@ impl Supervisor {
                     break;
                 }
                 budget -= 1;
-                let Some(slot) = self.slots[idx].as_mut() else {
+                let Some(slot) = self.slots.get_mut(&idx) else {
                     break;
                 };
                 let Some(f) = slot.stdout.as_mut() else { break };
@@ -345,7 +355,7 @@ impl Supervisor {
     /// throttled read once past it ([`STDERR_THROTTLE`]).
     fn read_stderr(&mut self, idx: usize, t: Token, now: Instant, fx: &mut Effects) {
         for budget in (0..READ_BUDGET).rev() {
-            let Some(slot) = self.slots[idx].as_mut() else {
+            let Some(slot) = self.slots.get_mut(&idx) else {
                 return;
             };
             let Some(f) = slot.stderr.as_mut() else {
@@ -379,7 +389,7 @@ impl Supervisor {
     /// some, the pipe leaves the poller until [`STDERR_THROTTLE`]`.1` from now; when it was
     /// empty, it is (back) in the poller, to be read once the plugin writes again.
     fn read_stderr_throttled(&mut self, idx: usize, now: Instant, fx: &mut Effects) {
-        let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
+        let Some(slot) = self.slots.get_mut(&idx) else {
             return;
         };
         let Some(f) = slot.stderr.as_mut() else {
@@ -421,7 +431,7 @@ impl Supervisor {
 
     /// Take a throttled stderr out of the poller until its next read.
     fn pause_stderr(&mut self, idx: usize, now: Instant) {
-        let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
+        let Some(slot) = self.slots.get_mut(&idx) else {
             return;
         };
         let Some(f) = slot.stderr.as_ref() else {
@@ -529,7 +539,7 @@ impl Supervisor {
         }
         self.to_agent.extend(fx.to_agent);
         self.keep_stuck(fx.stuck);
-        let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
+        let Some(slot) = self.slots.get_mut(&idx) else {
             return;
         };
         if let Some(f) = slot.stdin.as_mut() {
@@ -618,9 +628,7 @@ impl Supervisor {
         }
         let slots = &self.slots;
         self.timers.retain(|Reverse((_, idx, _))| {
-            slots[*idx]
-                .as_ref()
-                .is_some_and(|s| !s.handle.state().is_gone())
+            slots.get(idx).is_some_and(|s| !s.handle.state().is_gone())
         });
     }
 }

@@ -214,10 +214,7 @@ fn a_throttled_stderr_does_not_keep_a_plugin_from_being_reaped_or_killed() {
         turn(&mut t.sup, t0);
         flood(&mut t.stderr);
         turn(&mut t.sup, t0);
-        assert!(
-            t.sup.slots[t.idx].as_ref().unwrap().stderr_paused,
-            "not throttled"
-        );
+        assert!(t.sup.slots[&t.idx].stderr_paused, "not throttled");
         flood(&mut t.stderr);
         if !hang {
             // Exits with its stderr full: its ends of stdout and stderr closed.
@@ -236,7 +233,7 @@ fn a_throttled_stderr_does_not_keep_a_plugin_from_being_reaped_or_killed() {
             State::Exited
         };
         assert_eq!(t.state(), want);
-        let slot = t.sup.slots[t.idx].as_ref().unwrap();
+        let slot = &t.sup.slots[&t.idx];
         assert!(slot.stderr.is_none(), "its stderr pipe is still open");
     }
 }
@@ -274,4 +271,33 @@ fn a_pong_already_sent_is_read_before_the_ping_deadline_fires() {
         .iter()
         .any(|m| m["method"] == "plugin_state" && m["params"]["reason"]["kind"] == "hung");
     assert!(hung, "{:?}", t.sup.to_agent);
+}
+
+/// A daemon that runs for months launches plugins without end (every restart, load and
+/// relaunch takes a new slot number): once a gone plugin is removed, nothing of it is kept.
+/// Slots used to be a vector indexed by number, a removed one left as an empty entry the size
+/// of a whole slot (about 1 KiB), so a daemon's memory grew with every launch it ever made.
+#[test]
+fn a_removed_plugin_leaves_no_slot_behind() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new().unwrap();
+    let mut seen = BTreeSet::new();
+    for round in 0..50u64 {
+        let now = t0 + Duration::from_secs(round);
+        let mut t = add_to(&mut sup, now, HostPolicy::default());
+        assert!(seen.insert(t.idx), "slot number {} used twice", t.idx);
+        // It exits: its ends of stdout and stderr closed.
+        t.to_runtime = File::open("/dev/null").unwrap();
+        t.stderr = File::open("/dev/null").unwrap();
+        let mut at = now;
+        while !sup.handle(t.idx).unwrap().state().is_gone() {
+            at += Duration::from_millis(10);
+            assert!(at < now + Duration::from_secs(1), "never ended");
+            turn(&mut sup, at);
+        }
+        sup.remove(t.idx);
+        assert!(sup.handle(t.idx).is_none());
+    }
+    assert_eq!(sup.slots.len(), 0, "slots kept for plugins long gone");
+    assert!(sup.all_gone());
 }
