@@ -1,8 +1,10 @@
 //! N plugins in one mio event loop: descriptors, readiness, the timer heap.
 //!
 //! The [`Supervisor`] owns each plugin's three pipes (non-blocking, registered edge-triggered
-//! with one [`mio::Poll`]) and a min-heap of timers; it moves bytes between the pipes and the
-//! [`PluginHandle`]s and collects what the handles say for the agent in [`Supervisor::to_agent`].
+//! with one [`mio::Poll`]) and a min-heap of timers (those left with nothing to do, such as an
+//! answered call's deadline, dropped as it grows: `compact_timers`); it moves bytes between the
+//! pipes and the [`PluginHandle`]s and collects what the handles say for the agent in
+//! [`Supervisor::to_agent`].
 //! No thread per plugin: one stuck or flooding plugin only costs its own reads, and every read is
 //! bounded (64 KiB per wake-up, frames capped before parsing). Writes to a plugin are queued in a
 //! bounded buffer and flushed as its pipe drains (back-pressure: a full buffer makes new calls
@@ -72,6 +74,8 @@ pub struct Supervisor {
     touched: BTreeSet<usize>,
     /// A handle ended since the last pruning of the timer heap.
     prune_timers: bool,
+    /// Timers in the heap after its last compaction ([`Supervisor::compact_timers`]).
+    timers_kept: usize,
     /// Killed sandboxes the kernel still holds (see [`Stuck`]), looked at again at `stuck_at`.
     /// Dropped with the supervisor, which waits for them: the runtime ends only once they are
     /// gone, their cgroups and uid leases released.
@@ -88,6 +92,10 @@ const READ_BUDGET: usize = 16;
 /// to its stderr at a few lines a second never fills its pipe and never notices; one that
 /// floods it blocks on it, and costs the loop ten small reads a second.
 pub const STDERR_THROTTLE: (usize, Duration) = (16 * 1024, Duration::from_millis(100));
+
+/// The timer heap is compacted (the timers with nothing left to do dropped) once it holds this
+/// many and twice as many as after its last compaction ([`Supervisor::compact_timers`]).
+const TIMER_COMPACT_FLOOR: usize = 1024;
 
 /// First and longest pause between two looks at the killed sandboxes that have not ended. A
 /// process in uninterruptible sleep may stay there for minutes (a dead NFS server); one look a
@@ -119,6 +127,7 @@ impl Supervisor {
             hot: Vec::new(),
             touched: BTreeSet::new(),
             prune_timers: false,
+            timers_kept: 0,
             stuck: Vec::new(),
             stuck_at: None,
         })
@@ -537,6 +546,9 @@ impl Supervisor {
         for (at, t) in fx.timers {
             self.timers.push(Reverse((at, idx, t)));
         }
+        if self.timers.len() >= TIMER_COMPACT_FLOOR.max(2 * self.timers_kept) {
+            self.compact_timers();
+        }
         self.to_agent.extend(fx.to_agent);
         self.keep_stuck(fx.stuck);
         let Some(slot) = self.slots.get_mut(&idx) else {
@@ -623,13 +635,28 @@ impl Supervisor {
         // Timers of gone plugins only need to fire once more to be discarded; drop them now so an
         // idle runtime does not wake up for nothing (only after a plugin ended: the heap holds
         // two timers per plugin, and scanning it every turn would make each turn O(plugins)).
-        if !std::mem::take(&mut self.prune_timers) {
-            return;
+        if std::mem::take(&mut self.prune_timers) {
+            self.compact_timers();
         }
+    }
+
+    /// Drop the timers that have nothing left to do when they fire — those of gone plugins,
+    /// and the deadlines of calls answered and pings answered
+    /// ([`PluginHandle::timer_pending`]) — and the room they took. A call answered at once
+    /// leaves its deadline queued until then: under a long deadline (an operator's, up to an
+    /// hour) a busy daemon's heap held every call of the last hour. Called when the heap
+    /// doubled since the last compaction ([`TIMER_COMPACT_FLOOR`] at least), so it costs
+    /// O(1) per timer armed, and the heap stays within twice what is pending.
+    fn compact_timers(&mut self) {
         let slots = &self.slots;
-        self.timers.retain(|Reverse((_, idx, _))| {
-            slots.get(idx).is_some_and(|s| !s.handle.state().is_gone())
+        self.timers.retain(|Reverse((_, idx, t))| {
+            slots.get(idx).is_some_and(|s| {
+                !s.handle.state().is_gone()
+                    && (*t == Timer::StderrRead || s.handle.timer_pending(t))
+            })
         });
+        self.timers_kept = self.timers.len();
+        self.timers.shrink_to(2 * self.timers_kept);
     }
 }
 
