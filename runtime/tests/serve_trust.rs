@@ -1012,3 +1012,89 @@ fn a_clock_set_back_holds_a_restart_until_it_is_right_and_quarantines_nothing() 
     s.stop_and_drain(&mut c);
     assert!(!s.log().contains("quarantined"), "{}", s.log());
 }
+
+/// Under `--trust-mode warn` a check that fails again — at each restart, SIGHUP, or the
+/// certificate's expiry — is one warning in the plugin's status and its `ready`: the latest
+/// check's. An expired certificate's message carries the time of the check (`(now T)`), and
+/// the old daemon appended every check's: a plugin checked at every restart and SIGHUP for
+/// months carried one more warning each time in `plugin_status`, `plugin_list` and every
+/// `ready` it announced. Here the daemon's wall clock (libfaketime, the host's untouched) is
+/// stepped a day further past the developer certificate's expiry before each SIGHUP.
+#[test]
+fn in_warn_mode_checks_that_fail_again_leave_one_warning_not_one_each() {
+    if !require_root() {
+        return;
+    }
+    let Some(lib) = faketime_lib() else {
+        require(
+            false,
+            "libfaketime is not installed (Debian package `faketime`)",
+        );
+        return;
+    };
+    let fx = Fixture::new();
+    let hello = pack_worker(&fx, "hello", &["on:x"]);
+    let clock = fx.path("clock");
+    std::fs::write(&clock, "+0\n").unwrap();
+    std::fs::write(
+        fx.path("policy.toml"),
+        "version = 1\n[trust]\nmode = \"warn\"\n",
+    )
+    .unwrap();
+    let none = fx.path("no-policy-root");
+    let wrapper: Vec<String> = [
+        "env".to_string(),
+        format!("LD_PRELOAD={}", lib.display()),
+        format!("FAKETIME_TIMESTAMP_FILE={}", clock.display()),
+        "FAKETIME_NO_CACHE=1".to_string(),
+        "DONT_FAKE_MONOTONIC=1".to_string(),
+    ]
+    .into();
+    let mut s = Serve::start_with_under(
+        &fx,
+        CONFIG,
+        &[
+            "--policy",
+            "policy.toml",
+            "--trust-mode",
+            "warn",
+            "--policy-root",
+            none.to_str().unwrap(),
+        ],
+        &wrapper,
+    );
+    let mut c = s.client();
+    let st = c.ok("plugin_load", json!({"package": hello}));
+    let at_load = st["warnings"].as_array().unwrap().len();
+    let rechecks = |w: &Value| {
+        w.as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w.as_str().unwrap().starts_with("trust check again failed"))
+            .count()
+    };
+    assert_eq!(rechecks(&st["warnings"]), 0, "{st}");
+    for day in 1..=6 {
+        // The developer certificate is valid for 365 days: each step is a day past its end.
+        std::fs::write(&clock, format!("+{}d\n", 365 + day)).unwrap();
+        signal(s.pid(), "HUP");
+        wait_log_count(&s, "trust check again failed", day);
+    }
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(st["state"], "ready", "runs on under warn: {st}");
+    assert_eq!(st["signature_status"], "expired", "{st}");
+    assert_eq!(rechecks(&st["warnings"]), 1, "{st}");
+    assert_eq!(
+        st["warnings"].as_array().unwrap().len(),
+        at_load + 1,
+        "{st}"
+    );
+    // Its restart is checked again too, and its `ready` says the one warning.
+    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    c.wait_state("hello", "restarting");
+    let ready = c.wait_state("hello", "ready");
+    assert_eq!(rechecks(&ready["warnings"]), 1, "{ready}");
+    let st = c.ok("plugin_status", json!({"name": "hello"}));
+    assert_eq!(rechecks(&st["warnings"]), 1, "{st}");
+    s.stop_and_drain(&mut c);
+}

@@ -1995,7 +1995,13 @@ impl Daemon {
                             term(name),
                             term(&warning)
                         ));
-                        e.pkg.report.warnings.push(warning);
+                        // The latest check's in place of the last one's: its message can carry
+                        // the time of the check (an expired certificate's `now`), and a plugin
+                        // checked at every restart and SIGHUP for months gathered one per check
+                        // in its status and in every `ready` it announced. The log has each.
+                        let w = &mut e.pkg.report.warnings;
+                        w.retain(|w| !w.starts_with(crate::package::RECHECK_WARNING));
+                        w.push(warning);
                     }
                     if e.pkg.report.signature_status == SignatureStatus::Verified {
                         e.pkg.report.signature_status = status;

@@ -451,6 +451,18 @@ impl PluginHandle {
         self.calls.len()
     }
 
+    /// Whether timer `t` of this handle still has something to do when it fires: a call's
+    /// deadline while that call is pending, a ping's while that ping waits for its answer
+    /// ([`Self::on_timer`] ignores them otherwise); every other kind — one or two of each per
+    /// plugin, each re-arming itself or firing once — counts as pending.
+    pub fn timer_pending(&self, t: &Timer) -> bool {
+        match t {
+            Timer::Call(id) => self.calls.contains_key(id),
+            Timer::PingDeadline(id) => self.ping == Some(*id),
+            _ => true,
+        }
+    }
+
     /// The sandbox layers below full strength ([`PluginConfig::degraded`]).
     pub fn degraded(&self) -> &[Value] {
         &self.cfg.degraded

@@ -1,15 +1,20 @@
 //! N plugins in one mio event loop: descriptors, readiness, the timer heap.
 //!
 //! The [`Supervisor`] owns each plugin's three pipes (non-blocking, registered edge-triggered
-//! with one [`mio::Poll`]) and a min-heap of timers; it moves bytes between the pipes and the
-//! [`PluginHandle`]s and collects what the handles say for the agent in [`Supervisor::to_agent`].
+//! with one [`mio::Poll`]) and a min-heap of timers (those left with nothing to do, such as an
+//! answered call's deadline, dropped as it grows: `compact_timers`); it moves bytes between the
+//! pipes and the [`PluginHandle`]s and collects what the handles say for the agent in
+//! [`Supervisor::to_agent`].
 //! No thread per plugin: one stuck or flooding plugin only costs its own reads, and every read is
 //! bounded (64 KiB per wake-up, frames capped before parsing). Writes to a plugin are queued in a
 //! bounded buffer and flushed as its pipe drains (back-pressure: a full buffer makes new calls
 //! `overloaded`). `stockade run` drives one plugin; `stockade serve` drives many, loading,
 //! unloading and restarting them: a slot is [`Supervisor::remove`]d once its plugin is gone and
 //! slot numbers are never reused (a restart is a new slot), so a stale token or timer can never
-//! reach the wrong plugin.
+//! reach the wrong plugin. Only live slots are kept (a map by number, not a vector indexed by
+//! it): a daemon that runs for months launches plugins without end — every restart, load and
+//! relaunch is a new number —, and what it holds follows the plugins it has, not every launch
+//! it ever made.
 //!
 //! A plugin's stderr is read as fast as it comes until the plugin has written its
 //! `max_stderr_bytes` (the most of it forwarded); past that nothing of it is forwarded, and
@@ -30,7 +35,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use serde_json::{json, Value};
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -52,7 +57,10 @@ struct Slot {
 /// The plugins of one event loop.
 pub struct Supervisor {
     poll: Poll,
-    slots: Vec<Option<Slot>>,
+    /// The plugins not yet removed, by slot number (in launch order).
+    slots: BTreeMap<usize, Slot>,
+    /// The number the next plugin gets (never reused).
+    next_slot: usize,
     timers: BinaryHeap<Reverse<(Instant, usize, Timer)>>,
     /// Messages for the agent, in order (the caller writes them out).
     pub to_agent: Vec<Value>,
@@ -66,6 +74,8 @@ pub struct Supervisor {
     touched: BTreeSet<usize>,
     /// A handle ended since the last pruning of the timer heap.
     prune_timers: bool,
+    /// Timers in the heap after its last compaction ([`Supervisor::compact_timers`]).
+    timers_kept: usize,
     /// Killed sandboxes the kernel still holds (see [`Stuck`]), looked at again at `stuck_at`.
     /// Dropped with the supervisor, which waits for them: the runtime ends only once they are
     /// gone, their cgroups and uid leases released.
@@ -82,6 +92,10 @@ const READ_BUDGET: usize = 16;
 /// to its stderr at a few lines a second never fills its pipe and never notices; one that
 /// floods it blocks on it, and costs the loop ten small reads a second.
 pub const STDERR_THROTTLE: (usize, Duration) = (16 * 1024, Duration::from_millis(100));
+
+/// The timer heap is compacted (the timers with nothing left to do dropped) once it holds this
+/// many and twice as many as after its last compaction ([`Supervisor::compact_timers`]).
+const TIMER_COMPACT_FLOOR: usize = 1024;
 
 /// First and longest pause between two looks at the killed sandboxes that have not ended. A
 /// process in uninterruptible sleep may stay there for minutes (a dead NFS server); one look a
@@ -105,13 +119,15 @@ impl Supervisor {
     pub fn new() -> io::Result<Self> {
         Ok(Self {
             poll: Poll::new()?,
-            slots: Vec::new(),
+            slots: BTreeMap::new(),
+            next_slot: 0,
             timers: BinaryHeap::new(),
             to_agent: Vec::new(),
             buf: vec![0; 64 * 1024],
             hot: Vec::new(),
             touched: BTreeSet::new(),
             prune_timers: false,
+            timers_kept: 0,
             stuck: Vec::new(),
             stuck_at: None,
         })
@@ -144,7 +160,7 @@ impl Supervisor {
         [stdin, stdout, stderr]: [Option<OwnedFd>; 3],
         now: Instant,
     ) -> io::Result<usize> {
-        let idx = self.slots.len();
+        let idx = self.next_slot;
         let stdin = pipe_file(stdin)?;
         let stdout = pipe_file(stdout)?;
         let stderr = pipe_file(stderr)?;
@@ -172,13 +188,17 @@ impl Supervisor {
         }
         let mut fx = Effects::default();
         let handle = PluginHandle::new(cfg, child, now, &mut fx);
-        self.slots.push(Some(Slot {
-            handle,
-            stdin,
-            stdout,
-            stderr,
-            stderr_paused: false,
-        }));
+        self.next_slot += 1;
+        self.slots.insert(
+            idx,
+            Slot {
+                handle,
+                stdin,
+                stdout,
+                stderr,
+                stderr_paused: false,
+            },
+        );
         self.apply(idx, fx);
         Ok(idx)
     }
@@ -189,11 +209,11 @@ impl Supervisor {
     }
 
     fn live(&self) -> impl Iterator<Item = &Slot> {
-        self.slots.iter().flatten()
+        self.slots.values()
     }
 
     fn slot(&mut self, idx: usize) -> Option<&mut Slot> {
-        self.slots.get_mut(idx).and_then(Option::as_mut)
+        self.slots.get_mut(&idx)
     }
 
     /// The exit status of plugin `idx` once it has ended.
@@ -203,10 +223,7 @@ impl Supervisor {
 
     /// Plugin `idx`'s handle (None once removed).
     pub fn handle(&self, idx: usize) -> Option<&PluginHandle> {
-        self.slots
-            .get(idx)
-            .and_then(Option::as_ref)
-            .map(|s| &s.handle)
+        self.slots.get(&idx).map(|s| &s.handle)
     }
 
     /// Whether a plugin is still before its handshake. `run` waits for it (bounded by the
@@ -226,7 +243,7 @@ impl Supervisor {
     /// what is left of it (the handle, its timers) is dropped. Does nothing while it runs.
     pub fn remove(&mut self, idx: usize) {
         if self.handle(idx).is_some_and(|h| h.state().is_gone()) {
-            self.slots[idx] = None;
+            self.slots.remove(&idx);
             self.timers.retain(|Reverse((_, i, _))| *i != idx);
             self.hot.retain(|t| (t.0 - PLUGIN_TOKEN_BASE) / 3 != idx);
         }
@@ -265,7 +282,8 @@ impl Supervisor {
         let live = |want: &dyn Fn(&PluginHandle) -> bool| {
             self.slots
                 .iter()
-                .position(|s| s.as_ref().is_some_and(|s| want(&s.handle)))
+                .find(|(_, s)| want(&s.handle))
+                .map(|(i, _)| *i)
         };
         let pick = live(&|h| h.state() == State::Ready && h.hooks().contains(&call.hook))
             .or_else(|| live(&|h| h.state() == State::Starting))
@@ -281,7 +299,8 @@ impl Supervisor {
 
     /// Begin a graceful stop of every plugin.
     pub fn shutdown_all(&mut self, now: Instant) {
-        for i in 0..self.slots.len() {
+        let live: Vec<usize> = self.slots.keys().copied().collect();
+        for i in live {
             self.shutdown(i, now);
         }
     }
@@ -306,7 +325,7 @@ impl Supervisor {
                     break;
                 }
                 budget -= 1;
-                let Some(slot) = self.slots[idx].as_mut() else {
+                let Some(slot) = self.slots.get_mut(&idx) else {
                     break;
                 };
                 let Some(f) = slot.stdout.as_mut() else { break };
@@ -345,7 +364,7 @@ impl Supervisor {
     /// throttled read once past it ([`STDERR_THROTTLE`]).
     fn read_stderr(&mut self, idx: usize, t: Token, now: Instant, fx: &mut Effects) {
         for budget in (0..READ_BUDGET).rev() {
-            let Some(slot) = self.slots[idx].as_mut() else {
+            let Some(slot) = self.slots.get_mut(&idx) else {
                 return;
             };
             let Some(f) = slot.stderr.as_mut() else {
@@ -379,7 +398,7 @@ impl Supervisor {
     /// some, the pipe leaves the poller until [`STDERR_THROTTLE`]`.1` from now; when it was
     /// empty, it is (back) in the poller, to be read once the plugin writes again.
     fn read_stderr_throttled(&mut self, idx: usize, now: Instant, fx: &mut Effects) {
-        let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
+        let Some(slot) = self.slots.get_mut(&idx) else {
             return;
         };
         let Some(f) = slot.stderr.as_mut() else {
@@ -421,7 +440,7 @@ impl Supervisor {
 
     /// Take a throttled stderr out of the poller until its next read.
     fn pause_stderr(&mut self, idx: usize, now: Instant) {
-        let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
+        let Some(slot) = self.slots.get_mut(&idx) else {
             return;
         };
         let Some(f) = slot.stderr.as_ref() else {
@@ -527,9 +546,12 @@ impl Supervisor {
         for (at, t) in fx.timers {
             self.timers.push(Reverse((at, idx, t)));
         }
+        if self.timers.len() >= TIMER_COMPACT_FLOOR.max(2 * self.timers_kept) {
+            self.compact_timers();
+        }
         self.to_agent.extend(fx.to_agent);
         self.keep_stuck(fx.stuck);
-        let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
+        let Some(slot) = self.slots.get_mut(&idx) else {
             return;
         };
         if let Some(f) = slot.stdin.as_mut() {
@@ -613,15 +635,28 @@ impl Supervisor {
         // Timers of gone plugins only need to fire once more to be discarded; drop them now so an
         // idle runtime does not wake up for nothing (only after a plugin ended: the heap holds
         // two timers per plugin, and scanning it every turn would make each turn O(plugins)).
-        if !std::mem::take(&mut self.prune_timers) {
-            return;
+        if std::mem::take(&mut self.prune_timers) {
+            self.compact_timers();
         }
+    }
+
+    /// Drop the timers that have nothing left to do when they fire — those of gone plugins,
+    /// and the deadlines of calls answered and pings answered
+    /// ([`PluginHandle::timer_pending`]) — and the room they took. A call answered at once
+    /// leaves its deadline queued until then: under a long deadline (an operator's, up to an
+    /// hour) a busy daemon's heap held every call of the last hour. Called when the heap
+    /// doubled since the last compaction ([`TIMER_COMPACT_FLOOR`] at least), so it costs
+    /// O(1) per timer armed, and the heap stays within twice what is pending.
+    fn compact_timers(&mut self) {
         let slots = &self.slots;
-        self.timers.retain(|Reverse((_, idx, _))| {
-            slots[*idx]
-                .as_ref()
-                .is_some_and(|s| !s.handle.state().is_gone())
+        self.timers.retain(|Reverse((_, idx, t))| {
+            slots.get(idx).is_some_and(|s| {
+                !s.handle.state().is_gone()
+                    && (*t == Timer::StderrRead || s.handle.timer_pending(t))
+            })
         });
+        self.timers_kept = self.timers.len();
+        self.timers.shrink_to(2 * self.timers_kept);
     }
 }
 

@@ -46,9 +46,17 @@ fn setup_with(now: Instant, policy: HostPolicy) -> T {
 
 /// [`setup_with`] adding the plugin to `sup` (the returned `sup` is a fresh one: swap it in).
 fn add_to(sup: &mut Supervisor, now: Instant, policy: HostPolicy) -> T {
+    add_declaring(sup, now, policy, &[])
+}
+
+/// [`add_to`] of a plugin whose manifest declares `hooks` (and asks for `register_hook`).
+fn add_declaring(sup: &mut Supervisor, now: Instant, policy: HostPolicy, hooks: &[&str]) -> T {
     let m = Manifest::parse(
-        br#"{"name":"p","version":"1.0.0","author":"a","description":"d","entrypoint":"e",
-        "requested_capabilities":["log"],"hooks":[],"api":1}"#,
+        json!({"name": "p", "version": "1.0.0", "author": "a", "description": "d",
+               "entrypoint": "e", "requested_capabilities": ["log", "register_hook"],
+               "hooks": hooks, "api": 1})
+        .to_string()
+        .as_bytes(),
     )
     .unwrap()
     .validate(&semver::Version::new(9, 0, 0))
@@ -56,7 +64,7 @@ fn add_to(sup: &mut Supervisor, now: Instant, policy: HostPolicy) -> T {
     let dir = tempfile::tempdir().unwrap();
     let cfg = PluginConfig {
         manifest: m,
-        ceiling: [Capability::Log].into(),
+        ceiling: [Capability::Log, Capability::RegisterHook].into(),
         kv: KvStore::open(dir.path(), "p", policy.kv.clone()).unwrap(),
         policy,
         config: BTreeMap::new(),
@@ -214,10 +222,7 @@ fn a_throttled_stderr_does_not_keep_a_plugin_from_being_reaped_or_killed() {
         turn(&mut t.sup, t0);
         flood(&mut t.stderr);
         turn(&mut t.sup, t0);
-        assert!(
-            t.sup.slots[t.idx].as_ref().unwrap().stderr_paused,
-            "not throttled"
-        );
+        assert!(t.sup.slots[&t.idx].stderr_paused, "not throttled");
         flood(&mut t.stderr);
         if !hang {
             // Exits with its stderr full: its ends of stdout and stderr closed.
@@ -236,7 +241,7 @@ fn a_throttled_stderr_does_not_keep_a_plugin_from_being_reaped_or_killed() {
             State::Exited
         };
         assert_eq!(t.state(), want);
-        let slot = t.sup.slots[t.idx].as_ref().unwrap();
+        let slot = &t.sup.slots[&t.idx];
         assert!(slot.stderr.is_none(), "its stderr pipe is still open");
     }
 }
@@ -274,4 +279,101 @@ fn a_pong_already_sent_is_read_before_the_ping_deadline_fires() {
         .iter()
         .any(|m| m["method"] == "plugin_state" && m["params"]["reason"]["kind"] == "hung");
     assert!(hung, "{:?}", t.sup.to_agent);
+}
+
+/// A daemon that runs for months launches plugins without end (every restart, load and
+/// relaunch takes a new slot number): once a gone plugin is removed, nothing of it is kept.
+/// Slots used to be a vector indexed by number, a removed one left as an empty entry the size
+/// of a whole slot (about 1 KiB), so a daemon's memory grew with every launch it ever made.
+#[test]
+fn a_removed_plugin_leaves_no_slot_behind() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new().unwrap();
+    let mut seen = BTreeSet::new();
+    for round in 0..50u64 {
+        let now = t0 + Duration::from_secs(round);
+        let mut t = add_to(&mut sup, now, HostPolicy::default());
+        assert!(seen.insert(t.idx), "slot number {} used twice", t.idx);
+        // It exits: its ends of stdout and stderr closed.
+        t.to_runtime = File::open("/dev/null").unwrap();
+        t.stderr = File::open("/dev/null").unwrap();
+        let mut at = now;
+        while !sup.handle(t.idx).unwrap().state().is_gone() {
+            at += Duration::from_millis(10);
+            assert!(at < now + Duration::from_secs(1), "never ended");
+            turn(&mut sup, at);
+        }
+        sup.remove(t.idx);
+        assert!(sup.handle(t.idx).is_none());
+    }
+    assert_eq!(sup.slots.len(), 0, "slots kept for plugins long gone");
+    assert!(sup.all_gone());
+}
+
+/// A hook call answered at once leaves nothing queued behind it, whatever its deadline: its
+/// deadline timer used to stay in the heap until the deadline, so under an operator's long
+/// deadline (up to an hour) the heap held every call of the last hour — 40 bytes each, about
+/// 170 MB at 1,000 calls a second — for a daemon that had nothing pending. The heap is compacted
+/// once it doubled since its last compaction: it holds what is pending, not what was.
+#[test]
+fn answered_calls_leave_no_timers_behind() {
+    let t0 = Instant::now();
+    let mut policy = HostPolicy::default();
+    policy.protocol.default_deadline_ms = 3_600_000;
+    let mut sup = Supervisor::new().unwrap();
+    let mut t = add_declaring(&mut sup, t0, policy, &["on:x"]);
+    t.sup = sup;
+    t.write(
+        r#"{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"p","version":"1.0.0","api":1,"capabilities":["register_hook"],"hooks":["on:x"]}}"#,
+    );
+    turn(&mut t.sup, t0);
+    assert_eq!(t.state(), State::Ready);
+    assert!(t.read()[0]["result"]["hooks"] == json!(["on:x"]));
+    let baseline = t.sup.timers.len();
+    let mut now = t0;
+    let mut answered = 0;
+    for round in 0..200 {
+        now += Duration::from_millis(10);
+        for i in 0..32 {
+            let call = HookInvoke {
+                hook: "on:x".into(),
+                payload: json!({"n": round * 32 + i}),
+                deadline_ms: Some(3_600_000),
+            };
+            t.sup.invoke_on(t.idx, json!(round * 32 + i), call, now);
+        }
+        turn(&mut t.sup, now);
+        for m in t.read() {
+            if m["method"] == "ping" {
+                t.write(&format!(
+                    r#"{{"jsonrpc":"2.0","id":{},"result":{{}}}}"#,
+                    m["id"]
+                ));
+            }
+            if m["method"] == "hook_invoke" {
+                t.write(&format!(
+                    r#"{{"jsonrpc":"2.0","id":{},"result":{{}}}}"#,
+                    m["id"]
+                ));
+                answered += 1;
+            }
+        }
+        turn(&mut t.sup, now);
+        assert_eq!(t.state(), State::Ready);
+    }
+    assert_eq!(answered, 200 * 32);
+    let answers = t
+        .sup
+        .to_agent
+        .iter()
+        .filter(|m| m.get("result").is_some())
+        .count();
+    assert_eq!(answers, 200 * 32, "every call answered");
+    assert_eq!(t.sup.handle(t.idx).unwrap().in_flight(), 0);
+    assert!(
+        t.sup.timers.len() <= baseline + 2 * TIMER_COMPACT_FLOOR,
+        "{} timers queued for {} pending calls",
+        t.sup.timers.len(),
+        t.sup.handle(t.idx).unwrap().in_flight()
+    );
 }

@@ -14,4 +14,5 @@ pub use report::Report;
 pub use verify::{
     check_in, open_verified, open_verified_among, open_verified_in, recheck_trust,
     unverified_at_load, verify_only, CheckedPackage, PackageDir, PackageView, VerifiedPackage,
+    RECHECK_WARNING,
 };

@@ -912,6 +912,12 @@ pub fn runtime_version() -> semver::Version {
         .unwrap_or_else(|_| semver::Version::new(0, 0, 0))
 }
 
+/// How [`recheck_trust`]'s warning begins: a package's status keeps only the latest one
+/// (`serve`), since its message can carry the time of the check (an expired certificate's
+/// `(now T)`) and one per check would grow without end.
+pub const RECHECK_WARNING: &str =
+    "trust check again failed, continuing because --trust-mode warn: ";
+
 /// Steps 3 to 6 again, for a package verified earlier, against `cfg` and `node` as they are
 /// `now`: what the trust directory decides — the pinned roots, the revocation list — can have
 /// changed since, the certificates can have expired, and the node's license can have been
@@ -964,10 +970,7 @@ pub fn recheck_trust(
         Ok(()) => Ok(None),
         Err((status, e)) if cfg.mode == TrustMode::Warn => Ok(Some((
             status,
-            format!(
-                "trust check again failed, continuing because --trust-mode warn: {}",
-                error_chain(&e)
-            ),
+            format!("{RECHECK_WARNING}{}", error_chain(&e)),
         ))),
         Err((_, e)) => Err(e),
     }
