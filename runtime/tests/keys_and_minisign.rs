@@ -395,176 +395,81 @@ fn argument_errors_come_before_the_key_is_read() {
         a
     };
     let grant: Vec<&str> = GRANT[..GRANT.len() - 2].to_vec();
-    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
-        (with(&grant, &["-o", "g", "--days", "0"]), 64, "usage"),
+    let init: &[&str] = &["ca", "init", "-o", "i2", "--parent", "root"];
+    let issue: &[&str] = &["ca", "issue", "--ca", "int", "--pub", "dev.pub"];
+    let revoke: &[&str] = &["ca", "revoke", "--ca", "root", "-o", "r"];
+    let license: &[&str] = &["ca", "license", "--ca", "root", "--serial", "s1"];
+    let pack: &[&str] = &["pack", "hello", "--key", "dev.key", "-o", "p"];
+    // (command, its arguments, exit code, error kind)
+    let table: [(&[&str], &[&str], i32, &str); 23] = [
+        (&grant, &["-o", "g", "--days", "0"], 64, "usage"),
         (
-            with(&grant, &["-o", "g", "--now", "18446744073709551615"]),
+            &grant,
+            &["-o", "g", "--now", "18446744073709551615"],
             64,
             "usage",
         ),
         (
-            with(&grant, &["-o", "g", "--scope", "nowhere"]),
+            &grant,
+            &["-o", "g", "--scope", "nowhere"],
             64,
             "grant_invalid",
         ),
         (
-            with(&grant, &["-o", "g", "--target", "capability:fly"]),
+            &grant,
+            &["-o", "g", "--target", "capability:fly"],
             64,
             "grant_invalid",
         ),
-        (with(&grant, &["-o", "taken"]), 73, "output"),
+        (&grant, &["-o", "taken"], 73, "output"),
+        (init, &["--days", "0"], 64, "usage"),
+        (init, &["--scope", "nowhere"], 64, "usage"),
         (
-            with(
-                &["ca", "init", "-o", "i2", "--parent", "root"],
-                &["--days", "0"],
-            ),
+            &["ca", "init", "-o", "i2", "--parent", "int"],
+            &[],
+            64,
+            "usage",
+        ),
+        (issue, &["-o", "c", "--days", "0"], 64, "usage"),
+        (issue, &["-o", "c", "--scope", "x"], 64, "usage"),
+        (issue, &["-o", "c", "--capabilities", "fly"], 64, "usage"),
+        (issue, &["-o", "c", "--intermediate"], 64, "usage"),
+        (issue, &["-o", "taken"], 73, "output"),
+        (revoke, &["--serial", "nothex"], 64, "usage"),
+        (revoke, &["--days", "0"], 64, "usage"),
+        (
+            &["ca", "revoke", "--ca", "int", "-o", "r"],
+            &[],
             64,
             "usage",
         ),
         (
-            with(
-                &["ca", "init", "-o", "i2", "--parent", "root"],
-                &["--scope", "nowhere"],
-            ),
+            &["ca", "license", "--ca", "root", "-o", "l"],
+            &["--serial", "no spaces"],
             64,
             "usage",
         ),
+        (license, &["-o", "l", "--hardware", "a/b"], 64, "usage"),
+        (license, &["-o", "l", "--days", "0"], 64, "usage"),
+        (license, &["-o", "taken"], 73, "output"),
+        (&PACK[1..PACK.len() - 2], &["-o", "taken"], 73, "output"),
         (
-            with(&["ca", "init", "-o", "i2", "--parent", "int"], &[]),
-            64,
-            "usage",
-        ),
-        (
-            with(
-                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
-                &["-o", "c", "--days", "0"],
-            ),
-            64,
-            "usage",
-        ),
-        (
-            with(
-                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
-                &["-o", "c", "--scope", "x"],
-            ),
-            64,
-            "usage",
-        ),
-        (
-            with(
-                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
-                &["-o", "c", "--capabilities", "fly"],
-            ),
-            64,
-            "usage",
-        ),
-        (
-            with(
-                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
-                &["-o", "c", "--intermediate"],
-            ),
-            64,
-            "usage",
-        ),
-        (
-            with(
-                &["ca", "issue", "--ca", "int", "--pub", "dev.pub"],
-                &["-o", "taken"],
-            ),
-            73,
-            "output",
-        ),
-        (
-            with(
-                &["ca", "revoke", "--ca", "root", "-o", "r"],
-                &["--serial", "nothex"],
-            ),
-            64,
-            "usage",
-        ),
-        (
-            with(
-                &["ca", "revoke", "--ca", "root", "-o", "r"],
-                &["--days", "0"],
-            ),
-            64,
-            "usage",
-        ),
-        (
-            with(&["ca", "revoke", "--ca", "int", "-o", "r"], &[]),
-            64,
-            "usage",
-        ),
-        (
-            with(
-                &["ca", "license", "--ca", "root", "-o", "l"],
-                &["--serial", "no spaces"],
-            ),
-            64,
-            "usage",
-        ),
-        (
-            with(
-                &["ca", "license", "--ca", "root", "-o", "l", "--serial", "s1"],
-                &["--hardware", "a/b"],
-            ),
-            64,
-            "usage",
-        ),
-        (
-            with(
-                &["ca", "license", "--ca", "root", "-o", "l", "--serial", "s1"],
-                &["--days", "0"],
-            ),
-            64,
-            "usage",
-        ),
-        (
-            with(
-                &["ca", "license", "--ca", "root", "--serial", "s1"],
-                &["-o", "taken"],
-            ),
-            73,
-            "output",
-        ),
-        (
-            with(&PACK[1..PACK.len() - 2], &["-o", "taken"]),
-            73,
-            "output",
-        ),
-        (
-            with(
-                &[
-                    "pack",
-                    "hello",
-                    "--key",
-                    "dev.key",
-                    "--devcert",
-                    "nothing",
-                    "--intcert",
-                ],
-                &["int/ca.cert", "-o", "p"],
-            ),
+            pack,
+            &["--devcert", "nothing", "--intcert", "int/ca.cert"],
             66,
             "input",
         ),
         (
-            with(
-                &[
-                    "pack",
-                    "hello",
-                    "--key",
-                    "dev.key",
-                    "--devcert",
-                    "int/ca.cert",
-                    "--intcert",
-                ],
-                &["root/ca.pub", "-o", "p"],
-            ),
+            pack,
+            &["--devcert", "int/ca.cert", "--intcert", "root/ca.pub"],
             65,
             "certificate",
         ),
     ];
+    let cases: Vec<(Vec<&str>, i32, &str)> = table
+        .iter()
+        .map(|(base, extra, code, kind)| (with(base, extra), *code, *kind))
+        .collect();
     for (args, code, kind) in &cases {
         let r = no_tty(fx.dir(), args);
         assert_eq!(
