@@ -157,7 +157,10 @@ const INIT_PREFIX: &str = ".stockade-ca-";
 /// (`package::verify`'s sweep): named exactly as `ca init` names them ([`is_init_leftover_name`]),
 /// a real directory (not a symlink) of this user, stale by `fileio::leftover_is_stale` (its
 /// maker's pid gone, or older than a minute), and not locked by its maker (a live `ca init`
-/// holds its directory's lock until the rename). An earlier build's `.stockade-ca-<random>` is
+/// holds its directory's lock until the rename); and removed only if it holds nothing but the
+/// files a `ca init` writes there ([`is_init_file`]), file by file through the directory
+/// checked (`fileio::remove_leftover_dir`): a directory someone put at such a name, or renamed
+/// there (whoever can write `parent` can), is left whole. An earlier build's `.stockade-ca-<random>` is
 /// left: six letters could be a CA someone named so (`-o .stockade-ca-backup`, its root key
 /// the only copy), which no sweep may guess away. Errors are ignored: tidying, never a reason
 /// to fail.
@@ -175,8 +178,14 @@ fn sweep_init_leftovers(parent: &Path) {
                     .strip_prefix(INIT_PREFIX)
                     .is_some_and(|rest| crate::fileio::leftover_is_stale(rest, age))
         },
-        crate::package::trees::remove_dir_if_unlocked,
+        |path| crate::fileio::remove_leftover_dir(path, is_init_file),
     );
+}
+
+/// Whether `name` is a file `ca init` writes in its build directory (beside its write
+/// temporaries): only a directory holding nothing else is taken for its leftover.
+fn is_init_file(name: &str) -> bool {
+    matches!(name, "ca.key" | "ca.pub" | "ca.json" | "ca.cert")
 }
 
 /// Whether `name` is one `ca init` gives its build directory: [`INIT_PREFIX`], a pid, `-`, and
