@@ -300,6 +300,33 @@ fn a_document_showing_where_a_key_goes_is_packed() {
     }
 }
 
+/// A private key kept inside a JSON string — a cloud service account's key file
+/// (`"private_key": "-----BEGIN PRIVATE KEY-----\nMIIE…\n-----END PRIVATE KEY-----\n"`), the
+/// commonest private key to end up in a directory by mistake — was packed: its lines are
+/// joined by `\n` escapes, and only real line ends were looked at. Escaped line ends count as
+/// line ends, and a marker may open or close a quoted string; a format string with the markers
+/// around `%s` is still no key.
+#[test]
+fn a_private_key_in_a_json_string_is_never_packed() {
+    let fx = Fixture::new();
+    let dir = fx.hello_dir();
+    std::fs::write(
+        dir.join("service-account.json"),
+        "{\n  \"type\": \"service_account\",\n  \"private_key_id\": \"0a1b\",\n  \
+         \"private_key\": \"-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n\
+         BKcwggSjAgEAAoIBAQC7\\n-----END PRIVATE KEY-----\\n\",\n  \"client_email\": \"a@b.c\"\n}\n",
+    )
+    .unwrap();
+    refused(&fx, "pack.secret_key", "service-account.json");
+    std::fs::write(
+        dir.join("service-account.json"),
+        "fmt = \"-----BEGIN PRIVATE KEY-----\\n%s\\n-----END PRIVATE KEY-----\\n\"\n",
+    )
+    .unwrap();
+    let r = pack(&fx);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+}
+
 #[test]
 fn a_secret_key_in_the_plugin_directory_is_never_packed() {
     use base64::Engine;

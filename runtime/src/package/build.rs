@@ -17,7 +17,8 @@
 //! plugin's business to ship: a package is public — every node that installs it gets every
 //! file, 0644 — so a private key in it is one handed to everyone, and a plugin that needs a key
 //! gets it from its node (its configuration), not from its author. The markers are exact, whole
-//! lines, framed by their end line around a base64 body, so a file that merely mentions them,
+//! lines (or a quoted string's, lines joined by `\n` escapes: a service account's JSON key
+//! file), framed by their end line around a base64 body, so a file that merely mentions them,
 //! or shows where a key goes (a placeholder between them), is packed; a public key or a
 //! certificate is too.
 //!
@@ -92,7 +93,8 @@ pub enum BuildError {
 /// (at least one), beside the `Name: value` headers (RFC 1421's `Proc-Type`/`DEK-Info`, PGP
 /// armour's `Version`/`Comment`) and blank lines keys carry — so a document that shows where a
 /// key goes, a placeholder between the markers (`<your key>`, `MIIE...`), is not one — anywhere
-/// in the file (a certificate bundle with its key appended counts); or a PuTTY key file (its
+/// in the file (a certificate bundle with its key appended counts), its lines real ones or
+/// `\n` escapes in a quoted string ([`key_lines`]); or a PuTTY key file (its
 /// first line `PuTTY-User-Key-File-<version>: `). Read as bytes: a binary file is searched the
 /// same way.
 pub fn private_key_format(data: &[u8]) -> Option<&'static str> {
@@ -107,13 +109,9 @@ pub fn private_key_format(data: &[u8]) -> Option<&'static str> {
         key_like: bool,
     }
     let mut open: Option<Open<'_>> = None;
-    for line in data.split(|&b| b == b'\n') {
-        let line = line.trim_ascii();
+    for line in key_lines(data) {
         if let Some(o) = &mut open {
-            let end = line
-                .strip_prefix(b"-----END ")
-                .and_then(|l| l.strip_suffix(b"-----"));
-            if end == Some(o.label) {
+            if end_label(line) == Some(o.label) {
                 if o.base64 && o.key_like {
                     return Some(pem_format(o.label));
                 }
@@ -125,10 +123,7 @@ pub fn private_key_format(data: &[u8]) -> Option<&'static str> {
             }
             continue;
         }
-        let Some(label) = line
-            .strip_prefix(b"-----BEGIN ")
-            .and_then(|l| l.strip_suffix(b"-----"))
-        else {
+        let Some(label) = begin_label(line) else {
             continue;
         };
         if label.ends_with(b"PRIVATE KEY") || label == b"PGP PRIVATE KEY BLOCK" {
@@ -140,6 +135,59 @@ pub fn private_key_format(data: &[u8]) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// The lines of `data` for [`private_key_format`], each trimmed of surrounding blanks (a `\r`
+/// among them): split at line ends, and at the `\n` escapes of a key kept in a JSON or source
+/// string (a service account's `"private_key": "-----BEGIN PRIVATE KEY-----\nMIIE…"`), after
+/// which an escaped `\r` is dropped too.
+fn key_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let d = rest?;
+        let next = d.iter().enumerate().find_map(|(i, &b)| match b {
+            b'\n' => Some((i, 1)),
+            b'\\' if d.get(i + 1) == Some(&b'n') => Some((i, 2)),
+            _ => None,
+        });
+        let line = match next {
+            Some((at, len)) => {
+                rest = Some(&d[at + len..]);
+                &d[..at]
+            }
+            None => {
+                rest = None;
+                d
+            }
+        };
+        let line = line.trim_ascii();
+        Some(line.strip_suffix(b"\\r").unwrap_or(line).trim_ascii())
+    })
+}
+
+/// The label of a `-----BEGIN <label>-----` line: the whole line, or the end of one where the
+/// marker opens a quoted string (`"private_key": "-----BEGIN PRIVATE KEY-----`).
+fn begin_label(line: &[u8]) -> Option<&[u8]> {
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    let rest = line.strip_prefix(BEGIN).or_else(|| {
+        let at = line
+            .windows(BEGIN.len() + 1)
+            .rposition(|w| matches!(w[0], b'"' | b'\'') && &w[1..] == BEGIN)?;
+        Some(&line[at + 1 + BEGIN.len()..])
+    })?;
+    rest.strip_suffix(b"-----")
+}
+
+/// The label of an `-----END <label>-----` line: the whole line, or its start where the marker
+/// closes a quoted string (`-----END PRIVATE KEY-----",`).
+fn end_label(line: &[u8]) -> Option<&[u8]> {
+    let rest = line.strip_prefix(b"-----END ")?;
+    rest.strip_suffix(b"-----").or_else(|| {
+        let at = rest
+            .windows(6)
+            .position(|w| &w[..5] == b"-----" && matches!(w[5], b'"' | b'\''))?;
+        Some(&rest[..at])
+    })
 }
 
 /// A line of base64 (PGP armour's `=` checksum line too).
@@ -455,6 +503,9 @@ mod tests {
         let pgp = "-----BEGIN PGP PRIVATE KEY BLOCK-----\nVersion: GnuPG v2\n\nlQOYBF0A\n=Ab1x\n\
                    -----END PGP PRIVATE KEY BLOCK-----\n";
         assert!(private_key_format(pgp.as_bytes()).is_some());
+        // In a JSON string (a service account's key file), escaped line ends and all.
+        let json = r#"{"private_key": "-----BEGIN PRIVATE KEY-----\r\nMIIE\r\n-----END PRIVATE KEY-----"}"#;
+        assert!(private_key_format(json.as_bytes()).is_some());
         let bundle = format!("{}{}", pem("CERTIFICATE"), pem("PRIVATE KEY"));
         assert!(private_key_format(bundle.as_bytes()).is_some());
         assert_eq!(
@@ -473,6 +524,8 @@ mod tests {
             "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n".into(),
             "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n".into(),
             "fmt = \"-----BEGIN %s-----\"\n".into(),
+            r#"f = "-----BEGIN PRIVATE KEY-----\n%s\n-----END PRIVATE KEY-----\n""#.into(),
+            r#"x = "a-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----""#.into(),
             "-----BEGIN PRIVATE KEY-----\n<your key here>\n-----END PRIVATE KEY-----\n".into(),
             "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA...\n-----END RSA PRIVATE KEY-----\n"
                 .into(),
