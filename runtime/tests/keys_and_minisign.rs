@@ -494,6 +494,40 @@ fn argument_errors_come_before_the_key_is_read() {
     );
 }
 
+/// A certificate's subject (`ca issue --subject`, an intermediate's `ca init --name`) that a
+/// certificate cannot carry — empty, over 128 characters, a control character — was found by
+/// the certificate's own check when it was signed, after the CA key was read: a password typed
+/// (or, without a terminal, `key.password_required`) for a certificate that is then refused
+/// (65 `certificate`). It is judged with the other arguments, before the key.
+#[test]
+fn a_bad_certificate_subject_is_refused_before_the_key_is_read() {
+    let fx = Fixture::new();
+    for k in ["root/ca.key", "int/ca.key"] {
+        encrypt_in_place(&fx, k, "pw");
+    }
+    let long = "s".repeat(129);
+    let issue = [
+        "--json", "ca", "issue", "--ca", "int", "--pub", "dev.pub", "-o", "c",
+    ];
+    let init = ["--json", "ca", "init", "-o", "i2", "--parent", "root"];
+    for args in [
+        [&issue[..], &["--subject", ""]].concat(),
+        [&issue[..], &["--subject", "bell\u{7}"]].concat(),
+        [&issue[..], &["--subject", &long]].concat(),
+        [&init[..], &["--name", "line\nbreak"]].concat(),
+        [&init[..], &["--name", &long]].concat(),
+    ] {
+        let r = no_tty(fx.dir(), &args);
+        assert_eq!(
+            (r.code, r.kind().as_str()),
+            (65, "certificate"),
+            "{args:?}: {}",
+            r.stdout
+        );
+    }
+    assert!(!fx.path("c").exists() && !fx.path("i2").exists());
+}
+
 #[test]
 fn keygen_encrypts_with_a_password_file_and_minisign_signs_with_it() {
     if !require_tool("minisign", "interop test with the stock minisign tool") {

@@ -39,7 +39,9 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use stockade_policy::capability::{Capability, Scope};
-use stockade_trust::cert::{valid_serial, CertBody, CertKind, Certificate};
+use stockade_trust::cert::{
+    valid_serial, valid_subject, CertBody, CertError, CertKind, Certificate,
+};
 use stockade_trust::chain::check_bounds;
 use stockade_trust::crl::{RevocationBody, RevocationList};
 use stockade_trust::license::{License, LicenseBody, LicenseState};
@@ -133,6 +135,11 @@ impl CaDir {
             key,
         })
     }
+}
+
+/// A certificate `ca` could not issue (65 `certificate`).
+fn bad_certificate(e: CertError) -> CmdError {
+    CmdError::new(Exit::DataErr, "certificate", e)
 }
 
 fn parse_scope(s: &str) -> Result<Scope, CmdError> {
@@ -252,6 +259,10 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
             );
         }
         cert_args = Some((parse_scope(&a.scope)?, valid_until(now, a.days)?));
+        // The name is the certificate's subject (the default one always fits).
+        if a.name.as_deref().is_some_and(|n| !valid_subject(n)) {
+            return Err(bad_certificate(CertError::Subject));
+        }
     }
     let parent_ca = parent_dir_ca
         .map(|p| p.unlock(a.password_file.as_deref()))
@@ -466,6 +477,7 @@ pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
             "--capabilities may only narrow what the scope (and the issuing intermediate) allows",
         )
     })?;
+    Certificate::check_body(&body).map_err(bad_certificate)?;
     crate::cmd::refuse_existing_output(&a.output, a.force)?;
     let ca = ca.unlock(a.password_file.as_deref())?;
     let cert = Certificate::issue(
@@ -476,7 +488,7 @@ pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
             body.serial
         ),
     )
-    .map_err(|e| CmdError::new(Exit::DataErr, "certificate", e))?;
+    .map_err(bad_certificate)?;
     crate::cmd::write_output(&a.output, &cert, a.force)?;
     let r = IssueReport {
         output: a.output,
