@@ -494,6 +494,40 @@ fn argument_errors_come_before_the_key_is_read() {
     );
 }
 
+/// A certificate's subject (`ca issue --subject`, an intermediate's `ca init --name`) that a
+/// certificate cannot carry — empty, over 128 characters, a control character — was found by
+/// the certificate's own check when it was signed, after the CA key was read: a password typed
+/// (or, without a terminal, `key.password_required`) for a certificate that is then refused
+/// (65 `certificate`). It is judged with the other arguments, before the key.
+#[test]
+fn a_bad_certificate_subject_is_refused_before_the_key_is_read() {
+    let fx = Fixture::new();
+    for k in ["root/ca.key", "int/ca.key"] {
+        encrypt_in_place(&fx, k, "pw");
+    }
+    let long = "s".repeat(129);
+    let issue = [
+        "--json", "ca", "issue", "--ca", "int", "--pub", "dev.pub", "-o", "c",
+    ];
+    let init = ["--json", "ca", "init", "-o", "i2", "--parent", "root"];
+    for args in [
+        [&issue[..], &["--subject", ""]].concat(),
+        [&issue[..], &["--subject", "bell\u{7}"]].concat(),
+        [&issue[..], &["--subject", &long]].concat(),
+        [&init[..], &["--name", "line\nbreak"]].concat(),
+        [&init[..], &["--name", &long]].concat(),
+    ] {
+        let r = no_tty(fx.dir(), &args);
+        assert_eq!(
+            (r.code, r.kind().as_str()),
+            (65, "certificate"),
+            "{args:?}: {}",
+            r.stdout
+        );
+    }
+    assert!(!fx.path("c").exists() && !fx.path("i2").exists());
+}
+
 #[test]
 fn keygen_encrypts_with_a_password_file_and_minisign_signs_with_it() {
     if !require_tool("minisign", "interop test with the stock minisign tool") {
@@ -990,4 +1024,53 @@ fn a_killed_ca_init_leaves_no_key_behind() {
         &["--json", "ca", "init", "-o", ".stockade-ca-7-abc123"],
     );
     expect(&r, 64, "usage");
+}
+
+/// `ca init`'s sweep of its killed builds removed a directory named like one with
+/// `remove_dir_all`, whatever it held: a directory a user (or another user who can rename
+/// entries of a group-writable parent) put at such a name lost every file and subdirectory in
+/// it, none of which `ca init` made. It removes only a directory that holds nothing but what a
+/// `ca init` writes there (`ca.key`, `ca.pub`, `ca.json`, `ca.cert`, its write temporaries:
+/// regular files of this user), file by file through the directory it checked and locked.
+#[test]
+fn a_ca_init_sweep_removes_only_what_ca_init_makes() {
+    let d = tempfile::tempdir().unwrap();
+    // A pid no process has: the sweep takes the maker for gone.
+    let dead = (1_000_000..u32::MAX)
+        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .unwrap();
+    let mk = |random: &str, files: &[&str]| {
+        let p = d.path().join(format!(".stockade-ca-{dead}-{random}"));
+        std::fs::create_dir(&p).unwrap();
+        for f in files {
+            if let Some(sub) = f.strip_suffix('/') {
+                std::fs::create_dir(p.join(sub)).unwrap();
+                std::fs::write(p.join(sub).join("precious"), "mine").unwrap();
+            } else {
+                std::fs::write(p.join(f), "x").unwrap();
+            }
+        }
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        std::fs::File::open(&p).unwrap().set_modified(old).unwrap();
+        p
+    };
+    let leftover = mk("aaaaaa", &["ca.key", "ca.pub", ".stockade-tmp-Xy12Ab"]);
+    let with_subdir = mk("bbbbbb", &["ca.key", "photos/"]);
+    let with_other_file = mk("cccccc", &["ca.key", "thesis.tex"]);
+    let with_symlink = mk("dddddd", &["ca.key"]);
+    std::os::unix::fs::symlink("/etc/hostname", with_symlink.join("ca.pub")).unwrap();
+    ok(d.path(), &["ca", "init", "-o", "ca"]);
+    assert!(
+        !leftover.exists(),
+        "a killed init's directory is still there"
+    );
+    assert!(
+        with_subdir.join("photos/precious").exists(),
+        "a directory ca init did not make was removed"
+    );
+    assert!(with_subdir.join("ca.key").exists());
+    assert!(with_other_file.join("thesis.tex").exists());
+    assert!(with_other_file.join("ca.key").exists());
+    assert!(std::fs::symlink_metadata(with_symlink.join("ca.pub")).is_ok());
+    assert!(with_symlink.join("ca.key").exists());
 }

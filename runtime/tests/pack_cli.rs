@@ -263,6 +263,70 @@ fn private_keys_are_never_packed_and_credential_files_are_named() {
     );
 }
 
+/// A plugin's documentation that shows where a key goes — its BEGIN and END lines around a
+/// placeholder — was refused as a private key (65 `pack.secret_key`, with no way past it): any
+/// line at all between the markers counted as a key's body. A body is base64 (with PEM's or
+/// PGP's `Name: value` headers and blank lines); a placeholder is not, and is packed. A real
+/// key, old-style encrypted PEM and PGP armour with their headers too, is still refused.
+#[test]
+fn a_document_showing_where_a_key_goes_is_packed() {
+    let fx = Fixture::new();
+    let dir = fx.hello_dir();
+    std::fs::write(
+        dir.join("TLS.md"),
+        "Put the node's key in /etc/hello/tls.key:\n\n    -----BEGIN PRIVATE KEY-----\n    \
+         <your key, base64>\n    -----END PRIVATE KEY-----\n\nor, for RSA:\n\n```\n\
+         -----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA...\n...\n-----END RSA PRIVATE KEY-----\n```\n",
+    )
+    .unwrap();
+    let r = pack(&fx);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    std::fs::remove_file(fx.path("out.stockade")).unwrap();
+    for (name, text) in [
+        (
+            "legacy.pem",
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,\
+             0123456789ABCDEF0123456789ABCDEF\n\nMIIEpAIBAAKCAQEA3Tz2\n-----END RSA PRIVATE KEY-----\n",
+        ),
+        (
+            "k.asc",
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----\nVersion: GnuPG v2\n\nlQOYBF0AAAAB\n=Ab1x\n\
+             -----END PGP PRIVATE KEY BLOCK-----\n",
+        ),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+        refused(&fx, "pack.secret_key", name);
+        std::fs::remove_file(dir.join(name)).unwrap();
+    }
+}
+
+/// A private key kept inside a JSON string — a cloud service account's key file
+/// (`"private_key": "-----BEGIN PRIVATE KEY-----\nMIIE…\n-----END PRIVATE KEY-----\n"`), the
+/// commonest private key to end up in a directory by mistake — was packed: its lines are
+/// joined by `\n` escapes, and only real line ends were looked at. Escaped line ends count as
+/// line ends, and a marker may open or close a quoted string; a format string with the markers
+/// around `%s` is still no key.
+#[test]
+fn a_private_key_in_a_json_string_is_never_packed() {
+    let fx = Fixture::new();
+    let dir = fx.hello_dir();
+    std::fs::write(
+        dir.join("service-account.json"),
+        "{\n  \"type\": \"service_account\",\n  \"private_key_id\": \"0a1b\",\n  \
+         \"private_key\": \"-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n\
+         BKcwggSjAgEAAoIBAQC7\\n-----END PRIVATE KEY-----\\n\",\n  \"client_email\": \"a@b.c\"\n}\n",
+    )
+    .unwrap();
+    refused(&fx, "pack.secret_key", "service-account.json");
+    std::fs::write(
+        dir.join("service-account.json"),
+        "fmt = \"-----BEGIN PRIVATE KEY-----\\n%s\\n-----END PRIVATE KEY-----\\n\"\n",
+    )
+    .unwrap();
+    let r = pack(&fx);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+}
+
 #[test]
 fn a_secret_key_in_the_plugin_directory_is_never_packed() {
     use base64::Engine;

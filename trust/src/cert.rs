@@ -167,6 +167,20 @@ pub fn valid_serial(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// Whether `s` can be a certificate's subject: 1-128 characters, none a control character.
+pub fn valid_subject(s: &str) -> bool {
+    !s.is_empty() && s.chars().count() <= 128 && !s.chars().any(char::is_control)
+}
+
+impl Certificate {
+    /// Check `body` as [`Certificate::issue`] does, without a key: for `ca issue` to refuse a
+    /// certificate it could not sign (a subject it cannot carry) before it reads (and perhaps
+    /// asks the password of) the CA key.
+    pub fn check_body(body: &CertBody) -> Result<(), CertError> {
+        check_body(body).map(|_| ())
+    }
+}
+
 fn check_body(body: &CertBody) -> Result<(PublicKey, KeyId), CertError> {
     if body.format != 1 {
         return Err(CertError::Format(body.format));
@@ -174,10 +188,7 @@ fn check_body(body: &CertBody) -> Result<(PublicKey, KeyId), CertError> {
     if !valid_serial(&body.serial) {
         return Err(CertError::Serial(body.serial.clone()));
     }
-    if body.subject.is_empty()
-        || body.subject.chars().count() > 128
-        || body.subject.chars().any(char::is_control)
-    {
+    if !valid_subject(&body.subject) {
         return Err(CertError::Subject);
     }
     let key = PublicKey::from_base64(&body.subject_key).map_err(CertError::SubjectKey)?;

@@ -39,7 +39,9 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use stockade_policy::capability::{Capability, Scope};
-use stockade_trust::cert::{valid_serial, CertBody, CertKind, Certificate};
+use stockade_trust::cert::{
+    valid_serial, valid_subject, CertBody, CertError, CertKind, Certificate,
+};
 use stockade_trust::chain::check_bounds;
 use stockade_trust::crl::{RevocationBody, RevocationList};
 use stockade_trust::license::{License, LicenseBody, LicenseState};
@@ -135,6 +137,11 @@ impl CaDir {
     }
 }
 
+/// A certificate `ca` could not issue (65 `certificate`).
+fn bad_certificate(e: CertError) -> CmdError {
+    CmdError::new(Exit::DataErr, "certificate", e)
+}
+
 fn parse_scope(s: &str) -> Result<Scope, CmdError> {
     s.parse().map_err(|e| {
         CmdError::new(Exit::Usage, "usage", e).hint("use any, license:<serial> or hardware:<id>")
@@ -157,7 +164,10 @@ const INIT_PREFIX: &str = ".stockade-ca-";
 /// (`package::verify`'s sweep): named exactly as `ca init` names them ([`is_init_leftover_name`]),
 /// a real directory (not a symlink) of this user, stale by `fileio::leftover_is_stale` (its
 /// maker's pid gone, or older than a minute), and not locked by its maker (a live `ca init`
-/// holds its directory's lock until the rename). An earlier build's `.stockade-ca-<random>` is
+/// holds its directory's lock until the rename); and removed only if it holds nothing but the
+/// files a `ca init` writes there ([`is_init_file`]), file by file through the directory
+/// checked (`fileio::remove_leftover_dir`): a directory someone put at such a name, or renamed
+/// there (whoever can write `parent` can), is left whole. An earlier build's `.stockade-ca-<random>` is
 /// left: six letters could be a CA someone named so (`-o .stockade-ca-backup`, its root key
 /// the only copy), which no sweep may guess away. Errors are ignored: tidying, never a reason
 /// to fail.
@@ -175,8 +185,14 @@ fn sweep_init_leftovers(parent: &Path) {
                     .strip_prefix(INIT_PREFIX)
                     .is_some_and(|rest| crate::fileio::leftover_is_stale(rest, age))
         },
-        crate::package::trees::remove_dir_if_unlocked,
+        |path| crate::fileio::remove_leftover_dir(path, is_init_file),
     );
+}
+
+/// Whether `name` is a file `ca init` writes in its build directory (beside its write
+/// temporaries): only a directory holding nothing else is taken for its leftover.
+fn is_init_file(name: &str) -> bool {
+    matches!(name, "ca.key" | "ca.pub" | "ca.json" | "ca.cert")
 }
 
 /// Whether `name` is one `ca init` gives its build directory: [`INIT_PREFIX`], a pid, `-`, and
@@ -243,6 +259,10 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
             );
         }
         cert_args = Some((parse_scope(&a.scope)?, valid_until(now, a.days)?));
+        // The name is the certificate's subject (the default one always fits).
+        if a.name.as_deref().is_some_and(|n| !valid_subject(n)) {
+            return Err(bad_certificate(CertError::Subject));
+        }
     }
     let parent_ca = parent_dir_ca
         .map(|p| p.unlock(a.password_file.as_deref()))
@@ -457,6 +477,7 @@ pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
             "--capabilities may only narrow what the scope (and the issuing intermediate) allows",
         )
     })?;
+    Certificate::check_body(&body).map_err(bad_certificate)?;
     crate::cmd::refuse_existing_output(&a.output, a.force)?;
     let ca = ca.unlock(a.password_file.as_deref())?;
     let cert = Certificate::issue(
@@ -467,7 +488,7 @@ pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
             body.serial
         ),
     )
-    .map_err(|e| CmdError::new(Exit::DataErr, "certificate", e))?;
+    .map_err(bad_certificate)?;
     crate::cmd::write_output(&a.output, &cert, a.force)?;
     let r = IssueReport {
         output: a.output,

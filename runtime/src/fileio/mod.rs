@@ -674,6 +674,83 @@ pub fn sweep_reserved(dir: &Path) {
     }
 }
 
+/// Remove the directory `path` — a build directory a process of this uid made and was killed
+/// in before it renamed it into place (`ca init`'s) — only if it is surely that: a real
+/// directory (no symlink at its name) of this uid, on its parent's filesystem (not something
+/// mounted there), not locked by a live maker (which holds a shared `flock` on it while in use),
+/// and holding nothing but regular files of this uid named as its maker names them
+/// (`made_here`) or [`reserve`]'s temporaries. Those are unlinked through the descriptor of the
+/// directory checked and locked, and the directory itself is `rmdir`ed while its name still
+/// leads to it: renaming another directory to `path` — which whoever can write the parent can
+/// do, to any entry of it — between the checks and the removal never has this process remove
+/// more than that user could remove itself. Anything else in it (a subdirectory, a symlink,
+/// another file) and it is not such a leftover: left as it is, whole. `remove_dir_all` by
+/// name removed whatever a directory of that name held, and followed the name to whatever was
+/// there at the time. Best effort: what cannot be checked or removed stays.
+pub fn remove_leftover_dir(path: &Path, made_here: impl Fn(&str) -> bool) {
+    use nix::fcntl::{openat, AtFlags, OFlag};
+    use nix::sys::stat::{fstat, fstatat, Mode};
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    use std::os::fd::{AsFd, AsRawFd};
+    let Some(name) = path.file_name() else {
+        return;
+    };
+    let Ok(parent) = nix::fcntl::open(
+        &parent_dir(path),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let id = |st: &nix::sys::stat::FileStat| (st.st_dev, st.st_ino);
+    let Ok(parent_st) = fstat(&parent) else {
+        return;
+    };
+    let Ok(dir) = openat(
+        &parent,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let Ok(st) = fstat(&dir) else { return };
+    if st.st_uid != me || st.st_dev != parent_st.st_dev {
+        return;
+    }
+    // A live maker holds its shared lock until its directory has its final name.
+    if !matches!(crate::sys::try_flock_exclusive(dir.as_fd()), Ok(true)) {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+        return;
+    };
+    let mut files = Vec::new();
+    for e in entries {
+        let Ok(e) = e else { return };
+        let file = e.file_name();
+        let ours = file
+            .to_str()
+            .is_some_and(|f| made_here(f) || f.starts_with(RESERVED_PREFIX));
+        let regular_mine = fstatat(&dir, &*file, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|f| {
+            f.st_mode & libc::S_IFMT == libc::S_IFREG && f.st_uid == me && f.st_dev == st.st_dev
+        });
+        if !ours || !regular_mine {
+            return;
+        }
+        files.push(file);
+    }
+    for file in &files {
+        if unlinkat(&dir, &**file, UnlinkatFlags::NoRemoveDir).is_err() {
+            return;
+        }
+    }
+    if fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|now| id(&now) == id(&st)) {
+        let _ = unlinkat(&parent, name, UnlinkatFlags::RemoveDir);
+    }
+}
+
 /// [`write_atomic`] for a file in the state directory: when root writes it (an admin's
 /// `stockade node license install`, `stockade install`), the file takes the owner and group of
 /// the directory it lands in (set before the rename, so the daemon never sees it root-owned), so
@@ -939,6 +1016,43 @@ fn make_lock_of(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// [`remove_leftover_dir`] removes a directory holding only what its maker writes, and
+    /// leaves whole one it cannot be sure of: locked by a live maker, holding anything else, a
+    /// symlink at the name (its target untouched).
+    #[test]
+    fn a_leftover_dir_is_removed_only_when_surely_one() {
+        let d = tempfile::tempdir().unwrap();
+        let made = |n: &str| n == "ca.key";
+        let mk = |name: &str, files: &[&str]| {
+            let p = d.path().join(name);
+            std::fs::create_dir(&p).unwrap();
+            for f in files {
+                std::fs::write(p.join(f), "k").unwrap();
+            }
+            p
+        };
+        let gone = mk("a", &["ca.key", ".stockade-tmp-abcdef"]);
+        remove_leftover_dir(&gone, made);
+        assert!(!gone.exists());
+        let empty = mk("b", &[]);
+        remove_leftover_dir(&empty, made);
+        assert!(!empty.exists());
+        let other = mk("c", &["ca.key", "notes"]);
+        remove_leftover_dir(&other, made);
+        assert!(other.join("ca.key").exists() && other.join("notes").exists());
+        let locked = mk("d", &["ca.key"]);
+        let lock = crate::package::trees::lock_dir_shared(&locked).unwrap();
+        remove_leftover_dir(&locked, made);
+        assert!(locked.join("ca.key").exists());
+        drop(lock);
+        let target = mk("e", &["ca.key"]);
+        let link = d.path().join("f");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        remove_leftover_dir(&link, made);
+        assert!(target.join("ca.key").exists());
+        assert!(std::fs::symlink_metadata(&link).is_ok());
+    }
+
     /// A secret is read into one buffer, allocated before the read and never grown (a grown
     /// `Vec` leaves its outgrown copies unwiped), and of a type that wipes it when dropped.
     #[test]

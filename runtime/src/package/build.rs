@@ -17,8 +17,10 @@
 //! plugin's business to ship: a package is public — every node that installs it gets every
 //! file, 0644 — so a private key in it is one handed to everyone, and a plugin that needs a key
 //! gets it from its node (its configuration), not from its author. The markers are exact, whole
-//! lines, framed by their end line, so a file that merely mentions them is packed; a public key
-//! or a certificate is too.
+//! lines (or a quoted string's, lines joined by `\n` escapes: a service account's JSON key
+//! file), framed by their end line around a base64 body, so a file that merely mentions them,
+//! or shows where a key goes (a placeholder between them), is packed; a public key or a
+//! certificate is too.
 //!
 //! Files named like the usual homes of credentials (`.env` and `.env.*` other than the
 //! `.example`/`.sample`/`.template`/`.dist` kinds, `.netrc`, `.pgpass`, `.git-credentials`,
@@ -87,42 +89,124 @@ pub enum BuildError {
 /// What private key, if any, `data` holds: a PEM block whose label ends in `PRIVATE KEY`
 /// (`-----BEGIN RSA PRIVATE KEY-----`, `… OPENSSH PRIVATE KEY-----`, PKCS #8's plain and
 /// `ENCRYPTED` ones…) or is PGP's `PRIVATE KEY BLOCK`, its BEGIN and END lines each a whole line
-/// (surrounding blanks and a `\r` aside) with at least one line between them, anywhere in the
-/// file (a certificate bundle with its key appended counts); or a PuTTY key file (its first line
-/// `PuTTY-User-Key-File-<version>: `). Read as bytes: a binary file is searched the same way.
+/// (surrounding blanks and a `\r` aside) with a body between them that is a key's: base64 lines
+/// (at least one), beside the `Name: value` headers (RFC 1421's `Proc-Type`/`DEK-Info`, PGP
+/// armour's `Version`/`Comment`) and blank lines keys carry — so a document that shows where a
+/// key goes, a placeholder between the markers (`<your key>`, `MIIE...`), is not one — anywhere
+/// in the file (a certificate bundle with its key appended counts), its lines real ones or
+/// `\n` escapes in a quoted string ([`key_lines`]); or a PuTTY key file (its
+/// first line `PuTTY-User-Key-File-<version>: `). Read as bytes: a binary file is searched the
+/// same way.
 pub fn private_key_format(data: &[u8]) -> Option<&'static str> {
     if data.starts_with(b"PuTTY-User-Key-File-") {
         return Some("PuTTY private key");
     }
-    // The label of the block opened, and whether a line came after its BEGIN line.
-    let mut open: Option<(&[u8], bool)> = None;
-    for line in data.split(|&b| b == b'\n') {
-        let line = line.trim_ascii();
-        if let Some((label, body)) = &mut open {
-            let end = line
-                .strip_prefix(b"-----END ")
-                .and_then(|l| l.strip_suffix(b"-----"));
-            if end == Some(*label) {
-                if *body {
-                    return Some(pem_format(label));
+    // The block opened: its label, whether a base64 line came after its BEGIN line, and
+    // whether every line so far could be a key's.
+    struct Open<'a> {
+        label: &'a [u8],
+        base64: bool,
+        key_like: bool,
+    }
+    let mut open: Option<Open<'_>> = None;
+    for line in key_lines(data) {
+        if let Some(o) = &mut open {
+            if end_label(line) == Some(o.label) {
+                if o.base64 && o.key_like {
+                    return Some(pem_format(o.label));
                 }
                 open = None;
-            } else {
-                *body = true;
+            } else if is_base64_line(line) {
+                o.base64 = true;
+            } else if !(line.is_empty() || is_header_line(line)) {
+                o.key_like = false;
             }
             continue;
         }
-        let Some(label) = line
-            .strip_prefix(b"-----BEGIN ")
-            .and_then(|l| l.strip_suffix(b"-----"))
-        else {
+        let Some(label) = begin_label(line) else {
             continue;
         };
         if label.ends_with(b"PRIVATE KEY") || label == b"PGP PRIVATE KEY BLOCK" {
-            open = Some((label, false));
+            open = Some(Open {
+                label,
+                base64: false,
+                key_like: true,
+            });
         }
     }
     None
+}
+
+/// The lines of `data` for [`private_key_format`], each trimmed of surrounding blanks (a `\r`
+/// among them): split at line ends, and at the `\n` escapes of a key kept in a JSON or source
+/// string (a service account's `"private_key": "-----BEGIN PRIVATE KEY-----\nMIIE…"`), after
+/// which an escaped `\r` is dropped too.
+fn key_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let d = rest?;
+        let next = d.iter().enumerate().find_map(|(i, &b)| match b {
+            b'\n' => Some((i, 1)),
+            b'\\' if d.get(i + 1) == Some(&b'n') => Some((i, 2)),
+            _ => None,
+        });
+        let line = match next {
+            Some((at, len)) => {
+                rest = Some(&d[at + len..]);
+                &d[..at]
+            }
+            None => {
+                rest = None;
+                d
+            }
+        };
+        let line = line.trim_ascii();
+        Some(line.strip_suffix(b"\\r").unwrap_or(line).trim_ascii())
+    })
+}
+
+/// The label of a `-----BEGIN <label>-----` line: the whole line, or the end of one where the
+/// marker opens a quoted string (`"private_key": "-----BEGIN PRIVATE KEY-----`).
+fn begin_label(line: &[u8]) -> Option<&[u8]> {
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    let rest = line.strip_prefix(BEGIN).or_else(|| {
+        let at = line
+            .windows(BEGIN.len() + 1)
+            .rposition(|w| matches!(w[0], b'"' | b'\'') && &w[1..] == BEGIN)?;
+        Some(&line[at + 1 + BEGIN.len()..])
+    })?;
+    rest.strip_suffix(b"-----")
+}
+
+/// The label of an `-----END <label>-----` line: the whole line, or its start where the marker
+/// closes a quoted string (`-----END PRIVATE KEY-----",`).
+fn end_label(line: &[u8]) -> Option<&[u8]> {
+    let rest = line.strip_prefix(b"-----END ")?;
+    rest.strip_suffix(b"-----").or_else(|| {
+        let at = rest
+            .windows(6)
+            .position(|w| &w[..5] == b"-----" && matches!(w[5], b'"' | b'\''))?;
+        Some(&rest[..at])
+    })
+}
+
+/// A line of base64 (PGP armour's `=` checksum line too).
+fn is_base64_line(line: &[u8]) -> bool {
+    !line.is_empty()
+        && line
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+}
+
+/// A `Name: value` header line of a PEM (RFC 1421) or PGP armour block: a name of letters,
+/// digits and `-`, then `: `.
+fn is_header_line(line: &[u8]) -> bool {
+    line.windows(2).position(|w| w == b": ").is_some_and(|at| {
+        at > 0
+            && line[..at]
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+    })
 }
 
 /// A name for the PEM label `label` (one [`private_key_format`] matched).
@@ -412,6 +496,16 @@ mod tests {
         // CRLF, indentation, and a key after a certificate (a bundle).
         let crlf = "  -----BEGIN PRIVATE KEY-----\r\nMIIB\r\n-----END PRIVATE KEY-----  \r\n";
         assert!(private_key_format(crlf.as_bytes()).is_some());
+        // Old-style encrypted PEM and PGP armour, with their headers.
+        let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
+                      DEK-Info: AES-128-CBC,0A1B\n\nMIIE\n-----END RSA PRIVATE KEY-----\n";
+        assert!(private_key_format(legacy.as_bytes()).is_some());
+        let pgp = "-----BEGIN PGP PRIVATE KEY BLOCK-----\nVersion: GnuPG v2\n\nlQOYBF0A\n=Ab1x\n\
+                   -----END PGP PRIVATE KEY BLOCK-----\n";
+        assert!(private_key_format(pgp.as_bytes()).is_some());
+        // In a JSON string (a service account's key file), escaped line ends and all.
+        let json = r#"{"private_key": "-----BEGIN PRIVATE KEY-----\r\nMIIE\r\n-----END PRIVATE KEY-----"}"#;
+        assert!(private_key_format(json.as_bytes()).is_some());
         let bundle = format!("{}{}", pem("CERTIFICATE"), pem("PRIVATE KEY"));
         assert!(private_key_format(bundle.as_bytes()).is_some());
         assert_eq!(
@@ -430,6 +524,13 @@ mod tests {
             "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n".into(),
             "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n".into(),
             "fmt = \"-----BEGIN %s-----\"\n".into(),
+            r#"f = "-----BEGIN PRIVATE KEY-----\n%s\n-----END PRIVATE KEY-----\n""#.into(),
+            r#"x = "a-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----""#.into(),
+            "-----BEGIN PRIVATE KEY-----\n<your key here>\n-----END PRIVATE KEY-----\n".into(),
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA...\n-----END RSA PRIVATE KEY-----\n"
+                .into(),
+            "-----BEGIN PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\n-----END PRIVATE KEY-----\n"
+                .into(),
         ] {
             assert_eq!(private_key_format(not.as_bytes()), None, "{not:?}");
         }

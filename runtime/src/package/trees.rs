@@ -710,7 +710,7 @@ pub(crate) fn lock_dir_shared(path: &Path) -> std::io::Result<Flock<File>> {
 }
 
 /// Remove the directory `path` unless some process holds a lock on it ([`lock_dir_shared`]).
-pub(crate) fn remove_dir_if_unlocked(path: &Path) {
+pub(super) fn remove_dir_if_unlocked(path: &Path) {
     if let Ok(f) = open_dir(path) {
         if let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             let _ = std::fs::remove_dir_all(path);
