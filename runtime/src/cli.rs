@@ -792,6 +792,12 @@ pub struct PackArgs {
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
+    /// Pack this file although it holds a PEM, OpenSSH, PGP or PuTTY private key (a vendored
+    /// library's test key, say): PATH as inside the plugin directory (lib/tests/test.key).
+    /// Repeatable; each must name such a file. The key is then public: every node that
+    /// installs the package gets it. A minisign secret key is never packed.
+    #[arg(long = "allow-private-key", value_name = "PATH")]
+    pub allow_private_key: Vec<String>,
 }
 
 /// Trust options shared by every command that verifies a package.

@@ -263,6 +263,88 @@ fn private_keys_are_never_packed_and_credential_files_are_named() {
     );
 }
 
+/// A private key the author means to ship (a vendored library's TLS test key) is packed when
+/// `--allow-private-key PATH` names it — there was no way past the refusal, so such a plugin
+/// could not be packed at all — with a warning that the key is now public; only that file:
+/// another key beside it is still refused. An allowance that lets nothing through (no such
+/// file, or no key in it) is a usage error, nothing written, and a minisign secret key is
+/// never let through.
+#[test]
+fn a_private_key_named_by_allow_private_key_is_packed_with_a_warning() {
+    let fx = Fixture::new();
+    let dir = fx.hello_dir();
+    let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n";
+    std::fs::create_dir_all(dir.join("lib/tests")).unwrap();
+    std::fs::write(dir.join("lib/tests/test.key"), key).unwrap();
+    let allow = |extra: &[&str]| fx.pack_args(&["--json"], "hello", Some("out.stockade"), extra);
+    let r = allow(&["--allow-private-key", "lib/tests/test.key"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let w = r.json()["warnings"].to_string();
+    assert!(
+        w.contains("lib/tests/test.key holds a private key (PEM private key)")
+            && w.contains("is public"),
+        "{w}"
+    );
+    std::fs::remove_file(fx.path("out.stockade")).unwrap();
+    // Text mode: said on stderr.
+    let r = fx.pack_args(
+        &[],
+        "hello",
+        Some("out.stockade"),
+        &["--allow-private-key", "lib/tests/test.key"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("stockade: warning: lib/tests/test.key holds a private key"),
+        "{}",
+        r.stderr
+    );
+    std::fs::remove_file(fx.path("out.stockade")).unwrap();
+    // Another key beside it is not let through by that allowance.
+    std::fs::write(dir.join("lib/other.key"), key).unwrap();
+    let r = allow(&["--allow-private-key", "lib/tests/test.key"]);
+    assert_eq!(
+        (r.code, r.kind().as_str()),
+        (65, "pack.secret_key"),
+        "{}",
+        r.stdout
+    );
+    std::fs::remove_file(dir.join("lib/other.key")).unwrap();
+    // An allowance naming no key: usage, nothing written.
+    for unused in ["lib/tests/gone.key", "manifest.json", "/lib/tests/test.key"] {
+        let r = allow(&[
+            "--allow-private-key",
+            "lib/tests/test.key",
+            "--allow-private-key",
+            unused,
+        ]);
+        assert_eq!(
+            (r.code, r.kind().as_str()),
+            (64, "usage"),
+            "{unused}: {}",
+            r.stdout
+        );
+        assert!(r.stdout.contains("--allow-private-key"), "{}", r.stdout);
+        assert!(!fx.path("out.stockade").exists(), "{unused}");
+    }
+    // A minisign secret key is never let through.
+    std::fs::copy(fx.path("dev.key"), dir.join("dev.key")).unwrap();
+    let r = allow(&[
+        "--allow-private-key",
+        "lib/tests/test.key",
+        "--allow-private-key",
+        "dev.key",
+    ]);
+    assert_eq!(
+        (r.code, r.kind().as_str()),
+        (65, "pack.secret_key"),
+        "{}",
+        r.stdout
+    );
+    assert!(!fx.path("out.stockade").exists());
+}
+
 /// A plugin's documentation that shows where a key goes — its BEGIN and END lines around a
 /// placeholder — was refused as a private key (65 `pack.secret_key`, with no way past it): any
 /// line at all between the markers counted as a key's body. A body is base64 (with PEM's or

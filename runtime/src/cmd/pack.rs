@@ -14,12 +14,13 @@ use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::{read_capped, FileError};
 use crate::keyfile::{load_secret, secret_key_error, unix_now};
-use crate::output::Output;
+use crate::output::{term, Output};
 use crate::package::build::{build, sha256_hex, BuildError};
 use crate::package::container::{self, Container};
 use crate::package::extract::Limits;
 use crate::package::verify::runtime_version;
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use stockade_policy::manifest::{Manifest, ManifestError, MAX_MANIFEST_BYTES};
 use stockade_trust::cert::Certificate;
@@ -97,7 +98,8 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
     }
     let manifest_value: serde_json::Value = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| CmdError::new(Exit::DataErr, "manifest", e))?;
-    let payload = build(&a.dir, &Limits::default()).map_err(|e| match e {
+    let allowed: BTreeSet<String> = a.allow_private_key.iter().cloned().collect();
+    let payload = build(&a.dir, &Limits::default(), &allowed).map_err(|e| match e {
         BuildError::SecretKey(_) => CmdError::new(Exit::DataErr, "pack.secret_key", e).hint(
             "move the key out of the plugin directory (keep secret keys outside what you ship); \
              if a package with it was ever published, make a new key and have the old one's \
@@ -106,18 +108,48 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
         BuildError::PrivateKey { .. } => CmdError::new(Exit::DataErr, "pack.secret_key", e).hint(
             "move the key out of the plugin directory (a plugin gets the keys it needs from its \
              node's configuration, not from its package); if a package with it was ever \
-             published, consider the key public: replace it wherever it is used",
+             published, consider the key public: replace it wherever it is used; a key meant to \
+             be public (a vendored library's test key) is packed with --allow-private-key PATH",
         ),
         e => CmdError::new(Exit::DataErr, "pack", e).hint("remove or replace the offending file"),
     })?;
-    // Named like a store of credentials: packed (the content cannot tell), but said.
+    // An allowance that let nothing through is refused: a stale one (the file gone, moved, or
+    // no key any more) would otherwise silently let a key through later under that name.
+    if let Some(unused) = allowed
+        .iter()
+        .find(|p| !payload.allowed_keys.iter().any(|(rel, _)| rel == *p))
+    {
+        return Err(CmdError::msg(
+            Exit::Usage,
+            "usage",
+            format!(
+                "--allow-private-key {}: no file of that path in the plugin directory holds a \
+                 private key",
+                term(unused)
+            ),
+        )
+        .hint(
+            "name the file as inside the plugin directory (lib/tests/test.key), or drop the flag",
+        ));
+    }
     let mut warnings = Vec::new();
+    // Allowed private keys: packed, and said each time.
+    for (rel, format) in &payload.allowed_keys {
+        let w = format!(
+            "{rel} holds a private key ({format}) and is shipped (--allow-private-key), readable \
+             by all, to every node that installs the package: the key is public"
+        );
+        // One line whatever the file's name (a newline in it would forge another).
+        out.note(format!("warning: {}", term(&w)));
+        warnings.push(w);
+    }
+    // Named like a store of credentials: packed (the content cannot tell), but said.
     for rel in &payload.secret_looking {
         let w = format!(
             "{rel} is named like a file of credentials and is shipped, readable by all, to every \
              node that installs the package: leave it out if it holds secrets"
         );
-        out.note(format!("warning: {w}"));
+        out.note(format!("warning: {}", term(&w)));
         warnings.push(w);
     }
     check_file_map(&payload.files, manifest.entrypoint()).map_err(|e| {

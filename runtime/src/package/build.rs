@@ -29,12 +29,19 @@
 //! their content cannot be told apart from harmless settings (a `.env` of defaults, an
 //! `.npmrc` naming a registry), and a refusal by name alone, with no way past it, would stop
 //! packages that are fine.
+//!
+//! A private key of those formats that the author means to ship — a test fixture of a vendored
+//! library (a TLS test key beside an HTTP library's tests), a key made public on purpose — is
+//! packed when `pack --allow-private-key PATH` names it, file by file ([`build`]'s `allowed`;
+//! listed in [`Payload::allowed_keys`], and `pack` warns about each): without a way past the
+//! refusal such a plugin could not be packed at all. A minisign secret key has none: it is the
+//! key format stockade signs with, and the one a plugin directory holds by mistake.
 
 use super::extract::Limits;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use stockade_trust::statement::{valid_file_path, FileEntry};
@@ -250,6 +257,9 @@ pub struct Payload {
     /// The packed files named like the usual homes of credentials ([`secret_looking_name`]),
     /// as in the file map: `pack` warns about each.
     pub secret_looking: Vec<String>,
+    /// The private keys packed because `allowed` named them (path as in the file map, and the
+    /// key's format, as [`private_key_format`] names it): `pack` warns about each.
+    pub allowed_keys: Vec<(String, &'static str)>,
 }
 
 enum Item {
@@ -343,8 +353,14 @@ fn walk(
     Ok(())
 }
 
-/// Walk `root` and build the payload and file map.
-pub fn build(root: &Path, limits: &Limits) -> Result<Payload, BuildError> {
+/// Walk `root` and build the payload and file map. A file in `allowed` (its path as in the file
+/// map) is packed although it holds a PEM, OpenSSH, PGP or PuTTY private key (never a minisign
+/// secret key); the caller checks that each one it allowed is in [`Payload::allowed_keys`].
+pub fn build(
+    root: &Path,
+    limits: &Limits,
+    allowed: &BTreeSet<String>,
+) -> Result<Payload, BuildError> {
     let mut items = Vec::new();
     walk(root, root, "", &mut items, limits)?;
     // Sort by the relative path string (the walk sorts per directory by OsString, which orders
@@ -352,6 +368,7 @@ pub fn build(root: &Path, limits: &Limits) -> Result<Payload, BuildError> {
     items.sort_by(|a, b| key(a).cmp(key(b)));
     let mut files = BTreeMap::new();
     let mut secret_looking = Vec::new();
+    let mut allowed_keys = Vec::new();
     let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::best()));
     let mut total = 0u64;
     for item in &items {
@@ -375,11 +392,15 @@ pub fn build(root: &Path, limits: &Limits) -> Result<Payload, BuildError> {
                     return Err(BuildError::SecretKey(path.clone()));
                 }
                 if let Some(format) = private_key_format(&data) {
-                    zeroize::Zeroize::zeroize(&mut data);
-                    return Err(BuildError::PrivateKey {
-                        path: path.clone(),
-                        format,
-                    });
+                    if allowed.contains(rel) {
+                        allowed_keys.push((rel.clone(), format));
+                    } else {
+                        zeroize::Zeroize::zeroize(&mut data);
+                        return Err(BuildError::PrivateKey {
+                            path: path.clone(),
+                            format,
+                        });
+                    }
                 }
                 if rel.rsplit('/').next().is_some_and(secret_looking_name) {
                     secret_looking.push(rel.clone());
@@ -444,6 +465,7 @@ pub fn build(root: &Path, limits: &Limits) -> Result<Payload, BuildError> {
         files,
         bytes,
         secret_looking,
+        allowed_keys,
     })
 }
 
