@@ -1327,3 +1327,68 @@ fn an_update_relaunch_put_off_is_still_recorded_as_the_update() {
         "{restarts:?}"
     );
 }
+
+/// Review-124: `base`, `lib`, `util` and `tool` updated together (`lib` 0.2.0 needs `base`
+/// ^0.2, `tool` 0.2.0 needs `lib` ^0.2 and `util` ^0.2), `base` and `util` slow to stop
+/// (hanging calls), and `base`'s update withdrawn meanwhile (the registry back to the `base`
+/// 0.1.0 loaded): `lib` 0.2.0 no longer fits and is refused at its relaunch, `lib` 0.1.0
+/// relaunched instead — while `tool` 0.2.0 still waits for `util`. `lib` 0.1.0 fits every
+/// plugin that runs; `tool` 0.2.0, not running, is checked at its own relaunch (refused then:
+/// `lib` 0.1.0; `tool` 0.1.0 held for `util` 0.2.0). The merged daemon of helper-121 held
+/// `lib` 0.1.0 stopped for the needs of that waiting `tool` 0.2.0 (a `denial` record, a
+/// warning, no process) until `tool`'s own relaunch had been decided.
+#[test]
+fn a_dependency_is_not_held_for_a_dependant_update_that_still_waits() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let base1 = pack_needing(&fx, "base", "0.1.0", &[]);
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let util1 = pack_needing(&fx, "util", "0.1.0", &[]);
+    let tool1 = pack_needing(&fx, "tool", "0.1.0", &[("lib", "^0.1"), ("util", "^0.1")]);
+    let base2 = pack_needing(&fx, "base", "0.2.0", &[]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[("base", "^0.2")]);
+    let util2 = pack_needing(&fx, "util", "0.2.0", &[]);
+    let tool2 = pack_needing(&fx, "tool", "0.2.0", &[("lib", "^0.2"), ("util", "^0.2")]);
+    store(&fx, &["install", &base1, &lib1, &util1, &tool1]);
+    let before = registry(&fx);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy_base = s.client();
+    let mut busy_util = s.client();
+    c.ok("plugin_load", json!({"package": "base"}));
+    c.ok("plugin_load", json!({"package": "tool"})); // and lib, util
+    hang_call(&mut busy_base, &mut c, "base");
+    hang_call(&mut busy_util, &mut c, "util");
+    store(&fx, &["install", &base2, &lib2, &util2, &tool2]);
+    wait_status(&mut c, "base", |st| st["state"] == "stopping");
+    put_back_in_registry(&fx, &before, "base");
+    wait_log(&s, "no longer installed");
+    let lib = wait_status(&mut c, "lib", |st| {
+        !st["held"].is_null() || st["state"] == "ready"
+    });
+    let util = c.ok("plugin_status", json!({"name": "util"}));
+    assert_eq!(util["state"], "stopping", "{util}");
+    assert!(
+        lib["held"].is_null(),
+        "lib 0.1.0 held for the tool 0.2.0 still waiting: {lib}"
+    );
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    assert_eq!(lib["store_change"]["kind"], "store.dependency", "{lib}");
+    // `tool` 0.2.0, once `util` 0.2.0 ran, does not fit `lib` 0.1.0: refused, and `tool` 0.1.0
+    // held for `util` 0.2.0.
+    let tool = wait_status(&mut c, "tool", |st| !st["held"].is_null());
+    assert_eq!(tool["version"], "0.1.0", "{tool}");
+    assert_eq!(tool["store_change"]["kind"], "store.dependency", "{tool}");
+    let lib = c.ok("plugin_status", json!({"name": "lib"}));
+    assert_eq!(lib["state"], "ready", "{lib}");
+    let recs = records(&log);
+    assert!(
+        !recs.iter().any(|r| r["event"] == "denial"
+            && r["plugin"] == "lib"
+            && r["detail"]["request"] == "restart"),
+        "{recs:?}"
+    );
+}

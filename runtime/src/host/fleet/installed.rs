@@ -806,16 +806,21 @@ impl Daemon {
     /// one does not run, and is checked itself before it runs again (`plugin_restart`'s
     /// `dependencies_loaded`, this check) — counted, a crash restart of a plugin that ran was
     /// held for the needs of one loaded quarantined without looking (an earlier daemon's
-    /// quarantine).
+    /// quarantine). Nor what the update of a dependant stopped for it needs: that version does
+    /// not run yet, and its relaunch checks it against this plugin's loaded version
+    /// (`update_fits`) — counted, this plugin was held (review-124) only until that update was
+    /// refused for it, as it then is.
     pub(super) fn loaded_fits(&self, name: &str) -> Result<(), stockade_policy::deps::DepError> {
         let Some(e) = self.plugins.get(name) else {
             return Ok(());
         };
         let (dependencies, mut dependants) = self.launch_context(name);
         dependants.retain(|n, _| {
-            self.plugins
-                .get(n)
-                .is_some_and(|d| !matches!(d.phase, Phase::Quarantined | Phase::Held))
+            self.plugins.get(n).is_some_and(|d| {
+                let runs_later = matches!(d.phase, Phase::Quarantined | Phase::Held)
+                    || (d.update.is_some() && d.slot.is_none());
+                !runs_later
+            })
         });
         let mut node = e.pkg.manifest.dep_node();
         node.requires
