@@ -1392,3 +1392,48 @@ fn a_dependency_is_not_held_for_a_dependant_update_that_still_waits() {
         "{recs:?}"
     );
 }
+
+/// Review-124: `lib`'s update withdrawn while `lib` 0.1.0 stops for it (a hanging call; the
+/// registry back to the `lib` 0.1.0 loaded): `lib` 0.1.0 is relaunched, and its `restart`
+/// record says why — `reason` `"update_withdrawn"`, no `from_version`. The old daemon said
+/// `reason` `"update"` (the relaunch it had asked for) with no `from_version`, for a relaunch
+/// on the very version that ran.
+#[test]
+fn a_relaunch_after_its_update_was_withdrawn_is_not_recorded_as_the_update() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    store(&fx, &["install", &lib1]);
+    let before = registry(&fx);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "lib"}));
+    hang_call(&mut busy, &mut c, "lib");
+    store(&fx, &["install", &lib2]);
+    wait_status(&mut c, "lib", |st| st["state"] == "stopping");
+    put_back_in_registry(&fx, &before, "lib");
+    wait_log(&s, "no longer installed");
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "ready");
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    let recs = records(&log);
+    let restarts: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "restart" && r["plugin"] == "lib")
+        .collect();
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    assert_eq!(restarts[0]["version"], "0.1.0", "{restarts:?}");
+    assert_eq!(
+        restarts[0]["detail"]["reason"], "update_withdrawn",
+        "{restarts:?}"
+    );
+    assert!(
+        restarts[0]["detail"].get("from_version").is_none(),
+        "{restarts:?}"
+    );
+    assert_eq!(restarts[0]["detail"]["requested"], false, "{restarts:?}");
+}

@@ -225,6 +225,21 @@ impl Refused {
 /// and package; those being unloaded too, until gone). Equal, nothing can have changed for it.
 pub(crate) type StoreSeen = (Option<[i64; 6]>, Vec<(String, String)>);
 
+/// The update admitted for `e` and waiting for its relaunch is no longer installed (the
+/// registry back to the loaded package, the plugin removed but kept for its dependants): it is
+/// dropped, and the relaunch asked for it, if still to come, is the loaded package's — its
+/// `restart` record says `reason` `"update_withdrawn"`, not `"update"` (review-124: said so with
+/// no `from_version`, for a relaunch on the very version that ran). Whether there was one.
+fn withdraw_update(e: &mut Entry) -> bool {
+    if e.update.take().is_none() {
+        return false;
+    }
+    if e.relaunch_for == Some("update") {
+        e.relaunch_for = Some("update_withdrawn");
+    }
+    true
+}
+
 impl Daemon {
     /// The store check (module doc): at the periodic trust check and at SIGHUP (`forced`: the
     /// registry read whatever its stamp, refused updates tried again).
@@ -343,7 +358,7 @@ impl Daemon {
             if *sha == e.pkg.report.package_sha256 {
                 // Its own package (again): nothing to do, nothing held.
                 let e = self.plugins.get_mut(name).expect("present");
-                if e.update.take().is_some() {
+                if withdraw_update(e) {
                     log_line(&format!(
                         "store check: plugin {}: the update waiting for its relaunch is \
                          no longer installed; it runs on as loaded",
@@ -420,7 +435,7 @@ impl Daemon {
             dependents.join(", ")
         );
         let e = self.plugins.get_mut(name).expect("present");
-        e.update = None;
+        withdraw_update(e);
         if e.store_change
             .as_ref()
             .is_some_and(|c| c.message == message)
