@@ -1437,3 +1437,72 @@ fn a_relaunch_after_its_update_was_withdrawn_is_not_recorded_as_the_update() {
     );
     assert_eq!(restarts[0]["detail"]["requested"], false, "{restarts:?}");
 }
+
+/// Review-124: as `a_quarantined_plugin_whose_update_does_not_fit_stays_quarantined`, but it is
+/// the crash-quarantined `lib`'s own update that is withdrawn (the registry back to the `lib`
+/// 0.1.0 loaded) while it waits for `app` 0.1.0 to stop: the update dropped, `lib` goes back
+/// to its quarantine (crash count kept, `plugin_state` `quarantined`), as when its update does
+/// not fit. The old daemon relaunched the crash-quarantined `lib` 0.1.0 as a plain restart,
+/// without any `plugin_restart`.
+#[test]
+fn a_quarantined_plugin_whose_update_is_withdrawn_stays_quarantined() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let before = registry(&fx);
+    let log = fx.dir().join("audit.log");
+    let config = CONFIG.replace("max_crashes = 100", "max_crashes = 2");
+    let s = Serve::start(&fx, &config, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    for i in 0..2 {
+        wait_status(&mut c, "lib", |st| {
+            st["state"] == "ready" && st["crashes"] == i
+        });
+        c.ok(
+            "hook_invoke",
+            invoke("on:lib", json!({"act": "crash"}), None),
+        );
+    }
+    wait_status(&mut c, "lib", |st| st["state"] == "quarantined");
+    hang_call(&mut busy, &mut c, "app");
+    store(&fx, &["install", &lib2, &app2]);
+    // Both admitted: `app` 0.1.0 stopping (the hanging call), `lib` 0.2.0 waiting for it.
+    wait_status(&mut c, "app", |st| st["state"] == "stopping");
+    put_back_in_registry(&fx, &before, "lib");
+    wait_log(&s, "no longer installed");
+    let lib = wait_status(&mut c, "lib", |st| {
+        st["state"] == "quarantined" || st["state"] == "ready"
+    });
+    assert_eq!(
+        lib["state"], "quarantined",
+        "the crash-quarantined lib 0.1.0 relaunched: {lib}"
+    );
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    assert_eq!(lib["crashes"], 2, "{lib}");
+    // `app` 0.2.0 does not fit `lib` 0.1.0: refused, `app` 0.1.0 relaunched.
+    let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
+    assert_eq!(app["version"], "0.1.0", "{app}");
+    std::thread::sleep(Duration::from_millis(600));
+    let lib = c.ok("plugin_status", json!({"name": "lib"}));
+    assert_eq!(lib["state"], "quarantined", "{lib}");
+    // No launch of `lib` after its quarantine.
+    let recs = records(&log);
+    let quarantined = recs
+        .iter()
+        .position(|r| r["event"] == "quarantine" && r["plugin"] == "lib")
+        .expect("a quarantine record");
+    assert!(
+        !recs[quarantined..]
+            .iter()
+            .any(|r| r["event"] == "restart" && r["plugin"] == "lib"),
+        "{recs:?}"
+    );
+}

@@ -225,21 +225,6 @@ impl Refused {
 /// and package; those being unloaded too, until gone). Equal, nothing can have changed for it.
 pub(crate) type StoreSeen = (Option<[i64; 6]>, Vec<(String, String)>);
 
-/// The update admitted for `e` and waiting for its relaunch is no longer installed (the
-/// registry back to the loaded package, the plugin removed but kept for its dependants): it is
-/// dropped, and the relaunch asked for it, if still to come, is the loaded package's — its
-/// `restart` record says `reason` `"update_withdrawn"`, not `"update"` (review-124: said so with
-/// no `from_version`, for a relaunch on the very version that ran). Whether there was one.
-fn withdraw_update(e: &mut Entry) -> bool {
-    if e.update.take().is_none() {
-        return false;
-    }
-    if e.relaunch_for == Some("update") {
-        e.relaunch_for = Some("update_withdrawn");
-    }
-    true
-}
-
 impl Daemon {
     /// The store check (module doc): at the periodic trust check and at SIGHUP (`forced`: the
     /// registry read whatever its stamp, refused updates tried again).
@@ -357,14 +342,14 @@ impl Daemon {
             let sha = &installed.package_sha256;
             if *sha == e.pkg.report.package_sha256 {
                 // Its own package (again): nothing to do, nothing held.
-                let e = self.plugins.get_mut(name).expect("present");
-                if withdraw_update(e) {
+                if self.withdraw_update(name) {
                     log_line(&format!(
                         "store check: plugin {}: the update waiting for its relaunch is \
                          no longer installed; it runs on as loaded",
                         term(name)
                     ));
                 }
+                let e = self.plugins.get_mut(name).expect("present");
                 e.store_change = None;
                 continue;
             }
@@ -434,8 +419,8 @@ impl Daemon {
              it is unloaded once they are (plugin_unload them, or remove them too)",
             dependents.join(", ")
         );
+        self.withdraw_update(name);
         let e = self.plugins.get_mut(name).expect("present");
-        withdraw_update(e);
         if e.store_change
             .as_ref()
             .is_some_and(|c| c.message == message)
@@ -920,27 +905,66 @@ impl Daemon {
         };
         e.store_change = Some(change);
         if up.quarantined {
-            e.phase = Phase::Quarantined;
-            e.relaunch_for = None;
-            // Said again to the agents, for the reason it had (the update's relaunch had it
-            // `stopped` or `restarting` meanwhile).
-            let reason = match &e.trust_refusal {
-                Some(r) => r.to_json(),
-                None => json!({"kind": "crash_loop",
-                               "message": "quarantined for its crashes; send plugin_restart \
-                                           to try again"}),
-            };
-            let version = e.pkg.manifest.version().to_string();
-            log_line(&format!(
-                "store check: plugin {}: {} stays quarantined",
-                term(name),
-                term(&version)
-            ));
-            self.note_state(name, "quarantined", json!({ "reason": reason }));
+            self.back_to_quarantine(name);
             return true;
         }
         e.relaunch_for = Some("update_refused");
         false
+    }
+
+    /// A plugin quarantined when its update was to run ([`Update::quarantined`]) whose update
+    /// will not run after all (it does not fit at the relaunch: `update_unfit`; it is no longer
+    /// installed: `withdraw_update`) goes back to that quarantine — its crash count, recorded
+    /// quarantine and trust refusal still the loaded package's (`take_update` did not run).
+    /// Relaunched instead, a crash-looping package was started once more, no `plugin_restart`
+    /// asked.
+    fn back_to_quarantine(&mut self, name: &str) {
+        let Some(e) = self.plugins.get_mut(name) else {
+            return;
+        };
+        e.phase = Phase::Quarantined;
+        e.relaunch_for = None;
+        // Said again to the agents, for the reason it had (the update's relaunch had it
+        // `stopped` or `restarting` meanwhile).
+        let reason = match &e.trust_refusal {
+            Some(r) => r.to_json(),
+            None => json!({"kind": "crash_loop",
+                           "message": "quarantined for its crashes; send plugin_restart \
+                                       to try again"}),
+        };
+        let version = e.pkg.manifest.version().to_string();
+        log_line(&format!(
+            "store check: plugin {}: {} stays quarantined",
+            term(name),
+            term(&version)
+        ));
+        self.note_state(name, "quarantined", json!({ "reason": reason }));
+    }
+
+    /// The update admitted for `name` and waiting for its relaunch is no longer installed (the
+    /// registry back to the loaded package, the plugin removed but kept for its dependants):
+    /// it is dropped. A plugin quarantined when it was admitted goes back to that quarantine
+    /// (`back_to_quarantine`; review-124: its crash-quarantined package was relaunched as a
+    /// plain restart). Otherwise the relaunch asked for it, if still to come, is the loaded
+    /// package's: its `restart` record says `reason` `"update_withdrawn"`, not `"update"`
+    /// (review-124: said so with no `from_version`, for a relaunch on the very version that
+    /// ran). Whether there was one.
+    fn withdraw_update(&mut self, name: &str) -> bool {
+        let Some(e) = self.plugins.get_mut(name) else {
+            return false;
+        };
+        let Some(up) = e.update.take() else {
+            return false;
+        };
+        // Only one without a process: one stopping has its loaded package refused by the trust
+        // check (`trust_quarantine` relaunches it on the update), and its relaunch's `recheck`
+        // quarantines it again.
+        if up.quarantined && e.slot.is_none() {
+            self.back_to_quarantine(name);
+        } else if e.relaunch_for == Some("update") {
+            e.relaunch_for = Some("update_withdrawn");
+        }
+        true
     }
 
     /// At a relaunch: the update the store check admitted for `name` takes the loaded
