@@ -1327,3 +1327,182 @@ fn an_update_relaunch_put_off_is_still_recorded_as_the_update() {
         "{restarts:?}"
     );
 }
+
+/// Review-124: `base`, `lib`, `util` and `tool` updated together (`lib` 0.2.0 needs `base`
+/// ^0.2, `tool` 0.2.0 needs `lib` ^0.2 and `util` ^0.2), `base` and `util` slow to stop
+/// (hanging calls), and `base`'s update withdrawn meanwhile (the registry back to the `base`
+/// 0.1.0 loaded): `lib` 0.2.0 no longer fits and is refused at its relaunch, `lib` 0.1.0
+/// relaunched instead — while `tool` 0.2.0 still waits for `util`. `lib` 0.1.0 fits every
+/// plugin that runs; `tool` 0.2.0, not running, is checked at its own relaunch (refused then:
+/// `lib` 0.1.0; `tool` 0.1.0 held for `util` 0.2.0). The merged daemon of helper-121 held
+/// `lib` 0.1.0 stopped for the needs of that waiting `tool` 0.2.0 (a `denial` record, a
+/// warning, no process) until `tool`'s own relaunch had been decided.
+#[test]
+fn a_dependency_is_not_held_for_a_dependant_update_that_still_waits() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let base1 = pack_needing(&fx, "base", "0.1.0", &[]);
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let util1 = pack_needing(&fx, "util", "0.1.0", &[]);
+    let tool1 = pack_needing(&fx, "tool", "0.1.0", &[("lib", "^0.1"), ("util", "^0.1")]);
+    let base2 = pack_needing(&fx, "base", "0.2.0", &[]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[("base", "^0.2")]);
+    let util2 = pack_needing(&fx, "util", "0.2.0", &[]);
+    let tool2 = pack_needing(&fx, "tool", "0.2.0", &[("lib", "^0.2"), ("util", "^0.2")]);
+    store(&fx, &["install", &base1, &lib1, &util1, &tool1]);
+    let before = registry(&fx);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy_base = s.client();
+    let mut busy_util = s.client();
+    c.ok("plugin_load", json!({"package": "base"}));
+    c.ok("plugin_load", json!({"package": "tool"})); // and lib, util
+    hang_call(&mut busy_base, &mut c, "base");
+    hang_call(&mut busy_util, &mut c, "util");
+    store(&fx, &["install", &base2, &lib2, &util2, &tool2]);
+    wait_status(&mut c, "base", |st| st["state"] == "stopping");
+    put_back_in_registry(&fx, &before, "base");
+    wait_log(&s, "no longer installed");
+    let lib = wait_status(&mut c, "lib", |st| {
+        !st["held"].is_null() || st["state"] == "ready"
+    });
+    let util = c.ok("plugin_status", json!({"name": "util"}));
+    assert_eq!(util["state"], "stopping", "{util}");
+    assert!(
+        lib["held"].is_null(),
+        "lib 0.1.0 held for the tool 0.2.0 still waiting: {lib}"
+    );
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    assert_eq!(lib["store_change"]["kind"], "store.dependency", "{lib}");
+    // `tool` 0.2.0, once `util` 0.2.0 ran, does not fit `lib` 0.1.0: refused, and `tool` 0.1.0
+    // held for `util` 0.2.0.
+    let tool = wait_status(&mut c, "tool", |st| !st["held"].is_null());
+    assert_eq!(tool["version"], "0.1.0", "{tool}");
+    assert_eq!(tool["store_change"]["kind"], "store.dependency", "{tool}");
+    let lib = c.ok("plugin_status", json!({"name": "lib"}));
+    assert_eq!(lib["state"], "ready", "{lib}");
+    let recs = records(&log);
+    assert!(
+        !recs.iter().any(|r| r["event"] == "denial"
+            && r["plugin"] == "lib"
+            && r["detail"]["request"] == "restart"),
+        "{recs:?}"
+    );
+}
+
+/// Review-124: `lib`'s update withdrawn while `lib` 0.1.0 stops for it (a hanging call; the
+/// registry back to the `lib` 0.1.0 loaded): `lib` 0.1.0 is relaunched, and its `restart`
+/// record says why — `reason` `"update_withdrawn"`, no `from_version`. The old daemon said
+/// `reason` `"update"` (the relaunch it had asked for) with no `from_version`, for a relaunch
+/// on the very version that ran.
+#[test]
+fn a_relaunch_after_its_update_was_withdrawn_is_not_recorded_as_the_update() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    store(&fx, &["install", &lib1]);
+    let before = registry(&fx);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "lib"}));
+    hang_call(&mut busy, &mut c, "lib");
+    store(&fx, &["install", &lib2]);
+    wait_status(&mut c, "lib", |st| st["state"] == "stopping");
+    put_back_in_registry(&fx, &before, "lib");
+    wait_log(&s, "no longer installed");
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "ready");
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    let recs = records(&log);
+    let restarts: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "restart" && r["plugin"] == "lib")
+        .collect();
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    assert_eq!(restarts[0]["version"], "0.1.0", "{restarts:?}");
+    assert_eq!(
+        restarts[0]["detail"]["reason"], "update_withdrawn",
+        "{restarts:?}"
+    );
+    assert!(
+        restarts[0]["detail"].get("from_version").is_none(),
+        "{restarts:?}"
+    );
+    assert_eq!(restarts[0]["detail"]["requested"], false, "{restarts:?}");
+}
+
+/// Review-124: as `a_quarantined_plugin_whose_update_does_not_fit_stays_quarantined`, but it is
+/// the crash-quarantined `lib`'s own update that is withdrawn (the registry back to the `lib`
+/// 0.1.0 loaded) while it waits for `app` 0.1.0 to stop: the update dropped, `lib` goes back
+/// to its quarantine (crash count kept, `plugin_state` `quarantined`), as when its update does
+/// not fit. The old daemon relaunched the crash-quarantined `lib` 0.1.0 as a plain restart,
+/// without any `plugin_restart`.
+#[test]
+fn a_quarantined_plugin_whose_update_is_withdrawn_stays_quarantined() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    store(&fx, &["install", &lib1, &app1]);
+    let before = registry(&fx);
+    let log = fx.dir().join("audit.log");
+    let config = CONFIG.replace("max_crashes = 100", "max_crashes = 2");
+    let s = Serve::start(&fx, &config, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    for i in 0..2 {
+        wait_status(&mut c, "lib", |st| {
+            st["state"] == "ready" && st["crashes"] == i
+        });
+        c.ok(
+            "hook_invoke",
+            invoke("on:lib", json!({"act": "crash"}), None),
+        );
+    }
+    wait_status(&mut c, "lib", |st| st["state"] == "quarantined");
+    hang_call(&mut busy, &mut c, "app");
+    store(&fx, &["install", &lib2, &app2]);
+    // Both admitted: `app` 0.1.0 stopping (the hanging call), `lib` 0.2.0 waiting for it.
+    wait_status(&mut c, "app", |st| st["state"] == "stopping");
+    put_back_in_registry(&fx, &before, "lib");
+    wait_log(&s, "no longer installed");
+    let lib = wait_status(&mut c, "lib", |st| {
+        st["state"] == "quarantined" || st["state"] == "ready"
+    });
+    assert_eq!(
+        lib["state"], "quarantined",
+        "the crash-quarantined lib 0.1.0 relaunched: {lib}"
+    );
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    assert_eq!(lib["crashes"], 2, "{lib}");
+    // `app` 0.2.0 does not fit `lib` 0.1.0: refused, `app` 0.1.0 relaunched.
+    let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
+    assert_eq!(app["version"], "0.1.0", "{app}");
+    std::thread::sleep(Duration::from_millis(600));
+    let lib = c.ok("plugin_status", json!({"name": "lib"}));
+    assert_eq!(lib["state"], "quarantined", "{lib}");
+    // No launch of `lib` after its quarantine.
+    let recs = records(&log);
+    let quarantined = recs
+        .iter()
+        .position(|r| r["event"] == "quarantine" && r["plugin"] == "lib")
+        .expect("a quarantine record");
+    assert!(
+        !recs[quarantined..]
+            .iter()
+            .any(|r| r["event"] == "restart" && r["plugin"] == "lib"),
+        "{recs:?}"
+    );
+}

@@ -342,14 +342,14 @@ impl Daemon {
             let sha = &installed.package_sha256;
             if *sha == e.pkg.report.package_sha256 {
                 // Its own package (again): nothing to do, nothing held.
-                let e = self.plugins.get_mut(name).expect("present");
-                if e.update.take().is_some() {
+                if self.withdraw_update(name) {
                     log_line(&format!(
                         "store check: plugin {}: the update waiting for its relaunch is \
                          no longer installed; it runs on as loaded",
                         term(name)
                     ));
                 }
+                let e = self.plugins.get_mut(name).expect("present");
                 e.store_change = None;
                 continue;
             }
@@ -419,8 +419,8 @@ impl Daemon {
              it is unloaded once they are (plugin_unload them, or remove them too)",
             dependents.join(", ")
         );
+        self.withdraw_update(name);
         let e = self.plugins.get_mut(name).expect("present");
-        e.update = None;
         if e.store_change
             .as_ref()
             .is_some_and(|c| c.message == message)
@@ -806,16 +806,21 @@ impl Daemon {
     /// one does not run, and is checked itself before it runs again (`plugin_restart`'s
     /// `dependencies_loaded`, this check) — counted, a crash restart of a plugin that ran was
     /// held for the needs of one loaded quarantined without looking (an earlier daemon's
-    /// quarantine).
+    /// quarantine). Nor what the update of a dependant stopped for it needs: that version does
+    /// not run yet, and its relaunch checks it against this plugin's loaded version
+    /// (`update_fits`) — counted, this plugin was held (review-124) only until that update was
+    /// refused for it, as it then is.
     pub(super) fn loaded_fits(&self, name: &str) -> Result<(), stockade_policy::deps::DepError> {
         let Some(e) = self.plugins.get(name) else {
             return Ok(());
         };
         let (dependencies, mut dependants) = self.launch_context(name);
         dependants.retain(|n, _| {
-            self.plugins
-                .get(n)
-                .is_some_and(|d| !matches!(d.phase, Phase::Quarantined | Phase::Held))
+            self.plugins.get(n).is_some_and(|d| {
+                let runs_later = matches!(d.phase, Phase::Quarantined | Phase::Held)
+                    || (d.update.is_some() && d.slot.is_none());
+                !runs_later
+            })
         });
         let mut node = e.pkg.manifest.dep_node();
         node.requires
@@ -900,27 +905,66 @@ impl Daemon {
         };
         e.store_change = Some(change);
         if up.quarantined {
-            e.phase = Phase::Quarantined;
-            e.relaunch_for = None;
-            // Said again to the agents, for the reason it had (the update's relaunch had it
-            // `stopped` or `restarting` meanwhile).
-            let reason = match &e.trust_refusal {
-                Some(r) => r.to_json(),
-                None => json!({"kind": "crash_loop",
-                               "message": "quarantined for its crashes; send plugin_restart \
-                                           to try again"}),
-            };
-            let version = e.pkg.manifest.version().to_string();
-            log_line(&format!(
-                "store check: plugin {}: {} stays quarantined",
-                term(name),
-                term(&version)
-            ));
-            self.note_state(name, "quarantined", json!({ "reason": reason }));
+            self.back_to_quarantine(name);
             return true;
         }
         e.relaunch_for = Some("update_refused");
         false
+    }
+
+    /// A plugin quarantined when its update was to run ([`Update::quarantined`]) whose update
+    /// will not run after all (it does not fit at the relaunch: `update_unfit`; it is no longer
+    /// installed: `withdraw_update`) goes back to that quarantine — its crash count, recorded
+    /// quarantine and trust refusal still the loaded package's (`take_update` did not run).
+    /// Relaunched instead, a crash-looping package was started once more, no `plugin_restart`
+    /// asked.
+    fn back_to_quarantine(&mut self, name: &str) {
+        let Some(e) = self.plugins.get_mut(name) else {
+            return;
+        };
+        e.phase = Phase::Quarantined;
+        e.relaunch_for = None;
+        // Said again to the agents, for the reason it had (the update's relaunch had it
+        // `stopped` or `restarting` meanwhile).
+        let reason = match &e.trust_refusal {
+            Some(r) => r.to_json(),
+            None => json!({"kind": "crash_loop",
+                           "message": "quarantined for its crashes; send plugin_restart \
+                                       to try again"}),
+        };
+        let version = e.pkg.manifest.version().to_string();
+        log_line(&format!(
+            "store check: plugin {}: {} stays quarantined",
+            term(name),
+            term(&version)
+        ));
+        self.note_state(name, "quarantined", json!({ "reason": reason }));
+    }
+
+    /// The update admitted for `name` and waiting for its relaunch is no longer installed (the
+    /// registry back to the loaded package, the plugin removed but kept for its dependants):
+    /// it is dropped. A plugin quarantined when it was admitted goes back to that quarantine
+    /// (`back_to_quarantine`; review-124: its crash-quarantined package was relaunched as a
+    /// plain restart). Otherwise the relaunch asked for it, if still to come, is the loaded
+    /// package's: its `restart` record says `reason` `"update_withdrawn"`, not `"update"`
+    /// (review-124: said so with no `from_version`, for a relaunch on the very version that
+    /// ran). Whether there was one.
+    fn withdraw_update(&mut self, name: &str) -> bool {
+        let Some(e) = self.plugins.get_mut(name) else {
+            return false;
+        };
+        let Some(up) = e.update.take() else {
+            return false;
+        };
+        // Only one without a process: one stopping has its loaded package refused by the trust
+        // check (`trust_quarantine` relaunches it on the update), and its relaunch's `recheck`
+        // quarantines it again.
+        if up.quarantined && e.slot.is_none() {
+            self.back_to_quarantine(name);
+        } else if e.relaunch_for == Some("update") {
+            e.relaunch_for = Some("update_withdrawn");
+        }
+        true
     }
 
     /// At a relaunch: the update the store check admitted for `name` takes the loaded
