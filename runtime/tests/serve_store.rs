@@ -979,27 +979,24 @@ fn an_update_refused_for_an_unloading_plugin_is_run_once_it_is_gone() {
     assert_eq!(lib["store_change"], Value::Null, "{lib}");
 }
 
-/// Helper-120: a crash-quarantined `lib` 0.1.0 is admitted for its update together with
-/// `app`'s (`lib` 0.2.0 breaks `app` 0.1.0, `app` 0.2.0 needs it); `app` 0.1.0 is slow to stop
-/// (a hanging call), and meanwhile the registry goes back to `app` 0.1.0: `lib` 0.2.0 no longer
-/// fits at its relaunch. `lib` goes back to its quarantine, its crash count kept. The old
-/// daemon had cleared the crash count at the admission and relaunched the crash-looping `lib`
-/// 0.1.0 instead (a `restart` record with `reason` `update_refused`).
-#[test]
-fn a_quarantined_plugin_whose_update_does_not_fit_stays_quarantined() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fixture::new();
-    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
-    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
-    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
-    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
-    store(&fx, &["install", &lib1, &app1]);
-    let before = registry(&fx);
+/// The start of the two "stays quarantined" cases: `lib` 0.1.0 (needed by `app` 0.1.0)
+/// crash-quarantined after 2 crashes; `lib` 0.2.0 and `app` 0.2.0 (needing it) installed and
+/// admitted together while `app` 0.1.0 is slow to stop (a hanging call on the client returned
+/// third: keep it); then the registry entry of `withdrawn` put back to its 0.1.0, and the
+/// daemon has seen it. Returns the daemon (audited to the log returned last) and a client.
+fn quarantined_lib_with_an_update_withdrawn(
+    fx: &Fixture,
+    withdrawn: &str,
+) -> (Serve, Client, Client, std::path::PathBuf) {
+    let lib1 = pack_needing(fx, "lib", "0.1.0", &[]);
+    let app1 = pack_needing(fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing(fx, "lib", "0.2.0", &[]);
+    let app2 = pack_needing(fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    store(fx, &["install", &lib1, &app1]);
+    let before = registry(fx);
     let log = fx.dir().join("audit.log");
     let config = CONFIG.replace("max_crashes = 100", "max_crashes = 2");
-    let s = Serve::start(&fx, &config, Some(&audited(&log)));
+    let s = Serve::start(fx, &config, Some(&audited(&log)));
     let mut c = s.client();
     let mut busy = s.client();
     c.ok("plugin_load", json!({"package": "app"})); // and lib
@@ -1015,17 +1012,18 @@ fn a_quarantined_plugin_whose_update_does_not_fit_stays_quarantined() {
     let lib = wait_status(&mut c, "lib", |st| st["state"] == "quarantined");
     assert_eq!(lib["crashes"], 2, "{lib}");
     hang_call(&mut busy, &mut c, "app");
-    store(&fx, &["install", &lib2, &app2]);
+    store(fx, &["install", &lib2, &app2]);
     // Both admitted: `app` 0.1.0 stopping (the hanging call), `lib` 0.2.0 waiting for it.
     wait_status(&mut c, "app", |st| st["state"] == "stopping");
-    put_back_in_registry(&fx, &before, "app");
+    put_back_in_registry(fx, &before, withdrawn);
     wait_log(&s, "no longer installed");
-    let lib = wait_status(&mut c, "lib", |st| !st["store_change"].is_null());
-    assert_eq!(
-        lib["store_change"]["kind"], "store.breaks_dependent",
-        "{lib}"
-    );
-    let lib = wait_status(&mut c, "lib", |st| {
+    (s, c, busy, log)
+}
+
+/// The end of the two "stays quarantined" cases: `lib` is back in its quarantine on 0.1.0 with
+/// its crash count (not relaunched), `app` 0.1.0 runs, and the next checks change nothing.
+fn lib_stays_quarantined_beside_app_0_1_0(c: &mut Client) {
+    let lib = wait_status(c, "lib", |st| {
         st["state"] == "quarantined" || st["state"] == "ready"
     });
     assert_eq!(
@@ -1034,12 +1032,33 @@ fn a_quarantined_plugin_whose_update_does_not_fit_stays_quarantined() {
     );
     assert_eq!(lib["version"], "0.1.0", "{lib}");
     assert_eq!(lib["crashes"], 2, "{lib}");
-    let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
+    let app = wait_status(c, "app", |st| st["state"] == "ready");
     assert_eq!(app["version"], "0.1.0", "{app}");
     // Judged again at the next checks: still refused, still quarantined.
     std::thread::sleep(Duration::from_millis(600));
     let lib = c.ok("plugin_status", json!({"name": "lib"}));
     assert_eq!(lib["state"], "quarantined", "{lib}");
+}
+
+/// Helper-120: a crash-quarantined `lib` 0.1.0 is admitted for its update together with
+/// `app`'s (`lib` 0.2.0 breaks `app` 0.1.0, `app` 0.2.0 needs it); `app` 0.1.0 is slow to stop
+/// (a hanging call), and meanwhile the registry goes back to `app` 0.1.0: `lib` 0.2.0 no longer
+/// fits at its relaunch. `lib` goes back to its quarantine, its crash count kept. The old
+/// daemon had cleared the crash count at the admission and relaunched the crash-looping `lib`
+/// 0.1.0 instead (a `restart` record with `reason` `update_refused`).
+#[test]
+fn a_quarantined_plugin_whose_update_does_not_fit_stays_quarantined() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (_serve, mut c, _busy, log) = quarantined_lib_with_an_update_withdrawn(&fx, "app");
+    let lib = wait_status(&mut c, "lib", |st| !st["store_change"].is_null());
+    assert_eq!(
+        lib["store_change"]["kind"], "store.breaks_dependent",
+        "{lib}"
+    );
+    lib_stays_quarantined_beside_app_0_1_0(&mut c);
     let recs = records(&log);
     assert!(
         !recs.iter().any(|r| r["event"] == "restart"
@@ -1450,49 +1469,9 @@ fn a_quarantined_plugin_whose_update_is_withdrawn_stays_quarantined() {
         return;
     }
     let fx = Fixture::new();
-    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
-    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
-    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
-    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
-    store(&fx, &["install", &lib1, &app1]);
-    let before = registry(&fx);
-    let log = fx.dir().join("audit.log");
-    let config = CONFIG.replace("max_crashes = 100", "max_crashes = 2");
-    let s = Serve::start(&fx, &config, Some(&audited(&log)));
-    let mut c = s.client();
-    let mut busy = s.client();
-    c.ok("plugin_load", json!({"package": "app"})); // and lib
-    for i in 0..2 {
-        wait_status(&mut c, "lib", |st| {
-            st["state"] == "ready" && st["crashes"] == i
-        });
-        c.ok(
-            "hook_invoke",
-            invoke("on:lib", json!({"act": "crash"}), None),
-        );
-    }
-    wait_status(&mut c, "lib", |st| st["state"] == "quarantined");
-    hang_call(&mut busy, &mut c, "app");
-    store(&fx, &["install", &lib2, &app2]);
-    // Both admitted: `app` 0.1.0 stopping (the hanging call), `lib` 0.2.0 waiting for it.
-    wait_status(&mut c, "app", |st| st["state"] == "stopping");
-    put_back_in_registry(&fx, &before, "lib");
-    wait_log(&s, "no longer installed");
-    let lib = wait_status(&mut c, "lib", |st| {
-        st["state"] == "quarantined" || st["state"] == "ready"
-    });
-    assert_eq!(
-        lib["state"], "quarantined",
-        "the crash-quarantined lib 0.1.0 relaunched: {lib}"
-    );
-    assert_eq!(lib["version"], "0.1.0", "{lib}");
-    assert_eq!(lib["crashes"], 2, "{lib}");
+    let (_serve, mut c, _busy, log) = quarantined_lib_with_an_update_withdrawn(&fx, "lib");
     // `app` 0.2.0 does not fit `lib` 0.1.0: refused, `app` 0.1.0 relaunched.
-    let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
-    assert_eq!(app["version"], "0.1.0", "{app}");
-    std::thread::sleep(Duration::from_millis(600));
-    let lib = c.ok("plugin_status", json!({"name": "lib"}));
-    assert_eq!(lib["state"], "quarantined", "{lib}");
+    lib_stays_quarantined_beside_app_0_1_0(&mut c);
     // No launch of `lib` after its quarantine.
     let recs = records(&log);
     let quarantined = recs
