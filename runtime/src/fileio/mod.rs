@@ -751,6 +751,82 @@ pub fn remove_leftover_dir(path: &Path, made_here: impl Fn(&str) -> bool) {
     }
 }
 
+/// Remove the directory `path`, which `dir` (a descriptor of it, opened without following a
+/// symlink and checked by the caller: locked, this uid's) is, with all it holds — through
+/// descriptors, never by a name looked up again from the top. Each entry is removed at the
+/// directory descriptor that holds it (a subdirectory opened `O_NOFOLLOW` at its parent's
+/// descriptor, on the same filesystem, emptied the same way), and `path` itself is `rmdir`ed
+/// only while its name still leads to `dir`. `remove_dir_all(path)` after the check resolved
+/// the name again: whoever can write the parent (a non-sticky shared `$TMPDIR`) could rename
+/// another directory to it between the check and the removal, and root's sweep then removed
+/// what that directory held. A directory on another filesystem below it (something mounted
+/// there) is left, with what leads to it. Best effort: what cannot be removed stays.
+pub fn remove_dir_through(path: &Path, dir: std::os::fd::BorrowedFd<'_>) {
+    use nix::fcntl::{AtFlags, OFlag};
+    use nix::sys::stat::{fstat, fstatat, Mode};
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    let Some(name) = path.file_name() else {
+        return;
+    };
+    let Ok(st) = fstat(dir) else { return };
+    empty_dir_at(dir, st.st_dev, 0);
+    let Ok(parent) = nix::fcntl::open(
+        &parent_dir(path),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    if fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|now| (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino))
+    {
+        let _ = unlinkat(&parent, name, UnlinkatFlags::RemoveDir);
+    }
+}
+
+/// How deep [`remove_dir_through`] goes: an extracted tree is far shallower (the package
+/// limits), and the recursion holds one descriptor per level.
+const REMOVE_DEPTH: usize = 128;
+
+/// Everything in the directory `dir` (on device `dev`) removed at its descriptor, depth first.
+fn empty_dir_at(dir: std::os::fd::BorrowedFd<'_>, dev: u64, depth: usize) {
+    use nix::fcntl::{openat, AtFlags, OFlag};
+    use nix::sys::stat::{fstatat, Mode};
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    use std::os::fd::{AsFd, AsRawFd};
+    if depth > REMOVE_DEPTH {
+        return;
+    }
+    // Listed through /proc (std reads a directory only by path), then removed: an entry
+    // removed while the listing runs could make it skip others.
+    let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+        return;
+    };
+    let names: Vec<std::ffi::OsString> = entries.flatten().map(|e| e.file_name()).collect();
+    for name in names {
+        let Ok(st) = fstatat(dir, &*name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            let _ = unlinkat(dir, &*name, UnlinkatFlags::NoRemoveDir);
+            continue;
+        }
+        if st.st_dev != dev {
+            continue;
+        }
+        let Ok(sub) = openat(
+            dir,
+            &*name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            continue;
+        };
+        empty_dir_at(sub.as_fd(), dev, depth + 1);
+        let _ = unlinkat(dir, &*name, UnlinkatFlags::RemoveDir);
+    }
+}
+
 /// [`write_atomic`] for a file in the state directory: when root writes it (an admin's
 /// `stockade node license install`, `stockade install`), the file takes the owner and group of
 /// the directory it lands in (set before the rename, so the daemon never sees it root-owned), so
@@ -1051,6 +1127,38 @@ mod tests {
         remove_leftover_dir(&link, made);
         assert!(target.join("ca.key").exists());
         assert!(std::fs::symlink_metadata(&link).is_ok());
+    }
+
+    /// [`remove_dir_through`] removes the directory it holds, nested content included, and
+    /// nothing else: when another directory was renamed to its name after it was opened (what
+    /// whoever can write a non-sticky parent can do), the one opened is emptied and the
+    /// impostor at the name keeps all it holds. `remove_dir_all` by name removed the impostor's.
+    #[test]
+    fn a_directory_is_removed_through_its_descriptor_not_its_name() {
+        use std::os::fd::AsFd;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("stockade-pkg-1-abcdef");
+        std::fs::create_dir_all(p.join("tree/a/b")).unwrap();
+        std::fs::write(p.join("tree/a/b/f"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc", p.join("tree/l")).unwrap();
+        let held = std::fs::File::open(&p).unwrap();
+        remove_dir_through(&p, held.as_fd());
+        assert!(!p.exists());
+        assert!(std::path::Path::new("/etc/passwd").exists());
+        // Swapped after the open: the held one is emptied, the impostor left whole.
+        std::fs::create_dir_all(p.join("tree/a")).unwrap();
+        std::fs::write(p.join("tree/a/f"), "x").unwrap();
+        let held = std::fs::File::open(&p).unwrap();
+        let moved = d.path().join("moved");
+        std::fs::rename(&p, &moved).unwrap();
+        std::fs::create_dir_all(p.join("photos")).unwrap();
+        std::fs::write(p.join("photos/precious"), "x").unwrap();
+        remove_dir_through(&p, held.as_fd());
+        assert!(
+            p.join("photos/precious").exists(),
+            "the impostor's files removed"
+        );
+        assert_eq!(std::fs::read_dir(&moved).unwrap().count(), 0);
     }
 
     /// A secret is read into one buffer, allocated before the read and never grown (a grown

@@ -709,11 +709,13 @@ pub(crate) fn lock_dir_shared(path: &Path) -> std::io::Result<Flock<File>> {
     Flock::lock(open_dir(path)?, FlockArg::LockShared).map_err(|(_, e)| std::io::Error::from(e))
 }
 
-/// Remove the directory `path` unless some process holds a lock on it ([`lock_dir_shared`]).
+/// Remove the directory `path` unless some process holds a lock on it ([`lock_dir_shared`]):
+/// the directory locked is the one removed, through its descriptor
+/// ([`crate::fileio::remove_dir_through`]), whatever is renamed to its name meanwhile.
 pub(super) fn remove_dir_if_unlocked(path: &Path) {
     if let Ok(f) = open_dir(path) {
         if let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            let _ = std::fs::remove_dir_all(path);
+            crate::fileio::remove_dir_through(path, lock.as_fd());
             drop(lock);
         }
     }
