@@ -871,6 +871,45 @@ fn dev2_certified_twice(fx: &Fixture) -> String {
     old_serial
 }
 
+/// The start of the two "refused while its update waits" cases: `lib` 0.1.0 (signed under
+/// dev2's first certificate) and `app` 0.1.0 loaded from the store under `config`; `lib`
+/// 0.2.0 (dev2's second certificate) and `app` 0.2.0 installed and admitted together while
+/// `app` 0.1.0 is slow to stop (a hanging call on the client returned third: keep it); then
+/// `lib` 0.1.0's certificate revoked. Returns the daemon (audited to the log returned last)
+/// and a client.
+fn lib_revoked_while_its_update_waits(
+    fx: &Fixture,
+    config: &str,
+) -> (Serve, Client, Client, std::path::PathBuf) {
+    let old_serial = dev2_certified_twice(fx);
+    let lib1 = pack_needing_as(fx, "dev2", "lib", "0.1.0", &[]);
+    let app1 = pack_needing(fx, "app", "0.1.0", &[("lib", "^0.1")]);
+    let lib2 = pack_needing_as(fx, "dev2b", "lib", "0.2.0", &[]);
+    let app2 = pack_needing(fx, "app", "0.2.0", &[("lib", "^0.2")]);
+    store(fx, &["install", &lib1, &app1]);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(fx, config, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib
+    hang_call(&mut busy, &mut c, "app");
+    store(fx, &["install", &lib2, &app2]);
+    // Admitted: `app` 0.1.0 stopping (the hanging call), `lib` 0.2.0 waiting for it.
+    wait_status(&mut c, "app", |st| st["state"] == "stopping");
+    let r = fx.run(&[
+        "ca",
+        "revoke",
+        "--ca",
+        "root",
+        "-o",
+        "trust/revocations.json",
+        "--serial",
+        &old_serial,
+    ]);
+    assert_eq!(r.code, 0, "revoke: {}", r.stderr);
+    (s, c, busy, log)
+}
+
 /// Helper-120: as above, but `lib` 0.2.0 is signed under another certificate (dev2b: the same
 /// author key, as the store's author pinning requires, certified again): only the loaded `lib`
 /// 0.1.0's certificate (dev2's serial) is revoked while the update waits for its relaunch. The
@@ -884,31 +923,7 @@ fn a_plugin_refused_while_its_update_waits_is_relaunched_on_the_update() {
         return;
     }
     let fx = Fixture::new();
-    let old_serial = dev2_certified_twice(&fx);
-    let lib1 = pack_needing_as(&fx, "dev2", "lib", "0.1.0", &[]);
-    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
-    let lib2 = pack_needing_as(&fx, "dev2b", "lib", "0.2.0", &[]);
-    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
-    store(&fx, &["install", &lib1, &app1]);
-    let log = fx.dir().join("audit.log");
-    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
-    let mut c = s.client();
-    let mut busy = s.client();
-    c.ok("plugin_load", json!({"package": "app"})); // and lib
-    hang_call(&mut busy, &mut c, "app");
-    store(&fx, &["install", &lib2, &app2]);
-    wait_status(&mut c, "app", |st| st["state"] == "stopping");
-    let r = fx.run(&[
-        "ca",
-        "revoke",
-        "--ca",
-        "root",
-        "-o",
-        "trust/revocations.json",
-        "--serial",
-        &old_serial,
-    ]);
-    assert_eq!(r.code, 0, "revoke: {}", r.stderr);
+    let (s, mut c, _busy, log) = lib_revoked_while_its_update_waits(&fx, CONFIG);
     let lib = wait_status(&mut c, "lib", |st| {
         st["state"] == "ready" || st["state"] == "quarantined"
     });
@@ -1175,37 +1190,12 @@ fn plugin_restart_of_a_plugin_refused_while_its_update_waits_answers_the_update(
         return;
     }
     let fx = Fixture::new();
-    let old_serial = dev2_certified_twice(&fx);
-    let lib1 = pack_needing_as(&fx, "dev2", "lib", "0.1.0", &[]);
-    let app1 = pack_needing(&fx, "app", "0.1.0", &[("lib", "^0.1")]);
-    let lib2 = pack_needing_as(&fx, "dev2b", "lib", "0.2.0", &[]);
-    let app2 = pack_needing(&fx, "app", "0.2.0", &[("lib", "^0.2")]);
-    store(&fx, &["install", &lib1, &app1]);
-    let log = fx.dir().join("audit.log");
     // A slower periodic check: the revocation is found by the restart, not by the check.
     let config = CONFIG.replace(
         "trust_check_interval_ms = 200",
         "trust_check_interval_ms = 1500",
     );
-    let s = Serve::start(&fx, &config, Some(&audited(&log)));
-    let mut c = s.client();
-    let mut busy = s.client();
-    c.ok("plugin_load", json!({"package": "app"})); // and lib
-    hang_call(&mut busy, &mut c, "app");
-    store(&fx, &["install", &lib2, &app2]);
-    // Admitted: `app` 0.1.0 stopping (the hanging call), `lib` 0.2.0 waiting for it.
-    wait_status(&mut c, "app", |st| st["state"] == "stopping");
-    let r = fx.run(&[
-        "ca",
-        "revoke",
-        "--ca",
-        "root",
-        "-o",
-        "trust/revocations.json",
-        "--serial",
-        &old_serial,
-    ]);
-    assert_eq!(r.code, 0, "revoke: {}", r.stderr);
+    let (_serve, mut c, _busy, log) = lib_revoked_while_its_update_waits(&fx, &config);
     let answer = c.ok("plugin_restart", json!({"name": "lib"}));
     assert_eq!(answer["restarting"], true, "{answer}");
     assert_eq!(answer["update"]["version"], "0.2.0", "{answer}");
