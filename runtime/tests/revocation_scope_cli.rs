@@ -15,34 +15,21 @@ fn assert_fail(r: &Run, code: i32, kind: &str) {
     assert_eq!(r.kind(), kind, "stdout: {}", r.stdout);
 }
 
-fn install_list(fx: &Fixture, args: &[&str]) {
-    let mut a = vec![
-        "ca",
-        "revoke",
-        "--ca",
-        "root",
-        "-o",
-        "trust/revocations.json",
-    ];
-    a.extend_from_slice(args);
-    ok(fx.dir(), &a);
-}
-
 #[test]
 fn revoked_serial_and_key() {
     let fx = Fixture::new();
     let pkg = fx.pack_hello();
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     let r = fx.verify(&pkg, &[]);
     assert_eq!(r.code, 0);
     assert_eq!(r.json()["revocation_version"], 1);
     let serial = fx.dev_serial();
-    install_list(&fx, &["--serial", &serial]);
+    fx.install_list(&["--serial", &serial]);
     assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.serial");
 
     let fx = Fixture::new();
     let pkg = fx.pack_hello();
-    install_list(&fx, &["--key", "dev.pub"]);
+    fx.install_list(&["--key", "dev.pub"]);
     assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.key");
 }
 
@@ -74,7 +61,7 @@ fn rolled_back_missing_and_expired_lists() {
         .as_secs()
         - 40 * 86_400)
         .to_string();
-    install_list(&fx, &["--days", "30", "--now", &past]);
+    fx.install_list(&["--days", "30", "--now", &past]);
     assert_fail(&fx.verify(&pkg, &[]), 84, "revocation.list_expired");
 }
 
@@ -144,7 +131,7 @@ fn a_revocation_memory_others_could_write_is_refused() {
 fn a_list_from_another_root_is_refused_for_what_it_is() {
     let fx = Fixture::new();
     let pkg = fx.pack_hello();
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     assert_eq!(fx.verify(&pkg, &[]).code, 0);
     ok(
         fx.dir(),
@@ -389,7 +376,7 @@ fn license_scope() {
 fn state_is_written_atomically_and_privately() {
     let fx = Fixture::new();
     let pkg = fx.pack_hello();
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     assert_eq!(fx.verify(&pkg, &[]).code, 0);
     let v = revocation_state(&fx);
     let seen = &v[root_key_id(&fx)];

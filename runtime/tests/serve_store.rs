@@ -254,17 +254,7 @@ fn an_update_relaunches_the_loaded_plugin_on_the_new_version_once_it_verifies() 
 
     // 0.3.0's signer (another developer, pinned for `w` in its place) revoked, then 0.3.0
     // installed under `warn` (the CLI lets it in with a warning): the daemon, strict, verifies it as a load would and refuses it.
-    let r = fx.run(&[
-        "ca",
-        "revoke",
-        "--ca",
-        "root",
-        "-o",
-        "trust/revocations.json",
-        "--key",
-        "dev2.pub",
-    ]);
-    assert_eq!(r.code, 0, "ca revoke: {}", r.stderr);
+    fx.install_list(&["--key", "dev2.pub"]);
     let r = fx.run(&[
         "source",
         "repin-author",
@@ -820,17 +810,7 @@ fn a_dependant_does_not_wait_for_ever_on_a_quarantined_dependency() {
     hang_call(&mut busy, &mut c, "app");
     store(&fx, &["install", &lib2, &app2]);
     wait_status(&mut c, "app", |st| st["state"] == "stopping");
-    let r = fx.run(&[
-        "ca",
-        "revoke",
-        "--ca",
-        "root",
-        "-o",
-        "trust/revocations.json",
-        "--key",
-        "dev2.pub",
-    ]);
-    assert_eq!(r.code, 0, "revoke: {}", r.stderr);
+    fx.install_list(&["--key", "dev2.pub"]);
     // `lib` 0.1.0's refusal relaunches it on its update (helper-120), which dev2 signed too:
     // refused at that relaunch, `lib` quarantined in 0.2.0. `app` 0.2.0 then fits it and runs
     // (a dependant runs beside a quarantined dependency); it did not wait for ever.
@@ -896,17 +876,7 @@ fn lib_revoked_while_its_update_waits(
     store(fx, &["install", &lib2, &app2]);
     // Admitted: `app` 0.1.0 stopping (the hanging call), `lib` 0.2.0 waiting for it.
     wait_status(&mut c, "app", |st| st["state"] == "stopping");
-    let r = fx.run(&[
-        "ca",
-        "revoke",
-        "--ca",
-        "root",
-        "-o",
-        "trust/revocations.json",
-        "--serial",
-        &old_serial,
-    ]);
-    assert_eq!(r.code, 0, "revoke: {}", r.stderr);
+    fx.install_list(&["--serial", &old_serial]);
     (s, c, busy, log)
 }
 
@@ -1312,15 +1282,7 @@ fn an_update_relaunch_put_off_is_still_recorded_as_the_update() {
         lib["trust_refusal"]["kind"], "revocation.list_invalid",
         "{lib}"
     );
-    let r = fx.run(&[
-        "ca",
-        "revoke",
-        "--ca",
-        "root",
-        "-o",
-        "trust/revocations.json",
-    ]);
-    assert_eq!(r.code, 0, "revoke: {}", r.stderr);
+    fx.install_list(&[]);
     let lib = wait_status(&mut c, "lib", |st| st["state"] == "ready");
     assert_eq!(lib["version"], "0.2.0", "{lib}");
     let recs = records(&log);

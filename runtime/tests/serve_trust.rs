@@ -17,22 +17,6 @@ const CHECKING: &str = "[restart]\nbackoff_base_ms = 50\nbackoff_max_ms = 100\n\
                         [quarantine]\nmax_crashes = 100\nwindow_ms = 600000\n\
                         [health]\nping_interval_ms = 0\n";
 
-/// `stockade ca revoke --ca root -o trust/revocations.json EXTRA…`: the root's next list
-/// (versions count up from 1), installed in the trust directory.
-fn install_list(fx: &Fixture, extra: &[&str]) {
-    let mut args = vec![
-        "ca",
-        "revoke",
-        "--ca",
-        "root",
-        "-o",
-        "trust/revocations.json",
-    ];
-    args.extend_from_slice(extra);
-    let r = fx.run(&args);
-    assert_eq!(r.code, 0, "ca revoke: {}", r.stderr);
-}
-
 /// Worker `hello` signed by the fixture's developer (`dev`), and worker `other` signed by a
 /// second developer (`dev2`), whom no list revokes; both registered for `on:x`.
 fn two_workers(fx: &Fixture) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -79,7 +63,7 @@ fn wait_ready(c: &mut Client, name: &str) {
 /// tests here start from. Returns the daemon, the client and the two packages.
 fn serving(fx: &Fixture) -> (Serve, Client, std::path::PathBuf, std::path::PathBuf) {
     let (hello, other) = two_workers(fx);
-    install_list(fx, &[]);
+    fx.install_list(&[]);
     let s = Serve::start(fx, CONFIG, None);
     let c = s.client();
     (s, c, hello, other)
@@ -107,7 +91,7 @@ fn wait_log_count(s: &Serve, needle: &str, n: usize) {
 /// then changed by `change`, and `hello` crashed: its restart met the change and was not made.
 fn crashed_after(fx: &Fixture, change: impl FnOnce(&Fixture)) -> (Serve, Client) {
     let hello = pack_worker(fx, "hello", &["on:x"]);
-    install_list(fx, &[]);
+    fx.install_list(&[]);
     let s = Serve::start(fx, CONFIG, None);
     let mut c = s.client();
     c.ok("plugin_load", json!({"package": hello}));
@@ -141,7 +125,7 @@ fn a_list_installed_while_serving_refuses_the_next_load() {
     );
     c.ok("plugin_unload", json!({"name": "hello"}));
 
-    install_list(&fx, &["--key", "dev.pub"]);
+    fx.install_list(&["--key", "dev.pub"]);
     let e = refused_load(&mut c, &hello);
     assert_eq!(e["data"]["kind"], "revocation.key", "{e}");
     assert_eq!(e["data"]["exit"], 84, "{e}");
@@ -175,7 +159,7 @@ fn a_newer_list_seen_by_verify_is_no_rollback_for_the_daemon() {
         c.ok("plugin_load", json!({"package": hello}))["state"],
         "ready"
     );
-    install_list(&fx, &["--key", "dev.pub"]);
+    fx.install_list(&["--key", "dev.pub"]);
     let v = fx.verify("hello.stockade", &[]);
     assert_eq!(v.code, 84, "{}", v.stdout);
     assert_eq!(v.kind(), "revocation.key", "{}", v.stdout);
@@ -227,7 +211,7 @@ fn a_restart_after_the_signer_was_revoked_is_refused() {
     let (mut s, mut c, hello, other) = serving(&fx);
     c.ok("plugin_load", json!({"package": hello}));
     c.ok("plugin_load", json!({"package": other}));
-    install_list(&fx, &["--key", "dev.pub"]);
+    fx.install_list(&["--key", "dev.pub"]);
 
     c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
     let q = c.wait_state("hello", "quarantined");
@@ -268,7 +252,7 @@ fn sighup_stops_a_running_plugin_whose_signer_was_revoked() {
     let (mut s, mut c, hello, other) = serving(&fx);
     c.ok("plugin_load", json!({"package": hello}));
     let other_pid = c.ok("plugin_load", json!({"package": other}))["pid"].clone();
-    install_list(&fx, &["--key", "dev.pub"]);
+    fx.install_list(&["--key", "dev.pub"]);
     signal(s.pid(), "HUP");
     let q = c.wait_state("hello", "quarantined");
     assert_eq!(q["reason"]["kind"], "revocation.key", "{q}");
@@ -295,7 +279,7 @@ fn in_warn_mode_a_revoked_signer_restarts_with_a_warning() {
     }
     let fx = Fixture::new();
     let (hello, _) = two_workers(&fx);
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     let none = fx.path("no-policy-root");
     let mut s = Serve::start_with(
         &fx,
@@ -310,7 +294,7 @@ fn in_warn_mode_a_revoked_signer_restarts_with_a_warning() {
     let mut c = s.client();
     let r = c.ok("plugin_load", json!({"package": hello}));
     assert_eq!(r["signature_status"], "verified", "{r}");
-    install_list(&fx, &["--key", "dev.pub"]);
+    fx.install_list(&["--key", "dev.pub"]);
     signal(s.pid(), "HUP");
     c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
     c.wait_state("hello", "restarting");
@@ -337,7 +321,7 @@ fn a_load_that_reads_a_new_list_stops_the_revoked_running_plugin() {
     let fx = Fixture::new();
     let (mut s, mut c, hello, other) = serving(&fx);
     c.ok("plugin_load", json!({"package": hello}));
-    install_list(&fx, &["--key", "dev.pub"]);
+    fx.install_list(&["--key", "dev.pub"]);
     let r = c.ok("plugin_load", json!({"package": other}));
     assert_eq!(r["state"], "ready", "{r}");
     let q = c.wait_state("hello", "quarantined");
@@ -381,7 +365,7 @@ fn a_restart_refused_by_an_invalid_list_is_retried_until_the_list_is_fixed() {
         s.log()
     );
 
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     wait_ready(&mut c, "hello");
     let st = c.ok("plugin_status", json!({"name": "hello"}));
     assert_eq!(st["restarts"], 1, "{st}");
@@ -416,7 +400,7 @@ fn a_restart_refused_by_a_deleted_list_names_the_configuration_not_the_package()
     assert!(!message.contains("no longer trusted"), "{message}");
     assert!(!s.log().contains("no longer trusted"), "{}", s.log());
 
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     wait_ready(&mut c, "hello");
     s.stop_and_drain(&mut c);
 }
@@ -470,7 +454,7 @@ fn sighup_to_strict_stops_a_plugin_that_only_warn_let_load() {
     assert_eq!(r.code, 0, "ca issue: {}", r.stderr);
     pack_other_as(&fx, "dev3");
     let other = fx.dir().join("other.stockade");
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     let mut s = serve_in_trust_mode(&fx, "warn");
     let mut c = s.client();
     let hello_pid = c.ok("plugin_load", json!({"package": hello}))["pid"].clone();
@@ -525,7 +509,7 @@ fn a_plugin_revoked_before_it_was_ready_fails_its_load_with_the_kind() {
         &["on:x"],
         &WORKER.replacen("#!/bin/sh\n", "#!/bin/sh\nsleep 3\n", 1),
     );
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     let mut s = Serve::start(&fx, CONFIG, None);
     let mut c = s.client();
     let mut loader = s.client();
@@ -536,7 +520,7 @@ fn a_plugin_revoked_before_it_was_ready_fails_its_load_with_the_kind() {
         assert!(start.elapsed() < std::time::Duration::from_secs(3));
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    install_list(&fx, &["--key", "dev.pub"]);
+    fx.install_list(&["--key", "dev.pub"]);
     signal(s.pid(), "HUP");
     let r = loop {
         let m = loader.recv().expect("an answer to plugin_load");
@@ -565,7 +549,7 @@ fn a_restart_under_a_license_that_no_longer_covers_the_plugin_waits_for_the_righ
     let fx = Fixture::with_dev_scope(&["--scope", "license:ACME-1"]);
     fx.install_license("ACME-1", false);
     let hello = pack_worker(&fx, "hello", &["on:x"]);
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     let audit = fx.dir().join("audit.log");
     let policy = format!("[audit]\nfile = {audit:?}\n");
     let mut s = Serve::start(&fx, CONFIG, Some(&policy));
@@ -632,7 +616,7 @@ fn a_held_revocation_lock_fails_the_load_without_stalling_the_daemon() {
         seen.values().next().unwrap()["version"].as_u64().unwrap()
     };
     assert_eq!(floor(), 1);
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     let (held, status, r) = load_beside_held_lock(
         &s,
         &fx.path("state/revocation-state.lock"),
@@ -674,7 +658,7 @@ fn a_held_revocation_lock_fails_the_load_without_stalling_the_daemon() {
 
     // A list revoking `other`'s signer, SIGHUP, the lock still held: not recorded, but `other`
     // is stopped all the same.
-    install_list(&fx, &["--key", "dev2.pub"]);
+    fx.install_list(&["--key", "dev2.pub"]);
     signal(s.pid(), "HUP");
     wait_log(&s, "plugin other: quarantined (revocation.key");
     assert_eq!(floor(), 1, "not recorded");
@@ -702,7 +686,7 @@ fn a_plugin_whose_certificate_expires_while_it_runs_is_stopped_then() {
     pack_worker(&fx, "other", &["on:x"]);
     let r = fx.run(&["keygen", "-o", "dev4"]);
     assert_eq!(r.code, 0, "keygen: {}", r.stderr);
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     let audit = fx.path("audit.log");
     let policy = format!("[audit]\nfile = \"{}\"\n", audit.display());
     let mut s = Serve::start(&fx, CONFIG, Some(&policy));
@@ -792,7 +776,7 @@ fn a_list_put_in_place_while_plugins_run_stops_the_revoked_one_without_a_reload(
     }
     let fx = Fixture::new();
     let (hello, other) = two_workers(&fx);
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     let mut s = Serve::start(&fx, CHECKING, None);
     let mut c = s.client();
     c.ok("plugin_load", json!({"package": hello}));
@@ -819,7 +803,7 @@ fn a_list_put_in_place_while_plugins_run_stops_the_revoked_one_without_a_reload(
         assert_eq!(st["state"], "ready", "{st}");
     }
 
-    install_list(&fx, &["--key", "dev.pub"]);
+    fx.install_list(&["--key", "dev.pub"]);
     // Timed from the list in place (not from the start of `ca revoke`, a CLI run of its own):
     // the next check comes within the 5-s interval; the rest is slack for a loaded machine.
     let listed = std::time::Instant::now();
@@ -859,7 +843,7 @@ fn a_plugin_disabled_trust_let_in_is_refused_as_unverified_under_strict() {
     }
     let fx = Fixture::new();
     let hello = pack_worker(&fx, "hello", &["on:x"]);
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     let mut s = serve_in_trust_mode(&fx, "disabled");
     let mut c = s.client();
     let r = c.ok("plugin_load", json!({"package": hello}));
@@ -948,7 +932,7 @@ fn a_chain_that_never_expires_does_not_stop_the_daemon() {
     never_expiring(&fx, "int/ca.cert", "root/ca.key");
     never_expiring(&fx, "dev2.cert", "int/ca.key");
     pack_other_as(&fx, "dev2");
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     let mut s = Serve::start(&fx, CONFIG, None);
     let mut c = s.client();
     let r = c.call(
@@ -978,7 +962,7 @@ fn a_clock_set_back_holds_a_restart_until_it_is_right_and_quarantines_nothing() 
     }
     let fx = Fixture::new();
     let hello = pack_worker(&fx, "hello", &["on:x"]);
-    install_list(&fx, &[]);
+    fx.install_list(&[]);
     let clock = fx.path("clock");
     let Some(mut s) = serve_with_clock(&fx, CONFIG, &clock) else {
         return;

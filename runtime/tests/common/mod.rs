@@ -434,6 +434,22 @@ impl Fixture {
         "hello.stockade".into()
     }
 
+    /// `stockade ca revoke --ca root -o trust/revocations.json EXTRA…`, which must succeed: the
+    /// root's next revocation list (versions count up from 1), installed in the trust directory.
+    pub fn install_list(&self, extra: &[&str]) {
+        let mut args = vec![
+            "ca",
+            "revoke",
+            "--ca",
+            "root",
+            "-o",
+            "trust/revocations.json",
+        ];
+        args.extend_from_slice(extra);
+        let r = self.run(&args);
+        assert_eq!(r.code, 0, "ca revoke {extra:?}: {}", r.stderr);
+    }
+
     /// The dev certificate's serial.
     pub fn dev_serial(&self) -> String {
         let v: Value =
