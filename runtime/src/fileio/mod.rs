@@ -695,15 +695,10 @@ pub fn remove_leftover_dir(path: &Path, made_here: impl Fn(&str) -> bool) {
     let Some(name) = path.file_name() else {
         return;
     };
-    let Ok(parent) = nix::fcntl::open(
-        &parent_dir(path),
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) else {
+    let Some(parent) = open_parent(path) else {
         return;
     };
     let me = nix::unistd::geteuid().as_raw();
-    let id = |st: &nix::sys::stat::FileStat| (st.st_dev, st.st_ino);
     let Ok(parent_st) = fstat(&parent) else {
         return;
     };
@@ -746,9 +741,7 @@ pub fn remove_leftover_dir(path: &Path, made_here: impl Fn(&str) -> bool) {
             return;
         }
     }
-    if fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|now| id(&now) == id(&st)) {
-        let _ = unlinkat(&parent, name, UnlinkatFlags::RemoveDir);
-    }
+    rmdir_if_still(parent.as_fd(), name, &st);
 }
 
 /// Remove the directory `path`, which `dir` (a descriptor of it, opened without following a
@@ -762,25 +755,42 @@ pub fn remove_leftover_dir(path: &Path, made_here: impl Fn(&str) -> bool) {
 /// what that directory held. A directory on another filesystem below it (something mounted
 /// there) is left, with what leads to it. Best effort: what cannot be removed stays.
 pub fn remove_dir_through(path: &Path, dir: std::os::fd::BorrowedFd<'_>) {
-    use nix::fcntl::{AtFlags, OFlag};
-    use nix::sys::stat::{fstat, fstatat, Mode};
-    use nix::unistd::{unlinkat, UnlinkatFlags};
+    use nix::sys::stat::fstat;
+    use std::os::fd::AsFd;
     let Some(name) = path.file_name() else {
         return;
     };
     let Ok(st) = fstat(dir) else { return };
     empty_dir_at(dir, st.st_dev, 0);
-    let Ok(parent) = nix::fcntl::open(
+    if let Some(parent) = open_parent(path) {
+        rmdir_if_still(parent.as_fd(), name, &st);
+    }
+}
+
+/// The directory holding `path`, opened to act at `path`'s name through it (`*at` calls) —
+/// what [`remove_leftover_dir`] and [`remove_dir_through`] remove is judged and removed there.
+fn open_parent(path: &Path) -> Option<std::os::fd::OwnedFd> {
+    use nix::fcntl::OFlag;
+    nix::fcntl::open(
         &parent_dir(path),
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) else {
-        return;
-    };
-    if fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()
+}
+
+/// `rmdir` of `name` in `parent` while that name still leads to the directory `st` describes
+/// (no symlink followed): a directory renamed to it since is left. Best effort.
+fn rmdir_if_still(
+    parent: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    st: &nix::sys::stat::FileStat,
+) {
+    use nix::fcntl::AtFlags;
+    if nix::sys::stat::fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)
         .is_ok_and(|now| (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino))
     {
-        let _ = unlinkat(&parent, name, UnlinkatFlags::RemoveDir);
+        let _ = nix::unistd::unlinkat(parent, name, nix::unistd::UnlinkatFlags::RemoveDir);
     }
 }
 
