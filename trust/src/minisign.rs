@@ -199,12 +199,17 @@ pub struct Signature {
     global_sig: [u8; 64],
 }
 
-/// `line`'s bytes, decoded. base64's `decode` writes into one allocation, sized up front and
-/// only truncated after, so a caller that wraps the result in [`Zeroizing`] wipes every byte it
-/// held ([`Zeroizing`]'s `Vec` also wipes the spare capacity).
-fn decode(line: &str) -> Result<Vec<u8>, MinisignError> {
-    B64.decode(line.trim_end_matches('\r'))
-        .map_err(MinisignError::Base64)
+/// `line`'s bytes (a trailing carriage return ignored), decoded into a buffer that wipes itself
+/// on drop, whatever the outcome. base64's own `decode` returns a fresh Vec, but on a decode
+/// error drops it, the bytes decoded before the bad character still in it — a secret key's,
+/// freed unwiped. `decode_vec` into a [`Zeroizing`] buffer instead: it resizes the empty buffer
+/// to the length estimate once, before any byte is written (so no unwiped copy is left by a
+/// reallocation), and the buffer is wiped on drop, spare capacity included, on an error too.
+fn decode(line: &str) -> Result<Zeroizing<Vec<u8>>, MinisignError> {
+    let mut out = Zeroizing::new(Vec::new());
+    B64.decode_vec(line.trim_end_matches('\r'), &mut out)
+        .map_err(MinisignError::Base64)?;
+    Ok(out)
 }
 
 fn lines(text: &str) -> Result<Vec<&str>, MinisignError> {
@@ -519,15 +524,14 @@ pub fn looks_like_secret_key(data: &[u8]) -> bool {
     let Some(line) = lines.next() else {
         return false;
     };
-    // A copy of someone's secret key, if it is one: wiped like the keys read to sign.
-    B64.decode(line.trim())
-        .map(Zeroizing::new)
-        .is_ok_and(|raw| {
-            raw.len() == SECRET_KEY_BYTES
-                && &raw[..2] == b"Ed"
-                && matches!(&raw[2..4], [0, 0] | b"Sc")
-                && &raw[4..6] == b"B2"
-        })
+    // A copy of someone's secret key, if it is one: wiped like the keys read to sign (a line
+    // that does not decode too: `decode`).
+    decode(line.trim()).is_ok_and(|raw| {
+        raw.len() == SECRET_KEY_BYTES
+            && &raw[..2] == b"Ed"
+            && matches!(&raw[2..4], [0, 0] | b"Sc")
+            && &raw[4..6] == b"B2"
+    })
 }
 
 /// A secret key file: unencrypted, or encrypted and waiting for its password.
@@ -545,9 +549,7 @@ impl SecretKeyFile {
     pub fn parse(text: &str) -> Result<Self, MinisignError> {
         let l = lines(text)?;
         untrusted(l.first())?;
-        let raw = Zeroizing::new(decode(
-            l.get(1).ok_or(MinisignError::Layout("missing key line"))?,
-        )?);
+        let raw = decode(l.get(1).ok_or(MinisignError::Layout("missing key line"))?)?;
         if raw.len() != SECRET_KEY_BYTES {
             return Err(MinisignError::Length(raw.len()));
         }
