@@ -3,7 +3,7 @@
 # host setup: stockade-policy, stockade-trust and stockade-runtime (lib + tests/), as root, on
 # the stable toolchain with RUSTC_BOOTSTRAP=1 for -Zsanitizer. Not part of scripts/test.sh or
 # CI: the build takes ≈ 8 min and the run ≈ 20 min on the 2-CPU machine (834 tests; docs/
-# ARCHITECTURE.md, "Tests, by tier": Sanitizers). Arguments go to `cargo nextest run`
+# INTERNALS.md, "Tests, by tier": Sanitizers). Arguments go to `cargo nextest run`
 # (`--no-fail-fast`, `--lib`, `--test serve_socket`, a test name; not `-E`, which would be
 # added to the skip expression's complement, not narrow it).
 #
@@ -17,7 +17,7 @@
 #   stderr), and the binary's default options turn LeakSanitizer off where ASAN_OPTIONS does
 #   not reach, inside a sandbox (its exit-time check ptraces, which seccomp kills: it hangs).
 #
-# Skipped, each for a reason of the sanitizer's, not of the code's (listed in ARCHITECTURE.md):
+# Skipped, each for a reason of the sanitizer's, not of the code's (listed in docs/INTERNALS.md):
 # - exec_rootless (every launch): rootless without a memory cgroup the sandbox's init sets
 #   RLIMIT_DATA (memory_max's fallback) before it maps the program's stack, and an
 #   AddressSanitizer process's own mappings are past it already: ENOMEM at step `fork`.
