@@ -1098,14 +1098,20 @@ fn a_plugin_whose_dependencies_changed_under_it_is_held_until_they_fit() {
         "app 0.1.0 runs beside lib 0.2.0: {app}"
     );
     assert_eq!(app["version"], "0.1.0", "{app}");
-    assert_eq!(app["state"], "stopped", "{app}");
+    assert_eq!(app["state"], "held", "{app}");
     assert_eq!(app["held"]["kind"], "store.dependency", "{app}");
     assert!(app["store_change"].is_null(), "{app}");
+    // Said to the agents as a state of its own, with the reason its status shows (helper-126:
+    // the old daemon sent no `plugin_state` for the hold — the last one was app's `exited`).
+    let held = held_states(&c, "app");
+    assert_eq!(held.len(), 1, "{:?}", c.notes);
+    assert_eq!(held[0]["reason"], app["held"], "{held:?}");
     // Held while it does not fit: the checks after it (util's relaunch, the periodic check)
     // do not run it.
     std::thread::sleep(Duration::from_millis(3000));
     let app = c.ok("plugin_status", json!({"name": "app"}));
-    assert_eq!(app["state"], "stopped", "{app}");
+    assert_eq!(app["state"], "held", "{app}");
+    assert_eq!(held_states(&c, "app").len(), 1, "{:?}", c.notes);
     // `util` 0.2.0 breaks the held `app` 0.1.0 (a held plugin is loaded, in its version):
     // refused at its relaunch, `util` 0.1.0 relaunched.
     let util = wait_status(&mut c, "util", |st| st["state"] == "ready");
@@ -1134,6 +1140,15 @@ fn a_plugin_whose_dependencies_changed_under_it_is_held_until_they_fit() {
     let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
     assert_eq!(app["version"], "0.1.0", "{app}");
     assert!(app["held"].is_null(), "{app}");
+    // Its relaunch is said as any launch is: `starting`, then `ready`, after the `held`.
+    let after: Vec<&Value> = c
+        .notes
+        .iter()
+        .filter(|n| n["method"] == "plugin_state" && n["params"]["plugin"] == "app")
+        .map(|n| &n["params"]["state"])
+        .skip_while(|s| *s != "held")
+        .collect();
+    assert_eq!(after, ["held", "starting", "ready"], "{:?}", c.notes);
     let lib = c.ok("plugin_status", json!({"name": "lib"}));
     assert_eq!(lib["version"], "0.1.0", "{lib}");
     let r = c.ok("hook_invoke", invoke("on:app", json!({"act": "ok"}), None));
@@ -1146,6 +1161,19 @@ fn a_plugin_whose_dependencies_changed_under_it_is_held_until_they_fit() {
             && r["detail"]["reason"] == "dependencies_fit"),
         "{recs:?}"
     );
+}
+
+/// The `plugin_state` notifications `held` of `plugin` that `c` received so far (their params).
+fn held_states(c: &Client, plugin: &str) -> Vec<Value> {
+    c.notes
+        .iter()
+        .filter(|n| {
+            n["method"] == "plugin_state"
+                && n["params"]["plugin"] == plugin
+                && n["params"]["state"] == "held"
+        })
+        .map(|n| n["params"].clone())
+        .collect()
 }
 
 /// Helper-120 (helper-121): as `a_plugin_refused_while_its_update_waits_is_relaunched_on_the_update`,

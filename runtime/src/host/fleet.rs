@@ -235,6 +235,8 @@ impl Entry {
         match self.phase {
             Phase::Restarting(_) => "restarting",
             Phase::Quarantined => "quarantined",
+            // As its `plugin_state` said it (`hold_unfit`); no process, so nothing else to say.
+            Phase::Held => "held",
             _ => match self.slot.and_then(|s| sup.handle(s)).map(|h| h.state()) {
                 Some(State::Starting) => "starting",
                 Some(State::Ready) => "ready",

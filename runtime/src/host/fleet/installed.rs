@@ -833,8 +833,8 @@ impl Daemon {
     /// dependant does not accept, but held stopped ([`Phase::Held`]: no process, its calls
     /// answered `unavailable` as a stopped plugin's) — fail closed. Said as a refused update is
     /// (`plugin_status.held` with the refusal's kind, exit and message, a `denial` record with
-    /// `detail.request` `"restart"` and `detail.stage` `dependencies`, a log line, a
-    /// notification), once. Launched again as soon as it fits (`supervise_one` asks at every
+    /// `detail.request` `"restart"` and `detail.stage` `dependencies`, a log line, a `log`
+    /// notification) and as a state (`plugin_state` `held`, the status's `state`), once. Launched again as soon as it fits (`supervise_one` asks at every
     /// turn: a dependency relaunched on another version, unloaded), when an update admitted
     /// for it runs, or by `plugin_restart` once what it needs is loaded in fitting versions.
     pub(super) fn hold_unfit(&mut self, name: &str, err: stockade_policy::deps::DepError) {
@@ -873,6 +873,10 @@ impl Daemon {
         self.audit(rec);
         log_line(&format!("plugin {}: {}", term(name), term(&held.message)));
         self.tell_agents(name, "warn", &held.message);
+        // Its state, as a quarantine is said: an agent following `plugin_state` saw the last
+        // incarnation end and then nothing — it could not tell a plugin held from one about to
+        // be relaunched. Its relaunch says `starting` and `ready` as any launch does.
+        self.note_state(name, "held", json!({ "reason": held.to_json() }));
     }
 
     /// The update admitted for `name` no longer fits at its relaunch (`update_fits`): it is
