@@ -1465,3 +1465,53 @@ fn a_quarantined_plugin_whose_update_is_withdrawn_stays_quarantined() {
         "{recs:?}"
     );
 }
+
+/// Review-124 (helper-126): as `a_relaunch_after_its_update_was_withdrawn_is_not_recorded_as_the_update`,
+/// but the relaunch's launch is refused by the host for the moment — its `restart` record not
+/// written because another writer holds the audit log's lock past the daemon's wait
+/// (`audit.busy`) — and tried again once the lock is free. The record of the try that is had
+/// still says `reason` `"update_withdrawn"`. The old daemon took the reason for the first try
+/// and lost it with it: the record said no reason, a plain restart's.
+#[test]
+fn a_relaunch_the_host_put_off_keeps_its_reason() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    store(&fx, &["install", &lib1]);
+    let before = registry(&fx);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "lib"}));
+    hang_call(&mut busy, &mut c, "lib");
+    store(&fx, &["install", &lib2]);
+    wait_status(&mut c, "lib", |st| st["state"] == "stopping");
+    put_back_in_registry(&fx, &before, "lib");
+    wait_log(&s, "no longer installed");
+    // `lib` 0.1.0 still stops (the hanging call, up to the 2 s grace): its relaunch comes
+    // under the held lock.
+    let lock = std::fs::File::open(fx.dir().join("audit.log.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    wait_log(&s, "not restarted, trying again");
+    let lib = c.ok("plugin_status", json!({"name": "lib"}));
+    assert_eq!(lib["state"], "restarting", "{lib}");
+    drop(held);
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "ready");
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    let recs = records(&log);
+    let restarts: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "restart" && r["plugin"] == "lib")
+        .collect();
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    assert_eq!(
+        restarts[0]["detail"]["reason"], "update_withdrawn",
+        "{restarts:?}"
+    );
+}

@@ -2349,6 +2349,11 @@ impl Daemon {
                 e.phase = Phase::Restarting(now + Duration::from_millis(delay));
                 let restarts = e.restarts;
                 let kind = err.data.as_ref().and_then(|d| d.get("kind")).cloned();
+                // Still the relaunch it was (`dependencies_fit`, `grant_expiry`,
+                // `update_withdrawn`, …): the `restart` record of the try that is had says why,
+                // as an update's does (`update_from`). Taken for this try, it was a plain
+                // restart's record then (review-124).
+                e.relaunch_for = by_daemon;
                 log_line(&format!(
                     "plugin {}: not restarted, trying again in {delay} ms (not counted as a \
                      crash): {}",
