@@ -1390,6 +1390,29 @@ fn a_dependency_is_not_held_for_a_dependant_update_that_still_waits() {
             && r["detail"]["request"] == "restart"),
         "{recs:?}"
     );
+    // `lib` 0.2.0 refused once, one record (helper-126): refused at its relaunch, then judged
+    // again by the next check with the other updates and refused for the same reason — said
+    // once, although the check words it naming the updates judged with it. The old daemon
+    // compared the whole messages and wrote a second `denial`, logged and told it again.
+    let refusals: Vec<&Value> = recs
+        .iter()
+        .filter(|r| {
+            r["event"] == "denial" && r["plugin"] == "lib" && r["detail"]["request"] == "update"
+        })
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    let told = c
+        .notes
+        .iter()
+        .filter(|n| {
+            n["method"] == "log"
+                && n["params"]["plugin"] == "lib"
+                && n["params"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("is not run"))
+        })
+        .count();
+    assert_eq!(told, 1, "{:?}", c.notes);
 }
 
 /// Review-124: `lib`'s update withdrawn while `lib` 0.1.0 stops for it (a hanging call; the

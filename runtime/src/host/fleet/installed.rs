@@ -91,8 +91,8 @@
 //! relaunched on its own update, a plugin loaded or unloaded) or the store's other pending
 //! updates (another package installed for a loaded plugin), and whenever another update is
 //! tried in the check (one refused for the moment may be the one it needs). A refusal tried
-//! again for the same reason is said once. A plugin still in its first launch is updated once
-//! it is ready.
+//! again for the same reason (package, kind, words) is said once. A plugin still in its first
+//! launch is updated once it is ready.
 
 use super::*;
 
@@ -124,6 +124,9 @@ pub(crate) struct StoreChange {
     kind: Option<&'static str>,
     exit: Option<u8>,
     message: String,
+    /// The refusal itself (`Refused::message`), without what the message adds around it (the
+    /// updates it was judged with, what runs meanwhile): what "the same refusal" compares.
+    reason: String,
     /// Tried again at the next check although the registry did not change: a refusal of the
     /// moment (a lock held: 75) or of the node's configuration (its license or trust
     /// configuration cannot be used), which says nothing about the package.
@@ -181,12 +184,15 @@ impl StoreChange {
             && self.under.as_ref().is_none_or(|u| u == under)
     }
 
-    /// The same refusal as `other` (package, kind, message): said once, not at every check.
+    /// The same refusal as `other` (package, kind, the refusal's own words): said once, not
+    /// at every check. Not the whole message: a check names the other updates it judged the
+    /// package with, a relaunch refusing it (`update_fits`) none — compared whole, one refusal
+    /// was said (recorded, logged, told) once by each.
     fn same_as(&self, other: &StoreChange) -> bool {
         self.change == other.change
             && self.package_sha256 == other.package_sha256
             && self.kind == other.kind
-            && self.message == other.message
+            && self.reason == other.reason
     }
 }
 
@@ -197,6 +203,9 @@ struct Refused {
     kind: &'static str,
     exit: u8,
     message: String,
+    /// The other updates of the check it was judged with (for its dependencies), named by
+    /// the message after the refusal.
+    judged_with: Vec<String>,
 }
 
 impl Refused {
@@ -206,6 +215,7 @@ impl Refused {
             kind: e.kind(),
             exit: e.exit().code(),
             message: e.chain().join(": "),
+            judged_with: Vec::new(),
         }
     }
 
@@ -217,6 +227,7 @@ impl Refused {
             kind: r.kind,
             exit: r.exit,
             message: r.message.clone(),
+            judged_with: Vec::new(),
         }
     }
 }
@@ -434,6 +445,7 @@ impl Daemon {
             kind: None,
             exit: None,
             message: message.clone(),
+            reason: message.clone(),
             again: false,
             under: None,
         });
@@ -527,19 +539,12 @@ impl Daemon {
             let Some((installed, _)) = verified.remove(&name) else {
                 continue;
             };
-            let others: Vec<&str> = labels
+            let mut r = Refused::of("dependencies", &crate::cmd::store::dep_err(err));
+            r.judged_with = labels
                 .iter()
                 .filter(|(n, _)| **n != name)
-                .map(|(_, l)| l.as_str())
+                .map(|(_, l)| l.clone())
                 .collect();
-            let mut r = Refused::of("dependencies", &crate::cmd::store::dep_err(err));
-            if !others.is_empty() {
-                r.message = format!(
-                    "{} (judged together with the other updates of this check: {})",
-                    r.message,
-                    others.join(", ")
-                );
-            }
             passing |= self
                 .refuse_update(
                     &name,
@@ -571,6 +576,15 @@ impl Daemon {
         under: Option<&Under>,
     ) -> StoreChange {
         let old = self.plugins[name].pkg.manifest.version().to_string();
+        let error = if r.judged_with.is_empty() {
+            r.message.clone()
+        } else {
+            format!(
+                "{} (judged together with the other updates of this check: {})",
+                r.message,
+                r.judged_with.join(", ")
+            )
+        };
         let change = StoreChange {
             again: matches!(r.stage, "license" | "trust"),
             under: under.filter(|_| r.stage == "dependencies").cloned(),
@@ -580,9 +594,11 @@ impl Daemon {
             kind: Some(r.kind),
             exit: Some(r.exit),
             message: format!(
-                "{} {} installed in the store is not run ({} refused it: {}); {} {old} runs on",
-                name, version, r.stage, r.message, name
+                "{} {} installed in the store is not run ({} refused it: {error}); {} {old} \
+                 runs on",
+                name, version, r.stage, name
             ),
+            reason: r.message.clone(),
         };
         let e = self.plugins.get_mut(name).expect("present");
         // Tried again (a passing refusal, another loaded set, SIGHUP) and refused for the same
@@ -595,7 +611,7 @@ impl Daemon {
         rec.event = Event::Denial;
         rec.outcome = "refused".into();
         rec.detail = json!({"request": "update", "stage": r.stage, "kind": r.kind,
-                            "version": version, "error": r.message});
+                            "version": version, "error": error});
         e.store_change = Some(change.clone());
         self.audit(rec);
         log_line(&format!(
@@ -671,6 +687,7 @@ impl Daemon {
                     kind: v.kind(),
                     exit: v.exit().code(),
                     message: crate::package::verify::error_chain(&v),
+                    judged_with: Vec::new(),
                 });
             }
         };
@@ -688,6 +705,7 @@ impl Daemon {
                     "the store's package for `{name}` is named `{}`",
                     pkg.manifest.name()
                 ),
+                judged_with: Vec::new(),
             });
         }
         // Its dependencies are judged with the other updates of the check (`try_updates`).
@@ -706,6 +724,7 @@ impl Daemon {
                 kind: "store.io",
                 exit: crate::exit::Exit::IoErr.code(),
                 message: format!("cannot prepare the package: {e}"),
+                judged_with: Vec::new(),
             },
         )?;
         Ok(Some(pkg))
@@ -895,8 +914,9 @@ impl Daemon {
         let Some(up) = self.plugins.get_mut(name).and_then(|e| e.update.take()) else {
             return false;
         };
-        // Worded as the check words it, so that the check judging it again with what runs then
-        // says it once (one record, one log line), not twice.
+        // The refusal as the check words it (`same_as` leaves out the updates the check names
+        // it with), so that the check judging it again with what runs then says it once (one
+        // record, one log line), not twice.
         let r = Refused::of("dependencies", &crate::cmd::store::dep_err(err));
         let sha = up.pkg.report.package_sha256.clone();
         let version = up.pkg.manifest.version().to_string();
