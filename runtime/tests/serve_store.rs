@@ -1381,6 +1381,23 @@ fn a_dependency_is_not_held_for_a_dependant_update_that_still_waits() {
     let tool = wait_status(&mut c, "tool", |st| !st["held"].is_null());
     assert_eq!(tool["version"], "0.1.0", "{tool}");
     assert_eq!(tool["store_change"]["kind"], "store.dependency", "{tool}");
+    // Said as it is (helper-126): `tool` 0.1.0 does not run on, it is held — in its status and
+    // in what the agents were told. The old daemon said "tool 0.1.0 runs on" in both.
+    let said = tool["store_change"]["message"].as_str().unwrap();
+    assert!(
+        said.ends_with("tool 0.1.0 is held stopped (plugin_status.held)"),
+        "{tool}"
+    );
+    let told: Vec<&str> = c
+        .notes
+        .iter()
+        .filter(|n| n["method"] == "log" && n["params"]["plugin"] == "tool")
+        .filter_map(|n| n["params"]["message"].as_str())
+        .filter(|m| m.contains("is not run"))
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(!told[0].contains("runs on"), "{told:?}");
+    assert!(told[0].contains("is held stopped"), "{told:?}");
     let lib = c.ok("plugin_status", json!({"name": "lib"}));
     assert_eq!(lib["state"], "ready", "{lib}");
     let recs = records(&log);

@@ -1344,7 +1344,7 @@ impl Daemon {
             "spare": e.spare.is_some(),
             "trust_refusal": e.trust_refusal.as_ref().map(TrustRefusal::to_json),
             "from_store": e.from_store,
-            "store_change": e.store_change.as_ref().map(|c| c.to_json()),
+            "store_change": e.store_change.as_ref().map(|c| c.to_json(e.phase)),
             "held": e.held.as_ref().filter(|_| e.phase == Phase::Held).map(|h| h.to_json()),
         })
     }

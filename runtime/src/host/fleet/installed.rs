@@ -123,7 +123,12 @@ pub(crate) struct StoreChange {
     version: Option<String>,
     kind: Option<&'static str>,
     exit: Option<u8>,
+    /// What happened to the package (`update`: up to the refusal; [`StoreChange::to_json`]
+    /// adds what became of the version loaded).
     message: String,
+    /// An update refused: the version loaded (`"{name} {version}"`), which runs on — or is
+    /// held, or stays quarantined: said as it is when the message is read.
+    loaded: Option<String>,
     /// The refusal itself (`Refused::message`), without what the message adds around it (the
     /// updates it was judged with, what runs meanwhile): what "the same refusal" compares.
     reason: String,
@@ -164,9 +169,25 @@ pub(crate) struct Under {
 }
 
 impl StoreChange {
-    pub(crate) fn to_json(&self) -> Value {
+    /// `plugin_status.store_change` of a plugin in `phase`.
+    pub(crate) fn to_json(&self, phase: Phase) -> Value {
         json!({"change": self.change, "version": self.version, "kind": self.kind,
-               "exit": self.exit, "message": self.message})
+               "exit": self.exit, "message": self.said(phase)})
+    }
+
+    /// The message, for a plugin in `phase`: an update refused says what the version loaded
+    /// does then — it runs on, or it is held or stays quarantined (said "runs on" whatever it
+    /// did, helper-121/review-124: a held plugin's status said it ran).
+    fn said(&self, phase: Phase) -> String {
+        let Some(loaded) = &self.loaded else {
+            return self.message.clone();
+        };
+        let then = match phase {
+            Phase::Held => "is held stopped (plugin_status.held)",
+            Phase::Quarantined => "stays quarantined",
+            _ => "runs on",
+        };
+        format!("{}; {loaded} {then}", self.message)
     }
 
     /// Whether the refusal is of the moment (a lock held: 75) or of the node's configuration,
@@ -445,6 +466,7 @@ impl Daemon {
             kind: None,
             exit: None,
             message: message.clone(),
+            loaded: None,
             reason: message.clone(),
             again: false,
             under: None,
@@ -500,6 +522,7 @@ impl Daemon {
                             installed.version,
                             r,
                             Some(under),
+                            None,
                         )
                         .passing()
                 }
@@ -552,6 +575,7 @@ impl Daemon {
                     installed.version,
                     r,
                     Some(under),
+                    None,
                 )
                 .passing();
         }
@@ -566,7 +590,9 @@ impl Daemon {
     }
 
     /// Update `installed` of `name` refused for `r`: the loaded version runs on, the refusal
-    /// kept (`plugin_status.store_change`), audited, logged and told the agents once.
+    /// kept (`plugin_status.store_change`), audited, logged and told the agents once. `then`:
+    /// the phase the plugin is about to be in, when not the one it is in (refused at a
+    /// relaunch: held, or back to its quarantine), for the words of the log and notification.
     fn refuse_update(
         &mut self,
         name: &str,
@@ -574,6 +600,7 @@ impl Daemon {
         version: String,
         r: Refused,
         under: Option<&Under>,
+        then: Option<Phase>,
     ) -> StoreChange {
         let old = self.plugins[name].pkg.manifest.version().to_string();
         let error = if r.judged_with.is_empty() {
@@ -594,12 +621,19 @@ impl Daemon {
             kind: Some(r.kind),
             exit: Some(r.exit),
             message: format!(
-                "{} {} installed in the store is not run ({} refused it: {error}); {} {old} \
-                 runs on",
-                name, version, r.stage, name
+                "{} {} installed in the store is not run ({} refused it: {error})",
+                name, version, r.stage
             ),
+            loaded: Some(format!("{name} {old}")),
             reason: r.message.clone(),
         };
+        // Said as what becomes of the version loaded: the phase it is in, or — refused at a
+        // relaunch (`update_unfit`) — the one that relaunch leads to.
+        let phase = match then {
+            Some(phase) => phase,
+            None => self.plugins[name].phase,
+        };
+        let said = change.said(phase);
         let e = self.plugins.get_mut(name).expect("present");
         // Tried again (a passing refusal, another loaded set, SIGHUP) and refused for the same
         // reason: said once — one record, one log line —, not at every check.
@@ -617,9 +651,9 @@ impl Daemon {
         log_line(&format!(
             "store check: plugin {}: {}",
             term(name),
-            term(&change.message)
+            term(&said)
         ));
-        self.tell_agents(name, "warn", &change.message);
+        self.tell_agents(name, "warn", &said);
         change
     }
 
@@ -920,7 +954,16 @@ impl Daemon {
         let r = Refused::of("dependencies", &crate::cmd::store::dep_err(err));
         let sha = up.pkg.report.package_sha256.clone();
         let version = up.pkg.manifest.version().to_string();
-        let mut change = self.refuse_update(name, sha, version, r, None);
+        // What the relaunch that follows does with the loaded package (`relaunch`): back to
+        // the quarantine, held (`loaded_fits`), or launched.
+        let then = if up.quarantined {
+            Phase::Quarantined
+        } else if self.loaded_fits(name).is_err() {
+            Phase::Held
+        } else {
+            Phase::Running
+        };
+        let mut change = self.refuse_update(name, sha, version, r, None, Some(then));
         // Judged again at the next check (as a refusal of the moment), with what runs then.
         change.again = true;
         self.store_seen = None;
