@@ -1555,3 +1555,89 @@ fn a_relaunch_the_host_put_off_keeps_its_reason() {
         "{restarts:?}"
     );
 }
+
+/// Helper-126 (review-124's "held, then trust-quarantined"): as
+/// `a_plugin_whose_dependencies_changed_under_it_is_held_until_they_fit`, `app` 0.1.0 is held
+/// for `lib` 0.2.0 — and then its signer's certificate is revoked. The quarantine wins: the
+/// trust check quarantines the held plugin (`plugin_state` `quarantined` after its `held`,
+/// status `quarantined`, `held` null), and it is not relaunched when what it needs fits again
+/// (`lib` 0.1.0 back): a quarantine is lifted only by `plugin_restart`, which is refused while
+/// the package is. Pins the order of the two (no `restart` of `app` after the hold).
+#[test]
+fn a_held_plugin_whose_package_is_revoked_is_quarantined_and_stays_so_when_it_fits() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.add_developer("dev2");
+    let cert: Value =
+        serde_json::from_slice(&std::fs::read(fx.path("dev2.cert")).unwrap()).unwrap();
+    let serial = cert["certificate"]["serial"].as_str().unwrap().to_string();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let util1 = pack_needing(&fx, "util", "0.1.0", &[]);
+    let app1 = pack_needing_as(
+        &fx,
+        "dev2",
+        "app",
+        "0.1.0",
+        &[("lib", "^0.1"), ("util", "^0.1")],
+    );
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let util2 = pack_needing(&fx, "util", "0.2.0", &[]);
+    let app2 = pack_needing_as(
+        &fx,
+        "dev2",
+        "app",
+        "0.2.0",
+        &[("lib", "^0.2"), ("util", "^0.2")],
+    );
+    store(&fx, &["install", &lib1, &util1, &app1]);
+    let before = registry(&fx);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib, util
+    hang_call(&mut busy, &mut c, "util");
+    store(&fx, &["install", &lib2, &util2, &app2]);
+    wait_status(&mut c, "lib", |st| {
+        st["version"] == "0.2.0" && st["state"] == "ready"
+    });
+    put_back_in_registry(&fx, &before, "app");
+    let app = wait_status(&mut c, "app", |st| st["state"] == "held");
+    assert_eq!(app["version"], "0.1.0", "{app}");
+    fx.install_list(&["--serial", &serial]);
+    let app = wait_status(&mut c, "app", |st| st["state"] == "quarantined");
+    assert_eq!(app["quarantined"], true, "{app}");
+    assert!(app["held"].is_null(), "{app}");
+    assert_eq!(app["trust_refusal"]["kind"], "revocation.serial", "{app}");
+    let states: Vec<&Value> = c
+        .notes
+        .iter()
+        .filter(|n| n["method"] == "plugin_state" && n["params"]["plugin"] == "app")
+        .map(|n| &n["params"]["state"])
+        .skip_while(|s| *s != "held")
+        .collect();
+    assert_eq!(states, ["held", "quarantined"], "{:?}", c.notes);
+    // What it needs back: `util` 0.1.0 (its 0.2.0 breaks the quarantined `app` 0.1.0) and
+    // `lib` 0.1.0 (installed again). `app` fits, and stays quarantined.
+    let util = wait_status(&mut c, "util", |st| st["state"] == "ready");
+    assert_eq!(util["version"], "0.1.0", "{util}");
+    store(&fx, &["install", "--force", &lib1]);
+    wait_status(&mut c, "lib", |st| {
+        st["version"] == "0.1.0" && st["state"] == "ready"
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let app = c.ok("plugin_status", json!({"name": "app"}));
+    assert_eq!(app["state"], "quarantined", "{app}");
+    assert!(app["held"].is_null(), "{app}");
+    let r = c.call("plugin_restart", json!({"name": "app"}));
+    assert_eq!(r["error"]["data"]["kind"], "revocation.serial", "{r}");
+    let recs = records(&log);
+    assert!(
+        !recs
+            .iter()
+            .any(|r| r["event"] == "restart" && r["plugin"] == "app"),
+        "{recs:?}"
+    );
+}
