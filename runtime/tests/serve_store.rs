@@ -1098,14 +1098,20 @@ fn a_plugin_whose_dependencies_changed_under_it_is_held_until_they_fit() {
         "app 0.1.0 runs beside lib 0.2.0: {app}"
     );
     assert_eq!(app["version"], "0.1.0", "{app}");
-    assert_eq!(app["state"], "stopped", "{app}");
+    assert_eq!(app["state"], "held", "{app}");
     assert_eq!(app["held"]["kind"], "store.dependency", "{app}");
     assert!(app["store_change"].is_null(), "{app}");
+    // Said to the agents as a state of its own, with the reason its status shows (helper-126:
+    // the old daemon sent no `plugin_state` for the hold — the last one was app's `exited`).
+    let held = held_states(&c, "app");
+    assert_eq!(held.len(), 1, "{:?}", c.notes);
+    assert_eq!(held[0]["reason"], app["held"], "{held:?}");
     // Held while it does not fit: the checks after it (util's relaunch, the periodic check)
     // do not run it.
     std::thread::sleep(Duration::from_millis(3000));
     let app = c.ok("plugin_status", json!({"name": "app"}));
-    assert_eq!(app["state"], "stopped", "{app}");
+    assert_eq!(app["state"], "held", "{app}");
+    assert_eq!(held_states(&c, "app").len(), 1, "{:?}", c.notes);
     // `util` 0.2.0 breaks the held `app` 0.1.0 (a held plugin is loaded, in its version):
     // refused at its relaunch, `util` 0.1.0 relaunched.
     let util = wait_status(&mut c, "util", |st| st["state"] == "ready");
@@ -1134,6 +1140,15 @@ fn a_plugin_whose_dependencies_changed_under_it_is_held_until_they_fit() {
     let app = wait_status(&mut c, "app", |st| st["state"] == "ready");
     assert_eq!(app["version"], "0.1.0", "{app}");
     assert!(app["held"].is_null(), "{app}");
+    // Its relaunch is said as any launch is: `starting`, then `ready`, after the `held`.
+    let after: Vec<&Value> = c
+        .notes
+        .iter()
+        .filter(|n| n["method"] == "plugin_state" && n["params"]["plugin"] == "app")
+        .map(|n| &n["params"]["state"])
+        .skip_while(|s| *s != "held")
+        .collect();
+    assert_eq!(after, ["held", "starting", "ready"], "{:?}", c.notes);
     let lib = c.ok("plugin_status", json!({"name": "lib"}));
     assert_eq!(lib["version"], "0.1.0", "{lib}");
     let r = c.ok("hook_invoke", invoke("on:app", json!({"act": "ok"}), None));
@@ -1146,6 +1161,19 @@ fn a_plugin_whose_dependencies_changed_under_it_is_held_until_they_fit() {
             && r["detail"]["reason"] == "dependencies_fit"),
         "{recs:?}"
     );
+}
+
+/// The `plugin_state` notifications `held` of `plugin` that `c` received so far (their params).
+fn held_states(c: &Client, plugin: &str) -> Vec<Value> {
+    c.notes
+        .iter()
+        .filter(|n| {
+            n["method"] == "plugin_state"
+                && n["params"]["plugin"] == plugin
+                && n["params"]["state"] == "held"
+        })
+        .map(|n| n["params"].clone())
+        .collect()
 }
 
 /// Helper-120 (helper-121): as `a_plugin_refused_while_its_update_waits_is_relaunched_on_the_update`,
@@ -1353,6 +1381,23 @@ fn a_dependency_is_not_held_for_a_dependant_update_that_still_waits() {
     let tool = wait_status(&mut c, "tool", |st| !st["held"].is_null());
     assert_eq!(tool["version"], "0.1.0", "{tool}");
     assert_eq!(tool["store_change"]["kind"], "store.dependency", "{tool}");
+    // Said as it is (helper-126): `tool` 0.1.0 does not run on, it is held — in its status and
+    // in what the agents were told. The old daemon said "tool 0.1.0 runs on" in both.
+    let said = tool["store_change"]["message"].as_str().unwrap();
+    assert!(
+        said.ends_with("tool 0.1.0 is held stopped (plugin_status.held)"),
+        "{tool}"
+    );
+    let told: Vec<&str> = c
+        .notes
+        .iter()
+        .filter(|n| n["method"] == "log" && n["params"]["plugin"] == "tool")
+        .filter_map(|n| n["params"]["message"].as_str())
+        .filter(|m| m.contains("is not run"))
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(!told[0].contains("runs on"), "{told:?}");
+    assert!(told[0].contains("is held stopped"), "{told:?}");
     let lib = c.ok("plugin_status", json!({"name": "lib"}));
     assert_eq!(lib["state"], "ready", "{lib}");
     let recs = records(&log);
@@ -1362,6 +1407,29 @@ fn a_dependency_is_not_held_for_a_dependant_update_that_still_waits() {
             && r["detail"]["request"] == "restart"),
         "{recs:?}"
     );
+    // `lib` 0.2.0 refused once, one record (helper-126): refused at its relaunch, then judged
+    // again by the next check with the other updates and refused for the same reason — said
+    // once, although the check words it naming the updates judged with it. The old daemon
+    // compared the whole messages and wrote a second `denial`, logged and told it again.
+    let refusals: Vec<&Value> = recs
+        .iter()
+        .filter(|r| {
+            r["event"] == "denial" && r["plugin"] == "lib" && r["detail"]["request"] == "update"
+        })
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    let told = c
+        .notes
+        .iter()
+        .filter(|n| {
+            n["method"] == "log"
+                && n["params"]["plugin"] == "lib"
+                && n["params"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("is not run"))
+        })
+        .count();
+    assert_eq!(told, 1, "{:?}", c.notes);
 }
 
 /// Review-124: `lib`'s update withdrawn while `lib` 0.1.0 stops for it (a hanging call; the
@@ -1434,6 +1502,142 @@ fn a_quarantined_plugin_whose_update_is_withdrawn_stays_quarantined() {
         !recs[quarantined..]
             .iter()
             .any(|r| r["event"] == "restart" && r["plugin"] == "lib"),
+        "{recs:?}"
+    );
+}
+
+/// Review-124 (helper-126): as `a_relaunch_after_its_update_was_withdrawn_is_not_recorded_as_the_update`,
+/// but the relaunch's launch is refused by the host for the moment — its `restart` record not
+/// written because another writer holds the audit log's lock past the daemon's wait
+/// (`audit.busy`) — and tried again once the lock is free. The record of the try that is had
+/// still says `reason` `"update_withdrawn"`. The old daemon took the reason for the first try
+/// and lost it with it: the record said no reason, a plain restart's.
+#[test]
+fn a_relaunch_the_host_put_off_keeps_its_reason() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    store(&fx, &["install", &lib1]);
+    let before = registry(&fx);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "lib"}));
+    hang_call(&mut busy, &mut c, "lib");
+    store(&fx, &["install", &lib2]);
+    wait_status(&mut c, "lib", |st| st["state"] == "stopping");
+    put_back_in_registry(&fx, &before, "lib");
+    wait_log(&s, "no longer installed");
+    // `lib` 0.1.0 still stops (the hanging call, up to the 2 s grace): its relaunch comes
+    // under the held lock.
+    let lock = std::fs::File::open(fx.dir().join("audit.log.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    wait_log(&s, "not restarted, trying again");
+    let lib = c.ok("plugin_status", json!({"name": "lib"}));
+    assert_eq!(lib["state"], "restarting", "{lib}");
+    drop(held);
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "ready");
+    assert_eq!(lib["version"], "0.1.0", "{lib}");
+    let recs = records(&log);
+    let restarts: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "restart" && r["plugin"] == "lib")
+        .collect();
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    assert_eq!(
+        restarts[0]["detail"]["reason"], "update_withdrawn",
+        "{restarts:?}"
+    );
+}
+
+/// Helper-126 (review-124's "held, then trust-quarantined"): as
+/// `a_plugin_whose_dependencies_changed_under_it_is_held_until_they_fit`, `app` 0.1.0 is held
+/// for `lib` 0.2.0 — and then its signer's certificate is revoked. The quarantine wins: the
+/// trust check quarantines the held plugin (`plugin_state` `quarantined` after its `held`,
+/// status `quarantined`, `held` null), and it is not relaunched when what it needs fits again
+/// (`lib` 0.1.0 back): a quarantine is lifted only by `plugin_restart`, which is refused while
+/// the package is. Pins the order of the two (no `restart` of `app` after the hold).
+#[test]
+fn a_held_plugin_whose_package_is_revoked_is_quarantined_and_stays_so_when_it_fits() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.add_developer("dev2");
+    let cert: Value =
+        serde_json::from_slice(&std::fs::read(fx.path("dev2.cert")).unwrap()).unwrap();
+    let serial = cert["certificate"]["serial"].as_str().unwrap().to_string();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let util1 = pack_needing(&fx, "util", "0.1.0", &[]);
+    let app1 = pack_needing_as(
+        &fx,
+        "dev2",
+        "app",
+        "0.1.0",
+        &[("lib", "^0.1"), ("util", "^0.1")],
+    );
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let util2 = pack_needing(&fx, "util", "0.2.0", &[]);
+    let app2 = pack_needing_as(
+        &fx,
+        "dev2",
+        "app",
+        "0.2.0",
+        &[("lib", "^0.2"), ("util", "^0.2")],
+    );
+    store(&fx, &["install", &lib1, &util1, &app1]);
+    let before = registry(&fx);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "app"})); // and lib, util
+    hang_call(&mut busy, &mut c, "util");
+    store(&fx, &["install", &lib2, &util2, &app2]);
+    wait_status(&mut c, "lib", |st| {
+        st["version"] == "0.2.0" && st["state"] == "ready"
+    });
+    put_back_in_registry(&fx, &before, "app");
+    let app = wait_status(&mut c, "app", |st| st["state"] == "held");
+    assert_eq!(app["version"], "0.1.0", "{app}");
+    fx.install_list(&["--serial", &serial]);
+    let app = wait_status(&mut c, "app", |st| st["state"] == "quarantined");
+    assert_eq!(app["quarantined"], true, "{app}");
+    assert!(app["held"].is_null(), "{app}");
+    assert_eq!(app["trust_refusal"]["kind"], "revocation.serial", "{app}");
+    let states: Vec<&Value> = c
+        .notes
+        .iter()
+        .filter(|n| n["method"] == "plugin_state" && n["params"]["plugin"] == "app")
+        .map(|n| &n["params"]["state"])
+        .skip_while(|s| *s != "held")
+        .collect();
+    assert_eq!(states, ["held", "quarantined"], "{:?}", c.notes);
+    // What it needs back: `util` 0.1.0 (its 0.2.0 breaks the quarantined `app` 0.1.0) and
+    // `lib` 0.1.0 (installed again). `app` fits, and stays quarantined.
+    let util = wait_status(&mut c, "util", |st| st["state"] == "ready");
+    assert_eq!(util["version"], "0.1.0", "{util}");
+    store(&fx, &["install", "--force", &lib1]);
+    wait_status(&mut c, "lib", |st| {
+        st["version"] == "0.1.0" && st["state"] == "ready"
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let app = c.ok("plugin_status", json!({"name": "app"}));
+    assert_eq!(app["state"], "quarantined", "{app}");
+    assert!(app["held"].is_null(), "{app}");
+    let r = c.call("plugin_restart", json!({"name": "app"}));
+    assert_eq!(r["error"]["data"]["kind"], "revocation.serial", "{r}");
+    let recs = records(&log);
+    assert!(
+        !recs
+            .iter()
+            .any(|r| r["event"] == "restart" && r["plugin"] == "app"),
         "{recs:?}"
     );
 }

@@ -235,6 +235,8 @@ impl Entry {
         match self.phase {
             Phase::Restarting(_) => "restarting",
             Phase::Quarantined => "quarantined",
+            // As its `plugin_state` said it (`hold_unfit`); no process, so nothing else to say.
+            Phase::Held => "held",
             _ => match self.slot.and_then(|s| sup.handle(s)).map(|h| h.state()) {
                 Some(State::Starting) => "starting",
                 Some(State::Ready) => "ready",
@@ -1342,7 +1344,7 @@ impl Daemon {
             "spare": e.spare.is_some(),
             "trust_refusal": e.trust_refusal.as_ref().map(TrustRefusal::to_json),
             "from_store": e.from_store,
-            "store_change": e.store_change.as_ref().map(|c| c.to_json()),
+            "store_change": e.store_change.as_ref().map(|c| c.to_json(e.phase)),
             "held": e.held.as_ref().filter(|_| e.phase == Phase::Held).map(|h| h.to_json()),
         })
     }
@@ -2347,6 +2349,11 @@ impl Daemon {
                 e.phase = Phase::Restarting(now + Duration::from_millis(delay));
                 let restarts = e.restarts;
                 let kind = err.data.as_ref().and_then(|d| d.get("kind")).cloned();
+                // Still the relaunch it was (`dependencies_fit`, `grant_expiry`,
+                // `update_withdrawn`, …): the `restart` record of the try that is had says why,
+                // as an update's does (`update_from`). Taken for this try, it was a plain
+                // restart's record then (review-124).
+                e.relaunch_for = by_daemon;
                 log_line(&format!(
                     "plugin {}: not restarted, trying again in {delay} ms (not counted as a \
                      crash): {}",

@@ -91,8 +91,8 @@
 //! relaunched on its own update, a plugin loaded or unloaded) or the store's other pending
 //! updates (another package installed for a loaded plugin), and whenever another update is
 //! tried in the check (one refused for the moment may be the one it needs). A refusal tried
-//! again for the same reason is said once. A plugin still in its first launch is updated once
-//! it is ready.
+//! again for the same reason (package, kind, words) is said once. A plugin still in its first
+//! launch is updated once it is ready.
 
 use super::*;
 
@@ -123,7 +123,15 @@ pub(crate) struct StoreChange {
     version: Option<String>,
     kind: Option<&'static str>,
     exit: Option<u8>,
+    /// What happened to the package (`update`: up to the refusal; [`StoreChange::to_json`]
+    /// adds what became of the version loaded).
     message: String,
+    /// An update refused: the version loaded (`"{name} {version}"`), which runs on — or is
+    /// held, or stays quarantined: said as it is when the message is read.
+    loaded: Option<String>,
+    /// The refusal itself (`Refused::message`), without what the message adds around it (the
+    /// updates it was judged with, what runs meanwhile): what "the same refusal" compares.
+    reason: String,
     /// Tried again at the next check although the registry did not change: a refusal of the
     /// moment (a lock held: 75) or of the node's configuration (its license or trust
     /// configuration cannot be used), which says nothing about the package.
@@ -161,9 +169,25 @@ pub(crate) struct Under {
 }
 
 impl StoreChange {
-    pub(crate) fn to_json(&self) -> Value {
+    /// `plugin_status.store_change` of a plugin in `phase`.
+    pub(crate) fn to_json(&self, phase: Phase) -> Value {
         json!({"change": self.change, "version": self.version, "kind": self.kind,
-               "exit": self.exit, "message": self.message})
+               "exit": self.exit, "message": self.said(phase)})
+    }
+
+    /// The message, for a plugin in `phase`: an update refused says what the version loaded
+    /// does then — it runs on, or it is held or stays quarantined (said "runs on" whatever it
+    /// did, helper-121/review-124: a held plugin's status said it ran).
+    fn said(&self, phase: Phase) -> String {
+        let Some(loaded) = &self.loaded else {
+            return self.message.clone();
+        };
+        let then = match phase {
+            Phase::Held => "is held stopped (plugin_status.held)",
+            Phase::Quarantined => "stays quarantined",
+            _ => "runs on",
+        };
+        format!("{}; {loaded} {then}", self.message)
     }
 
     /// Whether the refusal is of the moment (a lock held: 75) or of the node's configuration,
@@ -181,12 +205,15 @@ impl StoreChange {
             && self.under.as_ref().is_none_or(|u| u == under)
     }
 
-    /// The same refusal as `other` (package, kind, message): said once, not at every check.
+    /// The same refusal as `other` (package, kind, the refusal's own words): said once, not
+    /// at every check. Not the whole message: a check names the other updates it judged the
+    /// package with, a relaunch refusing it (`update_fits`) none — compared whole, one refusal
+    /// was said (recorded, logged, told) once by each.
     fn same_as(&self, other: &StoreChange) -> bool {
         self.change == other.change
             && self.package_sha256 == other.package_sha256
             && self.kind == other.kind
-            && self.message == other.message
+            && self.reason == other.reason
     }
 }
 
@@ -197,6 +224,9 @@ struct Refused {
     kind: &'static str,
     exit: u8,
     message: String,
+    /// The other updates of the check it was judged with (for its dependencies), named by
+    /// the message after the refusal.
+    judged_with: Vec<String>,
 }
 
 impl Refused {
@@ -206,6 +236,7 @@ impl Refused {
             kind: e.kind(),
             exit: e.exit().code(),
             message: e.chain().join(": "),
+            judged_with: Vec::new(),
         }
     }
 
@@ -217,6 +248,7 @@ impl Refused {
             kind: r.kind,
             exit: r.exit,
             message: r.message.clone(),
+            judged_with: Vec::new(),
         }
     }
 }
@@ -434,6 +466,8 @@ impl Daemon {
             kind: None,
             exit: None,
             message: message.clone(),
+            loaded: None,
+            reason: message.clone(),
             again: false,
             under: None,
         });
@@ -488,6 +522,7 @@ impl Daemon {
                             installed.version,
                             r,
                             Some(under),
+                            None,
                         )
                         .passing()
                 }
@@ -527,19 +562,12 @@ impl Daemon {
             let Some((installed, _)) = verified.remove(&name) else {
                 continue;
             };
-            let others: Vec<&str> = labels
+            let mut r = Refused::of("dependencies", &crate::cmd::store::dep_err(err));
+            r.judged_with = labels
                 .iter()
                 .filter(|(n, _)| **n != name)
-                .map(|(_, l)| l.as_str())
+                .map(|(_, l)| l.clone())
                 .collect();
-            let mut r = Refused::of("dependencies", &crate::cmd::store::dep_err(err));
-            if !others.is_empty() {
-                r.message = format!(
-                    "{} (judged together with the other updates of this check: {})",
-                    r.message,
-                    others.join(", ")
-                );
-            }
             passing |= self
                 .refuse_update(
                     &name,
@@ -547,6 +575,7 @@ impl Daemon {
                     installed.version,
                     r,
                     Some(under),
+                    None,
                 )
                 .passing();
         }
@@ -561,7 +590,9 @@ impl Daemon {
     }
 
     /// Update `installed` of `name` refused for `r`: the loaded version runs on, the refusal
-    /// kept (`plugin_status.store_change`), audited, logged and told the agents once.
+    /// kept (`plugin_status.store_change`), audited, logged and told the agents once. `then`:
+    /// the phase the plugin is about to be in, when not the one it is in (refused at a
+    /// relaunch: held, or back to its quarantine), for the words of the log and notification.
     fn refuse_update(
         &mut self,
         name: &str,
@@ -569,8 +600,18 @@ impl Daemon {
         version: String,
         r: Refused,
         under: Option<&Under>,
+        then: Option<Phase>,
     ) -> StoreChange {
         let old = self.plugins[name].pkg.manifest.version().to_string();
+        let error = if r.judged_with.is_empty() {
+            r.message.clone()
+        } else {
+            format!(
+                "{} (judged together with the other updates of this check: {})",
+                r.message,
+                r.judged_with.join(", ")
+            )
+        };
         let change = StoreChange {
             again: matches!(r.stage, "license" | "trust"),
             under: under.filter(|_| r.stage == "dependencies").cloned(),
@@ -580,10 +621,19 @@ impl Daemon {
             kind: Some(r.kind),
             exit: Some(r.exit),
             message: format!(
-                "{} {} installed in the store is not run ({} refused it: {}); {} {old} runs on",
-                name, version, r.stage, r.message, name
+                "{} {} installed in the store is not run ({} refused it: {error})",
+                name, version, r.stage
             ),
+            loaded: Some(format!("{name} {old}")),
+            reason: r.message.clone(),
         };
+        // Said as what becomes of the version loaded: the phase it is in, or — refused at a
+        // relaunch (`update_unfit`) — the one that relaunch leads to.
+        let phase = match then {
+            Some(phase) => phase,
+            None => self.plugins[name].phase,
+        };
+        let said = change.said(phase);
         let e = self.plugins.get_mut(name).expect("present");
         // Tried again (a passing refusal, another loaded set, SIGHUP) and refused for the same
         // reason: said once — one record, one log line —, not at every check.
@@ -595,15 +645,15 @@ impl Daemon {
         rec.event = Event::Denial;
         rec.outcome = "refused".into();
         rec.detail = json!({"request": "update", "stage": r.stage, "kind": r.kind,
-                            "version": version, "error": r.message});
+                            "version": version, "error": error});
         e.store_change = Some(change.clone());
         self.audit(rec);
         log_line(&format!(
             "store check: plugin {}: {}",
             term(name),
-            term(&change.message)
+            term(&said)
         ));
-        self.tell_agents(name, "warn", &change.message);
+        self.tell_agents(name, "warn", &said);
         change
     }
 
@@ -671,6 +721,7 @@ impl Daemon {
                     kind: v.kind(),
                     exit: v.exit().code(),
                     message: crate::package::verify::error_chain(&v),
+                    judged_with: Vec::new(),
                 });
             }
         };
@@ -688,6 +739,7 @@ impl Daemon {
                     "the store's package for `{name}` is named `{}`",
                     pkg.manifest.name()
                 ),
+                judged_with: Vec::new(),
             });
         }
         // Its dependencies are judged with the other updates of the check (`try_updates`).
@@ -706,6 +758,7 @@ impl Daemon {
                 kind: "store.io",
                 exit: crate::exit::Exit::IoErr.code(),
                 message: format!("cannot prepare the package: {e}"),
+                judged_with: Vec::new(),
             },
         )?;
         Ok(Some(pkg))
@@ -833,8 +886,8 @@ impl Daemon {
     /// dependant does not accept, but held stopped ([`Phase::Held`]: no process, its calls
     /// answered `unavailable` as a stopped plugin's) — fail closed. Said as a refused update is
     /// (`plugin_status.held` with the refusal's kind, exit and message, a `denial` record with
-    /// `detail.request` `"restart"` and `detail.stage` `dependencies`, a log line, a
-    /// notification), once. Launched again as soon as it fits (`supervise_one` asks at every
+    /// `detail.request` `"restart"` and `detail.stage` `dependencies`, a log line, a `log`
+    /// notification) and as a state (`plugin_state` `held`, the status's `state`), once. Launched again as soon as it fits (`supervise_one` asks at every
     /// turn: a dependency relaunched on another version, unloaded), when an update admitted
     /// for it runs, or by `plugin_restart` once what it needs is loaded in fitting versions.
     pub(super) fn hold_unfit(&mut self, name: &str, err: stockade_policy::deps::DepError) {
@@ -873,6 +926,10 @@ impl Daemon {
         self.audit(rec);
         log_line(&format!("plugin {}: {}", term(name), term(&held.message)));
         self.tell_agents(name, "warn", &held.message);
+        // Its state, as a quarantine is said: an agent following `plugin_state` saw the last
+        // incarnation end and then nothing — it could not tell a plugin held from one about to
+        // be relaunched. Its relaunch says `starting` and `ready` as any launch does.
+        self.note_state(name, "held", json!({ "reason": held.to_json() }));
     }
 
     /// The update admitted for `name` no longer fits at its relaunch (`update_fits`): it is
@@ -891,12 +948,22 @@ impl Daemon {
         let Some(up) = self.plugins.get_mut(name).and_then(|e| e.update.take()) else {
             return false;
         };
-        // Worded as the check words it, so that the check judging it again with what runs then
-        // says it once (one record, one log line), not twice.
+        // The refusal as the check words it (`same_as` leaves out the updates the check names
+        // it with), so that the check judging it again with what runs then says it once (one
+        // record, one log line), not twice.
         let r = Refused::of("dependencies", &crate::cmd::store::dep_err(err));
         let sha = up.pkg.report.package_sha256.clone();
         let version = up.pkg.manifest.version().to_string();
-        let mut change = self.refuse_update(name, sha, version, r, None);
+        // What the relaunch that follows does with the loaded package (`relaunch`): back to
+        // the quarantine, held (`loaded_fits`), or launched.
+        let then = if up.quarantined {
+            Phase::Quarantined
+        } else if self.loaded_fits(name).is_err() {
+            Phase::Held
+        } else {
+            Phase::Running
+        };
+        let mut change = self.refuse_update(name, sha, version, r, None, Some(then));
         // Judged again at the next check (as a refusal of the moment), with what runs then.
         change.again = true;
         self.store_seen = None;
