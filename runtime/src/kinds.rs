@@ -115,6 +115,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("audit.unsafe", Exit::Config),
     ("store.unsafe", Exit::Config),
     ("store.not_owner", Exit::Config),
+    ("store.newer_format", Exit::Config),
     ("source.unsafe", Exit::Config),
     ("source.not_owner", Exit::Config),
     ("source.left_behind", Exit::Config),

@@ -385,13 +385,20 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         // A killed sandbox that had not ended is waited for here (its cgroup and uid released).
         drop(d);
         // A frozen license refuses as it does for `run` (100), a registry that cannot be read
-        // as the store commands do (106); any other refusal is the config's (65).
+        // as the store commands do (106; 78 for one a newer Stockade wrote); any other refusal is
+        // the config's (65).
         let kind_is = |k: &str| e.data.as_ref().is_some_and(|d| d["kind"] == k);
         let (exit, kind, hint) = if kind_is("license_frozen") {
             (
                 Exit::LicenseFrozen,
                 "license_frozen",
                 "fix or remove the package from [serve] load",
+            )
+        } else if kind_is("store.newer_format") {
+            (
+                Exit::Config,
+                "store.newer_format",
+                "the store was written by a newer Stockade: upgrade Stockade; nothing was changed",
             )
         } else if kind_is("store.corrupt") {
             (
