@@ -116,6 +116,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("store.unsafe", Exit::Config),
     ("store.not_owner", Exit::Config),
     ("store.newer_format", Exit::Config),
+    ("ca_dir_newer_format", Exit::Config),
     ("source.unsafe", Exit::Config),
     ("source.not_owner", Exit::Config),
     ("source.left_behind", Exit::Config),
