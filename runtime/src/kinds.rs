@@ -50,6 +50,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("ca_dir_corrupt", Exit::DataErr),
     ("container", Exit::DataErr),
     ("statement", Exit::DataErr),
+    ("statement.newer_format", Exit::DataErr),
     ("load", Exit::DataErr),
     ("audit_head", Exit::DataErr),
     ("audit_chain", Exit::DataErr),

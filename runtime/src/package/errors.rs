@@ -8,6 +8,7 @@ use crate::exit::Exit;
 use crate::fileio::FileError;
 use crate::state::StateError;
 use stockade_policy::capability::Capability;
+use stockade_policy::manifest::ManifestError;
 use stockade_trust::cert::CertError;
 use stockade_trust::chain::{ChainError, ValidityError};
 use stockade_trust::crl::CrlError;
@@ -254,6 +255,7 @@ impl VerifyError {
             VerifyError::Container(_) => "container",
             VerifyError::Statement(StatementError::TooLarge(_)) => "size_cap.statement",
             VerifyError::Statement(StatementError::Manifest(_)) => "manifest",
+            VerifyError::Statement(StatementError::NewerFormat(_)) => "statement.newer_format",
             VerifyError::Statement(_) => "statement",
             VerifyError::Signature(SignatureError::NotPinned { .. }) => "signature.not_pinned",
             VerifyError::Signature(SignatureError::DeveloperCert(_)) => "signature.developer_cert",
@@ -323,6 +325,14 @@ impl VerifyError {
             return "a newer revocation list is recorded under the state directory's lock: run as \
                     root or as the state directory's owner; what is at the lock's name must be a \
                     regular file of that owner's (remove anything else, it holds no data)";
+        }
+        if let VerifyError::Statement(
+            StatementError::NewerFormat(_)
+            | StatementError::Manifest(ManifestError::RuntimeTooOld { .. }),
+        ) = self
+        {
+            return "the package was made for a newer Stockade than this one: upgrade Stockade to \
+                    use it; nothing was installed or run";
         }
         if let VerifyError::Revocation(RevocationError::State(_)) = self {
             return "restore the state file named (revocation-state.json) or make it a regular file of \
