@@ -123,6 +123,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("source.left_behind", Exit::Config),
     ("source.stray_copy", Exit::Config),
     ("source.corrupt", Exit::Config),
+    ("source.newer_format", Exit::Config),
     ("source.state_dir", Exit::Config),
     // 80–87: the verification step that refused the package.
     ("size_cap", Exit::SizeCap),
