@@ -114,6 +114,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("kv_store", Exit::Config),
     ("quarantine", Exit::Config),
     ("audit.unsafe", Exit::Config),
+    ("audit.newer_format", Exit::Config),
     ("store.unsafe", Exit::Config),
     ("store.not_owner", Exit::Config),
     ("store.newer_format", Exit::Config),
