@@ -113,6 +113,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("revocation.state", Exit::Config),
     ("kv_store", Exit::Config),
     ("quarantine", Exit::Config),
+    ("state.newer_format", Exit::Config),
     ("audit.unsafe", Exit::Config),
     ("audit.newer_format", Exit::Config),
     ("store.unsafe", Exit::Config),

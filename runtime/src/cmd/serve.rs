@@ -274,6 +274,10 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
     // A record that cannot be read stops the daemon: ignoring it would run what it quarantines.
     let quarantines =
         crate::host::quarantine::Quarantines::load(&trust.state_dir).map_err(|e| {
+            if let crate::state::StateError::NewerFormat { .. } = e {
+                return CmdError::new(Exit::Config, "state.newer_format", e)
+                    .hint(crate::state::NEWER_FORMAT_HINT);
+            }
             CmdError::new(Exit::Config, "quarantine", e).hint(
                 "fix or remove <state-dir>/quarantine.json (removing it lifts every recorded quarantine)",
             )

@@ -288,6 +288,7 @@ impl VerifyError {
                 }
                 RevocationError::OtherIssuer { .. } => "revocation.other_issuer",
                 RevocationError::State(StateError::LockBusy { .. }) => "revocation.state_busy",
+                RevocationError::State(StateError::NewerFormat { .. }) => "state.newer_format",
                 RevocationError::State(_) => "revocation.state",
             },
             VerifyError::Scope(s) => match s {
@@ -333,6 +334,11 @@ impl VerifyError {
         {
             return "the package was made for a newer Stockade than this one: upgrade Stockade to \
                     use it; nothing was installed or run";
+        }
+        if let VerifyError::Revocation(RevocationError::State(StateError::NewerFormat { .. })) =
+            self
+        {
+            return crate::state::NEWER_FORMAT_HINT;
         }
         if let VerifyError::Revocation(RevocationError::State(_)) = self {
             return "restore the state file named (revocation-state.json) or make it a regular file of \
