@@ -335,6 +335,18 @@ impl VerifyError {
             return "the package was made for a newer Stockade than this one: upgrade Stockade to \
                     use it; nothing was installed or run";
         }
+        // A certificate or revocation list a newer Stockade signed: the CA's tools are newer
+        // than this node, and "obtain another copy" or "install a current list" would bring
+        // the same format back.
+        if let VerifyError::Chain(
+            ChainStepError::DeveloperCert(CertError::NewerFormat(_))
+            | ChainStepError::IntermediateCert(CertError::NewerFormat(_)),
+        )
+        | VerifyError::Revocation(RevocationError::List(CrlError::NewerFormat(_))) = self
+        {
+            return "a certificate or the revocation list is of a format a newer Stockade signs: \
+                    upgrade Stockade on this node (until then nothing it covers is verified)";
+        }
         if let VerifyError::Revocation(RevocationError::State(StateError::NewerFormat { .. })) =
             self
         {
@@ -356,6 +368,39 @@ impl VerifyError {
             Exit::UnsafeArchive => "the payload contains entries that are unsafe to extract; do not use this package",
             Exit::IoErr => "the package was not judged: this host could not write its files (no space, a quota, a read-only file system, too many open files); nothing was installed or run, free the resource and try again",
             _ => "check the path and permissions",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate or revocation list of a newer format keeps its step's code and kind, and
+    /// its hint says to upgrade: "obtain an untampered copy" or "install a current revocation
+    /// list from your CA" (what they said) brings the same newer format back.
+    #[test]
+    fn a_newer_format_document_says_to_upgrade() {
+        let cases = [
+            (
+                VerifyError::Chain(ChainStepError::DeveloperCert(CertError::NewerFormat(2))),
+                Exit::Chain,
+                "chain.certificate",
+            ),
+            (
+                VerifyError::Chain(ChainStepError::IntermediateCert(CertError::NewerFormat(2))),
+                Exit::Chain,
+                "chain.certificate",
+            ),
+            (
+                VerifyError::Revocation(RevocationError::List(CrlError::NewerFormat(2))),
+                Exit::Revoked,
+                "revocation.list_invalid",
+            ),
+        ];
+        for (e, exit, kind) in cases {
+            assert_eq!((e.exit(), e.kind()), (exit, kind), "{e:?}");
+            assert!(e.hint().contains("upgrade Stockade"), "{e:?}: {}", e.hint());
         }
     }
 }
