@@ -19,3 +19,19 @@ pub mod protocol;
 pub mod sandbox;
 pub mod sertone;
 pub mod serve;
+
+/// The `version` of a TOML file this crate reads when it is above 1: a file written for a newer
+/// Stockade. Looked at before the strict parse (`deny_unknown_fields`), since a newer version
+/// may have keys this build does not know, which would be reported as an unknown key instead
+/// of the version. `None` for version 1, no version, or text that does not parse (the strict
+/// parse says why).
+pub(crate) fn newer_toml_version(text: &str) -> Option<u32> {
+    #[derive(serde::Deserialize)]
+    struct Tag {
+        version: u32,
+    }
+    toml::from_str::<Tag>(text)
+        .ok()
+        .map(|t| t.version)
+        .filter(|&v| v > 1)
+}

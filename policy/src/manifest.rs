@@ -328,6 +328,26 @@ impl Manifest {
         serde_json::from_value(v).map_err(ManifestError::Parse)
     }
 
+    /// The refusal of a manifest this build could not parse ([`Manifest::from_value`] failed)
+    /// that asks for a newer runtime than `runtime_version`: its `min_runtime_version` (or
+    /// `min_agent_version`) is a semantic version above it. A manifest for a newer Stockade may
+    /// carry fields this one does not know; "not valid JSON of the expected shape" would send
+    /// the operator to its author, where the way out is to upgrade. `None` otherwise (the
+    /// parse error stands).
+    pub fn for_newer_runtime(
+        v: &serde_json::Value,
+        runtime_version: &semver::Version,
+    ) -> Option<ManifestError> {
+        let min = v
+            .get("min_runtime_version")
+            .or_else(|| v.get("min_agent_version"))?
+            .as_str()?;
+        let min_v = semver::Version::parse(min).ok()?;
+        (&min_v > runtime_version).then(|| ManifestError::RuntimeTooOld {
+            required: min.to_string(),
+        })
+    }
+
     /// Check every rule. `runtime_version` is this runtime's version, compared with
     /// `min_runtime_version`.
     pub fn validate(

@@ -283,6 +283,9 @@ impl ServeConfig {
         if text.len() > MAX_SERVE_CONFIG_BYTES {
             return Err(ServeConfigError::TooLarge);
         }
+        if let Some(found) = crate::newer_toml_version(text) {
+            return Err(ServeConfigError::Version(found));
+        }
         let c: ServeConfig = toml::from_str(text).map_err(ServeConfigError::Syntax)?;
         c.validate()?;
         Ok(c)
@@ -436,6 +439,11 @@ mod tests {
         ));
         assert!(matches!(
             ServeConfig::parse("version = 2\n"),
+            Err(ServeConfigError::Version(2))
+        ));
+        // A newer version's keys do not hide its version (they were a syntax error).
+        assert!(matches!(
+            ServeConfig::parse("version = 2\n[serve]\nallowed_uid = [1]\n"),
             Err(ServeConfigError::Version(2))
         ));
         assert!(matches!(

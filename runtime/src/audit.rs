@@ -201,6 +201,18 @@ pub enum AuditError {
     /// A record has no canonical form.
     #[error("cannot canonicalize the audit record")]
     Canonical(#[source] stockade_trust::canonical::CanonicalError),
+    /// The last record of the file is of a newer schema (`stockade.audit/N`, N > 1): a newer
+    /// Stockade wrote it, and this one cannot check what it chains to ([`newer_schema`]).
+    #[error(
+        "the last record of {} has schema `{schema}`, written by a newer Stockade; this one writes `{SCHEMA}`",
+        path.display()
+    )]
+    NewerFormat {
+        /// The file.
+        path: PathBuf,
+        /// The record's schema.
+        schema: String,
+    },
     /// The last record of the file does not parse: refusing to extend a broken chain.
     #[error("the last record of {} is not a valid audit record; run `stockade audit verify`", path.display())]
     BrokenTail {
@@ -638,12 +650,31 @@ fn read_last(f: &mut std::fs::File, path: &Path) -> Result<Option<Record>, Audit
         .map_err(io)?;
     match tail.lines().rev().find(|l| !l.trim().is_empty()) {
         None => Ok(None),
+        Some(last) if newer_schema(last).is_some() => Err(AuditError::NewerFormat {
+            path: path.to_path_buf(),
+            schema: newer_schema(last).unwrap_or_default(),
+        }),
         Some(last) => serde_json::from_str(last)
             .map(Some)
             .map_err(|_| AuditError::BrokenTail {
                 path: path.to_path_buf(),
             }),
     }
+}
+
+/// The schema of a record line a newer Stockade wrote (`stockade.audit/N`, N > 1), looked at
+/// before the record is parsed: a newer schema may add fields this build refuses
+/// (`deny_unknown_fields`), or hash them otherwise. Such a record is neither damage nor
+/// tampering to report ("not a valid audit record", "the log was altered"), nor one this build
+/// can check or chain to: after a downgrade, appends and `audit verify` say what it is.
+fn newer_schema(line: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Tag {
+        schema: String,
+    }
+    let tag: Tag = serde_json::from_str(line).ok()?;
+    let n: u32 = tag.schema.strip_prefix("stockade.audit/")?.parse().ok()?;
+    (n > 1 && tag.schema == format!("stockade.audit/{n}")).then_some(tag.schema)
 }
 
 /// Whether a log whose last record is `last` may be extended, given its head file: it agrees
@@ -828,6 +859,16 @@ fn write_head(log: &Path, h: &Head) -> std::io::Result<()> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
 #[non_exhaustive]
 pub enum ChainError {
+    /// The record is of a newer schema: written by a newer Stockade, which checks it.
+    #[error("record {record} (line {line}) has schema `{schema}`, written by a newer Stockade; this one checks `{SCHEMA}`")]
+    NewerFormat {
+        /// 1-based record number.
+        record: usize,
+        /// 1-based line.
+        line: usize,
+        /// Its schema.
+        schema: String,
+    },
     /// The line is not a record.
     #[error("record {record} (line {line}) is not a valid audit record")]
     Malformed {
@@ -995,6 +1036,13 @@ pub fn check_chain(text: &str) -> Result<Chain, ChainError> {
             continue;
         }
         let record = n + 1;
+        if let Some(schema) = newer_schema(line) {
+            return Err(ChainError::NewerFormat {
+                record,
+                line: i + 1,
+                schema,
+            });
+        }
         let r: Record = serde_json::from_str(line).map_err(|_| ChainError::Malformed {
             record,
             line: i + 1,
@@ -1157,6 +1205,13 @@ pub fn append_or_fail(log: &AuditLog, mut r: Record) -> Result<(), crate::error:
     log.append(r).map(|_| ()).map_err(into_cmd)
 }
 
+/// What to do about a log a newer Stockade wrote ([`AuditError::NewerFormat`],
+/// [`ChainError::NewerFormat`]).
+pub const NEWER_FORMAT_HINT: &str = "the log was written by a newer Stockade (a downgrade): \
+    use the version that wrote it, which appends to and checks it; to go on with this one, move \
+    the log and its .head file aside together (kept whole, the newer version verifies them) so it \
+    starts a new log; nothing was written";
+
 /// The command error for an audit log that cannot be written (or rotated): its kind, exit code
 /// and what to do (docs/exit-codes.md).
 pub fn into_cmd(e: AuditError) -> crate::error::CmdError {
@@ -1183,6 +1238,9 @@ pub fn into_cmd(e: AuditError) -> crate::error::CmdError {
                 path.display()
             );
             return CmdError::new(Exit::IoErr, "audit.truncated", e).hint(hint);
+        }
+        AuditError::NewerFormat { .. } => {
+            return CmdError::new(Exit::Config, "audit.newer_format", e).hint(NEWER_FORMAT_HINT);
         }
         AuditError::NotTruncated { .. } => {
             return CmdError::new(Exit::Usage, "audit.not_truncated", e).hint(

@@ -78,6 +78,7 @@ impl NodeError {
         match self {
             NodeError::Rollback(LicenseError::Missing { .. }) => "license.missing",
             NodeError::Rollback(_) => "license.rollback",
+            NodeError::Memory(StateError::NewerFormat { .. }) => "state.newer_format",
             _ => "node",
         }
     }
@@ -86,6 +87,7 @@ impl NodeError {
     pub fn hint(&self) -> &'static str {
         match self {
             NodeError::Rollback(_) => "install the latest license of this node again with `stockade node license install FILE` (the one named, or one issued after it)",
+            NodeError::Memory(StateError::NewerFormat { .. }) => crate::state::NEWER_FORMAT_HINT,
             NodeError::Memory(_) => "fix <state-dir>/license-state.json (removing it forgets which licenses were installed: an older one would be accepted again)",
             // Not "remove it": once a license was installed, a missing one is a rollback.
             _ => "reinstall the license with `stockade node license install FILE`, or fix <state-dir>/license.json",

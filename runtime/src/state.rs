@@ -38,6 +38,14 @@
 //!   may be older than) is not applied — as with no floor at all (state of earlier builds):
 //!   the per-serial rule alone, until the next install records one.
 //!
+//! Across versions: these files (and `quarantine.json`) have no format marker — format 1, which
+//! every build so far writes and earlier builds refuse to read with one. A newer format marks
+//! itself with a top-level `"format": N` (N from 2 to below 10⁹, below any `issued_at` a license
+//! memory keeps under a serial `format`), which [`load_json`] looks at before it parses the file
+//! and refuses as [`StateError::NewerFormat`] (78 `state.newer_format`), nothing changed: not
+//! "corrupt", whose remedy (remove it) would forget the lists and licenses seen or lift the
+//! quarantines.
+//!
 //! Written atomically (temp file + fsync + rename), created 0700/0600: only root needs it. Read
 //! only from a file of root's, this user's or the directory owner's that no one else may write,
 //! and not through a symlink ([`load_json`]): anyone else who could write one could empty it.
@@ -67,6 +75,11 @@ pub const REVOCATION_LOCK_FILE: &str = "revocation-state.lock";
 /// File recording the highest license `issued_at` installed per serial and the license installed
 /// last (`stockade_trust::license::License::check_not_rolled_back`).
 pub const LICENSE_STATE_FILE: &str = "license-state.json";
+
+/// What to do about a state file a newer Stockade wrote ([`StateError::NewerFormat`]).
+pub const NEWER_FORMAT_HINT: &str = "a newer Stockade wrote this state file (the one named): use \
+    that version, which reads it; nothing was changed. Do not remove it: it holds what this node \
+    must not forget (the revocation lists and licenses seen, the quarantined plugins)";
 
 /// Why the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +119,18 @@ pub enum StateError {
         path: PathBuf,
         /// How long this process waited for it.
         waited: std::time::Duration,
+    },
+    /// The file says it is of a format above 1 (a top-level `"format": N`): a newer Stockade
+    /// wrote it ([`load_json`]).
+    #[error(
+        "state file {} is of format {format}, written by a newer Stockade (this one reads format 1)",
+        path.display()
+    )]
+    NewerFormat {
+        /// The file.
+        path: PathBuf,
+        /// Its format.
+        format: u64,
     },
     /// Content is corrupt.
     #[error("state file {} is corrupt", path.display())]
@@ -426,10 +451,31 @@ pub fn load_json<T: Default + serde::de::DeserializeOwned>(
 ) -> Result<T, StateError> {
     let path = state_dir.join(name);
     match read_owned_in(state_dir, name, cap) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|source| StateError::Corrupt { path, source }),
+        Ok(b) => {
+            if let Some(format) = newer_format(&b) {
+                return Err(StateError::NewerFormat { path, format });
+            }
+            serde_json::from_slice(&b).map_err(|source| StateError::Corrupt { path, source })
+        }
         Err(e) if e.is_not_found() => Ok(T::default()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The format a newer Stockade marks one of these files with: a top-level `"format": N`, N from
+/// 2 to below 10⁹ (a license memory's `format` entry at or above it is the `issued_at` of a
+/// license of serial `format`, [`is_memory_entry`]; a quarantined plugin named `format` has an
+/// object). Files of format 1 have none — every build so far writes them so, and earlier builds
+/// refuse one. Looked at before the file is parsed: such a file is the newer build's to read,
+/// not damage to fix or remove (removing the quarantines would run what they hold back,
+/// removing a memory would let an older list or license pass again).
+fn newer_format(bytes: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Tag {
+        format: u64,
+    }
+    let Tag { format } = serde_json::from_slice(bytes).ok()?;
+    (2..1_000_000_000).contains(&format).then_some(format)
 }
 
 /// Write the JSON state file `name` under `state_dir` atomically (0600), creating the directory
@@ -525,7 +571,7 @@ mod tests {
             r#"{"00000000000000AB": {"version": 3, "body_sha256": "xyz"}}"#,
             r#"{"00000000000000AB": {"version": 3, "extra": 1}}"#,
             r#"{"00000000000000AB": "3"}"#,
-            r#"{"format": 2}"#,
+            r#"{"format": 0}"#,
             r#"{"6bec33ba59258d54": 2}"#,
         ] {
             std::fs::write(sd.join(REVOCATION_STATE_FILE), bad).unwrap();
@@ -534,6 +580,12 @@ mod tests {
                 "{bad}"
             );
         }
+        // A newer build's file says so: not corrupt, its own refusal.
+        std::fs::write(sd.join(REVOCATION_STATE_FILE), r#"{"format": 2}"#).unwrap();
+        assert!(matches!(
+            RevocationState::load(&sd),
+            Err(StateError::NewerFormat { format: 2, .. })
+        ));
     }
 
     /// Every state file read through [`load_json`] (the revocation memory, the license memory,
@@ -759,9 +811,17 @@ mod tests {
     fn a_later_builds_marker_is_no_license_serial() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join(LICENSE_STATE_FILE);
+        for newer in [r#"{"format": 2}"#, r#"{"format": 2, "A": 500}"#] {
+            std::fs::write(&path, newer).unwrap();
+            let e = LicenseMemory::load(d.path()).unwrap_err();
+            assert!(
+                matches!(&e, StateError::NewerFormat { path: p, format: 2 } if p == &path),
+                "{newer}: {e:?}"
+            );
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), newer, "changed");
+        }
         for bad in [
-            r#"{"format": 2}"#,
-            r#"{"format": 2, "A": 500}"#,
+            r#"{"format": 1}"#,
             r#"{"schema": 1}"#,
             r#"{"version": 3, "A": 500}"#,
             r#"{"": 1}"#,

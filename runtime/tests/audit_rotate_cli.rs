@@ -358,3 +358,60 @@ fn verify_follow_refuses_names_outside_the_directory_and_loops() {
     .unwrap();
     refused("the files loop");
 }
+
+/// A log whose last record a newer Stockade wrote (schema `stockade.audit/2`, a field this build
+/// does not know: after a downgrade) is said to be one — 78 `audit.newer_format`, naming the
+/// schema, with the way on — by the append (nothing written: the action does not happen),
+/// `audit rotate` and `audit verify`, and left as it is. The append said "the last record is not
+/// a valid audit record" (74 `audit`) and `audit verify` "the log was altered at or before
+/// record 3" (65 `audit_chain`): a false alarm of tampering. The log and its head moved aside
+/// together, this build starts a new log.
+#[test]
+fn a_log_a_newer_stockade_wrote_is_said_to_be_one_and_left_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("audit.log");
+    append(&log, 2);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let newer = serde_json::json!({
+        "schema": "stockade.audit/2", "seq": 2, "time": 1, "event": "launch", "outcome": "ok",
+        "attestation": {"tpm": "…"}, "prev": last["hash"], "hash": "ab".repeat(32),
+    });
+    std::fs::write(&log, format!("{text}{newer}\n")).unwrap();
+    let before = std::fs::read(&log).unwrap();
+    let l = AuditLog::from_policy(&stockade_policy::operator::AuditSection {
+        file: Some(log.display().to_string()),
+        ..Default::default()
+    });
+    let e = l.append(Record::new(Event::Launch, "ok")).unwrap_err();
+    let e = stockade_runtime::audit::into_cmd(e);
+    assert_eq!(e.kind(), "audit.newer_format", "{e:?}");
+    let logs = log.display().to_string();
+    for args in [
+        vec!["--json", "audit", "verify", logs.as_str()],
+        vec!["--json", "audit", "rotate", logs.as_str()],
+    ] {
+        let r = stockade(d.path(), &args);
+        assert_eq!(r.code, 78, "{args:?}: {}\n{}", r.stdout, r.stderr);
+        let j = r.json();
+        assert_eq!(j["error"]["kind"], "audit.newer_format", "{args:?}");
+        assert!(
+            r.stdout.contains("stockade.audit/2")
+                && r.stdout.contains("move the log and its .head"),
+            "{args:?}: {}",
+            r.stdout
+        );
+    }
+    assert_eq!(std::fs::read(&log).unwrap(), before, "left as it is");
+    // Moved aside with its head, a new log starts.
+    std::fs::rename(&log, d.path().join("newer.log")).unwrap();
+    let head = d.path().join("audit.log.head");
+    if head.exists() {
+        std::fs::rename(&head, d.path().join("newer.log.head")).unwrap();
+    }
+    append(&log, 1);
+    ok(
+        d.path(),
+        &["--json", "audit", "verify", "--require-head", logs.as_str()],
+    );
+}

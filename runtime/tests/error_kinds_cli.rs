@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use serde_json::Value;
 
 /// A failed `--json` run: its code, its kind, and the document's own `exit_code` agreeing.
 fn refused(r: &Run, code: i32, kind: &str) {
@@ -99,6 +100,82 @@ fn a_ca_directory_unreadable_or_corrupt_has_the_kind_of_its_code() {
         &fx.run(&["--json", "ca", "revoke", "--ca", "missing", "-o", "l.json"]),
         66,
         "ca_dir_unreadable",
+    );
+}
+
+/// A CA directory a newer Stockade wrote — `ca.json` or `revocations-issued.json` of a format above
+/// 1, with a field this build does not know, as after a downgrade — is refused as such (78
+/// `ca_dir_newer_format`, the hint not to restore a backup nor make a new CA), nothing signed or
+/// written; it was 65 `ca_dir_corrupt` ("recreate the CA with `stockade ca init`"), and a
+/// `ca.json` of format 2 without a new field was used as format 1. `revocations-issued.json` is
+/// still written without a `format` (as earlier builds wrote it: absent is 1), and read so.
+#[test]
+fn a_ca_directory_of_a_newer_stockade_is_refused_as_such() {
+    let fx = Fixture::new();
+    let revoke = |out: &str| {
+        fx.run(&[
+            "--json", "ca", "revoke", "--ca", "root", "--key", "dev.pub", "-o", out,
+        ])
+    };
+    let r = revoke("l1.json");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let issued = fx.path("root/revocations-issued.json");
+    let state: Value = serde_json::from_slice(&std::fs::read(&issued).unwrap()).unwrap();
+    assert!(state.get("format").is_none(), "{state}");
+    let snapshot = |dir: &str| {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(fx.path(dir)).unwrap().flatten() {
+            out.push((e.file_name(), std::fs::read(e.path()).unwrap()));
+        }
+        out.sort();
+        out
+    };
+    let check = |r: &Run, file: &str| {
+        refused(r, 78, "ca_dir_newer_format");
+        assert!(
+            r.stdout.contains(file) && r.stdout.contains("newer Stockade"),
+            "{}",
+            r.stdout
+        );
+    };
+    // revocations-issued.json of format 2.
+    let mut newer = state.clone();
+    newer["format"] = 2.into();
+    newer["revoked_subjects"] = serde_json::json!(["mallory"]);
+    std::fs::write(&issued, serde_json::to_vec(&newer).unwrap()).unwrap();
+    let before = snapshot("root");
+    check(&revoke("l2.json"), "revocations-issued.json");
+    assert!(!fx.path("l2.json").exists());
+    assert_eq!(snapshot("root"), before);
+    std::fs::write(&issued, serde_json::to_vec(&state).unwrap()).unwrap();
+    // ca.json of format 2, with and without a field this build does not know.
+    let info_path = fx.path("int/ca.json");
+    let info: Value = serde_json::from_slice(&std::fs::read(&info_path).unwrap()).unwrap();
+    for extra in [None, Some(("max_path_length", Value::from(0)))] {
+        let mut newer = info.clone();
+        newer["format"] = 2.into();
+        if let Some((k, v)) = &extra {
+            newer[*k] = v.clone();
+        }
+        std::fs::write(&info_path, serde_json::to_vec(&newer).unwrap()).unwrap();
+        let before = snapshot("int");
+        let r = fx.run(&[
+            "--json", "ca", "issue", "--ca", "int", "--pub", "dev.pub", "-o", "x.cert",
+        ]);
+        check(&r, "ca.json");
+        assert!(!fx.path("x.cert").exists(), "{extra:?}");
+        assert_eq!(snapshot("int"), before);
+    }
+    // A format no Stockade writes is damage.
+    let mut zero = info.clone();
+    zero["format"] = 0.into();
+    std::fs::write(&info_path, serde_json::to_vec(&zero).unwrap()).unwrap();
+    refused(
+        &fx.run(&[
+            "--json", "ca", "issue", "--ca", "int", "--pub", "dev.pub", "-o", "x.cert",
+        ]),
+        65,
+        "ca_dir_corrupt",
     );
 }
 

@@ -715,8 +715,10 @@ fn earlier_builds_node(fx: &Fixture, seen: &[(&str, u64)], license: &str) {
 }
 
 /// A later build's `license-state.json` (`{"format": 2, …}`) is one this build cannot read —
-/// 78 `node` from every reader and from an install, naming the file, the file left as it is —
-/// not a license `format` issued at 2 next to the real serials. And since `format` with a small
+/// 78 `state.newer_format` from every reader and from an install, naming the file and saying a
+/// newer Stockade wrote it, with the hint not to remove it (it was 78 `node`, "fix
+/// license-state.json"), the file left as it is — not a license `format` issued at 2 next to
+/// the real serials. And since `format` with a small
 /// number is kept for that, a license of serial `format` issued before 2001-09-09 (10⁹, which
 /// no marker reaches) is refused at install (65 `license`), nothing written; one issued now is
 /// installed (an_upgraded_node_keeps_a_license_of_a_marker_serial).
@@ -732,9 +734,11 @@ fn a_later_builds_license_memory_is_not_read_as_serials() {
     std::fs::write(&memory, &later).unwrap();
     let refused = |r: &Run, what: &str| {
         assert_eq!(r.code, 78, "{what}: {}\n{}", r.stdout, r.stderr);
-        assert_eq!(r.kind(), "node", "{what}: {}", r.stdout);
+        assert_eq!(r.kind(), "state.newer_format", "{what}: {}", r.stdout);
         assert!(
-            r.stdout.contains("license-state.json") && r.stdout.contains("`format`"),
+            r.stdout.contains("license-state.json")
+                && r.stdout.contains("newer Stockade")
+                && r.stdout.contains("Do not remove it"),
             "{what}: {}",
             r.stdout
         );

@@ -253,6 +253,57 @@ fn corrupt_source_state_is_refused_and_left_as_it_is() {
     expect(&update(&fx), 0, "");
 }
 
+/// `sources.json`, `pins.json` and `sources-seen.json` a newer Stockade wrote (`"format": 2`, with
+/// a field this build does not know, as a downgraded node has) are refused as such — 78
+/// `source.newer_format`, the hint not to move them aside (the author pins and rollback floors
+/// would be forgotten) — and left as they are; they were 78 `source.corrupt`, "move it aside and
+/// add the sources again". `"format": 1` reads as its absence, and this build writes none.
+#[test]
+fn source_state_of_a_newer_stockade_is_refused_as_such_and_left_as_it_is() {
+    let (fx, _repo) = hello_installed();
+    expect(&update(&fx), 0, "");
+    for f in ["sources.json", "pins.json", "sources-seen.json"] {
+        let path = fx.path("state").join(f);
+        let good = std::fs::read(&path).unwrap();
+        let v: Value = serde_json::from_slice(&good).unwrap();
+        assert!(v.get("format").is_none(), "{f}: {v}");
+        let mut newer = v.clone();
+        newer["format"] = 2.into();
+        newer["pin_policy"] = "strict".into();
+        let newer = serde_json::to_vec(&newer).unwrap();
+        std::fs::write(&path, &newer).unwrap();
+        let mut runs = vec![("update", update(&fx))];
+        if f != "sources-seen.json" {
+            runs.push(("install", fx.store_install(&["hello"], &["--force"])));
+        }
+        if f == "sources.json" {
+            let list = fx.run(&["--json", "source", "list", "--state-dir", "state"]);
+            runs.push(("source list", list));
+        }
+        for (what, r) in runs {
+            expect(&r, 78, "source.newer_format");
+            let j = r.json();
+            assert!(
+                r.stdout.contains(f)
+                    && j["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("newer Stockade"))
+                    && j["error"]["hint"]
+                        .as_str()
+                        .is_some_and(|h| h.contains("Do not move it aside")),
+                "{f}, {what}: {}",
+                r.stdout
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), newer, "{f}, {what}");
+        }
+        let mut one = v.clone();
+        one["format"] = 1.into();
+        std::fs::write(&path, serde_json::to_vec(&one).unwrap()).unwrap();
+        expect(&update(&fx), 0, "");
+        std::fs::write(&path, good).unwrap();
+    }
+}
+
 #[test]
 fn a_bad_index_signature_is_refused_at_add_and_at_install() {
     let (fx, mut repo) = setup();

@@ -511,7 +511,7 @@ fn a_corrupt_registry_is_reported_by_name_lookups() {
         ("not JSON", b"{x".to_vec()),
         (
             "unknown schema",
-            with(&|v| v["schema"] = "stockade-store/9".into()),
+            with(&|v| v["schema"] = "other-store/1".into()),
         ),
         (
             "unknown field",
@@ -557,6 +557,48 @@ fn a_corrupt_registry_is_reported_by_name_lookups() {
     // Neither a file nor a valid name: a missing file, as before (the registry is not asked).
     std::fs::write(&reg, b"{x").unwrap();
     expect(&verify_installed(&fx, Some("./absent.stockade")), 66, "");
+}
+
+/// A registry a newer Stockade wrote (`stockade-store/2`, with a field this build does not know,
+/// as a downgraded node has) is not "corrupt": every command that reads it says it is of a newer
+/// Stockade (78 `store.newer_format`, the hint to upgrade and not to restore a backup), and
+/// reads, recovers and changes nothing. It was 106 `store.corrupt`, "restore registry.json from a
+/// backup", which forgets what the newer version installed.
+#[test]
+fn a_registry_of_a_newer_stockade_is_refused_as_such_and_left_alone() {
+    let fx = setup();
+    let pkg = pack(&fx, "hello", "0.1.0", &[]);
+    let other = pack(&fx, "other", "0.1.0", &[]);
+    expect(&fx.store_install(&[&pkg], &[]), 0, "");
+    let reg = fx.path("state/store/registry.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&reg).unwrap()).unwrap();
+    v["schema"] = "stockade-store/2".into();
+    v["plugins"]["hello"]["sandbox_profile"] = "strict".into();
+    std::fs::write(&reg, serde_json::to_vec(&v).unwrap()).unwrap();
+    // A leftover a recovery would remove, to show none runs.
+    std::fs::create_dir_all(fx.path("state/store/plugins/orphan-0.1.0-000000000000")).unwrap();
+    fx.hello_dir();
+    let before = snapshot(&fx.path("state"));
+    let mut run = vec!["--json", "run", "hello"];
+    run.extend_from_slice(&STORE_FLAGS);
+    let cases: Vec<(&str, Run)> = vec![
+        ("run", fx.run(&run)),
+        ("verify", verify_installed(&fx, Some("hello"))),
+        ("verify all", verify_installed(&fx, None)),
+        ("list", fx.run(&["--json", "list", "--state-dir", "state"])),
+        ("install", fx.store_install(&[&other], &[])),
+        ("remove", remove(&fx, "hello", &[])),
+    ];
+    for (what, r) in cases {
+        assert_eq!(r.code, 78, "{what}: {}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.kind(), "store.newer_format", "{what}");
+        assert!(
+            r.stdout.contains("stockade-store/2") && r.stdout.contains("upgrade Stockade"),
+            "{what}: {}",
+            r.stdout
+        );
+        assert_eq!(snapshot(&fx.path("state")), before, "{what}");
+    }
 }
 
 /// The store is worked on through its directories' descriptors, but what the commands say names

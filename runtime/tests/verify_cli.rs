@@ -6,7 +6,9 @@ mod common;
 use common::*;
 use serde_json::json;
 use stockade_policy::capability::{Capability, Scope};
+use stockade_runtime::package::container::{self, Container};
 use stockade_trust::cert::{CertBody, CertKind, Certificate};
+use stockade_trust::statement::Statement;
 
 fn assert_fail(r: &Run, code: i32, kind: &str) {
     assert_eq!(
@@ -1211,4 +1213,78 @@ fn a_key_named_twice_in_a_signed_document_is_malformed() {
     std::fs::create_dir_all(fx.path("state")).unwrap();
     std::fs::copy(fx.path("dup.license"), fx.path("state/license.json")).unwrap();
     assert_eq!(fx.verify("good.stockade", &[]).code, 78);
+}
+
+/// A package a newer Stockade made is refused as one — kind and hint say to upgrade, nothing is
+/// installed — by `verify`, `inspect` and `install`: a statement of `format` 2 with a field this
+/// build does not know (65 `statement.newer_format`; it was 65 `statement`, "rebuild it with
+/// `stockade pack`"), and a signed manifest with such a field whose `min_runtime_version` is
+/// above this runtime (65 `manifest`, "requires runtime 99.0.0 or newer"; it was "not valid JSON
+/// of the expected shape", with the same hint to rebuild).
+#[test]
+fn a_package_of_a_newer_stockade_is_refused_as_such() {
+    let fx = Fixture::new();
+    std::fs::create_dir_all(fx.path("policy-root")).unwrap();
+    let (entries, map) = hello_parts();
+    let payload = raw_tar_gz(&entries);
+    let mut manifest = hello_manifest();
+    manifest["min_runtime_version"] = "99.0.0".into();
+    manifest["sandbox_profile"] = "strict".into();
+    fx.craft("newer-runtime.stockade", &manifest, &map, payload.clone());
+    // A statement of format 2, signed as it is.
+    let sha: [u8; 32] =
+        sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&payload)).into();
+    let statement =
+        Statement::to_canonical(&hello_manifest(), &map, &sha, payload.len() as u64).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&statement).unwrap();
+    v["format"] = 2.into();
+    v["attestations"] = json!([]);
+    let statement = stockade_trust::canonical::to_vec(&v).unwrap();
+    let sig = fx.secret("dev.key").sign(&statement, "newer").unwrap();
+    let c = Container {
+        statement,
+        signature: sig.to_text().into_bytes(),
+        developer_cert: std::fs::read(fx.path("dev.cert")).unwrap(),
+        intermediate_cert: std::fs::read(fx.path("int/ca.cert")).unwrap(),
+        payload,
+    };
+    std::fs::write(
+        fx.path("newer-format.stockade"),
+        container::write(&c).unwrap(),
+    )
+    .unwrap();
+    for (pkg, kind, says) in [
+        (
+            "newer-runtime.stockade",
+            "manifest",
+            "requires runtime 99.0.0 or newer",
+        ),
+        (
+            "newer-format.stockade",
+            "statement.newer_format",
+            "statement format 2",
+        ),
+    ] {
+        for r in [
+            fx.verify(pkg, &[]),
+            fx.run(&["--json", "inspect", pkg]),
+            fx.store_install(&[pkg], &[]),
+        ] {
+            assert_fail(&r, 65, kind);
+            let j = r.json();
+            let all = format!("{} {}", j["error"]["message"], j["error"]["causes"]);
+            assert!(all.contains(says), "{pkg}: {}", r.stdout);
+            assert!(
+                j["error"]["hint"]
+                    .as_str()
+                    .is_some_and(|h| h.contains("upgrade Stockade")),
+                "{pkg}: {}",
+                r.stdout
+            );
+        }
+    }
+    assert!(
+        !fx.path("state/store/registry.json").exists(),
+        "nothing installed"
+    );
 }

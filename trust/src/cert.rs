@@ -66,6 +66,9 @@ pub struct CertBody {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertError {
+    /// A format above 1: signed by a newer Stockade ([`Envelope::newer_format`]).
+    #[error("certificate format {0} is of a newer Stockade (this one reads format 1)")]
+    NewerFormat(u64),
     /// The envelope is malformed.
     #[error("malformed certificate file")]
     Envelope(#[source] EnvelopeError),
@@ -122,6 +125,9 @@ impl Certificate {
     /// Parse and syntax-check a certificate file.
     pub fn parse(bytes: &[u8]) -> Result<Self, CertError> {
         let envelope = Envelope::parse(bytes, FIELD).map_err(CertError::Envelope)?;
+        if let Some(format) = envelope.newer_format() {
+            return Err(CertError::NewerFormat(format));
+        }
         let body: CertBody =
             serde_json::from_value(envelope.body.clone()).map_err(CertError::Body)?;
         let (subject_key, issuer) = check_body(&body)?;

@@ -46,6 +46,9 @@ pub struct RevocationBody {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CrlError {
+    /// A format above 1: signed by a newer Stockade ([`Envelope::newer_format`]).
+    #[error("revocation list format {0} is of a newer Stockade (this one reads format 1)")]
+    NewerFormat(u64),
     /// Envelope malformed.
     #[error("malformed revocation list")]
     Envelope(#[source] EnvelopeError),
@@ -161,6 +164,9 @@ impl RevocationList {
     /// Parse and syntax-check.
     pub fn parse(bytes: &[u8]) -> Result<Self, CrlError> {
         let envelope = Envelope::parse(bytes, FIELD).map_err(CrlError::Envelope)?;
+        if let Some(format) = envelope.newer_format() {
+            return Err(CrlError::NewerFormat(format));
+        }
         let body: RevocationBody =
             serde_json::from_value(envelope.body.clone()).map_err(CrlError::Body)?;
         let issuer = check(&body)?;

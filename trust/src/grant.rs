@@ -52,6 +52,9 @@ pub struct GrantBody {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GrantError {
+    /// A format above 1: signed by a newer Stockade ([`Envelope::newer_format`]).
+    #[error("grant format {0} is of a newer Stockade (this one reads format 1)")]
+    NewerFormat(u64),
     /// No grant names the target.
     #[error("no authorization grant for `{target}`")]
     Missing {
@@ -142,6 +145,7 @@ impl GrantError {
         match self {
             GrantError::Missing { .. } => "grant_missing",
             GrantError::Envelope(_)
+            | GrantError::NewerFormat(_)
             | GrantError::Body(_)
             | GrantError::Field(_)
             | GrantError::Target { .. }
@@ -291,6 +295,9 @@ impl Grant {
             return Err(GrantError::Envelope(EnvelopeError::TooLarge(bytes.len())));
         }
         let envelope = Envelope::parse(bytes, FIELD).map_err(GrantError::Envelope)?;
+        if let Some(format) = envelope.newer_format() {
+            return Err(GrantError::NewerFormat(format));
+        }
         let body: GrantBody =
             serde_json::from_value(envelope.body.clone()).map_err(GrantError::Body)?;
         let issuer = check(&body)?;

@@ -74,6 +74,9 @@ pub struct LicenseBody {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LicenseError {
+    /// A format above 1: signed by a newer Stockade ([`Envelope::newer_format`]).
+    #[error("license format {0} is of a newer Stockade (this one reads format 1)")]
+    NewerFormat(u64),
     /// Envelope malformed.
     #[error("malformed license file")]
     Envelope(#[source] EnvelopeError),
@@ -205,6 +208,9 @@ impl License {
     /// Parse and syntax-check.
     pub fn parse(bytes: &[u8]) -> Result<Self, LicenseError> {
         let envelope = Envelope::parse(bytes, FIELD).map_err(LicenseError::Envelope)?;
+        if let Some(format) = envelope.newer_format() {
+            return Err(LicenseError::NewerFormat(format));
+        }
         let body: LicenseBody =
             serde_json::from_value(envelope.body.clone()).map_err(LicenseError::Body)?;
         let issuer = check(&body)?;

@@ -58,6 +58,19 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// The body's `format` when it is above 1: a document (certificate, revocation list,
+    /// grant, license) a newer Stockade signed. Looked at before the body is parsed
+    /// (`deny_unknown_fields`): a newer format may carry fields this build does not know,
+    /// which would be reported as a malformed body instead of as a newer format. Such a
+    /// document is refused either way — a field that restricts (a new revocation attribute, a
+    /// narrower scope) is never dropped.
+    pub fn newer_format(&self) -> Option<u64> {
+        self.body
+            .get("format")
+            .and_then(Value::as_u64)
+            .filter(|&f| f > 1)
+    }
+
     /// Parse an envelope whose body lives under `field`.
     pub fn parse(bytes: &[u8], field: &'static str) -> Result<Self, EnvelopeError> {
         if bytes.len() > MAX_DOC_BYTES {
@@ -120,6 +133,45 @@ impl Envelope {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// A certificate, revocation list, grant or license a newer Stockade signed (`format` 2 and
+    /// a field this build does not know — a new revocation attribute, say) is refused as of a
+    /// newer format, not as a malformed body (the `deny_unknown_fields` error it was), and
+    /// never read without the field. Format 2 without a new field too.
+    #[test]
+    fn documents_of_a_newer_format_are_refused_as_such() {
+        let key = SecretKey::from_seed(&[7; 32], [7; 8]);
+        for extra in [
+            None,
+            Some(("revoked_subjects", serde_json::json!(["mallory"]))),
+        ] {
+            let mut body = serde_json::json!({"format": 2, "serial": "0".repeat(32)});
+            if let Some((k, v)) = &extra {
+                body[*k] = v.clone();
+            }
+            let doc = |field| Envelope::sign(&body, field, &key, "newer").unwrap();
+            let cert = crate::cert::Certificate::parse(&doc(crate::cert::FIELD));
+            assert!(
+                matches!(cert, Err(crate::cert::CertError::NewerFormat(2))),
+                "{cert:?}"
+            );
+            let crl = crate::crl::RevocationList::parse(&doc(crate::crl::FIELD));
+            assert!(
+                matches!(crl, Err(crate::crl::CrlError::NewerFormat(2))),
+                "{crl:?}"
+            );
+            let grant = crate::grant::Grant::parse(&doc(crate::grant::FIELD));
+            assert!(
+                matches!(grant, Err(crate::grant::GrantError::NewerFormat(2))),
+                "{grant:?}"
+            );
+            let license = crate::license::License::parse(&doc(crate::license::FIELD));
+            assert!(
+                matches!(license, Err(crate::license::LicenseError::NewerFormat(2))),
+                "{license:?}"
+            );
+        }
+    }
 
     /// `doc` (as [`Envelope::sign`] writes it) with `key_value` (`"key": value`) put first in
     /// the body object under `field`: what an attacker does to leave the signature intact.

@@ -5,6 +5,14 @@
 //! of every file in the payload, so any changed, added or removed file breaks verification. The
 //! developer's signature is the separate `statement.json.minisig` entry beside it.
 //!
+//! Compatibility: `format` is the package format, read before anything else of the statement —
+//! a statement of a format above 1 was made by a newer Stockade and is refused as such
+//! ([`StatementError::NewerFormat`]), not as malformed, since its other fields may be ones this
+//! build does not know. Likewise a signed manifest this build cannot parse that asks for a newer
+//! runtime (`min_runtime_version`) is refused as asking for one
+//! ([`Manifest::for_newer_runtime`]). Fields this build does not know are refused, never
+//! dropped: a newer field may restrict what the plugin may do.
+//!
 //! A file entry is either `{"mode":"0644"|"0755","sha256":hex,"size":n}` or
 //! `{"symlink":"relative/target"}`.
 //!
@@ -170,6 +178,9 @@ pub enum StatementError {
     /// Unknown format.
     #[error("statement format {0} is not supported (expected 1)")]
     Format(u32),
+    /// A format above 1: a package made by a newer Stockade.
+    #[error("statement format {0} is of a newer Stockade (this one reads format 1)")]
+    NewerFormat(u64),
     /// The embedded manifest is invalid.
     #[error("the signed manifest is invalid")]
     Manifest(#[source] ManifestError),
@@ -220,6 +231,15 @@ impl Statement {
         if bytes.len() > MAX_STATEMENT_BYTES {
             return Err(StatementError::TooLarge(bytes.len()));
         }
+        #[derive(Deserialize)]
+        struct FormatTag {
+            format: u64,
+        }
+        if let Ok(FormatTag { format }) = serde_json::from_slice(bytes) {
+            if format > 1 {
+                return Err(StatementError::NewerFormat(format));
+            }
+        }
         let wire: Wire = serde_json::from_slice(bytes).map_err(StatementError::Json)?;
         if !canonical::is_canonical(bytes) {
             return Err(StatementError::NotCanonical);
@@ -228,6 +248,7 @@ impl Statement {
             return Err(StatementError::Format(wire.format));
         }
         let manifest = Manifest::from_value(wire.manifest.clone())
+            .map_err(|e| Manifest::for_newer_runtime(&wire.manifest, runtime_version).unwrap_or(e))
             .and_then(|m| m.validate(runtime_version))
             .map_err(StatementError::Manifest)?;
         if wire.files.len() > MAX_FILES {
@@ -478,5 +499,54 @@ mod tests {
             Statement::parse(&spaced, &rt),
             Err(StatementError::NotCanonical)
         ));
+    }
+
+    /// A package a newer Stockade made is refused as such, not as malformed: a statement of
+    /// format 2 with a field this build does not know is `NewerFormat` (it was `Json`, "not
+    /// JSON of the expected shape"), and a signed manifest with a field this build does not know
+    /// and a `min_runtime_version` above this runtime is `RuntimeTooOld` (it was `Parse`). A
+    /// manifest with an unknown field for this runtime, or a newer one's version that does not
+    /// parse, stays a parse error: an unknown field is never dropped.
+    #[test]
+    fn a_package_of_a_newer_stockade_is_refused_as_such() {
+        let rt = semver::Version::new(0, 1, 0);
+        let mut m = BTreeMap::new();
+        m.insert("manifest.json".to_string(), file(0o644));
+        m.insert("entrypoint".to_string(), file(0o755));
+        let manifest = serde_json::json!({"name": "p", "version": "1.0.0"});
+        let bytes = Statement::to_canonical(&manifest, &m, &[1; 32], 5).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["format"] = 2.into();
+        v["sandbox"] = serde_json::json!({"network": "none"});
+        let newer = canonical::to_vec(&v).unwrap();
+        assert!(matches!(
+            Statement::parse(&newer, &rt),
+            Err(StatementError::NewerFormat(2))
+        ));
+        for (min, newer_runtime) in [
+            (Some("0.2.0"), true),
+            (Some("0.1.0"), false),
+            (Some("not a version"), false),
+            (None, false),
+        ] {
+            let mut manifest =
+                serde_json::json!({"name": "p", "version": "1.0.0", "seccomp_profile": "strict"});
+            if let Some(min) = min {
+                manifest["min_runtime_version"] = min.into();
+            }
+            let bytes = Statement::to_canonical(&manifest, &m, &[1; 32], 5).unwrap();
+            let r = Statement::parse(&bytes, &rt);
+            if newer_runtime {
+                assert!(
+                    matches!(&r, Err(StatementError::Manifest(ManifestError::RuntimeTooOld { required })) if required == "0.2.0"),
+                    "{min:?}: {r:?}"
+                );
+            } else {
+                assert!(
+                    matches!(&r, Err(StatementError::Manifest(ManifestError::Parse(_)))),
+                    "{min:?}: {r:?}"
+                );
+            }
+        }
     }
 }

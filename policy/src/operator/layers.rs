@@ -105,6 +105,17 @@ pub fn merge(layers: &[PolicyLayer]) -> Result<MergedPolicy, OperatorPolicyError
             path: layer.path.clone(),
             source,
         };
+        if let Some(found) = crate::newer_toml_version(&layer.text) {
+            return Err(OperatorPolicyError::Version {
+                at: Origin::File {
+                    line: key_lines(&layer.text)
+                        .get(&vec!["version".to_string()])
+                        .copied(),
+                    path,
+                },
+                found: found.into(),
+            });
+        }
         let doc: PolicyDocument = toml::from_str(&layer.text).map_err(syntax)?;
         let lines = key_lines(&layer.text);
         if doc.version != POLICY_VERSION {

@@ -104,6 +104,29 @@ default = { allow = true }
     m.validate_all().unwrap();
 }
 
+/// A policy written for a newer Stockade (`version = 2`, with a section this build does not
+/// know) is refused for its version, at its line — not for the unknown section, which sent the
+/// operator to fix a key a newer build reads. Unknown keys are still refused, never dropped.
+#[test]
+fn a_newer_policy_version_is_refused_for_its_version() {
+    for text in [
+        "version = 2\n[attestation]\nrequire = true\n",
+        "new_top_level = true\nversion = 2\n",
+    ] {
+        let e = merge(&[layer("p.toml", text)]).unwrap_err();
+        assert!(
+            matches!(&e, OperatorPolicyError::Version { found: 2, .. }),
+            "{text}: {e:?}"
+        );
+    }
+    let e = merge(&[layer(
+        "p.toml",
+        "version = 1\n[attestation]\nrequire = true\n",
+    )])
+    .unwrap_err();
+    assert!(matches!(e, OperatorPolicyError::Syntax { .. }), "{e:?}");
+}
+
 #[test]
 fn every_invalid_policy_names_the_file_and_line() {
     let cases: &[(&str, &str)] = &[

@@ -494,6 +494,9 @@ pub fn parse_policy(text: &str) -> Result<ValidatedSandboxPolicy, SandboxPolicyE
             max: MAX_POLICY_BYTES,
         });
     }
+    if let Some(found) = crate::newer_toml_version(text) {
+        return Err(SandboxPolicyError::Version { found });
+    }
     let file: SandboxPolicyFile = toml::from_str(text).map_err(SandboxPolicyError::Syntax)?;
     file.validate().map_err(|e| match e {
         SandboxPolicyError::Invalid { key, cause, .. } => SandboxPolicyError::Invalid {

@@ -93,6 +93,15 @@ fn version_is_required_and_checked() {
         parse_policy("version = 2\n"),
         Err(SandboxPolicyError::Version { found: 2 })
     ));
+    // A newer version's keys do not hide its version (they were "unknown field").
+    assert!(matches!(
+        parse_policy("version = 2\n[network]\negress = \"none\"\n"),
+        Err(SandboxPolicyError::Version { found: 2 })
+    ));
+    assert!(matches!(
+        parse_policy("version = 1\n[network]\negress = \"none\"\n"),
+        Err(SandboxPolicyError::Syntax(_))
+    ));
 }
 
 #[test]

@@ -97,7 +97,14 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
     let hint =
         "the log was altered at or before the named record; compare with a copy shipped elsewhere";
     let (chains, behind) = verify_files(&texts, head.as_ref()).map_err(|e| {
-        if texts.len() == 1 {
+        if matches!(e.source, crate::audit::ChainError::NewerFormat { .. }) {
+            let newer = |c: CmdError| c.hint(crate::audit::NEWER_FORMAT_HINT);
+            if texts.len() == 1 {
+                newer(CmdError::new(Exit::Config, "audit.newer_format", e.source))
+            } else {
+                newer(CmdError::new(Exit::Config, "audit.newer_format", e))
+            }
+        } else if texts.len() == 1 {
             // One file: the error as it always was, without the file's name around it.
             CmdError::new(Exit::DataErr, "audit_chain", e.source).hint(hint)
         } else {

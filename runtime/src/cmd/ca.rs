@@ -21,6 +21,13 @@
 //! CA cannot mint a certificate that every node would refuse: `--capabilities` may narrow the
 //! scope's ceiling, never widen it.
 //!
+//! Both files say their format: `ca.json` its `format` (1), `revocations-issued.json` one only
+//! when it is not 1 (absent is 1: the file is written as every earlier build wrote it, so a
+//! downgrade reads it). A format above 1 is a CA directory a newer Stockade wrote: refused with
+//! 78 `ca_dir_newer_format` before its fields are parsed (a newer format may add fields this
+//! build refuses), nothing signed or written — not "corrupt", whose way out (a backup, a new CA)
+//! would forget what the newer version revoked, or replace the root every node pins.
+//!
 //! Every command judges its arguments (and refuses an output it will not replace) before it
 //! reads the CA key ([`CaDir::unlock`]): a bad `--days`, scope, serial or capability is refused
 //! without the key's password being asked for, or the key decrypted, for nothing.
@@ -77,6 +84,9 @@ pub struct CaInfo {
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IssuedRevocations {
+    /// Absent (and not written) for format 1, the only one this build reads ([`newer_format`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    format: Option<u32>,
     version: u64,
     revoked_serials: BTreeSet<String>,
     revoked_key_ids: BTreeSet<String>,
@@ -98,6 +108,33 @@ fn usage(msg: impl Into<String>) -> CmdError {
     CmdError::msg(Exit::Usage, "usage", msg)
 }
 
+/// The format of a CA directory file that a newer Stockade wrote (`format` above 1), read
+/// before anything else of the file: a newer format may add fields this build refuses.
+fn newer_format(bytes: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Tag {
+        format: u64,
+    }
+    serde_json::from_slice::<Tag>(bytes)
+        .ok()
+        .map(|t| t.format)
+        .filter(|&f| f > 1)
+}
+
+fn newer_format_error(file: &str, format: u64) -> CmdError {
+    CmdError::msg(
+        Exit::Config,
+        "ca_dir_newer_format",
+        format!(
+            "{file} is of format {format}, written by a newer Stockade; this one reads format 1"
+        ),
+    )
+    .hint(
+        "use the CA directory with the newer Stockade that wrote it (upgrade this one); nothing \
+         was signed or written — do not restore it from a backup nor make a new CA",
+    )
+}
+
 /// The CA in `dir`, without its key: every command judges its arguments against it (its kind,
 /// its id) before it reads the key ([`CaDir::unlock`]), so a bad argument never costs a password
 /// typed for nothing.
@@ -107,10 +144,25 @@ fn read_ca(dir: &Path) -> Result<CaDir, CmdError> {
         CmdError::new(Exit::NoInput, "ca_dir_unreadable", e)
             .hint("pass a directory created by `stockade ca init -o DIR`")
     })?;
-    let info: CaInfo = serde_json::from_slice(&bytes).map_err(|e| {
-        CmdError::new(Exit::DataErr, "ca_dir_corrupt", e)
-            .hint("ca.json is corrupt; recreate the CA with `stockade ca init`")
-    })?;
+    if let Some(format) = newer_format(&bytes) {
+        return Err(newer_format_error("ca.json", format));
+    }
+    let corrupt = || {
+        "ca.json is corrupt; restore the CA directory from a backup (a new CA made with `stockade ca init` is another root, which no node trusts yet)"
+    };
+    let info: CaInfo = serde_json::from_slice(&bytes)
+        .map_err(|e| CmdError::new(Exit::DataErr, "ca_dir_corrupt", e).hint(corrupt()))?;
+    if info.format != 1 {
+        return Err(CmdError::msg(
+            Exit::DataErr,
+            "ca_dir_corrupt",
+            format!(
+                "ca.json is of format {}, which no Stockade writes",
+                info.format
+            ),
+        )
+        .hint(corrupt()));
+    }
     Ok(CaDir {
         dir: dir.to_path_buf(),
         info,
@@ -539,10 +591,24 @@ pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
     }
     let state_path = ca.dir.join(ISSUED_REVOCATIONS);
     let mut state: IssuedRevocations = match read_capped(&state_path, 16 * 1024 * 1024) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-            CmdError::new(Exit::DataErr, "ca_dir_corrupt", e)
-                .hint("revocations-issued.json is corrupt; restore it from backup")
-        })?,
+        Ok(b) => {
+            if let Some(format) = newer_format(&b) {
+                return Err(newer_format_error(ISSUED_REVOCATIONS, format));
+            }
+            let state: IssuedRevocations = serde_json::from_slice(&b).map_err(|e| {
+                CmdError::new(Exit::DataErr, "ca_dir_corrupt", e)
+                    .hint("revocations-issued.json is corrupt; restore it from backup")
+            })?;
+            if state.format.is_some_and(|f| f != 1) {
+                return Err(CmdError::msg(
+                    Exit::DataErr,
+                    "ca_dir_corrupt",
+                    format!("{ISSUED_REVOCATIONS} is of a format no Stockade writes"),
+                )
+                .hint("revocations-issued.json is corrupt; restore it from backup"));
+            }
+            state
+        }
         Err(e) if e.is_not_found() => IssuedRevocations::default(),
         Err(e) => return Err(CmdError::new(Exit::NoInput, "ca_dir_unreadable", e)),
     };

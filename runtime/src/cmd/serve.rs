@@ -274,6 +274,10 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
     // A record that cannot be read stops the daemon: ignoring it would run what it quarantines.
     let quarantines =
         crate::host::quarantine::Quarantines::load(&trust.state_dir).map_err(|e| {
+            if let crate::state::StateError::NewerFormat { .. } = e {
+                return CmdError::new(Exit::Config, "state.newer_format", e)
+                    .hint(crate::state::NEWER_FORMAT_HINT);
+            }
             CmdError::new(Exit::Config, "quarantine", e).hint(
                 "fix or remove <state-dir>/quarantine.json (removing it lifts every recorded quarantine)",
             )
@@ -385,13 +389,20 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         // A killed sandbox that had not ended is waited for here (its cgroup and uid released).
         drop(d);
         // A frozen license refuses as it does for `run` (100), a registry that cannot be read
-        // as the store commands do (106); any other refusal is the config's (65).
+        // as the store commands do (106; 78 for one a newer Stockade wrote); any other refusal is
+        // the config's (65).
         let kind_is = |k: &str| e.data.as_ref().is_some_and(|d| d["kind"] == k);
         let (exit, kind, hint) = if kind_is("license_frozen") {
             (
                 Exit::LicenseFrozen,
                 "license_frozen",
                 "fix or remove the package from [serve] load",
+            )
+        } else if kind_is("store.newer_format") {
+            (
+                Exit::Config,
+                "store.newer_format",
+                "the store was written by a newer Stockade: upgrade Stockade; nothing was changed",
             )
         } else if kind_is("store.corrupt") {
             (

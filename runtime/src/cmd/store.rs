@@ -43,6 +43,12 @@ pub(crate) fn store_err(e: StoreError) -> CmdError {
             .hint("another install or removal is running; retry, or drop --no-wait to queue"),
         StoreError::Busy(_) => CmdError::new(Exit::StoreLocked, "store.locked", e)
             .hint("installs or removals of it are running; retry once they are done"),
+        StoreError::NewerFormat { .. } => CmdError::new(Exit::Config, "store.newer_format", e)
+            .hint(
+            "this Stockade is older than the one that wrote the store: upgrade Stockade to use \
+                 it; nothing was changed (do not restore the registry from a backup: that would \
+                 forget what the newer version installed)",
+        ),
         StoreError::Corrupt { .. }
         | StoreError::NotARegistry { .. }
         | StoreError::Schema { .. }
@@ -974,6 +980,7 @@ pub fn list(a: ListArgs, out: Output) -> Result<Exit, CmdError> {
             match recovery {
                 Err(
                     e @ (StoreError::Corrupt { .. }
+                    | StoreError::NewerFormat { .. }
                     | StoreError::Schema { .. }
                     | StoreError::BadDirName(_)
                     | StoreError::UnsafeRegistry { .. }

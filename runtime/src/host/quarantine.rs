@@ -145,6 +145,33 @@ mod tests {
         assert!(Quarantines::load(d.path()).is_err());
     }
 
+    /// A file a newer daemon wrote (`"format": 2` beside the quarantines, as after a
+    /// downgrade) is refused as one, left as it is — it was "corrupt", with the hint to remove
+    /// it, which lifts every quarantine — while a plugin named `format` is still a plugin.
+    #[test]
+    fn a_newer_daemons_file_is_refused_as_such_and_a_plugin_named_format_still_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(QUARANTINE_FILE);
+        let newer = br#"{"format": 2, "a": {"package_sha256": "11", "since": 1, "crashes": 5, "window_ms": 60000, "until": 9}}"#;
+        std::fs::write(&path, newer).unwrap();
+        let e = Quarantines::load(d.path()).unwrap_err();
+        assert!(
+            matches!(&e, StateError::NewerFormat { path: p, format: 2 } if p == &path),
+            "{e:?}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), newer);
+        let mut qs = Quarantines {
+            dir: d.path().to_path_buf(),
+            map: BTreeMap::new(),
+        };
+        qs.record("format", q("11")).unwrap();
+        let mut qs = Quarantines::load(d.path()).unwrap();
+        assert_eq!(
+            qs.on_load("format", "11").unwrap(),
+            OnLoad::Quarantined(q("11"))
+        );
+    }
+
     #[test]
     fn the_file_is_private() {
         use std::os::unix::fs::PermissionsExt;

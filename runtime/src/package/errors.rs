@@ -8,6 +8,7 @@ use crate::exit::Exit;
 use crate::fileio::FileError;
 use crate::state::StateError;
 use stockade_policy::capability::Capability;
+use stockade_policy::manifest::ManifestError;
 use stockade_trust::cert::CertError;
 use stockade_trust::chain::{ChainError, ValidityError};
 use stockade_trust::crl::CrlError;
@@ -254,6 +255,7 @@ impl VerifyError {
             VerifyError::Container(_) => "container",
             VerifyError::Statement(StatementError::TooLarge(_)) => "size_cap.statement",
             VerifyError::Statement(StatementError::Manifest(_)) => "manifest",
+            VerifyError::Statement(StatementError::NewerFormat(_)) => "statement.newer_format",
             VerifyError::Statement(_) => "statement",
             VerifyError::Signature(SignatureError::NotPinned { .. }) => "signature.not_pinned",
             VerifyError::Signature(SignatureError::DeveloperCert(_)) => "signature.developer_cert",
@@ -286,6 +288,7 @@ impl VerifyError {
                 }
                 RevocationError::OtherIssuer { .. } => "revocation.other_issuer",
                 RevocationError::State(StateError::LockBusy { .. }) => "revocation.state_busy",
+                RevocationError::State(StateError::NewerFormat { .. }) => "state.newer_format",
                 RevocationError::State(_) => "revocation.state",
             },
             VerifyError::Scope(s) => match s {
@@ -324,6 +327,31 @@ impl VerifyError {
                     root or as the state directory's owner; what is at the lock's name must be a \
                     regular file of that owner's (remove anything else, it holds no data)";
         }
+        if let VerifyError::Statement(
+            StatementError::NewerFormat(_)
+            | StatementError::Manifest(ManifestError::RuntimeTooOld { .. }),
+        ) = self
+        {
+            return "the package was made for a newer Stockade than this one: upgrade Stockade to \
+                    use it; nothing was installed or run";
+        }
+        // A certificate or revocation list a newer Stockade signed: the CA's tools are newer
+        // than this node, and "obtain another copy" or "install a current list" would bring
+        // the same format back.
+        if let VerifyError::Chain(
+            ChainStepError::DeveloperCert(CertError::NewerFormat(_))
+            | ChainStepError::IntermediateCert(CertError::NewerFormat(_)),
+        )
+        | VerifyError::Revocation(RevocationError::List(CrlError::NewerFormat(_))) = self
+        {
+            return "a certificate or the revocation list is of a format a newer Stockade signs: \
+                    upgrade Stockade on this node (until then nothing it covers is verified)";
+        }
+        if let VerifyError::Revocation(RevocationError::State(StateError::NewerFormat { .. })) =
+            self
+        {
+            return crate::state::NEWER_FORMAT_HINT;
+        }
         if let VerifyError::Revocation(RevocationError::State(_)) = self {
             return "restore the state file named (revocation-state.json) or make it a regular file of \
                     the state directory's owner, mode 0600; removing it forgets the revocation lists \
@@ -340,6 +368,39 @@ impl VerifyError {
             Exit::UnsafeArchive => "the payload contains entries that are unsafe to extract; do not use this package",
             Exit::IoErr => "the package was not judged: this host could not write its files (no space, a quota, a read-only file system, too many open files); nothing was installed or run, free the resource and try again",
             _ => "check the path and permissions",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate or revocation list of a newer format keeps its step's code and kind, and
+    /// its hint says to upgrade: "obtain an untampered copy" or "install a current revocation
+    /// list from your CA" (what they said) brings the same newer format back.
+    #[test]
+    fn a_newer_format_document_says_to_upgrade() {
+        let cases = [
+            (
+                VerifyError::Chain(ChainStepError::DeveloperCert(CertError::NewerFormat(2))),
+                Exit::Chain,
+                "chain.certificate",
+            ),
+            (
+                VerifyError::Chain(ChainStepError::IntermediateCert(CertError::NewerFormat(2))),
+                Exit::Chain,
+                "chain.certificate",
+            ),
+            (
+                VerifyError::Revocation(RevocationError::List(CrlError::NewerFormat(2))),
+                Exit::Revoked,
+                "revocation.list_invalid",
+            ),
+        ];
+        for (e, exit, kind) in cases {
+            assert_eq!((e.exit(), e.kind()), (exit, kind), "{e:?}");
+            assert!(e.hint().contains("upgrade Stockade"), "{e:?}: {}", e.hint());
         }
     }
 }

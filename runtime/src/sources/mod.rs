@@ -351,6 +351,18 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    /// `sources.json`, `pins.json` or `sources-seen.json` of a `format` above 1: written by a
+    /// newer Stockade ([`parse_state`]).
+    #[error(
+        "{} is of format {format}, written by a newer Stockade (this one reads format 1)",
+        path.display()
+    )]
+    NewerFormat {
+        /// The file.
+        path: PathBuf,
+        /// Its format.
+        format: u64,
+    },
     /// A state file is corrupt.
     #[error("{} is corrupt", path.display())]
     Corrupt {
@@ -404,7 +416,7 @@ impl SourceError {
             SourceError::State(_) => Exit::IoErr,
             SourceError::Held(HeldDirError::Unsafe { .. }) => Exit::Config,
             SourceError::Held(_) => Exit::IoErr,
-            SourceError::Corrupt { .. } => Exit::Config,
+            SourceError::Corrupt { .. } | SourceError::NewerFormat { .. } => Exit::Config,
         }
     }
 
@@ -449,6 +461,7 @@ impl SourceError {
             SourceError::Held(HeldDirError::Unsafe { .. }) => "source.unsafe",
             SourceError::Held(_) => "source.io",
             SourceError::Corrupt { .. } => "source.corrupt",
+            SourceError::NewerFormat { .. } => "source.newer_format",
         }
     }
 
@@ -468,6 +481,7 @@ impl SourceError {
             SourceError::NotOwner { .. } => "run the command as root, whose file it is",
             SourceError::LeftBehind { .. } => "the state directory's owner could have replaced it: check the URLs, operator keys and author pins in it, then move it into the sources directory, which has no file of that name yet (packaged layout: `mv -n /var/lib/stockade/sources.json /var/lib/stockade/pins.json /etc/stockade/sources/`) and, if it is not root's, `chown root:root` and `chmod 644` it; or move it aside and add the sources again (docs/sources.md, \"Upgrading from an earlier build\")",
             SourceError::StrayCopy { .. } => "remove it, do not move it: it may have been planted by the state directory's owner (an older copy of root's own file, which moving it would put back over the current one); the file in the sources directory is the configuration, and stays as it is (docs/sources.md, \"Upgrading from an earlier build\")",
+            SourceError::NewerFormat { .. } => "use it with the Stockade that wrote it (upgrade this one); nothing was changed. Do not move it aside: the author pins (pins.json) and rollback floors (sources.json, sources-seen.json) it holds would be forgotten, and the next install would pin whatever key it meets",
             SourceError::ConfigLocked { .. } => "another command (on this or another state directory) is changing the sources or pins; retry, or drop --no-wait to queue",
             SourceError::RotationNeedsOwner { .. } => "run `stockade source refresh` as root to take the rotation (after checking the new key's fingerprint); until then the last verified index is kept",
             _ => "",
@@ -724,16 +738,41 @@ fn load_config<T: Default + serde::de::DeserializeOwned>(
 }
 
 /// The bytes of state file `path` as JSON (`None`: the default).
+///
+/// The files say their format in `format`, absent for format 1, the only one this build reads
+/// and writes (so it writes them as earlier builds did, and they read what it writes). One of
+/// a format above 1 was written by a newer Stockade: it is told apart before its other fields
+/// are parsed (a newer format may add fields this build refuses) and refused as such
+/// ([`SourceError::NewerFormat`]), not as corrupt, whose hint (move it aside) would forget
+/// the author pins and rollback floors it holds. `"format": 1` is read as its absence.
 fn parse_state<T: Default + serde::de::DeserializeOwned>(
     path: &Path,
     bytes: Option<Vec<u8>>,
 ) -> Result<T, SourceError> {
-    match bytes {
-        Some(b) => serde_json::from_slice(&b).map_err(|source| {
-            let path = path.to_path_buf();
-            StateError::Corrupt { path, source }.into()
+    #[derive(Deserialize)]
+    struct FormatTag {
+        format: u64,
+    }
+    let corrupt = |source| -> SourceError {
+        let path = path.to_path_buf();
+        StateError::Corrupt { path, source }.into()
+    };
+    let Some(b) = bytes else {
+        return Ok(T::default());
+    };
+    match serde_json::from_slice::<FormatTag>(&b) {
+        Ok(FormatTag { format }) if format > 1 => Err(SourceError::NewerFormat {
+            path: path.to_path_buf(),
+            format,
         }),
-        None => Ok(T::default()),
+        Ok(FormatTag { format: 1 }) => {
+            let mut v: serde_json::Value = serde_json::from_slice(&b).map_err(corrupt)?;
+            if let Some(o) = v.as_object_mut() {
+                o.remove("format");
+            }
+            serde_json::from_value(v).map_err(corrupt)
+        }
+        _ => serde_json::from_slice(&b).map_err(corrupt),
     }
 }
 

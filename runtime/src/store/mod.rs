@@ -119,6 +119,21 @@ pub enum StoreError {
         /// What is wrong with it.
         why: String,
     },
+    /// The registry was written by a newer Stockade: its schema is `stockade-store/N` with N
+    /// above this build's ([`REGISTRY_SCHEMA`]). Told apart from damage ([`StoreError::Schema`],
+    /// [`StoreError::Corrupt`]) before the fields are parsed, since a newer format may have fields
+    /// this build does not know: "restore it from a backup" would forget what the newer version
+    /// installed, where the way out is that version (a downgrade does not read its store).
+    #[error(
+        "the store registry {} has schema `{found}`, written by a newer Stockade; this one reads `{REGISTRY_SCHEMA}`",
+        path.display()
+    )]
+    NewerFormat {
+        /// The registry.
+        path: PathBuf,
+        /// What it says.
+        found: String,
+    },
     /// The registry has an unknown schema.
     #[error("the store registry {} has schema `{found}`, expected `{REGISTRY_SCHEMA}`", path.display())]
     Schema {
@@ -1230,6 +1245,9 @@ fn load_registry_held(
         Err(e) => return Err(e.shown_as(shown).into()),
     };
     let path = shown.to_path_buf();
+    if let Some(found) = newer_schema(&bytes) {
+        return Err(StoreError::NewerFormat { path, found });
+    }
     let reg: Registry = serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
         path: path.clone(),
         source,
@@ -1244,6 +1262,20 @@ fn load_registry_held(
         return Err(StoreError::BadDirName(p.dir.clone()));
     }
     Ok((reg, Some(file)))
+}
+
+/// The schema of a registry written by a newer Stockade (`stockade-store/N`, N > 1), looked at
+/// before anything else of the file: a newer format may add fields this build refuses
+/// (`deny_unknown_fields`), which would make it "corrupt". `None` for anything else, judged by
+/// the full parse.
+fn newer_schema(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Tag {
+        schema: String,
+    }
+    let tag: Tag = serde_json::from_slice(bytes).ok()?;
+    let n: u32 = tag.schema.strip_prefix("stockade-store/")?.parse().ok()?;
+    (n > 1 && tag.schema == format!("stockade-store/{n}")).then_some(tag.schema)
 }
 
 /// Read the registry without locking or recovering (for read-only listing by anyone, and every
