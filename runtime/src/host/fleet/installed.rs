@@ -907,6 +907,8 @@ impl Daemon {
         };
         e.phase = Phase::Held;
         e.relaunch_for = None;
+        // The relaunch asked for ends here; the one that follows is the daemon's.
+        e.restart_requested = false;
         // No incarnation is coming until it fits: the warm spare (an init, a uid, a cgroup)
         // goes now, as for a quarantine.
         let spare = e.spare.take();
