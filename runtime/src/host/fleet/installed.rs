@@ -388,6 +388,21 @@ impl Daemon {
             if e.update.as_ref().map(|u| &u.pkg.report.package_sha256) == Some(sha) {
                 continue; // admitted already, waiting for its relaunch
             }
+            // Another package installed over the update waiting for its relaunch: that update
+            // is no longer installed, and is dropped as when the registry goes back to the
+            // loaded package (`withdraw_update`); the package named now is judged in its
+            // place. Kept, it was run should that package be refused — a package the store no
+            // longer holds, while the refusal said the loaded version ran on (review-129).
+            if let Some(replaced) = e.update.as_ref().map(|u| u.version()) {
+                self.withdraw_update(name);
+                log_line(&format!(
+                    "store check: plugin {}: the update waiting for its relaunch ({}) is no \
+                     longer installed: another package was installed over it",
+                    term(name),
+                    term(&replaced)
+                ));
+            }
+            let e = &self.plugins[name];
             if let Some(c) = &e.store_change {
                 if !forced && c.still_holds(sha, &under) {
                     if c.under.is_some() {
@@ -1011,7 +1026,8 @@ impl Daemon {
     }
 
     /// The update admitted for `name` and waiting for its relaunch is no longer installed (the
-    /// registry back to the loaded package, the plugin removed but kept for its dependants):
+    /// registry back to the loaded package, another package installed over it, the plugin
+    /// removed but kept for its dependants):
     /// it is dropped. A plugin quarantined when it was admitted goes back to that quarantine
     /// (`back_to_quarantine`; review-124: its crash-quarantined package was relaunched as a
     /// plain restart). Otherwise the relaunch asked for it, if still to come, is the loaded
