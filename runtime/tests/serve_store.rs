@@ -1697,3 +1697,37 @@ fn an_update_installed_over_while_it_waits_for_its_relaunch_is_not_run() {
         "{restarts:?}"
     );
 }
+
+/// Review-129: a refused update's `store_change` says what the loaded version does as of the
+/// status (helper-126) — also while the plugin is being unloaded: "is being unloaded", not
+/// "runs on" (`lib` 0.2.0 refused for `tool` 0.1.0, then `lib` unloaded by force while a
+/// call hangs in it, so that it stops for the 2 s grace).
+#[test]
+fn a_refused_update_of_a_plugin_being_unloaded_does_not_say_it_runs_on() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let tool = pack_needing(&fx, "tool", "0.1.0", &[("lib", "^0.1")]);
+    store(&fx, &["install", &lib1]);
+    let s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    let mut busy = s.client();
+    let mut unloader = s.client();
+    c.ok("plugin_load", json!({"package": "lib"}));
+    c.ok("plugin_load", json!({ "package": tool }));
+    store(&fx, &["install", &lib2]);
+    let lib = wait_status(&mut c, "lib", |st| !st["store_change"].is_null());
+    let said = lib["store_change"]["message"].as_str().unwrap_or_default();
+    assert!(said.ends_with("; lib 0.1.0 runs on"), "{lib}");
+    hang_call(&mut busy, &mut c, "lib");
+    unloader.send(
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "plugin_unload",
+                          "params": {"name": "lib", "force": true}}),
+    );
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "stopping");
+    let said = lib["store_change"]["message"].as_str().unwrap_or_default();
+    assert!(said.ends_with("; lib 0.1.0 is being unloaded"), "{lib}");
+}

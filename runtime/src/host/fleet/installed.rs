@@ -176,8 +176,8 @@ impl StoreChange {
     }
 
     /// The message, for a plugin in `phase`: an update refused says what the version loaded
-    /// does then — it runs on, or it is held or stays quarantined (said "runs on" whatever it
-    /// did, helper-121/review-124: a held plugin's status said it ran).
+    /// does then — it runs on, or it is held, stays quarantined or is being unloaded (said
+    /// "runs on" whatever it did, helper-121/review-124: a held plugin's status said it ran).
     fn said(&self, phase: Phase) -> String {
         let Some(loaded) = &self.loaded else {
             return self.message.clone();
@@ -185,6 +185,8 @@ impl StoreChange {
         let then = match phase {
             Phase::Held => "is held stopped (plugin_status.held)",
             Phase::Quarantined => "stays quarantined",
+            // `plugin_unload` (or a removal) stopping it: it does not run on (review-129).
+            Phase::Unloading => "is being unloaded",
             _ => "runs on",
         };
         format!("{}; {loaded} {then}", self.message)
