@@ -1641,3 +1641,93 @@ fn a_held_plugin_whose_package_is_revoked_is_quarantined_and_stays_so_when_it_fi
         "{recs:?}"
     );
 }
+
+/// Review-129: an update admitted and waiting for its relaunch (`lib` 0.1.1, `lib` slow to
+/// stop) is no longer installed once another package is installed over it (`lib` 0.2.0): it
+/// is dropped, as when the registry goes back to the loaded package, and the package named now
+/// is judged in its place — here refused (it breaks `tool` 0.1.0, loaded from its file). `lib`
+/// is relaunched on the version that ran (`reason` `"update_withdrawn"`), as its
+/// `store_change` says ("lib 0.1.0 runs on"). The old daemon kept the replaced update and
+/// relaunched `lib` on 0.1.1, a package the store no longer held, while the status said
+/// 0.1.0 ran on.
+#[test]
+fn an_update_installed_over_while_it_waits_for_its_relaunch_is_not_run() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let lib11 = pack_needing(&fx, "lib", "0.1.1", &[]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let tool = pack_needing(&fx, "tool", "0.1.0", &[("lib", "^0.1")]);
+    store(&fx, &["install", &lib1]);
+    let log = fx.dir().join("audit.log");
+    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let mut c = s.client();
+    let mut busy = s.client();
+    c.ok("plugin_load", json!({"package": "lib"}));
+    c.ok("plugin_load", json!({ "package": tool }));
+    hang_call(&mut busy, &mut c, "lib");
+    store(&fx, &["install", &lib11]);
+    wait_status(&mut c, "lib", |st| st["state"] == "stopping");
+    // Installed over 0.1.1 while `lib` 0.1.0 stops (the hanging call, up to the 2 s grace).
+    store(&fx, &["install", &lib2]);
+    let lib = wait_status(&mut c, "lib", |st| !st["store_change"].is_null());
+    assert_eq!(lib["store_change"]["version"], "0.2.0", "{lib}");
+    assert_eq!(
+        lib["store_change"]["kind"], "store.breaks_dependent",
+        "{lib}"
+    );
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "ready");
+    assert_eq!(
+        lib["version"], "0.1.0",
+        "lib runs a package no longer installed: {lib}"
+    );
+    let said = lib["store_change"]["message"].as_str().unwrap_or_default();
+    assert!(said.ends_with("; lib 0.1.0 runs on"), "{lib}");
+    let recs = records(&log);
+    let restarts: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "restart" && r["plugin"] == "lib")
+        .collect();
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    assert_eq!(restarts[0]["version"], "0.1.0", "{restarts:?}");
+    assert_eq!(
+        restarts[0]["detail"]["reason"], "update_withdrawn",
+        "{restarts:?}"
+    );
+}
+
+/// Review-129: a refused update's `store_change` says what the loaded version does as of the
+/// status (helper-126) — also while the plugin is being unloaded: "is being unloaded", not
+/// "runs on" (`lib` 0.2.0 refused for `tool` 0.1.0, then `lib` unloaded by force while a
+/// call hangs in it, so that it stops for the 2 s grace).
+#[test]
+fn a_refused_update_of_a_plugin_being_unloaded_does_not_say_it_runs_on() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let lib1 = pack_needing(&fx, "lib", "0.1.0", &[]);
+    let lib2 = pack_needing(&fx, "lib", "0.2.0", &[]);
+    let tool = pack_needing(&fx, "tool", "0.1.0", &[("lib", "^0.1")]);
+    store(&fx, &["install", &lib1]);
+    let s = Serve::start(&fx, CONFIG, None);
+    let mut c = s.client();
+    let mut busy = s.client();
+    let mut unloader = s.client();
+    c.ok("plugin_load", json!({"package": "lib"}));
+    c.ok("plugin_load", json!({ "package": tool }));
+    store(&fx, &["install", &lib2]);
+    let lib = wait_status(&mut c, "lib", |st| !st["store_change"].is_null());
+    let said = lib["store_change"]["message"].as_str().unwrap_or_default();
+    assert!(said.ends_with("; lib 0.1.0 runs on"), "{lib}");
+    hang_call(&mut busy, &mut c, "lib");
+    unloader.send(
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "plugin_unload",
+                          "params": {"name": "lib", "force": true}}),
+    );
+    let lib = wait_status(&mut c, "lib", |st| st["state"] == "stopping");
+    let said = lib["store_change"]["message"].as_str().unwrap_or_default();
+    assert!(said.ends_with("; lib 0.1.0 is being unloaded"), "{lib}");
+}

@@ -518,3 +518,57 @@ fn a_restart_refused_for_a_full_uid_range_is_retried_not_counted_as_a_crash() {
     assert_eq!(entry(&r, "a")["result"]["ok"], true, "{r}");
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
+
+/// Review-129: the `restart` record of an agent's `plugin_restart` says `requested: true`
+/// whatever the plugin was doing when asked — quarantined (no process: the way out of a
+/// quarantine is always an agent's) as well as running —, and so does the record of the try
+/// that is had when the launch was put off for the moment (its record not written: another
+/// writer holds the audit log's lock past the daemon's 1 s wait, `audit.busy`). The old daemon
+/// told it by the phase (`Relaunch`: stopping a running incarnation): both said `false`, a
+/// plain crash restart's.
+#[test]
+fn an_agents_restart_is_recorded_as_requested_whatever_the_plugin_was_doing() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let log = fx.dir().join("audit.log");
+    let policy = format!("[audit]\nfile = {log:?}\n");
+    let mut s = Serve::start(&fx, QUARANTINE_AFTER_TWO, Some(&policy));
+    let mut c = s.client();
+    let restarts = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["event"] == "restart" && r["plugin"] == "a" && r["outcome"] == "ok")
+            .collect()
+    };
+    crash_loop(&mut c, &a);
+    // One crash restart: not requested.
+    let before = restarts();
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0]["detail"]["requested"], false, "{before:?}");
+    c.ok("plugin_restart", json!({"name": "a"}));
+    c.wait_state("a", "ready");
+    let after = restarts();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(after[1]["detail"]["requested"], true, "{after:?}");
+    // A running `a` restarted while the audit log's lock is held: its launch is put off
+    // (`restarting`, not a crash), and had once the lock is free.
+    let lock = std::fs::File::open(fx.dir().join("audit.log.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    c.ok("plugin_restart", json!({"name": "a"}));
+    let r = c.wait_state("a", "restarting");
+    assert_eq!(r["reason"]["kind"], "audit.busy", "{r}");
+    drop(held);
+    c.wait_state("a", "ready");
+    let after = restarts();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(after[2]["detail"]["requested"], true, "{after:?}");
+    let pids = s.stop_and_drain(&mut c);
+    assert_eq!(alive(&pids), Vec::<i64>::new());
+}

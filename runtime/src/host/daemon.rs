@@ -702,7 +702,7 @@ impl Daemon {
     }
 
     /// The entry for a plugin that cannot take the call now (starting, restarting,
-    /// quarantined): the hook's failure mode decides, as for a crashed plugin.
+    /// quarantined, held): the hook's failure mode decides, as for a crashed plugin.
     fn unavailable_entry(&self, plugin: &str, hook: &str, why: &str) -> Value {
         let e = err(codes::UNAVAILABLE, why);
         // The plugin's own effective hook policy (its `[plugin."NAME"]` section applied).

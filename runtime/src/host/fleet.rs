@@ -187,6 +187,12 @@ pub struct Entry {
     /// Why the daemon itself asked the running incarnation to stop for a relaunch
     /// (`"grant_expiry"`), for the `restart` record; none for an agent's `plugin_restart`.
     relaunch_for: Option<&'static str>,
+    /// An agent's `plugin_restart` asked for the relaunch to come, until its launch is had (the
+    /// `restart` record's `requested`): kept while that launch is put off for the moment, as
+    /// [`Entry::relaunch_for`] is. Told by the phase instead (`Relaunch`), the restart of a
+    /// plugin without a process — quarantined, held, restarting — or one tried again said
+    /// `requested: false` (review-129).
+    restart_requested: bool,
     /// The grant targets the current incarnation's launch was authorised for
     /// ([`crate::plugin_policy::LaunchPolicy::granted_targets`]), checked again by the periodic
     /// trust check ([`Daemon::check_grants_now`]).
@@ -827,6 +833,7 @@ impl Daemon {
             expires: None,
             grants_expire: None,
             relaunch_for: None,
+            restart_requested: false,
             grant_targets: BTreeSet::new(),
             grant_inputs: Vec::new(),
             from_store: false,
@@ -1296,6 +1303,7 @@ impl Daemon {
         // The agent's restart, not a relaunch the daemon had pending (its reason would show
         // in this restart's record).
         e.relaunch_for = None;
+        e.restart_requested = true;
         match e.slot {
             Some(slot) => {
                 e.phase = Phase::Relaunch;
@@ -2313,8 +2321,9 @@ impl Daemon {
         let mut e = self.plugins.remove(name).expect("present");
         e.trust_retries = 0;
         let by_daemon = e.relaunch_for.take();
+        let requested = std::mem::take(&mut e.restart_requested);
         let mut extra = json!({"restarts": e.restarts + 1,
-                               "requested": e.phase == Phase::Relaunch && by_daemon.is_none(),
+                               "requested": requested && by_daemon.is_none(),
                                "last_exit": e.last_exit});
         if let Some(why) = by_daemon {
             extra["reason"] = json!(why);
@@ -2354,6 +2363,7 @@ impl Daemon {
                 // as an update's does (`update_from`). Taken for this try, it was a plain
                 // restart's record then (review-124).
                 e.relaunch_for = by_daemon;
+                e.restart_requested = requested;
                 log_line(&format!(
                     "plugin {}: not restarted, trying again in {delay} ms (not counted as a \
                      crash): {}",

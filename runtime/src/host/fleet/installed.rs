@@ -176,8 +176,8 @@ impl StoreChange {
     }
 
     /// The message, for a plugin in `phase`: an update refused says what the version loaded
-    /// does then — it runs on, or it is held or stays quarantined (said "runs on" whatever it
-    /// did, helper-121/review-124: a held plugin's status said it ran).
+    /// does then — it runs on, or it is held, stays quarantined or is being unloaded (said
+    /// "runs on" whatever it did, helper-121/review-124: a held plugin's status said it ran).
     fn said(&self, phase: Phase) -> String {
         let Some(loaded) = &self.loaded else {
             return self.message.clone();
@@ -185,6 +185,8 @@ impl StoreChange {
         let then = match phase {
             Phase::Held => "is held stopped (plugin_status.held)",
             Phase::Quarantined => "stays quarantined",
+            // `plugin_unload` (or a removal) stopping it: it does not run on (review-129).
+            Phase::Unloading => "is being unloaded",
             _ => "runs on",
         };
         format!("{}; {loaded} {then}", self.message)
@@ -388,6 +390,21 @@ impl Daemon {
             if e.update.as_ref().map(|u| &u.pkg.report.package_sha256) == Some(sha) {
                 continue; // admitted already, waiting for its relaunch
             }
+            // Another package installed over the update waiting for its relaunch: that update
+            // is no longer installed, and is dropped as when the registry goes back to the
+            // loaded package (`withdraw_update`); the package named now is judged in its
+            // place. Kept, it was run should that package be refused — a package the store no
+            // longer holds, while the refusal said the loaded version ran on (review-129).
+            if let Some(replaced) = e.update.as_ref().map(|u| u.version()) {
+                self.withdraw_update(name);
+                log_line(&format!(
+                    "store check: plugin {}: the update waiting for its relaunch ({}) is no \
+                     longer installed: another package was installed over it",
+                    term(name),
+                    term(&replaced)
+                ));
+            }
+            let e = &self.plugins[name];
             if let Some(c) = &e.store_change {
                 if !forced && c.still_holds(sha, &under) {
                     if c.under.is_some() {
@@ -907,6 +924,8 @@ impl Daemon {
         };
         e.phase = Phase::Held;
         e.relaunch_for = None;
+        // The relaunch asked for ends here; the one that follows is the daemon's.
+        e.restart_requested = false;
         // No incarnation is coming until it fits: the warm spare (an init, a uid, a cgroup)
         // goes now, as for a quarantine.
         let spare = e.spare.take();
@@ -1009,7 +1028,8 @@ impl Daemon {
     }
 
     /// The update admitted for `name` and waiting for its relaunch is no longer installed (the
-    /// registry back to the loaded package, the plugin removed but kept for its dependants):
+    /// registry back to the loaded package, another package installed over it, the plugin
+    /// removed but kept for its dependants):
     /// it is dropped. A plugin quarantined when it was admitted goes back to that quarantine
     /// (`back_to_quarantine`; review-124: its crash-quarantined package was relaunched as a
     /// plain restart). Otherwise the relaunch asked for it, if still to come, is the loaded
