@@ -960,45 +960,59 @@ pub fn verify_with_head(text: &str, head: Option<&Head>) -> Result<(usize, bool)
 /// lagged one record behind.
 fn against_head(chain: &Chain, head: Option<&Head>) -> Result<bool, ChainError> {
     let hashes = &chain.hashes;
-    let n = hashes.len() as u64;
+    head_check(
+        hashes.len(),
+        chain.continues.as_ref(),
+        |k| {
+            usize::try_from(k)
+                .ok()
+                .and_then(|i| hashes.get(i))
+                .map(String::as_str)
+        },
+        head,
+    )
+}
+
+/// [`against_head`] for a log of `n` records continuing `continues`, `hash_of(i)` the hash of
+/// record `i` (from 0) if known: only the record the head names is ever asked for, so a
+/// streamed check keeps that one hash ([`ChainCheck::watching`]), not the log's every hash.
+fn head_check<'a>(
+    n: usize,
+    continues: Option<&Continues>,
+    hash_of: impl Fn(u64) -> Option<&'a str>,
+    head: Option<&Head>,
+) -> Result<bool, ChainError> {
     let Some(h) = head else {
         return Ok(false);
     };
     // A rotation killed between its commit and the head's replacement: the new log's only
     // record continues the record the head still names (the next append heals it).
-    if n == 1
-        && chain
-            .continues
-            .as_ref()
-            .is_some_and(|c| c.records == h.records && c.last_hash == h.last_hash)
-    {
+    if n == 1 && continues.is_some_and(|c| c.records == h.records && c.last_hash == h.last_hash) {
         return Ok(true);
     }
     let hash_at = |records: u64| -> &str {
         match records {
             0 => GENESIS,
-            k => usize::try_from(k - 1)
-                .ok()
-                .and_then(|i| hashes.get(i))
-                .map_or("", String::as_str),
+            k => hash_of(k - 1).unwrap_or(""),
         }
     };
-    if h.records > n {
+    let n64 = n as u64;
+    if h.records > n64 {
         return Err(ChainError::Truncated {
-            records: hashes.len(),
+            records: n,
             expected: h.records,
-            first_missing_seq: n,
+            first_missing_seq: n64,
             last_missing_seq: h.records - 1,
         });
     }
     if hash_at(h.records) != h.last_hash {
         return Err(ChainError::HeadMismatch { record: h.records });
     }
-    match n - h.records {
+    match n64 - h.records {
         0 => Ok(false),
         1 => Ok(true),
         _ => Err(ChainError::HeadBehind {
-            records: hashes.len(),
+            records: n,
             head: h.records,
         }),
     }
@@ -1027,60 +1041,224 @@ impl Chain {
 /// it continues ([`continues`]: a rotated log's new file verifies alone; that the file before it
 /// is the one it names is [`verify_files`]' to check).
 pub fn check_chain(text: &str) -> Result<Chain, ChainError> {
+    let mut check = ChainCheck::default();
     let mut hashes = Vec::new();
-    let mut prev = GENESIS.to_string();
-    let mut start = None;
-    let mut n = 0usize;
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+    for line in text.lines() {
+        if let Some(hash) = check.line(line)? {
+            hashes.push(hash.to_string());
         }
-        let record = n + 1;
-        if let Some(schema) = newer_schema(line) {
-            return Err(ChainError::NewerFormat {
-                record,
-                line: i + 1,
-                schema,
-            });
-        }
-        let r: Record = serde_json::from_str(line).map_err(|_| ChainError::Malformed {
-            record,
-            line: i + 1,
-        })?;
-        if r.schema != SCHEMA {
-            return Err(ChainError::Malformed {
-                record,
-                line: i + 1,
-            });
-        }
-        if r.compute_hash().ok().as_deref() != Some(r.hash.as_str()) {
-            return Err(ChainError::Edited {
-                record,
-                line: i + 1,
-            });
-        }
-        if n == 0 {
-            if let Some(c) = continues(&r) {
-                prev.clone_from(&c.last_hash);
-                start = Some(c);
-            }
-        }
-        if r.prev != prev || r.seq != n as u64 {
-            return Err(ChainError::Broken {
-                record,
-                line: i + 1,
-                seq: r.seq,
-                expected: n as u64,
-            });
-        }
-        prev = r.hash.clone();
-        hashes.push(r.hash);
-        n += 1;
     }
     Ok(Chain {
         hashes,
-        continues: start,
+        continues: check.finish().continues,
     })
+}
+
+/// A log's chain checked one line at a time: [`check_chain`]'s rules, holding one line and a
+/// few hashes, so that `audit verify` reads a log of any size in bounded memory (it read each
+/// file whole, and kept every record's hash: a 537 MB log took 635 MB, and one larger than
+/// the memory it may have could not be verified at all).
+#[derive(Debug, Clone)]
+pub struct ChainCheck {
+    prev: String,
+    continues: Option<Continues>,
+    records: usize,
+    lines: usize,
+    watch: Option<u64>,
+    watched: Option<String>,
+}
+
+impl Default for ChainCheck {
+    fn default() -> Self {
+        Self::watching(None)
+    }
+}
+
+impl ChainCheck {
+    /// A check that also keeps the hash of record `index` (from 0; `None`: none) — the one a
+    /// head file names, for [`ChainSummary::against_head`].
+    pub fn watching(index: Option<u64>) -> Self {
+        Self {
+            prev: GENESIS.to_string(),
+            continues: None,
+            records: 0,
+            lines: 0,
+            watch: index,
+            watched: None,
+        }
+    }
+
+    /// The log's next line (without its line end): the record's hash, or `None` for a blank
+    /// line (skipped, but counted for the line numbers errors give).
+    pub fn line(&mut self, line: &str) -> Result<Option<&str>, ChainError> {
+        self.lines += 1;
+        if line.trim().is_empty() {
+            return Ok(None);
+        }
+        let (record, at) = (self.records + 1, self.lines);
+        if let Some(schema) = newer_schema(line) {
+            return Err(ChainError::NewerFormat {
+                record,
+                line: at,
+                schema,
+            });
+        }
+        let r: Record =
+            serde_json::from_str(line).map_err(|_| ChainError::Malformed { record, line: at })?;
+        if r.schema != SCHEMA {
+            return Err(ChainError::Malformed { record, line: at });
+        }
+        if r.compute_hash().ok().as_deref() != Some(r.hash.as_str()) {
+            return Err(ChainError::Edited { record, line: at });
+        }
+        if self.records == 0 {
+            if let Some(c) = continues(&r) {
+                self.prev.clone_from(&c.last_hash);
+                self.continues = Some(c);
+            }
+        }
+        if r.prev != self.prev || r.seq != self.records as u64 {
+            return Err(ChainError::Broken {
+                record,
+                line: at,
+                seq: r.seq,
+                expected: self.records as u64,
+            });
+        }
+        if self.watch == Some(self.records as u64) {
+            self.watched = Some(r.hash.clone());
+        }
+        self.prev = r.hash;
+        self.records += 1;
+        Ok(Some(&self.prev))
+    }
+
+    /// What the lines fed so far hold.
+    pub fn finish(self) -> ChainSummary {
+        let last_hash = if self.records == 0 {
+            GENESIS.to_string()
+        } else {
+            self.prev
+        };
+        ChainSummary {
+            records: self.records,
+            last_hash,
+            continues: self.continues,
+            watched: self.watch.zip(self.watched),
+        }
+    }
+}
+
+/// A log checked by [`ChainCheck`]: what `audit verify` says of it and needs for the file after
+/// it and for the head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSummary {
+    /// How many records it holds.
+    pub records: usize,
+    /// Its last record's hash ([`GENESIS`] when it holds none).
+    pub last_hash: String,
+    /// What its first record says it continues ([`Chain::continues`]).
+    pub continues: Option<Continues>,
+    watched: Option<(u64, String)>,
+}
+
+impl ChainSummary {
+    /// [`verify_with_head`]'s head check: whether the head lagged one record behind. The
+    /// check must have watched the record the head names (`head.records - 1`).
+    pub fn against_head(&self, head: Option<&Head>) -> Result<bool, ChainError> {
+        let n = self.records as u64;
+        head_check(
+            self.records,
+            self.continues.as_ref(),
+            |i| match &self.watched {
+                _ if i + 1 == n => Some(self.last_hash.as_str()),
+                Some((w, h)) if *w == i => Some(h.as_str()),
+                _ => None,
+            },
+            head,
+        )
+    }
+}
+
+/// Why [`verify_streams`] stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// A file breaks the chain ([`verify_files`]' errors).
+    #[error(transparent)]
+    Chain(FilesError),
+    /// A file could not be read (or is not UTF-8 text).
+    #[error("cannot read {file}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// [`verify_files`], each file read line by line from `open(i)` (opened in turn, one at a
+/// time) instead of held whole: its summary, and whether the head lagged one behind the last
+/// file. `names`: each file's name, oldest first, the log last.
+pub fn verify_streams<R: std::io::BufRead>(
+    names: &[String],
+    head: Option<&Head>,
+    mut open: impl FnMut(usize) -> std::io::Result<R>,
+) -> Result<(Vec<ChainSummary>, bool), StreamError> {
+    let mut done: Vec<ChainSummary> = Vec::with_capacity(names.len());
+    let mut behind = false;
+    for (i, name) in names.iter().enumerate() {
+        let last = i + 1 == names.len();
+        let read = |source| StreamError::Read {
+            file: name.clone(),
+            source,
+        };
+        let at = |source| {
+            StreamError::Chain(FilesError {
+                file: name.clone(),
+                source,
+            })
+        };
+        let watch = head.filter(|_| last).and_then(|h| h.records.checked_sub(1));
+        let mut check = ChainCheck::watching(watch);
+        let mut reader = open(i).map_err(read)?;
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf).map_err(read)? == 0 {
+                break;
+            }
+            // `str::lines`' line ends: `\n`, or `\r\n`.
+            if buf.last() == Some(&b'\n') {
+                buf.pop();
+                if buf.last() == Some(&b'\r') {
+                    buf.pop();
+                }
+            }
+            let line = std::str::from_utf8(&buf)
+                .map_err(|e| read(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+            check.line(line).map_err(at)?;
+        }
+        let summary = check.finish();
+        if let Some(before) = done.last() {
+            let follows = summary.continues.as_ref().is_some_and(|c| {
+                c.records == before.records as u64 && c.last_hash == before.last_hash
+            });
+            if !follows {
+                return Err(at(ChainError::Discontinuous {
+                    previous: names[i - 1].clone(),
+                    records: before.records,
+                    continues: summary.continues.clone(),
+                }));
+            }
+        }
+        if last {
+            behind = summary.against_head(head).map_err(at)?;
+        }
+        done.push(summary);
+    }
+    Ok((done, behind))
 }
 
 fn chain_hashes(text: &str) -> Result<Vec<String>, ChainError> {
@@ -1446,6 +1624,58 @@ mod tests {
             verify_chain(&first_gone),
             Err(ChainError::Broken { record: 1, .. })
         ));
+    }
+
+    /// The streamed check `audit verify` uses ([`verify_streams`], one line at a time, one
+    /// watched hash) decides as the whole-text one ([`verify_with_head`]) for every head — each
+    /// count from 0 to past the end, with the right hash and a wrong one — and every edit,
+    /// deletion and reordering, with the same errors.
+    #[test]
+    fn the_streamed_check_agrees_with_the_whole_text_one() {
+        let (_d, p) = log(5);
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let whole = verify_chain(&text).unwrap();
+        let hashes = check_chain(&text).unwrap().hashes;
+        let mut texts = vec![
+            text.clone(),
+            text.replace('\n', "\r\n\n  \n"),
+            text.replacen("\"p2\"", "\"pX\"", 1),
+            [lines[0], lines[1], lines[3], lines[4]].join("\n"),
+            [lines[0], lines[2], lines[1]].join("\n"),
+            lines[..3].join("\n"),
+            format!("{}\nnot json", lines[0]),
+            String::new(),
+        ];
+        texts.push(texts[1].replacen("\"p4\"", "\"pY\"", 1));
+        let mut heads = vec![None];
+        for n in 0..=whole + 1 {
+            let records = n as u64;
+            let last = match n {
+                0 => GENESIS.to_string(),
+                k => hashes.get(k - 1).cloned().unwrap_or_default(),
+            };
+            for last_hash in [last, "f".repeat(64)] {
+                heads.push(Some(Head {
+                    schema: HEAD_SCHEMA.into(),
+                    records,
+                    last_hash,
+                }));
+            }
+        }
+        for t in &texts {
+            for h in &heads {
+                let streamed = verify_streams(&["log".to_string()], h.as_ref(), |_| {
+                    Ok(std::io::Cursor::new(t.as_bytes()))
+                });
+                let streamed = match streamed {
+                    Ok((s, behind)) => Ok((s[0].records, behind)),
+                    Err(StreamError::Chain(e)) => Err(e.source),
+                    Err(e) => panic!("{e}"),
+                };
+                assert_eq!(streamed, verify_with_head(t, h.as_ref()), "{t:?} {h:?}");
+            }
+        }
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("pack", Exit::DataErr),
     ("pack.secret_key", Exit::DataErr),
     ("revocation", Exit::DataErr),
+    ("revocation.too_large", Exit::DataErr),
     ("license", Exit::DataErr),
     ("ca_dir_corrupt", Exit::DataErr),
     ("container", Exit::DataErr),

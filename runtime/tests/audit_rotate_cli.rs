@@ -415,3 +415,68 @@ fn a_log_a_newer_stockade_wrote_is_said_to_be_one_and_left_alone() {
         &["--json", "audit", "verify", "--require-head", logs.as_str()],
     );
 }
+
+/// `audit verify` reads each file line by line, never whole: a log larger than the memory the
+/// process may take verifies (it read the file into memory, then kept every record's hash: a
+/// 40 MiB log under a 32 MiB data limit failed, 66 "cannot read …: out of memory"). The log
+/// here is three appended records with 40 MiB of blank lines between them (verification skips
+/// blank lines), so that the test writes it quickly; the head file is checked as usual.
+#[test]
+fn a_log_larger_than_the_memory_allowed_verifies() {
+    if !require_tool("prlimit", "it caps the verifying process's data") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("audit.log");
+    append(&log, 3);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let blank = format!("{}\n", " ".repeat(1023));
+    let mut big = String::with_capacity(41 << 20);
+    big.push_str(lines[0]);
+    big.push('\n');
+    for _ in 0..(40 << 10) {
+        big.push_str(&blank);
+    }
+    for l in &lines[1..] {
+        big.push_str(l);
+        big.push_str("\r\n");
+    }
+    std::fs::write(&log, big).unwrap();
+    let l = log.to_str().unwrap();
+    for follow in [false, true] {
+        let mut c = command_under(
+            &[
+                "prlimit".to_string(),
+                format!("--data={}", 32 << 20),
+                "--".to_string(),
+            ],
+            env!("CARGO_BIN_EXE_stockade"),
+        );
+        c.args(["--json", "audit", "verify", "--require-head"]);
+        if follow {
+            c.arg("--follow");
+        }
+        let out = c.arg(l).current_dir(d.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["records"], 3, "{v}");
+        assert_eq!(v["head"], "checked", "{v}");
+    }
+    // Lines count as `str::lines` counts them (blank ones too, `\r\n` one line end): an edit
+    // of the last record is named at its line.
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    let at = text.rfind("\"outcome\":\"ok\"").unwrap();
+    text.replace_range(at..at + 14, "\"outcome\":\"no\"");
+    std::fs::write(&log, text).unwrap();
+    let r = stockade(d.path(), &["--json", "audit", "verify", l]);
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert_eq!(r.json()["error"]["kind"], "audit_chain", "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains(&format!("record 3 (line {}) was edited", 3 + (40 << 10))),
+        "{}",
+        r.stdout
+    );
+}

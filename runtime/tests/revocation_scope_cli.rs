@@ -992,3 +992,37 @@ fn a_validity_past_the_largest_time_is_a_usage_error() {
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(r.json()["expires_at"], u64::MAX, "{}", r.stdout);
 }
+
+/// A list larger than nodes read (1 MiB, `signed::MAX_DOC_BYTES`) is not issued: `ca revoke`
+/// wrote it (41,000 serials: 1.7 MB; 42 bytes each), and every node given it failed every verification closed
+/// (78 `trust_dir`, "more than the 1048576-byte limit"). Refused with its kind, nothing written
+/// or recorded: the next list is still version 1, and verifies.
+#[test]
+fn a_revocation_list_larger_than_nodes_read_is_not_issued() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let serials: Vec<String> = (0..26_000u32).map(|i| format!("{i:032x}")).collect();
+    let mut args = vec![
+        "--json",
+        "ca",
+        "revoke",
+        "--ca",
+        "root",
+        "-o",
+        "trust/revocations.json",
+    ];
+    for s in &serials {
+        args.extend(["--serial", s.as_str()]);
+    }
+    let before = std::fs::read_dir(fx.path("root")).unwrap().count();
+    assert_fail(&fx.run(&args), 65, "revocation.too_large");
+    assert!(!fx.path("trust/revocations.json").exists());
+    assert_eq!(std::fs::read_dir(fx.path("root")).unwrap().count(), before);
+    // Under the limit it is issued, as version 1, and nodes read it.
+    let r = fx.run(&args[..args.len() - 2 * 6_000]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["version"], 1, "{}", r.stdout);
+    let v = fx.verify(&pkg, &[]);
+    assert_eq!(v.code, 0, "{}", v.stdout);
+    assert_eq!(v.json()["revocation_version"], 1);
+}

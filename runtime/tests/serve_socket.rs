@@ -836,3 +836,32 @@ fn answers_until_eof(sock: UnixStream) -> (Vec<serde_json::Value>, usize) {
     }
     (answers, bytes)
 }
+
+/// A message larger than `max_outbound_bytes` reaches an agent that reads: a plugin declaring
+/// 150 hooks (its `ready` announcement and its `plugin_list` entry about 9 KiB each) under a
+/// 4 KiB cap got every connection dropped as one that "stopped reading", at the load and at each
+/// `plugin_list` after (audit-127; under the default 4 MiB, a `plugin_list` of many plugins or
+/// a fan-out of many large results did the same).
+#[test]
+fn a_message_larger_than_the_outbound_cap_reaches_a_reading_agent() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let hooks: Vec<String> = (0..150)
+        .map(|i| format!("on:a_fairly_long_hook_name_of_a_real_plugin.number_{i}"))
+        .collect();
+    let hooks: Vec<&str> = hooks.iter().map(String::as_str).collect();
+    let pkg = pack_worker(&fx, "many", &hooks);
+    let mut s = Serve::start(&fx, "[serve]\nmax_outbound_bytes = 4096\n", None);
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": pkg}));
+    let ready = c.wait_state("many", "ready");
+    assert!(ready.to_string().len() > 4096, "{ready}");
+    let mut other = s.client();
+    let list = other.ok("plugin_list", json!({}));
+    assert!(list.to_string().len() > 4096, "{list}");
+    assert!(list.to_string().contains("number_149"), "{list}");
+    assert!(!s.log().contains("dropped"), "{}", s.log());
+    assert_eq!(s.stop(), 0);
+}

@@ -10,7 +10,8 @@ use crate::protocol::host::{HostPolicy, HostPolicyError};
 use crate::sandbox::{SandboxPolicyError, SandboxPolicyFile, ValidatedSandboxPolicy};
 use crate::sandbox::{MAX_POLICY_BYTES, POLICY_VERSION};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 /// Where a file was found; the order is the precedence (a lower tier wins over a higher one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -446,20 +447,24 @@ impl MergedPolicy {
         plugin: &str,
         signer: &str,
     ) -> Vec<(String, ResolvedPolicy, ResolvedPolicy)> {
-        let under = |kind: &str, who: &str| -> Vec<Vec<String>> {
-            self.leaves
-                .keys()
-                .filter(|k| k.len() > 2 && k[0] == kind && k[1] == who)
-                .map(|k| k[2..].to_vec())
+        let under = |kind: &str, who: &str| -> BTreeSet<Vec<String>> {
+            self.section_leaves(kind, who)
+                .map(|(k, _)| k[2..].to_vec())
                 .collect()
         };
         let signer_keys = under("signer", signer);
+        let both: Vec<Vec<String>> = under("plugin", plugin)
+            .into_iter()
+            .filter(|k| signer_keys.contains(k))
+            .collect();
+        // Most pairs share no key: nothing to resolve for them.
+        if both.is_empty() {
+            return Vec::new();
+        }
         let Ok(alone) = self.resolve(None, Some(signer)) else {
             return Vec::new();
         };
-        under("plugin", plugin)
-            .into_iter()
-            .filter(|k| signer_keys.contains(k))
+        both.into_iter()
             .filter_map(|k| {
                 let over = self
                     .resolve_with(Some(plugin), Some(signer), Some(&k))
@@ -488,9 +493,7 @@ impl MergedPolicy {
                 continue;
             }
             let first = self
-                .leaves
-                .iter()
-                .filter(|(k, _)| k.len() > 2 && k[0] == "plugin" && k[1] == p)
+                .section_leaves("plugin", &p)
                 .map(|(_, leaf)| leaf.origin.clone())
                 .min()
                 .unwrap_or(Origin::Default);
@@ -503,6 +506,41 @@ impl MergedPolicy {
         out
     }
 
+    /// The leaves of `[<kind>."<who>"]` (`kind` is `plugin` or `signer`), keys in full: one
+    /// range of the sorted map, so that a resolution reads its two sections and not every
+    /// section of the policy. A walk of all the leaves per resolution made loading, which
+    /// resolves every section, quadratic in the number of sections (16 drop-ins of 1200
+    /// sections: 21.7 s before every `run`, `serve` start and `verify`), and `policy lint`,
+    /// which resolves every plugin and signer pair, cubic.
+    fn section_leaves<'a>(
+        &'a self,
+        kind: &'a str,
+        who: &'a str,
+    ) -> impl Iterator<Item = (&'a Vec<String>, &'a Leaf)> + 'a {
+        self.leaves
+            .range(vec![kind.to_string(), who.to_string()]..)
+            .take_while(move |(k, _)| k.len() >= 2 && k[0] == kind && k[1] == who)
+            .filter(|(k, _)| k.len() > 2)
+    }
+
+    /// The leaves outside the `plugin`, `signer` sections and `version`: what every
+    /// resolution starts from. Each of those three is one range of the sorted map, skipped
+    /// whole (keys starting with `"<name>\0"` sort after every key under `<name>`).
+    fn base_leaves(&self) -> impl Iterator<Item = (&Vec<String>, &Leaf)> {
+        let skipped = ["plugin", "signer", "version"];
+        let mut from: Bound<Vec<String>> = Bound::Unbounded;
+        std::iter::from_fn(move || loop {
+            let (k, v) = self.leaves.range((from.clone(), Bound::Unbounded)).next()?;
+            match skipped.iter().find(|s| k[0] == **s) {
+                Some(s) => from = Bound::Included(vec![format!("{s}\0")]),
+                None => {
+                    from = Bound::Excluded(k.clone());
+                    return Some((k, v));
+                }
+            }
+        })
+    }
+
     /// [`Self::resolve`], with only the plugin section's key `only` applied when given.
     fn resolve_with(
         &self,
@@ -511,16 +549,13 @@ impl MergedPolicy {
         only: Option<&[String]>,
     ) -> Result<ResolvedPolicy, OperatorPolicyError> {
         let mut eff: BTreeMap<Vec<String>, &Leaf> = BTreeMap::new();
-        for (k, v) in &self.leaves {
-            if k[0] != "plugin" && k[0] != "signer" && k[0] != "version" {
-                eff.insert(k.clone(), v);
-            }
+        for (k, v) in self.base_leaves() {
+            eff.insert(k.clone(), v);
         }
         for (kind, who) in [("signer", signer), ("plugin", plugin)] {
             let Some(who) = who else { continue };
-            for (k, v) in &self.leaves {
-                let ours = k.len() > 2 && k[0] == kind && k[1] == who;
-                if ours && (kind == "signer" || only.is_none_or(|o| k[2..] == *o)) {
+            for (k, v) in self.section_leaves(kind, who) {
+                if kind == "signer" || only.is_none_or(|o| k[2..] == *o) {
                     eff.insert(k[2..].to_vec(), v);
                 }
             }

@@ -931,3 +931,65 @@ fn audit_sizes_parse_as_documented() {
         assert_eq!(parse_size(bad), None, "{bad:?}");
     }
 }
+
+/// Many sections over several layers (a fleet's drop-ins): each resolution takes exactly its
+/// own sections over the top-level keys, whatever sorts around them — `a` beside `a.b` and
+/// `a-1`, the top-level keys sorting before `plugin`, between it and `signer` (`resources`),
+/// and after it (`trust`) — and no other section's values. Resolutions read their two
+/// sections' ranges of the merged map, not every leaf (`MergedPolicy::section_leaves`).
+#[test]
+fn many_sections_each_resolve_to_their_own_values() {
+    let mut layers = vec![layer(
+        "/etc/stockade/policy.toml",
+        "version = 1\n[capabilities]\nallow = [\"log\"]\n[resources]\npids_max = 48\n\
+         [trust]\nkeep_trees = 3\n",
+    )];
+    for f in 0..4 {
+        let mut text = String::from("version = 1\n");
+        for i in 0..500 {
+            let mib = 8 + f * 500 + i;
+            text.push_str(&format!(
+                "[plugin.\"p{f}-{i}\".resources]\nmemory_max = \"{mib}M\"\n"
+            ));
+        }
+        layers.push(layer(&format!("/etc/stockade/policy.d/{f}.toml"), &text));
+    }
+    layers.push(layer(
+        "/etc/stockade/policy.d/9.toml",
+        "version = 1\n[plugin.\"a\".resources]\nmemory_max = \"10M\"\n\
+         [plugin.\"a.b\".resources]\npids_max = 7\n[plugin.\"a-1\".resources]\npids_max = 5\n\
+         [signer.\"00000000000000AA\".resources]\nmemory_max = \"20M\"\npids_max = 9\n",
+    ));
+    let m = merge(&layers).unwrap();
+    m.validate_all_with(|_| Ok(())).unwrap();
+    let mib = |n: u64| crate::sandbox::Limit::Max(n << 20);
+    for (f, i) in [(0, 0), (1, 250), (3, 499)] {
+        let r = m.resolve(Some(&format!("p{f}-{i}")), None).unwrap();
+        assert_eq!(r.sandbox.resources.memory_max, mib(8 + f * 500 + i));
+        assert_eq!(r.sandbox.resources.pids_max, crate::sandbox::Limit::Max(48));
+        assert_eq!(r.trust.keep_trees, Some(3));
+    }
+    let a = m.resolve(Some("a"), None).unwrap();
+    assert_eq!(a.sandbox.resources.memory_max, mib(10));
+    assert_eq!(a.sandbox.resources.pids_max, crate::sandbox::Limit::Max(48));
+    let ab = m.resolve(Some("a.b"), None).unwrap();
+    assert_eq!(ab.sandbox.resources.pids_max, crate::sandbox::Limit::Max(7));
+    assert_eq!(
+        ab.sandbox.resources.memory_max,
+        m.resolve(None, None).unwrap().sandbox.resources.memory_max
+    );
+    let a1 = m.resolve(Some("a-1"), None).unwrap();
+    assert_eq!(a1.sandbox.resources.pids_max, crate::sandbox::Limit::Max(5));
+    assert_eq!(a1.trust.keep_trees, Some(3));
+    // The plugin's section over the signer's, key by key.
+    let pair = m.resolve(Some("a"), Some("00000000000000AA")).unwrap();
+    assert_eq!(pair.sandbox.resources.memory_max, mib(10));
+    assert_eq!(
+        pair.sandbox.resources.pids_max,
+        crate::sandbox::Limit::Max(9)
+    );
+    let allow = pair.host.capabilities.allow.unwrap();
+    assert_eq!(allow.len(), 1);
+    assert_eq!(allow.iter().next().unwrap().to_string(), "log");
+    assert_eq!(m.plugin_names().len(), 2003);
+}

@@ -10,7 +10,7 @@
 //! ([`crate::audit::rotate`]).
 
 use crate::audit::rotate::{self, Rotation};
-use crate::audit::{head_path, read_head, verify_files, Continues};
+use crate::audit::{head_path, read_head, verify_streams, Continues, StreamError};
 use crate::cli::{AuditRotateArgs, AuditVerifyArgs};
 use crate::error::CmdError;
 use crate::exit::Exit;
@@ -61,7 +61,7 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
             "no file given".to_string(),
         ));
     };
-    let (texts, predecessor) = if a.follow {
+    let (files, predecessor) = if a.follow {
         if a.files.len() > 1 {
             return Err(CmdError::msg(
                 Exit::Usage,
@@ -71,11 +71,12 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
         }
         follow(log)?
     } else {
-        let mut texts = Vec::with_capacity(a.files.len());
-        for f in &a.files {
-            texts.push((f.display().to_string(), read_log(f)?));
-        }
-        (texts, None)
+        let files = a
+            .files
+            .iter()
+            .map(|f| (f.display().to_string(), f.clone()))
+            .collect();
+        (files, None)
     };
     let head = read_head(log).map_err(|e| {
         CmdError::new(Exit::DataErr, "audit_head", e)
@@ -96,34 +97,48 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
     }
     let hint =
         "the log was altered at or before the named record; compare with a copy shipped elsewhere";
-    let (chains, behind) = verify_files(&texts, head.as_ref()).map_err(|e| {
-        if matches!(e.source, crate::audit::ChainError::NewerFormat { .. }) {
-            let newer = |c: CmdError| c.hint(crate::audit::NEWER_FORMAT_HINT);
-            if texts.len() == 1 {
-                newer(CmdError::new(Exit::Config, "audit.newer_format", e.source))
-            } else {
-                newer(CmdError::new(Exit::Config, "audit.newer_format", e))
-            }
-        } else if texts.len() == 1 {
-            // One file: the error as it always was, without the file's name around it.
-            CmdError::new(Exit::DataErr, "audit_chain", e.source).hint(hint)
-        } else {
-            CmdError::new(Exit::DataErr, "audit_chain", e).hint(
-                "give the rotated files oldest first, the log last, none left out; otherwise the \
-                 named file was altered at or before the named record (or the one before it \
-                 was cut short): compare with a copy shipped elsewhere",
-            )
+    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+    // Each file read line by line, one at a time: a log of any size is verified in bounded
+    // memory (crate::audit::ChainCheck).
+    let streamed = verify_streams(&names, head.as_ref(), |i| open_log(&files[i].1));
+    let (chains, behind) = streamed.map_err(|e| match e {
+        StreamError::Read { file, source } => {
+            let e = crate::fileio::FileError::Read {
+                path: PathBuf::from(file),
+                source,
+            };
+            CmdError::new(Exit::NoInput, "audit_unreadable", e)
         }
+        // A log a newer Stockade wrote: said as such, not as an altered log.
+        StreamError::Chain(e)
+            if matches!(e.source, crate::audit::ChainError::NewerFormat { .. }) =>
+        {
+            let c = if files.len() == 1 {
+                CmdError::new(Exit::Config, "audit.newer_format", e.source)
+            } else {
+                CmdError::new(Exit::Config, "audit.newer_format", e)
+            };
+            c.hint(crate::audit::NEWER_FORMAT_HINT)
+        }
+        // One file: the error as it always was, without the file's name around it.
+        StreamError::Chain(e) if files.len() == 1 => {
+            CmdError::new(Exit::DataErr, "audit_chain", e.source).hint(hint)
+        }
+        StreamError::Chain(e) => CmdError::new(Exit::DataErr, "audit_chain", e).hint(
+            "give the rotated files oldest first, the log last, none left out; otherwise the \
+             named file was altered at or before the named record (or the one before it \
+             was cut short): compare with a copy shipped elsewhere",
+        ),
     })?;
     let continues = chains.first().and_then(|c| c.continues.clone());
-    let records = chains.iter().map(|c| c.hashes.len()).sum();
+    let records = chains.iter().map(|c| c.records).sum();
     let files = if chains.len() > 1 {
-        texts
+        names
             .iter()
             .zip(&chains)
-            .map(|((file, _), c)| FileRecords {
+            .map(|(file, c)| FileRecords {
                 file: file.clone(),
-                records: c.hashes.len(),
+                records: c.records,
             })
             .collect()
     } else {
@@ -201,16 +216,35 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
     Ok(Exit::Ok)
 }
 
-/// One file of the chain, whole (66 `audit_unreadable` naming it when it cannot be read).
-fn read_log(f: &Path) -> Result<String, CmdError> {
+/// One file of the chain, opened to be read line by line (66 `audit_unreadable` naming it
+/// when it cannot be opened: through [`verify_streams`]).
+fn open_log(f: &Path) -> std::io::Result<std::io::BufReader<std::fs::File>> {
+    std::fs::File::open(f).map(std::io::BufReader::new)
+}
+
+/// A file's first record, if its first non-blank line is one: read up to that line alone
+/// (66 `audit_unreadable` naming the file when it cannot be read).
+fn first_record_of(f: &Path) -> Result<Option<crate::audit::Record>, CmdError> {
+    use std::io::BufRead;
     // The path in the message: the OS error alone ("No such file or directory") names nothing.
-    std::fs::read_to_string(f).map_err(|source| {
+    let unreadable = |source| {
         let e = crate::fileio::FileError::Read {
             path: f.to_path_buf(),
             source,
         };
         CmdError::new(Exit::NoInput, "audit_unreadable", e)
-    })
+    };
+    let mut reader = open_log(f).map_err(unreadable)?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(unreadable)? == 0 {
+            return Ok(None);
+        }
+        if !line.trim().is_empty() {
+            return Ok(serde_json::from_str(line.trim_end_matches(['\n', '\r'])).ok());
+        }
+    }
 }
 
 /// `--follow`: the log and the rotated files it continues, oldest first, found from the log
@@ -218,13 +252,13 @@ fn read_log(f: &Path) -> Result<String, CmdError> {
 /// name in the log's directory) — not by listing the directory, whose `<log>.*` also holds the
 /// head and lock files, leftovers of killed rotations, and names that sort `-10` before `-2`.
 /// It stops at a file that does not continue another (the chain's start, or a first record
-/// [`verify_files`] then reports as broken), at one continuing a loss (`lost`), or at one
+/// [`verify_streams`] then reports as broken), at one continuing a loss (`lost`), or at one
 /// whose predecessor a later rotation record says `[audit] keep` removed (`removed_by_keep`).
 /// A named file that is missing otherwise fails (65): that gap is what a deleted file looks
 /// like. Each name is taken once, so files naming each other cannot loop.
 fn follow(log: &Path) -> Result<FollowedFiles, CmdError> {
     let broken = |message: String| CmdError::msg(Exit::DataErr, "audit_chain", message);
-    let mut files = vec![(log.display().to_string(), read_log(log)?)];
+    let mut files = vec![(log.display().to_string(), log.to_path_buf())];
     let mut seen: HashSet<String> = log
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -232,8 +266,8 @@ fn follow(log: &Path) -> Result<FollowedFiles, CmdError> {
         .collect();
     let mut removed: HashSet<String> = HashSet::new();
     let predecessor = loop {
-        let (newer, text) = files.last().expect("the log is there");
-        let Some(first) = first_record(text) else {
+        let (newer, path) = files.last().expect("the log is there");
+        let Some(first) = first_record_of(path)? else {
             break None;
         };
         let names = (first.event == crate::audit::Event::Rotation)
@@ -276,22 +310,15 @@ fn follow(log: &Path) -> Result<FollowedFiles, CmdError> {
             }
             _ => {}
         }
-        let text = read_log(&path)?;
-        files.push((path.display().to_string(), text));
+        files.push((path.display().to_string(), path));
     };
     files.reverse();
     Ok((files, predecessor))
 }
 
-/// The files `--follow` found, oldest first, and why the oldest one's predecessor is not among
-/// them when it continues one.
-type FollowedFiles = (Vec<(String, String)>, Option<&'static str>);
-
-/// A file's first record, if its first non-blank line is one.
-fn first_record(text: &str) -> Option<crate::audit::Record> {
-    let line = text.lines().find(|l| !l.trim().is_empty())?;
-    serde_json::from_str(line).ok()
-}
+/// The files `--follow` found (name and path), oldest first, and why the oldest one's
+/// predecessor is not among them when it continues one.
+type FollowedFiles = (Vec<(String, PathBuf)>, Option<&'static str>);
 
 #[derive(Serialize)]
 struct Rotated {

@@ -53,6 +53,7 @@ use stockade_trust::chain::check_bounds;
 use stockade_trust::crl::{RevocationBody, RevocationList};
 use stockade_trust::license::{License, LicenseBody, LicenseState};
 use stockade_trust::minisign::SecretKey;
+use stockade_trust::signed::MAX_DOC_BYTES;
 
 /// File recording what this root has revoked so far.
 pub const ISSUED_REVOCATIONS: &str = "revocations-issued.json";
@@ -645,6 +646,26 @@ pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
         ),
     )
     .map_err(|e| CmdError::new(Exit::DataErr, "revocation", e))?;
+    // Every node reads the list capped (trustdir: MAX_DOC_BYTES) and fails closed on a larger
+    // one: issued, it would stop every verification on every node it reached. Refused here,
+    // before any version is recorded.
+    if list.len() > MAX_DOC_BYTES {
+        return Err(CmdError::msg(
+            Exit::DataErr,
+            "revocation.too_large",
+            format!(
+                "the list would be {} bytes ({} serials, {} keys), more than the {MAX_DOC_BYTES}-byte \
+                 limit every node reads a revocation list within: nothing was issued",
+                list.len(),
+                body.revoked_serials.len(),
+                body.revoked_key_ids.len()
+            ),
+        )
+        .hint(
+            "revoke the intermediate or the developer key that signed the certificates instead \
+             of each serial (--key), or start a new root for what is left",
+        ));
+    }
     let state_bytes = serde_json::to_vec_pretty(&state)
         .map_err(|e| CmdError::new(Exit::Software, "internal", e))?;
     // The CA records a version before any list of that version exists: a list out in the world

@@ -4,7 +4,8 @@
 //! Slow agents: the daemon never blocks on a connection. Messages are queued in the
 //! connection's buffer and written as the socket drains; a connection that lets more than
 //! `max_outbound_bytes` of answers pile up (it stopped reading) is **dropped**: closed, reported
-//! on stderr and counted. Dropping beats silently discarding answers: an agent that misses a
+//! on stderr and counted. One message alone is always queued, however large ([`Conn::push`]):
+//! a queue holds at most the cap or one message. Dropping beats silently discarding answers: an agent that misses a
 //! response would wait for it forever, one that is disconnected knows to reconnect. Plugins'
 //! `log` and `event` notifications are another matter ([`Conn::queue_notification`]): they are
 //! discarded and counted past an eighth of the cap, so no plugin can get agents dropped.
@@ -267,7 +268,9 @@ impl Conn {
         match self.out.replaceable(plugin, &key) {
             Some(i) => {
                 let old = self.out.q[i].bytes.len();
-                if self.out.len - old + bytes.len() > self.max_out {
+                let others = self.out.len - old;
+                // Alone in the queue, it is taken whatever its size ([`Conn::push`]).
+                if others > 0 && others + bytes.len() > self.max_out {
                     return self.overflow();
                 }
                 self.out.len = self.out.len - old + bytes.len();
@@ -329,7 +332,20 @@ impl Conn {
             return;
         }
         if self.out.len + bytes.len() > self.max_out {
-            return self.overflow();
+            // What the socket takes now is not piling up: write first, then judge.
+            self.flush();
+            if self.closed.is_some() {
+                return;
+            }
+            // One message alone is always taken: the cap bounds what an agent lets pile up,
+            // and a message larger than the cap (a `plugin_list` of many plugins, a fan-out
+            // of many large results, a `plugin_state` with a long hook list under a small
+            // cap) said nothing of how the agent reads — it was dropped, as "stopped reading",
+            // whatever it did, and again at each try. So a queue holds at most the cap or one
+            // message, whichever is larger.
+            if self.out.len > 0 && self.out.len + bytes.len() > self.max_out {
+                return self.overflow();
+            }
         }
         self.out.push(Queued { bytes, state });
     }
@@ -450,6 +466,34 @@ mod tests {
         }
         assert_eq!(c.closed, Some(Closed::Overflow));
         assert_eq!(c.pending(), 0);
+    }
+
+    /// One message larger than the cap reaches an agent that reads: it was dropped at once as
+    /// a reader that stopped (audit-127: a `plugin_state` of 150 hooks under a 4 KiB cap, a
+    /// `plugin_list` of many plugins under the default 4 MiB). Behind something still waiting,
+    /// that the peer does not take, such a message overflows as before.
+    #[test]
+    fn one_message_larger_than_the_cap_is_taken_alone() {
+        let (mut c, mut peer) = small_pair(4096, 4096);
+        let big = json!({"x": "y".repeat(64 * 1024)});
+        c.queue(&big);
+        assert_eq!(c.closed, None, "dropped for one message");
+        peer.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        while c.closed.is_none() && !got.ends_with(b"\n") {
+            c.flush();
+            match peer.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(serde_json::from_slice::<Value>(&got).unwrap(), big);
+        // Two in a row, the peer taking nothing: the second overflows.
+        c.queue(&big);
+        c.queue(&big);
+        assert_eq!(c.closed, Some(Closed::Overflow));
     }
 
     /// Plugins' notifications never fill a connection past the point where its requests wait
