@@ -1,7 +1,9 @@
 //! The hash-chained audit log (`stockade audit verify`, and every writer's check of the log
 //! before it appends): whatever the bytes, checking them must not panic, and what the checker
 //! accepts must hold together — the count agrees across `verify_chain`, `check_chain` and
-//! `verify_files`; a head file naming the last record (or the one before it: a crash between an
+//! `verify_files`, and `verify_streams` (what `audit verify` runs: the same checks, line by line)
+//! accepts and refuses exactly what `check_chain` does, with the same head verdicts; a head file
+//! naming the last record (or the one before it: a crash between an
 //! append and the head's replacement) is accepted, one naming more records is `Truncated`; and
 //! deleting any record but the last from an accepted chain is always caught (the point of the
 //! chain). The seeds are real logs, one starting at the genesis and one continuing it after
@@ -9,7 +11,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use stockade_runtime::audit::{
-    check_chain, verify_chain, verify_files, verify_with_head, ChainError, Head, HEAD_SCHEMA,
+    check_chain, verify_chain, verify_files, verify_streams, verify_with_head, ChainError,
+    FilesError, Head, StreamError, HEAD_SCHEMA,
 };
 
 fn head(records: u64, last_hash: &str) -> Head {
@@ -31,8 +34,12 @@ fuzz_target!(|data: &[u8]| {
             let _ = verify_with_head(log, Some(&h));
         }
     }
+    // The streamed check, as `audit verify` reads a log: one file, no head.
+    let names = ["log".to_string()];
+    let streamed = |h: Option<&Head>| verify_streams(&names, h, |_| Ok(text.as_bytes()));
     let Ok(chain) = check_chain(text) else {
         assert!(verify_chain(text).is_err());
+        assert!(streamed(None).is_err(), "streamed verify accepted a broken chain");
         return;
     };
     let n = chain.hashes.len();
@@ -40,6 +47,23 @@ fuzz_target!(|data: &[u8]| {
     let files = [("log".to_string(), text.to_string())];
     let (chains, behind) = verify_files(&files, None).expect("one accepted file is a chain");
     assert_eq!((chains, behind), (vec![chain.clone()], false));
+    let (summaries, behind) = streamed(None).expect("streamed verify refused an accepted chain");
+    assert!(!behind);
+    assert_eq!(summaries.len(), 1);
+    assert_eq!(summaries[0].records, n);
+    assert_eq!(summaries[0].last_hash, chain.last_hash());
+    assert_eq!(summaries[0].continues, chain.continues);
+    let streamed_head = |records: u64, last: &str| {
+        streamed(Some(&head(records, last))).map(|(_, behind)| behind)
+    };
+    assert!(matches!(streamed_head(n as u64, chain.last_hash()), Ok(false)));
+    assert!(matches!(
+        streamed_head(n as u64 + 1, chain.last_hash()),
+        Err(StreamError::Chain(FilesError {
+            source: ChainError::Truncated { .. },
+            ..
+        }))
+    ));
 
     assert_eq!(
         verify_with_head(text, Some(&head(n as u64, chain.last_hash()))),
@@ -55,6 +79,7 @@ fuzz_target!(|data: &[u8]| {
             verify_with_head(text, Some(&head(n as u64 - 1, before))),
             Ok((n, true))
         );
+        assert!(matches!(streamed_head(n as u64 - 1, before), Ok(true)));
     }
     assert!(matches!(
         verify_with_head(text, Some(&head(n as u64 + 1, chain.last_hash()))),
