@@ -677,6 +677,16 @@ fn newer_schema(line: &str) -> Option<String> {
     (n > 1 && tag.schema == format!("stockade.audit/{n}")).then_some(tag.schema)
 }
 
+/// Whether `line` is a record of this build's schema ([`SCHEMA`]), looked at as
+/// [`newer_schema`] looks (the record is not judged otherwise).
+fn of_this_schema(line: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Tag {
+        schema: String,
+    }
+    serde_json::from_str::<Tag>(line).is_ok_and(|t| t.schema == SCHEMA)
+}
+
 /// Whether a log whose last record is `last` may be extended, given its head file: it agrees
 /// with the head, or is one record ahead of it — a crash between an append and the head's
 /// replacement, or between a rotation's commit and its head (the log's only record is the
@@ -869,6 +879,20 @@ pub enum ChainError {
         /// Its schema.
         schema: String,
     },
+    /// The record says a newer schema, but a record after it (in this file or a later one) is
+    /// of this build's: no Stockade writes that — this build never appends after a newer record
+    /// ([`ChainError::NewerFormat`] is for a newer Stockade's tail alone), earlier ones refused
+    /// to, and a newer one writes its own schema. The schema was changed: an alteration, not a
+    /// newer log (which would leave every record after it unchecked).
+    #[error("record {record} (line {line}) says schema `{schema}`, of a newer Stockade, but a record after it is of `{SCHEMA}`, which no Stockade appends after a newer record: the record was altered")]
+    NewerAmidOlder {
+        /// 1-based record number.
+        record: usize,
+        /// 1-based line.
+        line: usize,
+        /// The schema it says.
+        schema: String,
+    },
     /// The line is not a record.
     #[error("record {record} (line {line}) is not a valid audit record")]
     Malformed {
@@ -1037,10 +1061,20 @@ pub fn check_chain(text: &str) -> Result<Chain, ChainError> {
         }
         let record = n + 1;
         if let Some(schema) = newer_schema(line) {
-            return Err(ChainError::NewerFormat {
-                record,
-                line: i + 1,
-                schema,
+            let (record, line) = (record, i + 1);
+            // A newer Stockade's tail, or a record relabelled amid this build's.
+            return Err(if text.lines().skip(line).any(of_this_schema) {
+                ChainError::NewerAmidOlder {
+                    record,
+                    line,
+                    schema,
+                }
+            } else {
+                ChainError::NewerFormat {
+                    record,
+                    line,
+                    schema,
+                }
             });
         }
         let r: Record = serde_json::from_str(line).map_err(|_| ChainError::Malformed {
@@ -1128,7 +1162,27 @@ pub fn verify_files(
             file: name.clone(),
             source,
         };
-        let chain = check_chain(text).map_err(at)?;
+        // A newer record ending this file is a newer Stockade's tail only if no later file
+        // holds a record of this build's schema (as within a file, [`check_chain`]).
+        let chain = check_chain(text)
+            .map_err(|e| match e {
+                ChainError::NewerFormat {
+                    record,
+                    line,
+                    schema,
+                } if files[i + 1..]
+                    .iter()
+                    .any(|(_, t)| t.lines().any(of_this_schema)) =>
+                {
+                    ChainError::NewerAmidOlder {
+                        record,
+                        line,
+                        schema,
+                    }
+                }
+                e => e,
+            })
+            .map_err(at)?;
         if let Some(before) = i.checked_sub(1).and_then(|j| chains.get(j)) {
             let follows = chain.continues.as_ref().is_some_and(|c| {
                 c.records == before.hashes.len() as u64 && c.last_hash == before.last_hash()
