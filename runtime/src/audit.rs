@@ -650,6 +650,13 @@ fn read_last(f: &mut std::fs::File, path: &Path) -> Result<Option<Record>, Audit
         .map_err(io)?;
     match tail.lines().rev().find(|l| !l.trim().is_empty()) {
         None => Ok(None),
+        // A record of this build's whose schema alone was changed is damage, not a newer
+        // Stockade's record ([`relabelled`]).
+        Some(last) if newer_schema(last).is_some() && relabelled(last) => {
+            Err(AuditError::BrokenTail {
+                path: path.to_path_buf(),
+            })
+        }
         Some(last) if newer_schema(last).is_some() => Err(AuditError::NewerFormat {
             path: path.to_path_buf(),
             schema: newer_schema(last).unwrap_or_default(),
@@ -685,6 +692,31 @@ fn of_this_schema(line: &str) -> bool {
         schema: String,
     }
     serde_json::from_str::<Tag>(line).is_ok_and(|t| t.schema == SCHEMA)
+}
+
+/// Whether `line`, which says a newer schema, is a record of this build's schema with that
+/// field alone changed: set back to [`SCHEMA`], it is a record whose own hash checks. A newer
+/// Stockade's record cannot be one — its hash covers its own schema (as this build's covers
+/// `stockade.audit/1`), so it cannot be that of the same record saying another — while a
+/// record relabelled to pass for a newer one (hiding an alteration behind "after a downgrade")
+/// is exactly one.
+fn relabelled(line: &str) -> bool {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return false;
+    };
+    match v.as_object_mut() {
+        Some(o) => o.insert("schema".into(), SCHEMA.into()),
+        None => return false,
+    };
+    serde_json::from_value::<Record>(v)
+        .is_ok_and(|r| r.compute_hash().ok().as_deref() == Some(r.hash.as_str()))
+}
+
+/// Whether `line` tells the log was altered after a record of a newer schema: it is of this
+/// build's schema ([`of_this_schema`]: no Stockade writes one after a newer record), or a
+/// record of this build's relabelled newer ([`relabelled`]).
+fn of_this_build(line: &str) -> bool {
+    of_this_schema(line) || (newer_schema(line).is_some() && relabelled(line))
 }
 
 /// Whether a log whose last record is `last` may be extended, given its head file: it agrees
@@ -879,12 +911,13 @@ pub enum ChainError {
         /// Its schema.
         schema: String,
     },
-    /// The record says a newer schema, but a record after it (in this file or a later one) is
-    /// of this build's: no Stockade writes that — this build never appends after a newer record
-    /// ([`ChainError::NewerFormat`] is for a newer Stockade's tail alone), earlier ones refused
-    /// to, and a newer one writes its own schema. The schema was changed: an alteration, not a
-    /// newer log (which would leave every record after it unchecked).
-    #[error("record {record} (line {line}) says schema `{schema}`, of a newer Stockade, but a record after it is of `{SCHEMA}`, which no Stockade appends after a newer record: the record was altered")]
+    /// The record says a newer schema, but it or a record after it (in this file or a later
+    /// one) is of this build's: one of `stockade.audit/1` after it — no Stockade writes that:
+    /// this build never appends after a newer record ([`ChainError::NewerFormat`] is for a
+    /// newer Stockade's tail alone), earlier ones refused to, and a newer one writes its own
+    /// schema —, or one of this build's with its schema alone changed ([`relabelled`]). An
+    /// alteration, not a newer log (which would leave every record after it unchecked).
+    #[error("record {record} (line {line}) says schema `{schema}`, of a newer Stockade, but it or a record after it is one of this build's `{SCHEMA}` (its schema changed, or written after it), which no Stockade writes: the log was altered")]
     NewerAmidOlder {
         /// 1-based record number.
         record: usize,
@@ -1063,7 +1096,7 @@ pub fn check_chain(text: &str) -> Result<Chain, ChainError> {
         if let Some(schema) = newer_schema(line) {
             let (record, line) = (record, i + 1);
             // A newer Stockade's tail, or a record relabelled amid this build's.
-            return Err(if text.lines().skip(line).any(of_this_schema) {
+            return Err(if text.lines().skip(line - 1).any(of_this_build) {
                 ChainError::NewerAmidOlder {
                     record,
                     line,
@@ -1172,7 +1205,7 @@ pub fn verify_files(
                     schema,
                 } if files[i + 1..]
                     .iter()
-                    .any(|(_, t)| t.lines().any(of_this_schema)) =>
+                    .any(|(_, t)| t.lines().any(of_this_build)) =>
                 {
                     ChainError::NewerAmidOlder {
                         record,

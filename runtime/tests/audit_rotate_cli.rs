@@ -455,6 +455,23 @@ fn a_record_relabelled_newer_amid_the_log_is_an_alteration() {
     append(&log, 1);
     altered(d.path(), &[&log], "record 2 ");
 
+    // The tail relabelled (records 3 and 4 of 4): each is this build's record, hashed as one,
+    // with its schema alone changed — no newer Stockade's (whose hash covers its own schema).
+    // The append is refused as after a damaged record (74 `audit`), not as after a newer
+    // Stockade's (78), and `audit verify` says altered.
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("audit.log");
+    append(&log, 4);
+    relabel(&log, 2);
+    relabel(&log, 3);
+    let l = AuditLog::from_policy(&stockade_policy::operator::AuditSection {
+        file: Some(log.display().to_string()),
+        ..Default::default()
+    });
+    let e = l.append(Record::new(Event::Launch, "ok")).unwrap_err();
+    assert_eq!(stockade_runtime::audit::into_cmd(e).kind(), "audit");
+    altered(d.path(), &[&log], "record 3 ");
+
     // A rotated file whose last record is relabelled, then the log.
     let d = tempfile::tempdir().unwrap();
     let log = d.path().join("audit.log");
