@@ -650,6 +650,13 @@ fn read_last(f: &mut std::fs::File, path: &Path) -> Result<Option<Record>, Audit
         .map_err(io)?;
     match tail.lines().rev().find(|l| !l.trim().is_empty()) {
         None => Ok(None),
+        // A record of this build's whose schema alone was changed is damage, not a newer
+        // Stockade's record ([`relabelled`]).
+        Some(last) if newer_schema(last).is_some() && relabelled(last) => {
+            Err(AuditError::BrokenTail {
+                path: path.to_path_buf(),
+            })
+        }
         Some(last) if newer_schema(last).is_some() => Err(AuditError::NewerFormat {
             path: path.to_path_buf(),
             schema: newer_schema(last).unwrap_or_default(),
@@ -675,6 +682,41 @@ fn newer_schema(line: &str) -> Option<String> {
     let tag: Tag = serde_json::from_str(line).ok()?;
     let n: u32 = tag.schema.strip_prefix("stockade.audit/")?.parse().ok()?;
     (n > 1 && tag.schema == format!("stockade.audit/{n}")).then_some(tag.schema)
+}
+
+/// Whether `line` is a record of this build's schema ([`SCHEMA`]), looked at as
+/// [`newer_schema`] looks (the record is not judged otherwise).
+fn of_this_schema(line: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Tag {
+        schema: String,
+    }
+    serde_json::from_str::<Tag>(line).is_ok_and(|t| t.schema == SCHEMA)
+}
+
+/// Whether `line`, which says a newer schema, is a record of this build's schema with that
+/// field alone changed: set back to [`SCHEMA`], it is a record whose own hash checks. A newer
+/// Stockade's record cannot be one — its hash covers its own schema (as this build's covers
+/// `stockade.audit/1`), so it cannot be that of the same record saying another — while a
+/// record relabelled to pass for a newer one (hiding an alteration behind "after a downgrade")
+/// is exactly one.
+fn relabelled(line: &str) -> bool {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return false;
+    };
+    match v.as_object_mut() {
+        Some(o) => o.insert("schema".into(), SCHEMA.into()),
+        None => return false,
+    };
+    serde_json::from_value::<Record>(v)
+        .is_ok_and(|r| r.compute_hash().ok().as_deref() == Some(r.hash.as_str()))
+}
+
+/// Whether `line` tells the log was altered after a record of a newer schema: it is of this
+/// build's schema ([`of_this_schema`]: no Stockade writes one after a newer record), or a
+/// record of this build's relabelled newer ([`relabelled`]).
+fn of_this_build(line: &str) -> bool {
+    of_this_schema(line) || (newer_schema(line).is_some() && relabelled(line))
 }
 
 /// Whether a log whose last record is `last` may be extended, given its head file: it agrees
@@ -869,6 +911,21 @@ pub enum ChainError {
         /// Its schema.
         schema: String,
     },
+    /// The record says a newer schema, but it or a record after it (in this file or a later
+    /// one) is of this build's: one of `stockade.audit/1` after it — no Stockade writes that:
+    /// this build never appends after a newer record ([`ChainError::NewerFormat`] is for a
+    /// newer Stockade's tail alone), earlier ones refused to, and a newer one writes its own
+    /// schema —, or one of this build's with its schema alone changed ([`relabelled`]). An
+    /// alteration, not a newer log (which would leave every record after it unchecked).
+    #[error("record {record} (line {line}) says schema `{schema}`, of a newer Stockade, but it or a record after it is one of this build's `{SCHEMA}` (its schema changed, or written after it), which no Stockade writes: the log was altered")]
+    NewerAmidOlder {
+        /// 1-based record number.
+        record: usize,
+        /// 1-based line.
+        line: usize,
+        /// The schema it says.
+        schema: String,
+    },
     /// The line is not a record.
     #[error("record {record} (line {line}) is not a valid audit record")]
     Malformed {
@@ -1050,7 +1107,7 @@ pub fn check_chain(text: &str) -> Result<Chain, ChainError> {
     }
     Ok(Chain {
         hashes,
-        continues: check.finish().continues,
+        continues: check.finish()?.continues,
     })
 }
 
@@ -1066,6 +1123,10 @@ pub struct ChainCheck {
     lines: usize,
     watch: Option<u64>,
     watched: Option<String>,
+    /// The first record of a newer schema met (its record number, line and schema): the rest
+    /// is only looked at for a record of this build's ([`of_this_build`]), which makes it an
+    /// alteration; none, and the log is a newer Stockade's ([`ChainCheck::finish`]).
+    newer: Option<(usize, usize, String)>,
 }
 
 impl Default for ChainCheck {
@@ -1085,6 +1146,7 @@ impl ChainCheck {
             lines: 0,
             watch: index,
             watched: None,
+            newer: None,
         }
     }
 
@@ -1095,13 +1157,30 @@ impl ChainCheck {
         if line.trim().is_empty() {
             return Ok(None);
         }
+        if let Some((record, line_no, schema)) = &self.newer {
+            // After a newer record: a newer Stockade's tail, unless one of this build's follows.
+            if of_this_build(line) {
+                return Err(ChainError::NewerAmidOlder {
+                    record: *record,
+                    line: *line_no,
+                    schema: schema.clone(),
+                });
+            }
+            return Ok(None);
+        }
         let (record, at) = (self.records + 1, self.lines);
         if let Some(schema) = newer_schema(line) {
-            return Err(ChainError::NewerFormat {
-                record,
-                line: at,
-                schema,
-            });
+            // A newer Stockade's tail, or a record of this build's relabelled amid them: which
+            // one is told by what follows (or by this record itself, `relabelled`).
+            if relabelled(line) {
+                return Err(ChainError::NewerAmidOlder {
+                    record,
+                    line: at,
+                    schema,
+                });
+            }
+            self.newer = Some((record, at, schema));
+            return Ok(None);
         }
         let r: Record =
             serde_json::from_str(line).map_err(|_| ChainError::Malformed { record, line: at })?;
@@ -1133,19 +1212,27 @@ impl ChainCheck {
         Ok(Some(&self.prev))
     }
 
-    /// What the lines fed so far hold.
-    pub fn finish(self) -> ChainSummary {
+    /// What the lines fed so far hold; [`ChainError::NewerFormat`] if they end in a newer
+    /// Stockade's records (nothing of this build's after the first of them).
+    pub fn finish(self) -> Result<ChainSummary, ChainError> {
+        if let Some((record, line, schema)) = self.newer {
+            return Err(ChainError::NewerFormat {
+                record,
+                line,
+                schema,
+            });
+        }
         let last_hash = if self.records == 0 {
             GENESIS.to_string()
         } else {
             self.prev
         };
-        ChainSummary {
+        Ok(ChainSummary {
             records: self.records,
             last_hash,
             continues: self.continues,
             watched: self.watch.zip(self.watched),
-        }
+        })
     }
 }
 
@@ -1198,6 +1285,33 @@ pub enum StreamError {
     },
 }
 
+/// Feed `f` each line of `reader` as `str::lines` splits text (`\n` or `\r\n` ends a line; a last
+/// line without one counts), one line held at a time. A read error, or a line that is not
+/// UTF-8, is `read`'s error.
+fn each_line<R: std::io::BufRead>(
+    mut reader: R,
+    read: impl Fn(std::io::Error) -> StreamError,
+    mut f: impl FnMut(&str) -> Result<(), StreamError>,
+) -> Result<(), StreamError> {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf).map_err(&read)? == 0 {
+            return Ok(());
+        }
+        // `str::lines`' line ends: `\n`, or `\r\n`.
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        let line = std::str::from_utf8(&buf)
+            .map_err(|e| read(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        f(line)?;
+    }
+}
+
 /// [`verify_files`], each file read line by line from `open(i)` (opened in turn, one at a
 /// time) instead of held whole: its summary, and whether the head lagged one behind the last
 /// file. `names`: each file's name, oldest first, the log last.
@@ -1222,25 +1336,45 @@ pub fn verify_streams<R: std::io::BufRead>(
         };
         let watch = head.filter(|_| last).and_then(|h| h.records.checked_sub(1));
         let mut check = ChainCheck::watching(watch);
-        let mut reader = open(i).map_err(read)?;
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            if reader.read_until(b'\n', &mut buf).map_err(read)? == 0 {
-                break;
-            }
-            // `str::lines`' line ends: `\n`, or `\r\n`.
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-                if buf.last() == Some(&b'\r') {
-                    buf.pop();
+        each_line(open(i).map_err(read)?, read, |line| {
+            check.line(line).map(|_| ()).map_err(at)
+        })?;
+        let summary = match check.finish() {
+            // A newer record ending this file is a newer Stockade's tail only if no later file
+            // holds a record of this build's (as within a file: `ChainCheck::line`).
+            Err(ChainError::NewerFormat {
+                record,
+                line,
+                schema,
+            }) => {
+                let mut amid = false;
+                for (j, later) in names.iter().enumerate().skip(i + 1) {
+                    let read_later = |source| StreamError::Read {
+                        file: later.clone(),
+                        source,
+                    };
+                    each_line(open(j).map_err(read_later)?, read_later, |l| {
+                        amid |= of_this_build(l);
+                        Ok(())
+                    })?;
                 }
+                let e = if amid {
+                    ChainError::NewerAmidOlder {
+                        record,
+                        line,
+                        schema,
+                    }
+                } else {
+                    ChainError::NewerFormat {
+                        record,
+                        line,
+                        schema,
+                    }
+                };
+                return Err(at(e));
             }
-            let line = std::str::from_utf8(&buf)
-                .map_err(|e| read(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-            check.line(line).map_err(at)?;
-        }
-        let summary = check.finish();
+            other => other.map_err(at)?,
+        };
         if let Some(before) = done.last() {
             let follows = summary.continues.as_ref().is_some_and(|c| {
                 c.records == before.records as u64 && c.last_hash == before.last_hash
@@ -1306,7 +1440,27 @@ pub fn verify_files(
             file: name.clone(),
             source,
         };
-        let chain = check_chain(text).map_err(at)?;
+        // A newer record ending this file is a newer Stockade's tail only if no later file
+        // holds a record of this build's schema (as within a file, [`check_chain`]).
+        let chain = check_chain(text)
+            .map_err(|e| match e {
+                ChainError::NewerFormat {
+                    record,
+                    line,
+                    schema,
+                } if files[i + 1..]
+                    .iter()
+                    .any(|(_, t)| t.lines().any(of_this_build)) =>
+                {
+                    ChainError::NewerAmidOlder {
+                        record,
+                        line,
+                        schema,
+                    }
+                }
+                e => e,
+            })
+            .map_err(at)?;
         if let Some(before) = i.checked_sub(1).and_then(|j| chains.get(j)) {
             let follows = chain.continues.as_ref().is_some_and(|c| {
                 c.records == before.hashes.len() as u64 && c.last_hash == before.last_hash()

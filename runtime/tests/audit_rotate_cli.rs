@@ -480,3 +480,71 @@ fn a_log_larger_than_the_memory_allowed_verifies() {
         r.stdout
     );
 }
+
+/// A record of this build's schema after one of a newer schema was written by no Stockade: this
+/// build never appends after a newer record (78 `audit.newer_format`), earlier ones neither
+/// (74), and a newer one writes its own schema. So a record relabelled `stockade.audit/2` amid
+/// the log — the log still appends, its last record being this build's — is the alteration it
+/// is (65 `audit_chain`, naming that record), not "written by a newer Stockade" (78, with the
+/// hint to move the log aside and start a new one) with every record after it left unchecked.
+/// In one file, and in a rotated file followed by the log.
+#[test]
+fn a_record_relabelled_newer_amid_the_log_is_an_alteration() {
+    let relabel = |file: &Path, line: usize| {
+        let text = std::fs::read_to_string(file).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let mut r: serde_json::Value = serde_json::from_str(&lines[line]).unwrap();
+        r["schema"] = "stockade.audit/2".into();
+        lines[line] = r.to_string();
+        std::fs::write(file, lines.join("\n") + "\n").unwrap();
+    };
+    let altered = |dir: &Path, files: &[&Path], record: &str| {
+        let mut args = vec!["--json", "audit", "verify"];
+        args.extend(files.iter().map(|f| f.to_str().unwrap()));
+        let r = stockade(dir, &args);
+        assert_eq!(r.code, 65, "{files:?}: {}\n{}", r.stdout, r.stderr);
+        let j = r.json();
+        assert_eq!(j["error"]["kind"], "audit_chain", "{files:?}: {}", r.stdout);
+        assert!(
+            r.stdout.contains(record) && r.stdout.contains("stockade.audit/2"),
+            "{files:?}: {}",
+            r.stdout
+        );
+    };
+
+    // One file: record 2 of 4 relabelled; appends go on (the last record is this build's).
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("audit.log");
+    append(&log, 4);
+    relabel(&log, 1);
+    append(&log, 1);
+    altered(d.path(), &[&log], "record 2 ");
+
+    // The tail relabelled (records 3 and 4 of 4): each is this build's record, hashed as one,
+    // with its schema alone changed — no newer Stockade's (whose hash covers its own schema).
+    // The append is refused as after a damaged record (74 `audit`), not as after a newer
+    // Stockade's (78), and `audit verify` says altered.
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("audit.log");
+    append(&log, 4);
+    relabel(&log, 2);
+    relabel(&log, 3);
+    let l = AuditLog::from_policy(&stockade_policy::operator::AuditSection {
+        file: Some(log.display().to_string()),
+        ..Default::default()
+    });
+    let e = l.append(Record::new(Event::Launch, "ok")).unwrap_err();
+    assert_eq!(stockade_runtime::audit::into_cmd(e).kind(), "audit");
+    altered(d.path(), &[&log], "record 3 ");
+
+    // A rotated file whose last record is relabelled, then the log.
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("audit.log");
+    append(&log, 2);
+    ok(d.path(), &["audit", "rotate", log.to_str().unwrap()]);
+    append(&log, 2);
+    let rotated = rotated_files(&log);
+    assert_eq!(rotated.len(), 1, "{rotated:?}");
+    relabel(&rotated[0], 1);
+    altered(d.path(), &[&rotated[0], &log], "record 2 ");
+}

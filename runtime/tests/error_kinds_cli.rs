@@ -147,6 +147,15 @@ fn a_ca_directory_of_a_newer_stockade_is_refused_as_such() {
     check(&revoke("l2.json"), "revocations-issued.json");
     assert!(!fx.path("l2.json").exists());
     assert_eq!(snapshot("root"), before);
+    // `"format": 1` is read as its absence, and the file written back without it: kept, it
+    // made the file one that earlier builds (no `format` field) refuse as corrupt.
+    let mut one = state.clone();
+    one["format"] = 1.into();
+    std::fs::write(&issued, serde_json::to_vec(&one).unwrap()).unwrap();
+    let r = revoke("l3.json");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let again: Value = serde_json::from_slice(&std::fs::read(&issued).unwrap()).unwrap();
+    assert!(again.get("format").is_none(), "{again}");
     std::fs::write(&issued, serde_json::to_vec(&state).unwrap()).unwrap();
     // ca.json of format 2, with and without a field this build does not know.
     let info_path = fx.path("int/ca.json");

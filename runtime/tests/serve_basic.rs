@@ -1024,3 +1024,40 @@ fn a_degradation_the_policy_allows_is_told_with_its_reason() {
     );
     assert_eq!(s.stop(), 0);
 }
+
+/// A state file a newer Stockade wrote (`revocation-state.json` of `"format": 2`, after a
+/// downgrade), met by the verification of a `[serve] load` entry, stops the start as the CLI
+/// says it — 78 `state.newer_format`, with its hint not to remove the file — not as 65 `load`
+/// with "fix or remove the package from [serve] load": the package is not at fault, and every
+/// entry would be refused alike. The file is left as it is; `plugin_load` answers that kind.
+#[test]
+fn a_newer_stockades_state_file_stops_the_start_as_itself() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let pkg = pack_worker(&fx, "worker", &["on:open"]);
+    let state = fx.dir().join("state/revocation-state.json");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    let newer = br#"{"format": 2, "0123456789ABCDEF": {"version": 3, "scope": "all"}}"#;
+    std::fs::write(&state, newer).unwrap();
+    let load = format!("[serve]\nload = [{:?}]\n", pkg.to_str().unwrap());
+    let (code, err) = serve_refuses(&fx, &load);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("newer Stockade") && err.contains("Do not remove it"),
+        "{err}"
+    );
+    assert!(!err.contains("fix or remove the package"), "{err}");
+    // The file the hint calls "the one named" is named (the verification's causes).
+    assert!(err.contains("revocation-state.json"), "{err}");
+    assert_eq!(std::fs::read(&state).unwrap(), newer);
+    let mut s = Serve::start(&fx, "", Some(POLICY));
+    let mut c = s.client();
+    let r = c.call("plugin_load", json!({ "package": pkg }));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "state.newer_format", "{r}");
+    assert_eq!(r["error"]["data"]["exit"], 78, "{r}");
+    assert_eq!(s.stop(), 0);
+    assert_eq!(std::fs::read(&state).unwrap(), newer);
+}

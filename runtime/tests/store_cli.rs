@@ -577,6 +577,8 @@ fn a_registry_of_a_newer_stockade_is_refused_as_such_and_left_alone() {
     std::fs::write(&reg, serde_json::to_vec(&v).unwrap()).unwrap();
     // A leftover a recovery would remove, to show none runs.
     std::fs::create_dir_all(fx.path("state/store/plugins/orphan-0.1.0-000000000000")).unwrap();
+    // And no `staging/` (a newer layout's store may have none): the refusal makes none either.
+    std::fs::remove_dir(fx.path("state/store/staging")).unwrap();
     fx.hello_dir();
     let before = snapshot(&fx.path("state"));
     let mut run = vec!["--json", "run", "hello"];

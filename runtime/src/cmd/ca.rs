@@ -23,10 +23,11 @@
 //!
 //! Both files say their format: `ca.json` its `format` (1), `revocations-issued.json` one only
 //! when it is not 1 (absent is 1: the file is written as every earlier build wrote it, so a
-//! downgrade reads it). A format above 1 is a CA directory a newer Stockade wrote: refused with
-//! 78 `ca_dir_newer_format` before its fields are parsed (a newer format may add fields this
-//! build refuses), nothing signed or written — not "corrupt", whose way out (a backup, a new CA)
-//! would forget what the newer version revoked, or replace the root every node pins.
+//! downgrade reads it; a `"format": 1` found is not written back). A format above 1 is a CA
+//! directory a newer Stockade wrote: refused with 78 `ca_dir_newer_format` before its fields
+//! are parsed (a newer format may add fields this build refuses), nothing signed or written —
+//! not "corrupt", whose way out (a backup, a new CA) would forget what the newer version
+//! revoked, or replace the root every node pins.
 //!
 //! Every command judges its arguments (and refuses an output it will not replace) before it
 //! reads the CA key ([`CaDir::unlock`]): a bad `--days`, scope, serial or capability is refused
@@ -85,7 +86,8 @@ pub struct CaInfo {
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IssuedRevocations {
-    /// Absent (and not written) for format 1, the only one this build reads ([`newer_format`]).
+    /// Absent (and not written) for format 1, the only one this build reads ([`newer_format`]);
+    /// a `"format": 1` read is dropped, so the file is written back as earlier builds read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     format: Option<u32>,
     version: u64,
@@ -596,7 +598,7 @@ pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
             if let Some(format) = newer_format(&b) {
                 return Err(newer_format_error(ISSUED_REVOCATIONS, format));
             }
-            let state: IssuedRevocations = serde_json::from_slice(&b).map_err(|e| {
+            let mut state: IssuedRevocations = serde_json::from_slice(&b).map_err(|e| {
                 CmdError::new(Exit::DataErr, "ca_dir_corrupt", e)
                     .hint("revocations-issued.json is corrupt; restore it from backup")
             })?;
@@ -608,6 +610,9 @@ pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
                 )
                 .hint("revocations-issued.json is corrupt; restore it from backup"));
             }
+            // `"format": 1` is its absence, and written back so: earlier builds, which know no
+            // `format`, refused a file that kept it.
+            state.format = None;
             state
         }
         Err(e) if e.is_not_found() => IssuedRevocations::default(),

@@ -389,32 +389,48 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         // A killed sandbox that had not ended is waited for here (its cgroup and uid released).
         drop(d);
         // A frozen license refuses as it does for `run` (100), a registry that cannot be read
-        // as the store commands do (106; 78 for one a newer Stockade wrote); any other refusal is
-        // the config's (65).
+        // as the store commands do (106), a file of the node's a newer Stockade wrote (the
+        // registry, the revocation state, the audit log: `*.newer_format`) as every command
+        // does, with its kind, exit and hint — the package is not at fault, and "fix or remove
+        // the package" sent the operator after it; any other refusal is the config's (65).
         let kind_is = |k: &str| e.data.as_ref().is_some_and(|d| d["kind"] == k);
+        let newer = e
+            .data
+            .as_ref()
+            .and_then(|d| d["kind"].as_str())
+            .filter(|k| k.ends_with(".newer_format") && *k != "statement.newer_format")
+            .and_then(|k| crate::kinds::KINDS.iter().find(|(known, _)| *known == k))
+            .map(|&(kind, exit)| {
+                let hint = e.data.as_ref().and_then(|d| d["hint"].as_str());
+                (
+                    exit,
+                    kind,
+                    hint.unwrap_or(
+                        "a newer Stockade wrote it: use that version (upgrade this one); nothing \
+                         was changed",
+                    )
+                    .to_string(),
+                )
+            });
         let (exit, kind, hint) = if kind_is("license_frozen") {
             (
                 Exit::LicenseFrozen,
                 "license_frozen",
-                "fix or remove the package from [serve] load",
+                "fix or remove the package from [serve] load".to_string(),
             )
-        } else if kind_is("store.newer_format") {
-            (
-                Exit::Config,
-                "store.newer_format",
-                "the store was written by a newer Stockade: upgrade Stockade; nothing was changed",
-            )
+        } else if let Some(newer) = newer {
+            newer
         } else if kind_is("store.corrupt") {
             (
                 Exit::StoreCorrupt,
                 "store.corrupt",
-                "restore <state-dir>/store/registry.json from a backup",
+                "restore <state-dir>/store/registry.json from a backup".to_string(),
             )
         } else {
             (
                 Exit::DataErr,
                 "load",
-                "fix or remove the package from [serve] load",
+                "fix or remove the package from [serve] load".to_string(),
             )
         };
         let err = ServeError::Load {

@@ -738,7 +738,14 @@ impl Daemon {
         if let Err(err) = self.audit_or_fail(Self::verification_refused_record(path, &e)) {
             return err;
         }
-        let msg = format!("package `{}` failed verification: {e}", path.display());
+        // With its causes: the step alone ("revocation check failed") does not name the file
+        // at fault (a state file a newer Stockade wrote, say, which the hint calls "the one
+        // named").
+        let msg = format!(
+            "package `{}` failed verification: {}",
+            path.display(),
+            crate::package::verify::error_chain(&e)
+        );
         self.deny_load(
             Record::new(Event::Denial, ""),
             path,

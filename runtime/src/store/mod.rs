@@ -857,6 +857,11 @@ impl Store {
         // nor open its lock): said before anything is touched.
         check_own(&held)?;
         let lock = take_lock(&held, no_wait)?;
+        // Read first: a registry that cannot be used (damaged, unsafe, a newer Stockade's) is
+        // refused with nothing swept or made — `staging/` and `plugins/` were made, and
+        // temporaries removed, before a newer Stockade's store was refused "nothing changed".
+        let registry = held.join("registry.json");
+        let registry = load_registry(registry.path(), registry.shown(), Some(owner_of(&held)?))?;
         // The leftovers of a directory's making cut short by a crash (between its `mkdirat` and
         // its rename, `fileio::make_dir_at`): this uid's empty temporaries, in the two
         // directories the store makes its own in.
@@ -869,8 +874,6 @@ impl Store {
         crate::fileio::sweep_reserved(state_dir);
         let plugins = Arc::new(held.open_child("plugins", Some(0o755))?);
         let staging = Arc::new(held.open_child("staging", Some(0o700))?);
-        let registry = held.join("registry.json");
-        let registry = load_registry(registry.path(), registry.shown(), Some(owner_of(&held)?))?;
         let mut store = Self {
             dir: held,
             staging,
