@@ -32,6 +32,13 @@ fn audited(log: &Path) -> String {
     format!("[audit]\nfile = {log:?}\n")
 }
 
+/// [`audited`], with a shutdown grace long enough for a test to look at a plugin while its
+/// hanging call keeps it stopping: the default 2 s was too short on a loaded machine for
+/// what such a test does meanwhile (a store change, the periodic check, relaunches).
+fn audited_slow_stop(log: &Path) -> String {
+    format!("{}[protocol]\nshutdown_grace_ms = 8000\n", audited(log))
+}
+
 fn records(log: &Path) -> Vec<Value> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -1075,7 +1082,7 @@ fn a_plugin_whose_dependencies_changed_under_it_is_held_until_they_fit() {
     store(&fx, &["install", &lib1, &util1, &app1]);
     let before = registry(&fx);
     let log = fx.dir().join("audit.log");
-    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let s = Serve::start(&fx, CONFIG, Some(&audited_slow_stop(&log)));
     let mut c = s.client();
     let mut busy = s.client();
     c.ok("plugin_load", json!({"package": "app"})); // and lib, util
@@ -1353,7 +1360,7 @@ fn a_dependency_is_not_held_for_a_dependant_update_that_still_waits() {
     store(&fx, &["install", &base1, &lib1, &util1, &tool1]);
     let before = registry(&fx);
     let log = fx.dir().join("audit.log");
-    let s = Serve::start(&fx, CONFIG, Some(&audited(&log)));
+    let s = Serve::start(&fx, CONFIG, Some(&audited_slow_stop(&log)));
     let mut c = s.client();
     let mut busy_base = s.client();
     let mut busy_util = s.client();
