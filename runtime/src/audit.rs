@@ -1066,6 +1066,7 @@ pub struct ChainCheck {
     lines: usize,
     watch: Option<u64>,
     watched: Option<String>,
+    before_last: Option<String>,
 }
 
 impl Default for ChainCheck {
@@ -1085,6 +1086,7 @@ impl ChainCheck {
             lines: 0,
             watch: index,
             watched: None,
+            before_last: None,
         }
     }
 
@@ -1128,7 +1130,10 @@ impl ChainCheck {
         if self.watch == Some(self.records as u64) {
             self.watched = Some(r.hash.clone());
         }
-        self.prev = r.hash;
+        let before = std::mem::replace(&mut self.prev, r.hash);
+        if self.records > 0 {
+            self.before_last = Some(before);
+        }
         self.records += 1;
         Ok(Some(&self.prev))
     }
@@ -1145,6 +1150,7 @@ impl ChainCheck {
             last_hash,
             continues: self.continues,
             watched: self.watch.zip(self.watched),
+            before_last: self.before_last,
         }
     }
 }
@@ -1160,11 +1166,17 @@ pub struct ChainSummary {
     /// What its first record says it continues ([`Chain::continues`]).
     pub continues: Option<Continues>,
     watched: Option<(u64, String)>,
+    /// The hash of the record before the last one, if it holds two: with the last one's, what
+    /// a head read after the log ([`verify_streams`]) may name without being an error.
+    before_last: Option<String>,
 }
 
 impl ChainSummary {
     /// [`verify_with_head`]'s head check: whether the head lagged one record behind. The
-    /// check must have watched the record the head names (`head.records - 1`).
+    /// check knows the hashes of the last two records and of the one it watched
+    /// ([`ChainCheck::watching`]); a head naming any other record is refused all the same (it
+    /// is more than one behind), only perhaps as `HeadMismatch` rather than `HeadBehind` when
+    /// the record it names was not the one watched (a head replaced while the log was read).
     pub fn against_head(&self, head: Option<&Head>) -> Result<bool, ChainError> {
         let n = self.records as u64;
         head_check(
@@ -1172,6 +1184,7 @@ impl ChainSummary {
             self.continues.as_ref(),
             |i| match &self.watched {
                 _ if i + 1 == n => Some(self.last_hash.as_str()),
+                _ if i + 2 == n => self.before_last.as_deref(),
                 Some((w, h)) if *w == i => Some(h.as_str()),
                 _ => None,
             },
@@ -1201,13 +1214,38 @@ pub enum StreamError {
 /// [`verify_files`], each file read line by line from `open(i)` (opened in turn, one at a
 /// time) instead of held whole: its summary, and whether the head lagged one behind the last
 /// file. `names`: each file's name, oldest first, the log last.
+///
+/// The head is checked as given, read before the log. `audit verify` reads the log first and
+/// the head after it ([`stream_files`], then [`ChainSummary::against_head`]), as the
+/// whole-text verify did: a head read before a log that is appended to while it is read is
+/// behind by as many records as were appended meanwhile.
 pub fn verify_streams<R: std::io::BufRead>(
     names: &[String],
     head: Option<&Head>,
-    mut open: impl FnMut(usize) -> std::io::Result<R>,
+    open: impl FnMut(usize) -> std::io::Result<R>,
 ) -> Result<(Vec<ChainSummary>, bool), StreamError> {
+    let done = stream_files(names, head, open)?;
+    let Some((name, last)) = names.last().zip(done.last()) else {
+        return Ok((done, false));
+    };
+    let behind = last.against_head(head).map_err(|source| {
+        StreamError::Chain(FilesError {
+            file: name.clone(),
+            source,
+        })
+    })?;
+    Ok((done, behind))
+}
+
+/// [`verify_streams`] without the head check: each file's chain and each file after the
+/// first continuing the one before; the last one's summary watching the record `watch`
+/// names (a head read before: the one it most likely names when read again after).
+pub fn stream_files<R: std::io::BufRead>(
+    names: &[String],
+    watch: Option<&Head>,
+    mut open: impl FnMut(usize) -> std::io::Result<R>,
+) -> Result<Vec<ChainSummary>, StreamError> {
     let mut done: Vec<ChainSummary> = Vec::with_capacity(names.len());
-    let mut behind = false;
     for (i, name) in names.iter().enumerate() {
         let last = i + 1 == names.len();
         let read = |source| StreamError::Read {
@@ -1220,7 +1258,9 @@ pub fn verify_streams<R: std::io::BufRead>(
                 source,
             })
         };
-        let watch = head.filter(|_| last).and_then(|h| h.records.checked_sub(1));
+        let watch = watch
+            .filter(|_| last)
+            .and_then(|h| h.records.checked_sub(1));
         let mut check = ChainCheck::watching(watch);
         let mut reader = open(i).map_err(read)?;
         let mut buf = Vec::new();
@@ -1253,12 +1293,9 @@ pub fn verify_streams<R: std::io::BufRead>(
                 }));
             }
         }
-        if last {
-            behind = summary.against_head(head).map_err(at)?;
-        }
         done.push(summary);
     }
-    Ok((done, behind))
+    Ok(done)
 }
 
 fn chain_hashes(text: &str) -> Result<Vec<String>, ChainError> {
@@ -1673,7 +1710,19 @@ mod tests {
                     Err(StreamError::Chain(e)) => Err(e.source),
                     Err(e) => panic!("{e}"),
                 };
-                assert_eq!(streamed, verify_with_head(t, h.as_ref()), "{t:?} {h:?}");
+                let whole = verify_with_head(t, h.as_ref());
+                // A head read after the log (`audit verify`: not the one watched) is accepted
+                // exactly when it was, from the last two records' hashes alone.
+                if let Ok(files) = stream_files(&["log".to_string()], None, |_| {
+                    Ok(std::io::Cursor::new(t.as_bytes()))
+                }) {
+                    let after = files[0].against_head(h.as_ref());
+                    match &whole {
+                        Ok((_, behind)) => assert_eq!(after, Ok(*behind), "{t:?} {h:?}"),
+                        Err(_) => assert!(after.is_err(), "{t:?} {h:?}"),
+                    }
+                }
+                assert_eq!(streamed, whole, "{t:?} {h:?}");
             }
         }
     }
