@@ -1727,6 +1727,98 @@ mod tests {
         }
     }
 
+    /// Rotated files as `audit verify` streams them ([`verify_streams`]) and as it read them
+    /// whole ([`verify_files`]): the same records per file, the same head verdict and the same
+    /// error for every file altered (CRLF and blank lines, a last line without its newline, an
+    /// edit, a cut, a record of a newer schema in a later file), dropped or given out of
+    /// order, against every head (review-132).
+    #[test]
+    fn streamed_rotated_files_agree_with_the_whole_text_check() {
+        let (_d, p) = log(3);
+        let l = file_log(&p);
+        let mut rotated = Vec::new();
+        for _ in 0..2 {
+            match rotate::rotate(&p, rotate::Options::default()).unwrap() {
+                rotate::Rotation::Rotated { rotated_to, .. } => rotated.push(rotated_to),
+                other => panic!("{other:?}"),
+            }
+            for _ in 0..2 {
+                l.append(Record::new(Event::Denial, "denied")).unwrap();
+            }
+        }
+        rotated.push(p.clone());
+        let texts: Vec<String> = rotated
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        let newer = texts[1]
+            .lines()
+            .next()
+            .unwrap()
+            .replace("\"stockade.audit/1\"", "\"stockade.audit/2\"");
+        let alter: [&dyn Fn(&str) -> String; 7] = [
+            &|t| t.to_string(),
+            &|t| t.replace('\n', "\r\n\n \n"),
+            &|t| t.trim_end_matches('\n').to_string(),
+            &|t| {
+                t.replacen("\"ok\"", "\"no\"", 1)
+                    .replacen("\"denied\"", "\"dx\"", 1)
+            },
+            &|t| t.lines().take(2).collect::<Vec<_>>().join("\n"),
+            &|t| format!("{t}{newer}\n"),
+            &|t| format!("\n\r\n{t}"),
+        ];
+        let whole: Vec<(String, String)> = (0..3)
+            .map(|k| (format!("f{k}"), texts[k].clone()))
+            .collect();
+        let (chains, behind) = verify_files(&whole, read_head(&p).unwrap().as_ref()).unwrap();
+        let counts: Vec<usize> = chains.iter().map(|c| c.hashes.len()).collect();
+        assert_eq!((counts, behind), (vec![3, 3, 3], false));
+        let head = read_head(&p).unwrap();
+        let mut heads = vec![None, head.clone()];
+        if let Some(h) = &head {
+            heads.push(Some(Head {
+                records: h.records - 1,
+                ..h.clone()
+            }));
+        }
+        let mut orders: Vec<Vec<usize>> =
+            vec![vec![0, 1, 2], vec![1, 2], vec![0, 2], vec![1, 0, 2]];
+        orders.push(vec![2]);
+        for order in &orders {
+            for (which, f) in order.iter().enumerate() {
+                for a in &alter {
+                    let files: Vec<(String, String)> = order
+                        .iter()
+                        .enumerate()
+                        .map(|(i, k)| {
+                            let t = if i == which {
+                                a(&texts[*k])
+                            } else {
+                                texts[*k].clone()
+                            };
+                            (format!("f{k}"), t)
+                        })
+                        .collect();
+                    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+                    for h in &heads {
+                        let whole = verify_files(&files, h.as_ref())
+                            .map(|(c, b)| (c.iter().map(|c| c.hashes.len()).collect(), b));
+                        let streamed = verify_streams(&names, h.as_ref(), |i| {
+                            Ok(std::io::Cursor::new(files[i].1.clone().into_bytes()))
+                        });
+                        let streamed = match streamed {
+                            Ok((s, b)) => Ok((s.iter().map(|s| s.records).collect::<Vec<_>>(), b)),
+                            Err(StreamError::Chain(e)) => Err(e),
+                            Err(e) => panic!("{e}"),
+                        };
+                        assert_eq!(streamed, whole, "order {order:?} file {f} {h:?}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn concurrent_writers_keep_one_chain() {
         let (_d, p) = log(0);
