@@ -1123,6 +1123,7 @@ pub struct ChainCheck {
     lines: usize,
     watch: Option<u64>,
     watched: Option<String>,
+    before_last: Option<String>,
     /// The first record of a newer schema met (its record number, line and schema): the rest
     /// is only looked at for a record of this build's ([`of_this_build`]), which makes it an
     /// alteration; none, and the log is a newer Stockade's ([`ChainCheck::finish`]).
@@ -1146,6 +1147,7 @@ impl ChainCheck {
             lines: 0,
             watch: index,
             watched: None,
+            before_last: None,
             newer: None,
         }
     }
@@ -1207,7 +1209,10 @@ impl ChainCheck {
         if self.watch == Some(self.records as u64) {
             self.watched = Some(r.hash.clone());
         }
-        self.prev = r.hash;
+        let before = std::mem::replace(&mut self.prev, r.hash);
+        if self.records > 0 {
+            self.before_last = Some(before);
+        }
         self.records += 1;
         Ok(Some(&self.prev))
     }
@@ -1232,6 +1237,7 @@ impl ChainCheck {
             last_hash,
             continues: self.continues,
             watched: self.watch.zip(self.watched),
+            before_last: self.before_last,
         })
     }
 }
@@ -1247,11 +1253,17 @@ pub struct ChainSummary {
     /// What its first record says it continues ([`Chain::continues`]).
     pub continues: Option<Continues>,
     watched: Option<(u64, String)>,
+    /// The hash of the record before the last one, if it holds two: with the last one's, what
+    /// a head read after the log ([`verify_streams`]) may name without being an error.
+    before_last: Option<String>,
 }
 
 impl ChainSummary {
     /// [`verify_with_head`]'s head check: whether the head lagged one record behind. The
-    /// check must have watched the record the head names (`head.records - 1`).
+    /// check knows the hashes of the last two records and of the one it watched
+    /// ([`ChainCheck::watching`]); a head naming any other record is refused all the same (it
+    /// is more than one behind), only perhaps as `HeadMismatch` rather than `HeadBehind` when
+    /// the record it names was not the one watched (a head replaced while the log was read).
     pub fn against_head(&self, head: Option<&Head>) -> Result<bool, ChainError> {
         let n = self.records as u64;
         head_check(
@@ -1259,6 +1271,7 @@ impl ChainSummary {
             self.continues.as_ref(),
             |i| match &self.watched {
                 _ if i + 1 == n => Some(self.last_hash.as_str()),
+                _ if i + 2 == n => self.before_last.as_deref(),
                 Some((w, h)) if *w == i => Some(h.as_str()),
                 _ => None,
             },
@@ -1315,13 +1328,38 @@ fn each_line<R: std::io::BufRead>(
 /// [`verify_files`], each file read line by line from `open(i)` (opened in turn, one at a
 /// time) instead of held whole: its summary, and whether the head lagged one behind the last
 /// file. `names`: each file's name, oldest first, the log last.
+///
+/// The head is checked as given, read before the log. `audit verify` reads the log first and
+/// the head after it ([`stream_files`], then [`ChainSummary::against_head`]), as the
+/// whole-text verify did: a head read before a log that is appended to while it is read is
+/// behind by as many records as were appended meanwhile.
 pub fn verify_streams<R: std::io::BufRead>(
     names: &[String],
     head: Option<&Head>,
-    mut open: impl FnMut(usize) -> std::io::Result<R>,
+    open: impl FnMut(usize) -> std::io::Result<R>,
 ) -> Result<(Vec<ChainSummary>, bool), StreamError> {
+    let done = stream_files(names, head, open)?;
+    let Some((name, last)) = names.last().zip(done.last()) else {
+        return Ok((done, false));
+    };
+    let behind = last.against_head(head).map_err(|source| {
+        StreamError::Chain(FilesError {
+            file: name.clone(),
+            source,
+        })
+    })?;
+    Ok((done, behind))
+}
+
+/// [`verify_streams`] without the head check: each file's chain and each file after the
+/// first continuing the one before; the last one's summary watching the record `watch`
+/// names (a head read before: the one it most likely names when read again after).
+pub fn stream_files<R: std::io::BufRead>(
+    names: &[String],
+    watch: Option<&Head>,
+    mut open: impl FnMut(usize) -> std::io::Result<R>,
+) -> Result<Vec<ChainSummary>, StreamError> {
     let mut done: Vec<ChainSummary> = Vec::with_capacity(names.len());
-    let mut behind = false;
     for (i, name) in names.iter().enumerate() {
         let last = i + 1 == names.len();
         let read = |source| StreamError::Read {
@@ -1334,7 +1372,9 @@ pub fn verify_streams<R: std::io::BufRead>(
                 source,
             })
         };
-        let watch = head.filter(|_| last).and_then(|h| h.records.checked_sub(1));
+        let watch = watch
+            .filter(|_| last)
+            .and_then(|h| h.records.checked_sub(1));
         let mut check = ChainCheck::watching(watch);
         each_line(open(i).map_err(read)?, read, |line| {
             check.line(line).map(|_| ()).map_err(at)
@@ -1387,12 +1427,9 @@ pub fn verify_streams<R: std::io::BufRead>(
                 }));
             }
         }
-        if last {
-            behind = summary.against_head(head).map_err(at)?;
-        }
         done.push(summary);
     }
-    Ok((done, behind))
+    Ok(done)
 }
 
 fn chain_hashes(text: &str) -> Result<Vec<String>, ChainError> {
@@ -1827,7 +1864,111 @@ mod tests {
                     Err(StreamError::Chain(e)) => Err(e.source),
                     Err(e) => panic!("{e}"),
                 };
-                assert_eq!(streamed, verify_with_head(t, h.as_ref()), "{t:?} {h:?}");
+                let whole = verify_with_head(t, h.as_ref());
+                // A head read after the log (`audit verify`: not the one watched) is accepted
+                // exactly when it was, from the last two records' hashes alone.
+                if let Ok(files) = stream_files(&["log".to_string()], None, |_| {
+                    Ok(std::io::Cursor::new(t.as_bytes()))
+                }) {
+                    let after = files[0].against_head(h.as_ref());
+                    match &whole {
+                        Ok((_, behind)) => assert_eq!(after, Ok(*behind), "{t:?} {h:?}"),
+                        Err(_) => assert!(after.is_err(), "{t:?} {h:?}"),
+                    }
+                }
+                assert_eq!(streamed, whole, "{t:?} {h:?}");
+            }
+        }
+    }
+
+    /// Rotated files as `audit verify` streams them ([`verify_streams`]) and as it read them
+    /// whole ([`verify_files`]): the same records per file, the same head verdict and the same
+    /// error for every file altered (CRLF and blank lines, a last line without its newline, an
+    /// edit, a cut, a record of a newer schema in a later file), dropped or given out of
+    /// order, against every head (review-132).
+    #[test]
+    fn streamed_rotated_files_agree_with_the_whole_text_check() {
+        let (_d, p) = log(3);
+        let l = file_log(&p);
+        let mut rotated = Vec::new();
+        for _ in 0..2 {
+            match rotate::rotate(&p, rotate::Options::default()).unwrap() {
+                rotate::Rotation::Rotated { rotated_to, .. } => rotated.push(rotated_to),
+                other => panic!("{other:?}"),
+            }
+            for _ in 0..2 {
+                l.append(Record::new(Event::Denial, "denied")).unwrap();
+            }
+        }
+        rotated.push(p.clone());
+        let texts: Vec<String> = rotated
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        let newer = texts[1]
+            .lines()
+            .next()
+            .unwrap()
+            .replace("\"stockade.audit/1\"", "\"stockade.audit/2\"");
+        let alter: [&dyn Fn(&str) -> String; 7] = [
+            &|t| t.to_string(),
+            &|t| t.replace('\n', "\r\n\n \n"),
+            &|t| t.trim_end_matches('\n').to_string(),
+            &|t| {
+                t.replacen("\"ok\"", "\"no\"", 1)
+                    .replacen("\"denied\"", "\"dx\"", 1)
+            },
+            &|t| t.lines().take(2).collect::<Vec<_>>().join("\n"),
+            &|t| format!("{t}{newer}\n"),
+            &|t| format!("\n\r\n{t}"),
+        ];
+        let whole: Vec<(String, String)> = (0..3)
+            .map(|k| (format!("f{k}"), texts[k].clone()))
+            .collect();
+        let (chains, behind) = verify_files(&whole, read_head(&p).unwrap().as_ref()).unwrap();
+        let counts: Vec<usize> = chains.iter().map(|c| c.hashes.len()).collect();
+        assert_eq!((counts, behind), (vec![3, 3, 3], false));
+        let head = read_head(&p).unwrap();
+        let mut heads = vec![None, head.clone()];
+        if let Some(h) = &head {
+            heads.push(Some(Head {
+                records: h.records - 1,
+                ..h.clone()
+            }));
+        }
+        let mut orders: Vec<Vec<usize>> =
+            vec![vec![0, 1, 2], vec![1, 2], vec![0, 2], vec![1, 0, 2]];
+        orders.push(vec![2]);
+        for order in &orders {
+            for (which, f) in order.iter().enumerate() {
+                for a in &alter {
+                    let files: Vec<(String, String)> = order
+                        .iter()
+                        .enumerate()
+                        .map(|(i, k)| {
+                            let t = if i == which {
+                                a(&texts[*k])
+                            } else {
+                                texts[*k].clone()
+                            };
+                            (format!("f{k}"), t)
+                        })
+                        .collect();
+                    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+                    for h in &heads {
+                        let whole = verify_files(&files, h.as_ref())
+                            .map(|(c, b)| (c.iter().map(|c| c.hashes.len()).collect(), b));
+                        let streamed = verify_streams(&names, h.as_ref(), |i| {
+                            Ok(std::io::Cursor::new(files[i].1.clone().into_bytes()))
+                        });
+                        let streamed = match streamed {
+                            Ok((s, b)) => Ok((s.iter().map(|s| s.records).collect::<Vec<_>>(), b)),
+                            Err(StreamError::Chain(e)) => Err(e),
+                            Err(e) => panic!("{e}"),
+                        };
+                        assert_eq!(streamed, whole, "order {order:?} file {f} {h:?}");
+                    }
+                }
             }
         }
     }

@@ -548,3 +548,35 @@ fn a_record_relabelled_newer_amid_the_log_is_an_alteration() {
     relabel(&rotated[0], 1);
     altered(d.path(), &[&rotated[0], &log], "record 2 ");
 }
+
+/// Records appended while `audit verify` reads the log — a running daemon appends as it works,
+/// and a large log takes seconds to read — are not a stale head (review-132). The streamed
+/// verify read the head before the log and checked the log's end against it: two appends
+/// meanwhile, and a live log was reported as one whose head "is stale or was put back" (65),
+/// one append as `behind_by_one`. The head is read again once the log is read, as the
+/// whole-text verify read it after the text. With and without `--follow`, one file and two.
+#[test]
+fn records_appended_while_the_log_is_read_are_not_a_stale_head() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("audit.log");
+    append(&log, 3);
+    let l = log.to_str().unwrap();
+    for (follow, appended) in [(false, 2), (true, 2), (false, 1)] {
+        let mut args = vec!["--json", "audit", "verify", "--require-head"];
+        if follow {
+            args.push("--follow");
+        }
+        args.push(l);
+        let child = stockade_stopped_at(d.path(), &args, "audit-verify-reading");
+        let before = stockade_runtime::audit::read_head(&log)
+            .unwrap()
+            .unwrap()
+            .records;
+        append(&log, appended);
+        let r = resume(child);
+        assert_eq!(r.code, 0, "follow {follow}: {}{}", r.stdout, r.stderr);
+        let v = r.json();
+        assert_eq!(v["records"], before + appended as u64, "{v}");
+        assert_eq!(v["head"], "checked", "{v}");
+    }
+}

@@ -512,11 +512,11 @@ impl MergedPolicy {
     /// resolves every section, quadratic in the number of sections (16 drop-ins of 1200
     /// sections: 21.7 s before every `run`, `serve` start and `verify`), and `policy lint`,
     /// which resolves every plugin and signer pair, cubic.
-    fn section_leaves<'a>(
+    fn section_leaves<'a: 'b, 'b>(
         &'a self,
-        kind: &'a str,
-        who: &'a str,
-    ) -> impl Iterator<Item = (&'a Vec<String>, &'a Leaf)> + 'a {
+        kind: &'b str,
+        who: &'b str,
+    ) -> impl Iterator<Item = (&'a Vec<String>, &'a Leaf)> + 'b {
         self.leaves
             .range(vec![kind.to_string(), who.to_string()]..)
             .take_while(move |(k, _)| k.len() >= 2 && k[0] == kind && k[1] == who)
@@ -541,13 +541,16 @@ impl MergedPolicy {
         })
     }
 
-    /// [`Self::resolve`], with only the plugin section's key `only` applied when given.
-    fn resolve_with(
+    /// The leaves a resolution applies, keys relative to the section they came from: the base
+    /// ([`Self::base_leaves`]), the signer's section over it, then the plugin's (only its key
+    /// `only` when given). The differential tests compare it with the walk of every leaf it
+    /// replaced (`layers::diff_tests`).
+    fn effective_leaves(
         &self,
         plugin: Option<&str>,
         signer: Option<&str>,
         only: Option<&[String]>,
-    ) -> Result<ResolvedPolicy, OperatorPolicyError> {
+    ) -> BTreeMap<Vec<String>, &Leaf> {
         let mut eff: BTreeMap<Vec<String>, &Leaf> = BTreeMap::new();
         for (k, v) in self.base_leaves() {
             eff.insert(k.clone(), v);
@@ -560,6 +563,17 @@ impl MergedPolicy {
                 }
             }
         }
+        eff
+    }
+
+    /// [`Self::resolve`], with only the plugin section's key `only` applied when given.
+    fn resolve_with(
+        &self,
+        plugin: Option<&str>,
+        signer: Option<&str>,
+        only: Option<&[String]>,
+    ) -> Result<ResolvedPolicy, OperatorPolicyError> {
+        let eff = self.effective_leaves(plugin, signer, only);
         let origins: BTreeMap<String, Origin> = eff
             .iter()
             .map(|(k, v)| (dotted(k), v.origin.clone()))
@@ -759,3 +773,7 @@ fn insert(root: &mut toml::Table, path: &[String], value: toml::Value) {
     }
     t.insert(path[path.len() - 1].clone(), value);
 }
+
+#[cfg(test)]
+#[path = "layers_diff_tests.rs"]
+mod diff_tests;

@@ -10,7 +10,7 @@
 //! ([`crate::audit::rotate`]).
 
 use crate::audit::rotate::{self, Rotation};
-use crate::audit::{head_path, read_head, verify_streams, Continues, StreamError};
+use crate::audit::{head_path, read_head, stream_files, Continues, FilesError, StreamError};
 use crate::cli::{AuditRotateArgs, AuditVerifyArgs};
 use crate::error::CmdError;
 use crate::exit::Exit;
@@ -78,30 +78,48 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
             .collect();
         (files, None)
     };
-    let head = read_head(log).map_err(|e| {
-        CmdError::new(Exit::DataErr, "audit_head", e)
-            .hint("the head file is damaged; compare the log with a copy shipped elsewhere")
-    })?;
-    if head.is_none() && a.require_head {
-        return Err(CmdError::msg(
-            Exit::DataErr,
-            "audit_head",
-            format!(
-                "{} is missing: records cut off the end of the log cannot be detected",
-                head_path(log).display()
-            ),
-        )
-        .hint(
-            "the head was deleted (possibly with the log's tail), or the log predates head files",
-        ));
-    }
+    // The head is read before the log (its damage or absence said first, and the record it
+    // names watched as the log is read) and again after it, which is the one checked.
+    let read_the_head = || {
+        let head = read_head(log).map_err(|e| {
+            CmdError::new(Exit::DataErr, "audit_head", e)
+                .hint("the head file is damaged; compare the log with a copy shipped elsewhere")
+        })?;
+        if head.is_none() && a.require_head {
+            return Err(CmdError::msg(
+                Exit::DataErr,
+                "audit_head",
+                format!(
+                    "{} is missing: records cut off the end of the log cannot be detected",
+                    head_path(log).display()
+                ),
+            )
+            .hint(
+                "the head was deleted (possibly with the log's tail), or the log predates head \
+                 files",
+            ));
+        }
+        Ok(head)
+    };
+    let head = read_the_head()?;
     let hint =
         "the log was altered at or before the named record; compare with a copy shipped elsewhere";
     let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
     // Each file read line by line, one at a time: a log of any size is verified in bounded
     // memory (crate::audit::ChainCheck).
-    let streamed = verify_streams(&names, head.as_ref(), |i| open_log(&files[i].1));
-    let (chains, behind) = streamed.map_err(|e| match e {
+    let streamed = stream_files(&names, head.as_ref(), |i| {
+        if i + 1 == files.len() {
+            // Tests append here, as a running daemon may while a large log is read.
+            crate::sys::stop_at("audit-verify-reading");
+        }
+        open_log(&files[i].1)
+    });
+    // The log's end checked against its head as it is once the log is read: a daemon may
+    // append while a large log is read (seconds), and a head read before it would be behind
+    // by every record appended meanwhile — a live log reported as one whose head was put back
+    // (65). Read after, it is behind by one at most (an append between its log write and its
+    // head's replacement), as when the whole text was read first.
+    let failed = |e| match e {
         StreamError::Read { file, source } => {
             let e = crate::fileio::FileError::Read {
                 path: PathBuf::from(file),
@@ -129,7 +147,23 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
              named file was altered at or before the named record (or the one before it \
              was cut short): compare with a copy shipped elsewhere",
         ),
-    })?;
+    };
+    let chains = streamed.map_err(failed)?;
+    // The log's end checked against its head as it is once the log is read: a daemon may
+    // append while a large log is read (seconds), and a head read before it would be behind
+    // by every record appended meanwhile — a live log reported as one whose head was put back
+    // (65). Read after, it is behind by one at most (an append between its log write and its
+    // head's replacement), as when the whole text was read first.
+    let head = read_the_head()?;
+    let behind = match names.last().zip(chains.last()) {
+        Some((name, last)) => last.against_head(head.as_ref()).map_err(|source| {
+            failed(StreamError::Chain(FilesError {
+                file: name.clone(),
+                source,
+            }))
+        })?,
+        None => false,
+    };
     let continues = chains.first().and_then(|c| c.continues.clone());
     let records = chains.iter().map(|c| c.records).sum();
     let files = if chains.len() > 1 {
@@ -217,7 +251,7 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
 }
 
 /// One file of the chain, opened to be read line by line (66 `audit_unreadable` naming it
-/// when it cannot be opened: through [`verify_streams`]).
+/// when it cannot be opened: through [`stream_files`]).
 fn open_log(f: &Path) -> std::io::Result<std::io::BufReader<std::fs::File>> {
     std::fs::File::open(f).map(std::io::BufReader::new)
 }
@@ -252,7 +286,7 @@ fn first_record_of(f: &Path) -> Result<Option<crate::audit::Record>, CmdError> {
 /// name in the log's directory) — not by listing the directory, whose `<log>.*` also holds the
 /// head and lock files, leftovers of killed rotations, and names that sort `-10` before `-2`.
 /// It stops at a file that does not continue another (the chain's start, or a first record
-/// [`verify_streams`] then reports as broken), at one continuing a loss (`lost`), or at one
+/// [`stream_files`] then reports as broken), at one continuing a loss (`lost`), or at one
 /// whose predecessor a later rotation record says `[audit] keep` removed (`removed_by_keep`).
 /// A named file that is missing otherwise fails (65): that gap is what a deleted file looks
 /// like. Each name is taken once, so files naming each other cannot loop.

@@ -666,7 +666,9 @@ pub fn stop_self() -> io::Result<()> {
 /// recovery not begun: `Store::open`, and `list`'s recovery), `committed` (a store change committed, its
 /// `ok` audit record not written: `cmd::store::commit_audited`), `audit-rotate-written` (a
 /// rotation's new file written at the rotated name, not yet exchanged with the log),
-/// `audit-rotate-exchanged` (exchanged, the head not yet replaced: `audit::rotate`) and
+/// `audit-rotate-exchanged` (exchanged, the head not yet replaced: `audit::rotate`),
+/// `audit-verify-reading` (`audit verify`'s head read once, the log opened, not yet read:
+/// `cmd::audit::verify`) and
 /// `ca-init-key-written` (`ca init`'s key pair written in its build directory, not yet renamed
 /// into place: `cmd::ca::init`). Release builds compile it to nothing.
 pub fn stop_at(point: &str) {
