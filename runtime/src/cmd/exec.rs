@@ -336,6 +336,12 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     }
     if out.json {
         crate::output::print_stderr(&json);
+    } else if let Some(m) = report
+        .exit
+        .and_then(|e| sandbox::report::ending(&e, &report.limits_hit))
+    {
+        // The status alone (159, 137) does not tell the sandbox's verdict from a crash.
+        crate::output::print_stderr(&format!("stockade: the program ended: {m}"));
     }
     let status = report
         .exit

@@ -57,6 +57,15 @@ impl Child for crate::sandbox::Sandboxed {
     }
 }
 
+/// [`crate::sandbox::report::ending`] of a reaped sandbox's JSON (`exit`, `limits_hit`).
+fn ending_of(sandbox: &Value) -> Option<String> {
+    use crate::sandbox::report::{ending, ExitInfo, LimitsHit};
+    let exit: ExitInfo = serde_json::from_value(sandbox.get("exit")?.clone()).ok()?;
+    let limits: LimitsHit =
+        serde_json::from_value(sandbox.get("limits_hit")?.clone()).unwrap_or_default();
+    ending(&exit, &limits)
+}
+
 /// A warm spare given up (stale, quarantined, unloaded): it never ran the program, so its report
 /// has no exit; killed and reaped as a plugin's sandbox is ([`kill_and_reap`]).
 impl Child for crate::sandbox::Held {
@@ -914,8 +923,14 @@ impl PluginHandle {
         self.fail_all(fx, codes::UNAVAILABLE, "the plugin exited");
         self.state = State::Exited;
         let report = self.reap(kill, fx);
-        let reason = if stopping { "shutdown" } else { "exited" };
-        self.report_state(fx, Some(json!({"kind": reason, "sandbox": report})));
+        let kind = if stopping { "shutdown" } else { "exited" };
+        let mut reason = json!({"kind": kind, "sandbox": report});
+        // What ended it, in words (the seccomp filter, the OOM killer, a limit): a SIGKILL of
+        // the runtime's own (it lingered) is said by the warning logged above, not here.
+        if let Some(m) = (!kill).then(|| ending_of(&reason["sandbox"])).flatten() {
+            reason["message"] = json!(m);
+        }
+        self.report_state(fx, Some(reason));
     }
 
     /// Bytes from the plugin's stderr: forwarded as `log` lines, size- and rate-capped.
