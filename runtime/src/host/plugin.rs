@@ -57,6 +57,17 @@ impl Child for crate::sandbox::Sandboxed {
     }
 }
 
+/// The start of a line a plugin wrote, for a message about it: at most 60 characters, control
+/// characters escaped (it may reach a terminal through `serve`'s log, which escapes it again).
+fn excerpt(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let mut out: String = text.chars().take(60).flat_map(char::escape_debug).collect();
+    if text.chars().nth(60).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// [`crate::sandbox::report::ending`] of a reaped sandbox's JSON (`exit`, `limits_hit`).
 fn ending_of(sandbox: &Value) -> Option<String> {
     use crate::sandbox::report::{ending, ExitInfo, LimitsHit};
@@ -696,7 +707,12 @@ impl PluginHandle {
                 Ok(line) => match Message::parse(&line) {
                     Ok(m) => self.on_message(m, now, fx),
                     Err(e) => {
-                        let what = format!("stdout is not a protocol message: {e}");
+                        let what = format!(
+                            "stdout is not a protocol message: {e} (the line began `{}`); stdout \
+                             carries only JSON-RPC messages, one per line: write logs and other \
+                             output to stderr, which the runtime forwards as `log` lines",
+                            excerpt(line.as_bytes())
+                        );
                         self.terminate(fx, codes::VIOLATION, "garbage", what);
                     }
                 },
@@ -734,12 +750,20 @@ impl PluginHandle {
                     params: p,
                 },
             ) if method == "handshake" => self.handshake(id, &p, now, fx),
-            (State::Starting, _) => self.terminate(
-                fx,
-                codes::VIOLATION,
-                "handshake",
-                "the first message must be a `handshake` request".into(),
-            ),
+            (State::Starting, m) => {
+                let got = match m {
+                    Message::Request { method, .. } => {
+                        format!("a request for `{}`", excerpt(method.as_bytes()))
+                    }
+                    Message::Notification { method, .. } => format!(
+                        "a notification `{}` (a `handshake` needs an `id`)",
+                        excerpt(method.as_bytes())
+                    ),
+                    Message::Response { .. } => "a response".into(),
+                };
+                let what = format!("the first message must be a `handshake` request, not {got}");
+                self.terminate(fx, codes::VIOLATION, "handshake", what)
+            }
             (State::Stopping, Message::Request { method, .. })
                 if method == "handshake" && late_handshake => {}
             (_, Message::Response { id, outcome }) => self.on_response(id, outcome, now, fx),
@@ -991,12 +1015,19 @@ impl PluginHandle {
     /// A timer fired.
     pub fn on_timer(&mut self, t: Timer, now: Instant, fx: &mut Effects) {
         match t {
-            Timer::Handshake if self.state == State::Starting => self.terminate(
-                fx,
-                codes::VIOLATION,
-                "handshake_timeout",
-                "no handshake within the deadline".into(),
-            ),
+            Timer::Handshake if self.state == State::Starting => {
+                // Whatever the plugin wrote so far is an unfinished line, or nothing: a
+                // handshake written but never flushed (stdio buffers a pipe) never left it.
+                let seen = if self.decoder.in_frame() {
+                    "its stdout has an unfinished line: end the handshake with a newline"
+                } else {
+                    "nothing came on its stdout: a handshake written but not flushed stays in \
+                     the plugin's buffer (Python, C stdio buffer a pipe), flush after each line"
+                };
+                let t = self.cfg.policy.protocol.handshake_timeout_ms;
+                let what = format!("no handshake within the deadline ({t} ms); {seen}");
+                self.terminate(fx, codes::VIOLATION, "handshake_timeout", what)
+            }
             Timer::Call(id) => {
                 let Some(c) = self.calls.remove(&id) else {
                     return;
