@@ -381,6 +381,8 @@ pub struct PluginHandle {
     /// Close the plugin's stdin once `outbound` is flushed.
     pub close_stdin: bool,
     granted: BTreeSet<Capability>,
+    /// What its handshake asked for (a call outside `granted` is told by where it stopped).
+    asked: BTreeSet<Capability>,
     hooks: BTreeSet<String>,
     calls: BTreeMap<u64, Call>,
     backlog: VecDeque<u64>,
@@ -428,6 +430,7 @@ impl PluginHandle {
             outbound: Vec::new(),
             close_stdin: false,
             granted: BTreeSet::new(),
+            asked: BTreeSet::new(),
             hooks: BTreeSet::new(),
             calls: BTreeMap::new(),
             backlog: VecDeque::new(),
@@ -795,6 +798,7 @@ impl PluginHandle {
             &self.cfg.ceiling,
             self.cfg.policy.capabilities.allow.as_ref(),
         );
+        self.asked = asked;
         // The handshake's hooks are registered at once when `register_hook` is granted.
         if self.granted.contains(&Capability::RegisterHook) {
             self.hooks = h.hooks.into_iter().collect();

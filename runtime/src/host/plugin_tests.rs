@@ -283,6 +283,52 @@ fn ungranted_call_terminates_and_fails_pending_calls() {
     assert!(!agent.iter().any(|m| m["method"] == "event"));
 }
 
+/// A call that was not granted says where it stopped — the manifest, the handshake, or the
+/// node — so the author knows whether there is anything of theirs to change; it was "call to
+/// `kv_get`, which was not granted" for all three.
+#[test]
+fn a_call_not_granted_says_where_it_stopped() {
+    let denial = |policy: HostPolicy, call: &str| {
+        let mut t = setup(policy);
+        t.handshake();
+        t.agent();
+        t.feed(call);
+        assert_eq!(t.h.state(), State::Terminated);
+        let st = t
+            .agent()
+            .into_iter()
+            .rfind(|m| m["params"]["state"] == "terminated")
+            .unwrap();
+        st["params"]["reason"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let m = denial(
+        HostPolicy::default(),
+        r#"{"jsonrpc":"2.0","id":5,"method":"kv_get","params":{"key":"a"}}"#,
+    );
+    assert!(
+        m.contains("the manifest's requested_capabilities do not list it"),
+        "{m}"
+    );
+    let m = denial(
+        HostPolicy::default(),
+        r#"{"jsonrpc":"2.0","method":"emit_event","params":{"name":"x"}}"#,
+    );
+    assert!(
+        m.contains("the handshake's capabilities do not ask for it"),
+        "{m}"
+    );
+    let mut p = HostPolicy::default();
+    p.capabilities.allow = Some([Capability::RegisterHook].into());
+    let m = denial(
+        p,
+        r#"{"jsonrpc":"2.0","method":"log","params":{"message":"hi"}}"#,
+    );
+    assert!(m.contains("this node withheld it"), "{m}");
+}
+
 #[test]
 fn operator_allowlist_and_fail_open() {
     let mut p = HostPolicy::default();
