@@ -296,6 +296,30 @@ for line in sys.stdin:
     );
 }
 
+/// A packaged script's `/dev/fd/N` (what its interpreter is handed) resolves inside the sandbox,
+/// to `/plugin/…`: it named the state directory's host path, absent inside, and Node.js —
+/// which resolves its script's real path — failed at once with ENOENT on it.
+#[test]
+fn a_packaged_scripts_own_path_resolves_inside_the_sandbox() {
+    if !require_root() {
+        return;
+    }
+    let script = r#"real=$(readlink -f "$0"); test -e "$real" && echo "real=$real" >&2
+hs '"log","register_hook"'
+IFS= read -r line"#;
+    let s = session(script, None, &[], &[&invoke(1, Some(2_000))]);
+    let logs: Vec<&str> = s
+        .notes("log")
+        .iter()
+        .filter_map(|m| m["params"]["message"].as_str())
+        .collect();
+    assert!(
+        logs.contains(&"real=/plugin/entrypoint"),
+        "{logs:?} {}",
+        s.stderr
+    );
+}
+
 #[test]
 fn a_plugin_that_closes_its_stdio_but_keeps_running_is_killed_not_waited_for() {
     if !require_root() {
