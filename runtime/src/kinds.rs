@@ -231,6 +231,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("pid_unknown", Exit::SandboxSetup),
     ("cannot_execute", Exit::CannotExec),
     ("not_found", Exit::NotFound),
+    ("interpreter_not_found", Exit::NotFound),
 ];
 
 /// The exit code `kind` always comes with, or `None` for a kind that is not in [`KINDS`].

@@ -35,6 +35,39 @@ fn missing_program_is_127_and_non_executable_is_126() {
     assert_eq!(code(&o), 126);
 }
 
+/// A program that exists but whose interpreter does not inside the sandbox is said to be so —
+/// it was "program `…` not found" with the hint to give a name found in $PATH on the host,
+/// about a file that is there: a virtualenv's python, a `#!` line saved with CR LF endings.
+#[test]
+fn a_missing_interpreter_is_named_not_the_program() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = |name: &str, content: &str| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, content).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        f.to_str().unwrap().to_string()
+    };
+    let venv = script("venv", "#!/opt/no-such-venv/bin/python3\nprint(1)\n");
+    let o = stockade(&["exec", "--", &venv], b"");
+    assert_eq!(code(&o), 127, "{}", err(&o));
+    assert!(
+        err(&o).contains("its `#!` interpreter `/opt/no-such-venv/bin/python3` does not exist inside the sandbox"),
+        "{}",
+        err(&o)
+    );
+    assert!(!err(&o).contains("$PATH on the host"), "{}", err(&o));
+    let crlf = script("crlf", "#!/bin/sh\r\necho hi\r\n");
+    let o = stockade(&["exec", "--json", "--", &crlf], b"");
+    assert_eq!(code(&o), 127, "{}", err(&o));
+    let e: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(e["error"]["kind"], "interpreter_not_found", "{e}");
+    assert!(
+        e["error"]["causes"][0].as_str().unwrap().contains("CR LF"),
+        "{e}"
+    );
+}
+
 #[test]
 fn stdio_is_relayed() {
     let o = stockade(&["exec", "--", "/bin/cat"], b"through the pipes\n");

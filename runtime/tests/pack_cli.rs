@@ -76,6 +76,31 @@ fn invalid_manifest_and_non_executable_entrypoint() {
     refused(&fx, "pack", "entrypoint");
 }
 
+/// A manifest whose `entrypoint` names no file of the package is told to fix the path — the
+/// hint said to chmod +x a file that is not there; a non-executable one is still told to.
+#[test]
+fn a_wrong_entrypoint_path_is_told_to_fix_the_path() {
+    let fx = Fixture::new();
+    let dir = fx.hello_dir();
+    let good = std::fs::read(dir.join("manifest.json")).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    m["entrypoint"] = "bin/entrypoint".into();
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    let r = pack(&fx);
+    assert_eq!((r.code, r.kind()), (65, "pack".into()), "{}", r.stdout);
+    let hint = r.json()["error"]["hint"].as_str().unwrap().to_string();
+    assert!(hint.contains("fix it in manifest.json"), "{hint}");
+    std::fs::write(dir.join("manifest.json"), &good).unwrap();
+    std::fs::set_permissions(
+        dir.join("entrypoint"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let r = pack(&fx);
+    let hint = r.json()["error"]["hint"].as_str().unwrap().to_string();
+    assert!(hint.contains("chmod +x"), "{hint}");
+}
+
 #[test]
 fn key_must_match_the_certificate() {
     let fx = Fixture::new();

@@ -256,6 +256,70 @@ for line in sys.stdin:
     assert_eq!(s.code, 128 + libc::SIGTERM, "{}", s.stderr);
 }
 
+/// A plugin the seccomp filter kills (a system call outside its policy: ptrace) is said to have
+/// been killed by the filter — its author saw only `"signal": 31` and `exited (exited)`, nothing
+/// telling the sandbox's verdict from a crash of their own.
+#[test]
+fn a_plugin_the_seccomp_filter_kills_is_said_to_be_killed_by_it() {
+    if !require_root() {
+        return;
+    }
+    if !require(
+        std::path::Path::new("/usr/bin/python3").exists(),
+        "/usr/bin/python3 not installed (Debian package python3)",
+    ) {
+        return;
+    }
+    let script = r#"exec /usr/bin/python3 -c '
+import ctypes, json, sys
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n")
+    sys.stdout.flush()
+send({"jsonrpc": "2.0", "id": 0, "method": "handshake", "params": {"name": "t",
+      "version": "0.1.0", "api": 1, "capabilities": ["register_hook"], "hooks": ["on:flow.new"]}})
+sys.stdin.readline()
+for line in sys.stdin:
+    ctypes.CDLL(None).syscall(101, 0, 0, 0, 0)
+'"#;
+    let s = session(script, None, &[], &[&invoke(1, Some(10_000))]);
+    assert_eq!(s.error_code(1), PLUGIN_CRASHED, "{:?}", s.msgs);
+    let st = s.final_state();
+    assert_eq!(
+        st["reason"]["sandbox"]["exit"]["signal"],
+        libc::SIGSYS,
+        "{st}"
+    );
+    let m = st["reason"]["message"].as_str().unwrap_or_default();
+    assert!(
+        m.starts_with("killed by the seccomp filter (SIGSYS)"),
+        "{st}"
+    );
+}
+
+/// A packaged script's `/dev/fd/N` (what its interpreter is handed) resolves inside the sandbox,
+/// to `/plugin/…`: it named the state directory's host path, absent inside, and Node.js —
+/// which resolves its script's real path — failed at once with ENOENT on it.
+#[test]
+fn a_packaged_scripts_own_path_resolves_inside_the_sandbox() {
+    if !require_root() {
+        return;
+    }
+    let script = r#"real=$(readlink -f "$0"); test -e "$real" && echo "real=$real" >&2
+hs '"log","register_hook"'
+IFS= read -r line"#;
+    let s = session(script, None, &[], &[&invoke(1, Some(2_000))]);
+    let logs: Vec<&str> = s
+        .notes("log")
+        .iter()
+        .filter_map(|m| m["params"]["message"].as_str())
+        .collect();
+    assert!(
+        logs.contains(&"real=/plugin/entrypoint"),
+        "{logs:?} {}",
+        s.stderr
+    );
+}
+
 #[test]
 fn a_plugin_that_closes_its_stdio_but_keeps_running_is_killed_not_waited_for() {
     if !require_root() {
@@ -273,6 +337,8 @@ while :; do sleep 5; done"#;
     let st = s.final_state();
     assert_eq!(st["state"], "exited", "{st}");
     assert_eq!(st["reason"]["sandbox"]["exit"]["signal"], 9, "{st}");
+    // The runtime's own kill is said by its warning, not as a cause of the plugin's.
+    assert!(st["reason"].get("message").is_none(), "{st}");
     assert_eq!(st["reason"]["sandbox"]["cleaned_up"], true, "{st}");
     assert!(
         s.notes("log").iter().any(|m| m["params"]["message"]

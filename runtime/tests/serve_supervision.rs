@@ -149,6 +149,9 @@ fn crash_loop(c: &mut Client, pkg: &std::path::Path) {
     c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
     let q = c.wait_state("a", "quarantined");
     assert_eq!(q["crashes"], 2, "{q}");
+    // The quarantine says how the last one ended (it said only how many crashes).
+    let m = q["reason"]["message"].as_str().unwrap_or_default();
+    assert!(m.contains("(the last: exited with code 3)"), "{q}");
 }
 
 #[test]

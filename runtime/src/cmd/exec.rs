@@ -32,7 +32,7 @@ use crate::exit::Exit;
 use crate::fileio;
 use crate::output::Output;
 use crate::policyfiles::{self, PolicyFilesError};
-use crate::sandbox::{self, LaunchError, LaunchSpec, Program};
+use crate::sandbox::{self, Interpreter, LaunchError, LaunchSpec, Program};
 use crate::sys;
 use std::fs;
 use std::io::{self, Read, Write};
@@ -72,6 +72,30 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             Exit::NotFound,
             "not_found",
             "give a path, or a name found in $PATH on the host",
+        ),
+        LaunchError::InterpreterNotFound { interpreter, .. } => (
+            Exit::NotFound,
+            "interpreter_not_found",
+            match interpreter {
+                Interpreter::Script { crlf: true, .. } => {
+                    "convert the file to LF line endings (dos2unix, or your editor's line-ending \
+                     setting) and pack it again"
+                }
+                Interpreter::Script { .. } => {
+                    "the sandbox shows /usr (and /bin, /lib through it), the package at /plugin \
+                     and an empty /tmp, not the host's other directories (/opt, /home, a \
+                     virtualenv outside /usr): name an interpreter under /usr \
+                     (`#!/usr/bin/python3`, `#!/bin/sh`), ship the program compiled, or have \
+                     the operator add the interpreter's directory to the policy's [filesystem] \
+                     read_only (docs/sandbox.md)"
+                }
+                Interpreter::Loader(_) => {
+                    "the program was linked for another system's loader (musl, another \
+                     distribution, a Nix store): link it statically, build it against the \
+                     host's libraries under /usr, or have the operator add the loader's \
+                     directory to the policy's [filesystem] read_only (docs/sandbox.md)"
+                }
+            },
         ),
         LaunchError::CannotExecute { .. } => (
             Exit::CannotExec,
@@ -336,6 +360,12 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     }
     if out.json {
         crate::output::print_stderr(&json);
+    } else if let Some(m) = report
+        .exit
+        .and_then(|e| sandbox::report::ending(&e, &report.limits_hit))
+    {
+        // The status alone (159, 137) does not tell the sandbox's verdict from a crash.
+        crate::output::print_stderr(&format!("stockade: the program ended: {m}"));
     }
     let status = report
         .exit

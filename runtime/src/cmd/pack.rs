@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use stockade_policy::manifest::{Manifest, ManifestError, MAX_MANIFEST_BYTES};
 use stockade_trust::cert::Certificate;
 use stockade_trust::chain::{check_bounds, check_validity, ValidityError};
-use stockade_trust::statement::{check_file_map, Statement};
+use stockade_trust::statement::{check_file_map, FileEntry, Statement};
 
 #[derive(Serialize)]
 struct Report {
@@ -153,8 +153,20 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
         warnings.push(w);
     }
     check_file_map(&payload.files, manifest.entrypoint()).map_err(|e| {
-        CmdError::new(Exit::DataErr, "pack", e)
-            .hint("the entrypoint must be a regular file with the executable bit (chmod +x)")
+        // The hint for what the error is about: a wrong `entrypoint` path was told to chmod.
+        let hint = match payload.files.get(manifest.entrypoint()) {
+            None => {
+                "the manifest's `entrypoint` is a path relative to the plugin directory (e.g. \
+                 \"entrypoint\" or \"bin/plugin\"): fix it in manifest.json, or put the \
+                 program there"
+            }
+            Some(FileEntry::File { mode: 0o755, .. }) => {
+                "a package holds regular files, directories, and symlinks to regular files \
+                 inside it: fix the entry named above"
+            }
+            Some(_) => "the entrypoint must be a regular file with the executable bit (chmod +x)",
+        };
+        CmdError::new(Exit::DataErr, "pack", e).hint(hint)
     })?;
 
     let (dev_bytes, dev) = load_cert(&a.devcert, "developer")?;

@@ -431,6 +431,21 @@ fn policy_refusal(err: &crate::error::CmdError) -> RpcError {
     )
 }
 
+/// ` (the last: …)` for a crash loop's message, from the last end's reason: its message
+/// (killed by the seccomp filter, a protocol violation, a failed launch…) or its exit code, so
+/// the quarantine says why without digging the last `exited` out of the log. Empty when
+/// nothing is known.
+fn last_end(last_exit: Option<&Value>) -> String {
+    let Some(r) = last_exit else {
+        return String::new();
+    };
+    match (r["message"].as_str(), r["sandbox"]["exit"]["code"].as_i64()) {
+        (Some(m), _) => format!(" (the last: {m})"),
+        (None, Some(c)) => format!(" (the last: exited with code {c})"),
+        (None, None) => String::new(),
+    }
+}
+
 /// The daemon's log line for a `plugin_state` (after `stockade serve: `). The reason's message
 /// is often the plugin's own words (a handshake naming another plugin, a refused frame), so
 /// every string in it is escaped ([`term`]): a newline in it cannot start a line that reads as
@@ -1885,6 +1900,7 @@ impl Daemon {
             let spare = e.spare.take();
             e.decision = None;
             let n = e.crashes.recent();
+            let last = last_end(e.last_exit.as_ref());
             let mut rec = e.audit.clone();
             let recorded = Quarantined {
                 package_sha256: e.pkg.report.package_sha256.clone(),
@@ -1916,7 +1932,8 @@ impl Daemon {
                 "quarantined",
                 json!({"crashes": n, "window_ms": q.window_ms,
                        "reason": {"kind": "crash_loop",
-                                  "message": format!("{n} crashes within {} ms; send plugin_restart to try again", q.window_ms)}}),
+                                  "message": format!("{n} crashes within {} ms{}; send plugin_restart to try again",
+                                                     q.window_ms, last)}}),
             );
             return;
         }

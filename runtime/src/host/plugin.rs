@@ -57,6 +57,26 @@ impl Child for crate::sandbox::Sandboxed {
     }
 }
 
+/// The start of a line a plugin wrote, for a message about it: at most 60 characters, control
+/// characters escaped (it may reach a terminal through `serve`'s log, which escapes it again).
+fn excerpt(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let mut out: String = text.chars().take(60).flat_map(char::escape_debug).collect();
+    if text.chars().nth(60).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// [`crate::sandbox::report::ending`] of a reaped sandbox's JSON (`exit`, `limits_hit`).
+fn ending_of(sandbox: &Value) -> Option<String> {
+    use crate::sandbox::report::{ending, ExitInfo, LimitsHit};
+    let exit: ExitInfo = serde_json::from_value(sandbox.get("exit")?.clone()).ok()?;
+    let limits: LimitsHit =
+        serde_json::from_value(sandbox.get("limits_hit")?.clone()).unwrap_or_default();
+    ending(&exit, &limits)
+}
+
 /// A warm spare given up (stale, quarantined, unloaded): it never ran the program, so its report
 /// has no exit; killed and reaped as a plugin's sandbox is ([`kill_and_reap`]).
 impl Child for crate::sandbox::Held {
@@ -361,6 +381,8 @@ pub struct PluginHandle {
     /// Close the plugin's stdin once `outbound` is flushed.
     pub close_stdin: bool,
     granted: BTreeSet<Capability>,
+    /// What its handshake asked for (a call outside `granted` is told by where it stopped).
+    asked: BTreeSet<Capability>,
     hooks: BTreeSet<String>,
     calls: BTreeMap<u64, Call>,
     backlog: VecDeque<u64>,
@@ -408,6 +430,7 @@ impl PluginHandle {
             outbound: Vec::new(),
             close_stdin: false,
             granted: BTreeSet::new(),
+            asked: BTreeSet::new(),
             hooks: BTreeSet::new(),
             calls: BTreeMap::new(),
             backlog: VecDeque::new(),
@@ -687,7 +710,12 @@ impl PluginHandle {
                 Ok(line) => match Message::parse(&line) {
                     Ok(m) => self.on_message(m, now, fx),
                     Err(e) => {
-                        let what = format!("stdout is not a protocol message: {e}");
+                        let what = format!(
+                            "stdout is not a protocol message: {e} (the line began `{}`); stdout \
+                             carries only JSON-RPC messages, one per line: write logs and other \
+                             output to stderr, which the runtime forwards as `log` lines",
+                            excerpt(line.as_bytes())
+                        );
                         self.terminate(fx, codes::VIOLATION, "garbage", what);
                     }
                 },
@@ -725,12 +753,20 @@ impl PluginHandle {
                     params: p,
                 },
             ) if method == "handshake" => self.handshake(id, &p, now, fx),
-            (State::Starting, _) => self.terminate(
-                fx,
-                codes::VIOLATION,
-                "handshake",
-                "the first message must be a `handshake` request".into(),
-            ),
+            (State::Starting, m) => {
+                let got = match m {
+                    Message::Request { method, .. } => {
+                        format!("a request for `{}`", excerpt(method.as_bytes()))
+                    }
+                    Message::Notification { method, .. } => format!(
+                        "a notification `{}` (a `handshake` needs an `id`)",
+                        excerpt(method.as_bytes())
+                    ),
+                    Message::Response { .. } => "a response".into(),
+                };
+                let what = format!("the first message must be a `handshake` request, not {got}");
+                self.terminate(fx, codes::VIOLATION, "handshake", what)
+            }
             (State::Stopping, Message::Request { method, .. })
                 if method == "handshake" && late_handshake => {}
             (_, Message::Response { id, outcome }) => self.on_response(id, outcome, now, fx),
@@ -762,6 +798,7 @@ impl PluginHandle {
             &self.cfg.ceiling,
             self.cfg.policy.capabilities.allow.as_ref(),
         );
+        self.asked = asked;
         // The handshake's hooks are registered at once when `register_hook` is granted.
         if self.granted.contains(&Capability::RegisterHook) {
             self.hooks = h.hooks.into_iter().collect();
@@ -914,8 +951,14 @@ impl PluginHandle {
         self.fail_all(fx, codes::UNAVAILABLE, "the plugin exited");
         self.state = State::Exited;
         let report = self.reap(kill, fx);
-        let reason = if stopping { "shutdown" } else { "exited" };
-        self.report_state(fx, Some(json!({"kind": reason, "sandbox": report})));
+        let kind = if stopping { "shutdown" } else { "exited" };
+        let mut reason = json!({"kind": kind, "sandbox": report});
+        // What ended it, in words (the seccomp filter, the OOM killer, a limit): a SIGKILL of
+        // the runtime's own (it lingered) is said by the warning logged above, not here.
+        if let Some(m) = (!kill).then(|| ending_of(&reason["sandbox"])).flatten() {
+            reason["message"] = json!(m);
+        }
+        self.report_state(fx, Some(reason));
     }
 
     /// Bytes from the plugin's stderr: forwarded as `log` lines, size- and rate-capped.
@@ -976,12 +1019,19 @@ impl PluginHandle {
     /// A timer fired.
     pub fn on_timer(&mut self, t: Timer, now: Instant, fx: &mut Effects) {
         match t {
-            Timer::Handshake if self.state == State::Starting => self.terminate(
-                fx,
-                codes::VIOLATION,
-                "handshake_timeout",
-                "no handshake within the deadline".into(),
-            ),
+            Timer::Handshake if self.state == State::Starting => {
+                // Whatever the plugin wrote so far is an unfinished line, or nothing: a
+                // handshake written but never flushed (stdio buffers a pipe) never left it.
+                let seen = if self.decoder.in_frame() {
+                    "its stdout has an unfinished line: end the handshake with a newline"
+                } else {
+                    "nothing came on its stdout: a handshake written but not flushed stays in \
+                     the plugin's buffer (Python, C stdio buffer a pipe), flush after each line"
+                };
+                let t = self.cfg.policy.protocol.handshake_timeout_ms;
+                let what = format!("no handshake within the deadline ({t} ms); {seen}");
+                self.terminate(fx, codes::VIOLATION, "handshake_timeout", what)
+            }
             Timer::Call(id) => {
                 let Some(c) = self.calls.remove(&id) else {
                     return;

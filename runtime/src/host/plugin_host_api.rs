@@ -23,11 +23,22 @@ impl PluginHandle {
             );
         };
         if !self.granted.contains(&cap) {
+            // Where it stopped, for the author to know what to change: their manifest, their
+            // handshake, or nothing of theirs (the node withheld it).
+            let why = if !self.cfg.manifest.requested_capabilities().contains(&cap) {
+                "the manifest's requested_capabilities do not list it: add it there (and to the \
+                 handshake's capabilities) and pack the plugin again"
+            } else if !self.asked.contains(&cap) {
+                "the handshake's capabilities do not ask for it: add it there"
+            } else {
+                "this node withheld it (operator policy, certificate scope or a missing grant; \
+                 `stockade policy explain PKG` says which): the plugin must do without it"
+            };
             return self.terminate(
                 fx,
                 codes::DENIED,
                 "denied",
-                format!("call to `{method}`, which was not granted"),
+                format!("call to `{method}`, which was not granted: {why}"),
             );
         }
         // Only `log` and `emit_event` may be notifications (§3.7): the others are requests, whose

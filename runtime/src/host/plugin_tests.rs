@@ -283,6 +283,52 @@ fn ungranted_call_terminates_and_fails_pending_calls() {
     assert!(!agent.iter().any(|m| m["method"] == "event"));
 }
 
+/// A call that was not granted says where it stopped — the manifest, the handshake, or the
+/// node — so the author knows whether there is anything of theirs to change; it was "call to
+/// `kv_get`, which was not granted" for all three.
+#[test]
+fn a_call_not_granted_says_where_it_stopped() {
+    let denial = |policy: HostPolicy, call: &str| {
+        let mut t = setup(policy);
+        t.handshake();
+        t.agent();
+        t.feed(call);
+        assert_eq!(t.h.state(), State::Terminated);
+        let st = t
+            .agent()
+            .into_iter()
+            .rfind(|m| m["params"]["state"] == "terminated")
+            .unwrap();
+        st["params"]["reason"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let m = denial(
+        HostPolicy::default(),
+        r#"{"jsonrpc":"2.0","id":5,"method":"kv_get","params":{"key":"a"}}"#,
+    );
+    assert!(
+        m.contains("the manifest's requested_capabilities do not list it"),
+        "{m}"
+    );
+    let m = denial(
+        HostPolicy::default(),
+        r#"{"jsonrpc":"2.0","method":"emit_event","params":{"name":"x"}}"#,
+    );
+    assert!(
+        m.contains("the handshake's capabilities do not ask for it"),
+        "{m}"
+    );
+    let mut p = HostPolicy::default();
+    p.capabilities.allow = Some([Capability::RegisterHook].into());
+    let m = denial(
+        p,
+        r#"{"jsonrpc":"2.0","method":"log","params":{"message":"hi"}}"#,
+    );
+    assert!(m.contains("this node withheld it"), "{m}");
+}
+
 #[test]
 fn operator_allowlist_and_fail_open() {
     let mut p = HostPolicy::default();
@@ -332,6 +378,53 @@ fn garbage_and_bad_handshakes_are_violations() {
     let mut t = setup(HostPolicy::default());
     t.h.on_timer(Timer::Handshake, t.now, &mut t.fx);
     assert_eq!(t.h.state(), State::Terminated);
+}
+
+/// The usual protocol mistakes of an honest author are said with what to change: a print on
+/// stdout (the line quoted, logs go to stderr), a misspelt handshake (the method it got), one
+/// never flushed (nothing came) or never ended with a newline — they were "not JSON: expected
+/// value at line 1 column 1", "the first message must be a `handshake` request" and "no
+/// handshake within the deadline", with nothing telling which.
+#[test]
+fn protocol_mistakes_are_said_with_what_to_change() {
+    let reason = |t: &mut T| {
+        let st = t
+            .agent()
+            .into_iter()
+            .rfind(|m| m["params"]["state"] == "terminated")
+            .expect("a terminated plugin_state");
+        st["params"]["reason"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut t = setup(HostPolicy::default());
+    t.feed("starting up\u{1b}[31m");
+    let m = reason(&mut t);
+    assert!(
+        m.contains("(the line began `starting up\\u{1b}[31m`)") && m.contains("to stderr"),
+        "{m}"
+    );
+    let mut t = setup(HostPolicy::default());
+    t.feed(r#"{"jsonrpc":"2.0","id":0,"method":"handshak","params":{}}"#);
+    let m = reason(&mut t);
+    assert!(m.ends_with("not a request for `handshak`"), "{m}");
+    let mut t = setup(HostPolicy::default());
+    t.feed(r#"{"jsonrpc":"2.0","method":"handshake","params":{}}"#);
+    let m = reason(&mut t);
+    assert!(m.contains("a `handshake` needs an `id`"), "{m}");
+    let mut t = setup(HostPolicy::default());
+    t.h.on_timer(Timer::Handshake, t.now, &mut t.fx);
+    let m = reason(&mut t);
+    assert!(
+        m.contains("nothing came on its stdout") && m.contains("flush"),
+        "{m}"
+    );
+    let mut t = setup(HostPolicy::default());
+    t.h.on_stdout(br#"{"jsonrpc":"2.0","id":0"#, t.now, &mut t.fx);
+    t.h.on_timer(Timer::Handshake, t.now, &mut t.fx);
+    let m = reason(&mut t);
+    assert!(m.contains("an unfinished line"), "{m}");
 }
 
 #[test]

@@ -194,6 +194,20 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
             mounts::open_program_source(ctx.exec_fd.as_fd(), ctx.plan, &sources)
                 .map_err(at(LaunchStep::MountSources))?,
         )
+    } else if ctx.is_script {
+        // A script's interpreter is handed `/dev/fd/N`, whose link names the runtime's file by
+        // its host path, absent inside: Node.js resolves its script's real path and failed
+        // with ENOENT on the state directory. Where a read-only bind shows the file (the
+        // package at /plugin), it is opened there, so the link names `/plugin/…`; elsewhere
+        // it runs as before.
+        match mounts::open_program_source(ctx.exec_fd.as_fd(), ctx.plan, &sources) {
+            Ok(
+                shown @ mounts::ProgramSource::Path {
+                    inside: Some(_), ..
+                },
+            ) => Some(shown),
+            _ => None,
+        }
     } else {
         None
     };

@@ -29,7 +29,7 @@ pub mod seccomp;
 pub mod uid;
 
 use crate::sys::{self, Forked};
-pub use program::Program;
+pub use program::{Interpreter, Program};
 use report::{ExitInfo, LayerReport, LayerStatus, LimitsHit, Report, REPORT_SCHEMA};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -208,6 +208,15 @@ pub enum LaunchError {
     NotFound {
         /// What was looked for.
         path: PathBuf,
+    },
+    /// The program exists, but what the kernel needs to run it does not inside the sandbox: its
+    /// `#!` interpreter (or a `#!` line ending in CR LF) or its ELF dynamic loader.
+    #[error("cannot run `{}`: {interpreter}", path.display())]
+    InterpreterNotFound {
+        /// The program.
+        path: PathBuf,
+        /// What it names.
+        interpreter: Interpreter,
     },
     /// The program exists but cannot be executed.
     #[error("cannot execute `{}`", path.display())]
@@ -403,7 +412,8 @@ pub struct Held {
     host_gid: u32,
     inside_uid: u32,
     process: serde_json::Value,
-    program_path: PathBuf,
+    /// The program, open: what a failed exec could not find is read from it.
+    program: Program,
 }
 
 impl std::fmt::Debug for Held {
@@ -494,15 +504,15 @@ impl Held {
             None => {}
             Some((child::EXEC_FAILED, errno)) => {
                 let cause = io::Error::from_raw_os_error(errno);
-                return Err(if errno == libc::ENOENT {
-                    LaunchError::NotFound {
-                        path: self.program_path,
-                    }
+                // The runtime holds the program open, so ENOENT is about what the kernel must
+                // find inside the sandbox to run it: its `#!` interpreter or ELF loader.
+                let path = self.program.path.clone();
+                return Err(if errno != libc::ENOENT {
+                    LaunchError::CannotExecute { path, cause }
+                } else if let Some(interpreter) = Interpreter::of(&self.program.fd) {
+                    LaunchError::InterpreterNotFound { path, interpreter }
                 } else {
-                    LaunchError::CannotExecute {
-                        path: self.program_path,
-                        cause,
-                    }
+                    LaunchError::NotFound { path }
                 });
             }
             Some((_, errno)) => {
@@ -899,7 +909,7 @@ fn prepare(
         host_gid,
         inside_uid: p.inside_uid,
         process,
-        program_path: spec.program.path.clone(),
+        program: spec.program,
     })
 }
 

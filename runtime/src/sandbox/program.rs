@@ -117,6 +117,114 @@ impl Program {
     }
 }
 
+/// What a program needs the kernel to find before it can run it: the interpreter of a `#!`
+/// line, or the dynamic loader an ELF file names (`PT_INTERP`). When `execveat` of a program the
+/// runtime holds open fails with `ENOENT`, this is what was missing inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interpreter {
+    /// A `#!` line's interpreter path; `crlf`: the line ends in `\r\n` (the `\r` is then part
+    /// of the name the kernel looks for).
+    Script {
+        /// The path, without a trailing `\r`.
+        path: String,
+        /// Whether the line ended in CR LF.
+        crlf: bool,
+    },
+    /// An ELF file's dynamic loader.
+    Loader(String),
+}
+
+impl std::fmt::Display for Interpreter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Interpreter::Script { path, crlf: true } => write!(
+                f,
+                "its `#!` line ends in CR LF (Windows line endings), so the kernel looks for \
+                 an interpreter named `{path}\\r`, which does not exist"
+            ),
+            Interpreter::Script { path, crlf: false } => write!(
+                f,
+                "its `#!` interpreter `{path}` does not exist inside the sandbox"
+            ),
+            Interpreter::Loader(path) => write!(
+                f,
+                "its dynamic loader `{path}` (ELF PT_INTERP) does not exist inside the sandbox"
+            ),
+        }
+    }
+}
+
+impl Interpreter {
+    /// The interpreter `fd`'s file names, read from its start (`None`: neither a `#!` line nor
+    /// an ELF file with a `PT_INTERP`, or unreadable). Read only after a launch failed.
+    pub fn of(fd: &OwnedFd) -> Option<Interpreter> {
+        let file = fs::File::from(fd.try_clone().ok()?);
+        let read = |off: u64, len: usize| -> Option<Vec<u8>> {
+            let mut buf = vec![0u8; len];
+            let n = std::os::unix::fs::FileExt::read_at(&file, &mut buf, off).ok()?;
+            buf.truncate(n);
+            Some(buf)
+        };
+        // The kernel reads at most 256 bytes of a `#!` line (BINPRM_BUF_SIZE).
+        let head = read(0, 256)?;
+        if let Some(line) = head.strip_prefix(b"#!") {
+            let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+            let crlf = line.ends_with(b"\r");
+            let line = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line));
+            let path = line.trim_start_matches([' ', '\t']);
+            let path = path.split([' ', '\t']).next().unwrap_or_default();
+            return Some(Interpreter::Script {
+                path: path.to_string(),
+                crlf,
+            });
+        }
+        Self::elf_loader(&head, read).map(Interpreter::Loader)
+    }
+
+    /// The `PT_INTERP` path of an ELF file whose first bytes are `head`.
+    fn elf_loader(head: &[u8], read: impl Fn(u64, usize) -> Option<Vec<u8>>) -> Option<String> {
+        if head.len() < 64 || &head[..4] != b"\x7fELF" {
+            return None;
+        }
+        let wide = head[4] == 2; // ELFCLASS64
+        let big = head[5] == 2; // ELFDATA2MSB
+        let n = |at: usize, len: usize| uint(head, at, len, big);
+        let (phoff, phentsize, phnum) = if wide {
+            (n(32, 8)?, n(54, 2)?, n(56, 2)?)
+        } else {
+            (n(28, 4)?, n(42, 2)?, n(44, 2)?)
+        };
+        let phentsize = usize::try_from(phentsize).ok()?;
+        let table = read(phoff, phentsize.checked_mul(usize::try_from(phnum).ok()?)?)?;
+        for ph in table.chunks_exact(phentsize.max(1)) {
+            let f = |at: usize, len: usize| uint(ph, at, len, big);
+            if f(0, 4)? != 3 {
+                continue; // not PT_INTERP
+            }
+            let (off, size) = if wide {
+                (f(8, 8)?, f(32, 8)?)
+            } else {
+                (f(4, 4)?, f(16, 4)?)
+            };
+            let path = read(off, usize::try_from(size.min(4096)).ok()?)?;
+            let path = path.split(|&b| b == 0).next().unwrap_or_default();
+            return Some(String::from_utf8_lossy(path).into_owned());
+        }
+        None
+    }
+}
+
+/// The `len`-byte unsigned integer at `at` of `b`, big- or little-endian (`None`: past its end).
+fn uint(b: &[u8], at: usize, len: usize, big: bool) -> Option<u64> {
+    let b = b.get(at..at.checked_add(len)?)?;
+    let fold = |v: u64, &byte: &u8| (v << 8) | u64::from(byte);
+    Some(if big {
+        b.iter().fold(0, fold)
+    } else {
+        b.iter().rev().fold(0, fold)
+    })
+}
+
 /// `path` for a system call (a NUL byte in it: no such program).
 fn c_path(path: &Path) -> Result<CString, LaunchError> {
     CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| LaunchError::NotFound {
@@ -128,6 +236,43 @@ fn c_path(path: &Path) -> Result<CString, LaunchError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    fn interpreter_of(content: &[u8]) -> Option<Interpreter> {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("p");
+        fs::write(&f, content).unwrap();
+        Interpreter::of(&OwnedFd::from(fs::File::open(&f).unwrap()))
+    }
+
+    #[test]
+    fn the_interpreter_a_program_needs_is_read_from_it() {
+        assert_eq!(
+            interpreter_of(b"#! /opt/venv/bin/python3 -u\nprint()\n"),
+            Some(Interpreter::Script {
+                path: "/opt/venv/bin/python3".into(),
+                crlf: false
+            })
+        );
+        let crlf = interpreter_of(b"#!/bin/sh\r\necho\r\n").unwrap();
+        assert_eq!(
+            crlf,
+            Interpreter::Script {
+                path: "/bin/sh".into(),
+                crlf: true
+            }
+        );
+        assert!(crlf.to_string().contains("CR LF"), "{crlf}");
+        assert_eq!(interpreter_of(b"plain data"), None);
+        // This test binary is a dynamically linked ELF file: its loader is named.
+        let exe = fs::read("/proc/self/exe").unwrap();
+        match interpreter_of(&exe) {
+            Some(Interpreter::Loader(l)) => assert!(l.contains("ld-"), "{l}"),
+            other => panic!("{other:?}"),
+        }
+        // A truncated ELF header or program header table is no loader, not a panic.
+        assert_eq!(interpreter_of(&exe[..40]), None);
+        assert_eq!(interpreter_of(&exe[..100]), None);
+    }
 
     #[test]
     fn resolves_like_execvp_and_detects_scripts() {

@@ -128,6 +128,86 @@ impl ExitInfo {
     }
 }
 
+/// Why the program ended, in words, when its exit status and the limits it hit say more than
+/// the number does: a kill by the seccomp filter (SIGSYS), by the OOM killer, by an rlimit's
+/// signal, any other signal, and a fork refused at `pids_max` or the memory limit reached on
+/// the way. `None` for a normal exit that hit no limit (the program's own code and stderr say
+/// why). A plugin author reading `plugin_state`, `serve`'s log or `exec`'s stderr would
+/// otherwise have only `"signal": 31` or `status 137` to go on — and no way to tell the
+/// sandbox's verdict from a crash of their own.
+///
+/// The kernel does not tell the parent which system call the filter refused
+/// (`SECCOMP_RET_KILL_PROCESS` leaves only the signal; `SECCOMP_RET_TRAP` would say it, but
+/// lets the program catch the signal and carry on, a weaker layer): where the host audits, its
+/// audit or kernel log names it, and the message says where to look.
+pub fn ending(exit: &ExitInfo, limits: &LimitsHit) -> Option<String> {
+    let mut m = match exit.signal {
+        Some(libc::SIGSYS) => "killed by the seccomp filter (SIGSYS): it made a system call its \
+                               sandbox policy does not allow — the kernel does not tell the \
+                               runtime which; where the host audits, its audit or kernel log \
+                               names it (type=SECCOMP, syscall=N). Avoid the call, or have the \
+                               operator allow it in the policy's [seccomp] (some, e.g. ptrace \
+                               or mount, are never allowed)"
+            .to_string(),
+        Some(libc::SIGKILL) if limits.oom_kills > 0 => {
+            let peak = limits
+                .memory_peak_bytes
+                .map(|b| format!(", peak {b} bytes"))
+                .unwrap_or_default();
+            format!(
+                "killed by the OOM killer (SIGKILL): the sandbox reached its memory limit \
+                 ([resources] memory_max{peak}); use less memory, or have the operator raise it"
+            )
+        }
+        Some(libc::SIGXCPU) => "killed by SIGXCPU: it used up its CPU time over its whole life \
+                                ([resources] cpu_time_secs, RLIMIT_CPU); a long-lived plugin \
+                                needs it raised"
+            .to_string(),
+        Some(libc::SIGXFSZ) => "killed by SIGXFSZ: a file it wrote reached the file-size limit \
+                                ([resources] fsize, RLIMIT_FSIZE)"
+            .to_string(),
+        Some(s) => format!("killed by signal {s}{}", signal_name(s)),
+        None if limits.pids_max_events > 0 || limits.oom_kills > 0 => {
+            format!("exited with code {}", exit.code.unwrap_or_default())
+        }
+        None => return None,
+    };
+    if limits.oom_kills > 0 && exit.signal != Some(libc::SIGKILL) {
+        let n = limits.oom_kills;
+        m.push_str(&format!(
+            "; the OOM killer killed {n} of its processes at the memory limit ([resources] \
+             memory_max)"
+        ));
+    }
+    if limits.pids_max_events > 0 {
+        let n = limits.pids_max_events;
+        m.push_str(&format!(
+            "; {n} fork or thread creation(s) failed at the process limit ([resources] pids_max)"
+        ));
+    }
+    Some(m)
+}
+
+/// ` (SIGSEGV)` for the signals a program commonly dies of; empty for the others.
+fn signal_name(s: i32) -> &'static str {
+    match s {
+        libc::SIGHUP => " (SIGHUP)",
+        libc::SIGINT => " (SIGINT)",
+        libc::SIGQUIT => " (SIGQUIT)",
+        libc::SIGILL => " (SIGILL)",
+        libc::SIGTRAP => " (SIGTRAP)",
+        libc::SIGABRT => " (SIGABRT)",
+        libc::SIGBUS => " (SIGBUS)",
+        libc::SIGFPE => " (SIGFPE)",
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGPIPE => " (SIGPIPE)",
+        libc::SIGALRM => " (SIGALRM)",
+        libc::SIGTERM => " (SIGTERM)",
+        _ => "",
+    }
+}
+
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -261,5 +341,49 @@ mod tests {
         assert_eq!(ExitInfo::from_wait_status(3 << 8).status, 3);
         let s = ExitInfo::from_wait_status(31);
         assert_eq!((s.signal, s.status), (Some(31), 159));
+    }
+
+    #[test]
+    fn ending_names_the_layer_that_killed_the_program() {
+        let limits = LimitsHit::default();
+        let sys = ending(&ExitInfo::from_wait_status(libc::SIGSYS), &limits).unwrap();
+        assert!(
+            sys.starts_with("killed by the seccomp filter (SIGSYS)"),
+            "{sys}"
+        );
+        assert!(sys.contains("[seccomp]"), "{sys}");
+        let oom = LimitsHit {
+            oom_kills: 1,
+            memory_peak_bytes: Some(33554432),
+            ..LimitsHit::default()
+        };
+        let m = ending(&ExitInfo::from_wait_status(libc::SIGKILL), &oom).unwrap();
+        assert!(m.starts_with("killed by the OOM killer (SIGKILL)"), "{m}");
+        assert!(m.contains("memory_max, peak 33554432 bytes"), "{m}");
+        // A SIGKILL the OOM killer did not send is not said to be one.
+        let m = ending(&ExitInfo::from_wait_status(libc::SIGKILL), &limits).unwrap();
+        assert_eq!(m, "killed by signal 9 (SIGKILL)");
+        let m = ending(&ExitInfo::from_wait_status(libc::SIGXCPU), &limits).unwrap();
+        assert!(m.contains("cpu_time_secs"), "{m}");
+        let m = ending(&ExitInfo::from_wait_status(libc::SIGXFSZ), &limits).unwrap();
+        assert!(m.contains("fsize"), "{m}");
+        // A normal exit says nothing more than its code — unless a limit was hit on the way.
+        assert_eq!(ending(&ExitInfo::from_wait_status(1 << 8), &limits), None);
+        let pids = LimitsHit {
+            pids_max_events: 2,
+            ..LimitsHit::default()
+        };
+        let m = ending(&ExitInfo::from_wait_status(1 << 8), &pids).unwrap();
+        assert_eq!(
+            m,
+            "exited with code 1; 2 fork or thread creation(s) failed at the process limit \
+             ([resources] pids_max)"
+        );
+        // The OOM killer may kill a child while the program itself exits.
+        let m = ending(&ExitInfo::from_wait_status(0), &oom).unwrap();
+        assert!(
+            m.starts_with("exited with code 0; the OOM killer killed 1"),
+            "{m}"
+        );
     }
 }
