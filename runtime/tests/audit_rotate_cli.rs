@@ -580,3 +580,42 @@ fn records_appended_while_the_log_is_read_are_not_a_stale_head() {
         assert_eq!(v["head"], "checked", "{v}");
     }
 }
+
+/// A rotation while `audit verify --follow` reads the files — after the rotated file was read,
+/// before the log is opened (the timer's rotation, or `rotate_size`'s, beside a long read) —
+/// is no false alarm: the log's name then leads to the new log, which continues a file the
+/// check had not found (65 "does not continue" — review-132: the streamed read made the
+/// window the whole read). The check is made again on the files as they are then. Given
+/// explicitly and unchanged, a file that does not continue the one before it is still 65.
+#[test]
+fn a_rotation_while_the_log_is_read_is_not_a_broken_chain() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("audit.log");
+    let l = log.to_str().unwrap();
+    append(&log, 2);
+    ok(d.path(), &["audit", "rotate", l]);
+    append(&log, 1);
+    let child = stockade_stopped_at(
+        d.path(),
+        &["--json", "audit", "verify", "--follow", "--require-head", l],
+        "audit-verify-reading",
+    );
+    ok(d.path(), &["audit", "rotate", l]);
+    append(&log, 1);
+    let r = resume(child);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let v = r.json();
+    // 2 + (rotation + 1) + (rotation + 1), in three files.
+    assert_eq!(v["records"], 6, "{v}");
+    assert_eq!(v["files"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["head"], "checked", "{v}");
+    // The oldest file and the log without the file between them: refused as before.
+    let rotated = rotated_files(&log);
+    assert_eq!(rotated.len(), 2, "{rotated:?}");
+    let r = stockade(
+        d.path(),
+        &["--json", "audit", "verify", rotated[0].to_str().unwrap(), l],
+    );
+    assert_eq!(r.code, 65, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["error"]["kind"], "audit_chain", "{}", r.stdout);
+}

@@ -61,6 +61,86 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
             "no file given".to_string(),
         ));
     };
+    // A rotation while the files are read (the timer's, `rotate_size`'s) moves the log from
+    // under the reader: the files found before no longer chain to the file the log's name
+    // leads to (65 "does not continue"), or one of them is gone (`[audit] keep`: 66) — a
+    // false alarm, the longer the read the likelier (a large log takes seconds). So a check
+    // that fails while the log's name came to lead to another file is made again on the files
+    // as they are then, a few times at most; a failure on a log that did not change is the
+    // log's, said at once.
+    const ATTEMPTS: usize = 3;
+    let identity = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(log).ok().map(|m| (m.dev(), m.ino()))
+    };
+    let mut attempt = 1;
+    let r = loop {
+        let before = identity();
+        match verify_once(&a, log) {
+            Ok(r) => break r,
+            Err(_) if attempt < ATTEMPTS && identity() != before => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    out.emit(&r, |r| {
+        let head = match r.head {
+            "missing" => " (no head file: truncation at the end cannot be detected)",
+            "behind_by_one" => ", head one record behind (an interrupted append; nothing missing)",
+            _ => ", nothing cut off the end",
+        };
+        let mut t = if r.files.is_empty() {
+            format!(
+                "{}: {} record(s), chain intact{head}",
+                term(&r.file),
+                r.records
+            )
+        } else {
+            let each: Vec<String> = r
+                .files
+                .iter()
+                .map(|f| format!("{} ({})", term(&f.file), f.records))
+                .collect();
+            format!(
+                "{}: {} record(s) in {} files, one chain intact{head}",
+                each.join(" → "),
+                r.records,
+                r.files.len()
+            )
+        };
+        if let Some(c) = &r.continues {
+            let from = c.file.as_deref().map_or_else(
+                || "the records its head counted before a loss".to_string(),
+                |f| term(f).to_string(),
+            );
+            t.push_str(&format!(
+                "\n  continues {from}: {} record(s), last hash {}",
+                c.records, c.last_hash
+            ));
+        }
+        match r.predecessor {
+            Some("removed_by_keep") => t.push_str(
+                "\n  the file before the oldest one was removed by `[audit] keep`, as a later \
+                 rotation record says: the chain is proven from there on",
+            ),
+            Some(_) => t.push_str(
+                "\n  the oldest file starts after a loss (`audit rotate --after-loss`): the \
+                 records before it were not where the head counted them",
+            ),
+            None => {}
+        }
+        if r.stillborn {
+            t.push_str(
+                "\n  a rotation killed before its commit left this file (nothing in it but the \
+                 rotation record naming itself); the next `stockade audit rotate` removes it",
+            );
+        }
+        t
+    });
+    Ok(Exit::Ok)
+}
+
+/// One check of the files of `audit verify` (`a`; `log` its last file), as they are now.
+fn verify_once(a: &AuditVerifyArgs, log: &Path) -> Result<Verified, CmdError> {
     let (files, predecessor) = if a.follow {
         if a.files.len() > 1 {
             return Err(CmdError::msg(
@@ -179,7 +259,7 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
         Vec::new()
     };
     let stillborn = chains.len() == 1 && records == 1 && rotate::stillborn(log);
-    let r = Verified {
+    Ok(Verified {
         ok: true,
         file: log.display().to_string(),
         records,
@@ -192,62 +272,7 @@ pub fn verify(a: AuditVerifyArgs, out: Output) -> Result<Exit, CmdError> {
         files,
         stillborn,
         predecessor,
-    };
-    out.emit(&r, |r| {
-        let head = match r.head {
-            "missing" => " (no head file: truncation at the end cannot be detected)",
-            "behind_by_one" => ", head one record behind (an interrupted append; nothing missing)",
-            _ => ", nothing cut off the end",
-        };
-        let mut t = if r.files.is_empty() {
-            format!(
-                "{}: {} record(s), chain intact{head}",
-                term(&r.file),
-                r.records
-            )
-        } else {
-            let each: Vec<String> = r
-                .files
-                .iter()
-                .map(|f| format!("{} ({})", term(&f.file), f.records))
-                .collect();
-            format!(
-                "{}: {} record(s) in {} files, one chain intact{head}",
-                each.join(" → "),
-                r.records,
-                r.files.len()
-            )
-        };
-        if let Some(c) = &r.continues {
-            let from = c.file.as_deref().map_or_else(
-                || "the records its head counted before a loss".to_string(),
-                |f| term(f).to_string(),
-            );
-            t.push_str(&format!(
-                "\n  continues {from}: {} record(s), last hash {}",
-                c.records, c.last_hash
-            ));
-        }
-        match r.predecessor {
-            Some("removed_by_keep") => t.push_str(
-                "\n  the file before the oldest one was removed by `[audit] keep`, as a later \
-                 rotation record says: the chain is proven from there on",
-            ),
-            Some(_) => t.push_str(
-                "\n  the oldest file starts after a loss (`audit rotate --after-loss`): the \
-                 records before it were not where the head counted them",
-            ),
-            None => {}
-        }
-        if r.stillborn {
-            t.push_str(
-                "\n  a rotation killed before its commit left this file (nothing in it but the \
-                 rotation record naming itself); the next `stockade audit rotate` removes it",
-            );
-        }
-        t
-    });
-    Ok(Exit::Ok)
+    })
 }
 
 /// One file of the chain, opened to be read line by line (66 `audit_unreadable` naming it
