@@ -1026,3 +1026,25 @@ fn a_revocation_list_larger_than_nodes_read_is_not_issued() {
     assert_eq!(v.code, 0, "{}", v.stdout);
     assert_eq!(v.json()["revocation_version"], 1);
 }
+
+/// A revocation list nodes cannot read is said as such, with what to do about it: larger than
+/// the 1 MiB they read, or not a regular file. The hint was the one for a missing trust
+/// directory ("create the trust directory and copy your root CA's ca.pub into it"), sending an
+/// operator to recreate what was there (audit-127).
+#[test]
+fn an_unreadable_revocation_list_is_hinted_as_itself() {
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    let list = fx.path("trust/revocations.json");
+    std::fs::write(&list, vec![b' '; (1 << 20) + 1]).unwrap();
+    let v = fx.verify(&pkg, &[]);
+    assert_fail(&v, 78, "trust_dir");
+    let hint = v.json()["error"]["hint"].as_str().unwrap().to_string();
+    assert!(hint.contains("larger than nodes read"), "{hint}");
+    std::fs::remove_file(&list).unwrap();
+    std::fs::create_dir(&list).unwrap();
+    let v = fx.verify(&pkg, &[]);
+    assert_fail(&v, 78, "trust_dir");
+    let hint = v.json()["error"]["hint"].as_str().unwrap().to_string();
+    assert!(hint.contains("readable regular file"), "{hint}");
+}
