@@ -217,6 +217,29 @@ exit 3"#;
     assert_eq!(st["reason"]["sandbox"]["exit"]["code"], 3);
 }
 
+/// A Python plugin (`/usr/bin/python3 -c`) that handshakes with `register_hook` for
+/// `on:flow.new` (`send(message)` writes one line), then runs `body` on the rest of its stdin;
+/// `None`, said as a skip, where python3 is not installed.
+fn python_plugin(body: &str) -> Option<String> {
+    if !require(
+        std::path::Path::new("/usr/bin/python3").exists(),
+        "/usr/bin/python3 not installed (Debian package python3)",
+    ) {
+        return None;
+    }
+    Some(format!(
+        r#"exec /usr/bin/python3 -c '
+import json, os, signal, sys
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n")
+    sys.stdout.flush()
+send({{"jsonrpc": "2.0", "id": 0, "method": "handshake", "params": {{"name": "t",
+      "version": "0.1.0", "api": 1, "capabilities": ["register_hook"], "hooks": ["on:flow.new"]}}}})
+sys.stdin.readline()
+{body}'"#
+    ))
+}
+
 /// A Python plugin that sends itself SIGTERM during a call dies of it: `run` ends with 128+15
 /// (a plugin started with SIGTERM ignored or blocked — dispositions and mask are inherited
 /// across exec — would answer `still alive` instead).
@@ -225,27 +248,17 @@ fn a_python_plugin_that_sigterms_itself_mid_call_ends_with_143() {
     if !require_root() {
         return;
     }
-    if !require(
-        std::path::Path::new("/usr/bin/python3").exists(),
-        "/usr/bin/python3 not installed (Debian package python3)",
-    ) {
-        return;
-    }
-    let script = r#"exec /usr/bin/python3 -c '
-import json, os, signal, sys
-def send(m):
-    sys.stdout.write(json.dumps(m) + "\n")
-    sys.stdout.flush()
-send({"jsonrpc": "2.0", "id": 0, "method": "handshake", "params": {"name": "t",
-      "version": "0.1.0", "api": 1, "capabilities": ["register_hook"], "hooks": ["on:flow.new"]}})
-sys.stdin.readline()
-for line in sys.stdin:
+    let Some(script) = python_plugin(
+        r#"for line in sys.stdin:
     m = json.loads(line)
     if m.get("method") == "hook_invoke":
         os.kill(os.getpid(), signal.SIGTERM)
         send({"jsonrpc": "2.0", "id": m["id"], "result": {"still": "alive"}})
-'"#;
-    let s = session(script, None, &[], &[&invoke(1, Some(10_000))]);
+"#,
+    ) else {
+        return;
+    };
+    let s = session(&script, None, &[], &[&invoke(1, Some(10_000))]);
     assert_eq!(s.error_code(1), PLUGIN_CRASHED, "{:?}", s.msgs);
     let st = s.final_state();
     assert_eq!(
@@ -264,24 +277,15 @@ fn a_plugin_the_seccomp_filter_kills_is_said_to_be_killed_by_it() {
     if !require_root() {
         return;
     }
-    if !require(
-        std::path::Path::new("/usr/bin/python3").exists(),
-        "/usr/bin/python3 not installed (Debian package python3)",
-    ) {
-        return;
-    }
-    let script = r#"exec /usr/bin/python3 -c '
-import ctypes, json, sys
-def send(m):
-    sys.stdout.write(json.dumps(m) + "\n")
-    sys.stdout.flush()
-send({"jsonrpc": "2.0", "id": 0, "method": "handshake", "params": {"name": "t",
-      "version": "0.1.0", "api": 1, "capabilities": ["register_hook"], "hooks": ["on:flow.new"]}})
-sys.stdin.readline()
+    let Some(script) = python_plugin(
+        r#"import ctypes
 for line in sys.stdin:
     ctypes.CDLL(None).syscall(101, 0, 0, 0, 0)
-'"#;
-    let s = session(script, None, &[], &[&invoke(1, Some(10_000))]);
+"#,
+    ) else {
+        return;
+    };
+    let s = session(&script, None, &[], &[&invoke(1, Some(10_000))]);
     assert_eq!(s.error_code(1), PLUGIN_CRASHED, "{:?}", s.msgs);
     let st = s.final_state();
     assert_eq!(
