@@ -71,6 +71,32 @@ pub enum TrustDirError {
     Revocations(#[source] FileError),
 }
 
+impl TrustDirError {
+    /// What to do about it, for the `trust_dir` error (78) of the commands that load the trust
+    /// directory: the advice for a missing directory ("create it"), said of a revocation list
+    /// too large or unreadable, sent an operator to recreate what was there.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Self::Revocations(FileError::TooLarge { .. }) => {
+                "the revocation list is larger than nodes read (1 MiB, about 25,000 serials): have \
+                 its root issue a smaller one — revoking a signing intermediate or key (`ca revoke \
+                 --key`) instead of each serial; `ca revoke` refuses to write a larger one"
+            }
+            Self::Revocations(_) => {
+                "make <trust dir>/revocations.json a readable regular file: put back the list its \
+                 root issued (`stockade ca revoke -o`)"
+            }
+            Self::Root(_) => {
+                "replace the unusable *.pub in the trust directory with your root CA's ca.pub"
+            }
+            _ => {
+                "create the trust directory and copy your root CA's ca.pub into it (or pass --trust \
+                 DIR)"
+            }
+        }
+    }
+}
+
 /// The bytes of the revocation list at `path`, `None` when there is none: read by
 /// [`TrustConfig::load`] (`<dir>/revocations.json`), and again by step 5 from
 /// [`TrustConfig::revocations_path`] when the list read then turns out older than one a

@@ -11,14 +11,13 @@ use crate::cli::VerifyArgs;
 use crate::cmd::run::trust_config_with_policy;
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::fileio::FileError;
 use crate::keyfile::{load_public, unix_now};
 use crate::node::NodeIdentity;
 use crate::output::{term, Output};
 use crate::package::report::{Report, StepStatus};
 use crate::package::{open_verified_in, verify_only, VerifiedPackage};
 use crate::policyfiles::{self, PolicyFilesError, PolicySource};
-use crate::trustdir::{TrustConfig, TrustDirError, TrustMode};
+use crate::trustdir::{TrustConfig, TrustMode};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use stockade_policy::capability::Capability;
@@ -30,7 +29,7 @@ pub fn trust_config(t: &crate::cli::TrustArgs) -> Result<TrustConfig, CmdError> 
         .parse()
         .map_err(|e| CmdError::new(Exit::Usage, "usage", e))?;
     let mut cfg = TrustConfig::load(&t.trust, mode, &t.state_dir).map_err(|e| {
-        let hint = trust_dir_hint(&e);
+        let hint = e.hint();
         CmdError::new(Exit::Config, "trust_dir", e).hint(hint)
     })?;
     if let Some(p) = &t.public_key {
@@ -39,30 +38,6 @@ pub fn trust_config(t: &crate::cli::TrustArgs) -> Result<TrustConfig, CmdError> 
         })?);
     }
     Ok(cfg)
-}
-
-/// What to do about a trust directory [`TrustConfig::load`] refused: the advice for a missing
-/// directory ("create it") said of a revocation list too large or unreadable sent an operator
-/// to recreate what was there.
-fn trust_dir_hint(e: &TrustDirError) -> &'static str {
-    match e {
-        TrustDirError::Revocations(FileError::TooLarge { .. }) => {
-            "the revocation list is larger than nodes read (1 MiB, about 25,000 serials): have \
-             its root issue a smaller one — revoking a signing intermediate or key (`ca revoke \
-             --key`) instead of each serial; `ca revoke` refuses to write a larger one"
-        }
-        TrustDirError::Revocations(_) => {
-            "make <trust dir>/revocations.json a readable regular file: put back the list its \
-             root issued (`stockade ca revoke -o`)"
-        }
-        TrustDirError::Root(_) => {
-            "replace the unusable *.pub in the trust directory with your root CA's ca.pub"
-        }
-        _ => {
-            "create the trust directory and copy your root CA's ca.pub into it (or pass --trust \
-             DIR)"
-        }
-    }
 }
 
 fn caps(c: &[Capability]) -> String {
