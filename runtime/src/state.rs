@@ -470,12 +470,7 @@ pub fn load_json<T: Default + serde::de::DeserializeOwned>(
 /// not damage to fix or remove (removing the quarantines would run what they hold back,
 /// removing a memory would let an older list or license pass again).
 fn newer_format(bytes: &[u8]) -> Option<u64> {
-    #[derive(Deserialize)]
-    struct Tag {
-        format: u64,
-    }
-    let Tag { format } = serde_json::from_slice(bytes).ok()?;
-    (2..1_000_000_000).contains(&format).then_some(format)
+    stockade_trust::json_format(bytes).filter(|f| (2..1_000_000_000).contains(f))
 }
 
 /// Write the JSON state file `name` under `state_dir` atomically (0600), creating the directory

@@ -47,3 +47,18 @@ pub mod statement;
 /// ahead (a clock far off, or one meant for later) is still not valid yet. Only the start is
 /// widened: an expiry is never extended, and a revocation applies whatever its time.
 pub const MAX_CLOCK_SKEW: u64 = 300;
+
+/// The top-level `format` number of a JSON file Stockade keeps (a package statement, a CA
+/// directory file, the sources and state files), as a newer Stockade marks it: looked at
+/// before the file is parsed strictly (`deny_unknown_fields`), since a newer format may carry
+/// fields this build does not know, which would be reported as damage instead of as a newer
+/// format. `None` when the bytes are not an object with one `format` that is an unsigned
+/// integer (the strict parse then says what is wrong). Each reader decides what it accepts:
+/// format 1, or a marker's absence, is this build's.
+pub fn json_format(bytes: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Tag {
+        format: u64,
+    }
+    serde_json::from_slice::<Tag>(bytes).ok().map(|t| t.format)
+}

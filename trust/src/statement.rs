@@ -231,14 +231,8 @@ impl Statement {
         if bytes.len() > MAX_STATEMENT_BYTES {
             return Err(StatementError::TooLarge(bytes.len()));
         }
-        #[derive(Deserialize)]
-        struct FormatTag {
-            format: u64,
-        }
-        if let Ok(FormatTag { format }) = serde_json::from_slice(bytes) {
-            if format > 1 {
-                return Err(StatementError::NewerFormat(format));
-            }
+        if let Some(format) = crate::json_format(bytes).filter(|&f| f > 1) {
+            return Err(StatementError::NewerFormat(format));
         }
         let wire: Wire = serde_json::from_slice(bytes).map_err(StatementError::Json)?;
         if !canonical::is_canonical(bytes) {

@@ -114,14 +114,7 @@ fn usage(msg: impl Into<String>) -> CmdError {
 /// The format of a CA directory file that a newer Stockade wrote (`format` above 1), read
 /// before anything else of the file: a newer format may add fields this build refuses.
 fn newer_format(bytes: &[u8]) -> Option<u64> {
-    #[derive(Deserialize)]
-    struct Tag {
-        format: u64,
-    }
-    serde_json::from_slice::<Tag>(bytes)
-        .ok()
-        .map(|t| t.format)
-        .filter(|&f| f > 1)
+    stockade_trust::json_format(bytes).filter(|&f| f > 1)
 }
 
 fn newer_format_error(file: &str, format: u64) -> CmdError {

@@ -749,10 +749,6 @@ fn parse_state<T: Default + serde::de::DeserializeOwned>(
     path: &Path,
     bytes: Option<Vec<u8>>,
 ) -> Result<T, SourceError> {
-    #[derive(Deserialize)]
-    struct FormatTag {
-        format: u64,
-    }
     let corrupt = |source| -> SourceError {
         let path = path.to_path_buf();
         StateError::Corrupt { path, source }.into()
@@ -760,12 +756,12 @@ fn parse_state<T: Default + serde::de::DeserializeOwned>(
     let Some(b) = bytes else {
         return Ok(T::default());
     };
-    match serde_json::from_slice::<FormatTag>(&b) {
-        Ok(FormatTag { format }) if format > 1 => Err(SourceError::NewerFormat {
+    match stockade_trust::json_format(&b) {
+        Some(format) if format > 1 => Err(SourceError::NewerFormat {
             path: path.to_path_buf(),
             format,
         }),
-        Ok(FormatTag { format: 1 }) => {
+        Some(1) => {
             let mut v: serde_json::Value = serde_json::from_slice(&b).map_err(corrupt)?;
             if let Some(o) = v.as_object_mut() {
                 o.remove("format");
