@@ -7,7 +7,9 @@
 //! append and the head's replacement) is accepted, one naming more records is `Truncated`; and
 //! deleting any record but the last from an accepted chain is always caught (the point of the
 //! chain). The seeds are real logs, one starting at the genesis and one continuing it after
-//! `stockade audit rotate`, so mutations reach the hash and link checks.
+//! `stockade audit rotate`, and one of `stockade.audit/1` records followed by `/2` ones (an
+//! upgrade: `configuration` and `bypass` events), so mutations reach the hash and link checks
+//! and the schema order (a `/1` record after a `/2` one is refused).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use stockade_runtime::audit::{
@@ -53,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(summaries[0].records, n);
     assert_eq!(summaries[0].last_hash, chain.last_hash());
     assert_eq!(summaries[0].continues, chain.continues);
+    assert_eq!(summaries[0].schema_version, chain.schema_version);
     let streamed_head = |records: u64, last: &str| {
         streamed(Some(&head(records, last))).map(|(_, behind)| behind)
     };

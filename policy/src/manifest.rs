@@ -328,16 +328,30 @@ impl Manifest {
         serde_json::from_value(v).map_err(ManifestError::Parse)
     }
 
-    /// The refusal of a manifest this build could not parse ([`Manifest::from_value`] failed)
-    /// that asks for a newer runtime than `runtime_version`: its `min_runtime_version` (or
-    /// `min_agent_version`) is a semantic version above it. A manifest for a newer Stockade may
-    /// carry fields this one does not know; "not valid JSON of the expected shape" would send
-    /// the operator to its author, where the way out is to upgrade. `None` otherwise (the
-    /// parse error stands).
+    /// The refusal of a manifest this build could not parse ([`Manifest::from_value`] failed
+    /// with `err`) that asks for a newer runtime than `runtime_version`: its
+    /// `min_runtime_version` (or `min_agent_version`) is a semantic version above it, and what
+    /// failed is something this build does not know — a field (`unknown field`), or a value of
+    /// a closed set such as a capability (`unknown variant`). A manifest for a newer Stockade
+    /// may carry those; "not valid JSON of the expected shape" would send the operator to its
+    /// author, where the way out is to upgrade. `None` otherwise: a known field of the wrong
+    /// type or value (`"version": 1`), or one missing, is the author's mistake whatever
+    /// runtime it asks for, and its parse error stands (review-130: it was "requires runtime
+    /// X" too).
     pub fn for_newer_runtime(
         v: &serde_json::Value,
+        err: &ManifestError,
         runtime_version: &semver::Version,
     ) -> Option<ManifestError> {
+        let ManifestError::Parse(e) = err else {
+            return None;
+        };
+        // serde's own words for these two (`de::Error::unknown_field`/`unknown_variant`); a
+        // type error says `invalid type`/`invalid value`/`missing field`.
+        let what = e.to_string();
+        if !(what.starts_with("unknown field") || what.starts_with("unknown variant")) {
+            return None;
+        }
         let min = v
             .get("min_runtime_version")
             .or_else(|| v.get("min_agent_version"))?

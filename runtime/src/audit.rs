@@ -2,8 +2,8 @@
 //! install and removal, hash-chained so that deleting, editing or reordering a record is
 //! detected by `stockade audit verify`, which names the first record that breaks the chain.
 //!
-//! ## Record (schema `stockade.audit/1`, one JSON object per line)
-//! `{"schema": "stockade.audit/1", "seq", "time", "event", "outcome", "plugin", "version",
+//! ## Record (schema `stockade.audit/2`; `/1` read, one JSON object per line)
+//! `{"schema": "stockade.audit/2", "seq", "time", "event", "outcome", "plugin", "version",
 //! "package_sha256", "signer_chain", "policy_sha256", "layers", "detail", "prev", "hash"}`:
 //! `seq` counts from 0 in the file; `prev` is the previous record's `hash` (64 zeros for the
 //! first); `hash` is the SHA-256 (hex) of the record's canonical JSON without `hash` (the same
@@ -82,8 +82,24 @@ use stockade_policy::operator::AuditSection;
 
 pub mod rotate;
 
-/// The schema name of every record.
-pub const SCHEMA: &str = "stockade.audit/1";
+/// The schema of every record this build writes: `stockade.audit/1` and its events, plus
+/// [`Event::Configuration`] and [`Event::Bypass`] (docs/audit.md "Across versions").
+pub const SCHEMA: &str = "stockade.audit/2";
+/// The earlier schema this build reads and checks (never writes): no `configuration` or
+/// `bypass` event.
+pub const SCHEMA_V1: &str = "stockade.audit/1";
+/// The highest schema version this build reads ([`SCHEMA`]'s).
+const SCHEMA_VERSION: u32 = 2;
+
+/// The version of a schema this build reads (`stockade.audit/1` → 1, [`SCHEMA`] → 2), `None`
+/// for any other.
+fn known_version(schema: &str) -> Option<u32> {
+    match schema {
+        SCHEMA_V1 => Some(1),
+        SCHEMA => Some(SCHEMA_VERSION),
+        _ => None,
+    }
+}
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Largest record line read back (the tail of the file is scanned for the last record).
@@ -114,6 +130,25 @@ pub enum Event {
     /// The log was rotated (`stockade audit rotate`): the first record of a new log, chained to
     /// the last record of the file it continues ([`rotate`]).
     Rotation,
+    /// A trust or policy configuration change was applied or refused: a source's pinned key
+    /// (`stockade source`), a node license installed, serve's policy reload (since
+    /// `stockade.audit/2`).
+    Configuration,
+    /// A guard was bypassed: a hook that failed open, to be recorded when it starts failing
+    /// open and when it recovers, with counts — never once per call (since `stockade.audit/2`;
+    /// reserved: no writer yet, docs/audit.md).
+    Bypass,
+}
+
+impl Event {
+    /// The first schema version that has this event: a record of an earlier schema naming it
+    /// was written by no Stockade.
+    fn since(self) -> u32 {
+        match self {
+            Event::Configuration | Event::Bypass => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// One record (what the caller fills in; `seq`, `prev` and `hash` are set by the log).
@@ -198,6 +233,9 @@ pub enum AuditError {
     /// A record cannot be encoded.
     #[error("cannot encode the audit record")]
     Encode(#[source] serde_json::Error),
+    /// A record longer than an append reads back to chain the next one ([`MAX_RECORD`]).
+    #[error("the audit record is {size} bytes, over the {MAX_RECORD}-byte limit of a record")]
+    TooLarge { size: u64 },
     /// A record has no canonical form.
     #[error("cannot canonicalize the audit record")]
     Canonical(#[source] stockade_trust::canonical::CanonicalError),
@@ -600,6 +638,14 @@ fn append_to_file(
     r.hash = r.compute_hash()?;
     let mut line = serde_json::to_vec(&r).map_err(AuditError::Encode)?;
     line.push(b'\n');
+    // The next append reads the last record back from the file's last MAX_RECORD bytes
+    // ([`read_last`]): a longer one (an `exec` of a command line of hundreds of KiB) would leave
+    // it no whole record to chain to, and every later append would fail (review-138).
+    if line.len() as u64 > MAX_RECORD {
+        return Err(AuditError::TooLarge {
+            size: line.len() as u64,
+        });
+    }
     f.write_all(&line).map_err(io)?;
     f.sync_all().map_err(io)?;
     write_head(
@@ -661,15 +707,17 @@ fn read_last(f: &mut std::fs::File, path: &Path) -> Result<Option<Record>, Audit
             path: path.to_path_buf(),
             schema: newer_schema(last).unwrap_or_default(),
         }),
-        Some(last) => serde_json::from_str(last)
+        Some(last) => serde_json::from_str::<Record>(last)
+            .ok()
+            .filter(|r| known_version(&r.schema).is_some_and(|v| r.event.since() <= v))
             .map(Some)
-            .map_err(|_| AuditError::BrokenTail {
+            .ok_or_else(|| AuditError::BrokenTail {
                 path: path.to_path_buf(),
             }),
     }
 }
 
-/// The schema of a record line a newer Stockade wrote (`stockade.audit/N`, N > 1), looked at
+/// The schema of a record line a newer Stockade wrote (`stockade.audit/N`, N > 2), looked at
 /// before the record is parsed: a newer schema may add fields this build refuses
 /// (`deny_unknown_fields`), or hash them otherwise. Such a record is neither damage nor
 /// tampering to report ("not a valid audit record", "the log was altered"), nor one this build
@@ -681,17 +729,17 @@ fn newer_schema(line: &str) -> Option<String> {
     }
     let tag: Tag = serde_json::from_str(line).ok()?;
     let n: u32 = tag.schema.strip_prefix("stockade.audit/")?.parse().ok()?;
-    (n > 1 && tag.schema == format!("stockade.audit/{n}")).then_some(tag.schema)
+    (n > SCHEMA_VERSION && tag.schema == format!("stockade.audit/{n}")).then_some(tag.schema)
 }
 
-/// Whether `line` is a record of this build's schema ([`SCHEMA`]), looked at as
-/// [`newer_schema`] looks (the record is not judged otherwise).
+/// Whether `line` is a record of a schema this build reads ([`SCHEMA`] or [`SCHEMA_V1`]),
+/// looked at as [`newer_schema`] looks (the record is not judged otherwise).
 fn of_this_schema(line: &str) -> bool {
     #[derive(Deserialize)]
     struct Tag {
         schema: String,
     }
-    serde_json::from_str::<Tag>(line).is_ok_and(|t| t.schema == SCHEMA)
+    serde_json::from_str::<Tag>(line).is_ok_and(|t| known_version(&t.schema).is_some())
 }
 
 /// Whether `line`, which says a newer schema, is a record of this build's schema with that
@@ -701,15 +749,19 @@ fn of_this_schema(line: &str) -> bool {
 /// record relabelled to pass for a newer one (hiding an alteration behind "after a downgrade")
 /// is exactly one.
 fn relabelled(line: &str) -> bool {
-    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(line) else {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
         return false;
     };
-    match v.as_object_mut() {
-        Some(o) => o.insert("schema".into(), SCHEMA.into()),
-        None => return false,
-    };
-    serde_json::from_value::<Record>(v)
-        .is_ok_and(|r| r.compute_hash().ok().as_deref() == Some(r.hash.as_str()))
+    // Either schema this build reads: a record of this build's, or one of an earlier build's.
+    [SCHEMA, SCHEMA_V1].iter().any(|schema| {
+        let mut v = v.clone();
+        match v.as_object_mut() {
+            Some(o) => o.insert("schema".into(), (*schema).into()),
+            None => return false,
+        };
+        serde_json::from_value::<Record>(v)
+            .is_ok_and(|r| r.compute_hash().ok().as_deref() == Some(r.hash.as_str()))
+    })
 }
 
 /// Whether `line` tells the log was altered after a record of a newer schema: it is of this
@@ -926,6 +978,19 @@ pub enum ChainError {
         /// The schema it says.
         schema: String,
     },
+    /// The record is of `stockade.audit/1` but comes after one of `stockade.audit/2` (in its
+    /// file or an earlier one given): no Stockade writes that — this build writes `/2` only,
+    /// and an earlier one refuses to append after a `/2` record (`audit.newer_format`) — so a
+    /// record was relabelled, or one of an earlier build's moved after this build's.
+    #[error("record {record} (line {line}) has schema `{schema}` after a record of `{SCHEMA}`, which no Stockade writes: the log was altered")]
+    OlderAfterNewer {
+        /// 1-based record number.
+        record: usize,
+        /// 1-based line.
+        line: usize,
+        /// Its schema.
+        schema: String,
+    },
     /// The line is not a record.
     #[error("record {record} (line {line}) is not a valid audit record")]
     Malformed {
@@ -1084,6 +1149,9 @@ pub struct Chain {
     /// The log this one continues (its first record is a rotation record), or `None` (it
     /// starts at [`GENESIS`]).
     pub continues: Option<Continues>,
+    /// The highest schema version among its records (0: none), for the file after it
+    /// ([`ChainError::OlderAfterNewer`]).
+    pub schema_version: u32,
 }
 
 impl Chain {
@@ -1098,16 +1166,23 @@ impl Chain {
 /// it continues ([`continues`]: a rotated log's new file verifies alone; that the file before it
 /// is the one it names is [`verify_files`]' to check).
 pub fn check_chain(text: &str) -> Result<Chain, ChainError> {
-    let mut check = ChainCheck::default();
+    check_chain_after(text, 0)
+}
+
+/// [`check_chain`] of a file given after files whose records reach schema version `after`.
+fn check_chain_after(text: &str, after: u32) -> Result<Chain, ChainError> {
+    let mut check = ChainCheck::default().after(after);
     let mut hashes = Vec::new();
     for line in text.lines() {
         if let Some(hash) = check.line(line)? {
             hashes.push(hash.to_string());
         }
     }
+    let summary = check.finish()?;
     Ok(Chain {
         hashes,
-        continues: check.finish()?.continues,
+        continues: summary.continues,
+        schema_version: summary.schema_version,
     })
 }
 
@@ -1128,6 +1203,9 @@ pub struct ChainCheck {
     /// is only looked at for a record of this build's ([`of_this_build`]), which makes it an
     /// alteration; none, and the log is a newer Stockade's ([`ChainCheck::finish`]).
     newer: Option<(usize, usize, String)>,
+    /// The highest schema version met so far (0: none): a record of a lower one after it is
+    /// an alteration ([`ChainError::OlderAfterNewer`]).
+    schema_version: u32,
 }
 
 impl Default for ChainCheck {
@@ -1149,7 +1227,15 @@ impl ChainCheck {
             watched: None,
             before_last: None,
             newer: None,
+            schema_version: 0,
         }
+    }
+
+    /// The check of a file given after files whose records reach schema version `version`
+    /// (a rotated log's later file: its records may not go back to an earlier schema).
+    pub fn after(mut self, version: u32) -> Self {
+        self.schema_version = version;
+        self
     }
 
     /// The log's next line (without its line end): the record's hash, or `None` for a blank
@@ -1186,9 +1272,11 @@ impl ChainCheck {
         }
         let r: Record =
             serde_json::from_str(line).map_err(|_| ChainError::Malformed { record, line: at })?;
-        if r.schema != SCHEMA {
-            return Err(ChainError::Malformed { record, line: at });
-        }
+        // A schema this build reads, and an event that schema has.
+        let version = match known_version(&r.schema) {
+            Some(v) if r.event.since() <= v => v,
+            _ => return Err(ChainError::Malformed { record, line: at }),
+        };
         if r.compute_hash().ok().as_deref() != Some(r.hash.as_str()) {
             return Err(ChainError::Edited { record, line: at });
         }
@@ -1198,6 +1286,14 @@ impl ChainCheck {
                 self.continues = Some(c);
             }
         }
+        if version < self.schema_version {
+            return Err(ChainError::OlderAfterNewer {
+                record,
+                line: at,
+                schema: r.schema,
+            });
+        }
+        self.schema_version = version;
         if r.prev != self.prev || r.seq != self.records as u64 {
             return Err(ChainError::Broken {
                 record,
@@ -1238,6 +1334,7 @@ impl ChainCheck {
             continues: self.continues,
             watched: self.watch.zip(self.watched),
             before_last: self.before_last,
+            schema_version: self.schema_version,
         })
     }
 }
@@ -1256,6 +1353,8 @@ pub struct ChainSummary {
     /// The hash of the record before the last one, if it holds two: with the last one's, what
     /// a head read after the log ([`verify_streams`]) may name without being an error.
     before_last: Option<String>,
+    /// The highest schema version among its records (0: none), for the file after it.
+    pub schema_version: u32,
 }
 
 impl ChainSummary {
@@ -1375,7 +1474,8 @@ pub fn stream_files<R: std::io::BufRead>(
         let watch = watch
             .filter(|_| last)
             .and_then(|h| h.records.checked_sub(1));
-        let mut check = ChainCheck::watching(watch);
+        let after = done.last().map_or(0, |d| d.schema_version);
+        let mut check = ChainCheck::watching(watch).after(after);
         each_line(open(i).map_err(read)?, read, |line| {
             check.line(line).map(|_| ()).map_err(at)
         })?;
@@ -1479,7 +1579,8 @@ pub fn verify_files(
         };
         // A newer record ending this file is a newer Stockade's tail only if no later file
         // holds a record of this build's schema (as within a file, [`check_chain`]).
-        let chain = check_chain(text)
+        let after = chains.last().map_or(0, |c: &Chain| c.schema_version);
+        let chain = check_chain_after(text, after)
             .map_err(|e| match e {
                 ChainError::NewerFormat {
                     record,
@@ -1551,8 +1652,25 @@ pub fn for_report(event: Event, outcome: &str, r: &crate::package::report::Repor
             }
         }
     }
-    rec.signer_chain = chain;
+    // Only a signer the signature and the chain proved is the record's `signer_chain`: a
+    // package a trust mode below strict let through with an invalid signature or an untrusted
+    // chain (or none checked, `disabled`) only names its key ids, which anyone can write. Every
+    // record built from this one (launch, grant, termination …) said that developer ran it;
+    // the ids it claims stay in `detail.claimed_signer_chain`, beside its `signature_status`.
+    if signer_proven(r.signature_status) {
+        rec.signer_chain = chain;
+    } else {
+        rec.detail["claimed_signer_chain"] = serde_json::json!(chain);
+    }
     rec
+}
+
+/// Whether a package's signer key and its certificate chain were proven (steps 2 and 3 passed):
+/// every status but `invalid`, `untrusted` and `skipped` (validity, revocation and scope come
+/// after them).
+pub fn signer_proven(s: crate::package::report::SignatureStatus) -> bool {
+    use crate::package::report::SignatureStatus as S;
+    !matches!(s, S::Invalid | S::Untrusted | S::Skipped)
 }
 
 /// SHA-256 of an effective policy's explanation (what `policy explain --json` prints as items).
@@ -1642,6 +1760,12 @@ pub fn into_cmd(e: AuditError) -> crate::error::CmdError {
     if let Some(hint) = busy {
         return CmdError::new(Exit::TempFail, "audit.busy", e).hint(hint);
     }
+    if let AuditError::TooLarge { .. } = &e {
+        return CmdError::new(Exit::IoErr, "audit", e).hint(
+            "a record that long cannot be chained to; nothing was written or run: shorten what \
+             it records (an `exec` command line of hundreds of KiB: pass the data in a file)",
+        );
+    }
     if let AuditError::Stderr(_) = &e {
         return CmdError::new(Exit::IoErr, "audit", e).hint(
             "the `stderr` audit sink writes to stderr when there is no journal socket: give \
@@ -1651,6 +1775,21 @@ pub fn into_cmd(e: AuditError) -> crate::error::CmdError {
     }
     CmdError::new(Exit::IoErr, "audit", e)
         .hint("fix the [audit] sinks in the policy (a file's directory must exist and be writable; `journal` needs the journal socket)")
+}
+
+/// What a launch or restart record's `detail` says of how the sandbox was built, beside its
+/// `layers`: `mode` (`root`, `capabilities` or `rootless`) and `degraded`, each layer below full
+/// strength the policy let through with its `reason` and `not_applied` (the limits or rules
+/// missing), as the agent's `ready` `plugin_state` has it. `layers` alone said
+/// `cgroup:partially_enforced` without which limit was missing, and nothing said the mode, so
+/// the log could not tell an auditor what a degraded launch ran without.
+pub fn launch_build(
+    r: &crate::sandbox::report::Report,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("mode".into(), r.mode.clone().into());
+    m.insert("degraded".into(), r.degraded().into());
+    m
 }
 
 /// The layers a launch report says were enforced (fully or partially), as `layer:status`.
@@ -1677,6 +1816,92 @@ mod tests {
         assert!(links_matter(995, 0));
         assert!(links_matter(995, 996));
         assert!(!links_matter(995, 995));
+    }
+
+    /// A chain of records of the given schemas and events, as their writers would make it.
+    fn chain_of(records: &[(&str, Event)]) -> String {
+        let mut prev = GENESIS.to_string();
+        let mut text = String::new();
+        for (seq, (schema, event)) in records.iter().enumerate() {
+            let mut r = Record::new(*event, "ok");
+            r.schema = (*schema).to_string();
+            r.seq = seq as u64;
+            r.prev = prev;
+            r.hash = r.compute_hash().unwrap();
+            prev = r.hash.clone();
+            text.push_str(&serde_json::to_string(&r).unwrap());
+            text.push('\n');
+        }
+        text
+    }
+
+    /// This build writes `stockade.audit/2` and reads `/1` before it (a log an earlier build
+    /// began); a `/1` record after a `/2` one is written by no Stockade (an alteration), a `/1`
+    /// record of an event `/1` does not have is not a record, and `/3` is a newer Stockade's.
+    #[test]
+    fn schema_2_is_written_and_1_read_only_before_it() {
+        assert_eq!(Record::new(Event::Launch, "ok").schema, "stockade.audit/2");
+        let (v1, v2) = (SCHEMA_V1, SCHEMA);
+        let ok = chain_of(&[
+            (v1, Event::Launch),
+            (v1, Event::Termination),
+            (v2, Event::Configuration),
+            (v2, Event::Bypass),
+            (v2, Event::Launch),
+        ]);
+        assert_eq!(check_chain(&ok).unwrap().hashes.len(), 5);
+        let down = chain_of(&[
+            (v1, Event::Launch),
+            (v2, Event::Launch),
+            (v1, Event::Launch),
+        ]);
+        assert!(
+            matches!(
+                check_chain(&down),
+                Err(ChainError::OlderAfterNewer { record: 3, .. })
+            ),
+            "{:?}",
+            check_chain(&down)
+        );
+        let unknown = chain_of(&[(v1, Event::Launch), (v1, Event::Configuration)]);
+        assert_eq!(
+            check_chain(&unknown).unwrap_err(),
+            ChainError::Malformed { record: 2, line: 2 }
+        );
+        let newer = chain_of(&[(v2, Event::Launch), ("stockade.audit/3", Event::Launch)]);
+        assert!(matches!(
+            check_chain(&newer),
+            Err(ChainError::NewerFormat { record: 2, .. })
+        ));
+        // Across files: a later file going back to `/1` after an earlier file's `/2`.
+        let files = [("a".to_string(), chain_of(&[(v2, Event::Launch)]))];
+        let (chains, _) = verify_files(&files, None).unwrap();
+        assert_eq!(chains[0].schema_version, 2);
+        let later = chain_of(&[(v1, Event::Launch)]);
+        assert!(matches!(
+            check_chain_after(&later, 2),
+            Err(ChainError::OlderAfterNewer { record: 1, .. })
+        ));
+        let mut streamed = ChainCheck::default().after(2);
+        assert!(matches!(
+            streamed.line(later.trim_end()),
+            Err(ChainError::OlderAfterNewer { .. })
+        ));
+        // An append after a `/1` log's last record chains to it, in `/2`.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.log");
+        std::fs::write(&p, chain_of(&[(v1, Event::Launch)])).unwrap();
+        file_log(&p)
+            .append(Record::new(Event::Launch, "ok"))
+            .unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(check_chain(&text).unwrap().schema_version, 2);
+        // A log ending in a `/1` record naming a `/2` event is damaged, not appended to.
+        std::fs::write(&p, &unknown).unwrap();
+        assert!(matches!(
+            file_log(&p).append(Record::new(Event::Launch, "ok")),
+            Err(AuditError::BrokenTail { .. })
+        ));
     }
 
     fn file_log(p: &Path) -> AuditLog {
@@ -1909,7 +2134,7 @@ mod tests {
             .lines()
             .next()
             .unwrap()
-            .replace("\"stockade.audit/1\"", "\"stockade.audit/2\"");
+            .replace("\"stockade.audit/2\"", "\"stockade.audit/3\"");
         let alter: [&dyn Fn(&str) -> String; 7] = [
             &|t| t.to_string(),
             &|t| t.replace('\n', "\r\n\n \n"),

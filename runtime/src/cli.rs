@@ -162,6 +162,9 @@ pub struct SourceAddArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub sources: SourcesDirArg,
+    // The operator policy: its `[audit]` log records the change.
+    #[command(flatten)]
+    pub root: PolicyRootArg,
 }
 
 /// `stockade source list`
@@ -193,6 +196,9 @@ pub struct SourceRemoveArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub sources: SourcesDirArg,
+    // The operator policy: its `[audit]` log records the change.
+    #[command(flatten)]
+    pub root: PolicyRootArg,
 }
 
 /// `stockade source repin`
@@ -210,6 +216,9 @@ pub struct SourceRepinArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub sources: SourcesDirArg,
+    // The operator policy: its `[audit]` log records the change.
+    #[command(flatten)]
+    pub root: PolicyRootArg,
 }
 
 /// `stockade source repin-author`
@@ -231,6 +240,9 @@ pub struct SourceRepinAuthorArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub sources: SourcesDirArg,
+    // The operator policy: its `[audit]` log records the change.
+    #[command(flatten)]
+    pub root: PolicyRootArg,
 }
 
 /// The store's state directory and locking behaviour.
@@ -912,6 +924,9 @@ pub struct NodeLicenseInstallArgs {
         value_parser = state_dir_parser()
     )]
     pub state_dir: PathBuf,
+    // The operator policy: its `[audit]` log records the install.
+    #[command(flatten)]
+    pub root: PolicyRootArg,
 }
 
 /// `stockade node info`

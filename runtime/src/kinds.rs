@@ -210,6 +210,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("license_frozen", Exit::LicenseFrozen),
     ("store.license_frozen", Exit::LicenseFrozen),
     ("store.dependency", Exit::Dependency),
+    ("store.too_many_dependencies", Exit::Dependency),
     ("store.dependency_cycle", Exit::DependencyCycle),
     ("store.in_use", Exit::InUse),
     ("store.breaks_dependent", Exit::InUse),

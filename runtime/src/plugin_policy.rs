@@ -29,7 +29,7 @@ use stockade_policy::operator::risk::{class_of, grant_target, RiskClass};
 use stockade_policy::operator::{MergedPolicy, ResolvedPolicy};
 use stockade_policy::protocol::host::HostPolicy;
 use stockade_policy::sandbox::{NetworkMode, ValidatedSandboxPolicy};
-use stockade_trust::grant::{authorised_until, Binding, Grant, GrantError, MAX_GRANT_BYTES};
+use stockade_trust::grant::{authorising, Binding, Grant, GrantError, MAX_GRANT_BYTES};
 use stockade_trust::minisign::PublicKey;
 
 /// A high-risk item that was withheld, and why.
@@ -120,6 +120,11 @@ pub struct GrantStatus {
     /// When valid, until when (Unix seconds): `serve` relaunches a plugin then.
     #[serde(skip)]
     pub expires_at: Option<u64>,
+    /// When valid, the grant that authorised it, as its `grant` audit record names it
+    /// (`issuer_key_id`, `issued_at`, `expires_at`, `scope`): which of the operator's grants
+    /// let a high-risk item through.
+    #[serde(skip)]
+    pub grant: Option<serde_json::Value>,
 }
 
 /// Who a grant must be bound to.
@@ -197,14 +202,20 @@ pub fn check_grants(
         scope: subject.scope,
     };
     for t in targets {
-        match authorised_until(&grants, &keys, &binding, t, now) {
-            Ok(until) => {
+        match authorising(&grants, &keys, &binding, t, now) {
+            Ok(g) => {
                 authorised.insert(t.clone());
                 status.push(GrantStatus {
                     target: t.clone(),
                     status: "valid",
                     message: String::new(),
-                    expires_at: Some(until),
+                    expires_at: Some(g.body.expires_at),
+                    grant: Some(serde_json::json!({
+                        "issuer_key_id": g.body.issuer_key_id,
+                        "issued_at": g.body.issued_at,
+                        "expires_at": g.body.expires_at,
+                        "scope": g.body.scope,
+                    })),
                 });
             }
             Err(e) => {
@@ -213,6 +224,7 @@ pub fn check_grants(
                     status: e.kind(),
                     message: e.to_string(),
                     expires_at: None,
+                    grant: None,
                 });
                 withheld.push(withheld_from(t, &e));
             }
@@ -448,15 +460,36 @@ pub fn decide(
         rec.detail = serde_json::json!(w);
         records.push(rec);
     }
-    for d in pp
-        .effective
-        .decisions()
-        .filter(|d| d.granted && d.risk == RiskClass::High)
-    {
+    // Each high-risk item granted, with its grant target and the grant that authorised it
+    // (`detail.grant`; null where no grant was asked for).
+    let eff = &pp.effective;
+    let targeted = eff
+        .capabilities
+        .iter()
+        // A capability the `--allow-capability` flags leave out is not given: no record says
+        // it was granted (the launch record's `granted` is what the plugin got).
+        .filter(|d| flags.is_none_or(|f| f.iter().any(|c| c.as_str() == d.item)))
+        .map(|d| (d, grant_target("capability", &d.item)))
+        .chain(std::iter::once((
+            &eff.network,
+            grant_target("network", "loopback"),
+        )))
+        .chain(
+            eff.writable
+                .iter()
+                .map(|d| (d, grant_target("writable", &d.item))),
+        );
+    for (d, target) in targeted.filter(|(d, _)| d.granted && d.risk == RiskClass::High) {
+        let grant = pp
+            .grants
+            .iter()
+            .find(|g| g.target == target)
+            .and_then(|g| g.grant.clone());
         let mut rec = base.clone();
         rec.event = Event::Grant;
         rec.outcome = "granted".into();
-        rec.detail = serde_json::json!({"item": d.item, "decided_by": d.decided_by.to_string()});
+        rec.detail = serde_json::json!({"item": d.item, "decided_by": d.decided_by.to_string(),
+                                        "target": target, "grant": grant});
         records.push(rec);
     }
     let mut host = pp.effective.host.clone();
@@ -516,7 +549,10 @@ pub fn program_for(
     use crate::sandbox::{LaunchError, Program};
     let Some(http) = pkg.manifest.http() else {
         let entry = pkg.dir.join(pkg.manifest.entrypoint());
-        let program = Program::open(&entry.to_string_lossy(), "")?;
+        let shown = entry_shown(pkg);
+        let program = Program::open(&entry.to_string_lossy(), "")
+            .map_err(|e| e.naming(&shown))?
+            .named(shown);
         return Ok((program, entry_argv(pkg)));
     };
     if sandbox.network != NetworkMode::Loopback {
@@ -550,6 +586,13 @@ pub fn launch_spec<'a>(
     policy: &'a ValidatedSandboxPolicy,
 ) -> Result<crate::sandbox::LaunchSpec<'a>, crate::sandbox::LaunchError> {
     Ok(spec_with(pkg, policy, program_for(pkg, policy)?))
+}
+
+/// What a stdio plugin's program is called in messages and the report: its manifest's
+/// `entrypoint` (package-relative), the path its author wrote — not the
+/// `/proc/self/fd/N/.work-…` the runtime reaches the extracted file through (audit-131).
+pub fn entry_shown(pkg: PackageView<'_>) -> PathBuf {
+    PathBuf::from(pkg.manifest.entrypoint())
 }
 
 /// A stdio plugin's argv: its entrypoint as the sandbox sees it.

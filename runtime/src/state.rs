@@ -42,7 +42,8 @@
 //! every build so far writes and earlier builds refuse to read with one. A newer format marks
 //! itself with a top-level `"format": N` (N from 2 to below 10⁹, below any `issued_at` a license
 //! memory keeps under a serial `format`), which [`load_json`] looks at before it parses the file
-//! and refuses as [`StateError::NewerFormat`] (78 `state.newer_format`), nothing changed: not
+//! and refuses as [`StateError::NewerFormat`] (78 `state.newer_format`; `"format": 1`, never
+//! written, is read as no marker, as every other reader of a `format` reads it), nothing changed: not
 //! "corrupt", whose remedy (remove it) would forget the lists and licenses seen or lift the
 //! quarantines.
 //!
@@ -455,7 +456,20 @@ pub fn load_json<T: Default + serde::de::DeserializeOwned>(
             if let Some(format) = newer_format(&b) {
                 return Err(StateError::NewerFormat { path, format });
             }
-            serde_json::from_slice(&b).map_err(|source| StateError::Corrupt { path, source })
+            let corrupt = |source| StateError::Corrupt {
+                path: path.clone(),
+                source,
+            };
+            // `"format": 1` marks this build's format, which no build writes: read as absent,
+            // as the sources' and the CA's files read it, not as an entry (a license `format`
+            // issued at 1, an issuer `format`, a quarantine that is no object: corrupt).
+            if stockade_trust::json_format(&b) == Some(1) {
+                let mut fields: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(&b).map_err(corrupt)?;
+                fields.remove("format");
+                return serde_json::from_value(serde_json::Value::Object(fields)).map_err(corrupt);
+            }
+            serde_json::from_slice(&b).map_err(corrupt)
         }
         Err(e) if e.is_not_found() => Ok(T::default()),
         Err(e) => Err(e.into()),
@@ -463,7 +477,7 @@ pub fn load_json<T: Default + serde::de::DeserializeOwned>(
 }
 
 /// The format a newer Stockade marks one of these files with: a top-level `"format": N`, N from
-/// 2 to below 10⁹ (a license memory's `format` entry at or above it is the `issued_at` of a
+/// 2 to below 10⁹ (`"format": 1`, this build's, is read as absent: [`load_json`]) (a license memory's `format` entry at or above it is the `issued_at` of a
 /// license of serial `format`, [`is_memory_entry`]; a quarantined plugin named `format` has an
 /// object). Files of format 1 have none — every build so far writes them so, and earlier builds
 /// refuse one. Looked at before the file is parsed: such a file is the newer build's to read,
@@ -815,8 +829,10 @@ mod tests {
             );
             assert_eq!(std::fs::read_to_string(&path).unwrap(), newer, "changed");
         }
+        // `"format": 1` is this build's marker, read as absent (`format_1_is_read_as_absent_…`).
+        std::fs::write(&path, r#"{"format": 1}"#).unwrap();
+        assert!(LicenseMemory::load(d.path()).unwrap().seen.is_empty());
         for bad in [
-            r#"{"format": 1}"#,
             r#"{"schema": 1}"#,
             r#"{"version": 3, "A": 500}"#,
             r#"{"": 1}"#,
@@ -896,5 +912,35 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// `"format": 1` (this build's format, which no build writes) is read as absent in every
+    /// state file, as the sources' and the CA's files read it: the revocation memory, the
+    /// license memory and the quarantines read their entries (review-130: all three were
+    /// corrupt, 78). Other values are as before: 2 and up newer, 0 corrupt.
+    #[test]
+    fn format_1_is_read_as_absent_in_every_state_file() {
+        let d = tempfile::tempdir().unwrap();
+        let sd = d.path().join("state");
+        std::fs::create_dir(&sd).unwrap();
+        std::fs::write(
+            sd.join(REVOCATION_STATE_FILE),
+            br#"{"format": 1, "00000000000000AB": 7}"#,
+        )
+        .unwrap();
+        let r = RevocationState::load(&sd).unwrap();
+        assert_eq!(r.seen.len(), 1);
+        std::fs::write(
+            sd.join(LICENSE_STATE_FILE),
+            br#"{"format": 1, "ACME-1": 1765000000}"#,
+        )
+        .unwrap();
+        let l = LicenseMemory::load(&sd).unwrap();
+        assert_eq!(l.seen, BTreeMap::from([("ACME-1".to_string(), 1765000000)]));
+        std::fs::write(sd.join("quarantine.json"), br#"{"format": 1}"#).unwrap();
+        let q: BTreeMap<String, serde_json::Value> =
+            load_json(&sd, "quarantine.json", 1024).unwrap();
+        assert!(q.is_empty(), "{q:?}");
+        crate::host::quarantine::Quarantines::load(&sd).unwrap();
     }
 }

@@ -359,7 +359,7 @@ fn verify_follow_refuses_names_outside_the_directory_and_loops() {
     refused("the files loop");
 }
 
-/// A log whose last record a newer Stockade wrote (schema `stockade.audit/2`, a field this build
+/// A log whose last record a newer Stockade wrote (schema `stockade.audit/3`, a field this build
 /// does not know: after a downgrade) is said to be one — 78 `audit.newer_format`, naming the
 /// schema, with the way on — by the append (nothing written: the action does not happen),
 /// `audit rotate` and `audit verify`, and left as it is. The append said "the last record is not
@@ -374,7 +374,7 @@ fn a_log_a_newer_stockade_wrote_is_said_to_be_one_and_left_alone() {
     let text = std::fs::read_to_string(&log).unwrap();
     let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     let newer = serde_json::json!({
-        "schema": "stockade.audit/2", "seq": 2, "time": 1, "event": "launch", "outcome": "ok",
+        "schema": "stockade.audit/3", "seq": 2, "time": 1, "event": "launch", "outcome": "ok",
         "attestation": {"tpm": "…"}, "prev": last["hash"], "hash": "ab".repeat(32),
     });
     std::fs::write(&log, format!("{text}{newer}\n")).unwrap();
@@ -396,7 +396,7 @@ fn a_log_a_newer_stockade_wrote_is_said_to_be_one_and_left_alone() {
         let j = r.json();
         assert_eq!(j["error"]["kind"], "audit.newer_format", "{args:?}");
         assert!(
-            r.stdout.contains("stockade.audit/2")
+            r.stdout.contains("stockade.audit/3")
                 && r.stdout.contains("move the log and its .head"),
             "{args:?}: {}",
             r.stdout
@@ -483,7 +483,7 @@ fn a_log_larger_than_the_memory_allowed_verifies() {
 
 /// A record of this build's schema after one of a newer schema was written by no Stockade: this
 /// build never appends after a newer record (78 `audit.newer_format`), earlier ones neither
-/// (74), and a newer one writes its own schema. So a record relabelled `stockade.audit/2` amid
+/// (74), and a newer one writes its own schema. So a record relabelled `stockade.audit/3` amid
 /// the log — the log still appends, its last record being this build's — is the alteration it
 /// is (65 `audit_chain`, naming that record), not "written by a newer Stockade" (78, with the
 /// hint to move the log aside and start a new one) with every record after it left unchecked.
@@ -494,7 +494,7 @@ fn a_record_relabelled_newer_amid_the_log_is_an_alteration() {
         let text = std::fs::read_to_string(file).unwrap();
         let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
         let mut r: serde_json::Value = serde_json::from_str(&lines[line]).unwrap();
-        r["schema"] = "stockade.audit/2".into();
+        r["schema"] = "stockade.audit/3".into();
         lines[line] = r.to_string();
         std::fs::write(file, lines.join("\n") + "\n").unwrap();
     };
@@ -506,7 +506,7 @@ fn a_record_relabelled_newer_amid_the_log_is_an_alteration() {
         let j = r.json();
         assert_eq!(j["error"]["kind"], "audit_chain", "{files:?}: {}", r.stdout);
         assert!(
-            r.stdout.contains(record) && r.stdout.contains("stockade.audit/2"),
+            r.stdout.contains(record) && r.stdout.contains("stockade.audit/3"),
             "{files:?}: {}",
             r.stdout
         );

@@ -489,3 +489,47 @@ fn a_plugin_uid_range_delegated_to_another_user_is_refused_unless_allowed() {
         "{l}"
     );
 }
+
+/// Review-138: a record longer than the tail an append reads back to chain the next one
+/// (256 KiB) — here an `exec` whose command line is 300 KB, any user's to choose — was written
+/// all the same; the next append found no whole last record and refused ("the last record …
+/// is not a valid audit record"), so its termination and every later launch under that log
+/// failed until someone repaired it by hand, while `audit verify` said the log was fine. Now
+/// such a record is refused before it is written (74 `audit`, the launch undone) and the log
+/// goes on.
+#[test]
+fn a_record_too_long_to_chain_is_refused_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let pol = policy(
+        dir.path(),
+        &format!("version = 1\n[audit]\nfile = {:?}\n", log.to_str().unwrap()),
+    );
+    let big = "a".repeat(100_000);
+    let o = stockade(
+        &[
+            "--json",
+            "exec",
+            "--policy",
+            &pol,
+            "--",
+            "/bin/true",
+            &big,
+            &big,
+            &big,
+        ],
+        b"",
+    );
+    let said = format!("{}{}", out(&o), err(&o));
+    assert_eq!(code(&o), 74, "{said}");
+    assert!(said.contains("\"kind\":\"audit\""), "{said}");
+    let o = stockade(&["exec", "--policy", &pol, "--", "/bin/true"], b"");
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let o = stockade(&["--json", "audit", "verify", log.to_str().unwrap()], b"");
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(
+        v["records"], 2,
+        "launch and termination of the second exec: {v}"
+    );
+}

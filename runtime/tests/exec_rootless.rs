@@ -20,6 +20,17 @@ fn rootless_with(prefix: &[&str], args: &[&str]) -> Option<std::process::Output>
 /// [`rootless_with`], with `outer` (a command taking the rest as its arguments) run as root
 /// before the switch to the unprivileged user.
 fn rootless_under(outer: &[&str], prefix: &[&str], args: &[&str]) -> Option<std::process::Output> {
+    rootless_as(&["--clear-groups"], outer, prefix, args)
+}
+
+/// [`rootless_under`], the unprivileged user's supplementary groups set by `groups` (setpriv's
+/// `--clear-groups` or `--groups LIST`).
+fn rootless_as(
+    groups: &[&str],
+    outer: &[&str],
+    prefix: &[&str],
+    args: &[&str],
+) -> Option<std::process::Output> {
     if !require(is_root(), "switching to an unprivileged user needs root") {
         return None;
     }
@@ -48,7 +59,8 @@ fn rootless_under(outer: &[&str], prefix: &[&str], args: &[&str]) -> Option<std:
         cmd.args(&outer[1..]).arg("/usr/bin/setpriv");
     }
     cmd.env("STOCKADE_POLICY_ROOT", empty.path());
-    cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
+    cmd.args(["--reuid", "65534", "--regid", "65534"])
+        .args(groups);
     cmd.args(prefix).arg(BIN);
     cmd.args(args).current_dir("/");
     Some(cmd.output().unwrap())
@@ -99,6 +111,109 @@ fn rootless_launch_without_json_warns_of_each_degradation_on_stderr() {
             .filter(|l| !l.is_empty())
             .all(|l| l.starts_with("stockade: warning: layer `")),
         "{e}"
+    );
+}
+
+/// The audit log says what a degraded launch ran without, not only that a layer was below full
+/// strength: the mode, and each degraded layer with its reason (`detail.degraded`, as the
+/// agent's `ready` state has it). Before audit-135 the record held `distinct_uid:not_enforced`
+/// alone, and nothing said the launch was rootless or why the cgroup was missing.
+#[test]
+fn rootless_launch_record_says_the_mode_and_why_each_layer_is_degraded() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    // The log's directory is the unprivileged user's: only its owner appends to it.
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    if is_root() {
+        chown(&logs, Some(65534), Some(65534)).unwrap();
+    }
+    let log = logs.join("audit.log");
+    let pol = policy(
+        dir.path(),
+        &format!("version = 1\n[audit]\nfile = \"{}\"\n", log.display()),
+    );
+    std::fs::set_permissions(&pol, PermissionsExt::from_mode(0o644)).unwrap();
+    let Some(o) = rootless(&["exec", "--policy", &pol, "--", "/bin/true"]) else {
+        return;
+    };
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let launch = &records[0];
+    assert_eq!(launch["event"], "launch", "{text}");
+    assert!(
+        launch["layers"]
+            .as_array()
+            .unwrap()
+            .contains(&"distinct_uid:not_enforced".into()),
+        "{text}"
+    );
+    assert_eq!(launch["detail"]["mode"], "rootless", "{text}");
+    let degraded = launch["detail"]["degraded"].as_array().unwrap();
+    let uid = degraded
+        .iter()
+        .find(|d| d["layer"] == "distinct_uid")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(uid["status"], "not_enforced");
+    assert!(
+        uid["reason"].as_str().unwrap().starts_with("rootless"),
+        "{text}"
+    );
+    // Every layer below full strength is there with its status, and no layer at full strength.
+    let below: Vec<&str> = launch["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .filter(|l| !l.ends_with(":fully_enforced"))
+        .collect();
+    assert_eq!(below.len(), degraded.len(), "{text}");
+}
+
+/// A rootless program keeps the caller's supplementary groups (setgroups is denied in the
+/// user namespace), and the host checks its files against them: the `distinct_uid`
+/// degradation names them (`details.supplementary_groups`, and its reason: the warning on
+/// stderr, the agent's `degraded`, the audit record's `detail.degraded`). Before audit-135
+/// only the `identity` layer's `supplementary_groups_cleared: false` said it, under
+/// `fully_enforced`.
+#[test]
+fn rootless_degradation_names_the_supplementary_groups_kept() {
+    let Some(o) = rootless_as(
+        &["--groups", "4,24"],
+        &[],
+        &[],
+        &["--json", "exec", "--", "/bin/true"],
+    ) else {
+        return;
+    };
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let d = layer(&r, "distinct_uid");
+    assert_eq!(
+        d["details"]["supplementary_groups"],
+        serde_json::json!([4, 24]),
+        "{d}"
+    );
+    let reason = d["details"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("supplementary host groups (4, 24)"),
+        "{reason}"
+    );
+    // Without groups, nothing is claimed.
+    let Some(o) = rootless(&["--json", "exec", "--", "/bin/true"]) else {
+        return;
+    };
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let d = layer(&r, "distinct_uid");
+    assert_eq!(
+        d["details"]["supplementary_groups"],
+        serde_json::json!([]),
+        "{d}"
     );
 }
 

@@ -480,3 +480,56 @@ fn a_secret_key_in_the_plugin_directory_is_never_packed() {
     std::fs::copy(fx.path("dev.pub"), dir.join("dev.pub")).unwrap();
     assert_eq!(pack(&fx).code, 0);
 }
+
+/// An entrypoint every launch would fail to run is warned about at `pack` (audit-131): a `#!`
+/// line ending in CR LF, or a `#!` interpreter outside what the sandbox shows by default (a
+/// virtualenv's, `/opt/…`). Warnings only: the package is made, and `--json` carries them.
+/// `#!/bin/sh` and `#!/usr/bin/env python3` are not warned about. Pack said nothing; the first
+/// launch on a node failed with 127 `interpreter_not_found`.
+#[test]
+fn an_entrypoint_no_launch_can_run_is_warned_about_at_pack() {
+    let fx = Fixture::new();
+    let dir = fx.hello_dir();
+    let entry = dir.join("entrypoint");
+    let good = std::fs::read(&entry).unwrap();
+    let warnings = |r: &Run| -> Vec<String> {
+        assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+        r.json()["warnings"]
+            .as_array()
+            .map(|a| a.iter().map(|w| w.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let crlf = String::from_utf8(good.clone())
+        .unwrap()
+        .replace('\n', "\r\n");
+    std::fs::write(&entry, crlf).unwrap();
+    let r = pack(&fx);
+    let w = warnings(&r);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("entrypoint: its `#!` line ends in CR LF"),
+        "{w:?}"
+    );
+    // Said on stderr too, without --json.
+    let r = fx.pack_dir_replacing("hello", "out.stockade");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("warning: entrypoint: its `#!` line ends in CR LF"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&entry, "#!/opt/venv/bin/python3\nprint('hi')\n").unwrap();
+    let w = warnings(&fx.pack_args(&["--json"], "hello", Some("out.stockade"), &["--force"]));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("`#!` interpreter `/opt/venv/bin/python3`"),
+        "{w:?}"
+    );
+    assert!(w[0].contains("[filesystem] read_only"), "{w:?}");
+    for fine in ["#!/usr/bin/env python3\n", "#! /bin/sh -e\n"] {
+        std::fs::write(&entry, fine).unwrap();
+        let w = warnings(&fx.pack_args(&["--json"], "hello", Some("out.stockade"), &["--force"]));
+        assert!(w.is_empty(), "{fine}: {w:?}");
+    }
+}

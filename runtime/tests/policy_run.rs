@@ -143,9 +143,37 @@ fn run_grants_exactly_what_explain_says() {
     assert_eq!(count("termination"), corpus.len());
     assert_eq!(count("grant"), 1);
     assert_eq!(count("denial"), 1);
+    // The grant record names the grant that authorised the item (audit-135): its target, the
+    // operator key that signed it, when it was issued and until when it holds.
+    let grant = &events.iter().find(|r| r["event"] == "grant").unwrap()["detail"];
+    assert_eq!(grant["item"], "emit_event", "{grant}");
+    assert_eq!(grant["target"], "capability:emit_event", "{grant}");
+    let op_key = std::fs::read_to_string(d.join("op.pub")).unwrap();
+    let issuer = grant["grant"]["issuer_key_id"].as_str().unwrap();
+    assert!(
+        !issuer.is_empty() && op_key.contains(issuer),
+        "{grant} {op_key}"
+    );
+    assert!(
+        grant["grant"]["expires_at"].as_u64().unwrap()
+            > grant["grant"]["issued_at"].as_u64().unwrap(),
+        "{grant}"
+    );
+    assert_eq!(grant["grant"]["scope"], "any", "{grant}");
     let launch = events.iter().find(|r| r["event"] == "launch").unwrap();
     assert!(launch["layers"].as_array().unwrap().len() >= 5, "{launch}");
     assert_eq!(launch["policy_sha256"].as_str().unwrap().len(), 64);
+    // How the sandbox was built beside its layers (audit-135): the mode, and each degraded
+    // layer (none as root here) as the agent's `ready` state names it.
+    assert_eq!(launch["detail"]["mode"], "root", "{launch}");
+    let ready_degraded = launch["detail"]["degraded"].as_array().unwrap();
+    let below = launch["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| !l.as_str().unwrap().ends_with(":fully_enforced"))
+        .count();
+    assert_eq!(ready_degraded.len(), below, "{launch}");
 }
 
 /// Pack the test plugin, then `stockade run` it with `policy`; the agent side (our stdin to it)
@@ -153,6 +181,11 @@ fn run_grants_exactly_what_explain_says() {
 /// shutdown. (Closing it at once races the handshake: the host may begin the shutdown while the
 /// plugin is still starting.) Returns the messages and the exit code.
 fn session(fx: &Fixture, policy: &str) -> (Vec<Value>, i32, String) {
+    session_with(fx, policy, &[])
+}
+
+/// [`session`], with `extra` arguments to `run` (`--allow-capability`).
+fn session_with(fx: &Fixture, policy: &str, extra: &[&str]) -> (Vec<Value>, i32, String) {
     use std::io::{BufRead, Read};
     // Packs the plugin and writes policy.toml (its own run is discarded).
     let _ = session_in(
@@ -175,6 +208,7 @@ fn session(fx: &Fixture, policy: &str) -> (Vec<Value>, i32, String) {
             "--policy",
             "policy.toml",
         ])
+        .args(extra)
         .current_dir(fx.dir())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -197,4 +231,62 @@ fn session(fx: &Fixture, policy: &str) -> (Vec<Value>, i32, String) {
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);
     let code = child.wait().unwrap().code().unwrap_or(-1);
     (msgs, code, err)
+}
+
+/// A high-risk capability a grant authorises but `run --allow-capability` leaves out is not
+/// given, and no `grant` record says it was (audit-135): the record was written from the
+/// policy's decision before the flags narrowed it, so the log said `granted` for a capability
+/// the plugin never had.
+#[test]
+fn a_granted_item_the_flags_leave_out_is_not_recorded_as_granted() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let d = fx.dir().to_path_buf();
+    common_run(&fx, &["keygen", "-o", "op"]);
+    std::fs::create_dir(d.join("grants")).unwrap();
+    let audit = d.join("audit.log");
+    let r = common_run(
+        &fx,
+        &[
+            "grant",
+            "issue",
+            "--key",
+            "op.key",
+            "--plugin",
+            "t",
+            "--plugin-version",
+            "0.1.0",
+            "--target",
+            "capability:emit_event",
+            "-o",
+            "grants/t.grant",
+        ],
+    );
+    assert_eq!(r.2, 0, "{}", r.1);
+    let policy = format!(
+        "[risk]\nemit_event = \"high\"\n[trust]\noperator_keys = [\"{}\"]\ngrants = \"{}\"\n\
+         [audit]\nfile = \"{}\"\n",
+        d.join("op.pub").display(),
+        d.join("grants").display(),
+        audit.display()
+    );
+    let (msgs, code, stderr) = session_with(&fx, &policy, &["--allow-capability", "log"]);
+    assert_eq!(code, 0, "{stderr} {msgs:#?}");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let launch = events.iter().find(|r| r["event"] == "launch").unwrap();
+    assert_eq!(
+        launch["detail"]["granted"],
+        serde_json::json!(["log"]),
+        "{launch}"
+    );
+    assert!(
+        !events.iter().any(|r| r["event"] == "grant"),
+        "a grant record for a capability not given: {text}"
+    );
 }

@@ -1104,3 +1104,131 @@ fn wait_session_end(
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, stderr)
 }
+
+/// A launch that fails for the packaged entrypoint itself (here: its `#!` interpreter is not in
+/// the sandbox) names it as the manifest does (`bin/tool`), under `run` and `serve` alike —
+/// both said `/proc/self/fd/N/.work-…/bin/tool`, the path the runtime opened the extracted file
+/// at (audit-131). Kind and exit as before: 127 `interpreter_not_found`.
+#[test]
+fn a_launch_error_names_the_entrypoint_as_the_manifest_does() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let d = fx.hello_dir();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
+    let mut manifest = manifest;
+    manifest["entrypoint"] = json!("bin/tool");
+    std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
+    std::fs::create_dir(d.join("bin")).unwrap();
+    std::fs::rename(d.join("entrypoint"), d.join("bin/tool")).unwrap();
+    std::fs::write(
+        d.join("bin/tool"),
+        "#!/opt/stockade-absent/python3\nprint('never')\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        d.join("bin/tool"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let r = fx.pack_dir("hello", "tool.stockade");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = fx.run(&[
+        "--json",
+        "run",
+        "tool.stockade",
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+    ]);
+    assert_eq!(r.code, 127, "{} {}", r.stdout, r.stderr);
+    let e = r.json();
+    assert_eq!(e["error"]["kind"], "interpreter_not_found", "{e}");
+    let m = e["error"].to_string();
+    assert!(m.contains("cannot run `bin/tool`"), "{e}");
+    assert!(!m.contains("/proc/self/fd") && !m.contains(".work-"), "{e}");
+}
+
+/// A package whose certificate chain does not lead to a trusted root, let through by
+/// `--trust-mode warn`, is not recorded as signed by the keys it names (audit-135): its
+/// records' `signer_chain` is empty and the verification record keeps the key ids it claims
+/// as `detail.claimed_signer_chain`, beside `signature_status: untrusted`. Before, every
+/// record (launch, termination) named that chain — a root of anyone's making — as if the
+/// host's roots had vouched for it.
+#[test]
+fn a_package_whose_signature_failed_is_not_recorded_as_its_claimed_signers() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    // A root of the forger's own, not in the trust directory, vouching for the developer's
+    // name: the chain names its keys, none of which the host trusts.
+    for args in [
+        &["ca", "init", "-o", "evil", "--name", "Evil Root"][..],
+        &[
+            "ca", "init", "-o", "evil-int", "--parent", "evil", "--name", "Evil Int",
+        ],
+        &["keygen", "-o", "forger"],
+        &[
+            "ca",
+            "issue",
+            "--ca",
+            "evil-int",
+            "--pub",
+            "forger.pub",
+            "--subject",
+            "Test Developer",
+            "--scope",
+            "any",
+            "-o",
+            "forger.cert",
+        ],
+    ] {
+        let r = fx.run(args);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+    }
+    let audit = fx.path("audit.log");
+    let policy = format!(
+        "[trust]\nmode = \"warn\"\n[audit]\nfile = \"{}\"\n",
+        audit.display()
+    );
+    let s = session_signed(
+        &fx,
+        "forger.key",
+        MANIFEST,
+        ("forger.cert", "evil-int/ca.cert"),
+        ANSWER,
+        Some(&policy),
+        &["--trust-mode", "warn"],
+        &[&invoke(1, None)],
+    );
+    assert_eq!(s.code, 0, "{}", s.stderr);
+    assert_eq!(s.ready()["signature_status"], "untrusted");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |event: &str| {
+        records
+            .iter()
+            .find(|r| r["event"] == event)
+            .unwrap_or_else(|| panic!("no {event}: {text}"))
+    };
+    let v = of("verification");
+    assert_eq!(v["detail"]["signature_status"], "untrusted", "{v}");
+    assert!(
+        !v["detail"]["claimed_signer_chain"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{v}"
+    );
+    for r in &records {
+        assert_eq!(r["signer_chain"], json!([]), "{r}");
+    }
+    assert_eq!(of("launch")["outcome"], "ok");
+}

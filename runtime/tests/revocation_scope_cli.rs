@@ -580,6 +580,101 @@ fn issue_license(fx: &Fixture, serial: &str, at: u64, frozen: bool, out: &str) {
     ok(fx.dir(), &args);
 }
 
+/// audit-135 row 11: a node license installed (or refused) left no record, though it decides
+/// what the node may run. `node license install` writes a `configuration` record
+/// (`license_install`, schema `stockade.audit/2`): who (`uid`), the serial, its state and the
+/// license it replaces; `begun` before the install and `ok` after, a refused one (a rollback)
+/// `refused` with its kind; and a license whose record cannot be written is not installed (74).
+#[test]
+fn license_installs_are_recorded_and_not_made_unrecorded() {
+    let fx = Fixture::new();
+    let log = fx.path("audit.log");
+    let policy = |file: &std::path::Path| {
+        std::fs::create_dir_all(fx.path("policy-root/etc/stockade")).unwrap();
+        std::fs::write(
+            fx.path("policy-root/etc/stockade/policy.toml"),
+            format!("version = 1\n[audit]\nfile = \"{}\"\n", file.display()),
+        )
+        .unwrap();
+    };
+    policy(&log);
+    let install = |file: &str| {
+        fx.run(&[
+            "--json",
+            "node",
+            "license",
+            "install",
+            file,
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+            "--policy-root",
+            "policy-root",
+        ])
+    };
+    let now = unix_now();
+    issue_license(&fx, "L1", now - 2000, false, "active.license");
+    issue_license(&fx, "L1", now - 1000, true, "frozen.license");
+    issue_license(&fx, "L1", now - 500, false, "renewed.license");
+    expect(&install("active.license"), 0, "");
+    expect(&install("frozen.license"), 0, "");
+    expect(&install("active.license"), 84, "license.rollback");
+    let uid = nix::unistd::getuid().as_raw();
+    let got: Vec<(String, String, Value, Value, Value)> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["schema"], "stockade.audit/2", "{v}");
+            assert_eq!(v["event"], "configuration", "{v}");
+            let d = &v["detail"];
+            assert_eq!(d["change"], "license_install", "{v}");
+            assert_eq!(d["uid"], uid, "{v}");
+            assert_eq!(d["serial"], "L1", "{v}");
+            (
+                v["outcome"].as_str().unwrap().to_string(),
+                d["kind"].as_str().unwrap_or("").to_string(),
+                d["state"].clone(),
+                d["replaced_state"].clone(),
+                d["replaced_serial"].clone(),
+            )
+        })
+        .collect();
+    let n = Value::Null;
+    let row = |o: &str, k: &str, s: &str, r: Value, rs: Value| {
+        (o.to_string(), k.to_string(), Value::from(s), r, rs)
+    };
+    assert_eq!(
+        got,
+        vec![
+            row("begun", "", "active", n.clone(), n.clone()),
+            row("ok", "", "active", n.clone(), n.clone()),
+            row("begun", "", "frozen", "active".into(), "L1".into()),
+            row("ok", "", "frozen", "active".into(), "L1".into()),
+            row(
+                "refused",
+                "license.rollback",
+                "active",
+                "frozen".into(),
+                "L1".into()
+            ),
+        ]
+    );
+    ok(fx.dir(), &["audit", "verify", log.to_str().unwrap()]);
+    // A log that cannot take the record: the renewal (which would lift the freeze) is not made.
+    std::fs::write(fx.path("not-a-dir"), "").unwrap();
+    policy(&fx.path("not-a-dir/audit.log"));
+    let frozen = std::fs::read(fx.path("state/license.json")).unwrap();
+    expect(&install("renewed.license"), 74, "audit");
+    assert_eq!(
+        std::fs::read(fx.path("state/license.json")).unwrap(),
+        frozen
+    );
+    policy(&log);
+    expect(&install("renewed.license"), 0, "");
+}
+
 /// A frozen license may not be lifted by rolling it back: installing an older active license of
 /// the same serial is refused (84, `license.rollback`), and deleting (or replacing by hand)
 /// `license.json` makes every reader refuse (84, `license.missing` / `license.rollback`) instead
@@ -1047,4 +1142,41 @@ fn an_unreadable_revocation_list_is_hinted_as_itself() {
     assert_fail(&v, 78, "trust_dir");
     let hint = v.json()["error"]["hint"].as_str().unwrap().to_string();
     assert!(hint.contains("readable regular file"), "{hint}");
+}
+
+/// As [`an_unreadable_revocation_list_is_hinted_as_itself`], for the node commands that load
+/// the trust directory: `node info --trust` gave no hint at all, `node license install` told
+/// to "pin the root CA that signed the license" of every cause (audit-127 leftover). Each
+/// cause now gets `verify`'s hint.
+#[test]
+fn the_node_commands_hint_an_unreadable_revocation_list_as_itself() {
+    let fx = Fixture::new();
+    issue_license(&fx, "ACME-1", 1_000, false, "a.license");
+    let info = || {
+        fx.run(&[
+            "--json",
+            "node",
+            "info",
+            "--state-dir",
+            "state",
+            "--trust",
+            "trust",
+        ])
+    };
+    let list = fx.path("trust/revocations.json");
+    std::fs::write(&list, vec![b' '; (1 << 20) + 1]).unwrap();
+    for r in [info(), install_license(&fx, "a.license")] {
+        assert_fail(&r, 78, "trust_dir");
+        let hint = r.json()["error"]["hint"].as_str().unwrap_or("").to_string();
+        assert!(hint.contains("larger than nodes read"), "{hint}");
+    }
+    std::fs::remove_file(&list).unwrap();
+    std::fs::create_dir(&list).unwrap();
+    for r in [info(), install_license(&fx, "a.license")] {
+        assert_fail(&r, 78, "trust_dir");
+        let hint = r.json()["error"]["hint"].as_str().unwrap_or("").to_string();
+        assert!(hint.contains("readable regular file"), "{hint}");
+    }
+    // Nothing was installed.
+    assert!(!fx.path("state/license.json").exists());
 }

@@ -600,6 +600,14 @@ fn a_launch_failing_in_the_load_list_stops_what_started_gracefully() {
             .any(|r| r["event"] == event && r["plugin"] == "a")
     };
     assert!(of_a("launch"), "{records:?}");
+    // The launch record says how the sandbox was built (audit-135): the mode and what runs
+    // degraded, as the `ready` state tells the agents.
+    let launch = records
+        .iter()
+        .find(|r| r["event"] == "launch" && r["plugin"] == "a")
+        .unwrap();
+    assert_eq!(launch["detail"]["mode"], "root", "{launch}");
+    assert!(launch["detail"]["degraded"].is_array(), "{launch}");
     assert!(
         of_a("termination"),
         "a was not stopped the audited way: {records:?}"
@@ -1060,4 +1068,80 @@ fn a_newer_stockades_state_file_stops_the_start_as_itself() {
     assert_eq!(r["error"]["data"]["exit"], 78, "{r}");
     assert_eq!(s.stop(), 0);
     assert_eq!(std::fs::read(&state).unwrap(), newer);
+}
+
+/// A plugin whose launch fails for its packaged entrypoint (its `#!` interpreter is not in the
+/// sandbox) fails its load naming the entrypoint as its manifest does, not by the
+/// `/proc/self/fd/N/.work-…/entrypoint` the daemon opened it at (audit-131); `data.kind`
+/// `interpreter_not_found` as before.
+#[test]
+fn a_failed_launch_names_the_entrypoint_as_the_manifest_does() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let bad = pack_script(&fx, "bad", &["on:x"], "#!/opt/stockade-absent/python3\n");
+    let s = Serve::start(&fx, "", None);
+    let mut c = s.client();
+    let r = c.call("plugin_load", json!({"package": bad}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "interpreter_not_found", "{r}");
+    let text = r["error"].to_string();
+    assert!(text.contains("cannot run `entrypoint`"), "{r}");
+    assert!(
+        !text.contains("/proc/self/fd") && !text.contains(".work-"),
+        "{r}"
+    );
+}
+
+/// Every record an agent's `plugin_load` writes names that agent (`detail.agent_uid`,
+/// audit-135): the verification and launch of what it loaded, the denial of what it could not.
+/// What the daemon loads itself (`[serve] load`) names none. Before, nothing in the log said
+/// who had put a plugin into the daemon.
+#[test]
+fn an_agents_load_is_recorded_with_its_uid() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:a"]);
+    let b = pack_worker(&fx, "b", &["on:b"]);
+    let bad = fx.dir().join("bad.stockade");
+    std::fs::write(&bad, b"not a package").unwrap();
+    let audit = fx.dir().join("audit.log");
+    let policy = format!("{POLICY}\n[audit]\nfile = {audit:?}\n");
+    let mut s = Serve::start(&fx, &format!("[serve]\nload = [{a:?}]\n"), Some(&policy));
+    let mut c = s.client();
+    poll_ready(&mut c, "a");
+    c.ok("plugin_load", json!({"package": b}));
+    c.call("plugin_load", json!({"package": bad}));
+    s.stop_and_drain(&mut c);
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |event: &str, plugin: &str| {
+        records
+            .iter()
+            .find(|r| r["event"] == event && r["plugin"] == plugin)
+            .unwrap_or_else(|| panic!("no {event} of {plugin}: {text}"))
+    };
+    for event in ["verification", "launch"] {
+        assert!(
+            of(event, "a")["detail"].get("agent_uid").is_none(),
+            "{text}"
+        );
+        assert_eq!(of(event, "b")["detail"]["agent_uid"], 0, "{text}");
+    }
+    let refused = records
+        .iter()
+        .find(|r| r["detail"]["request"] == "plugin_load")
+        .unwrap_or_else(|| panic!("no record of the refused load: {text}"));
+    assert_eq!(refused["detail"]["agent_uid"], 0, "{refused}");
+    // The termination at the daemon's stop is no agent's.
+    assert!(
+        of("termination", "b")["detail"].get("agent_uid").is_none(),
+        "{text}"
+    );
 }

@@ -6,7 +6,8 @@
 //! audit records of a whole life under serve — verification, grant, denial, launch, termination,
 //! crash restart, quarantine — in one chain that `audit verify --require-head` accepts. Real
 //! sandboxes (root); the network probe uses the host's python3 through the sandbox's read-only
-//! /usr, as the differential test does.
+//! /usr, as the differential test does. A hook's deadline, failure mode and fail-open answer, per
+//! plugin, are timed and read from the answers and checked against `policy explain PKG`.
 
 mod serve_common;
 use serde_json::{json, Value};
@@ -323,6 +324,39 @@ memory_max = \"lots\"
             .clone()
     };
     assert_ne!(hash("netok"), hash("netno"));
+    // audit-135 row 9: each SIGHUP reload is a `configuration` record (`policy_reload`): who
+    // sent it, the policy in force before and the one read; the invalid one refused, with why,
+    // the policy in force unchanged.
+    let reloads: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "configuration" && r["detail"]["change"] == "policy_reload")
+        .collect();
+    assert_eq!(reloads.len(), 2, "{reloads:?}");
+    let (applied, refused_reload) = (reloads[0], reloads[1]);
+    assert_eq!(applied["schema"], "stockade.audit/2", "{applied}");
+    assert_eq!(applied["outcome"], "ok", "{applied}");
+    assert_eq!(
+        applied["detail"]["uid"],
+        nix::unistd::getuid().as_raw(),
+        "{applied}"
+    );
+    let (before, after) = (
+        &applied["detail"]["policy_sha256_before"],
+        &applied["detail"]["policy_sha256_after"],
+    );
+    assert_eq!(before.as_str().unwrap().len(), 64, "{applied}");
+    assert_eq!(after.as_str().unwrap().len(), 64, "{applied}");
+    assert_ne!(before, after, "{applied}");
+    assert_eq!(refused_reload["outcome"], "refused", "{refused_reload}");
+    assert_eq!(refused_reload["detail"]["policy_sha256_before"], *after);
+    assert_eq!(refused_reload["detail"]["policy_sha256_after"], Value::Null);
+    assert!(
+        refused_reload["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("30-bad.toml:3"),
+        "{refused_reload}"
+    );
     let refused = recs
         .iter()
         .find(|r| r["event"] == "verification" && r["outcome"] == "refused")
@@ -970,4 +1004,195 @@ fn the_periodic_check_reads_no_grant_file_while_none_changed() {
         s.log()
     );
     assert_eq!(s.stop(), 0);
+}
+
+/// explain's item `name` of section `hook` for `pkg` under the policy file `policy.toml`.
+fn explained_hook(fx: &Fixture, pkg: &Path, name: &str) -> Value {
+    let r = fx.run(&[
+        "--json",
+        "policy",
+        "explain",
+        pkg.to_str().unwrap(),
+        "--policy",
+        "policy.toml",
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["section"] == "hook" && i["name"] == name)
+        .unwrap_or_else(|| panic!("no hook item {name}"))["value"]
+        .clone()
+}
+
+/// audit-134: a hook's `deadline_ms`, `failure` and `default` under serve are what `policy
+/// explain PKG` says for each plugin (a `[plugin."a".hooks]` section over the top-level one):
+/// a plugin that hangs is answered for at its own deadline, in milliseconds, failing open with
+/// the policy's answer or closed.
+#[test]
+fn hook_deadline_failure_and_default_under_serve_are_explains_per_plugin() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let b = pack_worker(&fx, "b", &["on:x"]);
+    let policy = "[hooks.\"on:x\"]\ndeadline_ms = 1500\nfailure = \"closed\"\n\
+        [plugin.\"a\".hooks.\"on:x\"]\ndeadline_ms = 300\nfailure = \"open\"\n\
+        default = { from = \"policy\" }\n";
+    let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 0\n", Some(policy));
+    let mut c = s.client();
+    for p in [&a, &b] {
+        assert_eq!(c.ok("plugin_load", json!({"package": p}))["state"], "ready");
+    }
+    for (name, pkg) in [("a", &a), ("b", &b)] {
+        let deadline = explained_hook(&fx, pkg, "on:x deadline_ms")
+            .as_u64()
+            .unwrap();
+        let open = explained_hook(&fx, pkg, "on:x failure") == "open";
+        let default = explained_hook(&fx, pkg, "on:x default");
+        let t = std::time::Instant::now();
+        let r = c.ok("hook_invoke", invoke("on:x", json!({ name: "hang" }), None));
+        let took = u64::try_from(t.elapsed().as_millis()).unwrap();
+        assert!(
+            (deadline..deadline + 1000).contains(&took),
+            "{name}: answered after {took} ms, explain says deadline_ms {deadline}"
+        );
+        let e = result_of(&r, name);
+        if open {
+            assert_eq!(e["result"], default, "{name}: {r}");
+        } else {
+            assert!(e.get("error").is_some(), "{name}: fails closed: {r}");
+        }
+    }
+    // The two plugins' explanations do differ: the per-plugin section applied to a alone.
+    assert_eq!(explained_hook(&fx, &a, "on:x deadline_ms"), 300);
+    assert_eq!(explained_hook(&fx, &b, "on:x deadline_ms"), 1500);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// The pids.max of the cgroup the process `pid` is in (v1 `pids` controller or v2).
+fn pids_max_of(pid: i64) -> String {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let dir = cg
+        .lines()
+        .find_map(|l| {
+            l.split_once(":pids:")
+                .map(|(_, p)| format!("/sys/fs/cgroup/pids{p}"))
+        })
+        .or_else(|| {
+            cg.lines()
+                .find_map(|l| l.strip_prefix("0::").map(|p| format!("/sys/fs/cgroup{p}")))
+        })
+        .unwrap();
+    std::fs::read_to_string(format!("{dir}/pids.max"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// audit-134: a `[signer."KEYID"]` section applies at launch to the plugins that key signs —
+/// under its plugin's own section, key by key — as `policy explain PKG` says: read back from
+/// the running plugins' cgroups under serve.
+#[test]
+fn a_signer_section_applies_under_serve_as_explain_says() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let b = pack_worker(&fx, "b", &["on:x"]);
+    let r = fx.run(&["--json", "inspect", a.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let key = r.json()["signer_key_id"].as_str().unwrap().to_string();
+    let policy = format!(
+        "[resources]\npids_max = 40\n[signer.\"{key}\".resources]\npids_max = 17\n\
+         [plugin.\"b\".resources]\npids_max = 23\n"
+    );
+    let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 0\n", Some(&policy));
+    let mut c = s.client();
+    for (name, pkg, want) in [("a", &a, "17"), ("b", &b, "23")] {
+        let r = c.ok("plugin_load", json!({"package": pkg}));
+        assert_eq!(r["state"], "ready", "{r}");
+        let e = fx.run(&[
+            "--json",
+            "policy",
+            "explain",
+            pkg.to_str().unwrap(),
+            "--policy",
+            "policy.toml",
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+        ]);
+        assert_eq!(e.code, 0, "{}", e.stderr);
+        let explained = e.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["section"] == "resource" && i["name"] == "pids_max")
+            .unwrap()["value"]
+            .to_string();
+        assert_eq!(explained, want, "{name}: explain");
+        assert_eq!(
+            pids_max_of(r["pid"].as_i64().unwrap()),
+            want,
+            "{name}: enforced"
+        );
+    }
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// A plugin killed at its `cpu_time_secs` is named as such — in the `exited` notification's
+/// message and `limits_hit`, `plugin_status.last_exit` and serve's log — not as a bare
+/// SIGKILL (review-137: RLIMIT_CPU soft = hard kills with SIGKILL; the init's wait4 gives the
+/// program's CPU time, which is at the limit).
+#[test]
+fn a_plugin_killed_at_its_cpu_time_secs_is_named_as_that_limit() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let spin = WORKER.replace(
+        "*'\"act\":\"hang\"'*",
+        "*'\"act\":\"spin\"'*) while :; do :; done ;;\n        *'\"act\":\"hang\"'*",
+    );
+    let a = pack_script(&fx, "a", &["on:x"], &spin);
+    let policy = "[resources]\ncpu_time_secs = 1\n[hooks.\"on:x\"]\ndeadline_ms = 30000\n";
+    let mut s = Serve::start(
+        &fx,
+        "[health]\nping_interval_ms = 0\n[restart]\nbackoff_base_ms = 20\n",
+        Some(policy),
+    );
+    let mut c = s.client();
+    let r = c.ok("plugin_load", json!({"package": a}));
+    assert_eq!(r["state"], "ready", "{r}");
+    c.ok("hook_invoke", invoke("on:x", json!({"act": "spin"}), None));
+    let ex = c.wait_state("a", "exited");
+    let reason = &ex["reason"];
+    assert_eq!(reason["sandbox"]["exit"]["signal"], 9, "{ex}");
+    assert_eq!(
+        reason["sandbox"]["limits_hit"]["cpu_time_secs_reached"], true,
+        "{ex}"
+    );
+    let m = reason["message"].as_str().unwrap_or_default();
+    assert!(m.contains("cpu_time_secs"), "{ex}");
+    c.wait_state("a", "ready");
+    let st = c.ok("plugin_status", json!({"name": "a"}));
+    assert_eq!(
+        st["last_exit"]["sandbox"]["limits_hit"]["cpu_time_secs_reached"], true,
+        "{st}"
+    );
+    assert!(
+        s.log().contains("killed at its CPU time limit (SIGKILL)"),
+        "{}",
+        s.log()
+    );
+    assert_eq!(s.stop(), 0, "{}", s.log());
 }

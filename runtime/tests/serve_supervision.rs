@@ -154,6 +154,188 @@ fn crash_loop(c: &mut Client, pkg: &std::path::Path) {
     assert!(m.contains("(the last: exited with code 3)"), "{q}");
 }
 
+/// An agent's `plugin_unload` is in the audit log (audit-135): a `removal` `unloaded` record
+/// with `detail.request = "plugin_unload"`, the agent's uid, whether it was forced and whether
+/// it ended a quarantine — also for a quarantined plugin, which has no process and left no
+/// record at all (the quarantine recorded in the state directory lifted unseen).
+#[test]
+fn an_agents_unload_is_recorded_with_who_and_what_it_ended() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let b = pack_worker(&fx, "b", &["on:x"]);
+    let log = fx.dir().join("audit.log");
+    let policy = format!("[audit]\nfile = {log:?}\n");
+    let mut s = Serve::start(&fx, QUARANTINE_AFTER_TWO, Some(&policy));
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": b}));
+    crash_loop(&mut c, &a);
+    c.ok("plugin_unload", json!({"name": "a"}));
+    c.ok("plugin_unload", json!({"name": "b"}));
+    s.stop_and_drain(&mut c);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let removal = |plugin: &str| {
+        let found: Vec<_> = records
+            .iter()
+            .filter(|r| r["event"] == "removal" && r["plugin"] == plugin)
+            .collect();
+        assert_eq!(found.len(), 1, "{plugin}: {text}");
+        found[0].clone()
+    };
+    let qa = removal("a");
+    assert_eq!(qa["outcome"], "unloaded", "{qa}");
+    assert_eq!(qa["version"], "0.1.0", "{qa}");
+    assert_eq!(qa["detail"]["request"], "plugin_unload", "{qa}");
+    assert_eq!(qa["detail"]["agent_uid"], 0, "{qa}");
+    assert_eq!(qa["detail"]["quarantined"], true, "{qa}");
+    assert_eq!(qa["detail"]["force"], false, "{qa}");
+    let rb = removal("b");
+    assert_eq!(rb["detail"]["quarantined"], false, "{rb}");
+    assert_eq!(rb["package_sha256"].as_str().unwrap().len(), 64, "{rb}");
+    // b's removal comes before the end of its process.
+    let at = |event: &str, plugin: &str| {
+        records
+            .iter()
+            .rposition(|r| r["event"] == event && r["plugin"] == plugin)
+            .unwrap_or_else(|| panic!("no {event} of {plugin}: {text}"))
+    };
+    assert!(at("removal", "b") < at("termination", "b"), "{text}");
+}
+
+/// An agent's unload of a quarantined plugin lifts its quarantine (recorded in the state
+/// directory): its `removal` record is required, as a launch's is (review-138). With the audit
+/// log's lock held past the daemon's wait the unload was made all the same, the record only
+/// logged as not written — a quarantine lifted with no record. Now it is refused (`load_failed`,
+/// `audit.busy`, 75) and the plugin stays quarantined; once the lock is free it is unloaded and
+/// recorded. A running plugin's unload (stopping it) stays best-effort (serve_policy).
+#[test]
+fn a_quarantine_lifting_unload_whose_record_cannot_be_written_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let log = fx.dir().join("audit.log");
+    let policy = format!("[audit]\nfile = {log:?}\n");
+    let mut s = Serve::start(&fx, QUARANTINE_AFTER_TWO, Some(&policy));
+    let mut c = s.client();
+    crash_loop(&mut c, &a);
+    let lock = std::fs::File::open(fx.dir().join("audit.log.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let before = std::fs::read_to_string(&log).unwrap();
+    let r = c.call("plugin_unload", json!({"name": "a"}));
+    assert_eq!(r["error"]["code"], LOAD_FAILED, "{r}");
+    assert_eq!(r["error"]["data"]["kind"], "audit.busy", "{r}");
+    assert_eq!(r["error"]["data"]["exit"], 75, "{r}");
+    let st = c.ok("plugin_status", json!({"name": "a"}));
+    assert_eq!(st["state"], "quarantined", "{st}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), before);
+    drop(held);
+    c.ok("plugin_unload", json!({"name": "a"}));
+    s.stop_and_drain(&mut c);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let removals: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] == "removal" && r["plugin"] == "a")
+        .collect();
+    assert_eq!(removals.len(), 1, "{text}");
+    assert_eq!(removals[0]["detail"]["quarantined"], true, "{text}");
+}
+
+/// A second `plugin_unload` of a plugin already being unloaded (stopping slowly: a hanging call)
+/// is answered with the first, once it is gone, and unloads nothing more: it writes no second
+/// `removal` record (review-138). It wrote one — with the second agent's uid and
+/// `quarantined: false` —, a record of an unload that did not happen.
+#[test]
+fn a_second_unload_of_a_plugin_being_unloaded_writes_no_second_record() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let log = fx.dir().join("audit.log");
+    let policy = format!("[audit]\nfile = {log:?}\n[protocol]\nshutdown_grace_ms = 3000\n");
+    let mut s = Serve::start(&fx, QUARANTINE_AFTER_TWO, Some(&policy));
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    let mut busy = s.client();
+    busy.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "hook_invoke",
+                      "params": invoke("on:x", json!({"a": "hang"}), Some(20_000))}));
+    while c.ok("plugin_status", json!({"name": "a"}))["in_flight"] != 1 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let unload = |id: i64| json!({"jsonrpc": "2.0", "id": id, "method": "plugin_unload", "params": {"name": "a"}});
+    let mut first = s.client();
+    first.send(&unload(11));
+    // The first is taken (the plugin stopping, its grace 3 s) before the second comes.
+    while c.ok("plugin_status", json!({"name": "a"}))["state"] == "ready" {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut second = s.client();
+    second.send(&unload(12));
+    for (cl, id) in [(&mut first, 11), (&mut second, 12)] {
+        loop {
+            let m = cl.recv().expect("an answer");
+            if m["id"] == id {
+                assert_eq!(m["result"]["state"], "unloaded", "{m}");
+                break;
+            }
+        }
+    }
+    s.stop_and_drain(&mut c);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let removals = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] == "removal" && r["plugin"] == "a")
+        .count();
+    assert_eq!(removals, 1, "{text}");
+}
+
+/// A quarantine lifted by an agent's `plugin_restart` is said in the `restart` record it leads
+/// to (audit-135): `requested`, the agent's uid and `quarantine_lifted: true`; a running
+/// plugin's restart says `quarantine_lifted: false`. The record said `requested: true` alone,
+/// the same for both.
+#[test]
+fn a_quarantine_lifted_by_plugin_restart_is_recorded_with_who_lifted_it() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let log = fx.dir().join("audit.log");
+    let policy = format!("[audit]\nfile = {log:?}\n");
+    let mut s = Serve::start(&fx, QUARANTINE_AFTER_TWO, Some(&policy));
+    let mut c = s.client();
+    crash_loop(&mut c, &a);
+    c.ok("plugin_restart", json!({"name": "a"}));
+    c.wait_state("a", "ready");
+    c.ok("plugin_restart", json!({"name": "a"}));
+    c.wait_state("a", "ready");
+    s.stop_and_drain(&mut c);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let requested: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] == "restart" && r["detail"]["requested"] == true)
+        .collect();
+    assert_eq!(requested.len(), 2, "{text}");
+    let (lift, plain) = (&requested[0]["detail"], &requested[1]["detail"]);
+    assert_eq!(lift["agent_uid"], 0, "{lift}");
+    assert_eq!(lift["quarantine_lifted"], true, "{lift}");
+    assert_eq!(plain["agent_uid"], 0, "{plain}");
+    assert_eq!(plain["quarantine_lifted"], false, "{plain}");
+}
+
 #[test]
 fn a_quarantine_outlives_the_daemon_until_plugin_restart_or_unload() {
     if !require_root() {

@@ -3,7 +3,8 @@
 //! next launch is cold and a new spare is built under the new policy); unloading, stopping and
 //! a quarantine leave no held sandbox, cgroup or process behind; a spare given up that the kernel
 //! holds is reaped by the loop later, never waited for in it; one that died while held is
-//! replaced by a cold launch. Real sandboxes (root).
+//! replaced by a cold launch; a warm incarnation enforces exactly the values a cold one does.
+//! Real sandboxes (root).
 
 mod serve_common;
 use serde_json::json;
@@ -385,4 +386,188 @@ fn a_spare_that_died_while_held_is_replaced_by_a_cold_launch() {
     assert_eq!(r["results"][0]["result"]["ok"], true, "{r}");
     assert_eq!(s.stop(), 0, "{}", s.log());
     assert_eq!(cgroups_of(serve_pid), Vec::<std::path::PathBuf>::new());
+}
+
+/// What a running plugin's process has of its policy, read from the host: its rlimits
+/// (`/proc/PID/limits`, soft and hard), its cgroup's limits (v1 or v2, as the kernel writes
+/// them back), its hostname (its UTS namespace's, through `nsenter`) and its supplementary
+/// groups, seccomp mode and no_new_privs.
+fn enforced(pid: i64) -> std::collections::BTreeMap<String, String> {
+    let mut m = std::collections::BTreeMap::new();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    for (key, row) in [
+        ("nofile", "Max open files"),
+        ("nproc", "Max processes"),
+        ("fsize", "Max file size"),
+        ("core", "Max core file size"),
+        ("memlock", "Max locked memory"),
+        ("cpu_time_secs", "Max cpu time"),
+    ] {
+        let line = limits.lines().find(|l| l.starts_with(row)).unwrap();
+        let f: Vec<&str> = line[row.len()..].split_whitespace().collect();
+        m.insert(key.to_string(), format!("{} {}", f[0], f[1]));
+    }
+    let read = |p: String| std::fs::read_to_string(&p).map(|s| s.trim().to_string());
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrl, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+        let base = |c: &str| format!("/sys/fs/cgroup/{c}{path}");
+        let files: &[(&str, &str)] = match ctrl {
+            "memory" => &[
+                ("memory_max", "memory.limit_in_bytes"),
+                ("memory+swap", "memory.memsw.limit_in_bytes"),
+            ],
+            "pids" => &[("pids_max", "pids.max")],
+            "cpu" => &[
+                ("cpu quota", "cpu.cfs_quota_us"),
+                ("cpu period", "cpu.cfs_period_us"),
+            ],
+            "" if !cgroup.contains(":memory:") => &[
+                ("memory_max", "memory.max"),
+                ("swap_max", "memory.swap.max"),
+                ("pids_max", "pids.max"),
+                ("cpu.max", "cpu.max"),
+            ],
+            _ => &[],
+        };
+        let dir = if ctrl.is_empty() {
+            format!("/sys/fs/cgroup{path}")
+        } else {
+            base(ctrl)
+        };
+        for (k, f) in files {
+            if let Ok(v) = read(format!("{dir}/{f}")) {
+                m.insert(k.to_string(), v);
+            }
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    for k in ["Groups", "NoNewPrivs", "Seccomp"] {
+        let v = status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        m.insert(k.to_string(), v);
+    }
+    let uts = std::process::Command::new("nsenter")
+        .args(["-u", "-t", &pid.to_string(), "hostname"])
+        .output();
+    if let Ok(o) = uts {
+        if o.status.success() {
+            m.insert(
+                "hostname".into(),
+                String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            );
+        }
+    }
+    m
+}
+
+/// audit-134: a warm spare is built ahead of the launch that uses it; the incarnation it
+/// becomes has the same enforced values as a cold one, and both the policy's, in its units
+/// (rlimits soft = hard; `cpu_max = "250m"`: 25000 µs per 100000 µs; `swap_max` on top of
+/// `memory_max`, v1's memory+swap).
+#[test]
+fn a_warm_incarnation_enforces_the_same_values_as_a_cold_one() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let policy = "[resources]\nmemory_max = \"96M\"\nswap_max = \"8M\"\ncpu_max = \"250m\"\n\
+        pids_max = 32\nnofile = 100\nnproc = 50\nfsize = \"2M\"\ncore = \"1M\"\n\
+        memlock = \"32K\"\ncpu_time_secs = 77\n[identity]\nhostname = \"warmhost\"\n";
+    let mut s = Serve::start(&fx, CONFIG, Some(policy));
+    let mut c = s.client();
+    let r = c.ok("plugin_load", json!({"package": a}));
+    assert_eq!(r["state"], "ready", "{r}");
+    let st = status(&mut c, "a");
+    assert_eq!(st["warm"], false, "{st}");
+    let cold = enforced(st["pid"].as_i64().unwrap());
+    c.ok("plugin_restart", json!({"name": "a"}));
+    c.wait_state("a", "exited");
+    c.wait_state("a", "starting");
+    c.wait_state("a", "ready");
+    let st = status(&mut c, "a");
+    assert_eq!(st["warm"], true, "{st}");
+    let warm = enforced(st["pid"].as_i64().unwrap());
+    assert_eq!(cold, warm, "a warm incarnation differs from a cold one");
+    for (k, v) in [
+        ("nofile", "100 100"),
+        ("nproc", "50 50"),
+        ("fsize", "2097152 2097152"),
+        ("core", "1048576 1048576"),
+        ("memlock", "32768 32768"),
+        ("cpu_time_secs", "77 77"),
+        ("pids_max", "32"),
+        ("memory_max", "100663296"),
+        ("NoNewPrivs", "1"),
+        ("Seccomp", "2"),
+        ("Groups", ""),
+    ] {
+        assert_eq!(cold.get(k).map(String::as_str), Some(v), "{k}: {cold:?}");
+    }
+    if cold.contains_key("cpu quota") {
+        assert_eq!(cold["cpu quota"], "25000", "{cold:?}");
+        assert_eq!(cold["cpu period"], "100000", "{cold:?}");
+        if let Some(ms) = cold.get("memory+swap") {
+            assert_eq!(ms, "109051904", "{cold:?}");
+        }
+    } else if let Some(cpu) = cold.get("cpu.max") {
+        assert_eq!(cpu, "25000 100000", "{cold:?}");
+        assert_eq!(cold["swap_max"], "8388608", "{cold:?}");
+    }
+    if let Some(h) = cold.get("hostname") {
+        assert_eq!(h, "warmhost");
+    }
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// `pids_max = 2` and `nproc = 2`, the smallest a policy may say (the init and the program):
+/// every launch path runs at exactly that — two plugins at once (each its own uid, cgroup and
+/// user namespace, so neither counts against the other), cold and warm, with a spare held
+/// beside each running incarnation, through requested restarts and crashes (the spare used
+/// while the old incarnation ends). review-137 checked the minimum audit-134 set; no change.
+#[test]
+fn the_smallest_process_limits_run_every_launch_path() {
+    if !require_root() {
+        return;
+    }
+    for warm in [false, true] {
+        let fx = Fixture::new();
+        let a = pack_worker(&fx, "a", &["on:x"]);
+        let b = pack_worker(&fx, "b", &["on:x"]);
+        let config = CONFIG.replace("warm = true", &format!("warm = {warm}"));
+        let mut s = Serve::start(&fx, &config, Some("[resources]\npids_max = 2\nnproc = 2\n"));
+        let mut c = s.client();
+        for p in [&a, &b] {
+            let r = c.ok("plugin_load", json!({"package": p}));
+            assert_eq!(r["state"], "ready", "{r} {}", s.log());
+        }
+        for round in 0..4 {
+            let r = c.ok("hook_invoke", invoke("on:x", json!({"act": "ok"}), None));
+            for i in 0..2 {
+                assert_eq!(r["results"][i]["result"]["ok"], true, "{round}: {r}");
+            }
+            if round % 2 == 0 {
+                c.ok("plugin_restart", json!({"name": "a"}));
+                c.wait_state("a", "exited");
+            } else {
+                c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+                c.wait_state("a", "restarting");
+            }
+            c.wait_state("a", "starting");
+            c.wait_state("a", "ready");
+            let st = status(&mut c, "a");
+            assert_eq!(st["warm"], warm, "{st}");
+            assert_eq!(st["spare"], warm, "{st}");
+            let limits = enforced(st["pid"].as_i64().unwrap());
+            assert_eq!(limits["nproc"], "2 2", "{limits:?}");
+            assert_eq!(limits["pids_max"], "2", "{limits:?}");
+        }
+        assert_eq!(s.stop(), 0, "{}", s.log());
+    }
 }

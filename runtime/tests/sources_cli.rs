@@ -221,6 +221,206 @@ fn add_pins_the_operator_key_and_install_by_id_pins_the_author() {
     );
 }
 
+/// The fixture's operator policy (`policy-root`) with an `[audit]` file sink: the log's path.
+fn audit_to_file(fx: &Fixture) -> PathBuf {
+    let log = fx.path("audit.log");
+    std::fs::create_dir_all(fx.path("policy-root/etc/stockade")).unwrap();
+    std::fs::write(
+        fx.path("policy-root/etc/stockade/policy.toml"),
+        format!("version = 1\n[audit]\nfile = \"{}\"\n", log.display()),
+    )
+    .unwrap();
+    log
+}
+
+/// `source CMD ARGS… --state-dir state --policy-root policy-root`, `--json`.
+fn source_cmd(fx: &Fixture, args: &[&str]) -> Run {
+    let mut all = vec!["--json", "source"];
+    all.extend_from_slice(args);
+    all.extend(["--state-dir", "state", "--policy-root", "policy-root"]);
+    fx.run(&all)
+}
+
+/// The log's records as (event, outcome, detail).
+fn records(log: &Path) -> Vec<(String, String, Value)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["schema"], "stockade.audit/2", "{v}");
+            (
+                v["event"].as_str().unwrap().to_string(),
+                v["outcome"].as_str().unwrap().to_string(),
+                v["detail"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// audit-135 row 10 (high): replacing a pinned key left no record — a supply-chain pivot a
+/// security team could not see. Every change of the trust configuration `stockade source`
+/// makes is a `configuration` record (schema `stockade.audit/2`): who (`uid`), what (source,
+/// old and new key ids), `begun` before the change and `ok` after; one refused (no `--yes`, an
+/// unknown source, an index that does not verify) is `refused`, nothing changed.
+#[test]
+fn source_changes_are_recorded_with_the_keys_replaced() {
+    let (fx, mut repo) = setup();
+    let log = audit_to_file(&fx);
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    let url = repo.url();
+    ok(fx.dir(), &["keygen", "-o", "op2"]);
+    ok(fx.dir(), &["keygen", "-o", "dev2"]);
+    let key_id = |k: &str| {
+        stockade_trust::minisign::PublicKey::parse(&std::fs::read_to_string(fx.path(k)).unwrap())
+            .unwrap()
+            .key_id
+            .to_string()
+    };
+    let (op, op2, dev2) = (key_id("op.pub"), key_id("op2.pub"), key_id("dev2.pub"));
+    // An index that does not verify against the key given: refused, recorded so.
+    expect(
+        &source_cmd(&fx, &["add", "main", &url, "--operator-key", "op2.pub"]),
+        91,
+        "",
+    );
+    expect(
+        &source_cmd(&fx, &["add", "main", &url, "--operator-key", "op.pub"]),
+        0,
+        "",
+    );
+    expect(
+        &source_cmd(&fx, &["repin", "main", "--operator-key", "op2.pub"]),
+        64,
+        "usage",
+    );
+    expect(
+        &source_cmd(
+            &fx,
+            &["repin", "nope", "--operator-key", "op2.pub", "--yes"],
+        ),
+        64,
+        "source.unknown",
+    );
+    expect(
+        &source_cmd(
+            &fx,
+            &["repin", "main", "--operator-key", "op2.pub", "--yes"],
+        ),
+        0,
+        "",
+    );
+    expect(
+        &source_cmd(
+            &fx,
+            &["repin-author", "hello", "--author-key", "dev2.pub", "--yes"],
+        ),
+        0,
+        "",
+    );
+    expect(&source_cmd(&fx, &["remove", "main"]), 0, "");
+    let uid = nix::unistd::getuid().as_raw();
+    let got: Vec<(String, String, String, Value, Value)> = records(&log)
+        .into_iter()
+        .map(|(e, o, d)| {
+            assert_eq!(e, "configuration");
+            assert_eq!(d["uid"], uid, "{d}");
+            let c = d["change"].as_str().unwrap().to_string();
+            (
+                c,
+                o,
+                d["kind"].as_str().unwrap_or("").to_string(),
+                d["old_key_id"].clone(),
+                d["new_key_id"].clone(),
+            )
+        })
+        .collect();
+    let r = |c: &str, o: &str, k: &str, old: Value, new: Value| {
+        (c.to_string(), o.to_string(), k.to_string(), old, new)
+    };
+    let n = Value::Null;
+    let refused_add = &got[0];
+    assert_eq!(
+        (refused_add.0.as_str(), refused_add.1.as_str()),
+        ("source_add", "refused"),
+        "{got:?}"
+    );
+    assert!(!refused_add.2.is_empty(), "{got:?}");
+    assert_eq!(
+        got[1..].to_vec(),
+        vec![
+            r("source_add", "begun", "", n.clone(), json!(op)),
+            r("source_add", "ok", "", n.clone(), json!(op)),
+            r("source_repin", "refused", "usage", json!(op), json!(op2)),
+            r(
+                "source_repin",
+                "refused",
+                "source.unknown",
+                n.clone(),
+                json!(op2)
+            ),
+            r("source_repin", "begun", "", json!(op), json!(op2)),
+            r("source_repin", "ok", "", json!(op), json!(op2)),
+            r("author_repin", "begun", "", n.clone(), json!(dev2)),
+            r("author_repin", "ok", "", n.clone(), json!(dev2)),
+            r("source_remove", "begun", "", json!(op2), n.clone()),
+            r("source_remove", "ok", "", json!(op2), n.clone()),
+        ],
+    );
+    ok(fx.dir(), &["audit", "verify", log.to_str().unwrap()]);
+}
+
+/// A change whose record cannot be written is not made (74 `audit`): no unrecorded re-pin.
+#[test]
+fn a_repin_whose_record_cannot_be_written_changes_nothing() {
+    let (fx, _repo) = hello_installed();
+    // The log's directory is a file: nothing can be appended.
+    std::fs::write(fx.path("not-a-dir"), "").unwrap();
+    std::fs::create_dir_all(fx.path("policy-root/etc/stockade")).unwrap();
+    std::fs::write(
+        fx.path("policy-root/etc/stockade/policy.toml"),
+        format!(
+            "version = 1\n[audit]\nfile = \"{}/audit.log\"\n",
+            fx.path("not-a-dir").display()
+        ),
+    )
+    .unwrap();
+    ok(fx.dir(), &["keygen", "-o", "op2"]);
+    ok(fx.dir(), &["keygen", "-o", "dev2"]);
+    let before = ok(
+        fx.dir(),
+        &["--json", "source", "list", "--state-dir", "state"],
+    )
+    .stdout;
+    let pins = std::fs::read(fx.path("state/pins.json")).ok();
+    expect(
+        &source_cmd(
+            &fx,
+            &["repin", "main", "--operator-key", "op2.pub", "--yes"],
+        ),
+        74,
+        "audit",
+    );
+    expect(
+        &source_cmd(
+            &fx,
+            &["repin-author", "hello", "--author-key", "dev2.pub", "--yes"],
+        ),
+        74,
+        "audit",
+    );
+    expect(&source_cmd(&fx, &["remove", "main"]), 74, "audit");
+    let after = ok(
+        fx.dir(),
+        &["--json", "source", "list", "--state-dir", "state"],
+    )
+    .stdout;
+    assert_eq!(before, after);
+    assert_eq!(pins, std::fs::read(fx.path("state/pins.json")).ok());
+}
+
 #[test]
 fn corrupt_source_state_is_refused_and_left_as_it_is() {
     use std::os::unix::fs::PermissionsExt;
@@ -2974,4 +3174,33 @@ fn a_loopback_source_never_goes_through_a_proxy() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert_eq!(came.load(Ordering::SeqCst), 0, "the proxy was asked");
+}
+
+/// A plugin whose dependencies to fetch from the sources are more than the 256 one install
+/// fetches is refused, with its own kind (101 `store.too_many_dependencies`), an `install`
+/// `refused` record, and nothing installed — the install stopped fetching after 256 and went
+/// on silently (audit-127), to a dependency check that named a chain it had not fetched.
+/// (Slow: 258 packages packed, 256 of them fetched and verified.)
+#[test]
+fn more_dependencies_than_one_install_fetches_are_refused() {
+    let (fx, mut repo) = setup();
+    let deps: Vec<String> = (0..257).map(|i| format!("d{i:03}")).collect();
+    for d in &deps {
+        let p = fx.pack_plugin(d, "1.0.0", &[]);
+        repo.publish(&fx, &p, d, "1.0.0", "dev");
+    }
+    let needs: Vec<(&str, &str)> = deps.iter().map(|d| (d.as_str(), "^1")).collect();
+    let big = fx.pack_plugin("big", "1.0.0", &needs);
+    repo.publish(&fx, &big, "big", "1.0.0", "dev");
+    repo.write(&fx, "op");
+    expect(&add_source(&fx, &repo.url(), "op.pub"), 0, "");
+    let r = fx.store_install(&["big"], &[]);
+    expect(&r, 101, "store.too_many_dependencies");
+    assert!(
+        r.stdout.contains("more than 256 dependencies"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("still missing after 256"), "{}", r.stdout);
+    assert!(fx.installed().is_empty());
 }

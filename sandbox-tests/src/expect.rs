@@ -96,7 +96,16 @@ pub fn posture(p: &ValidatedSandboxPolicy) -> posture::Expected {
         ("Max open files", r.nofile),
         ("Max processes", r.nproc),
         ("Max file size", r.fsize),
-        ("Max core file size", r.core),
+        // `core = 0` is set as 1 byte: the value a pipe core_pattern honours (it aborts the
+        // dump where it ignores 0); below any core file's size (review-137).
+        (
+            "Max core file size",
+            if r.core == Limit::Max(0) {
+                Limit::Max(1)
+            } else {
+                r.core
+            },
+        ),
         ("Max locked memory", r.memlock),
         ("Max cpu time", r.cpu_time_secs),
         (
@@ -145,7 +154,7 @@ mod tests {
         assert!(post
             .limits
             .iter()
-            .any(|(n, s, h)| n == "Max core file size" && s == "0" && h == "0"));
+            .any(|(n, s, h)| n == "Max core file size" && s == "1" && h == "1"));
     }
 
     #[test]

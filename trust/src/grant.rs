@@ -396,20 +396,37 @@ pub fn authorised_until(
     target: &str,
     now: u64,
 ) -> Result<u64, GrantError> {
+    authorising(grants, operator_keys, binding, target, now).map(|g| g.body.expires_at)
+}
+
+/// [`authorised_until`], with the grant itself: of the grants that verify and name the target,
+/// the one that expires last (the first of those in `grants` on a tie) — the one an audit
+/// record names as having authorised it.
+pub fn authorising<'a>(
+    grants: &'a [Grant],
+    operator_keys: &[PublicKey],
+    binding: &Binding<'_>,
+    target: &str,
+    now: u64,
+) -> Result<&'a Grant, GrantError> {
     let mut refusal = GrantError::Missing {
         target: target.to_string(),
     };
-    let mut until = None;
+    let mut best: Option<&Grant> = None;
     for g in grants
         .iter()
         .filter(|g| g.body.targets.iter().any(|t| t == target))
     {
         match g.verify(operator_keys, binding, now) {
-            Ok(()) => until = until.max(Some(g.body.expires_at)),
+            Ok(()) => {
+                if best.is_none_or(|b| g.body.expires_at > b.body.expires_at) {
+                    best = Some(g);
+                }
+            }
             Err(e) => refusal = e,
         }
     }
-    until.ok_or(refusal)
+    best.ok_or(refusal)
 }
 
 #[cfg(test)]

@@ -242,7 +242,9 @@ impl Statement {
             return Err(StatementError::Format(wire.format));
         }
         let manifest = Manifest::from_value(wire.manifest.clone())
-            .map_err(|e| Manifest::for_newer_runtime(&wire.manifest, runtime_version).unwrap_or(e))
+            .map_err(|e| {
+                Manifest::for_newer_runtime(&wire.manifest, &e, runtime_version).unwrap_or(e)
+            })
             .and_then(|m| m.validate(runtime_version))
             .map_err(StatementError::Manifest)?;
         if wire.files.len() > MAX_FILES {
@@ -500,7 +502,8 @@ mod tests {
     /// JSON of the expected shape"), and a signed manifest with a field this build does not know
     /// and a `min_runtime_version` above this runtime is `RuntimeTooOld` (it was `Parse`). A
     /// manifest with an unknown field for this runtime, or a newer one's version that does not
-    /// parse, stays a parse error: an unknown field is never dropped.
+    /// parse, stays a parse error: an unknown field is never dropped. So does a known field of
+    /// the wrong type, whatever runtime it asks for (review-130).
     #[test]
     fn a_package_of_a_newer_stockade_is_refused_as_such() {
         let rt = semver::Version::new(0, 1, 0);
@@ -517,14 +520,26 @@ mod tests {
             Statement::parse(&newer, &rt),
             Err(StatementError::NewerFormat(2))
         ));
-        for (min, newer_runtime) in [
-            (Some("0.2.0"), true),
-            (Some("0.1.0"), false),
-            (Some("not a version"), false),
-            (None, false),
+        // A field this build does not know, a capability it does not know, and (review-130) a
+        // known field of the wrong type, which is no newer runtime's: a parse error whatever
+        // runtime the manifest asks for (it was RuntimeTooOld with 0.2.0).
+        let unknown_field =
+            serde_json::json!({"name": "p", "version": "1.0.0", "seccomp_profile": "strict"});
+        let unknown_capability = serde_json::json!({"name": "p", "version": "1.0.0",
+            "requested_capabilities": ["log", "teleport"]});
+        let wrong_type = serde_json::json!({"name": "p", "version": 1});
+        let wrong_type_nested = serde_json::json!({"name": "p", "version": "1.0.0",
+            "dependencies": [{"name": "q", "version": 2}]});
+        for (base, min, newer_runtime) in [
+            (&unknown_field, Some("0.2.0"), true),
+            (&unknown_field, Some("0.1.0"), false),
+            (&unknown_field, Some("not a version"), false),
+            (&unknown_field, None, false),
+            (&unknown_capability, Some("0.2.0"), true),
+            (&wrong_type, Some("0.2.0"), false),
+            (&wrong_type_nested, Some("0.2.0"), false),
         ] {
-            let mut manifest =
-                serde_json::json!({"name": "p", "version": "1.0.0", "seccomp_profile": "strict"});
+            let mut manifest = base.clone();
             if let Some(min) = min {
                 manifest["min_runtime_version"] = min.into();
             }
@@ -533,12 +548,12 @@ mod tests {
             if newer_runtime {
                 assert!(
                     matches!(&r, Err(StatementError::Manifest(ManifestError::RuntimeTooOld { required })) if required == "0.2.0"),
-                    "{min:?}: {r:?}"
+                    "{base} {min:?}: {r:?}"
                 );
             } else {
                 assert!(
                     matches!(&r, Err(StatementError::Manifest(ManifestError::Parse(_)))),
-                    "{min:?}: {r:?}"
+                    "{base} {min:?}: {r:?}"
                 );
             }
         }

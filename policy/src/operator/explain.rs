@@ -545,9 +545,59 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         json!(format!("{}/{}", sb.inside_uid, sb.inside_gid)),
         None,
         None,
-        op.origin("identity.inside_uid"),
+        match op.origin("identity.inside_uid") {
+            Origin::Default => op.origin("identity.inside_gid"),
+            set => set,
+        },
         String::new(),
     );
+    // The rest of `[identity]` (audit-134: a reader of explain could not see them): the host
+    // uids plugins run as, which must be the plugins' alone, and the UTS name they see.
+    let last = u64::from(sb.uid_first) + u64::from(sb.uid_count).saturating_sub(1);
+    push(
+        "identity",
+        "host uid range",
+        json!(format!("{}-{last}", sb.uid_first)),
+        None,
+        None,
+        match op.origin("identity.uid_first") {
+            Origin::Default => op.origin("identity.uid_count"),
+            set => set,
+        },
+        "one host uid and gid per live plugin in root mode (the caller's own uid rootless)".into(),
+    );
+    push(
+        "identity",
+        "hostname",
+        json!(sb.hostname),
+        None,
+        None,
+        op.origin("identity.hostname"),
+        "the sandbox's own UTS namespace and /etc/hostname".into(),
+    );
+    // `[protocol]`: the plugin link's limits; each a bound on what one plugin may make the
+    // host hold or forward, ranked by its size (the default hook deadline is listed with the
+    // hooks).
+    let pl = &op.host.protocol;
+    for (k, v) in [
+        ("max_frame_bytes", pl.max_frame_bytes as u64),
+        ("max_in_flight", pl.max_in_flight as u64),
+        ("max_events_per_sec", u64::from(pl.max_events_per_sec)),
+        ("max_stderr_bytes", pl.max_stderr_bytes as u64),
+        ("handshake_timeout_ms", pl.handshake_timeout_ms),
+        ("frame_timeout_ms", pl.frame_timeout_ms),
+        ("shutdown_grace_ms", pl.shutdown_grace_ms),
+    ] {
+        push(
+            "protocol",
+            k,
+            json!(v),
+            None,
+            Some(v as f64),
+            op.origin(&format!("protocol.{k}")),
+            String::new(),
+        );
+    }
 
     let (exposure, exposure_items) = exposure(op, eff);
     Explanation {

@@ -401,6 +401,28 @@ const SANDBOX_SECTIONS: [&str; 6] = [
 const HOST_SECTIONS: [&str; 4] = ["capabilities", "protocol", "kv", "hooks"];
 
 impl MergedPolicy {
+    /// What the merged policy sets, as one text: every leaf (`a.b.c = value`, in key order) and
+    /// every `[capabilities]` section without `allow`, without the file each came from. Equal
+    /// texts, equal merged policy — for a fingerprint (serve's SIGHUP reload record names the
+    /// policy in force before and after by the SHA-256 of this text). Keys are quoted as TOML
+    /// strings, so no key can pass for a path of others.
+    pub fn canonical_text(&self) -> String {
+        let key = |path: &[String]| {
+            path.iter()
+                .map(|k| toml::Value::String(k.clone()).to_string())
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        let mut out = String::new();
+        for (path, leaf) in &self.leaves {
+            out.push_str(&format!("{} = {}\n", key(path), leaf.value));
+        }
+        for (path, _) in &self.bare_capabilities {
+            out.push_str(&format!("[{}] no allow\n", key(path)));
+        }
+        out
+    }
+
     /// Plugin names with a `[plugin."<name>"]` section.
     pub fn plugin_names(&self) -> Vec<String> {
         self.named("plugin")
@@ -777,3 +799,38 @@ fn insert(root: &mut toml::Table, path: &[String], value: toml::Value) {
 #[cfg(test)]
 #[path = "layers_diff_tests.rs"]
 mod diff_tests;
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::*;
+
+    fn merged(layers: &[(&str, &str)]) -> MergedPolicy {
+        let l: Vec<PolicyLayer> = layers
+            .iter()
+            .map(|(p, t)| PolicyLayer {
+                path: (*p).into(),
+                text: (*t).into(),
+            })
+            .collect();
+        merge(&l).unwrap()
+    }
+
+    /// serve's reload record fingerprints the merged policy by this text: the same settings
+    /// in other files give the same text, another value or a bare `[capabilities]` another.
+    #[test]
+    fn canonical_text_is_what_is_set_not_where() {
+        let one = merged(&[("a.toml", "version = 1\n[resources]\nmemory_max = \"64M\"\n")]);
+        let two = merged(&[
+            ("a.toml", "version = 1\n"),
+            ("b.toml", "version = 1\n[resources]\nmemory_max = \"64M\"\n"),
+        ]);
+        assert_eq!(one.canonical_text(), two.canonical_text());
+        let other = merged(&[("a.toml", "version = 1\n[resources]\nmemory_max = \"65M\"\n")]);
+        assert_ne!(one.canonical_text(), other.canonical_text());
+        let bare = merged(&[(
+            "a.toml",
+            "version = 1\n[resources]\nmemory_max = \"64M\"\n[capabilities]\n",
+        )]);
+        assert_ne!(one.canonical_text(), bare.canonical_text());
+    }
+}

@@ -75,6 +75,10 @@ pub use units::{CpuQuota, Limit, RawSize, UnitError};
 /// anything above it (EINVAL), so a larger value could never be applied.
 pub const MAX_PIDS: u64 = 4 << 20;
 
+/// The smallest `pids_max` and `nproc`: the sandbox's init and the program it forks. A smaller
+/// limit refuses the init's fork, so every launch would stop at that step.
+pub const MIN_PROCESSES: u64 = 2;
+
 /// The largest `nofile`: no kernel lets `RLIMIT_NOFILE` exceed `fs.nr_open`, and no `fs.nr_open`
 /// exceeds this (`INT_MAX` rounded down to a multiple of 64, the kernel's `sysctl_nr_open_max`);
 /// so `nofile` can be neither `"unlimited"` nor above it. The host's own `fs.nr_open` (1048576
@@ -744,10 +748,33 @@ impl SandboxPolicyFile {
                 ));
             }
         }
-        if resources.pids_max == Limit::Max(0) {
+        // The sandbox's init and the program are two processes of the sandbox's cgroup and of
+        // its uid: below two, the init's fork of the program fails and every launch stops with
+        // 125 (pids_max and nproc 0 and 1 passed validation before audit-134).
+        for (key, l) in [
+            ("resources.pids_max", resources.pids_max),
+            ("resources.nproc", resources.nproc),
+        ] {
+            if matches!(l, Limit::Max(n) if n < MIN_PROCESSES) {
+                return Err(invalid(
+                    key,
+                    FieldError::Range(format!(
+                        "must be at least {MIN_PROCESSES}: the sandbox's init and the program \
+                         are two processes, so a smaller limit refuses every launch"
+                    )),
+                ));
+            }
+        }
+        // RLIMIT_CPU 0 is no "no CPU time" the kernel applies gracefully: the first tick of
+        // CPU time kills (SIGKILL, soft = hard) whatever runs, so no program could start.
+        if resources.cpu_time_secs == Limit::Max(0) {
             return Err(invalid(
-                "resources.pids_max",
-                FieldError::Range("must be at least 1".into()),
+                "resources.cpu_time_secs",
+                FieldError::Range(
+                    "must be at least 1: RLIMIT_CPU 0 kills every program (SIGKILL) as it \
+                     starts"
+                        .into(),
+                ),
             ));
         }
         if matches!(resources.pids_max, Limit::Max(n) if n > MAX_PIDS) {

@@ -278,6 +278,17 @@ fn values_no_kernel_can_apply_are_refused() {
             "resources.pids_max",
             "the kernel's pid limit",
         ),
+        // audit-134: each passed validation and failed every launch (125 at the init's fork),
+        // or killed every program as it started (RLIMIT_CPU 0).
+        ("pids_max = 1", "resources.pids_max", "at least 2"),
+        ("pids_max = 0", "resources.pids_max", "at least 2"),
+        ("nproc = 1", "resources.nproc", "at least 2"),
+        ("nproc = 0", "resources.nproc", "at least 2"),
+        (
+            "cpu_time_secs = 0",
+            "resources.cpu_time_secs",
+            "RLIMIT_CPU 0 kills every program",
+        ),
         (
             "nofile = \"unlimited\"",
             "resources.nofile",
@@ -319,6 +330,11 @@ fn values_no_kernel_can_apply_are_refused() {
     assert_eq!(p.resources.pids_max, Limit::Max(MAX_PIDS));
     assert_eq!(p.resources.nofile, Limit::Max(MAX_NOFILE));
     assert!(res("pids_max = \"unlimited\"\ncpu_max = \"unlimited\"").is_ok());
+    // The minima themselves launch (checked with `stockade exec`, and in policy_differential).
+    let p = res("pids_max = 2\nnproc = 2\ncpu_time_secs = 1").unwrap();
+    assert_eq!(p.resources.pids_max, Limit::Max(MIN_PROCESSES));
+    assert_eq!(p.resources.nproc, Limit::Max(MIN_PROCESSES));
+    assert_eq!(p.resources.cpu_time_secs, Limit::Max(1));
 }
 
 /// A read-only entry inside a writable tree would be writable (the writable bind is applied

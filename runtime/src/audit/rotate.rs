@@ -41,7 +41,7 @@
 
 use super::{
     check_head, lock_log, open_log, read_head, read_last, write_head, AuditError, Continues, Event,
-    Head, Record, GENESIS, HEAD_SCHEMA, SCHEMA,
+    Head, Record, GENESIS, HEAD_SCHEMA,
 };
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -322,7 +322,7 @@ pub fn stillborn(path: &Path) -> bool {
     };
     let own = file_name(path);
     let names = |k: &str| r.detail[k]["file"].as_str() == Some(own.as_str());
-    r.schema == SCHEMA
+    super::known_version(&r.schema).is_some()
         && r.event == Event::Rotation
         && r.seq == 0
         && r.compute_hash().is_ok_and(|h| h == r.hash)

@@ -326,7 +326,10 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     let mut rec = Record::new(Event::Launch, "ok");
     rec.policy_sha256 = Some(policy_sha256.clone());
     rec.layers = audit::enforced_layers(sb.report());
-    rec.detail = serde_json::json!({"command": args.command, "pid": sb.pid()});
+    let mut detail = audit::launch_build(sb.report());
+    detail.insert("command".into(), serde_json::json!(args.command));
+    detail.insert("pid".into(), serde_json::json!(sb.pid()));
+    rec.detail = detail.into();
     if let Err(e) = audit::append_or_fail(&log, rec) {
         sb.kill();
         return Err(e);

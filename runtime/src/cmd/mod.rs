@@ -13,6 +13,7 @@ use crate::output::Output;
 
 pub mod audit;
 pub mod ca;
+pub mod config_audit;
 pub mod grant;
 pub mod http_bridge;
 pub mod inspect;

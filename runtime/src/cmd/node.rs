@@ -5,6 +5,7 @@
 //! `<state-dir>/license.json`).
 
 use crate::cli::{NodeInfoArgs, NodeLicenseInstallArgs};
+use crate::cmd::config_audit;
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::fileio::{read_capped, write_state_file};
@@ -54,7 +55,7 @@ pub fn info(a: NodeInfoArgs, out: Output) -> Result<Exit, CmdError> {
     let roots = match &a.trust {
         Some(t) => Some(
             TrustConfig::load(t, TrustMode::Strict, &a.state_dir)
-                .map_err(|e| CmdError::new(Exit::Config, "trust_dir", e))?
+                .map_err(trust_dir_err)?
                 .root_keys(),
         ),
         None => None,
@@ -126,6 +127,17 @@ struct InstallReport {
     installed: PathBuf,
     serial: String,
     state: LicenseState,
+    /// The install was made but its `ok` audit record could not be written (docs/audit.md).
+    audit_error: Option<serde_json::Value>,
+}
+
+/// The trust directory could not be loaded (78 `trust_dir`), hinted for its cause as `verify`
+/// hints it ([`crate::trustdir::TrustDirError::hint`]): a revocation list too large or
+/// unreadable is not "pin the root CA" (what `license install` said of every cause) nor left
+/// without a hint (`node info --trust`).
+fn trust_dir_err(e: crate::trustdir::TrustDirError) -> CmdError {
+    let hint = e.hint();
+    CmdError::new(Exit::Config, "trust_dir", e).hint(hint)
 }
 
 /// `stockade node license install`.
@@ -136,10 +148,46 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
         CmdError::new(Exit::DataErr, "license", e)
             .hint("pass a license file written by `stockade ca license`")
     })?;
-    let cfg = TrustConfig::load(&a.trust, TrustMode::Strict, &a.state_dir).map_err(|e| {
-        CmdError::new(Exit::Config, "trust_dir", e)
-            .hint("pin the root CA that signed the license in the trust directory")
+    // Recorded, whatever is decided (docs/audit.md "Configuration changes and bypassed guards"):
+    // a license decides what this node may run (a frozen one runs only what is installed).
+    let log = config_audit::audit_log(&a.root)?;
+    let in_place = read_license(&a.state_dir).ok().flatten();
+    let rec = config_audit::config_record(
+        "license_install",
+        serde_json::json!({
+            "serial": lic.body.serial, "state": lic.body.state,
+            "issuer_key_id": lic.body.issuer_key_id, "issued_at": lic.body.issued_at,
+            "expires_at": lic.body.expires_at, "hardware_bound": lic.body.hardware_id.is_some(),
+            "replaced_serial": in_place.as_ref().map(|l| l.body.serial.clone()),
+            "replaced_state": in_place.as_ref().map(|l| l.body.state),
+        }),
+    );
+    let memory =
+        license_checks(&a, &lic).map_err(|e| config_audit::refused(&log, rec.clone(), e))?;
+    let (dest, audit_error) = config_audit::audited(&log, rec, out, "license installed", || {
+        save_license(&a, &lic, memory, &bytes)
     })?;
+    let r = InstallReport {
+        installed: dest,
+        serial: lic.body.serial.clone(),
+        state: lic.body.state,
+        audit_error,
+    };
+    out.emit(&r, |r| {
+        format!(
+            "installed license {} at {}\n",
+            term(&r.serial),
+            term_path(&r.installed)
+        )
+    });
+    Ok(Exit::Ok)
+}
+
+/// `license install`'s checks of `lic` (signature, issuer, validity, hardware, serial,
+/// rollback), nothing written: the license memory to save with it.
+fn license_checks(a: &NodeLicenseInstallArgs, lic: &License) -> Result<LicenseMemory, CmdError> {
+    let cfg =
+        TrustConfig::load(&a.trust, TrustMode::Strict, &a.state_dir).map_err(trust_dir_err)?;
     let hw = hardware_id().ok();
     lic.verify(&cfg.root_keys(), unix_now(), hw.as_deref().unwrap_or("")).map_err(|e| {
         // One kind per code: `license` alone is the malformed file (65), as when it does not
@@ -178,8 +226,7 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
     // installed last (of any serial) unless it is that file, would undo what replaced it (a
     // freeze). The currently installed file is not needed for this (installing is how a deleted
     // one is put back), only the memory.
-    let mut memory =
-        LicenseMemory::load(&a.state_dir).map_err(|e| NodeError::Memory(e).into_cmd())?;
+    let memory = LicenseMemory::load(&a.state_dir).map_err(|e| NodeError::Memory(e).into_cmd())?;
     // Memory an earlier build wrote records no license installed last: the license in place
     // (if it passes the per-serial rule) is that one. Else an old active license of another
     // serial would be installed over a frozen one on the first install after an upgrade.
@@ -192,6 +239,16 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
     });
     lic.check_not_rolled_back(&memory.seen, floor.as_ref())
         .map_err(|e| NodeError::Rollback(e).into_cmd())?;
+    Ok(memory)
+}
+
+/// Install `lic` (its file `bytes`) that passed [`license_checks`]: its memory, then the file.
+fn save_license(
+    a: &NodeLicenseInstallArgs,
+    lic: &License,
+    mut memory: LicenseMemory,
+    bytes: &[u8],
+) -> Result<PathBuf, CmdError> {
     ensure_dir(&a.state_dir).map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;
     // Remembered, with this license as the one installed last, before the license is written
     // (one atomic write of the memory): a crash between the two leaves a node that refuses the
@@ -206,19 +263,7 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
             .map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;
     }
     let dest = a.state_dir.join(LICENSE_FILE);
-    write_state_file(&dest, &bytes, 0o644)
+    write_state_file(&dest, bytes, 0o644)
         .map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;
-    let r = InstallReport {
-        installed: dest,
-        serial: lic.body.serial.clone(),
-        state: lic.body.state,
-    };
-    out.emit(&r, |r| {
-        format!(
-            "installed license {} at {}\n",
-            term(&r.serial),
-            term_path(&r.installed)
-        )
-    });
-    Ok(Exit::Ok)
+    Ok(dest)
 }

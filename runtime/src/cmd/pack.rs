@@ -53,6 +53,51 @@ fn load_cert(path: &Path, what: &str) -> Result<(Vec<u8>, Certificate), CmdError
     Ok((bytes, cert))
 }
 
+/// What the entrypoint `entry` of the plugin in `dir` needs the kernel to find that every
+/// launch will miss (audit-131): a `#!` line ending in CR LF (the kernel looks for an
+/// interpreter named `…\r`), or a `#!` interpreter or ELF loader outside what the sandbox shows
+/// by default (the policy's default `read_only` — /usr, /bin, /lib… — and the package at
+/// /plugin): a virtualenv's python, `/opt/…`, `/nix/store/…`. Warnings only: the package is
+/// still made (an operator may add the directory to `[filesystem] read_only`), and the launch
+/// says the same (127 `interpreter_not_found`). None for a file that cannot be read here (the
+/// payload was built from it just before: it is the packer's own file).
+fn entrypoint_warnings(dir: &Path, entry: &str) -> Vec<String> {
+    use crate::sandbox::Interpreter;
+    let Ok(file) = std::fs::File::open(dir.join(entry)) else {
+        return Vec::new();
+    };
+    let Some(interpreter) = Interpreter::of(&std::os::fd::OwnedFd::from(file)) else {
+        return Vec::new();
+    };
+    let shown = |p: &str| {
+        let p = Path::new(p);
+        p.starts_with("/plugin")
+            || stockade_policy::sandbox::DEFAULT_READ_ONLY
+                .iter()
+                .any(|r| p.starts_with(r))
+    };
+    let outside = "is outside what the sandbox shows by default (/usr — /bin, /lib through it \
+                   —, and the package at /plugin): every launch fails (127 \
+                   interpreter_not_found) unless the node's policy adds its directory to \
+                   [filesystem] read_only";
+    match interpreter {
+        Interpreter::Script { path, crlf: true } => vec![format!(
+            "{entry}: its `#!` line ends in CR LF (Windows line endings), so the kernel looks \
+             for an interpreter named `{path}\\r` and every launch fails (127 \
+             interpreter_not_found): convert the file to LF line endings"
+        )],
+        Interpreter::Script { path, .. } if !shown(&path) => vec![format!(
+            "{entry}: its `#!` interpreter `{path}` {outside}; name one under /usr \
+             (`#!/usr/bin/python3`, `#!/bin/sh`)"
+        )],
+        Interpreter::Loader(path) if !shown(&path) => vec![format!(
+            "{entry}: its dynamic loader `{path}` (ELF PT_INTERP) {outside}; link it \
+             statically, or for the host's C library"
+        )],
+        _ => Vec::new(),
+    }
+}
+
 /// Run `stockade pack`.
 pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
     if !a.dir.is_dir() {
@@ -168,6 +213,13 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
         };
         CmdError::new(Exit::DataErr, "pack", e).hint(hint)
     })?;
+
+    // What the kernel must find inside the sandbox to run the entrypoint: said now, not at
+    // the first launch on a node (127 `interpreter_not_found`).
+    for w in entrypoint_warnings(&a.dir, manifest.entrypoint()) {
+        out.note(format!("warning: {}", term(&w)));
+        warnings.push(w);
+    }
 
     let (dev_bytes, dev) = load_cert(&a.devcert, "developer")?;
     let (int_bytes, int) = load_cert(&a.intcert, "intermediate")?;

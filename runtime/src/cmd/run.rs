@@ -365,12 +365,19 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         .iter()
         .find(|l| l.layer == "process")
         .map(|l| l.details["prepared"].clone());
-    rec.detail = json!({
-        "pid": sb.pid(),
-        "granted": host_policy.capabilities.allow,
-        "prepared": prepared,
-        "tree": tree,
-    });
+    let mut detail = audit::launch_build(sb.report());
+    detail.extend(
+        json!({
+            "pid": sb.pid(),
+            "granted": host_policy.capabilities.allow,
+            "prepared": prepared,
+            "tree": tree,
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default(),
+    );
+    rec.detail = detail.into();
     let layers = rec.layers.clone();
     audit::append_or_fail(&log, rec)?;
     base.layers = layers;
@@ -462,9 +469,11 @@ fn extract_beside_build(
     let argv = plugin_policy::entry_argv(checked.view());
     // Not openable (a kept tree that lost its entrypoint: step 8 finds it out and extracts the
     // package again): extract, then launch, in turn.
+    let shown = plugin_policy::entry_shown(checked.view());
     let Ok(program) = sandbox::Program::reserved(&entry) else {
         return in_turn(checked);
     };
+    let program = program.named(shown.clone());
     let reserved_id = sys::file_id(program.fd.as_fd());
     let built_around = checked.view().dir.to_path_buf();
     let spec = plugin_policy::spec_with(checked.view(), policy, (program, argv.clone()));
@@ -493,8 +502,8 @@ fn extract_beside_build(
         Err(e) => return Ok((pkg, Err(e))),
     };
     let written = match sandbox::Program::open(&entry.to_string_lossy(), "") {
-        Ok(p) => p,
-        Err(e) => return Ok((pkg, Err(e))),
+        Ok(p) => p.named(shown),
+        Err(e) => return Ok((pkg, Err(e.naming(&shown)))),
     };
     let same = matches!((sys::file_id(written.fd.as_fd()), reserved_id), (Ok(a), Ok(b)) if a == b);
     if same && !written.is_script {

@@ -8,6 +8,7 @@ use crate::cli::{
     SourceAddArgs, SourceListArgs, SourceRefreshArgs, SourceRemoveArgs, SourceRepinArgs,
     SourceRepinAuthorArgs,
 };
+use crate::cmd::config_audit::{audit_log, audited, config_record, refused};
 use crate::error::CmdError;
 use crate::exit::Exit;
 use crate::keyfile::{load_public, unix_now};
@@ -57,9 +58,10 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
     let operator = key(&a.operator_key)?;
     let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref())
         .map_err(SourceError::into_cmd)?;
+    let log = audit_log(&a.root)?;
     let _lock = lock_to_change(&places, SOURCES_FILE, a.store.lock.no_wait)?;
     // The source is added only if its index verifies now, against the key given: verified in
-    // memory first, saved after (a kill while fetching leaves nothing added).
+    // memory first, recorded, saved after (a kill while fetching leaves nothing added).
     let src = Source {
         url: url.clone(),
         operator_pubkey: operator.to_base64(),
@@ -68,8 +70,21 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
         seen_sha256: None,
         refreshed_at: None,
     };
-    let vi = sources::add(&places, &a.name, src, unix_now()).map_err(SourceError::into_cmd)?;
+    let rec = config_record(
+        "source_add",
+        json!({"source": a.name, "url": url, "old_key_id": null,
+               "new_key_id": operator.key_id.to_string(),
+               "new_fingerprint": fingerprint(&operator)}),
+    );
+    let pending = sources::check_add(&places, &a.name, src, unix_now())
+        .map_err(|e| refused(&log, rec.clone(), e.into_cmd()))?;
+    let mut rec = rec;
+    rec.detail["index_version"] = pending.index().index.version.into();
+    let (vi, audit_error) = audited(&log, rec, out, "source added", || {
+        pending.save(&places).map_err(SourceError::into_cmd)
+    })?;
     let report = json!({
+        "audit_error": audit_error,
         "name": a.name, "url": url,
         "operator_key_id": operator.key_id.to_string(),
         "operator_fingerprint": fingerprint(&operator),
@@ -269,25 +284,43 @@ pub fn remove(a: SourceRemoveArgs, out: Output) -> Result<Exit, CmdError> {
     let state = &a.store.state_dir;
     let places =
         Places::new(state, a.sources.sources_dir.as_deref()).map_err(SourceError::into_cmd)?;
+    let log = audit_log(&a.root)?;
     let _lock = lock_to_change(&places, SOURCES_FILE, a.store.lock.no_wait)?;
     let mut all = Sources::load(&places).map_err(SourceError::into_cmd)?;
-    if all.sources.remove(&a.name).is_none() {
-        return Err(SourceError::UnknownSource(a.name).into_cmd());
-    }
+    let Some(gone) = all.sources.remove(&a.name) else {
+        let rec = config_record("source_remove", json!({"source": a.name}));
+        return Err(refused(
+            &log,
+            rec,
+            SourceError::UnknownSource(a.name).into_cmd(),
+        ));
+    };
+    let old = PublicKey::from_base64(&gone.operator_pubkey).ok();
+    let rec = config_record(
+        "source_remove",
+        json!({"source": a.name, "url": gone.url,
+               "old_key_id": old.as_ref().map(|k| k.key_id.to_string()), "new_key_id": null}),
+    );
     let mut seen = SeenIndexes::load(state).map_err(SourceError::into_cmd)?;
     let cache = sources::IndexCache::hold(state).map_err(SourceError::into_cmd)?;
-    all.save(&places).map_err(SourceError::into_cmd)?;
-    // The shared memory forgets it too: a source added later under this name starts afresh.
-    if seen.sources.remove(&a.name).is_some() {
-        seen.save(state).map_err(SourceError::into_cmd)?;
-    }
+    let ((), audit_error) = audited(&log, rec, out, "source removed", || {
+        all.save(&places).map_err(SourceError::into_cmd)?;
+        // The shared memory forgets it too: a source added later under this name starts afresh.
+        if seen.sources.remove(&a.name).is_some() {
+            seen.save(state).map_err(SourceError::into_cmd)?;
+        }
+        Ok(())
+    })?;
     cache.forget(&a.name);
-    out.emit(&json!({"removed": a.name}), |_| {
-        format!(
-            "removed source {} (plugins installed from it stay installed and get no updates)",
-            a.name
-        )
-    });
+    out.emit(
+        &json!({"removed": a.name, "audit_error": audit_error}),
+        |_| {
+            format!(
+                "removed source {} (plugins installed from it stay installed and get no updates)",
+                a.name
+            )
+        },
+    );
     Ok(Exit::Ok)
 }
 
@@ -316,22 +349,37 @@ pub fn repin(a: SourceRepinArgs, out: Output) -> Result<Exit, CmdError> {
     let places = Places::new(&a.store.state_dir, a.sources.sources_dir.as_deref())
         .map_err(SourceError::into_cmd)?;
     let new = key(&a.operator_key)?;
+    let log = audit_log(&a.root)?;
     let _lock = lock_to_change(&places, SOURCES_FILE, a.store.lock.no_wait)?;
     let mut all = Sources::load(&places).map_err(SourceError::into_cmd)?;
+    let mut rec = config_record(
+        "source_repin",
+        json!({"source": a.name, "old_key_id": null, "new_key_id": new.key_id.to_string(),
+               "new_fingerprint": fingerprint(&new)}),
+    );
     let Some(s) = all.sources.get_mut(&a.name) else {
-        return Err(SourceError::UnknownSource(a.name).into_cmd());
+        return Err(refused(
+            &log,
+            rec,
+            SourceError::UnknownSource(a.name).into_cmd(),
+        ));
     };
     let old = PublicKey::from_base64(&s.operator_pubkey).ok();
+    rec.detail["old_key_id"] = json!(old.as_ref().map(|k| k.key_id.to_string()));
+    rec.detail["old_fingerprint"] = json!(old.as_ref().map(fingerprint));
     confirm(
         a.yes,
         &format!("operator (source {})", a.name),
         old.as_ref(),
         &new,
-    )?;
+    )
+    .map_err(|e| refused(&log, rec.clone(), e))?;
     s.operator_pubkey = new.to_base64();
-    all.save(&places).map_err(SourceError::into_cmd)?;
+    let ((), audit_error) = audited(&log, rec, out, "operator key re-pinned", || {
+        all.save(&places).map_err(SourceError::into_cmd)
+    })?;
     out.emit(
-        &json!({"source": a.name, "operator_key_id": new.key_id.to_string(), "operator_fingerprint": fingerprint(&new)}),
+        &json!({"source": a.name, "operator_key_id": new.key_id.to_string(), "operator_fingerprint": fingerprint(&new), "audit_error": audit_error}),
         |_| format!("source {}: operator key re-pinned to {}", a.name, describe(&new)),
     );
     Ok(Exit::Ok)
@@ -361,15 +409,23 @@ pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdEr
         }
     }
     let new = key(&a.author_key)?;
+    let log = audit_log(&a.root)?;
     let _lock = lock_to_change(&places, PINS_FILE, a.store.lock.no_wait)?;
     let mut pins = Pins::load(&places).map_err(SourceError::into_cmd)?;
     let old = pins.key(&a.id).map_err(SourceError::into_cmd)?;
+    let mut rec = config_record(
+        "author_repin",
+        json!({"plugin": a.id, "author": a.author,
+               "old_key_id": old.as_ref().map(|k| k.key_id.to_string()),
+               "new_key_id": new.key_id.to_string(), "new_fingerprint": fingerprint(&new)}),
+    );
     confirm(
         a.yes,
         &format!("author (plugin {})", a.id),
         old.as_ref(),
         &new,
-    )?;
+    )
+    .map_err(|e| refused(&log, rec.clone(), e))?;
     let now = unix_now();
     pins.set(&a.id, &new, "manual", now);
     let mut replaced = Vec::new();
@@ -389,12 +445,16 @@ pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdEr
                     .join(", ")
             ),
         };
-        confirm(a.yes, &what, old.as_ref(), &new)?;
+        rec.detail["old_author_key_id"] = json!(old.as_ref().map(|k| k.key_id.to_string()));
+        rec.detail["replaced_author_pins"] = json!(replaced);
+        confirm(a.yes, &what, old.as_ref(), &new).map_err(|e| refused(&log, rec.clone(), e))?;
         pins.set_of(PinKind::Author, name, &new, "manual", now);
     }
-    pins.save(&places).map_err(SourceError::into_cmd)?;
+    let ((), audit_error) = audited(&log, rec, out, "author key re-pinned", || {
+        pins.save(&places).map_err(SourceError::into_cmd)
+    })?;
     out.emit(
-        &json!({"id": a.id, "author": a.author, "replaced_author_pins": replaced, "author_key_id": new.key_id.to_string(), "author_fingerprint": fingerprint(&new)}),
+        &json!({"id": a.id, "author": a.author, "replaced_author_pins": replaced, "author_key_id": new.key_id.to_string(), "author_fingerprint": fingerprint(&new), "audit_error": audit_error}),
         |_| format!("{}: author key re-pinned to {}", a.id, describe(&new)),
     );
     Ok(Exit::Ok)

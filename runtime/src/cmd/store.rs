@@ -21,7 +21,7 @@ use crate::fileio::{FileError, HeldDirError};
 use crate::keyfile::unix_now;
 use crate::node::NodeIdentity;
 use crate::output::{term, Output};
-use crate::package::report::Report;
+use crate::package::report::{Report, SignatureStatus};
 use crate::package::{open_verified_in, VerifyError};
 use crate::sources::{self, Fetched, PinKind, Places, Session, SourceError, Sources, Want};
 use crate::store::{
@@ -420,13 +420,16 @@ impl Job<'_> {
     }
 
     /// With sources: fetch every dependency that neither the staged set nor the store satisfies
-    /// (highest matching version), until closed. Without sources the dependency check names what
-    /// is missing.
+    /// (highest matching version), until closed — [`MAX_FETCHED_DEPENDENCIES`] at most: one
+    /// more still missing is refused (`store.too_many_dependencies`, 101, an `install`
+    /// `refused` record, nothing installed), where it stopped fetching and went on silently.
+    /// Without sources the dependency check names what is missing.
     fn add_missing_dependencies(&mut self) -> Result<(), CmdError> {
         if self.session.is_none() {
             return Ok(());
         }
-        for _ in 0..256 {
+        let mut fetched = 0;
+        loop {
             let mut missing = None;
             'outer: for p in &self.staged {
                 for (dep, req) in &p.entry.requires {
@@ -454,6 +457,23 @@ impl Job<'_> {
             let Some((dep, req)) = missing else {
                 return Ok(());
             };
+            if fetched == MAX_FETCHED_DEPENDENCIES {
+                let detail = json!({"kind": "store.too_many_dependencies",
+                                    "fetched": fetched, "missing": dep});
+                let err = CmdError::msg(
+                    Exit::Dependency,
+                    "store.too_many_dependencies",
+                    format!(
+                        "more than {MAX_FETCHED_DEPENDENCIES} dependencies to fetch from the \
+                         sources ({dep} {req} still missing after {fetched}); nothing was installed"
+                    ),
+                )
+                .hint(
+                    "install some of the dependencies first (`stockade install NAME…`), then this",
+                );
+                return Err(self.refuse(detail, err));
+            }
+            fetched += 1;
             match self.add_from_index(&dep, Some(&Want::Req(req)), None) {
                 Ok(()) => {}
                 // Not listed anywhere: the dependency check below names the chain.
@@ -463,9 +483,13 @@ impl Job<'_> {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 }
+
+/// Dependencies one `install` or `update` fetches from the sources at most (each a download
+/// and a verification): a bound on what a source's index can make a node fetch, far above any
+/// real plugin's dependencies.
+pub const MAX_FETCHED_DEPENDENCIES: usize = 256;
 
 /// Versions, dependencies, pins, commit, audit; the report.
 fn finish(
@@ -655,7 +679,7 @@ fn commit_audited(
 }
 
 /// Say on stderr that a committed change's `ok` audit record is missing ([`commit_audited`]).
-fn note_audit_error(out: Output, what: &str, e: Option<&serde_json::Value>) {
+pub(crate) fn note_audit_error(out: Output, what: &str, e: Option<&serde_json::Value>) {
     if let Some(e) = e {
         let mut chain = vec![e["message"].as_str().unwrap_or_default()];
         chain.extend(
@@ -1178,8 +1202,17 @@ pub fn remove(a: RemoveArgs, out: Output) -> Result<Exit, CmdError> {
     rec.plugin = Some(p.name.clone());
     rec.version = Some(p.version.clone());
     rec.package_sha256 = Some(p.package_sha256.clone());
-    rec.signer_chain = p.signer_chain.clone();
     rec.detail = json!({"forced": a.force, "broken_dependents": needed_by});
+    // As a verification record says it ([`crate::audit::for_report`]): a signer a trust mode
+    // below strict let through unproven is only claimed — by the same rule
+    // ([`crate::audit::signer_proven`]); a status this build cannot read proves nothing.
+    let proven =
+        SignatureStatus::from_name(&p.signature_status).is_some_and(crate::audit::signer_proven);
+    if proven {
+        rec.signer_chain = p.signer_chain.clone();
+    } else {
+        rec.detail["claimed_signer_chain"] = json!(p.signer_chain);
+    }
     let audit_error = commit_audited(&log, vec![rec], || {
         store.remove(std::slice::from_ref(&a.id)).map(drop)
     })?;

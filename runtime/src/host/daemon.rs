@@ -104,6 +104,9 @@ pub struct Daemon {
     next_conn: usize,
     hot: Vec<usize>,
     pub(crate) plugins: BTreeMap<String, Entry>,
+    /// While an agent's `plugin_load` is handled, that agent's uid: every record the load
+    /// writes (verification, grant, denial, launch) names it as `detail.agent_uid`.
+    pub(crate) load_agent: Option<u32>,
     /// Hook → the plugins whose ready incarnation registered it (each entry's `hooks`,
     /// inverted): a `hook_invoke` looks its targets up here instead of scanning every loaded
     /// plugin (that scan was most of the 1,000-plugin round trip's growth).
@@ -213,6 +216,7 @@ impl Daemon {
             next_conn: CONN_BASE,
             hot: Vec::new(),
             plugins: BTreeMap::new(),
+            load_agent: None,
             hook_index: BTreeMap::new(),
             calls: HashMap::new(),
             next_call: 1,
@@ -330,9 +334,12 @@ impl Daemon {
                     t if t.0 >= super::sertone::HTTP_BASE => self.sertone_event(t.0, now),
                     SIGNALS => {
                         let mut stop = false;
-                        while let Ok(Some(sig)) = crate::sys::read_signalfd(self.sigfd.as_fd()) {
+                        while let Ok(Some(from)) =
+                            crate::sys::read_signalfd_from(self.sigfd.as_fd())
+                        {
+                            let sig = from.signo;
                             if sig == libc::SIGHUP {
-                                self.reload_policy(now);
+                                self.reload_policy(now, from);
                             } else {
                                 log_line(&format!("signal {sig}: stopping every plugin"));
                                 stop = true;
@@ -405,7 +412,29 @@ impl Daemon {
     /// user can no longer read it (a `chmod 0700` of `policy.d`, a directory above it made
     /// another's) — is refused too: its layers would silently drop out of every later restart,
     /// which is how a directory that only restricts would weaken every plugin's sandbox.
-    fn reload_policy(&mut self, now: Instant) {
+    ///
+    /// Each reload, applied or refused, is a `configuration` record (`policy_reload`: the
+    /// sender's uid and pid, the SHA-256 of the policy in force before and of the one read,
+    /// the refusal's `kind` and `reason`); an applied one whose record cannot be written is not
+    /// applied (docs/audit.md "Configuration changes and bypassed guards").
+    fn reload_policy(&mut self, now: Instant, from: crate::sys::SignalFrom) {
+        let fingerprint = |p: &stockade_policy::operator::MergedPolicy| {
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                p.canonical_text().as_bytes(),
+            ))
+        };
+        let mut rec = crate::audit::Record::new(crate::audit::Event::Configuration, "ok");
+        rec.detail = json!({
+            "change": "policy_reload", "uid": from.uid, "pid": from.pid,
+            "policy_sha256_before": fingerprint(&self.cfg.policy),
+            "policy_sha256_after": null,
+        });
+        let refused = |mut rec: crate::audit::Record, kind: &str, reason: &str| {
+            rec.outcome = "refused".into();
+            rec.detail["kind"] = kind.into();
+            rec.detail["reason"] = reason.into();
+            rec
+        };
         match crate::policyfiles::load_noting(&self.cfg.policy_source) {
             Ok(l)
                 if l.skipped
@@ -418,15 +447,29 @@ impl Daemon {
                     .filter(|d| !self.cfg.policy_skipped.contains(d))
                     .map(|d| term(&d.display().to_string()).into_owned())
                     .collect();
-                log_line(&format!(
-                    "SIGHUP: policy not reloaded, keeping the one in force: {} cannot be read by \
-                     this user any longer, and its layers would be left out; make it readable \
-                     again, or restart the daemon to run without them",
+                let why = format!(
+                    "{} cannot be read by this user any longer, and its layers would be left out",
                     lost.join(", ")
+                );
+                log_line(&format!(
+                    "SIGHUP: policy not reloaded, keeping the one in force: {why}; make it \
+                     readable again, or restart the daemon to run without them"
                 ));
+                self.audit_reload(refused(rec, "policy_dir_unreadable", &why));
             }
             Ok(l) => {
                 let p = l.policy;
+                rec.detail["policy_sha256_after"] = fingerprint(&p).into();
+                rec.detail["layers"] = json!(p.layers);
+                if let Err(e) = crate::audit::append_or_fail(&self.cfg.audit, rec) {
+                    log_line(&format!(
+                        "SIGHUP: policy not reloaded, keeping the one in force: its audit record \
+                         cannot be written: {}",
+                        term(&e.chain().join(": "))
+                    ));
+                    self.recheck_loaded(now);
+                    return;
+                }
                 log_line(&format!(
                     "SIGHUP: policy reloaded ({} layer(s)); it applies from the next launch or restart",
                     p.layers.len()
@@ -435,12 +478,27 @@ impl Daemon {
                 self.cfg.policy_skipped = l.skipped;
                 self.policy_generation += 1;
             }
-            Err(e) => log_line(&format!(
-                "SIGHUP: policy not reloaded, keeping the one in force: {}",
-                term(&e.into_cmd().chain().join(": "))
-            )),
+            Err(e) => {
+                let e = e.into_cmd();
+                let why = e.chain().join(": ");
+                log_line(&format!(
+                    "SIGHUP: policy not reloaded, keeping the one in force: {}",
+                    term(&why)
+                ));
+                self.audit_reload(refused(rec, e.kind(), &why));
+            }
         }
         self.recheck_loaded(now);
+    }
+
+    /// Append a refused reload's record; one that cannot be written is logged (nothing changed).
+    fn audit_reload(&self, rec: crate::audit::Record) {
+        if let Err(e) = crate::audit::append_or_fail(&self.cfg.audit, rec) {
+            log_line(&format!(
+                "audit record not written: {}",
+                term(&e.chain().join(": "))
+            ));
+        }
     }
 
     /// Begin the graceful stop (signal): no new connections or restarts, every plugin stopped.
@@ -638,6 +696,11 @@ impl Daemon {
         self.fanouts.values().any(|f| f.conn == t) || self.fleet_awaits(t)
     }
 
+    /// The uid of connection `conn`'s peer (an agent's request recorded with who made it).
+    pub(crate) fn peer_uid(&self, conn: usize) -> Option<u32> {
+        self.conns.get(&conn).map(|c| c.peer.uid)
+    }
+
     pub(crate) fn send(&mut self, conn: usize, v: &Value) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.queue(v);
@@ -660,7 +723,7 @@ impl Daemon {
             },
             "plugin_load" => return self.plugin_load(conn, id, p),
             "plugin_unload" => return self.plugin_unload(conn, id, p, now),
-            "plugin_restart" => self.plugin_restart(p, now),
+            "plugin_restart" => self.plugin_restart(conn, p, now),
             "plugin_list" => no_params(p).map(|()| {
                 json!({"plugins": self
                 .plugins

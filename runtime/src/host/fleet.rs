@@ -191,8 +191,9 @@ pub struct Entry {
     /// `restart` record's `requested`): kept while that launch is put off for the moment, as
     /// [`Entry::relaunch_for`] is. Told by the phase instead (`Relaunch`), the restart of a
     /// plugin without a process — quarantined, held, restarting — or one tried again said
-    /// `requested: false` (review-129).
-    restart_requested: bool,
+    /// `requested: false` (review-129). Holds what the record says of that request:
+    /// `agent_uid`, and `quarantine_lifted` when the plugin was quarantined then (audit-135).
+    restart_requested: Option<Value>,
     /// The grant targets the current incarnation's launch was authorised for
     /// ([`crate::plugin_policy::LaunchPolicy::granted_targets`]), checked again by the periodic
     /// trust check ([`Daemon::check_grants_now`]).
@@ -215,8 +216,9 @@ pub struct Entry {
     /// The version a store update taken at a relaunch replaced ([`Daemon::take_update`]),
     /// until that relaunch's launch is had: a launch put off for the moment (the trust
     /// configuration unusable, the host out of uids) and tried again is still the update's,
-    /// and its `restart` record says so (`reason` `"update"`, `from_version`).
-    update_from: Option<String>,
+    /// and its `restart` record says so (`reason` `"update"`, `from_version`); with whether
+    /// that update lifted a quarantine (`quarantine_lifted`).
+    update_from: Option<(String, bool)>,
     /// Why the daemon itself unloads it (`{"kind": "removed", "message"}`), said by its
     /// `unloaded` notification; none for an agent's `plugin_unload`.
     unload_reason: Option<Value>,
@@ -471,9 +473,17 @@ pub(crate) fn state_line(p: &Value) -> String {
 }
 
 impl Daemon {
+    /// `r`, naming the agent whose `plugin_load` it comes from ([`Daemon::load_agent`]).
+    pub(crate) fn for_agent(&self, mut r: Record) -> Record {
+        if let (Some(uid), Some(d)) = (self.load_agent, r.detail.as_object_mut()) {
+            d.insert("agent_uid".into(), json!(uid));
+        }
+        r
+    }
+
     /// Append a record; a failure is logged (the event already happened).
     fn audit(&self, r: Record) {
-        if let Err(e) = audit::append_or_fail(&self.cfg.audit, r) {
+        if let Err(e) = audit::append_or_fail(&self.cfg.audit, self.for_agent(r)) {
             log_line(&format!(
                 "audit record not written: {}",
                 term(&e.chain().join(": "))
@@ -483,7 +493,7 @@ impl Daemon {
 
     /// Append a record that must be written before going on (fail closed).
     fn audit_or_fail(&self, r: Record) -> Result<(), RpcError> {
-        audit::append_or_fail(&self.cfg.audit, r).map_err(|e| {
+        audit::append_or_fail(&self.cfg.audit, self.for_agent(r)).map_err(|e| {
             load_failed(
                 format!("cannot write the audit record: {}", e.chain().join(": ")),
                 refusal_data(&e),
@@ -855,7 +865,7 @@ impl Daemon {
             expires: None,
             grants_expire: None,
             relaunch_for: None,
-            restart_requested: false,
+            restart_requested: None,
             grant_targets: BTreeSet::new(),
             grant_inputs: Vec::new(),
             from_store: false,
@@ -969,17 +979,7 @@ impl Daemon {
                     &self.cfg.audit,
                     unix_now(),
                 )
-                .map_err(|err| {
-                    let stage = if matches!(
-                        err.kind(),
-                        "audit" | "audit.truncated" | "audit.unsafe" | "audit.busy"
-                    ) {
-                        "audit"
-                    } else {
-                        "policy"
-                    };
-                    (stage, policy_refusal(&err))
-                })?;
+                .map_err(|err| (decision_stage(err.kind()), policy_refusal(&err)))?;
                 let (held, stale) = match spare {
                     Some(sp) if sp.decision.sandbox == lp.sandbox => (Some(sp.held), None),
                     stale => (None, stale),
@@ -1090,6 +1090,9 @@ impl Daemon {
         rec.outcome = "ok".into();
         rec.layers = audit::enforced_layers(sb.report());
         let mut detail = json!({"pid": sb.pid(), "granted": lp.host.capabilities.allow});
+        if let Some(d) = detail.as_object_mut() {
+            d.extend(audit::launch_build(sb.report()));
+        }
         if let (Some(d), Value::Object(x)) = (detail.as_object_mut(), extra) {
             d.extend(x);
         }
@@ -1149,9 +1152,11 @@ impl Daemon {
             // file); an existing file of that name wins.
             // Its installed dependencies that are not loaded yet are loaded first, as for
             // `[serve] load`; the plugin named is the last one launched.
-            let names = self
-                .load_start_set(std::slice::from_ref(&l.package))
-                .map_err(|(_, err)| err)?;
+            // Every record of this load names the agent that asked for it.
+            self.load_agent = self.peer_uid(conn);
+            let names = self.load_start_set(std::slice::from_ref(&l.package));
+            self.load_agent = None;
+            let names = names.map_err(|(_, err)| err)?;
             names
                 .last()
                 .cloned()
@@ -1208,12 +1213,45 @@ impl Daemon {
                     term(&needed_by.join(", "))
                 ));
             }
-            Ok(u.name)
+            Ok((u.name, u.force, needed_by))
         });
-        let name = match checked {
+        let (name, force, needed_by) = match checked {
             Ok(n) => n,
             Err(e) => return self.send(conn, &response_err(&id, &e)),
         };
+        // An agent took a plugin out of the daemon: said in the log as the store's unload is
+        // (`removal` `unloaded`), with who asked, whether by force past its dependents, and
+        // whether it ended a quarantine (recorded in the state directory, lifted with it). Before
+        // audit-135 only its `termination` said it stopped — a plugin without a process
+        // (quarantined, waiting to restart) left no record at all.
+        let agent = self.peer_uid(conn);
+        let e = &self.plugins[&name];
+        // Already being unloaded (another request's, still stopping): answered with it once it
+        // is gone; it unloads nothing more, so it writes no second record (review-138).
+        if e.phase == Phase::Unloading {
+            let e = self.plugins.get_mut(&name).expect("checked");
+            e.pending_unload.push((conn, id));
+            return;
+        }
+        let quarantined = e.phase == Phase::Quarantined;
+        let mut rec = e.audit.clone();
+        rec.event = Event::Removal;
+        rec.outcome = "unloaded".into();
+        rec.detail = json!({"request": "plugin_unload", "reason": "unloaded",
+                            "agent_uid": agent, "force": force, "dependents": needed_by,
+                            "quarantined": quarantined});
+        // Unloading a quarantined plugin lifts its quarantine (the one recorded in the state
+        // directory): no quarantine is lifted unaudited, so its record is required, as a
+        // launch's is, and the unload refused when it cannot be written (review-138). Stopping
+        // a running plugin takes nothing away from what confines it: best-effort, as its
+        // termination record is, and made even while another writer holds the log's lock.
+        if quarantined {
+            if let Err(err) = self.audit_or_fail(rec) {
+                return self.send(conn, &response_err(&id, &err));
+            }
+        } else {
+            self.audit(rec);
+        }
         let e = self.plugins.get_mut(&name).expect("checked");
         e.pending_unload.push((conn, id));
         e.phase = Phase::Unloading;
@@ -1269,7 +1307,12 @@ impl Daemon {
 
     /// `plugin_restart {name}`: out of quarantine or backoff at once (crash count cleared); a
     /// running plugin is stopped gracefully first.
-    pub(crate) fn plugin_restart(&mut self, p: &Value, now: Instant) -> Result<Value, RpcError> {
+    pub(crate) fn plugin_restart(
+        &mut self,
+        conn: usize,
+        p: &Value,
+        now: Instant,
+    ) -> Result<Value, RpcError> {
         let name = self.name_param(p)?;
         if self.stopping {
             return Err(RpcError::new(codes::UNAVAILABLE, "the daemon is stopping"));
@@ -1320,12 +1363,18 @@ impl Daemon {
                 format!("cannot lift the recorded quarantine: {err}"),
             )
         })?;
+        let agent = self.peer_uid(conn);
         let e = self.plugins.get_mut(&name).expect("checked");
+        // A second request before the relaunch is had does not hide the lift the first made.
+        let lifted = e.phase == Phase::Quarantined
+            || e.restart_requested
+                .as_ref()
+                .is_some_and(|r| r["quarantine_lifted"] == true);
         e.crashes.clear();
         // The agent's restart, not a relaunch the daemon had pending (its reason would show
         // in this restart's record).
         e.relaunch_for = None;
-        e.restart_requested = true;
+        e.restart_requested = Some(json!({"agent_uid": agent, "quarantine_lifted": lifted}));
         match e.slot {
             Some(slot) => {
                 e.phase = Phase::Relaunch;
@@ -1740,13 +1789,16 @@ impl Daemon {
         for name in names {
             self.supervise_one(&name, now);
         }
-        // A relaunch onto an update that waited for another plugin's (`update_waits`) may have
-        // been let go by one later in this turn: looked at again, not at the next event, for
-        // as long as one more was let go (each round launches one at least, or stops).
+        // A relaunch onto an update that waited for another plugin's (`update_waits`), or a
+        // plugin held for its dependencies (`Phase::Held`), may have been let go by one later
+        // in this turn — a dependency relaunched on another version, a dependant quarantined:
+        // looked at again, not at the next event (which, with no process of its own and both
+        // periodic intervals 0, may never come), for as long as one more was let go (each
+        // round launches one at least, or stops).
         let waiting = |d: &Self| -> Vec<String> {
             d.plugins
                 .iter()
-                .filter(|(_, e)| e.slot.is_none() && e.update.is_some())
+                .filter(|(_, e)| e.slot.is_none() && (e.update.is_some() || e.phase == Phase::Held))
                 .map(|(n, _)| n.clone())
                 .collect()
         };
@@ -1868,9 +1920,10 @@ impl Daemon {
                 }
             }
             // Held for its dependencies: launched again as soon as it fits what is loaded (a
-            // dependency relaunched on another version, unloaded), looked at every turn — a
-            // held plugin has no process and no timer, and what changes that is another
-            // plugin's relaunch or unload, which the loop sees.
+            // dependency relaunched on another version, unloaded), looked at every turn and
+            // again after the others of the turn (`supervise`'s re-look) — a held plugin has no
+            // process and no timer, and what changes that is another plugin's relaunch, unload
+            // or quarantine, perhaps later in the same turn.
             Phase::Held if self.loaded_fits(name).is_ok() => {
                 log_line(&format!(
                     "plugin {}: what it needs is loaded in fitting versions now; relaunching it",
@@ -2200,6 +2253,16 @@ impl Daemon {
     /// rolled-back list) says nothing about any one plugin: the running ones keep running, the
     /// log says that loads and restarts are refused until it is fixed.
     fn check_all(&mut self, now: Instant, trigger: &str, request: &str, except: Option<&str>) {
+        // A load that finds the configuration changed runs this, but what it stops is the
+        // trust change's doing, not the loading agent's request: its records do not name that
+        // agent (`detail.agent_uid`, [`Self::for_agent`]; review-138).
+        let agent = self.load_agent.take();
+        self.check_all_now(now, trigger, request, except);
+        self.load_agent = agent;
+    }
+
+    /// [`Self::check_all`], without an agent.
+    fn check_all_now(&mut self, now: Instant, trigger: &str, request: &str, except: Option<&str>) {
         let names: Vec<String> = self
             .plugins
             .iter()
@@ -2345,19 +2408,30 @@ impl Daemon {
         let mut e = self.plugins.remove(name).expect("present");
         e.trust_retries = 0;
         let by_daemon = e.relaunch_for.take();
-        let requested = std::mem::take(&mut e.restart_requested);
+        let requested = e.restart_requested.take();
         let mut extra = json!({"restarts": e.restarts + 1,
-                               "requested": requested && by_daemon.is_none(),
+                               "requested": requested.is_some() && by_daemon.is_none(),
                                "last_exit": e.last_exit});
+        // Who asked, and whether that lifted a quarantine: a crash-looping or refused plugin
+        // let out again is an agent's decision the log must name.
+        if let (Some(Value::Object(asked)), None, Some(d)) =
+            (&requested, by_daemon, extra.as_object_mut())
+        {
+            d.extend(asked.clone());
+        }
         if let Some(why) = by_daemon {
             extra["reason"] = json!(why);
         }
         // Said as the update it is, whoever asked for the relaunch that ran it (an agent's
         // `plugin_restart` in between included), and when its launch was put off for the
         // moment and is tried again (`update_from` kept until the launch is had).
-        if let Some(from) = &e.update_from {
+        if let Some((from, lifted)) = &e.update_from {
             extra["reason"] = json!("update");
             extra["from_version"] = json!(from);
+            // A quarantined plugin's update is a new start: its quarantine ends with it.
+            if *lifted {
+                extra["quarantine_lifted"] = json!(true);
+            }
         }
         let r = self.launch(&mut e, Event::Restart, extra);
         match r {
@@ -2456,6 +2530,18 @@ pub(crate) fn chain_expiry(pkg: &VerifiedPackage) -> Option<u64> {
         .min()
 }
 
+/// The `detail.stage` of a launch refused while its policy was decided: `audit` when the
+/// audit log could not take its records — every `audit` kind (`audit`, `audit.truncated`,
+/// `audit.unsafe`, `audit.busy`, `audit.newer_format`, …), not a list of them that a new one
+/// misses (`audit.newer_format` was filed under `policy`; review-130) — else `policy`.
+fn decision_stage(kind: &str) -> &'static str {
+    if kind == "audit" || kind.starts_with("audit.") {
+        "audit"
+    } else {
+        "policy"
+    }
+}
+
 /// Whether a launch failed for a reason of the host's at that moment, not of the plugin's: every
 /// uid of the range held by live sandboxes (`uid_exhausted`), no cgroup to be had for want of
 /// descriptors, memory or cgroups (`cgroup_exhausted`) — the CLI's "retry" kinds (125) — or its
@@ -2494,6 +2580,30 @@ fn warn_sertone_deadline(name: &str, e: &Entry, host: &HostPolicy, front_ms: u64
 
 #[cfg(test)]
 mod tests {
+    /// A launch refused because the audit log could not take its records is filed under stage
+    /// `audit` whatever the audit kind (`audit.newer_format` was filed under `policy`:
+    /// review-130); a policy's own refusal under `policy`. Every `audit` kind this build has
+    /// (`kinds.rs`) is one.
+    #[test]
+    fn every_audit_refusal_of_a_launch_is_filed_under_audit() {
+        use super::decision_stage;
+        let audit_kinds: Vec<&str> = crate::kinds::KINDS
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| *k == "audit" || k.starts_with("audit."))
+            .collect();
+        assert!(
+            audit_kinds.contains(&"audit.newer_format"),
+            "{audit_kinds:?}"
+        );
+        for k in audit_kinds {
+            assert_eq!(decision_stage(k), "audit", "{k}");
+        }
+        for k in ["invalid_policy", "grant", "audit_chain", "policy"] {
+            assert_eq!(decision_stage(k), "policy", "{k}");
+        }
+    }
+
     /// A revocation lock held past the bounded wait is said as what it is — another process's
     /// lock, which passes — not as a trust configuration to fix (the log said "refuses every load
     /// and restart until it is fixed").

@@ -3,14 +3,14 @@
 
 use super::extract::Extracted;
 use crate::trustdir::TrustMode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use stockade_policy::capability::Capability;
 use stockade_trust::cert::Certificate;
 
 /// Signature status of the report (seed 002), one documented set:
 /// `verified` (every trust step passed), `invalid` (signature), `untrusted` (chain),
 /// `expired` (validity), `revoked` (revocation), `out_of_scope` (scope), `skipped` (disabled).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureStatus {
     /// All trust steps passed.
@@ -27,6 +27,14 @@ pub enum SignatureStatus {
     OutOfScope,
     /// Trust mode disabled.
     Skipped,
+}
+
+impl SignatureStatus {
+    /// The status a report or the store's registry names (`verified`, `out_of_scope`, …);
+    /// `None` for a name this build does not know.
+    pub fn from_name(name: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::from(name)).ok()
+    }
 }
 
 /// Outcome of one step.
@@ -152,5 +160,32 @@ impl Report {
             "signature_status": self.signature_status,
             "warnings": self.warnings,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SignatureStatus as S;
+
+    /// The store's registry keeps a package's status by name; reading it back must give the
+    /// status a report serialized, and a name this build does not know must give none (the
+    /// store's removal record then names the signers as only claimed).
+    #[test]
+    fn a_status_is_read_back_from_its_name() {
+        for s in [
+            S::Verified,
+            S::Invalid,
+            S::Untrusted,
+            S::Expired,
+            S::Revoked,
+            S::OutOfScope,
+            S::Skipped,
+        ] {
+            let name = serde_json::to_value(s).unwrap();
+            assert_eq!(S::from_name(name.as_str().unwrap()), Some(s), "{name}");
+        }
+        assert_eq!(S::from_name("Verified"), None);
+        assert_eq!(S::from_name("compromised"), None);
+        assert_eq!(S::from_name(""), None);
     }
 }

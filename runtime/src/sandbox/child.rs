@@ -336,7 +336,9 @@ fn set_rlimits(
     // Each within the ceilings checked when the policy was loaded (rlimits::Ceilings).
     let mut details = serde_json::Map::new();
     for rl in rlimits::list(&p.resources) {
-        sys::setrlimit(rl.resource, rlimits::raw(rl.limit))?;
+        // `core = 0` is set as 1 byte (rlimits::NO_CORE: a pipe core_pattern ignores 0).
+        let value = rlimits::applied(&rl, sys::hard_rlimit(rl.resource)?);
+        sys::setrlimit(rl.resource, value)?;
         details.insert(rl.report_name.into(), json!(rl.limit));
     }
     // Every other limit: the runtime's value, whoever started the runtime (rlimits::fixed says
@@ -477,9 +479,14 @@ fn run_init(ctx: &ChildCtx<'_>, program: i32) -> ! {
         sys::exit_now(125)
     }
     loop {
-        match sys::waitpid(-1, 0) {
-            Ok((pid, status)) if pid == program => {
-                let _ = status_pipe.write_all(&status.to_ne_bytes());
+        match sys::wait4(-1, 0) {
+            Ok((pid, status, cpu_us)) if pid == program => {
+                // The status, then the program's CPU time (µs): one write, 12 bytes, which the
+                // runtime reads in `Sandboxed::wait`.
+                let mut msg = [0u8; 12];
+                msg[..4].copy_from_slice(&status.to_ne_bytes());
+                msg[4..].copy_from_slice(&cpu_us.to_ne_bytes());
+                let _ = status_pipe.write_all(&msg);
                 let code = super::report::ExitInfo::from_wait_status(status).status;
                 sys::exit_now(code & 0xff)
             }

@@ -59,8 +59,25 @@ pub fn evaluate(
         });
     }
     let fs_details = json!({"abi": abi, "min_abi": policy.min_landlock_abi, "ruleset": ruleset});
+    let below_min = abi < u32::from(policy.min_landlock_abi);
     out.push(match (abi, ruleset) {
         (0, _) => LayerReport::degraded("landlock", LayerStatus::NotEnforced, fs_details),
+        // Below the policy's minimum and tolerated (`landlock` allowed): a degradation, said as
+        // one even when the kernel enforced the whole ruleset of its older ABI — the policy
+        // asked for more than that ABI can give.
+        (_, status) if below_min => {
+            let mut d = fs_details;
+            d["reason"] = json!(format!(
+                "kernel Landlock ABI {abi} is below the policy's min_landlock_abi {}; \
+                 allowed by the degradation `landlock`",
+                policy.min_landlock_abi
+            ));
+            let status = match status {
+                LayerStatus::FullyEnforced => LayerStatus::PartiallyEnforced,
+                other => other,
+            };
+            LayerReport::degraded("landlock", status, d)
+        }
         (_, LayerStatus::FullyEnforced) => LayerReport::full("landlock", fs_details),
         // Partial is the normal best-effort outcome on an older kernel; accepted because the
         // ABI is at least the policy's minimum (or the policy allows less).
@@ -219,6 +236,26 @@ mod tests {
         assert!(evaluate(&p, false, 2, LayerStatus::PartiallyEnforced).is_err());
         let r = evaluate(&p, false, 7, LayerStatus::FullyEnforced).unwrap();
         assert!(r.iter().all(|l| l.status == LayerStatus::FullyEnforced));
+    }
+
+    #[test]
+    fn an_abi_below_the_minimum_that_is_tolerated_is_reported_degraded() {
+        // audit-134: ABI 7 under `min_landlock_abi = 8` with `landlock` allowed ran and was
+        // reported fully enforced, the degradation unsaid.
+        let p = parse_policy(
+            "version = 1\n[layers]\nmin_landlock_abi = 8\nallow_degraded = [\"landlock\"]\n",
+        )
+        .unwrap();
+        let r = evaluate(&p, false, 7, LayerStatus::FullyEnforced).unwrap();
+        assert_eq!(r[0].layer, "landlock");
+        assert_eq!(r[0].status, LayerStatus::PartiallyEnforced);
+        assert!(r[0].degradation_allowed);
+        let reason = r[0].details["reason"].as_str().unwrap();
+        assert!(reason.contains("min_landlock_abi 8"), "{reason}");
+        // At the minimum it is no degradation.
+        let r = evaluate(&p, false, 8, LayerStatus::FullyEnforced).unwrap();
+        assert_eq!(r[0].status, LayerStatus::FullyEnforced);
+        assert!(!r[0].degradation_allowed);
     }
 
     #[test]

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 /// The program to run: opened once on the host, executed from the descriptor.
 #[derive(Debug)]
 pub struct Program {
-    /// The path it was opened at (for messages only).
+    /// What messages and the report (`process.program`) call it: the path it was opened at,
+    /// or another name given with [`Program::named`] (a packaged entrypoint: the manifest's
+    /// path, not the `/proc/self/fd/N/.work-…` the runtime reached it through).
     pub path: PathBuf,
     /// The open file (O_RDONLY, close-on-exec).
     pub fd: OwnedFd,
@@ -21,6 +23,14 @@ pub struct Program {
 }
 
 impl Program {
+    /// The same program, called `shown` in messages and the report from now on.
+    pub fn named(self, shown: impl Into<PathBuf>) -> Program {
+        Program {
+            path: shown.into(),
+            ..self
+        }
+    }
+
     /// A file that is not written yet: the entrypoint `stockade run` reserves before extracting
     /// the package, so that the sandbox can be built around its descriptor meanwhile. Nothing
     /// is checked here (the file is empty); before the sandbox is let go, the caller opens the
@@ -195,7 +205,14 @@ impl Interpreter {
             (n(28, 4)?, n(42, 2)?, n(44, 2)?)
         };
         let phentsize = usize::try_from(phentsize).ok()?;
-        let table = read(phoff, phentsize.checked_mul(usize::try_from(phnum).ok()?)?)?;
+        let size = phentsize.checked_mul(usize::try_from(phnum).ok()?)?;
+        // As the kernel reads it (`elf_read_phdrs`): a table over 64 KiB is no program it runs
+        // (ENOEXEC), and 65535 entries of 65535 bytes claimed in 64 bytes of header asked for a
+        // 4 GiB buffer here — `pack` reads every entrypoint, and aborted where that failed.
+        if size > MAX_PROGRAM_HEADERS {
+            return None;
+        }
+        let table = read(phoff, size)?;
         for ph in table.chunks_exact(phentsize.max(1)) {
             let f = |at: usize, len: usize| uint(ph, at, len, big);
             if f(0, 4)? != 3 {
@@ -213,6 +230,9 @@ impl Interpreter {
         None
     }
 }
+
+/// The most of an ELF program header table the kernel reads (`elf_read_phdrs`: 64 KiB).
+const MAX_PROGRAM_HEADERS: usize = 65536;
 
 /// The `len`-byte unsigned integer at `at` of `b`, big- or little-endian (`None`: past its end).
 fn uint(b: &[u8], at: usize, len: usize, big: bool) -> Option<u64> {
@@ -272,6 +292,32 @@ mod tests {
         // A truncated ELF header or program header table is no loader, not a panic.
         assert_eq!(interpreter_of(&exe[..40]), None);
         assert_eq!(interpreter_of(&exe[..100]), None);
+    }
+
+    #[test]
+    fn an_elf_header_claiming_a_huge_program_header_table_is_read_no_further() {
+        // 65535 entries of 65535 bytes: a 4 GiB buffer was allocated for them (pack reads every
+        // entrypoint: it aborted where the allocation failed — a small VM, vm.overcommit_memory
+        // 2, a ulimit -v). The kernel reads at most 64 KiB of it, and refuses such a file
+        // (ENOEXEC); nothing past that is asked for, and no loader named.
+        let mut head = vec![0u8; 64];
+        head[..4].copy_from_slice(b"\x7fELF");
+        head[4] = 2; // ELFCLASS64
+        head[5] = 1; // little-endian
+        head[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        head[54..56].copy_from_slice(&u16::MAX.to_le_bytes()); // e_phentsize
+        head[56..58].copy_from_slice(&u16::MAX.to_le_bytes()); // e_phnum
+        let asked = std::cell::Cell::new(0usize);
+        let read = |_: u64, len: usize| -> Option<Vec<u8>> {
+            asked.set(asked.get().max(len));
+            Some(Vec::new())
+        };
+        assert_eq!(Interpreter::elf_loader(&head, read), None);
+        assert!(asked.get() <= 65536, "asked for {} bytes", asked.get());
+        // And through a file, as pack and a failed launch read one.
+        let mut file = head.clone();
+        file.resize(4096, 0);
+        assert_eq!(interpreter_of(&file), None);
     }
 
     #[test]

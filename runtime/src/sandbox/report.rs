@@ -94,6 +94,10 @@ pub struct LimitsHit {
     pub cpu_throttled_periods: u64,
     /// Peak memory use in bytes, where the kernel reports it.
     pub memory_peak_bytes: Option<u64>,
+    /// The program was killed (SIGKILL) with its CPU time at its `cpu_time_secs`: RLIMIT_CPU,
+    /// set soft = hard, kills with SIGKILL, which alone would not say why (review-137).
+    #[serde(default)]
+    pub cpu_time_secs_reached: bool,
 }
 
 /// How the program ended.
@@ -159,6 +163,13 @@ pub fn ending(exit: &ExitInfo, limits: &LimitsHit) -> Option<String> {
                  ([resources] memory_max{peak}); use less memory, or have the operator raise it"
             )
         }
+        Some(libc::SIGKILL) if limits.cpu_time_secs_reached => {
+            "killed at its CPU time limit (SIGKILL): it used up its CPU time over its whole \
+             life ([resources] cpu_time_secs, RLIMIT_CPU); a long-lived plugin needs it raised"
+                .to_string()
+        }
+        // Only from a kill(2): at `cpu_time_secs` the kernel sends SIGKILL, not SIGXCPU (the
+        // init sets RLIMIT_CPU soft = hard, and the hard limit is checked first).
         Some(libc::SIGXCPU) => "killed by SIGXCPU: it used up its CPU time over its whole life \
                                 ([resources] cpu_time_secs, RLIMIT_CPU); a long-lived plugin \
                                 needs it raised"
@@ -363,6 +374,17 @@ mod tests {
         // A SIGKILL the OOM killer did not send is not said to be one.
         let m = ending(&ExitInfo::from_wait_status(libc::SIGKILL), &limits).unwrap();
         assert_eq!(m, "killed by signal 9 (SIGKILL)");
+        // At cpu_time_secs: the init's wait4 said the CPU time reached it (review-137).
+        let cpu = LimitsHit {
+            cpu_time_secs_reached: true,
+            ..LimitsHit::default()
+        };
+        let m = ending(&ExitInfo::from_wait_status(libc::SIGKILL), &cpu).unwrap();
+        assert!(
+            m.starts_with("killed at its CPU time limit (SIGKILL)"),
+            "{m}"
+        );
+        assert!(m.contains("cpu_time_secs"), "{m}");
         let m = ending(&ExitInfo::from_wait_status(libc::SIGXCPU), &limits).unwrap();
         assert!(m.contains("cpu_time_secs"), "{m}");
         let m = ending(&ExitInfo::from_wait_status(libc::SIGXFSZ), &limits).unwrap();

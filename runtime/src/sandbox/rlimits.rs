@@ -184,6 +184,25 @@ pub fn raw(l: Limit) -> u64 {
     l.max().unwrap_or(libc::RLIM_INFINITY)
 }
 
+/// What the init sets `RLIMIT_CORE` to for `core = 0`: one byte, not zero. A host whose
+/// `kernel.core_pattern` is a pipe (`|/usr/lib/systemd/systemd-coredump …`, apport) ignores
+/// `RLIMIT_CORE` for the dump — 0 included: the helper gets the whole core, memory the policy
+/// said never leaves the sandbox — except the value 1, for which the kernel aborts a pipe dump
+/// (fs/coredump.c, "RLIMIT_CORE is set to 1, aborting core"). For a core *file* 1 byte is below
+/// any format's smallest dump (a page for ELF), so none is written either: 1 means "no core"
+/// whatever the core_pattern. Any other value is set as the policy says.
+pub const NO_CORE: u64 = 1;
+
+/// The value the init sets for `rl`, within `hard` (the hard limit it inherits and cannot
+/// raise): the policy's ([`raw`]), except `core = 0`, set as [`NO_CORE`] — or 0 still when
+/// the runtime's own hard limit is 0, the best a sandbox can then do.
+pub fn applied(rl: &Rlimit, hard: u64) -> u64 {
+    match (rl.resource, rl.limit) {
+        (libc::RLIMIT_CORE, Limit::Max(0)) => bounded(NO_CORE, hard),
+        _ => raw(rl.limit),
+    }
+}
+
 /// Why a policy's rlimit can never be set by a sandbox this process launches.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -298,6 +317,33 @@ impl Ceilings {
 mod tests {
     use super::*;
     use stockade_policy::sandbox::parse_policy;
+
+    /// review-137: `core = 0` is set as 1 byte, which a pipe core_pattern honours (it aborts
+    /// the dump) where it ignores 0; within a hard limit of 0 it stays 0; other values as set.
+    #[test]
+    fn core_zero_is_applied_as_one_byte() {
+        let p = parse_policy("version = 1\n[resources]\ncore = 0\n").unwrap();
+        let core = |p: &stockade_policy::sandbox::ValidatedSandboxPolicy| {
+            list(&p.resources)
+                .into_iter()
+                .find(|r| r.resource == libc::RLIMIT_CORE)
+                .unwrap()
+        };
+        assert_eq!(applied(&core(&p), libc::RLIM_INFINITY), 1);
+        assert_eq!(applied(&core(&p), 0), 0);
+        let p = parse_policy("version = 1\n[resources]\ncore = \"1M\"\n").unwrap();
+        assert_eq!(applied(&core(&p), libc::RLIM_INFINITY), 1 << 20);
+        for rl in list(&default_policy().resources) {
+            if rl.resource != libc::RLIMIT_CORE {
+                assert_eq!(
+                    applied(&rl, libc::RLIM_INFINITY),
+                    raw(rl.limit),
+                    "{}",
+                    rl.key
+                );
+            }
+        }
+    }
 
     /// systemd's defaults for a service: 524288 descriptors, 8 MiB locked, the rest unlimited.
     fn systemd_like() -> Ceilings {

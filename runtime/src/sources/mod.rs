@@ -1510,17 +1510,47 @@ pub fn refresh(p: &Places, name: &str, now: u64) -> Result<VerifiedIndex, Source
 /// the index is fetched, leaves `sources.json` as it was (it used to be saved first, and a
 /// killed add left a source with no verified index that failed every later install closed).
 pub fn add(p: &Places, name: &str, src: Source, now: u64) -> Result<VerifiedIndex, SourceError> {
+    check_add(p, name, src, now)?.save(p)
+}
+
+/// [`add`]'s checks, nothing saved: the source's index fetched and verified against the key
+/// given. `stockade source add` records the change between this and [`PendingAdd::save`]
+/// (docs/audit.md "Configuration changes").
+pub fn check_add(p: &Places, name: &str, src: Source, now: u64) -> Result<PendingAdd, SourceError> {
     // Only the configuration's owner adds a source: refused before anything is fetched.
     check_owner(p, SOURCES_FILE)?;
-    let mut sources = Sources::load(p)?;
+    let sources = Sources::load(p)?;
     if sources.sources.contains_key(name) {
         return Err(SourceError::SourceExists(name.into()));
     }
-    let mut seen = SeenIndexes::load(p.state_dir())?;
+    let seen = SeenIndexes::load(p.state_dir())?;
     // A new source starts with no floor, as it always did: an entry of that name in the shared
     // memory (a source removed, or one the timer's user wrote) says nothing about this index.
     let checked = check_index(p, name, src, None, now)?;
-    remember(p, Some(&mut sources), &mut seen, checked)
+    Ok(PendingAdd {
+        sources,
+        seen,
+        checked,
+    })
+}
+
+/// A source whose index verified ([`check_add`]), not yet saved.
+pub struct PendingAdd {
+    sources: Sources,
+    seen: SeenIndexes,
+    checked: CheckedIndex,
+}
+
+impl PendingAdd {
+    /// The index that verified.
+    pub fn index(&self) -> &VerifiedIndex {
+        &self.checked.vi
+    }
+
+    /// Save the source (its configuration, the index cache, the shared memory).
+    pub fn save(mut self, p: &Places) -> Result<VerifiedIndex, SourceError> {
+        remember(p, Some(&mut self.sources), &mut self.seen, self.checked)
+    }
 }
 
 /// An index that passed step 1, not yet remembered.

@@ -439,6 +439,12 @@ pub fn setresgid(gid: u32) -> io::Result<()> {
     nix::unistd::setresgid(g, g, g).map_err(io_err)
 }
 
+/// The real uid of this process: who asked for what it does (an audit record's `uid`; under
+/// `sudo`, root's, with the caller in `SUDO_UID`, which is not proof).
+pub fn real_uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
 /// `setresuid(u, u, u)`.
 pub fn setresuid(uid: u32) -> io::Result<()> {
     let u = Uid::from_raw(uid);
@@ -598,6 +604,31 @@ pub fn waitpid(pid: i32, flags: libc::c_int) -> io::Result<(i32, i32)> {
             return Err(e);
         }
         return Ok((r, status));
+    }
+}
+
+/// [`waitpid`] that also returns the reaped child's CPU time in microseconds (`wait4`'s
+/// rusage: user + system, of it and the children it waited for), 0 when nothing was reaped.
+/// The sandbox's init reports it with the program's status, so that a SIGKILL at
+/// `cpu_time_secs` (RLIMIT_CPU soft = hard kills with SIGKILL) can be told from any other.
+pub fn wait4(pid: i32, flags: libc::c_int) -> io::Result<(i32, i32, u64)> {
+    loop {
+        let mut status = 0;
+        // SAFETY: all-zero is a valid `rusage` (plain integers and timevals).
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `status` and `ru` are valid out-pointers for the call.
+        let r = unsafe { libc::wait4(pid, &mut status, flags, &mut ru) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let us = |t: libc::timeval| {
+            u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec).unwrap_or(0)
+        };
+        return Ok((r, status, us(ru.ru_utime) + us(ru.ru_stime)));
     }
 }
 
@@ -1064,6 +1095,38 @@ pub fn read_signalfd(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
             // `ssi_signo` is the struct's first field (a u32 in native byte order).
             let signo = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
             Ok(i32::try_from(signo).ok())
+        }
+    }
+}
+
+/// A signal read from a signalfd with who sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalFrom {
+    /// The signal number.
+    pub signo: i32,
+    /// The sender's real uid (`ssi_uid`; 0 for one the kernel sent).
+    pub uid: u32,
+    /// The sender's pid (`ssi_pid`; 0 for one the kernel sent).
+    pub pid: u32,
+}
+
+/// [`read_signalfd`], with the sender's uid and pid (an audit record's "who").
+pub fn read_signalfd_from(fd: BorrowedFd<'_>) -> io::Result<Option<SignalFrom>> {
+    let mut buf = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+    match nix::unistd::read(fd, &mut buf) {
+        Err(Errno::EAGAIN) => Ok(None),
+        Err(e) => Err(io_err(e)),
+        Ok(n) if n < buf.len() => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        Ok(_) => {
+            let u32_at = |off: usize| {
+                u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
+            };
+            let signo = u32_at(std::mem::offset_of!(libc::signalfd_siginfo, ssi_signo));
+            Ok(i32::try_from(signo).ok().map(|signo| SignalFrom {
+                signo,
+                uid: u32_at(std::mem::offset_of!(libc::signalfd_siginfo, ssi_uid)),
+                pid: u32_at(std::mem::offset_of!(libc::signalfd_siginfo, ssi_pid)),
+            }))
         }
     }
 }

@@ -744,7 +744,7 @@ impl Daemon {
         };
         audit::append_or_fail(
             &self.cfg.audit,
-            audit::for_report(Event::Verification, "ok", &pkg.report),
+            self.for_agent(audit::for_report(Event::Verification, "ok", &pkg.report)),
         )
         .map_err(|e| Refused::of("audit", &e))?;
         if pkg.manifest.name() != name {
@@ -925,7 +925,7 @@ impl Daemon {
         e.phase = Phase::Held;
         e.relaunch_for = None;
         // The relaunch asked for ends here; the one that follows is the daemon's.
-        e.restart_requested = false;
+        e.restart_requested = None;
         // No incarnation is coming until it fits: the warm spare (an init, a uid, a cgroup)
         // goes now, as for a quarantine.
         let spare = e.spare.take();
@@ -1056,11 +1056,13 @@ impl Daemon {
 
     /// At a relaunch: the update the store check admitted for `name` takes the loaded
     /// package's place (the old tree is released with it), its certificate expiry, crash count,
-    /// warm spare and recorded quarantine those of a new start. The version it replaced.
-    pub(super) fn take_update(&mut self, name: &str) -> Option<String> {
+    /// warm spare and recorded quarantine those of a new start. The version it replaced, and
+    /// whether the plugin was quarantined when the update was admitted (that quarantine ends).
+    pub(super) fn take_update(&mut self, name: &str) -> Option<(String, bool)> {
         let e = self.plugins.get_mut(name)?;
         let up = e.update.take()?;
         let from = e.pkg.manifest.version().to_string();
+        let lifted = up.quarantined;
         let spare = e.spare.take();
         e.decision = None;
         e.pkg = up.pkg;
@@ -1080,6 +1082,6 @@ impl Daemon {
                 term(&err.to_string())
             ));
         }
-        Some(from)
+        Some((from, lifted))
     }
 }
