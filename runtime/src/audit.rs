@@ -2198,6 +2198,149 @@ mod tests {
         }
     }
 
+    /// `text`'s records relabelled `schema` with every hash recomputed (the first record's
+    /// `prev` kept): what one who rewrites a file whole makes of it.
+    fn relabel_whole(text: &str, schema: &str) -> String {
+        let mut prev: Option<String> = None;
+        let mut out = String::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let mut r: Record = serde_json::from_str(line).unwrap();
+            r.schema = schema.to_string();
+            if let Some(p) = prev.take() {
+                r.prev = p;
+            }
+            r.hash = r.compute_hash().unwrap();
+            prev = Some(r.hash.clone());
+            out.push_str(&serde_json::to_string(&r).unwrap());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A log an earlier build began (`stockade.audit/1`), appended to and rotated by this one
+    /// (`/2`): every file verifies, streamed or whole, alone and together (`--follow`'s
+    /// order); a later file rewritten whole as `/1` (its hashes recomputed), or a `/1` file
+    /// given after a `/2` one, is `OlderAfterNewer` — the same error, file and counts from
+    /// the streamed check as from the whole-text one, for every head (review-140).
+    #[test]
+    fn streamed_and_whole_agree_across_schema_1_and_2_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.log");
+        let v1 = chain_of(&[
+            (SCHEMA_V1, Event::Launch),
+            (SCHEMA_V1, Event::Termination),
+            (SCHEMA_V1, Event::Launch),
+        ]);
+        std::fs::write(&p, &v1).unwrap();
+        let hashes = check_chain(&v1).unwrap().hashes;
+        write_head(
+            &p,
+            &Head {
+                schema: HEAD_SCHEMA.into(),
+                records: 3,
+                last_hash: hashes[2].clone(),
+            },
+        )
+        .unwrap();
+        let l = file_log(&p);
+        let mut files = Vec::new();
+        for _ in 0..2 {
+            match rotate::rotate(&p, rotate::Options::default()).unwrap() {
+                rotate::Rotation::Rotated { rotated_to, .. } => files.push(rotated_to),
+                other => panic!("{other:?}"),
+            }
+            for _ in 0..2 {
+                l.append(Record::new(Event::Configuration, "ok")).unwrap();
+            }
+        }
+        files.push(p.clone());
+        let texts: Vec<String> = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        assert_eq!(texts[0], v1, "the /1 file is rotated as it was");
+        let head = read_head(&p).unwrap();
+        let all: Vec<(String, String)> = (0..3)
+            .map(|k| (format!("f{k}"), texts[k].clone()))
+            .collect();
+        let (chains, behind) = verify_files(&all, head.as_ref()).unwrap();
+        let versions: Vec<u32> = chains.iter().map(|c| c.schema_version).collect();
+        assert_eq!((versions, behind), (vec![1, 2, 2], false));
+        // Rotation records only (a configuration record has no `/1` form): rewritten as `/1`.
+        let launches_only = |t: &str| {
+            t.lines()
+                .filter(|l| !l.contains("\"configuration\""))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+        };
+        let alter: [&dyn Fn(&str) -> String; 5] = [
+            &|t| t.to_string(),
+            &|t| relabel_whole(t, SCHEMA_V1),
+            &|t| relabel_whole(&launches_only(t), SCHEMA_V1),
+            &|t| relabel_whole(t, SCHEMA),
+            &|t| t.replace('\n', "\r\n\n \n"),
+        ];
+        let mut heads = vec![None, head.clone()];
+        if let Some(h) = &head {
+            heads.push(Some(Head {
+                records: h.records - 1,
+                ..h.clone()
+            }));
+        }
+        let orders: [&[usize]; 6] = [&[0, 1, 2], &[1, 2], &[0, 2], &[1, 0, 2], &[2, 0], &[0]];
+        let mut older_after_newer = 0;
+        for order in orders {
+            for which in 0..order.len() {
+                for a in &alter {
+                    let files: Vec<(String, String)> = order
+                        .iter()
+                        .enumerate()
+                        .map(|(i, k)| {
+                            let t = if i == which {
+                                a(&texts[*k])
+                            } else {
+                                texts[*k].clone()
+                            };
+                            (format!("f{k}"), t)
+                        })
+                        .collect();
+                    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+                    for h in &heads {
+                        let whole = verify_files(&files, h.as_ref())
+                            .map(|(c, b)| (c.iter().map(|c| c.hashes.len()).collect(), b));
+                        let streamed = verify_streams(&names, h.as_ref(), |i| {
+                            Ok(std::io::Cursor::new(files[i].1.clone().into_bytes()))
+                        });
+                        let streamed = match streamed {
+                            Ok((s, b)) => Ok((s.iter().map(|s| s.records).collect::<Vec<_>>(), b)),
+                            Err(StreamError::Chain(e)) => Err(e),
+                            Err(e) => panic!("{e}"),
+                        };
+                        assert_eq!(streamed, whole, "order {order:?} file {which} {h:?}");
+                        if let Err(FilesError {
+                            source: ChainError::OlderAfterNewer { .. },
+                            ..
+                        }) = &whole
+                        {
+                            older_after_newer += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(older_after_newer > 0, "no case reached the schema order");
+        // The one that matters: the live file rewritten whole as `/1` after a `/2` file.
+        let mut forged = all.clone();
+        forged[2].1 = relabel_whole(&launches_only(&texts[2]), SCHEMA_V1);
+        assert!(matches!(
+            verify_files(&forged, None),
+            Err(FilesError {
+                source: ChainError::OlderAfterNewer { record: 1, .. },
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn concurrent_writers_keep_one_chain() {
         let (_d, p) = log(0);

@@ -1104,9 +1104,13 @@ pub fn read_signalfd(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
 pub struct SignalFrom {
     /// The signal number.
     pub signo: i32,
-    /// The sender's real uid (`ssi_uid`; 0 for one the kernel sent).
+    /// The sender's real uid as this process's user namespace sees it (`ssi_uid`): 0 for one
+    /// the kernel sent (a terminal hangup) as for root's, the overflow uid (65534) for a sender
+    /// whose uid is not mapped here — not proof of who sent it.
     pub uid: u32,
-    /// The sender's pid (`ssi_pid`; 0 for one the kernel sent).
+    /// The sender's pid in this process's pid namespace (`ssi_pid`): 0 for one the kernel sent,
+    /// and for a sender outside this pid namespace (the host's container runtime signalling a
+    /// contained `serve`).
     pub pid: u32,
 }
 
