@@ -1854,6 +1854,9 @@ impl Daemon {
                 self.unindex_hooks(name);
                 let mut e = self.plugins.remove(name).expect("present");
                 self.discard_spare(name, e.spare.take());
+                // Calls its hooks let through since their last record: counted as it goes.
+                let recs = self.bypasses.gone(Some(name), super::bypass::Gone::Unloaded);
+                self.audit_bypasses(recs);
                 let last = e.last_exit.clone();
                 for (conn, id) in e.pending_unload {
                     self.send(
