@@ -1673,6 +1673,20 @@ pub fn signer_proven(s: crate::package::report::SignatureStatus) -> bool {
     !matches!(s, S::Invalid | S::Untrusted | S::Skipped)
 }
 
+/// A launch or restart record's `detail` (built on `base`, a [`for_report`] record) keeps
+/// `signature_status` whenever it is not `verified`: a trust mode below strict that let a
+/// revoked, expired or out-of-scope key through keeps its proven `signer_chain` in the
+/// record, and a revoked key may be a stolen one — the record must say so, not only the
+/// verification record before it (review-138 L1).
+pub fn keep_signature_status(base: &Record, detail: &mut serde_json::Map<String, Value>) {
+    match base.detail.get("signature_status") {
+        Some(s) if s != "verified" => {
+            detail.insert("signature_status".into(), s.clone());
+        }
+        _ => {}
+    }
+}
+
 /// SHA-256 of an effective policy's explanation (what `policy explain --json` prints as items).
 pub fn policy_hash(e: &stockade_policy::operator::explain::Explanation) -> String {
     let bytes = serde_json::to_vec(&e.items).unwrap_or_default();

@@ -1232,3 +1232,45 @@ fn a_package_whose_signature_failed_is_not_recorded_as_its_claimed_signers() {
     }
     assert_eq!(of("launch")["outcome"], "ok");
 }
+
+/// review-138 L1: a package whose chain is proven but whose certificate is out of scope (here
+/// another machine's hardware), let through by `--trust-mode warn`, keeps its `signer_chain`
+/// in `run`'s launch record — which now says its `detail.signature_status` too (a key used
+/// out of its scope, revoked or expired may be a stolen one).
+#[test]
+fn a_launch_record_of_a_package_admitted_out_of_scope_says_its_signature_status() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::with_dev_scope(&["--scope", "hardware:00000000000000000000000000000000"]);
+    let audit = fx.path("audit.log");
+    let policy = format!(
+        "[trust]\nmode = \"warn\"\n[audit]\nfile = \"{}\"\n",
+        audit.display()
+    );
+    let s = session_in(
+        &fx,
+        MANIFEST,
+        ("dev.cert", "int/ca.cert"),
+        ANSWER,
+        Some(&policy),
+        &["--trust-mode", "warn"],
+        &[&invoke(1, None)],
+    );
+    assert_eq!(s.code, 0, "{}", s.stderr);
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let launch: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["event"] == "launch")
+        .unwrap_or_else(|| panic!("no launch: {text}"));
+    assert_eq!(launch["outcome"], "ok", "{launch}");
+    assert!(
+        !launch["signer_chain"].as_array().unwrap().is_empty(),
+        "{launch}"
+    );
+    assert_eq!(
+        launch["detail"]["signature_status"], "out_of_scope",
+        "{launch}"
+    );
+}

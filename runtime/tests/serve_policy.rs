@@ -1196,3 +1196,62 @@ fn a_plugin_killed_at_its_cpu_time_secs_is_named_as_that_limit() {
     );
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
+
+/// helper-141: a hook that fails open is in the audit log — not once per call (a hanging
+/// plugin would flood a log fsynced per record), but as transitions: one `bypass` record when
+/// it begins failing open (the reason, the call's method), and one counting the calls let
+/// through when the plugin unloads (or answers again, or the daemon stops).
+#[test]
+fn a_hook_failing_open_is_one_bypass_record_begun_and_one_with_its_count() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let audit = fx.dir().join("audit.log");
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let policy = format!(
+        "[audit]\nfile = \"{}\"\n[plugin.\"a\".hooks.\"on:x\"]\ndeadline_ms = 200\n\
+         failure = \"open\"\ndefault = {{ from = \"policy\" }}\n",
+        audit.display()
+    );
+    let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 0\n", Some(&policy));
+    let mut c = s.client();
+    let bypasses = || -> Vec<Value> {
+        records(&audit)
+            .into_iter()
+            .filter(|r| r["event"] == "bypass")
+            .collect()
+    };
+    assert_eq!(c.ok("plugin_load", json!({"package": a}))["state"], "ready");
+    for _ in 0..3 {
+        let r = c.ok("hook_invoke", invoke("on:x", json!({"a": "hang"}), None));
+        assert!(result_of(&r, "a").get("bypassed").is_some(), "{r}");
+    }
+    let b = bypasses();
+    assert_eq!(b.len(), 1, "one record for three bypassed calls: {b:#?}");
+    assert_eq!(b[0]["outcome"], "failing_open", "{:#}", b[0]);
+    assert_eq!(b[0]["plugin"], "a");
+    assert_eq!(b[0]["detail"]["hook"], "on:x");
+    assert_eq!(b[0]["detail"]["reason"], "deadline_exceeded", "{:#}", b[0]);
+    assert_eq!(b[0]["detail"]["method"], "hook_invoke");
+    c.ok("plugin_unload", json!({"name": "a"}));
+    let b = bypasses();
+    assert_eq!(b.len(), 2, "{b:#?}");
+    assert_eq!(b[1]["outcome"], "unloaded", "{:#}", b[1]);
+    assert_eq!(b[1]["detail"]["bypassed_calls"], 3, "{:#}", b[1]);
+
+    // Loaded again: its calls let through when the daemon stops are counted as it stops.
+    assert_eq!(c.ok("plugin_load", json!({"package": a}))["state"], "ready");
+    for _ in 0..2 {
+        c.ok("hook_invoke", invoke("on:x", json!({"a": "hang"}), None));
+    }
+    drop(c);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    let b = bypasses();
+    assert_eq!(b.len(), 4, "{b:#?}");
+    assert_eq!(b[2]["outcome"], "failing_open");
+    assert_eq!(b[3]["outcome"], "stopped", "{:#}", b[3]);
+    assert_eq!(b[3]["detail"]["bypassed_calls"], 2, "{:#}", b[3]);
+    let v = fx.run(&["--json", "audit", "verify", "audit.log", "--require-head"]);
+    assert_eq!(v.code, 0, "{} {}", v.stdout, v.stderr);
+}

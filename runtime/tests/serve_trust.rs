@@ -1082,3 +1082,47 @@ fn in_warn_mode_checks_that_fail_again_leave_one_warning_not_one_each() {
     assert_eq!(rechecks(&st["warnings"]), 1, "{st}");
     s.stop_and_drain(&mut c);
 }
+
+/// review-138 L1: under `--trust-mode warn` a package whose chain is proven but whose signer
+/// is revoked keeps its `signer_chain` in the launch and restart records — which said nothing
+/// of the revocation (a revoked key may be a stolen one): they carry `detail.signature_status`.
+#[test]
+fn in_warn_mode_launch_and_restart_records_of_a_revoked_signer_say_so() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (hello, _) = two_workers(&fx);
+    fx.install_list(&["--key", "dev.pub"]);
+    let audit = fx.dir().join("audit.log");
+    std::fs::write(
+        fx.dir().join("policy.toml"),
+        format!("version = 1\n[trust]\nmode = \"warn\"\n[audit]\nfile = {audit:?}\n"),
+    )
+    .unwrap();
+    let mut s = Serve::start_with(
+        &fx,
+        CONFIG,
+        &["--policy", "policy.toml", "--trust-mode", "warn"],
+    );
+    let mut c = s.client();
+    let r = c.ok("plugin_load", json!({"package": hello}));
+    assert_eq!(r["signature_status"], "revoked", "{r}");
+    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    c.wait_state("hello", "restarting");
+    wait_ready(&mut c, "hello");
+    s.stop_and_drain(&mut c);
+    let recs: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for ev in ["launch", "restart"] {
+        let r = recs
+            .iter()
+            .find(|r| r["event"] == ev && r["outcome"] == "ok")
+            .unwrap_or_else(|| panic!("a {ev} record: {recs:#?}"));
+        assert!(!r["signer_chain"].as_array().unwrap().is_empty(), "{r:#}");
+        assert_eq!(r["detail"]["signature_status"], "revoked", "{ev}: {r:#}");
+    }
+}

@@ -339,7 +339,10 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
             let err = launch_error(e);
             let mut rec = base.clone();
             rec.outcome = "failed".into();
-            rec.detail = json!({"kind": err.kind()});
+            let mut detail = serde_json::Map::new();
+            detail.insert("kind".into(), json!(err.kind()));
+            audit::keep_signature_status(&base, &mut detail);
+            rec.detail = detail.into();
             audit::append_or_fail(&log, rec)?;
             return Err(err);
         }
@@ -377,6 +380,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         .cloned()
         .unwrap_or_default(),
     );
+    audit::keep_signature_status(&base, &mut detail);
     rec.detail = detail.into();
     let layers = rec.layers.clone();
     audit::append_or_fail(&log, rec)?;

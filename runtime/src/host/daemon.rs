@@ -116,6 +116,8 @@ pub struct Daemon {
     next_call: u64,
     fanouts: HashMap<u64, FanOut>,
     next_fanout: u64,
+    /// Hooks failing open, per (plugin, hook): their `bypass` audit records ([`super::bypass`]).
+    pub(crate) bypasses: super::bypass::Ledger,
     pub(crate) rng: SplitMix64,
     pub(crate) stopping: bool,
     own_uid: u32,
@@ -222,6 +224,7 @@ impl Daemon {
             next_call: 1,
             fanouts: HashMap::new(),
             next_fanout: 1,
+            bypasses: super::bypass::Ledger::default(),
             rng: SplitMix64::new(u64::from_ne_bytes(seed)),
             stopping: false,
             own_uid: crate::sys::ids().0,
@@ -389,6 +392,31 @@ impl Daemon {
         }
         self.route();
         self.flush_conns();
+        // Calls let through since their hook's last record: counted before the daemon ends.
+        let recs = self.bypasses.gone(None, super::bypass::Gone::Stopped);
+        self.audit_bypasses(recs);
+    }
+
+    /// Write `bypass` records. One that cannot be written does not hold anything up — its call
+    /// already failed open, by policy — and is said in the daemon's log instead
+    /// (docs/audit.md "Configuration changes and bypassed guards").
+    pub(crate) fn audit_bypasses(&self, recs: Vec<crate::audit::Record>) {
+        for rec in recs {
+            let what = format!(
+                "plugin {} hook {}: {} ({} call(s) let through)",
+                rec.plugin.as_deref().unwrap_or(""),
+                rec.detail["hook"].as_str().unwrap_or(""),
+                rec.outcome,
+                rec.detail["bypassed_calls"]
+            );
+            if let Err(e) = crate::audit::append_or_fail(&self.cfg.audit, rec) {
+                log_line(&format!(
+                    "bypass audit record not written: {}: {}",
+                    term(&what),
+                    term(&e.to_string())
+                ));
+            }
+        }
     }
 
     /// The refusals not logged in an interval that has ended, one line per reason.
@@ -891,6 +919,7 @@ impl Daemon {
         let Some(f) = self.fanouts.remove(&fid) else {
             return;
         };
+        self.note_bypasses(&f);
         if f.conn >= super::sertone::HTTP_BASE {
             let results = f.names.into_iter().zip(f.results).collect();
             return self.sertone_finish(f.conn, &f.hook, results);
@@ -902,6 +931,35 @@ impl Daemon {
             .collect();
         let v = response_ok(&f.id, json!({"hook": f.hook, "results": results}));
         self.send(f.conn, &v);
+    }
+
+    /// Each plugin's entry in an agent's finished fan-out: a bypass (`bypassed`: its fail-open default
+    /// stood in for its answer) or its own answer, for the hook's `bypass` records.
+    fn note_bypasses(&mut self, f: &FanOut) {
+        if f.conn >= super::sertone::HTTP_BASE {
+            return; // the front decides what it bypasses (`sertone_answer`)
+        }
+        let now = Instant::now();
+        let mut recs = Vec::new();
+        for (name, e) in f.names.iter().zip(&f.results) {
+            let Some(e) = e else { continue };
+            let rec = if let Some(b) = e.get("bypassed") {
+                let why = (
+                    b["reason"].as_str().unwrap_or("unknown"),
+                    b["message"].as_str().unwrap_or(""),
+                );
+                self.bypasses
+                    .bypassed(name, &f.hook, why, "hook_invoke", now)
+            } else if e.get("result").is_some()
+                || e["error"]["code"].as_i64() == Some(codes::PLUGIN_ERROR)
+            {
+                self.bypasses.answered(name, &f.hook, now)
+            } else {
+                None
+            };
+            recs.extend(rec);
+        }
+        self.audit_bypasses(recs);
     }
 
     /// Route what the plugins said: answers into their fan-out, notifications to everyone.

@@ -1033,7 +1033,11 @@ impl Daemon {
             let mut rec = lp.base.clone();
             rec.event = event;
             rec.outcome = "failed".into();
-            rec.detail = json!({"kind": ce.kind(), "error": ce.chain().join(": ")});
+            let mut detail = serde_json::Map::new();
+            detail.insert("kind".into(), json!(ce.kind()));
+            detail.insert("error".into(), json!(ce.chain().join(": ")));
+            audit::keep_signature_status(&lp.base, &mut detail);
+            rec.detail = Value::Object(detail);
             this.audit(rec);
             (
                 "launch",
@@ -1095,6 +1099,9 @@ impl Daemon {
         }
         if let (Some(d), Value::Object(x)) = (detail.as_object_mut(), extra) {
             d.extend(x);
+        }
+        if let Some(d) = detail.as_object_mut() {
+            audit::keep_signature_status(&lp.base, d);
         }
         rec.detail = detail;
         e.audit.layers = rec.layers.clone();
@@ -1854,6 +1861,11 @@ impl Daemon {
                 self.unindex_hooks(name);
                 let mut e = self.plugins.remove(name).expect("present");
                 self.discard_spare(name, e.spare.take());
+                // Calls its hooks let through since their last record: counted as it goes.
+                let recs = self
+                    .bypasses
+                    .gone(Some(name), super::bypass::Gone::Unloaded);
+                self.audit_bypasses(recs);
                 let last = e.last_exit.clone();
                 for (conn, id) in e.pending_unload {
                     self.send(

@@ -18,6 +18,7 @@
 pub mod admit;
 pub mod agent;
 pub mod answer_cache;
+pub mod bypass;
 pub mod conn;
 pub mod daemon;
 pub mod fleet;

@@ -894,6 +894,48 @@ impl Daemon {
         self.sertone_answer(t, hook, &outcomes);
     }
 
+    /// The front's bypasses (`v["bypassed"]`) and answers, for the hook's `bypass` audit
+    /// records ([`super::bypass`]).
+    fn note_front_bypasses(
+        &mut self,
+        hook: &str,
+        outcomes: &[sertone::PluginOutcome],
+        v: &Value,
+        now: Instant,
+    ) {
+        let bypassed: Vec<(&str, &str)> = v["bypassed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| {
+                (
+                    x["plugin"].as_str().unwrap_or("?"),
+                    x["why"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        let mut recs = Vec::new();
+        for (name, _, out) in outcomes {
+            let rec = match bypassed.iter().find(|(p, _)| p == name) {
+                Some((_, why)) => {
+                    let reason = if why.starts_with("invalid answer") {
+                        "invalid_answer"
+                    } else {
+                        "no_answer"
+                    };
+                    self.bypasses
+                        .bypassed(name, hook, (reason, why), "sertone", now)
+                }
+                None if matches!(out, Outcome::Answer(_)) => {
+                    self.bypasses.answered(name, hook, now)
+                }
+                None => None,
+            };
+            recs.extend(rec);
+        }
+        self.audit_bypasses(recs);
+    }
+
     fn sertone_answer(&mut self, t: usize, hook: &str, outcomes: &[sertone::PluginOutcome]) {
         let v = if hook == sertone::PRE_REQUEST {
             sertone::combine_pre(outcomes)
@@ -901,6 +943,7 @@ impl Daemon {
             sertone::combine_post(outcomes)
         };
         let now = Instant::now();
+        self.note_front_bypasses(hook, outcomes, &v, now);
         let Some(f) = self.front.as_mut() else { return };
         for x in v["bypassed"].as_array().into_iter().flatten() {
             let plugin = x["plugin"].as_str().unwrap_or("?");
