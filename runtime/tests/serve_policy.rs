@@ -1252,6 +1252,17 @@ fn a_hook_failing_open_is_one_bypass_record_begun_and_one_with_its_count() {
     assert_eq!(b[2]["outcome"], "failing_open");
     assert_eq!(b[3]["outcome"], "stopped", "{:#}", b[3]);
     assert_eq!(b[3]["detail"]["bypassed_calls"], 2, "{:#}", b[3]);
+    // review-142: each names the package whose hook was bypassed, as its launch record does.
+    let launch = records(&audit)
+        .into_iter()
+        .find(|r| r["event"] == "launch" && r["outcome"] == "ok")
+        .expect("a launch record");
+    for r in &b {
+        for field in ["version", "package_sha256", "signer_chain", "policy_sha256"] {
+            assert!(!launch[field].is_null(), "{field}: {launch:#}");
+            assert_eq!(r[field], launch[field], "{field}: {r:#}");
+        }
+    }
     let v = fx.run(&["--json", "audit", "verify", "audit.log", "--require-head"]);
     assert_eq!(v.code, 0, "{} {}", v.stdout, v.stderr);
 }

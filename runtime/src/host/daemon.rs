@@ -401,7 +401,30 @@ impl Daemon {
     /// already failed open, by policy — and is said in the daemon's log instead
     /// (docs/audit.md "Configuration changes and bypassed guards").
     pub(crate) fn audit_bypasses(&self, recs: Vec<crate::audit::Record>) {
-        for rec in recs {
+        self.audit_bypasses_of(recs, None);
+    }
+
+    /// [`Daemon::audit_bypasses`], each record naming the incarnation whose hook was bypassed
+    /// (`version`, `package_sha256`, `signer_chain`, `policy_sha256`, `layers`, as its other
+    /// records do): `gone`'s, for a plugin already taken out of the fleet, else the loaded one's.
+    pub(crate) fn audit_bypasses_of(
+        &self,
+        recs: Vec<crate::audit::Record>,
+        gone: Option<&crate::audit::Record>,
+    ) {
+        for mut rec in recs {
+            let base = gone.or_else(|| {
+                rec.plugin
+                    .as_deref()
+                    .and_then(|p| self.plugin_audit_base(p))
+            });
+            if let Some(b) = base {
+                rec.version.clone_from(&b.version);
+                rec.package_sha256.clone_from(&b.package_sha256);
+                rec.signer_chain.clone_from(&b.signer_chain);
+                rec.policy_sha256.clone_from(&b.policy_sha256);
+                rec.layers.clone_from(&b.layers);
+            }
             let what = format!(
                 "plugin {} hook {}: {} ({} call(s) let through)",
                 rec.plugin.as_deref().unwrap_or(""),

@@ -473,6 +473,11 @@ pub(crate) fn state_line(p: &Value) -> String {
 }
 
 impl Daemon {
+    /// What every audit record about `name`'s current incarnation shares, if it is loaded.
+    pub(crate) fn plugin_audit_base(&self, name: &str) -> Option<&Record> {
+        self.plugins.get(name).map(|e| &e.audit)
+    }
+
     /// `r`, naming the agent whose `plugin_load` it comes from ([`Daemon::load_agent`]).
     pub(crate) fn for_agent(&self, mut r: Record) -> Record {
         if let (Some(uid), Some(d)) = (self.load_agent, r.detail.as_object_mut()) {
@@ -1865,7 +1870,7 @@ impl Daemon {
                 let recs = self
                     .bypasses
                     .gone(Some(name), super::bypass::Gone::Unloaded);
-                self.audit_bypasses(recs);
+                self.audit_bypasses_of(recs, Some(&e.audit));
                 let last = e.last_exit.clone();
                 for (conn, id) in e.pending_unload {
                     self.send(
