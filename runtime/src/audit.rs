@@ -2181,30 +2181,9 @@ mod tests {
         for order in &orders {
             for (which, f) in order.iter().enumerate() {
                 for a in &alter {
-                    let files: Vec<(String, String)> = order
-                        .iter()
-                        .enumerate()
-                        .map(|(i, k)| {
-                            let t = if i == which {
-                                a(&texts[*k])
-                            } else {
-                                texts[*k].clone()
-                            };
-                            (format!("f{k}"), t)
-                        })
-                        .collect();
-                    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+                    let files = one_altered(&texts, order, which, *a);
                     for h in &heads {
-                        let whole = verify_files(&files, h.as_ref())
-                            .map(|(c, b)| (c.iter().map(|c| c.hashes.len()).collect(), b));
-                        let streamed = verify_streams(&names, h.as_ref(), |i| {
-                            Ok(std::io::Cursor::new(files[i].1.clone().into_bytes()))
-                        });
-                        let streamed = match streamed {
-                            Ok((s, b)) => Ok((s.iter().map(|s| s.records).collect::<Vec<_>>(), b)),
-                            Err(StreamError::Chain(e)) => Err(e),
-                            Err(e) => panic!("{e}"),
-                        };
+                        let (streamed, whole) = streamed_and_whole(&files, h.as_ref());
                         assert_eq!(streamed, whole, "order {order:?} file {f} {h:?}");
                     }
                 }
@@ -2306,30 +2285,9 @@ mod tests {
         for order in orders {
             for which in 0..order.len() {
                 for a in &alter {
-                    let files: Vec<(String, String)> = order
-                        .iter()
-                        .enumerate()
-                        .map(|(i, k)| {
-                            let t = if i == which {
-                                a(&texts[*k])
-                            } else {
-                                texts[*k].clone()
-                            };
-                            (format!("f{k}"), t)
-                        })
-                        .collect();
-                    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+                    let files = one_altered(&texts, order, which, *a);
                     for h in &heads {
-                        let whole = verify_files(&files, h.as_ref())
-                            .map(|(c, b)| (c.iter().map(|c| c.hashes.len()).collect(), b));
-                        let streamed = verify_streams(&names, h.as_ref(), |i| {
-                            Ok(std::io::Cursor::new(files[i].1.clone().into_bytes()))
-                        });
-                        let streamed = match streamed {
-                            Ok((s, b)) => Ok((s.iter().map(|s| s.records).collect::<Vec<_>>(), b)),
-                            Err(StreamError::Chain(e)) => Err(e),
-                            Err(e) => panic!("{e}"),
-                        };
+                        let (streamed, whole) = streamed_and_whole(&files, h.as_ref());
                         assert_eq!(streamed, whole, "order {order:?} file {which} {h:?}");
                         if let Err(FilesError {
                             source: ChainError::OlderAfterNewer { .. },
@@ -2353,6 +2311,48 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// `texts` in `order` as files `f{k}`, the one at position `which` passed through `alter`.
+    fn one_altered(
+        texts: &[String],
+        order: &[usize],
+        which: usize,
+        alter: &dyn Fn(&str) -> String,
+    ) -> Vec<(String, String)> {
+        order
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let t = if i == which {
+                    alter(&texts[*k])
+                } else {
+                    texts[*k].clone()
+                };
+                (format!("f{k}"), t)
+            })
+            .collect()
+    }
+
+    /// Records per file and whether the head is one behind, or the chain error.
+    type Verdict = Result<(Vec<usize>, bool), FilesError>;
+
+    /// Records per file and "head behind" — or the chain error — of `files` as the streamed
+    /// check (`verify_streams`) and the whole-text one (`verify_files`) find them, in that
+    /// order, for the differential tests to compare.
+    fn streamed_and_whole(files: &[(String, String)], head: Option<&Head>) -> (Verdict, Verdict) {
+        let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        let whole =
+            verify_files(files, head).map(|(c, b)| (c.iter().map(|c| c.hashes.len()).collect(), b));
+        let streamed = verify_streams(&names, head, |i| {
+            Ok(std::io::Cursor::new(files[i].1.clone().into_bytes()))
+        });
+        let streamed = match streamed {
+            Ok((s, b)) => Ok((s.iter().map(|s| s.records).collect::<Vec<_>>(), b)),
+            Err(StreamError::Chain(e)) => Err(e),
+            Err(e) => panic!("{e}"),
+        };
+        (streamed, whole)
     }
 
     #[test]
