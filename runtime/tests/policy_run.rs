@@ -43,6 +43,28 @@ fn explain_granted(fx: &Fixture) -> (BTreeSet<String>, Value) {
     (granted, v)
 }
 
+/// `grant issue` with the operator key `op.key`: plugin `t` 0.1.0 may have `emit_event`
+/// (`grants/t.grant`).
+fn issue_emit_event_grant(fx: &Fixture) -> (String, String, i32) {
+    common_run(
+        fx,
+        &[
+            "grant",
+            "issue",
+            "--key",
+            "op.key",
+            "--plugin",
+            "t",
+            "--plugin-version",
+            "0.1.0",
+            "--target",
+            "capability:emit_event",
+            "-o",
+            "grants/t.grant",
+        ],
+    )
+}
+
 fn common_run(fx: &Fixture, args: &[&str]) -> (String, String, i32) {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
         .args(args)
@@ -87,23 +109,7 @@ fn run_grants_exactly_what_explain_says() {
     for (name, policy, grant) in &corpus {
         let _ = std::fs::remove_file(d.join("grants/t.grant"));
         if *grant {
-            let r = common_run(
-                &fx,
-                &[
-                    "grant",
-                    "issue",
-                    "--key",
-                    "op.key",
-                    "--plugin",
-                    "t",
-                    "--plugin-version",
-                    "0.1.0",
-                    "--target",
-                    "capability:emit_event",
-                    "-o",
-                    "grants/t.grant",
-                ],
-            );
+            let r = issue_emit_event_grant(&fx);
             assert_eq!(r.2, 0, "{}", r.1);
             grants_seen += 1;
         }
@@ -247,23 +253,7 @@ fn a_granted_item_the_flags_leave_out_is_not_recorded_as_granted() {
     common_run(&fx, &["keygen", "-o", "op"]);
     std::fs::create_dir(d.join("grants")).unwrap();
     let audit = d.join("audit.log");
-    let r = common_run(
-        &fx,
-        &[
-            "grant",
-            "issue",
-            "--key",
-            "op.key",
-            "--plugin",
-            "t",
-            "--plugin-version",
-            "0.1.0",
-            "--target",
-            "capability:emit_event",
-            "-o",
-            "grants/t.grant",
-        ],
-    );
+    let r = issue_emit_event_grant(&fx);
     assert_eq!(r.2, 0, "{}", r.1);
     let policy = format!(
         "[risk]\nemit_event = \"high\"\n[trust]\noperator_keys = [\"{}\"]\ngrants = \"{}\"\n\
