@@ -1266,3 +1266,52 @@ fn a_hook_failing_open_is_one_bypass_record_begun_and_one_with_its_count() {
     let v = fx.run(&["--json", "audit", "verify", "audit.log", "--require-head"]);
     assert_eq!(v.code, 0, "{} {}", v.stdout, v.stderr);
 }
+
+/// audit-145: a plugin's store written under the default quota (here 900 KB), then the
+/// operator lowers that plugin's `[kv]` (`[plugin.a.kv] max_total_bytes = 65536`): the
+/// daemon loads it and the data is there — before, every load and restart was refused
+/// (`load_failed` `kv_store`, the store's bound computed from the lowered quota). A store that
+/// cannot be read (plugin `b`'s, not JSON) is still refused, its cause in the message, which
+/// said "cannot load key/value store `…`" and not why.
+#[test]
+fn a_plugins_store_loads_under_a_lowered_kv_quota_and_an_unreadable_one_says_why() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let dev = fx.secret("dev.key").public_key();
+    let kv = fx.path(&format!(
+        "state/kv/{}",
+        stockade_trust::index::fingerprint(&dev)
+    ));
+    std::fs::create_dir_all(&kv).unwrap();
+    let value = "v".repeat(1000);
+    let full: serde_json::Map<String, Value> = (0..900)
+        .map(|i| (format!("k{i:03}"), json!(value)))
+        .collect();
+    std::fs::write(kv.join("a.json"), Value::Object(full).to_string()).unwrap();
+    std::fs::write(kv.join("b.json"), "not json").unwrap();
+    let (a, b) = (
+        pack_worker(&fx, "a", &["on:x"]),
+        pack_worker(&fx, "b", &["on:x"]),
+    );
+    let mut s = Serve::start(
+        &fx,
+        "[health]\nping_interval_ms = 0\n",
+        Some("[plugin.a.kv]\nmax_total_bytes = 65536\nmax_keys = 100\n"),
+    );
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    c.wait_state("a", "ready");
+    let r = c.call("plugin_load", json!({"package": b}));
+    assert_eq!(r["error"]["data"]["kind"], "kv_store", "{r}");
+    let message = r["error"]["message"].as_str().unwrap();
+    assert!(message.contains("b.json"), "{message}");
+    assert!(
+        message.contains("expected"),
+        "the parser's cause: {message}"
+    );
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    let kept: Value = serde_json::from_slice(&std::fs::read(kv.join("a.json")).unwrap()).unwrap();
+    assert_eq!(kept["k899"], json!(value), "the store intact");
+}
