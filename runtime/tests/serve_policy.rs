@@ -1266,3 +1266,105 @@ fn a_hook_failing_open_is_one_bypass_record_begun_and_one_with_its_count() {
     let v = fx.run(&["--json", "audit", "verify", "audit.log", "--require-head"]);
     assert_eq!(v.code, 0, "{} {}", v.stdout, v.stderr);
 }
+
+/// audit-145: the audit sinks stay as read at start, so a SIGHUP whose policy changes `[audit]`
+/// (here `keep`, then `file` moved away) applies everything else and says that this is not
+/// applied — a log warning and the reload record's `detail.not_applied` — instead of
+/// "policy reloaded" alone, which read as the new sinks being in force. A reload that leaves
+/// `[audit]` as it was says nothing of it.
+#[test]
+fn a_sighup_that_changes_the_audit_sinks_says_they_stay_as_read_at_start() {
+    if !require_root() {
+        return;
+    }
+    let (fx, audit) = audited_fixture();
+    let policy = fx.dir().join("root/etc/stockade/policy.toml");
+    let mut s = Serve::start_with(&fx, "", &["--policy-root", "root"]);
+    let at_start = format!("version = 1\n[audit]\nfile = \"{}\"\n", audit.display());
+    let moved = fx.dir().join("elsewhere.log");
+    for (n, text) in [
+        format!("{at_start}keep = 3\n"),
+        format!("version = 1\n[audit]\nfile = \"{}\"\n", moved.display()),
+        format!("{at_start}[resources]\npids_max = 32\n"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        write(&policy, &text);
+        signal(s.pid(), "HUP");
+        let start = std::time::Instant::now();
+        while s.log().matches("SIGHUP: policy reloaded").count() <= n {
+            assert!(start.elapsed().as_secs() < 30, "{}", s.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let log = s.log();
+    assert_eq!(s.stop(), 0, "{log}");
+    let warning = "SIGHUP: warning: the reloaded policy changes `audit`, which stays as read at \
+                   start until the daemon restarts";
+    assert_eq!(log.matches(warning).count(), 2, "{log}");
+    assert!(!moved.exists(), "the sinks stayed as read at start");
+    let reloads: Vec<Value> = records(&audit)
+        .into_iter()
+        .filter(|r| r["event"] == "configuration" && r["detail"]["change"] == "policy_reload")
+        .collect();
+    assert_eq!(reloads.len(), 3, "{reloads:?}");
+    assert!(reloads.iter().all(|r| r["outcome"] == "ok"), "{reloads:?}");
+    assert_eq!(reloads[0]["detail"]["not_applied"], json!(["audit"]));
+    assert_eq!(reloads[1]["detail"]["not_applied"], json!(["audit"]));
+    assert_eq!(
+        reloads[2]["detail"].get("not_applied"),
+        None,
+        "{}",
+        reloads[2]
+    );
+}
+
+/// audit-145: a plugin's store written under the default quota (here 900 KB), then the
+/// operator lowers that plugin's `[kv]` (`[plugin.a.kv] max_total_bytes = 65536`): the
+/// daemon loads it and the data is there — before, every load and restart was refused
+/// (`load_failed` `kv_store`, the store's bound computed from the lowered quota). A store that
+/// cannot be read (plugin `b`'s, not JSON) is still refused, its cause in the message, which
+/// said "cannot load key/value store `…`" and not why.
+#[test]
+fn a_plugins_store_loads_under_a_lowered_kv_quota_and_an_unreadable_one_says_why() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let dev = fx.secret("dev.key").public_key();
+    let kv = fx.path(&format!(
+        "state/kv/{}",
+        stockade_trust::index::fingerprint(&dev)
+    ));
+    std::fs::create_dir_all(&kv).unwrap();
+    let value = "v".repeat(1000);
+    let full: serde_json::Map<String, Value> = (0..900)
+        .map(|i| (format!("k{i:03}"), json!(value)))
+        .collect();
+    std::fs::write(kv.join("a.json"), Value::Object(full).to_string()).unwrap();
+    std::fs::write(kv.join("b.json"), "not json").unwrap();
+    let (a, b) = (
+        pack_worker(&fx, "a", &["on:x"]),
+        pack_worker(&fx, "b", &["on:x"]),
+    );
+    let mut s = Serve::start(
+        &fx,
+        "[health]\nping_interval_ms = 0\n",
+        Some("[plugin.a.kv]\nmax_total_bytes = 65536\nmax_keys = 100\n"),
+    );
+    let mut c = s.client();
+    c.ok("plugin_load", json!({"package": a}));
+    c.wait_state("a", "ready");
+    let r = c.call("plugin_load", json!({"package": b}));
+    assert_eq!(r["error"]["data"]["kind"], "kv_store", "{r}");
+    let message = r["error"]["message"].as_str().unwrap();
+    assert!(message.contains("b.json"), "{message}");
+    assert!(
+        message.contains("expected"),
+        "the parser's cause: {message}"
+    );
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    let kept: Value = serde_json::from_slice(&std::fs::read(kv.join("a.json")).unwrap()).unwrap();
+    assert_eq!(kept["k899"], json!(value), "the store intact");
+}

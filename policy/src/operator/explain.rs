@@ -32,7 +32,8 @@ use serde_json::{json, Value};
 /// One explained decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
-    /// capability, hook, filesystem, network, resource, kv, seccomp, layer, trust, identity.
+    /// capability, hook, filesystem, network, resource, kv, seccomp, layer, trust, audit,
+    /// identity.
     pub section: String,
     /// The item within the section.
     pub name: String,
@@ -500,21 +501,26 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
             String::new(),
         );
     }
+    // Both ranked, so that `diff` says which way they moved (audit-145: each was `changes`):
+    // without a required list the revocation step may be skipped (wider), and every operator
+    // key is one more signer whose grants are accepted (a set, ordered by inclusion).
+    let required = op.trust.require_revocation.unwrap_or(false);
     push(
         "trust",
         "require_revocation",
-        json!(op.trust.require_revocation.unwrap_or(false)),
+        json!(required),
         None,
-        None,
+        Some(if required { 0.0 } else { 1.0 }),
         op.origin("trust.require_revocation"),
         String::new(),
     );
+    let keys = op.trust.operator_keys.clone().unwrap_or_default();
     push(
         "trust",
         "operator_keys",
-        json!(op.trust.operator_keys.clone().unwrap_or_default()),
+        json!(keys),
         None,
-        None,
+        Some(keys.len() as f64),
         op.origin("trust.operator_keys"),
         String::new(),
     );
@@ -538,6 +544,54 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         None,
         op.origin("trust.keep_trees_max_mib"),
         String::new(),
+    );
+    // `[audit]` (audit-145: explain showed none of it, so `policy diff` said nothing of a
+    // drop-in that turns the journal off or moves the log). Ranked as oversight: a sink gone,
+    // or fewer rotated files kept, widens (what a plugin does is then recorded or kept less).
+    let audit = &op.audit;
+    let sink = |on: bool| Some(if on { 0.0 } else { 1.0 });
+    push(
+        "audit",
+        "file",
+        json!(audit.file.clone().unwrap_or_else(|| "none".into())),
+        None,
+        // One path for another changes, neither narrower.
+        sink(audit.file.is_some()),
+        op.origin("audit.file"),
+        String::new(),
+    );
+    for (k, on) in [("journal", audit.journal), ("stderr", audit.stderr)] {
+        push(
+            "audit",
+            k,
+            json!(on.unwrap_or(false)),
+            None,
+            sink(on.unwrap_or(false)),
+            op.origin(&format!("audit.{k}")),
+            String::new(),
+        );
+    }
+    push(
+        "audit",
+        "rotate_size",
+        json!(audit.rotate_size.clone().unwrap_or_else(|| "none".into())),
+        None,
+        None,
+        op.origin("audit.rotate_size"),
+        String::new(),
+    );
+    push(
+        "audit",
+        "keep",
+        match audit.keep {
+            Some(n) => json!(n),
+            None => json!("all"),
+        },
+        None,
+        // Unset keeps every rotated file; a smaller `keep` removes more of them.
+        Some(audit.keep.map_or(0.0, |n| 1.0 / f64::from(n.max(1)))),
+        op.origin("audit.keep"),
+        "rotated files kept; older ones are removed at each rotation".into(),
     );
     push(
         "identity",
@@ -920,6 +974,51 @@ mod tests {
         assert_eq!(eff("resource", "pids_max"), Some("narrows"));
         assert_eq!(eff("network", "mode"), Some("widens"));
         assert_eq!(eff("resource", "nofile"), None);
+    }
+
+    /// audit-145: `require_revocation` and `operator_keys` were unranked (`changes`), and
+    /// `[audit]` was not explained at all, so `policy diff` said nothing of a drop-in that
+    /// turns a sink off: each weakening widens now, its reverse narrows.
+    #[test]
+    fn diff_ranks_revocation_operator_keys_and_the_audit_sinks() {
+        let effect = |a: &str, b: &str, section: &str, name: &str| {
+            diff(
+                &ex(&format!("version = 1\n{a}")),
+                &ex(&format!("version = 1\n{b}")),
+            )
+            .into_iter()
+            .find(|c| c.section == section && c.name == name)
+            .map(|c| c.effect)
+        };
+        let req = |v: bool| format!("[trust]\nrequire_revocation = {v}\n");
+        let t = ("trust", "require_revocation");
+        assert_eq!(effect(&req(true), &req(false), t.0, t.1), Some("widens"));
+        assert_eq!(effect(&req(false), &req(true), t.0, t.1), Some("narrows"));
+        let keys = |k: &str| format!("[trust]\noperator_keys = [{k}]\n");
+        let (one, two) = (r#""/etc/a.pub""#, r#""/etc/a.pub", "/etc/b.pub""#);
+        let k = ("trust", "operator_keys");
+        assert_eq!(effect(&keys(one), &keys(two), k.0, k.1), Some("widens"));
+        assert_eq!(effect(&keys(two), &keys(one), k.0, k.1), Some("narrows"));
+        let other = r#""/etc/b.pub""#;
+        assert_eq!(effect(&keys(one), &keys(other), k.0, k.1), Some("changes"));
+        let audit = |t: &str| format!("[audit]\n{t}\n");
+        let file = audit(r#"file = "/var/log/stockade/audit.log""#);
+        assert_eq!(effect(&file, "", "audit", "file"), Some("widens"));
+        assert_eq!(effect("", &file, "audit", "file"), Some("narrows"));
+        let moved = audit(r#"file = "/tmp/audit.log""#);
+        assert_eq!(effect(&file, &moved, "audit", "file"), Some("changes"));
+        for sink in ["journal", "stderr"] {
+            let (on, off) = (
+                audit(&format!("{sink} = true")),
+                audit(&format!("{sink} = false")),
+            );
+            assert_eq!(effect(&on, &off, "audit", sink), Some("widens"), "{sink}");
+            assert_eq!(effect(&off, &on, "audit", sink), Some("narrows"), "{sink}");
+        }
+        let (five, two) = (audit("keep = 5"), audit("keep = 2"));
+        assert_eq!(effect(&five, &two, "audit", "keep"), Some("widens"));
+        assert_eq!(effect(&five, "", "audit", "keep"), Some("narrows"));
+        assert_eq!(effect("", &two, "audit", "keep"), Some("widens"));
     }
 
     /// The operator allowlist is a set: ranked by inclusion, not by how many it names

@@ -363,6 +363,7 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
         // Never wait for ever on the log's lock root's CLI shares: one event loop serves all.
         audit: AuditLog::from_policy(&defaults.audit)
             .waiting_at_most(crate::host::fleet::AUDIT_WAIT),
+        audit_section: defaults.audit.clone(),
         max_frame_bytes: defaults.host.protocol.max_frame_bytes,
         policy,
         policy_source,

@@ -66,6 +66,9 @@ pub struct DaemonConfig {
     pub allow_flags: Option<BTreeSet<Capability>>,
     /// The audit sinks of the policy's `[audit]`.
     pub audit: AuditLog,
+    /// That `[audit]` as read at start: the sinks stay so until the daemon restarts, and a
+    /// SIGHUP whose policy says otherwise says so ([`Daemon::reload_policy`]).
+    pub audit_section: stockade_policy::operator::AuditSection,
     /// Frame cap for agent connections (the policy's default `protocol.max_frame_bytes`).
     pub max_frame_bytes: usize,
     /// Trust configuration for verification: as read at start, then as read again by the last
@@ -457,7 +460,8 @@ impl Daemon {
     /// restarts; running plugins keep theirs until they restart); an invalid or unreadable one
     /// is reported and the one in force is kept. Then the trust configuration is read again
     /// and every loaded plugin checked against it ([`Daemon::recheck_loaded`]). The audit sinks
-    /// and the connections' frame cap stay as read at start.
+    /// and the connections' frame cap stay as read at start; a reload that changes either says
+    /// so (a log warning, the record's `detail.not_applied`).
     ///
     /// A reload that leaves out a policy directory the policy in force was read with — this
     /// user can no longer read it (a `chmod 0700` of `policy.d`, a directory above it made
@@ -512,6 +516,12 @@ impl Daemon {
                 let p = l.policy;
                 rec.detail["policy_sha256_after"] = fingerprint(&p).into();
                 rec.detail["layers"] = json!(p.layers);
+                // What a reload does not apply, said rather than left to look applied
+                // (audit-145: an `[audit]` change was "policy reloaded" and nothing else).
+                let unapplied = self.unapplied_at_reload(&p);
+                if !unapplied.is_empty() {
+                    rec.detail["not_applied"] = json!(unapplied);
+                }
                 if let Err(e) = crate::audit::append_or_fail(&self.cfg.audit, rec) {
                     log_line(&format!(
                         "SIGHUP: policy not reloaded, keeping the one in force: its audit record \
@@ -525,6 +535,12 @@ impl Daemon {
                     "SIGHUP: policy reloaded ({} layer(s)); it applies from the next launch or restart",
                     p.layers.len()
                 ));
+                for key in &unapplied {
+                    log_line(&format!(
+                        "SIGHUP: warning: the reloaded policy changes `{key}`, which stays as \
+                         read at start until the daemon restarts"
+                    ));
+                }
                 self.cfg.policy = p;
                 self.cfg.policy_skipped = l.skipped;
                 self.policy_generation += 1;
@@ -540,6 +556,26 @@ impl Daemon {
             }
         }
         self.recheck_loaded(now);
+    }
+
+    /// The settings of `p` (its defaults' resolution) that differ from those read at start and
+    /// that no reload applies: the audit sinks (`[audit]`) and the agent connections' frame cap
+    /// (`protocol.max_frame_bytes`). A policy that does not resolve applies nothing anyway.
+    fn unapplied_at_reload(
+        &self,
+        p: &stockade_policy::operator::MergedPolicy,
+    ) -> Vec<&'static str> {
+        let Ok(defaults) = p.resolve(None, None) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if defaults.audit != self.cfg.audit_section {
+            out.push("audit");
+        }
+        if defaults.host.protocol.max_frame_bytes != self.cfg.max_frame_bytes {
+            out.push("protocol.max_frame_bytes");
+        }
+        out
     }
 
     /// Append a refused reload's record; one that cannot be written is logged (nothing changed).

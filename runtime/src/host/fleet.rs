@@ -1016,10 +1016,15 @@ impl Daemon {
                 KvStore::open(state, &store, lp.host.kv.clone())
             })
             .map_err(|err| {
+                // With its causes, as `run` prints them: the store's error alone ("cannot load
+                // key/value store `…`") did not say why (too large, not JSON, another's file).
+                let why = crate::error::CmdError::new(crate::exit::Exit::Config, "kv_store", err)
+                    .chain()
+                    .join(": ");
                 (
                     "launch",
                     load_failed(
-                        format!("cannot open the key/value store: {err}"),
+                        format!("cannot open the key/value store: {why}"),
                         json!({"kind": "kv_store"}),
                     ),
                 )

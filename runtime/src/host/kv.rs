@@ -627,12 +627,22 @@ fn total(map: &BTreeMap<String, String>) -> usize {
 }
 
 /// The largest store file a load reads: what the earlier accounting (unescaped bytes) could
-/// write — up to six bytes per byte counted — plus the punctuation (`"k":"v",`) of every key.
-/// A store within the current accounting is at most a sixth of this.
+/// write — up to six bytes per byte counted — plus the punctuation (`"k":"v",`) of every key,
+/// under the quota in force or the built-in default one, whichever allows more. A store within
+/// the current accounting is at most a sixth of this.
+///
+/// Never below the default's: an operator who lowers `[kv]` leaves every store the default
+/// quota let a plugin write loadable (and only shrinking, [`KvStore::put`]). A cap of the
+/// lowered quota alone refused the load — every launch of the plugin failed with `kv_store`
+/// until the quota was put back (audit-145). The cap stays, since the file belongs to the
+/// state directory's owner, whom root's `run` does not trust with its memory.
 fn file_cap(q: &KvQuota) -> u64 {
-    let bytes = q.max_total_bytes.saturating_mul(6);
-    let punctuation = q.max_keys.saturating_mul(6);
-    bytes.saturating_add(punctuation).saturating_add(4096) as u64
+    let cap = |q: &KvQuota| {
+        let bytes = q.max_total_bytes.saturating_mul(6);
+        let punctuation = q.max_keys.saturating_mul(6);
+        bytes.saturating_add(punctuation).saturating_add(4096) as u64
+    };
+    cap(q).max(cap(&KvQuota::default()))
 }
 
 /// The store file `file`'s bytes as read (at most `cap` + 1 of them), as the map it holds: a
@@ -755,6 +765,9 @@ impl KvStore {
         value: Option<&str>,
         now: std::time::Instant,
     ) -> Result<(), KvError> {
+        // A key or value over its size is `quota_exceeded` before the budget is looked at:
+        // no retry makes it fit.
+        self.check_alone(key, value)?;
         let b = &mut self.budget;
         if let Some(until) = b.locked_until.filter(|u| now < *u) {
             return Err(KvError::Locked {
@@ -776,9 +789,12 @@ impl KvStore {
         let max_bytes = WRITE_BUDGET
             .total_bytes_factor
             .saturating_mul(self.quota.max_total_bytes as u64);
+        // Bytes are spent once this second wrote some: `max_total_bytes = 0` (a budget of 0)
+        // made every put `overloaded`, to be retried for ever, where the quota refuses it
+        // (`quota_exceeded`, audit-145).
         let spent = if b.puts >= WRITE_BUDGET.puts {
             Some("puts per second")
-        } else if b.bytes >= max_bytes {
+        } else if b.bytes > 0 && b.bytes >= max_bytes {
             Some("bytes written per second")
         } else {
             None
@@ -812,11 +828,21 @@ impl KvStore {
         }
     }
 
-    /// Set (or with `None` delete) a key, persisting before returning.
-    pub fn put(&mut self, key: &str, value: Option<&str>) -> Result<(), KvError> {
-        if key.is_empty() || key.len() > self.quota.max_key_bytes {
+    /// The quota checks of a put that need no store: the key's and the value's size.
+    fn check_alone(&self, key: &str, value: Option<&str>) -> Result<(), KvError> {
+        let q = &self.quota;
+        if key.is_empty() || key.len() > q.max_key_bytes {
             return Err(KvError::Quota("key size"));
         }
+        if value.is_some_and(|v| v.len() > q.max_value_bytes) {
+            return Err(KvError::Quota("value size"));
+        }
+        Ok(())
+    }
+
+    /// Set (or with `None` delete) a key, persisting before returning.
+    pub fn put(&mut self, key: &str, value: Option<&str>) -> Result<(), KvError> {
+        self.check_alone(key, value)?;
         // Held until the new map is in place (dropped at return).
         let _lock = self.dir.lock(&self.name).map_err(KvError::Persist)?;
         self.reload()?;
@@ -824,20 +850,18 @@ impl KvStore {
         let mut next = self.map.clone();
         match value {
             Some(v) => {
-                if v.len() > q.max_value_bytes {
-                    return Err(KvError::Quota("value size"));
-                }
                 next.insert(key.to_string(), v.to_string());
             }
             None => {
                 next.remove(key);
             }
         }
-        if next.len() > q.max_keys {
+        // A store over the quota (written under the earlier accounting, or before the operator
+        // lowered it) stays readable and may shrink, but never grow: a key replaced or deleted
+        // in a store of too many keys adds none.
+        if next.len() > q.max_keys && next.len() > self.map.len() {
             return Err(KvError::Quota("number of keys"));
         }
-        // A store over the quota (written under the earlier accounting, or before the operator
-        // lowered it) stays readable and may shrink, but never grow.
         let size = total(&next);
         if size > q.max_total_bytes && size > total(&self.map) {
             return Err(KvError::Quota("total bytes"));
@@ -1030,6 +1054,71 @@ mod tests {
         let mut again = KvStore::open(d.path(), "p", KvQuota::default()).unwrap();
         assert_eq!(again.get("k000").unwrap(), None);
         assert_eq!(again.get("k001").unwrap(), Some("short"));
+    }
+
+    /// audit-145: a store the default quota let a plugin fill (900 keys, 900 KB) after the
+    /// operator lowered `[kv]` to 64 KiB and 100 keys: it loads (every launch refused it with
+    /// `kv_store` before), and only shrinks — nothing added, a value replaced by a shorter one
+    /// or deleted.
+    #[test]
+    fn a_store_written_before_the_quota_was_lowered_loads_and_only_shrinks() {
+        let d = tempfile::tempdir().unwrap();
+        let value = "v".repeat(1000);
+        let full: BTreeMap<String, String> = (0..900)
+            .map(|i| (format!("k{i:03}"), value.clone()))
+            .collect();
+        assert!(total(&full) <= KvQuota::default().max_total_bytes);
+        fs::create_dir(d.path().join("kv")).unwrap();
+        fs::write(
+            d.path().join("kv/p.json"),
+            serde_json::to_vec(&full).unwrap(),
+        )
+        .unwrap();
+        let lowered = KvQuota {
+            max_keys: 100,
+            max_total_bytes: 64 * 1024,
+            ..KvQuota::default()
+        };
+        let mut s = KvStore::open(d.path(), "p", lowered.clone()).expect("the store loads");
+        assert_eq!(s.get("k899").unwrap(), Some(value.as_str()));
+        assert!(matches!(
+            s.put("new", Some("x")),
+            Err(KvError::Quota("number of keys"))
+        ));
+        assert!(matches!(
+            s.put("k000", Some(&"w".repeat(1001))),
+            Err(KvError::Quota("total bytes"))
+        ));
+        s.put("k000", Some("short")).unwrap();
+        s.put("k001", None).unwrap();
+        let mut again = KvStore::open(d.path(), "p", lowered).unwrap();
+        assert_eq!(again.get("k000").unwrap(), Some("short"));
+        assert_eq!(again.get("k001").unwrap(), None);
+        assert_eq!(again.get("k002").unwrap(), Some(value.as_str()));
+    }
+
+    /// audit-145: `max_total_bytes = 0` is a write budget of 0 bytes a second, and every put
+    /// was `overloaded` (`kv_write_budget`, retry in N ms) for ever; a put no store of the
+    /// quota can take is `quota_exceeded`, whatever the budget.
+    #[test]
+    fn a_put_no_store_of_the_quota_can_take_is_over_quota_not_over_budget() {
+        let d = tempfile::tempdir().unwrap();
+        let q = KvQuota {
+            max_total_bytes: 0,
+            ..KvQuota::default()
+        };
+        let mut s = KvStore::open(d.path(), "p", q).unwrap();
+        let t0 = std::time::Instant::now();
+        for _ in 0..3 {
+            let e = s.put_at("k", Some("v"), t0).unwrap_err();
+            assert!(matches!(e, KvError::Quota("total bytes")), "{e:?}");
+        }
+        let mut s = KvStore::open(d.path(), "p", quota()).unwrap();
+        for _ in 0..WRITE_BUDGET.puts + 1 {
+            let e = s.put_at("k", Some(&"v".repeat(11)), t0).unwrap_err();
+            assert!(matches!(e, KvError::Quota("value size")), "{e:?}");
+        }
+        assert!(!d.path().join("kv/p.json").exists(), "nothing written");
     }
 
     #[test]
