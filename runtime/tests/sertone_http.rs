@@ -1240,3 +1240,98 @@ fn a_long_call_within_its_deadline_does_not_cost_the_plugin_its_health() {
     }
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
+
+/// helper-143: the front bypasses a plugin still starting (it declares the hook, so it is
+/// named under `bypassed`); when that first launch never becomes ready, the plugin is removed
+/// and the calls let through meanwhile are counted then, in an `unloaded` `bypass` record
+/// naming its package, as an unload's are. They were left for the daemon's stop, whose
+/// `stopped` record no longer knew the plugin: no version, no package, no policy hash.
+#[test]
+fn a_first_launch_that_never_becomes_ready_counts_its_bypasses_as_it_goes() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let audit = fx.dir().join("audit.log");
+    // Never handshakes: starting until killed (its handshake deadline is far away).
+    let silent = "#!/bin/sh\nwhile :; do sleep 5; done\n";
+    let pkg = serve_common::pack_script(&fx, "silent", &["on:sertone.pre_request"], silent);
+    std::fs::write(
+        fx.dir().join("policy.toml"),
+        format!(
+            "version = 1\n[audit]\nfile = {audit:?}\n[protocol]\nhandshake_timeout_ms = 600000\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let none = fx.dir().join("no-policy-root");
+    let mut s = Serve::start_with(
+        &fx,
+        "[health]\nping_interval_ms = 0\n",
+        &[
+            "--policy",
+            "policy.toml",
+            "--policy-root",
+            none.to_str().unwrap(),
+            "--sertone-listen",
+            &addr,
+        ],
+    );
+    let mut loader = s.client();
+    loader.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "plugin_load",
+                        "params": {"package": pkg}}));
+    let mut c = s.client();
+    let pid = loop {
+        let r = c.call("plugin_status", json!({"name": "silent"}));
+        if let Some(pid) = r["result"]["pid"].as_i64() {
+            assert_eq!(r["result"]["state"], "starting", "{r}");
+            break pid;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for id in ["s-1", "s-2"] {
+        let (st, r) = http(port, "POST", "/sertone/pre-request", &pre("0a", id));
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["bypassed"][0]["plugin"], "silent", "{r}");
+    }
+    serve_common::signal(i32::try_from(pid).unwrap(), "KILL");
+    let answer = loop {
+        let m = loader.recv().expect("the load's answer");
+        if m["id"] == 1 {
+            break m;
+        }
+    };
+    assert_eq!(
+        answer["error"]["code"],
+        serve_common::LOAD_FAILED,
+        "{answer}"
+    );
+    let bypasses = || -> Vec<Value> {
+        std::fs::read_to_string(&audit)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["event"] == "bypass")
+            .collect()
+    };
+    // Counted as it went, before the daemon stops.
+    let b = bypasses();
+    assert_eq!(b.len(), 2, "{b:#?}");
+    assert_eq!(b[0]["outcome"], "failing_open", "{:#}", b[0]);
+    assert_eq!(b[1]["outcome"], "unloaded", "{:#}", b[1]);
+    assert_eq!(b[1]["detail"]["bypassed_calls"], 2, "{:#}", b[1]);
+    assert_eq!(b[1]["detail"]["failing_open"], true, "{:#}", b[1]);
+    for r in &b {
+        assert_eq!(r["plugin"], "silent", "{r:#}");
+        assert_eq!(r["version"], "0.1.0", "{r:#}");
+        assert_eq!(
+            r["package_sha256"].as_str().map(str::len),
+            Some(64),
+            "{r:#}"
+        );
+    }
+    drop((loader, c));
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert_eq!(bypasses().len(), 2, "nothing left for the stop");
+}

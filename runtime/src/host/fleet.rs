@@ -1915,6 +1915,13 @@ impl Daemon {
                 self.unindex_hooks(name);
                 let mut e = self.plugins.remove(name).expect("present");
                 self.discard_spare(name, e.spare.take());
+                // The Sertone front bypasses a plugin still starting (it declares the hook):
+                // calls let through meanwhile are counted now, as at an unload, naming this
+                // package — left for the daemon's stop, they were counted without its version.
+                let recs = self
+                    .bypasses
+                    .gone(Some(name), super::bypass::Gone::Unloaded);
+                self.audit_bypasses_of(recs, Some(&e.audit));
                 let err = load_failed(
                     "the plugin ended before completing its handshake",
                     json!({"last_exit": e.last_exit}),
