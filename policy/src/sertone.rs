@@ -377,8 +377,42 @@ pub fn post_answer(v: &Value) -> Result<i64, Invalid> {
 pub enum Outcome {
     /// It answered (not yet validated).
     Answer(Value),
+    /// It answered, and the runtime's own check of that answer ([`check_answer`], under the
+    /// plugin's rules) refused it before the front got it. Why (`invalid answer: …`).
+    Invalid(String),
     /// It failed: crashed, timed out, refused, or was not ready. Why.
     Failed(String),
+}
+
+/// Why the front bypassed a plugin, as the `bypass` audit record's `detail.reason` says it:
+/// decided by what became of the call ([`Outcome`]), never read back from the words of its
+/// `why` (which once decided it: any failure whose message began with "invalid answer").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BypassReason {
+    /// It answered, and the answer was invalid (refused by the runtime's check, or by the
+    /// combination's own).
+    InvalidAnswer,
+    /// It did not answer: crashed, timed out, answered with an error, or was not ready.
+    NoAnswer,
+}
+
+impl BypassReason {
+    /// The reason of a bypassed plugin's call. A valid answer is never bypassed, so an
+    /// [`Outcome::Answer`] among the bypassed is one the combination found invalid.
+    pub fn of(out: &Outcome) -> Self {
+        match out {
+            Outcome::Answer(_) | Outcome::Invalid(_) => Self::InvalidAnswer,
+            Outcome::Failed(_) => Self::NoAnswer,
+        }
+    }
+
+    /// Its name in the audit record (`invalid_answer`, `no_answer`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidAnswer => "invalid_answer",
+            Self::NoAnswer => "no_answer",
+        }
+    }
 }
 
 /// One plugin's call: its name, the operator's rules for it, what became of it.
@@ -412,7 +446,7 @@ pub fn combine_pre(results: &[PluginOutcome]) -> Value {
                 }
                 Err(e) => format!("invalid answer: {e}"),
             },
-            Outcome::Failed(why) => why.clone(),
+            Outcome::Invalid(why) | Outcome::Failed(why) => why.clone(),
         };
         if rules.closed {
             denials.push(json!({"plugin": plugin,
@@ -453,7 +487,9 @@ pub fn combine_post(results: &[PluginOutcome]) -> Value {
                     bypassed.push(json!({"plugin": plugin, "why": format!("invalid answer: {e}")}))
                 }
             },
-            Outcome::Failed(why) => bypassed.push(json!({"plugin": plugin, "why": why})),
+            Outcome::Invalid(why) | Outcome::Failed(why) => {
+                bypassed.push(json!({"plugin": plugin, "why": why}))
+            }
         }
     }
     let q = signals
@@ -733,6 +769,37 @@ mod tests {
         assert!(metadata_only(POST_RESPONSE, &pre_body()).is_err());
         // Other hooks' payloads are theirs.
         assert_eq!(metadata_only("on:flow.new", &b).unwrap(), b);
+    }
+
+    #[test]
+    fn a_bypass_reason_is_what_became_of_the_call_not_its_words() {
+        let r = |o: Outcome| BypassReason::of(&o).as_str();
+        assert_eq!(
+            r(Outcome::Invalid("`allow` must be a boolean".into())),
+            "invalid_answer"
+        );
+        assert_eq!(r(Outcome::Answer(json!("garbage"))), "invalid_answer");
+        assert_eq!(
+            r(Outcome::Failed("no answer within 400 ms".into())),
+            "no_answer"
+        );
+        // The words once decided it: a failure said as "invalid answer…" is still none.
+        assert_eq!(
+            r(Outcome::Failed("invalid answer: said so".into())),
+            "no_answer"
+        );
+        // An answer the runtime refused is bypassed (or denies, failing closed) with its why.
+        let closed = Rules {
+            closed: true,
+            ..Rules::default()
+        };
+        let why = "invalid answer: `allow` must be a boolean";
+        let v = combine_pre(&[("p".into(), Rules::default(), Outcome::Invalid(why.into()))]);
+        assert_eq!(v["bypassed"], json!([{"plugin": "p", "why": why}]));
+        let v = combine_pre(&[("p".into(), closed, Outcome::Invalid(why.into()))]);
+        assert_eq!(v["allow"], false, "{v}");
+        let v = combine_post(&[("p".into(), Rules::default(), Outcome::Invalid(why.into()))]);
+        assert_eq!(v["bypassed"], json!([{"plugin": "p", "why": why}]));
     }
 
     #[test]

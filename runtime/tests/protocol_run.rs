@@ -1236,7 +1236,8 @@ fn a_package_whose_signature_failed_is_not_recorded_as_its_claimed_signers() {
 /// review-138 L1: a package whose chain is proven but whose certificate is out of scope (here
 /// another machine's hardware), let through by `--trust-mode warn`, keeps its `signer_chain`
 /// in `run`'s launch record — which now says its `detail.signature_status` too (a key used
-/// out of its scope, revoked or expired may be a stolen one).
+/// out of its scope, revoked or expired may be a stolen one), as does its termination record
+/// (helper-143: it named the signers without the status).
 #[test]
 fn a_launch_record_of_a_package_admitted_out_of_scope_says_its_signature_status() {
     if !require_root() {
@@ -1273,4 +1274,12 @@ fn a_launch_record_of_a_package_admitted_out_of_scope_says_its_signature_status(
         launch["detail"]["signature_status"], "out_of_scope",
         "{launch}"
     );
+    // helper-143: so does the termination record, which names the same signers.
+    let end: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["event"] == "termination")
+        .unwrap_or_else(|| panic!("no termination: {text}"));
+    assert_eq!(end["signer_chain"], launch["signer_chain"], "{end}");
+    assert_eq!(end["detail"]["signature_status"], "out_of_scope", "{end}");
 }

@@ -1240,3 +1240,198 @@ fn a_long_call_within_its_deadline_does_not_cost_the_plugin_its_health() {
     }
     assert_eq!(s.stop(), 0, "{}", s.log());
 }
+
+/// helper-143: the front bypasses a plugin still starting (it declares the hook, so it is
+/// named under `bypassed`); when that first launch never becomes ready, the plugin is removed
+/// and the calls let through meanwhile are counted then, in an `unloaded` `bypass` record
+/// naming its package, as an unload's are. They were left for the daemon's stop, whose
+/// `stopped` record no longer knew the plugin: no version, no package, no policy hash.
+#[test]
+fn a_first_launch_that_never_becomes_ready_counts_its_bypasses_as_it_goes() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let audit = fx.dir().join("audit.log");
+    // Never handshakes: starting until killed (its handshake deadline is far away).
+    let silent = "#!/bin/sh\nwhile :; do sleep 5; done\n";
+    let pkg = serve_common::pack_script(&fx, "silent", &["on:sertone.pre_request"], silent);
+    std::fs::write(
+        fx.dir().join("policy.toml"),
+        format!(
+            "version = 1\n[audit]\nfile = {audit:?}\n[protocol]\nhandshake_timeout_ms = 600000\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let none = fx.dir().join("no-policy-root");
+    let mut s = Serve::start_with(
+        &fx,
+        "[health]\nping_interval_ms = 0\n",
+        &[
+            "--policy",
+            "policy.toml",
+            "--policy-root",
+            none.to_str().unwrap(),
+            "--sertone-listen",
+            &addr,
+        ],
+    );
+    let mut loader = s.client();
+    loader.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "plugin_load",
+                        "params": {"package": pkg}}));
+    let mut c = s.client();
+    let pid = loop {
+        let r = c.call("plugin_status", json!({"name": "silent"}));
+        if let Some(pid) = r["result"]["pid"].as_i64() {
+            assert_eq!(r["result"]["state"], "starting", "{r}");
+            break pid;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for id in ["s-1", "s-2"] {
+        let (st, r) = http(port, "POST", "/sertone/pre-request", &pre("0a", id));
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["bypassed"][0]["plugin"], "silent", "{r}");
+    }
+    serve_common::signal(i32::try_from(pid).unwrap(), "KILL");
+    let answer = loop {
+        let m = loader.recv().expect("the load's answer");
+        if m["id"] == 1 {
+            break m;
+        }
+    };
+    assert_eq!(
+        answer["error"]["code"],
+        serve_common::LOAD_FAILED,
+        "{answer}"
+    );
+    let bypasses = || -> Vec<Value> {
+        std::fs::read_to_string(&audit)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["event"] == "bypass")
+            .collect()
+    };
+    // Counted as it went, before the daemon stops.
+    let b = bypasses();
+    assert_eq!(b.len(), 2, "{b:#?}");
+    assert_eq!(b[0]["outcome"], "failing_open", "{:#}", b[0]);
+    assert_eq!(b[1]["outcome"], "unloaded", "{:#}", b[1]);
+    assert_eq!(b[1]["detail"]["bypassed_calls"], 2, "{:#}", b[1]);
+    assert_eq!(b[1]["detail"]["failing_open"], true, "{:#}", b[1]);
+    for r in &b {
+        assert_eq!(r["plugin"], "silent", "{r:#}");
+        assert_eq!(r["version"], "0.1.0", "{r:#}");
+        assert_eq!(
+            r["package_sha256"].as_str().map(str::len),
+            Some(64),
+            "{r:#}"
+        );
+    }
+    drop((loader, c));
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert_eq!(bypasses().len(), 2, "nothing left for the stop");
+}
+
+/// Answers every hook call with `@ANSWER@` (a JSON-RPC `result` or `error` member).
+const ANSWERS: &str = r#"#!/bin/sh
+printf '%s\n' '{"jsonrpc":"2.0","id":0,"method":"handshake","params":{"name":"@NAME@","version":"0.1.0","api":1,"capabilities":["log","register_hook"],"hooks":[@HOOKS@]}}'
+IFS= read -r reply || exit 0
+while IFS= read -r line; do
+  id=${line#*\"id\":}; id=${id%%,*}
+  case $line in
+    *'"method":"ping"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
+    *'"method":"hook_invoke"'*) printf '{"jsonrpc":"2.0","id":%s,@ANSWER@}\n' "$id" ;;
+    *'"method":"shutdown"'*) exit 0 ;;
+  esac
+done
+"#;
+
+/// helper-143: the front's `bypass` records say `invalid_answer` for a plugin whose answer the
+/// runtime's check refused and `no_answer` for one that answered with an error, decided by what
+/// became of the call (the bypass's `invalid_answer`, which an agent's entry carries too) where
+/// it was read from the words of the message ("invalid answer…").
+#[test]
+fn the_fronts_bypass_records_say_an_invalid_answer_from_no_answer() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let audit = fx.dir().join("audit.log");
+    let hooks = ["on:sertone.pre_request"];
+    let answering = |name: &str, answer: &str| {
+        serve_common::pack_script(&fx, name, &hooks, &ANSWERS.replace("@ANSWER@", answer))
+    };
+    let bad = answering("bad", r#""result":{"allow":"yes"}"#);
+    let err = answering(
+        "err",
+        r#""error":{"code":-32000,"message":"invalid answer: mine"}"#,
+    );
+    std::fs::write(
+        fx.dir().join("policy.toml"),
+        format!("version = 1\n[audit]\nfile = {audit:?}\n"),
+    )
+    .unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let none = fx.dir().join("no-policy-root");
+    let mut s = Serve::start_with(
+        &fx,
+        "[health]\nping_interval_ms = 0\n",
+        &[
+            "--policy",
+            "policy.toml",
+            "--policy-root",
+            none.to_str().unwrap(),
+            "--sertone-listen",
+            &addr,
+        ],
+    );
+    let mut c = s.client();
+    for p in [&bad, &err] {
+        assert_eq!(c.ok("plugin_load", json!({"package": p}))["state"], "ready");
+    }
+    let (st, r) = http(port, "POST", "/sertone/pre-request", &pre("0a", "v-1"));
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["allow"], true, "{r}");
+    assert_eq!(r["bypassed"].as_array().map(Vec::len), Some(2), "{r}");
+    // An agent's call: the same bypasses, the invalid answer said as such.
+    let res = c.ok(
+        "hook_invoke",
+        serve_common::invoke("on:sertone.pre_request", pre("0a", "agent"), None),
+    );
+    let entry = |name: &str| {
+        res["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["plugin"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{res}"))
+    };
+    assert_eq!(entry("bad")["bypassed"]["invalid_answer"], true, "{res}");
+    assert!(
+        entry("err")["bypassed"].get("invalid_answer").is_none(),
+        "{res}"
+    );
+    drop(c);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    let recs: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["event"] == "bypass" && r["outcome"] == "failing_open")
+        .collect();
+    let reason = |name: &str| {
+        let r = recs
+            .iter()
+            .find(|r| r["plugin"] == name && r["detail"]["method"] == "sertone")
+            .unwrap_or_else(|| panic!("{name}: {recs:#?}"));
+        r["detail"]["reason"].clone()
+    };
+    assert_eq!(reason("bad"), "invalid_answer", "{recs:#?}");
+    assert_eq!(reason("err"), "no_answer", "{recs:#?}");
+}

@@ -1368,3 +1368,72 @@ fn a_plugins_store_loads_under_a_lowered_kv_quota_and_an_unreadable_one_says_why
     let kept: Value = serde_json::from_slice(&std::fs::read(kv.join("a.json")).unwrap()).unwrap();
     assert_eq!(kept["k899"], json!(value), "the store intact");
 }
+
+/// helper-143: a SIGHUP reload that makes a hook failing open fail closed ends its failing run
+/// when the plugin is launched under it (a running plugin keeps its policy until then): one
+/// `fail_closed` `bypass` record counting the calls let through. The hook stayed marked failing
+/// open — nothing more was recorded until the plugin answered it again, and its `unloaded`
+/// record said `failing_open: true` of a hook whose calls had failed closed since.
+#[test]
+fn a_reload_making_a_failing_open_hook_fail_closed_ends_its_run_at_the_relaunch() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let audit = fx.dir().join("audit.log");
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let policy = |failure: &str| {
+        format!(
+            "[audit]\nfile = \"{}\"\n[plugin.\"a\".hooks.\"on:x\"]\ndeadline_ms = 200\n\
+             failure = \"{failure}\"\ndefault = {{ from = \"policy\" }}\n",
+            audit.display()
+        )
+    };
+    let mut s = Serve::start(
+        &fx,
+        "[health]\nping_interval_ms = 0\n",
+        Some(&policy("open")),
+    );
+    let mut c = s.client();
+    let bypasses = || -> Vec<Value> {
+        records(&audit)
+            .into_iter()
+            .filter(|r| r["event"] == "bypass")
+            .collect()
+    };
+    assert_eq!(c.ok("plugin_load", json!({"package": a}))["state"], "ready");
+    for _ in 0..3 {
+        let r = c.ok("hook_invoke", invoke("on:x", json!({"a": "hang"}), None));
+        assert!(result_of(&r, "a").get("bypassed").is_some(), "{r}");
+    }
+    assert_eq!(bypasses().len(), 1, "{:#?}", bypasses());
+    write(
+        &fx.dir().join("policy.toml"),
+        &format!("version = 1\n{}", policy("closed")),
+    );
+    signal(s.pid(), "HUP");
+    while !s.log().contains("SIGHUP: policy reloaded") {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    c.ok("plugin_restart", json!({"name": "a"}));
+    // Its stop, then the new incarnation's `ready` (the first load's may be waiting in `c`).
+    c.wait_state("a", "stopping");
+    c.wait_state("a", "ready");
+    let b = bypasses();
+    assert_eq!(b.len(), 2, "{b:#?}");
+    assert_eq!(b[1]["outcome"], "fail_closed", "{:#}", b[1]);
+    assert_eq!(b[1]["detail"]["hook"], "on:x", "{:#}", b[1]);
+    assert_eq!(b[1]["detail"]["bypassed_calls"], 3, "{:#}", b[1]);
+    assert_eq!(b[1]["version"], "0.1.0", "{:#}", b[1]);
+    // Failing closed now: an error, not a bypass, and nothing left to count at the unload.
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"a": "hang"}), None));
+    assert_eq!(
+        result_of(&r, "a")["error"]["code"],
+        DEADLINE_EXCEEDED,
+        "{r}"
+    );
+    c.ok("plugin_unload", json!({"name": "a"}));
+    drop(c);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert_eq!(bypasses().len(), 2, "{:#?}", bypasses());
+}

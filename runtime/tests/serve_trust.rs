@@ -1085,7 +1085,8 @@ fn in_warn_mode_checks_that_fail_again_leave_one_warning_not_one_each() {
 
 /// review-138 L1: under `--trust-mode warn` a package whose chain is proven but whose signer
 /// is revoked keeps its `signer_chain` in the launch and restart records — which said nothing
-/// of the revocation (a revoked key may be a stolen one): they carry `detail.signature_status`.
+/// of the revocation (a revoked key may be a stolen one): they carry `detail.signature_status`,
+/// and so does the termination record of its crash (helper-143).
 #[test]
 fn in_warn_mode_launch_and_restart_records_of_a_revoked_signer_say_so() {
     if !require_root() {
@@ -1117,10 +1118,12 @@ fn in_warn_mode_launch_and_restart_records_of_a_revoked_signer_say_so() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    for ev in ["launch", "restart"] {
+    // helper-143: the termination record of the crash names the same signers, and said
+    // nothing of the revocation either.
+    for ev in ["launch", "restart", "termination"] {
         let r = recs
             .iter()
-            .find(|r| r["event"] == ev && r["outcome"] == "ok")
+            .find(|r| r["event"] == ev && (ev == "termination" || r["outcome"] == "ok"))
             .unwrap_or_else(|| panic!("a {ev} record: {recs:#?}"));
         assert!(!r["signer_chain"].as_array().unwrap().is_empty(), "{r:#}");
         assert_eq!(r["detail"]["signature_status"], "revoked", "{ev}: {r:#}");

@@ -3204,3 +3204,52 @@ fn more_dependencies_than_one_install_fetches_are_refused() {
     assert!(r.stdout.contains("still missing after 256"), "{}", r.stdout);
     assert!(fx.installed().is_empty());
 }
+
+/// helper-143: a `source add` is three files written in turn (the index cache, `sources.json`,
+/// the shared index memory); one whose save fails after the first leaves that one written. Its
+/// `failed` record names the step it failed at (`detail.step`), so an auditor knows what of
+/// the change is in place without reading the configuration. Held after the cache is written
+/// (`STOCKADE_TEST_STOP_AT=index-cached`), a directory is put where `sources.json` goes: its
+/// write fails there.
+#[test]
+fn a_failed_source_add_says_the_step_it_failed_at() {
+    let (fx, mut repo) = setup();
+    let log = audit_to_file(&fx);
+    let pkg = hello(&fx, "0.1.0");
+    repo.publish(&fx, &pkg, "hello", "0.1.0", "dev");
+    repo.write(&fx, "op");
+    let url = repo.url();
+    let args = [
+        "--json",
+        "source",
+        "add",
+        "main",
+        &url,
+        "--operator-key",
+        "op.pub",
+        "--state-dir",
+        "state",
+        "--policy-root",
+        "policy-root",
+    ];
+    let held = stockade_stopped_at(fx.dir(), &args, "index-cached");
+    let config = fx.path("state/sources.json");
+    assert!(!config.exists(), "{}", config.display());
+    std::fs::create_dir(&config).unwrap();
+    let r = resume(held);
+    assert_ne!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    let recs = records(&log);
+    let (event, outcome, detail) = recs.last().expect("records");
+    assert_eq!(
+        (event.as_str(), outcome.as_str()),
+        ("configuration", "failed"),
+        "{recs:?}"
+    );
+    assert_eq!(detail["change"], "source_add", "{detail}");
+    assert_eq!(detail["step"], "sources_json", "{detail}");
+    // The step before it was written: the index cache is there.
+    assert!(
+        std::fs::read_dir(fx.path("state/indexes")).unwrap().count() > 0,
+        "the index cache was written first"
+    );
+}

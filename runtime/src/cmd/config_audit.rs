@@ -42,26 +42,46 @@ pub(crate) fn refused(log: &AuditLog, mut rec: Record, e: CmdError) -> CmdError 
     }
 }
 
+/// Where the saving of a change is ([`audited`]): the name of the file being written, set by
+/// the save before each write. A change is several files written one after another, and one
+/// failing after another was written leaves part of it made: the `failed` record names the
+/// step it failed at (`detail.step`), the steps before it in that change's order having been
+/// written (docs/audit.md "Configuration changes and bypassed guards").
+#[derive(Debug, Default)]
+pub(crate) struct Step(Option<&'static str>);
+
+impl Step {
+    /// The save is writing `name` now.
+    pub(crate) fn at(&mut self, name: &'static str) {
+        self.0 = Some(name);
+    }
+}
+
 /// Save a trust configuration change (`save`) between its records, as the store commits a
 /// change (`cmd::store::commit_audited`): `begun` first — not written, the change is not made
-/// (74, nothing changed: no unrecorded re-pin) —, then `ok`, or `failed` with `detail.error`.
-/// An `ok` record that cannot be written after the change was saved no longer undoes it: the
-/// command succeeds with `audit_error` in its report and a warning on stderr.
+/// (74, nothing changed: no unrecorded re-pin) —, then `ok`, or `failed` with `detail.error`
+/// and `detail.step`, the step `save` reached ([`Step`]). An `ok` record that cannot be
+/// written after the change was saved no longer undoes it: the command succeeds with
+/// `audit_error` in its report and a warning on stderr.
 pub(crate) fn audited<T>(
     log: &AuditLog,
     rec: Record,
     out: Output,
     what: &str,
-    save: impl FnOnce() -> Result<T, CmdError>,
+    save: impl FnOnce(&mut Step) -> Result<T, CmdError>,
 ) -> Result<(T, Option<serde_json::Value>), CmdError> {
     append_or_fail(log, rec.clone())?;
-    let done = match save() {
+    let mut step = Step::default();
+    let done = match save(&mut step) {
         Ok(done) => done,
         Err(e) => {
             let mut rec = rec;
             rec.outcome = "failed".into();
             rec.detail["error"] = e.chain().join(": ").into();
             rec.detail["kind"] = e.kind().into();
+            if let Some(s) = step.0 {
+                rec.detail["step"] = s.into();
+            }
             let _ = append_or_fail(log, rec);
             return Err(e);
         }

@@ -164,8 +164,8 @@ pub fn license_install(a: NodeLicenseInstallArgs, out: Output) -> Result<Exit, C
     );
     let memory =
         license_checks(&a, &lic).map_err(|e| config_audit::refused(&log, rec.clone(), e))?;
-    let (dest, audit_error) = config_audit::audited(&log, rec, out, "license installed", || {
-        save_license(&a, &lic, memory, &bytes)
+    let (dest, audit_error) = config_audit::audited(&log, rec, out, "license installed", |step| {
+        save_license(&a, &lic, memory, &bytes, step)
     })?;
     let r = InstallReport {
         installed: dest,
@@ -248,7 +248,9 @@ fn save_license(
     lic: &License,
     mut memory: LicenseMemory,
     bytes: &[u8],
+    step: &mut config_audit::Step,
 ) -> Result<PathBuf, CmdError> {
+    step.at("license_memory");
     ensure_dir(&a.state_dir).map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;
     // Remembered, with this license as the one installed last, before the license is written
     // (one atomic write of the memory): a crash between the two leaves a node that refuses the
@@ -262,6 +264,7 @@ fn save_license(
             .save(&a.state_dir)
             .map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;
     }
+    step.at("license_json");
     let dest = a.state_dir.join(LICENSE_FILE);
     write_state_file(&dest, bytes, 0o644)
         .map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;

@@ -1009,6 +1009,10 @@ impl RunAudit {
             rec.event = ev;
             rec.outcome = kind.clone();
             rec.detail = p.clone();
+            // Its `signer_chain` is the launch record's: so is what that says of it.
+            if let Some(d) = rec.detail.as_object_mut() {
+                audit::keep_signature_status(&self.base, d);
+            }
             // The session goes on; a record that cannot be written is said on stderr.
             if let Err(e) = audit::append_or_fail(&self.log, rec) {
                 crate::output::print_stderr(&e.render_text());

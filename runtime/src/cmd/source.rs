@@ -80,8 +80,10 @@ pub fn add(a: SourceAddArgs, out: Output) -> Result<Exit, CmdError> {
         .map_err(|e| refused(&log, rec.clone(), e.into_cmd()))?;
     let mut rec = rec;
     rec.detail["index_version"] = pending.index().index.version.into();
-    let (vi, audit_error) = audited(&log, rec, out, "source added", || {
-        pending.save(&places).map_err(SourceError::into_cmd)
+    let (vi, audit_error) = audited(&log, rec, out, "source added", |step| {
+        pending
+            .save(&places, &mut |s| step.at(s))
+            .map_err(SourceError::into_cmd)
     })?;
     let report = json!({
         "audit_error": audit_error,
@@ -303,10 +305,12 @@ pub fn remove(a: SourceRemoveArgs, out: Output) -> Result<Exit, CmdError> {
     );
     let mut seen = SeenIndexes::load(state).map_err(SourceError::into_cmd)?;
     let cache = sources::IndexCache::hold(state).map_err(SourceError::into_cmd)?;
-    let ((), audit_error) = audited(&log, rec, out, "source removed", || {
+    let ((), audit_error) = audited(&log, rec, out, "source removed", |step| {
+        step.at("sources_json");
         all.save(&places).map_err(SourceError::into_cmd)?;
         // The shared memory forgets it too: a source added later under this name starts afresh.
         if seen.sources.remove(&a.name).is_some() {
+            step.at("index_memory");
             seen.save(state).map_err(SourceError::into_cmd)?;
         }
         Ok(())
@@ -375,7 +379,8 @@ pub fn repin(a: SourceRepinArgs, out: Output) -> Result<Exit, CmdError> {
     )
     .map_err(|e| refused(&log, rec.clone(), e))?;
     s.operator_pubkey = new.to_base64();
-    let ((), audit_error) = audited(&log, rec, out, "operator key re-pinned", || {
+    let ((), audit_error) = audited(&log, rec, out, "operator key re-pinned", |step| {
+        step.at("sources_json");
         all.save(&places).map_err(SourceError::into_cmd)
     })?;
     out.emit(
@@ -450,7 +455,8 @@ pub fn repin_author(a: SourceRepinAuthorArgs, out: Output) -> Result<Exit, CmdEr
         confirm(a.yes, &what, old.as_ref(), &new).map_err(|e| refused(&log, rec.clone(), e))?;
         pins.set_of(PinKind::Author, name, &new, "manual", now);
     }
-    let ((), audit_error) = audited(&log, rec, out, "author key re-pinned", || {
+    let ((), audit_error) = audited(&log, rec, out, "author key re-pinned", |step| {
+        step.at("pins_json");
         pins.save(&places).map_err(SourceError::into_cmd)
     })?;
     out.emit(

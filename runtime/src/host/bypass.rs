@@ -11,7 +11,10 @@
 //! * `answered` — the hook answers again, with how many calls were let through meanwhile
 //!   (`bypassed_calls`);
 //! * `unloaded` / `stopped` — the plugin went away (or the daemon stops) while bypasses were
-//!   still uncounted.
+//!   still uncounted;
+//! * `fail_closed` — the plugin was launched again under a policy (a SIGHUP reload) in which
+//!   the hook fails closed, while bypasses were still uncounted: nothing is let through any
+//!   more, so the run ends there.
 //!
 //! At most one record per key per [`INTERVAL`]: a transition within it is folded into the next
 //! record's count (a flapping plugin costs one record per interval, not two per flap). A record
@@ -123,6 +126,37 @@ impl Ledger {
         ))
     }
 
+    /// `plugin` was launched under a policy in which `fails_open(hook)` is false for some of its
+    /// hooks that failed open (a SIGHUP'd policy made them fail closed; a running plugin keeps
+    /// its policy until its next launch): those calls no longer bypass anything, so their runs
+    /// end here — one `fail_closed` record per such hook with calls let through not yet
+    /// counted, whatever the interval. Left, the hook stayed marked failing open until the
+    /// plugin answered it again, and its `unloaded`/`stopped` record said `failing_open: true`
+    /// of a hook failing closed; a later fail-open run was folded into the old one, unrecorded.
+    pub fn relaunched(&mut self, plugin: &str, fails_open: impl Fn(&str) -> bool) -> Vec<Record> {
+        let keys: Vec<(String, String)> = self
+            .keys
+            .keys()
+            .filter(|(p, h)| p == plugin && !fails_open(h))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(k) = self.keys.remove(&key) else {
+                continue;
+            };
+            if k.uncounted > 0 {
+                out.push(record(
+                    &key.0,
+                    "fail_closed",
+                    json!({"hook": key.1, "bypassed_calls": k.uncounted,
+                           "failing_open": k.failing.is_some()}),
+                ));
+            }
+        }
+        out
+    }
+
     /// `plugin` is gone (or every plugin, `None`, when the daemon stops): one record per hook
     /// with calls let through not yet counted, whatever the interval — nothing is left to fold
     /// them into.
@@ -215,5 +249,31 @@ mod tests {
         assert_eq!(r[0].detail["bypassed_calls"], 100);
         // Another plugin's key is its own.
         assert!(l.bypassed("b", "h", ("timeout", "t"), "m", t).is_some());
+    }
+
+    /// A hook relaunched failing closed ends its run: counted now, not marked failing open
+    /// until the plugin answers, and a later fail-open run is a new one, recorded as begun.
+    #[test]
+    fn a_hook_relaunched_failing_closed_ends_its_failing_run() {
+        let mut l = Ledger::default();
+        let t = Instant::now();
+        assert!(l.bypassed("a", "h", ("timeout", "t"), "m", t).is_some());
+        assert!(l.bypassed("a", "g", ("timeout", "t"), "m", t).is_some());
+        assert!(l.bypassed("a", "h", ("timeout", "t"), "m", t).is_none());
+        let r = l.relaunched("a", |hook| hook == "g");
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].outcome, "fail_closed");
+        assert_eq!(r[0].detail["hook"], "h");
+        assert_eq!(r[0].detail["bypassed_calls"], 2);
+        // Fail-open again later: a new run, begun with its own record.
+        let r = l
+            .bypassed("a", "h", ("timeout", "t"), "m", t + INTERVAL)
+            .expect("a new failing run");
+        assert_eq!(r.outcome, "failing_open");
+        assert_eq!(r.detail["bypassed_calls"], 1);
+        // `g` still fails open: its run goes on, counted at the end.
+        let r = l.gone(Some("a"), Gone::Unloaded);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(r.iter().all(|r| r.detail["failing_open"] == true), "{r:?}");
     }
 }

@@ -1133,6 +1133,11 @@ impl Daemon {
             warn_sertone_deadline(&name, e, &lp.host, self.cfg.serve.sertone.deadline_ms);
         }
         e.host = lp.host.clone();
+        // Hooks that failed open and fail closed under this launch's policy: their runs end.
+        let recs = self.bypasses.relaunched(&name, |hook| {
+            lp.host.failure(hook) == stockade_policy::protocol::host::FailureMode::Open
+        });
+        self.audit_bypasses_of(recs, Some(&e.audit));
         let pcfg = PluginConfig {
             ceiling: pkg.report.capability_ceiling.iter().copied().collect(),
             manifest: pkg.manifest.clone(),
@@ -1535,6 +1540,10 @@ impl Daemon {
                     rec.event = ev;
                     rec.outcome = kind.clone();
                     rec.detail = p.clone();
+                    // Its `signer_chain` is the launch record's: so is what that says of it.
+                    if let Some(d) = rec.detail.as_object_mut() {
+                        audit::keep_signature_status(&base, d);
+                    }
                     records.push(rec);
                 }
             }
@@ -1920,6 +1929,13 @@ impl Daemon {
                 self.unindex_hooks(name);
                 let mut e = self.plugins.remove(name).expect("present");
                 self.discard_spare(name, e.spare.take());
+                // The Sertone front bypasses a plugin still starting (it declares the hook):
+                // calls let through meanwhile are counted now, as at an unload, naming this
+                // package — left for the daemon's stop, they were counted without its version.
+                let recs = self
+                    .bypasses
+                    .gone(Some(name), super::bypass::Gone::Unloaded);
+                self.audit_bypasses_of(recs, Some(&e.audit));
                 let err = load_failed(
                     "the plugin ended before completing its handshake",
                     json!({"last_exit": e.last_exit}),

@@ -562,6 +562,20 @@ impl PluginHandle {
 
     /// Answer an agent's call with an error, or with the hook's default when it fails open.
     fn fail(&self, fx: &mut Effects, agent_id: &Value, hook: &str, e: RpcError) {
+        self.fail_as(fx, agent_id, hook, e, false);
+    }
+
+    /// [`Self::fail`], `invalid_answer` when the plugin answered and the runtime's check of a
+    /// Sertone answer refused it: the bypass says so (`bypass.invalid_answer`), for the front's
+    /// `bypass` audit record — never told by the words of its message.
+    fn fail_as(
+        &self,
+        fx: &mut Effects,
+        agent_id: &Value,
+        hook: &str,
+        e: RpcError,
+        invalid_answer: bool,
+    ) {
         // A plugin's own error answer is an answer, not a failure to bypass — except for a
         // Sertone hook, whose error or invalid answer the front bypasses like a crash (seed
         // 003), so an agent's call of it is answered the same way.
@@ -574,11 +588,16 @@ impl PluginHandle {
         if bypass {
             let default = self.cfg.policy.fail_open_default(hook);
             fx.to_agent.push(response_ok(agent_id, default));
+            let mut by = json!({"hook": hook, "id": agent_id, "code": e.code,
+                                "reason": codes::name(e.code), "message": e.message});
+            if invalid_answer {
+                by["invalid_answer"] = json!(true);
+            }
             fx.to_agent.push(notification(
                 "log",
                 json!({"plugin": self.name(), "level": "warn", "source": "runtime",
                        "message": format!("hook `{hook}` bypassed (fail-open): {}", e.message),
-                       "bypass": {"hook": hook, "id": agent_id, "code": e.code, "reason": codes::name(e.code), "message": e.message}}),
+                       "bypass": by}),
             ));
         } else {
             fx.to_agent.push(response_err(agent_id, &e));
@@ -858,7 +877,7 @@ impl PluginHandle {
                 match outcome {
                     Ok(r) => {
                         if let Err(e) = self.check_sertone_answer(&c.hook, &r) {
-                            return self.fail(fx, &c.agent_id, &c.hook, e);
+                            return self.fail_as(fx, &c.agent_id, &c.hook, e, true);
                         }
                         if let Some((k, ttl)) = c.cache {
                             self.answers.put(k, &r, now, now + ttl);

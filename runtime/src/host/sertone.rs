@@ -878,7 +878,12 @@ impl Daemon {
                     None => Outcome::Failed(pending_why(deadline)),
                     Some(e) => match (e.get("bypassed"), e.get("result"), e.get("error")) {
                         (Some(b), _, _) => {
-                            Outcome::Failed(b["message"].as_str().unwrap_or("bypassed").to_string())
+                            let why = b["message"].as_str().unwrap_or("bypassed").to_string();
+                            if b["invalid_answer"] == true {
+                                Outcome::Invalid(why)
+                            } else {
+                                Outcome::Failed(why)
+                            }
                         }
                         (None, Some(r), _) => Outcome::Answer(r.clone()),
                         (None, None, err) => Outcome::Failed(
@@ -918,11 +923,7 @@ impl Daemon {
         for (name, _, out) in outcomes {
             let rec = match bypassed.iter().find(|(p, _)| p == name) {
                 Some((_, why)) => {
-                    let reason = if why.starts_with("invalid answer") {
-                        "invalid_answer"
-                    } else {
-                        "no_answer"
-                    };
+                    let reason = sertone::BypassReason::of(out).as_str();
                     self.bypasses
                         .bypassed(name, hook, (reason, why), "sertone", now)
                 }

@@ -1501,6 +1501,7 @@ pub fn refresh(p: &Places, name: &str, now: u64) -> Result<VerifiedIndex, Source
         foreign.is_none().then_some(&mut sources),
         &mut seen,
         checked,
+        &mut |_| {},
     )
 }
 
@@ -1510,7 +1511,7 @@ pub fn refresh(p: &Places, name: &str, now: u64) -> Result<VerifiedIndex, Source
 /// the index is fetched, leaves `sources.json` as it was (it used to be saved first, and a
 /// killed add left a source with no verified index that failed every later install closed).
 pub fn add(p: &Places, name: &str, src: Source, now: u64) -> Result<VerifiedIndex, SourceError> {
-    check_add(p, name, src, now)?.save(p)
+    check_add(p, name, src, now)?.save(p, &mut |_| {})
 }
 
 /// [`add`]'s checks, nothing saved: the source's index fetched and verified against the key
@@ -1547,9 +1548,21 @@ impl PendingAdd {
         &self.checked.vi
     }
 
-    /// Save the source (its configuration, the index cache, the shared memory).
-    pub fn save(mut self, p: &Places) -> Result<VerifiedIndex, SourceError> {
-        remember(p, Some(&mut self.sources), &mut self.seen, self.checked)
+    /// Save the source (the index cache, its configuration, the shared memory), telling `step`
+    /// the name of each before it is written ([`ADD_STEPS`]): a failure after the first leaves
+    /// what was written before it (the `failed` record's `detail.step`).
+    pub fn save(
+        mut self,
+        p: &Places,
+        step: &mut dyn FnMut(&'static str),
+    ) -> Result<VerifiedIndex, SourceError> {
+        remember(
+            p,
+            Some(&mut self.sources),
+            &mut self.seen,
+            self.checked,
+            step,
+        )
     }
 }
 
@@ -1721,13 +1734,17 @@ fn check_index(
 /// reads only a configured source's, verified against its pinned key) and, for a refresh, one
 /// the next refresh replaces — never a source without its verified index; one before the
 /// shared memory is written leaves it lower than the owner's floor, which it never lowers.
+///
+/// `step` is told each one's name before it is written ([`ADD_STEPS`]).
 fn remember(
     p: &Places,
     sources: Option<&mut Sources>,
     seen: &mut SeenIndexes,
     c: CheckedIndex,
+    step: &mut dyn FnMut(&'static str),
 ) -> Result<VerifiedIndex, SourceError> {
     let (name, state_dir) = (&c.vi.source, p.state_dir());
+    step(ADD_STEPS[0]);
     // Through the directory's descriptor, opened without following a symlink: the daemon's
     // user owns the state directory and could make `indexes` point anywhere root can write.
     crate::state::ensure_dir(state_dir)?;
@@ -1761,13 +1778,19 @@ fn remember(
         refreshed_at: c.src.refreshed_at.unwrap_or_default(),
     };
     if let Some(sources) = sources {
+        step(ADD_STEPS[1]);
         sources.sources.insert(name.clone(), c.src);
         sources.save(p)?;
     }
+    step(ADD_STEPS[2]);
     seen.sources.insert(name.clone(), entry);
     seen.save(state_dir)?;
     Ok(c.vi)
 }
+
+/// The files a source's index is remembered in, in the order [`remember`] writes them: the
+/// names a `source add` whose save failed says it reached (`detail.step`, docs/audit.md).
+pub const ADD_STEPS: [&str; 3] = ["index_cache", "sources_json", "index_memory"];
 
 /// The index cache's directory held for removing `name`'s cached index ([`IndexCache::forget`]),
 /// or `None` when there is no cache. Opened first, before anything changes, without following a
