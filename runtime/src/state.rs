@@ -82,6 +82,16 @@ pub const NEWER_FORMAT_HINT: &str = "a newer Stockade wrote this state file (the
     that version, which reads it; nothing was changed. Do not remove it: it holds what this node \
     must not forget (the revocation lists and licenses seen, the quarantined plugins)";
 
+/// What to do about a state directory this user cannot make ([`StateError::Create`]): every
+/// command's hint for it, whichever kind it reports it under (`store.io`, `revocation.state`,
+/// `source.state_dir`, `state_dir`). The default, `/var/lib/stockade`, is root's installation's:
+/// a user that is not root cannot make it, and before audit-144 it was told nothing (`install`,
+/// `source add`) or to restore `revocation-state.json` (`verify`, `run`), which was never there.
+pub const CREATE_HINT: &str = "the state directory cannot be made (the cause says why; the \
+    default, /var/lib/stockade, is root's installation's, which no other user can make): pass \
+    --state-dir DIR (or set STOCKADE_STATE_DIR) naming a directory of this user's, e.g. \
+    ~/.local/state/stockade, or run the command as root";
+
 /// Why the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -89,6 +89,14 @@ impl TrustDirError {
             Self::Root(_) => {
                 "replace the unusable *.pub in the trust directory with your root CA's ca.pub"
             }
+            // It exists: "create it" sent a user that is not root, reading root's 0700
+            // directory, to make one that is there.
+            Self::Dir { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                "this user may not read the trust directory (it, or a directory above it, is \
+                 another user's and closed to this one): make it readable to this user (the \
+                 pinned keys are public: 0755, its files 0644), or pass --trust DIR (or set \
+                 STOCKADE_TRUST_DIR) naming a trust directory of this user's"
+            }
             _ => {
                 "create the trust directory and copy your root CA's ca.pub into it (or pass --trust \
                  DIR)"

@@ -568,3 +568,38 @@ fn rootless_program_gets_the_runtimes_priority_and_rlimits() {
         err(&native)
     );
 }
+
+/// A rootless launch whose policy does not allow running without a cgroup, in a cgroup not
+/// delegated to the caller, stops with 125 `layer_unavailable`, the cause the refused operation's
+/// own error (`Permission denied`), and a hint that names delegation. Before audit-144 the cause
+/// on a cgroup v1 host was ENOENT on `memory.limit_in_bytes` (the crate swallowed the mkdir's
+/// EACCES) and the hint said only "run as root, or allow the degradation".
+#[test]
+fn rootless_launch_without_an_allowed_cgroup_degradation_names_the_cause_and_delegation() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let pol = policy(
+        dir.path(),
+        "version = 1\n[layers]\nallow_degraded_rootless = [\"distinct_uid\"]\n",
+    );
+    std::fs::set_permissions(&pol, PermissionsExt::from_mode(0o644)).unwrap();
+    let Some(o) = rootless(&["--json", "exec", "--policy", &pol, "--", "/bin/true"]) else {
+        return;
+    };
+    if code(&o) == 0 {
+        // The caller's cgroup is delegated to it here: the limits were enforced, nothing to refuse.
+        let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+        assert_eq!(layer(&r, "cgroup")["status"], "fully_enforced", "{r}");
+        return;
+    }
+    assert_eq!(code(&o), 125, "{}{}", out(&o), err(&o));
+    let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    let e = &j["error"];
+    assert_eq!(e["kind"], "layer_unavailable", "{j}");
+    assert!(
+        e["causes"].to_string().contains("Permission denied"),
+        "the refused operation's own error: {j}"
+    );
+    assert!(e["hint"].as_str().unwrap().contains("Delegate=yes"), "{j}");
+}

@@ -1802,3 +1802,72 @@ fn an_install_does_not_take_a_half_removed_leftover_of_its_name_for_its_package(
         .count();
     assert_eq!(n, 1);
 }
+
+/// A user other than root whose state directory cannot be made (as the default,
+/// /var/lib/stockade, root's installation's, cannot): `verify` (as `run`), `install` and
+/// `source add` name the directory and the cause, and the hint says to pass --state-dir —
+/// each with its kind and code as before. Before audit-144 `verify` and `run` told it to restore
+/// `revocation-state.json`, which was never there, and `install` and `source add` said nothing.
+#[test]
+fn a_state_directory_this_user_cannot_make_is_hinted_as_that() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root() {
+        return;
+    }
+    let fx = setup();
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A revocation list: verification then records what it saw in the state directory.
+    ok(
+        fx.dir(),
+        &[
+            "ca",
+            "revoke",
+            "--ca",
+            "root",
+            "-o",
+            "trust/revocations.json",
+        ],
+    );
+    let p = pack(&fx, "p", "1.0.0", &[]);
+    // Root's, 0755: another user can read below it but make nothing there.
+    std::fs::create_dir(fx.path("roots")).unwrap();
+    let state = "roots/state";
+    // The user's own sources directory: `source add` gets as far as the state directory.
+    std::fs::create_dir(fx.path("own-sources")).unwrap();
+    std::os::unix::fs::chown(fx.path("own-sources"), Some(65534), Some(65534)).unwrap();
+    let common = ["--state-dir", state, "--policy-root", "policy-root"];
+    let verify = [&["--json", "verify", &p, "--trust", "trust"][..], &common].concat();
+    let install = [&["--json", "install", &p, "--trust", "trust"][..], &common].concat();
+    let source = [
+        &[
+            "--json",
+            "source",
+            "add",
+            "s",
+            "file:///nonexistent/index.json",
+        ][..],
+        &["--operator-key", "dev.pub"],
+        &common,
+        &["--sources-dir", "own-sources"],
+    ]
+    .concat();
+    for (args, code, kind) in [
+        (verify, 78, "revocation.state"),
+        (install, 74, "store.io"),
+        (source, 74, "store.io"),
+    ] {
+        let r = stockade_as(65534, fx.dir(), &args);
+        expect(&r, code, kind);
+        let e = &r.json()["error"];
+        assert!(
+            e.to_string()
+                .contains("cannot create state directory roots/state")
+                && e["causes"].to_string().contains("Permission denied"),
+            "{e}"
+        );
+        let hint = e["hint"].as_str().unwrap_or_default();
+        assert!(hint.contains("--state-dir DIR"), "{}: {e}", args[1]);
+        assert!(!hint.contains("revocation-state.json"), "{e}");
+    }
+    assert!(!fx.path("roots/state").exists());
+}

@@ -1288,3 +1288,40 @@ fn a_package_of_a_newer_stockade_is_refused_as_such() {
         "nothing installed"
     );
 }
+
+/// A trust directory this user may not read (root's, closed: what a user other than root meets
+/// at /etc/stockade/trust made 0700) is refused with the cause, `Permission denied`, and a hint
+/// that says so (make it readable, or pass --trust), kind and code as before (78 `trust_dir`).
+/// Before audit-144 the hint was "create the trust directory", which exists.
+#[test]
+fn a_trust_directory_this_user_may_not_read_is_hinted_as_that() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(fx.path("trust"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::create_dir(fx.path("own-state")).unwrap();
+    std::os::unix::fs::chown(fx.path("own-state"), Some(65534), Some(65534)).unwrap();
+    let r = stockade_as(
+        65534,
+        fx.dir(),
+        &[
+            "--json",
+            "verify",
+            &pkg,
+            "--trust",
+            "trust",
+            "--state-dir",
+            "own-state",
+        ],
+    );
+    assert_fail(&r, 78, "trust_dir");
+    let e = &r.json()["error"];
+    assert!(e["causes"].to_string().contains("Permission denied"), "{e}");
+    let hint = e["hint"].as_str().unwrap();
+    assert!(hint.contains("may not read the trust directory"), "{e}");
+    assert!(!hint.contains("create the trust directory"), "{e}");
+}

@@ -108,11 +108,21 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "an HTTP plugin needs `[network] mode = \"loopback\"` in its policy (its own network \
              namespace with only `lo`) and its interpreter inside the sandbox",
         ),
-        LaunchError::NotAllowed { .. } | LaunchError::Cgroup(_) => (
+        LaunchError::NotAllowed { .. } => (
             Exit::SandboxSetup,
             "layer_unavailable",
             "run as root (or through stockade.service), or allow the degradation in the policy's \
              [layers] section (a policy of your own: --policy FILE)",
+        ),
+        // No group could be made below the runtime's cgroup: a rootless caller's is not its own
+        // to write unless delegated, which the advice for the other layers did not say.
+        LaunchError::Cgroup(_) => (
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            "run as root (or through stockade.service); rootless, run stockade in a cgroup \
+             delegated to this user (systemd: `systemd-run --user --scope -p Delegate=yes \
+             stockade …`, cgroup v2); or allow the `cgroup` degradation in the policy's [layers] \
+             section (a policy of your own: --policy FILE)",
         ),
         // Only root gets here (rootless, `cgroup` implies `cgroup_partial`).
         LaunchError::CgroupPartial(_) => (

@@ -251,7 +251,9 @@ fn save_license(
     step: &mut config_audit::Step,
 ) -> Result<PathBuf, CmdError> {
     step.at("license_memory");
-    ensure_dir(&a.state_dir).map_err(|e| CmdError::new(Exit::CantCreate, "state_dir", e))?;
+    ensure_dir(&a.state_dir).map_err(|e| {
+        CmdError::new(Exit::CantCreate, "state_dir", e).hint(crate::state::CREATE_HINT)
+    })?;
     // Remembered, with this license as the one installed last, before the license is written
     // (one atomic write of the memory): a crash between the two leaves a node that refuses the
     // older file still in place (fail closed, fixed by installing again), never a new license

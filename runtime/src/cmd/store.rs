@@ -91,6 +91,9 @@ pub(crate) fn store_err(e: StoreError) -> CmdError {
         {
             CmdError::new(Exit::NoInput, "no_input", e)
         }
+        StoreError::State(crate::state::StateError::Create { .. }) => {
+            CmdError::new(Exit::IoErr, "store.io", e).hint(crate::state::CREATE_HINT)
+        }
         _ => CmdError::new(Exit::IoErr, "store.io", e),
     }
 }

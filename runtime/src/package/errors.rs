@@ -352,6 +352,9 @@ impl VerifyError {
         {
             return crate::state::NEWER_FORMAT_HINT;
         }
+        if let VerifyError::Revocation(RevocationError::State(StateError::Create { .. })) = self {
+            return crate::state::CREATE_HINT;
+        }
         if let VerifyError::Revocation(RevocationError::State(_)) = self {
             return "restore the state file named (revocation-state.json) or make it a regular file of \
                     the state directory's owner, mode 0600; removing it forgets the revocation lists \

@@ -495,7 +495,28 @@ impl Cgroup {
             removed: false,
             leaf: leaf.to_string(),
         };
-        // From here on, Drop removes whatever was created.
+        // From here on, Drop removes whatever was created. Each controller's directory is made
+        // by hand, as on v2: the crate's controller `create()` returns `()` and only logs a
+        // failed mkdir (cgroups-rs 0.3), after which the first limit written failed with
+        // ENOENT on a control file — a rootless caller's EACCES (the hierarchy not delegated to
+        // it) was reported as "No such file or directory" on `memory.limit_in_bytes`, and an
+        // ENOSPC, ENOMEM or EAGAIN (a resource out at that moment, which stops the launch
+        // whatever the policy allows) was taken for a host without usable cgroups.
+        for (i, d) in cg.dirs.clone().iter().enumerate() {
+            match fs::create_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    // Made by someone else since the check above: not ours to remove on Drop;
+                    // the ones made before it are (empty, just made).
+                    for made in &cg.dirs[..i] {
+                        let _ = fs::remove_dir(made);
+                    }
+                    cg.removed = true;
+                    return Err(CgroupError::Exists(d.clone()));
+                }
+                Err(e) => return Err(io_at(d)(e)),
+            }
+        }
         cg.cg.create().map_err(crate_at(&cg.dirs[0]))?;
         let mem = cg.mem().ok_or(CgroupError::Missing("memory"))?;
         let md = mem.path().to_path_buf();
@@ -1098,6 +1119,35 @@ mod tests {
             "our own group was swept"
         );
         drop((live, next));
+    }
+
+    /// A v1 group directory that cannot be made is refused with the mkdir's own error, naming
+    /// that directory, and the ones made before it are removed. Before audit-144 the crate
+    /// swallowed the mkdir's error and the launch failed later on a control file with another
+    /// errno (a rootless caller's EACCES read as ENOENT on `memory.limit_in_bytes`; an ENOSPC
+    /// or ENOMEM, which must stop the launch, taken for a host without cgroups). Here the pids
+    /// hierarchy is a regular file (ENOTDIR, what a fake tree can give a root test).
+    #[test]
+    fn a_v1_directory_that_cannot_be_made_is_refused_with_its_own_error() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = fake_v1(t.path());
+        fs::remove_dir(t.path().join("pids")).unwrap();
+        fs::write(t.path().join("pids"), "").unwrap();
+        let r = stockade_policy::sandbox::default_policy().resources;
+        let e = Cgroup::create(&layout, "nodir", &r).unwrap_err();
+        match &e {
+            CgroupError::Io { path, source } => {
+                assert_eq!(path, &t.path().join("pids/stockade-nodir"));
+                assert_eq!(source.raw_os_error(), Some(libc::ENOTDIR), "{e:?}");
+            }
+            other => panic!("not the mkdir's error: {other:?}"),
+        }
+        for c in ["memory", "cpu"] {
+            assert!(
+                !t.path().join(c).join("stockade-nodir").exists(),
+                "{c} group left behind"
+            );
+        }
     }
 
     #[test]

@@ -483,6 +483,7 @@ impl SourceError {
             SourceError::StrayCopy { .. } => "remove it, do not move it: it may have been planted by the state directory's owner (an older copy of root's own file, which moving it would put back over the current one); the file in the sources directory is the configuration, and stays as it is (docs/sources.md, \"Upgrading from an earlier build\")",
             SourceError::NewerFormat { .. } => "use it with the Stockade that wrote it (upgrade this one); nothing was changed. Do not move it aside: the author pins (pins.json) and rollback floors (sources.json, sources-seen.json) it holds would be forgotten, and the next install would pin whatever key it meets",
             SourceError::ConfigLocked { .. } => "another command (on this or another state directory) is changing the sources or pins; retry, or drop --no-wait to queue",
+            SourceError::State(StateError::Create { .. }) => crate::state::CREATE_HINT,
             SourceError::RotationNeedsOwner { .. } => "run `stockade source refresh` as root to take the rotation (after checking the new key's fingerprint); until then the last verified index is kept",
             _ => "",
         }
