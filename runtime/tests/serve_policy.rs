@@ -1271,7 +1271,8 @@ fn a_hook_failing_open_is_one_bypass_record_begun_and_one_with_its_count() {
 /// (here `keep`, then `file` moved away) applies everything else and says that this is not
 /// applied — a log warning and the reload record's `detail.not_applied` — instead of
 /// "policy reloaded" alone, which read as the new sinks being in force. A reload that leaves
-/// `[audit]` as it was says nothing of it.
+/// `[audit]` as it was says nothing of it; one that changes `protocol.max_frame_bytes` says
+/// that only the agent connections keep the cap read at start (review-146).
 #[test]
 fn a_sighup_that_changes_the_audit_sinks_says_they_stay_as_read_at_start() {
     if !require_root() {
@@ -1286,6 +1287,7 @@ fn a_sighup_that_changes_the_audit_sinks_says_they_stay_as_read_at_start() {
         format!("{at_start}keep = 3\n"),
         format!("version = 1\n[audit]\nfile = \"{}\"\n", moved.display()),
         format!("{at_start}[resources]\npids_max = 32\n"),
+        format!("{at_start}[protocol]\nmax_frame_bytes = 131072\n"),
     ]
     .into_iter()
     .enumerate()
@@ -1303,12 +1305,18 @@ fn a_sighup_that_changes_the_audit_sinks_says_they_stay_as_read_at_start() {
     let warning = "SIGHUP: warning: the reloaded policy changes `audit`, which stays as read at \
                    start until the daemon restarts";
     assert_eq!(log.matches(warning).count(), 2, "{log}");
+    // The frame cap stays for agent connections only: a plugin's next launch takes the new
+    // one, so the warning says which (review-146: it said the cap stayed, for all).
+    let frame = "SIGHUP: warning: the reloaded policy changes `protocol.max_frame_bytes`, \
+                 which stays as read at start for agent connections until the daemon restarts \
+                 (plugins take it at their next launch or restart)";
+    assert_eq!(log.matches(frame).count(), 1, "{log}");
     assert!(!moved.exists(), "the sinks stayed as read at start");
     let reloads: Vec<Value> = records(&audit)
         .into_iter()
         .filter(|r| r["event"] == "configuration" && r["detail"]["change"] == "policy_reload")
         .collect();
-    assert_eq!(reloads.len(), 3, "{reloads:?}");
+    assert_eq!(reloads.len(), 4, "{reloads:?}");
     assert!(reloads.iter().all(|r| r["outcome"] == "ok"), "{reloads:?}");
     assert_eq!(reloads[0]["detail"]["not_applied"], json!(["audit"]));
     assert_eq!(reloads[1]["detail"]["not_applied"], json!(["audit"]));
@@ -1317,6 +1325,10 @@ fn a_sighup_that_changes_the_audit_sinks_says_they_stay_as_read_at_start() {
         None,
         "{}",
         reloads[2]
+    );
+    assert_eq!(
+        reloads[3]["detail"]["not_applied"],
+        json!(["protocol.max_frame_bytes"])
     );
 }
 

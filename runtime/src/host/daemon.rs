@@ -520,7 +520,8 @@ impl Daemon {
                 // (audit-145: an `[audit]` change was "policy reloaded" and nothing else).
                 let unapplied = self.unapplied_at_reload(&p);
                 if !unapplied.is_empty() {
-                    rec.detail["not_applied"] = json!(unapplied);
+                    let keys: Vec<&str> = unapplied.iter().map(|(key, _)| *key).collect();
+                    rec.detail["not_applied"] = json!(keys);
                 }
                 if let Err(e) = crate::audit::append_or_fail(&self.cfg.audit, rec) {
                     log_line(&format!(
@@ -535,10 +536,9 @@ impl Daemon {
                     "SIGHUP: policy reloaded ({} layer(s)); it applies from the next launch or restart",
                     p.layers.len()
                 ));
-                for key in &unapplied {
+                for (key, stays) in &unapplied {
                     log_line(&format!(
-                        "SIGHUP: warning: the reloaded policy changes `{key}`, which stays as \
-                         read at start until the daemon restarts"
+                        "SIGHUP: warning: the reloaded policy changes `{key}`, which {stays}"
                     ));
                 }
                 self.cfg.policy = p;
@@ -559,21 +559,28 @@ impl Daemon {
     }
 
     /// The settings of `p` (its defaults' resolution) that differ from those read at start and
-    /// that no reload applies: the audit sinks (`[audit]`) and the agent connections' frame cap
-    /// (`protocol.max_frame_bytes`). A policy that does not resolve applies nothing anyway.
+    /// that no reload applies, each with what of it stays so (for the log): the audit sinks
+    /// (`[audit]`) and the agent connections' frame cap (`protocol.max_frame_bytes`, which is
+    /// also every plugin's, and that a plugin's next launch or restart does take — review-146:
+    /// the warning said it stayed, for all). A policy that does not resolve applies nothing
+    /// anyway.
     fn unapplied_at_reload(
         &self,
         p: &stockade_policy::operator::MergedPolicy,
-    ) -> Vec<&'static str> {
+    ) -> Vec<(&'static str, &'static str)> {
         let Ok(defaults) = p.resolve(None, None) else {
             return Vec::new();
         };
         let mut out = Vec::new();
         if defaults.audit != self.cfg.audit_section {
-            out.push("audit");
+            out.push(("audit", "stays as read at start until the daemon restarts"));
         }
         if defaults.host.protocol.max_frame_bytes != self.cfg.max_frame_bytes {
-            out.push("protocol.max_frame_bytes");
+            out.push((
+                "protocol.max_frame_bytes",
+                "stays as read at start for agent connections until the daemon restarts \
+                 (plugins take it at their next launch or restart)",
+            ));
         }
         out
     }

@@ -1018,9 +1018,7 @@ impl Daemon {
             .map_err(|err| {
                 // With its causes, as `run` prints them: the store's error alone ("cannot load
                 // key/value store `…`") did not say why (too large, not JSON, another's file).
-                let why = crate::error::CmdError::new(crate::exit::Exit::Config, "kv_store", err)
-                    .chain()
-                    .join(": ");
+                let why = crate::package::verify::error_chain(&err);
                 (
                     "launch",
                     load_failed(
