@@ -322,7 +322,14 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
             }
             KvStore::open(&cfg.state_dir, &store, host_policy.kv.clone())
         })
-        .map_err(kv_open_err)?;
+        .map_err(|e| {
+            let hint = e.open_hint();
+            let err = CmdError::new(Exit::Config, "kv_store", RunError::Kv(e));
+            match hint {
+                Some(h) => err.hint(h),
+                None => err,
+            }
+        })?;
     let mut config = BTreeMap::new();
     config.insert("plugin_name".to_string(), json!(name));
     config.insert(
@@ -1018,22 +1025,5 @@ impl RunAudit {
                 crate::output::print_stderr(&e.render_text());
             }
         }
-    }
-}
-
-/// The plugin's key/value store cannot be opened (78 `kv_store`). Refused for want of
-/// permission — a state directory this user cannot make (the default, root's `/var/lib/stockade`,
-/// for any other user) or may not write — it is hinted as that: without a revocation list in the
-/// trust directory nothing in `run` touches the state directory before the store, and the
-/// `state::CREATE_HINT` that `verify`'s revocation memory gives (audit-144) was never reached;
-/// review-148.
-fn kv_open_err(e: crate::host::kv::KvError) -> CmdError {
-    let denied = matches!(&e, crate::host::kv::KvError::Load { source, .. }
-        if source.kind() == io::ErrorKind::PermissionDenied);
-    let err = CmdError::new(Exit::Config, "kv_store", RunError::Kv(e));
-    if denied {
-        err.hint(crate::state::DENIED_HINT)
-    } else {
-        err
     }
 }
