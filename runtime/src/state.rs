@@ -92,6 +92,14 @@ pub const CREATE_HINT: &str = "the state directory cannot be made (the cause say
     --state-dir DIR (or set STOCKADE_STATE_DIR) naming a directory of this user's, e.g. \
     ~/.local/state/stockade, or run the command as root";
 
+/// What to do about a state directory this user may not make or write (`Permission denied`
+/// below it: `run`'s key/value store, 78 `kv_store`): as [`CREATE_HINT`], for a directory that
+/// may exist.
+pub const DENIED_HINT: &str = "this user may not make or write the state directory (the \
+    default, /var/lib/stockade, is root's installation's, closed to other users): pass \
+    --state-dir DIR (or set STOCKADE_STATE_DIR) naming a directory of this user's, e.g. \
+    ~/.local/state/stockade, or run the command as root";
+
 /// Why the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

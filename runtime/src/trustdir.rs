@@ -86,6 +86,14 @@ impl TrustDirError {
                 "make <trust dir>/revocations.json a readable regular file: put back the list its \
                  root issued (`stockade ca revoke -o`)"
             }
+            // Readable to its owner only: "replace" sent a user that is not root to swap out
+            // a good key (review-148; audit-144 fixed the same for the directory below).
+            Self::Root(KeyFileError::File(f)) if f.is_denied() => {
+                "this user may not read a root key in the trust directory (another user's, closed \
+                 to this one): make it readable to this user (the pinned keys are public: 0644), \
+                 or pass --trust DIR (or set STOCKADE_TRUST_DIR) naming a trust directory of this \
+                 user's"
+            }
             Self::Root(_) => {
                 "replace the unusable *.pub in the trust directory with your root CA's ca.pub"
             }

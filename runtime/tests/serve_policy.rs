@@ -1449,3 +1449,66 @@ fn a_reload_making_a_failing_open_hook_fail_closed_ends_its_run_at_the_relaunch(
     assert_eq!(s.stop(), 0, "{}", s.log());
     assert_eq!(bypasses().len(), 2, "{:#?}", bypasses());
 }
+
+/// A daemon that is not root (here `nobody`, through `setpriv`) whose state directory it may not
+/// write (root's, 0755 — as the default, /var/lib/stockade, is to any other user once made, and
+/// which it cannot make at all otherwise): with no revocation list in the trust directory the
+/// plugin's key/value store is the first thing a `plugin_load` makes there, and it is refused
+/// `load_failed` 78 `kv_store`, the cause (`Permission denied`) in the message and a
+/// `data.hint` saying to pass --state-dir, as `run`'s. Before review-148 `data` held no hint:
+/// audit-144 documented that `serve` runs without such a state directory, but not that no
+/// plugin loads then.
+#[test]
+fn a_daemon_that_may_not_write_its_state_directory_says_so_on_plugin_load() {
+    if !require_root() || !require_tool("setpriv", "to run the daemon as another user") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let pkg = fx.path(&fx.pack_hello());
+    assert!(!fx.path("trust/revocations.json").exists());
+    let nobody = 65534;
+    std::os::unix::fs::chown(fx.dir(), Some(nobody), Some(nobody)).unwrap();
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Root's, 0755: the daemon can read it but make nothing in it.
+    std::fs::create_dir(fx.path("state")).unwrap();
+    std::fs::set_permissions(fx.path("state"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper: Vec<String> = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let none = fx.path("no-policy-root");
+    let mut s = Serve::start_with_under(
+        &fx,
+        "",
+        &["--policy-root", none.to_str().unwrap()],
+        &wrapper,
+    );
+    let mut c = s.client();
+    let e = c.call("plugin_load", json!({"package": pkg}));
+    assert_eq!(e["error"]["code"], LOAD_FAILED, "{e}");
+    let data = &e["error"]["data"];
+    assert_eq!(data["kind"], "kv_store", "{e}");
+    assert_eq!(data["exit"], 78, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Permission denied"),
+        "{e}"
+    );
+    assert!(
+        data["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--state-dir DIR"),
+        "{e}"
+    );
+    assert!(!fx.path("state/kv").exists());
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}

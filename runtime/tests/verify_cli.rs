@@ -1325,3 +1325,85 @@ fn a_trust_directory_this_user_may_not_read_is_hinted_as_that() {
     assert!(hint.contains("may not read the trust directory"), "{e}");
     assert!(!hint.contains("create the trust directory"), "{e}");
 }
+
+/// `run` by a user other than root whose state directory cannot be made (as the default,
+/// /var/lib/stockade, root's installation's, cannot), with no revocation list in the trust
+/// directory (revocation is optional): the first thing in the state directory is the plugin's
+/// key/value store, refused 78 `kv_store` with the cause (`Permission denied`) and a hint that
+/// says to pass --state-dir. Before review-148 the hint was null: audit-144 hinted the state
+/// directory only where `verify`'s revocation memory is made, which this `run` never reaches.
+#[test]
+fn run_with_a_state_directory_this_user_cannot_make_is_hinted_as_that() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Root's, 0755: another user can read below it but make nothing there.
+    std::fs::create_dir(fx.path("roots")).unwrap();
+    std::fs::create_dir(fx.path("policy-root")).unwrap();
+    assert!(!fx.path("trust/revocations.json").exists());
+    let r = stockade_as(
+        65534,
+        fx.dir(),
+        &[
+            "--json",
+            "run",
+            &pkg,
+            "--trust",
+            "trust",
+            "--state-dir",
+            "roots/state",
+            "--policy-root",
+            "policy-root",
+        ],
+    );
+    assert_fail(&r, 78, "kv_store");
+    let e = &r.json()["error"];
+    assert!(e["causes"].to_string().contains("Permission denied"), "{e}");
+    let hint = e["hint"].as_str().unwrap_or_default();
+    assert!(hint.contains("--state-dir DIR"), "{e}");
+    assert!(!fx.path("roots/state").exists());
+}
+
+/// A root key in the trust directory this user may not read (root's, 0600, in a directory it
+/// may list) is refused 78 `trust_dir` with the cause, `Permission denied`, and a hint that says
+/// so (make it readable, or pass --trust). Before review-148 the hint was "replace the unusable
+/// *.pub … with your root CA's ca.pub": a good key, only closed to this user; audit-144 fixed
+/// the same hint for the directory, not for its keys.
+#[test]
+fn a_root_key_this_user_may_not_read_is_hinted_as_that() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(fx.path("trust"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = fx.path("trust/root.pub");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir(fx.path("own-state")).unwrap();
+    std::os::unix::fs::chown(fx.path("own-state"), Some(65534), Some(65534)).unwrap();
+    let r = stockade_as(
+        65534,
+        fx.dir(),
+        &[
+            "--json",
+            "verify",
+            &pkg,
+            "--trust",
+            "trust",
+            "--state-dir",
+            "own-state",
+        ],
+    );
+    assert_fail(&r, 78, "trust_dir");
+    let e = &r.json()["error"];
+    assert!(e["causes"].to_string().contains("Permission denied"), "{e}");
+    let hint = e["hint"].as_str().unwrap();
+    assert!(hint.contains("may not read a root key"), "{e}");
+    assert!(!hint.contains("replace the unusable"), "{e}");
+}

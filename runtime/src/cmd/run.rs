@@ -322,7 +322,14 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
             }
             KvStore::open(&cfg.state_dir, &store, host_policy.kv.clone())
         })
-        .map_err(|e| CmdError::new(Exit::Config, "kv_store", RunError::Kv(e)))?;
+        .map_err(|e| {
+            let hint = e.open_hint();
+            let err = CmdError::new(Exit::Config, "kv_store", RunError::Kv(e));
+            match hint {
+                Some(h) => err.hint(h),
+                None => err,
+            }
+        })?;
     let mut config = BTreeMap::new();
     config.insert("plugin_name".to_string(), json!(name));
     config.insert(

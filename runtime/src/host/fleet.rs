@@ -1018,12 +1018,18 @@ impl Daemon {
             .map_err(|err| {
                 // With its causes, as `run` prints them: the store's error alone ("cannot load
                 // key/value store `…`") did not say why (too large, not JSON, another's file).
-                let why = crate::package::verify::error_chain(&err);
+                let hint = err.open_hint();
+                let mut ce =
+                    crate::error::CmdError::new(crate::exit::Exit::Config, "kv_store", err);
+                if let Some(h) = hint {
+                    ce = ce.hint(h);
+                }
+                let why = ce.chain().join(": ");
                 (
                     "launch",
                     load_failed(
                         format!("cannot open the key/value store: {why}"),
-                        json!({"kind": "kv_store"}),
+                        refusal_data(&ce),
                     ),
                 )
             })?;

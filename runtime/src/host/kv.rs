@@ -91,6 +91,24 @@ pub enum KvError {
     },
 }
 
+impl KvError {
+    /// What to do about a store that cannot be opened (78 `kv_store`), for `run`'s error and
+    /// `serve`'s `load_failed` `data.hint`: refused for want of permission — a state directory
+    /// this user cannot make (the default, root's `/var/lib/stockade`, for any other user) or
+    /// may not write — [`crate::state::DENIED_HINT`]; otherwise nothing more than the cause.
+    /// Without a revocation list in the trust directory the store is the first thing either
+    /// makes in the state directory, so audit-144's hint on `verify`'s revocation memory was
+    /// never reached there (review-148).
+    pub fn open_hint(&self) -> Option<&'static str> {
+        match self {
+            KvError::Load { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
+                Some(crate::state::DENIED_HINT)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Each store's writes per second, for [`KvStore::put_at`]: at most `puts` puts, and files of at
 /// most `total_bytes_factor` × `max_total_bytes` written in all (every put rewrites the whole
 /// file and syncs it twice). `serve` runs every plugin's puts on its one event loop, so this bounds

@@ -4,8 +4,10 @@
 //! when the sandbox stops (RAII: also on every error path).
 //!
 //! ## What `cgroups-rs` does and what stays by hand
-//! The control-file work goes through `cgroups-rs` 0.3: creating the group (`Cgroup::create` on
-//! v1; on v2 the one directory is made by hand, see `create_v2`), the limits (`MemController::
+//! The control-file work goes through `cgroups-rs` 0.3: the group (`Cgroup::load`, and on v1
+//! `Cgroup::create`; its directories, one per v1 controller — one for controllers mounted
+//! together — or the one on v2, are made by hand first, see `create_v1` and `create_v2`: the
+//! crate's mkdir only logs a failure), the limits (`MemController::
 //! set_limit` / `set_memswap_limit`, `PidController::set_pid_max`, `CpuController::
 //! set_cfs_quota_and_period`), joining (`Cgroup::add_task_by_tgid`, which writes `cgroup.procs`,
 //! so every thread moves), the counters (`memory_stat`, `memswap`, `get_pid_events`, `cpu`),
@@ -502,19 +504,29 @@ impl Cgroup {
         // it) was reported as "No such file or directory" on `memory.limit_in_bytes`, and an
         // ENOSPC, ENOMEM or EAGAIN (a resource out at that moment, which stops the launch
         // whatever the policy allows) was taken for a host without usable cgroups.
-        for (i, d) in cg.dirs.clone().iter().enumerate() {
-            match fs::create_dir(d) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    // Made by someone else since the check above: not ours to remove on Drop;
-                    // the ones made before it are (empty, just made).
-                    for made in &cg.dirs[..i] {
-                        let _ = fs::remove_dir(made);
+        // Controllers mounted together in one hierarchy (`-o memory,pids,cpu`) share one
+        // directory: it is made once, not met again as another's group (EEXIST, a clash).
+        let mut made: Vec<PathBuf> = Vec::with_capacity(cg.dirs.len());
+        for d in cg.dirs.clone() {
+            if made.contains(&d) {
+                continue;
+            }
+            match fs::create_dir(&d) {
+                Ok(()) => made.push(d),
+                Err(e) => {
+                    // Only the ones this call made are removed (empty, just made), never one it
+                    // did not make: one made by someone else since the check above (EEXIST),
+                    // nor one of a later controller, which Drop's removal would have taken too.
+                    for m in made.iter().rev() {
+                        let _ = fs::remove_dir(m);
                     }
                     cg.removed = true;
-                    return Err(CgroupError::Exists(d.clone()));
+                    return Err(if e.kind() == io::ErrorKind::AlreadyExists {
+                        CgroupError::Exists(d)
+                    } else {
+                        io_at(&d)(e)
+                    });
                 }
-                Err(e) => return Err(io_at(d)(e)),
             }
         }
         cg.cg.create().map_err(crate_at(&cg.dirs[0]))?;
@@ -1148,6 +1160,62 @@ mod tests {
                 "{c} group left behind"
             );
         }
+    }
+
+    /// v1 controllers mounted together in one hierarchy (`mount -t cgroup -o memory,pids,cpu`,
+    /// or one mount of every controller) share one directory for the sandbox's group: it is
+    /// made once, carries every limit, and is removed at the end. Before review-148 the
+    /// by-hand mkdir (audit-144) made it for memory, met it again for pids (EEXIST), took
+    /// that for another's group and stopped every launch on such a host with `cgroup_clash`.
+    #[test]
+    fn v1_controllers_mounted_together_share_one_group() {
+        let t = tempfile::tempdir().unwrap();
+        let all = t.path().join("memory,pids,cpu");
+        fs::create_dir(&all).unwrap();
+        let layout = Layout::V1 {
+            memory: Some(all.clone()),
+            pids: Some(all.clone()),
+            cpu: Some(all.clone()),
+        };
+        let r = stockade_policy::sandbox::default_policy().resources;
+        let mut cg = Cgroup::create(&layout, "shared", &r).unwrap();
+        let d = all.join("stockade-shared");
+        assert_eq!(
+            fs::read_to_string(d.join("memory.limit_in_bytes")).unwrap(),
+            (256u64 << 20).to_string()
+        );
+        assert_eq!(fs::read_to_string(d.join("pids.max")).unwrap(), "64");
+        assert_eq!(
+            fs::read_to_string(d.join("cpu.cfs_quota_us")).unwrap(),
+            "100000"
+        );
+        for f in fs::read_dir(&d).unwrap() {
+            fs::remove_file(f.unwrap().path()).unwrap();
+        }
+        assert!(cg.kill_and_remove());
+        assert!(!d.exists());
+        // Two controllers together, the third apart: a failure on the third removes the one
+        // shared directory made, once.
+        let two = t.path().join("memory,pids");
+        fs::create_dir(&two).unwrap();
+        fs::write(t.path().join("cpu"), "").unwrap();
+        let layout = Layout::V1 {
+            memory: Some(two.clone()),
+            pids: Some(two.clone()),
+            cpu: Some(t.path().join("cpu")),
+        };
+        let e = Cgroup::create(&layout, "apart", &r).unwrap_err();
+        match &e {
+            CgroupError::Io { path, source } => {
+                assert_eq!(path, &t.path().join("cpu/stockade-apart"));
+                assert_eq!(source.raw_os_error(), Some(libc::ENOTDIR), "{e:?}");
+            }
+            other => panic!("not the mkdir's error: {other:?}"),
+        }
+        assert!(
+            !two.join("stockade-apart").exists(),
+            "shared group left behind"
+        );
     }
 
     #[test]
