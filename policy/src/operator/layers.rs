@@ -102,9 +102,9 @@ pub fn merge(layers: &[PolicyLayer]) -> Result<MergedPolicy, OperatorPolicyError
                 max: MAX_POLICY_BYTES,
             });
         }
-        let syntax = |source| OperatorPolicyError::Syntax {
+        let syntax = |e: toml::de::Error| OperatorPolicyError::Syntax {
             path: layer.path.clone(),
-            source,
+            syntax: crate::TomlSyntax::new(&layer.text, &e).in_file(layer.path.clone()),
         };
         if let Some(found) = crate::newer_toml_version(&layer.text) {
             return Err(OperatorPolicyError::Version {

@@ -297,14 +297,14 @@ pub enum OperatorPolicyError {
         /// The cap.
         max: usize,
     },
-    /// Not TOML or not the format's shape; the cause names the line and key.
-    #[error("{path}: does not parse")]
+    /// Not TOML or not the format's shape: `FILE:LINE:COLUMN: ` and the parser's message, on
+    /// one line.
+    #[error("{syntax}")]
     Syntax {
         /// The file.
         path: String,
-        /// The parser's error (with line and column).
-        #[source]
-        source: toml::de::Error,
+        /// The parser's error, said of the file (with line and column).
+        syntax: crate::TomlSyntax,
     },
     /// `version` missing or not 1.
     #[error("{at}: policy version {found} is not supported (this build reads version 1)")]

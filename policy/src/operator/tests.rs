@@ -134,9 +134,12 @@ fn every_invalid_policy_names_the_file_and_line() {
             "version = 1\n[resources]\nmemory_max = \"1K\"\n",
             "p.toml:3",
         ),
-        ("version = 1\n[resourcez]\n", "line 2"),
+        (
+            "version = 1\n[resourcez]\n",
+            "p.toml:2:2: unknown field `resourcez`",
+        ),
         ("version = 2\n", "p.toml:1"),
-        ("version = 1\n\n[trust]\nmode = \"lax\"\n", "line 4"),
+        ("version = 1\n\n[trust]\nmode = \"lax\"\n", "p.toml:4:8: "),
         ("version = 1\n[risk]\nfly = \"high\"\n", "p.toml:3"),
         (
             "version = 1\n[plugin.x.resources]\npids_max = 0\n",

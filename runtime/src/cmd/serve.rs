@@ -137,6 +137,12 @@ fn load_config(path: Option<&PathBuf>) -> Result<ServeConfig, CmdError> {
         .read_to_string(&mut text)
         .map_err(read_err)?;
     ServeConfig::parse(&text).map_err(|source| {
+        let source = match source {
+            ServeConfigError::Syntax(s) => {
+                ServeConfigError::Syntax(s.in_file(path.display().to_string()))
+            }
+            other => other,
+        };
         let e = ServeError::Config {
             path: path.clone(),
             source,
