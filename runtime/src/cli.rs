@@ -827,7 +827,9 @@ pub struct TrustArgs {
     #[arg(long = "pub", value_name = "KEY.pub")]
     pub public_key: Option<PathBuf>,
     /// Trust mode: strict (refuse), warn (load but report), disabled (skip signature checks).
-    #[arg(long, value_name = "MODE", default_value = "strict")]
+    // Checked by clap, so an unknown mode is a usage error before any file is read.
+    #[arg(long, value_name = "MODE", default_value = "strict",
+          value_parser = ["strict", "warn", "disabled"])]
     pub trust_mode: String,
     /// State directory: the highest revocation-list version seen and the license; for the
     /// commands that install, run or serve plugins also the store, kept trees, kv data and
