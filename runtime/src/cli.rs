@@ -606,8 +606,7 @@ pub struct AuditRotateArgs {
 /// A size: bytes, or a number with a `K`, `M` or `G` suffix (powers of 1024), as `[audit]
 /// rotate_size` takes it.
 fn parse_size(s: &str) -> Result<u64, String> {
-    stockade_policy::operator::parse_size(s)
-        .ok_or_else(|| format!("`{s}` is not a size (bytes, or a number with K, M or G)"))
+    stockade_policy::operator::try_parse_size(s).map_err(|e| e.to_string())
 }
 
 /// `stockade keygen`

@@ -693,8 +693,14 @@ impl MergedPolicy {
             cause: Box::new(cause),
         };
         if let Some(size) = &audit.rotate_size {
-            if super::parse_size(size).is_none_or(|n| n == 0) {
-                let e = super::AuditValueError::Size(size.clone());
+            let e = match super::try_parse_size(size) {
+                Ok(0) | Err(super::SizeError::NotASize(_)) => {
+                    Some(super::AuditValueError::Size(size.clone()))
+                }
+                Err(e) => Some(super::AuditValueError::SizeTooLarge(e)),
+                Ok(_) => None,
+            };
+            if let Some(e) = e {
                 return Err(audit_value("audit.rotate_size", e));
             }
         }

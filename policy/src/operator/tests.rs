@@ -935,6 +935,46 @@ fn audit_sizes_parse_as_documented() {
     }
 }
 
+/// A size past the largest is said to be too large, with the largest: not "not a size above
+/// 0", which sent the operator looking for a typo in `99999999999G`. The same for the CLI's
+/// `--min-size` (the same parser) and the sandbox's sizes (`memory_max`, `pids_max` …).
+#[test]
+fn a_size_too_large_is_said_to_be_too_large() {
+    assert_eq!(
+        try_parse_size("99999999999G"),
+        Err(SizeError::TooLarge("99999999999G".into()))
+    );
+    assert_eq!(
+        try_parse_size("99999999999999999999"),
+        Err(SizeError::TooLarge("99999999999999999999".into()))
+    );
+    assert_eq!(try_parse_size("17179869183G"), Ok(17_179_869_183 << 30));
+    assert_eq!(
+        try_parse_size("64Q"),
+        Err(SizeError::NotASize("64Q".into()))
+    );
+    for (key, text, want) in [
+        (
+            "rotate_size",
+            "version = 1\n[audit]\nrotate_size = \"99999999999G\"\n",
+            "too large: a size is at most 18446744073709551615 bytes (17179869183G)",
+        ),
+        (
+            "memory_max",
+            "version = 1\n[resources]\nmemory_max = \"99999999999G\"\n",
+            "too large: at most 18446744073709551615 (16777215T)",
+        ),
+    ] {
+        let e = merge(&[layer("p.toml", text)])
+            .and_then(|m| m.validate_all())
+            .expect_err(key);
+        let msg = chain(&e);
+        assert!(msg.contains("p.toml:3"), "{msg}");
+        assert!(msg.contains(want), "{msg}");
+        assert!(!msg.contains("above 0"), "{msg}");
+    }
+}
+
 /// Many sections over several layers (a fleet's drop-ins): each resolution takes exactly its
 /// own sections over the top-level keys, whatever sorts around them — `a` beside `a.b` and
 /// `a-1`, the top-level keys sorting before `plugin`, between it and `signer` (`resources`),
