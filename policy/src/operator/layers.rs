@@ -741,6 +741,22 @@ impl MergedPolicy {
                 });
             }
         }
+        // So is each operator key: a relative one was read against the daemon's working
+        // directory (`/` under systemd, wherever the CLI was started otherwise), so the key
+        // that signs grants depended on where the command ran.
+        let k = "trust.operator_keys";
+        if let Some(p) = trust
+            .operator_keys
+            .iter()
+            .flatten()
+            .find(|p| !crate::sandbox::is_normalised_absolute(p))
+        {
+            return Err(OperatorPolicyError::Value {
+                key: k.into(),
+                at: origin_of(k),
+                cause: Box::new(crate::sandbox::FieldError::BadPath(p.clone())),
+            });
+        }
         Ok(ResolvedPolicy {
             plugin: plugin.map(String::from),
             signer: signer.map(String::from),

@@ -147,6 +147,15 @@ fn every_invalid_policy_names_the_file_and_line() {
         ),
         ("version = 1\n[protocol]\nmax_in_flight = 0\n", "p.toml:3"),
         ("version = 1\n[trust]\nroots = \"rel/dir\"\n", "p.toml:3"),
+        // Each operator key too (a relative one was read against the working directory).
+        (
+            "version = 1\n[trust]\noperator_keys = [\"/etc/stockade/op.pub\", \"keys/op.pub\"]\n",
+            "p.toml:3: invalid value for `trust.operator_keys`: `keys/op.pub` must be",
+        ),
+        (
+            "version = 1\n[trust]\noperator_keys = [\"/etc/stockade/../op.pub\"]\n",
+            "p.toml:3",
+        ),
         (
             "version = 1\n[trust]\nrevocation = \"/etc/stockade/../../tmp/r.json\"\n",
             "p.toml:3",
