@@ -1748,6 +1748,23 @@ fn a_member_of_the_logs_group_cannot_stall_the_audit_writers() {
     assert_eq!(r.code, 78, "{} {}", r.stdout, r.stderr);
     assert_eq!(r.kind(), "audit.unsafe", "{}", r.stdout);
     assert!(r.stdout.contains("belongs to uid 65533"), "{}", r.stdout);
+    let hint = r.json()["error"]["hint"].as_str().unwrap_or("").to_string();
+    assert!(
+        hint.contains(&format!("remove {}", lock.display())),
+        "{hint}"
+    );
+    // A writer that is neither root nor the directory's owner is refused for who it is: told
+    // so, not to remove a lock file (here there is one, but removing it would change nothing).
+    let r = common::stockade_as(
+        member,
+        d,
+        &["--json", "audit", "rotate", log.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 78, "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.kind(), "audit.unsafe", "{}", r.stdout);
+    let hint = r.json()["error"]["hint"].as_str().unwrap_or("").to_string();
+    assert!(hint.contains("run this as one of them"), "{hint}");
+    assert!(!hint.contains("remove"), "{hint}");
     let after = (
         std::fs::read(&log).unwrap(),
         std::fs::read(logs.join("audit.log.head")).unwrap(),
