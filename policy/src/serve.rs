@@ -266,9 +266,10 @@ pub enum ServeConfigError {
     /// Larger than [`MAX_SERVE_CONFIG_BYTES`].
     #[error("serve config is larger than {MAX_SERVE_CONFIG_BYTES} bytes")]
     TooLarge,
-    /// Not TOML or not this shape.
-    #[error("serve config is not valid")]
-    Syntax(#[source] toml::de::Error),
+    /// Not TOML or not this shape: `LINE:COLUMN: ` and the parser's message, on one line (the
+    /// caller names the file: [`crate::TomlSyntax::in_file`]).
+    #[error(transparent)]
+    Syntax(crate::TomlSyntax),
     /// An unknown version.
     #[error("serve config version {0} is not supported (expected 1)")]
     Version(u32),
@@ -286,7 +287,8 @@ impl ServeConfig {
         if let Some(found) = crate::newer_toml_version(text) {
             return Err(ServeConfigError::Version(found));
         }
-        let c: ServeConfig = toml::from_str(text).map_err(ServeConfigError::Syntax)?;
+        let c: ServeConfig = toml::from_str(text)
+            .map_err(|e| ServeConfigError::Syntax(crate::TomlSyntax::new(text, &e)))?;
         c.validate()?;
         Ok(c)
     }

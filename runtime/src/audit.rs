@@ -1719,13 +1719,21 @@ pub fn into_cmd(e: AuditError) -> crate::error::CmdError {
     use crate::error::CmdError;
     use crate::exit::Exit;
     match &e {
-        AuditError::LockUnsafe { path, .. } => {
-            let hint = format!(
-                "only the log directory's owner and root append to the log; a lock file of \
-                 another user's or that is not a regular file: remove {} (the next append \
-                 makes it again, 0600, that owner's)",
-                path.display()
-            );
+        AuditError::LockUnsafe { path, source } => {
+            // Only what applies: a writer refused for who it is (the lock file may not even
+            // exist) is not told to remove it, which would change nothing.
+            let hint = if source.kind() == std::io::ErrorKind::PermissionDenied {
+                "only the log directory's owner and root append to the log: run this as one \
+                 of them, or name a log in a directory of this user's (`[audit] file`)"
+                    .to_string()
+            } else {
+                format!(
+                    "only the log directory's owner and root append to the log, under a lock \
+                     file of that owner's: remove {} (the next append makes it again, 0600, \
+                     that owner's)",
+                    path.display()
+                )
+            };
             return CmdError::new(Exit::Config, "audit.unsafe", e).hint(hint);
         }
         AuditError::Truncated { path, .. } => {

@@ -606,8 +606,7 @@ pub struct AuditRotateArgs {
 /// A size: bytes, or a number with a `K`, `M` or `G` suffix (powers of 1024), as `[audit]
 /// rotate_size` takes it.
 fn parse_size(s: &str) -> Result<u64, String> {
-    stockade_policy::operator::parse_size(s)
-        .ok_or_else(|| format!("`{s}` is not a size (bytes, or a number with K, M or G)"))
+    stockade_policy::operator::try_parse_size(s).map_err(|e| e.to_string())
 }
 
 /// `stockade keygen`
@@ -827,7 +826,9 @@ pub struct TrustArgs {
     #[arg(long = "pub", value_name = "KEY.pub")]
     pub public_key: Option<PathBuf>,
     /// Trust mode: strict (refuse), warn (load but report), disabled (skip signature checks).
-    #[arg(long, value_name = "MODE", default_value = "strict")]
+    // Checked by clap, so an unknown mode is a usage error before any file is read.
+    #[arg(long, value_name = "MODE", default_value = "strict",
+          value_parser = ["strict", "warn", "disabled"])]
     pub trust_mode: String,
     /// State directory: the highest revocation-list version seen and the license; for the
     /// commands that install, run or serve plugins also the store, kept trees, kv data and

@@ -247,3 +247,56 @@ fn an_unreadable_audit_log_is_named() {
     );
     assert!(j["error"]["causes"][0].is_string(), "{}", r.stdout);
 }
+
+/// A command line that is wrong is a usage error (64) said before any file is read: not the
+/// trust directory's 78 or the policy's 65 that a correct line would have met first (`serve`
+/// without `--socket` reported the missing trust directory). Each line below names a policy
+/// that does not parse and a trust directory that does not exist.
+#[test]
+fn a_usage_error_comes_before_any_file_is_read() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::write(d.join("bad.toml"), "version = 1\n[resources\n").unwrap();
+    let files = ["--policy", "bad.toml", "--trust", "no-trust-dir"];
+    let line = |args: &[&str]| {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&files);
+        stockade(d, &all)
+    };
+    refused(&line(&["serve"]), 64, "usage");
+    let r = line(&["serve", "--socket", "a.sock", "--allow-capability", "fly"]);
+    refused(&r, 64, "usage");
+    let r = line(&["run", "p.spkg", "--allow-capability", "fly"]);
+    refused(&r, 64, "usage");
+    let r = line(&["run", "p.spkg", "--trust-mode", "bogus"]);
+    refused(&r, 64, "usage");
+    let r = stockade(
+        d,
+        &[
+            "--json",
+            "exec",
+            "--policy",
+            "bad.toml",
+            "--env",
+            "=x",
+            "--",
+            "/bin/true",
+        ],
+    );
+    refused(&r, 64, "bad_env");
+    let r = stockade(
+        d,
+        &[
+            "--json",
+            "verify",
+            "p.spkg",
+            "--trust",
+            "no-trust-dir",
+            "--trust-mode",
+            "bogus",
+        ],
+    );
+    refused(&r, 64, "usage");
+    assert!(!d.join("a.sock").exists());
+}

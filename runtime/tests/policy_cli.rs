@@ -186,7 +186,10 @@ fn lint_exit_codes_severities_and_lines() {
             "version = 1\n\n[resources]\nmemory_max = \"2K\"\n",
             "bad2.toml:4",
         ),
-        ("version = 1\n[network]\nmdoe = \"none\"\n", "line 3"),
+        (
+            "version = 1\n[network]\nmdoe = \"none\"\n",
+            "bad2.toml:3:1: unknown field `mdoe`",
+        ),
         ("version = 1\n[risk]\nteleport = \"low\"\n", "bad2.toml:3"),
     ] {
         write(&d.join("bad2.toml"), text);
@@ -201,6 +204,66 @@ fn lint_exit_codes_severities_and_lines() {
 /// them open: lint says so, as a note naming each hook (the file weakens nothing), and no more
 /// once a section closes it. A section that sets `failure = "open"` is the file's doing: a
 /// warning, as for any hook.
+/// Operator TOML that does not parse is refused with one line, `FILE:LINE:COLUMN: message`,
+/// from the parser's message and span: not its multi-line snippet, which the error printer's
+/// escaping of control characters (text_escaping_cli.rs) turned into one line of `\x0a`. For
+/// a policy file, a drop-in under a policy root, and `serve --config`.
+#[test]
+fn toml_that_does_not_parse_is_one_line_at_file_line_column() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let header = "invalid table header, expected `.`, `]`";
+    write(&d.join("bad.toml"), "version = 1\n[resources\n");
+    let r = stockade(d, &["policy", "lint", "bad.toml"]);
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("caused by: bad.toml:2:11: {header}\n")),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("\\x0a"), "{}", r.stderr);
+    let v = stockade(d, &["--json", "policy", "lint", "bad.toml"]).json();
+    assert_eq!(v["error"]["kind"], "invalid_policy", "{v}");
+    assert_eq!(
+        v["error"]["causes"],
+        serde_json::json!([format!("bad.toml:2:11: {header}")]),
+        "{v}"
+    );
+
+    // A shape error (an unknown key) in a drop-in: its line and column, in characters.
+    write(
+        &d.join("root-fs/etc/stockade/policy.d/10-x.toml"),
+        "version = 1\n# é\n[resources]\n  bogus = 1\n",
+    );
+    let r = stockade(d, &["policy", "explain", "--policy-root", "root-fs"]);
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "caused by: root-fs/etc/stockade/policy.d/10-x.toml:4:3: unknown field `bogus`, expected one of"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("\\x0a"), "{}", r.stderr);
+
+    // The serve config, read before anything is bound.
+    write(&d.join("serve.toml"), "version = 1\n[serve\n");
+    let r = stockade(
+        d,
+        &["serve", "--socket", "agent.sock", "--config", "serve.toml"],
+    );
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("caused by: serve.toml:2:7: {header}\n")),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("\\x0a"), "{}", r.stderr);
+    assert!(!d.join("agent.sock").exists());
+}
+
 #[test]
 fn lint_notes_the_sertone_hooks_that_fail_open_by_default() {
     let t = tempfile::tempdir().unwrap();
@@ -1685,6 +1748,23 @@ fn a_member_of_the_logs_group_cannot_stall_the_audit_writers() {
     assert_eq!(r.code, 78, "{} {}", r.stdout, r.stderr);
     assert_eq!(r.kind(), "audit.unsafe", "{}", r.stdout);
     assert!(r.stdout.contains("belongs to uid 65533"), "{}", r.stdout);
+    let hint = r.json()["error"]["hint"].as_str().unwrap_or("").to_string();
+    assert!(
+        hint.contains(&format!("remove {}", lock.display())),
+        "{hint}"
+    );
+    // A writer that is neither root nor the directory's owner is refused for who it is: told
+    // so, not to remove a lock file (here there is one, but removing it would change nothing).
+    let r = common::stockade_as(
+        member,
+        d,
+        &["--json", "audit", "rotate", log.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 78, "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.kind(), "audit.unsafe", "{}", r.stdout);
+    let hint = r.json()["error"]["hint"].as_str().unwrap_or("").to_string();
+    assert!(hint.contains("run this as one of them"), "{hint}");
+    assert!(!hint.contains("remove"), "{hint}");
     let after = (
         std::fs::read(&log).unwrap(),
         std::fs::read(logs.join("audit.log.head")).unwrap(),

@@ -102,9 +102,9 @@ pub fn merge(layers: &[PolicyLayer]) -> Result<MergedPolicy, OperatorPolicyError
                 max: MAX_POLICY_BYTES,
             });
         }
-        let syntax = |source| OperatorPolicyError::Syntax {
+        let syntax = |e: toml::de::Error| OperatorPolicyError::Syntax {
             path: layer.path.clone(),
-            source,
+            syntax: crate::TomlSyntax::new(&layer.text, &e).in_file(layer.path.clone()),
         };
         if let Some(found) = crate::newer_toml_version(&layer.text) {
             return Err(OperatorPolicyError::Version {
@@ -693,8 +693,14 @@ impl MergedPolicy {
             cause: Box::new(cause),
         };
         if let Some(size) = &audit.rotate_size {
-            if super::parse_size(size).is_none_or(|n| n == 0) {
-                let e = super::AuditValueError::Size(size.clone());
+            let e = match super::try_parse_size(size) {
+                Ok(0) | Err(super::SizeError::NotASize(_)) => {
+                    Some(super::AuditValueError::Size(size.clone()))
+                }
+                Err(e) => Some(super::AuditValueError::SizeTooLarge(e)),
+                Ok(_) => None,
+            };
+            if let Some(e) = e {
                 return Err(audit_value("audit.rotate_size", e));
             }
         }
@@ -734,6 +740,22 @@ impl MergedPolicy {
                     )),
                 });
             }
+        }
+        // So is each operator key: a relative one was read against the daemon's working
+        // directory (`/` under systemd, wherever the CLI was started otherwise), so the key
+        // that signs grants depended on where the command ran.
+        let k = "trust.operator_keys";
+        if let Some(p) = trust
+            .operator_keys
+            .iter()
+            .flatten()
+            .find(|p| !crate::sandbox::is_normalised_absolute(p))
+        {
+            return Err(OperatorPolicyError::Value {
+                key: k.into(),
+                at: origin_of(k),
+                cause: Box::new(crate::sandbox::FieldError::BadPath(p.clone())),
+            });
         }
         Ok(ResolvedPolicy {
             plugin: plugin.map(String::from),

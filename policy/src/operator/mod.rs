@@ -192,8 +192,13 @@ pub struct AuditSection {
 
 /// A size as `[audit] rotate_size` and `stockade audit rotate --min-size` take it: bytes, or a
 /// number with a `K`, `M` or `G` suffix (powers of 1024, either case). `None`: not a size, or one
-/// past `u64`.
+/// past `u64` ([`try_parse_size`] says which).
 pub fn parse_size(s: &str) -> Option<u64> {
+    try_parse_size(s).ok()
+}
+
+/// [`parse_size`], saying why a value is refused: not a size, or a size past `u64`.
+pub fn try_parse_size(s: &str) -> Result<u64, SizeError> {
     let (digits, shift) = match s.as_bytes().last() {
         Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
         Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
@@ -201,9 +206,26 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => (s, 0),
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+        return Err(SizeError::NotASize(s.to_string()));
     }
-    digits.parse::<u64>().ok()?.checked_mul(1u64 << shift)
+    let too_large = || SizeError::TooLarge(s.to_string());
+    digits
+        .parse::<u64>()
+        .map_err(|_| too_large())?
+        .checked_mul(1u64 << shift)
+        .ok_or_else(too_large)
+}
+
+/// Why [`try_parse_size`] refused a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SizeError {
+    /// Not digits with an optional K, M or G.
+    #[error("`{0}` is not a size (bytes, or a number with K, M or G)")]
+    NotASize(String),
+    /// More bytes than 64 bits hold.
+    #[error("`{0}` is too large: a size is at most {max} bytes ({g}G)", max = u64::MAX, g = u64::MAX >> 30)]
+    TooLarge(String),
 }
 
 /// Why an `[audit]` rotation value is refused.
@@ -213,6 +235,9 @@ pub enum AuditValueError {
     /// `rotate_size` is not a size, or is 0.
     #[error("`{0}` is not a size above 0 (bytes, or a number with K, M or G)")]
     Size(String),
+    /// `rotate_size` is a size past the largest one.
+    #[error(transparent)]
+    SizeTooLarge(SizeError),
     /// `keep = 0` would remove each rotated file at once.
     #[error("keep must be at least 1 (0 would remove every rotated file as it is made)")]
     KeepZero,
@@ -297,14 +322,14 @@ pub enum OperatorPolicyError {
         /// The cap.
         max: usize,
     },
-    /// Not TOML or not the format's shape; the cause names the line and key.
-    #[error("{path}: does not parse")]
+    /// Not TOML or not the format's shape: `FILE:LINE:COLUMN: ` and the parser's message, on
+    /// one line.
+    #[error("{syntax}")]
     Syntax {
         /// The file.
         path: String,
-        /// The parser's error (with line and column).
-        #[source]
-        source: toml::de::Error,
+        /// The parser's error, said of the file (with line and column).
+        syntax: crate::TomlSyntax,
     },
     /// `version` missing or not 1.
     #[error("{at}: policy version {found} is not supported (this build reads version 1)")]

@@ -134,9 +134,12 @@ fn every_invalid_policy_names_the_file_and_line() {
             "version = 1\n[resources]\nmemory_max = \"1K\"\n",
             "p.toml:3",
         ),
-        ("version = 1\n[resourcez]\n", "line 2"),
+        (
+            "version = 1\n[resourcez]\n",
+            "p.toml:2:2: unknown field `resourcez`",
+        ),
         ("version = 2\n", "p.toml:1"),
-        ("version = 1\n\n[trust]\nmode = \"lax\"\n", "line 4"),
+        ("version = 1\n\n[trust]\nmode = \"lax\"\n", "p.toml:4:8: "),
         ("version = 1\n[risk]\nfly = \"high\"\n", "p.toml:3"),
         (
             "version = 1\n[plugin.x.resources]\npids_max = 0\n",
@@ -144,6 +147,15 @@ fn every_invalid_policy_names_the_file_and_line() {
         ),
         ("version = 1\n[protocol]\nmax_in_flight = 0\n", "p.toml:3"),
         ("version = 1\n[trust]\nroots = \"rel/dir\"\n", "p.toml:3"),
+        // Each operator key too (a relative one was read against the working directory).
+        (
+            "version = 1\n[trust]\noperator_keys = [\"/etc/stockade/op.pub\", \"keys/op.pub\"]\n",
+            "p.toml:3: invalid value for `trust.operator_keys`: `keys/op.pub` must be",
+        ),
+        (
+            "version = 1\n[trust]\noperator_keys = [\"/etc/stockade/../op.pub\"]\n",
+            "p.toml:3",
+        ),
         (
             "version = 1\n[trust]\nrevocation = \"/etc/stockade/../../tmp/r.json\"\n",
             "p.toml:3",
@@ -929,6 +941,46 @@ fn audit_sizes_parse_as_documented() {
     assert_eq!(parse_size("1K"), Some(1024));
     for bad in ["", "M", "-1", "1.5M", "64MB", " 1", "99999999999999999999G"] {
         assert_eq!(parse_size(bad), None, "{bad:?}");
+    }
+}
+
+/// A size past the largest is said to be too large, with the largest: not "not a size above
+/// 0", which sent the operator looking for a typo in `99999999999G`. The same for the CLI's
+/// `--min-size` (the same parser) and the sandbox's sizes (`memory_max`, `pids_max` …).
+#[test]
+fn a_size_too_large_is_said_to_be_too_large() {
+    assert_eq!(
+        try_parse_size("99999999999G"),
+        Err(SizeError::TooLarge("99999999999G".into()))
+    );
+    assert_eq!(
+        try_parse_size("99999999999999999999"),
+        Err(SizeError::TooLarge("99999999999999999999".into()))
+    );
+    assert_eq!(try_parse_size("17179869183G"), Ok(17_179_869_183 << 30));
+    assert_eq!(
+        try_parse_size("64Q"),
+        Err(SizeError::NotASize("64Q".into()))
+    );
+    for (key, text, want) in [
+        (
+            "rotate_size",
+            "version = 1\n[audit]\nrotate_size = \"99999999999G\"\n",
+            "too large: a size is at most 18446744073709551615 bytes (17179869183G)",
+        ),
+        (
+            "memory_max",
+            "version = 1\n[resources]\nmemory_max = \"99999999999G\"\n",
+            "too large: at most 18446744073709551615 (16777215T)",
+        ),
+    ] {
+        let e = merge(&[layer("p.toml", text)])
+            .and_then(|m| m.validate_all())
+            .expect_err(key);
+        let msg = chain(&e);
+        assert!(msg.contains("p.toml:3"), "{msg}");
+        assert!(msg.contains(want), "{msg}");
+        assert!(!msg.contains("above 0"), "{msg}");
     }
 }
 

@@ -159,7 +159,7 @@ pub struct HostPolicy {
 pub enum HostPolicyError {
     /// Not TOML (or too large).
     #[error("policy file is not valid TOML")]
-    Syntax(#[source] toml::de::Error),
+    Syntax(#[source] crate::TomlSyntax),
     /// A host section is malformed.
     #[error("invalid host section ([capabilities], [protocol], [kv], [hooks])")]
     Host(#[source] toml::de::Error),
@@ -297,7 +297,8 @@ pub fn split_policy(text: &str) -> Result<(ValidatedSandboxPolicy, HostPolicy), 
             max: MAX_POLICY_BYTES,
         }));
     }
-    let mut table: toml::Table = toml::from_str(text).map_err(HostPolicyError::Syntax)?;
+    let mut table: toml::Table = toml::from_str(text)
+        .map_err(|e| HostPolicyError::Syntax(crate::TomlSyntax::new(text, &e)))?;
     let mut host = toml::Table::new();
     for k in ["capabilities", "protocol", "kv", "hooks"] {
         if let Some(v) = table.remove(k) {

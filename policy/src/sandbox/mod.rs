@@ -419,10 +419,10 @@ pub enum SandboxPolicyError {
         /// The cap.
         max: usize,
     },
-    /// Not valid TOML or not the expected shape (unknown key, wrong type); the TOML error
-    /// names the key and line.
+    /// Not valid TOML or not the expected shape (unknown key, wrong type); the cause names the
+    /// line, column and key.
     #[error("policy does not parse")]
-    Syntax(#[source] toml::de::Error),
+    Syntax(#[source] crate::TomlSyntax),
     /// An unsupported `version`.
     #[error("policy version {found} is not supported (this build reads version {POLICY_VERSION})")]
     Version {
@@ -501,7 +501,8 @@ pub fn parse_policy(text: &str) -> Result<ValidatedSandboxPolicy, SandboxPolicyE
     if let Some(found) = crate::newer_toml_version(text) {
         return Err(SandboxPolicyError::Version { found });
     }
-    let file: SandboxPolicyFile = toml::from_str(text).map_err(SandboxPolicyError::Syntax)?;
+    let file: SandboxPolicyFile = toml::from_str(text)
+        .map_err(|e| SandboxPolicyError::Syntax(crate::TomlSyntax::new(text, &e)))?;
     file.validate().map_err(|e| match e {
         SandboxPolicyError::Invalid { key, cause, .. } => SandboxPolicyError::Invalid {
             line: locate_key(text, &key),

@@ -43,7 +43,7 @@ pub enum UnitError {
     #[error("`{0}` is not a size (use bytes, or a number with K, M, G or T, or \"unlimited\")")]
     BadSize(String),
     /// The number does not fit in 64 bits.
-    #[error("`{0}` is too large")]
+    #[error("`{0}` is too large: at most {max} ({t}T), or \"unlimited\"", max = u64::MAX, t = u64::MAX >> 40)]
     Overflow(String),
     /// Not a CPU quantity.
     #[error("`{0}` is not a CPU quota (use \"50%\", \"1500m\" millicores, or \"unlimited\")")]

@@ -256,6 +256,8 @@ fn write_error(path: &Path, source: io::Error) -> CmdError {
 pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     // `--policy FILE` is one whole policy; without it the operator layers under the policy root
     // (none: the built-in defaults). Grants do not apply: exec runs the operator's own program.
+    // The `--env` flags first: a usage error (64) is said before any file is read.
+    let env = parse_env(&args.env)?;
     let merged = policyfiles::load(&policyfiles::source(
         args.policy.as_deref(),
         &args.root.policy_root,
@@ -275,7 +277,6 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     }
     let eff = effective(&resolved, &PluginFacts::default(), None);
     let policy_sha256 = audit::policy_hash(&explain(&resolved, &eff));
-    let env = parse_env(&args.env)?;
     if let Some(dir) = &args.plugin_dir {
         if !dir.is_dir() {
             return Err(CmdError::msg(

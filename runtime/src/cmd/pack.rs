@@ -12,7 +12,7 @@
 use crate::cli::PackArgs;
 use crate::error::CmdError;
 use crate::exit::Exit;
-use crate::fileio::{read_capped, FileError};
+use crate::fileio::{open_regular, read_capped, FileError};
 use crate::keyfile::{load_secret, secret_key_error, unix_now};
 use crate::output::{term, Output};
 use crate::package::build::{build, sha256_hex, BuildError};
@@ -60,10 +60,13 @@ fn load_cert(path: &Path, what: &str) -> Result<(Vec<u8>, Certificate), CmdError
 /// /plugin): a virtualenv's python, `/opt/…`, `/nix/store/…`. Warnings only: the package is
 /// still made (an operator may add the directory to `[filesystem] read_only`), and the launch
 /// says the same (127 `interpreter_not_found`). None for a file that cannot be read here (the
-/// payload was built from it just before: it is the packer's own file).
+/// payload was built from it just before: it is the packer's own file), nor for anything but a
+/// regular file: the file is opened once, without blocking, its type checked on that descriptor
+/// and read from it ([`open_regular`]) — a FIFO put at the name after the payload's checks
+/// would otherwise have blocked the packer in `open` until some writer came.
 fn entrypoint_warnings(dir: &Path, entry: &str) -> Vec<String> {
     use crate::sandbox::Interpreter;
-    let Ok(file) = std::fs::File::open(dir.join(entry)) else {
+    let Ok((file, _)) = open_regular(&dir.join(entry)) else {
         return Vec::new();
     };
     let Some(interpreter) = Interpreter::of(&std::os::fd::OwnedFd::from(file)) else {
@@ -333,4 +336,25 @@ pub fn run(a: PackArgs, out: Output) -> Result<Exit, CmdError> {
         )
     });
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entrypoint_warnings;
+
+    /// A FIFO at the entrypoint's name (put there after the payload's checks) is not waited on:
+    /// `File::open` blocked until a writer came, and the packer with it (a hung test is ended
+    /// by nextest: .config/nextest.toml). A regular file there is still read.
+    #[test]
+    fn a_fifo_at_the_entrypoint_is_not_waited_on() {
+        let d = tempfile::tempdir().unwrap();
+        let entry = d.path().join("entrypoint");
+        nix::unistd::mkfifo(&entry, nix::sys::stat::Mode::from_bits_truncate(0o755)).unwrap();
+        assert!(entrypoint_warnings(d.path(), "entrypoint").is_empty());
+        std::fs::remove_file(&entry).unwrap();
+        std::fs::write(&entry, b"#!/bin/sh\r\necho hi\r\n").unwrap();
+        let w = entrypoint_warnings(d.path(), "entrypoint");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("CR LF"), "{w:?}");
+    }
 }

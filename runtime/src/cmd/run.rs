@@ -166,12 +166,13 @@ pub fn trust_args_with_policy(t: &TrustArgs, r: &ResolvedPolicy) -> TrustArgs {
 
 /// Run `stockade run`.
 pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
+    // The flags first: a usage error (64) is said before any file is read.
+    let flags = plugin_policy::flag_allowlist(&a.allow_capability)?;
     let merged = policyfiles::load(&policyfiles::source(
         a.policy.as_deref(),
         &a.root.policy_root,
     ))
     .map_err(PolicyFilesError::into_cmd)?;
-    let flags = plugin_policy::flag_allowlist(&a.allow_capability)?;
     let defaults = merged
         .resolve(None, None)
         .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;

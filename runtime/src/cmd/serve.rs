@@ -137,6 +137,12 @@ fn load_config(path: Option<&PathBuf>) -> Result<ServeConfig, CmdError> {
         .read_to_string(&mut text)
         .map_err(read_err)?;
     ServeConfig::parse(&text).map_err(|source| {
+        let source = match source {
+            ServeConfigError::Syntax(s) => {
+                ServeConfigError::Syntax(s.in_file(path.display().to_string()))
+            }
+            other => other,
+        };
         let e = ServeError::Config {
             path: path.clone(),
             source,
@@ -249,6 +255,12 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
             return Err(cmd(Exit::Usage, "activation", e));
         }
     };
+    // The command line is checked whole before any file is read: a usage error (64) is said
+    // first, not hidden behind the trust directory (78) or the policy (65) it never needed.
+    if inherited.is_none() && a.socket.is_none() {
+        return Err(cmd(Exit::Usage, "usage", ServeError::NoSocket));
+    }
+    let allow_flags = flag_allowlist(&a.allow_capability)?;
     let policy_source = policyfiles::source(a.policy.as_deref(), &a.root.policy_root);
     let loaded = policyfiles::load_noting(&policy_source).map_err(PolicyFilesError::into_cmd)?;
     let (policy, policy_skipped) = (loaded.policy, loaded.skipped);
@@ -259,7 +271,6 @@ pub fn run(a: ServeArgs, _out: Output) -> Result<Exit, CmdError> {
             term(&d.display().to_string())
         ));
     }
-    let allow_flags = flag_allowlist(&a.allow_capability)?;
     let defaults = policy
         .resolve(None, None)
         .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;

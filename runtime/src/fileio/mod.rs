@@ -188,8 +188,8 @@ pub fn read_secret_to_end(mut reader: impl Read, cap: u64) -> std::io::Result<Ze
 }
 
 /// `path` opened for [`read_capped`] (without blocking, see there) and its size, if it is a
-/// regular file.
-fn open_regular(path: &Path) -> Result<(File, u64), FileError> {
+/// regular file (checked on the opened descriptor, `fstat`: what is read is what was checked).
+pub fn open_regular(path: &Path) -> Result<(File, u64), FileError> {
     let rd = |source| FileError::Read {
         path: path.to_path_buf(),
         source,
