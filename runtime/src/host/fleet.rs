@@ -511,8 +511,10 @@ impl Daemon {
         let mut rec = base;
         rec.event = Event::Denial;
         rec.outcome = "refused".into();
-        rec.detail = json!({"request": "plugin_load", "package": path.display().to_string(),
-                            "stage": stage, "kind": kind, "error": error});
+        rec.set_detail(
+            json!({"request": "plugin_load", "package": path.display().to_string(),
+                            "stage": stage, "kind": kind, "error": error}),
+        );
         self.audit(rec);
     }
 
@@ -929,8 +931,10 @@ impl Daemon {
         let mut rec = entry.audit.clone();
         rec.event = Event::Quarantine;
         rec.outcome = "crash_loop".into();
-        rec.detail = json!({"restored": true, "since": q.since, "crashes": q.crashes,
-                            "window_ms": q.window_ms});
+        rec.set_detail(
+            json!({"restored": true, "since": q.since, "crashes": q.crashes,
+                            "window_ms": q.window_ms}),
+        );
         self.audit_or_fail(rec)?;
         let hooks = entry
             .pkg
@@ -1259,9 +1263,9 @@ impl Daemon {
         let mut rec = e.audit.clone();
         rec.event = Event::Removal;
         rec.outcome = "unloaded".into();
-        rec.detail = json!({"request": "plugin_unload", "reason": "unloaded",
+        rec.set_detail(json!({"request": "plugin_unload", "reason": "unloaded",
                             "agent_uid": agent, "force": force, "dependents": needed_by,
-                            "quarantined": quarantined});
+                            "quarantined": quarantined}));
         // Unloading a quarantined plugin lifts its quarantine (the one recorded in the state
         // directory): no quarantine is lifted unaudited, so its record is required, as a
         // launch's is, and the unload refused when it cannot be written (review-138). Stopping
@@ -1365,8 +1369,8 @@ impl Daemon {
                 let mut rec = e.audit.clone();
                 rec.event = Event::Denial;
                 rec.outcome = "refused".into();
-                rec.detail = json!({"request": "plugin_restart", "stage": "verification",
-                                    "kind": refusal.kind, "error": refusal.message});
+                rec.set_detail(json!({"request": "plugin_restart", "stage": "verification",
+                                    "kind": refusal.kind, "error": refusal.message}));
                 self.audit(rec);
             }
             if refusal.about == About::Package {
@@ -2014,8 +2018,10 @@ impl Daemon {
                     false
                 }
             };
-            rec.detail = json!({"crashes": n, "window_ms": q.window_ms, "last_exit": e.last_exit,
-                                "persisted": persisted});
+            rec.set_detail(
+                json!({"crashes": n, "window_ms": q.window_ms, "last_exit": e.last_exit,
+                                "persisted": persisted}),
+            );
             self.audit(rec);
             self.discard_spare(name, spare);
             self.note_state(
@@ -2245,7 +2251,7 @@ impl Daemon {
         let mut rec = e.audit.clone();
         rec.event = Event::Quarantine;
         rec.outcome = refusal.kind.into();
-        rec.detail = json!({"request": request, "reason": reason});
+        rec.set_detail(json!({"request": request, "reason": reason}));
         let quarantined = e.phase == Phase::Quarantined;
         self.audit(rec);
         self.discard_spare(name, spare);
@@ -2368,8 +2374,8 @@ impl Daemon {
             let mut rec = e.audit.clone();
             rec.event = Event::Denial;
             rec.outcome = "refused".into();
-            rec.detail = json!({"request": "restart", "stage": "verification",
-                                "kind": refusal.kind, "error": refusal.message});
+            rec.set_detail(json!({"request": "restart", "stage": "verification",
+                                "kind": refusal.kind, "error": refusal.message}));
             self.audit(rec);
         }
         let e = self.plugins.get_mut(name).expect("present");
