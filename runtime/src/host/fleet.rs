@@ -1137,10 +1137,13 @@ impl Daemon {
             warn_sertone_deadline(&name, e, &lp.host, self.cfg.serve.sertone.deadline_ms);
         }
         e.host = lp.host.clone();
-        // Hooks that failed open and fail closed under this launch's policy: their runs end.
-        let recs = self.bypasses.relaunched(&name, |hook| {
-            lp.host.failure(hook) == stockade_policy::protocol::host::FailureMode::Open
-        });
+        // Hooks that failed open and that this launch's package no longer declares (an
+        // update's), or that fail closed under its policy: their runs end.
+        let recs = self.bypasses.relaunched(
+            &name,
+            |hook| e.declares(hook),
+            |hook| lp.host.failure(hook) == stockade_policy::protocol::host::FailureMode::Open,
+        );
         self.audit_bypasses_of(recs, Some(&e.audit));
         let pcfg = PluginConfig {
             ceiling: pkg.report.capability_ceiling.iter().copied().collect(),
