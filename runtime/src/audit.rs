@@ -206,6 +206,25 @@ impl Record {
         }
     }
 
+    /// Replace `detail` with `detail`, keeping what the one replaced said of the package's
+    /// signature when it is not `verified` (`signature_status`, as [`keep_signature_status`]):
+    /// for a record made from a plugin's audit base ([`for_report`]), whose detail is the
+    /// base's. Every record so made names the base's `signer_chain` — a `grant`, a `denial`, a
+    /// `quarantine`, a `removal` —, and a revoked, expired or out-of-scope key a trust mode
+    /// below strict let through may be a stolen one: each says so itself (review-147; only
+    /// the launch, restart and termination records did). A status `detail` already names is
+    /// its own.
+    pub fn set_detail(&mut self, detail: Value) {
+        let base = std::mem::replace(&mut self.detail, detail);
+        let status = base
+            .get("signature_status")
+            .filter(|s| *s != "verified")
+            .cloned();
+        if let (Some(s), Some(d)) = (status, self.detail.as_object_mut()) {
+            d.entry("signature_status").or_insert(s);
+        }
+    }
+
     /// The hash over everything but `hash`.
     pub fn compute_hash(&self) -> Result<String, AuditError> {
         let mut v = serde_json::to_value(self).map_err(AuditError::Encode)?;
@@ -1838,6 +1857,33 @@ mod tests {
         assert!(links_matter(995, 0));
         assert!(links_matter(995, 996));
         assert!(!links_matter(995, 995));
+    }
+
+    /// review-147: a record made from a plugin's base keeps a `signature_status` other than
+    /// `verified` when its detail is replaced — never a `verified` one, and never over one
+    /// its own detail names.
+    #[test]
+    fn a_records_own_detail_keeps_what_its_base_said_of_the_signature() {
+        let base = |status: &str| {
+            let mut r = Record::new(Event::Launch, "");
+            r.detail = serde_json::json!({"signature_status": status, "trust_mode": "warn"});
+            r
+        };
+        let mut r = base("revoked");
+        r.set_detail(serde_json::json!({"request": "plugin_unload"}));
+        assert_eq!(
+            r.detail,
+            serde_json::json!({"request": "plugin_unload", "signature_status": "revoked"})
+        );
+        let mut r = base("verified");
+        r.set_detail(serde_json::json!({"request": "plugin_unload"}));
+        assert_eq!(r.detail, serde_json::json!({"request": "plugin_unload"}));
+        let mut r = base("expired");
+        r.set_detail(serde_json::json!({"signature_status": "out_of_scope"}));
+        assert_eq!(r.detail["signature_status"], "out_of_scope");
+        let mut r = Record::new(Event::Install, "refused");
+        r.set_detail(serde_json::json!({"kind": "k"}));
+        assert_eq!(r.detail, serde_json::json!({"kind": "k"}));
     }
 
     /// A chain of records of the given schemas and events, as their writers would make it.

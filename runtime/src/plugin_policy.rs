@@ -457,7 +457,7 @@ pub fn decide(
         let mut rec = base.clone();
         rec.event = Event::Denial;
         rec.outcome = "withheld".into();
-        rec.detail = serde_json::json!(w);
+        rec.set_detail(serde_json::json!(w));
         records.push(rec);
     }
     // Each high-risk item granted, with its grant target and the grant that authorised it
@@ -488,8 +488,10 @@ pub fn decide(
         let mut rec = base.clone();
         rec.event = Event::Grant;
         rec.outcome = "granted".into();
-        rec.detail = serde_json::json!({"item": d.item, "decided_by": d.decided_by.to_string(),
-                                        "target": target, "grant": grant});
+        rec.set_detail(
+            serde_json::json!({"item": d.item, "decided_by": d.decided_by.to_string(),
+                                        "target": target, "grant": grant}),
+        );
         records.push(rec);
     }
     let mut host = pp.effective.host.clone();

@@ -189,11 +189,22 @@ fn a_plugin_removed_from_the_store_is_unloaded_once_nothing_loaded_needs_it() {
 
 /// Pack worker `name` in `version` (signed by `dev`, or by `key` when given).
 fn pack_version(fx: &Fixture, name: &str, version: &str, key: Option<&str>) -> String {
+    pack_version_with(fx, name, version, key, &["on:x"])
+}
+
+/// [`pack_version`], declaring `hooks`.
+fn pack_version_with(
+    fx: &Fixture,
+    name: &str,
+    version: &str,
+    key: Option<&str>,
+    hooks: &[&str],
+) -> String {
     let script = WORKER.replace(
         "\"version\":\"0.1.0\"",
         &format!("\"version\":\"{version}\""),
     );
-    let pkg = pack_script_with(fx, name, &["on:x"], &script, json!({"version": version}));
+    let pkg = pack_script_with(fx, name, hooks, &script, json!({"version": version}));
     let out = format!("{name}-{version}.stockade");
     match key {
         None => std::fs::rename(&pkg, fx.dir().join(&out)).unwrap(),
@@ -1836,4 +1847,57 @@ fn a_quarantine_a_load_finds_is_not_recorded_as_the_loading_agents() {
         .find(|r| r["event"] == "launch" && r["plugin"] == "tool")
         .unwrap_or_else(|| panic!("no launch of tool: {recs:?}"));
     assert_eq!(launch["detail"]["agent_uid"], 0, "{launch}");
+}
+
+/// review-147: a hook failing open that an update's version no longer declares ends its run at
+/// the update's relaunch — an `unloaded` `bypass` record counting the calls let through, as
+/// when the plugin goes. It stayed marked failing open (whatever the new version's policy
+/// said of a hook it does not have) until the plugin's unload or the daemon's stop, which
+/// counted it then as still failing open.
+#[test]
+fn an_update_dropping_a_hook_that_failed_open_counts_its_bypasses_at_the_relaunch() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let v1 = pack_version_with(&fx, "w", "0.1.0", None, &["on:x", "on:y"]);
+    let v2 = pack_version_with(&fx, "w", "0.2.0", None, &["on:x"]);
+    store(&fx, &["install", &v1]);
+    let log = fx.dir().join("audit.log");
+    let policy = format!("{}[hooks.\"on:y\"]\nfailure = \"open\"\n", audited(&log));
+    let mut s = Serve::start(&fx, CONFIG, Some(&policy));
+    let mut c = s.client();
+    assert_eq!(
+        c.ok("plugin_load", json!({"package": "w"}))["version"],
+        "0.1.0"
+    );
+    let r = c.ok("hook_invoke", invoke("on:y", json!({"act": "crash"}), None));
+    assert!(r["results"][0].get("bypassed").is_some(), "{r}");
+    wait_status(&mut c, "w", |st| {
+        st["restarts"] == 1 && st["state"] == "ready"
+    });
+    let bypasses = || -> Vec<Value> {
+        records(&log)
+            .into_iter()
+            .filter(|r| r["event"] == "bypass")
+            .collect()
+    };
+    assert_eq!(bypasses().len(), 1, "{:#?}", bypasses());
+    store(&fx, &["install", &v2]);
+    wait_status(&mut c, "w", |st| {
+        st["version"] == "0.2.0" && st["state"] == "ready"
+    });
+    let b = bypasses();
+    assert_eq!(b.len(), 2, "{b:#?}");
+    assert_eq!(b[0]["outcome"], "failing_open", "{:#}", b[0]);
+    assert_eq!(b[1]["outcome"], "unloaded", "{:#}", b[1]);
+    assert_eq!(b[1]["detail"]["hook"], "on:y", "{:#}", b[1]);
+    assert_eq!(b[1]["detail"]["bypassed_calls"], 1, "{:#}", b[1]);
+    s.stop_and_drain(&mut c);
+    assert_eq!(
+        bypasses().len(),
+        2,
+        "nothing left for the stop: {:#?}",
+        bypasses()
+    );
 }

@@ -1086,7 +1086,9 @@ fn in_warn_mode_checks_that_fail_again_leave_one_warning_not_one_each() {
 /// review-138 L1: under `--trust-mode warn` a package whose chain is proven but whose signer
 /// is revoked keeps its `signer_chain` in the launch and restart records — which said nothing
 /// of the revocation (a revoked key may be a stolen one): they carry `detail.signature_status`,
-/// and so does the termination record of its crash (helper-143).
+/// and so does the termination record of its crash (helper-143), and every other record that
+/// names those signers: the `bypass` records of the call its crash let through (its hook fails
+/// open here) and the `removal` of its unload (review-147: they named the signers alone).
 #[test]
 fn in_warn_mode_launch_and_restart_records_of_a_revoked_signer_say_so() {
     if !require_root() {
@@ -1098,7 +1100,10 @@ fn in_warn_mode_launch_and_restart_records_of_a_revoked_signer_say_so() {
     let audit = fx.dir().join("audit.log");
     std::fs::write(
         fx.dir().join("policy.toml"),
-        format!("version = 1\n[trust]\nmode = \"warn\"\n[audit]\nfile = {audit:?}\n"),
+        format!(
+            "version = 1\n[trust]\nmode = \"warn\"\n[audit]\nfile = {audit:?}\n\
+             [hooks.\"on:x\"]\nfailure = \"open\"\n"
+        ),
     )
     .unwrap();
     let mut s = Serve::start_with(
@@ -1109,9 +1114,11 @@ fn in_warn_mode_launch_and_restart_records_of_a_revoked_signer_say_so() {
     let mut c = s.client();
     let r = c.ok("plugin_load", json!({"package": hello}));
     assert_eq!(r["signature_status"], "revoked", "{r}");
-    c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"act": "crash"}), None));
+    assert!(r["results"][0].get("bypassed").is_some(), "{r}");
     c.wait_state("hello", "restarting");
     wait_ready(&mut c, "hello");
+    c.ok("plugin_unload", json!({"name": "hello"}));
     s.stop_and_drain(&mut c);
     let recs: Vec<Value> = std::fs::read_to_string(&audit)
         .unwrap()
@@ -1127,5 +1134,16 @@ fn in_warn_mode_launch_and_restart_records_of_a_revoked_signer_say_so() {
             .unwrap_or_else(|| panic!("a {ev} record: {recs:#?}"));
         assert!(!r["signer_chain"].as_array().unwrap().is_empty(), "{r:#}");
         assert_eq!(r["detail"]["signature_status"], "revoked", "{ev}: {r:#}");
+    }
+    // review-147: so do the bypass records (begun at the crash, counted at the unload) and the
+    // removal.
+    let named: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["event"] == "bypass" || r["event"] == "removal")
+        .collect();
+    assert_eq!(named.len(), 3, "{recs:#?}");
+    for r in named {
+        assert!(!r["signer_chain"].as_array().unwrap().is_empty(), "{r:#}");
+        assert_eq!(r["detail"]["signature_status"], "revoked", "{r:#}");
     }
 }

@@ -229,7 +229,7 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
         crate::store::frozen_admission(&cfg.state_dir, &node, &name, &report.package_sha256)
     {
         let mut rec = audit::for_report(Event::Denial, "refused", report);
-        rec.detail = json!({"kind": "license_frozen", "license": serial});
+        rec.set_detail(json!({"kind": "license_frozen", "license": serial}));
         audit::append_or_fail(&log, rec)?;
         return Err(CmdError::msg(
             Exit::LicenseFrozen,
@@ -988,8 +988,10 @@ impl RunAudit {
         let mut rec = self.base.clone();
         rec.event = Event::Denial;
         rec.outcome = end.kind.into();
-        rec.detail = json!({"request": "expiry", "kind": end.kind, "expired_at": end.at,
-                            "error": end.message()});
+        rec.set_detail(
+            json!({"request": "expiry", "kind": end.kind, "expired_at": end.at,
+                            "error": end.message()}),
+        );
         if let Err(e) = audit::append_or_fail(&self.log, rec) {
             crate::output::print_stderr(&e.render_text());
         }

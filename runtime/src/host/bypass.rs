@@ -11,7 +11,8 @@
 //! * `answered` — the hook answers again, with how many calls were let through meanwhile
 //!   (`bypassed_calls`);
 //! * `unloaded` / `stopped` — the plugin went away (or the daemon stops) while bypasses were
-//!   still uncounted;
+//!   still uncounted — `unloaded` also for a hook an update relaunch's version no longer
+//!   declares;
 //! * `fail_closed` — the plugin was launched again under a policy (a SIGHUP reload) in which
 //!   the hook fails closed, while bypasses were still uncounted: nothing is let through any
 //!   more, so the run ends there.
@@ -126,34 +127,24 @@ impl Ledger {
         ))
     }
 
-    /// `plugin` was launched under a policy in which `fails_open(hook)` is false for some of its
-    /// hooks that failed open (a SIGHUP'd policy made them fail closed; a running plugin keeps
-    /// its policy until its next launch): those calls no longer bypass anything, so their runs
-    /// end here — one `fail_closed` record per such hook with calls let through not yet
-    /// counted, whatever the interval. Left, the hook stayed marked failing open until the
-    /// plugin answered it again, and its `unloaded`/`stopped` record said `failing_open: true`
-    /// of a hook failing closed; a later fail-open run was folded into the old one, unrecorded.
-    pub fn relaunched(&mut self, plugin: &str, fails_open: impl Fn(&str) -> bool) -> Vec<Record> {
-        let keys: Vec<(String, String)> = self
-            .keys
-            .keys()
-            .filter(|(p, h)| p == plugin && !fails_open(h))
-            .cloned()
-            .collect();
-        let mut out = Vec::new();
-        for key in keys {
-            let Some(k) = self.keys.remove(&key) else {
-                continue;
-            };
-            if k.uncounted > 0 {
-                out.push(record(
-                    &key.0,
-                    "fail_closed",
-                    json!({"hook": key.1, "bypassed_calls": k.uncounted,
-                           "failing_open": k.failing.is_some()}),
-                ));
-            }
-        }
+    /// `plugin` was launched again, on a package that `declares(hook)` or not, under a policy
+    /// in which `fails_open(hook)` or not: a hook that failed open and is not declared any more
+    /// (an update relaunch on a version without it) is gone with the version that had it — an
+    /// `unloaded` record, as when the plugin goes —; one declared and failing closed now (a
+    /// SIGHUP'd policy made it so; a running plugin keeps its policy until its next launch)
+    /// lets nothing through any more — a `fail_closed` record. Either run ends here, one
+    /// record per such hook with calls let through not yet counted, whatever the interval.
+    /// Left, the hook stayed marked failing open until the plugin answered it again (never,
+    /// for a hook it no longer has), its `unloaded`/`stopped` record said `failing_open: true`
+    /// of it, and a later fail-open run was folded into the old one, unrecorded.
+    pub fn relaunched(
+        &mut self,
+        plugin: &str,
+        declares: impl Fn(&str) -> bool,
+        fails_open: impl Fn(&str) -> bool,
+    ) -> Vec<Record> {
+        let mut out = self.end(|p, h| p == plugin && !declares(h), "unloaded");
+        out.extend(self.end(|p, h| p == plugin && !fails_open(h), "fail_closed"));
         out
     }
 
@@ -161,16 +152,22 @@ impl Ledger {
     /// with calls let through not yet counted, whatever the interval — nothing is left to fold
     /// them into.
     pub fn gone(&mut self, plugin: Option<&str>, why: Gone) -> Vec<Record> {
-        let keys: Vec<(String, String)> = self
-            .keys
-            .keys()
-            .filter(|(p, _)| plugin.is_none_or(|n| n == p))
-            .cloned()
-            .collect();
         let outcome = match why {
             Gone::Unloaded => "unloaded",
             Gone::Stopped => "stopped",
         };
+        self.end(|p, _| plugin.is_none_or(|n| n == p), outcome)
+    }
+
+    /// The runs of the keys `which(plugin, hook)` picks end: forgotten, each with calls let
+    /// through not yet counted said in an `outcome` record.
+    fn end(&mut self, which: impl Fn(&str, &str) -> bool, outcome: &str) -> Vec<Record> {
+        let keys: Vec<(String, String)> = self
+            .keys
+            .keys()
+            .filter(|(p, h)| which(p, h))
+            .cloned()
+            .collect();
         let mut out = Vec::new();
         for key in keys {
             let Some(k) = self.keys.remove(&key) else {
@@ -251,6 +248,29 @@ mod tests {
         assert!(l.bypassed("b", "h", ("timeout", "t"), "m", t).is_some());
     }
 
+    /// review-147: a hook the relaunched version no longer declares ends its run as `unloaded`
+    /// (gone with the version that had it), whatever its failure mode now — never `fail_closed`,
+    /// nor left failing open for the plugin's unload.
+    #[test]
+    fn a_hook_an_update_drops_ends_its_run_as_unloaded() {
+        let mut l = Ledger::default();
+        let t = Instant::now();
+        assert!(l.bypassed("a", "h", ("timeout", "t"), "m", t).is_some());
+        assert!(l.bypassed("a", "g", ("timeout", "t"), "m", t).is_some());
+        let r = l.relaunched("a", |hook| hook == "g", |_| true);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].outcome, "unloaded");
+        assert_eq!(r[0].detail["hook"], "h");
+        assert_eq!(r[0].detail["bypassed_calls"], 1);
+        let r = l.relaunched("a", |_| false, |_| false);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(
+            (r[0].outcome.as_str(), &r[0].detail["hook"]),
+            ("unloaded", &json!("g"))
+        );
+        assert!(l.gone(None, Gone::Stopped).is_empty());
+    }
+
     /// A hook relaunched failing closed ends its run: counted now, not marked failing open
     /// until the plugin answers, and a later fail-open run is a new one, recorded as begun.
     #[test]
@@ -260,7 +280,7 @@ mod tests {
         assert!(l.bypassed("a", "h", ("timeout", "t"), "m", t).is_some());
         assert!(l.bypassed("a", "g", ("timeout", "t"), "m", t).is_some());
         assert!(l.bypassed("a", "h", ("timeout", "t"), "m", t).is_none());
-        let r = l.relaunched("a", |hook| hook == "g");
+        let r = l.relaunched("a", |_| true, |hook| hook == "g");
         assert_eq!(r.len(), 1, "{r:?}");
         assert_eq!(r[0].outcome, "fail_closed");
         assert_eq!(r[0].detail["hook"], "h");

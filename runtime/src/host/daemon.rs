@@ -427,6 +427,10 @@ impl Daemon {
                 rec.signer_chain.clone_from(&b.signer_chain);
                 rec.policy_sha256.clone_from(&b.policy_sha256);
                 rec.layers.clone_from(&b.layers);
+                // It names the base's `signer_chain`, and what the base says of it.
+                if let Some(d) = rec.detail.as_object_mut() {
+                    crate::audit::keep_signature_status(b, d);
+                }
             }
             let what = format!(
                 "plugin {} hook {}: {} ({} call(s) let through)",

@@ -511,8 +511,10 @@ impl Daemon {
         let mut rec = base;
         rec.event = Event::Denial;
         rec.outcome = "refused".into();
-        rec.detail = json!({"request": "plugin_load", "package": path.display().to_string(),
-                            "stage": stage, "kind": kind, "error": error});
+        rec.set_detail(
+            json!({"request": "plugin_load", "package": path.display().to_string(),
+                            "stage": stage, "kind": kind, "error": error}),
+        );
         self.audit(rec);
     }
 
@@ -929,8 +931,10 @@ impl Daemon {
         let mut rec = entry.audit.clone();
         rec.event = Event::Quarantine;
         rec.outcome = "crash_loop".into();
-        rec.detail = json!({"restored": true, "since": q.since, "crashes": q.crashes,
-                            "window_ms": q.window_ms});
+        rec.set_detail(
+            json!({"restored": true, "since": q.since, "crashes": q.crashes,
+                            "window_ms": q.window_ms}),
+        );
         self.audit_or_fail(rec)?;
         let hooks = entry
             .pkg
@@ -1137,10 +1141,13 @@ impl Daemon {
             warn_sertone_deadline(&name, e, &lp.host, self.cfg.serve.sertone.deadline_ms);
         }
         e.host = lp.host.clone();
-        // Hooks that failed open and fail closed under this launch's policy: their runs end.
-        let recs = self.bypasses.relaunched(&name, |hook| {
-            lp.host.failure(hook) == stockade_policy::protocol::host::FailureMode::Open
-        });
+        // Hooks that failed open and that this launch's package no longer declares (an
+        // update's), or that fail closed under its policy: their runs end.
+        let recs = self.bypasses.relaunched(
+            &name,
+            |hook| e.declares(hook),
+            |hook| lp.host.failure(hook) == stockade_policy::protocol::host::FailureMode::Open,
+        );
         self.audit_bypasses_of(recs, Some(&e.audit));
         let pcfg = PluginConfig {
             ceiling: pkg.report.capability_ceiling.iter().copied().collect(),
@@ -1263,9 +1270,9 @@ impl Daemon {
         let mut rec = e.audit.clone();
         rec.event = Event::Removal;
         rec.outcome = "unloaded".into();
-        rec.detail = json!({"request": "plugin_unload", "reason": "unloaded",
+        rec.set_detail(json!({"request": "plugin_unload", "reason": "unloaded",
                             "agent_uid": agent, "force": force, "dependents": needed_by,
-                            "quarantined": quarantined});
+                            "quarantined": quarantined}));
         // Unloading a quarantined plugin lifts its quarantine (the one recorded in the state
         // directory): no quarantine is lifted unaudited, so its record is required, as a
         // launch's is, and the unload refused when it cannot be written (review-138). Stopping
@@ -1369,8 +1376,8 @@ impl Daemon {
                 let mut rec = e.audit.clone();
                 rec.event = Event::Denial;
                 rec.outcome = "refused".into();
-                rec.detail = json!({"request": "plugin_restart", "stage": "verification",
-                                    "kind": refusal.kind, "error": refusal.message});
+                rec.set_detail(json!({"request": "plugin_restart", "stage": "verification",
+                                    "kind": refusal.kind, "error": refusal.message}));
                 self.audit(rec);
             }
             if refusal.about == About::Package {
@@ -2018,8 +2025,10 @@ impl Daemon {
                     false
                 }
             };
-            rec.detail = json!({"crashes": n, "window_ms": q.window_ms, "last_exit": e.last_exit,
-                                "persisted": persisted});
+            rec.set_detail(
+                json!({"crashes": n, "window_ms": q.window_ms, "last_exit": e.last_exit,
+                                "persisted": persisted}),
+            );
             self.audit(rec);
             self.discard_spare(name, spare);
             self.note_state(
@@ -2249,7 +2258,7 @@ impl Daemon {
         let mut rec = e.audit.clone();
         rec.event = Event::Quarantine;
         rec.outcome = refusal.kind.into();
-        rec.detail = json!({"request": request, "reason": reason});
+        rec.set_detail(json!({"request": request, "reason": reason}));
         let quarantined = e.phase == Phase::Quarantined;
         self.audit(rec);
         self.discard_spare(name, spare);
@@ -2372,8 +2381,8 @@ impl Daemon {
             let mut rec = e.audit.clone();
             rec.event = Event::Denial;
             rec.outcome = "refused".into();
-            rec.detail = json!({"request": "restart", "stage": "verification",
-                                "kind": refusal.kind, "error": refusal.message});
+            rec.set_detail(json!({"request": "restart", "stage": "verification",
+                                "kind": refusal.kind, "error": refusal.message}));
             self.audit(rec);
         }
         let e = self.plugins.get_mut(name).expect("present");

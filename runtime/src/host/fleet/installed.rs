@@ -451,7 +451,7 @@ impl Daemon {
         let mut rec = e.audit.clone();
         rec.event = Event::Removal;
         rec.outcome = "unloaded".into();
-        rec.detail = json!({"request": "store_check", "reason": "removed"});
+        rec.set_detail(json!({"request": "store_check", "reason": "removed"}));
         self.audit(rec);
         log_line(&format!(
             "store check: plugin {} {}: removed from the store; unloading it",
@@ -661,8 +661,10 @@ impl Daemon {
         let mut rec = e.audit.clone();
         rec.event = Event::Denial;
         rec.outcome = "refused".into();
-        rec.detail = json!({"request": "update", "stage": r.stage, "kind": r.kind,
-                            "version": version, "error": error});
+        rec.set_detail(
+            json!({"request": "update", "stage": r.stage, "kind": r.kind,
+                            "version": version, "error": error}),
+        );
         e.store_change = Some(change.clone());
         self.audit(rec);
         log_line(&format!(
@@ -940,8 +942,10 @@ impl Daemon {
         let mut rec = e.audit.clone();
         rec.event = Event::Denial;
         rec.outcome = "refused".into();
-        rec.detail = json!({"request": "restart", "stage": "dependencies", "kind": r.kind,
-                            "version": version, "error": r.message});
+        rec.set_detail(
+            json!({"request": "restart", "stage": "dependencies", "kind": r.kind,
+                            "version": version, "error": r.message}),
+        );
         self.audit(rec);
         log_line(&format!("plugin {}: {}", term(name), term(&held.message)));
         self.tell_agents(name, "warn", &held.message);
