@@ -200,10 +200,6 @@ fn lint_exit_codes_severities_and_lines() {
     assert_eq!(stockade(d, &["policy", "lint", "missing.toml"]).code, 66);
 }
 
-/// The Sertone hooks fail open by default (seed 003), so a policy that never mentions them has
-/// them open: lint says so, as a note naming each hook (the file weakens nothing), and no more
-/// once a section closes it. A section that sets `failure = "open"` is the file's doing: a
-/// warning, as for any hook.
 /// Operator TOML that does not parse is refused with one line, `FILE:LINE:COLUMN: message`,
 /// from the parser's message and span: not its multi-line snippet, which the error printer's
 /// escaping of control characters (text_escaping_cli.rs) turned into one line of `\x0a`. For
@@ -264,6 +260,10 @@ fn toml_that_does_not_parse_is_one_line_at_file_line_column() {
     assert!(!d.join("agent.sock").exists());
 }
 
+/// The Sertone hooks fail open by default (seed 003), so a policy that never mentions them has
+/// them open: lint says so, as a note naming each hook (the file weakens nothing), and no more
+/// once a section closes it. A section that sets `failure = "open"` is the file's doing: a
+/// warning, as for any hook.
 #[test]
 fn lint_notes_the_sertone_hooks_that_fail_open_by_default() {
     let t = tempfile::tempdir().unwrap();
