@@ -20,14 +20,14 @@ use crate::fileio::read_capped;
 use crate::keyfile::load_public;
 use crate::package::PackageView;
 use crate::policyfiles::PolicyFilesError;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use stockade_policy::capability::Capability;
 use stockade_policy::operator::effective::{effective, Ceiling, EffectivePolicy, PluginFacts};
 use stockade_policy::operator::explain::explain;
 use stockade_policy::operator::risk::{class_of, grant_target, RiskClass};
 use stockade_policy::operator::{MergedPolicy, ResolvedPolicy};
-use stockade_policy::protocol::host::HostPolicy;
+use stockade_policy::protocol::host::{HookPolicy, HostPolicy};
 use stockade_policy::sandbox::{NetworkMode, ValidatedSandboxPolicy};
 use stockade_trust::grant::{authorising, Binding, Grant, GrantError, MAX_GRANT_BYTES};
 use stockade_trust::minisign::PublicKey;
@@ -436,6 +436,22 @@ pub fn record(log: &AuditLog, records: Vec<Record>) -> Result<(), CmdError> {
     records
         .into_iter()
         .try_for_each(|r| audit::append_or_fail(log, r))
+}
+
+/// The hook sections (`[hooks."<hook>"]`: failure mode, fail-open default, Sertone fee limits)
+/// a launch of `pkg` under `merged` would run with, without the rest of the decision: they come
+/// from the policy's resolution for the plugin's name and signer alone (no grant, no clock, no
+/// record). `serve` answers by them the calls of a plugin none of whose incarnations runs
+/// (restarting, quarantined, held) once a SIGHUP changed the policy: its last launch's would let
+/// a hook the operator made fail closed go on failing open until someone relaunched it.
+pub fn hooks_for(
+    merged: &MergedPolicy,
+    pkg: PackageView<'_>,
+) -> Result<BTreeMap<String, HookPolicy>, stockade_policy::operator::OperatorPolicyError> {
+    let r = pkg.report;
+    merged
+        .resolve(Some(&r.name), r.signer_key_id.as_deref())
+        .map(|resolved| resolved.host.hooks)
 }
 
 /// [`for_launch`] with its denial and grant records returned rather than written: `run`

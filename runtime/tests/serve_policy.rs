@@ -1450,6 +1450,150 @@ fn a_reload_making_a_failing_open_hook_fail_closed_ends_its_run_at_the_relaunch(
     assert_eq!(bypasses().len(), 2, "{:#?}", bypasses());
 }
 
+/// review-147: a reload making a failing-open hook fail closed reaches a plugin none of whose
+/// incarnations runs — here one crash-looped into quarantine, whose calls were answered with
+/// the hook's fail-open default. At the reload its run ends (one `fail_closed` `bypass` record
+/// counting the calls let through), and its calls fail closed from then on (an `unavailable`
+/// error, not a bypass) without a `plugin_restart`. Before, its entry kept the host policy of its
+/// last launch: the quarantined guard went on being bypassed under the policy that said not to.
+#[test]
+fn a_reload_making_a_failing_open_hook_fail_closed_reaches_a_quarantined_plugin() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let audit = fx.dir().join("audit.log");
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let policy = |failure: &str| {
+        format!(
+            "[audit]\nfile = \"{}\"\n[plugin.\"a\".hooks.\"on:x\"]\n\
+             failure = \"{failure}\"\ndefault = {{ from = \"policy\" }}\n",
+            audit.display()
+        )
+    };
+    let mut s = Serve::start(&fx, CRASH_LOOP_CONFIG, Some(&policy("open")));
+    let mut c = s.client();
+    let bypasses = || -> Vec<Value> {
+        records(&audit)
+            .into_iter()
+            .filter(|r| r["event"] == "bypass")
+            .collect()
+    };
+    c.ok("plugin_load", json!({"package": a}));
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    c.wait_state("a", "restarting");
+    c.wait_state("a", "ready");
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    c.wait_state("a", "quarantined");
+    // Quarantined, failing open: its calls get the policy's default.
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    let e = result_of(&r, "a");
+    assert!(e.get("bypassed").is_some(), "{r}");
+    assert_eq!(e["result"], json!({"from": "policy"}), "{r}");
+    let before = bypasses();
+    assert!(
+        before.iter().all(|b| b["outcome"] != "fail_closed"),
+        "{before:#?}"
+    );
+    write(
+        &fx.dir().join("policy.toml"),
+        &format!("version = 1\n{}", policy("closed")),
+    );
+    signal(s.pid(), "HUP");
+    while !s.log().contains("SIGHUP: policy reloaded") {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Still quarantined, no restart: its calls fail closed now.
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    let e = result_of(&r, "a");
+    assert!(e.get("bypassed").is_none(), "{r}");
+    assert_eq!(e["error"]["code"], UNAVAILABLE, "{r}");
+    assert_eq!(
+        c.ok("plugin_status", json!({"name": "a"}))["state"],
+        "quarantined"
+    );
+    // Its failing run ended with the reload, counting every call let through.
+    let b = bypasses();
+    let closed: Vec<&Value> = b.iter().filter(|b| b["outcome"] == "fail_closed").collect();
+    assert_eq!(closed.len(), 1, "{b:#?}");
+    assert_eq!(closed[0]["detail"]["hook"], "on:x", "{:#}", closed[0]);
+    assert_eq!(closed[0]["plugin"], "a", "{:#}", closed[0]);
+    assert_eq!(closed[0]["version"], "0.1.0", "{:#}", closed[0]);
+    let let_through: u64 = before
+        .iter()
+        .filter(|b| b["outcome"] != "failing_open")
+        .map(|b| b["detail"]["bypassed_calls"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        closed[0]["detail"]["bypassed_calls"].as_u64().unwrap() + let_through,
+        3,
+        "two crashed calls and one while quarantined: {b:#?}"
+    );
+    // Nothing left failing open: the unload counts nothing more.
+    c.ok("plugin_unload", json!({"name": "a"}));
+    drop(c);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert_eq!(bypasses().len(), b.len(), "{:#?}", bypasses());
+}
+
+/// review-147, the other way round: the reload comes while the plugin runs (it keeps its launch's
+/// policy: its crashing call fails open), then it crashes and waits for its restart (a long
+/// backoff): with no incarnation running, its calls fail closed under the policy in force, and
+/// the failing run that crash began ends at the first of them (`fail_closed`). Before, it kept
+/// failing open under its last launch's policy until the backoff ended.
+#[test]
+fn a_plugin_that_crashes_after_a_reload_answers_by_the_reloaded_policy_while_restarting() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let audit = fx.dir().join("audit.log");
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let policy = |failure: &str| {
+        format!(
+            "[audit]\nfile = \"{}\"\n[plugin.\"a\".hooks.\"on:x\"]\n\
+             failure = \"{failure}\"\ndefault = {{ from = \"policy\" }}\n",
+            audit.display()
+        )
+    };
+    // A restart that waits (ten minutes: the test ends long before).
+    let config = "[restart]\nbackoff_base_ms = 600000\nbackoff_max_ms = 600000\n\
+                  jitter_percent = 0\n[health]\nping_interval_ms = 0\n";
+    let mut s = Serve::start(&fx, config, Some(&policy("open")));
+    let mut c = s.client();
+    let bypasses = || -> Vec<Value> {
+        records(&audit)
+            .into_iter()
+            .filter(|r| r["event"] == "bypass")
+            .collect()
+    };
+    assert_eq!(c.ok("plugin_load", json!({"package": a}))["state"], "ready");
+    write(
+        &fx.dir().join("policy.toml"),
+        &format!("version = 1\n{}", policy("closed")),
+    );
+    signal(s.pid(), "HUP");
+    while !s.log().contains("SIGHUP: policy reloaded") {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Running: its launch's policy, so the crash fails open.
+    let r = c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    assert!(result_of(&r, "a").get("bypassed").is_some(), "{r}");
+    c.wait_state("a", "restarting");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    let e = result_of(&r, "a");
+    assert!(e.get("bypassed").is_none(), "{r}");
+    assert_eq!(e["error"]["code"], UNAVAILABLE, "{r}");
+    let b = bypasses();
+    let outcomes: Vec<&str> = b.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["failing_open", "fail_closed"], "{b:#?}");
+    assert_eq!(b[1]["detail"]["bypassed_calls"], 1, "{:#}", b[1]);
+    c.ok("plugin_unload", json!({"name": "a"}));
+    drop(c);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert_eq!(bypasses().len(), 2, "{:#?}", bypasses());
+}
+
 /// A daemon that is not root (here `nobody`, through `setpriv`) whose state directory it may not
 /// write (root's, 0755 — as the default, /var/lib/stockade, is to any other user once made, and
 /// which it cannot make at all otherwise): with no revocation list in the trust directory the

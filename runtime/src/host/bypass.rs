@@ -14,8 +14,9 @@
 //!   still uncounted — `unloaded` also for a hook an update relaunch's version no longer
 //!   declares;
 //! * `fail_closed` — the plugin was launched again under a policy (a SIGHUP reload) in which
-//!   the hook fails closed, while bypasses were still uncounted: nothing is let through any
-//!   more, so the run ends there.
+//!   the hook fails closed — or, with no incarnation running (restarting, quarantined, held),
+//!   such a policy came in force — while bypasses were still uncounted: nothing is let through
+//!   any more, so the run ends there.
 //!
 //! At most one record per key per [`INTERVAL`]: a transition within it is folded into the next
 //! record's count (a flapping plugin costs one record per interval, not two per flap). A record
@@ -144,8 +145,21 @@ impl Ledger {
         fails_open: impl Fn(&str) -> bool,
     ) -> Vec<Record> {
         let mut out = self.end(|p, h| p == plugin && !declares(h), "unloaded");
-        out.extend(self.end(|p, h| p == plugin && !fails_open(h), "fail_closed"));
+        out.extend(self.policy_changed(plugin, fails_open));
         out
+    }
+
+    /// `plugin`'s hooks are answered under a policy in which `fails_open(hook)` or not — at its
+    /// launch ([`Ledger::relaunched`]), or while none of its incarnations runs (quarantined,
+    /// held, restarting) once a SIGHUP'd policy is in force: a hook failing closed now lets
+    /// nothing through any more, and its run ends — a `fail_closed` record if calls were let
+    /// through not yet counted, whatever the interval.
+    pub fn policy_changed(
+        &mut self,
+        plugin: &str,
+        fails_open: impl Fn(&str) -> bool,
+    ) -> Vec<Record> {
+        self.end(|p, h| p == plugin && !fails_open(h), "fail_closed")
     }
 
     /// `plugin` is gone (or every plugin, `None`, when the daemon stops): one record per hook
@@ -269,6 +283,26 @@ mod tests {
             ("unloaded", &json!("g"))
         );
         assert!(l.gone(None, Gone::Stopped).is_empty());
+    }
+
+    /// review-147: a policy change for a plugin with no incarnation running ends the runs of
+    /// its hooks failing closed now, and only those, and only that plugin's.
+    #[test]
+    fn a_policy_change_ends_the_runs_of_the_hooks_it_makes_fail_closed() {
+        let mut l = Ledger::default();
+        let t = Instant::now();
+        assert!(l.bypassed("a", "h", ("unavailable", "t"), "m", t).is_some());
+        assert!(l.bypassed("a", "g", ("unavailable", "t"), "m", t).is_some());
+        assert!(l.bypassed("b", "h", ("unavailable", "t"), "m", t).is_some());
+        let r = l.policy_changed("a", |hook| hook == "g");
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(
+            (r[0].outcome.as_str(), &r[0].detail["hook"]),
+            ("fail_closed", &json!("h"))
+        );
+        assert!(l.policy_changed("a", |hook| hook == "g").is_empty());
+        let r = l.gone(None, Gone::Stopped);
+        assert_eq!(r.len(), 2, "a's g and b's h go on: {r:?}");
     }
 
     /// A hook relaunched failing closed ends its run: counted now, not marked failing open

@@ -548,6 +548,12 @@ impl Daemon {
                 self.cfg.policy = p;
                 self.cfg.policy_skipped = l.skipped;
                 self.policy_generation += 1;
+                // A plugin none of whose incarnations runs answers by the policy in force now
+                // (review-147): a hook it made fail closed lets nothing through from here.
+                let names: Vec<String> = self.plugins.keys().cloned().collect();
+                for name in names {
+                    self.refresh_idle_hooks(&name);
+                }
             }
             Err(e) => {
                 let e = e.into_cmd();
@@ -863,7 +869,9 @@ impl Daemon {
     }
 
     /// The entry for a plugin that cannot take the call now (starting, restarting,
-    /// quarantined, held): the hook's failure mode decides, as for a crashed plugin.
+    /// quarantined, held): the hook's failure mode decides, as for a crashed plugin — its
+    /// launch's while an incarnation runs, else the policy in force's
+    /// ([`Daemon::refresh_idle_hooks`], called first).
     fn unavailable_entry(&self, plugin: &str, hook: &str, why: &str) -> Value {
         let e = err(codes::UNAVAILABLE, why);
         // The plugin's own effective hook policy (its `[plugin."NAME"]` section applied).
@@ -971,6 +979,7 @@ impl Daemon {
                 }
                 None => {
                     let why = format!("the plugin is {}", e.state_name(&self.sup));
+                    self.refresh_idle_hooks(name);
                     f.results[i] = Some(self.unavailable_entry(name, &call.hook, &why));
                 }
             }

@@ -145,8 +145,12 @@ pub struct Entry {
     pending_load: Option<(usize, Value)>,
     pending_unload: Vec<(usize, Value)>,
     /// The effective host policy of the current incarnation (hook failure modes for calls it
-    /// cannot take).
+    /// cannot take). While none runs (restarting, quarantined, held), its hook sections are
+    /// those of the policy in force ([`Daemon::refresh_idle_hooks`]): a running incarnation
+    /// keeps its launch's until its next launch, a plugin with none has no launch to keep.
     pub(crate) host: HostPolicy,
+    /// The policy generation `host`'s hook sections were computed in (`None`: not yet).
+    host_generation: Option<u64>,
     /// What every audit record about the current incarnation shares (package, signer chain,
     /// effective-policy hash, enforced layers).
     audit: Record,
@@ -236,6 +240,19 @@ impl Entry {
     /// Whether the plugin's verified manifest declares `hook` (whatever its state now).
     pub(crate) fn declares(&self, hook: &str) -> bool {
         self.pkg.manifest.manifest().hooks.iter().any(|h| h == hook)
+    }
+
+    /// Whether an incarnation of it runs (a process starting, ready or stopping, the plugin
+    /// neither quarantined, held nor waiting to restart): that incarnation keeps the policy it
+    /// was launched with until the next launch.
+    pub(crate) fn runs(&self, sup: &super::supervisor::Supervisor) -> bool {
+        matches!(
+            self.phase,
+            Phase::Running | Phase::Unloading | Phase::Relaunch
+        ) && self
+            .slot
+            .and_then(|s| sup.handle(s))
+            .is_some_and(|h| matches!(h.state(), State::Starting | State::Ready | State::Stopping))
     }
 
     /// The name `plugin_status` shows as `state`.
@@ -860,6 +877,7 @@ impl Daemon {
             pending_load: None,
             pending_unload: Vec::new(),
             host: HostPolicy::default(),
+            host_generation: None,
             audit: base,
             spare: None,
             decision: None,
@@ -928,6 +946,7 @@ impl Daemon {
         )
         .map_err(|err| policy_refusal(&err))?;
         entry.host = lp.0.host;
+        entry.host_generation = Some(self.policy_generation);
         let mut rec = entry.audit.clone();
         rec.event = Event::Quarantine;
         rec.outcome = "crash_loop".into();
@@ -1141,6 +1160,7 @@ impl Daemon {
             warn_sertone_deadline(&name, e, &lp.host, self.cfg.serve.sertone.deadline_ms);
         }
         e.host = lp.host.clone();
+        e.host_generation = Some(generation);
         // Hooks that failed open and that this launch's package no longer declares (an
         // update's), or that fail closed under its policy: their runs end.
         let recs = self.bypasses.relaunched(
@@ -1168,6 +1188,60 @@ impl Daemon {
                 load_failed(format!("cannot watch the plugin: {err}"), Value::Null),
             )
         })
+    }
+
+    /// Plugin `name` has no incarnation running ([`Entry::runs`]) and its hook sections were
+    /// computed under an earlier policy generation (its last launch came before a SIGHUP, or
+    /// the reload came while it ran and it crashed since): they are computed again under the
+    /// policy in force ([`crate::plugin_policy::hooks_for`]), which its calls are answered by
+    /// (`Daemon::unavailable_entry`, the Sertone front's rules) until its next launch. A hook
+    /// that was failing open and fails closed now ends its run (a `fail_closed` `bypass`
+    /// record), as at a relaunch. A policy that does not resolve for it (its next launch would
+    /// be refused) makes every hook of it fail closed. Called for every plugin at a reload and
+    /// before a call is answered for one that cannot take it.
+    pub(crate) fn refresh_idle_hooks(&mut self, name: &str) {
+        use stockade_policy::protocol::host::{FailureMode, HookPolicy};
+        let generation = self.policy_generation;
+        let Some(e) = self.plugins.get(name) else {
+            return;
+        };
+        if e.host_generation == Some(generation) || e.runs(&self.sup) {
+            return;
+        }
+        let hooks = match crate::plugin_policy::hooks_for(&self.cfg.policy, e.pkg.view()) {
+            Ok(h) => h,
+            Err(err) => {
+                log_line(&format!(
+                    "plugin {}: every hook fails closed until its next launch: the policy in \
+                     force does not resolve for it: {}",
+                    term(name),
+                    term(&err.to_string())
+                ));
+                let closed = HookPolicy {
+                    failure: Some(FailureMode::Closed),
+                    ..HookPolicy::default()
+                };
+                e.pkg
+                    .manifest
+                    .manifest()
+                    .hooks
+                    .iter()
+                    .chain(&e.hooks)
+                    .map(|h| (h.clone(), closed.clone()))
+                    .collect()
+            }
+        };
+        let Some(e) = self.plugins.get_mut(name) else {
+            return;
+        };
+        e.host.hooks = hooks;
+        e.host_generation = Some(generation);
+        let host = &e.host;
+        let recs = self
+            .bypasses
+            .policy_changed(name, |hook| host.failure(hook) == FailureMode::Open);
+        let base = e.audit.clone();
+        self.audit_bypasses_of(recs, Some(&base));
     }
 
     /// `plugin_load {package}`: answered once the plugin is ready (or failed).
