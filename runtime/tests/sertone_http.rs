@@ -149,6 +149,27 @@ fn start(fx: &Fixture, pkgs: &[&PathBuf], extra_policy: &str, config: &str) -> (
     start_health(fx, pkgs, extra_policy, health, config)
 }
 
+/// A daemon under `config` with the fixture's `policy.toml` (no policy root) and its Sertone
+/// front on a free loopback port (returned).
+fn serve_front(fx: &Fixture, config: &str) -> (Serve, u16) {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let none = fx.dir().join("no-policy-root");
+    let s = Serve::start_with(
+        fx,
+        config,
+        &[
+            "--policy",
+            "policy.toml",
+            "--policy-root",
+            none.to_str().unwrap(),
+            "--sertone-listen",
+            &addr,
+        ],
+    );
+    (s, port)
+}
+
 /// [`start`] with its own `[health]` section.
 fn start_health(
     fx: &Fixture,
@@ -163,25 +184,11 @@ fn start_health(
     )
     .unwrap();
     let load: Vec<String> = pkgs.iter().map(|p| p.display().to_string()).collect();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
     let config = format!(
         "[serve]\nload = {}\n{health}{config}",
         serde_json::to_string(&load).unwrap()
     );
-    let none = fx.dir().join("no-policy-root");
-    let s = Serve::start_with(
-        fx,
-        &config,
-        &[
-            "--policy",
-            "policy.toml",
-            "--policy-root",
-            none.to_str().unwrap(),
-            "--sertone-listen",
-            &addr,
-        ],
-    );
+    let (s, port) = serve_front(fx, &config);
     // Wait until every plugin answered its GET /sertone/info (ready).
     let t = Instant::now();
     loop {
@@ -1263,21 +1270,7 @@ fn a_first_launch_that_never_becomes_ready_counts_its_bypasses_as_it_goes() {
         ),
     )
     .unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let none = fx.dir().join("no-policy-root");
-    let mut s = Serve::start_with(
-        &fx,
-        "[health]\nping_interval_ms = 0\n",
-        &[
-            "--policy",
-            "policy.toml",
-            "--policy-root",
-            none.to_str().unwrap(),
-            "--sertone-listen",
-            &addr,
-        ],
-    );
+    let (mut s, port) = serve_front(&fx, "[health]\nping_interval_ms = 0\n");
     let mut loader = s.client();
     loader.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "plugin_load",
                         "params": {"package": pkg}}));
@@ -1375,21 +1368,7 @@ fn the_fronts_bypass_records_say_an_invalid_answer_from_no_answer() {
         format!("version = 1\n[audit]\nfile = {audit:?}\n"),
     )
     .unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let none = fx.dir().join("no-policy-root");
-    let mut s = Serve::start_with(
-        &fx,
-        "[health]\nping_interval_ms = 0\n",
-        &[
-            "--policy",
-            "policy.toml",
-            "--policy-root",
-            none.to_str().unwrap(),
-            "--sertone-listen",
-            &addr,
-        ],
-    );
+    let (mut s, port) = serve_front(&fx, "[health]\nping_interval_ms = 0\n");
     let mut c = s.client();
     for p in [&bad, &err] {
         assert_eq!(c.ok("plugin_load", json!({"package": p}))["state"], "ready");

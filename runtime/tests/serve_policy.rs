@@ -760,15 +760,7 @@ fn a_sighup_that_cannot_read_a_policy_directory_read_at_start_keeps_the_policy()
     let state = fx.path("state");
     let _ = std::fs::create_dir(&state);
     std::os::unix::fs::chown(&state, Some(nobody), Some(nobody)).unwrap();
-    let wrapper: Vec<String> = [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let wrapper = as_nobody();
     let root = fx.path("proot");
     let mut s = Serve::start_with_under(
         &fx,
@@ -1617,15 +1609,7 @@ fn a_daemon_that_may_not_write_its_state_directory_says_so_on_plugin_load() {
     // Root's, 0755: the daemon can read it but make nothing in it.
     std::fs::create_dir(fx.path("state")).unwrap();
     std::fs::set_permissions(fx.path("state"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let wrapper: Vec<String> = [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let wrapper = as_nobody();
     let none = fx.path("no-policy-root");
     let mut s = Serve::start_with_under(
         &fx,
@@ -1655,4 +1639,17 @@ fn a_daemon_that_may_not_write_its_state_directory_says_so_on_plugin_load() {
     );
     assert!(!fx.path("state/kv").exists());
     assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+/// The wrapper that starts a daemon as `nobody` (65534, no supplementary groups).
+fn as_nobody() -> Vec<String> {
+    [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }

@@ -1289,6 +1289,26 @@ fn a_package_of_a_newer_stockade_is_refused_as_such() {
     );
 }
 
+/// `verify PKG --trust trust` as `nobody` (65534) in the fixture's directory, with a state
+/// directory of its own (so only the trust directory can be what it may not read).
+fn verify_as_nobody(fx: &Fixture, pkg: &str) -> Run {
+    std::fs::create_dir(fx.path("own-state")).unwrap();
+    std::os::unix::fs::chown(fx.path("own-state"), Some(65534), Some(65534)).unwrap();
+    stockade_as(
+        65534,
+        fx.dir(),
+        &[
+            "--json",
+            "verify",
+            pkg,
+            "--trust",
+            "trust",
+            "--state-dir",
+            "own-state",
+        ],
+    )
+}
+
 /// A trust directory this user may not read (root's, closed: what a user other than root meets
 /// at /etc/stockade/trust made 0700) is refused with the cause, `Permission denied`, and a hint
 /// that says so (make it readable, or pass --trust), kind and code as before (78 `trust_dir`).
@@ -1303,21 +1323,7 @@ fn a_trust_directory_this_user_may_not_read_is_hinted_as_that() {
     let pkg = fx.pack_hello();
     std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(fx.path("trust"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::create_dir(fx.path("own-state")).unwrap();
-    std::os::unix::fs::chown(fx.path("own-state"), Some(65534), Some(65534)).unwrap();
-    let r = stockade_as(
-        65534,
-        fx.dir(),
-        &[
-            "--json",
-            "verify",
-            &pkg,
-            "--trust",
-            "trust",
-            "--state-dir",
-            "own-state",
-        ],
-    );
+    let r = verify_as_nobody(&fx, &pkg);
     assert_fail(&r, 78, "trust_dir");
     let e = &r.json()["error"];
     assert!(e["causes"].to_string().contains("Permission denied"), "{e}");
@@ -1385,21 +1391,7 @@ fn a_root_key_this_user_may_not_read_is_hinted_as_that() {
     std::fs::set_permissions(fx.path("trust"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let key = fx.path("trust/root.pub");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::create_dir(fx.path("own-state")).unwrap();
-    std::os::unix::fs::chown(fx.path("own-state"), Some(65534), Some(65534)).unwrap();
-    let r = stockade_as(
-        65534,
-        fx.dir(),
-        &[
-            "--json",
-            "verify",
-            &pkg,
-            "--trust",
-            "trust",
-            "--state-dir",
-            "own-state",
-        ],
-    );
+    let r = verify_as_nobody(&fx, &pkg);
     assert_fail(&r, 78, "trust_dir");
     let e = &r.json()["error"];
     assert!(e["causes"].to_string().contains("Permission denied"), "{e}");
