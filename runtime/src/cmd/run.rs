@@ -1018,11 +1018,8 @@ impl RunAudit {
             let mut rec = self.base.clone();
             rec.event = ev;
             rec.outcome = kind.clone();
-            rec.detail = p.clone();
             // Its `signer_chain` is the launch record's: so is what that says of it.
-            if let Some(d) = rec.detail.as_object_mut() {
-                audit::keep_signature_status(&self.base, d);
-            }
+            rec.set_detail(p.clone());
             // The session goes on; a record that cannot be written is said on stderr.
             if let Err(e) = audit::append_or_fail(&self.log, rec) {
                 crate::output::print_stderr(&e.render_text());

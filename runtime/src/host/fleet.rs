@@ -1624,11 +1624,8 @@ impl Daemon {
                     let mut rec = base.clone();
                     rec.event = ev;
                     rec.outcome = kind.clone();
-                    rec.detail = p.clone();
                     // Its `signer_chain` is the launch record's: so is what that says of it.
-                    if let Some(d) = rec.detail.as_object_mut() {
-                        audit::keep_signature_status(&base, d);
-                    }
+                    rec.set_detail(p.clone());
                     records.push(rec);
                 }
             }
