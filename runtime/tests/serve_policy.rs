@@ -1201,19 +1201,10 @@ fn a_hook_failing_open_is_one_bypass_record_begun_and_one_with_its_count() {
     let fx = Fixture::new();
     let audit = fx.dir().join("audit.log");
     let a = pack_worker(&fx, "a", &["on:x"]);
-    let policy = format!(
-        "[audit]\nfile = \"{}\"\n[plugin.\"a\".hooks.\"on:x\"]\ndeadline_ms = 200\n\
-         failure = \"open\"\ndefault = {{ from = \"policy\" }}\n",
-        audit.display()
-    );
+    let policy = hook_x_policy(&audit, "deadline_ms = 200\n", "open");
     let mut s = Serve::start(&fx, "[health]\nping_interval_ms = 0\n", Some(&policy));
     let mut c = s.client();
-    let bypasses = || -> Vec<Value> {
-        records(&audit)
-            .into_iter()
-            .filter(|r| r["event"] == "bypass")
-            .collect()
-    };
+    let bypasses = || bypass_records(&audit);
     assert_eq!(c.ok("plugin_load", json!({"package": a}))["state"], "ready");
     for _ in 0..3 {
         let r = c.ok("hook_invoke", invoke("on:x", json!({"a": "hang"}), None));
@@ -1386,39 +1377,21 @@ fn a_reload_making_a_failing_open_hook_fail_closed_ends_its_run_at_the_relaunch(
     let fx = Fixture::new();
     let audit = fx.dir().join("audit.log");
     let a = pack_worker(&fx, "a", &["on:x"]);
-    let policy = |failure: &str| {
-        format!(
-            "[audit]\nfile = \"{}\"\n[plugin.\"a\".hooks.\"on:x\"]\ndeadline_ms = 200\n\
-             failure = \"{failure}\"\ndefault = {{ from = \"policy\" }}\n",
-            audit.display()
-        )
-    };
+    let policy = |failure: &str| hook_x_policy(&audit, "deadline_ms = 200\n", failure);
     let mut s = Serve::start(
         &fx,
         "[health]\nping_interval_ms = 0\n",
         Some(&policy("open")),
     );
     let mut c = s.client();
-    let bypasses = || -> Vec<Value> {
-        records(&audit)
-            .into_iter()
-            .filter(|r| r["event"] == "bypass")
-            .collect()
-    };
+    let bypasses = || bypass_records(&audit);
     assert_eq!(c.ok("plugin_load", json!({"package": a}))["state"], "ready");
     for _ in 0..3 {
         let r = c.ok("hook_invoke", invoke("on:x", json!({"a": "hang"}), None));
         assert!(result_of(&r, "a").get("bypassed").is_some(), "{r}");
     }
     assert_eq!(bypasses().len(), 1, "{:#?}", bypasses());
-    write(
-        &fx.dir().join("policy.toml"),
-        &format!("version = 1\n{}", policy("closed")),
-    );
-    signal(s.pid(), "HUP");
-    while !s.log().contains("SIGHUP: policy reloaded") {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    reload(&fx, &s, &policy("closed"));
     c.ok("plugin_restart", json!({"name": "a"}));
     // Its stop, then the new incarnation's `ready` (the first load's may be waiting in `c`).
     c.wait_state("a", "stopping");
@@ -1456,21 +1429,10 @@ fn a_reload_making_a_failing_open_hook_fail_closed_reaches_a_quarantined_plugin(
     let fx = Fixture::new();
     let audit = fx.dir().join("audit.log");
     let a = pack_worker(&fx, "a", &["on:x"]);
-    let policy = |failure: &str| {
-        format!(
-            "[audit]\nfile = \"{}\"\n[plugin.\"a\".hooks.\"on:x\"]\n\
-             failure = \"{failure}\"\ndefault = {{ from = \"policy\" }}\n",
-            audit.display()
-        )
-    };
+    let policy = |failure: &str| hook_x_policy(&audit, "", failure);
     let mut s = Serve::start(&fx, CRASH_LOOP_CONFIG, Some(&policy("open")));
     let mut c = s.client();
-    let bypasses = || -> Vec<Value> {
-        records(&audit)
-            .into_iter()
-            .filter(|r| r["event"] == "bypass")
-            .collect()
-    };
+    let bypasses = || bypass_records(&audit);
     c.ok("plugin_load", json!({"package": a}));
     c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
     c.wait_state("a", "restarting");
@@ -1487,14 +1449,7 @@ fn a_reload_making_a_failing_open_hook_fail_closed_reaches_a_quarantined_plugin(
         before.iter().all(|b| b["outcome"] != "fail_closed"),
         "{before:#?}"
     );
-    write(
-        &fx.dir().join("policy.toml"),
-        &format!("version = 1\n{}", policy("closed")),
-    );
-    signal(s.pid(), "HUP");
-    while !s.log().contains("SIGHUP: policy reloaded") {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    reload(&fx, &s, &policy("closed"));
     // Still quarantined, no restart: its calls fail closed now.
     let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
     let e = result_of(&r, "a");
@@ -1541,33 +1496,15 @@ fn a_plugin_that_crashes_after_a_reload_answers_by_the_reloaded_policy_while_res
     let fx = Fixture::new();
     let audit = fx.dir().join("audit.log");
     let a = pack_worker(&fx, "a", &["on:x"]);
-    let policy = |failure: &str| {
-        format!(
-            "[audit]\nfile = \"{}\"\n[plugin.\"a\".hooks.\"on:x\"]\n\
-             failure = \"{failure}\"\ndefault = {{ from = \"policy\" }}\n",
-            audit.display()
-        )
-    };
+    let policy = |failure: &str| hook_x_policy(&audit, "", failure);
     // A restart that waits (ten minutes: the test ends long before).
     let config = "[restart]\nbackoff_base_ms = 600000\nbackoff_max_ms = 600000\n\
                   jitter_percent = 0\n[health]\nping_interval_ms = 0\n";
     let mut s = Serve::start(&fx, config, Some(&policy("open")));
     let mut c = s.client();
-    let bypasses = || -> Vec<Value> {
-        records(&audit)
-            .into_iter()
-            .filter(|r| r["event"] == "bypass")
-            .collect()
-    };
+    let bypasses = || bypass_records(&audit);
     assert_eq!(c.ok("plugin_load", json!({"package": a}))["state"], "ready");
-    write(
-        &fx.dir().join("policy.toml"),
-        &format!("version = 1\n{}", policy("closed")),
-    );
-    signal(s.pid(), "HUP");
-    while !s.log().contains("SIGHUP: policy reloaded") {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    reload(&fx, &s, &policy("closed"));
     // Running: its launch's policy, so the crash fails open.
     let r = c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
     assert!(result_of(&r, "a").get("bypassed").is_some(), "{r}");
@@ -1652,4 +1589,34 @@ fn as_nobody() -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// The `bypass` records in the audit log at `audit`, in order.
+fn bypass_records(audit: &Path) -> Vec<Value> {
+    records(audit)
+        .into_iter()
+        .filter(|r| r["event"] == "bypass")
+        .collect()
+}
+
+/// A policy logging to `audit` whose section for plugin `a`'s hook `on:x` holds `extra` (whole
+/// lines), `failure` and a fail-open default `{"from": "policy"}`.
+fn hook_x_policy(audit: &Path, extra: &str, failure: &str) -> String {
+    format!(
+        "[audit]\nfile = \"{}\"\n[plugin.\"a\".hooks.\"on:x\"]\n{extra}\
+         failure = \"{failure}\"\ndefault = {{ from = \"policy\" }}\n",
+        audit.display()
+    )
+}
+
+/// Write `policy` as the daemon's policy file and SIGHUP it; back once it says it reloaded.
+fn reload(fx: &Fixture, s: &Serve, policy: &str) {
+    write(
+        &fx.dir().join("policy.toml"),
+        &format!("version = 1\n{policy}"),
+    );
+    signal(s.pid(), "HUP");
+    while !s.log().contains("SIGHUP: policy reloaded") {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
