@@ -1442,6 +1442,23 @@ pub fn oom_score_adj() -> io::Result<i32> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{text:?}")))
 }
 
+/// Whether KSM may merge every anonymous page of this process (`PR_GET_MEMORY_MERGE`, Linux
+/// 6.4: set by a caller's `PR_SET_MEMORY_MERGE`, systemd's `MemoryKSM=yes`, and kept across
+/// fork and exec). A kernel without the option (EINVAL) merges nothing a process did not ask for.
+pub fn memory_merge() -> io::Result<bool> {
+    match prctl(libc::PR_GET_MEMORY_MERGE, 0) {
+        Ok(v) => Ok(v != 0),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `PR_SET_MEMORY_MERGE` 0: KSM no longer merges this process's pages unasked (those merged
+/// are unmerged); kept by the processes it forks and the programs they execute.
+pub fn clear_memory_merge() -> io::Result<()> {
+    prctl(libc::PR_SET_MEMORY_MERGE, 0).map(drop)
+}
+
 /// Write this process's `oom_score_adj`. Raising it needs no privilege; lowering it below the
 /// floor a privileged writer left (`oom_score_adj_min`) is EACCES. The file belongs to root
 /// once the process is not dumpable (or has changed its ids), so call it before that.
