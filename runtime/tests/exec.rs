@@ -370,6 +370,44 @@ fn program_personality_has_no_flags_of_the_runtime() {
     assert_eq!(out(&o), "00000000\n", "{}", err(&o));
 }
 
+/// `CMD…` run in a new UTS namespace whose NIS domain name is `corp-secret.internal` (root only).
+fn with_domain_name(cmd: &[&str]) -> std::process::Output {
+    Command::new("unshare")
+        .args([
+            "-u",
+            "/bin/sh",
+            "-c",
+            "echo corp-secret.internal > /proc/sys/kernel/domainname && exec \"$@\"",
+            "sh",
+        ])
+        .args(cmd)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn program_sees_no_nis_domain_name_of_the_hosts() {
+    // The sandbox's UTS namespace is made with a copy of the runtime's names: the hostname was
+    // replaced, the NIS domain name (`domainname`, in every `uname`) was every plugin's.
+    if !require(
+        is_root(),
+        "a domain name set in a new UTS namespace (unshare -u) needs root",
+    ) {
+        return;
+    }
+    const NAME: &str = "/proc/sys/kernel/domainname";
+    // Native control: a program started there sees it.
+    let native = with_domain_name(&["/bin/cat", NAME]);
+    assert_eq!(out(&native), "corp-secret.internal\n", "{}", err(&native));
+    let o = with_domain_name(&[BIN, "--json", "exec", "--", "/bin/cat", NAME]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "(none)\n", "{}", err(&o));
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let process = &layer(&r, "process")["details"];
+    assert_eq!(process["domainname"], "(none)", "{process}");
+}
+
 /// A command whose process has KSM merging every page (`PR_SET_MEMORY_MERGE` 1, what systemd's
 /// `MemoryKSM=yes` gives a unit), which survives fork and exec; stdin closed.
 fn with_ksm_merge_any(args: &[&str]) -> std::process::Output {

@@ -16,7 +16,7 @@
 //! command line → not dumpable →
 //! private cgroup namespace → open bind sources → identity (setresgid/setresuid to the inside
 //! ids; the user namespace keeps our capabilities for the mount work) → stdio → filesystem
-//! (mounts, pivot_root) → hostname → loopback → default signal dispositions → umask 022 and
+//! (mounts, pivot_root) → hostname, no NIS domain name → loopback → default signal dispositions → umask 022 and
 //! no personality flags → rlimits (the policy's, and every other one at the runtime's value) →
 //! capabilities (securebits locked,
 //! bounding, ambient, inheritable, permitted, effective all empty) → no_new_privs → Landlock →
@@ -72,6 +72,10 @@ pub const PROGRAM_MSG: &[u8] = b"\"Program\"";
 
 /// The program's umask: a login's (the runtime's caller's must not reach it).
 const UMASK: u32 = 0o022;
+
+/// The NIS domain name the program sees: the kernel's own when none was set (`UTS_DOMAINNAME`),
+/// never the host's.
+pub const NO_DOMAIN_NAME: &[u8] = b"(none)";
 
 /// What the grandchild reports through the exec pipe when it could not start the program.
 pub const EXEC_FAILED: u8 = 1;
@@ -246,6 +250,13 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
         None => ctx,
     };
     sys::sethostname(&p.hostname).map_err(at(LaunchStep::Hostname))?;
+    // The UTS namespace was made with a copy of the runtime's names: the NIS domain name too,
+    // which `uname` shows the program — a host's `domainname corp.internal` was every plugin's.
+    // Set back to the kernel's "(none)", and only when it differs: stockade.service allows
+    // `setdomainname` for that, a unit that does not refuses it only where there is one to hide.
+    if sys::domainname().map_err(at(LaunchStep::Hostname))? != NO_DOMAIN_NAME {
+        sys::setdomainname(NO_DOMAIN_NAME).map_err(at(LaunchStep::Hostname))?;
+    }
     if p.network == NetworkMode::Loopback {
         sys::net::loopback_up().map_err(at(LaunchStep::Loopback))?;
     }

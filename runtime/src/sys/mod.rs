@@ -470,6 +470,28 @@ pub fn sethostname(name: &str) -> io::Result<()> {
     nix::unistd::sethostname(name).map_err(io_err)
 }
 
+/// The NIS domain name of this process's UTS namespace (`uname`'s `domainname`): a new UTS
+/// namespace starts with a copy of its creator's, `(none)` unless one was set.
+pub fn domainname() -> io::Result<Vec<u8>> {
+    let mut u = std::mem::MaybeUninit::<libc::utsname>::zeroed();
+    // SAFETY: `uname` writes only into the struct it is given, which lives across the call.
+    check(unsafe { libc::uname(u.as_mut_ptr()) })?;
+    // SAFETY: every field is an array of `c_char`, for which all zero bytes (and whatever
+    // `uname` wrote) is a valid value.
+    let u = unsafe { u.assume_init() };
+    Ok(u.domainname
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c.to_ne_bytes()[0])
+        .collect())
+}
+
+/// `setdomainname`.
+pub fn setdomainname(name: &[u8]) -> io::Result<()> {
+    // SAFETY: `name` is valid for `name.len()` bytes for the whole call, which only reads them.
+    check(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
 /// `setsid`.
 pub fn setsid() -> io::Result<()> {
     nix::unistd::setsid().map(drop).map_err(io_err)
