@@ -77,6 +77,18 @@ const UMASK: u32 = 0o022;
 /// never the host's.
 pub const NO_DOMAIN_NAME: &[u8] = b"(none)";
 
+/// Set this UTS namespace's NIS domain name to [`NO_DOMAIN_NAME`]. The namespace was made with a
+/// copy of the runtime's names: the domain name too, which `uname` shows the program — a host's
+/// `domainname corp.internal` was every plugin's. Only when it differs: stockade.service allows
+/// `setdomainname` for that, and a unit that does not refuses it — failing the launch, closed —
+/// only where there is a name to hide.
+pub fn clear_domain_name() -> std::io::Result<()> {
+    if sys::domainname()? != NO_DOMAIN_NAME {
+        sys::setdomainname(NO_DOMAIN_NAME)?;
+    }
+    Ok(())
+}
+
 /// What the grandchild reports through the exec pipe when it could not start the program.
 pub const EXEC_FAILED: u8 = 1;
 /// The grandchild failed before exec (seccomp, session).
@@ -250,13 +262,7 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
         None => ctx,
     };
     sys::sethostname(&p.hostname).map_err(at(LaunchStep::Hostname))?;
-    // The UTS namespace was made with a copy of the runtime's names: the NIS domain name too,
-    // which `uname` shows the program — a host's `domainname corp.internal` was every plugin's.
-    // Set back to the kernel's "(none)", and only when it differs: stockade.service allows
-    // `setdomainname` for that, a unit that does not refuses it only where there is one to hide.
-    if sys::domainname().map_err(at(LaunchStep::Hostname))? != NO_DOMAIN_NAME {
-        sys::setdomainname(NO_DOMAIN_NAME).map_err(at(LaunchStep::Hostname))?;
-    }
+    clear_domain_name().map_err(at(LaunchStep::Hostname))?;
     if p.network == NetworkMode::Loopback {
         sys::net::loopback_up().map_err(at(LaunchStep::Loopback))?;
     }

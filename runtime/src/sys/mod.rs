@@ -1592,6 +1592,54 @@ mod tests {
         }
     }
 
+    /// A NIS domain name copied into the sandbox's UTS namespace is set back to "(none)"; where
+    /// a seccomp filter of the caller's refuses `setdomainname` (a unit without it in its
+    /// `SystemCallFilter=`), that fails — the launch stops — but only when there is a name to
+    /// hide: without one nothing is called and it passes.
+    #[test]
+    fn a_copied_domain_name_is_cleared_and_a_refused_clear_fails_closed() {
+        use crate::sandbox::child::{clear_domain_name, NO_DOMAIN_NAME};
+        if !crate::test_support::root_or_skip("a UTS namespace of its own needs root") {
+            return;
+        }
+        // (the name the namespace starts with, filter, the exit code: 0 cleared or nothing to
+        // clear, 1 refused)
+        for (name, filtered, want) in [
+            (&b"corp.internal"[..], false, 0),
+            (b"corp.internal", true, 1),
+            (NO_DOMAIN_NAME, true, 0),
+        ] {
+            let filter = eperm_filter(libc::SYS_setdomainname, vec![]);
+            let code = in_child(|| {
+                if super::unshare(libc::CLONE_NEWUTS).is_err()
+                    || super::setdomainname(name).is_err()
+                {
+                    return 3;
+                }
+                if filtered {
+                    // SAFETY: plain prctl; the filter needs no_new_privs.
+                    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                        return 4;
+                    }
+                    if seccompiler::apply_filter(&filter).is_err() {
+                        return 5;
+                    }
+                }
+                match clear_domain_name() {
+                    Ok(()) if super::domainname().ok().as_deref() == Some(NO_DOMAIN_NAME) => 0,
+                    Ok(()) => 6,
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => 1,
+                    Err(_) => 7,
+                }
+            });
+            let shown = String::from_utf8_lossy(name);
+            assert_eq!(
+                code, want,
+                "domain name {shown}, setdomainname refused: {filtered}"
+            );
+        }
+    }
+
     /// A caller's negative nice value is raised to 0 for the program; where a seccomp filter of
     /// the caller's refuses `setpriority` (stockade.service's `SystemCallFilter=~@resources`),
     /// the process-state step fails — fail closed — but only when there is something to change:
