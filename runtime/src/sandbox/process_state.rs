@@ -54,7 +54,9 @@
 //! `ioprio_get`, which systemd's `@system-service` allows), and `setpriority`,
 //! `sched_setscheduler`, `ioprio_set` — which `stockade.service` refuses with its
 //! `SystemCallFilter=~@resources` — are called only for a negative nice value or a real-time
-//! policy or I/O class, which that unit does not give the daemon.
+//! policy or I/O class, which that unit does not give the daemon. KSM merging is read and
+//! cleared with `prctl`, in `@system-service`; a kernel before 6.4, which has no such flag,
+//! answers the read EINVAL, taken as off.
 //!
 //! `oom_score_adj` is written before the init stops being dumpable and before it changes its
 //! ids: from then on its `/proc/self` files are root's, which it could no longer write.
