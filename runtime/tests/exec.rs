@@ -370,6 +370,86 @@ fn program_personality_has_no_flags_of_the_runtime() {
     assert_eq!(out(&o), "00000000\n", "{}", err(&o));
 }
 
+/// `CMD…` run in a new UTS namespace whose NIS domain name is `corp-secret.internal` (root only).
+fn with_domain_name(cmd: &[&str]) -> std::process::Output {
+    Command::new("unshare")
+        .args([
+            "-u",
+            "/bin/sh",
+            "-c",
+            "echo corp-secret.internal > /proc/sys/kernel/domainname && exec \"$@\"",
+            "sh",
+        ])
+        .args(cmd)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn program_sees_no_nis_domain_name_of_the_hosts() {
+    // The sandbox's UTS namespace is made with a copy of the runtime's names: the hostname was
+    // replaced, the NIS domain name (`domainname`, in every `uname`) was every plugin's.
+    if !require(
+        is_root(),
+        "a domain name set in a new UTS namespace (unshare -u) needs root",
+    ) {
+        return;
+    }
+    const NAME: &str = "/proc/sys/kernel/domainname";
+    // Native control: a program started there sees it.
+    let native = with_domain_name(&["/bin/cat", NAME]);
+    assert_eq!(out(&native), "corp-secret.internal\n", "{}", err(&native));
+    let o = with_domain_name(&[BIN, "--json", "exec", "--", "/bin/cat", NAME]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "(none)\n", "{}", err(&o));
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let process = &layer(&r, "process")["details"];
+    assert_eq!(process["domainname"], "(none)", "{process}");
+}
+
+/// A command whose process has KSM merging every page (`PR_SET_MEMORY_MERGE` 1, what systemd's
+/// `MemoryKSM=yes` gives a unit), which survives fork and exec; stdin closed.
+fn with_ksm_merge_any(args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(args[0]);
+    cmd.args(&args[1..]);
+    // SAFETY: between fork and exec only `prctl`, async-signal-safe, is called.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_MEMORY_MERGE, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.stdin(std::process::Stdio::null()).output().expect(
+        "PR_SET_MEMORY_MERGE (Linux 6.4, no privilege needed): the test host's kernel has it",
+    )
+}
+
+#[test]
+fn program_memory_is_not_merged_by_ksm_unasked_whatever_the_callers() {
+    // A runtime under `MemoryKSM=yes` handed every plugin KSM's merging of all its pages, which
+    // exposes their contents to a co-resident process's page-deduplication timing probe.
+    const STAT: &str = "/proc/self/ksm_stat";
+    // Native control: the flag survives exec outside a sandbox.
+    let native = with_ksm_merge_any(&["/bin/cat", STAT]);
+    assert!(
+        out(&native).contains("ksm_merge_any: yes"),
+        "{}{}",
+        out(&native),
+        err(&native)
+    );
+    let o = with_ksm_merge_any(&[BIN, "--json", "exec", "--", "/bin/cat", STAT]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert!(out(&o).contains("ksm_merge_any: no"), "{}", out(&o));
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let ps = &layer(&r, "process_state")["details"];
+    assert_eq!(ps["ksm_merge_any"], false, "{ps}");
+    assert_eq!(ps["ksm_merge_any_inherited"], true, "{ps}");
+}
+
 /// `sh -c SCRIPT` with `$1` the binary under test and `$2` a probe (a script for `sh -c`).
 fn shell_probe(script: &str, probe: &str) -> std::process::Output {
     Command::new("/bin/sh")

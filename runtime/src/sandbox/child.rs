@@ -16,7 +16,7 @@
 //! command line → not dumpable →
 //! private cgroup namespace → open bind sources → identity (setresgid/setresuid to the inside
 //! ids; the user namespace keeps our capabilities for the mount work) → stdio → filesystem
-//! (mounts, pivot_root) → hostname → loopback → default signal dispositions → umask 022 and
+//! (mounts, pivot_root) → hostname, no NIS domain name → loopback → default signal dispositions → umask 022 and
 //! no personality flags → rlimits (the policy's, and every other one at the runtime's value) →
 //! capabilities (securebits locked,
 //! bounding, ambient, inheritable, permitted, effective all empty) → no_new_privs → Landlock →
@@ -72,6 +72,22 @@ pub const PROGRAM_MSG: &[u8] = b"\"Program\"";
 
 /// The program's umask: a login's (the runtime's caller's must not reach it).
 const UMASK: u32 = 0o022;
+
+/// The NIS domain name the program sees: the kernel's own when none was set (`UTS_DOMAINNAME`),
+/// never the host's.
+pub const NO_DOMAIN_NAME: &[u8] = b"(none)";
+
+/// Set this UTS namespace's NIS domain name to [`NO_DOMAIN_NAME`]. The namespace was made with a
+/// copy of the runtime's names: the domain name too, which `uname` shows the program — a host's
+/// `domainname corp.internal` was every plugin's. Only when it differs: stockade.service allows
+/// `setdomainname` for that, and a unit that does not refuses it — failing the launch, closed —
+/// only where there is a name to hide.
+pub fn clear_domain_name() -> std::io::Result<()> {
+    if sys::domainname()? != NO_DOMAIN_NAME {
+        sys::setdomainname(NO_DOMAIN_NAME)?;
+    }
+    Ok(())
+}
 
 /// What the grandchild reports through the exec pipe when it could not start the program.
 pub const EXEC_FAILED: u8 = 1;
@@ -246,6 +262,7 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
         None => ctx,
     };
     sys::sethostname(&p.hostname).map_err(at(LaunchStep::Hostname))?;
+    clear_domain_name().map_err(at(LaunchStep::Hostname))?;
     if p.network == NetworkMode::Loopback {
         sys::net::loopback_up().map_err(at(LaunchStep::Loopback))?;
     }

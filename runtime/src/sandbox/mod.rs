@@ -102,14 +102,14 @@ pub enum LaunchStep {
     PivotRoot,
     /// Read-only root.
     RootReadOnly,
-    /// sethostname.
+    /// sethostname, and setdomainname where the runtime's NIS domain name was copied.
     Hostname,
     /// Loopback interface.
     Loopback,
     /// Default signal dispositions (what the runtime ignores would survive exec).
     SignalDispositions,
-    /// The oom_score_adj, nice value, scheduling policy, I/O class, umask and personality the
-    /// program starts with (the runtime's caller's must not reach it).
+    /// The oom_score_adj, nice value, scheduling policy, I/O class, KSM merging, umask and
+    /// personality the program starts with (the runtime's caller's must not reach it).
     ProcessState,
     /// rlimits.
     Rlimits,
@@ -923,6 +923,7 @@ fn prepare(
     ));
     let process = json!({
         "hostname": p.hostname,
+        "domainname": String::from_utf8_lossy(child::NO_DOMAIN_NAME),
         "session": "new (setsid), no controlling terminal",
         "parent_death_signal": "SIGKILL",
         "descriptors": if spec.program.is_script { "0-2 and the script's descriptor" } else { "0-2 only" },

@@ -5,7 +5,8 @@
 //! The init sets it to the runtime's own values before the program is started, so that `exec`,
 //! `run`, `serve` and the warm pool's spares (built by the same init under the policy they will
 //! serve) all start their program the same way. Here: `oom_score_adj`, the nice value, a
-//! real-time scheduling policy and I/O class ([`apply`], first thing after the go — but a
+//! real-time scheduling policy and I/O class, KSM's merging of every page ([`apply`], first
+//! thing after the go — but a
 //! real-time policy, which the launch has the child leave before it joins its cgroup: the cpu
 //! controller refuses a real-time task a group without a real-time budget); in `child.rs`: the umask
 //! and the personality flags; in `rlimits.rs`: every rlimit no policy key names
@@ -34,6 +35,14 @@
 //! - I/O priority: the real-time class (a daemon's `IOSchedulingClass=realtime`, `ionice -c1`),
 //!   which puts a plugin's disk I/O ahead of every other process's, becomes "none" (derived from
 //!   the nice value: the kernel's default); best-effort levels and the idle class are kept.
+//! - KSM merging every page (`PR_SET_MEMORY_MERGE`, Linux 6.4; a unit's `MemoryKSM=yes`): off.
+//!   The flag survives fork and exec, so every plugin's memory would be offered to the kernel's
+//!   same-page merging unasked, where a co-resident process — another plugin, which may itself
+//!   `madvise(MADV_MERGEABLE)` its pages — learns by the timing of a write (a merged page is
+//!   copied first) whether it holds a page identical to the plugin's: a key, a token, a file.
+//!   A plugin that wants merging asks for it itself (`prctl` and `madvise` are allowed); the
+//!   runtime's caller does not decide it. Cleared on the init's memory, which the program shares
+//!   until its exec and whose flag the exec hands on.
 //!
 //! No policy key sets any of them: they are floors the runtime keeps for the host's sake, not a
 //! plugin's resources (memory, CPU and processes are the cgroup's and the rlimits' keys).
@@ -45,7 +54,9 @@
 //! `ioprio_get`, which systemd's `@system-service` allows), and `setpriority`,
 //! `sched_setscheduler`, `ioprio_set` — which `stockade.service` refuses with its
 //! `SystemCallFilter=~@resources` — are called only for a negative nice value or a real-time
-//! policy or I/O class, which that unit does not give the daemon.
+//! policy or I/O class, which that unit does not give the daemon. KSM merging is read and
+//! cleared with `prctl`, in `@system-service`; a kernel before 6.4, which has no such flag,
+//! answers the read EINVAL, taken as off.
 //!
 //! `oom_score_adj` is written before the init stops being dumpable and before it changes its
 //! ids: from then on its `/proc/self` files are root's, which it could no longer write.
@@ -76,6 +87,8 @@ pub struct ProcessState {
     pub policy: Change<i32>,
     /// The I/O priority (`class << 13 | level`).
     pub io: Change<i32>,
+    /// KSM merging every anonymous page (`PR_GET_MEMORY_MERGE`).
+    pub memory_merge: Change<bool>,
 }
 
 /// Why the inherited process state could not be replaced.
@@ -127,6 +140,12 @@ pub enum ProcessStateError {
          IOSchedulingClass=realtime)"
     )]
     IoPriority(#[source] std::io::Error),
+    /// Whether KSM merges every page could not be read, or that could not be turned off.
+    #[error(
+        "cannot turn off KSM's merging of every page (PR_SET_MEMORY_MERGE, as systemd's \
+         MemoryKSM=yes sets) inherited from the runtime's caller"
+    )]
+    MemoryMerge(#[source] std::io::Error),
     /// A real-time policy could not be left.
     #[error(
         "cannot leave the inherited real-time scheduling policy {} for SCHED_OTHER (a seccomp \
@@ -227,7 +246,8 @@ pub fn runtime_policy() -> std::io::Result<i32> {
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, stat))
 }
 
-/// Replace the inherited `oom_score_adj`, nice value, real-time policy and I/O class of this process (the
+/// Replace the inherited `oom_score_adj`, nice value, real-time policy and I/O class and KSM's
+/// merging of every page of this process (the
 /// init, single-threaded; the program inherits them). Changes only what must change.
 /// `runtime_policy`: the runtime's policy, read before the clone ([`runtime_policy`]) — a
 /// real-time one was left already, before the cgroup join, and is reported as the inherited one.
@@ -275,6 +295,15 @@ pub fn apply(runtime_policy: i32) -> Result<ProcessState, ProcessStateError> {
     if io.set != io.inherited {
         sys::set_io_priority(io.set).map_err(ProcessStateError::IoPriority)?;
     }
+    // Off whatever the caller chose (the module doc says why); only a flag that is on is cleared.
+    let merge = sys::memory_merge().map_err(ProcessStateError::MemoryMerge)?;
+    if merge {
+        sys::clear_memory_merge().map_err(ProcessStateError::MemoryMerge)?;
+    }
+    let memory_merge = Change {
+        inherited: merge,
+        set: false,
+    };
     let nice = Change {
         inherited: nice,
         set: nice_for(nice),
@@ -291,6 +320,7 @@ pub fn apply(runtime_policy: i32) -> Result<ProcessState, ProcessStateError> {
         nice,
         policy,
         io,
+        memory_merge,
     })
 }
 
@@ -308,6 +338,8 @@ impl ProcessState {
             "io_priority_inherited": io_priority_name(self.io.inherited),
             "umask": format!("{umask:04o}"),
             "personality_flags": 0,
+            "ksm_merge_any": self.memory_merge.set,
+            "ksm_merge_any_inherited": self.memory_merge.inherited,
         })
     }
 }

@@ -470,6 +470,28 @@ pub fn sethostname(name: &str) -> io::Result<()> {
     nix::unistd::sethostname(name).map_err(io_err)
 }
 
+/// The NIS domain name of this process's UTS namespace (`uname`'s `domainname`): a new UTS
+/// namespace starts with a copy of its creator's, `(none)` unless one was set.
+pub fn domainname() -> io::Result<Vec<u8>> {
+    let mut u = std::mem::MaybeUninit::<libc::utsname>::zeroed();
+    // SAFETY: `uname` writes only into the struct it is given, which lives across the call.
+    check(unsafe { libc::uname(u.as_mut_ptr()) })?;
+    // SAFETY: every field is an array of `c_char`, for which all zero bytes (and whatever
+    // `uname` wrote) is a valid value.
+    let u = unsafe { u.assume_init() };
+    Ok(u.domainname
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c.to_ne_bytes()[0])
+        .collect())
+}
+
+/// `setdomainname`.
+pub fn setdomainname(name: &[u8]) -> io::Result<()> {
+    // SAFETY: `name` is valid for `name.len()` bytes for the whole call, which only reads them.
+    check(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
 /// `setsid`.
 pub fn setsid() -> io::Result<()> {
     nix::unistd::setsid().map(drop).map_err(io_err)
@@ -1442,6 +1464,23 @@ pub fn oom_score_adj() -> io::Result<i32> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{text:?}")))
 }
 
+/// Whether KSM may merge every anonymous page of this process (`PR_GET_MEMORY_MERGE`, Linux
+/// 6.4: set by a caller's `PR_SET_MEMORY_MERGE`, systemd's `MemoryKSM=yes`, and kept across
+/// fork and exec). A kernel without the option (EINVAL) merges nothing a process did not ask for.
+pub fn memory_merge() -> io::Result<bool> {
+    match prctl(libc::PR_GET_MEMORY_MERGE, 0) {
+        Ok(v) => Ok(v != 0),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `PR_SET_MEMORY_MERGE` 0: KSM no longer merges this process's pages unasked (those merged
+/// are unmerged); kept by the processes it forks and the programs they execute.
+pub fn clear_memory_merge() -> io::Result<()> {
+    prctl(libc::PR_SET_MEMORY_MERGE, 0).map(drop)
+}
+
 /// Write this process's `oom_score_adj`. Raising it needs no privilege; lowering it below the
 /// floor a privileged writer left (`oom_score_adj_min`) is EACCES. The file belongs to root
 /// once the process is not dumpable (or has changed its ids), so call it before that.
@@ -1550,6 +1589,54 @@ mod tests {
                 assert!(libc::WIFEXITED(status), "{status:#x}");
                 libc::WEXITSTATUS(status)
             }
+        }
+    }
+
+    /// A NIS domain name copied into the sandbox's UTS namespace is set back to "(none)"; where
+    /// a seccomp filter of the caller's refuses `setdomainname` (a unit without it in its
+    /// `SystemCallFilter=`), that fails — the launch stops — but only when there is a name to
+    /// hide: without one nothing is called and it passes.
+    #[test]
+    fn a_copied_domain_name_is_cleared_and_a_refused_clear_fails_closed() {
+        use crate::sandbox::child::{clear_domain_name, NO_DOMAIN_NAME};
+        if !crate::test_support::root_or_skip("a UTS namespace of its own needs root") {
+            return;
+        }
+        // (the name the namespace starts with, filter, the exit code: 0 cleared or nothing to
+        // clear, 1 refused)
+        for (name, filtered, want) in [
+            (&b"corp.internal"[..], false, 0),
+            (b"corp.internal", true, 1),
+            (NO_DOMAIN_NAME, true, 0),
+        ] {
+            let filter = eperm_filter(libc::SYS_setdomainname, vec![]);
+            let code = in_child(|| {
+                if super::unshare(libc::CLONE_NEWUTS).is_err()
+                    || super::setdomainname(name).is_err()
+                {
+                    return 3;
+                }
+                if filtered {
+                    // SAFETY: plain prctl; the filter needs no_new_privs.
+                    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                        return 4;
+                    }
+                    if seccompiler::apply_filter(&filter).is_err() {
+                        return 5;
+                    }
+                }
+                match clear_domain_name() {
+                    Ok(()) if super::domainname().ok().as_deref() == Some(NO_DOMAIN_NAME) => 0,
+                    Ok(()) => 6,
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => 1,
+                    Err(_) => 7,
+                }
+            });
+            let shown = String::from_utf8_lossy(name);
+            assert_eq!(
+                code, want,
+                "domain name {shown}, setdomainname refused: {filtered}"
+            );
         }
     }
 
