@@ -524,6 +524,9 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         op.origin("trust.operator_keys"),
         String::new(),
     );
+    // Read by `stockade run` alone: a daemon keeps each loaded package's tree while loaded.
+    const KEEP_TREES_NOTE: &str = "stockade run only; serve keeps each loaded package's tree \
+                                   until its unload";
     push(
         "trust",
         "keep_trees",
@@ -531,7 +534,7 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         None,
         None,
         op.origin("trust.keep_trees"),
-        String::new(),
+        KEEP_TREES_NOTE.into(),
     );
     push(
         "trust",
@@ -543,7 +546,7 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         None,
         None,
         op.origin("trust.keep_trees_max_mib"),
-        String::new(),
+        KEEP_TREES_NOTE.into(),
     );
     // `[audit]` (audit-145: explain showed none of it, so `policy diff` said nothing of a
     // drop-in that turns the journal off or moves the log). Ranked as oversight: a sink gone,
