@@ -214,6 +214,36 @@ pub fn derive_layout(
     Some(Layout::V1 { memory, pids, cpu })
 }
 
+/// How this host mounts cgroups at `/sys/fs/cgroup`, for advice (a refusal's hint), not for a
+/// launch, which uses [`detect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostMode {
+    /// Pure cgroup v2 (unified): a cgroup2 filesystem at the root.
+    V2,
+    /// cgroup v1, legacy or hybrid (a tmpfs of v1 hierarchies, perhaps a v2 `unified` beside
+    /// them): the controllers this layer uses are on v1.
+    V1,
+    /// No cgroup filesystem there at all.
+    None,
+}
+
+/// This host's [`HostMode`] (`statfs` of `/sys/fs/cgroup` and, for v1, of its `memory`).
+pub fn host_mode() -> HostMode {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+    let root = Path::new(CGROUP_ROOT);
+    let is = |p: &Path, magic| statfs(p).is_ok_and(|s| s.filesystem_type() == magic);
+    if is(root, CGROUP2_SUPER_MAGIC) {
+        HostMode::V2
+    } else if V1_CONTROLLERS
+        .iter()
+        .any(|c| is(&root.join(c), CGROUP_SUPER_MAGIC))
+    {
+        HostMode::V1
+    } else {
+        HostMode::None
+    }
+}
+
 /// Detect the layout of this host for this process. Every directory handed out is checked to
 /// be on a cgroup filesystem of the right version (`statfs`): on a directory that is not (a
 /// tmpfs where a controller should be mounted), `cgroups-rs` would create the group and its
