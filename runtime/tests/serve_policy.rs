@@ -1254,8 +1254,8 @@ fn a_hook_failing_open_is_one_bypass_record_begun_and_one_with_its_count() {
 /// (here `keep`, then `file` moved away) applies everything else and says that this is not
 /// applied — a log warning and the reload record's `detail.not_applied` — instead of
 /// "policy reloaded" alone, which read as the new sinks being in force. A reload that leaves
-/// `[audit]` as it was says nothing of it; one that changes `protocol.max_frame_bytes` says
-/// that only the agent connections keep the cap read at start (review-146).
+/// `[audit]` as it was — its defaults spelled out included — says nothing of it; one that
+/// changes `protocol.max_frame_bytes` says that only the agent connections keep the cap read at start (review-146).
 #[test]
 fn a_sighup_that_changes_the_audit_sinks_says_they_stay_as_read_at_start() {
     if !require_root() {
@@ -1271,6 +1271,9 @@ fn a_sighup_that_changes_the_audit_sinks_says_they_stay_as_read_at_start() {
         format!("version = 1\n[audit]\nfile = \"{}\"\n", moved.display()),
         format!("{at_start}[resources]\npids_max = 32\n"),
         format!("{at_start}[protocol]\nmax_frame_bytes = 131072\n"),
+        // The sinks' defaults spelled out: the same sinks, no warning (review-146: compared as
+        // written, `stderr = false` against unset was a change).
+        format!("{at_start}stderr = false\njournal = false\n"),
     ]
     .into_iter()
     .enumerate()
@@ -1299,7 +1302,7 @@ fn a_sighup_that_changes_the_audit_sinks_says_they_stay_as_read_at_start() {
         .into_iter()
         .filter(|r| r["event"] == "configuration" && r["detail"]["change"] == "policy_reload")
         .collect();
-    assert_eq!(reloads.len(), 4, "{reloads:?}");
+    assert_eq!(reloads.len(), 5, "{reloads:?}");
     assert!(reloads.iter().all(|r| r["outcome"] == "ok"), "{reloads:?}");
     assert_eq!(reloads[0]["detail"]["not_applied"], json!(["audit"]));
     assert_eq!(reloads[1]["detail"]["not_applied"], json!(["audit"]));
@@ -1312,6 +1315,12 @@ fn a_sighup_that_changes_the_audit_sinks_says_they_stay_as_read_at_start() {
     assert_eq!(
         reloads[3]["detail"]["not_applied"],
         json!(["protocol.max_frame_bytes"])
+    );
+    assert_eq!(
+        reloads[4]["detail"].get("not_applied"),
+        None,
+        "{}",
+        reloads[4]
     );
 }
 

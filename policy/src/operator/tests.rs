@@ -1085,3 +1085,53 @@ fn keep_trees_are_said_to_apply_to_run_only() {
         assert!(item.note.starts_with("stockade run only"), "{item:?}");
     }
 }
+
+/// Two `[audit]` sections are the same in effect when each value applies alike, whatever its
+/// spelling: `serve` compares them at a SIGHUP to say whether the sinks read at start are
+/// changed (review-146: compared as written, `rotate_size = "1K"` against `"1024"`, or a
+/// `stderr = false` spelled out, warned of a change that was none).
+#[test]
+fn audit_sections_compare_as_they_apply() {
+    use super::AuditSection;
+    let base = AuditSection {
+        file: Some("/var/log/stockade/audit.log".into()),
+        rotate_size: Some("1024".into()),
+        keep: Some(3),
+        ..AuditSection::default()
+    };
+    let same = AuditSection {
+        rotate_size: Some("1K".into()),
+        stderr: Some(false),
+        journal: Some(false),
+        ..base.clone()
+    };
+    assert!(base.same_in_effect(&same) && same.same_in_effect(&base));
+    for other in [
+        AuditSection {
+            rotate_size: Some("2K".into()),
+            ..base.clone()
+        },
+        AuditSection {
+            rotate_size: None,
+            ..base.clone()
+        },
+        AuditSection {
+            stderr: Some(true),
+            ..base.clone()
+        },
+        AuditSection {
+            journal: Some(true),
+            ..base.clone()
+        },
+        AuditSection {
+            keep: None,
+            ..base.clone()
+        },
+        AuditSection {
+            file: None,
+            ..base.clone()
+        },
+    ] {
+        assert!(!base.same_in_effect(&other), "{other:?}");
+    }
+}
