@@ -288,7 +288,8 @@ pub struct Cgroup {
     /// The crate's handle on the group (one subsystem per controller we use).
     cg: CrateCgroup,
     version: u8,
-    /// The directories created (one per v1 controller, or one on v2).
+    /// The directories created, memory's first: one per v1 hierarchy (controllers mounted
+    /// together share one), or the one on v2.
     dirs: Vec<PathBuf>,
     /// Limits that could not be applied (e.g. swap accounting off), for the report.
     pub not_applied: Vec<String>,
@@ -539,6 +540,11 @@ impl Cgroup {
         // without usable cgroups. Made before the handle exists, so its Drop only ever removes
         // directories this launch made (see `make_own`).
         make_own(&dirs, mkdir)?;
+        // One entry per hierarchy: controllers mounted together share a directory, which the
+        // launch report listed once per controller (review-148) and removal looked at as often.
+        let mut dirs = dirs;
+        let mut seen = std::collections::HashSet::new();
+        dirs.retain(|d| seen.insert(d.clone()));
         let hier = OwnHierarchy::v1(m, p, c);
         let cg = CrateCgroup::load(Box::new(hier), leaf);
         // From here on, Drop removes (and kills what is in) the directories made above.
@@ -1232,6 +1238,8 @@ mod tests {
         let r = stockade_policy::sandbox::default_policy().resources;
         let mut cg = Cgroup::create(&layout, "shared", &r).unwrap();
         let d = all.join("stockade-shared");
+        // Listed once (the launch report's `paths`), not once per controller.
+        assert_eq!(cg.dirs(), std::slice::from_ref(&d));
         assert_eq!(
             fs::read_to_string(d.join("memory.limit_in_bytes")).unwrap(),
             (256u64 << 20).to_string()
