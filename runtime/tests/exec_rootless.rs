@@ -607,7 +607,10 @@ fn rootless_launch_without_an_allowed_cgroup_degradation_names_the_cause_and_del
     let hint = e["hint"].as_str().unwrap();
     match stockade_runtime::sandbox::cgroup::host_mode() {
         stockade_runtime::sandbox::cgroup::HostMode::V2 => {
-            assert!(hint.contains("systemd-run --user --scope -p Delegate=yes"), "{j}")
+            assert!(
+                hint.contains("systemd-run --user --scope -p Delegate=yes"),
+                "{j}"
+            )
         }
         _ => {
             assert!(hint.contains("cgroup v2 subtree only"), "{j}");

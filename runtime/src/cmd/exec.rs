@@ -73,8 +73,12 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             nix::unistd::geteuid().is_root(),
             crate::sandbox::cgroup::host_mode(),
         );
-        return CmdError::new(Exit::SandboxSetup, "layer_unavailable", ExecError::Launch(e))
-            .hint(hint);
+        return CmdError::new(
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            ExecError::Launch(e),
+        )
+        .hint(hint);
     }
     let (exit, kind, hint) = match &e {
         LaunchError::NotFound { .. } => (
@@ -574,7 +578,10 @@ mod tests {
         }
         let user_v2 = cgroup_hint(false, HostMode::V2);
         assert!(user_v2.starts_with("run as root"), "{user_v2}");
-        assert!(user_v2.contains("systemd-run --user --scope -p Delegate=yes"), "{user_v2}");
+        assert!(
+            user_v2.contains("systemd-run --user --scope -p Delegate=yes"),
+            "{user_v2}"
+        );
         let user_v1 = cgroup_hint(false, HostMode::V1);
         assert!(user_v1.starts_with("run as root"), "{user_v1}");
         assert!(!user_v1.contains("systemd-run"), "{user_v1}");

@@ -491,9 +491,7 @@ impl Cgroup {
             held.insert(leaf.clone())
         };
         let made = match layout {
-            Layout::V1 { memory, pids, cpu } => {
-                Self::create_v1(memory, pids, cpu, &leaf, r, mkdir)
-            }
+            Layout::V1 { memory, pids, cpu } => Self::create_v1(memory, pids, cpu, &leaf, r, mkdir),
             Layout::V2 { own } => Self::create_v2(own, &leaf, r, mkdir),
         };
         if made.is_err() && fresh {
