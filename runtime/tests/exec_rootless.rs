@@ -603,7 +603,7 @@ fn rootless_launch_without_an_allowed_cgroup_degradation_names_the_cause_and_del
         "the refused operation's own error: {j}"
     );
     // Delegation where it gives a user the controllers (cgroup v2); on a v1 or hybrid host, why
-    // it does not (review-152: the v2 advice was given there too).
+    // it does not (helper-152: the v2 advice was given there too).
     let hint = e["hint"].as_str().unwrap();
     match stockade_runtime::sandbox::cgroup::host_mode() {
         stockade_runtime::sandbox::cgroup::HostMode::V2 => {

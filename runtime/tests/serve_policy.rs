@@ -1532,7 +1532,7 @@ fn a_plugin_that_crashes_after_a_reload_answers_by_the_reloaded_policy_while_res
     assert_eq!(bypasses().len(), 2, "{:#?}", bypasses());
 }
 
-/// helper-151's path, untested until review-152: a reload after which the policy no longer
+/// helper-151's path, untested until helper-152: a reload after which the policy no longer
 /// resolves for a plugin none of whose incarnations runs (its `[plugin."a"]` and the
 /// `[signer."K"]` of its signing key each valid alone and invalid together — a reload accepts
 /// that, as loading does, and the next launch of `a` would be refused) makes every hook of it

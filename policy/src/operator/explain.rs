@@ -993,7 +993,7 @@ mod tests {
 
     /// A `[risk]` move shows in `diff` without `--plugin`, ranked by what the class requires:
     /// down widens (medium → low weighs less in the exposure score; out of high needs no
-    /// grant), up narrows. Before review-152 (audit-145's finding) the class was only in the
+    /// grant), up narrows. Before helper-152 (audit-145's finding) the class was only in the
     /// capability rows' notes, which `diff` does not compare: medium ↔ low said nothing.
     #[test]
     fn diff_ranks_a_risk_class_move() {

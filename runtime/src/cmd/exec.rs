@@ -173,7 +173,7 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
 
 /// The hint of a `cgroup` refusal ([`LaunchError::Cgroup`]: no group could be made below the
 /// runtime's cgroup), for a caller that is root or not on a host whose cgroups are `mode`.
-/// Before review-152 one text served all: it told a root caller to "run as root", and offered
+/// Before helper-152 one text served all: it told a root caller to "run as root", and offered
 /// every rootless caller systemd's delegation, which gives a user a cgroup v2 subtree only —
 /// on a v1 or hybrid host (memory, pids, cpu on v1 hierarchies) `Delegate=yes` hands it no
 /// controller this layer uses.

@@ -227,7 +227,8 @@ pub enum HostMode {
     None,
 }
 
-/// This host's [`HostMode`] (`statfs` of `/sys/fs/cgroup` and, for v1, of its `memory`).
+/// This host's [`HostMode`] (`statfs` of `/sys/fs/cgroup` and, for v1, of its `memory`, `pids` and
+/// `cpu` mounts).
 pub fn host_mode() -> HostMode {
     use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
     let root = Path::new(CGROUP_ROOT);
@@ -859,7 +860,7 @@ impl Cgroup {
 /// someone else may make the next moment, nor one of a later controller. The caller makes the
 /// `Cgroup` handle only after this succeeds, so the handle's Drop (which kills every process
 /// listed in its directories' `cgroup.procs`, then removes them) only ever reaches directories
-/// this launch made. Before review-152 v2 made its handle first: a mkdir failing with anything
+/// this launch made. Before helper-152 v2 made its handle first: a mkdir failing with anything
 /// but EEXIST (EACCES, ENOSPC …) left Drop to kill and remove whatever group of that name
 /// stood there by then.
 fn make_own(dirs: &[PathBuf], mkdir: &dyn Fn(&Path) -> io::Result<()>) -> Result<(), CgroupError> {
@@ -1278,7 +1279,7 @@ mod tests {
 
     /// A launch whose mkdir fails (EACCES, ENOSPC …) while someone else makes a group of the
     /// same name the next moment leaves that group alone: its process is not killed, its
-    /// directory not removed nor written to — on v2 as on v1. Before review-152 v2 made its
+    /// directory not removed nor written to — on v2 as on v1. Before helper-152 v2 made its
     /// handle before the mkdir, and the handle's Drop wrote `cgroup.kill`, SIGKILLed every pid
     /// in the other group's `cgroup.procs` and tried to remove it. The fake mkdir plays the
     /// race: it makes the other's group (one live process listed) and fails with EACCES.
