@@ -1254,8 +1254,8 @@ fn a_hook_failing_open_is_one_bypass_record_begun_and_one_with_its_count() {
 /// (here `keep`, then `file` moved away) applies everything else and says that this is not
 /// applied — a log warning and the reload record's `detail.not_applied` — instead of
 /// "policy reloaded" alone, which read as the new sinks being in force. A reload that leaves
-/// `[audit]` as it was says nothing of it; one that changes `protocol.max_frame_bytes` says
-/// that only the agent connections keep the cap read at start (review-146).
+/// `[audit]` as it was — its defaults spelled out included — says nothing of it; one that
+/// changes `protocol.max_frame_bytes` says that only the agent connections keep the cap read at start (review-146).
 #[test]
 fn a_sighup_that_changes_the_audit_sinks_says_they_stay_as_read_at_start() {
     if !require_root() {
@@ -1271,6 +1271,9 @@ fn a_sighup_that_changes_the_audit_sinks_says_they_stay_as_read_at_start() {
         format!("version = 1\n[audit]\nfile = \"{}\"\n", moved.display()),
         format!("{at_start}[resources]\npids_max = 32\n"),
         format!("{at_start}[protocol]\nmax_frame_bytes = 131072\n"),
+        // The sinks' defaults spelled out: the same sinks, no warning (review-146: compared as
+        // written, `stderr = false` against unset was a change).
+        format!("{at_start}stderr = false\njournal = false\n"),
     ]
     .into_iter()
     .enumerate()
@@ -1299,7 +1302,7 @@ fn a_sighup_that_changes_the_audit_sinks_says_they_stay_as_read_at_start() {
         .into_iter()
         .filter(|r| r["event"] == "configuration" && r["detail"]["change"] == "policy_reload")
         .collect();
-    assert_eq!(reloads.len(), 4, "{reloads:?}");
+    assert_eq!(reloads.len(), 5, "{reloads:?}");
     assert!(reloads.iter().all(|r| r["outcome"] == "ok"), "{reloads:?}");
     assert_eq!(reloads[0]["detail"]["not_applied"], json!(["audit"]));
     assert_eq!(reloads[1]["detail"]["not_applied"], json!(["audit"]));
@@ -1312,6 +1315,12 @@ fn a_sighup_that_changes_the_audit_sinks_says_they_stay_as_read_at_start() {
     assert_eq!(
         reloads[3]["detail"]["not_applied"],
         json!(["protocol.max_frame_bytes"])
+    );
+    assert_eq!(
+        reloads[4]["detail"].get("not_applied"),
+        None,
+        "{}",
+        reloads[4]
     );
 }
 
@@ -1521,6 +1530,81 @@ fn a_plugin_that_crashes_after_a_reload_answers_by_the_reloaded_policy_while_res
     drop(c);
     assert_eq!(s.stop(), 0, "{}", s.log());
     assert_eq!(bypasses().len(), 2, "{:#?}", bypasses());
+}
+
+/// helper-151's path, untested until helper-152: a reload after which the policy no longer
+/// resolves for a plugin none of whose incarnations runs (its `[plugin."a"]` and the
+/// `[signer."K"]` of its signing key each valid alone and invalid together — a reload accepts
+/// that, as loading does, and the next launch of `a` would be refused) makes every hook of it
+/// fail closed — even the one its own section still says fails open — until its next launch:
+/// its quarantined calls get an `unavailable` error instead of the fail-open default, its
+/// failing run ends at the reload (`fail_closed`), and the daemon's log says why.
+#[test]
+fn a_reload_the_policy_no_longer_resolves_under_fails_every_hook_of_an_idle_plugin_closed() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let audit = fx.dir().join("audit.log");
+    let a = pack_worker(&fx, "a", &["on:x"]);
+    let r = fx.run(&["--json", "inspect", a.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let key = r.json()["signer_key_id"].as_str().unwrap().to_string();
+    let open = hook_x_policy(&audit, "", "open");
+    let mut s = Serve::start(&fx, CRASH_LOOP_CONFIG, Some(&open));
+    let mut c = s.client();
+    let bypasses = || bypass_records(&audit);
+    c.ok("plugin_load", json!({"package": a}));
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    c.wait_state("a", "restarting");
+    c.wait_state("a", "ready");
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    c.wait_state("a", "quarantined");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    let e = result_of(&r, "a");
+    assert!(e.get("bypassed").is_some(), "{r}");
+    assert_eq!(e["result"], json!({"from": "policy"}), "{r}");
+    let before = bypasses();
+    // The hook still fails open by its own section; the pair no longer resolves.
+    let unresolvable = format!(
+        "{open}[plugin.\"a\".filesystem]\nwritable = [\"/srv/app\"]\n\
+         [signer.\"{key}\".filesystem]\nread_only = [\"/srv/app/config\"]\n"
+    );
+    reload(&fx, &s, &unresolvable);
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    let e = result_of(&r, "a");
+    assert!(e.get("bypassed").is_none(), "{r}");
+    assert_eq!(e["error"]["code"], UNAVAILABLE, "{r}");
+    assert_eq!(
+        c.ok("plugin_status", json!({"name": "a"}))["state"],
+        "quarantined"
+    );
+    let b = bypasses();
+    let closed: Vec<&Value> = b.iter().filter(|b| b["outcome"] == "fail_closed").collect();
+    assert_eq!(closed.len(), 1, "{b:#?}");
+    assert_eq!(closed[0]["detail"]["hook"], "on:x", "{:#}", closed[0]);
+    let let_through: u64 = before
+        .iter()
+        .filter(|b| b["outcome"] != "failing_open")
+        .map(|b| b["detail"]["bypassed_calls"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        closed[0]["detail"]["bypassed_calls"].as_u64().unwrap() + let_through,
+        3,
+        "two crashed calls and one while quarantined: {b:#?}"
+    );
+    assert!(
+        s.log().contains(
+            "plugin a: every hook fails closed until its next launch: the policy in force \
+             does not resolve for it"
+        ),
+        "{}",
+        s.log()
+    );
+    c.ok("plugin_unload", json!({"name": "a"}));
+    drop(c);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert_eq!(bypasses().len(), b.len(), "{:#?}", bypasses());
 }
 
 /// A daemon that is not root (here `nobody`, through `setpriv`) whose state directory it may not

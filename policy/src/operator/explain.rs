@@ -134,6 +134,35 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
             format!("{} risk; {}", d.risk.as_str(), d.reason),
         );
     }
+    // Each risk item's class in force (audit-145: a `[risk]` move showed only in the notes of
+    // the capability rows, which `diff` does not compare, so medium ↔ low said nothing without
+    // `--plugin`). Ranked by what the class requires, lower requiring less: out of high an
+    // item needs no signed grant, and medium ones weigh in the exposure score — so a move
+    // down widens, up narrows.
+    let risk_items = crate::capability::Capability::ALL
+        .iter()
+        .map(|c| super::risk::capability_item(*c))
+        .chain(["network", "writable"]);
+    for item in risk_items {
+        let class = super::risk::class_of(item, &op.risk);
+        let builtin = super::risk::builtin_class(item);
+        push(
+            "risk",
+            item,
+            json!(class.as_str()),
+            None,
+            Some(f64::from(RiskClass::High as u8 - class as u8)),
+            op.origin(&format!(
+                "risk.{}",
+                super::layers::dotted(std::slice::from_ref(&item.to_string()))
+            )),
+            if class == builtin {
+                String::new()
+            } else {
+                format!("built in: {}", builtin.as_str())
+            },
+        );
+    }
     // The operator's allowlist itself: without `allow` there is none, which an empty
     // `[capabilities]` section does not make plain (it reads as "none allowed").
     let (allow, allow_width, allow_by, allow_note) = match &op.host.capabilities.allow {
@@ -524,6 +553,9 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         op.origin("trust.operator_keys"),
         String::new(),
     );
+    // Read by `stockade run` alone: a daemon keeps each loaded package's tree while loaded.
+    const KEEP_TREES_NOTE: &str = "stockade run only; serve keeps each loaded package's tree \
+                                   until its unload";
     push(
         "trust",
         "keep_trees",
@@ -531,7 +563,7 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         None,
         None,
         op.origin("trust.keep_trees"),
-        String::new(),
+        KEEP_TREES_NOTE.into(),
     );
     push(
         "trust",
@@ -543,7 +575,7 @@ pub fn explain(op: &ResolvedPolicy, eff: &EffectivePolicy) -> Explanation {
         None,
         None,
         op.origin("trust.keep_trees_max_mib"),
-        String::new(),
+        KEEP_TREES_NOTE.into(),
     );
     // `[audit]` (audit-145: explain showed none of it, so `policy diff` said nothing of a
     // drop-in that turns the journal off or moves the log). Ranked as oversight: a sink gone,
@@ -957,6 +989,53 @@ mod tests {
             log.note.contains("not restricted by the operator"),
             "{log:?}"
         );
+    }
+
+    /// A `[risk]` move shows in `diff` without `--plugin`, ranked by what the class requires:
+    /// down widens (medium → low weighs less in the exposure score; out of high needs no
+    /// grant), up narrows. Before helper-152 (audit-145's finding) the class was only in the
+    /// capability rows' notes, which `diff` does not compare: medium ↔ low said nothing.
+    #[test]
+    fn diff_ranks_a_risk_class_move() {
+        let base = ex("version = 1\n");
+        let moved = ex("version = 1\n[risk]\nkv_put = \"low\"\nlog = \"medium\"\n\
+                        writable = \"medium\"\n");
+        let d = diff(&base, &moved);
+        let change = |n: &str| {
+            d.iter()
+                .find(|c| c.section == "risk" && c.name == n)
+                .map(|c| (c.effect, c.from.clone(), c.to.clone(), c.decided_by.clone()))
+        };
+        assert_eq!(
+            change("kv_put"),
+            Some(("widens", json!("medium"), json!("low"), "p.toml:3".into()))
+        );
+        assert_eq!(
+            change("log"),
+            Some(("narrows", json!("low"), json!("medium"), "p.toml:4".into()))
+        );
+        assert_eq!(
+            change("writable"),
+            Some(("widens", json!("high"), json!("medium"), "p.toml:5".into()))
+        );
+        assert_eq!(change("emit_event"), None);
+        assert_eq!(d.iter().filter(|c| c.section == "risk").count(), 3, "{d:?}");
+        // And back: each move the other way.
+        let back = diff(&moved, &base);
+        let effect = |n: &str| {
+            back.iter()
+                .find(|c| c.section == "risk" && c.name == n)
+                .map(|c| c.effect)
+        };
+        assert_eq!(effect("kv_put"), Some("narrows"));
+        assert_eq!(effect("log"), Some("widens"));
+        // The row notes the built-in class when moved.
+        let row = moved
+            .items
+            .iter()
+            .find(|i| i.section == "risk" && i.name == "kv_put")
+            .unwrap();
+        assert_eq!(row.note, "built in: medium");
     }
 
     #[test]

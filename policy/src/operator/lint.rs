@@ -23,6 +23,7 @@
 //! | `plugin-widens-signer` | warning | a `[plugin."P"]` key wider than the same key of a `[signer."K"]` section: it wins when P is signed by K (one finding per key, naming what widens; e.g. a higher `[kv]` quota or hook `deadline_ms`, an allowing `default` of a hook that fails open) |
 //! | `read-only-missing` | warning | a `read_only` entry (not one of the built-in defaults) that is not on this host: the launch skips it ([`missing_read_only`], called by the runtime, which looks the host up) |
 //! | `capabilities-without-allow` | warning | a `[capabilities]` section (also per plugin or signer) without `allow`: it restricts nothing, yet reads as "none allowed" |
+//! | `keep-trees-run-only` | info | a file sets `trust.keep_trees` or `trust.keep_trees_max_mib`: they bound the trees `stockade run` keeps between runs; `serve` extracts a package once per load and keeps that tree while it is loaded, whatever they say |
 //! | `pair-invalid` | error | a `[plugin."P"]` and a `[signer."K"]` section each valid alone and invalid together (e.g. the signer's `read_only` path inside the plugin's `writable` one): every launch of P signed by K is refused (65) |
 //!
 //! Each rule above but `plugin-widens-signer`, `read-only-missing` and `pair-invalid` also runs
@@ -454,6 +455,26 @@ fn lint_one(
                 m.as_str()
             ),
         );
+    }
+    // Read by `run` alone (audit-145 asked whether `serve` ignoring them was a defect: it is
+    // not, a daemon extracts each package once per load, keeps that tree for as long as it is
+    // loaded and relaunches from it, so its trees are bounded by what is loaded). An operator
+    // setting them for a daemon's host is told they change nothing there.
+    for key in ["trust.keep_trees", "trust.keep_trees_max_mib"] {
+        // The defaults' resolution alone: `[trust]` is top-level, in every section's too.
+        if r.plugin.is_none() && r.signer.is_none() && matches!(r.origin(key), Origin::File { .. })
+        {
+            push(
+                key,
+                "keep-trees-run-only",
+                Severity::Info,
+                format!(
+                    "`{key}` bounds the trees `stockade run` keeps between runs; `stockade serve` \
+                     ignores it: a daemon extracts each package once per load and keeps that \
+                     tree (relaunches included) until the unload"
+                ),
+            );
+        }
     }
     // Every hook a section names, and the Sertone hooks even without one: they fail open by
     // default (seed 003), which a policy that never mentions them must still be told.

@@ -190,6 +190,22 @@ pub struct AuditSection {
     pub keep: Option<u32>,
 }
 
+impl AuditSection {
+    /// Whether `other` sets up the same sinks and rotation as this one, each value compared as
+    /// it applies rather than as written: a size parsed (`rotate_size = "1K"` is `"1024"`), a
+    /// sink flag unset as `false`. `serve` keeps the sinks read at start and says at a SIGHUP
+    /// whether the reloaded policy changes them (`detail.not_applied`); compared as written,
+    /// a reload that rewrote a size or spelled out a default was said to change them (review-146).
+    pub fn same_in_effect(&self, other: &AuditSection) -> bool {
+        let size = |s: &Option<String>| s.as_deref().map(parse_size);
+        self.file == other.file
+            && self.stderr.unwrap_or(false) == other.stderr.unwrap_or(false)
+            && self.journal.unwrap_or(false) == other.journal.unwrap_or(false)
+            && size(&self.rotate_size) == size(&other.rotate_size)
+            && self.keep == other.keep
+    }
+}
+
 /// A size as `[audit] rotate_size` and `stockade audit rotate --min-size` take it: bytes, or a
 /// number with a `K`, `M` or `G` suffix (powers of 1024, either case). `None`: not a size, or one
 /// past `u64` ([`try_parse_size`] says which).

@@ -1045,3 +1045,93 @@ fn many_sections_each_resolve_to_their_own_values() {
     assert_eq!(allow.iter().next().unwrap().to_string(), "log");
     assert_eq!(m.plugin_names().len(), 2003);
 }
+
+/// `trust.keep_trees` and `trust.keep_trees_max_mib` bound the trees `stockade run` keeps; a
+/// daemon extracts each package once per load and keeps that tree until the unload, whatever
+/// they say (audit-145 asked whether `serve` ignoring them was a defect: it is not, but nothing
+/// told the operator). A file setting either is an info finding at its line, once (not again
+/// for every plugin section), and `explain` notes both run-only; the built-in default is no
+/// finding.
+#[test]
+fn keep_trees_are_said_to_apply_to_run_only() {
+    use super::lint::Severity;
+    let text = "version = 1\n[trust]\nkeep_trees = 3\nkeep_trees_max_mib = 64\n\
+                [plugin.hello.resources]\npids_max = 7\n";
+    let found: Vec<(String, Severity, String)> = lint_code(text, "keep-trees-run-only")
+        .into_iter()
+        .map(|f| (f.at.to_string(), f.severity, f.message))
+        .collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    for ((at, sev, msg), (line, key)) in found
+        .iter()
+        .zip([(3, "keep_trees"), (4, "keep_trees_max_mib")])
+    {
+        assert_eq!(at, &format!("p.toml:{line}"));
+        assert_eq!(*sev, Severity::Info);
+        assert!(msg.starts_with(&format!("`trust.{key}` bounds")), "{msg}");
+        assert!(msg.contains("`stockade serve` ignores it"), "{msg}");
+    }
+    assert!(lint_code("version = 1\n", "keep-trees-run-only").is_empty());
+    let m = merge(&[layer("p.toml", text)]).unwrap();
+    let r = m.resolve(None, None).unwrap();
+    let facts = super::effective::PluginFacts::default();
+    let e = super::explain::explain(&r, &super::effective::effective(&r, &facts, None));
+    for key in ["keep_trees", "keep_trees_max_mib"] {
+        let item = e
+            .items
+            .iter()
+            .find(|i| i.section == "trust" && i.name == key)
+            .unwrap();
+        assert!(item.note.starts_with("stockade run only"), "{item:?}");
+    }
+}
+
+/// Two `[audit]` sections are the same in effect when each value applies alike, whatever its
+/// spelling: `serve` compares them at a SIGHUP to say whether the sinks read at start are
+/// changed (review-146: compared as written, `rotate_size = "1K"` against `"1024"`, or a
+/// `stderr = false` spelled out, warned of a change that was none).
+#[test]
+fn audit_sections_compare_as_they_apply() {
+    use super::AuditSection;
+    let base = AuditSection {
+        file: Some("/var/log/stockade/audit.log".into()),
+        rotate_size: Some("1024".into()),
+        keep: Some(3),
+        ..AuditSection::default()
+    };
+    let same = AuditSection {
+        rotate_size: Some("1K".into()),
+        stderr: Some(false),
+        journal: Some(false),
+        ..base.clone()
+    };
+    assert!(base.same_in_effect(&same) && same.same_in_effect(&base));
+    for other in [
+        AuditSection {
+            rotate_size: Some("2K".into()),
+            ..base.clone()
+        },
+        AuditSection {
+            rotate_size: None,
+            ..base.clone()
+        },
+        AuditSection {
+            stderr: Some(true),
+            ..base.clone()
+        },
+        AuditSection {
+            journal: Some(true),
+            ..base.clone()
+        },
+        AuditSection {
+            keep: None,
+            ..base.clone()
+        },
+        AuditSection {
+            file: None,
+            ..base.clone()
+        },
+    ] {
+        assert!(!base.same_in_effect(&other), "{other:?}");
+    }
+}

@@ -67,6 +67,19 @@ pub enum ExecError {
 }
 
 pub(crate) fn launch_error(e: LaunchError) -> CmdError {
+    // Advice that depends on who runs and on the host: what this caller can do about it.
+    if let LaunchError::Cgroup(_) = &e {
+        let hint = cgroup_hint(
+            nix::unistd::geteuid().is_root(),
+            crate::sandbox::cgroup::host_mode(),
+        );
+        return CmdError::new(
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            ExecError::Launch(e),
+        )
+        .hint(hint);
+    }
     let (exit, kind, hint) = match &e {
         LaunchError::NotFound { .. } => (
             Exit::NotFound,
@@ -114,16 +127,6 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "run as root (or through stockade.service), or allow the degradation in the policy's \
              [layers] section (a policy of your own: --policy FILE)",
         ),
-        // No group could be made below the runtime's cgroup: a rootless caller's is not its own
-        // to write unless delegated, which the advice for the other layers did not say.
-        LaunchError::Cgroup(_) => (
-            Exit::SandboxSetup,
-            "layer_unavailable",
-            "run as root (or through stockade.service); rootless, run stockade in a cgroup \
-             delegated to this user (systemd: `systemd-run --user --scope -p Delegate=yes \
-             stockade …`, cgroup v2); or allow the `cgroup` degradation in the policy's [layers] \
-             section (a policy of your own: --policy FILE)",
-        ),
         // Only root gets here (rootless, `cgroup` implies `cgroup_partial`).
         LaunchError::CgroupPartial(_) => (
             Exit::SandboxSetup,
@@ -166,6 +169,41 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         ),
     };
     CmdError::new(exit, kind, ExecError::Launch(e)).hint(hint)
+}
+
+/// The hint of a `cgroup` refusal ([`LaunchError::Cgroup`]: no group could be made below the
+/// runtime's cgroup), for a caller that is root or not on a host whose cgroups are `mode`.
+/// Before helper-152 one text served all: it told a root caller to "run as root", and offered
+/// every rootless caller systemd's delegation, which gives a user a cgroup v2 subtree only —
+/// on a v1 or hybrid host (memory, pids, cpu on v1 hierarchies) `Delegate=yes` hands it no
+/// controller this layer uses.
+fn cgroup_hint(root: bool, mode: crate::sandbox::cgroup::HostMode) -> String {
+    use crate::sandbox::cgroup::HostMode;
+    const ALLOW: &str = "or allow the `cgroup` degradation in the policy's [layers] section (a \
+                         policy of your own: --policy FILE)";
+    let how = match (root, mode) {
+        (_, HostMode::None) => "this host mounts no cgroup filesystem at /sys/fs/cgroup (a \
+             container without one, say): mount cgroup2 there (or the v1 memory, pids and cpu \
+             controllers), run stockade on the host or in a container given a cgroup of its own"
+            .to_string(),
+        (true, HostMode::V2) => "root could not make the group below its own cgroup (the cause \
+             names the directory): run stockade in a cgroup it may manage (stockade.service, or \
+             a container given a writable cgroup namespace), or see the cause"
+            .to_string(),
+        (true, HostMode::V1) => "root could not make the group in the cgroup v1 hierarchies \
+             (memory, pids, cpu; the cause names which): check that each is mounted and \
+             writable here (not a read-only container mount), or see the cause"
+            .to_string(),
+        (false, HostMode::V2) => "run as root (or through stockade.service), or run stockade \
+             in a cgroup delegated to this user (systemd: `systemd-run --user --scope -p \
+             Delegate=yes stockade …`)"
+            .to_string(),
+        (false, HostMode::V1) => "run as root (or through stockade.service): this host keeps \
+             memory, pids and cpu on cgroup v1 hierarchies (legacy or hybrid), which systemd \
+             does not delegate to a user (`Delegate=yes` gives a cgroup v2 subtree only)"
+            .to_string(),
+    };
+    format!("{how}; {ALLOW}")
 }
 
 fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, CmdError> {
@@ -523,8 +561,41 @@ fn pump(from: Option<&fs::File>, to: &mut dyn Write, buf: &mut [u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::launch_error;
+    use super::{cgroup_hint, launch_error};
     use crate::sandbox::{cgroup::CgroupError, LaunchError};
+
+    /// The `cgroup` refusal's hint fits the caller and the host (review-148): root is not told
+    /// to run as root, and systemd's delegation is offered only where it gives a user the
+    /// controllers (cgroup v2), not on a v1 or hybrid host, where it is told so instead.
+    #[test]
+    fn the_cgroup_hint_fits_the_caller_and_the_hosts_cgroups() {
+        use crate::sandbox::cgroup::HostMode;
+        for mode in [HostMode::V2, HostMode::V1, HostMode::None] {
+            let root = cgroup_hint(true, mode);
+            assert!(!root.contains("run as root"), "{mode:?}: {root}");
+            assert!(!root.contains("Delegate=yes"), "{mode:?}: {root}");
+            assert!(root.contains("`cgroup` degradation"), "{mode:?}: {root}");
+        }
+        let user_v2 = cgroup_hint(false, HostMode::V2);
+        assert!(user_v2.starts_with("run as root"), "{user_v2}");
+        assert!(
+            user_v2.contains("systemd-run --user --scope -p Delegate=yes"),
+            "{user_v2}"
+        );
+        let user_v1 = cgroup_hint(false, HostMode::V1);
+        assert!(user_v1.starts_with("run as root"), "{user_v1}");
+        assert!(!user_v1.contains("systemd-run"), "{user_v1}");
+        assert!(user_v1.contains("cgroup v2 subtree only"), "{user_v1}");
+        assert!(cgroup_hint(false, HostMode::None).contains("no cgroup filesystem"));
+        // Through launch_error: the kind and code are unchanged, the hint is this host's.
+        let e = launch_error(LaunchError::Cgroup(CgroupError::Missing("memory")));
+        assert_eq!((e.exit().code(), e.kind()), (125, "layer_unavailable"));
+        let want = cgroup_hint(
+            nix::unistd::geteuid().is_root(),
+            crate::sandbox::cgroup::host_mode(),
+        );
+        assert_eq!(e.hint_text(), Some(want.as_str()));
+    }
 
     /// The kinds 125 carries are an interface (audit `detail.kind`, serve's `data.kind`): each
     /// cgroup refusal has its own, and a hint that fits it.

@@ -582,7 +582,7 @@ impl Daemon {
             return Vec::new();
         };
         let mut out = Vec::new();
-        if defaults.audit != self.cfg.audit_section {
+        if !defaults.audit.same_in_effect(&self.cfg.audit_section) {
             out.push(("audit", "stays as read at start until the daemon restarts"));
         }
         if defaults.host.protocol.max_frame_bytes != self.cfg.max_frame_bytes {

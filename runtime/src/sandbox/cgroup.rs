@@ -214,6 +214,37 @@ pub fn derive_layout(
     Some(Layout::V1 { memory, pids, cpu })
 }
 
+/// How this host mounts cgroups at `/sys/fs/cgroup`, for advice (a refusal's hint), not for a
+/// launch, which uses [`detect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostMode {
+    /// Pure cgroup v2 (unified): a cgroup2 filesystem at the root.
+    V2,
+    /// cgroup v1, legacy or hybrid (a tmpfs of v1 hierarchies, perhaps a v2 `unified` beside
+    /// them): the controllers this layer uses are on v1.
+    V1,
+    /// No cgroup filesystem there at all.
+    None,
+}
+
+/// This host's [`HostMode`] (`statfs` of `/sys/fs/cgroup` and, for v1, of its `memory`, `pids` and
+/// `cpu` mounts).
+pub fn host_mode() -> HostMode {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+    let root = Path::new(CGROUP_ROOT);
+    let is = |p: &Path, magic| statfs(p).is_ok_and(|s| s.filesystem_type() == magic);
+    if is(root, CGROUP2_SUPER_MAGIC) {
+        HostMode::V2
+    } else if V1_CONTROLLERS
+        .iter()
+        .any(|c| is(&root.join(c), CGROUP_SUPER_MAGIC))
+    {
+        HostMode::V1
+    } else {
+        HostMode::None
+    }
+}
+
 /// Detect the layout of this host for this process. Every directory handed out is checked to
 /// be on a cgroup filesystem of the right version (`statfs`): on a directory that is not (a
 /// tmpfs where a controller should be mounted), `cgroups-rs` would create the group and its
@@ -258,7 +289,8 @@ pub struct Cgroup {
     /// The crate's handle on the group (one subsystem per controller we use).
     cg: CrateCgroup,
     version: u8,
-    /// The directories created (one per v1 controller, or one on v2).
+    /// The directories created, memory's first: one per v1 hierarchy (controllers mounted
+    /// together share one), or the one on v2.
     dirs: Vec<PathBuf>,
     /// Limits that could not be applied (e.g. swap accounting off), for the report.
     pub not_applied: Vec<String>,
@@ -442,6 +474,16 @@ pub fn sweep_leftovers() {
 impl Cgroup {
     /// Create `stockade-<name>` below our own cgroup and apply the limits.
     pub fn create(layout: &Layout, name: &str, r: &Resources) -> Result<Cgroup, CgroupError> {
+        Self::create_with(layout, name, r, &|d| fs::create_dir(d))
+    }
+
+    /// `create`, its group directories made by `mkdir` (a test's fake makes them race).
+    fn create_with(
+        layout: &Layout,
+        name: &str,
+        r: &Resources,
+        mkdir: &dyn Fn(&Path) -> io::Result<()>,
+    ) -> Result<Cgroup, CgroupError> {
         let leaf = format!("stockade-{name}");
         // Registered before it exists, under the same lock as the sweep (see `HELD`).
         let fresh = {
@@ -450,8 +492,8 @@ impl Cgroup {
             held.insert(leaf.clone())
         };
         let made = match layout {
-            Layout::V1 { memory, pids, cpu } => Self::create_v1(memory, pids, cpu, &leaf, r),
-            Layout::V2 { own } => Self::create_v2(own, &leaf, r),
+            Layout::V1 { memory, pids, cpu } => Self::create_v1(memory, pids, cpu, &leaf, r, mkdir),
+            Layout::V2 { own } => Self::create_v2(own, &leaf, r, mkdir),
         };
         if made.is_err() && fresh {
             held().remove(&leaf);
@@ -477,6 +519,7 @@ impl Cgroup {
         cpu: &Option<PathBuf>,
         leaf: &str,
         r: &Resources,
+        mkdir: &dyn Fn(&Path) -> io::Result<()>,
     ) -> Result<Cgroup, CgroupError> {
         let m = memory.clone().ok_or(CgroupError::Missing("memory"))?;
         let p = pids.clone().ok_or(CgroupError::Missing("pids"))?;
@@ -487,8 +530,23 @@ impl Cgroup {
         if let Some(d) = dirs.iter().find(|d| d.exists()) {
             return Err(CgroupError::Exists(d.clone()));
         }
+        // Each controller's directory is made by hand, as on v2: the crate's controller
+        // `create()` returns `()` and only logs a failed mkdir (cgroups-rs 0.3), after which the
+        // first limit written failed with ENOENT on a control file — a rootless caller's EACCES
+        // (the hierarchy not delegated to it) was reported as "No such file or directory" on
+        // `memory.limit_in_bytes`, and an ENOSPC, ENOMEM or EAGAIN (a resource out at that
+        // moment, which stops the launch whatever the policy allows) was taken for a host
+        // without usable cgroups. Made before the handle exists, so its Drop only ever removes
+        // directories this launch made (see `make_own`).
+        make_own(&dirs, mkdir)?;
+        // One entry per hierarchy: controllers mounted together share a directory, which the
+        // launch report listed once per controller (review-148) and removal looked at as often.
+        let mut dirs = dirs;
+        let mut seen = std::collections::HashSet::new();
+        dirs.retain(|d| seen.insert(d.clone()));
         let hier = OwnHierarchy::v1(m, p, c);
         let cg = CrateCgroup::load(Box::new(hier), leaf);
+        // From here on, Drop removes (and kills what is in) the directories made above.
         let mut cg = Cgroup {
             cg,
             version: 1,
@@ -497,38 +555,6 @@ impl Cgroup {
             removed: false,
             leaf: leaf.to_string(),
         };
-        // From here on, Drop removes whatever was created. Each controller's directory is made
-        // by hand, as on v2: the crate's controller `create()` returns `()` and only logs a
-        // failed mkdir (cgroups-rs 0.3), after which the first limit written failed with
-        // ENOENT on a control file — a rootless caller's EACCES (the hierarchy not delegated to
-        // it) was reported as "No such file or directory" on `memory.limit_in_bytes`, and an
-        // ENOSPC, ENOMEM or EAGAIN (a resource out at that moment, which stops the launch
-        // whatever the policy allows) was taken for a host without usable cgroups.
-        // Controllers mounted together in one hierarchy (`-o memory,pids,cpu`) share one
-        // directory: it is made once, not met again as another's group (EEXIST, a clash).
-        let mut made: Vec<PathBuf> = Vec::with_capacity(cg.dirs.len());
-        for d in cg.dirs.clone() {
-            if made.contains(&d) {
-                continue;
-            }
-            match fs::create_dir(&d) {
-                Ok(()) => made.push(d),
-                Err(e) => {
-                    // Only the ones this call made are removed (empty, just made), never one it
-                    // did not make: one made by someone else since the check above (EEXIST),
-                    // nor one of a later controller, which Drop's removal would have taken too.
-                    for m in made.iter().rev() {
-                        let _ = fs::remove_dir(m);
-                    }
-                    cg.removed = true;
-                    return Err(if e.kind() == io::ErrorKind::AlreadyExists {
-                        CgroupError::Exists(d)
-                    } else {
-                        io_at(&d)(e)
-                    });
-                }
-            }
-        }
         cg.cg.create().map_err(crate_at(&cg.dirs[0]))?;
         let mem = cg.mem().ok_or(CgroupError::Missing("memory"))?;
         let md = mem.path().to_path_buf();
@@ -579,7 +605,12 @@ impl Cgroup {
         Ok(cg)
     }
 
-    fn create_v2(own: &Path, leaf: &str, r: &Resources) -> Result<Cgroup, CgroupError> {
+    fn create_v2(
+        own: &Path,
+        leaf: &str,
+        r: &Resources,
+        mkdir: &dyn Fn(&Path) -> io::Result<()>,
+    ) -> Result<Cgroup, CgroupError> {
         // A runtime already moved into `<own>/supervisor` by an earlier launch uses the parent.
         let base = if own.file_name().is_some_and(|n| n == "supervisor") {
             own.parent().unwrap_or(own).to_path_buf()
@@ -634,8 +665,13 @@ impl Cgroup {
         if d.exists() {
             return Err(CgroupError::Exists(d));
         }
+        // Every v2 subsystem shares the one directory, made by hand: the crate's controller
+        // `create()` returns `()` and only logs a failure (cgroups-rs 0.3), and we must fail
+        // closed. Made before the handle exists, as on v1 (see `make_own`).
+        make_own(std::slice::from_ref(&d), mkdir)?;
         let hier = OwnHierarchy::v2(base.clone(), &enabled);
         let cg = CrateCgroup::load(Box::new(hier), leaf);
+        // From here on, Drop removes (and kills what is in) the directory made above.
         let mut cg = Cgroup {
             cg,
             version: 2,
@@ -644,17 +680,6 @@ impl Cgroup {
             removed: false,
             leaf: leaf.to_string(),
         };
-        // Every v2 subsystem shares the one directory, made by hand: the crate's controller
-        // `create()` returns `()` and only logs a failure (cgroups-rs 0.3), and we must fail closed.
-        match fs::create_dir(&d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                // Made by someone else since the check above: not ours to remove on Drop.
-                cg.removed = true;
-                return Err(CgroupError::Exists(d));
-            }
-            Err(e) => return Err(io_at(&d)(e)),
-        }
         let mem = cg.mem().ok_or(CgroupError::Missing("memory"))?;
         let m = match r.memory_max.max() {
             Some(v) => to_i64(v)?,
@@ -825,6 +850,38 @@ impl Cgroup {
         self.removed = true;
         true
     }
+}
+
+/// Make a group's directories with `mkdir`, in order, each once (v1 controllers mounted
+/// together in one hierarchy, `-o memory,pids,cpu`, share one directory: met again it is not
+/// another's group). On the first failure the ones this call made are removed (empty, just
+/// made) and the mkdir's error returned — `Exists` for EEXIST, a name someone else took since
+/// the caller's check — and nothing else is touched: not a directory it failed to make, which
+/// someone else may make the next moment, nor one of a later controller. The caller makes the
+/// `Cgroup` handle only after this succeeds, so the handle's Drop (which kills every process
+/// listed in its directories' `cgroup.procs`, then removes them) only ever reaches directories
+/// this launch made. Before helper-152 v2 made its handle first: a mkdir failing with anything
+/// but EEXIST (EACCES, ENOSPC …) left Drop to kill and remove whatever group of that name
+/// stood there by then.
+fn make_own(dirs: &[PathBuf], mkdir: &dyn Fn(&Path) -> io::Result<()>) -> Result<(), CgroupError> {
+    let mut made: Vec<&PathBuf> = Vec::with_capacity(dirs.len());
+    for d in dirs {
+        if made.contains(&d) {
+            continue;
+        }
+        if let Err(e) = mkdir(d) {
+            for m in made.iter().rev() {
+                let _ = fs::remove_dir(m);
+            }
+            return Err(if e.kind() == io::ErrorKind::AlreadyExists {
+                CgroupError::Exists(d.clone())
+            } else {
+                io_at(d)(e)
+            });
+        }
+        made.push(d);
+    }
+    Ok(())
 }
 
 /// SIGKILL every process `members` lists (a group's `cgroup.procs`); false when it listed none.
@@ -1180,6 +1237,8 @@ mod tests {
         let r = stockade_policy::sandbox::default_policy().resources;
         let mut cg = Cgroup::create(&layout, "shared", &r).unwrap();
         let d = all.join("stockade-shared");
+        // Listed once (the launch report's `paths`), not once per controller.
+        assert_eq!(cg.dirs(), std::slice::from_ref(&d));
         assert_eq!(
             fs::read_to_string(d.join("memory.limit_in_bytes")).unwrap(),
             (256u64 << 20).to_string()
@@ -1216,6 +1275,60 @@ mod tests {
             !two.join("stockade-apart").exists(),
             "shared group left behind"
         );
+    }
+
+    /// A launch whose mkdir fails (EACCES, ENOSPC …) while someone else makes a group of the
+    /// same name the next moment leaves that group alone: its process is not killed, its
+    /// directory not removed nor written to — on v2 as on v1. Before helper-152 v2 made its
+    /// handle before the mkdir, and the handle's Drop wrote `cgroup.kill`, SIGKILLed every pid
+    /// in the other group's `cgroup.procs` and tried to remove it. The fake mkdir plays the
+    /// race: it makes the other's group (one live process listed) and fails with EACCES.
+    #[test]
+    fn a_failed_mkdir_leaves_a_group_made_by_someone_else_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let r = stockade_policy::sandbox::default_policy().resources;
+        let own = t.path().join("own");
+        fs::create_dir(&own).unwrap();
+        fs::write(own.join("cgroup.procs"), "").unwrap();
+        let mut other = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = other.id();
+        let racing = |d: &Path| -> io::Result<()> {
+            fs::create_dir(d)?;
+            fs::write(d.join("cgroup.procs"), format!("{pid}\n"))?;
+            fs::write(d.join("cgroup.kill"), "")?;
+            Err(io::Error::from_raw_os_error(libc::EACCES))
+        };
+        let v1 = fake_v1(t.path());
+        let cases = [
+            (Layout::V2 { own: own.clone() }, own.join("stockade-race")),
+            (v1, t.path().join("memory/stockade-race")),
+        ];
+        let mut failures = vec![];
+        for (layout, d) in cases {
+            let e = Cgroup::create_with(&layout, "race", &r, &racing).unwrap_err();
+            match &e {
+                CgroupError::Io { path, source } if path == &d => {
+                    assert_eq!(source.raw_os_error(), Some(libc::EACCES), "{e:?}");
+                }
+                other => panic!("not the mkdir's error on {}: {other:?}", d.display()),
+            }
+            if other.try_wait().unwrap().is_some() {
+                failures.push(format!("{}: the other's process was killed", d.display()));
+                break;
+            }
+            if fs::read_to_string(d.join("cgroup.kill")).unwrap() != "" {
+                failures.push(format!("{}: the other's cgroup.kill written", d.display()));
+            }
+            fs::remove_file(d.join("cgroup.kill")).unwrap();
+            fs::remove_file(d.join("cgroup.procs")).unwrap();
+            fs::remove_dir(&d).unwrap();
+        }
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(failures.is_empty(), "{failures:?}");
     }
 
     #[test]
