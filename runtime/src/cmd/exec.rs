@@ -114,6 +114,16 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "run as root (or through stockade.service), or allow the degradation in the policy's \
              [layers] section (a policy of your own: --policy FILE)",
         ),
+        // Found by the sandbox's init: the kernel's Landlock is missing or older than the policy
+        // demands. Being root changes nothing here.
+        LaunchError::Refused { .. } => (
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            "this kernel lacks what the policy demands of the layer (the cause names the Landlock \
+             ABI found; a kernel booted with an `lsm=` list without `landlock` has none): use a \
+             kernel that offers it, lower [layers] min_landlock_abi, or allow the degradation \
+             the cause names in the policy's [layers] section (a policy of your own: --policy FILE)",
+        ),
         // No group could be made below the runtime's cgroup: a rootless caller's is not its own
         // to write unless delegated, which the advice for the other layers did not say.
         LaunchError::Cgroup(_) => (
@@ -546,4 +556,5 @@ mod tests {
             "{hint}"
         );
     }
+
 }
