@@ -124,6 +124,16 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
              kernel that offers it, lower [layers] min_landlock_abi, or allow the degradation \
              the cause names in the policy's [layers] section (a policy of your own: --policy FILE)",
         ),
+        // The kernel (or the parent group) does not offer a controller the limits need: being
+        // root or delegated changes nothing.
+        LaunchError::Cgroup(crate::sandbox::cgroup::CgroupError::NotOffered { .. }) => (
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            "the cause names the controller this host does not offer: boot without \
+             `cgroup_disable=` for it, or have the parent group enable it; or allow the `cgroup` \
+             degradation in the policy's [layers] section (rlimits still apply; a policy of your \
+             own: --policy FILE)",
+        ),
         // No group could be made below the runtime's cgroup: a rootless caller's is not its own
         // to write unless delegated, which the advice for the other layers did not say.
         LaunchError::Cgroup(_) => (
@@ -557,4 +567,22 @@ mod tests {
         );
     }
 
+    /// audit-154: a controller the kernel does not offer (`cgroup_disable=memory`) is refused
+    /// with advice that names the boot option, not "run as root".
+    #[test]
+    fn a_controller_not_offered_is_refused_with_its_own_hint() {
+        let e = launch_error(LaunchError::Cgroup(CgroupError::NotOffered {
+            controller: "memory",
+            file: "/sys/fs/cgroup/cgroup.controllers".into(),
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        }));
+        assert_eq!((e.exit().code(), e.kind()), (125, "layer_unavailable"));
+        let j = e.to_json();
+        let hint = j["error"]["hint"].as_str().unwrap();
+        assert!(
+            hint.contains("cgroup_disable=") && !hint.contains("run as root"),
+            "{hint}"
+        );
+        assert!(j["error"]["causes"].to_string().contains("`memory`"), "{j}");
+    }
 }
