@@ -124,6 +124,16 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
              kernel that offers it, lower [layers] min_landlock_abi, or allow the degradation \
              the cause names in the policy's [layers] section (a policy of your own: --policy FILE)",
         ),
+        // The host's configuration refuses the namespaces every sandbox is built in: no policy
+        // can allow that, being root only helps against a rule for unprivileged callers.
+        LaunchError::Namespaces { .. } => (
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            "user namespaces are the sandbox's base and no policy lets them go: raise the limit \
+             the cause names (sysctl user.max_user_namespaces), or allow them for this caller \
+             (kernel.unprivileged_userns_clone=1, the LSM's rule), or run as root (or through \
+             stockade.service)",
+        ),
         // The kernel (or the parent group) does not offer a controller the limits need: being
         // root or delegated changes nothing.
         LaunchError::Cgroup(crate::sandbox::cgroup::CgroupError::NotOffered { .. }) => (

@@ -174,6 +174,18 @@ pub enum LaunchError {
         #[source]
         cause: ChildError,
     },
+    /// The kernel refused the namespaces the sandbox is built in (the clone's `CLONE_NEWUSER |
+    /// CLONE_NEWPID | CLONE_NEWNS`) for a reason of the host's configuration: a layer no policy
+    /// can let go, so a refusal (`layer_unavailable`), named, rather than the bare errno of a
+    /// broken step (`ENOSPC` read as "No space left on device").
+    #[error("the kernel refused the sandbox's user, pid and mount namespaces: {why}")]
+    Namespaces {
+        /// What the errno means here.
+        why: &'static str,
+        /// The clone's error.
+        #[source]
+        cause: io::Error,
+    },
     /// The seccomp filter could not be built.
     #[error("cannot build the seccomp filter")]
     Seccomp(#[source] seccomp::SeccompError),
@@ -620,6 +632,33 @@ fn recv_child(
     }
 }
 
+/// A failed clone into the sandbox's namespaces: the errnos by which the kernel refuses
+/// namespaces on this host's configuration are [`LaunchError::Namespaces`], named; any other is
+/// the step's failure.
+fn clone_failure(cause: io::Error) -> LaunchError {
+    let why = match cause.raw_os_error() {
+        Some(libc::ENOSPC) => {
+            "a namespace limit is 0 or reached (sysctl user.max_user_namespaces, or \
+             user.max_pid_namespaces, user.max_mnt_namespaces; a kernel command line's \
+             sysctl.user.max_user_namespaces=0)"
+        }
+        Some(libc::EPERM) => {
+            "this caller may not create a user namespace (Debian's \
+             kernel.unprivileged_userns_clone = 0 for a user other than root, an LSM rule such \
+             as AppArmor's kernel.apparmor_restrict_unprivileged_userns, or a seccomp filter \
+             around the runtime, e.g. a container's)"
+        }
+        Some(libc::EUSERS) => "user namespaces are nested too deep here (the kernel allows 32)",
+        _ => {
+            return LaunchError::Setup {
+                step: LaunchStep::Clone,
+                cause,
+            }
+        }
+    };
+    LaunchError::Namespaces { why, cause }
+}
+
 /// The init's [`child::ChildMsg::Failed`] as the launch's error: a layer the kernel lacks and
 /// the policy does not let go is a refusal ([`LaunchError::Refused`]), anything else a step that
 /// failed ([`LaunchError::ChildSetup`]). Other messages pass through.
@@ -834,7 +873,7 @@ fn prepare(
         })?,
         _ => None,
     };
-    let pid = match sys::clone_fork(flags, into.as_ref().map(AsFd::as_fd)).map_err(setup(LaunchStep::Clone))? {
+    let pid = match sys::clone_fork(flags, into.as_ref().map(AsFd::as_fd)).map_err(clone_failure)? {
         Forked::Child => child::contain(&ctx),
         Forked::Parent(pid) => pid,
     };
@@ -1500,4 +1539,40 @@ mod tests {
         assert_eq!(crate::cmd::exec::launch_error(err).kind(), "sandbox_setup");
     }
 
+    /// audit-154: on a kernel booted with `sysctl.user.max_user_namespaces=0` every launch
+    /// stopped with 125 `sandbox_setup`, "sandbox setup failed at step `clone`: No space left
+    /// on device" — a disk's error for a sysctl, with the advice "see the cause". The errnos
+    /// by which the kernel refuses namespaces on its configuration are a refusal, named.
+    #[test]
+    fn namespaces_the_kernel_refuses_are_named_and_refused() {
+        for (errno, names) in [
+            (libc::ENOSPC, "user.max_user_namespaces"),
+            (libc::EPERM, "kernel.unprivileged_userns_clone"),
+            (libc::EUSERS, "nested too deep"),
+        ] {
+            let e = super::clone_failure(std::io::Error::from_raw_os_error(errno));
+            assert!(
+                matches!(e, super::LaunchError::Namespaces { .. }),
+                "{errno}: {e:?}"
+            );
+            let cmd = crate::cmd::exec::launch_error(e);
+            assert_eq!((cmd.exit().code(), cmd.kind()), (125, "layer_unavailable"));
+            let j = cmd.to_json();
+            let text = format!("{} {}", j["error"]["causes"], j["error"]["hint"]);
+            assert!(text.contains(names), "{text}");
+        }
+        // A clone that failed for another reason is still the step's failure.
+        let e = super::clone_failure(std::io::Error::from_raw_os_error(libc::EAGAIN));
+        assert!(
+            matches!(
+                e,
+                super::LaunchError::Setup {
+                    step: super::LaunchStep::Clone,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(crate::cmd::exec::launch_error(e).kind(), "sandbox_setup");
+    }
 }
