@@ -68,7 +68,10 @@ pub enum ExecError {
 
 pub(crate) fn launch_error(e: LaunchError) -> CmdError {
     // Advice that depends on who runs and on the host: what this caller can do about it.
-    if let LaunchError::Cgroup(_) = &e {
+    // A controller the kernel does not offer is the host's, whoever runs: its arm below.
+    if matches!(&e, LaunchError::Cgroup(c)
+        if !matches!(c, crate::sandbox::cgroup::CgroupError::NotOffered { .. }))
+    {
         let hint = cgroup_hint(
             nix::unistd::geteuid().is_root(),
             crate::sandbox::cgroup::host_mode(),
@@ -126,6 +129,36 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "layer_unavailable",
             "run as root (or through stockade.service), or allow the degradation in the policy's \
              [layers] section (a policy of your own: --policy FILE)",
+        ),
+        // Found by the sandbox's init: the kernel's Landlock is missing or older than the policy
+        // demands. Being root changes nothing here.
+        LaunchError::Refused { .. } => (
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            "this kernel lacks what the policy demands of the layer (the cause names the Landlock \
+             ABI found; a kernel booted with an `lsm=` list without `landlock` has none): use a \
+             kernel that offers it, lower [layers] min_landlock_abi, or allow the degradation \
+             the cause names in the policy's [layers] section (a policy of your own: --policy FILE)",
+        ),
+        // The host's configuration refuses the namespaces every sandbox is built in: no policy
+        // can allow that, being root only helps against a rule for unprivileged callers.
+        LaunchError::Namespaces { .. } => (
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            "user namespaces are the sandbox's base and no policy lets them go: raise the limit \
+             the cause names (sysctl user.max_user_namespaces), or allow them for this caller \
+             (kernel.unprivileged_userns_clone=1, the LSM's rule), or run as root (or through \
+             stockade.service)",
+        ),
+        // The kernel (or the parent group) does not offer a controller the limits need: being
+        // root or delegated changes nothing.
+        LaunchError::Cgroup(crate::sandbox::cgroup::CgroupError::NotOffered { .. }) => (
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            "the cause names the controller this host does not offer: boot without \
+             `cgroup_disable=` for it, or have the parent group enable it; or allow the `cgroup` \
+             degradation in the policy's [layers] section (rlimits still apply; a policy of your \
+             own: --policy FILE)",
         ),
         // Only root gets here (rootless, `cgroup` implies `cgroup_partial`).
         LaunchError::CgroupPartial(_) => (
@@ -616,5 +649,24 @@ mod tests {
             hint.contains("cgroup_partial") && !hint.contains("run as root"),
             "{hint}"
         );
+    }
+
+    /// audit-154: a controller the kernel does not offer (`cgroup_disable=memory`) is refused
+    /// with advice that names the boot option, not "run as root".
+    #[test]
+    fn a_controller_not_offered_is_refused_with_its_own_hint() {
+        let e = launch_error(LaunchError::Cgroup(CgroupError::NotOffered {
+            controller: "memory",
+            file: "/sys/fs/cgroup/cgroup.controllers".into(),
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        }));
+        assert_eq!((e.exit().code(), e.kind()), (125, "layer_unavailable"));
+        let j = e.to_json();
+        let hint = j["error"]["hint"].as_str().unwrap();
+        assert!(
+            hint.contains("cgroup_disable=") && !hint.contains("run as root"),
+            "{hint}"
+        );
+        assert!(j["error"]["causes"].to_string().contains("`memory`"), "{j}");
     }
 }

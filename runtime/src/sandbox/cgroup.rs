@@ -48,6 +48,23 @@ pub const V1_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 /// The CFS period written with every quota; the policy bounds `cpu_max` by it.
 const PERIOD_US: u64 = stockade_policy::sandbox::units::CPU_PERIOD_US;
 
+/// A refused `+ctrl` write to `base`'s `cgroup.subtree_control`, as [`CgroupError::NotOffered`]
+/// when `base`'s `cgroup.controllers` does not list `ctrl`; the write's own error back
+/// otherwise (listed, or the file unreadable).
+fn not_offered(base: &Path, ctrl: &'static str, e: io::Error) -> Result<CgroupError, io::Error> {
+    let file = base.join("cgroup.controllers");
+    match fs::read_to_string(&file) {
+        Ok(offered) if !offered.split_whitespace().any(|c| c == ctrl) => {
+            Ok(CgroupError::NotOffered {
+                controller: ctrl,
+                file,
+                source: e,
+            })
+        }
+        _ => Err(e),
+    }
+}
+
 /// Which cgroup version the host uses for our controllers, and our own cgroup in each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
@@ -86,6 +103,20 @@ pub enum CgroupError {
     /// A controller the policy needs is not available.
     #[error("cgroup controller `{0}` is not available")]
     Missing(&'static str),
+    /// v2: a controller the limits need cannot be enabled for the sandbox's group because the
+    /// runtime's group is not offered it (not in its `cgroup.controllers`): a kernel booted
+    /// with `cgroup_disable=`, or a parent that does not enable it. Said by name, rather than
+    /// as the `EINVAL` the write to `cgroup.subtree_control` returns.
+    #[error("cgroup controller `{controller}` is not offered here (not listed in `{}`: disabled at boot with `cgroup_disable=`, or not enabled by the parent group)", file.display())]
+    NotOffered {
+        /// The controller.
+        controller: &'static str,
+        /// The `cgroup.controllers` file read.
+        file: PathBuf,
+        /// The refused write to `cgroup.subtree_control`.
+        #[source]
+        source: io::Error,
+    },
     /// The sandbox's group already exists. Never adopted (it may hold another sandbox or carry
     /// someone else's limits) and never a reason to run without cgroups: the launch stops.
     #[error("cgroup `{}` already exists", .0.display())]
@@ -658,7 +689,7 @@ impl Cgroup {
                 Err(e) if ctrl == "cpu" => {
                     not_applied.push(format!("cpu_max (cpu controller not delegated: {e})"));
                 }
-                Err(e) => return Err(io_at(&sc)(e)),
+                Err(e) => return Err(not_offered(&base, ctrl, e).unwrap_or_else(io_at(&sc))),
             }
         }
         let d = base.join(leaf);
@@ -1089,6 +1120,42 @@ mod tests {
         assert_eq!(flat_key(ev, "max"), 7);
         assert_eq!(flat_key(ev, "oom_kill"), 3);
         assert_eq!(flat_key(ev, "absent"), 0);
+    }
+
+    /// audit-154: on a v2 kernel booted with `cgroup_disable=memory` (or `=pids`) the launch
+    /// stopped, or ran without its cgroup, with "cgroup operation on
+    /// `…/cgroup.subtree_control` failed: Invalid argument" as the only reason: not which
+    /// controller was missing.
+    #[test]
+    fn a_v2_controller_the_kernel_does_not_offer_is_named() {
+        let r = stockade_policy::sandbox::default_policy().resources;
+        let fake = |offered: &str| {
+            let t = tempfile::tempdir().unwrap();
+            let own = t.path().join("own");
+            fs::create_dir(&own).unwrap();
+            fs::write(own.join("cgroup.procs"), "").unwrap();
+            fs::write(own.join("cgroup.controllers"), format!("{offered}\n")).unwrap();
+            // A directory: every `+ctrl` write is refused, as the kernel refuses one not offered.
+            fs::create_dir(own.join("cgroup.subtree_control")).unwrap();
+            (t, own)
+        };
+        let (_t, own) = fake("cpuset cpu io pids");
+        let e = Cgroup::create(&Layout::V2 { own: own.clone() }, "t", &r).unwrap_err();
+        match &e {
+            CgroupError::NotOffered {
+                controller, file, ..
+            } => {
+                assert_eq!(*controller, "memory");
+                assert_eq!(file, &own.join("cgroup.controllers"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e.to_string().contains("`memory` is not offered"), "{e}");
+        assert!(!own.join("stockade-t").exists());
+        // Listed but refused (a cgroup not delegated to this user): the write's own error.
+        let (_t, own) = fake("cpu memory pids");
+        let e = Cgroup::create(&Layout::V2 { own: own.clone() }, "t", &r).unwrap_err();
+        assert!(matches!(e, CgroupError::Io { .. }), "{e:?}");
     }
 
     #[test]

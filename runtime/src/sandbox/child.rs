@@ -39,7 +39,7 @@ use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
-use stockade_policy::sandbox::{NetworkMode, ValidatedSandboxPolicy};
+use stockade_policy::sandbox::{Degradation, NetworkMode, ValidatedSandboxPolicy};
 
 /// Messages from the sandbox's init to the runtime.
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,6 +52,11 @@ pub enum ChildMsg {
         step: LaunchStep,
         /// The error chain, rendered.
         error: String,
+        /// Set when the step did not fail but found its layer missing on this kernel (a
+        /// Landlock ABI below what the policy demands) and the policy does not allow this
+        /// degradation: the runtime reports a refusal (`layer_unavailable`), not a broken setup.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<Degradation>,
     },
     /// Sent by the program's own process, before its exec, when the launch asks for it
     /// (`LaunchSpec::pid_required`; [`PROGRAM_MSG`]): the kernel attaches
@@ -141,7 +146,45 @@ pub struct ChildCtx<'a> {
     pub announce_program: bool,
 }
 
-type Step<T> = Result<T, (LaunchStep, String)>;
+/// Why the init's setup stopped: what [`ChildMsg::Failed`] carries.
+#[derive(Debug)]
+pub(super) struct Failure {
+    step: LaunchStep,
+    error: String,
+    refused: Option<Degradation>,
+}
+
+impl From<(LaunchStep, String)> for Failure {
+    fn from((step, error): (LaunchStep, String)) -> Self {
+        Failure {
+            step,
+            error,
+            refused: None,
+        }
+    }
+}
+
+impl From<Failure> for ChildMsg {
+    fn from(f: Failure) -> Self {
+        ChildMsg::Failed {
+            step: f.step,
+            error: f.error,
+            refused: f.refused,
+        }
+    }
+}
+
+/// A Landlock layer that stops the launch: a refusal when the kernel offers less than the
+/// policy demands ([`landlock::LandlockError::Insufficient`]), a setup failure otherwise.
+pub(super) fn landlock_failure(e: &landlock::LandlockError) -> Failure {
+    Failure {
+        step: LaunchStep::Landlock,
+        error: error_chain(e),
+        refused: e.refused(),
+    }
+}
+
+type Step<T> = Result<T, Failure>;
 
 fn at<E: std::fmt::Display>(step: LaunchStep) -> impl FnOnce(E) -> (LaunchStep, String) {
     move |e| (step, e.to_string())
@@ -161,8 +204,8 @@ pub fn contain(ctx: &ChildCtx<'_>) -> ! {
     };
     match setup_and_fork(ctx, &sock) {
         Ok(pid) => run_init(ctx, pid),
-        Err((step, error)) => {
-            send(&sock, &ChildMsg::Failed { step, error });
+        Err(failure) => {
+            send(&sock, &ChildMsg::from(failure));
             sys::exit_now(125)
         }
     }
@@ -327,8 +370,7 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
         LayerReport::full("no_new_privs", json!({"value": 1})),
     ];
     layers.extend(
-        landlock::evaluate(p, ctx.rootless, abi, status)
-            .map_err(|e| (LaunchStep::Landlock, error_chain(&e)))?,
+        landlock::evaluate(p, ctx.rootless, abi, status).map_err(|e| landlock_failure(&e))?,
     );
     send(sock, &ChildMsg::Layers(layers));
     // The program's stack until its exec (256 KiB: the pre-exec steps and nix's argv copy

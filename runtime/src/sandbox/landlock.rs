@@ -31,15 +31,27 @@ pub enum LandlockError {
     #[error("cannot open `{0}` for a Landlock rule")]
     Path(String, #[source] std::io::Error),
     /// The kernel offers less than the policy demands.
-    #[error("Landlock {what} is not available (kernel ABI {abi}) and the policy does not allow degradation `{degradation}`")]
+    #[error("Landlock {what} is not available (kernel ABI {abi}) and the policy does not allow degradation `{}`", degradation.as_str())]
     Insufficient {
         /// What is missing.
         what: &'static str,
         /// Kernel ABI (0 = none).
         abi: u32,
         /// The degradation that would allow it.
-        degradation: &'static str,
+        degradation: Degradation,
     },
+}
+
+impl LandlockError {
+    /// The degradation the policy would have to allow for this launch to run: `Some` for a
+    /// kernel that offers less than the policy demands (a refusal, `layer_unavailable`), `None`
+    /// for a ruleset that could not be built or applied (a setup failure).
+    pub fn refused(&self) -> Option<Degradation> {
+        match self {
+            LandlockError::Insufficient { degradation, .. } => Some(*degradation),
+            _ => None,
+        }
+    }
 }
 
 /// Decide whether the enforced ABI satisfies the policy; returns the layer report.
@@ -55,13 +67,32 @@ pub fn evaluate(
         return Err(LandlockError::Insufficient {
             what: "at the required ABI",
             abi,
-            degradation: Degradation::Landlock.as_str(),
+            degradation: Degradation::Landlock,
         });
     }
-    let fs_details = json!({"abi": abi, "min_abi": policy.min_landlock_abi, "ruleset": ruleset});
+    let mut fs_details =
+        json!({"abi": abi, "min_abi": policy.min_landlock_abi, "ruleset": ruleset});
+    // What the kernel's ABI leaves out of the rights requested, so a partial layer says what
+    // it lacks (the report's `not_applied`, the warning, the audit record's `degraded`).
+    let missing = missing_fs_rights(abi);
+    if abi > 0 && !missing.is_empty() {
+        fs_details["not_applied"] = json!(missing);
+    }
     let below_min = abi < u32::from(policy.min_landlock_abi);
     out.push(match (abi, ruleset) {
-        (0, _) => LayerReport::degraded("landlock", LayerStatus::NotEnforced, fs_details),
+        (0, _) => {
+            let mut d = fs_details;
+            d["reason"] = json!(format!(
+                "this kernel has no Landlock (not built, or left out of the boot's `lsm=` list): \
+                 no filesystem rule applies beyond the mounts; allowed by {}",
+                if policy.min_landlock_abi == 0 {
+                    "the policy's min_landlock_abi 0"
+                } else {
+                    "the degradation `landlock`"
+                }
+            ));
+            LayerReport::degraded("landlock", LayerStatus::NotEnforced, d)
+        }
         // Below the policy's minimum and tolerated (`landlock` allowed): a degradation, said as
         // one even when the kernel enforced the whole ruleset of its older ABI — the policy
         // asked for more than that ABI can give.
@@ -99,7 +130,7 @@ pub fn evaluate(
             return Err(LandlockError::Insufficient {
                 what: "TCP restriction",
                 abi,
-                degradation: Degradation::LandlockNetwork.as_str(),
+                degradation: Degradation::LandlockNetwork,
             });
         }
     }
@@ -118,10 +149,28 @@ pub fn evaluate(
         return Err(LandlockError::Insufficient {
             what: "scoping",
             abi,
-            degradation: Degradation::LandlockScope.as_str(),
+            degradation: Degradation::LandlockScope,
         });
     }
     Ok(out)
+}
+
+/// The filesystem rights of [`REQUESTED`] that a kernel of Landlock ABI `abi` (≥ 1) does not
+/// know, each named with the ABI that brought it. TCP (ABI 4) and scoping (ABI 6) are layers
+/// of their own (`landlock_network`, `landlock_scope`).
+fn missing_fs_rights(abi: u32) -> Vec<&'static str> {
+    [
+        (
+            2,
+            "refer (ABI 2: linking or renaming a file into another directory)",
+        ),
+        (3, "truncate (ABI 3)"),
+        (5, "ioctl on device files (ABI 5)"),
+    ]
+    .into_iter()
+    .filter(|(since, _)| abi < *since)
+    .map(|(_, right)| right)
+    .collect()
 }
 
 fn path(p: &str) -> Result<PathFd, LandlockError> {
@@ -264,5 +313,63 @@ mod tests {
             .unwrap();
         let r = evaluate(&p, false, 0, LayerStatus::NotEnforced).unwrap();
         assert_eq!(r[0].status, LayerStatus::NotEnforced);
+    }
+
+    /// audit-154: on Debian's 6.1 (ABI 2) the default policy's launch said only "layer
+    /// `landlock` is only partly enforced", and on a kernel without Landlock "is not enforced",
+    /// in the warning, the report and the audit record alike: not what the plugin runs without.
+    #[test]
+    fn a_partial_or_missing_landlock_names_what_it_lacks() {
+        let r = evaluate(&default_policy(), false, 2, LayerStatus::PartiallyEnforced).unwrap();
+        let missing = r[0].details["not_applied"].to_string();
+        assert!(
+            missing.contains("truncate (ABI 3)")
+                && missing.contains("ioctl on device files (ABI 5)"),
+            "{missing}"
+        );
+        assert!(!missing.contains("refer"), "{missing}");
+        let report = |layers| super::super::report::Report {
+            schema: super::super::report::REPORT_SCHEMA.into(),
+            mode: "root".into(),
+            pid: None,
+            host_uid: 0,
+            host_gid: 0,
+            inside_uid: 1000,
+            layers,
+            limits_hit: Default::default(),
+            exit: None,
+            cleaned_up: true,
+        };
+        let warning = &report(r.clone()).degradations()[0];
+        assert!(
+            warning.contains("not applied: refer") || warning.contains("not applied: truncate"),
+            "{warning}"
+        );
+        assert_eq!(
+            report(r).degraded()[0]["not_applied"]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
+        );
+        // ABI 1 lacks refer too; at ABI 5 and above nothing of the filesystem rights.
+        let r = evaluate(&default_policy(), false, 1, LayerStatus::PartiallyEnforced).unwrap();
+        assert_eq!(
+            r[0].details["not_applied"].as_array().map(Vec::len),
+            Some(3)
+        );
+        let r = evaluate(&default_policy(), false, 6, LayerStatus::FullyEnforced).unwrap();
+        assert!(r[0].details.get("not_applied").is_none());
+        // No Landlock at all, tolerated: the reason says so, for either way of tolerating it.
+        for text in [
+            "version = 1\n[layers]\nmin_landlock_abi = 0\n",
+            "version = 1\n[layers]\nallow_degraded = [\"landlock\", \"landlock_network\", \"landlock_scope\"]\n",
+        ] {
+            let r = evaluate(&parse_policy(text).unwrap(), false, 0, LayerStatus::NotEnforced)
+                .unwrap();
+            let reason = r[0].details["reason"].as_str().unwrap_or_default();
+            assert!(reason.contains("no Landlock"), "{text}: {reason}");
+            let warning = &report(r).degradations()[0];
+            assert!(warning.contains("no Landlock"), "{warning}");
+        }
     }
 }

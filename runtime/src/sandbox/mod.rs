@@ -162,6 +162,30 @@ pub enum LaunchError {
         #[source]
         cause: ChildError,
     },
+    /// The sandbox's init found a layer missing on this kernel, or offered below what the
+    /// policy demands (a Landlock ABI below `min_landlock_abi`, no TCP restriction, no
+    /// scoping), and the policy does not allow that degradation: a refusal
+    /// (`layer_unavailable`), not a setup step that broke (`ChildSetup`, `sandbox_setup`).
+    #[error("layer `{}` cannot be enforced on this kernel and the policy does not allow that degradation", degradation.as_str())]
+    Refused {
+        /// The degradation the policy would have to allow.
+        degradation: Degradation,
+        /// What the init found, as it reported it.
+        #[source]
+        cause: ChildError,
+    },
+    /// The kernel refused the namespaces the sandbox is built in (the clone's `CLONE_NEWUSER |
+    /// CLONE_NEWPID | CLONE_NEWNS`) for a reason of the host's configuration: a layer no policy
+    /// can let go, so a refusal (`layer_unavailable`), named, rather than the bare errno of a
+    /// broken step (`ENOSPC` read as "No space left on device").
+    #[error("the kernel refused the sandbox's user, pid and mount namespaces: {why}")]
+    Namespaces {
+        /// What the errno means here.
+        why: &'static str,
+        /// The clone's error.
+        #[source]
+        cause: io::Error,
+    },
     /// The seccomp filter could not be built.
     #[error("cannot build the seccomp filter")]
     Seccomp(#[source] seccomp::SeccompError),
@@ -600,15 +624,59 @@ fn recv_child(
         });
     }
     match serde_json::from_slice(&buf[..n]) {
-        Ok(child::ChildMsg::Failed { step, error }) => Err(LaunchError::ChildSetup {
-            step,
-            cause: ChildError(error),
-        }),
-        Ok(msg) => Ok((msg, sender)),
+        Ok(msg) => child_failure(msg).map(|msg| (msg, sender)),
         Err(e) => Err(LaunchError::Setup {
             step: LaunchStep::Control,
             cause: io::Error::other(e),
         }),
+    }
+}
+
+/// A failed clone into the sandbox's namespaces: the errnos by which the kernel refuses
+/// namespaces on this host's configuration are [`LaunchError::Namespaces`], named; any other is
+/// the step's failure.
+fn clone_failure(cause: io::Error) -> LaunchError {
+    let why = match cause.raw_os_error() {
+        Some(libc::ENOSPC) => {
+            "a namespace limit is 0 or reached (sysctl user.max_user_namespaces, or \
+             user.max_pid_namespaces, user.max_mnt_namespaces; a kernel command line's \
+             sysctl.user.max_user_namespaces=0)"
+        }
+        Some(libc::EPERM) => {
+            "this caller may not create a user namespace (Debian's \
+             kernel.unprivileged_userns_clone = 0 for a user other than root, an LSM rule such \
+             as AppArmor's kernel.apparmor_restrict_unprivileged_userns, or a seccomp filter \
+             around the runtime, e.g. a container's)"
+        }
+        Some(libc::EUSERS) => "user namespaces are nested too deep here (the kernel allows 32)",
+        _ => {
+            return LaunchError::Setup {
+                step: LaunchStep::Clone,
+                cause,
+            }
+        }
+    };
+    LaunchError::Namespaces { why, cause }
+}
+
+/// The init's [`child::ChildMsg::Failed`] as the launch's error: a layer the kernel lacks and
+/// the policy does not let go is a refusal ([`LaunchError::Refused`]), anything else a step that
+/// failed ([`LaunchError::ChildSetup`]). Other messages pass through.
+fn child_failure(msg: child::ChildMsg) -> Result<child::ChildMsg, LaunchError> {
+    match msg {
+        child::ChildMsg::Failed {
+            error,
+            refused: Some(degradation),
+            ..
+        } => Err(LaunchError::Refused {
+            degradation,
+            cause: ChildError(error),
+        }),
+        child::ChildMsg::Failed { step, error, .. } => Err(LaunchError::ChildSetup {
+            step,
+            cause: ChildError(error),
+        }),
+        msg => Ok(msg),
     }
 }
 
@@ -805,9 +873,7 @@ fn prepare(
         })?,
         _ => None,
     };
-    let pid = match sys::clone_fork(flags, into.as_ref().map(AsFd::as_fd))
-        .map_err(setup(LaunchStep::Clone))?
-    {
+    let pid = match sys::clone_fork(flags, into.as_ref().map(AsFd::as_fd)).map_err(clone_failure)? {
         Forked::Child => child::contain(&ctx),
         Forked::Parent(pid) => pid,
     };
@@ -1422,5 +1488,92 @@ mod tests {
             source: std::io::Error::from_raw_os_error(libc::ELOOP),
         }));
         assert_eq!(e.kind(), "sandbox_setup");
+    }
+
+    /// audit-154: on a kernel without Landlock (booted with `lsm=` leaving it out) or of an ABI
+    /// below what the policy demands, the init found the layer missing and the policy not
+    /// allowing it, yet the launch stopped as a broken setup step (`sandbox_setup`, "the named
+    /// step could not be applied") instead of the documented refusal (`layer_unavailable`,
+    /// whose advice is the degradation or the kernel). The init's message, through the wire
+    /// format it crosses, is read back as that refusal, for each Landlock degradation.
+    #[test]
+    fn a_landlock_layer_the_kernel_lacks_is_refused_as_layer_unavailable() {
+        use super::report::LayerStatus;
+        use stockade_policy::sandbox::{default_policy, parse_policy};
+        let strict = parse_policy("version = 1\n[layers]\nallow_degraded = []\n").unwrap();
+        for (policy, abi, expected) in [
+            (default_policy(), 0, super::Degradation::Landlock),
+            (strict.clone(), 2, super::Degradation::LandlockNetwork),
+            (
+                parse_policy("version = 1\n[layers]\nallow_degraded = [\"landlock_network\"]\n")
+                    .unwrap(),
+                2,
+                super::Degradation::LandlockScope,
+            ),
+        ] {
+            let e = super::landlock::evaluate(&policy, false, abi, LayerStatus::PartiallyEnforced)
+                .unwrap_err();
+            let msg = super::child::ChildMsg::from(super::child::landlock_failure(&e));
+            let wire = serde_json::to_vec(&msg).unwrap();
+            let err = super::child_failure(serde_json::from_slice(&wire).unwrap()).unwrap_err();
+            assert!(
+                matches!(err, super::LaunchError::Refused { degradation, .. } if degradation == expected),
+                "{err:?}"
+            );
+            let cmd = crate::cmd::exec::launch_error(err);
+            assert_eq!((cmd.exit().code(), cmd.kind()), (125, "layer_unavailable"));
+            let j = cmd.to_json();
+            let causes = j["error"]["causes"].to_string();
+            assert!(causes.contains(expected.as_str()), "{causes}");
+        }
+        // A ruleset that could not be built is still a setup failure.
+        let broken = super::landlock::LandlockError::Path(
+            "/tmp".into(),
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        let msg = super::child::ChildMsg::from(super::child::landlock_failure(&broken));
+        let err = super::child_failure(msg).unwrap_err();
+        assert!(
+            matches!(err, super::LaunchError::ChildSetup { .. }),
+            "{err:?}"
+        );
+        assert_eq!(crate::cmd::exec::launch_error(err).kind(), "sandbox_setup");
+    }
+
+    /// audit-154: on a kernel booted with `sysctl.user.max_user_namespaces=0` every launch
+    /// stopped with 125 `sandbox_setup`, "sandbox setup failed at step `clone`: No space left
+    /// on device" — a disk's error for a sysctl, with the advice "see the cause". The errnos
+    /// by which the kernel refuses namespaces on its configuration are a refusal, named.
+    #[test]
+    fn namespaces_the_kernel_refuses_are_named_and_refused() {
+        for (errno, names) in [
+            (libc::ENOSPC, "user.max_user_namespaces"),
+            (libc::EPERM, "kernel.unprivileged_userns_clone"),
+            (libc::EUSERS, "nested too deep"),
+        ] {
+            let e = super::clone_failure(std::io::Error::from_raw_os_error(errno));
+            assert!(
+                matches!(e, super::LaunchError::Namespaces { .. }),
+                "{errno}: {e:?}"
+            );
+            let cmd = crate::cmd::exec::launch_error(e);
+            assert_eq!((cmd.exit().code(), cmd.kind()), (125, "layer_unavailable"));
+            let j = cmd.to_json();
+            let text = format!("{} {}", j["error"]["causes"], j["error"]["hint"]);
+            assert!(text.contains(names), "{text}");
+        }
+        // A clone that failed for another reason is still the step's failure.
+        let e = super::clone_failure(std::io::Error::from_raw_os_error(libc::EAGAIN));
+        assert!(
+            matches!(
+                e,
+                super::LaunchError::Setup {
+                    step: super::LaunchStep::Clone,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(crate::cmd::exec::launch_error(e).kind(), "sandbox_setup");
     }
 }

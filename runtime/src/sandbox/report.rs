@@ -26,7 +26,8 @@
 //! `process`. A layer whose status is below `fully_enforced` always has
 //! `degradation_allowed: true` (otherwise the launch would have stopped): `cgroup`
 //! `partially_enforced` lists the limits it lacks in `details.not_applied` and needs the
-//! `cgroup_partial` degradation (implied by `cgroup`).
+//! `cgroup_partial` degradation (implied by `cgroup`); `landlock` `partially_enforced` lists the
+//! filesystem rights the kernel's ABI lacks there too, and `not_enforced` says why in `reason`.
 
 use serde::{Deserialize, Serialize};
 

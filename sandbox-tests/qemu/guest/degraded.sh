@@ -1,0 +1,65 @@
+#!/bin/sh
+# shellcheck shell=dash
+# Guest payload of scripts/test.sh's "kernel missing layers" step: Debian's 6.1
+# booted with `lsm=lockdown,capability,yama cgroup_disable=memory`, so Landlock
+# and the memory controller are really missing (not faked). A missing layer
+# must stop the launch unless the policy allows that degradation, and an
+# allowed one must be said (audit-154):
+#   1. the default policy: refused, 125 layer_unavailable, naming `memory`;
+#   2. `cgroup` allowed, Landlock not: refused, 125 layer_unavailable,
+#      naming the degradation `landlock` (before audit-154: sandbox_setup);
+#   3. both allowed: runs; the report's cgroup and landlock layers are
+#      not_enforced with their reasons, stderr warns of both, and the audit
+#      record's detail.degraded names both.
+# Prints "degraded: ok" or "degraded: FAILED (why)"; exit status 0 or 1.
+S=/usr/local/bin/stockade
+W=/tmp/degraded
+mkdir -p "$W" && cd "$W" || exit 1
+
+fail() {
+	echo "degraded: FAILED ($*)"
+	for f in *.out *.err *.audit; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; }; done
+	exit 1
+}
+# policy NAME ALLOW: a policy allowing the degradations ALLOW (TOML list
+# items), with its own audit log.
+policy() {
+	printf 'version = 1\n[layers]\nallow_degraded = [%s]\n[audit]\nfile = "%s/%s.audit"\n' \
+		"$2" "$W" "$1" >"$1.toml"
+}
+
+grep -qw landlock /sys/kernel/security/lsm && fail "landlock is active: $(cat /sys/kernel/security/lsm)"
+grep -qw memory /sys/fs/cgroup/cgroup.controllers && fail "the memory controller is offered"
+
+policy default '"landlock_network", "landlock_scope"'
+"$S" exec --json --policy default.toml -- /bin/true >default.out 2>default.err
+rc=$?
+[ $rc = 125 ] || fail "default policy: exit $rc, expected 125"
+grep -q '"kind":"layer_unavailable"' default.out || fail "default policy: not layer_unavailable"
+grep -q 'controller `memory` is not offered' default.out || fail "default policy: memory not named"
+grep -q '"kind":"layer_unavailable"' default.audit || fail "default policy: audit record"
+
+policy nolandlock '"landlock_network", "landlock_scope", "cgroup"'
+"$S" exec --json --policy nolandlock.toml -- /bin/true >nolandlock.out 2>nolandlock.err
+rc=$?
+[ $rc = 125 ] || fail "landlock not allowed: exit $rc, expected 125"
+grep -q '"kind":"layer_unavailable"' nolandlock.out || fail "landlock not allowed: not layer_unavailable"
+grep -q 'degradation `landlock`' nolandlock.out || fail "landlock not allowed: degradation not named"
+
+policy allowed '"landlock", "landlock_network", "landlock_scope", "cgroup"'
+"$S" exec --policy allowed.toml --report allowed.report -- /bin/true >allowed.out 2>allowed.err
+rc=$?
+[ $rc = 0 ] || fail "both allowed: exit $rc, expected 0"
+tr -d ' \n' <allowed.report >allowed.flat
+grep -q '"layer":"landlock","status":"not_enforced"' allowed.flat || fail "report: landlock"
+grep -q '"layer":"cgroup","status":"not_enforced"' allowed.flat || fail "report: cgroup"
+grep -q 'thiskernelhasnoLandlock' allowed.flat || fail "report: no landlock reason"
+grep -q 'controller`memory`isnotoffered' allowed.flat || fail "report: no memory reason"
+grep -q 'layer `landlock` is not enforced.*no Landlock' allowed.err || fail "stderr: landlock warning"
+grep -q 'layer `cgroup` is not enforced.*`memory` is not offered' allowed.err || fail "stderr: cgroup warning"
+launch=$(grep '"event":"launch"' allowed.audit)
+echo "$launch" | grep -q '"degraded":\[.*"layer":"cgroup".*"layer":"landlock"' ||
+	fail "audit: detail.degraded lacks cgroup or landlock"
+echo "$launch" | grep -q 'no Landlock' || fail "audit: no landlock reason"
+"$S" audit verify allowed.audit >/dev/null 2>&1 || fail "audit chain"
+echo "degraded: ok"
