@@ -172,13 +172,20 @@ impl Plugin {
         }
     }
 
-    /// The capabilities to ask for (a subset of the manifest's `requested_capabilities`).
+    /// The capabilities to ask for at the handshake: a subset of the manifest's
+    /// `requested_capabilities` (asking for one it does not request is a violation: the runtime
+    /// terminates the plugin). Without `register_hook` granted, the handshake registers none of
+    /// the plugin's hooks and no hook call ever comes: a plugin with handlers asks for it. Host
+    /// calls are limited to what the runtime granted of these ([`Host::granted`]).
     pub fn capabilities(mut self, caps: &[&str]) -> Self {
         self.capabilities = caps.iter().map(|c| c.to_string()).collect();
         self
     }
 
-    /// Handle `hook` (declared in the manifest) with `f`.
+    /// Handle `hook` with `f` (a later handler for the same hook replaces it). Every hook with
+    /// a handler is named in the handshake, so it must be among the manifest's `hooks` (else a
+    /// violation). `f` gets the [`Host`] for host calls and the call's `payload`; what it
+    /// returns is the answer ([`HookResult`]).
     pub fn hook(
         mut self,
         hook: &str,
@@ -188,7 +195,10 @@ impl Plugin {
         self
     }
 
-    /// Speak the protocol on stdin/stdout until `shutdown` or EOF.
+    /// Speak the protocol on stdin/stdout until `shutdown` or EOF (then return `Ok`: the
+    /// plugin should exit promptly, the runtime kills its sandbox after `shutdown_grace_ms`).
+    /// An `Err` is a refused handshake, a link that failed or a frame from the runtime that is
+    /// not JSON; a handler's error is never one (it answers that hook call).
     pub fn run(self) -> Result<(), SdkError> {
         let input = Box::new(io::BufReader::new(io::stdin()));
         let output = Box::new(io::LineWriter::new(io::stdout()));
@@ -359,7 +369,6 @@ impl Host {
         let id = if method == "handshake" {
             0
         } else {
-            self.check_granted(method)?;
             self.next_id += 1;
             self.next_id - 1
         };
@@ -407,6 +416,8 @@ impl Host {
     /// pings that arrive meanwhile are handled after the handler returns. A method not
     /// [`granted`](Host::granted) is refused with [`SdkError::NotGranted`] without being sent.
     pub fn call(&mut self, method: &str, params: Value) -> Result<Value, SdkError> {
+        // Checked here, not in request_raw: a second `handshake` is refused too.
+        self.check_granted(method)?;
         self.request_raw(method, params)
     }
 
@@ -556,6 +567,7 @@ mod tests {
                     let e = match payload.as_u64() {
                         Some(1) => host.emit_event("e", json!({})).unwrap_err(),
                         Some(2) => host.kv_get("k").unwrap_err(),
+                        Some(3) => host.call("handshake", json!({})).unwrap_err(),
                         _ => host.call("no_such_method", json!({})).unwrap_err(),
                     };
                     assert!(matches!(&e, SdkError::NotGranted(_)), "{e}");
@@ -567,6 +579,7 @@ mod tests {
                 &invoke(1, json!(1)),
                 &invoke(2, json!(2)),
                 &invoke(3, json!(3)),
+                &invoke(4, json!(4)),
             ],
         );
         r.unwrap();
@@ -580,10 +593,17 @@ mod tests {
                 json!("log"),
                 Value::Null,
                 json!("log"),
+                Value::Null,
+                json!("log"),
                 Value::Null
             ]
         );
-        for (answer, method) in [(2, "emit_event"), (4, "kv_get"), (6, "no_such_method")] {
+        for (answer, method) in [
+            (2, "emit_event"),
+            (4, "kv_get"),
+            (6, "handshake"),
+            (8, "no_such_method"),
+        ] {
             let m = sent[answer]["error"]["message"].as_str().unwrap();
             assert!(m.contains(&format!("`{method}` was not granted")), "{m}");
         }
