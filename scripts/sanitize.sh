@@ -23,8 +23,9 @@
 #   AddressSanitizer process's own mappings are past it already: ENOMEM at step `fork`.
 # - the two tests that start the runtime under the caller's lower rlimits (`ulimit -v`/`-d`):
 #   AddressSanitizer cannot reserve its shadow memory and the binary does not start.
-# - protocol_examples hello_rust_with_the_sdk: the example plugin is built instrumented too and
-#   runs in the sandbox without this binary's default options: its leak check hangs (above).
+# - protocol_examples hello_rust_with_the_sdk and the_sdk_turns_an_authors_protocol_breaches_…:
+#   the example plugins are built instrumented too and run in the sandbox without this binary's
+#   default options: their leak check hangs (above).
 # - serve_load's 10,000 calls and store_crash's SIGKILL sweep: past nextest's 5-minute limit at
 #   AddressSanitizer's speed.
 # - serve_trust's clock test: libfaketime (LD_PRELOAD) answers AddressSanitizer's own first
@@ -44,6 +45,7 @@ export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp:${LSAN_OPTIONS:-}"
 skip='binary(exec_rootless)
   | test(=program_priority_and_rlimits_are_the_runtimes_whatever_the_callers)
   | test(=hello_rust_with_the_sdk)
+  | test(=the_sdk_turns_an_authors_protocol_breaches_into_hook_errors)
   | test(=ten_thousand_calls_with_crashes_hangs_and_garbage_get_one_answer_each_and_leak_nothing)
   | test(=a_clock_set_back_holds_a_restart_until_it_is_right_and_quarantines_nothing)
   | test(=sigkill_anywhere_leaves_old_or_new_state)'

@@ -119,37 +119,44 @@ fn hello_c() {
     check(&serve(&fx, &pkg), "hello-c");
 }
 
-#[test]
-fn hello_rust_with_the_sdk() {
-    if !require_root() {
-        return;
-    }
-    // `cargo test` builds the package's examples into <target>/debug/examples, named
-    // `hello_rust-<hash>` (or `hello-rust` by `cargo build --example`); take the newest.
+/// The binary of this package's Rust example `name` (`[[example]]` in runtime/Cargo.toml), or
+/// `None` (a skip, said by `require`) when it was not built. `cargo test` builds the package's
+/// examples into <target>/debug/examples, named `name-<hash>` with `_` for `-` (or `name` by
+/// `cargo build --example`); take the newest.
+fn example_bin(name: &str) -> Option<PathBuf> {
     let dir = std::env::current_exe()
         .unwrap()
         .parent()
         .and_then(Path::parent)
         .map(|d| d.join("examples"))
         .unwrap();
+    let hashed = format!("{}-", name.replace('-', "_"));
     let bin = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            (n == "hello-rust" || n.starts_with("hello_rust-")) && !n.contains('.')
+            (n == name || n.starts_with(&hashed)) && !n.contains('.')
         })
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
         .map(|e| e.path())
-        .unwrap_or_else(|| dir.join("hello-rust"));
+        .unwrap_or_else(|| dir.join(name));
     let why = format!(
         "{} not built (run the whole `cargo test`: it builds examples)",
         bin.display()
     );
-    if !require(bin.exists(), &why) {
+    require(bin.exists(), &why).then_some(bin)
+}
+
+#[test]
+fn hello_rust_with_the_sdk() {
+    if !require_root() {
         return;
     }
+    let Some(bin) = example_bin("hello-rust") else {
+        return;
+    };
     let fx = Fixture::new();
     let pkg = fx.path("hello-rust");
     std::fs::create_dir(&pkg).unwrap();
@@ -164,4 +171,79 @@ fn hello_rust_with_the_sdk() {
     assert_eq!(s.response(1)["result"]["allow"], true);
     assert_eq!(s.response(2)["result"]["allow"], false);
     assert_eq!(s.response(2)["result"]["seen"], 2);
+}
+
+/// The Rust SDK keeps a plugin author's mistakes from breaking the protocol, under the real
+/// runtime: a host call the handshake did not get granted (here `emit_event`, not asked for), an
+/// answer over `max_frame_bytes` and one nested past the 120 levels an answer may (§3.3) each
+/// fail that one hook call (`plugin_error`, the SDK's reason in it) instead of getting the
+/// plugin terminated (`denied`, `violation`); the plugin goes on serving and exits cleanly.
+#[test]
+fn the_sdk_turns_an_authors_protocol_breaches_into_hook_errors() {
+    if !require_root() {
+        return;
+    }
+    let Some(bin) = example_bin("sdk-probe") else {
+        return;
+    };
+    let fx = Fixture::new();
+    let pkg = fx.path("sdk-probe");
+    std::fs::create_dir(&pkg).unwrap();
+    std::fs::copy(
+        example("sdk-probe/manifest.json"),
+        pkg.join("manifest.json"),
+    )
+    .unwrap();
+    std::fs::copy(&bin, pkg.join("entrypoint")).unwrap();
+    let r = fx.pack_dir(pkg.to_str().unwrap(), "p.stockade");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let payloads = [
+        json!({"do": "deep", "n": 121}),
+        json!({"do": "big", "n": 70_000}),
+        json!({"do": "emit"}),
+        json!({"do": "deep", "n": 120}),
+        json!({"do": "log"}),
+    ];
+    let calls: Vec<String> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            json!({"jsonrpc":"2.0","id":i + 1,"method":"hook_invoke",
+                   "params":{"hook":"on:flow.new","payload":p,"deadline_ms":5000}})
+            .to_string()
+        })
+        .collect();
+    let calls: Vec<&str> = calls.iter().map(String::as_str).collect();
+    let s = run_stockade(
+        fx.dir(),
+        &[
+            "run",
+            "p.stockade",
+            "--trust",
+            "trust",
+            "--state-dir",
+            "state",
+        ],
+        &calls,
+    );
+    assert_eq!(s.code, 0, "{}\n{:#?}", s.stderr, s.msgs);
+    for (id, why) in [
+        (1, "nests 121 levels"),
+        (2, "max_frame_bytes"),
+        (3, "not granted"),
+    ] {
+        assert_eq!(s.error_code(id), -32008, "{:#?}", s.msgs);
+        let e = s.response(id)["error"]["data"]["plugin_error"].to_string();
+        assert!(e.contains(why), "{id}: {e}");
+    }
+    // An answer at the limit reaches the agent whole.
+    let (mut v, mut depth) = (&s.response(4)["result"], 0);
+    while let Some([inner]) = v.as_array().map(Vec::as_slice) {
+        (v, depth) = (inner, depth + 1);
+    }
+    assert_eq!((depth, v), (120, &json!("x")), "{:#?}", s.msgs);
+    assert_eq!(s.response(5)["result"]["ok"], true, "{:#?}", s.msgs);
+    let st = s.final_state();
+    assert_eq!(st["state"], "exited", "{st}");
+    assert_eq!(st["reason"]["sandbox"]["exit"]["code"], 0, "{st}");
 }

@@ -21,9 +21,31 @@
 //! it, keeping any hook call that arrives meanwhile for later. stdout belongs to the protocol:
 //! print diagnostics to stderr (the runtime forwards it as logs).
 //!
+//! ## What the SDK keeps to for you
+//! The runtime terminates a plugin that breaks the protocol (docs/protocol.md §3); the SDK turns
+//! the breaches a handler could cause into errors instead:
+//! - a host call whose capability was not granted (the handshake's, the node's policy) is
+//!   refused by the SDK with [`SdkError::NotGranted`], never sent (the runtime would terminate
+//!   the plugin, `denied`): a handler that `?`s it fails that one hook call;
+//! - an answer (or a host call) whose line would be longer than the runtime's `max_frame_bytes`
+//!   (from the handshake's `limits`), or an answer nested deeper than the 120 levels an answer
+//!   may (§3.3), is not sent: the hook call is answered with an error saying why (a host call
+//!   fails with [`SdkError::FrameTooLarge`]);
+//! - `$/cancel` (the call's deadline passed, the agent already has an answer): a call still
+//!   queued is dropped unanswered, the handler never runs for it; a handler that makes host
+//!   calls can see it was cancelled meanwhile with [`Host::cancelled`] and stop early;
+//! - `ping` is answered, `shutdown` ends [`Plugin::run`], and a request of a method this SDK
+//!   does not know is answered `method_not_found` (-32601) rather than left pending.
+//!
+//! What it cannot keep to: stdout. A `print!`/`println!` in a handler writes to the protocol's
+//! stream and the runtime terminates the plugin (`garbage`): use `eprintln!` or [`Host::log`].
+//! A handler that panics ends the plugin (`plugin_crashed`; `stockade serve` restarts it).
+//!
 //! ## Design
 //! No async runtime and no threads: a plugin runs in a sandbox with a small pids limit, and one
-//! call at a time is what most plugins need. `$/cancel` for a call already answered is ignored.
+//! call at a time is what most plugins need. While a handler runs, the plugin answers nothing
+//! else: a `ping` is answered after it (keep `serve`'s `health.ping_timeout_ms` above the
+//! longest hook deadline). `$/cancel` for a call already answered is ignored.
 #![forbid(unsafe_code)]
 
 pub use serde_json::{json, Value};
@@ -46,26 +68,69 @@ pub enum SdkError {
     /// A host call was answered with an error.
     #[error("host call failed ({code}): {message}")]
     Host {
-        /// The JSON-RPC code (docs/protocol.md §2).
+        /// The JSON-RPC code (docs/protocol.md §2): e.g. -32006 `overloaded`, -32007
+        /// `unavailable`, -32009 `quota_exceeded`.
         code: i64,
         /// The message.
         message: String,
+        /// The error's `data`, `Null` when it has none: for a `kv_put` refused for now, its
+        /// `kind` (`kv_write_budget`, `kv_locked`) and `retry_after_ms`.
+        data: Value,
     },
     /// stdin ended while waiting for an answer.
     #[error("the runtime closed the link")]
     Closed,
+    /// The host method was not granted at the handshake ([`Host::granted`]): the SDK did not
+    /// send it, since the runtime terminates a plugin that calls one (`denied`). Ask for it in
+    /// [`Plugin::capabilities`] (and the manifest); the node's policy may still withhold it.
+    #[error("host method `{0}` was not granted to this plugin (granted: see Host::granted)")]
+    NotGranted(String),
+    /// The message would be a line longer than the runtime's `max_frame_bytes`, which it would
+    /// take as a violation: it was not sent.
+    #[error("a {len}-byte message is over the runtime's max_frame_bytes ({max})")]
+    FrameTooLarge {
+        /// The line's length, without its newline.
+        len: usize,
+        /// The runtime's cap (the handshake's `limits.max_frame_bytes`).
+        max: usize,
+    },
 }
 
 /// What a handler returns: the hook's result, or an error message sent as a JSON-RPC error.
 pub type HookResult = Result<Value, HookError>;
 
 /// A handler's error (sent to the runtime, which passes it to the agent as `plugin_error`).
+///
+/// `?` on any [`std::error::Error`] makes one whose message is the error and its causes,
+/// `: `-separated.
 #[derive(Debug)]
 pub struct HookError(pub String);
 
 impl<E: std::error::Error> From<E> for HookError {
     fn from(e: E) -> Self {
-        HookError(e.to_string())
+        let mut m = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            m.push_str(": ");
+            m.push_str(&c.to_string());
+            cause = c.source();
+        }
+        HookError(m)
+    }
+}
+
+/// The runtime's frame cap when its handshake answer does not say (docs/protocol.md §1).
+const DEFAULT_MAX_FRAME: usize = 65536;
+
+/// How deep a hook answer's `result` (or its `error` object) may nest (docs/protocol.md §3.3).
+const MAX_ANSWER_DEPTH: usize = 120;
+
+/// How many arrays and objects `v` nests (a scalar: 0).
+fn nesting(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -88,6 +153,12 @@ pub struct Host {
     queued: VecDeque<Value>,
     granted: Vec<String>,
     shutdown: bool,
+    /// The runtime's frame cap (the handshake's `limits.max_frame_bytes`).
+    max_frame: usize,
+    /// The id of the hook call being handled.
+    current: Option<Value>,
+    /// Whether a `$/cancel` for it arrived.
+    cancelled: bool,
 }
 
 impl Plugin {
@@ -101,13 +172,20 @@ impl Plugin {
         }
     }
 
-    /// The capabilities to ask for (a subset of the manifest's `requested_capabilities`).
+    /// The capabilities to ask for at the handshake: a subset of the manifest's
+    /// `requested_capabilities` (asking for one it does not request is a violation: the runtime
+    /// terminates the plugin). Without `register_hook` granted, the handshake registers none of
+    /// the plugin's hooks and no hook call ever comes: a plugin with handlers asks for it. Host
+    /// calls are limited to what the runtime granted of these ([`Host::granted`]).
     pub fn capabilities(mut self, caps: &[&str]) -> Self {
         self.capabilities = caps.iter().map(|c| c.to_string()).collect();
         self
     }
 
-    /// Handle `hook` (declared in the manifest) with `f`.
+    /// Handle `hook` with `f` (a later handler for the same hook replaces it). Every hook with
+    /// a handler is named in the handshake, so it must be among the manifest's `hooks` (else a
+    /// violation). `f` gets the [`Host`] for host calls and the call's `payload`; what it
+    /// returns is the answer ([`HookResult`]).
     pub fn hook(
         mut self,
         hook: &str,
@@ -117,7 +195,10 @@ impl Plugin {
         self
     }
 
-    /// Speak the protocol on stdin/stdout until `shutdown` or EOF.
+    /// Speak the protocol on stdin/stdout until `shutdown` or EOF (then return `Ok`: the
+    /// plugin should exit promptly, the runtime kills its sandbox after `shutdown_grace_ms`).
+    /// An `Err` is a refused handshake, a link that failed or a frame from the runtime that is
+    /// not JSON; a handler's error is never one (it answers that hook call).
     pub fn run(self) -> Result<(), SdkError> {
         let input = Box::new(io::BufReader::new(io::stdin()));
         let output = Box::new(io::LineWriter::new(io::stdout()));
@@ -137,6 +218,9 @@ impl Plugin {
             queued: VecDeque::new(),
             granted: Vec::new(),
             shutdown: false,
+            max_frame: DEFAULT_MAX_FRAME,
+            current: None,
+            cancelled: false,
         };
         let hooks: Vec<&String> = self.handlers.keys().collect();
         let reply = host.request_raw(
@@ -157,6 +241,9 @@ impl Plugin {
                     .collect()
             })
             .unwrap_or_default();
+        if let Some(max) = result["limits"]["max_frame_bytes"].as_u64() {
+            host.max_frame = usize::try_from(max).unwrap_or(usize::MAX);
+        }
         while !host.shutdown {
             let msg = match host.queued.pop_front() {
                 Some(m) => m,
@@ -174,20 +261,27 @@ impl Plugin {
                         .unwrap_or_default()
                         .to_string();
                     let payload = msg["params"]["payload"].clone();
+                    host.current = Some(id.clone());
+                    host.cancelled = false;
                     let answer = match self.handlers.get_mut(&hook) {
                         Some(h) => h(&mut host, payload),
                         None => Err(HookError(format!("no handler for `{hook}`"))),
                     };
-                    let frame = match answer {
-                        Ok(v) => json!({"jsonrpc": "2.0", "id": id, "result": v}),
-                        Err(HookError(m)) => json!({"jsonrpc": "2.0", "id": id,
-                            "error": {"code": -32000, "message": m}}),
-                    };
-                    host.write(&frame)?;
+                    host.current = None;
+                    if host.cancelled {
+                        // The agent already has the deadline's answer; this one would be dropped.
+                        continue;
+                    }
+                    host.answer(id, answer)?;
                 }
                 // Health ping (`stockade serve`): answering proves the loop is alive.
                 Some("ping") => {
                     host.write(&json!({"jsonrpc": "2.0", "id": msg["id"], "result": {}}))?
+                }
+                Some(other) if msg.get("id").is_some() => {
+                    let m = format!("method `{other}` is not known to this plugin's SDK");
+                    host.write(&json!({"jsonrpc": "2.0", "id": msg["id"],
+                        "error": {"code": -32601, "message": m}}))?
                 }
                 _ => {} // `$/cancel` for a call already answered, stray responses
             }
@@ -202,8 +296,55 @@ impl Host {
         &self.granted
     }
 
+    /// Whether the runtime cancelled the hook call being handled (`$/cancel`: its deadline
+    /// passed and the agent already has an answer; whatever the handler returns is not sent).
+    /// The SDK reads the runtime's messages only while waiting for a host call's answer, so
+    /// this turns true only after a host call; a long handler that makes them can check it
+    /// and stop early.
+    pub fn cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    /// Answer hook call `id`, with an error saying why instead when the answer is one the
+    /// runtime would take as a violation (too long a line, nested too deep).
+    fn answer(&mut self, id: Value, answer: HookResult) -> Result<(), SdkError> {
+        let frame = match answer {
+            Ok(v) => {
+                let depth = nesting(&v);
+                if depth > MAX_ANSWER_DEPTH {
+                    let m = format!(
+                        "the handler's answer nests {depth} levels, more than the \
+                         {MAX_ANSWER_DEPTH} an answer may (docs/protocol.md §3.3)"
+                    );
+                    return self.answer(id, Err(HookError(m)));
+                }
+                json!({"jsonrpc": "2.0", "id": id, "result": v})
+            }
+            Err(HookError(m)) => json!({"jsonrpc": "2.0", "id": id,
+                "error": {"code": -32000, "message": m}}),
+        };
+        match self.write(&frame) {
+            Err(SdkError::FrameTooLarge { len, max }) => {
+                let m = format!(
+                    "the handler's answer is a {len}-byte line, over the runtime's \
+                     max_frame_bytes ({max})"
+                );
+                let frame = json!({"jsonrpc": "2.0", "id": id,
+                    "error": {"code": -32000, "message": m}});
+                self.write(&frame)
+            }
+            r => r,
+        }
+    }
+
     fn write(&mut self, v: &Value) -> Result<(), SdkError> {
         let mut line = serde_json::to_vec(v)?;
+        if line.len() > self.max_frame {
+            return Err(SdkError::FrameTooLarge {
+                len: line.len(),
+                max: self.max_frame,
+            });
+        }
         line.push(b'\n');
         self.output.write_all(&line)?;
         self.output.flush()?;
@@ -241,48 +382,80 @@ impl Host {
                     return Err(SdkError::Host {
                         code: e["code"].as_i64().unwrap_or(0),
                         message: e["message"].as_str().unwrap_or_default().into(),
+                        data: e.get("data").cloned().unwrap_or(Value::Null),
                     });
                 }
                 return Ok(m["result"].clone());
             }
             if m["method"] == "shutdown" {
                 self.shutdown = true;
-            } else if m["method"] == "hook_invoke" || m["method"] == "ping" {
+            } else if m["method"] == "$/cancel" {
+                let cancelled = &m["params"]["id"];
+                if self.current.as_ref() == Some(cancelled) {
+                    self.cancelled = true;
+                }
+                self.queued
+                    .retain(|q| q["method"] != "hook_invoke" || &q["id"] != cancelled);
+            } else if m.get("method").is_some() && m.get("id").is_some() {
+                // hook_invoke, ping, and requests answered method_not_found, in turn.
                 self.queued.push_back(m);
             }
         }
     }
 
-    /// Call a host API method and wait for its answer. Calling a method that was not granted
-    /// gets the plugin terminated by the runtime: check [`Host::granted`] first.
+    /// Refuse, unsent, a call the runtime would terminate the plugin for.
+    fn check_granted(&self, method: &str) -> Result<(), SdkError> {
+        if self.granted.iter().any(|g| g == method) {
+            Ok(())
+        } else {
+            Err(SdkError::NotGranted(method.into()))
+        }
+    }
+
+    /// Call a host API method (docs/protocol.md §3.7) and wait for its answer; hook calls and
+    /// pings that arrive meanwhile are handled after the handler returns. A method not
+    /// [`granted`](Host::granted) is refused with [`SdkError::NotGranted`] without being sent.
     pub fn call(&mut self, method: &str, params: Value) -> Result<Value, SdkError> {
+        // Checked here, not in request_raw: a second `handshake` is refused too.
+        self.check_granted(method)?;
         self.request_raw(method, params)
     }
 
-    /// `log` (a notification: no answer is awaited).
+    /// `log` (a notification: no answer is awaited). `level` is `debug`, `info`, `warn` or
+    /// `error` (another is logged as `info` with a runtime warning). Past the runtime's
+    /// `max_events_per_sec` (shared with `emit_event`) the message is dropped and the drop
+    /// counted. Needs `log` granted, else [`SdkError::NotGranted`], nothing sent.
     pub fn log(&mut self, level: &str, message: &str) -> Result<(), SdkError> {
+        self.check_granted("log")?;
         self.write(&json!({"jsonrpc": "2.0", "method": "log",
                            "params": {"level": level, "message": message}}))
     }
 
-    /// `emit_event` (a notification).
+    /// `emit_event` (a notification), reaching the agent tagged with the plugin's name. Rate
+    /// limited as [`Host::log`]. Needs `emit_event` granted, else [`SdkError::NotGranted`].
     pub fn emit_event(&mut self, name: &str, data: Value) -> Result<(), SdkError> {
+        self.check_granted("emit_event")?;
         self.write(&json!({"jsonrpc": "2.0", "method": "emit_event",
                            "params": {"name": name, "data": data}}))
     }
 
-    /// `get_config_value`.
+    /// `get_config_value`: `key` is `node_id`, `runtime_version` or `plugin_name` (another is
+    /// [`SdkError::Host`] `invalid_params`). Needs `get_config_value` granted.
     pub fn config(&mut self, key: &str) -> Result<Value, SdkError> {
         Ok(self.call("get_config_value", json!({"key": key}))?["value"].clone())
     }
 
-    /// `kv_get`.
+    /// `kv_get`: the value of `key` in the plugin's private store, `None` when absent. Needs
+    /// `kv_get` granted.
     pub fn kv_get(&mut self, key: &str) -> Result<Option<String>, SdkError> {
         let v = self.call("kv_get", json!({"key": key}))?;
         Ok(v["value"].as_str().map(String::from))
     }
 
-    /// `kv_put` (`None` deletes).
+    /// `kv_put` (`None` deletes), durable once it returns `Ok`. Needs `kv_put` granted. Over
+    /// the store's quota: [`SdkError::Host`] -32009 `quota_exceeded`; past the plugin's write
+    /// budget (-32006) or while another process holds the store's lock (-32007), the error's
+    /// `data` has `retry_after_ms`: retry after that (docs/protocol.md §3.7).
     pub fn kv_put(&mut self, key: &str, value: Option<&str>) -> Result<(), SdkError> {
         self.call("kv_put", json!({"key": key, "value": value}))
             .map(|_| ())
@@ -365,5 +538,181 @@ mod tests {
             Box::new(Shared::default()),
         );
         assert!(matches!(r, Err(SdkError::Handshake(_))));
+    }
+
+    fn run(plugin: Plugin, input: &[&str]) -> (Result<(), SdkError>, Vec<Value>) {
+        let out = Shared::default();
+        let r = plugin.run_on(
+            Box::new(io::Cursor::new(input.join("\n").into_bytes())),
+            Box::new(out.clone()),
+        );
+        (r, lines(&out))
+    }
+
+    fn invoke(id: u64, payload: Value) -> String {
+        json!({"jsonrpc":"2.0","id":id,"method":"hook_invoke",
+               "params":{"hook":"on:a","payload":payload,"deadline_ms":9}})
+        .to_string()
+    }
+
+    /// A host call not granted is refused by the SDK, unsent (the runtime would terminate the
+    /// plugin): the handler's `?` fails that hook call only.
+    #[test]
+    fn a_host_call_not_granted_is_refused_unsent() {
+        let hs = r#"{"jsonrpc":"2.0","id":0,"result":{"granted":["log"],"hooks":[],"limits":{}}}"#;
+        let (r, sent) = run(
+            Plugin::new("p", "1.0.0")
+                .capabilities(&["log", "emit_event"])
+                .hook("on:a", |host, payload| {
+                    let e = match payload.as_u64() {
+                        Some(1) => host.emit_event("e", json!({})).unwrap_err(),
+                        Some(2) => host.kv_get("k").unwrap_err(),
+                        Some(3) => host.call("handshake", json!({})).unwrap_err(),
+                        _ => host.call("no_such_method", json!({})).unwrap_err(),
+                    };
+                    assert!(matches!(&e, SdkError::NotGranted(_)), "{e}");
+                    host.log("info", "logged")?;
+                    Err(e.into())
+                }),
+            &[
+                hs,
+                &invoke(1, json!(1)),
+                &invoke(2, json!(2)),
+                &invoke(3, json!(3)),
+                &invoke(4, json!(4)),
+            ],
+        );
+        r.unwrap();
+        let methods: Vec<Value> = sent.iter().map(|m| m["method"].clone()).collect();
+        assert_eq!(
+            methods,
+            [
+                json!("handshake"),
+                json!("log"),
+                Value::Null,
+                json!("log"),
+                Value::Null,
+                json!("log"),
+                Value::Null,
+                json!("log"),
+                Value::Null
+            ]
+        );
+        for (answer, method) in [
+            (2, "emit_event"),
+            (4, "kv_get"),
+            (6, "handshake"),
+            (8, "no_such_method"),
+        ] {
+            let m = sent[answer]["error"]["message"].as_str().unwrap();
+            assert!(m.contains(&format!("`{method}` was not granted")), "{m}");
+        }
+    }
+
+    /// An answer the runtime would take as a violation — a line over the handshake's
+    /// `max_frame_bytes`, a result nested past 120 levels — is replaced by an error answer.
+    #[test]
+    fn an_answer_too_long_or_too_deep_is_answered_with_an_error() {
+        let hs = r#"{"jsonrpc":"2.0","id":0,"result":{"granted":[],"hooks":["on:a"],"limits":{"max_frame_bytes":300}}}"#;
+        let nested = |d: usize| (0..d).fold(json!(0), |v, _| json!([v]));
+        let (r, sent) = run(
+            Plugin::new("p", "1.0.0").hook("on:a", move |_, payload| {
+                let n = usize::try_from(payload["n"].as_u64().unwrap()).unwrap();
+                match payload["do"].as_str().unwrap() {
+                    "big" => Ok(json!("x".repeat(n))),
+                    "err" => Err(HookError("e".repeat(n))),
+                    _ => Ok(nested(n)),
+                }
+            }),
+            &[
+                hs,
+                &invoke(1, json!({"do": "big", "n": 240})),
+                &invoke(2, json!({"do": "big", "n": 300})),
+                &invoke(3, json!({"do": "err", "n": 300})),
+                &invoke(4, json!({"do": "deep", "n": 120})),
+                &invoke(5, json!({"do": "deep", "n": 121})),
+            ],
+        );
+        r.unwrap();
+        assert!(sent.iter().all(|m| m.to_string().len() <= 300));
+        assert_eq!(sent[1]["result"].as_str().unwrap().len(), 240);
+        for i in [2, 3] {
+            let m = sent[i]["error"]["message"].as_str().unwrap();
+            assert!(
+                m.contains("over the runtime's max_frame_bytes (300)"),
+                "{m}"
+            );
+        }
+        assert_eq!(sent[4]["result"], nested(120));
+        let m = sent[5]["error"]["message"].as_str().unwrap();
+        assert!(m.contains("nests 121 levels"), "{m}");
+        assert_eq!(sent[5]["id"], 5);
+    }
+
+    /// `$/cancel` of a hook call queued during a host call drops it unhandled; of the call
+    /// being handled, makes `Host::cancelled` true and its answer is not sent.
+    #[test]
+    fn cancelled_calls_are_not_handled_or_answered() {
+        let hs = r#"{"jsonrpc":"2.0","id":0,"result":{"granted":["get_config_value"],"hooks":["on:a"]}}"#;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let (r, sent) = run(
+            Plugin::new("p", "1.0.0").hook("on:a", move |host, payload| {
+                s2.lock().unwrap().push(payload.clone());
+                if payload == 1 {
+                    host.config("node_id")?;
+                    assert!(host.cancelled());
+                } else {
+                    assert!(!host.cancelled());
+                }
+                Ok(payload)
+            }),
+            &[
+                hs,
+                &invoke(1, json!(1)),
+                &invoke(2, json!(2)),
+                &invoke(3, json!(3)),
+                r#"{"jsonrpc":"2.0","method":"$/cancel","params":{"id":2}}"#,
+                r#"{"jsonrpc":"2.0","method":"$/cancel","params":{"id":1}}"#,
+                r#"{"jsonrpc":"2.0","id":1,"result":{"value":"n"}}"#,
+            ],
+        );
+        r.unwrap();
+        assert_eq!(*seen.lock().unwrap(), [json!(1), json!(3)]);
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        assert_eq!(sent[1]["method"], "get_config_value");
+        assert_eq!(sent[2], json!({"jsonrpc":"2.0","id":3,"result":3}));
+    }
+
+    /// A host error keeps its `data` (a refused `kv_put`'s `retry_after_ms`); an unknown
+    /// request is answered `method_not_found`; a `HookError` made by `?` carries the causes.
+    #[test]
+    fn host_error_data_unknown_requests_and_error_causes() {
+        let hs = r#"{"jsonrpc":"2.0","id":0,"result":{"granted":["kv_put"],"hooks":["on:a"]}}"#;
+        let (r, sent) = run(
+            Plugin::new("p", "1.0.0").hook("on:a", |host, _| {
+                let e = host.kv_put("k", Some("v")).unwrap_err();
+                let SdkError::Host { code, data, .. } = &e else {
+                    panic!("{e}")
+                };
+                assert_eq!((*code, &data["retry_after_ms"]), (-32006, &json!(250)));
+                let io = SdkError::Io(io::Error::other("pipe gone"));
+                Err(io.into())
+            }),
+            &[
+                hs,
+                r#"{"jsonrpc":"2.0","id":"x","method":"future_method","params":{}}"#,
+                &invoke(7, json!(null)),
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32006,"message":"budget","data":{"kind":"kv_write_budget","retry_after_ms":250}}}"#,
+            ],
+        );
+        r.unwrap();
+        assert_eq!(sent[1]["id"], "x");
+        assert_eq!(sent[1]["error"]["code"], -32601);
+        assert_eq!(sent[2]["method"], "kv_put");
+        assert_eq!(
+            sent[3]["error"]["message"],
+            "protocol I/O failed: pipe gone"
+        );
     }
 }
