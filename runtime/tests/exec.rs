@@ -408,6 +408,64 @@ fn program_sees_no_nis_domain_name_of_the_hosts() {
     assert_eq!(process["domainname"], "(none)", "{process}");
 }
 
+/// `with_domain_name`'s command, started under a seccomp filter that refuses `setdomainname`
+/// with EPERM (what a unit whose `SystemCallFilter=` lacks it, or `ProtectHostname=yes`, gives
+/// the runtime); writing `/proc/sys/kernel/domainname` is no `setdomainname`.
+fn with_domain_name_unsettable(cmd: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let filter: seccompiler::BpfProgram = seccompiler::SeccompFilter::new(
+        [(libc::SYS_setdomainname, vec![])].into_iter().collect(),
+        seccompiler::SeccompAction::Allow,
+        seccompiler::SeccompAction::Errno(libc::EPERM as u32),
+        std::env::consts::ARCH.try_into().unwrap(),
+    )
+    .unwrap()
+    .try_into()
+    .unwrap();
+    let mut c = Command::new("unshare");
+    c.args([
+        "-u",
+        "/bin/sh",
+        "-c",
+        "echo corp-secret.internal > /proc/sys/kernel/domainname && exec \"$@\"",
+        "sh",
+    ])
+    .args(cmd);
+    // SAFETY: between fork and exec only `prctl` and `seccomp` (the filter built before the
+    // fork) are called.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            seccompiler::apply_filter(&filter).map_err(std::io::Error::other)
+        });
+    }
+    c.stdin(std::process::Stdio::null()).output().unwrap()
+}
+
+#[test]
+fn a_refused_setdomainname_stops_the_launch_and_says_so() {
+    // Fail closed where the copied domain name cannot be hidden, and say which call and which
+    // unit setting: the step alone (`hostname`, whose sethostname was allowed) said only
+    // "Operation not permitted".
+    if !require(
+        is_root(),
+        "a domain name set in a new UTS namespace (unshare -u) needs root",
+    ) {
+        return;
+    }
+    let o = with_domain_name_unsettable(&[BIN, "exec", "--", "/bin/echo", "ran"]);
+    assert_eq!(code(&o), 125, "{}{}", out(&o), err(&o));
+    assert_eq!(out(&o), "", "the program must not run");
+    let e = err(&o);
+    assert!(e.contains("step `hostname`"), "{e}");
+    assert!(
+        e.contains("setdomainname") && e.contains("SystemCallFilter="),
+        "{e}"
+    );
+}
+
 /// A command whose process has KSM merging every page (`PR_SET_MEMORY_MERGE` 1, what systemd's
 /// `MemoryKSM=yes` gives a unit), which survives fork and exec; stdin closed.
 fn with_ksm_merge_any(args: &[&str]) -> std::process::Output {

@@ -94,6 +94,18 @@ pub fn clear_domain_name() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The NIS domain name the sandbox's UTS namespace copied could not be set back to
+/// [`NO_DOMAIN_NAME`]: the launch stops (step `hostname`, whose `sethostname` passed), and the
+/// message names the call and what refuses it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot set the NIS domain name the sandbox's UTS namespace copied from the runtime's back \
+     to (none) with setdomainname (stockade.service allows it; a unit whose SystemCallFilter= \
+     lacks setdomainname, or with ProtectHostname=yes, refuses it: allow it, or clear the \
+     host's domain name)"
+)]
+pub struct DomainNameError(#[source] pub std::io::Error);
+
 /// What the grandchild reports through the exec pipe when it could not start the program.
 pub const EXEC_FAILED: u8 = 1;
 /// The grandchild failed before exec (seccomp, session).
@@ -305,7 +317,8 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
         None => ctx,
     };
     sys::sethostname(&p.hostname).map_err(at(LaunchStep::Hostname))?;
-    clear_domain_name().map_err(at(LaunchStep::Hostname))?;
+    clear_domain_name()
+        .map_err(|e| (LaunchStep::Hostname, error_chain(&DomainNameError(e))))?;
     if p.network == NetworkMode::Loopback {
         sys::net::loopback_up().map_err(at(LaunchStep::Loopback))?;
     }
