@@ -508,6 +508,41 @@ fn program_memory_is_not_merged_by_ksm_unasked_whatever_the_callers() {
     assert_eq!(ps["ksm_merge_any_inherited"], true, "{ps}");
 }
 
+/// A command whose process has a timer slack of 123456789 ns (a caller's `PR_SET_TIMERSLACK`,
+/// a unit's `TimerSlackNSec=`), which fork and exec keep; stdin closed.
+fn with_timer_slack(args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(args[0]);
+    cmd.args(&args[1..]);
+    // SAFETY: between fork and exec only `prctl`, async-signal-safe, is called.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_TIMERSLACK, 123_456_789, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.stdin(std::process::Stdio::null()).output().unwrap()
+}
+
+#[test]
+fn program_timer_slack_is_the_kernels_default_not_the_callers() {
+    // The caller's slack was the program's, and its default too (what its own
+    // `PR_SET_TIMERSLACK` 0 returns to): the runtime's caller chose the plugin's timer precision.
+    const SLACK: &str = "/proc/self/timerslack_ns";
+    // Native control: the slack survives exec outside a sandbox.
+    let native = with_timer_slack(&["/bin/cat", SLACK]);
+    assert_eq!(out(&native), "123456789\n", "{}", err(&native));
+    let o = with_timer_slack(&[BIN, "--json", "exec", "--", "/bin/cat", SLACK]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "50000\n", "{}", err(&o));
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let ps = &layer(&r, "process_state")["details"];
+    assert_eq!(ps["timer_slack_ns"], 50_000, "{ps}");
+    assert_eq!(ps["timer_slack_ns_inherited"], 123_456_789, "{ps}");
+}
+
 /// `sh -c SCRIPT` with `$1` the binary under test and `$2` a probe (a script for `sh -c`).
 fn shell_probe(script: &str, probe: &str) -> std::process::Output {
     Command::new("/bin/sh")

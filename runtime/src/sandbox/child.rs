@@ -317,8 +317,7 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
         None => ctx,
     };
     sys::sethostname(&p.hostname).map_err(at(LaunchStep::Hostname))?;
-    clear_domain_name()
-        .map_err(|e| (LaunchStep::Hostname, error_chain(&DomainNameError(e))))?;
+    clear_domain_name().map_err(|e| (LaunchStep::Hostname, error_chain(&DomainNameError(e))))?;
     if p.network == NetworkMode::Loopback {
         sys::net::loopback_up().map_err(at(LaunchStep::Loopback))?;
     }

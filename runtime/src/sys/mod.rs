@@ -1481,6 +1481,48 @@ pub fn clear_memory_merge() -> io::Result<()> {
     prctl(libc::PR_SET_MEMORY_MERGE, 0).map(drop)
 }
 
+/// This thread's timer slack in nanoseconds (`PR_GET_TIMERSLACK`: how late the kernel may fire
+/// its timers to batch wake-ups). The raw system call: its `long` result holds a value glibc's
+/// `int`-returning `prctl` would truncate.
+pub fn timer_slack() -> io::Result<u64> {
+    let zero: libc::c_ulong = 0;
+    // SAFETY: PR_GET_TIMERSLACK takes no pointer; the unused arguments are 0.
+    let ns = unsafe {
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_GET_TIMERSLACK,
+            zero,
+            zero,
+            zero,
+            zero,
+        )
+    };
+    // glibc's `syscall` returns -1 (errno set) for the kernel's error range only: a slack of 2^63
+    // or more comes back as another negative `long`, the value's bits.
+    if ns == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from_ne_bytes(ns.to_ne_bytes()))
+}
+
+/// `PR_SET_TIMERSLACK` `ns` (> 0): this thread's timer slack, and the default that the processes
+/// it forks start with (and return to with their own `PR_SET_TIMERSLACK` 0); kept across exec.
+pub fn set_timer_slack(ns: u64) -> io::Result<()> {
+    let zero: libc::c_ulong = 0;
+    // SAFETY: PR_SET_TIMERSLACK takes an integer and no pointer; the unused arguments are 0.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_TIMERSLACK,
+            ns as libc::c_ulong,
+            zero,
+            zero,
+            zero,
+        )
+    })
+    .map(drop)
+}
+
 /// Write this process's `oom_score_adj`. Raising it needs no privilege; lowering it below the
 /// floor a privileged writer left (`oom_score_adj_min`) is EACCES. The file belongs to root
 /// once the process is not dumpable (or has changed its ids), so call it before that.
