@@ -224,6 +224,61 @@ fn pid_file_names_the_running_program_and_signals_are_forwarded() {
     assert!(!pf.exists());
 }
 
+#[test]
+fn program_has_a_session_keyring_of_its_own_not_the_callers() {
+    // The program was attached to the runtime's caller's session keyring (a login's keys):
+    // unreachable by keyctl inside, but the kernel searches a possessor's keyrings for it. Now
+    // the init joins a new one once its ids are the plugin's: a keyring the plugin uid owns
+    // exists while it runs. Before, that uid owned no key at all (the caller's is root's, and
+    // nothing inside can make one: keyctl and add_key are refused).
+    if !require(
+        is_root(),
+        "a plugin uid of its own (root mode) owns its keyring",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pf = dir.path().join("pid");
+    let mut child = exec_with_pid_file(&pf, &["/bin/sleep", "60"]);
+    let mut pid = None;
+    for _ in 0..1000 {
+        if let Ok(t) = std::fs::read_to_string(&pf) {
+            pid = t.trim().parse::<i32>().ok();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pid = pid.expect("pid file written");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let uid: u32 = uid.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // `/proc/key-users`: "UID: usage nkeys/nikeys qnkeys/maxkeys qnbytes/maxbytes".
+    let users = std::fs::read_to_string("/proc/key-users").unwrap();
+    sigterm(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    let keys = users
+        .lines()
+        .find(|l| l.trim_start().strip_prefix(&format!("{uid}:")).is_some())
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.split('/').next()?.parse::<u32>().ok());
+    // At least: a previous launch's keyring of the same uid may not be collected yet.
+    assert!(keys.is_some_and(|n| n >= 1), "uid {uid}:\n{users}");
+}
+
+#[test]
+fn a_refused_keyctl_stops_the_launch_and_says_so() {
+    // Fail closed, as the other inherited process state does, where the caller's keyring cannot
+    // be left (a unit's SystemCallFilter=~@keyring): the program must not run attached to it.
+    let mut c = Command::new(BIN);
+    c.args(["exec", "--", "/bin/echo", "ran"]);
+    let o = refusing(libc::SYS_keyctl, c);
+    assert_eq!(code(&o), 125, "{}{}", out(&o), err(&o));
+    assert_eq!(out(&o), "", "the program must not run");
+    let e = err(&o);
+    assert!(e.contains("step `process_state`"), "{e}");
+    assert!(e.contains("session keyring") && e.contains("keyctl"), "{e}");
+}
+
 /// A program that closed its stdout and stderr but runs on still gets the signals the
 /// runtime receives (the runtime no longer relays, but must not stop listening).
 #[test]
@@ -408,13 +463,12 @@ fn program_sees_no_nis_domain_name_of_the_hosts() {
     assert_eq!(process["domainname"], "(none)", "{process}");
 }
 
-/// `with_domain_name`'s command, started under a seccomp filter that refuses `setdomainname`
-/// with EPERM (what a unit whose `SystemCallFilter=` lacks it, or `ProtectHostname=yes`, gives
-/// the runtime); writing `/proc/sys/kernel/domainname` is no `setdomainname`.
-fn with_domain_name_unsettable(cmd: &[&str]) -> std::process::Output {
+/// `cmd` started under a seccomp filter that refuses `syscall` with EPERM and allows the rest
+/// (what a systemd unit's `SystemCallFilter=` without it gives the runtime); stdin closed.
+fn refusing(syscall: libc::c_long, mut cmd: Command) -> std::process::Output {
     use std::os::unix::process::CommandExt;
     let filter: seccompiler::BpfProgram = seccompiler::SeccompFilter::new(
-        [(libc::SYS_setdomainname, vec![])].into_iter().collect(),
+        [(syscall, vec![])].into_iter().collect(),
         seccompiler::SeccompAction::Allow,
         seccompiler::SeccompAction::Errno(libc::EPERM as u32),
         std::env::consts::ARCH.try_into().unwrap(),
@@ -422,6 +476,23 @@ fn with_domain_name_unsettable(cmd: &[&str]) -> std::process::Output {
     .unwrap()
     .try_into()
     .unwrap();
+    // SAFETY: between fork and exec only `prctl` and `seccomp` (the filter built before the
+    // fork) are called.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            seccompiler::apply_filter(&filter).map_err(std::io::Error::other)
+        });
+    }
+    cmd.stdin(std::process::Stdio::null()).output().unwrap()
+}
+
+/// `with_domain_name`'s command under a filter refusing `setdomainname` (a unit whose
+/// `SystemCallFilter=` lacks it, or `ProtectHostname=yes`); writing
+/// `/proc/sys/kernel/domainname` is no `setdomainname`.
+fn with_domain_name_unsettable(cmd: &[&str]) -> std::process::Output {
     let mut c = Command::new("unshare");
     c.args([
         "-u",
@@ -431,17 +502,7 @@ fn with_domain_name_unsettable(cmd: &[&str]) -> std::process::Output {
         "sh",
     ])
     .args(cmd);
-    // SAFETY: between fork and exec only `prctl` and `seccomp` (the filter built before the
-    // fork) are called.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            seccompiler::apply_filter(&filter).map_err(std::io::Error::other)
-        });
-    }
-    c.stdin(std::process::Stdio::null()).output().unwrap()
+    refusing(libc::SYS_setdomainname, c)
 }
 
 #[test]

@@ -1523,6 +1523,25 @@ pub fn set_timer_slack(ns: u64) -> io::Result<()> {
     .map(drop)
 }
 
+/// `keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`: this process gets a new, empty, anonymous
+/// session keyring owned by its uid, in place of the one it inherited, and so does what it forks
+/// and executes from then on; the new keyring's serial. A kernel without keys (no
+/// `CONFIG_KEYS`) answers ENOSYS.
+pub fn join_new_session_keyring() -> io::Result<i32> {
+    // SAFETY: a null name asks for an anonymous keyring; nothing else is read or written.
+    let serial = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            libc::KEYCTL_JOIN_SESSION_KEYRING as libc::c_long,
+            std::ptr::null::<libc::c_char>(),
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })?;
+    i32::try_from(serial).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "serial"))
+}
+
 /// Write this process's `oom_score_adj`. Raising it needs no privilege; lowering it below the
 /// floor a privileged writer left (`oom_score_adj_min`) is EACCES. The file belongs to root
 /// once the process is not dumpable (or has changed its ids), so call it before that.
