@@ -527,24 +527,28 @@ fn a_refused_setdomainname_stops_the_launch_and_says_so() {
     );
 }
 
-/// A command whose process has KSM merging every page (`PR_SET_MEMORY_MERGE` 1, what systemd's
-/// `MemoryKSM=yes` gives a unit), which survives fork and exec; stdin closed.
-fn with_ksm_merge_any(args: &[&str]) -> std::process::Output {
+/// A command whose process ran `prctl(option, value)` first (state fork and exec keep); stdin
+/// closed. The kernel must know the option (the test host's does).
+fn with_prctl(option: libc::c_int, value: libc::c_ulong, args: &[&str]) -> std::process::Output {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(args[0]);
     cmd.args(&args[1..]);
     // SAFETY: between fork and exec only `prctl`, async-signal-safe, is called.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_MEMORY_MERGE, 1, 0, 0, 0) != 0 {
+        cmd.pre_exec(move || {
+            if libc::prctl(option, value, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    cmd.stdin(std::process::Stdio::null()).output().expect(
-        "PR_SET_MEMORY_MERGE (Linux 6.4, no privilege needed): the test host's kernel has it",
-    )
+    cmd.stdin(std::process::Stdio::null()).output().unwrap()
+}
+
+/// A command with KSM merging every page (`PR_SET_MEMORY_MERGE` 1, Linux 6.4, no privilege
+/// needed: what systemd's `MemoryKSM=yes` gives a unit).
+fn with_ksm_merge_any(args: &[&str]) -> std::process::Output {
+    with_prctl(libc::PR_SET_MEMORY_MERGE, 1, args)
 }
 
 #[test]
@@ -569,22 +573,10 @@ fn program_memory_is_not_merged_by_ksm_unasked_whatever_the_callers() {
     assert_eq!(ps["ksm_merge_any_inherited"], true, "{ps}");
 }
 
-/// A command whose process has a timer slack of 123456789 ns (a caller's `PR_SET_TIMERSLACK`,
-/// a unit's `TimerSlackNSec=`), which fork and exec keep; stdin closed.
+/// A command with a timer slack of 123456789 ns (a caller's `PR_SET_TIMERSLACK`, a unit's
+/// `TimerSlackNSec=`).
 fn with_timer_slack(args: &[&str]) -> std::process::Output {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(args[0]);
-    cmd.args(&args[1..]);
-    // SAFETY: between fork and exec only `prctl`, async-signal-safe, is called.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_TIMERSLACK, 123_456_789, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.stdin(std::process::Stdio::null()).output().unwrap()
+    with_prctl(libc::PR_SET_TIMERSLACK, 123_456_789, args)
 }
 
 #[test]

@@ -1631,6 +1631,14 @@ mod tests {
         .unwrap()
     }
 
+    /// Sets no_new_privs (which a filter needs, unprivileged) and installs `filter` on this
+    /// process: only in a forked child ([`in_child`]). False when either fails.
+    fn install(filter: &seccompiler::BpfProgram) -> bool {
+        // SAFETY: plain prctl with integer arguments.
+        let nnp = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        nnp == 0 && seccompiler::apply_filter(filter).is_ok()
+    }
+
     /// Runs `f` in a forked child, so that what it changes (a seccomp filter, the nice value,
     /// the personality) stays there, and returns the child's exit code (101: `f` panicked).
     fn in_child(f: impl FnOnce() -> i32) -> i32 {
@@ -1677,14 +1685,8 @@ mod tests {
                 {
                     return 3;
                 }
-                if filtered {
-                    // SAFETY: plain prctl; the filter needs no_new_privs.
-                    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-                        return 4;
-                    }
-                    if seccompiler::apply_filter(&filter).is_err() {
-                        return 5;
-                    }
+                if filtered && !install(&filter) {
+                    return 4;
                 }
                 match clear_domain_name() {
                     Ok(()) if super::domainname().ok().as_deref() == Some(NO_DOMAIN_NAME) => 0,
@@ -1718,14 +1720,8 @@ mod tests {
                 if super::set_nice(nice).is_err() {
                     return 3;
                 }
-                if filtered {
-                    // SAFETY: plain prctl; the filter needs no_new_privs.
-                    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-                        return 4;
-                    }
-                    if seccompiler::apply_filter(&filter).is_err() {
-                        return 5;
-                    }
+                if filtered && !install(&filter) {
+                    return 4;
                 }
                 match process_state::apply(libc::SCHED_OTHER) {
                     Ok(state) if state.nice.set == 0 => {
@@ -1770,12 +1766,8 @@ mod tests {
         for (locked, cleared) in [(0u64, true), (0x0040000, false)] {
             let filter = lock(locked);
             let code = in_child(|| {
-                // SAFETY: plain prctl; the filter needs no_new_privs unprivileged.
-                if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                if !install(&filter) {
                     return 3;
-                }
-                if seccompiler::apply_filter(&filter).is_err() {
-                    return 4;
                 }
                 if locked != 0 {
                     // The lock's own value set first (as systemd's unit start does).
