@@ -189,20 +189,23 @@ fn scripts_run_through_their_descriptor() {
     assert_eq!(out(&o), "script 1 arg\n");
 }
 
+/// The pid `--pid-file PF` names, once the runtime wrote it (polled: up to 10 s).
+fn pid_from(pf: &std::path::Path) -> i32 {
+    for _ in 0..1000 {
+        if let Ok(t) = std::fs::read_to_string(pf) {
+            return t.trim().parse().expect("a pid");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("pid file not written");
+}
+
 #[test]
 fn pid_file_names_the_running_program_and_signals_are_forwarded() {
     let dir = tempfile::tempdir().unwrap();
     let pf = dir.path().join("pid");
     let mut child = exec_with_pid_file(&pf, &["/bin/sleep", "60"]);
-    let mut pid = None;
-    for _ in 0..1000 {
-        if let Ok(t) = std::fs::read_to_string(&pf) {
-            pid = t.trim().parse::<i32>().ok();
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let pid = pid.expect("pid file written");
+    let pid = pid_from(&pf);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(
         status
@@ -240,15 +243,7 @@ fn program_has_a_session_keyring_of_its_own_not_the_callers() {
     let dir = tempfile::tempdir().unwrap();
     let pf = dir.path().join("pid");
     let mut child = exec_with_pid_file(&pf, &["/bin/sleep", "60"]);
-    let mut pid = None;
-    for _ in 0..1000 {
-        if let Ok(t) = std::fs::read_to_string(&pf) {
-            pid = t.trim().parse::<i32>().ok();
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let pid = pid.expect("pid file written");
+    let pid = pid_from(&pf);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     let uid: u32 = uid.split_whitespace().nth(1).unwrap().parse().unwrap();
