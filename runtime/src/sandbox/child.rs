@@ -114,8 +114,15 @@ pub struct DomainNameError(#[source] pub std::io::Error);
 fn leave_session_keyring() -> Result<&'static str, SessionKeyringError> {
     match sys::join_new_session_keyring() {
         Ok(_) => Ok("new, empty, the plugin uid's"),
-        // No keys in this kernel: there is no keyring to inherit.
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Ok("none (a kernel without keys)"),
+        // No keys in this kernel: there is no keyring to inherit. A kernel with keys has
+        // `/proc/key-users` (the host's /proc still: the mounts come later), and its ENOSYS is a
+        // seccomp filter's answer (one of a container's): refused, not absent.
+        Err(e)
+            if e.raw_os_error() == Some(libc::ENOSYS)
+                && !std::path::Path::new("/proc/key-users").exists() =>
+        {
+            Ok("none (a kernel without keys)")
+        }
         Err(e) => Err(SessionKeyringError(e)),
     }
 }
