@@ -189,20 +189,23 @@ fn scripts_run_through_their_descriptor() {
     assert_eq!(out(&o), "script 1 arg\n");
 }
 
+/// The pid `--pid-file PF` names, once the runtime wrote it (polled: up to 10 s).
+fn pid_from(pf: &std::path::Path) -> i32 {
+    for _ in 0..1000 {
+        if let Ok(t) = std::fs::read_to_string(pf) {
+            return t.trim().parse().expect("a pid");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("pid file not written");
+}
+
 #[test]
 fn pid_file_names_the_running_program_and_signals_are_forwarded() {
     let dir = tempfile::tempdir().unwrap();
     let pf = dir.path().join("pid");
     let mut child = exec_with_pid_file(&pf, &["/bin/sleep", "60"]);
-    let mut pid = None;
-    for _ in 0..1000 {
-        if let Ok(t) = std::fs::read_to_string(&pf) {
-            pid = t.trim().parse::<i32>().ok();
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let pid = pid.expect("pid file written");
+    let pid = pid_from(&pf);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(
         status
@@ -222,6 +225,58 @@ fn pid_file_names_the_running_program_and_signals_are_forwarded() {
     sigterm(&child);
     assert_eq!(child.wait().unwrap().code(), Some(143));
     assert!(!pf.exists());
+}
+
+#[test]
+fn program_has_a_session_keyring_of_its_own_not_the_callers() {
+    // The program was attached to the runtime's caller's session keyring (a login's keys):
+    // unreachable by keyctl inside, but the kernel searches a possessor's keyrings for it. Now
+    // the init joins a new one once its ids are the plugin's: a keyring the plugin uid owns
+    // exists while it runs. Before, that uid owned no key at all (the caller's is root's, and
+    // nothing inside can make one: keyctl and add_key are refused).
+    if !require(
+        is_root(),
+        "a plugin uid of its own (root mode) owns its keyring",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pf = dir.path().join("pid");
+    let mut child = exec_with_pid_file(&pf, &["/bin/sleep", "60"]);
+    let pid = pid_from(&pf);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let uid: u32 = uid.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // `/proc/key-users`: "UID: usage nkeys/nikeys qnkeys/maxkeys qnbytes/maxbytes".
+    let users = std::fs::read_to_string("/proc/key-users").unwrap();
+    sigterm(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    let keys = users
+        .lines()
+        .find(|l| l.trim_start().strip_prefix(&format!("{uid}:")).is_some())
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.split('/').next()?.parse::<u32>().ok());
+    // At least: a previous launch's keyring of the same uid may not be collected yet.
+    assert!(keys.is_some_and(|n| n >= 1), "uid {uid}:\n{users}");
+}
+
+#[test]
+fn a_refused_keyctl_stops_the_launch_and_says_so() {
+    // Fail closed, as the other inherited process state does, where the caller's keyring cannot
+    // be left (a unit's SystemCallFilter=~@keyring): the program must not run attached to it.
+    // ENOSYS too, a container's filter's answer: this kernel has keys (`/proc/key-users`), so
+    // it is a refusal, not a kernel without keyrings to inherit.
+    assert!(std::path::Path::new("/proc/key-users").exists());
+    for errno in [libc::EPERM, libc::ENOSYS] {
+        let mut c = Command::new(BIN);
+        c.args(["exec", "--", "/bin/echo", "ran"]);
+        let o = refusing_with(libc::SYS_keyctl, errno, c);
+        assert_eq!(code(&o), 125, "errno {errno}: {}{}", out(&o), err(&o));
+        assert_eq!(out(&o), "", "the program must not run");
+        let e = err(&o);
+        assert!(e.contains("step `process_state`"), "{e}");
+        assert!(e.contains("session keyring") && e.contains("keyctl"), "{e}");
+    }
 }
 
 /// A program that closed its stdout and stderr but runs on still gets the signals the
@@ -408,24 +463,97 @@ fn program_sees_no_nis_domain_name_of_the_hosts() {
     assert_eq!(process["domainname"], "(none)", "{process}");
 }
 
-/// A command whose process has KSM merging every page (`PR_SET_MEMORY_MERGE` 1, what systemd's
-/// `MemoryKSM=yes` gives a unit), which survives fork and exec; stdin closed.
-fn with_ksm_merge_any(args: &[&str]) -> std::process::Output {
+/// `cmd` started under a seccomp filter that refuses `syscall` with EPERM and allows the rest
+/// (what a systemd unit's `SystemCallFilter=` without it gives the runtime); stdin closed.
+fn refusing(syscall: libc::c_long, cmd: Command) -> std::process::Output {
+    refusing_with(syscall, libc::EPERM, cmd)
+}
+
+/// [`refusing`] with `errno` as the filter's answer.
+fn refusing_with(syscall: libc::c_long, errno: i32, mut cmd: Command) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let filter: seccompiler::BpfProgram = seccompiler::SeccompFilter::new(
+        [(syscall, vec![])].into_iter().collect(),
+        seccompiler::SeccompAction::Allow,
+        seccompiler::SeccompAction::Errno(errno.unsigned_abs()),
+        std::env::consts::ARCH.try_into().unwrap(),
+    )
+    .unwrap()
+    .try_into()
+    .unwrap();
+    // SAFETY: between fork and exec only `prctl` and `seccomp` (the filter built before the
+    // fork) are called.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            seccompiler::apply_filter(&filter).map_err(std::io::Error::other)
+        });
+    }
+    cmd.stdin(std::process::Stdio::null()).output().unwrap()
+}
+
+/// `with_domain_name`'s command under a filter refusing `setdomainname` (a unit whose
+/// `SystemCallFilter=` lacks it, or `ProtectHostname=yes`); writing
+/// `/proc/sys/kernel/domainname` is no `setdomainname`.
+fn with_domain_name_unsettable(cmd: &[&str]) -> std::process::Output {
+    let mut c = Command::new("unshare");
+    c.args([
+        "-u",
+        "/bin/sh",
+        "-c",
+        "echo corp-secret.internal > /proc/sys/kernel/domainname && exec \"$@\"",
+        "sh",
+    ])
+    .args(cmd);
+    refusing(libc::SYS_setdomainname, c)
+}
+
+#[test]
+fn a_refused_setdomainname_stops_the_launch_and_says_so() {
+    // Fail closed where the copied domain name cannot be hidden, and say which call and which
+    // unit setting: the step alone (`hostname`, whose sethostname was allowed) said only
+    // "Operation not permitted".
+    if !require(
+        is_root(),
+        "a domain name set in a new UTS namespace (unshare -u) needs root",
+    ) {
+        return;
+    }
+    let o = with_domain_name_unsettable(&[BIN, "exec", "--", "/bin/echo", "ran"]);
+    assert_eq!(code(&o), 125, "{}{}", out(&o), err(&o));
+    assert_eq!(out(&o), "", "the program must not run");
+    let e = err(&o);
+    assert!(e.contains("step `hostname`"), "{e}");
+    assert!(
+        e.contains("setdomainname") && e.contains("SystemCallFilter="),
+        "{e}"
+    );
+}
+
+/// A command whose process ran `prctl(option, value)` first (state fork and exec keep); stdin
+/// closed. The kernel must know the option (the test host's does).
+fn with_prctl(option: libc::c_int, value: libc::c_ulong, args: &[&str]) -> std::process::Output {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(args[0]);
     cmd.args(&args[1..]);
     // SAFETY: between fork and exec only `prctl`, async-signal-safe, is called.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_MEMORY_MERGE, 1, 0, 0, 0) != 0 {
+        cmd.pre_exec(move || {
+            if libc::prctl(option, value, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    cmd.stdin(std::process::Stdio::null()).output().expect(
-        "PR_SET_MEMORY_MERGE (Linux 6.4, no privilege needed): the test host's kernel has it",
-    )
+    cmd.stdin(std::process::Stdio::null()).output().unwrap()
+}
+
+/// A command with KSM merging every page (`PR_SET_MEMORY_MERGE` 1, Linux 6.4, no privilege
+/// needed: what systemd's `MemoryKSM=yes` gives a unit).
+fn with_ksm_merge_any(args: &[&str]) -> std::process::Output {
+    with_prctl(libc::PR_SET_MEMORY_MERGE, 1, args)
 }
 
 #[test]
@@ -448,6 +576,29 @@ fn program_memory_is_not_merged_by_ksm_unasked_whatever_the_callers() {
     let ps = &layer(&r, "process_state")["details"];
     assert_eq!(ps["ksm_merge_any"], false, "{ps}");
     assert_eq!(ps["ksm_merge_any_inherited"], true, "{ps}");
+}
+
+/// A command with a timer slack of 123456789 ns (a caller's `PR_SET_TIMERSLACK`, a unit's
+/// `TimerSlackNSec=`).
+fn with_timer_slack(args: &[&str]) -> std::process::Output {
+    with_prctl(libc::PR_SET_TIMERSLACK, 123_456_789, args)
+}
+
+#[test]
+fn program_timer_slack_is_the_kernels_default_not_the_callers() {
+    // The caller's slack was the program's, and its default too (what its own
+    // `PR_SET_TIMERSLACK` 0 returns to): the runtime's caller chose the plugin's timer precision.
+    const SLACK: &str = "/proc/self/timerslack_ns";
+    // Native control: the slack survives exec outside a sandbox.
+    let native = with_timer_slack(&["/bin/cat", SLACK]);
+    assert_eq!(out(&native), "123456789\n", "{}", err(&native));
+    let o = with_timer_slack(&[BIN, "--json", "exec", "--", "/bin/cat", SLACK]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "50000\n", "{}", err(&o));
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let ps = &layer(&r, "process_state")["details"];
+    assert_eq!(ps["timer_slack_ns"], 50_000, "{ps}");
+    assert_eq!(ps["timer_slack_ns_inherited"], 123_456_789, "{ps}");
 }
 
 /// `sh -c SCRIPT` with `$1` the binary under test and `$2` a probe (a script for `sh -c`).

@@ -12,10 +12,12 @@
 //!
 //! ## Order (see [`contain`])
 //! parent-death signal → wait for the parent's go (maps written, cgroup joined) →
-//! oom_score_adj and nice at least 0, no real-time policy or I/O class (process_state.rs) → neutral
+//! oom_score_adj and nice at least 0, no real-time policy or I/O class, no KSM merge-any, the
+//! default timer slack (process_state.rs) → neutral
 //! command line → not dumpable →
 //! private cgroup namespace → open bind sources → identity (setresgid/setresuid to the inside
-//! ids; the user namespace keeps our capabilities for the mount work) → stdio → filesystem
+//! ids; the user namespace keeps our capabilities for the mount work) → a new session keyring
+//! (the plugin uid's) → stdio → filesystem
 //! (mounts, pivot_root) → hostname, no NIS domain name → loopback → default signal dispositions → umask 022 and
 //! no personality flags → rlimits (the policy's, and every other one at the runtime's value) →
 //! capabilities (securebits locked,
@@ -93,6 +95,47 @@ pub fn clear_domain_name() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The NIS domain name the sandbox's UTS namespace copied could not be set back to
+/// [`NO_DOMAIN_NAME`]: the launch stops (step `hostname`, whose `sethostname` passed), and the
+/// message names the call and what refuses it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot set the NIS domain name the sandbox's UTS namespace copied from the runtime's back \
+     to (none) with setdomainname (stockade.service allows it; a unit whose SystemCallFilter= \
+     lacks setdomainname, or with ProtectHostname=yes, refuses it: allow it, or clear the \
+     host's domain name)"
+)]
+pub struct DomainNameError(#[source] pub std::io::Error);
+
+/// The session keyring the program starts with, for the report: the runtime's caller's (a
+/// login's, holding its keys — keyctl is refused inside, but the kernel still searches a
+/// possessor's keyrings on its behalf) is replaced by a new, empty one.
+fn leave_session_keyring() -> Result<&'static str, SessionKeyringError> {
+    match sys::join_new_session_keyring() {
+        Ok(_) => Ok("new, empty, the plugin uid's"),
+        // No keys in this kernel: there is no keyring to inherit. A kernel with keys has
+        // `/proc/key-users` (the host's /proc still: the mounts come later), and its ENOSYS is a
+        // seccomp filter's answer (one of a container's): refused, not absent.
+        Err(e)
+            if e.raw_os_error() == Some(libc::ENOSYS)
+                && !std::path::Path::new("/proc/key-users").exists() =>
+        {
+            Ok("none (a kernel without keys)")
+        }
+        Err(e) => Err(SessionKeyringError(e)),
+    }
+}
+
+/// The inherited session keyring could not be replaced: the launch stops (step
+/// `process_state`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot replace the session keyring inherited from the runtime's caller with a new one \
+     (keyctl JOIN_SESSION_KEYRING: a seccomp filter refusing keyctl, as a unit's \
+     SystemCallFilter=~@keyring does, or the plugin uid's key quota, kernel.keys.maxkeys)"
+)]
+pub struct SessionKeyringError(#[source] pub std::io::Error);
 
 /// What the grandchild reports through the exec pipe when it could not start the program.
 pub const EXEC_FAILED: u8 = 1;
@@ -275,6 +318,11 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     // work below still works; files we create are owned by the mapped inside uid.
     sys::setresgid(p.inside_gid).map_err(at(LaunchStep::Identity))?;
     sys::setresuid(p.inside_uid).map_err(at(LaunchStep::Identity))?;
+    // A session keyring of its own, made now that the ids are the plugin's: owned by its uid and
+    // counted in that uid's key quota, not the runtime's (one per running plugin would exhaust
+    // `stockade`'s 200). Before the filter, which refuses keyctl.
+    let keyring =
+        leave_session_keyring().map_err(|e| (LaunchStep::ProcessState, error_chain(&e)))?;
     // The kernel clears the parent-death signal when credentials change: set it again, then
     // make sure the runtime did not die in between (its end of the socket would be closed).
     sys::set_parent_death_signal(libc::SIGKILL).map_err(at(LaunchStep::ParentDeathSignal))?;
@@ -305,7 +353,7 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
         None => ctx,
     };
     sys::sethostname(&p.hostname).map_err(at(LaunchStep::Hostname))?;
-    clear_domain_name().map_err(at(LaunchStep::Hostname))?;
+    clear_domain_name().map_err(|e| (LaunchStep::Hostname, error_chain(&DomainNameError(e))))?;
     if p.network == NetworkMode::Loopback {
         sys::net::loopback_up().map_err(at(LaunchStep::Loopback))?;
     }
@@ -360,7 +408,11 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
             json!({"staged_on": applied.stage, "pivot_root": true, "old_root": "detached",
                    "missing_host_devices": applied.missing_dev}),
         ),
-        LayerReport::full("process_state", process.details(UMASK)),
+        LayerReport::full("process_state", {
+            let mut d = process.details(UMASK);
+            d["session_keyring"] = keyring.into();
+            d
+        }),
         rl,
         LayerReport::full(
             "capabilities",

@@ -108,8 +108,8 @@ pub enum LaunchStep {
     Loopback,
     /// Default signal dispositions (what the runtime ignores would survive exec).
     SignalDispositions,
-    /// The oom_score_adj, nice value, scheduling policy, I/O class, KSM merging, umask and
-    /// personality the program starts with (the runtime's caller's must not reach it).
+    /// The oom_score_adj, nice value, scheduling policy, I/O class, KSM merging, timer slack,
+    /// umask and personality the program starts with (the runtime's caller's must not reach it).
     ProcessState,
     /// rlimits.
     Rlimits,

@@ -5,7 +5,8 @@
 //! The init sets it to the runtime's own values before the program is started, so that `exec`,
 //! `run`, `serve` and the warm pool's spares (built by the same init under the policy they will
 //! serve) all start their program the same way. Here: `oom_score_adj`, the nice value, a
-//! real-time scheduling policy and I/O class, KSM's merging of every page ([`apply`], first
+//! real-time scheduling policy and I/O class, KSM's merging of every page, the timer slack
+//! ([`apply`], first
 //! thing after the go — but a
 //! real-time policy, which the launch has the child leave before it joins its cgroup: the cpu
 //! controller refuses a real-time task a group without a real-time budget); in `child.rs`: the umask
@@ -43,6 +44,10 @@
 //!   A plugin that wants merging asks for it itself (`prctl` and `madvise` are allowed); the
 //!   runtime's caller does not decide it. Cleared on the init's memory, which the program shares
 //!   until its exec and whose flag the exec hands on.
+//! - Timer slack (`PR_SET_TIMERSLACK`, a unit's `TimerSlackNSec=`): the kernel's default, 50 µs.
+//!   Kept across fork and exec, and copied at fork as the child's *default* too (what its own
+//!   `PR_SET_TIMERSLACK` 0 returns to): the caller chose how late the plugin's timers fire.
+//!   Set on the init, whose program is forked from it: its slack and its default both.
 //!
 //! No policy key sets any of them: they are floors the runtime keeps for the host's sake, not a
 //! plugin's resources (memory, CPU and processes are the cgroup's and the rlimits' keys).
@@ -56,7 +61,7 @@
 //! `SystemCallFilter=~@resources` — are called only for a negative nice value or a real-time
 //! policy or I/O class, which that unit does not give the daemon. KSM merging is read and
 //! cleared with `prctl`, in `@system-service`; a kernel before 6.4, which has no such flag,
-//! answers the read EINVAL, taken as off.
+//! answers the read EINVAL, taken as off. The timer slack too is read and set with `prctl`.
 //!
 //! `oom_score_adj` is written before the init stops being dumpable and before it changes its
 //! ids: from then on its `/proc/self` files are root's, which it could no longer write.
@@ -89,7 +94,13 @@ pub struct ProcessState {
     pub io: Change<i32>,
     /// KSM merging every anonymous page (`PR_GET_MEMORY_MERGE`).
     pub memory_merge: Change<bool>,
+    /// The timer slack in nanoseconds (`PR_GET_TIMERSLACK`).
+    pub timer_slack_ns: Change<u64>,
 }
+
+/// The timer slack the program starts with, and returns to with `PR_SET_TIMERSLACK` 0: the
+/// kernel's own default (`init_task`'s 50 µs), not the runtime's caller's.
+pub const TIMER_SLACK_NS: u64 = 50_000;
 
 /// Why the inherited process state could not be replaced.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +157,12 @@ pub enum ProcessStateError {
          MemoryKSM=yes sets) inherited from the runtime's caller"
     )]
     MemoryMerge(#[source] std::io::Error),
+    /// The timer slack could not be read or set back to the kernel's default.
+    #[error(
+        "cannot set the timer slack inherited from the runtime's caller (PR_SET_TIMERSLACK, \
+         `prctl` or a unit's TimerSlackNSec=) back to the kernel's default of {TIMER_SLACK_NS} ns"
+    )]
+    TimerSlack(#[source] std::io::Error),
     /// A real-time policy could not be left.
     #[error(
         "cannot leave the inherited real-time scheduling policy {} for SCHED_OTHER (a seccomp \
@@ -246,8 +263,8 @@ pub fn runtime_policy() -> std::io::Result<i32> {
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, stat))
 }
 
-/// Replace the inherited `oom_score_adj`, nice value, real-time policy and I/O class and KSM's
-/// merging of every page of this process (the
+/// Replace the inherited `oom_score_adj`, nice value, real-time policy and I/O class, KSM's
+/// merging of every page and the timer slack of this process (the
 /// init, single-threaded; the program inherits them). Changes only what must change.
 /// `runtime_policy`: the runtime's policy, read before the clone ([`runtime_policy`]) — a
 /// real-time one was left already, before the cgroup join, and is reported as the inherited one.
@@ -304,6 +321,15 @@ pub fn apply(runtime_policy: i32) -> Result<ProcessState, ProcessStateError> {
         inherited: merge,
         set: false,
     };
+    // After the policy: a real-time task's slack reads 0 (Linux 6.9+), left above.
+    let slack = sys::timer_slack().map_err(ProcessStateError::TimerSlack)?;
+    if slack != TIMER_SLACK_NS {
+        sys::set_timer_slack(TIMER_SLACK_NS).map_err(ProcessStateError::TimerSlack)?;
+    }
+    let timer_slack_ns = Change {
+        inherited: slack,
+        set: TIMER_SLACK_NS,
+    };
     let nice = Change {
         inherited: nice,
         set: nice_for(nice),
@@ -321,6 +347,7 @@ pub fn apply(runtime_policy: i32) -> Result<ProcessState, ProcessStateError> {
         policy,
         io,
         memory_merge,
+        timer_slack_ns,
     })
 }
 
@@ -340,6 +367,8 @@ impl ProcessState {
             "personality_flags": 0,
             "ksm_merge_any": self.memory_merge.set,
             "ksm_merge_any_inherited": self.memory_merge.inherited,
+            "timer_slack_ns": self.timer_slack_ns.set,
+            "timer_slack_ns_inherited": self.timer_slack_ns.inherited,
         })
     }
 }

@@ -1481,6 +1481,67 @@ pub fn clear_memory_merge() -> io::Result<()> {
     prctl(libc::PR_SET_MEMORY_MERGE, 0).map(drop)
 }
 
+/// This thread's timer slack in nanoseconds (`PR_GET_TIMERSLACK`: how late the kernel may fire
+/// its timers to batch wake-ups). The raw system call: its `long` result holds a value glibc's
+/// `int`-returning `prctl` would truncate.
+pub fn timer_slack() -> io::Result<u64> {
+    let zero: libc::c_ulong = 0;
+    // SAFETY: PR_GET_TIMERSLACK takes no pointer; the unused arguments are 0.
+    let ns = unsafe {
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_GET_TIMERSLACK,
+            zero,
+            zero,
+            zero,
+            zero,
+        )
+    };
+    // glibc's `syscall` returns -1 (errno set) for the kernel's error range only: a slack of 2^63
+    // or more comes back as another negative `long`, the value's bits.
+    if ns == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from_ne_bytes(ns.to_ne_bytes()))
+}
+
+/// `PR_SET_TIMERSLACK` `ns` (> 0): this thread's timer slack, and the default that the processes
+/// it forks start with (and return to with their own `PR_SET_TIMERSLACK` 0); kept across exec.
+pub fn set_timer_slack(ns: u64) -> io::Result<()> {
+    let zero: libc::c_ulong = 0;
+    // SAFETY: PR_SET_TIMERSLACK takes an integer and no pointer; the unused arguments are 0.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_TIMERSLACK,
+            ns as libc::c_ulong,
+            zero,
+            zero,
+            zero,
+        )
+    })
+    .map(drop)
+}
+
+/// `keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`: this process gets a new, empty, anonymous
+/// session keyring owned by its uid, in place of the one it inherited, and so does what it forks
+/// and executes from then on; the new keyring's serial. A kernel without keys (no
+/// `CONFIG_KEYS`) answers ENOSYS.
+pub fn join_new_session_keyring() -> io::Result<i32> {
+    // SAFETY: a null name asks for an anonymous keyring; nothing else is read or written.
+    let serial = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            libc::KEYCTL_JOIN_SESSION_KEYRING as libc::c_long,
+            std::ptr::null::<libc::c_char>(),
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })?;
+    i32::try_from(serial).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "serial"))
+}
+
 /// Write this process's `oom_score_adj`. Raising it needs no privilege; lowering it below the
 /// floor a privileged writer left (`oom_score_adj_min`) is EACCES. The file belongs to root
 /// once the process is not dumpable (or has changed its ids), so call it before that.
@@ -1570,6 +1631,14 @@ mod tests {
         .unwrap()
     }
 
+    /// Sets no_new_privs (which a filter needs, unprivileged) and installs `filter` on this
+    /// process: only in a forked child ([`in_child`]). False when either fails.
+    fn install(filter: &seccompiler::BpfProgram) -> bool {
+        // SAFETY: plain prctl with integer arguments.
+        let nnp = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        nnp == 0 && seccompiler::apply_filter(filter).is_ok()
+    }
+
     /// Runs `f` in a forked child, so that what it changes (a seccomp filter, the nice value,
     /// the personality) stays there, and returns the child's exit code (101: `f` panicked).
     fn in_child(f: impl FnOnce() -> i32) -> i32 {
@@ -1616,14 +1685,8 @@ mod tests {
                 {
                     return 3;
                 }
-                if filtered {
-                    // SAFETY: plain prctl; the filter needs no_new_privs.
-                    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-                        return 4;
-                    }
-                    if seccompiler::apply_filter(&filter).is_err() {
-                        return 5;
-                    }
+                if filtered && !install(&filter) {
+                    return 4;
                 }
                 match clear_domain_name() {
                     Ok(()) if super::domainname().ok().as_deref() == Some(NO_DOMAIN_NAME) => 0,
@@ -1657,14 +1720,8 @@ mod tests {
                 if super::set_nice(nice).is_err() {
                     return 3;
                 }
-                if filtered {
-                    // SAFETY: plain prctl; the filter needs no_new_privs.
-                    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-                        return 4;
-                    }
-                    if seccompiler::apply_filter(&filter).is_err() {
-                        return 5;
-                    }
+                if filtered && !install(&filter) {
+                    return 4;
                 }
                 match process_state::apply(libc::SCHED_OTHER) {
                     Ok(state) if state.nice.set == 0 => {
@@ -1709,12 +1766,8 @@ mod tests {
         for (locked, cleared) in [(0u64, true), (0x0040000, false)] {
             let filter = lock(locked);
             let code = in_child(|| {
-                // SAFETY: plain prctl; the filter needs no_new_privs unprivileged.
-                if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                if !install(&filter) {
                     return 3;
-                }
-                if seccompiler::apply_filter(&filter).is_err() {
-                    return 4;
                 }
                 if locked != 0 {
                     // The lock's own value set first (as systemd's unit start does).
