@@ -1848,6 +1848,34 @@ pub fn enforced_layers(r: &crate::sandbox::report::Report) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// Every row of docs/audit.md's tables is one line: a line that follows a row without
+    /// starting with `|` is rendered as a row of its own, its text in the first column (the
+    /// record-field table's `policy_sha256` row was split so by helper-152's edit, its tail
+    /// shown as a field of its own; review-156).
+    #[test]
+    fn the_audit_docs_table_rows_are_one_line_each() {
+        let doc = include_str!("../../docs/audit.md");
+        let (mut in_table, mut fenced) = (false, false);
+        let mut split = vec![];
+        for (n, line) in doc.lines().enumerate() {
+            if line.starts_with("```") {
+                fenced = !fenced;
+                in_table = false;
+            } else if !fenced && line.starts_with('|') {
+                in_table = true;
+            } else {
+                if !fenced && in_table && !line.trim().is_empty() {
+                    split.push(format!("docs/audit.md:{}: {line}", n + 1));
+                }
+                in_table = false;
+            }
+        }
+        assert!(
+            split.is_empty(),
+            "table rows continued on a line of their own: {split:#?}"
+        );
+    }
+
     /// Root never writes through a second link (it could be to a file of root's); a user's
     /// own log hard-linked by a backup tool is still written by that user (the daemon).
     #[test]
