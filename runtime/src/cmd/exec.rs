@@ -167,6 +167,15 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "delegate the missing controller to the runtime's cgroup (systemd: Delegate=cpu), set \
              that limit to \"unlimited\", or allow `cgroup_partial` in the policy's [layers]",
         ),
+        // A namespace limit reached by the namespaces alive now, no process or memory to be
+        // had: the moment's, not the host's configuration (review-158).
+        LaunchError::CloneExhausted { .. } => (
+            Exit::SandboxSetup,
+            "clone_exhausted",
+            "the host is out of namespaces, processes or memory right now (the cause says \
+             which): retry once some sandboxes or processes have ended, or raise the limit the \
+             cause names",
+        ),
         LaunchError::CgroupExhausted(_) => (
             Exit::SandboxSetup,
             "cgroup_exhausted",

@@ -2666,7 +2666,8 @@ fn decision_stage(kind: &str) -> &'static str {
 
 /// Whether a launch failed for a reason of the host's at that moment, not of the plugin's: every
 /// uid of the range held by live sandboxes (`uid_exhausted`), no cgroup to be had for want of
-/// descriptors, memory or cgroups (`cgroup_exhausted`) — the CLI's "retry" kinds (125) — or its
+/// descriptors, memory or cgroups (`cgroup_exhausted`), no namespace, process or memory for the
+/// sandbox's clone (`clone_exhausted`, review-158) — the CLI's "retry" kinds (125) — or its
 /// audit record not written because another writer held the log's lock past the daemon's wait
 /// (`audit.busy`, 75: a root CLI stopped mid-append), which counted as a crash quarantined a
 /// plugin for a lock it never touched.
@@ -2676,7 +2677,7 @@ fn passing_launch_refusal(err: &RpcError) -> bool {
             .as_ref()
             .and_then(|d| d.get("kind"))
             .and_then(Value::as_str),
-        Some("uid_exhausted" | "cgroup_exhausted" | "audit.busy")
+        Some("uid_exhausted" | "cgroup_exhausted" | "clone_exhausted" | "audit.busy")
     )
 }
 
@@ -2702,6 +2703,27 @@ fn warn_sertone_deadline(name: &str, e: &Entry, host: &HostPolicy, front_ms: u64
 
 #[cfg(test)]
 mod tests {
+    /// review-158: a launch whose clone found the host out of namespaces, processes or memory
+    /// at that moment (`clone_exhausted`) is retried on the backoff like the other "retry"
+    /// kinds, not counted as a crash towards quarantine; the host's configuration
+    /// (`layer_unavailable`) and a broken step (`sandbox_setup`) are not.
+    #[test]
+    fn a_clone_refused_for_the_moment_is_no_crash() {
+        let refusal =
+            |kind: &str| super::load_failed("launch refused", serde_json::json!({ "kind": kind }));
+        for kind in [
+            "uid_exhausted",
+            "cgroup_exhausted",
+            "clone_exhausted",
+            "audit.busy",
+        ] {
+            assert!(super::passing_launch_refusal(&refusal(kind)), "{kind}");
+        }
+        for kind in ["layer_unavailable", "sandbox_setup"] {
+            assert!(!super::passing_launch_refusal(&refusal(kind)), "{kind}");
+        }
+    }
+
     /// A launch refused because the audit log could not take its records is filed under stage
     /// `audit` whatever the audit kind (`audit.newer_format` was filed under `policy`:
     /// review-130); a policy's own refusal under `policy`. Every `audit` kind this build has

@@ -186,6 +186,18 @@ pub enum LaunchError {
         #[source]
         cause: io::Error,
     },
+    /// The clone into the sandbox's namespaces failed for want of something of the host's at
+    /// that moment — a namespace limit reached by the namespaces alive now (`ENOSPC` with every
+    /// limit above 0), no process to be had (`EAGAIN`), no memory (`ENOMEM`): refused, named, to
+    /// be retried (`clone_exhausted`), not the host's configuration (`Namespaces`).
+    #[error("cannot make the sandbox's first process now: {why}")]
+    CloneExhausted {
+        /// What the errno means here.
+        why: &'static str,
+        /// The clone's error.
+        #[source]
+        cause: io::Error,
+    },
     /// The seccomp filter could not be built.
     #[error("cannot build the seccomp filter")]
     Seccomp(#[source] seccomp::SeccompError),
@@ -632,15 +644,82 @@ fn recv_child(
     }
 }
 
+/// Where the kernel's namespace limits are read ([`clone_failure_in`]): per user namespace, the
+/// runtime's own.
+const NAMESPACE_LIMITS: &str = "/proc/sys/user";
+
+/// The namespace limits the sandbox's clone counts against (`CLONE_NEWUSER | CLONE_NEWPID |
+/// CLONE_NEWNS`), as their sysctl names.
+const NAMESPACE_SYSCTLS: [&str; 3] = [
+    "max_user_namespaces",
+    "max_pid_namespaces",
+    "max_mnt_namespaces",
+];
+
 /// A failed clone into the sandbox's namespaces: the errnos by which the kernel refuses
-/// namespaces on this host's configuration are [`LaunchError::Namespaces`], named; any other is
-/// the step's failure.
+/// namespaces on this host's configuration are [`LaunchError::Namespaces`], named; a shortage of
+/// the moment is [`LaunchError::CloneExhausted`]; any other is the step's failure.
 fn clone_failure(cause: io::Error) -> LaunchError {
+    clone_failure_in(cause, Path::new(NAMESPACE_LIMITS))
+}
+
+/// [`clone_failure`], the limits read under `limits`. `ENOSPC` is both a limit set to 0 (the
+/// host's configuration: no launch will ever pass) and one reached by the namespaces alive now
+/// (a burst of sandboxes: the next launch may pass): the sysctls tell which. Before review-158
+/// both were the permanent refusal, so `serve` quarantined a plugin for a limit its own
+/// sandboxes had filled. Unreadable limits keep the refusal (nothing says it would pass later).
+fn clone_failure_in(cause: io::Error, limits: &Path) -> LaunchError {
     let why = match cause.raw_os_error() {
         Some(libc::ENOSPC) => {
+            let values: Vec<Option<u64>> = NAMESPACE_SYSCTLS
+                .iter()
+                .map(|name| {
+                    std::fs::read_to_string(limits.join(name))
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .collect();
+            if let Some(i) = values.iter().position(|v| *v == Some(0)) {
+                return LaunchError::Namespaces {
+                    why: match NAMESPACE_SYSCTLS[i] {
+                        "max_user_namespaces" => {
+                            "sysctl user.max_user_namespaces is 0 (set so, or by a kernel \
+                             command line's sysctl.user.max_user_namespaces=0): no user \
+                             namespace may be made here"
+                        }
+                        "max_pid_namespaces" => {
+                            "sysctl user.max_pid_namespaces is 0: no pid namespace may be made here"
+                        }
+                        _ => "sysctl user.max_mnt_namespaces is 0: no mount namespace may be made here",
+                    },
+                    cause,
+                };
+            }
+            if values.iter().all(Option::is_some) {
+                return LaunchError::CloneExhausted {
+                    why: "a namespace limit is reached by the namespaces alive now (sysctl \
+                          user.max_user_namespaces, user.max_pid_namespaces or \
+                          user.max_mnt_namespaces, here or in an enclosing user namespace), or \
+                          the namespaces are nested 32 deep",
+                    cause,
+                };
+            }
             "a namespace limit is 0 or reached (sysctl user.max_user_namespaces, or \
              user.max_pid_namespaces, user.max_mnt_namespaces; a kernel command line's \
-             sysctl.user.max_user_namespaces=0)"
+             sysctl.user.max_user_namespaces=0; the limits could not be read to tell which)"
+        }
+        Some(libc::EAGAIN) => {
+            return LaunchError::CloneExhausted {
+                why: "no process may be made now (RLIMIT_NPROC of this user, kernel.threads-max, \
+                      kernel.pid_max, or the pids.max of the runtime's cgroup)",
+                cause,
+            }
+        }
+        Some(libc::ENOMEM) => {
+            return LaunchError::CloneExhausted {
+                why: "the kernel is out of memory for a new process and its namespaces",
+                cause,
+            }
         }
         Some(libc::EPERM) => {
             "this caller may not create a user namespace (Debian's \
@@ -1546,12 +1625,23 @@ mod tests {
     /// by which the kernel refuses namespaces on its configuration are a refusal, named.
     #[test]
     fn namespaces_the_kernel_refuses_are_named_and_refused() {
+        // The limits as that kernel had them (`ENOSPC` with a limit above 0 is a shortage of
+        // the moment: `a_namespace_limit_reached_is_told_from_one_set_to_zero`).
+        let limits = tempfile::tempdir().unwrap();
+        for (name, v) in [
+            ("max_user_namespaces", "0\n"),
+            ("max_pid_namespaces", "63000\n"),
+            ("max_mnt_namespaces", "63000\n"),
+        ] {
+            std::fs::write(limits.path().join(name), v).unwrap();
+        }
         for (errno, names) in [
             (libc::ENOSPC, "user.max_user_namespaces"),
             (libc::EPERM, "kernel.unprivileged_userns_clone"),
             (libc::EUSERS, "nested too deep"),
         ] {
-            let e = super::clone_failure(std::io::Error::from_raw_os_error(errno));
+            let e =
+                super::clone_failure_in(std::io::Error::from_raw_os_error(errno), limits.path());
             assert!(
                 matches!(e, super::LaunchError::Namespaces { .. }),
                 "{errno}: {e:?}"
@@ -1563,7 +1653,7 @@ mod tests {
             assert!(text.contains(names), "{text}");
         }
         // A clone that failed for another reason is still the step's failure.
-        let e = super::clone_failure(std::io::Error::from_raw_os_error(libc::EAGAIN));
+        let e = super::clone_failure(std::io::Error::from_raw_os_error(libc::EINVAL));
         assert!(
             matches!(
                 e,
@@ -1575,5 +1665,77 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(crate::cmd::exec::launch_error(e).kind(), "sandbox_setup");
+    }
+
+    /// review-158: `ENOSPC` from the clone is a namespace limit set to 0 (the host's
+    /// configuration: `layer_unavailable`) or one reached by the namespaces alive now (a burst of
+    /// sandboxes: `clone_exhausted`, which `serve` retries on its backoff instead of counting a
+    /// crash). Before, both were the permanent refusal, whose advice is the sysctl; `EAGAIN` and
+    /// `ENOMEM` (no process, no memory right now) were a broken setup step.
+    #[test]
+    fn a_namespace_limit_reached_is_told_from_one_set_to_zero() {
+        let limits = |user: &str, pid: &str, mnt: Option<&str>| {
+            let t = tempfile::tempdir().unwrap();
+            for (name, v) in [
+                ("max_user_namespaces", Some(user)),
+                ("max_pid_namespaces", Some(pid)),
+                ("max_mnt_namespaces", mnt),
+            ] {
+                if let Some(v) = v {
+                    std::fs::write(t.path().join(name), format!("{v}\n")).unwrap();
+                }
+            }
+            t
+        };
+        let enospc = || std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let kind_and_text = |e: super::LaunchError| {
+            let cmd = crate::cmd::exec::launch_error(e);
+            let j = cmd.to_json();
+            (
+                cmd.kind().to_string(),
+                format!("{} {}", j["error"]["causes"], j["error"]["hint"]),
+            )
+        };
+        // Set to 0: the host's configuration, named.
+        for (set, zero) in [
+            (
+                limits("0", "63000", Some("63000")),
+                "user.max_user_namespaces is 0",
+            ),
+            (
+                limits("63000", "0", Some("63000")),
+                "user.max_pid_namespaces is 0",
+            ),
+            (
+                limits("63000", "63000", Some("0")),
+                "user.max_mnt_namespaces is 0",
+            ),
+        ] {
+            let e = super::clone_failure_in(enospc(), set.path());
+            assert!(matches!(e, super::LaunchError::Namespaces { .. }), "{e:?}");
+            let (kind, text) = kind_and_text(e);
+            assert_eq!(kind, "layer_unavailable");
+            assert!(text.contains(zero), "{text}");
+        }
+        // Every limit above 0: reached by the namespaces alive now, to be retried.
+        let set = limits("5", "63000", Some("63000"));
+        let (kind, text) = kind_and_text(super::clone_failure_in(enospc(), set.path()));
+        assert_eq!(kind, "clone_exhausted");
+        assert!(text.contains("reached") && text.contains("retry"), "{text}");
+        assert_eq!(
+            crate::kinds::exit_of("clone_exhausted").map(|e| e.code()),
+            Some(125)
+        );
+        // A limit that cannot be read: nothing says a later launch would pass; the refusal.
+        let set = limits("5", "63000", None);
+        let (kind, text) = kind_and_text(super::clone_failure_in(enospc(), set.path()));
+        assert_eq!(kind, "layer_unavailable");
+        assert!(text.contains("0 or reached"), "{text}");
+        // No process or memory right now.
+        for errno in [libc::EAGAIN, libc::ENOMEM] {
+            let set = limits("5", "5", Some("5"));
+            let e = super::clone_failure_in(std::io::Error::from_raw_os_error(errno), set.path());
+            assert_eq!(kind_and_text(e).0, "clone_exhausted", "{errno}");
+        }
     }
 }
