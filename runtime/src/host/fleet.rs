@@ -1066,13 +1066,10 @@ impl Daemon {
             config.insert("node_id".to_string(), json!(id));
         }
         let failed = |this: &Self, err: sandbox::LaunchError| {
-            let ce = crate::cmd::exec::launch_error(err);
+            let (ce, mut detail) = crate::cmd::exec::launch_failure(err);
             let mut rec = lp.base.clone();
             rec.event = event;
             rec.outcome = "failed".into();
-            let mut detail = serde_json::Map::new();
-            detail.insert("kind".into(), json!(ce.kind()));
-            detail.insert("error".into(), json!(ce.chain().join(": ")));
             audit::keep_signature_status(&lp.base, &mut detail);
             rec.detail = Value::Object(detail);
             this.audit(rec);

@@ -266,6 +266,20 @@ pub enum LaunchError {
 }
 
 impl LaunchError {
+    /// The degradation the policy would have to allow for this launch to run, when the launch
+    /// was refused for want of one: a layer this mode lacks, a Landlock the kernel lacks, no
+    /// cgroup, a partial cgroup. `None` for every other failure (user namespaces, which no
+    /// policy lets go, included). Recorded in a failed launch's audit record (`detail.refused`).
+    pub fn refused_degradation(&self) -> Option<Degradation> {
+        match self {
+            LaunchError::NotAllowed { degradation, .. }
+            | LaunchError::Refused { degradation, .. } => Some(*degradation),
+            LaunchError::Cgroup(_) => Some(Degradation::Cgroup),
+            LaunchError::CgroupPartial(_) => Some(Degradation::CgroupPartial),
+            _ => None,
+        }
+    }
+
     /// The same error, the program it is about (not found, its interpreter missing, not
     /// executable) called `shown`: a packaged entrypoint is named as its manifest names it,
     /// not by the `/proc/self/fd/N/.work-…` path the runtime opened it at ([`Program::named`]).
