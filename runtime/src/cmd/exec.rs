@@ -163,8 +163,9 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         LaunchError::Namespaces { .. } => (
             Exit::SandboxSetup,
             "layer_unavailable",
-            "user namespaces are the sandbox's base and no policy lets them go: raise the limit \
-             the cause names (sysctl user.max_user_namespaces), or allow them for this caller \
+            "the sandbox's namespaces are its base and no policy lets them go: raise the limit \
+             the cause names (sysctl user.max_user_namespaces, or the other user.max_*_namespaces \
+             it names), or allow user namespaces for this caller \
              (kernel.unprivileged_userns_clone=1, the LSM's rule), or run as root (or through \
              stockade.service)",
         ),
@@ -730,7 +731,8 @@ mod tests {
         );
         assert_eq!(
             refused(LaunchError::Namespaces {
-                why: "0",
+                which: "user, pid and mount",
+                why: "0".into(),
                 cause: std::io::Error::from_raw_os_error(libc::ENOSPC),
             }),
             None

@@ -178,10 +178,13 @@ pub enum LaunchError {
     /// CLONE_NEWPID | CLONE_NEWNS`) for a reason of the host's configuration: a layer no policy
     /// can let go, so a refusal (`layer_unavailable`), named, rather than the bare errno of a
     /// broken step (`ENOSPC` read as "No space left on device").
-    #[error("the kernel refused the sandbox's user, pid and mount namespaces: {why}")]
+    #[error("the kernel refused the sandbox's {which} namespaces: {why}")]
     Namespaces {
+        /// Which namespaces: `user, pid and mount` (the clone), `cgroup` or `network, IPC and
+        /// UTS` (the init's unshares; since review-158).
+        which: &'static str,
         /// What the errno means here.
-        why: &'static str,
+        why: String,
         /// The clone's error.
         #[source]
         cause: io::Error,
@@ -190,10 +193,12 @@ pub enum LaunchError {
     /// that moment — a namespace limit reached by the namespaces alive now (`ENOSPC` with every
     /// limit above 0), no process to be had (`EAGAIN`), no memory (`ENOMEM`): refused, named, to
     /// be retried (`clone_exhausted`), not the host's configuration (`Namespaces`).
-    #[error("cannot make the sandbox's first process now: {why}")]
+    #[error("cannot make the sandbox's {which} namespaces now: {why}")]
     CloneExhausted {
+        /// Which namespaces (as [`LaunchError::Namespaces`]'s).
+        which: &'static str,
         /// What the errno means here.
-        why: &'static str,
+        why: String,
         /// The clone's error.
         #[source]
         cause: io::Error,
@@ -658,17 +663,37 @@ fn recv_child(
     }
 }
 
-/// Where the kernel's namespace limits are read ([`clone_failure_in`]): per user namespace, the
-/// runtime's own.
+/// Where the kernel's namespace limits are read ([`namespace_failure`]): per user namespace, the
+/// runtime's own (the sandbox's init, in its new user namespace, would read that one's, which
+/// are unlimited: the limits that refuse it are its ancestors').
 const NAMESPACE_LIMITS: &str = "/proc/sys/user";
 
-/// The namespace limits the sandbox's clone counts against (`CLONE_NEWUSER | CLONE_NEWPID |
-/// CLONE_NEWNS`), as their sysctl names.
-const NAMESPACE_SYSCTLS: [&str; 3] = [
-    "max_user_namespaces",
-    "max_pid_namespaces",
-    "max_mnt_namespaces",
-];
+/// The namespaces the clone makes, and the limits it counts against.
+const CLONE_NAMESPACES: (&str, &[&str]) = (
+    "user, pid and mount",
+    &[
+        "max_user_namespaces",
+        "max_pid_namespaces",
+        "max_mnt_namespaces",
+    ],
+);
+
+/// The namespaces the init makes by `unshare` at `step` ([`child::ChildMsg::Failed`]), and the
+/// limits they count against; `None` for any other step.
+fn init_namespaces(step: LaunchStep) -> Option<(&'static str, &'static [&'static str])> {
+    match step {
+        LaunchStep::CgroupNamespace => Some(("cgroup", &["max_cgroup_namespaces"])),
+        LaunchStep::Namespaces => Some((
+            "network, IPC and UTS",
+            &[
+                "max_net_namespaces",
+                "max_ipc_namespaces",
+                "max_uts_namespaces",
+            ],
+        )),
+        _ => None,
+    }
+}
 
 /// A failed clone into the sandbox's namespaces: the errnos by which the kernel refuses
 /// namespaces on this host's configuration are [`LaunchError::Namespaces`], named; a shortage of
@@ -677,64 +702,10 @@ fn clone_failure(cause: io::Error) -> LaunchError {
     clone_failure_in(cause, Path::new(NAMESPACE_LIMITS))
 }
 
-/// [`clone_failure`], the limits read under `limits`. `ENOSPC` is both a limit set to 0 (the
-/// host's configuration: no launch will ever pass) and one reached by the namespaces alive now
-/// (a burst of sandboxes: the next launch may pass): the sysctls tell which. Before review-158
-/// both were the permanent refusal, so `serve` quarantined a plugin for a limit its own
-/// sandboxes had filled. Unreadable limits keep the refusal (nothing says it would pass later).
+/// [`clone_failure`], the limits read under `limits`.
 fn clone_failure_in(cause: io::Error, limits: &Path) -> LaunchError {
-    let why = match cause.raw_os_error() {
-        Some(libc::ENOSPC) => {
-            let values: Vec<Option<u64>> = NAMESPACE_SYSCTLS
-                .iter()
-                .map(|name| {
-                    std::fs::read_to_string(limits.join(name))
-                        .ok()
-                        .and_then(|v| v.trim().parse().ok())
-                })
-                .collect();
-            if let Some(i) = values.iter().position(|v| *v == Some(0)) {
-                return LaunchError::Namespaces {
-                    why: match NAMESPACE_SYSCTLS[i] {
-                        "max_user_namespaces" => {
-                            "sysctl user.max_user_namespaces is 0 (set so, or by a kernel \
-                             command line's sysctl.user.max_user_namespaces=0): no user \
-                             namespace may be made here"
-                        }
-                        "max_pid_namespaces" => {
-                            "sysctl user.max_pid_namespaces is 0: no pid namespace may be made here"
-                        }
-                        _ => "sysctl user.max_mnt_namespaces is 0: no mount namespace may be made here",
-                    },
-                    cause,
-                };
-            }
-            if values.iter().all(Option::is_some) {
-                return LaunchError::CloneExhausted {
-                    why: "a namespace limit is reached by the namespaces alive now (sysctl \
-                          user.max_user_namespaces, user.max_pid_namespaces or \
-                          user.max_mnt_namespaces, here or in an enclosing user namespace), or \
-                          the namespaces are nested 32 deep",
-                    cause,
-                };
-            }
-            "a namespace limit is 0 or reached (sysctl user.max_user_namespaces, or \
-             user.max_pid_namespaces, user.max_mnt_namespaces; a kernel command line's \
-             sysctl.user.max_user_namespaces=0; the limits could not be read to tell which)"
-        }
-        Some(libc::EAGAIN) => {
-            return LaunchError::CloneExhausted {
-                why: "no process may be made now (RLIMIT_NPROC of this user, kernel.threads-max, \
-                      kernel.pid_max, or the pids.max of the runtime's cgroup)",
-                cause,
-            }
-        }
-        Some(libc::ENOMEM) => {
-            return LaunchError::CloneExhausted {
-                why: "the kernel is out of memory for a new process and its namespaces",
-                cause,
-            }
-        }
+    let errno = cause.raw_os_error();
+    let why = match errno {
         Some(libc::EPERM) => {
             "this caller may not create a user namespace (Debian's \
              kernel.unprivileged_userns_clone = 0 for a user other than root, an LSM rule such \
@@ -743,19 +714,107 @@ fn clone_failure_in(cause: io::Error, limits: &Path) -> LaunchError {
         }
         Some(libc::EUSERS) => "user namespaces are nested too deep here (the kernel allows 32)",
         _ => {
-            return LaunchError::Setup {
-                step: LaunchStep::Clone,
-                cause,
+            return match namespace_failure(errno, CLONE_NAMESPACES, limits) {
+                Some(f) => f(cause),
+                None => LaunchError::Setup {
+                    step: LaunchStep::Clone,
+                    cause,
+                },
             }
         }
     };
-    LaunchError::Namespaces { why, cause }
+    LaunchError::Namespaces {
+        which: CLONE_NAMESPACES.0,
+        why: why.into(),
+        cause,
+    }
+}
+
+/// The launch's error for namespaces (`which`, counted against the `sysctls` under `limits`)
+/// that could not be made with `errno`, given the cause; `None` for an errno that says nothing
+/// of the namespaces (the step's own failure then). `ENOSPC` is both a limit set to 0 (the
+/// host's configuration: no launch will ever pass) and one reached by the namespaces alive now
+/// (a burst of sandboxes: the next launch may pass): the sysctls tell which. Before review-158
+/// both were the permanent refusal, so `serve` quarantined a plugin for a limit its own
+/// sandboxes had filled — and the init's `unshare`s (cgroup, network, IPC, UTS) were a broken
+/// step, "No space left on device". Unreadable limits keep the refusal (nothing says it would
+/// pass later).
+#[allow(clippy::type_complexity)]
+fn namespace_failure(
+    errno: Option<i32>,
+    (which, sysctls): (&'static str, &[&'static str]),
+    limits: &Path,
+) -> Option<Box<dyn FnOnce(io::Error) -> LaunchError>> {
+    let named = sysctls
+        .iter()
+        .map(|n| format!("user.{n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let exhausted = move |why: String| -> Box<dyn FnOnce(io::Error) -> LaunchError> {
+        Box::new(move |cause| LaunchError::CloneExhausted { which, why, cause })
+    };
+    let refused = move |why: String| -> Box<dyn FnOnce(io::Error) -> LaunchError> {
+        Box::new(move |cause| LaunchError::Namespaces { which, why, cause })
+    };
+    match errno {
+        Some(libc::ENOSPC) => {
+            let values: Vec<Option<u64>> = sysctls
+                .iter()
+                .map(|name| {
+                    fs::read_to_string(limits.join(name))
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .collect();
+            if let Some(i) = values.iter().position(|v| *v == Some(0)) {
+                let boot = if sysctls[i] == "max_user_namespaces" {
+                    " (set so, or by a kernel command line's sysctl.user.max_user_namespaces=0)"
+                } else {
+                    ""
+                };
+                return Some(refused(format!(
+                    "sysctl user.{} is 0{boot}: no such namespace may be made here",
+                    sysctls[i]
+                )));
+            }
+            if values.iter().all(Option::is_some) {
+                // Nesting deeper than 32 user or pid namespaces is ENOSPC too (the clone's).
+                let nested = if sysctls.contains(&"max_user_namespaces") {
+                    ", or the namespaces are nested 32 deep"
+                } else {
+                    ""
+                };
+                return Some(exhausted(format!(
+                    "a namespace limit is reached by the namespaces alive now (sysctl {named}, \
+                     here or in an enclosing user namespace){nested}"
+                )));
+            }
+            Some(refused(format!(
+                "a namespace limit is 0 or reached (sysctl {named}; a kernel command line's \
+                 sysctl.user.max_user_namespaces=0; the limits could not be read to tell which)"
+            )))
+        }
+        Some(libc::EAGAIN) => Some(exhausted(
+            "no process may be made now (RLIMIT_NPROC of this user, kernel.threads-max, \
+             kernel.pid_max, or the pids.max of the runtime's cgroup)"
+                .into(),
+        )),
+        Some(libc::ENOMEM) => Some(exhausted(
+            "the kernel is out of memory for a new process and its namespaces".into(),
+        )),
+        _ => None,
+    }
 }
 
 /// The init's [`child::ChildMsg::Failed`] as the launch's error: a layer the kernel lacks and
 /// the policy does not let go is a refusal ([`LaunchError::Refused`]), anything else a step that
 /// failed ([`LaunchError::ChildSetup`]). Other messages pass through.
 fn child_failure(msg: child::ChildMsg) -> Result<child::ChildMsg, LaunchError> {
+    child_failure_in(msg, Path::new(NAMESPACE_LIMITS))
+}
+
+/// [`child_failure`], the namespace limits read under `limits`.
+fn child_failure_in(msg: child::ChildMsg, limits: &Path) -> Result<child::ChildMsg, LaunchError> {
     match msg {
         child::ChildMsg::Failed {
             error,
@@ -765,10 +824,17 @@ fn child_failure(msg: child::ChildMsg) -> Result<child::ChildMsg, LaunchError> {
             degradation,
             cause: ChildError(error),
         }),
-        child::ChildMsg::Failed { step, error, .. } => Err(LaunchError::ChildSetup {
-            step,
-            cause: ChildError(error),
-        }),
+        child::ChildMsg::Failed {
+            step, error, errno, ..
+        } => Err(init_namespaces(step)
+            .and_then(|ns| namespace_failure(errno, ns, limits))
+            .map_or(
+                LaunchError::ChildSetup {
+                    step,
+                    cause: ChildError(error),
+                },
+                |f| f(io::Error::from_raw_os_error(errno.unwrap_or_default())),
+            )),
         msg => Ok(msg),
     }
 }
@@ -1751,5 +1817,71 @@ mod tests {
             let e = super::clone_failure_in(std::io::Error::from_raw_os_error(errno), set.path());
             assert_eq!(kind_and_text(e).0, "clone_exhausted", "{errno}");
         }
+    }
+
+    /// review-158: the init's own namespaces (cgroup; network, IPC and UTS) count against
+    /// `user.max_cgroup_namespaces`, `max_net_namespaces`, …: one at 0 stopped every launch as a
+    /// broken step, "sandbox setup failed inside the sandbox at step `namespaces`: No space left
+    /// on device" (`sandbox_setup`), the defect audit-154 fixed for the clone alone. The init's
+    /// errno, through the wire format it crosses, is read against the runtime's limits as the
+    /// clone's is.
+    #[test]
+    fn the_inits_namespaces_refused_by_a_limit_are_named_like_the_clones() {
+        let limits = |net: &str| {
+            let t = tempfile::tempdir().unwrap();
+            for (name, v) in [
+                ("max_cgroup_namespaces", "63000"),
+                ("max_net_namespaces", net),
+                ("max_ipc_namespaces", "63000"),
+                ("max_uts_namespaces", "63000"),
+            ] {
+                std::fs::write(t.path().join(name), format!("{v}\n")).unwrap();
+            }
+            t
+        };
+        let failed = |step: super::LaunchStep, errno: i32, limits: &std::path::Path| {
+            let f = super::child::at_errno(step)(std::io::Error::from_raw_os_error(errno));
+            let wire = serde_json::to_vec(&super::child::ChildMsg::from(f)).unwrap();
+            let err = super::child_failure_in(serde_json::from_slice(&wire).unwrap(), limits)
+                .unwrap_err();
+            let cmd = crate::cmd::exec::launch_error(err);
+            let j = cmd.to_json();
+            (cmd.kind().to_string(), j["error"]["causes"].to_string())
+        };
+        let zero = limits("0");
+        let (kind, causes) = failed(super::LaunchStep::Namespaces, libc::ENOSPC, zero.path());
+        assert_eq!(kind, "layer_unavailable", "{causes}");
+        assert!(
+            causes.contains("network, IPC and UTS")
+                && causes.contains("user.max_net_namespaces is 0"),
+            "{causes}"
+        );
+        let some = limits("10");
+        let (kind, causes) = failed(super::LaunchStep::Namespaces, libc::ENOSPC, some.path());
+        assert_eq!(kind, "clone_exhausted", "{causes}");
+        let (kind, causes) = failed(
+            super::LaunchStep::CgroupNamespace,
+            libc::ENOSPC,
+            some.path(),
+        );
+        assert_eq!(kind, "clone_exhausted", "{causes}");
+        assert!(causes.contains("user.max_cgroup_namespaces"), "{causes}");
+        // Another errno, or another step, is still the step's failure.
+        let (kind, _) = failed(super::LaunchStep::Namespaces, libc::EINVAL, zero.path());
+        assert_eq!(kind, "sandbox_setup");
+        let (kind, _) = failed(super::LaunchStep::MountSources, libc::ENOSPC, zero.path());
+        assert_eq!(kind, "sandbox_setup");
+        // A message without `errno` (the step's text alone) is the step's failure.
+        let msg = super::child::ChildMsg::Failed {
+            step: super::LaunchStep::Namespaces,
+            error: "No space left on device (os error 28)".into(),
+            refused: None,
+            errno: None,
+        };
+        let err = super::child_failure_in(msg, zero.path()).unwrap_err();
+        assert!(
+            matches!(err, super::LaunchError::ChildSetup { .. }),
+            "{err:?}"
+        );
     }
 }
