@@ -14,7 +14,7 @@
 //!
 //! Backoff is `backoff_base_ms · 2^(crashes in window − 1)`, capped, with jitter
 //! ([`stockade_policy::serve::backoff_ms`]). A restart whose launch the host refuses for the
-//! moment (`uid_exhausted`, `cgroup_exhausted`: a burst of `run`s elsewhere) is no crash: it is
+//! moment (`uid_exhausted`, `cgroup_exhausted`, `clone_exhausted`: a burst of `run`s elsewhere) is no crash: it is
 //! tried again on a growing backoff, the crash count unchanged. A quarantined plugin stays
 //! loaded (its status and last exit are kept) but gets no calls and no restarts until an agent
 //! sends `plugin_restart` (or unloads and loads it again). The quarantine is also recorded in
