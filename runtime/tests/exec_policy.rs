@@ -533,3 +533,56 @@ fn a_record_too_long_to_chain_is_refused_and_the_log_goes_on() {
         "launch and termination of the second exec: {v}"
     );
 }
+
+/// Review-158: a launch the policy refused was audited with `detail.kind` alone
+/// (`layer_unavailable`): the log said neither which layer nor why, which the CLI's error did. The
+/// `failed` launch record now carries `detail.error` (the chain the CLI prints) and
+/// `detail.refused` (the degradation the policy would have to allow). Forced here by a
+/// `min_landlock_abi` of 9, above every kernel's ABI known today (7 on this build's hosts).
+#[test]
+fn a_refused_launch_is_audited_with_its_cause_and_the_degradation_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let pol = policy(
+        dir.path(),
+        &format!(
+            "version = 1\n[layers]\nmin_landlock_abi = 9\n[audit]\nfile = {:?}\n",
+            log.to_str().unwrap()
+        ),
+    );
+    let o = stockade(
+        &["--json", "exec", "--policy", &pol, "--", "/bin/true"],
+        b"",
+    );
+    if code(&o) == 0 {
+        // A kernel of Landlock ABI 9 or above: nothing to refuse; the layer says so.
+        let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+        let abi = r["layers"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["layer"] == "landlock"))
+            .map(|l| l["details"]["abi"].as_u64().unwrap_or(0));
+        assert!(abi >= Some(9), "{r}");
+        return;
+    }
+    assert_eq!(code(&o), 125, "{}{}", out(&o), err(&o));
+    let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(j["error"]["kind"], "layer_unavailable", "{j}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let rec: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["event"] == "launch")
+        .unwrap_or_else(|| panic!("no launch record: {text}"));
+    assert_eq!(rec["outcome"], "failed", "{rec}");
+    let d = &rec["detail"];
+    assert_eq!(d["kind"], "layer_unavailable", "{rec}");
+    assert_eq!(d["refused"], "landlock", "{rec}");
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("layer `landlock` cannot be enforced") && error.contains("kernel ABI"),
+        "{rec}"
+    );
+    assert_eq!(d["command"], serde_json::json!(["/bin/true"]), "{rec}");
+    let o = stockade(&["--json", "audit", "verify", log.to_str().unwrap()], b"");
+    assert_eq!(code(&o), 0, "{}", out(&o));
+}

@@ -66,6 +66,24 @@ pub enum ExecError {
     },
 }
 
+/// A failed launch as the CLI's error and the `detail` of its audit record: `kind`, `error`
+/// (the error's chain, as the CLI prints it) and, for a refusal the policy could have allowed,
+/// `refused` (the degradation). Before review-158 `exec` and `run` recorded only `kind`: the
+/// log said `layer_unavailable` without which layer or why.
+pub(crate) fn launch_failure(
+    e: LaunchError,
+) -> (CmdError, serde_json::Map<String, serde_json::Value>) {
+    let refused = e.refused_degradation();
+    let err = launch_error(e);
+    let mut detail = serde_json::Map::new();
+    detail.insert("kind".into(), err.kind().into());
+    detail.insert("error".into(), err.chain().join(": ").into());
+    if let Some(d) = refused {
+        detail.insert("refused".into(), d.as_str().into());
+    }
+    (err, detail)
+}
+
 pub(crate) fn launch_error(e: LaunchError) -> CmdError {
     // Advice that depends on who runs and on the host: what this caller can do about it.
     // A controller the kernel does not offer is the host's, whoever runs: its arm below.
@@ -145,8 +163,9 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         LaunchError::Namespaces { .. } => (
             Exit::SandboxSetup,
             "layer_unavailable",
-            "user namespaces are the sandbox's base and no policy lets them go: raise the limit \
-             the cause names (sysctl user.max_user_namespaces), or allow them for this caller \
+            "the sandbox's namespaces are its base and no policy lets them go: raise the limit \
+             the cause names (sysctl user.max_user_namespaces, or the other user.max_*_namespaces \
+             it names), or allow user namespaces for this caller \
              (kernel.unprivileged_userns_clone=1, the LSM's rule), or run as root (or through \
              stockade.service)",
         ),
@@ -166,6 +185,15 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "layer_unavailable",
             "delegate the missing controller to the runtime's cgroup (systemd: Delegate=cpu), set \
              that limit to \"unlimited\", or allow `cgroup_partial` in the policy's [layers]",
+        ),
+        // A namespace limit reached by the namespaces alive now, no process or memory to be
+        // had: the moment's, not the host's configuration (review-158).
+        LaunchError::CloneExhausted { .. } => (
+            Exit::SandboxSetup,
+            "clone_exhausted",
+            "the host is out of namespaces, processes or memory right now (the cause says \
+             which): retry once some sandboxes or processes have ended, or raise the limit the \
+             cause names",
         ),
         LaunchError::CgroupExhausted(_) => (
             Exit::SandboxSetup,
@@ -390,10 +418,11 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     let mut sb = match sandbox::launch(spec) {
         Ok(sb) => sb,
         Err(e) => {
-            let err = launch_error(e);
+            let (err, mut detail) = launch_failure(e);
             let mut rec = Record::new(Event::Launch, "failed");
             rec.policy_sha256 = Some(policy_sha256);
-            rec.detail = serde_json::json!({"command": args.command, "kind": err.kind()});
+            detail.insert("command".into(), serde_json::json!(args.command));
+            rec.detail = detail.into();
             audit::append_or_fail(&log, rec)?;
             return Err(err);
         }
@@ -668,5 +697,45 @@ mod tests {
             "{hint}"
         );
         assert!(j["error"]["causes"].to_string().contains("`memory`"), "{j}");
+    }
+
+    /// review-158: the audit detail of a failed launch names the degradation refused (the same
+    /// for `exec`, `run` and `serve`, which all build it here), and none where no policy could
+    /// have allowed it.
+    #[test]
+    fn a_failed_launch_detail_names_the_degradation_refused() {
+        use stockade_policy::sandbox::Degradation;
+        let refused = |e: LaunchError| {
+            let (err, d) = super::launch_failure(e);
+            assert_eq!(d["kind"], err.kind());
+            assert_eq!(d["error"], err.chain().join(": ").as_str());
+            d.get("refused")
+                .and_then(|r| r.as_str())
+                .map(str::to_string)
+        };
+        assert_eq!(
+            refused(LaunchError::Cgroup(CgroupError::Missing("memory"))).as_deref(),
+            Some("cgroup")
+        );
+        assert_eq!(
+            refused(LaunchError::CgroupPartial("cpu_max".into())).as_deref(),
+            Some("cgroup_partial")
+        );
+        assert_eq!(
+            refused(LaunchError::Refused {
+                degradation: Degradation::LandlockScope,
+                cause: crate::sandbox::ChildError("scoping".into()),
+            })
+            .as_deref(),
+            Some("landlock_scope")
+        );
+        assert_eq!(
+            refused(LaunchError::Namespaces {
+                which: "user, pid and mount",
+                why: "0".into(),
+                cause: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            }),
+            None
+        );
     }
 }

@@ -344,11 +344,9 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
     let sb = match prepared.and_then(Prepared::start) {
         Ok(sb) => sb,
         Err(e) => {
-            let err = launch_error(e);
+            let (err, mut detail) = crate::cmd::exec::launch_failure(e);
             let mut rec = base.clone();
             rec.outcome = "failed".into();
-            let mut detail = serde_json::Map::new();
-            detail.insert("kind".into(), json!(err.kind()));
             audit::keep_signature_status(&base, &mut detail);
             rec.detail = detail.into();
             audit::append_or_fail(&log, rec)?;

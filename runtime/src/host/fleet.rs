@@ -14,7 +14,7 @@
 //!
 //! Backoff is `backoff_base_ms · 2^(crashes in window − 1)`, capped, with jitter
 //! ([`stockade_policy::serve::backoff_ms`]). A restart whose launch the host refuses for the
-//! moment (`uid_exhausted`, `cgroup_exhausted`: a burst of `run`s elsewhere) is no crash: it is
+//! moment (`uid_exhausted`, `cgroup_exhausted`, `clone_exhausted`: a burst of `run`s elsewhere) is no crash: it is
 //! tried again on a growing backoff, the crash count unchanged. A quarantined plugin stays
 //! loaded (its status and last exit are kept) but gets no calls and no restarts until an agent
 //! sends `plugin_restart` (or unloads and loads it again). The quarantine is also recorded in
@@ -1066,13 +1066,10 @@ impl Daemon {
             config.insert("node_id".to_string(), json!(id));
         }
         let failed = |this: &Self, err: sandbox::LaunchError| {
-            let ce = crate::cmd::exec::launch_error(err);
+            let (ce, mut detail) = crate::cmd::exec::launch_failure(err);
             let mut rec = lp.base.clone();
             rec.event = event;
             rec.outcome = "failed".into();
-            let mut detail = serde_json::Map::new();
-            detail.insert("kind".into(), json!(ce.kind()));
-            detail.insert("error".into(), json!(ce.chain().join(": ")));
             audit::keep_signature_status(&lp.base, &mut detail);
             rec.detail = Value::Object(detail);
             this.audit(rec);
@@ -2666,7 +2663,8 @@ fn decision_stage(kind: &str) -> &'static str {
 
 /// Whether a launch failed for a reason of the host's at that moment, not of the plugin's: every
 /// uid of the range held by live sandboxes (`uid_exhausted`), no cgroup to be had for want of
-/// descriptors, memory or cgroups (`cgroup_exhausted`) — the CLI's "retry" kinds (125) — or its
+/// descriptors, memory or cgroups (`cgroup_exhausted`), no namespace, process or memory for the
+/// sandbox's clone (`clone_exhausted`, review-158) — the CLI's "retry" kinds (125) — or its
 /// audit record not written because another writer held the log's lock past the daemon's wait
 /// (`audit.busy`, 75: a root CLI stopped mid-append), which counted as a crash quarantined a
 /// plugin for a lock it never touched.
@@ -2676,7 +2674,7 @@ fn passing_launch_refusal(err: &RpcError) -> bool {
             .as_ref()
             .and_then(|d| d.get("kind"))
             .and_then(Value::as_str),
-        Some("uid_exhausted" | "cgroup_exhausted" | "audit.busy")
+        Some("uid_exhausted" | "cgroup_exhausted" | "clone_exhausted" | "audit.busy")
     )
 }
 
@@ -2702,6 +2700,27 @@ fn warn_sertone_deadline(name: &str, e: &Entry, host: &HostPolicy, front_ms: u64
 
 #[cfg(test)]
 mod tests {
+    /// review-158: a launch whose clone found the host out of namespaces, processes or memory
+    /// at that moment (`clone_exhausted`) is retried on the backoff like the other "retry"
+    /// kinds, not counted as a crash towards quarantine; the host's configuration
+    /// (`layer_unavailable`) and a broken step (`sandbox_setup`) are not.
+    #[test]
+    fn a_clone_refused_for_the_moment_is_no_crash() {
+        let refusal =
+            |kind: &str| super::load_failed("launch refused", serde_json::json!({ "kind": kind }));
+        for kind in [
+            "uid_exhausted",
+            "cgroup_exhausted",
+            "clone_exhausted",
+            "audit.busy",
+        ] {
+            assert!(super::passing_launch_refusal(&refusal(kind)), "{kind}");
+        }
+        for kind in ["layer_unavailable", "sandbox_setup"] {
+            assert!(!super::passing_launch_refusal(&refusal(kind)), "{kind}");
+        }
+    }
+
     /// A launch refused because the audit log could not take its records is filed under stage
     /// `audit` whatever the audit kind (`audit.newer_format` was filed under `policy`:
     /// review-130); a policy's own refusal under `policy`. Every `audit` kind this build has

@@ -59,6 +59,10 @@ pub enum ChildMsg {
         /// degradation: the runtime reports a refusal (`layer_unavailable`), not a broken setup.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         refused: Option<Degradation>,
+        /// The errno of a step that made namespaces (`cgroup_namespace`, `namespaces`), so the
+        /// runtime tells a limit of the host's from a broken step (review-158).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        errno: Option<i32>,
     },
     /// Sent by the program's own process, before its exec, when the launch asks for it
     /// (`LaunchSpec::pid_required`; [`PROGRAM_MSG`]): the kernel attaches
@@ -195,6 +199,7 @@ pub(super) struct Failure {
     step: LaunchStep,
     error: String,
     refused: Option<Degradation>,
+    errno: Option<i32>,
 }
 
 impl From<(LaunchStep, String)> for Failure {
@@ -203,6 +208,7 @@ impl From<(LaunchStep, String)> for Failure {
             step,
             error,
             refused: None,
+            errno: None,
         }
     }
 }
@@ -213,6 +219,7 @@ impl From<Failure> for ChildMsg {
             step: f.step,
             error: f.error,
             refused: f.refused,
+            errno: f.errno,
         }
     }
 }
@@ -224,10 +231,22 @@ pub(super) fn landlock_failure(e: &landlock::LandlockError) -> Failure {
         step: LaunchStep::Landlock,
         error: error_chain(e),
         refused: e.refused(),
+        errno: None,
     }
 }
 
 type Step<T> = Result<T, Failure>;
+
+/// As [`at`], keeping the errno, for a step that makes namespaces: the runtime reads the host's
+/// limits to tell which refused them ([`ChildMsg::Failed`]'s `errno`).
+pub(super) fn at_errno(step: LaunchStep) -> impl FnOnce(std::io::Error) -> Failure {
+    move |e| Failure {
+        step,
+        error: e.to_string(),
+        refused: None,
+        errno: e.raw_os_error(),
+    }
+}
 
 fn at<E: std::fmt::Display>(step: LaunchStep) -> impl FnOnce(E) -> (LaunchStep, String) {
     move |e| (step, e.to_string())
@@ -279,14 +298,14 @@ fn setup_and_fork(ctx: &ChildCtx<'_>, sock: &UnixDatagram) -> Step<i32> {
     sys::set_cmdline(b"stockade-init").map_err(at(LaunchStep::HideCmdline))?;
     sys::set_dumpable(false).map_err(at(LaunchStep::NotDumpable))?;
     // A cgroup namespace rooted at the sandbox's own cgroup (we are in it now).
-    sys::unshare(libc::CLONE_NEWCGROUP).map_err(at(LaunchStep::CgroupNamespace))?;
+    sys::unshare(libc::CLONE_NEWCGROUP).map_err(at_errno(LaunchStep::CgroupNamespace))?;
     // Network, IPC and UTS namespaces: made here rather than by the runtime's `clone`, owned
     // by our user namespace exactly as they would be then. A new network namespace is the
     // costliest part of the clone (≈ 0.4 ms of its ≈ 0.6 ms here); made here, it is built
     // while the runtime does something useful (`stockade run` extracts the package meanwhile).
     // Nothing ran in the host's ones: this process has opened nothing since the clone.
     sys::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS)
-        .map_err(at(LaunchStep::Namespaces))?;
+        .map_err(at_errno(LaunchStep::Namespaces))?;
     // Bind sources must be mounts of *our* mount namespace (the kernel refuses to bind from
     // another one), so they are opened here, before the staging root hides anything and while
     // our host uid still passes the owner checks on the host paths.

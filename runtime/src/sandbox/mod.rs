@@ -178,10 +178,27 @@ pub enum LaunchError {
     /// CLONE_NEWPID | CLONE_NEWNS`) for a reason of the host's configuration: a layer no policy
     /// can let go, so a refusal (`layer_unavailable`), named, rather than the bare errno of a
     /// broken step (`ENOSPC` read as "No space left on device").
-    #[error("the kernel refused the sandbox's user, pid and mount namespaces: {why}")]
+    #[error("the kernel refused the sandbox's {which} namespaces: {why}")]
     Namespaces {
+        /// Which namespaces: `user, pid and mount` (the clone), `cgroup` or `network, IPC and
+        /// UTS` (the init's unshares; since review-158).
+        which: &'static str,
         /// What the errno means here.
-        why: &'static str,
+        why: String,
+        /// The clone's error.
+        #[source]
+        cause: io::Error,
+    },
+    /// The clone into the sandbox's namespaces failed for want of something of the host's at
+    /// that moment — a namespace limit reached by the namespaces alive now (`ENOSPC` with every
+    /// limit above 0), no process to be had (`EAGAIN`), no memory (`ENOMEM`): refused, named, to
+    /// be retried (`clone_exhausted`), not the host's configuration (`Namespaces`).
+    #[error("cannot make the sandbox's {which} namespaces now: {why}")]
+    CloneExhausted {
+        /// Which namespaces (as [`LaunchError::Namespaces`]'s).
+        which: &'static str,
+        /// What the errno means here.
+        why: String,
         /// The clone's error.
         #[source]
         cause: io::Error,
@@ -254,6 +271,20 @@ pub enum LaunchError {
 }
 
 impl LaunchError {
+    /// The degradation the policy would have to allow for this launch to run, when the launch
+    /// was refused for want of one: a layer this mode lacks, a Landlock the kernel lacks, no
+    /// cgroup, a partial cgroup. `None` for every other failure (user namespaces, which no
+    /// policy lets go, included). Recorded in a failed launch's audit record (`detail.refused`).
+    pub fn refused_degradation(&self) -> Option<Degradation> {
+        match self {
+            LaunchError::NotAllowed { degradation, .. }
+            | LaunchError::Refused { degradation, .. } => Some(*degradation),
+            LaunchError::Cgroup(_) => Some(Degradation::Cgroup),
+            LaunchError::CgroupPartial(_) => Some(Degradation::CgroupPartial),
+            _ => None,
+        }
+    }
+
     /// The same error, the program it is about (not found, its interpreter missing, not
     /// executable) called `shown`: a packaged entrypoint is named as its manifest names it,
     /// not by the `/proc/self/fd/N/.work-…` path the runtime opened it at ([`Program::named`]).
@@ -632,16 +663,49 @@ fn recv_child(
     }
 }
 
+/// Where the kernel's namespace limits are read ([`namespace_failure`]): per user namespace, the
+/// runtime's own (the sandbox's init, in its new user namespace, would read that one's, which
+/// are unlimited: the limits that refuse it are its ancestors').
+const NAMESPACE_LIMITS: &str = "/proc/sys/user";
+
+/// The namespaces the clone makes, and the limits it counts against.
+const CLONE_NAMESPACES: (&str, &[&str]) = (
+    "user, pid and mount",
+    &[
+        "max_user_namespaces",
+        "max_pid_namespaces",
+        "max_mnt_namespaces",
+    ],
+);
+
+/// The namespaces the init makes by `unshare` at `step` ([`child::ChildMsg::Failed`]), and the
+/// limits they count against; `None` for any other step.
+fn init_namespaces(step: LaunchStep) -> Option<(&'static str, &'static [&'static str])> {
+    match step {
+        LaunchStep::CgroupNamespace => Some(("cgroup", &["max_cgroup_namespaces"])),
+        LaunchStep::Namespaces => Some((
+            "network, IPC and UTS",
+            &[
+                "max_net_namespaces",
+                "max_ipc_namespaces",
+                "max_uts_namespaces",
+            ],
+        )),
+        _ => None,
+    }
+}
+
 /// A failed clone into the sandbox's namespaces: the errnos by which the kernel refuses
-/// namespaces on this host's configuration are [`LaunchError::Namespaces`], named; any other is
-/// the step's failure.
+/// namespaces on this host's configuration are [`LaunchError::Namespaces`], named; a shortage of
+/// the moment is [`LaunchError::CloneExhausted`]; any other is the step's failure.
 fn clone_failure(cause: io::Error) -> LaunchError {
-    let why = match cause.raw_os_error() {
-        Some(libc::ENOSPC) => {
-            "a namespace limit is 0 or reached (sysctl user.max_user_namespaces, or \
-             user.max_pid_namespaces, user.max_mnt_namespaces; a kernel command line's \
-             sysctl.user.max_user_namespaces=0)"
-        }
+    clone_failure_in(cause, Path::new(NAMESPACE_LIMITS))
+}
+
+/// [`clone_failure`], the limits read under `limits`.
+fn clone_failure_in(cause: io::Error, limits: &Path) -> LaunchError {
+    let errno = cause.raw_os_error();
+    let why = match errno {
         Some(libc::EPERM) => {
             "this caller may not create a user namespace (Debian's \
              kernel.unprivileged_userns_clone = 0 for a user other than root, an LSM rule such \
@@ -650,19 +714,107 @@ fn clone_failure(cause: io::Error) -> LaunchError {
         }
         Some(libc::EUSERS) => "user namespaces are nested too deep here (the kernel allows 32)",
         _ => {
-            return LaunchError::Setup {
-                step: LaunchStep::Clone,
-                cause,
+            return match namespace_failure(errno, CLONE_NAMESPACES, limits) {
+                Some(f) => f(cause),
+                None => LaunchError::Setup {
+                    step: LaunchStep::Clone,
+                    cause,
+                },
             }
         }
     };
-    LaunchError::Namespaces { why, cause }
+    LaunchError::Namespaces {
+        which: CLONE_NAMESPACES.0,
+        why: why.into(),
+        cause,
+    }
+}
+
+/// The launch's error for namespaces (`which`, counted against the `sysctls` under `limits`)
+/// that could not be made with `errno`, given the cause; `None` for an errno that says nothing
+/// of the namespaces (the step's own failure then). `ENOSPC` is both a limit set to 0 (the
+/// host's configuration: no launch will ever pass) and one reached by the namespaces alive now
+/// (a burst of sandboxes: the next launch may pass): the sysctls tell which. Before review-158
+/// both were the permanent refusal, so `serve` quarantined a plugin for a limit its own
+/// sandboxes had filled — and the init's `unshare`s (cgroup, network, IPC, UTS) were a broken
+/// step, "No space left on device". Unreadable limits keep the refusal (nothing says it would
+/// pass later).
+#[allow(clippy::type_complexity)]
+fn namespace_failure(
+    errno: Option<i32>,
+    (which, sysctls): (&'static str, &[&'static str]),
+    limits: &Path,
+) -> Option<Box<dyn FnOnce(io::Error) -> LaunchError>> {
+    let named = sysctls
+        .iter()
+        .map(|n| format!("user.{n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let exhausted = move |why: String| -> Box<dyn FnOnce(io::Error) -> LaunchError> {
+        Box::new(move |cause| LaunchError::CloneExhausted { which, why, cause })
+    };
+    let refused = move |why: String| -> Box<dyn FnOnce(io::Error) -> LaunchError> {
+        Box::new(move |cause| LaunchError::Namespaces { which, why, cause })
+    };
+    match errno {
+        Some(libc::ENOSPC) => {
+            let values: Vec<Option<u64>> = sysctls
+                .iter()
+                .map(|name| {
+                    fs::read_to_string(limits.join(name))
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .collect();
+            if let Some(i) = values.iter().position(|v| *v == Some(0)) {
+                let boot = if sysctls[i] == "max_user_namespaces" {
+                    " (set so, or by a kernel command line's sysctl.user.max_user_namespaces=0)"
+                } else {
+                    ""
+                };
+                return Some(refused(format!(
+                    "sysctl user.{} is 0{boot}: no such namespace may be made here",
+                    sysctls[i]
+                )));
+            }
+            if values.iter().all(Option::is_some) {
+                // Nesting deeper than 32 user or pid namespaces is ENOSPC too (the clone's).
+                let nested = if sysctls.contains(&"max_user_namespaces") {
+                    ", or the namespaces are nested 32 deep"
+                } else {
+                    ""
+                };
+                return Some(exhausted(format!(
+                    "a namespace limit is reached by the namespaces alive now (sysctl {named}, \
+                     here or in an enclosing user namespace){nested}"
+                )));
+            }
+            Some(refused(format!(
+                "a namespace limit is 0 or reached (sysctl {named}; a kernel command line's \
+                 sysctl.user.max_user_namespaces=0; the limits could not be read to tell which)"
+            )))
+        }
+        Some(libc::EAGAIN) => Some(exhausted(
+            "no process may be made now (RLIMIT_NPROC of this user, kernel.threads-max, \
+             kernel.pid_max, or the pids.max of the runtime's cgroup)"
+                .into(),
+        )),
+        Some(libc::ENOMEM) => Some(exhausted(
+            "the kernel is out of memory for a new process and its namespaces".into(),
+        )),
+        _ => None,
+    }
 }
 
 /// The init's [`child::ChildMsg::Failed`] as the launch's error: a layer the kernel lacks and
 /// the policy does not let go is a refusal ([`LaunchError::Refused`]), anything else a step that
 /// failed ([`LaunchError::ChildSetup`]). Other messages pass through.
 fn child_failure(msg: child::ChildMsg) -> Result<child::ChildMsg, LaunchError> {
+    child_failure_in(msg, Path::new(NAMESPACE_LIMITS))
+}
+
+/// [`child_failure`], the namespace limits read under `limits`.
+fn child_failure_in(msg: child::ChildMsg, limits: &Path) -> Result<child::ChildMsg, LaunchError> {
     match msg {
         child::ChildMsg::Failed {
             error,
@@ -672,10 +824,17 @@ fn child_failure(msg: child::ChildMsg) -> Result<child::ChildMsg, LaunchError> {
             degradation,
             cause: ChildError(error),
         }),
-        child::ChildMsg::Failed { step, error, .. } => Err(LaunchError::ChildSetup {
-            step,
-            cause: ChildError(error),
-        }),
+        child::ChildMsg::Failed {
+            step, error, errno, ..
+        } => Err(init_namespaces(step)
+            .and_then(|ns| namespace_failure(errno, ns, limits))
+            .map_or(
+                LaunchError::ChildSetup {
+                    step,
+                    cause: ChildError(error),
+                },
+                |f| f(io::Error::from_raw_os_error(errno.unwrap_or_default())),
+            )),
         msg => Ok(msg),
     }
 }
@@ -1546,12 +1705,23 @@ mod tests {
     /// by which the kernel refuses namespaces on its configuration are a refusal, named.
     #[test]
     fn namespaces_the_kernel_refuses_are_named_and_refused() {
+        // The limits as that kernel had them (`ENOSPC` with a limit above 0 is a shortage of
+        // the moment: `a_namespace_limit_reached_is_told_from_one_set_to_zero`).
+        let limits = tempfile::tempdir().unwrap();
+        for (name, v) in [
+            ("max_user_namespaces", "0\n"),
+            ("max_pid_namespaces", "63000\n"),
+            ("max_mnt_namespaces", "63000\n"),
+        ] {
+            std::fs::write(limits.path().join(name), v).unwrap();
+        }
         for (errno, names) in [
             (libc::ENOSPC, "user.max_user_namespaces"),
             (libc::EPERM, "kernel.unprivileged_userns_clone"),
             (libc::EUSERS, "nested too deep"),
         ] {
-            let e = super::clone_failure(std::io::Error::from_raw_os_error(errno));
+            let e =
+                super::clone_failure_in(std::io::Error::from_raw_os_error(errno), limits.path());
             assert!(
                 matches!(e, super::LaunchError::Namespaces { .. }),
                 "{errno}: {e:?}"
@@ -1563,7 +1733,7 @@ mod tests {
             assert!(text.contains(names), "{text}");
         }
         // A clone that failed for another reason is still the step's failure.
-        let e = super::clone_failure(std::io::Error::from_raw_os_error(libc::EAGAIN));
+        let e = super::clone_failure(std::io::Error::from_raw_os_error(libc::EINVAL));
         assert!(
             matches!(
                 e,
@@ -1575,5 +1745,143 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(crate::cmd::exec::launch_error(e).kind(), "sandbox_setup");
+    }
+
+    /// review-158: `ENOSPC` from the clone is a namespace limit set to 0 (the host's
+    /// configuration: `layer_unavailable`) or one reached by the namespaces alive now (a burst of
+    /// sandboxes: `clone_exhausted`, which `serve` retries on its backoff instead of counting a
+    /// crash). Before, both were the permanent refusal, whose advice is the sysctl; `EAGAIN` and
+    /// `ENOMEM` (no process, no memory right now) were a broken setup step.
+    #[test]
+    fn a_namespace_limit_reached_is_told_from_one_set_to_zero() {
+        let limits = |user: &str, pid: &str, mnt: Option<&str>| {
+            let t = tempfile::tempdir().unwrap();
+            for (name, v) in [
+                ("max_user_namespaces", Some(user)),
+                ("max_pid_namespaces", Some(pid)),
+                ("max_mnt_namespaces", mnt),
+            ] {
+                if let Some(v) = v {
+                    std::fs::write(t.path().join(name), format!("{v}\n")).unwrap();
+                }
+            }
+            t
+        };
+        let enospc = || std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let kind_and_text = |e: super::LaunchError| {
+            let cmd = crate::cmd::exec::launch_error(e);
+            let j = cmd.to_json();
+            (
+                cmd.kind().to_string(),
+                format!("{} {}", j["error"]["causes"], j["error"]["hint"]),
+            )
+        };
+        // Set to 0: the host's configuration, named.
+        for (set, zero) in [
+            (
+                limits("0", "63000", Some("63000")),
+                "user.max_user_namespaces is 0",
+            ),
+            (
+                limits("63000", "0", Some("63000")),
+                "user.max_pid_namespaces is 0",
+            ),
+            (
+                limits("63000", "63000", Some("0")),
+                "user.max_mnt_namespaces is 0",
+            ),
+        ] {
+            let e = super::clone_failure_in(enospc(), set.path());
+            assert!(matches!(e, super::LaunchError::Namespaces { .. }), "{e:?}");
+            let (kind, text) = kind_and_text(e);
+            assert_eq!(kind, "layer_unavailable");
+            assert!(text.contains(zero), "{text}");
+        }
+        // Every limit above 0: reached by the namespaces alive now, to be retried.
+        let set = limits("5", "63000", Some("63000"));
+        let (kind, text) = kind_and_text(super::clone_failure_in(enospc(), set.path()));
+        assert_eq!(kind, "clone_exhausted");
+        assert!(text.contains("reached") && text.contains("retry"), "{text}");
+        assert_eq!(
+            crate::kinds::exit_of("clone_exhausted").map(|e| e.code()),
+            Some(125)
+        );
+        // A limit that cannot be read: nothing says a later launch would pass; the refusal.
+        let set = limits("5", "63000", None);
+        let (kind, text) = kind_and_text(super::clone_failure_in(enospc(), set.path()));
+        assert_eq!(kind, "layer_unavailable");
+        assert!(text.contains("0 or reached"), "{text}");
+        // No process or memory right now.
+        for errno in [libc::EAGAIN, libc::ENOMEM] {
+            let set = limits("5", "5", Some("5"));
+            let e = super::clone_failure_in(std::io::Error::from_raw_os_error(errno), set.path());
+            assert_eq!(kind_and_text(e).0, "clone_exhausted", "{errno}");
+        }
+    }
+
+    /// review-158: the init's own namespaces (cgroup; network, IPC and UTS) count against
+    /// `user.max_cgroup_namespaces`, `max_net_namespaces`, …: one at 0 stopped every launch as a
+    /// broken step, "sandbox setup failed inside the sandbox at step `namespaces`: No space left
+    /// on device" (`sandbox_setup`), the defect audit-154 fixed for the clone alone. The init's
+    /// errno, through the wire format it crosses, is read against the runtime's limits as the
+    /// clone's is.
+    #[test]
+    fn the_inits_namespaces_refused_by_a_limit_are_named_like_the_clones() {
+        let limits = |net: &str| {
+            let t = tempfile::tempdir().unwrap();
+            for (name, v) in [
+                ("max_cgroup_namespaces", "63000"),
+                ("max_net_namespaces", net),
+                ("max_ipc_namespaces", "63000"),
+                ("max_uts_namespaces", "63000"),
+            ] {
+                std::fs::write(t.path().join(name), format!("{v}\n")).unwrap();
+            }
+            t
+        };
+        let failed = |step: super::LaunchStep, errno: i32, limits: &std::path::Path| {
+            let f = super::child::at_errno(step)(std::io::Error::from_raw_os_error(errno));
+            let wire = serde_json::to_vec(&super::child::ChildMsg::from(f)).unwrap();
+            let err = super::child_failure_in(serde_json::from_slice(&wire).unwrap(), limits)
+                .unwrap_err();
+            let cmd = crate::cmd::exec::launch_error(err);
+            let j = cmd.to_json();
+            (cmd.kind().to_string(), j["error"]["causes"].to_string())
+        };
+        let zero = limits("0");
+        let (kind, causes) = failed(super::LaunchStep::Namespaces, libc::ENOSPC, zero.path());
+        assert_eq!(kind, "layer_unavailable", "{causes}");
+        assert!(
+            causes.contains("network, IPC and UTS")
+                && causes.contains("user.max_net_namespaces is 0"),
+            "{causes}"
+        );
+        let some = limits("10");
+        let (kind, causes) = failed(super::LaunchStep::Namespaces, libc::ENOSPC, some.path());
+        assert_eq!(kind, "clone_exhausted", "{causes}");
+        let (kind, causes) = failed(
+            super::LaunchStep::CgroupNamespace,
+            libc::ENOSPC,
+            some.path(),
+        );
+        assert_eq!(kind, "clone_exhausted", "{causes}");
+        assert!(causes.contains("user.max_cgroup_namespaces"), "{causes}");
+        // Another errno, or another step, is still the step's failure.
+        let (kind, _) = failed(super::LaunchStep::Namespaces, libc::EINVAL, zero.path());
+        assert_eq!(kind, "sandbox_setup");
+        let (kind, _) = failed(super::LaunchStep::MountSources, libc::ENOSPC, zero.path());
+        assert_eq!(kind, "sandbox_setup");
+        // A message without `errno` (the step's text alone) is the step's failure.
+        let msg = super::child::ChildMsg::Failed {
+            step: super::LaunchStep::Namespaces,
+            error: "No space left on device (os error 28)".into(),
+            refused: None,
+            errno: None,
+        };
+        let err = super::child_failure_in(msg, zero.path()).unwrap_err();
+        assert!(
+            matches!(err, super::LaunchError::ChildSetup { .. }),
+            "{err:?}"
+        );
     }
 }

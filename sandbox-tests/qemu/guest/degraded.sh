@@ -11,6 +11,8 @@
 #   3. both allowed: runs; the report's cgroup and landlock layers are
 #      not_enforced with their reasons, stderr warns of both, and the audit
 #      record's detail.degraded names both.
+# A refused launch's audit record names the degradation refused and the cause
+# (detail.refused, detail.error: review-158).
 # Prints "degraded: ok" or "degraded: FAILED (why)"; exit status 0 or 1.
 S=/usr/local/bin/stockade
 W=/tmp/degraded
@@ -38,6 +40,9 @@ rc=$?
 grep -q '"kind":"layer_unavailable"' default.out || fail "default policy: not layer_unavailable"
 grep -q 'controller `memory` is not offered' default.out || fail "default policy: memory not named"
 grep -q '"kind":"layer_unavailable"' default.audit || fail "default policy: audit record"
+# review-158: the refused launch's record names the degradation and the cause.
+grep -q '"refused":"cgroup"' default.audit || fail "default policy: audit detail.refused"
+grep -q 'controller `memory` is not offered' default.audit || fail "default policy: audit detail.error"
 
 policy nolandlock '"landlock_network", "landlock_scope", "cgroup"'
 "$S" exec --json --policy nolandlock.toml -- /bin/true >nolandlock.out 2>nolandlock.err
@@ -45,6 +50,7 @@ rc=$?
 [ $rc = 125 ] || fail "landlock not allowed: exit $rc, expected 125"
 grep -q '"kind":"layer_unavailable"' nolandlock.out || fail "landlock not allowed: not layer_unavailable"
 grep -q 'degradation `landlock`' nolandlock.out || fail "landlock not allowed: degradation not named"
+grep -q '"refused":"landlock"' nolandlock.audit || fail "landlock not allowed: audit detail.refused"
 
 policy allowed '"landlock", "landlock_network", "landlock_scope", "cgroup"'
 "$S" exec --policy allowed.toml --report allowed.report -- /bin/true >allowed.out 2>allowed.err
