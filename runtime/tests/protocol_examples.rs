@@ -203,6 +203,7 @@ fn the_sdk_turns_an_authors_protocol_breaches_into_hook_errors() {
         json!({"do": "emit"}),
         json!({"do": "deep", "n": 120}),
         json!({"do": "log"}),
+        json!({"do": "print"}),
     ];
     let calls: Vec<String> = payloads
         .iter()
@@ -243,6 +244,17 @@ fn the_sdk_turns_an_authors_protocol_breaches_into_hook_errors() {
     }
     assert_eq!((depth, v), (120, &json!("x")), "{:#?}", s.msgs);
     assert_eq!(s.response(5)["result"]["ok"], true, "{:#?}", s.msgs);
+    // A `println!` in a handler reaches stderr (a log line), not the protocol's stream, where
+    // it was garbage: the plugin was terminated (review-159).
+    assert_eq!(s.response(6)["result"]["ok"], true, "{:#?}", s.msgs);
+    assert!(
+        s.msgs.iter().any(|m| m["method"] == "log"
+            && m["params"]["message"]
+                .as_str()
+                .is_some_and(|t| t.contains("hello from a handler"))),
+        "{:#?}",
+        s.msgs
+    );
     let st = s.final_state();
     assert_eq!(st["state"], "exited", "{st}");
     assert_eq!(st["reason"]["sandbox"]["exit"]["code"], 0, "{st}");
