@@ -639,6 +639,11 @@ mod tests {
     fn an_answer_too_long_or_too_deep_is_answered_with_an_error() {
         let hs = r#"{"jsonrpc":"2.0","id":0,"result":{"granted":[],"hooks":["on:a"],"limits":{"max_frame_bytes":300}}}"#;
         let nested = |d: usize| (0..d).fold(json!(0), |v, _| json!([v]));
+        // The runtime takes a line of exactly max_frame_bytes (without its newline), not one more.
+        let overhead = json!({"jsonrpc": "2.0", "id": 6, "result": ""})
+            .to_string()
+            .len();
+        let at_cap = 300 - overhead;
         let (r, sent) = run(
             Plugin::new("p", "1.0.0").hook("on:a", move |_, payload| {
                 let n = usize::try_from(payload["n"].as_u64().unwrap()).unwrap();
@@ -655,6 +660,8 @@ mod tests {
                 &invoke(3, json!({"do": "err", "n": 300})),
                 &invoke(4, json!({"do": "deep", "n": 120})),
                 &invoke(5, json!({"do": "deep", "n": 121})),
+                &invoke(6, json!({"do": "big", "n": at_cap})),
+                &invoke(7, json!({"do": "big", "n": at_cap + 1})),
             ],
         );
         r.unwrap();
@@ -671,6 +678,10 @@ mod tests {
         let m = sent[5]["error"]["message"].as_str().unwrap();
         assert!(m.contains("nests 121 levels"), "{m}");
         assert_eq!(sent[5]["id"], 5);
+        assert_eq!(sent[6]["result"].as_str().map(str::len), Some(at_cap));
+        assert_eq!(sent[6].to_string().len(), 300);
+        let m = sent[7]["error"]["message"].as_str().unwrap();
+        assert!(m.contains("301-byte line"), "{m}");
     }
 
     /// `$/cancel` of a hook call queued during a host call drops it unhandled; of the call
