@@ -25,6 +25,8 @@ fn main() {
                 "log" => host.log("info", "probe log")?,
                 "big" => return Ok(json!("x".repeat(n))),
                 "deep" => return Ok(nested(n)),
+                // stdout is the protocol's: the SDK points fd 1 at stderr, so this is a log line.
+                "print" => println!("hello from a handler"),
                 _ => {}
             }
             Ok(json!({"ok": true}))

@@ -149,23 +149,30 @@ fn example_bin(name: &str) -> Option<PathBuf> {
     require(bin.exists(), &why).then_some(bin)
 }
 
+/// A package directory in `fx` of this package's Rust example `name`: its manifest and its
+/// built binary as the entrypoint; `None` (a skip, said by `require`) when it was not built.
+fn rust_example_pkg(fx: &Fixture, name: &str) -> Option<PathBuf> {
+    let bin = example_bin(name)?;
+    let pkg = fx.path(name);
+    std::fs::create_dir(&pkg).unwrap();
+    std::fs::copy(
+        example(&format!("{name}/manifest.json")),
+        pkg.join("manifest.json"),
+    )
+    .unwrap();
+    std::fs::copy(&bin, pkg.join("entrypoint")).unwrap();
+    Some(pkg)
+}
+
 #[test]
 fn hello_rust_with_the_sdk() {
     if !require_root() {
         return;
     }
-    let Some(bin) = example_bin("hello-rust") else {
+    let fx = Fixture::new();
+    let Some(pkg) = rust_example_pkg(&fx, "hello-rust") else {
         return;
     };
-    let fx = Fixture::new();
-    let pkg = fx.path("hello-rust");
-    std::fs::create_dir(&pkg).unwrap();
-    std::fs::copy(
-        example("hello-rust/manifest.json"),
-        pkg.join("manifest.json"),
-    )
-    .unwrap();
-    std::fs::copy(&bin, pkg.join("entrypoint")).unwrap();
     let s = serve(&fx, &pkg);
     check(&s, "hello-rust");
     assert_eq!(s.response(1)["result"]["allow"], true);
@@ -177,24 +184,17 @@ fn hello_rust_with_the_sdk() {
 /// runtime: a host call the handshake did not get granted (here `emit_event`, not asked for), an
 /// answer over `max_frame_bytes` and one nested past the 120 levels an answer may (§3.3) each
 /// fail that one hook call (`plugin_error`, the SDK's reason in it) instead of getting the
-/// plugin terminated (`denied`, `violation`); the plugin goes on serving and exits cleanly.
+/// plugin terminated (`denied`, `violation`), and a handler's `println!` is a stderr log line,
+/// not `garbage`; the plugin goes on serving and exits cleanly.
 #[test]
 fn the_sdk_turns_an_authors_protocol_breaches_into_hook_errors() {
     if !require_root() {
         return;
     }
-    let Some(bin) = example_bin("sdk-probe") else {
+    let fx = Fixture::new();
+    let Some(pkg) = rust_example_pkg(&fx, "sdk-probe") else {
         return;
     };
-    let fx = Fixture::new();
-    let pkg = fx.path("sdk-probe");
-    std::fs::create_dir(&pkg).unwrap();
-    std::fs::copy(
-        example("sdk-probe/manifest.json"),
-        pkg.join("manifest.json"),
-    )
-    .unwrap();
-    std::fs::copy(&bin, pkg.join("entrypoint")).unwrap();
     let r = fx.pack_dir(pkg.to_str().unwrap(), "p.stockade");
     assert_eq!(r.code, 0, "{}", r.stderr);
     let payloads = [
@@ -203,6 +203,7 @@ fn the_sdk_turns_an_authors_protocol_breaches_into_hook_errors() {
         json!({"do": "emit"}),
         json!({"do": "deep", "n": 120}),
         json!({"do": "log"}),
+        json!({"do": "print"}),
     ];
     let calls: Vec<String> = payloads
         .iter()
@@ -243,6 +244,17 @@ fn the_sdk_turns_an_authors_protocol_breaches_into_hook_errors() {
     }
     assert_eq!((depth, v), (120, &json!("x")), "{:#?}", s.msgs);
     assert_eq!(s.response(5)["result"]["ok"], true, "{:#?}", s.msgs);
+    // A `println!` in a handler reaches stderr (a log line), not the protocol's stream, where
+    // it was garbage: the plugin was terminated (review-159).
+    assert_eq!(s.response(6)["result"]["ok"], true, "{:#?}", s.msgs);
+    assert!(
+        s.msgs.iter().any(|m| m["method"] == "log"
+            && m["params"]["message"]
+                .as_str()
+                .is_some_and(|t| t.contains("hello from a handler"))),
+        "{:#?}",
+        s.msgs
+    );
     let st = s.final_state();
     assert_eq!(st["state"], "exited", "{st}");
     assert_eq!(st["reason"]["sandbox"]["exit"]["code"], 0, "{st}");

@@ -18,8 +18,9 @@
 //! calling thread, answering each with the handler's value (or its error as a JSON-RPC error),
 //! and returns on `shutdown` or when stdin ends. Inside a handler, [`Host`] makes host API calls;
 //! those that have an answer (`get_config_value`, `kv_get`, `kv_put`, `register_hook`) wait for
-//! it, keeping any hook call that arrives meanwhile for later. stdout belongs to the protocol:
-//! print diagnostics to stderr (the runtime forwards it as logs).
+//! it, keeping any hook call that arrives meanwhile for later. The protocol's stream is the
+//! process's stdout as it was when `run` started; from then on fd 1 is stderr (below), which the
+//! runtime forwards as logs.
 //!
 //! ## What the SDK keeps to for you
 //! The runtime terminates a plugin that breaks the protocol (docs/protocol.md §3); the SDK turns
@@ -35,11 +36,15 @@
 //!   queued is dropped unanswered, the handler never runs for it; a handler that makes host
 //!   calls can see it was cancelled meanwhile with [`Host::cancelled`] and stop early;
 //! - `ping` is answered, `shutdown` ends [`Plugin::run`], and a request of a method this SDK
-//!   does not know is answered `method_not_found` (-32601) rather than left pending.
+//!   does not know is answered `method_not_found` (-32601) rather than left pending;
+//! - stdout: [`Plugin::run`] moves the protocol to a private duplicate of fd 1 and points fd 1
+//!   at stderr, so a `print!`/`println!` (the plugin's, a library's, a child process's) is a
+//!   stderr line, forwarded as a log, not garbage in the protocol's stream (for which the
+//!   runtime would terminate the plugin). [`Host::log`] is still the way to log on purpose.
 //!
-//! What it cannot keep to: stdout. A `print!`/`println!` in a handler writes to the protocol's
-//! stream and the runtime terminates the plugin (`garbage`): use `eprintln!` or [`Host::log`].
-//! A handler that panics ends the plugin (`plugin_crashed`; `stockade serve` restarts it).
+//! What it cannot keep to: a handler that panics ends the plugin (`plugin_crashed`;
+//! `stockade serve` restarts it). Anything written to fd 1 *before* [`Plugin::run`] goes to the
+//! protocol's stream and gets the plugin terminated: print nothing before it.
 //!
 //! ## Design
 //! No async runtime and no threads: a plugin runs in a sandbox with a small pids limit, and one
@@ -117,6 +122,19 @@ impl<E: std::error::Error> From<E> for HookError {
         }
         HookError(m)
     }
+}
+
+/// Take the protocol's stream away from fd 1: return a duplicate of stdout (close-on-exec:
+/// a program the plugin starts does not get it) and point fd 1 at stderr. What `print!` had
+/// buffered but not written (a line without its newline) is flushed after, to stderr.
+fn protocol_output() -> io::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    let stdout = io::stdout();
+    let mut held = stdout.lock();
+    let protocol = held.as_fd().try_clone_to_owned()?;
+    rustix::stdio::dup2_stdout(io::stderr().as_fd())?;
+    held.flush()?;
+    Ok(std::fs::File::from(protocol))
 }
 
 /// The runtime's frame cap when its handshake answer does not say (docs/protocol.md §1).
@@ -199,9 +217,15 @@ impl Plugin {
     /// plugin should exit promptly, the runtime kills its sandbox after `shutdown_grace_ms`).
     /// An `Err` is a refused handshake, a link that failed or a frame from the runtime that is
     /// not JSON; a handler's error is never one (it answers that hook call).
+    ///
+    /// First it moves the protocol off fd 1 (onto a private, close-on-exec duplicate) and points
+    /// fd 1 at stderr, so that a `print!`/`println!` anywhere in the plugin — or in a program it
+    /// starts — becomes a log line instead of garbage in the protocol's stream, for which the
+    /// runtime would terminate it. A failure to do so (stdout or stderr closed) is an
+    /// [`SdkError::Io`], before anything is sent.
     pub fn run(self) -> Result<(), SdkError> {
         let input = Box::new(io::BufReader::new(io::stdin()));
-        let output = Box::new(io::LineWriter::new(io::stdout()));
+        let output = Box::new(io::LineWriter::new(protocol_output()?));
         self.run_on(input, output)
     }
 
@@ -615,6 +639,11 @@ mod tests {
     fn an_answer_too_long_or_too_deep_is_answered_with_an_error() {
         let hs = r#"{"jsonrpc":"2.0","id":0,"result":{"granted":[],"hooks":["on:a"],"limits":{"max_frame_bytes":300}}}"#;
         let nested = |d: usize| (0..d).fold(json!(0), |v, _| json!([v]));
+        // The runtime takes a line of exactly max_frame_bytes (without its newline), not one more.
+        let overhead = json!({"jsonrpc": "2.0", "id": 6, "result": ""})
+            .to_string()
+            .len();
+        let at_cap = 300 - overhead;
         let (r, sent) = run(
             Plugin::new("p", "1.0.0").hook("on:a", move |_, payload| {
                 let n = usize::try_from(payload["n"].as_u64().unwrap()).unwrap();
@@ -631,6 +660,8 @@ mod tests {
                 &invoke(3, json!({"do": "err", "n": 300})),
                 &invoke(4, json!({"do": "deep", "n": 120})),
                 &invoke(5, json!({"do": "deep", "n": 121})),
+                &invoke(6, json!({"do": "big", "n": at_cap})),
+                &invoke(7, json!({"do": "big", "n": at_cap + 1})),
             ],
         );
         r.unwrap();
@@ -647,6 +678,10 @@ mod tests {
         let m = sent[5]["error"]["message"].as_str().unwrap();
         assert!(m.contains("nests 121 levels"), "{m}");
         assert_eq!(sent[5]["id"], 5);
+        assert_eq!(sent[6]["result"].as_str().map(str::len), Some(at_cap));
+        assert_eq!(sent[6].to_string().len(), 300);
+        let m = sent[7]["error"]["message"].as_str().unwrap();
+        assert!(m.contains("301-byte line"), "{m}");
     }
 
     /// `$/cancel` of a hook call queued during a host call drops it unhandled; of the call
