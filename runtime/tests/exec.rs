@@ -240,13 +240,28 @@ fn program_has_a_session_keyring_of_its_own_not_the_callers() {
     ) {
         return;
     }
+    // A uid range of this test's own: the default range's uids are every other launch's too
+    // (other tests, other runtimes on the host), and a keyring of a launch that just ended there
+    // is counted until the kernel collects it — which made this pass without the join.
+    const UID: u32 = 3_716_000;
     let dir = tempfile::tempdir().unwrap();
     let pf = dir.path().join("pid");
-    let mut child = exec_with_pid_file(&pf, &["/bin/sleep", "60"]);
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!("version = 1\n[identity]\nuid_first = {UID}\nuid_count = 1\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["exec", "--policy", policy.to_str().unwrap()])
+        .args(["--pid-file", pf.to_str().unwrap(), "--", "/bin/sleep", "60"])
+        .spawn()
+        .unwrap();
     let pid = pid_from(&pf);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     let uid: u32 = uid.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(uid, UID, "{status}");
     // `/proc/key-users`: "UID: usage nkeys/nikeys qnkeys/maxkeys qnbytes/maxbytes".
     let users = std::fs::read_to_string("/proc/key-users").unwrap();
     sigterm(&child);
@@ -256,7 +271,7 @@ fn program_has_a_session_keyring_of_its_own_not_the_callers() {
         .find(|l| l.trim_start().strip_prefix(&format!("{uid}:")).is_some())
         .and_then(|l| l.split_whitespace().nth(2))
         .and_then(|n| n.split('/').next()?.parse::<u32>().ok());
-    // At least: a previous launch's keyring of the same uid may not be collected yet.
+    // At least: this test's previous run's keyring may not be collected yet.
     assert!(keys.is_some_and(|n| n >= 1), "uid {uid}:\n{users}");
 }
 
