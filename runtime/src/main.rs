@@ -10,6 +10,10 @@ use stockade_runtime::cli::{self, Cli};
 use stockade_runtime::{cmd, exit::Exit, output, output::Output};
 
 fn main() -> std::process::ExitCode {
+    // First, before any thread: the runtime's own waits must not be as late as its caller's
+    // timer slack allows (sandbox/process_state.rs says why). A refusal is met again, failing
+    // closed, where a launch sets the plugin's.
+    let _ = stockade_runtime::sandbox::adopt_kernel_timer_slack();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

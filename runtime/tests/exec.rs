@@ -616,6 +616,48 @@ fn program_timer_slack_is_the_kernels_default_not_the_callers() {
     assert_eq!(ps["timer_slack_ns_inherited"], 123_456_789, "{ps}");
 }
 
+#[test]
+fn runtime_waits_are_not_as_late_as_the_callers_timer_slack() {
+    // The runtime kept its caller's slack for its own waits (sleep-polls for the init's exit,
+    // the cgroup's emptying, the log queue): each was up to the slack late, so a caller's 2^40
+    // ns (18 min) made `exec -- /bin/true` hang, and 2^63 ns for good. The child is killed
+    // after 60 s (the watchdog: no timing is asserted, a launch takes well under a second).
+    use std::os::unix::process::CommandExt;
+    const SLACK: libc::c_ulong = 1 << 40;
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--json", "exec", "--", "/bin/true"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: between fork and exec only `prctl`, async-signal-safe, is called.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_TIMERSLACK, SLACK, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let o = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            // SAFETY: kill takes no pointer; `pid` is the child spawned above, not yet reaped
+            // (the waiting thread has not returned).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("`stockade exec -- /bin/true` under a timer slack of 2^40 ns hung (killed)");
+        }
+    };
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let ps = &layer(&r, "process_state")["details"];
+    assert_eq!(ps["timer_slack_ns"], 50_000, "{ps}");
+    assert_eq!(ps["timer_slack_ns_inherited"], SLACK, "{ps}");
+}
+
 /// `sh -c SCRIPT` with `$1` the binary under test and `$2` a probe (a script for `sh -c`).
 fn shell_probe(script: &str, probe: &str) -> std::process::Output {
     Command::new("/bin/sh")

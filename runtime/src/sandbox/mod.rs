@@ -22,6 +22,7 @@ pub mod child;
 pub mod landlock;
 pub mod mounts;
 pub(crate) mod process_state;
+pub use process_state::adopt_kernel_timer_slack;
 mod program;
 pub mod report;
 pub mod rlimits;

@@ -47,7 +47,10 @@
 //! - Timer slack (`PR_SET_TIMERSLACK`, a unit's `TimerSlackNSec=`): the kernel's default, 50 µs.
 //!   Kept across fork and exec, and copied at fork as the child's *default* too (what its own
 //!   `PR_SET_TIMERSLACK` 0 returns to): the caller chose how late the plugin's timers fire.
-//!   Set on the init, whose program is forked from it: its slack and its default both.
+//!   Set on the init, whose program is forked from it: its slack and its default both. The
+//!   runtime sets its own first ([`adopt_kernel_timer_slack`], from `main`), so the init
+//!   normally finds the default already; its reset stays, for a library caller and a refused
+//!   set.
 //!
 //! No policy key sets any of them: they are floors the runtime keeps for the host's sake, not a
 //! plugin's resources (memory, CPU and processes are the cgroup's and the rlimits' keys).
@@ -68,6 +71,7 @@
 
 use crate::sys;
 use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `SCHED_RESET_ON_FORK`, or-ed into a policy (`sched_getscheduler`; not in `/proc/self/stat`).
 const SCHED_RESET_ON_FORK: i32 = 0x4000_0000;
@@ -101,6 +105,29 @@ pub struct ProcessState {
 /// The timer slack the program starts with, and returns to with `PR_SET_TIMERSLACK` 0: the
 /// kernel's own default (`init_task`'s 50 µs), not the runtime's caller's.
 pub const TIMER_SLACK_NS: u64 = 50_000;
+
+/// The caller's timer slack, read by [`adopt_kernel_timer_slack`] before the runtime set its own;
+/// 0 where it was not (a library caller, or a real-time runtime: its slack reads 0 and cannot be
+/// set, Linux 6.9+), and the init reads its own after leaving the policy. The init forked from
+/// the runtime has a copy.
+static CALLER_TIMER_SLACK_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The runtime's own timer slack set to the kernel's default ([`TIMER_SLACK_NS`]), the caller's
+/// remembered for the report's `timer_slack_ns_inherited`: the `stockade` binary's first step,
+/// before any thread (which would start with the caller's). The runtime's waits are short
+/// sleeps in polling loops (a child's exit, a cgroup emptying, the log queue draining), each
+/// late by up to the slack: under a caller's 2 s every `exec` took 2 s, under 2^63 ns it never
+/// returned. An error leaves the slack as it was (only a caller's seccomp filter can refuse
+/// `prctl`); a launch then stops at `process_state`, which sets it again.
+pub fn adopt_kernel_timer_slack() -> std::io::Result<()> {
+    let caller = sys::timer_slack();
+    if caller == 0 || caller == TIMER_SLACK_NS {
+        return Ok(());
+    }
+    sys::set_timer_slack(TIMER_SLACK_NS)?;
+    CALLER_TIMER_SLACK_NS.store(caller, Ordering::Relaxed);
+    Ok(())
+}
 
 /// Why the inherited process state could not be replaced.
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +184,7 @@ pub enum ProcessStateError {
          MemoryKSM=yes sets) inherited from the runtime's caller"
     )]
     MemoryMerge(#[source] std::io::Error),
-    /// The timer slack could not be read or set back to the kernel's default.
+    /// The timer slack could not be set back to the kernel's default.
     #[error(
         "cannot set the timer slack inherited from the runtime's caller (PR_SET_TIMERSLACK, \
          `prctl` or a unit's TimerSlackNSec=) back to the kernel's default of {TIMER_SLACK_NS} ns"
@@ -322,12 +349,17 @@ pub fn apply(runtime_policy: i32) -> Result<ProcessState, ProcessStateError> {
         set: false,
     };
     // After the policy: a real-time task's slack reads 0 (Linux 6.9+), left above.
-    let slack = sys::timer_slack().map_err(ProcessStateError::TimerSlack)?;
+    // Already the default where the runtime set its own ([`adopt_kernel_timer_slack`]): the
+    // report shows the caller's, remembered there.
+    let slack = sys::timer_slack();
     if slack != TIMER_SLACK_NS {
         sys::set_timer_slack(TIMER_SLACK_NS).map_err(ProcessStateError::TimerSlack)?;
     }
     let timer_slack_ns = Change {
-        inherited: slack,
+        inherited: match CALLER_TIMER_SLACK_NS.load(Ordering::Relaxed) {
+            0 => slack,
+            caller => caller,
+        },
         set: TIMER_SLACK_NS,
     };
     let nice = Change {

@@ -1483,11 +1483,11 @@ pub fn clear_memory_merge() -> io::Result<()> {
 
 /// This thread's timer slack in nanoseconds (`PR_GET_TIMERSLACK`: how late the kernel may fire
 /// its timers to batch wake-ups). The raw system call: its `long` result holds a value glibc's
-/// `int`-returning `prctl` would truncate.
-pub fn timer_slack() -> io::Result<u64> {
+/// `int`-returning `prctl` would truncate. Never an error: see [`timer_slack_from`].
+pub fn timer_slack() -> u64 {
     let zero: libc::c_ulong = 0;
     // SAFETY: PR_GET_TIMERSLACK takes no pointer; the unused arguments are 0.
-    let ns = unsafe {
+    let ret = unsafe {
         libc::syscall(
             libc::SYS_prctl,
             libc::PR_GET_TIMERSLACK,
@@ -1497,12 +1497,28 @@ pub fn timer_slack() -> io::Result<u64> {
             zero,
         )
     };
-    // glibc's `syscall` returns -1 (errno set) for the kernel's error range only: a slack of 2^63
-    // or more comes back as another negative `long`, the value's bits.
-    if ns == -1 {
-        return Err(io::Error::last_os_error());
+    let errno = if ret == -1 {
+        io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    } else {
+        0
+    };
+    timer_slack_from(ret, errno)
+}
+
+/// The slack a `PR_GET_TIMERSLACK` system call answered, from glibc's `syscall` result `ret` and,
+/// where that is -1, `errno`. The kernel returns the whole `u64` slack as the call's `long`
+/// result and never an error, so there is none to tell apart: glibc folds a result in
+/// -4095..=-1 — a slack within 4095 of 2^64, which `PR_SET_TIMERSLACK` accepts — into -1 and
+/// errno = -result, and the slack is `errno`'s negation; any other result (a slack of 2^63 or
+/// more included) is the value's bits. Only a caller's seccomp filter can fail the call, with an
+/// errno read here as a huge slack: that filter refuses the `PR_SET_TIMERSLACK` that follows a
+/// slack other than the default too, so the launch still fails closed.
+pub fn timer_slack_from(ret: libc::c_long, errno: i32) -> u64 {
+    if ret == -1 {
+        u64::from(errno.unsigned_abs()).wrapping_neg()
+    } else {
+        u64::from_ne_bytes(ret.to_ne_bytes())
     }
-    Ok(u64::from_ne_bytes(ns.to_ne_bytes()))
 }
 
 /// `PR_SET_TIMERSLACK` `ns` (> 0): this thread's timer slack, and the default that the processes
@@ -1659,6 +1675,46 @@ mod tests {
                 libc::WEXITSTATUS(status)
             }
         }
+    }
+
+    /// Every slack `PR_SET_TIMERSLACK` accepts reads back as itself, those within 4095 of 2^64
+    /// included: glibc's `syscall` returns them as -1 and errno, which read as an error (the
+    /// launch failed with a random errno at `process_state`). Set on a thread of its own: the
+    /// slack is per thread.
+    #[test]
+    fn timer_slack_reads_every_u64() {
+        let values = [
+            u64::MAX,
+            u64::MAX - 15,
+            u64::MAX - 4094,
+            u64::MAX - 4095,
+            1 << 63,
+            1 << 40,
+            50_000,
+            1,
+        ];
+        std::thread::spawn(move || {
+            for ns in values {
+                super::set_timer_slack(ns).unwrap();
+                assert_eq!(super::timer_slack(), ns, "{ns:#x}");
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// glibc's -1/errno is the kernel's result -errno, a slack; every other result is the
+    /// value's bits.
+    #[test]
+    fn timer_slack_from_syscall_result() {
+        use super::timer_slack_from;
+        assert_eq!(timer_slack_from(-1, libc::EPERM), u64::MAX);
+        assert_eq!(timer_slack_from(-1, libc::EBUSY), u64::MAX - 15);
+        assert_eq!(timer_slack_from(-1, 4095), u64::MAX - 4094);
+        assert_eq!(timer_slack_from(-4097, 0), u64::MAX - 4096);
+        assert_eq!(timer_slack_from(libc::c_long::MIN, 0), 1 << 63);
+        assert_eq!(timer_slack_from(50_000, 0), 50_000);
+        assert_eq!(timer_slack_from(0, 0), 0);
     }
 
     /// A NIS domain name copied into the sandbox's UTS namespace is set back to "(none)"; where
