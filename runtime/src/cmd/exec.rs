@@ -34,6 +34,7 @@ use crate::output::Output;
 use crate::policyfiles::{self, PolicyFilesError};
 use crate::sandbox::{self, Interpreter, LaunchError, LaunchSpec, Program};
 use crate::sys;
+use stockade_policy::sandbox::Degradation;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -150,13 +151,12 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         ),
         // Found by the sandbox's init: the kernel's Landlock is missing or older than the policy
         // demands. Being root changes nothing here.
-        LaunchError::Refused { .. } => (
+        // The hint names the knob of the degradation refused: `min_landlock_abi` governs only
+        // `landlock` itself, not the TCP restriction or scoping (review-158).
+        LaunchError::Refused { degradation, .. } => (
             Exit::SandboxSetup,
             "layer_unavailable",
-            "this kernel lacks what the policy demands of the layer (the cause names the Landlock \
-             ABI found; a kernel booted with an `lsm=` list without `landlock` has none): use a \
-             kernel that offers it, lower [layers] min_landlock_abi, or allow the degradation \
-             the cause names in the policy's [layers] section (a policy of your own: --policy FILE)",
+            refused_hint(*degradation),
         ),
         // The host's configuration refuses the namespaces every sandbox is built in: no policy
         // can allow that, being root only helps against a rule for unprivileged callers.
@@ -230,6 +230,40 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         ),
     };
     CmdError::new(exit, kind, ExecError::Launch(e)).hint(hint)
+}
+
+/// The hint of a refusal by the sandbox's init ([`LaunchError::Refused`]): what the kernel
+/// lacks for `degradation` and the policy knob that lets it go. Only `landlock` is governed by
+/// `min_landlock_abi`; the TCP restriction (ABI 4) and scoping (ABI 6) are degradations of their
+/// own, which no minimum ABI lowers (review-158).
+fn refused_hint(degradation: Degradation) -> &'static str {
+    match degradation {
+        Degradation::Landlock => {
+            "this kernel's Landlock is below the policy's minimum (the cause names the ABI found; \
+             a kernel booted with an `lsm=` list without `landlock` has none): use a kernel that \
+             offers it, lower [layers] min_landlock_abi, or allow the `landlock` degradation in \
+             the policy's [layers] section (a policy of your own: --policy FILE)"
+        }
+        Degradation::LandlockNetwork => {
+            "this kernel's Landlock cannot restrict TCP bind/connect (ABI 4, Linux 6.7; the cause \
+             names the ABI found), which the policy's [network] mode = \"none\" demands of it: \
+             use a kernel that offers it, or allow the `landlock_network` degradation in the \
+             policy's [layers] allow_degraded (the empty network namespace still applies; a \
+             policy of your own: --policy FILE)"
+        }
+        Degradation::LandlockScope => {
+            "this kernel's Landlock cannot scope abstract unix sockets and signals (ABI 6, Linux \
+             6.12; the cause names the ABI found): use a kernel that offers it, or allow the \
+             `landlock_scope` degradation in the policy's [layers] allow_degraded (the network \
+             and pid namespaces still isolate them; a policy of your own: --policy FILE)"
+        }
+        // Not refused by the init today (the runtime refuses them before the clone): named
+        // all the same, should one be.
+        Degradation::DistinctUid | Degradation::Cgroup | Degradation::CgroupPartial => {
+            "allow the degradation the cause names in the policy's [layers] allow_degraded (a \
+             policy of your own: --policy FILE)"
+        }
+    }
 }
 
 /// The hint of a `cgroup` refusal ([`LaunchError::Cgroup`]: no group could be made below the
@@ -697,6 +731,33 @@ mod tests {
             "{hint}"
         );
         assert!(j["error"]["causes"].to_string().contains("`memory`"), "{j}");
+    }
+
+    /// review-158: a refusal by the sandbox's init is hinted with the knob of the degradation
+    /// it names: `min_landlock_abi` only for `landlock`, never for the TCP restriction or
+    /// scoping, which no minimum ABI lets go.
+    #[test]
+    fn a_landlock_refusal_hint_names_the_knob_of_its_degradation() {
+        use stockade_policy::sandbox::Degradation;
+        let hint = |degradation| {
+            let e = launch_error(LaunchError::Refused {
+                degradation,
+                cause: crate::sandbox::ChildError("kernel Landlock ABI 3".into()),
+            });
+            assert_eq!((e.exit().code(), e.kind()), (125, "layer_unavailable"));
+            e.hint_text().unwrap().to_string()
+        };
+        let landlock = hint(Degradation::Landlock);
+        assert!(landlock.contains("min_landlock_abi"), "{landlock}");
+        assert!(landlock.contains("`landlock` degradation"), "{landlock}");
+        for (d, name) in [
+            (Degradation::LandlockNetwork, "`landlock_network`"),
+            (Degradation::LandlockScope, "`landlock_scope`"),
+        ] {
+            let h = hint(d);
+            assert!(!h.contains("min_landlock_abi"), "{name}: {h}");
+            assert!(h.contains(name), "{name}: {h}");
+        }
     }
 
     /// review-158: the audit detail of a failed launch names the degradation refused (the same
