@@ -34,13 +34,13 @@ use crate::output::Output;
 use crate::policyfiles::{self, PolicyFilesError};
 use crate::sandbox::{self, Interpreter, LaunchError, LaunchSpec, Program};
 use crate::sys;
-use stockade_policy::sandbox::Degradation;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use stockade_policy::operator::effective::{effective, PluginFacts};
 use stockade_policy::operator::explain::explain;
+use stockade_policy::sandbox::Degradation;
 
 /// Why `exec` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +89,8 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
     // Advice that depends on who runs and on the host: what this caller can do about it.
     // A controller the kernel does not offer is the host's, whoever runs: its arm below.
     if matches!(&e, LaunchError::Cgroup(c)
-        if !matches!(c, crate::sandbox::cgroup::CgroupError::NotOffered { .. }))
+        if !matches!(c, crate::sandbox::cgroup::CgroupError::NotOffered { .. }
+            | crate::sandbox::cgroup::CgroupError::Disabled { .. }))
     {
         let hint = cgroup_hint(
             nix::unistd::geteuid().is_root(),
@@ -171,7 +172,10 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         ),
         // The kernel (or the parent group) does not offer a controller the limits need: being
         // root or delegated changes nothing.
-        LaunchError::Cgroup(crate::sandbox::cgroup::CgroupError::NotOffered { .. }) => (
+        LaunchError::Cgroup(
+            crate::sandbox::cgroup::CgroupError::NotOffered { .. }
+            | crate::sandbox::cgroup::CgroupError::Disabled { .. },
+        ) => (
             Exit::SandboxSetup,
             "layer_unavailable",
             "the cause names the controller this host does not offer: boot without \
@@ -183,8 +187,9 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         LaunchError::CgroupPartial(_) => (
             Exit::SandboxSetup,
             "layer_unavailable",
-            "delegate the missing controller to the runtime's cgroup (systemd: Delegate=cpu), set \
-             that limit to \"unlimited\", or allow `cgroup_partial` in the policy's [layers]",
+            "delegate the missing controller to the runtime's cgroup (systemd: Delegate=cpu; one \
+             the cause says is not offered: boot without `cgroup_disable=` for it), set that \
+             limit to \"unlimited\", or allow `cgroup_partial` in the policy's [layers]",
         ),
         // A namespace limit reached by the namespaces alive now, no process or memory to be
         // had: the moment's, not the host's configuration (review-158).
@@ -731,6 +736,18 @@ mod tests {
             "{hint}"
         );
         assert!(j["error"]["causes"].to_string().contains("`memory`"), "{j}");
+        // review-158: the same on a v1 or hybrid kernel (no memory hierarchy mounted at all).
+        let e = launch_error(LaunchError::Cgroup(CgroupError::Disabled {
+            controller: "memory",
+            file: "/proc/cgroups".into(),
+        }));
+        assert_eq!((e.exit().code(), e.kind()), (125, "layer_unavailable"));
+        let j = e.to_json();
+        let hint = j["error"]["hint"].as_str().unwrap();
+        assert!(
+            hint.contains("cgroup_disable=") && !hint.contains("mounted"),
+            "{hint}"
+        );
     }
 
     /// review-158: a refusal by the sandbox's init is hinted with the knob of the degradation

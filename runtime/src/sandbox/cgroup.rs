@@ -65,6 +65,46 @@ fn not_offered(base: &Path, ctrl: &'static str, e: io::Error) -> Result<CgroupEr
     }
 }
 
+/// The `not_applied` entry of a refused `+cpu` write to `base`'s `cgroup.subtree_control`:
+/// a cpu controller `base`'s `cgroup.controllers` does not list is named as not offered (a
+/// kernel booted with `cgroup_disable=cpu`, a parent that does not enable it), as memory and
+/// pids are by [`not_offered`], rather than as "not delegated: Invalid argument" (review-158).
+fn cpu_refused(base: &Path, e: io::Error) -> String {
+    match not_offered(base, "cpu", e) {
+        Ok(CgroupError::NotOffered { file, .. }) => format!(
+            "cpu_max (cpu controller not offered: not listed in `{}`: disabled at boot with \
+             `cgroup_disable=cpu`, or not enabled by the parent group)",
+            file.display()
+        ),
+        Ok(other) => format!("cpu_max (cpu controller not delegated: {other})"),
+        Err(e) => format!("cpu_max (cpu controller not delegated: {e})"),
+    }
+}
+
+/// Where the kernel lists its controllers and whether each is enabled (`cgroup_disable=`).
+const PROC_CGROUPS: &str = "/proc/cgroups";
+
+/// The error of a v1 controller the layout lacks (not mounted where `/proc/self/cgroup` puts
+/// us): [`CgroupError::Disabled`] when `proc_cgroups` (the text of `/proc/cgroups`) shows it
+/// with `enabled` 0 — a kernel booted with `cgroup_disable=`, which no mount can fix —,
+/// [`CgroupError::Missing`] otherwise (pure).
+fn v1_missing(ctrl: &'static str, proc_cgroups: Option<&str>) -> CgroupError {
+    let disabled = proc_cgroups.is_some_and(|t| {
+        t.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() == 4 && f[0] == ctrl && f[3] == "0"
+        })
+    });
+    if disabled {
+        CgroupError::Disabled {
+            controller: ctrl,
+            file: PathBuf::from(PROC_CGROUPS),
+        }
+    } else {
+        CgroupError::Missing(ctrl)
+    }
+}
+
 /// Which cgroup version the host uses for our controllers, and our own cgroup in each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
@@ -116,6 +156,17 @@ pub enum CgroupError {
         /// The refused write to `cgroup.subtree_control`.
         #[source]
         source: io::Error,
+    },
+    /// v1 or hybrid: a controller the limits need is disabled on this kernel (`/proc/cgroups`
+    /// shows it with `enabled` 0: booted with `cgroup_disable=`), so no hierarchy of it is
+    /// mounted. Said by name, rather than as a controller "not available" whose advice is to
+    /// mount it (review-158).
+    #[error("cgroup controller `{controller}` is disabled on this kernel (`{}` shows it with enabled 0: booted with `cgroup_disable=`)", file.display())]
+    Disabled {
+        /// The controller.
+        controller: &'static str,
+        /// The file read (`/proc/cgroups`).
+        file: PathBuf,
     },
     /// The sandbox's group already exists. Never adopted (it may hold another sandbox or carry
     /// someone else's limits) and never a reason to run without cgroups: the launch stops.
@@ -552,9 +603,10 @@ impl Cgroup {
         r: &Resources,
         mkdir: &dyn Fn(&Path) -> io::Result<()>,
     ) -> Result<Cgroup, CgroupError> {
-        let m = memory.clone().ok_or(CgroupError::Missing("memory"))?;
-        let p = pids.clone().ok_or(CgroupError::Missing("pids"))?;
-        let c = cpu.clone().ok_or(CgroupError::Missing("cpu"))?;
+        let missing = |ctrl| v1_missing(ctrl, fs::read_to_string(PROC_CGROUPS).ok().as_deref());
+        let m = memory.clone().ok_or_else(|| missing("memory"))?;
+        let p = pids.clone().ok_or_else(|| missing("pids"))?;
+        let c = cpu.clone().ok_or_else(|| missing("cpu"))?;
         let dirs = vec![m.join(leaf), p.join(leaf), c.join(leaf)];
         // Refuse an existing directory: `create` (create_dir_all) would silently adopt it, and
         // the name (runtime pid + host uid + sandbox number) is ours alone while we run.
@@ -686,9 +738,7 @@ impl Cgroup {
                 Ok(()) => enabled.push(ctrl),
                 // Missing only matters when there is a quota to enforce.
                 Err(_) if ctrl == "cpu" && r.cpu_max.quota_us(PERIOD_US).is_none() => {}
-                Err(e) if ctrl == "cpu" => {
-                    not_applied.push(format!("cpu_max (cpu controller not delegated: {e})"));
-                }
+                Err(e) if ctrl == "cpu" => not_applied.push(cpu_refused(&base, e)),
                 Err(e) => return Err(not_offered(&base, ctrl, e).unwrap_or_else(io_at(&sc))),
             }
         }
@@ -1156,6 +1206,56 @@ mod tests {
         let (_t, own) = fake("cpu memory pids");
         let e = Cgroup::create(&Layout::V2 { own: own.clone() }, "t", &r).unwrap_err();
         assert!(matches!(e, CgroupError::Io { .. }), "{e:?}");
+    }
+
+    /// review-158: a cpu controller the runtime's group is not offered is named as such in
+    /// the partial group's `not_applied`, as memory and pids are refused by name; one that is
+    /// offered but refused (not delegated) keeps the write's own error.
+    #[test]
+    fn a_v2_cpu_controller_not_offered_is_named_not_undelegated() {
+        let t = tempfile::tempdir().unwrap();
+        let einval = || io::Error::from_raw_os_error(libc::EINVAL);
+        fs::write(t.path().join("cgroup.controllers"), "memory pids\n").unwrap();
+        let n = cpu_refused(t.path(), einval());
+        assert!(n.starts_with("cpu_max (cpu controller not offered"), "{n}");
+        assert!(n.contains("cgroup_disable=cpu"), "{n}");
+        fs::write(t.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        let n = cpu_refused(t.path(), einval());
+        assert!(
+            n.starts_with("cpu_max (cpu controller not delegated"),
+            "{n}"
+        );
+        assert!(!n.contains("cgroup_disable"), "{n}");
+    }
+
+    /// review-158: on a v1 or hybrid kernel booted with `cgroup_disable=memory`, no memory
+    /// hierarchy is mounted and the launch said only "not available" (hinted: check it is
+    /// mounted); `/proc/cgroups` tells the case, and the error names it.
+    #[test]
+    fn a_v1_controller_disabled_at_boot_is_named() {
+        let proc_cgroups = "#subsys_name\thierarchy\tnum_cgroups\tenabled\n\
+                            cpu\t1\t3\t1\nmemory\t0\t1\t0\npids\t8\t3\t1\n";
+        let e = v1_missing("memory", Some(proc_cgroups));
+        assert!(
+            matches!(
+                e,
+                CgroupError::Disabled {
+                    controller: "memory",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("cgroup_disable="), "{e}");
+        // Enabled but not mounted, or /proc/cgroups unreadable: not available, as before.
+        assert!(matches!(
+            v1_missing("pids", Some(proc_cgroups)),
+            CgroupError::Missing("pids")
+        ));
+        assert!(matches!(
+            v1_missing("memory", None),
+            CgroupError::Missing("memory")
+        ));
     }
 
     #[test]
