@@ -282,9 +282,11 @@ fn cgroup_hint(root: bool, mode: crate::sandbox::cgroup::HostMode) -> String {
     const ALLOW: &str = "or allow the `cgroup` degradation in the policy's [layers] section (a \
                          policy of your own: --policy FILE)";
     let how = match (root, mode) {
-        (_, HostMode::None) => "this host mounts no cgroup filesystem at /sys/fs/cgroup (a \
-             container without one, say): mount cgroup2 there (or the v1 memory, pids and cpu \
-             controllers), run stockade on the host or in a container given a cgroup of its own"
+        (_, HostMode::None) => "this host mounts no cgroup filesystem this layer can use: \
+             neither cgroup2 at /sys/fs/cgroup nor a v1 hierarchy of memory, pids or cpu (a \
+             container without one, say, or a hybrid host's `unified` alone): mount cgroup2 \
+             there (or the v1 memory, pids and cpu controllers), run stockade on the host or in \
+             a container given a cgroup of its own"
             .to_string(),
         (true, HostMode::V2) => "root could not make the group below its own cgroup (the cause \
              names the directory): run stockade in a cgroup it may manage (stockade.service, or \

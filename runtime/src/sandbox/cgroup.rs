@@ -7,10 +7,11 @@
 //! The control-file work goes through `cgroups-rs` 0.3: the group (`Cgroup::load`, and on v1
 //! `Cgroup::create`; its directories, one per v1 controller — one for controllers mounted
 //! together — or the one on v2, are made by hand first, see `create_v1` and `create_v2`: the
-//! crate's mkdir only logs a failure), the limits (`MemController::
-//! set_limit` / `set_memswap_limit`, `PidController::set_pid_max`, `CpuController::
-//! set_cfs_quota_and_period`), joining (`Cgroup::add_task_by_tgid`, which writes `cgroup.procs`,
-//! so every thread moves), the counters (`memory_stat`, `memswap`, `get_pid_events`, `cpu`),
+//! crate's mkdir only logs a failure; the rule that they are made *before* the handle exists,
+//! so its Drop only ever removes directories this launch made, lives at `make_own`), the
+//! limits (`MemController::set_limit` / `set_memswap_limit`, `PidController::set_pid_max`,
+//! `CpuController::set_cfs_quota_and_period`), joining (`Cgroup::add_task_by_tgid`, which
+//! writes `cgroup.procs`, so every thread moves), the counters (`memory_stat`, `memswap`, `get_pid_events`, `cpu`),
 //! `Cgroup::kill` (v2 `cgroup.kill`), `Cgroup::procs` and `Cgroup::delete`.
 //!
 //! The crate's own hierarchies do not fit this host, so [`OwnHierarchy`] implements its public
@@ -296,31 +297,43 @@ pub fn derive_layout(
     Some(Layout::V1 { memory, pids, cpu })
 }
 
-/// How this host mounts cgroups at `/sys/fs/cgroup`, for advice (a refusal's hint), not for a
-/// launch, which uses [`detect`].
+/// How this host mounts the cgroups this layer uses, for advice (a refusal's hint), not for a
+/// launch, which uses [`detect`]; read from the same `/proc/self/mountinfo` the launch reads
+/// ([`v1_mounts`]), so a hierarchy mounted elsewhere than `/sys/fs/cgroup/<controller>` counts,
+/// and a `/sys/fs/cgroup` holding only a v2 `unified` does not pass for v2 (review-156).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostMode {
     /// Pure cgroup v2 (unified): a cgroup2 filesystem at the root.
     V2,
-    /// cgroup v1, legacy or hybrid (a tmpfs of v1 hierarchies, perhaps a v2 `unified` beside
-    /// them): the controllers this layer uses are on v1.
+    /// cgroup v1, legacy or hybrid (v1 hierarchies of memory, pids or cpu, perhaps a v2
+    /// `unified` beside them): the controllers this layer uses are on v1.
     V1,
-    /// No cgroup filesystem there at all.
+    /// Neither a cgroup2 filesystem at `/sys/fs/cgroup` nor a v1 hierarchy of memory, pids or
+    /// cpu anywhere.
     None,
 }
 
-/// This host's [`HostMode`] (`statfs` of `/sys/fs/cgroup` and, for v1, of its `memory`, `pids` and
-/// `cpu` mounts).
+/// This host's [`HostMode`], from `/proc/self/mountinfo` (unreadable: [`HostMode::None`], as
+/// the launch then finds no cgroup either).
 pub fn host_mode() -> HostMode {
-    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
-    let root = Path::new(CGROUP_ROOT);
-    let is = |p: &Path, magic| statfs(p).is_ok_and(|s| s.filesystem_type() == magic);
-    if is(root, CGROUP2_SUPER_MAGIC) {
+    host_mode_in(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+}
+
+/// [`host_mode`] of the text of `/proc/self/mountinfo` (pure): v2 when the mount visible at
+/// [`CGROUP_ROOT`] (the last listed there: later mounts cover earlier ones) is a cgroup2
+/// filesystem, v1 when [`v1_mounts`] finds a hierarchy of one of our controllers.
+pub fn host_mode_in(mountinfo: &str) -> HostMode {
+    let top = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let point = pre.split(' ').nth(4)?;
+            (unescape_mountinfo(point) == CGROUP_ROOT).then(|| post.split(' ').next())?
+        })
+        .last();
+    if top == Some("cgroup2") {
         HostMode::V2
-    } else if V1_CONTROLLERS
-        .iter()
-        .any(|c| is(&root.join(c), CGROUP_SUPER_MAGIC))
-    {
+    } else if v1_mounts(mountinfo).iter().any(Option::is_some) {
         HostMode::V1
     } else {
         HostMode::None
@@ -1256,6 +1269,31 @@ mod tests {
             v1_missing("memory", None),
             CgroupError::Missing("memory")
         ));
+    }
+
+    /// review-156: the hint's host mode is read from mountinfo, as the launch finds its
+    /// controllers, not from `/sys/fs/cgroup/<controller>`: v1 hierarchies mounted elsewhere
+    /// are v1, a `/sys/fs/cgroup` holding only `unified` is neither v2 nor v1.
+    #[test]
+    fn the_hosts_cgroup_mode_is_read_from_mountinfo() {
+        let line = |id: u32, point: &str, fs: &str, opts: &str| {
+            format!("{id} 1 0:{id} / {point} rw,relatime shared:{id} - {fs} {fs} {opts}\n")
+        };
+        let tmpfs = line(30, "/sys/fs/cgroup", "tmpfs", "ro,mode=755");
+        let v2 = line(31, "/sys/fs/cgroup", "cgroup2", "rw,nsdelegate");
+        let unified = line(32, "/sys/fs/cgroup/unified", "cgroup2", "rw,nsdelegate");
+        let memory_elsewhere = line(33, "/cgroup/mem", "cgroup", "rw,memory");
+        let memory = line(34, "/sys/fs/cgroup/memory", "cgroup", "rw,memory");
+        assert_eq!(host_mode_in(&v2), HostMode::V2);
+        assert_eq!(
+            host_mode_in(&format!("{tmpfs}{unified}{memory}")),
+            HostMode::V1
+        );
+        assert_eq!(host_mode_in(&format!("{tmpfs}{unified}")), HostMode::None);
+        assert_eq!(host_mode_in(&memory_elsewhere), HostMode::V1);
+        // A tmpfs mounted over an earlier cgroup2 hides it, as statfs would see.
+        assert_eq!(host_mode_in(&format!("{v2}{tmpfs}")), HostMode::None);
+        assert_eq!(host_mode_in(""), HostMode::None);
     }
 
     #[test]
