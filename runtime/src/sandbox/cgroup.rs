@@ -323,14 +323,11 @@ pub fn host_mode() -> HostMode {
 /// [`CGROUP_ROOT`] (the last listed there: later mounts cover earlier ones) is a cgroup2
 /// filesystem, v1 when [`v1_mounts`] finds a hierarchy of one of our controllers.
 pub fn host_mode_in(mountinfo: &str) -> HostMode {
-    let top = mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (pre, post) = line.split_once(" - ")?;
-            let point = pre.split(' ').nth(4)?;
-            (unescape_mountinfo(point) == CGROUP_ROOT).then(|| post.split(' ').next())?
-        })
-        .last();
+    let top = mountinfo.lines().rev().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        let point = pre.split(' ').nth(4)?;
+        (unescape_mountinfo(point) == CGROUP_ROOT).then(|| post.split(' ').next())?
+    });
     if top == Some("cgroup2") {
         HostMode::V2
     } else if v1_mounts(mountinfo).iter().any(Option::is_some) {
