@@ -1442,17 +1442,7 @@ fn a_reload_making_a_failing_open_hook_fail_closed_reaches_a_quarantined_plugin(
     let mut s = Serve::start(&fx, CRASH_LOOP_CONFIG, Some(&policy("open")));
     let mut c = s.client();
     let bypasses = || bypass_records(&audit);
-    c.ok("plugin_load", json!({"package": a}));
-    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
-    c.wait_state("a", "restarting");
-    c.wait_state("a", "ready");
-    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
-    c.wait_state("a", "quarantined");
-    // Quarantined, failing open: its calls get the policy's default.
-    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
-    let e = result_of(&r, "a");
-    assert!(e.get("bypassed").is_some(), "{r}");
-    assert_eq!(e["result"], json!({"from": "policy"}), "{r}");
+    quarantine_failing_open(&mut c, &a);
     let before = bypasses();
     assert!(
         before.iter().all(|b| b["outcome"] != "fail_closed"),
@@ -1554,16 +1544,7 @@ fn a_reload_the_policy_no_longer_resolves_under_fails_every_hook_of_an_idle_plug
     let mut s = Serve::start(&fx, CRASH_LOOP_CONFIG, Some(&open));
     let mut c = s.client();
     let bypasses = || bypass_records(&audit);
-    c.ok("plugin_load", json!({"package": a}));
-    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
-    c.wait_state("a", "restarting");
-    c.wait_state("a", "ready");
-    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
-    c.wait_state("a", "quarantined");
-    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
-    let e = result_of(&r, "a");
-    assert!(e.get("bypassed").is_some(), "{r}");
-    assert_eq!(e["result"], json!({"from": "policy"}), "{r}");
+    quarantine_failing_open(&mut c, &a);
     let before = bypasses();
     // The hook still fails open by its own section; the pair no longer resolves.
     let unresolvable = format!(
@@ -1694,13 +1675,34 @@ fn hook_x_policy(audit: &Path, extra: &str, failure: &str) -> String {
 }
 
 /// Write `policy` as the daemon's policy file and SIGHUP it; back once it says it reloaded.
+/// Write `policy` as the daemon's policy file, send SIGHUP and wait for the reload it causes:
+/// one more "policy reloaded" line than before the signal (a second reload in one test waits
+/// for its own, not the first's).
 fn reload(fx: &Fixture, s: &Serve, policy: &str) {
+    const RELOADED: &str = "SIGHUP: policy reloaded";
+    let before = s.log().matches(RELOADED).count();
     write(
         &fx.dir().join("policy.toml"),
         &format!("version = 1\n{policy}"),
     );
     signal(s.pid(), "HUP");
-    while !s.log().contains("SIGHUP: policy reloaded") {
+    while s.log().matches(RELOADED).count() <= before {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Load the package `a` (plugin `a`, hook `on:x` failing open) and crash it into quarantine
+/// (two crashes under [`CRASH_LOOP_CONFIG`]); quarantined, its calls get the policy's fail-open
+/// default.
+fn quarantine_failing_open(c: &mut Client, a: &Path) {
+    c.ok("plugin_load", json!({"package": a}));
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    c.wait_state("a", "restarting");
+    c.wait_state("a", "ready");
+    c.ok("hook_invoke", invoke("on:x", json!({"a": "crash"}), None));
+    c.wait_state("a", "quarantined");
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    let e = result_of(&r, "a");
+    assert!(e.get("bypassed").is_some(), "{r}");
+    assert_eq!(e["result"], json!({"from": "policy"}), "{r}");
 }

@@ -40,6 +40,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use stockade_policy::operator::effective::{effective, PluginFacts};
 use stockade_policy::operator::explain::explain;
+use stockade_policy::sandbox::Degradation;
 
 /// Why `exec` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +89,8 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
     // Advice that depends on who runs and on the host: what this caller can do about it.
     // A controller the kernel does not offer is the host's, whoever runs: its arm below.
     if matches!(&e, LaunchError::Cgroup(c)
-        if !matches!(c, crate::sandbox::cgroup::CgroupError::NotOffered { .. }))
+        if !matches!(c, crate::sandbox::cgroup::CgroupError::NotOffered { .. }
+            | crate::sandbox::cgroup::CgroupError::Disabled { .. }))
     {
         let hint = cgroup_hint(
             nix::unistd::geteuid().is_root(),
@@ -150,13 +152,12 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         ),
         // Found by the sandbox's init: the kernel's Landlock is missing or older than the policy
         // demands. Being root changes nothing here.
-        LaunchError::Refused { .. } => (
+        // The hint names the knob of the degradation refused: `min_landlock_abi` governs only
+        // `landlock` itself, not the TCP restriction or scoping (review-158).
+        LaunchError::Refused { degradation, .. } => (
             Exit::SandboxSetup,
             "layer_unavailable",
-            "this kernel lacks what the policy demands of the layer (the cause names the Landlock \
-             ABI found; a kernel booted with an `lsm=` list without `landlock` has none): use a \
-             kernel that offers it, lower [layers] min_landlock_abi, or allow the degradation \
-             the cause names in the policy's [layers] section (a policy of your own: --policy FILE)",
+            refused_hint(*degradation),
         ),
         // The host's configuration refuses the namespaces every sandbox is built in: no policy
         // can allow that, being root only helps against a rule for unprivileged callers.
@@ -171,7 +172,10 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         ),
         // The kernel (or the parent group) does not offer a controller the limits need: being
         // root or delegated changes nothing.
-        LaunchError::Cgroup(crate::sandbox::cgroup::CgroupError::NotOffered { .. }) => (
+        LaunchError::Cgroup(
+            crate::sandbox::cgroup::CgroupError::NotOffered { .. }
+            | crate::sandbox::cgroup::CgroupError::Disabled { .. },
+        ) => (
             Exit::SandboxSetup,
             "layer_unavailable",
             "the cause names the controller this host does not offer: boot without \
@@ -183,8 +187,9 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         LaunchError::CgroupPartial(_) => (
             Exit::SandboxSetup,
             "layer_unavailable",
-            "delegate the missing controller to the runtime's cgroup (systemd: Delegate=cpu), set \
-             that limit to \"unlimited\", or allow `cgroup_partial` in the policy's [layers]",
+            "delegate the missing controller to the runtime's cgroup (systemd: Delegate=cpu; one \
+             the cause says is not offered: boot without `cgroup_disable=` for it), set that \
+             limit to \"unlimited\", or allow `cgroup_partial` in the policy's [layers]",
         ),
         // A namespace limit reached by the namespaces alive now, no process or memory to be
         // had: the moment's, not the host's configuration (review-158).
@@ -232,6 +237,40 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
     CmdError::new(exit, kind, ExecError::Launch(e)).hint(hint)
 }
 
+/// The hint of a refusal by the sandbox's init ([`LaunchError::Refused`]): what the kernel
+/// lacks for `degradation` and the policy knob that lets it go. Only `landlock` is governed by
+/// `min_landlock_abi`; the TCP restriction (ABI 4) and scoping (ABI 6) are degradations of their
+/// own, which no minimum ABI lowers (review-158).
+fn refused_hint(degradation: Degradation) -> &'static str {
+    match degradation {
+        Degradation::Landlock => {
+            "this kernel's Landlock is below the policy's minimum (the cause names the ABI found; \
+             a kernel booted with an `lsm=` list without `landlock` has none): use a kernel that \
+             offers it, lower [layers] min_landlock_abi, or allow the `landlock` degradation in \
+             the policy's [layers] section (a policy of your own: --policy FILE)"
+        }
+        Degradation::LandlockNetwork => {
+            "this kernel's Landlock cannot restrict TCP bind/connect (ABI 4, Linux 6.7; the cause \
+             names the ABI found), which the policy's [network] mode = \"none\" demands of it: \
+             use a kernel that offers it, or allow the `landlock_network` degradation in the \
+             policy's [layers] allow_degraded (the empty network namespace still applies; a \
+             policy of your own: --policy FILE)"
+        }
+        Degradation::LandlockScope => {
+            "this kernel's Landlock cannot scope abstract unix sockets and signals (ABI 6, Linux \
+             6.12; the cause names the ABI found): use a kernel that offers it, or allow the \
+             `landlock_scope` degradation in the policy's [layers] allow_degraded (the network \
+             and pid namespaces still isolate them; a policy of your own: --policy FILE)"
+        }
+        // Not refused by the init today (the runtime refuses them before the clone): named
+        // all the same, should one be.
+        Degradation::DistinctUid | Degradation::Cgroup | Degradation::CgroupPartial => {
+            "allow the degradation the cause names in the policy's [layers] allow_degraded (a \
+             policy of your own: --policy FILE)"
+        }
+    }
+}
+
 /// The hint of a `cgroup` refusal ([`LaunchError::Cgroup`]: no group could be made below the
 /// runtime's cgroup), for a caller that is root or not on a host whose cgroups are `mode`.
 /// Before helper-152 one text served all: it told a root caller to "run as root", and offered
@@ -243,9 +282,11 @@ fn cgroup_hint(root: bool, mode: crate::sandbox::cgroup::HostMode) -> String {
     const ALLOW: &str = "or allow the `cgroup` degradation in the policy's [layers] section (a \
                          policy of your own: --policy FILE)";
     let how = match (root, mode) {
-        (_, HostMode::None) => "this host mounts no cgroup filesystem at /sys/fs/cgroup (a \
-             container without one, say): mount cgroup2 there (or the v1 memory, pids and cpu \
-             controllers), run stockade on the host or in a container given a cgroup of its own"
+        (_, HostMode::None) => "this host mounts no cgroup filesystem this layer can use: \
+             neither cgroup2 at /sys/fs/cgroup nor a v1 hierarchy of memory, pids or cpu (a \
+             container without one, say, or a hybrid host's `unified` alone): mount cgroup2 \
+             there (or the v1 memory, pids and cpu controllers), run stockade on the host or in \
+             a container given a cgroup of its own"
             .to_string(),
         (true, HostMode::V2) => "root could not make the group below its own cgroup (the cause \
              names the directory): run stockade in a cgroup it may manage (stockade.service, or \
@@ -697,6 +738,45 @@ mod tests {
             "{hint}"
         );
         assert!(j["error"]["causes"].to_string().contains("`memory`"), "{j}");
+        // review-158: the same on a v1 or hybrid kernel (no memory hierarchy mounted at all).
+        let e = launch_error(LaunchError::Cgroup(CgroupError::Disabled {
+            controller: "memory",
+            file: "/proc/cgroups".into(),
+        }));
+        assert_eq!((e.exit().code(), e.kind()), (125, "layer_unavailable"));
+        let j = e.to_json();
+        let hint = j["error"]["hint"].as_str().unwrap();
+        assert!(
+            hint.contains("cgroup_disable=") && !hint.contains("mounted"),
+            "{hint}"
+        );
+    }
+
+    /// review-158: a refusal by the sandbox's init is hinted with the knob of the degradation
+    /// it names: `min_landlock_abi` only for `landlock`, never for the TCP restriction or
+    /// scoping, which no minimum ABI lets go.
+    #[test]
+    fn a_landlock_refusal_hint_names_the_knob_of_its_degradation() {
+        use stockade_policy::sandbox::Degradation;
+        let hint = |degradation| {
+            let e = launch_error(LaunchError::Refused {
+                degradation,
+                cause: crate::sandbox::ChildError("kernel Landlock ABI 3".into()),
+            });
+            assert_eq!((e.exit().code(), e.kind()), (125, "layer_unavailable"));
+            e.hint_text().unwrap().to_string()
+        };
+        let landlock = hint(Degradation::Landlock);
+        assert!(landlock.contains("min_landlock_abi"), "{landlock}");
+        assert!(landlock.contains("`landlock` degradation"), "{landlock}");
+        for (d, name) in [
+            (Degradation::LandlockNetwork, "`landlock_network`"),
+            (Degradation::LandlockScope, "`landlock_scope`"),
+        ] {
+            let h = hint(d);
+            assert!(!h.contains("min_landlock_abi"), "{name}: {h}");
+            assert!(h.contains(name), "{name}: {h}");
+        }
     }
 
     /// review-158: the audit detail of a failed launch names the degradation refused (the same

@@ -7,10 +7,11 @@
 //! The control-file work goes through `cgroups-rs` 0.3: the group (`Cgroup::load`, and on v1
 //! `Cgroup::create`; its directories, one per v1 controller — one for controllers mounted
 //! together — or the one on v2, are made by hand first, see `create_v1` and `create_v2`: the
-//! crate's mkdir only logs a failure), the limits (`MemController::
-//! set_limit` / `set_memswap_limit`, `PidController::set_pid_max`, `CpuController::
-//! set_cfs_quota_and_period`), joining (`Cgroup::add_task_by_tgid`, which writes `cgroup.procs`,
-//! so every thread moves), the counters (`memory_stat`, `memswap`, `get_pid_events`, `cpu`),
+//! crate's mkdir only logs a failure; the rule that they are made *before* the handle exists,
+//! so its Drop only ever removes directories this launch made, lives at `make_own`), the
+//! limits (`MemController::set_limit` / `set_memswap_limit`, `PidController::set_pid_max`,
+//! `CpuController::set_cfs_quota_and_period`), joining (`Cgroup::add_task_by_tgid`, which
+//! writes `cgroup.procs`, so every thread moves), the counters (`memory_stat`, `memswap`, `get_pid_events`, `cpu`),
 //! `Cgroup::kill` (v2 `cgroup.kill`), `Cgroup::procs` and `Cgroup::delete`.
 //!
 //! The crate's own hierarchies do not fit this host, so [`OwnHierarchy`] implements its public
@@ -65,6 +66,46 @@ fn not_offered(base: &Path, ctrl: &'static str, e: io::Error) -> Result<CgroupEr
     }
 }
 
+/// The `not_applied` entry of a refused `+cpu` write to `base`'s `cgroup.subtree_control`:
+/// a cpu controller `base`'s `cgroup.controllers` does not list is named as not offered (a
+/// kernel booted with `cgroup_disable=cpu`, a parent that does not enable it), as memory and
+/// pids are by [`not_offered`], rather than as "not delegated: Invalid argument" (review-158).
+fn cpu_refused(base: &Path, e: io::Error) -> String {
+    match not_offered(base, "cpu", e) {
+        Ok(CgroupError::NotOffered { file, .. }) => format!(
+            "cpu_max (cpu controller not offered: not listed in `{}`: disabled at boot with \
+             `cgroup_disable=cpu`, or not enabled by the parent group)",
+            file.display()
+        ),
+        Ok(other) => format!("cpu_max (cpu controller not delegated: {other})"),
+        Err(e) => format!("cpu_max (cpu controller not delegated: {e})"),
+    }
+}
+
+/// Where the kernel lists its controllers and whether each is enabled (`cgroup_disable=`).
+const PROC_CGROUPS: &str = "/proc/cgroups";
+
+/// The error of a v1 controller the layout lacks (not mounted where `/proc/self/cgroup` puts
+/// us): [`CgroupError::Disabled`] when `proc_cgroups` (the text of `/proc/cgroups`) shows it
+/// with `enabled` 0 — a kernel booted with `cgroup_disable=`, which no mount can fix —,
+/// [`CgroupError::Missing`] otherwise (pure).
+fn v1_missing(ctrl: &'static str, proc_cgroups: Option<&str>) -> CgroupError {
+    let disabled = proc_cgroups.is_some_and(|t| {
+        t.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() == 4 && f[0] == ctrl && f[3] == "0"
+        })
+    });
+    if disabled {
+        CgroupError::Disabled {
+            controller: ctrl,
+            file: PathBuf::from(PROC_CGROUPS),
+        }
+    } else {
+        CgroupError::Missing(ctrl)
+    }
+}
+
 /// Which cgroup version the host uses for our controllers, and our own cgroup in each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
@@ -116,6 +157,17 @@ pub enum CgroupError {
         /// The refused write to `cgroup.subtree_control`.
         #[source]
         source: io::Error,
+    },
+    /// v1 or hybrid: a controller the limits need is disabled on this kernel (`/proc/cgroups`
+    /// shows it with `enabled` 0: booted with `cgroup_disable=`), so no hierarchy of it is
+    /// mounted. Said by name, rather than as a controller "not available" whose advice is to
+    /// mount it (review-158).
+    #[error("cgroup controller `{controller}` is disabled on this kernel (`{}` shows it with enabled 0: booted with `cgroup_disable=`)", file.display())]
+    Disabled {
+        /// The controller.
+        controller: &'static str,
+        /// The file read (`/proc/cgroups`).
+        file: PathBuf,
     },
     /// The sandbox's group already exists. Never adopted (it may hold another sandbox or carry
     /// someone else's limits) and never a reason to run without cgroups: the launch stops.
@@ -245,31 +297,40 @@ pub fn derive_layout(
     Some(Layout::V1 { memory, pids, cpu })
 }
 
-/// How this host mounts cgroups at `/sys/fs/cgroup`, for advice (a refusal's hint), not for a
-/// launch, which uses [`detect`].
+/// How this host mounts the cgroups this layer uses, for advice (a refusal's hint), not for a
+/// launch, which uses [`detect`]; read from the same `/proc/self/mountinfo` the launch reads
+/// ([`v1_mounts`]), so a hierarchy mounted elsewhere than `/sys/fs/cgroup/<controller>` counts,
+/// and a `/sys/fs/cgroup` holding only a v2 `unified` does not pass for v2 (review-156).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostMode {
     /// Pure cgroup v2 (unified): a cgroup2 filesystem at the root.
     V2,
-    /// cgroup v1, legacy or hybrid (a tmpfs of v1 hierarchies, perhaps a v2 `unified` beside
-    /// them): the controllers this layer uses are on v1.
+    /// cgroup v1, legacy or hybrid (v1 hierarchies of memory, pids or cpu, perhaps a v2
+    /// `unified` beside them): the controllers this layer uses are on v1.
     V1,
-    /// No cgroup filesystem there at all.
+    /// Neither a cgroup2 filesystem at `/sys/fs/cgroup` nor a v1 hierarchy of memory, pids or
+    /// cpu anywhere.
     None,
 }
 
-/// This host's [`HostMode`] (`statfs` of `/sys/fs/cgroup` and, for v1, of its `memory`, `pids` and
-/// `cpu` mounts).
+/// This host's [`HostMode`], from `/proc/self/mountinfo` (unreadable: [`HostMode::None`], as
+/// the launch then finds no cgroup either).
 pub fn host_mode() -> HostMode {
-    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
-    let root = Path::new(CGROUP_ROOT);
-    let is = |p: &Path, magic| statfs(p).is_ok_and(|s| s.filesystem_type() == magic);
-    if is(root, CGROUP2_SUPER_MAGIC) {
+    host_mode_in(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+}
+
+/// [`host_mode`] of the text of `/proc/self/mountinfo` (pure): v2 when the mount visible at
+/// [`CGROUP_ROOT`] (the last listed there: later mounts cover earlier ones) is a cgroup2
+/// filesystem, v1 when [`v1_mounts`] finds a hierarchy of one of our controllers.
+pub fn host_mode_in(mountinfo: &str) -> HostMode {
+    let top = mountinfo.lines().rev().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        let point = pre.split(' ').nth(4)?;
+        (unescape_mountinfo(point) == CGROUP_ROOT).then(|| post.split(' ').next())?
+    });
+    if top == Some("cgroup2") {
         HostMode::V2
-    } else if V1_CONTROLLERS
-        .iter()
-        .any(|c| is(&root.join(c), CGROUP_SUPER_MAGIC))
-    {
+    } else if v1_mounts(mountinfo).iter().any(Option::is_some) {
         HostMode::V1
     } else {
         HostMode::None
@@ -552,9 +613,10 @@ impl Cgroup {
         r: &Resources,
         mkdir: &dyn Fn(&Path) -> io::Result<()>,
     ) -> Result<Cgroup, CgroupError> {
-        let m = memory.clone().ok_or(CgroupError::Missing("memory"))?;
-        let p = pids.clone().ok_or(CgroupError::Missing("pids"))?;
-        let c = cpu.clone().ok_or(CgroupError::Missing("cpu"))?;
+        let missing = |ctrl| v1_missing(ctrl, fs::read_to_string(PROC_CGROUPS).ok().as_deref());
+        let m = memory.clone().ok_or_else(|| missing("memory"))?;
+        let p = pids.clone().ok_or_else(|| missing("pids"))?;
+        let c = cpu.clone().ok_or_else(|| missing("cpu"))?;
         let dirs = vec![m.join(leaf), p.join(leaf), c.join(leaf)];
         // Refuse an existing directory: `create` (create_dir_all) would silently adopt it, and
         // the name (runtime pid + host uid + sandbox number) is ours alone while we run.
@@ -686,9 +748,7 @@ impl Cgroup {
                 Ok(()) => enabled.push(ctrl),
                 // Missing only matters when there is a quota to enforce.
                 Err(_) if ctrl == "cpu" && r.cpu_max.quota_us(PERIOD_US).is_none() => {}
-                Err(e) if ctrl == "cpu" => {
-                    not_applied.push(format!("cpu_max (cpu controller not delegated: {e})"));
-                }
+                Err(e) if ctrl == "cpu" => not_applied.push(cpu_refused(&base, e)),
                 Err(e) => return Err(not_offered(&base, ctrl, e).unwrap_or_else(io_at(&sc))),
             }
         }
@@ -1156,6 +1216,81 @@ mod tests {
         let (_t, own) = fake("cpu memory pids");
         let e = Cgroup::create(&Layout::V2 { own: own.clone() }, "t", &r).unwrap_err();
         assert!(matches!(e, CgroupError::Io { .. }), "{e:?}");
+    }
+
+    /// review-158: a cpu controller the runtime's group is not offered is named as such in
+    /// the partial group's `not_applied`, as memory and pids are refused by name; one that is
+    /// offered but refused (not delegated) keeps the write's own error.
+    #[test]
+    fn a_v2_cpu_controller_not_offered_is_named_not_undelegated() {
+        let t = tempfile::tempdir().unwrap();
+        let einval = || io::Error::from_raw_os_error(libc::EINVAL);
+        fs::write(t.path().join("cgroup.controllers"), "memory pids\n").unwrap();
+        let n = cpu_refused(t.path(), einval());
+        assert!(n.starts_with("cpu_max (cpu controller not offered"), "{n}");
+        assert!(n.contains("cgroup_disable=cpu"), "{n}");
+        fs::write(t.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        let n = cpu_refused(t.path(), einval());
+        assert!(
+            n.starts_with("cpu_max (cpu controller not delegated"),
+            "{n}"
+        );
+        assert!(!n.contains("cgroup_disable"), "{n}");
+    }
+
+    /// review-158: on a v1 or hybrid kernel booted with `cgroup_disable=memory`, no memory
+    /// hierarchy is mounted and the launch said only "not available" (hinted: check it is
+    /// mounted); `/proc/cgroups` tells the case, and the error names it.
+    #[test]
+    fn a_v1_controller_disabled_at_boot_is_named() {
+        let proc_cgroups = "#subsys_name\thierarchy\tnum_cgroups\tenabled\n\
+                            cpu\t1\t3\t1\nmemory\t0\t1\t0\npids\t8\t3\t1\n";
+        let e = v1_missing("memory", Some(proc_cgroups));
+        assert!(
+            matches!(
+                e,
+                CgroupError::Disabled {
+                    controller: "memory",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("cgroup_disable="), "{e}");
+        // Enabled but not mounted, or /proc/cgroups unreadable: not available, as before.
+        assert!(matches!(
+            v1_missing("pids", Some(proc_cgroups)),
+            CgroupError::Missing("pids")
+        ));
+        assert!(matches!(
+            v1_missing("memory", None),
+            CgroupError::Missing("memory")
+        ));
+    }
+
+    /// review-156: the hint's host mode is read from mountinfo, as the launch finds its
+    /// controllers, not from `/sys/fs/cgroup/<controller>`: v1 hierarchies mounted elsewhere
+    /// are v1, a `/sys/fs/cgroup` holding only `unified` is neither v2 nor v1.
+    #[test]
+    fn the_hosts_cgroup_mode_is_read_from_mountinfo() {
+        let line = |id: u32, point: &str, fs: &str, opts: &str| {
+            format!("{id} 1 0:{id} / {point} rw,relatime shared:{id} - {fs} {fs} {opts}\n")
+        };
+        let tmpfs = line(30, "/sys/fs/cgroup", "tmpfs", "ro,mode=755");
+        let v2 = line(31, "/sys/fs/cgroup", "cgroup2", "rw,nsdelegate");
+        let unified = line(32, "/sys/fs/cgroup/unified", "cgroup2", "rw,nsdelegate");
+        let memory_elsewhere = line(33, "/cgroup/mem", "cgroup", "rw,memory");
+        let memory = line(34, "/sys/fs/cgroup/memory", "cgroup", "rw,memory");
+        assert_eq!(host_mode_in(&v2), HostMode::V2);
+        assert_eq!(
+            host_mode_in(&format!("{tmpfs}{unified}{memory}")),
+            HostMode::V1
+        );
+        assert_eq!(host_mode_in(&format!("{tmpfs}{unified}")), HostMode::None);
+        assert_eq!(host_mode_in(&memory_elsewhere), HostMode::V1);
+        // A tmpfs mounted over an earlier cgroup2 hides it, as statfs would see.
+        assert_eq!(host_mode_in(&format!("{v2}{tmpfs}")), HostMode::None);
+        assert_eq!(host_mode_in(""), HostMode::None);
     }
 
     #[test]
