@@ -1449,32 +1449,11 @@ fn a_reload_making_a_failing_open_hook_fail_closed_reaches_a_quarantined_plugin(
         "{before:#?}"
     );
     reload(&fx, &s, &policy("closed"));
-    // Still quarantined, no restart: its calls fail closed now.
-    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
-    let e = result_of(&r, "a");
-    assert!(e.get("bypassed").is_none(), "{r}");
-    assert_eq!(e["error"]["code"], UNAVAILABLE, "{r}");
-    assert_eq!(
-        c.ok("plugin_status", json!({"name": "a"}))["state"],
-        "quarantined"
-    );
-    // Its failing run ended with the reload, counting every call let through.
-    let b = bypasses();
-    let closed: Vec<&Value> = b.iter().filter(|b| b["outcome"] == "fail_closed").collect();
-    assert_eq!(closed.len(), 1, "{b:#?}");
-    assert_eq!(closed[0]["detail"]["hook"], "on:x", "{:#}", closed[0]);
-    assert_eq!(closed[0]["plugin"], "a", "{:#}", closed[0]);
-    assert_eq!(closed[0]["version"], "0.1.0", "{:#}", closed[0]);
-    let let_through: u64 = before
-        .iter()
-        .filter(|b| b["outcome"] != "failing_open")
-        .map(|b| b["detail"]["bypassed_calls"].as_u64().unwrap())
-        .sum();
-    assert_eq!(
-        closed[0]["detail"]["bypassed_calls"].as_u64().unwrap() + let_through,
-        3,
-        "two crashed calls and one while quarantined: {b:#?}"
-    );
+    // Still quarantined, no restart: its calls fail closed now, and its failing run ended with
+    // the reload, counting every call let through.
+    let (b, closed) = quarantined_calls_fail_closed(&mut c, &audit, &before);
+    assert_eq!(closed["plugin"], "a", "{closed:#}");
+    assert_eq!(closed["version"], "0.1.0", "{closed:#}");
     // Nothing left failing open: the unload counts nothing more.
     c.ok("plugin_unload", json!({"name": "a"}));
     drop(c);
@@ -1552,28 +1531,7 @@ fn a_reload_the_policy_no_longer_resolves_under_fails_every_hook_of_an_idle_plug
          [signer.\"{key}\".filesystem]\nread_only = [\"/srv/app/config\"]\n"
     );
     reload(&fx, &s, &unresolvable);
-    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
-    let e = result_of(&r, "a");
-    assert!(e.get("bypassed").is_none(), "{r}");
-    assert_eq!(e["error"]["code"], UNAVAILABLE, "{r}");
-    assert_eq!(
-        c.ok("plugin_status", json!({"name": "a"}))["state"],
-        "quarantined"
-    );
-    let b = bypasses();
-    let closed: Vec<&Value> = b.iter().filter(|b| b["outcome"] == "fail_closed").collect();
-    assert_eq!(closed.len(), 1, "{b:#?}");
-    assert_eq!(closed[0]["detail"]["hook"], "on:x", "{:#}", closed[0]);
-    let let_through: u64 = before
-        .iter()
-        .filter(|b| b["outcome"] != "failing_open")
-        .map(|b| b["detail"]["bypassed_calls"].as_u64().unwrap())
-        .sum();
-    assert_eq!(
-        closed[0]["detail"]["bypassed_calls"].as_u64().unwrap() + let_through,
-        3,
-        "two crashed calls and one while quarantined: {b:#?}"
-    );
+    let (b, _) = quarantined_calls_fail_closed(&mut c, &audit, &before);
     assert!(
         s.log().contains(
             "plugin a: every hook fails closed until its next launch: the policy in force \
@@ -1689,6 +1647,42 @@ fn reload(fx: &Fixture, s: &Serve, policy: &str) {
     while s.log().matches(RELOADED).count() <= before {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// After a reload that makes the quarantined plugin `a` (see [`quarantine_failing_open`]) fail
+/// closed: a call gets an `unavailable` error, not a bypass; `a` stays quarantined (no restart);
+/// exactly one `fail_closed` record of `on:x` ended its failing run, counting with the runs
+/// `before` ended the three calls let through (two crashed, one while quarantined). Returns
+/// every bypass record and that one.
+fn quarantined_calls_fail_closed(
+    c: &mut Client,
+    audit: &Path,
+    before: &[Value],
+) -> (Vec<Value>, Value) {
+    let r = c.ok("hook_invoke", invoke("on:x", json!({}), None));
+    let e = result_of(&r, "a");
+    assert!(e.get("bypassed").is_none(), "{r}");
+    assert_eq!(e["error"]["code"], UNAVAILABLE, "{r}");
+    assert_eq!(
+        c.ok("plugin_status", json!({"name": "a"}))["state"],
+        "quarantined"
+    );
+    let b = bypass_records(audit);
+    let closed: Vec<&Value> = b.iter().filter(|b| b["outcome"] == "fail_closed").collect();
+    assert_eq!(closed.len(), 1, "{b:#?}");
+    let closed = closed[0].clone();
+    assert_eq!(closed["detail"]["hook"], "on:x", "{closed:#}");
+    let let_through: u64 = before
+        .iter()
+        .filter(|b| b["outcome"] != "failing_open")
+        .map(|b| b["detail"]["bypassed_calls"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        closed["detail"]["bypassed_calls"].as_u64().unwrap() + let_through,
+        3,
+        "two crashed calls and one while quarantined: {b:#?}"
+    );
+    (b, closed)
 }
 
 /// Load the package `a` (plugin `a`, hook `on:x` failing open) and crash it into quarantine
