@@ -88,10 +88,7 @@ pub(crate) fn launch_failure(
 pub(crate) fn launch_error(e: LaunchError) -> CmdError {
     // Advice that depends on who runs and on the host: what this caller can do about it.
     // A controller the kernel does not offer is the host's, whoever runs: its arm below.
-    if matches!(&e, LaunchError::Cgroup(c)
-        if !matches!(c, crate::sandbox::cgroup::CgroupError::NotOffered { .. }
-            | crate::sandbox::cgroup::CgroupError::Disabled { .. }))
-    {
+    if matches!(&e, LaunchError::Cgroup(c) if !c.controller_not_offered()) {
         let hint = cgroup_hint(
             nix::unistd::geteuid().is_root(),
             crate::sandbox::cgroup::host_mode(),
@@ -171,11 +168,8 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
              stockade.service)",
         ),
         // The kernel (or the parent group) does not offer a controller the limits need: being
-        // root or delegated changes nothing.
-        LaunchError::Cgroup(
-            crate::sandbox::cgroup::CgroupError::NotOffered { .. }
-            | crate::sandbox::cgroup::CgroupError::Disabled { .. },
-        ) => (
+        // root or delegated changes nothing. (Every other cgroup refusal returned above.)
+        LaunchError::Cgroup(c) if c.controller_not_offered() => (
             Exit::SandboxSetup,
             "layer_unavailable",
             "the cause names the controller this host does not offer: boot without \

@@ -187,6 +187,18 @@ pub enum CgroupError {
     OutOfRange(u64),
 }
 
+impl CgroupError {
+    /// The kernel (or the parent group) does not offer a controller the limits need
+    /// ([`CgroupError::NotOffered`] on v2, [`CgroupError::Disabled`] on v1): the host's doing,
+    /// whoever runs — being root or delegated changes nothing.
+    pub fn controller_not_offered(&self) -> bool {
+        matches!(
+            self,
+            CgroupError::NotOffered { .. } | CgroupError::Disabled { .. }
+        )
+    }
+}
+
 fn crate_at(path: &Path) -> impl FnOnce(cgroups_rs::error::Error) -> CgroupError + '_ {
     move |source| CgroupError::Crate {
         path: path.to_path_buf(),
