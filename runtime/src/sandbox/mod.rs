@@ -1026,14 +1026,27 @@ fn prepare(
     };
     // On cgroup v2 the child is born in its cgroup (step 9 then has nothing to move) — but a
     // real-time one, which is born outside it and joins at step 9, once out of its policy.
-    let into = match &cg {
+    let mut into = match &cg {
         Some(c) if !realtime => c.clone_target().map_err(|e| LaunchError::Setup {
             step: LaunchStep::CgroupJoin,
             cause: io::Error::other(e),
         })?,
         _ => None,
     };
-    let pid = match sys::clone_fork(flags, into.as_ref().map(AsFd::as_fd)).map_err(clone_failure)? {
+    //    `clone3` refused with ENOSYS — a container engine's default seccomp profile (Docker,
+    //    Podman, Kubernetes' RuntimeDefault), systemd's RestrictNamespaces= — is `clone(2)`'s to
+    //    do, as libc does: those filters judge its flags instead. Without CLONE_INTO_CGROUP the
+    //    child joins its group at step 9. Before audit-167 the launch stopped there, "sandbox
+    //    setup failed at step `clone`: Function not implemented", in every such container.
+    let forked = sys::clone_fork(flags, into.as_ref().map(AsFd::as_fd));
+    let forked = match forked {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            into = None;
+            sys::clone_fork_legacy(flags)
+        }
+        other => other,
+    };
+    let pid = match forked.map_err(clone_failure)? {
         Forked::Child => child::contain(&ctx),
         Forked::Parent(pid) => pid,
     };
