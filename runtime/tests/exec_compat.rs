@@ -93,3 +93,34 @@ fn without_mount_setattr_the_remount_fallback_still_builds_a_read_only_view() {
     assert_eq!(code(&o), 0, "{}", err(&o));
     assert_eq!(out(&o), "ok\n1\n");
 }
+
+/// Root of a user namespace that maps only itself and denies `setgroups` (`unshare -r`, as
+/// bubblewrap's or a rootless container's root): the plugins' range cannot be mapped, so the
+/// launch is refused before anything is made, 125 `uid_unmapped`, the cause naming the map and
+/// the first id missing. It stopped at the groups' drop, "sandbox setup failed at step
+/// `supplementary_groups`: Operation not permitted" (audit-167).
+#[test]
+fn root_of_a_user_namespace_that_does_not_map_the_uid_range_is_refused_by_name() {
+    if !require(is_root(), "the sandbox runs in root mode under the filter or user namespace") {
+        return;
+    }
+    let child = Command::new("unshare")
+        .args(["--user", "--map-root-user", BIN, "--json", "exec", "--", "/bin/true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 125, "{}", err(&o));
+    let doc: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(doc["error"]["kind"], "uid_unmapped", "{doc}");
+    let causes = doc["error"]["causes"].to_string();
+    assert!(
+        causes.contains("`/proc/self/uid_map` does not map id 200000 (it maps 0–0)"),
+        "{doc}"
+    );
+    assert!(doc["error"]["hint"].to_string().contains("uid_first"), "{doc}");
+    leftovers::assert_no_sandbox_left(pid);
+}

@@ -209,6 +209,17 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "as many plugins are running as the policy's [identity] uid_count allows, each \
              holding one uid: retry once one has ended, or widen uid_count",
         ),
+        // Root of a user namespace that does not map the plugins' uid range (a rootless
+        // container): the policy's range, or the container's maps, must change (audit-167).
+        LaunchError::Uid(crate::sandbox::uid::UidError::Unmapped { .. }) => (
+            Exit::SandboxSetup,
+            "uid_unmapped",
+            "inside a container with a user namespace of its own: move the policy's [identity] \
+             uid_first and uid_count into the ids the cause says it maps (e.g. uid_first = \
+             10000, uid_count = 50000 in rootless Podman's 65536), have the engine map the \
+             plugins' range (podman --uidmap, /etc/subuid), or run stockade as a non-root user \
+             there (rootless mode, docs/sandbox.md)",
+        ),
         LaunchError::WritableNotDir { .. } => (
             Exit::SandboxSetup,
             "writable_path",

@@ -889,6 +889,15 @@ fn prepare(
         (None, euid, egid)
     } else {
         let last = p.uid_first as u64 + p.uid_count as u64 - 1;
+        // Root of a user namespace that does not map the range (a rootless container) can
+        // neither map a plugin's uid nor drop its own groups: said before anything is made.
+        if let Some(why) = uid::unmapped(p.uid_first, p.uid_count) {
+            return Err(LaunchError::Uid(uid::UidError::Unmapped {
+                first: p.uid_first,
+                last,
+                why,
+            }));
+        }
         // Another user holding subordinate ids in the range could become the plugin's uid.
         let delegated =
             uid::foreign_delegations(p.uid_first, p.uid_count).map_err(LaunchError::Uid)?;
