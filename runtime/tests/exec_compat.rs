@@ -11,7 +11,10 @@ use std::process::{Command, Stdio};
 /// `container_seccomp MODE stockade ARGS…` as root; the output and the runtime's pid (the
 /// wrapper execs it, so the child's pid is the runtime's).
 fn in_container_seccomp(mode: &str, args: &[&str]) -> Option<(std::process::Output, u32)> {
-    if !require(is_root(), "the sandbox runs in root mode under the filter or user namespace") {
+    if !require(
+        is_root(),
+        "the sandbox runs in root mode under the filter or user namespace",
+    ) {
         return None;
     }
     let wrapper = helper("container_seccomp")?;
@@ -39,7 +42,15 @@ fn where_clone3_answers_enosys_the_sandbox_is_made_with_clone_and_joins_its_cgro
     let rep = dir.path().join("report.json");
     let Some((o, pid)) = in_container_seccomp(
         "no_clone3",
-        &["exec", "--report", rep.to_str().unwrap(), "--", "/bin/sh", "-c", "echo ok"],
+        &[
+            "exec",
+            "--report",
+            rep.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo ok",
+        ],
     ) else {
         return;
     };
@@ -53,7 +64,10 @@ fn where_clone3_answers_enosys_the_sandbox_is_made_with_clone_and_joins_its_cgro
     }
     let cg = layer(&report, "cgroup");
     assert_eq!(cg["status"], "fully_enforced", "{cg}");
-    assert_eq!(cg["details"]["joined"], "cgroup.procs before the child runs", "{cg}");
+    assert_eq!(
+        cg["details"]["joined"], "cgroup.procs before the child runs",
+        "{cg}"
+    );
     leftovers::assert_no_sandbox_left(pid);
 }
 
@@ -72,8 +86,16 @@ fn under_a_docker_like_seccomp_profile_the_launch_is_refused_naming_the_filter()
     let doc: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
     assert_eq!(doc["error"]["kind"], "layer_unavailable", "{doc}");
     let causes = doc["error"]["causes"].to_string();
-    assert!(causes.contains("seccomp filter around the runtime"), "{doc}");
+    assert!(
+        causes.contains("seccomp filter around the runtime"),
+        "{doc}"
+    );
     assert!(causes.contains("Operation not permitted"), "{doc}");
+    // The advice is the container's profile, not a sysctl nor root (which it is).
+    let hint = doc["error"]["hint"].as_str().unwrap();
+    assert!(hint.contains("Seccomp: 2"), "{hint}");
+    assert!(hint.contains("--security-opt seccomp="), "{hint}");
+    assert!(!hint.contains("run as root"), "{hint}");
     leftovers::assert_no_sandbox_left(pid);
 }
 
@@ -101,11 +123,22 @@ fn without_mount_setattr_the_remount_fallback_still_builds_a_read_only_view() {
 /// `supplementary_groups`: Operation not permitted" (audit-167).
 #[test]
 fn root_of_a_user_namespace_that_does_not_map_the_uid_range_is_refused_by_name() {
-    if !require(is_root(), "the sandbox runs in root mode under the filter or user namespace") {
+    if !require(
+        is_root(),
+        "the sandbox runs in root mode under the filter or user namespace",
+    ) {
         return;
     }
     let child = Command::new("unshare")
-        .args(["--user", "--map-root-user", BIN, "--json", "exec", "--", "/bin/true"])
+        .args([
+            "--user",
+            "--map-root-user",
+            BIN,
+            "--json",
+            "exec",
+            "--",
+            "/bin/true",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -121,6 +154,9 @@ fn root_of_a_user_namespace_that_does_not_map_the_uid_range_is_refused_by_name()
         causes.contains("`/proc/self/uid_map` does not map id 200000 (it maps 0–0)"),
         "{doc}"
     );
-    assert!(doc["error"]["hint"].to_string().contains("uid_first"), "{doc}");
+    assert!(
+        doc["error"]["hint"].to_string().contains("uid_first"),
+        "{doc}"
+    );
     leftovers::assert_no_sandbox_left(pid);
 }
