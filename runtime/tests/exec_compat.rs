@@ -160,3 +160,23 @@ fn root_of_a_user_namespace_that_does_not_map_the_uid_range_is_refused_by_name()
     );
     leftovers::assert_no_sandbox_left(pid);
 }
+
+/// The Landlock calls refused by a seccomp filter around the runtime (a container's profile
+/// older than Landlock, EPERM): the launch fails closed, 125 `layer_unavailable`, and the hint
+/// names the filter and the calls to allow, not only "use a kernel that offers it" — this kernel
+/// does (audit-167).
+#[test]
+fn landlock_hidden_by_a_container_s_seccomp_filter_is_hinted_as_such() {
+    let Some((o, pid)) =
+        in_container_seccomp("no_landlock", &["--json", "exec", "--", "/bin/true"])
+    else {
+        return;
+    };
+    assert_eq!(code(&o), 125, "{}", err(&o));
+    let doc: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(doc["error"]["kind"], "layer_unavailable", "{doc}");
+    let hint = doc["error"]["hint"].as_str().unwrap();
+    assert!(hint.contains("Seccomp: 2"), "{hint}");
+    assert!(hint.contains("landlock_create_ruleset"), "{hint}");
+    leftovers::assert_no_sandbox_left(pid);
+}

@@ -172,6 +172,22 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         // demands. Being root changes nothing here.
         // The hint names the knob of the degradation refused: `min_landlock_abi` governs only
         // `landlock` itself, not the TCP restriction or scoping (review-158).
+        // Under a seccomp filter (a container's profile older than Landlock) the Landlock
+        // calls may be refused by the filter, not lacking in the kernel (audit-167).
+        LaunchError::Refused {
+            degradation: Degradation::Landlock,
+            ..
+        } if under_seccomp_filter() => (
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            "this kernel's Landlock is below the policy's minimum, or hidden by the seccomp filter \
+             around stockade (its /proc/self/status says Seccomp: 2): inside a container, a \
+             profile older than Landlock refuses its calls — the cause's ABI 0 then says nothing \
+             of the kernel; give the container a profile that allows landlock_create_ruleset, \
+             landlock_add_rule and landlock_restrict_self, use a kernel that offers Landlock, \
+             lower [layers] min_landlock_abi, or allow the `landlock` degradation in the \
+             policy's [layers] section (a policy of your own: --policy FILE)",
+        ),
         LaunchError::Refused { degradation, .. } => (
             Exit::SandboxSetup,
             "layer_unavailable",

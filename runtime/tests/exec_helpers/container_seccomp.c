@@ -4,6 +4,8 @@
  *   docker     Docker's default profile for a container without CAP_SYS_ADMIN, for the calls that
  *              decide a sandbox: clone3 ENOSYS; clone with any CLONE_NEW* flag, unshare, setns,
  *              mount and umount2 EPERM.
+ *   no_landlock the Landlock calls answer EPERM, as under a profile older than Landlock (Docker's
+ *              before 23.0 refused every call it did not list with EPERM).
  * no_new_privs is set first (as `docker run --security-opt no-new-privileges` does). */
 #include <stddef.h>
 #include <string.h>
@@ -34,12 +36,21 @@ int main(int argc, char **argv) {
     BPF_JUMP(BPF_JMP|BPF_JSET|BPF_K, NS_FLAGS, 0, 1), RET(SECCOMP_RET_ERRNO | EPERM),
     RET(SECCOMP_RET_ALLOW),
   };
+  struct sock_filter no_landlock[] = {
+    BPF_STMT(BPF_LD|BPF_W|BPF_ABS, offsetof(struct seccomp_data, nr)),
+    NR(SYS_landlock_create_ruleset, 1), RET(SECCOMP_RET_ERRNO | EPERM),
+    NR(SYS_landlock_add_rule, 1), RET(SECCOMP_RET_ERRNO | EPERM),
+    NR(SYS_landlock_restrict_self, 1), RET(SECCOMP_RET_ERRNO | EPERM),
+    RET(SECCOMP_RET_ALLOW),
+  };
   struct sock_fprog p;
   if (argc < 3) return 97;
   if (!strcmp(argv[1], "no_clone3")) {
     p.len = sizeof no_clone3 / sizeof no_clone3[0]; p.filter = no_clone3;
   } else if (!strcmp(argv[1], "docker")) {
     p.len = sizeof docker / sizeof docker[0]; p.filter = docker;
+  } else if (!strcmp(argv[1], "no_landlock")) {
+    p.len = sizeof no_landlock / sizeof no_landlock[0]; p.filter = no_landlock;
   } else {
     return 97;
   }
