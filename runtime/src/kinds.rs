@@ -227,6 +227,7 @@ pub const KINDS: &[(&str, Exit)] = &[
     ("cgroup_clash", Exit::SandboxSetup),
     ("cgroup_exhausted", Exit::SandboxSetup),
     ("uid_exhausted", Exit::SandboxSetup),
+    ("uid_unmapped", Exit::SandboxSetup),
     ("clone_exhausted", Exit::SandboxSetup),
     ("writable_path", Exit::SandboxSetup),
     ("sandbox_setup", Exit::SandboxSetup),

@@ -1,9 +1,103 @@
 //! Compatibility paths that this host's kernel never takes by itself, forced with a seccomp
-//! filter in a small C wrapper (`tests/exec_helpers/no_mount_setattr.c`, built with gcc).
+//! filter in a small C wrapper (`tests/exec_helpers/no_mount_setattr.c`, built with gcc), and
+//! the filters container engines put around the runtime (`tests/exec_helpers/container_seccomp.c`:
+//! what Docker's default profile refuses of what a launch needs, or `clone3` alone).
 
 mod exec_common;
+mod leftovers;
 use exec_common::*;
-use std::process::Command;
+use std::process::{Command, Stdio};
+
+/// `container_seccomp MODE stockade ARGS…` as root; the output and the runtime's pid (the
+/// wrapper execs it, so the child's pid is the runtime's).
+fn in_container_seccomp(mode: &str, args: &[&str]) -> Option<(std::process::Output, u32)> {
+    if !require(
+        is_root(),
+        "the sandbox runs in root mode under the filter or user namespace",
+    ) {
+        return None;
+    }
+    let wrapper = helper("container_seccomp")?;
+    let child = Command::new(&wrapper)
+        .arg(mode)
+        .arg(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    Some((child.wait_with_output().unwrap(), pid))
+}
+
+/// `clone3` answering ENOSYS (Docker's, Podman's and Kubernetes' default seccomp profiles,
+/// systemd's `RestrictNamespaces=`: libc falls back to `clone`, whose flags they can read): the
+/// launch makes the sandbox with `clone(2)`, every namespace and the cgroup as usual, the child
+/// joining its group by `cgroup.procs`. It stopped with "sandbox setup failed at step `clone`:
+/// Function not implemented" (audit-167).
+#[test]
+fn where_clone3_answers_enosys_the_sandbox_is_made_with_clone_and_joins_its_cgroup() {
+    let dir = tempfile::tempdir().unwrap();
+    let rep = dir.path().join("report.json");
+    let Some((o, pid)) = in_container_seccomp(
+        "no_clone3",
+        &[
+            "exec",
+            "--report",
+            rep.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo ok",
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "ok\n");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    for ns in ["user", "pid", "mount", "network", "ipc", "uts", "cgroup"] {
+        let l = layer(&report, &format!("{ns}_namespace"));
+        assert_eq!(l["status"], "fully_enforced", "{l}");
+    }
+    let cg = layer(&report, "cgroup");
+    assert_eq!(cg["status"], "fully_enforced", "{cg}");
+    assert_eq!(
+        cg["details"]["joined"], "cgroup.procs before the child runs",
+        "{cg}"
+    );
+    leftovers::assert_no_sandbox_left(pid);
+}
+
+/// Docker's default profile without CAP_SYS_ADMIN (clone3 ENOSYS; clone with a namespace flag,
+/// unshare, setns, mount EPERM): the launch is refused as the namespaces' refusal, 125
+/// `layer_unavailable`, the cause naming a seccomp filter around the runtime — not a broken
+/// `clone` step, "Function not implemented" — and nothing is left behind (the cgroup made
+/// before the clone is removed).
+#[test]
+fn under_a_docker_like_seccomp_profile_the_launch_is_refused_naming_the_filter() {
+    let Some((o, pid)) = in_container_seccomp("docker", &["--json", "exec", "--", "/bin/true"])
+    else {
+        return;
+    };
+    assert_eq!(code(&o), 125, "{}", err(&o));
+    let doc: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(doc["error"]["kind"], "layer_unavailable", "{doc}");
+    let causes = doc["error"]["causes"].to_string();
+    assert!(
+        causes.contains("seccomp filter around the runtime"),
+        "{doc}"
+    );
+    assert!(causes.contains("Operation not permitted"), "{doc}");
+    // The advice is the container's profile, not a sysctl nor root (which it is).
+    let hint = doc["error"]["hint"].as_str().unwrap();
+    assert!(hint.contains("Seccomp: 2"), "{hint}");
+    assert!(hint.contains("--security-opt seccomp="), "{hint}");
+    assert!(!hint.contains("run as root"), "{hint}");
+    leftovers::assert_no_sandbox_left(pid);
+}
 
 #[test]
 fn without_mount_setattr_the_remount_fallback_still_builds_a_read_only_view() {
@@ -20,4 +114,69 @@ fn without_mount_setattr_the_remount_fallback_still_builds_a_read_only_view() {
         .unwrap();
     assert_eq!(code(&o), 0, "{}", err(&o));
     assert_eq!(out(&o), "ok\n1\n");
+}
+
+/// Root of a user namespace that maps only itself and denies `setgroups` (`unshare -r`, as
+/// bubblewrap's or a rootless container's root): the plugins' range cannot be mapped, so the
+/// launch is refused before anything is made, 125 `uid_unmapped`, the cause naming the map and
+/// the first id missing. It stopped at the groups' drop, "sandbox setup failed at step
+/// `supplementary_groups`: Operation not permitted" (audit-167).
+#[test]
+fn root_of_a_user_namespace_that_does_not_map_the_uid_range_is_refused_by_name() {
+    if !require(
+        is_root(),
+        "the sandbox runs in root mode under the filter or user namespace",
+    ) {
+        return;
+    }
+    let child = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            BIN,
+            "--json",
+            "exec",
+            "--",
+            "/bin/true",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 125, "{}", err(&o));
+    let doc: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(doc["error"]["kind"], "uid_unmapped", "{doc}");
+    let causes = doc["error"]["causes"].to_string();
+    assert!(
+        causes.contains("`/proc/self/uid_map` does not map id 200000 (it maps 0–0)"),
+        "{doc}"
+    );
+    assert!(
+        doc["error"]["hint"].to_string().contains("uid_first"),
+        "{doc}"
+    );
+    leftovers::assert_no_sandbox_left(pid);
+}
+
+/// The Landlock calls refused by a seccomp filter around the runtime (a container's profile
+/// older than Landlock, EPERM): the launch fails closed, 125 `layer_unavailable`, and the hint
+/// names the filter and the calls to allow, not only "use a kernel that offers it" — this kernel
+/// does (audit-167).
+#[test]
+fn landlock_hidden_by_a_container_s_seccomp_filter_is_hinted_as_such() {
+    let Some((o, pid)) =
+        in_container_seccomp("no_landlock", &["--json", "exec", "--", "/bin/true"])
+    else {
+        return;
+    };
+    assert_eq!(code(&o), 125, "{}", err(&o));
+    let doc: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(doc["error"]["kind"], "layer_unavailable", "{doc}");
+    let hint = doc["error"]["hint"].as_str().unwrap();
+    assert!(hint.contains("Seccomp: 2"), "{hint}");
+    assert!(hint.contains("landlock_create_ruleset"), "{hint}");
+    leftovers::assert_no_sandbox_left(pid);
 }

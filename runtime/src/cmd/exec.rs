@@ -86,6 +86,27 @@ pub(crate) fn launch_failure(
 }
 
 pub(crate) fn launch_error(e: LaunchError) -> CmdError {
+    // A seccomp filter around the runtime refused the namespaces: inside a container, its
+    // engine's default profile (no CAP_SYS_ADMIN). The way out is the container's profile, not
+    // a sysctl nor root, which the runtime already is there (audit-167; the other namespace
+    // refusals keep their hint below).
+    if matches!(&e, LaunchError::Namespaces { cause, .. }
+        if cause.raw_os_error() == Some(libc::EPERM) && under_seccomp_filter())
+    {
+        return CmdError::new(
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            ExecError::Launch(e),
+        )
+        .hint(
+            "a seccomp filter around stockade refuses the sandbox's namespaces (its \
+             /proc/self/status says Seccomp: 2): inside a container, the engine's default \
+             profile refuses clone, unshare and mount with namespace flags without CAP_SYS_ADMIN \
+             — give the container a profile that allows them (Docker, Podman: --security-opt \
+             seccomp=FILE; Kubernetes: securityContext.seccompProfile) or run it privileged; no \
+             policy lets the namespaces go",
+        );
+    }
     // Advice that depends on who runs and on the host: what this caller can do about it.
     // A controller the kernel does not offer is the host's, whoever runs: its arm below.
     if matches!(&e, LaunchError::Cgroup(c) if !c.controller_not_offered()) {
@@ -151,6 +172,22 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         // demands. Being root changes nothing here.
         // The hint names the knob of the degradation refused: `min_landlock_abi` governs only
         // `landlock` itself, not the TCP restriction or scoping (review-158).
+        // Under a seccomp filter (a container's profile older than Landlock) the Landlock
+        // calls may be refused by the filter, not lacking in the kernel (audit-167).
+        LaunchError::Refused {
+            degradation: Degradation::Landlock,
+            ..
+        } if under_seccomp_filter() => (
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            "this kernel's Landlock is below the policy's minimum, or hidden by the seccomp filter \
+             around stockade (its /proc/self/status says Seccomp: 2): inside a container, a \
+             profile older than Landlock refuses its calls — the cause's ABI 0 then says nothing \
+             of the kernel; give the container a profile that allows landlock_create_ruleset, \
+             landlock_add_rule and landlock_restrict_self, use a kernel that offers Landlock, \
+             lower [layers] min_landlock_abi, or allow the `landlock` degradation in the \
+             policy's [layers] section (a policy of your own: --policy FILE)",
+        ),
         LaunchError::Refused { degradation, .. } => (
             Exit::SandboxSetup,
             "layer_unavailable",
@@ -209,6 +246,17 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "as many plugins are running as the policy's [identity] uid_count allows, each \
              holding one uid: retry once one has ended, or widen uid_count",
         ),
+        // Root of a user namespace that does not map the plugins' uid range (a rootless
+        // container): the policy's range, or the container's maps, must change (audit-167).
+        LaunchError::Uid(crate::sandbox::uid::UidError::Unmapped { .. }) => (
+            Exit::SandboxSetup,
+            "uid_unmapped",
+            "inside a container with a user namespace of its own: move the policy's [identity] \
+             uid_first and uid_count into the ids the cause says it maps (e.g. uid_first = \
+             10000, uid_count = 50000 in rootless Podman's 65536), have the engine map the \
+             plugins' range (podman --uidmap, /etc/subuid), or run stockade as a non-root user \
+             there (rootless mode, docs/sandbox.md)",
+        ),
         LaunchError::WritableNotDir { .. } => (
             Exit::SandboxSetup,
             "writable_path",
@@ -229,6 +277,20 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         ),
     };
     CmdError::new(exit, kind, ExecError::Launch(e)).hint(hint)
+}
+
+/// Whether a seccomp filter is around this process (`/proc/self/status`'s `Seccomp:` 2): a
+/// container engine's profile, a unit's `SystemCallFilter=`, an enclosing sandbox. The runtime
+/// installs none on itself, only on the sandbox's processes.
+fn under_seccomp_filter() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|s| seccomp_filtered(&s))
+}
+
+/// [`under_seccomp_filter`] of the text of `/proc/self/status` (pure).
+fn seccomp_filtered(status: &str) -> bool {
+    status
+        .lines()
+        .any(|l| l.strip_prefix("Seccomp:").is_some_and(|v| v.trim() == "2"))
 }
 
 /// The hint of a refusal by the sandbox's init ([`LaunchError::Refused`]): what the kernel
@@ -658,8 +720,18 @@ fn pump(from: Option<&fs::File>, to: &mut dyn Write, buf: &mut [u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{cgroup_hint, launch_error};
+    use super::{cgroup_hint, launch_error, seccomp_filtered};
     use crate::sandbox::{cgroup::CgroupError, LaunchError};
+
+    /// Only mode 2 (a filter) counts: 0 none, 1 strict (which would not let this read run).
+    #[test]
+    fn a_seccomp_filter_is_read_from_the_status_seccomp_field() {
+        assert!(seccomp_filtered(
+            "Name:\tstockade\nSeccomp:\t2\nSeccomp_filters:\t1\n"
+        ));
+        assert!(!seccomp_filtered("Seccomp:\t0\nSeccomp_filters:\t0\n"));
+        assert!(!seccomp_filtered("Name:\tx\n"));
+    }
 
     /// The `cgroup` refusal's hint fits the caller and the host (review-148): root is not told
     /// to run as root, and systemd's delegation is offered only where it gives a user the

@@ -309,6 +309,35 @@ pub fn derive_layout(
     Some(Layout::V1 { memory, pids, cpu })
 }
 
+/// Why [`derive_layout`] found no layout (pure): a controller of ours that `proc_self_cgroup`
+/// lists and that is mounted, but whose mount shows a hierarchy path our cgroup is not below —
+/// a cgroup namespace over a cgroup filesystem mounted outside it (a container given the host's
+/// `/sys` by a bind: its mounts' roots read `/..`) — is named so; before audit-167 that case
+/// too said "no memory, pids or cpu controller in /proc/self/cgroup", which lists them.
+fn no_layout_reason(proc_self_cgroup: &str, mounts: &[Option<(String, PathBuf)>; 3]) -> String {
+    for line in proc_self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        for c in ctrls.split(',') {
+            let Some(i) = V1_CONTROLLERS.iter().position(|x| *x == c) else {
+                continue;
+            };
+            if let Some((mroot, point)) = &mounts[i] {
+                return format!(
+                    "the {c} hierarchy mounted at `{}` shows `{mroot}`, which does not contain \
+                     this process's cgroup `{path}` (/proc/self/cgroup): a cgroup namespace over \
+                     a cgroup filesystem mounted outside it, such as a container's bind of the \
+                     host's /sys — mount the cgroup filesystem inside the namespace",
+                    point.display()
+                );
+            }
+        }
+    }
+    "no memory, pids or cpu controller in /proc/self/cgroup".to_string()
+}
+
 /// How this host mounts the cgroups this layer uses, for advice (a refusal's hint), not for a
 /// launch, which uses [`detect`]; read from the same `/proc/self/mountinfo` the launch reads
 /// ([`v1_mounts`]), so a hierarchy mounted elsewhere than `/sys/fs/cgroup/<controller>` counts,
@@ -362,10 +391,11 @@ pub fn detect() -> Result<Layout, CgroupError> {
     let root = Path::new(CGROUP_ROOT);
     let is = |p: &Path, magic| statfs(p).is_ok_and(|s| s.filesystem_type() == magic);
     let v2_only = is(root, CGROUP2_SUPER_MAGIC);
-    let layout = derive_layout(&text, root, v2_only, &v1_mounts(&mountinfo)).ok_or_else(|| {
+    let mounts = v1_mounts(&mountinfo);
+    let layout = derive_layout(&text, root, v2_only, &mounts).ok_or_else(|| {
         CgroupError::Detect(io::Error::new(
             io::ErrorKind::NotFound,
-            "no memory, pids or cpu controller in /proc/self/cgroup",
+            no_layout_reason(&text, &mounts),
         ))
     })?;
     Ok(match layout {
@@ -1143,6 +1173,36 @@ mod tests {
             Layout::V2 {
                 own: "/sys/fs/cgroup/user.slice/session-1.scope".into()
             }
+        );
+    }
+
+    /// A cgroup namespace over the host's cgroup fs bound in (a rootless container given the
+    /// host's /sys): our controllers are listed and mounted, but the mounts show `/..`, outside
+    /// our cgroup — named so, not as "no controller in /proc/self/cgroup" (audit-167).
+    #[test]
+    fn mounts_outside_our_cgroup_namespace_are_named() {
+        let mounts = "\
+82 81 0:29 /.. /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+84 81 0:31 /.. /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+";
+        let own = "8:pids:/\n4:memory:/\n1:cpu:/\n0::/\n";
+        let m = v1_mounts(mounts);
+        assert_eq!(
+            derive_layout(own, Path::new("/sys/fs/cgroup"), false, &m),
+            None
+        );
+        let why = no_layout_reason(own, &m);
+        assert!(
+            why.starts_with(
+                "the memory hierarchy mounted at `/sys/fs/cgroup/memory` shows `/..`, which does \
+                 not contain this process's cgroup `/`"
+            ),
+            "{why}"
+        );
+        // Nothing of ours listed or mounted: the old words.
+        assert_eq!(
+            no_layout_reason("0::/\n", &[None, None, None]),
+            "no memory, pids or cpu controller in /proc/self/cgroup"
         );
     }
 

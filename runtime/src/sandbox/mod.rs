@@ -889,6 +889,15 @@ fn prepare(
         (None, euid, egid)
     } else {
         let last = p.uid_first as u64 + p.uid_count as u64 - 1;
+        // Root of a user namespace that does not map the range (a rootless container) can
+        // neither map a plugin's uid nor drop its own groups: said before anything is made.
+        if let Some(why) = uid::unmapped(p.uid_first, p.uid_count) {
+            return Err(LaunchError::Uid(uid::UidError::Unmapped {
+                first: p.uid_first,
+                last,
+                why,
+            }));
+        }
         // Another user holding subordinate ids in the range could become the plugin's uid.
         let delegated =
             uid::foreign_delegations(p.uid_first, p.uid_count).map_err(LaunchError::Uid)?;
@@ -1026,14 +1035,27 @@ fn prepare(
     };
     // On cgroup v2 the child is born in its cgroup (step 9 then has nothing to move) — but a
     // real-time one, which is born outside it and joins at step 9, once out of its policy.
-    let into = match &cg {
+    let mut into = match &cg {
         Some(c) if !realtime => c.clone_target().map_err(|e| LaunchError::Setup {
             step: LaunchStep::CgroupJoin,
             cause: io::Error::other(e),
         })?,
         _ => None,
     };
-    let pid = match sys::clone_fork(flags, into.as_ref().map(AsFd::as_fd)).map_err(clone_failure)? {
+    //    `clone3` refused with ENOSYS — a container engine's default seccomp profile (Docker,
+    //    Podman, Kubernetes' RuntimeDefault), systemd's RestrictNamespaces= — is `clone(2)`'s to
+    //    do, as libc does: those filters judge its flags instead. Without CLONE_INTO_CGROUP the
+    //    child joins its group at step 9. Before audit-167 the launch stopped there, "sandbox
+    //    setup failed at step `clone`: Function not implemented", in every such container.
+    let forked = sys::clone_fork(flags, into.as_ref().map(AsFd::as_fd));
+    let forked = match forked {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            into = None;
+            sys::clone_fork_legacy(flags)
+        }
+        other => other,
+    };
+    let pid = match forked.map_err(clone_failure)? {
         Forked::Child => child::contain(&ctx),
         Forked::Parent(pid) => pid,
     };

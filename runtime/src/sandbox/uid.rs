@@ -40,6 +40,21 @@ pub enum UidError {
         /// The first delegation found.
         found: Delegated,
     },
+    /// The runtime runs in a user namespace (a rootless container: Podman's, Docker's
+    /// userns-remap, bubblewrap's, a Kubernetes user namespace) whose `uid_map` or `gid_map`
+    /// does not map every id of the range, or that denies `setgroups`: a plugin's uid could not
+    /// be mapped into its sandbox, nor the runtime's groups dropped. Found before anything is
+    /// made; before audit-167 the launch stopped at the id maps or the groups' drop with a bare
+    /// "Operation not permitted".
+    #[error("the plugins' uid range {first}–{last} cannot be used in this user namespace: {why} (a rootless container, or one with a user namespace of its own)")]
+    Unmapped {
+        /// Range start.
+        first: u32,
+        /// Range end (inclusive).
+        last: u64,
+        /// What the namespace's maps say.
+        why: String,
+    },
     /// Every uid of the range is in use.
     #[error("all {count} uids from {first} are held by live sandboxes")]
     Exhausted {
@@ -169,6 +184,85 @@ fn delegations_in(
     Ok(found)
 }
 
+/// Where this process's user namespace lists its id maps and whether `setgroups` is allowed.
+const ID_MAPS: [&str; 3] = [
+    "/proc/self/uid_map",
+    "/proc/self/gid_map",
+    "/proc/self/setgroups",
+];
+
+/// Why the range `[first, first + count)` cannot be used from this process's user namespace
+/// ([`UidError::Unmapped`]), `None` when it can: the initial namespace maps every id, a
+/// container's may map a few (rootless Podman: 65536 from 0, bubblewrap: 0 alone). Files that
+/// cannot be read say nothing (a kernel without user namespaces has the initial one only).
+pub fn unmapped(first: u32, count: u32) -> Option<String> {
+    let read = |p: &str| fs::read_to_string(p).ok();
+    let [uid_map, gid_map, setgroups] = ID_MAPS.map(read);
+    unmapped_in(
+        first,
+        count,
+        [
+            (ID_MAPS[0], uid_map.as_deref()),
+            (ID_MAPS[1], gid_map.as_deref()),
+        ],
+        setgroups.as_deref(),
+    )
+}
+
+/// [`unmapped`] of the texts of `uid_map` and `gid_map` (each with its path) and `setgroups`
+/// (pure). A map's line is `INSIDE OUTSIDE COUNT`; the range must lie inside the union of the
+/// lines' inside ranges (the kernel lists at most 340, none overlapping).
+fn unmapped_in(
+    first: u32,
+    count: u32,
+    maps: [(&str, Option<&str>); 2],
+    setgroups: Option<&str>,
+) -> Option<String> {
+    let end = u64::from(first) + u64::from(count);
+    for (path, text) in maps {
+        let Some(text) = text else { continue };
+        let mut lines: Vec<(u64, u64)> = text
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<u64> = l
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                (f.len() == 3).then(|| (f[0], f[0] + f[2]))
+            })
+            .collect();
+        lines.sort_unstable();
+        // Walk the range from its first id through the lines that cover it, in order.
+        let mut next = u64::from(first);
+        for (from, to) in &lines {
+            if *from <= next && next < *to {
+                next = *to;
+            }
+        }
+        if next < end {
+            let shown: Vec<String> = lines
+                .iter()
+                .map(|(f, t)| format!("{f}–{}", t - 1))
+                .collect();
+            return Some(format!(
+                "`{path}` does not map id {next} (it maps {})",
+                if shown.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    shown.join(", ")
+                }
+            ));
+        }
+    }
+    if setgroups.is_some_and(|s| s.trim() == "deny") {
+        return Some(format!(
+            "`{}` is `deny`: the runtime's supplementary groups cannot be dropped",
+            ID_MAPS[2]
+        ));
+    }
+    None
+}
+
 /// A held uid; dropping it releases the lock.
 #[derive(Debug)]
 pub struct UidLease {
@@ -270,6 +364,52 @@ fn passed_over(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The range must lie in the maps of the runtime's user namespace: the initial one's maps
+    /// everything; rootless Podman's (65536 ids from 0) not the default 200000–265535, but a
+    /// range moved inside it; bubblewrap's (0 alone, setgroups denied) none.
+    #[test]
+    fn the_range_must_be_mapped_in_the_runtime_s_user_namespace() {
+        let init = "         0          0 4294967295\n";
+        let podman = "         0       1000          1\n         1     100000      65536\n";
+        let maps = |t: &'static str| [("uid_map", Some(t)), ("gid_map", Some(t))];
+        assert_eq!(
+            unmapped_in(200_000, 65_536, maps(init), Some("allow\n")),
+            None
+        );
+        assert_eq!(
+            unmapped_in(200_000, 65_536, maps(podman), Some("allow\n")).as_deref(),
+            Some("`uid_map` does not map id 200000 (it maps 0–0, 1–65536)")
+        );
+        // Covered by two adjacent lines, in any order.
+        assert_eq!(unmapped_in(0, 60_000, maps(podman), Some("allow")), None);
+        assert_eq!(unmapped_in(10_000, 50_000, maps(podman), None), None);
+        // One id past the end is enough to refuse.
+        assert!(unmapped_in(10_000, 55_538, maps(podman), None)
+            .unwrap()
+            .contains("does not map id 65537"));
+        // The gid map is checked too.
+        assert!(unmapped_in(
+            10_000,
+            10,
+            [("uid_map", Some(podman)), ("gid_map", Some("0 0 1\n"))],
+            None
+        )
+        .unwrap()
+        .starts_with("`gid_map` does not map id 10000"));
+        let bwrap = "         0          0          1\n";
+        assert!(unmapped_in(200_000, 1, maps(bwrap), Some("deny\n"))
+            .unwrap()
+            .contains("(it maps 0–0)"));
+        assert!(unmapped_in(0, 1, maps(bwrap), Some("deny\n"))
+            .unwrap()
+            .contains("`/proc/self/setgroups` is `deny`"));
+        // Unreadable maps say nothing.
+        assert_eq!(
+            unmapped_in(200_000, 1, [("uid_map", None), ("gid_map", None)], None),
+            None
+        );
+    }
 
     /// A delegation added while the process runs (a daemon started before a `usermod
     /// --add-subuids`) is seen at the next launch, and one removed is forgotten: the files are
