@@ -420,6 +420,56 @@ fn a_kept_tree_runs_from_a_read_only_state_directory() {
     assert_eq!(launch_details(&fx).pop().unwrap()["tree"], "reused");
 }
 
+/// A state directory and TMPDIR on file systems mounted `noexec` (a hardened `/var`, `/tmp`):
+/// the package's tree is kept or extracted on one of them, and the kernel runs nothing from it
+/// whatever its modes. The run fails with 126 `cannot_execute` saying so and naming the mount —
+/// it said only "Permission denied" with advice about modes and interpreters —, its launch
+/// record says the same, and nothing of it is left.
+#[test]
+fn a_package_on_a_noexec_mount_is_refused_naming_the_mount() {
+    if !require_root() {
+        return;
+    }
+    let fx = hello_c_fixture();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let mut mounted = Vec::new();
+    for dir in ["state", "tmp"] {
+        let at = fx.path(dir);
+        std::fs::create_dir_all(&at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m,mode=0755,noexec", "tmpfs"])
+            .arg(&at)
+            .status();
+        assert!(st.unwrap().success(), "mount a noexec tmpfs at {dir}");
+        mounted.push(Unmount(at));
+    }
+    let r = run(&fx, "c.stockade");
+    assert!(!r.ready, "a program ran from a noexec mount: {}", r.stderr);
+    assert_eq!(r.code, 126, "{}", r.stderr);
+    let named = mounted.iter().any(|m| {
+        r.stderr
+            .contains(&format!("mounted noexec at {}", m.0.display()))
+    });
+    assert!(named, "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("executable regular file"),
+        "{}",
+        r.stderr
+    );
+    let detail = launch_details(&fx).pop().unwrap();
+    assert_eq!(detail["kind"], "cannot_execute", "{detail}");
+    assert!(
+        detail["error"].as_str().unwrap().contains("mounted noexec"),
+        "{detail}"
+    );
+    nothing_left(&fx, r.runtime_pid);
+}
+
 /// Runs of one package at once, none with a tree kept yet: each extracts into a work directory
 /// of its own, one of them keeps its tree (the name is taken once, by a rename that never
 /// replaces), the others' directories are removed when they end; every plugin starts.
