@@ -470,6 +470,42 @@ fn a_package_on_a_noexec_mount_is_refused_naming_the_mount() {
     nothing_left(&fx, r.runtime_pid);
 }
 
+/// A state directory that was read-only from the start (an image-based host's read-only `/var`)
+/// runs a plugin that asks for no key/value store: its package is extracted into TMPDIR and it
+/// starts, the state directory left as it was. Every `run` opened the plugin's key/value store
+/// first, making `<state>/kv/<signer>` for it, so every plugin was refused there with 78
+/// `kv_store` ("Read-only file system"), kv or not.
+#[test]
+fn a_plugin_without_kv_runs_from_a_state_directory_read_only_from_the_start() {
+    if !require_root() {
+        return;
+    }
+    let fx = hello_c_fixture();
+    let state = fx.path("state");
+    let mount = |args: &[&str]| {
+        let st = Command::new("mount")
+            .args(args)
+            .arg(&state)
+            .arg(&state)
+            .status();
+        assert!(st.unwrap().success(), "mount {args:?}");
+    };
+    mount(&["--bind"]);
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    mount(&["-o", "remount,ro,bind"]);
+    let r = run(&fx, "c.stockade");
+    started_and_left_nothing(&fx, &r);
+    assert_eq!(launch_details(&fx).pop().unwrap()["tree"], "temporary");
+    let made: Vec<_> = std::fs::read_dir(&state).unwrap().flatten().collect();
+    assert!(made.is_empty(), "{made:?}");
+}
+
 /// Runs of one package at once, none with a tree kept yet: each extracts into a work directory
 /// of its own, one of them keeps its tree (the name is taken once, by a rename that never
 /// replaces), the others' directories are removed when they end; every plugin starts.

@@ -364,6 +364,71 @@ impl Fixture {
         out.to_string()
     }
 
+    /// The hello example with `kv_get` requested too — `run` and `serve` open a key/value
+    /// store only for a plugin that requests kv — signed by a developer `kvdev` whose
+    /// certificate is bound to this machine (kv_* are only in the ceiling of deployment-bound
+    /// scopes), packed into `kv.stockade`. `None` (said, an error in CI) on a machine without a
+    /// hardware id (/etc/machine-id).
+    pub fn pack_kv_hello(&self) -> Option<String> {
+        let info = self.run(&["--json", "node", "info", "--state-dir", "node-state"]);
+        let hw = info.json()["hardware_id"].as_str().map(String::from);
+        let Some(hw) = hw else {
+            require(false, "this machine has no hardware id (/etc/machine-id)");
+            return None;
+        };
+        let scope = format!("hardware:{hw}");
+        let d = self.dir();
+        ok(
+            d,
+            &[
+                "ca", "init", "-o", "int-hw", "--parent", "root", "--scope", &scope, "--name",
+                "HW Int",
+            ],
+        );
+        ok(d, &["keygen", "-o", "kvdev"]);
+        ok(
+            d,
+            &[
+                "ca",
+                "issue",
+                "--ca",
+                "int-hw",
+                "--pub",
+                "kvdev.pub",
+                "--subject",
+                "KV Dev",
+                "-o",
+                "kvdev.cert",
+                "--scope",
+                &scope,
+            ],
+        );
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello");
+        let dir = self.path("src-kv");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(src.join("entrypoint"), dir.join("entrypoint")).unwrap();
+        let mut m: Value =
+            serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
+        m["requested_capabilities"] = serde_json::json!(["log", "register_hook", "kv_get"]);
+        std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+        ok(
+            d,
+            &[
+                "pack",
+                "src-kv",
+                "--key",
+                "kvdev.key",
+                "--devcert",
+                "kvdev.cert",
+                "--intcert",
+                "int-hw/ca.cert",
+                "-o",
+                "kv.stockade",
+            ],
+        );
+        Some("kv.stockade".into())
+    }
+
     /// Another developer key and certificate (`<name>.key`, `<name>.cert`), scope any.
     pub fn add_developer(&self, name: &str) {
         let (pubf, cert) = (format!("{name}.pub"), format!("{name}.cert"));
