@@ -1336,6 +1336,10 @@ fn a_plugins_store_loads_under_a_lowered_kv_quota_and_an_unreadable_one_says_why
         return;
     }
     let fx = Fixture::new();
+    // Only a plugin that requests kv has a store (audit-166).
+    if !fx.bind_to_this_machine() {
+        return;
+    }
     let dev = fx.secret("dev.key").public_key();
     let kv = fx.path(&format!(
         "state/kv/{}",
@@ -1348,9 +1352,10 @@ fn a_plugins_store_loads_under_a_lowered_kv_quota_and_an_unreadable_one_says_why
         .collect();
     std::fs::write(kv.join("a.json"), Value::Object(full).to_string()).unwrap();
     std::fs::write(kv.join("b.json"), "not json").unwrap();
+    let asked = json!({"requested_capabilities": ["log", "register_hook", "kv_get"]});
     let (a, b) = (
-        pack_worker(&fx, "a", &["on:x"]),
-        pack_worker(&fx, "b", &["on:x"]),
+        pack_script_with(&fx, "a", &["on:x"], WORKER, asked.clone()),
+        pack_script_with(&fx, "b", &["on:x"], WORKER, asked),
     );
     let mut s = Serve::start(
         &fx,

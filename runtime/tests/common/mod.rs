@@ -364,17 +364,16 @@ impl Fixture {
         out.to_string()
     }
 
-    /// The hello example with `kv_get` requested too — `run` and `serve` open a key/value
-    /// store only for a plugin that requests kv — signed by a developer `kvdev` whose
-    /// certificate is bound to this machine (kv_* are only in the ceiling of deployment-bound
-    /// scopes), packed into `kv.stockade`. `None` (said, an error in CI) on a machine without a
-    /// hardware id (/etc/machine-id).
-    pub fn pack_kv_hello(&self) -> Option<String> {
+    /// Binds the fixture's developer to this machine, so that its packages may request
+    /// `kv_get` and `kv_put` (only in the ceiling of deployment-bound scopes): the intermediate
+    /// `int` becomes one of scope `hardware:<this machine>` (the one of scope any is kept as
+    /// `int-any`) and `dev.cert` is issued again by it for the same key — a store's place
+    /// (the key's fingerprint) does not change. `false` (said, an error in CI) on a machine
+    /// without a hardware id (/etc/machine-id).
+    pub fn bind_to_this_machine(&self) -> bool {
         let info = self.run(&["--json", "node", "info", "--state-dir", "node-state"]);
-        let hw = info.json()["hardware_id"].as_str().map(String::from);
-        let Some(hw) = hw else {
-            require(false, "this machine has no hardware id (/etc/machine-id)");
-            return None;
+        let Some(hw) = info.json()["hardware_id"].as_str().map(String::from) else {
+            return require(false, "this machine has no hardware id (/etc/machine-id)");
         };
         let scope = format!("hardware:{hw}");
         let d = self.dir();
@@ -385,48 +384,39 @@ impl Fixture {
                 "HW Int",
             ],
         );
-        ok(d, &["keygen", "-o", "kvdev"]);
+        std::fs::rename(self.path("int"), self.path("int-any")).unwrap();
+        std::fs::rename(self.path("int-hw"), self.path("int")).unwrap();
         ok(
             d,
             &[
                 "ca",
                 "issue",
                 "--ca",
-                "int-hw",
+                "int",
                 "--pub",
-                "kvdev.pub",
+                "dev.pub",
                 "--subject",
-                "KV Dev",
+                "Test Developer",
                 "-o",
-                "kvdev.cert",
+                "dev.cert",
                 "--scope",
                 &scope,
+                "--force",
             ],
         );
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello");
-        let dir = self.path("src-kv");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(src.join("entrypoint"), dir.join("entrypoint")).unwrap();
-        let mut m: Value =
-            serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
-        m["requested_capabilities"] = serde_json::json!(["log", "register_hook", "kv_get"]);
-        std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
-        ok(
-            d,
-            &[
-                "pack",
-                "src-kv",
-                "--key",
-                "kvdev.key",
-                "--devcert",
-                "kvdev.cert",
-                "--intcert",
-                "int-hw/ca.cert",
-                "-o",
-                "kv.stockade",
-            ],
-        );
-        Some("kv.stockade".into())
+        true
+    }
+
+    /// The hello example with `kv_get` requested too — `run` and `serve` open a key/value
+    /// store only for a plugin that requests kv — packed into `kv.stockade` by the developer
+    /// [bound to this machine](Fixture::bind_to_this_machine). `None` where it cannot be.
+    pub fn pack_kv_hello(&self) -> Option<String> {
+        if !self.bind_to_this_machine() {
+            return None;
+        }
+        let asked =
+            serde_json::json!({"requested_capabilities": ["log", "register_hook", "kv_get"]});
+        Some(self.pack_custom("hello", "0.1.0", &[], asked, "dev", "kv.stockade"))
     }
 
     /// Another developer key and certificate (`<name>.key`, `<name>.cert`), scope any.
