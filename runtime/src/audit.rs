@@ -249,6 +249,18 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
+    /// A record could not be written whole, and what was written of it could not be cut off
+    /// again: the log ends in part of a record, which the next append refuses to chain to.
+    #[error("cannot write the audit log {}, and the part of the record written could not be cut off again ({cut}): the log ends in an incomplete record", path.display())]
+    Uncut {
+        /// The file.
+        path: PathBuf,
+        /// Why the record was not written.
+        #[source]
+        source: std::io::Error,
+        /// Why its part could not be cut off.
+        cut: std::io::Error,
+    },
     /// A record cannot be encoded.
     #[error("cannot encode the audit record")]
     Encode(#[source] serde_json::Error),
@@ -665,17 +677,42 @@ fn append_to_file(
             size: line.len() as u64,
         });
     }
-    f.write_all(&line).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    write_head(
-        path,
-        &Head {
-            schema: HEAD_SCHEMA.into(),
-            records: r.seq + 1,
-            last_hash: r.hash.clone(),
-        },
-    )
-    .map_err(io)?;
+    // The record is written whole, with its head, or not at all. A write cut short (a full
+    // file system or quota takes the bytes that fit, then ENOSPC, EDQUOT or EIO) left half a
+    // record at the log's end: every later append, finding no whole record to chain to, failed,
+    // and `audit verify` called the log altered. A head that cannot be replaced (no room for its
+    // temporary file) left the record beyond it: the action it records was refused all the
+    // same, and a second such append left the log two records past its head, which every later
+    // append refused as a log cut short (`audit.truncated`). So on either failure the log is
+    // cut back to its length before the record (under the lock nobody has appended since; a
+    // truncation frees space, so it works on a full disk) — unless the head already names the
+    // record (its rename done, only the directory's sync failed): log and head agree then.
+    let before = f.metadata().map_err(io)?.len();
+    let written = f.write_all(&line).and_then(|()| f.sync_all());
+    let headed = written.and_then(|()| {
+        write_head(
+            path,
+            &Head {
+                schema: HEAD_SCHEMA.into(),
+                records: r.seq + 1,
+                last_hash: r.hash.clone(),
+            },
+        )
+    });
+    if let Err(e) = headed {
+        let named = matches!(read_head(path), Ok(Some(h)) if h.last_hash == r.hash);
+        if named {
+            return Err(io(e));
+        }
+        return Err(match f.set_len(before).and_then(|()| f.sync_all()) {
+            Ok(()) => io(e),
+            Err(cut) => AuditError::Uncut {
+                path: path.to_path_buf(),
+                source: e,
+                cut,
+            },
+        });
+    }
     if let Some(size) = rotation.size {
         // `[audit] rotate_size`: rotated under the lock this append holds. The record is
         // written (the action is audited), so a rotation that fails is said, not the append's

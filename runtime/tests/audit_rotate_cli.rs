@@ -619,3 +619,113 @@ fn a_rotation_while_the_log_is_read_is_not_a_broken_chain() {
     assert_eq!(r.code, 65, "{}{}", r.stdout, r.stderr);
     assert_eq!(r.json()["error"]["kind"], "audit_chain", "{}", r.stdout);
 }
+
+/// A tmpfs of `size` at `dir`, unmounted (lazily) when dropped, also when the test fails.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs at {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A log on a file system that fills up (a tmpfs of three pages: the log's first page, its
+/// head and the head's temporary file while it is replaced): each append is written whole, with
+/// its head, or not at all. A record the disk took only part of stayed half-written at the
+/// log's end — every later append then failed (74, "the last record … is not a valid audit
+/// record") and `audit verify` called the log altered —, and a record whose head could not be
+/// replaced stayed beyond it, two such leaving the log two records past its head, refused from
+/// then on as a log cut short (74 `audit.truncated`). Now a failed append (ENOSPC) leaves the
+/// log as it was, verifying against its head, and once there is room the chain goes on.
+#[test]
+fn a_full_disk_leaves_no_half_record_and_the_log_appends_once_there_is_room() {
+    if !require(is_root(), "mounting a small tmpfs to fill needs root") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let space = Tmpfs::mount(&d.path().join("fs"), "12k");
+    let log = d.path().join("fs/audit.log");
+    let l = AuditLog::from_policy(&stockade_policy::operator::AuditSection {
+        file: Some(log.display().to_string()),
+        ..Default::default()
+    });
+    let text = || std::fs::read_to_string(&log).unwrap();
+    let check = |written: usize| {
+        assert!(text().ends_with('\n'), "half a record left");
+        let r = stockade(
+            d.path(),
+            &[
+                "--json",
+                "audit",
+                "verify",
+                "--require-head",
+                log.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        assert_eq!(r.json()["records"], written, "{}", r.stdout);
+        assert_eq!(r.json()["head"], "checked", "{}", r.stdout);
+    };
+    let full = |e: stockade_runtime::audit::AuditError| {
+        let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+        assert!(chain.contains("No space left on device"), "{chain}");
+    };
+    let record = || Record::new(Event::Launch, "ok");
+    // Records while they fit in the log's first page, until the next one would not.
+    let mut written = 0;
+    loop {
+        l.append(record()).unwrap();
+        written += 1;
+        let t = text();
+        let longest = t.lines().map(str::len).max().unwrap() + 16;
+        if t.len() % 4096 + longest > 4096 {
+            break;
+        }
+        assert!(written < 50, "records never reached the page's end");
+    }
+    // The last page taken: the next record is written in part, then ENOSPC.
+    let filler = d.path().join("fs/filler");
+    std::fs::write(&filler, vec![0u8; 4096]).unwrap();
+    full(l.append(record()).unwrap_err());
+    check(written);
+    // That page back: a record fits, the head's temporary file does not, twice.
+    std::fs::remove_file(&filler).unwrap();
+    for _ in 0..2 {
+        full(l.append(record()).unwrap_err());
+        check(written);
+    }
+    space.resize("1m");
+    l.append(record()).unwrap();
+    check(written + 1);
+}

@@ -420,6 +420,92 @@ fn a_kept_tree_runs_from_a_read_only_state_directory() {
     assert_eq!(launch_details(&fx).pop().unwrap()["tree"], "reused");
 }
 
+/// A state directory and TMPDIR on file systems mounted `noexec` (a hardened `/var`, `/tmp`):
+/// the package's tree is kept or extracted on one of them, and the kernel runs nothing from it
+/// whatever its modes. The run fails with 126 `cannot_execute` saying so and naming the mount —
+/// it said only "Permission denied" with advice about modes and interpreters —, its launch
+/// record says the same, and nothing of it is left.
+#[test]
+fn a_package_on_a_noexec_mount_is_refused_naming_the_mount() {
+    if !require_root() {
+        return;
+    }
+    let fx = hello_c_fixture();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let mut mounted = Vec::new();
+    for dir in ["state", "tmp"] {
+        let at = fx.path(dir);
+        std::fs::create_dir_all(&at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m,mode=0755,noexec", "tmpfs"])
+            .arg(&at)
+            .status();
+        assert!(st.unwrap().success(), "mount a noexec tmpfs at {dir}");
+        mounted.push(Unmount(at));
+    }
+    let r = run(&fx, "c.stockade");
+    assert!(!r.ready, "a program ran from a noexec mount: {}", r.stderr);
+    assert_eq!(r.code, 126, "{}", r.stderr);
+    let named = mounted.iter().any(|m| {
+        r.stderr
+            .contains(&format!("mounted noexec at {}", m.0.display()))
+    });
+    assert!(named, "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("executable regular file"),
+        "{}",
+        r.stderr
+    );
+    let detail = launch_details(&fx).pop().unwrap();
+    assert_eq!(detail["kind"], "cannot_execute", "{detail}");
+    assert!(
+        detail["error"].as_str().unwrap().contains("mounted noexec"),
+        "{detail}"
+    );
+    nothing_left(&fx, r.runtime_pid);
+}
+
+/// A state directory that was read-only from the start (an image-based host's read-only `/var`)
+/// runs a plugin that asks for no key/value store: its package is extracted into TMPDIR and it
+/// starts, the state directory left as it was. Every `run` opened the plugin's key/value store
+/// first, making `<state>/kv/<signer>` for it, so every plugin was refused there with 78
+/// `kv_store` ("Read-only file system"), kv or not.
+#[test]
+fn a_plugin_without_kv_runs_from_a_state_directory_read_only_from_the_start() {
+    if !require_root() {
+        return;
+    }
+    let fx = hello_c_fixture();
+    let state = fx.path("state");
+    let mount = |args: &[&str]| {
+        let st = Command::new("mount")
+            .args(args)
+            .arg(&state)
+            .arg(&state)
+            .status();
+        assert!(st.unwrap().success(), "mount {args:?}");
+    };
+    mount(&["--bind"]);
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    mount(&["-o", "remount,ro,bind"]);
+    let r = run(&fx, "c.stockade");
+    started_and_left_nothing(&fx, &r);
+    assert_eq!(launch_details(&fx).pop().unwrap()["tree"], "temporary");
+    let made: Vec<_> = std::fs::read_dir(&state).unwrap().flatten().collect();
+    assert!(made.is_empty(), "{made:?}");
+}
+
 /// Runs of one package at once, none with a tree kept yet: each extracts into a work directory
 /// of its own, one of them keeps its tree (the name is taken once, by a rename that never
 /// replaces), the others' directories are removed when they end; every plugin starts.

@@ -566,8 +566,13 @@ fn a_launch_failing_in_the_load_list_stops_what_started_gracefully() {
         return;
     }
     let fx = Fixture::new();
-    let a = pack_worker(&fx, "a", &["on:a"]);
-    let zzz = pack_worker(&fx, "zzz", &["on:z"]);
+    // Only a plugin that requests kv has a store (audit-166).
+    if !fx.bind_to_this_machine() {
+        return;
+    }
+    let asked = json!({"requested_capabilities": ["log", "register_hook", "kv_get"]});
+    let a = pack_script_with(&fx, "a", &["on:a"], WORKER, asked.clone());
+    let zzz = pack_script_with(&fx, "zzz", &["on:z"], WORKER, asked);
     // One run of `a` makes the signer's store directory (kv/<key fingerprint>/).
     let mut s = Serve::start(&fx, &format!("[serve]\nload = [{a:?}]\n"), Some(POLICY));
     poll_ready(&mut s.client(), "a");

@@ -1336,6 +1336,10 @@ fn a_plugins_store_loads_under_a_lowered_kv_quota_and_an_unreadable_one_says_why
         return;
     }
     let fx = Fixture::new();
+    // Only a plugin that requests kv has a store (audit-166).
+    if !fx.bind_to_this_machine() {
+        return;
+    }
     let dev = fx.secret("dev.key").public_key();
     let kv = fx.path(&format!(
         "state/kv/{}",
@@ -1348,9 +1352,10 @@ fn a_plugins_store_loads_under_a_lowered_kv_quota_and_an_unreadable_one_says_why
         .collect();
     std::fs::write(kv.join("a.json"), Value::Object(full).to_string()).unwrap();
     std::fs::write(kv.join("b.json"), "not json").unwrap();
+    let asked = json!({"requested_capabilities": ["log", "register_hook", "kv_get"]});
     let (a, b) = (
-        pack_worker(&fx, "a", &["on:x"]),
-        pack_worker(&fx, "b", &["on:x"]),
+        pack_script_with(&fx, "a", &["on:x"], WORKER, asked.clone()),
+        pack_script_with(&fx, "b", &["on:x"], WORKER, asked),
     );
     let mut s = Serve::start(
         &fx,
@@ -1553,7 +1558,8 @@ fn a_reload_the_policy_no_longer_resolves_under_fails_every_hook_of_an_idle_plug
 /// `load_failed` 78 `kv_store`, the cause (`Permission denied`) in the message and a
 /// `data.hint` saying to pass --state-dir, as `run`'s. Before review-148 `data` held no hint:
 /// audit-144 documented that `serve` runs without such a state directory, but not that no
-/// plugin loads then.
+/// plugin loads then. Only a plugin that requests kv has such a store (audit-166): one that
+/// does not loads, making nothing there.
 #[test]
 fn a_daemon_that_may_not_write_its_state_directory_says_so_on_plugin_load() {
     if !require_root() || !require_tool("setpriv", "to run the daemon as another user") {
@@ -1561,7 +1567,11 @@ fn a_daemon_that_may_not_write_its_state_directory_says_so_on_plugin_load() {
     }
     use std::os::unix::fs::PermissionsExt;
     let fx = Fixture::new();
-    let pkg = fx.path(&fx.pack_hello());
+    let Some(pkg) = fx.pack_kv_hello() else {
+        return;
+    };
+    let pkg = fx.path(&pkg);
+    let plain = fx.path(&fx.pack_hello());
     assert!(!fx.path("trust/revocations.json").exists());
     let nobody = 65534;
     std::os::unix::fs::chown(fx.dir(), Some(nobody), Some(nobody)).unwrap();
@@ -1597,6 +1607,9 @@ fn a_daemon_that_may_not_write_its_state_directory_says_so_on_plugin_load() {
             .contains("--state-dir DIR"),
         "{e}"
     );
+    assert!(!fx.path("state/kv").exists());
+    let e = c.call("plugin_load", json!({"package": plain}));
+    assert_eq!(e["result"]["state"], "ready", "{e}");
     assert!(!fx.path("state/kv").exists());
     assert_eq!(s.stop(), 0, "{}", s.log());
 }

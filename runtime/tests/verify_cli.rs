@@ -1338,6 +1338,8 @@ fn a_trust_directory_this_user_may_not_read_is_hinted_as_that() {
 /// key/value store, refused 78 `kv_store` with the cause (`Permission denied`) and a hint that
 /// says to pass --state-dir. Before review-148 the hint was null: audit-144 hinted the state
 /// directory only where `verify`'s revocation memory is made, which this `run` never reaches.
+/// Only a plugin that requests kv has such a store (audit-166): one that does not runs, and
+/// makes nothing there either.
 #[test]
 fn run_with_a_state_directory_this_user_cannot_make_is_hinted_as_that() {
     use std::os::unix::fs::PermissionsExt;
@@ -1345,7 +1347,10 @@ fn run_with_a_state_directory_this_user_cannot_make_is_hinted_as_that() {
         return;
     }
     let fx = Fixture::new();
-    let pkg = fx.pack_hello();
+    let Some(pkg) = fx.pack_kv_hello() else {
+        return;
+    };
+    let plain = fx.pack_hello();
     std::fs::set_permissions(fx.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     // Root's, 0755: another user can read below it but make nothing there.
     std::fs::create_dir(fx.path("roots")).unwrap();
@@ -1371,6 +1376,25 @@ fn run_with_a_state_directory_this_user_cannot_make_is_hinted_as_that() {
     assert!(e["causes"].to_string().contains("Permission denied"), "{e}");
     let hint = e["hint"].as_str().unwrap_or_default();
     assert!(hint.contains("--state-dir DIR"), "{e}");
+    assert!(!fx.path("roots/state").exists());
+    let r = stockade_as(
+        65534,
+        fx.dir(),
+        &[
+            "--json",
+            "run",
+            &plain,
+            "--trust",
+            "trust",
+            "--state-dir",
+            "roots/state",
+            "--policy-root",
+            "policy-root",
+        ],
+    );
+    // It runs (its agent, stdin, at its end: a clean stop once ready).
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains(r#""state":"ready""#), "{}", r.stdout);
     assert!(!fx.path("roots/state").exists());
 }
 

@@ -151,6 +151,16 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
                 }
             },
         ),
+        // Same kind and code as any program that cannot be executed (what scripts match on),
+        // the message naming the mount; the advice is about where files go, not modes.
+        LaunchError::NoExec { .. } => (
+            Exit::CannotExec,
+            "cannot_execute",
+            "a file system mounted noexec runs no program, whatever its modes: for a package \
+             (`run`, `serve`), give the state directory (--state-dir, whose trees hold it) and \
+             TMPDIR (where it is extracted otherwise) a file system mounted without noexec; for \
+             `exec`, run the program from such a file system",
+        ),
         LaunchError::CannotExecute { .. } => (
             Exit::CannotExec,
             "cannot_execute",

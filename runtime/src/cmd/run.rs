@@ -313,16 +313,20 @@ pub fn run(a: RunArgs, _out: Output) -> Result<Exit, CmdError> {
             crate::output::term(&w.message)
         ));
     }
-    let kv = crate::host::kv::store_name(&cfg.state_dir, &pkg)
-        .and_then(|(store, note)| {
-            if let Some(note) = note {
-                crate::output::print_stderr(&format!(
-                    "stockade: warning: {}",
-                    crate::output::term(&note)
-                ));
-            }
-            KvStore::open(&cfg.state_dir, &store, host_policy.kv.clone())
+    // Only for a plugin that can be granted kv_get or kv_put: no other makes `<state>/kv`.
+    let kv = crate::host::kv::reachable(&pkg.manifest)
+        .then(|| {
+            crate::host::kv::store_name(&cfg.state_dir, &pkg).and_then(|(store, note)| {
+                if let Some(note) = note {
+                    crate::output::print_stderr(&format!(
+                        "stockade: warning: {}",
+                        crate::output::term(&note)
+                    ));
+                }
+                KvStore::open(&cfg.state_dir, &store, host_policy.kv.clone())
+            })
         })
+        .transpose()
         .map_err(|e| {
             let hint = e.open_hint();
             let err = CmdError::new(Exit::Config, "kv_store", RunError::Kv(e));

@@ -1031,13 +1031,17 @@ impl Daemon {
             ));
         }
         let state = &self.cfg.trust.state_dir;
-        let kv = crate::host::kv::store_name(state, pkg)
-            .and_then(|(store, note)| {
-                if let Some(note) = note {
-                    log_line(&format!("plugin {}: warning: {}", term(&name), term(&note)));
-                }
-                KvStore::open(state, &store, lp.host.kv.clone())
+        // Only for a plugin that can be granted kv_get or kv_put: no other makes `<state>/kv`.
+        let kv = crate::host::kv::reachable(&pkg.manifest)
+            .then(|| {
+                crate::host::kv::store_name(state, pkg).and_then(|(store, note)| {
+                    if let Some(note) = note {
+                        log_line(&format!("plugin {}: warning: {}", term(&name), term(&note)));
+                    }
+                    KvStore::open(state, &store, lp.host.kv.clone())
+                })
             })
+            .transpose()
             .map_err(|err| {
                 // With its causes, as `run` prints them: the store's error alone ("cannot load
                 // key/value store `…`") did not say why (too large, not JSON, another's file).

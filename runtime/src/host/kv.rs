@@ -142,6 +142,17 @@ struct WriteBudget {
     locked_until: Option<std::time::Instant>,
 }
 
+/// Whether a plugin of this manifest can reach a key/value store at all: only one whose
+/// manifest requests `kv_get` or `kv_put` can be granted either (its handshake asks within the
+/// manifest). For any other, `run` and `serve` open no store — and make no `<state>/kv`
+/// directories: a read-only or full state directory (an image-based host's read-only `/var`)
+/// refused them, so no plugin could run there, kv or not (78 `kv_store`).
+pub fn reachable(manifest: &stockade_policy::manifest::ValidatedManifest) -> bool {
+    use stockade_policy::capability::Capability;
+    let asked = manifest.requested_capabilities();
+    asked.contains(&Capability::KvGet) || asked.contains(&Capability::KvPut)
+}
+
 /// The store of a verified package, relative to `<state-dir>/kv` (see the module docs), and a
 /// note for the operator when a store of the layout before signers (`kv/<name>.json`) could not
 /// be moved to it. That old store is moved to the signer's place the first time the installed

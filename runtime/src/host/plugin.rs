@@ -168,8 +168,9 @@ pub struct PluginConfig {
     pub ceiling: BTreeSet<Capability>,
     /// The operator's host policy.
     pub policy: HostPolicy,
-    /// The plugin's key/value store.
-    pub kv: KvStore,
+    /// The plugin's key/value store; `None` when its manifest requests neither `kv_get` nor
+    /// `kv_put`, so that no call can reach one ([`crate::host::kv::reachable`]).
+    pub kv: Option<KvStore>,
     /// `get_config_value` answers (the allowlisted, non-secret subset).
     pub config: BTreeMap<String, Value>,
     /// Health pings (`serve`; `run` does not ping).

@@ -76,6 +76,15 @@ impl PluginHandle {
         }
     }
 
+    /// The plugin's key/value store. A plugin granted `kv_get` or `kv_put` has one (its manifest
+    /// requests it: [`crate::host::kv::reachable`]); refused, never opened here, otherwise.
+    fn kv(&mut self) -> Result<&mut crate::host::kv::KvStore, RpcError> {
+        self.cfg
+            .kv
+            .as_mut()
+            .ok_or_else(|| RpcError::new(codes::DENIED, "no key/value store"))
+    }
+
     /// Serve one call; `answered`: it is a request (its error reaches the plugin), not a
     /// notification.
     fn serve(
@@ -165,14 +174,14 @@ impl PluginHandle {
             }
             Capability::KvGet => {
                 let k: msg::Key = params(p)?;
-                match self.cfg.kv.get(&k.key) {
+                match self.kv()?.get(&k.key) {
                     Ok(v) => Ok(json!({"value": v})),
                     Err(e) => Err(RpcError::new(codes::UNAVAILABLE, e.to_string())),
                 }
             }
             Capability::KvPut => {
                 let k: msg::KvPut = params(p)?;
-                match self.cfg.kv.put_at(&k.key, k.value.as_deref(), now) {
+                match self.kv()?.put_at(&k.key, k.value.as_deref(), now) {
                     Ok(()) => Ok(json!({})),
                     Err(e @ KvError::Budget { retry_after_ms, .. }) => {
                         Err(RpcError::new(codes::OVERLOADED, e.to_string()).with_data(

@@ -96,7 +96,7 @@ fn config_caps(
         .validate(&semver::Version::new(9, 0, 0))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let kv = KvStore::open(dir.path(), "p", policy.kv.clone()).unwrap();
+    let kv = Some(KvStore::open(dir.path(), "p", policy.kv.clone()).unwrap());
     let cfg = PluginConfig {
         manifest: m,
         ceiling: caps.iter().copied().collect(),

@@ -65,7 +65,7 @@ fn add_declaring(sup: &mut Supervisor, now: Instant, policy: HostPolicy, hooks: 
     let cfg = PluginConfig {
         manifest: m,
         ceiling: [Capability::Log, Capability::RegisterHook].into(),
-        kv: KvStore::open(dir.path(), "p", policy.kv.clone()).unwrap(),
+        kv: Some(KvStore::open(dir.path(), "p", policy.kv.clone()).unwrap()),
         policy,
         config: BTreeMap::new(),
         health: Some(Health {

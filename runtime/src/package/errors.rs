@@ -360,6 +360,13 @@ impl VerifyError {
                     the state directory's owner, mode 0600; removing it forgets the revocation lists \
                     seen, so an older one would pass again";
         }
+        // Where the extraction directory is made has no room or no inode left, or is closed to
+        // this user: "check the path and permissions" named neither space nor where.
+        if let VerifyError::Workdir(_) = self {
+            return "the extraction directory is made in TMPDIR (`run`, `verify --extract-to`), \
+                    the state directory's trees or the store's staging directory (`install`, \
+                    `update`): free space or inodes there (`df -i`), or let this user write it";
+        }
         match self.exit() {
             Exit::SizeCap | Exit::DataErr => "the file is not a valid stockade package; rebuild it with `stockade pack`",
             Exit::Signature => "the package was modified after signing or signed with another key; obtain an untampered copy",
@@ -378,6 +385,17 @@ impl VerifyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An extraction directory that cannot be made (ENOSPC: no room or no inode left) is told
+    /// where such directories are made and to free space or inodes there, not "check the path
+    /// and permissions" (audit-166: `install` on a state directory out of inodes).
+    #[test]
+    fn an_extraction_directory_not_made_says_where_and_space_or_inodes() {
+        let e = VerifyError::Workdir(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!((e.exit(), e.kind()), (Exit::OsErr, "workdir"));
+        assert!(e.hint().contains("inodes"), "{}", e.hint());
+        assert!(e.hint().contains("TMPDIR"), "{}", e.hint());
+    }
 
     /// A certificate or revocation list of a newer format keeps its step's code and kind, and
     /// its hint says to upgrade: "obtain an untampered copy" or "install a current revocation

@@ -246,7 +246,7 @@ pub fn v1_mounts(mountinfo: &str) -> [Option<(String, PathBuf)>; 3] {
 }
 
 /// mountinfo writes space, tab, newline and backslash in paths as `\ooo` (octal).
-fn unescape_mountinfo(s: &str) -> String {
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -260,6 +260,16 @@ pub enum LaunchError {
         /// What it names.
         interpreter: Interpreter,
     },
+    /// The program is on a file system mounted `noexec`, which no mode bit overrides: for a
+    /// package, the state directory's trees or `$TMPDIR` it was extracted into. Said as such,
+    /// with the mount named, rather than a bare "Permission denied" and advice about modes.
+    #[error("cannot execute `{}`: it is on a file system mounted noexec{}", path.display(), program::mounted_at(mount.as_deref()))]
+    NoExec {
+        /// The program.
+        path: PathBuf,
+        /// Where its file system is mounted (`None`: not found in `/proc/self/mountinfo`).
+        mount: Option<PathBuf>,
+    },
     /// The program exists but cannot be executed.
     #[error("cannot execute `{}`", path.display())]
     CannotExecute {
@@ -301,6 +311,10 @@ impl LaunchError {
             Self::CannotExecute { cause, .. } => Self::CannotExecute {
                 path: shown.to_path_buf(),
                 cause,
+            },
+            Self::NoExec { mount, .. } => Self::NoExec {
+                path: shown.to_path_buf(),
+                mount,
             },
             other => other,
         }

@@ -6,7 +6,7 @@ use crate::sys;
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// The program to run: opened once on the host, executed from the descriptor.
@@ -101,7 +101,7 @@ impl Program {
                 continue;
             }
             if let Err(cause) = sys::can_execute(fd.as_fd()) {
-                last_denied = Some(LaunchError::CannotExecute { path, cause });
+                last_denied = Some(denied(path, cause, fd.as_fd()));
                 continue;
             }
             let mut magic = [0u8; 2];
@@ -125,6 +125,42 @@ impl Program {
             path: PathBuf::from(name),
         }))
     }
+}
+
+/// The error for `path` (open at `fd`), whose execution was refused with `cause`: when its
+/// file system is mounted `noexec` ([`LaunchError::NoExec`], the mount named), that is why —
+/// its modes allow it or not, the kernel refuses every `execve` from such a mount —, else
+/// [`LaunchError::CannotExecute`] with the cause.
+fn denied(path: PathBuf, cause: io::Error, fd: BorrowedFd<'_>) -> LaunchError {
+    let noexec = sys::fstatvfs_flags(fd).is_ok_and(|f| f & libc::ST_NOEXEC != 0);
+    if !noexec {
+        return LaunchError::CannotExecute { path, cause };
+    }
+    let mount = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .ok()
+        .and_then(|info| {
+            let id = info.lines().find_map(|l| l.strip_prefix("mnt_id:"))?;
+            let id = id.trim().parse().ok()?;
+            mount_point_in(&fs::read_to_string("/proc/self/mountinfo").ok()?, id)
+        });
+    LaunchError::NoExec { path, mount }
+}
+
+/// The mount point of mount `id` in the text of `/proc/self/mountinfo` (pure).
+fn mount_point_in(mountinfo: &str, id: u64) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        if fields.next()?.parse::<u64>().ok()? != id {
+            return None;
+        }
+        let point = fields.nth(3)?;
+        Some(PathBuf::from(super::cgroup::unescape_mountinfo(point)))
+    })
+}
+
+/// ` at X` (the mount point) for [`LaunchError::NoExec`]'s message, nothing when not found.
+pub(super) fn mounted_at(mount: Option<&Path>) -> String {
+    mount.map_or_else(String::new, |m| format!(" at {}", m.display()))
 }
 
 /// What a program needs the kernel to find before it can run it: the interpreter of a `#!`
@@ -256,6 +292,24 @@ fn c_path(path: &Path) -> Result<CString, LaunchError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// A mount's point is found by its id (the first field), escaped names unescaped; an id
+    /// that is not there, or a line too short, finds none.
+    #[test]
+    fn a_mount_point_is_found_by_its_id() {
+        let info = "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
+                    221 22 0:58 / /var/lib/my\\040state rw,noexec shared:9 - tmpfs tmpfs rw\n\
+                    7 1\n";
+        assert_eq!(
+            mount_point_in(info, 221),
+            Some(PathBuf::from("/var/lib/my state"))
+        );
+        assert_eq!(mount_point_in(info, 22), Some(PathBuf::from("/proc")));
+        assert_eq!(mount_point_in(info, 2), None);
+        assert_eq!(mount_point_in(info, 7), None);
+        assert_eq!(mounted_at(None), "");
+        assert_eq!(mounted_at(Some(Path::new("/t"))), " at /t");
+    }
 
     fn interpreter_of(content: &[u8]) -> Option<Interpreter> {
         let t = tempfile::tempdir().unwrap();

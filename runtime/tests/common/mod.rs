@@ -364,6 +364,61 @@ impl Fixture {
         out.to_string()
     }
 
+    /// Binds the fixture's developer to this machine, so that its packages may request
+    /// `kv_get` and `kv_put` (only in the ceiling of deployment-bound scopes): the intermediate
+    /// `int` becomes one of scope `hardware:<this machine>` (the one of scope any is kept as
+    /// `int-any`) and `dev.cert` is issued again by it for the same key — a store's place
+    /// (the key's fingerprint) does not change. `false` (said, an error in CI) on a machine
+    /// without a hardware id (/etc/machine-id).
+    pub fn bind_to_this_machine(&self) -> bool {
+        let info = self.run(&["--json", "node", "info", "--state-dir", "node-state"]);
+        let Some(hw) = info.json()["hardware_id"].as_str().map(String::from) else {
+            return require(false, "this machine has no hardware id (/etc/machine-id)");
+        };
+        let scope = format!("hardware:{hw}");
+        let d = self.dir();
+        ok(
+            d,
+            &[
+                "ca", "init", "-o", "int-hw", "--parent", "root", "--scope", &scope, "--name",
+                "HW Int",
+            ],
+        );
+        std::fs::rename(self.path("int"), self.path("int-any")).unwrap();
+        std::fs::rename(self.path("int-hw"), self.path("int")).unwrap();
+        ok(
+            d,
+            &[
+                "ca",
+                "issue",
+                "--ca",
+                "int",
+                "--pub",
+                "dev.pub",
+                "--subject",
+                "Test Developer",
+                "-o",
+                "dev.cert",
+                "--scope",
+                &scope,
+                "--force",
+            ],
+        );
+        true
+    }
+
+    /// The hello example with `kv_get` requested too — `run` and `serve` open a key/value
+    /// store only for a plugin that requests kv — packed into `kv.stockade` by the developer
+    /// [bound to this machine](Fixture::bind_to_this_machine). `None` where it cannot be.
+    pub fn pack_kv_hello(&self) -> Option<String> {
+        if !self.bind_to_this_machine() {
+            return None;
+        }
+        let asked =
+            serde_json::json!({"requested_capabilities": ["log", "register_hook", "kv_get"]});
+        Some(self.pack_custom("hello", "0.1.0", &[], asked, "dev", "kv.stockade"))
+    }
+
     /// Another developer key and certificate (`<name>.key`, `<name>.cert`), scope any.
     pub fn add_developer(&self, name: &str) {
         let (pubf, cert) = (format!("{name}.pub"), format!("{name}.cert"));
