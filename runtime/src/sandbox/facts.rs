@@ -454,12 +454,24 @@ pub fn predict(
     } else {
         LayerOutcome::enforced("distinct_uid")
     });
+    // As the launch decides: a missing memory or pids controller (or any on v1, where each is a
+    // hierarchy of its own) fails the whole group (`cgroup`); cpu not offered on v2 leaves only
+    // `cpu_max` unapplied (`cgroup_partial`), and nothing when the policy sets no CPU quota.
     let c = &facts.cgroup.controllers;
-    let missing: Vec<&str> = [("memory", c.memory), ("pids", c.pids), ("cpu", c.cpu)]
-        .into_iter()
-        .filter(|(_, has)| !has)
-        .map(|(n, _)| n)
-        .collect();
+    let v1 = matches!(facts.cgroup.mode, "v1" | "hybrid");
+    let missing = |names: &[(&'static str, bool)]| -> Vec<&'static str> {
+        names
+            .iter()
+            .filter(|(_, has)| !has)
+            .map(|(n, _)| *n)
+            .collect()
+    };
+    let whole = missing(&[("memory", c.memory), ("pids", c.pids)]);
+    let cpu_quota = policy
+        .resources
+        .cpu_max
+        .quota_us(stockade_policy::sandbox::units::CPU_PERIOD_US)
+        .is_some();
     out.push(match &facts.cgroup.error {
         Some(e) => lacking("cgroup", Some(Degradation::Cgroup), e.clone()),
         None if facts.cgroup.writable == Some(false) => lacking(
@@ -467,12 +479,23 @@ pub fn predict(
             Some(Degradation::Cgroup),
             "this caller may not make a group below its own (not delegated to it)".into(),
         ),
-        None if missing.is_empty() => LayerOutcome::enforced("cgroup"),
-        None => lacking(
+        None if !whole.is_empty() || (v1 && !c.cpu) => {
+            let mut all = whole;
+            if !c.cpu {
+                all.push("cpu");
+            }
+            lacking(
+                "cgroup",
+                Some(Degradation::Cgroup),
+                format!("controllers not offered here: {}", all.join(", ")),
+            )
+        }
+        None if !c.cpu && cpu_quota => lacking(
             "cgroup",
             Some(Degradation::CgroupPartial),
-            format!("controllers not offered here: {}", missing.join(", ")),
+            "the cpu controller is not offered here: cpu_max cannot apply".into(),
         ),
+        None => LayerOutcome::enforced("cgroup"),
     });
     out.push(if facts.seccomp.filter {
         LayerOutcome::enforced("seccomp")
@@ -724,10 +747,11 @@ mod tests {
             (d.outcome, d.degradation),
             (Outcome::Refused, Some("distinct_uid"))
         );
+        // No pids controller: the whole group fails, as the launch's does (`cgroup`).
         let c = outcome(&v, "cgroup");
         assert_eq!(
             (c.outcome, c.degradation),
-            (Outcome::Refused, Some("cgroup_partial"))
+            (Outcome::Refused, Some("cgroup"))
         );
         let l = outcome(&v, "landlock");
         assert_eq!(
@@ -750,7 +774,34 @@ mod tests {
                 "{layer}: {v:?}"
             );
         }
-        assert_eq!(outcome(&v, "cgroup").degradation, Some("cgroup_partial"));
+        assert_eq!(outcome(&v, "cgroup").degradation, Some("cgroup"));
+        // cpu not offered on v2: only a CPU quota is lost (`cgroup_partial`), nothing without
+        // one; on v1 (a hierarchy of its own) the whole group.
+        let mut f = facts(true, 6, true);
+        f.cgroup.controllers.cpu = false;
+        let quota = parse_policy(
+            "version = 1\n[layers]\nallow_degraded = []\n[resources]\ncpu_max = \"50%\"\n",
+        )
+        .unwrap();
+        let c = outcome(&predict(&quota, false, &f), "cgroup").clone();
+        assert_eq!(
+            (c.outcome, c.degradation),
+            (Outcome::Refused, Some("cgroup_partial"))
+        );
+        let no_quota = parse_policy(
+            "version = 1\n[layers]\nallow_degraded = []\n[resources]\ncpu_max = \"unlimited\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            outcome(&predict(&no_quota, false, &f), "cgroup").outcome,
+            Outcome::Enforced
+        );
+        f.cgroup.mode = "hybrid";
+        let c = outcome(&predict(&no_quota, false, &f), "cgroup").clone();
+        assert_eq!(
+            (c.outcome, c.degradation),
+            (Outcome::Refused, Some("cgroup"))
+        );
         // A group this caller may not make below its own (not delegated): `cgroup`.
         let mut f = facts(true, 6, true);
         f.cgroup.writable = Some(false);
