@@ -117,7 +117,7 @@ for f in /usr/bin/stockade /usr/share/man/man1/stockade.1 /usr/share/man/man1/st
   /usr/lib/systemd/system/stockade.service /usr/lib/systemd/system/stockade.socket \
   /usr/lib/systemd/system/stockade-refresh.service /usr/lib/systemd/system/stockade-refresh.timer \
   /usr/lib/systemd/system/stockade-audit-rotate.service /usr/lib/systemd/system/stockade-audit-rotate.timer \
-  /usr/share/doc/stockade/audit.md \
+  /usr/share/doc/stockade/audit.md /usr/share/stockade/apparmor/stockade \
   /etc/stockade/policy.toml /usr/lib/sysusers.d/stockade.conf /usr/lib/tmpfiles.d/stockade.conf; do
   grep -qx "$f" "$work/rpm-files" || fail "the rpm lacks $f"
 done

@@ -945,6 +945,10 @@ pub struct NodeInfoArgs {
     /// Also verify the license signature against the roots in this trust directory.
     #[arg(long, value_name = "DIR")]
     pub trust: Option<PathBuf>,
+    /// Also say which layers a launch under this sandbox policy file (as `exec --policy`) would
+    /// enforce, degrade or refuse on this host, for this caller.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 /// `stockade exec`

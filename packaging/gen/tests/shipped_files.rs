@@ -188,3 +188,40 @@ fn the_audit_rotate_unit_rotates_with_stockade_as_the_log_directorys_owner() {
         "a logrotate snippet is shipped"
     );
 }
+
+/// brief-165: the AppArmor profile for Ubuntu's user namespace restriction is shipped where the
+/// launch's hint says (`/usr/share/stockade/apparmor/stockade`), never in /etc/apparmor.d (it
+/// needs AppArmor 4: a profile apparmor_parser 3 cannot parse there breaks apparmor.service on
+/// Debian 12), by both packages; it grants `userns` to the installed binary and nothing else.
+#[test]
+fn the_apparmor_profile_is_shipped_where_the_hint_says_and_not_loaded() {
+    const DEST: &str = "usr/share/stockade/apparmor/stockade";
+    let way_out = stockade_runtime::sandbox::facts::UsernsSwitch::AppArmorRestrict.way_out();
+    assert!(way_out.contains(&format!("/{DEST}")), "{way_out}");
+    let manifest = shipped("../runtime/Cargo.toml");
+    let deb = format!(r#"["../packaging/apparmor/stockade", "{DEST}", "644"]"#);
+    let rpm = format!(r#"source = "../packaging/apparmor/stockade", dest = "/{DEST}""#);
+    assert!(manifest.contains(&deb) && manifest.contains(&rpm));
+    // No asset of either package (a line of an `assets` list) goes to /etc/apparmor.d.
+    assert!(!manifest
+        .lines()
+        .map(str::trim_start)
+        .any(|l| l.starts_with(['[', '{']) && l.contains("apparmor.d")));
+    let profile = shipped("apparmor/stockade");
+    let rules: Vec<&str> = profile
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "abi <abi/4.0>,",
+            "include <tunables/global>",
+            "profile stockade /usr/bin/stockade flags=(unconfined) {",
+            "userns,",
+            "include if exists <local/stockade>",
+            "}",
+        ]
+    );
+}

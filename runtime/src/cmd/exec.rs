@@ -203,6 +203,13 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "layer_unavailable",
             refused_hint(*degradation),
         ),
+        // A host switch that restricts user namespaces refused them (RHEL's
+        // user.max_user_namespaces = 0, Debian's kernel.unprivileged_userns_clone = 0, Ubuntu's
+        // AppArmor rule): the hint names that switch and its way out (docs/sandbox.md "Hosts that
+        // restrict user namespaces"), not a list of every cause there may be.
+        LaunchError::Namespaces {
+            switch: Some(s), ..
+        } => (Exit::SandboxSetup, "layer_unavailable", s.way_out()),
         // The host's configuration refuses the namespaces every sandbox is built in: no policy
         // can allow that, being root only helps against a rule for unprivileged callers.
         LaunchError::Namespaces { .. } => (
@@ -889,6 +896,7 @@ mod tests {
             refused(LaunchError::Namespaces {
                 which: "user, pid and mount",
                 why: "0".into(),
+                switch: None,
                 cause: std::io::Error::from_raw_os_error(libc::ENOSPC),
             }),
             None

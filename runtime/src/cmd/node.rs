@@ -1,4 +1,6 @@
-//! `stockade node info` (hardware id and license) and `stockade node license install FILE`
+//! `stockade node info` (hardware id, license, what this host offers each sandbox layer and,
+//! with `--policy FILE`, which layers a launch under that policy would enforce, degrade or
+//! refuse here: [`crate::sandbox::facts`]) and `stockade node license install FILE`
 //! (verify a license against the trust roots, refuse a rollback — one issued before the newest
 //! of its serial installed, or not after the license installed last unless it is that file —,
 //! remember it as the license installed last, then copy it atomically to
@@ -13,6 +15,8 @@ use crate::keyfile::unix_now;
 use crate::node::{hardware_id, load_license, read_license, NodeError, LICENSE_FILE};
 use crate::output::{term, term_path, Output};
 use crate::package::verify::error_chain;
+use crate::policyfiles::{self, PolicyFilesError};
+use crate::sandbox::facts::{self, HostFacts, LayerOutcome, Outcome};
 use crate::state::{ensure_dir, LicenseMemory};
 use crate::trustdir::{TrustConfig, TrustMode};
 use serde::Serialize;
@@ -40,10 +44,28 @@ struct InfoReport {
     hardware_id_error: Option<String>,
     license: Option<LicenseInfo>,
     state_dir: PathBuf,
+    /// What this host offers each layer, for this caller (brief-165).
+    layer_facts: HostFacts,
+    /// With `--policy FILE`: each layer a launch under it would enforce, degrade or refuse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_layers: Option<Vec<LayerOutcome>>,
 }
 
 /// `stockade node info`.
 pub fn info(a: NodeInfoArgs, out: Output) -> Result<Exit, CmdError> {
+    // The policy first: a bad file is refused (65, as `exec --policy`) before anything is tried.
+    let policy = match &a.policy {
+        Some(f) => {
+            let merged =
+                policyfiles::load(&policyfiles::source(Some(f), std::path::Path::new("/")))
+                    .map_err(PolicyFilesError::into_cmd)?;
+            let resolved = merged
+                .resolve(None, None)
+                .map_err(|e| PolicyFilesError::Invalid(e).into_cmd())?;
+            Some(resolved.sandbox)
+        }
+        None => None,
+    };
     let (hw, hw_err) = match hardware_id() {
         Ok(h) => (Some(h), None),
         Err(e) => (None, Some(e.to_string())),
@@ -78,11 +100,17 @@ pub fn info(a: NodeInfoArgs, out: Output) -> Result<Exit, CmdError> {
             problem,
         }
     });
+    let euid = crate::sys::ids().2;
+    let layer_facts = HostFacts::read(euid);
+    let rootless = crate::sandbox::identity_mode(euid) == crate::sandbox::MODE_ROOTLESS;
+    let policy_layers = policy.map(|p| facts::predict(&p, rootless, &layer_facts));
     let r = InfoReport {
         hardware_id: hw,
         hardware_id_error: hw_err,
         license,
         state_dir: a.state_dir,
+        layer_facts,
+        policy_layers,
     };
     out.emit(&r, |r| {
         let mut t = match (&r.hardware_id, &r.hardware_id_error) {
@@ -117,9 +145,90 @@ pub fn info(a: NodeInfoArgs, out: Output) -> Result<Exit, CmdError> {
                 }
             }
         }
+        t.push_str(&facts_text(&r.layer_facts));
+        if let Some(v) = &r.policy_layers {
+            t.push_str("layers a launch under the policy would have here:\n");
+            for o in v {
+                let what = match (o.outcome, o.degradation) {
+                    (Outcome::Enforced, _) => "enforced".to_owned(),
+                    (Outcome::Degraded, Some(d)) => format!("degraded (allowed: `{d}`)"),
+                    (Outcome::Degraded, None) => "degraded".to_owned(),
+                    (Outcome::Refused, Some(d)) => {
+                        format!("refused: the launch stops (unless `{d}` is allowed)")
+                    }
+                    (Outcome::Refused, None) => {
+                        "refused: the launch stops (no policy lets it go)".to_owned()
+                    }
+                };
+                t.push_str(&format!("  {}: {what}\n", o.layer));
+                if let Some(why) = &o.reason {
+                    t.push_str(&format!("    {}\n", term(why)));
+                }
+            }
+        }
         t
     });
     Ok(Exit::Ok)
+}
+
+/// The human form of [`HostFacts`].
+fn facts_text(f: &HostFacts) -> String {
+    let mut t = String::new();
+    let l = &f.landlock;
+    let lsm = match l.in_lsm_list {
+        Some(true) => ", in the LSM list",
+        Some(false) => ", not in the LSM list",
+        None => "",
+    };
+    match &l.unavailable {
+        None => t.push_str(&format!("landlock: ABI {}{lsm}\n", l.abi)),
+        Some(why) => t.push_str(&format!("landlock: none ({}){lsm}\n", term(why))),
+    }
+    let u = &f.user_namespaces;
+    if u.creatable {
+        t.push_str("user namespaces: this caller can make the sandbox's\n");
+    } else {
+        t.push_str(&format!(
+            "user namespaces: this caller cannot make the sandbox's ({}){}\n",
+            term(u.error.as_deref().unwrap_or("")),
+            u.restricted_by
+                .map(|s| format!(": {s} restricts them"))
+                .unwrap_or_default()
+        ));
+        if let Some(w) = u.way_out {
+            t.push_str(&format!("  way out: {w}\n"));
+        }
+    }
+    let s = &f.seccomp;
+    if s.filter {
+        t.push_str(&format!("seccomp: filters ({})\n", s.actions.join(" ")));
+    } else {
+        t.push_str("seccomp: no filters on this kernel\n");
+    }
+    let c = &f.cgroup;
+    let offered: Vec<&str> = [
+        ("memory", c.controllers.memory),
+        ("cpu", c.controllers.cpu),
+        ("pids", c.controllers.pids),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(n, _)| n)
+    .collect();
+    t.push_str(&format!(
+        "cgroup: {}, controllers offered: {}{}\n",
+        c.mode,
+        if offered.is_empty() {
+            "none".to_owned()
+        } else {
+            offered.join(", ")
+        },
+        c.error
+            .as_ref()
+            .map(|e| format!(" ({})", term(e)))
+            .unwrap_or_default()
+    ));
+    t
 }
 
 #[derive(Serialize)]

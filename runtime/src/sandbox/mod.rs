@@ -19,6 +19,7 @@
 
 pub mod cgroup;
 pub mod child;
+pub mod facts;
 pub mod landlock;
 pub mod mounts;
 pub(crate) mod process_state;
@@ -186,6 +187,9 @@ pub enum LaunchError {
         which: &'static str,
         /// What the errno means here.
         why: String,
+        /// The host switch that refused them, when one is set ([`facts::UsernsSwitches`]):
+        /// the hint names it and its way out.
+        switch: Option<facts::UsernsSwitch>,
         /// The clone's error.
         #[source]
         cause: io::Error,
@@ -714,20 +718,41 @@ fn init_namespaces(step: LaunchStep) -> Option<(&'static str, &'static [&'static
 /// namespaces on this host's configuration are [`LaunchError::Namespaces`], named; a shortage of
 /// the moment is [`LaunchError::CloneExhausted`]; any other is the step's failure.
 fn clone_failure(cause: io::Error) -> LaunchError {
-    clone_failure_in(cause, Path::new(NAMESPACE_LIMITS))
+    clone_failure_in(cause, Path::new(NAMESPACE_LIMITS), &host_restriction)
 }
 
-/// [`clone_failure`], the limits read under `limits`.
-fn clone_failure_in(cause: io::Error, limits: &Path) -> LaunchError {
+/// The host switch that restricts user namespaces for this process, if one is set
+/// ([`facts::UsernsSwitches::restriction`], read from [`facts::PROC_SYS`]).
+fn host_restriction() -> Option<facts::UsernsSwitch> {
+    facts::UsernsSwitches::read().restriction(sys::ids().2)
+}
+
+/// A source of [`host_restriction`]'s answer, read only on a failure that needs it (tests give
+/// one of a fake `/proc/sys`).
+type Restriction<'a> = &'a dyn Fn() -> Option<facts::UsernsSwitch>;
+
+/// [`clone_failure`], the limits read under `limits`, the switch that restricts user namespaces
+/// from `restriction`.
+fn clone_failure_in(cause: io::Error, limits: &Path, restriction: Restriction<'_>) -> LaunchError {
     let errno = cause.raw_os_error();
-    let why = match errno {
-        Some(libc::EPERM) => {
-            "this caller may not create a user namespace (Debian's \
-             kernel.unprivileged_userns_clone = 0 for a user other than root, an LSM rule such \
-             as AppArmor's kernel.apparmor_restrict_unprivileged_userns, or a seccomp filter \
-             around the runtime, e.g. a container's)"
-        }
-        Some(libc::EUSERS) => "user namespaces are nested too deep here (the kernel allows 32)",
+    let (why, switch) = match errno {
+        // The switch that says no, when one is set (Debian's, Ubuntu's AppArmor rule, whose
+        // user namespace without capabilities makes the mount namespace of the same clone fail
+        // with EPERM); else the causes it may be.
+        Some(libc::EPERM) => match restriction() {
+            Some(s) => (s.why(), Some(s)),
+            None => (
+                "this caller may not create a user namespace (Debian's \
+                 kernel.unprivileged_userns_clone = 0 for a user other than root, an LSM rule \
+                 such as AppArmor's kernel.apparmor_restrict_unprivileged_userns, or a seccomp \
+                 filter around the runtime, e.g. a container's)",
+                None,
+            ),
+        },
+        Some(libc::EUSERS) => (
+            "user namespaces are nested too deep here (the kernel allows 32)",
+            None,
+        ),
         _ => {
             return match namespace_failure(errno, CLONE_NAMESPACES, limits) {
                 Some(f) => f(cause),
@@ -741,8 +766,31 @@ fn clone_failure_in(cause: io::Error, limits: &Path) -> LaunchError {
     LaunchError::Namespaces {
         which: CLONE_NAMESPACES.0,
         why: why.into(),
+        switch,
         cause,
     }
+}
+
+/// A step in or on the new user namespace refused with `EPERM` (the id maps, the init's
+/// unshares) while a host switch restricts user namespaces: that switch's refusal, named
+/// ([`LaunchError::Namespaces`]); `None` otherwise (the step's own failure). On Ubuntu's
+/// AppArmor rule the namespace is made but gets no capabilities, so the refusal comes from
+/// what is done in it.
+fn userns_step_failure(
+    which: &'static str,
+    errno: Option<i32>,
+    restriction: Restriction<'_>,
+) -> Option<Box<dyn FnOnce(io::Error) -> LaunchError>> {
+    if errno != Some(libc::EPERM) {
+        return None;
+    }
+    let s = restriction()?;
+    Some(Box::new(move |cause| LaunchError::Namespaces {
+        which,
+        why: s.why().into(),
+        switch: Some(s),
+        cause,
+    }))
 }
 
 /// The launch's error for namespaces (`which`, counted against the `sysctls` under `limits`)
@@ -768,8 +816,15 @@ fn namespace_failure(
     let exhausted = move |why: String| -> Box<dyn FnOnce(io::Error) -> LaunchError> {
         Box::new(move |cause| LaunchError::CloneExhausted { which, why, cause })
     };
-    let refused = move |why: String| -> Box<dyn FnOnce(io::Error) -> LaunchError> {
-        Box::new(move |cause| LaunchError::Namespaces { which, why, cause })
+    let refused = move |why: String,
+                        switch: Option<facts::UsernsSwitch>|
+          -> Box<dyn FnOnce(io::Error) -> LaunchError> {
+        Box::new(move |cause| LaunchError::Namespaces {
+            which,
+            why,
+            switch,
+            cause,
+        })
     };
     match errno {
         Some(libc::ENOSPC) => {
@@ -782,15 +837,21 @@ fn namespace_failure(
                 })
                 .collect();
             if let Some(i) = values.iter().position(|v| *v == Some(0)) {
-                let boot = if sysctls[i] == "max_user_namespaces" {
-                    " (set so, or by a kernel command line's sysctl.user.max_user_namespaces=0)"
+                let (boot, switch) = if sysctls[i] == "max_user_namespaces" {
+                    (
+                        " (set so, or by a kernel command line's sysctl.user.max_user_namespaces=0)",
+                        Some(facts::UsernsSwitch::MaxUserNamespaces),
+                    )
                 } else {
-                    ""
+                    ("", None)
                 };
-                return Some(refused(format!(
-                    "sysctl user.{} is 0{boot}: no such namespace may be made here",
-                    sysctls[i]
-                )));
+                return Some(refused(
+                    format!(
+                        "sysctl user.{} is 0{boot}: no such namespace may be made here",
+                        sysctls[i]
+                    ),
+                    switch,
+                ));
             }
             if values.iter().all(Option::is_some) {
                 // Nesting deeper than 32 user or pid namespaces is ENOSPC too (the clone's).
@@ -804,10 +865,13 @@ fn namespace_failure(
                      here or in an enclosing user namespace){nested}"
                 )));
             }
-            Some(refused(format!(
-                "a namespace limit is 0 or reached (sysctl {named}; a kernel command line's \
-                 sysctl.user.max_user_namespaces=0; the limits could not be read to tell which)"
-            )))
+            Some(refused(
+                format!(
+                    "a namespace limit is 0 or reached (sysctl {named}; a kernel command line's \
+                     sysctl.user.max_user_namespaces=0; the limits could not be read to tell which)"
+                ),
+                None,
+            ))
         }
         Some(libc::EAGAIN) => Some(exhausted(
             "no process may be made now (RLIMIT_NPROC of this user, kernel.threads-max, \
@@ -825,11 +889,16 @@ fn namespace_failure(
 /// the policy does not let go is a refusal ([`LaunchError::Refused`]), anything else a step that
 /// failed ([`LaunchError::ChildSetup`]). Other messages pass through.
 fn child_failure(msg: child::ChildMsg) -> Result<child::ChildMsg, LaunchError> {
-    child_failure_in(msg, Path::new(NAMESPACE_LIMITS))
+    child_failure_in(msg, Path::new(NAMESPACE_LIMITS), &host_restriction)
 }
 
-/// [`child_failure`], the namespace limits read under `limits`.
-fn child_failure_in(msg: child::ChildMsg, limits: &Path) -> Result<child::ChildMsg, LaunchError> {
+/// [`child_failure`], the namespace limits read under `limits`, the switch that restricts user
+/// namespaces from `restriction`.
+fn child_failure_in(
+    msg: child::ChildMsg,
+    limits: &Path,
+    restriction: Restriction<'_>,
+) -> Result<child::ChildMsg, LaunchError> {
     match msg {
         child::ChildMsg::Failed {
             error,
@@ -842,7 +911,10 @@ fn child_failure_in(msg: child::ChildMsg, limits: &Path) -> Result<child::ChildM
         child::ChildMsg::Failed {
             step, error, errno, ..
         } => Err(init_namespaces(step)
-            .and_then(|ns| namespace_failure(errno, ns, limits))
+            .and_then(|ns| {
+                namespace_failure(errno, ns, limits)
+                    .or_else(|| userns_step_failure(ns.0, errno, restriction))
+            })
             .map_or(
                 LaunchError::ChildSetup {
                     step,
@@ -1012,7 +1084,7 @@ fn prepare(
             cause: io::Error::other("the runtime must be single-threaded when it launches"),
         });
     }
-    let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS;
+    let flags = facts::CLONE_FLAGS;
     // A runtime under a real-time policy (`chrt -f`, a unit's `CPUSchedulingPolicy=fifo`) has
     // a real-time child, which the cpu controller refuses to a group without a real-time
     // budget (v1 `cpu.rt_runtime_us` 0, every new group's; v2 with real-time group scheduling)
@@ -1096,7 +1168,12 @@ fn prepare(
             format!("{} {host_gid} 1\n", p.inside_gid),
         )
     })();
-    maps.map_err(setup(LaunchStep::IdMaps))?;
+    maps.map_err(
+        |e| match userns_step_failure("user", e.raw_os_error(), &host_restriction) {
+            Some(f) => f(e),
+            None => setup(LaunchStep::IdMaps)(e),
+        },
+    )?;
     layers.push(LayerReport::full(
         "identity",
         json!({"inside_uid": p.inside_uid, "inside_gid": p.inside_gid, "host_uid": host_uid, "host_gid": host_gid, "setgroups": "deny", "supplementary_groups_cleared": !rootless}),
@@ -1757,8 +1834,11 @@ mod tests {
             (libc::EPERM, "kernel.unprivileged_userns_clone"),
             (libc::EUSERS, "nested too deep"),
         ] {
-            let e =
-                super::clone_failure_in(std::io::Error::from_raw_os_error(errno), limits.path());
+            let e = super::clone_failure_in(
+                std::io::Error::from_raw_os_error(errno),
+                limits.path(),
+                &|| None,
+            );
             assert!(
                 matches!(e, super::LaunchError::Namespaces { .. }),
                 "{errno}: {e:?}"
@@ -1782,6 +1862,105 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(crate::cmd::exec::launch_error(e).kind(), "sandbox_setup");
+    }
+
+    /// brief-165: a launch refused by a host switch that restricts user namespaces names that
+    /// switch and its way out — the clone's `EPERM` (Debian's switch; Ubuntu's AppArmor rule,
+    /// whose namespace without capabilities fails the mount namespace of the same clone), the
+    /// id maps' or the init's unshares' `EPERM` (the same rule, when the namespace is made but
+    /// what is done in it is refused) and the clone's `ENOSPC` under RHEL's
+    /// `user.max_user_namespaces = 0`. Before, the hint listed every cause there may be and
+    /// named no way out of Ubuntu's rule; the id maps' refusal was a broken step.
+    #[test]
+    fn a_host_switch_that_refuses_user_namespaces_is_named_with_its_way_out() {
+        use super::facts::{UsernsSwitch, UsernsSwitches};
+        let proc_sys = |files: &[(&str, &str)]| {
+            let t = tempfile::tempdir().unwrap();
+            for (rel, v) in files {
+                let p = t.path().join(rel);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, v).unwrap();
+            }
+            t
+        };
+        let limits = proc_sys(&[
+            ("max_user_namespaces", "0\n"),
+            ("max_pid_namespaces", "63000\n"),
+            ("max_mnt_namespaces", "63000\n"),
+        ]);
+        let hint_and_causes = |e: super::LaunchError| {
+            let cmd = crate::cmd::exec::launch_error(e);
+            assert_eq!((cmd.exit().code(), cmd.kind()), (125, "layer_unavailable"));
+            let j = cmd.to_json();
+            (
+                j["error"]["hint"].as_str().unwrap().to_owned(),
+                j["error"]["causes"].to_string(),
+            )
+        };
+        for (files, errno, switch, way_out) in [
+            (
+                vec![("kernel/unprivileged_userns_clone", "0\n")],
+                libc::EPERM,
+                "kernel.unprivileged_userns_clone",
+                "kernel.unprivileged_userns_clone=1",
+            ),
+            (
+                vec![("kernel/apparmor_restrict_unprivileged_userns", "1\n")],
+                libc::EPERM,
+                "kernel.apparmor_restrict_unprivileged_userns",
+                "/usr/share/stockade/apparmor/stockade",
+            ),
+        ] {
+            let t = proc_sys(&files);
+            let read = || UsernsSwitches::read_in(t.path()).restriction(1000);
+            let e = super::clone_failure_in(
+                std::io::Error::from_raw_os_error(errno),
+                limits.path(),
+                &read,
+            );
+            let (hint, causes) = hint_and_causes(e);
+            assert!(causes.contains(switch), "{causes}");
+            assert!(hint.contains(way_out), "{hint}");
+            // The id maps refused on the new namespace.
+            let f = super::userns_step_failure("user", Some(libc::EPERM), &read)
+                .expect("a refusal named");
+            let (hint, causes) = hint_and_causes(f(std::io::Error::from_raw_os_error(libc::EPERM)));
+            assert!(
+                causes.contains(switch) && hint.contains(way_out),
+                "{causes} {hint}"
+            );
+            // The init's unshare of network, IPC and UTS refused in it.
+            let failed = super::child::at_errno(super::LaunchStep::Namespaces)(
+                std::io::Error::from_raw_os_error(libc::EPERM),
+            );
+            let err =
+                super::child_failure_in(super::child::ChildMsg::from(failed), limits.path(), &read)
+                    .unwrap_err();
+            let (hint, causes) = hint_and_causes(err);
+            assert!(
+                causes.contains(switch) && hint.contains(way_out),
+                "{causes} {hint}"
+            );
+        }
+        // RHEL's switch: the clone's ENOSPC, its way out the sysctl.
+        let e = super::clone_failure_in(
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+            limits.path(),
+            &|| None,
+        );
+        let (hint, _) = hint_and_causes(e);
+        assert_eq!(hint, UsernsSwitch::MaxUserNamespaces.way_out());
+        // No switch set: the id maps' EPERM is still the step's failure, the clone's the
+        // refusal with every cause it may be.
+        assert!(super::userns_step_failure("user", Some(libc::EPERM), &|| None).is_none());
+        let e = super::clone_failure_in(
+            std::io::Error::from_raw_os_error(libc::EPERM),
+            limits.path(),
+            &|| None,
+        );
+        let (hint, causes) = hint_and_causes(e);
+        assert!(causes.contains("a seccomp filter"), "{causes}");
+        assert!(hint.contains("no policy lets them go"), "{hint}");
     }
 
     /// review-158: `ENOSPC` from the clone is a namespace limit set to 0 (the host's
@@ -1828,7 +2007,7 @@ mod tests {
                 "user.max_mnt_namespaces is 0",
             ),
         ] {
-            let e = super::clone_failure_in(enospc(), set.path());
+            let e = super::clone_failure_in(enospc(), set.path(), &|| None);
             assert!(matches!(e, super::LaunchError::Namespaces { .. }), "{e:?}");
             let (kind, text) = kind_and_text(e);
             assert_eq!(kind, "layer_unavailable");
@@ -1836,7 +2015,7 @@ mod tests {
         }
         // Every limit above 0: reached by the namespaces alive now, to be retried.
         let set = limits("5", "63000", Some("63000"));
-        let (kind, text) = kind_and_text(super::clone_failure_in(enospc(), set.path()));
+        let (kind, text) = kind_and_text(super::clone_failure_in(enospc(), set.path(), &|| None));
         assert_eq!(kind, "clone_exhausted");
         assert!(text.contains("reached") && text.contains("retry"), "{text}");
         assert_eq!(
@@ -1845,13 +2024,17 @@ mod tests {
         );
         // A limit that cannot be read: nothing says a later launch would pass; the refusal.
         let set = limits("5", "63000", None);
-        let (kind, text) = kind_and_text(super::clone_failure_in(enospc(), set.path()));
+        let (kind, text) = kind_and_text(super::clone_failure_in(enospc(), set.path(), &|| None));
         assert_eq!(kind, "layer_unavailable");
         assert!(text.contains("0 or reached"), "{text}");
         // No process or memory right now.
         for errno in [libc::EAGAIN, libc::ENOMEM] {
             let set = limits("5", "5", Some("5"));
-            let e = super::clone_failure_in(std::io::Error::from_raw_os_error(errno), set.path());
+            let e = super::clone_failure_in(
+                std::io::Error::from_raw_os_error(errno),
+                set.path(),
+                &|| None,
+            );
             assert_eq!(kind_and_text(e).0, "clone_exhausted", "{errno}");
         }
     }
@@ -1879,8 +2062,9 @@ mod tests {
         let failed = |step: super::LaunchStep, errno: i32, limits: &std::path::Path| {
             let f = super::child::at_errno(step)(std::io::Error::from_raw_os_error(errno));
             let wire = serde_json::to_vec(&super::child::ChildMsg::from(f)).unwrap();
-            let err = super::child_failure_in(serde_json::from_slice(&wire).unwrap(), limits)
-                .unwrap_err();
+            let err =
+                super::child_failure_in(serde_json::from_slice(&wire).unwrap(), limits, &|| None)
+                    .unwrap_err();
             let cmd = crate::cmd::exec::launch_error(err);
             let j = cmd.to_json();
             (cmd.kind().to_string(), j["error"]["causes"].to_string())
@@ -1915,7 +2099,7 @@ mod tests {
             refused: None,
             errno: None,
         };
-        let err = super::child_failure_in(msg, zero.path()).unwrap_err();
+        let err = super::child_failure_in(msg, zero.path(), &|| None).unwrap_err();
         assert!(
             matches!(err, super::LaunchError::ChildSetup { .. }),
             "{err:?}"

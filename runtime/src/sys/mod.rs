@@ -1190,6 +1190,45 @@ pub fn read_signalfd_from(fd: BorrowedFd<'_>) -> io::Result<Option<SignalFrom>> 
     }
 }
 
+/// The Landlock ABI this kernel offers (`landlock_create_ruleset(NULL, 0,
+/// LANDLOCK_CREATE_RULESET_VERSION)`): `ENOSYS` when it is not built, `EOPNOTSUPP` when it is
+/// built but left out of the boot's `lsm=` list. Nothing is created.
+pub fn landlock_abi() -> io::Result<u32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with LANDLOCK_CREATE_RULESET_VERSION the kernel reads no attribute and creates no
+    // descriptor: the null pointer and size 0 are what that flag requires.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    u32::try_from(check_long(ret)?).map_err(|_| io::Error::other("Landlock ABI out of range"))
+}
+
+/// Whether this caller may make the namespaces of `flags` (`CLONE_NEW*` bits) as one clone: a
+/// child is cloned into them and exits at once. `Err` is the clone's error, as the launch would
+/// get it.
+///
+/// The caller must be single-threaded ([`clone_fork`]'s precondition).
+pub fn probe_clone(flags: libc::c_int) -> io::Result<()> {
+    match clone_fork(flags, None)? {
+        Forked::Child => exit_now(0),
+        Forked::Parent(pid) => {
+            let (_, status) = waitpid(pid, 0)?;
+            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!(
+                    "the probe's child ended with status {status:#x}"
+                )))
+            }
+        }
+    }
+}
+
 /// `unshare(flags)`; `flags` are `CLONE_NEW*` bits, passed through unchanged.
 pub fn unshare(flags: libc::c_int) -> io::Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(flags)).map_err(io_err)

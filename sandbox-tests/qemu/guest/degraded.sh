@@ -13,6 +13,9 @@
 #      record's detail.degraded names both.
 # A refused launch's audit record names the degradation refused and the cause
 # (detail.refused, detail.error: review-158).
+# brief-165: `node info` predicts both refusals; with Debian's
+# kernel.unprivileged_userns_clone = 0, a launch by nobody is refused naming
+# the switch and its way out, and `node info` as nobody names it too.
 # Prints "degraded: ok" or "degraded: FAILED (why)"; exit status 0 or 1.
 S=/usr/local/bin/stockade
 W=/tmp/degraded
@@ -68,4 +71,39 @@ echo "$launch" | grep -q '"degraded":\[.*"layer":"cgroup".*"layer":"landlock"' |
 	fail "audit: detail.degraded lacks cgroup or landlock"
 echo "$launch" | grep -q 'no Landlock' || fail "audit: no landlock reason"
 "$S" audit verify allowed.audit >/dev/null 2>&1 || fail "audit chain"
+
+# brief-165: `node info` says before a launch what this kernel lacks and that
+# the default policy would be refused at `cgroup` (memory) and `landlock`.
+"$S" --json node info --state-dir "$W/state" --policy default.toml >node.out 2>node.err ||
+	fail "node info: exit $?"
+tr -d ' \n' <node.out >node.flat
+grep -q '"landlock":{"abi":0,"in_lsm_list":false' node.flat || fail "node info: landlock facts"
+grep -q '"controllers":{"memory":false' node.flat || fail "node info: memory offered"
+grep -q '"layer":"cgroup","outcome":"refused","degradation":"cgroup"' node.flat ||
+	fail "node info: cgroup prediction"
+grep -q '"layer":"landlock","outcome":"refused","degradation":"landlock"' node.flat ||
+	fail "node info: landlock prediction"
+# Debian's kernel.unprivileged_userns_clone = 0 (this kernel has it): a caller
+# other than root is refused, the switch named with its way out, by the launch
+# (125 layer_unavailable) and by `node info` before it.
+[ -f /proc/sys/kernel/unprivileged_userns_clone ] || fail "no kernel.unprivileged_userns_clone"
+mkdir -p /tmp/nobody && chown 65534:65534 /tmp/nobody
+printf 'version = 1\n[layers]\nallow_degraded = ["landlock", "landlock_network", "landlock_scope", "cgroup"]\n[audit]\nfile = "/tmp/nobody/userns.audit"\n' >userns.toml
+chmod 644 userns.toml
+echo 0 >/proc/sys/kernel/unprivileged_userns_clone
+su -s /bin/sh nobody -c "cd /tmp/nobody && $S --json exec --policy $W/userns.toml -- /bin/true" >userns.out 2>userns.err
+rc=$?
+su -s /bin/sh nobody -c "$S --json node info --state-dir /tmp/nobody/state --policy $W/userns.toml" >usernsnode.out 2>usernsnode.err
+nrc=$?
+echo 1 >/proc/sys/kernel/unprivileged_userns_clone
+[ $rc = 125 ] || fail "userns_clone=0: exit $rc, expected 125"
+grep -q '"kind":"layer_unavailable"' userns.out || fail "userns_clone=0: not layer_unavailable"
+grep -q 'kernel.unprivileged_userns_clone is 0' userns.out || fail "userns_clone=0: switch not named"
+grep -q 'sysctl -w kernel.unprivileged_userns_clone=1' userns.out || fail "userns_clone=0: no way out"
+[ $nrc = 0 ] || fail "userns_clone=0: node info exit $nrc"
+tr -d ' \n' <usernsnode.out >usernsnode.flat
+grep -q '"restricted_by":"kernel.unprivileged_userns_clone"' usernsnode.flat ||
+	fail "userns_clone=0: node info did not name the switch"
+grep -q '"layer":"user_namespace","outcome":"refused"' usernsnode.flat ||
+	fail "userns_clone=0: node info prediction"
 echo "degraded: ok"
