@@ -66,8 +66,8 @@ fi
 
 # The fuzz targets' build (cargo-fuzz: release, ASan, every crate one codegen unit; ~270 s of a
 # 2-core machine from nothing) starts here, in the background at the lowest CPU priority,
-# and the fuzzing step below waits for it. The qemu steps in between keep about one core busy (a
-# TCG guest; measured in docs/CI.md), so the build mostly runs on the core
+# and the fuzzing step below waits for it. A TCG guest in the qemu steps in between keeps about
+# three quarters of a core busy (one boot measured, docs/CI.md), so the build runs mostly on what
 # they leave idle and takes next to nothing from them: nice 19 against nice 0 is a CPU share of
 # 15/1039. It builds in fuzz/target with the exact flags fuzz/run.sh uses, so the step's own
 # `cargo fuzz build` finds it done; if it failed, that build runs again in the foreground, where its
