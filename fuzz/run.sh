@@ -2,7 +2,15 @@
 # Run every fuzz target for SECONDS seconds each (default 30). Installs cargo-fuzz if missing.
 # cargo-fuzz needs nightly-only compiler flags (-Zsanitizer); RUSTC_BOOTSTRAP=1 lets the stable
 # toolchain accept them, so no second toolchain has to be installed.
+#   fuzz/run.sh [SECONDS]     build every target, then fuzz each for SECONDS
+#   fuzz/run.sh --build-only  only install cargo-fuzz if missing and build every target, exactly as
+#                             the run does (scripts/test.sh does this early, in the background)
 set -eu
+BUILD_ONLY=""
+if [ "${1:-}" = "--build-only" ]; then
+    BUILD_ONLY=1
+    shift
+fi
 SECONDS_EACH="${1:-30}"
 # How many targets fuzz side by side (default 2: CI's machine has 2 cores). Each libFuzzer run
 # is single-threaded and -max_total_time is wall time, so on a machine with JOBS idle cores
@@ -18,6 +26,9 @@ export RUSTC_BOOTSTRAP=1
 # binary, one after the other with one core idle while each links; built together, cargo
 # compiles and links them side by side and each run below starts at once.
 cargo fuzz build
+if [ -n "$BUILD_ONLY" ]; then
+    exit 0
+fi
 LOGS="$(mktemp -d)"
 trap 'rm -rf "$LOGS"' EXIT
 failed=""

@@ -64,6 +64,38 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
+# The fuzz targets' build (cargo-fuzz: release, ASan, every crate one codegen unit; ~270 s of a
+# 2-core machine from nothing) starts here, in the background at the lowest CPU priority,
+# and the fuzzing step below waits for it. A TCG guest in the qemu steps in between keeps about
+# three quarters of a core busy (one boot measured, docs/CI.md), so the build runs mostly on what
+# they leave idle and takes next to nothing from them: nice 19 against nice 0 is a CPU share of
+# 15/1039. It builds in fuzz/target with the exact flags fuzz/run.sh uses, so the step's own
+# `cargo fuzz build` finds it done; if it failed, that build runs again in the foreground, where its
+# errors are shown and fail the step. Its output is printed at the fuzzing step; on any exit of this
+# script its whole process group is stopped.
+fuzz_build_pid=""
+fuzz_build_log=""
+stop_fuzz_build() {
+  if [ -n "$fuzz_build_pid" ]; then
+    kill -TERM -- "-$fuzz_build_pid" 2>/dev/null || true
+  fi
+  if [ -n "$fuzz_build_log" ]; then
+    rm -f "$fuzz_build_log"
+  fi
+}
+trap stop_fuzz_build EXIT
+if [ -x fuzz/run.sh ]; then
+  step "fuzz targets' build started in the background (its output: at the fuzzing step)"
+  fuzz_build_log=$(mktemp /tmp/stockade-fuzz-build.XXXXXX)
+  # setsid: its own process group (stopped as one) and session; with the scheduler's autogroups
+  # (kernel.sched_autogroup_enabled=1, Debian's default) a new session is a new group whose CPU
+  # share is set by the group's own nice, so that is set to 19 too, or nice -n 19 would only rank
+  # the build against itself.
+  setsid sh -c '[ ! -w /proc/self/autogroup ] || echo 19 >/proc/self/autogroup 2>/dev/null || :
+    exec nice -n 19 ionice -c 2 -n 7 fuzz/run.sh --build-only' >"$fuzz_build_log" 2>&1 &
+  fuzz_build_pid=$!
+fi
+
 # qemu_matrix ARGS...: one run-matrix.sh call. When the VM itself did not report (124 timeout,
 # 120 guest panic, 121 no status line) it is run once more: under TCG the guest has been seen to
 # stall outside Stockade's code (a soft lockup in the battery runner during a native control, a
@@ -100,6 +132,13 @@ fi
 
 if [ -x fuzz/run.sh ]; then
   step "fuzzing (short)"
+  fuzz_build_rc=0
+  wait "$fuzz_build_pid" || fuzz_build_rc=$?
+  fuzz_build_pid=""
+  echo "fuzz targets' background build: exit $fuzz_build_rc; its output:"
+  cat "$fuzz_build_log"
+  rm -f "$fuzz_build_log"
+  fuzz_build_log=""
   fuzz/run.sh "${STOCKADE_FUZZ_SECONDS:-10}"
 fi
 

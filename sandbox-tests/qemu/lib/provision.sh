@@ -116,18 +116,26 @@ provision_kernel() {
 }
 
 # Builds the static C helpers (landlock-abi, x32-getpid, nscheck) into the
-# cache, keyed by the hash of their sources; sets HELPERS_DIR.
+# cache, keyed by the hash of their sources; sets HELPERS_DIR. Two runs sharing
+# a cache (tests/test-run-matrix.sh boots two at a time) must not write the
+# same binary at once: the second waits for the first's lock, then finds them
+# complete.
 build_helpers() {
-	local src=$HERE/helpers hash f
+	local src=$HERE/helpers hash f lockfd
 	hash=$(cat "$src"/*.c | sha256sum | cut -c1-16)
 	HELPERS_DIR="$CACHE/helpers/$hash"
 	[ -f "$HELPERS_DIR/.complete" ] && return 0
-	mkdir -p "$HELPERS_DIR"
-	for f in "$src"/*.c; do
-		gcc -static -O2 -Wall -Wextra -Werror -o "$HELPERS_DIR/$(basename "$f" .c)" "$f" ||
-			die "$EXIT_BUILD" "cannot compile $f"
-	done
-	touch "$HELPERS_DIR/.complete"
+	exec {lockfd}>"$CACHE/helpers/.lock"
+	flock "$lockfd"
+	if [ ! -f "$HELPERS_DIR/.complete" ]; then
+		mkdir -p "$HELPERS_DIR"
+		for f in "$src"/*.c; do
+			gcc -static -O2 -Wall -Wextra -Werror -o "$HELPERS_DIR/$(basename "$f" .c)" "$f" ||
+				die "$EXIT_BUILD" "cannot compile $f"
+		done
+		touch "$HELPERS_DIR/.complete"
+	fi
+	exec {lockfd}>&-
 }
 
 # Builds the benchmark's static plugin (sandbox-tests/bench/plugin: handshake,
@@ -139,8 +147,14 @@ build_plugin() {
 	hash=$(sha256sum <"$PLUGIN_SRC/bench-plugin.c" | cut -c1-16)
 	PLUGIN_BIN="$CACHE/helpers/plugin-$hash/entrypoint"
 	[ -f "$PLUGIN_BIN" ] && return 0
-	mkdir -p "$(dirname "$PLUGIN_BIN")"
-	gcc -static -O2 -Wall -Wextra -Werror -o "$PLUGIN_BIN.tmp" "$PLUGIN_SRC/bench-plugin.c" ||
-		die "$EXIT_BUILD" "cannot compile $PLUGIN_SRC/bench-plugin.c"
-	mv "$PLUGIN_BIN.tmp" "$PLUGIN_BIN"
+	local lockfd
+	exec {lockfd}>"$CACHE/helpers/.lock"
+	flock "$lockfd"
+	if [ ! -f "$PLUGIN_BIN" ]; then
+		mkdir -p "$(dirname "$PLUGIN_BIN")"
+		gcc -static -O2 -Wall -Wextra -Werror -o "$PLUGIN_BIN.tmp" "$PLUGIN_SRC/bench-plugin.c" ||
+			die "$EXIT_BUILD" "cannot compile $PLUGIN_SRC/bench-plugin.c"
+		mv "$PLUGIN_BIN.tmp" "$PLUGIN_BIN"
+	fi
+	exec {lockfd}>&-
 }
