@@ -89,9 +89,14 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
     // A seccomp filter around the runtime refused the namespaces: inside a container, its
     // engine's default profile (no CAP_SYS_ADMIN). The way out is the container's profile, not
     // a sysctl nor root, which the runtime already is there (audit-167; the other namespace
-    // refusals keep their hint below).
+    // refusals keep their hint below). Only where the filter itself answers the clone's flags:
+    // `Seccomp: 2` alone is every stockade.service's (its SystemCallFilter=), whose filter lets
+    // the namespaces pass, and there the EPERM is the kernel's — a sysctl, Ubuntu's AppArmor
+    // rule — whose hint is below (review-168).
     if matches!(&e, LaunchError::Namespaces { cause, .. }
-        if cause.raw_os_error() == Some(libc::EPERM) && under_seccomp_filter())
+        if cause.raw_os_error() == Some(libc::EPERM)
+            && under_seccomp_filter()
+            && sys::clone_refused_by_filter(sandbox::CLONE_FLAGS))
     {
         return CmdError::new(
             Exit::SandboxSetup,
