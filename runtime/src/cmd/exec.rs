@@ -108,8 +108,10 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
              /proc/self/status says Seccomp: 2): inside a container, the engine's default \
              profile refuses clone, unshare and mount with namespace flags without CAP_SYS_ADMIN \
              — give the container a profile that allows them (Docker, Podman: --security-opt \
-             seccomp=FILE; Kubernetes: securityContext.seccompProfile) or run it privileged; no \
-             policy lets the namespaces go",
+             seccomp=FILE; Kubernetes: securityContext.seccompProfile) or run it privileged; \
+             under a systemd unit, its RestrictNamespaces= (`yes` refuses them all) must allow \
+             user pid mnt net ipc uts cgroup, as the shipped stockade.service's does; no policy \
+             lets the namespaces go",
         );
     }
     // Advice that depends on who runs and on the host: what this caller can do about it.
