@@ -231,3 +231,43 @@ fn landlock_hidden_by_a_container_s_seccomp_filter_is_hinted_as_such() {
     assert!(hint.contains("landlock_create_ruleset"), "{hint}");
     leftovers::assert_no_sandbox_left(pid);
 }
+
+/// A Landlock refusal under a seccomp filter that lets the Landlock calls through (here
+/// `clone3` → ENOSYS alone; stockade.service's SystemCallFilter= lists them): the kernel answered
+/// its ABI, which is below the policy's minimum, so the hint is the kernel's and the policy's,
+/// not "hidden by the seccomp filter around stockade … the cause's ABI 0 then says nothing of
+/// the kernel" (review-168: `Seccomp: 2` alone was taken for the cause).
+#[test]
+fn a_landlock_below_the_minimum_under_a_permissive_filter_is_not_blamed_on_the_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n[layers]\nmin_landlock_abi = 9\nallow_degraded = []\n",
+    )
+    .unwrap();
+    let Some((o, pid)) = in_container_seccomp(
+        "no_clone3",
+        &[
+            "--json",
+            "exec",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--",
+            "/bin/true",
+        ],
+    ) else {
+        return;
+    };
+    if code(&o) == 0 {
+        assert!(require(false, "the kernel offers Landlock ABI 9"));
+        return;
+    }
+    assert_eq!(code(&o), 125, "{}", err(&o));
+    let doc: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(doc["error"]["kind"], "layer_unavailable", "{doc}");
+    let hint = doc["error"]["hint"].as_str().unwrap();
+    assert!(!hint.contains("seccomp filter"), "{hint}");
+    assert!(hint.contains("min_landlock_abi"), "{hint}");
+    leftovers::assert_no_sandbox_left(pid);
+}

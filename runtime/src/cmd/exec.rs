@@ -180,11 +180,15 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         // The hint names the knob of the degradation refused: `min_landlock_abi` governs only
         // `landlock` itself, not the TCP restriction or scoping (review-158).
         // Under a seccomp filter (a container's profile older than Landlock) the Landlock
-        // calls may be refused by the filter, not lacking in the kernel (audit-167).
+        // calls may be refused by the filter, not lacking in the kernel (audit-167) — only
+        // where this process is refused the ABI query too (EPERM: a filter's; ENOSYS: a
+        // filter's or a kernel without Landlock). A kernel that answers its ABI is what the
+        // refusal measured, filter or not: stockade.service's own filter allows the calls
+        // (review-168).
         LaunchError::Refused {
             degradation: Degradation::Landlock,
             ..
-        } if under_seccomp_filter() => (
+        } if landlock_hidden_by_filter() => (
             Exit::SandboxSetup,
             "layer_unavailable",
             "this kernel's Landlock is below the policy's minimum, or hidden by the seccomp filter \
@@ -291,6 +295,16 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
 /// installs none on itself, only on the sandbox's processes.
 fn under_seccomp_filter() -> bool {
     fs::read_to_string("/proc/self/status").is_ok_and(|s| seccomp_filtered(&s))
+}
+
+/// Whether a seccomp filter around this process may be what hides Landlock from the sandbox's
+/// init (which inherits it): one is there, and this process too is refused the ABI query —
+/// `EPERM` (a filter's: the kernel never answers it so) or `ENOSYS` (a filter's, or a kernel
+/// built without Landlock). A kernel that answers its ABI is what the refusal measured.
+fn landlock_hidden_by_filter() -> bool {
+    under_seccomp_filter()
+        && sys::landlock_abi()
+            .is_err_and(|e| matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)))
 }
 
 /// [`under_seccomp_filter`] of the text of `/proc/self/status` (pure).

@@ -168,6 +168,27 @@ pub fn clone_refused_by_filter(flags: libc::c_int) -> bool {
     }
 }
 
+/// The Landlock ABI version as this process is answered it (`landlock_create_ruleset(NULL, 0,
+/// LANDLOCK_CREATE_RULESET_VERSION)`): the kernel's ABI, or its error — `ENOSYS` (not built),
+/// `EOPNOTSUPP` (left out of `lsm=`) — or a seccomp filter's (`EPERM`, which the kernel never
+/// answers to this query; `ENOSYS`, runc's answer to calls newer than a container's profile).
+/// Makes nothing.
+pub fn landlock_abi() -> io::Result<libc::c_long> {
+    /// `LANDLOCK_CREATE_RULESET_VERSION` (linux/landlock.h).
+    const VERSION: libc::c_uint = 1;
+    // SAFETY: a null attribute pointer with size 0 is the documented form of the version query;
+    // the kernel reads and writes no memory for it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            VERSION,
+        )
+    };
+    check_long(ret)
+}
+
 /// The result of a fork-like `clone`/`clone3`: 0 in the child, the child's pid in the parent.
 fn forked(ret: libc::c_long) -> io::Result<Forked> {
     match check_long(ret)? {
