@@ -89,9 +89,14 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
     // A seccomp filter around the runtime refused the namespaces: inside a container, its
     // engine's default profile (no CAP_SYS_ADMIN). The way out is the container's profile, not
     // a sysctl nor root, which the runtime already is there (audit-167; the other namespace
-    // refusals keep their hint below).
+    // refusals keep their hint below). Only where the filter itself answers the clone's flags:
+    // `Seccomp: 2` alone is every stockade.service's (its SystemCallFilter=), whose filter lets
+    // the namespaces pass, and there the EPERM is the kernel's — a sysctl, Ubuntu's AppArmor
+    // rule — whose hint is below (review-168).
     if matches!(&e, LaunchError::Namespaces { cause, .. }
-        if cause.raw_os_error() == Some(libc::EPERM) && under_seccomp_filter())
+        if cause.raw_os_error() == Some(libc::EPERM)
+            && under_seccomp_filter()
+            && sys::clone_refused_by_filter(sandbox::CLONE_FLAGS))
     {
         return CmdError::new(
             Exit::SandboxSetup,
@@ -103,8 +108,10 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
              /proc/self/status says Seccomp: 2): inside a container, the engine's default \
              profile refuses clone, unshare and mount with namespace flags without CAP_SYS_ADMIN \
              — give the container a profile that allows them (Docker, Podman: --security-opt \
-             seccomp=FILE; Kubernetes: securityContext.seccompProfile) or run it privileged; no \
-             policy lets the namespaces go",
+             seccomp=FILE; Kubernetes: securityContext.seccompProfile) or run it privileged; \
+             under a systemd unit, its RestrictNamespaces= (`yes` refuses them all) must allow \
+             user pid mnt net ipc uts cgroup, as the shipped stockade.service's does; no policy \
+             lets the namespaces go",
         );
     }
     // Advice that depends on who runs and on the host: what this caller can do about it.
@@ -183,11 +190,15 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
         // The hint names the knob of the degradation refused: `min_landlock_abi` governs only
         // `landlock` itself, not the TCP restriction or scoping (review-158).
         // Under a seccomp filter (a container's profile older than Landlock) the Landlock
-        // calls may be refused by the filter, not lacking in the kernel (audit-167).
+        // calls may be refused by the filter, not lacking in the kernel (audit-167) — only
+        // where this process is refused the ABI query too (EPERM: a filter's; ENOSYS: a
+        // filter's or a kernel without Landlock). A kernel that answers its ABI is what the
+        // refusal measured, filter or not: stockade.service's own filter allows the calls
+        // (review-168).
         LaunchError::Refused {
             degradation: Degradation::Landlock,
             ..
-        } if under_seccomp_filter() => (
+        } if landlock_hidden_by_filter() => (
             Exit::SandboxSetup,
             "layer_unavailable",
             "this kernel's Landlock is below the policy's minimum, or hidden by the seccomp filter \
@@ -301,6 +312,16 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
 /// installs none on itself, only on the sandbox's processes.
 fn under_seccomp_filter() -> bool {
     fs::read_to_string("/proc/self/status").is_ok_and(|s| seccomp_filtered(&s))
+}
+
+/// Whether a seccomp filter around this process may be what hides Landlock from the sandbox's
+/// init (which inherits it): one is there, and this process too is refused the ABI query —
+/// `EPERM` (a filter's: the kernel never answers it so) or `ENOSYS` (a filter's, or a kernel
+/// built without Landlock). A kernel that answers its ABI is what the refusal measured.
+fn landlock_hidden_by_filter() -> bool {
+    under_seccomp_filter()
+        && sys::landlock_abi()
+            .is_err_and(|e| matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)))
 }
 
 /// [`under_seccomp_filter`] of the text of `/proc/self/status` (pure).

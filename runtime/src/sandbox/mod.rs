@@ -687,7 +687,12 @@ fn recv_child(
 /// are unlimited: the limits that refuse it are its ancestors').
 const NAMESPACE_LIMITS: &str = "/proc/sys/user";
 
-/// The namespaces the clone makes, and the limits it counts against.
+/// The flags of the clone that makes the sandbox's first process: its user, pid and mount
+/// namespaces (the init makes the others, see child.rs). One definition, in `facts`, which
+/// `node info`'s probe and the filter question of `launch_error` ask with too.
+pub(crate) use facts::CLONE_FLAGS;
+
+/// The namespaces the clone makes ([`CLONE_FLAGS`]), and the limits it counts against.
 const CLONE_NAMESPACES: (&str, &[&str]) = (
     "user, pid and mount",
     &[
@@ -1084,7 +1089,7 @@ fn prepare(
             cause: io::Error::other("the runtime must be single-threaded when it launches"),
         });
     }
-    let flags = facts::CLONE_FLAGS;
+    let flags = CLONE_FLAGS;
     // A runtime under a real-time policy (`chrt -f`, a unit's `CPUSchedulingPolicy=fifo`) has
     // a real-time child, which the cpu controller refuses to a group without a real-time
     // budget (v1 `cpu.rt_runtime_us` 0, every new group's; v2 with real-time group scheduling)

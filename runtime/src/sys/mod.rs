@@ -127,6 +127,47 @@ pub fn clone_fork_legacy(flags: libc::c_int) -> io::Result<Forked> {
     forked(ret)
 }
 
+/// Whether a seccomp filter around this process answers `clone(2)` with the namespace `flags`
+/// by `EPERM` itself — as container engines' default profiles do for any `CLONE_NEW*` flag —
+/// rather than letting the kernel judge it (a user namespace refused by a sysctl, an LSM rule
+/// such as Ubuntu's AppArmor restriction, a uid the caller's namespace does not map). A
+/// `Seccomp: 2` in `/proc/self/status` does not tell: the shipped stockade.service's own
+/// `SystemCallFilter=`/`RestrictNamespaces=` put one around every serve, and it lets the
+/// sandbox's namespaces pass.
+///
+/// The call is made with `CLONE_NEWNS | CLONE_FS` added: a combination the kernel refuses with
+/// `EINVAL` among its very first checks (`copy_process`), before it creates, counts or checks
+/// anything; a filter judging the namespace flags answers before the kernel sees the call.
+/// Nothing is made either way. Safe to call from any thread.
+pub fn clone_refused_by_filter(flags: libc::c_int) -> bool {
+    let flags = libc::c_ulong::from((flags | libc::CLONE_NEWNS | libc::CLONE_FS).unsigned_abs())
+        | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: no stack, no pointer arguments (all null), no flag that makes the kernel read or
+    // write them; the kernel refuses CLONE_NEWNS with CLONE_FS (EINVAL) before making a
+    // process. Were one made all the same, its only act is `_exit` (async-signal-safe, so
+    // sound in the child of a multi-threaded process), and the parent reaps it below.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match ret {
+        0 => exit_now(0),
+        pid if pid > 0 => {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = waitpid(pid, 0);
+            }
+            false
+        }
+        _ => io::Error::last_os_error().raw_os_error() == Some(libc::EPERM),
+    }
+}
+
 /// The result of a fork-like `clone`/`clone3`: 0 in the child, the child's pid in the parent.
 fn forked(ret: libc::c_long) -> io::Result<Forked> {
     match check_long(ret)? {
@@ -1190,9 +1231,11 @@ pub fn read_signalfd_from(fd: BorrowedFd<'_>) -> io::Result<Option<SignalFrom>> 
     }
 }
 
-/// The Landlock ABI this kernel offers (`landlock_create_ruleset(NULL, 0,
-/// LANDLOCK_CREATE_RULESET_VERSION)`): `ENOSYS` when it is not built, `EOPNOTSUPP` when it is
-/// built but left out of the boot's `lsm=` list. Nothing is created.
+/// The Landlock ABI this kernel offers, as this process is answered it
+/// (`landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)`): `ENOSYS` when it is
+/// not built, `EOPNOTSUPP` when it is built but left out of the boot's `lsm=` list — or a
+/// seccomp filter's answer (`EPERM`, which the kernel never gives to this query; `ENOSYS`,
+/// runc's answer to calls newer than a container's profile). Nothing is created.
 pub fn landlock_abi() -> io::Result<u32> {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
     // SAFETY: with LANDLOCK_CREATE_RULESET_VERSION the kernel reads no attribute and creates no
