@@ -32,6 +32,13 @@ fn main() -> std::process::ExitCode {
             return Exit::Usage.into();
         }
     };
+    // A write at the file-size limit fails with EFBIG rather than ending the runtime mid-write
+    // (sys::ignore_file_size_signal). Not `http-bridge`: inside the sandbox, it starts the
+    // plugin, which would inherit the ignored signal and not die at its own `fsize`. (It cannot
+    // fail: SIGXFSZ is a valid signal to ignore.)
+    if !matches!(cli.command, cli::Command::HttpBridge) {
+        let _ = stockade_runtime::sys::ignore_file_size_signal();
+    }
     let out = Output { json: cli.json };
     let code = run(cli, out);
     // `serve`'s last log lines, queued (`logqueue`): a second at most for a stalled reader.

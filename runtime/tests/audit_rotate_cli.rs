@@ -729,3 +729,92 @@ fn a_full_disk_leaves_no_half_record_and_the_log_appends_once_there_is_room() {
     l.append(record()).unwrap();
     check(written + 1);
 }
+
+/// A runtime under a file-size limit (`LimitFSIZE=` of its unit, a shell's `ulimit -f`) whose
+/// audit log reaches it: the record is refused whole (74 `audit`, "File too large"), as on a
+/// full disk, and the log verifies and goes on once there is room. The kernel takes the bytes
+/// below the limit and then sends SIGXFSZ, whose default action ended the runtime in the middle
+/// of the record: its append never cut it back (audit-166's cut-back, for ENOSPC), so the log
+/// ended in half a record — every later audited action failed (74, "the last record … is not a
+/// valid audit record") and `audit verify` called the log altered (65) — and `serve` died
+/// with it. The runtime now ignores SIGXFSZ: the write fails with EFBIG (review-169).
+#[test]
+fn a_file_size_limit_reached_by_the_log_refuses_the_record_whole() {
+    if !require_tool("prlimit", "it sets the runtime's file-size limit") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("audit.log");
+    let pol = d.path().join("policy.toml");
+    let audit = format!(
+        "version = 1\n[audit]\nfile = {:?}\n",
+        log.display().to_string()
+    );
+    std::fs::write(&pol, audit).unwrap();
+    // `exec /bin/true` audited, under a soft file-size limit of `fsize` bytes (the hard one
+    // unlimited, above the policy's own `fsize`, as a launch needs).
+    let exec = |fsize: Option<u64>| {
+        let wrapper: Vec<String> = fsize.map_or_else(Vec::new, |n| {
+            vec![
+                "prlimit".into(),
+                format!("--fsize={n}:unlimited"),
+                "--".into(),
+            ]
+        });
+        let o = command_under(&wrapper, env!("CARGO_BIN_EXE_stockade"))
+            .args([
+                "--json",
+                "exec",
+                "--policy",
+                pol.to_str().unwrap(),
+                "--",
+                "/bin/true",
+            ])
+            .current_dir(d.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{:?}: {}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            text,
+        )
+    };
+    let verify = |records: u64| {
+        let r = stockade(
+            d.path(),
+            &[
+                "--json",
+                "audit",
+                "verify",
+                "--require-head",
+                log.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        assert_eq!(r.json()["records"], records, "{}", r.stdout);
+        assert_eq!(r.json()["head"], "checked", "{}", r.stdout);
+    };
+    let (code, _, text) = exec(None);
+    assert_eq!(code, Some(0), "{text}");
+    // Its launch and its exit.
+    verify(2);
+    let size = std::fs::metadata(&log).unwrap().len();
+    // Room below the limit for a part of the next record (a launch record is some KiB).
+    let (code, stdout, text) = exec(Some(size + 100));
+    assert_eq!(code, Some(74), "{text}");
+    let e: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(e["error"]["kind"], "audit", "{e}");
+    assert!(e.to_string().contains("File too large"), "{e}");
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), size, "{text}");
+    verify(2);
+    let (code, _, text) = exec(None);
+    assert_eq!(code, Some(0), "{text}");
+    verify(4);
+}

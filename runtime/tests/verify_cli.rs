@@ -812,6 +812,51 @@ fn extract_to_moves_exactly_the_verified_tree_into_place() {
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
 }
 
+/// A package extracted by a runtime under a file-size limit (`LimitFSIZE=`, `ulimit -f`) below
+/// one of its files: the host's limit, not the package's fault — 74 `extract.io`, "File too
+/// large", nothing left at the destination, and the same file extracts without the limit. The
+/// kernel's SIGXFSZ ended the runtime mid-write; since it is ignored (review-169: a half-written
+/// audit record), the write fails with EFBIG, which must not read as 87
+/// `unsafe_archive.write` ("do not use this package").
+#[test]
+fn extraction_past_the_runtimes_file_size_limit_is_the_hosts_io_error() {
+    if !require_tool("prlimit", "it sets the runtime's file-size limit") {
+        return;
+    }
+    let fx = Fixture::new();
+    let pkg = fx.pack_hello();
+    // The example's entrypoint is 1748 bytes, its manifest less than 1024.
+    let o = command_under(
+        &[
+            "prlimit".into(),
+            "--fsize=1024:unlimited".into(),
+            "--".into(),
+        ],
+        env!("CARGO_BIN_EXE_stockade"),
+    )
+    .args([
+        "--json",
+        "verify",
+        &pkg,
+        "--trust",
+        "trust",
+        "--state-dir",
+        "state",
+    ])
+    .args(["--extract-to", "out"])
+    .current_dir(fx.dir())
+    .output()
+    .unwrap();
+    let text = format!("{:?} {}", o.status, String::from_utf8_lossy(&o.stdout));
+    assert_eq!(o.status.code(), Some(74), "{text}");
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["error"]["kind"], "extract.io", "{e}");
+    assert!(e.to_string().contains("File too large"), "{e}");
+    assert!(!fx.path("out").exists());
+    let r = fx.verify(&pkg, &["--extract-to", "out"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}
+
 /// An output that cannot be created is 73 (docs/exit-codes.md), also when the destination's
 /// parent is missing or is not a directory: said before anything is read, nothing left behind.
 #[test]

@@ -171,7 +171,9 @@ impl ExtractError {
     }
 
     /// Whether writing the tree failed for a reason of this host, not of the package: no space,
-    /// a quota, a read-only file system, an I/O error, out of descriptors or memory. The
+    /// a quota, the runtime's file-size limit (`EFBIG`: `RLIMIT_FSIZE`, whose SIGXFSZ the runtime
+    /// ignores, `sys::ignore_file_size_signal`), a read-only file system, an I/O error, out of
+    /// descriptors or memory. The
     /// package was not judged (the same one extracts where there is room), so this is not step
     /// 8's refusal (87, "do not use this package") but an I/O error (74). A write the package
     /// itself causes (a path through one of its own files) stays 87.
@@ -180,7 +182,7 @@ impl ExtractError {
             self,
             ExtractError::Write { source, .. } if matches!(
                 source.raw_os_error(),
-                Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS | libc::EIO
+                Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG | libc::EROFS | libc::EIO
                     | libc::EMFILE | libc::ENFILE | libc::ENOMEM)
             )
         )

@@ -1474,6 +1474,25 @@ fn arg_range(stat: &str) -> Option<(u64, u64)> {
     (start <= end).then_some((start, end))
 }
 
+/// Ignore SIGXFSZ in this process. A write that reaches the file-size limit (`RLIMIT_FSIZE`: a
+/// unit's `LimitFSIZE=`, a shell's `ulimit -f`) then takes the bytes below it and fails with
+/// `EFBIG`, which every writer handles as the I/O error it is — an audit append is cut back to
+/// the length before its record (audit.rs `append_to_file`), an extraction refused — instead of
+/// the signal's default action ending the runtime in the middle of the write: the audit log was
+/// left ending in half a record (every later append refused, `audit verify` calling it
+/// altered), and `serve` died with all its plugins (review-169). Not inherited by a plugin: the
+/// sandbox's init resets every disposition before the program is started
+/// ([`reset_signal_dispositions`]), so a program at its own `fsize` still dies of SIGXFSZ.
+pub fn ignore_file_size_signal() -> io::Result<()> {
+    use nix::sys::signal::{signal, SigHandler};
+    // SAFETY: SIG_IGN installs no handler, so no code of this process ever runs on the signal
+    // (nothing to be async-signal-safe); the disposition replaced is the default one, whose
+    // only effect was to end the process.
+    unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) }
+        .map(drop)
+        .map_err(io_err)
+}
+
 /// Reset every signal's disposition to the default. Ignored signals survive `execve` (the Rust
 /// runtime ignores SIGPIPE; a parent may ignore others, including the real-time signals glibc
 /// reserves for itself, which its `signal()` wrapper refuses to touch: hence the raw call; `nix`'s
