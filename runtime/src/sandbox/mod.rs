@@ -1133,18 +1133,16 @@ fn prepare(
     //    do, as libc does: those filters judge its flags instead. Without CLONE_INTO_CGROUP the
     //    child joins its group at step 9. Before audit-167 the launch stopped there, "sandbox
     //    setup failed at step `clone`: Function not implemented", in every such container.
-    let forked = sys::clone_fork(flags, into.as_ref().map(AsFd::as_fd));
-    let forked = match forked {
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-            into = None;
-            sys::clone_fork_legacy(flags)
-        }
-        other => other,
-    };
-    let pid = match forked.map_err(clone_failure)? {
+    let (forked, born_in) =
+        sys::clone_fork_or_legacy(flags, into.as_ref().map(AsFd::as_fd)).map_err(clone_failure)?;
+    let pid = match forked {
         Forked::Child => child::contain(&ctx),
         Forked::Parent(pid) => pid,
     };
+    if !born_in {
+        // Close-on-exec, and closed by the child's init from fd 3 on anyway.
+        into = None;
+    }
     let guard = ChildGuard(Some(pid));
     //    A real-time child leaves its policy now, before anything of it runs (it waits for the
     //    go) and before step 9 joins it to its cgroup.
