@@ -26,6 +26,8 @@ use stockade_policy::sandbox::{Degradation, ValidatedSandboxPolicy};
 pub const PROC_SYS: &str = "/proc/sys";
 /// Where securityfs lists the active LSMs (`lsm` under it).
 pub const SECURITYFS: &str = "/sys/kernel/security";
+/// This process's AppArmor label (kernels ≥ 5.8; absent or unreadable without AppArmor).
+pub const APPARMOR_LABEL: &str = "/proc/self/attr/apparmor/current";
 /// The namespaces the sandbox's clone makes (its init then unshares cgroup, network, IPC, UTS).
 pub const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS;
 
@@ -43,6 +45,11 @@ pub struct UsernsSwitches {
     /// unconfined caller's new user namespace gets no capabilities, so the mount namespace made
     /// with it is refused).
     pub apparmor_restrict_unprivileged_userns: Option<u64>,
+    /// This process's AppArmor label (`/proc/self/attr/apparmor/current`: `unconfined`, or a
+    /// profile's name and mode such as `stockade (unconfined)`); `None` without AppArmor. Only an
+    /// `unconfined` process is held by `apparmor_restrict_unprivileged_userns`: under a profile
+    /// (the one shipped for Ubuntu, once loaded) that profile's rules decide (review-170).
+    pub apparmor_label: Option<String>,
 }
 
 /// One switch of [`UsernsSwitches`] that stops this caller.
@@ -59,13 +66,15 @@ pub enum UsernsSwitch {
 }
 
 impl UsernsSwitches {
-    /// This host's switches, from [`PROC_SYS`].
+    /// This host's switches, from [`PROC_SYS`], and this process's AppArmor label
+    /// ([`APPARMOR_LABEL`]).
     pub fn read() -> Self {
-        Self::read_in(Path::new(PROC_SYS))
+        Self::read_in(Path::new(PROC_SYS), Path::new(APPARMOR_LABEL))
     }
 
-    /// The switches under `proc_sys` (a `/proc/sys` tree).
-    pub fn read_in(proc_sys: &Path) -> Self {
+    /// The switches under `proc_sys` (a `/proc/sys` tree), the AppArmor label from the file
+    /// `label`.
+    pub fn read_in(proc_sys: &Path, label: &Path) -> Self {
         let num = |rel: &str| {
             fs::read_to_string(proc_sys.join(rel))
                 .ok()
@@ -77,13 +86,20 @@ impl UsernsSwitches {
             apparmor_restrict_unprivileged_userns: num(
                 "kernel/apparmor_restrict_unprivileged_userns",
             ),
+            apparmor_label: fs::read_to_string(label)
+                .ok()
+                .map(|l| l.trim_end_matches(['\n', '\0']).to_owned())
+                .filter(|l| !l.is_empty()),
         }
     }
 
     /// The switch set here that stops a caller of effective uid `euid` from making a user
     /// namespace it can use, the one that stops everyone first; `None` when none does (a
     /// refusal then has another cause: a seccomp filter around the runtime, an LSM rule of
-    /// another kind). Root is not held by the two switches for unprivileged callers.
+    /// another kind). Root is not held by the two switches for unprivileged callers, nor a
+    /// process under an AppArmor profile by AppArmor's switch (for unconfined programs: the
+    /// profile decides; a refusal there is not the switch's, and loading the profile shipped is
+    /// no way out of it — review-170).
     pub fn restriction(&self, euid: u32) -> Option<UsernsSwitch> {
         if self.max_user_namespaces == Some(0) {
             return Some(UsernsSwitch::MaxUserNamespaces);
@@ -94,7 +110,12 @@ impl UsernsSwitches {
         if self.unprivileged_userns_clone == Some(0) {
             return Some(UsernsSwitch::UnprivilegedUsernsClone);
         }
-        if self.apparmor_restrict_unprivileged_userns == Some(1) {
+        if self.apparmor_restrict_unprivileged_userns == Some(1)
+            && self
+                .apparmor_label
+                .as_deref()
+                .is_none_or(|l| l == "unconfined")
+        {
             return Some(UsernsSwitch::AppArmorRestrict);
         }
         None
@@ -614,12 +635,12 @@ mod tests {
             (vec![], None, None),
         ] {
             let t = tree(&files);
-            let s = UsernsSwitches::read_in(t.path());
+            let s = UsernsSwitches::read_in(t.path(), &t.path().join("no-label"));
             assert_eq!(s.restriction(1000), user, "{files:?}");
             assert_eq!(s.restriction(0), root, "{files:?}");
         }
         let t = tree(&[("kernel/apparmor_restrict_unprivileged_userns", "1\n")]);
-        let s = UsernsSwitches::read_in(t.path());
+        let s = UsernsSwitches::read_in(t.path(), &t.path().join("no-label"));
         assert_eq!(s.apparmor_restrict_unprivileged_userns, Some(1));
         assert_eq!(s.max_user_namespaces, None);
         for sw in [
@@ -640,7 +661,7 @@ mod tests {
     #[test]
     fn a_switch_is_named_only_when_the_clone_failed() {
         let t = tree(&[("kernel/apparmor_restrict_unprivileged_userns", "1\n")]);
-        let s = UsernsSwitches::read_in(t.path());
+        let s = UsernsSwitches::read_in(t.path(), &t.path().join("no-label"));
         let f = userns_facts(Ok(()), s.clone(), 1000);
         assert!(f.creatable && f.restricted_by.is_none());
         let f = userns_facts(Err(io::Error::from_raw_os_error(libc::EPERM)), s, 1000);
