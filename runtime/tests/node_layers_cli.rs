@@ -230,3 +230,51 @@ fn node_info_refuses_a_bad_policy() {
     );
     assert_eq!(code, 65, "{err}");
 }
+
+/// review-170: `node info` started with SIGCHLD ignored (a disposition inherited across exec:
+/// `env --ignore-signal=CHLD`, some process supervisors), under which the launch runs, says the
+/// namespaces can be made: the kernel reaps the probe's child itself. The probe took
+/// `waitpid`'s ECHILD for the clone's failure: "cannot make the sandbox's (No child
+/// processes)", `user_namespace` predicted refused.
+#[test]
+fn node_info_under_an_ignored_sigchld_says_the_namespaces_can_be_made() {
+    let state = tempfile::tempdir().unwrap();
+    let policy = policy_file(state.path(), "version = 1\n");
+    let run = |args: &[&str]| {
+        let o = Command::new("env")
+            .arg("--ignore-signal=CHLD")
+            .arg(BIN)
+            .args(args)
+            .output()
+            .expect("run env");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // The launch, under the same disposition, makes its namespaces.
+    let (code, _, err) = run(&["exec", "--", "/bin/true"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&[
+        "--json",
+        "node",
+        "info",
+        "--state-dir",
+        state.path().join("state").to_str().unwrap(),
+        "--policy",
+        &policy,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    let u = &v["layer_facts"]["user_namespaces"];
+    assert_eq!(u["creatable"], true, "{u}");
+    let p = v["policy_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == "user_namespace")
+        .cloned()
+        .unwrap();
+    assert_eq!(p["outcome"], "enforced", "{p}");
+}
