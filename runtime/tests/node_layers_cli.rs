@@ -278,3 +278,49 @@ fn node_info_under_an_ignored_sigchld_says_the_namespaces_can_be_made() {
         .unwrap();
     assert_eq!(p["outcome"], "enforced", "{p}");
 }
+
+/// review-170: `node info --policy`'s `cgroup` outcome is the launch's, on this host, for a
+/// policy whose `swap_max` (the default, 0) a v1 or hybrid host cannot apply without
+/// `memory_max`: the launch is refused `cgroup_partial` there (and runs on v2), and the
+/// prediction says the same. It said `enforced` on this CI host (hybrid) while the launch was
+/// refused.
+#[test]
+fn node_infos_cgroup_prediction_agrees_with_the_launch() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(
+        dir.path(),
+        "version = 1\n[resources]\nmemory_max = \"unlimited\"\n",
+    );
+    let (code, out, err) = stockade(
+        false,
+        &[
+            "--json",
+            "node",
+            "info",
+            "--state-dir",
+            dir.path().join("state").to_str().unwrap(),
+            "--policy",
+            &policy,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    let predicted = v["policy_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == "cgroup")
+        .cloned()
+        .unwrap();
+    let (code, out, err) = stockade(
+        false,
+        &["--json", "exec", "--policy", &policy, "--", "/bin/true"],
+    );
+    if code == 125 && out.contains("cgroup_partial") {
+        assert_eq!(predicted["outcome"], "refused", "{predicted} {out}");
+        assert_eq!(predicted["degradation"], "cgroup_partial", "{predicted}");
+    } else {
+        assert_eq!(code, 0, "{out} {err}");
+        assert_ne!(predicted["outcome"], "refused", "{predicted}");
+    }
+}
