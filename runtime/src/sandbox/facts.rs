@@ -372,6 +372,7 @@ pub fn cgroup_facts(layout: Result<Layout, cgroup::CgroupError>, mountinfo: &str
                 own: memory,
                 error: None,
                 swap_accounting: files.map(|f| f.memsw),
+                // Without a memory group the whole group fails first: its files are moot.
                 v1_files: Some(files.unwrap_or(cgroup::V1MemoryFiles {
                     memsw: true,
                     oom_control: true,
