@@ -127,6 +127,41 @@ fn where_clone3_answers_enosys_the_sandbox_is_made_with_clone_and_joins_its_cgro
     leftovers::assert_no_sandbox_left(pid);
 }
 
+/// review-170: `node info`'s probe of the namespaces is the launch's own clone, `clone(2)`'s
+/// fallback included: where `clone3` answers ENOSYS (and the launch above succeeds) it says this
+/// caller can make them and predicts `user_namespace` enforced. It probed with `clone3` alone
+/// and said "cannot make the sandbox's (Function not implemented)", the policy's launch refused.
+#[test]
+fn where_clone3_answers_enosys_node_info_says_the_namespaces_can_be_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "version = 1\n").unwrap();
+    let Some((o, _)) = in_container_seccomp(
+        "no_clone3",
+        &[
+            "--json",
+            "node",
+            "info",
+            "--state-dir",
+            dir.path().join("state").to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let doc: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    let u = &doc["layer_facts"]["user_namespaces"];
+    assert_eq!(u["creatable"], true, "{u}");
+    let layers = doc["policy_layers"].as_array().unwrap();
+    let userns = layers
+        .iter()
+        .find(|l| l["layer"] == "user_namespace")
+        .unwrap();
+    assert_eq!(userns["outcome"], "enforced", "{userns}");
+}
+
 /// Docker's default profile without CAP_SYS_ADMIN (clone3 ENOSYS; clone with a namespace flag,
 /// unshare, setns, mount EPERM): the launch is refused as the namespaces' refusal, 125
 /// `layer_unavailable`, the cause naming a seccomp filter around the runtime — not a broken

@@ -230,3 +230,97 @@ fn node_info_refuses_a_bad_policy() {
     );
     assert_eq!(code, 65, "{err}");
 }
+
+/// review-170: `node info` started with SIGCHLD ignored (a disposition inherited across exec:
+/// `env --ignore-signal=CHLD`, some process supervisors), under which the launch runs, says the
+/// namespaces can be made: the kernel reaps the probe's child itself. The probe took
+/// `waitpid`'s ECHILD for the clone's failure: "cannot make the sandbox's (No child
+/// processes)", `user_namespace` predicted refused.
+#[test]
+fn node_info_under_an_ignored_sigchld_says_the_namespaces_can_be_made() {
+    let state = tempfile::tempdir().unwrap();
+    let policy = policy_file(state.path(), "version = 1\n");
+    let run = |args: &[&str]| {
+        let o = Command::new("env")
+            .arg("--ignore-signal=CHLD")
+            .arg(BIN)
+            .args(args)
+            .output()
+            .expect("run env");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // The launch, under the same disposition, makes its namespaces.
+    let (code, _, err) = run(&["exec", "--", "/bin/true"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&[
+        "--json",
+        "node",
+        "info",
+        "--state-dir",
+        state.path().join("state").to_str().unwrap(),
+        "--policy",
+        &policy,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    let u = &v["layer_facts"]["user_namespaces"];
+    assert_eq!(u["creatable"], true, "{u}");
+    let p = v["policy_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == "user_namespace")
+        .cloned()
+        .unwrap();
+    assert_eq!(p["outcome"], "enforced", "{p}");
+}
+
+/// review-170: `node info --policy`'s `cgroup` outcome is the launch's, on this host, for a
+/// policy whose `swap_max` (the default, 0) a v1 or hybrid host cannot apply without
+/// `memory_max`: the launch is refused `cgroup_partial` there (and runs on v2), and the
+/// prediction says the same. It said `enforced` on this CI host (hybrid) while the launch was
+/// refused.
+#[test]
+fn node_infos_cgroup_prediction_agrees_with_the_launch() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(
+        dir.path(),
+        "version = 1\n[resources]\nmemory_max = \"unlimited\"\n",
+    );
+    let (code, out, err) = stockade(
+        false,
+        &[
+            "--json",
+            "node",
+            "info",
+            "--state-dir",
+            dir.path().join("state").to_str().unwrap(),
+            "--policy",
+            &policy,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    let predicted = v["policy_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == "cgroup")
+        .cloned()
+        .unwrap();
+    let (code, out, err) = stockade(
+        false,
+        &["--json", "exec", "--policy", &policy, "--", "/bin/true"],
+    );
+    if code == 125 && out.contains("cgroup_partial") {
+        assert_eq!(predicted["outcome"], "refused", "{predicted} {out}");
+        assert_eq!(predicted["degradation"], "cgroup_partial", "{predicted}");
+    } else {
+        assert_eq!(code, 0, "{out} {err}");
+        assert_ne!(predicted["outcome"], "refused", "{predicted}");
+    }
+}

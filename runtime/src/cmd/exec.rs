@@ -86,6 +86,52 @@ pub(crate) fn launch_failure(
 }
 
 pub(crate) fn launch_error(e: LaunchError) -> CmdError {
+    launch_error_with(e, &|| {
+        under_seccomp_filter() && sys::clone_refused_by_filter(sandbox::CLONE_FLAGS)
+    })
+}
+
+/// The hint of a namespace refusal under a seccomp filter around the runtime.
+const SECCOMP_NAMESPACES_HINT: &str = "a seccomp filter around stockade refuses the sandbox's \
+     namespaces (its /proc/self/status says Seccomp: 2): inside a container, the engine's \
+     default profile refuses clone, unshare and mount with namespace flags without \
+     CAP_SYS_ADMIN — give the container a profile that allows them (Docker, Podman: \
+     --security-opt seccomp=FILE; Kubernetes: securityContext.seccompProfile) or run it \
+     privileged; under a systemd unit, its RestrictNamespaces= (`yes` refuses them all) must \
+     allow user pid mnt net ipc uts cgroup, as the shipped stockade.service's does; no policy \
+     lets the namespaces go";
+
+/// [`launch_error`], whether a seccomp filter around the runtime refuses the namespaces asked
+/// of `seccomp` (read only for the errors it changes; tests give their answer): one is there
+/// (`Seccomp: 2`) and it answers the clone's flags itself (review-168, `clone_refused_by_filter`).
+fn launch_error_with(e: LaunchError, seccomp: &dyn Fn() -> bool) -> CmdError {
+    // A host switch that restricts user namespaces for this caller refused them (RHEL's
+    // user.max_user_namespaces = 0, Debian's kernel.unprivileged_userns_clone = 0, Ubuntu's
+    // AppArmor rule): the hint names that switch and its way out (docs/sandbox.md "Hosts that
+    // restrict user namespaces"), not a list of every cause there may be. It wins over the
+    // seccomp filter below: `Seccomp: 2` is also any systemd unit's SystemCallFilter=, Flatpak,
+    // a browser's sandbox — filters that may well allow the namespaces —, while a switch set
+    // for this caller refuses them whatever a filter says. Where a filter is there too, the
+    // hint says it may refuse them as well (review-170: the filter's hint won, and the switch's
+    // way out was not said).
+    if let LaunchError::Namespaces {
+        switch: Some(s),
+        cause,
+        ..
+    } = &e
+    {
+        let mut hint = s.way_out().to_owned();
+        if cause.raw_os_error() == Some(libc::EPERM) && seccomp() {
+            hint.push_str("; besides, ");
+            hint.push_str(SECCOMP_NAMESPACES_HINT);
+        }
+        return CmdError::new(
+            Exit::SandboxSetup,
+            "layer_unavailable",
+            ExecError::Launch(e),
+        )
+        .hint(hint);
+    }
     // A seccomp filter around the runtime refused the namespaces: inside a container, its
     // engine's default profile (no CAP_SYS_ADMIN). The way out is the container's profile, not
     // a sysctl nor root, which the runtime already is there (audit-167; the other namespace
@@ -94,25 +140,14 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
     // the namespaces pass, and there the EPERM is the kernel's — a sysctl, Ubuntu's AppArmor
     // rule — whose hint is below (review-168).
     if matches!(&e, LaunchError::Namespaces { cause, .. }
-        if cause.raw_os_error() == Some(libc::EPERM)
-            && under_seccomp_filter()
-            && sys::clone_refused_by_filter(sandbox::CLONE_FLAGS))
+        if cause.raw_os_error() == Some(libc::EPERM) && seccomp())
     {
         return CmdError::new(
             Exit::SandboxSetup,
             "layer_unavailable",
             ExecError::Launch(e),
         )
-        .hint(
-            "a seccomp filter around stockade refuses the sandbox's namespaces (its \
-             /proc/self/status says Seccomp: 2): inside a container, the engine's default \
-             profile refuses clone, unshare and mount with namespace flags without CAP_SYS_ADMIN \
-             — give the container a profile that allows them (Docker, Podman: --security-opt \
-             seccomp=FILE; Kubernetes: securityContext.seccompProfile) or run it privileged; \
-             under a systemd unit, its RestrictNamespaces= (`yes` refuses them all) must allow \
-             user pid mnt net ipc uts cgroup, as the shipped stockade.service's does; no policy \
-             lets the namespaces go",
-        );
+        .hint(SECCOMP_NAMESPACES_HINT);
     }
     // Advice that depends on who runs and on the host: what this caller can do about it.
     // A controller the kernel does not offer is the host's, whoever runs: its arm below.
@@ -214,13 +249,6 @@ pub(crate) fn launch_error(e: LaunchError) -> CmdError {
             "layer_unavailable",
             refused_hint(*degradation),
         ),
-        // A host switch that restricts user namespaces refused them (RHEL's
-        // user.max_user_namespaces = 0, Debian's kernel.unprivileged_userns_clone = 0, Ubuntu's
-        // AppArmor rule): the hint names that switch and its way out (docs/sandbox.md "Hosts that
-        // restrict user namespaces"), not a list of every cause there may be.
-        LaunchError::Namespaces {
-            switch: Some(s), ..
-        } => (Exit::SandboxSetup, "layer_unavailable", s.way_out()),
         // The host's configuration refuses the namespaces every sandbox is built in: no policy
         // can allow that, being root only helps against a rule for unprivileged callers.
         LaunchError::Namespaces { .. } => (
@@ -760,6 +788,40 @@ fn pump(from: Option<&fs::File>, to: &mut dyn Write, buf: &mut [u8]) -> bool {
 mod tests {
     use super::{cgroup_hint, launch_error, seccomp_filtered};
     use crate::sandbox::{cgroup::CgroupError, LaunchError};
+
+    /// review-170: a namespace refusal by a host switch set for this caller is hinted with
+    /// that switch's way out even under a seccomp filter around the runtime (`Seccomp: 2` is
+    /// also a systemd unit's SystemCallFilter=, Flatpak, a browser's sandbox), the filter said
+    /// besides; without a switch the filter's hint stays (audit-167). The filter's hint won
+    /// before, and the switch's way out was not said.
+    #[test]
+    fn a_switch_set_for_this_caller_wins_over_a_seccomp_filter_in_the_hint() {
+        use crate::sandbox::facts::UsernsSwitch;
+        let hint = |switch: Option<UsernsSwitch>, seccomp: bool| {
+            let e = LaunchError::Namespaces {
+                which: "user, pid and mount",
+                why: "x".into(),
+                switch,
+                cause: std::io::Error::from_raw_os_error(libc::EPERM),
+            };
+            let c = super::launch_error_with(e, &move || seccomp);
+            assert_eq!((c.exit().code(), c.kind()), (125, "layer_unavailable"));
+            c.hint_text().unwrap().to_owned()
+        };
+        for s in [
+            UsernsSwitch::UnprivilegedUsernsClone,
+            UsernsSwitch::AppArmorRestrict,
+            UsernsSwitch::MaxUserNamespaces,
+        ] {
+            let h = hint(Some(s), true);
+            assert!(h.starts_with(s.way_out()), "{s:?}: {h}");
+            assert!(h.contains("Seccomp: 2"), "{s:?}: {h}");
+            assert_eq!(hint(Some(s), false), s.way_out(), "{s:?}");
+        }
+        let h = hint(None, true);
+        assert!(h.starts_with("a seccomp filter around stockade"), "{h}");
+        assert!(!h.contains("sysctl"), "{h}");
+    }
 
     /// Only mode 2 (a filter) counts: 0 none, 1 strict (which would not let this read run).
     #[test]

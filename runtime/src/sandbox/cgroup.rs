@@ -378,6 +378,56 @@ pub fn host_mode_in(mountinfo: &str) -> HostMode {
     }
 }
 
+/// The v1 memory group's files a launch's limits depend on (each of a group's is its
+/// parent's: the kernel makes the same set in every v1 memory group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V1MemoryFiles {
+    /// `memory.memsw.limit_in_bytes`: the kernel accounts swap.
+    pub memsw: bool,
+    /// `memory.oom_control`.
+    pub oom_control: bool,
+}
+
+impl V1MemoryFiles {
+    /// Those of the v1 memory group `dir`.
+    pub fn of(dir: &Path) -> Self {
+        V1MemoryFiles {
+            memsw: dir.join("memory.memsw.limit_in_bytes").exists(),
+            oom_control: dir.join("memory.oom_control").exists(),
+        }
+    }
+}
+
+/// The limits of `r` a v1 group with `files` cannot take (its `not_applied`): `swap_max`
+/// without swap accounting or without `memory_max` (v1 limits swap only together with memory),
+/// the OOM killer without `memory.oom_control`. The launch's decision, and `node info`'s
+/// prediction of it ([`super::facts::predict`]; review-170: the prediction said a v1 group
+/// enforced that the launch refused as `cgroup_partial`).
+pub fn v1_not_applied(r: &Resources, files: V1MemoryFiles) -> Vec<String> {
+    let mut out = Vec::new();
+    if r.memory_max.max().is_some() {
+        if !files.memsw && r.swap_max != Limit::Unlimited {
+            out.push("swap_max (kernel has no swap accounting; swappiness set to 0)".into());
+        }
+        if !files.oom_control {
+            out.push(
+                "memory OOM killer (no memory.oom_control: the parent group's setting stands)"
+                    .into(),
+            );
+        }
+    } else if r.swap_max != Limit::Unlimited {
+        // v1 limits memory and swap together (memsw): with memory unlimited, so is swap.
+        out.push("swap_max (cgroup v1 limits swap only together with memory_max)".into());
+    }
+    out
+}
+
+/// The swap limit of `r` a v2 group cannot take without `memory.swap.max` (no swap
+/// accounting): the launch's decision and `node info`'s prediction of it.
+pub fn v2_swap_not_applied(r: &Resources, swap_file: bool) -> Option<String> {
+    (!swap_file && r.swap_max != Limit::Unlimited).then(|| "swap_max (no memory.swap.max)".into())
+}
+
 /// Detect the layout of this host for this process. Every directory handed out is checked to
 /// be on a cgroup filesystem of the right version (`statfs`): on a directory that is not (a
 /// tmpfs where a controller should be mounted), `cgroups-rs` would create the group and its
@@ -693,6 +743,8 @@ impl Cgroup {
         cg.cg.create().map_err(crate_at(&cg.dirs[0]))?;
         let mem = cg.mem().ok_or(CgroupError::Missing("memory"))?;
         let md = mem.path().to_path_buf();
+        let oom = md.join("memory.oom_control");
+        let files = V1MemoryFiles::of(&md);
         if let Some(max) = r.memory_max.max() {
             mem.set_limit(to_i64(max)?).map_err(crate_at(&md))?;
             // v1 gives a new group its parent's `oom_kill_disable`: under a parent whose OOM
@@ -701,34 +753,21 @@ impl Cgroup {
             // `limits_hit` and docs/sandbox.md say it is. By hand: the crate can only disable it.
             // A memory group without the file (a kernel or tree that does not offer it) keeps
             // whatever its parent set, which this layer cannot vouch for: said, not assumed.
-            let oom = md.join("memory.oom_control");
-            let oom_control = oom.exists();
-            if oom_control {
+            if files.oom_control {
                 write(&oom, "0")?;
             }
             let swap = r.swap_max.max().unwrap_or(u64::MAX - max);
             // Checked by hand: the crate's setters create missing files (a fake tree would
             // pass), and the kernel offers memsw only with swap accounting.
-            if md.join("memory.memsw.limit_in_bytes").exists() {
+            if files.memsw {
                 mem.set_memswap_limit(to_i64(max.saturating_add(swap)).unwrap_or(i64::MAX))
                     .map_err(crate_at(&md))?;
             } else if r.swap_max != Limit::Unlimited {
                 // Without swap accounting we can only discourage swapping.
                 let _ = mem.set_swappiness(0);
-                cg.not_applied
-                    .push("swap_max (kernel has no swap accounting; swappiness set to 0)".into());
             }
-            if !oom_control {
-                cg.not_applied.push(
-                    "memory OOM killer (no memory.oom_control: the parent group's setting stands)"
-                        .into(),
-                );
-            }
-        } else if r.swap_max != Limit::Unlimited {
-            // v1 limits memory and swap together (memsw): with memory unlimited, so is swap.
-            cg.not_applied
-                .push("swap_max (cgroup v1 limits swap only together with memory_max)".into());
         }
+        cg.not_applied.extend(v1_not_applied(r, files));
         let pc = cg.pid_ctl().ok_or(CgroupError::Missing("pids"))?;
         pc.set_pid_max(max_value(r.pids_max)?)
             .map_err(crate_at(pc.path()))?;
@@ -819,16 +858,15 @@ impl Cgroup {
             None => -1, // the crate writes `max`
         };
         mem.set_limit(m).map_err(crate_at(&d))?;
-        let swap_file = d.join("memory.swap.max");
-        if swap_file.exists() {
+        let swap_file = d.join("memory.swap.max").exists();
+        if swap_file {
             let s = match r.swap_max.max() {
                 Some(v) => to_i64(v)?,
                 None => -1,
             };
             mem.set_memswap_limit(s).map_err(crate_at(&d))?;
-        } else if r.swap_max != Limit::Unlimited {
-            cg.not_applied.push("swap_max (no memory.swap.max)".into());
         }
+        cg.not_applied.extend(v2_swap_not_applied(r, swap_file));
         let pc = cg.pid_ctl().ok_or(CgroupError::Missing("pids"))?;
         pc.set_pid_max(max_value(r.pids_max)?)
             .map_err(crate_at(&d))?;

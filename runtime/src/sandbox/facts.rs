@@ -26,6 +26,8 @@ use stockade_policy::sandbox::{Degradation, ValidatedSandboxPolicy};
 pub const PROC_SYS: &str = "/proc/sys";
 /// Where securityfs lists the active LSMs (`lsm` under it).
 pub const SECURITYFS: &str = "/sys/kernel/security";
+/// This process's AppArmor label (kernels ≥ 5.8; absent or unreadable without AppArmor).
+pub const APPARMOR_LABEL: &str = "/proc/self/attr/apparmor/current";
 /// The namespaces the sandbox's clone makes (its init then unshares cgroup, network, IPC, UTS).
 pub const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS;
 
@@ -43,6 +45,11 @@ pub struct UsernsSwitches {
     /// unconfined caller's new user namespace gets no capabilities, so the mount namespace made
     /// with it is refused).
     pub apparmor_restrict_unprivileged_userns: Option<u64>,
+    /// This process's AppArmor label (`/proc/self/attr/apparmor/current`: `unconfined`, or a
+    /// profile's name and mode such as `stockade (unconfined)`); `None` without AppArmor. Only an
+    /// `unconfined` process is held by `apparmor_restrict_unprivileged_userns`: under a profile
+    /// (the one shipped for Ubuntu, once loaded) that profile's rules decide (review-170).
+    pub apparmor_label: Option<String>,
 }
 
 /// One switch of [`UsernsSwitches`] that stops this caller.
@@ -59,13 +66,15 @@ pub enum UsernsSwitch {
 }
 
 impl UsernsSwitches {
-    /// This host's switches, from [`PROC_SYS`].
+    /// This host's switches, from [`PROC_SYS`], and this process's AppArmor label
+    /// ([`APPARMOR_LABEL`]).
     pub fn read() -> Self {
-        Self::read_in(Path::new(PROC_SYS))
+        Self::read_in(Path::new(PROC_SYS), Path::new(APPARMOR_LABEL))
     }
 
-    /// The switches under `proc_sys` (a `/proc/sys` tree).
-    pub fn read_in(proc_sys: &Path) -> Self {
+    /// The switches under `proc_sys` (a `/proc/sys` tree), the AppArmor label from the file
+    /// `label`.
+    pub fn read_in(proc_sys: &Path, label: &Path) -> Self {
         let num = |rel: &str| {
             fs::read_to_string(proc_sys.join(rel))
                 .ok()
@@ -77,13 +86,20 @@ impl UsernsSwitches {
             apparmor_restrict_unprivileged_userns: num(
                 "kernel/apparmor_restrict_unprivileged_userns",
             ),
+            apparmor_label: fs::read_to_string(label)
+                .ok()
+                .map(|l| l.trim_end_matches(['\n', '\0']).to_owned())
+                .filter(|l| !l.is_empty()),
         }
     }
 
     /// The switch set here that stops a caller of effective uid `euid` from making a user
     /// namespace it can use, the one that stops everyone first; `None` when none does (a
     /// refusal then has another cause: a seccomp filter around the runtime, an LSM rule of
-    /// another kind). Root is not held by the two switches for unprivileged callers.
+    /// another kind). Root is not held by the two switches for unprivileged callers, nor a
+    /// process under an AppArmor profile by AppArmor's switch (for unconfined programs: the
+    /// profile decides; a refusal there is not the switch's, and loading the profile shipped is
+    /// no way out of it — review-170).
     pub fn restriction(&self, euid: u32) -> Option<UsernsSwitch> {
         if self.max_user_namespaces == Some(0) {
             return Some(UsernsSwitch::MaxUserNamespaces);
@@ -94,7 +110,12 @@ impl UsernsSwitches {
         if self.unprivileged_userns_clone == Some(0) {
             return Some(UsernsSwitch::UnprivilegedUsernsClone);
         }
-        if self.apparmor_restrict_unprivileged_userns == Some(1) {
+        if self.apparmor_restrict_unprivileged_userns == Some(1)
+            && self
+                .apparmor_label
+                .as_deref()
+                .is_none_or(|l| l == "unconfined")
+        {
             return Some(UsernsSwitch::AppArmorRestrict);
         }
         None
@@ -229,6 +250,15 @@ pub struct CgroupFacts {
     /// Why no layout was found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Whether the kernel accounts swap in the groups the launch makes (v1: the memory group's
+    /// `memory.memsw.limit_in_bytes`; v2: `memory.swap.max` in this process's own group);
+    /// `None` where that cannot be told (v2's root group, memory not offered to it). Without it
+    /// a `swap_max` is not applied (`cgroup_partial`).
+    pub swap_accounting: Option<bool>,
+    /// On a v1 layout, the memory group's files the launch's limits depend on (the launch's
+    /// own reading, [`cgroup::V1MemoryFiles`]).
+    #[serde(skip)]
+    pub v1_files: Option<cgroup::V1MemoryFiles>,
 }
 
 /// Everything above.
@@ -329,20 +359,34 @@ pub fn cgroup_facts(layout: Result<Layout, cgroup::CgroupError>, mountinfo: &str
         HostMode::None => "none",
     };
     match layout {
-        Ok(Layout::V1 { memory, pids, cpu }) => CgroupFacts {
-            mode,
-            controllers: Controllers {
-                memory: memory.is_some(),
-                cpu: cpu.is_some(),
-                pids: pids.is_some(),
-            },
-            writable: memory.as_deref().map(writable),
-            own: memory,
-            error: None,
-        },
+        Ok(Layout::V1 { memory, pids, cpu }) => {
+            let files = memory.as_deref().map(cgroup::V1MemoryFiles::of);
+            CgroupFacts {
+                mode,
+                controllers: Controllers {
+                    memory: memory.is_some(),
+                    cpu: cpu.is_some(),
+                    pids: pids.is_some(),
+                },
+                writable: memory.as_deref().map(writable),
+                own: memory,
+                error: None,
+                swap_accounting: files.map(|f| f.memsw),
+                // Without a memory group the whole group fails first: its files are moot.
+                v1_files: Some(files.unwrap_or(cgroup::V1MemoryFiles {
+                    memsw: true,
+                    oom_control: true,
+                })),
+            }
+        }
         Ok(Layout::V2 { own }) => {
             let offered = fs::read_to_string(own.join("cgroup.controllers")).unwrap_or_default();
             let has = |c| offered.split_whitespace().any(|o| o == c);
+            // A group's `memory.swap.max` is there with swap accounting once its parent
+            // enabled memory for it (then listed in its `cgroup.controllers`); the root group
+            // has none either way.
+            let swap_accounting = (has("memory") && own != Path::new(cgroup::CGROUP_ROOT))
+                .then(|| own.join("memory.swap.max").exists());
             CgroupFacts {
                 mode,
                 controllers: Controllers {
@@ -351,8 +395,10 @@ pub fn cgroup_facts(layout: Result<Layout, cgroup::CgroupError>, mountinfo: &str
                     pids: has("pids"),
                 },
                 writable: Some(writable(&own)),
+                swap_accounting,
                 own: Some(own),
                 error: None,
+                v1_files: None,
             }
         }
         Err(e) => CgroupFacts {
@@ -361,6 +407,8 @@ pub fn cgroup_facts(layout: Result<Layout, cgroup::CgroupError>, mountinfo: &str
             own: None,
             writable: None,
             error: Some(crate::package::verify::error_chain(&e)),
+            swap_accounting: None,
+            v1_files: None,
         },
     }
 }
@@ -458,7 +506,8 @@ pub fn predict(
     // hierarchy of its own) fails the whole group (`cgroup`); cpu not offered on v2 leaves only
     // `cpu_max` unapplied (`cgroup_partial`), and nothing when the policy sets no CPU quota.
     let c = &facts.cgroup.controllers;
-    let v1 = matches!(facts.cgroup.mode, "v1" | "hybrid");
+    // The layout the launch uses (a hybrid host may keep every controller on v2).
+    let v1 = facts.cgroup.v1_files.is_some();
     let missing = |names: &[(&'static str, bool)]| -> Vec<&'static str> {
         names
             .iter()
@@ -472,6 +521,20 @@ pub fn predict(
         .cpu_max
         .quota_us(stockade_policy::sandbox::units::CPU_PERIOD_US)
         .is_some();
+    // The limits the group would not take (`cgroup_partial`), by the launch's own decision
+    // (review-170: on v1 a `swap_max` without `memory_max` — the default policy's 0 under
+    // `memory_max = "unlimited"` — or without swap accounting was predicted enforced).
+    let mut partial = Vec::new();
+    if !v1 && !c.cpu && cpu_quota {
+        partial.push("cpu_max (the cpu controller is not offered here)".to_owned());
+    }
+    match facts.cgroup.v1_files {
+        Some(files) => partial.extend(cgroup::v1_not_applied(&policy.resources, files)),
+        None => partial.extend(cgroup::v2_swap_not_applied(
+            &policy.resources,
+            facts.cgroup.swap_accounting.unwrap_or(true),
+        )),
+    }
     out.push(match &facts.cgroup.error {
         Some(e) => lacking("cgroup", Some(Degradation::Cgroup), e.clone()),
         None if facts.cgroup.writable == Some(false) => lacking(
@@ -490,10 +553,10 @@ pub fn predict(
                 format!("controllers not offered here: {}", all.join(", ")),
             )
         }
-        None if !c.cpu && cpu_quota => lacking(
+        None if !partial.is_empty() => lacking(
             "cgroup",
             Some(Degradation::CgroupPartial),
-            "the cpu controller is not offered here: cpu_max cannot apply".into(),
+            format!("limits not applicable here: {}", partial.join("; ")),
         ),
         None => LayerOutcome::enforced("cgroup"),
     });
@@ -614,12 +677,12 @@ mod tests {
             (vec![], None, None),
         ] {
             let t = tree(&files);
-            let s = UsernsSwitches::read_in(t.path());
+            let s = UsernsSwitches::read_in(t.path(), &t.path().join("no-label"));
             assert_eq!(s.restriction(1000), user, "{files:?}");
             assert_eq!(s.restriction(0), root, "{files:?}");
         }
         let t = tree(&[("kernel/apparmor_restrict_unprivileged_userns", "1\n")]);
-        let s = UsernsSwitches::read_in(t.path());
+        let s = UsernsSwitches::read_in(t.path(), &t.path().join("no-label"));
         assert_eq!(s.apparmor_restrict_unprivileged_userns, Some(1));
         assert_eq!(s.max_user_namespaces, None);
         for sw in [
@@ -640,7 +703,7 @@ mod tests {
     #[test]
     fn a_switch_is_named_only_when_the_clone_failed() {
         let t = tree(&[("kernel/apparmor_restrict_unprivileged_userns", "1\n")]);
-        let s = UsernsSwitches::read_in(t.path());
+        let s = UsernsSwitches::read_in(t.path(), &t.path().join("no-label"));
         let f = userns_facts(Ok(()), s.clone(), 1000);
         assert!(f.creatable && f.restricted_by.is_none());
         let f = userns_facts(Err(io::Error::from_raw_os_error(libc::EPERM)), s, 1000);
@@ -719,6 +782,8 @@ mod tests {
                 own: None,
                 writable: Some(true),
                 error: None,
+                swap_accounting: Some(true),
+                v1_files: None,
             },
         }
     }
@@ -797,11 +862,20 @@ mod tests {
             Outcome::Enforced
         );
         f.cgroup.mode = "hybrid";
+        f.cgroup.v1_files = Some(cgroup::V1MemoryFiles {
+            memsw: true,
+            oom_control: true,
+        });
         let c = outcome(&predict(&no_quota, false, &f), "cgroup").clone();
         assert_eq!(
             (c.outcome, c.degradation),
             (Outcome::Refused, Some("cgroup"))
         );
+        // v2 cpu not offered with a quota: `cgroup_partial`, as before.
+        let mut f = facts(true, 6, true);
+        f.cgroup.controllers.cpu = false;
+        let c = outcome(&predict(&quota, false, &f), "cgroup").clone();
+        assert!(c.reason.unwrap().contains("cpu_max"));
         // A group this caller may not make below its own (not delegated): `cgroup`.
         let mut f = facts(true, 6, true);
         f.cgroup.writable = Some(false);
@@ -815,5 +889,58 @@ mod tests {
             (c.outcome, c.degradation),
             (Outcome::Degraded, Some("cgroup"))
         );
+    }
+    /// review-170: the limits a group would not take are predicted by the launch's own
+    /// decision ([`cgroup::v1_not_applied`], [`cgroup::v2_swap_not_applied`]): on v1 a
+    /// `swap_max` (the default 0) with `memory_max = "unlimited"`, or any without swap
+    /// accounting, is `cgroup_partial`, refused unless allowed — the launch's 125 — where the
+    /// prediction said `enforced`; on v2 a group without `memory.swap.max` likewise, and nothing
+    /// where it cannot be told.
+    #[test]
+    fn the_limits_a_group_would_not_take_are_predicted_as_the_launch_decides() {
+        let policy = |text: &str| parse_policy(&format!("version = 1\n{text}")).unwrap();
+        let unlimited = policy("[resources]\nmemory_max = \"unlimited\"\n");
+        let limited = policy("[resources]\nmemory_max = \"256M\"\n");
+        let no_swap_limit =
+            policy("[resources]\nmemory_max = \"unlimited\"\nswap_max = \"unlimited\"\n");
+        let allowed = policy(
+            "[resources]\nmemory_max = \"unlimited\"\n[layers]\nallow_degraded = [\"cgroup_partial\"]\n",
+        );
+        let v1 = |memsw: bool| {
+            let mut f = facts(true, 6, true);
+            f.cgroup.mode = "hybrid";
+            f.cgroup.v1_files = Some(cgroup::V1MemoryFiles {
+                memsw,
+                oom_control: true,
+            });
+            f.cgroup.swap_accounting = Some(memsw);
+            f
+        };
+        let cg = |p: &ValidatedSandboxPolicy, f: &HostFacts| {
+            let o = outcome(&predict(p, false, f), "cgroup").clone();
+            (o.outcome, o.degradation, o.reason.unwrap_or_default())
+        };
+        let (o, d, why) = cg(&unlimited, &v1(true));
+        assert_eq!((o, d), (Outcome::Refused, Some("cgroup_partial")), "{why}");
+        assert!(why.contains("only together with memory_max"), "{why}");
+        assert_eq!(cg(&limited, &v1(true)).0, Outcome::Enforced);
+        let (o, d, why) = cg(&limited, &v1(false));
+        assert_eq!((o, d), (Outcome::Refused, Some("cgroup_partial")), "{why}");
+        assert!(why.contains("no swap accounting"), "{why}");
+        assert_eq!(cg(&no_swap_limit, &v1(false)).0, Outcome::Enforced);
+        assert_eq!(
+            cg(&allowed, &v1(true)).0,
+            Outcome::Degraded,
+            "allowed: degraded"
+        );
+        // v2: no memory.swap.max is `cgroup_partial`; unknown (the root group) is not said.
+        let mut f = facts(true, 6, true);
+        assert_eq!(cg(&limited, &f).0, Outcome::Enforced);
+        f.cgroup.swap_accounting = Some(false);
+        let (o, d, why) = cg(&limited, &f);
+        assert_eq!((o, d), (Outcome::Refused, Some("cgroup_partial")), "{why}");
+        assert!(why.contains("memory.swap.max"), "{why}");
+        f.cgroup.swap_accounting = None;
+        assert_eq!(cg(&limited, &f).0, Outcome::Enforced);
     }
 }

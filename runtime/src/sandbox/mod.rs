@@ -777,10 +777,12 @@ fn clone_failure_in(cause: io::Error, limits: &Path, restriction: Restriction<'_
 }
 
 /// A step in or on the new user namespace refused with `EPERM` (the id maps, the init's
-/// unshares) while a host switch restricts user namespaces: that switch's refusal, named
-/// ([`LaunchError::Namespaces`]); `None` otherwise (the step's own failure). On Ubuntu's
-/// AppArmor rule the namespace is made but gets no capabilities, so the refusal comes from
-/// what is done in it.
+/// unshares) while Ubuntu's AppArmor rule restricts user namespaces for this caller: that
+/// switch's refusal, named ([`LaunchError::Namespaces`]); `None` otherwise (the step's own
+/// failure). Under that rule the namespace is made but gets no capabilities, so the refusal
+/// comes from what is done in it. The other switches stop the clone itself (`EPERM`,
+/// `ENOSPC`): once it has made the namespace they did not hold, and an `EPERM` after it is not
+/// theirs (review-170: it was named as theirs).
 fn userns_step_failure(
     which: &'static str,
     errno: Option<i32>,
@@ -789,7 +791,7 @@ fn userns_step_failure(
     if errno != Some(libc::EPERM) {
         return None;
     }
-    let s = restriction()?;
+    let s = restriction().filter(|s| *s == facts::UsernsSwitch::AppArmorRestrict)?;
     Some(Box::new(move |cause| LaunchError::Namespaces {
         which,
         why: s.why().into(),
@@ -1138,18 +1140,16 @@ fn prepare(
     //    do, as libc does: those filters judge its flags instead. Without CLONE_INTO_CGROUP the
     //    child joins its group at step 9. Before audit-167 the launch stopped there, "sandbox
     //    setup failed at step `clone`: Function not implemented", in every such container.
-    let forked = sys::clone_fork(flags, into.as_ref().map(AsFd::as_fd));
-    let forked = match forked {
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-            into = None;
-            sys::clone_fork_legacy(flags)
-        }
-        other => other,
-    };
-    let pid = match forked.map_err(clone_failure)? {
+    let (forked, born_in) =
+        sys::clone_fork_or_legacy(flags, into.as_ref().map(AsFd::as_fd)).map_err(clone_failure)?;
+    let pid = match forked {
         Forked::Child => child::contain(&ctx),
         Forked::Parent(pid) => pid,
     };
+    if !born_in {
+        // Close-on-exec, and closed by the child's init from fd 3 on anyway.
+        into = None;
+    }
     let guard = ChildGuard(Some(pid));
     //    A real-time child leaves its policy now, before anything of it runs (it waits for the
     //    go) and before step 9 joins it to its cgroup.
@@ -1917,7 +1917,8 @@ mod tests {
             ),
         ] {
             let t = proc_sys(&files);
-            let read = || UsernsSwitches::read_in(t.path()).restriction(1000);
+            let read =
+                || UsernsSwitches::read_in(t.path(), &t.path().join("no-label")).restriction(1000);
             let e = super::clone_failure_in(
                 std::io::Error::from_raw_os_error(errno),
                 limits.path(),
@@ -1926,6 +1927,11 @@ mod tests {
             let (hint, causes) = hint_and_causes(e);
             assert!(causes.contains(switch), "{causes}");
             assert!(hint.contains(way_out), "{hint}");
+            if switch != "kernel.apparmor_restrict_unprivileged_userns" {
+                // Debian's switch stops the clone itself: an EPERM after it is not its
+                // (review-170's test below).
+                continue;
+            }
             // The id maps refused on the new namespace.
             let f = super::userns_step_failure("user", Some(libc::EPERM), &read)
                 .expect("a refusal named");
@@ -1966,6 +1972,76 @@ mod tests {
         let (hint, causes) = hint_and_causes(e);
         assert!(causes.contains("a seccomp filter"), "{causes}");
         assert!(hint.contains("no policy lets them go"), "{hint}");
+    }
+
+    /// review-170: only Ubuntu's AppArmor rule lets the user namespace be made and refuses what
+    /// is done in it; Debian's `kernel.unprivileged_userns_clone = 0` and RHEL's
+    /// `user.max_user_namespaces = 0` stop the clone itself. An `EPERM` at the id maps or the
+    /// init's unshares under those two (a seccomp filter's, another LSM's) is the step's own
+    /// failure, not "the switch refused them" with a sysctl for a way out; and a runtime under
+    /// an AppArmor profile (the one shipped, loaded) is not held by AppArmor's switch — its
+    /// clone's `EPERM` keeps every cause it may be, not "load the profile".
+    #[test]
+    fn an_eperm_is_named_as_a_switchs_only_where_that_switch_holds_the_caller() {
+        use super::facts::{UsernsSwitch, UsernsSwitches};
+        let limits = tempfile::tempdir().unwrap();
+        for (f, v) in [
+            ("max_user_namespaces", "63000\n"),
+            ("max_pid_namespaces", "63000\n"),
+            ("max_mnt_namespaces", "63000\n"),
+        ] {
+            std::fs::write(limits.path().join(f), v).unwrap();
+        }
+        for s in [
+            UsernsSwitch::UnprivilegedUsernsClone,
+            UsernsSwitch::MaxUserNamespaces,
+        ] {
+            let read = move || Some(s);
+            assert!(
+                super::userns_step_failure("user", Some(libc::EPERM), &read).is_none(),
+                "{s:?}"
+            );
+            let failed = super::child::at_errno(super::LaunchStep::Namespaces)(
+                std::io::Error::from_raw_os_error(libc::EPERM),
+            );
+            let err =
+                super::child_failure_in(super::child::ChildMsg::from(failed), limits.path(), &read)
+                    .unwrap_err();
+            assert!(
+                matches!(err, super::LaunchError::ChildSetup { .. }),
+                "{s:?}: {err:?}"
+            );
+        }
+        // AppArmor's switch: an unconfined runtime is held by it, one under a profile is not.
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("kernel")).unwrap();
+        std::fs::write(
+            t.path()
+                .join("kernel/apparmor_restrict_unprivileged_userns"),
+            "1\n",
+        )
+        .unwrap();
+        let label = t.path().join("current");
+        for (text, held) in [("unconfined\n", true), ("stockade (unconfined)\n", false)] {
+            std::fs::write(&label, text).unwrap();
+            let s = UsernsSwitches::read_in(t.path(), &label);
+            assert_eq!(
+                s.restriction(1000),
+                held.then_some(UsernsSwitch::AppArmorRestrict),
+                "{text}"
+            );
+            let read = || UsernsSwitches::read_in(t.path(), &label).restriction(1000);
+            let e = super::clone_failure_in(
+                std::io::Error::from_raw_os_error(libc::EPERM),
+                limits.path(),
+                &read,
+            );
+            assert!(
+                matches!(e, super::LaunchError::Namespaces { switch, .. }
+                    if switch == held.then_some(UsernsSwitch::AppArmorRestrict)),
+                "{text}: {e:?}"
+            );
+        }
     }
 
     /// review-158: `ENOSPC` from the clone is a namespace limit set to 0 (the host's
