@@ -222,6 +222,7 @@ pub struct CgroupFacts {
     /// This process's own cgroup directory (v2) or memory's (v1), below which the launch makes
     /// its groups.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::output::opt_path_text")]
     pub own: Option<PathBuf>,
     /// Whether this process may make a group below `own` (`access(W_OK)`: root's, or delegated
     /// to this user); `None` without one.
