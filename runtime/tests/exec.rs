@@ -1061,3 +1061,100 @@ fn env_by_name_takes_the_value_from_the_callers_environment() {
     assert_eq!(code(&o), 64);
     assert!(!err(&o).contains("hunter2"), "{}", err(&o));
 }
+
+/// A directory whose name is the byte 0xFF (not UTF-8), made in `parent`.
+fn not_utf8_dir(parent: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let d = parent.join(std::ffi::OsStr::from_bytes(b"odd-\xff"));
+    std::fs::create_dir(&d).unwrap();
+    d
+}
+
+/// `BIN ARGS` in a private mount namespace where a tmpfs is mounted at `at` first (root only).
+fn with_mount_at(at: &std::path::Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "/bin/sh", "-c"])
+        .arg("mount -t tmpfs audit171 \"$1\" && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(at)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// audit-171: `/proc/self/mountinfo` writes a mount point's bytes as they are but for space,
+/// tab, newline and backslash; one mount anywhere whose path is not UTF-8 (a user's FUSE mount
+/// in a directory of their own, a USB stick's Latin-1 label) made the runtime's
+/// `read_to_string` of it fail, which refused every launch needing a cgroup (125, "stream did
+/// not contain valid UTF-8") and made the refusal's hint say the host mounts no cgroup fs.
+#[test]
+fn a_mount_whose_path_is_not_utf8_stops_no_launch() {
+    if !require(is_root(), "a mount in a private mount namespace needs root") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let at = not_utf8_dir(t.path());
+    // Native control: the namespace has the mount, and it is listed with its raw byte.
+    let native = with_mount_at(&at, &["/bin/cat".as_ref(), "/proc/self/mountinfo".as_ref()]);
+    assert_eq!(code(&native), 0, "{}", err(&native));
+    assert!(
+        native.stdout.windows(5).any(|w| w == b"odd-\xff"),
+        "the mount is not listed: {}",
+        out(&native)
+    );
+    let o = with_mount_at(
+        &at,
+        &[
+            BIN.as_ref(),
+            "exec".as_ref(),
+            "--".as_ref(),
+            "/bin/true".as_ref(),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+}
+
+/// audit-171: on a v1 host the controllers are found through mountinfo; one mounted at a path
+/// that is not UTF-8 is used there, byte for byte (not a lossy look-alike with U+FFFD), and the
+/// report names it in valid JSON (lossy: serde's own form of such a path panicked the launch).
+#[test]
+fn a_v1_controller_mounted_at_a_path_not_utf8_is_used_there() {
+    let hybrid = std::fs::read_to_string("/proc/self/cgroup")
+        .is_ok_and(|c| c.lines().any(|l| l.split(':').nth(1) == Some("pids")));
+    if !require(
+        is_root() && hybrid,
+        "a v1 pids hierarchy remounted in a private mount namespace needs root on a v1 host",
+    ) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let at = not_utf8_dir(t.path());
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "/bin/sh", "-c"])
+        .arg(
+            "umount /sys/fs/cgroup/pids && mount -t cgroup -o pids audit171 \"$1\" && \
+             mkdir \"$1/audit171\" && echo $$ > \"$1/audit171/cgroup.procs\" && \
+             \"$2\" exec --json -- /bin/true; s=$?; echo $$ > \"$1/cgroup.procs\"; \
+             ls \"$1/audit171\" | grep -c stockade; rmdir \"$1/audit171\"; exit $s",
+        )
+        .arg("sh")
+        .arg(&at)
+        .arg(BIN)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "0\n", "the group was not removed: {}", err(&o));
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let cg = &layer(&r, "cgroup")["details"];
+    let want = format!("{}/audit171/stockade-", at.to_string_lossy());
+    assert!(
+        cg["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().starts_with(&want)),
+        "{cg}"
+    );
+}

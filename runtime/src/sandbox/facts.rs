@@ -268,7 +268,7 @@ impl HostFacts {
             seccomp: seccomp_in(Path::new(PROC_SYS)),
             cgroup: cgroup_facts(
                 cgroup::detect(),
-                &fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+                &cgroup::read_mountinfo().unwrap_or_default(),
             ),
         }
     }

@@ -1191,7 +1191,7 @@ fn prepare(
                 "cgroup.procs before the child runs"
             }
         };
-        let mut d = json!({"version": c.version(), "paths": c.dirs(), "joined": joined, "memory_max": p.resources.memory_max, "swap_max": p.resources.swap_max, "cpu_max": p.resources.cpu_max, "pids_max": p.resources.pids_max});
+        let mut d = json!({"version": c.version(), "paths": c.dirs().iter().map(|d| d.to_string_lossy()).collect::<Vec<_>>(), "joined": joined, "memory_max": p.resources.memory_max, "swap_max": p.resources.swap_max, "cpu_max": p.resources.cpu_max, "pids_max": p.resources.pids_max});
         if c.not_applied.is_empty() {
             layers.push(LayerReport::full("cgroup", d));
         } else {

@@ -141,7 +141,7 @@ fn denied(path: PathBuf, cause: io::Error, fd: BorrowedFd<'_>) -> LaunchError {
         .and_then(|info| {
             let id = info.lines().find_map(|l| l.strip_prefix("mnt_id:"))?;
             let id = id.trim().parse().ok()?;
-            mount_point_in(&fs::read_to_string("/proc/self/mountinfo").ok()?, id)
+            mount_point_in(&super::cgroup::read_mountinfo().ok()?, id)
         });
     LaunchError::NoExec { path, mount }
 }
@@ -154,7 +154,7 @@ fn mount_point_in(mountinfo: &str, id: u64) -> Option<PathBuf> {
             return None;
         }
         let point = fields.nth(3)?;
-        Some(PathBuf::from(super::cgroup::unescape_mountinfo(point)))
+        Some(super::cgroup::unescape_mountinfo(point))
     })
 }
 
