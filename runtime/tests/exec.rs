@@ -1158,3 +1158,28 @@ fn a_v1_controller_mounted_at_a_path_not_utf8_is_used_there() {
         "{cg}"
     );
 }
+
+/// audit-171: `--plugin-dir` not UTF-8 is bound itself. Its bind source was opened by its lossy
+/// text, which names another directory — the one with U+FFFD where the byte is, bound instead
+/// when it exists — and the report names it in valid JSON.
+#[test]
+fn a_plugin_dir_not_utf8_is_bound_not_its_lookalike() {
+    let t = tempfile::tempdir().unwrap();
+    let real = not_utf8_dir(t.path());
+    let lookalike = t.path().join("odd-\u{fffd}");
+    std::fs::create_dir(&lookalike).unwrap();
+    std::fs::write(real.join("f"), "real\n").unwrap();
+    std::fs::write(lookalike.join("f"), "lookalike\n").unwrap();
+    let o = Command::new(BIN)
+        .args(["exec", "--json", "--plugin-dir"])
+        .arg(&real)
+        .args(["--", "/bin/cat", "/plugin/f"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "real\n");
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let fs = &layer(&r, "filesystem")["details"];
+    assert_eq!(fs["package"], *real.to_string_lossy(), "{fs}");
+}

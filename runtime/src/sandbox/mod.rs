@@ -1253,7 +1253,7 @@ fn prepare(
             "proc": if plan.proc { json!({"masked_files": mounts::PROC_MASKED_FILES, "masked_dirs": mounts::PROC_MASKED_DIRS, "read_only": mounts::PROC_READ_ONLY}) } else { json!(false) },
             "dev": mounts::DEV_NODES,
             "sys": plan.sys,
-            "package": spec.package_dir,
+            "package": spec.package_dir.as_deref().map(Path::to_string_lossy),
         }),
     ));
     layers.push(LayerReport::full(
