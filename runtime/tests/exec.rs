@@ -1159,6 +1159,58 @@ fn a_v1_controller_mounted_at_a_path_not_utf8_is_used_there() {
     );
 }
 
+/// audit-171: a `$PATH` that is not UTF-8 is searched as it is. It was replaced by the default
+/// `/usr/local/bin:/usr/bin:/bin` (`env::var` fails on it): another program than the shell's
+/// ran, or none.
+#[test]
+fn a_path_entry_not_utf8_is_searched() {
+    let t = tempfile::tempdir().unwrap();
+    let bin = not_utf8_dir(t.path());
+    let prog = bin.join("audit171-probe");
+    std::fs::write(&prog, "#!/bin/sh\necho found\n").unwrap();
+    std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut path = bin.into_os_string();
+    path.push(":/usr/bin:/bin");
+    let run = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .env("PATH", &path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Native control: the shell finds it.
+    let native = run("/bin/sh", &["-c", "audit171-probe"]);
+    assert_eq!(out(&native), "found\n", "{}", err(&native));
+    let o = run(BIN, &["exec", "--json", "--", "audit171-probe"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "found\n");
+    // The report names it in valid JSON, lossily.
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let shown = prog.to_string_lossy();
+    assert_eq!(layer(&r, "process")["details"]["program"], *shown);
+}
+
+/// An empty `$PATH` entry is not the current directory (as it is to `execvp`): a stray `::`
+/// would run a file planted wherever the runtime was started (docs/sandbox.md, audit-171).
+#[test]
+fn an_empty_path_entry_is_not_the_current_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let prog = t.path().join("audit171-cwd");
+    std::fs::write(&prog, "#!/bin/sh\necho planted\n").unwrap();
+    std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for path in ["/usr/bin::/bin", "/usr/bin:", ""] {
+        let o = Command::new(BIN)
+            .args(["exec", "--", "audit171-cwd"])
+            .env("PATH", path)
+            .current_dir(t.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 127, "PATH={path:?}: {}", out(&o));
+    }
+}
+
 /// audit-171: `--plugin-dir` not UTF-8 is bound itself. Its bind source was opened by its lossy
 /// text, which names another directory — the one with U+FFFD where the byte is, bound instead
 /// when it exists — and the report names it in valid JSON.

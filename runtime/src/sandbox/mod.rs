@@ -1269,7 +1269,7 @@ fn prepare(
         "stdio": "pipes owned by the runtime",
         "environment": spec.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
         "executed_from": "descriptor (execveat AT_EMPTY_PATH)",
-        "program": spec.program.path,
+        "program": spec.program.path.to_string_lossy(),
         "init": "pid 1: not dumpable, no capabilities, seccomp (wait/write/exit only)",
     });
     Ok(Held {
