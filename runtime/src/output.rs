@@ -21,10 +21,14 @@ impl Output {
             match serde_json::to_string_pretty(value) {
                 Ok(s) => print_stdout(&s),
                 // Serialization of our own report types cannot fail (no maps with non-string
-                // keys, no custom serializers that error); if it ever does, say so loudly.
-                Err(e) => print_stderr(&format!(
-                    "stockade: internal error: cannot serialize report: {e}"
-                )),
+                // keys, paths through [`path_text`]); if it ever does, say so loudly, and the
+                // result is lost: not 0 with an empty stdout (the binary turns it into 74).
+                Err(e) => {
+                    let msg = format!("cannot serialize report: {e}");
+                    print_stderr(&format!("stockade: internal error: {msg}"));
+                    let mut lost = STDOUT_LOST.lock().unwrap_or_else(|p| p.into_inner());
+                    lost.get_or_insert(msg);
+                }
             }
         } else {
             // Each renderer escapes the untrusted strings it lays out ([`term`]); the whole text
@@ -145,6 +149,28 @@ pub fn term(s: &str) -> Cow<'_, str> {
     escape_if(s, terminal_unsafe)
 }
 
+/// A path in a JSON report (`#[serde(serialize_with = "crate::output::path_text")]`): its
+/// text, each byte that is not UTF-8 shown as U+FFFD (`Path::display`'s form, the one error
+/// messages use). serde's own form of a path fails on such bytes, which lost the whole report:
+/// `--json keygen -o` a directory named in Latin-1 printed nothing and exited 0 (audit-171).
+pub fn path_text<S: serde::Serializer>(
+    p: &impl AsRef<std::path::Path>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.as_ref().to_string_lossy())
+}
+
+/// [`path_text`] for an optional path (`null` when absent).
+pub fn opt_path_text<S: serde::Serializer>(
+    p: &Option<std::path::PathBuf>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.serialize_some(&*p.to_string_lossy()),
+        None => s.serialize_none(),
+    }
+}
+
 /// [`term`] for a path (a file or directory name is untrusted too), as `Path::display` shows
 /// it.
 pub fn term_path(p: &std::path::Path) -> String {
@@ -162,6 +188,54 @@ pub fn term_text(s: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// audit-171: a path that is not UTF-8 is its lossy text in a JSON report; a report whose
+    /// serialization fails anyway is a lost result (74), not an empty stdout and 0.
+    #[test]
+    fn paths_not_utf8_are_lossy_text_and_a_failed_report_is_lost() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::path::{Path, PathBuf};
+        let odd = PathBuf::from(std::ffi::OsStr::from_bytes(b"/tmp/odd-\xff"));
+        #[derive(Serialize)]
+        struct Shown {
+            #[serde(serialize_with = "path_text")]
+            p: PathBuf,
+            #[serde(serialize_with = "opt_path_text")]
+            q: Option<PathBuf>,
+            #[serde(serialize_with = "opt_path_text")]
+            none: Option<PathBuf>,
+        }
+        let v = serde_json::to_value(Shown {
+            p: odd.clone(),
+            q: Some(odd.clone()),
+            none: None,
+        })
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"p": "/tmp/odd-\u{fffd}", "q": "/tmp/odd-\u{fffd}", "none": null})
+        );
+        assert_eq!(
+            serde_json::to_value(Shown {
+                p: "/a b".into(),
+                q: None,
+                none: None
+            })
+            .unwrap()["p"],
+            "/a b"
+        );
+        #[derive(Serialize)]
+        struct Raw<'a> {
+            p: &'a Path,
+        }
+        assert!(stdout_lost().is_none());
+        Output { json: true }.emit(&Raw { p: &odd }, |_| String::new());
+        assert!(
+            stdout_lost().is_some_and(|e| e.contains("cannot serialize report")),
+            "{:?}",
+            stdout_lost()
+        );
+    }
 
     #[test]
     fn term_escapes_controls_and_format_characters() {

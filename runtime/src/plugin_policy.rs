@@ -568,7 +568,7 @@ pub fn program_for(
     let Some(http) = pkg.manifest.http() else {
         let entry = pkg.dir.join(pkg.manifest.entrypoint());
         let shown = entry_shown(pkg);
-        let program = Program::open(&entry.to_string_lossy(), "")
+        let program = Program::open(&entry, "")
             .map_err(|e| e.naming(&shown))?
             .named(shown);
         return Ok((program, entry_argv(pkg)));

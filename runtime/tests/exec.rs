@@ -1061,3 +1061,177 @@ fn env_by_name_takes_the_value_from_the_callers_environment() {
     assert_eq!(code(&o), 64);
     assert!(!err(&o).contains("hunter2"), "{}", err(&o));
 }
+
+/// A directory whose name is the byte 0xFF (not UTF-8), made in `parent`.
+fn not_utf8_dir(parent: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let d = parent.join(std::ffi::OsStr::from_bytes(b"odd-\xff"));
+    std::fs::create_dir(&d).unwrap();
+    d
+}
+
+/// `BIN ARGS` in a private mount namespace where a tmpfs is mounted at `at` first (root only).
+fn with_mount_at(at: &std::path::Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "/bin/sh", "-c"])
+        .arg("mount -t tmpfs audit171 \"$1\" && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(at)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// audit-171: `/proc/self/mountinfo` writes a mount point's bytes as they are but for space,
+/// tab, newline and backslash; one mount anywhere whose path is not UTF-8 (a user's FUSE mount
+/// in a directory of their own, a USB stick's Latin-1 label) made the runtime's
+/// `read_to_string` of it fail, which refused every launch needing a cgroup (125, "stream did
+/// not contain valid UTF-8") and made the refusal's hint say the host mounts no cgroup fs.
+#[test]
+fn a_mount_whose_path_is_not_utf8_stops_no_launch() {
+    if !require(is_root(), "a mount in a private mount namespace needs root") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let at = not_utf8_dir(t.path());
+    // Native control: the namespace has the mount, and it is listed with its raw byte.
+    let native = with_mount_at(&at, &["/bin/cat".as_ref(), "/proc/self/mountinfo".as_ref()]);
+    assert_eq!(code(&native), 0, "{}", err(&native));
+    assert!(
+        native.stdout.windows(5).any(|w| w == b"odd-\xff"),
+        "the mount is not listed: {}",
+        out(&native)
+    );
+    let o = with_mount_at(
+        &at,
+        &[
+            BIN.as_ref(),
+            "exec".as_ref(),
+            "--".as_ref(),
+            "/bin/true".as_ref(),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+}
+
+/// audit-171: on a v1 host the controllers are found through mountinfo; one mounted at a path
+/// that is not UTF-8 is used there, byte for byte (not a lossy look-alike with U+FFFD), and the
+/// report names it in valid JSON (lossy: serde's own form of such a path panicked the launch).
+#[test]
+fn a_v1_controller_mounted_at_a_path_not_utf8_is_used_there() {
+    let hybrid = std::fs::read_to_string("/proc/self/cgroup")
+        .is_ok_and(|c| c.lines().any(|l| l.split(':').nth(1) == Some("pids")));
+    if !require(
+        is_root() && hybrid,
+        "a v1 pids hierarchy remounted in a private mount namespace needs root on a v1 host",
+    ) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let at = not_utf8_dir(t.path());
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "/bin/sh", "-c"])
+        .arg(
+            "umount /sys/fs/cgroup/pids && mount -t cgroup -o pids audit171 \"$1\" && \
+             mkdir \"$1/audit171\" && echo $$ > \"$1/audit171/cgroup.procs\" && \
+             \"$2\" exec --json -- /bin/true; s=$?; echo $$ > \"$1/cgroup.procs\"; \
+             ls \"$1/audit171\" | grep -c stockade; rmdir \"$1/audit171\"; exit $s",
+        )
+        .arg("sh")
+        .arg(&at)
+        .arg(BIN)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "0\n", "the group was not removed: {}", err(&o));
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let cg = &layer(&r, "cgroup")["details"];
+    let want = format!("{}/audit171/stockade-", at.to_string_lossy());
+    assert!(
+        cg["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().starts_with(&want)),
+        "{cg}"
+    );
+}
+
+/// audit-171: a `$PATH` that is not UTF-8 is searched as it is. It was replaced by the default
+/// `/usr/local/bin:/usr/bin:/bin` (`env::var` fails on it): another program than the shell's
+/// ran, or none.
+#[test]
+fn a_path_entry_not_utf8_is_searched() {
+    let t = tempfile::tempdir().unwrap();
+    let bin = not_utf8_dir(t.path());
+    let prog = bin.join("audit171-probe");
+    std::fs::write(&prog, "#!/bin/sh\necho found\n").unwrap();
+    std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut path = bin.into_os_string();
+    path.push(":/usr/bin:/bin");
+    let run = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .env("PATH", &path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Native control: the shell finds it.
+    let native = run("/bin/sh", &["-c", "audit171-probe"]);
+    assert_eq!(out(&native), "found\n", "{}", err(&native));
+    let o = run(BIN, &["exec", "--json", "--", "audit171-probe"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "found\n");
+    // The report names it in valid JSON, lossily.
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let shown = prog.to_string_lossy();
+    assert_eq!(layer(&r, "process")["details"]["program"], *shown);
+}
+
+/// An empty `$PATH` entry is not the current directory (as it is to `execvp`): a stray `::`
+/// would run a file planted wherever the runtime was started (docs/sandbox.md, audit-171).
+#[test]
+fn an_empty_path_entry_is_not_the_current_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let prog = t.path().join("audit171-cwd");
+    std::fs::write(&prog, "#!/bin/sh\necho planted\n").unwrap();
+    std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for path in ["/usr/bin::/bin", "/usr/bin:", ""] {
+        let o = Command::new(BIN)
+            .args(["exec", "--", "audit171-cwd"])
+            .env("PATH", path)
+            .current_dir(t.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 127, "PATH={path:?}: {}", out(&o));
+    }
+}
+
+/// audit-171: `--plugin-dir` not UTF-8 is bound itself. Its bind source was opened by its lossy
+/// text, which names another directory — the one with U+FFFD where the byte is, bound instead
+/// when it exists — and the report names it in valid JSON.
+#[test]
+fn a_plugin_dir_not_utf8_is_bound_not_its_lookalike() {
+    let t = tempfile::tempdir().unwrap();
+    let real = not_utf8_dir(t.path());
+    let lookalike = t.path().join("odd-\u{fffd}");
+    std::fs::create_dir(&lookalike).unwrap();
+    std::fs::write(real.join("f"), "real\n").unwrap();
+    std::fs::write(lookalike.join("f"), "lookalike\n").unwrap();
+    let o = Command::new(BIN)
+        .args(["exec", "--json", "--plugin-dir"])
+        .arg(&real)
+        .args(["--", "/bin/cat", "/plugin/f"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(out(&o), "real\n");
+    let r: serde_json::Value = serde_json::from_str(&err(&o)).unwrap();
+    let fs = &layer(&r, "filesystem")["details"];
+    assert_eq!(fs["package"], *real.to_string_lossy(), "{fs}");
+}

@@ -1074,3 +1074,27 @@ fn a_ca_init_sweep_removes_only_what_ca_init_makes() {
     assert!(std::fs::symlink_metadata(with_symlink.join("ca.pub")).is_ok());
     assert!(with_symlink.join("ca.key").exists());
 }
+
+/// audit-171: a report naming a path that is not UTF-8 is valid JSON, the path its lossy text.
+/// serde's own form of such a path fails, which lost the whole report: `--json keygen -o` into
+/// a directory named in Latin-1 wrote the keys, printed nothing and exited 0.
+#[test]
+fn a_json_report_names_a_path_not_utf8_lossily() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join(std::ffi::OsStr::from_bytes(b"odd-\xff"));
+    std::fs::create_dir(&dir).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["--json", "keygen", "-o"])
+        .arg(dir.join("me"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
+    let shown = dir.to_string_lossy();
+    assert_eq!(j["secret_key"], format!("{shown}/me.key").as_str(), "{j}");
+    assert_eq!(j["public_key"], format!("{shown}/me.pub").as_str(), "{j}");
+    assert!(dir.join("me.key").is_file());
+}

@@ -89,15 +89,19 @@ fn run(fx: &Fixture, pkg: &str) -> Ran {
 
 /// [`run`] with `extra` appended to the policy.
 fn run_with(fx: &Fixture, pkg: &str, extra: &str) -> Ran {
-    let tmp = fx.path("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    run_in_tmp(fx, pkg, extra, &fx.path("tmp"))
+}
+
+/// [`run_with`] with TMPDIR at `tmp`.
+fn run_in_tmp(fx: &Fixture, pkg: &str, extra: &str, tmp: &Path) -> Ran {
+    std::fs::create_dir_all(tmp).unwrap();
+    std::fs::set_permissions(tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let policy = audit_policy(fx, extra);
     let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
         .args(["run", pkg, "--trust", "trust", "--state-dir", "state"])
         .arg("--policy")
         .arg(&policy)
-        .env("TMPDIR", &tmp)
+        .env("TMPDIR", tmp)
         .current_dir(fx.dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -226,6 +230,29 @@ fn a_compiled_plugin_starts_from_the_sandbox_built_beside_extraction() {
     let r = run(&fx, "c.stockade");
     started_and_left_nothing(&fx, &r);
     assert_eq!(prepared(&fx), "beside the package's extraction");
+}
+
+/// audit-171: a TMPDIR whose name is not UTF-8 holds the extraction and is cleaned after. The
+/// runtime reaches the package's files through the directory's descriptor
+/// (`/proc/self/fd/N/.work-…`), so TMPDIR's bytes never become a path it opens by text: this
+/// passed before the audit and guards it (the entrypoint is now also opened by its bytes, not
+/// by its lossy text, should that ever change).
+#[test]
+fn a_tmpdir_not_utf8_holds_the_extraction() {
+    use std::os::unix::ffi::OsStrExt;
+    if !require_root() {
+        return;
+    }
+    let fx = hello_c_fixture();
+    let tmp = fx.dir().join(std::ffi::OsStr::from_bytes(b"tmp-\xff"));
+    let r = run_in_tmp(&fx, "c.stockade", "", &tmp);
+    assert!(r.ready, "never ready: {}", r.stderr);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "left in TMPDIR"
+    );
 }
 
 #[test]

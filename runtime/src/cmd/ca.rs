@@ -256,10 +256,12 @@ fn is_init_leftover_name(name: &str) -> bool {
 
 #[derive(Serialize)]
 struct InitReport {
+    #[serde(serialize_with = "crate::output::path_text")]
     dir: PathBuf,
     kind: CaKind,
     name: String,
     key_id: String,
+    #[serde(serialize_with = "crate::output::opt_path_text")]
     certificate: Option<PathBuf>,
 }
 
@@ -433,6 +435,7 @@ pub fn init(a: CaInitArgs, out: Output) -> Result<Exit, CmdError> {
 
 #[derive(Serialize)]
 struct IssueReport {
+    #[serde(serialize_with = "crate::output::path_text")]
     output: PathBuf,
     kind: CertKind,
     serial: String,
@@ -569,6 +572,7 @@ pub fn issue(a: CaIssueArgs, out: Output) -> Result<Exit, CmdError> {
 
 #[derive(Serialize)]
 struct RevokeReport {
+    #[serde(serialize_with = "crate::output::path_text")]
     output: PathBuf,
     version: u64,
     issued_at: u64,
@@ -714,6 +718,7 @@ pub fn revoke(a: CaRevokeArgs, out: Output) -> Result<Exit, CmdError> {
 
 #[derive(Serialize)]
 struct LicenseReport {
+    #[serde(serialize_with = "crate::output::path_text")]
     output: PathBuf,
     serial: String,
     state: LicenseState,

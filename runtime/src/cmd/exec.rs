@@ -552,7 +552,8 @@ pub fn run(args: ExecArgs, out: Output) -> Result<Exit, CmdError> {
     let pid_file = args.pid_file.as_deref().map(Reserved::new).transpose()?;
     let report_file = args.report.as_deref().map(Reserved::new).transpose()?;
     let name = args.command.first().cloned().unwrap_or_default();
-    let search = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    // var_os: a $PATH that is not UTF-8 is searched as it is, not replaced by the default.
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     let program = Program::open(&name, &search).map_err(launch_error)?;
 
     // Signals for the runtime arrive on a signalfd (blocked first, so none is lost); the program

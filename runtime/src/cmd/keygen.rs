@@ -21,9 +21,11 @@ use zeroize::Zeroizing;
 
 #[derive(Serialize)]
 struct Report {
+    #[serde(serialize_with = "crate::output::path_text")]
     secret_key: PathBuf,
     /// Whether `secret_key` is password-encrypted (`--password-file`).
     encrypted: bool,
+    #[serde(serialize_with = "crate::output::path_text")]
     public_key: PathBuf,
     key_id: String,
     public_key_base64: String,

@@ -43,6 +43,7 @@ struct InfoReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     hardware_id_error: Option<String>,
     license: Option<LicenseInfo>,
+    #[serde(serialize_with = "crate::output::path_text")]
     state_dir: PathBuf,
     /// What this host offers each layer, for this caller (brief-165).
     layer_facts: HostFacts,
@@ -233,6 +234,7 @@ fn facts_text(f: &HostFacts) -> String {
 
 #[derive(Serialize)]
 struct InstallReport {
+    #[serde(serialize_with = "crate::output::path_text")]
     installed: PathBuf,
     serial: String,
     state: LicenseState,

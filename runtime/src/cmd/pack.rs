@@ -29,6 +29,7 @@ use stockade_trust::statement::{check_file_map, FileEntry, Statement};
 
 #[derive(Serialize)]
 struct Report {
+    #[serde(serialize_with = "crate::output::path_text")]
     output: PathBuf,
     name: String,
     version: String,

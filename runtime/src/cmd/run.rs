@@ -515,7 +515,7 @@ fn extract_beside_build(
         Ok(h) => h,
         Err(e) => return Ok((pkg, Err(e))),
     };
-    let written = match sandbox::Program::open(&entry.to_string_lossy(), "") {
+    let written = match sandbox::Program::open(&entry, "") {
         Ok(p) => p.named(shown),
         Err(e) => return Ok((pkg, Err(e.naming(&shown)))),
     };

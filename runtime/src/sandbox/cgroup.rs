@@ -219,8 +219,8 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
 /// `/sys/fs/cgroup/<name>`: a hierarchy mounted under another name (`cpu,cpuacct` without the
 /// `cpu` symlink) is found, and a path that is no cgroup mount of that controller is never
 /// taken for one (pure).
-pub fn v1_mounts(mountinfo: &str) -> [Option<(String, PathBuf)>; 3] {
-    let mut found: [Option<(String, PathBuf)>; 3] = [None, None, None];
+pub fn v1_mounts(mountinfo: &str) -> [Option<(PathBuf, PathBuf)>; 3] {
+    let mut found: [Option<(PathBuf, PathBuf)>; 3] = [None, None, None];
     for line in mountinfo.lines() {
         let Some((pre, post)) = line.split_once(" - ") else {
             continue;
@@ -235,18 +235,40 @@ pub fn v1_mounts(mountinfo: &str) -> [Option<(String, PathBuf)>; 3] {
         };
         for (i, c) in V1_CONTROLLERS.iter().enumerate() {
             if found[i].is_none() && opts.split(',').any(|o| o == *c) {
-                found[i] = Some((
-                    unescape_mountinfo(root),
-                    PathBuf::from(unescape_mountinfo(point)),
-                ));
+                found[i] = Some((unescape_mountinfo(root), unescape_mountinfo(point)));
             }
         }
     }
     found
 }
 
-/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` (octal).
-pub(crate) fn unescape_mountinfo(s: &str) -> String {
+/// The text of `/proc/self/mountinfo`, every byte that is not UTF-8 written as `\ooo` (octal),
+/// the way the kernel already writes space, tab, newline and backslash in it: a path is bytes,
+/// and one mount anywhere on the host whose path is not UTF-8 (a user's FUSE mount, a USB
+/// stick's Latin-1 label) made `read_to_string` fail, which refused every launch needing a
+/// cgroup (audit-171). The kernel escapes every backslash, so a `\ooo` here is never a path's
+/// own text, and [`unescape_mountinfo`] gives back the path's exact bytes.
+pub(crate) fn read_mountinfo() -> io::Result<String> {
+    fs::read("/proc/self/mountinfo").map(|b| escape_non_utf8(&b))
+}
+
+/// `bytes` as text, each byte of an invalid UTF-8 sequence written as `\ooo` (pure).
+fn escape_non_utf8(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\{b:03o}"));
+        }
+    }
+    out
+}
+
+/// A path field of mountinfo: `\ooo` (octal) back to its byte — the kernel's escapes of space,
+/// tab, newline and backslash, and [`read_mountinfo`]'s of bytes that are not UTF-8 — so the
+/// path is the file system's, byte for byte, never a lossy look-alike.
+pub(crate) fn unescape_mountinfo(s: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -265,7 +287,7 @@ pub(crate) fn unescape_mountinfo(s: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// Derive our own cgroup directories from the text of `/proc/self/cgroup` (pure; `v2_only` says
@@ -275,7 +297,7 @@ pub fn derive_layout(
     proc_self_cgroup: &str,
     root: &Path,
     v2_only: bool,
-    mounts: &[Option<(String, PathBuf)>; 3],
+    mounts: &[Option<(PathBuf, PathBuf)>; 3],
 ) -> Option<Layout> {
     let mut v1: [Option<PathBuf>; 3] = [None, None, None];
     let mut unified = None;
@@ -314,7 +336,7 @@ pub fn derive_layout(
 /// a cgroup namespace over a cgroup filesystem mounted outside it (a container given the host's
 /// `/sys` by a bind: its mounts' roots read `/..`) — is named so; before audit-167 that case
 /// too said "no memory, pids or cpu controller in /proc/self/cgroup", which lists them.
-fn no_layout_reason(proc_self_cgroup: &str, mounts: &[Option<(String, PathBuf)>; 3]) -> String {
+fn no_layout_reason(proc_self_cgroup: &str, mounts: &[Option<(PathBuf, PathBuf)>; 3]) -> String {
     for line in proc_self_cgroup.lines() {
         let mut parts = line.splitn(3, ':');
         let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
@@ -330,7 +352,8 @@ fn no_layout_reason(proc_self_cgroup: &str, mounts: &[Option<(String, PathBuf)>;
                      this process's cgroup `{path}` (/proc/self/cgroup): a cgroup namespace over \
                      a cgroup filesystem mounted outside it, such as a container's bind of the \
                      host's /sys — mount the cgroup filesystem inside the namespace",
-                    point.display()
+                    point.display(),
+                    mroot = mroot.display()
                 );
             }
         }
@@ -357,7 +380,7 @@ pub enum HostMode {
 /// This host's [`HostMode`], from `/proc/self/mountinfo` (unreadable: [`HostMode::None`], as
 /// the launch then finds no cgroup either).
 pub fn host_mode() -> HostMode {
-    host_mode_in(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+    host_mode_in(&read_mountinfo().unwrap_or_default())
 }
 
 /// [`host_mode`] of the text of `/proc/self/mountinfo` (pure): v2 when the mount visible at
@@ -367,7 +390,7 @@ pub fn host_mode_in(mountinfo: &str) -> HostMode {
     let top = mountinfo.lines().rev().find_map(|line| {
         let (pre, post) = line.split_once(" - ")?;
         let point = pre.split(' ').nth(4)?;
-        (unescape_mountinfo(point) == CGROUP_ROOT).then(|| post.split(' ').next())?
+        (unescape_mountinfo(point) == Path::new(CGROUP_ROOT)).then(|| post.split(' ').next())?
     });
     if top == Some("cgroup2") {
         HostMode::V2
@@ -437,7 +460,7 @@ pub fn v2_swap_not_applied(r: &Resources, swap_file: bool) -> Option<String> {
 pub fn detect() -> Result<Layout, CgroupError> {
     use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
     let text = fs::read_to_string("/proc/self/cgroup").map_err(CgroupError::Detect)?;
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::Detect)?;
+    let mountinfo = read_mountinfo().map_err(CgroupError::Detect)?;
     let root = Path::new(CGROUP_ROOT);
     let is = |p: &Path, magic| statfs(p).is_ok_and(|s| s.filesystem_type() == magic);
     let v2_only = is(root, CGROUP2_SUPER_MAGIC);
@@ -1376,6 +1399,28 @@ mod tests {
             v1_missing("memory", None),
             CgroupError::Missing("memory")
         ));
+    }
+
+    /// audit-171: mountinfo as read keeps a path's bytes that are not UTF-8 (escaped as the
+    /// kernel escapes space, tab, newline and backslash), and the paths given back are the
+    /// file system's bytes, not a look-alike with U+FFFD.
+    #[test]
+    fn mount_paths_not_utf8_are_read_byte_for_byte() {
+        use std::os::unix::ffi::OsStrExt;
+        let raw: &[u8] = b"\
+31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw
+73 50 0:40 / /tmp/m\xff rw - tmpfs x rw
+39 31 0:36 /sub\xfe\\134x /mnt/p\\040\xff rw - cgroup cgroup rw,pids
+";
+        let text = escape_non_utf8(raw);
+        assert!(text.contains("/tmp/m\\377 rw"), "{text}");
+        let m = v1_mounts(&text);
+        let (root, point) = m[1].clone().unwrap();
+        assert_eq!(root.as_os_str().as_bytes(), b"/sub\xfe\\x");
+        assert_eq!(point.as_os_str().as_bytes(), b"/mnt/p \xff");
+        assert_eq!(host_mode_in(&text), HostMode::V1);
+        // Valid UTF-8 (a multi-byte name) is kept as it is.
+        assert_eq!(escape_non_utf8("/mnt/é".as_bytes()), "/mnt/é");
     }
 
     /// review-156: the hint's host mode is read from mountinfo, as the launch finds its

@@ -243,6 +243,7 @@ pub struct CgroupFacts {
     /// This process's own cgroup directory (v2) or memory's (v1), below which the launch makes
     /// its groups.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::output::opt_path_text")]
     pub own: Option<PathBuf>,
     /// Whether this process may make a group below `own` (`access(W_OK)`: root's, or delegated
     /// to this user); `None` without one.
@@ -297,7 +298,7 @@ impl HostFacts {
             seccomp: seccomp_in(Path::new(PROC_SYS)),
             cgroup: cgroup_facts(
                 cgroup::detect(),
-                &fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+                &cgroup::read_mountinfo().unwrap_or_default(),
             ),
         }
     }

@@ -1196,7 +1196,7 @@ fn prepare(
                 "cgroup.procs before the child runs"
             }
         };
-        let mut d = json!({"version": c.version(), "paths": c.dirs(), "joined": joined, "memory_max": p.resources.memory_max, "swap_max": p.resources.swap_max, "cpu_max": p.resources.cpu_max, "pids_max": p.resources.pids_max});
+        let mut d = json!({"version": c.version(), "paths": c.dirs().iter().map(|d| d.to_string_lossy()).collect::<Vec<_>>(), "joined": joined, "memory_max": p.resources.memory_max, "swap_max": p.resources.swap_max, "cpu_max": p.resources.cpu_max, "pids_max": p.resources.pids_max});
         if c.not_applied.is_empty() {
             layers.push(LayerReport::full("cgroup", d));
         } else {
@@ -1258,7 +1258,7 @@ fn prepare(
             "proc": if plan.proc { json!({"masked_files": mounts::PROC_MASKED_FILES, "masked_dirs": mounts::PROC_MASKED_DIRS, "read_only": mounts::PROC_READ_ONLY}) } else { json!(false) },
             "dev": mounts::DEV_NODES,
             "sys": plan.sys,
-            "package": spec.package_dir,
+            "package": spec.package_dir.as_deref().map(Path::to_string_lossy),
         }),
     ));
     layers.push(LayerReport::full(
@@ -1274,7 +1274,7 @@ fn prepare(
         "stdio": "pipes owned by the runtime",
         "environment": spec.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
         "executed_from": "descriptor (execveat AT_EMPTY_PATH)",
-        "program": spec.program.path,
+        "program": spec.program.path.to_string_lossy(),
         "init": "pid 1: not dumpable, no capabilities, seccomp (wait/write/exit only)",
     });
     Ok(Held {

@@ -351,7 +351,9 @@ fn open_source(
     id: Option<(u64, u64)>,
     open: fn(&CStr, libc::c_int) -> io::Result<OwnedFd>,
 ) -> io::Result<OwnedFd> {
-    let c = cstr(&host.to_string_lossy())?;
+    // The path's own bytes: a lossy form of a name that is not UTF-8 named another file (one
+    // with U+FFFD where the byte was) — another directory bound, or none (audit-171).
+    let c = path_cstr(host)?;
     let fd = open(&c, libc::O_PATH | libc::O_NOFOLLOW)?;
     let is_dir = sys::fstat_mode(fd.as_fd())? & libc::S_IFMT == libc::S_IFDIR;
     if is_dir != dir {

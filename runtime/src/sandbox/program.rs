@@ -50,8 +50,20 @@ impl Program {
     }
 
     /// Resolve `name` like `execvp` would (a name with a slash is a path; otherwise each entry of
-    /// `search_path` in order), open it, and check that it is an executable regular file.
-    pub fn open(name: &str, search_path: &str) -> Result<Program, LaunchError> {
+    /// `search_path` in order), open it, and check that it is an executable regular file. Both
+    /// are bytes, as the kernel's paths are: a directory of `$PATH` that is not UTF-8 is
+    /// searched as it is, never as a lossy look-alike nor replaced by the default search path
+    /// (audit-171). An empty entry of `search_path` is
+    /// skipped, not taken for the current directory as `execvp` does: POSIX calls it a legacy
+    /// spelling, and a stray `::` or trailing `:` would run a file planted in whatever directory
+    /// the runtime was started from (`./name` says so when that is meant).
+    pub fn open(
+        name: impl AsRef<std::ffi::OsStr>,
+        search_path: impl AsRef<std::ffi::OsStr>,
+    ) -> Result<Program, LaunchError> {
+        use std::os::unix::ffi::OsStrExt;
+        let name = name.as_ref();
+        let search_path = search_path.as_ref().as_bytes();
         // An empty name would be joined onto each $PATH directory and name the directory
         // itself (`/bin/`): no program, as execvp says (ENOENT).
         if name.is_empty() {
@@ -59,13 +71,13 @@ impl Program {
                 path: PathBuf::new(),
             });
         }
-        let candidates: Vec<PathBuf> = if name.contains('/') {
+        let candidates: Vec<PathBuf> = if name.as_bytes().contains(&b'/') {
             vec![PathBuf::from(name)]
         } else {
             search_path
-                .split(':')
+                .split(|b| *b == b':')
                 .filter(|d| !d.is_empty())
-                .map(|d| Path::new(d).join(name))
+                .map(|d| Path::new(std::ffi::OsStr::from_bytes(d)).join(name))
                 .collect()
         };
         let mut last_denied = None;
@@ -141,7 +153,7 @@ fn denied(path: PathBuf, cause: io::Error, fd: BorrowedFd<'_>) -> LaunchError {
         .and_then(|info| {
             let id = info.lines().find_map(|l| l.strip_prefix("mnt_id:"))?;
             let id = id.trim().parse().ok()?;
-            mount_point_in(&fs::read_to_string("/proc/self/mountinfo").ok()?, id)
+            mount_point_in(&super::cgroup::read_mountinfo().ok()?, id)
         });
     LaunchError::NoExec { path, mount }
 }
@@ -154,7 +166,7 @@ fn mount_point_in(mountinfo: &str, id: u64) -> Option<PathBuf> {
             return None;
         }
         let point = fields.nth(3)?;
-        Some(PathBuf::from(super::cgroup::unescape_mountinfo(point)))
+        Some(super::cgroup::unescape_mountinfo(point))
     })
 }
 
