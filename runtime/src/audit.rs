@@ -1851,8 +1851,38 @@ pub fn into_cmd(e: AuditError) -> crate::error::CmdError {
              disk), or give the [audit] section a `file` or the journal",
         );
     }
-    CmdError::new(Exit::IoErr, "audit", e)
-        .hint("fix the [audit] sinks in the policy (a file's directory must exist and be writable; `journal` needs the journal socket)")
+    let hint = storage_hint(&e).unwrap_or(
+        "fix the [audit] sinks in the policy (a file's directory must exist and be writable; \
+         `journal` needs the journal socket)",
+    );
+    CmdError::new(Exit::IoErr, "audit", e).hint(hint)
+}
+
+/// The hint for a log write refused for want of room, its errno deciding: a full file system
+/// (`ENOSPC`), an exhausted quota (`EDQUOT`) or a file-size limit (`EFBIG`) is not cured by
+/// fixing the `[audit]` sinks, which is all the hint said before (audit-166 L4, review-169 L4).
+/// `None`: any other cause, or an error that is no write of the log's.
+fn storage_hint(e: &AuditError) -> Option<&'static str> {
+    let (AuditError::Io { source, .. } | AuditError::Uncut { source, .. }) = e else {
+        return None;
+    };
+    match source.raw_os_error()? {
+        libc::ENOSPC => Some(
+            "the audit log's file system is full (of bytes or of inodes): free space there, or \
+             name a log on another file system (`[audit] file`)",
+        ),
+        libc::EDQUOT => Some(
+            "the disk quota on the audit log's file system is used up (the log directory's \
+             owner's, or its group's or project's): raise the quota or free space within it",
+        ),
+        libc::EFBIG => Some(
+            "the audit log reached the runtime's file-size limit (its unit's `LimitFSIZE=`, a \
+             shell's `ulimit -f`) or the file system's largest file: raise or remove the limit \
+             for stockade, or rotate the log below it (`stockade audit rotate`, `[audit] \
+             rotate_size`)",
+        ),
+        _ => None,
+    }
 }
 
 /// What a launch or restart record's `detail` says of how the sandbox was built, beside its
@@ -2665,5 +2695,38 @@ mod tests {
         drop(held);
         let r = rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
         assert_eq!(r.seq, 2);
+    }
+
+    /// A log write refused for want of room is hinted with what gives it room, the cause's
+    /// errno deciding — free space, a quota, a file-size limit —, not "fix the [audit] sinks"
+    /// (audit-166 L4, review-169 L4); whether the part written was cut off or not. Any other
+    /// cause keeps the sinks' hint.
+    #[test]
+    fn a_log_write_refused_for_want_of_room_is_hinted_by_its_cause() {
+        let err = |n| std::io::Error::from_raw_os_error(n);
+        let hint = |e: AuditError| into_cmd(e).hint_text().unwrap().to_string();
+        let io = |n| AuditError::Io {
+            path: "/l/audit.log".into(),
+            source: err(n),
+        };
+        let uncut = |n| AuditError::Uncut {
+            path: "/l/audit.log".into(),
+            source: err(n),
+            cut: err(libc::EPERM),
+        };
+        for (n, says) in [
+            (libc::ENOSPC, "free space"),
+            (libc::EDQUOT, "raise the quota"),
+            (libc::EFBIG, "LimitFSIZE="),
+        ] {
+            for h in [hint(io(n)), hint(uncut(n))] {
+                assert!(h.contains(says), "{n}: {h}");
+                assert!(!h.contains("fix the [audit] sinks"), "{n}: {h}");
+            }
+        }
+        assert!(hint(io(libc::EFBIG)).contains("ulimit -f"));
+        for h in [hint(io(libc::EACCES)), hint(uncut(libc::EIO))] {
+            assert!(h.starts_with("fix the [audit] sinks"), "{h}");
+        }
     }
 }
