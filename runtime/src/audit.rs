@@ -249,9 +249,10 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
-    /// A record could not be written whole, and what was written of it could not be cut off
-    /// again: the log ends in part of a record, which the next append refuses to chain to.
-    #[error("cannot write the audit log {}, and the part of the record written could not be cut off again ({cut}): the log ends in an incomplete record", path.display())]
+    /// A record could not be written whole (or its head not replaced), and what was written of
+    /// it could not be cut off again (or the cut not synced): `tail` says what the log was
+    /// seen to end in then.
+    #[error("cannot write the audit log {}, and what was written of the record could not be cut off again ({cut}): {tail}", path.display())]
     Uncut {
         /// The file.
         path: PathBuf,
@@ -260,6 +261,8 @@ pub enum AuditError {
         source: std::io::Error,
         /// Why its part could not be cut off.
         cut: std::io::Error,
+        /// What the log ends in, by its length after the cut was tried.
+        tail: UncutTail,
     },
     /// A record cannot be encoded.
     #[error("cannot encode the audit record")]
@@ -378,6 +381,55 @@ pub enum AuditError {
     /// `stderr` is the only sink, and stderr carries the command's machine-readable output.
     #[error("audit.stderr is the only audit sink, but stderr carries this command's JSON report and there is no journal socket")]
     StderrTaken,
+}
+
+/// What a log whose failed record could not be cut off ([`AuditError::Uncut`]) ends in, told by
+/// its length after the cut was tried: it said "an incomplete record" in every case, also of a
+/// whole record whose head alone failed (a `chattr +a` log refuses the truncation) and of a
+/// cut made but not synced (review-169 L2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UncutTail {
+    /// Part of the record: the next append refuses to chain to it.
+    Part,
+    /// The whole record, beyond what its head names (the head's replacement failed): the log
+    /// one record past its head, which the next append chains to and heals.
+    Whole,
+    /// Its length before the record: the cut was made but could not be synced, so a crash
+    /// may bring back what was written.
+    Unsynced,
+    /// Unknown (the length could not be read).
+    Unknown,
+}
+
+impl UncutTail {
+    /// What a log of `now` bytes ends in, `before` before a record of `record` bytes was
+    /// written to it (pure).
+    fn of(before: u64, record: u64, now: Option<u64>) -> UncutTail {
+        match now {
+            None => UncutTail::Unknown,
+            Some(n) if n == before => UncutTail::Unsynced,
+            Some(n) if n == before + record => UncutTail::Whole,
+            Some(_) => UncutTail::Part,
+        }
+    }
+}
+
+impl std::fmt::Display for UncutTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UncutTail::Part => "the log ends in an incomplete record",
+            UncutTail::Whole => {
+                "the log ends in the whole record, which its head file does not name (the \
+                 action it records did not happen)"
+            }
+            UncutTail::Unsynced => {
+                "the record was cut off, but the cut may not be on disk: a crash may leave the \
+                 log ending in part of it"
+            }
+            UncutTail::Unknown => "the log may end in part of the record",
+        })
+    }
 }
 
 /// `<log>.head`: how many records the log had after the last append, and the last one's hash.
@@ -710,6 +762,11 @@ fn append_to_file(
                 path: path.to_path_buf(),
                 source: e,
                 cut,
+                tail: UncutTail::of(
+                    before,
+                    line.len() as u64,
+                    f.metadata().ok().map(|m| m.len()),
+                ),
             },
         });
     }
@@ -2713,6 +2770,7 @@ mod tests {
             path: "/l/audit.log".into(),
             source: err(n),
             cut: err(libc::EPERM),
+            tail: UncutTail::Part,
         };
         for (n, says) in [
             (libc::ENOSPC, "free space"),
@@ -2728,5 +2786,34 @@ mod tests {
         for h in [hint(io(libc::EACCES)), hint(uncut(libc::EIO))] {
             assert!(h.starts_with("fix the [audit] sinks"), "{h}");
         }
+    }
+
+    /// A failed record that could not be cut off is said as what the log was seen to end in —
+    /// part of it, the whole of it beyond its head, or nothing of it but a cut not synced —:
+    /// every case said "the log ends in an incomplete record" (review-169 L2).
+    #[test]
+    fn a_record_not_cut_off_says_what_the_log_ends_in() {
+        let said = |now| {
+            AuditError::Uncut {
+                path: "/l/audit.log".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+                cut: std::io::Error::from_raw_os_error(libc::EPERM),
+                tail: UncutTail::of(1000, 300, now),
+            }
+            .to_string()
+        };
+        assert!(
+            said(Some(1100)).ends_with("an incomplete record"),
+            "{}",
+            said(Some(1100))
+        );
+        let whole = said(Some(1300));
+        assert!(
+            whole.contains("the whole record") && !whole.contains("incomplete"),
+            "{whole}"
+        );
+        let unsynced = said(Some(1000));
+        assert!(unsynced.contains("may not be on disk"), "{unsynced}");
+        assert!(said(None).contains("may end in part"), "{}", said(None));
     }
 }
