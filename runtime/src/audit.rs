@@ -249,9 +249,10 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
-    /// A record could not be written whole, and what was written of it could not be cut off
-    /// again: the log ends in part of a record, which the next append refuses to chain to.
-    #[error("cannot write the audit log {}, and the part of the record written could not be cut off again ({cut}): the log ends in an incomplete record", path.display())]
+    /// A record could not be written whole (or its head not replaced), and what was written of
+    /// it could not be cut off again (or the cut not synced): `tail` says what the log was
+    /// seen to end in then.
+    #[error("cannot write the audit log {}, and what was written of the record could not be cut off again ({cut}): {tail}", path.display())]
     Uncut {
         /// The file.
         path: PathBuf,
@@ -260,6 +261,8 @@ pub enum AuditError {
         source: std::io::Error,
         /// Why its part could not be cut off.
         cut: std::io::Error,
+        /// What the log ends in, by its length after the cut was tried.
+        tail: UncutTail,
     },
     /// A record cannot be encoded.
     #[error("cannot encode the audit record")]
@@ -378,6 +381,55 @@ pub enum AuditError {
     /// `stderr` is the only sink, and stderr carries the command's machine-readable output.
     #[error("audit.stderr is the only audit sink, but stderr carries this command's JSON report and there is no journal socket")]
     StderrTaken,
+}
+
+/// What a log whose failed record could not be cut off ([`AuditError::Uncut`]) ends in, told by
+/// its length after the cut was tried: it said "an incomplete record" in every case, also of a
+/// whole record whose head alone failed (a `chattr +a` log refuses the truncation) and of a
+/// cut made but not synced (review-169 L2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UncutTail {
+    /// Part of the record: the next append refuses to chain to it.
+    Part,
+    /// The whole record, beyond what its head names (the head's replacement failed): the log
+    /// one record past its head, which the next append chains to and heals.
+    Whole,
+    /// Its length before the record: the cut was made but could not be synced, so a crash
+    /// may bring back what was written.
+    Unsynced,
+    /// Unknown (the length could not be read).
+    Unknown,
+}
+
+impl UncutTail {
+    /// What a log of `now` bytes ends in, `before` before a record of `record` bytes was
+    /// written to it (pure).
+    fn of(before: u64, record: u64, now: Option<u64>) -> UncutTail {
+        match now {
+            None => UncutTail::Unknown,
+            Some(n) if n == before => UncutTail::Unsynced,
+            Some(n) if n == before + record => UncutTail::Whole,
+            Some(_) => UncutTail::Part,
+        }
+    }
+}
+
+impl std::fmt::Display for UncutTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UncutTail::Part => "the log ends in an incomplete record",
+            UncutTail::Whole => {
+                "the log ends in the whole record, which its head file does not name (the \
+                 action it records did not happen)"
+            }
+            UncutTail::Unsynced => {
+                "the record was cut off, but the cut may not be on disk: a crash may leave the \
+                 log ending in part of it"
+            }
+            UncutTail::Unknown => "the log may end in part of the record",
+        })
+    }
 }
 
 /// `<log>.head`: how many records the log had after the last append, and the last one's hash.
@@ -710,6 +762,11 @@ fn append_to_file(
                 path: path.to_path_buf(),
                 source: e,
                 cut,
+                tail: UncutTail::of(
+                    before,
+                    line.len() as u64,
+                    f.metadata().ok().map(|m| m.len()),
+                ),
             },
         });
     }
@@ -1851,8 +1908,38 @@ pub fn into_cmd(e: AuditError) -> crate::error::CmdError {
              disk), or give the [audit] section a `file` or the journal",
         );
     }
-    CmdError::new(Exit::IoErr, "audit", e)
-        .hint("fix the [audit] sinks in the policy (a file's directory must exist and be writable; `journal` needs the journal socket)")
+    let hint = storage_hint(&e).unwrap_or(
+        "fix the [audit] sinks in the policy (a file's directory must exist and be writable; \
+         `journal` needs the journal socket)",
+    );
+    CmdError::new(Exit::IoErr, "audit", e).hint(hint)
+}
+
+/// The hint for a log write refused for want of room, its errno deciding: a full file system
+/// (`ENOSPC`), an exhausted quota (`EDQUOT`) or a file-size limit (`EFBIG`) is not cured by
+/// fixing the `[audit]` sinks, which is all the hint said before (audit-166 L4, review-169 L4).
+/// `None`: any other cause, or an error that is no write of the log's.
+fn storage_hint(e: &AuditError) -> Option<&'static str> {
+    let (AuditError::Io { source, .. } | AuditError::Uncut { source, .. }) = e else {
+        return None;
+    };
+    match source.raw_os_error()? {
+        libc::ENOSPC => Some(
+            "the audit log's file system is full (of bytes or of inodes): free space there, or \
+             name a log on another file system (`[audit] file`)",
+        ),
+        libc::EDQUOT => Some(
+            "the disk quota on the audit log's file system is used up (the log directory's \
+             owner's, or its group's or project's): raise the quota or free space within it",
+        ),
+        libc::EFBIG => Some(
+            "the audit log reached the runtime's file-size limit (its unit's `LimitFSIZE=`, a \
+             shell's `ulimit -f`) or the file system's largest file: raise or remove the limit \
+             for stockade, or rotate the log below it (`stockade audit rotate`, `[audit] \
+             rotate_size`)",
+        ),
+        _ => None,
+    }
 }
 
 /// What a launch or restart record's `detail` says of how the sandbox was built, beside its
@@ -2665,5 +2752,68 @@ mod tests {
         drop(held);
         let r = rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
         assert_eq!(r.seq, 2);
+    }
+
+    /// A log write refused for want of room is hinted with what gives it room, the cause's
+    /// errno deciding — free space, a quota, a file-size limit —, not "fix the [audit] sinks"
+    /// (audit-166 L4, review-169 L4); whether the part written was cut off or not. Any other
+    /// cause keeps the sinks' hint.
+    #[test]
+    fn a_log_write_refused_for_want_of_room_is_hinted_by_its_cause() {
+        let err = |n| std::io::Error::from_raw_os_error(n);
+        let hint = |e: AuditError| into_cmd(e).hint_text().unwrap().to_string();
+        let io = |n| AuditError::Io {
+            path: "/l/audit.log".into(),
+            source: err(n),
+        };
+        let uncut = |n| AuditError::Uncut {
+            path: "/l/audit.log".into(),
+            source: err(n),
+            cut: err(libc::EPERM),
+            tail: UncutTail::Part,
+        };
+        for (n, says) in [
+            (libc::ENOSPC, "free space"),
+            (libc::EDQUOT, "raise the quota"),
+            (libc::EFBIG, "LimitFSIZE="),
+        ] {
+            for h in [hint(io(n)), hint(uncut(n))] {
+                assert!(h.contains(says), "{n}: {h}");
+                assert!(!h.contains("fix the [audit] sinks"), "{n}: {h}");
+            }
+        }
+        assert!(hint(io(libc::EFBIG)).contains("ulimit -f"));
+        for h in [hint(io(libc::EACCES)), hint(uncut(libc::EIO))] {
+            assert!(h.starts_with("fix the [audit] sinks"), "{h}");
+        }
+    }
+
+    /// A failed record that could not be cut off is said as what the log was seen to end in —
+    /// part of it, the whole of it beyond its head, or nothing of it but a cut not synced —:
+    /// every case said "the log ends in an incomplete record" (review-169 L2).
+    #[test]
+    fn a_record_not_cut_off_says_what_the_log_ends_in() {
+        let said = |now| {
+            AuditError::Uncut {
+                path: "/l/audit.log".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+                cut: std::io::Error::from_raw_os_error(libc::EPERM),
+                tail: UncutTail::of(1000, 300, now),
+            }
+            .to_string()
+        };
+        assert!(
+            said(Some(1100)).ends_with("an incomplete record"),
+            "{}",
+            said(Some(1100))
+        );
+        let whole = said(Some(1300));
+        assert!(
+            whole.contains("the whole record") && !whole.contains("incomplete"),
+            "{whole}"
+        );
+        let unsynced = said(Some(1000));
+        assert!(unsynced.contains("may not be on disk"), "{unsynced}");
+        assert!(said(None).contains("may end in part"), "{}", said(None));
     }
 }

@@ -592,6 +592,16 @@ pub fn program_for(
             )));
         }
     }
+    if http.interpreter.is_none() {
+        // The bridge executes a native entrypoint by its path under /plugin, inside the
+        // sandbox, where an EACCES said only "cannot start /plugin/…: Permission denied" (exit
+        // 70): a package on a `noexec` mount (a hardened `/var` or `/tmp` holding the state
+        // directory or TMPDIR), whose bind at /plugin the kernel runs nothing from. Checked here
+        // as a stdio plugin's entrypoint is (executable regular file, its mount named when
+        // `noexec`: 126 `cannot_execute`), before anything is built (review-169 L7).
+        let entry = pkg.dir.join(pkg.manifest.entrypoint());
+        Program::open(&entry.to_string_lossy(), "").map_err(|e| e.naming(&entry_shown(pkg)))?;
+    }
     let program = Program::open("/proc/self/exe", "")?;
     Ok((program, vec!["stockade".into(), "http-bridge".into()]))
 }

@@ -812,6 +812,12 @@ fn a_file_size_limit_reached_by_the_log_refuses_the_record_whole() {
     let e: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(e["error"]["kind"], "audit", "{e}");
     assert!(e.to_string().contains("File too large"), "{e}");
+    // Hinted with the limit, not "fix the [audit] sinks" (review-169 L4).
+    let hint = e["error"]["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("LimitFSIZE=") && hint.contains("ulimit -f"),
+        "{e}"
+    );
     assert_eq!(std::fs::metadata(&log).unwrap().len(), size, "{text}");
     verify(2);
     let (code, _, text) = exec(None);

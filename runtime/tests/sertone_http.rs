@@ -1414,3 +1414,91 @@ fn the_fronts_bypass_records_say_an_invalid_answer_from_no_answer() {
     assert_eq!(reason("bad"), "invalid_answer", "{recs:#?}");
     assert_eq!(reason("err"), "no_answer", "{recs:#?}");
 }
+
+/// An HTTP plugin with a native entrypoint (no `http.interpreter`: the bridge executes the
+/// entrypoint itself, inside the sandbox) whose package is extracted onto file systems mounted
+/// `noexec` (the state directory and TMPDIR: a hardened `/var`, `/tmp`): refused before the
+/// launch with 126 `cannot_execute` naming the mount, as a stdio plugin's entrypoint is
+/// (audit-166) — the bridge's spawn failed "cannot start /plugin/…: Permission denied" inside
+/// the sandbox (exit 70), saying nothing of the mount (review-169 L7).
+#[test]
+fn an_http_plugins_native_entrypoint_on_a_noexec_mount_is_refused_naming_the_mount() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fixture::new();
+    let d = fx.dir().join("pkg-native");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("serve.sh"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(
+        d.join("serve.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let manifest = json!({"name": "native", "version": "1.0.0", "author": "t",
+        "entrypoint": "serve.sh", "requested_capabilities": ["register_hook"],
+        "hooks": ["on:sertone.pre_request"], "http": {"port": 4001}});
+    std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
+    let pkg = fx.dir().join("native.stockade");
+    let r = fx.pack_dir(d.to_str().unwrap(), pkg.to_str().unwrap());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let mut mounted = Vec::new();
+    for dir in ["state", "tmp"] {
+        let at = fx.dir().join(dir);
+        std::fs::create_dir_all(&at).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m,mode=0755,noexec", "tmpfs"])
+            .arg(&at)
+            .status();
+        assert!(st.unwrap().success(), "mount a noexec tmpfs at {dir}");
+        mounted.push(Unmount(at));
+    }
+    std::fs::write(
+        fx.dir().join("run-policy.toml"),
+        format!("version = 1\n{POLICY}"),
+    )
+    .unwrap();
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+            .args(["run", pkg.to_str().unwrap(), "--policy", "run-policy.toml"])
+            .args(["--trust", "trust", "--state-dir", "state"])
+            .env("TMPDIR", fx.dir().join("tmp"))
+            .current_dir(fx.dir())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = run();
+    assert_eq!(code, Some(126), "{text}");
+    let named = mounted
+        .iter()
+        .any(|m| text.contains(&format!("mounted noexec at {}", m.0.display())));
+    assert!(named, "{text}");
+    assert!(!text.contains("\"starting\""), "launched: {text}");
+    // Control: the same mounts made exec, the bridge starts the entrypoint (which exits 0).
+    for m in &mounted {
+        let st = std::process::Command::new("mount")
+            .args(["-o", "remount,exec"])
+            .arg(&m.0)
+            .status();
+        assert!(st.unwrap().success());
+    }
+    let (code, text) = run();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("Permission denied"), "{text}");
+}
