@@ -600,7 +600,7 @@ pub fn program_for(
         // as a stdio plugin's entrypoint is (executable regular file, its mount named when
         // `noexec`: 126 `cannot_execute`), before anything is built (review-169 L7).
         let entry = pkg.dir.join(pkg.manifest.entrypoint());
-        Program::open(&entry.to_string_lossy(), "").map_err(|e| e.naming(&entry_shown(pkg)))?;
+        Program::open(&entry, "").map_err(|e| e.naming(&entry_shown(pkg)))?;
     }
     let program = Program::open("/proc/self/exe", "")?;
     Ok((program, vec!["stockade".into(), "http-bridge".into()]))
