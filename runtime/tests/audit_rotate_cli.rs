@@ -620,46 +620,6 @@ fn a_rotation_while_the_log_is_read_is_not_a_broken_chain() {
     assert_eq!(r.json()["error"]["kind"], "audit_chain", "{}", r.stdout);
 }
 
-/// A tmpfs of `size` at `dir`, unmounted (lazily) when dropped, also when the test fails.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let st = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs at {}", dir.display());
-        Tmpfs(dir.to_path_buf())
-    }
-
-    fn resize(&self, size: &str) {
-        let st = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// A log on a file system that fills up (a tmpfs of three pages: the log's first page, its
 /// head and the head's temporary file while it is replaced): each append is written whole, with
 /// its head, or not at all. A record the disk took only part of stayed half-written at the
@@ -674,7 +634,7 @@ fn a_full_disk_leaves_no_half_record_and_the_log_appends_once_there_is_room() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let space = Tmpfs::mount(&d.path().join("fs"), "12k");
+    let space = Tmpfs::mount(&d.path().join("fs"), "12k", "0755");
     let log = d.path().join("fs/audit.log");
     let l = AuditLog::from_policy(&stockade_policy::operator::AuditSection {
         file: Some(log.display().to_string()),

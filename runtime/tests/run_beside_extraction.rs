@@ -434,12 +434,6 @@ fn a_kept_tree_runs_from_a_read_only_state_directory() {
         assert!(st.unwrap().success(), "mount {args:?}");
     };
     mount(&["--bind"]);
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
     let _unmount = Unmount(state.clone());
     mount(&["-o", "remount,ro,bind"]);
     let r = run(&fx, "c.stockade");
@@ -458,12 +452,6 @@ fn a_package_on_a_noexec_mount_is_refused_naming_the_mount() {
         return;
     }
     let fx = hello_c_fixture();
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
     let mut mounted = Vec::new();
     for dir in ["state", "tmp"] {
         let at = fx.path(dir);
@@ -518,12 +506,6 @@ fn a_plugin_without_kv_runs_from_a_state_directory_read_only_from_the_start() {
         assert!(st.unwrap().success(), "mount {args:?}");
     };
     mount(&["--bind"]);
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
     let _unmount = Unmount(state.clone());
     mount(&["-o", "remount,ro,bind"]);
     let r = run(&fx, "c.stockade");

@@ -1003,47 +1003,6 @@ fn another_user_verifies_inspects_and_explains_what_root_installed() {
     assert_eq!(snapshot(&state.join("store")), before);
 }
 
-/// A tmpfs of `size` at `dir` (made, mode 0700), unmounted when dropped (also when the test
-/// fails).
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let st = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs at {}", dir.display());
-        Tmpfs(dir.to_path_buf())
-    }
-
-    fn resize(&self, size: &str) {
-        let st = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// A state directory that fills up while an update extracts: the staged copy of the package
 /// fits, its tree does not. That is this host's failure, not the package's: 74 `extract.io`,
 /// not 87 `unsafe_archive.write` with "do not use this package"; the store is as it was (the
@@ -1054,7 +1013,7 @@ fn an_update_that_runs_out_of_space_is_an_io_error_and_changes_nothing() {
         return;
     }
     let fx = setup();
-    let space = Tmpfs::mount(&fx.path("state"), "2m");
+    let space = Tmpfs::mount(&fx.path("state"), "2m", "0700");
     let old = pack(&fx, "big", "1.0.0", &[]);
     expect(&fx.store_install(&[&old], &[]), 0, "");
     // 1.1.0 carries 1.2 MB that does not compress.

@@ -825,3 +825,46 @@ pub fn unix_now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// A tmpfs of `size` at `dir` (made if missing, its root of `mode`), unmounted (lazily) when
+/// dropped, also when the test fails: the tests of a host's disk filling up (root only; they
+/// say so with `require`). One copy, for audit_rotate_cli and store_cli.
+pub struct Tmpfs(Unmount);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str, mode: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode={mode}"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs at {}", dir.display());
+        Tmpfs(Unmount(dir.to_path_buf()))
+    }
+
+    /// Give it `size` (`remount`): room made, or taken, while the test runs.
+    pub fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0 .0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+/// Unmounts (lazily) the mount a test made at its path when dropped, also when the test fails.
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
