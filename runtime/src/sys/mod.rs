@@ -109,12 +109,25 @@ pub fn clone_fork(flags: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> io::Res
 ///
 /// Same precondition as [`clone_fork`]: the caller is single-threaded.
 pub fn clone_fork_legacy(flags: libc::c_int) -> io::Result<Forked> {
+    // SAFETY: `flags` are namespace flags only (no pointer-argument flag); single-threadedness
+    // (documented precondition) makes continuing in the child sound.
+    forked(unsafe { clone_no_pointers(flags) })
+}
+
+/// `clone(2)` in its fork-like form, `flags` and `SIGCHLD` as the exit signal: no stack (0: the
+/// child runs on a copy-on-write copy of ours, as with fork(2)) and every pointer argument
+/// (parent/child tid, tls) null. One place for the raw call of [`clone_fork_legacy`] and
+/// [`clone_refused_by_filter`].
+///
+/// # Safety
+/// `flags` must hold none of the flags that make the kernel read or write the pointer
+/// arguments (`CLONE_PARENT_SETTID`, `CLONE_CHILD_SETTID`, `CLONE_CHILD_CLEARTID`,
+/// `CLONE_SETTLS`, `CLONE_PIDFD`), and the caller must make what the child does sound: a
+/// single-threaded caller, or a child that only makes async-signal-safe calls.
+unsafe fn clone_no_pointers(flags: libc::c_int) -> libc::c_long {
     let flags = libc::c_ulong::from(flags.unsigned_abs()) | libc::SIGCHLD as libc::c_ulong;
-    // SAFETY: no stack (0: the child runs on a copy-on-write copy of ours, as with fork(2)) and
-    // none of the flags that make the kernel read or write the pointer arguments (parent/child
-    // tid, tls), all passed as null; single-threadedness (documented precondition) makes
-    // continuing in the child sound.
-    let ret = unsafe {
+    // SAFETY: the caller's contract (above): no flag makes the kernel use the null pointers.
+    unsafe {
         libc::syscall(
             libc::SYS_clone,
             flags,
@@ -123,8 +136,7 @@ pub fn clone_fork_legacy(flags: libc::c_int) -> io::Result<Forked> {
             std::ptr::null_mut::<libc::c_int>(),
             0 as libc::c_ulong,
         )
-    };
-    forked(ret)
+    }
 }
 
 /// Whether a seccomp filter around this process answers `clone(2)` with the namespace `flags`
@@ -140,22 +152,11 @@ pub fn clone_fork_legacy(flags: libc::c_int) -> io::Result<Forked> {
 /// anything; a filter judging the namespace flags answers before the kernel sees the call.
 /// Nothing is made either way. Safe to call from any thread.
 pub fn clone_refused_by_filter(flags: libc::c_int) -> bool {
-    let flags = libc::c_ulong::from((flags | libc::CLONE_NEWNS | libc::CLONE_FS).unsigned_abs())
-        | libc::SIGCHLD as libc::c_ulong;
-    // SAFETY: no stack, no pointer arguments (all null), no flag that makes the kernel read or
-    // write them; the kernel refuses CLONE_NEWNS with CLONE_FS (EINVAL) before making a
-    // process. Were one made all the same, its only act is `_exit` (async-signal-safe, so
-    // sound in the child of a multi-threaded process), and the parent reaps it below.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            flags,
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::null_mut::<libc::c_int>(),
-            std::ptr::null_mut::<libc::c_int>(),
-            0 as libc::c_ulong,
-        )
-    };
+    // SAFETY: namespace flags and CLONE_FS only (no pointer-argument flag); the kernel refuses
+    // CLONE_NEWNS with CLONE_FS (EINVAL) before making a process. Were one made all the same,
+    // its only act is `_exit` (async-signal-safe, so sound in the child of a multi-threaded
+    // process), and the parent reaps it below.
+    let ret = unsafe { clone_no_pointers(flags | libc::CLONE_NEWNS | libc::CLONE_FS) };
     match ret {
         0 => exit_now(0),
         pid if pid > 0 => {
