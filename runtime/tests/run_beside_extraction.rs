@@ -425,17 +425,7 @@ fn a_kept_tree_runs_from_a_read_only_state_directory() {
     started_and_left_nothing(&fx, &run(&fx, "c.stockade"));
     assert_eq!(trees(&fx).len(), 1);
     let state = fx.path("state");
-    let mount = |args: &[&str]| {
-        let st = Command::new("mount")
-            .args(args)
-            .arg(&state)
-            .arg(&state)
-            .status();
-        assert!(st.unwrap().success(), "mount {args:?}");
-    };
-    mount(&["--bind"]);
-    let _unmount = Unmount(state.clone());
-    mount(&["-o", "remount,ro,bind"]);
+    let _unmount = bind_read_only(&state);
     let r = run(&fx, "c.stockade");
     started_and_left_nothing(&fx, &r);
     assert_eq!(launch_details(&fx).pop().unwrap()["tree"], "reused");
@@ -497,17 +487,7 @@ fn a_plugin_without_kv_runs_from_a_state_directory_read_only_from_the_start() {
     }
     let fx = hello_c_fixture();
     let state = fx.path("state");
-    let mount = |args: &[&str]| {
-        let st = Command::new("mount")
-            .args(args)
-            .arg(&state)
-            .arg(&state)
-            .status();
-        assert!(st.unwrap().success(), "mount {args:?}");
-    };
-    mount(&["--bind"]);
-    let _unmount = Unmount(state.clone());
-    mount(&["-o", "remount,ro,bind"]);
+    let _unmount = bind_read_only(&state);
     let r = run(&fx, "c.stockade");
     started_and_left_nothing(&fx, &r);
     assert_eq!(launch_details(&fx).pop().unwrap()["tree"], "temporary");
@@ -643,4 +623,17 @@ fn another_user_locking_a_kept_tree_stalls_no_run() {
     started_and_left_nothing(&fx, &r);
     assert_eq!(tree_of_last(&fx), "reused", "{}", r.stderr);
     assert_eq!(trees(&fx), kept);
+}
+
+/// `dir` bound onto itself read only (a read-only state directory), unbound when the guard is
+/// dropped.
+fn bind_read_only(dir: &std::path::Path) -> Unmount {
+    let mount = |args: &[&str]| {
+        let st = Command::new("mount").args(args).arg(dir).arg(dir).status();
+        assert!(st.unwrap().success(), "mount {args:?}");
+    };
+    mount(&["--bind"]);
+    let unmount = Unmount(dir.to_path_buf());
+    mount(&["-o", "remount,ro,bind"]);
+    unmount
 }

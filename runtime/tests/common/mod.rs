@@ -240,20 +240,7 @@ impl Fixture {
             ],
         );
         ok(d, &["keygen", "-o", "dev"]);
-        let mut args = vec![
-            "ca",
-            "issue",
-            "--ca",
-            "int",
-            "--pub",
-            "dev.pub",
-            "--subject",
-            "Test Developer",
-            "-o",
-            "dev.cert",
-        ];
-        args.extend_from_slice(issue_args);
-        ok(d, &args);
+        issue_dev_cert(d, issue_args);
         std::fs::create_dir(d.join("trust")).unwrap();
         std::fs::copy(d.join("root/ca.pub"), d.join("trust/root.pub")).unwrap();
         Self { tmp }
@@ -386,24 +373,7 @@ impl Fixture {
         );
         std::fs::rename(self.path("int"), self.path("int-any")).unwrap();
         std::fs::rename(self.path("int-hw"), self.path("int")).unwrap();
-        ok(
-            d,
-            &[
-                "ca",
-                "issue",
-                "--ca",
-                "int",
-                "--pub",
-                "dev.pub",
-                "--subject",
-                "Test Developer",
-                "-o",
-                "dev.cert",
-                "--scope",
-                &scope,
-                "--force",
-            ],
-        );
+        issue_dev_cert(d, &["--scope", &scope, "--force"]);
         true
     }
 
@@ -867,4 +837,24 @@ impl Drop for Unmount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
+}
+
+/// `int` issues `dev.cert` for `dev.pub` (subject "Test Developer") in the fixture's directory
+/// `d`, with `extra` arguments (a scope, `--force`): the fixture's first issue and its re-issue
+/// by a machine-bound intermediate.
+fn issue_dev_cert(d: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "ca",
+        "issue",
+        "--ca",
+        "int",
+        "--pub",
+        "dev.pub",
+        "--subject",
+        "Test Developer",
+        "-o",
+        "dev.cert",
+    ];
+    args.extend_from_slice(extra);
+    ok(d, &args);
 }
